@@ -1,0 +1,143 @@
+"""The ASGI application: one port for the control plane (``POST /``), the runtime
+(``/endpoints/{name}/invocations``), ``/metrics`` and ``/ping``. A raw ASGI callable, no framework, so the
+invoke path is a few dict lookups, a SigV4 check and one hop to a worker."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import dataclass
+from typing import Any
+
+from zeroscale.api import sigv4
+from zeroscale.api.control import Dispatcher
+from zeroscale.api.runtime import Runtime
+from zeroscale.api.wire import Send, control_error, control_ok, respond, runtime_error
+from zeroscale.errors import InternalFailure, RuntimeValidationError, UnknownOperationException, ZeroscaleError
+from zeroscale.metrics.registry import Metrics
+
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+log = logging.getLogger("zeroscale.api")
+
+_RUNTIME_PREFIX = "/endpoints/"
+_INVOCATIONS_SUFFIX = "/invocations"
+_CONTROL_BODY_LIMIT = 16 * 1024 * 1024
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+@dataclass
+class AppParts:
+    dispatcher: Dispatcher
+    runtime: Runtime
+    metrics: Metrics
+    lookup_secret: Callable[[str], str | None]
+    payload_limit_bytes: int
+    startup: Callable[[], Awaitable[None]]
+    shutdown: Callable[[], Awaitable[None]]
+
+
+class App:
+    def __init__(self, parts: AppParts) -> None:
+        self._p = parts
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            await self._http(scope, receive, send)
+        elif kind == "lifespan":
+            await self._lifespan(receive, send)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self._p.startup()
+                except Exception as exc:
+                    log.exception("startup failed")
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self._p.shutdown()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path: str = scope["path"]
+        method: str = scope["method"]
+        request_id = str(uuid.uuid4())
+        is_runtime = path.startswith(_RUNTIME_PREFIX)
+        serialise = runtime_error if is_runtime else control_error
+        if method == "GET" and not is_runtime:
+            await self._unsigned_get(send, path, request_id)
+            return
+        try:
+            limit = self._p.payload_limit_bytes if is_runtime else _CONTROL_BODY_LIMIT
+            try:
+                body = await _read_body(scope, receive, limit)
+            except BodyTooLarge:
+                raise RuntimeValidationError(f"Request {request_id} has oversize body.") from None
+            headers: list[tuple[bytes, bytes]] = scope["headers"]
+            sigv4.verify(
+                method=method,
+                raw_path=scope.get("raw_path") or path.encode(),
+                query_string=scope.get("query_string", b""),
+                headers=headers,
+                body=body,
+                lookup=self._p.lookup_secret,
+            )
+            if is_runtime:
+                endpoint = _endpoint_name(path)
+                if endpoint is None or method != "POST":
+                    raise RuntimeValidationError(f"No runtime operation at {method} {path}.")
+                await self._p.runtime.invoke(send, request_id, endpoint, headers, body)
+            elif method == "POST" and path == "/":
+                target = next((v for k, v in headers if k.lower() == b"x-amz-target"), b"").decode("latin-1")
+                await control_ok(send, request_id, self._p.dispatcher.call(target, body))
+            else:
+                raise UnknownOperationException(f"No operation at {method} {path}.")
+        except ZeroscaleError as err:
+            await serialise(send, request_id, err)
+        except Exception:
+            log.exception("request %s failed", request_id)
+            await serialise(send, request_id, InternalFailure(f"Internal failure (request {request_id})."))
+
+    async def _unsigned_get(self, send: Send, path: str, request_id: str) -> None:
+        if path == "/metrics":
+            await respond(send, 200, self._p.metrics.render(), [(b"content-type", Metrics.content_type.encode())])
+        elif path in ("/ping", "/healthz"):
+            await respond(send, 200, b"ok\n", [(b"content-type", b"text/plain")])
+        else:
+            await control_error(send, request_id, UnknownOperationException(f"No operation at GET {path}."))
+
+
+def _endpoint_name(path: str) -> str | None:
+    if not path.endswith(_INVOCATIONS_SUFFIX):
+        return None
+    name = path[len(_RUNTIME_PREFIX) : -len(_INVOCATIONS_SUFFIX)]
+    return name if name and "/" not in name else None
+
+
+async def _read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
+    for name, value in scope["headers"]:
+        if name == b"content-length" and value.isdigit() and int(value) > limit:
+            raise BodyTooLarge
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        chunk = message.get("body", b"")
+        if chunk:
+            size += len(chunk)
+            if size > limit:
+                raise BodyTooLarge
+            chunks.append(chunk)
+        if not message.get("more_body"):
+            break
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)

@@ -1,0 +1,414 @@
+"""Verify AWS Signature Version 4 on incoming requests.
+
+Pure functions, no I/O and no web framework: the caller hands over the raw ASGI pieces of a request
+(method, raw path, raw query string, raw header pairs, body) and a ``lookup`` from access key id to secret.
+
+The canonical request is rebuilt the way botocore's ``SigV4Auth`` builds it on the client side
+(``botocore/auth.py``), so unmodified boto3 requests verify byte for byte:
+
+- canonical URI: the wire path (still percent-encoded), dot segments and empty segments removed, then
+  percent-encoded once more with ``safe='/~'`` (S3 alone skips both steps);
+- canonical query string: ``name=value`` pairs, URI-encoded with ``safe='-_.~'``, sorted by name then value
+  (``X-Amz-Signature`` left out for presigned URLs);
+- canonical headers: the names listed in ``SignedHeaders``, lower-cased and sorted, each value trimmed and
+  inner runs of whitespace collapsed, repeated headers joined with ``,``;
+- payload hash: the ``x-amz-content-sha256`` header when present, else ``sha256(body)``.
+
+Both forms of SigV4 are accepted: the ``Authorization`` header and presigned query parameters
+(``X-Amz-Algorithm``, ``X-Amz-Credential``, ``X-Amz-Date``, ``X-Amz-Expires``, ``X-Amz-SignedHeaders``,
+``X-Amz-Signature``).
+"""
+
+from __future__ import annotations
+
+import calendar
+import functools
+import hashlib
+import hmac
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from email.utils import parsedate_tz
+from urllib.parse import quote, unquote
+
+from zeroscale.errors import InvalidSignature, MissingAuthenticationToken, UnrecognizedClient
+
+__all__ = ["ALGORITHM", "Credentials", "verify"]
+
+ALGORITHM = "AWS4-HMAC-SHA256"
+EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
+UNSIGNED_PAYLOAD = "UNSIGNED-PAYLOAD"
+MAX_PRESIGN_EXPIRES_S = 604800  # one week, as AWS enforces
+
+MSG_MISSING = "Missing Authentication Token"
+MSG_UNKNOWN_KEY = "The security token included in the request is invalid."
+MSG_MISMATCH = (
+    "The request signature we calculated does not match the signature you provided. Check your AWS "
+    "Secret Access Key and signing method. Consult the service documentation for details."
+)
+
+_SIG_QUERY_MARKER = b"X-Amz-Signature="
+
+
+@dataclass(frozen=True)
+class Credentials:
+    access_key_id: str
+    secret_access_key: str
+
+
+# ---------------------------------------------------------------------------------------------------------
+# cached building blocks
+
+
+@functools.lru_cache(maxsize=1024)
+def _signing_key(secret: str, date: str, region: str, service: str) -> bytes:
+    k = hmac.digest(("AWS4" + secret).encode("utf-8"), date.encode("utf-8"), "sha256")
+    k = hmac.digest(k, region.encode("utf-8"), "sha256")
+    k = hmac.digest(k, service.encode("utf-8"), "sha256")
+    return hmac.digest(k, b"aws4_request", "sha256")
+
+
+def _remove_dot_segments(path: str) -> str:
+    # botocore.utils.remove_dot_segments: RFC 3986 5.2.4 plus removal of empty segments.
+    if not path:
+        return "/"
+    out: list[str] = []
+    for seg in path.split("/"):
+        if seg and seg != ".":
+            if seg == "..":
+                if out:
+                    out.pop()
+            else:
+                out.append(seg)
+    first = "/" if path[0] == "/" else ""
+    last = "/" if path[-1] == "/" and out else ""
+    return first + "/".join(out) + last
+
+
+@functools.lru_cache(maxsize=4096)
+def _canonical_uri(raw_path: bytes, normalize: bool) -> str:
+    # The wire path is ASCII in practice; surrogateescape round-trips any other byte unchanged.
+    path = raw_path.decode("utf-8", "surrogateescape") or "/"
+    if not normalize:  # S3: the path is used exactly as sent
+        return path
+    return quote(_remove_dot_segments(path), safe="/~", encoding="utf-8", errors="surrogateescape")
+
+
+def _split_query(query: str) -> list[tuple[str, str]]:
+    pairs: list[tuple[str, str]] = []
+    for part in query.split("&"):
+        if part:
+            key, _, value = part.partition("=")
+            pairs.append((key, value))
+    return pairs
+
+
+def _canonical_query(pairs: list[tuple[str, str]]) -> str:
+    """Spec form: decode, re-encode each name and value with the unreserved set, sort."""
+    encoded = sorted((quote(unquote(k), safe="-_.~"), quote(unquote(v), safe="-_.~")) for k, v in pairs)
+    return "&".join(f"{k}={v}" for k, v in encoded)
+
+
+def _raw_sorted_query(pairs: list[tuple[str, str]]) -> str:
+    """botocore's form for a query taken from the URL: the wire pairs, sorted, not re-encoded."""
+    return "&".join(f"{k}={v}" for k, v in sorted(pairs))
+
+
+def _parse_amz_date(value: str) -> float | None:
+    """``YYYYMMDDTHHMMSSZ`` -> epoch seconds, or None when malformed."""
+    if len(value) != 16 or value[8] != "T" or value[15] != "Z":
+        return None
+    digits = value[:8] + value[9:15]
+    if not digits.isdigit() or not digits.isascii():
+        return None
+    try:
+        return float(
+            calendar.timegm(
+                (
+                    int(value[0:4]),
+                    int(value[4:6]),
+                    int(value[6:8]),
+                    int(value[9:11]),
+                    int(value[11:13]),
+                    int(value[13:15]),
+                    0,
+                    0,
+                    0,
+                )
+            )
+        )
+    except (ValueError, OverflowError):
+        return None
+
+
+def _amz_date_from_http_date(value: str) -> str | None:
+    """An RFC 1123 ``Date`` header -> ``YYYYMMDDTHHMMSSZ`` (botocore signs with that form either way)."""
+    parsed = parsedate_tz(value)
+    if parsed is None:
+        return None
+    epoch = calendar.timegm(parsed[:9]) - (parsed[9] or 0)
+    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(epoch))
+
+
+def _fmt(epoch: float) -> str:
+    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(epoch))
+
+
+def _skew_text(seconds: float) -> str:
+    minutes = seconds / 60.0
+    if minutes == int(minutes):
+        return f"{int(minutes)} min."
+    return f"{seconds:g} sec."
+
+
+def _check_time(amz_date: str, signed_at: float, now: float, max_skew_s: float) -> None:
+    if signed_at < now - max_skew_s:
+        raise InvalidSignature(
+            f"Signature expired: {amz_date} is now earlier than {_fmt(now - max_skew_s)} "
+            f"({_fmt(now)} - {_skew_text(max_skew_s)})"
+        )
+    if signed_at > now + max_skew_s:
+        raise InvalidSignature(
+            f"Signature not yet current: {amz_date} is still later than {_fmt(now + max_skew_s)} "
+            f"({_fmt(now)} + {_skew_text(max_skew_s)})"
+        )
+
+
+# ---------------------------------------------------------------------------------------------------------
+# parsing the two auth forms
+
+
+def _parse_authorization(value: str) -> tuple[str, str, str]:
+    """-> (credential, signed_headers, signature) from an ``Authorization`` header value."""
+    algorithm, _, rest = value.strip().partition(" ")
+    if algorithm != ALGORITHM:
+        raise InvalidSignature(f"Unsupported AWS 'algorithm': '{algorithm}'. Expected '{ALGORITHM}'.")
+    fields: dict[str, str] = {}
+    for part in rest.split(","):
+        name, sep, val = part.strip().partition("=")
+        if not sep:
+            if part.strip():
+                raise InvalidSignature(
+                    f"Authorization header requires each component to be of the form name=value: "
+                    f"'{part.strip()}'."
+                )
+            continue
+        fields[name] = val.strip()
+    missing = [n for n in ("Credential", "SignedHeaders", "Signature") if not fields.get(n)]
+    if missing:
+        raise InvalidSignature(
+            " ".join(f"Authorization header requires '{n}' parameter." for n in missing)
+            + f" Authorization={value}"
+        )
+    return fields["Credential"], fields["SignedHeaders"], fields["Signature"]
+
+
+def _parse_scope(credential: str, service: str) -> tuple[str, str, str, str]:
+    """``AKID/date/region/service/aws4_request`` -> (akid, date, region, scope-after-akid)."""
+    parts = credential.split("/")
+    if len(parts) != 5 or not all(parts):
+        raise InvalidSignature(
+            f"Credential should be of the form <access key>/<date>/<region>/<service>/aws4_request, "
+            f"got '{credential}'."
+        )
+    akid, date, region, scope_service, terminator = parts
+    if terminator != "aws4_request":
+        raise InvalidSignature(
+            f"Credential should be scoped with a valid terminator: 'aws4_request', not '{terminator}'."
+        )
+    if scope_service != service:
+        raise InvalidSignature(f"Credential should be scoped to correct service: '{service}'. ")
+    if len(date) != 8 or not date.isdigit():
+        raise InvalidSignature(f"Credential should be scoped to a valid date, not '{date}'.")
+    return akid, date, region, f"{date}/{region}/{scope_service}/aws4_request"
+
+
+def _signed_header_names(signed_headers: str) -> list[str]:
+    names = sorted({n.strip().lower() for n in signed_headers.split(";") if n.strip()})
+    if "host" not in names:
+        raise InvalidSignature("'Host' must be a 'SignedHeader' in the AWS Authorization.")
+    return names
+
+
+# ---------------------------------------------------------------------------------------------------------
+# verify
+
+
+def verify(
+    *,
+    method: str,
+    raw_path: bytes,
+    query_string: bytes,
+    headers: Sequence[tuple[bytes, bytes]],
+    body: bytes,
+    lookup: Callable[[str], str | None],
+    service: str = "sagemaker",
+    now: float | None = None,
+    max_skew_s: float = 900.0,
+) -> str:
+    """Returns the verified access key id.
+
+    Raises zeroscale.errors.MissingAuthenticationToken (no Authorization header and no X-Amz-Signature
+    query auth), UnrecognizedClient ('The security token included in the request is invalid.' for an
+    unknown access key), InvalidSignature (malformed header, wrong service in scope, signature mismatch:
+    'The request signature we calculated does not match the signature you provided. Check your AWS Secret
+    Access Key and signing method. Consult the service documentation for details.', or request time too
+    skewed: 'Signature expired: ...' / 'Signature not yet current: ...'). `lookup(access_key_id)` returns
+    the secret or None.
+    """
+    # One pass over the headers: lower-cased name -> values in arrival order. Header bytes are decoded as
+    # latin-1, which is how http.client put botocore's str values on the wire.
+    hmap: dict[str, list[str]] = {}
+    for raw_name, raw_value in headers:
+        name = raw_name.decode("latin-1").lower()
+        value = raw_value.decode("latin-1")
+        got = hmap.get(name)
+        if got is None:
+            hmap[name] = [value]
+        else:
+            got.append(value)
+
+    if b"?" in raw_path:  # some servers hand over the path with its query attached
+        raw_path = raw_path.partition(b"?")[0]
+
+    auth_values = hmap.get("authorization")
+    has_query_sig = bool(query_string) and _SIG_QUERY_MARKER in query_string
+    query = query_string.decode("latin-1") if query_string else ""
+    pairs = _split_query(query) if query else []
+
+    presigned = False
+    expires = 0
+    if auth_values is not None:
+        if has_query_sig and any(k == "X-Amz-Signature" for k, _ in pairs):
+            raise InvalidSignature(
+                "Only one auth mechanism allowed; only the X-Amz-Algorithm query parameter, Signature "
+                "query string parameter or the Authorization header should be specified"
+            )
+        credential, signed_headers, signature = _parse_authorization(",".join(auth_values))
+        amz_date_values = hmap.get("x-amz-date")
+        if amz_date_values:
+            amz_date = amz_date_values[0].strip()
+        else:
+            date_values = hmap.get("date")
+            converted = _amz_date_from_http_date(date_values[0]) if date_values else None
+            if converted is None:
+                raise InvalidSignature(
+                    "Authorization header requires existence of either a 'X-Amz-Date' or a 'Date' header. "
+                    f"Authorization={auth_values[0]}"
+                )
+            amz_date = converted
+    else:
+        q: dict[str, str] = {}
+        if has_query_sig:
+            for k, v in pairs:
+                if k.startswith("X-Amz-"):
+                    q[k] = unquote(v)
+        if "X-Amz-Signature" not in q:
+            raise MissingAuthenticationToken(MSG_MISSING)
+        presigned = True
+        missing = [
+            n
+            for n in ("X-Amz-Algorithm", "X-Amz-Credential", "X-Amz-Date", "X-Amz-SignedHeaders")
+            if not q.get(n)
+        ]
+        if missing:
+            raise InvalidSignature(
+                " ".join(f"AWS query-string parameters must include '{n}'." for n in missing)
+                + " Re-examine the query-string parameters."
+            )
+        if q["X-Amz-Algorithm"] != ALGORITHM:
+            raise InvalidSignature(
+                f"Unsupported AWS 'algorithm': '{q['X-Amz-Algorithm']}'. Expected '{ALGORITHM}'."
+            )
+        credential = q["X-Amz-Credential"]
+        signed_headers = q["X-Amz-SignedHeaders"]
+        signature = q["X-Amz-Signature"]
+        amz_date = q["X-Amz-Date"]
+        raw_expires = q.get("X-Amz-Expires")
+        if raw_expires is None:
+            raise InvalidSignature("AWS query-string parameters must include 'X-Amz-Expires'.")
+        if not raw_expires.isdigit() or not raw_expires.isascii():
+            raise InvalidSignature(f"X-Amz-Expires should be a number, got '{raw_expires}'.")
+        expires = int(raw_expires)
+        if expires > MAX_PRESIGN_EXPIRES_S:
+            raise InvalidSignature(
+                f"X-Amz-Expires must be less than a week (in seconds) that is {MAX_PRESIGN_EXPIRES_S}"
+            )
+        # The signature itself is not part of what was signed.
+        pairs = [(k, v) for k, v in pairs if k != "X-Amz-Signature"]
+
+    akid, scope_date, region, scope = _parse_scope(credential, service)
+    names = _signed_header_names(signed_headers)
+
+    signed_at = _parse_amz_date(amz_date)
+    if signed_at is None:
+        raise InvalidSignature(f"Date must be in ISO-8601 'basic format'. Got '{amz_date}'.")
+    if amz_date[:8] != scope_date:
+        raise InvalidSignature(
+            f"Date in Credential scope does not match YYYYMMDD from ISO-8601 version of date from HTTP: "
+            f"'{scope_date}' != '{amz_date[:8]}', from '{amz_date}'."
+        )
+
+    secret = lookup(akid)
+    if secret is None:
+        raise UnrecognizedClient(MSG_UNKNOWN_KEY)
+
+    current = time.time() if now is None else now
+    if presigned:
+        if current > signed_at + expires:
+            raise InvalidSignature(
+                f"Signature expired: {amz_date} is now earlier than {_fmt(current - expires)} "
+                f"({_fmt(current)} - {expires} sec.)"
+            )
+        if signed_at > current + max_skew_s:
+            _check_time(amz_date, signed_at, current, max_skew_s)
+    else:
+        _check_time(amz_date, signed_at, current, max_skew_s)
+
+    # ---- canonical request
+    header_lines = []
+    for name in names:
+        values = hmap.get(name)
+        if values is None:
+            joined = ""
+        elif len(values) == 1:
+            joined = " ".join(values[0].split())
+        else:
+            joined = ",".join(" ".join(v.split()) for v in values)
+        header_lines.append(f"{name}:{joined}\n")
+
+    content_sha = hmap.get("x-amz-content-sha256")
+    if content_sha:
+        payload_hash = content_sha[0]
+    elif presigned and service == "s3":
+        payload_hash = UNSIGNED_PAYLOAD
+    elif body:
+        payload_hash = hashlib.sha256(body).hexdigest()
+    else:
+        payload_hash = EMPTY_SHA256
+
+    canonical_uri = _canonical_uri(raw_path, service != "s3")
+    canonical_query = _canonical_query(pairs) if pairs else ""
+    signed_list = ";".join(names)
+    head = f"{method.upper()}\n{canonical_uri}\n"
+    tail = f"\n{''.join(header_lines)}\n{signed_list}\n{payload_hash}"
+
+    key = _signing_key(secret, scope_date, region, service)
+    sts_head = f"{ALGORITHM}\n{amz_date}\n{scope}\n"
+    provided = signature.strip().lower().encode("latin-1", "replace")
+
+    def matches(query_part: str) -> bool:
+        creq = head + query_part + tail
+        sts = sts_head + hashlib.sha256(creq.encode("utf-8")).hexdigest()
+        expected = hmac.new(key, sts.encode("utf-8"), hashlib.sha256).hexdigest().encode("ascii")
+        return hmac.compare_digest(expected, provided)
+
+    if matches(canonical_query):
+        return akid
+    # botocore signs a query taken from the URL as it stands on the wire, without re-encoding; a client
+    # whose URL was not canonically encoded signed that form instead.
+    if pairs:
+        raw_form = _raw_sorted_query(pairs)
+        if raw_form != canonical_query and matches(raw_form):
+            return akid
+    raise InvalidSignature(MSG_MISMATCH)

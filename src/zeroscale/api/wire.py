@@ -1,0 +1,53 @@
+"""Sending responses and serialising errors in each protocol's shape. The only place errors meet the wire."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from zeroscale.errors import ModelError, ZeroscaleError
+
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+Headers = list[tuple[bytes, bytes]]
+
+JSON_11 = b"application/x-amz-json-1.1"
+
+
+async def respond(send: Send, status: int, body: bytes, headers: Headers) -> None:
+    headers.append((b"content-length", str(len(body)).encode()))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def control_ok(send: Send, request_id: str, payload: dict[str, Any]) -> None:
+    body = json.dumps(payload, separators=(",", ":")).encode()
+    await respond(send, 200, body, [(b"content-type", JSON_11), (b"x-amzn-requestid", request_id.encode())])
+
+
+async def control_error(send: Send, request_id: str, err: ZeroscaleError) -> None:
+    """JSON 1.1: ``{"__type": code, "message": text}``; botocore reads the code from ``__type``."""
+    body = json.dumps({"__type": err.code, "message": err.message}).encode()
+    headers = [
+        (b"content-type", JSON_11),
+        (b"x-amzn-requestid", request_id.encode()),
+        (b"x-amzn-errortype", err.code.encode()),
+    ]
+    await respond(send, err.status, body, headers)
+
+
+async def runtime_error(send: Send, request_id: str, err: ZeroscaleError) -> None:
+    """REST-JSON: the code in ``x-amzn-ErrorType``, the message (and ModelError's details) in the body."""
+    payload: dict[str, Any] = {"Message": err.message, "message": err.message}
+    if isinstance(err, ModelError):
+        payload.update(
+            OriginalStatusCode=err.original_status,
+            OriginalMessage=err.original_message,
+            LogStreamArn=err.log_stream_arn,
+        )
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"x-amzn-requestid", request_id.encode()),
+        (b"x-amzn-errortype", f"{err.code}:".encode()),
+    ]
+    await respond(send, err.status, json.dumps(payload).encode(), headers)

@@ -1,0 +1,269 @@
+"""The content-addressed artifact cache: ModelDataUrl -> ``root/<sha256>/model``.
+
+Layout under ``root``::
+
+    <sha256>/model/      the extracted model (what becomes /opt/ml/model)
+    <sha256>/complete    marker, written before the entry is renamed into place
+    index/<id>.json      source identity + fingerprint -> sha256, so an unchanged source is not refetched
+    tmp/<pid>-<rand>*    downloads and staging directories; renamed into place or removed
+    empty/model/         what a model without an artifact gets
+
+An entry appears by one ``os.rename`` of a finished staging directory, so readers (threads or
+processes) never see half of one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import json
+import os
+import shutil
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from zeroscale.artifacts.extract import (
+    ExtractStats,
+    Limits,
+    copy_directory,
+    directory_fingerprint,
+    extract_archive,
+)
+from zeroscale.artifacts.fetch import (
+    LocalLocation,
+    S3Fetcher,
+    S3Location,
+    copy_local_file,
+    describe_os_error,
+    file_fingerprint,
+    parse_model_data_url,
+)
+from zeroscale.errors import DeployError
+
+MARKER = "complete"
+MODEL = "model"
+
+
+class ArtifactCache:
+    def __init__(
+        self,
+        root: Path,
+        *,
+        s3_endpoint_url: str | None = None,
+        max_extracted_bytes: int = 20 * 1024**3,
+        max_extracted_files: int = 100_000,
+    ) -> None:
+        self.root = Path(root).resolve()
+        self.limits = Limits(max_bytes=max_extracted_bytes, max_files=max_extracted_files)
+        self._s3 = S3Fetcher(s3_endpoint_url)
+        self._locks: dict[str, threading.Lock] = {}
+        self._locks_guard = threading.Lock()
+        self._index_dir = self.root / "index"
+        self._tmp_dir = self.root / "tmp"
+        for directory in (self.root, self._index_dir, self._tmp_dir):
+            directory.mkdir(parents=True, exist_ok=True)
+        self._remove_stale_tmp()
+
+    # ---- public ----
+    def prepare(self, model_data_url: str | None) -> Path:
+        """Blocking. Returns the directory holding the extracted model (the future /opt/ml/model).
+
+        Raises zeroscale.errors.DeployError with a clear, user-facing reason on any failure.
+        """
+        location = parse_model_data_url(model_data_url)
+        try:
+            if location is None:
+                empty = self.root / "empty" / MODEL
+                empty.mkdir(parents=True, exist_ok=True)
+                return empty
+            if isinstance(location, S3Location):
+                return self._prepare_s3(location)
+            return self._prepare_local(location)
+        except DeployError:
+            raise
+        except OSError as exc:
+            raise DeployError(
+                f"Could not prepare model artifact {model_data_url}: {describe_os_error(exc)}"
+            ) from exc
+
+    # ---- sources ----
+    def _prepare_s3(self, loc: S3Location) -> Path:
+        identity = self._s3.identity(loc)
+        with self._lock("source:" + identity):
+            head = self._s3.head(loc)
+            sha = self._lookup(identity, {"etag": head.etag, "size": head.size})
+            if sha is not None:
+                return self.model_dir(sha)
+            with self._temp_path(".download") as download:
+                with download.open("wb") as out:
+                    result, obj = self._s3.download(loc, out)
+                model = self._install_archive(download, result.sha256, loc.url)
+            self._remember(identity, {"etag": obj.etag, "size": obj.size}, result.sha256)
+            return model
+
+    def _prepare_local(self, loc: LocalLocation) -> Path:
+        try:
+            real = Path(os.path.realpath(loc.path))
+            real.stat()
+        except OSError as exc:
+            raise DeployError(
+                f"Model artifact {loc.url} not found: {loc.path} ({describe_os_error(exc)})"
+            ) from exc
+        if real.is_dir():
+            return self._prepare_directory(loc, real)
+        if not real.is_file():
+            raise DeployError(f"Model artifact {loc.url} is not a regular file or directory")
+        identity = f"file\n{real}"
+        with self._lock("source:" + identity):
+            before = file_fingerprint(real)
+            sha = self._lookup(identity, before)
+            if sha is not None:
+                return self.model_dir(sha)
+            with self._temp_path(".download") as copy:
+                with copy.open("wb") as out:
+                    result = copy_local_file(loc, real, out)
+                model = self._install_archive(copy, result.sha256, loc.url)
+            if file_fingerprint(real) == before:  # else it changed while we read it: don't vouch for it
+                self._remember(identity, before, result.sha256)
+            return model
+
+    def _prepare_directory(self, loc: LocalLocation, real: Path) -> Path:
+        identity = f"dir\n{real}"
+        with self._lock("source:" + identity):
+            before = {"listing": directory_fingerprint(real, limits=self.limits, source=loc.url)}
+            sha = self._lookup(identity, before)
+            if sha is not None:
+                return self.model_dir(sha)
+            with self._staging() as staging:
+                (staging / MODEL).mkdir()
+                sha, stats = copy_directory(real, staging / MODEL, limits=self.limits, source=loc.url)
+                with self._lock("entry:" + sha):
+                    if not self._is_complete(sha):
+                        self._publish(staging, sha, loc.url, stats)
+            after = {"listing": directory_fingerprint(real, limits=self.limits, source=loc.url)}
+            if after == before:
+                self._remember(identity, before, sha)
+            return self.model_dir(sha)
+
+    # ---- entries ----
+    def model_dir(self, sha: str) -> Path:
+        return self.root / sha / MODEL
+
+    def _is_complete(self, sha: str) -> bool:
+        return (self.root / sha / MARKER).is_file()
+
+    def _install_archive(self, archive: Path, sha: str, source: str) -> Path:
+        with self._lock("entry:" + sha):
+            if self._is_complete(sha):
+                return self.model_dir(sha)
+            with self._staging() as staging:
+                (staging / MODEL).mkdir()
+                stats = extract_archive(archive, staging / MODEL, limits=self.limits, source=source)
+                self._publish(staging, sha, source, stats)
+        return self.model_dir(sha)
+
+    def _publish(self, staging: Path, sha: str, source: str, stats: ExtractStats) -> None:
+        """Mark ``staging`` finished and rename it to ``root/<sha>``; losing a race to another
+        process that published the same content is fine."""
+        marker = {"sha256": sha, "source": source, "members": stats.members, "bytes": stats.bytes,
+                  "created": time.time()}  # fmt: skip
+        (staging / MARKER).write_text(json.dumps(marker))
+        entry = self.root / sha
+        for _attempt in range(2):
+            try:
+                os.rename(staging, entry)
+                return
+            except OSError as exc:
+                if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY):
+                    raise
+            if self._is_complete(sha):
+                return  # someone else got there first; our staging copy is discarded
+            # An entry without its marker is debris (it cannot come from us): move it aside, retry.
+            trash = self._tmp_dir / f"{os.getpid()}-{uuid.uuid4().hex}.trash"
+            with contextlib.suppress(FileNotFoundError):
+                os.rename(entry, trash)
+            shutil.rmtree(trash, ignore_errors=True)
+        raise DeployError(f"Could not place model artifact {source} into the cache at {entry}")
+
+    # ---- index ----
+    def _index_file(self, identity: str) -> Path:
+        return self._index_dir / (
+            hashlib.sha256(identity.encode("utf-8", "surrogateescape")).hexdigest() + ".json"
+        )
+
+    def _lookup(self, identity: str, fingerprint: dict[str, Any]) -> str | None:
+        """The cached sha256 for this source if it is unchanged and its entry is complete."""
+        try:
+            record = json.loads(self._index_file(identity).read_text())
+        except (OSError, ValueError):
+            return None
+        if not isinstance(record, dict) or record.get("source") != identity:
+            return None
+        if record.get("fingerprint") != fingerprint:
+            return None
+        sha = record.get("sha256")
+        if not isinstance(sha, str) or not self._is_complete(sha):
+            return None
+        return sha
+
+    def _remember(self, identity: str, fingerprint: dict[str, Any], sha: str) -> None:
+        record = {"source": identity, "fingerprint": fingerprint, "sha256": sha}
+        with self._temp_path(".json") as tmp:
+            tmp.write_text(json.dumps(record))
+            os.replace(tmp, self._index_file(identity))
+
+    # ---- temporaries ----
+    @contextlib.contextmanager
+    def _temp_path(self, suffix: str) -> Iterator[Path]:
+        path = self._tmp_dir / f"{os.getpid()}-{uuid.uuid4().hex}{suffix}"
+        try:
+            yield path
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+
+    @contextlib.contextmanager
+    def _staging(self) -> Iterator[Path]:
+        path = self._tmp_dir / f"{os.getpid()}-{uuid.uuid4().hex}.staging"
+        path.mkdir()
+        try:
+            yield path
+        finally:
+            if path.exists():
+                shutil.rmtree(path, ignore_errors=True)
+
+    def _remove_stale_tmp(self) -> None:
+        """Remove leftovers of processes that died mid-prepare (named after their pid)."""
+        for entry in self._tmp_dir.iterdir():
+            pid_text = entry.name.split("-", 1)[0]
+            if not pid_text.isdigit() or _pid_alive(int(pid_text)):
+                continue
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                with contextlib.suppress(OSError):
+                    entry.unlink()
+
+    def _lock(self, key: str) -> threading.Lock:
+        with self._locks_guard:
+            lock = self._locks.get(key)
+            if lock is None:
+                lock = self._locks[key] = threading.Lock()
+            return lock
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

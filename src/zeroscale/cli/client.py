@@ -1,0 +1,256 @@
+"""Client commands: each is a boto3 client of a running zeroscale server, signed like any AWS call."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import sys
+import tarfile
+import time
+from pathlib import Path
+from typing import Any
+
+import boto3
+import click
+from botocore.config import Config
+from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError
+
+from zeroscale.credentials import read_file
+
+DEFAULT_URL = "http://127.0.0.1:8080"
+ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar")
+
+
+class Clients:
+    def __init__(self, endpoint_url: str, region: str | None, data_dir: Path) -> None:
+        self.endpoint_url = endpoint_url
+        session = boto3.session.Session(region_name=region or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1")
+        kwargs: dict[str, Any] = {}
+        if session.get_credentials() is None:
+            creds = read_file(data_dir / "credentials")
+            if creds is None:
+                raise click.ClickException(
+                    "No AWS credentials found. Set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, or "
+                    f"AWS_SHARED_CREDENTIALS_FILE to the credentials file the server wrote in its data "
+                    f"directory (looked in {data_dir / 'credentials'})."
+                )
+            kwargs = {"aws_access_key_id": creds.access_key_id, "aws_secret_access_key": creds.secret_access_key}
+        config = Config(retries={"mode": "standard", "max_attempts": 3}, read_timeout=120)
+        self.sagemaker = session.client("sagemaker", endpoint_url=endpoint_url, config=config, **kwargs)
+        self.runtime = session.client("sagemaker-runtime", endpoint_url=endpoint_url, config=config, **kwargs)
+
+
+def _common(f: Any) -> Any:
+    f = click.option(
+        "--endpoint-url", envvar="ZEROSCALE_ENDPOINT_URL", default=DEFAULT_URL, show_default=True,
+        show_envvar=True, help="URL of the zeroscale server.",
+    )(f)
+    f = click.option("--region", envvar="AWS_DEFAULT_REGION", default=None, help="Region to sign requests for.")(f)
+    f = click.option(
+        "--data-dir", envvar="ZEROSCALE_DATA_DIR", default=".zeroscale", type=click.Path(path_type=Path),
+        show_envvar=True, help="Server data directory, for its generated credentials file.",
+    )(f)
+    return f
+
+
+def _clients(endpoint_url: str, region: str | None, data_dir: Path) -> Clients:
+    return Clients(endpoint_url, region, data_dir)
+
+
+def _fail(exc: Exception) -> click.ClickException:
+    if isinstance(exc, ClientError):
+        err = exc.response.get("Error", {})
+        return click.ClickException(f"{err.get('Code')}: {err.get('Message')}")
+    if isinstance(exc, EndpointConnectionError):
+        return click.ClickException(f"{exc}. Is `zeroscale serve` running there?")
+    if isinstance(exc, NoCredentialsError):
+        return click.ClickException(str(exc))
+    return click.ClickException(str(exc))
+
+
+def package_model(path: Path, code_dir: Path | None = None) -> Path:
+    """Turn a model file (and an optional code directory) into model.tar.gz in the user's cache."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        tar.add(path, arcname=path.name)
+        if code_dir is not None:
+            tar.add(code_dir, arcname="code")
+    data = buf.getvalue()
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "zeroscale" / "packages"
+    cache.mkdir(parents=True, exist_ok=True)
+    out = cache / f"{hashlib.sha256(data).hexdigest()[:32]}.tar.gz"
+    if not out.exists():
+        tmp = out.with_suffix(".tmp")
+        tmp.write_bytes(data)
+        tmp.rename(out)
+    return out
+
+
+def _model_url(model: str, code_dir: Path | None) -> str:
+    if "://" in model:
+        return model
+    path = Path(model).expanduser().resolve()
+    if not path.exists():
+        raise click.BadParameter(f"{model} does not exist", param_hint="--model")
+    if path.is_file() and not path.name.endswith(ARCHIVE_SUFFIXES):
+        path = package_model(path, code_dir)
+        click.echo(f"packaged {model} into {path}", err=True)
+    return f"file://{path}"
+
+
+@click.command()
+@click.option("--name", required=True, help="Name for the model, endpoint configuration and endpoint.")
+@click.option("--model", "model", required=True,
+              help="model.tar.gz path or URL (s3://, file://), or a bare model file to package.")
+@click.option("--code", "code_dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Directory with inference.py to package beside a bare model file.")
+@click.option("--image", default="sklearn", show_default=True,
+              help="Runtime image: a SageMaker image URI or a zeroscale alias.")
+@click.option("--memory", "memory_mb", default=2048, show_default=True,
+              type=click.Choice(["1024", "2048", "3072", "4096", "5120", "6144"]), help="MemorySizeInMB.")
+@click.option("--max-concurrency", default=5, show_default=True, type=click.IntRange(1, 200))
+@click.option("--provisioned", default=0, type=click.IntRange(0, 200), help="ProvisionedConcurrency.")
+@click.option("--idle-timeout-s", type=float, help="Scale a worker in after this many idle seconds.")
+@click.option("--env", "env", multiple=True, metavar="KEY=VALUE", help="Model environment (repeatable).")
+@click.option("--wait/--no-wait", default=True, show_default=True, help="Wait until InService.")
+@_common
+def deploy(
+    name: str, model: str, code_dir: Path | None, image: str, memory_mb: str, max_concurrency: int,
+    provisioned: int, idle_timeout_s: float | None, env: tuple[str, ...], wait: bool,
+    endpoint_url: str, region: str | None, data_dir: Path,
+) -> None:
+    """Deploy a model as a serverless endpoint and wait until it is InService."""
+    clients = _clients(endpoint_url, region, data_dir)
+    environment = dict(item.split("=", 1) for item in env if "=" in item)
+    serverless: dict[str, Any] = {"MemorySizeInMB": int(memory_mb), "MaxConcurrency": max_concurrency}
+    if provisioned:
+        serverless["ProvisionedConcurrency"] = provisioned
+    tags = [{"Key": "zeroscale:idle-timeout-s", "Value": f"{idle_timeout_s:g}"}] if idle_timeout_s else []
+    sm = clients.sagemaker
+    try:
+        container: dict[str, Any] = {"Image": image, "ModelDataUrl": _model_url(model, code_dir)}
+        if environment:
+            container["Environment"] = environment
+        sm.create_model(ModelName=name, PrimaryContainer=container)
+        sm.create_endpoint_config(
+            EndpointConfigName=name,
+            ProductionVariants=[{"VariantName": "AllTraffic", "ModelName": name, "ServerlessConfig": serverless}],
+            Tags=tags,
+        )
+        sm.create_endpoint(EndpointName=name, EndpointConfigName=name)
+    except (ClientError, EndpointConnectionError, NoCredentialsError) as exc:
+        raise _fail(exc) from None
+    if not wait:
+        click.echo(f"{name}: Creating")
+        return
+    status = _wait(clients, name)
+    if status != "InService":
+        raise SystemExit(1)
+
+
+def _wait(clients: Clients, name: str, timeout_s: float = 600.0) -> str:
+    start = time.monotonic()
+    spinner = "|/-\\"
+    tty = sys.stderr.isatty()
+    i = 0
+    while True:
+        try:
+            desc = clients.sagemaker.describe_endpoint(EndpointName=name)
+        except (ClientError, EndpointConnectionError) as exc:
+            raise _fail(exc) from None
+        status = str(desc["EndpointStatus"])
+        elapsed = time.monotonic() - start
+        if status not in ("Creating", "Updating"):
+            if tty:
+                click.echo("\r" + " " * 60 + "\r", nl=False, err=True)
+            if status == "InService":
+                click.secho(f"{name}: InService after {elapsed:.1f}s", fg="green")
+                click.echo(f"invoke: zeroscale invoke {name} --body '[[...]]' --endpoint-url {clients.endpoint_url}")
+            else:
+                click.secho(f"{name}: {status}", fg="red", err=True)
+                if desc.get("FailureReason"):
+                    click.echo(desc["FailureReason"], err=True)
+            return status
+        if elapsed > timeout_s:
+            raise click.ClickException(f"{name} still {status} after {timeout_s:.0f}s")
+        if tty:
+            click.echo(f"\r{spinner[i % 4]} {name}: {status} ({elapsed:.1f}s)", nl=False, err=True)
+        i += 1
+        time.sleep(0.2)
+
+
+@click.command()
+@click.argument("name")
+@click.option("--body", help="Request body as text.")
+@click.option("--file", "file", type=click.File("rb"), help="Read the request body from a file ('-' for stdin).")
+@click.option("--content-type", default="application/json", show_default=True)
+@click.option("--accept", default=None, help="Accept header (default: the model's).")
+@_common
+def invoke(
+    name: str, body: str | None, file: io.BufferedReader | None, content_type: str, accept: str | None,
+    endpoint_url: str, region: str | None, data_dir: Path,
+) -> None:
+    """Invoke an endpoint and print the model's answer."""
+    if (body is None) == (file is None):
+        raise click.UsageError("give exactly one of --body or --file")
+    payload = body.encode() if body is not None else file.read()  # type: ignore[union-attr]
+    clients = _clients(endpoint_url, region, data_dir)
+    kwargs: dict[str, Any] = {"EndpointName": name, "Body": payload, "ContentType": content_type}
+    if accept:
+        kwargs["Accept"] = accept
+    try:
+        resp = clients.runtime.invoke_endpoint(**kwargs)
+    except (ClientError, EndpointConnectionError, NoCredentialsError) as exc:
+        raise _fail(exc) from None
+    out = resp["Body"].read()
+    sys.stdout.buffer.write(out if out.endswith(b"\n") else out + b"\n")
+
+
+@click.command()
+@_common
+def endpoints(endpoint_url: str, region: str | None, data_dir: Path) -> None:
+    """List endpoints as a table."""
+    clients = _clients(endpoint_url, region, data_dir)
+    rows: list[tuple[str, str, str, str]] = []
+    try:
+        for page in clients.sagemaker.get_paginator("list_endpoints").paginate(SortBy="Name", SortOrder="Ascending"):
+            for ep in page["Endpoints"]:
+                desc = clients.sagemaker.describe_endpoint(EndpointName=ep["EndpointName"])
+                config = ""
+                for v in desc.get("ProductionVariants", []):
+                    sc = v.get("CurrentServerlessConfig")
+                    config = f"{sc['MemorySizeInMB']} MB x{sc['MaxConcurrency']}" if sc else (
+                        f"{v.get('CurrentInstanceCount', '?')} instance(s)"
+                    )
+                rows.append((ep["EndpointName"], ep["EndpointStatus"], config, ep["CreationTime"].strftime("%Y-%m-%d %H:%M:%S")))
+    except (ClientError, EndpointConnectionError, NoCredentialsError) as exc:
+        raise _fail(exc) from None
+    header = ("NAME", "STATUS", "SERVERLESS", "CREATED")
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(4)]
+    for row in [header, *rows]:
+        click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+
+
+@click.command()
+@click.argument("name")
+@click.option("--endpoint-only", is_flag=True, help="Keep the model and endpoint configuration of that name.")
+@_common
+def delete(name: str, endpoint_only: bool, endpoint_url: str, region: str | None, data_dir: Path) -> None:
+    """Delete an endpoint (and, unless --endpoint-only, the model and configuration `deploy` made for it)."""
+    sm = _clients(endpoint_url, region, data_dir).sagemaker
+    try:
+        sm.delete_endpoint(EndpointName=name)
+        sm.get_waiter("endpoint_deleted").wait(EndpointName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 120})
+    except (ClientError, EndpointConnectionError, NoCredentialsError) as exc:
+        raise _fail(exc) from None
+    if not endpoint_only:
+        for call, key in ((sm.delete_endpoint_config, "EndpointConfigName"), (sm.delete_model, "ModelName")):
+            try:
+                call(**{key: name})
+            except ClientError:
+                pass  # not made by deploy, or already gone
+    click.echo(f"{name}: deleted")
+
+
+client_commands = [deploy, invoke, endpoints, delete]

@@ -1,0 +1,104 @@
+"""``zeroscale``: the command-line entry point."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from zeroscale import __version__
+from zeroscale.cli.client import client_commands
+from zeroscale.config import Settings
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="zeroscale")
+def cli() -> None:
+    """zeroscale: serverless machine-learning inference you run yourself, wire-compatible with SageMaker.
+
+    Start the server with `zeroscale serve`, then deploy and invoke models with the commands below,
+    the AWS CLI, or boto3 pointed at the server's URL.
+    """
+
+
+def _opt(name: str, env: str, **kw: object) -> click.decorators.FC:  # type: ignore[name-defined]
+    return click.option(name, envvar=env, show_envvar=True, show_default=True, **kw)  # type: ignore[call-overload,no-any-return]
+
+
+@cli.command()
+@_opt("--host", "ZEROSCALE_HOST", default="127.0.0.1", help="Interface to listen on.")
+@_opt("--port", "ZEROSCALE_PORT", default=8080, type=int, help="Port for the API, runtime and /metrics.")
+@_opt("--data-dir", "ZEROSCALE_DATA_DIR", default=".zeroscale", type=click.Path(path_type=Path),
+      help="Where state, artifacts, logs and generated credentials live.")
+@_opt("--database-url", "ZEROSCALE_DATABASE_URL", default=None,
+      help="SQLAlchemy URL (default: SQLite in the data directory), e.g. postgresql+psycopg://...")
+@_opt("--region", "ZEROSCALE_REGION", default="us-east-1", help="Region used in ARNs.")
+@_opt("--account-id", "ZEROSCALE_ACCOUNT_ID", default="000000000000", help="Account id used in ARNs.")
+@_opt("--idle-timeout-s", "ZEROSCALE_IDLE_TIMEOUT_S", default=300.0, type=float,
+      help="Seconds an idle worker lives before scale-in (per endpoint: tag zeroscale:idle-timeout-s).")
+@_opt("--queue-wait-s", "ZEROSCALE_QUEUE_WAIT_S", default=10.0, type=float,
+      help="Seconds a request waits for a free worker at MaxConcurrency before ThrottlingException.")
+@_opt("--payload-limit-mb", "ZEROSCALE_PAYLOAD_LIMIT_MB", default=6.0, type=float, help="Largest request body.")
+@_opt("--invocation-timeout-s", "ZEROSCALE_INVOCATION_TIMEOUT_S", default=60.0, type=float,
+      help="Seconds a model has to answer one invocation.")
+@_opt("--memory-budget-mb", "ZEROSCALE_MEMORY_BUDGET_MB", default=None, type=int,
+      help="Sum of worker MemorySizeInMB allowed on this host (default: physical memory).")
+@_opt("--s3-endpoint-url", "ZEROSCALE_S3_ENDPOINT_URL", default=None,
+      help="S3-compatible endpoint for s3:// model data (credentials from the standard AWS chain).")
+@_opt("--log-level", "ZEROSCALE_LOG_LEVEL", default="info",
+      type=click.Choice(["debug", "info", "warning", "error"]))
+def serve(
+    host: str,
+    port: int,
+    data_dir: Path,
+    database_url: str | None,
+    region: str,
+    account_id: str,
+    idle_timeout_s: float,
+    queue_wait_s: float,
+    payload_limit_mb: float,
+    invocation_timeout_s: float,
+    memory_budget_mb: int | None,
+    s3_endpoint_url: str | None,
+    log_level: str,
+) -> None:
+    """Run the zeroscale server (control plane, runtime and /metrics on one port).
+
+    Admin credentials come from ZEROSCALE_ACCESS_KEY_ID / ZEROSCALE_SECRET_ACCESS_KEY, or are generated on
+    first start into DATA_DIR/credentials.
+    """
+    import os
+
+    from zeroscale.server import serve as run_server
+
+    settings = Settings(
+        host=host,
+        port=port,
+        data_dir=data_dir,
+        database_url=database_url,
+        access_key_id=os.environ.get("ZEROSCALE_ACCESS_KEY_ID") or None,
+        secret_access_key=os.environ.get("ZEROSCALE_SECRET_ACCESS_KEY") or None,
+        region=region,
+        account_id=account_id,
+        idle_timeout_s=idle_timeout_s,
+        queue_wait_s=queue_wait_s,
+        payload_limit_bytes=int(payload_limit_mb * 1024 * 1024),
+        invocation_timeout_s=invocation_timeout_s,
+        s3_endpoint_url=s3_endpoint_url,
+        log_level=log_level,
+    )
+    if memory_budget_mb is not None:
+        settings = settings.replace(memory_budget_mb=memory_budget_mb)
+    run_server(settings)
+
+
+for command in client_commands:
+    cli.add_command(command)
+
+
+def main() -> None:
+    cli()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,75 @@
+"""One frozen Settings object, built once at the edge (the CLI) and passed down.
+
+Nothing below the CLI reads the environment for configuration: it receives a Settings.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+MB = 1024 * 1024
+
+
+def _default_memory_budget_mb() -> int:
+    try:
+        pages = os.sysconf("SC_PHYS_PAGES")
+        page_size = os.sysconf("SC_PAGE_SIZE")
+        return int(pages * page_size // MB)
+    except (ValueError, OSError):  # pragma: no cover - non-POSIX
+        return 8192
+
+
+@dataclass(frozen=True)
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    data_dir: Path = field(default_factory=lambda: Path(".zeroscale"))
+    # Admin credentials; None means "generate on first start and write to data_dir/credentials".
+    access_key_id: str | None = None
+    secret_access_key: str | None = None
+    region: str = "us-east-1"
+    account_id: str = "000000000000"
+    # SQLAlchemy URL; None means SQLite inside data_dir.
+    database_url: str | None = None
+    idle_timeout_s: float = 300.0
+    queue_wait_s: float = 10.0
+    max_queue_per_variant: int = 1000
+    payload_limit_bytes: int = 6 * MB
+    invocation_timeout_s: float = 60.0
+    startup_timeout_s: float = 180.0
+    memory_budget_mb: int = field(default_factory=_default_memory_budget_mb)
+    s3_endpoint_url: str | None = None
+    # Artifact extraction limits.
+    max_extracted_bytes: int = 20 * 1024 * MB
+    max_extracted_files: int = 100_000
+    reconcile_interval_s: float = 0.5
+    memory_poll_interval_s: float = 0.05
+    log_level: str = "info"
+
+    @property
+    def db_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{self.data_dir / 'zeroscale.db'}"
+
+    @property
+    def artifacts_dir(self) -> Path:
+        return self.data_dir / "artifacts"
+
+    @property
+    def workers_dir(self) -> Path:
+        return self.data_dir / "workers"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.data_dir / "logs"
+
+    @property
+    def credentials_file(self) -> Path:
+        return self.data_dir / "credentials"
+
+    def replace(self, **changes: object) -> Settings:
+        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]

@@ -1,0 +1,238 @@
+"""Endpoint configurations: Create/Describe/List/DeleteEndpointConfig, plus a typed view of the variants.
+
+Wire-shaped (PascalCase) dicts stop at this module: the runtime reads ``variant_specs`` and
+``idle_timeout_override`` instead of the document.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from zeroscale.control.arns import Arns
+from zeroscale.control.listing import paginate
+from zeroscale.control.models import Models
+from zeroscale.errors import ValidationException
+from zeroscale.store.db import AlreadyExists, Record, Store
+from zeroscale.types import SERVERLESS_MEMORY_SIZES_MB
+
+KIND = "endpoint-config"
+IDLE_TIMEOUT_TAG = "zeroscale:idle-timeout-s"
+MAX_CONCURRENCY = 200
+
+# DescribeEndpointConfigOutput members echoed from the create request.
+_DESCRIBED = (
+    "ProductionVariants",
+    "DataCaptureConfig",
+    "KmsKeyId",
+    "AsyncInferenceConfig",
+    "ExplainerConfig",
+    "ShadowProductionVariants",
+    "ExecutionRoleArn",
+    "VpcConfig",
+    "EnableNetworkIsolation",
+    "MetricsConfig",
+    "CrossRegionTrafficConfig",
+)
+
+
+@dataclass(frozen=True)
+class ServerlessSpec:
+    memory_mb: int
+    max_concurrency: int
+    provisioned_concurrency: int  # 0 when unset
+
+
+@dataclass(frozen=True)
+class VariantSpec:
+    name: str
+    model_name: str
+    weight: float
+    serverless: ServerlessSpec | None
+    instance_type: str | None
+    instance_count: int  # InitialInstanceCount (default 1) for instance variants, 0 for serverless
+
+
+def variant_specs(doc: Mapping[str, Any]) -> list[VariantSpec]:
+    """The production variants of a stored endpoint-config document, in their given order."""
+    specs = []
+    for v in doc["ProductionVariants"]:
+        sc = v.get("ServerlessConfig")
+        serverless = (
+            ServerlessSpec(
+                memory_mb=int(sc["MemorySizeInMB"]),
+                max_concurrency=int(sc["MaxConcurrency"]),
+                provisioned_concurrency=int(sc.get("ProvisionedConcurrency") or 0),
+            )
+            if sc is not None
+            else None
+        )
+        specs.append(
+            VariantSpec(
+                name=v["VariantName"],
+                model_name=v["ModelName"],
+                weight=float(v.get("InitialVariantWeight", 1.0)),
+                serverless=serverless,
+                instance_type=v.get("InstanceType"),
+                instance_count=0 if serverless else int(v.get("InitialInstanceCount") or 1),
+            )
+        )
+    return specs
+
+
+def idle_timeout_override(doc: Mapping[str, Any]) -> float | None:
+    """Seconds from the ``zeroscale:idle-timeout-s`` tag, or None; ValidationException if not positive."""
+    value: Any = None
+    for tag in doc.get("Tags") or []:
+        if tag.get("Key") == IDLE_TIMEOUT_TAG:
+            value = tag.get("Value")
+    if value is None:
+        return None
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        seconds = math.nan
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise ValidationException(
+            f"Value '{value}' of tag '{IDLE_TIMEOUT_TAG}' failed to satisfy constraint: "
+            "Member must be a positive number of seconds"
+        )
+    return seconds
+
+
+def _range_error(value: Any, field: str, bound: str) -> ValidationException:
+    return ValidationException(
+        f"Value '{value}' at '{field}' failed to satisfy constraint: Member must have value {bound}"
+    )
+
+
+def _check_serverless(sc: Mapping[str, Any], variant: str) -> None:
+    memory = sc.get("MemorySizeInMB")
+    if memory not in SERVERLESS_MEMORY_SIZES_MB:
+        sizes = ", ".join(str(s) for s in SERVERLESS_MEMORY_SIZES_MB)
+        raise ValidationException(
+            f"Value '{memory}' at 'MemorySizeInMB' failed to satisfy constraint: "
+            f"Member must satisfy enum value set: [{sizes}]"
+        )
+    for field in ("MaxConcurrency", "ProvisionedConcurrency"):
+        value = sc.get(field)
+        if value is None and field == "ProvisionedConcurrency":
+            continue
+        if not isinstance(value, int) or value < 1:
+            raise _range_error(value, field, "greater than or equal to 1")
+        if value > MAX_CONCURRENCY:
+            raise _range_error(value, field, f"less than or equal to {MAX_CONCURRENCY}")
+    provisioned = sc.get("ProvisionedConcurrency")
+    if provisioned is not None and provisioned > sc["MaxConcurrency"]:
+        raise ValidationException(
+            f'ProvisionedConcurrency ({provisioned}) of production variant "{variant}" must be less than '
+            f"or equal to its MaxConcurrency ({sc['MaxConcurrency']})."
+        )
+
+
+class EndpointConfigs:
+    def __init__(
+        self, store: Store, arns: Arns, models: Models, clock: Callable[[], float] = time.time
+    ) -> None:
+        self._store = store
+        self._arns = arns
+        self._models = models
+        self._clock = clock
+
+    def _arn(self, name: str) -> str:
+        return self._arns.arn(KIND, name)
+
+    def _duplicate(self, name: str) -> ValidationException:
+        arn = self._arn(name)
+        return ValidationException(f'Cannot create already existing endpoint configuration "{arn}".')
+
+    def _check_variants(self, variants: list[dict[str, Any]]) -> None:
+        seen: set[str] = set()
+        for v in variants:
+            name = v["VariantName"]
+            if name.lower() in seen:
+                raise ValidationException(
+                    f'Production variant names must be unique within an endpoint configuration; "{name}" '
+                    "appears more than once."
+                )
+            seen.add(name.lower())
+            if not v.get("ModelName"):
+                raise ValidationException(f'Production variant "{name}" must specify a ModelName.')
+            self._models.get(v["ModelName"])
+            has_instance = v.get("InstanceType") is not None
+            serverless = v.get("ServerlessConfig")
+            if has_instance and serverless is not None:
+                raise ValidationException(
+                    f'Production variant "{name}" specifies both InstanceType and ServerlessConfig; '
+                    "specify exactly one."
+                )
+            if not has_instance and serverless is None:
+                raise ValidationException(
+                    f'Production variant "{name}" must specify either InstanceType or ServerlessConfig.'
+                )
+            if serverless is not None:
+                _check_serverless(serverless, name)
+        n_serverless = sum(1 for v in variants if v.get("ServerlessConfig") is not None)
+        if 0 < n_serverless < len(variants):
+            raise ValidationException(
+                "An endpoint configuration cannot mix serverless production variants (ServerlessConfig) "
+                "with instance-based ones (InstanceType)."
+            )
+        if n_serverless > 1:
+            raise ValidationException(
+                "A serverless endpoint configuration supports only one production variant; "
+                f"{n_serverless} were given."
+            )
+
+    def create(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        name: str = params["EndpointConfigName"]
+        if self._store.get(KIND, name) is not None:
+            raise self._duplicate(name)
+        doc = copy.deepcopy(dict(params))
+        variants: list[dict[str, Any]] = doc["ProductionVariants"]
+        self._check_variants(variants)
+        for v in variants:
+            v["InitialVariantWeight"] = float(v.get("InitialVariantWeight", 1.0))
+        doc.setdefault("Tags", [])
+        idle_timeout_override(doc)
+        now = self._clock()
+        arn = self._arn(name)
+        try:
+            self._store.insert(Record(KIND, name, arn, now, now, None, doc))
+        except AlreadyExists:
+            raise self._duplicate(name) from None
+        return {"EndpointConfigArn": arn}
+
+    def get(self, name: str) -> Record:
+        """The stored config; ValidationException ``Could not find endpoint configuration "<arn>".``."""
+        rec = self._store.get(KIND, name)
+        if rec is None:
+            raise ValidationException(f'Could not find endpoint configuration "{self._arn(name)}".')
+        return rec
+
+    def describe(self, name: str) -> dict[str, Any]:
+        rec = self.get(name)
+        out: dict[str, Any] = {"EndpointConfigName": rec.name, "EndpointConfigArn": rec.arn}
+        out.update({k: rec.doc[k] for k in _DESCRIBED if rec.doc.get(k) is not None})
+        out["CreationTime"] = rec.created_at
+        return out
+
+    def list(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        page, token = paginate(self._store.list(KIND), params, sort_keys=("Name", "CreationTime"))
+        out: dict[str, Any] = {
+            "EndpointConfigs": [
+                {"EndpointConfigName": r.name, "EndpointConfigArn": r.arn, "CreationTime": r.created_at}
+                for r in page
+            ]
+        }
+        if token is not None:
+            out["NextToken"] = token
+        return out
+
+    def delete(self, name: str) -> None:
+        if not self._store.delete(KIND, name):
+            raise ValidationException(f'Could not find endpoint configuration "{self._arn(name)}".')

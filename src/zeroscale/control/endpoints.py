@@ -1,0 +1,241 @@
+"""Endpoints: Create/Describe/List/Update/DeleteEndpoint and the state machine behind them.
+
+Creating -> InService | Failed; InService -> Updating -> InService (the old configuration keeps serving until
+the new one is warm; a failed update leaves it serving and says why in FailureReason); any -> Deleting -> gone.
+Deploy work runs in background tasks; the store is written at each transition, so a restarted server resumes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from zeroscale.control.arns import Arns
+from zeroscale.control.deploy import Deployer, primary_container
+from zeroscale.control.endpoint_configs import EndpointConfigs, variant_specs
+from zeroscale.control.listing import paginate
+from zeroscale.control.models import Models
+from zeroscale.errors import DeployError, ValidationException
+from zeroscale.router.fleet import Fleet
+from zeroscale.router.spec import PoolSpec
+from zeroscale.store.db import AlreadyExists, Record, Store
+from zeroscale.types import EndpointStatus
+
+KIND = "endpoint"
+log = logging.getLogger("zeroscale.endpoints")
+_FAILURE_REASON_MAX = 1024
+
+
+class Endpoints:
+    def __init__(
+        self,
+        store: Store,
+        arns: Arns,
+        models: Models,
+        configs: EndpointConfigs,
+        deployer: Deployer,
+        fleet: Fleet,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._store = store
+        self._arns = arns
+        self._models = models
+        self._configs = configs
+        self._deployer = deployer
+        self._fleet = fleet
+        self._clock = clock
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+
+    def _arn(self, name: str) -> str:
+        return self._arns.arn(KIND, name)
+
+    def get(self, name: str) -> Record:
+        rec = self._store.get(KIND, name)
+        if rec is None:
+            raise ValidationException(f'Could not find endpoint "{self._arn(name)}".')
+        return rec
+
+    def _save(self, rec: Record, status: EndpointStatus, **doc: Any) -> None:
+        rec.status = status.value
+        rec.modified_at = self._clock()
+        for key, value in doc.items():
+            if value is None:
+                rec.doc.pop(key, None)
+            else:
+                rec.doc[key] = value
+        self._store.update(rec)
+
+    # ---- operations ----
+    def create(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        name: str = params["EndpointName"]
+        config = self._configs.get(params["EndpointConfigName"])
+        now = self._clock()
+        arn = self._arn(name)
+        doc = {"EndpointConfigName": config.name, "Tags": list(params.get("Tags") or [])}
+        try:
+            self._store.insert(Record(KIND, name, arn, now, now, EndpointStatus.CREATING.value, doc))
+        except AlreadyExists:
+            raise ValidationException(f'Cannot create already existing endpoint "{arn}".') from None
+        self._run(name, self._deploy(name, config.name, updating=False))
+        return {"EndpointArn": arn}
+
+    def update(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        rec = self.get(params["EndpointName"])
+        if rec.status != EndpointStatus.IN_SERVICE.value:
+            raise ValidationException(
+                f'Cannot update in-progress endpoint "{rec.arn}". Wait until it is InService.'
+            )
+        config = self._configs.get(params["EndpointConfigName"])
+        self._save(rec, EndpointStatus.UPDATING, FailureReason=None)
+        self._run(rec.name, self._deploy(rec.name, config.name, updating=True))
+        return {"EndpointArn": rec.arn}
+
+    def delete(self, name: str) -> None:
+        rec = self.get(name)
+        self._save(rec, EndpointStatus.DELETING)
+        previous = self._tasks.pop(rec.name.lower(), None)
+        if previous is not None:
+            previous.cancel()
+        self._run(rec.name, self._delete(rec))
+
+    def describe(self, name: str) -> dict[str, Any]:
+        rec = self.get(name)
+        out: dict[str, Any] = {
+            "EndpointName": rec.name,
+            "EndpointArn": rec.arn,
+            "EndpointConfigName": rec.doc["EndpointConfigName"],
+            "EndpointStatus": rec.status,
+            "CreationTime": rec.created_at,
+            "LastModifiedTime": rec.modified_at,
+        }
+        if rec.doc.get("ProductionVariants"):
+            out["ProductionVariants"] = rec.doc["ProductionVariants"]
+        if rec.doc.get("FailureReason"):
+            out["FailureReason"] = rec.doc["FailureReason"]
+        return out
+
+    def list(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        page, token = paginate(
+            self._store.list(KIND), params, sort_keys=("Name", "CreationTime", "Status")
+        )
+        out: dict[str, Any] = {
+            "Endpoints": [
+                {
+                    "EndpointName": r.name,
+                    "EndpointArn": r.arn,
+                    "CreationTime": r.created_at,
+                    "LastModifiedTime": r.modified_at,
+                    "EndpointStatus": r.status,
+                }
+                for r in page
+            ]
+        }
+        if token is not None:
+            out["NextToken"] = token
+        return out
+
+    # ---- background work ----
+    def _run(self, name: str, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks[name.lower()] = task
+        task.add_done_callback(lambda t: self._forget(name.lower(), t))
+
+    def _forget(self, key: str, task: asyncio.Task[None]) -> None:
+        if self._tasks.get(key) is task:
+            del self._tasks[key]
+        if not task.cancelled() and task.exception() is not None:
+            log.error("endpoint task failed", exc_info=task.exception())
+
+    async def _deploy(self, name: str, config_name: str, *, updating: bool, warm: bool = True) -> None:
+        try:
+            config = self._configs.get(config_name)
+            specs = await self._deployer.pool_specs(name, config)
+            await self._fleet.activate(name, specs, warm=warm)
+        except (DeployError, ValidationException) as exc:
+            reason = _reason(exc)
+            rec = self._store.get(KIND, name)
+            if rec is None or rec.status == EndpointStatus.DELETING.value:
+                return
+            log.warning("endpoint %s: %s", name, reason)
+            status = EndpointStatus.IN_SERVICE if updating else EndpointStatus.FAILED
+            self._save(rec, status, FailureReason=reason)
+            return
+        rec = self._store.get(KIND, name)
+        if rec is None or rec.status == EndpointStatus.DELETING.value:
+            await self._fleet.deactivate(name)
+            return
+        self._save(
+            rec,
+            EndpointStatus.IN_SERVICE,
+            EndpointConfigName=config.name,
+            ProductionVariants=self._described_variants(config, specs),
+            FailureReason=None,
+        )
+
+    def _described_variants(self, config: Record, specs: list[PoolSpec]) -> list[dict[str, Any]]:
+        now = self._clock()
+        out = []
+        for variant, spec in zip(variant_specs(config.doc), specs, strict=True):
+            image = str(primary_container(self._models.get(variant.model_name)).get("Image", ""))
+            desc: dict[str, Any] = {
+                "VariantName": variant.name,
+                "DeployedImages": [
+                    {"SpecifiedImage": image, "ResolvedImage": f"zeroscale/{spec.runtime}", "ResolutionTime": now}
+                ],
+                "CurrentWeight": variant.weight,
+                "DesiredWeight": variant.weight,
+            }
+            if variant.serverless is not None:
+                sc: dict[str, Any] = {
+                    "MemorySizeInMB": variant.serverless.memory_mb,
+                    "MaxConcurrency": variant.serverless.max_concurrency,
+                }
+                if variant.serverless.provisioned_concurrency:
+                    sc["ProvisionedConcurrency"] = variant.serverless.provisioned_concurrency
+                desc["CurrentServerlessConfig"] = desc["DesiredServerlessConfig"] = sc
+            else:
+                desc["CurrentInstanceCount"] = desc["DesiredInstanceCount"] = variant.instance_count
+            out.append(desc)
+        return out
+
+    async def _delete(self, rec: Record) -> None:
+        try:
+            await self._fleet.deactivate(rec.name)
+        finally:
+            self._store.delete(KIND, rec.name)
+
+    # ---- restart ----
+    async def resume(self) -> None:
+        """Bring every stored endpoint back after a server restart, without starting workers it does not need."""
+        for rec in self._store.list(KIND):
+            status = rec.status
+            if status == EndpointStatus.DELETING.value:
+                self._run(rec.name, self._delete(rec))
+            elif status == EndpointStatus.CREATING.value:
+                self._run(rec.name, self._deploy(rec.name, rec.doc["EndpointConfigName"], updating=False))
+            elif status in (EndpointStatus.IN_SERVICE.value, EndpointStatus.UPDATING.value):
+                if status == EndpointStatus.UPDATING.value:
+                    self._save(rec, EndpointStatus.IN_SERVICE)
+                self._run(
+                    rec.name,
+                    self._deploy(rec.name, rec.doc["EndpointConfigName"], updating=True, warm=False),
+                )
+
+    async def close(self) -> None:
+        tasks = list(self._tasks.values())
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+
+def _reason(exc: BaseException) -> str:
+    text = getattr(exc, "message", None) or str(exc)
+    if len(text) > _FAILURE_REASON_MAX:
+        text = text[: _FAILURE_REASON_MAX // 4] + "\n...\n" + text[-(_FAILURE_REASON_MAX * 3 // 4) :]
+    return text

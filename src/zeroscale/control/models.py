@@ -1,0 +1,116 @@
+"""Models: CreateModel, DescribeModel, ListModels, DeleteModel over wire-shaped dicts.
+
+The API layer has already validated input against botocore's model (types, lengths, patterns, enums,
+required members, the 100-entry / 1024-character Environment limits); only semantic rules live here.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from zeroscale.control.arns import Arns
+from zeroscale.control.listing import paginate
+from zeroscale.errors import ValidationException
+from zeroscale.store.db import AlreadyExists, Record, Store
+
+KIND = "model"
+ENVIRONMENT_MAX_TOTAL_BYTES = 32 * 1024
+
+# DescribeModelOutput members echoed from the create request.
+_DESCRIBED = (
+    "PrimaryContainer",
+    "Containers",
+    "InferenceExecutionConfig",
+    "ExecutionRoleArn",
+    "VpcConfig",
+    "EnableNetworkIsolation",
+)
+
+
+def _check_container(container: Mapping[str, Any], where: str) -> None:
+    if not container.get("Image"):
+        raise ValidationException(
+            f"{where} must specify an Image: zeroscale runs a container only from an image URI "
+            "(ModelPackageName and inference specifications are not supported)."
+        )
+    env: Mapping[str, str] = container.get("Environment") or {}
+    total = sum(len(k.encode()) + len(v.encode()) for k, v in env.items())
+    if total > ENVIRONMENT_MAX_TOTAL_BYTES:
+        raise ValidationException(
+            f"The Environment of {where} is {total} bytes in total; keys and values together must not "
+            f"exceed {ENVIRONMENT_MAX_TOTAL_BYTES} bytes."
+        )
+
+
+def check_containers(params: Mapping[str, Any]) -> None:
+    """Exactly one of PrimaryContainer or Containers, and every container runnable by zeroscale."""
+    primary = params.get("PrimaryContainer")
+    containers = params.get("Containers") or []
+    if primary is not None and containers:
+        raise ValidationException("Specify either PrimaryContainer or Containers, not both.")
+    if primary is None and not containers:
+        raise ValidationException("A model needs a container: specify either PrimaryContainer or Containers.")
+    if primary is not None:
+        _check_container(primary, "PrimaryContainer")
+    for i, container in enumerate(containers, start=1):
+        _check_container(container, f"Containers.{i}")
+
+
+class Models:
+    def __init__(self, store: Store, arns: Arns, clock: Callable[[], float] = time.time) -> None:
+        self._store = store
+        self._arns = arns
+        self._clock = clock
+
+    def _arn(self, name: str) -> str:
+        return self._arns.arn(KIND, name)
+
+    def _duplicate(self, name: str) -> ValidationException:
+        return ValidationException(f'Cannot create already existing model "{self._arn(name)}".')
+
+    def create(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        name: str = params["ModelName"]
+        if self._store.get(KIND, name) is not None:
+            raise self._duplicate(name)
+        check_containers(params)
+        doc = copy.deepcopy(dict(params))
+        doc["EnableNetworkIsolation"] = bool(doc.get("EnableNetworkIsolation", False))
+        doc.setdefault("Tags", [])
+        now = self._clock()
+        arn = self._arn(name)
+        try:
+            self._store.insert(Record(KIND, name, arn, now, now, None, doc))
+        except AlreadyExists:
+            raise self._duplicate(name) from None
+        return {"ModelArn": arn}
+
+    def get(self, name: str) -> Record:
+        """The stored model; ValidationException ``Could not find model "<arn>".`` when absent."""
+        rec = self._store.get(KIND, name)
+        if rec is None:
+            raise ValidationException(f'Could not find model "{self._arn(name)}".')
+        return rec
+
+    def describe(self, name: str) -> dict[str, Any]:
+        rec = self.get(name)
+        out: dict[str, Any] = {"ModelName": rec.name}
+        out.update({k: rec.doc[k] for k in _DESCRIBED if rec.doc.get(k) is not None})
+        out["ModelArn"] = rec.arn
+        out["CreationTime"] = rec.created_at
+        return out
+
+    def list(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        page, token = paginate(self._store.list(KIND), params, sort_keys=("Name", "CreationTime"))
+        out: dict[str, Any] = {
+            "Models": [{"ModelName": r.name, "ModelArn": r.arn, "CreationTime": r.created_at} for r in page]
+        }
+        if token is not None:
+            out["NextToken"] = token
+        return out
+
+    def delete(self, name: str) -> None:
+        if not self._store.delete(KIND, name):
+            raise ValidationException(f'Could not find model "{self._arn(name)}".')

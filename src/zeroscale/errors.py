@@ -1,0 +1,131 @@
+"""One error base. Each class carries its wire code and HTTP status; api/ serialises them.
+
+Errors are raised anywhere below api/ and know nothing of the web framework.
+"""
+
+from __future__ import annotations
+
+
+class ZeroscaleError(Exception):
+    """Base of every error that reaches a client. ``code`` is the AWS error code on the wire."""
+
+    code: str = "InternalFailure"
+    status: int = 500
+
+    def __init__(self, message: str, *, code: str | None = None, status: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+        if status is not None:
+            self.status = status
+
+
+# ---- control plane (JSON 1.1) ----
+class ValidationException(ZeroscaleError):
+    code = "ValidationException"
+    status = 400
+
+
+class ResourceLimitExceeded(ZeroscaleError):
+    code = "ResourceLimitExceeded"
+    status = 400
+
+
+class ResourceInUse(ZeroscaleError):
+    code = "ResourceInUse"
+    status = 400
+
+
+class ResourceNotFound(ZeroscaleError):
+    code = "ResourceNotFound"
+    status = 400
+
+
+class ConflictException(ZeroscaleError):
+    code = "ConflictException"
+    status = 400
+
+
+class UnknownOperationException(ZeroscaleError):
+    code = "UnknownOperationException"
+    status = 400
+
+
+class NotImplementedOperation(ZeroscaleError):
+    """An operation botocore knows but zeroscale does not implement yet."""
+
+    code = "NotImplementedError"
+    status = 501
+
+
+class SerializationException(ZeroscaleError):
+    code = "SerializationException"
+    status = 400
+
+
+# ---- authentication (both protocols) ----
+class MissingAuthenticationToken(ZeroscaleError):
+    code = "MissingAuthenticationToken"
+    status = 403
+
+
+class UnrecognizedClient(ZeroscaleError):
+    code = "UnrecognizedClientException"
+    status = 403
+
+
+class InvalidSignature(ZeroscaleError):
+    code = "InvalidSignatureException"
+    status = 403
+
+
+# ---- runtime (REST-JSON) ----
+class RuntimeValidationError(ZeroscaleError):
+    code = "ValidationError"
+    status = 400
+
+
+class ModelError(ZeroscaleError):
+    """The model container answered an error or broke; carries the original status and message."""
+
+    code = "ModelError"
+    status = 424
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        original_status: int = 500,
+        original_message: str = "",
+        log_stream_arn: str = "",
+    ) -> None:
+        super().__init__(message)
+        self.original_status = original_status
+        self.original_message = original_message
+        self.log_stream_arn = log_stream_arn
+
+
+class ModelNotReady(ZeroscaleError):
+    code = "ModelNotReadyException"
+    status = 429
+
+
+class Throttling(ZeroscaleError):
+    code = "ThrottlingException"
+    status = 429
+
+
+class ServiceUnavailable(ZeroscaleError):
+    code = "ServiceUnavailable"
+    status = 503
+
+
+class InternalFailure(ZeroscaleError):
+    code = "InternalFailure"
+    status = 500
+
+
+# ---- deploy-time failures (become an endpoint's FailureReason, never a wire error) ----
+class DeployError(Exception):
+    """Why a model could not be made ready: artifact fetch/extract, unknown image, a worker that never pinged."""

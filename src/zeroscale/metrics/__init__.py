@@ -1,0 +1,1 @@
+"""Prometheus metrics: a leaf sink fed by the router and the workers."""

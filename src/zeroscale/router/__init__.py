@@ -1,0 +1,1 @@
+"""Per-endpoint routing: choose a variant and a free worker, forward the request, enforce limits."""

@@ -1,0 +1,155 @@
+"""Every endpoint's routing table and variant pools, the shared memory budget, and the reconcile loop.
+
+The control plane calls ``activate`` (deploy or update: warm the new pools, then swap atomically and drain the
+old ones) and ``deactivate`` (delete). The API calls ``route`` on every invocation: a dict lookup, no I/O.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import contextlib
+import itertools
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from zeroscale.errors import DeployError, RuntimeValidationError
+from zeroscale.metrics.registry import Metrics
+from zeroscale.router.budget import MemoryBudget
+from zeroscale.router.pool import VariantPool
+from zeroscale.router.spec import PoolSpec, RouterSettings
+from zeroscale.workers.manager import WorkerManager
+
+
+@dataclass
+class EndpointRoute:
+    name: str
+    pools: list[VariantPool]
+    _cumulative: list[float]
+
+    @classmethod
+    def of(cls, name: str, pools: list[VariantPool]) -> EndpointRoute:
+        weights = [max(0.0, p.spec.weight) for p in pools]
+        if sum(weights) <= 0:
+            weights = [1.0] * len(pools)
+        return cls(name, pools, list(itertools.accumulate(weights)))
+
+    def choose(self, target_variant: str | None = None) -> VariantPool:
+        if target_variant is not None:
+            for pool in self.pools:
+                if pool.spec.variant == target_variant:
+                    return pool
+            raise RuntimeValidationError(
+                f"Variant {target_variant} not found for endpoint {self.name}."
+            )
+        if len(self.pools) == 1:
+            return self.pools[0]
+        pick = random.random() * self._cumulative[-1]
+        return self.pools[bisect.bisect_right(self._cumulative, pick)]
+
+
+class Fleet:
+    def __init__(
+        self,
+        manager: WorkerManager,
+        settings: RouterSettings,
+        metrics: Metrics,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._manager = manager
+        self._settings = settings
+        self._metrics = metrics
+        self._clock = clock
+        self.budget = MemoryBudget(settings.memory_budget_mb, self._evict)
+        self.budget.on_release = self._serve_waiting
+        self._routes: dict[str, EndpointRoute] = {}
+        self._draining: set[VariantPool] = set()
+        self._loop_task: asyncio.Task[None] | None = None
+
+    # ---- the invoke path ----
+    def route(self, endpoint: str) -> EndpointRoute | None:
+        return self._routes.get(endpoint.lower())
+
+    # ---- control ----
+    def pools(self) -> list[VariantPool]:
+        return [p for r in self._routes.values() for p in r.pools] + list(self._draining)
+
+    async def activate(self, endpoint: str, specs: list[PoolSpec], *, warm: bool = True) -> None:
+        """Build pools for ``specs``; with ``warm`` start one worker per variant and require a good /ping
+        (raises DeployError, leaving the current route untouched). Then swap, and drain the old pools."""
+        pools = [
+            VariantPool(s, self._manager, self.budget, self._settings, self._metrics, self._clock) for s in specs
+        ]
+        if warm:
+            results = await asyncio.gather(*(p.warm() for p in pools), return_exceptions=True)
+            errors = [r for r in results if isinstance(r, BaseException)]
+            if errors:
+                await asyncio.gather(*(p.drain(timeout_s=1.0) for p in pools))
+                err = errors[0]
+                if isinstance(err, DeployError):
+                    raise err
+                raise DeployError(f"{type(err).__name__}: {err}") from err
+        old = self._routes.get(endpoint.lower())
+        self._routes[endpoint.lower()] = EndpointRoute.of(endpoint, pools)
+        for pool in pools:
+            pool.scale()  # provisioned concurrency floor
+        if old is not None:
+            for pool in old.pools:
+                self._spawn_drain(pool, self._settings.invocation_timeout_s + 5)
+
+    async def deactivate(self, endpoint: str, *, timeout_s: float = 5.0) -> None:
+        route = self._routes.pop(endpoint.lower(), None)
+        if route is not None:
+            await asyncio.gather(*(p.drain(timeout_s) for p in route.pools))
+
+    def _spawn_drain(self, pool: VariantPool, timeout_s: float) -> None:
+        self._draining.add(pool)
+
+        async def run() -> None:
+            try:
+                await pool.drain(timeout_s)
+            finally:
+                self._draining.discard(pool)
+
+        asyncio.ensure_future(run())
+
+    # ---- memory ----
+    def _evict(self, deficit_mb: int, requester: object) -> int:
+        candidates = sorted(
+            (item for p in self.pools() if p is not requester for item in p.idle_workers()),
+            key=lambda item: item[0],
+        )
+        freed = 0
+        owners = {h.worker_id: p for p in self.pools() for _, h in p.idle_workers()}
+        for _, handle in candidates:
+            if freed >= deficit_mb:
+                break
+            freed += owners[handle.worker_id].evict(handle)
+        return freed
+
+    def _serve_waiting(self) -> None:
+        for pool in self.pools():
+            if pool.queued:
+                pool.scale()
+
+    # ---- the reconcile loop ----
+    async def start(self, interval_s: float = 0.5) -> None:
+        self._loop_task = asyncio.create_task(self._reconcile(interval_s))
+
+    async def _reconcile(self, interval_s: float) -> None:
+        while True:
+            await asyncio.sleep(interval_s)
+            for pool in self.pools():
+                pool.scale()
+
+    async def close(self) -> None:
+        if self._loop_task is not None:
+            self._loop_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loop_task
+        for name in list(self._routes):
+            await self.deactivate(name, timeout_s=2.0)
+        for pool in list(self._draining):
+            await pool.drain(1.0)

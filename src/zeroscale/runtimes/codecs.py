@@ -1,0 +1,173 @@
+"""Default decoders (request body -> numpy) and encoders (prediction -> response body).
+
+Follows the sagemaker-inference-toolkit defaults: JSON, CSV and NPY both ways, NPZ for input. An
+unsupported request type raises ``UnsupportedContentType`` (415), an unsupported Accept
+``UnsupportedAccept`` (406), a body that does not parse ``DecodeError`` (400).
+"""
+
+from __future__ import annotations
+
+import importlib
+import io
+import json
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+JSON = "application/json"
+CSV = "text/csv"
+NPY = "application/x-npy"
+NPZ = "application/x-npz"
+
+
+class InferenceError(Exception):
+    """An error the worker answers with ``status_code`` and the message as the body."""
+
+    status_code: int = 500
+
+    def __init__(self, message: str, status_code: int | None = None) -> None:
+        super().__init__(message)
+        if status_code is not None:
+            self.status_code = status_code
+
+
+class UnsupportedContentType(InferenceError):
+    status_code = 415
+
+
+class UnsupportedAccept(InferenceError):
+    status_code = 406
+
+
+class DecodeError(InferenceError):
+    status_code = 400
+
+
+def media_type(value: str) -> str:
+    """``'Text/CSV; charset=utf-8'`` -> ``'text/csv'``."""
+    return value.split(";", 1)[0].strip().lower()
+
+
+# ---- decoders ----
+def _decode_json(body: bytes) -> Any:
+    data = json.loads(body)
+    if isinstance(data, dict):
+        return data
+    return np.asarray(data)
+
+
+def _csv_value(field: str) -> float:
+    field = field.strip()
+    return float(field) if field else float("nan")
+
+
+def _decode_csv(body: bytes) -> Any:
+    lines = [line for line in body.decode("utf-8").splitlines() if line.strip()]
+    rows = [line.split(",") for line in lines]
+    try:
+        return np.array([[_csv_value(f) for f in row] for row in rows], dtype=np.float64, ndmin=2)
+    except ValueError:
+        # Non-numeric columns (e.g. a pipeline with an encoder): hand over strings, one row per line.
+        return np.array([[f.strip() for f in row] for row in rows], dtype=np.str_, ndmin=2)
+
+
+def _decode_npy(body: bytes) -> Any:
+    return np.load(io.BytesIO(body), allow_pickle=False)
+
+
+def _decode_npz(body: bytes) -> Any:
+    with np.load(io.BytesIO(body), allow_pickle=False) as archive:
+        names = list(archive.files)
+        if {"format", "shape", "data"} <= set(names):  # written by scipy.sparse.save_npz
+            sparse: Any = importlib.import_module("scipy.sparse")  # scipy ships no type stubs
+            return sparse.load_npz(io.BytesIO(body))
+        if len(names) == 1:
+            return archive[names[0]]
+        return {name: archive[name] for name in names}
+
+
+DECODERS: dict[str, Callable[[bytes], Any]] = {
+    JSON: _decode_json,
+    CSV: _decode_csv,
+    NPY: _decode_npy,
+    NPZ: _decode_npz,
+}
+
+
+def decode(body: bytes, content_type: str) -> Any:
+    """Decode a request body into a numpy array (a dict stays a dict for JSON objects)."""
+    kind = media_type(content_type)
+    decoder = DECODERS.get(kind)
+    if decoder is None:
+        raise UnsupportedContentType(
+            f"Content type {content_type!r} is not supported by the default input_fn. "
+            f"Supported: {', '.join(DECODERS)}; define input_fn in code/inference.py for others."
+        )
+    try:
+        return decoder(body)
+    except InferenceError:
+        raise
+    except (ValueError, TypeError, UnicodeDecodeError, OSError, EOFError) as exc:
+        raise DecodeError(f"Could not decode the request body as {kind}: {exc}") from exc
+
+
+# ---- encoders ----
+def _json_default(value: Any) -> Any:
+    if hasattr(value, "tolist"):  # numpy arrays and scalars
+        return value.tolist()
+    if isinstance(value, set | frozenset):
+        return list(value)
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+def _encode_json(prediction: Any) -> bytes:
+    if isinstance(prediction, np.ndarray | np.generic):
+        prediction = prediction.tolist()
+    return json.dumps(prediction, default=_json_default).encode("utf-8")
+
+
+def _csv_row(row: Any) -> str:
+    if isinstance(row, list | tuple):
+        return ",".join(str(v) for v in row)
+    return str(row)
+
+
+def _encode_csv(prediction: Any) -> bytes:
+    # Like np.savetxt(delimiter=","): a 2-D array is one line per row, a 1-D array one value per line.
+    values = prediction.tolist() if hasattr(prediction, "tolist") else prediction
+    if not isinstance(values, list | tuple):
+        values = [values]
+    return "".join(_csv_row(row) + "\n" for row in values).encode("utf-8")
+
+
+def _encode_npy(prediction: Any) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, np.asarray(prediction), allow_pickle=False)
+    return buffer.getvalue()
+
+
+ENCODERS: dict[str, Callable[[Any], bytes]] = {
+    JSON: _encode_json,
+    CSV: _encode_csv,
+    NPY: _encode_npy,
+}
+
+
+def encode(prediction: Any, accept: str) -> tuple[bytes, str]:
+    """Encode a prediction for ``accept`` (one media type or a comma-separated list; the first
+    supported one wins). Returns ``(body, content_type)``."""
+    for candidate in accept.split(","):
+        kind = media_type(candidate)
+        encoder = ENCODERS.get(kind)
+        if encoder is not None:
+            try:
+                return encoder(prediction), kind
+            except (ValueError, TypeError) as exc:
+                raise InferenceError(f"Could not encode the prediction as {kind}: {exc}") from exc
+    raise UnsupportedAccept(
+        f"Accept {accept!r} is not supported by the default output_fn. "
+        f"Supported: {', '.join(ENCODERS)}; define output_fn in code/inference.py for others."
+    )

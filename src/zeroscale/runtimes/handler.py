@@ -1,0 +1,245 @@
+"""The sagemaker-inference-toolkit handler contract: user hooks in ``code/inference.py`` over defaults.
+
+``Handler.load`` imports the user module (if any), checks its hooks and loads the model;
+``Handler.invoke`` turns one request body into ``(status, body, content_type)`` and never raises.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import inspect
+import os
+import sys
+import traceback
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from zeroscale.errors import DeployError
+from zeroscale.runtimes import codecs
+
+HOOKS = ("model_fn", "input_fn", "predict_fn", "output_fn", "transform_fn")
+# How many arguments each hook takes without the optional trailing context.
+_ARITY = {"model_fn": 1, "input_fn": 2, "predict_fn": 2, "output_fn": 2, "transform_fn": 4}
+_CONTAINER_MODEL_DIR = "/opt/ml/model"
+_TEXT = "text/plain; charset=utf-8"
+
+Result = tuple[int, bytes, str]
+
+
+@dataclass
+class Context:
+    """The optional trailing ``context`` argument of a hook (a small subset of the toolkit's)."""
+
+    model_dir: str
+    system_properties: dict[str, Any]
+    request_headers: dict[str, str] = field(default_factory=dict)
+
+    def get_request_header(self, idx: int, key: str) -> str | None:
+        return self.request_headers.get(key.lower())
+
+    def get_all_request_header(self, idx: int) -> dict[str, str]:
+        return dict(self.request_headers)
+
+
+@dataclass(frozen=True)
+class Hook:
+    fn: Callable[..., Any]
+    wants_context: bool
+
+
+def _wants_context(fn: Callable[..., Any], arity: int) -> bool:
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    return len(positional) > arity
+
+
+def user_code_path(model_dir: str, env: Mapping[str, str]) -> tuple[Path, bool]:
+    """Where the user module lives and whether it was named explicitly (``SAGEMAKER_PROGRAM``)."""
+    program = env.get("SAGEMAKER_PROGRAM", "").strip()
+    explicit = bool(program)
+    if not program:
+        program = "inference.py"
+    elif not program.endswith(".py"):
+        program += ".py"
+    submit = env.get("SAGEMAKER_SUBMIT_DIRECTORY", "").strip()
+    if submit.startswith("file://"):
+        submit = submit[len("file://") :]
+    if not submit:
+        code_dir = os.path.join(model_dir, "code")
+    elif "://" in submit:
+        raise DeployError(
+            f"SAGEMAKER_SUBMIT_DIRECTORY={submit} is not a local directory; "
+            "the code archive must be fetched and extracted before the worker starts"
+        )
+    elif (
+        submit == _CONTAINER_MODEL_DIR or submit.startswith(_CONTAINER_MODEL_DIR + "/")
+    ) and not os.path.isdir(submit):
+        # The SDK writes container paths (/opt/ml/model/code); the model lives elsewhere here.
+        code_dir = model_dir + submit[len(_CONTAINER_MODEL_DIR) :]
+    else:
+        code_dir = submit
+    return Path(code_dir) / program, explicit
+
+
+def load_user_module(model_dir: str, env: Mapping[str, str]) -> ModuleType | None:
+    """Import the user's inference module with its directory on ``sys.path``; None when there is none."""
+    path, explicit = user_code_path(model_dir, env)
+    if not path.is_file():
+        if explicit:
+            raise DeployError(f"SAGEMAKER_PROGRAM={path.name} not found: {path} does not exist")
+        return None
+    code_dir = str(path.parent)
+    if code_dir not in sys.path:
+        sys.path.insert(0, code_dir)
+    name = path.stem
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:  # pragma: no cover - only for odd file names
+        raise DeployError(f"Cannot import {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def find_hooks(module: ModuleType | None) -> dict[str, Hook]:
+    """The user's hooks by name; rejects transform_fn defined together with input/predict/output_fn."""
+    if module is None:
+        return {}
+    where = getattr(module, "__file__", module.__name__)
+    hooks: dict[str, Hook] = {}
+    for name in HOOKS:
+        fn = getattr(module, name, None)
+        if fn is None:
+            continue
+        if not callable(fn):
+            raise DeployError(f"{where}: {name} is not a function")
+        hooks[name] = Hook(fn, _wants_context(fn, _ARITY[name]))
+    if "transform_fn" in hooks:
+        both = [n for n in ("input_fn", "predict_fn", "output_fn") if n in hooks]
+        if both:
+            raise DeployError(
+                f"{where} defines transform_fn together with {', '.join(both)}: "
+                "define either transform_fn or input_fn/predict_fn/output_fn, not both"
+            )
+    return hooks
+
+
+def _default_input_fn(body: bytes, content_type: str) -> Any:
+    return codecs.decode(body, content_type)
+
+
+def _default_predict_fn(data: Any, model: Any) -> Any:
+    return model.predict(data)
+
+
+def _default_output_fn(prediction: Any, accept: str) -> tuple[bytes, str]:
+    return codecs.encode(prediction, accept)
+
+
+class Handler:
+    """A loaded model with its hooks. Not thread-safe: the server calls ``invoke`` one at a time."""
+
+    def __init__(self, model: Any, hooks: Mapping[str, Hook], model_dir: str, default_accept: str) -> None:
+        self.model = model
+        self.model_dir = model_dir
+        self.default_accept = default_accept
+        self._transform = hooks.get("transform_fn")
+        self._input = hooks.get("input_fn") or Hook(_default_input_fn, False)
+        self._predict = hooks.get("predict_fn") or Hook(_default_predict_fn, False)
+        self._output = hooks.get("output_fn") or Hook(_default_output_fn, False)
+        self._needs_context = any(h.wants_context for h in hooks.values())
+
+    @classmethod
+    def load(
+        cls,
+        model_dir: str,
+        default_model_fn: Callable[[str], Any],
+        env: Mapping[str, str] | None = None,
+    ) -> Handler:
+        """Import the user module, check its hooks and load the model. Raises on any failure."""
+        env = os.environ if env is None else env
+        model_dir = os.path.abspath(model_dir)
+        hooks = find_hooks(load_user_module(model_dir, env))
+        default_accept = env.get("SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT", "").strip() or codecs.JSON
+        model_hook = hooks.get("model_fn")
+        if model_hook is None:
+            model = default_model_fn(model_dir)
+        elif model_hook.wants_context:
+            model = model_hook.fn(model_dir, _context(model_dir, {}))
+        else:
+            model = model_hook.fn(model_dir)
+        return cls(model, hooks, model_dir, default_accept)
+
+    def invoke(self, body: bytes, headers: Mapping[str, str]) -> Result:
+        """One request: ``headers`` has lower-case names. Returns ``(status, body, content_type)``."""
+        try:
+            content_type = headers.get("content-type") or codecs.JSON
+            accept = self._accept(headers.get("accept", ""))
+            ctx = _context(self.model_dir, headers) if self._needs_context else None
+            if self._transform is not None:
+                result = _call(self._transform, ctx, self.model, body, content_type, accept)
+            else:
+                data = _call(self._input, ctx, body, content_type)
+                prediction = _call(self._predict, ctx, data, self.model)
+                result = _call(self._output, ctx, prediction, accept)
+            out, out_type = _response(result, accept)
+            return 200, out, out_type
+        except Exception as exc:
+            return error_result(exc)
+
+    def _accept(self, accept: str) -> str:
+        accept = accept.strip()
+        if not accept:
+            return self.default_accept
+        if "*/*" not in accept:
+            return accept
+        parts = [p.strip() for p in accept.split(",")]
+        return ",".join(self.default_accept if codecs.media_type(p) == "*/*" else p for p in parts)
+
+
+def _context(model_dir: str, headers: Mapping[str, str]) -> Context:
+    props: dict[str, Any] = {"model_dir": model_dir, "batch_size": 1, "server_name": "zeroscale"}
+    return Context(model_dir, props, dict(headers))
+
+
+def _call(hook: Hook, ctx: Context | None, *args: Any) -> Any:
+    if hook.wants_context:
+        return hook.fn(*args, ctx)
+    return hook.fn(*args)
+
+
+def _response(result: Any, accept: str) -> tuple[bytes, str]:
+    if isinstance(result, tuple) and len(result) == 2 and isinstance(result[1], str):
+        body, content_type = result
+    else:
+        body, content_type = result, accept.split(",", 1)[0].strip()
+    if isinstance(body, bytes):
+        return body, content_type
+    if isinstance(body, str):
+        return body.encode("utf-8"), content_type
+    if isinstance(body, bytearray | memoryview):
+        return bytes(body), content_type
+    # output_fn/transform_fn returned a value, not a body: encode it for the content type.
+    return codecs.encode(body, content_type)
+
+
+def error_result(exc: BaseException) -> Result:
+    """The response for an exception: its integer ``status_code`` if it has one, else 500."""
+    status = getattr(exc, "status_code", None)
+    if isinstance(status, int) and not isinstance(status, bool) and 400 <= status <= 599:
+        message = str(exc)
+    else:
+        status = 500
+        message = f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, codecs.InferenceError) and status < 500:
+        print(f"zeroscale: {status} {message}", file=sys.stderr, flush=True)
+    else:
+        traceback.print_exception(exc, file=sys.stderr)
+        sys.stderr.flush()
+    return status, message.encode("utf-8", "replace"), _TEXT

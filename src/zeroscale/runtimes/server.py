@@ -1,0 +1,200 @@
+"""A small, fast HTTP/1.1 server for the SageMaker container contract, parsed with httptools.
+
+``GET /ping`` -> 200 with an empty body; ``POST /invocations`` -> ``invoke(body, headers)``; anything
+else -> 404. One thread per connection (keep-alive, pipelining, chunked bodies); invocations run one
+at a time under one lock, which also covers writing the response, so ``drain`` waits for the
+in-flight request to be answered. ``/ping`` never waits for that lock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http
+import socket
+import sys
+import threading
+import traceback
+from collections.abc import Callable, Mapping
+
+import httptools
+
+# invoke(body, lower-cased headers) -> (status, body, content_type); must not raise.
+InvokeFn = Callable[[bytes, Mapping[str, str]], tuple[int, bytes, str]]
+
+_RECV_BYTES = 256 * 1024
+_TEXT = b"text/plain; charset=utf-8"
+_PING_OK = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 0\r\n\r\n"
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+_SMALL_BODY = 64 * 1024
+
+
+def _reason(status: int) -> bytes:
+    try:
+        return http.HTTPStatus(status).phrase.encode("ascii")
+    except ValueError:
+        return b"Unknown"
+
+
+_REASONS = {s.value: s.phrase.encode("ascii") for s in http.HTTPStatus}
+
+
+def response_head(status: int, content_type: bytes, length: int, close: bool) -> bytes:
+    reason = _REASONS.get(status) or _reason(status)
+    conn = b"Connection: close\r\n" if close else b""
+    return b"HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %d\r\n%s\r\n" % (
+        status,
+        reason,
+        content_type,
+        length,
+        conn,
+    )
+
+
+def _header_value(value: str) -> bytes:
+    return value.replace("\r", " ").replace("\n", " ").encode("latin-1", "replace")
+
+
+class Server:
+    """Serves one listening socket (Unix or TCP) until ``stop``."""
+
+    def __init__(self, listener: socket.socket, invoke: InvokeFn) -> None:
+        self.listener = listener
+        self.invoke = invoke
+        self.lock = threading.Lock()  # one invocation at a time
+        self.stopping = False
+
+    def serve_forever(self) -> None:
+        """Accept connections until ``stop`` is called (from a signal handler or another thread)."""
+        tcp = self.listener.family in (socket.AF_INET, socket.AF_INET6)
+        while not self.stopping:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                if self.stopping:
+                    break
+                threading.Event().wait(0.01)  # e.g. EMFILE: don't spin
+                continue
+            if tcp:
+                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            threading.Thread(target=_Connection(self, conn).run, name="zeroscale-conn", daemon=True).start()
+
+    def stop(self) -> None:
+        """Stop accepting; safe to call from a signal handler. Wakes ``serve_forever``."""
+        self.stopping = True
+        with contextlib.suppress(OSError):
+            self.listener.shutdown(socket.SHUT_RDWR)
+
+    def drain(self, timeout_s: float) -> bool:
+        """``stop``, then wait until the in-flight invocation (if any) has been answered.
+
+        Returns False on timeout. Invocations that start afterwards are answered 503."""
+        self.stop()
+        acquired = self.lock.acquire(timeout=timeout_s)
+        with contextlib.suppress(OSError):
+            self.listener.close()
+        return acquired
+
+
+class _Connection:
+    """The httptools protocol for one connection, and its read loop."""
+
+    __slots__ = ("_body", "_headers", "_ready", "_url", "parser", "server", "sock")
+
+    def __init__(self, server: Server, sock: socket.socket) -> None:
+        self.server = server
+        self.sock = sock
+        self.parser = httptools.HttpRequestParser(self)
+        self._url = b""
+        self._headers: dict[str, str] = {}
+        self._body: list[bytes] = []
+        # Complete requests: (method, url, headers, body, keep_alive)
+        self._ready: list[tuple[bytes, bytes, dict[str, str], bytes, bool]] = []
+
+    # ---- httptools callbacks ----
+    def on_message_begin(self) -> None:
+        self._url = b""
+        self._headers = {}
+        self._body = []
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._headers[name.decode("latin-1").lower()] = value.decode("latin-1")
+
+    def on_headers_complete(self) -> None:
+        if self._headers.get("expect", "").lower() == "100-continue":
+            self.sock.sendall(_CONTINUE)
+
+    def on_body(self, body: bytes) -> None:
+        self._body.append(body)
+
+    def on_message_complete(self) -> None:
+        parts = self._body
+        body = parts[0] if len(parts) == 1 else b"".join(parts)
+        self._ready.append(
+            (self.parser.get_method(), self._url, self._headers, body, self.parser.should_keep_alive())
+        )
+
+    # ---- read loop ----
+    def run(self) -> None:
+        sock, parser, ready = self.sock, self.parser, self._ready
+        try:
+            while True:
+                data = sock.recv(_RECV_BYTES)
+                if not data:
+                    return
+                closing = False
+                try:
+                    parser.feed_data(data)
+                except httptools.HttpParserUpgrade:
+                    closing = True  # no upgrades: answer what was parsed, then close
+                except httptools.HttpParserError as exc:
+                    message = f"Bad request: {exc}".encode()
+                    sock.sendall(response_head(400, _TEXT, len(message), True) + message)
+                    return
+                while ready:
+                    method, url, headers, body, keep_alive = ready.pop(0)
+                    if not self._respond(method, url, headers, body, keep_alive and not closing):
+                        return
+                if closing:
+                    return
+        except OSError:
+            return  # the peer went away
+        finally:
+            with contextlib.suppress(OSError):
+                sock.close()
+
+    def _respond(self, method: bytes, url: bytes, headers: dict[str, str], body: bytes, keep: bool) -> bool:
+        """Answer one request; returns whether to keep the connection open."""
+        path = url.split(b"?", 1)[0]
+        if path == b"/ping" and method == b"GET":
+            if keep and not self.server.stopping:
+                self.sock.sendall(_PING_OK)
+                return True
+            self._send(200, b"", b"text/plain", False)
+            return False
+        if path == b"/invocations" and method == b"POST":
+            server = self.server
+            with server.lock:
+                if server.stopping:
+                    self._send(503, b"The worker is shutting down", _TEXT, False)
+                    return False
+                try:
+                    status, out, content_type = server.invoke(body, headers)
+                except Exception as exc:  # invoke should not raise; answer something anyway
+                    traceback.print_exc(file=sys.stderr)
+                    status, out, content_type = 500, f"{type(exc).__name__}: {exc}".encode(), "text/plain"
+                self._send(status, out, _header_value(content_type), keep)
+            return keep
+        message = b"Not found: " + method + b" " + path
+        self._send(404, message, _TEXT, keep)
+        return keep
+
+    def _send(self, status: int, body: bytes, content_type: bytes, keep: bool) -> None:
+        head = response_head(status, content_type, len(body), not keep)
+        if len(body) <= _SMALL_BODY:
+            self.sock.sendall(head + body)
+        else:
+            self.sock.sendall(head)
+            self.sock.sendall(body)

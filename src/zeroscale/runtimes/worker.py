@@ -1,0 +1,146 @@
+"""The worker process: load one model through the handler contract, then serve it until SIGTERM.
+
+Started by a zygote (``preload`` before forking, ``run_worker`` in the child, on its main thread) or as
+``python -m zeroscale.runtimes.worker --runtime sklearn --model-dir D (--socket PATH | --port N)``.
+
+Protocol with the supervisor: one line ``zeroscale worker ready`` on stdout once the socket listens;
+exit 3 with the traceback as the last lines of stderr when the model cannot be loaded; on SIGTERM
+(or SIGINT) stop accepting, answer the in-flight request, exit 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import random
+import signal
+import socket
+import stat
+import sys
+import traceback
+from collections.abc import Sequence
+from types import FrameType
+from typing import NoReturn
+
+from zeroscale.runtimes.handler import Handler
+from zeroscale.runtimes.registry import get_runtime
+from zeroscale.runtimes.server import Server
+
+READY_LINE = "zeroscale worker ready"
+EXIT_LOAD_FAILED = 3
+DEFAULT_PORT = 8080
+DRAIN_TIMEOUT_S = 25.0  # SageMaker sends SIGKILL 30 s after SIGTERM
+BACKLOG = 128
+
+
+class _Terminated(BaseException):
+    """SIGTERM while loading: not an error, stop quietly."""
+
+
+def _raise_terminated(signum: int, frame: FrameType | None) -> None:
+    raise _Terminated
+
+
+def preload(runtime: str) -> None:
+    """What a zygote calls before forking: the framework and this package's serving code (the same as
+    ``RUNTIMES[runtime].preload()``)."""
+    get_runtime(runtime).preload()
+
+
+def _reset_process_state() -> None:
+    """Undo what a zygote may have left: its signal dispositions and wake-up fd; reseed the RNGs."""
+    signal.set_wakeup_fd(-1)
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, _raise_terminated)
+    signal.signal(signal.SIGINT, _raise_terminated)
+    random.seed()
+    numpy = sys.modules.get("numpy")
+    if numpy is not None:  # imported later, numpy seeds itself from the OS
+        numpy.random.seed()
+
+
+def bind(socket_path: str | None, port: int | None, host: str) -> socket.socket:
+    """A listening socket: Unix at ``socket_path`` (a stale socket file is removed first), else TCP at
+    ``host`` and ``SAGEMAKER_BIND_TO_PORT`` or ``port`` (default 8080)."""
+    if socket_path:
+        with contextlib.suppress(FileNotFoundError):
+            if stat.S_ISSOCK(os.stat(socket_path).st_mode):
+                os.unlink(socket_path)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.bind(socket_path)
+    else:
+        env_port = os.environ.get("SAGEMAKER_BIND_TO_PORT", "").strip()
+        bind_port = int(env_port) if env_port else (DEFAULT_PORT if port is None else port)
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, bind_port))
+    sock.listen(BACKLOG)
+    return sock
+
+
+def _exit(code: int) -> NoReturn:
+    with contextlib.suppress(Exception):
+        sys.stdout.flush()
+        sys.stderr.flush()
+    os._exit(code)
+
+
+def run_worker(
+    *,
+    runtime: str,
+    model_dir: str,
+    socket_path: str | None = None,
+    port: int | None = None,
+    host: str = "127.0.0.1",
+) -> NoReturn:
+    """Load the model, listen, print the ready line, serve until SIGTERM; never returns."""
+    try:
+        _reset_process_state()
+        handler = Handler.load(model_dir, get_runtime(runtime).model_fn)
+        listener = bind(socket_path, port, host)
+        server = Server(listener, handler.invoke)
+
+        def on_stop(signum: int, frame: FrameType | None) -> None:
+            server.stop()
+
+        signal.signal(signal.SIGTERM, on_stop)
+        signal.signal(signal.SIGINT, on_stop)
+    except _Terminated:
+        _exit(0)
+    except BaseException:
+        traceback.print_exc(file=sys.stderr)
+        _exit(EXIT_LOAD_FAILED)
+
+    print(READY_LINE, flush=True)
+    try:
+        server.serve_forever()
+        if not server.drain(DRAIN_TIMEOUT_S):
+            print("zeroscale: in-flight request did not finish before the drain timeout", file=sys.stderr)
+    except BaseException:
+        traceback.print_exc(file=sys.stderr)
+        _exit(1)
+    _exit(0)
+
+
+def main(argv: Sequence[str] | None = None) -> NoReturn:
+    parser = argparse.ArgumentParser(prog="python -m zeroscale.runtimes.worker", description=__doc__)
+    parser.add_argument("--runtime", required=True, help="runtime name, e.g. sklearn")
+    parser.add_argument("--model-dir", required=True, help="the extracted model directory")
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--socket", dest="socket_path", help="listen on this Unix socket path")
+    where.add_argument("--port", type=int, help="listen on this TCP port (SAGEMAKER_BIND_TO_PORT wins)")
+    parser.add_argument("--host", default="127.0.0.1", help="TCP host (default 127.0.0.1)")
+    args = parser.parse_args(argv)
+    run_worker(
+        runtime=args.runtime,
+        model_dir=args.model_dir,
+        socket_path=args.socket_path,
+        port=args.port,
+        host=args.host,
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,63 @@
+"""The scaling policy for one variant: ``decide(snapshot, now) -> Decision``.
+
+Pure: it reads only its arguments, so it is covered by table-driven tests with a fake clock. The pool applies
+the decision (starting and stopping workers is the workers package's job).
+
+Rules:
+- demand is what is being served now plus what waits: ``busy + queued``;
+- the variant wants ``min(max_concurrency, max(provisioned, demand))`` live workers;
+- scale-from-zero and scale-out are immediate: start ``wanted - live`` (starting workers count as live);
+- scale-in waits: an idle worker is stopped only once it has been idle for ``idle_timeout_s``, the longest
+  idle first, and never below ``max(provisioned, demand)``;
+- a draining pool (replaced by an update, or being deleted) still serves what it accepted, but keeps no
+  floor and no idle worker.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class IdleWorker:
+    worker_id: str
+    idle_since: float
+
+
+@dataclass(frozen=True)
+class PoolSnapshot:
+    max_concurrency: int
+    provisioned: int
+    idle_timeout_s: float
+    busy: int
+    starting: int
+    queued: int
+    idle: tuple[IdleWorker, ...]
+    draining: bool = False
+
+    @property
+    def live(self) -> int:
+        return self.busy + self.starting + len(self.idle)
+
+
+@dataclass(frozen=True)
+class Decision:
+    start: int
+    stop: tuple[str, ...]
+
+
+def decide(snap: PoolSnapshot, now: float) -> Decision:
+    provisioned, idle_timeout_s = (0, 0.0) if snap.draining else (snap.provisioned, snap.idle_timeout_s)
+    demand = snap.busy + snap.queued
+    floor = min(snap.max_concurrency, max(provisioned, demand))
+    start = max(0, floor - snap.live)
+    # Longest idle first; keep enough live workers to cover the floor.
+    removable = snap.live - floor
+    stop: list[str] = []
+    for worker in sorted(snap.idle, key=lambda w: w.idle_since):
+        if removable <= 0:
+            break
+        if now - worker.idle_since >= idle_timeout_s:
+            stop.append(worker.worker_id)
+            removable -= 1
+    return Decision(start=start, stop=tuple(stop))

@@ -1,0 +1,137 @@
+"""The composition root: build every part from one Settings and serve them on one port with uvicorn."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+import uvicorn
+
+from zeroscale.api.app import App, AppParts
+from zeroscale.api.control import ControlPlane, Dispatcher
+from zeroscale.api.runtime import Runtime
+from zeroscale.api.shapes import ServiceShapes
+from zeroscale.artifacts import ArtifactCache
+from zeroscale.config import Settings
+from zeroscale.control.arns import Arns
+from zeroscale.control.deploy import Deployer
+from zeroscale.control.endpoint_configs import EndpointConfigs
+from zeroscale.control.endpoints import Endpoints
+from zeroscale.control.models import Models
+from zeroscale.credentials import AdminCredentials, load_or_create
+from zeroscale.metrics.registry import Metrics
+from zeroscale.router.fleet import Fleet
+from zeroscale.router.spec import RouterSettings
+from zeroscale.store.db import Store
+from zeroscale.workers.manager import WorkerManager
+
+log = logging.getLogger("zeroscale")
+PREWARMED_RUNTIMES = ("sklearn",)
+# Shapes whose botocore pattern zeroscale widens: ModelDataUrl (shape "Url") may also be file:// or a local path.
+WIDENED_SHAPES = frozenset({"Url"})
+
+
+@dataclass
+class Server:
+    settings: Settings
+    credentials: AdminCredentials
+    app: App
+
+
+def build(settings: Settings) -> Server:
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    creds = load_or_create(settings.credentials_file, settings.access_key_id, settings.secret_access_key)
+    store = Store(settings.db_url)
+    arns = Arns(settings.region, settings.account_id)
+    metrics = Metrics()
+    manager = WorkerManager(
+        settings.workers_dir,
+        startup_timeout_s=settings.startup_timeout_s,
+        memory_poll_interval_s=settings.memory_poll_interval_s,
+    )
+    fleet = Fleet(
+        manager,
+        RouterSettings(
+            logs_dir=settings.logs_dir,
+            region=settings.region,
+            account_id=settings.account_id,
+            queue_wait_s=settings.queue_wait_s,
+            max_queue=settings.max_queue_per_variant,
+            invocation_timeout_s=settings.invocation_timeout_s,
+            startup_timeout_s=settings.startup_timeout_s,
+            memory_budget_mb=settings.memory_budget_mb,
+        ),
+        metrics,
+    )
+    artifacts = ArtifactCache(
+        settings.artifacts_dir,
+        s3_endpoint_url=settings.s3_endpoint_url,
+        max_extracted_bytes=settings.max_extracted_bytes,
+        max_extracted_files=settings.max_extracted_files,
+    )
+    models = Models(store, arns)
+    configs = EndpointConfigs(store, arns, models)
+    endpoints = Endpoints(
+        store, arns, models, configs, Deployer(models, artifacts, settings.idle_timeout_s), fleet
+    )
+    secrets = {creds.access_key_id: creds.secret_access_key}
+    background: set[asyncio.Task[None]] = set()
+
+    async def startup() -> None:
+        await manager.open()
+        task = asyncio.create_task(manager.prewarm(PREWARMED_RUNTIMES))
+        background.add(task)
+        task.add_done_callback(background.discard)
+        await fleet.start(settings.reconcile_interval_s)
+        await endpoints.resume()
+
+    async def shutdown() -> None:
+        await endpoints.close()
+        await fleet.close()
+        await manager.close()
+        store.close()
+
+    parts = AppParts(
+        dispatcher=Dispatcher(ControlPlane(models, configs, endpoints), ServiceShapes("sagemaker", skip_patterns=WIDENED_SHAPES)),
+        runtime=Runtime(fleet, settings.account_id),
+        metrics=metrics,
+        lookup_secret=secrets.get,
+        payload_limit_bytes=settings.payload_limit_bytes,
+        startup=startup,
+        shutdown=shutdown,
+    )
+    return Server(settings, creds, App(parts))
+
+
+def serve(settings: Settings) -> None:
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    server = build(settings)
+    config = uvicorn.Config(
+        server.app,
+        host=settings.host,
+        port=settings.port,
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+        access_log=False,
+        log_level="warning",
+        timeout_keep_alive=75,
+    )
+    _announce(server)
+    uvicorn.Server(config).run()
+
+
+def _announce(server: Server) -> None:
+    s = server.settings
+    url = f"http://{s.host}:{s.port}"
+    where = server.credentials.path or "(given by configuration)"
+    print(
+        f"zeroscale listening on {url}  (data in {s.data_dir})\n"
+        f"  admin credentials: {where}\n"
+        f"  try:  export AWS_SHARED_CREDENTIALS_FILE={where} AWS_DEFAULT_REGION={s.region}\n"
+        f"        zeroscale deploy --name demo --model model.tar.gz --image sklearn --endpoint-url {url}\n"
+        f"        zeroscale invoke demo --body '[[1,2,3,4]]' --endpoint-url {url}\n"
+        f"  boto3: boto3.client('sagemaker-runtime', endpoint_url='{url}').invoke_endpoint(...)",
+        flush=True,
+    )

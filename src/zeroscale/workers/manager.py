@@ -1,0 +1,253 @@
+"""Start, watch and stop worker processes. Nothing else in zeroscale creates or signals a process.
+
+A worker is forked by its runtime's zygote, becomes ready when its Unix socket answers ``GET /ping``, and is
+watched for memory: one whose resident set passes its MemorySizeInMB is killed, and ``kill_reason`` says so.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import os
+import signal
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from zeroscale.errors import DeployError
+from zeroscale.workers.client import WorkerConnection, WorkerConnectionError
+from zeroscale.workers.zygote import THREAD_ENV
+from zeroscale.workers.zygotes import Zygote, ZygoteError, tail
+
+_PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+_MB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    runtime: str
+    model_dir: str
+    memory_mb: int
+    log_dir: Path  # the worker writes stdout and stderr to <log_dir>/<worker_id>.log
+    env: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(eq=False)
+class WorkerHandle:
+    worker_id: str
+    spec: WorkerSpec
+    socket_path: str
+    log_path: Path
+    started_at: float
+    pid: int = 0
+    ready_s: float = 0.0
+    exit_code: int | None = None
+    kill_reason: str | None = None
+    conn: WorkerConnection | None = None
+    exited: asyncio.Event = field(default_factory=asyncio.Event)
+    on_exit: Callable[[WorkerHandle], None] | None = None
+
+    @property
+    def alive(self) -> bool:
+        return self.exit_code is None
+
+    def log_tail(self, lines: int = 20) -> str:
+        return tail(self.log_path, lines)
+
+    def death_reason(self) -> str:
+        """Why the process is gone (or going), for error messages."""
+        if self.kill_reason:
+            return self.kill_reason
+        if self.exit_code is None:
+            return "the worker closed its connection"
+        if self.exit_code < 0:
+            return f"the worker process was killed by signal {-self.exit_code}"
+        return f"the worker process exited with code {self.exit_code}"
+
+
+class WorkerManager:
+    def __init__(
+        self,
+        run_dir: Path,
+        *,
+        startup_timeout_s: float = 180.0,
+        memory_poll_interval_s: float = 0.05,
+        stop_grace_s: float = 30.0,
+    ) -> None:
+        self._run_dir = run_dir
+        self._startup_timeout_s = startup_timeout_s
+        self._poll_s = memory_poll_interval_s
+        self._stop_grace_s = stop_grace_s
+        self._zygotes: dict[str, Zygote] = {}
+        self._zygote_locks: dict[str, asyncio.Lock] = {}
+        self._by_pid: dict[int, WorkerHandle] = {}
+        self._early_exits: dict[int, int] = {}
+        self._ids = itertools.count(1)
+        self._watchdog: asyncio.Task[None] | None = None
+
+    # ---- lifecycle ----
+    async def open(self) -> None:
+        self._run_dir.mkdir(parents=True, exist_ok=True)
+        self._watchdog = asyncio.create_task(self._watch_memory())
+
+    async def prewarm(self, runtimes: tuple[str, ...]) -> None:
+        """Start these runtimes' zygotes now, so the first cold start does not pay for framework imports."""
+        for runtime in runtimes:
+            with contextlib.suppress(ZygoteError):
+                await self._zygote(runtime)
+
+    async def close(self) -> None:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watchdog
+        await asyncio.gather(*(self.stop(h, grace_s=2.0) for h in list(self._by_pid.values())))
+        for zygote in self._zygotes.values():
+            await zygote.close()
+        self._zygotes.clear()
+
+    @property
+    def live(self) -> list[WorkerHandle]:
+        return list(self._by_pid.values())
+
+    # ---- start ----
+    async def start(
+        self,
+        spec: WorkerSpec,
+        *,
+        worker_id: str | None = None,
+        on_exit: Callable[[WorkerHandle], None] | None = None,
+    ) -> WorkerHandle:
+        """Fork a worker and wait until it answers /ping. Raises DeployError with the worker's output tail.
+
+        ``on_exit`` is called once the process is gone, whatever the cause, if the start succeeded."""
+        wid = worker_id or f"{next(self._ids):04d}-{uuid.uuid4().hex[:8]}"
+        socket_path = str(self._run_dir / f"{wid}.sock")
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(socket_path)
+        spec.log_dir.mkdir(parents=True, exist_ok=True)
+        handle = WorkerHandle(wid, spec, socket_path, spec.log_dir / f"{wid}.log", started_at=time.monotonic())
+        try:
+            zygote = await self._zygote(spec.runtime)
+            env = {**THREAD_ENV, "PATH": os.environ.get("PATH", ""), **spec.env}
+            request = {
+                "model_dir": spec.model_dir,
+                "socket_path": socket_path,
+                "log_path": str(handle.log_path),
+                "env": env,
+            }
+            handle.pid = await zygote.fork(request)
+        except ZygoteError as exc:
+            raise DeployError(str(exc)) from exc
+        self._by_pid[handle.pid] = handle
+        if handle.pid in self._early_exits:
+            self._exited(handle.pid, self._early_exits.pop(handle.pid))
+        try:
+            handle.conn = await asyncio.wait_for(self._until_ready(handle), self._startup_timeout_s)
+        except TimeoutError:
+            await self.stop(handle, grace_s=1.0)
+            raise DeployError(
+                f"Worker did not answer /ping within {self._startup_timeout_s:g} seconds.\n{handle.log_tail()}"
+            ) from None
+        except DeployError:
+            await self.stop(handle, grace_s=1.0)
+            raise
+        handle.ready_s = time.monotonic() - handle.started_at
+        handle.on_exit = on_exit
+        if not handle.alive and on_exit is not None:
+            on_exit(handle)
+        return handle
+
+    async def _until_ready(self, handle: WorkerHandle) -> WorkerConnection:
+        delay = 0.0005
+        while True:
+            if not handle.alive:
+                raise DeployError(f"Worker failed to start: {handle.death_reason()}.\n{handle.log_tail()}")
+            try:
+                conn = await WorkerConnection.open_unix(handle.socket_path)
+            except (FileNotFoundError, ConnectionRefusedError):
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 0.02)
+                continue
+            try:
+                resp = await conn.request(b"GET", b"/ping")
+            except WorkerConnectionError:
+                await asyncio.sleep(delay)
+                continue
+            if resp.status == 200:
+                return conn
+            conn.close()
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.05)
+
+    async def _zygote(self, runtime: str) -> Zygote:
+        lock = self._zygote_locks.setdefault(runtime, asyncio.Lock())
+        async with lock:
+            zygote = self._zygotes.get(runtime)
+            if zygote is None or not zygote.alive:
+                zygote = Zygote(runtime, self._run_dir / f"zygote-{runtime}.log", self._exited)
+                await zygote.start(self._startup_timeout_s)
+                self._zygotes[runtime] = zygote
+            return zygote
+
+    # ---- exit and stop ----
+    def _exited(self, pid: int, status: int) -> None:
+        handle = self._by_pid.pop(pid, None)
+        if handle is None:
+            self._early_exits[pid] = status
+            return
+        handle.exit_code = status
+        if handle.conn is not None:
+            handle.conn.close()
+        handle.exited.set()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(handle.socket_path)
+        if handle.on_exit is not None:
+            handle.on_exit(handle)
+
+    async def stop(self, handle: WorkerHandle, *, grace_s: float | None = None) -> None:
+        """SIGTERM, then SIGKILL after the grace period (SageMaker's 30 s by default)."""
+        if handle.conn is not None:
+            handle.conn.close()
+        if not handle.alive or not handle.pid:
+            return
+        self._signal(handle, signal.SIGTERM)
+        try:
+            await asyncio.wait_for(handle.exited.wait(), self._stop_grace_s if grace_s is None else grace_s)
+        except TimeoutError:
+            self._signal(handle, signal.SIGKILL)
+            await handle.exited.wait()
+
+    def kill(self, handle: WorkerHandle, reason: str) -> None:
+        handle.kill_reason = handle.kill_reason or reason
+        self._signal(handle, signal.SIGKILL)
+
+    def _signal(self, handle: WorkerHandle, sig: int) -> None:
+        if handle.alive and handle.pid in self._by_pid:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(handle.pid, sig)
+
+    # ---- memory ----
+    async def _watch_memory(self) -> None:
+        while True:
+            await asyncio.sleep(self._poll_s)
+            for handle in list(self._by_pid.values()):
+                rss_mb = rss_mb_of(handle.pid)
+                if rss_mb is not None and rss_mb > handle.spec.memory_mb:
+                    self.kill(
+                        handle,
+                        f"Worker {handle.worker_id} used {rss_mb:.0f} MB of memory, more than the "
+                        f"{handle.spec.memory_mb} MB of its MemorySizeInMB, and was stopped",
+                    )
+
+
+def rss_mb_of(pid: int) -> float | None:
+    try:
+        with open(f"/proc/{pid}/statm", "rb") as f:
+            fields = f.read().split()
+    except OSError:
+        return None
+    return int(fields[1]) * _PAGE_SIZE / _MB

@@ -1,0 +1,158 @@
+"""A fork server for one runtime: imports the framework once, then forks a worker per request.
+
+Runs as its own process (``python -m zeroscale.workers.zygote RUNTIME FD``) and speaks JSON lines over the
+socket whose fd number is its second argument:
+
+    -> {"op": "fork", "id": ..., "model_dir": ..., "socket_path": ..., "log_path": ..., "env": {...}}
+    <- {"op": "forked", "id": ..., "pid": ...}
+    <- {"op": "exit", "pid": ..., "status": <exit code, or -signal>}
+
+What forking breaks, and how it is handled here:
+- thread pools: the zygote starts none. BLAS/OpenMP pools are pinned to one thread through the environment
+  before the framework is imported, so no pool exists at fork time (a worker serves one request at a time);
+- random state: the child reseeds ``random`` and numpy (``runtimes.worker`` does it);
+- sockets and pipes: the child closes the control socket before running user code;
+- orphans: the child asks the kernel for SIGKILL when the zygote dies, and the zygote asks the same of the
+  server, so no worker outlives the server.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import gc
+import json
+import os
+import selectors
+import signal
+import socket
+import sys
+from typing import Any, NoReturn
+
+# Set before any framework import: one thread per worker, no pools to break across fork().
+THREAD_ENV = {
+    "OPENBLAS_NUM_THREADS": "1",
+    "OMP_NUM_THREADS": "1",
+    "MKL_NUM_THREADS": "1",
+    "NUMEXPR_NUM_THREADS": "1",
+    "VECLIB_MAXIMUM_THREADS": "1",
+    "MALLOC_ARENA_MAX": "2",
+}
+
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> None:
+    """Ask the kernel to SIGKILL this process when its parent exits (Linux only; a no-op elsewhere)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):  # pragma: no cover - non-Linux
+        pass
+
+
+def _child(ctl: socket.socket, wake_r: int, wake_w: int, req: dict[str, Any]) -> NoReturn:
+    code = 70
+    try:
+        die_with_parent()
+        ctl.close()
+        os.close(wake_r)
+        os.close(wake_w)
+        signal.set_wakeup_fd(-1)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        os.setsid()
+        log_fd = os.open(req["log_path"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        os.dup2(log_fd, 1)
+        os.dup2(log_fd, 2)
+        os.close(log_fd)
+        devnull = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(devnull, 0)
+        os.close(devnull)
+        sys.stdout = open(1, "w", buffering=1, closefd=False)  # noqa: SIM115
+        sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115
+        os.environ.clear()
+        os.environ.update(req["env"])
+        os.chdir(req["model_dir"])
+        gc.unfreeze()
+        from zeroscale.runtimes.worker import run_worker
+
+        run_worker(runtime=req["runtime"], model_dir=req["model_dir"], socket_path=req["socket_path"])
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    except BaseException:
+        import traceback
+
+        traceback.print_exc()
+        code = 3
+    finally:
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        finally:
+            os._exit(code)
+
+
+def _send(ctl: socket.socket, msg: dict[str, Any]) -> None:
+    ctl.sendall(json.dumps(msg).encode() + b"\n")
+
+
+def _reap(ctl: socket.socket) -> None:
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+        code = os.waitstatus_to_exitcode(status)
+        _send(ctl, {"op": "exit", "pid": pid, "status": code})
+
+
+def serve(runtime: str, ctl: socket.socket) -> None:
+    from zeroscale.runtimes.registry import RUNTIMES
+
+    RUNTIMES[runtime].preload()
+    gc.collect()
+    gc.freeze()  # keep the imported framework's objects out of the children's GC: fewer copied pages
+    wake_r, wake_w = os.pipe()
+    os.set_blocking(wake_w, False)
+    signal.set_wakeup_fd(wake_w)
+    signal.signal(signal.SIGCHLD, lambda *_: None)
+    sel = selectors.DefaultSelector()
+    sel.register(ctl, selectors.EVENT_READ, "ctl")
+    sel.register(wake_r, selectors.EVENT_READ, "chld")
+    buf = b""
+    _send(ctl, {"op": "ready", "pid": os.getpid()})
+    while True:
+        for key, _ in sel.select():
+            if key.data == "chld":
+                os.read(wake_r, 4096)
+                _reap(ctl)
+                continue
+            data = ctl.recv(65536)
+            if not data:
+                return
+            buf += data
+            while b"\n" in buf:
+                line, buf = buf.split(b"\n", 1)
+                req = json.loads(line)
+                if req.get("op") != "fork":
+                    continue
+                pid = os.fork()
+                if pid == 0:
+                    _child(ctl, wake_r, wake_w, req)
+                _send(ctl, {"op": "forked", "id": req["id"], "pid": pid})
+
+
+def main() -> None:
+    os.environ.update(THREAD_ENV)
+    die_with_parent()
+    runtime = sys.argv[1]
+    ctl = socket.socket(fileno=int(sys.argv[2]))
+    # Returns when the server closes the socket; the workers follow through their death signal.
+    serve(runtime, ctl)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,132 @@
+"""The server side of the zygote protocol: start a fork server per runtime, ask it for workers, hear exits."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import socket
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from zeroscale.workers.zygote import THREAD_ENV
+
+ExitCallback = Callable[[int, int], None]
+
+
+class ZygoteError(Exception):
+    pass
+
+
+class Zygote:
+    """A running ``python -m zeroscale.workers.zygote RUNTIME`` and the socket that drives it."""
+
+    def __init__(self, runtime: str, log_path: Path, on_exit: ExitCallback) -> None:
+        self.runtime = runtime
+        self._log_path = log_path
+        self._on_exit = on_exit
+        self._proc: asyncio.subprocess.Process | None = None
+        self._writer: asyncio.StreamWriter | None = None
+        self._pending: dict[str, asyncio.Future[int]] = {}
+        self._ready: asyncio.Future[None] | None = None
+        self._reader_task: asyncio.Task[None] | None = None
+        self._seq = 0
+
+    @property
+    def alive(self) -> bool:
+        return self._proc is not None and self._proc.returncode is None and self._writer is not None
+
+    async def start(self, timeout_s: float) -> None:
+        loop = asyncio.get_running_loop()
+        ours, theirs = socket.socketpair()
+        env = {**os.environ, **THREAD_ENV}
+        self._log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self._log_path, "ab") as log:
+            self._proc = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "zeroscale.workers.zygote",
+                self.runtime,
+                str(theirs.fileno()),
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                pass_fds=(theirs.fileno(),),
+                env=env,
+            )
+        theirs.close()
+        reader, self._writer = await asyncio.open_unix_connection(sock=ours)
+        self._ready = loop.create_future()
+        self._reader_task = asyncio.create_task(self._read(reader))
+        try:
+            await asyncio.wait_for(asyncio.shield(self._ready), timeout_s)
+        except (TimeoutError, ZygoteError) as exc:
+            await self.close()
+            tail = _tail(self._log_path)
+            raise ZygoteError(f"the {self.runtime} runtime failed to start: {exc or 'timed out'}\n{tail}") from exc
+
+    async def fork(self, request: dict[str, Any]) -> int:
+        if not self.alive or self._writer is None:
+            raise ZygoteError(f"the {self.runtime} zygote is not running")
+        self._seq += 1
+        rid = str(self._seq)
+        fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._pending[rid] = fut
+        self._writer.write(json.dumps({"op": "fork", "id": rid, "runtime": self.runtime, **request}).encode() + b"\n")
+        return await fut
+
+    async def _read(self, reader: asyncio.StreamReader) -> None:
+        try:
+            while line := await reader.readline():
+                msg = json.loads(line)
+                op = msg.get("op")
+                if op == "ready" and self._ready and not self._ready.done():
+                    self._ready.set_result(None)
+                elif op == "forked":
+                    fut = self._pending.pop(msg["id"], None)
+                    if fut and not fut.done():
+                        fut.set_result(int(msg["pid"]))
+                elif op == "exit":
+                    self._on_exit(int(msg["pid"]), int(msg["status"]))
+        finally:
+            err = ZygoteError(f"the {self.runtime} zygote exited")
+            if self._ready and not self._ready.done():
+                self._ready.set_exception(err)
+            for fut in self._pending.values():
+                if not fut.done():
+                    fut.set_exception(err)
+            self._pending.clear()
+            if self._writer is not None:
+                self._writer.close()
+                self._writer = None
+
+    async def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+        if self._proc is not None and self._proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self._proc.kill()
+            await self._proc.wait()
+        if self._reader_task is not None:
+            self._reader_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._reader_task
+
+
+def _tail(path: Path, lines: int = 20) -> str:
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - 8192))
+            text = f.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+    return "\n".join(text.splitlines()[-lines:])
+
+
+tail = _tail

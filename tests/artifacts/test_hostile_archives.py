@@ -1,0 +1,176 @@
+"""Archives that must be refused, each with a message naming the member and the rule, leaving nothing."""
+
+from __future__ import annotations
+
+import gzip
+import tarfile
+import time
+from pathlib import Path
+
+import pytest
+
+from zeroscale.artifacts import ArtifactCache
+from zeroscale.errors import DeployError
+
+from .tarballs import (
+    Member,
+    cached_entries,
+    dir_member,
+    file_member,
+    hardlink_member,
+    model_tarball,
+    special_member,
+    symlink_member,
+    write_tar,
+)
+
+MB = 1024 * 1024
+
+
+@pytest.fixture
+def cache(tmp_path: Path) -> ArtifactCache:
+    return ArtifactCache(tmp_path / "cache", max_extracted_bytes=10 * MB, max_extracted_files=50)
+
+
+def refuse(cache: ArtifactCache, archive: Path) -> str:
+    with pytest.raises(DeployError) as info:
+        cache.prepare(str(archive))
+    assert cached_entries(cache.root) == [], "a rejected archive left something in the cache"
+    return str(info.value)
+
+
+HOSTILE: dict[str, tuple[list[Member], str]] = {
+    "absolute path": (
+        [file_member("ok.txt", b"x"), file_member("/tmp/zeroscale-evil", b"pwned")],
+        "Model archive member '/tmp/zeroscale-evil' has an absolute path, which escapes the model directory",
+    ),
+    "dot-dot": (
+        [file_member("../evil", b"pwned")],
+        "Model archive member '../evil' escapes the model directory",
+    ),
+    "dot-dot in the middle": (
+        [file_member("a/../../evil", b"pwned")],
+        "Model archive member 'a/../../evil' escapes the model directory",
+    ),
+    "symlink to /etc/passwd": (
+        [symlink_member("passwd", "/etc/passwd")],
+        "Model archive member 'passwd' is a symlink to '/etc/passwd', which escapes the model directory",
+    ),
+    "symlink out via ..": (
+        [dir_member("sub"), symlink_member("sub/up", "../../outside")],
+        "Model archive member 'sub/up' is a symlink to '../../outside', which escapes the model directory",
+    ),
+    "symlink out through another symlink": (
+        # 'here' -> '.' is harmless alone, and 'here/../outside' looks inside when read as text,
+        # but on disk it resolves to the parent of the model directory.
+        [symlink_member("here", "."), symlink_member("sneaky", "here/../outside")],
+        "Model archive member 'sneaky' is a symlink to 'here/../outside', which escapes the model directory",
+    ),
+    "write through a symlinked directory": (
+        [symlink_member("inner", "."), file_member("inner/file.txt", b"x")],
+        "Model archive member 'inner/file.txt' is inside a symlinked directory",
+    ),
+    "hardlink escape via ..": (
+        [hardlink_member("hl", "../../../../etc/passwd")],
+        "Model archive member 'hl' escapes the model directory",
+    ),
+    "hardlink to absolute path": (
+        [hardlink_member("hl", "/etc/passwd")],
+        "Model archive member 'hl' has an absolute path, which escapes the model directory",
+    ),
+    "hardlink to a missing member": (
+        [hardlink_member("hl", "nothing-here")],
+        "Model archive member 'hl' is a hardlink to 'nothing-here', which is not an earlier file",
+    ),
+    "character device": (
+        [file_member("ok.txt", b"x"), special_member("null", tarfile.CHRTYPE)],
+        "Model archive member 'null' is a device file",
+    ),
+    "block device": (
+        [special_member("disk", tarfile.BLKTYPE)],
+        "Model archive member 'disk' is a device file",
+    ),
+    "fifo": (
+        [special_member("pipe", tarfile.FIFOTYPE)],
+        "Model archive member 'pipe' is a FIFO",
+    ),
+    "too many files": (
+        [file_member(f"f{i}.txt", b"x") for i in range(51)],
+        "Model archive has more than 50 members (the max_extracted_files limit)",
+    ),
+    "too many bytes over many files": (
+        [file_member(f"part{i}.bin", b"\0" * MB) for i in range(11)],
+        "Model archive member 'part10.bin' would bring the extracted size over the limit of 10485760 bytes",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(HOSTILE))
+def test_hostile_archive_is_refused(cache: ArtifactCache, tmp_path: Path, case: str) -> None:
+    members, expected = HOSTILE[case]
+    archive = write_tar(tmp_path / "model.tar.gz", members)
+    message = refuse(cache, archive)
+    assert expected in message
+    assert str(archive) in message  # the artifact is named too
+    assert not (tmp_path / "outside").exists()
+    assert not (tmp_path / "evil").exists()
+
+
+def test_gzip_bomb_is_stopped_early(cache: ArtifactCache, tmp_path: Path) -> None:
+    archive = write_tar(tmp_path / "bomb.tar.gz", [file_member("zeros.bin", b"\0" * (50 * MB))])
+    assert archive.stat().st_size < MB  # a small download...
+    started = time.monotonic()
+    message = refuse(cache, archive)  # ...that would extract to 50 MB against a 10 MB limit
+    assert time.monotonic() - started < 2
+    assert "Model archive member 'zeros.bin' would bring the extracted size over the limit" in message
+    assert "max_extracted_bytes" in message
+
+
+def test_truncated_gzip(cache: ArtifactCache, tmp_path: Path) -> None:
+    good = model_tarball(tmp_path / "good.tar.gz", {"a.bin": bytes(range(256)) * 4000})
+    data = good.read_bytes()
+    truncated = tmp_path / "truncated.tar.gz"
+    truncated.write_bytes(data[: len(data) // 2])
+    message = refuse(cache, truncated)
+    assert f"Model artifact {truncated} is not a valid tar.gz archive:" in message
+
+
+def test_gzip_missing_only_its_trailer(cache: ArtifactCache, tmp_path: Path) -> None:
+    """The tar stream is complete but the gzip CRC/length trailer is gone: still refused."""
+    good = model_tarball(tmp_path / "good.tar.gz")
+    truncated = tmp_path / "no-trailer.tar.gz"
+    truncated.write_bytes(good.read_bytes()[:-8])
+    assert "is not a valid tar.gz archive" in refuse(cache, truncated)
+
+
+def test_gzip_with_corrupt_crc(cache: ArtifactCache, tmp_path: Path) -> None:
+    data = bytearray(model_tarball(tmp_path / "good.tar.gz").read_bytes())
+    data[-8] ^= 0xFF  # first byte of the CRC32 trailer
+    corrupt = tmp_path / "corrupt.tar.gz"
+    corrupt.write_bytes(bytes(data))
+    assert "is not a valid tar.gz archive" in refuse(cache, corrupt)
+
+
+def test_not_an_archive(cache: ArtifactCache, tmp_path: Path) -> None:
+    text = tmp_path / "model.tar.gz"
+    text.write_bytes(b"this is just some text, not a tarball\n" * 100)
+    assert f"Model artifact {text} is not a valid tar.gz archive: " in refuse(cache, text)
+
+
+def test_gzip_of_something_that_is_not_tar(cache: ArtifactCache, tmp_path: Path) -> None:
+    gz = tmp_path / "model.tar.gz"
+    gz.write_bytes(gzip.compress(b"a gzip file, but no tar inside\n" * 100))
+    assert "is not a valid tar.gz archive" in refuse(cache, gz)
+
+
+def test_empty_file(cache: ArtifactCache, tmp_path: Path) -> None:
+    empty = tmp_path / "model.tar.gz"
+    empty.write_bytes(b"")
+    assert "is not a valid tar.gz archive: empty file" in refuse(cache, empty)
+
+
+def test_rejection_then_good_archive_still_works(cache: ArtifactCache, tmp_path: Path) -> None:
+    bad = write_tar(tmp_path / "bad.tar.gz", [file_member("fine.txt", b"x"), file_member("../evil", b"x")])
+    refuse(cache, bad)
+    model = cache.prepare(str(model_tarball(tmp_path / "good.tar.gz")))
+    assert (model / "model.bin").read_bytes() == b"weights"

@@ -1,0 +1,140 @@
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from zeroscale.control import Models
+from zeroscale.errors import ValidationException
+
+from .fakes import FakeClock, arn
+
+IMAGE = "683313688378.dkr.ecr.us-east-1.amazonaws.com/sagemaker-scikit-learn:1.2-1-cpu-py3"
+CONTAINER = {"Image": IMAGE, "ModelDataUrl": "s3://bucket/model.tar.gz", "Environment": {"A": "1"}}
+
+
+def params(name: str = "MyModel", **extra: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {"ModelName": name, "PrimaryContainer": dict(CONTAINER)}
+    base.update(extra)
+    return {k: v for k, v in base.items() if v is not None}
+
+
+def test_create_returns_arn(models: Models) -> None:
+    assert models.create(params("MyModel")) == {"ModelArn": arn("model", "MyModel")}
+    assert arn("model", "MyModel").endswith(":model/mymodel")
+
+
+def test_describe_primary_container(models: Models, clock: FakeClock) -> None:
+    models.create(
+        params(ExecutionRoleArn="arn:aws:iam::123456789012:role/R", Tags=[{"Key": "k", "Value": "v"}])
+    )
+    assert models.describe("mymodel") == {
+        "ModelName": "MyModel",
+        "PrimaryContainer": CONTAINER,
+        "ExecutionRoleArn": "arn:aws:iam::123456789012:role/R",
+        "ModelArn": arn("model", "MyModel"),
+        "CreationTime": clock.now,
+        "EnableNetworkIsolation": False,
+    }
+    assert models.get("MYMODEL").doc["Tags"] == [{"Key": "k", "Value": "v"}]
+
+
+def test_describe_containers_and_network_isolation(models: Models, clock: FakeClock) -> None:
+    containers = [dict(CONTAINER, ContainerHostname="a"), {"Image": IMAGE, "ContainerHostname": "b"}]
+    models.create(params(PrimaryContainer=None, Containers=containers, EnableNetworkIsolation=True))
+    out = models.describe("MyModel")
+    assert out["Containers"] == containers
+    assert "PrimaryContainer" not in out and "ExecutionRoleArn" not in out
+    assert out["EnableNetworkIsolation"] is True
+    assert out["CreationTime"] == clock.now
+
+
+def test_create_does_not_alias_the_input(models: Models) -> None:
+    p = params()
+    models.create(p)
+    p["PrimaryContainer"]["Environment"]["A"] = "changed"
+    assert models.describe("MyModel")["PrimaryContainer"]["Environment"] == {"A": "1"}
+
+
+@pytest.mark.parametrize("again", ["MyModel", "mymodel", "MYMODEL"])
+def test_duplicate(models: Models, again: str) -> None:
+    models.create(params("MyModel"))
+    with pytest.raises(ValidationException) as err:
+        models.create(params(again))
+    assert err.value.code == "ValidationException"
+    assert err.value.message == f'Cannot create already existing model "{arn("model", "MyModel")}".'
+
+
+@pytest.mark.parametrize("op", ["describe", "delete", "get"])
+def test_missing(models: Models, op: str) -> None:
+    with pytest.raises(ValidationException) as err:
+        getattr(models, op)("Nope")
+    assert err.value.code == "ValidationException"
+    assert err.value.message == 'Could not find model "arn:aws:sagemaker:us-west-2:123456789012:model/nope".'
+
+
+def test_delete(models: Models) -> None:
+    models.create(params("MyModel"))
+    models.delete("MYMODEL")
+    with pytest.raises(ValidationException, match="Could not find model"):
+        models.describe("MyModel")
+    models.create(params("MyModel"))  # the name is free again
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (
+            {"PrimaryContainer": None},
+            "A model needs a container: specify either PrimaryContainer or Containers.",
+        ),
+        ({"PrimaryContainer": None, "Containers": []}, "A model needs a container"),
+        ({"Containers": [CONTAINER]}, "Specify either PrimaryContainer or Containers, not both."),
+        ({"PrimaryContainer": {"ModelDataUrl": "s3://b/m.tar.gz"}}, "PrimaryContainer must specify an Image"),
+        ({"PrimaryContainer": {"ModelPackageName": "pkg"}}, "PrimaryContainer must specify an Image"),
+        (
+            {"PrimaryContainer": None, "Containers": [CONTAINER, {"Environment": {}}]},
+            "Containers.2 must specify an Image",
+        ),
+        (
+            {"PrimaryContainer": {"Image": IMAGE, "Environment": {f"K{i}": "v" * 1000 for i in range(33)}}},
+            "The Environment of PrimaryContainer is 33089 bytes in total",
+        ),
+    ],
+)
+def test_container_rules(models: Models, extra: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValidationException) as err:
+        models.create(params(**extra))
+    assert err.value.code == "ValidationException"
+    assert err.value.message.startswith(message)
+    with pytest.raises(ValidationException, match="Could not find model"):
+        models.get("MyModel")
+
+
+def test_environment_at_the_size_limit_is_accepted(models: Models) -> None:
+    env = {f"K{i:02d}": "v" * 1020 for i in range(32)}  # 32 * (3 + 1020) = 32736 bytes
+    env["Z"] = "v" * (32 * 1024 - 32736 - 1)
+    models.create(params(PrimaryContainer={"Image": IMAGE, "Environment": env}))
+    assert models.describe("MyModel")["PrimaryContainer"]["Environment"] == env
+
+
+def test_list(models: Models, clock: FakeClock) -> None:
+    for name in ["b-model", "A-model", "c-other"]:
+        models.create(params(name))
+        clock.advance(10)
+    out = models.list({})
+    assert out == {
+        "Models": [
+            {"ModelName": "c-other", "ModelArn": arn("model", "c-other"), "CreationTime": clock.now - 10},
+            {"ModelName": "A-model", "ModelArn": arn("model", "A-model"), "CreationTime": clock.now - 20},
+            {"ModelName": "b-model", "ModelArn": arn("model", "b-model"), "CreationTime": clock.now - 30},
+        ]
+    }
+    by_name = models.list({"SortBy": "Name", "SortOrder": "Ascending", "NameContains": "MODEL"})
+    assert [m["ModelName"] for m in by_name["Models"]] == ["A-model", "b-model"]
+    page = models.list({"MaxResults": 2})
+    assert len(page["Models"]) == 2 and "NextToken" in page
+    rest = models.list({"MaxResults": 2, "NextToken": page["NextToken"]})
+    assert [m["ModelName"] for m in rest["Models"]] == ["b-model"] and "NextToken" not in rest
+    with pytest.raises(ValidationException, match="at 'SortBy'"):
+        models.list({"SortBy": "Status"})

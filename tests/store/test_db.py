@@ -1,0 +1,150 @@
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from zeroscale.store import AlreadyExists, Record, Store
+
+
+def rec(name: str, kind: str = "model", t: float = 1.0, status: str | None = None) -> Record:
+    return Record(
+        kind=kind,
+        name=name,
+        arn=f"arn:aws:sagemaker:us-east-1:000000000000:{kind}/{name.lower()}",
+        created_at=t,
+        modified_at=t,
+        status=status,
+        doc={"Name": name, "Nested": {"List": [1, 2.5, "x"], "Flag": True}},
+    )
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    s = Store(f"sqlite:///{tmp_path / 'zeroscale.db'}")
+    yield s
+    s.close()
+
+
+def test_insert_get_roundtrip(store: Store) -> None:
+    r = rec("MyModel", t=1700000000.123456, status="InService")
+    store.insert(r)
+    assert store.get("model", "MyModel") == r
+    assert store.get("endpoint", "MyModel") is None
+    assert store.get("model", "other") is None
+
+
+@pytest.mark.parametrize("lookup", ["MyModel", "mymodel", "MYMODEL", "mYmOdEl"])
+def test_get_is_case_insensitive_and_keeps_spelling(store: Store, lookup: str) -> None:
+    store.insert(rec("MyModel"))
+    got = store.get("model", lookup)
+    assert got is not None and got.name == "MyModel"
+
+
+@pytest.mark.parametrize(
+    ("first", "second", "clash"),
+    [
+        (("model", "abc"), ("model", "abc"), True),
+        (("model", "abc"), ("model", "ABC"), True),
+        (("model", "Abc"), ("model", "aBC"), True),
+        (("model", "abc"), ("endpoint", "abc"), False),
+        (("model", "abc"), ("model", "abcd"), False),
+    ],
+)
+def test_unique_per_kind_case_insensitively(
+    store: Store, first: tuple[str, str], second: tuple[str, str], clash: bool
+) -> None:
+    store.insert(rec(first[1], kind=first[0]))
+    if clash:
+        with pytest.raises(AlreadyExists):
+            store.insert(rec(second[1], kind=second[0]))
+    else:
+        store.insert(rec(second[1], kind=second[0]))
+        assert store.get(second[0], second[1]) is not None
+
+
+def test_update_replaces_everything(store: Store) -> None:
+    store.insert(rec("ep", kind="endpoint", status="Creating"))
+    new = Record("endpoint", "EP", "arn:new", 1.0, 9.0, "InService", {"EndpointStatus": "InService"})
+    store.update(new)
+    assert store.get("endpoint", "ep") == new
+
+
+def test_update_of_missing_record_is_a_noop(store: Store) -> None:
+    store.update(rec("ghost"))
+    assert store.get("model", "ghost") is None
+
+
+def test_delete(store: Store) -> None:
+    store.insert(rec("m1"))
+    assert store.delete("model", "M1") is True
+    assert store.get("model", "m1") is None
+    assert store.delete("model", "m1") is False
+
+
+def test_list_by_kind_oldest_first(store: Store) -> None:
+    store.insert(rec("b", t=2.0))
+    store.insert(rec("a", t=3.0))
+    store.insert(rec("c", t=1.0))
+    store.insert(rec("x", kind="endpoint-config"))
+    assert [r.name for r in store.list("model")] == ["c", "b", "a"]
+    assert [r.name for r in store.list("endpoint-config")] == ["x"]
+    assert store.list("endpoint") == []
+
+
+def test_persists_across_instances(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'sub' / 'state.db'}"
+    first = Store(url)
+    first.insert(rec("Keep", status="InService"))
+    first.insert(rec("Gone"))
+    first.delete("model", "gone")
+    first.close()
+    second = Store(url)
+    try:
+        assert second.list("model") == [rec("Keep", status="InService")]
+        with pytest.raises(AlreadyExists):
+            second.insert(rec("KEEP"))
+    finally:
+        second.close()
+
+
+def test_sqlite_uses_wal(store: Store, tmp_path: Path) -> None:
+    store.insert(rec("m"))
+    assert (tmp_path / "zeroscale.db-wal").exists()
+
+
+def test_in_memory_url_shares_one_database() -> None:
+    s = Store("sqlite://")
+    s.insert(rec("m"))
+    assert s.get("model", "m") is not None
+    s.close()
+
+
+def test_concurrent_use_from_threads(store: Store) -> None:
+    errors: list[BaseException] = []
+
+    def work(i: int) -> None:
+        try:
+            for j in range(20):
+                name = f"m-{i}-{j}"
+                store.insert(rec(name, t=float(j)))
+                got = store.get("model", name)
+                assert got is not None
+                got.status = "done"
+                store.update(got)
+            with pytest.raises(AlreadyExists):
+                store.insert(rec("m-0-0"))
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    records = store.list("model")
+    assert len(records) == 160
+    assert all(r.status == "done" for r in records)
