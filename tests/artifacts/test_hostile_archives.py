@@ -66,6 +66,12 @@ HOSTILE: dict[str, tuple[list[Member], str]] = {
         [symlink_member("here", "."), symlink_member("sneaky", "here/../outside")],
         "Model archive member 'sneaky' is a symlink to 'here/../outside', which escapes the model directory",
     ),
+    "symlink redirected by a later symlink": (
+        # 'late' is checked while 'y' does not exist yet (so it looks inside); 'y' -> '.' then makes
+        # 'late' point at the parent of the model directory. Caught by the final pass over links.
+        [symlink_member("late", "y/../outside"), symlink_member("y", ".")],
+        "Model archive member 'late' is a symlink whose target escapes the model directory",
+    ),
     "write through a symlinked directory": (
         [symlink_member("inner", "."), file_member("inner/file.txt", b"x")],
         "Model archive member 'inner/file.txt' is inside a symlinked directory",

@@ -5,7 +5,7 @@ import json
 
 import numpy as np
 import pytest
-import scipy.sparse
+import scipy.sparse  # type: ignore[import-untyped]
 
 from zeroscale.runtimes import codecs
 

@@ -272,7 +272,7 @@ def test_container_code_path_maps_to_the_model_dir(tmp_path: Path) -> None:
 
 
 def test_named_program_must_exist(tmp_path: Path) -> None:
-    with pytest.raises(DeployError, match="SAGEMAKER_PROGRAM=serve.py not found"):
+    with pytest.raises(DeployError, match=r"SAGEMAKER_PROGRAM=serve\.py not found"):
         load(tmp_path, SAGEMAKER_PROGRAM="serve.py")
     with pytest.raises(DeployError, match="is not a local directory"):
         load(tmp_path, SAGEMAKER_SUBMIT_DIRECTORY="s3://bucket/sourcedir.tar.gz")

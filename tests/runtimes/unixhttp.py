@@ -35,9 +35,21 @@ def worker_env(**extra: str) -> dict[str, str]:
 
 
 def start_worker(
-    model_dir: Path, *, socket_path: str | None = None, port: int | None = None, env: dict[str, str] | None = None
+    model_dir: Path,
+    *,
+    socket_path: str | None = None,
+    port: int | None = None,
+    env: dict[str, str] | None = None,
 ) -> subprocess.Popen[str]:
-    args = [sys.executable, "-m", "zeroscale.runtimes.worker", "--runtime", "sklearn", "--model-dir", str(model_dir)]
+    args = [
+        sys.executable,
+        "-m",
+        "zeroscale.runtimes.worker",
+        "--runtime",
+        "sklearn",
+        "--model-dir",
+        str(model_dir),
+    ]
     if socket_path is not None:
         args += ["--socket", socket_path]
     if port is not None:

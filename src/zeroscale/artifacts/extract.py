@@ -217,6 +217,9 @@ class _Extractor:
         resolved = posixpath.normpath(posixpath.join("/".join(parts[:-1]), target))
         if resolved == ".." or resolved.startswith("../") or resolved.startswith("/"):
             raise self.reject(name, escape)
+        # Read as text it stays inside; on disk, earlier symlinks may still lead it out.
+        if not _inside(self.root, os.path.realpath(os.path.join(self.root, *parts[:-1], target))):
+            raise self.reject(name, escape)
 
     def data_filter(self, member: tarfile.TarInfo) -> None:
         """Python's own 'data' filter as a second opinion on top of the checks above."""

@@ -1,0 +1,72 @@
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import joblib
+import numpy as np
+import pytest
+from sklearn.ensemble import RandomForestClassifier
+
+from serverproc import ServerProcess, make_tar
+
+
+@pytest.fixture(scope="module")
+def server_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., ServerProcess]]:
+    """Start real servers (each on a free port, own data dir); all are stopped at the end of the module."""
+    started: list[ServerProcess] = []
+
+    def start(data_dir: Path | None = None, **flags: Any) -> ServerProcess:
+        server = ServerProcess(data_dir or tmp_path_factory.mktemp("data"), flags).start()
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def server(server_factory: Callable[..., ServerProcess]) -> ServerProcess:
+    return server_factory()
+
+
+@pytest.fixture(scope="module")
+def sm(server: ServerProcess) -> Any:
+    return server.client("sagemaker")
+
+
+@pytest.fixture(scope="module")
+def smr(server: ServerProcess) -> Any:
+    return server.client("sagemaker-runtime")
+
+
+class SklearnModel:
+    def __init__(self, root: Path) -> None:
+        rng = np.random.RandomState(7)
+        self.X = rng.rand(200, 4)
+        y = (self.X[:, 0] + self.X[:, 1] > 1).astype(int)
+        self.model = RandomForestClassifier(n_estimators=10, random_state=0).fit(self.X, y)
+        joblib.dump(self.model, root / "model.joblib")
+        self.tar = make_tar(root / "model.tar.gz", {"model.joblib": root / "model.joblib"})
+        self.url = f"file://{self.tar}"
+
+    def expected(self, rows: np.ndarray) -> list[int]:
+        return [int(v) for v in self.model.predict(rows)]
+
+    def json_body(self, rows: np.ndarray) -> bytes:
+        return json.dumps(rows.tolist()).encode()
+
+
+@pytest.fixture(scope="session")
+def sklearn_model(tmp_path_factory: pytest.TempPathFactory) -> SklearnModel:
+    return SklearnModel(tmp_path_factory.mktemp("sklearn"))
+
+
+def handler_model(root: Path, inference_py: str, extra: dict[str, bytes] | None = None) -> str:
+    """A model.tar.gz with code/inference.py (and optional files); returns its file:// URL."""
+    files: dict[str, bytes | Path] = {"code/inference.py": inference_py.encode()}
+    files.update(extra or {})
+    return f"file://{make_tar(root / 'model.tar.gz', files)}"

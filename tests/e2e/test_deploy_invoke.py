@@ -1,0 +1,95 @@
+"""Deploy a scikit-learn model with unmodified boto3 and invoke it: the heart of zeroscale."""
+
+from __future__ import annotations
+
+import io
+import json
+from typing import Any
+
+import numpy as np
+import pytest
+from botocore.exceptions import ClientError
+
+from serverproc import ServerProcess, deploy
+
+
+@pytest.fixture(scope="module")
+def endpoint(sm: Any, sklearn_model: Any) -> str:
+    desc = deploy(sm, "iris-like", sklearn_model.url)
+    assert desc["EndpointStatus"] == "InService", desc.get("FailureReason")
+    return "iris-like"
+
+
+def test_waiter_and_describe(sm: Any, endpoint: str) -> None:
+    sm.get_waiter("endpoint_in_service").wait(EndpointName=endpoint, WaiterConfig={"Delay": 1})
+    desc = sm.describe_endpoint(EndpointName=endpoint)
+    assert desc["EndpointArn"] == f"arn:aws:sagemaker:us-east-1:000000000000:endpoint/{endpoint}"
+    variant = desc["ProductionVariants"][0]
+    assert variant["VariantName"] == "AllTraffic"
+    assert variant["CurrentServerlessConfig"] == {"MemorySizeInMB": 1024, "MaxConcurrency": 2}
+    assert "sagemaker-scikit-learn" in variant["DeployedImages"][0]["SpecifiedImage"]
+    assert desc["CreationTime"] <= desc["LastModifiedTime"]
+
+
+@pytest.mark.parametrize("content_type", ["text/csv", "application/json", "application/x-npy"])
+def test_predictions_equal_the_models_own(smr: Any, endpoint: str, sklearn_model: Any, content_type: str) -> None:
+    rows = sklearn_model.X[:25]
+    if content_type == "text/csv":
+        body = "\n".join(",".join(repr(float(v)) for v in row) for row in rows).encode()
+    elif content_type == "application/json":
+        body = sklearn_model.json_body(rows)
+    else:
+        buf = io.BytesIO()
+        np.save(buf, rows)
+        body = buf.getvalue()
+    resp = smr.invoke_endpoint(EndpointName=endpoint, Body=body, ContentType=content_type, Accept="application/json")
+    assert resp["ContentType"] == "application/json"
+    assert resp["InvokedProductionVariant"] == "AllTraffic"
+    assert json.loads(resp["Body"].read()) == sklearn_model.expected(rows)
+
+
+def test_custom_attributes_and_accept_csv(smr: Any, endpoint: str, sklearn_model: Any) -> None:
+    rows = sklearn_model.X[:3]
+    resp = smr.invoke_endpoint(
+        EndpointName=endpoint, Body=sklearn_model.json_body(rows), ContentType="application/json",
+        Accept="text/csv", CustomAttributes="trace=abc",
+    )
+    assert resp["ContentType"] == "text/csv"
+    got = [int(float(x)) for x in resp["Body"].read().decode().split()]
+    assert got == sklearn_model.expected(rows)
+
+
+def test_unknown_endpoint_is_a_validation_error(smr: Any) -> None:
+    with pytest.raises(ClientError) as err:
+        smr.invoke_endpoint(EndpointName="nope", Body=b"[[1,2,3,4]]", ContentType="application/json")
+    assert err.value.response["Error"]["Code"] == "ValidationError"
+    assert err.value.response["Error"]["Message"] == "Endpoint nope of account 000000000000 not found."
+    assert err.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
+
+
+def test_oversize_body_is_rejected(server: ServerProcess, smr: Any, endpoint: str) -> None:
+    with pytest.raises(ClientError) as err:
+        smr.invoke_endpoint(EndpointName=endpoint, Body=b"0" * (6 * 1024 * 1024 + 1), ContentType="text/csv")
+    assert err.value.response["Error"]["Code"] == "ValidationError"
+    assert "has oversize body" in err.value.response["Error"]["Message"]
+
+
+def test_list_and_delete_with_waiter(sm: Any, sklearn_model: Any) -> None:
+    deploy(sm, "to-delete", sklearn_model.url)
+    names = [e["EndpointName"] for e in sm.list_endpoints(NameContains="to-del")["Endpoints"]]
+    assert names == ["to-delete"]
+    sm.delete_endpoint(EndpointName="to-delete")
+    sm.get_waiter("endpoint_deleted").wait(EndpointName="to-delete", WaiterConfig={"Delay": 1})
+    with pytest.raises(ClientError) as err:
+        sm.describe_endpoint(EndpointName="to-delete")
+    assert err.value.response["Error"]["Code"] == "ValidationException"
+    assert err.value.response["Error"]["Message"] == (
+        'Could not find endpoint "arn:aws:sagemaker:us-east-1:000000000000:endpoint/to-delete".'
+    )
+
+
+def test_worker_gauge_on_metrics(server: ServerProcess, smr: Any, endpoint: str, sklearn_model: Any) -> None:
+    smr.invoke_endpoint(EndpointName=endpoint, Body=sklearn_model.json_body(sklearn_model.X[:1]),
+                        ContentType="application/json")
+    assert server.workers(endpoint) >= 1
+    assert "# TYPE zeroscale_workers gauge" in server.metrics()

@@ -1,0 +1,162 @@
+"""Start the real zeroscale server as a subprocess on a free port, and make boto3 clients for it."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tarfile
+import time
+import urllib.request
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import boto3
+from botocore.config import Config
+
+ACCESS_KEY = "AKIDZEROSCALETEST01"
+SECRET_KEY = "zeroscale-test-secret-key-0123456789abcd"
+REGION = "us-east-1"
+SKLEARN_IMAGE = "683313688378.dkr.ecr.us-east-1.amazonaws.com/sagemaker-scikit-learn:1.2-1-cpu-py3"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class ServerProcess:
+    def __init__(self, data_dir: Path, flags: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None):
+        self.data_dir = data_dir
+        self.flags = dict(flags or {})
+        self.extra_env = dict(env or {})
+        self.port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log_path = data_dir.parent / f"{data_dir.name}-server.log"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout_s: float = 30.0) -> ServerProcess:
+        args = [sys.executable, "-m", "zeroscale.cli.main", "serve", "--port", str(self.port),
+                "--data-dir", str(self.data_dir)]
+        for key, value in self.flags.items():
+            args += [f"--{key.replace('_', '-')}", str(value)]
+        env = {**os.environ, "ZEROSCALE_ACCESS_KEY_ID": ACCESS_KEY, "ZEROSCALE_SECRET_ACCESS_KEY": SECRET_KEY,
+               **self.extra_env}
+        log = open(self.log_path, "ab")  # noqa: SIM115 - lives as long as the process
+        self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited: {self.log()}")
+            with contextlib.suppress(OSError):
+                with urllib.request.urlopen(f"{self.url}/ping", timeout=1) as resp:
+                    if resp.status == 200:
+                        return self
+            time.sleep(0.05)
+        raise RuntimeError(f"server did not start: {self.log()}")
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        self.proc = None
+
+    def restart(self) -> ServerProcess:
+        self.stop()
+        return self.start()
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-4000:]
+        except OSError:
+            return ""
+
+    def client(self, service: str, **config: Any) -> Any:
+        config.setdefault("retries", {"total_max_attempts": 1})
+        return boto3.client(
+            service,
+            endpoint_url=self.url,
+            region_name=REGION,
+            aws_access_key_id=ACCESS_KEY,
+            aws_secret_access_key=SECRET_KEY,
+            config=Config(**config),
+        )
+
+    def metrics(self) -> str:
+        with urllib.request.urlopen(f"{self.url}/metrics", timeout=5) as resp:
+            return str(resp.read().decode())
+
+    def workers(self, endpoint: str, variant: str = "AllTraffic") -> int:
+        prefix = f'zeroscale_workers{{endpoint_name="{endpoint}",variant_name="{variant}"}} '
+        for line in self.metrics().splitlines():
+            if line.startswith(prefix):
+                return int(float(line[len(prefix):]))
+        return 0
+
+
+def make_tar(path: Path, files: Mapping[str, bytes | Path]) -> Path:
+    """Write a model.tar.gz holding ``files`` (archive name -> bytes or a file to add)."""
+    with tarfile.open(path, "w:gz") as tar:
+        for name, content in files.items():
+            if isinstance(content, Path):
+                tar.add(content, arcname=name)
+                continue
+            info = tarfile.TarInfo(name)
+            info.size = len(content)
+            info.mode = 0o644
+            tar.addfile(info, io.BytesIO(content))
+    return path
+
+
+def deploy(sm: Any, name: str, model_url: str, *, image: str = SKLEARN_IMAGE, memory_mb: int = 1024,
+           max_concurrency: int = 2, provisioned: int | None = None, tags: list[dict[str, str]] | None = None,
+           environment: Mapping[str, str] | None = None, wait: bool = True) -> dict[str, Any]:
+    """CreateModel + CreateEndpointConfig + CreateEndpoint named ``name``; waits for a final status."""
+    container: dict[str, Any] = {"Image": image, "ModelDataUrl": model_url}
+    if environment:
+        container["Environment"] = dict(environment)
+    sm.create_model(ModelName=name, PrimaryContainer=container)
+    serverless: dict[str, Any] = {"MemorySizeInMB": memory_mb, "MaxConcurrency": max_concurrency}
+    if provisioned:
+        serverless["ProvisionedConcurrency"] = provisioned
+    sm.create_endpoint_config(
+        EndpointConfigName=name,
+        ProductionVariants=[{"VariantName": "AllTraffic", "ModelName": name, "ServerlessConfig": serverless}],
+        Tags=tags or [],
+    )
+    sm.create_endpoint(EndpointName=name, EndpointConfigName=name)
+    if not wait:
+        return {}
+    return wait_final(sm, name)
+
+
+def wait_final(sm: Any, name: str, timeout_s: float = 60.0) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        desc: dict[str, Any] = sm.describe_endpoint(EndpointName=name)
+        if desc["EndpointStatus"] not in ("Creating", "Updating"):
+            return desc
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{name} still {desc['EndpointStatus']}")
+        time.sleep(0.05)
+
+
+def wait_for(predicate: Any, timeout_s: float = 20.0, interval_s: float = 0.1) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError("condition not met in time")
+        time.sleep(interval_s)
