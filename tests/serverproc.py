@@ -32,7 +32,9 @@ def free_port() -> int:
 
 
 class ServerProcess:
-    def __init__(self, data_dir: Path, flags: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None):
+    def __init__(
+        self, data_dir: Path, flags: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None
+    ):
         self.data_dir = data_dir
         self.flags = dict(flags or {})
         self.extra_env = dict(env or {})
@@ -45,22 +47,35 @@ class ServerProcess:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, timeout_s: float = 30.0) -> ServerProcess:
-        args = [sys.executable, "-m", "zeroscale.cli.main", "serve", "--port", str(self.port),
-                "--data-dir", str(self.data_dir)]
+        args = [
+            sys.executable,
+            "-m",
+            "zeroscale.cli.main",
+            "serve",
+            "--port",
+            str(self.port),
+            "--data-dir",
+            str(self.data_dir),
+        ]
         for key, value in self.flags.items():
             args += [f"--{key.replace('_', '-')}", str(value)]
-        env = {**os.environ, "ZEROSCALE_ACCESS_KEY_ID": ACCESS_KEY, "ZEROSCALE_SECRET_ACCESS_KEY": SECRET_KEY,
-               **self.extra_env}
+        env = {
+            **os.environ,
+            "ZEROSCALE_ACCESS_KEY_ID": ACCESS_KEY,
+            "ZEROSCALE_SECRET_ACCESS_KEY": SECRET_KEY,
+            **self.extra_env,
+        }
         log = open(self.log_path, "ab")  # noqa: SIM115 - lives as long as the process
-        self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        self.proc = subprocess.Popen(
+            args, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited: {self.log()}")
-            with contextlib.suppress(OSError):
-                with urllib.request.urlopen(f"{self.url}/ping", timeout=1) as resp:
-                    if resp.status == 200:
-                        return self
+            with contextlib.suppress(OSError), urllib.request.urlopen(f"{self.url}/ping", timeout=1) as resp:
+                if resp.status == 200:
+                    return self
             time.sleep(0.05)
         raise RuntimeError(f"server did not start: {self.log()}")
 
@@ -103,7 +118,7 @@ class ServerProcess:
         prefix = f'zeroscale_workers{{endpoint_name="{endpoint}",variant_name="{variant}"}} '
         for line in self.metrics().splitlines():
             if line.startswith(prefix):
-                return int(float(line[len(prefix):]))
+                return int(float(line[len(prefix) :]))
         return 0
 
 
@@ -121,9 +136,19 @@ def make_tar(path: Path, files: Mapping[str, bytes | Path]) -> Path:
     return path
 
 
-def deploy(sm: Any, name: str, model_url: str, *, image: str = SKLEARN_IMAGE, memory_mb: int = 1024,
-           max_concurrency: int = 2, provisioned: int | None = None, tags: list[dict[str, str]] | None = None,
-           environment: Mapping[str, str] | None = None, wait: bool = True) -> dict[str, Any]:
+def deploy(
+    sm: Any,
+    name: str,
+    model_url: str,
+    *,
+    image: str = SKLEARN_IMAGE,
+    memory_mb: int = 1024,
+    max_concurrency: int = 2,
+    provisioned: int | None = None,
+    tags: list[dict[str, str]] | None = None,
+    environment: Mapping[str, str] | None = None,
+    wait: bool = True,
+) -> dict[str, Any]:
     """CreateModel + CreateEndpointConfig + CreateEndpoint named ``name``; waits for a final status."""
     container: dict[str, Any] = {"Image": image, "ModelDataUrl": model_url}
     if environment:

@@ -128,4 +128,4 @@ class InternalFailure(ZeroscaleError):
 
 # ---- deploy-time failures (become an endpoint's FailureReason, never a wire error) ----
 class DeployError(Exception):
-    """Why a model could not be made ready: artifact fetch/extract, unknown image, a worker that never pinged."""
+    """Why a model could not be made ready: artifact fetch or extraction, unknown image, no /ping."""

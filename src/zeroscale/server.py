@@ -28,7 +28,7 @@ from zeroscale.workers.manager import WorkerManager
 
 log = logging.getLogger("zeroscale")
 PREWARMED_RUNTIMES = ("sklearn",)
-# Shapes whose botocore pattern zeroscale widens: ModelDataUrl (shape "Url") may also be file:// or a local path.
+# Shapes whose botocore pattern zeroscale widens: ModelDataUrl (shape "Url") may be file:// or a local path.
 WIDENED_SHAPES = frozenset({"Url"})
 
 
@@ -93,7 +93,9 @@ def build(settings: Settings) -> Server:
         store.close()
 
     parts = AppParts(
-        dispatcher=Dispatcher(ControlPlane(models, configs, endpoints), ServiceShapes("sagemaker", skip_patterns=WIDENED_SHAPES)),
+        dispatcher=Dispatcher(
+            ControlPlane(models, configs, endpoints), ServiceShapes("sagemaker", skip_patterns=WIDENED_SHAPES)
+        ),
         runtime=Runtime(fleet, settings.account_id),
         metrics=metrics,
         lookup_secret=secrets.get,
@@ -105,7 +107,9 @@ def build(settings: Settings) -> Server:
 
 
 def serve(settings: Settings) -> None:
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     server = build(settings)
     config = uvicorn.Config(
         server.app,

@@ -173,6 +173,17 @@ def test_malformed_urls(cache: ArtifactCache, url: str) -> None:
         cache.prepare(url)
 
 
+def test_directory_holding_the_cache_is_refused(tmp_path: Path) -> None:
+    cache = ArtifactCache(tmp_path / "data" / "artifacts")
+    with pytest.raises(DeployError, match="contains the artifact cache"):
+        cache.prepare(str(tmp_path))
+
+
+def test_nul_byte_in_path(cache: ArtifactCache) -> None:
+    with pytest.raises(DeployError, match="Invalid model artifact URL"):
+        cache.prepare("model\x00.tar.gz")
+
+
 def test_missing_local_file(cache: ArtifactCache, tmp_path: Path) -> None:
     missing = tmp_path / "nope.tar.gz"
     with pytest.raises(DeployError, match=r"Model artifact .*nope.tar.gz not found"):
@@ -280,7 +291,10 @@ def test_concurrent_processes_agree(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(SRC)}
     procs = [
         subprocess.Popen(
-            [sys.executable, "-c", script, str(root), str(archive)], stdout=subprocess.PIPE, text=True, env=env
+            [sys.executable, "-c", script, str(root), str(archive)],
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
         )
         for _ in range(4)
     ]

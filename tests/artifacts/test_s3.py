@@ -134,7 +134,7 @@ def test_hostile_archive_from_s3_leaves_nothing(aws_env: SeaweedS3, bucket: str,
     evil = write_tar(tmp_path / "evil.tar.gz", [file_member("ok", b"x"), file_member("../evil", b"x")])
     upload(aws_env, bucket, "evil.tar.gz", evil)
     cache = ArtifactCache(tmp_path / "cache", s3_endpoint_url=aws_env.endpoint_url)
-    with pytest.raises(DeployError, match="Model archive member '../evil' escapes the model directory"):
+    with pytest.raises(DeployError, match=r"Model archive member '\.\./evil' escapes the model directory"):
         cache.prepare(f"s3://{bucket}/evil.tar.gz")
     assert cached_entries(cache.root) == []
 

@@ -32,7 +32,9 @@ def test_waiter_and_describe(sm: Any, endpoint: str) -> None:
 
 
 @pytest.mark.parametrize("content_type", ["text/csv", "application/json", "application/x-npy"])
-def test_predictions_equal_the_models_own(smr: Any, endpoint: str, sklearn_model: Any, content_type: str) -> None:
+def test_predictions_equal_the_models_own(
+    smr: Any, endpoint: str, sklearn_model: Any, content_type: str
+) -> None:
     rows = sklearn_model.X[:25]
     if content_type == "text/csv":
         body = "\n".join(",".join(repr(float(v)) for v in row) for row in rows).encode()
@@ -42,7 +44,9 @@ def test_predictions_equal_the_models_own(smr: Any, endpoint: str, sklearn_model
         buf = io.BytesIO()
         np.save(buf, rows)
         body = buf.getvalue()
-    resp = smr.invoke_endpoint(EndpointName=endpoint, Body=body, ContentType=content_type, Accept="application/json")
+    resp = smr.invoke_endpoint(
+        EndpointName=endpoint, Body=body, ContentType=content_type, Accept="application/json"
+    )
     assert resp["ContentType"] == "application/json"
     assert resp["InvokedProductionVariant"] == "AllTraffic"
     assert json.loads(resp["Body"].read()) == sklearn_model.expected(rows)
@@ -51,8 +55,11 @@ def test_predictions_equal_the_models_own(smr: Any, endpoint: str, sklearn_model
 def test_custom_attributes_and_accept_csv(smr: Any, endpoint: str, sklearn_model: Any) -> None:
     rows = sklearn_model.X[:3]
     resp = smr.invoke_endpoint(
-        EndpointName=endpoint, Body=sklearn_model.json_body(rows), ContentType="application/json",
-        Accept="text/csv", CustomAttributes="trace=abc",
+        EndpointName=endpoint,
+        Body=sklearn_model.json_body(rows),
+        ContentType="application/json",
+        Accept="text/csv",
+        CustomAttributes="trace=abc",
     )
     assert resp["ContentType"] == "text/csv"
     got = [int(float(x)) for x in resp["Body"].read().decode().split()]
@@ -89,7 +96,10 @@ def test_list_and_delete_with_waiter(sm: Any, sklearn_model: Any) -> None:
 
 
 def test_worker_gauge_on_metrics(server: ServerProcess, smr: Any, endpoint: str, sklearn_model: Any) -> None:
-    smr.invoke_endpoint(EndpointName=endpoint, Body=sklearn_model.json_body(sklearn_model.X[:1]),
-                        ContentType="application/json")
+    smr.invoke_endpoint(
+        EndpointName=endpoint,
+        Body=sklearn_model.json_body(sklearn_model.X[:1]),
+        ContentType="application/json",
+    )
     assert server.workers(endpoint) >= 1
     assert "# TYPE zeroscale_workers gauge" in server.metrics()

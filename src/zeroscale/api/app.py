@@ -14,7 +14,12 @@ from zeroscale.api import sigv4
 from zeroscale.api.control import Dispatcher
 from zeroscale.api.runtime import Runtime
 from zeroscale.api.wire import Send, control_error, control_ok, respond, runtime_error
-from zeroscale.errors import InternalFailure, RuntimeValidationError, UnknownOperationException, ZeroscaleError
+from zeroscale.errors import (
+    InternalFailure,
+    RuntimeValidationError,
+    UnknownOperationException,
+    ZeroscaleError,
+)
 from zeroscale.metrics.registry import Metrics
 
 Scope = MutableMapping[str, Any]
@@ -110,7 +115,9 @@ class App:
 
     async def _unsigned_get(self, send: Send, path: str, request_id: str) -> None:
         if path == "/metrics":
-            await respond(send, 200, self._p.metrics.render(), [(b"content-type", Metrics.content_type.encode())])
+            await respond(
+                send, 200, self._p.metrics.render(), [(b"content-type", Metrics.content_type.encode())]
+            )
         elif path in ("/ping", "/healthz"):
             await respond(send, 200, b"ok\n", [(b"content-type", b"text/plain")])
         else:

@@ -1,6 +1,6 @@
-"""SageMaker JSON 1.1: ``X-Amz-Target: SageMaker.<Operation>`` -> validate against botocore's model -> call the
-control plane. Each implemented operation is one entry here; every other operation botocore knows answers with
-a clear "not implemented" error naming it."""
+"""SageMaker JSON 1.1: ``X-Amz-Target: SageMaker.<Operation>`` -> validate against botocore's model ->
+call the control plane. Each implemented operation is one entry here; every other operation botocore
+knows answers with a clear "not implemented" error naming it."""
 
 from __future__ import annotations
 
@@ -54,7 +54,9 @@ class Dispatcher:
     def call(self, target: str, body: bytes) -> dict[str, Any]:
         operation = target[len(TARGET_PREFIX) :] if target.startswith(TARGET_PREFIX) else ""
         if operation not in self._known:
-            raise UnknownOperationException(f"Operation {target or '(no X-Amz-Target)'} is not a SageMaker operation.")
+            raise UnknownOperationException(
+                f"Operation {target or '(no X-Amz-Target)'} is not a SageMaker operation."
+            )
         handler = self._ops.get(operation)
         if handler is None:
             raise NotImplementedOperation(f"The operation {operation} is not implemented by zeroscale yet.")

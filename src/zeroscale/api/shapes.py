@@ -499,8 +499,8 @@ class ServiceShapes:
     def __init__(
         self, service: str, api_version: str | None = None, *, skip_patterns: frozenset[str] = frozenset()
     ) -> None:
-        """``skip_patterns``: shape names whose regular expression zeroscale deliberately widens (e.g. ``Url``,
-        so ModelDataUrl may also be file:// or a local path); every other constraint of them still applies."""
+        """``skip_patterns``: shape names whose regular expression zeroscale deliberately widens (e.g.
+        ``Url``, so ModelDataUrl may be file:// or a local path); their other constraints still apply."""
         self._skip_patterns = skip_patterns
         session = botocore.session.get_session()
         self._model = session.get_service_model(service, api_version)

@@ -90,6 +90,8 @@ class ArtifactCache:
             raise DeployError(
                 f"Could not prepare model artifact {model_data_url}: {describe_os_error(exc)}"
             ) from exc
+        except ValueError as exc:  # e.g. a NUL byte in a path
+            raise DeployError(f"Invalid model artifact URL {model_data_url!r}: {exc}") from exc
 
     # ---- sources ----
     def _prepare_s3(self, loc: S3Location) -> Path:
@@ -133,6 +135,8 @@ class ArtifactCache:
             return model
 
     def _prepare_directory(self, loc: LocalLocation, real: Path) -> Path:
+        if self.root == real or real in self.root.parents:
+            raise DeployError(f"Model directory {loc.url} contains the artifact cache ({self.root})")
         identity = f"dir\n{real}"
         with self._lock("source:" + identity):
             before = {"listing": directory_fingerprint(real, limits=self.limits, source=loc.url)}

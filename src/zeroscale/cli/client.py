@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import os
@@ -25,7 +26,9 @@ ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar")
 class Clients:
     def __init__(self, endpoint_url: str, region: str | None, data_dir: Path) -> None:
         self.endpoint_url = endpoint_url
-        session = boto3.session.Session(region_name=region or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1")
+        session = boto3.session.Session(
+            region_name=region or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+        )
         kwargs: dict[str, Any] = {}
         if session.get_credentials() is None:
             creds = read_file(data_dir / "credentials")
@@ -35,7 +38,10 @@ class Clients:
                     f"AWS_SHARED_CREDENTIALS_FILE to the credentials file the server wrote in its data "
                     f"directory (looked in {data_dir / 'credentials'})."
                 )
-            kwargs = {"aws_access_key_id": creds.access_key_id, "aws_secret_access_key": creds.secret_access_key}
+            kwargs = {
+                "aws_access_key_id": creds.access_key_id,
+                "aws_secret_access_key": creds.secret_access_key,
+            }
         config = Config(retries={"mode": "standard", "max_attempts": 3}, read_timeout=120)
         self.sagemaker = session.client("sagemaker", endpoint_url=endpoint_url, config=config, **kwargs)
         self.runtime = session.client("sagemaker-runtime", endpoint_url=endpoint_url, config=config, **kwargs)
@@ -43,13 +49,23 @@ class Clients:
 
 def _common(f: Any) -> Any:
     f = click.option(
-        "--endpoint-url", envvar="ZEROSCALE_ENDPOINT_URL", default=DEFAULT_URL, show_default=True,
-        show_envvar=True, help="URL of the zeroscale server.",
+        "--endpoint-url",
+        envvar="ZEROSCALE_ENDPOINT_URL",
+        default=DEFAULT_URL,
+        show_default=True,
+        show_envvar=True,
+        help="URL of the zeroscale server.",
     )(f)
-    f = click.option("--region", envvar="AWS_DEFAULT_REGION", default=None, help="Region to sign requests for.")(f)
     f = click.option(
-        "--data-dir", envvar="ZEROSCALE_DATA_DIR", default=".zeroscale", type=click.Path(path_type=Path),
-        show_envvar=True, help="Server data directory, for its generated credentials file.",
+        "--region", envvar="AWS_DEFAULT_REGION", default=None, help="Region to sign requests for."
+    )(f)
+    f = click.option(
+        "--data-dir",
+        envvar="ZEROSCALE_DATA_DIR",
+        default=".zeroscale",
+        type=click.Path(path_type=Path),
+        show_envvar=True,
+        help="Server data directory, for its generated credentials file.",
     )(f)
     return f
 
@@ -101,14 +117,32 @@ def _model_url(model: str, code_dir: Path | None) -> str:
 
 @click.command()
 @click.option("--name", required=True, help="Name for the model, endpoint configuration and endpoint.")
-@click.option("--model", "model", required=True,
-              help="model.tar.gz path or URL (s3://, file://), or a bare model file to package.")
-@click.option("--code", "code_dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
-              help="Directory with inference.py to package beside a bare model file.")
-@click.option("--image", default="sklearn", show_default=True,
-              help="Runtime image: a SageMaker image URI or a zeroscale alias.")
-@click.option("--memory", "memory_mb", default=2048, show_default=True,
-              type=click.Choice(["1024", "2048", "3072", "4096", "5120", "6144"]), help="MemorySizeInMB.")
+@click.option(
+    "--model",
+    "model",
+    required=True,
+    help="model.tar.gz path or URL (s3://, file://), or a bare model file to package.",
+)
+@click.option(
+    "--code",
+    "code_dir",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Directory with inference.py to package beside a bare model file.",
+)
+@click.option(
+    "--image",
+    default="sklearn",
+    show_default=True,
+    help="Runtime image: a SageMaker image URI or a zeroscale alias.",
+)
+@click.option(
+    "--memory",
+    "memory_mb",
+    default=2048,
+    show_default=True,
+    type=click.Choice(["1024", "2048", "3072", "4096", "5120", "6144"]),
+    help="MemorySizeInMB.",
+)
 @click.option("--max-concurrency", default=5, show_default=True, type=click.IntRange(1, 200))
 @click.option("--provisioned", default=0, type=click.IntRange(0, 200), help="ProvisionedConcurrency.")
 @click.option("--idle-timeout-s", type=float, help="Scale a worker in after this many idle seconds.")
@@ -116,9 +150,19 @@ def _model_url(model: str, code_dir: Path | None) -> str:
 @click.option("--wait/--no-wait", default=True, show_default=True, help="Wait until InService.")
 @_common
 def deploy(
-    name: str, model: str, code_dir: Path | None, image: str, memory_mb: str, max_concurrency: int,
-    provisioned: int, idle_timeout_s: float | None, env: tuple[str, ...], wait: bool,
-    endpoint_url: str, region: str | None, data_dir: Path,
+    name: str,
+    model: str,
+    code_dir: Path | None,
+    image: str,
+    memory_mb: str,
+    max_concurrency: int,
+    provisioned: int,
+    idle_timeout_s: float | None,
+    env: tuple[str, ...],
+    wait: bool,
+    endpoint_url: str,
+    region: str | None,
+    data_dir: Path,
 ) -> None:
     """Deploy a model as a serverless endpoint and wait until it is InService."""
     clients = _clients(endpoint_url, region, data_dir)
@@ -135,7 +179,9 @@ def deploy(
         sm.create_model(ModelName=name, PrimaryContainer=container)
         sm.create_endpoint_config(
             EndpointConfigName=name,
-            ProductionVariants=[{"VariantName": "AllTraffic", "ModelName": name, "ServerlessConfig": serverless}],
+            ProductionVariants=[
+                {"VariantName": "AllTraffic", "ModelName": name, "ServerlessConfig": serverless}
+            ],
             Tags=tags,
         )
         sm.create_endpoint(EndpointName=name, EndpointConfigName=name)
@@ -166,7 +212,9 @@ def _wait(clients: Clients, name: str, timeout_s: float = 600.0) -> str:
                 click.echo("\r" + " " * 60 + "\r", nl=False, err=True)
             if status == "InService":
                 click.secho(f"{name}: InService after {elapsed:.1f}s", fg="green")
-                click.echo(f"invoke: zeroscale invoke {name} --body '[[...]]' --endpoint-url {clients.endpoint_url}")
+                click.echo(
+                    f"invoke: zeroscale invoke {name} --body '[[...]]' --endpoint-url {clients.endpoint_url}"
+                )
             else:
                 click.secho(f"{name}: {status}", fg="red", err=True)
                 if desc.get("FailureReason"):
@@ -183,13 +231,21 @@ def _wait(clients: Clients, name: str, timeout_s: float = 600.0) -> str:
 @click.command()
 @click.argument("name")
 @click.option("--body", help="Request body as text.")
-@click.option("--file", "file", type=click.File("rb"), help="Read the request body from a file ('-' for stdin).")
+@click.option(
+    "--file", "file", type=click.File("rb"), help="Read the request body from a file ('-' for stdin)."
+)
 @click.option("--content-type", default="application/json", show_default=True)
 @click.option("--accept", default=None, help="Accept header (default: the model's).")
 @_common
 def invoke(
-    name: str, body: str | None, file: io.BufferedReader | None, content_type: str, accept: str | None,
-    endpoint_url: str, region: str | None, data_dir: Path,
+    name: str,
+    body: str | None,
+    file: io.BufferedReader | None,
+    content_type: str,
+    accept: str | None,
+    endpoint_url: str,
+    region: str | None,
+    data_dir: Path,
 ) -> None:
     """Invoke an endpoint and print the model's answer."""
     if (body is None) == (file is None):
@@ -214,16 +270,27 @@ def endpoints(endpoint_url: str, region: str | None, data_dir: Path) -> None:
     clients = _clients(endpoint_url, region, data_dir)
     rows: list[tuple[str, str, str, str]] = []
     try:
-        for page in clients.sagemaker.get_paginator("list_endpoints").paginate(SortBy="Name", SortOrder="Ascending"):
+        for page in clients.sagemaker.get_paginator("list_endpoints").paginate(
+            SortBy="Name", SortOrder="Ascending"
+        ):
             for ep in page["Endpoints"]:
                 desc = clients.sagemaker.describe_endpoint(EndpointName=ep["EndpointName"])
                 config = ""
                 for v in desc.get("ProductionVariants", []):
                     sc = v.get("CurrentServerlessConfig")
-                    config = f"{sc['MemorySizeInMB']} MB x{sc['MaxConcurrency']}" if sc else (
-                        f"{v.get('CurrentInstanceCount', '?')} instance(s)"
+                    config = (
+                        f"{sc['MemorySizeInMB']} MB x{sc['MaxConcurrency']}"
+                        if sc
+                        else (f"{v.get('CurrentInstanceCount', '?')} instance(s)")
                     )
-                rows.append((ep["EndpointName"], ep["EndpointStatus"], config, ep["CreationTime"].strftime("%Y-%m-%d %H:%M:%S")))
+                rows.append(
+                    (
+                        ep["EndpointName"],
+                        ep["EndpointStatus"],
+                        config,
+                        ep["CreationTime"].strftime("%Y-%m-%d %H:%M:%S"),
+                    )
+                )
     except (ClientError, EndpointConnectionError, NoCredentialsError) as exc:
         raise _fail(exc) from None
     header = ("NAME", "STATUS", "SERVERLESS", "CREATED")
@@ -241,15 +308,15 @@ def delete(name: str, endpoint_only: bool, endpoint_url: str, region: str | None
     sm = _clients(endpoint_url, region, data_dir).sagemaker
     try:
         sm.delete_endpoint(EndpointName=name)
-        sm.get_waiter("endpoint_deleted").wait(EndpointName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 120})
+        sm.get_waiter("endpoint_deleted").wait(
+            EndpointName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 120}
+        )
     except (ClientError, EndpointConnectionError, NoCredentialsError) as exc:
         raise _fail(exc) from None
     if not endpoint_only:
         for call, key in ((sm.delete_endpoint_config, "EndpointConfigName"), (sm.delete_model, "ModelName")):
-            try:
+            with contextlib.suppress(ClientError):  # not made by deploy, or already gone
                 call(**{key: name})
-            except ClientError:
-                pass  # not made by deploy, or already gone
     click.echo(f"{name}: deleted")
 
 

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 import click
 
 from zeroscale import __version__
 from zeroscale.cli.client import client_commands
 from zeroscale.config import Settings
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -21,32 +25,72 @@ def cli() -> None:
     """
 
 
-def _opt(name: str, env: str, **kw: object) -> click.decorators.FC:  # type: ignore[name-defined]
-    return click.option(name, envvar=env, show_envvar=True, show_default=True, **kw)  # type: ignore[call-overload,no-any-return]
+def _opt(name: str, env: str, **kw: Any) -> Callable[[F], F]:
+    """An option that can also come from environment variable ``env`` (shown in --help)."""
+    return click.option(name, envvar=env, show_envvar=True, show_default=True, **kw)
 
 
 @cli.command()
 @_opt("--host", "ZEROSCALE_HOST", default="127.0.0.1", help="Interface to listen on.")
 @_opt("--port", "ZEROSCALE_PORT", default=8080, type=int, help="Port for the API, runtime and /metrics.")
-@_opt("--data-dir", "ZEROSCALE_DATA_DIR", default=".zeroscale", type=click.Path(path_type=Path),
-      help="Where state, artifacts, logs and generated credentials live.")
-@_opt("--database-url", "ZEROSCALE_DATABASE_URL", default=None,
-      help="SQLAlchemy URL (default: SQLite in the data directory), e.g. postgresql+psycopg://...")
+@_opt(
+    "--data-dir",
+    "ZEROSCALE_DATA_DIR",
+    default=".zeroscale",
+    type=click.Path(path_type=Path),
+    help="Where state, artifacts, logs and generated credentials live.",
+)
+@_opt(
+    "--database-url",
+    "ZEROSCALE_DATABASE_URL",
+    default=None,
+    help="SQLAlchemy URL (default: SQLite in the data directory), e.g. postgresql+psycopg://...",
+)
 @_opt("--region", "ZEROSCALE_REGION", default="us-east-1", help="Region used in ARNs.")
 @_opt("--account-id", "ZEROSCALE_ACCOUNT_ID", default="000000000000", help="Account id used in ARNs.")
-@_opt("--idle-timeout-s", "ZEROSCALE_IDLE_TIMEOUT_S", default=300.0, type=float,
-      help="Seconds an idle worker lives before scale-in (per endpoint: tag zeroscale:idle-timeout-s).")
-@_opt("--queue-wait-s", "ZEROSCALE_QUEUE_WAIT_S", default=10.0, type=float,
-      help="Seconds a request waits for a free worker at MaxConcurrency before ThrottlingException.")
-@_opt("--payload-limit-mb", "ZEROSCALE_PAYLOAD_LIMIT_MB", default=6.0, type=float, help="Largest request body.")
-@_opt("--invocation-timeout-s", "ZEROSCALE_INVOCATION_TIMEOUT_S", default=60.0, type=float,
-      help="Seconds a model has to answer one invocation.")
-@_opt("--memory-budget-mb", "ZEROSCALE_MEMORY_BUDGET_MB", default=None, type=int,
-      help="Sum of worker MemorySizeInMB allowed on this host (default: physical memory).")
-@_opt("--s3-endpoint-url", "ZEROSCALE_S3_ENDPOINT_URL", default=None,
-      help="S3-compatible endpoint for s3:// model data (credentials from the standard AWS chain).")
-@_opt("--log-level", "ZEROSCALE_LOG_LEVEL", default="info",
-      type=click.Choice(["debug", "info", "warning", "error"]))
+@_opt(
+    "--idle-timeout-s",
+    "ZEROSCALE_IDLE_TIMEOUT_S",
+    default=300.0,
+    type=float,
+    help="Seconds an idle worker lives before scale-in (per endpoint: tag zeroscale:idle-timeout-s).",
+)
+@_opt(
+    "--queue-wait-s",
+    "ZEROSCALE_QUEUE_WAIT_S",
+    default=10.0,
+    type=float,
+    help="Seconds a request waits for a free worker at MaxConcurrency before ThrottlingException.",
+)
+@_opt(
+    "--payload-limit-mb", "ZEROSCALE_PAYLOAD_LIMIT_MB", default=6.0, type=float, help="Largest request body."
+)
+@_opt(
+    "--invocation-timeout-s",
+    "ZEROSCALE_INVOCATION_TIMEOUT_S",
+    default=60.0,
+    type=float,
+    help="Seconds a model has to answer one invocation.",
+)
+@_opt(
+    "--memory-budget-mb",
+    "ZEROSCALE_MEMORY_BUDGET_MB",
+    default=None,
+    type=int,
+    help="Sum of worker MemorySizeInMB allowed on this host (default: physical memory).",
+)
+@_opt(
+    "--s3-endpoint-url",
+    "ZEROSCALE_S3_ENDPOINT_URL",
+    default=None,
+    help="S3-compatible endpoint for s3:// model data (credentials from the standard AWS chain).",
+)
+@_opt(
+    "--log-level",
+    "ZEROSCALE_LOG_LEVEL",
+    default="info",
+    type=click.Choice(["debug", "info", "warning", "error"]),
+)
 def serve(
     host: str,
     port: int,

@@ -1,13 +1,15 @@
 """Endpoints: Create/Describe/List/Update/DeleteEndpoint and the state machine behind them.
 
-Creating -> InService | Failed; InService -> Updating -> InService (the old configuration keeps serving until
-the new one is warm; a failed update leaves it serving and says why in FailureReason); any -> Deleting -> gone.
+Creating -> InService | Failed; InService -> Updating -> InService (the old configuration keeps serving
+until the new one is warm; a failed update leaves it serving and says why in FailureReason);
+any -> Deleting -> gone.
 Deploy work runs in background tasks; the store is written at each transition, so a restarted server resumes.
 """
 
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
 import logging
 import time
@@ -119,9 +121,7 @@ class Endpoints:
         return out
 
     def list(self, params: Mapping[str, Any]) -> dict[str, Any]:
-        page, token = paginate(
-            self._store.list(KIND), params, sort_keys=("Name", "CreationTime", "Status")
-        )
+        page, token = paginate(self._store.list(KIND), params, sort_keys=("Name", "CreationTime", "Status"))
         out: dict[str, Any] = {
             "Endpoints": [
                 {
@@ -176,15 +176,21 @@ class Endpoints:
             FailureReason=None,
         )
 
-    def _described_variants(self, config: Record, specs: list[PoolSpec]) -> list[dict[str, Any]]:
+    def _described_variants(
+        self, config: Record, specs: builtins.list[PoolSpec]
+    ) -> builtins.list[dict[str, Any]]:
         now = self._clock()
-        out = []
+        out: builtins.list[dict[str, Any]] = []
         for variant, spec in zip(variant_specs(config.doc), specs, strict=True):
             image = str(primary_container(self._models.get(variant.model_name)).get("Image", ""))
             desc: dict[str, Any] = {
                 "VariantName": variant.name,
                 "DeployedImages": [
-                    {"SpecifiedImage": image, "ResolvedImage": f"zeroscale/{spec.runtime}", "ResolutionTime": now}
+                    {
+                        "SpecifiedImage": image,
+                        "ResolvedImage": f"zeroscale/{spec.runtime}",
+                        "ResolutionTime": now,
+                    }
                 ],
                 "CurrentWeight": variant.weight,
                 "DesiredWeight": variant.weight,
@@ -210,7 +216,7 @@ class Endpoints:
 
     # ---- restart ----
     async def resume(self) -> None:
-        """Bring every stored endpoint back after a server restart, without starting workers it does not need."""
+        """Bring every stored endpoint back after a restart, starting no worker it does not need."""
         for rec in self._store.list(KIND):
             status = rec.status
             if status == EndpointStatus.DELETING.value:

@@ -41,9 +41,7 @@ class EndpointRoute:
             for pool in self.pools:
                 if pool.spec.variant == target_variant:
                     return pool
-            raise RuntimeValidationError(
-                f"Variant {target_variant} not found for endpoint {self.name}."
-            )
+            raise RuntimeValidationError(f"Variant {target_variant} not found for endpoint {self.name}.")
         if len(self.pools) == 1:
             return self.pools[0]
         pick = random.random() * self._cumulative[-1]
@@ -67,6 +65,7 @@ class Fleet:
         self._routes: dict[str, EndpointRoute] = {}
         self._draining: set[VariantPool] = set()
         self._loop_task: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
 
     # ---- the invoke path ----
     def route(self, endpoint: str) -> EndpointRoute | None:
@@ -80,7 +79,8 @@ class Fleet:
         """Build pools for ``specs``; with ``warm`` start one worker per variant and require a good /ping
         (raises DeployError, leaving the current route untouched). Then swap, and drain the old pools."""
         pools = [
-            VariantPool(s, self._manager, self.budget, self._settings, self._metrics, self._clock) for s in specs
+            VariantPool(s, self._manager, self.budget, self._settings, self._metrics, self._clock)
+            for s in specs
         ]
         if warm:
             results = await asyncio.gather(*(p.warm() for p in pools), return_exceptions=True)
@@ -113,7 +113,9 @@ class Fleet:
             finally:
                 self._draining.discard(pool)
 
-        asyncio.ensure_future(run())
+        task = asyncio.ensure_future(run())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     # ---- memory ----
     def _evict(self, deficit_mb: int, requester: object) -> int:

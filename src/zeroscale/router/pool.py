@@ -10,8 +10,9 @@ import asyncio
 import contextlib
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
+from typing import Any
 
 from zeroscale.errors import DeployError, ModelError, Throttling
 from zeroscale.metrics.registry import Metrics
@@ -202,8 +203,8 @@ class VariantPool:
         if not self._workers and not self._starting and not self.queued:
             self._empty.set()
 
-    def _spawn(self, coro: object) -> None:
-        task: asyncio.Task[None] = asyncio.ensure_future(coro)  # type: ignore[arg-type]
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -269,7 +270,7 @@ class VariantPool:
                 await asyncio.wait_for(handle.exited.wait(), 2.0)
             reason = handle.death_reason()
             raise ModelError(
-                f"Received server error (0) from {_CONTAINER} with message \"{reason}\". "
+                f'Received server error (0) from {_CONTAINER} with message "{reason}". '
                 f"See {self._log_stream_arn(handle)} for more information.",
                 original_status=0,
                 original_message=reason,
@@ -287,7 +288,7 @@ class VariantPool:
             kind = "client" if resp.status < 500 else "server"
             arn = self._log_stream_arn(handle)
             raise ModelError(
-                f"Received {kind} error ({resp.status}) from {_CONTAINER} with message \"{text}\". "
+                f'Received {kind} error ({resp.status}) from {_CONTAINER} with message "{text}". '
                 f"See {arn} for more information.",
                 original_status=resp.status,
                 original_message=text,

@@ -129,7 +129,9 @@ class WorkerManager:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(socket_path)
         spec.log_dir.mkdir(parents=True, exist_ok=True)
-        handle = WorkerHandle(wid, spec, socket_path, spec.log_dir / f"{wid}.log", started_at=time.monotonic())
+        handle = WorkerHandle(
+            wid, spec, socket_path, spec.log_dir / f"{wid}.log", started_at=time.monotonic()
+        )
         try:
             zygote = await self._zygote(spec.runtime)
             env = {**THREAD_ENV, "PATH": os.environ.get("PATH", ""), **spec.env}
@@ -149,9 +151,9 @@ class WorkerManager:
             handle.conn = await asyncio.wait_for(self._until_ready(handle), self._startup_timeout_s)
         except TimeoutError:
             await self.stop(handle, grace_s=1.0)
-            raise DeployError(
-                f"Worker did not answer /ping within {self._startup_timeout_s:g} seconds.\n{handle.log_tail()}"
-            ) from None
+            waited = f"{self._startup_timeout_s:g}"
+            output = handle.log_tail()
+            raise DeployError(f"Worker did not answer /ping within {waited} seconds.\n{output}") from None
         except DeployError:
             await self.stop(handle, grace_s=1.0)
             raise

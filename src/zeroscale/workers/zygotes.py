@@ -66,7 +66,9 @@ class Zygote:
         except (TimeoutError, ZygoteError) as exc:
             await self.close()
             tail = _tail(self._log_path)
-            raise ZygoteError(f"the {self.runtime} runtime failed to start: {exc or 'timed out'}\n{tail}") from exc
+            raise ZygoteError(
+                f"the {self.runtime} runtime failed to start: {exc or 'timed out'}\n{tail}"
+            ) from exc
 
     async def fork(self, request: dict[str, Any]) -> int:
         if not self.alive or self._writer is None:
@@ -75,7 +77,9 @@ class Zygote:
         rid = str(self._seq)
         fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._pending[rid] = fut
-        self._writer.write(json.dumps({"op": "fork", "id": rid, "runtime": self.runtime, **request}).encode() + b"\n")
+        self._writer.write(
+            json.dumps({"op": "fork", "id": rid, "runtime": self.runtime, **request}).encode() + b"\n"
+        )
         return await fut
 
     async def _read(self, reader: asyncio.StreamReader) -> None:
