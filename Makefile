@@ -33,3 +33,7 @@ typecheck: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .zeroscale .mypy_cache .ruff_cache .pytest_cache
+
+## bench: cold-start and warm-invoke latency against baselines measured in the same run
+bench: $(STAMP)
+	$(BIN)/python bench/latency.py

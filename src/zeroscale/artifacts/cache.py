@@ -59,7 +59,7 @@ class ArtifactCache:
         max_extracted_files: int = 100_000,
     ) -> None:
         self.root = Path(root).resolve()
-        self.limits = Limits(max_bytes=max_extracted_bytes, max_files=max_extracted_files)
+        self._limits = Limits(max_bytes=max_extracted_bytes, max_files=max_extracted_files)
         self._s3 = S3Fetcher(s3_endpoint_url)
         self._locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
@@ -100,7 +100,7 @@ class ArtifactCache:
             head = self._s3.head(loc)
             sha = self._lookup(identity, {"etag": head.etag, "size": head.size})
             if sha is not None:
-                return self.model_dir(sha)
+                return self._model_dir(sha)
             with self._temp_path(".download") as download:
                 with download.open("wb") as out:
                     result, obj = self._s3.download(loc, out)
@@ -112,10 +112,10 @@ class ArtifactCache:
         try:
             real = Path(os.path.realpath(loc.path))
             real.stat()
+        except FileNotFoundError as exc:
+            raise DeployError(f"Model artifact {loc.url} not found: {loc.path} does not exist") from exc
         except OSError as exc:
-            raise DeployError(
-                f"Model artifact {loc.url} not found: {loc.path} ({describe_os_error(exc)})"
-            ) from exc
+            raise DeployError(f"Model artifact {loc.url} cannot be read: {describe_os_error(exc)}") from exc
         if real.is_dir():
             return self._prepare_directory(loc, real)
         if not real.is_file():
@@ -125,7 +125,7 @@ class ArtifactCache:
             before = file_fingerprint(real)
             sha = self._lookup(identity, before)
             if sha is not None:
-                return self.model_dir(sha)
+                return self._model_dir(sha)
             with self._temp_path(".download") as copy:
                 with copy.open("wb") as out:
                     result = copy_local_file(loc, real, out)
@@ -139,23 +139,23 @@ class ArtifactCache:
             raise DeployError(f"Model directory {loc.url} contains the artifact cache ({self.root})")
         identity = f"dir\n{real}"
         with self._lock("source:" + identity):
-            before = {"listing": directory_fingerprint(real, limits=self.limits, source=loc.url)}
+            before = {"listing": directory_fingerprint(real, limits=self._limits, source=loc.url)}
             sha = self._lookup(identity, before)
             if sha is not None:
-                return self.model_dir(sha)
+                return self._model_dir(sha)
             with self._staging() as staging:
                 (staging / MODEL).mkdir()
-                sha, stats = copy_directory(real, staging / MODEL, limits=self.limits, source=loc.url)
+                sha, stats = copy_directory(real, staging / MODEL, limits=self._limits, source=loc.url)
                 with self._lock("entry:" + sha):
                     if not self._is_complete(sha):
                         self._publish(staging, sha, loc.url, stats)
-            after = {"listing": directory_fingerprint(real, limits=self.limits, source=loc.url)}
+            after = {"listing": directory_fingerprint(real, limits=self._limits, source=loc.url)}
             if after == before:
                 self._remember(identity, before, sha)
-            return self.model_dir(sha)
+            return self._model_dir(sha)
 
     # ---- entries ----
-    def model_dir(self, sha: str) -> Path:
+    def _model_dir(self, sha: str) -> Path:
         return self.root / sha / MODEL
 
     def _is_complete(self, sha: str) -> bool:
@@ -164,12 +164,12 @@ class ArtifactCache:
     def _install_archive(self, archive: Path, sha: str, source: str) -> Path:
         with self._lock("entry:" + sha):
             if self._is_complete(sha):
-                return self.model_dir(sha)
+                return self._model_dir(sha)
             with self._staging() as staging:
                 (staging / MODEL).mkdir()
-                stats = extract_archive(archive, staging / MODEL, limits=self.limits, source=source)
+                stats = extract_archive(archive, staging / MODEL, limits=self._limits, source=source)
                 self._publish(staging, sha, source, stats)
-        return self.model_dir(sha)
+        return self._model_dir(sha)
 
     def _publish(self, staging: Path, sha: str, source: str, stats: ExtractStats) -> None:
         """Mark ``staging`` finished and rename it to ``root/<sha>``; losing a race to another

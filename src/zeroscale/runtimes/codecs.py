@@ -124,8 +124,8 @@ def _json_default(value: Any) -> Any:
 
 
 def _encode_json(prediction: Any) -> bytes:
-    if isinstance(prediction, np.ndarray | np.generic):
-        prediction = prediction.tolist()
+    if isinstance(prediction, np.ndarray | np.generic) and prediction.dtype != object:
+        return json.dumps(prediction.tolist()).encode("utf-8")  # the common case: no default hook
     return json.dumps(prediction, default=_json_default).encode("utf-8")
 
 
