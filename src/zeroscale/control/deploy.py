@@ -17,6 +17,7 @@ from zeroscale.store.db import Record
 # A real-time variant names an instance type; its worker gets this much memory unless the type says more.
 _INSTANCE_MEMORY_MB = {"medium": 4096, "large": 8192, "xlarge": 16384}
 _DEFAULT_INSTANCE_MEMORY_MB = 2048
+SUBMIT_DIRECTORY = "SAGEMAKER_SUBMIT_DIRECTORY"
 
 
 def instance_memory_mb(instance_type: str | None) -> int:
@@ -52,9 +53,14 @@ class Deployer:
             raise DeployError(f"Variant {variant.name}: {exc.message}") from exc
         container = primary_container(model)
         image = str(container.get("Image") or "")
+        env = {str(k): str(v) for k, v in (container.get("Environment") or {}).items()}
         try:
             runtime = resolve_image(image)
             model_dir = await asyncio.to_thread(self._artifacts.prepare, container.get("ModelDataUrl"))
+            submit = env.get(SUBMIT_DIRECTORY, "")
+            if submit.startswith(("s3://", "file://")):
+                # The sagemaker SDK points this at its uploaded sourcedir.tar.gz: fetch and unpack it too.
+                env[SUBMIT_DIRECTORY] = str(await asyncio.to_thread(self._artifacts.prepare, submit))
         except DeployError as exc:
             raise DeployError(f"Variant {variant.name} (model {model.name}): {exc}") from exc
         if variant.serverless is not None:
@@ -75,5 +81,5 @@ class Deployer:
             provisioned=provisioned,
             idle_timeout_s=idle_s,
             weight=variant.weight,
-            env={str(k): str(v) for k, v in (container.get("Environment") or {}).items()},
+            env=env,
         )
