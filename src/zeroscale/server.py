@@ -129,13 +129,18 @@ def serve(settings: Settings) -> None:
 def _announce(server: Server) -> None:
     s = server.settings
     url = f"http://{s.host}:{s.port}"
-    where = server.credentials.path or "(given by configuration)"
+    path = server.credentials.path
+    creds = (
+        f"  admin credentials: {path}\n  use them: export AWS_SHARED_CREDENTIALS_FILE={path.resolve()}"
+        f" AWS_DEFAULT_REGION={s.region}\n"
+        if path is not None
+        else "  admin credentials: from ZEROSCALE_ACCESS_KEY_ID / ZEROSCALE_SECRET_ACCESS_KEY\n"
+    )
     print(
-        f"zeroscale listening on {url}  (data in {s.data_dir})\n"
-        f"  admin credentials: {where}\n"
-        f"  try:  export AWS_SHARED_CREDENTIALS_FILE={where} AWS_DEFAULT_REGION={s.region}\n"
-        f"        zeroscale deploy --name demo --model model.tar.gz --image sklearn --endpoint-url {url}\n"
-        f"        zeroscale invoke demo --body '[[1,2,3,4]]' --endpoint-url {url}\n"
-        f"  boto3: boto3.client('sagemaker-runtime', endpoint_url='{url}').invoke_endpoint(...)",
+        f"zeroscale listening on {url}  (data in {s.data_dir})\n{creds}"
+        f"  deploy:  zeroscale deploy --name demo --model model.joblib --image sklearn --endpoint-url {url}\n"
+        f"  invoke:  zeroscale invoke demo --body '[[1,2,3,4]]' --endpoint-url {url}\n"
+        f"  boto3:   boto3.client('sagemaker-runtime', endpoint_url='{url}').invoke_endpoint(...)\n"
+        f"  metrics: {url}/metrics",
         flush=True,
     )

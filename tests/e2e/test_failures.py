@@ -1,0 +1,294 @@
+"""What users see when things go wrong: model errors, crashes, memory, timeouts, broken and hostile
+artifacts. Real server, real boto3, real worker processes; every failure must leave the server serving."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import tarfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from botocore.exceptions import ClientError, WaiterError
+
+from e2e.conftest import handler_model
+from serverproc import ServerProcess, deploy
+
+# One handler whose behaviour the request body picks: {"raise": 1}, {"exit": 1}, {"kill": 1},
+# {"sleep": s}, {"alloc": 1}; anything else answers {"ok": true, "pid": <worker pid>}.
+BEHAVIOURS = """
+import os
+import signal
+import time
+
+
+def model_fn(model_dir):
+    return "model"
+
+
+def predict_fn(data, model):
+    if isinstance(data, dict):
+        if data.get("raise"):
+            raise ValueError("bad input here")
+        if data.get("exit"):
+            os._exit(1)
+        if data.get("kill"):
+            os.kill(os.getpid(), signal.SIGKILL)
+        if data.get("sleep"):
+            time.sleep(data["sleep"])
+        if data.get("alloc"):
+            import numpy as np
+
+            big = np.ones(250_000_000)  # ~2 GB, every page touched
+            return {"sum": float(big.sum())}
+    return {"ok": True, "pid": os.getpid()}
+"""
+
+BROKEN_LOAD = """
+def model_fn(model_dir):
+    raise RuntimeError("cannot load weights")
+"""
+
+ARN_RE = re.compile(
+    r"^arn:aws:logs:us-east-1:000000000000:log-group:/aws/sagemaker/Endpoints/(?P<endpoint>[^:]+)"
+    r":log-stream:AllTraffic/(?P<worker>[A-Za-z0-9-]+)$"
+)
+OK = json.dumps({"hello": "world"}).encode()
+
+
+@pytest.fixture(scope="module")
+def behaviours_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return handler_model(tmp_path_factory.mktemp("behaviours"), BEHAVIOURS)
+
+
+def invoke(smr: Any, endpoint: str, payload: dict[str, Any]) -> dict[str, Any]:
+    resp = smr.invoke_endpoint(EndpointName=endpoint, Body=json.dumps(payload).encode(),
+                               ContentType="application/json", Accept="application/json")
+    out: dict[str, Any] = json.loads(resp["Body"].read())
+    return out
+
+
+def model_error(smr: Any, endpoint: str, payload: dict[str, Any]) -> dict[str, Any]:
+    with pytest.raises(ClientError) as err:
+        invoke(smr, endpoint, payload)
+    response: dict[str, Any] = err.value.response
+    assert response["Error"]["Code"] == "ModelError", response
+    assert response["ResponseMetadata"]["HTTPStatusCode"] == 424
+    return response
+
+
+def deployed(sm: Any, name: str, url: str, **kw: Any) -> str:
+    desc = deploy(sm, name, url, **kw)
+    assert desc["EndpointStatus"] == "InService", desc.get("FailureReason")
+    return name
+
+
+def failed(sm: Any, name: str, url: str, **kw: Any) -> str:
+    desc = deploy(sm, name, url, **kw)
+    assert desc["EndpointStatus"] == "Failed", desc
+    reason: str = desc["FailureReason"]
+    return reason
+
+
+# ---- errors while serving ----
+def test_user_exception_is_a_model_error_with_its_log(server: ServerProcess, sm: Any, smr: Any,
+                                                      behaviours_url: str) -> None:
+    name = deployed(sm, "Raises-Value-Error", behaviours_url)
+    response = model_error(smr, name, {"raise": 1})
+    assert response["OriginalStatusCode"] == 500
+    assert "bad input here" in response["OriginalMessage"]
+    assert "bad input here" in response["Error"]["Message"]
+    match = ARN_RE.match(response["LogStreamArn"])
+    assert match, response["LogStreamArn"]
+    assert match["endpoint"] == name
+    log_file = server.data_dir / "logs" / name.lower() / "AllTraffic" / f"{match['worker']}.log"
+    text = log_file.read_text()
+    assert "Traceback (most recent call last)" in text
+    assert "ValueError: bad input here" in text
+    assert "predict_fn" in text
+    assert invoke(smr, name, {"fine": 1})["ok"] is True
+
+
+@pytest.mark.parametrize("how", ["exit", "kill"])
+def test_a_crashing_worker_is_replaced(sm: Any, smr: Any, behaviours_url: str, how: str) -> None:
+    name = deployed(sm, f"crashes-by-{how}", behaviours_url)
+    first = invoke(smr, name, {})["pid"]
+    response = model_error(smr, name, {how: 1})
+    assert response["OriginalStatusCode"] == 0
+    expected = "exited with code 1" if how == "exit" else "killed by signal 9"
+    assert expected in response["OriginalMessage"], response["OriginalMessage"]
+    assert ARN_RE.match(response["LogStreamArn"])
+    after = invoke(smr, name, {})
+    assert after["ok"] is True
+    assert after["pid"] != first
+
+
+def test_memory_over_memory_size_is_stopped_others_keep_serving(
+    server: ServerProcess, sm: Any, smr: Any, behaviours_url: str
+) -> None:
+    hog = deployed(sm, "memory-hog", behaviours_url, memory_mb=1024)
+    calm = deployed(sm, "memory-calm", behaviours_url, memory_mb=1024)
+    outcome: dict[str, Any] = {}
+
+    def allocate() -> None:
+        try:
+            outcome["result"] = invoke(smr, hog, {"alloc": 1})
+        except ClientError as exc:
+            outcome["error"] = exc.response
+
+    thread = threading.Thread(target=allocate)
+    thread.start()
+    served = 0
+    while thread.is_alive() or served < 3:
+        assert invoke(smr, calm, {})["ok"] is True
+        served += 1
+        time.sleep(0.02)
+    thread.join()
+    assert "error" in outcome, f"the allocation was allowed: {outcome}"
+    response = outcome["error"]
+    assert response["Error"]["Code"] == "ModelError"
+    assert response["ResponseMetadata"]["HTTPStatusCode"] == 424
+    assert "MemorySizeInMB" in response["Error"]["Message"]
+    assert "1024 MB" in response["Error"]["Message"]
+    assert "MemorySizeInMB" in response["OriginalMessage"]
+    assert server.proc is not None and server.proc.poll() is None
+    assert invoke(smr, hog, {})["ok"] is True
+    assert invoke(smr, calm, {})["ok"] is True
+
+
+# ---- deploy-time failures ----
+def test_model_fn_failure_fails_the_endpoint(sm: Any, smr: Any, tmp_path: Path) -> None:
+    url = handler_model(tmp_path, BROKEN_LOAD)
+    deploy(sm, "broken-load", url, wait=False)
+    with pytest.raises(WaiterError):
+        sm.get_waiter("endpoint_in_service").wait(
+            EndpointName="broken-load", WaiterConfig={"Delay": 1, "MaxAttempts": 60}
+        )
+    desc = sm.describe_endpoint(EndpointName="broken-load")
+    assert desc["EndpointStatus"] == "Failed"
+    assert "cannot load weights" in desc["FailureReason"]
+    assert "RuntimeError" in desc["FailureReason"]
+    with pytest.raises(ClientError) as err:
+        invoke(smr, "broken-load", {})
+    assert err.value.response["Error"]["Code"] == "ValidationError"
+    sm.delete_endpoint(EndpointName="broken-load")
+    sm.get_waiter("endpoint_deleted").wait(EndpointName="broken-load", WaiterConfig={"Delay": 1})
+
+
+def test_unknown_image_fails_naming_known_images(sm: Any, behaviours_url: str) -> None:
+    reason = failed(sm, "unknown-image", behaviours_url, image="example.com/foo:1")
+    assert "example.com/foo:1" in reason
+    assert "sagemaker-scikit-learn" in reason
+    sm.delete_endpoint(EndpointName="unknown-image")
+
+
+def test_no_model_file_and_no_handler_fails_clearly(sm: Any, tmp_path: Path) -> None:
+    url = _tar(tmp_path / "model.tar.gz", [_file("README.txt", b"nothing to load here")])
+    reason = failed(sm, "no-model-file", url)
+    assert "No model.joblib or model.pkl found" in reason
+    assert "code/inference.py defines no model_fn" in reason
+
+
+# ---- hostile and broken artifacts ----
+Member = tuple[tarfile.TarInfo, bytes | None]
+
+
+def _file(name: str, data: bytes = b"x") -> Member:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    info.mode = 0o644
+    return info, data
+
+
+def _symlink(name: str, target: str) -> Member:
+    info = tarfile.TarInfo(name)
+    info.type = tarfile.SYMTYPE
+    info.linkname = target
+    return info, None
+
+
+def _tar(path: Path, members: list[Member]) -> str:
+    with tarfile.open(path, "w:gz") as tar:
+        for info, data in members:
+            tar.addfile(info, io.BytesIO(data) if data is not None else None)
+    return f"file://{path}"
+
+
+def _escape(root: Path) -> str:
+    return _tar(root / "model.tar.gz", [_file("model.joblib"), _file("../escape.txt", b"escaped")])
+
+
+def _absolute(root: Path) -> str:
+    return _tar(root / "model.tar.gz", [_file("model.joblib"), _file(f"{root}/absolute.txt", b"escaped")])
+
+
+def _passwd_link(root: Path) -> str:
+    return _tar(root / "model.tar.gz", [_file("model.joblib"), _symlink("passwd", "/etc/passwd")])
+
+
+def _not_a_tarball(root: Path) -> str:
+    path = root / "model.tar.gz"
+    path.write_bytes(b"this is not a tarball at all\n" * 100)
+    return f"file://{path}"
+
+
+def _missing(root: Path) -> str:
+    return f"file://{root}/does-not-exist/model.tar.gz"
+
+
+HOSTILE: dict[str, tuple[Callable[[Path], str], str]] = {
+    "dotdot": (_escape, "escapes the model directory"),
+    "absolute": (_absolute, "has an absolute path"),
+    "symlink": (_passwd_link, "is a symlink to '/etc/passwd', which escapes the model directory"),
+    "not-tar": (_not_a_tarball, "is not a valid tar.gz archive"),
+    "missing": (_missing, "not found"),
+}
+
+
+@pytest.fixture(scope="module")
+def healthy(sm: Any, sklearn_model: Any) -> str:
+    return deployed(sm, "healthy", sklearn_model.url)
+
+
+@pytest.mark.parametrize("kind", list(HOSTILE))
+def test_hostile_archive_fails_and_server_keeps_serving(
+    server: ServerProcess, sm: Any, smr: Any, sklearn_model: Any, healthy: str, tmp_path: Path, kind: str
+) -> None:
+    make, expected = HOSTILE[kind]
+    root = tmp_path / "artifact"
+    root.mkdir()
+    url = make(root)
+    name = f"hostile-{kind}"
+    reason = failed(sm, name, url)
+    assert expected in reason, reason
+    assert url in reason, reason  # names the artifact
+    assert not (root / "escape.txt").exists()
+    assert not (root / "absolute.txt").exists()
+    assert not list(server.data_dir.rglob("escape.txt"))
+    assert not list(server.data_dir.rglob("absolute.txt"))
+    rows = sklearn_model.X[:5]
+    resp = smr.invoke_endpoint(EndpointName=healthy, Body=sklearn_model.json_body(rows),
+                               ContentType="application/json")
+    assert json.loads(resp["Body"].read()) == sklearn_model.expected(rows)
+    sm.delete_endpoint(EndpointName=name)
+    sm.get_waiter("endpoint_deleted").wait(EndpointName=name, WaiterConfig={"Delay": 1})
+
+
+# ---- invocation timeout (its own server) ----
+def test_invocation_timeout(server_factory: Callable[..., ServerProcess], behaviours_url: str) -> None:
+    fast = server_factory(invocation_timeout_s=1)
+    sm, smr = fast.client("sagemaker"), fast.client("sagemaker-runtime")
+    name = deployed(sm, "sleepy", behaviours_url)
+    started = time.monotonic()
+    response = model_error(smr, name, {"sleep": 3})
+    assert time.monotonic() - started < 2.9
+    assert "timed out" in response["Error"]["Message"]
+    assert "1 seconds" in response["Error"]["Message"]
+    assert ARN_RE.match(response["LogStreamArn"])
+    assert invoke(smr, name, {"sleep": 0.01})["ok"] is True
+    assert invoke(smr, name, {})["ok"] is True

@@ -1,0 +1,142 @@
+"""MemoryBudget accounting: reserve, release, and eviction through a fake ``evict`` callback."""
+
+from __future__ import annotations
+
+import pytest
+
+from zeroscale.router.budget import MemoryBudget
+
+
+class FakeEvictor:
+    """Stands in for Fleet._evict: frees idle workers of ``mb`` each, from a fixed number available."""
+
+    def __init__(self, idle_workers: int = 0, mb: int = 1024) -> None:
+        self.idle_workers = idle_workers
+        self.mb = mb
+        self.calls: list[tuple[int, object]] = []
+
+    def __call__(self, deficit_mb: int, requester: object) -> int:
+        self.calls.append((deficit_mb, requester))
+        freed = 0
+        while freed < deficit_mb and self.idle_workers:
+            self.idle_workers -= 1
+            freed += self.mb
+        return freed
+
+
+REQ = object()  # a requesting pool
+
+
+def test_reserve_within_budget() -> None:
+    evict = FakeEvictor()
+    budget = MemoryBudget(4096, evict)
+    assert budget.reserve(1024, REQ)
+    assert budget.reserve(2048, REQ)
+    assert budget.used_mb == 3072
+    assert budget.reserve(1024, REQ)  # exactly full is allowed
+    assert budget.used_mb == 4096
+    assert evict.calls == []
+
+
+def test_reserve_over_budget_fails_and_asks_for_the_deficit() -> None:
+    evict = FakeEvictor()
+    budget = MemoryBudget(2048, evict)
+    assert budget.reserve(1536, REQ)
+    assert not budget.reserve(1024, REQ)
+    assert budget.used_mb == 1536  # a failed reserve takes nothing
+    assert evict.calls == [(512, REQ)]
+
+
+def test_a_worker_bigger_than_the_whole_budget_never_fits() -> None:
+    evict = FakeEvictor(idle_workers=10)
+    budget = MemoryBudget(2048, evict)
+    assert not budget.reserve(4096, REQ)
+    assert budget.used_mb == 0
+
+
+def test_release_returns_memory_and_notifies() -> None:
+    notified: list[int] = []
+    budget = MemoryBudget(2048, FakeEvictor())
+    budget.on_release = lambda: notified.append(budget.used_mb)
+    assert budget.reserve(2048, REQ)
+    assert not budget.reserve(1024, REQ)
+    budget.release(1024)
+    assert budget.used_mb == 1024
+    assert notified == [1024]  # called after the accounting changed
+    assert budget.reserve(1024, REQ)
+    assert budget.used_mb == 2048
+
+
+def test_release_never_goes_below_zero() -> None:
+    budget = MemoryBudget(1024, FakeEvictor())
+    budget.release(512)
+    assert budget.used_mb == 0
+    assert budget.reserve(1024, REQ)
+
+
+def test_eviction_in_flight_is_not_asked_for_twice() -> None:
+    evict = FakeEvictor(idle_workers=2, mb=1024)
+    budget = MemoryBudget(2048, evict)
+    assert budget.reserve(1024, REQ) and budget.reserve(1024, REQ)  # two idle 1024 MB workers of others
+    big = object()
+    assert not budget.reserve(2048, big)
+    assert evict.calls == [(2048, big)]
+    # The evicted processes have not exited yet: asking again must not evict more.
+    assert not budget.reserve(2048, big)
+    assert evict.calls == [(2048, big)]
+    budget.release(1024, evicted=True)
+    assert not budget.reserve(2048, big)  # one still exiting
+    assert evict.calls == [(2048, big)]
+    budget.release(1024, evicted=True)
+    assert budget.used_mb == 0
+    assert budget.reserve(2048, big)
+    assert budget.used_mb == 2048
+
+
+def test_partial_eviction_asks_for_the_rest_next_time() -> None:
+    evict = FakeEvictor(idle_workers=1, mb=1024)
+    budget = MemoryBudget(3072, evict)
+    assert budget.reserve(1024, REQ)  # idle, evictable
+    assert budget.reserve(2048, REQ)  # busy, not evictable
+    assert not budget.reserve(3072, REQ)
+    assert evict.calls == [(3072, REQ)]
+    assert not budget.reserve(3072, REQ)  # 1024 is on its way back: only 2048 more is asked for
+    assert evict.calls[-1] == (2048, REQ)
+
+
+def test_nothing_evictable_asks_again_on_each_try() -> None:
+    evict = FakeEvictor(idle_workers=0)
+    budget = MemoryBudget(1024, evict)
+    assert budget.reserve(1024, REQ)
+    assert not budget.reserve(1024, REQ)
+    assert not budget.reserve(1024, REQ)
+    assert evict.calls == [(1024, REQ), (1024, REQ)]
+    budget.release(1024)
+    assert budget.reserve(1024, REQ)
+
+
+def test_plain_release_does_not_cancel_an_eviction_in_flight() -> None:
+    evict = FakeEvictor(idle_workers=1, mb=1024)
+    budget = MemoryBudget(2048, evict)
+    assert budget.reserve(1024, REQ)  # busy
+    assert budget.reserve(1024, REQ)  # idle, evictable
+    assert not budget.reserve(2048, REQ)
+    assert evict.calls == [(2048, REQ)]
+    budget.release(1024)  # the busy one exits by itself
+    assert not budget.reserve(2048, REQ)  # the evicted 1024 MB is still in use
+    assert len(evict.calls) == 1  # and already on its way back
+    budget.release(1024, evicted=True)
+    assert budget.reserve(2048, REQ)
+
+
+@pytest.mark.parametrize(("total", "sizes", "fits"), [
+    (2048, [1024, 1024], [True, True]),
+    (2048, [1024, 1024, 1024], [True, True, False]),
+    (3072, [2048, 2048, 1024], [True, False, True]),
+    (6144, [6144, 1], [True, False]),
+])
+def test_sum_of_reservations_stays_within_total(total: int, sizes: list[int], fits: list[bool]) -> None:
+    budget = MemoryBudget(total, FakeEvictor())
+    assert [budget.reserve(mb, REQ) for mb in sizes] == fits
+    assert budget.used_mb == sum(mb for mb, ok in zip(sizes, fits, strict=True) if ok)
+    assert budget.used_mb <= total
