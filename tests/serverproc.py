@@ -33,8 +33,13 @@ def free_port() -> int:
 
 class ServerProcess:
     def __init__(
-        self, data_dir: Path, flags: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None
+        self,
+        data_dir: Path,
+        flags: Mapping[str, Any] | None = None,
+        env: Mapping[str, str | None] | None = None,
     ):
+        """``env`` adds to the server's environment; a None value removes that variable (e.g.
+        ``{"ZEROSCALE_ACCESS_KEY_ID": None}`` for a server that generates its own credentials)."""
         self.data_dir = data_dir
         self.flags = dict(flags or {})
         self.extra_env = dict(env or {})
@@ -59,12 +64,13 @@ class ServerProcess:
         ]
         for key, value in self.flags.items():
             args += [f"--{key.replace('_', '-')}", str(value)]
-        env = {
+        merged: dict[str, str | None] = {
             **os.environ,
             "ZEROSCALE_ACCESS_KEY_ID": ACCESS_KEY,
             "ZEROSCALE_SECRET_ACCESS_KEY": SECRET_KEY,
             **self.extra_env,
         }
+        env = {key: value for key, value in merged.items() if value is not None}
         log = open(self.log_path, "ab")  # noqa: SIM115 - lives as long as the process
         self.proc = subprocess.Popen(
             args, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True

@@ -39,6 +39,13 @@ class _Collector:
         self.headers: list[tuple[bytes, bytes]] = []
         self.chunks: list[bytes] = []
         self.done = False
+        self.keep_alive = False
+        self.parser: httptools.HttpResponseParser | None = None
+
+    def on_headers_complete(self) -> None:
+        # llhttp resets its flags once the message completes: ask while the headers are fresh.
+        assert self.parser is not None
+        self.keep_alive = bool(self.parser.should_keep_alive())
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self.headers.append((name, value))
@@ -94,7 +101,7 @@ class WorkerConnection:
 
     async def _read_response(self) -> WorkerResponse:
         collector = _Collector()
-        parser = httptools.HttpResponseParser(collector)
+        parser = collector.parser = httptools.HttpResponseParser(collector)
         while not collector.done:
             data = await self._reader.read(_READ_CHUNK)
             if not data:
@@ -105,7 +112,7 @@ class WorkerConnection:
             except httptools.HttpParserError as exc:
                 self.close()
                 raise WorkerConnectionError(f"malformed response from worker: {exc}") from exc
-        if not parser.should_keep_alive():
+        if not collector.keep_alive:
             self.close()
         body = collector.chunks[0] if len(collector.chunks) == 1 else b"".join(collector.chunks)
         return WorkerResponse(parser.get_status_code(), collector.headers, body)

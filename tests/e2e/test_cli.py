@@ -1,0 +1,219 @@
+"""The ``zeroscale`` command line as a user runs it: a subprocess against a real server."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from serverproc import ACCESS_KEY, REGION, SECRET_KEY, ServerProcess, free_port
+
+ZEROSCALE = Path(sys.executable).parent / "zeroscale"
+
+
+def _base_env(home: Path) -> dict[str, str]:
+    """No AWS_* variables from the outer environment, an empty HOME (no ~/.aws), a wide terminal."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "ZEROSCALE_"))}
+    env.update(
+        HOME=str(home),
+        XDG_CACHE_HOME=str(home / ".cache"),
+        AWS_EC2_METADATA_DISABLED="true",
+        COLUMNS="120",
+    )
+    return env
+
+
+def _run(
+    args: list[str], env: dict[str, str], cwd: Path, timeout: float = 90
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(ZEROSCALE), *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout
+    )
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("cli-home")
+
+
+@pytest.fixture(scope="module")
+def zs(server: ServerProcess, home: Path) -> Any:
+    """Run ``zeroscale ARGS --endpoint-url <server>`` with the admin credentials in AWS_* variables."""
+    env = _base_env(home)
+    env.update(AWS_ACCESS_KEY_ID=ACCESS_KEY, AWS_SECRET_ACCESS_KEY=SECRET_KEY, AWS_DEFAULT_REGION=REGION)
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return _run([*args, "--endpoint-url", server.url], env, home)
+
+    return run
+
+
+def _ok(proc: subprocess.CompletedProcess[str]) -> str:
+    assert proc.returncode == 0, f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    return proc.stdout
+
+
+def _table(stdout: str) -> dict[str, list[str]]:
+    lines = stdout.strip().splitlines()
+    assert lines[0].split() == ["NAME", "STATUS", "SERVERLESS", "CREATED"]
+    return {line.split()[0]: line.split() for line in lines[1:]}
+
+
+def test_deploy_invoke_list_delete(
+    zs: Any, server: ServerProcess, sklearn_model: Any, tmp_path: Path
+) -> None:
+    model = tmp_path / "model.joblib"
+    model.write_bytes((sklearn_model.tar.parent / "model.joblib").read_bytes())  # a bare model file
+    out = _ok(
+        zs(
+            "deploy",
+            "--name",
+            "cli-model",
+            "--model",
+            str(model),
+            "--image",
+            "sklearn",
+            "--memory",
+            "1024",
+            "--max-concurrency",
+            "2",
+        )
+    )
+    assert "cli-model: InService" in out
+    assert "zeroscale invoke cli-model" in out
+    desc = server.client("sagemaker").describe_endpoint(EndpointName="cli-model")
+    assert desc["ProductionVariants"][0]["CurrentServerlessConfig"] == {
+        "MemorySizeInMB": 1024,
+        "MaxConcurrency": 2,
+    }
+
+    rows = sklearn_model.X[:5]
+    out = _ok(zs("invoke", "cli-model", "--body", json.dumps(rows.tolist())))
+    assert json.loads(out) == sklearn_model.expected(rows)
+    csv = "\n".join(",".join(repr(float(v)) for v in row) for row in rows)
+    out = _ok(zs("invoke", "cli-model", "--body", csv, "--content-type", "text/csv", "--accept", "text/csv"))
+    assert [int(float(x)) for x in out.split()] == sklearn_model.expected(rows)
+
+    table = _table(_ok(zs("endpoints")))
+    assert table["cli-model"][1:4] == ["InService", "1024", "MB"]
+
+    out = _ok(zs("delete", "cli-model"))
+    assert "cli-model: deleted" in out
+    assert "cli-model" not in _table(_ok(zs("endpoints")))
+    sm = server.client("sagemaker")
+    assert sm.list_models(NameContains="cli-model")["Models"] == []
+    assert sm.list_endpoint_configs(NameContains="cli-model")["EndpointConfigs"] == []
+
+
+def test_deploy_of_a_broken_model_prints_the_failure_reason(zs: Any, tmp_path: Path) -> None:
+    broken = tmp_path / "model.joblib"
+    broken.write_bytes(b"this is not a joblib file")
+    proc = zs("deploy", "--name", "cli-broken", "--model", str(broken), "--memory", "1024")
+    assert proc.returncode != 0
+    assert "cli-broken: Failed" in proc.stderr
+    reason = proc.stderr.split("cli-broken: Failed", 1)[1].strip()
+    assert reason, proc.stderr
+    assert "Traceback (most recent call last)" not in proc.stderr.splitlines()[0]
+    table = _table(_ok(zs("endpoints")))
+    assert table["cli-broken"][1] == "Failed"
+    _ok(zs("delete", "cli-broken"))
+
+
+def test_invoke_errors_are_one_line(zs: Any) -> None:
+    proc = zs("invoke", "no-such-endpoint", "--body", "[[1,2,3,4]]")
+    assert proc.returncode == 1
+    assert (
+        proc.stderr.strip()
+        == "Error: ValidationError: Endpoint no-such-endpoint of account 000000000000 not found."
+    )
+    proc = zs("invoke", "no-such-endpoint")
+    assert proc.returncode == 2
+    assert "give exactly one of --body or --file" in proc.stderr
+
+
+def test_no_server_there(home: Path) -> None:
+    env = _base_env(home)
+    env.update(AWS_ACCESS_KEY_ID=ACCESS_KEY, AWS_SECRET_ACCESS_KEY=SECRET_KEY, AWS_DEFAULT_REGION=REGION)
+    url = f"http://127.0.0.1:{free_port()}"
+    for args in (["endpoints"], ["invoke", "x", "--body", "[[1]]"], ["delete", "x"]):
+        proc = _run([*args, "--endpoint-url", url], env, home, timeout=60)
+        assert proc.returncode == 1, (args, proc.stderr)
+        assert "Traceback" not in proc.stderr
+        assert "Could not connect to the endpoint URL" in proc.stderr
+        assert url in proc.stderr
+        assert "Is `zeroscale serve` running there?" in proc.stderr
+
+
+def test_help(home: Path) -> None:
+    env = _base_env(home)
+    out = _ok(_run(["--help"], env, home))
+    for command in ("serve", "deploy", "invoke", "endpoints", "delete"):
+        assert f"  {command} " in out
+    out = _ok(_run(["serve", "--help"], env, home))
+    for option, var in [
+        ("--host", "ZEROSCALE_HOST"),
+        ("--port", "ZEROSCALE_PORT"),
+        ("--data-dir", "ZEROSCALE_DATA_DIR"),
+        ("--database-url", "ZEROSCALE_DATABASE_URL"),
+        ("--idle-timeout-s", "ZEROSCALE_IDLE_TIMEOUT_S"),
+        ("--s3-endpoint-url", "ZEROSCALE_S3_ENDPOINT_URL"),
+        ("--memory-budget-mb", "ZEROSCALE_MEMORY_BUDGET_MB"),
+    ]:
+        assert option in out
+        assert f"env var: {var}" in out
+    assert "ZEROSCALE_ACCESS_KEY_ID" in out
+    out = _ok(_run(["deploy", "--help"], env, home))
+    for option in ("--name", "--model", "--image", "--memory", "--max-concurrency", "--endpoint-url"):
+        assert option in out
+    assert "ZEROSCALE_ENDPOINT_URL" in out
+
+
+# ---- credentials from the server's data directory ----------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def generated_creds_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """A server given no admin credentials: it writes DATA_DIR/credentials on first start."""
+    data_dir = tmp_path_factory.mktemp("gen-creds") / "data"
+    server = ServerProcess(data_dir, env={"ZEROSCALE_ACCESS_KEY_ID": "", "ZEROSCALE_SECRET_ACCESS_KEY": ""})
+    server.start()
+    yield server
+    server.stop()
+
+
+def test_credentials_from_the_data_dir(generated_creds_server: ServerProcess, tmp_path: Path) -> None:
+    data_dir = generated_creds_server.data_dir
+    creds_file = data_dir / "credentials"
+    assert creds_file.exists()
+    assert stat.S_IMODE(creds_file.stat().st_mode) == 0o600
+    assert "aws_access_key_id = ZS" in creds_file.read_text()
+    home = tmp_path / "home"
+    home.mkdir()
+    env = _base_env(home)
+    url = ["--endpoint-url", generated_creds_server.url]
+
+    out = _ok(_run(["endpoints", "--data-dir", str(data_dir), *url], env, home))
+    assert out.split() == ["NAME", "STATUS", "SERVERLESS", "CREATED"]
+    # ZEROSCALE_DATA_DIR works the same
+    _ok(_run(["endpoints", *url], {**env, "ZEROSCALE_DATA_DIR": str(data_dir)}, home))
+
+    # without it there are no credentials at all: a clear message, not a traceback
+    proc = _run(["endpoints", *url], env, home)
+    assert proc.returncode == 1
+    assert "No AWS credentials found" in proc.stderr
+    assert str(home / ".zeroscale" / "credentials") in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+    # the admin key pair of another server is refused by this one
+    wrong = {**env, "AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY}
+    proc = _run(["endpoints", "--data-dir", str(data_dir), *url], wrong, home)
+    assert proc.returncode == 1
+    assert "UnrecognizedClientException" in proc.stderr
+    assert "Traceback" not in proc.stderr
