@@ -103,3 +103,30 @@ def test_worker_gauge_on_metrics(server: ServerProcess, smr: Any, endpoint: str,
     )
     assert server.workers(endpoint) >= 1
     assert "# TYPE zeroscale_workers gauge" in server.metrics()
+
+
+ENV_HANDLER = """
+import json, os
+
+def model_fn(model_dir):
+    return {"greeting": os.environ.get("GREETING"), "threads": os.environ.get("OMP_NUM_THREADS")}
+
+def transform_fn(model, body, content_type, accept):
+    return json.dumps({**model, "content_type": content_type, "echo": body.decode()}), "application/json"
+"""
+
+
+def test_model_environment_reaches_the_worker(sm: Any, smr: Any, tmp_path: Any) -> None:
+    from e2e.conftest import handler_model
+
+    url = handler_model(tmp_path, ENV_HANDLER)
+    desc = deploy(sm, "env-model", url, environment={"GREETING": "hello from CreateModel"})
+    assert desc["EndpointStatus"] == "InService", desc.get("FailureReason")
+    resp = smr.invoke_endpoint(EndpointName="env-model", Body=b"ping", ContentType="text/plain")
+    answer = json.loads(resp["Body"].read())
+    assert answer == {
+        "greeting": "hello from CreateModel",
+        "threads": "1",
+        "content_type": "text/plain",
+        "echo": "ping",
+    }

@@ -34,9 +34,10 @@ class Clients:
             creds = read_file(data_dir / "credentials")
             if creds is None:
                 raise click.ClickException(
-                    "No AWS credentials found. Set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, or "
-                    f"AWS_SHARED_CREDENTIALS_FILE to the credentials file the server wrote in its data "
-                    f"directory (looked in {data_dir / 'credentials'})."
+                    "No AWS credentials found. Set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, point "
+                    "--data-dir (or ZEROSCALE_DATA_DIR) at the server's data directory, or set "
+                    "AWS_SHARED_CREDENTIALS_FILE to the credentials file the server wrote there "
+                    f"(looked in {data_dir / 'credentials'})."
                 )
             kwargs = {
                 "aws_access_key_id": creds.access_key_id,

@@ -50,10 +50,12 @@ def die_with_parent() -> None:
         pass
 
 
-def _child(ctl: socket.socket, wake_r: int, wake_w: int, req: dict[str, Any]) -> NoReturn:
+def _child(ctl: socket.socket, wake_r: int, wake_w: int, req: dict[str, Any], zygote_pid: int) -> NoReturn:
     code = 70
     try:
         die_with_parent()
+        if os.getppid() != zygote_pid:  # the zygote died before the death signal was armed: nobody to obey
+            raise SystemExit(code)
         ctl.close()
         os.close(wake_r)
         os.close(wake_w)
@@ -123,7 +125,8 @@ def serve(runtime: str, ctl: socket.socket) -> None:
     sel.register(ctl, selectors.EVENT_READ, "ctl")
     sel.register(wake_r, selectors.EVENT_READ, "chld")
     buf = b""
-    _send(ctl, {"op": "ready", "pid": os.getpid()})
+    zygote_pid = os.getpid()
+    _send(ctl, {"op": "ready", "pid": zygote_pid})
     while True:
         for key, _ in sel.select():
             if key.data == "chld":
@@ -141,7 +144,7 @@ def serve(runtime: str, ctl: socket.socket) -> None:
                     continue
                 pid = os.fork()
                 if pid == 0:
-                    _child(ctl, wake_r, wake_w, req)
+                    _child(ctl, wake_r, wake_w, req, zygote_pid)
                 _send(ctl, {"op": "forked", "id": req["id"], "pid": pid})
 
 

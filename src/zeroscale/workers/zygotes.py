@@ -34,6 +34,7 @@ class Zygote:
         self._ready: asyncio.Future[None] | None = None
         self._reader_task: asyncio.Task[None] | None = None
         self._seq = 0
+        self._children: set[int] = set()
 
     @property
     def alive(self) -> bool:
@@ -90,10 +91,13 @@ class Zygote:
                 if op == "ready" and self._ready and not self._ready.done():
                     self._ready.set_result(None)
                 elif op == "forked":
+                    pid = int(msg["pid"])
+                    self._children.add(pid)
                     fut = self._pending.pop(msg["id"], None)
                     if fut and not fut.done():
-                        fut.set_result(int(msg["pid"]))
+                        fut.set_result(pid)
                 elif op == "exit":
+                    self._children.discard(int(msg["pid"]))
                     self._on_exit(int(msg["pid"]), int(msg["status"]))
         finally:
             err = ZygoteError(f"the {self.runtime} zygote exited")
@@ -106,6 +110,10 @@ class Zygote:
             if self._writer is not None:
                 self._writer.close()
                 self._writer = None
+            # The kernel kills a dead zygote's children (their parent-death signal); nobody will report it.
+            for pid in sorted(self._children):
+                self._on_exit(pid, -9)
+            self._children.clear()
 
     async def close(self) -> None:
         if self._writer is not None:

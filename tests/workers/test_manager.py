@@ -1,0 +1,132 @@
+"""The worker manager with real zygotes and real forked workers (no server)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from zeroscale.errors import DeployError
+from zeroscale.workers.manager import WorkerHandle, WorkerManager, WorkerSpec
+
+HANDLER = """
+import json, os, random
+import numpy as np
+
+def model_fn(model_dir):
+    return None
+
+def transform_fn(model, body, content_type, accept):
+    if body == b"grow":
+        hog = np.ones(200_000_000)  # 1.6 GB, touched
+        return str(hog.sum()), "text/plain"
+    return json.dumps({"pid": os.getpid(), "random": random.random(), "np": float(np.random.rand()),
+                       "omp": os.environ.get("OMP_NUM_THREADS"), "cwd": os.getcwd()}), "application/json"
+"""
+
+
+@pytest.fixture
+def model_dir(tmp_path: Path) -> Path:
+    root = tmp_path / "model"
+    (root / "code").mkdir(parents=True)
+    (root / "code" / "inference.py").write_text(HANDLER)
+    return root
+
+
+@pytest.fixture
+async def manager(tmp_path: Path) -> AsyncIterator[WorkerManager]:
+    m = WorkerManager(tmp_path / "run", startup_timeout_s=60, memory_poll_interval_s=0.02)
+    await m.open()
+    yield m
+    await m.close()
+
+
+def spec(model_dir: Path, tmp_path: Path, memory_mb: int = 1024) -> WorkerSpec:
+    return WorkerSpec(runtime="sklearn", model_dir=str(model_dir), memory_mb=memory_mb, log_dir=tmp_path / "logs")
+
+
+async def ask(handle: WorkerHandle, body: bytes = b"{}") -> dict[str, object]:
+    assert handle.conn is not None
+    resp = await handle.conn.request(b"POST", b"/invocations", [(b"Content-Type", b"application/json")], body)
+    assert resp.status == 200, resp.body
+    return dict(json.loads(resp.body))
+
+
+async def test_forked_workers_do_not_share_random_state(manager: WorkerManager, model_dir: Path, tmp_path: Path) -> None:
+    a, b = await asyncio.gather(manager.start(spec(model_dir, tmp_path)), manager.start(spec(model_dir, tmp_path)))
+    ra, rb = await ask(a), await ask(b)
+    assert ra["pid"] != rb["pid"]
+    assert ra["random"] != rb["random"]
+    assert ra["np"] != rb["np"]
+    assert ra["omp"] == "1"  # one BLAS/OpenMP thread per worker: no pool exists to break across fork()
+    assert ra["cwd"] == str(model_dir)
+
+
+async def test_stop_reports_exit_once(manager: WorkerManager, model_dir: Path, tmp_path: Path) -> None:
+    exits: list[str] = []
+    handle = await manager.start(spec(model_dir, tmp_path), on_exit=lambda h: exits.append(h.worker_id))
+    await manager.stop(handle)
+    assert not handle.alive
+    assert exits == [handle.worker_id]
+    assert not os.path.exists(handle.socket_path)
+
+
+async def test_memory_limit_kills_the_worker_and_says_why(
+    manager: WorkerManager, model_dir: Path, tmp_path: Path
+) -> None:
+    handle = await manager.start(spec(model_dir, tmp_path, memory_mb=1024))
+    with pytest.raises(Exception):  # noqa: B017 - the connection drops when the worker is killed
+        await ask(handle, b"grow")
+    await asyncio.wait_for(handle.exited.wait(), 10)
+    assert handle.kill_reason is not None
+    assert "1024 MB of its MemorySizeInMB" in handle.death_reason()
+
+
+async def test_zygote_death_takes_its_workers_and_is_reported(
+    manager: WorkerManager, model_dir: Path, tmp_path: Path
+) -> None:
+    handle = await manager.start(spec(model_dir, tmp_path))
+    exited: list[WorkerHandle] = []
+    handle.on_exit = exited.append
+    zygote_pid = next(
+        int(p) for p in os.listdir("/proc") if p.isdigit() and _is_zygote(int(p), handle.pid)
+    )
+    os.kill(zygote_pid, signal.SIGKILL)
+    await asyncio.wait_for(handle.exited.wait(), 10)
+    assert exited == [handle]
+    # The worker itself is gone too (parent-death signal).
+    await asyncio.sleep(0.2)
+    assert not _alive(handle.pid)
+    # A new zygote is started on demand, and serves.
+    again = await manager.start(spec(model_dir, tmp_path))
+    assert (await ask(again))["pid"] == again.pid
+
+
+async def test_broken_model_fails_start_with_its_output(manager: WorkerManager, tmp_path: Path) -> None:
+    root = tmp_path / "broken"
+    (root / "code").mkdir(parents=True)
+    (root / "code" / "inference.py").write_text("def model_fn(d):\n    raise RuntimeError('weights are corrupt')\n")
+    with pytest.raises(DeployError, match="weights are corrupt"):
+        await manager.start(spec(root, tmp_path))
+
+
+def _is_zygote(pid: int, child: int) -> bool:
+    try:
+        with open(f"/proc/{child}/stat") as f:
+            ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+    except OSError:
+        return False
+    return pid == ppid
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
