@@ -47,7 +47,9 @@ async def manager(tmp_path: Path) -> AsyncIterator[WorkerManager]:
 
 
 def spec(model_dir: Path, tmp_path: Path, memory_mb: int = 1024) -> WorkerSpec:
-    return WorkerSpec(runtime="sklearn", model_dir=str(model_dir), memory_mb=memory_mb, log_dir=tmp_path / "logs")
+    return WorkerSpec(
+        runtime="sklearn", model_dir=str(model_dir), memory_mb=memory_mb, log_dir=tmp_path / "logs"
+    )
 
 
 async def ask(handle: WorkerHandle, body: bytes = b"{}") -> dict[str, object]:
@@ -57,8 +59,12 @@ async def ask(handle: WorkerHandle, body: bytes = b"{}") -> dict[str, object]:
     return dict(json.loads(resp.body))
 
 
-async def test_forked_workers_do_not_share_random_state(manager: WorkerManager, model_dir: Path, tmp_path: Path) -> None:
-    a, b = await asyncio.gather(manager.start(spec(model_dir, tmp_path)), manager.start(spec(model_dir, tmp_path)))
+async def test_forked_workers_do_not_share_random_state(
+    manager: WorkerManager, model_dir: Path, tmp_path: Path
+) -> None:
+    a, b = await asyncio.gather(
+        manager.start(spec(model_dir, tmp_path)), manager.start(spec(model_dir, tmp_path))
+    )
     ra, rb = await ask(a), await ask(b)
     assert ra["pid"] != rb["pid"]
     assert ra["random"] != rb["random"]
@@ -93,9 +99,7 @@ async def test_zygote_death_takes_its_workers_and_is_reported(
     handle = await manager.start(spec(model_dir, tmp_path))
     exited: list[WorkerHandle] = []
     handle.on_exit = exited.append
-    zygote_pid = next(
-        int(p) for p in os.listdir("/proc") if p.isdigit() and _is_zygote(int(p), handle.pid)
-    )
+    zygote_pid = next(int(p) for p in os.listdir("/proc") if p.isdigit() and _is_zygote(int(p), handle.pid))
     os.kill(zygote_pid, signal.SIGKILL)
     await asyncio.wait_for(handle.exited.wait(), 10)
     assert exited == [handle]
@@ -110,7 +114,9 @@ async def test_zygote_death_takes_its_workers_and_is_reported(
 async def test_broken_model_fails_start_with_its_output(manager: WorkerManager, tmp_path: Path) -> None:
     root = tmp_path / "broken"
     (root / "code").mkdir(parents=True)
-    (root / "code" / "inference.py").write_text("def model_fn(d):\n    raise RuntimeError('weights are corrupt')\n")
+    (root / "code" / "inference.py").write_text(
+        "def model_fn(d):\n    raise RuntimeError('weights are corrupt')\n"
+    )
     with pytest.raises(DeployError, match="weights are corrupt"):
         await manager.start(spec(root, tmp_path))
 
