@@ -32,8 +32,14 @@ def raw_post(url: str, body: bytes, headers: dict[str, str]) -> tuple[int, dict[
 
 
 def client(server: ServerProcess, service: str, key: str, secret: str) -> Any:
-    return boto3.client(service, endpoint_url=server.url, region_name=REGION, aws_access_key_id=key,
-                        aws_secret_access_key=secret, config=NO_RETRIES)
+    return boto3.client(
+        service,
+        endpoint_url=server.url,
+        region_name=REGION,
+        aws_access_key_id=key,
+        aws_secret_access_key=secret,
+        config=NO_RETRIES,
+    )
 
 
 def call(service: str, c: Any) -> None:
@@ -46,7 +52,8 @@ def call(service: str, c: Any) -> None:
 # ---- a server with configured credentials ----
 def test_unsigned_control_plane_request_is_rejected(server: ServerProcess) -> None:
     status, headers, body = raw_post(
-        f"{server.url}/", b"{}",
+        f"{server.url}/",
+        b"{}",
         {"X-Amz-Target": "SageMaker.ListEndpoints", "Content-Type": "application/x-amz-json-1.1"},
     )
     assert status == 403
@@ -119,15 +126,22 @@ def keyless(tmp_path: Path) -> Iterator[ServerProcess]:
 @pytest.fixture
 def shared_credentials_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
     """Only the shared-credentials file may give boto3 its keys."""
-    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE",
-                 "AWS_DEFAULT_PROFILE", "AWS_SHARED_CREDENTIALS_FILE"):
+    for name in (
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "AWS_PROFILE",
+        "AWS_DEFAULT_PROFILE",
+        "AWS_SHARED_CREDENTIALS_FILE",
+    ):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
     yield
 
 
-def test_generated_credentials_file(keyless: ServerProcess, sklearn_model: Any,
-                                    shared_credentials_env: None, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_generated_credentials_file(
+    keyless: ServerProcess, sklearn_model: Any, shared_credentials_env: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
     path = keyless.data_dir / "credentials"
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     parser = configparser.ConfigParser()
@@ -145,8 +159,9 @@ def test_generated_credentials_file(keyless: ServerProcess, sklearn_model: Any,
     desc = deploy(sm, "own-keys", sklearn_model.url)
     assert desc["EndpointStatus"] == "InService", desc.get("FailureReason")
     rows = sklearn_model.X[:4]
-    resp = smr.invoke_endpoint(EndpointName="own-keys", Body=sklearn_model.json_body(rows),
-                               ContentType="application/json")
+    resp = smr.invoke_endpoint(
+        EndpointName="own-keys", Body=sklearn_model.json_body(rows), ContentType="application/json"
+    )
     assert json.loads(resp["Body"].read()) == sklearn_model.expected(rows)
     # The test suite's usual keys mean nothing to this server.
     with pytest.raises(ClientError) as err:
@@ -157,6 +172,7 @@ def test_generated_credentials_file(keyless: ServerProcess, sklearn_model: Any,
     assert path.read_bytes() == before
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert sm.describe_endpoint(EndpointName="own-keys")["EndpointStatus"] == "InService"
-    resp = smr.invoke_endpoint(EndpointName="own-keys", Body=sklearn_model.json_body(rows),
-                               ContentType="application/json")
+    resp = smr.invoke_endpoint(
+        EndpointName="own-keys", Body=sklearn_model.json_body(rows), ContentType="application/json"
+    )
     assert json.loads(resp["Body"].read()) == sklearn_model.expected(rows)

@@ -99,7 +99,7 @@ def endpoint(aws: Any, sklearn_model: Any) -> str:
     return NAME
 
 
-def test_wait_list_and_describe(aws: Any, endpoint: str) -> None:
+def test_wait_list_and_describe(aws: Any, server: ServerProcess, endpoint: str) -> None:
     listed = _json(aws("sagemaker", "list-endpoints"))["Endpoints"]
     mine = [e for e in listed if e["EndpointName"] == endpoint]
     assert len(mine) == 1
@@ -111,12 +111,20 @@ def test_wait_list_and_describe(aws: Any, endpoint: str) -> None:
     assert variant["VariantName"] == "AllTraffic"
     assert variant["CurrentServerlessConfig"] == {"MemorySizeInMB": 1024, "MaxConcurrency": 2}
     assert variant["DeployedImages"][0]["SpecifiedImage"] == SKLEARN_IMAGE
-    assert desc["CreationTime"] <= desc["LastModifiedTime"]  # ISO strings in the CLI's output, same format
+    # awscli v1 prints timestamps as epoch seconds
+    assert isinstance(desc["CreationTime"], float)
+    assert desc["CreationTime"] <= desc["LastModifiedTime"]
     # the CLI's own list filters reach the server
     filtered = _json(
         aws("sagemaker", "list-endpoints", "--name-contains", "cli-", "--status-equals", "InService")
     )
     assert [e["EndpointName"] for e in filtered["Endpoints"]] == [endpoint]
+    # the CLI follows NextToken through every page by itself
+    server_models = server.client("sagemaker").list_models(MaxResults=100)["Models"]
+    paged = _json(
+        aws("sagemaker", "list-models", "--page-size", "1", "--sort-by", "Name", "--sort-order", "Ascending")
+    )
+    assert [m["ModelName"] for m in paged["Models"]] == sorted(m["ModelName"] for m in server_models)
 
 
 def test_invoke_csv_from_file(aws: Any, endpoint: str, sklearn_model: Any, tmp_path: Path) -> None:

@@ -28,7 +28,7 @@ SLOW_LOADING_MODEL = """
 import time
 
 def model_fn(model_dir):
-    time.sleep(4)
+    time.sleep(2.5)
     return "slow"
 
 def transform_fn(model, body, content_type, accept):
@@ -104,7 +104,7 @@ def _config(name: str, model: str, **variant: Any) -> dict[str, Any]:
         "memory-out-of-range",
         "concurrency-0",
         "concurrency-201",
-        "provisioned>max",
+        "provisioned-above-max",
     ],
 )
 def test_serverless_config_rules(raw: Any, model: str, serverless: dict[str, Any], message: str) -> None:
@@ -232,9 +232,13 @@ def test_update_endpoint_rules(raw: Any, tmp_path: Path) -> None:
     desc = wait_final(raw, "slow")
     assert desc["EndpointStatus"] == "InService", desc.get("FailureReason")
     # once InService an update is accepted, and the endpoint goes through Updating back to InService
-    assert (
-        raw.update_endpoint(EndpointName="slow", EndpointConfigName="slow")["EndpointArn"]
-        == f"{ARN}:endpoint/slow"
+    arn = raw.update_endpoint(EndpointName="slow", EndpointConfigName="slow")["EndpointArn"]
+    assert arn == f"{ARN}:endpoint/slow"
+    assert raw.describe_endpoint(EndpointName="slow")["EndpointStatus"] == "Updating"
+    code, text, _ = _error(raw.update_endpoint, EndpointName="slow", EndpointConfigName="slow")
+    assert (code, text) == (
+        "ValidationException",
+        f'Cannot update in-progress endpoint "{arn}". Wait until it is InService.',
     )
     assert wait_final(raw, "slow")["EndpointStatus"] == "InService"
 
@@ -345,6 +349,25 @@ def test_paginator_returns_each_model_once(
     # build_full_result agrees
     full = paginator.paginate(NameContains="pg-", PaginationConfig={"PageSize": 5}).build_full_result()
     assert sorted(_names(full)) == sorted(twelve_models)
+
+
+def test_pages_are_stable_while_models_come_and_go(raw: Any) -> None:
+    names = [f"kp-{i:02d}" for i in range(9)]
+    for name in names:
+        raw.create_model(ModelName=name, PrimaryContainer={"Image": "sklearn"})
+    query = {"NameContains": "kp-", "SortBy": "Name", "SortOrder": "Ascending", "MaxResults": 4}
+    first = raw.list_models(**query)
+    assert _names(first) == names[:4]
+    raw.delete_model(ModelName="kp-01")  # already returned
+    raw.delete_model(ModelName="kp-05")  # not yet returned
+    raw.create_model(ModelName="kp-00a", PrimaryContainer={"Image": "sklearn"})  # sorts before the cursor
+    rest: list[str] = []
+    token = first.get("NextToken")
+    while token:
+        page = raw.list_models(NextToken=token, **query)
+        rest += _names(page)
+        token = page.get("NextToken")
+    assert rest == ["kp-04", "kp-06", "kp-07", "kp-08"]
 
 
 def test_bad_list_parameters(raw: Any, twelve_models: list[str]) -> None:

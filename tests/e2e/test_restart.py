@@ -56,8 +56,9 @@ def assert_serving(server: ServerProcess, sklearn_model: Any) -> None:
     for name in NAMES:
         assert sm.describe_endpoint(EndpointName=name)["EndpointStatus"] == "InService"
     rows = sklearn_model.X[:10]
-    resp = smr.invoke_endpoint(EndpointName=NAMES[0], Body=sklearn_model.json_body(rows),
-                               ContentType="application/json")
+    resp = smr.invoke_endpoint(
+        EndpointName=NAMES[0], Body=sklearn_model.json_body(rows), ContentType="application/json"
+    )
     assert json.loads(resp["Body"].read()) == sklearn_model.expected(rows)
     resp = smr.invoke_endpoint(EndpointName=NAMES[1], Body=b'{"x": 1}', ContentType="application/json")
     assert json.loads(resp["Body"].read())["echo"] == {"x": 1}

@@ -69,8 +69,9 @@ def idle_tag(seconds: float) -> list[dict[str, str]]:
     return [{"Key": IDLE_TAG, "Value": f"{seconds:g}"}]
 
 
-def deploy_pid_model(sm: Any, name: str, url: str, pids: Path | None = None, *, sleep_s: float = 0.0,
-                     **kwargs: Any) -> None:
+def deploy_pid_model(
+    sm: Any, name: str, url: str, pids: Path | None = None, *, sleep_s: float = 0.0, **kwargs: Any
+) -> None:
     env = {"SLEEP_S": str(sleep_s)}
     if pids is not None:
         env["PID_DIR"] = str(pids)
@@ -164,8 +165,9 @@ def budget(server_factory: Callable[..., ServerProcess]) -> ServerProcess:
 
 
 # ---- scale from zero, scale to zero ----
-def test_cold_start_from_zero(server: ServerProcess, sm: Any, smr: Any, model_url: str,
-                              pid_dir: Callable[[str], Path]) -> None:
+def test_cold_start_from_zero(
+    server: ServerProcess, sm: Any, smr: Any, model_url: str, pid_dir: Callable[[str], Path]
+) -> None:
     pids = pid_dir("cold")
     deploy_pid_model(sm, "sc-cold", model_url, pids, tags=idle_tag(1))
     wait_for(lambda: server.workers("sc-cold") == 0, timeout_s=10, interval_s=0.05)
@@ -182,8 +184,9 @@ def test_cold_start_from_zero(server: ServerProcess, sm: Any, smr: Any, model_ur
     assert invoke_pid(smr, "sc-cold") == pid  # now warm
 
 
-def test_scale_to_zero_with_the_server_default(short: ServerProcess, model_url: str,
-                                                pid_dir: Callable[[str], Path]) -> None:
+def test_scale_to_zero_with_the_server_default(
+    short: ServerProcess, model_url: str, pid_dir: Callable[[str], Path]
+) -> None:
     sm, smr = short.client("sagemaker"), short.client("sagemaker-runtime")
     deploy_pid_model(sm, "sc-default-idle", model_url)
     deploy_pid_model(sm, "sc-long-idle", model_url, tags=idle_tag(60))  # the tag overrides the 1 s default
@@ -200,8 +203,9 @@ def test_scale_to_zero_with_the_server_default(short: ServerProcess, model_url: 
     assert short.workers("sc-long-idle") == 1
 
 
-def test_idle_timeout_tag_overrides_a_long_server_default(server: ServerProcess, sm: Any, smr: Any,
-                                                           model_url: str) -> None:
+def test_idle_timeout_tag_overrides_a_long_server_default(
+    server: ServerProcess, sm: Any, smr: Any, model_url: str
+) -> None:
     deploy_pid_model(sm, "sc-tag-short", model_url, tags=idle_tag(1))
     deploy_pid_model(sm, "sc-tag-none", model_url)  # the server default: 300 s
     invoke_pid(smr, "sc-tag-short")
@@ -211,8 +215,9 @@ def test_idle_timeout_tag_overrides_a_long_server_default(server: ServerProcess,
 
 
 # ---- scale out and throttling ----
-def test_scale_out_up_to_max_concurrency_and_never_more(server: ServerProcess, sm: Any, model_url: str,
-                                                         pid_dir: Callable[[str], Path]) -> None:
+def test_scale_out_up_to_max_concurrency_and_never_more(
+    server: ServerProcess, sm: Any, model_url: str, pid_dir: Callable[[str], Path]
+) -> None:
     pids = pid_dir("out")
     deploy_pid_model(sm, "sc-out", model_url, pids, sleep_s=0.3, max_concurrency=3)
     smr = server.client("sagemaker-runtime", max_pool_connections=16)
@@ -247,11 +252,13 @@ def test_throttling_beyond_max_concurrency(short: ServerProcess, model_url: str)
 
 
 # ---- the provisioned floor ----
-def test_provisioned_concurrency_is_a_floor(server: ServerProcess, sm: Any, model_url: str,
-                                            pid_dir: Callable[[str], Path]) -> None:
+def test_provisioned_concurrency_is_a_floor(
+    server: ServerProcess, sm: Any, model_url: str, pid_dir: Callable[[str], Path]
+) -> None:
     pids = pid_dir("prov")
-    deploy_pid_model(sm, "sc-prov", model_url, pids, sleep_s=0.5, max_concurrency=4, provisioned=2,
-                     tags=idle_tag(1))
+    deploy_pid_model(
+        sm, "sc-prov", model_url, pids, sleep_s=0.5, max_concurrency=4, provisioned=2, tags=idle_tag(1)
+    )
     wait_for(lambda: server.workers("sc-prov") == 2, timeout_s=10, interval_s=0.05)
     assert workers_hold(server, "sc-prov", 2, duration_s=3.0) == [2]  # idle past the timeout: still 2
     floor = started(pids)
@@ -261,7 +268,6 @@ def test_provisioned_concurrency_is_a_floor(server: ServerProcess, sm: Any, mode
     with sampling(server) as samples:
         served = parallel(8, lambda: invoke_pid(smr, "sc-prov"))
     assert len(served) == 8
-    assert floor <= set(served) | floor
     assert 2 < len(started(pids)) <= 4  # the burst scaled out, up to MaxConcurrency
     assert max(s.get("sc-prov", 0) for s in samples) <= 4
 
@@ -271,18 +277,29 @@ def test_provisioned_concurrency_is_a_floor(server: ServerProcess, sm: Any, mode
 
 
 # ---- UpdateEndpoint under load ----
-def test_update_endpoint_under_load(server: ServerProcess, sm: Any, model_url: str,
-                                    pid_dir: Callable[[str], Path]) -> None:
+def test_update_endpoint_under_load(
+    server: ServerProcess, sm: Any, model_url: str, pid_dir: Callable[[str], Path]
+) -> None:
     old_pids, new_pids = pid_dir("upd-old"), pid_dir("upd-new")
     deploy_pid_model(sm, "sc-upd", model_url, old_pids, sleep_s=0.05, memory_mb=1024, max_concurrency=2)
-    sm.create_model(ModelName="sc-upd-v2", PrimaryContainer={
-        "Image": "sklearn", "ModelDataUrl": model_url,
-        "Environment": {"SLEEP_S": "0.05", "PID_DIR": str(new_pids)},
-    })
-    sm.create_endpoint_config(EndpointConfigName="sc-upd-v2", ProductionVariants=[{
-        "VariantName": "AllTraffic", "ModelName": "sc-upd-v2",
-        "ServerlessConfig": {"MemorySizeInMB": 2048, "MaxConcurrency": 3},
-    }])
+    sm.create_model(
+        ModelName="sc-upd-v2",
+        PrimaryContainer={
+            "Image": "sklearn",
+            "ModelDataUrl": model_url,
+            "Environment": {"SLEEP_S": "0.05", "PID_DIR": str(new_pids)},
+        },
+    )
+    sm.create_endpoint_config(
+        EndpointConfigName="sc-upd-v2",
+        ProductionVariants=[
+            {
+                "VariantName": "AllTraffic",
+                "ModelName": "sc-upd-v2",
+                "ServerlessConfig": {"MemorySizeInMB": 2048, "MaxConcurrency": 3},
+            }
+        ],
+    )
 
     smr = server.client("sagemaker-runtime", max_pool_connections=8)
     stop = threading.Event()
@@ -293,7 +310,7 @@ def test_update_endpoint_under_load(server: ServerProcess, sm: Any, model_url: s
         while not stop.is_set():
             try:
                 served.append(invoke_pid(smr, "sc-upd"))
-            except BaseException as exc:  # noqa: BLE001 - every failure is a test failure
+            except BaseException as exc:  # every failure is a test failure
                 errors.append(exc)
 
     threads = [threading.Thread(target=stream) for _ in range(3)]
@@ -313,7 +330,8 @@ def test_update_endpoint_under_load(server: ServerProcess, sm: Any, model_url: s
 
     assert desc["EndpointStatus"] == "InService", desc.get("FailureReason")
     assert desc["EndpointConfigName"] == "sc-upd-v2"
-    assert desc["ProductionVariants"][0]["CurrentServerlessConfig"] == {"MemorySizeInMB": 2048, "MaxConcurrency": 3}
+    variant = desc["ProductionVariants"][0]
+    assert variant["CurrentServerlessConfig"] == {"MemorySizeInMB": 2048, "MaxConcurrency": 3}
     old, new = started(old_pids), started(new_pids)
     assert old and new and not old & new
     assert served[-1] in new  # the endpoint now serves from the new workers
@@ -328,8 +346,9 @@ def test_update_endpoint_under_load(server: ServerProcess, sm: Any, model_url: s
 
 
 # ---- the host memory budget ----
-def test_memory_budget_evicts_idle_workers_of_others(budget: ServerProcess, model_url: str,
-                                                     pid_dir: Callable[[str], Path]) -> None:
+def test_memory_budget_evicts_idle_workers_of_others(
+    budget: ServerProcess, model_url: str, pid_dir: Callable[[str], Path]
+) -> None:
     sm = budget.client("sagemaker")
     smr = budget.client("sagemaker-runtime", max_pool_connections=8)
     sizes = {"sc-mem-a": 1024, "sc-mem-b": 1024, "sc-mem-big": 2048}

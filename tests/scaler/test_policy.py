@@ -63,7 +63,7 @@ ROWS = [
     # ---- scale in: only after the idle timeout, longest idle first ----
     Row("idle worker kept before its timeout", idle=idle(("a", T0 - TIMEOUT + 0.01))),
     Row("idle worker stopped at exactly its timeout", idle=idle(("a", T0 - TIMEOUT)), stop=("a",)),
-    Row("all expired idle workers go to zero", idle=idle(("a", EXPIRED), ("b", EXPIRED - 5)), stop=("b", "a")),
+    Row("all expired idle workers go", idle=idle(("a", EXPIRED), ("b", EXPIRED - 5)), stop=("b", "a")),
     Row("only the expired ones stop", idle=idle(("fresh", FRESH), ("old", EXPIRED)), stop=("old",)),
     Row(
         "longest idle first, down to the provisioned floor",
@@ -85,8 +85,8 @@ ROWS = [
     # ---- provisioned concurrency: a floor kept warm ----
     Row("provisioned floor started at zero demand", provisioned=2, start=2),
     Row("provisioned floor counts starting workers", provisioned=2, starting=1, start=1),
-    Row("provisioned idle workers are never stopped", provisioned=2, idle=idle(("a", EXPIRED), ("b", EXPIRED))),
-    Row("demand above the provisioned floor scales out", provisioned=1, max_concurrency=5, busy=2, queued=1, start=1),
+    Row("provisioned idle workers are kept", provisioned=2, idle=idle(("a", EXPIRED), ("b", EXPIRED))),
+    Row("demand above the floor scales out", provisioned=1, max_concurrency=5, busy=2, queued=1, start=1),
     Row("provisioned floor capped at max concurrency", provisioned=5, start=3),
     Row(
         "above the floor scales back to the floor",
@@ -96,11 +96,13 @@ ROWS = [
     ),
     # ---- draining: no floor, no idle worker, but queued requests are still served ----
     Row("draining keeps no provisioned floor", provisioned=2, draining=True),
-    Row("draining stops idle at once", provisioned=2, idle=idle(("a", T0), ("b", FRESH)), draining=True, stop=("b", "a")),
+    Row("draining stops idle at once", provisioned=2, idle=idle(("a", T0), ("b", FRESH)), draining=True,
+        stop=("b", "a")),
     Row("draining still serves queued", queued=2, draining=True, start=2),
     Row("draining serves queued up to max concurrency", queued=5, draining=True, start=3),
     Row("draining keeps busy workers", busy=2, idle=idle(("a", T0)), draining=True, stop=("a",)),
-    Row("draining keeps a worker a queued request needs", busy=1, queued=1, idle=idle(("a", T0)), draining=True),
+    Row("draining keeps a worker a queued request needs", busy=1, queued=1, idle=idle(("a", T0)),
+        draining=True),
 ]
 
 

@@ -139,10 +139,11 @@ class Endpoints:
         return out
 
     # ---- background work ----
-    def _run(self, name: str, coro: Any) -> None:
-        task = asyncio.ensure_future(coro)
+    def _run(self, name: str, coro: Any) -> asyncio.Task[None]:
+        task: asyncio.Task[None] = asyncio.ensure_future(coro)
         self._tasks[name.lower()] = task
         task.add_done_callback(lambda t: self._forget(name.lower(), t))
+        return task
 
     def _forget(self, key: str, task: asyncio.Task[None]) -> None:
         if self._tasks.get(key) is task:
@@ -215,8 +216,12 @@ class Endpoints:
             self._store.delete(KIND, rec.name)
 
     # ---- restart ----
-    async def resume(self) -> None:
-        """Bring every stored endpoint back after a restart, starting no worker it does not need."""
+    async def resume(self, timeout_s: float = 60.0) -> None:
+        """Bring every stored endpoint back after a restart, starting no worker it does not need.
+
+        Returns once every InService endpoint routes again (or ``timeout_s`` passed), so the server never
+        answers DescribeEndpoint "InService" for an endpoint whose invocations it cannot route yet."""
+        serving: builtins.list[asyncio.Task[None]] = []
         for rec in self._store.list(KIND):
             status = rec.status
             if status == EndpointStatus.DELETING.value:
@@ -226,10 +231,14 @@ class Endpoints:
             elif status in (EndpointStatus.IN_SERVICE.value, EndpointStatus.UPDATING.value):
                 if status == EndpointStatus.UPDATING.value:
                     self._save(rec, EndpointStatus.IN_SERVICE)
-                self._run(
-                    rec.name,
-                    self._deploy(rec.name, rec.doc["EndpointConfigName"], updating=True, warm=False),
+                serving.append(
+                    self._run(
+                        rec.name,
+                        self._deploy(rec.name, rec.doc["EndpointConfigName"], updating=True, warm=False),
+                    )
                 )
+        if serving:
+            await asyncio.wait(serving, timeout=timeout_s)
 
     async def close(self) -> None:
         tasks = list(self._tasks.values())

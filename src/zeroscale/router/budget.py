@@ -15,6 +15,11 @@ class MemoryBudget:
         self._evict = evict
         self.on_release: Callable[[], None] | None = None
 
+    @property
+    def evicting_mb(self) -> int:
+        """MB asked of evictions whose workers have not exited yet."""
+        return self._evicting_mb
+
     def reserve(self, mb: int, requester: object) -> bool:
         if self.used_mb + mb <= self.total_mb:
             self.used_mb += mb

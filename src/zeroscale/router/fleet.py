@@ -87,6 +87,7 @@ class Fleet:
             errors = [r for r in results if isinstance(r, BaseException)]
             if errors:
                 await asyncio.gather(*(p.drain(timeout_s=1.0) for p in pools))
+                self._forget_gone(pools)
                 err = errors[0]
                 if isinstance(err, DeployError):
                     raise err
@@ -102,7 +103,11 @@ class Fleet:
     async def deactivate(self, endpoint: str, *, timeout_s: float = 5.0) -> None:
         route = self._routes.pop(endpoint.lower(), None)
         if route is not None:
-            await asyncio.gather(*(p.drain(timeout_s) for p in route.pools))
+            # Pools an earlier update replaced may still be draining: they go now too.
+            replaced = [p for p in self._draining if p.spec.endpoint.lower() == endpoint.lower()]
+            pools = route.pools + replaced
+            await asyncio.gather(*(p.drain(timeout_s) for p in pools))
+            self._forget_gone(pools)
 
     def _spawn_drain(self, pool: VariantPool, timeout_s: float) -> None:
         self._draining.add(pool)
@@ -112,10 +117,18 @@ class Fleet:
                 await pool.drain(timeout_s)
             finally:
                 self._draining.discard(pool)
+                self._forget_gone([pool])
 
         task = asyncio.ensure_future(run())
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    def _forget_gone(self, pools: list[VariantPool]) -> None:
+        """Drop the metric series of these pools' variants that no remaining pool serves (the old and new
+        pools of an update share their series)."""
+        remaining = {(p.spec.endpoint, p.spec.variant) for p in self.pools()}
+        for key in {(p.spec.endpoint, p.spec.variant) for p in pools} - remaining:
+            self._metrics.forget(*key)
 
     # ---- memory ----
     def _evict(self, deficit_mb: int, requester: object) -> int:

@@ -59,7 +59,10 @@ class VariantPool:
         self._empty.set()
         self.draining = False
         self.last_start_error: str | None = None
+        # Shared with any other pool of the same endpoint and variant (an update's old and new pools): each
+        # pool adds only its own changes, so the series is the sum over them.
         self._gauge = metrics.workers.labels(spec.endpoint, spec.variant)
+        self._counted = 0
         self._log_dir = settings.log_dir(spec.endpoint, spec.variant)
 
     # ---- views ----
@@ -102,12 +105,19 @@ class VariantPool:
             self._spawn(self._start_worker())
 
     async def warm(self) -> WorkerHandle:
-        """Start one worker now and keep it idle (CreateEndpoint's deploy-time check). Raises DeployError."""
-        if not self._budget.reserve(self.spec.memory_mb, self):
-            raise DeployError(
-                f"Not enough memory on this host for a {self.spec.memory_mb} MB worker "
-                f"({self._budget.used_mb} of {self._budget.total_mb} MB in use by busy workers)."
-            )
+        """Start one worker now and keep it idle (CreateEndpoint's deploy-time check). Raises DeployError.
+
+        With the budget full, idle workers of other pools are evicted and this waits for them to exit."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._settings.startup_timeout_s
+        while not self._budget.reserve(self.spec.memory_mb, self):
+            if self._budget.evicting_mb <= 0 or loop.time() >= deadline:
+                raise DeployError(
+                    f"Not enough memory on this host for a {self.spec.memory_mb} MB worker "
+                    f"({self._budget.used_mb} of {self._budget.total_mb} MB in use by workers that are busy "
+                    "or provisioned)."
+                )
+            await asyncio.sleep(0.02)
         self._starting += 1
         handle = await self._launch()
         self._handoff(handle)
@@ -161,7 +171,7 @@ class VariantPool:
             self._budget.release(self.spec.memory_mb)
             raise DeployError(f"Worker exited right after starting: {handle.death_reason()}")
         self._workers[handle.worker_id] = handle
-        self._gauge.set(len(self._workers))
+        self._count_workers()
         return handle
 
     def _handoff(self, handle: WorkerHandle) -> None:
@@ -194,10 +204,16 @@ class VariantPool:
         if handle in self._idle:
             self._idle.remove(handle)
             self._idle_since.pop(handle.worker_id, None)
-        self._gauge.set(len(self._workers))
+        self._count_workers()
         self._check_empty()
         if self.queued:
             self.scale()
+
+    def _count_workers(self) -> None:
+        delta = len(self._workers) - self._counted
+        if delta:
+            self._gauge.inc(delta)
+            self._counted += delta
 
     def _check_empty(self) -> None:
         if not self._workers and not self._starting and not self.queued:
@@ -228,7 +244,7 @@ class VariantPool:
         try:
             return await asyncio.wait_for(fut, wait_s)
         except TimeoutError:
-            raise self._throttled(f"no worker became free within {wait_s:g} seconds") from None
+            raise self._throttled(f"no worker became free within {wait_s:g} s") from None
         finally:
             with contextlib.suppress(ValueError):
                 self._waiters.remove(fut)
@@ -259,7 +275,7 @@ class VariantPool:
             self.release(handle, broken=True)
             raise ModelError(
                 "Your invocation timed out while waiting for a response from container primary. "
-                f"The model took longer than {self._settings.invocation_timeout_s:g} seconds.",
+                f"The model took longer than {self._settings.invocation_timeout_s:g} s to answer.",
                 original_status=0,
                 original_message="invocation timed out",
                 log_stream_arn=self._log_stream_arn(handle),
@@ -307,7 +323,9 @@ class VariantPool:
 
     # ---- shutdown ----
     async def drain(self, timeout_s: float) -> None:
-        """Serve what was accepted, then stop every worker. Kills what is left after ``timeout_s``."""
+        """Serve what was accepted, then stop every worker. Kills what is left after ``timeout_s``.
+
+        The variant's metric series stay: the Fleet drops them once no pool of that variant is left."""
         self.draining = True
         self.scale()
         with contextlib.suppress(TimeoutError):
@@ -317,4 +335,3 @@ class VariantPool:
         for fut in self._waiters:
             if not fut.done():
                 fut.cancel()
-        self._metrics.forget(self.spec.endpoint, self.spec.variant)

@@ -91,6 +91,8 @@ class WorkerManager:
     # ---- lifecycle ----
     async def open(self) -> None:
         self._run_dir.mkdir(parents=True, exist_ok=True)
+        for stale in self._run_dir.glob("*.sock"):  # left by a server that was killed
+            stale.unlink(missing_ok=True)
         self._watchdog = asyncio.create_task(self._watch_memory())
 
     async def prewarm(self, runtimes: tuple[str, ...]) -> None:
