@@ -15,7 +15,7 @@ from typing import Any
 import boto3
 import click
 from botocore.config import Config
-from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError
+from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
 
 from zeroscale.credentials import read_file
 
@@ -72,7 +72,10 @@ def _common(f: Any) -> Any:
 
 
 def _clients(endpoint_url: str, region: str | None, data_dir: Path) -> Clients:
-    return Clients(endpoint_url, region, data_dir)
+    try:
+        return Clients(endpoint_url, region, data_dir)
+    except BotoCoreError as exc:  # e.g. AWS_PROFILE names a profile that does not exist
+        raise click.ClickException(str(exc)) from None
 
 
 def _fail(exc: Exception) -> click.ClickException:
@@ -81,8 +84,6 @@ def _fail(exc: Exception) -> click.ClickException:
         return click.ClickException(f"{err.get('Code')}: {err.get('Message')}")
     if isinstance(exc, EndpointConnectionError):
         return click.ClickException(f"{exc}. Is `zeroscale serve` running there?")
-    if isinstance(exc, NoCredentialsError):
-        return click.ClickException(str(exc))
     return click.ClickException(str(exc))
 
 
@@ -186,8 +187,12 @@ def deploy(
             Tags=tags,
         )
         sm.create_endpoint(EndpointName=name, EndpointConfigName=name)
-    except (ClientError, EndpointConnectionError, NoCredentialsError) as exc:
-        raise _fail(exc) from None
+    except (ClientError, BotoCoreError) as exc:
+        failure = _fail(exc)
+        if "already existing" in failure.message:
+            hint = f"Run `zeroscale delete {name}` first, or choose another --name."
+            raise click.ClickException(f"{failure.message}\n{hint}") from None
+        raise failure from None
     if not wait:
         click.echo(f"{name}: Creating")
         return
@@ -204,7 +209,7 @@ def _wait(clients: Clients, name: str, timeout_s: float = 600.0) -> str:
     while True:
         try:
             desc = clients.sagemaker.describe_endpoint(EndpointName=name)
-        except (ClientError, EndpointConnectionError) as exc:
+        except (ClientError, BotoCoreError) as exc:
             raise _fail(exc) from None
         status = str(desc["EndpointStatus"])
         elapsed = time.monotonic() - start
@@ -258,7 +263,7 @@ def invoke(
         kwargs["Accept"] = accept
     try:
         resp = clients.runtime.invoke_endpoint(**kwargs)
-    except (ClientError, EndpointConnectionError, NoCredentialsError) as exc:
+    except (ClientError, BotoCoreError) as exc:
         raise _fail(exc) from None
     out = resp["Body"].read()
     sys.stdout.buffer.write(out if out.endswith(b"\n") else out + b"\n")
@@ -292,7 +297,7 @@ def endpoints(endpoint_url: str, region: str | None, data_dir: Path) -> None:
                         ep["CreationTime"].strftime("%Y-%m-%d %H:%M:%S"),
                     )
                 )
-    except (ClientError, EndpointConnectionError, NoCredentialsError) as exc:
+    except (ClientError, BotoCoreError) as exc:
         raise _fail(exc) from None
     header = ("NAME", "STATUS", "SERVERLESS", "CREATED")
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(4)]
@@ -312,7 +317,7 @@ def delete(name: str, endpoint_only: bool, endpoint_url: str, region: str | None
         sm.get_waiter("endpoint_deleted").wait(
             EndpointName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 120}
         )
-    except (ClientError, EndpointConnectionError, NoCredentialsError) as exc:
+    except (ClientError, BotoCoreError) as exc:
         raise _fail(exc) from None
     if not endpoint_only:
         for call, key in ((sm.delete_endpoint_config, "EndpointConfigName"), (sm.delete_model, "ModelName")):
