@@ -9,7 +9,8 @@ from dataclasses import dataclass
 import uvicorn
 
 from zeroscale.api.app import App, AppParts
-from zeroscale.api.control import ControlPlane, Dispatcher
+from zeroscale.api.control import ControlPlane
+from zeroscale.api.jsonrpc import JsonService
 from zeroscale.api.runtime import Runtime
 from zeroscale.api.shapes import ServiceShapes
 from zeroscale.artifacts import ArtifactCache
@@ -93,9 +94,12 @@ def build(settings: Settings) -> Server:
         store.close()
 
     parts = AppParts(
-        dispatcher=Dispatcher(
-            ControlPlane(models, configs, endpoints), ServiceShapes("sagemaker", skip_patterns=WIDENED_SHAPES)
-        ),
+        json_services=[
+            JsonService(
+                ServiceShapes("sagemaker", skip_patterns=WIDENED_SHAPES),
+                ControlPlane(models, configs, endpoints).operations(),
+            ),
+        ],
         runtime=Runtime(fleet, settings.account_id),
         metrics=metrics,
         lookup_secret=secrets.get,

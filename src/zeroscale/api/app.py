@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from zeroscale.api import sigv4
-from zeroscale.api.control import Dispatcher
+from zeroscale.api.jsonrpc import JsonService
 from zeroscale.api.runtime import Runtime
 from zeroscale.api.wire import Send, control_error, control_ok, respond, runtime_error
 from zeroscale.errors import (
@@ -37,7 +37,7 @@ class BodyTooLarge(Exception):
 
 @dataclass
 class AppParts:
-    dispatcher: Dispatcher
+    json_services: list[JsonService]  # by X-Amz-Target prefix: SageMaker, CloudWatch Logs, ...
     runtime: Runtime
     metrics: Metrics
     lookup_secret: Callable[[str], str | None]
@@ -49,6 +49,7 @@ class AppParts:
 class App:
     def __init__(self, parts: AppParts) -> None:
         self._p = parts
+        self._default_service = parts.json_services[0]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -89,6 +90,8 @@ class App:
             except BodyTooLarge:
                 raise RuntimeValidationError(f"Request {request_id} has oversize body.") from None
             headers: list[tuple[bytes, bytes]] = scope["headers"]
+            target = next((v for k, v in headers if k.lower() == b"x-amz-target"), b"").decode("latin-1")
+            service = self._service(target)
             sigv4.verify(
                 method=method,
                 raw_path=scope.get("raw_path") or path.encode(),
@@ -96,6 +99,7 @@ class App:
                 headers=headers,
                 body=body,
                 lookup=self._p.lookup_secret,
+                service=service.signing_name,
             )
             if is_runtime:
                 endpoint = _endpoint_name(path)
@@ -103,8 +107,7 @@ class App:
                     raise RuntimeValidationError(f"No runtime operation at {method} {path}.")
                 await self._p.runtime.invoke(send, request_id, endpoint, headers, body)
             elif method == "POST" and path == "/":
-                target = next((v for k, v in headers if k.lower() == b"x-amz-target"), b"").decode("latin-1")
-                await control_ok(send, request_id, self._p.dispatcher.call(target, body))
+                await control_ok(send, request_id, service.call(target, body))
             else:
                 raise UnknownOperationException(f"No operation at {method} {path}.")
         except ZeroscaleError as err:
@@ -112,6 +115,12 @@ class App:
         except Exception:
             log.exception("request %s failed", request_id)
             await serialise(send, request_id, InternalFailure(f"Internal failure (request {request_id})."))
+
+    def _service(self, target: str) -> JsonService:
+        for service in self._p.json_services:
+            if target.startswith(service.target_prefix):
+                return service
+        return self._default_service
 
     async def _unsigned_get(self, send: Send, path: str, request_id: str) -> None:
         if path == "/metrics":

@@ -1,23 +1,13 @@
-"""SageMaker JSON 1.1: ``X-Amz-Target: SageMaker.<Operation>`` -> validate against botocore's model ->
-call the control plane. Each implemented operation is one entry here; every other operation botocore
-knows answers with a clear "not implemented" error naming it."""
+"""The SageMaker control-plane operations zeroscale implements, as a JSON 1.1 operation table."""
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
 
-from zeroscale.api.shapes import ServiceShapes
+from zeroscale.api.jsonrpc import Handler
 from zeroscale.control.endpoint_configs import EndpointConfigs
 from zeroscale.control.endpoints import Endpoints
 from zeroscale.control.models import Models
-from zeroscale.errors import NotImplementedOperation, SerializationException, UnknownOperationException
-
-Params = Mapping[str, Any]
-Handler = Callable[[Params], dict[str, Any] | None]
-TARGET_PREFIX = "SageMaker."
 
 
 @dataclass
@@ -43,26 +33,3 @@ class ControlPlane:
             "UpdateEndpoint": e.update,
             "DeleteEndpoint": lambda p: e.delete(p["EndpointName"]),
         }
-
-
-class Dispatcher:
-    def __init__(self, plane: ControlPlane, shapes: ServiceShapes) -> None:
-        self._ops = plane.operations()
-        self._shapes = shapes
-        self._known = shapes.operation_names()
-
-    def call(self, target: str, body: bytes) -> dict[str, Any]:
-        operation = target[len(TARGET_PREFIX) :] if target.startswith(TARGET_PREFIX) else ""
-        if operation not in self._known:
-            raise UnknownOperationException(
-                f"Operation {target or '(no X-Amz-Target)'} is not a SageMaker operation."
-            )
-        handler = self._ops.get(operation)
-        if handler is None:
-            raise NotImplementedOperation(f"The operation {operation} is not implemented by zeroscale yet.")
-        try:
-            params = json.loads(body) if body else {}
-        except ValueError as exc:
-            raise SerializationException(f"The request body is not valid JSON: {exc}") from None
-        self._shapes.validate(operation, params)
-        return handler(params) or {}

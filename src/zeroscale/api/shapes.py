@@ -506,6 +506,8 @@ class ServiceShapes:
         self._model = session.get_service_model(service, api_version)
         self.service = service
         self.api_version: str = self._model.api_version
+        self.target_prefix: str = self._model.metadata.get("targetPrefix", "")
+        self.signing_name: str = self._model.signing_name
         self._names: frozenset[str] = frozenset(self._model.operation_names)
 
     def operation_names(self) -> frozenset[str]:
