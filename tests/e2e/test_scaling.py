@@ -344,6 +344,13 @@ def test_update_endpoint_under_load(
     assert server.workers("sc-upd") == len(live_new) >= 1
     assert invoke_pid(smr, "sc-upd") in live_new
 
+    # Deleting the endpoint stops its workers and drops its series.
+    sm.delete_endpoint(EndpointName="sc-upd")
+    wait_for(lambda: "sc-upd" not in [e["EndpointName"] for e in sm.list_endpoints()["Endpoints"]],
+             timeout_s=15, interval_s=0.05)
+    assert "sc-upd" not in gauges(server)
+    assert not any(alive(p) for p in live_new)
+
 
 # ---- the host memory budget ----
 def test_memory_budget_evicts_idle_workers_of_others(

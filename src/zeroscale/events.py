@@ -1,0 +1,88 @@
+"""What happened, as plain records: the router, the fleet and the workers emit them; metering, metrics and
+logs consume them. Emitting is a method call per sink and sinks must not block (append, count, or hand
+off to their own writer), so the invoke path pays next to nothing for observability."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class InvocationRecord:
+    """One finished invocation of a known endpoint and variant."""
+
+    endpoint: str
+    variant: str
+    worker_id: str  # "" when no worker was reached (throttled, validation error)
+    at: float  # wall-clock time the answer was sent (epoch seconds)
+    model_s: float  # the worker's processing time as the router saw it (request written -> response read)
+    total_s: float  # from the request's arrival to the answer
+    bytes_in: int
+    bytes_out: int
+    status: int  # HTTP status sent to the client
+    error_code: str  # "" on success, else the AWS error code (ModelError, ThrottlingException, ...)
+    memory_mb: int
+    setup_s: float | None  # the cold start this request waited for, if any
+    provisioned: bool  # served by a worker within the variant's provisioned concurrency
+
+    @property
+    def overhead_s(self) -> float:
+        return max(0.0, self.total_s - self.model_s - (self.setup_s or 0.0))
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerEvent:
+    """A worker's life: kind is started | stopped | crashed | memory_killed | timed_out | evicted | failed."""
+
+    endpoint: str
+    variant: str
+    worker_id: str
+    kind: str
+    at: float
+    detail: str = ""
+    memory_mb: int = 0
+    setup_s: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class VariantEvent:
+    """A variant's configuration went live (activated) or away (deactivated): updates, deletes, restarts."""
+
+    endpoint: str
+    variant: str
+    kind: str  # activated | deactivated
+    at: float
+    memory_mb: int = 0
+    max_concurrency: int = 0
+    provisioned: int = 0
+
+
+class Sink(Protocol):
+    def invocation(self, record: InvocationRecord) -> None: ...
+
+    def worker(self, event: WorkerEvent) -> None: ...
+
+    def variant(self, event: VariantEvent) -> None: ...
+
+
+class EventBus:
+    """Fans events out to every sink. A failing sink is a bug in that sink; it never fails a request."""
+
+    def __init__(self, sinks: list[Sink] | None = None) -> None:
+        self.sinks: list[Sink] = list(sinks or [])
+
+    def add(self, sink: Sink) -> None:
+        self.sinks.append(sink)
+
+    def invocation(self, record: InvocationRecord) -> None:
+        for sink in self.sinks:
+            sink.invocation(record)
+
+    def worker(self, event: WorkerEvent) -> None:
+        for sink in self.sinks:
+            sink.worker(event)
+
+    def variant(self, event: VariantEvent) -> None:
+        for sink in self.sinks:
+            sink.variant(event)
