@@ -21,6 +21,7 @@ from zeroscale.control.endpoint_configs import EndpointConfigs
 from zeroscale.control.endpoints import Endpoints
 from zeroscale.control.models import Models
 from zeroscale.credentials import AdminCredentials, load_or_create
+from zeroscale.events import EventBus
 from zeroscale.metrics.registry import Metrics
 from zeroscale.router.fleet import Fleet
 from zeroscale.router.spec import RouterSettings
@@ -46,6 +47,7 @@ def build(settings: Settings) -> Server:
     store = Store(settings.db_url)
     arns = Arns(settings.region, settings.account_id)
     metrics = Metrics()
+    events = EventBus()
     manager = WorkerManager(
         settings.workers_dir,
         startup_timeout_s=settings.startup_timeout_s,
@@ -64,6 +66,7 @@ def build(settings: Settings) -> Server:
             memory_budget_mb=settings.memory_budget_mb,
         ),
         metrics,
+        events,
     )
     artifacts = ArtifactCache(
         settings.artifacts_dir,
@@ -100,7 +103,7 @@ def build(settings: Settings) -> Server:
                 ControlPlane(models, configs, endpoints).operations(),
             ),
         ],
-        runtime=Runtime(fleet, settings.account_id),
+        runtime=Runtime(fleet, settings.account_id, events),
         metrics=metrics,
         lookup_secret=secrets.get,
         payload_limit_bytes=settings.payload_limit_bytes,

@@ -5,6 +5,7 @@ invoke path is a few dict lookups, a SigV4 check and one hop to a worker."""
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
@@ -75,6 +76,7 @@ class App:
                 return
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = time.perf_counter()
         path: str = scope["path"]
         method: str = scope["method"]
         request_id = str(uuid.uuid4())
@@ -105,7 +107,7 @@ class App:
                 endpoint = _endpoint_name(path)
                 if endpoint is None or method != "POST":
                     raise RuntimeValidationError(f"No runtime operation at {method} {path}.")
-                await self._p.runtime.invoke(send, request_id, endpoint, headers, body)
+                await self._p.runtime.invoke(send, request_id, endpoint, headers, body, started)
             elif method == "POST" and path == "/":
                 await control_ok(send, request_id, service.call(target, body))
             else:

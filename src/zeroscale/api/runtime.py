@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import time
+
 from zeroscale.api.wire import Headers, Send, respond
-from zeroscale.errors import RuntimeValidationError
+from zeroscale.errors import RuntimeValidationError, ZeroscaleError
+from zeroscale.events import EventBus, InvocationRecord
 from zeroscale.router.fleet import Fleet
 from zeroscale.router.pool import Invocation
+from zeroscale.router.spec import PoolSpec
 
 # Request headers passed on to the worker, as the SageMaker front end does.
 _FORWARDED = {
@@ -20,11 +24,15 @@ _INFERENCE_ID = b"x-amzn-sagemaker-inference-id"
 
 
 class Runtime:
-    def __init__(self, fleet: Fleet, account_id: str) -> None:
+    def __init__(self, fleet: Fleet, account_id: str, events: EventBus) -> None:
         self._fleet = fleet
         self._account_id = account_id
+        self._events = events
 
-    async def invoke(self, send: Send, request_id: str, endpoint: str, headers: Headers, body: bytes) -> None:
+    async def invoke(
+        self, send: Send, request_id: str, endpoint: str, headers: Headers, body: bytes, started: float
+    ) -> None:
+        """``started``: ``time.perf_counter()`` when the request arrived."""
         route = self._fleet.route(endpoint)
         if route is None:
             raise RuntimeValidationError(f"Endpoint {endpoint} of account {self._account_id} not found.")
@@ -39,7 +47,12 @@ class Runtime:
             elif lname == _TARGET_VARIANT:
                 target_variant = value.decode("latin-1")
         pool = route.choose(target_variant)
-        resp = await pool.invoke(Invocation(body, forward))
+        inv = Invocation(body, forward)
+        try:
+            resp = await pool.invoke(inv)
+        except ZeroscaleError as err:
+            self._record(pool.spec, inv, started, err.status, err.code, 0)
+            raise
         out: Headers = [
             (b"content-type", resp.header(b"content-type") or b"application/octet-stream"),
             (b"x-amzn-invoked-production-variant", pool.spec.variant.encode()),
@@ -49,6 +62,28 @@ class Runtime:
         if attributes is not None:
             out.append((b"x-amzn-sagemaker-custom-attributes", attributes))
         await respond(send, 200, resp.body, out)
+        self._record(pool.spec, inv, started, 200, "", len(resp.body))
+
+    def _record(
+        self, spec: PoolSpec, inv: Invocation, started: float, status: int, code: str, out: int
+    ) -> None:
+        self._events.invocation(
+            InvocationRecord(
+                endpoint=spec.endpoint,
+                variant=spec.variant,
+                worker_id=inv.worker_id,
+                at=time.time(),
+                model_s=inv.model_s,
+                total_s=time.perf_counter() - started,
+                bytes_in=len(inv.body),
+                bytes_out=out,
+                status=status,
+                error_code=code,
+                memory_mb=spec.memory_mb,
+                setup_s=inv.setup_s,
+                provisioned=inv.provisioned,
+            )
+        )
 
 
 def _check_header(lname: bytes, value: bytes) -> None:

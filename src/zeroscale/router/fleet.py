@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from zeroscale.errors import DeployError, RuntimeValidationError
+from zeroscale.events import EventBus, VariantEvent
 from zeroscale.metrics.registry import Metrics
 from zeroscale.router.budget import MemoryBudget
 from zeroscale.router.pool import VariantPool
@@ -54,9 +55,13 @@ class Fleet:
         manager: WorkerManager,
         settings: RouterSettings,
         metrics: Metrics,
+        events: EventBus,
         clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
     ) -> None:
         self._manager = manager
+        self.events = events
+        self._wall = wall
         self._settings = settings
         self._metrics = metrics
         self._clock = clock
@@ -79,7 +84,16 @@ class Fleet:
         """Build pools for ``specs``; with ``warm`` start one worker per variant and require a good /ping
         (raises DeployError, leaving the current route untouched). Then swap, and drain the old pools."""
         pools = [
-            VariantPool(s, self._manager, self.budget, self._settings, self._metrics, self._clock)
+            VariantPool(
+                s,
+                self._manager,
+                self.budget,
+                self._settings,
+                self._metrics,
+                self.events,
+                self._clock,
+                self._wall,
+            )
             for s in specs
         ]
         if warm:
@@ -94,11 +108,13 @@ class Fleet:
                 raise DeployError(f"{type(err).__name__}: {err}") from err
         old = self._routes.get(endpoint.lower())
         self._routes[endpoint.lower()] = EndpointRoute.of(endpoint, pools)
-        for pool in pools:
-            pool.scale()  # provisioned concurrency floor
         if old is not None:
             for pool in old.pools:
+                self._emit_variant(pool, "deactivated")
                 self._spawn_drain(pool, self._settings.invocation_timeout_s + 5)
+        for pool in pools:
+            self._emit_variant(pool, "activated")
+            pool.scale()  # provisioned concurrency floor
 
     async def deactivate(self, endpoint: str, *, timeout_s: float = 5.0) -> None:
         route = self._routes.pop(endpoint.lower(), None)
@@ -106,8 +122,24 @@ class Fleet:
             # Pools an earlier update replaced may still be draining: they go now too.
             replaced = [p for p in self._draining if p.spec.endpoint.lower() == endpoint.lower()]
             pools = route.pools + replaced
+            for pool in route.pools:
+                self._emit_variant(pool, "deactivated")
             await asyncio.gather(*(p.drain(timeout_s) for p in pools))
             self._forget_gone(pools)
+
+    def _emit_variant(self, pool: VariantPool, kind: str) -> None:
+        s = pool.spec
+        self.events.variant(
+            VariantEvent(
+                s.endpoint,
+                s.variant,
+                kind,
+                self._wall(),
+                memory_mb=s.memory_mb,
+                max_concurrency=s.max_concurrency,
+                provisioned=s.provisioned,
+            )
+        )
 
     def _spawn_drain(self, pool: VariantPool, timeout_s: float) -> None:
         self._draining.add(pool)

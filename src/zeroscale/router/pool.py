@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from zeroscale.errors import DeployError, ModelError, Throttling
+from zeroscale.events import EventBus, WorkerEvent
 from zeroscale.metrics.registry import Metrics
 from zeroscale.router.budget import MemoryBudget
 from zeroscale.router.spec import PoolSpec, RouterSettings
@@ -29,6 +30,11 @@ _CONTAINER = "primary"
 class Invocation:
     body: bytes
     headers: list[tuple[bytes, bytes]]  # forwarded to the worker as they are (Content-Type, Accept, ...)
+    # Filled in by the pool as the request goes, for metering and metrics (also when it fails):
+    worker_id: str = ""
+    model_s: float = 0.0
+    setup_s: float | None = None  # the cold start this request waited for
+    provisioned: bool = False
 
 
 class VariantPool:
@@ -39,9 +45,13 @@ class VariantPool:
         budget: MemoryBudget,
         settings: RouterSettings,
         metrics: Metrics,
+        events: EventBus,
         clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
     ) -> None:
         self.spec = spec
+        self._events = events
+        self._wall = wall
         self._manager = manager
         self._budget = budget
         self._settings = settings
@@ -54,6 +64,8 @@ class VariantPool:
         self._starting = 0
         self._waiters: deque[asyncio.Future[WorkerHandle]] = deque()
         self._evicted: set[str] = set()
+        self._stopped: set[str] = set()  # workers this pool asked to stop
+        self._fresh: set[str] = set()  # started, not yet served: whoever gets one waited for a cold start
         self._tasks: set[asyncio.Task[None]] = set()
         self._empty = asyncio.Event()
         self._empty.set()
@@ -76,6 +88,7 @@ class VariantPool:
 
     def snapshot(self, now: float) -> PoolSnapshot:
         return PoolSnapshot(
+            stopping=len(self._workers) - len(self._busy) - len(self._idle),
             max_concurrency=self.spec.max_concurrency,
             provisioned=self.spec.provisioned,
             idle_timeout_s=self.spec.idle_timeout_s,
@@ -135,6 +148,7 @@ class VariantPool:
             handle = await self._launch()
         except DeployError as exc:
             self.last_start_error = str(exc)
+            self._emit_worker("", "failed", detail=str(exc))
             for fut in self._waiters:
                 if not fut.done():
                     fut.set_exception(
@@ -171,7 +185,9 @@ class VariantPool:
             self._budget.release(self.spec.memory_mb)
             raise DeployError(f"Worker exited right after starting: {handle.death_reason()}")
         self._workers[handle.worker_id] = handle
+        self._fresh.add(handle.worker_id)
         self._count_workers()
+        self._emit_worker(handle.worker_id, "started", setup_s=handle.ready_s)
         return handle
 
     def _handoff(self, handle: WorkerHandle) -> None:
@@ -191,23 +207,46 @@ class VariantPool:
             if handle.worker_id == worker_id:
                 del self._idle[i]
                 self._idle_since.pop(worker_id, None)
+                self._stopped.add(worker_id)
                 self._spawn(self._manager.stop(handle))
                 return
 
     def _on_exit(self, handle: WorkerHandle) -> None:
         if self._workers.pop(handle.worker_id, None) is None:
             return
-        evicted = handle.worker_id in self._evicted
-        self._evicted.discard(handle.worker_id)
-        self._budget.release(self.spec.memory_mb, evicted=evicted)
+        wid = handle.worker_id
+        evicted = wid in self._evicted
+        stopped = wid in self._stopped
+        self._evicted.discard(wid)
+        self._stopped.discard(wid)
+        self._fresh.discard(wid)
         self._busy.discard(handle)
         if handle in self._idle:
             self._idle.remove(handle)
-            self._idle_since.pop(handle.worker_id, None)
+            self._idle_since.pop(wid, None)
+        kind = "evicted" if evicted else handle.kill_kind or ("stopped" if stopped else "crashed")
+        self._emit_worker(wid, kind, detail=handle.death_reason())
+        self._budget.release(self.spec.memory_mb, evicted=evicted)
         self._count_workers()
         self._check_empty()
         if self.queued:
             self.scale()
+
+    def _emit_worker(
+        self, worker_id: str, kind: str, *, detail: str = "", setup_s: float | None = None
+    ) -> None:
+        self._events.worker(
+            WorkerEvent(
+                self.spec.endpoint,
+                self.spec.variant,
+                worker_id,
+                kind,
+                self._wall(),
+                detail=detail,
+                memory_mb=self.spec.memory_mb,
+                setup_s=setup_s,
+            )
+        )
 
     def _count_workers(self) -> None:
         delta = len(self._workers) - self._counted
@@ -254,6 +293,8 @@ class VariantPool:
         self._busy.discard(handle)
         if broken or not handle.alive:
             if handle.worker_id in self._workers:
+                if handle.kill_kind is None:
+                    handle.kill_kind = "crashed"  # the request broke it; stopping it is our doing, not a plan
                 self._spawn(self._manager.stop(handle, grace_s=1.0))
             return
         if handle.worker_id in self._workers:
@@ -261,17 +302,23 @@ class VariantPool:
 
     async def invoke(self, inv: Invocation) -> WorkerResponse:
         handle = await self.acquire()
+        inv.worker_id = handle.worker_id
+        inv.provisioned = len(self._busy) <= self.spec.provisioned
+        if handle.worker_id in self._fresh:
+            self._fresh.discard(handle.worker_id)
+            inv.setup_s = handle.ready_s
+        started = time.perf_counter()
         try:
             conn = handle.conn
             if conn is None or conn.closed:
                 conn = handle.conn = await WorkerConnection.open_unix(handle.socket_path)
-            started = time.perf_counter()
             resp = await asyncio.wait_for(
                 conn.request(b"POST", b"/invocations", inv.headers, inv.body),
                 self._settings.invocation_timeout_s,
             )
         except TimeoutError:
-            self._manager.kill(handle, "the invocation timed out")
+            inv.model_s = time.perf_counter() - started
+            self._manager.kill(handle, "the invocation timed out", kind="timed_out")
             self.release(handle, broken=True)
             raise ModelError(
                 "Your invocation timed out while waiting for a response from container primary. "
@@ -281,6 +328,7 @@ class VariantPool:
                 log_stream_arn=self._log_stream_arn(handle),
             ) from None
         except (WorkerConnectionError, OSError) as exc:
+            inv.model_s = time.perf_counter() - started
             self.release(handle, broken=True)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(handle.exited.wait(), 2.0)
@@ -295,9 +343,8 @@ class VariantPool:
         except BaseException:
             self.release(handle, broken=True)
             raise
-        self._metrics.model_latency.labels(self.spec.endpoint, self.spec.variant).observe(
-            time.perf_counter() - started
-        )
+        inv.model_s = time.perf_counter() - started
+        self._metrics.model_latency.labels(self.spec.endpoint, self.spec.variant).observe(inv.model_s)
         self.release(handle)
         if resp.status >= 400:
             text = resp.body.decode("utf-8", "replace")

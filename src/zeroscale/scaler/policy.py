@@ -6,7 +6,8 @@ the decision (starting and stopping workers is the workers package's job).
 Rules:
 - demand is what is being served now plus what waits: ``busy + queued``;
 - the variant wants ``min(max_concurrency, max(provisioned, demand))`` live workers;
-- scale-from-zero and scale-out are immediate: start ``wanted - live`` (starting workers count as live);
+- scale-from-zero and scale-out are immediate: start ``wanted - live`` (starting workers count as live),
+  never more processes than MaxConcurrency, counting workers that are still stopping;
 - scale-in waits: an idle worker is stopped only once it has been idle for ``idle_timeout_s``, the longest
   idle first, and never below ``max(provisioned, demand)``;
 - a draining pool (replaced by an update, or being deleted) still serves what it accepted, but keeps no
@@ -34,6 +35,7 @@ class PoolSnapshot:
     queued: int
     idle: tuple[IdleWorker, ...]
     draining: bool = False
+    stopping: int = 0  # told to stop, not gone yet: they count toward MaxConcurrency, not toward the floor
 
     @property
     def live(self) -> int:
@@ -50,7 +52,7 @@ def decide(snap: PoolSnapshot, now: float) -> Decision:
     provisioned, idle_timeout_s = (0, 0.0) if snap.draining else (snap.provisioned, snap.idle_timeout_s)
     demand = snap.busy + snap.queued
     floor = min(snap.max_concurrency, max(provisioned, demand))
-    start = max(0, floor - snap.live)
+    start = max(0, min(floor - snap.live, snap.max_concurrency - snap.live - snap.stopping))
     # Longest idle first; keep enough live workers to cover the floor.
     removable = snap.live - floor
     stop: list[str] = []

@@ -46,6 +46,7 @@ class WorkerHandle:
     ready_s: float = 0.0
     exit_code: int | None = None
     kill_reason: str | None = None
+    kill_kind: str | None = None  # memory_killed | timed_out, when the manager killed it on purpose
     conn: WorkerConnection | None = None
     exited: asyncio.Event = field(default_factory=asyncio.Event)
     on_exit: Callable[[WorkerHandle], None] | None = None
@@ -225,8 +226,9 @@ class WorkerManager:
             self._signal(handle, signal.SIGKILL)
             await handle.exited.wait()
 
-    def kill(self, handle: WorkerHandle, reason: str) -> None:
-        handle.kill_reason = handle.kill_reason or reason
+    def kill(self, handle: WorkerHandle, reason: str, kind: str = "killed") -> None:
+        if handle.kill_reason is None:
+            handle.kill_reason, handle.kill_kind = reason, kind
         self._signal(handle, signal.SIGKILL)
 
     def _signal(self, handle: WorkerHandle, sig: int) -> None:
@@ -245,6 +247,7 @@ class WorkerManager:
                         handle,
                         f"Worker {handle.worker_id} used {rss_mb:.0f} MB of memory, more than the "
                         f"{handle.spec.memory_mb} MB of its MemorySizeInMB, and was stopped",
+                        kind="memory_killed",
                     )
 
 
