@@ -109,6 +109,7 @@ def build(settings: Settings) -> Server:
         payload_limit_bytes=settings.payload_limit_bytes,
         startup=startup,
         shutdown=shutdown,
+        rest_routes={},
     )
     return Server(settings, creds, App(parts))
 

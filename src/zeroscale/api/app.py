@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import time
+import urllib.parse
 import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
@@ -28,12 +29,30 @@ Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 log = logging.getLogger("zeroscale.api")
 
 _RUNTIME_PREFIX = "/endpoints/"
+REST_PREFIX = "/zeroscale/v1/"
+_UNSIGNED_GETS = ("/metrics", "/ping", "/healthz")
 _INVOCATIONS_SUFFIX = "/invocations"
 _CONTROL_BODY_LIMIT = 16 * 1024 * 1024
 
 
 class BodyTooLarge(Exception):
     pass
+
+
+@dataclass(frozen=True)
+class RestRequest:
+    """A signed request to zeroscale's own API, ``/zeroscale/v1/<resource>/...`` (usage, images, ...)."""
+
+    method: str
+    path: str  # after /zeroscale/v1/, e.g. "usage" or "images/demo/1.0"
+    query: dict[str, list[str]]
+    headers: list[tuple[bytes, bytes]]
+    body: bytes
+
+
+# status, content type, body
+RestResponse = tuple[int, str, bytes]
+RestHandler = Callable[[RestRequest], Awaitable[RestResponse]]
 
 
 @dataclass
@@ -44,6 +63,9 @@ class AppParts:
     lookup_secret: Callable[[str], str | None]
     payload_limit_bytes: int
     startup: Callable[[], Awaitable[None]]
+    # zeroscale's own API by first path segment after /zeroscale/v1/ (e.g. "usage", "images"); signed like
+    # every other call (signing name "sagemaker"), errors in the JSON 1.1 shape.
+    rest_routes: dict[str, RestHandler]
     shutdown: Callable[[], Awaitable[None]]
 
 
@@ -82,7 +104,7 @@ class App:
         request_id = str(uuid.uuid4())
         is_runtime = path.startswith(_RUNTIME_PREFIX)
         serialise = runtime_error if is_runtime else control_error
-        if method == "GET" and not is_runtime:
+        if method == "GET" and path in _UNSIGNED_GETS:
             await self._unsigned_get(send, path, request_id)
             return
         try:
@@ -110,6 +132,8 @@ class App:
                 await self._p.runtime.invoke(send, request_id, endpoint, headers, body, started)
             elif method == "POST" and path == "/":
                 await control_ok(send, request_id, service.call(target, body))
+            elif path.startswith(REST_PREFIX):
+                await self._rest(send, request_id, scope, path[len(REST_PREFIX) :], body)
             else:
                 raise UnknownOperationException(f"No operation at {method} {path}.")
         except ZeroscaleError as err:
@@ -117,6 +141,17 @@ class App:
         except Exception:
             log.exception("request %s failed", request_id)
             await serialise(send, request_id, InternalFailure(f"Internal failure (request {request_id})."))
+
+    async def _rest(self, send: Send, request_id: str, scope: Scope, sub_path: str, body: bytes) -> None:
+        handler = self._p.rest_routes.get(sub_path.split("/", 1)[0])
+        if handler is None:
+            raise UnknownOperationException(f"No zeroscale API at {REST_PREFIX}{sub_path}.")
+        raw_query = scope.get("query_string", b"").decode("latin-1")
+        query = urllib.parse.parse_qs(raw_query, keep_blank_values=True)
+        request = RestRequest(scope["method"], sub_path, query, scope["headers"], body)
+        status, content_type, payload = await handler(request)
+        headers = [(b"content-type", content_type.encode()), (b"x-amzn-requestid", request_id.encode())]
+        await respond(send, status, payload, headers)
 
     def _service(self, target: str) -> JsonService:
         for service in self._p.json_services:

@@ -20,7 +20,7 @@ from zeroscale.metrics.registry import Metrics
 from zeroscale.router.budget import MemoryBudget
 from zeroscale.router.spec import PoolSpec, RouterSettings
 from zeroscale.scaler.policy import IdleWorker, PoolSnapshot, decide
-from zeroscale.workers.client import WorkerConnection, WorkerConnectionError, WorkerResponse
+from zeroscale.workers.client import WorkerConnectionError, WorkerResponse
 from zeroscale.workers.manager import WorkerHandle, WorkerManager, WorkerSpec
 
 _CONTAINER = "primary"
@@ -311,7 +311,7 @@ class VariantPool:
         try:
             conn = handle.conn
             if conn is None or conn.closed:
-                conn = handle.conn = await WorkerConnection.open_unix(handle.socket_path)
+                conn = handle.conn = await handle.connect()
             resp = await asyncio.wait_for(
                 conn.request(b"POST", b"/invocations", inv.headers, inv.body),
                 self._settings.invocation_timeout_s,

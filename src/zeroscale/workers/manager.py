@@ -55,6 +55,10 @@ class WorkerHandle:
     def alive(self) -> bool:
         return self.exit_code is None
 
+    async def connect(self) -> WorkerConnection:
+        """A new keep-alive connection to the worker's server."""
+        return await WorkerConnection.open_unix(self.socket_path)
+
     def log_tail(self, lines: int = 20) -> str:
         return tail(self.log_path, lines)
 
@@ -172,7 +176,7 @@ class WorkerManager:
             if not handle.alive:
                 raise DeployError(f"Worker failed to start: {handle.death_reason()}.\n{handle.log_tail()}")
             try:
-                conn = await WorkerConnection.open_unix(handle.socket_path)
+                conn = await handle.connect()
             except (FileNotFoundError, ConnectionRefusedError):
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 0.02)
