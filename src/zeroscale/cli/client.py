@@ -9,12 +9,18 @@ import os
 import sys
 import tarfile
 import time
+import urllib.error
+import urllib.parse
+import urllib.request
 from pathlib import Path
 from typing import Any
 
 import boto3
 import click
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
 from botocore.config import Config
+from botocore.credentials import Credentials
 from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
 
 from zeroscale.credentials import read_file
@@ -46,6 +52,33 @@ class Clients:
         config = Config(retries={"mode": "standard", "max_attempts": 3}, read_timeout=120)
         self.sagemaker = session.client("sagemaker", endpoint_url=endpoint_url, config=config, **kwargs)
         self.runtime = session.client("sagemaker-runtime", endpoint_url=endpoint_url, config=config, **kwargs)
+        self.logs = session.client("logs", endpoint_url=endpoint_url, config=config, **kwargs)
+        self._credentials = (
+            Credentials(kwargs["aws_access_key_id"], kwargs["aws_secret_access_key"])
+            if kwargs
+            else session.get_credentials()
+        )
+        self._region = session.region_name
+
+    def rest(
+        self, method: str, path: str, query: dict[str, str] | None = None, body: bytes = b""
+    ) -> tuple[int, bytes]:
+        """Call zeroscale's own API (``/zeroscale/v1/<path>``), signed with SigV4 like the AWS calls."""
+        url = f"{self.endpoint_url.rstrip('/')}/zeroscale/v1/{path}"
+        if query:
+            url += "?" + urllib.parse.urlencode(query)
+        request = AWSRequest(method, url, data=body)
+        SigV4Auth(self._credentials, "sagemaker", self._region).add_auth(request)
+        http_request = urllib.request.Request(
+            url, data=body or None, method=method, headers=dict(request.headers)
+        )
+        try:
+            with urllib.request.urlopen(http_request, timeout=120) as resp:
+                return int(resp.status), bytes(resp.read())
+        except urllib.error.HTTPError as err:
+            return int(err.code), bytes(err.read())
+        except urllib.error.URLError as err:
+            raise click.ClickException(f"{url}: {err.reason}. Is `zeroscale serve` running there?") from None
 
 
 def _common(f: Any) -> Any:
