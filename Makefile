@@ -34,6 +34,12 @@ typecheck: $(STAMP)
 clean:
 	rm -rf $(VENV) .zeroscale .mypy_cache .ruff_cache .pytest_cache
 
-## bench: cold-start and warm-invoke latency against baselines measured in the same run
-bench: $(STAMP)
-	$(BIN)/python bench/latency.py
+## bench: every benchmark against baselines measured in the same run (make bench ARGS=--quick);
+## writes bench/results/latest.md and charts. wrk (apt-get install wrk) adds a cross-check if present.
+BENCH_STAMP := $(VENV)/.bench-installed
+$(BENCH_STAMP): pyproject.toml | $(STAMP)
+	$(BIN)/pip install --quiet -e '.[test,bench]'
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
+	$(BIN)/python -m bench.run $(ARGS)

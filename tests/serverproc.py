@@ -37,15 +37,17 @@ class ServerProcess:
         data_dir: Path,
         flags: Mapping[str, Any] | None = None,
         env: Mapping[str, str | None] | None = None,
+        cwd: Path | None = None,
     ):
         """``env`` adds to the server's environment; a None value removes that variable (e.g.
         ``{"ZEROSCALE_ACCESS_KEY_ID": None}`` for a server that generates its own credentials)."""
-        self.data_dir = data_dir
+        self.data_dir = data_dir  # relative to ``cwd`` when that is given
+        self.cwd = cwd
         self.flags = dict(flags or {})
         self.extra_env = dict(env or {})
         self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
-        self.log_path = data_dir.parent / f"{data_dir.name}-server.log"
+        self.log_path = (cwd or Path()) / data_dir.parent / f"{data_dir.name}-server.log"
 
     @property
     def url(self) -> str:
@@ -73,7 +75,7 @@ class ServerProcess:
         env = {key: value for key, value in merged.items() if value is not None}
         log = open(self.log_path, "ab")  # noqa: SIM115 - lives as long as the process
         self.proc = subprocess.Popen(
-            args, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+            args, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True, cwd=self.cwd
         )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:

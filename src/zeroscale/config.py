@@ -48,6 +48,13 @@ class Settings:
     reconcile_interval_s: float = 0.5
     memory_poll_interval_s: float = 0.05
     log_level: str = "info"
+    # Log streams not written for this long are deleted (0 keeps them forever).
+    log_retention_hours: float = 72.0
+    # One-minute metrics history kept in the database (zeroscale metrics, GET /zeroscale/v1/metrics).
+    metrics_retention_hours: float = 24.0
+    # Usage metering (zeroscale usage, GET /zeroscale/v1/usage) and the price table that overrides defaults.
+    metering: bool = True
+    price_table: Path | None = None
 
     @property
     def db_url(self) -> str:
@@ -60,12 +67,21 @@ class Settings:
         return self.data_dir / "artifacts"
 
     @property
+    def pyenvs_dir(self) -> Path:
+        """Per-model Python packages installed from code/requirements.txt."""
+        return self.data_dir / "pyenvs"
+
+    @property
     def workers_dir(self) -> Path:
         return self.data_dir / "workers"
 
     @property
     def logs_dir(self) -> Path:
         return self.data_dir / "logs"
+
+    @property
+    def images_dir(self) -> Path:
+        return self.data_dir / "images"
 
     @property
     def credentials_file(self) -> Path:

@@ -47,6 +47,19 @@ class ConflictException(ZeroscaleError):
     status = 400
 
 
+# ---- CloudWatch Logs (JSON 1.1) ----
+class LogsResourceNotFound(ZeroscaleError):
+    """An unknown log group or stream (CloudWatch Logs' code; SageMaker's is ResourceNotFound)."""
+
+    code = "ResourceNotFoundException"
+    status = 400
+
+
+class InvalidParameterException(ZeroscaleError):
+    code = "InvalidParameterException"
+    status = 400
+
+
 class UnknownOperationException(ZeroscaleError):
     code = "UnknownOperationException"
     status = 400

@@ -25,6 +25,7 @@ class InvocationRecord:
     memory_mb: int
     setup_s: float | None  # the cold start this request waited for, if any
     provisioned: bool  # served by a worker within the variant's provisioned concurrency
+    model_status: int = 0  # the HTTP status the container answered; 0 when it gave none (or was not reached)
 
     @property
     def overhead_s(self) -> float:

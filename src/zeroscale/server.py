@@ -10,10 +10,12 @@ import uvicorn
 
 from zeroscale.api.app import App, AppParts
 from zeroscale.api.control import ControlPlane
+from zeroscale.api.images import ImagesApi
 from zeroscale.api.jsonrpc import JsonService
 from zeroscale.api.runtime import Runtime
 from zeroscale.api.shapes import ServiceShapes
 from zeroscale.artifacts import ArtifactCache
+from zeroscale.artifacts.pyenv import PythonEnvs
 from zeroscale.config import Settings
 from zeroscale.control.arns import Arns
 from zeroscale.control.deploy import Deployer
@@ -22,7 +24,15 @@ from zeroscale.control.endpoints import Endpoints
 from zeroscale.control.models import Models
 from zeroscale.credentials import AdminCredentials, load_or_create
 from zeroscale.events import EventBus
+from zeroscale.images import ImageRegistry
+from zeroscale.logs import Logs
+from zeroscale.metering.rest import UsageApi
+from zeroscale.metering.service import Metering
+from zeroscale.metrics.recorder import HistoryRecorder
 from zeroscale.metrics.registry import Metrics
+from zeroscale.metrics.rest import MetricsApi
+from zeroscale.metrics.service import MetricsHistory
+from zeroscale.metrics.store import MinuteStore
 from zeroscale.router.fleet import Fleet
 from zeroscale.router.spec import RouterSettings
 from zeroscale.store.db import Store
@@ -42,6 +52,8 @@ class Server:
 
 
 def build(settings: Settings) -> Server:
+    # Workers run in their model directory: every path handed to them must be absolute.
+    settings = settings.replace(data_dir=settings.data_dir.resolve())
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     creds = load_or_create(settings.credentials_file, settings.access_key_id, settings.secret_access_key)
     store = Store(settings.db_url)
@@ -68,6 +80,24 @@ def build(settings: Settings) -> Server:
         metrics,
         events,
     )
+    metrics.watch(fleet.loads)
+    history = MetricsHistory(
+        HistoryRecorder(),
+        MinuteStore(settings.db_url),
+        fleet.loads,
+        retention_s=settings.metrics_retention_hours * 3600,
+    )
+    events.add(metrics)
+    events.add(history.recorder)
+    logs = Logs(
+        settings.logs_dir,
+        region=settings.region,
+        account_id=settings.account_id,
+        retention_hours=settings.log_retention_hours,
+    )
+    events.add(logs.sink)
+    metering = Metering.open(settings.db_url, price_table=settings.price_table, enabled=settings.metering)
+    metering.attach(events)
     artifacts = ArtifactCache(
         settings.artifacts_dir,
         s3_endpoint_url=settings.s3_endpoint_url,
@@ -76,9 +106,15 @@ def build(settings: Settings) -> Server:
     )
     models = Models(store, arns)
     configs = EndpointConfigs(store, arns, models)
-    endpoints = Endpoints(
-        store, arns, models, configs, Deployer(models, artifacts, settings.idle_timeout_s), fleet
+    images = ImageRegistry(
+        settings.images_dir,
+        max_bytes=settings.max_extracted_bytes,
+        max_files=settings.max_extracted_files,
     )
+    deployer = Deployer(
+        models, artifacts, settings.idle_timeout_s, PythonEnvs(settings.pyenvs_dir), images=images
+    )
+    endpoints = Endpoints(store, arns, models, configs, deployer, fleet)
     secrets = {creds.access_key_id: creds.secret_access_key}
     background: set[asyncio.Task[None]] = set()
 
@@ -87,12 +123,18 @@ def build(settings: Settings) -> Server:
         task = asyncio.create_task(manager.prewarm(PREWARMED_RUNTIMES))
         background.add(task)
         task.add_done_callback(background.discard)
+        await history.start()
+        await logs.start()
+        metering.start()  # before resume: it closes intervals a crash left open, then meters new ones
         await fleet.start(settings.reconcile_interval_s)
         await endpoints.resume()
 
     async def shutdown() -> None:
         await endpoints.close()
         await fleet.close()
+        await asyncio.to_thread(metering.close)  # after the fleet: its last records and deactivations
+        await history.close()
+        await logs.close()
         await manager.close()
         store.close()
 
@@ -100,8 +142,9 @@ def build(settings: Settings) -> Server:
         json_services=[
             JsonService(
                 ServiceShapes("sagemaker", skip_patterns=WIDENED_SHAPES),
-                ControlPlane(models, configs, endpoints).operations(),
+                metering.track_creates(ControlPlane(models, configs, endpoints).operations()),
             ),
+            JsonService(ServiceShapes("logs"), logs.operations),
         ],
         runtime=Runtime(fleet, settings.account_id, events),
         metrics=metrics,
@@ -109,7 +152,11 @@ def build(settings: Settings) -> Server:
         payload_limit_bytes=settings.payload_limit_bytes,
         startup=startup,
         shutdown=shutdown,
-        rest_routes={},
+        rest_routes={
+            "metrics": MetricsApi(history).handle,
+            "usage": UsageApi(metering),
+            "images": ImagesApi(images).handle,
+        },
     )
     return Server(settings, creds, App(parts))
 

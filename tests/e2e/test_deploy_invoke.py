@@ -130,3 +130,21 @@ def test_model_environment_reaches_the_worker(sm: Any, smr: Any, tmp_path: Any) 
         "content_type": "text/plain",
         "echo": "ping",
     }
+
+
+def test_relative_data_dir_serves(tmp_path: Any, sklearn_model: Any) -> None:
+    """`make run` uses the relative default `.zeroscale`; workers run in their model directory."""
+    from pathlib import Path
+
+    server = ServerProcess(Path(".zeroscale"), cwd=tmp_path).start()
+    try:
+        desc = deploy(server.client("sagemaker"), "relative", sklearn_model.url)
+        assert desc["EndpointStatus"] == "InService", desc.get("FailureReason")
+        resp = server.client("sagemaker-runtime").invoke_endpoint(
+            EndpointName="relative",
+            Body=sklearn_model.json_body(sklearn_model.X[:2]),
+            ContentType="application/json",
+        )
+        assert json.loads(resp["Body"].read()) == sklearn_model.expected(sklearn_model.X[:2])
+    finally:
+        server.stop()

@@ -17,7 +17,7 @@ import pytest
 from botocore.exceptions import ClientError, WaiterError
 
 from e2e.conftest import handler_model
-from serverproc import ServerProcess, deploy
+from serverproc import ServerProcess, deploy, wait_for
 
 # One handler whose behaviour the request body picks: {"raise": 1}, {"exit": 1}, {"kill": 1},
 # {"sleep": s}, {"alloc": 1}; anything else answers {"ok": true, "pid": <worker pid>}.
@@ -112,6 +112,8 @@ def test_user_exception_is_a_model_error_with_its_log(
     assert match, response["LogStreamArn"]
     assert match["endpoint"] == name
     log_file = server.data_dir / "logs" / name.lower() / "AllTraffic" / f"{match['worker']}.log"
+    # The zygote records the worker's output as it reads it: a moment after the worker printed it.
+    wait_for(lambda: "ValueError: bad input here" in log_file.read_text(), timeout_s=10)
     text = log_file.read_text()
     assert "Traceback (most recent call last)" in text
     assert "ValueError: bad input here" in text

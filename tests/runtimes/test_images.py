@@ -62,7 +62,7 @@ def test_registry() -> None:
     assert runtime.name == "sklearn"
     assert runtime.framework_version.split(".")[0].isdigit()
     assert set(runtime.content_types) == set(codecs.DECODERS)
-    assert set(RUNTIMES) == {"sklearn"}
+    assert {"sklearn", "xgboost", "pytorch", "onnx"} <= set(RUNTIMES)
     with pytest.raises(DeployError, match="Unknown runtime 'tensorflow'"):
         get_runtime("tensorflow")
 
@@ -70,7 +70,8 @@ def test_registry() -> None:
 def test_registry_and_images_import_no_framework() -> None:
     code = (
         "import sys; import zeroscale.runtimes.registry, zeroscale.runtimes.images; "
-        "heavy = [m for m in ('numpy', 'sklearn', 'joblib', 'httptools') if m in sys.modules]; "
+        "heavy = [m for m in ('numpy', 'sklearn', 'joblib', 'httptools', 'xgboost', 'torch', 'onnxruntime') "
+        "if m in sys.modules]; "
         "print(','.join(heavy))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

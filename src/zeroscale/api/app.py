@@ -131,7 +131,10 @@ class App:
                     raise RuntimeValidationError(f"No runtime operation at {method} {path}.")
                 await self._p.runtime.invoke(send, request_id, endpoint, headers, body, started)
             elif method == "POST" and path == "/":
-                await control_ok(send, request_id, service.call(target, body))
+                result = service.call(target, body)
+                if not isinstance(result, dict):  # an async handler
+                    result = await result or {}
+                await control_ok(send, request_id, result)
             elif path.startswith(REST_PREFIX):
                 await self._rest(send, request_id, scope, path[len(REST_PREFIX) :], body)
             else:

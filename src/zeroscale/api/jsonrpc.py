@@ -6,14 +6,15 @@ clear "not implemented" error naming it."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from zeroscale.api.shapes import ServiceShapes
 from zeroscale.errors import NotImplementedOperation, SerializationException, UnknownOperationException
 
 Params = Mapping[str, Any]
-Handler = Callable[[Params], dict[str, Any] | None]
+# A handler may be async (CloudWatch Logs reads files in a thread): the app awaits what it returns.
+Handler = Callable[[Params], dict[str, Any] | Awaitable[dict[str, Any] | None] | None]
 
 
 class JsonService:
@@ -24,7 +25,7 @@ class JsonService:
         self.target_prefix: str = shapes.target_prefix + "."
         self.signing_name: str = shapes.signing_name
 
-    def call(self, target: str, body: bytes) -> dict[str, Any]:
+    def call(self, target: str, body: bytes) -> dict[str, Any] | Awaitable[dict[str, Any] | None]:
         operation = target[len(self.target_prefix) :] if target.startswith(self.target_prefix) else ""
         if operation not in self._known:
             raise UnknownOperationException(f"Operation {target or '(no X-Amz-Target)'} is not known.")

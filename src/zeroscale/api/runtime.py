@@ -82,6 +82,7 @@ class Runtime:
                 memory_mb=spec.memory_mb,
                 setup_s=inv.setup_s,
                 provisioned=inv.provisioned,
+                model_status=inv.model_status,
             )
         )
 

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
 import os
 import sys
-import tarfile
 import time
 import urllib.error
 import urllib.parse
@@ -23,10 +21,11 @@ from botocore.config import Config
 from botocore.credentials import Credentials
 from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
 
+from zeroscale.cli.package import ARCHIVE_SUFFIXES
+from zeroscale.cli.package import package_into_cache as package_model
 from zeroscale.credentials import read_file
 
 DEFAULT_URL = "http://127.0.0.1:8080"
-ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar")
 
 
 class Clients:
@@ -118,24 +117,6 @@ def _fail(exc: Exception) -> click.ClickException:
     if isinstance(exc, EndpointConnectionError):
         return click.ClickException(f"{exc}. Is `zeroscale serve` running there?")
     return click.ClickException(str(exc))
-
-
-def package_model(path: Path, code_dir: Path | None = None) -> Path:
-    """Turn a model file (and an optional code directory) into model.tar.gz in the user's cache."""
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-        tar.add(path, arcname=path.name)
-        if code_dir is not None:
-            tar.add(code_dir, arcname="code")
-    data = buf.getvalue()
-    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "zeroscale" / "packages"
-    cache.mkdir(parents=True, exist_ok=True)
-    out = cache / f"{hashlib.sha256(data).hexdigest()[:32]}.tar.gz"
-    if not out.exists():
-        tmp = out.with_suffix(".tmp")
-        tmp.write_bytes(data)
-        tmp.rename(out)
-    return out
 
 
 def _model_url(model: str, code_dir: Path | None) -> str:

@@ -10,6 +10,11 @@ import click
 
 from zeroscale import __version__
 from zeroscale.cli.client import client_commands
+from zeroscale.cli.images import images
+from zeroscale.cli.logs import logs
+from zeroscale.cli.metrics import metrics
+from zeroscale.cli.package import package
+from zeroscale.cli.usage import check_price_table, usage
 from zeroscale.config import Settings
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -73,6 +78,13 @@ def _opt(name: str, env: str, **kw: Any) -> Callable[[F], F]:
     help="Seconds a model has to answer one invocation.",
 )
 @_opt(
+    "--startup-timeout-s",
+    "ZEROSCALE_STARTUP_TIMEOUT_S",
+    default=180.0,
+    type=float,
+    help="Seconds a new worker has to answer /ping (SageMaker allows 180) before its endpoint fails.",
+)
+@_opt(
     "--memory-budget-mb",
     "ZEROSCALE_MEMORY_BUDGET_MB",
     default=None,
@@ -84,6 +96,34 @@ def _opt(name: str, env: str, **kw: Any) -> Callable[[F], F]:
     "ZEROSCALE_S3_ENDPOINT_URL",
     default=None,
     help="S3-compatible endpoint for s3:// model data (credentials from the standard AWS chain).",
+)
+@_opt(
+    "--metrics-retention-hours",
+    "ZEROSCALE_METRICS_RETENTION_HOURS",
+    default=24.0,
+    type=float,
+    help="Hours of one-minute metrics history kept in the database (`zeroscale metrics`); 0 keeps it all.",
+)
+@_opt(
+    "--log-retention-hours",
+    "ZEROSCALE_LOG_RETENTION_HOURS",
+    default=72.0,
+    type=click.FloatRange(min=0),
+    help="Delete endpoint log streams not written for this many hours (0 keeps them forever).",
+)
+@_opt(
+    "--metering/--no-metering",
+    "ZEROSCALE_METERING",
+    default=True,
+    help="Record usage of every invocation and provisioned concurrency (`zeroscale usage`).",
+)
+@_opt(
+    "--price-table",
+    "ZEROSCALE_PRICE_TABLE",
+    default=None,
+    type=click.Path(path_type=Path, dir_okay=False),
+    callback=check_price_table,
+    help="JSON file of prices that override the defaults (see README, Usage and cost).",
 )
 @_opt(
     "--log-level",
@@ -102,8 +142,13 @@ def serve(
     queue_wait_s: float,
     payload_limit_mb: float,
     invocation_timeout_s: float,
+    startup_timeout_s: float,
     memory_budget_mb: int | None,
     s3_endpoint_url: str | None,
+    metrics_retention_hours: float,
+    log_retention_hours: float,
+    metering: bool,
+    price_table: Path | None,
     log_level: str,
 ) -> None:
     """Run the zeroscale server (control plane, runtime and /metrics on one port).
@@ -128,7 +173,12 @@ def serve(
         queue_wait_s=queue_wait_s,
         payload_limit_bytes=int(payload_limit_mb * 1024 * 1024),
         invocation_timeout_s=invocation_timeout_s,
+        startup_timeout_s=startup_timeout_s,
         s3_endpoint_url=s3_endpoint_url,
+        metrics_retention_hours=metrics_retention_hours,
+        log_retention_hours=log_retention_hours,
+        metering=metering,
+        price_table=price_table,
         log_level=log_level,
     )
     if memory_budget_mb is not None:
@@ -138,6 +188,11 @@ def serve(
 
 for command in client_commands:
     cli.add_command(command)
+cli.add_command(metrics)
+cli.add_command(package)
+cli.add_command(usage)
+cli.add_command(images)
+cli.add_command(logs)
 
 
 def main() -> None:

@@ -1,5 +1,6 @@
-"""From an endpoint configuration to runnable variant pools: resolve each model's image to a runtime,
-prepare its artifact (fetch, verify, extract, cache), and hand the result to the router."""
+"""From an endpoint configuration to runnable variant pools: resolve each model's image to a runtime (or to
+a registered bring-your-own image: its entrypoint, workdir and env), prepare its artifact (fetch, verify,
+extract, cache), and hand the result to the router."""
 
 from __future__ import annotations
 
@@ -7,11 +8,14 @@ import asyncio
 from typing import Any
 
 from zeroscale.artifacts import ArtifactCache
+from zeroscale.artifacts.pyenv import PythonEnvs
 from zeroscale.control.endpoint_configs import VariantSpec, idle_timeout_override, variant_specs
 from zeroscale.control.models import Models
 from zeroscale.errors import DeployError, ZeroscaleError
+from zeroscale.images import ImageRecord, ImageRegistry
 from zeroscale.router.spec import PoolSpec
-from zeroscale.runtimes.images import resolve_image
+from zeroscale.runtimes.images import known_images, resolve_image
+from zeroscale.runtimes.usercode import PYTHONPATH, requirements_file
 from zeroscale.store.db import Record
 
 # A real-time variant names an instance type; its worker gets this much memory unless the type says more.
@@ -32,10 +36,21 @@ def primary_container(model: Record) -> dict[str, Any]:
 
 
 class Deployer:
-    def __init__(self, models: Models, artifacts: ArtifactCache, default_idle_timeout_s: float) -> None:
+    def __init__(
+        self,
+        models: Models,
+        artifacts: ArtifactCache,
+        default_idle_timeout_s: float,
+        pyenvs: PythonEnvs | None = None,
+        images: ImageRegistry | None = None,
+    ) -> None:
         self._models = models
         self._artifacts = artifacts
+        # code/requirements.txt installs (default: beside the artifact cache, in <data-dir>/pyenvs)
+        self._pyenvs = pyenvs or PythonEnvs(artifacts.root.parent / "pyenvs")
         self._default_idle_timeout_s = default_idle_timeout_s
+        # bring-your-own images (default: beside the artifact cache, in <data-dir>/images)
+        self._images = images or ImageRegistry(artifacts.root.parent / "images")
 
     async def pool_specs(self, endpoint: str, config: Record) -> list[PoolSpec]:
         """Raises DeployError naming the variant and what went wrong."""
@@ -55,12 +70,19 @@ class Deployer:
         image = str(container.get("Image") or "")
         env = {str(k): str(v) for k, v in (container.get("Environment") or {}).items()}
         try:
-            runtime = resolve_image(image)
+            runtime, byo = self._resolve(image)
+            if byo is not None:  # the model's Environment is laid over the image's
+                env = {**byo.manifest.env, **env}
             model_dir = await asyncio.to_thread(self._artifacts.prepare, container.get("ModelDataUrl"))
             submit = env.get(SUBMIT_DIRECTORY, "")
             if submit.startswith(("s3://", "file://")):
                 # The sagemaker SDK points this at its uploaded sourcedir.tar.gz: fetch and unpack it too.
                 env[SUBMIT_DIRECTORY] = str(await asyncio.to_thread(self._artifacts.prepare, submit))
+            requirements = None if byo else requirements_file(str(model_dir), env)
+            if requirements is not None:  # installed once per content, before any worker starts
+                python_path = await self._pyenvs.prepare(requirements)
+                if python_path is not None:
+                    env[PYTHONPATH] = str(python_path)
         except DeployError as exc:
             raise DeployError(f"Variant {variant.name} (model {model.name}): {exc}") from exc
         if variant.serverless is not None:
@@ -82,4 +104,23 @@ class Deployer:
             idle_timeout_s=idle_s,
             weight=variant.weight,
             env=env,
+            command=byo.manifest.entrypoint if byo else (),
+            workdir=str(byo.workdir) if byo else "",
         )
+
+    def _resolve(self, image: str) -> tuple[str, ImageRecord | None]:
+        """A framework image -> (its runtime, None); a registered image -> ("byo/<name:tag@digest>", it)."""
+        try:
+            return resolve_image(image), None
+        except DeployError:
+            record = self._images.resolve(image) if image.strip() else None
+            if record is None:
+                if not image.strip():
+                    raise
+                registered = ", ".join(r.ref for r in self._images.list()) or "none"
+                raise DeployError(
+                    f"Image {image.strip()!r} is not a known zeroscale image. "
+                    f"Known images: {known_images()}. Registered images: {registered} "
+                    "(push one with `zeroscale images push NAME:TAG DIR`)."
+                ) from None
+            return f"byo/{record.resolved}", record

@@ -1,11 +1,25 @@
-"""The Prometheus series zeroscale exposes on /metrics. One registry per server (tests run several)."""
+"""The Prometheus series on /metrics, one registry per server (tests run several).
+
+``Metrics`` is an event sink: invocations, worker starts and exits update counters and histograms in memory
+(a dict lookup and a few increments per invocation). Gauges of what is happening now (busy workers, queue
+depth, memory and concurrency utilization) are computed when scraped, from the pools' loads. The one series
+the router still updates itself is ``zeroscale_workers``: each pool adds its own changes, so the value is
+the sum over an endpoint variant's pools. SageMaker's name for each series is in ``catalog.CATALOG``.
+"""
 
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from zeroscale.events import InvocationRecord, VariantEvent, WorkerEvent
+from zeroscale.metrics.catalog import error_family
+from zeroscale.metrics.load import LoadSource, PoolLoad, VariantLoad, by_variant
 
 _LABELS = ("endpoint_name", "variant_name")
 _LATENCY_BUCKETS = (
@@ -23,47 +37,244 @@ _LATENCY_BUCKETS = (
     2.5,
     5.0,
     10.0,
+    30.0,
     60.0,
+    180.0,
 )
+
+
+@dataclass(slots=True)
+class _Series:
+    """One variant's children of the labelled series the invoke path touches (labels() looked up once)."""
+
+    invocations: Counter
+    errors_4xx: Counter
+    errors_5xx: Counter
+    model_latency: Histogram
+    overhead_latency: Histogram
+    provisioned: Counter | None  # None unless the variant has provisioned concurrency
+    spillover: Counter | None
 
 
 class Metrics:
     content_type = CONTENT_TYPE_LATEST
 
     def __init__(self) -> None:
-        self.registry = CollectorRegistry()
-        self.workers = Gauge(
-            "zeroscale_workers", "Live worker processes per variant", _LABELS, registry=self.registry
-        )
+        r = self.registry = CollectorRegistry()
+        self.workers = Gauge("zeroscale_workers", "Live worker processes per variant", _LABELS, registry=r)
         self.invocations = Counter(
             "zeroscale_invocations",
-            "Invocations per variant and outcome",
-            (*_LABELS, "outcome"),
-            registry=self.registry,
+            "SageMaker Invocations: requests routed to the variant",
+            _LABELS,
+            registry=r,
         )
-        self.cold_starts = Counter(
-            "zeroscale_cold_starts", "Workers started per variant", _LABELS, registry=self.registry
+        self.errors_4xx = Counter(
+            "zeroscale_invocation_4xx_errors",
+            "SageMaker Invocation4XXErrors: the model answered 4xx, or the request was throttled",
+            _LABELS,
+            registry=r,
+        )
+        self.errors_5xx = Counter(
+            "zeroscale_invocation_5xx_errors",
+            "SageMaker Invocation5XXErrors: the model answered 5xx or not at all",
+            _LABELS,
+            registry=r,
         )
         self.model_latency = Histogram(
             "zeroscale_model_latency_seconds",
-            "Time the worker took to answer",
+            "SageMaker ModelLatency: request written to the worker until its response was read",
             _LABELS,
             buckets=_LATENCY_BUCKETS,
-            registry=self.registry,
+            registry=r,
+        )
+        self.overhead_latency = Histogram(
+            "zeroscale_overhead_latency_seconds",
+            "SageMaker OverheadLatency: arrival to answer minus ModelLatency (includes cold starts)",
+            _LABELS,
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
         )
         self.model_setup = Histogram(
             "zeroscale_model_setup_seconds",
-            "Worker start to first successful /ping",
+            "SageMaker ModelSetupTime: worker start to its first good /ping, one sample per cold start",
             _LABELS,
             buckets=_LATENCY_BUCKETS,
-            registry=self.registry,
+            registry=r,
         )
+        self.cold_starts = Counter(
+            "zeroscale_cold_starts", "Workers started per variant", _LABELS, registry=r
+        )
+        self.worker_exits = Counter(
+            "zeroscale_worker_exits",
+            "Workers gone per variant, by reason (stopped, crashed, memory_killed, timed_out, evicted)",
+            (*_LABELS, "reason"),
+            registry=r,
+        )
+        self.provisioned_invocations = Counter(
+            "zeroscale_provisioned_concurrency_invocations",
+            "SageMaker ServerlessProvisionedConcurrencyInvocations: served within provisioned concurrency",
+            _LABELS,
+            registry=r,
+        )
+        self.spillover_invocations = Counter(
+            "zeroscale_provisioned_concurrency_spillover_invocations",
+            "SageMaker ServerlessProvisionedConcurrencySpilloverInvocations: served beyond it",
+            _LABELS,
+            registry=r,
+        )
+        self._series: dict[tuple[str, str], _Series] = {}
+        self._provisioned: dict[tuple[str, str], int] = {}
+        self._exit_reasons: dict[tuple[str, str], set[str]] = {}
+        self._loads: LoadSource = _no_loads
+        r.register(_LoadCollector(self))
+
+    def watch(self, loads: LoadSource) -> None:
+        """Where the scrape-time gauges come from (the fleet's pools)."""
+        self._loads = loads
+
+    def current_loads(self) -> list[PoolLoad]:
+        return self._loads()
+
+    # ---- the event sink ----
+    def invocation(self, record: InvocationRecord) -> None:
+        key = (record.endpoint, record.variant)
+        series = self._series.get(key) or self._open(key)
+        series.invocations.inc()
+        family = error_family(record)
+        if family == 4:
+            series.errors_4xx.inc()
+        elif family == 5:
+            series.errors_5xx.inc()
+        if record.worker_id:
+            series.model_latency.observe(record.model_s)
+            if series.provisioned is not None and series.spillover is not None:
+                (series.provisioned if record.provisioned else series.spillover).inc()
+        series.overhead_latency.observe(max(0.0, record.total_s - record.model_s))
+
+    def worker(self, event: WorkerEvent) -> None:
+        key = (event.endpoint, event.variant)
+        if event.kind == "started":
+            self.cold_starts.labels(*key).inc()
+            if event.setup_s is not None:
+                self.model_setup.labels(*key).observe(event.setup_s)
+        elif event.worker_id:  # "failed" starts have no worker
+            self._exit_reasons.setdefault(key, set()).add(event.kind)
+            self.worker_exits.labels(*key, event.kind).inc()
+
+    def variant(self, event: VariantEvent) -> None:
+        if event.kind == "activated":
+            key = (event.endpoint, event.variant)
+            self._provisioned[key] = event.provisioned
+            self._series.pop(key, None)
+            self._open(key)
+            self.cold_starts.labels(*key)
+            self.model_setup.labels(*key)
+
+    def _open(self, key: tuple[str, str]) -> _Series:
+        """Create the variant's series (at zero, so rates work from the first request)."""
+        provisioned = self._provisioned.get(key, 0) > 0
+        series = _Series(
+            self.invocations.labels(*key),
+            self.errors_4xx.labels(*key),
+            self.errors_5xx.labels(*key),
+            self.model_latency.labels(*key),
+            self.overhead_latency.labels(*key),
+            self.provisioned_invocations.labels(*key) if provisioned else None,
+            self.spillover_invocations.labels(*key) if provisioned else None,
+        )
+        self._series[key] = series
+        return series
 
     def forget(self, endpoint: str, variant: str) -> None:
         """Drop a deleted variant's series."""
-        for metric in (self.workers, self.cold_starts, self.model_latency, self.model_setup):
+        key = (endpoint, variant)
+        self._series.pop(key, None)
+        self._provisioned.pop(key, None)
+        for metric in (
+            self.workers,
+            self.invocations,
+            self.errors_4xx,
+            self.errors_5xx,
+            self.model_latency,
+            self.overhead_latency,
+            self.model_setup,
+            self.cold_starts,
+            self.provisioned_invocations,
+            self.spillover_invocations,
+        ):
             with contextlib.suppress(KeyError):
                 metric.remove(endpoint, variant)
+        for reason in self._exit_reasons.pop(key, set()):
+            with contextlib.suppress(KeyError):
+                self.worker_exits.remove(endpoint, variant, reason)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+# name, help; values from _gauge_values in this order
+_GAUGES: tuple[tuple[str, str], ...] = (
+    ("zeroscale_concurrent_executions", "Workers serving a request now"),
+    (
+        "zeroscale_concurrent_executions_utilization_ratio",
+        "SageMaker ServerlessConcurrentExecutionsUtilization: busy workers / MaxConcurrency",
+    ),
+    ("zeroscale_queue_depth", "Requests waiting for a free worker"),
+    ("zeroscale_max_concurrency", "The variant's MaxConcurrency"),
+    ("zeroscale_provisioned_concurrency", "The variant's ProvisionedConcurrency"),
+    (
+        "zeroscale_memory_utilization_percent",
+        "SageMaker MemoryUtilization: mean resident set of the live workers, percent of MemorySizeInMB",
+    ),
+    (
+        "zeroscale_memory_utilization_max_percent",
+        "The largest worker's resident set, percent of MemorySizeInMB",
+    ),
+    (
+        "zeroscale_provisioned_concurrency_executions",
+        "SageMaker ServerlessProvisionedConcurrencyExecutions: min(busy, ProvisionedConcurrency)",
+    ),
+    (
+        "zeroscale_provisioned_concurrency_utilization_ratio",
+        "SageMaker ServerlessProvisionedConcurrencyUtilization: executions / ProvisionedConcurrency",
+    ),
+)
+
+
+def _no_loads() -> list[PoolLoad]:
+    return []
+
+
+def _gauge_values(v: VariantLoad) -> tuple[float | None, ...]:
+    mem = v.memory_utilization
+    provisioned = v.provisioned > 0
+    return (
+        float(v.busy),
+        v.concurrency_utilization,
+        float(v.queued),
+        float(v.max_concurrency),
+        float(v.provisioned),
+        sum(mem) / len(mem) if mem else None,
+        max(mem) if mem else None,
+        float(v.provisioned_executions) if provisioned else None,
+        v.provisioned_utilization if provisioned else None,
+    )
+
+
+class _LoadCollector:
+    """The gauges of what the pools are doing now, computed at scrape time."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+
+    def describe(self) -> Iterable[Metric]:
+        return [GaugeMetricFamily(name, doc, labels=_LABELS) for name, doc in _GAUGES]
+
+    def collect(self) -> Iterator[Metric]:
+        families = [GaugeMetricFamily(name, doc, labels=_LABELS) for name, doc in _GAUGES]
+        for load in by_variant(self._metrics.current_loads()):
+            labels = [load.endpoint, load.variant]
+            for family, value in zip(families, _gauge_values(load), strict=True):
+                if value is not None:
+                    family.add_metric(labels, value)
+        yield from families

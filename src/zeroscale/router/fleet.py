@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from zeroscale.errors import DeployError, RuntimeValidationError
 from zeroscale.events import EventBus, VariantEvent
+from zeroscale.metrics.load import PoolLoad
 from zeroscale.metrics.registry import Metrics
 from zeroscale.router.budget import MemoryBudget
 from zeroscale.router.pool import VariantPool
@@ -79,6 +80,10 @@ class Fleet:
     # ---- control ----
     def pools(self) -> list[VariantPool]:
         return [p for r in self._routes.values() for p in r.pools] + list(self._draining)
+
+    def loads(self) -> list[PoolLoad]:
+        """Every pool's current load (read-only), for the metrics gauges."""
+        return [p.load() for p in self.pools()]
 
     async def activate(self, endpoint: str, specs: list[PoolSpec], *, warm: bool = True) -> None:
         """Build pools for ``specs``; with ``warm`` start one worker per variant and require a good /ping

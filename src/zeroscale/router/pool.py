@@ -16,6 +16,7 @@ from typing import Any
 
 from zeroscale.errors import DeployError, ModelError, Throttling
 from zeroscale.events import EventBus, WorkerEvent
+from zeroscale.metrics.load import PoolLoad
 from zeroscale.metrics.registry import Metrics
 from zeroscale.router.budget import MemoryBudget
 from zeroscale.router.spec import PoolSpec, RouterSettings
@@ -35,6 +36,7 @@ class Invocation:
     model_s: float = 0.0
     setup_s: float | None = None  # the cold start this request waited for
     provisioned: bool = False
+    model_status: int = 0  # the status the worker answered, once it did
 
 
 class VariantPool:
@@ -55,7 +57,6 @@ class VariantPool:
         self._manager = manager
         self._budget = budget
         self._settings = settings
-        self._metrics = metrics
         self._clock = clock
         self._workers: dict[str, WorkerHandle] = {}  # every live worker that holds a memory reservation
         self._idle: list[WorkerHandle] = []  # a stack: the most recently used worker is reused first
@@ -96,6 +97,21 @@ class VariantPool:
             starting=self._starting,
             queued=self.queued,
             idle=tuple(IdleWorker(w.worker_id, self._idle_since[w.worker_id]) for w in self._idle),
+            draining=self.draining,
+        )
+
+    def load(self) -> PoolLoad:
+        """What the pool is doing now, for the gauges metrics computes when scraped or sampled."""
+        return PoolLoad(
+            endpoint=self.spec.endpoint,
+            variant=self.spec.variant,
+            max_concurrency=self.spec.max_concurrency,
+            provisioned=self.spec.provisioned,
+            memory_mb=self.spec.memory_mb,
+            workers=len(self._workers),
+            busy=len(self._busy),
+            queued=self.queued,
+            rss_mb=tuple(w.rss_mb for w in self._workers.values()),
             draining=self.draining,
         )
 
@@ -169,6 +185,8 @@ class VariantPool:
             memory_mb=self.spec.memory_mb,
             log_dir=self._log_dir,
             env=dict(self.spec.env),
+            command=self.spec.command,
+            workdir=self.spec.workdir,
         )
         self._empty.clear()
         try:
@@ -179,8 +197,6 @@ class VariantPool:
             self._check_empty()
             raise
         self._starting -= 1
-        self._metrics.cold_starts.labels(self.spec.endpoint, self.spec.variant).inc()
-        self._metrics.model_setup.labels(self.spec.endpoint, self.spec.variant).observe(handle.ready_s)
         if not handle.alive:  # died between its ping and now; _on_exit already ran without our record
             self._budget.release(self.spec.memory_mb)
             raise DeployError(f"Worker exited right after starting: {handle.death_reason()}")
@@ -344,7 +360,7 @@ class VariantPool:
             self.release(handle, broken=True)
             raise
         inv.model_s = time.perf_counter() - started
-        self._metrics.model_latency.labels(self.spec.endpoint, self.spec.variant).observe(inv.model_s)
+        inv.model_status = resp.status
         self.release(handle)
         if resp.status >= 400:
             text = resp.body.decode("utf-8", "replace")

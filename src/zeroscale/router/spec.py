@@ -20,6 +20,9 @@ class PoolSpec:
     idle_timeout_s: float
     weight: float = 1.0
     env: Mapping[str, str] = field(default_factory=dict)
+    # A bring-your-own image: its entrypoint and working directory (empty for a built-in runtime).
+    command: tuple[str, ...] = ()
+    workdir: str = ""
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 import io
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -19,6 +19,8 @@ JSON = "application/json"
 CSV = "text/csv"
 NPY = "application/x-npy"
 NPZ = "application/x-npz"
+LIBSVM = "text/libsvm"  # decoded only where a runtime asks for it (xgboost): not in DECODERS
+X_LIBSVM = "text/x-libsvm"
 
 
 class InferenceError(Exception):
@@ -87,6 +89,35 @@ def _decode_npz(body: bytes) -> Any:
         return {name: archive[name] for name in names}
 
 
+def decode_libsvm(body: bytes) -> Any:
+    """``label idx:value idx:value ...`` per line -> a ``scipy.sparse.csr_matrix`` with a column per
+    index as written (0-based or 1-based alike); the label, a token without a colon, is ignored."""
+    rows: list[int] = []
+    cols: list[int] = []
+    values: list[float] = []
+    n_rows = 0
+    for line in body.decode("utf-8").splitlines():
+        tokens = line.split()
+        if not tokens:
+            continue
+        for token in tokens:
+            index, colon, value = token.partition(":")
+            if not colon:
+                continue
+            col = int(index)
+            if col < 0:
+                raise ValueError(f"negative feature index in {token!r}")
+            rows.append(n_rows)
+            cols.append(col)
+            values.append(float(value))
+        n_rows += 1
+    if n_rows == 0:
+        raise ValueError("no rows")
+    sparse: Any = importlib.import_module("scipy.sparse")  # scipy ships no type stubs
+    shape = (n_rows, max(cols, default=-1) + 1)
+    return sparse.csr_matrix((np.asarray(values, dtype=np.float64), (rows, cols)), shape=shape)
+
+
 DECODERS: dict[str, Callable[[bytes], Any]] = {
     JSON: _decode_json,
     CSV: _decode_csv,
@@ -95,14 +126,15 @@ DECODERS: dict[str, Callable[[bytes], Any]] = {
 }
 
 
-def decode(body: bytes, content_type: str) -> Any:
-    """Decode a request body into a numpy array (a dict stays a dict for JSON objects)."""
+def decode(body: bytes, content_type: str, decoders: Mapping[str, Callable[[bytes], Any]] = DECODERS) -> Any:
+    """Decode a request body into a numpy array (a dict stays a dict for JSON objects). A runtime may
+    pass its own table of ``decoders`` (media type -> decoder)."""
     kind = media_type(content_type)
-    decoder = DECODERS.get(kind)
+    decoder = decoders.get(kind)
     if decoder is None:
         raise UnsupportedContentType(
             f"Content type {content_type!r} is not supported by the default input_fn. "
-            f"Supported: {', '.join(DECODERS)}; define input_fn in code/inference.py for others."
+            f"Supported: {', '.join(decoders)}; define input_fn in code/inference.py for others."
         )
     try:
         return decoder(body)

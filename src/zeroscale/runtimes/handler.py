@@ -13,17 +13,16 @@ import sys
 import traceback
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 from zeroscale.errors import DeployError
 from zeroscale.runtimes import codecs
+from zeroscale.runtimes.usercode import add_python_path, user_code_path
 
 HOOKS = ("model_fn", "input_fn", "predict_fn", "output_fn", "transform_fn")
 # How many arguments each hook takes without the optional trailing context.
 _ARITY = {"model_fn": 1, "input_fn": 2, "predict_fn": 2, "output_fn": 2, "transform_fn": 4}
-_CONTAINER_MODEL_DIR = "/opt/ml/model"
 _TEXT = "text/plain; charset=utf-8"
 
 Result = tuple[int, bytes, str]
@@ -57,34 +56,6 @@ def _wants_context(fn: Callable[..., Any], arity: int) -> bool:
         return False
     positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
     return len(positional) > arity
-
-
-def user_code_path(model_dir: str, env: Mapping[str, str]) -> tuple[Path, bool]:
-    """Where the user module lives and whether it was named explicitly (``SAGEMAKER_PROGRAM``)."""
-    program = env.get("SAGEMAKER_PROGRAM", "").strip()
-    explicit = bool(program)
-    if not program:
-        program = "inference.py"
-    elif not program.endswith(".py"):
-        program += ".py"
-    submit = env.get("SAGEMAKER_SUBMIT_DIRECTORY", "").strip()
-    if submit.startswith("file://"):
-        submit = submit[len("file://") :]
-    if not submit:
-        code_dir = os.path.join(model_dir, "code")
-    elif "://" in submit:
-        raise DeployError(
-            f"SAGEMAKER_SUBMIT_DIRECTORY={submit} is not a local directory; "
-            "the code archive must be fetched and extracted before the worker starts"
-        )
-    elif (
-        submit == _CONTAINER_MODEL_DIR or submit.startswith(_CONTAINER_MODEL_DIR + "/")
-    ) and not os.path.isdir(submit):
-        # The SDK writes container paths (/opt/ml/model/code); the model lives elsewhere here.
-        code_dir = model_dir + submit[len(_CONTAINER_MODEL_DIR) :]
-    else:
-        code_dir = submit
-    return Path(code_dir) / program, explicit
 
 
 def load_user_module(model_dir: str, env: Mapping[str, str]) -> ModuleType | None:
@@ -142,17 +113,39 @@ def _default_output_fn(prediction: Any, accept: str) -> tuple[bytes, str]:
     return codecs.encode(prediction, accept)
 
 
+@dataclass(frozen=True)
+class Defaults:
+    """A runtime's hooks for what ``code/inference.py`` does not define, and its default Accept."""
+
+    input_fn: Callable[[bytes, str], Any] = _default_input_fn
+    predict_fn: Callable[[Any, Any], Any] = _default_predict_fn
+    output_fn: Callable[[Any, str], Any] = _default_output_fn
+    accept: str = codecs.JSON
+
+
+# A runtime's defaults, chosen in the worker (after fork) by whether the model has user code.
+DefaultsFactory = Callable[[bool], Defaults]
+
+
 class Handler:
     """A loaded model with its hooks. Not thread-safe: the server calls ``invoke`` one at a time."""
 
-    def __init__(self, model: Any, hooks: Mapping[str, Hook], model_dir: str, default_accept: str) -> None:
+    def __init__(
+        self,
+        model: Any,
+        hooks: Mapping[str, Hook],
+        model_dir: str,
+        default_accept: str,
+        defaults: Defaults | None = None,
+    ) -> None:
         self.model = model
         self.model_dir = model_dir
         self.default_accept = default_accept
+        base = defaults or Defaults()
         self._transform = hooks.get("transform_fn")
-        self._input = hooks.get("input_fn") or Hook(_default_input_fn, False)
-        self._predict = hooks.get("predict_fn") or Hook(_default_predict_fn, False)
-        self._output = hooks.get("output_fn") or Hook(_default_output_fn, False)
+        self._input = hooks.get("input_fn") or Hook(base.input_fn, False)
+        self._predict = hooks.get("predict_fn") or Hook(base.predict_fn, False)
+        self._output = hooks.get("output_fn") or Hook(base.output_fn, False)
         self._needs_context = any(h.wants_context for h in hooks.values())
 
     @classmethod
@@ -161,12 +154,20 @@ class Handler:
         model_dir: str,
         default_model_fn: Callable[[str], Any],
         env: Mapping[str, str] | None = None,
+        defaults: DefaultsFactory | None = None,
     ) -> Handler:
-        """Import the user module, check its hooks and load the model. Raises on any failure."""
+        """Import the user module, check its hooks and load the model. Raises on any failure.
+
+        ``defaults`` (the runtime's) is called with whether the model has user code."""
         env = os.environ if env is None else env
         model_dir = os.path.abspath(model_dir)
-        hooks = find_hooks(load_user_module(model_dir, env))
-        default_accept = env.get("SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT", "").strip() or codecs.JSON
+        warning = add_python_path(env)  # code/requirements.txt, installed at deploy time
+        if warning:
+            print(warning, file=sys.stderr, flush=True)
+        module = load_user_module(model_dir, env)
+        hooks = find_hooks(module)
+        base = defaults(module is not None) if defaults is not None else Defaults()
+        default_accept = env.get("SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT", "").strip() or base.accept
         model_hook = hooks.get("model_fn")
         if model_hook is None:
             model = default_model_fn(model_dir)
@@ -174,7 +175,7 @@ class Handler:
             model = model_hook.fn(model_dir, _context(model_dir, {}))
         else:
             model = model_hook.fn(model_dir)
-        return cls(model, hooks, model_dir, default_accept)
+        return cls(model, hooks, model_dir, default_accept, base)
 
     def invoke(self, body: bytes, headers: Mapping[str, str]) -> Result:
         """One request: ``headers`` has lower-case names. Returns ``(status, body, content_type)``."""
@@ -204,7 +205,13 @@ class Handler:
 
 
 def _context(model_dir: str, headers: Mapping[str, str]) -> Context:
-    props: dict[str, Any] = {"model_dir": model_dir, "batch_size": 1, "server_name": "zeroscale"}
+    # The keys the model server gives the toolkit; gpu_id None: workers run on the CPU.
+    props: dict[str, Any] = {
+        "model_dir": model_dir,
+        "gpu_id": None,
+        "batch_size": 1,
+        "server_name": "zeroscale",
+    }
     return Context(model_dir, props, dict(headers))
 
 

@@ -19,9 +19,12 @@ class ImageFamily:
     aliases: tuple[str, ...] = ()
 
 
-# Add xgboost (sagemaker-xgboost), pytorch (pytorch-inference), onnx here as their runtimes land.
 IMAGES: tuple[ImageFamily, ...] = (
     ImageFamily(runtime="sklearn", repository="sagemaker-scikit-learn", aliases=("sklearn", "scikit-learn")),
+    ImageFamily(runtime="xgboost", repository="sagemaker-xgboost", aliases=("xgboost",)),
+    ImageFamily(runtime="pytorch", repository="pytorch-inference", aliases=("pytorch", "torch")),
+    # SageMaker has no first-party ONNX image: this repository name is zeroscale's own.
+    ImageFamily(runtime="onnx", repository="zeroscale-onnx", aliases=("onnx", "onnxruntime")),
 )
 
 

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import re
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from zeroscale.errors import DeployError
+
+if TYPE_CHECKING:
+    from zeroscale.runtimes.handler import Defaults
 
 
 @dataclass(frozen=True)
@@ -19,6 +23,10 @@ class Runtime:
     preload: Callable[[], None]
     model_fn: Callable[[str], Any]
     content_types: tuple[str, ...]  # what the default input_fn decodes
+    # In the worker, after fork: the runtime's default input/predict/output_fn and Accept, by whether the
+    # model has user code (None: the handler's own, numpy in and out, ``model.predict``).
+    defaults: Callable[[bool], Defaults] | None = None
+    accepts: tuple[str, ...] = ("application/json", "text/csv", "application/x-npy")  # default output_fn
 
 
 def installed_version(distribution: str) -> str:
@@ -57,6 +65,38 @@ def _sklearn_model_fn(model_dir: str) -> Any:
 
 DEFAULT_CONTENT_TYPES = ("application/json", "text/csv", "application/x-npy", "application/x-npz")
 
+
+def _lazy_runtime(
+    name: str, version: str, content_types: tuple[str, ...], accepts: tuple[str, ...] | None = None
+) -> Runtime:
+    """A runtime whose code lives in ``zeroscale.runtimes.<name>`` (preload, model_fn, defaults), imported
+    only when one of them is called."""
+
+    def module() -> Any:
+        return importlib.import_module(f"zeroscale.runtimes.{name}")
+
+    def preload() -> None:
+        module().preload()
+        _preload_serving()
+
+    def model_fn(model_dir: str) -> Any:
+        return module().model_fn(model_dir)
+
+    def defaults(user_code: bool) -> Defaults:
+        chosen: Defaults = module().defaults(user_code)
+        return chosen
+
+    return Runtime(
+        name=name,
+        framework_version=version,
+        preload=preload,
+        model_fn=model_fn,
+        content_types=content_types,
+        defaults=defaults,
+        **({"accepts": accepts} if accepts else {}),
+    )
+
+
 RUNTIMES: dict[str, Runtime] = {
     "sklearn": Runtime(
         name="sklearn",
@@ -65,6 +105,15 @@ RUNTIMES: dict[str, Runtime] = {
         model_fn=_sklearn_model_fn,
         content_types=DEFAULT_CONTENT_TYPES,
     ),
+    # SageMaker's XGBoost algorithm (a bare xgboost-model) and framework mode (code/inference.py).
+    "xgboost": _lazy_runtime(
+        "xgboost",
+        installed_version("xgboost-cpu") or installed_version("xgboost"),
+        ("text/libsvm", "text/x-libsvm", *DEFAULT_CONTENT_TYPES),
+        ("text/csv", "application/json", "application/jsonlines", "application/x-npy"),
+    ),
+    "pytorch": _lazy_runtime("pytorch", installed_version("torch"), DEFAULT_CONTENT_TYPES),
+    "onnx": _lazy_runtime("onnx", installed_version("onnxruntime"), DEFAULT_CONTENT_TYPES),
 }
 
 

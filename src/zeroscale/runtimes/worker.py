@@ -98,7 +98,8 @@ def run_worker(
     """Load the model, listen, print the ready line, serve until SIGTERM; never returns."""
     try:
         _reset_process_state()
-        handler = Handler.load(model_dir, get_runtime(runtime).model_fn)
+        spec = get_runtime(runtime)
+        handler = Handler.load(model_dir, spec.model_fn, defaults=spec.defaults)
         listener = bind(socket_path, port, host)
         server = Server(listener, handler.invoke)
 

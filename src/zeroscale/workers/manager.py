@@ -2,6 +2,8 @@
 
 A worker is forked by its runtime's zygote, becomes ready when its Unix socket answers ``GET /ping``, and is
 watched for memory: one whose resident set passes its MemorySizeInMB is killed, and ``kill_reason`` says so.
+A bring-your-own image's worker (a spec with a ``command``) is a plain process instead (``process.py``),
+reached over TCP, measured with its descendants, and otherwise treated the same.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from pathlib import Path
 
 from zeroscale.errors import DeployError
 from zeroscale.workers.client import WorkerConnection, WorkerConnectionError
+from zeroscale.workers.process import ProcessLauncher, tree_rss_mb
 from zeroscale.workers.zygote import THREAD_ENV
 from zeroscale.workers.zygotes import Zygote, ZygoteError, tail
 
@@ -33,6 +36,9 @@ class WorkerSpec:
     memory_mb: int
     log_dir: Path  # the worker writes stdout and stderr to <log_dir>/<worker_id>.log
     env: Mapping[str, str] = field(default_factory=dict)
+    # A bring-your-own image: run ``<command> serve`` in ``workdir`` as a plain process, not a zygote's fork.
+    command: tuple[str, ...] = ()
+    workdir: str = ""
 
 
 @dataclass(eq=False)
@@ -47,9 +53,11 @@ class WorkerHandle:
     exit_code: int | None = None
     kill_reason: str | None = None
     kill_kind: str | None = None  # memory_killed | timed_out, when the manager killed it on purpose
+    rss_mb: float = 0.0  # the resident set the memory watchdog sampled last (0 before the first sample)
     conn: WorkerConnection | None = None
     exited: asyncio.Event = field(default_factory=asyncio.Event)
     on_exit: Callable[[WorkerHandle], None] | None = None
+    port: int = 0  # a process worker's TCP port on 127.0.0.1 (zygote workers use socket_path)
 
     @property
     def alive(self) -> bool:
@@ -57,6 +65,8 @@ class WorkerHandle:
 
     async def connect(self) -> WorkerConnection:
         """A new keep-alive connection to the worker's server."""
+        if self.port:
+            return await WorkerConnection.open_tcp("127.0.0.1", self.port)
         return await WorkerConnection.open_unix(self.socket_path)
 
     def log_tail(self, lines: int = 20) -> str:
@@ -81,6 +91,7 @@ class WorkerManager:
         startup_timeout_s: float = 180.0,
         memory_poll_interval_s: float = 0.05,
         stop_grace_s: float = 30.0,
+        sandbox: bool | None = None,  # bring-your-own images: map /opt/ml/model with bwrap (None: if usable)
     ) -> None:
         self._run_dir = run_dir
         self._startup_timeout_s = startup_timeout_s
@@ -92,6 +103,7 @@ class WorkerManager:
         self._early_exits: dict[int, int] = {}
         self._ids = itertools.count(1)
         self._watchdog: asyncio.Task[None] | None = None
+        self._processes = ProcessLauncher(self._exited, sandbox=sandbox)
 
     # ---- lifecycle ----
     async def open(self) -> None:
@@ -112,6 +124,7 @@ class WorkerManager:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watchdog
         await asyncio.gather(*(self.stop(h, grace_s=2.0) for h in list(self._by_pid.values())))
+        await self._processes.close()
         for zygote in self._zygotes.values():
             await zygote.close()
         self._zygotes.clear()
@@ -140,15 +153,25 @@ class WorkerManager:
             wid, spec, socket_path, spec.log_dir / f"{wid}.log", started_at=time.monotonic()
         )
         try:
-            zygote = await self._zygote(spec.runtime)
-            env = {**THREAD_ENV, "PATH": os.environ.get("PATH", ""), **spec.env}
-            request = {
-                "model_dir": spec.model_dir,
-                "socket_path": socket_path,
-                "log_path": str(handle.log_path),
-                "env": env,
-            }
-            handle.pid = await zygote.fork(request)
+            if spec.command:
+                started = await self._processes.start(
+                    spec.command,
+                    workdir=spec.workdir,
+                    model_dir=spec.model_dir,
+                    env=spec.env,
+                    log_path=handle.log_path,
+                )
+                handle.pid, handle.port = started.pid, started.port
+            else:
+                zygote = await self._zygote(spec.runtime)
+                env = {**THREAD_ENV, "PATH": os.environ.get("PATH", ""), **spec.env}
+                request = {
+                    "model_dir": spec.model_dir,
+                    "socket_path": socket_path,
+                    "log_path": str(handle.log_path),
+                    "env": env,
+                }
+                handle.pid = await zygote.fork(request)
         except ZygoteError as exc:
             raise DeployError(str(exc)) from exc
         self._by_pid[handle.pid] = handle
@@ -177,7 +200,7 @@ class WorkerManager:
                 raise DeployError(f"Worker failed to start: {handle.death_reason()}.\n{handle.log_tail()}")
             try:
                 conn = await handle.connect()
-            except (FileNotFoundError, ConnectionRefusedError):
+            except (FileNotFoundError, ConnectionRefusedError, ConnectionResetError):
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 0.02)
                 continue
@@ -245,7 +268,9 @@ class WorkerManager:
         while True:
             await asyncio.sleep(self._poll_s)
             for handle in list(self._by_pid.values()):
-                rss_mb = rss_mb_of(handle.pid)
+                rss_mb = tree_rss_mb(handle.pid) if handle.port else rss_mb_of(handle.pid)
+                if rss_mb is not None:
+                    handle.rss_mb = rss_mb
                 if rss_mb is not None and rss_mb > handle.spec.memory_mb:
                     self.kill(
                         handle,

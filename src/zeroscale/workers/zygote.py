@@ -12,6 +12,8 @@ What forking breaks, and how it is handled here:
   before the framework is imported, so no pool exists at fork time (a worker serves one request at a time);
 - random state: the child reseeds ``random`` and numpy (``runtimes.worker`` does it);
 - sockets and pipes: the child closes the control socket before running user code;
+- output: the child's stdout and stderr are a pipe the zygote reads, turning each line into a timestamped
+  record of ``log_path`` (``workers.capture``), so a crash or SIGKILL loses nothing it printed;
 - orphans: the child asks the kernel for SIGKILL when the zygote dies, and the zygote asks the same of the
   server, so no worker outlives the server.
 """
@@ -27,6 +29,8 @@ import signal
 import socket
 import sys
 from typing import Any, NoReturn
+
+from zeroscale.workers.capture import Captures
 
 # Set before any framework import: one thread per worker, no pools to break across fork().
 THREAD_ENV = {
@@ -50,7 +54,15 @@ def die_with_parent() -> None:
         pass
 
 
-def _child(ctl: socket.socket, wake_r: int, wake_w: int, req: dict[str, Any], zygote_pid: int) -> NoReturn:
+def _child(
+    ctl: socket.socket,
+    wake_r: int,
+    wake_w: int,
+    req: dict[str, Any],
+    zygote_pid: int,
+    out_fd: int,
+    inherited: list[int],
+) -> NoReturn:
     code = 70
     try:
         die_with_parent()
@@ -59,15 +71,16 @@ def _child(ctl: socket.socket, wake_r: int, wake_w: int, req: dict[str, Any], zy
         ctl.close()
         os.close(wake_r)
         os.close(wake_w)
+        for fd in inherited:  # the other children's pipes and stream files, the selector
+            os.close(fd)
         signal.set_wakeup_fd(-1)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.SIG_DFL)
         os.setsid()
-        log_fd = os.open(req["log_path"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-        os.dup2(log_fd, 1)
-        os.dup2(log_fd, 2)
-        os.close(log_fd)
+        os.dup2(out_fd, 1)
+        os.dup2(out_fd, 2)
+        os.close(out_fd)
         devnull = os.open(os.devnull, os.O_RDONLY)
         os.dup2(devnull, 0)
         os.close(devnull)
@@ -99,7 +112,7 @@ def _send(ctl: socket.socket, msg: dict[str, Any]) -> None:
     ctl.sendall(json.dumps(msg).encode() + b"\n")
 
 
-def _reap(ctl: socket.socket) -> None:
+def _reap(ctl: socket.socket, captures: Captures) -> None:
     while True:
         try:
             pid, status = os.waitpid(-1, os.WNOHANG)
@@ -108,6 +121,7 @@ def _reap(ctl: socket.socket) -> None:
         if pid == 0:
             return
         code = os.waitstatus_to_exitcode(status)
+        captures.exited(pid)  # its last lines are in the file before anyone hears of the exit
         _send(ctl, {"op": "exit", "pid": pid, "status": code})
 
 
@@ -124,17 +138,22 @@ def serve(runtime: str, ctl: socket.socket) -> None:
     sel = selectors.DefaultSelector()
     sel.register(ctl, selectors.EVENT_READ, "ctl")
     sel.register(wake_r, selectors.EVENT_READ, "chld")
+    captures = Captures(sel)
     buf = b""
     zygote_pid = os.getpid()
     _send(ctl, {"op": "ready", "pid": zygote_pid})
     while True:
-        for key, _ in sel.select():
+        for key, _ in sel.select(captures.timeout()):
             if key.data == "chld":
                 os.read(wake_r, 4096)
-                _reap(ctl)
+                _reap(ctl, captures)
+                continue
+            if key.data == "out":
+                captures.read(key.fd)
                 continue
             data = ctl.recv(65536)
             if not data:
+                captures.close_all()
                 return
             buf += data
             while b"\n" in buf:
@@ -142,10 +161,17 @@ def serve(runtime: str, ctl: socket.socket) -> None:
                 req = json.loads(line)
                 if req.get("op") != "fork":
                     continue
-                pid = os.fork()
+                out_r, out_w = captures.open(req["log_path"])
+                try:
+                    pid = os.fork()
+                except OSError:
+                    captures.abandon(out_r, out_w)
+                    raise
                 if pid == 0:
-                    _child(ctl, wake_r, wake_w, req, zygote_pid)
+                    _child(ctl, wake_r, wake_w, req, zygote_pid, out_w, [*captures.inherited(), sel.fileno()])
+                captures.started(pid, out_r, out_w)
                 _send(ctl, {"op": "forked", "id": req["id"], "pid": pid})
+        captures.flush_due()
 
 
 def main() -> None:

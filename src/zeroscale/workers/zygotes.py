@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from zeroscale.workers.capture import strip_stamps
 from zeroscale.workers.zygote import THREAD_ENV
 
 ExitCallback = Callable[[int, int], None]
@@ -129,16 +130,26 @@ class Zygote:
                 await self._reader_task
 
 
-def _tail(path: Path, lines: int = 20) -> str:
+def _tail_bytes(path: Path, size: int = 8192) -> bytes:
+    """The last ``size`` bytes of a file from a line start on (the first, cut line dropped)."""
     try:
         with open(path, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            size = f.tell()
-            f.seek(max(0, size - 8192))
-            text = f.read().decode("utf-8", "replace")
+            end = f.seek(0, os.SEEK_END)
+            f.seek(max(0, end - size))
+            data = f.read()
     except OSError:
-        return ""
+        return b""
+    if end > size:
+        data = data[data.find(b"\n") + 1 :]
+    return data
+
+
+def _tail(path: Path, lines: int = 20) -> str:
+    text = _tail_bytes(path).decode("utf-8", "replace")
     return "\n".join(text.splitlines()[-lines:])
 
 
-tail = _tail
+def tail(path: Path, lines: int = 20) -> str:
+    """The last lines a worker printed, from its stream file (``workers.capture`` records, stamps dropped)."""
+    text = strip_stamps(_tail_bytes(path)).decode("utf-8", "replace")
+    return "\n".join(text.splitlines()[-lines:])

@@ -1,0 +1,97 @@
+"""``/zeroscale/v1/images``: the images a model can name in CreateModel's ``Image``.
+
+GET  /zeroscale/v1/images               built-in runtimes and registered bring-your-own images
+GET  /zeroscale/v1/images/<name>/<tag>  one registered image
+PUT  /zeroscale/v1/images/<name>/<tag>  register one; the body is a tar.gz of the image directory
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from zeroscale.api.app import RestRequest, RestResponse
+from zeroscale.errors import DeployError, ResourceNotFound, UnknownOperationException
+from zeroscale.images import ImageError, ImageRegistry, validate_name, validate_tag
+from zeroscale.runtimes.images import IMAGES, resolve_image
+from zeroscale.runtimes.registry import RUNTIMES
+
+_JSON = "application/json"
+
+
+def builtin_images() -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for family in IMAGES:
+        runtime = RUNTIMES.get(family.runtime)
+        out.append(
+            {
+                "Name": family.aliases[0] if family.aliases else family.runtime,
+                "Kind": "builtin",
+                "Runtime": family.runtime,
+                "Repository": family.repository,
+                "Aliases": list(family.aliases),
+                "Version": runtime.framework_version if runtime else "",
+                "ContentTypes": list(runtime.content_types) if runtime else [],
+            }
+        )
+    return out
+
+
+def registered_image(doc: dict[str, Any]) -> dict[str, Any]:
+    manifest = doc["manifest"]
+    return {
+        "Name": doc["name"],
+        "Kind": "image",
+        "Tag": doc["tag"],
+        "Image": f"{doc['name']}:{doc['tag']}",
+        "Digest": doc["digest"],
+        "PushedAt": doc["pushed_at"],
+        "Files": doc["files"],
+        "Size": doc["size"],
+        "Entrypoint": manifest["entrypoint"],
+        "Workdir": manifest["workdir"],
+        "EnvNames": sorted(manifest["env"]),
+        "ContentTypes": manifest["content_types"],
+    }
+
+
+class ImagesApi:
+    def __init__(self, registry: ImageRegistry) -> None:
+        self._registry = registry
+
+    async def handle(self, request: RestRequest) -> RestResponse:
+        parts = [p for p in request.path.split("/")[1:] if p]
+        if request.method == "GET" and not parts:
+            images = builtin_images() + [registered_image(r.to_json()) for r in self._registry.list()]
+            return _ok({"Images": images})
+        if len(parts) == 2 and request.method in ("GET", "PUT"):
+            name, tag = validate_name(parts[0]), validate_tag(parts[1])
+            if request.method == "PUT":
+                return _ok(registered_image(await self._push(name, tag, request.body)))
+            record = self._registry.get(name, tag)
+            if record is None:
+                raise ResourceNotFound(f"Image {name}:{tag} is not registered.")
+            return _ok(registered_image(record.to_json()))
+        where = f"{request.method} /zeroscale/v1/{request.path}"
+        raise UnknownOperationException(f"No images operation at {where}.")
+
+    async def _push(self, name: str, tag: str, body: bytes) -> dict[str, Any]:
+        if _is_builtin(name):
+            raise ImageError(f"Image name {name!r} is a built-in framework image; choose another name.")
+        if not body:
+            raise ImageError(f"Image {name}:{tag}: the request body must be a tar.gz of the image directory.")
+        record = await asyncio.to_thread(self._registry.push_bytes, name, tag, body)
+        return record.to_json()
+
+
+def _is_builtin(name: str) -> bool:
+    try:
+        resolve_image(name)
+    except DeployError:
+        return False
+    return True
+
+
+def _ok(doc: dict[str, Any]) -> RestResponse:
+    return 200, _JSON, json.dumps(doc).encode()

@@ -1,0 +1,202 @@
+"""Per-model Python packages: ``code/requirements.txt`` -> a cached ``pip install --target`` directory.
+
+Installed once at deploy time with the server's own interpreter, shared by every worker of every model
+with the same requirements, and kept across restarts. Layout under ``root``::
+
+    <key>/lib/        what pip installed: the worker puts it first on sys.path
+    <key>/complete    marker (requirements, python, pip's output), written before the rename into place
+    tmp/<pid>-<rand>  staging directories: renamed into place, or removed
+    locks/<key>.lock  flock held while installing, so concurrent deploys (threads or processes) of the
+                      same requirements install once
+
+``key`` is the sha256 of the requirements' content and the interpreter (version, ABI, platform). A failed
+install is not cached: the next deploy tries again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import platform
+import shutil
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from zeroscale.artifacts.cache import _pid_alive
+from zeroscale.errors import DeployError
+
+log = logging.getLogger("zeroscale.pyenv")
+MARKER = "complete"
+LIB = "lib"
+DEFAULT_TIMEOUT_S = 900.0
+_LOCK_POLL_S = 0.1
+_TAIL_LINES = 12
+_TAIL_CHARS = 700
+
+
+def interpreter_tag() -> str:
+    """What makes installed packages of one interpreter unusable by another."""
+    return f"{sys.implementation.cache_tag} {sys.version.split()[0]} {sys.platform} {platform.machine()}"
+
+
+def env_key(requirements: bytes) -> str:
+    return hashlib.sha256(interpreter_tag().encode() + b"\n" + requirements).hexdigest()
+
+
+def has_requirements(requirements: bytes) -> bool:
+    """Whether the file asks for anything (not only blank lines and comments)."""
+    lines = requirements.decode("utf-8", "replace").splitlines()
+    return any(line.split("#", 1)[0].strip() for line in lines)
+
+
+def pip_tail(output: str) -> str:
+    """The useful end of pip's output: its last lines, without index warnings."""
+    lines = [line.rstrip() for line in output.splitlines() if line.strip()]
+    useful = [line for line in lines if not line.startswith("WARNING:")] or lines
+    text = "\n".join(useful[-_TAIL_LINES:])
+    return text if len(text) <= _TAIL_CHARS else "..." + text[-_TAIL_CHARS:]
+
+
+class PythonEnvs:
+    def __init__(
+        self, root: Path, *, python: str = sys.executable, timeout_s: float = DEFAULT_TIMEOUT_S
+    ) -> None:
+        self.root = Path(root).resolve()
+        self.python = python
+        self.timeout_s = timeout_s
+        self._tmp_dir = self.root / "tmp"
+        self._locks_dir = self.root / "locks"
+        self._locks: dict[str, asyncio.Lock] = {}
+        for directory in (self.root, self._tmp_dir, self._locks_dir):
+            directory.mkdir(parents=True, exist_ok=True)
+        self._remove_stale_tmp()
+
+    def lib_dir(self, key: str) -> Path:
+        return self.root / key / LIB
+
+    def is_complete(self, key: str) -> bool:
+        return (self.root / key / MARKER).is_file()
+
+    async def prepare(self, requirements_file: Path) -> Path | None:
+        """The directory holding the installed requirements (None when the file asks for nothing).
+
+        Installs on first use; raises DeployError with pip's message when the install fails or times out.
+        ``pip`` runs in the requirements file's directory, so relative paths in it (``-r``, wheels) work."""
+        try:
+            requirements = requirements_file.read_bytes()
+        except OSError as exc:
+            raise DeployError(f"Cannot read {requirements_file}: {exc.strerror or exc}") from exc
+        if not has_requirements(requirements):
+            return None
+        key = env_key(requirements)
+        if self.is_complete(key):
+            return self.lib_dir(key)
+        async with self._locked(key):
+            if not self.is_complete(key):
+                await self._install(key, requirements, requirements_file)
+        return self.lib_dir(key)
+
+    # ---- install ----
+    async def _install(self, key: str, requirements: bytes, requirements_file: Path) -> None:
+        staging = self._tmp_dir / f"{os.getpid()}-{uuid.uuid4().hex}"
+        staging.mkdir()
+        try:
+            started = time.monotonic()
+            output = await self._pip(staging / LIB, requirements_file)
+            marker = {
+                "key": key,
+                "python": interpreter_tag(),
+                "requirements": requirements.decode("utf-8", "replace"),
+                "seconds": round(time.monotonic() - started, 3),
+                "created": time.time(),
+            }
+            (staging / "pip.log").write_text(output)
+            (staging / MARKER).write_text(json.dumps(marker))
+            self._publish(staging, key)
+            log.info("installed requirements %s into %s in %.1fs", requirements_file, self.lib_dir(key),
+                     marker["seconds"])  # fmt: skip
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
+    async def _pip(self, target: Path, requirements_file: Path) -> str:
+        args = [
+            self.python, "-m", "pip", "install", "--target", str(target), "--requirement",
+            str(requirements_file), "--no-input", "--disable-pip-version-check", "--no-warn-script-location",
+        ]  # fmt: skip
+        env = {**os.environ, "PIP_NO_INPUT": "1", "PYTHONNOUSERSITE": "1"}
+        env.pop("PYTHONPATH", None)
+        proc = await asyncio.create_subprocess_exec(
+            *args,
+            cwd=str(requirements_file.parent),
+            env=env,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        try:
+            out, _ = await asyncio.wait_for(proc.communicate(), self.timeout_s)
+        except TimeoutError:
+            raise DeployError(
+                f"pip install -r {requirements_file.name} did not finish within {self.timeout_s:g} seconds"
+            ) from None
+        finally:
+            if proc.returncode is None:  # timed out or cancelled (the endpoint was deleted): stop pip
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(proc.wait())
+        output = out.decode("utf-8", "replace")
+        if proc.returncode != 0:
+            command = f"pip install -r {requirements_file.name}"
+            raise DeployError(f"{command} failed (exit {proc.returncode}):\n{pip_tail(output)}")
+        return output
+
+    def _publish(self, staging: Path, key: str) -> None:
+        entry = self.root / key
+        try:
+            os.rename(staging, entry)
+        except OSError as exc:
+            if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY):
+                raise DeployError(f"Could not place the installed requirements at {entry}: {exc}") from exc
+            if self.is_complete(key):
+                return
+            # Debris without a marker (we hold the lock, so nobody is writing it): replace it.
+            trash = self._tmp_dir / f"{os.getpid()}-{uuid.uuid4().hex}.trash"
+            os.rename(entry, trash)
+            shutil.rmtree(trash, ignore_errors=True)
+            os.rename(staging, entry)
+
+    # ---- locking ----
+    @contextlib.asynccontextmanager
+    async def _locked(self, key: str) -> AsyncIterator[None]:
+        """One installer per key: an asyncio lock within this server, an flock across processes."""
+        lock = self._locks.setdefault(key, asyncio.Lock())
+        async with lock:
+            fd = os.open(self._locks_dir / f"{key}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                while True:
+                    try:
+                        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                        break
+                    except BlockingIOError:
+                        await asyncio.sleep(_LOCK_POLL_S)
+                yield
+            finally:
+                os.close(fd)  # releases the flock
+
+    def _remove_stale_tmp(self) -> None:
+        """Remove staging directories of processes that died mid-install (named after their pid)."""
+        for entry in self._tmp_dir.iterdir():
+            pid_text = entry.name.split("-", 1)[0]
+            if not pid_text.isdigit() or _pid_alive(int(pid_text)):
+                continue
+            shutil.rmtree(entry, ignore_errors=True)

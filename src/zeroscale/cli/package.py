@@ -1,0 +1,215 @@
+"""``zeroscale package``: a model file (or directory), inference code and requirements -> model.tar.gz.
+
+The layout SageMaker's framework containers expect::
+
+    model.joblib            the model file at the root (a directory's contents, for a model directory)
+    code/inference.py       the handler hooks (--code DIR; its files, recursively)
+    code/requirements.txt   installed once at deploy time (--requirements FILE, or the one in --code)
+
+Archives are reproducible: sorted members, no owner names, gzip without a timestamp. ``zeroscale deploy``
+packages a bare model file with the same code (``package_into_cache``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import hashlib
+import os
+import tarfile
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import click
+
+ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar")
+CODE = "code"
+INFERENCE = "inference.py"
+REQUIREMENTS = "requirements.txt"
+# Not packaged from a code directory: caches and version-control or editor debris.
+SKIPPED_DIRS = frozenset(
+    {"__pycache__", ".git", ".hg", ".svn", ".mypy_cache", ".pytest_cache", ".ipynb_checkpoints"}
+)
+SKIPPED_FILES = frozenset({".DS_Store"})
+SKIPPED_SUFFIXES = (".pyc", ".pyo")
+
+
+class PackageError(click.ClickException):
+    """Bad input to ``package``: a message for the user, exit status 1."""
+
+
+@dataclass(frozen=True)
+class Member:
+    arcname: str
+    source: Path
+    size: int
+
+
+def _files(root: Path) -> Iterator[Path]:
+    """Regular files under ``root`` (symlinks to files are followed), sorted, without debris."""
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if d not in SKIPPED_DIRS)
+        for name in sorted(filenames):
+            if name in SKIPPED_FILES or name.endswith(SKIPPED_SUFFIXES):
+                continue
+            path = Path(dirpath) / name
+            if path.is_file():
+                yield path
+
+
+def _member(arcname: str, source: Path) -> Member:
+    return Member(arcname, source, source.stat().st_size)
+
+
+def collect(
+    model: Path, code_dir: Path | None = None, requirements: Path | None = None, exclude: Path | None = None
+) -> tuple[list[Member], list[str]]:
+    """What the archive will hold, and warnings for the user. Raises PackageError for unusable input."""
+    warnings: list[str] = []
+    if not model.exists():
+        raise PackageError(f"Model file {model} does not exist")
+    if model.is_file() and model.name.endswith(ARCHIVE_SUFFIXES):
+        raise PackageError(f"{model} is already an archive: deploy it as it is (--model {model})")
+    members: list[Member] = []
+    if model.is_dir():
+        members += [_member(p.relative_to(model).as_posix(), p) for p in _files(model)]
+        if not members:
+            raise PackageError(f"Model directory {model} has no files")
+    elif model.is_file():
+        members.append(_member(model.name, model))
+    else:
+        raise PackageError(f"Model file {model} is not a regular file or directory")
+
+    if code_dir is not None:
+        if not code_dir.is_dir():
+            raise PackageError(f"--code {code_dir}: not a directory")
+        if any(m.arcname.startswith(CODE + "/") for m in members):
+            raise PackageError(f"Model directory {model} already has a code/ directory and --code was given")
+        members += [_member(f"{CODE}/{p.relative_to(code_dir).as_posix()}", p) for p in _files(code_dir)]
+        if not (code_dir / INFERENCE).is_file():
+            warnings.append(
+                f"{code_dir} has no {INFERENCE}: the runtime's default handlers serve the model "
+                "unless the model's SAGEMAKER_PROGRAM environment variable names another script"
+            )
+    if requirements is not None:
+        if not requirements.is_file():
+            raise PackageError(f"--requirements {requirements}: no such file")
+        target = f"{CODE}/{REQUIREMENTS}"
+        for member in members:
+            if member.arcname == target:
+                warnings.append(f"--requirements {requirements} replaces {member.source}")
+        members = [m for m in members if m.arcname != target] + [_member(target, requirements)]
+    if exclude is not None:
+        resolved = exclude.resolve()
+        members = [m for m in members if m.source.resolve() != resolved]
+    return sorted(members, key=lambda m: m.arcname), warnings
+
+
+def _tarinfo(member: Member) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(member.arcname)
+    stat = member.source.stat()
+    info.size = stat.st_size
+    info.mtime = int(stat.st_mtime)
+    info.mode = 0o755 if stat.st_mode & 0o111 else 0o644
+    return info  # uid/gid 0, no user or group names
+
+
+def write_archive(out: Path, members: list[Member]) -> int:
+    """Write ``members`` as a gzip-compressed tar at ``out`` (atomically); returns its size in bytes."""
+    tmp = out.with_name(f".{out.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        with (
+            open(tmp, "wb") as raw,
+            gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as gz,
+            tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar,
+        ):
+            for member in members:
+                with member.source.open("rb") as data:
+                    tar.addfile(_tarinfo(member), data)
+        os.replace(tmp, out)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+    return out.stat().st_size
+
+
+def package_into_cache(model: Path, code_dir: Path | None = None) -> Path:
+    """``zeroscale deploy``'s packaging of a bare model file: model.tar.gz in the user's cache, named by
+    its content (the same input gives the same file)."""
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "zeroscale" / "packages"
+    cache.mkdir(parents=True, exist_ok=True)
+    members, _ = collect(model, code_dir)
+    staged = cache / f".{os.getpid()}-{uuid.uuid4().hex}.tar.gz"
+    try:
+        write_archive(staged, members)
+        digest = hashlib.sha256()
+        with staged.open("rb") as f:
+            for chunk in iter(lambda: f.read(1024 * 1024), b""):
+                digest.update(chunk)
+        out = cache / f"{digest.hexdigest()[:32]}.tar.gz"
+        os.replace(staged, out)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            staged.unlink()
+    return out
+
+
+def _size(n: int) -> str:
+    if n < 1024:
+        return f"{n} B"
+    value = n / 1024
+    for unit in ("KB", "MB"):
+        if value < 1024:
+            return f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} GB"
+
+
+@click.command()
+@click.argument("model_file", type=click.Path(path_type=Path))
+@click.option(
+    "--code",
+    "code_dir",
+    type=click.Path(path_type=Path),
+    help="Directory with inference.py (and helpers); packaged as code/.",
+)
+@click.option(
+    "--requirements",
+    type=click.Path(path_type=Path),
+    help="requirements.txt to install at deploy time; packaged as code/requirements.txt.",
+)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(path_type=Path),
+    default=Path("model.tar.gz"),
+    show_default=True,
+    help="Where to write the archive.",
+)
+@click.option("--force", is_flag=True, help="Overwrite OUTPUT if it exists.")
+def package(
+    model_file: Path, code_dir: Path | None, requirements: Path | None, output: Path, force: bool
+) -> None:
+    """Build a model.tar.gz from MODEL_FILE (a model file, or a directory of them), inference code and
+    requirements, laid out as SageMaker expects; deploy it with `zeroscale deploy --model OUTPUT`."""
+    if output.is_dir():
+        raise PackageError(f"Output {output} is a directory; name the archive file, e.g. -o model.tar.gz")
+    if output.exists() and not force:
+        raise PackageError(f"Output {output} already exists; pass --force to overwrite it")
+    if not output.name.endswith(ARCHIVE_SUFFIXES[:2]):
+        click.secho(
+            f"warning: {output} does not end in .tar.gz (it is a gzip-compressed tar)", fg="yellow", err=True
+        )
+    if not output.parent.is_dir():
+        raise PackageError(f"Output directory {output.parent} does not exist")
+    members, warnings = collect(model_file, code_dir, requirements, exclude=output)
+    for warning in warnings:
+        click.secho(f"warning: {warning}", fg="yellow", err=True)
+    size = write_archive(output, members)
+    click.echo(f"wrote {output} ({_size(size)}, {len(members)} files)")
+    width = max(len(m.arcname) for m in members)
+    for member in members:
+        click.echo(f"  {member.arcname.ljust(width)}  {_size(member.size)}")
+    click.echo(f"deploy: zeroscale deploy --name NAME --model {output} --image sklearn")

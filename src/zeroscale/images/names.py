@@ -1,0 +1,54 @@
+"""Image names and tags (Docker's rules), and ``Image`` strings -> (name, tag)."""
+
+from __future__ import annotations
+
+import re
+
+from zeroscale.errors import ValidationException
+
+DEFAULT_TAG = "latest"
+_NAME = re.compile(r"[a-z0-9]+(?:[._-][a-z0-9]+)*")
+_TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+_MAX = 128
+
+
+class ImageError(ValidationException):
+    """A bad push or manifest; the message says what to fix."""
+
+
+def validate_name(name: str) -> str:
+    if len(name) > _MAX or not _NAME.fullmatch(name):
+        raise ImageError(
+            f"Image name {name!r} is not valid: use lower-case letters, digits and single '.', '_' or '-' "
+            f"between them (at most {_MAX} characters), e.g. 'my-model'."
+        )
+    return name
+
+
+def validate_tag(tag: str) -> str:
+    if len(tag) > _MAX or not _TAG.fullmatch(tag):
+        raise ImageError(
+            f"Image tag {tag!r} is not valid: use letters, digits, '_', '.' and '-', not starting with '.' "
+            f"or '-' (at most {_MAX} characters), e.g. '1.0'."
+        )
+    return tag
+
+
+def split_reference(ref: str) -> tuple[str, str]:
+    """``name[:tag]`` as the CLI takes it -> (name, tag), validated; a missing tag is ``latest``."""
+    name, sep, tag = ref.strip().partition(":")
+    return validate_name(name), validate_tag(tag if sep else DEFAULT_TAG)
+
+
+def parse_reference(image: str) -> tuple[str, str] | None:
+    """An ``Image`` value -> (name, tag), or None when it cannot name a registered image.
+
+    Like framework images, a registry and path are ignored: ``123.dkr.ecr.../my-model:1.0`` and
+    ``my-model:1.0`` name the same image. A ``@sha256:...`` digest suffix is ignored too."""
+    ref = image.strip().split("@", 1)[0]
+    last = ref.rsplit("/", 1)[-1]
+    name, sep, tag = last.partition(":")
+    tag = tag if sep else DEFAULT_TAG
+    if len(name) > _MAX or len(tag) > _MAX or not _NAME.fullmatch(name) or not _TAG.fullmatch(tag):
+        return None
+    return name, tag

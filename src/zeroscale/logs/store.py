@@ -1,0 +1,178 @@
+"""Where log groups and streams live on disk, and the only code that creates or deletes them.
+
+Layout (the router and the worker manager write worker streams at the same paths)::
+
+    <logs dir>/<endpoint name, lower-cased>/.name               the endpoint's name as created (the group)
+    <logs dir>/<endpoint name, lower-cased>/<variant>/<worker-id>.log
+    <logs dir>/<endpoint name, lower-cased>/<variant>/platform.log
+
+Group ``/aws/sagemaker/Endpoints/<EndpointName>``; stream ``<variant>/<worker-id>`` (a worker's output and
+its lifecycle), or ``<variant>/platform`` (the variant's deploys, updates and failed starts). Files hold
+``workers.capture`` records. Group names are looked up case-insensitively (endpoint names are).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from zeroscale.workers.capture import encode
+
+GROUP_PREFIX = "/aws/sagemaker/Endpoints/"
+PLATFORM_STREAM = "platform"
+_NAME_FILE = ".name"
+_SUFFIX = ".log"
+
+
+@dataclass(frozen=True)
+class Group:
+    name: str
+    path: Path
+
+
+@dataclass(frozen=True)
+class Stream:
+    name: str  # <variant>/<worker-id>
+    path: Path
+    size: int
+    mtime_ms: int  # when it was last written (CloudWatch's lastIngestionTime)
+
+
+def _safe(part: str) -> bool:
+    return bool(part) and not part.startswith(".") and "/" not in part and "\0" not in part
+
+
+class LogStore:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._named: set[str] = set()
+
+    # ---- names ----
+    @staticmethod
+    def group_name(endpoint: str) -> str:
+        return GROUP_PREFIX + endpoint
+
+    def _group_dir(self, name: str) -> Path | None:
+        if not name.startswith(GROUP_PREFIX):
+            return None
+        endpoint = name[len(GROUP_PREFIX) :]
+        return self.root / endpoint.lower() if _safe(endpoint) else None
+
+    def stream_path(self, endpoint: str, stream: str) -> Path | None:
+        variant, _, worker = stream.partition("/")
+        if not (_safe(endpoint) and _safe(variant) and _safe(worker)):
+            return None
+        return self.root / endpoint.lower() / variant / f"{worker}{_SUFFIX}"
+
+    # ---- groups ----
+    def group(self, name: str) -> Group | None:
+        path = self._group_dir(name)
+        if path is None or not path.is_dir():
+            return None
+        return Group(self._display_name(path), path)
+
+    def groups(self) -> list[Group]:
+        try:
+            entries = list(os.scandir(self.root))
+        except OSError:
+            return []
+        found = [
+            Group(self._display_name(Path(e.path)), Path(e.path))
+            for e in entries
+            if _safe(e.name) and e.is_dir(follow_symlinks=False)
+        ]
+        return sorted(found, key=lambda g: g.name)
+
+    def _display_name(self, path: Path) -> str:
+        with contextlib.suppress(OSError):
+            name = (path / _NAME_FILE).read_text().strip()
+            if name.lower() == path.name:
+                return GROUP_PREFIX + name
+        return GROUP_PREFIX + path.name
+
+    def created_ms(self, group: Group) -> int:
+        """When the group was named (its ``.name`` file), else its directory's modification time."""
+        for path in (group.path / _NAME_FILE, group.path):
+            with contextlib.suppress(OSError):
+                return path.stat().st_mtime_ns // 1_000_000
+        return 0
+
+    def remember(self, endpoint: str) -> None:
+        """Record the endpoint's name as created (its directory is lower-cased), once per name."""
+        if endpoint in self._named or not _safe(endpoint):
+            return
+        path = self.root / endpoint.lower() / _NAME_FILE
+        with contextlib.suppress(OSError):
+            if not (path.exists() and path.read_text().strip() == endpoint):
+                path.parent.mkdir(parents=True, exist_ok=True)
+                tmp = path.with_name(f"{_NAME_FILE}.{os.getpid()}")
+                tmp.write_text(endpoint + "\n")
+                tmp.replace(path)
+            self._named.add(endpoint)
+
+    # ---- streams ----
+    def streams(self, group: Group, prefix: str = "") -> list[Stream]:
+        found: list[Stream] = []
+        try:
+            variants = [
+                e for e in os.scandir(group.path) if _safe(e.name) and e.is_dir(follow_symlinks=False)
+            ]
+        except OSError:
+            return []
+        for variant in variants:
+            if not (variant.name + "/").startswith(prefix[: len(variant.name) + 1]):
+                continue
+            try:
+                files = list(os.scandir(variant.path))
+            except OSError:
+                continue
+            for entry in files:
+                if not (entry.name.endswith(_SUFFIX) and _safe(entry.name)):
+                    continue
+                name = f"{variant.name}/{entry.name[: -len(_SUFFIX)]}"
+                if not name.startswith(prefix):
+                    continue
+                with contextlib.suppress(OSError):
+                    st = entry.stat(follow_symlinks=False)
+                    found.append(Stream(name, Path(entry.path), st.st_size, st.st_mtime_ns // 1_000_000))
+        return found
+
+    def stream(self, group: Group, name: str) -> Stream | None:
+        variant, _, worker = name.partition("/")
+        if not (_safe(variant) and _safe(worker)):
+            return None
+        path = group.path / variant / f"{worker}{_SUFFIX}"
+        try:
+            st = path.stat()
+        except OSError:
+            return None
+        return Stream(name, path, st.st_size, st.st_mtime_ns // 1_000_000)
+
+    def append(self, endpoint: str, stream: str, ms: int, lines: list[str]) -> None:
+        """Append one record per line, in one write (records never interleave with another writer's)."""
+        path = self.stream_path(endpoint, stream)
+        if path is None or not lines:
+            return
+        data = b"".join(encode(ms, line.encode("utf-8", "replace")) for line in lines)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
+        try:
+            os.write(fd, data)
+        finally:
+            os.close(fd)
+
+    def delete(self, stream: Stream) -> None:
+        """Delete a stream; its variant directory and group go with the last of them."""
+        with contextlib.suppress(FileNotFoundError):
+            stream.path.unlink()
+        variant_dir = stream.path.parent
+        group_dir = variant_dir.parent
+        with contextlib.suppress(OSError):
+            variant_dir.rmdir()  # only when empty
+        with contextlib.suppress(OSError):
+            if not any(p.name != _NAME_FILE for p in group_dir.iterdir()):
+                (group_dir / _NAME_FILE).unlink(missing_ok=True)
+                group_dir.rmdir()
+                self._named = {n for n in self._named if n.lower() != group_dir.name}

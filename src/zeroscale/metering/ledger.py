@@ -1,0 +1,281 @@
+"""The usage ledger: metering's tables on the store's database URL (SQLite by default, PostgreSQL as is),
+through SQLAlchemy Core. The only code in metering that touches the database.
+
+- ``usage_invocations``: one row per finished invocation (append-only).
+- ``usage_provisioned``: one row per interval a variant had provisioned concurrency; ``ended_at`` is NULL
+  while it lasts and ``seen_at`` is refreshed by the running server, so after a crash the interval is closed
+  at the last moment a server confirmed it (``close_dangling``) instead of being lost or running on.
+- ``usage_meta``: small facts, e.g. when the first resource was created (the free tier's start).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Double,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    case,
+    create_engine,
+    event,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.pool import StaticPool
+
+from zeroscale.metering.records import ProvisionedInterval, UsageRecord
+
+FIRST_RESOURCE_AT = "first_resource_at"
+_ID = BigInteger().with_variant(Integer, "sqlite")  # SQLite autoincrements only INTEGER PRIMARY KEY
+
+metadata = MetaData()
+
+invocations = Table(
+    "usage_invocations",
+    metadata,
+    Column("id", _ID, primary_key=True, autoincrement=True),
+    Column("endpoint", String(255), nullable=False),
+    Column("variant", String(255), nullable=False),
+    Column("worker_id", String(255), nullable=False),
+    Column("started_at", Double, nullable=False),
+    Column("at", Double, nullable=False),
+    Column("model_s", Double, nullable=False),
+    Column("billed_ms", BigInteger, nullable=False),
+    Column("memory_mb", Integer, nullable=False),
+    Column("bytes_in", BigInteger, nullable=False),
+    Column("bytes_out", BigInteger, nullable=False),
+    Column("setup_s", Double, nullable=True),
+    Column("status", Integer, nullable=False),
+    Column("error_code", String(255), nullable=False),
+    Column("provisioned", Boolean, nullable=False),
+    Index("ix_usage_invocations_at", "at"),
+)
+
+provisioned = Table(
+    "usage_provisioned",
+    metadata,
+    Column("id", _ID, primary_key=True, autoincrement=True),
+    Column("endpoint", String(255), nullable=False),
+    Column("variant", String(255), nullable=False),
+    Column("memory_mb", Integer, nullable=False),
+    Column("concurrency", Integer, nullable=False),
+    Column("started_at", Double, nullable=False),
+    Column("ended_at", Double, nullable=True),
+    Column("seen_at", Double, nullable=False),
+)
+
+meta = Table(
+    "usage_meta",
+    metadata,
+    Column("key", String(64), primary_key=True),
+    Column("value", String(255), nullable=False),
+)
+
+_INVOCATION_COLUMNS = [c.name for c in invocations.columns if c.name != "id"]
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA busy_timeout=10000")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.close()
+
+
+def _engine(url: str) -> Engine:
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        return create_engine(url, pool_pre_ping=True)
+    database = parsed.database or ""
+    if database in ("", ":memory:"):
+        engine = create_engine(url, connect_args={"check_same_thread": False}, poolclass=StaticPool)
+    else:
+        Path(database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"check_same_thread": False})
+    event.listen(engine, "connect", _sqlite_pragmas)
+    return engine
+
+
+@dataclass(frozen=True, slots=True)
+class Opened:
+    """A variant went live with provisioned concurrency (closing any interval it still had open)."""
+
+    endpoint: str
+    variant: str
+    memory_mb: int
+    concurrency: int
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Closed:
+    """A variant went away (update, delete, shutdown): its open interval ends."""
+
+    endpoint: str
+    variant: str
+    at: float
+
+
+Change = Opened | Closed
+
+
+class Ledger:
+    """Thread-safe; every method is one transaction."""
+
+    def __init__(self, url: str) -> None:
+        self._engine = _engine(url)
+        self._lock = threading.Lock()
+        metadata.create_all(self._engine)
+        self._insert_sql = _insert_sql(self._engine.dialect.paramstyle)
+
+    # ---- writes (the sink's writer thread, and the control plane once) ----
+    def write(
+        self,
+        records: Sequence[UsageRecord],
+        changes: Sequence[Change],
+        heartbeat_at: float | None = None,
+    ) -> None:
+        """Append ``records``, apply interval ``changes`` in order (an Opened first closes any open
+        interval of the same variant at its start), and with ``heartbeat_at`` mark open intervals seen."""
+        with self._lock, self._engine.begin() as conn:
+            if records:
+                # Plain DB-API executemany of tuples: the writer thread spends a few microseconds a record.
+                conn.exec_driver_sql(self._insert_sql, [_invocation_row(r) for r in records])
+            for change in changes:
+                self._close(conn, change.endpoint, change.variant, change.at)
+                if isinstance(change, Opened):
+                    conn.execute(
+                        insert(provisioned).values(
+                            endpoint=change.endpoint,
+                            variant=change.variant,
+                            memory_mb=change.memory_mb,
+                            concurrency=change.concurrency,
+                            started_at=change.at,
+                            ended_at=None,
+                            seen_at=change.at,
+                        )
+                    )
+            if heartbeat_at is not None:
+                conn.execute(
+                    update(provisioned)
+                    .where(provisioned.c.ended_at.is_(None) & (provisioned.c.seen_at < heartbeat_at))
+                    .values(seen_at=heartbeat_at)
+                )
+
+    @staticmethod
+    def _close(conn: Connection, endpoint: str, variant: str, at: float) -> None:
+        open_rows = (
+            (provisioned.c.endpoint == endpoint)
+            & (provisioned.c.variant == variant)
+            & provisioned.c.ended_at.is_(None)
+        )
+        # Never end before it started (the wall clock may step back).
+        ended = case((provisioned.c.started_at > at, provisioned.c.started_at), else_=at)
+        conn.execute(update(provisioned).where(open_rows).values(ended_at=ended))
+
+    def close_dangling(self) -> int:
+        """Close intervals a crashed server left open at the last time it saw them; the number closed."""
+        with self._lock, self._engine.begin() as conn:
+            result = conn.execute(
+                update(provisioned)
+                .where(provisioned.c.ended_at.is_(None))
+                .values(ended_at=provisioned.c.seen_at)
+            )
+        return int(result.rowcount or 0)
+
+    def mark_first_resource(self, at: float) -> float:
+        """Record when the first resource was created, once; returns the recorded moment."""
+        with self._lock:
+            try:
+                with self._engine.begin() as conn:
+                    conn.execute(insert(meta).values(key=FIRST_RESOURCE_AT, value=repr(at)))
+            except IntegrityError:
+                pass
+        found = self.first_resource_at()
+        return at if found is None else found
+
+    # ---- reads ----
+    def first_resource_at(self) -> float | None:
+        with self._lock, self._engine.connect() as conn:
+            value = conn.execute(select(meta.c.value).where(meta.c.key == FIRST_RESOURCE_AT)).scalar()
+        return None if value is None else float(value)
+
+    def invocations(self, since: float | None = None, until: float | None = None) -> list[UsageRecord]:
+        """Records with ``since <= at < until``, in the order they happened."""
+        query = select(invocations)
+        if since is not None:
+            query = query.where(invocations.c.at >= since)
+        if until is not None:
+            query = query.where(invocations.c.at < until)
+        with self._lock, self._engine.connect() as conn:
+            rows = conn.execute(query.order_by(invocations.c.at, invocations.c.id)).mappings().all()
+        return [
+            UsageRecord(**{name: row[name] for name in _INVOCATION_COLUMNS}, id=int(row["id"]))
+            for row in rows
+        ]
+
+    def count_invocations(self) -> int:
+        with self._lock, self._engine.connect() as conn:
+            return int(conn.execute(select(func.count()).select_from(invocations)).scalar_one())
+
+    def intervals(self, since: float | None = None, until: float | None = None) -> list[ProvisionedInterval]:
+        """Intervals that overlap ``[since, until)``, oldest first."""
+        query = select(provisioned)
+        if until is not None:
+            query = query.where(provisioned.c.started_at < until)
+        if since is not None:
+            query = query.where(or_(provisioned.c.ended_at.is_(None), provisioned.c.ended_at > since))
+        with self._lock, self._engine.connect() as conn:
+            rows = conn.execute(query.order_by(provisioned.c.started_at, provisioned.c.id)).mappings().all()
+        return [
+            ProvisionedInterval(
+                endpoint=row["endpoint"],
+                variant=row["variant"],
+                memory_mb=int(row["memory_mb"]),
+                concurrency=int(row["concurrency"]),
+                started_at=float(row["started_at"]),
+                ended_at=None if row["ended_at"] is None else float(row["ended_at"]),
+                seen_at=float(row["seen_at"]),
+                id=int(row["id"]),
+            )
+            for row in rows
+        ]
+
+    def close(self) -> None:
+        with self._lock:
+            self._engine.dispose()
+
+
+def _insert_sql(paramstyle: str) -> str:
+    n = len(_INVOCATION_COLUMNS)
+    if paramstyle == "qmark":
+        marks = ["?"] * n
+    elif paramstyle in ("format", "pyformat"):
+        marks = ["%s"] * n
+    elif paramstyle == "numeric":
+        marks = [f":{i}" for i in range(1, n + 1)]
+    else:
+        raise ValueError(f"unsupported DB-API paramstyle {paramstyle!r}")
+    return f"INSERT INTO {invocations.name} ({', '.join(_INVOCATION_COLUMNS)}) VALUES ({', '.join(marks)})"
+
+
+def _invocation_row(r: UsageRecord) -> tuple[Any, ...]:
+    # the order of _INVOCATION_COLUMNS (checked by tests/metering/test_sink.py)
+    return (r.endpoint, r.variant, r.worker_id, r.started_at, r.at, r.model_s, r.billed_ms, r.memory_mb,
+            r.bytes_in, r.bytes_out, r.setup_s, r.status, r.error_code, r.provisioned)  # fmt: skip

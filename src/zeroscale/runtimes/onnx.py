@@ -1,0 +1,157 @@
+"""The ONNX Runtime runtime: ``model.onnx`` served on the CPU execution provider.
+
+Inputs and outputs map by name: a single-input model takes a bare array (JSON, CSV, NPY); a model with
+several inputs takes a JSON object (or an NPZ archive) ``{input_name: array}``. Arrays are cast to each
+input's declared element type. A single output is answered as an array, several as an object by name
+(JSON only). Each session runs with one intra-op and one inter-op thread, without spinning.
+
+Fork safety: importing ``onnxruntime`` starts a background thread (its module init), so the zygote only
+maps the native library (``dlopen``, which starts none) and each worker imports onnxruntime after the fork.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import importlib.util
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from zeroscale.runtimes import codecs
+from zeroscale.runtimes.handler import Defaults
+
+MODEL_FILE = "model.onnx"
+# ONNX tensor element types -> numpy dtypes, for casting decoded requests.
+DTYPES: dict[str, Any] = {
+    "tensor(float)": np.float32,
+    "tensor(double)": np.float64,
+    "tensor(float16)": np.float16,
+    "tensor(int64)": np.int64,
+    "tensor(int32)": np.int32,
+    "tensor(int16)": np.int16,
+    "tensor(int8)": np.int8,
+    "tensor(uint64)": np.uint64,
+    "tensor(uint32)": np.uint32,
+    "tensor(uint16)": np.uint16,
+    "tensor(uint8)": np.uint8,
+    "tensor(bool)": np.bool_,
+    "tensor(string)": np.str_,
+}
+
+
+def preload() -> None:
+    """Import numpy and map onnxruntime's native library without initialising it (no thread)."""
+    import numpy.random  # noqa: F401 - each worker reseeds it after the fork
+
+    spec = importlib.util.find_spec("onnxruntime")
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError("the onnx runtime needs ONNX Runtime: pip install 'zeroscale[onnx]'")
+    capi = Path(next(iter(spec.submodule_search_locations))) / "capi"
+    for library in sorted(capi.glob("onnxruntime_pybind11_state*.so")):
+        ctypes.CDLL(str(library), mode=os.RTLD_NOW | ctypes.DEFAULT_MODE)
+
+
+def model_fn(model_dir: str) -> Any:
+    """An ``onnxruntime.InferenceSession`` for ``model.onnx`` (or the directory's only ``*.onnx``)."""
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    return onnxruntime.InferenceSession(
+        _model_file(model_dir), sess_options=options, providers=["CPUExecutionProvider"]
+    )
+
+
+def _model_file(model_dir: str) -> str:
+    path = os.path.join(model_dir, MODEL_FILE)
+    if os.path.isfile(path):
+        return path
+    found = sorted(
+        name
+        for name in os.listdir(model_dir)
+        if name.endswith(".onnx") and os.path.isfile(os.path.join(model_dir, name))
+    )
+    if len(found) == 1:
+        return os.path.join(model_dir, found[0])
+    raise FileNotFoundError(
+        f"No {MODEL_FILE} in {model_dir} (found {', '.join(found) or 'no .onnx file'}) "
+        "and code/inference.py defines no model_fn"
+    )
+
+
+# ---- hooks ----
+def defaults(user_code: bool) -> Defaults:
+    return Defaults(predict_fn=predict_fn, output_fn=output_fn)
+
+
+def predict_fn(data: Any, session: Any) -> Any:
+    """Feed ``data`` (an array, or a dict by input name) to ``session``; one output as an array, several
+    as a dict by output name."""
+    from onnxruntime.capi.onnxruntime_pybind11_state import InvalidArgument
+
+    inputs, outputs = _signature(session)
+    feeds = _feeds(data, inputs)
+    try:
+        results = session.run(None, feeds)
+    except InvalidArgument as exc:  # wrong rank, shape or type: the request's fault
+        raise codecs.InferenceError(str(exc), 400) from exc
+    if len(results) == 1:
+        return results[0]
+    return dict(zip(outputs, results, strict=True))
+
+
+def _signature(session: Any) -> tuple[list[tuple[str, str]], list[str]]:
+    """(input name, element type) pairs and output names, asked of the session once."""
+    cached: tuple[list[tuple[str, str]], list[str]] | None = getattr(session, "_zeroscale_signature", None)
+    if cached is None:
+        inputs = [(arg.name, arg.type) for arg in session.get_inputs()]
+        cached = inputs, [arg.name for arg in session.get_outputs()]
+        session._zeroscale_signature = cached
+    return cached
+
+
+def _feeds(data: Any, inputs: list[tuple[str, str]]) -> dict[str, Any]:
+    names = [name for name, _ in inputs]
+    if isinstance(data, dict):
+        missing = [n for n in names if n not in data]
+        unknown = sorted(str(k) for k in data if k not in names)
+        if missing or unknown:
+            raise codecs.InferenceError(
+                f"The model's inputs are {', '.join(names)}"
+                + (f"; missing: {', '.join(missing)}" if missing else "")
+                + (f"; unknown: {', '.join(unknown)}" if unknown else ""),
+                400,
+            )
+        return {name: _cast(data[name], kind, name) for name, kind in inputs}
+    if len(inputs) != 1:
+        raise codecs.InferenceError(
+            f"The model has {len(inputs)} inputs ({', '.join(names)}): "
+            "send a JSON object (or an NPZ archive) with an array for each",
+            400,
+        )
+    name, kind = inputs[0]
+    return {name: _cast(data, kind, name)}
+
+
+def _cast(value: Any, kind: str, name: str) -> Any:
+    dtype = DTYPES.get(kind)
+    try:
+        return np.asarray(value) if dtype is None else np.asarray(value, dtype=dtype)
+    except (ValueError, TypeError) as exc:
+        raise codecs.InferenceError(f"Input {name} must be {kind}: {exc}", 400) from exc
+
+
+def output_fn(prediction: Any, accept: str) -> tuple[bytes, str]:
+    """The default encoders; several outputs (a dict) only as JSON."""
+    if isinstance(prediction, dict) and all(codecs.media_type(c) != codecs.JSON for c in accept.split(",")):
+        raise codecs.UnsupportedAccept(
+            f"The model has several outputs ({', '.join(prediction)}): they are answered as a JSON object "
+            f"by output name; Accept {accept!r} cannot hold them. Ask for application/json."
+        )
+    return codecs.encode(prediction, accept)

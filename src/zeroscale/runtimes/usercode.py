@@ -1,0 +1,85 @@
+"""Where a model's inference code lives, and the worker environment that points at its Python packages.
+
+Cheap to import (no numpy, no framework): the server's deploy step uses it to find
+``requirements.txt`` beside the user's script, the worker's handler to import that script.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+
+from zeroscale.errors import DeployError
+
+PROGRAM = "SAGEMAKER_PROGRAM"
+SUBMIT_DIRECTORY = "SAGEMAKER_SUBMIT_DIRECTORY"
+# Set by deploy in the worker environment: the per-model directory that code/requirements.txt was
+# installed into; the handler puts it first on sys.path before importing any user code.
+PYTHONPATH = "ZEROSCALE_PYTHONPATH"
+REQUIREMENTS = "requirements.txt"
+DEFAULT_PROGRAM = "inference.py"
+CONTAINER_MODEL_DIR = "/opt/ml/model"
+
+
+def user_code_path(model_dir: str, env: Mapping[str, str]) -> tuple[Path, bool]:
+    """Where the user module lives and whether it was named explicitly (``SAGEMAKER_PROGRAM``)."""
+    program = env.get(PROGRAM, "").strip()
+    explicit = bool(program)
+    if not program:
+        program = DEFAULT_PROGRAM
+    elif not program.endswith(".py"):
+        program += ".py"
+    return code_dir(model_dir, env) / program, explicit
+
+
+def code_dir(model_dir: str, env: Mapping[str, str]) -> Path:
+    """The directory of the user's code: ``SAGEMAKER_SUBMIT_DIRECTORY`` (a local path; a container path
+    under /opt/ml/model maps into ``model_dir``), else ``<model_dir>/code``."""
+    submit = env.get(SUBMIT_DIRECTORY, "").strip()
+    if submit.startswith("file://"):
+        submit = submit[len("file://") :]
+    if not submit:
+        return Path(model_dir) / "code"
+    if "://" in submit:
+        raise DeployError(
+            f"{SUBMIT_DIRECTORY}={submit} is not a local directory; "
+            "the code archive must be fetched and extracted before the worker starts"
+        )
+    if (submit == CONTAINER_MODEL_DIR or submit.startswith(CONTAINER_MODEL_DIR + "/")) and not os.path.isdir(
+        submit
+    ):
+        # The SDK writes container paths (/opt/ml/model/code); the model lives elsewhere here.
+        return Path(model_dir + submit[len(CONTAINER_MODEL_DIR) :])
+    return Path(submit)
+
+
+def requirements_file(model_dir: str, env: Mapping[str, str]) -> Path | None:
+    """``requirements.txt`` beside the user's code, if there is one."""
+    path = code_dir(model_dir, env) / REQUIREMENTS
+    return path if path.is_file() else None
+
+
+def add_python_path(env: Mapping[str, str]) -> str | None:
+    """Put the model's installed requirements (``ZEROSCALE_PYTHONPATH``) first on ``sys.path``.
+
+    Returns a warning naming packages it holds that the runtime had already imported before the fork
+    (those keep the runtime's version), or None."""
+    directory = env.get(PYTHONPATH, "").strip()
+    if not directory:
+        return None
+    if directory in sys.path:
+        sys.path.remove(directory)
+    sys.path.insert(0, directory)
+    try:
+        names = {name.split(".", 1)[0] for name in os.listdir(directory)}
+    except OSError as exc:
+        return f"zeroscale: {PYTHONPATH}={directory} cannot be read: {exc}"
+    shadowed = sorted(name for name in names if name in sys.modules)
+    if not shadowed:
+        return None
+    return (
+        f"zeroscale: requirements.txt installed {', '.join(shadowed)}, which the runtime had already "
+        "imported; the runtime's version is used"
+    )

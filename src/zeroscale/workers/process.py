@@ -1,0 +1,326 @@
+"""Start a bring-your-own image's server as a plain process, the way SageMaker starts its container.
+
+- Command: ``<entrypoint> serve`` in the image's workdir. Environment: the image's ``env`` with the model's
+  ``Environment`` over it (PATH, HOME and LANG default to the server's), plus ``SAGEMAKER_BIND_TO_PORT``
+  (a free TCP port on 127.0.0.1 the server must listen on), ``SAGEMAKER_SAFE_PORT_RANGE`` (ten more ports
+  that were free when it started, for its own use) and ``SM_MODEL_DIR`` (where the model is).
+- ``/opt/ml/model``: with bubblewrap (``bwrap``) on PATH and working, the process runs in a mount namespace
+  where ``/opt`` is a fresh tmpfs (whatever the host had in ``/opt`` bound back, except ``ml``) and the
+  model directory is mounted read-only at ``/opt/ml/model``; ``SM_MODEL_DIR`` is ``/opt/ml/model``. The rest
+  of the file system, the network and the process tree are the host's. Without bwrap, ``SM_MODEL_DIR`` is
+  the real model directory and ``/opt/ml/model`` does not exist.
+- Output: stdout and stderr are a pipe read on the server's event loop, written to the worker's log file
+  as timestamped records (``capture.LoopCapture``, the same format as forked workers' output).
+- Life: the process is the leader of its own process group, the container's stand-in. It dies with the
+  server (the parent-death signal; bwrap's ``--die-with-parent``). Stop is the manager's: SIGTERM to the
+  server process (as ``docker stop`` signals PID 1), SIGKILL after the grace period. When the server process
+  exits, whatever is left of its group is killed, as a container's processes are, and the exit is reported.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import random
+import shutil
+import signal
+import socket
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from zeroscale.errors import DeployError
+from zeroscale.workers.capture import LoopCapture
+
+ExitCallback = Callable[[int, int], None]  # (pid, exit code or -signal)
+
+SERVE_ARG = "serve"
+CONTAINER_MODEL_DIR = "/opt/ml/model"
+MODEL_DIR_ENV = "SM_MODEL_DIR"
+PORT_ENV = "SAGEMAKER_BIND_TO_PORT"
+SAFE_PORT_RANGE_ENV = "SAGEMAKER_SAFE_PORT_RANGE"
+SAFE_PORTS = 10
+_PORT_LOW, _PORT_HIGH = 10000, 32000  # below Linux's ephemeral range, so outgoing connections don't take them
+_BASE_ENV = ("PATH", "HOME", "LANG")
+_DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+_INFO_TIMEOUT_S = 10.0
+log = logging.getLogger("zeroscale.workers")
+
+# Run as ``python -I -S -c _SHIM <server pid> <argv...>``: ask for SIGKILL when the server dies (checking it
+# did not die already), then become the image's command. ~20 ms; preexec_fn is unsafe with threads around.
+_SHIM = """
+import ctypes, os, sys
+ctypes.CDLL(None).prctl(1, 9, 0, 0, 0)
+if os.getppid() != int(sys.argv[1]):
+    os._exit(70)
+try:
+    os.execvp(sys.argv[2], sys.argv[2:])
+except OSError as exc:
+    sys.stderr.write(f"zeroscale: cannot run {sys.argv[2]!r}: {exc.strerror}\\n")
+    os._exit(127)
+"""
+
+
+@dataclass(frozen=True)
+class StartedProcess:
+    pid: int  # the image's server process: what is signalled and measured
+    pgid: int  # its process group, killed once the server process is gone
+    port: int
+    sandboxed: bool
+
+
+class ProcessLauncher:
+    def __init__(self, on_exit: ExitCallback, *, sandbox: bool | None = None) -> None:
+        """``sandbox``: True requires bwrap, False never uses it, None uses it when it works here."""
+        self._on_exit = on_exit
+        self._sandbox = sandbox
+        self._bwrap: str | None = None
+        self._probe_lock = asyncio.Lock()
+        self._watchers: set[asyncio.Task[None]] = set()
+        self._groups: set[int] = set()
+        self._ports: set[int] = set()
+
+    async def start(
+        self,
+        command: tuple[str, ...],
+        *,
+        workdir: str,
+        model_dir: str,
+        env: Mapping[str, str],
+        log_path: Path,
+    ) -> StartedProcess:
+        """Start ``command serve``; returns once the process exists (readiness is the caller's /ping).
+
+        Raises DeployError when it cannot be started at all."""
+        bwrap = await self._sandbox_binary(model_dir)
+        ports = self._allocate_ports()
+        port = ports[0]
+        full_env = {"PATH": _DEFAULT_PATH}
+        full_env.update({key: os.environ[key] for key in _BASE_ENV if os.environ.get(key)})
+        full_env.update(env)
+        full_env[PORT_ENV] = str(port)
+        full_env[SAFE_PORT_RANGE_ENV] = f"{ports[1]}-{ports[-1]}"
+        full_env[MODEL_DIR_ENV] = CONTAINER_MODEL_DIR if bwrap else model_dir
+        argv = [*command, SERVE_ARG]
+        info_r = info_w = -1
+        if bwrap:
+            info_r, info_w = os.pipe()
+            args = [*bwrap_args(bwrap, model_dir, workdir), "--info-fd", str(info_w), "--", *argv]
+        else:
+            args = [sys.executable, "-I", "-S", "-c", _SHIM, str(os.getpid()), *argv]
+        capture = LoopCapture(str(log_path))
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *args,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=capture.write_fd,
+                stderr=capture.write_fd,
+                cwd=workdir,
+                env=full_env,
+                start_new_session=True,
+                pass_fds=(info_w,) if bwrap else (),
+            )
+        except OSError as exc:
+            capture.close()
+            if info_r >= 0:
+                os.close(info_r)
+            self._release_ports(ports)
+            what = f"{argv[0]!r} in {workdir}"
+            raise DeployError(f"Could not start the image's server ({what}): {exc}") from exc
+        finally:
+            if info_w >= 0:
+                os.close(info_w)
+        capture.spawned()
+        pgid = proc.pid
+        self._groups.add(pgid)
+        pid = proc.pid
+        if bwrap:
+            try:
+                pid = await _child_pid(info_r)
+            except DeployError:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(proc.wait(), 5.0)
+                self._kill_group(pgid)
+                capture.exited()
+                self._release_ports(ports)
+                raise
+        watcher = asyncio.ensure_future(self._watch(proc, capture, pid, pgid, ports, bool(bwrap)))
+        self._watchers.add(watcher)
+        watcher.add_done_callback(self._watchers.discard)
+        return StartedProcess(pid=pid, pgid=pgid, port=port, sandboxed=bool(bwrap))
+
+    async def close(self) -> None:
+        """Kill every process group still around and stop watching."""
+        for pgid in list(self._groups):
+            self._kill_group(pgid)
+        for watcher in list(self._watchers):
+            with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+                await asyncio.wait_for(watcher, 5.0)
+
+    # ---- exits ----
+    async def _watch(
+        self,
+        proc: asyncio.subprocess.Process,
+        capture: LoopCapture,
+        pid: int,
+        pgid: int,
+        ports: list[int],
+        sandboxed: bool,
+    ) -> None:
+        code = await proc.wait()
+        if sandboxed and 128 < code < 128 + 65:  # bwrap reports a child killed by signal N as 128 + N
+            code = -(code - 128)
+        self._kill_group(pgid)
+        capture.exited()  # its last lines are in the log before anyone hears of the exit
+        self._release_ports(ports)
+        self._on_exit(pid, code)
+
+    def _kill_group(self, pgid: int) -> None:
+        self._groups.discard(pgid)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pgid, signal.SIGKILL)
+
+    # ---- ports ----
+    def _allocate_ports(self) -> list[int]:
+        """1 + SAFE_PORTS consecutive ports that are free now and not handed to another live worker."""
+        for _ in range(200):
+            base = random.randrange(_PORT_LOW, _PORT_HIGH - SAFE_PORTS)
+            ports = list(range(base, base + SAFE_PORTS + 1))
+            if not self._ports.intersection(ports) and all(_port_free(p) for p in ports):
+                self._ports.update(ports)
+                return ports
+        raise DeployError("Could not find free TCP ports for the image's server.")
+
+    def _release_ports(self, ports: list[int]) -> None:
+        self._ports.difference_update(ports)
+
+    # ---- sandbox ----
+    async def _sandbox_binary(self, model_dir: str) -> str | None:
+        """bwrap's path when it is to be used, after checking once that it works on this machine."""
+        if self._sandbox is False:
+            return None
+        async with self._probe_lock:
+            if self._bwrap is None:
+                self._bwrap = await _probe_bwrap(model_dir) or ""
+                if not self._bwrap:
+                    log.warning("bwrap is not usable: /opt/ml/model is mapped through %s only", MODEL_DIR_ENV)
+        if self._sandbox and not self._bwrap:
+            raise DeployError("bubblewrap (bwrap) is required for this worker but is not usable here")
+        return self._bwrap or None
+
+
+def bwrap_args(bwrap: str, model_dir: str, workdir: str) -> list[str]:
+    """The host's file system, except a fresh /opt holding the host's /opt entries and the model at
+    /opt/ml/model (read-only)."""
+    args = [bwrap, "--dev-bind", "/", "/", "--tmpfs", "/opt"]
+    with contextlib.suppress(OSError):
+        for entry in sorted(os.listdir("/opt")):
+            if entry == "ml":
+                continue
+            path = f"/opt/{entry}"
+            if os.path.islink(path):
+                args += ["--symlink", os.readlink(path), path]
+            else:
+                args += ["--dev-bind", path, path]
+    args += ["--ro-bind", model_dir, CONTAINER_MODEL_DIR, "--chdir", workdir, "--die-with-parent"]
+    return args
+
+
+async def _probe_bwrap(model_dir: str) -> str | None:
+    bwrap = shutil.which("bwrap")
+    if bwrap is None:
+        return None
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *bwrap_args(bwrap, model_dir, "/"),
+            "--",
+            "test",
+            "-d",
+            CONTAINER_MODEL_DIR,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        _, err = await asyncio.wait_for(proc.communicate(), 10.0)
+    except (OSError, TimeoutError) as exc:
+        log.warning("bwrap probe failed: %s", exc)
+        return None
+    if proc.returncode != 0:
+        log.warning("bwrap probe failed (exit %s): %s", proc.returncode, err.decode(errors="replace").strip())
+        return None
+    return bwrap
+
+
+async def _child_pid(fd: int) -> int:
+    """The sandboxed process's pid from bwrap's --info-fd JSON (written before it runs the command)."""
+    loop = asyncio.get_running_loop()
+    pipe = os.fdopen(fd, "rb", buffering=0)
+    reader = asyncio.StreamReader()
+    transport, _ = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), pipe)
+    data = b""
+    try:
+        async with asyncio.timeout(_INFO_TIMEOUT_S):
+            while chunk := await reader.read(4096):
+                data += chunk
+                with contextlib.suppress(ValueError):
+                    return int(json.loads(data)["child-pid"])
+    except (TimeoutError, KeyError, TypeError):
+        pass
+    finally:
+        transport.close()
+    raise DeployError("bwrap did not start the image's server (see the worker log)")
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind(("", port))
+        except OSError:
+            return False
+    return True
+
+
+def tree_rss_mb(pid: int) -> float | None:
+    """Resident memory of ``pid`` and its descendants in MB (None once ``pid`` is gone)."""
+    own = _rss_pages(pid)
+    if own is None:
+        return None
+    total, seen, todo = own, {pid}, _children(pid)
+    while todo and len(seen) < 4096:
+        child = todo.pop()
+        if child in seen:
+            continue
+        seen.add(child)
+        total += _rss_pages(child) or 0
+        todo += _children(child)
+    return total * _PAGE_SIZE / (1024 * 1024)
+
+
+_PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+
+
+def _rss_pages(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/statm", "rb") as f:
+            return int(f.read().split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _children(pid: int) -> list[int]:
+    out: list[int] = []
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return out
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/children", "rb") as f:
+                out += [int(p) for p in f.read().split()]
+        except (OSError, ValueError):
+            continue
+    return out

@@ -1,0 +1,167 @@
+"""``zeroscale package`` as a user runs it (a subprocess), the archive it writes, and one round trip of that
+archive through a real server."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tarfile
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import joblib
+import numpy as np
+import pytest
+from sklearn.linear_model import LogisticRegression
+
+from serverproc import ServerProcess, deploy
+from zeroscale.cli.package import package_into_cache
+
+ZEROSCALE = Path(sys.executable).parent / "zeroscale"
+
+INFERENCE = """
+import roman
+from helper import offset
+
+
+def predict_fn(data, model):
+    return [roman.toRoman(int(label) + offset()) for label in model.predict(data)]
+"""
+
+
+def zs(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "COLUMNS": "120"}
+    return subprocess.run(
+        [str(ZEROSCALE), "package", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=60
+    )
+
+
+def ok(proc: subprocess.CompletedProcess[str]) -> str:
+    assert proc.returncode == 0, f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    return proc.stdout
+
+
+def failed(proc: subprocess.CompletedProcess[str]) -> str:
+    assert proc.returncode == 1, f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    assert "Traceback" not in proc.stderr
+    return proc.stderr
+
+
+def members(archive: Path) -> dict[str, bytes]:
+    out: dict[str, bytes] = {}
+    with tarfile.open(archive, "r:gz") as tar:
+        for member in tar.getmembers():
+            data = tar.extractfile(member)
+            if data is not None:
+                out[member.name] = data.read()
+    return out
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    """A trained model file, a code directory (with a helper, a subpackage and debris) and requirements."""
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(80, 2))
+    joblib.dump(LogisticRegression().fit(x, (x[:, 0] > 0).astype(int)), tmp_path / "model.joblib")
+    code = tmp_path / "src"
+    (code / "sub").mkdir(parents=True)
+    (code / "__pycache__").mkdir()
+    (code / "inference.py").write_text(textwrap.dedent(INFERENCE))
+    (code / "helper.py").write_text("def offset():\n    return 1\n")
+    (code / "sub" / "util.py").write_text("X = 1\n")
+    (code / "__pycache__" / "helper.cpython-311.pyc").write_bytes(b"\0junk")
+    (code / ".DS_Store").write_bytes(b"junk")
+    (tmp_path / "reqs.txt").write_text("roman>=4\n")
+    return tmp_path
+
+
+def test_builds_the_sagemaker_layout(project: Path) -> None:
+    out = ok(
+        zs("model.joblib", "--code", "src", "--requirements", "reqs.txt", "-o", "model.tar.gz", cwd=project)
+    )
+    files = members(project / "model.tar.gz")
+    assert sorted(files) == [
+        "code/helper.py",
+        "code/inference.py",
+        "code/requirements.txt",
+        "code/sub/util.py",
+        "model.joblib",
+    ]
+    assert files["model.joblib"] == (project / "model.joblib").read_bytes()
+    assert files["code/requirements.txt"] == b"roman>=4\n"
+    assert files["code/inference.py"] == (project / "src" / "inference.py").read_bytes()
+    assert out.startswith("wrote model.tar.gz (")
+    assert "5 files" in out
+    for name in files:
+        assert f"  {name}" in out
+    assert "zeroscale deploy" in out
+
+
+def test_archives_are_reproducible_and_output_needs_force(project: Path) -> None:
+    ok(zs("model.joblib", "--code", "src", "-o", "a.tar.gz", cwd=project))
+    err = failed(zs("model.joblib", "--code", "src", "-o", "a.tar.gz", cwd=project))
+    assert "a.tar.gz already exists; pass --force to overwrite it" in err
+    first = (project / "a.tar.gz").read_bytes()
+    ok(zs("model.joblib", "--code", "src", "-o", "a.tar.gz", "--force", cwd=project))
+    assert (project / "a.tar.gz").read_bytes() == first
+    ok(zs("model.joblib", "--code", "src", "-o", "b.tar.gz", cwd=project))
+    assert (project / "b.tar.gz").read_bytes() == first
+
+
+def test_invalid_input_is_one_clear_line(project: Path) -> None:
+    assert "Model file missing.joblib does not exist" in failed(zs("missing.joblib", cwd=project))
+    assert "--code nowhere: not a directory" in failed(zs("model.joblib", "--code", "nowhere", cwd=project))
+    err = failed(zs("model.joblib", "--requirements", "nope.txt", cwd=project))
+    assert "--requirements nope.txt: no such file" in err
+    ok(zs("model.joblib", "-o", "m.tar.gz", cwd=project))
+    assert "already an archive" in failed(zs("m.tar.gz", "-o", "n.tar.gz", cwd=project))
+    assert "is a directory" in failed(zs("model.joblib", "-o", "src", cwd=project))
+    assert not (project / "n.tar.gz").exists()
+
+
+def test_warnings_code_without_inference_and_replaced_requirements(project: Path) -> None:
+    code = project / "plain"
+    code.mkdir()
+    (code / "requirements.txt").write_text("old\n")
+    proc = zs("model.joblib", "--code", "plain", "--requirements", "reqs.txt", "-o", "w.tar.gz", cwd=project)
+    ok(proc)
+    assert "warning: plain has no inference.py" in proc.stderr
+    assert "replaces" in proc.stderr and "requirements.txt" in proc.stderr
+    assert members(project / "w.tar.gz")["code/requirements.txt"] == b"roman>=4\n"
+
+
+def test_deploys_bare_model_packaging_is_the_same_code(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``zeroscale deploy --model model.joblib --code src`` packages with the same function."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(project / "cache"))
+    cached = package_into_cache(project / "model.joblib", project / "src")
+    assert cached.parent == project / "cache" / "zeroscale" / "packages"
+    assert package_into_cache(project / "model.joblib", project / "src") == cached  # content-addressed
+    ok(zs("model.joblib", "--code", "src", "-o", "same.tar.gz", cwd=project))
+    assert cached.read_bytes() == (project / "same.tar.gz").read_bytes()
+    assert [p.name for p in cached.parent.iterdir()] == [cached.name]  # no temporaries left
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    proc = ServerProcess(tmp_path_factory.mktemp("data")).start()
+    yield proc
+    proc.stop()
+
+
+def test_the_archive_deploys_and_serves(server: ServerProcess, project: Path) -> None:
+    ok(zs("model.joblib", "--code", "src", "--requirements", "reqs.txt", "-o", "model.tar.gz", cwd=project))
+    sm: Any = server.client("sagemaker")
+    desc = deploy(sm, "packaged", f"file://{project / 'model.tar.gz'}")
+    assert desc["EndpointStatus"] == "InService", desc.get("FailureReason")
+    resp = server.client("sagemaker-runtime").invoke_endpoint(
+        EndpointName="packaged", Body=json.dumps([[2.0, 0.0], [-2.0, 0.0]]), ContentType="application/json"
+    )
+    # label + offset() from code/helper.py, as roman numerals from the package requirements.txt installed
+    assert json.loads(resp["Body"].read()) == ["II", "I"]
+    assert resp["ContentType"] == "application/json"

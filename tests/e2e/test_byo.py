@@ -1,0 +1,193 @@
+"""Bring-your-own images end to end: push the example image with the CLI, deploy it with boto3 by
+``name:tag``, invoke it, watch it scale to zero (SIGTERM) and back, and fail clearly when it never pings."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from serverproc import ACCESS_KEY, REGION, SECRET_KEY, ServerProcess, deploy, make_tar, wait_for
+from zeroscale.workers.capture import strip_stamps
+
+ZEROSCALE = Path(sys.executable).parent / "zeroscale"
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "byo-image"
+IMAGE = "byo-linear:1.0"
+STARTUP_TIMEOUT_S = 4
+BWRAP = shutil.which("bwrap") is not None
+
+
+@pytest.fixture(scope="module")
+def server(server_factory: Callable[..., ServerProcess]) -> ServerProcess:
+    return server_factory(startup_timeout_s=STARTUP_TIMEOUT_S)
+
+
+@pytest.fixture(scope="module")
+def zs(server: ServerProcess, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """Run ``zeroscale ARGS --endpoint-url <server>`` as a user would."""
+    home = tmp_path_factory.mktemp("byo-home")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "ZEROSCALE_"))}
+    env.update(
+        HOME=str(home),
+        AWS_ACCESS_KEY_ID=ACCESS_KEY,
+        AWS_SECRET_ACCESS_KEY=SECRET_KEY,
+        AWS_DEFAULT_REGION=REGION,
+        COLUMNS="200",
+    )
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(ZEROSCALE), *args, "--endpoint-url", server.url],
+            env=env,
+            cwd=home,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    return run
+
+
+def ok(proc: subprocess.CompletedProcess[str]) -> str:
+    assert proc.returncode == 0, f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    return proc.stdout
+
+
+@pytest.fixture(scope="module")
+def pushed(zs: Any) -> str:
+    return ok(zs("images", "push", IMAGE, str(EXAMPLE)))
+
+
+def linear_model(root: Path, name: str, weights: list[float], bias: float) -> str:
+    model = root / name
+    model.write_text(json.dumps({"weights": weights, "bias": bias}))
+    return f"file://{make_tar(root / f'{name}.tar.gz', {name: model})}"
+
+
+def worker_logs(server: ServerProcess, endpoint: str) -> str:
+    logs = sorted((server.data_dir / "logs" / endpoint.lower() / "AllTraffic").glob("*.log"))
+    return "\n".join(f"== {p.name}\n{strip_stamps(p.read_bytes()).decode()}" for p in logs)
+
+
+def invoke(smr: Any, endpoint: str, body: bytes, content_type: str, accept: str | None = None) -> bytes:
+    kwargs = {"EndpointName": endpoint, "Body": body, "ContentType": content_type}
+    if accept:
+        kwargs["Accept"] = accept
+    return bytes(smr.invoke_endpoint(**kwargs)["Body"].read())
+
+
+def test_images_lists_builtins_and_the_pushed_image(zs: Any, pushed: str) -> None:
+    assert f"pushed {IMAGE}  sha256:" in pushed
+    assert "(2 files," in pushed
+    assert f"Image='{IMAGE}'" in pushed
+    lines = ok(zs("images")).strip().splitlines()
+    assert lines[0].split() == ["NAME", "KIND", "VERSION/TAG", "CONTENT", "TYPES"]
+    rows = {line.split()[0]: line.split(None, 3) for line in lines[1:]}
+    assert rows["sklearn"][1] == "builtin"
+    assert rows["sklearn"][2][0].isdigit()  # scikit-learn's installed version
+    assert "text/csv" in rows["sklearn"][3]
+    assert rows["byo-linear"][1:] == ["image", "1.0", "text/csv, application/json"]
+    doc = json.loads(ok(zs("images", "--json")))
+    mine = [i for i in doc["Images"] if i["Name"] == "byo-linear"]
+    assert mine[0]["Entrypoint"] == ["./serve"] and mine[0]["EnvNames"] == ["MODEL_FILE", "PYTHONUNBUFFERED"]
+
+
+def test_push_errors_are_clear(zs: Any, tmp_path: Path) -> None:
+    proc = zs("images", "push", "sklearn:1", str(EXAMPLE))
+    assert proc.returncode == 1
+    assert "Image name 'sklearn' is a built-in framework image" in proc.stderr
+    (tmp_path / "manifest.json").write_text('{"entrypoint": "./serve"}')
+    proc = zs("images", "push", "broken:1", str(tmp_path))
+    assert proc.returncode == 1
+    assert "manifest.json: 'entrypoint' must be a list of strings" in proc.stderr
+    proc = zs("images", "push", "Bad Name", str(EXAMPLE))
+    assert "Image name 'Bad Name' is not valid" in proc.stderr
+
+
+def test_deploy_invoke_scale_to_zero_and_back(
+    server: ServerProcess, sm: Any, smr: Any, pushed: str, tmp_path: Path
+) -> None:
+    url = linear_model(tmp_path, "model.json", [2.0, -1.0, 0.5], 1.0)
+    idle = [{"Key": "zeroscale:idle-timeout-s", "Value": "1"}]
+    desc = deploy(sm, "byo", url, image=IMAGE, tags=idle)
+    assert desc["EndpointStatus"] == "InService", desc.get("FailureReason")
+    resolved = desc["ProductionVariants"][0]["DeployedImages"][0]
+    assert resolved["SpecifiedImage"] == IMAGE
+    assert resolved["ResolvedImage"].startswith(f"zeroscale/byo/{IMAGE}@sha256:")
+
+    assert invoke(smr, "byo", b"1,2,3\n0,0,0\n", "text/csv", "text/csv") == b"2.5\n1.0\n"
+    assert json.loads(invoke(smr, "byo", b'{"instances": [[1, 1, 2]]}', "application/json")) == {
+        "predictions": [3.0]
+    }
+    model_path = "/opt/ml/model/model.json" if BWRAP else "/model/model.json"
+    assert model_path in worker_logs(server, "byo")
+
+    # Idle for a second: the worker gets SIGTERM (and exits cleanly), the endpoint is at zero.
+    wait_for(lambda: server.workers("byo") == 0, timeout_s=15)
+    logs = worker_logs(server, "byo")
+    assert "received SIGTERM, shutting down\nstopped\n" in logs  # a clean exit, not a SIGKILL
+
+    # And back: the next request starts a worker again.
+    assert invoke(smr, "byo", b"0,0,2\n", "text/csv", "text/csv") == b"2.0\n"
+    assert server.workers("byo") == 1
+    assert worker_logs(server, "byo").count("serving on port") == 2
+    sm.delete_endpoint(EndpointName="byo")
+
+
+def test_the_models_environment_overrides_the_images(sm: Any, smr: Any, pushed: str, tmp_path: Path) -> None:
+    # The manifest says MODEL_FILE=model.json; the model's Environment points it elsewhere.
+    url = linear_model(tmp_path, "other.json", [10.0], 0.0)
+    desc = deploy(sm, "byo-env", url, image=f"123456789012.dkr.ecr.us-east-1.amazonaws.com/{IMAGE}",
+                  environment={"MODEL_FILE": "other.json"})  # fmt: skip
+    assert desc["EndpointStatus"] == "InService", desc.get("FailureReason")
+    assert invoke(smr, "byo-env", b"3\n", "text/csv", "text/csv") == b"30.0\n"
+    sm.delete_endpoint(EndpointName="byo-env")
+
+
+HANGS = """#!/bin/sh
+echo "loading a very large model..."
+exec sleep 600
+"""
+
+
+def test_an_image_that_never_answers_ping_fails_the_endpoint(
+    server: ServerProcess, sm: Any, zs: Any, tmp_path: Path
+) -> None:
+    image = tmp_path / "hangs"
+    image.mkdir()
+    (image / "manifest.json").write_text('{"entrypoint": ["./serve"]}')
+    (image / "serve").write_text(HANGS)
+    (image / "serve").chmod(0o755)
+    ok(zs("images", "push", "hangs", str(image)))  # tag: latest
+    desc = deploy(sm, "byo-hangs", "", image="hangs")
+    assert desc["EndpointStatus"] == "Failed"
+    reason = desc["FailureReason"]
+    assert f"Worker did not answer /ping within {STARTUP_TIMEOUT_S} seconds" in reason
+    assert "loading a very large model..." in reason
+    registry = (server.data_dir / "images" / "hangs").resolve()
+    left = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if os.readlink(f"/proc/{pid}/cwd").startswith(str(registry)):
+                left.append(pid)
+        except OSError:
+            continue
+    assert left == [], "the image's processes outlived the failed deployment"
+    sm.delete_endpoint(EndpointName="byo-hangs")
+
+
+def test_an_unknown_image_names_the_registered_ones(sm: Any, pushed: str) -> None:
+    desc = deploy(sm, "byo-unknown", "", image="nope:1")
+    assert desc["EndpointStatus"] == "Failed"
+    reason = desc["FailureReason"]
+    assert "Image 'nope:1' is not a known zeroscale image" in reason
+    assert "sagemaker-scikit-learn" in reason
+    assert f"Registered images: {IMAGE}" in reason
+    sm.delete_endpoint(EndpointName="byo-unknown")

@@ -1,0 +1,197 @@
+"""The image registry on disk: push a directory or a tarball, list, resolve, and refuse hostile archives."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import stat
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from artifacts.tarballs import (
+    Member,
+    dir_member,
+    file_member,
+    hardlink_member,
+    special_member,
+    symlink_member,
+    write_tar,
+)
+from zeroscale.cli.images import pack
+from zeroscale.images import ImageError, ImageRegistry, parse_reference
+
+MB = 1024 * 1024
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "byo-image"
+MANIFEST = json.dumps({"entrypoint": ["./serve"], "env": {"A": "1"}}).encode()
+
+
+@pytest.fixture
+def registry(tmp_path: Path) -> ImageRegistry:
+    return ImageRegistry(tmp_path / "images", max_bytes=10 * MB, max_files=50)
+
+
+def leftovers(registry: ImageRegistry) -> list[str]:
+    """Everything in the registry: must be empty after a refused push."""
+    return sorted(str(p.relative_to(registry.root)) for p in registry.root.rglob("*"))
+
+
+def test_push_a_directory_then_list_get_and_resolve(registry: ImageRegistry) -> None:
+    record = registry.push("byo-demo", "1.0", EXAMPLE)
+    assert (record.name, record.tag, record.ref) == ("byo-demo", "1.0", "byo-demo:1.0")
+    assert record.manifest.entrypoint == ("./serve",)
+    assert record.manifest.env["MODEL_FILE"] == "model.json"
+    assert record.root == registry.root / "byo-demo" / "1.0" / record.digest
+    assert record.workdir == record.root
+    serve = record.root / "serve"
+    assert serve.read_bytes() == (EXAMPLE / "serve").read_bytes()
+    assert os.stat(serve).st_mode & stat.S_IXUSR  # still executable
+    assert record.files == 2 and record.size > 1000
+    assert registry.list() == [record]
+    assert registry.get("byo-demo", "1.0") == record
+    for ref in (
+        "byo-demo:1.0",
+        "683313688378.dkr.ecr.us-east-1.amazonaws.com/byo-demo:1.0",
+        "registry.example.com:5000/team/byo-demo:1.0@sha256:" + "0" * 64,
+    ):
+        assert registry.resolve(ref) == record, ref
+    assert record.resolved == f"byo-demo:1.0@sha256:{record.digest}"
+    assert registry.resolve("byo-demo") is None  # that is byo-demo:latest
+    assert registry.resolve("byo-demo:2.0") is None
+    assert registry.resolve("Not A Name") is None
+    assert ImageRegistry(registry.root).list() == [record]  # it is all on disk
+
+
+def test_a_directory_and_its_tarball_have_one_digest(registry: ImageRegistry, tmp_path: Path) -> None:
+    archive = tmp_path / "image.tar.gz"
+    archive.write_bytes(pack(EXAMPLE))
+    assert pack(EXAMPLE) == archive.read_bytes()  # the CLI's archives are reproducible
+    from_dir = registry.push("demo", "dir", EXAMPLE)
+    from_tar = registry.push("demo", "tar", archive)
+    from_bytes = registry.push_bytes("demo", "bytes", archive.read_bytes())
+    assert from_dir.digest == from_tar.digest == from_bytes.digest
+    assert [r.ref for r in registry.list()] == ["demo:bytes", "demo:dir", "demo:tar"]
+    assert leftovers(registry).count(".tmp") == 1 and not list((registry.root / ".tmp").iterdir())
+
+
+def test_pushing_a_tag_again_keeps_what_endpoints_already_run(
+    registry: ImageRegistry, tmp_path: Path
+) -> None:
+    src = tmp_path / "src"
+    shutil.copytree(EXAMPLE, src)
+    first = registry.push("demo", "latest", src)
+    assert registry.push("demo", "latest", src).digest == first.digest  # same content: nothing new
+    (src / "extra.txt").write_text("v2")
+    second = registry.push("demo", "latest", src)
+    assert second.digest != first.digest
+    assert registry.resolve("demo") == second
+    assert (first.root / "serve").is_file()  # still there for workers deployed with the first push
+    assert registry.list() == [second]
+
+
+@pytest.mark.parametrize(
+    ("name", "tag", "expected"),
+    [
+        ("Demo", "1", "Image name 'Demo' is not valid"),
+        ("de mo", "1", "Image name 'de mo' is not valid"),
+        ("../x", "1", "Image name '../x' is not valid"),
+        ("a" * 129, "1", "is not valid"),
+        ("demo", ".hidden", "Image tag '.hidden' is not valid"),
+        ("demo", "a/b", "Image tag 'a/b' is not valid"),
+    ],
+)
+def test_bad_names_and_tags(registry: ImageRegistry, name: str, tag: str, expected: str) -> None:
+    with pytest.raises(ImageError) as err:
+        registry.push(name, tag, EXAMPLE)
+    assert expected in err.value.message
+    assert leftovers(registry) == [".tmp"]
+
+
+def test_parse_reference() -> None:
+    assert parse_reference("demo") == ("demo", "latest")
+    assert parse_reference(" demo:v1 ") == ("demo", "v1")
+    assert parse_reference("host:5000/ns/demo:v1") == ("demo", "v1")
+    assert parse_reference("host:5000/ns/demo") == ("demo", "latest")
+    assert parse_reference("UPPER:1") is None
+    assert parse_reference("") is None
+
+
+HOSTILE: dict[str, tuple[list[Member], str]] = {
+    "absolute path": ([file_member("/etc/evil", b"x")], "member '/etc/evil' has an absolute path"),
+    "dot-dot": ([file_member("../../evil", b"x")], "member '../../evil' escapes the image"),
+    "symlink out": ([symlink_member("link", "../../../etc")], "member 'link' is a symlink to '../../../etc'"),
+    "symlink then write through it": (
+        [dir_member("d"), symlink_member("d/up", ".."), file_member("d/up/../../evil", b"x")],
+        "escapes the image",
+    ),
+    "hardlink out": ([hardlink_member("hl", "/etc/passwd")], "member 'hl' has an absolute path"),
+    "device": ([special_member("null", tarfile.CHRTYPE)], "member 'null' is a device file"),
+    "fifo": ([special_member("pipe", tarfile.FIFOTYPE)], "member 'pipe' is a FIFO"),
+    "too many files": (
+        [file_member(f"f{i}", b"x") for i in range(51)],
+        "Image archive has more than 50 members",
+    ),
+    "too big": ([file_member("zeros", b"\0" * (11 * MB))], "over the limit of 10485760 bytes"),
+}
+
+
+@pytest.mark.parametrize("case", list(HOSTILE))
+def test_hostile_tarballs_are_refused(registry: ImageRegistry, tmp_path: Path, case: str) -> None:
+    members, expected = HOSTILE[case]
+    archive = write_tar(tmp_path / "image.tar.gz", [file_member("manifest.json", MANIFEST), *members])
+    with pytest.raises(ImageError) as err:
+        registry.push("evil", "1", archive)
+    message = err.value.message
+    assert message.startswith("Image evil:1: ")
+    assert expected in message
+    assert leftovers(registry) == [".tmp"]
+    assert not (tmp_path / "evil").exists()
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        (b"this is not a tarball at all, just bytes" * 10, "is not a valid tar.gz archive"),
+        (b"", "is not a valid tar.gz archive"),
+    ],
+)
+def test_garbage_is_refused(registry: ImageRegistry, body: bytes, expected: str) -> None:
+    with pytest.raises(ImageError) as err:
+        registry.push_bytes("junk", "1", body)
+    assert expected in err.value.message
+    assert leftovers(registry) == [".tmp"]
+
+
+def test_an_image_without_a_good_manifest_is_not_registered(registry: ImageRegistry, tmp_path: Path) -> None:
+    no_manifest = write_tar(tmp_path / "a.tar.gz", [file_member("serve", b"#!/bin/sh\n", 0o755)])
+    with pytest.raises(ImageError) as err:
+        registry.push("demo", "1", no_manifest)
+    assert "The image has no manifest.json at its top level" in err.value.message
+    not_exec = write_tar(
+        tmp_path / "b.tar.gz", [file_member("manifest.json", MANIFEST), file_member("serve")]
+    )
+    with pytest.raises(ImageError) as err:
+        registry.push("demo", "1", not_exec)
+    assert "'./serve' is not executable" in err.value.message
+    assert leftovers(registry) == [".tmp"]
+    assert registry.list() == []
+
+
+def test_a_directory_holding_the_registry_is_refused(tmp_path: Path) -> None:
+    registry = ImageRegistry(tmp_path / "data" / "images")
+    with pytest.raises(ImageError) as err:
+        registry.push("demo", "1", tmp_path)
+    assert "contains the image registry" in err.value.message
+
+
+def test_stale_staging_of_dead_pushers_is_removed(tmp_path: Path) -> None:
+    registry = ImageRegistry(tmp_path / "images")
+    stale = registry.root / ".tmp" / "999999999-abc"
+    (stale / "image").mkdir(parents=True)
+    ours = registry.root / ".tmp" / f"{os.getpid()}-def"
+    ours.mkdir()
+    ImageRegistry(tmp_path / "images")
+    assert not stale.exists()
+    assert ours.exists()

@@ -1,0 +1,277 @@
+"""The sink and the ledger on a real SQLite file: buffered invocations, batches, flush on close, provisioned
+intervals that survive clean restarts and crashes, and the free tier's start recorded once."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from zeroscale.events import EventBus, InvocationRecord, VariantEvent, WorkerEvent
+from zeroscale.metering.ledger import Ledger
+from zeroscale.metering.pricing import PriceTable
+from zeroscale.metering.records import UsageRecord
+from zeroscale.metering.service import Metering
+from zeroscale.metering.sink import MeteringSink
+
+
+class FakeWall:
+    def __init__(self, now: float = 1_700_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def db_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'zeroscale.db'}"
+
+
+@pytest.fixture
+def ledger(db_url: str) -> Iterator[Ledger]:
+    led = Ledger(db_url)
+    yield led
+    led.close()
+
+
+def inv(
+    i: int, *, model_s: float = 0.0123, worker: str = "w1", setup_s: float | None = None
+) -> InvocationRecord:
+    return InvocationRecord(
+        endpoint="ep",
+        variant="AllTraffic",
+        worker_id=worker,
+        at=1_700_000_000.0 + i,
+        model_s=model_s,
+        total_s=model_s + 0.002,
+        bytes_in=10,
+        bytes_out=3,
+        status=200 if worker else 429,
+        error_code="" if worker else "ThrottlingException",
+        memory_mb=2048,
+        setup_s=setup_s,
+        provisioned=False,
+    )
+
+
+def variant(kind: str, at: float, provisioned: int = 2, name: str = "ep") -> VariantEvent:
+    return VariantEvent(
+        name, "AllTraffic", kind, at, memory_mb=1024, max_concurrency=5, provisioned=provisioned
+    )
+
+
+def test_invocations_wait_in_memory_until_a_flush(ledger: Ledger) -> None:
+    sink = MeteringSink(ledger, flush_interval_s=60)
+    bus = EventBus([sink])
+    for i in range(3):
+        bus.invocation(inv(i))
+    bus.worker(WorkerEvent("ep", "AllTraffic", "w1", "started", 0.0))
+    assert (sink.pending, ledger.count_invocations()) == (3, 0)
+    assert sink.flush() == 3
+    assert (sink.pending, ledger.count_invocations(), sink.written) == (0, 3, 3)
+    assert sink.flush() == 0
+
+
+def test_records_as_stored(ledger: Ledger) -> None:
+    sink = MeteringSink(ledger)
+    sink.invocation(inv(0, model_s=0.0121001, setup_s=0.04))
+    sink.invocation(inv(1, worker=""))
+    sink.flush()
+    served, throttled = ledger.invocations()
+    assert served.billed_ms == 13 and served.model_s == 0.0121001
+    assert served.setup_s == 0.04 and served.memory_mb == 2048
+    assert served.started_at == pytest.approx(served.at - 0.0141001)
+    assert (served.bytes_in, served.bytes_out, served.status) == (10, 3, 200)
+    assert (throttled.billed_ms, throttled.status, throttled.error_code) == (0, 429, "ThrottlingException")
+    assert served.id < throttled.id
+
+
+def test_every_field_round_trips(ledger: Ledger) -> None:
+    rec = UsageRecord("ep", "v", "w9", 10.25, 11.5, 1.0004, 1001, 3072, 7, 9, 0.125, 424, "ModelError", True)
+    ledger.write([rec, replace(rec, setup_s=None, provisioned=False)], [])
+    stored = ledger.invocations()
+    assert [replace(r, id=0) for r in stored] == [rec, replace(rec, setup_s=None, provisioned=False)]
+
+
+def test_the_writer_thread_flushes_every_interval(ledger: Ledger) -> None:
+    sink = MeteringSink(ledger, flush_interval_s=0.05)
+    sink.start()
+    try:
+        sink.invocation(inv(0))
+        deadline = time.monotonic() + 5
+        while ledger.count_invocations() < 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert ledger.count_invocations() == 1
+    finally:
+        sink.close()
+
+
+def test_a_full_batch_is_written_without_waiting_for_the_interval(ledger: Ledger) -> None:
+    sink = MeteringSink(ledger, flush_interval_s=600, max_batch=50)
+    sink.start()
+    try:
+        for i in range(50):
+            sink.invocation(inv(i))
+        deadline = time.monotonic() + 5
+        while ledger.count_invocations() < 50 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert ledger.count_invocations() == 50
+    finally:
+        sink.close()
+
+
+def test_close_writes_everything_queued(ledger: Ledger) -> None:
+    sink = MeteringSink(ledger, flush_interval_s=600)
+    sink.start()
+    for i in range(1234):
+        sink.invocation(inv(i))
+    sink.close()
+    assert ledger.count_invocations() == 1234
+
+
+def test_provisioned_intervals_open_close_and_heartbeat(ledger: Ledger) -> None:
+    wall = FakeWall(105)
+    sink = MeteringSink(ledger, wall=wall)
+    sink.variant(variant("activated", 100))
+    sink.flush()
+    (iv,) = ledger.intervals()
+    assert (iv.started_at, iv.ended_at, iv.seen_at, iv.concurrency, iv.memory_mb) == (100, None, 105, 2, 1024)
+    wall.now = 110
+    sink.flush()  # nothing queued, but the open interval is confirmed
+    assert ledger.intervals()[0].seen_at == 110
+    sink.variant(variant("deactivated", 130))
+    sink.variant(variant("activated", 130, provisioned=0))  # an update to no provisioned concurrency
+    sink.flush()
+    (iv,) = ledger.intervals()
+    assert (iv.started_at, iv.ended_at) == (100, 130)
+
+
+def test_an_update_replaces_the_interval_without_overlap(ledger: Ledger) -> None:
+    sink = MeteringSink(ledger, wall=FakeWall(200))
+    sink.variant(variant("activated", 100, provisioned=1))
+    sink.variant(variant("deactivated", 150))
+    sink.variant(variant("activated", 150, provisioned=3))
+    sink.variant(variant("activated", 170, provisioned=4))  # activated again without a deactivation
+    sink.flush()
+    got = [(i.concurrency, i.started_at, i.ended_at) for i in ledger.intervals()]
+    assert got == [(1, 100, 150), (3, 150, 170), (4, 170, None)]
+
+
+def test_endpoints_without_provisioned_concurrency_meter_nothing_while_idle(ledger: Ledger) -> None:
+    sink = MeteringSink(ledger, wall=FakeWall(200))
+    sink.variant(variant("activated", 100, provisioned=0))
+    sink.flush()
+    sink.variant(variant("deactivated", 150, provisioned=0))
+    sink.flush()
+    assert ledger.intervals() == [] and ledger.count_invocations() == 0
+
+
+def test_clean_restart_neither_loses_nor_doubles_provisioned_time(db_url: str) -> None:
+    wall = FakeWall(100)
+    first = Ledger(db_url)
+    sink = MeteringSink(first, wall=wall)
+    sink.start()
+    sink.variant(variant("activated", 100))
+    wall.now = 160
+    sink.variant(variant("deactivated", 160))  # the fleet deactivates every variant on shutdown
+    sink.close()
+    first.close()
+    second = Ledger(db_url)
+    sink = MeteringSink(second, wall=wall)
+    sink.start()
+    sink.variant(variant("activated", 300))  # the server re-activates on restart
+    wall.now = 320
+    sink.close()
+    got = [(i.started_at, i.ended_at) for i in second.intervals()]
+    assert got == [(100, 160), (300, None)]
+    second.close()
+
+
+def test_after_a_crash_an_interval_ends_at_its_last_heartbeat(db_url: str) -> None:
+    wall = FakeWall(100)
+    crashed = Ledger(db_url)
+    sink = MeteringSink(crashed, wall=wall)
+    sink.variant(variant("activated", 100))
+    sink.flush()
+    wall.now = 101
+    sink.flush()
+    wall.now = 102  # dies before the next flush: no close, no deactivation
+    crashed.close()
+    restarted = Ledger(db_url)
+    sink = MeteringSink(restarted, wall=wall)
+    sink.start()
+    wall.now = 500
+    sink.variant(variant("activated", 500))
+    sink.close()
+    got = [(i.started_at, i.ended_at) for i in restarted.intervals()]
+    assert got == [(100, 101), (500, None)]
+    restarted.close()
+
+
+def test_intervals_query_by_overlap(ledger: Ledger) -> None:
+    sink = MeteringSink(ledger, wall=FakeWall(1000))
+    sink.variant(variant("activated", 100, name="a"))
+    sink.variant(variant("deactivated", 200, name="a"))
+    sink.variant(variant("activated", 300, name="b"))
+    sink.flush()
+    assert [i.endpoint for i in ledger.intervals(150, 250)] == ["a"]
+    assert [i.endpoint for i in ledger.intervals(200, 250)] == []
+    assert [i.endpoint for i in ledger.intervals(250, 2000)] == ["b"]
+    assert [i.endpoint for i in ledger.intervals(None, 300)] == ["a"]
+
+
+def test_first_resource_is_recorded_once_and_durably(db_url: str) -> None:
+    wall = FakeWall(1000)
+    metering = Metering(Ledger(db_url), PriceTable(), wall=wall)
+    calls: list[str] = []
+    ops = metering.track_creates(
+        {"CreateModel": lambda p: calls.append("c") or {}, "DescribeModel": lambda p: calls.append("d") or {}}
+    )
+    ops["DescribeModel"]({})
+    assert metering.first_resource_at is None
+    ops["CreateModel"]({})
+    wall.now = 2000
+    ops["CreateModel"]({})
+    assert calls == ["d", "c", "c"]
+    assert metering.first_resource_at == 1000
+    metering.close()
+    again = Metering(Ledger(db_url), PriceTable(), wall=wall)
+    assert again.first_resource_at == 1000
+    assert again.ledger.mark_first_resource(3000) == 1000
+    again.close()
+
+
+def test_a_failed_create_does_not_start_the_free_tier(db_url: str) -> None:
+    metering = Metering(Ledger(db_url), PriceTable(), wall=FakeWall(1000))
+
+    def fails(params: object) -> dict[str, str]:
+        raise ValueError("no")
+
+    ops = metering.track_creates({"CreateEndpoint": fails})
+    with pytest.raises(ValueError):
+        ops["CreateEndpoint"]({})
+    assert metering.first_resource_at is None
+    metering.close()
+
+
+def test_report_includes_what_is_still_queued(db_url: str) -> None:
+    wall = FakeWall(1_700_000_100.0)
+    metering = Metering(Ledger(db_url), PriceTable(), wall=wall)
+    assert metering.sink is not None
+    metering.sink.invocation(inv(0, model_s=1.0))
+    rep = metering.report(group_by="endpoint", start=None, end=None)
+    assert rep.reconciled and rep.total.invocations == 1 and rep.total.billed_ms == 1000
+    metering.close()
+
+
+def test_metering_off_has_no_sink(db_url: str) -> None:
+    metering = Metering(Ledger(db_url), PriceTable(), enabled=False)
+    bus = EventBus()
+    metering.attach(bus)
+    assert metering.sink is None and bus.sinks == []
+    metering.start()
+    metering.close()

@@ -1,0 +1,48 @@
+"""The shipped Grafana dashboard queries only series /metrics exposes; every catalog name is exposed."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from metrics.builders import activated, model_error, pool, record, started
+from zeroscale.events import WorkerEvent
+from zeroscale.metrics.catalog import CATALOG
+from zeroscale.metrics.registry import Metrics
+
+DASHBOARD = Path(__file__).resolve().parents[2] / "deploy" / "grafana" / "zeroscale.json"
+
+
+def exposed_names() -> set[str]:
+    """Every sample name /metrics shows once a provisioned variant has served, failed and started."""
+    metrics = Metrics()
+    metrics.watch(lambda: [pool(provisioned=1)])
+    metrics.workers.labels("ep", "AllTraffic").inc()
+    metrics.variant(activated(provisioned=1))
+    metrics.invocation(record(provisioned=True))
+    metrics.invocation(model_error(500))
+    metrics.worker(started())
+    metrics.worker(WorkerEvent("ep", "AllTraffic", "w1", "crashed", 0.0))
+    text = metrics.render().decode()
+    return {s.name for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+def test_every_dashboard_query_uses_exposed_series() -> None:
+    dashboard = json.loads(DASHBOARD.read_text())
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
+    used = {name for expr in exprs for name in re.findall(r"\bzeroscale_[a-z0-9_]+", expr)}
+    assert len(used) >= 14
+    assert used <= exposed_names(), used - exposed_names()
+    titles = " ".join(p["title"] for p in dashboard["panels"])
+    for wanted in ("Invocations", "Errors", "latency", "Workers", "Memory", "Concurrency", "Cold starts"):
+        assert wanted in titles
+
+
+def test_every_catalog_metric_has_its_series() -> None:
+    names = exposed_names()
+    for info in CATALOG:
+        base = info.prometheus
+        assert {base, f"{base}_count"} & names, base

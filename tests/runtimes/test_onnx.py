@@ -1,0 +1,208 @@
+"""The ONNX Runtime runtime in-process: inputs and outputs by name, casting, sessions, fork safety."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from zeroscale.runtimes import codecs
+from zeroscale.runtimes.handler import Handler
+from zeroscale.runtimes.images import resolve_image
+from zeroscale.runtimes.registry import RUNTIMES
+from zeroscale.workers.zygote import THREAD_ENV
+
+RUNTIME = RUNTIMES["onnx"]
+JSON = {"content-type": "application/json", "accept": "application/json"}
+W = np.array([[0.5, -1.0], [2.0, 0.25], [-0.75, 1.5]], dtype=np.float32)
+B = np.array([0.1, -0.2], dtype=np.float32)
+
+
+def save(model: onnx.ModelProto, path: Path) -> Path:
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
+
+
+def linear_model(path: Path) -> Path:
+    """x: float[N, 3] -> y = x @ W + b: float[N, 2]."""
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "W"], ["xw"]), helper.make_node("Add", ["xw", "b"], ["y"])],
+        "linear",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2])],
+        initializer=[numpy_helper.from_array(W, "W"), numpy_helper.from_array(B, "b")],
+    )
+    return save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+
+
+def two_in_two_out_model(path: Path) -> Path:
+    """a: float[N, 2], b: int64[N, 2] -> total = a + b, product = a * b (float)."""
+    graph = helper.make_graph(
+        [
+            helper.make_node("Cast", ["b"], ["bf"], to=TensorProto.FLOAT),
+            helper.make_node("Add", ["a", "bf"], ["total"]),
+            helper.make_node("Mul", ["a", "bf"], ["product"]),
+        ],
+        "two",
+        [
+            helper.make_tensor_value_info("a", TensorProto.FLOAT, ["N", 2]),
+            helper.make_tensor_value_info("b", TensorProto.INT64, ["N", 2]),
+        ],
+        [
+            helper.make_tensor_value_info("total", TensorProto.FLOAT, ["N", 2]),
+            helper.make_tensor_value_info("product", TensorProto.FLOAT, ["N", 2]),
+        ],
+    )
+    return save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+
+
+def load(model_dir: Path) -> Handler:
+    return Handler.load(str(model_dir), RUNTIME.model_fn, {}, defaults=RUNTIME.defaults)
+
+
+def reference(path: Path, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+    """The same model run in this process by onnxruntime with its default options."""
+    return list(ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, feeds))
+
+
+def test_preload_starts_no_thread_and_a_fork_serves(tmp_path: Path) -> None:
+    path = linear_model(tmp_path / "model.onnx")
+    code = textwrap.dedent(
+        f"""
+        import os, sys
+        from zeroscale.runtimes.registry import RUNTIMES
+        runtime = RUNTIMES['onnx']
+        runtime.preload()
+        print(len(os.listdir('/proc/self/task')), 'onnxruntime' in sys.modules)
+        sys.stdout.flush()
+        pid = os.fork()
+        if pid == 0:
+            import numpy as np
+            session = runtime.model_fn({str(tmp_path)!r})
+            print(session.run(None, {{'x': np.ones((1, 3), np.float32)}})[0].shape)
+            sys.stdout.flush()
+            os._exit(0)
+        import time
+        deadline = time.monotonic() + 30
+        while os.waitpid(pid, os.WNOHANG) == (0, 0):
+            if time.monotonic() > deadline:  # a hung child (a lock or thread pool copied by fork)
+                os.kill(pid, 9)
+                print('hung')
+                sys.exit(0)
+            time.sleep(0.01)
+        print(0)
+        """
+    )
+    env = {**os.environ, **THREAD_ENV}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split("\n")[:3] == ["1 False", "(1, 2)", "0"]
+    assert path.exists()
+
+
+def test_session_runs_single_threaded(tmp_path: Path) -> None:
+    linear_model(tmp_path / "linear.onnx")  # the directory's only .onnx file
+    session = RUNTIME.model_fn(str(tmp_path))
+    options = session.get_session_options()
+    assert (options.intra_op_num_threads, options.inter_op_num_threads) == (1, 1)
+    assert session.get_providers() == ["CPUExecutionProvider"]
+
+
+def test_missing_model_says_what_to_do(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match=r"No model.onnx in .* \(found no .onnx file\)"):
+        RUNTIME.model_fn(str(tmp_path))
+
+
+def test_single_input_json_csv_npy(tmp_path: Path) -> None:
+    path = linear_model(tmp_path / "model.onnx")
+    handler = load(tmp_path)
+    rows = np.random.default_rng(2).normal(size=(5, 3))
+    (want,) = reference(path, {"x": rows.astype(np.float32)})
+
+    status, body, content_type = handler.invoke(json.dumps(rows.tolist()).encode(), JSON)
+    assert (status, content_type) == (200, "application/json"), body
+    np.testing.assert_allclose(json.loads(body), want, rtol=1e-6)
+
+    status, body, _ = handler.invoke(json.dumps({"x": rows.tolist()}).encode(), JSON)  # by name
+    np.testing.assert_allclose(json.loads(body), want, rtol=1e-6)
+
+    csv = "\n".join(",".join(repr(v) for v in row) for row in rows.tolist()).encode()
+    status, body, content_type = handler.invoke(csv, {"content-type": "text/csv", "accept": "text/csv"})
+    assert (status, content_type) == (200, "text/csv")
+    np.testing.assert_allclose(
+        np.loadtxt(io.StringIO(body.decode()), delimiter=",", ndmin=2), want, rtol=1e-6
+    )
+
+    buf = io.BytesIO()
+    np.save(buf, rows)  # float64: cast to the input's float32
+    npy = {"content-type": "application/x-npy", "accept": "application/x-npy"}
+    status, body, content_type = handler.invoke(buf.getvalue(), npy)
+    assert (status, content_type) == (200, "application/x-npy")
+    got = np.load(io.BytesIO(body))
+    assert got.dtype == np.float32
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+
+
+def test_several_inputs_and_outputs_by_name(tmp_path: Path) -> None:
+    path = two_in_two_out_model(tmp_path / "model.onnx")
+    handler = load(tmp_path)
+    a = [[0.5, 1.5], [2.0, -1.0]]
+    b = [[2, 3], [-4, 5]]
+    total, product = reference(path, {"a": np.array(a, np.float32), "b": np.array(b, np.int64)})
+
+    status, body, _ = handler.invoke(json.dumps({"a": a, "b": b}).encode(), JSON)
+    assert status == 200, body
+    assert json.loads(body) == {"total": total.tolist(), "product": product.tolist()}
+
+    buf = io.BytesIO()
+    np.savez(buf, a=np.array(a), b=np.array(b))
+    status, body, _ = handler.invoke(
+        buf.getvalue(), {"content-type": "application/x-npz", "accept": "application/json"}
+    )
+    assert json.loads(body) == {"total": total.tolist(), "product": product.tolist()}
+
+
+def test_bad_requests_are_client_errors(tmp_path: Path) -> None:
+    two_in_two_out_model(tmp_path / "model.onnx")
+    handler = load(tmp_path)
+    status, body, _ = handler.invoke(b"[[1, 2]]", JSON)
+    assert (status, body) == (
+        400,
+        b"The model has 2 inputs (a, b): send a JSON object (or an NPZ archive) with an array for each",
+    )
+    status, body, _ = handler.invoke(b'{"a": [[1, 2]], "c": [[1, 2]]}', JSON)
+    assert (status, body) == (400, b"The model's inputs are a, b; missing: b; unknown: c")
+    status, body, _ = handler.invoke(b'{"a": [1, 2], "b": [1, 2]}', JSON)  # rank 1, the model wants rank 2
+    assert status == 400
+    assert b"Invalid rank for input" in body
+    status, body, _ = handler.invoke(b'{"a": [["x", 2]], "b": [[1, 2]]}', JSON)
+    assert (status, body) == (400, b"Input a must be tensor(float): could not convert string to float: 'x'")
+    status, body, _ = handler.invoke(
+        b'{"a": [[1, 2]], "b": [[1, 2]]}', {**JSON, "accept": "application/x-npy"}
+    )
+    assert status == 406
+    assert b"several outputs (total, product)" in body
+
+
+@pytest.mark.parametrize(
+    "image", ["onnx", "onnxruntime:1.17", "zeroscale-onnx", "example.com/ml/zeroscale-onnx:1"]
+)
+def test_images(image: str) -> None:
+    assert resolve_image(image) == "onnx"
+
+
+def test_registry_entry() -> None:
+    assert RUNTIME.framework_version == ort.__version__
+    assert set(RUNTIME.content_types) == set(codecs.DECODERS)
