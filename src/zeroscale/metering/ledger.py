@@ -13,7 +13,6 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
@@ -27,19 +26,17 @@ from sqlalchemy import (
     String,
     Table,
     case,
-    create_engine,
-    event,
     func,
     insert,
     or_,
     select,
     update,
 )
-from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.pool import StaticPool
 
 from zeroscale.metering.records import ProvisionedInterval, UsageRecord
+from zeroscale.store.engine import make_engine
 
 FIRST_RESOURCE_AT = "first_resource_at"
 _ID = BigInteger().with_variant(Integer, "sqlite")  # SQLite autoincrements only INTEGER PRIMARY KEY
@@ -90,26 +87,6 @@ meta = Table(
 _INVOCATION_COLUMNS = [c.name for c in invocations.columns if c.name != "id"]
 
 
-def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
-    cur = dbapi_conn.cursor()
-    cur.execute("PRAGMA journal_mode=WAL")
-    cur.execute("PRAGMA busy_timeout=10000")
-    cur.execute("PRAGMA synchronous=NORMAL")
-    cur.close()
-
-
-def _engine(url: str) -> Engine:
-    parsed = make_url(url)
-    if parsed.get_backend_name() != "sqlite":
-        return create_engine(url, pool_pre_ping=True)
-    database = parsed.database or ""
-    if database in ("", ":memory:"):
-        engine = create_engine(url, connect_args={"check_same_thread": False}, poolclass=StaticPool)
-    else:
-        Path(database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"check_same_thread": False})
-    event.listen(engine, "connect", _sqlite_pragmas)
-    return engine
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,7 +116,7 @@ class Ledger:
     """Thread-safe; every method is one transaction."""
 
     def __init__(self, url: str) -> None:
-        self._engine = _engine(url)
+        self._engine = make_engine(url)
         self._lock = threading.Lock()
         metadata.create_all(self._engine)
         self._insert_sql = _insert_sql(self._engine.dialect.paramstyle)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 import threading
 from collections.abc import Iterable, Mapping
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
@@ -23,17 +22,15 @@ from sqlalchemy import (
     String,
     Table,
     and_,
-    create_engine,
     delete,
-    event,
     insert,
     select,
     update,
 )
-from sqlalchemy.engine import Connection, Engine, make_url
-from sqlalchemy.pool import StaticPool
+from sqlalchemy.engine import Connection
 
 from zeroscale.metrics.history import Key, Stat, minute_of
+from zeroscale.store.engine import make_engine
 
 metadata = MetaData()
 
@@ -51,25 +48,6 @@ metric_minutes = Table(
 )
 
 
-def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
-    cur = dbapi_conn.cursor()
-    cur.execute("PRAGMA journal_mode=WAL")
-    cur.execute("PRAGMA busy_timeout=10000")
-    cur.close()
-
-
-def _engine(url: str) -> Engine:
-    parsed = make_url(url)
-    if parsed.get_backend_name() != "sqlite":
-        return create_engine(url, pool_pre_ping=True)
-    database = parsed.database or ""
-    if database in ("", ":memory:"):
-        engine = create_engine(url, connect_args={"check_same_thread": False}, poolclass=StaticPool)
-    else:
-        Path(database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"check_same_thread": False})
-    event.listen(engine, "connect", _sqlite_pragmas)
-    return engine
 
 
 def _stat(row: Any) -> Stat:
@@ -78,7 +56,7 @@ def _stat(row: Any) -> Stat:
 
 class MinuteStore:
     def __init__(self, url: str) -> None:
-        self._engine = _engine(url)
+        self._engine = make_engine(url)
         self._lock = threading.Lock()
         metadata.create_all(self._engine)
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
@@ -19,18 +18,14 @@ from sqlalchemy import (
     RowMapping,
     String,
     Table,
-    create_engine,
     delete,
-    event,
     insert,
     select,
     update,
 )
-from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.pool import StaticPool
 
-SQLITE_BUSY_TIMEOUT_MS = 10_000
+from zeroscale.store.engine import make_engine
 
 metadata = MetaData()
 
@@ -63,26 +58,6 @@ class AlreadyExists(Exception):
     """A record of that kind and (case-insensitive) name is already stored."""
 
 
-def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
-    cur = dbapi_conn.cursor()
-    cur.execute("PRAGMA journal_mode=WAL")
-    cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
-    cur.execute("PRAGMA synchronous=NORMAL")
-    cur.close()
-
-
-def _make_engine(url: str) -> Engine:
-    parsed = make_url(url)
-    if parsed.get_backend_name() != "sqlite":
-        return create_engine(url, pool_pre_ping=True)
-    database = parsed.database or ""
-    if database in ("", ":memory:"):
-        engine = create_engine(url, connect_args={"check_same_thread": False}, poolclass=StaticPool)
-    else:
-        Path(database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"check_same_thread": False})
-    event.listen(engine, "connect", _sqlite_pragmas)
-    return engine
 
 
 def _record(row: RowMapping) -> Record:
@@ -114,7 +89,7 @@ class Store:
     """Thread-safe CRUD over ``resources``; every call is its own transaction."""
 
     def __init__(self, url: str) -> None:
-        self._engine = _make_engine(url)
+        self._engine = make_engine(url)
         self._lock = threading.RLock()
         metadata.create_all(self._engine)
 
