@@ -245,7 +245,7 @@ class ArtifactCache:
         """Remove leftovers of processes that died mid-prepare (named after their pid)."""
         for entry in self._tmp_dir.iterdir():
             pid_text = entry.name.split("-", 1)[0]
-            if not pid_text.isdigit() or _pid_alive(int(pid_text)):
+            if not pid_text.isdigit() or pid_alive(int(pid_text)):
                 continue
             if entry.is_dir() and not entry.is_symlink():
                 shutil.rmtree(entry, ignore_errors=True)
@@ -261,7 +261,7 @@ class ArtifactCache:
             return lock
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     if pid == os.getpid():
         return True
     try:

@@ -31,7 +31,7 @@ import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from zeroscale.artifacts.cache import _pid_alive
+from zeroscale.artifacts.cache import pid_alive
 from zeroscale.errors import DeployError
 
 log = logging.getLogger("zeroscale.pyenv")
@@ -197,6 +197,6 @@ class PythonEnvs:
         """Remove staging directories of processes that died mid-install (named after their pid)."""
         for entry in self._tmp_dir.iterdir():
             pid_text = entry.name.split("-", 1)[0]
-            if not pid_text.isdigit() or _pid_alive(int(pid_text)):
+            if not pid_text.isdigit() or pid_alive(int(pid_text)):
                 continue
             shutil.rmtree(entry, ignore_errors=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
 import sys
 import time
@@ -61,8 +62,10 @@ class Clients:
 
     def rest(
         self, method: str, path: str, query: dict[str, str] | None = None, body: bytes = b""
-    ) -> tuple[int, bytes]:
-        """Call zeroscale's own API (``/zeroscale/v1/<path>``), signed with SigV4 like the AWS calls."""
+    ) -> bytes:
+        """Call zeroscale's own API (``/zeroscale/v1/<path>``), signed with SigV4 like the AWS calls.
+
+        Returns the body of a 2xx answer; raises ``ApiError`` (a ClickException) with the server's message."""
         url = f"{self.endpoint_url.rstrip('/')}/zeroscale/v1/{path}"
         if query:
             url += "?" + urllib.parse.urlencode(query)
@@ -73,14 +76,27 @@ class Clients:
         )
         try:
             with urllib.request.urlopen(http_request, timeout=120) as resp:
-                return int(resp.status), bytes(resp.read())
+                return bytes(resp.read())
         except urllib.error.HTTPError as err:
-            return int(err.code), bytes(err.read())
+            raise ApiError(err.code, bytes(err.read())) from None
         except urllib.error.URLError as err:
             raise click.ClickException(f"{url}: {err.reason}. Is `zeroscale serve` running there?") from None
 
 
-def _common(f: Any) -> Any:
+class ApiError(click.ClickException):
+    """A non-2xx answer from zeroscale's own API, with its ``__type`` and message."""
+
+    def __init__(self, status: int, payload: bytes) -> None:
+        try:
+            err = json.loads(payload)
+            message = f"{err.get('__type')}: {err.get('message')}"
+        except (ValueError, AttributeError):
+            message = payload.decode(errors="replace") or f"HTTP {status}"
+        super().__init__(message)
+        self.status = status
+
+
+def common_options(f: Any) -> Any:
     f = click.option(
         "--endpoint-url",
         envvar="ZEROSCALE_ENDPOINT_URL",
@@ -103,7 +119,7 @@ def _common(f: Any) -> Any:
     return f
 
 
-def _clients(endpoint_url: str, region: str | None, data_dir: Path) -> Clients:
+def make_clients(endpoint_url: str, region: str | None, data_dir: Path) -> Clients:
     try:
         return Clients(endpoint_url, region, data_dir)
     except BotoCoreError as exc:  # e.g. AWS_PROFILE names a profile that does not exist
@@ -164,7 +180,7 @@ def _model_url(model: str, code_dir: Path | None) -> str:
 @click.option("--idle-timeout-s", type=float, help="Scale a worker in after this many idle seconds.")
 @click.option("--env", "env", multiple=True, metavar="KEY=VALUE", help="Model environment (repeatable).")
 @click.option("--wait/--no-wait", default=True, show_default=True, help="Wait until InService.")
-@_common
+@common_options
 def deploy(
     name: str,
     model: str,
@@ -181,7 +197,7 @@ def deploy(
     data_dir: Path,
 ) -> None:
     """Deploy a model as a serverless endpoint and wait until it is InService."""
-    clients = _clients(endpoint_url, region, data_dir)
+    clients = make_clients(endpoint_url, region, data_dir)
     environment = dict(item.split("=", 1) for item in env if "=" in item)
     serverless: dict[str, Any] = {"MemorySizeInMB": int(memory_mb), "MaxConcurrency": max_concurrency}
     if provisioned:
@@ -256,7 +272,7 @@ def _wait(clients: Clients, name: str, timeout_s: float = 600.0) -> str:
 )
 @click.option("--content-type", default="application/json", show_default=True)
 @click.option("--accept", default=None, help="Accept header (default: the model's).")
-@_common
+@common_options
 def invoke(
     name: str,
     body: str | None,
@@ -271,7 +287,7 @@ def invoke(
     if (body is None) == (file is None):
         raise click.UsageError("give exactly one of --body or --file")
     payload = body.encode() if body is not None else file.read()  # type: ignore[union-attr]
-    clients = _clients(endpoint_url, region, data_dir)
+    clients = make_clients(endpoint_url, region, data_dir)
     kwargs: dict[str, Any] = {"EndpointName": name, "Body": payload, "ContentType": content_type}
     if accept:
         kwargs["Accept"] = accept
@@ -284,10 +300,10 @@ def invoke(
 
 
 @click.command()
-@_common
+@common_options
 def endpoints(endpoint_url: str, region: str | None, data_dir: Path) -> None:
     """List endpoints as a table."""
-    clients = _clients(endpoint_url, region, data_dir)
+    clients = make_clients(endpoint_url, region, data_dir)
     rows: list[tuple[str, str, str, str]] = []
     try:
         for page in clients.sagemaker.get_paginator("list_endpoints").paginate(
@@ -322,10 +338,10 @@ def endpoints(endpoint_url: str, region: str | None, data_dir: Path) -> None:
 @click.command()
 @click.argument("name")
 @click.option("--endpoint-only", is_flag=True, help="Keep the model and endpoint configuration of that name.")
-@_common
+@common_options
 def delete(name: str, endpoint_only: bool, endpoint_url: str, region: str | None, data_dir: Path) -> None:
     """Delete an endpoint (and, unless --endpoint-only, the model and configuration `deploy` made for it)."""
-    sm = _clients(endpoint_url, region, data_dir).sagemaker
+    sm = make_clients(endpoint_url, region, data_dir).sagemaker
     try:
         sm.delete_endpoint(EndpointName=name)
         sm.get_waiter("endpoint_deleted").wait(

@@ -12,22 +12,19 @@ from typing import Any
 
 import click
 
-from zeroscale.cli.client import Clients, _clients, _common
+from zeroscale.cli.client import ApiError, Clients, common_options, make_clients
 from zeroscale.images import ImageError, parse_manifest
 from zeroscale.images.names import split_reference
 
 
 def _call(clients: Clients, method: str, path: str, body: bytes = b"") -> dict[str, Any]:
-    status, payload = clients.rest(method, path, body=body)
-    if status != 200:
-        try:
-            err = json.loads(payload)
-            message = f"{err.get('__type')}: {err.get('message')}"
-        except ValueError:
-            message = payload.decode(errors="replace")
-        if "oversize body" in message:
-            message += " (an image push is limited to 16 MB; keep large files in the model's ModelDataUrl)"
-        raise click.ClickException(message)
+    try:
+        payload = clients.rest(method, path, body=body)
+    except ApiError as err:
+        if "oversize body" in err.message:
+            hint = "an image push is limited to 16 MB; keep large files in the model's ModelDataUrl"
+            raise click.ClickException(f"{err.message} ({hint})") from None
+        raise
     result: dict[str, Any] = json.loads(payload)
     return result
 
@@ -61,13 +58,13 @@ def _size(n: float) -> str:
 
 @click.group(invoke_without_command=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the server's JSON instead of a table.")
-@_common
+@common_options
 @click.pass_context
 def images(ctx: click.Context, as_json: bool, endpoint_url: str, region: str | None, data_dir: Path) -> None:
     """List the images a model can name in CreateModel's Image: built-in runtimes and pushed images."""
     if ctx.invoked_subcommand is not None:
         return
-    doc = _call(_clients(endpoint_url, region, data_dir), "GET", "images")
+    doc = _call(make_clients(endpoint_url, region, data_dir), "GET", "images")
     if as_json:
         click.echo(json.dumps(doc, indent=2))
         return
@@ -89,7 +86,7 @@ def images(ctx: click.Context, as_json: bool, endpoint_url: str, region: str | N
 @images.command()
 @click.argument("ref", metavar="NAME:TAG")
 @click.argument("source", metavar="DIR", type=click.Path(exists=True, path_type=Path))
-@_common
+@common_options
 def push(ref: str, source: Path, endpoint_url: str, region: str | None, data_dir: Path) -> None:
     """Register DIR (a directory with manifest.json at its top, or a tar.gz of one) as NAME:TAG.
 
@@ -101,7 +98,7 @@ def push(ref: str, source: Path, endpoint_url: str, region: str | None, data_dir
     except ImageError as exc:
         raise click.ClickException(exc.message) from None
     body = pack(source) if source.is_dir() else source.read_bytes()
-    clients = _clients(endpoint_url, region, data_dir)
+    clients = make_clients(endpoint_url, region, data_dir)
     doc = _call(clients, "PUT", f"images/{name}/{tag}", body)
     click.echo(f"pushed {doc['Image']}  {doc['Digest']}  ({doc['Files']} files, {_size(doc['Size'])})")
     click.echo(f"use it: CreateModel PrimaryContainer Image={doc['Image']!r}")

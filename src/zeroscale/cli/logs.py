@@ -14,7 +14,7 @@ from typing import Any
 import click
 from botocore.exceptions import BotoCoreError, ClientError
 
-from zeroscale.cli.client import _clients, _common, _fail
+from zeroscale.cli.client import _fail, common_options, make_clients
 
 GROUP_PREFIX = "/aws/sagemaker/Endpoints/"
 # Re-read this far behind the newest event seen when following: events written a little late (by another
@@ -105,7 +105,7 @@ def follow(
     type=click.FloatRange(min=0.05),
     help="Seconds between polls.",
 )
-@_common
+@common_options
 def logs(
     endpoint: str,
     follow_: bool,
@@ -124,7 +124,7 @@ def logs(
     `aws logs filter-log-events --log-group-name /aws/sagemaker/Endpoints/ENDPOINT --endpoint-url ...`.
     """
     start_ms = parse_since(since, time.time()) if since else None
-    client = _clients(endpoint_url, region, data_dir).logs
+    client = make_clients(endpoint_url, region, data_dir).logs
     query: dict[str, Any] = {"logGroupName": GROUP_PREFIX + endpoint}
     if variant:
         query["logStreamNamePrefix"] = f"{variant}/"

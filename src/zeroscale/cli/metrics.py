@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from zeroscale.cli.client import _clients, _common
+from zeroscale.cli.client import common_options, make_clients
 from zeroscale.metrics import catalog as m
 
 Point = dict[str, Any]
@@ -94,7 +94,7 @@ def _echo_table(rows: list[tuple[str, ...]]) -> None:
 )
 @click.option("--variant", default=None, help="Only this production variant.")
 @click.option("--json", "as_json", is_flag=True, help="Print the server's JSON answer.")
-@_common
+@common_options
 def metrics(
     endpoint: str,
     since: str,
@@ -113,14 +113,7 @@ def metrics(
         query["metric"] = ",".join(metric_names)
     if variant:
         query["variant"] = variant
-    status, body = _clients(endpoint_url, region, data_dir).rest("GET", "metrics", query)
-    if status != 200:
-        try:
-            err = json.loads(body)
-            message = f"{err.get('__type')}: {err.get('message')}"
-        except ValueError:
-            message = body.decode(errors="replace")
-        raise click.ClickException(message)
+    body = make_clients(endpoint_url, region, data_dir).rest("GET", "metrics", query)
     if as_json:
         click.echo(body.decode())
         return

@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from zeroscale.cli.client import _clients, _common
+from zeroscale.cli.client import common_options, make_clients
 from zeroscale.metering.pricing import PriceTableError, load_price_table
 
 _MB = Decimal(1024 * 1024)
@@ -112,7 +112,7 @@ def csv_text(report: dict[str, Any]) -> str:
 @click.option(
     "--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True
 )
-@_common
+@common_options
 def usage(
     group_by: str,
     start: str | None,
@@ -130,14 +130,7 @@ def usage(
         query["start"] = start
     if end:
         query["end"] = end
-    status, body = _clients(endpoint_url, region, data_dir).rest("GET", "usage", query)
-    if status != 200:
-        try:
-            err = json.loads(body)
-            message = f"{err.get('__type')}: {err.get('message')}"
-        except ValueError:
-            message = body.decode(errors="replace")
-        raise click.ClickException(message)
+    body = make_clients(endpoint_url, region, data_dir).rest("GET", "usage", query)
     if fmt == "json":
         click.echo(body.decode().rstrip())
         return

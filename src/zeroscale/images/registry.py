@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from zeroscale.artifacts.cache import pid_alive
 from zeroscale.artifacts.extract import Limits, copy_directory, extract_archive
 from zeroscale.errors import DeployError
 from zeroscale.images.manifest import Manifest, from_json, parse_manifest
@@ -185,7 +186,7 @@ class ImageRegistry:
         """Remove what processes that died mid-push left (named after their pid)."""
         for entry in self._tmp.iterdir():
             pid = entry.name.split("-", 1)[0]
-            if pid.isdigit() and not _pid_alive(int(pid)):
+            if pid.isdigit() and not pid_alive(int(pid)):
                 shutil.rmtree(entry, ignore_errors=True)
 
 
@@ -201,14 +202,4 @@ def _image_wording(message: str, what: str) -> str:
         message = message.replace(model, image)
     return message
 
-
-def _pid_alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
     return True
