@@ -45,16 +45,10 @@ def installed_version(distribution: str) -> str:
     return ""
 
 
-def _preload_serving() -> None:
-    """The worker's own modules (handler, server, codecs): imported before fork, shared by the children."""
-    import zeroscale.runtimes.worker  # noqa: F401
-
-
 def _sklearn_preload() -> None:
     from zeroscale.runtimes import sklearn
 
     sklearn.preload()
-    _preload_serving()
 
 
 def _sklearn_model_fn(model_dir: str) -> Any:
@@ -77,7 +71,6 @@ def _lazy_runtime(
 
     def preload() -> None:
         module().preload()
-        _preload_serving()
 
     def model_fn(model_dir: str) -> Any:
         return module().model_fn(model_dir)

@@ -129,6 +129,9 @@ def serve(runtime: str, ctl: socket.socket) -> None:
     from zeroscale.runtimes.registry import RUNTIMES
 
     RUNTIMES[runtime].preload()
+    # The worker's own modules (server, handler, codecs) too: imported once here, shared by every child.
+    import zeroscale.runtimes.worker  # noqa: F401
+
     gc.collect()
     gc.freeze()  # keep the imported framework's objects out of the children's GC: fewer copied pages
     wake_r, wake_w = os.pipe()
