@@ -12,6 +12,7 @@ class MemoryBudget:
         self.total_mb = total_mb
         self.used_mb = 0
         self._evicting_mb = 0
+        self.starting_mb = 0  # reserved by workers still starting: idle (so evictable) once they are up
         self._evict = evict
         self.on_release: Callable[[], None] | None = None
 

@@ -131,6 +131,7 @@ class VariantPool:
             if not self._budget.reserve(self.spec.memory_mb, self):
                 break  # the fleet evicts elsewhere and calls scale() again when memory comes back
             self._starting += 1
+            self._budget.starting_mb += self.spec.memory_mb
             self._spawn(self._start_worker())
 
     async def warm(self) -> WorkerHandle:
@@ -140,7 +141,8 @@ class VariantPool:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._settings.startup_timeout_s
         while not self._budget.reserve(self.spec.memory_mb, self):
-            if self._budget.evicting_mb <= 0 or loop.time() >= deadline:
+            settling = self._budget.evicting_mb > 0 or self._budget.starting_mb > 0
+            if not settling or loop.time() >= deadline:
                 raise DeployError(
                     f"Not enough memory on this host for a {self.spec.memory_mb} MB worker "
                     f"({self._budget.used_mb} of {self._budget.total_mb} MB in use by workers that are busy "
@@ -148,6 +150,7 @@ class VariantPool:
                 )
             await asyncio.sleep(0.02)
         self._starting += 1
+        self._budget.starting_mb += self.spec.memory_mb
         handle = await self._launch()
         self._handoff(handle)
         return handle
@@ -193,10 +196,12 @@ class VariantPool:
             handle = await self._manager.start(spec, on_exit=self._on_exit)
         except BaseException:
             self._starting -= 1
+            self._budget.starting_mb -= self.spec.memory_mb
             self._budget.release(self.spec.memory_mb)
             self._check_empty()
             raise
         self._starting -= 1
+        self._budget.starting_mb -= self.spec.memory_mb
         if not handle.alive:  # died between its ping and now; _on_exit already ran without our record
             self._budget.release(self.spec.memory_mb)
             raise DeployError(f"Worker exited right after starting: {handle.death_reason()}")
@@ -328,10 +333,9 @@ class VariantPool:
             conn = handle.conn
             if conn is None or conn.closed:
                 conn = handle.conn = await handle.connect()
-            resp = await asyncio.wait_for(
-                conn.request(b"POST", b"/invocations", inv.headers, inv.body),
-                self._settings.invocation_timeout_s,
-            )
+            # asyncio.timeout, not wait_for: no extra task per invocation.
+            async with asyncio.timeout(self._settings.invocation_timeout_s):
+                resp = await conn.request(b"POST", b"/invocations", inv.headers, inv.body)
         except TimeoutError:
             inv.model_s = time.perf_counter() - started
             self._manager.kill(handle, "the invocation timed out", kind="timed_out")

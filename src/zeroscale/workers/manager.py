@@ -194,6 +194,8 @@ class WorkerManager:
         return handle
 
     async def _until_ready(self, handle: WorkerHandle) -> WorkerConnection:
+        # The worker binds only once its model is loaded: poll its socket every millisecond or two for
+        # the first second (a cold start takes tens of milliseconds; a miss is one failed connect()).
         delay = 0.0005
         while True:
             if not handle.alive:
@@ -202,7 +204,8 @@ class WorkerManager:
                 conn = await handle.connect()
             except (FileNotFoundError, ConnectionRefusedError, ConnectionResetError):
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 0.02)
+                early = time.monotonic() - handle.started_at < 1.0
+                delay = min(delay * 2, 0.002 if early else 0.02)
                 continue
             try:
                 resp = await conn.request(b"GET", b"/ping")
