@@ -1,0 +1,755 @@
+"""zeroscale's benchmarks, each against a baseline measured in the same run.
+
+    make bench [ARGS=--quick]       # or: .venv/bin/python -m bench.run [--quick] [--only cold,overhead,...]
+
+Scenarios (each module's docstring says exactly what it measures and how):
+  cold        cold start (zero workers -> first response) of the reference RandomForest (100 trees, 10
+              features) and of a trivial model, against a fresh Python process; the cold-start breakdown
+              (worker-log timestamps, a direct zygote experiment, a first-predict experiment)
+                                                                      bench/cold.py, bench/breakdown.py
+  overhead    through zeroscale vs straight to the same warm worker, signed like a real client
+                                                                                      bench/overhead.py
+  throughput  trivial model, MaxConcurrency 2: zeroscale vs the same two workers hit directly; the floor
+              (a bare uvicorn proxy) and a py-spy profile of the server
+                                                  bench/throughput.py, bench/loadgen.py, bench/floor.py
+  burst       0 -> 50 concurrent clients on an idle endpoint with MaxConcurrency 50      bench/burst.py
+  idle        processes held at zero; server RSS with 1,000 idle endpoints                bench/idle.py
+  ray         the peer: Ray Serve (min_replicas=0) in a private network namespace     bench/ray_peer.py
+
+Prints one table (figure, value, baseline, ratio, target, met?) and writes bench/results/latest.md and the
+PNG charts next to it (a run with --only, --skip or --endpoints writes to bench/results/partial/ instead).
+The machine's other users are measured, not controlled: bench/machine.py reports the CPU they took during
+each scenario; --wait-quiet waits for a quiet moment first, and the benchmark runs at nice -10 (as root).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench import breakdown, burst, cold, idle, overhead, throughput
+from bench.common import REPO, RESULTS, ServerProcess, ms, pct
+from bench.machine import Background, describe, wakeup_cost
+from bench.report import (
+    Row,
+    chart_breakdown,
+    chart_burst,
+    chart_cold,
+    chart_latency,
+    console_table,
+    markdown_table,
+)
+
+SCENARIOS = ("cold", "overhead", "throughput", "burst", "idle", "ray")
+METHOD = (
+    "",
+    "How (each bench/ module's docstring has the details):",
+    "- cold start: client-side, request sent -> response read, on a fresh TCP connection opened and a SigV4 "
+    "signature computed before the timer starts; every endpoint at zero workers before each request; the "
+    "naive runs interleaved with the zeroscale rounds.",
+    "- overhead: pairs of requests, one through zeroscale (botocore's SigV4 signer, http.client keep-alive; "
+    "signing timed apart and left out), one straight to the same worker's Unix socket; p50 minus p50. The "
+    "raw-client rows use bench/loadgen.py at 1 connection with one pre-signed request.",
+    "- throughput and burst: pre-signed requests (SigV4 signatures are valid 15 minutes and zeroscale "
+    "verifies every request in full), so the load generator is not the bottleneck.",
+    "- a ratio is value / baseline value; a time figure's target applies to the value.",
+)
+
+
+@dataclass(frozen=True)
+class Plan:
+    cold_rounds: int
+    naive_every: int  # one naive process per this many cold rounds
+    zygote_rounds: int
+    rf_requests: int
+    echo_requests: int
+    tp_duration_s: float
+    tp_repeats: int
+    burst_s: float
+    idle_endpoints: int
+    ray_rounds: int
+    ray_requests: int
+
+
+FULL = Plan(15, 1, 10, 1000, 5000, 5.0, 2, 3.0, 1000, 5, 500)
+QUICK = Plan(6, 1, 5, 300, 2000, 3.0, 1, 2.0, 1000, 3, 200)
+
+
+@dataclass
+class Run:
+    plan: Plan
+    root: Path
+    bg: Background
+    rows: list[Row] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    sections: list[str] = field(default_factory=list)  # extra markdown
+    windows: dict[str, tuple[float, float, float]] = field(default_factory=dict)  # name -> t0, t1, load1
+    charts: dict[str, Callable[[Path], None]] = field(default_factory=dict)
+    profile: bool = False
+    cold: cold.ColdResult | None = None
+    overhead: overhead.OverheadResult | None = None
+
+    def scenario(self, name: str, fn: Callable[[], None]) -> None:
+        print(f"== {name} ...", flush=True)
+        t0 = time.monotonic()
+        load = os.getloadavg()[0]
+        try:
+            fn()
+        except Exception as exc:  # a failed scenario is reported, the others still run
+            import traceback
+
+            traceback.print_exc()
+            self.notes.append(f"**{name} failed**: {type(exc).__name__}: {exc}")
+        t1 = time.monotonic()
+        self.windows[name] = (t0, t1, load)
+        print(f"   {name}: {t1 - t0:.1f} s", flush=True)
+
+
+# ---- scenarios ----
+def run_cold_overhead_throughput(run: Run, models: Any, which: set[str]) -> None:
+    plan = run.plan
+    if "cold" in which:
+        res = cold.ColdResult()
+        run.cold = res
+        run.scenario(
+            "cold: zygote experiment",
+            lambda: cold.zygote_experiment(models, run.root / "zyg", plan.zygote_rounds, res),
+        )
+        run.scenario(
+            "cold: first-predict experiment",
+            lambda: cold.first_predict_experiment(models, plan.zygote_rounds, res),
+        )
+    srv = ServerProcess(run.root / "a", {}).start()
+    try:
+        if "cold" in which:
+            assert run.cold is not None
+            res = run.cold
+            cold.deploy_cold(srv, models)
+
+            def cold_rounds() -> None:
+                # naive runs interleaved with the measured rounds, so both see the same machine
+                for i in range(plan.cold_rounds):
+                    cold.measure(srv, 1, res)
+                    if i % plan.naive_every == 0:
+                        cold.naive(models, 1, res)
+                cold.collect_probes(srv, res)
+
+            run.scenario("cold", cold_rounds)
+        if "overhead" in which:
+            ores = overhead.OverheadResult()
+            run.overhead = ores
+
+            def do_overhead() -> None:
+                overhead.deploy_warm(srv, models)
+                overhead.measure(srv, {"rf": plan.rf_requests, "echo": plan.echo_requests}, ores)
+
+            run.scenario("overhead", do_overhead)
+        if "throughput" in which:
+            tres = throughput.ThroughputResult()
+
+            def do_tp() -> None:
+                throughput.deploy_tp(srv, models)
+                throughput.measure(srv, plan.tp_duration_s, plan.tp_repeats, tres)
+                if run.profile:
+                    tres.profile = throughput.profile_server(srv, plan.tp_duration_s)
+
+            run.scenario("throughput", do_tp)
+            rows_throughput(run, tres)
+    finally:
+        srv.stop()
+    if run.cold is not None:
+        rows_cold(run, run.cold, models)
+    if run.overhead is not None:
+        rows_overhead(run, run.overhead)
+
+
+def rows_cold(run: Run, res: cold.ColdResult, models: Any) -> None:
+    if not res.latency_s.get("rf"):
+        return
+    rf, echo, probe = res.latency_s["rf"], res.latency_s["echo"], res.latency_s["probe"]
+    nrf, necho = res.naive_rf_s, res.naive_echo_s
+    s = "cold start"
+    ratio50 = pct(rf, 50) / pct(nrf, 50)
+    run.rows += [
+        Row(
+            s,
+            "cold start p50, RandomForest 100x10",
+            ms(pct(rf, 50)),
+            "ms",
+            "naive: fresh process p50",
+            ms(pct(nrf, 50)),
+            "<= 60 ms and ratio <= 0.05",
+            ms(pct(rf, 50)) <= 60 and ratio50 <= 0.05,
+        ),
+        Row(
+            s,
+            "cold start p90, RandomForest",
+            ms(pct(rf, 90)),
+            "ms",
+            "naive: fresh process p90",
+            ms(pct(nrf, 90)),
+        ),
+        Row(
+            s,
+            "cold start p50, RandomForest + timestamp probe",
+            ms(pct(probe, 50)),
+            "ms",
+            "plain RandomForest p50",
+            ms(pct(rf, 50)),
+        ),
+        Row(
+            s,
+            "cold start p50, trivial model (transform_fn echo)",
+            ms(pct(echo, 50)),
+            "ms",
+            "naive: fresh process p50",
+            ms(pct(necho, 50)),
+            "<= 20 ms",
+            ms(pct(echo, 50)) <= 20,
+        ),
+        Row(
+            s,
+            "cold start p90, trivial model",
+            ms(pct(echo, 90)),
+            "ms",
+            "naive: fresh process p90",
+            ms(pct(necho, 90)),
+        ),
+    ]
+    set_cold_chart(run)
+    text, bars = breakdown.section(res, models)
+    run.sections.append(text)
+    if bars:
+        run.charts["cold_breakdown.png"] = lambda p: chart_breakdown(p, bars)
+
+
+def _ray_cold(run: Run) -> list[float]:
+    data = getattr(run, "_ray", None)
+    return list(data.get("cold_s", [])) if isinstance(data, dict) else []
+
+
+def rows_overhead(run: Run, res: overhead.OverheadResult) -> None:
+    s = "overhead"
+    for model, label in (("rf", "RandomForest"), ("echo", "trivial model")):
+        through, direct = res.through_s.get(model), res.direct_s.get(model)
+        if not through or not direct:
+            continue
+        o50 = ms(pct(through, 50) - pct(direct, 50))
+        o99 = ms(pct(through, 99) - pct(direct, 99))
+        run.rows += [
+            Row(
+                s,
+                f"{label}: p50 via zeroscale - p50 direct (client signing excluded)",
+                o50,
+                "ms",
+                "direct to the worker p50",
+                ms(pct(direct, 50)),
+                "<= 0.3 ms",
+                o50 <= 0.3,
+                ratio=pct(through, 50) / pct(direct, 50),
+            ),
+            Row(
+                s,
+                f"{label}: p99 via zeroscale - p99 direct",
+                o99,
+                "ms",
+                "direct to the worker p99",
+                ms(pct(direct, 99)),
+                "<= 1 ms",
+                o99 <= 1.0,
+                ratio=pct(through, 99) / pct(direct, 99),
+            ),
+        ]
+    if res.sign_s:
+        run.rows.append(
+            Row(
+                s,
+                "client: SigV4 signing per request (botocore SigV4Auth) p50",
+                ms(pct(res.sign_s, 50)),
+                "ms",
+                "its p99",
+                ms(pct(res.sign_s, 99)),
+            )
+        )
+        echo_t, echo_d = res.through_s.get("echo", []), res.direct_s.get("echo", [])
+        if echo_t and echo_d:
+            total = [a + b for a, b in zip(echo_t, res.sign_s[-len(echo_t) :], strict=True)]
+            run.rows.append(
+                Row(
+                    s,
+                    "trivial model: p50 incl. client signing - p50 direct",
+                    ms(pct(total, 50) - pct(echo_d, 50)),
+                    "ms",
+                    "direct p50",
+                    ms(pct(echo_d, 50)),
+                    ratio=pct(total, 50) / pct(echo_d, 50),
+                )
+            )
+    run.charts["latency.png"] = lambda p: chart_latency(
+        p,
+        {
+            f"warm {label}: through zeroscale vs direct to the worker": {
+                "via zeroscale (excl. signing)": res.through_s.get(model, []),
+                "direct (Unix socket)": res.direct_s.get(model, []),
+            }
+            for model, label in (("rf", "RandomForest"), ("echo", "trivial model"))
+        },
+    )
+
+
+def rows_throughput(run: Run, res: throughput.ThroughputResult) -> None:
+    s = "throughput"
+    direct = res.median_rps("direct", 2)
+    through = res.median_rps("zeroscale", 2)
+    if direct and through:
+        ok = through / direct >= 0.70
+        run.rows.append(
+            Row(s, "trivial model, MaxConcurrency 2: zeroscale, 2 clients", through, "req/s",
+                "same 2 workers direct, 2 clients", direct, ">= 0.70 of direct", ok)
+        )  # fmt: skip
+    extra = {
+        ("zeroscale", 4): ("zeroscale, 4 clients (2 wait in zeroscale's queue)", "direct, 2 clients", direct),
+        ("zeroscale-wrk", 2): ("zeroscale, 2 clients, wrk -t1 as load generator", "direct, 2 clients",
+                               direct),
+        ("floor-proxy", 2): ("floor: bare uvicorn proxy to the same workers (bench/floor.py)",
+                             "direct, 2 clients", direct),
+        ("floor-noop", 2): ("floor: bare uvicorn app answering itself (no hop)", "direct, 2 clients", direct),
+        ("rf-zeroscale", 2): ("RandomForest, MaxConcurrency 2: zeroscale, 2 clients", "same 2 workers direct",
+                              res.median_rps("rf-direct", 2)),
+    }  # fmt: skip
+    for r in res.runs:
+        if (r.label, r.connections) in extra:
+            figure, base, value = extra[(r.label, r.connections)]
+            run.rows.append(Row(s, figure, r.rps, "req/s", base, value))
+    one = {r.label: r for r in res.runs if r.connections == 1}
+    if "direct" in one and "zeroscale" in one:
+        d = one["direct"].p50_s
+        run.rows.append(
+            Row("overhead", "trivial model, raw client (pre-signed, 1 connection): p50 zeroscale - direct",
+                ms(one["zeroscale"].p50_s - d), "ms", "direct p50, same client", ms(d), "<= 0.3 ms",
+                ms(one["zeroscale"].p50_s - d) <= 0.3, ratio=one["zeroscale"].p50_s / d)
+        )  # fmt: skip
+        if "floor-proxy" in one:
+            run.rows.append(
+                Row("overhead", "floor: bare uvicorn proxy, same client: p50 - direct p50",
+                    ms(one["floor-proxy"].p50_s - d), "ms", "direct p50, same client", ms(d),
+                    ratio=one["floor-proxy"].p50_s / d)
+            )  # fmt: skip
+    lines = [
+        "## Throughput runs",
+        "",
+        "All runs use bench/loadgen.py (closed loop, pre-built requests) except zeroscale-wrk. CPU is cores'",
+        "worth over the run (CPU seconds / wall seconds): server = the zeroscale process (for floor-* runs:",
+        "the bench/floor.py processes); workers = zygotes and workers; client = the load generator; others =",
+        "every other process on the machine. The 1-client runs are latency runs (p50 is their figure).",
+        "",
+        "| run | clients | req/s | p50 | p99 | errors | server | workers | client | others "
+        "| server CPU per request |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in res.runs:
+        w = r.cpu.wall_s or 1.0
+        g = r.cpu.groups_s
+        per_req = g.get("server", 0.0) / (r.rps * w) * 1e6 if r.rps else math.nan
+        lines.append(
+            f"| {r.label} | {r.connections} | {r.rps:,.0f} | {ms(r.p50_s):.3f} ms | {ms(r.p99_s):.3f} ms | "
+            f"{r.errors} | {g.get('server', 0) / w:.2f} | {g.get('workers', 0) / w:.2f} | "
+            f"{g.get('client', 0) / w:.2f} | {r.cpu.others_cores:.2f} | {per_req:.0f} us |"
+        )
+    lines += [f"- {n}" for n in res.notes]
+    prof = res.profile
+    if prof.get("groups"):
+        zs = [r for r in res.runs if r.label == "zeroscale" and r.connections == 2]
+        costs = sorted(r.cpu.groups_s.get("server", 0.0) / (r.rps * r.cpu.wall_s) for r in zs if r.rps)
+        us = costs[len(costs) // 2] * 1e6 if costs else math.nan
+        lines += [
+            "",
+            "### Where the server's CPU goes (py-spy, trivial model, 2 clients)",
+            "",
+            f"{prof['samples']} samples at 200 Hz of the server process while bench/loadgen.py drove it at "
+            f"{prof['load']['rps']:,.0f} req/s (the profiler slows it). Shares are inclusive (a function and "
+            "what it calls); the per-request column applies each share to the "
+            f"{us:.0f} us of server CPU per request measured above without the profiler (an estimate).",
+            "",
+            "| where | share of server samples | ~us per request |",
+            "|---|---:|---:|",
+            *(f"| {label} | {share * 100:.1f}% | {share * us:.0f} |" for label, share in prof["groups"]),
+        ]
+    elif prof.get("error"):
+        lines.append(f"- profile not taken: {prof['error']}")
+    run.sections.append("\n".join(lines))
+
+
+def run_burst(run: Run, models: Any) -> None:
+    res = burst.BurstResult()
+    srv = ServerProcess(run.root / "b", burst.SERVER_FLAGS).start()
+    try:
+        burst.deploy_burst(srv, models)
+        run.scenario("burst", lambda: burst.measure(srv, run.plan.burst_s, res))
+    finally:
+        srv.stop()
+    if not res.all_s:
+        return
+    s = "burst"
+    total = sum(res.statuses.values())
+    failed = total - res.statuses.get(200, 0) + len([e for e in res.errors if "Error" in e])
+    run.rows += [
+        Row(
+            s,
+            f"0 -> {burst.CLIENTS} clients: p99 of all {len(res.all_s)} requests",
+            ms(pct(res.all_s, 99)),
+            "ms",
+            "p50",
+            ms(pct(res.all_s, 50)),
+            "<= 1500 ms",
+            ms(pct(res.all_s, 99)) <= 1500,
+        ),
+        Row(
+            s,
+            f"first wave ({len(res.first_s)} requests, cold or queued): p99",
+            ms(pct(res.first_s, 99)),
+            "ms",
+            "p50",
+            ms(pct(res.first_s, 50)),
+            "<= 1500 ms",
+            ms(pct(res.first_s, 99)) <= 1500,
+        ),
+        Row(
+            s,
+            "requests failed or throttled",
+            float(failed),
+            "",
+            "requests sent",
+            float(total),
+            "0",
+            failed == 0,
+        ),
+        Row(
+            s,
+            "max workers (/metrics zeroscale_workers, sampled every 20 ms)",
+            res.max_workers_metric,
+            "",
+            "max worker processes seen (psutil, 50 ms)",
+            float(res.max_worker_procs),
+            "<= 50",
+            res.max_workers_metric <= burst.CLIENTS and res.max_worker_procs <= burst.CLIENTS,
+        ),
+    ]
+    server_cpu = res.cpu.groups_s.get("server", 0.0) if res.cpu else math.nan
+    run.sections.append(
+        "## Burst\n\n"
+        f"{burst.CLIENTS} asyncio clients on one thread, {run.plan.burst_s:g} s, {total} requests, statuses "
+        f"{res.statuses}; peak resident set of all workers together {res.max_workers_rss_mb:.0f} MB; "
+        f"client CPU {res.client_cpu_s:.2f} s, server CPU {server_cpu:.2f} s over "
+        f"{res.duration_s:.2f} s." + (f" Errors: {res.errors[:3]}" if res.errors else "")
+    )
+    run.charts["burst.png"] = lambda p: chart_burst(p, res.worker_samples, res.all_s, burst.CLIENTS)
+
+
+def run_idle(run: Run, models: Any) -> None:
+    res = idle.IdleResult()
+    # The default memory budget (physical memory) admits 23 concurrent 1 GB workers; CreateEndpoint's warm
+    # worker fails with "Not enough memory" instead of waiting once that many are starting (see notes).
+    srv = ServerProcess(run.root / "c", {"memory_budget_mb": 2_000_000}).start()
+    try:
+        run.scenario("idle: endpoint at zero", lambda: idle.measure_zero(srv, models, res))
+        run.scenario(
+            f"idle: {run.plan.idle_endpoints} endpoints",
+            lambda: idle.measure_many(srv, models, run.plan.idle_endpoints, res),
+        )
+    finally:
+        srv.stop()
+    s = "idle"
+    if len(res.snapshots) == 3:
+        before, live, zero = res.snapshots
+        worker_pids = set(live.pids) - set(before.pids)
+        held = zero.processes - before.processes
+        run.rows += [
+            Row(
+                s,
+                "processes held by an endpoint at zero",
+                float(held),
+                "",
+                "with its worker running",
+                float(live.processes - before.processes),
+                "0",
+                held == 0 and not worker_pids & set(zero.pids),
+            ),
+            Row(
+                s,
+                "memory held at zero: process tree RSS at zero - before deploy",
+                zero.tree_rss_mb - before.tree_rss_mb,
+                "MB",
+                "with its worker: tree RSS - before",
+                live.tree_rss_mb - before.tree_rss_mb,
+            ),
+        ]
+    if res.endpoints:
+        run.rows.append(
+            Row(
+                s,
+                f"server RSS with {res.endpoints} idle endpoints deployed",
+                res.server_rss_mb,
+                "MB",
+                "same server, nothing deployed",
+                res.server_rss_empty_mb,
+                "< 200 MB",
+                res.server_rss_mb < 200,
+            )
+        )
+        run.rows.append(
+            Row(s, f"server CPU while idle, {res.endpoints} endpoints at zero (reconcile loop, timers)",
+                res.idle_cpu_many * 100, "% of a core", "same server, nothing deployed",
+                res.idle_cpu_empty * 100)
+        )  # fmt: skip
+        per = (res.server_rss_mb - res.server_rss_empty_mb) / res.endpoints * 1024
+        run.sections.append(
+            "## Idle\n\n"
+            + "\n".join(
+                f"- {sn.label}: {sn.processes} processes, server RSS {sn.server_rss_mb:.1f} MB, "
+                f"tree RSS {sn.tree_rss_mb:.1f} MB"
+                for sn in res.snapshots
+            )
+            + f"\n- {res.endpoints} endpoints deployed from {idle.THREADS} threads in {res.deploy_s:.1f} s "
+            f"({res.endpoints / res.deploy_s:.0f}/s), at zero workers {res.settle_s:.1f} s later: "
+            f"{res.processes} processes, server RSS {res.server_rss_mb:.1f} MB "
+            f"(about {per:.0f} KB per endpoint), "
+            f"tree RSS {res.tree_rss_mb:.1f} MB (the rest is the zygote, shared by every endpoint)."
+            + (f"\n- failures: {res.failed[:5]}" if res.failed else "")
+        )
+
+
+def run_ray(run: Run, models: Any) -> None:
+    if importlib.util.find_spec("ray") is None:
+        run.notes.append("Ray Serve peer not measured: ray is not installed (pip install -e '.[bench]').")
+        return
+    out = run.root / "ray.json"
+    cmd = [
+        "unshare",
+        "--net",
+        "bash",
+        "-c",
+        'ip link set lo up && exec "$@"',
+        "bash",
+        sys.executable,
+        "-m",
+        "bench.ray_peer",
+        "--model",
+        str(models.rf_joblib),
+        "--rounds",
+        str(run.plan.ray_rounds),
+        "--requests",
+        str(run.plan.ray_requests),
+        "--out",
+        str(out),
+    ]
+
+    def go() -> None:
+        proc = subprocess.run(cmd, cwd=REPO, capture_output=True, timeout=600)
+        if proc.returncode != 0 and not out.exists():
+            raise RuntimeError(
+                f"ray_peer exited {proc.returncode}: {proc.stderr.decode(errors='replace')[-1500:]}"
+            )
+
+    run.scenario("ray", go)
+    if not out.exists():
+        return
+    data = json.loads(out.read_text())
+    run._ray = data  # type: ignore[attr-defined]
+    if not data.get("ok"):
+        run.notes.append(f"Ray Serve peer failed part-way; timings {data.get('timings_s')}")
+    s = f"peer: Ray Serve {data.get('ray_version', '')}"
+    zs_cold = run.cold.latency_s.get("rf", []) if run.cold else []
+    if data.get("cold_s"):
+        ray_cold = data["cold_s"]
+        run.rows.append(
+            Row(
+                s,
+                "Ray Serve cold start p50 (min_replicas=0 -> first response via proxy)",
+                ms(pct(ray_cold, 50)),
+                "ms",
+                "zeroscale RandomForest cold p50",
+                ms(pct(zs_cold, 50)) if zs_cold else math.nan,
+            )
+        )
+    if data.get("proxy_s"):
+        proxy, handle, inproc = data["proxy_s"], data["handle_s"], data["inproc_s"]
+        zs = run.overhead
+        zs_o = (
+            ms(pct(zs.through_s["rf"], 50) - pct(zs.direct_s["rf"], 50))
+            if zs and zs.through_s.get("rf")
+            else math.nan
+        )
+        run.rows += [
+            Row(
+                s,
+                "Ray: HTTP proxy p50 - in-process predict p50 (same JSON work)",
+                ms(pct(proxy, 50) - pct(inproc, 50)),
+                "ms",
+                "zeroscale overhead p50, RandomForest",
+                zs_o,
+            ),
+            Row(
+                s,
+                "Ray: DeploymentHandle p50 - in-process p50",
+                ms(pct(handle, 50) - pct(inproc, 50)),
+                "ms",
+                "in-process p50",
+                ms(pct(inproc, 50)),
+            ),
+            Row(
+                s,
+                "Ray: HTTP proxy p99 - in-process p99",
+                ms(pct(proxy, 99) - pct(inproc, 99)),
+                "ms",
+                "in-process p99",
+                ms(pct(inproc, 99)),
+            ),
+        ]
+    t = data.get("timings_s", {})
+    run.sections.append(
+        "## Peer: Ray Serve\n\n"
+        f"Ray {data.get('ray_version')} in a private network namespace (`unshare --net`, lo up), "
+        "`ray.init(num_cpus=2)`, "
+        "HTTP proxy on 127.0.0.1:8000, access log off. Cold deployment: autoscaling min_replicas=0, max 1, "
+        "initial 0, target_ongoing_requests 1, upscale_delay_s 0, downscale(_to_zero)_delay_s 1, metrics "
+        "every "
+        "0.1 s. Warm deployment: 1 fixed replica. "
+        f"Ray start {t.get('ray_start', 0):.1f} s, deploy {t.get('deploy', 0):.1f} s, "
+        f"total {t.get('total', 0):.1f} s; "
+        f"cold starts {[round(ms(x)) for x in data.get('cold_s', [])]} ms; waiting for scale-to-zero took "
+        f"{[round(x, 1) for x in data.get('scale_to_zero_wait_s', [])]} s; proxy p50 "
+        f"{ms(pct(data.get('proxy_s', []), 50)):.2f} ms, "
+        f"handle p50 {ms(pct(data.get('handle_s', []), 50)):.2f} ms, "
+        f"in-process p50 {ms(pct(data.get('inproc_s', []), 50)):.2f} ms "
+        "(the driver shares 2 cores with Ray's "
+        "raylet, GCS, controller, proxy and two replicas)."
+    )
+
+
+# ---- output ----
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="fewer rounds and shorter runs (about 2-3 minutes)"
+    )
+    parser.add_argument("--only", default="", help=f"comma-separated subset of {','.join(SCENARIOS)}")
+    parser.add_argument("--skip", default="", help="comma-separated scenarios to leave out")
+    parser.add_argument("--endpoints", type=int, default=0, help="idle endpoints to deploy (default 1000)")
+    parser.add_argument(
+        "--nice",
+        type=int,
+        default=-10 if os.geteuid() == 0 else 0,
+        help="scheduling priority for the benchmark and everything it starts (default -10 as root), so other "
+        "users of a shared machine disturb the measurements less; baselines run at the same priority",
+    )
+    parser.add_argument(
+        "--wait-quiet",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="first wait up to S seconds for other processes to use less than 0.3 cores",
+    )
+    parser.add_argument(
+        "--no-profile", action="store_true", help="skip the py-spy profile of the server (on by default)"
+    )
+    args = parser.parse_args()
+    if args.nice:
+        os.setpriority(os.PRIO_PROCESS, 0, args.nice)
+    plan = QUICK if args.quick else FULL
+    if args.endpoints:
+        plan = Plan(**{**plan.__dict__, "idle_endpoints": args.endpoints})
+    which = set(args.only.split(",")) if args.only else set(SCENARIOS)
+    which -= set(filter(None, args.skip.split(",")))
+    unknown = which - set(SCENARIOS)
+    if unknown:
+        parser.error(f"unknown scenarios: {', '.join(sorted(unknown))}")
+    partial = which != set(SCENARIOS) or bool(args.endpoints)
+    out_dir = RESULTS / "partial" if partial else RESULTS
+    out_dir.mkdir(parents=True, exist_ok=True)
+    bg = Background()
+    if args.wait_quiet:
+        quiet = bg.wait_quiet(args.wait_quiet)
+        print(f"others use {quiet:.2f} cores" + (" (waited in vain)" if quiet >= 0.3 else ""), flush=True)
+    t_start = time.monotonic()
+    wake = wakeup_cost()
+    with tempfile.TemporaryDirectory(prefix="zeroscale-bench-") as tmp:
+        root = Path(tmp)
+        run = Run(plan, root, bg, profile=not args.no_profile)
+        from bench.common import build_models
+
+        models = build_models(root)
+        if which & {"cold", "overhead", "throughput"}:
+            run_cold_overhead_throughput(run, models, which)
+        if "burst" in which:
+            run_burst(run, models)
+        if "idle" in which:
+            run_idle(run, models)
+        if "ray" in which:
+            run_ray(run, models)
+            set_cold_chart(run)  # Ray's cold starts next to ours
+    bg.stop()
+    order = {"cold start": 0, "overhead": 1, "throughput": 2, "burst": 3, "idle": 4}
+    rows = sorted(run.rows, key=lambda r: order.get(r.section, 5))
+    print()
+    print(console_table(rows))
+    for note in run.notes:
+        print("NOTE:", note)
+    md = [
+        f"# zeroscale benchmarks ({'quick' if args.quick else 'full'} run, "
+        f"{time.strftime('%Y-%m-%d %H:%M')})",
+        "",
+        "`make bench` (`python -m bench.run`). Every baseline is measured in the same run, on the same "
+        "machine.",
+        "",
+        markdown_table(rows),
+        "",
+        *(f"- {n}" for n in run.notes),
+        *METHOD,
+        "",
+        *(s + "\n" for s in run.sections),
+        describe(run.plan, t_start, run.windows, run.bg, wake),
+        "",
+    ]
+    for name, draw in run.charts.items():
+        try:
+            draw(out_dir / name)
+            md.insert(-1, f"![{name}]({name})")
+        except Exception as exc:
+            print(f"chart {name} failed: {exc}", file=sys.stderr)
+    (out_dir / "latest.md").write_text("\n".join(md) + "\n")
+    print(f"\nwrote {out_dir / 'latest.md'} ({time.monotonic() - t_start:.0f} s)")
+
+
+def set_cold_chart(run: Run) -> None:
+    res = run.cold
+    if res is None or not res.latency_s.get("rf"):
+        return
+    series = {
+        "zeroscale RandomForest": res.latency_s["rf"],
+        "zeroscale RF + probe": res.latency_s["probe"],
+        "zeroscale trivial (echo)": res.latency_s["echo"],
+        "naive process, RandomForest": res.naive_rf_s,
+        "naive process, trivial": res.naive_echo_s,
+    }
+    ray = _ray_cold(run)
+    if ray:
+        series["Ray Serve min_replicas=0, RF"] = ray
+    run.charts["cold_start.png"] = lambda p: chart_cold(p, series)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,174 @@
+"""Cold-start latency of each built-in runtime: endpoint at zero workers -> first response, zygote warm.
+
+    .venv/bin/python bench/runtimes.py [--rounds N]
+
+One server; per runtime a small model on 10 features (scikit-learn RandomForest 100 trees, XGBoost 100
+trees, a TorchScript MLP 10-64-64-1, an ONNX MLP 10-64-1), deployed with SageMaker's image URI and the tag
+``zeroscale:idle-timeout-s`` at 0.2 s so the endpoint is back at zero workers between rounds. The first
+request of each endpoint (which also starts the runtime's zygote) is not counted. Also reports a warm
+invoke p50 (a second request right after each cold one).
+Writes bench/results/runtimes.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import joblib
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from latency import SignedClient, pct
+
+from serverproc import ServerProcess, deploy, make_tar, wait_for
+
+ROOT = Path(__file__).resolve().parent
+FEATURES = 10
+ROW = json.dumps([[0.5] * FEATURES]).encode()
+IMAGES = {
+    "sklearn": "683313688378.dkr.ecr.us-east-1.amazonaws.com/sagemaker-scikit-learn:1.2-1-cpu-py3",
+    "xgboost": "683313688378.dkr.ecr.us-east-1.amazonaws.com/sagemaker-xgboost:1.7-1",
+    "pytorch": "763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-inference:2.1-cpu-py310",
+    "onnx": "onnx",
+}
+
+
+def _data() -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.RandomState(0)
+    x = rng.rand(2000, FEATURES)
+    return x, (x[:, 0] + x[:, 3] > 1).astype(int)
+
+
+def sklearn_model(root: Path) -> Path:
+    from sklearn.ensemble import RandomForestClassifier
+
+    x, y = _data()
+    joblib.dump(RandomForestClassifier(n_estimators=100, random_state=0).fit(x, y), root / "model.joblib")
+    return make_tar(root / "sklearn.tar.gz", {"model.joblib": root / "model.joblib"})
+
+
+def xgboost_model(root: Path) -> Path:
+    import xgboost as xgb
+
+    x, y = _data()
+    params = {"objective": "binary:logistic", "max_depth": 6, "nthread": 1, "seed": 0}
+    xgb.train(params, xgb.DMatrix(x, label=y), num_boost_round=100).save_model(str(root / "model.ubj"))
+    return make_tar(root / "xgboost.tar.gz", {"xgboost-model": root / "model.ubj"})
+
+
+def pytorch_model(root: Path) -> Path:
+    import torch
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(
+        torch.nn.Linear(FEATURES, 64),
+        torch.nn.ReLU(),
+        torch.nn.Linear(64, 64),
+        torch.nn.ReLU(),
+        torch.nn.Linear(64, 1),
+    )
+    torch.jit.script(net.eval()).save(str(root / "model.pt"))
+    return make_tar(root / "pytorch.tar.gz", {"model.pt": root / "model.pt"})
+
+
+def onnx_model(root: Path) -> Path:
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.RandomState(0)
+    w1 = rng.randn(FEATURES, 64).astype(np.float32)
+    w2 = rng.randn(64, 1).astype(np.float32)
+    graph = helper.make_graph(
+        [
+            helper.make_node("MatMul", ["x", "w1"], ["h"]),
+            helper.make_node("Relu", ["h"], ["r"]),
+            helper.make_node("MatMul", ["r", "w2"], ["y"]),
+        ],
+        "mlp",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", FEATURES])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 1])],
+        initializer=[numpy_helper.from_array(w1, "w1"), numpy_helper.from_array(w2, "w2")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(root / "model.onnx"))
+    return make_tar(root / "onnx.tar.gz", {"model.onnx": root / "model.onnx"})
+
+
+BUILDERS: dict[str, Callable[[Path], Path]] = {
+    "sklearn": sklearn_model,
+    "xgboost": xgboost_model,
+    "pytorch": pytorch_model,
+    "onnx": onnx_model,
+}
+
+
+def measure(server: ServerProcess, client: SignedClient, endpoint: str, rounds: int) -> dict[str, Any]:
+    client.invoke(endpoint, ROW)  # the endpoint's first request: the zygote is warm from here on
+    cold, warm = [], []
+    for _ in range(rounds):
+        wait_for(lambda: server.workers(endpoint) == 0, timeout_s=30, interval_s=0.02)
+        t = time.perf_counter()
+        client.invoke(endpoint, ROW)
+        cold.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        client.invoke(endpoint, ROW)
+        warm.append(time.perf_counter() - t)
+    return {"cold": cold, "warm": warm}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--rounds", type=int, default=15, help="cold starts to measure per runtime")
+    parser.add_argument("--runtimes", default=",".join(BUILDERS), help="comma-separated runtime names")
+    args = parser.parse_args()
+    names = [n for n in args.runtimes.split(",") if n]
+    results: dict[str, dict[str, Any]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        tars = {name: BUILDERS[name](root) for name in names}
+        server = ServerProcess(root / "data", {"idle_timeout_s": 300}).start()
+        try:
+            sm = server.client("sagemaker")
+            client = SignedClient(server.url)
+            idle = [{"Key": "zeroscale:idle-timeout-s", "Value": "0.2"}]
+            for name in names:
+                desc = deploy(
+                    sm, name, f"file://{tars[name]}", image=IMAGES[name], max_concurrency=1, tags=idle
+                )
+                assert desc["EndpointStatus"] == "InService", desc.get("FailureReason")
+                results[name] = measure(server, client, name, args.rounds)
+        finally:
+            server.stop()
+    lines = [
+        "| runtime | cold start p50 ms | cold start p90 ms | warm invoke p50 ms |",
+        "|---|---:|---:|---:|",
+        *(
+            f"| {name} | {pct(r['cold'], 50) * 1000:.1f} | {pct(r['cold'], 90) * 1000:.1f} "
+            f"| {pct(r['warm'], 50) * 1000:.2f} |"
+            for name, r in results.items()
+        ),
+        "",
+        f"{args.rounds} cold starts per runtime (endpoint at zero workers, zygote warm -> first response, "
+        "through SigV4-signed HTTP)",
+    ]
+    report = "\n".join(lines)
+    print(report)
+    (ROOT / "results").mkdir(exist_ok=True)
+    (ROOT / "results" / "runtimes.md").write_text(
+        f"# bench/runtimes.py, {time.strftime('%Y-%m-%d %H:%M')}\n\n{report}\n"
+    )
+
+
+if __name__ == "__main__":
+    main()
