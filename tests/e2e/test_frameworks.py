@@ -18,7 +18,7 @@ import torch
 import xgboost as xgb
 from onnx import TensorProto, helper, numpy_helper
 
-from serverproc import deploy, make_tar
+from serverproc import deploy, make_tar, wait_for
 
 XGBOOST_IMAGE = "683313688378.dkr.ecr.us-east-1.amazonaws.com/sagemaker-xgboost:1.7-1"
 PYTORCH_IMAGE = "763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-inference:2.1-cpu-py310"
@@ -291,3 +291,28 @@ def test_onnx_models(sm: Any, smr: Any, tmp_path: Path) -> None:
     )
     body, _ = invoke(smr, "onnx-two", json.dumps({"a": a, "b": b}).encode(), "application/json")
     assert json.loads(body) == {"total": total.tolist(), "peak": peak.tolist()}
+
+
+def test_restart_prewarms_the_runtimes_of_stored_endpoints(
+    server_factory: Any, tmp_path: Path, booster_dir: tuple[Path, xgb.Booster, np.ndarray]
+) -> None:
+    """After a restart, endpoints come back at zero workers, and their runtimes' zygotes start right away,
+    so the first cold start does not also pay for importing the framework."""
+    import psutil
+
+    root, booster, rows = booster_dir
+    tar = make_tar(tmp_path / "algo.tar.gz", {"xgboost-model": root / "xgboost-model"})
+    server = server_factory()
+    in_service(server.client("sagemaker"), "xgb-restart", f"file://{tar}", XGBOOST_IMAGE)
+    server.restart()
+    assert server.proc is not None
+
+    def xgboost_zygote() -> bool:
+        children = psutil.Process(server.proc.pid).children()  # type: ignore[union-attr]
+        return any("xgboost" in child.cmdline() for child in children)
+
+    wait_for(xgboost_zygote, timeout_s=30)
+    body, _ = invoke(server.client("sagemaker-runtime"), "xgb-restart", csv(rows), "text/csv")
+    assert [float(v) for v in body.decode().split(",")] == [
+        float(v) for v in booster.predict(xgb.DMatrix(rows))
+    ]

@@ -101,6 +101,13 @@ class Fleet:
             )
             for s in specs
         ]
+        if not warm:
+            # A restart brings endpoints back at zero: start their runtimes' zygotes now, in the background,
+            # so the first cold start of each does not also pay for importing its framework.
+            runtimes = tuple(sorted({s.runtime for s in specs if not s.command}))
+            task = asyncio.ensure_future(self._manager.prewarm(runtimes))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
         if warm:
             results = await asyncio.gather(*(p.warm() for p in pools), return_exceptions=True)
             errors = [r for r in results if isinstance(r, BaseException)]
