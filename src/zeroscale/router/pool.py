@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import time
 from collections import deque
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,8 +24,17 @@ from zeroscale.router.spec import PoolSpec, RouterSettings
 from zeroscale.scaler.policy import IdleWorker, PoolSnapshot, decide
 from zeroscale.workers.client import WorkerConnectionError, WorkerResponse
 from zeroscale.workers.manager import WorkerHandle, WorkerManager, WorkerSpec
+from zeroscale.workers.zygotes import Zygote, ZygoteError
 
 _CONTAINER = "primary"
+# Runtimes whose loaded models are safe to fork (no threads, no connections): templates serve scale-out.
+TEMPLATE_RUNTIMES = frozenset({"sklearn", "xgboost"})
+
+
+def has_user_code(model_dir: str, env: Mapping[str, str]) -> bool:
+    return bool(env.get("SAGEMAKER_PROGRAM") or env.get("SAGEMAKER_SUBMIT_DIRECTORY")) or os.path.exists(
+        os.path.join(model_dir, "code", "inference.py")
+    )
 
 
 @dataclass
@@ -66,6 +76,13 @@ class VariantPool:
         self._waiters: deque[asyncio.Future[WorkerHandle]] = deque()
         self._evicted: set[str] = set()
         self._stopped: set[str] = set()  # workers this pool asked to stop
+        self._template: Zygote | None = None
+        self._template_task: asyncio.Future[None] | None = None
+        self._templated = (
+            not spec.command
+            and spec.runtime in TEMPLATE_RUNTIMES
+            and not has_user_code(spec.model_dir, spec.env)
+        )
         self._fresh: set[str] = set()  # started, not yet served: whoever gets one waited for a cold start
         self._tasks: set[asyncio.Task[None]] = set()
         self._empty = asyncio.Event()
@@ -193,7 +210,7 @@ class VariantPool:
         )
         self._empty.clear()
         try:
-            handle = await self._manager.start(spec, on_exit=self._on_exit)
+            handle = await self._manager.start(spec, on_exit=self._on_exit, template=self._template)
         except BaseException:
             self._starting -= 1
             self._budget.starting_mb -= self.spec.memory_mb
@@ -208,6 +225,7 @@ class VariantPool:
         self._workers[handle.worker_id] = handle
         self._fresh.add(handle.worker_id)
         self._count_workers()
+        self._keep_template(spec)
         self._emit_worker(handle.worker_id, "started", setup_s=handle.ready_s)
         return handle
 
@@ -249,6 +267,8 @@ class VariantPool:
         self._emit_worker(wid, kind, detail=handle.death_reason())
         self._budget.release(self.spec.memory_mb, evicted=evicted)
         self._count_workers()
+        if not self._workers and not self._starting:
+            self._drop_template()
         self._check_empty()
         if self.queued:
             self.scale()
@@ -268,6 +288,33 @@ class VariantPool:
                 setup_s=setup_s,
             )
         )
+
+    # ---- the template: scale-out without loading the model again ----
+    def _keep_template(self, spec: WorkerSpec) -> None:
+        """While the pool has workers, keep a template of its model so further workers are forks of a
+        loaded model. Only where forking a loaded model is safe: a built-in runtime with no user code
+        (user code may start threads or open connections in model_fn). Gone when the pool is at zero."""
+        if self._template is not None or self._template_task is not None or not self._templated:
+            return
+        task = asyncio.ensure_future(self._start_template(spec))
+        self._template_task = task
+
+    async def _start_template(self, spec: WorkerSpec) -> None:
+        try:
+            template = await self._manager.start_template(spec)
+        except (ZygoteError, DeployError):
+            return  # scale-out keeps forking the zygote
+        finally:
+            self._template_task = None
+        if self.draining or not self._workers:
+            await template.close()
+            return
+        self._template = template
+
+    def _drop_template(self) -> None:
+        template, self._template = self._template, None
+        if template is not None:
+            self._spawn(template.close())
 
     def _count_workers(self) -> None:
         delta = len(self._workers) - self._counted
@@ -399,6 +446,7 @@ class VariantPool:
             await asyncio.wait_for(self._empty.wait(), timeout_s)
         for handle in list(self._workers.values()):
             await self._manager.stop(handle, grace_s=1.0)
+        self._drop_template()
         for fut in self._waiters:
             if not fut.done():
                 fut.cancel()

@@ -87,6 +87,12 @@ def _exit(code: int) -> NoReturn:
     os._exit(code)
 
 
+def load_handler(runtime: str, model_dir: str) -> Handler:
+    """The model, loaded through the handler contract with the runtime's defaults."""
+    spec = get_runtime(runtime)
+    return Handler.load(model_dir, spec.model_fn, defaults=spec.defaults)
+
+
 def run_worker(
     *,
     runtime: str,
@@ -94,12 +100,14 @@ def run_worker(
     socket_path: str | None = None,
     port: int | None = None,
     host: str = "127.0.0.1",
+    handler: Handler | None = None,
 ) -> NoReturn:
-    """Load the model, listen, print the ready line, serve until SIGTERM; never returns."""
+    """Load the model (unless ``handler`` is one already loaded, in a template this process was forked
+    from), listen, print the ready line, serve until SIGTERM; never returns."""
     try:
         _reset_process_state()
-        spec = get_runtime(runtime)
-        handler = Handler.load(model_dir, spec.model_fn, defaults=spec.defaults)
+        if handler is None:
+            handler = load_handler(runtime, model_dir)
         listener = bind(socket_path, port, host)
         server = Server(listener, handler.invoke)
 

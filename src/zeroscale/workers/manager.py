@@ -101,6 +101,7 @@ class WorkerManager:
         self._zygote_locks: dict[str, asyncio.Lock] = {}
         self._by_pid: dict[int, WorkerHandle] = {}
         self._early_exits: dict[int, int] = {}
+        self._template_pids: set[int] = set()
         self._ids = itertools.count(1)
         self._watchdog: asyncio.Task[None] | None = None
         self._processes = ProcessLauncher(self._exited, sandbox=sandbox)
@@ -140,10 +141,12 @@ class WorkerManager:
         *,
         worker_id: str | None = None,
         on_exit: Callable[[WorkerHandle], None] | None = None,
+        template: Zygote | None = None,
     ) -> WorkerHandle:
         """Fork a worker and wait until it answers /ping. Raises DeployError with the worker's output tail.
 
-        ``on_exit`` is called once the process is gone, whatever the cause, if the start succeeded."""
+        ``on_exit`` is called once the process is gone, whatever the cause, if the start succeeded.
+        With a live ``template`` (see ``start_template``) the worker is a replica of its loaded model."""
         wid = worker_id or f"{next(self._ids):04d}-{uuid.uuid4().hex[:8]}"
         socket_path = str(self._run_dir / f"{wid}.sock")
         with contextlib.suppress(FileNotFoundError):
@@ -163,7 +166,10 @@ class WorkerManager:
                 )
                 handle.pid, handle.port = started.pid, started.port
             else:
-                zygote = await self._zygote(spec.runtime)
+                live_template = template is not None and template.alive
+                zygote = (
+                    template if template is not None and live_template else await self._zygote(spec.runtime)
+                )
                 env = {**THREAD_ENV, "PATH": os.environ.get("PATH", ""), **spec.env}
                 request = {
                     "model_dir": spec.model_dir,
@@ -229,7 +235,36 @@ class WorkerManager:
             return zygote
 
     # ---- exit and stop ----
+    async def start_template(self, spec: WorkerSpec) -> Zygote:
+        """A template for ``spec``'s model: a child of the runtime's zygote that loaded the model and forks
+        replicas of it (``start(..., template=...)``); closing it ends it and every replica it forked.
+        Raises ZygoteError when the model does not load."""
+        zygote = await self._zygote(spec.runtime)
+        tid = uuid.uuid4().hex[:8]
+        ctl_path = str(self._run_dir / f"template-{tid}.ctl")
+        spec.log_dir.mkdir(parents=True, exist_ok=True)
+        log_path = spec.log_dir / f"template-{tid}.log"
+        env = {**THREAD_ENV, "PATH": os.environ.get("PATH", ""), **spec.env}
+        request = {"model_dir": spec.model_dir, "ctl_path": ctl_path, "log_path": str(log_path), "env": env}
+        pid = await zygote.fork(request, op="template")
+        if self._early_exits.pop(pid, None) is None:  # its exit may already have been reported
+            self._template_pids.add(pid)
+        template = Zygote(spec.runtime, log_path, self._exited)
+        try:
+            await template.attach(
+                ctl_path, self._startup_timeout_s, gone=lambda: pid not in self._template_pids
+            )
+        except ZygoteError:
+            with contextlib.suppress(ProcessLookupError):
+                if pid in self._template_pids:
+                    os.kill(pid, signal.SIGKILL)
+            raise
+        return template
+
     def _exited(self, pid: int, status: int) -> None:
+        if pid in self._template_pids:  # a template ended (closed, or its model failed to load)
+            self._template_pids.discard(pid)
+            return
         handle = self._by_pid.pop(pid, None)
         if handle is None:
             self._early_exits[pid] = status

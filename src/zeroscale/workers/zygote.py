@@ -6,6 +6,10 @@ socket whose fd number is its second argument:
     -> {"op": "fork", "id": ..., "model_dir": ..., "socket_path": ..., "log_path": ..., "env": {...}}
     <- {"op": "forked", "id": ..., "pid": ...}
     <- {"op": "exit", "pid": ..., "status": <exit code, or -signal>}
+    -> {"op": "template", "id": ..., "model_dir": ..., "ctl_path": ..., "log_path": ..., "env": {...}}
+
+A template is a child that loads one model and then runs this same loop on a socket it listens on at
+``ctl_path``: its children are replicas that serve the already loaded model (scale-out without a model load).
 
 What forking breaks, and how it is handled here:
 - thread pools: the zygote starts none. BLAS/OpenMP pools are pinned to one thread through the environment
@@ -43,6 +47,7 @@ THREAD_ENV = {
 }
 
 _PR_SET_PDEATHSIG = 1
+TEMPLATE_ACCEPT_TIMEOUT_S = 60.0
 
 
 def die_with_parent() -> None:
@@ -62,6 +67,7 @@ def _child(
     zygote_pid: int,
     out_fd: int,
     inherited: list[int],
+    handler: Any = None,
 ) -> NoReturn:
     code = 70
     try:
@@ -90,9 +96,16 @@ def _child(
         os.environ.update(req["env"])
         os.chdir(req["model_dir"])
         gc.unfreeze()
+        if req.get("op") == "template":
+            _template(req)
         from zeroscale.runtimes.worker import run_worker
 
-        run_worker(runtime=req["runtime"], model_dir=req["model_dir"], socket_path=req["socket_path"])
+        run_worker(
+            runtime=req["runtime"],
+            model_dir=req["model_dir"],
+            socket_path=req["socket_path"],
+            handler=handler,
+        )
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else 1
     except BaseException:
@@ -106,6 +119,26 @@ def _child(
             sys.stderr.flush()
         finally:
             os._exit(code)
+
+
+def _template(req: dict[str, Any]) -> NoReturn:
+    """Become a template: load the model once, then fork ready replicas of it for the server (scale-out
+    without loading the model again). Driven like a zygote, through the socket it listens on."""
+    from zeroscale.runtimes.worker import load_handler
+
+    handler = load_handler(req["runtime"], req["model_dir"])
+    gc.collect()
+    gc.freeze()
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(req["ctl_path"])
+    listener.listen(1)
+    listener.settimeout(TEMPLATE_ACCEPT_TIMEOUT_S)
+    ctl, _ = listener.accept()
+    listener.close()
+    os.unlink(req["ctl_path"])
+    ctl.settimeout(None)
+    serve(req["runtime"], ctl, handler=handler)
+    raise SystemExit(0)
 
 
 def _send(ctl: socket.socket, msg: dict[str, Any]) -> None:
@@ -125,15 +158,18 @@ def _reap(ctl: socket.socket, captures: Captures) -> None:
         _send(ctl, {"op": "exit", "pid": pid, "status": code})
 
 
-def serve(runtime: str, ctl: socket.socket) -> None:
-    from zeroscale.runtimes.registry import RUNTIMES
+def serve(runtime: str, ctl: socket.socket, handler: Any = None) -> None:
+    """The fork loop. A zygote (``handler`` None) imported its framework; a template also holds a loaded
+    model (``handler``), which its children serve without loading it again."""
+    if handler is None:
+        from zeroscale.runtimes.registry import RUNTIMES
 
-    RUNTIMES[runtime].preload()
-    # The worker's own modules (server, handler, codecs) too: imported once here, shared by every child.
-    import zeroscale.runtimes.worker  # noqa: F401
+        RUNTIMES[runtime].preload()
+        # The worker's own modules (server, handler, codecs) too: imported once, shared by every child.
+        import zeroscale.runtimes.worker  # noqa: F401
 
-    gc.collect()
-    gc.freeze()  # keep the imported framework's objects out of the children's GC: fewer copied pages
+        gc.collect()
+        gc.freeze()  # keep the imported framework's objects out of the children's GC: fewer copied pages
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_w, False)
     signal.set_wakeup_fd(wake_w)
@@ -162,7 +198,7 @@ def serve(runtime: str, ctl: socket.socket) -> None:
             while b"\n" in buf:
                 line, buf = buf.split(b"\n", 1)
                 req = json.loads(line)
-                if req.get("op") != "fork":
+                if req.get("op") not in ("fork", "template"):
                     continue
                 out_r, out_w = captures.open(req["log_path"])
                 try:
@@ -171,7 +207,8 @@ def serve(runtime: str, ctl: socket.socket) -> None:
                     captures.abandon(out_r, out_w)
                     raise
                 if pid == 0:
-                    _child(ctl, wake_r, wake_w, req, zygote_pid, out_w, [*captures.inherited(), sel.fileno()])
+                    inherited = [*captures.inherited(), sel.fileno()]
+                    _child(ctl, wake_r, wake_w, req, zygote_pid, out_w, inherited, handler)
                 captures.started(pid, out_r, out_w)
                 _send(ctl, {"op": "forked", "id": req["id"], "pid": pid})
         captures.flush_due()

@@ -39,7 +39,30 @@ class Zygote:
 
     @property
     def alive(self) -> bool:
-        return self._proc is not None and self._proc.returncode is None and self._writer is not None
+        if self._writer is None:
+            return False
+        return self._proc is None or self._proc.returncode is None  # no process of ours: a template
+
+    async def attach(self, path: str, timeout_s: float, gone: Callable[[], bool]) -> None:
+        """Drive a template (a zygote's child that loaded one model) through the socket it listens on;
+        ``gone()`` says the template process already exited (its model did not load)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while True:
+            try:
+                reader, self._writer = await asyncio.open_unix_connection(path)
+                break
+            except (FileNotFoundError, ConnectionRefusedError):
+                if gone() or loop.time() > deadline:
+                    raise ZygoteError(f"the template did not come up\n{_tail(self._log_path)}") from None
+                await asyncio.sleep(0.005)
+        self._ready = loop.create_future()
+        self._reader_task = asyncio.create_task(self._read(reader))
+        try:
+            await asyncio.wait_for(asyncio.shield(self._ready), max(0.1, deadline - loop.time()))
+        except (TimeoutError, ZygoteError) as exc:
+            await self.close()
+            raise ZygoteError(f"the template did not answer: {exc or 'timed out'}") from exc
 
     async def start(self, timeout_s: float) -> None:
         loop = asyncio.get_running_loop()
@@ -72,7 +95,7 @@ class Zygote:
                 f"the {self.runtime} runtime failed to start: {exc or 'timed out'}\n{tail}"
             ) from exc
 
-    async def fork(self, request: dict[str, Any]) -> int:
+    async def fork(self, request: dict[str, Any], op: str = "fork") -> int:
         if not self.alive or self._writer is None:
             raise ZygoteError(f"the {self.runtime} zygote is not running")
         self._seq += 1
@@ -80,7 +103,7 @@ class Zygote:
         fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._pending[rid] = fut
         self._writer.write(
-            json.dumps({"op": "fork", "id": rid, "runtime": self.runtime, **request}).encode() + b"\n"
+            json.dumps({"op": op, "id": rid, "runtime": self.runtime, **request}).encode() + b"\n"
         )
         return await fut
 
