@@ -112,11 +112,24 @@ async def _sample_metrics(port: int, stop: asyncio.Event, t0: float, result: Bur
     writer.close()
 
 
+def _is_template(proc: psutil.Process) -> bool:
+    """A scale-out template, not a worker: it has replicas of its own, or the control socket it listens on
+    (``<data-dir>/workers/template-*.ctl``; the name stays in the kernel's table after the file is gone)."""
+    try:
+        if proc.children():
+            return True
+        return any("template-" in str(c.laddr) for c in proc.net_connections(kind="unix"))
+    except psutil.Error:
+        return False
+
+
 def _sample_procs(server_pid: int, zygote_pids: set[int], stop: threading.Event, result: BurstResult) -> None:
     server = psutil.Process(server_pid)
     while not stop.is_set():
         try:
-            workers = [p for p in server.children(recursive=True) if p.pid not in zygote_pids]
+            # Not the zygotes, nor a scale-out template.
+            procs = server.children(recursive=True)
+            workers = [p for p in procs if p.pid not in zygote_pids and not _is_template(p)]
             rss = 0
             for p in workers:
                 with contextlib.suppress(psutil.Error):
