@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from zeroscale.control.arns import Arns
-from zeroscale.control.listing import paginate
 from zeroscale.control.models import Models
+from zeroscale.control.resources import Resources
 from zeroscale.errors import ValidationException
-from zeroscale.store.db import AlreadyExists, Record, Store
+from zeroscale.store.db import Record, Store
 from zeroscale.types import SERVERLESS_MEMORY_SIZES_MB
 
 KIND = "endpoint-config"
@@ -138,17 +138,9 @@ class EndpointConfigs:
     def __init__(
         self, store: Store, arns: Arns, models: Models, clock: Callable[[], float] = time.time
     ) -> None:
-        self._store = store
-        self._arns = arns
+        self._res = Resources(store, arns, KIND, "endpoint configuration")
         self._models = models
         self._clock = clock
-
-    def _arn(self, name: str) -> str:
-        return self._arns.arn(KIND, name)
-
-    def _duplicate(self, name: str) -> ValidationException:
-        arn = self._arn(name)
-        return ValidationException(f'Cannot create already existing endpoint configuration "{arn}".')
 
     def _check_variants(self, variants: list[dict[str, Any]]) -> None:
         seen: set[str] = set()
@@ -190,8 +182,8 @@ class EndpointConfigs:
 
     def create(self, params: Mapping[str, Any]) -> dict[str, Any]:
         name: str = params["EndpointConfigName"]
-        if self._store.get(KIND, name) is not None:
-            raise self._duplicate(name)
+        if self._res.find(name) is not None:
+            raise self._res.duplicate(name)
         doc = copy.deepcopy(dict(params))
         variants: list[dict[str, Any]] = doc["ProductionVariants"]
         self._check_variants(variants)
@@ -199,20 +191,11 @@ class EndpointConfigs:
             v["InitialVariantWeight"] = float(v.get("InitialVariantWeight", 1.0))
         doc.setdefault("Tags", [])
         idle_timeout_override(doc)
-        now = self._clock()
-        arn = self._arn(name)
-        try:
-            self._store.insert(Record(KIND, name, arn, now, now, None, doc))
-        except AlreadyExists:
-            raise self._duplicate(name) from None
-        return {"EndpointConfigArn": arn}
+        return {"EndpointConfigArn": self._res.insert(name, doc, self._clock())}
 
     def get(self, name: str) -> Record:
         """The stored config; ValidationException ``Could not find endpoint configuration "<arn>".``."""
-        rec = self._store.get(KIND, name)
-        if rec is None:
-            raise ValidationException(f'Could not find endpoint configuration "{self._arn(name)}".')
-        return rec
+        return self._res.get(name)
 
     def describe(self, name: str) -> dict[str, Any]:
         rec = self.get(name)
@@ -222,17 +205,16 @@ class EndpointConfigs:
         return out
 
     def list(self, params: Mapping[str, Any]) -> dict[str, Any]:
-        page, token = paginate(self._store.list(KIND), params, sort_keys=("Name", "CreationTime"))
-        out: dict[str, Any] = {
-            "EndpointConfigs": [
-                {"EndpointConfigName": r.name, "EndpointConfigArn": r.arn, "CreationTime": r.created_at}
-                for r in page
-            ]
-        }
-        if token is not None:
-            out["NextToken"] = token
-        return out
+        return self._res.page(
+            params,
+            ("Name", "CreationTime"),
+            "EndpointConfigs",
+            lambda r: {
+                "EndpointConfigName": r.name,
+                "EndpointConfigArn": r.arn,
+                "CreationTime": r.created_at,
+            },
+        )
 
     def delete(self, name: str) -> None:
-        if not self._store.delete(KIND, name):
-            raise ValidationException(f'Could not find endpoint configuration "{self._arn(name)}".')
+        self._res.delete(name)

@@ -19,12 +19,12 @@ from typing import Any
 from zeroscale.control.arns import Arns
 from zeroscale.control.deploy import Deployer, primary_container
 from zeroscale.control.endpoint_configs import EndpointConfigs, variant_specs
-from zeroscale.control.listing import paginate
 from zeroscale.control.models import Models
+from zeroscale.control.resources import Resources
 from zeroscale.errors import DeployError, ValidationException
 from zeroscale.router.fleet import Fleet
 from zeroscale.router.spec import PoolSpec
-from zeroscale.store.db import AlreadyExists, Record, Store
+from zeroscale.store.db import Record, Store
 from zeroscale.types import EndpointStatus
 
 KIND = "endpoint"
@@ -43,8 +43,8 @@ class Endpoints:
         fleet: Fleet,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        self._res = Resources(store, arns, KIND, "endpoint")
         self._store = store
-        self._arns = arns
         self._models = models
         self._configs = configs
         self._deployer = deployer
@@ -52,14 +52,8 @@ class Endpoints:
         self._clock = clock
         self._tasks: dict[str, asyncio.Task[None]] = {}
 
-    def _arn(self, name: str) -> str:
-        return self._arns.arn(KIND, name)
-
     def get(self, name: str) -> Record:
-        rec = self._store.get(KIND, name)
-        if rec is None:
-            raise ValidationException(f'Could not find endpoint "{self._arn(name)}".')
-        return rec
+        return self._res.get(name)
 
     def _save(self, rec: Record, status: EndpointStatus, **doc: Any) -> None:
         rec.status = status.value
@@ -75,13 +69,8 @@ class Endpoints:
     def create(self, params: Mapping[str, Any]) -> dict[str, Any]:
         name: str = params["EndpointName"]
         config = self._configs.get(params["EndpointConfigName"])
-        now = self._clock()
-        arn = self._arn(name)
         doc = {"EndpointConfigName": config.name, "Tags": list(params.get("Tags") or [])}
-        try:
-            self._store.insert(Record(KIND, name, arn, now, now, EndpointStatus.CREATING.value, doc))
-        except AlreadyExists:
-            raise ValidationException(f'Cannot create already existing endpoint "{arn}".') from None
+        arn = self._res.insert(name, doc, self._clock(), EndpointStatus.CREATING.value)
         self._run(name, self._deploy(name, config.name, updating=False))
         return {"EndpointArn": arn}
 
@@ -121,22 +110,18 @@ class Endpoints:
         return out
 
     def list(self, params: Mapping[str, Any]) -> dict[str, Any]:
-        page, token = paginate(self._store.list(KIND), params, sort_keys=("Name", "CreationTime", "Status"))
-        out: dict[str, Any] = {
-            "Endpoints": [
-                {
-                    "EndpointName": r.name,
-                    "EndpointArn": r.arn,
-                    "CreationTime": r.created_at,
-                    "LastModifiedTime": r.modified_at,
-                    "EndpointStatus": r.status,
-                }
-                for r in page
-            ]
-        }
-        if token is not None:
-            out["NextToken"] = token
-        return out
+        return self._res.page(
+            params,
+            ("Name", "CreationTime", "Status"),
+            "Endpoints",
+            lambda r: {
+                "EndpointName": r.name,
+                "EndpointArn": r.arn,
+                "CreationTime": r.created_at,
+                "LastModifiedTime": r.modified_at,
+                "EndpointStatus": r.status,
+            },
+        )
 
     # ---- background work ----
     def _run(self, name: str, coro: Any) -> asyncio.Task[None]:

@@ -12,9 +12,9 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from zeroscale.control.arns import Arns
-from zeroscale.control.listing import paginate
+from zeroscale.control.resources import Resources
 from zeroscale.errors import ValidationException
-from zeroscale.store.db import AlreadyExists, Record, Store
+from zeroscale.store.db import Record, Store
 
 KIND = "model"
 ENVIRONMENT_MAX_TOTAL_BYTES = 32 * 1024
@@ -61,38 +61,22 @@ def check_containers(params: Mapping[str, Any]) -> None:
 
 class Models:
     def __init__(self, store: Store, arns: Arns, clock: Callable[[], float] = time.time) -> None:
-        self._store = store
-        self._arns = arns
+        self._res = Resources(store, arns, KIND, "model")
         self._clock = clock
-
-    def _arn(self, name: str) -> str:
-        return self._arns.arn(KIND, name)
-
-    def _duplicate(self, name: str) -> ValidationException:
-        return ValidationException(f'Cannot create already existing model "{self._arn(name)}".')
 
     def create(self, params: Mapping[str, Any]) -> dict[str, Any]:
         name: str = params["ModelName"]
-        if self._store.get(KIND, name) is not None:
-            raise self._duplicate(name)
+        if self._res.find(name) is not None:
+            raise self._res.duplicate(name)
         check_containers(params)
         doc = copy.deepcopy(dict(params))
         doc["EnableNetworkIsolation"] = bool(doc.get("EnableNetworkIsolation", False))
         doc.setdefault("Tags", [])
-        now = self._clock()
-        arn = self._arn(name)
-        try:
-            self._store.insert(Record(KIND, name, arn, now, now, None, doc))
-        except AlreadyExists:
-            raise self._duplicate(name) from None
-        return {"ModelArn": arn}
+        return {"ModelArn": self._res.insert(name, doc, self._clock())}
 
     def get(self, name: str) -> Record:
         """The stored model; ValidationException ``Could not find model "<arn>".`` when absent."""
-        rec = self._store.get(KIND, name)
-        if rec is None:
-            raise ValidationException(f'Could not find model "{self._arn(name)}".')
-        return rec
+        return self._res.get(name)
 
     def describe(self, name: str) -> dict[str, Any]:
         rec = self.get(name)
@@ -103,14 +87,12 @@ class Models:
         return out
 
     def list(self, params: Mapping[str, Any]) -> dict[str, Any]:
-        page, token = paginate(self._store.list(KIND), params, sort_keys=("Name", "CreationTime"))
-        out: dict[str, Any] = {
-            "Models": [{"ModelName": r.name, "ModelArn": r.arn, "CreationTime": r.created_at} for r in page]
-        }
-        if token is not None:
-            out["NextToken"] = token
-        return out
+        return self._res.page(
+            params,
+            ("Name", "CreationTime"),
+            "Models",
+            lambda r: {"ModelName": r.name, "ModelArn": r.arn, "CreationTime": r.created_at},
+        )
 
     def delete(self, name: str) -> None:
-        if not self._store.delete(KIND, name):
-            raise ValidationException(f'Could not find model "{self._arn(name)}".')
+        self._res.delete(name)

@@ -88,7 +88,6 @@ class VariantPool:
         self._empty = asyncio.Event()
         self._empty.set()
         self.draining = False
-        self.last_start_error: str | None = None
         # Shared with any other pool of the same endpoint and variant (an update's old and new pools): each
         # pool adds only its own changes, so the series is the sum over them.
         self._gauge = metrics.workers.labels(spec.endpoint, spec.variant)
@@ -183,7 +182,6 @@ class VariantPool:
         try:
             handle = await self._launch()
         except DeployError as exc:
-            self.last_start_error = str(exc)
             self._emit_worker("", "failed", detail=str(exc))
             for fut in self._waiters:
                 if not fut.done():

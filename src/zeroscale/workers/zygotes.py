@@ -54,7 +54,7 @@ class Zygote:
                 break
             except (FileNotFoundError, ConnectionRefusedError):
                 if gone() or loop.time() > deadline:
-                    raise ZygoteError(f"the template did not come up\n{_tail(self._log_path)}") from None
+                    raise ZygoteError(f"the template did not come up\n{tail(self._log_path)}") from None
                 await asyncio.sleep(0.005)
         self._ready = loop.create_future()
         self._reader_task = asyncio.create_task(self._read(reader))
@@ -90,9 +90,9 @@ class Zygote:
             await asyncio.wait_for(asyncio.shield(self._ready), timeout_s)
         except (TimeoutError, ZygoteError) as exc:
             await self.close()
-            tail = _tail(self._log_path)
+            output = tail(self._log_path)
             raise ZygoteError(
-                f"the {self.runtime} runtime failed to start: {exc or 'timed out'}\n{tail}"
+                f"the {self.runtime} runtime failed to start: {exc or 'timed out'}\n{output}"
             ) from exc
 
     async def fork(self, request: dict[str, Any], op: str = "fork") -> int:
@@ -167,12 +167,8 @@ def _tail_bytes(path: Path, size: int = 8192) -> bytes:
     return data
 
 
-def _tail(path: Path, lines: int = 20) -> str:
-    text = _tail_bytes(path).decode("utf-8", "replace")
-    return "\n".join(text.splitlines()[-lines:])
-
-
 def tail(path: Path, lines: int = 20) -> str:
-    """The last lines a worker printed, from its stream file (``workers.capture`` records, stamps dropped)."""
+    """The last lines a process printed: a stream file's ``workers.capture`` records with the stamps
+    dropped, or a plain log (a zygote's own) as it is."""
     text = strip_stamps(_tail_bytes(path)).decode("utf-8", "replace")
     return "\n".join(text.splitlines()[-lines:])
