@@ -4,8 +4,12 @@ off to their own writer), so the invoke path pays next to nothing for observabil
 
 from __future__ import annotations
 
+import logging
+from collections import Counter
 from dataclasses import dataclass
 from typing import Protocol
+
+log = logging.getLogger("zeroscale.events")
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,22 +72,45 @@ class Sink(Protocol):
 
 
 class EventBus:
-    """Fans events out to every sink. A failing sink is a bug in that sink; it never fails a request."""
+    """Fans events out to every sink. A failing sink is a bug in that sink; it never fails a request, never
+    reaches the worker's exit reader and never stops the other sinks: the failure is logged (its first
+    occurrences, then one in every thousand) and counted in ``failures`` (on /metrics)."""
 
     def __init__(self, sinks: list[Sink] | None = None) -> None:
-        self.sinks: list[Sink] = list(sinks or [])
+        self.sinks: list[Sink] = []
+        self._names: dict[int, str] = {}
+        self.failures: Counter[tuple[str, str]] = Counter()  # (sink, event kind) -> failed calls
+        for sink in sinks or []:
+            self.add(sink)
 
     def add(self, sink: Sink) -> None:
         self.sinks.append(sink)
+        self._names[id(sink)] = type(sink).__name__
 
     def invocation(self, record: InvocationRecord) -> None:
         for sink in self.sinks:
-            sink.invocation(record)
+            try:
+                sink.invocation(record)
+            except Exception:
+                self._failed(sink, "invocation")
 
     def worker(self, event: WorkerEvent) -> None:
         for sink in self.sinks:
-            sink.worker(event)
+            try:
+                sink.worker(event)
+            except Exception:
+                self._failed(sink, "worker")
 
     def variant(self, event: VariantEvent) -> None:
         for sink in self.sinks:
-            sink.variant(event)
+            try:
+                sink.variant(event)
+            except Exception:
+                self._failed(sink, "variant")
+
+    def _failed(self, sink: Sink, kind: str) -> None:
+        key = (self._names.get(id(sink), type(sink).__name__), kind)
+        self.failures[key] += 1
+        count = self.failures[key]
+        if count <= 10 or count % 1000 == 0:
+            log.exception("event sink %s failed on a %s event (%d so far)", key[0], kind, count)

@@ -81,6 +81,7 @@ def build(settings: Settings) -> Server:
         events,
     )
     metrics.watch(fleet.loads)
+    metrics.watch_sink_failures(events.failures)
     history = MetricsHistory(
         HistoryRecorder(),
         MinuteStore(settings.db_url),

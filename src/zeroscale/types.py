@@ -18,11 +18,13 @@ class EndpointStatus(StrEnum):
 
 
 class WorkerState(StrEnum):
+    """A worker's place in its pool (see router/slots.py for the legal moves)."""
+
     STARTING = "starting"
     IDLE = "idle"
     BUSY = "busy"
     STOPPING = "stopping"
-    DEAD = "dead"
+    GONE = "gone"
 
 
 SERVERLESS_MEMORY_SIZES_MB = (1024, 2048, 3072, 4096, 5120, 6144)

@@ -20,7 +20,6 @@ def exposed_names() -> set[str]:
     """Every sample name /metrics shows once a provisioned variant has served, failed and started."""
     metrics = Metrics()
     metrics.watch(lambda: [pool(provisioned=1)])
-    metrics.workers.labels("ep", "AllTraffic").inc()
     metrics.variant(activated(provisioned=1))
     metrics.invocation(record(provisioned=True))
     metrics.invocation(model_error(500))

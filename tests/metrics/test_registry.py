@@ -76,7 +76,9 @@ def test_gauges_are_computed_from_the_pools_when_scraped() -> None:
     metrics.watch(lambda: loads)
     assert value(scrape(metrics), "zeroscale_concurrent_executions", **EV) is None
     loads.append(pool(busy=3, max_concurrency=4, queued=2, provisioned=2, rss_mb=(100.0, 300.0)))
+    loads.append(pool(workers=1, busy=0, draining=True, rss_mb=()))  # an update's old pool, draining
     text = scrape(metrics)
+    assert value(text, "zeroscale_workers", **EV) == 3  # the sum over the variant's pools
     assert value(text, "zeroscale_concurrent_executions", **EV) == 3
     assert value(text, "zeroscale_concurrent_executions_utilization_ratio", **EV) == 0.75
     assert value(text, "zeroscale_queue_depth", **EV) == 2
@@ -94,7 +96,6 @@ def test_gauges_are_computed_from_the_pools_when_scraped() -> None:
 def test_forget_drops_every_series_of_the_variant() -> None:
     metrics = Metrics()
     metrics.variant(activated(provisioned=1))
-    metrics.workers.labels("ep", "AllTraffic").inc()
     metrics.invocation(record())
     metrics.worker(started())
     metrics.worker(WorkerEvent("ep", "AllTraffic", "w1", "stopped", 0.0))
@@ -105,3 +106,11 @@ def test_forget_drops_every_series_of_the_variant() -> None:
     assert value(text, "zeroscale_invocations_total", endpoint_name="keep", variant_name="AllTraffic") == 0
     metrics.invocation(record())  # a straggler after the delete starts the series again, from zero
     assert value(scrape(metrics), "zeroscale_invocations_total", **EV) == 1
+
+
+def test_failed_sink_calls_are_counted_by_sink_and_event() -> None:
+    metrics = Metrics()
+    failures = {("BrokenSink", "worker"): 3}
+    metrics.watch_sink_failures(failures)
+    text = scrape(metrics)
+    assert value(text, "zeroscale_event_sink_failures_total", sink="BrokenSink", event="worker") == 3

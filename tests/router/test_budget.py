@@ -14,6 +14,7 @@ class FakeEvictor:
         self.idle_workers = idle_workers
         self.mb = mb
         self.calls: list[tuple[int, object]] = []
+        self.budget: MemoryBudget | None = None
 
     def __call__(self, deficit_mb: int, requester: object) -> int:
         self.calls.append((deficit_mb, requester))
@@ -21,7 +22,14 @@ class FakeEvictor:
         while freed < deficit_mb and self.idle_workers:
             self.idle_workers -= 1
             freed += self.mb
+            assert self.budget is not None
+            self.budget.evicting(self.mb)  # as the pool's state machine reports each worker it stops
         return freed
+
+
+def budget_with(total_mb: int, evict: FakeEvictor) -> MemoryBudget:
+    evict.budget = MemoryBudget(total_mb, evict)
+    return evict.budget
 
 
 REQ = object()  # a requesting pool
@@ -29,7 +37,7 @@ REQ = object()  # a requesting pool
 
 def test_reserve_within_budget() -> None:
     evict = FakeEvictor()
-    budget = MemoryBudget(4096, evict)
+    budget = budget_with(4096, evict)
     assert budget.reserve(1024, REQ)
     assert budget.reserve(2048, REQ)
     assert budget.used_mb == 3072
@@ -40,7 +48,7 @@ def test_reserve_within_budget() -> None:
 
 def test_reserve_over_budget_fails_and_asks_for_the_deficit() -> None:
     evict = FakeEvictor()
-    budget = MemoryBudget(2048, evict)
+    budget = budget_with(2048, evict)
     assert budget.reserve(1536, REQ)
     assert not budget.reserve(1024, REQ)
     assert budget.used_mb == 1536  # a failed reserve takes nothing
@@ -49,14 +57,14 @@ def test_reserve_over_budget_fails_and_asks_for_the_deficit() -> None:
 
 def test_a_worker_bigger_than_the_whole_budget_never_fits() -> None:
     evict = FakeEvictor(idle_workers=10)
-    budget = MemoryBudget(2048, evict)
+    budget = budget_with(2048, evict)
     assert not budget.reserve(4096, REQ)
     assert budget.used_mb == 0
 
 
 def test_release_returns_memory_and_notifies() -> None:
     notified: list[int] = []
-    budget = MemoryBudget(2048, FakeEvictor())
+    budget = budget_with(2048, FakeEvictor())
     budget.on_release = lambda: notified.append(budget.used_mb)
     assert budget.reserve(2048, REQ)
     assert not budget.reserve(1024, REQ)
@@ -68,7 +76,7 @@ def test_release_returns_memory_and_notifies() -> None:
 
 
 def test_release_never_goes_below_zero() -> None:
-    budget = MemoryBudget(1024, FakeEvictor())
+    budget = budget_with(1024, FakeEvictor())
     budget.release(512)
     assert budget.used_mb == 0
     assert budget.reserve(1024, REQ)
@@ -76,7 +84,7 @@ def test_release_never_goes_below_zero() -> None:
 
 def test_eviction_in_flight_is_not_asked_for_twice() -> None:
     evict = FakeEvictor(idle_workers=2, mb=1024)
-    budget = MemoryBudget(2048, evict)
+    budget = budget_with(2048, evict)
     assert budget.reserve(1024, REQ) and budget.reserve(1024, REQ)  # two idle 1024 MB workers of others
     big = object()
     assert not budget.reserve(2048, big)
@@ -95,7 +103,7 @@ def test_eviction_in_flight_is_not_asked_for_twice() -> None:
 
 def test_partial_eviction_asks_for_the_rest_next_time() -> None:
     evict = FakeEvictor(idle_workers=1, mb=1024)
-    budget = MemoryBudget(3072, evict)
+    budget = budget_with(3072, evict)
     assert budget.reserve(1024, REQ)  # idle, evictable
     assert budget.reserve(2048, REQ)  # busy, not evictable
     assert not budget.reserve(3072, REQ)
@@ -106,7 +114,7 @@ def test_partial_eviction_asks_for_the_rest_next_time() -> None:
 
 def test_nothing_evictable_asks_again_on_each_try() -> None:
     evict = FakeEvictor(idle_workers=0)
-    budget = MemoryBudget(1024, evict)
+    budget = budget_with(1024, evict)
     assert budget.reserve(1024, REQ)
     assert not budget.reserve(1024, REQ)
     assert not budget.reserve(1024, REQ)
@@ -117,7 +125,7 @@ def test_nothing_evictable_asks_again_on_each_try() -> None:
 
 def test_plain_release_does_not_cancel_an_eviction_in_flight() -> None:
     evict = FakeEvictor(idle_workers=1, mb=1024)
-    budget = MemoryBudget(2048, evict)
+    budget = budget_with(2048, evict)
     assert budget.reserve(1024, REQ)  # busy
     assert budget.reserve(1024, REQ)  # idle, evictable
     assert not budget.reserve(2048, REQ)
@@ -136,7 +144,7 @@ def test_plain_release_does_not_cancel_an_eviction_in_flight() -> None:
     (6144, [6144, 1], [True, False]),
 ])
 def test_sum_of_reservations_stays_within_total(total: int, sizes: list[int], fits: list[bool]) -> None:
-    budget = MemoryBudget(total, FakeEvictor())
+    budget = budget_with(total, FakeEvictor())
     assert [budget.reserve(mb, REQ) for mb in sizes] == fits
     assert budget.used_mb == sum(mb for mb, ok in zip(sizes, fits, strict=True) if ok)
     assert budget.used_mb <= total

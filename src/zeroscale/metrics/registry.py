@@ -2,19 +2,19 @@
 
 ``Metrics`` is an event sink: invocations, worker starts and exits update counters and histograms in memory
 (a dict lookup and a few increments per invocation). Gauges of what is happening now (busy workers, queue
-depth, memory and concurrency utilization) are computed when scraped, from the pools' loads. The one series
-the router still updates itself is ``zeroscale_workers``: each pool adds its own changes, so the value is
-the sum over an endpoint variant's pools. SageMaker's name for each series is in ``catalog.CATALOG``.
+depth, live workers, memory and concurrency utilization) are computed when scraped, from the pools' loads
+(the sum over an endpoint variant's pools), so no router code touches a gauge. SageMaker's name for each
+series is in ``catalog.CATALOG``.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from zeroscale.events import InvocationRecord, VariantEvent, WorkerEvent
@@ -61,7 +61,6 @@ class Metrics:
 
     def __init__(self) -> None:
         r = self.registry = CollectorRegistry()
-        self.workers = Gauge("zeroscale_workers", "Live worker processes per variant", _LABELS, registry=r)
         self.invocations = Counter(
             "zeroscale_invocations",
             "SageMaker Invocations: requests routed to the variant",
@@ -126,7 +125,9 @@ class Metrics:
         self._provisioned: dict[tuple[str, str], int] = {}
         self._exit_reasons: dict[tuple[str, str], set[str]] = {}
         self._loads: LoadSource = _no_loads
+        self._sink_failures: Mapping[tuple[str, str], int] = {}
         r.register(_LoadCollector(self))
+        r.register(_SinkFailureCollector(self))
 
     def watch(self, loads: LoadSource) -> None:
         """Where the scrape-time gauges come from (the fleet's pools)."""
@@ -134,6 +135,13 @@ class Metrics:
 
     def current_loads(self) -> list[PoolLoad]:
         return self._loads()
+
+    def watch_sink_failures(self, failures: Mapping[tuple[str, str], int]) -> None:
+        """The event bus's count of failed sink calls, by (sink, event kind)."""
+        self._sink_failures = failures
+
+    def sink_failures(self) -> list[tuple[tuple[str, str], int]]:
+        return list(self._sink_failures.items())
 
     # ---- the event sink ----
     def invocation(self, record: InvocationRecord) -> None:
@@ -191,7 +199,6 @@ class Metrics:
         self._series.pop(key, None)
         self._provisioned.pop(key, None)
         for metric in (
-            self.workers,
             self.invocations,
             self.errors_4xx,
             self.errors_5xx,
@@ -214,6 +221,7 @@ class Metrics:
 
 # name, help; values from _gauge_values in this order
 _GAUGES: tuple[tuple[str, str], ...] = (
+    ("zeroscale_workers", "Live worker processes per variant (started, not yet gone)"),
     ("zeroscale_concurrent_executions", "Workers serving a request now"),
     (
         "zeroscale_concurrent_executions_utilization_ratio",
@@ -249,6 +257,7 @@ def _gauge_values(v: VariantLoad) -> tuple[float | None, ...]:
     mem = v.memory_utilization
     provisioned = v.provisioned > 0
     return (
+        float(v.workers),
         float(v.busy),
         v.concurrency_utilization,
         float(v.queued),
@@ -278,3 +287,22 @@ class _LoadCollector:
                 if value is not None:
                     family.add_metric(labels, value)
         yield from families
+
+
+class _SinkFailureCollector:
+    """Failed event-sink calls (a sink's bug: the request and the other sinks went on)."""
+
+    _NAME = "zeroscale_event_sink_failures"
+    _DOC = "Event sink calls that raised, by sink and event kind (logged; nothing else was affected)"
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+
+    def describe(self) -> Iterable[Metric]:
+        return [CounterMetricFamily(self._NAME, self._DOC, labels=("sink", "event"))]
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily(self._NAME, self._DOC, labels=("sink", "event"))
+        for (sink, kind), count in self._metrics.sink_failures():
+            family.add_metric([sink, kind], float(count))
+        yield family

@@ -1,4 +1,11 @@
-"""The host memory budget: the sum of live workers' MemorySizeInMB stays within it."""
+"""The host memory budget: the sum of live workers' MemorySizeInMB stays within it.
+
+A reservation is taken before a worker starts and given back once its process is gone. Three figures, all
+in MB and all changed only by the methods below:
+- ``used_mb``: every reservation (starting, live or stopping workers);
+- ``starting_mb``: the part held by workers still starting (idle, so evictable, once they are up);
+- ``evicting_mb``: what evictions were asked to free and has not come back yet.
+"""
 
 from __future__ import annotations
 
@@ -6,32 +13,62 @@ from collections.abc import Callable
 
 
 class MemoryBudget:
-    def __init__(self, total_mb: int, evict: Callable[[int, object], int]) -> None:
-        """``evict(deficit_mb, requester)`` stops idle workers of other pools and returns the MB it freed
-        (the memory comes back through ``release`` once those processes are gone)."""
+    def __init__(self, total_mb: int, evict: Callable[[int, object], object]) -> None:
+        """``evict(deficit_mb, requester)`` asks idle workers of other pools to stop; each one it asks is
+        reported with ``evicting(mb)``, and its memory comes back with ``release(mb, evicted=True)`` once
+        its process is gone."""
         self.total_mb = total_mb
-        self.used_mb = 0
+        self._used_mb = 0
+        self._starting_mb = 0
         self._evicting_mb = 0
-        self.starting_mb = 0  # reserved by workers still starting: idle (so evictable) once they are up
         self._evict = evict
         self.on_release: Callable[[], None] | None = None
+
+    @property
+    def used_mb(self) -> int:
+        return self._used_mb
+
+    @property
+    def starting_mb(self) -> int:
+        return self._starting_mb
 
     @property
     def evicting_mb(self) -> int:
         """MB asked of evictions whose workers have not exited yet."""
         return self._evicting_mb
 
-    def reserve(self, mb: int, requester: object) -> bool:
-        if self.used_mb + mb <= self.total_mb:
-            self.used_mb += mb
+    @property
+    def settling(self) -> bool:
+        """Memory is on its way back (evictions in flight) or about to become evictable (starts)."""
+        return self._evicting_mb > 0 or self._starting_mb > 0
+
+    def reserve(self, mb: int, requester: object, *, starting: bool = False) -> bool:
+        """Take ``mb`` if it fits; otherwise ask for evictions of the deficit not already on its way back
+        and return False (the caller tries again once memory is released)."""
+        if self._used_mb + mb <= self.total_mb:
+            self._used_mb += mb
+            if starting:
+                self._starting_mb += mb
             return True
-        deficit = self.used_mb + mb - self.total_mb - self._evicting_mb
+        deficit = self._used_mb + mb - self.total_mb - self._evicting_mb
         if deficit > 0:
-            self._evicting_mb += self._evict(deficit, requester)
+            self._evict(deficit, requester)
         return False
 
-    def release(self, mb: int, *, evicted: bool = False) -> None:
-        self.used_mb = max(0, self.used_mb - mb)
+    def evicting(self, mb: int) -> None:
+        """A worker holding ``mb`` was asked to stop so that others get its memory."""
+        self._evicting_mb += mb
+
+    def started(self, mb: int) -> None:
+        """A starting worker's reservation now belongs to a live worker."""
+        self._starting_mb = max(0, self._starting_mb - mb)
+
+    def release(self, mb: int, *, starting: bool = False, evicted: bool = False) -> None:
+        """Give back a reservation: of a worker that never came up (``starting``), or of a gone one
+        (``evicted`` when an eviction stopped it)."""
+        self._used_mb = max(0, self._used_mb - mb)
+        if starting:
+            self._starting_mb = max(0, self._starting_mb - mb)
         if evicted:
             self._evicting_mb = max(0, self._evicting_mb - mb)
         if self.on_release is not None:

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from zeroscale.background import Background
 from zeroscale.errors import DeployError, RuntimeValidationError
 from zeroscale.events import EventBus, VariantEvent
 from zeroscale.metrics.load import PoolLoad
@@ -71,7 +72,7 @@ class Fleet:
         self._routes: dict[str, EndpointRoute] = {}
         self._draining: set[VariantPool] = set()
         self._loop_task: asyncio.Task[None] | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._background = Background("fleet")
 
     # ---- the invoke path ----
     def route(self, endpoint: str) -> EndpointRoute | None:
@@ -89,25 +90,14 @@ class Fleet:
         """Build pools for ``specs``; with ``warm`` start one worker per variant and require a good /ping
         (raises DeployError, leaving the current route untouched). Then swap, and drain the old pools."""
         pools = [
-            VariantPool(
-                s,
-                self._manager,
-                self.budget,
-                self._settings,
-                self._metrics,
-                self.events,
-                self._clock,
-                self._wall,
-            )
+            VariantPool(s, self._manager, self.budget, self._settings, self.events, self._clock, self._wall)
             for s in specs
         ]
         if not warm:
             # A restart brings endpoints back at zero: start their runtimes' zygotes now, in the background,
             # so the first cold start of each does not also pay for importing its framework.
             runtimes = tuple(sorted({s.runtime for s in specs if not s.command}))
-            task = asyncio.ensure_future(self._manager.prewarm(runtimes))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._background.spawn(self._manager.prewarm(runtimes))
         if warm:
             results = await asyncio.gather(*(p.warm() for p in pools), return_exceptions=True)
             errors = [r for r in results if isinstance(r, BaseException)]
@@ -163,9 +153,7 @@ class Fleet:
                 self._draining.discard(pool)
                 self._forget_gone([pool])
 
-        task = asyncio.ensure_future(run())
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._background.spawn(run())
 
     def _forget_gone(self, pools: list[VariantPool]) -> None:
         """Drop the metric series of these pools' variants that no remaining pool serves (the old and new
@@ -176,16 +164,17 @@ class Fleet:
 
     # ---- memory ----
     def _evict(self, deficit_mb: int, requester: object) -> int:
+        """Stop idle workers of pools other than ``requester`` (any endpoint, another variant of the same
+        one, an update's old pool), longest idle first, until ``deficit_mb`` is on its way back; the MB."""
         candidates = sorted(
-            (item for p in self.pools() if p is not requester for item in p.idle_workers()),
-            key=lambda item: item[0],
+            ((slot, pool) for pool in self.pools() if pool is not requester for slot in pool.evictable()),
+            key=lambda item: item[0].idle_since,
         )
         freed = 0
-        owners = {h.worker_id: p for p in self.pools() for _, h in p.idle_workers()}
-        for _, handle in candidates:
+        for slot, pool in candidates:
             if freed >= deficit_mb:
                 break
-            freed += owners[handle.worker_id].evict(handle)
+            freed += pool.evict(slot)
         return freed
 
     def _serve_waiting(self) -> None:

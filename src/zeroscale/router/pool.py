@@ -1,43 +1,39 @@
 """One variant's workers: a queue, free workers handed out most-recently-used first, cold starts on demand.
 
-The pool asks the pure scaling policy what it wants and applies it; processes are started and stopped only
-through the WorkerManager.
+Each worker is a ``Slot`` whose state changes only through ``Slots.move`` (see slots.py for the state
+machine). The pool asks the pure scaling policy what it wants and applies it; processes are started,
+stopped and spoken to only through the WorkerManager.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import time
 from collections import deque
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
+from zeroscale.background import Background
 from zeroscale.errors import DeployError, ModelError, Throttling
 from zeroscale.events import EventBus, WorkerEvent
 from zeroscale.metrics.load import PoolLoad
-from zeroscale.metrics.registry import Metrics
 from zeroscale.router.budget import MemoryBudget
+from zeroscale.router.slots import Slot, Slots, StopReason
 from zeroscale.router.spec import PoolSpec, RouterSettings
+from zeroscale.runtimes.usercode import forks_loaded_model
 from zeroscale.scaler.policy import IdleWorker, PoolSnapshot, decide
+from zeroscale.types import WorkerState
 from zeroscale.workers.client import WorkerConnectionError, WorkerResponse
 from zeroscale.workers.manager import WorkerHandle, WorkerManager, WorkerSpec
 from zeroscale.workers.zygotes import Zygote, ZygoteError
 
+S = WorkerState
 _CONTAINER = "primary"
-# Runtimes whose loaded models are safe to fork (no threads, no connections): templates serve scale-out.
-TEMPLATE_RUNTIMES = frozenset({"sklearn", "xgboost"})
+_DRAIN_STOP_GRACE_S = 1.0
 
 
-def has_user_code(model_dir: str, env: Mapping[str, str]) -> bool:
-    return bool(env.get("SAGEMAKER_PROGRAM") or env.get("SAGEMAKER_SUBMIT_DIRECTORY")) or os.path.exists(
-        os.path.join(model_dir, "code", "inference.py")
-    )
-
-
-@dataclass
+@dataclass(slots=True)
 class Invocation:
     body: bytes
     headers: list[tuple[bytes, bytes]]  # forwarded to the worker as they are (Content-Type, Accept, ...)
@@ -56,64 +52,52 @@ class VariantPool:
         manager: WorkerManager,
         budget: MemoryBudget,
         settings: RouterSettings,
-        metrics: Metrics,
         events: EventBus,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
     ) -> None:
         self.spec = spec
-        self._events = events
-        self._wall = wall
         self._manager = manager
-        self._budget = budget
         self._settings = settings
+        self._events = events
         self._clock = clock
-        self._workers: dict[str, WorkerHandle] = {}  # every live worker that holds a memory reservation
-        self._idle: list[WorkerHandle] = []  # a stack: the most recently used worker is reused first
-        self._idle_since: dict[str, float] = {}
-        self._busy: set[WorkerHandle] = set()
-        self._starting = 0
-        self._waiters: deque[asyncio.Future[WorkerHandle]] = deque()
-        self._evicted: set[str] = set()
-        self._stopped: set[str] = set()  # workers this pool asked to stop
+        self._wall = wall
+        self._slots = Slots(spec.memory_mb, budget, self, clock)
+        self._budget = budget
+        self._waiters: deque[asyncio.Future[Slot]] = deque()
         self._template: Zygote | None = None
         self._template_task: asyncio.Future[None] | None = None
-        self._templated = (
-            not spec.command
-            and spec.runtime in TEMPLATE_RUNTIMES
-            and not has_user_code(spec.model_dir, spec.env)
-        )
-        self._fresh: set[str] = set()  # started, not yet served: whoever gets one waited for a cold start
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._templated = not spec.command and forks_loaded_model(spec.runtime, spec.model_dir, spec.env)
+        self._background = Background(f"pool {spec.endpoint}/{spec.variant}")
         self._empty = asyncio.Event()
         self._empty.set()
         self.draining = False
-        # Shared with any other pool of the same endpoint and variant (an update's old and new pools): each
-        # pool adds only its own changes, so the series is the sum over them.
-        self._gauge = metrics.workers.labels(spec.endpoint, spec.variant)
-        self._counted = 0
         self._log_dir = settings.log_dir(spec.endpoint, spec.variant)
 
     # ---- views ----
     @property
     def live(self) -> int:
-        return len(self._workers) + self._starting
+        """Workers holding memory: starting, idle, busy or stopping."""
+        return len(self._slots)
 
     @property
     def queued(self) -> int:
         return sum(1 for f in self._waiters if not f.done())
 
-    def snapshot(self, now: float) -> PoolSnapshot:
+    def slots(self) -> list[Slot]:
+        return list(self._slots)
+
+    def snapshot(self) -> PoolSnapshot:
         return PoolSnapshot(
-            stopping=len(self._workers) - len(self._busy) - len(self._idle),
             max_concurrency=self.spec.max_concurrency,
             provisioned=self.spec.provisioned,
             idle_timeout_s=self.spec.idle_timeout_s,
-            busy=len(self._busy),
-            starting=self._starting,
+            busy=self._slots.count(S.BUSY),
+            starting=self._slots.count(S.STARTING),
             queued=self.queued,
-            idle=tuple(IdleWorker(w.worker_id, self._idle_since[w.worker_id]) for w in self._idle),
+            idle=tuple(IdleWorker(s.worker_id, s.idle_since) for s in self._slots.idle),
             draining=self.draining,
+            stopping=self._slots.count(S.STOPPING),
         )
 
     def load(self) -> PoolLoad:
@@ -124,79 +108,65 @@ class VariantPool:
             max_concurrency=self.spec.max_concurrency,
             provisioned=self.spec.provisioned,
             memory_mb=self.spec.memory_mb,
-            workers=len(self._workers),
-            busy=len(self._busy),
+            workers=len(self._slots) - self._slots.count(S.STARTING),
+            busy=self._slots.count(S.BUSY),
             queued=self.queued,
-            rss_mb=tuple(w.rss_mb for w in self._workers.values()),
+            rss_mb=tuple(s.handle.rss_mb for s in self._slots if s.handle is not None),
             draining=self.draining,
         )
 
-    def idle_workers(self) -> list[tuple[float, WorkerHandle]]:
-        """Idle workers above the provisioned floor with the time they went idle (for eviction)."""
-        spare = len(self._workers) - self.spec.provisioned
-        oldest_first = sorted(self._idle, key=lambda w: self._idle_since[w.worker_id])
-        return [(self._idle_since[w.worker_id], w) for w in oldest_first[: max(0, spare)]]
+    def evictable(self) -> list[Slot]:
+        """Idle workers above the provisioned floor, longest idle first."""
+        spare = len(self._slots) - self.spec.provisioned
+        return list(self._slots.idle[: max(0, spare)])
 
     # ---- scaling ----
     def scale(self) -> None:
-        now = self._clock()
-        decision = decide(self.snapshot(now), now)
+        decision = decide(self.snapshot(), self._clock())
         for worker_id in decision.stop:
-            self._stop_idle(worker_id)
+            slot = self._slots.get(worker_id)
+            if slot is not None and slot.state is S.IDLE:
+                self._stop(slot, StopReason.SCALED_IN)
         for _ in range(decision.start):
-            if not self._budget.reserve(self.spec.memory_mb, self):
+            slot = self._slots.open(self._manager.new_worker_id())
+            if slot is None:
                 break  # the fleet evicts elsewhere and calls scale() again when memory comes back
-            self._starting += 1
-            self._budget.starting_mb += self.spec.memory_mb
-            self._spawn(self._start_worker())
+            self._background.spawn(self._start_for_waiters(slot))
 
-    async def warm(self) -> WorkerHandle:
+    async def warm(self) -> None:
         """Start one worker now and keep it idle (CreateEndpoint's deploy-time check). Raises DeployError.
 
         With the budget full, idle workers of other pools are evicted and this waits for them to exit."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._settings.startup_timeout_s
-        while not self._budget.reserve(self.spec.memory_mb, self):
-            settling = self._budget.evicting_mb > 0 or self._budget.starting_mb > 0
-            if not settling or loop.time() >= deadline:
+        while (slot := self._slots.open(self._manager.new_worker_id())) is None:
+            if not self._budget.settling or loop.time() >= deadline:
                 raise DeployError(
                     f"Not enough memory on this host for a {self.spec.memory_mb} MB worker "
                     f"({self._budget.used_mb} of {self._budget.total_mb} MB in use by workers that are busy "
                     "or provisioned)."
                 )
             await asyncio.sleep(0.02)
-        self._starting += 1
-        self._budget.starting_mb += self.spec.memory_mb
-        handle = await self._launch()
-        self._handoff(handle)
-        return handle
+        await self._start(slot)
+        self._hand_over(slot)
 
-    def evict(self, handle: WorkerHandle) -> int:
-        if handle not in self._idle:
+    def evict(self, slot: Slot) -> int:
+        """Stop an idle worker for another pool's memory; the MB that will come back."""
+        if self._slots.get(slot.worker_id) is not slot or slot.state is not S.IDLE:
             return 0
-        self._evicted.add(handle.worker_id)
-        self._stop_idle(handle.worker_id)
+        self._stop(slot, StopReason.EVICTED)
         return self.spec.memory_mb
 
-    async def _start_worker(self) -> None:
+    async def _start_for_waiters(self, slot: Slot) -> None:
         try:
-            handle = await self._launch()
-        except DeployError as exc:
-            self._emit_worker("", "failed", detail=str(exc))
-            for fut in self._waiters:
-                if not fut.done():
-                    fut.set_exception(
-                        ModelError(
-                            f"The worker for variant {self.spec.variant} failed to start: {exc}",
-                            original_status=500,
-                            original_message=str(exc),
-                        )
-                    )
-                    break
+            await self._start(slot, for_waiters=True)
+        except DeployError:
             return
-        self._handoff(handle)
+        self._hand_over(slot)
 
-    async def _launch(self) -> WorkerHandle:
+    async def _start(self, slot: Slot, *, for_waiters: bool = False) -> None:
+        """Bring a STARTING slot up (it stays STARTING until handed over); on failure it is GONE, after
+        a waiter it was for got the error (so the memory coming back does not start another at once)."""
         spec = WorkerSpec(
             runtime=self.spec.runtime,
             model_dir=self.spec.model_dir,
@@ -208,72 +178,72 @@ class VariantPool:
         )
         self._empty.clear()
         try:
-            handle = await self._manager.start(spec, on_exit=self._on_exit, template=self._template)
-        except BaseException:
-            self._starting -= 1
-            self._budget.starting_mb -= self.spec.memory_mb
-            self._budget.release(self.spec.memory_mb)
+            handle = await self._manager.start(
+                spec, worker_id=slot.worker_id, on_exit=self._on_exit, template=self._template
+            )
+        except BaseException as exc:
+            if isinstance(exc, DeployError):
+                self._emit(slot.worker_id, "failed", detail=str(exc))
+                if for_waiters:
+                    self._fail_one_waiter(exc)
+            self._slots.move(slot, S.GONE)
             self._check_empty()
             raise
-        self._starting -= 1
-        self._budget.starting_mb -= self.spec.memory_mb
-        if not handle.alive:  # died between its ping and now; _on_exit already ran without our record
-            self._budget.release(self.spec.memory_mb)
-            raise DeployError(f"Worker exited right after starting: {handle.death_reason()}")
-        self._workers[handle.worker_id] = handle
-        self._fresh.add(handle.worker_id)
-        self._count_workers()
+        slot.handle = handle
+        if slot.state is S.GONE:  # died between its ping and now: _on_exit already ended the slot
+            died = DeployError(f"Worker exited right after starting: {handle.death_reason()}")
+            if for_waiters:
+                self._fail_one_waiter(died)
+            self._check_empty()
+            raise died
+        self._emit(slot.worker_id, "started", setup_s=handle.ready_s)
         self._keep_template(spec)
-        self._emit_worker(handle.worker_id, "started", setup_s=handle.ready_s)
-        return handle
 
-    def _handoff(self, handle: WorkerHandle) -> None:
+    def _fail_one_waiter(self, exc: DeployError) -> None:
+        for fut in self._waiters:
+            if not fut.done():
+                fut.set_exception(
+                    ModelError(
+                        f"The worker for variant {self.spec.variant} failed to start: {exc}",
+                        original_status=500,
+                        original_message=str(exc),
+                    )
+                )
+                return
+
+    def _hand_over(self, slot: Slot) -> None:
+        """A worker is free (just started, or released): the next waiter gets it, or it goes idle."""
         while self._waiters:
             fut = self._waiters.popleft()
             if not fut.done():
-                self._busy.add(handle)
-                fut.set_result(handle)
+                if slot.state is not S.BUSY:
+                    self._slots.move(slot, S.BUSY)
+                fut.set_result(slot)
                 return
-        self._idle.append(handle)
-        self._idle_since[handle.worker_id] = self._clock()
+        self._slots.move(slot, S.IDLE)
         if self.draining:
             self.scale()
 
-    def _stop_idle(self, worker_id: str) -> None:
-        for i, handle in enumerate(self._idle):
-            if handle.worker_id == worker_id:
-                del self._idle[i]
-                self._idle_since.pop(worker_id, None)
-                self._stopped.add(worker_id)
-                self._spawn(self._manager.stop(handle))
-                return
+    def _stop(self, slot: Slot, reason: StopReason, grace_s: float | None = None) -> None:
+        self._slots.move(slot, S.STOPPING, reason)
+        if slot.handle is not None:
+            self._background.spawn(self._manager.stop(slot.handle, grace_s=grace_s))
 
     def _on_exit(self, handle: WorkerHandle) -> None:
-        if self._workers.pop(handle.worker_id, None) is None:
+        """The manager reports a worker gone (any cause). Never raises: it runs in the zygote's reader."""
+        slot = self._slots.get(handle.worker_id)
+        if slot is None:
             return
-        wid = handle.worker_id
-        evicted = wid in self._evicted
-        stopped = wid in self._stopped
-        self._evicted.discard(wid)
-        self._stopped.discard(wid)
-        self._fresh.discard(wid)
-        self._busy.discard(handle)
-        if handle in self._idle:
-            self._idle.remove(handle)
-            self._idle_since.pop(wid, None)
-        kind = "evicted" if evicted else handle.kill_kind or ("stopped" if stopped else "crashed")
-        self._emit_worker(wid, kind, detail=handle.death_reason())
-        self._budget.release(self.spec.memory_mb, evicted=evicted)
-        self._count_workers()
-        if not self._workers and not self._starting:
+        slot.handle = handle
+        self._slots.move(slot, S.GONE)
+        self._emit(slot.worker_id, slot.exit_kind(), detail=handle.death_reason())
+        if not self._slots:
             self._drop_template()
         self._check_empty()
         if self.queued:
             self.scale()
 
-    def _emit_worker(
-        self, worker_id: str, kind: str, *, detail: str = "", setup_s: float | None = None
-    ) -> None:
+    def _emit(self, worker_id: str, kind: str, *, detail: str = "", setup_s: float | None = None) -> None:
         self._events.worker(
             WorkerEvent(
                 self.spec.endpoint,
@@ -290,12 +260,10 @@ class VariantPool:
     # ---- the template: scale-out without loading the model again ----
     def _keep_template(self, spec: WorkerSpec) -> None:
         """While the pool has workers, keep a template of its model so further workers are forks of a
-        loaded model. Only where forking a loaded model is safe: a built-in runtime with no user code
-        (user code may start threads or open connections in model_fn). Gone when the pool is at zero."""
+        loaded model. Only where forking a loaded model is safe (``forks_loaded_model``). Gone at zero."""
         if self._template is not None or self._template_task is not None or not self._templated:
             return
-        task = asyncio.ensure_future(self._start_template(spec))
-        self._template_task = task
+        self._template_task = self._background.spawn(self._start_template(spec))
 
     async def _start_template(self, spec: WorkerSpec) -> None:
         try:
@@ -304,7 +272,7 @@ class VariantPool:
             return  # scale-out keeps forking the zygote
         finally:
             self._template_task = None
-        if self.draining or not self._workers:
+        if self.draining or not self._slots:
             await template.close()
             return
         self._template = template
@@ -312,34 +280,22 @@ class VariantPool:
     def _drop_template(self) -> None:
         template, self._template = self._template, None
         if template is not None:
-            self._spawn(template.close())
-
-    def _count_workers(self) -> None:
-        delta = len(self._workers) - self._counted
-        if delta:
-            self._gauge.inc(delta)
-            self._counted += delta
+            self._background.spawn(template.close())
 
     def _check_empty(self) -> None:
-        if not self._workers and not self._starting and not self.queued:
+        if not self._slots and not self.queued:
             self._empty.set()
 
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
     # ---- serving ----
-    async def acquire(self) -> WorkerHandle:
-        if self._idle:
-            handle = self._idle.pop()
-            self._idle_since.pop(handle.worker_id, None)
-            self._busy.add(handle)
-            return handle
+    async def acquire(self) -> Slot:
+        slot = self._slots.most_recent_idle()
+        if slot is not None:
+            self._slots.move(slot, S.BUSY)
+            return slot
         if self.queued >= self._settings.max_queue:
             raise self._throttled("its queue is full")
         at_capacity = self.live >= self.spec.max_concurrency
-        fut: asyncio.Future[WorkerHandle] = asyncio.get_running_loop().create_future()
+        fut: asyncio.Future[Slot] = asyncio.get_running_loop().create_future()
         self._waiters.append(fut)
         self._empty.clear()
         self.scale()
@@ -355,36 +311,35 @@ class VariantPool:
                 self._waiters.remove(fut)
             self._check_empty()
 
-    def release(self, handle: WorkerHandle, *, broken: bool = False) -> None:
-        self._busy.discard(handle)
-        if broken or not handle.alive:
-            if handle.worker_id in self._workers:
-                if handle.kill_kind is None:
-                    handle.kill_kind = "crashed"  # the request broke it; stopping it is our doing, not a plan
-                self._spawn(self._manager.stop(handle, grace_s=1.0))
+    def release(self, slot: Slot, *, broken: bool = False) -> None:
+        if slot.state is not S.BUSY:
+            return  # gone mid-request, or stopped by a drain
+        handle = slot.handle
+        if broken or handle is None or not handle.alive:
+            if handle is not None and handle.kill_kind is None:
+                handle.kill_kind = "crashed"  # the request broke it; stopping it is our doing, not a plan
+            self._stop(slot, StopReason.BROKEN, grace_s=1.0)
             return
-        if handle.worker_id in self._workers:
-            self._handoff(handle)
+        self._hand_over(slot)
 
     async def invoke(self, inv: Invocation) -> WorkerResponse:
-        handle = await self.acquire()
-        inv.worker_id = handle.worker_id
-        inv.provisioned = len(self._busy) <= self.spec.provisioned
-        if handle.worker_id in self._fresh:
-            self._fresh.discard(handle.worker_id)
+        slot = await self.acquire()
+        handle = slot.handle
+        assert handle is not None  # a BUSY slot has answered /ping
+        inv.worker_id = slot.worker_id
+        inv.provisioned = self._slots.count(S.BUSY) <= self.spec.provisioned
+        if slot.fresh:
+            slot.fresh = False
             inv.setup_s = handle.ready_s
         started = time.perf_counter()
         try:
-            conn = handle.conn
-            if conn is None or conn.closed:
-                conn = handle.conn = await handle.connect()
             # asyncio.timeout, not wait_for: no extra task per invocation.
             async with asyncio.timeout(self._settings.invocation_timeout_s):
-                resp = await conn.request(b"POST", b"/invocations", inv.headers, inv.body)
+                resp = await self._manager.request(handle, b"POST", b"/invocations", inv.headers, inv.body)
         except TimeoutError:
             inv.model_s = time.perf_counter() - started
             self._manager.kill(handle, "the invocation timed out", kind="timed_out")
-            self.release(handle, broken=True)
+            self.release(slot, broken=True)
             raise ModelError(
                 "Your invocation timed out while waiting for a response from container primary. "
                 f"The model took longer than {self._settings.invocation_timeout_s:g} s to answer.",
@@ -394,7 +349,7 @@ class VariantPool:
             ) from None
         except (WorkerConnectionError, OSError) as exc:
             inv.model_s = time.perf_counter() - started
-            self.release(handle, broken=True)
+            self.release(slot, broken=True)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(handle.exited.wait(), 2.0)
             reason = handle.death_reason()
@@ -406,11 +361,11 @@ class VariantPool:
                 log_stream_arn=self._log_stream_arn(handle),
             ) from exc
         except BaseException:
-            self.release(handle, broken=True)
+            self.release(slot, broken=True)
             raise
         inv.model_s = time.perf_counter() - started
         inv.model_status = resp.status
-        self.release(handle)
+        self.release(slot)
         if resp.status >= 400:
             text = resp.body.decode("utf-8", "replace")
             kind = "client" if resp.status < 500 else "server"
@@ -435,16 +390,22 @@ class VariantPool:
 
     # ---- shutdown ----
     async def drain(self, timeout_s: float) -> None:
-        """Serve what was accepted, then stop every worker. Kills what is left after ``timeout_s``.
+        """Serve what was accepted, then stop every worker. Stops what is left after ``timeout_s``.
 
         The variant's metric series stay: the Fleet drops them once no pool of that variant is left."""
         self.draining = True
         self.scale()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._empty.wait(), timeout_s)
-        for handle in list(self._workers.values()):
-            await self._manager.stop(handle, grace_s=1.0)
-        self._drop_template()
         for fut in self._waiters:
             if not fut.done():
                 fut.cancel()
+        for slot in self._slots:
+            if slot.state in (S.IDLE, S.BUSY):
+                self._stop(slot, StopReason.DRAINED, grace_s=_DRAIN_STOP_GRACE_S)
+        # Stopping workers are SIGKILLed after the grace; one still starting is stopped once it is up.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._empty.wait(), _DRAIN_STOP_GRACE_S + 2.0)
+        template, self._template = self._template, None
+        if template is not None:
+            await template.close()

@@ -83,3 +83,20 @@ def add_python_path(env: Mapping[str, str]) -> str | None:
         f"zeroscale: requirements.txt installed {', '.join(shadowed)}, which the runtime had already "
         "imported; the runtime's version is used"
     )
+
+
+def has_user_code(model_dir: str, env: Mapping[str, str]) -> bool:
+    """Whether the model brings its own inference code (an ``inference.py`` or a named program)."""
+    return bool(env.get(PROGRAM) or env.get(SUBMIT_DIRECTORY)) or os.path.exists(
+        os.path.join(model_dir, "code", DEFAULT_PROGRAM)
+    )
+
+
+# Runtimes whose default model_fn leaves a process that is safe to fork (no threads, no connections).
+FORK_SAFE_RUNTIMES = frozenset({"sklearn", "xgboost"})
+
+
+def forks_loaded_model(runtime: str, model_dir: str, env: Mapping[str, str]) -> bool:
+    """Whether a process that loaded this model may be forked into further workers (a template): only a
+    fork-safe runtime with no user code, which might start threads or open connections in model_fn."""
+    return runtime in FORK_SAFE_RUNTIMES and not has_user_code(model_dir, env)

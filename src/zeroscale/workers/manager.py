@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import logging
 import os
 import signal
 import time
@@ -20,11 +21,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from zeroscale.errors import DeployError
-from zeroscale.workers.client import WorkerConnection, WorkerConnectionError
+from zeroscale.workers.client import WorkerConnection, WorkerConnectionError, WorkerResponse
 from zeroscale.workers.process import ProcessLauncher, tree_rss_mb
 from zeroscale.workers.zygote import THREAD_ENV
 from zeroscale.workers.zygotes import Zygote, ZygoteError, tail
 
+log = logging.getLogger("zeroscale.workers")
 _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 _MB = 1024 * 1024
 
@@ -135,6 +137,10 @@ class WorkerManager:
         return list(self._by_pid.values())
 
     # ---- start ----
+    def new_worker_id(self) -> str:
+        """A worker id unique on this server (its log stream's name): a sequence number and a random tag."""
+        return f"{next(self._ids):04d}-{uuid.uuid4().hex[:8]}"
+
     async def start(
         self,
         spec: WorkerSpec,
@@ -147,7 +153,7 @@ class WorkerManager:
 
         ``on_exit`` is called once the process is gone, whatever the cause, if the start succeeded.
         With a live ``template`` (see ``start_template``) the worker is a replica of its loaded model."""
-        wid = worker_id or f"{next(self._ids):04d}-{uuid.uuid4().hex[:8]}"
+        wid = worker_id or self.new_worker_id()
         socket_path = str(self._run_dir / f"{wid}.sock")
         with contextlib.suppress(FileNotFoundError):
             os.unlink(socket_path)
@@ -276,7 +282,10 @@ class WorkerManager:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(handle.socket_path)
         if handle.on_exit is not None:
-            handle.on_exit(handle)
+            try:
+                handle.on_exit(handle)
+            except Exception:  # a bug in the owner must not take down the reader that reports exits
+                log.exception("exit handler of worker %s failed", handle.worker_id)
 
     async def stop(self, handle: WorkerHandle, *, grace_s: float | None = None) -> None:
         """SIGTERM, then SIGKILL after the grace period (SageMaker's 30 s by default)."""
@@ -290,6 +299,21 @@ class WorkerManager:
         except TimeoutError:
             self._signal(handle, signal.SIGKILL)
             await handle.exited.wait()
+
+    # ---- requests ----
+    async def request(
+        self,
+        handle: WorkerHandle,
+        method: bytes,
+        path: bytes,
+        headers: list[tuple[bytes, bytes]],
+        body: bytes,
+    ) -> WorkerResponse:
+        """One request over the worker's keep-alive connection (opened again if it was closed)."""
+        conn = handle.conn
+        if conn is None or conn.closed:
+            conn = handle.conn = await handle.connect()
+        return await conn.request(method, path, headers, body)
 
     def kill(self, handle: WorkerHandle, reason: str, kind: str = "killed") -> None:
         if handle.kill_reason is None:

@@ -1,0 +1,148 @@
+"""One pool's workers as a state machine: a slot per worker, and one method that moves a slot.
+
+```
+            ready, nobody waits                 scale-in, eviction, drain
+ STARTING ----------------------> IDLE ------------------------------------> STOPPING
+    |  \\  ready, a request waits   |  ^                                          |
+    |   \\-----------------------> BUSY  release                                 | exit
+    |                              |  \\--------------------------------------->  |
+    | failed to start              |   broke it (timeout, bad connection), drain  v
+    +------------------------------+-------------------------------------------> GONE
+                          the process exited (crash, memory limit, a stop)
+```
+
+``Slots.move`` is the only place a state changes. It refuses any move not drawn above, and it keeps every
+figure derived from the states in step: the idle stack (most recently used on top), the count per state,
+and the host memory budget (a slot holds its variant's MemorySizeInMB from STARTING until GONE). No I/O and
+no clock of its own, so it is tested as a unit.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+
+from zeroscale.router.budget import MemoryBudget
+from zeroscale.types import WorkerState
+from zeroscale.workers.manager import WorkerHandle
+
+S = WorkerState
+
+LEGAL: dict[WorkerState, frozenset[WorkerState]] = {
+    S.STARTING: frozenset({S.IDLE, S.BUSY, S.GONE}),
+    S.IDLE: frozenset({S.BUSY, S.STOPPING, S.GONE}),
+    S.BUSY: frozenset({S.IDLE, S.STOPPING, S.GONE}),
+    S.STOPPING: frozenset({S.GONE}),
+    S.GONE: frozenset(),
+}
+
+
+class StopReason(StrEnum):
+    """Why the pool asked a worker to stop."""
+
+    SCALED_IN = "scaled_in"  # idle past the variant's idle timeout
+    EVICTED = "evicted"  # another pool needed its memory
+    DRAINED = "drained"  # the variant was replaced or deleted
+    BROKEN = "broken"  # a request broke it (timed out, or its connection failed)
+
+
+class IllegalTransition(RuntimeError):
+    pass
+
+
+@dataclass(eq=False, slots=True)
+class Slot:
+    worker_id: str
+    state: WorkerState = S.STARTING
+    handle: WorkerHandle | None = None  # set once the worker answered /ping
+    idle_since: float = 0.0  # the pool clock's time it last became idle
+    fresh: bool = True  # not served yet: whoever gets it first waited for its cold start
+    stop_reason: StopReason | None = None
+
+    def exit_kind(self) -> str:
+        """The WorkerEvent kind of this worker's end."""
+        if self.stop_reason is StopReason.EVICTED:
+            return "evicted"
+        if self.handle is not None and self.handle.kill_kind:
+            return self.handle.kill_kind  # memory_killed, timed_out
+        if self.stop_reason in (StopReason.SCALED_IN, StopReason.DRAINED):
+            return "stopped"
+        return "crashed"
+
+
+class Slots:
+    """The slots of one pool, keyed by worker id."""
+
+    def __init__(
+        self, memory_mb: int, budget: MemoryBudget, owner: object, clock: Callable[[], float]
+    ) -> None:
+        self._memory_mb = memory_mb
+        self._budget = budget
+        self._owner = owner  # the pool, as the budget's requester (never evicted for itself)
+        self._clock = clock
+        self._slots: dict[str, Slot] = {}
+        self._idle: list[Slot] = []  # a stack: the most recently used worker on top
+        self._counts: Counter[WorkerState] = Counter()
+
+    # ---- views ----
+    def __len__(self) -> int:
+        return len(self._slots)
+
+    def __iter__(self) -> Iterator[Slot]:
+        return iter(list(self._slots.values()))
+
+    def get(self, worker_id: str) -> Slot | None:
+        return self._slots.get(worker_id)
+
+    def count(self, state: WorkerState) -> int:
+        return self._counts[state]
+
+    @property
+    def idle(self) -> Sequence[Slot]:
+        """Idle slots, least recently used first."""
+        return self._idle
+
+    def most_recent_idle(self) -> Slot | None:
+        return self._idle[-1] if self._idle else None
+
+    # ---- changes ----
+    def open(self, worker_id: str) -> Slot | None:
+        """A STARTING slot, if the budget has room for one more worker (None asks for evictions)."""
+        if not self._budget.reserve(self._memory_mb, self._owner, starting=True):
+            return None
+        slot = Slot(worker_id)
+        self._slots[worker_id] = slot
+        self._counts[S.STARTING] += 1
+        return slot
+
+    def move(self, slot: Slot, to: WorkerState, reason: StopReason | None = None) -> None:
+        """Move ``slot`` to ``to``; raise IllegalTransition for a move the state machine does not have."""
+        was = slot.state
+        if to not in LEGAL[was] or self._slots.get(slot.worker_id) is not slot:
+            raise IllegalTransition(f"worker {slot.worker_id}: {was} -> {to}")
+        if to is S.STOPPING and reason is None:
+            raise IllegalTransition(f"worker {slot.worker_id}: stopping needs a reason")
+        self._counts[was] -= 1
+        if was is S.IDLE:
+            if self._idle and self._idle[-1] is slot:
+                self._idle.pop()
+            else:
+                self._idle.remove(slot)
+        slot.state = to
+        if to is S.GONE:
+            del self._slots[slot.worker_id]
+            evicted = slot.stop_reason is StopReason.EVICTED
+            self._budget.release(self._memory_mb, starting=was is S.STARTING, evicted=evicted)
+            return
+        self._counts[to] += 1
+        if was is S.STARTING:
+            self._budget.started(self._memory_mb)
+        if to is S.IDLE:
+            slot.idle_since = self._clock()
+            self._idle.append(slot)
+        elif to is S.STOPPING:
+            slot.stop_reason = reason
+            if reason is StopReason.EVICTED:
+                self._budget.evicting(self._memory_mb)
