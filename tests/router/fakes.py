@@ -15,9 +15,9 @@ from typing import Any, cast
 
 from zeroscale.errors import DeployError
 from zeroscale.events import EventBus, InvocationRecord, VariantEvent, WorkerEvent
-from zeroscale.router.spec import PoolSpec, RouterSettings
+from zeroscale.router.spec import PoolSpec, RouterSettings, Workers
 from zeroscale.workers.client import WorkerConnectionError, WorkerResponse
-from zeroscale.workers.manager import WorkerHandle, WorkerManager, WorkerSpec
+from zeroscale.workers.manager import WorkerHandle, WorkerSpec
 
 
 class FakeClock:
@@ -60,8 +60,8 @@ class FakeManager:
         self.status = 200
         self.prewarmed: list[tuple[str, ...]] = []
 
-    def as_manager(self) -> WorkerManager:
-        return cast(WorkerManager, self)
+    def as_manager(self) -> Workers:
+        return cast(Workers, self)
 
     # ---- the WorkerManager surface the router uses ----
     def new_worker_id(self) -> str:

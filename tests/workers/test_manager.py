@@ -136,3 +136,23 @@ def _alive(pid: int) -> bool:
             return f.read().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
         return False
+
+
+async def test_an_exit_handler_that_raises_does_not_break_the_zygote(
+    manager: WorkerManager, model_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A bug in whoever owns a worker must not take down the reader that reports every worker's exit."""
+
+    def broken(handle: WorkerHandle) -> None:
+        raise RuntimeError("owner bug")
+
+    first = await manager.start(spec(model_dir, tmp_path), on_exit=broken)
+    os.kill(first.pid, signal.SIGKILL)
+    await asyncio.wait_for(first.exited.wait(), 10)
+    assert "exit handler of worker" in caplog.text and "owner bug" in caplog.text
+    exits: list[str] = []
+    second = await manager.start(spec(model_dir, tmp_path), on_exit=lambda h: exits.append(h.worker_id))
+    assert (await ask(second))["pid"] == second.pid  # the zygote still forks
+    os.kill(second.pid, signal.SIGKILL)
+    await asyncio.wait_for(second.exited.wait(), 10)
+    assert exits == [second.worker_id]  # and still reports exits

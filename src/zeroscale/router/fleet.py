@@ -22,8 +22,7 @@ from zeroscale.metrics.load import PoolLoad
 from zeroscale.metrics.registry import Metrics
 from zeroscale.router.budget import MemoryBudget
 from zeroscale.router.pool import VariantPool
-from zeroscale.router.spec import PoolSpec, RouterSettings
-from zeroscale.workers.manager import WorkerManager
+from zeroscale.router.spec import PoolSpec, RouterSettings, Workers
 
 
 @dataclass
@@ -54,7 +53,7 @@ class EndpointRoute:
 class Fleet:
     def __init__(
         self,
-        manager: WorkerManager,
+        manager: Workers,
         settings: RouterSettings,
         metrics: Metrics,
         events: EventBus,

@@ -20,12 +20,12 @@ from zeroscale.events import EventBus, WorkerEvent
 from zeroscale.metrics.load import PoolLoad
 from zeroscale.router.budget import MemoryBudget
 from zeroscale.router.slots import Slot, Slots, StopReason
-from zeroscale.router.spec import PoolSpec, RouterSettings
+from zeroscale.router.spec import PoolSpec, RouterSettings, Workers
 from zeroscale.runtimes.usercode import forks_loaded_model
 from zeroscale.scaler.policy import IdleWorker, PoolSnapshot, decide
 from zeroscale.types import WorkerState
 from zeroscale.workers.client import WorkerConnectionError, WorkerResponse
-from zeroscale.workers.manager import WorkerHandle, WorkerManager, WorkerSpec
+from zeroscale.workers.manager import WorkerHandle, WorkerSpec
 from zeroscale.workers.zygotes import Zygote, ZygoteError
 
 S = WorkerState
@@ -49,7 +49,7 @@ class VariantPool:
     def __init__(
         self,
         spec: PoolSpec,
-        manager: WorkerManager,
+        manager: Workers,
         budget: MemoryBudget,
         settings: RouterSettings,
         events: EventBus,

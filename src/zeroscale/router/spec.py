@@ -1,10 +1,48 @@
-"""What the router needs to know about a variant and about itself: plain values, no wire keys."""
+"""What the router needs to know about a variant and about itself (plain values, no wire keys), and what
+it needs of the workers layer (``Workers``: the local WorkerManager today, a cluster's tomorrow)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
+
+from zeroscale.workers.client import WorkerResponse
+from zeroscale.workers.manager import WorkerHandle, WorkerSpec
+from zeroscale.workers.zygotes import Zygote
+
+
+class Workers(Protocol):
+    """Every call the router makes into the infrastructure that runs workers."""
+
+    def new_worker_id(self) -> str: ...
+
+    async def prewarm(self, runtimes: tuple[str, ...]) -> None: ...
+
+    async def start(
+        self,
+        spec: WorkerSpec,
+        *,
+        worker_id: str | None = None,
+        on_exit: Callable[[WorkerHandle], None] | None = None,
+        template: Zygote | None = None,
+    ) -> WorkerHandle: ...
+
+    async def start_template(self, spec: WorkerSpec) -> Zygote: ...
+
+    async def stop(self, handle: WorkerHandle, *, grace_s: float | None = None) -> None: ...
+
+    def kill(self, handle: WorkerHandle, reason: str, kind: str = "killed") -> None: ...
+
+    async def request(
+        self,
+        handle: WorkerHandle,
+        method: bytes,
+        path: bytes,
+        headers: list[tuple[bytes, bytes]],
+        body: bytes,
+    ) -> WorkerResponse: ...
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,127 @@
+"""The Fleet as a unit: routing tables, activation (warm, swap, drain the old pools), deletion and
+eviction across endpoints, against the fake manager."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from metrics.promtext import value
+from zeroscale.errors import DeployError, RuntimeValidationError
+from zeroscale.events import EventBus
+from zeroscale.metrics.registry import Metrics
+from zeroscale.router.fleet import Fleet
+from zeroscale.router.pool import Invocation
+
+from .fakes import FakeClock, FakeManager, Recorder, settings, spec
+
+
+class Harness:
+    def __init__(self, tmp: Path, budget_mb: int = 8192) -> None:
+        self.manager = FakeManager()
+        self.recorder = Recorder()
+        self.clock = FakeClock()
+        self.metrics = Metrics()
+        self.events = EventBus([self.recorder, self.metrics])
+        self.fleet = Fleet(
+            self.manager.as_manager(),
+            settings(tmp, memory_budget_mb=budget_mb),
+            self.metrics,
+            self.events,
+            self.clock,
+        )
+        self.metrics.watch(self.fleet.loads)
+
+    async def invoke(self, endpoint: str, target: str | None = None) -> Invocation:
+        route = self.fleet.route(endpoint)
+        assert route is not None
+        inv = Invocation(b"{}", [])
+        await route.choose(target).invoke(inv)
+        return inv
+
+
+@pytest.fixture
+async def h(tmp_path: Path) -> AsyncIterator[Harness]:
+    harness = Harness(tmp_path)
+    yield harness
+    await harness.fleet.close()
+
+
+async def test_activate_warms_one_worker_per_variant_and_routes_case_insensitively(h: Harness) -> None:
+    await h.fleet.activate("Demo", [spec(endpoint="Demo", variant="A"), spec(endpoint="Demo", variant="B")])
+    assert len(h.manager.live) == 2
+    route = h.fleet.route("demo")
+    assert route is not None and [p.spec.variant for p in route.pools] == ["A", "B"]
+    assert [(e.variant, e.kind) for e in h.recorder.variants] == [("A", "activated"), ("B", "activated")]
+
+
+async def test_weights_split_traffic_and_the_target_variant_overrides_them(h: Harness) -> None:
+    specs = [spec(variant="A", weight=3.0), spec(variant="B", weight=1.0), spec(variant="Off", weight=0.0)]
+    await h.fleet.activate("ep", specs)
+    route = h.fleet.route("ep")
+    assert route is not None
+    random.seed(7)
+    picks = [route.choose().spec.variant for _ in range(4000)]
+    assert 0.70 < picks.count("A") / len(picks) < 0.80
+    assert "Off" not in picks
+    assert route.choose("Off").spec.variant == "Off"
+    with pytest.raises(RuntimeValidationError, match="Variant Nope not found for endpoint ep"):
+        route.choose("Nope")
+
+
+async def test_a_failed_warm_start_leaves_the_current_route_serving(h: Harness) -> None:
+    await h.fleet.activate("ep", [spec(variant="Old")])
+    h.manager.start_errors.append("the new model does not load")
+    with pytest.raises(DeployError, match="the new model does not load"):
+        await h.fleet.activate("ep", [spec(variant="New")])
+    route = h.fleet.route("ep")
+    assert route is not None and [p.spec.variant for p in route.pools] == ["Old"]
+    assert (await h.invoke("ep")).worker_id == "w1"
+    assert h.fleet.budget.used_mb == 1024  # the failed pool holds nothing
+
+
+async def test_an_update_swaps_at_once_and_drains_the_old_pool_after_its_requests(h: Harness) -> None:
+    await h.fleet.activate("ep", [spec(variant="V1")])
+    h.manager.hold_requests = True
+    in_flight = asyncio.ensure_future(h.invoke("ep"))
+    await asyncio.sleep(0)
+    await h.fleet.activate("ep", [spec(variant="V2", memory_mb=2048)])
+    route = h.fleet.route("ep")
+    assert route is not None and [p.spec.variant for p in route.pools] == ["V2"]
+    assert len(h.fleet.pools()) == 2  # the old pool drains beside the new one
+    h.manager.answer()
+    assert (await in_flight).worker_id == "w1"  # answered by the old variant
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert [p.spec.variant for p in h.fleet.pools()] == ["V2"]
+    assert ("w1", "stopped") in h.recorder.kinds()
+    assert h.fleet.budget.used_mb == 2048
+    text = h.metrics.render().decode()
+    assert value(text, "zeroscale_invocations_total", endpoint_name="ep", variant_name="V1") is None
+    assert value(text, "zeroscale_workers", endpoint_name="ep", variant_name="V2") == 1
+
+
+async def test_deactivate_stops_everything_and_forgets_the_series(h: Harness) -> None:
+    await h.fleet.activate("ep", [spec(provisioned=2, max_concurrency=2)])
+    await asyncio.sleep(0)
+    assert len(h.manager.live) == 2
+    await h.fleet.deactivate("ep")
+    assert h.fleet.route("ep") is None and not h.manager.live and h.fleet.budget.used_mb == 0
+    assert 'endpoint_name="ep"' not in h.metrics.render().decode()
+
+
+async def test_a_cold_start_evicts_the_longest_idle_worker_of_another_endpoint(tmp_path: Path) -> None:
+    h = Harness(tmp_path, budget_mb=2048)
+    try:
+        await h.fleet.activate("old", [spec(endpoint="old")])
+        h.clock.advance(5.0)
+        await h.fleet.activate("recent", [spec(endpoint="recent")])  # the whole budget in use, all idle
+        await h.fleet.activate("new", [spec(endpoint="new")])  # warm() waits for an eviction
+        assert ("w1", "evicted") in h.recorder.kinds() and len(h.manager.live) == 2
+        assert h.fleet.budget.evicting_mb == 0 and h.fleet.budget.used_mb == 2048
+    finally:
+        await h.fleet.close()
