@@ -18,9 +18,22 @@ $(RUN_STAMP): pyproject.toml | $(BIN)/python
 	touch $(RUN_STAMP)
 
 # ... plus what the tests need (awscli, SeaweedFS, mypy, ruff, pytest)
-$(STAMP): pyproject.toml | $(BIN)/python
+$(STAMP): pyproject.toml | $(BIN)/python system-deps
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $(STAMP)
+
+# Debian packages the tests use: bubblewrap (sandboxed bring-your-own images). Installed once, as root or
+# through sudo; a no-op where they are present.
+APT_PACKAGES := bubblewrap
+APT_COMMANDS := bwrap
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+.PHONY: system-deps
+system-deps:
+	@for c in $(APT_COMMANDS); do command -v $$c >/dev/null || missing=1; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing $(APT_PACKAGES) (apt-get)"; \
+		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $(APT_PACKAGES); \
+	fi
 
 ## run: set up, then start zeroscale with its embedded defaults (SQLite and local artifacts in .zeroscale/)
 run: $(RUN_STAMP)
