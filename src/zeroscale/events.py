@@ -88,25 +88,20 @@ class EventBus:
         self._names[id(sink)] = type(sink).__name__
 
     def invocation(self, record: InvocationRecord) -> None:
-        for sink in self.sinks:
-            try:
-                sink.invocation(record)
-            except Exception:
-                self._failed(sink, "invocation")
+        self._each("invocation", record)
 
     def worker(self, event: WorkerEvent) -> None:
-        for sink in self.sinks:
-            try:
-                sink.worker(event)
-            except Exception:
-                self._failed(sink, "worker")
+        self._each("worker", event)
 
     def variant(self, event: VariantEvent) -> None:
+        self._each("variant", event)
+
+    def _each(self, kind: str, event: InvocationRecord | WorkerEvent | VariantEvent) -> None:
         for sink in self.sinks:
             try:
-                sink.variant(event)
+                getattr(sink, kind)(event)
             except Exception:
-                self._failed(sink, "variant")
+                self._failed(sink, kind)
 
     def _failed(self, sink: Sink, kind: str) -> None:
         key = (self._names.get(id(sink), type(sink).__name__), kind)
