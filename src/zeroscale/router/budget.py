@@ -43,17 +43,25 @@ class MemoryBudget:
         return self._evicting_mb > 0 or self._starting_mb > 0
 
     def reserve(self, mb: int, requester: object, *, starting: bool = False) -> bool:
-        """Take ``mb`` if it fits; otherwise ask for evictions of the deficit not already on its way back
-        and return False (the caller tries again once memory is released)."""
-        if self._used_mb + mb <= self.total_mb:
-            self._used_mb += mb
-            if starting:
-                self._starting_mb += mb
+        """Take ``mb`` if it fits; otherwise ask for evictions of the deficit not already on its way back.
+        What an eviction gives back at once (a warm-cache entry) is taken now; otherwise return False (the
+        caller tries again once memory is released)."""
+        if self.reserve_if_free(mb, starting=starting):
             return True
         deficit = self._used_mb + mb - self.total_mb - self._evicting_mb
         if deficit > 0:
             self._evict(deficit, requester)
+            return self.reserve_if_free(mb, starting=starting)
         return False
+
+    def reserve_if_free(self, mb: int, *, starting: bool = False) -> bool:
+        """Take ``mb`` only if it fits now, evicting nothing."""
+        if self._used_mb + mb > self.total_mb:
+            return False
+        self._used_mb += mb
+        if starting:
+            self._starting_mb += mb
+        return True
 
     def evicting(self, mb: int) -> None:
         """A worker holding ``mb`` was asked to stop so that others get its memory."""
@@ -63,13 +71,14 @@ class MemoryBudget:
         """A starting worker's reservation now belongs to a live worker."""
         self._starting_mb = max(0, self._starting_mb - mb)
 
-    def release(self, mb: int, *, starting: bool = False, evicted: bool = False) -> None:
+    def release(self, mb: int, *, starting: bool = False, evicted: bool = False, notify: bool = True) -> None:
         """Give back a reservation: of a worker that never came up (``starting``), or of a gone one
-        (``evicted`` when an eviction stopped it)."""
+        (``evicted`` when an eviction stopped it). ``notify=False`` when the caller is inside ``reserve``
+        (a warm-cache entry dropped for it), so waiting pools are not rescaled from within."""
         self._used_mb = max(0, self._used_mb - mb)
         if starting:
             self._starting_mb = max(0, self._starting_mb - mb)
         if evicted:
             self._evicting_mb = max(0, self._evicting_mb - mb)
-        if self.on_release is not None:
+        if notify and self.on_release is not None:
             self.on_release()
