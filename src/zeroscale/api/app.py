@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from zeroscale.api import sigv4
+from zeroscale.api.jsonrpc import MAX_BODY_BYTES as MAX_JSON_BODY_BYTES
 from zeroscale.api.jsonrpc import JsonService
 from zeroscale.api.runtime import Runtime
 from zeroscale.api.wire import Send, control_error, control_ok, respond, runtime_error
@@ -21,6 +22,7 @@ from zeroscale.errors import (
     InternalFailure,
     RuntimeValidationError,
     UnknownOperationException,
+    ValidationException,
     ZeroscaleError,
 )
 from zeroscale.metrics.registry import Metrics
@@ -126,10 +128,16 @@ class App:
             return
         try:
             limit = self._p.payload_limit_bytes if is_runtime else _CONTROL_BODY_LIMIT
+            if path == "/":
+                limit = MAX_JSON_BODY_BYTES
             try:
                 body = await _read_body(scope, receive, limit)
             except BodyTooLarge:
-                raise RuntimeValidationError(f"Request {request_id} has oversize body.") from None
+                if is_runtime:
+                    raise RuntimeValidationError(f"Request {request_id} has oversize body.") from None
+                raise ValidationException(
+                    f"Request {request_id} has oversize body (at most {limit} bytes)."
+                ) from None
             headers: list[tuple[bytes, bytes]] = scope["headers"]
             target = next((v for k, v in headers if k.lower() == b"x-amz-target"), b"").decode("latin-1")
             service = self._service(target)
