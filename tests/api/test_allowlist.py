@@ -86,7 +86,7 @@ def shape() -> Any:
 
 
 def _find(shape: Any, **params: Any) -> list[str]:
-    return Refusals("sagemaker", TABLE).find("CreateModel", shape, params)
+    return Refusals(TABLE).find("CreateModel", shape, params)
 
 
 def test_served_members_pass(shape: Any) -> None:
@@ -143,15 +143,21 @@ def test_value_and_size_rules(shape: Any) -> None:
     ]
 
 
+def test_a_flood_of_unknown_members_is_named_briefly(shape: Any) -> None:
+    params = {f"k{i:03d}" + "x" * 100: 1 for i in range(500)}
+    with pytest.raises(ValidationException) as err:
+        Refusals(TABLE).check("CreateModel", shape, params)
+    assert err.value.message.endswith(" and 480 more yet.")
+    assert len(err.value.message) < 2000
+
+
 def test_wrong_json_types_are_left_to_the_shape_validator(shape: Any) -> None:
     assert _find(shape, PrimaryContainer="not an object", Tags={"Key": "k"}) == []
 
 
 def test_check_raises_one_validation_exception_naming_everything(shape: Any) -> None:
     with pytest.raises(ValidationException) as err:
-        Refusals("sagemaker", TABLE).check(
-            "CreateModel", shape, {"VpcConfig": {}, "InferenceExecutionConfig": {}}
-        )
+        Refusals(TABLE).check("CreateModel", shape, {"VpcConfig": {}, "InferenceExecutionConfig": {}})
     assert err.value.message == "zeroscale does not support VpcConfig, InferenceExecutionConfig yet."
     assert err.value.status == 400
 

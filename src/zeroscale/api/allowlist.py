@@ -80,8 +80,7 @@ def _join(path: str, name: str) -> str:
 class Refusals:
     """The allow-list of one service: refuses, by name, every present member an operation does not serve."""
 
-    def __init__(self, service: str, table: Table) -> None:
-        self.service = service
+    def __init__(self, table: Table) -> None:
         self.table = table
 
     def operations(self) -> frozenset[str]:
@@ -92,42 +91,53 @@ class Refusals:
         rules = self.table.get(operation, {})
         found: list[str] = []
         if input_shape is not None:
-            self._structure(input_shape, params, "", "", rules, found)
+            _walk(input_shape, params, "", "", rules, found)
         else:
-            found.extend(name for name, value in params.items() if not _absent(value, None))
+            found.extend(_name(name) for name, value in params.items() if not _absent(value, None))
         return found
 
     def check(self, operation: str, input_shape: Any, params: Mapping[str, Any]) -> None:
         """ValidationException naming every member of ``params`` that ``operation`` does not serve."""
         found = self.find(operation, input_shape, params)
         if found:
-            raise ValidationException(f"zeroscale does not support {', '.join(found)} yet.")
+            shown = ", ".join(found[:_MAX_NAMED])
+            if len(found) > _MAX_NAMED:
+                shown += f" and {len(found) - _MAX_NAMED} more"
+            raise ValidationException(f"zeroscale does not support {shown} yet.")
 
-    def _structure(
-        self,
-        shape: Any,
-        value: Mapping[str, Any],
-        rule_path: str,
-        wire_path: str,
-        rules: Mapping[str, Rule],
-        found: list[str],
-    ) -> None:
-        members = shape.members
-        for name, sub in value.items():
-            member = members.get(name)
-            if _absent(sub, member):
-                continue
-            where = _join(wire_path, name)
-            rule = rules.get(_join(rule_path, name)) if member is not None else None
-            if rule is None:
-                found.append(where)
-                continue
-            problem = rule.problem(where, sub)
-            if problem is not None:
-                found.append(problem)
-                continue
-            for struct, item, item_path in _structures(member, sub, where):
-                self._structure(struct, item, _join(rule_path, name), item_path, rules, found)
+
+_MAX_NAMED = 20
+
+
+def _name(name: str) -> str:
+    """A member name as a refusal shows it (a client may send any key, of any length)."""
+    return name if len(name) <= 64 else name[:64] + "..."
+
+
+def _walk(
+    shape: Any,
+    value: Mapping[str, Any],
+    rule_path: str,
+    wire_path: str,
+    rules: Mapping[str, Rule],
+    found: list[str],
+) -> None:
+    members = shape.members
+    for name, sub in value.items():
+        member = members.get(name)
+        if _absent(sub, member):
+            continue
+        where = _join(wire_path, _name(name))
+        rule = rules.get(_join(rule_path, name)) if member is not None else None
+        if rule is None:
+            found.append(where)
+            continue
+        problem = rule.problem(where, sub)
+        if problem is not None:
+            found.append(problem)
+            continue
+        for struct, item, item_path in _structures(member, sub, where):
+            _walk(struct, item, _join(rule_path, name), item_path, rules, found)
 
 
 def _structures(shape: Any, value: Any, wire_path: str) -> Iterator[tuple[Any, dict[str, Any], str]]:
@@ -142,7 +152,7 @@ def _structures(shape: Any, value: Any, wire_path: str) -> Iterator[tuple[Any, d
             yield from _structures(shape.member, item, f"{wire_path}.{index}")
     elif kind == "map" and isinstance(value, dict):
         for key, item in value.items():
-            yield from _structures(shape.value, item, f"{wire_path}.{key}")
+            yield from _structures(shape.value, item, f"{wire_path}.{_name(key)}")
 
 
 def refused_headers(input_shape: Any, served: frozenset[str]) -> dict[bytes, str]:

@@ -145,5 +145,8 @@ _BY_SERVICE = {"sagemaker": SAGEMAKER, "logs": LOGS}
 
 
 def refusals(service: str) -> Refusals:
-    """The allow-list of a JSON 1.1 service by botocore name; KeyError for a service with none."""
-    return Refusals(service, _BY_SERVICE[service])
+    """The allow-list of a JSON 1.1 service by botocore name; ValueError for a service without one."""
+    table = _BY_SERVICE.get(service)
+    if table is None:
+        raise ValueError(f"no allow-list in api/served.py for the service {service}")
+    return Refusals(table)
