@@ -76,12 +76,14 @@ def build(settings: Settings) -> Server:
             invocation_timeout_s=settings.invocation_timeout_s,
             startup_timeout_s=settings.startup_timeout_s,
             memory_budget_mb=settings.memory_budget_mb,
+            warm_cache_mb=settings.warm_cache_cap_mb,
         ),
         metrics,
         events,
     )
     metrics.watch(fleet.loads)
     metrics.watch_sink_failures(events.failures)
+    metrics.watch_cache(fleet.cache.load)
     history = MetricsHistory(
         HistoryRecorder(),
         MinuteStore(settings.db_url),

@@ -13,6 +13,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import cast
 
 from zeroscale.background import Background
 from zeroscale.errors import DeployError, ModelError, Throttling
@@ -21,6 +22,7 @@ from zeroscale.metrics.load import PoolLoad
 from zeroscale.router.budget import MemoryBudget
 from zeroscale.router.slots import Slot, Slots, StopReason
 from zeroscale.router.spec import PoolSpec, RouterSettings, Workers
+from zeroscale.router.warmcache import TemplateKey, WarmCache
 from zeroscale.runtimes.usercode import forks_loaded_model
 from zeroscale.scaler.policy import IdleWorker, PoolSnapshot, decide
 from zeroscale.types import WorkerState
@@ -55,6 +57,7 @@ class VariantPool:
         events: EventBus,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
+        cache: WarmCache | None = None,
     ) -> None:
         self.spec = spec
         self._manager = manager
@@ -68,6 +71,11 @@ class VariantPool:
         self._template: Zygote | None = None
         self._template_task: asyncio.Future[None] | None = None
         self._templated = not spec.command and forks_loaded_model(spec.runtime, spec.model_dir, spec.env)
+        self.template_key = (
+            TemplateKey.of(spec.runtime, spec.model_dir, spec.env) if self._templated else None
+        )
+        self._cache = cache
+        self._at_zero = True  # the next start is a cold start of the whole pool: look in the warm cache
         self._background = Background(f"pool {spec.endpoint}/{spec.variant}")
         self._empty = asyncio.Event()
         self._empty.set()
@@ -177,6 +185,9 @@ class VariantPool:
             workdir=self.spec.workdir,
         )
         self._empty.clear()
+        if self._at_zero:
+            self._at_zero = False
+            self._take_cached_template()
         try:
             handle = await self._manager.start(
                 spec, worker_id=slot.worker_id, on_exit=self._on_exit, template=self._template
@@ -238,7 +249,8 @@ class VariantPool:
         self._slots.move(slot, S.GONE)
         self._emit(slot.worker_id, slot.exit_kind(), detail=handle.death_reason())
         if not self._slots:
-            self._drop_template()
+            self._at_zero = True
+            self._stash_template()
         self._check_empty()
         if self.queued:
             self.scale()
@@ -260,8 +272,10 @@ class VariantPool:
     # ---- the template: scale-out without loading the model again ----
     def _keep_template(self, spec: WorkerSpec) -> None:
         """While the pool has workers, keep a template of its model so further workers are forks of a
-        loaded model. Only where forking a loaded model is safe (``forks_loaded_model``). Gone at zero."""
-        if self._template is not None or self._template_task is not None or not self._templated:
+        loaded model. Only where forking a loaded model is safe (``forks_loaded_model``)."""
+        if not self._templated or self._template_task is not None:
+            return
+        if self._template is not None and self._template.alive:
             return
         self._template_task = self._background.spawn(self._start_template(spec))
 
@@ -273,14 +287,30 @@ class VariantPool:
         finally:
             self._template_task = None
         if self.draining or not self._slots:
-            await template.close()
+            self._template = template
+            self._stash_template()  # the pool went back to zero while it loaded
             return
         self._template = template
 
-    def _drop_template(self) -> None:
+    def _take_cached_template(self) -> None:
+        """A cold start from zero: a template the warm cache kept makes it a fork of a loaded model."""
+        if self._cache is None or self.template_key is None or self._template is not None:
+            return
+        cached = self._cache.take(self.template_key)
+        if cached is not None:
+            self._template = cast(Zygote, cached)
+
+    def _stash_template(self) -> None:
+        """The pool is at zero: its template goes to the warm cache (closed when there is none, the pool
+        is draining, or it does not fit)."""
         template, self._template = self._template, None
-        if template is not None:
+        if template is None:
+            return
+        if self._cache is None or self.template_key is None or self.draining or not template.alive:
             self._background.spawn(template.close())
+            return
+        size = self._manager.template_bytes(template)
+        self._cache.put(self.template_key, template, size, self.spec.endpoint)
 
     def _check_empty(self) -> None:
         if not self._slots and not self.queued:

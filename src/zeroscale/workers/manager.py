@@ -256,6 +256,7 @@ class WorkerManager:
         if self._early_exits.pop(pid, None) is None:  # its exit may already have been reported
             self._template_pids.add(pid)
         template = Zygote(spec.runtime, log_path, self._exited)
+        template.pid = pid
         try:
             await template.attach(
                 ctl_path, self._startup_timeout_s, gone=lambda: pid not in self._template_pids
@@ -266,6 +267,11 @@ class WorkerManager:
                     os.kill(pid, signal.SIGKILL)
             raise
         return template
+
+    def template_bytes(self, template: Zygote) -> int:
+        """A template's private memory in bytes: what keeping it costs beyond the pages it shares with its
+        zygote (0 when it is gone)."""
+        return private_bytes_of(template.pid) if template.pid else 0
 
     def _exited(self, pid: int, status: int) -> None:
         if pid in self._template_pids:  # a template ended (closed, or its model failed to load)
@@ -349,3 +355,16 @@ def rss_mb_of(pid: int) -> float | None:
     except OSError:
         return None
     return int(fields[1]) * _PAGE_SIZE / _MB
+
+
+def private_bytes_of(pid: int) -> int:
+    """Private_Clean + Private_Dirty of a process (``/proc/<pid>/smaps_rollup``), 0 when it is gone."""
+    total_kb = 0
+    try:
+        with open(f"/proc/{pid}/smaps_rollup", "rb") as f:
+            for line in f:
+                if line.startswith((b"Private_Clean:", b"Private_Dirty:")):
+                    total_kb += int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        return 0
+    return total_kb * 1024

@@ -36,6 +36,7 @@ class Zygote:
         self._reader_task: asyncio.Task[None] | None = None
         self._seq = 0
         self._children: set[int] = set()
+        self.pid = 0  # a template's process (a zygote's is its subprocess)
 
     @property
     def alive(self) -> bool:
