@@ -10,9 +10,9 @@ import uvicorn
 
 from zeroscale.api.app import App, AppParts
 from zeroscale.api.control import ControlPlane
-from zeroscale.api.images import ImagesApi
+from zeroscale.api.image_rest import ImagesApi
+from zeroscale.api.invoke import InvokeApi
 from zeroscale.api.jsonrpc import JsonService
-from zeroscale.api.runtime import Runtime
 from zeroscale.api.shapes import ServiceShapes
 from zeroscale.artifacts import ArtifactCache
 from zeroscale.artifacts.pyenv import PythonEnvs
@@ -146,7 +146,7 @@ def build(settings: Settings) -> Server:
             ),
             JsonService(ServiceShapes("logs"), logs.operations),
         ],
-        runtime=Runtime(fleet, settings.account_id, events),
+        runtime=InvokeApi(fleet, settings.account_id, events),
         metrics=metrics,
         lookup_secret=secrets.get,
         payload_limit_bytes=settings.payload_limit_bytes,

@@ -77,7 +77,7 @@ def worker_processes(data_dir: Path) -> list[psutil.Process]:
     found = []
     for proc in psutil.process_iter(["cmdline"]):
         try:
-            if "zeroscale.workers.zygote" not in " ".join(proc.info["cmdline"] or ()):
+            if "zeroscale.workers.forkserver" not in " ".join(proc.info["cmdline"] or ()):
                 continue
             if proc.status() == psutil.STATUS_ZOMBIE:
                 continue

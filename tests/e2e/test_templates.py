@@ -24,7 +24,7 @@ def templates(server: ServerProcess) -> list[psutil.Process]:
     found = []
     for proc in tree(server):
         try:
-            if "zeroscale.workers.zygote" in " ".join(proc.parent().cmdline()) and proc.children():
+            if "zeroscale.workers.forkserver" in " ".join(proc.parent().cmdline()) and proc.children():
                 found.append(proc)
         except psutil.NoSuchProcess:
             continue

@@ -21,8 +21,8 @@ from pathlib import Path
 
 from zeroscale.errors import DeployError
 from zeroscale.workers.client import WorkerConnection, WorkerConnectionError
+from zeroscale.workers.forkserver import THREAD_ENV
 from zeroscale.workers.process import ProcessLauncher, tree_rss_mb
-from zeroscale.workers.zygote import THREAD_ENV
 from zeroscale.workers.zygotes import Zygote, ZygoteError, tail
 
 _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
