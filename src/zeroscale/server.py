@@ -16,6 +16,7 @@ from zeroscale.api.jsonrpc import JsonService
 from zeroscale.api.shapes import ServiceShapes
 from zeroscale.artifacts import ArtifactCache
 from zeroscale.artifacts.pyenv import PythonEnvs
+from zeroscale.background import Background
 from zeroscale.config import Settings
 from zeroscale.control.arns import Arns
 from zeroscale.control.deploy import Deployer
@@ -116,13 +117,11 @@ def build(settings: Settings) -> Server:
     )
     endpoints = Endpoints(store, arns, models, configs, deployer, fleet)
     secrets = {creds.access_key_id: creds.secret_access_key}
-    background: set[asyncio.Task[None]] = set()
+    background = Background("startup")
 
     async def startup() -> None:
         await manager.open()
-        task = asyncio.create_task(manager.prewarm(PREWARMED_RUNTIMES))
-        background.add(task)
-        task.add_done_callback(background.discard)
+        background.spawn(manager.prewarm(PREWARMED_RUNTIMES))
         await history.start()
         await logs.start()
         metering.start()  # before resume: it closes intervals a crash left open, then meters new ones
@@ -130,6 +129,7 @@ def build(settings: Settings) -> Server:
         await endpoints.resume()
 
     async def shutdown() -> None:
+        await background.cancel()  # a prewarm still starting its zygote
         await endpoints.close()
         await fleet.close()
         await asyncio.to_thread(metering.close)  # after the fleet: its last records and deactivations
