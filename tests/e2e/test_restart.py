@@ -14,7 +14,7 @@ import psutil
 import pytest
 
 from e2e.conftest import handler_model
-from serverproc import ServerProcess, deploy, wait_for
+from zeroscale.testing import ServerProcess, deploy, wait_for
 
 ECHO = """
 import os

@@ -9,7 +9,7 @@ from typing import Any
 
 import psutil
 
-from serverproc import ServerProcess, deploy, wait_for
+from zeroscale.testing import ServerProcess, deploy, wait_for
 
 IDLE = [{"Key": "zeroscale:idle-timeout-s", "Value": "3"}]
 
