@@ -315,4 +315,3 @@ class WorkerManager:
                         f"{handle.spec.memory_mb} MB of its MemorySizeInMB, and was stopped",
                         kind="memory_killed",
                     )
-
