@@ -59,7 +59,8 @@ METHOD = (
     "signature computed before the timer starts; every endpoint at zero workers before each request; the "
     "naive runs interleaved with the zeroscale rounds.",
     "- overhead: pairs of requests, one through zeroscale (botocore's SigV4 signer, http.client keep-alive; "
-    "signing timed apart and left out), one straight to the same worker's Unix socket; p50 minus p50. The "
+    "signing timed apart and left out), one straight to the same worker's Unix socket; per pair zeroscale "
+    "minus direct, then the percentiles of those differences. The "
     "raw-client rows use bench/loadgen.py at 1 connection with one pre-signed request.",
     "- throughput and burst: pre-signed requests (SigV4 signatures are valid 15 minutes and zeroscale "
     "verifies every request in full), so the load generator is not the bottleneck.",
@@ -245,12 +246,12 @@ def rows_overhead(run: Run, res: overhead.OverheadResult) -> None:
         through, direct = res.through_s.get(model), res.direct_s.get(model)
         if not through or not direct:
             continue
-        o50 = ms(pct(through, 50) - pct(direct, 50))
-        o99 = ms(pct(through, 99) - pct(direct, 99))
+        overhead_s = res.overhead_s(model)
+        o50, o99 = ms(pct(overhead_s, 50)), ms(pct(overhead_s, 99))
         run.rows += [
             Row(
                 s,
-                f"{label}: p50 via zeroscale - p50 direct (client signing excluded)",
+                f"{label}: p50 of (via zeroscale - direct) per pair (client signing excluded)",
                 o50,
                 "ms",
                 "direct to the worker p50",
@@ -261,7 +262,7 @@ def rows_overhead(run: Run, res: overhead.OverheadResult) -> None:
             ),
             Row(
                 s,
-                f"{label}: p99 via zeroscale - p99 direct",
+                f"{label}: p99 of (via zeroscale - direct) per pair",
                 o99,
                 "ms",
                 "direct to the worker p99",
@@ -288,8 +289,8 @@ def rows_overhead(run: Run, res: overhead.OverheadResult) -> None:
             run.rows.append(
                 Row(
                     s,
-                    "trivial model: p50 incl. client signing - p50 direct",
-                    ms(pct(total, 50) - pct(echo_d, 50)),
+                    "trivial model: p50 of (via zeroscale incl. client signing - direct) per pair",
+                    ms(pct(overhead.paired_overhead_s(total, echo_d), 50)),
                     "ms",
                     "direct p50",
                     ms(pct(echo_d, 50)),
@@ -586,11 +587,7 @@ def run_ray(run: Run, models: Any) -> None:
     if data.get("proxy_s"):
         proxy, handle, inproc = data["proxy_s"], data["handle_s"], data["inproc_s"]
         zs = run.overhead
-        zs_o = (
-            ms(pct(zs.through_s["rf"], 50) - pct(zs.direct_s["rf"], 50))
-            if zs and zs.through_s.get("rf")
-            else math.nan
-        )
+        zs_o = ms(pct(zs.overhead_s("rf"), 50)) if zs and zs.through_s.get("rf") else math.nan
         run.rows += [
             Row(
                 s,

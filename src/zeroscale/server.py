@@ -10,12 +10,13 @@ import uvicorn
 
 from zeroscale.api.app import App, AppParts
 from zeroscale.api.control import ControlPlane
-from zeroscale.api.images import ImagesApi
+from zeroscale.api.image_rest import ImagesApi
+from zeroscale.api.invoke import InvokeApi
 from zeroscale.api.jsonrpc import JsonService
-from zeroscale.api.runtime import Runtime
 from zeroscale.api.shapes import ServiceShapes
 from zeroscale.artifacts import ArtifactCache
 from zeroscale.artifacts.pyenv import PythonEnvs
+from zeroscale.background import Background
 from zeroscale.config import Settings
 from zeroscale.control.arns import Arns
 from zeroscale.control.deploy import Deployer
@@ -119,13 +120,11 @@ def build(settings: Settings) -> Server:
     )
     endpoints = Endpoints(store, arns, models, configs, deployer, fleet)
     secrets = {creds.access_key_id: creds.secret_access_key}
-    background: set[asyncio.Task[None]] = set()
+    background = Background("startup")
 
     async def startup() -> None:
         await manager.open()
-        task = asyncio.create_task(manager.prewarm(PREWARMED_RUNTIMES))
-        background.add(task)
-        task.add_done_callback(background.discard)
+        background.spawn(manager.prewarm(PREWARMED_RUNTIMES))
         await history.start()
         await logs.start()
         metering.start()  # before resume: it closes intervals a crash left open, then meters new ones
@@ -133,6 +132,7 @@ def build(settings: Settings) -> Server:
         await endpoints.resume()
 
     async def shutdown() -> None:
+        await background.cancel()  # a prewarm still starting its zygote
         await endpoints.close()
         await fleet.close()
         await asyncio.to_thread(metering.close)  # after the fleet: its last records and deactivations
@@ -149,7 +149,7 @@ def build(settings: Settings) -> Server:
             ),
             JsonService(ServiceShapes("logs"), logs.operations),
         ],
-        runtime=Runtime(fleet, settings.account_id, events),
+        runtime=InvokeApi(fleet, settings.account_id, events),
         metrics=metrics,
         lookup_secret=secrets.get,
         payload_limit_bytes=settings.payload_limit_bytes,

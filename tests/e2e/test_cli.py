@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from serverproc import ACCESS_KEY, REGION, SECRET_KEY, ServerProcess, free_port
+from zeroscale.testing import ACCESS_KEY, REGION, SECRET_KEY, ServerProcess, free_port
 
 ZEROSCALE = Path(sys.executable).parent / "zeroscale"
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import psutil
 
-from serverproc import ServerProcess, deploy, wait_for
+from zeroscale.testing import ServerProcess, deploy, wait_for
 
 IDLE = [{"Key": "zeroscale:idle-timeout-s", "Value": "3"}]
 
@@ -24,7 +24,7 @@ def zygote_children(server: ServerProcess) -> list[psutil.Process]:
     found = []
     for proc in tree(server):
         try:
-            if "zeroscale.workers.zygote" in " ".join(proc.parent().cmdline()):
+            if "zeroscale.workers.forkserver" in " ".join(proc.parent().cmdline()):
                 found.append(proc)
         except psutil.NoSuchProcess:
             continue
@@ -36,7 +36,7 @@ def templates(server: ServerProcess) -> list[psutil.Process]:
     found = []
     for proc in tree(server):
         try:
-            if "zeroscale.workers.zygote" in " ".join(proc.parent().cmdline()) and proc.children():
+            if "zeroscale.workers.forkserver" in " ".join(proc.parent().cmdline()) and proc.children():
                 found.append(proc)
         except psutil.NoSuchProcess:
             continue

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from zeroscale.api import sigv4
+from zeroscale.api.invoke import InvokeApi
 from zeroscale.api.jsonrpc import JsonService
-from zeroscale.api.runtime import Runtime
 from zeroscale.api.wire import Send, control_error, control_ok, respond, runtime_error
 from zeroscale.errors import (
     InternalFailure,
@@ -75,7 +75,7 @@ RestHandler = Callable[[RestRequest], Awaitable[RestResponse]]
 @dataclass
 class AppParts:
     json_services: list[JsonService]  # by X-Amz-Target prefix: SageMaker, CloudWatch Logs, ...
-    runtime: Runtime
+    runtime: InvokeApi
     metrics: Metrics
     lookup_secret: Callable[[str], str | None]
     payload_limit_bytes: int

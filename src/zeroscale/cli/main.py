@@ -10,7 +10,7 @@ import click
 
 from zeroscale import __version__
 from zeroscale.cli.client import client_commands
-from zeroscale.cli.images import images
+from zeroscale.cli.image_commands import images
 from zeroscale.cli.logs import logs
 from zeroscale.cli.metrics import metrics
 from zeroscale.cli.package import package

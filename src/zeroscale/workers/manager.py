@@ -1,4 +1,5 @@
-"""Start, watch and stop worker processes. Nothing else in zeroscale creates or signals a process.
+"""Start, watch and stop worker processes; nothing outside ``workers/`` starts or signals one (the only
+other process zeroscale starts is ``pip install``, at deploy time, in ``artifacts/pyenv.py``).
 
 A worker is forked by its runtime's zygote, becomes ready when its Unix socket answers ``GET /ping``, and is
 watched for memory: one whose resident set passes its MemorySizeInMB is killed, and ``kill_reason`` says so.
@@ -22,14 +23,12 @@ from pathlib import Path
 
 from zeroscale.errors import DeployError
 from zeroscale.workers.client import WorkerConnection, WorkerConnectionError, WorkerResponse
-from zeroscale.workers.process import ProcessLauncher, tree_rss_mb
-from zeroscale.workers.zygote import THREAD_ENV
+from zeroscale.workers.forkserver import THREAD_ENV
+from zeroscale.workers.memory import private_bytes, rss_mb, tree_rss_mb
+from zeroscale.workers.process import ProcessLauncher
 from zeroscale.workers.zygotes import Zygote, ZygoteError, tail
 
 log = logging.getLogger("zeroscale.workers")
-_PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
-_MB = 1024 * 1024
-
 
 @dataclass(frozen=True)
 class WorkerSpec:
@@ -271,7 +270,7 @@ class WorkerManager:
     def template_bytes(self, template: Zygote) -> int:
         """A template's private memory in bytes: what keeping it costs beyond the pages it shares with its
         zygote (0 when it is gone)."""
-        return private_bytes_of(template.pid) if template.pid else 0
+        return private_bytes(template.pid) if template.pid else 0
 
     def _exited(self, pid: int, status: int) -> None:
         if pid in self._template_pids:  # a template ended (closed, or its model failed to load)
@@ -336,35 +335,13 @@ class WorkerManager:
         while True:
             await asyncio.sleep(self._poll_s)
             for handle in list(self._by_pid.values()):
-                rss_mb = tree_rss_mb(handle.pid) if handle.port else rss_mb_of(handle.pid)
-                if rss_mb is not None:
-                    handle.rss_mb = rss_mb
-                if rss_mb is not None and rss_mb > handle.spec.memory_mb:
+                used_mb = tree_rss_mb(handle.pid) if handle.port else rss_mb(handle.pid)
+                if used_mb is not None:
+                    handle.rss_mb = used_mb
+                if used_mb is not None and used_mb > handle.spec.memory_mb:
                     self.kill(
                         handle,
-                        f"Worker {handle.worker_id} used {rss_mb:.0f} MB of memory, more than the "
+                        f"Worker {handle.worker_id} used {used_mb:.0f} MB of memory, more than the "
                         f"{handle.spec.memory_mb} MB of its MemorySizeInMB, and was stopped",
                         kind="memory_killed",
                     )
-
-
-def rss_mb_of(pid: int) -> float | None:
-    try:
-        with open(f"/proc/{pid}/statm", "rb") as f:
-            fields = f.read().split()
-    except OSError:
-        return None
-    return int(fields[1]) * _PAGE_SIZE / _MB
-
-
-def private_bytes_of(pid: int) -> int:
-    """Private_Clean + Private_Dirty of a process (``/proc/<pid>/smaps_rollup``), 0 when it is gone."""
-    total_kb = 0
-    try:
-        with open(f"/proc/{pid}/smaps_rollup", "rb") as f:
-            for line in f:
-                if line.startswith((b"Private_Clean:", b"Private_Dirty:")):
-                    total_kb += int(line.split()[1])
-    except (OSError, ValueError, IndexError):
-        return 0
-    return total_kb * 1024
