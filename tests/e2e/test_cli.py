@@ -206,7 +206,7 @@ def test_credentials_from_the_data_dir(generated_creds_server: ServerProcess, tm
     url = ["--endpoint-url", generated_creds_server.url]
 
     out = _ok(_run(["endpoints", "--data-dir", str(data_dir), *url], env, home))
-    assert out.split() == ["NAME", "STATUS", "SERVERLESS", "CREATED"]
+    assert out.split() == ["NAME", "STATUS", "SERVERLESS", "WORKERS", "WARM", "CACHE", "CREATED"]
     # ZEROSCALE_DATA_DIR works the same
     _ok(_run(["endpoints", *url], {**env, "ZEROSCALE_DATA_DIR": str(data_dir)}, home))
 
