@@ -30,7 +30,6 @@ from bench.common import (
     ServerProcess,
     SignedClient,
     deploy,
-    metric,
     rss_mb,
     tree,
     wait_zero,
