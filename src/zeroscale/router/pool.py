@@ -92,6 +92,11 @@ class VariantPool:
     def queued(self) -> int:
         return sum(1 for f in self._waiters if not f.done())
 
+    @property
+    def quiet(self) -> bool:
+        """At zero with nothing waiting and no floor to keep: the policy has nothing to decide."""
+        return not self._slots and not self._waiters and (self.spec.provisioned == 0 or self.draining)
+
     def slots(self) -> list[Slot]:
         return list(self._slots)
 
