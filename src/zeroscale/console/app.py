@@ -103,8 +103,8 @@ def _with_headers(send: Send, extra: Headers) -> Send:
 class Console:
     def __init__(self, backend: Backend, sessions: Sessions | None = None, assets: Assets | None = None):
         self._b = backend
-        self.sessions = sessions or Sessions(backend.lookup_secret)
-        self._assets = assets or Assets()
+        self.sessions = sessions if sessions is not None else Sessions(backend.lookup_secret)
+        self._assets = assets if assets is not None else Assets()
         index = self._assets.get("index.html")
         if index is None:
             raise RuntimeError("the console's index.html is missing from the package")
@@ -115,24 +115,22 @@ class Console:
         method: str = scope["method"]
         send = _with_headers(send, _SECURITY_HEADERS)
         request_id = str(uuid.uuid4())
-        serialise = control_error
         try:
             if path.startswith(_STATIC):
                 await self._static(scope, send, path[len(_STATIC) :])
             elif path.startswith(_API):
-                sub = path[len(_API) :]
-                if sub.startswith("invoke/"):
-                    serialise = runtime_error
-                await self._api(scope, receive, send, request_id, method, sub)
+                await self._api(scope, receive, send, request_id, method, path[len(_API) :])
             elif method in _SAFE_METHODS:
                 await self._page(scope, send, path)
             else:
                 raise UnknownOperationException(f"No operation at {method} {path}.")
         except ZeroscaleError as err:
-            await serialise(_with_headers(send, [_NO_STORE]), request_id, err)
+            await control_error(_with_headers(send, [_NO_STORE]), request_id, err)
         except Exception:
             log.exception("console request %s failed", request_id)
-            await serialise(send, request_id, InternalFailure(f"Internal failure (request {request_id})."))
+            await control_error(
+                send, request_id, InternalFailure(f"Internal failure (request {request_id}).")
+            )
 
     # ---- pages and files ----
     async def _page(self, scope: Scope, send: Send, path: str) -> None:
@@ -185,9 +183,7 @@ class Console:
             return
         service_name, _, rest = sub.partition("/")
         if service_name == "invoke" and method == "POST" and rest and "/" not in rest:
-            limit = self._b.payload_limit_bytes
-            body = await _read_body(scope, receive, limit, request_id, runtime=True)
-            await self._invoke(scope, send, request_id, urllib.parse.unquote(rest), body)
+            await self._invoke(scope, receive, send, request_id, urllib.parse.unquote(rest))
             return
         body = await _read_body(scope, receive, _BODY_LIMIT, request_id, runtime=False)
         if service_name == "v1" and rest:
@@ -263,7 +259,10 @@ class Console:
         headers = [(b"content-type", content_type.encode()), (b"x-amzn-requestid", request_id.encode())]
         await respond(send, status, payload, headers)
 
-    async def _invoke(self, scope: Scope, send: Send, request_id: str, endpoint: str, body: bytes) -> None:
+    async def _invoke(
+        self, scope: Scope, receive: Receive, send: Send, request_id: str, endpoint: str
+    ) -> None:
+        """InvokeEndpoint as the runtime answers it (errors in its REST shape), timed."""
         started = time.perf_counter()
         headers = [(k, v) for k, v in scope["headers"] if k.lower() in _INVOKE_HEADERS]
 
@@ -274,7 +273,11 @@ class Console:
                 message = {**message, "headers": [*message.get("headers", []), timing]}
             await send(message)
 
-        await self._b.invoke(timed, request_id, endpoint, headers, body, started)
+        try:
+            body = await _read_body(scope, receive, self._b.payload_limit_bytes, request_id, runtime=True)
+            await self._b.invoke(timed, request_id, endpoint, headers, body, started)
+        except ZeroscaleError as err:
+            await runtime_error(timed, request_id, err)
 
     async def _load(self, scope: Scope, send: Send, request_id: str) -> None:
         query = urllib.parse.parse_qs(scope.get("query_string", b"").decode("latin-1"))

@@ -131,7 +131,7 @@ export function metricsPanel(endpointName) {
       {
         width,
         height: 170,
-        scales: { x: { time: true }, y: { range: (u, min, max) => [0, Math.max(max, spec.counts ? 1 : 0.001) * 1.1] } },
+        scales: { x: { time: true }, y: { range: (u, min, max) => [0, max > 0 ? max * 1.1 : 1] } },
         axes: [{ stroke: "#5f6b7a" }, { stroke: "#5f6b7a", size: 56 }],
         legend: { show: true, live: false },
         series: [

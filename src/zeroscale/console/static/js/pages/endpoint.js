@@ -77,7 +77,7 @@ function variantsTable(desc, pools) {
   );
 }
 
-function testPanel(endpointName, variantsOf) {
+function testPanel(endpointName, variantsOf, afterSend) {
   const body = h("textarea", { id: "test-body", rows: "5", spellcheck: "false" }, "[[0.9, 0.1, 0.2, 0.3]]");
   const contentType = h("input", { id: "test-content-type", list: "content-types", value: "application/json", spellcheck: "false" });
   const accept = h("input", { id: "test-accept", list: "content-types", value: "application/json", spellcheck: "false" });
@@ -96,6 +96,7 @@ function testPanel(endpointName, variantsOf) {
         try {
           const r = await invoke(endpointName, body.value, contentType.value.trim(), accept.value.trim(), variant.value);
           result.replaceChildren(renderResult(r));
+          afterSend();
         } catch (err) {
           result.replaceChildren(errorBox(err));
         } finally {
@@ -323,7 +324,15 @@ export function endpointPage(endpointName) {
   const metrics = metricsPanel(endpointName);
   const logsView = logsPanel(endpointName);
   const usage = usagePanel(endpointName);
-  const test = testPanel(endpointName, (listener) => variantListeners.push(listener));
+  const followUps = [];
+  const test = testPanel(
+    endpointName,
+    (listener) => variantListeners.push(listener),
+    () => {
+      // The minute in memory answers at once; the usage ledger is written about once a second.
+      followUps.push(setTimeout(metrics.refresh, 250), setTimeout(usage.refresh, 1500));
+    },
+  );
   poll();
   loadConfigs();
   const usageTimer = setInterval(usage.refresh, 15000);
@@ -353,6 +362,7 @@ export function endpointPage(endpointName) {
       stopped = true;
       clearTimeout(timer);
       clearInterval(usageTimer);
+      followUps.forEach(clearTimeout);
       metrics.cleanup();
       logsView.cleanup();
     },
