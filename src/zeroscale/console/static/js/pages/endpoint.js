@@ -228,6 +228,7 @@ export function endpointPage(endpointName) {
   let pools = [];
   let timer = null;
   let stopped = false;
+  let deleting = false;
 
   const render = (desc) => {
     last = desc;
@@ -268,7 +269,8 @@ export function endpointPage(endpointName) {
       timer = setTimeout(poll, TRANSITIONAL.has(desc.EndpointStatus) ? FAST_MS : SLOW_MS);
     } catch (err) {
       if (stopped) return;
-      if (err instanceof ApiError && err.code === "ValidationException" && last && last.EndpointStatus === "Deleting") {
+      const gone = err instanceof ApiError && err.code === "ValidationException" && /Could not find endpoint/.test(err.message);
+      if (gone && (deleting || (last && last.EndpointStatus === "Deleting"))) {
         navigate("/console/endpoints", { replace: true });
         return;
       }
@@ -315,6 +317,7 @@ export function endpointPage(endpointName) {
     if (!(await confirmDialog("Delete endpoint", `Delete endpoint ${endpointName}? Its workers stop and invocations fail.`, "Delete"))) return;
     try {
       await sagemaker("DeleteEndpoint", { EndpointName: endpointName });
+      deleting = true;
       poll();
     } catch (err) {
       showError(error, err);

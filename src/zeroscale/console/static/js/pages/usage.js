@@ -18,19 +18,23 @@ function mb(bytes) {
   return fmtNumber(Number(bytes) / (1024 * 1024), 3);
 }
 
+function secs(value, digits = 3) {
+  return fmtNumber(value, digits);
+}
+
 export function usageColumns(keyLabel, currency) {
   return [
     { label: keyLabel, value: (r) => r.key },
     { label: "Invocations", value: (r) => fmtNumber(r.invocations), class: "num" },
     { label: "Errors", value: (r) => fmtNumber(r.errors), class: "num" },
     { label: "Cold starts", value: (r) => fmtNumber(r.cold_starts), class: "num" },
-    { label: "Billed s", value: (r) => r.billed_s, class: "num" },
-    { label: "Free tier s", value: (r) => r.free_s, class: "num" },
-    { label: "Charged s", value: (r) => r.charged_s, class: "num" },
-    { label: "Setup s", value: (r) => r.setup_s, class: "num" },
+    { label: "Billed s", value: (r) => secs(r.billed_s), class: "num" },
+    { label: "Free tier s", value: (r) => secs(r.free_s), class: "num" },
+    { label: "Charged s", value: (r) => secs(r.charged_s), class: "num" },
+    { label: "Setup s", value: (r) => secs(r.setup_s), class: "num" },
     { label: "Data MB", value: (r) => mb(r.bytes_in + r.bytes_out), class: "num" },
-    { label: "Provisioned s", value: (r) => r.provisioned_s, class: "num" },
-    { label: `Cost (${currency})`, value: (r) => Number(r.cost).toFixed(8), class: "num" },
+    { label: "Provisioned s", value: (r) => secs(r.provisioned_s, 1), class: "num" },
+    { label: `Cost (${currency})`, value: (r) => Number(r.cost).toFixed(8), class: "num nowrap" },
   ];
 }
 
