@@ -6,7 +6,7 @@ PORT ?= 8080
 STAMP := $(VENV)/.installed
 RUN_STAMP := $(VENV)/.installed-run
 
-.PHONY: run test lint typecheck check bench clean
+.PHONY: run test lint typecheck check bench clean browser
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -17,17 +17,25 @@ $(RUN_STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[all]'
 	touch $(RUN_STAMP)
 
-# ... plus what the tests need (awscli, SeaweedFS, mypy, ruff, pytest)
+# ... plus what the tests need (awscli, SeaweedFS, Playwright, mypy, ruff, pytest)
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $(STAMP)
+
+# Debian's Chromium for the console's browser tests (Playwright drives it through executable_path; its own
+# browser download is not used). Quick when already installed.
+browser:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || { \
+	  echo "installing Debian's chromium for the console's browser tests"; \
+	  SUDO=$$(test "$$(id -u)" = 0 || echo sudo); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
 
 ## run: set up, then start zeroscale with its embedded defaults (SQLite and local artifacts in .zeroscale/)
 run: $(RUN_STAMP)
 	$(BIN)/zeroscale serve --port $(PORT)
 
 ## test: set up, then run the whole suite, plus the linters and the type checker
-test: $(STAMP)
+test: $(STAMP) browser
 	$(BIN)/ruff check src tests
 	$(BIN)/mypy
 	$(BIN)/pytest -q
