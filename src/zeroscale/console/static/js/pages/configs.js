@@ -101,10 +101,14 @@ function variantEditor(index, models, onRemove) {
     field("Model", model),
     h(
       "fieldset",
-      { class: "inline" },
+      {},
       h("legend", {}, "Compute"),
-      h("div", { class: "choice" }, serverlessRadio, h("label", { for: serverlessRadio.id }, "Serverless")),
-      h("div", { class: "choice" }, instanceRadio, h("label", { for: instanceRadio.id }, "Provisioned instances")),
+      h(
+        "div",
+        { class: "choices" },
+        h("div", { class: "choice" }, serverlessRadio, h("label", { for: serverlessRadio.id }, "Serverless")),
+        h("div", { class: "choice" }, instanceRadio, h("label", { for: instanceRadio.id }, "Provisioned instances")),
+      ),
     ),
     serverlessBox,
     instanceBox,
