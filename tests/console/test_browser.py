@@ -61,10 +61,13 @@ def nav(page: Page, name: str) -> None:
     page.get_by_role("navigation", name="Console").get_by_role("link", name=name, exact=True).click()
 
 
-def sign_in(page: Page, secret: str) -> None:
+def sign_in(page: Page, secret: str, *, keyboard: bool = False) -> None:
     page.get_by_label("Access key ID").fill(ACCESS_KEY)
     page.get_by_label("Secret access key").fill(secret)
-    page.get_by_role("button", name="Sign in").click()
+    if keyboard:
+        page.get_by_label("Secret access key").press("Enter")
+    else:
+        page.get_by_role("button", name="Sign in").click()
 
 
 def test_sign_in_refuses_a_wrong_secret_then_lets_the_right_one_in(page: Page) -> None:
@@ -75,7 +78,8 @@ def test_sign_in_refuses_a_wrong_secret_then_lets_the_right_one_in(page: Page) -
         "The access key ID or the secret access key is not correct."
     )
     expect(page.get_by_label("Secret access key")).to_have_value("")
-    sign_in(page, SECRET_KEY)
+    expect(page.get_by_label("Secret access key")).to_be_focused()
+    sign_in(page, SECRET_KEY, keyboard=True)
     expect(page.get_by_role("heading", name="Models", exact=True)).to_be_visible()
     expect(page).to_have_url(re.compile(r"/console/models$"))
     expect(page.get_by_text(ACCESS_KEY)).to_be_visible()
