@@ -37,7 +37,9 @@ def browser(playwright: Playwright) -> Iterator[Browser]:
 
 @pytest.fixture(scope="module")
 def page(browser: Browser, console_server: ServerProcess) -> Iterator[Page]:
-    context = browser.new_context(viewport={"width": 1280, "height": 900}, base_url=console_server.url)
+    context = browser.new_context(
+        viewport={"width": 1280, "height": 900}, base_url=console_server.url, locale="en-US"
+    )
     page = context.new_page()
     page.set_default_timeout(T)
     errors: list[str] = []

@@ -183,7 +183,7 @@ class Console:
             return
         service_name, _, rest = sub.partition("/")
         if service_name == "invoke" and method == "POST" and rest and "/" not in rest:
-            await self._invoke(scope, receive, send, request_id, urllib.parse.unquote(rest))
+            await self._invoke(scope, receive, send, request_id, rest)  # scope["path"] is decoded
             return
         body = await _read_body(scope, receive, _BODY_LIMIT, request_id, runtime=False)
         if service_name == "v1" and rest:
