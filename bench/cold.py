@@ -125,17 +125,17 @@ def naive(models: Models, rounds: int, result: ColdResult) -> None:
 
 
 def zygote_experiment(models: Models, work: Path, rounds: int, result: ColdResult) -> None:
-    """Drive ``python -m zeroscale.workers.zygote sklearn`` directly, as the server's WorkerManager does.
+    """Drive ``python -m zeroscale.workers.forkserver sklearn`` directly, as the server's WorkerManager does.
 
     Per fork, on CLOCK_MONOTONIC: ``request`` (fork request written), ``forked`` (the zygote's reply with the
     pid: fork() returned in the parent), ``import`` (the child runs the model's inference.py: fork + child
     set-up), ``load0``/``load1`` (model_fn), ``ready`` (the socket answered /ping; polled every 1 ms)."""
-    from zeroscale.workers.zygote import THREAD_ENV
+    from zeroscale.workers.forkserver import THREAD_ENV
 
     work.mkdir(parents=True, exist_ok=True)
     ours, theirs = socket.socketpair()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "zeroscale.workers.zygote", "sklearn", str(theirs.fileno())],
+        [sys.executable, "-m", "zeroscale.workers.forkserver", "sklearn", str(theirs.fileno())],
         pass_fds=(theirs.fileno(),),
         env={**os.environ, **THREAD_ENV},
         stdout=subprocess.DEVNULL,
@@ -197,7 +197,7 @@ def zygote_experiment(models: Models, work: Path, rounds: int, result: ColdResul
 
 _FIRST_PREDICT_CODE = r"""
 import json, os, sys, time
-from zeroscale.workers.zygote import THREAD_ENV
+from zeroscale.workers.forkserver import THREAD_ENV
 os.environ.update(THREAD_ENV)
 from zeroscale.runtimes.registry import get_runtime
 get_runtime("sklearn").preload()

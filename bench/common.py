@@ -11,7 +11,6 @@ import http.client
 import json
 import re
 import socket
-import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -27,9 +26,7 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 from sklearn.ensemble import RandomForestClassifier
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests"))
-from serverproc import (  # noqa: E402
+from zeroscale.testing import (
     ACCESS_KEY,
     REGION,
     SECRET_KEY,
@@ -53,6 +50,7 @@ __all__ = [
     "wait_for",
 ]
 
+REPO = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).resolve().parent / "results"
 ROW = json.dumps([[0.5] * 10]).encode()  # one row of the reference model's 10 features
 JSON = "application/json"

@@ -2,7 +2,7 @@
 run, one with metering on (the default) and one with ``--no-metering``, in interleaved blocks so both see
 the same machine; plus the sink's own cost per invocation, measured in process.
 
-    .venv/bin/python bench/metering.py [--requests N] [--block N]
+    .venv/bin/python -m bench.metering [--requests N] [--block N]
 
 The endpoint is a handler that returns its input (the cheapest model there is), so any per-request cost
 of metering is as large a share of the latency as it can be. Writes bench/results/metering.md.
@@ -14,33 +14,32 @@ import argparse
 import json
 import random
 import statistics
-import sys
 import tempfile
 import time
 import urllib.request
 from pathlib import Path
 
-import numpy as np
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
-ROOT = Path(__file__).resolve().parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT.parent / "tests"))
-from latency import SignedClient  # noqa: E402
-
-from serverproc import ACCESS_KEY, REGION, SECRET_KEY, ServerProcess, deploy, make_tar  # noqa: E402
-from zeroscale.events import InvocationRecord  # noqa: E402
-from zeroscale.metering.ledger import Ledger  # noqa: E402
-from zeroscale.metering.sink import MeteringSink  # noqa: E402
+from bench.common import (
+    ACCESS_KEY,
+    REGION,
+    RESULTS,
+    SECRET_KEY,
+    ServerProcess,
+    SignedClient,
+    deploy,
+    make_tar,
+    pct,
+)
+from zeroscale.events import InvocationRecord
+from zeroscale.metering.ledger import Ledger
+from zeroscale.metering.sink import MeteringSink
 
 ECHO = b"def model_fn(model_dir):\n    return None\n\n\ndef predict_fn(data, model):\n    return data\n"
 BODY = json.dumps([[0.5] * 10]).encode()
-
-
-def pct(values: list[float], q: float) -> float:
-    return float(np.percentile(values, q))
 
 
 def sink_append_ns(n: int, db: Path) -> tuple[float, float]:
@@ -134,8 +133,8 @@ def main() -> None:
     print(table)
     print()
     print(notes)
-    (ROOT / "results").mkdir(exist_ok=True)
-    (ROOT / "results" / "metering.md").write_text(
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "metering.md").write_text(
         f"# bench/metering.py, {time.strftime('%Y-%m-%d %H:%M')}\n\n{table}\n\n{notes}\n"
     )
 

@@ -3,8 +3,9 @@
 Per pair: one request signed with botocore's SigV4 signer and sent on a keep-alive connection to zeroscale,
 then the same body sent on a keep-alive connection to the worker's Unix socket (the worker zeroscale routes
 to: the endpoint has MaxConcurrency 1 and one warm worker). The signing time is measured on its own and kept
-out of the "through" timer, so the server's share is p50(through) - p50(direct); the client's signing cost
-is reported next to it.
+out of the "through" timer. The overhead a request paid is its pair's difference, through minus direct
+(``paired_overhead_s``); the figures are percentiles of those differences (not differences of
+percentiles, which need not describe any request). The client's signing cost is reported next to them.
 """
 
 from __future__ import annotations
@@ -32,6 +33,16 @@ class OverheadResult:
     through_s: dict[str, list[float]] = field(default_factory=dict)  # model -> after signing, send -> read
     direct_s: dict[str, list[float]] = field(default_factory=dict)
     sign_s: list[float] = field(default_factory=list)
+
+    def overhead_s(self, model: str) -> list[float]:
+        """Per pair: through zeroscale minus straight to the worker."""
+        return paired_overhead_s(self.through_s.get(model, []), self.direct_s.get(model, []))
+
+
+def paired_overhead_s(through: list[float], direct: list[float]) -> list[float]:
+    """What zeroscale added to each request: its latency minus that of the direct request it was paired
+    with (``through[i]`` and ``direct[i]`` were sent one after the other)."""
+    return [t - d for t, d in zip(through, direct, strict=True)]
 
 
 def deploy_warm(srv: ServerProcess, models: Models) -> None:

@@ -1,6 +1,6 @@
 """Cold-start latency of each built-in runtime: endpoint at zero workers -> first response, zygote warm.
 
-    .venv/bin/python bench/runtimes.py [--rounds N]
+    .venv/bin/python -m bench.runtimes [--rounds N]
 
 One server; per runtime a small model on 10 features (scikit-learn RandomForest 100 trees, XGBoost 100
 trees, a TorchScript MLP 10-64-64-1, an ONNX MLP 10-64-1), deployed with SageMaker's image URI and the tag
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -24,13 +23,8 @@ from typing import Any
 import joblib
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from latency import SignedClient, pct
+from bench.common import RESULTS, ServerProcess, SignedClient, deploy, make_tar, pct, wait_for
 
-from serverproc import ServerProcess, deploy, make_tar, wait_for
-
-ROOT = Path(__file__).resolve().parent
 FEATURES = 10
 ROW = json.dumps([[0.5] * FEATURES]).encode()
 IMAGES = {
@@ -164,8 +158,8 @@ def main() -> None:
     ]
     report = "\n".join(lines)
     print(report)
-    (ROOT / "results").mkdir(exist_ok=True)
-    (ROOT / "results" / "runtimes.md").write_text(
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "runtimes.md").write_text(
         f"# bench/runtimes.py, {time.strftime('%Y-%m-%d %H:%M')}\n\n{report}\n"
     )
 

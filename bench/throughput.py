@@ -249,7 +249,7 @@ PROFILE_GROUPS = (
     ("  worker round trip (workers/client.py WorkerConnection.request)", "WorkerConnection.request ("),
     ("  pool: acquire, release, timeouts (router/pool.py VariantPool.invoke)", "VariantPool.invoke ("),
     ("  response to the client (api/wire.py respond -> uvicorn send)", "respond (zeroscale/api/wire.py"),
-    ("  invocation record: events, metrics, metering (api/runtime.py _record)", "Runtime._record ("),
+    ("  invocation record: events, metrics, metering (api/invoke.py _record)", "InvokeApi._record ("),
     ("metering writer thread (metering/sink.py)", "MeteringSink._run ("),
     ("uvicorn HTTP protocol callbacks (httptools_impl.py HttpToolsProtocol.*)", "HttpToolsProtocol."),
 )

@@ -41,6 +41,9 @@ class Settings:
     invocation_timeout_s: float = 60.0
     startup_timeout_s: float = 180.0
     memory_budget_mb: int = field(default_factory=_default_memory_budget_mb)
+    # The warm-model cache: MB of loaded-model templates kept for pools at zero (None: a tenth of the
+    # memory budget; 0: none, scale to zero leaves no process behind).
+    warm_cache_mb: int | None = None
     s3_endpoint_url: str | None = None
     # Artifact extraction limits.
     max_extracted_bytes: int = 20 * 1024 * MB
@@ -55,6 +58,12 @@ class Settings:
     # Usage metering (zeroscale usage, GET /zeroscale/v1/usage) and the price table that overrides defaults.
     metering: bool = True
     price_table: Path | None = None
+
+    @property
+    def warm_cache_cap_mb(self) -> int:
+        if self.warm_cache_mb is not None:
+            return max(0, self.warm_cache_mb)
+        return self.memory_budget_mb // 10
 
     @property
     def db_url(self) -> str:

@@ -10,13 +10,15 @@ import uvicorn
 
 from zeroscale.api.app import App, AppParts
 from zeroscale.api.control import ControlPlane
-from zeroscale.api.images import ImagesApi
+from zeroscale.api.image_rest import ImagesApi
+from zeroscale.api.invoke import InvokeApi
 from zeroscale.api.jsonrpc import JsonService
-from zeroscale.api.runtime import Runtime
 from zeroscale.api.shapes import ServiceShapes
 from zeroscale.artifacts import ArtifactCache
 from zeroscale.artifacts.pyenv import PythonEnvs
+from zeroscale.background import Background
 from zeroscale.config import Settings
+from zeroscale.console import Backend, Console
 from zeroscale.control.arns import Arns
 from zeroscale.control.deploy import Deployer
 from zeroscale.control.endpoint_configs import EndpointConfigs
@@ -36,6 +38,7 @@ from zeroscale.metrics.store import MinuteStore
 from zeroscale.router.fleet import Fleet
 from zeroscale.router.spec import RouterSettings
 from zeroscale.store.db import Store
+from zeroscale.types import SERVERLESS_MEMORY_SIZES_MB
 from zeroscale.workers.manager import WorkerManager
 
 log = logging.getLogger("zeroscale")
@@ -76,12 +79,14 @@ def build(settings: Settings) -> Server:
             invocation_timeout_s=settings.invocation_timeout_s,
             startup_timeout_s=settings.startup_timeout_s,
             memory_budget_mb=settings.memory_budget_mb,
+            warm_cache_mb=settings.warm_cache_cap_mb,
         ),
         metrics,
         events,
     )
     metrics.watch(fleet.loads)
     metrics.watch_sink_failures(events.failures)
+    metrics.watch_cache(fleet.cache.load)
     history = MetricsHistory(
         HistoryRecorder(),
         MinuteStore(settings.db_url),
@@ -117,13 +122,11 @@ def build(settings: Settings) -> Server:
     )
     endpoints = Endpoints(store, arns, models, configs, deployer, fleet)
     secrets = {creds.access_key_id: creds.secret_access_key}
-    background: set[asyncio.Task[None]] = set()
+    background = Background("startup")
 
     async def startup() -> None:
         await manager.open()
-        task = asyncio.create_task(manager.prewarm(PREWARMED_RUNTIMES))
-        background.add(task)
-        task.add_done_callback(background.discard)
+        background.spawn(manager.prewarm(PREWARMED_RUNTIMES))
         await history.start()
         await logs.start()
         metering.start()  # before resume: it closes intervals a crash left open, then meters new ones
@@ -131,6 +134,7 @@ def build(settings: Settings) -> Server:
         await endpoints.resume()
 
     async def shutdown() -> None:
+        await background.cancel()  # a prewarm still starting its zygote
         await endpoints.close()
         await fleet.close()
         await asyncio.to_thread(metering.close)  # after the fleet: its last records and deactivations
@@ -147,7 +151,7 @@ def build(settings: Settings) -> Server:
             ),
             JsonService(ServiceShapes("logs"), logs.operations),
         ],
-        runtime=Runtime(fleet, settings.account_id, events),
+        runtime=InvokeApi(fleet, settings.account_id, events),
         metrics=metrics,
         lookup_secret=secrets.get,
         payload_limit_bytes=settings.payload_limit_bytes,
@@ -158,6 +162,19 @@ def build(settings: Settings) -> Server:
             "usage": UsageApi(metering),
             "images": ImagesApi(images).handle,
         },
+    )
+    # The web console calls these same operation tables, routes and runtime for a signed-in session.
+    parts.console = Console(
+        Backend(
+            json_services=parts.json_services,
+            rest_routes=parts.rest_routes,
+            invoke=parts.runtime.invoke,
+            lookup_secret=secrets.get,
+            loads=fleet.loads,
+            payload_limit_bytes=settings.payload_limit_bytes,
+            region=settings.region,
+            memory_sizes_mb=SERVERLESS_MEMORY_SIZES_MB,
+        )
     )
     return Server(settings, creds, App(parts))
 
@@ -197,6 +214,7 @@ def _announce(server: Server) -> None:
         f"  deploy:  zeroscale deploy --name demo --model model.joblib --image sklearn --endpoint-url {url}\n"
         f"  invoke:  zeroscale invoke demo --body '[[1,2,3,4]]' --endpoint-url {url}\n"
         f"  boto3:   boto3.client('sagemaker-runtime', endpoint_url='{url}').invoke_endpoint(...)\n"
-        f"  metrics: {url}/metrics",
+        f"  metrics: {url}/metrics\n"
+        f"  console: {url}/console  (sign in with the admin credentials)",
         flush=True,
     )

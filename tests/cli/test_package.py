@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 from sklearn.linear_model import LogisticRegression
 
-from serverproc import ServerProcess, deploy
 from zeroscale.cli.package import package_into_cache
+from zeroscale.testing import ServerProcess, deploy
 
 ZEROSCALE = Path(sys.executable).parent / "zeroscale"
 

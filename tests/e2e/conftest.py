@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from sklearn.ensemble import RandomForestClassifier
 
-from serverproc import ServerProcess, make_tar
+from zeroscale.testing import ServerProcess, make_tar
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from serverproc import ACCESS_KEY, REGION, SECRET_KEY, ServerProcess, deploy
+from zeroscale.testing import ACCESS_KEY, REGION, SECRET_KEY, ServerProcess, deploy
 
 NO_RETRIES = Config(retries={"total_max_attempts": 1})
 

@@ -13,7 +13,7 @@ from typing import Any
 import botocore
 import pytest
 
-from serverproc import ACCESS_KEY, REGION, SECRET_KEY, SKLEARN_IMAGE, ServerProcess
+from zeroscale.testing import ACCESS_KEY, REGION, SECRET_KEY, SKLEARN_IMAGE, ServerProcess
 
 AWS = Path(sys.executable).parent / "aws"
 NAME = "cli-sklearn"

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from serverproc import ACCESS_KEY, REGION, SECRET_KEY, ServerProcess, deploy, make_tar, wait_for
+from zeroscale.testing import ACCESS_KEY, REGION, SECRET_KEY, ServerProcess, deploy, make_tar, wait_for
 from zeroscale.workers.capture import strip_stamps
 
 ZEROSCALE = Path(sys.executable).parent / "zeroscale"

@@ -19,7 +19,7 @@ from botocore.credentials import Credentials
 from botocore.exceptions import ClientError
 
 from e2e.conftest import handler_model
-from serverproc import ACCESS_KEY, REGION, SECRET_KEY, ServerProcess, deploy, wait_final
+from zeroscale.testing import ACCESS_KEY, REGION, SECRET_KEY, ServerProcess, deploy, wait_final
 
 ARN = "arn:aws:sagemaker:us-east-1:000000000000"
 SERVERLESS = {"MemorySizeInMB": 1024, "MaxConcurrency": 2}

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from botocore.exceptions import ClientError
 
-from serverproc import ServerProcess, deploy
+from zeroscale.testing import ServerProcess, deploy
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ import pytest
 from botocore.exceptions import ClientError, WaiterError
 
 from e2e.conftest import handler_model
-from serverproc import ServerProcess, deploy, wait_for
+from zeroscale.testing import ServerProcess, deploy, wait_for
 
 # One handler whose behaviour the request body picks: {"raise": 1}, {"exit": 1}, {"kill": 1},
 # {"sleep": s}, {"alloc": 1}; anything else answers {"ok": true, "pid": <worker pid>}.

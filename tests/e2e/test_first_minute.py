@@ -18,7 +18,7 @@ from botocore.exceptions import WaiterError
 from sklearn.linear_model import LogisticRegression
 
 from e2e.conftest import handler_model
-from serverproc import SKLEARN_IMAGE, ServerProcess, deploy, make_tar, wait_final
+from zeroscale.testing import SKLEARN_IMAGE, ServerProcess, deploy, make_tar, wait_final
 
 SERVERLESS = {"MemorySizeInMB": 1024, "MaxConcurrency": 5}
 SLOW_MODEL = """

@@ -18,7 +18,7 @@ import torch
 import xgboost as xgb
 from onnx import TensorProto, helper, numpy_helper
 
-from serverproc import deploy, make_tar, wait_for
+from zeroscale.testing import deploy, make_tar, wait_for
 
 XGBOOST_IMAGE = "683313688378.dkr.ecr.us-east-1.amazonaws.com/sagemaker-xgboost:1.7-1"
 PYTORCH_IMAGE = "763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-inference:2.1-cpu-py310"

@@ -15,7 +15,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from e2e.conftest import handler_model
-from serverproc import deploy, make_tar
+from zeroscale.testing import deploy, make_tar
 
 EVERY_HOOK = """
 import json

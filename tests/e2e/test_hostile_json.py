@@ -17,9 +17,9 @@ from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
-from serverproc import ACCESS_KEY, REGION, SECRET_KEY, ServerProcess, deploy
 from zeroscale.api import served
 from zeroscale.api.shapes import ServiceShapes
+from zeroscale.testing import ACCESS_KEY, REGION, SECRET_KEY, ServerProcess, deploy
 
 TARGETS = {"sagemaker": "SageMaker", "logs": "Logs_20140328"}
 JSON_11 = "application/x-amz-json-1.1"

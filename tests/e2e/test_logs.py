@@ -20,7 +20,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from e2e.conftest import handler_model
-from serverproc import ACCESS_KEY, REGION, SECRET_KEY, ServerProcess, deploy, wait_for
+from zeroscale.testing import ACCESS_KEY, REGION, SECRET_KEY, ServerProcess, deploy, wait_for
 
 ZEROSCALE = Path(sys.executable).parent / "zeroscale"
 GROUP = "/aws/sagemaker/Endpoints/"

@@ -30,9 +30,9 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
 from e2e.conftest import handler_model
-from serverproc import ACCESS_KEY, REGION, SECRET_KEY, ServerProcess, deploy, wait_for
 from zeroscale.metering.ledger import Ledger
 from zeroscale.metering.pricing import EXACT
+from zeroscale.testing import ACCESS_KEY, REGION, SECRET_KEY, ServerProcess, deploy, wait_for
 
 SLEEP_S = 0.15
 SLEEPY = f"""

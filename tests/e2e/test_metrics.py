@@ -23,8 +23,8 @@ from click.testing import CliRunner
 
 from e2e.conftest import handler_model
 from metrics.promtext import value
-from serverproc import ACCESS_KEY, REGION, SECRET_KEY, ServerProcess, deploy, wait_for
 from zeroscale.cli.main import cli
+from zeroscale.testing import ACCESS_KEY, REGION, SECRET_KEY, ServerProcess, deploy, wait_for
 
 # {"raise": 1} -> the model raises (the container answers 500); {"sleep": s} sleeps; else {"ok": true}.
 MODEL = """

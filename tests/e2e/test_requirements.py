@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from e2e.conftest import handler_model
-from serverproc import ServerProcess, deploy, make_tar
+from zeroscale.testing import ServerProcess, deploy, make_tar
 
 # A small pure-Python package from PyPI that the test venv does not have (checked below).
 PACKAGE = "roman"

@@ -14,7 +14,7 @@ import psutil
 import pytest
 
 from e2e.conftest import handler_model
-from serverproc import ServerProcess, deploy, wait_for
+from zeroscale.testing import ServerProcess, deploy, wait_for
 
 ECHO = """
 import os
@@ -77,7 +77,7 @@ def worker_processes(data_dir: Path) -> list[psutil.Process]:
     found = []
     for proc in psutil.process_iter(["cmdline"]):
         try:
-            if "zeroscale.workers.zygote" not in " ".join(proc.info["cmdline"] or ()):
+            if "zeroscale.workers.forkserver" not in " ".join(proc.info["cmdline"] or ()):
                 continue
             if proc.status() == psutil.STATUS_ZOMBIE:
                 continue

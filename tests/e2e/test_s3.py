@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from s3server import SeaweedS3
-from serverproc import ServerProcess, deploy
+from zeroscale.testing import ServerProcess, deploy
 
 BUCKET = "zeroscale-models"
 KEY = "sklearn/v1/model.tar.gz"

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from serverproc import ServerProcess, deploy, wait_final, wait_for
+from zeroscale.testing import ServerProcess, deploy, wait_final, wait_for
 
 from .conftest import handler_model
 

@@ -11,10 +11,10 @@ import pytest
 from botocore import xform_name
 from botocore.exceptions import ClientError
 
-from serverproc import ServerProcess
 from zeroscale.api import served
 from zeroscale.api.allowlist import Rule
 from zeroscale.api.shapes import ServiceShapes
+from zeroscale.testing import ServerProcess
 
 ARN = "arn:aws:sagemaker:us-east-1:000000000000"
 SERVERLESS = {"MemorySizeInMB": 1024, "MaxConcurrency": 2}

@@ -9,7 +9,7 @@ from typing import Any
 
 import psutil
 
-from serverproc import ServerProcess, deploy, wait_for
+from zeroscale.testing import ServerProcess, deploy, wait_for
 
 IDLE = [{"Key": "zeroscale:idle-timeout-s", "Value": "3"}]
 
@@ -19,12 +19,24 @@ def tree(server: ServerProcess) -> list[psutil.Process]:
     return psutil.Process(server.proc.pid).children(recursive=True)
 
 
+def zygote_children(server: ServerProcess) -> list[psutil.Process]:
+    """Workers and templates: the processes a zygote forked."""
+    found = []
+    for proc in tree(server):
+        try:
+            if "zeroscale.workers.forkserver" in " ".join(proc.parent().cmdline()):
+                found.append(proc)
+        except psutil.NoSuchProcess:
+            continue
+    return found
+
+
 def templates(server: ServerProcess) -> list[psutil.Process]:
     """Template processes: children of a zygote that have children of their own (the replicas)."""
     found = []
     for proc in tree(server):
         try:
-            if "zeroscale.workers.zygote" in " ".join(proc.parent().cmdline()) and proc.children():
+            if "zeroscale.workers.forkserver" in " ".join(proc.parent().cmdline()) and proc.children():
                 found.append(proc)
         except psutil.NoSuchProcess:
             continue
@@ -78,13 +90,49 @@ def test_scale_out_forks_replicas_of_a_loaded_model_and_scales_back_to_zero(
     assert replicas >= 1, "scale-out did not fork from the template"
     assert server.workers("templated") <= 3
 
-    # Back to zero: no worker, and no template holding the model either.
+    # Back to zero: no worker. The template stays in the warm-model cache (no CPU, its private memory on
+    # /metrics), so the next cold start is a fork of the loaded model.
     wait_for(lambda: server.workers("templated") == 0, timeout_s=20)
-    wait_for(
-        lambda: (
-            not templates(server)
-            and not any("template" in " ".join(p.cmdline()) for p in tree(server) if p.is_running())
-        ),
-        timeout_s=10,
+    wait_for(lambda: metric(server, "zeroscale_warm_cache_entries") == 1, timeout_s=10)
+    assert len(templates(server)) == 0  # a cached template has no children: nothing serves
+    assert (
+        0
+        < metric(server, "zeroscale_warm_cache_bytes")
+        <= metric(server, "zeroscale_warm_cache_capacity_bytes")
     )
-    assert smr.invoke_endpoint(EndpointName="templated", Body=body, ContentType="application/json")
+    hits = metric(server, "zeroscale_warm_cache_hits_total")
+    resp = smr.invoke_endpoint(EndpointName="templated", Body=body, ContentType="application/json")
+    assert json.loads(resp["Body"].read()) == want  # the same answer from a fork of the cached model
+    assert metric(server, "zeroscale_warm_cache_hits_total") == hits + 1
+    assert metric(server, "zeroscale_warm_cache_entries") == 0  # the pool owns its template again
+
+
+def test_without_a_warm_cache_zero_leaves_no_process_behind(server_factory: Any, sklearn_model: Any) -> None:
+    server = server_factory(warm_cache_mb=0)
+    sm, smr = server.client("sagemaker"), server.client("sagemaker-runtime")
+    desc = deploy(sm, "strict", sklearn_model.url, max_concurrency=2, tags=IDLE)
+    assert desc["EndpointStatus"] == "InService", desc.get("FailureReason")
+    body = sklearn_model.json_body(sklearn_model.X[:5])
+    want = sklearn_model.expected(sklearn_model.X[:5])
+
+    def answer() -> Any:
+        resp = smr.invoke_endpoint(EndpointName="strict", Body=body, ContentType="application/json")
+        return json.loads(resp["Body"].read())
+
+    assert answer() == want
+    logs = server.data_dir / "logs" / "strict" / "AllTraffic"
+    wait_for(lambda: any(logs.glob("template-*.log")), timeout_s=20)
+    wait_for(lambda: server.workers("strict") == 0, timeout_s=20)
+    wait_for(lambda: not zygote_children(server), timeout_s=10)  # no worker, no template
+    assert metric(server, "zeroscale_warm_cache_entries") == 0
+    assert metric(server, "zeroscale_warm_cache_capacity_bytes") == 0
+    assert answer() == want
+    assert metric(server, "zeroscale_warm_cache_misses_total") >= 1
+
+
+def metric(server: ServerProcess, name: str) -> float:
+    """An unlabelled sample from /metrics (0 when absent)."""
+    for line in server.metrics().splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    return 0.0

@@ -20,7 +20,7 @@ from artifacts.tarballs import (
     symlink_member,
     write_tar,
 )
-from zeroscale.cli.images import pack
+from zeroscale.cli.image_commands import pack
 from zeroscale.images import ImageError, ImageRegistry, parse_reference
 
 MB = 1024 * 1024

@@ -59,6 +59,7 @@ class FakeManager:
         self.requests: list[str] = []  # worker id per request, in order
         self.status = 200
         self.prewarmed: list[tuple[str, ...]] = []
+        self.template_size = 40 * 1024 * 1024
 
     def as_manager(self) -> Workers:
         return cast(Workers, self)
@@ -97,6 +98,9 @@ class FakeManager:
         template = FakeTemplate()
         self.templates.append(template)
         return template
+
+    def template_bytes(self, template: Any) -> int:
+        return self.template_size
 
     async def stop(self, handle: WorkerHandle, *, grace_s: float | None = None) -> None:
         self.stops.append(handle.worker_id)

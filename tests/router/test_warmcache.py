@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from zeroscale.events import EventBus
+from zeroscale.metrics.registry import Metrics
 from zeroscale.router.budget import MemoryBudget
+from zeroscale.router.fleet import Fleet
+from zeroscale.router.pool import Invocation
 from zeroscale.router.warmcache import TemplateKey, WarmCache
 
-from .fakes import FakeTemplate
+from .fakes import FakeClock, FakeManager, FakeTemplate, Recorder, settings, spec
 
 MB = 1024 * 1024
 
@@ -122,3 +132,113 @@ def test_discard_and_clear_close_and_give_memory_back() -> None:
     assert len(h.closed) == 1 and h.budget.used_mb == 5
     h.cache.clear()
     assert len(h.closed) == 2 and h.budget.used_mb == 0 and h.cache.stats.bytes == 0
+
+
+# ---- the cache in the fleet: pools at zero, cold starts, updates, deletes ----
+class FleetHarness:
+    def __init__(self, tmp: Path, cap_mb: int = 512, budget_mb: int = 8192) -> None:
+        self.manager = FakeManager()
+        self.clock = FakeClock()
+        self.recorder = Recorder()
+        self.fleet = Fleet(
+            self.manager.as_manager(),
+            settings(tmp, memory_budget_mb=budget_mb, warm_cache_mb=cap_mb),
+            Metrics(),
+            EventBus([self.recorder]),
+            self.clock,
+        )
+
+    async def invoke(self, endpoint: str) -> Invocation:
+        route = self.fleet.route(endpoint)
+        assert route is not None
+        inv = Invocation(b"{}", [])
+        await route.choose().invoke(inv)
+        return inv
+
+    async def to_zero(self) -> None:
+        self.clock.advance(1_000.0)
+        for pool in self.fleet.pools():
+            pool.scale()
+        for _ in range(10):
+            await asyncio.sleep(0)
+        assert all(p.live == 0 for p in self.fleet.pools())
+
+
+@pytest.fixture
+async def fh(tmp_path: Path) -> AsyncIterator[FleetHarness]:
+    h = FleetHarness(tmp_path)
+    yield h
+    await h.fleet.close()
+
+
+async def test_a_pool_at_zero_keeps_its_template_and_the_next_cold_start_forks_it(fh: FleetHarness) -> None:
+    await fh.fleet.activate("ep", [spec()])
+    await asyncio.sleep(0)
+    template = fh.manager.templates[0]
+    await fh.to_zero()
+    assert not fh.manager.live and not template.closed  # no worker, no billing: only the cached model
+    assert fh.fleet.cache.stats.entries == 1 and fh.fleet.budget.used_mb == 40
+    served = await fh.invoke("ep")
+    assert served.setup_s is not None  # still a cold start, but a fork of the loaded model
+    assert fh.manager.starts[-1] == (served.worker_id, template)
+    assert (fh.fleet.cache.stats.hits, fh.fleet.cache.stats.entries) == (1, 0)
+
+
+async def test_cap_zero_means_strict_zero(tmp_path: Path) -> None:
+    h = FleetHarness(tmp_path, cap_mb=0)
+    try:
+        await h.fleet.activate("ep", [spec()])
+        await asyncio.sleep(0)
+        await h.to_zero()
+        await asyncio.sleep(0)
+        assert h.manager.templates[0].closed and h.fleet.budget.used_mb == 0
+        await h.invoke("ep")
+        assert h.manager.starts[-1][1] is None and h.fleet.cache.stats.misses == 2  # deploy, then this
+    finally:
+        await h.fleet.close()
+
+
+async def test_an_update_to_another_model_or_a_delete_drops_the_entry(fh: FleetHarness) -> None:
+    await fh.fleet.activate("ep", [spec(model_dir="/artifacts/v1/model")])
+    await asyncio.sleep(0)
+    await fh.to_zero()
+    assert fh.fleet.cache.stats.entries == 1
+    await fh.fleet.activate("ep", [spec(model_dir="/artifacts/v1/model", max_concurrency=9)])
+    assert fh.manager.starts[-1][1] is fh.manager.templates[0]  # same model: the update's warm start hit
+    await fh.to_zero()
+    await fh.fleet.activate("ep", [spec(model_dir="/artifacts/v2/model")])  # a redeploy of another artifact
+    await asyncio.sleep(0)
+    assert fh.fleet.cache.stats.entries == 0 and fh.manager.templates[0].closed
+    await fh.to_zero()
+    assert fh.fleet.cache.stats.entries == 1
+    await fh.fleet.deactivate("ep")
+    assert fh.fleet.cache.stats.entries == 0 and fh.fleet.budget.used_mb == 0
+
+
+async def test_idle_memory_of_many_endpoints_at_zero_stays_within_the_cap(tmp_path: Path) -> None:
+    h = FleetHarness(tmp_path, cap_mb=200)
+    try:
+        for i in range(12):
+            await h.fleet.activate(f"ep{i}", [spec(endpoint=f"ep{i}", model_dir=f"/artifacts/{i}/model")])
+            await asyncio.sleep(0)
+            await h.to_zero()
+        assert h.fleet.cache.used_mb <= 200 and h.fleet.cache.stats.entries == 5
+        assert h.fleet.budget.used_mb == h.fleet.cache.used_mb
+        assert sum(t.closed for t in h.manager.templates) == 7  # least recently stored first
+        assert h.fleet.cache.stats.evicted_by == {"cap": 7}
+    finally:
+        await h.fleet.close()
+
+
+async def test_a_cold_start_takes_the_cache_s_memory_before_any_idle_worker(tmp_path: Path) -> None:
+    h = FleetHarness(tmp_path, cap_mb=512, budget_mb=2048 + 20)
+    try:
+        await h.fleet.activate("cached", [spec(endpoint="cached", model_dir="/artifacts/c/model")])
+        await asyncio.sleep(0)
+        await h.to_zero()
+        await h.fleet.activate("idle", [spec(endpoint="idle", model_dir="/artifacts/i/model")])
+        await h.fleet.activate("new", [spec(endpoint="new", model_dir="/artifacts/n/model")])
+        assert h.fleet.cache.stats.evicted_by == {"memory": 1}
+        assert "evicted" not in [k for _, k in h.recorder.kinds()]  # the idle worker stayed
+    finally:
+        await h.fleet.close()

@@ -18,9 +18,9 @@ from onnx import TensorProto, helper, numpy_helper
 
 from zeroscale.runtimes import codecs
 from zeroscale.runtimes.handler import Handler
-from zeroscale.runtimes.images import resolve_image
+from zeroscale.runtimes.image_uris import resolve_image
 from zeroscale.runtimes.registry import RUNTIMES
-from zeroscale.workers.zygote import THREAD_ENV
+from zeroscale.workers.forkserver import THREAD_ENV
 
 RUNTIME = RUNTIMES["onnx"]
 JSON = {"content-type": "application/json", "accept": "application/json"}

@@ -17,9 +17,9 @@ import torch
 
 from zeroscale.runtimes import codecs
 from zeroscale.runtimes.handler import Handler
-from zeroscale.runtimes.images import resolve_image
+from zeroscale.runtimes.image_uris import resolve_image
 from zeroscale.runtimes.registry import RUNTIMES
-from zeroscale.workers.zygote import THREAD_ENV
+from zeroscale.workers.forkserver import THREAD_ENV
 
 RUNTIME = RUNTIMES["pytorch"]
 # torch 2.13 deprecates TorchScript in favour of torch.export; SageMaker's PyTorch images still load it.

@@ -7,7 +7,7 @@ import subprocess
 import sys
 import textwrap
 
-from zeroscale.workers.zygote import THREAD_ENV
+from zeroscale.workers.forkserver import THREAD_ENV
 
 PROBE = textwrap.dedent(
     """

@@ -19,9 +19,9 @@ import xgboost as xgb
 
 from zeroscale.runtimes import codecs
 from zeroscale.runtimes.handler import Handler
-from zeroscale.runtimes.images import resolve_image
+from zeroscale.runtimes.image_uris import resolve_image
 from zeroscale.runtimes.registry import RUNTIMES
-from zeroscale.workers.zygote import THREAD_ENV
+from zeroscale.workers.forkserver import THREAD_ENV
 
 RUNTIME = RUNTIMES["xgboost"]
 CSV_IN = {"content-type": "text/csv"}

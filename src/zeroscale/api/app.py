@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from zeroscale.api import sigv4
+from zeroscale.api.invoke import InvokeApi
 from zeroscale.api.jsonrpc import MAX_BODY_BYTES as MAX_JSON_BODY_BYTES
 from zeroscale.api.jsonrpc import JsonService
-from zeroscale.api.runtime import Runtime
 from zeroscale.api.wire import Send, control_error, control_ok, respond, runtime_error
 from zeroscale.errors import (
     InternalFailure,
@@ -34,6 +34,7 @@ log = logging.getLogger("zeroscale.api")
 _RUNTIME_PREFIX = "/endpoints/"
 REST_PREFIX = "/zeroscale/v1/"
 _UNSIGNED_GETS = ("/metrics", "/ping", "/healthz")
+_CONSOLE = "/console"
 _INVOCATIONS_SUFFIX = "/invocations"
 _CONTROL_BODY_LIMIT = 16 * 1024 * 1024
 
@@ -77,7 +78,7 @@ RestHandler = Callable[[RestRequest], Awaitable[RestResponse]]
 @dataclass
 class AppParts:
     json_services: list[JsonService]  # by X-Amz-Target prefix: SageMaker, CloudWatch Logs, ...
-    runtime: Runtime
+    runtime: InvokeApi
     metrics: Metrics
     lookup_secret: Callable[[str], str | None]
     payload_limit_bytes: int
@@ -86,6 +87,8 @@ class AppParts:
     # every other call (signing name "sagemaker"), errors in the JSON 1.1 shape.
     rest_routes: dict[str, RestHandler]
     shutdown: Callable[[], Awaitable[None]]
+    # the web console under /console (an ASGI app with its own sessions), when mounted
+    console: Callable[[Scope, Receive, Send], Awaitable[None]] | None = None
 
 
 class App:
@@ -125,6 +128,9 @@ class App:
         serialise = runtime_error if is_runtime else control_error
         if method == "GET" and path in _UNSIGNED_GETS:
             await self._unsigned_get(send, path, request_id)
+            return
+        if self._p.console is not None and (path == _CONSOLE or path.startswith(_CONSOLE + "/")):
+            await self._p.console(scope, receive, send)
             return
         try:
             limit = self._p.payload_limit_bytes if is_runtime else _CONTROL_BODY_LIMIT

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from zeroscale.api.jsonrpc import Handler
+from zeroscale.api.jsonrpc import Operation
 from zeroscale.control.endpoint_configs import EndpointConfigs
 from zeroscale.control.endpoints import Endpoints
 from zeroscale.control.models import Models
@@ -17,7 +17,7 @@ class ControlPlane:
     configs: EndpointConfigs
     endpoints: Endpoints
 
-    def operations(self) -> dict[str, Handler]:
+    def operations(self) -> dict[str, Operation]:
         m, c, e = self.models, self.configs, self.endpoints
         tags = ResourceTags({"model": m, "endpoint-config": c, "endpoint": e})
         return {

@@ -24,12 +24,12 @@ from zeroscale.errors import (
 MAX_BODY_BYTES = 1024 * 1024
 
 Params = Mapping[str, Any]
-# A handler may be async (CloudWatch Logs reads files in a thread): the app awaits what it returns.
-Handler = Callable[[Params], dict[str, Any] | Awaitable[dict[str, Any] | None] | None]
+# An operation may be async (CloudWatch Logs reads files in a thread): the app awaits what it returns.
+Operation = Callable[[Params], dict[str, Any] | Awaitable[dict[str, Any] | None] | None]
 
 
 class JsonService:
-    def __init__(self, shapes: ServiceShapes, operations: Mapping[str, Handler]) -> None:
+    def __init__(self, shapes: ServiceShapes, operations: Mapping[str, Operation]) -> None:
         self._shapes = shapes
         self._ops = dict(operations)
         self._known = shapes.operation_names()

@@ -548,11 +548,6 @@ class ServiceShapes:
         if walker.errors:
             raise ValidationException(_format(walker.errors))
 
-    def input_shape_members(self, operation: str) -> tuple[str, ...]:
-        """The top-level member names of an operation's input (empty when it has no input)."""
-        shape = self._operation(operation).input_shape
-        return tuple(shape.members) if shape is not None else ()
-
     def output_shape_members(self, operation: str) -> tuple[str, ...]:
         """The top-level member names of an operation's output (empty when it has no output)."""
         shape = self._operation(operation).output_shape

@@ -33,7 +33,7 @@ from urllib.parse import quote, unquote
 
 from zeroscale.errors import InvalidSignature, MissingAuthenticationToken, UnrecognizedClient
 
-__all__ = ["ALGORITHM", "Credentials", "verify"]
+__all__ = ["ALGORITHM", "Claim", "canonical_request", "header_map", "parse_claim", "string_to_sign", "verify"]
 
 ALGORITHM = "AWS4-HMAC-SHA256"
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
@@ -48,12 +48,6 @@ MSG_MISMATCH = (
 )
 
 _SIG_QUERY_MARKER = b"X-Amz-Signature="
-
-
-@dataclass(frozen=True)
-class Credentials:
-    access_key_id: str
-    secret_access_key: str
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -178,6 +172,52 @@ def _check_time(amz_date: str, signed_at: float, now: float, max_skew_s: float) 
 # parsing the two auth forms
 
 
+@dataclass(slots=True)
+class Claim:
+    """What a request says about its signature, from either auth form."""
+
+    credential: str  # AKID/date/region/service/aws4_request
+    signed_headers: str  # as sent: names separated by ';'
+    signature: str
+    amz_date: str  # YYYYMMDDTHHMMSSZ, as sent (not yet checked)
+    pairs: list[tuple[str, str]]  # the query string's pairs that were signed, as on the wire
+    presigned: bool = False
+    expires: int = 0  # presigned only: X-Amz-Expires
+
+
+def header_map(headers: Sequence[tuple[bytes, bytes]]) -> dict[str, list[str]]:
+    """Lower-cased name -> values in arrival order. Header bytes are decoded as latin-1, which is how
+    http.client put botocore's str values on the wire."""
+    hmap: dict[str, list[str]] = {}
+    for raw_name, raw_value in headers:
+        name = raw_name.decode("latin-1").lower()
+        value = raw_value.decode("latin-1")
+        got = hmap.get(name)
+        if got is None:
+            hmap[name] = [value]
+        else:
+            got.append(value)
+    return hmap
+
+
+def parse_claim(hmap: dict[str, list[str]], query_string: bytes) -> Claim:
+    """The ``Authorization`` header's claim, else the presigned query's; MissingAuthenticationToken when
+    the request carries neither, InvalidSignature when it carries both or a malformed one."""
+    auth_values = hmap.get("authorization")
+    has_query_sig = bool(query_string) and _SIG_QUERY_MARKER in query_string
+    query = query_string.decode("latin-1") if query_string else ""
+    pairs = _split_query(query) if query else []
+    if auth_values is None:
+        return _presigned_claim(pairs if has_query_sig else [], pairs)
+    if has_query_sig and any(k == "X-Amz-Signature" for k, _ in pairs):
+        raise InvalidSignature(
+            "Only one auth mechanism allowed; only the X-Amz-Algorithm query parameter, Signature "
+            "query string parameter or the Authorization header should be specified"
+        )
+    credential, signed_headers, signature = _parse_authorization(",".join(auth_values))
+    return Claim(credential, signed_headers, signature, _request_date(hmap, auth_values[0]), pairs)
+
+
 def _parse_authorization(value: str) -> tuple[str, str, str]:
     """-> (credential, signed_headers, signature) from an ``Authorization`` header value."""
     algorithm, _, rest = value.strip().partition(" ")
@@ -201,6 +241,70 @@ def _parse_authorization(value: str) -> tuple[str, str, str]:
             + f" Authorization={value}"
         )
     return fields["Credential"], fields["SignedHeaders"], fields["Signature"]
+
+
+def _request_date(hmap: dict[str, list[str]], authorization: str) -> str:
+    """The signing time of a header-signed request: ``X-Amz-Date``, else the ``Date`` header converted."""
+    amz_date_values = hmap.get("x-amz-date")
+    if amz_date_values:
+        return amz_date_values[0].strip()
+    date_values = hmap.get("date")
+    converted = _amz_date_from_http_date(date_values[0]) if date_values else None
+    if converted is None:
+        raise InvalidSignature(
+            "Authorization header requires existence of either a 'X-Amz-Date' or a 'Date' header. "
+            f"Authorization={authorization}"
+        )
+    return converted
+
+
+def _presigned_claim(signed_pairs: list[tuple[str, str]], pairs: list[tuple[str, str]]) -> Claim:
+    """The claim of a presigned URL from its ``X-Amz-*`` query parameters (``signed_pairs``: the pairs when
+    the query carries a signature, else none)."""
+    q = {k: unquote(v) for k, v in signed_pairs if k.startswith("X-Amz-")}
+    if "X-Amz-Signature" not in q:
+        raise MissingAuthenticationToken(MSG_MISSING)
+    missing = [
+        n
+        for n in ("X-Amz-Algorithm", "X-Amz-Credential", "X-Amz-Date", "X-Amz-SignedHeaders")
+        if not q.get(n)
+    ]
+    if missing:
+        raise InvalidSignature(
+            " ".join(f"AWS query-string parameters must include '{n}'." for n in missing)
+            + " Re-examine the query-string parameters."
+        )
+    if q["X-Amz-Algorithm"] != ALGORITHM:
+        raise InvalidSignature(
+            f"Unsupported AWS 'algorithm': '{q['X-Amz-Algorithm']}'. Expected '{ALGORITHM}'."
+        )
+    return Claim(
+        credential=q["X-Amz-Credential"],
+        signed_headers=q["X-Amz-SignedHeaders"],
+        signature=q["X-Amz-Signature"],
+        amz_date=q["X-Amz-Date"],
+        # The signature itself is not part of what was signed.
+        pairs=[(k, v) for k, v in pairs if k != "X-Amz-Signature"],
+        presigned=True,
+        expires=_presign_expires(q.get("X-Amz-Expires")),
+    )
+
+
+def _presign_expires(raw_expires: str | None) -> int:
+    if raw_expires is None:
+        raise InvalidSignature("AWS query-string parameters must include 'X-Amz-Expires'.")
+    if not raw_expires.isdigit() or not raw_expires.isascii():
+        raise InvalidSignature(f"X-Amz-Expires should be a number, got '{raw_expires}'.")
+    expires = int(raw_expires)
+    if expires > MAX_PRESIGN_EXPIRES_S:
+        raise InvalidSignature(
+            f"X-Amz-Expires must be less than a week (in seconds) that is {MAX_PRESIGN_EXPIRES_S}"
+        )
+    return expires
+
+
+# ---------------------------------------------------------------------------------------------------------
+# scope and time
 
 
 def _parse_scope(credential: str, service: str) -> tuple[str, str, str, str]:
@@ -230,6 +334,99 @@ def _signed_header_names(signed_headers: str) -> list[str]:
     return names
 
 
+def _check_date(amz_date: str, scope_date: str) -> float:
+    """The signing time in epoch seconds, which must fall on the credential scope's date."""
+    signed_at = _parse_amz_date(amz_date)
+    if signed_at is None:
+        raise InvalidSignature(f"Date must be in ISO-8601 'basic format'. Got '{amz_date}'.")
+    if amz_date[:8] != scope_date:
+        raise InvalidSignature(
+            f"Date in Credential scope does not match YYYYMMDD from ISO-8601 version of date from HTTP: "
+            f"'{scope_date}' != '{amz_date[:8]}', from '{amz_date}'."
+        )
+    return signed_at
+
+
+def _check_fresh(claim: Claim, signed_at: float, now: float, max_skew_s: float) -> None:
+    """A header signature is good within ``max_skew_s`` of now; a presigned one until it expires (and not
+    from further in the future than the skew)."""
+    if not claim.presigned:
+        _check_time(claim.amz_date, signed_at, now, max_skew_s)
+        return
+    if now > signed_at + claim.expires:
+        raise InvalidSignature(
+            f"Signature expired: {claim.amz_date} is now earlier than {_fmt(now - claim.expires)} "
+            f"({_fmt(now)} - {claim.expires} sec.)"
+        )
+    if signed_at > now + max_skew_s:
+        _check_time(claim.amz_date, signed_at, now, max_skew_s)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# canonical request, string to sign, comparison
+
+
+def _canonical_headers(names: list[str], hmap: dict[str, list[str]]) -> str:
+    """One ``name:value\n`` line per signed header: values trimmed, inner whitespace collapsed, repeated
+    headers joined with ``,``; a signed header the request lacks has an empty value."""
+    lines = []
+    for name in names:
+        values = hmap.get(name)
+        if values is None:
+            joined = ""
+        elif len(values) == 1:
+            joined = " ".join(values[0].split())
+        else:
+            joined = ",".join(" ".join(v.split()) for v in values)
+        lines.append(f"{name}:{joined}\n")
+    return "".join(lines)
+
+
+def _payload_hash(hmap: dict[str, list[str]], body: bytes, presigned: bool, service: str) -> str:
+    content_sha = hmap.get("x-amz-content-sha256")
+    if content_sha:
+        return content_sha[0]
+    if presigned and service == "s3":
+        return UNSIGNED_PAYLOAD
+    if body:
+        return hashlib.sha256(body).hexdigest()
+    return EMPTY_SHA256
+
+
+def _query_forms(pairs: list[tuple[str, str]]) -> tuple[str, ...]:
+    """The canonical query string; then, where it differs, the wire pairs sorted as they stand: botocore
+    signs a query taken from the URL without re-encoding it, so a client whose URL was not canonically
+    encoded signed that form instead."""
+    if not pairs:
+        return ("",)
+    canonical, raw_form = _canonical_query(pairs), _raw_sorted_query(pairs)
+    return (canonical,) if raw_form == canonical else (canonical, raw_form)
+
+
+def canonical_request(
+    method: str,
+    canonical_uri: str,
+    canonical_query: str,
+    canonical_headers: str,
+    signed_names: list[str],
+    payload_hash: str,
+) -> str:
+    return (
+        f"{method.upper()}\n{canonical_uri}\n{canonical_query}\n{canonical_headers}\n"
+        f"{';'.join(signed_names)}\n{payload_hash}"
+    )
+
+
+def string_to_sign(amz_date: str, scope: str, creq: str) -> str:
+    return f"{ALGORITHM}\n{amz_date}\n{scope}\n" + hashlib.sha256(creq.encode("utf-8")).hexdigest()
+
+
+def _signature_matches(key: bytes, sts: str, provided: str) -> bool:
+    """Constant-time comparison of the signature ``key`` makes of ``sts`` with the one the client sent."""
+    expected = hmac.new(key, sts.encode("utf-8"), hashlib.sha256).hexdigest().encode("ascii")
+    return hmac.compare_digest(expected, provided.strip().lower().encode("latin-1", "replace"))
+
+
 # ---------------------------------------------------------------------------------------------------------
 # verify
 
@@ -256,159 +453,24 @@ def verify(
     skewed: 'Signature expired: ...' / 'Signature not yet current: ...'). `lookup(access_key_id)` returns
     the secret or None.
     """
-    # One pass over the headers: lower-cased name -> values in arrival order. Header bytes are decoded as
-    # latin-1, which is how http.client put botocore's str values on the wire.
-    hmap: dict[str, list[str]] = {}
-    for raw_name, raw_value in headers:
-        name = raw_name.decode("latin-1").lower()
-        value = raw_value.decode("latin-1")
-        got = hmap.get(name)
-        if got is None:
-            hmap[name] = [value]
-        else:
-            got.append(value)
-
+    hmap = header_map(headers)
     if b"?" in raw_path:  # some servers hand over the path with its query attached
         raw_path = raw_path.partition(b"?")[0]
-
-    auth_values = hmap.get("authorization")
-    has_query_sig = bool(query_string) and _SIG_QUERY_MARKER in query_string
-    query = query_string.decode("latin-1") if query_string else ""
-    pairs = _split_query(query) if query else []
-
-    presigned = False
-    expires = 0
-    if auth_values is not None:
-        if has_query_sig and any(k == "X-Amz-Signature" for k, _ in pairs):
-            raise InvalidSignature(
-                "Only one auth mechanism allowed; only the X-Amz-Algorithm query parameter, Signature "
-                "query string parameter or the Authorization header should be specified"
-            )
-        credential, signed_headers, signature = _parse_authorization(",".join(auth_values))
-        amz_date_values = hmap.get("x-amz-date")
-        if amz_date_values:
-            amz_date = amz_date_values[0].strip()
-        else:
-            date_values = hmap.get("date")
-            converted = _amz_date_from_http_date(date_values[0]) if date_values else None
-            if converted is None:
-                raise InvalidSignature(
-                    "Authorization header requires existence of either a 'X-Amz-Date' or a 'Date' header. "
-                    f"Authorization={auth_values[0]}"
-                )
-            amz_date = converted
-    else:
-        q: dict[str, str] = {}
-        if has_query_sig:
-            for k, v in pairs:
-                if k.startswith("X-Amz-"):
-                    q[k] = unquote(v)
-        if "X-Amz-Signature" not in q:
-            raise MissingAuthenticationToken(MSG_MISSING)
-        presigned = True
-        missing = [
-            n
-            for n in ("X-Amz-Algorithm", "X-Amz-Credential", "X-Amz-Date", "X-Amz-SignedHeaders")
-            if not q.get(n)
-        ]
-        if missing:
-            raise InvalidSignature(
-                " ".join(f"AWS query-string parameters must include '{n}'." for n in missing)
-                + " Re-examine the query-string parameters."
-            )
-        if q["X-Amz-Algorithm"] != ALGORITHM:
-            raise InvalidSignature(
-                f"Unsupported AWS 'algorithm': '{q['X-Amz-Algorithm']}'. Expected '{ALGORITHM}'."
-            )
-        credential = q["X-Amz-Credential"]
-        signed_headers = q["X-Amz-SignedHeaders"]
-        signature = q["X-Amz-Signature"]
-        amz_date = q["X-Amz-Date"]
-        raw_expires = q.get("X-Amz-Expires")
-        if raw_expires is None:
-            raise InvalidSignature("AWS query-string parameters must include 'X-Amz-Expires'.")
-        if not raw_expires.isdigit() or not raw_expires.isascii():
-            raise InvalidSignature(f"X-Amz-Expires should be a number, got '{raw_expires}'.")
-        expires = int(raw_expires)
-        if expires > MAX_PRESIGN_EXPIRES_S:
-            raise InvalidSignature(
-                f"X-Amz-Expires must be less than a week (in seconds) that is {MAX_PRESIGN_EXPIRES_S}"
-            )
-        # The signature itself is not part of what was signed.
-        pairs = [(k, v) for k, v in pairs if k != "X-Amz-Signature"]
-
-    akid, scope_date, region, scope = _parse_scope(credential, service)
-    names = _signed_header_names(signed_headers)
-
-    signed_at = _parse_amz_date(amz_date)
-    if signed_at is None:
-        raise InvalidSignature(f"Date must be in ISO-8601 'basic format'. Got '{amz_date}'.")
-    if amz_date[:8] != scope_date:
-        raise InvalidSignature(
-            f"Date in Credential scope does not match YYYYMMDD from ISO-8601 version of date from HTTP: "
-            f"'{scope_date}' != '{amz_date[:8]}', from '{amz_date}'."
-        )
-
+    claim = parse_claim(hmap, query_string)
+    akid, scope_date, region, scope = _parse_scope(claim.credential, service)
+    names = _signed_header_names(claim.signed_headers)
+    signed_at = _check_date(claim.amz_date, scope_date)
     secret = lookup(akid)
     if secret is None:
         raise UnrecognizedClient(MSG_UNKNOWN_KEY)
+    _check_fresh(claim, signed_at, time.time() if now is None else now, max_skew_s)
 
-    current = time.time() if now is None else now
-    if presigned:
-        if current > signed_at + expires:
-            raise InvalidSignature(
-                f"Signature expired: {amz_date} is now earlier than {_fmt(current - expires)} "
-                f"({_fmt(current)} - {expires} sec.)"
-            )
-        if signed_at > current + max_skew_s:
-            _check_time(amz_date, signed_at, current, max_skew_s)
-    else:
-        _check_time(amz_date, signed_at, current, max_skew_s)
-
-    # ---- canonical request
-    header_lines = []
-    for name in names:
-        values = hmap.get(name)
-        if values is None:
-            joined = ""
-        elif len(values) == 1:
-            joined = " ".join(values[0].split())
-        else:
-            joined = ",".join(" ".join(v.split()) for v in values)
-        header_lines.append(f"{name}:{joined}\n")
-
-    content_sha = hmap.get("x-amz-content-sha256")
-    if content_sha:
-        payload_hash = content_sha[0]
-    elif presigned and service == "s3":
-        payload_hash = UNSIGNED_PAYLOAD
-    elif body:
-        payload_hash = hashlib.sha256(body).hexdigest()
-    else:
-        payload_hash = EMPTY_SHA256
-
-    canonical_uri = _canonical_uri(raw_path, service != "s3")
-    canonical_query = _canonical_query(pairs) if pairs else ""
-    signed_list = ";".join(names)
-    head = f"{method.upper()}\n{canonical_uri}\n"
-    tail = f"\n{''.join(header_lines)}\n{signed_list}\n{payload_hash}"
-
+    uri = _canonical_uri(raw_path, service != "s3")
+    headers_part = _canonical_headers(names, hmap)
+    payload_hash = _payload_hash(hmap, body, claim.presigned, service)
     key = _signing_key(secret, scope_date, region, service)
-    sts_head = f"{ALGORITHM}\n{amz_date}\n{scope}\n"
-    provided = signature.strip().lower().encode("latin-1", "replace")
-
-    def matches(query_part: str) -> bool:
-        creq = head + query_part + tail
-        sts = sts_head + hashlib.sha256(creq.encode("utf-8")).hexdigest()
-        expected = hmac.new(key, sts.encode("utf-8"), hashlib.sha256).hexdigest().encode("ascii")
-        return hmac.compare_digest(expected, provided)
-
-    if matches(canonical_query):
-        return akid
-    # botocore signs a query taken from the URL as it stands on the wire, without re-encoding; a client
-    # whose URL was not canonically encoded signed that form instead.
-    if pairs:
-        raw_form = _raw_sorted_query(pairs)
-        if raw_form != canonical_query and matches(raw_form):
+    for query in _query_forms(claim.pairs):
+        creq = canonical_request(method, uri, query, headers_part, names, payload_hash)
+        if _signature_matches(key, string_to_sign(claim.amz_date, scope, creq), claim.signature):
             return akid
     raise InvalidSignature(MSG_MISMATCH)

@@ -22,7 +22,6 @@ import os
 import shutil
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -43,6 +42,7 @@ from zeroscale.artifacts.fetch import (
     file_fingerprint,
     parse_model_data_url,
 )
+from zeroscale.artifacts.scratch import remove_stale, scratch_path, staging_dir
 from zeroscale.errors import DeployError
 
 MARKER = "complete"
@@ -67,7 +67,7 @@ class ArtifactCache:
         self._tmp_dir = self.root / "tmp"
         for directory in (self.root, self._index_dir, self._tmp_dir):
             directory.mkdir(parents=True, exist_ok=True)
-        self._remove_stale_tmp()
+        remove_stale(self._tmp_dir)  # what processes that died mid-prepare left
 
     # ---- public ----
     def prepare(self, model_data_url: str | None) -> Path:
@@ -188,7 +188,7 @@ class ArtifactCache:
             if self._is_complete(sha):
                 return  # someone else got there first; our staging copy is discarded
             # An entry without its marker is debris (it cannot come from us): move it aside, retry.
-            trash = self._tmp_dir / f"{os.getpid()}-{uuid.uuid4().hex}.trash"
+            trash = scratch_path(self._tmp_dir, ".trash")
             with contextlib.suppress(FileNotFoundError):
                 os.rename(entry, trash)
             shutil.rmtree(trash, ignore_errors=True)
@@ -224,34 +224,15 @@ class ArtifactCache:
     # ---- temporaries ----
     @contextlib.contextmanager
     def _temp_path(self, suffix: str) -> Iterator[Path]:
-        path = self._tmp_dir / f"{os.getpid()}-{uuid.uuid4().hex}{suffix}"
+        path = scratch_path(self._tmp_dir, suffix)
         try:
             yield path
         finally:
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
 
-    @contextlib.contextmanager
-    def _staging(self) -> Iterator[Path]:
-        path = self._tmp_dir / f"{os.getpid()}-{uuid.uuid4().hex}.staging"
-        path.mkdir()
-        try:
-            yield path
-        finally:
-            if path.exists():
-                shutil.rmtree(path, ignore_errors=True)
-
-    def _remove_stale_tmp(self) -> None:
-        """Remove leftovers of processes that died mid-prepare (named after their pid)."""
-        for entry in self._tmp_dir.iterdir():
-            pid_text = entry.name.split("-", 1)[0]
-            if not pid_text.isdigit() or pid_alive(int(pid_text)):
-                continue
-            if entry.is_dir() and not entry.is_symlink():
-                shutil.rmtree(entry, ignore_errors=True)
-            else:
-                with contextlib.suppress(OSError):
-                    entry.unlink()
+    def _staging(self) -> contextlib.AbstractContextManager[Path]:
+        return staging_dir(self._tmp_dir, ".staging")
 
     def _lock(self, key: str) -> threading.Lock:
         with self._locks_guard:
@@ -259,15 +240,3 @@ class ArtifactCache:
             if lock is None:
                 lock = self._locks[key] = threading.Lock()
             return lock
-
-
-def pid_alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

@@ -27,11 +27,10 @@ import platform
 import shutil
 import sys
 import time
-import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from zeroscale.artifacts.cache import pid_alive
+from zeroscale.artifacts.scratch import remove_stale, scratch_path, staging_dir
 from zeroscale.errors import DeployError
 
 log = logging.getLogger("zeroscale.pyenv")
@@ -78,7 +77,7 @@ class PythonEnvs:
         self._locks: dict[str, asyncio.Lock] = {}
         for directory in (self.root, self._tmp_dir, self._locks_dir):
             directory.mkdir(parents=True, exist_ok=True)
-        self._remove_stale_tmp()
+        remove_stale(self._tmp_dir)  # staging directories of processes that died mid-install
 
     def lib_dir(self, key: str) -> Path:
         return self.root / key / LIB
@@ -107,9 +106,7 @@ class PythonEnvs:
 
     # ---- install ----
     async def _install(self, key: str, requirements: bytes, requirements_file: Path) -> None:
-        staging = self._tmp_dir / f"{os.getpid()}-{uuid.uuid4().hex}"
-        staging.mkdir()
-        try:
+        with staging_dir(self._tmp_dir) as staging:
             started = time.monotonic()
             output = await self._pip(staging / LIB, requirements_file)
             marker = {
@@ -124,8 +121,6 @@ class PythonEnvs:
             self._publish(staging, key)
             log.info("installed requirements %s into %s in %.1fs", requirements_file, self.lib_dir(key),
                      marker["seconds"])  # fmt: skip
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
 
     async def _pip(self, target: Path, requirements_file: Path) -> str:
         args = [
@@ -170,7 +165,7 @@ class PythonEnvs:
             if self.is_complete(key):
                 return
             # Debris without a marker (we hold the lock, so nobody is writing it): replace it.
-            trash = self._tmp_dir / f"{os.getpid()}-{uuid.uuid4().hex}.trash"
+            trash = scratch_path(self._tmp_dir, ".trash")
             os.rename(entry, trash)
             shutil.rmtree(trash, ignore_errors=True)
             os.rename(staging, entry)
@@ -192,11 +187,3 @@ class PythonEnvs:
                 yield
             finally:
                 os.close(fd)  # releases the flock
-
-    def _remove_stale_tmp(self) -> None:
-        """Remove staging directories of processes that died mid-install (named after their pid)."""
-        for entry in self._tmp_dir.iterdir():
-            pid_text = entry.name.split("-", 1)[0]
-            if not pid_text.isdigit() or pid_alive(int(pid_text)):
-                continue
-            shutil.rmtree(entry, ignore_errors=True)

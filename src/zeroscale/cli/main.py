@@ -10,7 +10,7 @@ import click
 
 from zeroscale import __version__
 from zeroscale.cli.client import client_commands
-from zeroscale.cli.images import images
+from zeroscale.cli.image_commands import images
 from zeroscale.cli.logs import logs
 from zeroscale.cli.metrics import metrics
 from zeroscale.cli.package import package
@@ -126,6 +126,14 @@ def _opt(name: str, env: str, **kw: Any) -> Callable[[F], F]:
     help="JSON file of prices that override the defaults (see README, Usage and cost).",
 )
 @_opt(
+    "--warm-cache-mb",
+    "ZEROSCALE_WARM_CACHE_MB",
+    default=None,
+    type=click.IntRange(min=0),
+    help="MB of loaded models kept for endpoints at zero, so their next cold start is a fork of the "
+    "loaded model (default: a tenth of the memory budget; 0: none).",
+)
+@_opt(
     "--log-level",
     "ZEROSCALE_LOG_LEVEL",
     default="info",
@@ -149,6 +157,7 @@ def serve(
     log_retention_hours: float,
     metering: bool,
     price_table: Path | None,
+    warm_cache_mb: int | None,
     log_level: str,
 ) -> None:
     """Run the zeroscale server (control plane, runtime and /metrics on one port).
@@ -179,6 +188,7 @@ def serve(
         log_retention_hours=log_retention_hours,
         metering=metering,
         price_table=price_table,
+        warm_cache_mb=warm_cache_mb,
         log_level=log_level,
     )
     if memory_budget_mb is not None:

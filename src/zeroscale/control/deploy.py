@@ -14,7 +14,7 @@ from zeroscale.control.models import Models
 from zeroscale.errors import DeployError, ZeroscaleError
 from zeroscale.images import ImageRecord, ImageRegistry
 from zeroscale.router.spec import PoolSpec
-from zeroscale.runtimes.images import known_images, resolve_image
+from zeroscale.runtimes.image_uris import known_images, resolve_image
 from zeroscale.runtimes.usercode import PYTHONPATH, requirements_file
 from zeroscale.store.db import Record
 

@@ -17,21 +17,21 @@ class ImageError(ValidationException):
 
 
 def validate_name(name: str) -> str:
-    if len(name) > _MAX or not _NAME.fullmatch(name):
-        raise ImageError(
-            f"Image name {name!r} is not valid: use lower-case letters, digits and single '.', '_' or '-' "
-            f"between them (at most {_MAX} characters), e.g. 'my-model'."
-        )
-    return name
+    return _valid(
+        "name", name, _NAME, "lower-case letters, digits and single '.', '_' or '-' between them", "my-model"
+    )
 
 
 def validate_tag(tag: str) -> str:
-    if len(tag) > _MAX or not _TAG.fullmatch(tag):
+    return _valid("tag", tag, _TAG, "letters, digits, '_', '.' and '-', not starting with '.' or '-'", "1.0")
+
+
+def _valid(what: str, value: str, pattern: re.Pattern[str], rule: str, example: str) -> str:
+    if len(value) > _MAX or not pattern.fullmatch(value):
         raise ImageError(
-            f"Image tag {tag!r} is not valid: use letters, digits, '_', '.' and '-', not starting with '.' "
-            f"or '-' (at most {_MAX} characters), e.g. '1.0'."
+            f"Image {what} {value!r} is not valid: use {rule} (at most {_MAX} characters), e.g. '{example}'."
         )
-    return tag
+    return value
 
 
 def split_reference(ref: str) -> tuple[str, str]:

@@ -20,17 +20,14 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import threading
 import time
-import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from zeroscale.artifacts.cache import pid_alive
 from zeroscale.artifacts.extract import Limits, copy_directory, extract_archive
+from zeroscale.artifacts.scratch import remove_stale, staging_dir
 from zeroscale.errors import DeployError
 from zeroscale.images.manifest import Manifest, from_json, parse_manifest
 from zeroscale.images.names import ImageError, parse_reference, validate_name, validate_tag
@@ -82,7 +79,7 @@ class ImageRegistry:
         self._tmp = self.root / _TMP
         self._tmp.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._remove_stale_tmp()
+        remove_stale(self._tmp)  # what processes that died mid-push left
 
     # ---- push ----
     def push(self, name: str, tag: str, source: Path) -> ImageRecord:
@@ -173,21 +170,8 @@ class ImageRegistry:
         return None if parsed is None else self.get(*parsed)
 
     # ---- temporaries ----
-    @contextlib.contextmanager
-    def _staging(self) -> Iterator[Path]:
-        path = self._tmp / f"{os.getpid()}-{uuid.uuid4().hex}"
-        path.mkdir()
-        try:
-            yield path
-        finally:
-            shutil.rmtree(path, ignore_errors=True)
-
-    def _remove_stale_tmp(self) -> None:
-        """Remove what processes that died mid-push left (named after their pid)."""
-        for entry in self._tmp.iterdir():
-            pid = entry.name.split("-", 1)[0]
-            if pid.isdigit() and not pid_alive(int(pid)):
-                shutil.rmtree(entry, ignore_errors=True)
+    def _staging(self) -> contextlib.AbstractContextManager[Path]:
+        return staging_dir(self._tmp)
 
 
 def _image_wording(message: str, what: str) -> str:

@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 from pathlib import Path
 
-from zeroscale.logs.cloudwatch import AsyncHandler, CloudWatchLogs
+from zeroscale.logs.cloudwatch import AsyncOperation, CloudWatchLogs
 from zeroscale.logs.retention import Retention
 from zeroscale.logs.sink import LogSink
 from zeroscale.logs.store import LogStore
@@ -31,7 +31,7 @@ class Logs:
         self.store = LogStore(root)
         self.sink = LogSink(self.store)
         self.retention = Retention(self.store, retention_hours * 3600, live=self.sink.live_streams)
-        self.operations: dict[str, AsyncHandler] = CloudWatchLogs(
+        self.operations: dict[str, AsyncOperation] = CloudWatchLogs(
             self.store, region, account_id, retention_hours
         ).operations()
         self._task: asyncio.Task[None] | None = None

@@ -28,7 +28,7 @@ from zeroscale.logs.reader import bounds, page_backward, page_forward, search
 from zeroscale.logs.store import Group, LogStore, Stream
 
 Params = Mapping[str, Any]
-AsyncHandler = Callable[[Params], Awaitable[dict[str, Any]]]
+AsyncOperation = Callable[[Params], Awaitable[dict[str, Any]]]
 
 MAX_EVENTS = 10_000
 MAX_DESCRIBE = 50
@@ -56,7 +56,7 @@ def _event_id(stream: str, timestamp: int, offset: int) -> str:
     return f"{timestamp:016d}{zlib.crc32(stream.encode()):010d}{offset:020d}"
 
 
-def _off_loop(fn: Callable[[Params], dict[str, Any]]) -> AsyncHandler:
+def _off_loop(fn: Callable[[Params], dict[str, Any]]) -> AsyncOperation:
     async def handler(params: Params) -> dict[str, Any]:
         return await asyncio.to_thread(fn, params)
 
@@ -69,7 +69,7 @@ class CloudWatchLogs:
         self._arn_prefix = f"arn:aws:logs:{region}:{account_id}:log-group:"
         self._retention_hours = retention_hours
 
-    def operations(self) -> dict[str, AsyncHandler]:
+    def operations(self) -> dict[str, AsyncOperation]:
         return {
             "DescribeLogGroups": _off_loop(self.describe_log_groups),
             "DescribeLogStreams": _off_loop(self.describe_log_streams),

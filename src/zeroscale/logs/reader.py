@@ -11,7 +11,7 @@ just before it, or the file's modification time.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -166,26 +166,14 @@ def page_forward(
 ) -> tuple[list[Event], int]:
     """Up to ``limit`` events from ``offset`` with start_ms <= timestamp < end_ms, and the offset to go on
     from (the end of the file when nothing more was found)."""
-    events: list[Event] = []
-    size = 0
     with open(path, "rb") as f:
         total = os.fstat(f.fileno()).st_size
         offset = min(offset, total)
         if offset == 0 and start_ms is not None:
             offset = seek_time(f, total, start_ms)
-        next_offset = offset
-        for ts, message, start, end in scan_forward(f, offset, _mtime_ms(f)):
-            if (end_ms is not None and ts >= end_ms) or (start_ms is not None and ts < start_ms):
-                if end_ms is not None and ts >= end_ms + SLACK_MS:
-                    break
-                next_offset = end
-                continue
-            size += len(message) + EVENT_OVERHEAD
-            if len(events) >= limit or (events and size > max_bytes):
-                break
-            events.append(Event(ts, _text(message), start, end))
-            next_offset = end
-    return events, next_offset
+        scan = scan_forward(f, offset, _mtime_ms(f))
+        events, reached = _take(scan, start_ms, end_ms, limit, max_bytes, forward=True)
+    return events, offset if reached is None else reached
 
 
 def page_backward(
@@ -199,25 +187,44 @@ def page_backward(
 ) -> tuple[list[Event], int, int]:
     """Up to ``limit`` events before ``end`` (None: the end of the file) with start_ms <= timestamp <
     end_ms, in time order; with the offset to go back from and the end that was used."""
-    events: list[Event] = []
-    size = 0
     with open(path, "rb") as f:
         last = complete_end(f)
         end = last if end is None else min(end, last)
-        first = end
-        for ts, message, start, stop in scan_backward(f, end, _mtime_ms(f)):
-            if (start_ms is not None and ts < start_ms) or (end_ms is not None and ts >= end_ms):
-                if start_ms is not None and ts < start_ms - SLACK_MS:
-                    break
-                first = start
-                continue
-            size += len(message) + EVENT_OVERHEAD
-            if len(events) >= limit or (events and size > max_bytes):
-                break
-            events.append(Event(ts, _text(message), start, stop))
-            first = start
+        scan = scan_backward(f, end, _mtime_ms(f))
+        events, reached = _take(scan, start_ms, end_ms, limit, max_bytes, forward=False)
     events.reverse()
-    return events, first, end
+    return events, end if reached is None else reached, end
+
+
+def _take(
+    scan: Iterable[Record],
+    start_ms: int | None,
+    end_ms: int | None,
+    limit: int,
+    max_bytes: int,
+    *,
+    forward: bool,
+) -> tuple[list[Event], int | None]:
+    """The scanned events with start_ms <= timestamp < end_ms, in scan order, up to ``limit`` events and
+    ``max_bytes``; and how far the scan got: the end (forward) or start (backward) of the last record
+    taken or passed over, None when none was. Stops early once past the window by more than SLACK_MS."""
+    events: list[Event] = []
+    size = 0
+    reached: int | None = None
+    for ts, message, start, end in scan:
+        if (end_ms is not None and ts >= end_ms) or (start_ms is not None and ts < start_ms):
+            if forward and end_ms is not None and ts >= end_ms + SLACK_MS:
+                break
+            if not forward and start_ms is not None and ts < start_ms - SLACK_MS:
+                break
+            reached = end if forward else start
+            continue
+        size += len(message) + EVENT_OVERHEAD
+        if len(events) >= limit or (events and size > max_bytes):
+            break
+        events.append(Event(ts, _text(message), start, end))
+        reached = end if forward else start
+    return events, reached
 
 
 def search(

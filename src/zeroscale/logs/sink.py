@@ -27,7 +27,10 @@ def worker_lines(ev: WorkerEvent) -> list[str]:
     elif kind == "stopped":
         text = f"{who} stopped (scale-in after its idle timeout, or drained by an update or delete)."
     elif kind == "evicted":
-        text = f"{who} was evicted: its memory went to a worker of another endpoint (--memory-budget-mb)."
+        text = (
+            f"{who} was evicted: its memory went to a worker starting elsewhere (another endpoint, another "
+            "variant, or this variant's other configuration during an update; --memory-budget-mb)."
+        )
     elif kind == "memory_killed":
         text = f"{who} was killed for memory: {detail}"
     elif kind == "timed_out":

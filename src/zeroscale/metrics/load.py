@@ -80,3 +80,16 @@ def by_variant(pools: Iterable[PoolLoad]) -> list[VariantLoad]:
             )
         )
     return out
+
+
+@dataclass(frozen=True, slots=True)
+class CacheLoad:
+    """The warm-model cache now: templates kept for pools at zero, and what happened to lookups."""
+
+    cap_bytes: int
+    entries: int
+    bytes: int
+    hits: int
+    misses: int
+    evictions: int
+    by_endpoint: tuple[tuple[str, int], ...]  # (endpoint, bytes its cached templates hold)

@@ -10,7 +10,7 @@ series is in ``catalog.CATALOG``.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
@@ -19,7 +19,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from zeroscale.events import InvocationRecord, VariantEvent, WorkerEvent
 from zeroscale.metrics.catalog import error_family
-from zeroscale.metrics.load import LoadSource, PoolLoad, VariantLoad, by_variant
+from zeroscale.metrics.load import CacheLoad, LoadSource, PoolLoad, VariantLoad, by_variant
 
 _LABELS = ("endpoint_name", "variant_name")
 _LATENCY_BUCKETS = (
@@ -126,8 +126,10 @@ class Metrics:
         self._exit_reasons: dict[tuple[str, str], set[str]] = {}
         self._loads: LoadSource = _no_loads
         self._sink_failures: Mapping[tuple[str, str], int] = {}
+        self._cache: Callable[[], CacheLoad] | None = None
         r.register(_LoadCollector(self))
         r.register(_SinkFailureCollector(self))
+        r.register(_CacheCollector(self))
 
     def watch(self, loads: LoadSource) -> None:
         """Where the scrape-time gauges come from (the fleet's pools)."""
@@ -142,6 +144,13 @@ class Metrics:
 
     def sink_failures(self) -> list[tuple[tuple[str, str], int]]:
         return list(self._sink_failures.items())
+
+    def watch_cache(self, load: Callable[[], CacheLoad]) -> None:
+        """Where the warm-model cache's figures come from (the fleet's cache)."""
+        self._cache = load
+
+    def cache_load(self) -> CacheLoad | None:
+        return self._cache() if self._cache is not None else None
 
     # ---- the event sink ----
     def invocation(self, record: InvocationRecord) -> None:
@@ -306,3 +315,51 @@ class _SinkFailureCollector:
         for (sink, kind), count in self._metrics.sink_failures():
             family.add_metric([sink, kind], float(count))
         yield family
+
+
+class _CacheCollector:
+    """The warm-model cache: what it holds now, and its lookups and evictions so far."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+
+    def describe(self) -> Iterable[Metric]:
+        return list(self._families(None))
+
+    def collect(self) -> Iterator[Metric]:
+        yield from self._families(self._metrics.cache_load())
+
+    @staticmethod
+    def _families(load: CacheLoad | None) -> Iterator[Metric]:
+        gauges = (
+            ("zeroscale_warm_cache_entries", "Loaded-model templates kept for endpoints at zero", "entries"),
+            ("zeroscale_warm_cache_bytes", "Private memory those templates hold", "bytes"),
+            ("zeroscale_warm_cache_capacity_bytes", "The cache's cap (--warm-cache-mb)", "cap_bytes"),
+        )
+        counters = (
+            ("zeroscale_warm_cache_hits", "Cold starts from zero that forked a cached template", "hits"),
+            ("zeroscale_warm_cache_misses", "Cold starts from zero that loaded the model", "misses"),
+            (
+                "zeroscale_warm_cache_evictions",
+                "Templates dropped for the cap or a worker's memory",
+                "evictions",
+            ),
+        )
+        for name, doc, attr in gauges:
+            gauge = GaugeMetricFamily(name, doc)
+            if load is not None:
+                gauge.add_metric([], float(getattr(load, attr)))
+            yield gauge
+        for name, doc, attr in counters:
+            counter = CounterMetricFamily(name, doc)
+            if load is not None:
+                counter.add_metric([], float(getattr(load, attr)))
+            yield counter
+        per_endpoint = GaugeMetricFamily(
+            "zeroscale_warm_cache_endpoint_bytes",
+            "Bytes of cached templates per endpoint",
+            labels=("endpoint_name",),
+        )
+        for endpoint, size in load.by_endpoint if load is not None else ():
+            per_endpoint.add_metric([endpoint], float(size))
+        yield per_endpoint

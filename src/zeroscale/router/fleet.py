@@ -23,6 +23,7 @@ from zeroscale.metrics.registry import Metrics
 from zeroscale.router.budget import MemoryBudget
 from zeroscale.router.pool import VariantPool
 from zeroscale.router.spec import PoolSpec, RouterSettings, Workers
+from zeroscale.router.warmcache import Template, WarmCache
 
 
 @dataclass
@@ -68,6 +69,7 @@ class Fleet:
         self._clock = clock
         self.budget = MemoryBudget(settings.memory_budget_mb, self._evict)
         self.budget.on_release = self._serve_waiting
+        self.cache = WarmCache(settings.warm_cache_mb, self.budget, self._close_template)
         self._routes: dict[str, EndpointRoute] = {}
         self._draining: set[VariantPool] = set()
         self._loop_task: asyncio.Task[None] | None = None
@@ -89,7 +91,16 @@ class Fleet:
         """Build pools for ``specs``; with ``warm`` start one worker per variant and require a good /ping
         (raises DeployError, leaving the current route untouched). Then swap, and drain the old pools."""
         pools = [
-            VariantPool(s, self._manager, self.budget, self._settings, self.events, self._clock, self._wall)
+            VariantPool(
+                s,
+                self._manager,
+                self.budget,
+                self._settings,
+                self.events,
+                self._clock,
+                self._wall,
+                self.cache,
+            )
             for s in specs
         ]
         if not warm:
@@ -113,6 +124,7 @@ class Fleet:
             for pool in old.pools:
                 self._emit_variant(pool, "deactivated")
                 self._spawn_drain(pool, self._settings.invocation_timeout_s + 5)
+            self._discard_cached(old.pools)
         for pool in pools:
             self._emit_variant(pool, "activated")
             pool.scale()  # provisioned concurrency floor
@@ -127,6 +139,18 @@ class Fleet:
                 self._emit_variant(pool, "deactivated")
             await asyncio.gather(*(p.drain(timeout_s) for p in pools))
             self._forget_gone(pools)
+            self._discard_cached(pools)
+
+    def _discard_cached(self, pools: list[VariantPool]) -> None:
+        """Templates cached for these pools' models go, unless a pool still routed to uses the same model
+        and environment (an update that changed only scaling, another endpoint of the same model)."""
+        live = {p.template_key for r in self._routes.values() for p in r.pools}
+        for key in {p.template_key for p in pools} - live:
+            if key is not None:
+                self.cache.discard(key)
+
+    def _close_template(self, template: Template) -> None:
+        self._background.spawn(template.close())
 
     def _emit_variant(self, pool: VariantPool, kind: str) -> None:
         s = pool.spec
@@ -165,11 +189,13 @@ class Fleet:
     def _evict(self, deficit_mb: int, requester: object) -> int:
         """Stop idle workers of pools other than ``requester`` (any endpoint, another variant of the same
         one, an update's old pool), longest idle first, until ``deficit_mb`` is on its way back; the MB."""
+        freed = self.cache.evict(deficit_mb)  # entries serve nothing: they give way before any worker
+        if freed >= deficit_mb:
+            return freed
         candidates = sorted(
             ((slot, pool) for pool in self.pools() if pool is not requester for slot in pool.evictable()),
             key=lambda item: item[0].idle_since,
         )
-        freed = 0
         for slot, pool in candidates:
             if freed >= deficit_mb:
                 break
@@ -186,10 +212,13 @@ class Fleet:
         self._loop_task = asyncio.create_task(self._reconcile(interval_s))
 
     async def _reconcile(self, interval_s: float) -> None:
+        """Scale-in and floors: pools at zero with nothing waiting are skipped, so endpoints at zero cost
+        next to nothing however many there are."""
         while True:
             await asyncio.sleep(interval_s)
             for pool in self.pools():
-                pool.scale()
+                if not pool.quiet:
+                    pool.scale()
 
     async def close(self) -> None:
         if self._loop_task is not None:
@@ -200,3 +229,5 @@ class Fleet:
             await self.deactivate(name, timeout_s=2.0)
         for pool in list(self._draining):
             await pool.drain(1.0)
+        self.cache.clear()
+        await self._background.join()

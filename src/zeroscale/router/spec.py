@@ -31,6 +31,10 @@ class Workers(Protocol):
 
     async def start_template(self, spec: WorkerSpec) -> Zygote: ...
 
+    def template_bytes(self, template: Zygote) -> int:
+        """The template's private memory (what keeping it costs), in bytes."""
+        ...
+
     async def stop(self, handle: WorkerHandle, *, grace_s: float | None = None) -> None: ...
 
     def kill(self, handle: WorkerHandle, reason: str, kind: str = "killed") -> None: ...
@@ -73,6 +77,7 @@ class RouterSettings:
     invocation_timeout_s: float = 60.0
     startup_timeout_s: float = 180.0
     memory_budget_mb: int = 8192
+    warm_cache_mb: int = 0  # templates of pools at zero kept for the next cold start (0: none)
 
     def log_group(self, endpoint: str) -> str:
         return f"/aws/sagemaker/Endpoints/{endpoint}"

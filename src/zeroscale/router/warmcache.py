@@ -23,6 +23,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from zeroscale.metrics.load import CacheLoad
 from zeroscale.router.budget import MemoryBudget
 
 _MB = 1024 * 1024
@@ -91,6 +92,18 @@ class WarmCache:
 
     def __contains__(self, key: TemplateKey) -> bool:
         return key in self._entries
+
+    def load(self) -> CacheLoad:
+        """The cache's figures for the gauges and counters on /metrics."""
+        return CacheLoad(
+            cap_bytes=self.cap_mb * _MB,
+            entries=self.stats.entries,
+            bytes=self.stats.bytes,
+            hits=self.stats.hits,
+            misses=self.stats.misses,
+            evictions=self.stats.evictions,
+            by_endpoint=tuple(sorted(self.endpoint_bytes().items())),
+        )
 
     def endpoint_bytes(self) -> dict[str, int]:
         """Bytes held per endpoint that stored an entry (an entry shared by endpoints counts for each)."""

@@ -21,6 +21,7 @@ import numpy as np
 
 from zeroscale.runtimes import codecs
 from zeroscale.runtimes.handler import Defaults
+from zeroscale.runtimes.modelfile import find_model_file
 
 MODEL_FILE = "model.onnx"
 # ONNX tensor element types -> numpy dtypes, for casting decoded requests.
@@ -69,20 +70,7 @@ def model_fn(model_dir: str) -> Any:
 
 
 def _model_file(model_dir: str) -> str:
-    path = os.path.join(model_dir, MODEL_FILE)
-    if os.path.isfile(path):
-        return path
-    found = sorted(
-        name
-        for name in os.listdir(model_dir)
-        if name.endswith(".onnx") and os.path.isfile(os.path.join(model_dir, name))
-    )
-    if len(found) == 1:
-        return os.path.join(model_dir, found[0])
-    raise FileNotFoundError(
-        f"No {MODEL_FILE} in {model_dir} (found {', '.join(found) or 'no .onnx file'}) "
-        "and code/inference.py defines no model_fn"
-    )
+    return find_model_file(model_dir, (MODEL_FILE,), lambda name: name.endswith(".onnx"), "no .onnx file")
 
 
 # ---- hooks ----

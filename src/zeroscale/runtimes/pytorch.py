@@ -26,6 +26,7 @@ import numpy as np
 
 from zeroscale.runtimes import codecs
 from zeroscale.runtimes.handler import Defaults
+from zeroscale.runtimes.modelfile import find_model_file
 
 MODEL_FILES = ("model.pt", "model.pth")
 OPTIMIZE_ENV = "ZEROSCALE_TORCHSCRIPT_OPTIMIZE"
@@ -66,20 +67,8 @@ def model_fn(model_dir: str) -> Any:
 
 
 def _model_file(model_dir: str) -> str:
-    for name in MODEL_FILES:
-        path = os.path.join(model_dir, name)
-        if os.path.isfile(path):
-            return path
-    found = sorted(
-        name
-        for name in os.listdir(model_dir)
-        if name.endswith((".pt", ".pth")) and os.path.isfile(os.path.join(model_dir, name))
-    )
-    if len(found) == 1:
-        return os.path.join(model_dir, found[0])
-    raise FileNotFoundError(
-        f"No model.pt or model.pth in {model_dir} (found {', '.join(found) or 'no .pt/.pth file'}) "
-        "and code/inference.py defines no model_fn"
+    return find_model_file(
+        model_dir, MODEL_FILES, lambda name: name.endswith((".pt", ".pth")), "no .pt/.pth file"
     )
 
 

@@ -1,11 +1,14 @@
 """The worker process: load one model through the handler contract, then serve it until SIGTERM.
 
-Started by a zygote (``preload`` before forking, ``run_worker`` in the child, on its main thread) or as
-``python -m zeroscale.runtimes.worker --runtime sklearn --model-dir D (--socket PATH | --port N)``.
+Forked by a zygote (``workers/forkserver.py``: the runtime was preloaded before the fork, ``run_worker``
+runs in the child, on its main thread; a template's replicas get its already loaded handler), or run on its
+own as ``python -m zeroscale.runtimes.worker --runtime sklearn --model-dir D (--socket PATH | --port N)``.
 
-Protocol with the supervisor: one line ``zeroscale worker ready`` on stdout once the socket listens;
-exit 3 with the traceback as the last lines of stderr when the model cannot be loaded; on SIGTERM
-(or SIGINT) stop accepting, answer the in-flight request, exit 0.
+The server's WorkerManager knows the worker is up when its socket answers ``GET /ping``: the socket is bound
+only once the model is loaded. ``zeroscale worker ready`` is then printed on stdout, for whoever runs the
+worker by hand (under a zygote it is a line of the worker's log). A model that cannot be loaded exits 3
+with the traceback as the last lines of stderr; on SIGTERM (or SIGINT) the worker stops accepting, answers
+the in-flight request and exits 0.
 """
 
 from __future__ import annotations
@@ -23,9 +26,9 @@ from collections.abc import Sequence
 from types import FrameType
 from typing import NoReturn
 
+from zeroscale.runtimes.container import ContainerServer
 from zeroscale.runtimes.handler import Handler
 from zeroscale.runtimes.registry import get_runtime
-from zeroscale.runtimes.server import Server
 
 READY_LINE = "zeroscale worker ready"
 EXIT_LOAD_FAILED = 3
@@ -40,12 +43,6 @@ class _Terminated(BaseException):
 
 def _raise_terminated(signum: int, frame: FrameType | None) -> None:
     raise _Terminated
-
-
-def preload(runtime: str) -> None:
-    """What a zygote calls before forking: the framework and this package's serving code (the same as
-    ``RUNTIMES[runtime].preload()``)."""
-    get_runtime(runtime).preload()
 
 
 def _reset_process_state() -> None:
@@ -109,7 +106,7 @@ def run_worker(
         if handler is None:
             handler = load_handler(runtime, model_dir)
         listener = bind(socket_path, port, host)
-        server = Server(listener, handler.invoke)
+        server = ContainerServer(listener, handler.invoke)
 
         def on_stop(signum: int, frame: FrameType | None) -> None:
             server.stop()

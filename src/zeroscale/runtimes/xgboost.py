@@ -22,6 +22,7 @@ import numpy as np
 
 from zeroscale.runtimes import codecs
 from zeroscale.runtimes.handler import Defaults
+from zeroscale.runtimes.modelfile import find_model_file
 
 MODEL_FILE = "xgboost-model"
 JSONLINES = "application/jsonlines"
@@ -54,20 +55,7 @@ def model_fn(model_dir: str) -> Any:
 
 
 def _model_file(model_dir: str) -> str:
-    path = os.path.join(model_dir, MODEL_FILE)
-    if os.path.isfile(path):
-        return path
-    files = sorted(
-        name
-        for name in os.listdir(model_dir)
-        if not name.startswith(".") and os.path.isfile(os.path.join(model_dir, name))
-    )
-    if len(files) == 1:
-        return os.path.join(model_dir, files[0])
-    found = ", ".join(files) or "no files"
-    raise FileNotFoundError(
-        f"No {MODEL_FILE} in {model_dir} (found {found}) and code/inference.py defines no model_fn"
-    )
+    return find_model_file(model_dir, (MODEL_FILE,), lambda name: not name.startswith("."), "no files")
 
 
 def load_booster(path: str) -> Any:

@@ -1,4 +1,5 @@
-"""Start, watch and stop worker processes. Nothing else in zeroscale creates or signals a process.
+"""Start, watch and stop worker processes; nothing outside ``workers/`` starts or signals one (the only
+other process zeroscale starts is ``pip install``, at deploy time, in ``artifacts/pyenv.py``).
 
 A worker is forked by its runtime's zygote, becomes ready when its Unix socket answers ``GET /ping``, and is
 watched for memory: one whose resident set passes its MemorySizeInMB is killed, and ``kill_reason`` says so.
@@ -22,14 +23,12 @@ from pathlib import Path
 
 from zeroscale.errors import DeployError
 from zeroscale.workers.client import WorkerConnection, WorkerConnectionError, WorkerResponse
-from zeroscale.workers.process import ProcessLauncher, tree_rss_mb
-from zeroscale.workers.zygote import THREAD_ENV
+from zeroscale.workers.forkserver import THREAD_ENV
+from zeroscale.workers.memory import private_bytes, rss_mb, tree_rss_mb
+from zeroscale.workers.process import ProcessLauncher
 from zeroscale.workers.zygotes import Zygote, ZygoteError, tail
 
 log = logging.getLogger("zeroscale.workers")
-_PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
-_MB = 1024 * 1024
-
 
 @dataclass(frozen=True)
 class WorkerSpec:
@@ -256,6 +255,7 @@ class WorkerManager:
         if self._early_exits.pop(pid, None) is None:  # its exit may already have been reported
             self._template_pids.add(pid)
         template = Zygote(spec.runtime, log_path, self._exited)
+        template.pid = pid
         try:
             await template.attach(
                 ctl_path, self._startup_timeout_s, gone=lambda: pid not in self._template_pids
@@ -266,6 +266,11 @@ class WorkerManager:
                     os.kill(pid, signal.SIGKILL)
             raise
         return template
+
+    def template_bytes(self, template: Zygote) -> int:
+        """A template's private memory in bytes: what keeping it costs beyond the pages it shares with its
+        zygote (0 when it is gone)."""
+        return private_bytes(template.pid) if template.pid else 0
 
     def _exited(self, pid: int, status: int) -> None:
         if pid in self._template_pids:  # a template ended (closed, or its model failed to load)
@@ -330,22 +335,13 @@ class WorkerManager:
         while True:
             await asyncio.sleep(self._poll_s)
             for handle in list(self._by_pid.values()):
-                rss_mb = tree_rss_mb(handle.pid) if handle.port else rss_mb_of(handle.pid)
-                if rss_mb is not None:
-                    handle.rss_mb = rss_mb
-                if rss_mb is not None and rss_mb > handle.spec.memory_mb:
+                used_mb = tree_rss_mb(handle.pid) if handle.port else rss_mb(handle.pid)
+                if used_mb is not None:
+                    handle.rss_mb = used_mb
+                if used_mb is not None and used_mb > handle.spec.memory_mb:
                     self.kill(
                         handle,
-                        f"Worker {handle.worker_id} used {rss_mb:.0f} MB of memory, more than the "
+                        f"Worker {handle.worker_id} used {used_mb:.0f} MB of memory, more than the "
                         f"{handle.spec.memory_mb} MB of its MemorySizeInMB, and was stopped",
                         kind="memory_killed",
                     )
-
-
-def rss_mb_of(pid: int) -> float | None:
-    try:
-        with open(f"/proc/{pid}/statm", "rb") as f:
-            fields = f.read().split()
-    except OSError:
-        return None
-    return int(fields[1]) * _PAGE_SIZE / _MB

@@ -33,6 +33,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from zeroscale.background import Background
 from zeroscale.errors import DeployError
 from zeroscale.workers.capture import LoopCapture
 
@@ -48,6 +49,7 @@ _PORT_LOW, _PORT_HIGH = 10000, 32000  # below Linux's ephemeral range, so outgoi
 _BASE_ENV = ("PATH", "HOME", "LANG")
 _DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 _INFO_TIMEOUT_S = 10.0
+_CLOSE_TIMEOUT_S = 5.0  # for the killed processes' exits to be reported
 log = logging.getLogger("zeroscale.workers")
 
 # Run as ``python -I -S -c _SHIM <server pid> <argv...>``: ask for SIGKILL when the server dies (checking it
@@ -80,7 +82,7 @@ class ProcessLauncher:
         self._sandbox = sandbox
         self._bwrap: str | None = None
         self._probe_lock = asyncio.Lock()
-        self._watchers: set[asyncio.Task[None]] = set()
+        self._watchers = Background("process watcher")
         self._groups: set[int] = set()
         self._ports: set[int] = set()
 
@@ -148,18 +150,17 @@ class ProcessLauncher:
                 capture.exited()
                 self._release_ports(ports)
                 raise
-        watcher = asyncio.ensure_future(self._watch(proc, capture, pid, pgid, ports, bool(bwrap)))
-        self._watchers.add(watcher)
-        watcher.add_done_callback(self._watchers.discard)
+        self._watchers.spawn(self._watch(proc, capture, pid, pgid, ports, bool(bwrap)))
         return StartedProcess(pid=pid, pgid=pgid, port=port, sandboxed=bool(bwrap))
 
     async def close(self) -> None:
         """Kill every process group still around and stop watching."""
         for pgid in list(self._groups):
             self._kill_group(pgid)
-        for watcher in list(self._watchers):
-            with contextlib.suppress(TimeoutError, asyncio.CancelledError):
-                await asyncio.wait_for(watcher, 5.0)
+        try:
+            await asyncio.wait_for(self._watchers.join(), _CLOSE_TIMEOUT_S)
+        except TimeoutError:
+            await self._watchers.cancel()
 
     # ---- exits ----
     async def _watch(
@@ -282,45 +283,3 @@ def _port_free(port: int) -> bool:
         except OSError:
             return False
     return True
-
-
-def tree_rss_mb(pid: int) -> float | None:
-    """Resident memory of ``pid`` and its descendants in MB (None once ``pid`` is gone)."""
-    own = _rss_pages(pid)
-    if own is None:
-        return None
-    total, seen, todo = own, {pid}, _children(pid)
-    while todo and len(seen) < 4096:
-        child = todo.pop()
-        if child in seen:
-            continue
-        seen.add(child)
-        total += _rss_pages(child) or 0
-        todo += _children(child)
-    return total * _PAGE_SIZE / (1024 * 1024)
-
-
-_PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
-
-
-def _rss_pages(pid: int) -> int | None:
-    try:
-        with open(f"/proc/{pid}/statm", "rb") as f:
-            return int(f.read().split()[1])
-    except (OSError, IndexError, ValueError):
-        return None
-
-
-def _children(pid: int) -> list[int]:
-    out: list[int] = []
-    try:
-        tids = os.listdir(f"/proc/{pid}/task")
-    except OSError:
-        return out
-    for tid in tids:
-        try:
-            with open(f"/proc/{pid}/task/{tid}/children", "rb") as f:
-                out += [int(p) for p in f.read().split()]
-        except (OSError, ValueError):
-            continue
-    return out

@@ -1,4 +1,5 @@
-"""The server side of the zygote protocol: start a fork server per runtime, ask it for workers, hear exits."""
+"""The server's side of the zygote protocol: start a fork server per runtime (``forkserver.py``, the
+zygote's side), ask it for workers, hear exits."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from zeroscale.workers.capture import strip_stamps
-from zeroscale.workers.zygote import THREAD_ENV
+from zeroscale.workers.forkserver import THREAD_ENV
 
 ExitCallback = Callable[[int, int], None]
 
@@ -23,7 +24,7 @@ class ZygoteError(Exception):
 
 
 class Zygote:
-    """A running ``python -m zeroscale.workers.zygote RUNTIME`` and the socket that drives it."""
+    """A running ``python -m zeroscale.workers.forkserver RUNTIME`` and the socket that drives it."""
 
     def __init__(self, runtime: str, log_path: Path, on_exit: ExitCallback) -> None:
         self.runtime = runtime
@@ -36,6 +37,7 @@ class Zygote:
         self._reader_task: asyncio.Task[None] | None = None
         self._seq = 0
         self._children: set[int] = set()
+        self.pid = 0  # a template's process (a zygote's is its subprocess)
 
     @property
     def alive(self) -> bool:
@@ -73,7 +75,7 @@ class Zygote:
             self._proc = await asyncio.create_subprocess_exec(
                 sys.executable,
                 "-m",
-                "zeroscale.workers.zygote",
+                "zeroscale.workers.forkserver",
                 self.runtime,
                 str(theirs.fileno()),
                 stdin=asyncio.subprocess.DEVNULL,

@@ -54,7 +54,7 @@ def _header_value(value: str) -> bytes:
     return value.replace("\r", " ").replace("\n", " ").encode("latin-1", "replace")
 
 
-class Server:
+class ContainerServer:
     """Serves one listening socket (Unix or TCP) until ``stop``."""
 
     def __init__(self, listener: socket.socket, invoke: InvokeFn) -> None:
@@ -100,7 +100,7 @@ class _Connection:
 
     __slots__ = ("_body", "_headers", "_ready", "_url", "parser", "server", "sock")
 
-    def __init__(self, server: Server, sock: socket.socket) -> None:
+    def __init__(self, server: ContainerServer, sock: socket.socket) -> None:
         self.server = server
         self.sock = sock
         self.parser = httptools.HttpRequestParser(self)

@@ -7,7 +7,7 @@ import pytest
 
 from zeroscale.errors import DeployError
 from zeroscale.runtimes import codecs
-from zeroscale.runtimes.images import resolve_image
+from zeroscale.runtimes.image_uris import resolve_image
 from zeroscale.runtimes.registry import RUNTIMES, get_runtime
 
 
@@ -69,7 +69,7 @@ def test_registry() -> None:
 
 def test_registry_and_images_import_no_framework() -> None:
     code = (
-        "import sys; import zeroscale.runtimes.registry, zeroscale.runtimes.images; "
+        "import sys; import zeroscale.runtimes.registry, zeroscale.runtimes.image_uris; "
         "heavy = [m for m in ('numpy', 'sklearn', 'joblib', 'httptools', 'xgboost', 'torch', 'onnxruntime') "
         "if m in sys.modules]; "
         "print(','.join(heavy))"

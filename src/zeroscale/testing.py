@@ -1,4 +1,14 @@
-"""Start the real zeroscale server as a subprocess on a free port, and make boto3 clients for it."""
+"""For tests and benchmarks of code that talks to zeroscale: start the real server as a subprocess on a free
+port (its own data directory, fixed credentials), make boto3 clients for it, package a model.tar.gz,
+deploy an endpoint and wait for it.
+
+    server = ServerProcess(tmp_path / "data").start()
+    try:
+        deploy(server.client("sagemaker"), "demo", f"file://{make_tar(tmp_path / 'm.tar.gz', files)}")
+        server.client("sagemaker-runtime").invoke_endpoint(EndpointName="demo", Body=b"[[1, 2]]")
+    finally:
+        server.stop()
+"""
 
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
-"""A fork server for one runtime: imports the framework once, then forks a worker per request.
+"""The zygote's side of the zygote protocol: a fork server for one runtime that imports the framework
+once, then forks a worker per request (``zygotes.py`` is the server's side).
 
-Runs as its own process (``python -m zeroscale.workers.zygote RUNTIME FD``) and speaks JSON lines over the
+Runs as its own process (``python -m zeroscale.workers.forkserver RUNTIME FD``) and speaks JSON lines over the
 socket whose fd number is its second argument:
 
     -> {"op": "fork", "id": ..., "model_dir": ..., "socket_path": ..., "log_path": ..., "env": {...}}
@@ -165,7 +166,7 @@ def serve(runtime: str, ctl: socket.socket, handler: Any = None) -> None:
         from zeroscale.runtimes.registry import RUNTIMES
 
         RUNTIMES[runtime].preload()
-        # The worker's own modules (server, handler, codecs) too: imported once, shared by every child.
+        # The worker's own modules (container, handler, codecs) too: imported once, shared by every child.
         import zeroscale.runtimes.worker  # noqa: F401
 
         gc.collect()

@@ -14,7 +14,7 @@ from typing import Any
 from zeroscale.api.app import RestRequest, RestResponse
 from zeroscale.errors import DeployError, ResourceNotFound, UnknownOperationException
 from zeroscale.images import ImageError, ImageRegistry, validate_name, validate_tag
-from zeroscale.runtimes.images import IMAGES, resolve_image
+from zeroscale.runtimes.image_uris import IMAGES, resolve_image
 from zeroscale.runtimes.registry import RUNTIMES
 
 _JSON = "application/json"

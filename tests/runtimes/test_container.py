@@ -13,7 +13,7 @@ from pathlib import Path
 import httptools
 import pytest
 
-from zeroscale.runtimes.server import Server
+from zeroscale.runtimes.container import ContainerServer
 from zeroscale.runtimes.worker import bind
 
 from .unixhttp import UnixHTTPConnection
@@ -43,7 +43,7 @@ class Echo:
 
 @dataclass
 class Running:
-    server: Server
+    server: ContainerServer
     path: str
     echo: Echo
     thread: threading.Thread
@@ -53,7 +53,7 @@ class Running:
 def running(tmp_path: Path) -> Iterator[Running]:
     path = str(tmp_path / "w.sock")
     echo = Echo()
-    server = Server(bind(path, None, ""), echo)
+    server = ContainerServer(bind(path, None, ""), echo)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield Running(server, path, echo, thread)

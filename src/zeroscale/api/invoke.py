@@ -26,7 +26,7 @@ _TARGET_VARIANT = b"x-amzn-sagemaker-target-variant"
 _INFERENCE_ID = b"x-amzn-sagemaker-inference-id"
 
 
-class Runtime:
+class InvokeApi:
     def __init__(self, fleet: Fleet, account_id: str, events: EventBus) -> None:
         self._fleet = fleet
         self._account_id = account_id

@@ -1,0 +1,68 @@
+"""Resident memory of worker processes, read from ``/proc`` (the memory watchdog samples it every 50 ms)."""
+
+from __future__ import annotations
+
+import os
+
+_PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+_MB = 1024 * 1024
+_MAX_TREE = 4096  # processes counted in one tree at the most
+
+
+def rss_mb(pid: int) -> float | None:
+    """Resident memory of ``pid`` in MB (None once it is gone)."""
+    pages = _rss_pages(pid)
+    return None if pages is None else pages * _PAGE_SIZE / _MB
+
+
+def tree_rss_mb(pid: int) -> float | None:
+    """Resident memory of ``pid`` and its descendants in MB (None once ``pid`` is gone)."""
+    own = _rss_pages(pid)
+    if own is None:
+        return None
+    total, seen, todo = own, {pid}, _children(pid)
+    while todo and len(seen) < _MAX_TREE:
+        child = todo.pop()
+        if child in seen:
+            continue
+        seen.add(child)
+        total += _rss_pages(child) or 0
+        todo += _children(child)
+    return total * _PAGE_SIZE / _MB
+
+
+def private_bytes(pid: int) -> int:
+    """Private_Clean + Private_Dirty of ``pid`` (``/proc/<pid>/smaps_rollup``): what the process holds
+    beyond the pages it shares with its parent; 0 once it is gone."""
+    total_kb = 0
+    try:
+        with open(f"/proc/{pid}/smaps_rollup", "rb") as f:
+            for line in f:
+                if line.startswith((b"Private_Clean:", b"Private_Dirty:")):
+                    total_kb += int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        return 0
+    return total_kb * 1024
+
+
+def _rss_pages(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/statm", "rb") as f:
+            return int(f.read().split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _children(pid: int) -> list[int]:
+    out: list[int] = []
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return out
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/children", "rb") as f:
+                out += [int(p) for p in f.read().split()]
+        except (OSError, ValueError):
+            continue
+    return out

@@ -1,0 +1,34 @@
+"""Scratch entries named after their process: staging directories and the removal of dead ones' leftovers."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from zeroscale.artifacts.scratch import remove_stale, scratch_path, staging_dir
+
+
+def test_staging_dir_is_removed_unless_renamed_away(tmp_path: Path) -> None:
+    with staging_dir(tmp_path, ".staging") as kept, staging_dir(tmp_path) as dropped:
+        assert kept.name.startswith(f"{os.getpid()}-") and kept.name.endswith(".staging")
+        (dropped / "file").write_text("x")
+        kept.rename(tmp_path / "entry")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["entry"]
+
+
+def test_staging_dir_is_removed_on_error(tmp_path: Path) -> None:
+    with pytest.raises(RuntimeError), staging_dir(tmp_path):
+        raise RuntimeError("boom")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_remove_stale_keeps_live_processes_and_foreign_names(tmp_path: Path) -> None:
+    (tmp_path / "999999999-dead.staging").mkdir()
+    (tmp_path / "999999999-dead.download").write_bytes(b"partial")
+    mine = scratch_path(tmp_path, ".json")
+    mine.write_text("{}")
+    (tmp_path / "notes").write_text("not ours")
+    remove_stale(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([mine.name, "notes"])
