@@ -384,21 +384,11 @@ class _Walker:
 
     @staticmethod
     def _length(meta: dict[str, Any], length: int, problems: list[str]) -> None:
-        lo = meta.get("min")
-        hi = meta.get("max")
-        if hi is not None and length > hi:
-            problems.append(f"Member must have length less than or equal to {_num(hi)}")
-        if lo is not None and length < lo:
-            problems.append(f"Member must have length greater than or equal to {_num(lo)}")
+        _bounds(meta, length, "length", problems)
 
     @staticmethod
     def _range(meta: dict[str, Any], value: float, problems: list[str]) -> None:
-        lo = meta.get("min")
-        hi = meta.get("max")
-        if hi is not None and value > hi:
-            problems.append(f"Member must have value less than or equal to {_num(hi)}")
-        if lo is not None and value < lo:
-            problems.append(f"Member must have value greater than or equal to {_num(lo)}")
+        _bounds(meta, value, "value", problems)
 
     def add(self, value: Any, path: str, problems: list[str], sensitive: bool) -> None:
         shown = _value_text(value, sensitive)
@@ -478,6 +468,16 @@ class _Walker:
             problems = self.scalar_problems(shape, value, path)
             if problems:
                 self.add(value, path, problems, _sensitive(shape))
+
+
+def _bounds(meta: dict[str, Any], measured: float, what: str, problems: list[str]) -> None:
+    """AWS's messages for a ``length`` or ``value`` outside the shape's min/max."""
+    lo = meta.get("min")
+    hi = meta.get("max")
+    if hi is not None and measured > hi:
+        problems.append(f"Member must have {what} less than or equal to {_num(hi)}")
+    if lo is not None and measured < lo:
+        problems.append(f"Member must have {what} greater than or equal to {_num(lo)}")
 
 
 def _num(limit: Any) -> str:

@@ -117,6 +117,20 @@ export function showError(box, err) {
   box.append(err.message || String(err));
 }
 
+// A form's action: its button disabled while it runs; a failure is shown in ``box`` (and scrolled to).
+export async function submitting(button, box, action) {
+  showError(box, null);
+  button.disabled = true;
+  try {
+    await action();
+  } catch (err) {
+    showError(box, err);
+    box.scrollIntoView({ block: "nearest" });
+  } finally {
+    button.disabled = false;
+  }
+}
+
 export function pageHeader(title, ...actions) {
   return h("div", { class: "pagehead" }, h("h1", { tabindex: "-1" }, title), h("div", { class: "actions" }, actions));
 }

@@ -12,6 +12,7 @@ import {
   pageHeader,
   section,
   showError,
+  submitting,
   table,
   uid,
 } from "../dom.js";
@@ -168,16 +169,10 @@ function create() {
         showError(error, null);
         const params = { EndpointConfigName: name.value.trim(), ProductionVariants: editors.map((e) => e.value()) };
         if (idle.value !== "") params.Tags = [{ Key: "zeroscale:idle-timeout-s", Value: String(idle.value) }];
-        submit.disabled = true;
-        try {
+        await submitting(submit, error, async () => {
           await sagemaker("CreateEndpointConfig", params);
           navigate(`/console/endpoint-configs/${encodeURIComponent(params.EndpointConfigName)}`);
-        } catch (err) {
-          showError(error, err);
-          error.scrollIntoView({ block: "nearest" });
-        } finally {
-          submit.disabled = false;
-        }
+        });
       },
     },
     error,

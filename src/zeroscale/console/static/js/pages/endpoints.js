@@ -12,6 +12,7 @@ import {
   section,
   showError,
   statusBadge,
+  submitting,
   table,
 } from "../dom.js";
 import { navigate } from "../nav.js";
@@ -82,16 +83,11 @@ function create() {
       onsubmit: async (event) => {
         event.preventDefault();
         showError(error, null);
-        submit.disabled = true;
         const params = { EndpointName: name.value.trim(), EndpointConfigName: config.value };
-        try {
+        await submitting(submit, error, async () => {
           await sagemaker("CreateEndpoint", params);
           navigate(`/console/endpoints/${encodeURIComponent(params.EndpointName)}`);
-        } catch (err) {
-          showError(error, err);
-        } finally {
-          submit.disabled = false;
-        }
+        });
       },
     },
     error,

@@ -12,6 +12,7 @@ import {
   pageHeader,
   section,
   showError,
+  submitting,
   table,
   uid,
 } from "../dom.js";
@@ -109,16 +110,10 @@ function create() {
         if (Object.keys(env).length) container.Environment = env;
         const params = { ModelName: name.value.trim(), PrimaryContainer: container };
         if (role.value.trim()) params.ExecutionRoleArn = role.value.trim();
-        submit.disabled = true;
-        try {
+        await submitting(submit, error, async () => {
           await sagemaker("CreateModel", params);
           navigate(`/console/models/${encodeURIComponent(params.ModelName)}`);
-        } catch (err) {
-          showError(error, err);
-          error.scrollIntoView({ block: "nearest" });
-        } finally {
-          submit.disabled = false;
-        }
+        });
       },
     },
     error,
