@@ -33,6 +33,7 @@ class ControlPlane:
             "DescribeEndpoint": lambda p: e.describe(p["EndpointName"]),
             "ListEndpoints": e.list,
             "UpdateEndpoint": e.update,
+            "UpdateEndpointWeightsAndCapacities": e.update_weights_and_capacities,
             "DeleteEndpoint": lambda p: e.delete(p["EndpointName"]),
             "ListTags": tags.list,
         }

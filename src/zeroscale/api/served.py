@@ -86,6 +86,21 @@ SAGEMAKER: Table = {
         "RetainAllVariantProperties": only(False),
         "RetainDeploymentConfig": only(False),
     },
+    "UpdateEndpointWeightsAndCapacities": {
+        "EndpointName": ANY,
+        "DesiredWeightsAndCapacities": ANY,
+        **under(
+            "DesiredWeightsAndCapacities",
+            {
+                "VariantName": ANY,
+                "DesiredWeight": ANY,
+                "DesiredInstanceCount": ANY,
+                "ServerlessUpdateConfig": ANY,
+                "ServerlessUpdateConfig.MaxConcurrency": ANY,
+                "ServerlessUpdateConfig.ProvisionedConcurrency": ANY,
+            },
+        ),
+    },
     "DeleteEndpoint": {"EndpointName": ANY},
     "ListTags": {"ResourceArn": ANY, "NextToken": ANY, "MaxResults": ANY},
 }

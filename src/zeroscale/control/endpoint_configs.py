@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from zeroscale.control.arns import Arns
+from zeroscale.control.instances import instance_size
 from zeroscale.control.models import Models
 from zeroscale.control.resources import Resources
 from zeroscale.errors import ValidationException
@@ -156,6 +157,14 @@ class EndpointConfigs:
                 )
             if serverless is not None:
                 _check_serverless(serverless, name)
+            else:
+                instance_size(v["InstanceType"], name)
+        weights = [float(v.get("InitialVariantWeight", 1.0)) for v in variants]
+        if sum(weights) <= 0:
+            raise ValidationException(
+                "The sum of InitialVariantWeight over the production variants must be greater than 0: "
+                "no variant would get traffic."
+            )
         n_serverless = sum(1 for v in variants if v.get("ServerlessConfig") is not None)
         if 0 < n_serverless < len(variants):
             raise ValidationException(

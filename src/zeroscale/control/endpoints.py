@@ -20,6 +20,7 @@ from typing import Any
 
 from zeroscale.background import Background
 from zeroscale.control.arns import Arns
+from zeroscale.control.capacity import capacity_overrides, with_overrides
 from zeroscale.control.deploy import Deployer, primary_container
 from zeroscale.control.endpoint_configs import EndpointConfigs, variant_specs
 from zeroscale.control.models import Models
@@ -90,8 +91,44 @@ class Endpoints:
                 f'Cannot update in-progress endpoint "{rec.arn}". Wait until it is InService.'
             )
         config = self._configs.get(params["EndpointConfigName"])
-        self._save(rec, EndpointStatus.UPDATING, FailureReason=None)
+        # A new configuration brings its own weights and capacities (RetainAllVariantProperties false).
+        self._save(rec, EndpointStatus.UPDATING, FailureReason=None, VariantOverrides=None)
         await self._settle(self._run(rec.name, self._deploy(rec.name, config.name, updating=True)))
+        return {"EndpointArn": rec.arn}
+
+    async def update_weights_and_capacities(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        """New weights, instance counts and serverless capacities for some variants, same models: Desired*
+        changes now, Current* once the change is applied (status Updating, then InService)."""
+        rec = self.get(params["EndpointName"])
+        if rec.status != EndpointStatus.IN_SERVICE.value:
+            raise ValidationException(
+                f'Cannot update in-progress endpoint "{rec.arn}". Wait until it is InService.'
+            )
+        described = {v["VariantName"]: v for v in rec.doc.get("ProductionVariants") or []}
+        overrides = capacity_overrides(
+            described, dict(rec.doc.get("VariantOverrides") or {}), params["DesiredWeightsAndCapacities"]
+        )
+        now = self._clock()
+        for name, o in overrides.items():
+            variant = described[name]
+            variant["DesiredWeight"] = o["weight"]
+            if "instance_count" in o:
+                variant["DesiredInstanceCount"] = o["instance_count"]
+            if "max_concurrency" in o:
+                variant["DesiredServerlessConfig"] = _serverless_config(
+                    variant["DesiredServerlessConfig"]["MemorySizeInMB"],
+                    o["max_concurrency"],
+                    o["provisioned"],
+                )
+            variant["VariantStatus"] = [{"Status": "Updating", "StartTime": now}]
+        self._save(
+            rec,
+            EndpointStatus.UPDATING,
+            FailureReason=None,
+            VariantOverrides=overrides,
+            ProductionVariants=list(described.values()),
+        )
+        await self._settle(self._run(rec.name, self._apply_overrides(rec.name, overrides)))
         return {"EndpointArn": rec.arn}
 
     def delete(self, name: str) -> None:
@@ -146,6 +183,9 @@ class Endpoints:
         try:
             config = self._configs.get(config_name)
             specs = await self._deployer.pool_specs(name, config)
+            stored = self._store.get(KIND, name)
+            overrides = (stored.doc.get("VariantOverrides") or {}) if stored is not None else {}
+            specs = [with_overrides(spec, overrides.get(spec.variant)) for spec in specs]
             await self._fleet.activate(name, specs, warm=warm)
         except (DeployError, ValidationException) as exc:
             reason = _reason(exc)
@@ -184,21 +224,33 @@ class Endpoints:
                         "ResolutionTime": now,
                     }
                 ],
-                "CurrentWeight": variant.weight,
-                "DesiredWeight": variant.weight,
             }
-            if variant.serverless is not None:
-                sc: dict[str, Any] = {
-                    "MemorySizeInMB": variant.serverless.memory_mb,
-                    "MaxConcurrency": variant.serverless.max_concurrency,
-                }
-                if variant.serverless.provisioned_concurrency:
-                    sc["ProvisionedConcurrency"] = variant.serverless.provisioned_concurrency
-                desc["CurrentServerlessConfig"] = desc["DesiredServerlessConfig"] = sc
-            else:
-                desc["CurrentInstanceCount"] = desc["DesiredInstanceCount"] = variant.instance_count
+            desc.update(_current_and_desired(spec))
             out.append(desc)
         return out
+
+    async def _apply_overrides(self, name: str, overrides: Mapping[str, Mapping[str, Any]]) -> None:
+        route = self._fleet.route(name)
+        rec = self._store.get(KIND, name)
+        if route is None or rec is None or rec.status == EndpointStatus.DELETING.value:
+            return
+        specs = {p.spec.variant: with_overrides(p.spec, overrides.get(p.spec.variant)) for p in route.pools}
+        try:
+            await self._fleet.adjust(name, specs, timeout_s=self._settle_s + 30.0)
+        except DeployError as exc:
+            self._save(rec, EndpointStatus.IN_SERVICE, FailureReason=_reason(exc))
+            return
+        rec = self._store.get(KIND, name)
+        if rec is None or rec.status == EndpointStatus.DELETING.value:
+            return
+        variants = []
+        for desc in rec.doc.get("ProductionVariants") or []:
+            spec = specs.get(desc["VariantName"])
+            desc = {k: v for k, v in desc.items() if k != "VariantStatus"}
+            if spec is not None:
+                desc.update(_current_and_desired(spec))
+            variants.append(desc)
+        self._save(rec, EndpointStatus.IN_SERVICE, ProductionVariants=variants)
 
     async def _delete(self, rec: Record) -> None:
         try:
@@ -234,6 +286,24 @@ class Endpoints:
     async def close(self) -> None:
         self._latest.clear()
         await self._background.cancel()
+
+
+def _serverless_config(memory_mb: int, max_concurrency: int, provisioned: int) -> dict[str, Any]:
+    sc: dict[str, Any] = {"MemorySizeInMB": memory_mb, "MaxConcurrency": max_concurrency}
+    if provisioned:
+        sc["ProvisionedConcurrency"] = provisioned
+    return sc
+
+
+def _current_and_desired(spec: PoolSpec) -> dict[str, Any]:
+    """A variant's Current* and Desired* members once its pool serves ``spec``."""
+    out: dict[str, Any] = {"CurrentWeight": spec.weight, "DesiredWeight": spec.weight}
+    if spec.real_time:
+        out["CurrentInstanceCount"] = out["DesiredInstanceCount"] = spec.instance_count
+    else:
+        sc = _serverless_config(spec.memory_mb, spec.max_concurrency, spec.provisioned)
+        out["CurrentServerlessConfig"] = out["DesiredServerlessConfig"] = sc
+    return out
 
 
 def _reason(exc: BaseException) -> str:

@@ -12,7 +12,7 @@ import contextlib
 import itertools
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from zeroscale.background import Background
@@ -128,6 +128,34 @@ class Fleet:
         for pool in pools:
             self._emit_variant(pool, "activated")
             pool.scale()  # provisioned concurrency floor
+
+    async def adjust(self, endpoint: str, specs: Mapping[str, PoolSpec], *, timeout_s: float) -> None:
+        """New weights and capacities for some variants of a routed endpoint, same models
+        (UpdateEndpointWeightsAndCapacities): the route takes the weights at once; each resized pool starts
+        or stops workers, and this returns once every pool has its floor up (or ``timeout_s`` passed)."""
+        route = self._routes.get(endpoint.lower())
+        if route is None:
+            raise DeployError(f"Endpoint {endpoint} is not routed.")
+        resized = []
+        for pool in route.pools:
+            spec = specs.get(pool.spec.variant)
+            if spec is None or spec == pool.spec:
+                continue
+            capacity_changed = (spec.max_concurrency, spec.provisioned) != (
+                pool.spec.max_concurrency,
+                pool.spec.provisioned,
+            )
+            if capacity_changed:
+                self._emit_variant(pool, "deactivated")
+            pool.resize(spec)
+            if capacity_changed:
+                self._emit_variant(pool, "activated")
+                resized.append(pool)
+        self._routes[endpoint.lower()] = EndpointRoute.of(route.name, route.pools)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while any(p.ready < p.spec.provisioned for p in resized) and loop.time() < deadline:
+            await asyncio.sleep(0.02)
 
     async def deactivate(self, endpoint: str, *, timeout_s: float = 5.0) -> None:
         route = self._routes.pop(endpoint.lower(), None)

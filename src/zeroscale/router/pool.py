@@ -88,6 +88,27 @@ class VariantPool:
         return sum(1 for f in self._waiters if not f.done())
 
     @property
+    def ready(self) -> int:
+        """Workers up and serving or free to (idle or busy)."""
+        return self._slots.count(S.IDLE) + self._slots.count(S.BUSY)
+
+    def resize(self, spec: PoolSpec) -> None:
+        """Another weight, MaxConcurrency or floor for the same model and memory size
+        (UpdateEndpointWeightsAndCapacities): the policy starts or stops workers to match at once."""
+        same = (spec.endpoint, spec.variant, spec.model_dir, spec.memory_mb, spec.runtime, spec.command)
+        if same != (
+            self.spec.endpoint,
+            self.spec.variant,
+            self.spec.model_dir,
+            self.spec.memory_mb,
+            self.spec.runtime,
+            self.spec.command,
+        ):
+            raise ValueError(f"resize of {self.spec.endpoint}/{self.spec.variant} to another model or size")
+        self.spec = spec
+        self.scale()
+
+    @property
     def quiet(self) -> bool:
         """At zero with nothing waiting and no floor to keep: the policy has nothing to decide."""
         return not self._slots and not self._waiters and (self.spec.provisioned == 0 or self.draining)

@@ -65,6 +65,13 @@ class PoolSpec:
     # A bring-your-own image: its entrypoint and working directory (empty for a built-in runtime).
     command: tuple[str, ...] = ()
     workdir: str = ""
+    # A real-time variant: its instances, each this many always-warm workers (0 for a serverless variant).
+    instance_count: int = 0
+    workers_per_instance: int = 0
+
+    @property
+    def real_time(self) -> bool:
+        return self.workers_per_instance > 0
 
 
 @dataclass(frozen=True)
