@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import collections
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
 
+from metrics.promtext import value
 from zeroscale.testing import ServerProcess, wait_final, wait_for
+
+from .conftest import handler_model
 
 IMAGE = "683313688378.dkr.ecr.us-east-1.amazonaws.com/sagemaker-scikit-learn:1.2-1-cpu-py3"
 
@@ -181,3 +185,60 @@ def test_serverless_capacity_updates(server: ServerProcess, sm: Any, smr: Any, s
     body = sklearn_model.json_body(sklearn_model.X[:3])
     resp = smr.invoke_endpoint(EndpointName="sl-cap", Body=body, ContentType="application/json")
     assert json.loads(resp["Body"].read()) == sklearn_model.expected(sklearn_model.X[:3])
+
+
+FAILING_SHADOW = """
+def model_fn(model_dir):
+    return None
+
+def transform_fn(model, body, content_type, accept):
+    raise RuntimeError("the candidate model is broken")
+"""
+
+
+def test_a_shadow_variant_gets_a_copy_of_the_traffic_and_its_answers_are_discarded(
+    server: ServerProcess, sm: Any, smr: Any, sklearn_model: Any, tmp_path: Path
+) -> None:
+    sm.create_model(
+        ModelName="shadow-candidate",
+        PrimaryContainer={"Image": IMAGE, "ModelDataUrl": handler_model(tmp_path, FAILING_SHADOW)},
+    )
+    sm.create_endpoint_config(
+        EndpointConfigName="rt-shadow",
+        ProductionVariants=[instance("Prod", "rt-model", 1.0)],
+        ShadowProductionVariants=[instance("Candidate", "shadow-candidate", 1.0)],  # a copy of every request
+    )
+    sm.create_endpoint(EndpointName="rt-shadow", EndpointConfigName="rt-shadow")
+    desc = wait_final(sm, "rt-shadow")
+    assert desc["EndpointStatus"] == "InService", desc.get("FailureReason")
+    assert [v["VariantName"] for v in desc["ShadowProductionVariants"]] == ["Candidate"]
+    assert (
+        sm.describe_endpoint_config(EndpointConfigName="rt-shadow")["ShadowProductionVariants"][0][
+            "ModelName"
+        ]
+        == "shadow-candidate"
+    )
+    body = sklearn_model.json_body(sklearn_model.X[:2])
+    for _ in range(10):
+        resp = smr.invoke_endpoint(EndpointName="rt-shadow", Body=body, ContentType="application/json")
+        assert resp["InvokedProductionVariant"] == "Prod"
+        assert json.loads(resp["Body"].read()) == sklearn_model.expected(sklearn_model.X[:2])
+    labels = {"endpoint_name": "rt-shadow", "variant_name": "Candidate"}
+
+    def shadow_errors() -> float | None:
+        return value(server.metrics(), "zeroscale_invocation_5xx_errors_total", **labels)
+
+    wait_for(lambda: shadow_errors() == 10, timeout_s=20)  # recorded under its own name
+    assert value(server.metrics(), "zeroscale_invocations_total", **labels) == 10
+    code, _ = error(smr.invoke_endpoint, EndpointName="rt-shadow", Body=body, TargetVariant="Candidate")
+    assert code == "ValidationError"  # a shadow is not a target
+
+
+def test_shadow_variants_follow_sagemaker_s_rules(sm: Any, ab: str) -> None:
+    code, message = error(
+        sm.create_endpoint_config,
+        EndpointConfigName="rt-shadow-bad",
+        ProductionVariants=[instance("A", "rt-model"), instance("B", "rt-model")],
+        ShadowProductionVariants=[instance("S", "rt-model")],
+    )
+    assert code == "ValidationException" and "exactly one production variant" in message

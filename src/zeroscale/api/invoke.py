@@ -8,10 +8,11 @@ from zeroscale.api.allowlist import refused_headers
 from zeroscale.api.served import INVOKE_ENDPOINT
 from zeroscale.api.shapes import ServiceShapes
 from zeroscale.api.wire import Headers, Send, respond
+from zeroscale.background import Background
 from zeroscale.errors import RuntimeValidationError, ZeroscaleError
 from zeroscale.events import EventBus, InvocationRecord
 from zeroscale.router.fleet import Fleet
-from zeroscale.router.pool import Invocation
+from zeroscale.router.pool import Invocation, VariantPool
 from zeroscale.router.spec import PoolSpec
 
 # Request headers passed on to the worker, as the SageMaker front end does.
@@ -31,6 +32,7 @@ class InvokeApi:
         self._fleet = fleet
         self._account_id = account_id
         self._events = events
+        self._background = Background("shadow invocations")
         # InvokeEndpoint members zeroscale does not serve (multi-model, multi-container, explanations,
         # inference components, sessions, ...), by header: refused by name, never ignored.
         invoke = ServiceShapes("sagemaker-runtime").input_shape("InvokeEndpoint")
@@ -56,6 +58,9 @@ class InvokeApi:
         if route is None:
             raise RuntimeValidationError(f"Endpoint {endpoint} of account {self._account_id} not found.")
         pool = route.choose(target_variant)
+        if route.shadows:
+            for shadow in route.copies():
+                self._background.spawn(self._shadow(shadow, body, forward))
         inv = Invocation(body, forward)
         try:
             resp = await pool.invoke(inv)
@@ -71,6 +76,18 @@ class InvokeApi:
         if attributes is not None:
             out.append((b"x-amzn-sagemaker-custom-attributes", attributes))
         await respond(send, 200, resp.body, out)
+        self._record(pool.spec, inv, started, 200, "", len(resp.body))
+
+    async def _shadow(self, pool: VariantPool, body: bytes, forward: Headers) -> None:
+        """A copy of a request for a shadow variant: served and recorded under its own variant name (metrics,
+        logs, usage), its answer discarded."""
+        started = time.perf_counter()
+        inv = Invocation(body, forward)
+        try:
+            resp = await pool.invoke(inv)
+        except ZeroscaleError as err:
+            self._record(pool.spec, inv, started, err.status, err.code, 0)
+            return
         self._record(pool.spec, inv, started, 200, "", len(resp.body))
 
     def _record(

@@ -32,6 +32,19 @@ _LIST = {
     "CreationTimeAfter": ANY,
 }
 
+_VARIANT: dict[str, Rule] = {
+    "VariantName": ANY,
+    "ModelName": ANY,
+    "InitialInstanceCount": ANY,
+    "InstanceType": ANY,
+    "InitialVariantWeight": ANY,
+    "ServerlessConfig": ANY,
+    "ServerlessConfig.MemorySizeInMB": ANY,
+    "ServerlessConfig.MaxConcurrency": ANY,
+    "ServerlessConfig.ProvisionedConcurrency": ANY,
+}
+
+
 SAGEMAKER: Table = {
     "CreateModel": {
         "ModelName": ANY,
@@ -49,20 +62,10 @@ SAGEMAKER: Table = {
     "CreateEndpointConfig": {
         "EndpointConfigName": ANY,
         "ProductionVariants": ANY,
-        **under(
-            "ProductionVariants",
-            {
-                "VariantName": ANY,
-                "ModelName": ANY,
-                "InitialInstanceCount": ANY,
-                "InstanceType": ANY,
-                "InitialVariantWeight": ANY,
-                "ServerlessConfig": ANY,
-                "ServerlessConfig.MemorySizeInMB": ANY,
-                "ServerlessConfig.MaxConcurrency": ANY,
-                "ServerlessConfig.ProvisionedConcurrency": ANY,
-            },
-        ),
+        **under("ProductionVariants", _VARIANT),
+        # a copy of the production traffic, by its weight over the production variant's; answers discarded
+        "ShadowProductionVariants": ANY,
+        **under("ShadowProductionVariants", _VARIANT),
         "KmsKeyId": ANY,  # stored and described
         "ExecutionRoleArn": ANY,  # stored and described
         "EnableNetworkIsolation": only(False),

@@ -5,11 +5,17 @@ extract, cache), and hand the result to the router."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from typing import Any
 
 from zeroscale.artifacts import ArtifactCache
 from zeroscale.artifacts.pyenv import PythonEnvs
-from zeroscale.control.endpoint_configs import VariantSpec, idle_timeout_override, variant_specs
+from zeroscale.control.endpoint_configs import (
+    VariantSpec,
+    idle_timeout_override,
+    shadow_sampling,
+    variant_specs,
+)
 from zeroscale.control.instances import instance_size, workers_per_instance
 from zeroscale.control.models import Models
 from zeroscale.errors import DeployError, ZeroscaleError
@@ -52,7 +58,9 @@ class Deployer:
         except ZeroscaleError as exc:
             raise DeployError(exc.message) from exc
         variants = variant_specs(config.doc)
-        return list(await asyncio.gather(*(self._pool_spec(endpoint, v, idle_s) for v in variants)))
+        sampling = shadow_sampling(variants)
+        specs = await asyncio.gather(*(self._pool_spec(endpoint, v, idle_s) for v in variants))
+        return [dataclasses.replace(s, shadow_sampling=sampling.get(s.variant, 0.0)) for s in specs]
 
     async def _pool_spec(self, endpoint: str, variant: VariantSpec, idle_s: float) -> PoolSpec:
         try:

@@ -151,6 +151,8 @@ class Endpoints:
         }
         if rec.doc.get("ProductionVariants"):
             out["ProductionVariants"] = rec.doc["ProductionVariants"]
+        if rec.doc.get("ShadowProductionVariants"):
+            out["ShadowProductionVariants"] = rec.doc["ShadowProductionVariants"]
         if rec.doc.get("FailureReason"):
             out["FailureReason"] = rec.doc["FailureReason"]
         return out
@@ -204,16 +206,19 @@ class Endpoints:
             rec,
             EndpointStatus.IN_SERVICE,
             EndpointConfigName=config.name,
-            ProductionVariants=self._described_variants(config, specs),
+            ProductionVariants=self._described_variants(config, specs, shadow=False),
+            ShadowProductionVariants=self._described_variants(config, specs, shadow=True) or None,
             FailureReason=None,
         )
 
     def _described_variants(
-        self, config: Record, specs: builtins.list[PoolSpec]
+        self, config: Record, specs: builtins.list[PoolSpec], *, shadow: bool
     ) -> builtins.list[dict[str, Any]]:
         now = self._clock()
         out: builtins.list[dict[str, Any]] = []
         for variant, spec in zip(variant_specs(config.doc), specs, strict=True):
+            if variant.shadow != shadow:
+                continue
             image = str(primary_container(self._models.get(variant.model_name)).get("Image", ""))
             desc: dict[str, Any] = {
                 "VariantName": variant.name,

@@ -29,26 +29,34 @@ from zeroscale.router.warmcache import Template, WarmCache
 @dataclass
 class EndpointRoute:
     name: str
-    pools: list[VariantPool]
+    pools: list[VariantPool]  # every pool: the production variants', then the shadow variants'
     _cumulative: list[float]
+    production: list[VariantPool]
+    shadows: list[VariantPool]  # each gets a copy of its shadow_sampling share of the traffic
 
     @classmethod
     def of(cls, name: str, pools: list[VariantPool]) -> EndpointRoute:
-        weights = [max(0.0, p.spec.weight) for p in pools]
+        production = [p for p in pools if not p.spec.shadow_sampling]
+        shadows = [p for p in pools if p.spec.shadow_sampling]
+        weights = [max(0.0, p.spec.weight) for p in production]
         if sum(weights) <= 0:
-            weights = [1.0] * len(pools)
-        return cls(name, pools, list(itertools.accumulate(weights)))
+            weights = [1.0] * len(production)
+        return cls(name, pools, list(itertools.accumulate(weights)), production, shadows)
+
+    def copies(self) -> list[VariantPool]:
+        """The shadow pools this request is copied to (each by its sampling share)."""
+        return [p for p in self.shadows if random.random() < p.spec.shadow_sampling]
 
     def choose(self, target_variant: str | None = None) -> VariantPool:
         if target_variant is not None:
-            for pool in self.pools:
+            for pool in self.production:
                 if pool.spec.variant == target_variant:
                     return pool
             raise RuntimeValidationError(f"Variant {target_variant} not found for endpoint {self.name}.")
-        if len(self.pools) == 1:
-            return self.pools[0]
+        if len(self.production) == 1:
+            return self.production[0]
         pick = random.random() * self._cumulative[-1]
-        return self.pools[bisect.bisect_right(self._cumulative, pick)]
+        return self.production[bisect.bisect_right(self._cumulative, pick)]
 
 
 class Fleet:

@@ -68,6 +68,8 @@ class PoolSpec:
     # A real-time variant: its instances, each this many always-warm workers (0 for a serverless variant).
     instance_count: int = 0
     workers_per_instance: int = 0
+    # A shadow variant: the share of the production traffic copied to it (0: a production variant).
+    shadow_sampling: float = 0.0
 
     @property
     def real_time(self) -> bool:
