@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import collections
 import json
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -242,3 +243,53 @@ def test_shadow_variants_follow_sagemaker_s_rules(sm: Any, ab: str) -> None:
         ShadowProductionVariants=[instance("S", "rt-model")],
     )
     assert code == "ValidationException" and "exactly one production variant" in message
+
+
+def test_serverless_to_real_time_and_back_under_load_fails_no_request(
+    server: ServerProcess, sm: Any, sklearn_model: Any
+) -> None:
+    serverless = {"MemorySizeInMB": 1024, "MaxConcurrency": 3}
+    sm.create_endpoint_config(
+        EndpointConfigName="move-sl",
+        ProductionVariants=[
+            {"VariantName": "Serverless", "ModelName": "rt-model", "ServerlessConfig": serverless}
+        ],
+    )
+    sm.create_endpoint_config(
+        EndpointConfigName="move-rt", ProductionVariants=[instance("RealTime", "rt-model", count=1)]
+    )
+    sm.create_endpoint(EndpointName="move", EndpointConfigName="move-sl")
+    assert wait_final(sm, "move")["EndpointStatus"] == "InService"
+    smr = server.client("sagemaker-runtime", max_pool_connections=8)
+    body = sklearn_model.json_body(sklearn_model.X[:2])
+    want = sklearn_model.expected(sklearn_model.X[:2])
+    stop = threading.Event()
+    served: list[str] = []
+    errors: list[BaseException] = []
+
+    def stream() -> None:
+        while not stop.is_set():
+            try:
+                resp = smr.invoke_endpoint(EndpointName="move", Body=body, ContentType="application/json")
+                assert json.loads(resp["Body"].read()) == want
+                served.append(str(resp["InvokedProductionVariant"]))
+            except BaseException as exc:  # every failure is a test failure
+                errors.append(exc)
+
+    threads = [threading.Thread(target=stream) for _ in range(3)]
+    for t in threads:
+        t.start()
+    try:
+        for config, variant in (("move-rt", "RealTime"), ("move-sl", "Serverless")):
+            n = len(served)
+            wait_for(lambda n=n: len(served) >= n + 10, timeout_s=10, interval_s=0.02)
+            sm.update_endpoint(EndpointName="move", EndpointConfigName=config)
+            assert wait_final(sm, "move", timeout_s=30)["EndpointStatus"] == "InService"
+            n = len(served)
+            wait_for(lambda n=n: len(served) >= n + 10, timeout_s=10, interval_s=0.02)
+            assert served[-1] == variant
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    assert errors == []
