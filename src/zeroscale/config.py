@@ -38,6 +38,8 @@ class Settings:
     queue_wait_s: float = 10.0
     max_queue_per_variant: int = 1000
     payload_limit_bytes: int = 6 * MB
+    # The largest async input read from S3 (SageMaker's limit: 1 GB).
+    async_payload_limit_bytes: int = 1024 * MB
     invocation_timeout_s: float = 60.0
     startup_timeout_s: float = 180.0
     memory_budget_mb: int = field(default_factory=_default_memory_budget_mb)

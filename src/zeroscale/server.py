@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import uvicorn
 
 from zeroscale.api.app import App, AppParts
+from zeroscale.api.async_invoke import AsyncInvokeApi
 from zeroscale.api.control import ControlPlane
 from zeroscale.api.image_rest import ImagesApi
 from zeroscale.api.invoke import InvokeApi
@@ -16,6 +17,10 @@ from zeroscale.api.jsonrpc import JsonService
 from zeroscale.api.shapes import ServiceShapes
 from zeroscale.artifacts import ArtifactCache
 from zeroscale.artifacts.pyenv import PythonEnvs
+from zeroscale.asyncinf.gauges import BacklogCollector
+from zeroscale.asyncinf.queue import RequestQueue
+from zeroscale.asyncinf.s3io import S3Io
+from zeroscale.asyncinf.service import AsyncInference
 from zeroscale.background import Background
 from zeroscale.config import Settings
 from zeroscale.control.arns import Arns
@@ -119,6 +124,19 @@ def build(settings: Settings) -> Server:
         models, artifacts, settings.idle_timeout_s, PythonEnvs(settings.pyenvs_dir), images=images
     )
     endpoints = Endpoints(store, arns, models, configs, deployer, fleet)
+    asynchronous = AsyncInference(
+        RequestQueue(settings.db_url),
+        fleet,
+        endpoints,
+        configs,
+        S3Io(settings.s3_endpoint_url),
+        events,
+        region=settings.region,
+        account_id=settings.account_id,
+        payload_limit_bytes=settings.async_payload_limit_bytes,
+    )
+    endpoints.listeners.append(asynchronous.refresh)
+    metrics.registry.register(BacklogCollector(asynchronous.backlog, fleet.loads))
     secrets = {creds.access_key_id: creds.secret_access_key}
     background = Background("startup")
 
@@ -130,9 +148,11 @@ def build(settings: Settings) -> Server:
         metering.start()  # before resume: it closes intervals a crash left open, then meters new ones
         await fleet.start(settings.reconcile_interval_s)
         await endpoints.resume()
+        await asynchronous.start()  # after resume: queued requests need their endpoints' routes
 
     async def shutdown() -> None:
         await background.cancel()  # a prewarm still starting its zygote
+        await asynchronous.close()  # requests it was running stay Running: they run again at the next start
         await endpoints.close()
         await fleet.close()
         await asyncio.to_thread(metering.close)  # after the fleet: its last records and deactivations
@@ -149,7 +169,8 @@ def build(settings: Settings) -> Server:
             ),
             JsonService(ServiceShapes("logs"), logs.operations),
         ],
-        runtime=InvokeApi(fleet, settings.account_id, events),
+        runtime=InvokeApi(fleet, settings.account_id, events, asynchronous.is_async),
+        async_runtime=AsyncInvokeApi(asynchronous),
         metrics=metrics,
         lookup_secret=secrets.get,
         payload_limit_bytes=settings.payload_limit_bytes,
@@ -159,6 +180,7 @@ def build(settings: Settings) -> Server:
             "metrics": MetricsApi(history).handle,
             "usage": UsageApi(metering),
             "images": ImagesApi(images).handle,
+            "async": AsyncInvokeApi(asynchronous).status,
         },
     )
     return Server(settings, creds, App(parts))

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from zeroscale.api import sigv4
+from zeroscale.api.async_invoke import AsyncInvokeApi
 from zeroscale.api.invoke import InvokeApi
 from zeroscale.api.jsonrpc import JsonService
 from zeroscale.api.wire import Send, control_error, control_ok, respond, runtime_error
@@ -33,6 +34,7 @@ _RUNTIME_PREFIX = "/endpoints/"
 REST_PREFIX = "/zeroscale/v1/"
 _UNSIGNED_GETS = ("/metrics", "/ping", "/healthz")
 _INVOCATIONS_SUFFIX = "/invocations"
+_ASYNC_SUFFIX = "/async-invocations"
 _CONTROL_BODY_LIMIT = 16 * 1024 * 1024
 
 
@@ -84,6 +86,7 @@ class AppParts:
     # every other call (signing name "sagemaker"), errors in the JSON 1.1 shape.
     rest_routes: dict[str, RestHandler]
     shutdown: Callable[[], Awaitable[None]]
+    async_runtime: AsyncInvokeApi | None = None  # InvokeEndpointAsync
 
 
 class App:
@@ -142,7 +145,12 @@ class App:
                 lookup=self._p.lookup_secret,
                 service=service.signing_name,
             )
-            if is_runtime:
+            if is_runtime and path.endswith(_ASYNC_SUFFIX) and self._p.async_runtime is not None:
+                endpoint = _endpoint_name(path, _ASYNC_SUFFIX)
+                if endpoint is None or method != "POST":
+                    raise RuntimeValidationError(f"No runtime operation at {method} {path}.")
+                await self._p.async_runtime.invoke(send, request_id, endpoint, headers)
+            elif is_runtime:
                 endpoint = _endpoint_name(path)
                 if endpoint is None or method != "POST":
                     raise RuntimeValidationError(f"No runtime operation at {method} {path}.")
@@ -190,10 +198,10 @@ class App:
             await control_error(send, request_id, UnknownOperationException(f"No operation at GET {path}."))
 
 
-def _endpoint_name(path: str) -> str | None:
-    if not path.endswith(_INVOCATIONS_SUFFIX):
+def _endpoint_name(path: str, suffix: str = _INVOCATIONS_SUFFIX) -> str | None:
+    if not path.endswith(suffix):
         return None
-    name = path[len(_RUNTIME_PREFIX) : -len(_INVOCATIONS_SUFFIX)]
+    name = path[len(_RUNTIME_PREFIX) : -len(suffix)]
     return name if name and "/" not in name else None
 
 

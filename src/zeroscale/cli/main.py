@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 import click
 
 from zeroscale import __version__
+from zeroscale.cli.async_commands import async_group
 from zeroscale.cli.client import client_commands
 from zeroscale.cli.image_commands import images
 from zeroscale.cli.logs import logs
@@ -202,6 +203,7 @@ cli.add_command(metrics)
 cli.add_command(package)
 cli.add_command(usage)
 cli.add_command(images)
+cli.add_command(async_group)
 cli.add_command(logs)
 
 

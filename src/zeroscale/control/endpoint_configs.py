@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from zeroscale.control.arns import Arns
+from zeroscale.control.async_config import check_async_config
 from zeroscale.control.models import Models
 from zeroscale.control.resources import Resources
 from zeroscale.errors import ValidationException
@@ -187,6 +188,7 @@ class EndpointConfigs:
         doc = copy.deepcopy(dict(params))
         variants: list[dict[str, Any]] = doc["ProductionVariants"]
         self._check_variants(variants)
+        check_async_config(doc.get("AsyncInferenceConfig"))
         for v in variants:
             v["InitialVariantWeight"] = float(v.get("InitialVariantWeight", 1.0))
         doc.setdefault("Tags", [])

@@ -51,6 +51,8 @@ class Endpoints:
         self._fleet = fleet
         self._clock = clock
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        # Called with the endpoint's name after it starts serving a configuration or is deleted.
+        self.listeners: builtins.list[Callable[[str], None]] = []
 
     def get(self, name: str) -> Record:
         return self._res.get(name)
@@ -161,6 +163,14 @@ class Endpoints:
             ProductionVariants=self._described_variants(config, specs),
             FailureReason=None,
         )
+        self._tell(name)
+
+    def _tell(self, name: str) -> None:
+        for listener in self.listeners:
+            try:
+                listener(name)
+            except Exception:
+                log.exception("endpoint listener failed for %s", name)
 
     def _described_variants(
         self, config: Record, specs: builtins.list[PoolSpec]
@@ -199,6 +209,7 @@ class Endpoints:
             await self._fleet.deactivate(rec.name)
         finally:
             self._store.delete(KIND, rec.name)
+            self._tell(rec.name)
 
     # ---- restart ----
     async def resume(self, timeout_s: float = 60.0) -> None:
