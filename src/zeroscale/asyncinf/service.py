@@ -168,7 +168,11 @@ class AsyncInference:
         return self._queue.find(inference_id)
 
     def backlog(self) -> list[Backlog]:
-        return self._queue.backlog()
+        """Per endpoint with requests or serving asynchronously (zero for an empty queue)."""
+        found = self._queue.backlog()
+        have = {b.endpoint_name.lower() for b in found}
+        idle = [Backlog(e.name, 0, 0, None) for k, e in self._async.items() if k not in have]
+        return sorted(found + idle, key=lambda b: b.endpoint_name)
 
     # ---- the dispatcher ----
     async def start(self) -> None:
