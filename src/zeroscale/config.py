@@ -68,6 +68,12 @@ class Settings:
         return self.memory_budget_mb // 10
 
     @property
+    def public_url(self) -> str:
+        """Where subscribers reach this server (SubscribeURL, UnsubscribeURL)."""
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
+        return f"http://{host}:{self.port}"
+
+    @property
     def db_url(self) -> str:
         if self.database_url:
             return self.database_url

@@ -14,6 +14,7 @@ from zeroscale.api.control import ControlPlane
 from zeroscale.api.image_rest import ImagesApi
 from zeroscale.api.invoke import InvokeApi
 from zeroscale.api.jsonrpc import JsonService
+from zeroscale.api.query import QueryService
 from zeroscale.api.shapes import ServiceShapes
 from zeroscale.artifacts import ArtifactCache
 from zeroscale.artifacts.pyenv import PythonEnvs
@@ -42,6 +43,8 @@ from zeroscale.metrics.store import MinuteStore
 from zeroscale.router.fleet import Fleet
 from zeroscale.router.spec import RouterSettings
 from zeroscale.store.db import Store
+from zeroscale.topics.delivery import Deliverer
+from zeroscale.topics.service import Topics
 from zeroscale.workers.manager import WorkerManager
 
 log = logging.getLogger("zeroscale")
@@ -136,6 +139,14 @@ def build(settings: Settings) -> Server:
         payload_limit_bytes=settings.async_payload_limit_bytes,
     )
     endpoints.listeners.append(asynchronous.refresh)
+    topics = Topics(
+        store,
+        region=settings.region,
+        account_id=settings.account_id,
+        public_url=settings.public_url,
+        deliverer=Deliverer(),
+    )
+    asynchronous.notifier = topics
     metrics.registry.register(BacklogCollector(asynchronous.backlog, fleet.loads))
     secrets = {creds.access_key_id: creds.secret_access_key}
     background = Background("startup")
@@ -153,6 +164,7 @@ def build(settings: Settings) -> Server:
     async def shutdown() -> None:
         await background.cancel()  # a prewarm still starting its zygote
         await asynchronous.close()  # requests it was running stay Running: they run again at the next start
+        await topics.deliverer.close()
         await endpoints.close()
         await fleet.close()
         await asyncio.to_thread(metering.close)  # after the fleet: its last records and deactivations
@@ -171,6 +183,7 @@ def build(settings: Settings) -> Server:
         ],
         runtime=InvokeApi(fleet, settings.account_id, events, asynchronous.is_async),
         async_runtime=AsyncInvokeApi(asynchronous),
+        query=QueryService(topics),
         metrics=metrics,
         lookup_secret=secrets.get,
         payload_limit_bytes=settings.payload_limit_bytes,

@@ -17,6 +17,7 @@ from zeroscale.api import sigv4
 from zeroscale.api.async_invoke import AsyncInvokeApi
 from zeroscale.api.invoke import InvokeApi
 from zeroscale.api.jsonrpc import JsonService
+from zeroscale.api.query import UNSIGNED_ACTIONS, QueryService, is_query_request, parse
 from zeroscale.api.wire import Send, control_error, control_ok, respond, runtime_error
 from zeroscale.errors import (
     InternalFailure,
@@ -87,6 +88,7 @@ class AppParts:
     rest_routes: dict[str, RestHandler]
     shutdown: Callable[[], Awaitable[None]]
     async_runtime: AsyncInvokeApi | None = None  # InvokeEndpointAsync
+    query: QueryService | None = None  # the SNS-compatible topic API (query protocol, signing name "sns")
 
 
 class App:
@@ -135,6 +137,22 @@ class App:
                 raise RuntimeValidationError(f"Request {request_id} has oversize body.") from None
             headers: list[tuple[bytes, bytes]] = scope["headers"]
             target = next((v for k, v in headers if k.lower() == b"x-amz-target"), b"").decode("latin-1")
+            query = self._p.query
+            if query is not None and not is_runtime and is_query_request(method, path, headers, target):
+                serialise = query.error
+                params = parse(body if method == "POST" else scope.get("query_string", b""))
+                if not (method == "GET" and params.get("Action") in UNSIGNED_ACTIONS):
+                    sigv4.verify(
+                        method=method,
+                        raw_path=scope.get("raw_path") or path.encode(),
+                        query_string=scope.get("query_string", b""),
+                        headers=headers,
+                        body=body,
+                        lookup=self._p.lookup_secret,
+                        service=query.signing_name,
+                    )
+                await query.handle(send, request_id, params)
+                return
             service = self._service(target)
             sigv4.verify(
                 method=method,

@@ -38,7 +38,7 @@ _SERVING = (EndpointStatus.IN_SERVICE.value, EndpointStatus.UPDATING.value)
 
 
 class Notifier(Protocol):
-    def publish(self, topic_arn: str, message: dict[str, Any]) -> None:
+    def notify(self, topic_arn: str, message: dict[str, Any]) -> None:
         """Hand a notification off for delivery; must not block."""
         ...
 
@@ -366,7 +366,7 @@ class AsyncInference:
                     "read it from S3."
                 }
         try:
-            self.notifier.publish(topic, message)
+            self.notifier.notify(topic, message)
         except Exception:
             log.exception("notification of %s to %s failed", req.inference_id, topic)
 
