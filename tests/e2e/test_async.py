@@ -3,12 +3,16 @@ workers; and a server SIGKILLed with requests queued that finishes every one aft
 
 from __future__ import annotations
 
+import base64
+import http.server
 import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -69,6 +73,7 @@ def _deploy_async(
     max_concurrency: int = 2,
     failure: bool = True,
     tags: list[dict[str, str]] | None = None,
+    OutputConfig: dict[str, Any] | None = None,
     **extra: Any,
 ) -> dict[str, Any]:
     sm.create_model(
@@ -87,7 +92,7 @@ def _deploy_async(
                 "ServerlessConfig": {"MemorySizeInMB": 1024, "MaxConcurrency": max_concurrency},
             }
         ],
-        AsyncInferenceConfig={"OutputConfig": output, **extra},
+        AsyncInferenceConfig={"OutputConfig": OutputConfig or output, **extra},
         Tags=tags or [],
     )
     sm.create_endpoint(EndpointName=name, EndpointConfigName=name)
@@ -300,3 +305,139 @@ def test_sigkill_with_requests_queued_finishes_all_after_restart(
         assert first["Attempts"] >= 1
     finally:
         server.stop()
+
+
+class Subscriber:
+    """An HTTP subscriber like a real one: confirms by visiting the SubscribeURL; with ``flaky`` it answers
+    500 to the first delivery of each notification (so every one arrives through a retry)."""
+
+    def __init__(self, *, flaky: bool = False) -> None:
+        self.received: list[tuple[dict[str, str], dict[str, Any]]] = []
+        self.attempts: dict[str, int] = {}
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                kind = body["Type"]
+                outer.attempts[body["MessageId"]] = outer.attempts.get(body["MessageId"], 0) + 1
+                if kind == "SubscriptionConfirmation":
+                    with urllib.request.urlopen(body["SubscribeURL"], timeout=5) as resp:
+                        assert resp.status == 200
+                elif flaky and outer.attempts[body["MessageId"]] == 1:
+                    self.send_response(500)
+                    self.end_headers()
+                    return
+                outer.received.append(({k.lower(): v for k, v in self.headers.items()}, body))
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/hook"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def notifications(self) -> list[tuple[dict[str, str], dict[str, Any]]]:
+        return [(h, b) for h, b in self.received if b["Type"] == "Notification"]
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def test_topics_and_async_notifications(server: ServerProcess, s3: Any, echo_url: str) -> None:
+    """The sns client against zeroscale: topics, http subscriptions confirmed through the SubscribeURL,
+    Publish; async results notify SuccessTopic/ErrorTopic with SageMaker's fields; a delivery answered 500
+    arrives through a retry; a subscriber that is down does not hold up the queue or the other subscriber."""
+    sns = server.client("sns")
+    good, flaky = Subscriber(), Subscriber(flaky=True)
+    down = Subscriber()
+    try:
+        ok_topic = sns.create_topic(Name="async-ok")["TopicArn"]
+        err_topic = sns.create_topic(Name="async-err")["TopicArn"]
+        assert ok_topic == "arn:aws:sns:us-east-1:000000000000:async-ok"
+        assert sns.create_topic(Name="async-ok")["TopicArn"] == ok_topic  # idempotent
+        assert {ok_topic, err_topic} <= {t["TopicArn"] for t in sns.list_topics()["Topics"]}
+        for topic in (ok_topic, err_topic):
+            for sub in (good, down):
+                assert sns.subscribe(TopicArn=topic, Protocol="http", Endpoint=sub.url)[
+                    "SubscriptionArn"
+                ] == ("pending confirmation")
+        sns.subscribe(TopicArn=ok_topic, Protocol="http", Endpoint=flaky.url)
+
+        def confirmed(topic: str) -> int:
+            subs = sns.list_subscriptions_by_topic(TopicArn=topic)["Subscriptions"]
+            return sum(s["SubscriptionArn"] != "PendingConfirmation" for s in subs)
+
+        wait_for(lambda: confirmed(ok_topic) == 3 and confirmed(err_topic) == 2, timeout_s=10)
+        down.stop()  # confirmed, then gone: its deliveries fail and are retried in the background
+
+        sm = server.client("sagemaker")
+        smr = server.client("sagemaker-runtime")
+        desc = _deploy_async(
+            sm,
+            "notify-async",
+            echo_url,
+            OutputConfig={
+                "S3OutputPath": f"s3://{BUCKET}/notify-async/out",
+                "NotificationConfig": {
+                    "SuccessTopic": ok_topic,
+                    "ErrorTopic": err_topic,
+                    "IncludeInferenceResponseIn": ["SUCCESS_NOTIFICATION_TOPIC"],
+                },
+            },
+        )
+        assert desc["EndpointStatus"] == "InService"
+        good_in = _put(s3, "inputs/notify.json", b'{"n": 1}')
+        ok = smr.invoke_endpoint_async(
+            EndpointName="notify-async", InputLocation=good_in, ContentType="application/json"
+        )
+        bad = smr.invoke_endpoint_async(
+            EndpointName="notify-async",
+            InputLocation=_put(s3, "inputs/notify-fail.json", b'{"fail": true}'),
+            ContentType="application/json",
+        )
+        wait_for(lambda: len(good.notifications()) == 2, timeout_s=15)
+        assert _exists(s3, ok["OutputLocation"])
+        messages = {json.loads(b["Message"])["inferenceId"]: (h, b) for h, b in good.notifications()}
+        headers, envelope = messages[ok["InferenceId"]]
+        assert headers["x-amz-sns-message-type"] == "Notification"
+        assert envelope["TopicArn"] == ok_topic
+        success = json.loads(envelope["Message"])
+        assert success["invocationStatus"] == "Completed"
+        assert success["eventName"] == "InferenceResult"
+        assert success["requestParameters"]["inputLocation"] == good_in
+        assert success["responseParameters"]["outputLocation"] == ok["OutputLocation"]
+        assert json.loads(base64.b64decode(success["responseBody"]["content"])) == {"echo": {"n": 1}}
+        failure = json.loads(messages[bad["InferenceId"]][1]["Message"])
+        assert failure["invocationStatus"] == "Failed"
+        assert "asked to fail" in failure["failureReason"]
+        assert failure["responseParameters"]["failureLocation"] == bad["FailureLocation"]
+        assert "responseBody" not in failure
+
+        wait_for(lambda: len(flaky.notifications()) == 1, timeout_s=15)  # after one 500 and a retry
+        assert max(flaky.attempts.values()) == 2
+
+        sns.publish(TopicArn=ok_topic, Message="hello", Subject="greeting")
+        wait_for(lambda: any(b["Message"] == "hello" for _, b in good.notifications()), timeout_s=10)
+        hello = next(b for _, b in good.notifications() if b["Message"] == "hello")
+        assert hello["Subject"] == "greeting"
+
+        sub_arn = next(
+            s["SubscriptionArn"]
+            for s in sns.list_subscriptions_by_topic(TopicArn=ok_topic)["Subscriptions"]
+            if s["Endpoint"] == good.url
+        )
+        sns.unsubscribe(SubscriptionArn=sub_arn)
+        assert good.url not in {
+            s["Endpoint"] for s in sns.list_subscriptions_by_topic(TopicArn=ok_topic)["Subscriptions"]
+        }
+        sns.delete_topic(TopicArn=err_topic)
+        with pytest.raises(ClientError) as err:
+            sns.publish(TopicArn=err_topic, Message="gone")
+        assert err.value.response["Error"]["Code"] == "NotFound"
+    finally:
+        good.stop()
+        flaky.stop()
