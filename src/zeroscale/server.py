@@ -137,6 +137,7 @@ def build(settings: Settings) -> Server:
         region=settings.region,
         account_id=settings.account_id,
         payload_limit_bytes=settings.async_payload_limit_bytes,
+        scratch_dir=settings.data_dir / "async",
     )
     endpoints.listeners.append(asynchronous.refresh)
     topics = Topics(

@@ -441,3 +441,44 @@ def test_topics_and_async_notifications(server: ServerProcess, s3: Any, echo_url
     finally:
         good.stop()
         flaky.stop()
+
+
+RAW_ECHO = """
+def model_fn(model_dir):
+    return None
+
+def transform_fn(model, body, content_type, accept):
+    return bytes(body), "application/octet-stream"
+"""
+
+
+def _peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmHWM")
+
+
+def test_large_payload_streams_through_the_server(
+    server: ServerProcess, s3: Any, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """A 64 MB input and its 64 MB result pass S3 -> worker -> S3 (a multipart upload) while the server's
+    peak resident set grows by far less than either: the front end streams them through scratch files."""
+    sm = server.client("sagemaker")
+    smr = server.client("sagemaker-runtime")
+    url = handler_model(tmp_path_factory.mktemp("raw-echo"), RAW_ECHO)
+    assert _deploy_async(sm, "big-async", url, max_concurrency=1)["EndpointStatus"] == "InService"
+    warm = smr.invoke_endpoint_async(
+        EndpointName="big-async", InputLocation=_put(s3, "inputs/warm.bin", os.urandom(9 * 2**20))
+    )
+    assert len(_get(s3, warm["OutputLocation"])) == 9 * 2**20  # multipart path warmed up
+    assert server.proc is not None
+    before = _peak_rss_mb(server.proc.pid)
+    payload = os.urandom(64 * 2**20)
+    resp = smr.invoke_endpoint_async(
+        EndpointName="big-async", InputLocation=_put(s3, "inputs/big.bin", payload)
+    )
+    assert _get(s3, resp["OutputLocation"], timeout_s=120) == payload
+    grown = _peak_rss_mb(server.proc.pid) - before
+    print(f"server peak RSS grew {grown:.1f} MB for a 64 MB input and 64 MB output")
+    assert grown < 16, grown

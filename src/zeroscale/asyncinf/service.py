@@ -14,10 +14,12 @@ import asyncio
 import base64
 import contextlib
 import logging
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Protocol
 
 from zeroscale.asyncinf.queue import COMPLETED, FAILED, AsyncRequest, Backlog, RequestQueue
@@ -31,6 +33,7 @@ from zeroscale.events import EventBus, InvocationRecord
 from zeroscale.router.fleet import Fleet
 from zeroscale.router.pool import Invocation, VariantPool
 from zeroscale.types import EndpointStatus
+from zeroscale.workers.client import FilePayload
 
 log = logging.getLogger("zeroscale.async")
 INLINE_RESPONSE_MAX_BYTES = 128 * 1024
@@ -80,6 +83,7 @@ class AsyncInference:
         region: str,
         account_id: str,
         payload_limit_bytes: int,
+        scratch_dir: Path,
         notifier: Notifier | None = None,
         tick_s: float = 1.0,
         wall: Callable[[], float] = time.time,
@@ -93,6 +97,7 @@ class AsyncInference:
         self._region = region
         self._account_id = account_id
         self._payload_limit_bytes = payload_limit_bytes
+        self._scratch_dir = scratch_dir
         self.notifier = notifier
         self._tick_s = tick_s
         self._wall = wall
@@ -233,17 +238,28 @@ class AsyncInference:
                 f"Request expired: it waited longer than its RequestTTLSeconds ({req.ttl_s} s) in the queue.",
             )
             return
-        try:
-            body = await asyncio.to_thread(self._s3.read, req.input_location, self._payload_limit_bytes)
-        except InputError as exc:
-            await self._fail(entry, req, f"ClientError: {exc}")
-            return
+        self._scratch_dir.mkdir(parents=True, exist_ok=True)
+        with (
+            tempfile.TemporaryFile(dir=self._scratch_dir) as source,
+            tempfile.TemporaryFile(dir=self._scratch_dir) as sink,
+        ):
+            try:
+                size = await asyncio.to_thread(
+                    self._s3.download, req.input_location, source, self._payload_limit_bytes
+                )
+            except InputError as exc:
+                await self._fail(entry, req, f"ClientError: {exc}")
+                return
+            source.seek(0)
+            await self._invoke(entry, req, FilePayload(source, size, sink))
+
+    async def _invoke(self, entry: AsyncEndpoint, req: AsyncRequest, payload: FilePayload) -> None:
         route = self._fleet.route(entry.name)
         if route is None:  # deleted meanwhile: back to the queue
             await asyncio.to_thread(self._queue.requeue, req)
             return
         pool = route.choose()
-        inv = Invocation(body, self._headers(req), timeout_s=float(req.timeout_s))
+        inv = Invocation(payload, self._headers(req), timeout_s=float(req.timeout_s))
         started = time.perf_counter()
         try:
             resp = await pool.invoke(inv)
@@ -267,15 +283,19 @@ class AsyncInference:
             self._record(pool, inv, started, err.status, err.code, 0)
             await self._fail(entry, req, f"{err.code}: {err.message}")
             return
-        self._record(pool, inv, started, 200, "", len(resp.body))
+        self._record(pool, inv, started, 200, "", payload.written)
         content_type = (resp.header(b"content-type") or b"application/octet-stream").decode("latin-1")
+        sink = payload.sink
+        sink.seek(0)
+        inline = sink.read() if payload.written <= INLINE_RESPONSE_MAX_BYTES else b""
+        sink.seek(0)
         try:
-            await asyncio.to_thread(self._s3.write, req.output_location, resp.body, content_type)
+            await asyncio.to_thread(self._s3.upload, req.output_location, sink, content_type)
         except OutputError as exc:
             await self._fail(entry, req, f"ServerError: {exc}")
             return
         await asyncio.to_thread(self._queue.finish, req, COMPLETED, self._wall())
-        self._notify(entry, req, content_type, resp.body)
+        self._notify(entry, req, content_type, inline, payload.written)
 
     async def _fail(
         self, entry: AsyncEndpoint, req: AsyncRequest, reason: str, body: bytes | None = None
@@ -287,7 +307,8 @@ class AsyncInference:
         except OutputError as exc:
             reason = f"{reason} (and the failure could not be written: {exc})"
         await asyncio.to_thread(self._queue.finish, req, FAILED, self._wall(), reason)
-        self._notify(entry, req, "text/plain; charset=utf-8", body or reason.encode())
+        out = body or reason.encode()
+        self._notify(entry, req, "text/plain; charset=utf-8", out, len(out))
 
     @staticmethod
     def _headers(req: AsyncRequest) -> list[tuple[bytes, bytes]]:
@@ -324,7 +345,10 @@ class AsyncInference:
         )
 
     # ---- notifications ----
-    def _notify(self, entry: AsyncEndpoint, req: AsyncRequest, content_type: str, body: bytes) -> None:
+    def _notify(
+        self, entry: AsyncEndpoint, req: AsyncRequest, content_type: str, body: bytes, size: int
+    ) -> None:
+        """``body``: the response when it is at most INLINE_RESPONSE_MAX_BYTES (``size``) long."""
         cfg = entry.config
         ok = req.status == COMPLETED
         topic = cfg.success_topic if ok else cfg.error_topic
@@ -355,7 +379,7 @@ class AsyncInference:
             message["responseParameters"]["failureLocation"] = req.failure_location
             message["failureReason"] = req.failure_reason or ""
         if (SUCCESS_TOPIC if ok else ERROR_TOPIC) in cfg.include_response_in:
-            if len(body) <= INLINE_RESPONSE_MAX_BYTES:
+            if size <= INLINE_RESPONSE_MAX_BYTES:
                 message["responseBody"] = {
                     "content": base64.b64encode(body).decode(),
                     "encoding": "BASE64",

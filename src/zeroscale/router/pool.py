@@ -26,7 +26,7 @@ from zeroscale.router.warmcache import TemplateKey, WarmCache
 from zeroscale.runtimes.usercode import forks_loaded_model
 from zeroscale.scaler.policy import IdleWorker, PoolSnapshot, decide
 from zeroscale.types import WorkerState
-from zeroscale.workers.client import WorkerConnectionError, WorkerResponse
+from zeroscale.workers.client import Body, WorkerConnectionError, WorkerResponse
 from zeroscale.workers.manager import WorkerHandle, WorkerSpec
 from zeroscale.workers.zygotes import Zygote, ZygoteError
 
@@ -37,7 +37,7 @@ _DRAIN_STOP_GRACE_S = 1.0
 
 @dataclass(slots=True)
 class Invocation:
-    body: bytes
+    body: Body  # bytes, or a FilePayload streamed from and to files (async requests)
     headers: list[tuple[bytes, bytes]]  # forwarded to the worker as they are (Content-Type, Accept, ...)
     # Filled in by the pool as the request goes, for metering and metrics (also when it fails):
     worker_id: str = ""
