@@ -23,12 +23,14 @@ from zeroscale.asyncinf.queue import RequestQueue
 from zeroscale.asyncinf.s3io import S3Io
 from zeroscale.asyncinf.service import AsyncInference
 from zeroscale.background import Background
+from zeroscale.batch.runner import TransformRunner
 from zeroscale.config import Settings
 from zeroscale.control.arns import Arns
 from zeroscale.control.deploy import Deployer
 from zeroscale.control.endpoint_configs import EndpointConfigs
 from zeroscale.control.endpoints import Endpoints
 from zeroscale.control.models import Models
+from zeroscale.control.transform_jobs import TransformJobs
 from zeroscale.credentials import AdminCredentials, load_or_create
 from zeroscale.events import EventBus
 from zeroscale.images import ImageRegistry
@@ -127,12 +129,16 @@ def build(settings: Settings) -> Server:
         models, artifacts, settings.idle_timeout_s, PythonEnvs(settings.pyenvs_dir), images=images
     )
     endpoints = Endpoints(store, arns, models, configs, deployer, fleet)
+    s3 = S3Io(settings.s3_endpoint_url)
+    transforms = TransformJobs(
+        store, arns, models, TransformRunner(fleet, deployer, s3, settings.data_dir / "transform")
+    )
     asynchronous = AsyncInference(
         RequestQueue(settings.db_url),
         fleet,
         endpoints,
         configs,
-        S3Io(settings.s3_endpoint_url),
+        s3,
         events,
         region=settings.region,
         account_id=settings.account_id,
@@ -161,11 +167,13 @@ def build(settings: Settings) -> Server:
         await fleet.start(settings.reconcile_interval_s)
         await endpoints.resume()
         await asynchronous.start()  # after resume: queued requests need their endpoints' routes
+        await transforms.resume()
 
     async def shutdown() -> None:
         await background.cancel()  # a prewarm still starting its zygote
         await asynchronous.close()  # requests it was running stay Running: they run again at the next start
         await topics.deliverer.close()
+        await transforms.close()  # InProgress jobs stay InProgress: they resume at the next start
         await endpoints.close()
         await fleet.close()
         await asyncio.to_thread(metering.close)  # after the fleet: its last records and deactivations
@@ -178,7 +186,7 @@ def build(settings: Settings) -> Server:
         json_services=[
             JsonService(
                 ServiceShapes("sagemaker", skip_patterns=WIDENED_SHAPES),
-                metering.track_creates(ControlPlane(models, configs, endpoints).operations()),
+                metering.track_creates(ControlPlane(models, configs, endpoints, transforms).operations()),
             ),
             JsonService(ServiceShapes("logs"), logs.operations),
         ],

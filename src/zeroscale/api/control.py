@@ -8,6 +8,7 @@ from zeroscale.api.jsonrpc import Operation
 from zeroscale.control.endpoint_configs import EndpointConfigs
 from zeroscale.control.endpoints import Endpoints
 from zeroscale.control.models import Models
+from zeroscale.control.transform_jobs import TransformJobs
 
 
 @dataclass
@@ -15,10 +16,11 @@ class ControlPlane:
     models: Models
     configs: EndpointConfigs
     endpoints: Endpoints
+    transforms: TransformJobs | None = None
 
     def operations(self) -> dict[str, Operation]:
         m, c, e = self.models, self.configs, self.endpoints
-        return {
+        return self._transform_operations() | {
             "CreateModel": m.create,
             "DescribeModel": lambda p: m.describe(p["ModelName"]),
             "ListModels": m.list,
@@ -32,4 +34,15 @@ class ControlPlane:
             "ListEndpoints": e.list,
             "UpdateEndpoint": e.update,
             "DeleteEndpoint": lambda p: e.delete(p["EndpointName"]),
+        }
+
+    def _transform_operations(self) -> dict[str, Operation]:
+        t = self.transforms
+        if t is None:
+            return {}
+        return {
+            "CreateTransformJob": t.create,
+            "DescribeTransformJob": lambda p: t.describe(p["TransformJobName"]),
+            "ListTransformJobs": t.list,
+            "StopTransformJob": lambda p: t.stop(p["TransformJobName"]),
         }
