@@ -16,6 +16,7 @@ from zeroscale.api.invoke import InvokeApi
 from zeroscale.api.jsonrpc import JsonService
 from zeroscale.api.query import QueryService
 from zeroscale.api.shapes import ServiceShapes
+from zeroscale.api.transform_rest import TransformApi
 from zeroscale.artifacts import ArtifactCache
 from zeroscale.artifacts.pyenv import PythonEnvs
 from zeroscale.asyncinf.gauges import BacklogCollector
@@ -203,6 +204,7 @@ def build(settings: Settings) -> Server:
             "usage": UsageApi(metering),
             "images": ImagesApi(images).handle,
             "async": AsyncInvokeApi(asynchronous).status,
+            "transform": TransformApi(transforms).handle,
         },
     )
     return Server(settings, creds, App(parts))

@@ -4,7 +4,10 @@ outputs in real S3 (SeaweedFS), the model's real workers started for the job; a 
 from __future__ import annotations
 
 import gzip
+import os
 import signal
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,7 +18,7 @@ from botocore.exceptions import ClientError
 
 from e2e.conftest import SklearnModel, handler_model
 from s3server import SeaweedS3
-from zeroscale.testing import ServerProcess, wait_for
+from zeroscale.testing import ACCESS_KEY, SECRET_KEY, ServerProcess, wait_for
 
 BUCKET = "zeroscale-batch"
 INSTANCE = {"InstanceType": "ml.c5.2xlarge", "InstanceCount": 1}
@@ -122,6 +125,9 @@ def test_multi_record_lines_keep_input_order_per_file(
     for key, rows in (("multi/out/a.csv.out", a), ("multi/out/sub/b.csv.out", b)):
         lines = _read(s3, key).splitlines()
         assert [int(float(v)) for v in lines] == sklearn_model.expected(rows)
+    done = _wait_cli(server, "multi")
+    assert done.returncode == 0, done.stderr
+    assert "multi: Completed (2 of 2 files, 200 records)" in done.stdout
     summaries = sm.list_transform_jobs(StatusEquals="Completed")["TransformJobSummaries"]
     assert "multi" in {s["TransformJobName"] for s in summaries}
     wait_for(lambda: server.workers("transform-job:multi") == 0, timeout_s=10)
@@ -147,6 +153,8 @@ def test_gzip_single_record_and_a_rejected_file(
     desc = _wait_failed(sm, "gz")
     assert desc["TransformJobStatus"] == "Failed"
     assert "gz/in/bad.csv" in desc["FailureReason"]
+    failed = _wait_cli(server, "gz")
+    assert failed.returncode == 1 and "gz: Failed (1 of 2 files, 10 records)" in failed.stdout
     assert [int(float(v)) for v in _read(s3, "gz/out/good.csv.out").splitlines()] == sklearn_model.expected(
         rows
     )
@@ -216,3 +224,14 @@ def _has(s3: Any, key: str) -> bool:
     except ClientError:
         return False
     return True
+
+
+def _wait_cli(server: ServerProcess, name: str) -> subprocess.CompletedProcess[str]:
+    """``zeroscale transform wait NAME``."""
+    return subprocess.run(
+        [sys.executable, "-m", "zeroscale.cli.main", "transform", "wait", name, "--endpoint-url", server.url],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY},
+    )

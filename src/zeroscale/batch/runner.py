@@ -134,7 +134,8 @@ class TransformRunner:
             async def one(item: InputFile) -> None:
                 async with slots:
                     try:
-                        progress.records_done += await self._transform(job, item)
+                        records = await self._transform(job, item)  # not `+= await`: files overlap
+                        progress.records_done += records
                         progress.files_done += 1
                     except FileFailed as exc:
                         progress.failures.append(f"{item.url}: {exc}")

@@ -15,6 +15,7 @@ from zeroscale.cli.image_commands import images
 from zeroscale.cli.logs import logs
 from zeroscale.cli.metrics import metrics
 from zeroscale.cli.package import package
+from zeroscale.cli.transform_commands import transform_group
 from zeroscale.cli.usage import check_price_table, usage
 from zeroscale.config import Settings
 
@@ -204,6 +205,7 @@ cli.add_command(package)
 cli.add_command(usage)
 cli.add_command(images)
 cli.add_command(async_group)
+cli.add_command(transform_group)
 cli.add_command(logs)
 
 

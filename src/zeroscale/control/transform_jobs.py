@@ -98,6 +98,7 @@ class TransformJobs:
         self._runner = runner
         self._clock = clock
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._progress: dict[str, Progress] = {}  # jobs running now
 
     def _missing(self, name: str) -> ResourceNotFound:
         return ResourceNotFound(f"Could not find requested job with name {name}")
@@ -196,13 +197,14 @@ class TransformJobs:
     async def _run(self, name: str) -> None:
         rec = self._get(name)
         self._save(rec, TransformStartTime=rec.doc.get("TransformStartTime") or self._clock())
-        progress = Progress()
+        progress = self._progress[name.lower()] = Progress()
         try:
             await self._runner.run(job_spec(rec.doc), progress, lambda: None)
         except asyncio.CancelledError:
+            counts = self._keep_progress(name)
             current = self._store.get(KIND, name)
             if current is not None and current.status == STOPPING:
-                self._save(current, STOPPED, TransformEndTime=self._clock())
+                self._save(current, STOPPED, TransformEndTime=self._clock(), ZeroscaleProgress=counts)
             raise
         except (DeployError, ValidationException) as exc:
             self._finish(name, FAILED, str(getattr(exc, "message", None) or exc))
@@ -218,10 +220,43 @@ class TransformJobs:
         else:
             self._finish(name, COMPLETED, None)
 
+    def _keep_progress(self, name: str) -> dict[str, Any] | None:
+        progress = self._progress.pop(name.lower(), None)
+        if progress is None:
+            return None
+        return {
+            "FilesTotal": progress.files_total,
+            "FilesDone": progress.files_done,
+            "FilesFailed": len(progress.failures),
+            "RecordsDone": progress.records_done,
+        }
+
+    def progress(self, name: str) -> dict[str, Any]:
+        """zeroscale's view of a job: its status and how far it got (files and records)."""
+        rec = self._get(name)
+        running = self._progress.get(name.lower())
+        counts = (
+            {
+                "FilesTotal": running.files_total,
+                "FilesDone": running.files_done,
+                "FilesFailed": len(running.failures),
+                "RecordsDone": running.records_done,
+            }
+            if running is not None
+            else rec.doc.get("ZeroscaleProgress") or {}
+        )
+        out = {"TransformJobName": rec.name, "TransformJobStatus": rec.status, **counts}
+        if rec.doc.get("FailureReason"):
+            out["FailureReason"] = rec.doc["FailureReason"]
+        return out
+
     def _finish(self, name: str, status: str, reason: str | None) -> None:
+        counts = self._keep_progress(name)
         rec = self._store.get(KIND, name)
         if rec is None:
             return
+        if counts is not None:
+            rec.doc["ZeroscaleProgress"] = counts
         if reason is not None and len(reason) > _REASON_MAX:
             reason = reason[: _REASON_MAX - 3] + "..."
         self._save(rec, status, FailureReason=reason, TransformEndTime=self._clock())
