@@ -237,6 +237,28 @@ def test_failures_go_to_the_failure_location(server: ServerProcess, s3: Any, ech
     assert json.loads(_get(s3, ok["OutputLocation"])) == {"echo": {"sleep": 3}}
 
 
+def test_deleting_an_endpoint_fails_what_it_left_queued(
+    server: ServerProcess, s3: Any, echo_url: str
+) -> None:
+    """The request running when DeleteEndpoint comes finishes (the pool drains); the queued ones fail with
+    EndpointDeleted at their FailureLocation."""
+    sm = server.client("sagemaker")
+    smr = server.client("sagemaker-runtime")
+    assert _deploy_async(sm, "doomed", echo_url, max_concurrency=1)["EndpointStatus"] == "InService"
+    location = _put(s3, "inputs/three-seconds.json", b'{"sleep": 3}')
+    sent = [
+        smr.invoke_endpoint_async(
+            EndpointName="doomed", InputLocation=location, ContentType="application/json"
+        )
+        for _ in range(3)
+    ]
+    wait_for(lambda: _status(server, sent[0]["InferenceId"])["Status"] == "Running", timeout_s=10)
+    sm.delete_endpoint(EndpointName="doomed")
+    assert json.loads(_get(s3, sent[0]["OutputLocation"])) == {"echo": {"sleep": 3}}
+    for resp in sent[1:]:
+        assert b"EndpointDeleted" in _get(s3, resp["FailureLocation"])
+
+
 def test_request_validation(server: ServerProcess) -> None:
     """Header ranges and required members (sent unchecked by the client); a sync endpoint refuses async."""
     smr = server.client("sagemaker-runtime", parameter_validation=False)

@@ -116,10 +116,19 @@ class AsyncInference:
         key = endpoint.lower()
         entry = self._read(endpoint)
         if entry is None:
-            self._async.pop(key, None)
+            old = self._async.pop(key, None)
+            if old is not None:  # deleted, or updated to a synchronous configuration
+                self._background.spawn(self._drop(old))
         else:
             self._async[key] = entry
         self._wake.set()
+
+    async def _drop(self, entry: AsyncEndpoint) -> None:
+        """Fail what an endpoint that no longer serves asynchronous requests left queued."""
+        while (req := await asyncio.to_thread(self._queue.claim, entry.name, self._wall())) is not None:
+            await self._fail(
+                entry, req, f"EndpointDeleted: endpoint {entry.name} no longer serves asynchronous requests."
+            )
 
     def _read(self, endpoint: str) -> AsyncEndpoint | None:
         try:
