@@ -37,6 +37,7 @@ def test_locations_defaults_and_notifications() -> None:
     ("config", "text"),
     [
         ({"OutputConfig": {}}, "S3OutputPath is required"),
+        ({"OutputConfig": {"S3OutputPath": "s3://b", "KmsKeyId": "k"}}, "KmsKeyId is not served"),
         ({"OutputConfig": {"S3OutputPath": "https://bucket/out"}}, "s3://bucket"),
         ({"OutputConfig": {"S3OutputPath": "s3://b", "S3FailurePath": "s3:///x"}}, "S3FailurePath"),
         (

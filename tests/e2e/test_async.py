@@ -456,6 +456,10 @@ def test_topics_and_async_notifications(server: ServerProcess, s3: Any, echo_url
         assert good.url not in {
             s["Endpoint"] for s in sns.list_subscriptions_by_topic(TopicArn=ok_topic)["Subscriptions"]
         }
+        with pytest.raises(ClientError) as err:
+            sns.create_topic(Name="tagged", Tags=[{"Key": "a", "Value": "b"}])
+        assert err.value.response["Error"]["Code"] == "InvalidParameter"
+        assert "Tags is not served" in err.value.response["Error"]["Message"]
         sns.delete_topic(TopicArn=err_topic)
         with pytest.raises(ClientError) as err:
             sns.publish(TopicArn=err_topic, Message="gone")

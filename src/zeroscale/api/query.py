@@ -21,6 +21,18 @@ SIGNING_NAME = "sns"
 UNSIGNED_ACTIONS = frozenset({"ConfirmSubscription", "Unsubscribe"})
 PAGE = 100
 Params = Mapping[str, str]
+# The request members each served operation reads; any other member is refused by name, not ignored.
+SERVED: dict[str, frozenset[str]] = {
+    "CreateTopic": frozenset({"Name"}),
+    "DeleteTopic": frozenset({"TopicArn"}),
+    "ListTopics": frozenset({"NextToken"}),
+    "Subscribe": frozenset({"TopicArn", "Protocol", "Endpoint", "ReturnSubscriptionArn"}),
+    "ConfirmSubscription": frozenset({"TopicArn", "Token"}),
+    "Unsubscribe": frozenset({"SubscriptionArn"}),
+    "ListSubscriptionsByTopic": frozenset({"TopicArn", "NextToken"}),
+    "Publish": frozenset({"TopicArn", "Message", "Subject"}),
+}
+_ENVELOPE = frozenset({"Action", "Version"})
 
 
 def is_query_request(method: str, path: str, headers: Headers, target: str) -> bool:
@@ -45,15 +57,6 @@ def _required(params: Params, name: str) -> str:
     if not value:
         raise InvalidParameter(f"Invalid parameter: {name} is required")
     return value
-
-
-def _attributes(params: Params) -> dict[str, str]:
-    out: dict[str, str] = {}
-    n = 1
-    while f"Attributes.entry.{n}.key" in params:
-        out[params[f"Attributes.entry.{n}.key"]] = params.get(f"Attributes.entry.{n}.value", "")
-        n += 1
-    return out
 
 
 def _page(items: list[str], token: str | None) -> tuple[list[str], str | None]:
@@ -88,6 +91,10 @@ class QueryService:
         op = self._ops.get(action)
         if op is None:
             raise NotImplementedOperation(f"The SNS operation {action} is not implemented by zeroscale yet.")
+        for key in params:
+            member = key.split(".", 1)[0]
+            if member not in _ENVELOPE and member not in SERVED[action]:
+                raise InvalidParameter(f"Invalid parameter: {member} is not served by zeroscale for {action}")
         result = op(params)
         inner = "" if result is None else f"<{action}Result>{result}</{action}Result>"
         body = (
@@ -111,7 +118,7 @@ class QueryService:
 
     # ---- operations: each returns the inside of <ActionResult>, or None when there is none ----
     def _create_topic(self, p: Params) -> str:
-        return _member("TopicArn", self._topics.create_topic(_required(p, "Name"), _attributes(p)))
+        return _member("TopicArn", self._topics.create_topic(_required(p, "Name")))
 
     def _delete_topic(self, p: Params) -> None:
         self._topics.delete_topic(_required(p, "TopicArn"))
@@ -157,7 +164,5 @@ class QueryService:
         )
 
     def _publish(self, p: Params) -> str:
-        if p.get("TargetArn") and not p.get("TopicArn"):
-            raise InvalidParameter("Invalid parameter: zeroscale publishes to topics (TopicArn) only")
         message_id = self._topics.publish(_required(p, "TopicArn"), _required(p, "Message"), p.get("Subject"))
         return _member("MessageId", message_id)

@@ -52,6 +52,12 @@ def check_async_config(config: Mapping[str, Any] | None) -> None:
 
 def async_config(config: Mapping[str, Any]) -> AsyncConfig:
     output = config.get("OutputConfig") or {}
+    if output.get("KmsKeyId"):
+        raise ValidationException(
+            "AsyncInferenceConfig.OutputConfig.KmsKeyId is not served by zeroscale "
+            "(results are not encrypted "
+            "with a KMS key)."
+        )
     if not output.get("S3OutputPath"):
         raise ValidationException(
             "AsyncInferenceConfig.OutputConfig.S3OutputPath is required: it is where results are written."

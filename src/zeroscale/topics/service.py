@@ -80,7 +80,7 @@ class Topics:
         return rec
 
     # ---- topics ----
-    def create_topic(self, name: str, attributes: dict[str, str]) -> str:
+    def create_topic(self, name: str) -> str:
         if not _TOPIC_NAME.match(name or ""):
             raise InvalidParameter(
                 "Invalid parameter: Topic Name (1-256 letters, digits, hyphens and underscores)"
@@ -93,7 +93,7 @@ class Topics:
             return arn  # CreateTopic is idempotent
         now = self._clock()
         with contextlib.suppress(AlreadyExists):  # created meanwhile: the same topic
-            self._store.insert(Record(TOPIC, name, arn, now, now, None, {"Attributes": attributes}))
+            self._store.insert(Record(TOPIC, name, arn, now, now, None, {}))
         return arn
 
     def delete_topic(self, arn: str) -> None:
