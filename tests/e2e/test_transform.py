@@ -170,11 +170,42 @@ def _wait_failed(sm: Any, name: str) -> dict[str, Any]:
     return desc
 
 
+def test_data_processing_filters_and_join(
+    server: ServerProcess, sm: Any, s3: Any, sklearn_model: SklearnModel
+) -> None:
+    """An id column dropped by InputFilter ($[1:4], inclusive: the four features), the prediction joined to
+    the input row (JoinSource Input) and OutputFilter keeping the id and the prediction."""
+    rows = sklearn_model.X[:25]
+    body = "".join(f"id{i}," + ",".join(repr(float(v)) for v in row) + "\n" for i, row in enumerate(rows))
+    s3.put_object(Bucket=BUCKET, Key="join/in/rows.csv", Body=body.encode())
+    _job(
+        sm,
+        "join",
+        "rf",
+        "join/in/",
+        BatchStrategy="MultiRecord",
+        DataProcessing={"InputFilter": "$[1:4]", "JoinSource": "Input", "OutputFilter": "$[0,-1]"},
+    )
+    desc = _wait(sm, "join")
+    assert desc["TransformJobStatus"] == "Completed", desc.get("FailureReason")
+    assert desc["DataProcessing"]["JoinSource"] == "Input"
+    expected = [f"id{i},{p}" for i, p in enumerate(sklearn_model.expected(rows))]
+    got = [
+        line.split(",")[0] + "," + str(int(float(line.split(",")[1])))
+        for line in _read(s3, "join/out/rows.csv.out").splitlines()
+    ]
+    assert got == expected
+
+
 def test_validation_and_not_found(sm: Any) -> None:
     cases = [
         ({"MaxPayloadInMB": 60, "MaxConcurrentTransforms": 2}, "at most 100 MB"),
         ({"TransformInput": {"SplitType": "RecordIO"}}, "RecordIO"),
-        ({"DataProcessing": {"JoinSource": "Input"}}, "JoinSource"),
+        ({"DataProcessing": {"InputFilter": "$[1:x]"}}, "DataProcessing"),
+        (
+            {"DataProcessing": {"JoinSource": "Input"}, "TransformInput": {"SplitType": "None"}},
+            "JoinSource Input",
+        ),
     ]
     for extra, text in cases:
         with pytest.raises(ClientError) as err:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import IO, Any, cast
 
 from zeroscale.asyncinf.s3io import CHUNK, OutputError, S3Io, S3Url
+from zeroscale.batch.dataproc import DataProcessing, ProcessingError
 from zeroscale.control.deploy import Deployer
 from zeroscale.errors import DeployError, ModelError, Throttling, ZeroscaleError
 from zeroscale.router.fleet import Fleet
@@ -51,6 +52,7 @@ class JobSpec:
     output_path: str
     accept: str | None
     assemble_lines: bool
+    processing: DataProcessing | None = None
 
     @property
     def route(self) -> str:
@@ -92,8 +94,8 @@ def _records(stream: IO[bytes], split_lines: bool) -> Iterator[bytes]:
         yield rest if rest.endswith(b"\n") else rest + b"\n"
 
 
-def _batches(records: Iterator[bytes], multi: bool, limit_bytes: int) -> Iterator[tuple[bytes, int]]:
-    """Mini-batches of whole records, each at most ``limit_bytes`` (0: no limit): (payload, records)."""
+def _batches(records: Iterator[bytes], multi: bool, limit_bytes: int) -> Iterator[list[bytes]]:
+    """Mini-batches of whole records, each at most ``limit_bytes`` in all (0: no limit)."""
     batch: list[bytes] = []
     size = 0
     for record in records:
@@ -102,12 +104,12 @@ def _batches(records: Iterator[bytes], multi: bool, limit_bytes: int) -> Iterato
                 f"a record of {len(record)} bytes is larger than MaxPayloadInMB ({limit_bytes // MB} MB)"
             )
         if batch and (not multi or (limit_bytes and size + len(record) > limit_bytes)):
-            yield b"".join(batch), len(batch)
+            yield batch
             batch, size = [], 0
         batch.append(record)
         size += len(record)
     if batch:
-        yield b"".join(batch), len(batch)
+        yield batch
 
 
 class TransformRunner:
@@ -221,8 +223,15 @@ class TransformRunner:
                         raise FileFailed(f"could not read it: {exc}") from exc
                     if nxt is None:
                         break
-                    payload, count = nxt
-                    out, answered_type = await self._invoke(job, payload)
+                    proc = job.processing
+                    try:
+                        payload = b"".join(proc.filter_input(r) for r in nxt) if proc else b"".join(nxt)
+                        out, answered_type = await self._invoke(job, payload)
+                        if proc is not None:
+                            out = proc.finish(nxt, out)
+                    except (ProcessingError, UnicodeDecodeError) as exc:
+                        raise FileFailed(f"DataProcessing: {exc}") from exc
+                    count = len(nxt)
                     content_type = job.accept or answered_type or content_type
                     sink.write(out)
                     if job.assemble_lines and not out.endswith(b"\n"):
@@ -292,4 +301,5 @@ def job_spec(doc: dict[str, Any]) -> JobSpec:
         output_path=out["S3OutputPath"],
         accept=out.get("Accept"),
         assemble_lines=out.get("AssembleWith") == "Line",
+        processing=DataProcessing.of(doc.get("DataProcessing"), inp.get("ContentType"), out.get("Accept")),
     )

@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from zeroscale.batch.dataproc import Path
 from zeroscale.batch.runner import Progress, TransformRunner, job_spec
 from zeroscale.control.arns import Arns
 from zeroscale.control.listing import paginate
@@ -75,10 +76,15 @@ def check(params: Mapping[str, Any]) -> None:
     if (inp.get("SplitType") or "None") not in ("None", "Line"):
         raise _invalid(f"SplitType {inp['SplitType']} is not served by zeroscale yet (None, Line).")
     processing = params.get("DataProcessing") or {}
-    if processing.get("InputFilter", "$") != "$" or processing.get("OutputFilter", "$") != "$":
-        raise _invalid("DataProcessing InputFilter and OutputFilter are not served by zeroscale yet.")
-    if processing.get("JoinSource", "None") != "None":
-        raise _invalid("DataProcessing JoinSource Input is not served by zeroscale yet.")
+    try:
+        for field in ("InputFilter", "OutputFilter"):
+            if processing.get(field):
+                Path.parse(processing[field], field)
+    except ValueError as exc:
+        raise _invalid(f"DataProcessing: {exc}") from None
+    lines = inp.get("SplitType") == "Line" and params["TransformOutput"].get("AssembleWith") == "Line"
+    if processing.get("JoinSource", "None") == "Input" and not lines:
+        raise _invalid("JoinSource Input needs SplitType Line and AssembleWith Line.")
     if params.get("DataCaptureConfig"):
         raise _invalid("DataCaptureConfig is not served by zeroscale.")
 
