@@ -200,7 +200,7 @@ def test_data_processing_filters_and_join(
 def test_validation_and_not_found(sm: Any) -> None:
     cases = [
         ({"MaxPayloadInMB": 60, "MaxConcurrentTransforms": 2}, "at most 100 MB"),
-        ({"TransformInput": {"SplitType": "RecordIO"}}, "RecordIO"),
+        ({"TransformInput": {"SplitType": "TFRecord"}}, "TFRecord"),
         ({"DataProcessing": {"InputFilter": "$[1:x]"}}, "DataProcessing"),
         (
             {"DataProcessing": {"JoinSource": "Input"}, "TransformInput": {"SplitType": "None"}},

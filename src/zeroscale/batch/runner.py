@@ -48,7 +48,7 @@ class JobSpec:
     input_uri: str
     content_type: str | None
     gzip: bool
-    split: str  # None | Line
+    split: str  # None | Line | RecordIO
     output_path: str
     accept: str | None
     assemble_lines: bool
@@ -78,9 +78,50 @@ class Progress:
     failures: list[str] = dataclasses.field(default_factory=list)
 
 
-def _records(stream: IO[bytes], split_lines: bool) -> Iterator[bytes]:
-    """Records of an object read in 1 MB chunks: its lines (each with its newline), or the whole object."""
-    if not split_lines:
+RECORDIO_MAGIC = 0xCED7230A
+_LENGTH_MASK = (1 << 29) - 1
+
+
+def _read_exactly(stream: IO[bytes], n: int) -> bytes:
+    out = b""
+    while len(out) < n:
+        chunk = stream.read(n - len(out))
+        if not chunk:
+            break
+        out += chunk
+    return out
+
+
+def _recordio(stream: IO[bytes]) -> Iterator[bytes]:
+    """MXNet RecordIO records, each with its headers and padding (a record split in parts, cflag 1-3, stays
+    one record)."""
+    record = b""
+    while True:
+        head = _read_exactly(stream, 8)
+        if not head:
+            if record:
+                raise FileFailed("the RecordIO file ends inside a multi-part record")
+            return
+        if len(head) < 8 or int.from_bytes(head[:4], "little") != RECORDIO_MAGIC:
+            raise FileFailed("not a RecordIO file (bad magic number or truncated header)")
+        lrec = int.from_bytes(head[4:], "little")
+        length, cflag = lrec & _LENGTH_MASK, lrec >> 29
+        data = _read_exactly(stream, length + (-length % 4))
+        if len(data) < length:
+            raise FileFailed("the RecordIO file ends inside a record")
+        record += head + data
+        if cflag in (0, 3):  # a whole record, or the last part of one
+            yield record
+            record = b""
+
+
+def _records(stream: IO[bytes], split: str) -> Iterator[bytes]:
+    """Records of an object read in 1 MB chunks: its lines (each with its newline), its RecordIO records, or
+    the whole object."""
+    if split == "RecordIO":
+        yield from _recordio(stream)
+        return
+    if split != "Line":
         yield stream.read()
         return
     rest = b""
@@ -209,7 +250,7 @@ class TransformRunner:
         body = resp["Body"]
         stream: IO[bytes] = cast(IO[bytes], gzip.GzipFile(fileobj=body)) if job.gzip else body
         batches = _batches(
-            _records(stream, job.split == "Line"), job.strategy == "MultiRecord", job.max_payload_mb * MB
+            _records(stream, job.split), job.strategy == "MultiRecord", job.max_payload_mb * MB
         )
         self._scratch_dir.mkdir(parents=True, exist_ok=True)
         records = 0

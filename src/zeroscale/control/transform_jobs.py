@@ -73,8 +73,8 @@ def check(params: Mapping[str, Any]) -> None:
     ):
         if not str(uri).startswith("s3://") or len(uri) <= 5:
             raise _invalid(f"{field} must be an s3:// location: {uri!r}")
-    if (inp.get("SplitType") or "None") not in ("None", "Line"):
-        raise _invalid(f"SplitType {inp['SplitType']} is not served by zeroscale yet (None, Line).")
+    if (inp.get("SplitType") or "None") not in ("None", "Line", "RecordIO"):
+        raise _invalid(f"SplitType {inp['SplitType']} is not served by zeroscale yet (None, Line, RecordIO).")
     processing = params.get("DataProcessing") or {}
     try:
         for field in ("InputFilter", "OutputFilter"):
