@@ -7,7 +7,7 @@ import io
 
 import pytest
 
-from zeroscale.batch.runner import MB, RECORDIO_MAGIC, FileFailed, _batches, _records
+from zeroscale.batch.runner import MB, RECORDIO_MAGIC, FileFailed, _batches, _count, _line_batches, _records
 
 
 def _recordio(data: bytes, cflag: int = 0) -> bytes:
@@ -39,3 +39,13 @@ def test_batches() -> None:
     assert [len(b) for b in _batches(iter(records), True, 0)] == [5]  # 0: no limit
     with pytest.raises(FileFailed, match="larger than MaxPayloadInMB"):
         list(_batches(iter([b"y" * (MB + 1)]), True, MB))
+
+
+def test_line_batches_cut_in_bulk() -> None:
+    data = b"".join(b"%06d,x\n" % i for i in range(100_000))  # 900 kB of 9-byte lines
+    batches = list(_line_batches(io.BytesIO(data + b"\n\nlast"), 256 * 1024))
+    assert b"".join(b[0] for b in batches) == data + b"\n\nlast\n"
+    assert all(len(b[0]) <= 256 * 1024 and b[0].endswith(b"\n") for b in batches)
+    assert sum(_count(b, True) for b in batches) == 100_001
+    with pytest.raises(FileFailed, match="larger than MaxPayloadInMB"):
+        list(_line_batches(io.BytesIO(b"z" * (2 * MB)), MB))

@@ -153,6 +153,41 @@ def _batches(records: Iterator[bytes], multi: bool, limit_bytes: int) -> Iterato
         yield batch
 
 
+def _line_batches(stream: IO[bytes], limit_bytes: int) -> Iterator[list[bytes]]:
+    """MultiRecord mini-batches of lines cut straight from the stream at the last newline within
+    ``limit_bytes`` (0: no limit), with no per-line work: each batch is one piece of bytes."""
+    buf = b""
+    eof = False
+    while True:
+        while not eof and (not limit_bytes or len(buf) < limit_bytes):
+            chunk = stream.read(CHUNK)
+            if not chunk:
+                eof = True
+            buf += chunk
+        if not buf:
+            return
+        if eof and (not limit_bytes or len(buf) <= limit_bytes):
+            cut = len(buf)
+        else:
+            cut = buf.rfind(b"\n", 0, limit_bytes) + 1
+            if cut == 0:
+                raise FileFailed(f"a record is larger than MaxPayloadInMB ({limit_bytes // MB} MB)")
+        batch, buf = buf[:cut], buf[cut:]
+        if batch.strip():
+            yield [batch if batch.endswith(b"\n") else batch + b"\n"]
+
+
+def _ignore(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
+
+
+def _count(batch: list[bytes], whole_lines: bool) -> int:
+    if not whole_lines:
+        return len(batch)
+    return sum(1 for line in batch[0].split(b"\n") if line.strip())
+
+
 class TransformRunner:
     def __init__(self, fleet: Fleet, deployer: Deployer, s3: S3Io, scratch_dir: Path) -> None:
         self._fleet = fleet
@@ -249,21 +284,30 @@ class TransformRunner:
             raise FileFailed(f"could not read it: {exc}") from exc
         body = resp["Body"]
         stream: IO[bytes] = cast(IO[bytes], gzip.GzipFile(fileobj=body)) if job.gzip else body
-        batches = _batches(
-            _records(stream, job.split), job.strategy == "MultiRecord", job.max_payload_mb * MB
+        multi = job.strategy == "MultiRecord"
+        # Lines in MultiRecord batches with no per-record processing: cut in bulk, not line by line.
+        bulk = multi and job.split == "Line" and job.processing is None
+        batches = (
+            _line_batches(stream, job.max_payload_mb * MB)
+            if bulk
+            else _batches(_records(stream, job.split), multi, job.max_payload_mb * MB)
         )
         self._scratch_dir.mkdir(parents=True, exist_ok=True)
         records = 0
         content_type = job.accept or "application/octet-stream"
+        ahead: asyncio.Future[list[bytes] | None] | None = None
         try:
             with tempfile.TemporaryFile(dir=self._scratch_dir) as sink:
+                # The next batch is read and cut (in a thread) while the worker answers this one.
+                ahead = asyncio.ensure_future(asyncio.to_thread(next, batches, None))
                 while True:
                     try:
-                        nxt = await asyncio.to_thread(next, batches, None)
+                        nxt = await ahead
                     except (OSError, EOFError, gzip.BadGzipFile) as exc:
                         raise FileFailed(f"could not read it: {exc}") from exc
                     if nxt is None:
                         break
+                    ahead = asyncio.ensure_future(asyncio.to_thread(next, batches, None))
                     proc = job.processing
                     try:
                         payload = b"".join(proc.filter_input(r) for r in nxt) if proc else b"".join(nxt)
@@ -272,7 +316,7 @@ class TransformRunner:
                             out = proc.finish(nxt, out)
                     except (ProcessingError, UnicodeDecodeError) as exc:
                         raise FileFailed(f"DataProcessing: {exc}") from exc
-                    count = len(nxt)
+                    count = _count(nxt, bulk)
                     content_type = job.accept or answered_type or content_type
                     sink.write(out)
                     if job.assemble_lines and not out.endswith(b"\n"):
@@ -285,6 +329,8 @@ class TransformRunner:
                 except OutputError as exc:
                     raise FileFailed(str(exc)) from exc
         finally:
+            if ahead is not None:  # a batch read ahead and never used: its outcome is of no interest
+                ahead.add_done_callback(_ignore)
             with contextlib.suppress(Exception):
                 body.close()
         return records
