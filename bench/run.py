@@ -481,7 +481,8 @@ def run_batch(run: Run) -> None:
                 "one process, same mini-batches",
                 base,
                 ">= 0.8",
-                through / base >= 0.8,
+                res.ratio >= 0.8,
+                ratio=res.ratio,
             )
         )
 

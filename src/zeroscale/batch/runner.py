@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import IO, Any, cast
 
 from zeroscale.asyncinf.s3io import CHUNK, OutputError, S3Io, S3Url
+from zeroscale.background import Background
 from zeroscale.batch.dataproc import DataProcessing, ProcessingError
 from zeroscale.control.deploy import Deployer
 from zeroscale.errors import DeployError, ModelError, Throttling, ZeroscaleError
@@ -194,6 +195,7 @@ class TransformRunner:
         self._deployer = deployer
         self._s3 = s3
         self._scratch_dir = scratch_dir
+        self._background = Background("transform workers")
 
     async def run(self, job: JobSpec, progress: Progress, on_progress: Callable[[], None]) -> None:
         """Raises DeployError when the workers cannot start or the input cannot be listed; a file that fails
@@ -220,8 +222,12 @@ class TransformRunner:
                     on_progress()
 
             await asyncio.gather(*(one(f) for f in todo))
-        finally:
-            await self._fleet.deactivate(job.route, timeout_s=2.0)
+        finally:  # the job is done: its workers go in the background
+            self._background.spawn(self._fleet.deactivate(job.route, timeout_s=2.0))
+
+    async def close(self) -> None:
+        """Wait for the workers of finished jobs to be gone."""
+        await self._background.join()
 
     async def _start_workers(self, job: JobSpec) -> None:
         workers = max(1, job.max_concurrent * job.instance_count)

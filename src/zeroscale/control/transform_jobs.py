@@ -282,3 +282,4 @@ class TransformJobs:
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        await self._runner.close()
