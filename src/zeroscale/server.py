@@ -26,6 +26,7 @@ from zeroscale.asyncinf.service import AsyncInference
 from zeroscale.background import Background
 from zeroscale.batch.runner import TransformRunner
 from zeroscale.config import Settings
+from zeroscale.console import Backend, Console
 from zeroscale.control.arns import Arns
 from zeroscale.control.deploy import Deployer
 from zeroscale.control.endpoint_configs import EndpointConfigs
@@ -48,6 +49,7 @@ from zeroscale.router.spec import RouterSettings
 from zeroscale.store.db import Store
 from zeroscale.topics.delivery import Deliverer
 from zeroscale.topics.service import Topics
+from zeroscale.types import SERVERLESS_MEMORY_SIZES_MB
 from zeroscale.workers.manager import WorkerManager
 
 log = logging.getLogger("zeroscale")
@@ -207,6 +209,19 @@ def build(settings: Settings) -> Server:
             "transform": TransformApi(transforms).handle,
         },
     )
+    # The web console calls these same operation tables, routes and runtime for a signed-in session.
+    parts.console = Console(
+        Backend(
+            json_services=parts.json_services,
+            rest_routes=parts.rest_routes,
+            invoke=parts.runtime.invoke,
+            lookup_secret=secrets.get,
+            loads=fleet.loads,
+            payload_limit_bytes=settings.payload_limit_bytes,
+            region=settings.region,
+            memory_sizes_mb=SERVERLESS_MEMORY_SIZES_MB,
+        )
+    )
     return Server(settings, creds, App(parts))
 
 
@@ -245,6 +260,7 @@ def _announce(server: Server) -> None:
         f"  deploy:  zeroscale deploy --name demo --model model.joblib --image sklearn --endpoint-url {url}\n"
         f"  invoke:  zeroscale invoke demo --body '[[1,2,3,4]]' --endpoint-url {url}\n"
         f"  boto3:   boto3.client('sagemaker-runtime', endpoint_url='{url}').invoke_endpoint(...)\n"
-        f"  metrics: {url}/metrics",
+        f"  metrics: {url}/metrics\n"
+        f"  console: {url}/console  (sign in with the admin credentials)",
         flush=True,
     )

@@ -8,6 +8,7 @@ from zeroscale.api.jsonrpc import Operation
 from zeroscale.control.endpoint_configs import EndpointConfigs
 from zeroscale.control.endpoints import Endpoints
 from zeroscale.control.models import Models
+from zeroscale.control.tags import ResourceTags
 from zeroscale.control.transform_jobs import TransformJobs
 
 
@@ -20,6 +21,7 @@ class ControlPlane:
 
     def operations(self) -> dict[str, Operation]:
         m, c, e = self.models, self.configs, self.endpoints
+        tags = ResourceTags({"model": m, "endpoint-config": c, "endpoint": e})
         return self._transform_operations() | {
             "CreateModel": m.create,
             "DescribeModel": lambda p: m.describe(p["ModelName"]),
@@ -34,6 +36,7 @@ class ControlPlane:
             "ListEndpoints": e.list,
             "UpdateEndpoint": e.update,
             "DeleteEndpoint": lambda p: e.delete(p["EndpointName"]),
+            "ListTags": tags.list,
         }
 
     def _transform_operations(self) -> dict[str, Operation]:

@@ -5,6 +5,9 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+from zeroscale.api.allowlist import refused_headers
+from zeroscale.api.served import INVOKE_ENDPOINT
+from zeroscale.api.shapes import ServiceShapes
 from zeroscale.api.wire import Headers, Send, respond
 from zeroscale.errors import RuntimeValidationError, ZeroscaleError
 from zeroscale.events import EventBus, InvocationRecord
@@ -36,19 +39,15 @@ class InvokeApi:
         self._is_async = is_async
         self._account_id = account_id
         self._events = events
+        # InvokeEndpoint members zeroscale does not serve (multi-model, multi-container, explanations,
+        # inference components, sessions, ...), by header: refused by name, never ignored.
+        invoke = ServiceShapes("sagemaker-runtime").input_shape("InvokeEndpoint")
+        self._refused = refused_headers(invoke, INVOKE_ENDPOINT)
 
     async def invoke(
         self, send: Send, request_id: str, endpoint: str, headers: Headers, body: bytes, started: float
     ) -> None:
         """``started``: ``time.perf_counter()`` when the request arrived."""
-        route = self._fleet.route(endpoint)
-        if route is None:
-            raise RuntimeValidationError(f"Endpoint {endpoint} of account {self._account_id} not found.")
-        if self._is_async is not None and self._is_async(endpoint):
-            raise RuntimeValidationError(
-                f"Endpoint {endpoint} of account {self._account_id} is an asynchronous endpoint: "
-                "invoke it with InvokeEndpointAsync."
-            )
         forward: Headers = []
         target_variant: str | None = None
         for name, value in headers:
@@ -59,6 +58,16 @@ class InvokeApi:
                 forward.append((wire, value))
             elif lname == _TARGET_VARIANT:
                 target_variant = value.decode("latin-1")
+            elif lname in self._refused:
+                raise RuntimeValidationError(f"zeroscale does not support {self._refused[lname]} yet.")
+        route = self._fleet.route(endpoint)
+        if route is None:
+            raise RuntimeValidationError(f"Endpoint {endpoint} of account {self._account_id} not found.")
+        if self._is_async is not None and self._is_async(endpoint):
+            raise RuntimeValidationError(
+                f"Endpoint {endpoint} of account {self._account_id} is an asynchronous endpoint: "
+                "invoke it with InvokeEndpointAsync."
+            )
         pool = route.choose(target_variant)
         inv = Invocation(body, forward)
         try:

@@ -4,18 +4,21 @@ Creating -> InService | Failed; InService -> Updating -> InService (the old conf
 until the new one is warm; a failed update leaves it serving and says why in FailureReason);
 any -> Deleting -> gone.
 Deploy work runs in background tasks; the store is written at each transition, so a restarted server resumes.
+CreateEndpoint and UpdateEndpoint wait up to ``settle_s`` (2 s) for their deployment before they answer, so
+a quick one (a warm runtime, a small model) is already InService at the caller's first DescribeEndpoint:
+botocore's ``endpoint_in_service`` waiter polls every 30 s. A longer one goes on in the background.
 """
 
 from __future__ import annotations
 
 import asyncio
 import builtins
-import contextlib
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
 
+from zeroscale.background import Background
 from zeroscale.control.arns import Arns
 from zeroscale.control.deploy import Deployer, primary_container
 from zeroscale.control.endpoint_configs import EndpointConfigs, variant_specs
@@ -30,6 +33,7 @@ from zeroscale.types import EndpointStatus
 KIND = "endpoint"
 log = logging.getLogger("zeroscale.endpoints")
 _FAILURE_REASON_MAX = 1024
+SETTLE_S = 2.0
 
 
 class Endpoints:
@@ -42,7 +46,9 @@ class Endpoints:
         deployer: Deployer,
         fleet: Fleet,
         clock: Callable[[], float] = time.time,
+        settle_s: float = SETTLE_S,
     ) -> None:
+        """``settle_s``: how long CreateEndpoint and UpdateEndpoint wait for their deployment."""
         self._res = Resources(store, arns, KIND, "endpoint")
         self._store = store
         self._models = models
@@ -50,7 +56,10 @@ class Endpoints:
         self._deployer = deployer
         self._fleet = fleet
         self._clock = clock
-        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._settle_s = settle_s
+        self._background = Background("endpoint")
+        # the latest deploy or delete of each endpoint (lower-cased name), which a delete cancels
+        self._latest: dict[str, asyncio.Task[Any]] = {}
         # Called with the endpoint's name after it starts serving a configuration or is deleted.
         self.listeners: builtins.list[Callable[[str], None]] = []
 
@@ -68,15 +77,15 @@ class Endpoints:
         self._store.update(rec)
 
     # ---- operations ----
-    def create(self, params: Mapping[str, Any]) -> dict[str, Any]:
+    async def create(self, params: Mapping[str, Any]) -> dict[str, Any]:
         name: str = params["EndpointName"]
         config = self._configs.get(params["EndpointConfigName"])
         doc = {"EndpointConfigName": config.name, "Tags": list(params.get("Tags") or [])}
         arn = self._res.insert(name, doc, self._clock(), EndpointStatus.CREATING.value)
-        self._run(name, self._deploy(name, config.name, updating=False))
+        await self._settle(self._run(name, self._deploy(name, config.name, updating=False)))
         return {"EndpointArn": arn}
 
-    def update(self, params: Mapping[str, Any]) -> dict[str, Any]:
+    async def update(self, params: Mapping[str, Any]) -> dict[str, Any]:
         rec = self.get(params["EndpointName"])
         if rec.status != EndpointStatus.IN_SERVICE.value:
             raise ValidationException(
@@ -84,13 +93,13 @@ class Endpoints:
             )
         config = self._configs.get(params["EndpointConfigName"])
         self._save(rec, EndpointStatus.UPDATING, FailureReason=None)
-        self._run(rec.name, self._deploy(rec.name, config.name, updating=True))
+        await self._settle(self._run(rec.name, self._deploy(rec.name, config.name, updating=True)))
         return {"EndpointArn": rec.arn}
 
     def delete(self, name: str) -> None:
         rec = self.get(name)
         self._save(rec, EndpointStatus.DELETING)
-        previous = self._tasks.pop(rec.name.lower(), None)
+        previous = self._latest.pop(rec.name.lower(), None)
         if previous is not None:
             previous.cancel()
         self._run(rec.name, self._delete(rec))
@@ -126,17 +135,14 @@ class Endpoints:
         )
 
     # ---- background work ----
-    def _run(self, name: str, coro: Any) -> asyncio.Task[None]:
-        task: asyncio.Task[None] = asyncio.ensure_future(coro)
-        self._tasks[name.lower()] = task
-        task.add_done_callback(lambda t: self._forget(name.lower(), t))
+    def _run(self, name: str, coro: Coroutine[Any, Any, None]) -> asyncio.Task[Any]:
+        task = self._background.spawn(coro)
+        self._latest[name.lower()] = task
         return task
 
-    def _forget(self, key: str, task: asyncio.Task[None]) -> None:
-        if self._tasks.get(key) is task:
-            del self._tasks[key]
-        if not task.cancelled() and task.exception() is not None:
-            log.error("endpoint task failed", exc_info=task.exception())
+    async def _settle(self, task: asyncio.Task[Any]) -> None:
+        """Wait up to ``settle_s`` for ``task``, which goes on regardless (it is not cancelled)."""
+        await asyncio.wait({task}, timeout=self._settle_s)
 
     async def _deploy(self, name: str, config_name: str, *, updating: bool, warm: bool = True) -> None:
         try:
@@ -217,7 +223,7 @@ class Endpoints:
 
         Returns once every InService endpoint routes again (or ``timeout_s`` passed), so the server never
         answers DescribeEndpoint "InService" for an endpoint whose invocations it cannot route yet."""
-        serving: builtins.list[asyncio.Task[None]] = []
+        serving: builtins.list[asyncio.Task[Any]] = []
         for rec in self._store.list(KIND):
             status = rec.status
             if status == EndpointStatus.DELETING.value:
@@ -237,12 +243,8 @@ class Endpoints:
             await asyncio.wait(serving, timeout=timeout_s)
 
     async def close(self) -> None:
-        tasks = list(self._tasks.values())
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        self._latest.clear()
+        await self._background.cancel()
 
 
 def _reason(exc: BaseException) -> str:
