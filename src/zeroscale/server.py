@@ -158,6 +158,7 @@ def build(settings: Settings) -> Server:
     )
     asynchronous.notifier = topics
     metrics.registry.register(BacklogCollector(asynchronous.backlog, fleet.loads))
+    async_api = AsyncInvokeApi(asynchronous)
     secrets = {creds.access_key_id: creds.secret_access_key}
     background = Background("startup")
 
@@ -194,7 +195,7 @@ def build(settings: Settings) -> Server:
             JsonService(ServiceShapes("logs"), logs.operations),
         ],
         runtime=InvokeApi(fleet, settings.account_id, events, asynchronous.is_async),
-        async_runtime=AsyncInvokeApi(asynchronous),
+        async_runtime=async_api,
         query=QueryService(topics),
         metrics=metrics,
         lookup_secret=secrets.get,
@@ -205,7 +206,7 @@ def build(settings: Settings) -> Server:
             "metrics": MetricsApi(history).handle,
             "usage": UsageApi(metering),
             "images": ImagesApi(images).handle,
-            "async": AsyncInvokeApi(asynchronous).status,
+            "async": async_api.status,
             "transform": TransformApi(transforms).handle,
         },
     )
