@@ -4,6 +4,7 @@ outputs in real S3 (SeaweedFS), the model's real workers started for the job; a 
 from __future__ import annotations
 
 import gzip
+import json
 import os
 import signal
 import subprocess
@@ -195,6 +196,64 @@ def test_data_processing_filters_and_join(
         for line in _read(s3, "join/out/rows.csv.out").splitlines()
     ]
     assert got == expected
+
+
+ENV_ECHO = """
+import json, os
+
+def model_fn(model_dir):
+    return None
+
+def transform_fn(model, body, content_type, accept):
+    names = ("SAGEMAKER_BATCH", "SAGEMAKER_BATCH_STRATEGY", "SAGEMAKER_MAX_PAYLOAD_IN_MB",
+             "SAGEMAKER_MAX_CONCURRENT_TRANSFORMS", "JOB_SETTING")
+    seen = {n: os.environ.get(n) for n in names}
+    text = body.decode() if isinstance(body, bytes) else body
+    return json.dumps({"body": text, "env": seen}), "application/json"
+"""
+
+
+def test_manifest_file_and_the_batch_environment(
+    server: ServerProcess, sm: Any, s3: Any, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """A ManifestFile names the inputs (not every object under the prefix); the worker sees the job's
+    Environment and SAGEMAKER_BATCH, _BATCH_STRATEGY, _MAX_PAYLOAD_IN_MB, _MAX_CONCURRENT_TRANSFORMS."""
+    url = handler_model(tmp_path_factory.mktemp("env-echo"), ENV_ECHO)
+    sm.create_model(ModelName="env-echo", PrimaryContainer={"Image": "sklearn", "ModelDataUrl": url})
+    for name in ("one", "two", "skipped"):
+        s3.put_object(Bucket=BUCKET, Key=f"manifest/data/{name}.txt", Body=name.encode())
+    manifest = json.dumps([{"prefix": f"s3://{BUCKET}/manifest/data/"}, "one.txt", "two.txt"])
+    s3.put_object(Bucket=BUCKET, Key="manifest/list.manifest", Body=manifest.encode())
+    sm.create_transform_job(
+        TransformJobName="manifest",
+        ModelName="env-echo",
+        MaxPayloadInMB=2,
+        BatchStrategy="SingleRecord",
+        Environment={"JOB_SETTING": "from-the-job"},
+        TransformInput={
+            "DataSource": {
+                "S3DataSource": {
+                    "S3DataType": "ManifestFile",
+                    "S3Uri": f"s3://{BUCKET}/manifest/list.manifest",
+                }
+            },
+            "ContentType": "text/plain",
+        },
+        TransformOutput={"S3OutputPath": f"s3://{BUCKET}/manifest/out"},
+        TransformResources=INSTANCE,
+    )
+    assert _wait(sm, "manifest")["TransformJobStatus"] == "Completed"
+    for name in ("one", "two"):
+        doc = json.loads(_read(s3, f"manifest/out/{name}.txt.out"))
+        assert doc["body"] == name
+        assert doc["env"] == {
+            "SAGEMAKER_BATCH": "true",
+            "SAGEMAKER_BATCH_STRATEGY": "SINGLE_RECORD",
+            "SAGEMAKER_MAX_PAYLOAD_IN_MB": "2",
+            "SAGEMAKER_MAX_CONCURRENT_TRANSFORMS": "1",
+            "JOB_SETTING": "from-the-job",
+        }
+    assert not _has(s3, "manifest/out/skipped.txt.out")
 
 
 def test_validation_and_not_found(sm: Any) -> None:
