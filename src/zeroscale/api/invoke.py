@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 from zeroscale.api.allowlist import refused_headers
 from zeroscale.api.served import INVOKE_ENDPOINT
@@ -28,8 +29,15 @@ _INFERENCE_ID = b"x-amzn-sagemaker-inference-id"
 
 
 class InvokeApi:
-    def __init__(self, fleet: Fleet, account_id: str, events: EventBus) -> None:
+    def __init__(
+        self,
+        fleet: Fleet,
+        account_id: str,
+        events: EventBus,
+        is_async: Callable[[str], bool] | None = None,
+    ) -> None:
         self._fleet = fleet
+        self._is_async = is_async
         self._account_id = account_id
         self._events = events
         self._background = Background("shadow invocations")
@@ -57,6 +65,11 @@ class InvokeApi:
         route = self._fleet.route(endpoint)
         if route is None:
             raise RuntimeValidationError(f"Endpoint {endpoint} of account {self._account_id} not found.")
+        if self._is_async is not None and self._is_async(endpoint):
+            raise RuntimeValidationError(
+                f"Endpoint {endpoint} of account {self._account_id} is an asynchronous endpoint: "
+                "invoke it with InvokeEndpointAsync."
+            )
         pool = route.choose(target_variant)
         if route.shadows:
             for shadow in route.copies():

@@ -69,6 +69,22 @@ SAGEMAKER: Table = {
         "KmsKeyId": ANY,  # stored and described
         "ExecutionRoleArn": ANY,  # stored and described
         "EnableNetworkIsolation": only(False),
+        # asynchronous inference (asyncinf/); OutputConfig.KmsKeyId is not served (results are not encrypted)
+        "AsyncInferenceConfig": ANY,
+        **under(
+            "AsyncInferenceConfig",
+            {
+                "OutputConfig": ANY,
+                "OutputConfig.S3OutputPath": ANY,
+                "OutputConfig.S3FailurePath": ANY,
+                "OutputConfig.NotificationConfig": ANY,
+                "OutputConfig.NotificationConfig.SuccessTopic": ANY,
+                "OutputConfig.NotificationConfig.ErrorTopic": ANY,
+                "OutputConfig.NotificationConfig.IncludeInferenceResponseIn": ANY,
+                "ClientConfig": ANY,
+                "ClientConfig.MaxConcurrentInvocationsPerInstance": ANY,
+            },
+        ),
         **_TAGS,
     },
     "DescribeEndpointConfig": {"EndpointConfigName": ANY},
@@ -106,6 +122,45 @@ SAGEMAKER: Table = {
     },
     "DeleteEndpoint": {"EndpointName": ANY},
     "ListTags": {"ResourceArn": ANY, "NextToken": ANY, "MaxResults": ANY},
+    # batch transform (batch/, control/transform_jobs.py, which checks the values)
+    "CreateTransformJob": {
+        "TransformJobName": ANY,
+        "ModelName": ANY,
+        "MaxConcurrentTransforms": ANY,
+        "ModelClientConfig": ANY,
+        "ModelClientConfig.InvocationsTimeoutInSeconds": ANY,
+        "ModelClientConfig.InvocationsMaxRetries": ANY,
+        "MaxPayloadInMB": ANY,
+        "BatchStrategy": ANY,
+        "Environment": ANY,
+        "TransformInput": ANY,
+        "TransformInput.DataSource": ANY,
+        "TransformInput.DataSource.S3DataSource": ANY,
+        "TransformInput.DataSource.S3DataSource.S3DataType": only("S3Prefix", "ManifestFile"),
+        "TransformInput.DataSource.S3DataSource.S3Uri": ANY,
+        "TransformInput.ContentType": ANY,
+        "TransformInput.CompressionType": ANY,
+        "TransformInput.SplitType": only("None", "Line", "RecordIO"),
+        "TransformOutput": ANY,
+        "TransformOutput.S3OutputPath": ANY,
+        "TransformOutput.Accept": ANY,
+        "TransformOutput.AssembleWith": ANY,
+        "TransformResources": ANY,
+        "TransformResources.InstanceType": ANY,  # the workers' memory, as for a real-time variant
+        "TransformResources.InstanceCount": ANY,
+        "DataProcessing": ANY,
+        "DataProcessing.InputFilter": ANY,
+        "DataProcessing.OutputFilter": ANY,
+        "DataProcessing.JoinSource": ANY,
+    },
+    "DescribeTransformJob": {"TransformJobName": ANY},
+    "ListTransformJobs": {
+        **_LIST,
+        "LastModifiedTimeBefore": ANY,
+        "LastModifiedTimeAfter": ANY,
+        "StatusEquals": ANY,
+    },
+    "StopTransformJob": {"TransformJobName": ANY},
 }
 
 LOGS: Table = {

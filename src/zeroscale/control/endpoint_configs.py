@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from zeroscale.control.arns import Arns
+from zeroscale.control.async_config import check_async_config
 from zeroscale.control.instances import instance_size
 from zeroscale.control.models import Models
 from zeroscale.control.resources import Resources
@@ -32,6 +33,7 @@ _DESCRIBED = (
     "KmsKeyId",
     "ExecutionRoleArn",
     "EnableNetworkIsolation",
+    "AsyncInferenceConfig",
 )
 
 
@@ -215,6 +217,7 @@ class EndpointConfigs:
         variants: list[dict[str, Any]] = doc["ProductionVariants"]
         shadows: list[dict[str, Any]] = doc.get("ShadowProductionVariants") or []
         self._check_variants(variants, shadows)
+        check_async_config(doc.get("AsyncInferenceConfig"))
         for v in variants + shadows:
             v["InitialVariantWeight"] = float(v.get("InitialVariantWeight", 1.0))
         doc.setdefault("Tags", [])

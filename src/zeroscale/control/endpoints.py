@@ -61,6 +61,8 @@ class Endpoints:
         self._background = Background("endpoint")
         # the latest deploy or delete of each endpoint (lower-cased name), which a delete cancels
         self._latest: dict[str, asyncio.Task[Any]] = {}
+        # Called with the endpoint's name after it starts serving a configuration or is deleted.
+        self.listeners: builtins.list[Callable[[str], None]] = []
 
     def get(self, name: str) -> Record:
         return self._res.get(name)
@@ -210,6 +212,14 @@ class Endpoints:
             ShadowProductionVariants=self._described_variants(config, specs, shadow=True) or None,
             FailureReason=None,
         )
+        self._tell(name)
+
+    def _tell(self, name: str) -> None:
+        for listener in self.listeners:
+            try:
+                listener(name)
+            except Exception:
+                log.exception("endpoint listener failed for %s", name)
 
     def _described_variants(
         self, config: Record, specs: builtins.list[PoolSpec], *, shadow: bool
@@ -262,6 +272,7 @@ class Endpoints:
             await self._fleet.deactivate(rec.name)
         finally:
             self._store.delete(KIND, rec.name)
+            self._tell(rec.name)
 
     # ---- restart ----
     async def resume(self, timeout_s: float = 60.0) -> None:

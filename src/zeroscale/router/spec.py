@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from zeroscale.workers.client import WorkerResponse
+from zeroscale.workers.client import Body, WorkerResponse
 from zeroscale.workers.manager import WorkerHandle, WorkerSpec
 from zeroscale.workers.zygotes import Zygote
 
@@ -45,7 +45,7 @@ class Workers(Protocol):
         method: bytes,
         path: bytes,
         headers: list[tuple[bytes, bytes]],
-        body: bytes,
+        body: Body,
     ) -> WorkerResponse: ...
 
 
