@@ -219,6 +219,7 @@ def test_without_a_session_no_page_shows_data(page: Page) -> None:
         "/console/models",
         "/console/usage",
         "/console/endpoints/console-demo",
+        "/console/transform-jobs",
     ):
         page.goto(path)
         expect(page).to_have_url(re.compile(r"/console/signin\?next="))

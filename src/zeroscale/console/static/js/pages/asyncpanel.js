@@ -32,8 +32,8 @@ export function asyncPanel(endpointName) {
   const configBox = h("div", {});
   // submit
   const input = h("input", { required: true, spellcheck: "false", placeholder: "s3://bucket/key" });
-  const contentType = h("input", { list: "content-types", value: "application/json", spellcheck: "false" });
-  const accept = h("input", { list: "content-types", spellcheck: "false" });
+  const contentType = h("input", { list: "async-content-types", value: "application/json", spellcheck: "false" });
+  const accept = h("input", { list: "async-content-types", spellcheck: "false" });
   const inferenceId = h("input", { spellcheck: "false", maxlength: "64", placeholder: "a UUID" });
   const send = h("button", { type: "submit", class: "primary" }, "Submit async request");
   const submitError = errorBox();
@@ -127,6 +127,7 @@ export function asyncPanel(endpointName) {
       field("Accept - optional", accept),
       field("Inference ID - optional", inferenceId),
     ),
+    h("datalist", { id: "async-content-types" }, ["application/json", "text/csv", "application/jsonlines", "application/x-npy"].map((t) => h("option", { value: t }))),
     h("div", { class: "actions" }, send),
     submitted,
   );

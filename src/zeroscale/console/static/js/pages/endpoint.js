@@ -233,7 +233,7 @@ export function endpointPage(endpointName) {
   let configShown = null;
   const asyncView = asyncPanel(endpointName);
   const testSection = section("Test inference");
-  const asyncSection = section("Asynchronous inference", asyncView.node);
+  const asyncSection = section("Asynchronous inference");
   asyncSection.hidden = true;
 
   // An asynchronous endpoint takes InvokeEndpointAsync only: its section replaces the test panel.
@@ -250,7 +250,15 @@ export function endpointPage(endpointName) {
     if (stopped || configName !== configShown) return;
     asyncSection.hidden = !asyncConfig;
     testSection.hidden = Boolean(asyncConfig);
-    if (asyncConfig) asyncView.setConfig(asyncConfig);
+    // only one of the two forms is in the page, so their fields' labels stay unique
+    if (asyncConfig) {
+      asyncView.setConfig(asyncConfig);
+      test.remove();
+      asyncSection.append(asyncView.node);
+    } else {
+      asyncView.node.remove();
+      testSection.append(test);
+    }
   };
 
   const render = (desc) => {
