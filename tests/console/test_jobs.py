@@ -178,25 +178,34 @@ def test_a_transform_job_from_the_form_to_completed_with_progress(
 
 def test_stop_a_running_transform_job(page: Page, server: ServerProcess, s3: Any) -> None:
     s3.put_object(Bucket=BUCKET, Key="slow/in/a.csv", Body=b"30,1\n")
-    server.client("sagemaker").create_transform_job(
-        TransformJobName="jobs-slow",
-        ModelName="jobs-slow",
-        TransformInput={
-            "DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": f"s3://{BUCKET}/slow/in/"}},
-            "ContentType": "text/csv",
-            "SplitType": "Line",
-        },
-        TransformOutput={"S3OutputPath": f"s3://{BUCKET}/slow/out"},
-        TransformResources={"InstanceType": "ml.m5.large", "InstanceCount": 1},
-    )
+    sm = server.client("sagemaker")
+    for name in ("jobs-slow", "jobs-slow-2"):
+        sm.create_transform_job(
+            TransformJobName=name,
+            ModelName="jobs-slow",
+            TransformInput={
+                "DataSource": {
+                    "S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": f"s3://{BUCKET}/slow/in/"}
+                },
+                "ContentType": "text/csv",
+                "SplitType": "Line",
+            },
+            TransformOutput={"S3OutputPath": f"s3://{BUCKET}/{name}/out"},
+            TransformResources={"InstanceType": "ml.m5.large", "InstanceCount": 1},
+        )
     nav(page, "Endpoints")
     nav(page, "Batch transform jobs")
-    row = page.get_by_role("row", name=re.compile("jobs-slow"))
-    expect(row.locator("[data-status]")).to_have_attribute("data-status", "InProgress")
-    row.get_by_role("link", name="jobs-slow").click()
+    first = page.get_by_role("row", name=re.compile(r"jobs-slow\b(?!-)"))
+    second = page.get_by_role("row", name=re.compile("jobs-slow-2"))
+    expect(first.locator("[data-status]")).to_have_attribute("data-status", "InProgress")
+    expect(second.locator("[data-status]")).to_have_attribute("data-status", "InProgress")
+    # the list refreshes by itself while a job runs: a job stopped elsewhere shows Stopped
+    sm.stop_transform_job(TransformJobName="jobs-slow-2")
+    expect(second.locator("[data-status]")).to_have_attribute("data-status", "Stopped")
+    first.get_by_role("link", name="jobs-slow").click()
     expect(page.get_by_test_id("transform-progress")).to_contain_text("0 of 1 done")
     page.get_by_role("button", name="Stop").click()
     page.get_by_role("dialog", name="Stop batch transform job").get_by_role("button", name="Stop").click()
     expect(page.locator("h1 [data-status]")).to_have_attribute("data-status", "Stopped")
-    desc = server.client("sagemaker").describe_transform_job(TransformJobName="jobs-slow")
-    assert desc["TransformJobStatus"] == "Stopped"
+    expect(page.get_by_role("button", name="Stop")).to_be_disabled()
+    assert sm.describe_transform_job(TransformJobName="jobs-slow")["TransformJobStatus"] == "Stopped"

@@ -5,7 +5,7 @@ import { invokeAsync, rest } from "../api.js";
 import { details, errorBox, field, fmtTime, h, showError, statusBadge, table } from "../dom.js";
 import { asyncDetails } from "./configs.js";
 
-const REFRESH_MS = 1000;
+const REFRESH_MS = 500;
 const PENDING = new Set(["Queued", "Running"]);
 
 function requestDetails(r) {

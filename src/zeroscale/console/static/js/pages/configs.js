@@ -134,6 +134,7 @@ function variantEditor(index, models, onRemove) {
 // AsyncInferenceConfig: off unless asked; the server checks the values (control/async_config.py).
 function asyncEditor() {
   const enabled = h("input", { type: "checkbox", id: uid("async") });
+  enabled.setAttribute("aria-describedby", `${enabled.id}-hint`);
   const output = h("input", { spellcheck: "false", placeholder: "s3://bucket/prefix" });
   const failure = h("input", { spellcheck: "false", placeholder: "s3://bucket/prefix" });
   const success = h("input", { spellcheck: "false", placeholder: "arn:aws:sns:..." });
@@ -155,7 +156,7 @@ function asyncEditor() {
     "div",
     {},
     h("div", { class: "choice" }, enabled, h("label", { for: enabled.id }, "Asynchronous invocation")),
-    h("p", { class: "hint" }, "Requests name an S3 input with InvokeEndpointAsync; results go to S3, with optional notifications."),
+    h("p", { class: "hint", id: `${enabled.id}-hint` }, "Requests name an S3 input with InvokeEndpointAsync; results go to S3, with optional notifications."),
     box,
   );
   const value = () => {
