@@ -216,6 +216,7 @@ def build(settings: Settings) -> Server:
             json_services=parts.json_services,
             rest_routes=parts.rest_routes,
             invoke=parts.runtime.invoke,
+            invoke_async=async_api.invoke,
             lookup_secret=secrets.get,
             loads=fleet.loads,
             payload_limit_bytes=settings.payload_limit_bytes,
