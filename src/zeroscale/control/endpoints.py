@@ -155,6 +155,8 @@ class Endpoints:
             out["ProductionVariants"] = rec.doc["ProductionVariants"]
         if rec.doc.get("ShadowProductionVariants"):
             out["ShadowProductionVariants"] = rec.doc["ShadowProductionVariants"]
+        if rec.doc.get("AsyncInferenceConfig"):
+            out["AsyncInferenceConfig"] = rec.doc["AsyncInferenceConfig"]
         if rec.doc.get("FailureReason"):
             out["FailureReason"] = rec.doc["FailureReason"]
         return out
@@ -210,6 +212,7 @@ class Endpoints:
             EndpointConfigName=config.name,
             ProductionVariants=self._described_variants(config, specs, shadow=False),
             ShadowProductionVariants=self._described_variants(config, specs, shadow=True) or None,
+            AsyncInferenceConfig=config.doc.get("AsyncInferenceConfig"),
             FailureReason=None,
         )
         self._tell(name)
