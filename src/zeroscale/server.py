@@ -37,6 +37,7 @@ from zeroscale.metrics.store import MinuteStore
 from zeroscale.router.fleet import Fleet
 from zeroscale.router.spec import RouterSettings
 from zeroscale.store.db import Store
+from zeroscale.workers.confinement import Confinement, SandboxSettings
 from zeroscale.workers.manager import WorkerManager
 
 log = logging.getLogger("zeroscale")
@@ -50,6 +51,7 @@ class Server:
     settings: Settings
     credentials: AdminCredentials
     app: App
+    sandbox: list[str]  # what the worker sandbox enforces here, and loudly what it cannot
 
 
 def build(settings: Settings) -> Server:
@@ -61,10 +63,22 @@ def build(settings: Settings) -> Server:
     arns = Arns(settings.region, settings.account_id)
     metrics = Metrics()
     events = EventBus()
+    confinement = Confinement(
+        SandboxSettings(
+            settings.data_dir,
+            outbound=settings.worker_outbound,
+            max_processes=settings.worker_max_processes,
+            max_open_files=settings.worker_max_open_files,
+        ),
+        settings.workers_dir,
+    )
+    for line in confinement.announce():
+        (log.warning if line.startswith("WARNING") else log.info)("%s", line)
     manager = WorkerManager(
         settings.workers_dir,
         startup_timeout_s=settings.startup_timeout_s,
         memory_poll_interval_s=settings.memory_poll_interval_s,
+        confinement=confinement,
     )
     fleet = Fleet(
         manager,
@@ -161,7 +175,7 @@ def build(settings: Settings) -> Server:
             "images": ImagesApi(images).handle,
         },
     )
-    return Server(settings, creds, App(parts))
+    return Server(settings, creds, App(parts), confinement.announce())
 
 
 def serve(settings: Settings) -> None:
@@ -199,6 +213,6 @@ def _announce(server: Server) -> None:
         f"  deploy:  zeroscale deploy --name demo --model model.joblib --image sklearn --endpoint-url {url}\n"
         f"  invoke:  zeroscale invoke demo --body '[[1,2,3,4]]' --endpoint-url {url}\n"
         f"  boto3:   boto3.client('sagemaker-runtime', endpoint_url='{url}').invoke_endpoint(...)\n"
-        f"  metrics: {url}/metrics",
+        f"  metrics: {url}/metrics\n  " + "\n  ".join(server.sandbox),
         flush=True,
     )

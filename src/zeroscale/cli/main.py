@@ -134,6 +134,26 @@ def _opt(name: str, env: str, **kw: Any) -> Callable[[F], F]:
     "loaded model (default: a tenth of the memory budget; 0: none).",
 )
 @_opt(
+    "--worker-outbound/--no-worker-outbound",
+    "ZEROSCALE_WORKER_OUTBOUND",
+    default=False,
+    help="Let model workers open network connections (default: they reach nothing but their own socket).",
+)
+@_opt(
+    "--worker-max-processes",
+    "ZEROSCALE_WORKER_MAX_PROCESSES",
+    default=64,
+    type=click.IntRange(min=8),
+    help="Processes and threads per model worker (an image's server gets at least 256).",
+)
+@_opt(
+    "--worker-max-open-files",
+    "ZEROSCALE_WORKER_MAX_OPEN_FILES",
+    default=1024,
+    type=click.IntRange(min=64),
+    help="Open files per model worker process.",
+)
+@_opt(
     "--log-level",
     "ZEROSCALE_LOG_LEVEL",
     default="info",
@@ -158,6 +178,9 @@ def serve(
     metering: bool,
     price_table: Path | None,
     warm_cache_mb: int | None,
+    worker_outbound: bool,
+    worker_max_processes: int,
+    worker_max_open_files: int,
     log_level: str,
 ) -> None:
     """Run the zeroscale server (control plane, runtime and /metrics on one port).
@@ -189,6 +212,9 @@ def serve(
         metering=metering,
         price_table=price_table,
         warm_cache_mb=warm_cache_mb,
+        worker_outbound=worker_outbound,
+        worker_max_processes=worker_max_processes,
+        worker_max_open_files=worker_max_open_files,
         log_level=log_level,
     )
     if memory_budget_mb is not None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import itertools
 import logging
 import os
@@ -23,12 +24,14 @@ from pathlib import Path
 
 from zeroscale.errors import DeployError
 from zeroscale.workers.client import WorkerConnection, WorkerConnectionError, WorkerResponse
+from zeroscale.workers.confinement import Confinement
 from zeroscale.workers.forkserver import THREAD_ENV
 from zeroscale.workers.memory import private_bytes, rss_mb, tree_rss_mb
 from zeroscale.workers.process import ProcessLauncher
 from zeroscale.workers.zygotes import Zygote, ZygoteError, tail
 
 log = logging.getLogger("zeroscale.workers")
+
 
 @dataclass(frozen=True)
 class WorkerSpec:
@@ -59,6 +62,8 @@ class WorkerHandle:
     exited: asyncio.Event = field(default_factory=asyncio.Event)
     on_exit: Callable[[WorkerHandle], None] | None = None
     port: int = 0  # a process worker's TCP port on 127.0.0.1 (zygote workers use socket_path)
+    scratch: str = ""  # its sandbox's writable directory (removed when it exits)
+    cgroup: str = ""  # its pids cgroup (what is left in it is killed when it exits)
 
     @property
     def alive(self) -> bool:
@@ -93,6 +98,7 @@ class WorkerManager:
         memory_poll_interval_s: float = 0.05,
         stop_grace_s: float = 30.0,
         sandbox: bool | None = None,  # bring-your-own images: map /opt/ml/model with bwrap (None: if usable)
+        confinement: Confinement | None = None,  # confine every worker (None: run them unconfined)
     ) -> None:
         self._run_dir = run_dir
         self._startup_timeout_s = startup_timeout_s
@@ -106,6 +112,8 @@ class WorkerManager:
         self._ids = itertools.count(1)
         self._watchdog: asyncio.Task[None] | None = None
         self._processes = ProcessLauncher(self._exited, sandbox=sandbox)
+        self._confinement = confinement
+        self._template_sandboxes: dict[int, tuple[str, str]] = {}  # template pid -> (scratch, cgroup)
 
     # ---- lifecycle ----
     async def open(self) -> None:
@@ -130,6 +138,8 @@ class WorkerManager:
         for zygote in self._zygotes.values():
             await zygote.close()
         self._zygotes.clear()
+        if self._confinement is not None:
+            self._confinement.close()
 
     @property
     def live(self) -> list[WorkerHandle]:
@@ -160,14 +170,22 @@ class WorkerManager:
         handle = WorkerHandle(
             wid, spec, socket_path, spec.log_dir / f"{wid}.log", started_at=time.monotonic()
         )
+        conf = self._confinement
         try:
             if spec.command:
+                policy = None
+                if conf is not None:
+                    handle.scratch, handle.cgroup = conf.scratch(wid), conf.cgroup(wid)
+                    policy = conf.image_policy(
+                        spec.model_dir, spec.workdir, spec.env, handle.scratch, handle.cgroup
+                    )
                 started = await self._processes.start(
                     spec.command,
                     workdir=spec.workdir,
                     model_dir=spec.model_dir,
-                    env=spec.env,
+                    env={**spec.env, "TMPDIR": handle.scratch} if handle.scratch else spec.env,
                     log_path=handle.log_path,
+                    policy=policy,
                 )
                 handle.pid, handle.port = started.pid, started.port
             else:
@@ -176,15 +194,37 @@ class WorkerManager:
                     template if template is not None and live_template else await self._zygote(spec.runtime)
                 )
                 env = {**THREAD_ENV, "PATH": os.environ.get("PATH", ""), **spec.env}
-                request = {
+                request: dict[str, object] = {
                     "model_dir": spec.model_dir,
                     "socket_path": socket_path,
                     "log_path": str(handle.log_path),
                     "env": env,
                 }
+                replica_of = self._template_sandboxes.get(zygote.pid) if live_template else None
+                if conf is not None:
+                    # A template's replica is already confined: it adds a layer for its own scratch directory
+                    # and is moved into its cgroup by the server.
+                    handle.scratch = conf.scratch(wid, parent=replica_of[0] if replica_of else None)
+                    handle.cgroup = conf.cgroup(wid)
+                    policy = conf.policy(
+                        model_dir=spec.model_dir,
+                        env=env,
+                        scratch=handle.scratch,
+                        cgroup="" if replica_of else handle.cgroup,
+                    )
+                    if replica_of:
+                        policy = dataclasses.replace(policy, layer_only=True)
+                    request["sandbox"] = policy.to_dict()
+                    env["TMPDIR"] = handle.scratch
                 handle.pid = await zygote.fork(request)
+                if conf is not None and replica_of:
+                    conf.join(handle.cgroup, handle.pid)
         except ZygoteError as exc:
+            self._release_sandbox(handle.scratch, handle.cgroup)
             raise DeployError(str(exc)) from exc
+        except BaseException:
+            self._release_sandbox(handle.scratch, handle.cgroup)
+            raise
         self._by_pid[handle.pid] = handle
         if handle.pid in self._early_exits:
             self._exited(handle.pid, self._early_exits.pop(handle.pid))
@@ -250,10 +290,26 @@ class WorkerManager:
         spec.log_dir.mkdir(parents=True, exist_ok=True)
         log_path = spec.log_dir / f"template-{tid}.log"
         env = {**THREAD_ENV, "PATH": os.environ.get("PATH", ""), **spec.env}
-        request = {"model_dir": spec.model_dir, "ctl_path": ctl_path, "log_path": str(log_path), "env": env}
+        request: dict[str, object] = {
+            "model_dir": spec.model_dir,
+            "ctl_path": ctl_path,
+            "log_path": str(log_path),
+            "env": env,
+        }
+        scratch = cgroup = ""
+        conf = self._confinement
+        if conf is not None:
+            scratch, cgroup = conf.scratch(f"template-{tid}"), conf.cgroup(f"template-{tid}")
+            env["TMPDIR"] = scratch
+            request["sandbox"] = conf.policy(
+                model_dir=spec.model_dir, env=env, scratch=scratch, cgroup=cgroup
+            ).to_dict()
         pid = await zygote.fork(request, op="template")
         if self._early_exits.pop(pid, None) is None:  # its exit may already have been reported
             self._template_pids.add(pid)
+            self._template_sandboxes[pid] = (scratch, cgroup)
+        else:
+            self._release_sandbox(scratch, cgroup)
         template = Zygote(spec.runtime, log_path, self._exited)
         template.pid = pid
         try:
@@ -275,12 +331,14 @@ class WorkerManager:
     def _exited(self, pid: int, status: int) -> None:
         if pid in self._template_pids:  # a template ended (closed, or its model failed to load)
             self._template_pids.discard(pid)
+            self._release_sandbox(*self._template_sandboxes.pop(pid, ("", "")))
             return
         handle = self._by_pid.pop(pid, None)
         if handle is None:
             self._early_exits[pid] = status
             return
         handle.exit_code = status
+        self._release_sandbox(handle.scratch, handle.cgroup)
         if handle.conn is not None:
             handle.conn.close()
         handle.exited.set()
@@ -291,6 +349,16 @@ class WorkerManager:
                 handle.on_exit(handle)
             except Exception:  # a bug in the owner must not take down the reader that reports exits
                 log.exception("exit handler of worker %s failed", handle.worker_id)
+
+    def _release_sandbox(self, scratch: str, cgroup: str, tries: int = 20) -> None:
+        """Kill what a worker left behind in its cgroup, remove the cgroup and its scratch directory."""
+        conf = self._confinement
+        if conf is None:
+            return
+        if not conf.release(cgroup) and tries > 0:  # killed processes take a moment to leave it
+            asyncio.get_running_loop().call_later(0.05, self._release_sandbox, scratch, cgroup, tries - 1)
+            return
+        conf.remove_scratch(scratch)
 
     async def stop(self, handle: WorkerHandle, *, grace_s: float | None = None) -> None:
         """SIGTERM, then SIGKILL after the grace period (SageMaker's 30 s by default)."""

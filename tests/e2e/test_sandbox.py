@@ -1,0 +1,183 @@
+"""A model that attacks from inside: its inference.py reads the server's secrets, writes outside its
+scratch directory, calls home, signals the server, fork-bombs. Each attempt is refused by the kernel, and
+a neighbouring endpoint keeps serving. (A model that allocates without bound is stopped by the memory
+watchdog: tests/e2e/test_failures.py.)"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from zeroscale.testing import ServerProcess, deploy, wait_for
+from zeroscale.workers import sandbox
+
+from .conftest import SklearnModel, handler_model
+
+pytestmark = pytest.mark.skipif(sandbox.abi_version() < 6, reason="needs Landlock ABI 6")
+
+ATTACKER = r'''
+import json, os, socket, time
+
+
+def model_fn(model_dir):
+    return None
+
+
+def _try(fn):
+    try:
+        return {"ok": True, "value": fn()}
+    except OSError as exc:
+        return {"ok": False, "errno": exc.errno, "error": str(exc)}
+
+
+def _read(path):
+    with open(path, "rb") as f:
+        return len(f.read(64))
+
+
+def _write(path):
+    with open(path, "w") as f:
+        f.write("pwned")
+    return path
+
+
+def _connect(port):
+    s = socket.socket()
+    s.settimeout(2)
+    s.connect(("127.0.0.1", port))
+    return "connected"
+
+
+def _fork_bomb(n):
+    pids = []
+    try:
+        for _ in range(n):
+            pid = os.fork()
+            if pid == 0:
+                time.sleep(30)
+                os._exit(0)
+            pids.append(pid)
+    except OSError as exc:
+        return {"forked": len(pids), "errno": exc.errno, "pids": pids}
+    return {"forked": len(pids), "pids": pids}
+
+
+def transform_fn(model, body, content_type, accept):
+    req = json.loads(body)
+    what, arg = req["attack"], req.get("arg")
+    if what == "read":
+        out = _try(lambda: _read(arg))
+    elif what == "list":
+        out = _try(lambda: os.listdir(arg))
+    elif what == "write":
+        out = _try(lambda: _write(arg))
+    elif what == "scratch":
+        out = _try(lambda: _write(os.path.join(os.environ["TMPDIR"], "ok.txt")))
+    elif what == "connect":
+        out = _try(lambda: _connect(arg))
+    elif what == "kill":
+        out = _try(lambda: os.kill(arg, 0))
+    elif what == "fork":
+        out = _fork_bomb(arg)
+    elif what == "own":
+        out = _try(lambda: _read(os.path.join(os.getcwd(), "code", "inference.py")))
+    else:
+        out = {"error": "unknown attack"}
+    return json.dumps(out), "application/json"
+'''
+
+
+@pytest.fixture(scope="module")
+def server(server_factory: Callable[..., ServerProcess]) -> ServerProcess:
+    return server_factory(worker_max_processes=32)
+
+
+@pytest.fixture(scope="module")
+def endpoints(
+    sm: Any, server: ServerProcess, sklearn_model: SklearnModel, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, str]:
+    """The attacker, and a neighbour whose artifact it wants."""
+    url = handler_model(tmp_path_factory.mktemp("attacker"), ATTACKER)
+    for name, model_url in (("attacker", url), ("neighbour", sklearn_model.url)):
+        desc = deploy(sm, name, model_url)
+        assert desc["EndpointStatus"] == "InService", desc.get("FailureReason")
+    artifact = next(server.data_dir.glob("artifacts/**/model.joblib"))
+    return {"neighbour_artifact": str(artifact)}
+
+
+def attack(smr: Any, what: str, arg: object = None) -> dict[str, Any]:
+    resp = smr.invoke_endpoint(
+        EndpointName="attacker", ContentType="application/json", Body=json.dumps({"attack": what, "arg": arg})
+    )
+    result: dict[str, Any] = json.loads(resp["Body"].read())
+    return result
+
+
+def refused(result: dict[str, Any]) -> bool:
+    return result.get("ok") is False
+
+
+def test_reads_only_its_own_model(smr: Any, server: ServerProcess, endpoints: dict[str, str]) -> None:
+    assert attack(smr, "own")["ok"] is True
+    secrets = [
+        str(server.data_dir / "zeroscale.db"),
+        str(server.data_dir / "credentials") if (server.data_dir / "credentials").exists() else "/etc/shadow",
+        endpoints["neighbour_artifact"],
+        "/etc/shadow",
+        f"/proc/{server.proc.pid if server.proc else 1}/environ",  # the server's secret key is there
+        str(Path.home() / ".bash_history"),
+    ]
+    for path in secrets:
+        result = attack(smr, "read", path)
+        assert refused(result), (path, result)
+    assert refused(attack(smr, "list", str(server.data_dir)))
+    assert refused(attack(smr, "list", str(server.data_dir / "artifacts")))
+
+
+def test_writes_only_its_scratch_directory(smr: Any, server: ServerProcess, endpoints: dict[str, str]) -> None:
+    assert attack(smr, "scratch")["ok"] is True
+    for path in (server.data_dir / "evil.txt", Path("/tmp") / f"zeroscale-evil-{os.getpid()}.txt"):
+        assert refused(attack(smr, "write", str(path))), path
+        assert not path.exists()
+
+
+def test_cannot_call_home_or_signal_the_server(smr: Any, server: ServerProcess, endpoints: dict[str, str]) -> None:
+    result = attack(smr, "connect", server.port)
+    assert refused(result), result
+    assert server.proc is not None
+    assert refused(attack(smr, "kill", server.proc.pid))  # not even signal 0
+
+
+def test_fork_bomb_is_capped_and_neighbours_serve(
+    smr: Any, server: ServerProcess, endpoints: dict[str, str], sklearn_model: SklearnModel
+) -> None:
+    result = attack(smr, "fork", 200)
+    assert result["forked"] < 32 and result.get("errno") == 11, result  # EAGAIN at the cap
+    rows = sklearn_model.X[:3]
+    resp = smr.invoke_endpoint(
+        EndpointName="neighbour", ContentType="application/json", Body=sklearn_model.json_body(rows)
+    )
+    assert json.loads(resp["Body"].read()) == sklearn_model.expected(np.asarray(rows))
+    assert attack(smr, "own")["ok"] is True  # the attacker itself still answers
+
+
+def test_what_a_worker_leaves_behind_dies_with_it(sm: Any, smr: Any, endpoints: dict[str, str]) -> None:
+    """Its orphans (in the host's pid namespace: the server can see them) are killed with its cgroup."""
+    pids = attack(smr, "fork", 5)["pids"]
+    assert all(_alive(pid) for pid in pids)
+    sm.delete_endpoint(EndpointName="attacker")
+    wait_for(lambda: not any(_alive(pid) for pid in pids), timeout_s=10)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ", 1)[1][0] != "Z"
+    except (OSError, IndexError):
+        return False
