@@ -21,7 +21,7 @@ from .conftest import SklearnModel, handler_model
 
 pytestmark = pytest.mark.skipif(sandbox.abi_version() < 6, reason="needs Landlock ABI 6")
 
-ATTACKER = r'''
+ATTACKER = r"""
 import json, os, socket, time
 
 
@@ -90,7 +90,7 @@ def transform_fn(model, body, content_type, accept):
     else:
         out = {"error": "unknown attack"}
     return json.dumps(out), "application/json"
-'''
+"""
 
 
 @pytest.fixture(scope="module")
@@ -140,14 +140,18 @@ def test_reads_only_its_own_model(smr: Any, server: ServerProcess, endpoints: di
     assert refused(attack(smr, "list", str(server.data_dir / "artifacts")))
 
 
-def test_writes_only_its_scratch_directory(smr: Any, server: ServerProcess, endpoints: dict[str, str]) -> None:
+def test_writes_only_its_scratch_directory(
+    smr: Any, server: ServerProcess, endpoints: dict[str, str]
+) -> None:
     assert attack(smr, "scratch")["ok"] is True
     for path in (server.data_dir / "evil.txt", Path("/tmp") / f"zeroscale-evil-{os.getpid()}.txt"):
         assert refused(attack(smr, "write", str(path))), path
         assert not path.exists()
 
 
-def test_cannot_call_home_or_signal_the_server(smr: Any, server: ServerProcess, endpoints: dict[str, str]) -> None:
+def test_cannot_call_home_or_signal_the_server(
+    smr: Any, server: ServerProcess, endpoints: dict[str, str]
+) -> None:
     result = attack(smr, "connect", server.port)
     assert refused(result), result
     assert server.proc is not None
