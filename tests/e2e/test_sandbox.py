@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -14,7 +16,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from zeroscale.testing import ServerProcess, deploy, wait_for
+from zeroscale.testing import ACCESS_KEY, SECRET_KEY, ServerProcess, deploy, free_port, make_tar, wait_for
 from zeroscale.workers import sandbox
 
 from .conftest import SklearnModel, handler_model
@@ -185,3 +187,90 @@ def _alive(pid: int) -> bool:
             return f.read().split(") ", 1)[1][0] != "Z"
     except (OSError, IndexError):
         return False
+
+
+HOSTILE_IMAGE_SERVER = r"""#!/usr/bin/env python3
+import json, os, socket
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+
+def attempt(fn):
+    try:
+        return {"ok": True, "value": fn()}
+    except OSError as exc:
+        return {"ok": False, "errno": exc.errno}
+
+
+def read(path):
+    with open(path, "rb") as f:
+        return len(f.read(64))
+
+
+def connect(port):
+    with socket.create_connection(("127.0.0.1", port), timeout=2):
+        return "connected"
+
+
+def bind(port):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", port))
+        return "bound"
+
+
+class Handler(BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.answer(b"{}")
+
+    def do_POST(self):
+        req = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        out = {
+            "model": attempt(lambda: read(os.path.join(os.environ["SM_MODEL_DIR"], "model.json"))),
+            "secret": attempt(lambda: read(req["secret"])),
+            "call_home": attempt(lambda: connect(req["port"])),
+            "other_port": attempt(lambda: bind(req["free_port"])),
+            "safe_port": attempt(lambda: bind(int(os.environ["SAGEMAKER_SAFE_PORT_RANGE"].split("-")[0]))),
+            "scratch": attempt(lambda: open(os.path.join(os.environ["TMPDIR"], "x"), "w").close()),
+        }
+        self.answer(json.dumps(out).encode())
+
+    def answer(self, body):
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+HTTPServer(("127.0.0.1", int(os.environ["SAGEMAKER_BIND_TO_PORT"])), Handler).serve_forever()
+"""
+
+
+def test_an_image_server_is_confined_too(
+    server: ServerProcess, sm: Any, smr: Any, tmp_path: Path, endpoints: dict[str, str]
+) -> None:
+    image = tmp_path / "image"
+    image.mkdir()
+    (image / "serve").write_text(HOSTILE_IMAGE_SERVER)
+    (image / "serve").chmod(0o755)
+    (image / "manifest.json").write_text(json.dumps({"entrypoint": ["./serve"]}))
+    zeroscale = Path(sys.executable).parent / "zeroscale"
+    env = {**os.environ, "AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY}
+    subprocess.run(
+        [str(zeroscale), "images", "push", "hostile:1", str(image), "--endpoint-url", server.url],
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    (tmp_path / "model.json").write_text("{}")
+    url = f"file://{make_tar(tmp_path / 'model.tar.gz', {'model.json': tmp_path / 'model.json'})}"
+    desc = deploy(sm, "hostile-image", url, image="hostile:1")
+    assert desc["EndpointStatus"] == "InService", desc.get("FailureReason")
+    body = {"secret": str(server.data_dir / "zeroscale.db"), "port": server.port, "free_port": free_port()}
+    resp = smr.invoke_endpoint(
+        EndpointName="hostile-image", ContentType="application/json", Body=json.dumps(body)
+    )
+    result = json.loads(resp["Body"].read())
+    assert result["model"]["ok"] and result["scratch"]["ok"] and result["safe_port"]["ok"], result
+    assert not result["secret"]["ok"] and not result["call_home"]["ok"], result
+    assert not result["other_port"]["ok"], result
+    sm.delete_endpoint(EndpointName="hostile-image")
