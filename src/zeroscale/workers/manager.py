@@ -26,7 +26,7 @@ from zeroscale.errors import DeployError
 from zeroscale.workers.client import WorkerConnection, WorkerConnectionError, WorkerResponse
 from zeroscale.workers.confinement import Confinement
 from zeroscale.workers.forkserver import THREAD_ENV
-from zeroscale.workers.memory import private_bytes, rss_mb, tree_rss_mb
+from zeroscale.workers.memory import group_rss_mb, private_bytes, rss_mb, tree_rss_mb
 from zeroscale.workers.process import ProcessLauncher
 from zeroscale.workers.zygotes import Zygote, ZygoteError, tail
 
@@ -403,7 +403,10 @@ class WorkerManager:
         while True:
             await asyncio.sleep(self._poll_s)
             for handle in list(self._by_pid.values()):
-                used_mb = tree_rss_mb(handle.pid) if handle.port else rss_mb(handle.pid)
+                if handle.cgroup:  # the worker and whatever it forked
+                    used_mb = group_rss_mb(handle.pid, handle.cgroup)
+                else:
+                    used_mb = tree_rss_mb(handle.pid) if handle.port else rss_mb(handle.pid)
                 if used_mb is not None:
                     handle.rss_mb = used_mb
                 if used_mb is not None and used_mb > handle.spec.memory_mb:

@@ -31,6 +31,21 @@ def tree_rss_mb(pid: int) -> float | None:
     return total * _PAGE_SIZE / _MB
 
 
+def group_rss_mb(pid: int, cgroup: str) -> float | None:
+    """Resident memory of ``pid`` and every other process in its pids cgroup (a confined worker and what
+    it forked, even orphans), in MB (None once ``pid`` is gone)."""
+    own = _rss_pages(pid)
+    if own is None:
+        return None
+    try:
+        with open(f"{cgroup}/cgroup.procs", "rb") as f:
+            others = [int(p) for p in f.read().split()]
+    except (OSError, ValueError):
+        others = []
+    total = own + sum(_rss_pages(p) or 0 for p in others if p != pid)
+    return total * _PAGE_SIZE / _MB
+
+
 def private_bytes(pid: int) -> int:
     """Private_Clean + Private_Dirty of ``pid`` (``/proc/<pid>/smaps_rollup``): what the process holds
     beyond the pages it shares with its parent; 0 once it is gone."""
