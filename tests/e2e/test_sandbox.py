@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -56,13 +57,18 @@ def _connect(port):
     return "connected"
 
 
-def _fork_bomb(n):
+def _fork_bomb(n, sleep_s):
+    try:
+        while os.waitpid(-1, os.WNOHANG)[0]:  # reap the last round's
+            pass
+    except ChildProcessError:
+        pass
     pids = []
     try:
         for _ in range(n):
             pid = os.fork()
             if pid == 0:
-                time.sleep(30)
+                time.sleep(sleep_s)
                 os._exit(0)
             pids.append(pid)
     except OSError as exc:
@@ -86,7 +92,17 @@ def transform_fn(model, body, content_type, accept):
     elif what == "kill":
         out = _try(lambda: os.kill(arg, 0))
     elif what == "fork":
-        out = _fork_bomb(arg)
+        out = _fork_bomb(*arg)
+    elif what == "child_hog":  # a child allocates without bound; the parent answers at once
+        pid = os.fork()
+        if pid == 0:
+            hog = []
+            for _ in range(40):
+                hog.append(bytearray(64 << 20))
+                time.sleep(0.02)
+            time.sleep(30)
+            os._exit(0)
+        out = {"pid": pid}
     elif what == "own":
         out = _try(lambda: _read(os.path.join(os.getcwd(), "code", "inference.py")))
     else:
@@ -160,10 +176,21 @@ def test_cannot_call_home_or_signal_the_server(
     assert refused(attack(smr, "kill", server.proc.pid))  # not even signal 0
 
 
+def test_a_child_that_allocates_without_bound_is_stopped(
+    smr: Any, server: ServerProcess, endpoints: dict[str, str]
+) -> None:
+    """The watchdog counts what the worker's children hold: the worker is stopped, the child with it."""
+    pid = attack(smr, "child_hog")["pid"]
+    wait_for(lambda: not _alive(pid), timeout_s=20)
+    logs = "".join(p.read_text() for p in (server.data_dir / "logs" / "attacker").rglob("*.log"))
+    assert "more than the 1024 MB of its MemorySizeInMB" in logs
+    assert attack(smr, "own")["ok"] is True  # a new worker serves
+
+
 def test_fork_bomb_is_capped_and_neighbours_serve(
     smr: Any, server: ServerProcess, endpoints: dict[str, str], sklearn_model: SklearnModel
 ) -> None:
-    result = attack(smr, "fork", 200)
+    result = attack(smr, "fork", [200, 1])
     assert result["forked"] < 32 and result.get("errno") == 11, result  # EAGAIN at the cap
     rows = sklearn_model.X[:3]
     resp = smr.invoke_endpoint(
@@ -175,8 +202,9 @@ def test_fork_bomb_is_capped_and_neighbours_serve(
 
 def test_what_a_worker_leaves_behind_dies_with_it(sm: Any, smr: Any, endpoints: dict[str, str]) -> None:
     """Its orphans (in the host's pid namespace: the server can see them) are killed with its cgroup."""
-    pids = attack(smr, "fork", 5)["pids"]
-    assert all(_alive(pid) for pid in pids)
+    time.sleep(1.2)  # the fork bomb's children are gone
+    pids = attack(smr, "fork", [5, 60])["pids"]
+    assert len(pids) == 5 and all(_alive(pid) for pid in pids)
     sm.delete_endpoint(EndpointName="attacker")
     wait_for(lambda: not any(_alive(pid) for pid in pids), timeout_s=10)
 

@@ -32,8 +32,9 @@ def tree_rss_mb(pid: int) -> float | None:
 
 
 def group_rss_mb(pid: int, cgroup: str) -> float | None:
-    """Resident memory of ``pid`` and every other process in its pids cgroup (a confined worker and what
-    it forked, even orphans), in MB (None once ``pid`` is gone)."""
+    """Resident memory of ``pid`` plus the private memory of every other process in its pids cgroup (what a
+    confined worker forked, even orphans: what they allocated, not the pages they share with it), in MB
+    (None once ``pid`` is gone). A worker that forks nothing costs one more small read."""
     own = _rss_pages(pid)
     if own is None:
         return None
@@ -42,8 +43,8 @@ def group_rss_mb(pid: int, cgroup: str) -> float | None:
             others = [int(p) for p in f.read().split()]
     except (OSError, ValueError):
         others = []
-    total = own + sum(_rss_pages(p) or 0 for p in others if p != pid)
-    return total * _PAGE_SIZE / _MB
+    private = sum(private_bytes(p) for p in others if p != pid)
+    return (own * _PAGE_SIZE + private) / _MB
 
 
 def private_bytes(pid: int) -> int:
