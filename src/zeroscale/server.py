@@ -114,7 +114,12 @@ def build(settings: Settings) -> Server:
         retention_hours=settings.log_retention_hours,
     )
     events.add(logs.sink)
-    metering = Metering.open(settings.db_url, price_table=settings.price_table, enabled=settings.metering)
+    metering = Metering.open(
+        settings.db_url,
+        price_table=settings.price_table,
+        enabled=settings.metering,
+        journal_dir=settings.data_dir / "metering",
+    )
     metering.attach(events)
     artifacts = ArtifactCache(
         settings.artifacts_dir,

@@ -61,8 +61,9 @@ class InvokeApi:
         attributes = resp.header(_CUSTOM_ATTRIBUTES)
         if attributes is not None:
             out.append((b"x-amzn-sagemaker-custom-attributes", attributes))
-        await respond(send, 200, resp.body, out)
+        # Metered (journaled) before the answer goes out: a crash right after it loses no usage.
         self._record(pool.spec, inv, started, 200, "", len(resp.body))
+        await respond(send, 200, resp.body, out)
 
     def _record(
         self, spec: PoolSpec, inv: Invocation, started: float, status: int, code: str, out: int
