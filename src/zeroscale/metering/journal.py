@@ -27,6 +27,7 @@ log = logging.getLogger("zeroscale.metering")
 _NAME = re.compile(r"^journal-(\d{8})\.log$")
 _FIELDS = [f.name for f in fields(UsageRecord) if f.name != "id"]
 _values = operator.attrgetter(*_FIELDS)
+_encode = json.JSONEncoder(separators=(",", ":")).encode
 SEGMENT_BYTES = 32 * 1024 * 1024
 
 Position = tuple[int, int]  # (segment, byte offset): everything before it is in the ledger
@@ -56,7 +57,7 @@ class Journal:
     # ---- the invoke path ----
     def append(self, record: UsageRecord) -> Position:
         """Write one record; returns the position just after it."""
-        line = json.dumps(_values(record), separators=(",", ":")).encode() + b"\n"
+        line = _encode(_values(record)).encode() + b"\n"
         if self.offset + len(line) > self._segment_bytes and self.offset:
             self._open(self.segment + 1)
         written = os.write(self._fd, line)
