@@ -25,6 +25,10 @@ from zeroscale.control.endpoints import Endpoints
 from zeroscale.control.models import Models
 from zeroscale.credentials import AdminCredentials, load_or_create
 from zeroscale.events import EventBus
+from zeroscale.iam.authz import Authorizer
+from zeroscale.iam.query import IamQueryService
+from zeroscale.iam.secrets import SecretBox
+from zeroscale.iam.store import IamStore
 from zeroscale.images import ImageRegistry
 from zeroscale.logs import Logs
 from zeroscale.metering.rest import UsageApi
@@ -138,7 +142,10 @@ def build(settings: Settings) -> Server:
         models, artifacts, settings.idle_timeout_s, PythonEnvs(settings.pyenvs_dir), images=images
     )
     endpoints = Endpoints(store, arns, models, configs, deployer, fleet)
-    secrets = {creds.access_key_id: creds.secret_access_key}
+    iam = IamStore(settings.db_url, SecretBox.load_or_create(settings.data_dir / "iam.key"))
+    authz = Authorizer(
+        iam, creds.access_key_id, creds.secret_access_key, settings.region, settings.account_id
+    )
     background = Background("startup")
 
     async def startup() -> None:
@@ -159,6 +166,7 @@ def build(settings: Settings) -> Server:
         await logs.close()
         await manager.close()
         store.close()
+        iam.close()
 
     parts = AppParts(
         json_services=[
@@ -170,10 +178,12 @@ def build(settings: Settings) -> Server:
         ],
         runtime=InvokeApi(fleet, settings.account_id, events),
         metrics=metrics,
-        lookup_secret=secrets.get,
+        lookup_secret=authz.lookup_secret,
         payload_limit_bytes=settings.payload_limit_bytes,
         startup=startup,
         shutdown=shutdown,
+        authorize=authz.authorize,
+        query_service=IamQueryService(iam, authz),
         rest_routes={
             "metrics": MetricsApi(history).handle,
             "usage": UsageApi(metering),

@@ -23,6 +23,8 @@ from zeroscale.errors import (
     UnknownOperationException,
     ZeroscaleError,
 )
+from zeroscale.iam.authz import Access
+from zeroscale.iam.query import IamQueryService
 from zeroscale.metrics.registry import Metrics
 
 Scope = MutableMapping[str, Any]
@@ -84,6 +86,10 @@ class AppParts:
     # every other call (signing name "sagemaker"), errors in the JSON 1.1 shape.
     rest_routes: dict[str, RestHandler]
     shutdown: Callable[[], Awaitable[None]]
+    # Scoped credentials (iam/): every verified request is checked (None: every known key may do anything);
+    # IAM's query protocol on POST / for requests signed for "iam".
+    authorize: Callable[[Access], None] | None = None
+    query_service: IamQueryService | None = None
 
 
 class App:
@@ -133,15 +139,29 @@ class App:
             headers: list[tuple[bytes, bytes]] = scope["headers"]
             target = next((v for k, v in headers if k.lower() == b"x-amz-target"), b"").decode("latin-1")
             service = self._service(target)
-            sigv4.verify(
+            query = self._p.query_service
+            if query is not None and not (
+                not target and method == "POST" and path == "/" and query.claims(headers)
+            ):
+                query = None
+            if query is not None:
+                serialise = query.error
+            access_key_id = sigv4.verify(
                 method=method,
                 raw_path=scope.get("raw_path") or path.encode(),
                 query_string=scope.get("query_string", b""),
                 headers=headers,
                 body=body,
                 lookup=self._p.lookup_secret,
-                service=service.signing_name,
+                service=query.signing_name if query is not None else service.signing_name,
             )
+            if self._p.authorize is not None:
+                self._p.authorize(
+                    self._access(access_key_id, scope, target, service, body, query is not None)
+                )
+            if query is not None:
+                await query.handle(send, request_id, body, access_key_id)
+                return
             if is_runtime:
                 endpoint = _endpoint_name(path)
                 if endpoint is None or method != "POST":
@@ -172,6 +192,22 @@ class App:
         status, content_type, payload = await handler(request)
         headers = [(b"content-type", content_type.encode()), (b"x-amzn-requestid", request_id.encode())]
         await respond(send, status, payload, headers)
+
+    @staticmethod
+    def _access(
+        access_key_id: str, scope: Scope, target: str, service: JsonService, body: bytes, is_query: bool
+    ) -> Access:
+        path: str = scope["path"]
+        if is_query:
+            return Access(access_key_id, "query", "iam", body=body)
+        if path.startswith(_RUNTIME_PREFIX):
+            return Access(access_key_id, "runtime", "sagemaker", path=_endpoint_name(path) or "")
+        if path.startswith(REST_PREFIX):
+            return Access(access_key_id, "rest", "zeroscale", scope["method"], path[len(REST_PREFIX) :])
+        operation = (
+            target[len(service.target_prefix) :] if target.startswith(service.target_prefix) else target
+        )
+        return Access(access_key_id, "json", service.signing_name, operation, body=body)
 
     def _service(self, target: str) -> JsonService:
         for service in self._p.json_services:
