@@ -16,6 +16,7 @@ from zeroscale.api.jsonrpc import JsonService
 from zeroscale.api.shapes import ServiceShapes
 from zeroscale.artifacts import ArtifactCache
 from zeroscale.artifacts.pyenv import PythonEnvs
+from zeroscale.audit.trail import AuditApi, AuditTrail
 from zeroscale.background import Background
 from zeroscale.config import Settings
 from zeroscale.control.arns import Arns
@@ -146,9 +147,11 @@ def build(settings: Settings) -> Server:
     authz = Authorizer(
         iam, creds.access_key_id, creds.secret_access_key, settings.region, settings.account_id
     )
+    audit = AuditTrail(settings.db_url, authz)
     background = Background("startup")
 
     async def startup() -> None:
+        audit.start()
         await manager.open()
         background.spawn(manager.prewarm(PREWARMED_RUNTIMES))
         await history.start()
@@ -166,6 +169,7 @@ def build(settings: Settings) -> Server:
         await logs.close()
         await manager.close()
         store.close()
+        await asyncio.to_thread(audit.close)
         iam.close()
 
     parts = AppParts(
@@ -184,10 +188,12 @@ def build(settings: Settings) -> Server:
         shutdown=shutdown,
         authorize=authz.authorize,
         query_service=IamQueryService(iam, authz),
+        audit=audit.record,
         rest_routes={
             "metrics": MetricsApi(history).handle,
             "usage": UsageApi(metering),
             "images": ImagesApi(images).handle,
+            "audit": AuditApi(audit),
         },
     )
     return Server(settings, creds, App(parts), confinement.announce())

@@ -3,11 +3,12 @@ a torn last line is skipped; segments the ledger holds are deleted."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from zeroscale.metering.journal import Journal
 from zeroscale.metering.ledger import Ledger
-from zeroscale.metering.sink import MeteringSink, usage_record
+from zeroscale.metering.sink import MeteringSink
 
 from .test_sink import inv
 
@@ -49,23 +50,37 @@ def test_a_torn_last_line_is_skipped(tmp_path: Path) -> None:
     journal = Journal(tmp_path)
     journal.start()
     for i in range(3):
-        journal.append(usage_record(inv(i)))
+        journal.append(inv(i))
     journal.close()
     path = tmp_path / "journal-00000001.log"
     with open(path, "ab") as f:
-        f.write(b'["ep","AllTraffic","w1",1700')  # the crash came mid-write
+        f.write(b"ep\tAllTraffic\tw1\t1700")  # the crash came mid-write
     records, end = Journal(tmp_path).unfolded((0, 0))
     assert [r.at for r in records] == [inv(i).at for i in range(3)]
-    assert end == (1, path.stat().st_size - len(b'["ep","AllTraffic","w1",1700'))
+    assert end == (1, path.stat().st_size - len(b"ep\tAllTraffic\tw1\t1700"))
 
 
 def test_segments_roll_over(tmp_path: Path) -> None:
-    journal = Journal(tmp_path, segment_bytes=400)
+    journal = Journal(tmp_path, segment_bytes=200)
     journal.start()
-    positions = [journal.append(usage_record(inv(i))) for i in range(10)]
+    positions = [journal.append(inv(i)) for i in range(10)]
     assert len(journal.segments()) > 2
     records, _ = Journal(tmp_path).unfolded((0, 0))
     assert len(records) == 10
     journal.committed(positions[-1])
     assert journal.segments() == [positions[-1][0]]
     journal.close()
+
+
+def test_every_field_reads_back_exactly(tmp_path: Path) -> None:
+    journal = Journal(tmp_path)
+    journal.start()
+    records = [
+        replace(inv(1, setup_s=0.123456789012345, worker=""), provisioned=True, at=1_700_000_000.1 + 1e-7),
+        replace(inv(2), status=424, error_code="ModelError", model_status=500),
+    ]
+    for r in records:
+        journal.append(r)
+    journal.close()
+    back, _ = Journal(tmp_path).unfolded((0, 0))
+    assert back == [replace(records[0]), replace(records[1], model_status=0)]  # model_status is not metered

@@ -90,6 +90,9 @@ class AppParts:
     # IAM's query protocol on POST / for requests signed for "iam".
     authorize: Callable[[Access], None] | None = None
     query_service: IamQueryService | None = None
+    # The audit trail (audit/): (the request as authorized, or None when refused before; scope; X-Amz-Target;
+    # the error code sent, "" on success).
+    audit: Callable[[Access | None, Scope, str, str], None] | None = None
 
 
 class App:
@@ -130,6 +133,7 @@ class App:
         if method == "GET" and path in _UNSIGNED_GETS:
             await self._unsigned_get(send, path, request_id)
             return
+        target, access, error_code = "", None, ""
         try:
             limit = self._p.payload_limit_bytes if is_runtime else _CONTROL_BODY_LIMIT
             try:
@@ -155,10 +159,10 @@ class App:
                 lookup=self._p.lookup_secret,
                 service=query.signing_name if query is not None else service.signing_name,
             )
-            if self._p.authorize is not None:
-                self._p.authorize(
-                    self._access(access_key_id, scope, target, service, body, query is not None)
-                )
+            if self._p.authorize is not None or self._p.audit is not None:
+                access = self._access(access_key_id, scope, target, service, body, query is not None)
+            if self._p.authorize is not None and access is not None:
+                self._p.authorize(access)
             if query is not None:
                 await query.handle(send, request_id, body, access_key_id)
                 return
@@ -177,10 +181,15 @@ class App:
             else:
                 raise UnknownOperationException(f"No operation at {method} {path}.")
         except ZeroscaleError as err:
+            error_code = err.code
             await serialise(send, request_id, err)
         except Exception:
+            error_code = InternalFailure.code
             log.exception("request %s failed", request_id)
             await serialise(send, request_id, InternalFailure(f"Internal failure (request {request_id})."))
+        finally:
+            if self._p.audit is not None and not is_runtime:  # every control-plane call, not invocations
+                self._p.audit(access, scope, target, error_code)
 
     async def _rest(self, send: Send, request_id: str, scope: Scope, sub_path: str, body: bytes) -> None:
         handler = self._p.rest_routes.get(sub_path.split("/", 1)[0])

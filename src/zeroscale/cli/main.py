@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 import click
 
 from zeroscale import __version__
+from zeroscale.cli.audit import audit
 from zeroscale.cli.client import client_commands
 from zeroscale.cli.image_commands import images
 from zeroscale.cli.logs import logs
@@ -227,6 +228,7 @@ for command in client_commands:
 cli.add_command(metrics)
 cli.add_command(package)
 cli.add_command(usage)
+cli.add_command(audit)
 cli.add_command(images)
 cli.add_command(logs)
 

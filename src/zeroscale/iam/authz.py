@@ -5,7 +5,7 @@ against the caller's inline policies. The admin credentials are allowed everythi
 Actions: ``<signing name>:<Operation>`` for JSON 1.1 and query services (``sagemaker:CreateModel``,
 ``logs:GetLogEvents``, ``iam:CreateUser``), ``sagemaker:InvokeEndpoint`` for the runtime, and for
 zeroscale's own API ``zeroscale:GetUsage``, ``zeroscale:GetMetrics``, ``zeroscale:ListImages``,
-``zeroscale:PushImage``. Resources: the ARNs zeroscale issues
+``zeroscale:PushImage``, ``zeroscale:GetAuditEvents``. Resources: the ARNs zeroscale issues
 (``arn:aws:sagemaker:<region>:<account>:endpoint/<lower-cased name>``, ``model/...``,
 ``endpoint-config/...``; ``arn:aws:logs:...:log-group:<name>:*``; ``arn:aws:iam::<account>:user/<name>``;
 ``arn:aws:zeroscale:...:image/<name>``), or ``*`` where the call names none (List*).
@@ -57,6 +57,7 @@ _REST_ACTIONS = {
     ("metrics", "GET"): "GetMetrics",
     ("images", "GET"): "ListImages",
     ("images", "PUT"): "PushImage",
+    ("audit", "GET"): "GetAuditEvents",
 }
 
 

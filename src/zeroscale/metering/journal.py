@@ -4,30 +4,26 @@ into the database in batches; the position folded so far is committed in the sam
 batch, so replaying the journal from that position at the next start adds exactly what was missing.
 
 Files: ``<dir>/journal-<segment>.log`` (segments of at most ``segment_bytes``; the event loop opens the next
-one when the current one is full), one JSON array per line, the fields of ``UsageRecord`` in order. A
-segment wholly before the committed position is deleted. A torn last line (a crash mid-write) is skipped.
+one when the current one is full), one line per invocation: the ``InvocationRecord`` fields metering needs,
+tab-separated (names are SageMaker names and error codes: no tabs or newlines; floats in ``repr`` so they
+read back exactly). About a microsecond to format, one ``write`` to the page cache. A segment wholly before
+the committed position is deleted. A torn or damaged line (a crash mid-write) is skipped.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
-import operator
 import os
 import re
 from collections.abc import Iterator
-from dataclasses import fields
 from pathlib import Path
 
-from zeroscale.metering.records import UsageRecord
+from zeroscale.events import InvocationRecord
 
 log = logging.getLogger("zeroscale.metering")
 
 _NAME = re.compile(r"^journal-(\d{8})\.log$")
-_FIELDS = [f.name for f in fields(UsageRecord) if f.name != "id"]
-_values = operator.attrgetter(*_FIELDS)
-_encode = json.JSONEncoder(separators=(",", ":")).encode
 SEGMENT_BYTES = 32 * 1024 * 1024
 
 Position = tuple[int, int]  # (segment, byte offset): everything before it is in the ledger
@@ -55,9 +51,12 @@ class Journal:
         self.offset = 0
 
     # ---- the invoke path ----
-    def append(self, record: UsageRecord) -> Position:
+    def append(self, r: InvocationRecord) -> Position:
         """Write one record; returns the position just after it."""
-        line = _encode(_values(record)).encode() + b"\n"
+        line = (
+            f"{r.endpoint}\t{r.variant}\t{r.worker_id}\t{r.at!r}\t{r.model_s!r}\t{r.total_s!r}\t{r.bytes_in}\t"
+            f"{r.bytes_out}\t{r.status}\t{r.error_code}\t{r.memory_mb}\t{r.setup_s!r}\t{r.provisioned:d}\n"
+        ).encode()
         if self.offset + len(line) > self._segment_bytes and self.offset:
             self._open(self.segment + 1)
         written = os.write(self._fd, line)
@@ -76,9 +75,9 @@ class Journal:
                     found.append(int(m.group(1)))
         return sorted(found)
 
-    def unfolded(self, since: Position) -> tuple[list[UsageRecord], Position]:
+    def unfolded(self, since: Position) -> tuple[list[InvocationRecord], Position]:
         """The records after ``since`` (what a crash kept out of the ledger) and the position after them."""
-        records: list[UsageRecord] = []
+        records: list[InvocationRecord] = []
         end = since
         for segment in self.segments():
             if segment < since[0]:
@@ -91,9 +90,8 @@ class Journal:
             good = 0
             for line, length in _lines(data):
                 try:
-                    values = json.loads(line)
-                    records.append(UsageRecord(**dict(zip(_FIELDS, values, strict=True))))
-                except (ValueError, TypeError):
+                    records.append(_parse(line))
+                except (ValueError, TypeError, UnicodeDecodeError):
                     log.warning("usage journal %s: skipped a damaged record at byte %d", path, start + good)
                 good += length
             end = (segment, start + good)
@@ -136,3 +134,24 @@ def _lines(data: bytes) -> Iterator[tuple[bytes, int]]:
             return
         yield data[start:end], end + 1 - start
         start = end + 1
+
+
+def _parse(line: bytes) -> InvocationRecord:
+    f = line.decode().split("\t")
+    if len(f) != 13:
+        raise ValueError(f"{len(f)} fields")
+    return InvocationRecord(
+        endpoint=f[0],
+        variant=f[1],
+        worker_id=f[2],
+        at=float(f[3]),
+        model_s=float(f[4]),
+        total_s=float(f[5]),
+        bytes_in=int(f[6]),
+        bytes_out=int(f[7]),
+        status=int(f[8]),
+        error_code=f[9],
+        memory_mb=int(f[10]),
+        setup_s=None if f[11] == "None" else float(f[11]),
+        provisioned=f[12] == "1",
+    )

@@ -62,8 +62,8 @@ class MeteringSink:
         self._max_batch = max_batch
         self._wall = wall
         # deque.append and popleft are atomic: the event loop appends, the writer pops, no lock between them.
-        # Invocations as UsageRecords with the journal position after each (None without a journal).
-        self._pending: deque[tuple[UsageRecord, Position | None] | VariantEvent] = deque()
+        # Invocations with the journal position after each (None without a journal).
+        self._pending: deque[tuple[InvocationRecord, Position | None] | VariantEvent] = deque()
         self._wake = threading.Event()
         self._closing = False
         self._flush_lock = threading.Lock()
@@ -73,17 +73,16 @@ class MeteringSink:
 
     # ---- the Sink protocol: called on the event loop, must not block ----
     def invocation(self, record: InvocationRecord) -> None:
-        usage = usage_record(record)
         position = None
         if self._journal is not None:
             try:
-                position = self._journal.append(usage)
+                position = self._journal.append(record)
             except OSError:  # a full disk: still metered, as before the journal (lost only by a crash)
                 self._journal_failures += 1
                 if self._journal_failures <= 10 or self._journal_failures % 1000 == 0:
                     log.exception("metering: cannot append to the usage journal")
         pending = self._pending
-        pending.append((usage, position))
+        pending.append((record, position))
         if len(pending) == self._max_batch:
             self._wake.set()
 
@@ -122,7 +121,8 @@ class MeteringSink:
         records, _ = journal.unfolded(decode_position(self._ledger.journal_position()))
         journal.start()
         fresh = (journal.segment, journal.offset)
-        self._ledger.write(records, [], None, journal_position=encode_position(fresh))
+        usage = [usage_record(r) for r in records]
+        self._ledger.write(usage, [], None, journal_position=encode_position(fresh))
         journal.committed(fresh)
         self.written += len(records)
         if records:
@@ -147,7 +147,7 @@ class MeteringSink:
     def flush(self) -> int:
         """Write what is queued (and refresh open intervals); returns the number of invocation records."""
         with self._flush_lock:
-            items: list[tuple[UsageRecord, Position | None] | VariantEvent] = []
+            items: list[tuple[InvocationRecord, Position | None] | VariantEvent] = []
             pop = self._pending.popleft
             try:
                 while True:
@@ -160,7 +160,7 @@ class MeteringSink:
             position: Position | None = None
             for item in items:
                 if isinstance(item, tuple):
-                    records.append(item[0])
+                    records.append(usage_record(item[0]))
                     position = item[1] or position
                     continue
                 key = (item.endpoint, item.variant)
