@@ -6,6 +6,9 @@ database; a deactivated key is refused."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -19,7 +22,7 @@ from botocore.config import Config
 from botocore.credentials import Credentials
 from botocore.exceptions import ClientError
 
-from zeroscale.testing import REGION, ServerProcess, deploy
+from zeroscale.testing import ACCESS_KEY, REGION, SECRET_KEY, ServerProcess, deploy
 
 from .conftest import handler_model
 
@@ -193,3 +196,49 @@ def rest_status(server: ServerProcess, key: dict[str, str], route: str) -> int:
             return int(r.status)
     except urllib.error.HTTPError as err:
         return int(err.code)
+
+
+def test_the_audit_trail_names_who_did_what(server: ServerProcess, alice: dict[str, str]) -> None:
+    """Calls from before the restart above and after it, read with `zeroscale audit` as a user runs it."""
+    stranger = {"AccessKeyId": "AKIASTRANGER00000000", "SecretAccessKey": "x" * 40}
+    assert error(client(server, "sagemaker", stranger).list_models)["Code"] == "UnrecognizedClientException"
+    env = {**os.environ, "AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY}
+    zeroscale = Path(sys.executable).parent / "zeroscale"
+
+    def audit(*args: str) -> list[dict[str, Any]]:
+        out = subprocess.run(
+            [str(zeroscale), "audit", *args, "--json", "--endpoint-url", server.url],
+            env=env, capture_output=True, text=True, timeout=60, check=True,
+        )  # fmt: skip
+        events: list[dict[str, Any]] = json.loads(out.stdout)
+        return events
+
+    mine = audit("--user", "alice", "--since", "1h")
+    seen = {(e["action"], e["resource"].rsplit("/", 1)[-1], e["outcome"]) for e in mine}
+    assert ("sagemaker:DescribeEndpoint", "secret-echo", "Success") in seen
+    assert ("sagemaker:DeleteEndpoint", "open-echo", "Denied") in seen
+    assert ("iam:CreateUser", "mallory", "Denied") in seen
+    assert all(e["access_key_id"] == alice["AccessKeyId"] and e["source"] == "127.0.0.1" for e in mine)
+    assert not any(
+        e["action"] == "sagemaker:InvokeEndpoint" for e in mine
+    )  # invocations are metered, not audited
+    everyone = audit()
+    refused = [e for e in everyone if e["access_key_id"] == stranger["AccessKeyId"]]
+    assert (
+        refused and refused[-1]["error_code"] == "UnrecognizedClientException" and refused[-1]["user"] == ""
+    )
+    assert any(e["user"] == "admin" and e["action"] == "iam:CreateUser" for e in everyone)
+    table = subprocess.run(
+        [str(zeroscale), "audit", "--user", "alice", "--endpoint-url", server.url],
+        env=env, capture_output=True, text=True, timeout=60, check=True,
+    ).stdout  # fmt: skip
+    assert table.splitlines()[0].split() == [
+        "TIME",
+        "USER",
+        "ACCESS_KEY",
+        "SOURCE",
+        "ACTION",
+        "RESOURCE",
+        "OUTCOME",
+        "ERROR",
+    ]
