@@ -133,7 +133,7 @@ def main() -> None:
         "echo handler, MaxConcurrency 1, one signed keep-alive client.\n"
         f"The metered server recorded {metered} invocations (expected {expected}).\n"
         f"In process: `MeteringSink.invocation` costs {append_ns:.0f} ns a call (median) with the usage "
-        f"journal (one JSON line written to the OS per record, no fsync), {bare_ns:.0f} ns without it; the "
+        f"journal (one line written to the OS per record, no fsync), {bare_ns:.0f} ns without it; the "
         f"writer thread spends {write_ms:.2f} ms per 1000 records writing them to SQLite, off the event loop."
     )
     print(table)
