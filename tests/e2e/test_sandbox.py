@@ -158,6 +158,24 @@ def test_reads_only_its_own_model(smr: Any, server: ServerProcess, endpoints: di
     assert refused(attack(smr, "list", str(server.data_dir / "artifacts")))
 
 
+def test_code_paths_in_its_environment_grant_nothing(
+    sm: Any, smr: Any, server: ServerProcess, tmp_path: Path, endpoints: dict[str, str]
+) -> None:
+    """The model's Environment names its code and packages directories; naming /etc or the data directory
+    there does not make them readable."""
+    url = handler_model(tmp_path, ATTACKER)
+    env = {"ZEROSCALE_PYTHONPATH": "/etc", "SAGEMAKER_SUBMIT_DIRECTORY": "/opt/ml/model/code"}
+    desc = deploy(sm, "attacker-env", url, environment=env)
+    assert desc["EndpointStatus"] == "InService", desc.get("FailureReason")
+    resp = smr.invoke_endpoint(
+        EndpointName="attacker-env",
+        ContentType="application/json",
+        Body=json.dumps({"attack": "read", "arg": "/etc/shadow"}),
+    )
+    assert refused(json.loads(resp["Body"].read()))
+    sm.delete_endpoint(EndpointName="attacker-env")
+
+
 def test_writes_only_its_scratch_directory(
     smr: Any, server: ServerProcess, endpoints: dict[str, str]
 ) -> None:

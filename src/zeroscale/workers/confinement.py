@@ -140,13 +140,12 @@ class Confinement:
         return dataclasses.replace(policy, nproc=max(policy.nproc, IMAGE_MIN_PROCESSES))
 
     def _readable_code(self, path: str) -> bool:
-        """A code directory or requirements environment outside the model: never the data directory or a
-        directory holding it; inside it, only what deploy prepared (artifacts, pyenvs)."""
+        """A code directory or requirements environment outside the model is granted only where deploy
+        prepares them (an extracted sourcedir in the artifact cache, a pip target in pyenvs): the model's
+        Environment names these paths, and a user could name /etc or the data directory."""
         data = self.settings.data_dir
-        if not os.path.isdir(path) or sandbox.inside(str(data), Path(path)):
+        if not os.path.isdir(path):
             return False
-        if not sandbox.inside(path, data):
-            return True
         return any(
             sandbox.inside(path, data / sub) and not sandbox.inside(str(data / sub), Path(path))
             for sub in ("artifacts", "pyenvs")
