@@ -31,6 +31,7 @@ from zeroscale.workers.process import ProcessLauncher
 from zeroscale.workers.zygotes import Zygote, ZygoteError, tail
 
 log = logging.getLogger("zeroscale.workers")
+TEMPLATE_MIN_OPEN_FILES = 4096
 
 
 @dataclass(frozen=True)
@@ -301,9 +302,10 @@ class WorkerManager:
         if conf is not None:
             scratch, cgroup = conf.scratch(f"template-{tid}"), conf.cgroup(f"template-{tid}")
             env["TMPDIR"] = scratch
-            request["sandbox"] = conf.policy(
-                model_dir=spec.model_dir, env=env, scratch=scratch, cgroup=cgroup
-            ).to_dict()
+            policy = conf.policy(model_dir=spec.model_dir, env=env, scratch=scratch, cgroup=cgroup)
+            # Its fork loop holds a pipe and a log file per replica it runs.
+            policy = dataclasses.replace(policy, nofile=max(policy.nofile, TEMPLATE_MIN_OPEN_FILES))
+            request["sandbox"] = policy.to_dict()
         pid = await zygote.fork(request, op="template")
         if self._early_exits.pop(pid, None) is None:  # its exit may already have been reported
             self._template_pids.add(pid)
