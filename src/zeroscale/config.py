@@ -62,6 +62,9 @@ class Settings:
     worker_outbound: bool = False
     worker_max_processes: int = 64
     worker_max_open_files: int = 1024
+    # Directories every worker may also write (a shared cache, a test's side channel); never one holding
+    # the data directory.
+    worker_writable_paths: tuple[Path, ...] = ()
 
     @property
     def warm_cache_cap_mb(self) -> int:

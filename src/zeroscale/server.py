@@ -74,6 +74,7 @@ def build(settings: Settings) -> Server:
             outbound=settings.worker_outbound,
             max_processes=settings.worker_max_processes,
             max_open_files=settings.worker_max_open_files,
+            writable=settings.worker_writable_paths,
         ),
         settings.workers_dir,
     )

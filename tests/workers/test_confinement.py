@@ -32,6 +32,20 @@ def test_a_policy_grants_the_model_and_prepared_code_only(tmp_path: Path) -> Non
         conf.close()
 
 
+def test_shared_writable_paths_never_hold_the_data_directory(tmp_path: Path) -> None:
+    data, shared = tmp_path / "data", tmp_path / "cache"
+    shared.mkdir()
+    settings = SandboxSettings(data, writable=(shared, tmp_path, tmp_path / "missing"))
+    conf = Confinement(settings, data / "workers")
+    try:
+        policy = conf.policy(model_dir=str(data), env={}, scratch=conf.scratch("w"))
+        assert policy.write == (str(data / "workers" / "scratch" / "w"), str(shared))
+        warnings = [line for line in conf.announce() if line.startswith("WARNING: workers may not write")]
+        assert len(warnings) == 2
+    finally:
+        conf.close()
+
+
 def test_a_host_without_landlock_says_so_loudly(tmp_path: Path) -> None:
     conf = Confinement(SandboxSettings(tmp_path), tmp_path / "workers")
     try:

@@ -155,6 +155,13 @@ def _opt(name: str, env: str, **kw: Any) -> Callable[[F], F]:
     help="Open files per model worker process.",
 )
 @_opt(
+    "--worker-writable-paths",
+    "ZEROSCALE_WORKER_WRITABLE_PATHS",
+    default="",
+    help="Directories (separated by ':') every model worker may also write, e.g. a shared cache; never "
+    "one holding the data directory.",
+)
+@_opt(
     "--log-level",
     "ZEROSCALE_LOG_LEVEL",
     default="info",
@@ -182,6 +189,7 @@ def serve(
     worker_outbound: bool,
     worker_max_processes: int,
     worker_max_open_files: int,
+    worker_writable_paths: str,
     log_level: str,
 ) -> None:
     """Run the zeroscale server (control plane, runtime and /metrics on one port).
@@ -216,6 +224,7 @@ def serve(
         worker_outbound=worker_outbound,
         worker_max_processes=worker_max_processes,
         worker_max_open_files=worker_max_open_files,
+        worker_writable_paths=tuple(Path(p) for p in worker_writable_paths.split(":") if p),
         log_level=log_level,
     )
     if memory_budget_mb is not None:

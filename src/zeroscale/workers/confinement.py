@@ -44,6 +44,7 @@ class SandboxSettings:
     outbound: bool = False  # workers may open connections (and share the host's network)
     max_processes: int = sandbox.DEFAULT_NPROC  # tasks (processes and threads) per worker
     max_open_files: int = sandbox.DEFAULT_NOFILE
+    writable: tuple[Path, ...] = ()  # directories every worker may also write
 
 
 class Confinement:
@@ -56,6 +57,11 @@ class Confinement:
         self._cgroups = _PidsCgroups.open()
         net = () if not settings.outbound else sandbox.NETWORK_READ
         self._system = (*self._python, *sandbox.SYSTEM_READ, *net)
+        self._shared: list[str] = []
+        self._refused: list[str] = []
+        for path in settings.writable:
+            ok = path.is_dir() and not sandbox.inside(str(settings.data_dir), path)
+            (self._shared if ok else self._refused).append(str(path.resolve()) if ok else str(path))
 
     def announce(self) -> list[str]:
         """Lines for the start banner and log: what is enforced here, loudly what is not."""
@@ -71,6 +77,8 @@ class Confinement:
             lines.append(f"WARNING: sandbox incomplete on this host: {problem}")
         if self._cgroups is None and os.geteuid() == 0:
             lines.append("WARNING: no pids cgroup: a root server cannot cap a worker's process count")
+        for path in self._refused:
+            lines.append(f"WARNING: workers may not write {path} (missing, or it holds the data directory)")
         for root in self._system:
             if sandbox.inside(str(self.settings.data_dir), Path(root)):
                 lines.append(f"WARNING: the data directory is inside {root}, which workers may read")
@@ -107,7 +115,7 @@ class Confinement:
                 read.append(candidate)
         return Policy(
             read=tuple(read),
-            write=(scratch,),
+            write=(scratch, *self._shared),
             sockets=(str(self._run_dir),) if unix_sockets else (),
             bind_ports=bind_ports,
             outbound=self.settings.outbound,
