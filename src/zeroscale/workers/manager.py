@@ -24,14 +24,17 @@ from pathlib import Path
 
 from zeroscale.errors import DeployError
 from zeroscale.workers.client import WorkerConnection, WorkerConnectionError, WorkerResponse
-from zeroscale.workers.confinement import Confinement
+from zeroscale.workers.confinement import Confinement, processes_of
 from zeroscale.workers.forkserver import THREAD_ENV
-from zeroscale.workers.memory import group_rss_mb, private_bytes, rss_mb, tree_rss_mb
+from zeroscale.workers.memory import private_bytes, rss_mb, tree_rss_mb
 from zeroscale.workers.process import ProcessLauncher
 from zeroscale.workers.zygotes import Zygote, ZygoteError, tail
 
 log = logging.getLogger("zeroscale.workers")
 TEMPLATE_MIN_OPEN_FILES = 4096
+_EXTRA_EVERY_TICKS = (
+    20  # a second at the default interval: one pass over /proc for the workers' other processes
+)
 
 
 @dataclass(frozen=True)
@@ -64,7 +67,7 @@ class WorkerHandle:
     on_exit: Callable[[WorkerHandle], None] | None = None
     port: int = 0  # a process worker's TCP port on 127.0.0.1 (zygote workers use socket_path)
     scratch: str = ""  # its sandbox's writable directory (removed when it exits)
-    cgroup: str = ""  # its pids cgroup (what is left in it is killed when it exits)
+    uid: int = 0  # its own uid (what is left with it is killed when it exits)
 
     @property
     def alive(self) -> bool:
@@ -114,7 +117,9 @@ class WorkerManager:
         self._watchdog: asyncio.Task[None] | None = None
         self._processes = ProcessLauncher(self._exited, sandbox=sandbox)
         self._confinement = confinement
-        self._template_sandboxes: dict[int, tuple[str, str]] = {}  # template pid -> (scratch, cgroup)
+        self._template_scratch: dict[int, str] = {}  # template pid -> its scratch directory
+        self._extra_mb: dict[int, float] = {}  # worker uid -> private MB of its other processes
+        self._ticks = 0
 
     # ---- lifecycle ----
     async def open(self) -> None:
@@ -176,9 +181,9 @@ class WorkerManager:
             if spec.command:
                 policy = None
                 if conf is not None:
-                    handle.scratch, handle.cgroup = conf.scratch(wid), conf.cgroup(wid)
+                    handle.scratch, handle.uid = conf.scratch(wid), conf.uid()
                     policy = conf.image_policy(
-                        spec.model_dir, spec.workdir, spec.env, handle.scratch, handle.cgroup
+                        spec.model_dir, spec.workdir, spec.env, handle.scratch, handle.uid
                     )
                 started = await self._processes.start(
                     spec.command,
@@ -201,30 +206,25 @@ class WorkerManager:
                     "log_path": str(handle.log_path),
                     "env": env,
                 }
-                replica_of = self._template_sandboxes.get(zygote.pid) if live_template else None
+                replica_of = self._template_scratch.get(zygote.pid) if live_template else None
                 if conf is not None:
                     # A template's replica is already confined: it adds a layer for its own scratch directory
-                    # and is moved into its cgroup by the server.
-                    handle.scratch = conf.scratch(wid, parent=replica_of[0] if replica_of else None)
-                    handle.cgroup = conf.cgroup(wid)
+                    # (inside the template's) and takes its own uid.
+                    handle.scratch = conf.scratch(wid, parent=replica_of)
+                    handle.uid = conf.uid()
                     policy = conf.policy(
-                        model_dir=spec.model_dir,
-                        env=env,
-                        scratch=handle.scratch,
-                        cgroup="" if replica_of else handle.cgroup,
+                        model_dir=spec.model_dir, env=env, scratch=handle.scratch, uid=handle.uid
                     )
-                    if replica_of:
+                    if replica_of is not None:
                         policy = dataclasses.replace(policy, layer_only=True)
                     request["sandbox"] = policy.to_dict()
                     env["TMPDIR"] = handle.scratch
                 handle.pid = await zygote.fork(request)
-                if conf is not None and replica_of:
-                    conf.join(handle.cgroup, handle.pid)
         except ZygoteError as exc:
-            self._release_sandbox(handle.scratch, handle.cgroup)
+            self._release_sandbox(handle.scratch, handle.uid)
             raise DeployError(str(exc)) from exc
         except BaseException:
-            self._release_sandbox(handle.scratch, handle.cgroup)
+            self._release_sandbox(handle.scratch, handle.uid)
             raise
         self._by_pid[handle.pid] = handle
         if handle.pid in self._early_exits:
@@ -297,21 +297,22 @@ class WorkerManager:
             "log_path": str(log_path),
             "env": env,
         }
-        scratch = cgroup = ""
+        scratch = ""
         conf = self._confinement
         if conf is not None:
-            scratch, cgroup = conf.scratch(f"template-{tid}"), conf.cgroup(f"template-{tid}")
+            # The template keeps root's uid (its replicas each take one of their own), under Landlock.
+            scratch = conf.scratch(f"template-{tid}")
             env["TMPDIR"] = scratch
-            policy = conf.policy(model_dir=spec.model_dir, env=env, scratch=scratch, cgroup=cgroup)
+            policy = conf.policy(model_dir=spec.model_dir, env=env, scratch=scratch)
             # Its fork loop holds a pipe and a log file per replica it runs.
             policy = dataclasses.replace(policy, nofile=max(policy.nofile, TEMPLATE_MIN_OPEN_FILES))
             request["sandbox"] = policy.to_dict()
         pid = await zygote.fork(request, op="template")
         if self._early_exits.pop(pid, None) is None:  # its exit may already have been reported
             self._template_pids.add(pid)
-            self._template_sandboxes[pid] = (scratch, cgroup)
+            self._template_scratch[pid] = scratch
         else:
-            self._release_sandbox(scratch, cgroup)
+            self._release_sandbox(scratch, 0)
         template = Zygote(spec.runtime, log_path, self._exited)
         template.pid = pid
         try:
@@ -333,14 +334,14 @@ class WorkerManager:
     def _exited(self, pid: int, status: int) -> None:
         if pid in self._template_pids:  # a template ended (closed, or its model failed to load)
             self._template_pids.discard(pid)
-            self._release_sandbox(*self._template_sandboxes.pop(pid, ("", "")))
+            self._release_sandbox(self._template_scratch.pop(pid, ""), 0)
             return
         handle = self._by_pid.pop(pid, None)
         if handle is None:
             self._early_exits[pid] = status
             return
         handle.exit_code = status
-        self._release_sandbox(handle.scratch, handle.cgroup)
+        self._release_sandbox(handle.scratch, handle.uid)
         if handle.conn is not None:
             handle.conn.close()
         handle.exited.set()
@@ -352,13 +353,15 @@ class WorkerManager:
             except Exception:  # a bug in the owner must not take down the reader that reports exits
                 log.exception("exit handler of worker %s failed", handle.worker_id)
 
-    def _release_sandbox(self, scratch: str, cgroup: str, tries: int = 20) -> None:
-        """Kill what a worker left behind in its cgroup, remove the cgroup and its scratch directory."""
+    def _release_sandbox(self, scratch: str, uid: int, tries: int = 20) -> None:
+        """Kill what a worker left behind (every process with its uid), then free the uid and remove its
+        scratch directory."""
         conf = self._confinement
         if conf is None:
             return
-        if not conf.release(cgroup) and tries > 0:  # killed processes take a moment to leave it
-            asyncio.get_running_loop().call_later(0.05, self._release_sandbox, scratch, cgroup, tries - 1)
+        self._extra_mb.pop(uid, None)
+        if not conf.release(uid) and tries > 0:  # killed processes take a moment to go
+            asyncio.get_running_loop().call_later(0.05, self._release_sandbox, scratch, uid, tries - 1)
             return
         conf.remove_scratch(scratch)
 
@@ -404,11 +407,13 @@ class WorkerManager:
     async def _watch_memory(self) -> None:
         while True:
             await asyncio.sleep(self._poll_s)
+            self._ticks += 1
+            if self._ticks % _EXTRA_EVERY_TICKS == 0:
+                self._measure_extra()
             for handle in list(self._by_pid.values()):
-                if handle.cgroup:  # the worker and whatever it forked
-                    used_mb = group_rss_mb(handle.pid, handle.cgroup)
-                else:
-                    used_mb = tree_rss_mb(handle.pid) if handle.port else rss_mb(handle.pid)
+                used_mb = tree_rss_mb(handle.pid) if handle.port else rss_mb(handle.pid)
+                if used_mb is not None and handle.uid and not handle.port:
+                    used_mb += self._extra_mb.get(handle.uid, 0.0)
                 if used_mb is not None:
                     handle.rss_mb = used_mb
                 if used_mb is not None and used_mb > handle.spec.memory_mb:
@@ -418,3 +423,16 @@ class WorkerManager:
                         f"{handle.spec.memory_mb} MB of its MemorySizeInMB, and was stopped",
                         kind="memory_killed",
                     )
+
+    def _measure_extra(self) -> None:
+        """What confined forked workers' other processes (children, orphans: anything with the worker's uid)
+        hold privately, in MB; counted against the worker's MemorySizeInMB until the next pass."""
+        owners = {h.uid: h.pid for h in self._by_pid.values() if h.uid and not h.port}
+        if not owners:
+            self._extra_mb.clear()
+            return
+        found = processes_of(set(owners))
+        self._extra_mb = {
+            uid: sum(private_bytes(p) for p in pids if p != owners[uid]) / (1024 * 1024)
+            for uid, pids in found.items()
+        }

@@ -31,22 +31,6 @@ def tree_rss_mb(pid: int) -> float | None:
     return total * _PAGE_SIZE / _MB
 
 
-def group_rss_mb(pid: int, cgroup: str) -> float | None:
-    """Resident memory of ``pid`` plus the private memory of every other process in its pids cgroup (what a
-    confined worker forked, even orphans: what they allocated, not the pages they share with it), in MB
-    (None once ``pid`` is gone). A worker that forks nothing costs one more small read."""
-    own = _rss_pages(pid)
-    if own is None:
-        return None
-    try:
-        with open(f"{cgroup}/cgroup.procs", "rb") as f:
-            others = [int(p) for p in f.read().split()]
-    except (OSError, ValueError):
-        others = []
-    private = sum(private_bytes(p) for p in others if p != pid)
-    return (own * _PAGE_SIZE + private) / _MB
-
-
 def private_bytes(pid: int) -> int:
     """Private_Clean + Private_Dirty of ``pid`` (``/proc/<pid>/smaps_rollup``): what the process holds
     beyond the pages it shares with its parent; 0 once it is gone."""

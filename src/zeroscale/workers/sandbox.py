@@ -9,10 +9,14 @@ What a confined worker gets, all from the kernel with no root and no helper proc
   access is allowed); cannot signal processes outside its sandbox or reach abstract Unix sockets (ABI 6).
   Everything else, the server's database and credentials, other models' artifacts, ``/etc/shadow``, is
   refused with EACCES, whatever the worker's uid.
-- A user namespace of its own (its uid mapped to itself), so the kernel counts its processes apart from
-  every other process of the same uid and enforces ``RLIMIT_NPROC`` (a fork bomb gets EAGAIN), which it does
-  not for root in the initial namespace; and, without outbound access, an empty network namespace (no
-  interface but a down loopback: no UDP or TCP anywhere; a forked worker listens on a Unix socket).
+- A uid of its own (a root server gives each worker one): the kernel counts a uid's processes and enforces
+  ``RLIMIT_NPROC`` on them (a fork bomb gets EAGAIN), which it never does for root; the worker keeps only
+  the capabilities to read and write files whatever their mode (Landlock decides which files), no others
+  (no signalling other uids, no setuid back). Every process the worker starts has its uid, which is how the
+  server finds and kills them when it exits. A server that is not root gives a worker a user namespace of
+  its own instead, where ``RLIMIT_NPROC`` counts its processes only.
+- Without outbound access, an empty network namespace (no interface but a down loopback: no UDP or TCP
+  anywhere; a forked worker listens on a Unix socket).
 - ``RLIMIT_NOFILE``; ``no_new_privs``.
 
 ``confine`` runs in the child, after ``fork`` and before any of the model's code (a pickle is code). A
@@ -120,7 +124,7 @@ class Policy:
     nproc: int = DEFAULT_NPROC  # 0: no process limit (and no user namespace)
     nofile: int = DEFAULT_NOFILE
     net_ns: bool = False  # an empty network namespace
-    cgroup: str = ""  # a pids cgroup to join first (its pids.max caps the worker's tasks)
+    uid: int = 0  # become this uid (and gid), keeping only CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH
     layer_only: bool = False  # a replica of a confined template: add a Landlock layer, nothing else
     landlock: bool = True
 
@@ -264,6 +268,43 @@ def _new_user_ns() -> None:
     _write("/proc/self/gid_map", f"{gid} {gid} 1")
 
 
+_PR_SET_KEEPCAPS = 8
+_PR_SET_DUMPABLE = 4
+_PR_CAP_AMBIENT, _PR_CAP_AMBIENT_RAISE = 47, 2
+_CAP_DAC_OVERRIDE, _CAP_DAC_READ_SEARCH = 1, 2
+_CAPABILITY_VERSION_3 = 0x20080522
+
+
+class _CapHeader(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+class _CapData(ctypes.Structure):
+    _fields_ = [
+        ("effective", ctypes.c_uint32),
+        ("permitted", ctypes.c_uint32),
+        ("inheritable", ctypes.c_uint32),
+    ]
+
+
+def _become(uid: int) -> None:
+    """Switch a root process to ``uid``/``uid`` with no supplementary groups, keeping only the file-access
+    capabilities (also across exec, as ambient capabilities); dumpable, so /proc/<pid> shows its uid."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    _check(libc.prctl(_PR_SET_KEEPCAPS, 1, 0, 0, 0), "prctl(PR_SET_KEEPCAPS)")
+    os.setgroups([])
+    os.setresgid(uid, uid, uid)
+    os.setresuid(uid, uid, uid)
+    keep = (1 << _CAP_DAC_OVERRIDE) | (1 << _CAP_DAC_READ_SEARCH)
+    header = _CapHeader(_CAPABILITY_VERSION_3, 0)
+    data = (_CapData * 2)(_CapData(keep, keep, keep), _CapData(0, 0, 0))
+    _check(libc.capset(ctypes.byref(header), data), "capset")
+    for cap in (_CAP_DAC_OVERRIDE, _CAP_DAC_READ_SEARCH):
+        _check(libc.prctl(_PR_CAP_AMBIENT, _PR_CAP_AMBIENT_RAISE, cap, 0, 0), "prctl(PR_CAP_AMBIENT_RAISE)")
+    _check(libc.prctl(_PR_SET_KEEPCAPS, 0, 0, 0, 0), "prctl(PR_SET_KEEPCAPS)")
+    _check(libc.prctl(_PR_SET_DUMPABLE, 1, 0, 0, 0), "prctl(PR_SET_DUMPABLE)")
+
+
 def _new_net_ns() -> None:
     libc = ctypes.CDLL(None, use_errno=True)
     _check(libc.unshare(_CLONE_NEWNET), "unshare(CLONE_NEWNET)")
@@ -330,11 +371,6 @@ def confine(policy: Policy, abi: int | None = None) -> None:
     """Confine this process (single-threaded: after fork, before exec or any model code). Raises
     SandboxError when a part the policy asks for cannot be applied."""
     if not policy.layer_only:
-        if policy.cgroup:
-            try:
-                _write(os.path.join(policy.cgroup, "cgroup.procs"), str(os.getpid()))
-            except OSError as exc:
-                raise SandboxError(f"cannot join {policy.cgroup}: {exc}") from exc
         if os.geteuid() != 0 and (policy.nproc > 0 or policy.net_ns):
             # Not root: a user namespace of its own makes RLIMIT_NPROC count this worker's processes only,
             # and lets it make a network namespace. (The kernel never applies RLIMIT_NPROC to root.)
@@ -344,12 +380,19 @@ def confine(policy: Policy, abi: int | None = None) -> None:
                 raise SandboxError(f"user namespace: {exc}") from exc
         if policy.net_ns:
             _new_net_ns()
-        if policy.nproc > 0 and not policy.cgroup:
+        if policy.nproc > 0 and os.geteuid() != 0:
             resource.setrlimit(resource.RLIMIT_NPROC, (policy.nproc, policy.nproc))
         if policy.nofile > 0:
             _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
             limit = policy.nofile if hard == resource.RLIM_INFINITY else min(policy.nofile, hard)
             resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
+    if policy.uid and os.geteuid() == 0:
+        try:
+            _become(policy.uid)
+        except OSError as exc:
+            raise SandboxError(f"cannot become uid {policy.uid}: {exc}") from exc
+        if policy.nproc > 0:
+            resource.setrlimit(resource.RLIMIT_NPROC, (policy.nproc, policy.nproc))
     if policy.landlock:
         version = abi_version() if abi is None else abi
         if version > 0:
