@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -103,6 +104,8 @@ def transform_fn(model, body, content_type, accept):
             time.sleep(30)
             os._exit(0)
         out = {"pid": pid}
+    elif what == "pid":
+        out = {"pid": os.getpid(), "uid": os.getuid()}
     elif what == "own":
         out = _try(lambda: _read(os.path.join(os.getcwd(), "code", "inference.py")))
     else:
@@ -225,6 +228,23 @@ def test_what_a_worker_leaves_behind_dies_with_it(sm: Any, smr: Any, endpoints: 
     assert len(pids) == 5 and all(_alive(pid) for pid in pids)
     sm.delete_endpoint(EndpointName="attacker")
     wait_for(lambda: not any(_alive(pid) for pid in pids), timeout_s=10)
+
+
+def test_workers_die_with_a_killed_server(
+    server_factory: Callable[..., ServerProcess], tmp_path: Path
+) -> None:
+    """A new uid clears the parent-death signal; it is asked for again: nothing outlives the server."""
+    other = server_factory()
+    assert deploy(other.client("sagemaker"), "victim", handler_model(tmp_path, ATTACKER))[
+        "EndpointStatus"
+    ] == ("InService")
+    resp = other.client("sagemaker-runtime").invoke_endpoint(
+        EndpointName="victim", ContentType="application/json", Body=json.dumps({"attack": "pid"})
+    )
+    worker = json.loads(resp["Body"].read())
+    assert worker["uid"] >= 1_000_000_000  # a uid of its own
+    other.stop(signal.SIGKILL)
+    wait_for(lambda: not _alive(worker["pid"]), timeout_s=10)
 
 
 def _alive(pid: int) -> bool:

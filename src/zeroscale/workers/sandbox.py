@@ -30,6 +30,7 @@ import ctypes
 import json
 import os
 import resource
+import signal
 import sys
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
@@ -268,6 +269,7 @@ def _new_user_ns() -> None:
     _write("/proc/self/gid_map", f"{gid} {gid} 1")
 
 
+_PR_SET_PDEATHSIG = 1
 _PR_SET_KEEPCAPS = 8
 _PR_SET_DUMPABLE = 4
 _PR_CAP_AMBIENT, _PR_CAP_AMBIENT_RAISE = 47, 2
@@ -387,10 +389,15 @@ def confine(policy: Policy, abi: int | None = None) -> None:
             limit = policy.nofile if hard == resource.RLIM_INFINITY else min(policy.nofile, hard)
             resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
     if policy.uid and os.geteuid() == 0:
+        parent = os.getppid()
         try:
             _become(policy.uid)
         except OSError as exc:
             raise SandboxError(f"cannot become uid {policy.uid}: {exc}") from exc
+        # A change of uid clears the parent-death signal: ask again, then check the parent did not die.
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != parent:
+            raise SandboxError("the parent exited while the worker was confined")
         if policy.nproc > 0:
             resource.setrlimit(resource.RLIMIT_NPROC, (policy.nproc, policy.nproc))
     if policy.landlock:
