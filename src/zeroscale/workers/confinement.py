@@ -173,22 +173,20 @@ class Confinement:
                 return uid
         raise RuntimeError("no free worker uid")
 
-    def release(self, uid: int) -> bool:
-        """Kill every process left with ``uid`` (what the worker started; nothing else has it); True once
-        none is left, and the uid may be handed out again."""
-        if not uid:
-            return True
-        left = processes_of({uid}).get(uid, [])
-        for pid in left:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        if not left:
-            self._uids_in_use.discard(uid)
-        return not left
+    def release(self, uids: set[int]) -> set[int]:
+        """Kill every process left with one of ``uids`` (what those workers started; nothing else has their
+        uids), in one pass over /proc. Returns the uids that still had processes; the others may be handed
+        out again."""
+        found = processes_of(uids - {0})
+        for pids in found.values():
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+        self._uids_in_use -= uids - set(found)
+        return set(found)
 
     def close(self) -> None:
-        for uid in list(self._uids_in_use):
-            self.release(uid)
+        self.release(set(self._uids_in_use))
 
 
 def processes_of(uids: set[int]) -> dict[int, list[int]]:

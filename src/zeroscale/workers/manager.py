@@ -32,9 +32,8 @@ from zeroscale.workers.zygotes import Zygote, ZygoteError, tail
 
 log = logging.getLogger("zeroscale.workers")
 TEMPLATE_MIN_OPEN_FILES = 4096
-_EXTRA_EVERY_TICKS = (
-    20  # a second at the default interval: one pass over /proc for the workers' other processes
-)
+_RELEASE_TRIES = 20  # passes, 50 ms apart, for a dead worker's killed processes to go
+_EXTRA_EVERY_TICKS = 20  # one pass over /proc a second (at 50 ms) for the workers' other processes
 
 
 @dataclass(frozen=True)
@@ -119,6 +118,8 @@ class WorkerManager:
         self._confinement = confinement
         self._template_scratch: dict[int, str] = {}  # template pid -> its scratch directory
         self._extra_mb: dict[int, float] = {}  # worker uid -> private MB of its other processes
+        self._releasing: list[tuple[str, int, int]] = []  # (scratch, uid, tries left) of exited workers
+        self._release_timer: asyncio.Handle | None = None
         self._ticks = 0
 
     # ---- lifecycle ----
@@ -144,7 +145,11 @@ class WorkerManager:
         for zygote in self._zygotes.values():
             await zygote.close()
         self._zygotes.clear()
+        if self._release_timer is not None:
+            self._release_timer.cancel()
+            self._release_timer = None
         if self._confinement is not None:
+            self._release_now()
             self._confinement.close()
 
     @property
@@ -353,17 +358,34 @@ class WorkerManager:
             except Exception:  # a bug in the owner must not take down the reader that reports exits
                 log.exception("exit handler of worker %s failed", handle.worker_id)
 
-    def _release_sandbox(self, scratch: str, uid: int, tries: int = 20) -> None:
+    def _release_sandbox(self, scratch: str, uid: int) -> None:
         """Kill what a worker left behind (every process with its uid), then free the uid and remove its
-        scratch directory."""
+        scratch directory. Batched: workers that exit together (a scale-in) cost one pass over /proc."""
         conf = self._confinement
         if conf is None:
             return
         self._extra_mb.pop(uid, None)
-        if not conf.release(uid) and tries > 0:  # killed processes take a moment to go
-            asyncio.get_running_loop().call_later(0.05, self._release_sandbox, scratch, uid, tries - 1)
+        if not uid:
+            conf.remove_scratch(scratch)
             return
-        conf.remove_scratch(scratch)
+        self._releasing.append((scratch, uid, _RELEASE_TRIES))
+        if self._release_timer is None:
+            self._release_timer = asyncio.get_running_loop().call_soon(self._release_now)
+
+    def _release_now(self) -> None:
+        self._release_timer = None
+        conf = self._confinement
+        batch, self._releasing = self._releasing, []
+        if conf is None or not batch:
+            return
+        alive = conf.release({uid for _, uid, _ in batch})
+        for scratch, uid, tries in batch:
+            if uid in alive and tries > 0:  # killed processes take a moment to go
+                self._releasing.append((scratch, uid, tries - 1))
+            else:
+                conf.remove_scratch(scratch)
+        if self._releasing:
+            self._release_timer = asyncio.get_running_loop().call_later(0.05, self._release_now)
 
     async def stop(self, handle: WorkerHandle, *, grace_s: float | None = None) -> None:
         """SIGTERM, then SIGKILL after the grace period (SageMaker's 30 s by default)."""
