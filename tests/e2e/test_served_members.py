@@ -1,6 +1,6 @@
 """Nothing silently dropped, through a real server and real boto3: every member of every operation zeroscale
-implements (SageMaker, CloudWatch Logs, Application Auto Scaling, InvokeEndpoint), enumerated from botocore's model, is either on the
-served table or refused by name. The served ones come back where AWS returns them."""
+implements (SageMaker, CloudWatch Logs, Application Auto Scaling, InvokeEndpoint), enumerated from botocore's
+model, is either on the served table or refused by name. The served ones come back where AWS returns them."""
 
 from __future__ import annotations
 
