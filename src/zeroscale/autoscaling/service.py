@@ -36,6 +36,16 @@ DEFAULT_COOLDOWN_S = 300  # Application Auto Scaling's default for SageMaker var
 MAX_CAPACITY = 100
 _PAGE = 50
 _IN_PROGRESS = "InProgress"
+# what DescribeScalingActivities returns of an activity's record (it also keeps the count it set)
+_ACTIVITY_MEMBERS = (
+    "ResourceId",
+    "Description",
+    "Cause",
+    "StartTime",
+    "EndTime",
+    "StatusCode",
+    "StatusMessage",
+)
 
 Operation = Callable[[Mapping[str, Any]], Any]
 
@@ -196,7 +206,7 @@ class AutoScaling:
         page, token = _page(self._t.activities(params.get("ResourceId")), params)
         out = []
         for a in page:
-            d = {k: v for k, v in a.doc.items() if v is not None}
+            d = {k: a.doc[k] for k in _ACTIVITY_MEMBERS if a.doc.get(k) is not None}
             out.append(
                 {**d, "ActivityId": a.name, "ServiceNamespace": NAMESPACE, "ScalableDimension": DIMENSION}
             )
