@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 from zeroscale.autoscaling.policy import IN_POINTS, OUT_POINTS, Capacity, Tracking, decide
 
 POLICY = Tracking("p", "SageMakerVariantInvocationsPerInstance", 100.0, 60.0, 120.0)
 
 
-def cap(current: int = 2, **kw: object) -> Capacity:
-    return Capacity(current=current, minimum=1, maximum=kw.pop("maximum", 10), **kw)  # type: ignore[arg-type]
+def cap(current: int = 2, maximum: int = 10, **kw: Any) -> Capacity:
+    return Capacity(current=current, minimum=1, maximum=maximum, **kw)
+
+
+def desired(values: Sequence[float | None], capacity: Capacity, now: float = 1000) -> int | None:
+    d = decide([(POLICY, values)], capacity, now)
+    return None if d is None else d.desired
 
 
 def test_scales_out_after_three_periods_above_the_target_in_proportion() -> None:
@@ -20,7 +28,7 @@ def test_scales_out_after_three_periods_above_the_target_in_proportion() -> None
 
 def test_max_capacity_and_scale_out_cooldown() -> None:
     high = [500.0] * OUT_POINTS
-    assert decide([(POLICY, high)], cap(maximum=4), now=1000).desired == 4  # type: ignore[union-attr]
+    assert desired(high, cap(maximum=4)) == 4
     assert decide([(POLICY, high)], cap(maximum=2), now=1000) is None  # already at the maximum
     assert decide([(POLICY, high)], cap(last_out_at=950.0), now=1000) is None  # 50 s < 60 s cooldown
     assert decide([(POLICY, high)], cap(last_out_at=940.0), now=1000) is not None
@@ -39,13 +47,13 @@ def test_scales_in_after_fifteen_low_periods_to_the_highest_of_them() -> None:
     d = decide([(POLICY, [*low[:-1], 60.0])], cap(4), now=1000)
     assert d is not None and d.desired == 3  # ceil(4 * 60 / 100)
     assert decide([(POLICY, [*low[:-1], 95.0])], cap(4), now=1000) is None  # 95 is not below 90% of 100
-    assert decide([(POLICY, low)], cap(4), now=1000).desired == 1  # type: ignore[union-attr]
+    assert desired(low, cap(4)) == 1
 
 
 def test_scale_in_cooldown_min_capacity_and_disable_scale_in() -> None:
     low = [0.0] * IN_POINTS
     assert decide([(POLICY, low)], cap(4, last_in_at=900.0), now=1000) is None  # 100 s < 120 s
-    assert decide([(POLICY, low)], cap(4, last_in_at=880.0), now=1000).desired == 1  # type: ignore[union-attr]
+    assert desired(low, cap(4, last_in_at=880.0)) == 1
     assert decide([(POLICY, low)], cap(1), now=1000) is None  # at MinCapacity
     no_in = Tracking("p", "m", 100.0, 60.0, 0.0, disable_scale_in=True)
     assert decide([(no_in, low)], cap(4), now=1000) is None
