@@ -38,5 +38,8 @@ def test_periods_of_watched_variants() -> None:
     for _ in range(3):
         samples.close_period()
     assert len(samples.values("demo", "A", "Invocations", "Sum")) == 3  # keep
+    samples.invocation(record("demo", "A", 1010.0))
+    samples.close_period(4.0)  # the loop was held up: a period twice as long counts at half the rate
+    assert samples.values("demo", "A", "Invocations", "Sum")[-1] == 15.0
     samples.watch(frozenset())
     assert samples.values("demo", "A", "Invocations", "Sum") == []

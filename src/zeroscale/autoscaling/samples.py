@@ -40,7 +40,7 @@ class Samples:
         self._recorder = HistoryRecorder(clock)
         self._keep = keep
         self._watched: frozenset[Pair] = frozenset()
-        self._periods: dict[Pair, collections.deque[Period]] = {}
+        self._periods: dict[Pair, collections.deque[tuple[float, Period]]] = {}  # (its length in s, ...)
 
     def watch(self, pairs: frozenset[Pair]) -> None:
         self._watched = pairs
@@ -66,9 +66,11 @@ class Samples:
             loads = [v for v in by_variant(self._loads()) if (v.endpoint.lower(), v.variant) in watched]
             self._recorder.sample(loads)
 
-    def close_period(self) -> None:
-        """End the current period: what was observed since the last call becomes each watched variant's
-        newest period (an empty one where nothing was)."""
+    def close_period(self, length_s: float | None = None) -> None:
+        """End the current period (``length_s`` long: ``period_s`` unless the loop was held up): what was
+        observed since the last call becomes each watched variant's newest period (an empty one where nothing
+        was)."""
+        length = self.period_s if length_s is None or length_s <= 0 else length_s
         taken = self._recorder.minutes.take()
         current: dict[Pair, Period] = {pair: {} for pair in self._watched}
         for key, stat in taken.items():
@@ -81,29 +83,30 @@ class Samples:
             else:
                 have.merge(stat)
         for pair, period in current.items():
-            self._periods.setdefault(pair, collections.deque(maxlen=self._keep)).append(period)
+            self._periods.setdefault(pair, collections.deque(maxlen=self._keep)).append((length, period))
 
     def values(self, endpoint: str, variant: str, metric: str, statistic: str) -> list[float | None]:
         """The metric's statistic over each kept period, oldest first (None: no data in that period). Sum and
         SampleCount are per minute, whatever the period, so a target keeps CloudWatch's meaning."""
         out: list[float | None] = []
-        for period in self._periods.get((endpoint.lower(), variant), ()):
+        for length, period in self._periods.get((endpoint.lower(), variant), ()):
             stat = period.get(metric)
             if stat is None and metric in _COUNTS:
                 stat = Stat()
-            out.append(None if stat is None else self._value(stat, statistic))
+            out.append(None if stat is None else _value(stat, statistic, length))
         return out
 
-    def _value(self, stat: Stat, statistic: str) -> float | None:
-        per_minute = MINUTE_S / self.period_s
-        if statistic == "Sum":
-            return stat.sum * per_minute
-        if statistic == "SampleCount":
-            return stat.count * per_minute
-        if stat.count == 0:
-            return None
-        if statistic == "Minimum":
-            return stat.minimum
-        if statistic == "Maximum":
-            return stat.maximum
-        return stat.average
+
+def _value(stat: Stat, statistic: str, length_s: float) -> float | None:
+    per_minute = MINUTE_S / length_s
+    if statistic == "Sum":
+        return stat.sum * per_minute
+    if statistic == "SampleCount":
+        return stat.count * per_minute
+    if stat.count == 0:
+        return None
+    if statistic == "Minimum":
+        return stat.minimum
+    if statistic == "Maximum":
+        return stat.maximum
+    return stat.average

@@ -224,14 +224,18 @@ class AutoScaling:
                 await self._task
 
     async def _run(self) -> None:
-        next_period = self._clock() + self.samples.period_s
+        started = self._clock()
+        next_period = started + self.samples.period_s
         while True:
             await asyncio.sleep(self._sample_s)
             try:
                 self.samples.sample()
-                if self._clock() >= next_period:
-                    next_period += self.samples.period_s
-                    self.samples.close_period()
+                now = self._clock()
+                if now >= next_period:
+                    # a period is as long as it really was (longer when the loop was held up)
+                    next_period = max(next_period, now - self._sample_s) + self.samples.period_s
+                    self.samples.close_period(now - started)
+                    started = now
                     await self.evaluate()
             except Exception:
                 log.exception("autoscaling: evaluation failed")
