@@ -7,9 +7,12 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
+
 from zeroscale.autoscaling.samples import Samples
 from zeroscale.autoscaling.service import AutoScaling
 from zeroscale.autoscaling.targets import DIMENSION, Targets
+from zeroscale.errors import ValidationException
 from zeroscale.events import InvocationRecord
 from zeroscale.store.db import Store
 
@@ -91,3 +94,17 @@ def test_a_customized_metric_scales_out_and_the_activity_settles() -> None:
     target = service.describe_targets({"ServiceNamespace": "sagemaker"})["ScalableTargets"][0]
     assert target["MaxCapacity"] == 3
     assert service._t.require(RESOURCE).doc["LastScaleOutAt"] == 1020.0
+
+
+def test_a_policy_without_policy_type_is_step_scaling_and_refused() -> None:
+    service = AutoScaling(
+        Targets(Store("sqlite://")),
+        FakeEndpoints(),
+        Samples(lambda: [], 60.0, 15, lambda: 0.0),
+        region="us-east-1",
+        account_id="1",
+    )
+    service.register({**SCOPE, "MinCapacity": 1, "MaxCapacity": 3})
+    tracking = {"TargetValue": 1.0, "PredefinedMetricSpecification": {}}
+    with pytest.raises(ValidationException, match="PolicyType is StepScaling when omitted"):
+        service.put_policy({**SCOPE, "PolicyName": "p", "TargetTrackingScalingPolicyConfiguration": tracking})

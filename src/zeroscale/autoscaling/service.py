@@ -158,6 +158,11 @@ class AutoScaling:
     # ---- policies ----
     def put_policy(self, params: Mapping[str, Any]) -> dict[str, Any]:
         check_scope(params)
+        if params.get("PolicyType") != "TargetTrackingScaling":  # the allow-list refuses any other value
+            raise ValidationException(
+                "PolicyType is StepScaling when omitted, and StepScaling needs CloudWatch alarms, which "
+                "zeroscale does not serve yet: give PolicyType TargetTrackingScaling."
+            )
         target = self._t.require(params["ResourceId"])
         resource = parse_resource(target.name)
         config = params.get("TargetTrackingScalingPolicyConfiguration")
