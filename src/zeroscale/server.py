@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass
 
 import uvicorn
@@ -24,6 +25,10 @@ from zeroscale.asyncinf.queue import RequestQueue
 from zeroscale.asyncinf.s3io import S3Io
 from zeroscale.asyncinf.service import AsyncInference
 from zeroscale.audit.trail import AuditApi, AuditTrail
+from zeroscale.autoscaling.policy import IN_POINTS
+from zeroscale.autoscaling.samples import Samples
+from zeroscale.autoscaling.service import AutoScaling
+from zeroscale.autoscaling.targets import Targets
 from zeroscale.background import Background
 from zeroscale.batch.runner import TransformRunner
 from zeroscale.config import Settings
@@ -174,6 +179,11 @@ def build(settings: Settings) -> Server:
         scratch_dir=settings.data_dir / "async",
     )
     endpoints.listeners.append(asynchronous.refresh)
+    autoscaling_samples = Samples(fleet.loads, settings.autoscaling_period_s, IN_POINTS, time.time)
+    events.add(autoscaling_samples)
+    autoscaling = AutoScaling(
+        Targets(store), endpoints, autoscaling_samples, region=settings.region, account_id=settings.account_id
+    )
     topics = Topics(
         store,
         region=settings.region,
@@ -205,9 +215,11 @@ def build(settings: Settings) -> Server:
         await endpoints.resume()
         await asynchronous.start()  # after resume: queued requests need their endpoints' routes
         await transforms.resume()
+        await autoscaling.start()  # after resume: it reads the endpoints' instance counts
 
     async def shutdown() -> None:
         await background.cancel()  # a prewarm still starting its zygote
+        await autoscaling.close()
         await asynchronous.close()  # requests it was running stay Running: they run again at the next start
         await topics.deliverer.close()
         await transforms.close()  # InProgress jobs stay InProgress: they resume at the next start
@@ -228,6 +240,7 @@ def build(settings: Settings) -> Server:
                 metering.track_creates(ControlPlane(models, configs, endpoints, transforms).operations()),
             ),
             JsonService(ServiceShapes("logs"), logs.operations),
+            JsonService(ServiceShapes("application-autoscaling"), autoscaling.operations()),
         ],
         runtime=InvokeApi(fleet, settings.account_id, events, asynchronous.is_async),
         async_runtime=async_api,
