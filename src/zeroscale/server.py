@@ -194,9 +194,6 @@ def build(settings: Settings) -> Server:
     asynchronous.notifier = topics
     metrics.registry.register(BacklogCollector(asynchronous.backlog, fleet.loads))
     async_api = AsyncInvokeApi(asynchronous)
-    # The console signs in with the admin credentials only: its backend calls the operation tables
-    # directly, without the IAM policy check.
-    admin_secret = {creds.access_key_id: creds.secret_access_key}
     iam = IamStore(settings.db_url, SecretBox.load_or_create(settings.data_dir / "iam.key"))
     authz = Authorizer(
         iam, creds.access_key_id, creds.secret_access_key, settings.region, settings.account_id
@@ -269,7 +266,8 @@ def build(settings: Settings) -> Server:
             rest_routes=parts.rest_routes,
             invoke=parts.runtime.invoke,
             invoke_async=async_api.invoke,
-            lookup_secret=admin_secret.get,
+            lookup_secret=authz.lookup_secret,  # the admin's key, or an IAM user's active one
+            authorize=authz.authorize,
             loads=fleet.loads,
             payload_limit_bytes=settings.payload_limit_bytes,
             region=settings.region,

@@ -208,3 +208,44 @@ def test_sign_out_ends_the_session(console_server: ServerProcess) -> None:
     again = call(console_server, "POST", "/console/api/sagemaker/ListModels", b"{}", signed.headers())
     assert again.status == 401
     assert call(console_server, "GET", "/console/models", headers=signed.headers()).status == 303
+
+
+def test_a_scoped_user_sees_and_does_what_its_policies_allow(
+    console_server: ServerProcess, secret_model: str
+) -> None:
+    """Once IAM users exist, the console follows the signed-in key's policies, as boto3 does."""
+    iam = console_server.client("iam")
+    iam.create_user(UserName="viewer")
+    key = iam.create_access_key(UserName="viewer")["AccessKey"]
+    iam.put_user_policy(
+        UserName="viewer",
+        PolicyName="read-models",
+        PolicyDocument=json.dumps(
+            {
+                "Version": "2012-10-17",
+                "Statement": [{"Effect": "Allow", "Action": "sagemaker:List*", "Resource": "*"}],
+            }
+        ),
+    )
+    body = json.dumps({"AccessKeyId": key["AccessKeyId"], "SecretAccessKey": key["SecretAccessKey"]}).encode()
+    answer = call(console_server, "POST", "/console/api/session", body, {"Content-Type": "application/json"})
+    assert answer.status == 200
+    signed = Signed(answer.headers["Set-Cookie"].split(";")[0], answer.json()["CsrfToken"])
+    listed = call(console_server, "POST", "/console/api/sagemaker/ListModels", b"{}", signed.headers())
+    assert listed.status == 200 and secret_model in listed.body.decode()
+    create = json.dumps({"ModelName": "not-allowed", "PrimaryContainer": {"Image": "sklearn"}}).encode()
+    refused = call(console_server, "POST", "/console/api/sagemaker/CreateModel", create, signed.headers())
+    assert refused.status == 400 and refused.json()["__type"] == "AccessDeniedException"
+    assert "user/viewer is not authorized to perform: sagemaker:CreateModel" in refused.json()["message"]
+    described = call(
+        console_server,
+        "POST",
+        "/console/api/sagemaker/DescribeModel",
+        json.dumps({"ModelName": secret_model}).encode(),
+        signed.headers(),
+    )
+    assert described.status == 400 and described.json()["__type"] == "AccessDeniedException"
+    usage = call(console_server, "GET", "/console/api/v1/usage", None, signed.headers(csrf=False))
+    assert usage.status == 400 and "zeroscale:GetUsage" in usage.json()["message"]
+    invoked = call(console_server, "POST", "/console/api/invoke/anything", b"{}", signed.headers())
+    assert invoked.status in (400, 403) and b"sagemaker:InvokeEndpoint" in invoked.body

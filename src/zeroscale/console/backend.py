@@ -10,6 +10,7 @@ from typing import Any, Protocol
 
 from zeroscale.api.app import RestHandler
 from zeroscale.api.wire import Headers, Send
+from zeroscale.iam.authz import Access
 from zeroscale.metrics.load import PoolLoad
 
 
@@ -42,6 +43,9 @@ class Backend:
     region: str
     memory_sizes_mb: tuple[int, ...]
     invoke_async: InvokeAsync | None = None
+    # The IAM policy check every API applies (``iam.authz.Authorizer.authorize``), here for the signed-in
+    # key: a scoped user sees and does in the console exactly what its policies allow through boto3.
+    authorize: Callable[[Access], None] | None = None
 
     def service(self, signing_name: str) -> JsonOperations | None:
         return next((s for s in self.json_services if s.signing_name == signing_name), None)
