@@ -21,9 +21,12 @@ def rec(name: str, kind: str = "model", t: float = 1.0, status: str | None = Non
     )
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    s = Store(f"sqlite:///{tmp_path / 'zeroscale.db'}")
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    if request.param == "postgresql":
+        s = Store(request.getfixturevalue("postgres").create_database("store"))
+    else:
+        s = Store(f"sqlite:///{tmp_path / 'zeroscale.db'}")
     yield s
     s.close()
 
@@ -110,9 +113,11 @@ def test_persists_across_instances(tmp_path: Path) -> None:
         second.close()
 
 
-def test_sqlite_uses_wal(store: Store, tmp_path: Path) -> None:
+def test_sqlite_uses_wal(tmp_path: Path) -> None:
+    store = Store(f"sqlite:///{tmp_path / 'zeroscale.db'}")
     store.insert(rec("m"))
     assert (tmp_path / "zeroscale.db-wal").exists()
+    store.close()
 
 
 def test_in_memory_url_shares_one_database() -> None:

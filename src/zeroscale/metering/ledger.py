@@ -37,6 +37,7 @@ from sqlalchemy.exc import IntegrityError
 
 from zeroscale.metering.records import ProvisionedInterval, UsageRecord
 from zeroscale.store.engine import make_engine
+from zeroscale.store.migrations import upgrade
 
 FIRST_RESOURCE_AT = "first_resource_at"
 _ID = BigInteger().with_variant(Integer, "sqlite")  # SQLite autoincrements only INTEGER PRIMARY KEY
@@ -118,7 +119,7 @@ class Ledger:
     def __init__(self, url: str) -> None:
         self._engine = make_engine(url)
         self._lock = threading.Lock()
-        metadata.create_all(self._engine)
+        upgrade(self._engine, "usage", metadata)
         self._insert_sql = _insert_sql(self._engine.dialect.paramstyle)
 
     # ---- writes (the sink's writer thread, and the control plane once) ----
