@@ -22,14 +22,16 @@ $(STAMP): pyproject.toml | $(BIN)/python system-deps
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-# Debian packages the tests use: bubblewrap (sandboxed bring-your-own images). Installed once, as root or
-# through sudo; a no-op where they are present.
-APT_PACKAGES := bubblewrap
+# Debian packages the tests use: bubblewrap (sandboxed bring-your-own images), postgresql (the tests' own
+# PostgreSQL servers: tests/pgserver.py runs initdb and postgres from its binaries). Installed once, as
+# root or through sudo; a no-op where they are present.
+APT_PACKAGES := bubblewrap postgresql
 APT_COMMANDS := bwrap
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 .PHONY: system-deps
 system-deps:
 	@for c in $(APT_COMMANDS); do command -v $$c >/dev/null || missing=1; done; \
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing=1; \
 	if [ -n "$$missing" ]; then \
 		echo "installing $(APT_PACKAGES) (apt-get)"; \
 		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $(APT_PACKAGES); \
