@@ -19,6 +19,7 @@ from zeroscale.artifacts.pyenv import PythonEnvs
 from zeroscale.background import Background
 from zeroscale.config import Settings
 from zeroscale.control.arns import Arns
+from zeroscale.control.cluster import Cluster, frontend_id
 from zeroscale.control.deploy import Deployer
 from zeroscale.control.endpoint_configs import EndpointConfigs
 from zeroscale.control.endpoints import Endpoints
@@ -37,6 +38,7 @@ from zeroscale.metrics.store import MinuteStore
 from zeroscale.router.fleet import Fleet
 from zeroscale.router.spec import RouterSettings
 from zeroscale.store.db import Store
+from zeroscale.store.frontends import Frontends
 from zeroscale.workers.manager import WorkerManager
 
 log = logging.getLogger("zeroscale")
@@ -118,7 +120,18 @@ def build(settings: Settings) -> Server:
     deployer = Deployer(
         models, artifacts, settings.idle_timeout_s, PythonEnvs(settings.pyenvs_dir), images=images
     )
-    endpoints = Endpoints(store, arns, models, configs, deployer, fleet)
+    cluster = Cluster(
+        store,
+        Frontends(settings.db_url, ttl_s=settings.frontend_ttl_s),
+        fleet,
+        frontend_id(settings.data_dir),
+        f"{settings.host}:{settings.port}",
+        interval_s=settings.sync_interval_s,
+        heartbeat_s=settings.frontend_ttl_s / 5,
+    )
+    endpoints = Endpoints(
+        store, arns, models, configs, deployer, fleet, frontend=cluster.id, limit=cluster.limit
+    )
     secrets = {creds.access_key_id: creds.secret_access_key}
     background = Background("startup")
 
@@ -129,10 +142,13 @@ def build(settings: Settings) -> Server:
         await logs.start()
         metering.start()  # before resume: it closes intervals a crash left open, then meters new ones
         await fleet.start(settings.reconcile_interval_s)
-        await endpoints.resume()
+        await cluster.start(endpoints.sync)  # registers this front end: the shares count it from now on
+        # What this front end left unfinished before a restart is taken over now; a live one's is not.
+        await endpoints.resume(live=cluster.live() - {cluster.id})
 
     async def shutdown() -> None:
         await background.cancel()  # a prewarm still starting its zygote
+        await cluster.close()  # leaves: the others take over its share now
         await endpoints.close()
         await fleet.close()
         await asyncio.to_thread(metering.close)  # after the fleet: its last records and deactivations

@@ -134,6 +134,14 @@ def _opt(name: str, env: str, **kw: Any) -> Callable[[F], F]:
     "loaded model (default: a tenth of the memory budget; 0: none).",
 )
 @_opt(
+    "--frontend-ttl-s",
+    "ZEROSCALE_FRONTEND_TTL_S",
+    default=5.0,
+    type=click.FloatRange(min=0.5),
+    help="Front ends sharing a database: seconds without a heartbeat before the others take over a front "
+    "end's concurrency share and unfinished deployments.",
+)
+@_opt(
     "--log-level",
     "ZEROSCALE_LOG_LEVEL",
     default="info",
@@ -158,6 +166,7 @@ def serve(
     metering: bool,
     price_table: Path | None,
     warm_cache_mb: int | None,
+    frontend_ttl_s: float,
     log_level: str,
 ) -> None:
     """Run the zeroscale server (control plane, runtime and /metrics on one port).
@@ -189,6 +198,7 @@ def serve(
         metering=metering,
         price_table=price_table,
         warm_cache_mb=warm_cache_mb,
+        frontend_ttl_s=frontend_ttl_s,
         log_level=log_level,
     )
     if memory_budget_mb is not None:

@@ -4,6 +4,10 @@ Creating -> InService | Failed; InService -> Updating -> InService (the old conf
 until the new one is warm; a failed update leaves it serving and says why in FailureReason);
 any -> Deleting -> gone.
 Deploy work runs in background tasks; the store is written at each transition, so a restarted server resumes.
+
+Several front ends on one database: the one that accepted a transition owns it (``owner``); ``sync`` makes
+every other front end serve what the store says (activate a deployment it did not make, deactivate a
+deleted endpoint) and take over the transitions of front ends that died (see control/cluster.py).
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import contextlib
+import json
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -42,7 +47,12 @@ class Endpoints:
         deployer: Deployer,
         fleet: Fleet,
         clock: Callable[[], float] = time.time,
+        *,
+        frontend: str | None = None,
+        limit: Callable[[builtins.list[PoolSpec]], builtins.list[PoolSpec]] = lambda specs: specs,
     ) -> None:
+        """``frontend``: this front end's id, the owner of the transitions it runs; ``limit``: this front
+        end's share of each variant's concurrency (all of it by default)."""
         self._res = Resources(store, arns, KIND, "endpoint")
         self._store = store
         self._models = models
@@ -51,6 +61,10 @@ class Endpoints:
         self._fleet = fleet
         self._clock = clock
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        self.frontend = frontend
+        self._limit = limit
+        # What this front end routes: lower-cased name -> the deployment (see _deployment)
+        self._active: dict[str, str] = {}
 
     def get(self, name: str) -> Record:
         return self._res.get(name)
@@ -70,7 +84,7 @@ class Endpoints:
         name: str = params["EndpointName"]
         config = self._configs.get(params["EndpointConfigName"])
         doc = {"EndpointConfigName": config.name, "Tags": list(params.get("Tags") or [])}
-        arn = self._res.insert(name, doc, self._clock(), EndpointStatus.CREATING.value)
+        arn = self._res.insert(name, doc, self._clock(), EndpointStatus.CREATING.value, owner=self.frontend)
         self._run(name, self._deploy(name, config.name, updating=False))
         return {"EndpointArn": arn}
 
@@ -81,12 +95,14 @@ class Endpoints:
                 f'Cannot update in-progress endpoint "{rec.arn}". Wait until it is InService.'
             )
         config = self._configs.get(params["EndpointConfigName"])
+        rec.owner = self.frontend
         self._save(rec, EndpointStatus.UPDATING, FailureReason=None)
         self._run(rec.name, self._deploy(rec.name, config.name, updating=True))
         return {"EndpointArn": rec.arn}
 
     def delete(self, name: str) -> None:
         rec = self.get(name)
+        rec.owner = self.frontend
         self._save(rec, EndpointStatus.DELETING)
         previous = self._tasks.pop(rec.name.lower(), None)
         if previous is not None:
@@ -139,7 +155,9 @@ class Endpoints:
     async def _deploy(self, name: str, config_name: str, *, updating: bool, warm: bool = True) -> None:
         try:
             config = self._configs.get(config_name)
-            specs = await self._deployer.pool_specs(name, config)
+            specs = self._limit(await self._deployer.pool_specs(name, config))
+            # A front end whose share is zero starts no worker, not even the deploy-time check's.
+            warm = warm and all(s.max_concurrency > 0 for s in specs)
             await self._fleet.activate(name, specs, warm=warm)
         except (DeployError, ValidationException) as exc:
             reason = _reason(exc)
@@ -153,6 +171,7 @@ class Endpoints:
         rec = self._store.get(KIND, name)
         if rec is None or rec.status == EndpointStatus.DELETING.value:
             await self._fleet.deactivate(name)
+            self._active.pop(name.lower(), None)
             return
         self._save(
             rec,
@@ -161,6 +180,7 @@ class Endpoints:
             ProductionVariants=self._described_variants(config, specs),
             FailureReason=None,
         )
+        self._active[name.lower()] = _deployment(rec)
 
     def _described_variants(
         self, config: Record, specs: builtins.list[PoolSpec]
@@ -198,30 +218,67 @@ class Endpoints:
         try:
             await self._fleet.deactivate(rec.name)
         finally:
+            self._active.pop(rec.name.lower(), None)
             self._store.delete(KIND, rec.name)
 
+    # ---- several front ends ----
+    async def _follow(self, rec: Record) -> None:
+        """Route a deployment another front end made (or this one made before a restart), starting no
+        worker it does not need; the store is not written."""
+        key, deployment = rec.name.lower(), _deployment(rec)
+        try:
+            config = self._configs.get(rec.doc["EndpointConfigName"])
+            specs = self._limit(await self._deployer.pool_specs(rec.name, config))
+            await self._fleet.activate(rec.name, specs, warm=False)
+        except (DeployError, ValidationException) as exc:
+            log.error("endpoint %s: cannot serve its deployment here: %s", rec.name, _reason(exc))
+        self._active[key] = deployment  # tried: not again until it changes
+
+    async def _forget_route(self, name: str) -> None:
+        self._active.pop(name.lower(), None)
+        await self._fleet.deactivate(name)
+
+    def sync(self, live: builtins.set[str]) -> builtins.list[asyncio.Task[None]]:
+        """Serve what the store says: every InService (or Updating: the old deployment serves) endpoint
+        routed at its current deployment, nothing else; transitions owned by a front end not in ``live``
+        are taken over (once: the claim is a compare-and-set). Returns the activation tasks started."""
+        records = {r.name.lower(): r for r in self._store.list(KIND)}
+        started: builtins.list[asyncio.Task[None]] = []
+        for key, rec in records.items():
+            if key in self._tasks:
+                continue  # a transition or activation of this front end is under way
+            if rec.status in _TRANSITIONS and rec.owner not in live:
+                claimed = self._store.claim(KIND, rec.name, self.frontend or "", rec.owner)
+                if claimed is None:
+                    continue  # another front end took it
+                log.warning("endpoint %s: taking over %s from front end %s", rec.name, rec.status, rec.owner)
+                rec = claimed
+                if rec.status == EndpointStatus.DELETING.value:
+                    self._run(rec.name, self._delete(rec))
+                    continue
+                if rec.status == EndpointStatus.CREATING.value:
+                    self._run(rec.name, self._deploy(rec.name, rec.doc["EndpointConfigName"], updating=False))
+                    continue
+                self._save(rec, EndpointStatus.IN_SERVICE)  # the update died with its front end
+            serving = rec.status in (EndpointStatus.IN_SERVICE.value, EndpointStatus.UPDATING.value)
+            if serving and rec.doc.get("ProductionVariants"):
+                if self._active.get(key) != _deployment(rec):
+                    started.append(self._run(rec.name, self._follow(rec)))
+            elif key in self._active:
+                self._run(rec.name, self._forget_route(rec.name))
+        for key in builtins.set(self._active) - builtins.set(records):
+            if key not in self._tasks:
+                self._run(key, self._forget_route(key))
+        return started
+
     # ---- restart ----
-    async def resume(self, timeout_s: float = 60.0) -> None:
-        """Bring every stored endpoint back after a restart, starting no worker it does not need.
+    async def resume(self, timeout_s: float = 60.0, live: builtins.set[str] | None = None) -> None:
+        """Bring every stored endpoint back after a restart, starting no worker it does not need: route
+        InService endpoints, and finish what this front end (or a dead one) left in progress.
 
         Returns once every InService endpoint routes again (or ``timeout_s`` passed), so the server never
         answers DescribeEndpoint "InService" for an endpoint whose invocations it cannot route yet."""
-        serving: builtins.list[asyncio.Task[None]] = []
-        for rec in self._store.list(KIND):
-            status = rec.status
-            if status == EndpointStatus.DELETING.value:
-                self._run(rec.name, self._delete(rec))
-            elif status == EndpointStatus.CREATING.value:
-                self._run(rec.name, self._deploy(rec.name, rec.doc["EndpointConfigName"], updating=False))
-            elif status in (EndpointStatus.IN_SERVICE.value, EndpointStatus.UPDATING.value):
-                if status == EndpointStatus.UPDATING.value:
-                    self._save(rec, EndpointStatus.IN_SERVICE)
-                serving.append(
-                    self._run(
-                        rec.name,
-                        self._deploy(rec.name, rec.doc["EndpointConfigName"], updating=True, warm=False),
-                    )
-                )
+        serving = self.sync(live if live is not None else builtins.set())
         if serving:
             await asyncio.wait(serving, timeout=timeout_s)
 
@@ -232,6 +289,17 @@ class Endpoints:
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+
+
+_TRANSITIONS = frozenset(
+    {EndpointStatus.CREATING.value, EndpointStatus.UPDATING.value, EndpointStatus.DELETING.value}
+)
+
+
+def _deployment(rec: Record) -> str:
+    """What identifies a deployment: its configuration and described variants (with their resolution
+    times, new at each successful create or update)."""
+    return json.dumps([rec.doc.get("EndpointConfigName"), rec.doc.get("ProductionVariants")], sort_keys=True)
 
 
 def _reason(exc: BaseException) -> str:

@@ -1,0 +1,165 @@
+"""Several front ends on one database (see docs/frontends.md).
+
+Each front end:
+- heartbeats its row in ``frontends`` (store/frontends.py); the live ones, oldest first, are the members;
+- polls the store's revision (one row, bumped by every write of any front end) and, when it or the members
+  changed, calls the control plane's ``sync``: activate what another front end deployed, deactivate what
+  it deleted, take over the transitions of front ends that died;
+- serves each variant with its share of MaxConcurrency and ProvisionedConcurrency:
+  ``share(total, rank, members)``, the remainder going to the oldest members, so the shares of the live
+  members add up to the total and a front end that joins takes only ``total // members`` while the
+  others shrink.
+
+With one front end (the embedded default) the share is the whole and sync finds nothing to do.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import os
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+from sqlalchemy.exc import SQLAlchemyError
+
+from zeroscale.router.fleet import Fleet
+from zeroscale.router.spec import PoolSpec
+from zeroscale.store.db import Store
+from zeroscale.store.frontends import Frontend, Frontends
+
+log = logging.getLogger("zeroscale.cluster")
+
+
+def share(total: int, rank: int, members: int) -> int:
+    """Member ``rank``'s (0: the oldest) part of ``total`` split over ``members``; the parts add up."""
+    if members <= 1:
+        return total
+    return total // members + (1 if rank < total % members else 0)
+
+
+def frontend_id(data_dir: Path) -> str:
+    """This front end's identity, kept in its data directory (a restart is the same front end)."""
+    path = data_dir / "frontend-id"
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        ident = uuid.uuid4().hex[:16]
+        path.write_text(ident + "\n")
+        return ident
+
+
+class Cluster:
+    def __init__(
+        self,
+        store: Store,
+        frontends: Frontends,
+        fleet: Fleet,
+        ident: str,
+        address: str,
+        *,
+        interval_s: float = 0.5,
+        heartbeat_s: float = 1.0,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        self.id = ident
+        self._store = store
+        self._frontends = frontends
+        self._fleet = fleet
+        self._address = address
+        self._interval_s = interval_s
+        self._heartbeat_s = heartbeat_s
+        self._wall = wall
+        self._joined_at = wall()
+        self.members: list[str] = [ident]  # live front ends, oldest first
+        self._full: dict[tuple[str, str], tuple[int, int]] = {}  # (endpoint, variant) -> (max, provisioned)
+        self._task: asyncio.Task[None] | None = None
+        self._sync: Callable[[set[str]], object] = lambda live: None
+        self._failing = False
+
+    # ---- shares ----
+    def _rank(self) -> tuple[int, int]:
+        if self.id in self.members:
+            return self.members.index(self.id), len(self.members)
+        return len(self.members), len(self.members) + 1
+
+    def _shares(self, max_concurrency: int, provisioned: int) -> tuple[int, int]:
+        rank, n = self._rank()
+        mine = share(max_concurrency, rank, n)
+        return mine, min(mine, share(provisioned, rank, n))
+
+    def limit(self, specs: list[PoolSpec]) -> list[PoolSpec]:
+        """``specs`` with this front end's share of each variant's concurrency."""
+        out = []
+        for spec in specs:
+            self._full[(spec.endpoint.lower(), spec.variant)] = (spec.max_concurrency, spec.provisioned)
+            mine, floor = self._shares(spec.max_concurrency, spec.provisioned)
+            out.append(dataclasses.replace(spec, max_concurrency=mine, provisioned=floor))
+        return out
+
+    def _reshare(self) -> None:
+        for (endpoint, variant), (total, provisioned) in list(self._full.items()):
+            if self._fleet.route(endpoint) is None:
+                del self._full[(endpoint, variant)]
+                continue
+            self._fleet.resize(endpoint, variant, *self._shares(total, provisioned))
+
+    def live(self) -> set[str]:
+        return set(self.members)
+
+    # ---- the loop ----
+    async def start(self, sync: Callable[[set[str]], object]) -> None:
+        """Register now (so the first shares count this front end), then poll in the background."""
+        self._sync = sync
+        await self._beat()
+        self._task = asyncio.create_task(self._run())
+
+    async def _beat(self) -> bool:
+        """Heartbeat and read the members; True when they changed."""
+        now = self._wall()
+        me = Frontend(self.id, self._address, os.getpid(), self._joined_at, now)
+        await asyncio.to_thread(self._frontends.beat, me)
+        members = [f.id for f in await asyncio.to_thread(self._frontends.live, now)]
+        if members == self.members:
+            return False
+        log.info("front ends: %s (this one: %s)", ", ".join(members), self.id)
+        self.members = members
+        self._reshare()
+        return True
+
+    async def _run(self) -> None:
+        revision: int | None = None
+        beat_at = self._wall()
+        while True:
+            await asyncio.sleep(self._interval_s)
+            try:
+                changed = False
+                if self._wall() - beat_at >= self._heartbeat_s:
+                    beat_at = self._wall()
+                    changed = await self._beat()
+                now = await asyncio.to_thread(self._store.revision)
+                if now != revision or changed:
+                    revision = now
+                    self._sync(self.live())
+                if self._failing:
+                    log.warning("database reachable again")
+                    self._failing = False
+            except SQLAlchemyError as exc:
+                if not self._failing:
+                    log.error("database unreachable, serving what is known: %s", exc)
+                    self._failing = True
+            except Exception:
+                log.exception("front-end sync failed")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        with contextlib.suppress(SQLAlchemyError):
+            await asyncio.to_thread(self._frontends.leave, self.id)
+        self._frontends.close()
