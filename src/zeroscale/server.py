@@ -102,7 +102,10 @@ def build(settings: Settings) -> Server:
         retention_hours=settings.log_retention_hours,
     )
     events.add(logs.sink)
-    metering = Metering.open(settings.db_url, price_table=settings.price_table, enabled=settings.metering)
+    ident = frontend_id(settings.data_dir)  # this front end among those sharing the database
+    metering = Metering.open(
+        settings.db_url, price_table=settings.price_table, enabled=settings.metering, frontend=ident
+    )
     metering.attach(events)
     artifacts = ArtifactCache(
         settings.artifacts_dir,
@@ -124,7 +127,7 @@ def build(settings: Settings) -> Server:
         store,
         Frontends(settings.db_url, ttl_s=settings.frontend_ttl_s),
         fleet,
-        frontend_id(settings.data_dir),
+        ident,
         f"{settings.host}:{settings.port}",
         interval_s=settings.sync_interval_s,
         heartbeat_s=settings.frontend_ttl_s / 5,

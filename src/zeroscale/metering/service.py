@@ -36,9 +36,16 @@ class Metering:
         self._first_resource_at = ledger.first_resource_at()
 
     @classmethod
-    def open(cls, db_url: str, *, price_table: Path | None = None, enabled: bool = True) -> Metering:
+    def open(
+        cls,
+        db_url: str,
+        *,
+        price_table: Path | None = None,
+        enabled: bool = True,
+        frontend: str | None = None,
+    ) -> Metering:
         """Raises ``PriceTableError`` (a ValueError) for a bad price table, before anything starts."""
-        return cls(Ledger(db_url), load_price_table(price_table), enabled=enabled)
+        return cls(Ledger(db_url, frontend), load_price_table(price_table), enabled=enabled)
 
     def attach(self, events: EventBus) -> None:
         if self.sink is not None:
