@@ -168,7 +168,7 @@ def build(settings: Settings) -> Server:
             ),
             JsonService(ServiceShapes("logs"), logs.operations),
         ],
-        runtime=InvokeApi(fleet, settings.account_id, events),
+        runtime=InvokeApi(fleet, settings.account_id, events, on_miss=endpoints.catch_up),
         metrics=metrics,
         lookup_secret=secrets.get,
         payload_limit_bytes=settings.payload_limit_bytes,

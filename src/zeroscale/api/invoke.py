@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 
 from zeroscale.api.wire import Headers, Send, respond
 from zeroscale.errors import RuntimeValidationError, ZeroscaleError
@@ -24,16 +25,28 @@ _INFERENCE_ID = b"x-amzn-sagemaker-inference-id"
 
 
 class InvokeApi:
-    def __init__(self, fleet: Fleet, account_id: str, events: EventBus) -> None:
+    def __init__(
+        self,
+        fleet: Fleet,
+        account_id: str,
+        events: EventBus,
+        on_miss: Callable[[str], Awaitable[None]] | None = None,
+    ) -> None:
+        """``on_miss``: awaited when no route is found, before answering "not found" (with several front
+        ends, another may have deployed the endpoint a moment ago: this one catches up)."""
         self._fleet = fleet
         self._account_id = account_id
         self._events = events
+        self._on_miss = on_miss
 
     async def invoke(
         self, send: Send, request_id: str, endpoint: str, headers: Headers, body: bytes, started: float
     ) -> None:
         """``started``: ``time.perf_counter()`` when the request arrived."""
         route = self._fleet.route(endpoint)
+        if route is None and self._on_miss is not None:
+            await self._on_miss(endpoint)
+            route = self._fleet.route(endpoint)
         if route is None:
             raise RuntimeValidationError(f"Endpoint {endpoint} of account {self._account_id} not found.")
         forward: Headers = []

@@ -142,6 +142,13 @@ def _opt(name: str, env: str, **kw: Any) -> Callable[[F], F]:
     "end's concurrency share and unfinished deployments.",
 )
 @_opt(
+    "--sync-interval-s",
+    "ZEROSCALE_SYNC_INTERVAL_S",
+    default=0.5,
+    type=click.FloatRange(min=0.05),
+    help="Front ends sharing a database: how often each looks for the others' changes (one-row read).",
+)
+@_opt(
     "--log-level",
     "ZEROSCALE_LOG_LEVEL",
     default="info",
@@ -167,6 +174,7 @@ def serve(
     price_table: Path | None,
     warm_cache_mb: int | None,
     frontend_ttl_s: float,
+    sync_interval_s: float,
     log_level: str,
 ) -> None:
     """Run the zeroscale server (control plane, runtime and /metrics on one port).
@@ -199,6 +207,7 @@ def serve(
         price_table=price_table,
         warm_cache_mb=warm_cache_mb,
         frontend_ttl_s=frontend_ttl_s,
+        sync_interval_s=sync_interval_s,
         log_level=log_level,
     )
     if memory_budget_mb is not None:

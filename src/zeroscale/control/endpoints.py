@@ -238,6 +238,21 @@ class Endpoints:
         self._active.pop(name.lower(), None)
         await self._fleet.deactivate(name)
 
+    async def catch_up(self, name: str, timeout_s: float = 10.0) -> None:
+        """An invocation for an endpoint this front end does not route: when the store says it serves
+        (another front end deployed it since the last sync), route it now, waiting at most ``timeout_s``."""
+        rec = await asyncio.to_thread(self._store.get, KIND, name)
+        serving = (EndpointStatus.IN_SERVICE.value, EndpointStatus.UPDATING.value)
+        if rec is None or rec.status not in serving or not rec.doc.get("ProductionVariants"):
+            return
+        key = rec.name.lower()
+        task = self._tasks.get(key)
+        if task is None:
+            if self._active.get(key) == _deployment(rec):
+                return
+            task = self._run(rec.name, self._follow(rec))
+        await asyncio.wait([task], timeout=timeout_s)
+
     def sync(self, live: builtins.set[str]) -> builtins.list[asyncio.Task[None]]:
         """Serve what the store says: every InService (or Updating: the old deployment serves) endpoint
         routed at its current deployment, nothing else; transitions owned by a front end not in ``live``
