@@ -130,7 +130,6 @@ def build(settings: Settings) -> Server:
         ident,
         f"{settings.host}:{settings.port}",
         interval_s=settings.sync_interval_s,
-        heartbeat_s=settings.frontend_ttl_s / 5,
     )
     endpoints = Endpoints(
         store, arns, models, configs, deployer, fleet, frontend=cluster.id, limit=cluster.limit

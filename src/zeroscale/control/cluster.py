@@ -10,6 +10,10 @@ Each front end:
   members add up to the total and a front end that joins takes only ``total // members`` while the
   others shrink.
 
+- fences itself when it cannot heartbeat: after ``FENCE_AFTER`` of the time-to-live without a successful
+  heartbeat its shares drop to zero (idle workers stop at once), before the others consider it dead and
+  grow theirs; the next successful heartbeat lifts the fence.
+
 With one front end (the embedded default) the share is the whole and sync finds nothing to do.
 """
 
@@ -30,9 +34,11 @@ from sqlalchemy.exc import SQLAlchemyError
 from zeroscale.router.fleet import Fleet
 from zeroscale.router.spec import PoolSpec
 from zeroscale.store.db import Store
-from zeroscale.store.frontends import Frontend, Frontends
+from zeroscale.store.frontends import Frontends
 
 log = logging.getLogger("zeroscale.cluster")
+HEARTBEATS_PER_TTL = 5
+FENCE_AFTER = 0.6  # of the time-to-live: two heartbeats missed, well before the others act
 
 
 def share(total: int, rank: int, members: int) -> int:
@@ -63,8 +69,7 @@ class Cluster:
         address: str,
         *,
         interval_s: float = 0.5,
-        heartbeat_s: float = 1.0,
-        wall: Callable[[], float] = time.time,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.id = ident
         self._store = store
@@ -72,12 +77,14 @@ class Cluster:
         self._fleet = fleet
         self._address = address
         self._interval_s = interval_s
-        self._heartbeat_s = heartbeat_s
-        self._wall = wall
-        self._joined_at = wall()
+        self._ttl_s = frontends.ttl_s
+        self._heartbeat_s = frontends.ttl_s / HEARTBEATS_PER_TTL
+        self._clock = clock
+        self._beat_ok = clock()  # the last successful heartbeat
+        self.fenced = False
         self.members: list[str] = [ident]  # live front ends, oldest first
         self._full: dict[tuple[str, str], tuple[int, int]] = {}  # (endpoint, variant) -> (max, provisioned)
-        self._task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
         self._sync: Callable[[set[str]], object] = lambda live: None
         self._failing = False
 
@@ -88,6 +95,8 @@ class Cluster:
         return len(self.members), len(self.members) + 1
 
     def _shares(self, max_concurrency: int, provisioned: int) -> tuple[int, int]:
+        if self.fenced:
+            return 0, 0
         rank, n = self._rank()
         mine = share(max_concurrency, rank, n)
         return mine, min(mine, share(provisioned, rank, n))
@@ -116,30 +125,45 @@ class Cluster:
         """Register now (so the first shares count this front end), then poll in the background."""
         self._sync = sync
         await self._beat()
-        self._task = asyncio.create_task(self._run())
+        self._tasks = [asyncio.create_task(self._run()), asyncio.create_task(self._watch())]
 
     async def _beat(self) -> bool:
-        """Heartbeat and read the members; True when they changed."""
-        now = self._wall()
-        me = Frontend(self.id, self._address, os.getpid(), self._joined_at, now)
-        await asyncio.to_thread(self._frontends.beat, me)
-        members = [f.id for f in await asyncio.to_thread(self._frontends.live, now)]
-        if members == self.members:
+        """Heartbeat and read the members; True when they (or the fence) changed."""
+        await asyncio.to_thread(self._frontends.beat, self.id, self._address, os.getpid())
+        self._beat_ok = self._clock()
+        members = [f.id for f in await asyncio.to_thread(self._frontends.live)]
+        if members == self.members and not self.fenced:
             return False
+        if self.fenced:
+            log.warning("heartbeat written again: serving this front end's shares")
+        self.fenced = False
         log.info("front ends: %s (this one: %s)", ", ".join(members), self.id)
         self.members = members
         self._reshare()
         return True
 
+    def check_fence(self) -> None:
+        """Drop every share to zero when the heartbeat has failed for too long (see the module's doc)."""
+        silent_s = self._clock() - self._beat_ok
+        if not self.fenced and silent_s > FENCE_AFTER * self._ttl_s:
+            log.error("no heartbeat for %.1f s: serving no share until the database answers again", silent_s)
+            self.fenced = True
+            self._reshare()
+
+    async def _watch(self) -> None:
+        while True:
+            await asyncio.sleep(self._heartbeat_s / 2)
+            self.check_fence()
+
     async def _run(self) -> None:
         revision: int | None = None
-        beat_at = self._wall()
+        beat_at = self._clock()
         while True:
             await asyncio.sleep(self._interval_s)
             try:
                 changed = False
-                if self._wall() - beat_at >= self._heartbeat_s:
-                    beat_at = self._wall()
+                if self._clock() - beat_at >= self._heartbeat_s:
+                    beat_at = self._clock()
                     changed = await self._beat()
                 now = await asyncio.to_thread(self._store.revision)
                 if now != revision or changed:
@@ -156,10 +180,10 @@ class Cluster:
                 log.exception("front-end sync failed")
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
+        for task in self._tasks:
+            task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+                await task
         with contextlib.suppress(SQLAlchemyError):
             await asyncio.to_thread(self._frontends.leave, self.id)
         self._frontends.close()

@@ -1,8 +1,9 @@
 """The front ends sharing one database: one row each in ``frontends``, refreshed by a heartbeat.
 
-A front end is live while its row was seen less than ``ttl_s`` ago. ``joined_at`` orders the live ones
-(oldest first) for the concurrency shares; it is kept across a restart within ``ttl_s`` (the same
-identity, from the data directory) and reset when a front end comes back after it was considered dead.
+A front end is live while its row was seen less than ``ttl_s`` ago, by the database's clock. ``joined_at``
+orders the live ones (oldest first) for the concurrency shares; it is kept across a restart within
+``ttl_s`` (the same identity, from the data directory) and reset when a front end comes back after it was
+considered dead.
 Thread-safe and blocking: call it off the event loop.
 """
 
@@ -10,8 +11,21 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import Column, Double, Integer, MetaData, String, Table, delete, insert, select, update
+from sqlalchemy import (
+    Column,
+    Double,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    delete,
+    insert,
+    literal_column,
+    select,
+    update,
+)
 
 from zeroscale.store.engine import make_engine
 from zeroscale.store.migrations import upgrade
@@ -38,31 +52,44 @@ class Frontend:
     seen_at: float
 
 
+def _now(dialect: str) -> Any:
+    """The database's clock in epoch seconds: every front end's heartbeat and every liveness check use
+    this one clock, so the front ends' own clocks may differ."""
+    if dialect == "postgresql":
+        return literal_column("extract(epoch from clock_timestamp())", Double)
+    if dialect == "sqlite":
+        return literal_column("((julianday('now') - 2440587.5) * 86400.0)", Double)
+    return literal_column("extract(epoch from current_timestamp)", Double)
+
+
 class Frontends:
     def __init__(self, url: str, ttl_s: float) -> None:
         self._engine = make_engine(url)
         self._lock = threading.Lock()
         self.ttl_s = ttl_s
+        self._now = _now(self._engine.dialect.name)
         upgrade(self._engine, "frontends", metadata)
 
-    def beat(self, me: Frontend) -> None:
-        """Register ``me`` or refresh its row (``me.seen_at`` is now)."""
+    def beat(self, ident: str, address: str, pid: int) -> None:
+        """Register this front end, or refresh its row; one that comes back after it was considered dead
+        joins anew (it becomes the newest member)."""
+        c = frontends.c
         with self._lock, self._engine.begin() as conn:
-            row = conn.execute(select(frontends).where(frontends.c.id == me.id)).mappings().first()
+            now = float(conn.execute(select(self._now)).scalar_one())
+            row = conn.execute(select(c.seen_at).where(c.id == ident)).first()
             if row is None:
-                conn.execute(insert(frontends).values(**_values(me)))
+                values = {"id": ident, "address": address, "pid": pid, "joined_at": now, "seen_at": now}
+                conn.execute(insert(frontends).values(**values))
                 return
-            joined = row["joined_at"] if me.seen_at - row["seen_at"] < self.ttl_s else me.seen_at
-            values = _values(me) | {"joined_at": min(joined, me.seen_at)}
-            conn.execute(update(frontends).where(frontends.c.id == me.id).values(**values))
+            values = {"address": address, "pid": pid, "seen_at": now}
+            if now - float(row.seen_at) >= self.ttl_s:
+                values["joined_at"] = now
+            conn.execute(update(frontends).where(c.id == ident).values(**values))
 
-    def live(self, now: float) -> list[Frontend]:
-        """Front ends seen within ``ttl_s`` of ``now``, oldest member first."""
-        query = (
-            select(frontends)
-            .where(frontends.c.seen_at > now - self.ttl_s)
-            .order_by(frontends.c.joined_at, frontends.c.id)
-        )
+    def live(self) -> list[Frontend]:
+        """Front ends seen within ``ttl_s``, oldest member first."""
+        c = frontends.c
+        query = select(frontends).where(c.seen_at > self._now - self.ttl_s).order_by(c.joined_at, c.id)
         with self._lock, self._engine.connect() as conn:
             rows = conn.execute(query).mappings().all()
         return [
@@ -70,20 +97,11 @@ class Frontends:
             for r in rows
         ]
 
-    def leave(self, frontend_id: str) -> None:
+    def leave(self, ident: str) -> None:
         """A clean stop: the others need not wait ``ttl_s`` to take over its share."""
         with self._lock, self._engine.begin() as conn:
-            conn.execute(delete(frontends).where(frontends.c.id == frontend_id))
-
-    def forget_dead(self, now: float, older_than_s: float = 86400.0) -> int:
-        with self._lock, self._engine.begin() as conn:
-            result = conn.execute(delete(frontends).where(frontends.c.seen_at < now - older_than_s))
-        return int(result.rowcount or 0)
+            conn.execute(delete(frontends).where(frontends.c.id == ident))
 
     def close(self) -> None:
         with self._lock:
             self._engine.dispose()
-
-
-def _values(f: Frontend) -> dict[str, object]:
-    return {"id": f.id, "address": f.address, "pid": f.pid, "joined_at": f.joined_at, "seen_at": f.seen_at}
