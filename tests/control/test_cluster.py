@@ -32,6 +32,7 @@ def test_one_front_end_serves_everything() -> None:
 
 class FakeFrontends:
     ttl_s = 5.0
+    networked = True
 
     def __init__(self) -> None:
         self.members = ["old", "me"]

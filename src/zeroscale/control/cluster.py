@@ -145,6 +145,8 @@ class Cluster:
     def check_fence(self) -> None:
         """Drop every share to zero when the heartbeat has failed for too long (see the module's doc)."""
         silent_s = self._clock() - self._beat_ok
+        if not self._frontends.networked:
+            return  # an SQLite file stalls (a long lock), it does not partition: never throttle for that
         if not self.fenced and silent_s > FENCE_AFTER * self._ttl_s:
             log.error("no heartbeat for %.1f s: serving no share until the database answers again", silent_s)
             self.fenced = True

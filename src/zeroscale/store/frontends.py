@@ -68,6 +68,8 @@ class Frontends:
         self._lock = threading.Lock()
         self.ttl_s = ttl_s
         self._now = _now(self._engine.dialect.name)
+        # SQLite is one machine's file: its front ends cannot be cut off from it while still serving
+        self.networked = self._engine.dialect.name != "sqlite"
         upgrade(self._engine, "frontends", metadata)
 
     def beat(self, ident: str, address: str, pid: int) -> None:
