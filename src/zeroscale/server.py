@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from dataclasses import dataclass
 
 import uvicorn
@@ -14,6 +15,7 @@ from zeroscale.api.image_rest import ImagesApi
 from zeroscale.api.invoke import InvokeApi
 from zeroscale.api.jsonrpc import JsonService
 from zeroscale.api.shapes import ServiceShapes
+from zeroscale.api.workers_rest import WorkersApi
 from zeroscale.artifacts import ArtifactCache
 from zeroscale.artifacts.pyenv import PythonEnvs
 from zeroscale.background import Background
@@ -177,6 +179,7 @@ def build(settings: Settings) -> Server:
             "metrics": MetricsApi(history).handle,
             "usage": UsageApi(metering),
             "images": ImagesApi(images).handle,
+            "workers": WorkersApi(fleet, socket.gethostname(), cluster.id).handle,
         },
     )
     return Server(settings, creds, App(parts))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -12,11 +13,13 @@ from pathlib import Path
 
 import pytest
 from botocore.exceptions import ClientError
+from click.testing import CliRunner
 
 from e2e.conftest import handler_model
 from pgserver import PostgresServer
+from zeroscale.cli.main import cli
 from zeroscale.store import Store
-from zeroscale.testing import ServerProcess, deploy, wait_for
+from zeroscale.testing import ACCESS_KEY, REGION, SECRET_KEY, ServerProcess, deploy, wait_for
 
 SLEEPY = """
 import os, time
@@ -161,6 +164,31 @@ def test_max_concurrency_holds_across_front_ends(
         == gauge(b, "zeroscale_max_concurrency", "capped")
         == 1
     )
+
+
+def test_workers_lists_each_front_ends_live_workers(pair: tuple[ServerProcess, ServerProcess]) -> None:
+    a, b = pair
+    env = {"AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY, "AWS_DEFAULT_REGION": REGION}
+    runner = CliRunner()
+    for server in (a, b):
+        out = runner.invoke(cli, ["workers", "capped", "--json", "--endpoint-url", server.url], env=env)
+        assert out.exit_code == 0, out.output
+        (worker,) = json.loads(out.output)["Workers"]  # its share of MaxConcurrency 2: one worker
+        assert worker["EndpointName"] == "capped" and worker["VariantName"] == "AllTraffic"
+        assert worker["State"] == "idle" and worker["Node"] == socket.gethostname()
+        assert worker["Frontend"] == (server.data_dir / "frontend-id").read_text().strip()
+    table = runner.invoke(cli, ["workers", "--endpoint-url", a.url], env=env)
+    assert table.exit_code == 0, table.output
+    assert table.output.splitlines()[0].split() == [
+        "ENDPOINT",
+        "VARIANT",
+        "WORKER",
+        "NODE",
+        "STATE",
+        "PID",
+        "RSS_MB",
+    ]
+    assert "capped" in table.output
 
 
 def test_a_front_end_killed_costs_only_its_requests_and_comes_back(

@@ -15,6 +15,7 @@ from zeroscale.cli.logs import logs
 from zeroscale.cli.metrics import metrics
 from zeroscale.cli.package import package
 from zeroscale.cli.usage import check_price_table, usage
+from zeroscale.cli.workers import workers
 from zeroscale.config import Settings
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -222,6 +223,7 @@ cli.add_command(package)
 cli.add_command(usage)
 cli.add_command(images)
 cli.add_command(logs)
+cli.add_command(workers)
 
 
 def main() -> None:
