@@ -111,10 +111,9 @@ class Cluster:
         return out
 
     def _reshare(self) -> None:
+        # Entries are replaced by the next ``limit`` of the same variant, never dropped: a pool still being
+        # built (no route yet) gets the current share as soon as it routes.
         for (endpoint, variant), (total, provisioned) in list(self._full.items()):
-            if self._fleet.route(endpoint) is None:
-                del self._full[(endpoint, variant)]
-                continue
             self._fleet.resize(endpoint, variant, *self._shares(total, provisioned))
 
     def live(self) -> set[str]:
@@ -171,6 +170,8 @@ class Cluster:
                 if now != revision or changed:
                     revision = now
                     self._sync(self.live())
+                # Pools activated while the members changed may have been built with the old shares.
+                self._reshare()
                 if self._failing:
                     log.warning("database reachable again")
                     self._failing = False

@@ -179,8 +179,29 @@ class Endpoints:
             EndpointConfigName=config.name,
             ProductionVariants=self._described_variants(config, specs),
             FailureReason=None,
+            **{DEPLOYED: self._snapshot(config)},
         )
         self._active[name.lower()] = _deployment(rec)
+
+    def _snapshot(self, config: Record) -> dict[str, Any]:
+        """The documents this deployment was made from, kept in the endpoint's row (never answered on the
+        wire): another front end, or this one after a restart, rebuilds the same pools from them even when
+        the configuration or a model was deleted (SageMaker allows it) or replaced since."""
+        models: dict[str, Any] = {}
+        for name in sorted({v.model_name.lower() for v in variant_specs(config.doc)}):
+            with contextlib.suppress(ValidationException):  # deleted since the pools were built
+                models[name] = self._models.get(name).doc
+        return {"EndpointConfig": config.doc, "Models": models}
+
+    def _deployed(self, rec: Record) -> tuple[Record, dict[str, Record] | None]:
+        """The configuration and models ``rec`` is deployed from: its snapshot, else the store's."""
+        snap = rec.doc.get(DEPLOYED)
+        config_name = rec.doc["EndpointConfigName"]
+        if not snap:
+            return self._configs.get(config_name), None
+        config = Record("endpoint-config", config_name, "", 0.0, 0.0, None, dict(snap["EndpointConfig"]))
+        models = {k: Record("model", k, "", 0.0, 0.0, None, dict(doc)) for k, doc in snap["Models"].items()}
+        return config, models
 
     def _described_variants(
         self, config: Record, specs: builtins.list[PoolSpec]
@@ -227,8 +248,8 @@ class Endpoints:
         worker it does not need; the store is not written."""
         key, deployment = rec.name.lower(), _deployment(rec)
         try:
-            config = self._configs.get(rec.doc["EndpointConfigName"])
-            specs = self._limit(await self._deployer.pool_specs(rec.name, config))
+            config, models = self._deployed(rec)
+            specs = self._limit(await self._deployer.pool_specs(rec.name, config, models))
             await self._fleet.activate(rec.name, specs, warm=False)
         except (DeployError, ValidationException) as exc:
             log.error("endpoint %s: cannot serve its deployment here: %s", rec.name, _reason(exc))
@@ -306,6 +327,7 @@ class Endpoints:
                 await task
 
 
+DEPLOYED = "ZeroscaleDeployment"  # the endpoint row's snapshot of what it was deployed from (see _snapshot)
 _TRANSITIONS = frozenset(
     {EndpointStatus.CREATING.value, EndpointStatus.UPDATING.value, EndpointStatus.DELETING.value}
 )

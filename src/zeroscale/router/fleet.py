@@ -147,7 +147,9 @@ class Fleet:
         share changed): no new pool, its workers stay; scaling applies the new limits from now on."""
         route = self._routes.get(endpoint.lower())
         for pool in route.pools if route is not None else ():
-            if pool.spec.variant == variant:
+            if pool.spec.variant == variant and (
+                pool.spec.max_concurrency != max_concurrency or pool.spec.provisioned != provisioned
+            ):
                 pool.spec = dataclasses.replace(
                     pool.spec, max_concurrency=max_concurrency, provisioned=provisioned
                 )
