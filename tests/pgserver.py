@@ -70,9 +70,14 @@ class PostgresServer:
             check=True,
             capture_output=True,
         )  # fmt: skip
-        log = (self.workdir / "postgres.log").open("ab")
         for _ in range(3):  # a port picked as free can be taken before postgres binds it
             self.port = _free_port()
+            if self._launch():
+                return self
+        raise RuntimeError(f"PostgreSQL did not start: {self.log_tail()}")
+
+    def _launch(self) -> bool:
+        with (self.workdir / "postgres.log").open("ab") as log:
             self._proc = subprocess.Popen(
                 self._as_owner([find_bin("postgres"), "-D", str(self.data), "-p", str(self.port),
                                 "-h", "127.0.0.1", "-k", str(self.data), "-c", "fsync=off",
@@ -82,10 +87,19 @@ class PostgresServer:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )  # fmt: skip
-            if self._wait_ready():
-                return self
-            self._kill()
-        raise RuntimeError(f"PostgreSQL did not start: {self.log_tail()}")
+        if self._wait_ready():
+            return True
+        self._kill()
+        return False
+
+    def pause(self) -> None:
+        """Stop the server, keeping its data (the database is gone until ``resume``)."""
+        self._kill()
+
+    def resume(self) -> None:
+        """Start it again on the same port with the same data."""
+        if not self._launch():
+            raise RuntimeError(f"PostgreSQL did not restart: {self.log_tail()}")
 
     def _wait_ready(self) -> bool:
         deadline = time.monotonic() + self.startup_timeout_s

@@ -4,8 +4,10 @@ MaxConcurrency holds across them, and a front end killed with SIGKILL costs only
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import socket
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -277,3 +279,39 @@ def test_a_dead_front_ends_unfinished_create_and_delete_are_taken_over(
 
 def _ids(*servers: ServerProcess) -> list[str]:
     return [(s.data_dir / "frontend-id").read_text() for s in servers]
+
+
+def test_losing_the_database_is_a_clear_error_and_serving_resumes_when_it_is_back(
+    model_url: str, tmp_path: Path
+) -> None:
+    """Its own PostgreSQL, stopped under a front end: control-plane calls fail, invocations answer 503
+    ServiceUnavailable once the front end fenced itself; both work again when the database is back."""
+    workdir = Path(tempfile.mkdtemp(prefix="zeroscale-pg-"))
+    workdir.chmod(0o755)
+    with PostgresServer(workdir) as pg:
+        server = ServerProcess(
+            tmp_path / "data", {"database_url": pg.create_database("outage"), "frontend_ttl_s": TTL_S}
+        ).start()
+        try:
+            assert deploy(server.client("sagemaker"), "steady", model_url)["EndpointStatus"] == "InService"
+            invoke(server, "steady")
+            pg.pause()
+            with pytest.raises(ClientError, match=r"ServiceUnavailable.*database is unreachable"):
+                server.client("sagemaker").describe_endpoint(EndpointName="steady")
+
+            def unavailable() -> bool:
+                try:
+                    invoke(server, "steady")
+                except ClientError as exc:
+                    return bool(exc.response["Error"]["Code"] == "ServiceUnavailable")
+                return False
+
+            wait_for(unavailable, timeout_s=TTL_S * 3)
+            pg.resume()
+            wait_for(serves(server, "steady"), timeout_s=TTL_S * 3)
+            assert server.client("sagemaker").describe_endpoint(EndpointName="steady")["EndpointStatus"] == (
+                "InService"
+            )
+        finally:
+            server.stop()
+    shutil.rmtree(workdir, ignore_errors=True)

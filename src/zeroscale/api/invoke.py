@@ -31,18 +31,23 @@ class InvokeApi:
         account_id: str,
         events: EventBus,
         on_miss: Callable[[str], Awaitable[None]] | None = None,
+        unavailable: Callable[[], str | None] | None = None,
     ) -> None:
         """``on_miss``: awaited when no route is found, before answering "not found" (with several front
-        ends, another may have deployed the endpoint a moment ago: this one catches up)."""
+        ends, another may have deployed the endpoint a moment ago: this one catches up). ``unavailable``:
+        why this front end serves nothing now (503 ServiceUnavailable), or None."""
         self._fleet = fleet
         self._account_id = account_id
         self._events = events
         self._on_miss = on_miss
+        self._unavailable = unavailable
 
     async def invoke(
         self, send: Send, request_id: str, endpoint: str, headers: Headers, body: bytes, started: float
     ) -> None:
         """``started``: ``time.perf_counter()`` when the request arrived."""
+        if self._unavailable is not None and (reason := self._unavailable()) is not None:
+            raise ZeroscaleError(reason, code="ServiceUnavailable", status=503)
         route = self._fleet.route(endpoint)
         if route is None and self._on_miss is not None:
             await self._on_miss(endpoint)

@@ -33,7 +33,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from zeroscale.router.fleet import Fleet
 from zeroscale.router.spec import PoolSpec
-from zeroscale.store.db import Store
+from zeroscale.store.db import DatabaseUnavailable, Store
 from zeroscale.store.frontends import Frontends
 
 log = logging.getLogger("zeroscale.cluster")
@@ -116,6 +116,21 @@ class Cluster:
         for (endpoint, variant), (total, provisioned) in list(self._full.items()):
             self._fleet.resize(endpoint, variant, *self._shares(total, provisioned))
 
+    @property
+    def can_fence(self) -> bool:
+        """Only on a networked database: an SQLite file stalls (a long lock), it does not partition."""
+        return self._frontends.networked
+
+    def unavailable(self) -> str | None:
+        """Why this front end serves no invocation now (it fenced itself), or None."""
+        if not self.fenced:
+            return None
+        return (
+            f"This zeroscale front end ({self.id}) cannot reach its database; it serves no request until it "
+            "can, so that the other front ends may use its share of every endpoint's MaxConcurrency. "
+            "Retry: another front end may serve it."
+        )
+
     def live(self) -> set[str]:
         return set(self.members)
 
@@ -144,8 +159,8 @@ class Cluster:
     def check_fence(self) -> None:
         """Drop every share to zero when the heartbeat has failed for too long (see the module's doc)."""
         silent_s = self._clock() - self._beat_ok
-        if not self._frontends.networked:
-            return  # an SQLite file stalls (a long lock), it does not partition: never throttle for that
+        if not self.can_fence:
+            return
         if not self.fenced and silent_s > FENCE_AFTER * self._ttl_s:
             log.error("no heartbeat for %.1f s: serving no share until the database answers again", silent_s)
             self.fenced = True
@@ -175,7 +190,7 @@ class Cluster:
                 if self._failing:
                     log.warning("database reachable again")
                     self._failing = False
-            except SQLAlchemyError as exc:
+            except (SQLAlchemyError, DatabaseUnavailable) as exc:
                 if not self._failing:
                     log.error("database unreachable, serving what is known: %s", exc)
                     self._failing = True

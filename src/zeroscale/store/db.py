@@ -10,9 +10,11 @@ front ends on the same database learn that something changed by reading one inte
 
 from __future__ import annotations
 
+import functools
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 from sqlalchemy import (
     JSON,
@@ -30,8 +32,9 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 
+from zeroscale.errors import ZeroscaleError
 from zeroscale.store.engine import make_engine
 from zeroscale.store.migrations import Step, add_column, upgrade
 
@@ -76,6 +79,31 @@ class Record:
 
 class AlreadyExists(Exception):
     """A record of that kind and (case-insensitive) name is already stored."""
+
+
+class DatabaseUnavailable(ZeroscaleError):
+    """The database cannot be reached (answered as 503 ServiceUnavailable)."""
+
+    code = "ServiceUnavailable"
+    status = 503
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _reachable(method: Callable[P, R]) -> Callable[P, R]:
+    """A lost connection or a database that is down becomes DatabaseUnavailable, with the driver's reason."""
+
+    @functools.wraps(method)
+    def call(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return method(*args, **kwargs)
+        except OperationalError as exc:
+            reason = str(exc.orig or exc).strip().splitlines()[0]
+            raise DatabaseUnavailable(f"The database is unreachable ({reason}); retry later.") from exc
+
+    return call
 
 
 def _record(row: RowMapping) -> Record:
@@ -124,6 +152,7 @@ class Store:
             update(store_revision).where(store_revision.c.id == 1).values(value=store_revision.c.value + 1)
         )
 
+    @_reachable
     def revision(self) -> int:
         """A number that changes with every write of any front end (cheap: one row)."""
         with self._lock, self._engine.connect() as conn:
@@ -134,6 +163,7 @@ class Store:
     def _where(self, kind: str, name: str) -> Any:
         return (resources.c.kind == kind) & (resources.c.key == name.lower())
 
+    @_reachable
     def insert(self, rec: Record) -> None:
         """Store a new record; raises AlreadyExists when (kind, lower(name)) is taken."""
         with self._lock:
@@ -144,11 +174,13 @@ class Store:
             except IntegrityError as exc:
                 raise AlreadyExists(f"{rec.kind} {rec.name!r} already exists") from exc
 
+    @_reachable
     def get(self, kind: str, name: str) -> Record | None:
         with self._lock, self._engine.connect() as conn:
             row = conn.execute(select(resources).where(self._where(kind, name))).mappings().first()
         return None if row is None else _record(row)
 
+    @_reachable
     def update(self, rec: Record) -> None:
         """Replace every field of the record with the same (kind, lower(name)); a no-op when it is gone."""
         with self._lock, self._engine.begin() as conn:
@@ -158,6 +190,7 @@ class Store:
             if result.rowcount:
                 self._bump(conn)
 
+    @_reachable
     def claim(self, kind: str, name: str, owner: str, previous: str | None) -> Record | None:
         """Make ``owner`` the owner of a record still owned by ``previous`` (compare-and-set, so of front
         ends taking over from a dead one exactly one wins); the record claimed, or None."""
@@ -170,6 +203,7 @@ class Store:
             row = conn.execute(select(resources).where(self._where(kind, name))).mappings().first()
         return None if row is None else _record(row)
 
+    @_reachable
     def delete(self, kind: str, name: str) -> bool:
         """Remove a record; True when one was removed."""
         with self._lock, self._engine.begin() as conn:
@@ -178,6 +212,7 @@ class Store:
                 self._bump(conn)
         return bool(result.rowcount)
 
+    @_reachable
     def list(self, kind: str) -> list[Record]:
         """Every record of a kind, oldest first."""
         query = select(resources).where(resources.c.kind == kind)
