@@ -173,14 +173,19 @@ class Cluster:
 
     async def _run(self) -> None:
         revision: int | None = None
-        beat_at = self._clock()
+        beat_at = polled_at = self._clock()
+        # The heartbeat keeps its own pace whatever the sync interval (a slow poll must not look dead).
+        tick_s = min(self._interval_s, self._heartbeat_s)
         while True:
-            await asyncio.sleep(self._interval_s)
+            await asyncio.sleep(tick_s)
             try:
                 changed = False
                 if self._clock() - beat_at >= self._heartbeat_s:
                     beat_at = self._clock()
                     changed = await self._beat()
+                if not changed and self._clock() - polled_at < self._interval_s:
+                    continue
+                polled_at = self._clock()
                 now = await asyncio.to_thread(self._store.revision)
                 if now != revision or changed:
                     revision = now
