@@ -24,6 +24,13 @@ CREATE TABLE resources (
     status VARCHAR(64), doc JSON NOT NULL, PRIMARY KEY (kind, key)
 )
 """
+OLD_PROVISIONED = """
+CREATE TABLE usage_provisioned (
+    id INTEGER NOT NULL PRIMARY KEY, endpoint VARCHAR(255) NOT NULL, variant VARCHAR(255) NOT NULL,
+    memory_mb INTEGER NOT NULL, concurrency INTEGER NOT NULL, started_at FLOAT NOT NULL, ended_at FLOAT,
+    seen_at FLOAT NOT NULL
+)
+"""
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -38,6 +45,8 @@ def test_an_old_database_upgrades_in_place(url: str) -> None:
     engine = create_engine(url)
     with engine.begin() as conn:
         conn.execute(text(OLD_RESOURCES))
+        conn.execute(text(OLD_PROVISIONED))
+        conn.execute(text("INSERT INTO usage_provisioned VALUES (1, 'ep', 'v', 1024, 1, 10.0, NULL, 12.0)"))
         conn.execute(
             text(
                 "INSERT INTO resources VALUES ('endpoint', 'ep', 'Ep', 'arn:ep', 1.0, 2.0, 'InService', :doc)"
@@ -61,10 +70,15 @@ def test_an_old_database_upgrades_in_place(url: str) -> None:
         assert store.revision() == before + 1
     finally:
         store.close()
-    Ledger(url).close()
+    ledger = Ledger(url, frontend="front-1")
+    (interval,) = ledger.intervals()
+    assert (interval.started_at, interval.ended_at, interval.seen_at) == (10.0, None, 12.0)
+    assert ledger.close_dangling() == 1  # left open by the server before the upgrade: ends when last seen
+    assert ledger.intervals()[0].ended_at == 12.0
+    ledger.close()
     MinuteStore(url).close()
     steps = applied(engine)
-    assert "resources:1:add resources.owner" in steps
+    assert {"resources:1:add resources.owner", "usage:1:add usage_provisioned.frontend"} <= set(steps)
     tables = set(inspect(engine).get_table_names())
     assert {
         "resources",
