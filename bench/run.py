@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench import breakdown, burst, cold, idle, overhead, throughput
+from bench import breakdown, burst, cold, idle, overhead, throughput, warmcache
 from bench.common import REPO, RESULTS, ServerProcess, ms, pct
 from bench.machine import Background, describe, wakeup_cost
 from bench.report import (
@@ -51,7 +51,7 @@ from bench.report import (
     markdown_table,
 )
 
-SCENARIOS = ("cold", "overhead", "throughput", "burst", "idle", "ray")
+SCENARIOS = ("cold", "cache", "overhead", "throughput", "burst", "idle", "ray")
 METHOD = (
     "",
     "How (each bench/ module's docstring has the details):",
@@ -81,10 +81,13 @@ class Plan:
     idle_endpoints: int
     ray_rounds: int
     ray_requests: int
+    cache_rounds: int = 15
+    cache_endpoints: int = 30
 
 
-FULL = Plan(15, 1, 10, 1000, 5000, 5.0, 2, 3.0, 1000, 5, 500)
-QUICK = Plan(6, 1, 5, 300, 2000, 3.0, 1, 2.0, 1000, 3, 200)
+FULL = Plan(15, 1, 10, 1000, 5000, 5.0, 2, 3.0, 1000, 5, 500, 15, 30)
+QUICK = Plan(6, 1, 5, 300, 2000, 3.0, 1, 2.0, 1000, 3, 200, 6, 15)
+CACHE_CAP_MB = 100
 
 
 @dataclass
@@ -392,6 +395,96 @@ def rows_throughput(run: Run, res: throughput.ThroughputResult) -> None:
     run.sections.append("\n".join(lines))
 
 
+def run_cache(run: Run, models: Any) -> None:
+    res = warmcache.CacheResult()
+    hit = ServerProcess(run.root / "cache-hit", {}).start()
+    miss = ServerProcess(run.root / "cache-miss", {"warm_cache_mb": 0}).start()
+    try:
+        warmcache.deploy_rf(hit, models)
+        warmcache.deploy_rf(miss, models)
+        run.scenario("cache: hit vs miss", lambda: warmcache.measure(hit, miss, run.plan.cache_rounds, res))
+    finally:
+        hit.stop()
+        miss.stop()
+    capped = ServerProcess(run.root / "cache-cap", {"warm_cache_mb": CACHE_CAP_MB}).start()
+    try:
+        run.scenario(
+            f"cache: cap with {run.plan.cache_endpoints} endpoints",
+            lambda: warmcache.measure_cap(
+                capped, models, run.root, run.plan.cache_endpoints, CACHE_CAP_MB, res
+            ),
+        )
+    finally:
+        capped.stop()
+    s = "cold start"
+    if res.cold_s.get("hit") and res.cold_s.get("miss"):
+        hit_pen = ms(pct(res.cold_s["hit"], 50) - pct(res.warm_s["hit"], 50))
+        miss_pen = ms(pct(res.cold_s["miss"], 50) - pct(res.warm_s["miss"], 50))
+        run.rows += [
+            Row(
+                s,
+                "RandomForest cold start from a cached template: p50",
+                ms(pct(res.cold_s["hit"], 50)),
+                "ms",
+                "same model, no warm cache (zygote fork + load)",
+                ms(pct(res.cold_s["miss"], 50)),
+            ),
+            Row(
+                s,
+                "cold-start penalty, cached template (cold p50 - warm p50)",
+                hit_pen,
+                "ms",
+                "warm p50",
+                ms(pct(res.warm_s["hit"], 50)),
+                "<= 15 ms",
+                hit_pen <= 15,
+                ratio=math.nan,
+            ),
+            Row(
+                s,
+                "cold-start penalty, model in no cache (cold p50 - warm p50)",
+                miss_pen,
+                "ms",
+                "warm p50",
+                ms(pct(res.warm_s["miss"], 50)),
+                "<= 40 ms",
+                miss_pen <= 40,
+                ratio=math.nan,
+            ),
+            Row(
+                s,
+                "cold starts that forked a cached template",
+                res.hits,
+                "",
+                "cold starts measured",
+                float(len(res.cold_s["hit"])),
+                f"= {len(res.cold_s['hit'])}",
+                res.hits == len(res.cold_s["hit"]),
+            ),
+        ]
+    if res.endpoints:
+        run.rows.append(
+            Row(
+                "idle",
+                f"warm cache with {res.endpoints} endpoints at zero: MB held",
+                res.cached_bytes / 2**20,
+                "MB",
+                "cap (--warm-cache-mb)",
+                float(res.cap_mb),
+                f"<= {res.cap_mb} MB",
+                res.cached_bytes <= res.cap_mb * 2**20,
+            )
+        )
+        run.sections.append(
+            "## Warm-model cache\n\n"
+            f"{res.endpoints} endpoints, each its own copy of the RandomForest, invoked once and back at "
+            f"zero under a {res.cap_mb} MB cap: {res.cached_entries:.0f} templates cached "
+            f"({res.cached_bytes / 2**20:.1f} MB of private memory), {res.evictions:.0f} evicted for the "
+            f"cap; the server's process tree: {res.processes} processes, {res.tree_rss_mb:.0f} MB resident "
+            "(shared pages counted once per process)."
+        )
+
+
 def run_burst(run: Run, models: Any) -> None:
     res = burst.BurstResult()
     srv = ServerProcess(run.root / "b", burst.SERVER_FLAGS).start()
@@ -691,6 +784,8 @@ def main() -> None:
         models = build_models(root)
         if which & {"cold", "overhead", "throughput"}:
             run_cold_overhead_throughput(run, models, which)
+        if "cache" in which:
+            run_cache(run, models)
         if "burst" in which:
             run_burst(run, models)
         if "idle" in which:

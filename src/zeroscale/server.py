@@ -20,6 +20,7 @@ from zeroscale.artifacts import ArtifactCache
 from zeroscale.artifacts.pyenv import PythonEnvs
 from zeroscale.background import Background
 from zeroscale.config import Settings
+from zeroscale.console import Backend, Console
 from zeroscale.control.arns import Arns
 from zeroscale.control.cluster import Cluster, frontend_id
 from zeroscale.control.deploy import Deployer
@@ -41,6 +42,7 @@ from zeroscale.router.fleet import Fleet
 from zeroscale.router.spec import RouterSettings
 from zeroscale.store.db import Store
 from zeroscale.store.frontends import Frontends
+from zeroscale.types import SERVERLESS_MEMORY_SIZES_MB
 from zeroscale.workers.manager import WorkerManager
 
 log = logging.getLogger("zeroscale")
@@ -188,6 +190,19 @@ def build(settings: Settings) -> Server:
             "workers": WorkersApi(fleet, socket.gethostname(), cluster.id).handle,
         },
     )
+    # The web console calls these same operation tables, routes and runtime for a signed-in session.
+    parts.console = Console(
+        Backend(
+            json_services=parts.json_services,
+            rest_routes=parts.rest_routes,
+            invoke=parts.runtime.invoke,
+            lookup_secret=secrets.get,
+            loads=fleet.loads,
+            payload_limit_bytes=settings.payload_limit_bytes,
+            region=settings.region,
+            memory_sizes_mb=SERVERLESS_MEMORY_SIZES_MB,
+        )
+    )
     return Server(settings, creds, App(parts))
 
 
@@ -226,6 +241,7 @@ def _announce(server: Server) -> None:
         f"  deploy:  zeroscale deploy --name demo --model model.joblib --image sklearn --endpoint-url {url}\n"
         f"  invoke:  zeroscale invoke demo --body '[[1,2,3,4]]' --endpoint-url {url}\n"
         f"  boto3:   boto3.client('sagemaker-runtime', endpoint_url='{url}').invoke_endpoint(...)\n"
-        f"  metrics: {url}/metrics",
+        f"  metrics: {url}/metrics\n"
+        f"  console: {url}/console  (sign in with the admin credentials)",
         flush=True,
     )

@@ -71,19 +71,14 @@ def test_describe_serverless(configs: EndpointConfigs, clock: FakeClock) -> None
 
 
 def test_describe_instance_variants_and_optional_members(configs: EndpointConfigs) -> None:
-    async_cfg = {"OutputConfig": {"S3OutputPath": "s3://b/out"}}
-    capture = {
-        "InitialSamplingPercentage": 10,
-        "DestinationS3Uri": "s3://b/c",
-        "CaptureOptions": [{"CaptureMode": "Input"}],
-    }
+    role = "arn:aws:iam::123456789012:role/R"
     configs.create(
         cfg(
             instance("A", InitialInstanceCount=2, InitialVariantWeight=3),
             instance("B", model="m2"),
-            AsyncInferenceConfig=async_cfg,
-            DataCaptureConfig=capture,
             KmsKeyId="key",
+            ExecutionRoleArn=role,
+            EnableNetworkIsolation=False,
         )
     )
     out = configs.describe("MyConfig")
@@ -97,9 +92,9 @@ def test_describe_instance_variants_and_optional_members(configs: EndpointConfig
         },
         {"VariantName": "B", "ModelName": "m2", "InstanceType": "ml.m5.large", "InitialVariantWeight": 1.0},
     ]
-    assert out["AsyncInferenceConfig"] == async_cfg
-    assert out["DataCaptureConfig"] == capture
     assert out["KmsKeyId"] == "key"
+    assert out["ExecutionRoleArn"] == role
+    assert out["EnableNetworkIsolation"] is False
     assert "Tags" not in out
 
 

@@ -40,12 +40,12 @@ def test_describe_primary_container(models: Models, clock: FakeClock) -> None:
 
 
 def test_describe_containers_and_network_isolation(models: Models, clock: FakeClock) -> None:
-    containers = [dict(CONTAINER, ContainerHostname="a"), {"Image": IMAGE, "ContainerHostname": "b"}]
-    models.create(params(PrimaryContainer=None, Containers=containers, EnableNetworkIsolation=True))
+    containers = [dict(CONTAINER, ContainerHostname="a", Mode="SingleModel")]
+    models.create(params(PrimaryContainer=None, Containers=containers, EnableNetworkIsolation=False))
     out = models.describe("MyModel")
     assert out["Containers"] == containers
     assert "PrimaryContainer" not in out and "ExecutionRoleArn" not in out
-    assert out["EnableNetworkIsolation"] is True
+    assert out["EnableNetworkIsolation"] is False
     assert out["CreationTime"] == clock.now
 
 

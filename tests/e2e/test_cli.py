@@ -62,7 +62,7 @@ def _ok(proc: subprocess.CompletedProcess[str]) -> str:
 
 def _table(stdout: str) -> dict[str, list[str]]:
     lines = stdout.strip().splitlines()
-    assert lines[0].split() == ["NAME", "STATUS", "SERVERLESS", "CREATED"]
+    assert lines[0].split() == ["NAME", "STATUS", "SERVERLESS", "WORKERS", "WARM", "CACHE", "CREATED"]
     return {line.split()[0]: line.split() for line in lines[1:]}
 
 
@@ -103,6 +103,7 @@ def test_deploy_invoke_list_delete(
 
     table = _table(_ok(zs("endpoints")))
     assert table["cli-model"][1:4] == ["InService", "1024", "MB"]
+    assert int(table["cli-model"][5]) >= 1  # WORKERS: the one that just answered
 
     out = _ok(zs("delete", "cli-model"))
     assert "cli-model: deleted" in out
@@ -205,7 +206,7 @@ def test_credentials_from_the_data_dir(generated_creds_server: ServerProcess, tm
     url = ["--endpoint-url", generated_creds_server.url]
 
     out = _ok(_run(["endpoints", "--data-dir", str(data_dir), *url], env, home))
-    assert out.split() == ["NAME", "STATUS", "SERVERLESS", "CREATED"]
+    assert out.split() == ["NAME", "STATUS", "SERVERLESS", "WORKERS", "WARM", "CACHE", "CREATED"]
     # ZEROSCALE_DATA_DIR works the same
     _ok(_run(["endpoints", *url], {**env, "ZEROSCALE_DATA_DIR": str(data_dir)}, home))
 

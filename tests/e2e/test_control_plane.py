@@ -31,7 +31,7 @@ SLOW_LOADING_MODEL = """
 import time
 
 def model_fn(model_dir):
-    time.sleep(2.5)
+    time.sleep(4.0)  # longer than CreateEndpoint and UpdateEndpoint wait for a deployment (2 s)
     return "slow"
 
 def transform_fn(model, body, content_type, accept):

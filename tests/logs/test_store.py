@@ -3,6 +3,7 @@ operations called directly (ordering, paging, errors)."""
 
 from __future__ import annotations
 
+import base64
 import os
 from pathlib import Path
 
@@ -186,6 +187,47 @@ def test_log_groups_by_prefix_and_arn_identifiers(cw: CloudWatchLogs) -> None:
     arn = out["logGroups"][0]["arn"]  # with its ":*"
     events = cw.filter_log_events({"logGroupIdentifier": arn, "logStreamNames": ["Canary/0004-d"]})
     assert [e["message"] for e in events["events"]] == ["d1"]
+
+
+def test_log_groups_by_identifiers_and_class(cw: CloudWatchLogs) -> None:
+    def names(**params: object) -> list[str]:
+        return [g["logGroupName"] for g in cw.describe_log_groups(params)["logGroups"]]
+
+    arn = f"arn:aws:logs:eu-west-1:123456789012:log-group:{GROUP}"
+    assert names(logGroupIdentifiers=[GROUP]) == [GROUP]
+    assert names(logGroupIdentifiers=[arn, "/aws/sagemaker/Endpoints/other"]) == [
+        GROUP,
+        "/aws/sagemaker/Endpoints/other",
+    ]
+    assert names(logGroupIdentifiers=[arn + ":*"]) == [GROUP]
+    assert names(logGroupIdentifiers=["/aws/sagemaker/Endpoints/none"]) == []
+    with pytest.raises(InvalidParameterException, match="cannot be combined"):
+        names(logGroupIdentifiers=[GROUP], logGroupNamePrefix="/aws")
+    assert len(names(logGroupClass="STANDARD")) == 2  # every zeroscale log group is STANDARD
+    assert names(logGroupClass="INFREQUENT_ACCESS") == []
+    assert len(names(includeLinkedAccounts=False)) == 2
+
+
+def test_hostile_tokens_are_invalid_tokens(cw: CloudWatchLogs) -> None:
+    def token(raw: bytes) -> str:
+        return base64.urlsafe_b64encode(raw).decode()
+
+    calls = [
+        (cw.describe_log_streams, {"logGroupName": GROUP}),
+        (cw.describe_log_streams, {"logGroupName": GROUP, "orderBy": "LastEventTime"}),
+        (cw.filter_log_events, {"logGroupName": GROUP}),
+        (cw.get_log_events, {"logGroupName": GROUP, "logStreamName": "AllTraffic/0001-a"}),
+    ]
+    for bad in [
+        token(b"[" * 5000),
+        token(b'[{"a": 1}]'),
+        token(b'["x", 1, "y"]'),
+        "f/" + "9" * 5000,
+        "b/\u00b2",
+    ]:
+        for call, params in calls:
+            with pytest.raises(InvalidParameterException, match="nextToken is invalid"):
+                call({**params, "nextToken": bad})
 
 
 def test_filter_log_events_across_streams_in_time_order(cw: CloudWatchLogs) -> None:

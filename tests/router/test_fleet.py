@@ -125,3 +125,24 @@ async def test_a_cold_start_evicts_the_longest_idle_worker_of_another_endpoint(t
         assert h.fleet.budget.evicting_mb == 0 and h.fleet.budget.used_mb == 2048
     finally:
         await h.fleet.close()
+
+
+async def test_the_reconcile_loop_leaves_pools_at_zero_alone_and_keeps_floors(h: Harness) -> None:
+    await h.fleet.activate("zero", [spec(endpoint="zero", idle_timeout_s=0.0)])
+    await h.fleet.activate("floor", [spec(endpoint="floor", provisioned=1)])
+    await asyncio.sleep(0)
+    zero, floor = (h.fleet.route(n).pools[0] for n in ("zero", "floor"))  # type: ignore[union-attr]
+    await asyncio.sleep(0)
+    assert zero.live == 0 and zero.quiet  # its deploy-time worker was scaled in at once
+    calls: list[str] = []
+    zero.scale = lambda: calls.append("scale")  # type: ignore[method-assign]
+    await h.fleet.start(interval_s=0.01)
+    await asyncio.sleep(0.1)
+    assert calls == []  # skipped on every tick
+    assert not floor.quiet and floor.live == 1
+    h.manager.crash(floor.slots()[0].worker_id)
+    for _ in range(50):
+        await asyncio.sleep(0.01)
+        if floor.live == 1:
+            break
+    assert floor.live == 1  # the floor is restored by the loop

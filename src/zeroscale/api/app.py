@@ -15,12 +15,14 @@ from typing import Any
 
 from zeroscale.api import sigv4
 from zeroscale.api.invoke import InvokeApi
+from zeroscale.api.jsonrpc import MAX_BODY_BYTES as MAX_JSON_BODY_BYTES
 from zeroscale.api.jsonrpc import JsonService
 from zeroscale.api.wire import Send, control_error, control_ok, respond, runtime_error
 from zeroscale.errors import (
     InternalFailure,
     RuntimeValidationError,
     UnknownOperationException,
+    ValidationException,
     ZeroscaleError,
 )
 from zeroscale.metrics.registry import Metrics
@@ -32,6 +34,7 @@ log = logging.getLogger("zeroscale.api")
 _RUNTIME_PREFIX = "/endpoints/"
 REST_PREFIX = "/zeroscale/v1/"
 _UNSIGNED_GETS = ("/metrics", "/ping", "/healthz")
+_CONSOLE = "/console"
 _INVOCATIONS_SUFFIX = "/invocations"
 _CONTROL_BODY_LIMIT = 16 * 1024 * 1024
 
@@ -84,6 +87,8 @@ class AppParts:
     # every other call (signing name "sagemaker"), errors in the JSON 1.1 shape.
     rest_routes: dict[str, RestHandler]
     shutdown: Callable[[], Awaitable[None]]
+    # the web console under /console (an ASGI app with its own sessions), when mounted
+    console: Callable[[Scope, Receive, Send], Awaitable[None]] | None = None
 
 
 class App:
@@ -124,12 +129,21 @@ class App:
         if method == "GET" and path in _UNSIGNED_GETS:
             await self._unsigned_get(send, path, request_id)
             return
+        if self._p.console is not None and (path == _CONSOLE or path.startswith(_CONSOLE + "/")):
+            await self._p.console(scope, receive, send)
+            return
         try:
             limit = self._p.payload_limit_bytes if is_runtime else _CONTROL_BODY_LIMIT
+            if path == "/":
+                limit = MAX_JSON_BODY_BYTES
             try:
                 body = await _read_body(scope, receive, limit)
             except BodyTooLarge:
-                raise RuntimeValidationError(f"Request {request_id} has oversize body.") from None
+                if is_runtime:
+                    raise RuntimeValidationError(f"Request {request_id} has oversize body.") from None
+                raise ValidationException(
+                    f"Request {request_id} has oversize body (at most {limit} bytes)."
+                ) from None
             headers: list[tuple[bytes, bytes]] = scope["headers"]
             target = next((v for k, v in headers if k.lower() == b"x-amz-target"), b"").decode("latin-1")
             service = self._service(target)

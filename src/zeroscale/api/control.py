@@ -8,6 +8,7 @@ from zeroscale.api.jsonrpc import Operation
 from zeroscale.control.endpoint_configs import EndpointConfigs
 from zeroscale.control.endpoints import Endpoints
 from zeroscale.control.models import Models
+from zeroscale.control.tags import ResourceTags
 
 
 @dataclass
@@ -18,6 +19,7 @@ class ControlPlane:
 
     def operations(self) -> dict[str, Operation]:
         m, c, e = self.models, self.configs, self.endpoints
+        tags = ResourceTags({"model": m, "endpoint-config": c, "endpoint": e})
         return {
             "CreateModel": m.create,
             "DescribeModel": lambda p: m.describe(p["ModelName"]),
@@ -32,4 +34,5 @@ class ControlPlane:
             "ListEndpoints": e.list,
             "UpdateEndpoint": e.update,
             "DeleteEndpoint": lambda p: e.delete(p["EndpointName"]),
+            "ListTags": tags.list,
         }

@@ -5,6 +5,9 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable
 
+from zeroscale.api.allowlist import refused_headers
+from zeroscale.api.served import INVOKE_ENDPOINT
+from zeroscale.api.shapes import ServiceShapes
 from zeroscale.api.wire import Headers, Send, respond
 from zeroscale.errors import RuntimeValidationError, ZeroscaleError
 from zeroscale.events import EventBus, InvocationRecord
@@ -41,6 +44,10 @@ class InvokeApi:
         self._events = events
         self._on_miss = on_miss
         self._unavailable = unavailable
+        # InvokeEndpoint members zeroscale does not serve (multi-model, multi-container, explanations,
+        # inference components, sessions, ...), by header: refused by name, never ignored.
+        invoke = ServiceShapes("sagemaker-runtime").input_shape("InvokeEndpoint")
+        self._refused = refused_headers(invoke, INVOKE_ENDPOINT)
 
     async def invoke(
         self, send: Send, request_id: str, endpoint: str, headers: Headers, body: bytes, started: float
@@ -48,12 +55,6 @@ class InvokeApi:
         """``started``: ``time.perf_counter()`` when the request arrived."""
         if self._unavailable is not None and (reason := self._unavailable()) is not None:
             raise ZeroscaleError(reason, code="ServiceUnavailable", status=503)
-        route = self._fleet.route(endpoint)
-        if route is None and self._on_miss is not None:
-            await self._on_miss(endpoint)
-            route = self._fleet.route(endpoint)
-        if route is None:
-            raise RuntimeValidationError(f"Endpoint {endpoint} of account {self._account_id} not found.")
         forward: Headers = []
         target_variant: str | None = None
         for name, value in headers:
@@ -64,6 +65,14 @@ class InvokeApi:
                 forward.append((wire, value))
             elif lname == _TARGET_VARIANT:
                 target_variant = value.decode("latin-1")
+            elif lname in self._refused:
+                raise RuntimeValidationError(f"zeroscale does not support {self._refused[lname]} yet.")
+        route = self._fleet.route(endpoint)
+        if route is None and self._on_miss is not None:
+            await self._on_miss(endpoint)
+            route = self._fleet.route(endpoint)
+        if route is None:
+            raise RuntimeValidationError(f"Endpoint {endpoint} of account {self._account_id} not found.")
         pool = route.choose(target_variant)
         inv = Invocation(body, forward)
         try:

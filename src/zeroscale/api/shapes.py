@@ -15,9 +15,11 @@ Member paths follow AWS: each member name with its first letter lower-cased, lis
 a map of scalars, are reported against the collection as a whole (``Member must satisfy constraint: [...]``,
 ``Map keys must satisfy constraint: [...]``, ``Map value must satisfy constraint: [...]``).
 
-Unknown members are ignored, JSON ``null`` counts as absent. Model patterns are Java regular expressions;
-they are translated to Python where needed (``\\p{L}`` and friends, UTF-16 surrogate pairs, a quantified
-``$``) and matched with ``fullmatch``; a pattern that still does not compile is not checked.
+Unknown members are not this module's business (``allowlist.py`` refuses them by name); JSON ``null``
+counts as absent. Integers must fit a Java int (32 bits) or long (64 bits), as AWS's deserialiser demands.
+Model patterns are Java regular expressions; they are translated to Python where needed (``\\p{L}`` and
+friends, UTF-16 surrogate pairs, a quantified ``$``) and matched with ``fullmatch``; a pattern that still
+does not compile is not checked.
 """
 
 from __future__ import annotations
@@ -277,6 +279,9 @@ _TYPE_NAMES = {
 }
 
 
+_INT_BITS = {"integer": 32, "long": 64}
+
+
 def _json_kind(value: Any) -> str:
     if isinstance(value, bool):
         return "boolean"
@@ -348,6 +353,12 @@ class _Walker:
         elif t in ("integer", "long"):
             if isinstance(value, bool) or not isinstance(value, int):
                 raise _type_error(shape, value, path)
+            bits = _INT_BITS[t]
+            if not -(2 ** (bits - 1)) <= value < 2 ** (bits - 1):  # as a Java int / long overflows
+                raise SerializationException(
+                    f"Numeric value '{_value_text(value, False)}' at '{path}' is out of range of a "
+                    f"{bits}-bit {_TYPE_NAMES[t]} (shape {shape.name})."
+                )
             self._range(meta, value, problems)
         elif t in ("float", "double"):
             if isinstance(value, bool) or not isinstance(value, int | float):
@@ -373,21 +384,11 @@ class _Walker:
 
     @staticmethod
     def _length(meta: dict[str, Any], length: int, problems: list[str]) -> None:
-        lo = meta.get("min")
-        hi = meta.get("max")
-        if hi is not None and length > hi:
-            problems.append(f"Member must have length less than or equal to {_num(hi)}")
-        if lo is not None and length < lo:
-            problems.append(f"Member must have length greater than or equal to {_num(lo)}")
+        _bounds(meta, length, "length", problems)
 
     @staticmethod
     def _range(meta: dict[str, Any], value: float, problems: list[str]) -> None:
-        lo = meta.get("min")
-        hi = meta.get("max")
-        if hi is not None and value > hi:
-            problems.append(f"Member must have value less than or equal to {_num(hi)}")
-        if lo is not None and value < lo:
-            problems.append(f"Member must have value greater than or equal to {_num(lo)}")
+        _bounds(meta, value, "value", problems)
 
     def add(self, value: Any, path: str, problems: list[str], sensitive: bool) -> None:
         shown = _value_text(value, sensitive)
@@ -469,6 +470,16 @@ class _Walker:
                 self.add(value, path, problems, _sensitive(shape))
 
 
+def _bounds(meta: dict[str, Any], measured: float, what: str, problems: list[str]) -> None:
+    """AWS's messages for a ``length`` or ``value`` outside the shape's min/max."""
+    lo = meta.get("min")
+    hi = meta.get("max")
+    if hi is not None and measured > hi:
+        problems.append(f"Member must have {what} less than or equal to {_num(hi)}")
+    if lo is not None and measured < lo:
+        problems.append(f"Member must have {what} greater than or equal to {_num(lo)}")
+
+
 def _num(limit: Any) -> str:
     if isinstance(limit, float) and limit.is_integer():
         return str(int(limit))
@@ -512,6 +523,10 @@ class ServiceShapes:
 
     def operation_names(self) -> frozenset[str]:
         return self._names
+
+    def input_shape(self, operation: str) -> Any:
+        """botocore's input shape of ``operation`` (None when it takes no input)."""
+        return self._operation(operation).input_shape
 
     def _operation(self, operation: str) -> Any:
         if operation not in self._names:

@@ -302,15 +302,18 @@ def invoke(
 @click.command()
 @common_options
 def endpoints(endpoint_url: str, region: str | None, data_dir: Path) -> None:
-    """List endpoints as a table."""
+    """List endpoints as a table, with their live workers and the memory their models hold in the warm
+    cache (from the server's /metrics)."""
     clients = make_clients(endpoint_url, region, data_dir)
-    rows: list[tuple[str, str, str, str]] = []
+    rows: list[tuple[str, ...]] = []
+    live = _live_state(endpoint_url)
     try:
         for page in clients.sagemaker.get_paginator("list_endpoints").paginate(
             SortBy="Name", SortOrder="Ascending"
         ):
             for ep in page["Endpoints"]:
-                desc = clients.sagemaker.describe_endpoint(EndpointName=ep["EndpointName"])
+                name = ep["EndpointName"]
+                desc = clients.sagemaker.describe_endpoint(EndpointName=name)
                 config = ""
                 for v in desc.get("ProductionVariants", []):
                     sc = v.get("CurrentServerlessConfig")
@@ -319,20 +322,47 @@ def endpoints(endpoint_url: str, region: str | None, data_dir: Path) -> None:
                         if sc
                         else (f"{v.get('CurrentInstanceCount', '?')} instance(s)")
                     )
+                workers, cached = live.get(name, (0, 0)) if live is not None else (None, None)
                 rows.append(
                     (
-                        ep["EndpointName"],
+                        name,
                         ep["EndpointStatus"],
                         config,
+                        "-" if workers is None else str(workers),
+                        "-" if cached is None else (f"{cached / 2**20:.1f} MB" if cached else "0"),
                         ep["CreationTime"].strftime("%Y-%m-%d %H:%M:%S"),
                     )
                 )
     except (ClientError, BotoCoreError) as exc:
         raise _fail(exc) from None
-    header = ("NAME", "STATUS", "SERVERLESS", "CREATED")
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(4)]
+    header = ("NAME", "STATUS", "SERVERLESS", "WORKERS", "WARM CACHE", "CREATED")
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     for row in [header, *rows]:
         click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+
+
+def _live_state(endpoint_url: str) -> dict[str, tuple[int, int]] | None:
+    """Per endpoint: live workers (all variants) and bytes of its models in the warm cache, read from the
+    unsigned /metrics; None when the server does not answer it."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    try:
+        with urllib.request.urlopen(endpoint_url.rstrip("/") + "/metrics", timeout=10) as resp:
+            text = resp.read().decode()
+    except (OSError, ValueError):
+        return None
+    workers: dict[str, int] = {}
+    cached: dict[str, int] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            name = sample.labels.get("endpoint_name")
+            if name is None:
+                continue
+            if sample.name == "zeroscale_workers":
+                workers[name] = workers.get(name, 0) + int(sample.value)
+            elif sample.name == "zeroscale_warm_cache_endpoint_bytes":
+                cached[name] = int(sample.value)
+    return {name: (workers.get(name, 0), cached.get(name, 0)) for name in workers.keys() | cached.keys()}
 
 
 @click.command()

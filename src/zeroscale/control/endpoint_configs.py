@@ -24,20 +24,8 @@ KIND = "endpoint-config"
 IDLE_TIMEOUT_TAG = "zeroscale:idle-timeout-s"
 MAX_CONCURRENCY = 200
 
-# DescribeEndpointConfigOutput members echoed from the create request.
-_DESCRIBED = (
-    "ProductionVariants",
-    "DataCaptureConfig",
-    "KmsKeyId",
-    "AsyncInferenceConfig",
-    "ExplainerConfig",
-    "ShadowProductionVariants",
-    "ExecutionRoleArn",
-    "VpcConfig",
-    "EnableNetworkIsolation",
-    "MetricsConfig",
-    "CrossRegionTrafficConfig",
-)
+# DescribeEndpointConfigOutput members echoed from the create request (the wire layer refuses the others).
+_DESCRIBED = ("ProductionVariants", "KmsKeyId", "ExecutionRoleArn", "EnableNetworkIsolation")
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,9 @@ Creating -> InService | Failed; InService -> Updating -> InService (the old conf
 until the new one is warm; a failed update leaves it serving and says why in FailureReason);
 any -> Deleting -> gone.
 Deploy work runs in background tasks; the store is written at each transition, so a restarted server resumes.
+CreateEndpoint and UpdateEndpoint wait up to ``settle_s`` (2 s) for their deployment before they answer, so
+a quick one (a warm runtime, a small model) is already InService at the caller's first DescribeEndpoint:
+botocore's ``endpoint_in_service`` waiter polls every 30 s. A longer one goes on in the background.
 
 Several front ends on one database: the one that accepted a transition owns it (``owner``); ``sync`` makes
 every other front end serve what the store says (activate a deployment it did not make, deactivate a
@@ -18,9 +21,10 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
 
+from zeroscale.background import Background
 from zeroscale.control.arns import Arns
 from zeroscale.control.deploy import Deployer, primary_container
 from zeroscale.control.endpoint_configs import EndpointConfigs, variant_specs
@@ -35,6 +39,7 @@ from zeroscale.types import EndpointStatus
 KIND = "endpoint"
 log = logging.getLogger("zeroscale.endpoints")
 _FAILURE_REASON_MAX = 1024
+SETTLE_S = 2.0
 
 
 class Endpoints:
@@ -47,12 +52,14 @@ class Endpoints:
         deployer: Deployer,
         fleet: Fleet,
         clock: Callable[[], float] = time.time,
+        settle_s: float = SETTLE_S,
         *,
         frontend: str | None = None,
         limit: Callable[[builtins.list[PoolSpec]], builtins.list[PoolSpec]] = lambda specs: specs,
     ) -> None:
-        """``frontend``: this front end's id, the owner of the transitions it runs; ``limit``: this front
-        end's share of each variant's concurrency (all of it by default)."""
+        """``settle_s``: how long CreateEndpoint and UpdateEndpoint wait for their deployment; ``frontend``:
+        this front end's id, the owner of the transitions it runs; ``limit``: this front end's share of each
+        variant's concurrency (all of it by default)."""
         self._res = Resources(store, arns, KIND, "endpoint")
         self._store = store
         self._models = models
@@ -60,7 +67,10 @@ class Endpoints:
         self._deployer = deployer
         self._fleet = fleet
         self._clock = clock
-        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._settle_s = settle_s
+        self._background = Background("endpoint")
+        # the latest deploy or delete of each endpoint (lower-cased name), which a delete cancels
+        self._latest: dict[str, asyncio.Task[Any]] = {}
         self.frontend = frontend
         self._limit = limit
         # What this front end routes: lower-cased name -> the deployment (see _deployment)
@@ -80,15 +90,15 @@ class Endpoints:
         self._store.update(rec)
 
     # ---- operations ----
-    def create(self, params: Mapping[str, Any]) -> dict[str, Any]:
+    async def create(self, params: Mapping[str, Any]) -> dict[str, Any]:
         name: str = params["EndpointName"]
         config = self._configs.get(params["EndpointConfigName"])
         doc = {"EndpointConfigName": config.name, "Tags": list(params.get("Tags") or [])}
         arn = self._res.insert(name, doc, self._clock(), EndpointStatus.CREATING.value, owner=self.frontend)
-        self._run(name, self._deploy(name, config.name, updating=False))
+        await self._settle(self._run(name, self._deploy(name, config.name, updating=False)))
         return {"EndpointArn": arn}
 
-    def update(self, params: Mapping[str, Any]) -> dict[str, Any]:
+    async def update(self, params: Mapping[str, Any]) -> dict[str, Any]:
         rec = self.get(params["EndpointName"])
         if rec.status != EndpointStatus.IN_SERVICE.value:
             raise ValidationException(
@@ -97,14 +107,14 @@ class Endpoints:
         config = self._configs.get(params["EndpointConfigName"])
         rec.owner = self.frontend
         self._save(rec, EndpointStatus.UPDATING, FailureReason=None)
-        self._run(rec.name, self._deploy(rec.name, config.name, updating=True))
+        await self._settle(self._run(rec.name, self._deploy(rec.name, config.name, updating=True)))
         return {"EndpointArn": rec.arn}
 
     def delete(self, name: str) -> None:
         rec = self.get(name)
         rec.owner = self.frontend
         self._save(rec, EndpointStatus.DELETING)
-        previous = self._tasks.pop(rec.name.lower(), None)
+        previous = self._latest.pop(rec.name.lower(), None)
         if previous is not None:
             previous.cancel()
         self._run(rec.name, self._delete(rec))
@@ -140,17 +150,19 @@ class Endpoints:
         )
 
     # ---- background work ----
-    def _run(self, name: str, coro: Any) -> asyncio.Task[None]:
-        task: asyncio.Task[None] = asyncio.ensure_future(coro)
-        self._tasks[name.lower()] = task
-        task.add_done_callback(lambda t: self._forget(name.lower(), t))
+    def _run(self, name: str, coro: Coroutine[Any, Any, None]) -> asyncio.Task[Any]:
+        task = self._background.spawn(coro)
+        self._latest[name.lower()] = task
         return task
 
-    def _forget(self, key: str, task: asyncio.Task[None]) -> None:
-        if self._tasks.get(key) is task:
-            del self._tasks[key]
-        if not task.cancelled() and task.exception() is not None:
-            log.error("endpoint task failed", exc_info=task.exception())
+    def _running(self, key: str) -> asyncio.Task[Any] | None:
+        """The endpoint's deploy, delete or activation still under way on this front end, if any."""
+        task = self._latest.get(key)
+        return task if task is not None and not task.done() else None
+
+    async def _settle(self, task: asyncio.Task[Any]) -> None:
+        """Wait up to ``settle_s`` for ``task``, which goes on regardless (it is not cancelled)."""
+        await asyncio.wait({task}, timeout=self._settle_s)
 
     async def _deploy(self, name: str, config_name: str, *, updating: bool, warm: bool = True) -> None:
         try:
@@ -267,7 +279,7 @@ class Endpoints:
         if rec is None or rec.status not in serving or not rec.doc.get("ProductionVariants"):
             return
         key = rec.name.lower()
-        task = self._tasks.get(key)
+        task = self._running(key)
         if task is None:
             if self._active.get(key) == _deployment(rec):
                 return
@@ -281,7 +293,7 @@ class Endpoints:
         records = {r.name.lower(): r for r in self._store.list(KIND)}
         started: builtins.list[asyncio.Task[None]] = []
         for key, rec in records.items():
-            if key in self._tasks:
+            if self._running(key) is not None:
                 continue  # a transition or activation of this front end is under way
             if rec.status in _TRANSITIONS and rec.owner not in live:
                 claimed = self._store.claim(KIND, rec.name, self.frontend or "", rec.owner)
@@ -303,7 +315,7 @@ class Endpoints:
             elif key in self._active:
                 self._run(rec.name, self._forget_route(rec.name))
         for key in builtins.set(self._active) - builtins.set(records):
-            if key not in self._tasks:
+            if self._running(key) is None:
                 self._run(key, self._forget_route(key))
         return started
 
@@ -319,12 +331,8 @@ class Endpoints:
             await asyncio.wait(serving, timeout=timeout_s)
 
     async def close(self) -> None:
-        tasks = list(self._tasks.values())
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        self._latest.clear()
+        await self._background.cancel()
 
 
 DEPLOYED = "ZeroscaleDeployment"  # the endpoint row's snapshot of what it was deployed from (see _snapshot)

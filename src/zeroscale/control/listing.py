@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from zeroscale import safejson
 from zeroscale.errors import ValidationException
 from zeroscale.store.db import Record
 
@@ -130,7 +131,7 @@ class _Query:
 
     def decode(self, token: str) -> tuple[Any, ...]:
         try:
-            body = json.loads(base64.urlsafe_b64decode(token.encode("ascii")))
+            body = safejson.loads(base64.urlsafe_b64decode(token.encode("ascii")))
         except (ValueError, UnicodeError, binascii.Error):
             raise ValidationException(INVALID_TOKEN) from None
         if not isinstance(body, dict) or body.get("f") != self.fingerprint():

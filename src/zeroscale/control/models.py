@@ -19,15 +19,8 @@ from zeroscale.store.db import Record, Store
 KIND = "model"
 ENVIRONMENT_MAX_TOTAL_BYTES = 32 * 1024
 
-# DescribeModelOutput members echoed from the create request.
-_DESCRIBED = (
-    "PrimaryContainer",
-    "Containers",
-    "InferenceExecutionConfig",
-    "ExecutionRoleArn",
-    "VpcConfig",
-    "EnableNetworkIsolation",
-)
+# DescribeModelOutput members echoed from the create request (the wire layer refuses the others).
+_DESCRIBED = ("PrimaryContainer", "Containers", "ExecutionRoleArn", "EnableNetworkIsolation")
 
 
 def _check_container(container: Mapping[str, Any], where: str) -> None:

@@ -21,6 +21,7 @@ import zlib
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
+from zeroscale import safejson
 from zeroscale.errors import InvalidParameterException, LogsResourceNotFound
 from zeroscale.logs.patterns import compile_pattern
 from zeroscale.logs.reader import bounds, page_backward, page_forward, search
@@ -39,14 +40,14 @@ def _token(value: Any) -> str:
 
 def _untoken(token: str) -> Any:
     try:
-        return json.loads(base64.urlsafe_b64decode(token.encode()))
-    except (ValueError, TypeError):
+        return safejson.loads(base64.urlsafe_b64decode(token.encode()))
+    except (ValueError, TypeError):  # JsonRejected, binascii.Error and UnicodeError are ValueErrors
         raise InvalidParameterException("The specified nextToken is invalid.") from None
 
 
 def _event_token(token: str) -> tuple[str, int]:
     direction, _, offset = token.partition("/")
-    if direction not in ("f", "b") or not offset.isdigit():
+    if direction not in ("f", "b") or not (offset.isascii() and offset.isdigit() and len(offset) <= 20):
         raise InvalidParameterException("The specified nextToken is invalid.")
     return direction, int(offset)
 
@@ -84,15 +85,19 @@ class CloudWatchLogs:
                 "LogGroup name and LogGroup ARN are mutually exclusive parameters."
             )
         if ident:
-            name = ident
-            if ident.startswith(self._arn_prefix):
-                name = ident[len(self._arn_prefix) :].removesuffix(":*")
+            name = self._group_name(ident)
         if not name:
             raise InvalidParameterException("Either logGroupName or logGroupIdentifier must be specified.")
         group = self._store.group(name)
         if group is None:
             raise LogsResourceNotFound("The specified log group does not exist.")
         return group
+
+    def _group_name(self, identifier: str) -> str:
+        """A log group's name from its name or its ARN (with or without the trailing ``:*``)."""
+        if identifier.startswith(self._arn_prefix):
+            return identifier[len(self._arn_prefix) :].removesuffix(":*")
+        return identifier
 
     def _stream(self, group: Group, name: str) -> Stream:
         stream = self._store.stream(group, name)
@@ -103,15 +108,24 @@ class CloudWatchLogs:
     # ---- operations ----
     def describe_log_groups(self, p: Params) -> dict[str, Any]:
         prefix, pattern = p.get("logGroupNamePrefix"), p.get("logGroupNamePattern")
+        identifiers: list[str] = p.get("logGroupIdentifiers") or []
         if prefix and pattern:
             raise InvalidParameterException(
                 "LogGroup name prefix and LogGroup name pattern are mutually exclusive parameters."
             )
+        if identifiers and (prefix or pattern):
+            raise InvalidParameterException(
+                "logGroupIdentifiers cannot be combined with logGroupNamePrefix or logGroupNamePattern."
+            )
+        wanted = {self._group_name(i) for i in identifiers}
+        # every zeroscale log group is in the STANDARD class
         groups = [
             g
             for g in self._store.groups()
             if (not prefix or g.name.startswith(prefix))
             and (not pattern or pattern.lower() in g.name.lower())
+            and (not wanted or g.name in wanted)
+            and p.get("logGroupClass", "STANDARD") == "STANDARD"
         ]
         if p.get("nextToken"):
             after = str(_untoken(p["nextToken"]))
@@ -158,7 +172,12 @@ class CloudWatchLogs:
             keyed = [([s.name], s, None, None) for s in streams]
         keyed.sort(key=lambda item: item[0], reverse=descending)
         if after is not None:
-            if not isinstance(after, list):
+            shape = [int, str] if order == "LastEventTime" else [str]
+            if not (
+                isinstance(after, list)
+                and len(after) == len(shape)
+                and all(type(part) is kind for part, kind in zip(after, shape, strict=True))
+            ):
                 raise InvalidParameterException("The specified nextToken is invalid.")
             keyed = [k for k in keyed if (k[0] < after if descending else k[0] > after)]
         page = keyed[:limit]
@@ -230,9 +249,13 @@ class CloudWatchLogs:
         after = None
         if p.get("nextToken"):
             token = _untoken(p["nextToken"])
-            if not (isinstance(token, list) and len(token) == 3):
+            if not (
+                isinstance(token, list)
+                and len(token) == 3
+                and all(type(part) is kind for part, kind in zip(token, (int, str, int), strict=True))
+            ):
                 raise InvalidParameterException("The specified nextToken is invalid.")
-            after = (int(token[0]), str(token[1]), int(token[2]))
+            after = (token[0], token[1], token[2])
         found, more = search(
             [(s.name, s.path) for s in streams],
             limit=p.get("limit") or MAX_EVENTS,

@@ -3,9 +3,10 @@ the first resource was created, and usage reports."""
 
 from __future__ import annotations
 
+import inspect
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -55,11 +56,21 @@ class Metering:
         """Wrap every ``Create*`` operation so the first resource ever created is recorded (the free tier
         starts then). After that the wrapper is one attribute check."""
 
+        def mark() -> None:
+            if self._first_resource_at is None:
+                self._first_resource_at = self.ledger.mark_first_resource(self._wall())
+
+        async def created(pending: Awaitable[Any]) -> Any:
+            out = await pending
+            mark()
+            return out
+
         def wrap(handler: H) -> H:
             def create(*args: Any, **kwargs: Any) -> Any:
                 out = handler(*args, **kwargs)
-                if self._first_resource_at is None:
-                    self._first_resource_at = self.ledger.mark_first_resource(self._wall())
+                if inspect.isawaitable(out):  # an async operation: it has created nothing yet
+                    return created(out)
+                mark()
                 return out
 
             return create  # type: ignore[return-value]

@@ -226,10 +226,13 @@ class Fleet:
         self._loop_task = asyncio.create_task(self._reconcile(interval_s))
 
     async def _reconcile(self, interval_s: float) -> None:
+        """Scale-in and floors: pools at zero with nothing waiting are skipped, so endpoints at zero cost
+        next to nothing however many there are."""
         while True:
             await asyncio.sleep(interval_s)
             for pool in self.pools():
-                pool.scale()
+                if not pool.quiet:
+                    pool.scale()
 
     async def close(self) -> None:
         if self._loop_task is not None:

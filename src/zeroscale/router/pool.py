@@ -13,7 +13,6 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import cast
 
 from zeroscale.background import Background
 from zeroscale.errors import DeployError, ModelError, Throttling
@@ -22,13 +21,12 @@ from zeroscale.metrics.load import PoolLoad
 from zeroscale.router.budget import MemoryBudget
 from zeroscale.router.slots import Slot, Slots, StopReason
 from zeroscale.router.spec import PoolSpec, RouterSettings, Workers
-from zeroscale.router.warmcache import TemplateKey, WarmCache
-from zeroscale.runtimes.usercode import forks_loaded_model
+from zeroscale.router.template import PoolTemplate
+from zeroscale.router.warmcache import WarmCache
 from zeroscale.scaler.policy import IdleWorker, PoolSnapshot, decide
 from zeroscale.types import WorkerState
 from zeroscale.workers.client import WorkerConnectionError, WorkerResponse
 from zeroscale.workers.manager import WorkerHandle, WorkerSpec
-from zeroscale.workers.zygotes import Zygote, ZygoteError
 
 S = WorkerState
 _CONTAINER = "primary"
@@ -68,15 +66,12 @@ class VariantPool:
         self._slots = Slots(spec.memory_mb, budget, self, clock)
         self._budget = budget
         self._waiters: deque[asyncio.Future[Slot]] = deque()
-        self._template: Zygote | None = None
-        self._template_task: asyncio.Future[None] | None = None
-        self._templated = not spec.command and forks_loaded_model(spec.runtime, spec.model_dir, spec.env)
-        self.template_key = (
-            TemplateKey.of(spec.runtime, spec.model_dir, spec.env) if self._templated else None
-        )
-        self._cache = cache
-        self._at_zero = True  # the next start is a cold start of the whole pool: look in the warm cache
         self._background = Background(f"pool {spec.endpoint}/{spec.variant}")
+        self._template = PoolTemplate(
+            spec, manager, cache, self._background, lambda: bool(self._slots) and not self.draining
+        )
+        self.template_key = self._template.key
+        self._at_zero = True  # the next start is a cold start of the whole pool: look in the warm cache
         self._empty = asyncio.Event()
         self._empty.set()
         self.draining = False
@@ -91,6 +86,11 @@ class VariantPool:
     @property
     def queued(self) -> int:
         return sum(1 for f in self._waiters if not f.done())
+
+    @property
+    def quiet(self) -> bool:
+        """At zero with nothing waiting and no floor to keep: the policy has nothing to decide."""
+        return not self._slots and not self._waiters and (self.spec.provisioned == 0 or self.draining)
 
     def slots(self) -> list[Slot]:
         return list(self._slots)
@@ -187,10 +187,10 @@ class VariantPool:
         self._empty.clear()
         if self._at_zero:
             self._at_zero = False
-            self._take_cached_template()
+            self._template.take_cached()
         try:
             handle = await self._manager.start(
-                spec, worker_id=slot.worker_id, on_exit=self._on_exit, template=self._template
+                spec, worker_id=slot.worker_id, on_exit=self._on_exit, template=self._template.current
             )
         except BaseException as exc:
             if isinstance(exc, DeployError):
@@ -208,7 +208,7 @@ class VariantPool:
             self._check_empty()
             raise died
         self._emit(slot.worker_id, "started", setup_s=handle.ready_s)
-        self._keep_template(spec)
+        self._template.keep(spec)
 
     def _fail_one_waiter(self, exc: DeployError) -> None:
         for fut in self._waiters:
@@ -250,7 +250,7 @@ class VariantPool:
         self._emit(slot.worker_id, slot.exit_kind(), detail=handle.death_reason())
         if not self._slots:
             self._at_zero = True
-            self._stash_template()
+            self._template.stash(draining=self.draining)
         self._check_empty()
         if self.queued:
             self.scale()
@@ -268,49 +268,6 @@ class VariantPool:
                 setup_s=setup_s,
             )
         )
-
-    # ---- the template: scale-out without loading the model again ----
-    def _keep_template(self, spec: WorkerSpec) -> None:
-        """While the pool has workers, keep a template of its model so further workers are forks of a
-        loaded model. Only where forking a loaded model is safe (``forks_loaded_model``)."""
-        if not self._templated or self._template_task is not None:
-            return
-        if self._template is not None and self._template.alive:
-            return
-        self._template_task = self._background.spawn(self._start_template(spec))
-
-    async def _start_template(self, spec: WorkerSpec) -> None:
-        try:
-            template = await self._manager.start_template(spec)
-        except (ZygoteError, DeployError):
-            return  # scale-out keeps forking the zygote
-        finally:
-            self._template_task = None
-        if self.draining or not self._slots:
-            self._template = template
-            self._stash_template()  # the pool went back to zero while it loaded
-            return
-        self._template = template
-
-    def _take_cached_template(self) -> None:
-        """A cold start from zero: a template the warm cache kept makes it a fork of a loaded model."""
-        if self._cache is None or self.template_key is None or self._template is not None:
-            return
-        cached = self._cache.take(self.template_key)
-        if cached is not None:
-            self._template = cast(Zygote, cached)
-
-    def _stash_template(self) -> None:
-        """The pool is at zero: its template goes to the warm cache (closed when there is none, the pool
-        is draining, or it does not fit)."""
-        template, self._template = self._template, None
-        if template is None:
-            return
-        if self._cache is None or self.template_key is None or self.draining or not template.alive:
-            self._background.spawn(template.close())
-            return
-        size = self._manager.template_bytes(template)
-        self._cache.put(self.template_key, template, size, self.spec.endpoint)
 
     def _check_empty(self) -> None:
         if not self._slots and not self.queued:
@@ -436,6 +393,4 @@ class VariantPool:
         # Stopping workers are SIGKILLed after the grace; one still starting is stopped once it is up.
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._empty.wait(), _DRAIN_STOP_GRACE_S + 2.0)
-        template, self._template = self._template, None
-        if template is not None:
-            await template.close()
+        await self._template.close()

@@ -1,0 +1,152 @@
+"""What zeroscale serves of each operation it implements: the allow-lists behind ``allowlist.Refusals``.
+
+"Served" means the value is used, or stored and returned where AWS returns it (Describe*, ListTags).
+Everything else is refused by name with a ValidationException until it is served; a member that botocore
+adds later is refused by default. Keep each table in step with the code that serves the members.
+"""
+
+from __future__ import annotations
+
+from zeroscale.api.allowlist import ANY, Refusals, Rule, Table, at_most, only, under
+
+_TAGS = {"Tags": ANY, "Tags.Key": ANY, "Tags.Value": ANY}
+
+# One container: its image (a framework image or a pushed one), model data and environment are used;
+# ContainerHostname and Mode are stored and described (SageMaker itself ignores ContainerHostname for a
+# single container; MultiModel endpoints are not served).
+_CONTAINER: dict[str, Rule] = {
+    "Image": ANY,
+    "ModelDataUrl": ANY,
+    "Environment": ANY,
+    "ContainerHostname": ANY,
+    "Mode": only("SingleModel"),
+}
+
+_LIST = {
+    "SortBy": ANY,
+    "SortOrder": ANY,
+    "NextToken": ANY,
+    "MaxResults": ANY,
+    "NameContains": ANY,
+    "CreationTimeBefore": ANY,
+    "CreationTimeAfter": ANY,
+}
+
+SAGEMAKER: Table = {
+    "CreateModel": {
+        "ModelName": ANY,
+        "PrimaryContainer": ANY,
+        **under("PrimaryContainer", _CONTAINER),
+        "Containers": at_most(1),  # an inference pipeline (several containers) is not served yet
+        **under("Containers", _CONTAINER),
+        "ExecutionRoleArn": ANY,  # stored and described
+        "EnableNetworkIsolation": only(False),  # workers of built-in runtimes have the host's network
+        **_TAGS,
+    },
+    "DescribeModel": {"ModelName": ANY},
+    "ListModels": _LIST,
+    "DeleteModel": {"ModelName": ANY},
+    "CreateEndpointConfig": {
+        "EndpointConfigName": ANY,
+        "ProductionVariants": ANY,
+        **under(
+            "ProductionVariants",
+            {
+                "VariantName": ANY,
+                "ModelName": ANY,
+                "InitialInstanceCount": ANY,
+                "InstanceType": ANY,
+                "InitialVariantWeight": ANY,
+                "ServerlessConfig": ANY,
+                "ServerlessConfig.MemorySizeInMB": ANY,
+                "ServerlessConfig.MaxConcurrency": ANY,
+                "ServerlessConfig.ProvisionedConcurrency": ANY,
+            },
+        ),
+        "KmsKeyId": ANY,  # stored and described
+        "ExecutionRoleArn": ANY,  # stored and described
+        "EnableNetworkIsolation": only(False),
+        **_TAGS,
+    },
+    "DescribeEndpointConfig": {"EndpointConfigName": ANY},
+    "ListEndpointConfigs": _LIST,
+    "DeleteEndpointConfig": {"EndpointConfigName": ANY},
+    "CreateEndpoint": {"EndpointName": ANY, "EndpointConfigName": ANY, **_TAGS},
+    "DescribeEndpoint": {"EndpointName": ANY},
+    "ListEndpoints": {
+        **_LIST,
+        "LastModifiedTimeBefore": ANY,
+        "LastModifiedTimeAfter": ANY,
+        "StatusEquals": ANY,
+    },
+    "UpdateEndpoint": {
+        "EndpointName": ANY,
+        "EndpointConfigName": ANY,
+        # false is what an update without them does: the new configuration's variants, no deployment policy
+        "RetainAllVariantProperties": only(False),
+        "RetainDeploymentConfig": only(False),
+    },
+    "DeleteEndpoint": {"EndpointName": ANY},
+    "ListTags": {"ResourceArn": ANY, "NextToken": ANY, "MaxResults": ANY},
+}
+
+LOGS: Table = {
+    "DescribeLogGroups": {
+        "logGroupNamePrefix": ANY,
+        "logGroupNamePattern": ANY,
+        "logGroupIdentifiers": ANY,
+        "logGroupClass": ANY,  # every zeroscale log group is STANDARD
+        "includeLinkedAccounts": only(False),  # no cross-account observability
+        "nextToken": ANY,
+        "limit": ANY,
+    },
+    "DescribeLogStreams": {
+        "logGroupName": ANY,
+        "logGroupIdentifier": ANY,
+        "logStreamNamePrefix": ANY,
+        "orderBy": ANY,
+        "descending": ANY,
+        "nextToken": ANY,
+        "limit": ANY,
+    },
+    "GetLogEvents": {
+        "logGroupName": ANY,
+        "logGroupIdentifier": ANY,
+        "logStreamName": ANY,
+        "startTime": ANY,
+        "endTime": ANY,
+        "nextToken": ANY,
+        "limit": ANY,
+        "startFromHead": ANY,
+        "unmask": ANY,  # nothing is ever masked (no data protection policies), as in AWS without one
+    },
+    "FilterLogEvents": {
+        "logGroupName": ANY,
+        "logGroupIdentifier": ANY,
+        "logStreamNames": ANY,
+        "logStreamNamePrefix": ANY,
+        "startTime": ANY,
+        "endTime": ANY,
+        "filterPattern": ANY,
+        "nextToken": ANY,
+        "limit": ANY,
+        "startFromHead": only(True),  # events come oldest first
+        "interleaved": ANY,  # AWS ignores it too: results are always interleaved
+        "unmask": ANY,
+    },
+}
+
+# sagemaker-runtime InvokeEndpoint. Every other member is a request header, refused when present.
+INVOKE_ENDPOINT = frozenset(
+    {"EndpointName", "Body", "ContentType", "Accept", "CustomAttributes", "TargetVariant", "InferenceId"}
+)
+
+_BY_SERVICE = {"sagemaker": SAGEMAKER, "logs": LOGS}
+
+
+def refusals(service: str) -> Refusals:
+    """The allow-list of a JSON 1.1 service by botocore name; ValueError for a service without one."""
+    table = _BY_SERVICE.get(service)
+    if table is None:
+        raise ValueError(f"no allow-list in api/served.py for the service {service}")
+    return Refusals(table)

@@ -1,0 +1,91 @@
+"""One pool's template: a process that loaded the pool's model once and forks further workers of it.
+
+While the pool has workers it keeps one (started in the background after the pool's first worker), so
+scale-out skips the model load. When the pool goes back to zero the template goes to the warm-model cache,
+and the pool's next cold start takes it back from there. Only where forking a loaded model is safe
+(``runtimes.usercode.forks_loaded_model``): a built-in runtime, no user code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import cast
+
+from zeroscale.background import Background
+from zeroscale.errors import DeployError
+from zeroscale.router.spec import PoolSpec, Workers
+from zeroscale.router.warmcache import TemplateKey, WarmCache
+from zeroscale.runtimes.usercode import forks_loaded_model
+from zeroscale.workers.manager import WorkerSpec
+from zeroscale.workers.zygotes import Zygote, ZygoteError
+
+
+class PoolTemplate:
+    def __init__(
+        self,
+        spec: PoolSpec,
+        manager: Workers,
+        cache: WarmCache | None,
+        background: Background,
+        wanted: Callable[[], bool],
+    ) -> None:
+        """``wanted()``: the pool still has workers and is not draining (a template that finishes loading
+        after that goes to the cache at once)."""
+        self._spec = spec
+        self._manager = manager
+        self._cache = cache
+        self._background = background
+        self._wanted = wanted
+        self._template: Zygote | None = None
+        self._loading = False
+        templated = not spec.command and forks_loaded_model(spec.runtime, spec.model_dir, spec.env)
+        self.key = TemplateKey.of(spec.runtime, spec.model_dir, spec.env) if templated else None
+
+    @property
+    def current(self) -> Zygote | None:
+        """The template to fork the next worker from (None: fork the runtime's zygote)."""
+        return self._template
+
+    def take_cached(self) -> None:
+        """A cold start from zero: a template the warm cache kept makes it a fork of a loaded model."""
+        if self._cache is None or self.key is None or self._template is not None:
+            return
+        cached = self._cache.take(self.key)
+        if cached is not None:
+            self._template = cast(Zygote, cached)
+
+    def keep(self, spec: WorkerSpec) -> None:
+        """The pool has a worker: make sure a template of its model is there or on its way."""
+        if self.key is None or self._loading:
+            return
+        if self._template is not None and self._template.alive:
+            return
+        self._loading = True
+        self._background.spawn(self._load(spec))
+
+    async def _load(self, spec: WorkerSpec) -> None:
+        try:
+            template = await self._manager.start_template(spec)
+        except (ZygoteError, DeployError):
+            return  # scale-out keeps forking the zygote
+        finally:
+            self._loading = False
+        self._template = template
+        if not self._wanted():
+            self.stash(draining=False)  # the pool went back to zero while it loaded
+
+    def stash(self, *, draining: bool) -> None:
+        """The pool is at zero: the template goes to the warm cache (closed when there is none, the pool is
+        draining, or it does not fit)."""
+        template, self._template = self._template, None
+        if template is None:
+            return
+        if self._cache is None or self.key is None or draining or not template.alive:
+            self._background.spawn(template.close())
+            return
+        self._cache.put(self.key, template, self._manager.template_bytes(template), self._spec.endpoint)
+
+    async def close(self) -> None:
+        template, self._template = self._template, None
+        if template is not None:
+            await template.close()

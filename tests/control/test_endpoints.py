@@ -1,0 +1,183 @@
+"""The endpoint state machine around CreateEndpoint and UpdateEndpoint's bounded wait for their deployment:
+a quick one is done when the call answers, a slow one answers Creating / Updating and finishes later, a
+failing one is Failed, a delete cancels it. The deployer and the fleet are fakes with controllable delays;
+the store, models and configurations are real (tests/e2e covers the real deployments)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from zeroscale.control import Arns, EndpointConfigs, Models, variant_specs
+from zeroscale.control.endpoints import Endpoints
+from zeroscale.errors import DeployError, ValidationException
+from zeroscale.router.spec import PoolSpec
+from zeroscale.store import Store
+from zeroscale.store.db import Record
+
+from .fakes import FakeClock
+
+SETTLE_S = 0.2
+
+
+class FakeDeployer:
+    def __init__(self) -> None:
+        self.delay_s = 0.0
+        self.error: str | None = None
+        self.started = 0
+
+    async def pool_specs(self, endpoint: str, config: Record) -> list[PoolSpec]:
+        self.started += 1
+        await asyncio.sleep(self.delay_s)
+        if self.error is not None:
+            raise DeployError(self.error)
+        return [
+            PoolSpec(endpoint, v.name, "sklearn", "sklearn", "/m", 1024, 2, 0, 60.0)
+            for v in variant_specs(config.doc)
+        ]
+
+
+class FakeFleet:
+    def __init__(self) -> None:
+        self.routes: dict[str, list[PoolSpec]] = {}
+
+    async def activate(self, endpoint: str, specs: list[PoolSpec], *, warm: bool = True) -> None:
+        self.routes[endpoint.lower()] = specs
+
+    async def deactivate(self, endpoint: str, *, timeout_s: float = 5.0) -> None:
+        self.routes.pop(endpoint.lower(), None)
+
+
+@pytest.fixture
+def deployer() -> FakeDeployer:
+    return FakeDeployer()
+
+
+@pytest.fixture
+def fleet() -> FakeFleet:
+    return FakeFleet()
+
+
+@pytest.fixture
+def endpoints(
+    store: Store,
+    arns: Arns,
+    models: Models,
+    configs: EndpointConfigs,
+    deployer: FakeDeployer,
+    fleet: FakeFleet,
+    clock: FakeClock,
+) -> Endpoints:
+    models.create({"ModelName": "m", "PrimaryContainer": {"Image": "sklearn"}})
+    sc = {"MemorySizeInMB": 1024, "MaxConcurrency": 2}
+    for name in ("c1", "c2"):
+        configs.create(
+            {
+                "EndpointConfigName": name,
+                "ProductionVariants": [
+                    {"VariantName": "AllTraffic", "ModelName": "m", "ServerlessConfig": sc}
+                ],
+            }
+        )
+    return Endpoints(store, arns, models, configs, deployer, fleet, clock, settle_s=SETTLE_S)
+
+
+def _status(endpoints: Endpoints, name: str = "ep") -> str:
+    return str(endpoints.describe(name)["EndpointStatus"])
+
+
+async def _timed(coro: Any) -> tuple[Any, float]:
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    out = await coro
+    return out, loop.time() - started
+
+
+async def test_a_quick_deployment_is_in_service_when_create_answers(
+    endpoints: Endpoints, fleet: FakeFleet
+) -> None:
+    out, took = await _timed(endpoints.create({"EndpointName": "ep", "EndpointConfigName": "c1"}))
+    assert out["EndpointArn"].endswith(":endpoint/ep")
+    assert took < SETTLE_S
+    assert _status(endpoints) == "InService"
+    assert endpoints.describe("ep")["ProductionVariants"][0]["VariantName"] == "AllTraffic"
+    assert "ep" in fleet.routes
+    await endpoints.close()
+
+
+async def test_a_slow_deployment_answers_creating_and_finishes_later(
+    endpoints: Endpoints, deployer: FakeDeployer
+) -> None:
+    deployer.delay_s = 3 * SETTLE_S
+    _, took = await _timed(endpoints.create({"EndpointName": "ep", "EndpointConfigName": "c1"}))
+    assert SETTLE_S * 0.9 <= took < deployer.delay_s
+    assert _status(endpoints) == "Creating"
+    await asyncio.sleep(3 * SETTLE_S)
+    assert _status(endpoints) == "InService"
+    await endpoints.close()
+
+
+async def test_a_failing_deployment_is_failed_when_create_answers(
+    endpoints: Endpoints, deployer: FakeDeployer, fleet: FakeFleet
+) -> None:
+    deployer.error = "Variant AllTraffic (model m): no model data"
+    await endpoints.create({"EndpointName": "ep", "EndpointConfigName": "c1"})
+    desc = endpoints.describe("ep")
+    assert (desc["EndpointStatus"], desc["FailureReason"]) == ("Failed", deployer.error)
+    assert fleet.routes == {}
+    await endpoints.close()
+
+
+async def test_delete_cancels_a_deployment_in_progress(
+    endpoints: Endpoints, deployer: FakeDeployer, fleet: FakeFleet
+) -> None:
+    deployer.delay_s = 10 * SETTLE_S
+    await endpoints.create({"EndpointName": "ep", "EndpointConfigName": "c1"})
+    endpoints.delete("ep")
+    assert _status(endpoints) == "Deleting"
+    await asyncio.sleep(SETTLE_S)
+    with pytest.raises(ValidationException, match="Could not find endpoint"):
+        endpoints.describe("ep")
+    assert fleet.routes == {}
+    await endpoints.close()
+
+
+async def test_update_waits_the_same_way(endpoints: Endpoints, deployer: FakeDeployer) -> None:
+    await endpoints.create({"EndpointName": "ep", "EndpointConfigName": "c1"})
+    await endpoints.update({"EndpointName": "ep", "EndpointConfigName": "c2"})
+    assert (_status(endpoints), endpoints.describe("ep")["EndpointConfigName"]) == ("InService", "c2")
+
+    deployer.delay_s = 3 * SETTLE_S
+    await endpoints.update({"EndpointName": "ep", "EndpointConfigName": "c1"})
+    assert (_status(endpoints), endpoints.describe("ep")["EndpointConfigName"]) == ("Updating", "c2")
+    with pytest.raises(ValidationException, match="Cannot update in-progress endpoint"):
+        await endpoints.update({"EndpointName": "ep", "EndpointConfigName": "c2"})
+    await asyncio.sleep(3 * SETTLE_S)
+    assert (_status(endpoints), endpoints.describe("ep")["EndpointConfigName"]) == ("InService", "c1")
+    await endpoints.close()
+
+
+async def test_a_failed_update_keeps_serving_the_old_configuration(
+    endpoints: Endpoints, deployer: FakeDeployer, fleet: FakeFleet
+) -> None:
+    await endpoints.create({"EndpointName": "ep", "EndpointConfigName": "c1"})
+    deployer.error = "no"
+    await endpoints.update({"EndpointName": "ep", "EndpointConfigName": "c2"})
+    desc = endpoints.describe("ep")
+    assert (desc["EndpointStatus"], desc["EndpointConfigName"], desc["FailureReason"]) == (
+        "InService",
+        "c1",
+        "no",
+    )
+    assert "ep" in fleet.routes
+    await endpoints.close()
+
+
+async def test_close_cancels_what_is_still_deploying(endpoints: Endpoints, deployer: FakeDeployer) -> None:
+    deployer.delay_s = 100.0
+    await endpoints.create({"EndpointName": "ep", "EndpointConfigName": "c1"})
+    _, took = await _timed(endpoints.close())
+    assert took < 1.0
+    assert _status(endpoints) == "Creating"  # a restarted server resumes it
