@@ -21,6 +21,7 @@ def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 def test_membership(url: str) -> None:
     members = Frontends(url, ttl_s=0.5)
     members.beat("b", "127.0.0.1:2", 2)
+    time.sleep(0.01)  # SQLite's clock has millisecond steps: the same millisecond would be a tie (then by id)
     members.beat("a", "127.0.0.1:1", 1)
     assert [f.id for f in members.live()] == ["b", "a"]  # by joining order, not by id
     joined = members.live()[0].joined_at
