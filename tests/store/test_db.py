@@ -153,3 +153,13 @@ def test_concurrent_use_from_threads(store: Store) -> None:
     records = store.list("model")
     assert len(records) == 160
     assert all(r.status == "done" for r in records)
+
+
+def test_update_if_status_is_a_compare_and_set(store: Store) -> None:
+    store.insert(rec("ep", kind="endpoint", status="InService"))
+    first = rec("ep", kind="endpoint", status="Updating")
+    assert store.update(first, if_status="InService")
+    second = rec("ep", kind="endpoint", status="Updating")
+    second.owner = "another front end"
+    assert not store.update(second, if_status="InService")  # it read InService too, but lost
+    assert store.get("endpoint", "ep").owner is None  # type: ignore[union-attr]

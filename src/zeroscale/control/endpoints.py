@@ -79,7 +79,11 @@ class Endpoints:
     def get(self, name: str) -> Record:
         return self._res.get(name)
 
-    def _save(self, rec: Record, status: EndpointStatus, **doc: Any) -> None:
+    def _save(
+        self, rec: Record, status: EndpointStatus, *, expect: EndpointStatus | None = None, **doc: Any
+    ) -> bool:
+        """Write ``rec`` at ``status`` with these ``doc`` changes; with ``expect``, only if the stored status
+        still is that one (another front end may have changed it): True when written."""
         rec.status = status.value
         rec.modified_at = self._clock()
         for key, value in doc.items():
@@ -87,7 +91,7 @@ class Endpoints:
                 rec.doc.pop(key, None)
             else:
                 rec.doc[key] = value
-        self._store.update(rec)
+        return self._store.update(rec, if_status=None if expect is None else expect.value)
 
     # ---- operations ----
     async def create(self, params: Mapping[str, Any]) -> dict[str, Any]:
@@ -106,7 +110,10 @@ class Endpoints:
             )
         config = self._configs.get(params["EndpointConfigName"])
         rec.owner = self.frontend
-        self._save(rec, EndpointStatus.UPDATING, FailureReason=None)
+        if not self._save(rec, EndpointStatus.UPDATING, expect=EndpointStatus.IN_SERVICE, FailureReason=None):
+            raise ValidationException(  # another front end changed it since it was read
+                f'Cannot update in-progress endpoint "{rec.arn}". Wait until it is InService.'
+            )
         await self._settle(self._run(rec.name, self._deploy(rec.name, config.name, updating=True)))
         return {"EndpointArn": rec.arn}
 
@@ -185,13 +192,13 @@ class Endpoints:
             await self._fleet.deactivate(name)
             self._active.pop(name.lower(), None)
             return
+        rec.doc[DEPLOYED] = self._snapshot(config)
         self._save(
             rec,
             EndpointStatus.IN_SERVICE,
             EndpointConfigName=config.name,
             ProductionVariants=self._described_variants(config, specs),
             FailureReason=None,
-            **{DEPLOYED: self._snapshot(config)},
         )
         self._active[name.lower()] = _deployment(rec)
 

@@ -181,14 +181,18 @@ class Store:
         return None if row is None else _record(row)
 
     @_reachable
-    def update(self, rec: Record) -> None:
-        """Replace every field of the record with the same (kind, lower(name)); a no-op when it is gone."""
+    def update(self, rec: Record, *, if_status: str | None = None) -> bool:
+        """Replace every field of the record with the same (kind, lower(name)); a no-op when it is gone, or
+        with ``if_status`` when its stored status is another (compare-and-set: of front ends changing the
+        same record at once, one wins). True when it was written."""
+        where = self._where(rec.kind, rec.name)
+        if if_status is not None:
+            where = where & (resources.c.status == if_status)
         with self._lock, self._engine.begin() as conn:
-            result = conn.execute(
-                update(resources).where(self._where(rec.kind, rec.name)).values(**_values(rec))
-            )
+            result = conn.execute(update(resources).where(where).values(**_values(rec)))
             if result.rowcount:
                 self._bump(conn)
+        return bool(result.rowcount)
 
     @_reachable
     def claim(self, kind: str, name: str, owner: str, previous: str | None) -> Record | None:
