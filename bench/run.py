@@ -15,6 +15,8 @@ Scenarios (each module's docstring says exactly what it measures and how):
   burst       0 -> 50 concurrent clients on an idle endpoint with MaxConcurrency 50      bench/burst.py
   idle        processes held at zero; server RSS with 1,000 idle endpoints                bench/idle.py
   ray         the peer: Ray Serve (min_replicas=0) in a private network namespace     bench/ray_peer.py
+  batch       batch transform records/s (MultiRecord, S3 in SeaweedFS) vs one process on the same data
+                                                                                         bench/batch.py
 
 Prints one table (figure, value, baseline, ratio, target, met?) and writes bench/results/latest.md and the
 PNG charts next to it (a run with --only, --skip or --endpoints writes to bench/results/partial/ instead).
@@ -38,7 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench import breakdown, burst, cold, idle, overhead, throughput, warmcache
+from bench import batch, breakdown, burst, cold, idle, overhead, throughput, warmcache
 from bench.common import REPO, RESULTS, ServerProcess, ms, pct
 from bench.machine import Background, describe, wakeup_cost
 from bench.report import (
@@ -51,7 +53,7 @@ from bench.report import (
     markdown_table,
 )
 
-SCENARIOS = ("cold", "cache", "overhead", "throughput", "burst", "idle", "ray")
+SCENARIOS = ("cold", "cache", "overhead", "throughput", "burst", "idle", "ray", "batch")
 METHOD = (
     "",
     "How (each bench/ module's docstring has the details):",
@@ -551,6 +553,33 @@ def run_burst(run: Run, models: Any) -> None:
     run.charts["burst.png"] = lambda p: chart_burst(p, res.worker_samples, res.all_s, burst.CLIENTS)
 
 
+def run_batch(run: Run) -> None:
+    quick = run.plan is QUICK
+    results: list[batch.BatchResult] = []
+
+    def measure() -> None:
+        rows, repeats = (50_000, 1) if quick else (200_000, 3)
+        results.append(batch.run(run.root / "batch", rows=rows, files=2, payload_mb=6, repeats=repeats))
+
+    run.scenario("batch", measure)
+    if results:
+        res = results[0]
+        through, base = pct(res.zeroscale_rps, 50), pct(res.baseline_rps, 50)
+        run.rows.append(
+            Row(
+                "batch",
+                f"batch transform, RandomForest, MultiRecord, {res.records} records: records/s",
+                through,
+                "rec/s",
+                "one process, same mini-batches",
+                base,
+                ">= 0.8",
+                res.ratio >= 0.8,
+                ratio=res.ratio,
+            )
+        )
+
+
 def run_idle(run: Run, models: Any) -> None:
     res = idle.IdleResult()
     # The default memory budget (physical memory) admits 23 concurrent 1 GB workers; CreateEndpoint's warm
@@ -793,6 +822,8 @@ def main() -> None:
         if "ray" in which:
             run_ray(run, models)
             set_cold_chart(run)  # Ray's cold starts next to ours
+        if "batch" in which:
+            run_batch(run)
     bg.stop()
     order = {"cold start": 0, "overhead": 1, "throughput": 2, "burst": 3, "idle": 4}
     rows = sorted(run.rows, key=lambda r: order.get(r.section, 5))

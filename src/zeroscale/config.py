@@ -38,6 +38,8 @@ class Settings:
     queue_wait_s: float = 10.0
     max_queue_per_variant: int = 1000
     payload_limit_bytes: int = 6 * MB
+    # The largest async input read from S3 (SageMaker's limit: 1 GB).
+    async_payload_limit_bytes: int = 1024 * MB
     invocation_timeout_s: float = 60.0
     startup_timeout_s: float = 180.0
     memory_budget_mb: int = field(default_factory=_default_memory_budget_mb)
@@ -68,6 +70,12 @@ class Settings:
         if self.warm_cache_mb is not None:
             return max(0, self.warm_cache_mb)
         return self.memory_budget_mb // 10
+
+    @property
+    def public_url(self) -> str:
+        """Where subscribers reach this server (SubscribeURL, UnsubscribeURL)."""
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
+        return f"http://{host}:{self.port}"
 
     @property
     def db_url(self) -> str:

@@ -142,3 +142,14 @@ class InternalFailure(ZeroscaleError):
 # ---- deploy-time failures (become an endpoint's FailureReason, never a wire error) ----
 class DeployError(Exception):
     """Why a model could not be made ready: artifact fetch or extraction, unknown image, no /ping."""
+
+
+# ---- SNS-compatible topics (query protocol) ----
+class TopicNotFound(ZeroscaleError):
+    code = "NotFound"
+    status = 404
+
+
+class InvalidParameter(ZeroscaleError):
+    code = "InvalidParameter"
+    status = 400

@@ -10,15 +10,23 @@ from dataclasses import dataclass
 import uvicorn
 
 from zeroscale.api.app import App, AppParts
+from zeroscale.api.async_invoke import AsyncInvokeApi
 from zeroscale.api.control import ControlPlane
 from zeroscale.api.image_rest import ImagesApi
 from zeroscale.api.invoke import InvokeApi
 from zeroscale.api.jsonrpc import JsonService
+from zeroscale.api.query import QueryService
 from zeroscale.api.shapes import ServiceShapes
+from zeroscale.api.transform_rest import TransformApi
 from zeroscale.api.workers_rest import WorkersApi
 from zeroscale.artifacts import ArtifactCache
 from zeroscale.artifacts.pyenv import PythonEnvs
+from zeroscale.asyncinf.gauges import BacklogCollector
+from zeroscale.asyncinf.queue import RequestQueue
+from zeroscale.asyncinf.s3io import S3Io
+from zeroscale.asyncinf.service import AsyncInference
 from zeroscale.background import Background
+from zeroscale.batch.runner import TransformRunner
 from zeroscale.config import Settings
 from zeroscale.console import Backend, Console
 from zeroscale.control.arns import Arns
@@ -27,6 +35,7 @@ from zeroscale.control.deploy import Deployer
 from zeroscale.control.endpoint_configs import EndpointConfigs
 from zeroscale.control.endpoints import Endpoints
 from zeroscale.control.models import Models
+from zeroscale.control.transform_jobs import TransformJobs
 from zeroscale.credentials import AdminCredentials, load_or_create
 from zeroscale.events import EventBus
 from zeroscale.images import ImageRegistry
@@ -42,6 +51,8 @@ from zeroscale.router.fleet import Fleet
 from zeroscale.router.spec import RouterSettings
 from zeroscale.store.db import Store
 from zeroscale.store.frontends import Frontends
+from zeroscale.topics.delivery import Deliverer
+from zeroscale.topics.service import Topics
 from zeroscale.types import SERVERLESS_MEMORY_SIZES_MB
 from zeroscale.workers.manager import WorkerManager
 
@@ -138,6 +149,33 @@ def build(settings: Settings) -> Server:
     endpoints = Endpoints(
         store, arns, models, configs, deployer, fleet, frontend=cluster.id, limit=cluster.limit
     )
+    s3 = S3Io(settings.s3_endpoint_url)
+    transforms = TransformJobs(
+        store, arns, models, TransformRunner(fleet, deployer, s3, settings.data_dir / "transform")
+    )
+    asynchronous = AsyncInference(
+        RequestQueue(settings.db_url),
+        fleet,
+        endpoints,
+        configs,
+        s3,
+        events,
+        region=settings.region,
+        account_id=settings.account_id,
+        payload_limit_bytes=settings.async_payload_limit_bytes,
+        scratch_dir=settings.data_dir / "async",
+    )
+    endpoints.listeners.append(asynchronous.refresh)
+    topics = Topics(
+        store,
+        region=settings.region,
+        account_id=settings.account_id,
+        public_url=settings.public_url,
+        deliverer=Deliverer(),
+    )
+    asynchronous.notifier = topics
+    metrics.registry.register(BacklogCollector(asynchronous.backlog, fleet.loads))
+    async_api = AsyncInvokeApi(asynchronous)
     secrets = {creds.access_key_id: creds.secret_access_key}
     background = Background("startup")
 
@@ -151,10 +189,15 @@ def build(settings: Settings) -> Server:
         await cluster.start(endpoints.sync)  # registers this front end: the shares count it from now on
         # What this front end left unfinished before a restart is taken over now; a live one's is not.
         await endpoints.resume(live=cluster.live() - {cluster.id})
+        await asynchronous.start()  # after resume: queued requests need their endpoints' routes
+        await transforms.resume()
 
     async def shutdown() -> None:
         await background.cancel()  # a prewarm still starting its zygote
         await cluster.close()  # leaves: the others take over its share now
+        await asynchronous.close()  # requests it was running stay Running: they run again at the next start
+        await topics.deliverer.close()
+        await transforms.close()  # InProgress jobs stay InProgress: they resume at the next start
         await endpoints.close()
         await fleet.close()
         await asyncio.to_thread(metering.close)  # after the fleet: its last records and deactivations
@@ -167,7 +210,7 @@ def build(settings: Settings) -> Server:
         json_services=[
             JsonService(
                 ServiceShapes("sagemaker", skip_patterns=WIDENED_SHAPES),
-                metering.track_creates(ControlPlane(models, configs, endpoints).operations()),
+                metering.track_creates(ControlPlane(models, configs, endpoints, transforms).operations()),
             ),
             JsonService(ServiceShapes("logs"), logs.operations),
         ],
@@ -175,9 +218,12 @@ def build(settings: Settings) -> Server:
             fleet,
             settings.account_id,
             events,
+            asynchronous.is_async,
             on_miss=endpoints.catch_up,
             unavailable=cluster.unavailable if cluster.can_fence else None,
         ),
+        async_runtime=async_api,
+        query=QueryService(topics),
         metrics=metrics,
         lookup_secret=secrets.get,
         payload_limit_bytes=settings.payload_limit_bytes,
@@ -188,6 +234,8 @@ def build(settings: Settings) -> Server:
             "usage": UsageApi(metering),
             "images": ImagesApi(images).handle,
             "workers": WorkersApi(fleet, socket.gethostname(), cluster.id).handle,
+            "async": async_api.status,
+            "transform": TransformApi(transforms).handle,
         },
     )
     # The web console calls these same operation tables, routes and runtime for a signed-in session.

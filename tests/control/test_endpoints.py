@@ -6,6 +6,7 @@ the store, models and configurations are real (tests/e2e covers the real deploym
 from __future__ import annotations
 
 import asyncio
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -28,7 +29,7 @@ class FakeDeployer:
         self.error: str | None = None
         self.started = 0
 
-    async def pool_specs(self, endpoint: str, config: Record) -> list[PoolSpec]:
+    async def pool_specs(self, endpoint: str, config: Record, models: Any = None) -> list[PoolSpec]:
         self.started += 1
         await asyncio.sleep(self.delay_s)
         if self.error is not None:
@@ -42,6 +43,16 @@ class FakeDeployer:
 class FakeFleet:
     def __init__(self) -> None:
         self.routes: dict[str, list[PoolSpec]] = {}
+        self.adjusting = asyncio.Event()
+        self.adjusting.set()  # clear it to hold UpdateEndpointWeightsAndCapacities' application
+
+    def route(self, endpoint: str) -> Any:
+        specs = self.routes.get(endpoint.lower())
+        return None if specs is None else SimpleNamespace(pools=[SimpleNamespace(spec=s) for s in specs])
+
+    async def adjust(self, endpoint: str, specs: dict[str, PoolSpec], *, timeout_s: float) -> None:
+        await self.adjusting.wait()
+        self.routes[endpoint.lower()] = [specs.get(s.variant, s) for s in self.routes[endpoint.lower()]]
 
     async def activate(self, endpoint: str, specs: list[PoolSpec], *, warm: bool = True) -> None:
         self.routes[endpoint.lower()] = specs
@@ -181,3 +192,61 @@ async def test_close_cancels_what_is_still_deploying(endpoints: Endpoints, deplo
     _, took = await _timed(endpoints.close())
     assert took < 1.0
     assert _status(endpoints) == "Creating"  # a restarted server resumes it
+
+
+async def test_weights_and_capacities_show_desired_at_once_and_current_once_applied(
+    endpoints: Endpoints, fleet: FakeFleet
+) -> None:
+    await endpoints.create({"EndpointName": "ep", "EndpointConfigName": "c1"})
+    fleet.adjusting.clear()
+    update = {"MaxConcurrency": 5, "ProvisionedConcurrency": 1}
+    await endpoints.update_weights_and_capacities(
+        {
+            "EndpointName": "ep",
+            "DesiredWeightsAndCapacities": [
+                {"VariantName": "AllTraffic", "DesiredWeight": 2.0, "ServerlessUpdateConfig": update}
+            ],
+        }
+    )
+    desc = endpoints.describe("ep")
+    variant = desc["ProductionVariants"][0]
+    assert desc["EndpointStatus"] == "Updating"
+    assert (variant["CurrentWeight"], variant["DesiredWeight"]) == (1.0, 2.0)
+    assert variant["CurrentServerlessConfig"] == {"MemorySizeInMB": 1024, "MaxConcurrency": 2}
+    assert variant["DesiredServerlessConfig"] == {"MemorySizeInMB": 1024, **update}
+    assert variant["VariantStatus"][0]["Status"] == "Updating"
+    with pytest.raises(ValidationException, match="Cannot update in-progress endpoint"):
+        await endpoints.update_weights_and_capacities(
+            {"EndpointName": "ep", "DesiredWeightsAndCapacities": [{"VariantName": "AllTraffic"}]}
+        )
+    fleet.adjusting.set()
+    await asyncio.sleep(0.05)
+    desc = endpoints.describe("ep")
+    variant = desc["ProductionVariants"][0]
+    assert desc["EndpointStatus"] == "InService" and "VariantStatus" not in variant
+    assert (variant["CurrentWeight"], variant["DesiredWeight"]) == (2.0, 2.0)
+    assert variant["CurrentServerlessConfig"] == variant["DesiredServerlessConfig"]
+    assert fleet.routes["ep"][0].max_concurrency == 5 and fleet.routes["ep"][0].provisioned == 1
+    await endpoints.close()
+
+
+async def test_weights_and_capacities_survive_a_restart_and_an_update_drops_them(
+    endpoints: Endpoints, fleet: FakeFleet
+) -> None:
+    await endpoints.create({"EndpointName": "ep", "EndpointConfigName": "c1"})
+    await endpoints.update_weights_and_capacities(
+        {
+            "EndpointName": "ep",
+            "DesiredWeightsAndCapacities": [
+                {"VariantName": "AllTraffic", "ServerlessUpdateConfig": {"MaxConcurrency": 7}}
+            ],
+        }
+    )
+    assert fleet.routes["ep"][0].max_concurrency == 7
+    fleet.routes.clear()  # a restart: the fleet is empty, the store is not
+    await endpoints.resume()
+    assert fleet.routes["ep"][0].max_concurrency == 7
+    assert endpoints.describe("ep")["ProductionVariants"][0]["CurrentServerlessConfig"]["MaxConcurrency"] == 7
+    await endpoints.update({"EndpointName": "ep", "EndpointConfigName": "c2"})
+    assert fleet.routes["ep"][0].max_concurrency == 2  # the new configuration's own
+    await endpoints.close()

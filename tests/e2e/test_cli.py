@@ -160,7 +160,7 @@ def test_no_server_there(home: Path) -> None:
 def test_help(home: Path) -> None:
     env = _base_env(home)
     out = _ok(_run(["--help"], env, home))
-    for command in ("serve", "deploy", "invoke", "endpoints", "delete"):
+    for command in ("serve", "deploy", "invoke", "endpoints", "traffic", "delete"):
         assert f"  {command} " in out
     out = " ".join(_ok(_run(["serve", "--help"], env, home)).split())  # help text wraps
     for option, var in [
@@ -224,3 +224,32 @@ def test_credentials_from_the_data_dir(generated_creds_server: ServerProcess, tm
     assert proc.returncode == 1
     assert "UnrecognizedClientException" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_real_time_deploy_and_traffic_shift(
+    zs: Any, server: ServerProcess, sklearn_model: Any, tmp_path: Path
+) -> None:
+    model = tmp_path / "model.joblib"
+    model.write_bytes((sklearn_model.tar.parent / "model.joblib").read_bytes())
+    _ok(
+        zs(
+            "deploy",
+            "--name",
+            "cli-rt",
+            "--model",
+            str(model),
+            "--instance-type",
+            "ml.t2.medium",
+            "--instance-count",
+            "1",
+        )
+    )
+    variant = server.client("sagemaker").describe_endpoint(EndpointName="cli-rt")["ProductionVariants"][0]
+    assert variant["CurrentInstanceCount"] == 1 and "CurrentServerlessConfig" not in variant
+    out = _ok(zs("traffic", "cli-rt", "AllTraffic=1:2"))
+    assert "AllTraffic: weight 1, 2 instance(s)" in out
+    proc = zs("traffic", "cli-rt", "Nope=1")
+    assert proc.returncode == 1 and "The variant(s) [Nope] are not present" in proc.stderr
+    proc = zs("traffic", "cli-rt", "AllTraffic=heavy")
+    assert proc.returncode == 2 and "VARIANT=WEIGHT" in proc.stderr
+    _ok(zs("delete", "cli-rt"))

@@ -431,15 +431,8 @@ def test_list_endpoints_status_equals(raw: Any, sklearn_model: Any, tmp_path: Pa
 
 
 def test_operation_not_implemented(raw: Any, sm: Any) -> None:
-    code, text, status = _error(
-        raw.create_transform_job,
-        TransformJobName="tj",
-        ModelName="base",
-        TransformInput={"DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": "s3://b/in"}}},
-        TransformOutput={"S3OutputPath": "s3://b/out"},
-        TransformResources={"InstanceType": "ml.m5.large", "InstanceCount": 1},
-    )
-    assert "CreateTransformJob" in text
+    code, text, status = _error(raw.create_processing_job, ProcessingJobName="pj")
+    assert "CreateProcessingJob" in text
     assert code == "NotImplementedError"
     assert status == 501
     code, text, _ = _error(sm.list_training_jobs)

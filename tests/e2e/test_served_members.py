@@ -123,7 +123,7 @@ LOGS_CASES = list(_cases("logs"))
 def test_the_enumeration_covers_the_members_the_issue_names() -> None:
     phrases = {c.phrase for c in SAGEMAKER_CASES}
     assert {
-        "AsyncInferenceConfig",
+        "AsyncInferenceConfig.OutputConfig.KmsKeyId",
         "PrimaryContainer.ImageConfig",
         "ProductionVariants.1.CoreDumpConfig",
         "Containers with 2 items (at most 1)",
@@ -204,7 +204,7 @@ def test_create_model_with_two_containers_is_refused(clients: dict[str, Any], sk
     assert sm.describe_model(ModelName="single")["Containers"] == [container]
 
 
-def test_create_endpoint_config_with_async_inference_config_is_refused(
+def test_create_endpoint_config_with_an_async_kms_key_is_refused(
     clients: dict[str, Any], sklearn_model: Any
 ) -> None:
     sm = clients["sagemaker"]
@@ -216,12 +216,12 @@ def test_create_endpoint_config_with_async_inference_config_is_refused(
         "ProductionVariants": [
             {"VariantName": "AllTraffic", "ModelName": "async-model", "ServerlessConfig": SERVERLESS}
         ],
-        "AsyncInferenceConfig": {"OutputConfig": {"S3OutputPath": "s3://bucket/out"}},
+        "AsyncInferenceConfig": {"OutputConfig": {"S3OutputPath": "s3://bucket/out", "KmsKeyId": "key"}},
     }
     code, message, status = _refusal(sm, "CreateEndpointConfig", params)
     assert (code, message, status) == (
         "ValidationException",
-        "zeroscale does not support AsyncInferenceConfig yet.",
+        "zeroscale does not support AsyncInferenceConfig.OutputConfig.KmsKeyId yet.",
         400,
     )
     code, _, _ = _refusal(sm, "DescribeEndpointConfig", {"EndpointConfigName": "async-config"})

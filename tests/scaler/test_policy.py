@@ -51,6 +51,22 @@ FRESH = T0 - 1  # idle for one second at T0
 ROWS = [
     # ---- scale from zero and scale out: immediate ----
     Row("nothing to do at zero", start=0),
+    Row(
+        "a lowered MaxConcurrency stops the excess idle workers at once, longest idle first",
+        max_concurrency=2,
+        provisioned=2,
+        busy=1,
+        idle=idle(("a", T0 - 1), ("b", T0 - 5), ("c", T0 - 2)),
+        stop=("b", "c"),
+    ),
+    Row(
+        "above MaxConcurrency a busy worker is left to finish",
+        max_concurrency=1,
+        provisioned=1,
+        busy=2,
+        idle=idle(("a", T0 - 1)),
+        stop=("a",),
+    ),
     Row("scale from zero is immediate", queued=1, start=1),
     Row("scale from zero with a burst is capped", queued=7, start=3),
     Row("scale out follows busy plus queued", busy=1, queued=1, start=1),

@@ -14,9 +14,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from zeroscale.api import sigv4
+from zeroscale.api.async_invoke import AsyncInvokeApi
 from zeroscale.api.invoke import InvokeApi
 from zeroscale.api.jsonrpc import MAX_BODY_BYTES as MAX_JSON_BODY_BYTES
 from zeroscale.api.jsonrpc import JsonService
+from zeroscale.api.query import UNSIGNED_ACTIONS, QueryService, is_query_request, parse
 from zeroscale.api.wire import Send, control_error, control_ok, respond, runtime_error
 from zeroscale.errors import (
     InternalFailure,
@@ -36,6 +38,7 @@ REST_PREFIX = "/zeroscale/v1/"
 _UNSIGNED_GETS = ("/metrics", "/ping", "/healthz")
 _CONSOLE = "/console"
 _INVOCATIONS_SUFFIX = "/invocations"
+_ASYNC_SUFFIX = "/async-invocations"
 _CONTROL_BODY_LIMIT = 16 * 1024 * 1024
 
 
@@ -89,6 +92,8 @@ class AppParts:
     shutdown: Callable[[], Awaitable[None]]
     # the web console under /console (an ASGI app with its own sessions), when mounted
     console: Callable[[Scope, Receive, Send], Awaitable[None]] | None = None
+    async_runtime: AsyncInvokeApi | None = None  # InvokeEndpointAsync
+    query: QueryService | None = None  # the SNS-compatible topic API (query protocol, signing name "sns")
 
 
 class App:
@@ -146,6 +151,22 @@ class App:
                 ) from None
             headers: list[tuple[bytes, bytes]] = scope["headers"]
             target = next((v for k, v in headers if k.lower() == b"x-amz-target"), b"").decode("latin-1")
+            query = self._p.query
+            if query is not None and not is_runtime and is_query_request(method, path, headers, target):
+                serialise = query.error
+                params = parse(body if method == "POST" else scope.get("query_string", b""))
+                if not (method == "GET" and params.get("Action") in UNSIGNED_ACTIONS):
+                    sigv4.verify(
+                        method=method,
+                        raw_path=scope.get("raw_path") or path.encode(),
+                        query_string=scope.get("query_string", b""),
+                        headers=headers,
+                        body=body,
+                        lookup=self._p.lookup_secret,
+                        service=query.signing_name,
+                    )
+                await query.handle(send, request_id, params)
+                return
             service = self._service(target)
             sigv4.verify(
                 method=method,
@@ -156,7 +177,12 @@ class App:
                 lookup=self._p.lookup_secret,
                 service=service.signing_name,
             )
-            if is_runtime:
+            if is_runtime and path.endswith(_ASYNC_SUFFIX) and self._p.async_runtime is not None:
+                endpoint = _endpoint_name(path, _ASYNC_SUFFIX)
+                if endpoint is None or method != "POST":
+                    raise RuntimeValidationError(f"No runtime operation at {method} {path}.")
+                await self._p.async_runtime.invoke(send, request_id, endpoint, headers)
+            elif is_runtime:
                 endpoint = _endpoint_name(path)
                 if endpoint is None or method != "POST":
                     raise RuntimeValidationError(f"No runtime operation at {method} {path}.")
@@ -204,10 +230,10 @@ class App:
             await control_error(send, request_id, UnknownOperationException(f"No operation at GET {path}."))
 
 
-def _endpoint_name(path: str) -> str | None:
-    if not path.endswith(_INVOCATIONS_SUFFIX):
+def _endpoint_name(path: str, suffix: str = _INVOCATIONS_SUFFIX) -> str | None:
+    if not path.endswith(suffix):
         return None
-    name = path[len(_RUNTIME_PREFIX) : -len(_INVOCATIONS_SUFFIX)]
+    name = path[len(_RUNTIME_PREFIX) : -len(suffix)]
     return name if name and "/" not in name else None
 
 

@@ -9,6 +9,7 @@ from zeroscale.control.endpoint_configs import EndpointConfigs
 from zeroscale.control.endpoints import Endpoints
 from zeroscale.control.models import Models
 from zeroscale.control.tags import ResourceTags
+from zeroscale.control.transform_jobs import TransformJobs
 
 
 @dataclass
@@ -16,11 +17,12 @@ class ControlPlane:
     models: Models
     configs: EndpointConfigs
     endpoints: Endpoints
+    transforms: TransformJobs | None = None
 
     def operations(self) -> dict[str, Operation]:
         m, c, e = self.models, self.configs, self.endpoints
         tags = ResourceTags({"model": m, "endpoint-config": c, "endpoint": e})
-        return {
+        return self._transform_operations() | {
             "CreateModel": m.create,
             "DescribeModel": lambda p: m.describe(p["ModelName"]),
             "ListModels": m.list,
@@ -33,6 +35,18 @@ class ControlPlane:
             "DescribeEndpoint": lambda p: e.describe(p["EndpointName"]),
             "ListEndpoints": e.list,
             "UpdateEndpoint": e.update,
+            "UpdateEndpointWeightsAndCapacities": e.update_weights_and_capacities,
             "DeleteEndpoint": lambda p: e.delete(p["EndpointName"]),
             "ListTags": tags.list,
+        }
+
+    def _transform_operations(self) -> dict[str, Operation]:
+        t = self.transforms
+        if t is None:
+            return {}
+        return {
+            "CreateTransformJob": t.create,
+            "DescribeTransformJob": lambda p: t.describe(p["TransformJobName"]),
+            "ListTransformJobs": t.list,
+            "StopTransformJob": lambda p: t.stop(p["TransformJobName"]),
         }

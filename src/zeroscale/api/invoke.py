@@ -9,10 +9,11 @@ from zeroscale.api.allowlist import refused_headers
 from zeroscale.api.served import INVOKE_ENDPOINT
 from zeroscale.api.shapes import ServiceShapes
 from zeroscale.api.wire import Headers, Send, respond
+from zeroscale.background import Background
 from zeroscale.errors import RuntimeValidationError, ZeroscaleError
 from zeroscale.events import EventBus, InvocationRecord
 from zeroscale.router.fleet import Fleet
-from zeroscale.router.pool import Invocation
+from zeroscale.router.pool import Invocation, VariantPool
 from zeroscale.router.spec import PoolSpec
 
 # Request headers passed on to the worker, as the SageMaker front end does.
@@ -33,6 +34,7 @@ class InvokeApi:
         fleet: Fleet,
         account_id: str,
         events: EventBus,
+        is_async: Callable[[str], bool] | None = None,
         on_miss: Callable[[str], Awaitable[None]] | None = None,
         unavailable: Callable[[], str | None] | None = None,
     ) -> None:
@@ -40,10 +42,12 @@ class InvokeApi:
         ends, another may have deployed the endpoint a moment ago: this one catches up). ``unavailable``:
         why this front end serves nothing now (503 ServiceUnavailable), or None."""
         self._fleet = fleet
+        self._is_async = is_async
         self._account_id = account_id
         self._events = events
         self._on_miss = on_miss
         self._unavailable = unavailable
+        self._background = Background("shadow invocations")
         # InvokeEndpoint members zeroscale does not serve (multi-model, multi-container, explanations,
         # inference components, sessions, ...), by header: refused by name, never ignored.
         invoke = ServiceShapes("sagemaker-runtime").input_shape("InvokeEndpoint")
@@ -73,7 +77,15 @@ class InvokeApi:
             route = self._fleet.route(endpoint)
         if route is None:
             raise RuntimeValidationError(f"Endpoint {endpoint} of account {self._account_id} not found.")
+        if self._is_async is not None and self._is_async(endpoint):
+            raise RuntimeValidationError(
+                f"Endpoint {endpoint} of account {self._account_id} is an asynchronous endpoint: "
+                "invoke it with InvokeEndpointAsync."
+            )
         pool = route.choose(target_variant)
+        if route.shadows:
+            for shadow in route.copies():
+                self._background.spawn(self._shadow(shadow, body, forward))
         inv = Invocation(body, forward)
         try:
             resp = await pool.invoke(inv)
@@ -89,6 +101,18 @@ class InvokeApi:
         if attributes is not None:
             out.append((b"x-amzn-sagemaker-custom-attributes", attributes))
         await respond(send, 200, resp.body, out)
+        self._record(pool.spec, inv, started, 200, "", len(resp.body))
+
+    async def _shadow(self, pool: VariantPool, body: bytes, forward: Headers) -> None:
+        """A copy of a request for a shadow variant: served and recorded under its own variant name (metrics,
+        logs, usage), its answer discarded."""
+        started = time.perf_counter()
+        inv = Invocation(body, forward)
+        try:
+            resp = await pool.invoke(inv)
+        except ZeroscaleError as err:
+            self._record(pool.spec, inv, started, err.status, err.code, 0)
+            return
         self._record(pool.spec, inv, started, 200, "", len(resp.body))
 
     def _record(

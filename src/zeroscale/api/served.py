@@ -32,6 +32,19 @@ _LIST = {
     "CreationTimeAfter": ANY,
 }
 
+_VARIANT: dict[str, Rule] = {
+    "VariantName": ANY,
+    "ModelName": ANY,
+    "InitialInstanceCount": ANY,
+    "InstanceType": ANY,
+    "InitialVariantWeight": ANY,
+    "ServerlessConfig": ANY,
+    "ServerlessConfig.MemorySizeInMB": ANY,
+    "ServerlessConfig.MaxConcurrency": ANY,
+    "ServerlessConfig.ProvisionedConcurrency": ANY,
+}
+
+
 SAGEMAKER: Table = {
     "CreateModel": {
         "ModelName": ANY,
@@ -49,23 +62,29 @@ SAGEMAKER: Table = {
     "CreateEndpointConfig": {
         "EndpointConfigName": ANY,
         "ProductionVariants": ANY,
-        **under(
-            "ProductionVariants",
-            {
-                "VariantName": ANY,
-                "ModelName": ANY,
-                "InitialInstanceCount": ANY,
-                "InstanceType": ANY,
-                "InitialVariantWeight": ANY,
-                "ServerlessConfig": ANY,
-                "ServerlessConfig.MemorySizeInMB": ANY,
-                "ServerlessConfig.MaxConcurrency": ANY,
-                "ServerlessConfig.ProvisionedConcurrency": ANY,
-            },
-        ),
+        **under("ProductionVariants", _VARIANT),
+        # a copy of the production traffic, by its weight over the production variant's; answers discarded
+        "ShadowProductionVariants": ANY,
+        **under("ShadowProductionVariants", _VARIANT),
         "KmsKeyId": ANY,  # stored and described
         "ExecutionRoleArn": ANY,  # stored and described
         "EnableNetworkIsolation": only(False),
+        # asynchronous inference (asyncinf/); OutputConfig.KmsKeyId is not served (results are not encrypted)
+        "AsyncInferenceConfig": ANY,
+        **under(
+            "AsyncInferenceConfig",
+            {
+                "OutputConfig": ANY,
+                "OutputConfig.S3OutputPath": ANY,
+                "OutputConfig.S3FailurePath": ANY,
+                "OutputConfig.NotificationConfig": ANY,
+                "OutputConfig.NotificationConfig.SuccessTopic": ANY,
+                "OutputConfig.NotificationConfig.ErrorTopic": ANY,
+                "OutputConfig.NotificationConfig.IncludeInferenceResponseIn": ANY,
+                "ClientConfig": ANY,
+                "ClientConfig.MaxConcurrentInvocationsPerInstance": ANY,
+            },
+        ),
         **_TAGS,
     },
     "DescribeEndpointConfig": {"EndpointConfigName": ANY},
@@ -86,8 +105,62 @@ SAGEMAKER: Table = {
         "RetainAllVariantProperties": only(False),
         "RetainDeploymentConfig": only(False),
     },
+    "UpdateEndpointWeightsAndCapacities": {
+        "EndpointName": ANY,
+        "DesiredWeightsAndCapacities": ANY,
+        **under(
+            "DesiredWeightsAndCapacities",
+            {
+                "VariantName": ANY,
+                "DesiredWeight": ANY,
+                "DesiredInstanceCount": ANY,
+                "ServerlessUpdateConfig": ANY,
+                "ServerlessUpdateConfig.MaxConcurrency": ANY,
+                "ServerlessUpdateConfig.ProvisionedConcurrency": ANY,
+            },
+        ),
+    },
     "DeleteEndpoint": {"EndpointName": ANY},
     "ListTags": {"ResourceArn": ANY, "NextToken": ANY, "MaxResults": ANY},
+    # batch transform (batch/, control/transform_jobs.py, which checks the values)
+    "CreateTransformJob": {
+        "TransformJobName": ANY,
+        "ModelName": ANY,
+        "MaxConcurrentTransforms": ANY,
+        "ModelClientConfig": ANY,
+        "ModelClientConfig.InvocationsTimeoutInSeconds": ANY,
+        "ModelClientConfig.InvocationsMaxRetries": ANY,
+        "MaxPayloadInMB": ANY,
+        "BatchStrategy": ANY,
+        "Environment": ANY,
+        "TransformInput": ANY,
+        "TransformInput.DataSource": ANY,
+        "TransformInput.DataSource.S3DataSource": ANY,
+        "TransformInput.DataSource.S3DataSource.S3DataType": only("S3Prefix", "ManifestFile"),
+        "TransformInput.DataSource.S3DataSource.S3Uri": ANY,
+        "TransformInput.ContentType": ANY,
+        "TransformInput.CompressionType": ANY,
+        "TransformInput.SplitType": only("None", "Line", "RecordIO"),
+        "TransformOutput": ANY,
+        "TransformOutput.S3OutputPath": ANY,
+        "TransformOutput.Accept": ANY,
+        "TransformOutput.AssembleWith": ANY,
+        "TransformResources": ANY,
+        "TransformResources.InstanceType": ANY,  # the workers' memory, as for a real-time variant
+        "TransformResources.InstanceCount": ANY,
+        "DataProcessing": ANY,
+        "DataProcessing.InputFilter": ANY,
+        "DataProcessing.OutputFilter": ANY,
+        "DataProcessing.JoinSource": ANY,
+    },
+    "DescribeTransformJob": {"TransformJobName": ANY},
+    "ListTransformJobs": {
+        **_LIST,
+        "LastModifiedTimeBefore": ANY,
+        "LastModifiedTimeAfter": ANY,
+        "StatusEquals": ANY,
+    },
+    "StopTransformJob": {"TransformJobName": ANY},
 }
 
 LOGS: Table = {

@@ -179,6 +179,14 @@ def _model_url(model: str, code_dir: Path | None) -> str:
 @click.option("--provisioned", default=0, type=click.IntRange(0, 200), help="ProvisionedConcurrency.")
 @click.option("--idle-timeout-s", type=float, help="Scale a worker in after this many idle seconds.")
 @click.option("--env", "env", multiple=True, metavar="KEY=VALUE", help="Model environment (repeatable).")
+@click.option(
+    "--instance-type",
+    default=None,
+    help="Deploy real-time on instances of this type (e.g. ml.m5.large) instead of serverless.",
+)
+@click.option(
+    "--instance-count", default=1, show_default=True, type=click.IntRange(1), help="With --instance-type."
+)
 @click.option("--wait/--no-wait", default=True, show_default=True, help="Wait until InService.")
 @common_options
 def deploy(
@@ -191,12 +199,15 @@ def deploy(
     provisioned: int,
     idle_timeout_s: float | None,
     env: tuple[str, ...],
+    instance_type: str | None,
+    instance_count: int,
     wait: bool,
     endpoint_url: str,
     region: str | None,
     data_dir: Path,
 ) -> None:
-    """Deploy a model as a serverless endpoint and wait until it is InService."""
+    """Deploy a model as a serverless endpoint (or real-time, with --instance-type) and wait until it is
+    InService."""
     clients = make_clients(endpoint_url, region, data_dir)
     environment = dict(item.split("=", 1) for item in env if "=" in item)
     serverless: dict[str, Any] = {"MemorySizeInMB": int(memory_mb), "MaxConcurrency": max_concurrency}
@@ -209,13 +220,12 @@ def deploy(
         if environment:
             container["Environment"] = environment
         sm.create_model(ModelName=name, PrimaryContainer=container)
-        sm.create_endpoint_config(
-            EndpointConfigName=name,
-            ProductionVariants=[
-                {"VariantName": "AllTraffic", "ModelName": name, "ServerlessConfig": serverless}
-            ],
-            Tags=tags,
-        )
+        variant: dict[str, Any] = {"VariantName": "AllTraffic", "ModelName": name}
+        if instance_type:
+            variant.update(InstanceType=instance_type, InitialInstanceCount=instance_count)
+        else:
+            variant["ServerlessConfig"] = serverless
+        sm.create_endpoint_config(EndpointConfigName=name, ProductionVariants=[variant], Tags=tags)
         sm.create_endpoint(EndpointName=name, EndpointConfigName=name)
     except (ClientError, BotoCoreError) as exc:
         failure = _fail(exc)
@@ -386,4 +396,49 @@ def delete(name: str, endpoint_only: bool, endpoint_url: str, region: str | None
     click.echo(f"{name}: deleted")
 
 
-client_commands = [deploy, invoke, endpoints, delete]
+@click.command()
+@click.argument("name")
+@click.argument("changes", nargs=-1, required=True, metavar="VARIANT=WEIGHT[:INSTANCES]...")
+@click.option("--wait/--no-wait", default=True, show_default=True, help="Wait until InService.")
+@common_options
+def traffic(
+    name: str, changes: tuple[str, ...], wait: bool, endpoint_url: str, region: str | None, data_dir: Path
+) -> None:
+    """Shift traffic between an endpoint's variants, and resize real-time ones, without a redeploy
+    (UpdateEndpointWeightsAndCapacities). `zeroscale traffic demo A=0 B=1:2` sends everything to B and
+    runs B on 2 instances."""
+    desired: list[dict[str, Any]] = []
+    for change in changes:
+        variant, _, rest = change.partition("=")
+        weight, _, count = rest.partition(":")
+        try:
+            item: dict[str, Any] = {"VariantName": variant, "DesiredWeight": float(weight)}
+            if count:
+                item["DesiredInstanceCount"] = int(count)
+        except ValueError:
+            raise click.UsageError(f"{change!r}: write VARIANT=WEIGHT or VARIANT=WEIGHT:INSTANCES") from None
+        if not variant:
+            raise click.UsageError(f"{change!r}: the variant name is missing")
+        desired.append(item)
+    clients = make_clients(endpoint_url, region, data_dir)
+    try:
+        clients.sagemaker.update_endpoint_weights_and_capacities(
+            EndpointName=name, DesiredWeightsAndCapacities=desired
+        )
+    except (ClientError, BotoCoreError) as exc:
+        raise _fail(exc) from None
+    if not wait:
+        click.echo(f"{name}: Updating")
+        return
+    if _wait(clients, name) != "InService":
+        raise SystemExit(1)
+    desc = clients.sagemaker.describe_endpoint(EndpointName=name)
+    for v in desc.get("ProductionVariants", []):
+        count = v.get("CurrentInstanceCount")
+        click.echo(
+            f"  {v['VariantName']}: weight {v['CurrentWeight']:g}"
+            + (f", {count} instance(s)" if count is not None else "")
+        )
+
+
+client_commands = [deploy, invoke, endpoints, traffic, delete]

@@ -9,11 +9,13 @@ from typing import Any, TypeVar
 import click
 
 from zeroscale import __version__
+from zeroscale.cli.async_commands import async_group
 from zeroscale.cli.client import client_commands
 from zeroscale.cli.image_commands import images
 from zeroscale.cli.logs import logs
 from zeroscale.cli.metrics import metrics
 from zeroscale.cli.package import package
+from zeroscale.cli.transform_commands import transform_group
 from zeroscale.cli.usage import check_price_table, usage
 from zeroscale.cli.workers import workers
 from zeroscale.config import Settings
@@ -222,6 +224,8 @@ cli.add_command(metrics)
 cli.add_command(package)
 cli.add_command(usage)
 cli.add_command(images)
+cli.add_command(async_group)
+cli.add_command(transform_group)
 cli.add_command(logs)
 cli.add_command(workers)
 

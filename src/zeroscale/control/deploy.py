@@ -5,12 +5,19 @@ extract, cache), and hand the result to the router."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
 from zeroscale.artifacts import ArtifactCache
 from zeroscale.artifacts.pyenv import PythonEnvs
-from zeroscale.control.endpoint_configs import VariantSpec, idle_timeout_override, variant_specs
+from zeroscale.control.endpoint_configs import (
+    VariantSpec,
+    idle_timeout_override,
+    shadow_sampling,
+    variant_specs,
+)
+from zeroscale.control.instances import instance_size, workers_per_instance
 from zeroscale.control.models import Models
 from zeroscale.errors import DeployError, ZeroscaleError
 from zeroscale.images import ImageRecord, ImageRegistry
@@ -19,15 +26,7 @@ from zeroscale.runtimes.image_uris import known_images, resolve_image
 from zeroscale.runtimes.usercode import PYTHONPATH, requirements_file
 from zeroscale.store.db import Record
 
-# A real-time variant names an instance type; its worker gets this much memory unless the type says more.
-_INSTANCE_MEMORY_MB = {"medium": 4096, "large": 8192, "xlarge": 16384}
-_DEFAULT_INSTANCE_MEMORY_MB = 2048
 SUBMIT_DIRECTORY = "SAGEMAKER_SUBMIT_DIRECTORY"
-
-
-def instance_memory_mb(instance_type: str | None) -> int:
-    size = (instance_type or "").rsplit(".", 1)[-1]
-    return _INSTANCE_MEMORY_MB.get(size, _DEFAULT_INSTANCE_MEMORY_MB)
 
 
 def primary_container(model: Record) -> dict[str, Any]:
@@ -63,9 +62,9 @@ class Deployer:
         except ZeroscaleError as exc:
             raise DeployError(exc.message) from exc
         variants = variant_specs(config.doc)
-        return list(
-            await asyncio.gather(*(self._pool_spec(endpoint, v, idle_s, models or {}) for v in variants))
-        )
+        sampling = shadow_sampling(variants)
+        specs = await asyncio.gather(*(self._pool_spec(endpoint, v, idle_s, models or {}) for v in variants))
+        return [dataclasses.replace(s, shadow_sampling=sampling.get(s.variant, 0.0)) for s in specs]
 
     async def _pool_spec(
         self, endpoint: str, variant: VariantSpec, idle_s: float, models: Mapping[str, Record]
@@ -93,13 +92,20 @@ class Deployer:
                     env[PYTHONPATH] = str(python_path)
         except DeployError as exc:
             raise DeployError(f"Variant {variant.name} (model {model.name}): {exc}") from exc
+        count = per_instance = 0
         if variant.serverless is not None:
             memory_mb = variant.serverless.memory_mb
             max_concurrency = variant.serverless.max_concurrency
             provisioned = variant.serverless.provisioned_concurrency
-        else:  # real-time: always-warm instances, one worker each
-            memory_mb = instance_memory_mb(variant.instance_type)
-            max_concurrency = provisioned = max(1, variant.instance_count)
+        else:  # real-time: always-warm instances, each its workers and its memory
+            try:
+                size = instance_size(variant.instance_type or "", variant.name)
+                per_instance = workers_per_instance(size, env)
+            except ZeroscaleError as exc:
+                raise DeployError(f"Variant {variant.name}: {exc.message}") from exc
+            count = variant.instance_count
+            memory_mb = size.memory_mb // per_instance
+            max_concurrency = provisioned = count * per_instance
         return PoolSpec(
             endpoint=endpoint,
             variant=variant.name,
@@ -114,6 +120,8 @@ class Deployer:
             env=env,
             command=byo.manifest.entrypoint if byo else (),
             workdir=str(byo.workdir) if byo else "",
+            instance_count=count,
+            workers_per_instance=per_instance,
         )
 
     def _resolve(self, image: str) -> tuple[str, ImageRecord | None]:

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from zeroscale.control.arns import Arns
+from zeroscale.control.async_config import check_async_config
+from zeroscale.control.instances import instance_size
 from zeroscale.control.models import Models
 from zeroscale.control.resources import Resources
 from zeroscale.errors import ValidationException
@@ -25,7 +27,14 @@ IDLE_TIMEOUT_TAG = "zeroscale:idle-timeout-s"
 MAX_CONCURRENCY = 200
 
 # DescribeEndpointConfigOutput members echoed from the create request (the wire layer refuses the others).
-_DESCRIBED = ("ProductionVariants", "KmsKeyId", "ExecutionRoleArn", "EnableNetworkIsolation")
+_DESCRIBED = (
+    "ProductionVariants",
+    "ShadowProductionVariants",
+    "KmsKeyId",
+    "ExecutionRoleArn",
+    "EnableNetworkIsolation",
+    "AsyncInferenceConfig",
+)
 
 
 @dataclass(frozen=True)
@@ -43,12 +52,16 @@ class VariantSpec:
     serverless: ServerlessSpec | None
     instance_type: str | None
     instance_count: int  # InitialInstanceCount (default 1) for instance variants, 0 for serverless
+    shadow: bool = False  # a shadow variant: a copy of the production variant's traffic, answers discarded
 
 
 def variant_specs(doc: Mapping[str, Any]) -> list[VariantSpec]:
-    """The production variants of a stored endpoint-config document, in their given order."""
+    """The production variants of a stored endpoint-config document in their given order, then its shadow
+    variants."""
     specs = []
-    for v in doc["ProductionVariants"]:
+    tagged = [(v, False) for v in doc["ProductionVariants"]]
+    tagged += [(v, True) for v in doc.get("ShadowProductionVariants") or []]
+    for v, shadow in tagged:
         sc = v.get("ServerlessConfig")
         serverless = (
             ServerlessSpec(
@@ -67,9 +80,18 @@ def variant_specs(doc: Mapping[str, Any]) -> list[VariantSpec]:
                 serverless=serverless,
                 instance_type=v.get("InstanceType"),
                 instance_count=0 if serverless else int(v.get("InitialInstanceCount") or 1),
+                shadow=shadow,
             )
         )
     return specs
+
+
+def shadow_sampling(variants: list[VariantSpec]) -> dict[str, float]:
+    """The share of the production traffic each shadow variant gets a copy of: its weight over the
+    production variant's (SageMaker's rule: one production variant beside shadows), at most 1."""
+    production = [v for v in variants if not v.shadow]
+    base = production[0].weight if len(production) == 1 else 0.0
+    return {v.name: min(1.0, v.weight / base) if base > 0 else 0.0 for v in variants if v.shadow}
 
 
 def idle_timeout_override(doc: Mapping[str, Any]) -> float | None:
@@ -130,9 +152,14 @@ class EndpointConfigs:
         self._models = models
         self._clock = clock
 
-    def _check_variants(self, variants: list[dict[str, Any]]) -> None:
+    def _check_variants(self, variants: list[dict[str, Any]], shadows: list[dict[str, Any]]) -> None:
+        if shadows and (len(variants) != 1 or len(shadows) != 1):
+            raise ValidationException(
+                "An endpoint configuration with ShadowProductionVariants must have exactly one production "
+                f"variant and one shadow variant; {len(variants)} and {len(shadows)} were given."
+            )
         seen: set[str] = set()
-        for v in variants:
+        for v in variants + shadows:
             name = v["VariantName"]
             if name.lower() in seen:
                 raise ValidationException(
@@ -156,13 +183,27 @@ class EndpointConfigs:
                 )
             if serverless is not None:
                 _check_serverless(serverless, name)
+            else:
+                instance_size(v["InstanceType"], name)
+        if shadows and float(shadows[0].get("InitialVariantWeight", 1.0)) <= 0:
+            raise ValidationException(
+                f'Shadow variant "{shadows[0]["VariantName"]}" needs an InitialVariantWeight greater than 0: '
+                "its share of the production traffic is its weight over the production variant's."
+            )
+        weights = [float(v.get("InitialVariantWeight", 1.0)) for v in variants]
+        if sum(weights) <= 0:
+            raise ValidationException(
+                "The sum of InitialVariantWeight over the production variants must be greater than 0: "
+                "no variant would get traffic."
+            )
+        variants = variants + shadows
         n_serverless = sum(1 for v in variants if v.get("ServerlessConfig") is not None)
         if 0 < n_serverless < len(variants):
             raise ValidationException(
                 "An endpoint configuration cannot mix serverless production variants (ServerlessConfig) "
                 "with instance-based ones (InstanceType)."
             )
-        if n_serverless > 1:
+        if n_serverless > 1 + len(shadows):
             raise ValidationException(
                 "A serverless endpoint configuration supports only one production variant; "
                 f"{n_serverless} were given."
@@ -174,8 +215,10 @@ class EndpointConfigs:
             raise self._res.duplicate(name)
         doc = copy.deepcopy(dict(params))
         variants: list[dict[str, Any]] = doc["ProductionVariants"]
-        self._check_variants(variants)
-        for v in variants:
+        shadows: list[dict[str, Any]] = doc.get("ShadowProductionVariants") or []
+        self._check_variants(variants, shadows)
+        check_async_config(doc.get("AsyncInferenceConfig"))
+        for v in variants + shadows:
             v["InitialVariantWeight"] = float(v.get("InitialVariantWeight", 1.0))
         doc.setdefault("Tags", [])
         idle_timeout_override(doc)

@@ -26,6 +26,7 @@ from typing import Any
 
 from zeroscale.background import Background
 from zeroscale.control.arns import Arns
+from zeroscale.control.capacity import capacity_overrides, with_overrides
 from zeroscale.control.deploy import Deployer, primary_container
 from zeroscale.control.endpoint_configs import EndpointConfigs, variant_specs
 from zeroscale.control.models import Models
@@ -73,8 +74,12 @@ class Endpoints:
         self._latest: dict[str, asyncio.Task[Any]] = {}
         self.frontend = frontend
         self._limit = limit
-        # What this front end routes: lower-cased name -> the deployment (see _deployment)
+        # What this front end routes: lower-cased name -> the deployment (see _deployment), and each
+        # variant's spec with the whole of its concurrency (the pools have this front end's share)
         self._active: dict[str, str] = {}
+        self._full_specs: dict[str, dict[str, PoolSpec]] = {}
+        # Called with the endpoint's name after it starts serving a configuration or is deleted.
+        self.listeners: builtins.list[Callable[[str], None]] = []
 
     def get(self, name: str) -> Record:
         return self._res.get(name)
@@ -110,11 +115,60 @@ class Endpoints:
             )
         config = self._configs.get(params["EndpointConfigName"])
         rec.owner = self.frontend
-        if not self._save(rec, EndpointStatus.UPDATING, expect=EndpointStatus.IN_SERVICE, FailureReason=None):
+        # A new configuration brings its own weights and capacities (RetainAllVariantProperties false).
+        changed = self._save(
+            rec,
+            EndpointStatus.UPDATING,
+            expect=EndpointStatus.IN_SERVICE,
+            FailureReason=None,
+            VariantOverrides=None,
+        )
+        if not changed:
             raise ValidationException(  # another front end changed it since it was read
                 f'Cannot update in-progress endpoint "{rec.arn}". Wait until it is InService.'
             )
         await self._settle(self._run(rec.name, self._deploy(rec.name, config.name, updating=True)))
+        return {"EndpointArn": rec.arn}
+
+    async def update_weights_and_capacities(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        """New weights, instance counts and serverless capacities for some variants, same models: Desired*
+        changes now, Current* once the change is applied (status Updating, then InService)."""
+        rec = self.get(params["EndpointName"])
+        if rec.status != EndpointStatus.IN_SERVICE.value:
+            raise ValidationException(
+                f'Cannot update in-progress endpoint "{rec.arn}". Wait until it is InService.'
+            )
+        described = {v["VariantName"]: v for v in rec.doc.get("ProductionVariants") or []}
+        overrides = capacity_overrides(
+            described, dict(rec.doc.get("VariantOverrides") or {}), params["DesiredWeightsAndCapacities"]
+        )
+        now = self._clock()
+        for name, o in overrides.items():
+            variant = described[name]
+            variant["DesiredWeight"] = o["weight"]
+            if "instance_count" in o:
+                variant["DesiredInstanceCount"] = o["instance_count"]
+            if "max_concurrency" in o:
+                variant["DesiredServerlessConfig"] = _serverless_config(
+                    variant["DesiredServerlessConfig"]["MemorySizeInMB"],
+                    o["max_concurrency"],
+                    o["provisioned"],
+                )
+            variant["VariantStatus"] = [{"Status": "Updating", "StartTime": now}]
+        rec.owner = self.frontend
+        changed = self._save(
+            rec,
+            EndpointStatus.UPDATING,
+            expect=EndpointStatus.IN_SERVICE,
+            FailureReason=None,
+            VariantOverrides=overrides,
+            ProductionVariants=list(described.values()),
+        )
+        if not changed:  # another front end changed it since it was read
+            raise ValidationException(
+                f'Cannot update in-progress endpoint "{rec.arn}". Wait until it is InService.'
+            )
+        await self._settle(self._run(rec.name, self._apply_overrides(rec.name, overrides)))
         return {"EndpointArn": rec.arn}
 
     def delete(self, name: str) -> None:
@@ -138,6 +192,8 @@ class Endpoints:
         }
         if rec.doc.get("ProductionVariants"):
             out["ProductionVariants"] = rec.doc["ProductionVariants"]
+        if rec.doc.get("ShadowProductionVariants"):
+            out["ShadowProductionVariants"] = rec.doc["ShadowProductionVariants"]
         if rec.doc.get("FailureReason"):
             out["FailureReason"] = rec.doc["FailureReason"]
         return out
@@ -174,7 +230,11 @@ class Endpoints:
     async def _deploy(self, name: str, config_name: str, *, updating: bool, warm: bool = True) -> None:
         try:
             config = self._configs.get(config_name)
-            specs = self._limit(await self._deployer.pool_specs(name, config))
+            full = await self._deployer.pool_specs(name, config)
+            stored = self._store.get(KIND, name)
+            overrides = (stored.doc.get("VariantOverrides") or {}) if stored is not None else {}
+            full = [with_overrides(spec, overrides.get(spec.variant)) for spec in full]
+            specs = self._limit(full)  # this front end's share; the endpoint is described with the whole
             # A front end whose share is zero starts no worker, not even the deploy-time check's.
             warm = warm and all(s.max_concurrency > 0 for s in specs)
             await self._fleet.activate(name, specs, warm=warm)
@@ -197,10 +257,13 @@ class Endpoints:
             rec,
             EndpointStatus.IN_SERVICE,
             EndpointConfigName=config.name,
-            ProductionVariants=self._described_variants(config, specs),
+            ProductionVariants=self._described_variants(config, full, shadow=False),
+            ShadowProductionVariants=self._described_variants(config, full, shadow=True) or None,
             FailureReason=None,
         )
         self._active[name.lower()] = _deployment(rec)
+        self._full_specs[name.lower()] = {spec.variant: spec for spec in full}
+        self._tell(name)
 
     def _snapshot(self, config: Record) -> dict[str, Any]:
         """The documents this deployment was made from, kept in the endpoint's row (never answered on the
@@ -222,12 +285,21 @@ class Endpoints:
         models = {k: Record("model", k, "", 0.0, 0.0, None, dict(doc)) for k, doc in snap["Models"].items()}
         return config, models
 
+    def _tell(self, name: str) -> None:
+        for listener in self.listeners:
+            try:
+                listener(name)
+            except Exception:
+                log.exception("endpoint listener failed for %s", name)
+
     def _described_variants(
-        self, config: Record, specs: builtins.list[PoolSpec]
+        self, config: Record, specs: builtins.list[PoolSpec], *, shadow: bool
     ) -> builtins.list[dict[str, Any]]:
         now = self._clock()
         out: builtins.list[dict[str, Any]] = []
         for variant, spec in zip(variant_specs(config.doc), specs, strict=True):
+            if variant.shadow != shadow:
+                continue
             image = str(primary_container(self._models.get(variant.model_name)).get("Image", ""))
             desc: dict[str, Any] = {
                 "VariantName": variant.name,
@@ -238,21 +310,38 @@ class Endpoints:
                         "ResolutionTime": now,
                     }
                 ],
-                "CurrentWeight": variant.weight,
-                "DesiredWeight": variant.weight,
             }
-            if variant.serverless is not None:
-                sc: dict[str, Any] = {
-                    "MemorySizeInMB": variant.serverless.memory_mb,
-                    "MaxConcurrency": variant.serverless.max_concurrency,
-                }
-                if variant.serverless.provisioned_concurrency:
-                    sc["ProvisionedConcurrency"] = variant.serverless.provisioned_concurrency
-                desc["CurrentServerlessConfig"] = desc["DesiredServerlessConfig"] = sc
-            else:
-                desc["CurrentInstanceCount"] = desc["DesiredInstanceCount"] = variant.instance_count
+            desc.update(_current_and_desired(spec))
             out.append(desc)
         return out
+
+    async def _apply_overrides(self, name: str, overrides: Mapping[str, Mapping[str, Any]]) -> None:
+        route = self._fleet.route(name)
+        rec = self._store.get(KIND, name)
+        if route is None or rec is None or rec.status == EndpointStatus.DELETING.value:
+            return
+        base = self._full_specs.get(name.lower(), {})
+        specs = {
+            p.spec.variant: with_overrides(base.get(p.spec.variant, p.spec), overrides.get(p.spec.variant))
+            for p in route.pools
+        }
+        shares = {variant: self._limit([spec])[0] for variant, spec in specs.items()}
+        try:
+            await self._fleet.adjust(name, shares, timeout_s=self._settle_s + 30.0)
+        except DeployError as exc:
+            self._save(rec, EndpointStatus.IN_SERVICE, FailureReason=_reason(exc))
+            return
+        rec = self._store.get(KIND, name)
+        if rec is None or rec.status == EndpointStatus.DELETING.value:
+            return
+        variants = []
+        for desc in rec.doc.get("ProductionVariants") or []:
+            spec = specs.get(desc["VariantName"])
+            desc = {k: v for k, v in desc.items() if k != "VariantStatus"}
+            if spec is not None:
+                desc.update(_current_and_desired(spec))
+            variants.append(desc)
+        self._save(rec, EndpointStatus.IN_SERVICE, ProductionVariants=variants)
 
     async def _delete(self, rec: Record) -> None:
         try:
@@ -260,6 +349,7 @@ class Endpoints:
         finally:
             self._active.pop(rec.name.lower(), None)
             self._store.delete(KIND, rec.name)
+            self._tell(rec.name)
 
     # ---- several front ends ----
     async def _follow(self, rec: Record) -> None:
@@ -268,15 +358,21 @@ class Endpoints:
         key, deployment = rec.name.lower(), _deployment(rec)
         try:
             config, models = self._deployed(rec)
-            specs = self._limit(await self._deployer.pool_specs(rec.name, config, models))
-            await self._fleet.activate(rec.name, specs, warm=False)
+            full = await self._deployer.pool_specs(rec.name, config, models)
+            overrides = rec.doc.get("VariantOverrides") or {}
+            full = [with_overrides(spec, overrides.get(spec.variant)) for spec in full]
+            await self._fleet.activate(rec.name, self._limit(full), warm=False)
+            self._full_specs[key] = {spec.variant: spec for spec in full}
+            self._tell(rec.name)
         except (DeployError, ValidationException) as exc:
             log.error("endpoint %s: cannot serve its deployment here: %s", rec.name, _reason(exc))
         self._active[key] = deployment  # tried: not again until it changes
 
     async def _forget_route(self, name: str) -> None:
         self._active.pop(name.lower(), None)
+        self._full_specs.pop(name.lower(), None)
         await self._fleet.deactivate(name)
+        self._tell(name)
 
     async def catch_up(self, name: str, timeout_s: float = 10.0) -> None:
         """An invocation for an endpoint this front end does not route: when the store says it serves
@@ -317,7 +413,7 @@ class Endpoints:
                 self._save(rec, EndpointStatus.IN_SERVICE)  # the update died with its front end
             serving = rec.status in (EndpointStatus.IN_SERVICE.value, EndpointStatus.UPDATING.value)
             if serving and rec.doc.get("ProductionVariants"):
-                if self._active.get(key) != _deployment(rec):
+                if self._active.get(key) != _deployment(rec) or self._fleet.route(rec.name) is None:
                     started.append(self._run(rec.name, self._follow(rec)))
             elif key in self._active:
                 self._run(rec.name, self._forget_route(rec.name))
@@ -352,6 +448,24 @@ def _deployment(rec: Record) -> str:
     """What identifies a deployment: its configuration and described variants (with their resolution
     times, new at each successful create or update)."""
     return json.dumps([rec.doc.get("EndpointConfigName"), rec.doc.get("ProductionVariants")], sort_keys=True)
+
+
+def _serverless_config(memory_mb: int, max_concurrency: int, provisioned: int) -> dict[str, Any]:
+    sc: dict[str, Any] = {"MemorySizeInMB": memory_mb, "MaxConcurrency": max_concurrency}
+    if provisioned:
+        sc["ProvisionedConcurrency"] = provisioned
+    return sc
+
+
+def _current_and_desired(spec: PoolSpec) -> dict[str, Any]:
+    """A variant's Current* and Desired* members once its pool serves ``spec``."""
+    out: dict[str, Any] = {"CurrentWeight": spec.weight, "DesiredWeight": spec.weight}
+    if spec.real_time:
+        out["CurrentInstanceCount"] = out["DesiredInstanceCount"] = spec.instance_count
+    else:
+        sc = _serverless_config(spec.memory_mb, spec.max_concurrency, spec.provisioned)
+        out["CurrentServerlessConfig"] = out["DesiredServerlessConfig"] = sc
+    return out
 
 
 def _reason(exc: BaseException) -> str:

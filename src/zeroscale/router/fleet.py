@@ -13,7 +13,7 @@ import dataclasses
 import itertools
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from zeroscale.background import Background
@@ -30,26 +30,34 @@ from zeroscale.router.warmcache import Template, WarmCache
 @dataclass
 class EndpointRoute:
     name: str
-    pools: list[VariantPool]
+    pools: list[VariantPool]  # every pool: the production variants', then the shadow variants'
     _cumulative: list[float]
+    production: list[VariantPool]
+    shadows: list[VariantPool]  # each gets a copy of its shadow_sampling share of the traffic
 
     @classmethod
     def of(cls, name: str, pools: list[VariantPool]) -> EndpointRoute:
-        weights = [max(0.0, p.spec.weight) for p in pools]
+        production = [p for p in pools if not p.spec.shadow_sampling]
+        shadows = [p for p in pools if p.spec.shadow_sampling]
+        weights = [max(0.0, p.spec.weight) for p in production]
         if sum(weights) <= 0:
-            weights = [1.0] * len(pools)
-        return cls(name, pools, list(itertools.accumulate(weights)))
+            weights = [1.0] * len(production)
+        return cls(name, pools, list(itertools.accumulate(weights)), production, shadows)
+
+    def copies(self) -> list[VariantPool]:
+        """The shadow pools this request is copied to (each by its sampling share)."""
+        return [p for p in self.shadows if random.random() < p.spec.shadow_sampling]
 
     def choose(self, target_variant: str | None = None) -> VariantPool:
         if target_variant is not None:
-            for pool in self.pools:
+            for pool in self.production:
                 if pool.spec.variant == target_variant:
                     return pool
             raise RuntimeValidationError(f"Variant {target_variant} not found for endpoint {self.name}.")
-        if len(self.pools) == 1:
-            return self.pools[0]
+        if len(self.production) == 1:
+            return self.production[0]
         pick = random.random() * self._cumulative[-1]
-        return self.pools[bisect.bisect_right(self._cumulative, pick)]
+        return self.production[bisect.bisect_right(self._cumulative, pick)]
 
 
 class Fleet:
@@ -130,6 +138,34 @@ class Fleet:
             self._emit_variant(pool, "activated")
             pool.scale()  # provisioned concurrency floor
 
+    async def adjust(self, endpoint: str, specs: Mapping[str, PoolSpec], *, timeout_s: float) -> None:
+        """New weights and capacities for some variants of a routed endpoint, same models
+        (UpdateEndpointWeightsAndCapacities): the route takes the weights at once; each resized pool starts
+        or stops workers, and this returns once every pool has its floor up (or ``timeout_s`` passed)."""
+        route = self._routes.get(endpoint.lower())
+        if route is None:
+            raise DeployError(f"Endpoint {endpoint} is not routed.")
+        resized = []
+        for pool in route.pools:
+            spec = specs.get(pool.spec.variant)
+            if spec is None or spec == pool.spec:
+                continue
+            capacity_changed = (spec.max_concurrency, spec.provisioned) != (
+                pool.spec.max_concurrency,
+                pool.spec.provisioned,
+            )
+            if capacity_changed:
+                self._emit_variant(pool, "deactivated")
+            pool.resize(spec)
+            if capacity_changed:
+                self._emit_variant(pool, "activated")
+                resized.append(pool)
+        self._routes[endpoint.lower()] = EndpointRoute.of(route.name, route.pools)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while any(p.ready < p.spec.provisioned for p in resized) and loop.time() < deadline:
+            await asyncio.sleep(0.02)
+
     async def deactivate(self, endpoint: str, *, timeout_s: float = 5.0) -> None:
         route = self._routes.pop(endpoint.lower(), None)
         if route is not None:
@@ -150,10 +186,11 @@ class Fleet:
             if pool.spec.variant == variant and (
                 pool.spec.max_concurrency != max_concurrency or pool.spec.provisioned != provisioned
             ):
-                pool.spec = dataclasses.replace(
-                    pool.spec, max_concurrency=max_concurrency, provisioned=provisioned
+                self._emit_variant(pool, "deactivated")  # metering: the provisioned share is re-metered
+                pool.resize(
+                    dataclasses.replace(pool.spec, max_concurrency=max_concurrency, provisioned=provisioned)
                 )
-                pool.scale()
+                self._emit_variant(pool, "activated")
 
     def _discard_cached(self, pools: list[VariantPool]) -> None:
         """Templates cached for these pools' models go, unless a pool still routed to uses the same model

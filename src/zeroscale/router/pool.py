@@ -25,7 +25,7 @@ from zeroscale.router.template import PoolTemplate
 from zeroscale.router.warmcache import WarmCache
 from zeroscale.scaler.policy import IdleWorker, PoolSnapshot, decide
 from zeroscale.types import WorkerState
-from zeroscale.workers.client import WorkerConnectionError, WorkerResponse
+from zeroscale.workers.client import Body, WorkerConnectionError, WorkerResponse
 from zeroscale.workers.manager import WorkerHandle, WorkerSpec
 
 S = WorkerState
@@ -35,7 +35,7 @@ _DRAIN_STOP_GRACE_S = 1.0
 
 @dataclass(slots=True)
 class Invocation:
-    body: bytes
+    body: Body  # bytes, or a FilePayload streamed from and to files (async requests)
     headers: list[tuple[bytes, bytes]]  # forwarded to the worker as they are (Content-Type, Accept, ...)
     # Filled in by the pool as the request goes, for metering and metrics (also when it fails):
     worker_id: str = ""
@@ -43,6 +43,9 @@ class Invocation:
     setup_s: float | None = None  # the cold start this request waited for
     provisioned: bool = False
     model_status: int = 0  # the status the worker answered, once it did
+    # Seconds the worker has to answer; None: the server's invocation timeout (an async request sets its
+    # own, up to 3600 s).
+    timeout_s: float | None = None
 
 
 class VariantPool:
@@ -86,6 +89,27 @@ class VariantPool:
     @property
     def queued(self) -> int:
         return sum(1 for f in self._waiters if not f.done())
+
+    @property
+    def ready(self) -> int:
+        """Workers up and serving or free to (idle or busy)."""
+        return self._slots.count(S.IDLE) + self._slots.count(S.BUSY)
+
+    def resize(self, spec: PoolSpec) -> None:
+        """Another weight, MaxConcurrency or floor for the same model and memory size
+        (UpdateEndpointWeightsAndCapacities): the policy starts or stops workers to match at once."""
+        same = (spec.endpoint, spec.variant, spec.model_dir, spec.memory_mb, spec.runtime, spec.command)
+        if same != (
+            self.spec.endpoint,
+            self.spec.variant,
+            self.spec.model_dir,
+            self.spec.memory_mb,
+            self.spec.runtime,
+            self.spec.command,
+        ):
+            raise ValueError(f"resize of {self.spec.endpoint}/{self.spec.variant} to another model or size")
+        self.spec = spec
+        self.scale()
 
     @property
     def quiet(self) -> bool:
@@ -319,9 +343,10 @@ class VariantPool:
             slot.fresh = False
             inv.setup_s = handle.ready_s
         started = time.perf_counter()
+        timeout_s = self._settings.invocation_timeout_s if inv.timeout_s is None else inv.timeout_s
         try:
             # asyncio.timeout, not wait_for: no extra task per invocation.
-            async with asyncio.timeout(self._settings.invocation_timeout_s):
+            async with asyncio.timeout(timeout_s):
                 resp = await self._manager.request(handle, b"POST", b"/invocations", inv.headers, inv.body)
         except TimeoutError:
             inv.model_s = time.perf_counter() - started
@@ -329,7 +354,7 @@ class VariantPool:
             self.release(slot, broken=True)
             raise ModelError(
                 "Your invocation timed out while waiting for a response from container primary. "
-                f"The model took longer than {self._settings.invocation_timeout_s:g} s to answer.",
+                f"The model took longer than {timeout_s:g} s to answer.",
                 original_status=0,
                 original_message="invocation timed out",
                 log_stream_arn=self._log_stream_arn(handle),

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from zeroscale.workers.client import WorkerResponse
+from zeroscale.workers.client import Body, WorkerResponse
 from zeroscale.workers.manager import WorkerHandle, WorkerSpec
 from zeroscale.workers.zygotes import Zygote
 
@@ -45,7 +45,7 @@ class Workers(Protocol):
         method: bytes,
         path: bytes,
         headers: list[tuple[bytes, bytes]],
-        body: bytes,
+        body: Body,
     ) -> WorkerResponse: ...
 
 
@@ -65,6 +65,15 @@ class PoolSpec:
     # A bring-your-own image: its entrypoint and working directory (empty for a built-in runtime).
     command: tuple[str, ...] = ()
     workdir: str = ""
+    # A real-time variant: its instances, each this many always-warm workers (0 for a serverless variant).
+    instance_count: int = 0
+    workers_per_instance: int = 0
+    # A shadow variant: the share of the production traffic copied to it (0: a production variant).
+    shadow_sampling: float = 0.0
+
+    @property
+    def real_time(self) -> bool:
+        return self.workers_per_instance > 0
 
 
 @dataclass(frozen=True)

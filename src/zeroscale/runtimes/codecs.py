@@ -65,6 +65,11 @@ def _csv_value(field: str) -> float:
 
 
 def _decode_csv(body: bytes) -> Any:
+    if body.strip():
+        try:  # numpy's C parser: several times faster than the loop below on numeric rows (batch payloads)
+            return np.loadtxt(io.BytesIO(body), delimiter=",", ndmin=2, dtype=np.float64, comments=None)
+        except ValueError:
+            pass  # empty fields (NaN), non-numeric columns, ragged rows: the loop below decides
     lines = [line for line in body.decode("utf-8").splitlines() if line.strip()]
     rows = [line.split(",") for line in lines]
     try:

@@ -9,8 +9,8 @@ Rules:
 - scale-from-zero and scale-out are immediate: start ``wanted - live`` (starting workers count as live),
   never more processes than MaxConcurrency, counting workers that are still stopping;
 - scale-in waits: an idle worker is stopped only once it has been idle for ``idle_timeout_s``, the longest
-  idle first, and never below ``max(provisioned, demand)``; idle workers above ``max_concurrency`` (it was
-  lowered: another front end took a share of it) stop at once;
+  idle first, and never below ``max(provisioned, demand)``; except above MaxConcurrency (it was lowered:
+  UpdateEndpointWeightsAndCapacities), where idle workers go at once, the longest idle first;
 - a draining pool (replaced by an update, or being deleted) still serves what it accepted, but keeps no
   floor and no idle worker.
 """
@@ -56,13 +56,13 @@ def decide(snap: PoolSnapshot, now: float) -> Decision:
     start = max(0, min(floor - snap.live, snap.max_concurrency - snap.live - snap.stopping))
     # Longest idle first; keep enough live workers to cover the floor.
     removable = snap.live - floor
-    excess = snap.live - snap.max_concurrency
+    over = snap.live - snap.max_concurrency
     stop: list[str] = []
     for worker in sorted(snap.idle, key=lambda w: w.idle_since):
         if removable <= 0:
             break
-        if excess > 0 or now - worker.idle_since >= idle_timeout_s:
+        if over > 0 or now - worker.idle_since >= idle_timeout_s:
             stop.append(worker.worker_id)
             removable -= 1
-            excess -= 1
+            over -= 1
     return Decision(start=start, stop=tuple(stop))

@@ -8,10 +8,30 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
+from typing import BinaryIO
 
 import httptools
 
 _READ_CHUNK = 256 * 1024
+_WRITE_CHUNK = 1024 * 1024
+
+
+class FilePayload:
+    """A request body streamed from a file, and the response body streamed into another (a success's;
+    an error answer's body stays in memory for the error message): the server never holds either whole.
+    ``len()`` is the request body's size, as for bytes."""
+
+    def __init__(self, source: BinaryIO, size: int, sink: BinaryIO) -> None:
+        self.source = source
+        self.size = size
+        self.sink = sink
+        self.written = 0  # response bytes written to the sink
+
+    def __len__(self) -> int:
+        return self.size
+
+
+Body = bytes | FilePayload
 
 
 class WorkerConnectionError(Exception):
@@ -41,17 +61,24 @@ class _Collector:
         self.done = False
         self.keep_alive = False
         self.parser: httptools.HttpResponseParser | None = None
+        self.sink: FilePayload | None = None  # where a 2xx body goes instead of memory
 
     def on_headers_complete(self) -> None:
         # llhttp resets its flags once the message completes: ask while the headers are fresh.
         assert self.parser is not None
         self.keep_alive = bool(self.parser.should_keep_alive())
+        if self.sink is not None and self.parser.get_status_code() >= 400:
+            self.sink = None
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self.headers.append((name, value))
 
     def on_body(self, body: bytes) -> None:
-        self.chunks.append(body)
+        if self.sink is not None:
+            self.sink.sink.write(body)
+            self.sink.written += len(body)
+        else:
+            self.chunks.append(body)
 
     def on_message_complete(self) -> None:
         self.done = True
@@ -78,7 +105,7 @@ class WorkerConnection:
         method: bytes,
         path: bytes,
         headers: list[tuple[bytes, bytes]] | None = None,
-        body: bytes = b"",
+        body: Body = b"",
     ) -> WorkerResponse:
         if self.closed:
             raise WorkerConnectionError("connection is closed")
@@ -88,6 +115,9 @@ class WorkerConnection:
         head.append(b"\r\n\r\n")
         try:
             self._writer.write(b"".join(head))
+            if isinstance(body, FilePayload):
+                await self._write_file(body)
+                return await self._read_response(body)
             if body:
                 self._writer.write(body)
             return await self._read_response()
@@ -99,8 +129,19 @@ class WorkerConnection:
             self.close()
             raise
 
-    async def _read_response(self) -> WorkerResponse:
+    async def _write_file(self, payload: FilePayload) -> None:
+        left = payload.size
+        while left > 0:
+            chunk = payload.source.read(min(_WRITE_CHUNK, left))
+            if not chunk:
+                raise WorkerConnectionError(f"request body file ended {left} bytes early")
+            left -= len(chunk)
+            self._writer.write(chunk)
+            await self._writer.drain()
+
+    async def _read_response(self, sink: FilePayload | None = None) -> WorkerResponse:
         collector = _Collector()
+        collector.sink = sink
         parser = collector.parser = httptools.HttpResponseParser(collector)
         while not collector.done:
             data = await self._reader.read(_READ_CHUNK)

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from zeroscale.errors import DeployError
-from zeroscale.workers.client import WorkerConnection, WorkerConnectionError, WorkerResponse
+from zeroscale.workers.client import Body, WorkerConnection, WorkerConnectionError, WorkerResponse
 from zeroscale.workers.forkserver import THREAD_ENV
 from zeroscale.workers.memory import private_bytes, rss_mb, tree_rss_mb
 from zeroscale.workers.process import ProcessLauncher
@@ -312,7 +312,7 @@ class WorkerManager:
         method: bytes,
         path: bytes,
         headers: list[tuple[bytes, bytes]],
-        body: bytes,
+        body: Body,
     ) -> WorkerResponse:
         """One request over the worker's keep-alive connection (opened again if it was closed)."""
         conn = handle.conn

@@ -1,0 +1,149 @@
+"""InvokeEndpointAsync (``POST /endpoints/{name}/async-invocations``, no body) and zeroscale's status route
+for asynchronous requests (``GET /zeroscale/v1/async/<InferenceId>``)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import uuid
+from typing import Any
+
+from zeroscale.api.wire import Headers, Send, respond
+from zeroscale.asyncinf.queue import AsyncRequest
+from zeroscale.asyncinf.service import AsyncInference, AsyncParams
+from zeroscale.errors import RuntimeValidationError, ValidationException
+
+_PREFIX = "x-amzn-sagemaker-"
+DEFAULT_TTL_S = 21600
+DEFAULT_TIMEOUT_S = 900
+# header (after the prefix) -> (wire member name, min, max) for the integer headers
+_RANGES = {
+    "requestttlseconds": ("requestTTLSeconds", 60, 21600),
+    "invocationtimeoutseconds": ("invocationTimeoutSeconds", 1, 3600),
+}
+_INPUT_LOCATION = re.compile(r"^(https|s3)://([^/]+)/?(.*)$")
+_UNSERVED = {"s3outputpathextension": "S3OutputPathExtension", "filename": "Filename"}
+
+
+def _invalid(member: str, value: str, constraint: str) -> RuntimeValidationError:
+    return RuntimeValidationError(
+        f"1 validation error detected: Value '{value}' at '{member}' failed to satisfy constraint: "
+        f"Member must {constraint}"
+    )
+
+
+def _text(headers: dict[str, str], name: str, member: str) -> str | None:
+    value = headers.get(name)
+    if value is not None and (len(value) > 1024 or not value.isascii()):
+        raise _invalid(member, value[:64], "have length less than or equal to 1024 and be ASCII")
+    return value
+
+
+def parse_params(raw: Headers) -> AsyncParams:
+    headers: dict[str, str] = {}
+    for raw_name, raw_value in raw:
+        lname = raw_name.decode("latin-1").lower()
+        if lname.startswith(_PREFIX):
+            headers[lname[len(_PREFIX) :]] = raw_value.decode("latin-1")
+    for unserved, wire in _UNSERVED.items():
+        if unserved in headers:
+            raise RuntimeValidationError(
+                f"The X-Amzn-SageMaker-{wire} header "
+                "is not served by zeroscale: results are written to <S3OutputPath>/<InferenceId>.out."
+            )
+    location = headers.get("inputlocation")
+    if not location:
+        raise RuntimeValidationError(
+            "1 validation error detected: Value null at 'inputLocation' failed to satisfy constraint: "
+            "Member must not be null"
+        )
+    if len(location) > 1024 or not _INPUT_LOCATION.match(location):
+        raise _invalid(
+            "inputLocation", location[:256], "satisfy regular expression pattern: (https|s3)://..."
+        )
+    if not location.startswith("s3://"):
+        raise RuntimeValidationError(
+            f"InputLocation {location} is not served: zeroscale reads async inputs from s3:// locations."
+        )
+    inference_id = headers.get("inference-id")
+    if inference_id is None:
+        inference_id = str(uuid.uuid4())
+    elif not (1 <= len(inference_id) <= 64 and inference_id[:1].strip() and inference_id.isprintable()):
+        raise _invalid("inferenceId", inference_id[:64], "have length between 1 and 64 and be printable")
+    numbers: dict[str, int] = {}
+    for name, (member, low, high) in _RANGES.items():
+        value = headers.get(name)
+        if value is None:
+            continue
+        try:
+            number = int(value)
+        except ValueError:
+            raise _invalid(member, value[:32], "be an integer") from None
+        if number < low:
+            raise _invalid(member, value, f"have value greater than or equal to {low}")
+        if number > high:
+            raise _invalid(member, value, f"have value less than or equal to {high}")
+        numbers[name] = number
+    return AsyncParams(
+        input_location=location,
+        content_type=_text(headers, "content-type", "contentType"),
+        accept=_text(headers, "accept", "accept"),
+        custom_attributes=_text(headers, "custom-attributes", "customAttributes"),
+        inference_id=inference_id,
+        ttl_s=numbers.get("requestttlseconds", DEFAULT_TTL_S),
+        timeout_s=numbers.get("invocationtimeoutseconds", DEFAULT_TIMEOUT_S),
+    )
+
+
+def status_document(req: AsyncRequest) -> dict[str, Any]:
+    doc: dict[str, Any] = {
+        "InferenceId": req.inference_id,
+        "EndpointName": req.endpoint_name,
+        "Status": req.status,
+        "InputLocation": req.input_location,
+        "OutputLocation": req.output_location,
+        "FailureLocation": req.failure_location,
+        "CreationTime": req.created_at,
+        "Attempts": req.attempts,
+    }
+    if req.started_at is not None:
+        doc["StartTime"] = req.started_at
+    if req.finished_at is not None:
+        doc["EndTime"] = req.finished_at
+    if req.failure_reason:
+        doc["FailureReason"] = req.failure_reason
+    return doc
+
+
+class AsyncInvokeApi:
+    def __init__(self, service: AsyncInference) -> None:
+        self._service = service
+
+    async def invoke(self, send: Send, request_id: str, endpoint: str, headers: Headers) -> None:
+        params = parse_params(headers)
+        req = await self._service.accept(endpoint, params)
+        body = json.dumps({"InferenceId": req.inference_id}).encode()
+        await respond(
+            send,
+            202,
+            body,
+            [
+                (b"content-type", b"application/json"),
+                (b"x-amzn-requestid", request_id.encode()),
+                (b"x-amzn-sagemaker-outputlocation", req.output_location.encode()),
+                (b"x-amzn-sagemaker-failurelocation", req.failure_location.encode()),
+            ],
+        )
+
+    async def status(self, request: Any) -> tuple[int, str, bytes]:
+        """``GET /zeroscale/v1/async/<InferenceId>``: the request's state and times (epoch seconds)."""
+        if request.method != "GET":
+            raise ValidationException(f"{request.method} is not served on /zeroscale/v1/async.")
+        _, _, inference_id = request.path.partition("/")
+        if not inference_id:
+            raise ValidationException("Name the request: GET /zeroscale/v1/async/<InferenceId>.")
+        req = await asyncio.to_thread(self._service.find, inference_id)
+        if req is None:
+            raise ValidationException(f"No asynchronous request with InferenceId {inference_id}.")
+        return 200, "application/json", json.dumps(status_document(req)).encode()

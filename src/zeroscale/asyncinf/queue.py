@@ -1,0 +1,236 @@
+"""The durable queue of asynchronous inference requests: one row per request in ``async_requests``, on the
+store's database (SQLite or PostgreSQL through ``store/engine.py``).
+
+A request is committed as Queued before InvokeEndpointAsync answers 202. The dispatcher claims it (Running),
+then marks it Completed or Failed. A server that stops or dies with requests Running puts them back to Queued
+when it starts again (``requeue_running``), so every accepted request finishes at least once.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import (
+    Column,
+    Double,
+    Index,
+    Integer,
+    MetaData,
+    RowMapping,
+    String,
+    Table,
+    Text,
+    func,
+    insert,
+    select,
+    update,
+)
+
+from zeroscale.store.engine import make_engine
+
+QUEUED, RUNNING, COMPLETED, FAILED = "Queued", "Running", "Completed", "Failed"
+
+metadata = MetaData()
+
+requests = Table(
+    "async_requests",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("inference_id", String(64), nullable=False),
+    Column("endpoint", String(255), nullable=False),  # lower-cased endpoint name
+    Column("endpoint_name", String(255), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("input_location", String(1024), nullable=False),
+    Column("content_type", String(1024), nullable=True),
+    Column("accept", String(1024), nullable=True),
+    Column("custom_attributes", String(1024), nullable=True),
+    Column("output_location", String(1024), nullable=False),
+    Column("failure_location", String(1024), nullable=False),
+    Column("ttl_s", Integer, nullable=False),
+    Column("timeout_s", Integer, nullable=False),
+    Column("created_at", Double, nullable=False),
+    Column("started_at", Double, nullable=True),
+    Column("finished_at", Double, nullable=True),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("failure_reason", Text, nullable=True),
+    Index("ix_async_requests_queue", "endpoint", "status", "id"),
+    Index("ix_async_requests_inference_id", "inference_id"),
+)
+
+
+@dataclass
+class AsyncRequest:
+    id: int
+    inference_id: str
+    endpoint_name: str
+    status: str
+    input_location: str
+    content_type: str | None
+    accept: str | None
+    custom_attributes: str | None
+    output_location: str
+    failure_location: str
+    ttl_s: int
+    timeout_s: int
+    created_at: float
+    started_at: float | None = None
+    finished_at: float | None = None
+    attempts: int = 0
+    failure_reason: str | None = None
+
+    @property
+    def expires_at(self) -> float:
+        return self.created_at + self.ttl_s
+
+
+@dataclass(frozen=True)
+class Backlog:
+    endpoint_name: str
+    queued: int
+    running: int
+    oldest_queued_at: float | None
+
+
+def _request(row: RowMapping) -> AsyncRequest:
+    return AsyncRequest(
+        id=int(row["id"]),
+        inference_id=row["inference_id"],
+        endpoint_name=row["endpoint_name"],
+        status=row["status"],
+        input_location=row["input_location"],
+        content_type=row["content_type"],
+        accept=row["accept"],
+        custom_attributes=row["custom_attributes"],
+        output_location=row["output_location"],
+        failure_location=row["failure_location"],
+        ttl_s=int(row["ttl_s"]),
+        timeout_s=int(row["timeout_s"]),
+        created_at=float(row["created_at"]),
+        started_at=row["started_at"],
+        finished_at=row["finished_at"],
+        attempts=int(row["attempts"]),
+        failure_reason=row["failure_reason"],
+    )
+
+
+class RequestQueue:
+    """Thread-safe; every call is one transaction (the dispatcher calls it from worker threads)."""
+
+    def __init__(self, url: str) -> None:
+        self._engine = make_engine(url)
+        self._lock = threading.RLock()
+        metadata.create_all(self._engine)
+
+    def enqueue(self, req: AsyncRequest) -> AsyncRequest:
+        """Commit a new Queued request; returns it with its row id."""
+        values: dict[str, Any] = {
+            "inference_id": req.inference_id,
+            "endpoint": req.endpoint_name.lower(),
+            "endpoint_name": req.endpoint_name,
+            "status": QUEUED,
+            "input_location": req.input_location,
+            "content_type": req.content_type,
+            "accept": req.accept,
+            "custom_attributes": req.custom_attributes,
+            "output_location": req.output_location,
+            "failure_location": req.failure_location,
+            "ttl_s": req.ttl_s,
+            "timeout_s": req.timeout_s,
+            "created_at": req.created_at,
+            "attempts": 0,
+        }
+        with self._lock, self._engine.begin() as conn:
+            result = conn.execute(insert(requests).values(**values))
+            key = result.inserted_primary_key
+        req.id = int(key[0]) if key else 0
+        req.status = QUEUED
+        return req
+
+    def claim(self, endpoint: str, now: float) -> AsyncRequest | None:
+        """The oldest Queued request of ``endpoint``, now Running (one more attempt); None when none waits."""
+        query = (
+            select(requests)
+            .where((requests.c.endpoint == endpoint.lower()) & (requests.c.status == QUEUED))
+            .order_by(requests.c.id)
+            .limit(1)
+        )
+        with self._lock, self._engine.begin() as conn:
+            row = conn.execute(query).mappings().first()
+            if row is None:
+                return None
+            conn.execute(
+                update(requests)
+                .where(requests.c.id == row["id"])
+                .values(status=RUNNING, started_at=now, attempts=requests.c.attempts + 1)
+            )
+        req = _request(row)
+        req.status, req.started_at, req.attempts = RUNNING, now, req.attempts + 1
+        return req
+
+    def requeue(self, req: AsyncRequest, *, count_attempt: bool = False) -> None:
+        """Put a Running request back (no capacity now); the attempt does not count unless asked."""
+        attempts = req.attempts if count_attempt else max(0, req.attempts - 1)
+        with self._lock, self._engine.begin() as conn:
+            conn.execute(
+                update(requests)
+                .where(requests.c.id == req.id)
+                .values(status=QUEUED, started_at=None, attempts=attempts)
+            )
+
+    def finish(self, req: AsyncRequest, status: str, now: float, reason: str | None = None) -> None:
+        req.status, req.finished_at, req.failure_reason = status, now, reason
+        with self._lock, self._engine.begin() as conn:
+            conn.execute(
+                update(requests)
+                .where(requests.c.id == req.id)
+                .values(status=status, finished_at=now, failure_reason=reason)
+            )
+
+    def requeue_running(self) -> int:
+        """At start: requests a previous server left Running go back to Queued (they run again)."""
+        with self._lock, self._engine.begin() as conn:
+            result = conn.execute(
+                update(requests).where(requests.c.status == RUNNING).values(status=QUEUED, started_at=None)
+            )
+        return int(result.rowcount or 0)
+
+    def find(self, inference_id: str) -> AsyncRequest | None:
+        """The latest request with this InferenceId."""
+        query = (
+            select(requests)
+            .where(requests.c.inference_id == inference_id)
+            .order_by(requests.c.id.desc())
+            .limit(1)
+        )
+        with self._lock, self._engine.connect() as conn:
+            row = conn.execute(query).mappings().first()
+        return None if row is None else _request(row)
+
+    def backlog(self) -> list[Backlog]:
+        """Queued and Running requests per endpoint, with the creation time of the oldest Queued one."""
+        active = requests.c.status.in_((QUEUED, RUNNING))
+        query = (
+            select(
+                requests.c.endpoint_name,
+                requests.c.status,
+                func.count(),
+                func.min(requests.c.created_at),
+            )
+            .where(active)
+            .group_by(requests.c.endpoint_name, requests.c.status)
+        )
+        with self._lock, self._engine.connect() as conn:
+            rows = conn.execute(query).all()
+        by_endpoint: dict[str, dict[str, Any]] = {}
+        for name, status, count, oldest in rows:
+            entry = by_endpoint.setdefault(name, {QUEUED: 0, RUNNING: 0, "oldest": None})
+            entry[status] = int(count)
+            if status == QUEUED:
+                entry["oldest"] = float(oldest)
+        return [Backlog(name, e[QUEUED], e[RUNNING], e["oldest"]) for name, e in sorted(by_endpoint.items())]
+
+    def close(self) -> None:
+        with self._lock:
+            self._engine.dispose()

@@ -1,0 +1,117 @@
+"""S3 in and out for asynchronous requests: read the input object, write the result or the failure.
+
+Both directions stream through a file: the input is read from S3 into a scratch file in 1 MB chunks, and
+the result is uploaded from one (one PutObject, or a multipart upload of 8 MB parts past 8 MB, each part
+read from the file as it is sent). Either is
+atomic in S3: the object appears whole, when the PutObject or CompleteMultipartUpload succeeds, or not at
+all; so a reader polling the OutputLocation (the sagemaker SDK's ``object_exists`` waiter) never sees a
+partial result. Calls block: the dispatcher runs them in threads.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, BinaryIO
+
+from zeroscale.artifacts.fetch import S3Fetcher
+
+CHUNK = 1024 * 1024
+# Multipart parts of 8 MB, two at a time: an upload holds about 16 MB, whatever the object's size.
+_PART = 8 * 1024 * 1024
+
+
+class InputError(Exception):
+    """The input object could not be read (missing, denied, too large, unreachable)."""
+
+
+class OutputError(Exception):
+    """The result could not be written."""
+
+
+@dataclass(frozen=True)
+class S3Url:
+    bucket: str
+    key: str
+
+    @classmethod
+    def parse(cls, url: str) -> S3Url:
+        if not url.startswith("s3://"):
+            raise ValueError(f"{url!r} is not an s3:// URL")
+        bucket, _, key = url[len("s3://") :].partition("/")
+        if not bucket:
+            raise ValueError(f"{url!r} names no bucket")
+        return cls(bucket, key)
+
+
+def _code(exc: Exception) -> str:
+    response = getattr(exc, "response", None)
+    if isinstance(response, dict):
+        error = response.get("Error") or {}
+        return f"{error.get('Code') or 'Error'}: {error.get('Message') or exc}"
+    return f"{type(exc).__name__}: {exc}"
+
+
+class S3Io:
+    def __init__(self, endpoint_url: str | None) -> None:
+        self._fetcher = S3Fetcher(endpoint_url)
+
+    def client(self) -> Any:
+        return self._fetcher.client()
+
+    def download(self, url: str, dst: BinaryIO, limit_bytes: int) -> int:
+        """Stream the object at ``url`` into ``dst``; its size. InputError when it cannot be read."""
+        try:
+            loc = S3Url.parse(url)
+            resp = self.client().get_object(Bucket=loc.bucket, Key=loc.key)
+        except Exception as exc:
+            raise InputError(f"Could not read the input {url}: {_code(exc)}") from exc
+        body = resp["Body"]
+        size = 0
+        try:
+            expected = int(resp.get("ContentLength", -1))
+            if expected > limit_bytes:
+                raise InputError(
+                    f"The input {url} is {expected} bytes, over the {limit_bytes} byte limit for async "
+                    "requests."
+                )
+            while chunk := body.read(CHUNK):
+                dst.write(chunk)
+                size += len(chunk)
+        except InputError:
+            raise
+        except Exception as exc:
+            raise InputError(f"Could not read the input {url}: {_code(exc)}") from exc
+        finally:
+            body.close()
+        if 0 <= expected != size:
+            raise InputError(f"Could not read the input {url}: {size} of {expected} bytes arrived")
+        dst.flush()
+        return size
+
+    def upload(self, url: str, src: BinaryIO, content_type: str) -> None:
+        """Upload the whole of the file ``src``. Given by path (``/proc/self/fd/N`` names even an unlinked
+        scratch file), s3transfer reads each part from the file as it sends it instead of holding parts in
+        memory, as it does for a file object."""
+        from boto3.s3.transfer import TransferConfig
+
+        config = TransferConfig(
+            multipart_threshold=_PART, multipart_chunksize=_PART, max_concurrency=2, use_threads=True
+        )
+        try:
+            loc = S3Url.parse(url)
+            self.client().upload_file(
+                f"/proc/self/fd/{src.fileno()}",
+                loc.bucket,
+                loc.key,
+                ExtraArgs={"ContentType": content_type},
+                Config=config,
+            )
+        except Exception as exc:
+            raise OutputError(f"Could not write {url}: {_code(exc)}") from exc
+
+    def write(self, url: str, body: bytes, content_type: str) -> None:
+        try:
+            loc = S3Url.parse(url)
+            self.client().put_object(Bucket=loc.bucket, Key=loc.key, Body=body, ContentType=content_type)
+        except Exception as exc:
+            raise OutputError(f"Could not write {url}: {_code(exc)}") from exc

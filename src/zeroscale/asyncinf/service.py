@@ -1,0 +1,413 @@
+"""Asynchronous inference: accept requests into the durable queue, dispatch them to the endpoint's workers,
+write each result (or failure) to S3, and notify.
+
+One dispatcher task for the server. It wakes when a request is accepted or finishes, and every
+``tick_s`` (expired TTLs, requests put back for want of capacity). Per endpoint it keeps at most
+MaxConcurrentInvocationsPerInstance x (the variants' maximum worker count) requests in flight; each one goes
+through the router like a synchronous invocation (``Fleet.route(name).choose().invoke``), so a serverless
+variant wakes from zero for new work and scales back to zero once its queue is empty and its workers idle.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import logging
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+from zeroscale.asyncinf.queue import COMPLETED, FAILED, AsyncRequest, Backlog, RequestQueue
+from zeroscale.asyncinf.s3io import InputError, OutputError, S3Io
+from zeroscale.background import Background
+from zeroscale.control.async_config import ERROR_TOPIC, SUCCESS_TOPIC, AsyncConfig, async_config
+from zeroscale.control.endpoint_configs import EndpointConfigs, variant_specs
+from zeroscale.control.endpoints import Endpoints
+from zeroscale.errors import ModelError, RuntimeValidationError, Throttling, ZeroscaleError
+from zeroscale.events import EventBus, InvocationRecord
+from zeroscale.router.fleet import Fleet
+from zeroscale.router.pool import Invocation, VariantPool
+from zeroscale.types import EndpointStatus
+from zeroscale.workers.client import FilePayload
+
+log = logging.getLogger("zeroscale.async")
+INLINE_RESPONSE_MAX_BYTES = 128 * 1024
+_SERVING = (EndpointStatus.IN_SERVICE.value, EndpointStatus.UPDATING.value)
+
+
+class Notifier(Protocol):
+    def notify(self, topic_arn: str, message: dict[str, Any]) -> None:
+        """Hand a notification off for delivery; must not block."""
+        ...
+
+
+@dataclass(frozen=True)
+class AsyncEndpoint:
+    name: str
+    config: AsyncConfig
+    limit: int  # requests in flight at most
+
+
+@dataclass(frozen=True)
+class AsyncParams:
+    """An accepted InvokeEndpointAsync, checked by the API layer."""
+
+    input_location: str
+    content_type: str | None
+    accept: str | None
+    custom_attributes: str | None
+    inference_id: str
+    ttl_s: int
+    timeout_s: int
+
+
+def _iso(at: float) -> str:
+    return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+class AsyncInference:
+    def __init__(
+        self,
+        queue: RequestQueue,
+        fleet: Fleet,
+        endpoints: Endpoints,
+        configs: EndpointConfigs,
+        s3: S3Io,
+        events: EventBus,
+        *,
+        region: str,
+        account_id: str,
+        payload_limit_bytes: int,
+        scratch_dir: Path,
+        notifier: Notifier | None = None,
+        tick_s: float = 1.0,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        self._queue = queue
+        self._fleet = fleet
+        self._endpoints = endpoints
+        self._configs = configs
+        self._s3 = s3
+        self._events = events
+        self._region = region
+        self._account_id = account_id
+        self._payload_limit_bytes = payload_limit_bytes
+        self._scratch_dir = scratch_dir
+        self.notifier = notifier
+        self._tick_s = tick_s
+        self._wall = wall
+        self._async: dict[str, AsyncEndpoint] = {}
+        self._inflight: dict[str, int] = {}
+        self._wake = asyncio.Event()
+        self._loop_task: asyncio.Task[None] | None = None
+        self._background = Background("async")
+
+    # ---- which endpoints are asynchronous ----
+    def is_async(self, endpoint: str) -> bool:
+        return endpoint.lower() in self._async
+
+    def refresh(self, endpoint: str) -> None:
+        """Re-read whether ``endpoint`` serves asynchronous requests (after a deploy, update or delete)."""
+        key = endpoint.lower()
+        entry = self._read(endpoint)
+        if entry is None:
+            old = self._async.pop(key, None)
+            if old is not None:  # deleted, or updated to a synchronous configuration
+                self._background.spawn(self._drop(old))
+        else:
+            self._async[key] = entry
+        self._wake.set()
+
+    async def _drop(self, entry: AsyncEndpoint) -> None:
+        """Fail what an endpoint that no longer serves asynchronous requests left queued."""
+        while (req := await asyncio.to_thread(self._queue.claim, entry.name, self._wall())) is not None:
+            await self._fail(
+                entry, req, f"EndpointDeleted: endpoint {entry.name} no longer serves asynchronous requests."
+            )
+
+    def _read(self, endpoint: str) -> AsyncEndpoint | None:
+        try:
+            rec = self._endpoints.get(endpoint)
+            if rec.status not in _SERVING:
+                return None
+            config = self._configs.get(rec.doc["EndpointConfigName"])
+        except ZeroscaleError:
+            return None
+        raw = config.doc.get("AsyncInferenceConfig")
+        if not raw:
+            return None
+        cfg = async_config(raw)
+        workers = sum(
+            v.serverless.max_concurrency if v.serverless is not None else v.instance_count
+            for v in variant_specs(config.doc)
+        )
+        return AsyncEndpoint(rec.name, cfg, max(1, workers) * cfg.per_instance)
+
+    # ---- accepting ----
+    async def accept(self, endpoint: str, params: AsyncParams) -> AsyncRequest:
+        """Commit the request to the queue (durable before the 202); RuntimeValidationError when the
+        endpoint does not serve asynchronous requests."""
+        entry = self._async.get(endpoint.lower())
+        if entry is None:
+            raise RuntimeValidationError(
+                f"Endpoint {endpoint} of account {self._account_id} is not configured for asynchronous "
+                "inference (its endpoint configuration has no AsyncInferenceConfig)."
+            )
+        cfg = entry.config
+        req = AsyncRequest(
+            id=0,
+            inference_id=params.inference_id,
+            endpoint_name=entry.name,
+            status="",
+            input_location=params.input_location,
+            content_type=params.content_type,
+            accept=params.accept,
+            custom_attributes=params.custom_attributes,
+            output_location=cfg.output_location(params.inference_id),
+            failure_location=cfg.failure_location(params.inference_id),
+            ttl_s=params.ttl_s,
+            timeout_s=params.timeout_s,
+            created_at=self._wall(),
+        )
+        await asyncio.to_thread(self._queue.enqueue, req)
+        self._wake.set()
+        return req
+
+    def find(self, inference_id: str) -> AsyncRequest | None:
+        return self._queue.find(inference_id)
+
+    def backlog(self) -> list[Backlog]:
+        """Per endpoint with requests or serving asynchronously (zero for an empty queue)."""
+        found = self._queue.backlog()
+        have = {b.endpoint_name.lower() for b in found}
+        idle = [Backlog(e.name, 0, 0, None) for k, e in self._async.items() if k not in have]
+        return sorted(found + idle, key=lambda b: b.endpoint_name)
+
+    # ---- the dispatcher ----
+    async def start(self) -> None:
+        """After the endpoints resumed: requests a dead server left Running run again, then dispatch."""
+        requeued = await asyncio.to_thread(self._queue.requeue_running)
+        if requeued:
+            log.info("%d asynchronous request(s) interrupted by the last stop run again", requeued)
+        for rec in await asyncio.to_thread(self._endpoints_list):
+            self.refresh(rec)
+        self._loop_task = asyncio.create_task(self._run_loop())
+
+    def _endpoints_list(self) -> list[str]:
+        names: list[str] = []
+        params: dict[str, Any] = {"MaxResults": 100}
+        while True:
+            page = self._endpoints.list(params)
+            names += [r["EndpointName"] for r in page.get("Endpoints", [])]
+            if not page.get("NextToken"):
+                return names
+            params = {"MaxResults": 100, "NextToken": page["NextToken"]}
+
+    async def _run_loop(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self._tick_s)
+            self._wake.clear()
+            try:
+                await self._dispatch()
+            except Exception:
+                log.exception("async dispatch failed")
+
+    async def _dispatch(self) -> None:
+        for key, entry in list(self._async.items()):
+            if self._fleet.route(entry.name) is None:
+                continue
+            while self._inflight.get(key, 0) < entry.limit:
+                req = await asyncio.to_thread(self._queue.claim, key, self._wall())
+                if req is None:
+                    break
+                self._inflight[key] = self._inflight.get(key, 0) + 1
+                self._background.spawn(self._run(key, entry, req))
+
+    async def _run(self, key: str, entry: AsyncEndpoint, req: AsyncRequest) -> None:
+        try:
+            await self._serve(entry, req)
+        except Exception as exc:
+            log.exception("async request %s failed", req.inference_id)
+            await self._fail(entry, req, f"InternalFailure: {type(exc).__name__}: {exc}")
+        finally:
+            self._inflight[key] -= 1
+            self._wake.set()
+
+    async def _serve(self, entry: AsyncEndpoint, req: AsyncRequest) -> None:
+        if self._wall() > req.expires_at:
+            await self._fail(
+                entry,
+                req,
+                f"Request expired: it waited longer than its RequestTTLSeconds ({req.ttl_s} s) in the queue.",
+            )
+            return
+        self._scratch_dir.mkdir(parents=True, exist_ok=True)
+        with (
+            tempfile.TemporaryFile(dir=self._scratch_dir) as source,
+            tempfile.TemporaryFile(dir=self._scratch_dir) as sink,
+        ):
+            try:
+                size = await asyncio.to_thread(
+                    self._s3.download, req.input_location, source, self._payload_limit_bytes
+                )
+            except InputError as exc:
+                await self._fail(entry, req, f"ClientError: {exc}")
+                return
+            source.seek(0)
+            await self._invoke(entry, req, FilePayload(source, size, sink))
+
+    async def _invoke(self, entry: AsyncEndpoint, req: AsyncRequest, payload: FilePayload) -> None:
+        route = self._fleet.route(entry.name)
+        if route is None:  # deleted meanwhile: back to the queue
+            await asyncio.to_thread(self._queue.requeue, req)
+            return
+        pool = route.choose()
+        inv = Invocation(payload, self._headers(req), timeout_s=float(req.timeout_s))
+        started = time.perf_counter()
+        try:
+            resp = await pool.invoke(inv)
+        except Throttling as err:
+            self._record(pool, inv, started, err.status, err.code, 0)
+            await asyncio.to_thread(self._queue.requeue, req)  # no capacity now: runs again later
+            return
+        except ModelError as err:
+            self._record(pool, inv, started, err.status, err.code, 0)
+            timed_out = err.original_message == "invocation timed out"
+            reason = (
+                f"InvocationTimeout: the model did not answer within {req.timeout_s} s "
+                "(InvocationTimeoutSeconds)."
+                if timed_out
+                else f"ModelError: {err.message}"
+            )
+            body_out = err.original_message.encode() if err.original_message and not timed_out else None
+            await self._fail(entry, req, reason, body_out)
+            return
+        except ZeroscaleError as err:
+            self._record(pool, inv, started, err.status, err.code, 0)
+            await self._fail(entry, req, f"{err.code}: {err.message}")
+            return
+        self._record(pool, inv, started, 200, "", payload.written)
+        content_type = (resp.header(b"content-type") or b"application/octet-stream").decode("latin-1")
+        sink = payload.sink
+        sink.seek(0)
+        inline = sink.read() if payload.written <= INLINE_RESPONSE_MAX_BYTES else b""
+        sink.seek(0)
+        try:
+            await asyncio.to_thread(self._s3.upload, req.output_location, sink, content_type)
+        except OutputError as exc:
+            await self._fail(entry, req, f"ServerError: {exc}")
+            return
+        await asyncio.to_thread(self._queue.finish, req, COMPLETED, self._wall())
+        self._notify(entry, req, content_type, inline, payload.written)
+
+    async def _fail(
+        self, entry: AsyncEndpoint, req: AsyncRequest, reason: str, body: bytes | None = None
+    ) -> None:
+        try:
+            await asyncio.to_thread(
+                self._s3.write, req.failure_location, body or reason.encode(), "text/plain; charset=utf-8"
+            )
+        except OutputError as exc:
+            reason = f"{reason} (and the failure could not be written: {exc})"
+        await asyncio.to_thread(self._queue.finish, req, FAILED, self._wall(), reason)
+        out = body or reason.encode()
+        self._notify(entry, req, "text/plain; charset=utf-8", out, len(out))
+
+    @staticmethod
+    def _headers(req: AsyncRequest) -> list[tuple[bytes, bytes]]:
+        headers = [(b"X-Amzn-SageMaker-Inference-Id", req.inference_id.encode())]
+        if req.content_type:
+            headers.append((b"Content-Type", req.content_type.encode()))
+        if req.accept:
+            headers.append((b"Accept", req.accept.encode()))
+        if req.custom_attributes:
+            headers.append((b"X-Amzn-SageMaker-Custom-Attributes", req.custom_attributes.encode()))
+        return headers
+
+    def _record(
+        self, pool: VariantPool, inv: Invocation, started: float, status: int, code: str, out: int
+    ) -> None:
+        spec = pool.spec
+        self._events.invocation(
+            InvocationRecord(
+                endpoint=spec.endpoint,
+                variant=spec.variant,
+                worker_id=inv.worker_id,
+                at=self._wall(),
+                model_s=inv.model_s,
+                total_s=time.perf_counter() - started,
+                bytes_in=len(inv.body),
+                bytes_out=out,
+                status=status,
+                error_code=code,
+                memory_mb=spec.memory_mb,
+                setup_s=inv.setup_s,
+                provisioned=inv.provisioned,
+                model_status=inv.model_status,
+            )
+        )
+
+    # ---- notifications ----
+    def _notify(
+        self, entry: AsyncEndpoint, req: AsyncRequest, content_type: str, body: bytes, size: int
+    ) -> None:
+        """``body``: the response when it is at most INLINE_RESPONSE_MAX_BYTES (``size``) long."""
+        cfg = entry.config
+        ok = req.status == COMPLETED
+        topic = cfg.success_topic if ok else cfg.error_topic
+        if topic is None or self.notifier is None:
+            return
+        message: dict[str, Any] = {
+            "awsRegion": self._region,
+            "eventTime": _iso(req.finished_at or self._wall()),
+            "receivedTime": _iso(req.created_at),
+            "invocationStatus": "Completed" if ok else "Failed",
+            "requestParameters": {
+                "accept": req.accept,
+                "contentType": req.content_type,
+                "customAttributes": req.custom_attributes,
+                "endpointName": req.endpoint_name,
+                "inputLocation": req.input_location,
+            },
+            "responseParameters": {"contentType": content_type},
+            "inferenceId": req.inference_id,
+            "eventVersion": "1.0",
+            "eventSource": "aws:sagemaker",
+            "eventName": "InferenceResult",
+        }
+        message["requestParameters"] = {k: v for k, v in message["requestParameters"].items() if v}
+        if ok:
+            message["responseParameters"]["outputLocation"] = req.output_location
+        else:
+            message["responseParameters"]["failureLocation"] = req.failure_location
+            message["failureReason"] = req.failure_reason or ""
+        if (SUCCESS_TOPIC if ok else ERROR_TOPIC) in cfg.include_response_in:
+            if size <= INLINE_RESPONSE_MAX_BYTES:
+                message["responseBody"] = {
+                    "content": base64.b64encode(body).decode(),
+                    "encoding": "BASE64",
+                }
+            else:
+                message["responseBody"] = {
+                    "message": f"The response is larger than {INLINE_RESPONSE_MAX_BYTES} bytes; "
+                    "read it from S3."
+                }
+        try:
+            self.notifier.notify(topic, message)
+        except Exception:
+            log.exception("notification of %s to %s failed", req.inference_id, topic)
+
+    async def close(self) -> None:
+        """Stop dispatching; requests still Running run again at the next start."""
+        if self._loop_task is not None:
+            self._loop_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loop_task
+        await self._background.cancel()
+        self._queue.close()

@@ -1,0 +1,407 @@
+"""One batch transform job's work: start the model's workers for the job, read every input object from S3 in
+a stream, cut it into records and mini-batches, send each to a worker, and upload each file's results as
+``<S3OutputPath>/<input path relative to the prefix>.out`` (records in input order; an object appears only
+when its file is done). The workers go when the job ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import gzip
+import json
+import logging
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any, cast
+
+from zeroscale.asyncinf.s3io import CHUNK, OutputError, S3Io, S3Url
+from zeroscale.background import Background
+from zeroscale.batch.dataproc import DataProcessing, ProcessingError
+from zeroscale.control.deploy import Deployer
+from zeroscale.errors import DeployError, ModelError, Throttling, ZeroscaleError
+from zeroscale.router.fleet import Fleet
+from zeroscale.router.pool import Invocation
+from zeroscale.store.db import Record
+
+log = logging.getLogger("zeroscale.batch")
+MB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """A transform job in plain values (read from its stored document by control/transform_jobs.py)."""
+
+    name: str
+    model_name: str
+    instance_type: str
+    instance_count: int
+    max_concurrent: int
+    max_payload_mb: int  # 0: no limit
+    strategy: str  # SingleRecord | MultiRecord
+    timeout_s: float
+    max_retries: int
+    environment: dict[str, str]
+    data_type: str  # S3Prefix | ManifestFile
+    input_uri: str
+    content_type: str | None
+    gzip: bool
+    split: str  # None | Line | RecordIO
+    output_path: str
+    accept: str | None
+    assemble_lines: bool
+    processing: DataProcessing | None = None
+
+    @property
+    def route(self) -> str:
+        """The router key of the job's workers (no endpoint name contains a colon)."""
+        return f"transform-job:{self.name}"
+
+
+@dataclass(frozen=True)
+class InputFile:
+    url: str
+    relative: str  # the output name is <S3OutputPath>/<relative>.out
+
+
+class FileFailed(Exception):
+    """This input file gets no output; the job goes on with the others."""
+
+
+@dataclass
+class Progress:
+    files_total: int = 0
+    files_done: int = 0
+    records_done: int = 0
+    failures: list[str] = dataclasses.field(default_factory=list)
+
+
+RECORDIO_MAGIC = 0xCED7230A
+_LENGTH_MASK = (1 << 29) - 1
+
+
+def _read_exactly(stream: IO[bytes], n: int) -> bytes:
+    out = b""
+    while len(out) < n:
+        chunk = stream.read(n - len(out))
+        if not chunk:
+            break
+        out += chunk
+    return out
+
+
+def _recordio(stream: IO[bytes]) -> Iterator[bytes]:
+    """MXNet RecordIO records, each with its headers and padding (a record split in parts, cflag 1-3, stays
+    one record)."""
+    record = b""
+    while True:
+        head = _read_exactly(stream, 8)
+        if not head:
+            if record:
+                raise FileFailed("the RecordIO file ends inside a multi-part record")
+            return
+        if len(head) < 8 or int.from_bytes(head[:4], "little") != RECORDIO_MAGIC:
+            raise FileFailed("not a RecordIO file (bad magic number or truncated header)")
+        lrec = int.from_bytes(head[4:], "little")
+        length, cflag = lrec & _LENGTH_MASK, lrec >> 29
+        data = _read_exactly(stream, length + (-length % 4))
+        if len(data) < length:
+            raise FileFailed("the RecordIO file ends inside a record")
+        record += head + data
+        if cflag in (0, 3):  # a whole record, or the last part of one
+            yield record
+            record = b""
+
+
+def _records(stream: IO[bytes], split: str) -> Iterator[bytes]:
+    """Records of an object read in 1 MB chunks: its lines (each with its newline), its RecordIO records, or
+    the whole object."""
+    if split == "RecordIO":
+        yield from _recordio(stream)
+        return
+    if split != "Line":
+        yield stream.read()
+        return
+    rest = b""
+    while chunk := stream.read(CHUNK):
+        rest += chunk
+        *lines, rest = rest.split(b"\n")
+        for line in lines:
+            if line.strip():
+                yield line + b"\n"
+    if rest.strip():
+        yield rest if rest.endswith(b"\n") else rest + b"\n"
+
+
+def _batches(records: Iterator[bytes], multi: bool, limit_bytes: int) -> Iterator[list[bytes]]:
+    """Mini-batches of whole records, each at most ``limit_bytes`` in all (0: no limit)."""
+    batch: list[bytes] = []
+    size = 0
+    for record in records:
+        if limit_bytes and len(record) > limit_bytes:
+            raise FileFailed(
+                f"a record of {len(record)} bytes is larger than MaxPayloadInMB ({limit_bytes // MB} MB)"
+            )
+        if batch and (not multi or (limit_bytes and size + len(record) > limit_bytes)):
+            yield batch
+            batch, size = [], 0
+        batch.append(record)
+        size += len(record)
+    if batch:
+        yield batch
+
+
+def _line_batches(stream: IO[bytes], limit_bytes: int) -> Iterator[list[bytes]]:
+    """MultiRecord mini-batches of lines cut straight from the stream at the last newline within
+    ``limit_bytes`` (0: no limit), with no per-line work: each batch is one piece of bytes."""
+    buf = b""
+    eof = False
+    while True:
+        while not eof and (not limit_bytes or len(buf) < limit_bytes):
+            chunk = stream.read(CHUNK)
+            if not chunk:
+                eof = True
+            buf += chunk
+        if not buf:
+            return
+        if eof and (not limit_bytes or len(buf) <= limit_bytes):
+            cut = len(buf)
+        else:
+            cut = buf.rfind(b"\n", 0, limit_bytes) + 1
+            if cut == 0:
+                raise FileFailed(f"a record is larger than MaxPayloadInMB ({limit_bytes // MB} MB)")
+        batch, buf = buf[:cut], buf[cut:]
+        if batch.strip():
+            yield [batch if batch.endswith(b"\n") else batch + b"\n"]
+
+
+def _ignore(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
+
+
+def _count(batch: list[bytes], whole_lines: bool) -> int:
+    if not whole_lines:
+        return len(batch)
+    return sum(1 for line in batch[0].split(b"\n") if line.strip())
+
+
+class TransformRunner:
+    def __init__(self, fleet: Fleet, deployer: Deployer, s3: S3Io, scratch_dir: Path) -> None:
+        self._fleet = fleet
+        self._deployer = deployer
+        self._s3 = s3
+        self._scratch_dir = scratch_dir
+        self._background = Background("transform workers")
+
+    async def run(self, job: JobSpec, progress: Progress, on_progress: Callable[[], None]) -> None:
+        """Raises DeployError when the workers cannot start or the input cannot be listed; a file that fails
+        is added to ``progress.failures`` and the others go on."""
+        files = await asyncio.to_thread(self._inputs, job)
+        todo = [f for f in files if not await asyncio.to_thread(self._exists, self._output_url(job, f))]
+        progress.files_total = len(files)
+        progress.files_done = len(files) - len(todo)  # a resumed job keeps what it finished
+        on_progress()
+        if not todo:
+            return
+        await self._start_workers(job)
+        try:
+            slots = asyncio.Semaphore(max(1, job.max_concurrent * job.instance_count))
+
+            async def one(item: InputFile) -> None:
+                async with slots:
+                    try:
+                        records = await self._transform(job, item)  # not `+= await`: files overlap
+                        progress.records_done += records
+                        progress.files_done += 1
+                    except FileFailed as exc:
+                        progress.failures.append(f"{item.url}: {exc}")
+                    on_progress()
+
+            await asyncio.gather(*(one(f) for f in todo))
+        finally:  # the job is done: its workers go in the background
+            self._background.spawn(self._fleet.deactivate(job.route, timeout_s=2.0))
+
+    async def close(self) -> None:
+        """Wait for the workers of finished jobs to be gone."""
+        await self._background.join()
+
+    async def _start_workers(self, job: JobSpec) -> None:
+        workers = max(1, job.max_concurrent * job.instance_count)
+        variant = {
+            "VariantName": "AllTraffic",
+            "ModelName": job.model_name,
+            "InstanceType": job.instance_type,
+            "InitialInstanceCount": job.instance_count,
+        }
+        config = Record("transform-job", job.name, "", 0.0, 0.0, None, {"ProductionVariants": [variant]})
+        specs = await self._deployer.pool_specs(job.route, config)
+        batch_env = {
+            "SAGEMAKER_BATCH": "true",
+            "SAGEMAKER_MAX_PAYLOAD_IN_MB": str(job.max_payload_mb),
+            "SAGEMAKER_BATCH_STRATEGY": "MULTI_RECORD" if job.strategy == "MultiRecord" else "SINGLE_RECORD",
+            "SAGEMAKER_MAX_CONCURRENT_TRANSFORMS": str(job.max_concurrent),
+        }
+        # MaxConcurrentTransforms workers per instance, each with an instance's per-vCPU share of memory
+        specs = [
+            dataclasses.replace(
+                s,
+                env={**s.env, **job.environment, **batch_env},
+                max_concurrency=workers,
+                provisioned=workers,
+            )
+            for s in specs
+        ]
+        await self._fleet.activate(job.route, specs, warm=True)
+
+    # ---- S3 ----
+    def _inputs(self, job: JobSpec) -> list[InputFile]:
+        client = self._s3.client()
+        try:
+            loc = S3Url.parse(job.input_uri)
+            if job.data_type == "ManifestFile":
+                entries = json.loads(client.get_object(Bucket=loc.bucket, Key=loc.key)["Body"].read())
+                prefix = str(entries[0]["prefix"])
+                base = S3Url.parse(prefix)
+                return [InputFile(f"s3://{base.bucket}/{base.key}{rel}", str(rel)) for rel in entries[1:]]
+            directory = loc.key[: loc.key.rfind("/") + 1]
+            files: list[InputFile] = []
+            for page in client.get_paginator("list_objects_v2").paginate(Bucket=loc.bucket, Prefix=loc.key):
+                for obj in page.get("Contents", []):
+                    key = obj["Key"]
+                    if not key.endswith("/"):
+                        files.append(InputFile(f"s3://{loc.bucket}/{key}", key[len(directory) :]))
+            return files
+        except Exception as exc:
+            raise DeployError(f"Could not list the input {job.input_uri}: {exc}") from exc
+
+    def _output_url(self, job: JobSpec, item: InputFile) -> str:
+        return f"{job.output_path.rstrip('/')}/{item.relative}.out"
+
+    def _exists(self, url: str) -> bool:
+        loc = S3Url.parse(url)
+        try:
+            self._s3.client().head_object(Bucket=loc.bucket, Key=loc.key)
+        except Exception:
+            return False
+        return True
+
+    # ---- one file ----
+    async def _transform(self, job: JobSpec, item: InputFile) -> int:
+        """Transform one file into its .out object; the number of records."""
+        loc = S3Url.parse(item.url)
+        try:
+            resp = await asyncio.to_thread(self._s3.client().get_object, Bucket=loc.bucket, Key=loc.key)
+        except Exception as exc:
+            raise FileFailed(f"could not read it: {exc}") from exc
+        body = resp["Body"]
+        stream: IO[bytes] = cast(IO[bytes], gzip.GzipFile(fileobj=body)) if job.gzip else body
+        multi = job.strategy == "MultiRecord"
+        # Lines in MultiRecord batches with no per-record processing: cut in bulk, not line by line.
+        bulk = multi and job.split == "Line" and job.processing is None
+        batches = (
+            _line_batches(stream, job.max_payload_mb * MB)
+            if bulk
+            else _batches(_records(stream, job.split), multi, job.max_payload_mb * MB)
+        )
+        self._scratch_dir.mkdir(parents=True, exist_ok=True)
+        records = 0
+        content_type = job.accept or "application/octet-stream"
+        ahead: asyncio.Future[list[bytes] | None] | None = None
+        try:
+            with tempfile.TemporaryFile(dir=self._scratch_dir) as sink:
+                # The next batch is read and cut (in a thread) while the worker answers this one.
+                ahead = asyncio.ensure_future(asyncio.to_thread(next, batches, None))
+                while True:
+                    try:
+                        nxt = await ahead
+                    except (OSError, EOFError, gzip.BadGzipFile) as exc:
+                        raise FileFailed(f"could not read it: {exc}") from exc
+                    if nxt is None:
+                        break
+                    ahead = asyncio.ensure_future(asyncio.to_thread(next, batches, None))
+                    proc = job.processing
+                    try:
+                        payload = b"".join(proc.filter_input(r) for r in nxt) if proc else b"".join(nxt)
+                        out, answered_type = await self._invoke(job, payload)
+                        if proc is not None:
+                            out = proc.finish(nxt, out)
+                    except (ProcessingError, UnicodeDecodeError) as exc:
+                        raise FileFailed(f"DataProcessing: {exc}") from exc
+                    count = _count(nxt, bulk)
+                    content_type = job.accept or answered_type or content_type
+                    sink.write(out)
+                    if job.assemble_lines and not out.endswith(b"\n"):
+                        sink.write(b"\n")
+                    records += count
+                sink.flush()
+                sink.seek(0)
+                try:
+                    await asyncio.to_thread(self._s3.upload, self._output_url(job, item), sink, content_type)
+                except OutputError as exc:
+                    raise FileFailed(str(exc)) from exc
+        finally:
+            if ahead is not None:  # a batch read ahead and never used: its outcome is of no interest
+                ahead.add_done_callback(_ignore)
+            with contextlib.suppress(Exception):
+                body.close()
+        return records
+
+    async def _invoke(self, job: JobSpec, payload: bytes) -> tuple[bytes, str | None]:
+        headers: list[tuple[bytes, bytes]] = []
+        if job.content_type:
+            headers.append((b"Content-Type", job.content_type.encode()))
+        if job.accept:
+            headers.append((b"Accept", job.accept.encode()))
+        attempt = 0
+        while True:
+            route = self._fleet.route(job.route)
+            if route is None:
+                raise FileFailed("the job's workers are gone")
+            try:
+                resp = await route.choose().invoke(Invocation(payload, headers, timeout_s=job.timeout_s))
+            except Throttling:
+                await asyncio.sleep(0.1)
+                continue
+            except ModelError as err:
+                attempt += 1
+                if attempt > job.max_retries:
+                    raise FileFailed(f"the model failed: {err.message}") from err
+                continue
+            except ZeroscaleError as err:
+                raise FileFailed(f"{err.code}: {err.message}") from err
+            answered = resp.header(b"content-type")
+            return resp.body, answered.decode("latin-1") if answered else None
+
+
+def job_spec(doc: dict[str, Any]) -> JobSpec:
+    """The runner's view of a stored CreateTransformJob document (already checked)."""
+    inp = doc["TransformInput"]
+    out = doc["TransformOutput"]
+    res = doc["TransformResources"]
+    client = doc.get("ModelClientConfig") or {}
+    source = inp["DataSource"]["S3DataSource"]
+    return JobSpec(
+        name=doc["TransformJobName"],
+        model_name=doc["ModelName"],
+        instance_type=res["InstanceType"],
+        instance_count=int(res["InstanceCount"]),
+        max_concurrent=int(doc.get("MaxConcurrentTransforms") or 1),
+        max_payload_mb=int(doc.get("MaxPayloadInMB", 6)),
+        strategy=doc.get("BatchStrategy") or "SingleRecord",
+        timeout_s=float(client.get("InvocationsTimeoutInSeconds") or 600),
+        max_retries=int(client.get("InvocationsMaxRetries", 3)),
+        environment={str(k): str(v) for k, v in (doc.get("Environment") or {}).items()},
+        data_type=source["S3DataType"],
+        input_uri=source["S3Uri"],
+        content_type=inp.get("ContentType"),
+        gzip=inp.get("CompressionType") == "Gzip",
+        split=inp.get("SplitType") or "None",
+        output_path=out["S3OutputPath"],
+        accept=out.get("Accept"),
+        assemble_lines=out.get("AssembleWith") == "Line",
+        processing=DataProcessing.of(doc.get("DataProcessing"), inp.get("ContentType"), out.get("Accept")),
+    )

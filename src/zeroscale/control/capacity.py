@@ -1,0 +1,108 @@
+"""UpdateEndpointWeightsAndCapacities: validating the desired weights and capacities, and laying them over a
+variant's pool spec.
+
+An override is kept per variant in the endpoint's record (``VariantOverrides``), as absolute values, so a
+restart serves the endpoint as it was last adjusted; an UpdateEndpoint to a configuration drops them (the
+new configuration brings its own, as SageMaker does without RetainAllVariantProperties).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from zeroscale.control.endpoint_configs import MAX_CONCURRENCY
+from zeroscale.errors import ValidationException
+from zeroscale.router.spec import PoolSpec
+
+Override = dict[str, Any]  # weight, and instance_count or max_concurrency + provisioned
+
+
+def capacity_overrides(
+    described: Mapping[str, Mapping[str, Any]],
+    current: Mapping[str, Override],
+    desired: Sequence[Mapping[str, Any]],
+) -> dict[str, Override]:
+    """``described``: the endpoint's ProductionVariants by name (DescribeEndpoint's shape); ``current``: the
+    overrides in force; ``desired``: DesiredWeightsAndCapacities. Returns every override after the call;
+    ValidationException naming the variant and member for anything SageMaker would refuse."""
+    names = [d["VariantName"] for d in desired]
+    unknown = [n for n in names if n not in described]
+    if unknown:
+        raise ValidationException(
+            f"The variant(s) [{', '.join(unknown)}] are not present in the endpoint: it has "
+            f"[{', '.join(described)}]."
+        )
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise ValidationException(f"The variant(s) [{', '.join(repeated)}] appear more than once.")
+    out = {name: dict(o) for name, o in current.items()}
+    for d in desired:
+        name = d["VariantName"]
+        variant = described[name]
+        o = out.setdefault(name, {})
+        o.setdefault("weight", float(variant["DesiredWeight"]))
+        given = [k for k in ("DesiredWeight", "DesiredInstanceCount", "ServerlessUpdateConfig") if k in d]
+        if not given:
+            raise ValidationException(
+                f"Variant {name}: give at least one of DesiredWeight, DesiredInstanceCount or "
+                "ServerlessUpdateConfig."
+            )
+        if "DesiredWeight" in d:
+            o["weight"] = float(d["DesiredWeight"])
+        serverless = variant.get("DesiredServerlessConfig")
+        if "DesiredInstanceCount" in d:
+            if serverless is not None:
+                raise ValidationException(
+                    f"Variant {name} is serverless: change its capacity with ServerlessUpdateConfig, "
+                    "not DesiredInstanceCount."
+                )
+            count = int(d["DesiredInstanceCount"])
+            if count < 1:
+                raise ValidationException(
+                    f"DesiredInstanceCount {count} of variant {name}: a real-time variant keeps at least 1 "
+                    "instance."
+                )
+            o["instance_count"] = count
+        if "ServerlessUpdateConfig" in d:
+            if serverless is None:
+                raise ValidationException(
+                    f"Variant {name} runs on instances: change its capacity with DesiredInstanceCount, "
+                    "not ServerlessUpdateConfig."
+                )
+            update = d["ServerlessUpdateConfig"]
+            max_c = int(update.get("MaxConcurrency", serverless["MaxConcurrency"]))
+            provisioned = int(
+                update.get("ProvisionedConcurrency", serverless.get("ProvisionedConcurrency", 0))
+            )
+            if not 1 <= max_c <= MAX_CONCURRENCY:
+                raise ValidationException(
+                    f"MaxConcurrency {max_c} of variant {name} must be from 1 to {MAX_CONCURRENCY}."
+                )
+            if provisioned > max_c:
+                raise ValidationException(
+                    f"ProvisionedConcurrency ({provisioned}) of variant {name} must be less than or equal "
+                    f"to its MaxConcurrency ({max_c})."
+                )
+            o["max_concurrency"], o["provisioned"] = max_c, provisioned
+    weights = {name: float(v["DesiredWeight"]) for name, v in described.items()}
+    weights.update({name: o["weight"] for name, o in out.items()})
+    if sum(weights.values()) <= 0:
+        raise ValidationException("The desired weights add up to 0: no variant would get traffic.")
+    return out
+
+
+def with_overrides(spec: PoolSpec, override: Mapping[str, Any] | None) -> PoolSpec:
+    """``spec`` with a variant's override laid over it (the same model and memory size)."""
+    if not override:
+        return spec
+    changes: dict[str, Any] = {"weight": float(override.get("weight", spec.weight))}
+    if spec.real_time and "instance_count" in override:
+        count = int(override["instance_count"])
+        changes["instance_count"] = count
+        changes["max_concurrency"] = changes["provisioned"] = count * spec.workers_per_instance
+    elif not spec.real_time and "max_concurrency" in override:
+        changes["max_concurrency"] = int(override["max_concurrency"])
+        changes["provisioned"] = int(override["provisioned"])
+    return dataclasses.replace(spec, **changes)

@@ -1,0 +1,285 @@
+"""Batch transform jobs: Create/Describe/List/StopTransformJob and the job's state machine.
+
+InProgress -> Completed | Failed (a file the model rejected, named in FailureReason); InProgress -> Stopping
+-> Stopped. The job runs in a background task (batch/runner.py); its status is written at each transition,
+so a restarted server resumes an InProgress job (files whose output exists are not done again) and ends a
+Stopping one Stopped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+import logging
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from zeroscale.batch.dataproc import Path
+from zeroscale.batch.runner import Progress, TransformRunner, job_spec
+from zeroscale.control.arns import Arns
+from zeroscale.control.listing import paginate
+from zeroscale.control.models import Models
+from zeroscale.errors import DeployError, ResourceNotFound, ValidationException
+from zeroscale.store.db import AlreadyExists, Record, Store
+
+KIND = "transform-job"
+IN_PROGRESS, COMPLETED, FAILED, STOPPING, STOPPED = "InProgress", "Completed", "Failed", "Stopping", "Stopped"
+log = logging.getLogger("zeroscale.transform")
+_REASON_MAX = 1024
+# DescribeTransformJob members echoed from the create request.
+_DESCRIBED = (
+    "ModelName",
+    "MaxConcurrentTransforms",
+    "ModelClientConfig",
+    "MaxPayloadInMB",
+    "BatchStrategy",
+    "Environment",
+    "TransformInput",
+    "TransformOutput",
+    "TransformResources",
+    "DataProcessing",
+    "ExperimentConfig",
+)
+
+
+def _invalid(text: str) -> ValidationException:
+    return ValidationException(text)
+
+
+def check(params: Mapping[str, Any]) -> None:
+    """SageMaker's rules beyond botocore's model, and what zeroscale does not serve (refused by name)."""
+    payload = params.get("MaxPayloadInMB", 6)
+    concurrent = params.get("MaxConcurrentTransforms") or 1
+    if payload > 100:
+        raise _invalid(
+            f"Value '{payload}' at 'maxPayloadInMB' failed to satisfy constraint: "
+            "Member must have value less than or equal to 100"
+        )
+    if payload and concurrent * payload > 100:
+        raise _invalid(
+            f"MaxConcurrentTransforms ({concurrent}) x MaxPayloadInMB ({payload}) must be at most 100 MB."
+        )
+    inp = params["TransformInput"]
+    source = inp["DataSource"]["S3DataSource"]
+    if source["S3DataType"] not in ("S3Prefix", "ManifestFile"):
+        raise _invalid(
+            f"S3DataType {source['S3DataType']} is not served by zeroscale (S3Prefix, ManifestFile)."
+        )
+    for uri, field in (
+        (source["S3Uri"], "S3Uri"),
+        (params["TransformOutput"]["S3OutputPath"], "S3OutputPath"),
+    ):
+        if not str(uri).startswith("s3://") or len(uri) <= 5:
+            raise _invalid(f"{field} must be an s3:// location: {uri!r}")
+    if (inp.get("SplitType") or "None") not in ("None", "Line", "RecordIO"):
+        raise _invalid(f"SplitType {inp['SplitType']} is not served by zeroscale yet (None, Line, RecordIO).")
+    processing = params.get("DataProcessing") or {}
+    try:
+        for field in ("InputFilter", "OutputFilter"):
+            if processing.get(field):
+                Path.parse(processing[field], field)
+    except ValueError as exc:
+        raise _invalid(f"DataProcessing: {exc}") from None
+    lines = inp.get("SplitType") == "Line" and params["TransformOutput"].get("AssembleWith") == "Line"
+    if processing.get("JoinSource", "None") == "Input" and not lines:
+        raise _invalid("JoinSource Input needs SplitType Line and AssembleWith Line.")
+    if params.get("DataCaptureConfig"):
+        raise _invalid("DataCaptureConfig is not served by zeroscale.")
+
+
+class TransformJobs:
+    def __init__(
+        self,
+        store: Store,
+        arns: Arns,
+        models: Models,
+        runner: TransformRunner,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._store = store
+        self._arns = arns
+        self._models = models
+        self._runner = runner
+        self._clock = clock
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._progress: dict[str, Progress] = {}  # jobs running now
+
+    def _missing(self, name: str) -> ResourceNotFound:
+        return ResourceNotFound(f"Could not find requested job with name {name}")
+
+    def _get(self, name: str) -> Record:
+        rec = self._store.get(KIND, name)
+        if rec is None:
+            raise self._missing(name)
+        return rec
+
+    def _save(self, rec: Record, status: str | None = None, **doc: Any) -> None:
+        if status is not None:
+            rec.status = status
+        rec.modified_at = self._clock()
+        for key, value in doc.items():
+            if value is None:
+                rec.doc.pop(key, None)
+            else:
+                rec.doc[key] = value
+        self._store.update(rec)
+
+    # ---- operations ----
+    def create(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        name: str = params["TransformJobName"]
+        check(params)
+        self._models.get(params["ModelName"])
+        doc = copy.deepcopy(dict(params))
+        doc.setdefault("MaxConcurrentTransforms", 1)
+        doc.setdefault("MaxPayloadInMB", 6)
+        arn = self._arns.arn(KIND, name)
+        now = self._clock()
+        try:
+            self._store.insert(Record(KIND, name, arn, now, now, IN_PROGRESS, doc))
+        except AlreadyExists:
+            raise ValidationException(
+                f"Job name must be unique within an AWS account and region: {name}"
+            ) from None
+        self._start(name)
+        return {"TransformJobArn": arn}
+
+    def describe(self, name: str) -> dict[str, Any]:
+        rec = self._get(name)
+        out: dict[str, Any] = {
+            "TransformJobName": rec.name,
+            "TransformJobArn": rec.arn,
+            "TransformJobStatus": rec.status,
+            "CreationTime": rec.created_at,
+        }
+        out.update({k: rec.doc[k] for k in _DESCRIBED if rec.doc.get(k) is not None})
+        for key in ("FailureReason", "TransformStartTime", "TransformEndTime"):
+            if rec.doc.get(key) is not None:
+                out[key] = rec.doc[key]
+        return out
+
+    def list(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        records, token = paginate(
+            self._store.list(KIND), params, sort_keys=("Name", "CreationTime", "Status")
+        )
+        summaries = []
+        for r in records:
+            summary = {
+                "TransformJobName": r.name,
+                "TransformJobArn": r.arn,
+                "CreationTime": r.created_at,
+                "LastModifiedTime": r.modified_at,
+                "TransformJobStatus": r.status,
+            }
+            for key in ("TransformEndTime", "FailureReason"):
+                if r.doc.get(key) is not None:
+                    summary[key] = r.doc[key]
+            summaries.append(summary)
+        out: dict[str, Any] = {"TransformJobSummaries": summaries}
+        if token is not None:
+            out["NextToken"] = token
+        return out
+
+    def stop(self, name: str) -> None:
+        rec = self._get(name)
+        if rec.status != IN_PROGRESS:
+            if rec.status in (STOPPING, STOPPED):
+                return
+            raise ValidationException(f"Transform job {name} is {rec.status}; only an InProgress job stops.")
+        self._save(rec, STOPPING)
+        task = self._tasks.get(name.lower())
+        if task is not None:
+            task.cancel()
+        else:
+            self._save(rec, STOPPED, TransformEndTime=self._clock())
+
+    # ---- the job ----
+    def _start(self, name: str) -> None:
+        task = asyncio.ensure_future(self._run(name))
+        self._tasks[name.lower()] = task
+        task.add_done_callback(lambda t: self._tasks.pop(name.lower(), None))
+
+    async def _run(self, name: str) -> None:
+        rec = self._get(name)
+        self._save(rec, TransformStartTime=rec.doc.get("TransformStartTime") or self._clock())
+        progress = self._progress[name.lower()] = Progress()
+        try:
+            await self._runner.run(job_spec(rec.doc), progress, lambda: None)
+        except asyncio.CancelledError:
+            counts = self._keep_progress(name)
+            current = self._store.get(KIND, name)
+            if current is not None and current.status == STOPPING:
+                self._save(current, STOPPED, TransformEndTime=self._clock(), ZeroscaleProgress=counts)
+            raise
+        except (DeployError, ValidationException) as exc:
+            self._finish(name, FAILED, str(getattr(exc, "message", None) or exc))
+            return
+        except Exception as exc:
+            log.exception("transform job %s failed", name)
+            self._finish(name, FAILED, f"InternalFailure: {type(exc).__name__}: {exc}")
+            return
+        if progress.failures:
+            shown = "; ".join(progress.failures[:3])
+            more = f" (and {len(progress.failures) - 3} more)" if len(progress.failures) > 3 else ""
+            self._finish(name, FAILED, f"{len(progress.failures)} file(s) failed: {shown}{more}")
+        else:
+            self._finish(name, COMPLETED, None)
+
+    def _keep_progress(self, name: str) -> dict[str, Any] | None:
+        progress = self._progress.pop(name.lower(), None)
+        if progress is None:
+            return None
+        return {
+            "FilesTotal": progress.files_total,
+            "FilesDone": progress.files_done,
+            "FilesFailed": len(progress.failures),
+            "RecordsDone": progress.records_done,
+        }
+
+    def progress(self, name: str) -> dict[str, Any]:
+        """zeroscale's view of a job: its status and how far it got (files and records)."""
+        rec = self._get(name)
+        running = self._progress.get(name.lower())
+        counts = (
+            {
+                "FilesTotal": running.files_total,
+                "FilesDone": running.files_done,
+                "FilesFailed": len(running.failures),
+                "RecordsDone": running.records_done,
+            }
+            if running is not None
+            else rec.doc.get("ZeroscaleProgress") or {}
+        )
+        out = {"TransformJobName": rec.name, "TransformJobStatus": rec.status, **counts}
+        if rec.doc.get("FailureReason"):
+            out["FailureReason"] = rec.doc["FailureReason"]
+        return out
+
+    def _finish(self, name: str, status: str, reason: str | None) -> None:
+        counts = self._keep_progress(name)
+        rec = self._store.get(KIND, name)
+        if rec is None:
+            return
+        if counts is not None:
+            rec.doc["ZeroscaleProgress"] = counts
+        if reason is not None and len(reason) > _REASON_MAX:
+            reason = reason[: _REASON_MAX - 3] + "..."
+        self._save(rec, status, FailureReason=reason, TransformEndTime=self._clock())
+
+    async def resume(self) -> None:
+        """After a restart: InProgress jobs go on (finished files are kept), Stopping ones end Stopped."""
+        for rec in self._store.list(KIND):
+            if rec.status == IN_PROGRESS:
+                self._start(rec.name)
+            elif rec.status == STOPPING:
+                self._save(rec, STOPPED, TransformEndTime=self._clock())
+
+    async def close(self) -> None:
+        tasks = list(self._tasks.values())
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        await self._runner.close()

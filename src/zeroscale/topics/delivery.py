@@ -1,0 +1,92 @@
+"""HTTP(S) deliveries to topic subscribers: each message is one POST, retried with exponential backoff.
+
+Deliveries run on their own small thread pool, and each one is a background task, so a subscriber that is
+down or slow delays only its own messages: never a publisher, the asynchronous queue or another subscriber.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from zeroscale.background import Background
+
+log = logging.getLogger("zeroscale.topics")
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    attempts: int = 4  # the first try and three retries, as SNS's default HTTP delivery policy
+    first_delay_s: float = 1.0
+    max_delay_s: float = 20.0
+    timeout_s: float = 5.0  # per attempt
+
+    def delay_s(self, retry: int) -> float:
+        return float(min(self.max_delay_s, self.first_delay_s * (2**retry)))
+
+
+@dataclass(frozen=True)
+class Delivery:
+    url: str
+    body: bytes
+    headers: Mapping[str, str]
+    what: str  # for the log: "<message type> <message id> to <subscription>"
+
+
+def _post(delivery: Delivery, timeout_s: float) -> int:
+    request = urllib.request.Request(
+        delivery.url, data=delivery.body, method="POST", headers=dict(delivery.headers)
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout_s) as resp:
+            return int(resp.status)
+    except urllib.error.HTTPError as err:
+        return int(err.code)
+
+
+class Deliverer:
+    def __init__(
+        self,
+        policy: RetryPolicy | None = None,
+        threads: int = 4,
+        post: Callable[[Delivery, float], int] = _post,
+    ) -> None:
+        self.policy = policy or RetryPolicy()
+        self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="topic-delivery")
+        self._background = Background("topic deliveries")
+        self._post = post
+        self.delivered = 0
+        self.failed = 0  # gave up after every attempt
+
+    def send(self, delivery: Delivery) -> None:
+        """Start delivering; returns at once."""
+        self._background.spawn(self._deliver(delivery))
+
+    async def _deliver(self, delivery: Delivery) -> None:
+        loop = asyncio.get_running_loop()
+        for attempt in range(self.policy.attempts):
+            if attempt:
+                await asyncio.sleep(self.policy.delay_s(attempt - 1))
+            try:
+                status = await loop.run_in_executor(
+                    self._executor, self._post, delivery, self.policy.timeout_s
+                )
+            except (OSError, ValueError) as exc:
+                status, why = 0, f"{type(exc).__name__}: {exc}"
+            else:
+                why = f"HTTP {status}"
+            if 200 <= status < 300:
+                self.delivered += 1
+                return
+            log.info("delivery of %s failed (attempt %d): %s", delivery.what, attempt + 1, why)
+        self.failed += 1
+        log.warning("gave up delivering %s after %d attempts", delivery.what, self.policy.attempts)
+
+    async def close(self) -> None:
+        await self._background.cancel()
+        self._executor.shutdown(wait=False, cancel_futures=True)

@@ -1,0 +1,108 @@
+"""The durable queue (real SQLite) and the dispatcher's expiry path (real S3): claims in arrival order per
+endpoint, Running requests back to Queued after a restart, backlog figures, and an expired request failed at
+its FailureLocation without reaching a worker."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, cast
+
+import pytest
+
+from s3server import SeaweedS3
+from zeroscale.asyncinf.queue import COMPLETED, FAILED, QUEUED, RUNNING, AsyncRequest, RequestQueue
+from zeroscale.asyncinf.s3io import S3Io
+from zeroscale.asyncinf.service import AsyncEndpoint, AsyncInference
+from zeroscale.control.async_config import async_config
+from zeroscale.events import EventBus
+
+
+def _request(endpoint: str, n: int, created_at: float = 100.0, ttl_s: int = 21600) -> AsyncRequest:
+    return AsyncRequest(
+        id=0,
+        inference_id=f"id-{n}",
+        endpoint_name=endpoint,
+        status="",
+        input_location="s3://b/in",
+        content_type="application/json",
+        accept=None,
+        custom_attributes=None,
+        output_location=f"s3://b/out/id-{n}.out",
+        failure_location=f"s3://b/failed/id-{n}-error.out",
+        ttl_s=ttl_s,
+        timeout_s=900,
+        created_at=created_at + n,
+    )
+
+
+@pytest.fixture
+def queue(tmp_path: Path) -> RequestQueue:
+    return RequestQueue(f"sqlite:///{tmp_path / 'zeroscale.db'}")
+
+
+def test_claims_in_order_per_endpoint_and_a_restart_requeues_running(
+    queue: RequestQueue, tmp_path: Path
+) -> None:
+    for n in range(3):
+        queue.enqueue(_request("Alpha", n))
+    queue.enqueue(_request("beta", 9))
+    first = queue.claim("alpha", now=200.0)
+    assert first is not None and first.inference_id == "id-0" and first.status == RUNNING
+    assert first.attempts == 1 and first.started_at == 200.0
+    second = queue.claim("ALPHA", now=201.0)
+    assert second is not None and second.inference_id == "id-1"
+    queue.finish(second, COMPLETED, 202.0)
+    backlog = {b.endpoint_name: b for b in queue.backlog()}
+    assert (backlog["Alpha"].queued, backlog["Alpha"].running, backlog["Alpha"].oldest_queued_at) == (
+        1,
+        1,
+        102.0,
+    )
+    assert backlog["beta"].queued == 1
+
+    # A new server on the same database: what was Running runs again, counted as a second attempt.
+    queue.close()
+    again = RequestQueue(f"sqlite:///{tmp_path / 'zeroscale.db'}")
+    assert again.requeue_running() == 1
+    retried = again.claim("alpha", now=300.0)
+    assert retried is not None and retried.inference_id == "id-0" and retried.attempts == 2
+    assert again.find("id-1") is not None and again.find("id-1").status == COMPLETED  # type: ignore[union-attr]
+    again.requeue(retried)  # no capacity: back without counting the attempt
+    assert again.find("id-0").status == QUEUED  # type: ignore[union-attr]
+    assert again.claim("alpha", now=301.0).attempts == 2  # type: ignore[union-attr]
+    assert again.find("nope") is None
+
+
+async def test_an_expired_request_fails_at_its_failure_location(
+    queue: RequestQueue, s3_server: SeaweedS3, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    for key, value in s3_server.env().items():
+        monkeypatch.setenv(key, value)
+    s3 = s3_server.client()
+    s3.create_bucket(Bucket="expiry")
+    config = async_config(
+        {"OutputConfig": {"S3OutputPath": "s3://expiry/out", "S3FailurePath": "s3://expiry/f"}}
+    )
+    service = AsyncInference(
+        queue,
+        cast(Any, None),  # the expiry path reaches no fleet, endpoint or config
+        cast(Any, None),
+        cast(Any, None),
+        S3Io(s3_server.endpoint_url),
+        EventBus(),
+        region="us-east-1",
+        account_id="000000000000",
+        payload_limit_bytes=1024,
+        scratch_dir=tmp_path / "scratch",
+        wall=lambda: 1000.0,
+    )
+    req = _request("late", 0, created_at=0.0, ttl_s=60)
+    req.failure_location = config.failure_location("id-0")
+    queue.enqueue(req)
+    claimed = queue.claim("late", now=1000.0)
+    assert claimed is not None
+    await service._serve(AsyncEndpoint("late", config, 1), claimed)
+    text = s3.get_object(Bucket="expiry", Key="f/id-0-error.out")["Body"].read().decode()
+    assert "RequestTTLSeconds (60 s)" in text
+    done = queue.find("id-0")
+    assert done is not None and done.status == FAILED and done.finished_at == 1000.0

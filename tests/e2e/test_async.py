@@ -1,0 +1,510 @@
+"""Asynchronous inference end to end: real boto3 (``invoke_endpoint_async``), real S3 (SeaweedFS), real
+workers; and a server SIGKILLed with requests queued that finishes every one after a restart."""
+
+from __future__ import annotations
+
+import base64
+import http.server
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from botocore.exceptions import ClientError
+
+from e2e.conftest import SklearnModel, handler_model
+from s3server import SeaweedS3
+from zeroscale.testing import ACCESS_KEY, SECRET_KEY, ServerProcess, wait_final, wait_for
+
+BUCKET = "zeroscale-async"
+
+# Echoes its JSON input; {"sleep": s} sleeps first, {"fail": true} raises (a ModelError).
+ECHO = """
+import json, time
+
+def model_fn(model_dir):
+    return None
+
+def transform_fn(model, body, content_type, accept):
+    data = json.loads(body)
+    if data.get("fail"):
+        raise ValueError("asked to fail")
+    time.sleep(data.get("sleep", 0))
+    return json.dumps({"echo": data}), "application/json"
+"""
+
+
+@pytest.fixture(scope="module")
+def s3(s3_server: SeaweedS3) -> Any:
+    client = s3_server.client()
+    client.create_bucket(Bucket=BUCKET)
+    return client
+
+
+@pytest.fixture(scope="module")
+def echo_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return handler_model(tmp_path_factory.mktemp("echo"), ECHO)
+
+
+def _server(s3_server: SeaweedS3, data_dir: Path) -> ServerProcess:
+    return ServerProcess(data_dir, flags={"s3_endpoint_url": s3_server.endpoint_url}, env=s3_server.env())
+
+
+@pytest.fixture(scope="module")
+def server(s3_server: SeaweedS3, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    proc = _server(s3_server, tmp_path_factory.mktemp("async") / "data").start()
+    yield proc
+    proc.stop()
+
+
+def _deploy_async(
+    sm: Any,
+    name: str,
+    model_url: str,
+    *,
+    max_concurrency: int = 2,
+    failure: bool = True,
+    tags: list[dict[str, str]] | None = None,
+    OutputConfig: dict[str, Any] | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
+    sm.create_model(
+        ModelName=name,
+        PrimaryContainer={"Image": "sklearn", "ModelDataUrl": model_url},
+    )
+    output: dict[str, Any] = {"S3OutputPath": f"s3://{BUCKET}/{name}/out"}
+    if failure:
+        output["S3FailurePath"] = f"s3://{BUCKET}/{name}/failed/"
+    sm.create_endpoint_config(
+        EndpointConfigName=name,
+        ProductionVariants=[
+            {
+                "VariantName": "AllTraffic",
+                "ModelName": name,
+                "ServerlessConfig": {"MemorySizeInMB": 1024, "MaxConcurrency": max_concurrency},
+            }
+        ],
+        AsyncInferenceConfig={"OutputConfig": OutputConfig or output, **extra},
+        Tags=tags or [],
+    )
+    sm.create_endpoint(EndpointName=name, EndpointConfigName=name)
+    return wait_final(sm, name)
+
+
+def _put(s3: Any, key: str, body: bytes) -> str:
+    s3.put_object(Bucket=BUCKET, Key=key, Body=body)
+    return f"s3://{BUCKET}/{key}"
+
+
+def _get(s3: Any, url: str, timeout_s: float = 30.0) -> bytes:
+    bucket, _, key = url[len("s3://") :].partition("/")
+    s3.get_waiter("object_exists").wait(
+        Bucket=bucket, Key=key, WaiterConfig={"Delay": 0.2, "MaxAttempts": int(timeout_s / 0.2)}
+    )
+    return bytes(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+
+
+def _exists(s3: Any, url: str) -> bool:
+    bucket, _, key = url[len("s3://") :].partition("/")
+    try:
+        s3.head_object(Bucket=bucket, Key=key)
+    except ClientError:
+        return False
+    return True
+
+
+def _status(server: ServerProcess, inference_id: str) -> dict[str, Any]:
+    out = subprocess.run(
+        [
+            *(sys.executable, "-m", "zeroscale.cli.main", "async", "status", inference_id, "--json"),
+            *("--endpoint-url", server.url, "--data-dir", str(server.data_dir)),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={
+            **os.environ,
+            "AWS_ACCESS_KEY_ID": ACCESS_KEY,
+            "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
+            "AWS_DEFAULT_REGION": "us-east-1",
+        },
+    )
+    doc: dict[str, Any] = json.loads(out.stdout)
+    return doc
+
+
+def test_sklearn_round_trip_and_scale_to_zero(
+    server: ServerProcess, s3: Any, sklearn_model: SklearnModel
+) -> None:
+    """A serverless async endpoint: the config is described back, InvokeEndpointAsync answers 202 with the
+    locations, the prediction appears at the OutputLocation, the status CLI says Completed, the sync route is
+    refused, the queue gauges are on /metrics, and the variant goes back to zero workers afterwards."""
+    sm = server.client("sagemaker")
+    smr = server.client("sagemaker-runtime")
+    desc = _deploy_async(
+        sm,
+        "rf-async",
+        sklearn_model.url,
+        tags=[{"Key": "zeroscale:idle-timeout-s", "Value": "1"}],
+        ClientConfig={"MaxConcurrentInvocationsPerInstance": 2},
+    )
+    assert desc["EndpointStatus"] == "InService", desc.get("FailureReason")
+    config = sm.describe_endpoint_config(EndpointConfigName="rf-async")["AsyncInferenceConfig"]
+    assert config["OutputConfig"]["S3OutputPath"] == f"s3://{BUCKET}/rf-async/out"
+    assert config["ClientConfig"]["MaxConcurrentInvocationsPerInstance"] == 2
+
+    rows = sklearn_model.X[:5]
+    location = _put(s3, "inputs/rows.json", sklearn_model.json_body(rows))
+    resp = smr.invoke_endpoint_async(
+        EndpointName="rf-async",
+        InputLocation=location,
+        ContentType="application/json",
+        InferenceId="rf-1",
+    )
+    assert resp["ResponseMetadata"]["HTTPStatusCode"] == 202
+    assert resp["InferenceId"] == "rf-1"
+    assert resp["OutputLocation"] == f"s3://{BUCKET}/rf-async/out/rf-1.out"
+    assert resp["FailureLocation"] == f"s3://{BUCKET}/rf-async/failed/rf-1-error.out"
+    assert json.loads(_get(s3, resp["OutputLocation"])) == sklearn_model.expected(rows)
+    wait_for(lambda: _status(server, "rf-1")["Status"] == "Completed", timeout_s=10)
+    doc = _status(server, "rf-1")
+    assert doc["EndpointName"] == "rf-async" and doc["Attempts"] == 1
+    assert doc["CreationTime"] <= doc["StartTime"] <= doc["EndTime"]
+
+    wait_for(lambda: server.workers("rf-async") == 0, timeout_s=15)  # an empty queue: back to zero
+    generated = smr.invoke_endpoint_async(
+        EndpointName="rf-async", InputLocation=location, ContentType="application/json"
+    )
+    assert len(generated["InferenceId"]) == 36  # a UUID when the caller gives none
+    assert json.loads(_get(s3, generated["OutputLocation"])) == sklearn_model.expected(rows)  # woke
+
+    with pytest.raises(ClientError) as err:
+        smr.invoke_endpoint(EndpointName="rf-async", Body=b"[[1,2,3,4]]", ContentType="application/json")
+    assert err.value.response["Error"]["Code"] == "ValidationError"
+    assert "InvokeEndpointAsync" in err.value.response["Error"]["Message"]
+
+    metrics = server.metrics()
+    assert 'zeroscale_approximate_backlog_size{endpoint_name="rf-async"}' in metrics
+    assert 'zeroscale_has_backlog_without_capacity{endpoint_name="rf-async"} 0.0' in metrics
+    wait_for(lambda: 'zeroscale_approximate_backlog_size{endpoint_name="rf-async"} 0.0' in server.metrics())
+
+
+def test_failures_go_to_the_failure_location(server: ServerProcess, s3: Any, echo_url: str) -> None:
+    """A model error, an unreadable input and an invocation timeout each end Failed, with the reason at the
+    FailureLocation; a long invocation within InvocationTimeoutSeconds (past nothing else) succeeds."""
+    sm = server.client("sagemaker")
+    smr = server.client("sagemaker-runtime")
+    assert _deploy_async(sm, "echo-async", echo_url)["EndpointStatus"] == "InService"
+
+    failing = _put(s3, "inputs/fail.json", b'{"fail": true}')
+    resp = smr.invoke_endpoint_async(
+        EndpointName="echo-async", InputLocation=failing, ContentType="application/json"
+    )
+    assert b"asked to fail" in _get(s3, resp["FailureLocation"])
+    assert not _exists(s3, resp["OutputLocation"])
+    wait_for(lambda: _status(server, resp["InferenceId"])["Status"] == "Failed", timeout_s=10)
+    assert "ModelError" in _status(server, resp["InferenceId"])["FailureReason"]
+
+    missing = smr.invoke_endpoint_async(
+        EndpointName="echo-async", InputLocation=f"s3://{BUCKET}/inputs/no-such-key.json"
+    )
+    text = _get(s3, missing["FailureLocation"]).decode()
+    assert "Could not read the input" in text and "NoSuchKey" in text
+
+    slow = _put(s3, "inputs/slow.json", b'{"sleep": 3}')
+    timed = smr.invoke_endpoint_async(
+        EndpointName="echo-async",
+        InputLocation=slow,
+        ContentType="application/json",
+        InvocationTimeoutSeconds=1,
+    )
+    assert b"InvocationTimeout" in _get(s3, timed["FailureLocation"])
+    ok = smr.invoke_endpoint_async(
+        EndpointName="echo-async",
+        InputLocation=slow,
+        ContentType="application/json",
+        InvocationTimeoutSeconds=120,
+        CustomAttributes="trace=1",
+    )
+    assert json.loads(_get(s3, ok["OutputLocation"])) == {"echo": {"sleep": 3}}
+
+
+def test_deleting_an_endpoint_fails_what_it_left_queued(
+    server: ServerProcess, s3: Any, echo_url: str
+) -> None:
+    """The request running when DeleteEndpoint comes finishes (the pool drains); the queued ones fail with
+    EndpointDeleted at their FailureLocation."""
+    sm = server.client("sagemaker")
+    smr = server.client("sagemaker-runtime")
+    assert _deploy_async(sm, "doomed", echo_url, max_concurrency=1)["EndpointStatus"] == "InService"
+    location = _put(s3, "inputs/three-seconds.json", b'{"sleep": 3}')
+    sent = [
+        smr.invoke_endpoint_async(
+            EndpointName="doomed", InputLocation=location, ContentType="application/json"
+        )
+        for _ in range(3)
+    ]
+    wait_for(lambda: _status(server, sent[0]["InferenceId"])["Status"] == "Running", timeout_s=10)
+    sm.delete_endpoint(EndpointName="doomed")
+    assert json.loads(_get(s3, sent[0]["OutputLocation"])) == {"echo": {"sleep": 3}}
+    for resp in sent[1:]:
+        assert b"EndpointDeleted" in _get(s3, resp["FailureLocation"])
+
+
+def test_request_validation(server: ServerProcess) -> None:
+    """Header ranges and required members (sent unchecked by the client); a sync endpoint refuses async."""
+    smr = server.client("sagemaker-runtime", parameter_validation=False)
+    sm = server.client("sagemaker")
+    cases = [
+        ({"RequestTTLSeconds": 59}, "greater than or equal to 60"),
+        ({"RequestTTLSeconds": 21601}, "less than or equal to 21600"),
+        ({"InvocationTimeoutSeconds": 0}, "greater than or equal to 1"),
+        ({"InvocationTimeoutSeconds": 3601}, "less than or equal to 3600"),
+        ({"InferenceId": "x" * 65}, "inferenceId"),
+        ({"InputLocation": "ftp://bucket/key"}, "inputLocation"),
+        ({"InputLocation": "https://example.com/key"}, "s3://"),
+    ]
+    for extra, text in cases:
+        kwargs = {"EndpointName": "rf-async", "InputLocation": f"s3://{BUCKET}/inputs/rows.json", **extra}
+        with pytest.raises(ClientError) as err:
+            smr.invoke_endpoint_async(**kwargs)
+        assert err.value.response["Error"]["Code"] == "ValidationError", extra
+        assert text in err.value.response["Error"]["Message"], (extra, err.value.response["Error"])
+    with pytest.raises(ClientError) as err:
+        sm.create_endpoint_config(
+            EndpointConfigName="no-output",
+            ProductionVariants=[
+                {
+                    "VariantName": "AllTraffic",
+                    "ModelName": "rf-async",
+                    "ServerlessConfig": {"MemorySizeInMB": 1024, "MaxConcurrency": 1},
+                }
+            ],
+            AsyncInferenceConfig={"OutputConfig": {"S3FailurePath": f"s3://{BUCKET}/f"}},
+        )
+    assert "S3OutputPath is required" in err.value.response["Error"]["Message"]
+    with pytest.raises(ClientError) as err:
+        smr.invoke_endpoint_async(EndpointName="nope", InputLocation=f"s3://{BUCKET}/k")
+    assert err.value.response["Error"]["Code"] == "ValidationError"
+
+
+def test_sigkill_with_requests_queued_finishes_all_after_restart(
+    s3_server: SeaweedS3, s3: Any, echo_url: str, tmp_path: Path
+) -> None:
+    """Requests accepted (202) are in the store: a server SIGKILLed with some running and the rest queued
+    runs every one of them after it restarts (at least once)."""
+    server = _server(s3_server, tmp_path / "data").start()
+    try:
+        sm = server.client("sagemaker")
+        smr = server.client("sagemaker-runtime")
+        assert _deploy_async(sm, "durable", echo_url, max_concurrency=1)["EndpointStatus"] == "InService"
+        location = _put(s3, "inputs/half-second.json", b'{"sleep": 0.5}')
+        outputs = [
+            smr.invoke_endpoint_async(
+                EndpointName="durable",
+                InputLocation=location,
+                ContentType="application/json",
+                InferenceId=f"durable-{i}",
+            )["OutputLocation"]
+            for i in range(6)
+        ]
+        time.sleep(0.3)  # the first is running, the others wait in the queue
+        server.stop(signal.SIGKILL)
+        assert sum(_exists(s3, url) for url in outputs) < len(outputs)
+        server.start()
+        for url in outputs:
+            assert json.loads(_get(s3, url, timeout_s=60)) == {"echo": {"sleep": 0.5}}
+        first = _status(server, "durable-0")
+        assert first["Status"] == "Completed"
+        assert first["Attempts"] >= 1
+    finally:
+        server.stop()
+
+
+class Subscriber:
+    """An HTTP subscriber like a real one: confirms by visiting the SubscribeURL; with ``flaky`` it answers
+    500 to the first delivery of each notification (so every one arrives through a retry)."""
+
+    def __init__(self, *, flaky: bool = False) -> None:
+        self.received: list[tuple[dict[str, str], dict[str, Any]]] = []
+        self.attempts: dict[str, int] = {}
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                kind = body["Type"]
+                outer.attempts[body["MessageId"]] = outer.attempts.get(body["MessageId"], 0) + 1
+                if kind == "SubscriptionConfirmation":
+                    with urllib.request.urlopen(body["SubscribeURL"], timeout=5) as resp:
+                        assert resp.status == 200
+                elif flaky and outer.attempts[body["MessageId"]] == 1:
+                    self.send_response(500)
+                    self.end_headers()
+                    return
+                outer.received.append(({k.lower(): v for k, v in self.headers.items()}, body))
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/hook"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def notifications(self) -> list[tuple[dict[str, str], dict[str, Any]]]:
+        return [(h, b) for h, b in self.received if b["Type"] == "Notification"]
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def test_topics_and_async_notifications(server: ServerProcess, s3: Any, echo_url: str) -> None:
+    """The sns client against zeroscale: topics, http subscriptions confirmed through the SubscribeURL,
+    Publish; async results notify SuccessTopic/ErrorTopic with SageMaker's fields; a delivery answered 500
+    arrives through a retry; a subscriber that is down does not hold up the queue or the other subscriber."""
+    sns = server.client("sns")
+    good, flaky = Subscriber(), Subscriber(flaky=True)
+    down = Subscriber()
+    try:
+        ok_topic = sns.create_topic(Name="async-ok")["TopicArn"]
+        err_topic = sns.create_topic(Name="async-err")["TopicArn"]
+        assert ok_topic == "arn:aws:sns:us-east-1:000000000000:async-ok"
+        assert sns.create_topic(Name="async-ok")["TopicArn"] == ok_topic  # idempotent
+        assert {ok_topic, err_topic} <= {t["TopicArn"] for t in sns.list_topics()["Topics"]}
+        for topic in (ok_topic, err_topic):
+            for sub in (good, down):
+                assert sns.subscribe(TopicArn=topic, Protocol="http", Endpoint=sub.url)[
+                    "SubscriptionArn"
+                ] == ("pending confirmation")
+        sns.subscribe(TopicArn=ok_topic, Protocol="http", Endpoint=flaky.url)
+
+        def confirmed(topic: str) -> int:
+            subs = sns.list_subscriptions_by_topic(TopicArn=topic)["Subscriptions"]
+            return sum(s["SubscriptionArn"] != "PendingConfirmation" for s in subs)
+
+        wait_for(lambda: confirmed(ok_topic) == 3 and confirmed(err_topic) == 2, timeout_s=10)
+        down.stop()  # confirmed, then gone: its deliveries fail and are retried in the background
+
+        sm = server.client("sagemaker")
+        smr = server.client("sagemaker-runtime")
+        desc = _deploy_async(
+            sm,
+            "notify-async",
+            echo_url,
+            OutputConfig={
+                "S3OutputPath": f"s3://{BUCKET}/notify-async/out",
+                "NotificationConfig": {
+                    "SuccessTopic": ok_topic,
+                    "ErrorTopic": err_topic,
+                    "IncludeInferenceResponseIn": ["SUCCESS_NOTIFICATION_TOPIC"],
+                },
+            },
+        )
+        assert desc["EndpointStatus"] == "InService"
+        good_in = _put(s3, "inputs/notify.json", b'{"n": 1}')
+        ok = smr.invoke_endpoint_async(
+            EndpointName="notify-async", InputLocation=good_in, ContentType="application/json"
+        )
+        bad = smr.invoke_endpoint_async(
+            EndpointName="notify-async",
+            InputLocation=_put(s3, "inputs/notify-fail.json", b'{"fail": true}'),
+            ContentType="application/json",
+        )
+        wait_for(lambda: len(good.notifications()) == 2, timeout_s=15)
+        assert _exists(s3, ok["OutputLocation"])
+        messages = {json.loads(b["Message"])["inferenceId"]: (h, b) for h, b in good.notifications()}
+        headers, envelope = messages[ok["InferenceId"]]
+        assert headers["x-amz-sns-message-type"] == "Notification"
+        assert envelope["TopicArn"] == ok_topic
+        success = json.loads(envelope["Message"])
+        assert success["invocationStatus"] == "Completed"
+        assert success["eventName"] == "InferenceResult"
+        assert success["requestParameters"]["inputLocation"] == good_in
+        assert success["responseParameters"]["outputLocation"] == ok["OutputLocation"]
+        assert json.loads(base64.b64decode(success["responseBody"]["content"])) == {"echo": {"n": 1}}
+        failure = json.loads(messages[bad["InferenceId"]][1]["Message"])
+        assert failure["invocationStatus"] == "Failed"
+        assert "asked to fail" in failure["failureReason"]
+        assert failure["responseParameters"]["failureLocation"] == bad["FailureLocation"]
+        assert "responseBody" not in failure
+
+        wait_for(lambda: len(flaky.notifications()) == 1, timeout_s=15)  # after one 500 and a retry
+        assert max(flaky.attempts.values()) == 2
+
+        sns.publish(TopicArn=ok_topic, Message="hello", Subject="greeting")
+        wait_for(lambda: any(b["Message"] == "hello" for _, b in good.notifications()), timeout_s=10)
+        hello = next(b for _, b in good.notifications() if b["Message"] == "hello")
+        assert hello["Subject"] == "greeting"
+
+        sub_arn = next(
+            s["SubscriptionArn"]
+            for s in sns.list_subscriptions_by_topic(TopicArn=ok_topic)["Subscriptions"]
+            if s["Endpoint"] == good.url
+        )
+        sns.unsubscribe(SubscriptionArn=sub_arn)
+        assert good.url not in {
+            s["Endpoint"] for s in sns.list_subscriptions_by_topic(TopicArn=ok_topic)["Subscriptions"]
+        }
+        with pytest.raises(ClientError) as err:
+            sns.create_topic(Name="tagged", Tags=[{"Key": "a", "Value": "b"}])
+        assert err.value.response["Error"]["Code"] == "InvalidParameter"
+        assert "Tags is not served" in err.value.response["Error"]["Message"]
+        sns.delete_topic(TopicArn=err_topic)
+        with pytest.raises(ClientError) as err:
+            sns.publish(TopicArn=err_topic, Message="gone")
+        assert err.value.response["Error"]["Code"] == "NotFound"
+    finally:
+        good.stop()
+        flaky.stop()
+
+
+RAW_ECHO = """
+def model_fn(model_dir):
+    return None
+
+def transform_fn(model, body, content_type, accept):
+    return bytes(body), "application/octet-stream"
+"""
+
+
+def _peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmHWM")
+
+
+def test_large_payload_streams_through_the_server(
+    server: ServerProcess, s3: Any, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """A 64 MB input and its 64 MB result pass S3 -> worker -> S3 (a multipart upload) while the server's
+    peak resident set grows by far less than either: the front end streams them through scratch files."""
+    sm = server.client("sagemaker")
+    smr = server.client("sagemaker-runtime")
+    url = handler_model(tmp_path_factory.mktemp("raw-echo"), RAW_ECHO)
+    assert _deploy_async(sm, "big-async", url, max_concurrency=1)["EndpointStatus"] == "InService"
+    warm = smr.invoke_endpoint_async(
+        EndpointName="big-async", InputLocation=_put(s3, "inputs/warm.bin", os.urandom(9 * 2**20))
+    )
+    assert len(_get(s3, warm["OutputLocation"])) == 9 * 2**20  # multipart path warmed up
+    assert server.proc is not None
+    before = _peak_rss_mb(server.proc.pid)
+    payload = os.urandom(64 * 2**20)
+    resp = smr.invoke_endpoint_async(
+        EndpointName="big-async", InputLocation=_put(s3, "inputs/big.bin", payload)
+    )
+    assert _get(s3, resp["OutputLocation"], timeout_s=120) == payload
+    grown = _peak_rss_mb(server.proc.pid) - before
+    print(f"server peak RSS grew {grown:.1f} MB for a 64 MB input and 64 MB output")
+    assert grown < 16, grown

@@ -1,0 +1,295 @@
+"""Real-time variants with real workers and real boto3: instance types as sizes, always-warm instances,
+weights and the target-variant header, UpdateEndpointWeightsAndCapacities with Desired* then Current*."""
+
+from __future__ import annotations
+
+import collections
+import json
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+from botocore.exceptions import ClientError
+
+from metrics.promtext import value
+from zeroscale.testing import ServerProcess, wait_final, wait_for
+
+from .conftest import handler_model
+
+IMAGE = "683313688378.dkr.ecr.us-east-1.amazonaws.com/sagemaker-scikit-learn:1.2-1-cpu-py3"
+
+
+def instance(name: str, model: str, weight: float = 1.0, count: int = 1, kind: str = "ml.t2.medium") -> dict:
+    return {
+        "VariantName": name,
+        "ModelName": model,
+        "InstanceType": kind,
+        "InitialInstanceCount": count,
+        "InitialVariantWeight": weight,
+    }
+
+
+def error(call: Any, **kwargs: Any) -> tuple[str, str]:
+    with pytest.raises(ClientError) as exc:
+        call(**kwargs)
+    return exc.value.response["Error"]["Code"], exc.value.response["Error"]["Message"]
+
+
+@pytest.fixture(scope="module")
+def ab(server: ServerProcess, sm: Any, sklearn_model: Any) -> str:
+    """An endpoint with variants A and B (ml.t2.medium: 2 vCPUs, so 2 always-warm workers each), 3:1."""
+    sm.create_model(
+        ModelName="rt-model", PrimaryContainer={"Image": IMAGE, "ModelDataUrl": sklearn_model.url}
+    )
+    sm.create_endpoint_config(
+        EndpointConfigName="rt-ab",
+        ProductionVariants=[instance("A", "rt-model", 3.0), instance("B", "rt-model", 1.0)],
+    )
+    sm.create_endpoint(EndpointName="rt-ab", EndpointConfigName="rt-ab")
+    desc = wait_final(sm, "rt-ab")
+    assert desc["EndpointStatus"] == "InService", desc.get("FailureReason")
+    return "rt-ab"
+
+
+def invoke(smr: Any, endpoint: str, body: bytes, **kwargs: Any) -> str:
+    resp = smr.invoke_endpoint(EndpointName=endpoint, Body=body, ContentType="application/json", **kwargs)
+    resp["Body"].read()
+    return str(resp["InvokedProductionVariant"])
+
+
+def test_instances_are_always_warm_workers_one_per_vcpu(server: ServerProcess, ab: str) -> None:
+    wait_for(lambda: server.workers(ab, "A") == 2 and server.workers(ab, "B") == 2, timeout_s=30)
+
+
+def test_weights_split_traffic_and_the_target_variant_overrides_them(
+    smr: Any, ab: str, sklearn_model: Any
+) -> None:
+    body = sklearn_model.json_body(sklearn_model.X[:1])
+    counts = collections.Counter(invoke(smr, ab, body) for _ in range(200))
+    assert set(counts) == {"A", "B"}
+    assert 0.6 < counts["A"] / 200 < 0.9  # 3:1
+    assert {invoke(smr, ab, body, TargetVariant="B") for _ in range(20)} == {"B"}
+    code, message = error(smr.invoke_endpoint, EndpointName=ab, Body=body, TargetVariant="C")
+    assert code == "ValidationError" and "Variant C not found" in message
+
+
+def test_unknown_instance_types_and_all_zero_weights_are_refused_by_name(sm: Any, ab: str) -> None:
+    code, message = error(
+        sm.create_endpoint_config,
+        EndpointConfigName="rt-bad",
+        ProductionVariants=[instance("A", "rt-model", kind="ml.p4d.24xlarge")],
+    )
+    assert code == "ValidationException"
+    assert "InstanceType ml.p4d.24xlarge of production variant A is not served by zeroscale" in message
+    code, message = error(
+        sm.create_endpoint_config,
+        EndpointConfigName="rt-bad",
+        ProductionVariants=[instance("A", "rt-model", 0.0), instance("B", "rt-model", 0.0)],
+    )
+    assert code == "ValidationException" and "InitialVariantWeight" in message
+
+
+def test_update_weights_and_capacities(
+    server: ServerProcess, sm: Any, smr: Any, ab: str, sklearn_model: Any
+) -> None:
+    sm.update_endpoint_weights_and_capacities(
+        EndpointName=ab,
+        DesiredWeightsAndCapacities=[
+            {"VariantName": "A", "DesiredWeight": 0.0},
+            {"VariantName": "B", "DesiredWeight": 2.0, "DesiredInstanceCount": 2},
+        ],
+    )
+    desc = wait_final(sm, ab)
+    assert desc["EndpointStatus"] == "InService"
+    variants = {v["VariantName"]: v for v in desc["ProductionVariants"]}
+    assert (variants["A"]["CurrentWeight"], variants["A"]["DesiredWeight"]) == (0.0, 0.0)
+    assert (variants["B"]["CurrentWeight"], variants["B"]["DesiredWeight"]) == (2.0, 2.0)
+    assert (variants["B"]["CurrentInstanceCount"], variants["B"]["DesiredInstanceCount"]) == (2, 2)
+    assert "VariantStatus" not in variants["B"]
+    wait_for(lambda: server.workers(ab, "B") == 4, timeout_s=30)  # two instances of 2 vCPUs
+    body = sklearn_model.json_body(sklearn_model.X[:1])
+    assert {invoke(smr, ab, body) for _ in range(40)} == {"B"}  # A has weight 0
+    assert invoke(smr, ab, body, TargetVariant="A") == "A"  # still reachable by name
+    # back down to one instance: the extra workers go at once
+    sm.update_endpoint_weights_and_capacities(
+        EndpointName=ab, DesiredWeightsAndCapacities=[{"VariantName": "B", "DesiredInstanceCount": 1}]
+    )
+    assert wait_final(sm, ab)["EndpointStatus"] == "InService"
+    wait_for(lambda: server.workers(ab, "B") == 2, timeout_s=30)
+
+
+def test_update_weights_and_capacities_refuses_what_sagemaker_refuses(
+    server: ServerProcess, sm: Any, ab: str
+) -> None:
+    cases = [
+        ([{"VariantName": "Nope", "DesiredWeight": 1.0}], "The variant(s) [Nope] are not present"),
+        (
+            [{"VariantName": "A", "DesiredWeight": 0.0}, {"VariantName": "B", "DesiredWeight": 0.0}],
+            "add up to 0",
+        ),
+        ([{"VariantName": "A"}], "give at least one of"),
+        (
+            [{"VariantName": "A", "ServerlessUpdateConfig": {"MaxConcurrency": 2}}],
+            "runs on instances: change its capacity with DesiredInstanceCount",
+        ),
+    ]
+    for desired, text in cases:
+        code, message = error(
+            sm.update_endpoint_weights_and_capacities, EndpointName=ab, DesiredWeightsAndCapacities=desired
+        )
+        assert code == "ValidationException" and text in message, (desired, message)
+    raw = server.client("sagemaker", parameter_validation=False)  # what a client that checks nothing sends
+    code, message = error(
+        raw.update_endpoint_weights_and_capacities,
+        EndpointName=ab,
+        DesiredWeightsAndCapacities=[{"VariantName": "A", "DesiredWeight": -1.0}],
+    )
+    assert code == "ValidationException" and "desiredWeight" in message  # botocore's model's range
+
+
+def test_serverless_capacity_updates(server: ServerProcess, sm: Any, smr: Any, sklearn_model: Any) -> None:
+    sm.create_model(
+        ModelName="sl-model", PrimaryContainer={"Image": IMAGE, "ModelDataUrl": sklearn_model.url}
+    )
+    sm.create_endpoint_config(
+        EndpointConfigName="sl-cap",
+        ProductionVariants=[
+            {
+                "VariantName": "AllTraffic",
+                "ModelName": "sl-model",
+                "ServerlessConfig": {"MemorySizeInMB": 1024, "MaxConcurrency": 2},
+            }
+        ],
+    )
+    sm.create_endpoint(EndpointName="sl-cap", EndpointConfigName="sl-cap")
+    assert wait_final(sm, "sl-cap")["EndpointStatus"] == "InService"
+    code, message = error(
+        sm.update_endpoint_weights_and_capacities,
+        EndpointName="sl-cap",
+        DesiredWeightsAndCapacities=[{"VariantName": "AllTraffic", "DesiredInstanceCount": 2}],
+    )
+    assert code == "ValidationException" and "is serverless" in message
+    sm.update_endpoint_weights_and_capacities(
+        EndpointName="sl-cap",
+        DesiredWeightsAndCapacities=[
+            {
+                "VariantName": "AllTraffic",
+                "ServerlessUpdateConfig": {"MaxConcurrency": 5, "ProvisionedConcurrency": 2},
+            }
+        ],
+    )
+    variant = wait_final(sm, "sl-cap")["ProductionVariants"][0]
+    want = {"MemorySizeInMB": 1024, "MaxConcurrency": 5, "ProvisionedConcurrency": 2}
+    assert variant["CurrentServerlessConfig"] == variant["DesiredServerlessConfig"] == want
+    wait_for(lambda: server.workers("sl-cap") >= 2, timeout_s=30)  # the new provisioned floor
+    body = sklearn_model.json_body(sklearn_model.X[:3])
+    resp = smr.invoke_endpoint(EndpointName="sl-cap", Body=body, ContentType="application/json")
+    assert json.loads(resp["Body"].read()) == sklearn_model.expected(sklearn_model.X[:3])
+
+
+FAILING_SHADOW = """
+def model_fn(model_dir):
+    return None
+
+def transform_fn(model, body, content_type, accept):
+    raise RuntimeError("the candidate model is broken")
+"""
+
+
+def test_a_shadow_variant_gets_a_copy_of_the_traffic_and_its_answers_are_discarded(
+    server: ServerProcess, sm: Any, smr: Any, sklearn_model: Any, tmp_path: Path
+) -> None:
+    sm.create_model(
+        ModelName="shadow-candidate",
+        PrimaryContainer={"Image": IMAGE, "ModelDataUrl": handler_model(tmp_path, FAILING_SHADOW)},
+    )
+    sm.create_endpoint_config(
+        EndpointConfigName="rt-shadow",
+        ProductionVariants=[instance("Prod", "rt-model", 1.0)],
+        ShadowProductionVariants=[instance("Candidate", "shadow-candidate", 1.0)],  # a copy of every request
+    )
+    sm.create_endpoint(EndpointName="rt-shadow", EndpointConfigName="rt-shadow")
+    desc = wait_final(sm, "rt-shadow")
+    assert desc["EndpointStatus"] == "InService", desc.get("FailureReason")
+    assert [v["VariantName"] for v in desc["ShadowProductionVariants"]] == ["Candidate"]
+    assert (
+        sm.describe_endpoint_config(EndpointConfigName="rt-shadow")["ShadowProductionVariants"][0][
+            "ModelName"
+        ]
+        == "shadow-candidate"
+    )
+    body = sklearn_model.json_body(sklearn_model.X[:2])
+    for _ in range(10):
+        resp = smr.invoke_endpoint(EndpointName="rt-shadow", Body=body, ContentType="application/json")
+        assert resp["InvokedProductionVariant"] == "Prod"
+        assert json.loads(resp["Body"].read()) == sklearn_model.expected(sklearn_model.X[:2])
+    labels = {"endpoint_name": "rt-shadow", "variant_name": "Candidate"}
+
+    def shadow_errors() -> float | None:
+        return value(server.metrics(), "zeroscale_invocation_5xx_errors_total", **labels)
+
+    wait_for(lambda: shadow_errors() == 10, timeout_s=20)  # recorded under its own name
+    assert value(server.metrics(), "zeroscale_invocations_total", **labels) == 10
+    code, _ = error(smr.invoke_endpoint, EndpointName="rt-shadow", Body=body, TargetVariant="Candidate")
+    assert code == "ValidationError"  # a shadow is not a target
+
+
+def test_shadow_variants_follow_sagemaker_s_rules(sm: Any, ab: str) -> None:
+    code, message = error(
+        sm.create_endpoint_config,
+        EndpointConfigName="rt-shadow-bad",
+        ProductionVariants=[instance("A", "rt-model"), instance("B", "rt-model")],
+        ShadowProductionVariants=[instance("S", "rt-model")],
+    )
+    assert code == "ValidationException" and "exactly one production variant" in message
+
+
+def test_serverless_to_real_time_and_back_under_load_fails_no_request(
+    server: ServerProcess, sm: Any, sklearn_model: Any
+) -> None:
+    serverless = {"MemorySizeInMB": 1024, "MaxConcurrency": 3}
+    sm.create_endpoint_config(
+        EndpointConfigName="move-sl",
+        ProductionVariants=[
+            {"VariantName": "Serverless", "ModelName": "rt-model", "ServerlessConfig": serverless}
+        ],
+    )
+    sm.create_endpoint_config(
+        EndpointConfigName="move-rt", ProductionVariants=[instance("RealTime", "rt-model", count=1)]
+    )
+    sm.create_endpoint(EndpointName="move", EndpointConfigName="move-sl")
+    assert wait_final(sm, "move")["EndpointStatus"] == "InService"
+    smr = server.client("sagemaker-runtime", max_pool_connections=8)
+    body = sklearn_model.json_body(sklearn_model.X[:2])
+    want = sklearn_model.expected(sklearn_model.X[:2])
+    stop = threading.Event()
+    served: list[str] = []
+    errors: list[BaseException] = []
+
+    def stream() -> None:
+        while not stop.is_set():
+            try:
+                resp = smr.invoke_endpoint(EndpointName="move", Body=body, ContentType="application/json")
+                assert json.loads(resp["Body"].read()) == want
+                served.append(str(resp["InvokedProductionVariant"]))
+            except BaseException as exc:  # every failure is a test failure
+                errors.append(exc)
+
+    threads = [threading.Thread(target=stream) for _ in range(3)]
+    for t in threads:
+        t.start()
+    try:
+        for config, variant in (("move-rt", "RealTime"), ("move-sl", "Serverless")):
+            n = len(served)
+            wait_for(lambda n=n: len(served) >= n + 10, timeout_s=10, interval_s=0.02)
+            sm.update_endpoint(EndpointName="move", EndpointConfigName=config)
+            assert wait_final(sm, "move", timeout_s=30)["EndpointStatus"] == "InService"
+            n = len(served)
+            wait_for(lambda n=n: len(served) >= n + 10, timeout_s=10, interval_s=0.02)
+            assert served[-1] == variant
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    assert errors == []

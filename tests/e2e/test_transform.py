@@ -1,0 +1,327 @@
+"""Batch transform end to end: boto3's CreateTransformJob / Describe / List / Stop and its waiter, inputs and
+outputs in real S3 (SeaweedFS), the model's real workers started for the job; a job that survives SIGKILL."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from botocore.exceptions import ClientError
+
+from e2e.conftest import SklearnModel, handler_model
+from s3server import SeaweedS3
+from zeroscale.testing import ACCESS_KEY, SECRET_KEY, ServerProcess, wait_for
+
+BUCKET = "zeroscale-batch"
+INSTANCE = {"InstanceType": "ml.c5.2xlarge", "InstanceCount": 1}
+
+# Echoes each CSV line, after sleeping its first value in seconds.
+SLOW_ECHO = """
+import time
+
+def model_fn(model_dir):
+    return None
+
+def transform_fn(model, body, content_type, accept):
+    text = body.decode() if isinstance(body, bytes) else body
+    time.sleep(float(text.split(",")[0]))
+    return text, "text/csv"
+"""
+
+
+@pytest.fixture(scope="module")
+def s3(s3_server: SeaweedS3) -> Any:
+    client = s3_server.client()
+    client.create_bucket(Bucket=BUCKET)
+    return client
+
+
+def _server(s3_server: SeaweedS3, data_dir: Path) -> ServerProcess:
+    return ServerProcess(data_dir, flags={"s3_endpoint_url": s3_server.endpoint_url}, env=s3_server.env())
+
+
+@pytest.fixture(scope="module")
+def server(s3_server: SeaweedS3, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    proc = _server(s3_server, tmp_path_factory.mktemp("transform") / "data").start()
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture(scope="module")
+def sm(server: ServerProcess, sklearn_model: SklearnModel) -> Any:
+    client = server.client("sagemaker")
+    client.create_model(
+        ModelName="rf", PrimaryContainer={"Image": "sklearn", "ModelDataUrl": sklearn_model.url}
+    )
+    return client
+
+
+def _csv(rows: np.ndarray) -> bytes:
+    return "".join(",".join(repr(float(v)) for v in row) + "\n" for row in rows).encode()
+
+
+def _job(sm: Any, name: str, model: str, prefix: str, **extra: Any) -> None:
+    transform_input: dict[str, Any] = {
+        "DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": f"s3://{BUCKET}/{prefix}"}},
+        "ContentType": "text/csv",
+        "SplitType": "Line",
+        **extra.pop("TransformInput", {}),
+    }
+    sm.create_transform_job(
+        TransformJobName=name,
+        ModelName=model,
+        TransformInput=transform_input,
+        TransformOutput={
+            "S3OutputPath": f"s3://{BUCKET}/{name}/out",
+            "Accept": "text/csv",
+            "AssembleWith": "Line",
+        },
+        TransformResources=INSTANCE,
+        **extra,
+    )
+
+
+def _wait(sm: Any, name: str) -> dict[str, Any]:
+    sm.get_waiter("transform_job_completed_or_stopped").wait(
+        TransformJobName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 120}
+    )
+    desc: dict[str, Any] = sm.describe_transform_job(TransformJobName=name)
+    return desc
+
+
+def _read(s3: Any, key: str) -> str:
+    return str(s3.get_object(Bucket=BUCKET, Key=key)["Body"].read().decode())
+
+
+def test_multi_record_lines_keep_input_order_per_file(
+    server: ServerProcess, sm: Any, s3: Any, sklearn_model: SklearnModel
+) -> None:
+    """Two files under a prefix (one in a sub-folder), MultiRecord mini-batches of at most 1 MB: each file
+    gets <relative path>.out with one prediction per input line, in order; the workers go afterwards."""
+    a, b = sklearn_model.X[:120], sklearn_model.X[120:200]
+    s3.put_object(Bucket=BUCKET, Key="multi/in/a.csv", Body=_csv(a))
+    s3.put_object(Bucket=BUCKET, Key="multi/in/sub/b.csv", Body=_csv(b))
+    _job(
+        sm,
+        "multi",
+        "rf",
+        "multi/in/",
+        BatchStrategy="MultiRecord",
+        MaxPayloadInMB=1,
+        MaxConcurrentTransforms=2,
+    )
+    desc = _wait(sm, "multi")
+    assert desc["TransformJobStatus"] == "Completed", desc.get("FailureReason")
+    assert desc["TransformStartTime"] <= desc["TransformEndTime"]
+    assert desc["BatchStrategy"] == "MultiRecord" and desc["MaxConcurrentTransforms"] == 2
+    for key, rows in (("multi/out/a.csv.out", a), ("multi/out/sub/b.csv.out", b)):
+        lines = _read(s3, key).splitlines()
+        assert [int(float(v)) for v in lines] == sklearn_model.expected(rows)
+    done = _wait_cli(server, "multi")
+    assert done.returncode == 0, done.stderr
+    assert "multi: Completed (2 of 2 files, 200 records)" in done.stdout
+    summaries = sm.list_transform_jobs(StatusEquals="Completed")["TransformJobSummaries"]
+    assert "multi" in {s["TransformJobName"] for s in summaries}
+    wait_for(lambda: server.workers("transform-job:multi") == 0, timeout_s=10)
+
+
+def test_gzip_single_record_and_a_rejected_file(
+    server: ServerProcess, sm: Any, s3: Any, sklearn_model: SklearnModel
+) -> None:
+    """Gzip input, one record per request; a file the model rejects gets no .out, the others do, and the job
+    ends Failed naming the file."""
+    rows = sklearn_model.X[:10]
+    s3.put_object(Bucket=BUCKET, Key="gz/in/good.csv", Body=gzip.compress(_csv(rows)))
+    s3.put_object(Bucket=BUCKET, Key="gz/in/bad.csv", Body=gzip.compress(b"not,a,number,row\n"))
+    _job(
+        sm,
+        "gz",
+        "rf",
+        "gz/in/",
+        BatchStrategy="SingleRecord",
+        ModelClientConfig={"InvocationsTimeoutInSeconds": 30, "InvocationsMaxRetries": 0},
+        TransformInput={"CompressionType": "Gzip"},
+    )
+    desc = _wait_failed(sm, "gz")
+    assert desc["TransformJobStatus"] == "Failed"
+    assert "gz/in/bad.csv" in desc["FailureReason"]
+    failed = _wait_cli(server, "gz")
+    assert failed.returncode == 1 and "gz: Failed (1 of 2 files, 10 records)" in failed.stdout
+    assert [int(float(v)) for v in _read(s3, "gz/out/good.csv.out").splitlines()] == sklearn_model.expected(
+        rows
+    )
+    with pytest.raises(ClientError):
+        s3.head_object(Bucket=BUCKET, Key="gz/out/bad.csv.out")
+
+
+def _wait_failed(sm: Any, name: str) -> dict[str, Any]:
+    wait_for(
+        lambda: sm.describe_transform_job(TransformJobName=name)["TransformJobStatus"] != "InProgress", 60
+    )
+    desc: dict[str, Any] = sm.describe_transform_job(TransformJobName=name)
+    return desc
+
+
+def test_data_processing_filters_and_join(
+    server: ServerProcess, sm: Any, s3: Any, sklearn_model: SklearnModel
+) -> None:
+    """An id column dropped by InputFilter ($[1:4], inclusive: the four features), the prediction joined to
+    the input row (JoinSource Input) and OutputFilter keeping the id and the prediction."""
+    rows = sklearn_model.X[:25]
+    body = "".join(f"id{i}," + ",".join(repr(float(v)) for v in row) + "\n" for i, row in enumerate(rows))
+    s3.put_object(Bucket=BUCKET, Key="join/in/rows.csv", Body=body.encode())
+    _job(
+        sm,
+        "join",
+        "rf",
+        "join/in/",
+        BatchStrategy="MultiRecord",
+        DataProcessing={"InputFilter": "$[1:4]", "JoinSource": "Input", "OutputFilter": "$[0,-1]"},
+    )
+    desc = _wait(sm, "join")
+    assert desc["TransformJobStatus"] == "Completed", desc.get("FailureReason")
+    assert desc["DataProcessing"]["JoinSource"] == "Input"
+    expected = [f"id{i},{p}" for i, p in enumerate(sklearn_model.expected(rows))]
+    got = [
+        line.split(",")[0] + "," + str(int(float(line.split(",")[1])))
+        for line in _read(s3, "join/out/rows.csv.out").splitlines()
+    ]
+    assert got == expected
+
+
+ENV_ECHO = """
+import json, os
+
+def model_fn(model_dir):
+    return None
+
+def transform_fn(model, body, content_type, accept):
+    names = ("SAGEMAKER_BATCH", "SAGEMAKER_BATCH_STRATEGY", "SAGEMAKER_MAX_PAYLOAD_IN_MB",
+             "SAGEMAKER_MAX_CONCURRENT_TRANSFORMS", "JOB_SETTING")
+    seen = {n: os.environ.get(n) for n in names}
+    text = body.decode() if isinstance(body, bytes) else body
+    return json.dumps({"body": text, "env": seen}), "application/json"
+"""
+
+
+def test_manifest_file_and_the_batch_environment(
+    server: ServerProcess, sm: Any, s3: Any, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """A ManifestFile names the inputs (not every object under the prefix); the worker sees the job's
+    Environment and SAGEMAKER_BATCH, _BATCH_STRATEGY, _MAX_PAYLOAD_IN_MB, _MAX_CONCURRENT_TRANSFORMS."""
+    url = handler_model(tmp_path_factory.mktemp("env-echo"), ENV_ECHO)
+    sm.create_model(ModelName="env-echo", PrimaryContainer={"Image": "sklearn", "ModelDataUrl": url})
+    for name in ("one", "two", "skipped"):
+        s3.put_object(Bucket=BUCKET, Key=f"manifest/data/{name}.txt", Body=name.encode())
+    manifest = json.dumps([{"prefix": f"s3://{BUCKET}/manifest/data/"}, "one.txt", "two.txt"])
+    s3.put_object(Bucket=BUCKET, Key="manifest/list.manifest", Body=manifest.encode())
+    sm.create_transform_job(
+        TransformJobName="manifest",
+        ModelName="env-echo",
+        MaxPayloadInMB=2,
+        BatchStrategy="SingleRecord",
+        Environment={"JOB_SETTING": "from-the-job"},
+        TransformInput={
+            "DataSource": {
+                "S3DataSource": {
+                    "S3DataType": "ManifestFile",
+                    "S3Uri": f"s3://{BUCKET}/manifest/list.manifest",
+                }
+            },
+            "ContentType": "text/plain",
+        },
+        TransformOutput={"S3OutputPath": f"s3://{BUCKET}/manifest/out"},
+        TransformResources=INSTANCE,
+    )
+    assert _wait(sm, "manifest")["TransformJobStatus"] == "Completed"
+    for name in ("one", "two"):
+        doc = json.loads(_read(s3, f"manifest/out/{name}.txt.out"))
+        assert doc["body"] == name
+        assert doc["env"] == {
+            "SAGEMAKER_BATCH": "true",
+            "SAGEMAKER_BATCH_STRATEGY": "SINGLE_RECORD",
+            "SAGEMAKER_MAX_PAYLOAD_IN_MB": "2",
+            "SAGEMAKER_MAX_CONCURRENT_TRANSFORMS": "1",
+            "JOB_SETTING": "from-the-job",
+        }
+    assert not _has(s3, "manifest/out/skipped.txt.out")
+
+
+def test_validation_and_not_found(sm: Any) -> None:
+    cases = [
+        ({"MaxPayloadInMB": 60, "MaxConcurrentTransforms": 2}, "at most 100 MB"),
+        ({"TransformInput": {"SplitType": "TFRecord"}}, "TFRecord"),
+        ({"DataProcessing": {"InputFilter": "$[1:x]"}}, "DataProcessing"),
+        (
+            {"DataProcessing": {"JoinSource": "Input"}, "TransformInput": {"SplitType": "None"}},
+            "JoinSource Input",
+        ),
+    ]
+    for extra, text in cases:
+        with pytest.raises(ClientError) as err:
+            _job(sm, "invalid", "rf", "none/", **extra)
+        assert err.value.response["Error"]["Code"] == "ValidationException"
+        assert text in err.value.response["Error"]["Message"]
+    with pytest.raises(ClientError) as err:
+        sm.describe_transform_job(TransformJobName="no-such-job")
+    assert err.value.response["Error"]["Code"] == "ResourceNotFound"
+
+
+def test_stop_and_resume_after_sigkill(s3_server: SeaweedS3, s3: Any, tmp_path: Path) -> None:
+    """A stopped job ends Stopped (the waiter succeeds). A job whose server is SIGKILLed midway resumes after
+    the restart: files done before the kill are not done again, and the job completes."""
+    server = _server(s3_server, tmp_path / "data").start()
+    try:
+        sm = server.client("sagemaker")
+        url = handler_model(tmp_path, SLOW_ECHO)
+        sm.create_model(ModelName="slow", PrimaryContainer={"Image": "sklearn", "ModelDataUrl": url})
+        s3.put_object(Bucket=BUCKET, Key="stop/in/a.csv", Body=b"5,1\n5,2\n")
+        _job(sm, "stopped", "slow", "stop/in/")
+        wait_for(lambda: server.workers("transform-job:stopped") == 1, timeout_s=30)
+        sm.stop_transform_job(TransformJobName="stopped")
+        assert _wait(sm, "stopped")["TransformJobStatus"] == "Stopped"
+
+        for n in range(3):
+            s3.put_object(Bucket=BUCKET, Key=f"resume/in/{n}.csv", Body=b"0.6,%d\n0.6,%d\n" % (n, n))
+        _job(sm, "resumed", "slow", "resume/in/")
+        wait_for(lambda: _has(s3, "resumed/out/0.csv.out"), timeout_s=30)
+        first = s3.head_object(Bucket=BUCKET, Key="resumed/out/0.csv.out")["ETag"]
+        server.stop(signal.SIGKILL)
+        assert not _has(s3, "resumed/out/2.csv.out")
+        server.start()
+        desc = _wait(server.client("sagemaker"), "resumed")
+        assert desc["TransformJobStatus"] == "Completed", desc.get("FailureReason")
+        assert [_read(s3, f"resumed/out/{n}.csv.out") for n in range(3)] == [
+            f"0.6,{n}\n0.6,{n}\n" for n in range(3)
+        ]
+        assert s3.head_object(Bucket=BUCKET, Key="resumed/out/0.csv.out")["ETag"] == first
+    finally:
+        server.stop()
+
+
+def _has(s3: Any, key: str) -> bool:
+    try:
+        s3.head_object(Bucket=BUCKET, Key=key)
+    except ClientError:
+        return False
+    return True
+
+
+def _wait_cli(server: ServerProcess, name: str) -> subprocess.CompletedProcess[str]:
+    """``zeroscale transform wait NAME``."""
+    return subprocess.run(
+        [sys.executable, "-m", "zeroscale.cli.main", "transform", "wait", name, "--endpoint-url", server.url],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY},
+    )
