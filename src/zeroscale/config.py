@@ -64,6 +64,13 @@ class Settings:
     # Usage metering (zeroscale usage, GET /zeroscale/v1/usage) and the price table that overrides defaults.
     metering: bool = True
     price_table: Path | None = None
+    # Worker sandbox (workers/confinement.py): outbound network access, tasks and open files per worker.
+    worker_outbound: bool = False
+    worker_max_processes: int = 64
+    worker_max_open_files: int = 1024
+    # Directories every worker may also write (a shared cache, a test's side channel); never one holding
+    # the data directory.
+    worker_writable_paths: tuple[Path, ...] = ()
 
     @property
     def warm_cache_cap_mb(self) -> int:

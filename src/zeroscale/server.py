@@ -25,6 +25,7 @@ from zeroscale.asyncinf.gauges import BacklogCollector
 from zeroscale.asyncinf.queue import RequestQueue
 from zeroscale.asyncinf.s3io import S3Io
 from zeroscale.asyncinf.service import AsyncInference
+from zeroscale.audit.trail import AuditApi, AuditTrail
 from zeroscale.background import Background
 from zeroscale.batch.runner import TransformRunner
 from zeroscale.config import Settings
@@ -38,6 +39,10 @@ from zeroscale.control.models import Models
 from zeroscale.control.transform_jobs import TransformJobs
 from zeroscale.credentials import AdminCredentials, load_or_create
 from zeroscale.events import EventBus
+from zeroscale.iam.authz import Authorizer
+from zeroscale.iam.query import IamQueryService
+from zeroscale.iam.secrets import SecretBox
+from zeroscale.iam.store import IamStore
 from zeroscale.images import ImageRegistry
 from zeroscale.logs import Logs
 from zeroscale.metering.rest import UsageApi
@@ -54,6 +59,7 @@ from zeroscale.store.frontends import Frontends
 from zeroscale.topics.delivery import Deliverer
 from zeroscale.topics.service import Topics
 from zeroscale.types import SERVERLESS_MEMORY_SIZES_MB
+from zeroscale.workers.confinement import Confinement, SandboxSettings
 from zeroscale.workers.manager import WorkerManager
 
 log = logging.getLogger("zeroscale")
@@ -67,6 +73,7 @@ class Server:
     settings: Settings
     credentials: AdminCredentials
     app: App
+    sandbox: list[str]  # what the worker sandbox enforces here, and loudly what it cannot
 
 
 def build(settings: Settings) -> Server:
@@ -78,10 +85,23 @@ def build(settings: Settings) -> Server:
     arns = Arns(settings.region, settings.account_id)
     metrics = Metrics()
     events = EventBus()
+    confinement = Confinement(
+        SandboxSettings(
+            settings.data_dir,
+            outbound=settings.worker_outbound,
+            max_processes=settings.worker_max_processes,
+            max_open_files=settings.worker_max_open_files,
+            writable=settings.worker_writable_paths,
+        ),
+        settings.workers_dir,
+    )
+    for line in confinement.announce():
+        (log.warning if line.startswith("WARNING") else log.info)("%s", line)
     manager = WorkerManager(
         settings.workers_dir,
         startup_timeout_s=settings.startup_timeout_s,
         memory_poll_interval_s=settings.memory_poll_interval_s,
+        confinement=confinement,
     )
     fleet = Fleet(
         manager,
@@ -119,7 +139,11 @@ def build(settings: Settings) -> Server:
     events.add(logs.sink)
     ident = frontend_id(settings.data_dir)  # this front end among those sharing the database
     metering = Metering.open(
-        settings.db_url, price_table=settings.price_table, enabled=settings.metering, frontend=ident
+        settings.db_url,
+        price_table=settings.price_table,
+        enabled=settings.metering,
+        frontend=ident,
+        journal_dir=settings.data_dir / "metering",
     )
     metering.attach(events)
     artifacts = ArtifactCache(
@@ -176,10 +200,18 @@ def build(settings: Settings) -> Server:
     asynchronous.notifier = topics
     metrics.registry.register(BacklogCollector(asynchronous.backlog, fleet.loads))
     async_api = AsyncInvokeApi(asynchronous)
-    secrets = {creds.access_key_id: creds.secret_access_key}
+    # The console signs in with the admin credentials only: its backend calls the operation tables
+    # directly, without the IAM policy check.
+    admin_secret = {creds.access_key_id: creds.secret_access_key}
+    iam = IamStore(settings.db_url, SecretBox.load_or_create(settings.data_dir / "iam.key"))
+    authz = Authorizer(
+        iam, creds.access_key_id, creds.secret_access_key, settings.region, settings.account_id
+    )
+    audit = AuditTrail(settings.db_url, authz)
     background = Background("startup")
 
     async def startup() -> None:
+        audit.start()
         await manager.open()
         background.spawn(manager.prewarm(PREWARMED_RUNTIMES))
         await history.start()
@@ -205,6 +237,8 @@ def build(settings: Settings) -> Server:
         await logs.close()
         await manager.close()
         store.close()
+        await asyncio.to_thread(audit.close)
+        iam.close()
 
     parts = AppParts(
         json_services=[
@@ -225,10 +259,13 @@ def build(settings: Settings) -> Server:
         async_runtime=async_api,
         query=QueryService(topics),
         metrics=metrics,
-        lookup_secret=secrets.get,
+        lookup_secret=authz.lookup_secret,
         payload_limit_bytes=settings.payload_limit_bytes,
         startup=startup,
         shutdown=shutdown,
+        authorize=authz.authorize,
+        query_service=IamQueryService(iam, authz),
+        audit=audit.record,
         rest_routes={
             "metrics": MetricsApi(history).handle,
             "usage": UsageApi(metering),
@@ -236,6 +273,7 @@ def build(settings: Settings) -> Server:
             "workers": WorkersApi(fleet, socket.gethostname(), cluster.id).handle,
             "async": async_api.status,
             "transform": TransformApi(transforms).handle,
+            "audit": AuditApi(audit),
         },
     )
     # The web console calls these same operation tables, routes and runtime for a signed-in session.
@@ -244,14 +282,15 @@ def build(settings: Settings) -> Server:
             json_services=parts.json_services,
             rest_routes=parts.rest_routes,
             invoke=parts.runtime.invoke,
-            lookup_secret=secrets.get,
+            invoke_async=async_api.invoke,
+            lookup_secret=admin_secret.get,
             loads=fleet.loads,
             payload_limit_bytes=settings.payload_limit_bytes,
             region=settings.region,
             memory_sizes_mb=SERVERLESS_MEMORY_SIZES_MB,
         )
     )
-    return Server(settings, creds, App(parts))
+    return Server(settings, creds, App(parts), confinement.announce())
 
 
 def serve(settings: Settings) -> None:
@@ -290,6 +329,6 @@ def _announce(server: Server) -> None:
         f"  invoke:  zeroscale invoke demo --body '[[1,2,3,4]]' --endpoint-url {url}\n"
         f"  boto3:   boto3.client('sagemaker-runtime', endpoint_url='{url}').invoke_endpoint(...)\n"
         f"  metrics: {url}/metrics\n"
-        f"  console: {url}/console  (sign in with the admin credentials)",
+        f"  console: {url}/console  (sign in with the admin credentials)\n  " + "\n  ".join(server.sandbox),
         flush=True,
     )

@@ -73,6 +73,25 @@ def test_claims_in_order_per_endpoint_and_a_restart_requeues_running(
     assert again.find("nope") is None
 
 
+def test_recent_lists_an_endpoints_latest_requests_newest_first(queue: RequestQueue) -> None:
+    """What ``GET /zeroscale/v1/async?endpoint=NAME`` (the console's list) shows."""
+    for n in range(4):
+        queue.enqueue(_request("Alpha", n))
+    queue.enqueue(_request("beta", 9))
+    claimed = queue.claim("alpha", now=200.0)
+    assert claimed is not None
+    queue.finish(claimed, FAILED, 201.0, "boom")
+    recent = queue.recent("ALPHA", 3)
+    assert [(r.inference_id, r.status) for r in recent] == [(f"id-{n}", QUEUED) for n in (3, 2, 1)]
+    assert [(r.inference_id, r.status, r.failure_reason) for r in queue.recent("alpha", 10)][-1] == (
+        "id-0",
+        FAILED,
+        "boom",
+    )
+    assert [r.inference_id for r in queue.recent("beta", 10)] == ["id-9"]
+    assert queue.recent("gamma", 10) == []
+
+
 async def test_an_expired_request_fails_at_its_failure_location(
     queue: RequestQueue, s3_server: SeaweedS3, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:

@@ -10,8 +10,10 @@ from pathlib import Path
 import joblib
 import numpy as np
 import pytest
+from playwright.sync_api import Browser, Page, Playwright, sync_playwright
 from sklearn.linear_model import LogisticRegression
 
+from console.chromium import chromium_path
 from zeroscale.testing import ServerProcess
 
 
@@ -47,3 +49,30 @@ def model_url(tmp_path_factory: pytest.TempPathFactory) -> str:
 def artifacts_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Where failing tests leave screenshots of the page they were on."""
     return tmp_path_factory.mktemp("console-artifacts")
+
+
+@pytest.fixture(scope="package")
+def playwright() -> Iterator[Playwright]:
+    with sync_playwright() as p:
+        yield p
+
+
+@pytest.fixture(scope="package")
+def browser(playwright: Playwright) -> Iterator[Browser]:
+    """One Chromium for the package; each browser test module opens its own context (cookies, page)."""
+    browser = playwright.chromium.launch(executable_path=chromium_path())
+    yield browser
+    browser.close()
+
+
+@pytest.fixture(autouse=True)
+def screenshot_on_failure(request: pytest.FixtureRequest, artifacts_dir: Path) -> Iterator[None]:
+    """A browser test that fails leaves a screenshot of its page."""
+    page: Page | None = request.getfixturevalue("page") if "page" in request.fixturenames else None
+    yield
+    report = getattr(request.node, "rep_call", None)
+    if page is None or report is None or not report.failed:
+        return
+    shot = artifacts_dir / f"{request.node.name}.png"
+    page.screenshot(path=str(shot), full_page=True)
+    print(f"screenshot of the page: {shot}")

@@ -14,7 +14,7 @@ from zeroscale.api.wire import Headers, Send, respond
 from zeroscale.console import Backend, Console
 from zeroscale.console.app import COOKIE
 from zeroscale.console.sessions import Sessions
-from zeroscale.errors import ModelError, ValidationException
+from zeroscale.errors import ModelError, RuntimeValidationError, ValidationException
 from zeroscale.metrics.load import PoolLoad
 
 KEY, SECRET = "AKIDCONSOLE", "console-secret"
@@ -67,6 +67,7 @@ class Harness:
         self.logs = FakeService("Logs_20140328.", "logs")
         self.invocations: list[tuple[str, Headers, bytes]] = []
         self.rest_calls: list[Any] = []
+        self.async_invocations: list[tuple[str, Headers]] = []
 
         async def invoke(
             send: Send, rid: str, endpoint: str, headers: Headers, body: bytes, t: float
@@ -75,6 +76,12 @@ class Harness:
             if endpoint == "broken":
                 raise ModelError("Received server error (500)", original_status=500, original_message="boom")
             await respond(send, 200, b"[1]", [(b"content-type", b"application/json")])
+
+        async def invoke_async(send: Send, rid: str, endpoint: str, headers: Headers) -> None:
+            self.async_invocations.append((endpoint, headers))
+            if endpoint == "not-async":
+                raise RuntimeValidationError("Endpoint not-async is not asynchronous.")
+            await respond(send, 202, b'{"InferenceId": "i-1"}', [(b"content-type", b"application/json")])
 
         async def usage(request: Any) -> tuple[int, str, bytes]:
             self.rest_calls.append(request)
@@ -92,6 +99,7 @@ class Harness:
             json_services=[self.sagemaker, self.logs],
             rest_routes={"usage": usage},
             invoke=invoke,
+            invoke_async=invoke_async,
             lookup_secret={KEY: SECRET}.get,
             loads=lambda: pools,
             payload_limit_bytes=100,
@@ -212,6 +220,7 @@ async def test_malformed_sign_in_is_a_validation_error(h: Harness) -> None:
         ("GET", "/console/api/v1/usage", ""),
         ("GET", "/console/api/load", "endpoint=demo"),
         ("POST", "/console/api/invoke/demo", ""),
+        ("POST", "/console/api/invoke-async/demo", ""),
         ("DELETE", "/console/api/session", ""),
         ("GET", "/console/api/nothing-here", ""),
     ],
@@ -342,3 +351,30 @@ async def test_rest_routes_load_and_invoke(h: Harness) -> None:
     big = await h.request("POST", "/console/api/invoke/demo", b"x" * 101, signed(sid, csrf))
     assert big.status == 400 and big.header("x-amzn-errortype") == "ValidationError:"
     assert len(h.invocations) == 2
+
+
+async def test_invoke_async_forwards_only_the_sagemaker_headers_with_the_session_and_csrf(h: Harness) -> None:
+    sid, csrf = await h.sign_in()
+    params = {
+        "x-amzn-sagemaker-inputlocation": "s3://bucket/in.json",
+        "x-amzn-sagemaker-content-type": "application/json",
+        "content-type": "text/plain",
+    }
+    refused = await h.request("POST", "/console/api/invoke-async/demo", b"", signed(sid, **params))
+    assert refused.status == 403 and not h.async_invocations
+    resp = await h.request("POST", "/console/api/invoke-async/demo", b"", signed(sid, csrf, **params))
+    assert resp.status == 202 and resp.json() == {"InferenceId": "i-1"}
+    endpoint, forwarded = h.async_invocations[-1]
+    assert endpoint == "demo"
+    assert dict(forwarded) == {  # no cookie, no CSRF token, no plain Content-Type
+        b"x-amzn-sagemaker-inputlocation": b"s3://bucket/in.json",
+        b"x-amzn-sagemaker-content-type": b"application/json",
+    }
+    wrong = await h.request("POST", "/console/api/invoke-async/not-async", b"", signed(sid, csrf))
+    assert wrong.status == 400 and wrong.header("x-amzn-errortype") == "ValidationError:"
+    assert wrong.json()["message"] == "Endpoint not-async is not asynchronous."
+    unserved = (("GET", "invoke-async/demo"), ("POST", "invoke-async/"), ("POST", "invoke-async/a/b"))
+    for method, path in unserved:
+        other = await h.request(method, "/console/api/" + path, b"", signed(sid, csrf))
+        assert other.status == 400 and other.json()["__type"] == "UnknownOperationException", path
+    assert len(h.async_invocations) == 2

@@ -9,30 +9,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, Page, Playwright, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 
-from console.chromium import chromium_path
+from console.ui import T, nav, sign_in
 from zeroscale.testing import ACCESS_KEY, SECRET_KEY, ServerProcess
-
-T = 20_000  # ms: the longest any single step may take
-expect.set_options(timeout=T)
-
-
-@pytest.fixture(scope="module")
-def playwright() -> Iterator[Playwright]:
-    with sync_playwright() as p:
-        yield p
-
-
-@pytest.fixture(scope="module")
-def browser(playwright: Playwright) -> Iterator[Browser]:
-    browser = playwright.chromium.launch(executable_path=chromium_path())
-    yield browser
-    browser.close()
 
 
 @pytest.fixture(scope="module")
@@ -47,29 +30,6 @@ def page(browser: Browser, console_server: ServerProcess) -> Iterator[Page]:
     yield page
     context.close()
     assert not errors, f"JavaScript errors on the page: {errors}"
-
-
-@pytest.fixture(autouse=True)
-def screenshot_on_failure(request: pytest.FixtureRequest, page: Page, artifacts_dir: Path) -> Iterator[None]:
-    yield
-    report = getattr(request.node, "rep_call", None)
-    if report is not None and report.failed:
-        shot = artifacts_dir / f"{request.node.name}.png"
-        page.screenshot(path=str(shot), full_page=True)
-        print(f"screenshot of the page: {shot}")
-
-
-def nav(page: Page, name: str) -> None:
-    page.get_by_role("navigation", name="Console").get_by_role("link", name=name, exact=True).click()
-
-
-def sign_in(page: Page, secret: str, *, keyboard: bool = False) -> None:
-    page.get_by_label("Access key ID").fill(ACCESS_KEY)
-    page.get_by_label("Secret access key").fill(secret)
-    if keyboard:
-        page.get_by_label("Secret access key").press("Enter")
-    else:
-        page.get_by_role("button", name="Sign in").click()
 
 
 def test_sign_in_refuses_a_wrong_secret_then_lets_the_right_one_in(page: Page) -> None:
@@ -259,6 +219,7 @@ def test_without_a_session_no_page_shows_data(page: Page) -> None:
         "/console/models",
         "/console/usage",
         "/console/endpoints/console-demo",
+        "/console/transform-jobs",
     ):
         page.goto(path)
         expect(page).to_have_url(re.compile(r"/console/signin\?next="))

@@ -160,6 +160,7 @@ def test_sklearn_round_trip_and_scale_to_zero(
     config = sm.describe_endpoint_config(EndpointConfigName="rf-async")["AsyncInferenceConfig"]
     assert config["OutputConfig"]["S3OutputPath"] == f"s3://{BUCKET}/rf-async/out"
     assert config["ClientConfig"]["MaxConcurrentInvocationsPerInstance"] == 2
+    assert sm.describe_endpoint(EndpointName="rf-async")["AsyncInferenceConfig"] == config
 
     rows = sklearn_model.X[:5]
     location = _put(s3, "inputs/rows.json", sklearn_model.json_body(rows))

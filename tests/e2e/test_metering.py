@@ -14,6 +14,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -290,6 +291,40 @@ def test_a_clean_restart_loses_no_usage_record(servers: list[ServerProcess], tmp
     for i in range(10):
         smr.invoke_endpoint(EndpointName="echo", Body=str(i).encode(), ContentType="application/json")
     assert report(server)["total"]["invocations"] == 160
+
+
+def test_sigkill_under_load_loses_no_answered_request(servers: list[ServerProcess], tmp_path: Path) -> None:
+    """Four clients invoke as fast as they can; the server is SIGKILLed mid-stream. After a restart, every
+    request that was answered is in the usage report (the journal), and nothing beyond what was sent."""
+    server = ServerProcess(tmp_path / "data").start()
+    servers.append(server)
+    sm = server.client("sagemaker")
+    assert deploy(sm, "echo", handler_model(tmp_path, ECHO))["EndpointStatus"] == "InService"
+    answered = [0] * 4
+    sent = [0] * 4
+    stop = threading.Event()
+
+    def client(k: int) -> None:
+        smr = server.client("sagemaker-runtime")
+        while not stop.is_set():
+            sent[k] += 1
+            try:
+                smr.invoke_endpoint(EndpointName="echo", Body=b"1", ContentType="application/json")
+            except Exception:
+                return
+            answered[k] += 1
+
+    threads = [threading.Thread(target=client, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    wait_for(lambda: sum(answered) >= 300, timeout_s=30)
+    server.stop(signal.SIGKILL)
+    stop.set()
+    for t in threads:
+        t.join(10)
+    server.start()
+    recorded = report(server)["total"]["invocations"]
+    assert sum(answered) <= recorded <= sum(sent), (sum(answered), recorded, sum(sent))
 
 
 def test_metering_off_records_nothing(servers: list[ServerProcess], tmp_path: Path) -> None:

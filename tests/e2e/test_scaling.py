@@ -53,13 +53,19 @@ def model_url(tmp_path_factory: pytest.TempPathFactory) -> str:
     return handler_model(tmp_path_factory.mktemp("pidmodel"), INFERENCE_PY)
 
 
+@pytest.fixture(scope="module")
+def pids_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where workers write their pids: the servers grant it to every (sandboxed) worker."""
+    return tmp_path_factory.mktemp("pids")
+
+
 @pytest.fixture
-def pid_dir(tmp_path: Path) -> Callable[[str], Path]:
+def pid_dir(pids_root: Path, request: pytest.FixtureRequest) -> Callable[[str], Path]:
     """A fresh directory per name where the workers of one model write their pids."""
 
     def make(name: str) -> Path:
-        path = tmp_path / name
-        path.mkdir()
+        path = pids_root / request.node.name / name
+        path.mkdir(parents=True)
         return path
 
     return make
@@ -154,14 +160,19 @@ def workers_hold(server: ServerProcess, name: str, expected: int, duration_s: fl
 
 # ---- servers ----
 @pytest.fixture(scope="module")
-def short(server_factory: Callable[..., ServerProcess]) -> ServerProcess:
-    """Idle workers go after 1 s; a request waits at most 0.5 s for a free worker at MaxConcurrency."""
-    return server_factory(idle_timeout_s=1, queue_wait_s=0.5)
+def server(server_factory: Callable[..., ServerProcess], pids_root: Path) -> ServerProcess:
+    return server_factory(worker_writable_paths=pids_root)
 
 
 @pytest.fixture(scope="module")
-def budget(server_factory: Callable[..., ServerProcess]) -> ServerProcess:
-    return server_factory(memory_budget_mb=2048)
+def short(server_factory: Callable[..., ServerProcess], pids_root: Path) -> ServerProcess:
+    """Idle workers go after 1 s; a request waits at most 0.5 s for a free worker at MaxConcurrency."""
+    return server_factory(idle_timeout_s=1, queue_wait_s=0.5, worker_writable_paths=pids_root)
+
+
+@pytest.fixture(scope="module")
+def budget(server_factory: Callable[..., ServerProcess], pids_root: Path) -> ServerProcess:
+    return server_factory(memory_budget_mb=2048, worker_writable_paths=pids_root)
 
 
 # ---- scale from zero, scale to zero ----

@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import psutil
+import pytest
 
-from zeroscale.testing import ServerProcess, deploy, wait_for
+from zeroscale.testing import ServerProcess, deploy, make_tar, wait_for
 
 IDLE = [{"Key": "zeroscale:idle-timeout-s", "Value": "3"}]
 
@@ -136,3 +138,56 @@ def metric(server: ServerProcess, name: str) -> float:
         if line.startswith(name + " "):
             return float(line.split()[1])
     return 0.0
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")
+def test_pytorch_scale_out_and_cold_starts_fork_a_loaded_torchscript_model(
+    server: ServerProcess, sm: Any, smr: Any, tmp_path: Path
+) -> None:
+    """TorchScript loads without starting a thread, so a template of it is safe to fork: replicas (scale-out)
+    and the cold start after zero (the warm cache) answer exactly like a worker that loaded the model."""
+    import numpy as np
+    import torch
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(5, 16), torch.nn.Tanh(), torch.nn.Linear(16, 2)).eval()
+    torch.jit.script(net).save(str(tmp_path / "model.pt"))
+    tar = make_tar(tmp_path / "ts.tar.gz", {"model.pt": tmp_path / "model.pt"})
+    desc = deploy(sm, "torch-tpl", f"file://{tar}", image="pytorch", max_concurrency=3, tags=IDLE)
+    assert desc["EndpointStatus"] == "InService", desc.get("FailureReason")
+    rows = np.random.default_rng(3).normal(size=(4, 5))
+    with torch.no_grad():
+        want = net(torch.tensor(rows, dtype=torch.float32)).numpy()
+    body = json.dumps(rows.tolist()).encode()
+
+    def answer(client: Any = smr) -> Any:
+        resp = client.invoke_endpoint(EndpointName="torch-tpl", Body=body, ContentType="application/json")
+        return np.asarray(json.loads(resp["Body"].read()))
+
+    np.testing.assert_allclose(answer(), want, rtol=1e-6, atol=1e-7)
+    logs = server.data_dir / "logs" / "torch-tpl" / "AllTraffic"
+    wait_for(lambda: any(logs.glob("template-*.log")), timeout_s=20)
+    time.sleep(1.0)  # the template loads the model in the background
+    answers: list[Any] = []
+    errors: list[BaseException] = []
+
+    def hammer() -> None:
+        client = server.client("sagemaker-runtime")
+        try:
+            answers.extend(answer(client) for _ in range(10))
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=hammer) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    assert max((len(t.children()) for t in templates(server)), default=0) >= 1, "no replica of the template"
+    for got in answers:
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
+    wait_for(lambda: server.workers("torch-tpl") == 0, timeout_s=20)
+    hits = metric(server, "zeroscale_warm_cache_hits_total")
+    np.testing.assert_allclose(answer(), want, rtol=1e-6, atol=1e-7)  # a fork of the cached template
+    assert metric(server, "zeroscale_warm_cache_hits_total") == hits + 1

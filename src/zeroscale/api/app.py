@@ -27,6 +27,8 @@ from zeroscale.errors import (
     ValidationException,
     ZeroscaleError,
 )
+from zeroscale.iam.authz import Access
+from zeroscale.iam.query import IamQueryService
 from zeroscale.metrics.registry import Metrics
 
 Scope = MutableMapping[str, Any]
@@ -94,6 +96,13 @@ class AppParts:
     console: Callable[[Scope, Receive, Send], Awaitable[None]] | None = None
     async_runtime: AsyncInvokeApi | None = None  # InvokeEndpointAsync
     query: QueryService | None = None  # the SNS-compatible topic API (query protocol, signing name "sns")
+    # Scoped credentials (iam/): every verified request is checked (None: every known key may do anything);
+    # IAM's query protocol on POST / for requests signed for "iam".
+    authorize: Callable[[Access], None] | None = None
+    query_service: IamQueryService | None = None
+    # The audit trail (audit/): (the request as authorized, or None when refused before; scope; X-Amz-Target;
+    # the error code sent, "" on success).
+    audit: Callable[[Access | None, Scope, str, str], None] | None = None
 
 
 class App:
@@ -137,6 +146,7 @@ class App:
         if self._p.console is not None and (path == _CONSOLE or path.startswith(_CONSOLE + "/")):
             await self._p.console(scope, receive, send)
             return
+        target, access, error_code = "", None, ""
         try:
             limit = self._p.payload_limit_bytes if is_runtime else _CONTROL_BODY_LIMIT
             if path == "/":
@@ -151,32 +161,53 @@ class App:
                 ) from None
             headers: list[tuple[bytes, bytes]] = scope["headers"]
             target = next((v for k, v in headers if k.lower() == b"x-amz-target"), b"").decode("latin-1")
-            query = self._p.query
-            if query is not None and not is_runtime and is_query_request(method, path, headers, target):
-                serialise = query.error
+            iam = self._p.query_service  # IAM's query protocol: a form POST signed for "iam"
+            form_post = not target and method == "POST" and path == "/"
+            if iam is not None and not (form_post and iam.claims(headers)):
+                iam = None
+            topics = self._p.query  # the SNS-style topics: any other query-protocol request
+            if (
+                iam is None
+                and topics is not None
+                and not is_runtime
+                and is_query_request(method, path, headers, target)
+            ):
+                serialise = topics.error
                 params = parse(body if method == "POST" else scope.get("query_string", b""))
                 if not (method == "GET" and params.get("Action") in UNSIGNED_ACTIONS):
-                    sigv4.verify(
+                    key = sigv4.verify(
                         method=method,
                         raw_path=scope.get("raw_path") or path.encode(),
                         query_string=scope.get("query_string", b""),
                         headers=headers,
                         body=body,
                         lookup=self._p.lookup_secret,
-                        service=query.signing_name,
+                        service=topics.signing_name,
                     )
-                await query.handle(send, request_id, params)
+                    access = Access(key, "query", topics.signing_name, body=body)
+                    if self._p.authorize is not None:
+                        self._p.authorize(access)
+                await topics.handle(send, request_id, params)
                 return
             service = self._service(target)
-            sigv4.verify(
+            if iam is not None:
+                serialise = iam.error
+            access_key_id = sigv4.verify(
                 method=method,
                 raw_path=scope.get("raw_path") or path.encode(),
                 query_string=scope.get("query_string", b""),
                 headers=headers,
                 body=body,
                 lookup=self._p.lookup_secret,
-                service=service.signing_name,
+                service=iam.signing_name if iam is not None else service.signing_name,
             )
+            if self._p.authorize is not None or self._p.audit is not None:
+                access = self._access(access_key_id, scope, target, service, body, iam is not None)
+            if self._p.authorize is not None and access is not None:
+                self._p.authorize(access)
+            if iam is not None:
+                await iam.handle(send, request_id, body, access_key_id)
+                return
             if is_runtime and path.endswith(_ASYNC_SUFFIX) and self._p.async_runtime is not None:
                 endpoint = _endpoint_name(path, _ASYNC_SUFFIX)
                 if endpoint is None or method != "POST":
@@ -197,10 +228,15 @@ class App:
             else:
                 raise UnknownOperationException(f"No operation at {method} {path}.")
         except ZeroscaleError as err:
+            error_code = err.code
             await serialise(send, request_id, err)
         except Exception:
+            error_code = InternalFailure.code
             log.exception("request %s failed", request_id)
             await serialise(send, request_id, InternalFailure(f"Internal failure (request {request_id})."))
+        finally:
+            if self._p.audit is not None and not is_runtime:  # every control-plane call, not invocations
+                self._p.audit(access, scope, target, error_code)
 
     async def _rest(self, send: Send, request_id: str, scope: Scope, sub_path: str, body: bytes) -> None:
         handler = self._p.rest_routes.get(sub_path.split("/", 1)[0])
@@ -212,6 +248,25 @@ class App:
         status, content_type, payload = await handler(request)
         headers = [(b"content-type", content_type.encode()), (b"x-amzn-requestid", request_id.encode())]
         await respond(send, status, payload, headers)
+
+    @staticmethod
+    def _access(
+        access_key_id: str, scope: Scope, target: str, service: JsonService, body: bytes, is_query: bool
+    ) -> Access:
+        path: str = scope["path"]
+        if is_query:
+            return Access(access_key_id, "query", "iam", body=body)
+        if path.startswith(_RUNTIME_PREFIX):
+            if path.endswith(_ASYNC_SUFFIX):
+                name = _endpoint_name(path, _ASYNC_SUFFIX) or ""
+                return Access(access_key_id, "runtime", "sagemaker", "InvokeEndpointAsync", name)
+            return Access(access_key_id, "runtime", "sagemaker", path=_endpoint_name(path) or "")
+        if path.startswith(REST_PREFIX):
+            return Access(access_key_id, "rest", "zeroscale", scope["method"], path[len(REST_PREFIX) :])
+        operation = (
+            target[len(service.target_prefix) :] if target.startswith(service.target_prefix) else target
+        )
+        return Access(access_key_id, "json", service.signing_name, operation, body=body)
 
     def _service(self, target: str) -> JsonService:
         for service in self._p.json_services:

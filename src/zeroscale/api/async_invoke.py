@@ -1,5 +1,6 @@
-"""InvokeEndpointAsync (``POST /endpoints/{name}/async-invocations``, no body) and zeroscale's status route
-for asynchronous requests (``GET /zeroscale/v1/async/<InferenceId>``)."""
+"""InvokeEndpointAsync (``POST /endpoints/{name}/async-invocations``, no body) and zeroscale's status routes
+for asynchronous requests: ``GET /zeroscale/v1/async/<InferenceId>`` for one request, and
+``GET /zeroscale/v1/async?endpoint=NAME`` for an endpoint's latest requests, newest first."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from zeroscale.errors import RuntimeValidationError, ValidationException
 _PREFIX = "x-amzn-sagemaker-"
 DEFAULT_TTL_S = 21600
 DEFAULT_TIMEOUT_S = 900
+RECENT_MAX = 100  # requests listed per endpoint by GET /zeroscale/v1/async?endpoint=NAME
 # header (after the prefix) -> (wire member name, min, max) for the integer headers
 _RANGES = {
     "requestttlseconds": ("requestTTLSeconds", 60, 21600),
@@ -141,8 +143,16 @@ class AsyncInvokeApi:
         if request.method != "GET":
             raise ValidationException(f"{request.method} is not served on /zeroscale/v1/async.")
         _, _, inference_id = request.path.partition("/")
+        endpoint = (request.query.get("endpoint") or [""])[-1]
+        if not inference_id and endpoint:
+            found = await asyncio.to_thread(self._service.recent, endpoint, RECENT_MAX)
+            doc = {"EndpointName": endpoint, "Requests": [status_document(r) for r in found]}
+            return 200, "application/json", json.dumps(doc).encode()
         if not inference_id:
-            raise ValidationException("Name the request: GET /zeroscale/v1/async/<InferenceId>.")
+            raise ValidationException(
+                "Name the request: GET /zeroscale/v1/async/<InferenceId>, or the endpoint: "
+                "GET /zeroscale/v1/async?endpoint=<EndpointName>."
+            )
         req = await asyncio.to_thread(self._service.find, inference_id)
         if req is None:
             raise ValidationException(f"No asynchronous request with InferenceId {inference_id}.")

@@ -100,8 +100,9 @@ class InvokeApi:
         attributes = resp.header(_CUSTOM_ATTRIBUTES)
         if attributes is not None:
             out.append((b"x-amzn-sagemaker-custom-attributes", attributes))
-        await respond(send, 200, resp.body, out)
+        # Metered (journaled) before the answer goes out: a crash right after it loses no usage.
         self._record(pool.spec, inv, started, 200, "", len(resp.body))
+        await respond(send, 200, resp.body, out)
 
     async def _shadow(self, pool: VariantPool, body: bytes, forward: Headers) -> None:
         """A copy of a request for a shadow variant: served and recorded under its own variant name (metrics,

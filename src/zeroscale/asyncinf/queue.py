@@ -212,6 +212,18 @@ class RequestQueue:
             row = conn.execute(query).mappings().first()
         return None if row is None else _request(row)
 
+    def recent(self, endpoint: str, limit: int) -> list[AsyncRequest]:
+        """The endpoint's latest ``limit`` requests, newest first (any status)."""
+        query = (
+            select(requests)
+            .where(requests.c.endpoint == endpoint.lower())
+            .order_by(requests.c.id.desc())
+            .limit(limit)
+        )
+        with self._lock, self._engine.connect() as conn:
+            rows = conn.execute(query).mappings().all()
+        return [_request(row) for row in rows]
+
     def backlog(self) -> list[Backlog]:
         """Queued and Running requests per endpoint, with the creation time of the oldest Queued one."""
         active = requests.c.status.in_((QUEUED, RUNNING))

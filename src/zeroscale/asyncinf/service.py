@@ -181,6 +181,9 @@ class AsyncInference:
     def find(self, inference_id: str) -> AsyncRequest | None:
         return self._queue.find(inference_id)
 
+    def recent(self, endpoint: str, limit: int) -> list[AsyncRequest]:
+        return self._queue.recent(endpoint, limit)
+
     def backlog(self) -> list[Backlog]:
         """Per endpoint with requests or serving asynchronously (zero for an empty queue)."""
         found = self._queue.backlog()

@@ -10,6 +10,7 @@ import click
 
 from zeroscale import __version__
 from zeroscale.cli.async_commands import async_group
+from zeroscale.cli.audit import audit
 from zeroscale.cli.client import client_commands
 from zeroscale.cli.image_commands import images
 from zeroscale.cli.logs import logs
@@ -152,6 +153,33 @@ def _opt(name: str, env: str, **kw: Any) -> Callable[[F], F]:
     help="Front ends sharing a database: how often each looks for the others' changes (one-row read).",
 )
 @_opt(
+    "--worker-outbound/--no-worker-outbound",
+    "ZEROSCALE_WORKER_OUTBOUND",
+    default=False,
+    help="Let model workers open network connections (default: they reach nothing but their own socket).",
+)
+@_opt(
+    "--worker-max-processes",
+    "ZEROSCALE_WORKER_MAX_PROCESSES",
+    default=64,
+    type=click.IntRange(min=8),
+    help="Processes and threads per model worker (an image's server gets at least 256).",
+)
+@_opt(
+    "--worker-max-open-files",
+    "ZEROSCALE_WORKER_MAX_OPEN_FILES",
+    default=1024,
+    type=click.IntRange(min=64),
+    help="Open files per model worker process.",
+)
+@_opt(
+    "--worker-writable-paths",
+    "ZEROSCALE_WORKER_WRITABLE_PATHS",
+    default="",
+    help="Directories (separated by ':') every model worker may also write, e.g. a shared cache; never "
+    "one holding the data directory.",
+)
+@_opt(
     "--log-level",
     "ZEROSCALE_LOG_LEVEL",
     default="info",
@@ -178,6 +206,10 @@ def serve(
     warm_cache_mb: int | None,
     frontend_ttl_s: float,
     sync_interval_s: float,
+    worker_outbound: bool,
+    worker_max_processes: int,
+    worker_max_open_files: int,
+    worker_writable_paths: str,
     log_level: str,
 ) -> None:
     """Run the zeroscale server (control plane, runtime and /metrics on one port).
@@ -211,6 +243,10 @@ def serve(
         warm_cache_mb=warm_cache_mb,
         frontend_ttl_s=frontend_ttl_s,
         sync_interval_s=sync_interval_s,
+        worker_outbound=worker_outbound,
+        worker_max_processes=worker_max_processes,
+        worker_max_open_files=worker_max_open_files,
+        worker_writable_paths=tuple(Path(p) for p in worker_writable_paths.split(":") if p),
         log_level=log_level,
     )
     if memory_budget_mb is not None:
@@ -223,6 +259,7 @@ for command in client_commands:
 cli.add_command(metrics)
 cli.add_command(package)
 cli.add_command(usage)
+cli.add_command(audit)
 cli.add_command(images)
 cli.add_command(async_group)
 cli.add_command(transform_group)

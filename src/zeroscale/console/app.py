@@ -9,6 +9,8 @@ server's own operations.
 - ``/console/api/v1/<path>``: zeroscale's own REST routes (``/zeroscale/v1/``: metrics, usage, images).
 - ``/console/api/invoke/<EndpointName>`` (POST): the runtime's InvokeEndpoint, answered as the runtime
   answers, with a ``Server-Timing`` header.
+- ``/console/api/invoke-async/<EndpointName>`` (POST, no body): InvokeEndpointAsync with the browser's
+  ``X-Amzn-SageMaker-*`` headers (InputLocation, ContentType, ...), answered as the runtime answers.
 - ``/console/api/load?endpoint=NAME`` (GET): the endpoint's live worker pools.
 - any other ``/console/...`` path is the single page, only with a session (else a redirect to sign-in).
 
@@ -58,6 +60,7 @@ _INVOKE_HEADERS = (
     b"x-amzn-sagemaker-target-variant",
     b"x-amzn-sagemaker-inference-id",
 )
+_SAGEMAKER_HEADER = b"x-amzn-sagemaker-"
 _SECURITY_HEADERS: Headers = [
     (
         b"content-security-policy",
@@ -185,6 +188,9 @@ class Console:
         if service_name == "invoke" and method == "POST" and rest and "/" not in rest:
             await self._invoke(scope, receive, send, request_id, rest)  # scope["path"] is decoded
             return
+        if service_name == "invoke-async" and method == "POST" and rest and "/" not in rest:
+            await self._invoke_async(scope, send, request_id, rest)
+            return
         body = await _read_body(scope, receive, _BODY_LIMIT, request_id, runtime=False)
         if service_name == "v1" and rest:
             await self._rest(scope, send, request_id, rest, body)
@@ -278,6 +284,16 @@ class Console:
             await self._b.invoke(timed, request_id, endpoint, headers, body, started)
         except ZeroscaleError as err:
             await runtime_error(timed, request_id, err)
+
+    async def _invoke_async(self, scope: Scope, send: Send, request_id: str, endpoint: str) -> None:
+        """InvokeEndpointAsync as the runtime answers it: its parameters are the SageMaker headers."""
+        headers = [(k, v) for k, v in scope["headers"] if k.lower().startswith(_SAGEMAKER_HEADER)]
+        try:
+            if self._b.invoke_async is None:
+                raise RuntimeValidationError("This server does not serve InvokeEndpointAsync.")
+            await self._b.invoke_async(send, request_id, endpoint, headers)
+        except ZeroscaleError as err:
+            await runtime_error(send, request_id, err)
 
     async def _load(self, scope: Scope, send: Send, request_id: str) -> None:
         query = urllib.parse.parse_qs(scope.get("query_string", b"").decode("latin-1"))

@@ -27,6 +27,8 @@ class JsonOperations(Protocol):
 
 # send, request id, endpoint name, headers, body, perf_counter() at arrival: writes the answer itself.
 Invoke = Callable[[Send, str, str, Headers, bytes, float], Awaitable[None]]
+# send, request id, endpoint name, headers (X-Amzn-SageMaker-InputLocation, ...): InvokeEndpointAsync.
+InvokeAsync = Callable[[Send, str, str, Headers], Awaitable[None]]
 
 
 @dataclass
@@ -39,6 +41,7 @@ class Backend:
     payload_limit_bytes: int
     region: str
     memory_sizes_mb: tuple[int, ...]
+    invoke_async: InvokeAsync | None = None
 
     def service(self, signing_name: str) -> JsonOperations | None:
         return next((s for s in self.json_services if s.signing_name == signing_name), None)

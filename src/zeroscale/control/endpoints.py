@@ -194,6 +194,8 @@ class Endpoints:
             out["ProductionVariants"] = rec.doc["ProductionVariants"]
         if rec.doc.get("ShadowProductionVariants"):
             out["ShadowProductionVariants"] = rec.doc["ShadowProductionVariants"]
+        if rec.doc.get("AsyncInferenceConfig"):
+            out["AsyncInferenceConfig"] = rec.doc["AsyncInferenceConfig"]
         if rec.doc.get("FailureReason"):
             out["FailureReason"] = rec.doc["FailureReason"]
         return out
@@ -259,6 +261,7 @@ class Endpoints:
             EndpointConfigName=config.name,
             ProductionVariants=self._described_variants(config, full, shadow=False),
             ShadowProductionVariants=self._described_variants(config, full, shadow=True) or None,
+            AsyncInferenceConfig=config.doc.get("AsyncInferenceConfig"),
             FailureReason=None,
         )
         self._active[name.lower()] = _deployment(rec)

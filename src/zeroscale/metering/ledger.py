@@ -42,6 +42,7 @@ from zeroscale.store.engine import make_engine
 from zeroscale.store.migrations import Step, add_column, upgrade
 
 FIRST_RESOURCE_AT = "first_resource_at"
+JOURNAL_POSITION = "journal_position"  # how much of the usage journal (journal.py) is in this ledger
 _ID = BigInteger().with_variant(Integer, "sqlite")  # SQLite autoincrements only INTEGER PRIMARY KEY
 
 metadata = MetaData()
@@ -93,8 +94,6 @@ _INVOCATION_COLUMNS = [c.name for c in invocations.columns if c.name != "id"]
 STEPS: list[Step] = [add_column("usage_provisioned", Column("frontend", String(64), nullable=True))]
 
 
-
-
 @dataclass(frozen=True, slots=True)
 class Opened:
     """A variant went live with provisioned concurrency (closing any interval it still had open)."""
@@ -135,10 +134,18 @@ class Ledger:
         records: Sequence[UsageRecord],
         changes: Sequence[Change],
         heartbeat_at: float | None = None,
+        journal_position: str | None = None,
     ) -> None:
         """Append ``records``, apply interval ``changes`` in order (an Opened first closes any open
-        interval of the same variant at its start), and with ``heartbeat_at`` mark open intervals seen."""
+        interval of the same variant at its start), and with ``heartbeat_at`` mark open intervals seen;
+        ``journal_position`` (how far the usage journal is folded in) is committed with them."""
         with self._lock, self._engine.begin() as conn:
+            if journal_position is not None:
+                done = conn.execute(
+                    update(meta).where(meta.c.key == JOURNAL_POSITION).values(value=journal_position)
+                )
+                if not done.rowcount:
+                    conn.execute(insert(meta).values(key=JOURNAL_POSITION, value=journal_position))
             if records:
                 # Plain DB-API executemany of tuples: the writer thread spends a few microseconds a record.
                 conn.exec_driver_sql(self._insert_sql, [_invocation_row(r) for r in records])
@@ -213,6 +220,11 @@ class Ledger:
         with self._lock, self._engine.connect() as conn:
             value = conn.execute(select(meta.c.value).where(meta.c.key == FIRST_RESOURCE_AT)).scalar()
         return None if value is None else float(value)
+
+    def journal_position(self) -> str | None:
+        with self._lock, self._engine.connect() as conn:
+            value = conn.execute(select(meta.c.value).where(meta.c.key == JOURNAL_POSITION)).scalar()
+        return None if value is None else str(value)
 
     def invocations(self, since: float | None = None, until: float | None = None) -> list[UsageRecord]:
         """Records with ``since <= at < until``, in the order they happened."""

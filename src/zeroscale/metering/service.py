@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from zeroscale.events import EventBus
+from zeroscale.metering.journal import Journal
 from zeroscale.metering.ledger import Ledger
 from zeroscale.metering.pricing import PriceTable, load_price_table
 from zeroscale.metering.reports import Report, build_report, report_since
@@ -29,11 +30,17 @@ class Metering:
         enabled: bool = True,
         flush_interval_s: float = 1.0,
         wall: Callable[[], float] = time.time,
+        journal_dir: Path | None = None,
     ) -> None:
         self.ledger = ledger
         self.prices = prices
         self._wall = wall
-        self.sink = MeteringSink(ledger, flush_interval_s=flush_interval_s, wall=wall) if enabled else None
+        journal = Journal(journal_dir) if journal_dir is not None else None
+        self.sink = (
+            MeteringSink(ledger, flush_interval_s=flush_interval_s, wall=wall, journal=journal)
+            if enabled
+            else None
+        )
         self._first_resource_at = ledger.first_resource_at()
 
     @classmethod
@@ -44,9 +51,14 @@ class Metering:
         price_table: Path | None = None,
         enabled: bool = True,
         frontend: str | None = None,
+        journal_dir: Path | None = None,
     ) -> Metering:
-        """Raises ``PriceTableError`` (a ValueError) for a bad price table, before anything starts."""
-        return cls(Ledger(db_url, frontend), load_price_table(price_table), enabled=enabled)
+        """Raises ``PriceTableError`` (a ValueError) for a bad price table, before anything starts.
+        ``frontend``: this front end's id (its provisioned intervals are its own); ``journal_dir``: where the
+        usage journal lives (none: a crash loses the last second of records)."""
+        return cls(
+            Ledger(db_url, frontend), load_price_table(price_table), enabled=enabled, journal_dir=journal_dir
+        )
 
     def attach(self, events: EventBus) -> None:
         if self.sink is not None:

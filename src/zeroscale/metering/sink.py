@@ -1,6 +1,8 @@
-"""The metering sink: fed by the EventBus, it only appends to an in-memory queue on the invoke path; a
-background thread writes what queued to the ledger every ``flush_interval_s`` (or as soon as ``max_batch``
-records wait), and ``close`` writes the rest. A crash loses at most the last interval's records.
+"""The metering sink: fed by the EventBus, on the invoke path it appends each record to the usage journal
+(``journal.py``: one write to the OS, before the response goes out) and to an in-memory queue; a background
+thread writes what queued to the ledger every ``flush_interval_s`` (or as soon as ``max_batch`` records
+wait), with the journal position it reached, and ``close`` writes the rest. After a crash, ``start`` folds
+what the journal holds beyond the ledger's position into the ledger: an answered request is never lost.
 
 Provisioned concurrency is metered from VariantEvents: ``activated`` with ``provisioned > 0`` opens an
 interval, ``deactivated`` closes it; while intervals are open each flush marks them seen, so a crashed
@@ -16,6 +18,7 @@ from collections import deque
 from collections.abc import Callable
 
 from zeroscale.events import InvocationRecord, VariantEvent, WorkerEvent
+from zeroscale.metering.journal import Journal, Position, decode_position, encode_position
 from zeroscale.metering.ledger import Change, Closed, Ledger, Opened
 from zeroscale.metering.pricing import billed_ms
 from zeroscale.metering.records import UsageRecord
@@ -50,13 +53,17 @@ class MeteringSink:
         flush_interval_s: float = 1.0,
         max_batch: int = 5000,
         wall: Callable[[], float] = time.time,
+        journal: Journal | None = None,
     ) -> None:
         self._ledger = ledger
+        self._journal = journal
+        self._journal_failures = 0
         self._interval = flush_interval_s
         self._max_batch = max_batch
         self._wall = wall
         # deque.append and popleft are atomic: the event loop appends, the writer pops, no lock between them.
-        self._pending: deque[InvocationRecord | VariantEvent] = deque()
+        # Invocations with the journal position after each (None without a journal).
+        self._pending: deque[tuple[InvocationRecord, Position | None] | VariantEvent] = deque()
         self._wake = threading.Event()
         self._closing = False
         self._flush_lock = threading.Lock()
@@ -66,8 +73,16 @@ class MeteringSink:
 
     # ---- the Sink protocol: called on the event loop, must not block ----
     def invocation(self, record: InvocationRecord) -> None:
+        position = None
+        if self._journal is not None:
+            try:
+                position = self._journal.append(record)
+            except OSError:  # a full disk: still metered, as before the journal (lost only by a crash)
+                self._journal_failures += 1
+                if self._journal_failures <= 10 or self._journal_failures % 1000 == 0:
+                    log.exception("metering: cannot append to the usage journal")
         pending = self._pending
-        pending.append(record)
+        pending.append((record, position))
         if len(pending) == self._max_batch:
             self._wake.set()
 
@@ -84,6 +99,8 @@ class MeteringSink:
         closed = self._ledger.close_dangling(stale_before=self._wall() - 60.0)
         if closed:
             log.warning("metering: closed %d provisioned interval(s) left open by an unclean stop", closed)
+        if self._journal is not None:
+            self._replay(self._journal)
         self._closing = False
         self._thread = threading.Thread(target=self._run, name="zeroscale-metering", daemon=True)
         self._thread.start()
@@ -96,6 +113,21 @@ class MeteringSink:
             self._thread.join()
             self._thread = None
         self.flush()
+        if self._journal is not None:
+            self._journal.close()
+
+    def _replay(self, journal: Journal) -> None:
+        """Fold what the journal holds beyond the ledger's position (what a crash kept out) into the ledger,
+        with a position at the start of a fresh segment, in one transaction; then delete the old segments."""
+        records, _ = journal.unfolded(decode_position(self._ledger.journal_position()))
+        journal.start()
+        fresh = (journal.segment, journal.offset)
+        usage = [usage_record(r) for r in records]
+        self._ledger.write(usage, [], None, journal_position=encode_position(fresh))
+        journal.committed(fresh)
+        self.written += len(records)
+        if records:
+            log.warning("metering: %d usage record(s) recovered from the journal after a crash", len(records))
 
     @property
     def pending(self) -> int:
@@ -116,7 +148,7 @@ class MeteringSink:
     def flush(self) -> int:
         """Write what is queued (and refresh open intervals); returns the number of invocation records."""
         with self._flush_lock:
-            items: list[InvocationRecord | VariantEvent] = []
+            items: list[tuple[InvocationRecord, Position | None] | VariantEvent] = []
             pop = self._pending.popleft
             try:
                 while True:
@@ -126,9 +158,11 @@ class MeteringSink:
             records: list[UsageRecord] = []
             changes: list[Change] = []
             now_open = set(self._open)
+            position: Position | None = None
             for item in items:
-                if isinstance(item, InvocationRecord):
-                    records.append(usage_record(item))
+                if isinstance(item, tuple):
+                    records.append(usage_record(item[0]))
+                    position = item[1] or position
                     continue
                 key = (item.endpoint, item.variant)
                 if item.kind == "activated" and item.provisioned > 0:
@@ -143,10 +177,14 @@ class MeteringSink:
             if not records and not changes and heartbeat is None:
                 return 0
             try:
-                self._ledger.write(records, changes, heartbeat)
+                self._ledger.write(
+                    records, changes, heartbeat, None if position is None else encode_position(position)
+                )
             except BaseException:
                 self._pending.extendleft(reversed(items))
                 raise
+            if position is not None and self._journal is not None:
+                self._journal.committed(position)
             self._open = now_open
             self.written += len(records)
             return len(records)

@@ -92,8 +92,11 @@ def has_user_code(model_dir: str, env: Mapping[str, str]) -> bool:
     )
 
 
-# Runtimes whose default model_fn leaves a process that is safe to fork (no threads, no connections).
-FORK_SAFE_RUNTIMES = frozenset({"sklearn", "xgboost"})
+# Runtimes whose default model_fn leaves a process that is safe to fork (no threads, no connections):
+# scikit-learn and XGBoost load into plain memory; PyTorch's torch.jit.load runs no operator, so ATen's
+# intra-/inter-op pools do not exist yet (the template pinned torch to one thread before loading, and its
+# replicas inherit that). ONNX Runtime is not: importing it starts a thread.
+FORK_SAFE_RUNTIMES = frozenset({"sklearn", "xgboost", "pytorch"})
 
 
 def forks_loaded_model(runtime: str, model_dir: str, env: Mapping[str, str]) -> bool:

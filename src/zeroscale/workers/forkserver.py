@@ -25,6 +25,7 @@ What forking breaks, and how it is handled here:
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import gc
 import json
@@ -35,6 +36,7 @@ import socket
 import sys
 from typing import Any, NoReturn
 
+from zeroscale.workers import sandbox
 from zeroscale.workers.capture import Captures
 
 # Set before any framework import: one thread per worker, no pools to break across fork().
@@ -48,6 +50,7 @@ THREAD_ENV = {
 }
 
 _PR_SET_PDEATHSIG = 1
+_LANDLOCK_ABI = sandbox.abi_version()
 TEMPLATE_ACCEPT_TIMEOUT_S = 60.0
 
 
@@ -96,6 +99,8 @@ def _child(
         os.environ.clear()
         os.environ.update(req["env"])
         os.chdir(req["model_dir"])
+        if req.get("sandbox") is not None:  # before any of the model's code runs (a pickle is code)
+            sandbox.confine(sandbox.Policy.from_dict(req["sandbox"]), _LANDLOCK_ABI)
         gc.unfreeze()
         if req.get("op") == "template":
             _template(req)
@@ -136,7 +141,8 @@ def _template(req: dict[str, Any]) -> NoReturn:
     listener.settimeout(TEMPLATE_ACCEPT_TIMEOUT_S)
     ctl, _ = listener.accept()
     listener.close()
-    os.unlink(req["ctl_path"])
+    with contextlib.suppress(OSError):  # a confined template may not: the server removes it too
+        os.unlink(req["ctl_path"])
     ctl.settimeout(None)
     serve(req["runtime"], ctl, handler=handler)
     raise SystemExit(0)

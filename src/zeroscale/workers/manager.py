@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import itertools
 import logging
 import os
@@ -23,12 +24,17 @@ from pathlib import Path
 
 from zeroscale.errors import DeployError
 from zeroscale.workers.client import Body, WorkerConnection, WorkerConnectionError, WorkerResponse
+from zeroscale.workers.confinement import Confinement, processes_of
 from zeroscale.workers.forkserver import THREAD_ENV
 from zeroscale.workers.memory import private_bytes, rss_mb, tree_rss_mb
 from zeroscale.workers.process import ProcessLauncher
 from zeroscale.workers.zygotes import Zygote, ZygoteError, tail
 
 log = logging.getLogger("zeroscale.workers")
+TEMPLATE_MIN_OPEN_FILES = 4096
+_RELEASE_TRIES = 20  # passes, 50 ms apart, for a dead worker's killed processes to go
+_EXTRA_EVERY_TICKS = 20  # one pass over /proc a second (at 50 ms) for the workers' other processes
+
 
 @dataclass(frozen=True)
 class WorkerSpec:
@@ -59,6 +65,8 @@ class WorkerHandle:
     exited: asyncio.Event = field(default_factory=asyncio.Event)
     on_exit: Callable[[WorkerHandle], None] | None = None
     port: int = 0  # a process worker's TCP port on 127.0.0.1 (zygote workers use socket_path)
+    scratch: str = ""  # its sandbox's writable directory (removed when it exits)
+    uid: int = 0  # its own uid (what is left with it is killed when it exits)
 
     @property
     def alive(self) -> bool:
@@ -93,6 +101,7 @@ class WorkerManager:
         memory_poll_interval_s: float = 0.05,
         stop_grace_s: float = 30.0,
         sandbox: bool | None = None,  # bring-your-own images: map /opt/ml/model with bwrap (None: if usable)
+        confinement: Confinement | None = None,  # confine every worker (None: run them unconfined)
     ) -> None:
         self._run_dir = run_dir
         self._startup_timeout_s = startup_timeout_s
@@ -106,6 +115,12 @@ class WorkerManager:
         self._ids = itertools.count(1)
         self._watchdog: asyncio.Task[None] | None = None
         self._processes = ProcessLauncher(self._exited, sandbox=sandbox)
+        self._confinement = confinement
+        self._template_scratch: dict[int, str] = {}  # template pid -> its scratch directory
+        self._extra_mb: dict[int, float] = {}  # worker uid -> private MB of its other processes
+        self._releasing: list[tuple[str, int, int]] = []  # (scratch, uid, tries left) of exited workers
+        self._release_timer: asyncio.Handle | None = None
+        self._ticks = 0
 
     # ---- lifecycle ----
     async def open(self) -> None:
@@ -130,6 +145,12 @@ class WorkerManager:
         for zygote in self._zygotes.values():
             await zygote.close()
         self._zygotes.clear()
+        if self._release_timer is not None:
+            self._release_timer.cancel()
+            self._release_timer = None
+        if self._confinement is not None:
+            self._release_now()
+            self._confinement.close()
 
     @property
     def live(self) -> list[WorkerHandle]:
@@ -160,14 +181,22 @@ class WorkerManager:
         handle = WorkerHandle(
             wid, spec, socket_path, spec.log_dir / f"{wid}.log", started_at=time.monotonic()
         )
+        conf = self._confinement
         try:
             if spec.command:
+                policy = None
+                if conf is not None:
+                    handle.scratch, handle.uid = conf.scratch(wid), conf.uid()
+                    policy = conf.image_policy(
+                        spec.model_dir, spec.workdir, spec.env, handle.scratch, handle.uid
+                    )
                 started = await self._processes.start(
                     spec.command,
                     workdir=spec.workdir,
                     model_dir=spec.model_dir,
-                    env=spec.env,
+                    env={**spec.env, "TMPDIR": handle.scratch} if handle.scratch else spec.env,
                     log_path=handle.log_path,
+                    policy=policy,
                 )
                 handle.pid, handle.port = started.pid, started.port
             else:
@@ -176,15 +205,32 @@ class WorkerManager:
                     template if template is not None and live_template else await self._zygote(spec.runtime)
                 )
                 env = {**THREAD_ENV, "PATH": os.environ.get("PATH", ""), **spec.env}
-                request = {
+                request: dict[str, object] = {
                     "model_dir": spec.model_dir,
                     "socket_path": socket_path,
                     "log_path": str(handle.log_path),
                     "env": env,
                 }
+                replica_of = self._template_scratch.get(zygote.pid) if live_template else None
+                if conf is not None:
+                    # A template's replica is already confined: it adds a layer for its own scratch directory
+                    # (inside the template's) and takes its own uid.
+                    handle.scratch = conf.scratch(wid, parent=replica_of)
+                    handle.uid = conf.uid()
+                    policy = conf.policy(
+                        model_dir=spec.model_dir, env=env, scratch=handle.scratch, uid=handle.uid
+                    )
+                    if replica_of is not None:
+                        policy = dataclasses.replace(policy, layer_only=True)
+                    request["sandbox"] = policy.to_dict()
+                    env["TMPDIR"] = handle.scratch
                 handle.pid = await zygote.fork(request)
         except ZygoteError as exc:
+            self._release_sandbox(handle.scratch, handle.uid)
             raise DeployError(str(exc)) from exc
+        except BaseException:
+            self._release_sandbox(handle.scratch, handle.uid)
+            raise
         self._by_pid[handle.pid] = handle
         if handle.pid in self._early_exits:
             self._exited(handle.pid, self._early_exits.pop(handle.pid))
@@ -250,10 +296,28 @@ class WorkerManager:
         spec.log_dir.mkdir(parents=True, exist_ok=True)
         log_path = spec.log_dir / f"template-{tid}.log"
         env = {**THREAD_ENV, "PATH": os.environ.get("PATH", ""), **spec.env}
-        request = {"model_dir": spec.model_dir, "ctl_path": ctl_path, "log_path": str(log_path), "env": env}
+        request: dict[str, object] = {
+            "model_dir": spec.model_dir,
+            "ctl_path": ctl_path,
+            "log_path": str(log_path),
+            "env": env,
+        }
+        scratch = ""
+        conf = self._confinement
+        if conf is not None:
+            # The template keeps root's uid (its replicas each take one of their own), under Landlock.
+            scratch = conf.scratch(f"template-{tid}")
+            env["TMPDIR"] = scratch
+            policy = conf.policy(model_dir=spec.model_dir, env=env, scratch=scratch)
+            # Its fork loop holds a pipe and a log file per replica it runs.
+            policy = dataclasses.replace(policy, nofile=max(policy.nofile, TEMPLATE_MIN_OPEN_FILES))
+            request["sandbox"] = policy.to_dict()
         pid = await zygote.fork(request, op="template")
         if self._early_exits.pop(pid, None) is None:  # its exit may already have been reported
             self._template_pids.add(pid)
+            self._template_scratch[pid] = scratch
+        else:
+            self._release_sandbox(scratch, 0)
         template = Zygote(spec.runtime, log_path, self._exited)
         template.pid = pid
         try:
@@ -275,12 +339,14 @@ class WorkerManager:
     def _exited(self, pid: int, status: int) -> None:
         if pid in self._template_pids:  # a template ended (closed, or its model failed to load)
             self._template_pids.discard(pid)
+            self._release_sandbox(self._template_scratch.pop(pid, ""), 0)
             return
         handle = self._by_pid.pop(pid, None)
         if handle is None:
             self._early_exits[pid] = status
             return
         handle.exit_code = status
+        self._release_sandbox(handle.scratch, handle.uid)
         if handle.conn is not None:
             handle.conn.close()
         handle.exited.set()
@@ -291,6 +357,35 @@ class WorkerManager:
                 handle.on_exit(handle)
             except Exception:  # a bug in the owner must not take down the reader that reports exits
                 log.exception("exit handler of worker %s failed", handle.worker_id)
+
+    def _release_sandbox(self, scratch: str, uid: int) -> None:
+        """Kill what a worker left behind (every process with its uid), then free the uid and remove its
+        scratch directory. Batched: workers that exit together (a scale-in) cost one pass over /proc."""
+        conf = self._confinement
+        if conf is None:
+            return
+        self._extra_mb.pop(uid, None)
+        if not uid:
+            conf.remove_scratch(scratch)
+            return
+        self._releasing.append((scratch, uid, _RELEASE_TRIES))
+        if self._release_timer is None:
+            self._release_timer = asyncio.get_running_loop().call_soon(self._release_now)
+
+    def _release_now(self) -> None:
+        self._release_timer = None
+        conf = self._confinement
+        batch, self._releasing = self._releasing, []
+        if conf is None or not batch:
+            return
+        alive = conf.release({uid for _, uid, _ in batch})
+        for scratch, uid, tries in batch:
+            if uid in alive and tries > 0:  # killed processes take a moment to go
+                self._releasing.append((scratch, uid, tries - 1))
+            else:
+                conf.remove_scratch(scratch)
+        if self._releasing:
+            self._release_timer = asyncio.get_running_loop().call_later(0.05, self._release_now)
 
     async def stop(self, handle: WorkerHandle, *, grace_s: float | None = None) -> None:
         """SIGTERM, then SIGKILL after the grace period (SageMaker's 30 s by default)."""
@@ -334,8 +429,13 @@ class WorkerManager:
     async def _watch_memory(self) -> None:
         while True:
             await asyncio.sleep(self._poll_s)
+            self._ticks += 1
+            if self._ticks % _EXTRA_EVERY_TICKS == 0:
+                self._measure_extra()
             for handle in list(self._by_pid.values()):
                 used_mb = tree_rss_mb(handle.pid) if handle.port else rss_mb(handle.pid)
+                if used_mb is not None and handle.uid and not handle.port:
+                    used_mb += self._extra_mb.get(handle.uid, 0.0)
                 if used_mb is not None:
                     handle.rss_mb = used_mb
                 if used_mb is not None and used_mb > handle.spec.memory_mb:
@@ -345,3 +445,16 @@ class WorkerManager:
                         f"{handle.spec.memory_mb} MB of its MemorySizeInMB, and was stopped",
                         kind="memory_killed",
                     )
+
+    def _measure_extra(self) -> None:
+        """What confined forked workers' other processes (children, orphans: anything with the worker's uid)
+        hold privately, in MB; counted against the worker's MemorySizeInMB until the next pass."""
+        owners = {h.uid: h.pid for h in self._by_pid.values() if h.uid and not h.port}
+        if not owners:
+            self._extra_mb.clear()
+            return
+        found = processes_of(set(owners))
+        self._extra_mb = {
+            uid: sum(private_bytes(p) for p in pids if p != owners[uid]) / (1024 * 1024)
+            for uid, pids in found.items()
+        }

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -35,7 +36,9 @@ from pathlib import Path
 
 from zeroscale.background import Background
 from zeroscale.errors import DeployError
+from zeroscale.workers import sandbox
 from zeroscale.workers.capture import LoopCapture
+from zeroscale.workers.sandbox import Policy
 
 ExitCallback = Callable[[int, int], None]  # (pid, exit code or -signal)
 
@@ -94,6 +97,7 @@ class ProcessLauncher:
         model_dir: str,
         env: Mapping[str, str],
         log_path: Path,
+        policy: Policy | None = None,
     ) -> StartedProcess:
         """Start ``command serve``; returns once the process exists (readiness is the caller's /ping).
 
@@ -108,12 +112,25 @@ class ProcessLauncher:
         full_env[SAFE_PORT_RANGE_ENV] = f"{ports[1]}-{ports[-1]}"
         full_env[MODEL_DIR_ENV] = CONTAINER_MODEL_DIR if bwrap else model_dir
         argv = [*command, SERVE_ARG]
+        if policy is not None:  # confined by sandbox.py run as a script (only the standard library)
+            policy = dataclasses.replace(policy, bind_ports=tuple(ports))
+            shim = [
+                sys.executable,
+                "-I",
+                "-S",
+                sandbox.__file__,
+                str(0 if bwrap else os.getpid()),
+                sandbox.encode(policy),
+            ]
+        else:
+            shim = [sys.executable, "-I", "-S", "-c", _SHIM, str(os.getpid())]
         info_r = info_w = -1
         if bwrap:
             info_r, info_w = os.pipe()
-            args = [*bwrap_args(bwrap, model_dir, workdir), "--info-fd", str(info_w), "--", *argv]
+            inner = [*shim, *argv] if policy is not None else argv
+            args = [*bwrap_args(bwrap, model_dir, workdir), "--info-fd", str(info_w), "--", *inner]
         else:
-            args = [sys.executable, "-I", "-S", "-c", _SHIM, str(os.getpid()), *argv]
+            args = [*shim, *argv]
         capture = LoopCapture(str(log_path))
         try:
             proc = await asyncio.create_subprocess_exec(

@@ -53,6 +53,8 @@ class Zygote:
         while True:
             try:
                 reader, self._writer = await asyncio.open_unix_connection(path)
+                with contextlib.suppress(OSError):
+                    os.unlink(path)  # connected: nobody else may
                 break
             except (FileNotFoundError, ConnectionRefusedError):
                 if gone() or loop.time() > deadline:

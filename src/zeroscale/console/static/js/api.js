@@ -144,3 +144,30 @@ export async function invoke(endpointName, body, contentType, accept, targetVari
     roundTripMs,
   };
 }
+
+// InvokeEndpointAsync through the session: the parameters travel as the runtime's X-Amzn-SageMaker-* headers.
+// Resolves with {InferenceId, OutputLocation, FailureLocation}; a refusal throws an ApiError.
+export async function invokeAsync(endpointName, { inputLocation, contentType, accept, inferenceId, timeoutSeconds }) {
+  const headers = { "X-Amzn-SageMaker-InputLocation": inputLocation };
+  if (contentType) headers["X-Amzn-SageMaker-Content-Type"] = contentType;
+  if (accept) headers["X-Amzn-SageMaker-Accept"] = accept;
+  if (inferenceId) headers["X-Amzn-SageMaker-Inference-Id"] = inferenceId;
+  if (timeoutSeconds) headers["X-Amzn-SageMaker-InvocationTimeoutSeconds"] = String(timeoutSeconds);
+  const resp = await request("POST", `invoke-async/${encodeURIComponent(endpointName)}`, { headers, raw: true });
+  const text = await resp.text();
+  let doc = {};
+  try {
+    doc = text ? JSON.parse(text) : {};
+  } catch {
+    doc = { message: text };
+  }
+  if (!resp.ok) {
+    const code = (resp.headers.get("x-amzn-errortype") || "").replace(/:$/, "") || doc.__type;
+    throw new ApiError(resp.status, code, doc.message || doc.Message, doc);
+  }
+  return {
+    InferenceId: doc.InferenceId,
+    OutputLocation: resp.headers.get("x-amzn-sagemaker-outputlocation") || "",
+    FailureLocation: resp.headers.get("x-amzn-sagemaker-failurelocation") || "",
+  };
+}

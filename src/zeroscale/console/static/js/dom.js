@@ -68,6 +68,13 @@ const STATUS_CLASS = {
   Failed: "bad",
   OutOfService: "bad",
   UpdateRollbackFailed: "bad",
+  // transform jobs and asynchronous requests
+  InProgress: "busy",
+  Stopping: "busy",
+  Completed: "ok",
+  Stopped: "plain",
+  Queued: "busy",
+  Running: "busy",
 };
 
 export function statusBadge(status) {

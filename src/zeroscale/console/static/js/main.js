@@ -7,6 +7,7 @@ import { endpointPages } from "./pages/endpoints.js";
 import { modelPages } from "./pages/models.js";
 import { signInPage } from "./pages/signin.js";
 import { navigate, setRenderer } from "./nav.js";
+import { transformPages } from "./pages/transforms.js";
 import { usagePage } from "./pages/usage.js";
 
 const main = document.getElementById("main");
@@ -23,6 +24,9 @@ const routes = [
   [/^\/console\/endpoints\/?$/, () => endpointPages.list()],
   [/^\/console\/endpoints\/create$/, () => endpointPages.create()],
   [/^\/console\/endpoints\/([^/]+)$/, (name) => endpointPage(name)],
+  [/^\/console\/transform-jobs\/?$/, () => transformPages.list()],
+  [/^\/console\/transform-jobs\/create$/, () => transformPages.create()],
+  [/^\/console\/transform-jobs\/([^/]+)$/, (name) => transformPages.view(name)],
   [/^\/console\/usage\/?$/, () => usagePage()],
 ];
 

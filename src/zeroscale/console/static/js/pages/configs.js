@@ -131,6 +131,49 @@ function variantEditor(index, models, onRemove) {
   return { node, value };
 }
 
+// AsyncInferenceConfig: off unless asked; the server checks the values (control/async_config.py).
+function asyncEditor() {
+  const enabled = h("input", { type: "checkbox", id: uid("async") });
+  enabled.setAttribute("aria-describedby", `${enabled.id}-hint`);
+  const output = h("input", { spellcheck: "false", placeholder: "s3://bucket/prefix" });
+  const failure = h("input", { spellcheck: "false", placeholder: "s3://bucket/prefix" });
+  const success = h("input", { spellcheck: "false", placeholder: "arn:aws:sns:..." });
+  const errorTopic = h("input", { spellcheck: "false", placeholder: "arn:aws:sns:..." });
+  const perInstance = h("input", { type: "number", min: "1", max: "1000", step: "1", placeholder: "1" });
+  const box = h(
+    "div",
+    { class: "subfields", hidden: true },
+    field("S3 output path", output, "Where each result is written, as <S3 output path>/<InferenceId>.out."),
+    field("S3 failure path - optional", failure, "Where each failure is written (<InferenceId>-error.out); beside the output when empty."),
+    field("Success notification topic - optional", success, "SNS topic ARN told of each completed request."),
+    field("Error notification topic - optional", errorTopic, "SNS topic ARN told of each failed request."),
+    field("Max concurrent invocations per instance - optional", perInstance, "Requests each worker runs at once (default 1)."),
+  );
+  enabled.addEventListener("change", () => {
+    box.hidden = !enabled.checked;
+  });
+  const node = h(
+    "div",
+    {},
+    h("div", { class: "choice" }, enabled, h("label", { for: enabled.id }, "Asynchronous invocation")),
+    h("p", { class: "hint", id: `${enabled.id}-hint` }, "Requests name an S3 input with InvokeEndpointAsync; results go to S3, with optional notifications."),
+    box,
+  );
+  const value = () => {
+    if (!enabled.checked) return undefined;
+    const out = { S3OutputPath: output.value.trim() };
+    if (failure.value.trim()) out.S3FailurePath = failure.value.trim();
+    const notify = {};
+    if (success.value.trim()) notify.SuccessTopic = success.value.trim();
+    if (errorTopic.value.trim()) notify.ErrorTopic = errorTopic.value.trim();
+    if (Object.keys(notify).length) out.NotificationConfig = notify;
+    const config = { OutputConfig: out };
+    if (perInstance.value !== "") config.ClientConfig = { MaxConcurrentInvocationsPerInstance: Number(perInstance.value) };
+    return config;
+  };
+  return { node, value };
+}
+
 function create() {
   const error = errorBox();
   const name = h("input", { required: true, maxlength: "63", spellcheck: "false" });
@@ -159,6 +202,7 @@ function create() {
       addButton.disabled = false;
     })
     .catch((err) => variantsBox.replaceChildren(errorBox(err)));
+  const asyncConfig = asyncEditor();
   const submit = h("button", { type: "submit", class: "primary" }, "Create endpoint configuration");
   const form = h(
     "form",
@@ -168,6 +212,8 @@ function create() {
         event.preventDefault();
         showError(error, null);
         const params = { EndpointConfigName: name.value.trim(), ProductionVariants: editors.map((e) => e.value()) };
+        const asyncValue = asyncConfig.value();
+        if (asyncValue) params.AsyncInferenceConfig = asyncValue;
         if (idle.value !== "") params.Tags = [{ Key: "zeroscale:idle-timeout-s", Value: String(idle.value) }];
         await submitting(submit, error, async () => {
           await sagemaker("CreateEndpointConfig", params);
@@ -182,6 +228,7 @@ function create() {
       field("Idle timeout in seconds - optional", idle, "How long an idle serverless worker stays warm (tag zeroscale:idle-timeout-s)."),
     ),
     section("Production variants", variantsBox, addButton),
+    section("Async invocation config", asyncConfig.node),
     h("datalist", { id: "instance-types" }, INSTANCE_SUGGESTIONS.map((t) => option(t))),
     h("div", { class: "actions" }, link("/console/endpoint-configs", "Cancel", { class: "button secondary" }), submit),
   );
@@ -214,6 +261,23 @@ export function variantColumns() {
   ];
 }
 
+export function asyncDetails(config) {
+  const out = config.OutputConfig || {};
+  const notify = out.NotificationConfig || {};
+  return details([
+    ["S3 output path", h("code", {}, out.S3OutputPath)],
+    ["S3 failure path", out.S3FailurePath ? h("code", {}, out.S3FailurePath) : "beside the output"],
+    ["Success notification topic", notify.SuccessTopic ? h("code", {}, notify.SuccessTopic) : undefined],
+    ["Error notification topic", notify.ErrorTopic ? h("code", {}, notify.ErrorTopic) : undefined],
+    ["Include inference response in", (notify.IncludeInferenceResponseIn || []).join(", ")],
+    ["Max concurrent invocations per instance", String(config.ClientConfig?.MaxConcurrentInvocationsPerInstance ?? 1)],
+  ]);
+}
+
+function asyncSection(config) {
+  return section("Async invocation config", asyncDetails(config));
+}
+
 function view(configName) {
   const body = h("div", {}, h("p", { class: "muted" }, "Loading…"));
   const error = errorBox();
@@ -242,6 +306,7 @@ function view(configName) {
           ]),
         ),
         section("Production variants", table(variantColumns(), c.ProductionVariants || [])),
+        ...(c.AsyncInferenceConfig ? [asyncSection(c.AsyncInferenceConfig)] : []),
       );
     })
     .catch((err) => body.replaceChildren(errorBox(err)));

@@ -21,6 +21,7 @@ import {
 } from "../dom.js";
 import { logsPanel } from "../logs.js";
 import { navigate } from "../nav.js";
+import { asyncPanel } from "./asyncpanel.js";
 import { costLine, usageColumns } from "./usage.js";
 
 const FAST_MS = 1000;
@@ -229,9 +230,40 @@ export function endpointPage(endpointName) {
   let timer = null;
   let stopped = false;
   let deleting = false;
+  let configShown = null;
+  const asyncView = asyncPanel(endpointName);
+  const testSection = section("Test inference");
+  const asyncSection = section("Asynchronous inference");
+  asyncSection.hidden = true;
+
+  // An asynchronous endpoint takes InvokeEndpointAsync only: its section replaces the test panel.
+  const showMode = async (configName) => {
+    if (configName === configShown) return;
+    configShown = configName;
+    let asyncConfig = null;
+    try {
+      const c = await sagemaker("DescribeEndpointConfig", { EndpointConfigName: configName });
+      asyncConfig = c.AsyncInferenceConfig || null;
+    } catch {
+      asyncConfig = null; // the configuration was deleted since: keep the test panel
+    }
+    if (stopped || configName !== configShown) return;
+    asyncSection.hidden = !asyncConfig;
+    testSection.hidden = Boolean(asyncConfig);
+    // only one of the two forms is in the page, so their fields' labels stay unique
+    if (asyncConfig) {
+      asyncView.setConfig(asyncConfig);
+      test.remove();
+      asyncSection.append(asyncView.node);
+    } else {
+      asyncView.node.remove();
+      testSection.append(test);
+    }
+  };
 
   const render = (desc) => {
     last = desc;
+    showMode(desc.EndpointConfigName);
     status.replaceChildren(statusBadge(desc.EndpointStatus));
     settings.replaceChildren(
       details([
@@ -336,6 +368,7 @@ export function endpointPage(endpointName) {
       followUps.push(setTimeout(metrics.refresh, 250), setTimeout(usage.refresh, 1500));
     },
   );
+  testSection.append(test);
   poll();
   loadConfigs();
   const usageTimer = setInterval(usage.refresh, 15000);
@@ -354,7 +387,8 @@ export function endpointPage(endpointName) {
       updateForm,
     ),
     section("Production variants", variantsBox),
-    section("Test inference", test),
+    testSection,
+    asyncSection,
     section("Metrics", metrics.node),
     section("Logs", logsView.node),
     section("Usage and cost", usage.node),
@@ -368,6 +402,7 @@ export function endpointPage(endpointName) {
       followUps.forEach(clearTimeout);
       metrics.cleanup();
       logsView.cleanup();
+      asyncView.cleanup();
     },
   };
 }

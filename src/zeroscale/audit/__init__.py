@@ -1,0 +1,1 @@
+"""The audit trail: every control-plane call, CloudTrail-like (``zeroscale audit``)."""

@@ -1,0 +1,164 @@
+"""IAM users, their access keys (secrets sealed by ``secrets.SecretBox``) and inline policies: tables on
+the store's database URL, mirrored in memory so checking a request reads no database."""
+
+from __future__ import annotations
+
+import secrets
+import string
+import threading
+import time
+from dataclasses import dataclass, field
+
+from sqlalchemy import Column, Double, MetaData, String, Table, Text, delete, insert, select, update
+
+from zeroscale.iam.policy import Statement, parse
+from zeroscale.iam.secrets import SecretBox
+from zeroscale.store.engine import make_engine
+from zeroscale.store.migrations import upgrade
+
+metadata = MetaData()
+users = Table(
+    "iam_users",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("user_id", String(32), nullable=False),
+    Column("path", String(512), nullable=False),
+    Column("created_at", Double, nullable=False),
+)
+keys = Table(
+    "iam_access_keys",
+    metadata,
+    Column("access_key_id", String(32), primary_key=True),
+    Column("user_name", String(64), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("sealed_secret", String(255), nullable=False),
+    Column("created_at", Double, nullable=False),
+)
+policies = Table(
+    "iam_user_policies",
+    metadata,
+    Column("user_name", String(64), primary_key=True),
+    Column("policy_name", String(128), primary_key=True),
+    Column("document", Text, nullable=False),
+)
+
+MAX_KEYS_PER_USER = 2
+_ALPHABET = string.ascii_uppercase + string.digits
+
+
+@dataclass
+class User:
+    name: str
+    user_id: str
+    path: str
+    created_at: float
+    policies: dict[str, str] = field(default_factory=dict)  # name -> document
+    compiled: list[Statement] = field(default_factory=list)
+
+
+@dataclass
+class AccessKey:
+    access_key_id: str
+    user_name: str
+    status: str
+    secret: str  # in memory only
+    created_at: float
+
+
+class IamStore:
+    """Thread-safe; each write is one transaction, then the in-memory mirror."""
+
+    def __init__(self, db_url: str, box: SecretBox) -> None:
+        self._engine = make_engine(db_url)
+        self._box = box
+        self._lock = threading.Lock()
+        upgrade(self._engine, "iam", metadata)
+        self.users: dict[str, User] = {}
+        self.keys: dict[str, AccessKey] = {}
+        with self._engine.connect() as conn:
+            for row in conn.execute(select(users)).mappings():
+                self.users[row["name"]] = User(row["name"], row["user_id"], row["path"], row["created_at"])
+            for row in conn.execute(select(policies)).mappings():
+                user = self.users.get(row["user_name"])
+                if user is not None:
+                    user.policies[row["policy_name"]] = row["document"]
+            for row in conn.execute(select(keys)).mappings():
+                self.keys[row["access_key_id"]] = AccessKey(
+                    row["access_key_id"],
+                    row["user_name"],
+                    row["status"],
+                    box.open(row["sealed_secret"]),
+                    row["created_at"],
+                )
+        for user in self.users.values():
+            user.compiled = [st for doc in user.policies.values() for st in parse(doc)]
+
+    # ---- users ----
+    def create_user(self, name: str, path: str) -> User:
+        user = User(name, "AIDA" + "".join(secrets.choice(_ALPHABET) for _ in range(17)), path, time.time())
+        with self._lock, self._engine.begin() as conn:
+            conn.execute(
+                insert(users).values(name=name, user_id=user.user_id, path=path, created_at=user.created_at)
+            )
+            self.users[name] = user
+        return user
+
+    def delete_user(self, name: str) -> None:
+        with self._lock, self._engine.begin() as conn:
+            conn.execute(delete(users).where(users.c.name == name))
+            self.users.pop(name, None)
+
+    # ---- access keys ----
+    def create_key(self, user_name: str) -> AccessKey:
+        akid = "AKIA" + "".join(secrets.choice(_ALPHABET) for _ in range(16))
+        secret = secrets.token_urlsafe(30)[:40]
+        key = AccessKey(akid, user_name, "Active", secret, time.time())
+        with self._lock, self._engine.begin() as conn:
+            conn.execute(
+                insert(keys).values(
+                    access_key_id=akid,
+                    user_name=user_name,
+                    status="Active",
+                    sealed_secret=self._box.seal(secret),
+                    created_at=key.created_at,
+                )
+            )
+            self.keys[akid] = key
+        return key
+
+    def user_keys(self, user_name: str) -> list[AccessKey]:
+        return sorted((k for k in self.keys.values() if k.user_name == user_name), key=lambda k: k.created_at)
+
+    def set_key_status(self, akid: str, status: str) -> None:
+        with self._lock, self._engine.begin() as conn:
+            conn.execute(update(keys).where(keys.c.access_key_id == akid).values(status=status))
+            self.keys[akid].status = status
+
+    def delete_key(self, akid: str) -> None:
+        with self._lock, self._engine.begin() as conn:
+            conn.execute(delete(keys).where(keys.c.access_key_id == akid))
+            self.keys.pop(akid, None)
+
+    # ---- inline policies ----
+    def put_policy(self, user: User, name: str, document: str) -> None:
+        compiled = parse(document)  # raises MalformedPolicyDocument before anything is stored
+        del compiled
+        with self._lock, self._engine.begin() as conn:
+            where = (policies.c.user_name == user.name) & (policies.c.policy_name == name)
+            if conn.execute(update(policies).where(where).values(document=document)).rowcount == 0:
+                conn.execute(
+                    insert(policies).values(user_name=user.name, policy_name=name, document=document)
+                )
+            user.policies[name] = document
+            user.compiled = [st for doc in user.policies.values() for st in parse(doc)]
+
+    def delete_policy(self, user: User, name: str) -> None:
+        with self._lock, self._engine.begin() as conn:
+            conn.execute(
+                delete(policies).where((policies.c.user_name == user.name) & (policies.c.policy_name == name))
+            )
+            user.policies.pop(name, None)
+            user.compiled = [st for doc in user.policies.values() for st in parse(doc)]
+
+    def close(self) -> None:
+        self._engine.dispose()

@@ -1,0 +1,206 @@
+"""The server's side of worker sandboxing: what each worker may touch (a ``sandbox.Policy``), its scratch
+directory, and its uid.
+
+- Files: a worker reads its model directory, its code directory and requirements environment when they lie
+  elsewhere, the Python it runs on and its libraries, and the system's shared libraries; it writes only
+  ``<workers dir>/scratch/<worker id>`` (its ``TMPDIR``, removed when it exits) and creates only its own
+  Unix socket. Nothing else of the data directory (database, credentials, other artifacts, logs) is
+  readable.
+- Network: a forked worker gets an empty network namespace (it listens on a Unix socket); an image's server
+  may bind only its ports. Neither connects anywhere unless ``outbound`` is set.
+- Processes: a root server gives each worker a uid of its own (from a random block of ``_UIDS``), so
+  ``RLIMIT_NPROC`` caps the worker's tasks at ``max_processes`` (the kernel never applies it to root), and
+  everything left with that uid is killed when the worker exits. A server that is not root relies on
+  ``RLIMIT_NPROC`` in a user namespace of the worker's own. (A pids cgroup per worker was tried first:
+  joining one costs 10-15 ms, an RCU grace period, on every isolated cold start.)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import itertools
+import logging
+import os
+import random
+import shutil
+import signal
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from zeroscale.runtimes.usercode import PYTHONPATH, code_dir
+from zeroscale.workers import sandbox
+from zeroscale.workers.sandbox import HostSupport, Policy
+
+log = logging.getLogger("zeroscale.sandbox")
+
+_UIDS = 100_000  # uids per server: a random block of them above 10^9, away from real users
+CONTAINER_MODEL_DIR = "/opt/ml/model"
+IMAGE_MIN_PROCESSES = 256  # an image's server may run a process manager and workers of its own
+
+
+@dataclass(frozen=True)
+class SandboxSettings:
+    data_dir: Path  # nothing in it is readable but the worker's own model, code and environment
+    outbound: bool = False  # workers may open connections (and share the host's network)
+    max_processes: int = sandbox.DEFAULT_NPROC  # tasks (processes and threads) per worker
+    max_open_files: int = sandbox.DEFAULT_NOFILE
+    writable: tuple[Path, ...] = ()  # directories every worker may also write
+
+
+class Confinement:
+    def __init__(self, settings: SandboxSettings, run_dir: Path) -> None:
+        self.settings = settings
+        self._run_dir = run_dir
+        self._scratch = run_dir / "scratch"
+        self.support: HostSupport = sandbox.probe()
+        self._python = sandbox.python_read_roots(settings.data_dir)
+        self._uid_base = 1_000_000_000 + random.randrange(0, 20_000) * _UIDS
+        self._uid_seq = itertools.count()
+        self._uids_in_use: set[int] = set()
+        net = () if not settings.outbound else sandbox.NETWORK_READ
+        self._system = (*self._python, *sandbox.SYSTEM_READ, *net)
+        self._shared: list[str] = []
+        self._refused: list[str] = []
+        for path in settings.writable:
+            ok = path.is_dir() and not sandbox.inside(str(settings.data_dir), path)
+            (self._shared if ok else self._refused).append(str(path.resolve()) if ok else str(path))
+
+    def announce(self) -> list[str]:
+        """Lines for the start banner and log: what is enforced here, loudly what is not."""
+        s = self.support
+        limit = "a uid per worker, RLIMIT_NPROC" if os.geteuid() == 0 else "RLIMIT_NPROC in a user namespace"
+        lines = [
+            f"sandbox: Landlock ABI {s.landlock_abi}, "
+            f"processes: {limit} <= {self.settings.max_processes}, "
+            f"open files <= {self.settings.max_open_files}, outbound network "
+            f"{'allowed' if self.settings.outbound else 'refused'}"
+        ]
+        for problem in s.problems:
+            lines.append(f"WARNING: sandbox incomplete on this host: {problem}")
+        for path in self._refused:
+            lines.append(f"WARNING: workers may not write {path} (missing, or it holds the data directory)")
+        for root in self._system:
+            if sandbox.inside(str(self.settings.data_dir), Path(root)):
+                lines.append(f"WARNING: the data directory is inside {root}, which workers may read")
+        return lines
+
+    # ---- per worker ----
+    def scratch(self, worker_id: str, parent: str | None = None) -> str:
+        """A fresh scratch directory (inside a template's, for its replicas)."""
+        base = Path(parent) if parent else self._scratch
+        path = base / worker_id
+        path.mkdir(parents=True, exist_ok=True)
+        os.chmod(path, 0o700)
+        return str(path)
+
+    def remove_scratch(self, path: str) -> None:
+        if path:
+            shutil.rmtree(path, ignore_errors=True)
+
+    def policy(
+        self,
+        *,
+        model_dir: str,
+        env: Mapping[str, str],
+        scratch: str,
+        extra_read: tuple[str, ...] = (),
+        bind_ports: tuple[int, ...] = (),
+        unix_sockets: bool = True,
+        net_ns: bool = True,
+        uid: int = 0,
+    ) -> Policy:
+        read = [*self._system, model_dir, *extra_read]
+        for candidate in (str(code_dir(model_dir, env)), env.get(PYTHONPATH, "").strip()):
+            if candidate and self._readable_code(candidate):
+                read.append(candidate)
+        return Policy(
+            read=tuple(read),
+            write=(scratch, *self._shared),
+            sockets=(str(self._run_dir),) if unix_sockets else (),
+            bind_ports=bind_ports,
+            outbound=self.settings.outbound,
+            nproc=self.settings.max_processes,
+            nofile=self.settings.max_open_files,
+            net_ns=net_ns and not self.settings.outbound and self.support.user_ns,
+            uid=uid,
+            landlock=self.support.landlock_abi > 0,
+        )
+
+    def image_policy(
+        self, model_dir: str, workdir: str, env: Mapping[str, str], scratch: str, uid: int
+    ) -> Policy:
+        """A bring-your-own image's server: its image (and the host's programs), the model (also at
+        /opt/ml/model under bwrap), its scratch; binds only the ports it is given (added by the launcher)."""
+        images = self.settings.data_dir / "images"
+        image = Path(workdir)
+        if sandbox.inside(workdir, images):  # <images>/<name>/<tag>/<sha256>/...: the whole image
+            rel = Path(os.path.realpath(workdir)).relative_to(os.path.realpath(images))
+            image = Path(os.path.realpath(images)).joinpath(*rel.parts[:3])
+        policy = self.policy(
+            model_dir=model_dir,
+            env=env,
+            scratch=scratch,
+            extra_read=(str(image), CONTAINER_MODEL_DIR),
+            unix_sockets=False,
+            net_ns=False,
+            uid=uid,
+        )
+        return dataclasses.replace(policy, nproc=max(policy.nproc, IMAGE_MIN_PROCESSES))
+
+    def _readable_code(self, path: str) -> bool:
+        """A code directory or requirements environment outside the model is granted only where deploy
+        prepares them (an extracted sourcedir in the artifact cache, a pip target in pyenvs): the model's
+        Environment names these paths, and a user could name /etc or the data directory."""
+        data = self.settings.data_dir
+        if not os.path.isdir(path):
+            return False
+        return any(
+            sandbox.inside(path, data / sub) and not sandbox.inside(str(data / sub), Path(path))
+            for sub in ("artifacts", "pyenvs")
+        )
+
+    # ---- worker uids ----
+    def uid(self) -> int:
+        """A uid for one worker (0 where the server is not root: it cannot give one)."""
+        if os.geteuid() != 0:
+            return 0
+        for _ in range(_UIDS):
+            uid = self._uid_base + next(self._uid_seq) % _UIDS
+            if uid not in self._uids_in_use:
+                self._uids_in_use.add(uid)
+                return uid
+        raise RuntimeError("no free worker uid")
+
+    def release(self, uids: set[int]) -> set[int]:
+        """Kill every process left with one of ``uids`` (what those workers started; nothing else has their
+        uids), in one pass over /proc. Returns the uids that still had processes; the others may be handed
+        out again."""
+        found = processes_of(uids - {0})
+        for pids in found.values():
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+        self._uids_in_use -= uids - set(found)
+        return set(found)
+
+    def close(self) -> None:
+        self.release(set(self._uids_in_use))
+
+
+def processes_of(uids: set[int]) -> dict[int, list[int]]:
+    """The pids of the processes owned by each of ``uids`` (one pass over /proc; a confined worker is
+    dumpable, so its /proc/<pid> belongs to its uid)."""
+    found: dict[int, list[int]] = {}
+    with os.scandir("/proc") as entries:
+        for entry in entries:
+            if not entry.name.isdigit():
+                continue
+            try:
+                owner = entry.stat().st_uid
+            except OSError:
+                continue
+            if owner in uids:
+                found.setdefault(owner, []).append(int(entry.name))
+    return found

@@ -1,0 +1,439 @@
+"""Confine a worker after it is forked (or before a bring-your-own image's server is exec'd).
+
+What a confined worker gets, all from the kernel with no root and no helper process:
+
+- Landlock (filesystem, TCP and scope rules; ``landlock_*`` syscalls 444-446 through ctypes): it reads only
+  the ``read`` roots (its model and code, its requirements environment, the Python it runs on and its
+  libraries, the system's shared libraries and a few files of /etc), writes only its scratch directory,
+  creates sockets only where told; binds TCP only on its own ports and connects nowhere (unless outbound
+  access is allowed); cannot signal processes outside its sandbox or reach abstract Unix sockets (ABI 6).
+  Everything else, the server's database and credentials, other models' artifacts, ``/etc/shadow``, is
+  refused with EACCES, whatever the worker's uid.
+- A uid of its own (a root server gives each worker one): the kernel counts a uid's processes and enforces
+  ``RLIMIT_NPROC`` on them (a fork bomb gets EAGAIN), which it never does for root; the worker keeps only
+  the capabilities to read and write files whatever their mode (Landlock decides which files), no others
+  (no signalling other uids, no setuid back). Every process the worker starts has its uid, which is how the
+  server finds and kills them when it exits. A server that is not root gives a worker a user namespace of
+  its own instead, where ``RLIMIT_NPROC`` counts its processes only.
+- Without outbound access, an empty network namespace (no interface but a down loopback: no UDP or TCP
+  anywhere; a forked worker listens on a Unix socket).
+- ``RLIMIT_NOFILE``; ``no_new_privs``.
+
+``confine`` runs in the child, after ``fork`` and before any of the model's code (a pickle is code). A
+layer's rules can only narrow what the layers before allowed: a template (a process that loaded a model and
+forks replicas of it) is confined once, and each replica adds a layer of its own (its scratch directory).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import resource
+import signal
+import sys
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+# ---- Landlock's ABI (include/uapi/linux/landlock.h) ----
+_SYS_CREATE_RULESET, _SYS_ADD_RULE, _SYS_RESTRICT_SELF = 444, 445, 446
+_CREATE_RULESET_VERSION = 1
+_RULE_PATH_BENEATH, _RULE_NET_PORT = 1, 2
+_PR_SET_NO_NEW_PRIVS = 38
+
+FS_EXECUTE = 1 << 0
+FS_WRITE_FILE = 1 << 1
+FS_READ_FILE = 1 << 2
+FS_READ_DIR = 1 << 3
+FS_REMOVE_DIR = 1 << 4
+FS_REMOVE_FILE = 1 << 5
+FS_MAKE_CHAR = 1 << 6
+FS_MAKE_DIR = 1 << 7
+FS_MAKE_REG = 1 << 8
+FS_MAKE_SOCK = 1 << 9
+FS_MAKE_FIFO = 1 << 10
+FS_MAKE_BLOCK = 1 << 11
+FS_MAKE_SYM = 1 << 12
+FS_REFER = 1 << 13  # ABI 2
+FS_TRUNCATE = 1 << 14  # ABI 3
+NET_BIND_TCP = 1 << 0  # ABI 4
+NET_CONNECT_TCP = 1 << 1
+SCOPE_ABSTRACT_UNIX_SOCKET = 1 << 0  # ABI 6
+SCOPE_SIGNAL = 1 << 1
+
+_FS_ABI1 = (1 << 13) - 1
+_READ = FS_EXECUTE | FS_READ_FILE | FS_READ_DIR
+_FILE_RIGHTS = FS_EXECUTE | FS_WRITE_FILE | FS_READ_FILE | FS_TRUNCATE  # the rights a rule on a file may hold
+_WRITE = _FS_ABI1 & ~(FS_MAKE_CHAR | FS_MAKE_BLOCK) | FS_REFER | FS_TRUNCATE
+
+_CLONE_NEWUSER = 0x10000000
+_CLONE_NEWNET = 0x40000000
+
+# Files outside the read roots that a Python worker (and the shared libraries it loads) reads.
+SYSTEM_READ = (
+    "/usr",
+    "/lib",
+    "/lib64",
+    "/lib32",
+    "/bin",
+    "/sbin",
+    "/etc/ld.so.cache",
+    "/etc/ld.so.conf",
+    "/etc/ld.so.conf.d",
+    "/etc/localtime",
+    "/etc/timezone",
+    "/etc/mime.types",
+    "/etc/passwd",
+    "/etc/group",
+    "/etc/nsswitch.conf",
+    "/etc/ssl",
+    "/etc/ca-certificates",
+    "/etc/pki",
+    # Its own /proc/<pid> only (the rule is made by the child, where /proc/self resolves to it): other
+    # processes' environ, maps and fds are not readable.
+    "/proc/self",
+    "/proc/cpuinfo",
+    "/proc/meminfo",
+    "/proc/stat",
+    "/proc/loadavg",
+    "/proc/filesystems",
+    "/proc/sys",
+    "/sys/devices/system/cpu",
+    "/sys/fs/cgroup",
+)
+NETWORK_READ = ("/etc/hosts", "/etc/resolv.conf", "/etc/host.conf", "/etc/gai.conf", "/etc/services")
+DEVICES = ("/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom")
+
+DEFAULT_NPROC = 64  # processes and threads of one worker
+DEFAULT_NOFILE = 1024
+
+
+class SandboxError(Exception):
+    """The confinement could not be applied (the worker must not run unconfined)."""
+
+
+@dataclass(frozen=True)
+class Policy:
+    read: tuple[str, ...] = ()  # read (and execute) beneath these paths
+    write: tuple[str, ...] = ()  # everything beneath these (the scratch directory)
+    sockets: tuple[str, ...] = ()  # may create Unix sockets in these directories
+    devices: tuple[str, ...] = DEVICES  # read and write these files
+    bind_ports: tuple[int, ...] = ()  # TCP ports it may bind
+    outbound: bool = False  # connect anywhere (else: no TCP connect, and no network namespace shared)
+    nproc: int = DEFAULT_NPROC  # 0: no process limit (and no user namespace)
+    nofile: int = DEFAULT_NOFILE
+    net_ns: bool = False  # an empty network namespace
+    uid: int = 0  # become this uid (and gid), keeping only CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH
+    layer_only: bool = False  # a replica of a confined template: add a Landlock layer, nothing else
+    landlock: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Policy:
+        fields: dict[str, Any] = {}
+        for key, value in data.items():
+            fields[key] = tuple(value) if isinstance(value, list) else value
+        return cls(**fields)
+
+
+# ---- probing (the server's side) ----
+def _syscall() -> Any:
+    return ctypes.CDLL(None, use_errno=True).syscall
+
+
+def abi_version() -> int:
+    """Landlock's ABI version here, or 0 when the kernel has none (or it is disabled)."""
+    if not sys.platform.startswith("linux"):
+        return 0
+    try:
+        syscall = _syscall()
+        version = int(
+            syscall(ctypes.c_long(_SYS_CREATE_RULESET), None, ctypes.c_size_t(0), ctypes.c_uint32(1))
+        )
+    except (OSError, AttributeError):
+        return 0
+    return max(version, 0)
+
+
+@dataclass(frozen=True)
+class HostSupport:
+    landlock_abi: int
+    user_ns: bool  # a worker can get a network namespace of its own (and, not root, a user namespace)
+    problems: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def complete(self) -> bool:
+        return not self.problems
+
+
+def probe() -> HostSupport:
+    """What this host can enforce: Landlock's ABI (4 and up: TCP rules, 6: scopes) and user namespaces
+    (checked by forking a child that creates one)."""
+    abi = abi_version()
+    problems = []
+    if abi == 0:
+        problems.append("Landlock is not available: workers can read and write every file the server can")
+    elif abi < 4:
+        problems.append(f"Landlock ABI {abi} has no network rules: workers can open TCP connections")
+    elif abi < 6:
+        problems.append(f"Landlock ABI {abi} has no scopes: workers can signal other processes of their uid")
+    user_ns = _probe_namespaces()
+    if not user_ns:
+        problems.append("namespaces are not available: workers share the host's network (UDP is open)")
+    return HostSupport(abi, user_ns, tuple(problems))
+
+
+def _probe_namespaces() -> bool:
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            if os.geteuid() != 0:
+                _new_user_ns()
+            _new_net_ns()
+            code = 0
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status) == 0
+
+
+# ---- building a policy (the server's side) ----
+def python_read_roots(data_dir: Path) -> tuple[str, ...]:
+    """The running Python, its standard library and every directory on ``sys.path``, except any that holds
+    ``data_dir`` (e.g. the current directory, when the data directory is inside it)."""
+    candidates: list[str] = [sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix]
+    candidates += [entry for entry in sys.path if entry]
+    import zeroscale
+
+    candidates.append(str(Path(zeroscale.__file__).parent))
+    return _outside(candidates, data_dir)
+
+
+def _outside(paths: Iterable[str], data_dir: Path) -> tuple[str, ...]:
+    data = Path(os.path.realpath(data_dir))
+    out: list[str] = []
+    for path in paths:
+        real = Path(os.path.realpath(path))
+        if not real.exists() or real == data or real in data.parents or str(real) in out:
+            continue
+        out.append(str(real))
+    return tuple(out)
+
+
+def inside(path: str, root: Path) -> bool:
+    real, base = Path(os.path.realpath(path)), Path(os.path.realpath(root))
+    return real == base or base in real.parents
+
+
+# ---- applying it (the child's side) ----
+class _RulesetAttr(ctypes.Structure):
+    _fields_ = [("fs", ctypes.c_uint64), ("net", ctypes.c_uint64), ("scoped", ctypes.c_uint64)]
+
+
+class _PathBeneath(ctypes.Structure):
+    _pack_ = 1
+    _fields_ = [("allowed", ctypes.c_uint64), ("parent_fd", ctypes.c_int32)]
+
+
+class _NetPort(ctypes.Structure):
+    _fields_ = [("allowed", ctypes.c_uint64), ("port", ctypes.c_uint64)]
+
+
+def _check(result: int, what: str) -> int:
+    if result < 0:
+        err = ctypes.get_errno()
+        raise SandboxError(f"{what}: {os.strerror(err)}")
+    return result
+
+
+def _write(path: str, data: str) -> None:
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        os.write(fd, data.encode())
+    finally:
+        os.close(fd)
+
+
+def _new_user_ns() -> None:
+    """A user namespace with this process's uid and gid mapped to themselves (so files keep their owners)."""
+    uid, gid = os.geteuid(), os.getegid()
+    libc = ctypes.CDLL(None, use_errno=True)
+    _check(libc.unshare(_CLONE_NEWUSER), "unshare(CLONE_NEWUSER)")
+    _write("/proc/self/setgroups", "deny")
+    _write("/proc/self/uid_map", f"{uid} {uid} 1")
+    _write("/proc/self/gid_map", f"{gid} {gid} 1")
+
+
+_PR_SET_PDEATHSIG = 1
+_PR_SET_KEEPCAPS = 8
+_PR_SET_DUMPABLE = 4
+_PR_CAP_AMBIENT, _PR_CAP_AMBIENT_RAISE = 47, 2
+_CAP_DAC_OVERRIDE, _CAP_DAC_READ_SEARCH = 1, 2
+_CAPABILITY_VERSION_3 = 0x20080522
+
+
+class _CapHeader(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+class _CapData(ctypes.Structure):
+    _fields_ = [
+        ("effective", ctypes.c_uint32),
+        ("permitted", ctypes.c_uint32),
+        ("inheritable", ctypes.c_uint32),
+    ]
+
+
+def _become(uid: int) -> None:
+    """Switch a root process to ``uid``/``uid`` with no supplementary groups, keeping only the file-access
+    capabilities (also across exec, as ambient capabilities); dumpable, so /proc/<pid> shows its uid."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    _check(libc.prctl(_PR_SET_KEEPCAPS, 1, 0, 0, 0), "prctl(PR_SET_KEEPCAPS)")
+    os.setgroups([])
+    os.setresgid(uid, uid, uid)
+    os.setresuid(uid, uid, uid)
+    keep = (1 << _CAP_DAC_OVERRIDE) | (1 << _CAP_DAC_READ_SEARCH)
+    header = _CapHeader(_CAPABILITY_VERSION_3, 0)
+    data = (_CapData * 2)(_CapData(keep, keep, keep), _CapData(0, 0, 0))
+    _check(libc.capset(ctypes.byref(header), data), "capset")
+    for cap in (_CAP_DAC_OVERRIDE, _CAP_DAC_READ_SEARCH):
+        _check(libc.prctl(_PR_CAP_AMBIENT, _PR_CAP_AMBIENT_RAISE, cap, 0, 0), "prctl(PR_CAP_AMBIENT_RAISE)")
+    _check(libc.prctl(_PR_SET_KEEPCAPS, 0, 0, 0, 0), "prctl(PR_SET_KEEPCAPS)")
+    _check(libc.prctl(_PR_SET_DUMPABLE, 1, 0, 0, 0), "prctl(PR_SET_DUMPABLE)")
+
+
+def _new_net_ns() -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    _check(libc.unshare(_CLONE_NEWNET), "unshare(CLONE_NEWNET)")
+
+
+def _landlock(policy: Policy, abi: int) -> None:
+    syscall = _syscall()
+    fs = _FS_ABI1
+    if abi >= 2:
+        fs |= FS_REFER
+    if abi >= 3:
+        fs |= FS_TRUNCATE
+    net = 0
+    if abi >= 4:
+        net = NET_BIND_TCP | (0 if policy.outbound else NET_CONNECT_TCP)
+    scoped = SCOPE_ABSTRACT_UNIX_SOCKET | SCOPE_SIGNAL if abi >= 6 else 0
+    attr = _RulesetAttr(fs, net, scoped)
+    size = ctypes.sizeof(_RulesetAttr) if abi >= 6 else 16
+    fd = _check(
+        syscall(
+            ctypes.c_long(_SYS_CREATE_RULESET), ctypes.byref(attr), ctypes.c_size_t(size), ctypes.c_uint32(0)
+        ),
+        "landlock_create_ruleset",
+    )
+    try:
+        rules: list[tuple[str, int]] = [(p, _READ) for p in policy.read]
+        rules += [(p, FS_READ_FILE | FS_WRITE_FILE | FS_TRUNCATE) for p in policy.devices]
+        rules += [(p, FS_MAKE_SOCK) for p in policy.sockets]
+        rules += [(p, _WRITE) for p in policy.write]
+        for path, rights in rules:
+            _add_path(syscall, fd, path, rights & fs)
+        for port in policy.bind_ports:
+            if net:
+                rule = _NetPort(NET_BIND_TCP, port)
+                _check(
+                    syscall(ctypes.c_long(_SYS_ADD_RULE), fd, _RULE_NET_PORT, ctypes.byref(rule), 0),
+                    f"landlock_add_rule(port {port})",
+                )
+        libc = ctypes.CDLL(None, use_errno=True)
+        _check(libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "prctl(PR_SET_NO_NEW_PRIVS)")
+        _check(syscall(ctypes.c_long(_SYS_RESTRICT_SELF), fd, 0), "landlock_restrict_self")
+    finally:
+        os.close(fd)
+
+
+def _add_path(syscall: Any, ruleset: int, path: str, rights: int) -> None:
+    try:
+        pfd = os.open(path, os.O_PATH | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return  # e.g. /lib32 on this host: nothing to allow
+    try:
+        if not os.path.isdir(path):
+            rights &= _FILE_RIGHTS
+        rule = _PathBeneath(rights, pfd)
+        _check(
+            syscall(ctypes.c_long(_SYS_ADD_RULE), ruleset, _RULE_PATH_BENEATH, ctypes.byref(rule), 0),
+            f"landlock_add_rule({path})",
+        )
+    finally:
+        os.close(pfd)
+
+
+def confine(policy: Policy, abi: int | None = None) -> None:
+    """Confine this process (single-threaded: after fork, before exec or any model code). Raises
+    SandboxError when a part the policy asks for cannot be applied."""
+    if not policy.layer_only:
+        if os.geteuid() != 0 and (policy.nproc > 0 or policy.net_ns):
+            # Not root: a user namespace of its own makes RLIMIT_NPROC count this worker's processes only,
+            # and lets it make a network namespace. (The kernel never applies RLIMIT_NPROC to root.)
+            try:
+                _new_user_ns()
+            except OSError as exc:
+                raise SandboxError(f"user namespace: {exc}") from exc
+        if policy.net_ns:
+            _new_net_ns()
+        if policy.nproc > 0 and os.geteuid() != 0:
+            resource.setrlimit(resource.RLIMIT_NPROC, (policy.nproc, policy.nproc))
+        if policy.nofile > 0:
+            _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+            limit = policy.nofile if hard == resource.RLIM_INFINITY else min(policy.nofile, hard)
+            resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
+    if policy.uid and os.geteuid() == 0:
+        parent = os.getppid()
+        try:
+            _become(policy.uid)
+        except OSError as exc:
+            raise SandboxError(f"cannot become uid {policy.uid}: {exc}") from exc
+        # A change of uid clears the parent-death signal: ask again, then check the parent did not die.
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != parent:
+            raise SandboxError("the parent exited while the worker was confined")
+        if policy.nproc > 0:
+            resource.setrlimit(resource.RLIMIT_NPROC, (policy.nproc, policy.nproc))
+    if policy.landlock:
+        version = abi_version() if abi is None else abi
+        if version > 0:
+            _landlock(policy, version)
+
+
+def encode(policy: Policy) -> str:
+    return json.dumps(policy.to_dict())
+
+
+def decode(text: str) -> Policy:
+    return Policy.from_dict(json.loads(text))
+
+
+def exec_main(argv: list[str]) -> None:
+    """``python -I -S sandbox.py <parent pid or 0> <policy JSON> <command...>``: ask for SIGKILL when the
+    parent dies (checking it did not die already), confine this process, then become the command. How a
+    bring-your-own image's server is started (with only the standard library on the path)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(1, 9, 0, 0, 0)  # PR_SET_PDEATHSIG, SIGKILL
+    parent = int(argv[1])
+    if parent and os.getppid() != parent:
+        os._exit(70)
+    try:
+        confine(decode(argv[2]))
+    except (SandboxError, OSError) as exc:
+        sys.stderr.write(f"zeroscale: cannot confine the image's server: {exc}\n")
+        os._exit(71)
+    try:
+        os.execvp(argv[3], argv[3:])
+    except OSError as exc:
+        sys.stderr.write(f"zeroscale: cannot run {argv[3]!r}: {exc.strerror}\n")
+        os._exit(127)
+
+
+if __name__ == "__main__":
+    exec_main(sys.argv)

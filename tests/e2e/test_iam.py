@@ -1,0 +1,245 @@
+"""Scoped credentials with real boto3, as an attacker would try them: IAM users, access keys and inline
+policies through IAM's own API on the server's URL; every API refuses what a user's policy does not allow,
+with AWS's AccessDenied message; an explicit Deny wins; the admin keeps full access; secrets are not in the
+database; a deactivated key is refused."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.config import Config
+from botocore.credentials import Credentials
+from botocore.exceptions import ClientError
+
+from zeroscale.testing import ACCESS_KEY, REGION, SECRET_KEY, ServerProcess, deploy
+
+from .conftest import handler_model
+
+ECHO = "def model_fn(model_dir):\n    return None\n\n\ndef predict_fn(data, model):\n    return data\n"
+ACCOUNT = "000000000000"
+
+
+def client(server: ServerProcess, service: str, key: dict[str, str]) -> Any:
+    return boto3.client(
+        service,
+        endpoint_url=server.url,
+        region_name=REGION,
+        aws_access_key_id=key["AccessKeyId"],
+        aws_secret_access_key=key["SecretAccessKey"],
+        config=Config(retries={"total_max_attempts": 1}),
+    )
+
+
+def error(call: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
+    with pytest.raises(ClientError) as err:
+        call(*args, **kwargs)
+    response: dict[str, Any] = err.value.response
+    return response["Error"]
+
+
+@pytest.fixture(scope="module")
+def iam(server: ServerProcess) -> Any:
+    return server.client("iam")
+
+
+@pytest.fixture(scope="module")
+def endpoints(sm: Any, tmp_path_factory: pytest.TempPathFactory) -> None:
+    url = handler_model(tmp_path_factory.mktemp("echo"), ECHO)
+    for name in ("open-echo", "secret-echo"):
+        assert deploy(sm, name, url)["EndpointStatus"] == "InService"
+
+
+@pytest.fixture(scope="module")
+def alice(iam: Any, endpoints: None) -> dict[str, str]:
+    """May invoke open-* endpoints and describe anything of SageMaker's, must never delete."""
+    iam.create_user(UserName="alice")
+    policy = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Action": ["sagemaker:Invoke*", "sagemaker:Describe*", "sagemaker:List*"],
+                "Resource": [f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:endpoint/open-*", "*"],
+            },
+            {
+                "Effect": "Deny",
+                "Action": "sagemaker:InvokeEndpoint",
+                "NotResource": "arn:aws:sagemaker:*:*:endpoint/open-*",
+            },
+            {"Effect": "Deny", "Action": "sagemaker:Delete*", "Resource": "*"},
+        ],
+    }
+    iam.put_user_policy(UserName="alice", PolicyName="invoke-open", PolicyDocument=json.dumps(policy))
+    key: dict[str, str] = iam.create_access_key(UserName="alice")["AccessKey"]
+    return key
+
+
+def test_user_lifecycle_and_the_secret_shown_once(
+    iam: Any, server: ServerProcess, alice: dict[str, str]
+) -> None:
+    user = iam.get_user(UserName="alice")["User"]
+    assert user["Arn"] == f"arn:aws:iam::{ACCOUNT}:user/alice" and user["UserId"].startswith("AIDA")
+    assert "alice" in [u["UserName"] for u in iam.list_users()["Users"]]
+    listed = iam.list_access_keys(UserName="alice")["AccessKeyMetadata"]
+    assert [k["AccessKeyId"] for k in listed] == [alice["AccessKeyId"]]
+    assert "SecretAccessKey" not in listed[0]
+    assert iam.list_user_policies(UserName="alice")["PolicyNames"] == ["invoke-open"]
+    doc = iam.get_user_policy(UserName="alice", PolicyName="invoke-open")["PolicyDocument"]
+    assert doc["Statement"][2]["Effect"] == "Deny"  # botocore decoded IAM's URL-encoded JSON
+    raw = (server.data_dir / "zeroscale.db").read_bytes()
+    assert alice["SecretAccessKey"].encode() not in raw  # stored sealed
+    assert error(iam.create_user, UserName="alice")["Code"] == "EntityAlreadyExists"
+    assert error(iam.delete_user, UserName="alice")["Code"] == "DeleteConflict"
+    assert error(iam.get_user, UserName="nobody")["Code"] == "NoSuchEntity"
+    bad = '{"Statement": [{"Effect": "Maybe", "Action": "*", "Resource": "*"}]}'
+    assert error(iam.put_user_policy, UserName="alice", PolicyName="x", PolicyDocument=bad)["Code"] == (
+        "MalformedPolicyDocument"
+    )
+
+
+def test_policies_decide_every_api(server: ServerProcess, alice: dict[str, str]) -> None:
+    smr, sm = client(server, "sagemaker-runtime", alice), client(server, "sagemaker", alice)
+    assert smr.invoke_endpoint(EndpointName="open-echo", Body=b"[1]", ContentType="application/json")[
+        "Body"
+    ].read()
+    denied = error(
+        smr.invoke_endpoint, EndpointName="secret-echo", Body=b"[1]", ContentType="application/json"
+    )
+    assert denied["Code"] == "AccessDeniedException"
+    assert denied["Message"] == (
+        f"User: arn:aws:iam::{ACCOUNT}:user/alice is not authorized to perform: sagemaker:InvokeEndpoint on "
+        f"resource: arn:aws:sagemaker:{REGION}:{ACCOUNT}:endpoint/secret-echo with an explicit deny in an "
+        "identity-based policy"
+    )
+    assert sm.describe_endpoint(EndpointName="secret-echo")["EndpointStatus"] == "InService"
+    assert len(sm.list_endpoints()["Endpoints"]) == 2
+    create = error(sm.create_model, ModelName="m", PrimaryContainer={"Image": "sklearn"})
+    assert create["Code"] == "AccessDeniedException"
+    assert "because no identity-based policy allows the sagemaker:CreateModel action" in create["Message"]
+    assert f"resource: arn:aws:sagemaker:{REGION}:{ACCOUNT}:model/m" in create["Message"]
+    delete = error(sm.delete_endpoint, EndpointName="open-echo")
+    assert "explicit deny" in delete["Message"]
+    logs = client(server, "logs", alice)
+    assert error(logs.describe_log_groups)["Code"] == "AccessDeniedException"
+    iam_as_alice = client(server, "iam", alice)
+    refused = error(iam_as_alice.create_user, UserName="mallory")
+    assert refused["Code"] == "AccessDenied"  # the query protocol's code
+    assert "iam:CreateUser on resource: arn:aws:iam::000000000000:user/mallory" in refused["Message"]
+    assert rest_status(server, alice, "usage") == 400  # zeroscale:GetUsage is not allowed either
+
+
+def test_not_action_and_the_admin(iam: Any, server: ServerProcess, sm: Any, endpoints: None) -> None:
+    iam.create_user(UserName="bob")
+    everything_but_iam = {"Statement": [{"Effect": "Allow", "NotAction": "iam:*", "Resource": "*"}]}
+    iam.put_user_policy(UserName="bob", PolicyName="p", PolicyDocument=json.dumps(everything_but_iam))
+    bob = iam.create_access_key(UserName="bob")["AccessKey"]
+    assert len(client(server, "sagemaker", bob).list_endpoints()["Endpoints"]) == 2
+    assert rest_status(server, bob, "usage") == 200
+    assert error(client(server, "iam", bob).list_users)["Code"] == "AccessDenied"
+    # The admin is never refused, whatever users exist.
+    assert len(sm.list_endpoints()["Endpoints"]) == 2
+    assert {"alice", "bob"} <= {u["UserName"] for u in iam.list_users()["Users"]}
+
+
+def test_a_deactivated_or_deleted_key_is_refused(iam: Any, server: ServerProcess) -> None:
+    iam.create_user(UserName="carol")
+    iam.put_user_policy(
+        UserName="carol",
+        PolicyName="p",
+        PolicyDocument=json.dumps(
+            {"Statement": {"Effect": "Allow", "Action": "sagemaker:List*", "Resource": "*"}}
+        ),
+    )
+    key = iam.create_access_key(UserName="carol")["AccessKey"]
+    sm = client(server, "sagemaker", key)
+    assert sm.list_models()["Models"] is not None
+    iam.update_access_key(UserName="carol", AccessKeyId=key["AccessKeyId"], Status="Inactive")
+    assert error(sm.list_models)["Code"] == "UnrecognizedClientException"
+    iam.update_access_key(UserName="carol", AccessKeyId=key["AccessKeyId"], Status="Active")
+    assert sm.list_models()["Models"] is not None
+    last = key["SecretAccessKey"][-1]
+    wrong = {**key, "SecretAccessKey": key["SecretAccessKey"][:-1] + ("y" if last == "x" else "x")}
+    assert error(client(server, "sagemaker", wrong).list_models)["Code"] == "InvalidSignatureException"
+    iam.delete_access_key(UserName="carol", AccessKeyId=key["AccessKeyId"])
+    iam.delete_user_policy(UserName="carol", PolicyName="p")
+    iam.delete_user(UserName="carol")
+    assert error(sm.list_models)["Code"] == "UnrecognizedClientException"
+
+
+def test_users_and_policies_survive_a_restart(
+    iam: Any, server: ServerProcess, alice: dict[str, str], tmp_path: Path
+) -> None:
+    server.restart()
+    smr = client(server, "sagemaker-runtime", alice)
+    assert smr.invoke_endpoint(EndpointName="open-echo", Body=b"[2]", ContentType="application/json")[
+        "Body"
+    ].read()
+    assert error(smr.invoke_endpoint, EndpointName="secret-echo", Body=b"[1]", ContentType="application/json")
+
+
+def rest_status(server: ServerProcess, key: dict[str, str], route: str) -> int:
+    url = f"{server.url}/zeroscale/v1/{route}"
+    req = AWSRequest("GET", url)
+    SigV4Auth(Credentials(key["AccessKeyId"], key["SecretAccessKey"]), "sagemaker", REGION).add_auth(req)
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=dict(req.headers)), timeout=30) as r:
+            return int(r.status)
+    except urllib.error.HTTPError as err:
+        return int(err.code)
+
+
+def test_the_audit_trail_names_who_did_what(server: ServerProcess, alice: dict[str, str]) -> None:
+    """Calls from before the restart above and after it, read with `zeroscale audit` as a user runs it."""
+    stranger = {"AccessKeyId": "AKIASTRANGER00000000", "SecretAccessKey": "x" * 40}
+    assert error(client(server, "sagemaker", stranger).list_models)["Code"] == "UnrecognizedClientException"
+    env = {**os.environ, "AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY}
+    zeroscale = Path(sys.executable).parent / "zeroscale"
+
+    def audit(*args: str) -> list[dict[str, Any]]:
+        out = subprocess.run(
+            [str(zeroscale), "audit", *args, "--json", "--endpoint-url", server.url],
+            env=env, capture_output=True, text=True, timeout=60, check=True,
+        )  # fmt: skip
+        events: list[dict[str, Any]] = json.loads(out.stdout)
+        return events
+
+    mine = audit("--user", "alice", "--since", "1h")
+    seen = {(e["action"], e["resource"].rsplit("/", 1)[-1], e["outcome"]) for e in mine}
+    assert ("sagemaker:DescribeEndpoint", "secret-echo", "Success") in seen
+    assert ("sagemaker:DeleteEndpoint", "open-echo", "Denied") in seen
+    assert ("iam:CreateUser", "mallory", "Denied") in seen
+    assert all(e["access_key_id"] == alice["AccessKeyId"] and e["source"] == "127.0.0.1" for e in mine)
+    assert not any(
+        e["action"] == "sagemaker:InvokeEndpoint" for e in mine
+    )  # invocations are metered, not audited
+    everyone = audit()
+    refused = [e for e in everyone if e["access_key_id"] == stranger["AccessKeyId"]]
+    assert (
+        refused and refused[-1]["error_code"] == "UnrecognizedClientException" and refused[-1]["user"] == ""
+    )
+    assert any(e["user"] == "admin" and e["action"] == "iam:CreateUser" for e in everyone)
+    table = subprocess.run(
+        [str(zeroscale), "audit", "--user", "alice", "--endpoint-url", server.url],
+        env=env, capture_output=True, text=True, timeout=60, check=True,
+    ).stdout  # fmt: skip
+    assert table.splitlines()[0].split() == [
+        "TIME",
+        "USER",
+        "ACCESS_KEY",
+        "SOURCE",
+        "ACTION",
+        "RESOURCE",
+        "OUTCOME",
+        "ERROR",
+    ]

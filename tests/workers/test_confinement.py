@@ -1,0 +1,60 @@
+"""The server's side of the sandbox: what a worker's policy grants, and the start-up report on a host that
+cannot enforce everything."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from zeroscale.workers import sandbox
+from zeroscale.workers.confinement import Confinement, SandboxSettings
+
+
+def test_a_policy_grants_the_model_and_prepared_code_only(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    model = data / "artifacts" / "abc" / "model"
+    code = data / "artifacts" / "def" / "src"
+    pyenv = data / "pyenvs" / "123" / "lib"
+    for d in (model, code, pyenv):
+        d.mkdir(parents=True)
+    conf = Confinement(SandboxSettings(data), data / "workers")
+    try:
+        env = {"SAGEMAKER_SUBMIT_DIRECTORY": str(code), "ZEROSCALE_PYTHONPATH": str(pyenv)}
+        policy = conf.policy(model_dir=str(model), env=env, scratch=conf.scratch("w1"))
+        assert {str(model), str(code), str(pyenv)} <= set(policy.read)
+        assert not any(sandbox.inside(str(data), Path(p)) for p in policy.read)  # nothing holds the data dir
+        assert policy.write == (str(data / "workers" / "scratch" / "w1"),)
+        hostile = {"SAGEMAKER_SUBMIT_DIRECTORY": "/etc", "ZEROSCALE_PYTHONPATH": str(data)}
+        policy = conf.policy(model_dir=str(model), env=hostile, scratch=conf.scratch("w2"))
+        assert "/etc" not in policy.read and str(data) not in policy.read
+        assert sandbox.decode(sandbox.encode(policy)) == policy
+    finally:
+        conf.close()
+
+
+def test_shared_writable_paths_never_hold_the_data_directory(tmp_path: Path) -> None:
+    data, shared = tmp_path / "data", tmp_path / "cache"
+    shared.mkdir()
+    settings = SandboxSettings(data, writable=(shared, tmp_path, tmp_path / "missing"))
+    conf = Confinement(settings, data / "workers")
+    try:
+        policy = conf.policy(model_dir=str(data), env={}, scratch=conf.scratch("w"))
+        assert policy.write == (str(data / "workers" / "scratch" / "w"), str(shared))
+        warnings = [line for line in conf.announce() if line.startswith("WARNING: workers may not write")]
+        assert len(warnings) == 2
+    finally:
+        conf.close()
+
+
+def test_a_host_without_landlock_says_so_loudly(tmp_path: Path) -> None:
+    conf = Confinement(SandboxSettings(tmp_path), tmp_path / "workers")
+    try:
+        conf.support = dataclasses.replace(
+            conf.support, landlock_abi=0, problems=("Landlock is not available: workers can read ...",)
+        )
+        lines = conf.announce()
+        assert lines[0].startswith("sandbox: Landlock ABI 0")
+        assert "WARNING: sandbox incomplete on this host: Landlock is not available" in "\n".join(lines)
+        assert conf.policy(model_dir=str(tmp_path), env={}, scratch=conf.scratch("w")).landlock is False
+    finally:
+        conf.close()
