@@ -61,6 +61,8 @@ class Settings:
     log_retention_hours: float = 72.0
     # One-minute metrics history kept in the database (zeroscale metrics, GET /zeroscale/v1/metrics).
     metrics_retention_hours: float = 24.0
+    # Application Auto Scaling: seconds per evaluation period of a scaling policy (CloudWatch's: 60).
+    autoscaling_period_s: float = 60.0
     # Usage metering (zeroscale usage, GET /zeroscale/v1/usage) and the price table that overrides defaults.
     metering: bool = True
     price_table: Path | None = None

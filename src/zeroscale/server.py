@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import time
 from dataclasses import dataclass
 
 import uvicorn
@@ -26,6 +27,10 @@ from zeroscale.asyncinf.queue import RequestQueue
 from zeroscale.asyncinf.s3io import S3Io
 from zeroscale.asyncinf.service import AsyncInference
 from zeroscale.audit.trail import AuditApi, AuditTrail
+from zeroscale.autoscaling.policy import IN_POINTS
+from zeroscale.autoscaling.samples import Samples
+from zeroscale.autoscaling.service import AutoScaling
+from zeroscale.autoscaling.targets import Targets
 from zeroscale.background import Background
 from zeroscale.batch.runner import TransformRunner
 from zeroscale.config import Settings
@@ -190,6 +195,11 @@ def build(settings: Settings) -> Server:
         scratch_dir=settings.data_dir / "async",
     )
     endpoints.listeners.append(asynchronous.refresh)
+    autoscaling_samples = Samples(fleet.loads, settings.autoscaling_period_s, IN_POINTS, time.time)
+    events.add(autoscaling_samples)
+    autoscaling = AutoScaling(
+        Targets(store), endpoints, autoscaling_samples, region=settings.region, account_id=settings.account_id
+    )
     topics = Topics(
         store,
         region=settings.region,
@@ -223,10 +233,12 @@ def build(settings: Settings) -> Server:
         await endpoints.resume(live=cluster.live() - {cluster.id})
         await asynchronous.start()  # after resume: queued requests need their endpoints' routes
         await transforms.resume()
+        await autoscaling.start()  # after resume: it reads the endpoints' instance counts
 
     async def shutdown() -> None:
         await background.cancel()  # a prewarm still starting its zygote
         await cluster.close()  # leaves: the others take over its share now
+        await autoscaling.close()
         await asynchronous.close()  # requests it was running stay Running: they run again at the next start
         await topics.deliverer.close()
         await transforms.close()  # InProgress jobs stay InProgress: they resume at the next start
@@ -247,6 +259,7 @@ def build(settings: Settings) -> Server:
                 metering.track_creates(ControlPlane(models, configs, endpoints, transforms).operations()),
             ),
             JsonService(ServiceShapes("logs"), logs.operations),
+            JsonService(ServiceShapes("application-autoscaling"), autoscaling.operations()),
         ],
         runtime=InvokeApi(
             fleet,

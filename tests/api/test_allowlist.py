@@ -14,7 +14,11 @@ from zeroscale.api.jsonrpc import JsonService
 from zeroscale.api.shapes import ServiceShapes
 from zeroscale.errors import ValidationException
 
-SERVICES = {"sagemaker": served.SAGEMAKER, "logs": served.LOGS}
+SERVICES = {
+    "sagemaker": served.SAGEMAKER,
+    "logs": served.LOGS,
+    "application-autoscaling": served.APPLICATION_AUTOSCALING,
+}
 
 
 def _paths(shape: Any, prefix: str = "", seen: frozenset[str] = frozenset()) -> Iterator[str]:

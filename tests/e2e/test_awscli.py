@@ -235,3 +235,26 @@ def test_waiters_on_failure_and_deletion(aws: Any, tmp_path: Path) -> None:
     aws("sagemaker", "wait", "endpoint-deleted", "--endpoint-name", "cli-broken")
     names = [e["EndpointName"] for e in _json(aws("sagemaker", "list-endpoints"))["Endpoints"]]
     assert "cli-broken" not in names
+
+
+def test_application_autoscaling_through_the_cli(aws: Any, endpoint: str) -> None:
+    """The CLI signs as application-autoscaling and speaks its JSON 1.1; refusals reach it by name."""
+    proc = aws(
+        "application-autoscaling",
+        "register-scalable-target",
+        "--service-namespace",
+        "sagemaker",
+        "--resource-id",
+        f"endpoint/{endpoint}/variant/AllTraffic",
+        "--scalable-dimension",
+        "sagemaker:variant:DesiredInstanceCount",
+        "--min-capacity",
+        "1",
+        "--max-capacity",
+        "2",
+        check=False,
+    )
+    assert proc.returncode != 0
+    assert "ValidationException" in proc.stderr and "is serverless" in proc.stderr
+    listed = aws("application-autoscaling", "describe-scalable-targets", "--service-namespace", "sagemaker")
+    assert _json(listed) == {"ScalableTargets": []}

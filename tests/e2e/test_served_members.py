@@ -1,6 +1,6 @@
 """Nothing silently dropped, through a real server and real boto3: every member of every operation zeroscale
-implements (SageMaker, CloudWatch Logs, InvokeEndpoint), enumerated from botocore's model, is either on the
-served table or refused by name. The served ones come back where AWS returns them."""
+implements (SageMaker, CloudWatch Logs, Application Auto Scaling, InvokeEndpoint), enumerated from botocore's
+model, is either on the served table or refused by name. The served ones come back where AWS returns them."""
 
 from __future__ import annotations
 
@@ -109,15 +109,23 @@ def _walk(
             yield from _walk(service, operation, rules, inner, path, here)
 
 
+TABLES = {
+    "sagemaker": served.SAGEMAKER,
+    "logs": served.LOGS,
+    "application-autoscaling": served.APPLICATION_AUTOSCALING,
+}
+
+
 def _cases(service: str) -> Iterator[Case]:
     shapes = ServiceShapes(service)
-    table = served.SAGEMAKER if service == "sagemaker" else served.LOGS
+    table = TABLES[service]
     for operation, rules in table.items():
         yield from _walk(service, operation, rules, shapes.input_shape(operation), "", [])
 
 
 SAGEMAKER_CASES = list(_cases("sagemaker"))
 LOGS_CASES = list(_cases("logs"))
+AUTOSCALING_CASES = list(_cases("application-autoscaling"))
 
 
 def test_the_enumeration_covers_the_members_the_issue_names() -> None:
@@ -132,6 +140,12 @@ def test_the_enumeration_covers_the_members_the_issue_names() -> None:
         "DeploymentConfig",
     } <= phrases
     assert {c.phrase for c in LOGS_CASES} >= {"accountIdentifiers", "startFromHead=false (only true)"}
+    assert {c.phrase for c in AUTOSCALING_CASES} >= {
+        "PolicyType=StepScaling (only TargetTrackingScaling)",
+        "StepScalingPolicyConfiguration",
+        "TargetTrackingScalingPolicyConfiguration.CustomizedMetricSpecification.Metrics",
+        "Tags",
+    }
 
 
 @pytest.fixture(scope="module")
@@ -139,6 +153,7 @@ def clients(server: ServerProcess) -> dict[str, Any]:
     return {
         "sagemaker": server.client("sagemaker", parameter_validation=False),
         "logs": server.client("logs", parameter_validation=False),
+        "application-autoscaling": server.client("application-autoscaling", parameter_validation=False),
     }
 
 
@@ -149,16 +164,16 @@ def _refusal(client: Any, operation: str, params: dict[str, Any]) -> tuple[str, 
     return resp["Error"]["Code"], resp["Error"]["Message"], resp["ResponseMetadata"]["HTTPStatusCode"]
 
 
-@pytest.mark.parametrize("case", SAGEMAKER_CASES + LOGS_CASES, ids=repr)
+@pytest.mark.parametrize("case", SAGEMAKER_CASES + LOGS_CASES + AUTOSCALING_CASES, ids=repr)
 def test_every_unserved_member_is_refused_by_name(clients: dict[str, Any], case: Case) -> None:
     code, message, status = _refusal(clients[case.service], case.operation, case.params)
     assert (code, status) == ("ValidationException", 400)
     assert message == f"zeroscale does not support {case.phrase} yet."
 
 
-@pytest.mark.parametrize("service", ["sagemaker", "logs"])
+@pytest.mark.parametrize("service", sorted(TABLES))
 def test_every_listed_operation_is_implemented(clients: dict[str, Any], service: str) -> None:
-    table = served.SAGEMAKER if service == "sagemaker" else served.LOGS
+    table = TABLES[service]
     for operation in table:
         try:
             getattr(clients[service], xform_name(operation))()

@@ -209,12 +209,69 @@ LOGS: Table = {
     },
 }
 
+# Application Auto Scaling (autoscaling/): real-time SageMaker variants, target tracking only. The namespace,
+# dimension and resource are checked by the service and refused by name; StepScaling needs CloudWatch alarms
+# and PredictiveScaling a forecast, neither served yet.
+_SCOPE = {"ServiceNamespace": ANY, "ResourceId": ANY, "ScalableDimension": ANY}
+_PAGES = {"MaxResults": ANY, "NextToken": ANY}
+_TRACKING = "TargetTrackingScalingPolicyConfiguration"
+
+APPLICATION_AUTOSCALING: Table = {
+    "RegisterScalableTarget": {
+        **_SCOPE,
+        "MinCapacity": ANY,
+        "MaxCapacity": ANY,
+        "RoleARN": ANY,  # stored and described
+        "SuspendedState": ANY,
+        "SuspendedState.DynamicScalingInSuspended": ANY,
+        "SuspendedState.DynamicScalingOutSuspended": ANY,
+        "SuspendedState.ScheduledScalingSuspended": ANY,  # stored: there are no scheduled actions
+    },
+    "DescribeScalableTargets": {
+        "ServiceNamespace": ANY,
+        "ResourceIds": ANY,
+        "ScalableDimension": ANY,
+        **_PAGES,
+    },
+    "DeregisterScalableTarget": _SCOPE,
+    "PutScalingPolicy": {
+        **_SCOPE,
+        "PolicyName": ANY,
+        "PolicyType": only("TargetTrackingScaling"),
+        _TRACKING: ANY,
+        **under(
+            _TRACKING,
+            {
+                "TargetValue": ANY,
+                "PredefinedMetricSpecification": ANY,
+                "PredefinedMetricSpecification.PredefinedMetricType": only(
+                    "SageMakerVariantInvocationsPerInstance"
+                ),
+                "CustomizedMetricSpecification": ANY,
+                "CustomizedMetricSpecification.MetricName": ANY,
+                "CustomizedMetricSpecification.Namespace": ANY,
+                "CustomizedMetricSpecification.Dimensions": ANY,
+                "CustomizedMetricSpecification.Dimensions.Name": ANY,
+                "CustomizedMetricSpecification.Dimensions.Value": ANY,
+                "CustomizedMetricSpecification.Statistic": ANY,
+                "CustomizedMetricSpecification.Unit": ANY,
+                "ScaleOutCooldown": ANY,
+                "ScaleInCooldown": ANY,
+                "DisableScaleIn": ANY,
+            },
+        ),
+    },
+    "DescribeScalingPolicies": {**_SCOPE, "PolicyNames": ANY, **_PAGES},
+    "DeleteScalingPolicy": {**_SCOPE, "PolicyName": ANY},
+    "DescribeScalingActivities": {**_SCOPE, **_PAGES, "IncludeNotScaledActivities": only(False)},
+}
+
 # sagemaker-runtime InvokeEndpoint. Every other member is a request header, refused when present.
 INVOKE_ENDPOINT = frozenset(
     {"EndpointName", "Body", "ContentType", "Accept", "CustomAttributes", "TargetVariant", "InferenceId"}
 )
 
-_BY_SERVICE = {"sagemaker": SAGEMAKER, "logs": LOGS}
+_BY_SERVICE = {"sagemaker": SAGEMAKER, "logs": LOGS, "application-autoscaling": APPLICATION_AUTOSCALING}
 
 
 def refusals(service: str) -> Refusals:

@@ -109,6 +109,13 @@ def _opt(name: str, env: str, **kw: Any) -> Callable[[F], F]:
     help="Hours of one-minute metrics history kept in the database (`zeroscale metrics`); 0 keeps it all.",
 )
 @_opt(
+    "--autoscaling-period-s",
+    "ZEROSCALE_AUTOSCALING_PERIOD_S",
+    default=60.0,
+    type=float,
+    help="Seconds per evaluation period of Application Auto Scaling policies (CloudWatch's: 60).",
+)
+@_opt(
     "--log-retention-hours",
     "ZEROSCALE_LOG_RETENTION_HOURS",
     default=72.0,
@@ -200,6 +207,7 @@ def serve(
     memory_budget_mb: int | None,
     s3_endpoint_url: str | None,
     metrics_retention_hours: float,
+    autoscaling_period_s: float,
     log_retention_hours: float,
     metering: bool,
     price_table: Path | None,
@@ -237,6 +245,7 @@ def serve(
         startup_timeout_s=startup_timeout_s,
         s3_endpoint_url=s3_endpoint_url,
         metrics_retention_hours=metrics_retention_hours,
+        autoscaling_period_s=autoscaling_period_s,
         log_retention_hours=log_retention_hours,
         metering=metering,
         price_table=price_table,

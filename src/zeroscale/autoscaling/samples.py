@@ -1,0 +1,112 @@
+"""The metrics a scaling policy reads: the same values as the one-minute history (the same
+``HistoryRecorder``: invocations and worker starts as they happen, the pools' gauges sampled), but only for
+the variants that autoscaling watches, and cut into evaluation periods of ``period_s`` (60 s, as
+CloudWatch's; shorter in tests). The last ``keep`` periods of each variant are kept in memory."""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import Callable
+
+from zeroscale.events import InvocationRecord, VariantEvent, WorkerEvent
+from zeroscale.metrics import catalog
+from zeroscale.metrics.history import Stat
+from zeroscale.metrics.load import LoadSource, by_variant
+from zeroscale.metrics.recorder import HistoryRecorder
+
+Pair = tuple[str, str]  # (lower-cased endpoint name, variant name)
+Period = dict[str, Stat]  # metric name -> its statistics over one period
+
+STATISTICS = ("Average", "Minimum", "Maximum", "SampleCount", "Sum")
+# Counts: a period without an observation counted nothing (0), it is not missing data.
+_COUNTS = frozenset(
+    {
+        catalog.INVOCATIONS,
+        catalog.INVOCATION_4XX_ERRORS,
+        catalog.INVOCATION_5XX_ERRORS,
+        catalog.PROVISIONED_INVOCATIONS,
+        catalog.SPILLOVER_INVOCATIONS,
+    }
+)
+MINUTE_S = 60.0
+
+
+class Samples:
+    """An event sink (add it to the EventBus) and a sampler of the pools' gauges."""
+
+    def __init__(self, loads: LoadSource, period_s: float, keep: int, clock: Callable[[], float]) -> None:
+        self.period_s = period_s
+        self._loads = loads
+        self._recorder = HistoryRecorder(clock)
+        self._keep = keep
+        self._watched: frozenset[Pair] = frozenset()
+        self._periods: dict[Pair, collections.deque[tuple[float, Period]]] = {}  # (its length in s, ...)
+
+    def watch(self, pairs: frozenset[Pair]) -> None:
+        self._watched = pairs
+        for pair in set(self._periods) - pairs:
+            del self._periods[pair]
+
+    # ---- the event sink: one set lookup for a variant nobody watches ----
+    def invocation(self, record: InvocationRecord) -> None:
+        if (record.endpoint.lower(), record.variant) in self._watched:
+            self._recorder.invocation(record)
+
+    def worker(self, event: WorkerEvent) -> None:
+        if (event.endpoint.lower(), event.variant) in self._watched:
+            self._recorder.worker(event)
+
+    def variant(self, event: VariantEvent) -> None:
+        self._recorder.variant(event)
+
+    # ---- sampling and periods ----
+    def sample(self) -> None:
+        watched = self._watched
+        if watched:
+            loads = [v for v in by_variant(self._loads()) if (v.endpoint.lower(), v.variant) in watched]
+            self._recorder.sample(loads)
+
+    def close_period(self, length_s: float | None = None) -> None:
+        """End the current period (``length_s`` long: ``period_s`` unless the loop was held up): what was
+        observed since the last call becomes each watched variant's newest period (an empty one where nothing
+        was)."""
+        length = self.period_s if length_s is None or length_s <= 0 else length_s
+        taken = self._recorder.minutes.take()
+        current: dict[Pair, Period] = {pair: {} for pair in self._watched}
+        for key, stat in taken.items():
+            period = current.get((key.endpoint, key.variant))
+            if period is None:
+                continue
+            have = period.get(key.metric)
+            if have is None:
+                period[key.metric] = stat
+            else:
+                have.merge(stat)
+        for pair, period in current.items():
+            self._periods.setdefault(pair, collections.deque(maxlen=self._keep)).append((length, period))
+
+    def values(self, endpoint: str, variant: str, metric: str, statistic: str) -> list[float | None]:
+        """The metric's statistic over each kept period, oldest first (None: no data in that period). Sum and
+        SampleCount are per minute, whatever the period, so a target keeps CloudWatch's meaning."""
+        out: list[float | None] = []
+        for length, period in self._periods.get((endpoint.lower(), variant), ()):
+            stat = period.get(metric)
+            if stat is None and metric in _COUNTS:
+                stat = Stat()
+            out.append(None if stat is None else _value(stat, statistic, length))
+        return out
+
+
+def _value(stat: Stat, statistic: str, length_s: float) -> float | None:
+    per_minute = MINUTE_S / length_s
+    if statistic == "Sum":
+        return stat.sum * per_minute
+    if statistic == "SampleCount":
+        return stat.count * per_minute
+    if stat.count == 0:
+        return None
+    if statistic == "Minimum":
+        return stat.minimum
+    if statistic == "Maximum":
+        return stat.maximum
+    return stat.average

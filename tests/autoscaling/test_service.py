@@ -1,0 +1,110 @@
+"""The evaluation loop's one step, against a fake endpoint and a real (in-memory) store, with a fake clock: a
+customized-metric policy scales out through update_weights_and_capacities, the activity is recorded with its
+cause and settles when the endpoint does, and the cooldown is kept in the target's record."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from zeroscale.autoscaling.samples import Samples
+from zeroscale.autoscaling.service import AutoScaling
+from zeroscale.autoscaling.targets import DIMENSION, Targets
+from zeroscale.errors import ValidationException
+from zeroscale.events import InvocationRecord
+from zeroscale.store.db import Store
+
+RESOURCE = "endpoint/demo/variant/A"
+SCOPE = {"ServiceNamespace": "sagemaker", "ResourceId": RESOURCE, "ScalableDimension": DIMENSION}
+
+
+class FakeEndpoints:
+    def __init__(self) -> None:
+        self.count = 1
+        self.status = "InService"
+        self.calls: list[dict[str, Any]] = []
+
+    def describe(self, name: str) -> dict[str, Any]:
+        variant = {"VariantName": "A", "CurrentInstanceCount": self.count, "DesiredInstanceCount": self.count}
+        return {"EndpointName": name, "EndpointStatus": self.status, "ProductionVariants": [variant]}
+
+    async def update_weights_and_capacities(self, params: dict[str, Any]) -> dict[str, Any]:
+        self.calls.append(params)
+        self.status = "Updating"
+        return {}
+
+
+def slow(at: float) -> InvocationRecord:
+    return InvocationRecord("demo", "A", "w", at, 0.5, 0.5, 1, 1, 200, "", 1024, None, False)
+
+
+def test_a_customized_metric_scales_out_and_the_activity_settles() -> None:
+    now = [1000.0]
+    endpoints = FakeEndpoints()
+    samples = Samples(lambda: [], period_s=10.0, keep=15, clock=lambda: now[0])
+    service = AutoScaling(
+        Targets(Store("sqlite://")),
+        endpoints,
+        samples,
+        region="us-east-1",
+        account_id="1",
+        clock=lambda: now[0],
+    )
+    service.register({**SCOPE, "MinCapacity": 1, "MaxCapacity": 3})
+    latency = {
+        "MetricName": "ModelLatency",
+        "Namespace": "AWS/SageMaker",
+        "Dimensions": [{"Name": "EndpointName", "Value": "demo"}, {"Name": "VariantName", "Value": "A"}],
+        "Statistic": "Average",
+    }
+    service.put_policy(
+        {
+            **SCOPE,
+            "PolicyName": "latency",
+            "PolicyType": "TargetTrackingScaling",
+            "TargetTrackingScalingPolicyConfiguration": {
+                "TargetValue": 200_000.0,  # 200 ms
+                "CustomizedMetricSpecification": latency,
+                "ScaleOutCooldown": 60,
+            },
+        }
+    )
+    for _ in range(3):  # three periods of 500 ms: 2.5 x the target
+        samples.invocation(slow(now[0]))
+        samples.close_period()
+        asyncio.run(service.evaluate())
+        now[0] += 10
+    assert endpoints.calls == [
+        {
+            "EndpointName": "demo",
+            "DesiredWeightsAndCapacities": [{"VariantName": "A", "DesiredInstanceCount": 3}],
+        }
+    ]
+    (activity,) = service.describe_activities({"ServiceNamespace": "sagemaker"})["ScalingActivities"]
+    assert activity["StatusCode"] == "InProgress" and "EndTime" not in activity
+    assert "ModelLatency (Average) was above the target 200000" in activity["Cause"]
+    endpoints.status, endpoints.count = "InService", 3
+    asyncio.run(service.evaluate())
+    (activity,) = service.describe_activities({"ServiceNamespace": "sagemaker"})["ScalingActivities"]
+    assert activity["StatusCode"] == "Successful" and activity["EndTime"] == now[0]
+    assert activity["Description"] == "Setting desired instance count to 3."
+    # at MaxCapacity now, and the scale-out time is kept in the target's record
+    target = service.describe_targets({"ServiceNamespace": "sagemaker"})["ScalableTargets"][0]
+    assert target["MaxCapacity"] == 3
+    assert service._t.require(RESOURCE).doc["LastScaleOutAt"] == 1020.0
+
+
+def test_a_policy_without_policy_type_is_step_scaling_and_refused() -> None:
+    service = AutoScaling(
+        Targets(Store("sqlite://")),
+        FakeEndpoints(),
+        Samples(lambda: [], 60.0, 15, lambda: 0.0),
+        region="us-east-1",
+        account_id="1",
+    )
+    service.register({**SCOPE, "MinCapacity": 1, "MaxCapacity": 3})
+    tracking = {"TargetValue": 1.0, "PredefinedMetricSpecification": {}}
+    with pytest.raises(ValidationException, match="PolicyType is StepScaling when omitted"):
+        service.put_policy({**SCOPE, "PolicyName": "p", "TargetTrackingScalingPolicyConfiguration": tracking})
