@@ -24,14 +24,16 @@ $(STAMP): pyproject.toml | $(BIN)/python system-deps
 
 # Debian packages the tests use, each with the command that shows it is there: bubblewrap (sandboxed
 # bring-your-own images) and chromium (the console's browser tests; Playwright drives it through
-# executable_path, its own browser download is not used). Installed once, as root or through sudo; a no-op
-# where they are present.
+# executable_path, its own browser download is not used); and postgresql (the tests' own PostgreSQL servers:
+# tests/pgserver.py runs initdb and postgres from /usr/lib/postgresql/*/bin, not on PATH). Installed once,
+# as root or through sudo; a no-op where they are present.
 APT_NEEDS := bubblewrap:bwrap chromium:chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 system-deps:
 	@missing=""; for need in $(APT_NEEDS); do \
 		command -v $${need#*:} >/dev/null 2>&1 || missing="$$missing $${need%%:*}"; \
 	done; \
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing$$missing (apt-get)"; \
 		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; \

@@ -1,9 +1,13 @@
 from __future__ import annotations
 
+import shutil
+import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
+from pgserver import PostgresServer
 from s3server import SeaweedS3
 
 
@@ -12,3 +16,14 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedS3]:
     """A real S3 (SeaweedFS) on free local ports for the whole test session."""
     with SeaweedS3(tmp_path_factory.mktemp("s3server")) as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """A real PostgreSQL (Debian's binaries) on a free local port for the whole test session."""
+    # Not under pytest's tmp dir: that is private to root, and the cluster belongs to the postgres user.
+    workdir = Path(tempfile.mkdtemp(prefix="zeroscale-pg-"))
+    workdir.chmod(0o755)
+    with PostgresServer(workdir) as server:
+        yield server
+    shutil.rmtree(workdir, ignore_errors=True)

@@ -51,6 +51,10 @@ class Settings:
     max_extracted_bytes: int = 20 * 1024 * MB
     max_extracted_files: int = 100_000
     reconcile_interval_s: float = 0.5
+    # Several front ends on one database: how often each looks for changes made by the others, and how long
+    # one may miss its heartbeat (every ttl/5) before the others take over its share and its transitions.
+    sync_interval_s: float = 0.5
+    frontend_ttl_s: float = 5.0
     memory_poll_interval_s: float = 0.05
     log_level: str = "info"
     # Log streams not written for this long are deleted (0 keeps them forever).

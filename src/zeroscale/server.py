@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import time
 from dataclasses import dataclass
 
@@ -18,6 +19,7 @@ from zeroscale.api.jsonrpc import JsonService
 from zeroscale.api.query import QueryService
 from zeroscale.api.shapes import ServiceShapes
 from zeroscale.api.transform_rest import TransformApi
+from zeroscale.api.workers_rest import WorkersApi
 from zeroscale.artifacts import ArtifactCache
 from zeroscale.artifacts.pyenv import PythonEnvs
 from zeroscale.asyncinf.gauges import BacklogCollector
@@ -34,6 +36,7 @@ from zeroscale.batch.runner import TransformRunner
 from zeroscale.config import Settings
 from zeroscale.console import Backend, Console
 from zeroscale.control.arns import Arns
+from zeroscale.control.cluster import Cluster, frontend_id
 from zeroscale.control.deploy import Deployer
 from zeroscale.control.endpoint_configs import EndpointConfigs
 from zeroscale.control.endpoints import Endpoints
@@ -57,6 +60,7 @@ from zeroscale.metrics.store import MinuteStore
 from zeroscale.router.fleet import Fleet
 from zeroscale.router.spec import RouterSettings
 from zeroscale.store.db import Store
+from zeroscale.store.frontends import Frontends
 from zeroscale.topics.delivery import Deliverer
 from zeroscale.topics.service import Topics
 from zeroscale.types import SERVERLESS_MEMORY_SIZES_MB
@@ -138,10 +142,12 @@ def build(settings: Settings) -> Server:
         retention_hours=settings.log_retention_hours,
     )
     events.add(logs.sink)
+    ident = frontend_id(settings.data_dir)  # this front end among those sharing the database
     metering = Metering.open(
         settings.db_url,
         price_table=settings.price_table,
         enabled=settings.metering,
+        frontend=ident,
         journal_dir=settings.data_dir / "metering",
     )
     metering.attach(events)
@@ -161,7 +167,17 @@ def build(settings: Settings) -> Server:
     deployer = Deployer(
         models, artifacts, settings.idle_timeout_s, PythonEnvs(settings.pyenvs_dir), images=images
     )
-    endpoints = Endpoints(store, arns, models, configs, deployer, fleet)
+    cluster = Cluster(
+        store,
+        Frontends(settings.db_url, ttl_s=settings.frontend_ttl_s),
+        fleet,
+        ident,
+        f"{settings.host}:{settings.port}",
+        interval_s=settings.sync_interval_s,
+    )
+    endpoints = Endpoints(
+        store, arns, models, configs, deployer, fleet, frontend=cluster.id, limit=cluster.limit
+    )
     s3 = S3Io(settings.s3_endpoint_url)
     transforms = TransformJobs(
         store, arns, models, TransformRunner(fleet, deployer, s3, settings.data_dir / "transform")
@@ -209,13 +225,16 @@ def build(settings: Settings) -> Server:
         await logs.start()
         metering.start()  # before resume: it closes intervals a crash left open, then meters new ones
         await fleet.start(settings.reconcile_interval_s)
-        await endpoints.resume()
+        await cluster.start(endpoints.sync)  # registers this front end: the shares count it from now on
+        # What this front end left unfinished before a restart is taken over now; a live one's is not.
+        await endpoints.resume(live=cluster.live() - {cluster.id})
         await asynchronous.start()  # after resume: queued requests need their endpoints' routes
         await transforms.resume()
         await autoscaling.start()  # after resume: it reads the endpoints' instance counts
 
     async def shutdown() -> None:
         await background.cancel()  # a prewarm still starting its zygote
+        await cluster.close()  # leaves: the others take over its share now
         await autoscaling.close()
         await asynchronous.close()  # requests it was running stay Running: they run again at the next start
         await topics.deliverer.close()
@@ -239,7 +258,14 @@ def build(settings: Settings) -> Server:
             JsonService(ServiceShapes("logs"), logs.operations),
             JsonService(ServiceShapes("application-autoscaling"), autoscaling.operations()),
         ],
-        runtime=InvokeApi(fleet, settings.account_id, events, asynchronous.is_async),
+        runtime=InvokeApi(
+            fleet,
+            settings.account_id,
+            events,
+            asynchronous.is_async,
+            on_miss=endpoints.catch_up,
+            unavailable=cluster.unavailable if cluster.can_fence else None,
+        ),
         async_runtime=async_api,
         query=QueryService(topics),
         metrics=metrics,
@@ -254,6 +280,7 @@ def build(settings: Settings) -> Server:
             "metrics": MetricsApi(history).handle,
             "usage": UsageApi(metering),
             "images": ImagesApi(images).handle,
+            "workers": WorkersApi(fleet, socket.gethostname(), cluster.id).handle,
             "async": async_api.status,
             "transform": TransformApi(transforms).handle,
             "audit": AuditApi(audit),

@@ -22,7 +22,7 @@ import sys
 import tarfile
 import time
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +42,11 @@ def free_port() -> int:
 
 
 class ServerProcess:
+    # Where servers keep their state when a test names no --database-url: None is SQLite in the data
+    # directory; a function of the data directory gives a database URL (the same one for the same directory,
+    # so a restart finds its state), e.g. a PostgreSQL database per data directory.
+    databases: Callable[[Path], str] | None = None
+
     def __init__(
         self,
         data_dir: Path,
@@ -57,7 +62,15 @@ class ServerProcess:
         self.extra_env = dict(env or {})
         self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
+        if "database_url" not in self.flags and ServerProcess.databases is not None:
+            self.flags["database_url"] = ServerProcess.databases((cwd or Path()).absolute() / data_dir)
         self.log_path = (cwd or Path()) / data_dir.parent / f"{data_dir.name}-server.log"
+
+    @property
+    def db_url(self) -> str:
+        """The server's SQLAlchemy database URL."""
+        given = self.flags.get("database_url")
+        return str(given) if given else f"sqlite:///{(self.cwd or Path()) / self.data_dir / 'zeroscale.db'}"
 
     @property
     def url(self) -> str:

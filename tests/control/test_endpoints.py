@@ -29,7 +29,7 @@ class FakeDeployer:
         self.error: str | None = None
         self.started = 0
 
-    async def pool_specs(self, endpoint: str, config: Record) -> list[PoolSpec]:
+    async def pool_specs(self, endpoint: str, config: Record, models: Any = None) -> list[PoolSpec]:
         self.started += 1
         await asyncio.sleep(self.delay_s)
         if self.error is not None:

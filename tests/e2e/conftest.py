@@ -13,8 +13,39 @@ from sklearn.ensemble import RandomForestClassifier
 from zeroscale.testing import ServerProcess, make_tar
 
 
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """A module that sets ``BACKENDS = ("sqlite", "postgresql")`` runs all its tests once per database."""
+    backends = getattr(metafunc.module, "BACKENDS", None)
+    if backends and "backend" in metafunc.fixturenames:
+        metafunc.parametrize("backend", backends, indirect=True, scope="module")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def backend(request: pytest.FixtureRequest) -> Iterator[str]:
+    """The database the module's servers keep their state in: SQLite in each data directory, or a fresh
+    PostgreSQL database per data directory on the session's PostgreSQL server."""
+    name: str = getattr(request, "param", "sqlite")
+    if name != "postgresql":
+        yield name
+        return
+    pg = request.getfixturevalue("postgres")
+    urls: dict[Path, str] = {}
+
+    def database(data_dir: Path) -> str:
+        key = data_dir.resolve()
+        if key not in urls:
+            urls[key] = pg.create_database("e2e")
+        return urls[key]
+
+    ServerProcess.databases = database
+    yield name
+    ServerProcess.databases = None
+
+
 @pytest.fixture(scope="module")
-def server_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., ServerProcess]]:
+def server_factory(
+    tmp_path_factory: pytest.TempPathFactory, backend: str
+) -> Iterator[Callable[..., ServerProcess]]:
     """Start real servers (each on a free port, own data dir); all are stopped at the end of the module."""
     started: list[ServerProcess] = []
 

@@ -21,6 +21,9 @@ from botocore.exceptions import ClientError
 from e2e.conftest import handler_model
 from zeroscale.testing import ACCESS_KEY, REGION, SECRET_KEY, ServerProcess, deploy, wait_final
 
+# Every test here runs on SQLite and on PostgreSQL (the control plane, restarts, metering, metrics).
+BACKENDS = ("sqlite", "postgresql")
+
 ARN = "arn:aws:sagemaker:us-east-1:000000000000"
 SERVERLESS = {"MemorySizeInMB": 1024, "MaxConcurrency": 2}
 

@@ -12,6 +12,9 @@ from botocore.exceptions import ClientError
 
 from zeroscale.testing import ServerProcess, deploy
 
+# Every test here runs on SQLite and on PostgreSQL (the control plane, restarts, metering, metrics).
+BACKENDS = ("sqlite", "postgresql")
+
 
 @pytest.fixture(scope="module")
 def endpoint(sm: Any, sklearn_model: Any) -> str:

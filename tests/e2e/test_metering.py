@@ -35,6 +35,9 @@ from zeroscale.metering.ledger import Ledger
 from zeroscale.metering.pricing import EXACT
 from zeroscale.testing import ACCESS_KEY, REGION, SECRET_KEY, ServerProcess, deploy, wait_for
 
+# Every test here runs on SQLite and on PostgreSQL (the control plane, restarts, metering, metrics).
+BACKENDS = ("sqlite", "postgresql")
+
 SLEEP_S = 0.15
 SLEEPY = f"""
 import time
@@ -81,7 +84,7 @@ def report(server: ServerProcess, **query: str) -> dict[str, Any]:
 
 
 def ledger_of(server: ServerProcess) -> Ledger:
-    return Ledger(f"sqlite:///{server.data_dir / 'zeroscale.db'}")
+    return Ledger(server.db_url)
 
 
 def row(rep: dict[str, Any], key: str) -> dict[str, Any]:
@@ -279,7 +282,7 @@ def test_a_clean_restart_loses_no_usage_record(servers: list[ServerProcess], tmp
     for i in range(150):
         smr.invoke_endpoint(EndpointName="echo", Body=str(i).encode(), ContentType="application/json")
     server.stop(signal.SIGTERM)  # within a second of the last answer: records still queued in memory
-    led = Ledger(f"sqlite:///{data / 'zeroscale.db'}")
+    led = Ledger(server.db_url)
     assert led.count_invocations() == 150
     led.close()
     server.start()
@@ -346,7 +349,7 @@ def test_provisioned_concurrency_is_metered_per_second_provisioned(
     time.sleep(1.2)
     rep = report(server)
     warm = row(rep, "warm")
-    led = Ledger(f"sqlite:///{data / 'zeroscale.db'}")
+    led = Ledger(server.db_url)
     (first,) = led.intervals()
     assert before <= first.started_at <= in_service and first.ended_at is None
     assert (first.concurrency, first.memory_mb) == (1, 1024)

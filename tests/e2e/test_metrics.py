@@ -26,6 +26,9 @@ from metrics.promtext import value
 from zeroscale.cli.main import cli
 from zeroscale.testing import ACCESS_KEY, REGION, SECRET_KEY, ServerProcess, deploy, wait_for
 
+# Every test here runs on SQLite and on PostgreSQL (the control plane, restarts, metering, metrics).
+BACKENDS = ("sqlite", "postgresql")
+
 # {"raise": 1} -> the model raises (the container answers 500); {"sleep": s} sleeps; else {"ok": true}.
 MODEL = """
 import time

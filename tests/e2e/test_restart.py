@@ -16,6 +16,9 @@ import pytest
 from e2e.conftest import handler_model
 from zeroscale.testing import ServerProcess, deploy, wait_for
 
+# Every test here runs on SQLite and on PostgreSQL (the control plane, restarts, metering, metrics).
+BACKENDS = ("sqlite", "postgresql")
+
 ECHO = """
 import os
 

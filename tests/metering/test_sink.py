@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from zeroscale.events import EventBus, InvocationRecord, VariantEvent, WorkerEvent
-from zeroscale.metering.ledger import Ledger
+from zeroscale.metering.ledger import Closed, Ledger, Opened
 from zeroscale.metering.pricing import PriceTable
 from zeroscale.metering.records import UsageRecord
 from zeroscale.metering.service import Metering
@@ -275,3 +275,25 @@ def test_metering_off_has_no_sink(db_url: str) -> None:
     assert metering.sink is None and bus.sinks == []
     metering.start()
     metering.close()
+
+
+def test_front_ends_sharing_a_ledger_close_and_refresh_only_their_own_intervals(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    a, b = Ledger(url, "a"), Ledger(url, "b")
+    a.write([], [Opened("ep", "v", 1024, 1, 10.0)])
+    b.write([], [Opened("ep", "v", 1024, 1, 11.0)])  # B's share: A's interval stays open
+    assert [(i.concurrency, i.ended_at) for i in a.intervals()] == [(1, None), (1, None)]
+    b.write([], [Closed("ep", "v", 12.0)], heartbeat_at=None)
+    a.write([], [], heartbeat_at=13.0)
+    assert [(i.started_at, i.ended_at, i.seen_at) for i in a.intervals()] == [
+        (10.0, None, 13.0),
+        (11.0, 12.0, 11.0),
+    ]
+    # A restarted B closes nothing of A's while A refreshes them; a dead A's go once stale.
+    b.write([], [Opened("ep", "v", 1024, 1, 14.0)])
+    restarted, other = Ledger(url, "b"), Ledger(url, "c")
+    assert restarted.close_dangling(stale_before=12.0) == 1  # B's own open one (it restarted)
+    assert other.close_dangling(stale_before=14.0) == 1  # A's, not seen since 13
+    assert all(i.ended_at is not None for i in a.intervals())
+    for ledger in (a, b, restarted, other):
+        ledger.close()

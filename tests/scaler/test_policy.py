@@ -98,6 +98,11 @@ ROWS = [
         stop=("c", "b"),
     ),
     Row("an expired worker stops while another starts", starting=1, idle=idle(("a", EXPIRED)), stop=("a",)),
+    # ---- max concurrency lowered under live workers (a front end's share shrank) ----
+    Row("idle above a lowered max stop at once", max_concurrency=1, idle=idle(("a", FRESH), ("b", FRESH - 1)),
+        stop=("b",)),
+    Row("busy above a lowered max finish their request", max_concurrency=1, busy=2, idle=idle(("a", FRESH)),
+        stop=("a",)),
     # ---- provisioned concurrency: a floor kept warm ----
     Row("provisioned floor started at zero demand", provisioned=2, start=2),
     Row("provisioned floor counts starting workers", provisioned=2, starting=1, start=1),

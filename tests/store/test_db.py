@@ -21,9 +21,12 @@ def rec(name: str, kind: str = "model", t: float = 1.0, status: str | None = Non
     )
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    s = Store(f"sqlite:///{tmp_path / 'zeroscale.db'}")
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    if request.param == "postgresql":
+        s = Store(request.getfixturevalue("postgres").create_database("store"))
+    else:
+        s = Store(f"sqlite:///{tmp_path / 'zeroscale.db'}")
     yield s
     s.close()
 
@@ -110,9 +113,11 @@ def test_persists_across_instances(tmp_path: Path) -> None:
         second.close()
 
 
-def test_sqlite_uses_wal(store: Store, tmp_path: Path) -> None:
+def test_sqlite_uses_wal(tmp_path: Path) -> None:
+    store = Store(f"sqlite:///{tmp_path / 'zeroscale.db'}")
     store.insert(rec("m"))
     assert (tmp_path / "zeroscale.db-wal").exists()
+    store.close()
 
 
 def test_in_memory_url_shares_one_database() -> None:
@@ -148,3 +153,13 @@ def test_concurrent_use_from_threads(store: Store) -> None:
     records = store.list("model")
     assert len(records) == 160
     assert all(r.status == "done" for r in records)
+
+
+def test_update_if_status_is_a_compare_and_set(store: Store) -> None:
+    store.insert(rec("ep", kind="endpoint", status="InService"))
+    first = rec("ep", kind="endpoint", status="Updating")
+    assert store.update(first, if_status="InService")
+    second = rec("ep", kind="endpoint", status="Updating")
+    second.owner = "another front end"
+    assert not store.update(second, if_status="InService")  # it read InService too, but lost
+    assert store.get("endpoint", "ep").owner is None  # type: ignore[union-attr]

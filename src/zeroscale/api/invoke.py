@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from zeroscale.api.allowlist import refused_headers
 from zeroscale.api.served import INVOKE_ENDPOINT
@@ -35,11 +35,18 @@ class InvokeApi:
         account_id: str,
         events: EventBus,
         is_async: Callable[[str], bool] | None = None,
+        on_miss: Callable[[str], Awaitable[None]] | None = None,
+        unavailable: Callable[[], str | None] | None = None,
     ) -> None:
+        """``on_miss``: awaited when no route is found, before answering "not found" (with several front
+        ends, another may have deployed the endpoint a moment ago: this one catches up). ``unavailable``:
+        why this front end serves nothing now (503 ServiceUnavailable), or None."""
         self._fleet = fleet
         self._is_async = is_async
         self._account_id = account_id
         self._events = events
+        self._on_miss = on_miss
+        self._unavailable = unavailable
         self._background = Background("shadow invocations")
         # InvokeEndpoint members zeroscale does not serve (multi-model, multi-container, explanations,
         # inference components, sessions, ...), by header: refused by name, never ignored.
@@ -50,6 +57,8 @@ class InvokeApi:
         self, send: Send, request_id: str, endpoint: str, headers: Headers, body: bytes, started: float
     ) -> None:
         """``started``: ``time.perf_counter()`` when the request arrived."""
+        if self._unavailable is not None and (reason := self._unavailable()) is not None:
+            raise ZeroscaleError(reason, code="ServiceUnavailable", status=503)
         forward: Headers = []
         target_variant: str | None = None
         for name, value in headers:
@@ -63,6 +72,9 @@ class InvokeApi:
             elif lname in self._refused:
                 raise RuntimeValidationError(f"zeroscale does not support {self._refused[lname]} yet.")
         route = self._fleet.route(endpoint)
+        if route is None and self._on_miss is not None:
+            await self._on_miss(endpoint)
+            route = self._fleet.route(endpoint)
         if route is None:
             raise RuntimeValidationError(f"Endpoint {endpoint} of account {self._account_id} not found.")
         if self._is_async is not None and self._is_async(endpoint):

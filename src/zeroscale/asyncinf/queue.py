@@ -29,6 +29,7 @@ from sqlalchemy import (
 )
 
 from zeroscale.store.engine import make_engine
+from zeroscale.store.migrations import upgrade
 
 QUEUED, RUNNING, COMPLETED, FAILED = "Queued", "Running", "Completed", "Failed"
 
@@ -121,7 +122,7 @@ class RequestQueue:
     def __init__(self, url: str) -> None:
         self._engine = make_engine(url)
         self._lock = threading.RLock()
-        metadata.create_all(self._engine)
+        upgrade(self._engine, "async", metadata)
 
     def enqueue(self, req: AsyncRequest) -> AsyncRequest:
         """Commit a new Queued request; returns it with its row id."""
@@ -160,11 +161,14 @@ class RequestQueue:
             row = conn.execute(query).mappings().first()
             if row is None:
                 return None
-            conn.execute(
+            # Still Queued: of front ends sharing the database that read the same row, one claims it.
+            claimed = conn.execute(
                 update(requests)
-                .where(requests.c.id == row["id"])
+                .where((requests.c.id == row["id"]) & (requests.c.status == QUEUED))
                 .values(status=RUNNING, started_at=now, attempts=requests.c.attempts + 1)
             )
+            if not claimed.rowcount:
+                return None
         req = _request(row)
         req.status, req.started_at, req.attempts = RUNNING, now, req.attempts + 1
         return req

@@ -21,6 +21,7 @@ from zeroscale.errors import UnknownOperationException, ValidationException
 from zeroscale.iam.authz import Access, Authorizer
 from zeroscale.metering.reports import parse_time
 from zeroscale.store.engine import make_engine
+from zeroscale.store.migrations import upgrade
 
 log = logging.getLogger("zeroscale.audit")
 _ID = BigInteger().with_variant(Integer, "sqlite")
@@ -59,7 +60,7 @@ class AuditEvent:
 class AuditTrail:
     def __init__(self, db_url: str, authz: Authorizer, *, flush_interval_s: float = 0.5) -> None:
         self._engine = make_engine(db_url)
-        metadata.create_all(self._engine)
+        upgrade(self._engine, "audit", metadata)
         self._authz = authz
         self._pending: deque[AuditEvent] = deque()
         self._interval = flush_interval_s

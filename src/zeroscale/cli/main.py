@@ -18,6 +18,7 @@ from zeroscale.cli.metrics import metrics
 from zeroscale.cli.package import package
 from zeroscale.cli.transform_commands import transform_group
 from zeroscale.cli.usage import check_price_table, usage
+from zeroscale.cli.workers import workers
 from zeroscale.config import Settings
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -144,6 +145,21 @@ def _opt(name: str, env: str, **kw: Any) -> Callable[[F], F]:
     "loaded model (default: a tenth of the memory budget; 0: none).",
 )
 @_opt(
+    "--frontend-ttl-s",
+    "ZEROSCALE_FRONTEND_TTL_S",
+    default=5.0,
+    type=click.FloatRange(min=0.5),
+    help="Front ends sharing a database: seconds without a heartbeat before the others take over a front "
+    "end's concurrency share and unfinished deployments.",
+)
+@_opt(
+    "--sync-interval-s",
+    "ZEROSCALE_SYNC_INTERVAL_S",
+    default=0.5,
+    type=click.FloatRange(min=0.05),
+    help="Front ends sharing a database: how often each looks for the others' changes (one-row read).",
+)
+@_opt(
     "--worker-outbound/--no-worker-outbound",
     "ZEROSCALE_WORKER_OUTBOUND",
     default=False,
@@ -196,6 +212,8 @@ def serve(
     metering: bool,
     price_table: Path | None,
     warm_cache_mb: int | None,
+    frontend_ttl_s: float,
+    sync_interval_s: float,
     worker_outbound: bool,
     worker_max_processes: int,
     worker_max_open_files: int,
@@ -232,6 +250,8 @@ def serve(
         metering=metering,
         price_table=price_table,
         warm_cache_mb=warm_cache_mb,
+        frontend_ttl_s=frontend_ttl_s,
+        sync_interval_s=sync_interval_s,
         worker_outbound=worker_outbound,
         worker_max_processes=worker_max_processes,
         worker_max_open_files=worker_max_open_files,
@@ -253,6 +273,7 @@ cli.add_command(images)
 cli.add_command(async_group)
 cli.add_command(transform_group)
 cli.add_command(logs)
+cli.add_command(workers)
 
 
 def main() -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+from collections.abc import Mapping
 from typing import Any
 
 from zeroscale.artifacts import ArtifactCache
@@ -51,20 +52,25 @@ class Deployer:
         # bring-your-own images (default: beside the artifact cache, in <data-dir>/images)
         self._images = images or ImageRegistry(artifacts.root.parent / "images")
 
-    async def pool_specs(self, endpoint: str, config: Record) -> list[PoolSpec]:
-        """Raises DeployError naming the variant and what went wrong."""
+    async def pool_specs(
+        self, endpoint: str, config: Record, models: Mapping[str, Record] | None = None
+    ) -> list[PoolSpec]:
+        """Raises DeployError naming the variant and what went wrong. ``models`` (lower-cased name ->
+        record) are used before the store's: the documents a deployment was made from."""
         try:
             idle_s = idle_timeout_override(config.doc) or self._default_idle_timeout_s
         except ZeroscaleError as exc:
             raise DeployError(exc.message) from exc
         variants = variant_specs(config.doc)
         sampling = shadow_sampling(variants)
-        specs = await asyncio.gather(*(self._pool_spec(endpoint, v, idle_s) for v in variants))
+        specs = await asyncio.gather(*(self._pool_spec(endpoint, v, idle_s, models or {}) for v in variants))
         return [dataclasses.replace(s, shadow_sampling=sampling.get(s.variant, 0.0)) for s in specs]
 
-    async def _pool_spec(self, endpoint: str, variant: VariantSpec, idle_s: float) -> PoolSpec:
+    async def _pool_spec(
+        self, endpoint: str, variant: VariantSpec, idle_s: float, models: Mapping[str, Record]
+    ) -> PoolSpec:
         try:
-            model = self._models.get(variant.model_name)
+            model = models.get(variant.model_name.lower()) or self._models.get(variant.model_name)
         except ZeroscaleError as exc:
             raise DeployError(f"Variant {variant.name}: {exc.message}") from exc
         container = primary_container(model)

@@ -7,12 +7,18 @@ Deploy work runs in background tasks; the store is written at each transition, s
 CreateEndpoint and UpdateEndpoint wait up to ``settle_s`` (2 s) for their deployment before they answer, so
 a quick one (a warm runtime, a small model) is already InService at the caller's first DescribeEndpoint:
 botocore's ``endpoint_in_service`` waiter polls every 30 s. A longer one goes on in the background.
+
+Several front ends on one database: the one that accepted a transition owns it (``owner``); ``sync`` makes
+every other front end serve what the store says (activate a deployment it did not make, deactivate a
+deleted endpoint) and take over the transitions of front ends that died (see control/cluster.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import builtins
+import contextlib
+import json
 import logging
 import time
 from collections.abc import Callable, Coroutine, Mapping
@@ -48,8 +54,13 @@ class Endpoints:
         fleet: Fleet,
         clock: Callable[[], float] = time.time,
         settle_s: float = SETTLE_S,
+        *,
+        frontend: str | None = None,
+        limit: Callable[[builtins.list[PoolSpec]], builtins.list[PoolSpec]] = lambda specs: specs,
     ) -> None:
-        """``settle_s``: how long CreateEndpoint and UpdateEndpoint wait for their deployment."""
+        """``settle_s``: how long CreateEndpoint and UpdateEndpoint wait for their deployment; ``frontend``:
+        this front end's id, the owner of the transitions it runs; ``limit``: this front end's share of each
+        variant's concurrency (all of it by default)."""
         self._res = Resources(store, arns, KIND, "endpoint")
         self._store = store
         self._models = models
@@ -61,13 +72,23 @@ class Endpoints:
         self._background = Background("endpoint")
         # the latest deploy or delete of each endpoint (lower-cased name), which a delete cancels
         self._latest: dict[str, asyncio.Task[Any]] = {}
+        self.frontend = frontend
+        self._limit = limit
+        # What this front end routes: lower-cased name -> the deployment (see _deployment), and each
+        # variant's spec with the whole of its concurrency (the pools have this front end's share)
+        self._active: dict[str, str] = {}
+        self._full_specs: dict[str, dict[str, PoolSpec]] = {}
         # Called with the endpoint's name after it starts serving a configuration or is deleted.
         self.listeners: builtins.list[Callable[[str], None]] = []
 
     def get(self, name: str) -> Record:
         return self._res.get(name)
 
-    def _save(self, rec: Record, status: EndpointStatus, **doc: Any) -> None:
+    def _save(
+        self, rec: Record, status: EndpointStatus, *, expect: EndpointStatus | None = None, **doc: Any
+    ) -> bool:
+        """Write ``rec`` at ``status`` with these ``doc`` changes; with ``expect``, only if the stored status
+        still is that one (another front end may have changed it): True when written."""
         rec.status = status.value
         rec.modified_at = self._clock()
         for key, value in doc.items():
@@ -75,14 +96,14 @@ class Endpoints:
                 rec.doc.pop(key, None)
             else:
                 rec.doc[key] = value
-        self._store.update(rec)
+        return self._store.update(rec, if_status=None if expect is None else expect.value)
 
     # ---- operations ----
     async def create(self, params: Mapping[str, Any]) -> dict[str, Any]:
         name: str = params["EndpointName"]
         config = self._configs.get(params["EndpointConfigName"])
         doc = {"EndpointConfigName": config.name, "Tags": list(params.get("Tags") or [])}
-        arn = self._res.insert(name, doc, self._clock(), EndpointStatus.CREATING.value)
+        arn = self._res.insert(name, doc, self._clock(), EndpointStatus.CREATING.value, owner=self.frontend)
         await self._settle(self._run(name, self._deploy(name, config.name, updating=False)))
         return {"EndpointArn": arn}
 
@@ -93,8 +114,19 @@ class Endpoints:
                 f'Cannot update in-progress endpoint "{rec.arn}". Wait until it is InService.'
             )
         config = self._configs.get(params["EndpointConfigName"])
+        rec.owner = self.frontend
         # A new configuration brings its own weights and capacities (RetainAllVariantProperties false).
-        self._save(rec, EndpointStatus.UPDATING, FailureReason=None, VariantOverrides=None)
+        changed = self._save(
+            rec,
+            EndpointStatus.UPDATING,
+            expect=EndpointStatus.IN_SERVICE,
+            FailureReason=None,
+            VariantOverrides=None,
+        )
+        if not changed:
+            raise ValidationException(  # another front end changed it since it was read
+                f'Cannot update in-progress endpoint "{rec.arn}". Wait until it is InService.'
+            )
         await self._settle(self._run(rec.name, self._deploy(rec.name, config.name, updating=True)))
         return {"EndpointArn": rec.arn}
 
@@ -123,18 +155,25 @@ class Endpoints:
                     o["provisioned"],
                 )
             variant["VariantStatus"] = [{"Status": "Updating", "StartTime": now}]
-        self._save(
+        rec.owner = self.frontend
+        changed = self._save(
             rec,
             EndpointStatus.UPDATING,
+            expect=EndpointStatus.IN_SERVICE,
             FailureReason=None,
             VariantOverrides=overrides,
             ProductionVariants=list(described.values()),
         )
+        if not changed:  # another front end changed it since it was read
+            raise ValidationException(
+                f'Cannot update in-progress endpoint "{rec.arn}". Wait until it is InService.'
+            )
         await self._settle(self._run(rec.name, self._apply_overrides(rec.name, overrides)))
         return {"EndpointArn": rec.arn}
 
     def delete(self, name: str) -> None:
         rec = self.get(name)
+        rec.owner = self.frontend
         self._save(rec, EndpointStatus.DELETING)
         previous = self._latest.pop(rec.name.lower(), None)
         if previous is not None:
@@ -181,6 +220,11 @@ class Endpoints:
         self._latest[name.lower()] = task
         return task
 
+    def _running(self, key: str) -> asyncio.Task[Any] | None:
+        """The endpoint's deploy, delete or activation still under way on this front end, if any."""
+        task = self._latest.get(key)
+        return task if task is not None and not task.done() else None
+
     async def _settle(self, task: asyncio.Task[Any]) -> None:
         """Wait up to ``settle_s`` for ``task``, which goes on regardless (it is not cancelled)."""
         await asyncio.wait({task}, timeout=self._settle_s)
@@ -188,10 +232,13 @@ class Endpoints:
     async def _deploy(self, name: str, config_name: str, *, updating: bool, warm: bool = True) -> None:
         try:
             config = self._configs.get(config_name)
-            specs = await self._deployer.pool_specs(name, config)
+            full = await self._deployer.pool_specs(name, config)
             stored = self._store.get(KIND, name)
             overrides = (stored.doc.get("VariantOverrides") or {}) if stored is not None else {}
-            specs = [with_overrides(spec, overrides.get(spec.variant)) for spec in specs]
+            full = [with_overrides(spec, overrides.get(spec.variant)) for spec in full]
+            specs = self._limit(full)  # this front end's share; the endpoint is described with the whole
+            # A front end whose share is zero starts no worker, not even the deploy-time check's.
+            warm = warm and all(s.max_concurrency > 0 for s in specs)
             await self._fleet.activate(name, specs, warm=warm)
         except (DeployError, ValidationException) as exc:
             reason = _reason(exc)
@@ -205,17 +252,41 @@ class Endpoints:
         rec = self._store.get(KIND, name)
         if rec is None or rec.status == EndpointStatus.DELETING.value:
             await self._fleet.deactivate(name)
+            self._active.pop(name.lower(), None)
             return
+        rec.doc[DEPLOYED] = self._snapshot(config)
         self._save(
             rec,
             EndpointStatus.IN_SERVICE,
             EndpointConfigName=config.name,
-            ProductionVariants=self._described_variants(config, specs, shadow=False),
-            ShadowProductionVariants=self._described_variants(config, specs, shadow=True) or None,
+            ProductionVariants=self._described_variants(config, full, shadow=False),
+            ShadowProductionVariants=self._described_variants(config, full, shadow=True) or None,
             AsyncInferenceConfig=config.doc.get("AsyncInferenceConfig"),
             FailureReason=None,
         )
+        self._active[name.lower()] = _deployment(rec)
+        self._full_specs[name.lower()] = {spec.variant: spec for spec in full}
         self._tell(name)
+
+    def _snapshot(self, config: Record) -> dict[str, Any]:
+        """The documents this deployment was made from, kept in the endpoint's row (never answered on the
+        wire): another front end, or this one after a restart, rebuilds the same pools from them even when
+        the configuration or a model was deleted (SageMaker allows it) or replaced since."""
+        models: dict[str, Any] = {}
+        for name in sorted({v.model_name.lower() for v in variant_specs(config.doc)}):
+            with contextlib.suppress(ValidationException):  # deleted since the pools were built
+                models[name] = self._models.get(name).doc
+        return {"EndpointConfig": config.doc, "Models": models}
+
+    def _deployed(self, rec: Record) -> tuple[Record, dict[str, Record] | None]:
+        """The configuration and models ``rec`` is deployed from: its snapshot, else the store's."""
+        snap = rec.doc.get(DEPLOYED)
+        config_name = rec.doc["EndpointConfigName"]
+        if not snap:
+            return self._configs.get(config_name), None
+        config = Record("endpoint-config", config_name, "", 0.0, 0.0, None, dict(snap["EndpointConfig"]))
+        models = {k: Record("model", k, "", 0.0, 0.0, None, dict(doc)) for k, doc in snap["Models"].items()}
+        return config, models
 
     def _tell(self, name: str) -> None:
         for listener in self.listeners:
@@ -252,9 +323,14 @@ class Endpoints:
         rec = self._store.get(KIND, name)
         if route is None or rec is None or rec.status == EndpointStatus.DELETING.value:
             return
-        specs = {p.spec.variant: with_overrides(p.spec, overrides.get(p.spec.variant)) for p in route.pools}
+        base = self._full_specs.get(name.lower(), {})
+        specs = {
+            p.spec.variant: with_overrides(base.get(p.spec.variant, p.spec), overrides.get(p.spec.variant))
+            for p in route.pools
+        }
+        shares = {variant: self._limit([spec])[0] for variant, spec in specs.items()}
         try:
-            await self._fleet.adjust(name, specs, timeout_s=self._settle_s + 30.0)
+            await self._fleet.adjust(name, shares, timeout_s=self._settle_s + 30.0)
         except DeployError as exc:
             self._save(rec, EndpointStatus.IN_SERVICE, FailureReason=_reason(exc))
             return
@@ -274,37 +350,107 @@ class Endpoints:
         try:
             await self._fleet.deactivate(rec.name)
         finally:
+            self._active.pop(rec.name.lower(), None)
             self._store.delete(KIND, rec.name)
             self._tell(rec.name)
 
+    # ---- several front ends ----
+    async def _follow(self, rec: Record) -> None:
+        """Route a deployment another front end made (or this one made before a restart), starting no
+        worker it does not need; the store is not written."""
+        key, deployment = rec.name.lower(), _deployment(rec)
+        try:
+            config, models = self._deployed(rec)
+            full = await self._deployer.pool_specs(rec.name, config, models)
+            overrides = rec.doc.get("VariantOverrides") or {}
+            full = [with_overrides(spec, overrides.get(spec.variant)) for spec in full]
+            await self._fleet.activate(rec.name, self._limit(full), warm=False)
+            self._full_specs[key] = {spec.variant: spec for spec in full}
+            self._tell(rec.name)
+        except (DeployError, ValidationException) as exc:
+            log.error("endpoint %s: cannot serve its deployment here: %s", rec.name, _reason(exc))
+        self._active[key] = deployment  # tried: not again until it changes
+
+    async def _forget_route(self, name: str) -> None:
+        self._active.pop(name.lower(), None)
+        self._full_specs.pop(name.lower(), None)
+        await self._fleet.deactivate(name)
+        self._tell(name)
+
+    async def catch_up(self, name: str, timeout_s: float = 10.0) -> None:
+        """An invocation for an endpoint this front end does not route: when the store says it serves
+        (another front end deployed it since the last sync), route it now, waiting at most ``timeout_s``."""
+        rec = await asyncio.to_thread(self._store.get, KIND, name)
+        serving = (EndpointStatus.IN_SERVICE.value, EndpointStatus.UPDATING.value)
+        if rec is None or rec.status not in serving or not rec.doc.get("ProductionVariants"):
+            return
+        key = rec.name.lower()
+        task = self._running(key)
+        if task is None:
+            if self._active.get(key) == _deployment(rec):
+                return
+            task = self._run(rec.name, self._follow(rec))
+        await asyncio.wait([task], timeout=timeout_s)
+
+    def sync(self, live: builtins.set[str]) -> builtins.list[asyncio.Task[None]]:
+        """Serve what the store says: every InService (or Updating: the old deployment serves) endpoint
+        routed at its current deployment, nothing else; transitions owned by a front end not in ``live``
+        are taken over (once: the claim is a compare-and-set). Returns the activation tasks started."""
+        records = {r.name.lower(): r for r in self._store.list(KIND)}
+        started: builtins.list[asyncio.Task[None]] = []
+        for key, rec in records.items():
+            if self._running(key) is not None:
+                continue  # a transition or activation of this front end is under way
+            if rec.status in _TRANSITIONS and rec.owner not in live:
+                claimed = self._store.claim(KIND, rec.name, self.frontend or "", rec.owner)
+                if claimed is None:
+                    continue  # another front end took it
+                log.warning("endpoint %s: taking over %s from front end %s", rec.name, rec.status, rec.owner)
+                rec = claimed
+                if rec.status == EndpointStatus.DELETING.value:
+                    self._run(rec.name, self._delete(rec))
+                    continue
+                if rec.status == EndpointStatus.CREATING.value:
+                    self._run(rec.name, self._deploy(rec.name, rec.doc["EndpointConfigName"], updating=False))
+                    continue
+                self._save(rec, EndpointStatus.IN_SERVICE)  # the update died with its front end
+            serving = rec.status in (EndpointStatus.IN_SERVICE.value, EndpointStatus.UPDATING.value)
+            if serving and rec.doc.get("ProductionVariants"):
+                if self._active.get(key) != _deployment(rec) or self._fleet.route(rec.name) is None:
+                    started.append(self._run(rec.name, self._follow(rec)))
+            elif key in self._active:
+                self._run(rec.name, self._forget_route(rec.name))
+        for key in builtins.set(self._active) - builtins.set(records):
+            if self._running(key) is None:
+                self._run(key, self._forget_route(key))
+        return started
+
     # ---- restart ----
-    async def resume(self, timeout_s: float = 60.0) -> None:
-        """Bring every stored endpoint back after a restart, starting no worker it does not need.
+    async def resume(self, timeout_s: float = 60.0, live: builtins.set[str] | None = None) -> None:
+        """Bring every stored endpoint back after a restart, starting no worker it does not need: route
+        InService endpoints, and finish what this front end (or a dead one) left in progress.
 
         Returns once every InService endpoint routes again (or ``timeout_s`` passed), so the server never
         answers DescribeEndpoint "InService" for an endpoint whose invocations it cannot route yet."""
-        serving: builtins.list[asyncio.Task[Any]] = []
-        for rec in self._store.list(KIND):
-            status = rec.status
-            if status == EndpointStatus.DELETING.value:
-                self._run(rec.name, self._delete(rec))
-            elif status == EndpointStatus.CREATING.value:
-                self._run(rec.name, self._deploy(rec.name, rec.doc["EndpointConfigName"], updating=False))
-            elif status in (EndpointStatus.IN_SERVICE.value, EndpointStatus.UPDATING.value):
-                if status == EndpointStatus.UPDATING.value:
-                    self._save(rec, EndpointStatus.IN_SERVICE)
-                serving.append(
-                    self._run(
-                        rec.name,
-                        self._deploy(rec.name, rec.doc["EndpointConfigName"], updating=True, warm=False),
-                    )
-                )
+        serving = self.sync(live if live is not None else builtins.set())
         if serving:
             await asyncio.wait(serving, timeout=timeout_s)
 
     async def close(self) -> None:
         self._latest.clear()
         await self._background.cancel()
+
+
+DEPLOYED = "ZeroscaleDeployment"  # the endpoint row's snapshot of what it was deployed from (see _snapshot)
+_TRANSITIONS = frozenset(
+    {EndpointStatus.CREATING.value, EndpointStatus.UPDATING.value, EndpointStatus.DELETING.value}
+)
+
+
+def _deployment(rec: Record) -> str:
+    """What identifies a deployment: its configuration and described variants (with their resolution
+    times, new at each successful create or update)."""
+    return json.dumps([rec.doc.get("EndpointConfigName"), rec.doc.get("ProductionVariants")], sort_keys=True)
 
 
 def _serverless_config(memory_mb: int, max_concurrency: int, provisioned: int) -> dict[str, Any]:

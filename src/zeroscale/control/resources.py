@@ -39,11 +39,13 @@ class Resources:
             raise self.missing(name)
         return rec
 
-    def insert(self, name: str, doc: dict[str, Any], now: float, status: str | None = None) -> str:
+    def insert(
+        self, name: str, doc: dict[str, Any], now: float, status: str | None = None, owner: str | None = None
+    ) -> str:
         """Store a new resource and return its ARN; a duplicate name is SageMaker's ValidationException."""
         arn = self.arn(name)
         try:
-            self.store.insert(Record(self.kind, name, arn, now, now, status, doc))
+            self.store.insert(Record(self.kind, name, arn, now, now, status, doc, owner))
         except AlreadyExists:
             raise self.duplicate(name) from None
         return arn

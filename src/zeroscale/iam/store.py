@@ -14,6 +14,7 @@ from sqlalchemy import Column, Double, MetaData, String, Table, Text, delete, in
 from zeroscale.iam.policy import Statement, parse
 from zeroscale.iam.secrets import SecretBox
 from zeroscale.store.engine import make_engine
+from zeroscale.store.migrations import upgrade
 
 metadata = MetaData()
 users = Table(
@@ -71,7 +72,7 @@ class IamStore:
         self._engine = make_engine(db_url)
         self._box = box
         self._lock = threading.Lock()
-        metadata.create_all(self._engine)
+        upgrade(self._engine, "iam", metadata)
         self.users: dict[str, User] = {}
         self.keys: dict[str, AccessKey] = {}
         with self._engine.connect() as conn:

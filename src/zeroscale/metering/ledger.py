@@ -5,6 +5,8 @@ through SQLAlchemy Core. The only code in metering that touches the database.
 - ``usage_provisioned``: one row per interval a variant had provisioned concurrency; ``ended_at`` is NULL
   while it lasts and ``seen_at`` is refreshed by the running server, so after a crash the interval is closed
   at the last moment a server confirmed it (``close_dangling``) instead of being lost or running on.
+  Several front ends on one database each meter their own share (``frontend``: who opened the interval; a
+  front end closes and refreshes only its own).
 - ``usage_meta``: small facts, e.g. when the first resource was created (the free tier's start).
 """
 
@@ -37,6 +39,7 @@ from sqlalchemy.exc import IntegrityError
 
 from zeroscale.metering.records import ProvisionedInterval, UsageRecord
 from zeroscale.store.engine import make_engine
+from zeroscale.store.migrations import Step, add_column, upgrade
 
 FIRST_RESOURCE_AT = "first_resource_at"
 JOURNAL_POSITION = "journal_position"  # how much of the usage journal (journal.py) is in this ledger
@@ -76,6 +79,7 @@ provisioned = Table(
     Column("started_at", Double, nullable=False),
     Column("ended_at", Double, nullable=True),
     Column("seen_at", Double, nullable=False),
+    Column("frontend", String(64), nullable=True),  # NULL: written before front ends had ids
 )
 
 meta = Table(
@@ -86,6 +90,8 @@ meta = Table(
 )
 
 _INVOCATION_COLUMNS = [c.name for c in invocations.columns if c.name != "id"]
+# Never edit a released step: append (see store/migrations.py).
+STEPS: list[Step] = [add_column("usage_provisioned", Column("frontend", String(64), nullable=True))]
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,10 +120,12 @@ Change = Opened | Closed
 class Ledger:
     """Thread-safe; every method is one transaction."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, frontend: str | None = None) -> None:
+        """``frontend``: the front end this ledger writes for (its provisioned intervals are its own)."""
         self._engine = make_engine(url)
         self._lock = threading.Lock()
-        metadata.create_all(self._engine)
+        self._frontend = frontend
+        upgrade(self._engine, "usage", metadata, STEPS)
         self._insert_sql = _insert_sql(self._engine.dialect.paramstyle)
 
     # ---- writes (the sink's writer thread, and the control plane once) ----
@@ -142,7 +150,7 @@ class Ledger:
                 # Plain DB-API executemany of tuples: the writer thread spends a few microseconds a record.
                 conn.exec_driver_sql(self._insert_sql, [_invocation_row(r) for r in records])
             for change in changes:
-                self._close(conn, change.endpoint, change.variant, change.at)
+                self._close(conn, change.endpoint, change.variant, change.at, self._mine())
                 if isinstance(change, Opened):
                     conn.execute(
                         insert(provisioned).values(
@@ -153,32 +161,45 @@ class Ledger:
                             started_at=change.at,
                             ended_at=None,
                             seen_at=change.at,
+                            frontend=self._frontend,
                         )
                     )
             if heartbeat_at is not None:
                 conn.execute(
                     update(provisioned)
                     .where(provisioned.c.ended_at.is_(None) & (provisioned.c.seen_at < heartbeat_at))
+                    .where(self._mine())
                     .values(seen_at=heartbeat_at)
                 )
 
+    def _mine(self) -> Any:
+        c = provisioned.c.frontend
+        return c.is_(None) if self._frontend is None else c == self._frontend
+
     @staticmethod
-    def _close(conn: Connection, endpoint: str, variant: str, at: float) -> None:
+    def _close(conn: Connection, endpoint: str, variant: str, at: float, mine: Any) -> None:
         open_rows = (
             (provisioned.c.endpoint == endpoint)
             & (provisioned.c.variant == variant)
             & provisioned.c.ended_at.is_(None)
+            & mine
         )
         # Never end before it started (the wall clock may step back).
         ended = case((provisioned.c.started_at > at, provisioned.c.started_at), else_=at)
         conn.execute(update(provisioned).where(open_rows).values(ended_at=ended))
 
-    def close_dangling(self) -> int:
-        """Close intervals a crashed server left open at the last time it saw them; the number closed."""
+    def close_dangling(self, stale_before: float | None = None) -> int:
+        """Close intervals a crashed server left open at the last time it saw them; the number closed.
+
+        Those of this front end (or of no front end) always; another front end's only when it has not
+        refreshed them since ``stale_before`` (it is dead; a live one refreshes its own every second)."""
+        dangling = self._mine() | provisioned.c.frontend.is_(None)
+        if stale_before is not None:
+            dangling = dangling | (provisioned.c.seen_at < stale_before)
         with self._lock, self._engine.begin() as conn:
             result = conn.execute(
                 update(provisioned)
-                .where(provisioned.c.ended_at.is_(None))
+                .where(provisioned.c.ended_at.is_(None) & dangling)
                 .values(ended_at=provisioned.c.seen_at)
             )
         return int(result.rowcount or 0)

@@ -50,11 +50,15 @@ class Metering:
         *,
         price_table: Path | None = None,
         enabled: bool = True,
+        frontend: str | None = None,
         journal_dir: Path | None = None,
     ) -> Metering:
         """Raises ``PriceTableError`` (a ValueError) for a bad price table, before anything starts.
-        ``journal_dir``: where the usage journal lives (none: a crash loses the last second of records)."""
-        return cls(Ledger(db_url), load_price_table(price_table), enabled=enabled, journal_dir=journal_dir)
+        ``frontend``: this front end's id (its provisioned intervals are its own); ``journal_dir``: where the
+        usage journal lives (none: a crash loses the last second of records)."""
+        return cls(
+            Ledger(db_url, frontend), load_price_table(price_table), enabled=enabled, journal_dir=journal_dir
+        )
 
     def attach(self, events: EventBus) -> None:
         if self.sink is not None:

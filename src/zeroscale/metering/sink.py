@@ -95,7 +95,8 @@ class MeteringSink:
     # ---- lifecycle ----
     def start(self) -> None:
         """Close what a crashed predecessor left open, then start the writer thread."""
-        closed = self._ledger.close_dangling()
+        # Another front end's intervals not refreshed for a minute: it died (a live one refreshes each flush).
+        closed = self._ledger.close_dangling(stale_before=self._wall() - 60.0)
         if closed:
             log.warning("metering: closed %d provisioned interval(s) left open by an unclean stop", closed)
         if self._journal is not None:

@@ -31,6 +31,7 @@ from sqlalchemy.engine import Connection
 
 from zeroscale.metrics.history import Key, Stat, minute_of
 from zeroscale.store.engine import make_engine
+from zeroscale.store.migrations import upgrade
 
 metadata = MetaData()
 
@@ -58,7 +59,7 @@ class MinuteStore:
     def __init__(self, url: str) -> None:
         self._engine = make_engine(url)
         self._lock = threading.Lock()
-        metadata.create_all(self._engine)
+        upgrade(self._engine, "metrics", metadata)
 
     def write(self, stats: Mapping[Key, Stat]) -> None:
         """Add these minutes' statistics to what is stored, in one transaction."""

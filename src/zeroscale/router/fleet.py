@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import contextlib
+import dataclasses
 import itertools
 import random
 import time
@@ -176,6 +177,20 @@ class Fleet:
             await asyncio.gather(*(p.drain(timeout_s) for p in pools))
             self._forget_gone(pools)
             self._discard_cached(pools)
+
+    def resize(self, endpoint: str, variant: str, max_concurrency: int, provisioned: int) -> None:
+        """Change a routed variant's MaxConcurrency and ProvisionedConcurrency in place (this front end's
+        share changed): no new pool, its workers stay; scaling applies the new limits from now on."""
+        route = self._routes.get(endpoint.lower())
+        for pool in route.pools if route is not None else ():
+            if pool.spec.variant == variant and (
+                pool.spec.max_concurrency != max_concurrency or pool.spec.provisioned != provisioned
+            ):
+                self._emit_variant(pool, "deactivated")  # metering: the provisioned share is re-metered
+                pool.resize(
+                    dataclasses.replace(pool.spec, max_concurrency=max_concurrency, provisioned=provisioned)
+                )
+                self._emit_variant(pool, "activated")
 
     def _discard_cached(self, pools: list[VariantPool]) -> None:
         """Templates cached for these pools' models go, unless a pool still routed to uses the same model

@@ -1,19 +1,27 @@
 """Resource state in one SQL table through SQLAlchemy Core (SQLite by default, PostgreSQL unchanged).
 
 Every resource is one row of ``resources``: its kind, its name as the user spelled it (unique per kind,
-case-insensitively, through ``key = lower(name)``), its ARN, times, status and wire-shaped document.
+case-insensitively, through ``key = lower(name)``), its ARN, times, status, wire-shaped document, and the
+front end running its current transition (``owner``, endpoints only).
+
+The change feed: every write also bumps the one row of ``store_revision`` in the same transaction, so other
+front ends on the same database learn that something changed by reading one integer (``revision()``).
 """
 
 from __future__ import annotations
 
+import functools
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Column,
     Double,
+    Integer,
     MetaData,
     RowMapping,
     String,
@@ -23,9 +31,12 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError, OperationalError
 
+from zeroscale.errors import ZeroscaleError
 from zeroscale.store.engine import make_engine
+from zeroscale.store.migrations import Step, add_column, upgrade
 
 metadata = MetaData()
 
@@ -40,7 +51,18 @@ resources = Table(
     Column("modified_at", Double, nullable=False),
     Column("status", String(64), nullable=True),
     Column("doc", JSON, nullable=False),
+    Column("owner", String(64), nullable=True),
 )
+
+store_revision = Table(
+    "store_revision",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("value", BigInteger, nullable=False),
+)
+
+# Never edit a released step: append (see store/migrations.py).
+STEPS: list[Step] = [add_column("resources", Column("owner", String(64), nullable=True))]
 
 
 @dataclass
@@ -52,12 +74,36 @@ class Record:
     modified_at: float
     status: str | None
     doc: dict[str, Any]  # the resource's wire-shaped document
+    owner: str | None = None  # the front end running the resource's current transition
 
 
 class AlreadyExists(Exception):
     """A record of that kind and (case-insensitive) name is already stored."""
 
 
+class DatabaseUnavailable(ZeroscaleError):
+    """The database cannot be reached (answered as 503 ServiceUnavailable)."""
+
+    code = "ServiceUnavailable"
+    status = 503
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _reachable(method: Callable[P, R]) -> Callable[P, R]:
+    """A lost connection or a database that is down becomes DatabaseUnavailable, with the driver's reason."""
+
+    @functools.wraps(method)
+    def call(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return method(*args, **kwargs)
+        except OperationalError as exc:
+            reason = str(exc.orig or exc).strip().splitlines()[0]
+            raise DatabaseUnavailable(f"The database is unreachable ({reason}); retry later.") from exc
+
+    return call
 
 
 def _record(row: RowMapping) -> Record:
@@ -69,6 +115,7 @@ def _record(row: RowMapping) -> Record:
         modified_at=float(row["modified_at"]),
         status=row["status"],
         doc=dict(row["doc"]),
+        owner=row["owner"],
     )
 
 
@@ -82,6 +129,7 @@ def _values(rec: Record) -> dict[str, Any]:
         "modified_at": rec.modified_at,
         "status": rec.status,
         "doc": rec.doc,
+        "owner": rec.owner,
     }
 
 
@@ -91,36 +139,84 @@ class Store:
     def __init__(self, url: str) -> None:
         self._engine = make_engine(url)
         self._lock = threading.RLock()
-        metadata.create_all(self._engine)
+        upgrade(self._engine, "resources", metadata, STEPS)
+        try:
+            with self._engine.begin() as conn:
+                conn.execute(insert(store_revision).values(id=1, value=0))
+        except IntegrityError:
+            pass  # there already
+
+    @staticmethod
+    def _bump(conn: Connection) -> None:
+        conn.execute(
+            update(store_revision).where(store_revision.c.id == 1).values(value=store_revision.c.value + 1)
+        )
+
+    @_reachable
+    def revision(self) -> int:
+        """A number that changes with every write of any front end (cheap: one row)."""
+        with self._lock, self._engine.connect() as conn:
+            return int(
+                conn.execute(select(store_revision.c.value).where(store_revision.c.id == 1)).scalar_one()
+            )
 
     def _where(self, kind: str, name: str) -> Any:
         return (resources.c.kind == kind) & (resources.c.key == name.lower())
 
+    @_reachable
     def insert(self, rec: Record) -> None:
         """Store a new record; raises AlreadyExists when (kind, lower(name)) is taken."""
         with self._lock:
             try:
                 with self._engine.begin() as conn:
                     conn.execute(insert(resources).values(**_values(rec)))
+                    self._bump(conn)
             except IntegrityError as exc:
                 raise AlreadyExists(f"{rec.kind} {rec.name!r} already exists") from exc
 
+    @_reachable
     def get(self, kind: str, name: str) -> Record | None:
         with self._lock, self._engine.connect() as conn:
             row = conn.execute(select(resources).where(self._where(kind, name))).mappings().first()
         return None if row is None else _record(row)
 
-    def update(self, rec: Record) -> None:
-        """Replace every field of the record with the same (kind, lower(name)); a no-op when it is gone."""
+    @_reachable
+    def update(self, rec: Record, *, if_status: str | None = None) -> bool:
+        """Replace every field of the record with the same (kind, lower(name)); a no-op when it is gone, or
+        with ``if_status`` when its stored status is another (compare-and-set: of front ends changing the
+        same record at once, one wins). True when it was written."""
+        where = self._where(rec.kind, rec.name)
+        if if_status is not None:
+            where = where & (resources.c.status == if_status)
         with self._lock, self._engine.begin() as conn:
-            conn.execute(update(resources).where(self._where(rec.kind, rec.name)).values(**_values(rec)))
+            result = conn.execute(update(resources).where(where).values(**_values(rec)))
+            if result.rowcount:
+                self._bump(conn)
+        return bool(result.rowcount)
 
+    @_reachable
+    def claim(self, kind: str, name: str, owner: str, previous: str | None) -> Record | None:
+        """Make ``owner`` the owner of a record still owned by ``previous`` (compare-and-set, so of front
+        ends taking over from a dead one exactly one wins); the record claimed, or None."""
+        was = resources.c.owner.is_(None) if previous is None else resources.c.owner == previous
+        with self._lock, self._engine.begin() as conn:
+            result = conn.execute(update(resources).where(self._where(kind, name) & was).values(owner=owner))
+            if not result.rowcount:
+                return None
+            self._bump(conn)
+            row = conn.execute(select(resources).where(self._where(kind, name))).mappings().first()
+        return None if row is None else _record(row)
+
+    @_reachable
     def delete(self, kind: str, name: str) -> bool:
         """Remove a record; True when one was removed."""
         with self._lock, self._engine.begin() as conn:
             result = conn.execute(delete(resources).where(self._where(kind, name)))
+            if result.rowcount:
+                self._bump(conn)
         return bool(result.rowcount)
 
+    @_reachable
     def list(self, kind: str) -> list[Record]:
         """Every record of a kind, oldest first."""
         query = select(resources).where(resources.c.kind == kind)

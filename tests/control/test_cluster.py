@@ -1,0 +1,84 @@
+"""Concurrency shares: the live front ends' parts add up to the whole, the oldest take the remainder, and a
+front end that joins never takes more than ``total // members`` (so, with the others still at their old
+shares, an endpoint never reaches twice its MaxConcurrency)."""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+import pytest
+from sqlalchemy.exc import OperationalError
+
+from zeroscale.control.cluster import Cluster, share
+from zeroscale.router.spec import PoolSpec
+from zeroscale.store.frontends import Frontend
+
+
+@pytest.mark.parametrize("total", [1, 2, 3, 5, 7, 200])
+@pytest.mark.parametrize("members", [1, 2, 3, 4])
+def test_shares_add_up_and_a_newcomer_takes_the_floor(total: int, members: int) -> None:
+    parts = [share(total, rank, members) for rank in range(members)]
+    assert sum(parts) == total
+    assert parts == sorted(parts, reverse=True)  # the remainder goes to the oldest
+    assert max(parts) - min(parts) <= 1
+    # Members 0..n-2 held shares of the whole among n-1; the newest (rank n-1) joins:
+    before = [share(total, rank, members - 1) for rank in range(members - 1)] if members > 1 else [0]
+    assert sum(before) + parts[-1] < 2 * total
+
+
+def test_one_front_end_serves_everything() -> None:
+    assert share(7, 0, 1) == 7
+
+
+class FakeFrontends:
+    ttl_s = 5.0
+    networked = True
+
+    def __init__(self) -> None:
+        self.members = ["old", "me"]
+        self.down = False
+
+    def beat(self, ident: str, address: str, pid: int) -> None:
+        if self.down:
+            raise OperationalError("SELECT", {}, Exception("database down"))
+
+    def live(self) -> list[Frontend]:
+        return [Frontend(i, "", 0, 0.0, 0.0) for i in self.members]
+
+
+class FakeFleet:
+    def __init__(self) -> None:
+        self.sizes: dict[tuple[str, str], tuple[int, int]] = {}
+
+    def route(self, endpoint: str) -> object:
+        return object()
+
+    def resize(self, endpoint: str, variant: str, max_concurrency: int, provisioned: int) -> None:
+        self.sizes[(endpoint, variant)] = (max_concurrency, provisioned)
+
+
+def spec(max_concurrency: int, provisioned: int = 0) -> PoolSpec:
+    return PoolSpec("ep", "v", "sklearn", "img", "/m", 1024, max_concurrency, provisioned, 60.0)
+
+
+async def test_shares_follow_the_members_and_a_silent_front_end_fences_itself() -> None:
+    now = [0.0]
+    frontends, fleet = FakeFrontends(), FakeFleet()
+    cluster = Cluster(cast(Any, None), cast(Any, frontends), cast(Any, fleet), "me", "", clock=lambda: now[0])
+    await cluster._beat()
+    (limited,) = cluster.limit([spec(5, provisioned=3)])
+    assert (limited.max_concurrency, limited.provisioned) == (2, 1)  # the newer of two: 5 // 2, 3 // 2
+    frontends.members = ["me"]  # the old one died
+    assert await cluster._beat()
+    assert fleet.sizes[("ep", "v")] == (5, 3)
+    frontends.down = True
+    now[0] += 0.5 * frontends.ttl_s
+    cluster.check_fence()
+    assert not cluster.fenced
+    now[0] += 0.2 * frontends.ttl_s  # 0.7 of the time-to-live without a heartbeat: before others act
+    cluster.check_fence()
+    assert cluster.fenced and fleet.sizes[("ep", "v")] == (0, 0)
+    assert cluster.limit([spec(5, provisioned=3)])[0].max_concurrency == 0
+    frontends.down = False
+    assert await cluster._beat()
+    assert not cluster.fenced and fleet.sizes[("ep", "v")] == (5, 3)

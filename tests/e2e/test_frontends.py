@@ -1,0 +1,317 @@
+"""Two front ends on one PostgreSQL database: each serves every endpoint with the same control-plane answers,
+MaxConcurrency holds across them, and a front end killed with SIGKILL costs only its in-flight requests."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import socket
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from botocore.exceptions import ClientError
+from click.testing import CliRunner
+
+from e2e.conftest import handler_model
+from pgserver import PostgresServer
+from zeroscale.cli.main import cli
+from zeroscale.store import Store
+from zeroscale.testing import ACCESS_KEY, REGION, SECRET_KEY, ServerProcess, deploy, wait_for
+
+SLEEPY = """
+import os, time
+
+
+def model_fn(model_dir):
+    return "sleepy"
+
+
+def predict_fn(data, model):
+    time.sleep(data.get("sleep", 0))
+    return {"pid": os.getpid()}
+"""
+TTL_S = 2.0
+
+
+@pytest.fixture(scope="module")
+def pair(
+    postgres: PostgresServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[ServerProcess, ServerProcess]]:
+    url = postgres.create_database("frontends")
+    flags = {"database_url": url, "frontend_ttl_s": TTL_S}
+    a = ServerProcess(tmp_path_factory.mktemp("a"), flags).start()
+    b = ServerProcess(tmp_path_factory.mktemp("b"), flags).start()
+    yield a, b
+    a.stop()
+    b.stop()
+
+
+@pytest.fixture(scope="module")
+def model_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return handler_model(tmp_path_factory.mktemp("sleepy"), SLEEPY)
+
+
+def invoke(server: ServerProcess, name: str, sleep_s: float = 0.0) -> int:
+    resp = server.client("sagemaker-runtime").invoke_endpoint(
+        EndpointName=name, Body=json.dumps({"sleep": sleep_s}).encode(), ContentType="application/json"
+    )
+    return int(json.loads(resp["Body"].read())["pid"])
+
+
+def serves(server: ServerProcess, name: str) -> Callable[[], bool]:
+    def check() -> bool:
+        try:
+            invoke(server, name)
+            return True
+        except ClientError:
+            return False
+
+    return check
+
+
+def gauge(server: ServerProcess, metric: str, endpoint: str) -> float | None:
+    prefix = f'{metric}{{endpoint_name="{endpoint}",variant_name="AllTraffic"}} '
+    for line in server.metrics().splitlines():
+        if line.startswith(prefix):
+            return float(line[len(prefix) :])
+    return None
+
+
+def test_an_endpoint_made_on_one_is_described_invoked_updated_and_deleted_on_the_other(
+    pair: tuple[ServerProcess, ServerProcess], model_url: str
+) -> None:
+    a, b = pair
+    sm_a, sm_b = a.client("sagemaker"), b.client("sagemaker")
+    assert deploy(sm_a, "shared", model_url, max_concurrency=3)["EndpointStatus"] == "InService"
+    desc_a, desc_b = (
+        sm_a.describe_endpoint(EndpointName="shared"),
+        sm_b.describe_endpoint(EndpointName="shared"),
+    )
+    for desc in (desc_a, desc_b):
+        desc.pop("ResponseMetadata")
+    assert desc_a == desc_b
+    assert [e["EndpointName"] for e in sm_b.list_endpoints()["Endpoints"]] == ["shared"]
+    invoke(b, "shared")
+    # A third front end that polls once a minute serves it at once too (with its share, one of three): a
+    # miss makes it catch up.
+    c = ServerProcess(a.data_dir.parent / "c", {**a.flags, "sync_interval_s": 60}).start()
+    try:
+        invoke(c, "shared")
+    finally:
+        c.stop()
+
+    # Updated through B: A follows to the new deployment.
+    sm_b.create_endpoint_config(
+        EndpointConfigName="shared-4",
+        ProductionVariants=[
+            {
+                "VariantName": "AllTraffic",
+                "ModelName": "shared",
+                "ServerlessConfig": {"MemorySizeInMB": 1024, "MaxConcurrency": 4},
+            }
+        ],
+    )
+    sm_b.update_endpoint(EndpointName="shared", EndpointConfigName="shared-4")
+    wait_for(lambda: sm_a.describe_endpoint(EndpointName="shared")["EndpointStatus"] == "InService", 30)
+    assert sm_a.describe_endpoint(EndpointName="shared")["EndpointConfigName"] == "shared-4"
+    for server in (a, b):  # half of 4 each, once both saw the third one leave
+        wait_for(lambda s=server: gauge(s, "zeroscale_max_concurrency", "shared") == 2, timeout_s=10)
+    invoke(a, "shared")
+
+    # Deleted through B: gone on A too, control plane and runtime.
+    sm_b.delete_endpoint(EndpointName="shared")
+    wait_for(lambda: not serves(a, "shared")(), timeout_s=10)
+    with pytest.raises(ClientError, match="Could not find endpoint"):
+        sm_a.describe_endpoint(EndpointName="shared")
+
+
+def test_max_concurrency_holds_across_front_ends(
+    pair: tuple[ServerProcess, ServerProcess], model_url: str
+) -> None:
+    """MaxConcurrency 2 over two front ends: each serves with one worker, so six slow requests on each
+    are answered by two processes in all, never more."""
+    a, b = pair
+    assert (
+        deploy(a.client("sagemaker"), "capped", model_url, max_concurrency=2)["EndpointStatus"] == "InService"
+    )
+    wait_for(serves(b, "capped"), timeout_s=10)
+    pids: dict[str, set[int]] = {"a": set(), "b": set()}
+    errors: list[BaseException] = []
+
+    def hit(name: str, server: ServerProcess) -> None:
+        try:
+            pids[name].add(invoke(server, "capped", sleep_s=0.2))
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [
+        threading.Thread(target=hit, args=(name, server))
+        for name, server in (("a", a), ("b", b))
+        for _ in range(6)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    assert len(pids["a"]) == len(pids["b"]) == 1
+    assert pids["a"] != pids["b"]
+    assert (
+        gauge(a, "zeroscale_max_concurrency", "capped")
+        == gauge(b, "zeroscale_max_concurrency", "capped")
+        == 1
+    )
+
+
+def test_a_front_end_that_joins_serves_an_endpoint_whose_config_and_model_were_deleted(
+    pair: tuple[ServerProcess, ServerProcess], model_url: str, tmp_path: Path
+) -> None:
+    """SageMaker lets a serving endpoint's configuration and model be deleted: a front end that starts
+    afterwards rebuilds the deployment from the documents kept with the endpoint."""
+    a, _ = pair
+    sm = a.client("sagemaker")
+    assert deploy(sm, "kept", model_url, max_concurrency=3)["EndpointStatus"] == "InService"
+    sm.delete_endpoint_config(EndpointConfigName="kept")
+    sm.delete_model(ModelName="kept")
+    late = ServerProcess(tmp_path / "late", a.flags).start()
+    try:
+        invoke(late, "kept")
+    finally:
+        late.stop()
+    sm.delete_endpoint(EndpointName="kept")
+
+
+def test_workers_lists_each_front_ends_live_workers(pair: tuple[ServerProcess, ServerProcess]) -> None:
+    a, b = pair
+    env = {"AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY, "AWS_DEFAULT_REGION": REGION}
+    runner = CliRunner()
+    for server in (a, b):
+        out = runner.invoke(cli, ["workers", "capped", "--json", "--endpoint-url", server.url], env=env)
+        assert out.exit_code == 0, out.output
+        (worker,) = json.loads(out.output)["Workers"]  # its share of MaxConcurrency 2: one worker
+        assert worker["EndpointName"] == "capped" and worker["VariantName"] == "AllTraffic"
+        assert worker["State"] == "idle" and worker["Node"] == socket.gethostname()
+        assert worker["Frontend"] == (server.data_dir / "frontend-id").read_text().strip()
+    table = runner.invoke(cli, ["workers", "--endpoint-url", a.url], env=env)
+    assert table.exit_code == 0, table.output
+    assert table.output.splitlines()[0].split() == [
+        "ENDPOINT",
+        "VARIANT",
+        "WORKER",
+        "NODE",
+        "STATE",
+        "PID",
+        "RSS_MB",
+    ]
+    assert "capped" in table.output
+
+
+def test_a_front_end_killed_costs_only_its_requests_and_comes_back(
+    pair: tuple[ServerProcess, ServerProcess], model_url: str, tmp_path: Path
+) -> None:
+    a, b = pair
+    if "capped" not in {e["EndpointName"] for e in b.client("sagemaker").list_endpoints()["Endpoints"]}:
+        deploy(a.client("sagemaker"), "capped", model_url, max_concurrency=2)
+    wait_for(serves(a, "capped"), timeout_s=10)
+    wait_for(serves(b, "capped"), timeout_s=10)
+    outcomes: dict[str, BaseException | int] = {}
+
+    def slow(name: str, server: ServerProcess) -> None:
+        try:
+            outcomes[name] = invoke(server, "capped", sleep_s=1.0)
+        except BaseException as exc:  # recorded: A's request is expected to fail
+            outcomes[name] = exc
+
+    in_flight = [threading.Thread(target=slow, args=item) for item in (("a", a), ("b", b))]
+    for t in in_flight:
+        t.start()
+    time.sleep(0.4)
+    a.stop(signal.SIGKILL)
+    killed_at = time.monotonic()
+    for t in in_flight:
+        t.join()
+    assert isinstance(outcomes["a"], Exception)  # A's in-flight request is lost ...
+    assert isinstance(outcomes["b"], int)  # ... B's is answered
+    # B answers throughout, and takes the whole MaxConcurrency once A's heartbeat is stale.
+    invoke(b, "capped")
+    wait_for(lambda: gauge(b, "zeroscale_max_concurrency", "capped") == 2, timeout_s=TTL_S + 5)
+    assert time.monotonic() - killed_at < TTL_S + 5
+    # An endpoint created while A is down is served by A once it is back (from the database alone).
+    assert deploy(b.client("sagemaker"), "later", model_url)["EndpointStatus"] == "InService"
+    a.start()
+    assert serves(a, "capped")()
+    assert serves(a, "later")()
+    wait_for(lambda: gauge(b, "zeroscale_max_concurrency", "capped") == 1, timeout_s=TTL_S + 5)
+    assert gauge(a, "zeroscale_max_concurrency", "capped") == 1
+
+
+def test_a_dead_front_ends_unfinished_create_and_delete_are_taken_over(
+    pair: tuple[ServerProcess, ServerProcess], model_url: str
+) -> None:
+    """What a front end that died had in progress (its row says Creating or Deleting, owned by it) is
+    finished by a live one."""
+    a, b = pair
+    wait_for(lambda: a.proc is not None and serves(a, "capped")(), timeout_s=10)
+    sm = a.client("sagemaker")
+    deploy(sm, "orphan", model_url, wait=False)  # model, config and endpoint; then pretend its owner died
+    wait_for(lambda: sm.describe_endpoint(EndpointName="orphan")["EndpointStatus"] != "Creating", 30)
+    store = Store(str(a.flags["database_url"]))
+    try:
+        rec = store.get("endpoint", "orphan")
+        assert rec is not None
+        rec.status, rec.owner = "Creating", "a-front-end-that-died"
+        store.update(rec)
+        wait_for(lambda: sm.describe_endpoint(EndpointName="orphan")["EndpointStatus"] == "InService", 30)
+        taken = store.get("endpoint", "orphan")
+        assert taken is not None and taken.owner in {f.strip() for f in _ids(a, b)}
+        taken.status, taken.owner = "Deleting", "another-front-end-that-died"
+        store.update(taken)
+        wait_for(lambda: store.get("endpoint", "orphan") is None, timeout_s=10)
+    finally:
+        store.close()
+    wait_for(lambda: not serves(a, "orphan")() and not serves(b, "orphan")(), timeout_s=10)
+
+
+def _ids(*servers: ServerProcess) -> list[str]:
+    return [(s.data_dir / "frontend-id").read_text() for s in servers]
+
+
+def test_losing_the_database_is_a_clear_error_and_serving_resumes_when_it_is_back(
+    model_url: str, tmp_path: Path
+) -> None:
+    """Its own PostgreSQL, stopped under a front end: control-plane calls fail, invocations answer 503
+    ServiceUnavailable once the front end fenced itself; both work again when the database is back."""
+    workdir = Path(tempfile.mkdtemp(prefix="zeroscale-pg-"))
+    workdir.chmod(0o755)
+    with PostgresServer(workdir) as pg:
+        server = ServerProcess(
+            tmp_path / "data", {"database_url": pg.create_database("outage"), "frontend_ttl_s": TTL_S}
+        ).start()
+        try:
+            assert deploy(server.client("sagemaker"), "steady", model_url)["EndpointStatus"] == "InService"
+            invoke(server, "steady")
+            pg.pause()
+            with pytest.raises(ClientError, match=r"ServiceUnavailable.*database is unreachable"):
+                server.client("sagemaker").describe_endpoint(EndpointName="steady")
+
+            def unavailable() -> bool:
+                try:
+                    invoke(server, "steady")
+                except ClientError as exc:
+                    return bool(exc.response["Error"]["Code"] == "ServiceUnavailable")
+                return False
+
+            wait_for(unavailable, timeout_s=TTL_S * 3)
+            pg.resume()
+            wait_for(serves(server, "steady"), timeout_s=TTL_S * 3)
+            assert server.client("sagemaker").describe_endpoint(EndpointName="steady")["EndpointStatus"] == (
+                "InService"
+            )
+        finally:
+            server.stop()
+    shutil.rmtree(workdir, ignore_errors=True)
