@@ -11,7 +11,7 @@ from zeroscale.api.shapes import ServiceShapes
 from zeroscale.api.wire import Headers, Send, respond
 from zeroscale.background import Background
 from zeroscale.errors import RuntimeValidationError, ZeroscaleError
-from zeroscale.events import EventBus, InvocationRecord
+from zeroscale.events import EventBus
 from zeroscale.router.fleet import Fleet
 from zeroscale.router.pool import Invocation, VariantPool
 from zeroscale.router.spec import PoolSpec
@@ -119,23 +119,9 @@ class InvokeApi:
     def _record(
         self, spec: PoolSpec, inv: Invocation, started: float, status: int, code: str, out: int
     ) -> None:
+        total_s = time.perf_counter() - started
         self._events.invocation(
-            InvocationRecord(
-                endpoint=spec.endpoint,
-                variant=spec.variant,
-                worker_id=inv.worker_id,
-                at=time.time(),
-                model_s=inv.model_s,
-                total_s=time.perf_counter() - started,
-                bytes_in=len(inv.body),
-                bytes_out=out,
-                status=status,
-                error_code=code,
-                memory_mb=spec.memory_mb,
-                setup_s=inv.setup_s,
-                provisioned=inv.provisioned,
-                model_status=inv.model_status,
-            )
+            inv.record(spec, at=time.time(), total_s=total_s, status=status, code=code, bytes_out=out)
         )
 
 

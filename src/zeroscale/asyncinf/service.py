@@ -29,7 +29,7 @@ from zeroscale.control.async_config import ERROR_TOPIC, SUCCESS_TOPIC, AsyncConf
 from zeroscale.control.endpoint_configs import EndpointConfigs, variant_specs
 from zeroscale.control.endpoints import Endpoints
 from zeroscale.errors import ModelError, RuntimeValidationError, Throttling, ZeroscaleError
-from zeroscale.events import EventBus, InvocationRecord
+from zeroscale.events import EventBus
 from zeroscale.router.fleet import Fleet
 from zeroscale.router.pool import Invocation, VariantPool
 from zeroscale.types import EndpointStatus
@@ -336,24 +336,9 @@ class AsyncInference:
     def _record(
         self, pool: VariantPool, inv: Invocation, started: float, status: int, code: str, out: int
     ) -> None:
-        spec = pool.spec
+        total_s = time.perf_counter() - started
         self._events.invocation(
-            InvocationRecord(
-                endpoint=spec.endpoint,
-                variant=spec.variant,
-                worker_id=inv.worker_id,
-                at=self._wall(),
-                model_s=inv.model_s,
-                total_s=time.perf_counter() - started,
-                bytes_in=len(inv.body),
-                bytes_out=out,
-                status=status,
-                error_code=code,
-                memory_mb=spec.memory_mb,
-                setup_s=inv.setup_s,
-                provisioned=inv.provisioned,
-                model_status=inv.model_status,
-            )
+            inv.record(pool.spec, at=self._wall(), total_s=total_s, status=status, code=code, bytes_out=out)
         )
 
     # ---- notifications ----

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from zeroscale.background import Background
 from zeroscale.errors import DeployError, ModelError, Throttling
-from zeroscale.events import EventBus, WorkerEvent
+from zeroscale.events import EventBus, InvocationRecord, WorkerEvent
 from zeroscale.metrics.load import PoolLoad
 from zeroscale.router.budget import MemoryBudget
 from zeroscale.router.slots import Slot, Slots, StopReason
@@ -46,6 +46,27 @@ class Invocation:
     # Seconds the worker has to answer; None: the server's invocation timeout (an async request sets its
     # own, up to 3600 s).
     timeout_s: float | None = None
+
+    def record(
+        self, spec: PoolSpec, *, at: float, total_s: float, status: int, code: str, bytes_out: int
+    ) -> InvocationRecord:
+        """What metering, metrics and logs hear of this invocation once it was answered (or failed)."""
+        return InvocationRecord(
+            endpoint=spec.endpoint,
+            variant=spec.variant,
+            worker_id=self.worker_id,
+            at=at,
+            model_s=self.model_s,
+            total_s=total_s,
+            bytes_in=len(self.body),
+            bytes_out=bytes_out,
+            status=status,
+            error_code=code,
+            memory_mb=spec.memory_mb,
+            setup_s=self.setup_s,
+            provisioned=self.provisioned,
+            model_status=self.model_status,
+        )
 
 
 class VariantPool:
