@@ -138,6 +138,25 @@ export async function submitting(button, box, action) {
   }
 }
 
+// Run ``step(isStopped)`` now, and again every ``ms`` for as long as it returns true (a list with something
+// in progress); a failure is shown in ``box``. Returns the page's cleanup, which stops it.
+export function polling(box, ms, step) {
+  let timer = null;
+  let stopped = false;
+  const run = async () => {
+    try {
+      if ((await step(() => stopped)) && !stopped) timer = setTimeout(run, ms);
+    } catch (err) {
+      if (!stopped) box.replaceChildren(errorBox(err));
+    }
+  };
+  run();
+  return () => {
+    stopped = true;
+    clearTimeout(timer);
+  };
+}
+
 export function pageHeader(title, ...actions) {
   return h("div", { class: "pagehead" }, h("h1", { tabindex: "-1" }, title), h("div", { class: "actions" }, actions));
 }

@@ -9,6 +9,7 @@ import {
   h,
   link,
   pageHeader,
+  polling,
   section,
   showError,
   statusBadge,
@@ -21,31 +22,24 @@ const REFRESH_MS = 1000;
 
 function list() {
   const body = h("div", {}, h("p", { class: "muted" }, "Loading endpoints…"));
-  let timer = null;
-  let stopped = false;
-  const refresh = async () => {
-    try {
-      const endpoints = await listAll("ListEndpoints", "Endpoints", { SortBy: "CreationTime", SortOrder: "Descending" });
-      if (stopped) return;
-      body.replaceChildren(
-        table(
-          [
-            { label: "Name", value: (e) => link(`/console/endpoints/${encodeURIComponent(e.EndpointName)}`, e.EndpointName) },
-            { label: "Status", value: (e) => statusBadge(e.EndpointStatus) },
-            { label: "ARN", value: (e) => h("code", {}, e.EndpointArn), class: "wide" },
-            { label: "Creation time", value: (e) => fmtTime(e.CreationTime) },
-            { label: "Last updated", value: (e) => fmtTime(e.LastModifiedTime) },
-          ],
-          endpoints,
-          { caption: `Endpoints (${endpoints.length})`, empty: "No endpoints yet." },
-        ),
-      );
-      if (endpoints.some((e) => TRANSITIONAL.has(e.EndpointStatus))) timer = setTimeout(refresh, REFRESH_MS);
-    } catch (err) {
-      if (!stopped) body.replaceChildren(errorBox(err));
-    }
-  };
-  refresh();
+  const stop = polling(body, REFRESH_MS, async (stopped) => {
+    const endpoints = await listAll("ListEndpoints", "Endpoints", { SortBy: "CreationTime", SortOrder: "Descending" });
+    if (stopped()) return false;
+    body.replaceChildren(
+      table(
+        [
+          { label: "Name", value: (e) => link(`/console/endpoints/${encodeURIComponent(e.EndpointName)}`, e.EndpointName) },
+          { label: "Status", value: (e) => statusBadge(e.EndpointStatus) },
+          { label: "ARN", value: (e) => h("code", {}, e.EndpointArn), class: "wide" },
+          { label: "Creation time", value: (e) => fmtTime(e.CreationTime) },
+          { label: "Last updated", value: (e) => fmtTime(e.LastModifiedTime) },
+        ],
+        endpoints,
+        { caption: `Endpoints (${endpoints.length})`, empty: "No endpoints yet." },
+      ),
+    );
+    return endpoints.some((e) => TRANSITIONAL.has(e.EndpointStatus));
+  });
   return {
     node: h(
       "div",
@@ -53,10 +47,7 @@ function list() {
       pageHeader("Endpoints", link("/console/endpoints/create", "Create endpoint", { class: "button primary" })),
       body,
     ),
-    cleanup: () => {
-      stopped = true;
-      clearTimeout(timer);
-    },
+    cleanup: stop,
   };
 }
 

@@ -12,6 +12,7 @@ import {
   h,
   link,
   pageHeader,
+  polling,
   section,
   showError,
   statusBadge,
@@ -28,31 +29,24 @@ const jobPath = (name) => `/console/transform-jobs/${encodeURIComponent(name)}`;
 
 function list() {
   const body = h("div", {}, h("p", { class: "muted" }, "Loading batch transform jobs…"));
-  let timer = null;
-  let stopped = false;
-  const refresh = async () => {
-    try {
-      const jobs = await listAll("ListTransformJobs", "TransformJobSummaries", { SortBy: "CreationTime", SortOrder: "Descending" });
-      if (stopped) return;
-      body.replaceChildren(
-        table(
-          [
-            { label: "Name", value: (j) => link(jobPath(j.TransformJobName), j.TransformJobName) },
-            { label: "Status", value: (j) => statusBadge(j.TransformJobStatus) },
-            { label: "Creation time", value: (j) => fmtTime(j.CreationTime) },
-            { label: "End time", value: (j) => fmtTime(j.TransformEndTime) },
-            { label: "Failure reason", value: (j) => j.FailureReason || "" },
-          ],
-          jobs,
-          { caption: `Batch transform jobs (${jobs.length})`, empty: "No batch transform jobs yet." },
-        ),
-      );
-      if (jobs.some((j) => RUNNING.has(j.TransformJobStatus))) timer = setTimeout(refresh, REFRESH_MS);
-    } catch (err) {
-      if (!stopped) body.replaceChildren(errorBox(err));
-    }
-  };
-  refresh();
+  const stop = polling(body, REFRESH_MS, async (stopped) => {
+    const jobs = await listAll("ListTransformJobs", "TransformJobSummaries", { SortBy: "CreationTime", SortOrder: "Descending" });
+    if (stopped()) return false;
+    body.replaceChildren(
+      table(
+        [
+          { label: "Name", value: (j) => link(jobPath(j.TransformJobName), j.TransformJobName) },
+          { label: "Status", value: (j) => statusBadge(j.TransformJobStatus) },
+          { label: "Creation time", value: (j) => fmtTime(j.CreationTime) },
+          { label: "End time", value: (j) => fmtTime(j.TransformEndTime) },
+          { label: "Failure reason", value: (j) => j.FailureReason || "" },
+        ],
+        jobs,
+        { caption: `Batch transform jobs (${jobs.length})`, empty: "No batch transform jobs yet." },
+      ),
+    );
+    return jobs.some((j) => RUNNING.has(j.TransformJobStatus));
+  });
   return {
     node: h(
       "div",
@@ -60,10 +54,7 @@ function list() {
       pageHeader("Batch transform jobs", link("/console/transform-jobs/create", "Create batch transform job", { class: "button primary" })),
       body,
     ),
-    cleanup: () => {
-      stopped = true;
-      clearTimeout(timer);
-    },
+    cleanup: stop,
   };
 }
 
