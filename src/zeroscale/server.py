@@ -22,7 +22,7 @@ from zeroscale.api.transform_rest import TransformApi
 from zeroscale.api.workers_rest import WorkersApi
 from zeroscale.artifacts import ArtifactCache
 from zeroscale.artifacts.pyenv import PythonEnvs
-from zeroscale.asyncinf.gauges import BacklogCollector
+from zeroscale.asyncinf.gauges import BacklogCollector, BacklogSampler
 from zeroscale.asyncinf.queue import RequestQueue
 from zeroscale.asyncinf.s3io import S3Io
 from zeroscale.asyncinf.service import AsyncInference
@@ -209,6 +209,7 @@ def build(settings: Settings) -> Server:
     )
     asynchronous.notifier = topics
     metrics.registry.register(BacklogCollector(asynchronous.backlog, fleet.loads))
+    history.gauges.append(BacklogSampler(asynchronous.backlog, fleet.loads))
     async_api = AsyncInvokeApi(asynchronous)
     iam = IamStore(settings.db_url, SecretBox.load_or_create(settings.data_dir / "iam.key"))
     authz = Authorizer(

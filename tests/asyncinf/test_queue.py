@@ -12,7 +12,7 @@ import pytest
 from s3server import SeaweedS3
 from zeroscale.asyncinf.queue import COMPLETED, FAILED, QUEUED, RUNNING, AsyncRequest, RequestQueue
 from zeroscale.asyncinf.s3io import S3Io
-from zeroscale.asyncinf.service import AsyncEndpoint, AsyncInference
+from zeroscale.asyncinf.service import MAX_ATTEMPTS, AsyncEndpoint, AsyncInference
 from zeroscale.control.async_config import async_config
 from zeroscale.events import EventBus
 
@@ -125,3 +125,46 @@ async def test_an_expired_request_fails_at_its_failure_location(
     assert "RequestTTLSeconds (60 s)" in text
     done = queue.find("id-0")
     assert done is not None and done.status == FAILED and done.finished_at == 1000.0
+
+
+async def test_a_request_running_at_every_restart_fails_after_max_attempts(
+    queue: RequestQueue, s3_server: SeaweedS3, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A payload that takes the server down each time it runs: after MAX_ATTEMPTS restarts it fails at its
+    FailureLocation instead of running again (while a request put back for want of capacity never counts)."""
+    for key, value in s3_server.env().items():
+        monkeypatch.setenv(key, value)
+    s3 = s3_server.client()
+    s3.create_bucket(Bucket="poison")
+    config = async_config(
+        {"OutputConfig": {"S3OutputPath": "s3://poison/out", "S3FailurePath": "s3://poison/f"}}
+    )
+    service = AsyncInference(
+        queue,
+        cast(Any, None),  # the failure path reaches no fleet, endpoint or config
+        cast(Any, None),
+        cast(Any, None),
+        S3Io(s3_server.endpoint_url),
+        EventBus(),
+        region="us-east-1",
+        account_id="000000000000",
+        payload_limit_bytes=1024,
+        scratch_dir=tmp_path / "scratch",
+        wall=lambda: 1000.0,
+    )
+    req = _request("crashy", 0, created_at=900.0)
+    req.failure_location = config.failure_location("id-0")
+    queue.enqueue(req)
+    for _ in range(MAX_ATTEMPTS):  # claimed, then the server dies with it Running
+        claimed = queue.claim("crashy", now=1000.0)
+        assert claimed is not None
+        queue.requeue(claimed)  # a throttled try in between does not count
+        assert queue.claim("crashy", now=1000.0) is not None
+        assert queue.requeue_running() == 1
+    last = queue.claim("crashy", now=1000.0)
+    assert last is not None and last.attempts == MAX_ATTEMPTS + 1
+    await service._serve(AsyncEndpoint("crashy", config, 1), last)
+    text = s3.get_object(Bucket="poison", Key="f/id-0-error.out")["Body"].read().decode()
+    assert f"{MAX_ATTEMPTS} times" in text and "not run again" in text
+    done = queue.find("id-0")
+    assert done is not None and done.status == FAILED

@@ -21,6 +21,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from e2e.conftest import SklearnModel, handler_model
+from e2e.test_metrics import history
 from s3server import SeaweedS3
 from zeroscale.testing import ACCESS_KEY, SECRET_KEY, ServerProcess, wait_final, wait_for
 
@@ -196,6 +197,12 @@ def test_sklearn_round_trip_and_scale_to_zero(
     assert 'zeroscale_approximate_backlog_size{endpoint_name="rf-async"}' in metrics
     assert 'zeroscale_has_backlog_without_capacity{endpoint_name="rf-async"} 0.0' in metrics
     wait_for(lambda: 'zeroscale_approximate_backlog_size{endpoint_name="rf-async"} 0.0' in server.metrics())
+    # ... and in the one-minute history, under the endpoint alone (SageMaker's only dimension for them).
+    backlog = [p for p in history(server, "rf-async") if p["MetricName"] == "ApproximateBacklogSize"]
+    assert backlog and {p["VariantName"] for p in backlog} == {""}
+    assert sum(p["SampleCount"] for p in backlog) >= 1 and backlog[-1]["Minimum"] == 0.0
+    names = {p["MetricName"] for p in history(server, "rf-async", variant="")}
+    assert {"ApproximateAgeOfOldestRequest", "HasBacklogWithoutCapacity"} <= names
 
 
 def test_failures_go_to_the_failure_location(server: ServerProcess, s3: Any, echo_url: str) -> None:

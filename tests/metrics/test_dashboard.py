@@ -9,6 +9,8 @@ from pathlib import Path
 from prometheus_client.parser import text_string_to_metric_families
 
 from metrics.builders import activated, model_error, pool, record, started
+from zeroscale.asyncinf.gauges import BacklogCollector
+from zeroscale.asyncinf.queue import Backlog
 from zeroscale.events import WorkerEvent
 from zeroscale.metrics.catalog import CATALOG
 from zeroscale.metrics.registry import Metrics
@@ -25,6 +27,8 @@ def exposed_names() -> set[str]:
     metrics.invocation(model_error(500))
     metrics.worker(started())
     metrics.worker(WorkerEvent("ep", "AllTraffic", "w1", "crashed", 0.0))
+    # The server registers the asynchronous queue's gauges beside them.
+    metrics.registry.register(BacklogCollector(lambda: [Backlog("ep", 2, 1, 0.0)], lambda: [pool()]))
     text = metrics.render().decode()
     return {s.name for family in text_string_to_metric_families(text) for s in family.samples}
 

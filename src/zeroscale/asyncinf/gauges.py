@@ -1,5 +1,5 @@
-"""The asynchronous queue's gauges on /metrics, with SageMaker's metric names in their help text, computed
-when scraped from the queue table and the pools' loads.
+"""The asynchronous queue's figures with SageMaker's metric names, computed from the queue table and the
+pools' loads: as gauges on /metrics when scraped, and as samples for the one-minute history.
 
 | SageMaker (AWS/SageMaker, EndpointName) | Prometheus |
 |---|---|
@@ -17,29 +17,38 @@ from collections.abc import Callable, Iterable, Iterator
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 from zeroscale.asyncinf.queue import Backlog
+from zeroscale.metrics import catalog as m
 from zeroscale.metrics.load import PoolLoad
+from zeroscale.metrics.service import Gauge
 
-_FAMILIES = (
-    (
-        "zeroscale_approximate_backlog_size",
-        "SageMaker ApproximateBacklogSize: async requests queued or being processed",
-    ),
-    (
-        "zeroscale_approximate_backlog_size_per_instance",
-        "SageMaker ApproximateBacklogSizePerInstance: backlog / live workers (the backlog at zero workers)",
-    ),
-    (
-        "zeroscale_approximate_age_of_oldest_request_seconds",
-        "SageMaker ApproximateAgeOfOldestRequest: age of the oldest queued async request",
-    ),
-    (
-        "zeroscale_has_backlog_without_capacity",
-        "SageMaker HasBacklogWithoutCapacity: 1 when requests wait and the endpoint has no worker",
-    ),
+_METRICS = (
+    m.BACKLOG_SIZE,
+    m.BACKLOG_SIZE_PER_INSTANCE,
+    m.AGE_OF_OLDEST_REQUEST,
+    m.HAS_BACKLOG_WITHOUT_CAPACITY,
 )
 
 
+def backlog_figures(
+    backlog: Iterable[Backlog], loads: Iterable[PoolLoad], now: float
+) -> Iterator[tuple[str, tuple[float, float, float, float]]]:
+    """Per endpoint: its four figures, in ``_METRICS`` order."""
+    workers: dict[str, int] = {}
+    for load in loads:
+        workers[load.endpoint.lower()] = workers.get(load.endpoint.lower(), 0) + load.workers
+    for entry in backlog:
+        size = entry.queued + entry.running
+        live = workers.get(entry.endpoint_name.lower(), 0)
+        age = max(0.0, now - entry.oldest_queued_at) if entry.oldest_queued_at is not None else 0.0
+        yield (
+            entry.endpoint_name,
+            (float(size), size / live if live else float(size), age, float(size > 0 and live == 0)),
+        )
+
+
 class BacklogCollector:
+    """The figures as Prometheus gauges, computed at scrape time."""
+
     def __init__(
         self,
         backlog: Callable[[], list[Backlog]],
@@ -50,20 +59,44 @@ class BacklogCollector:
         self._loads = loads
         self._wall = wall
 
+    def _families(self) -> list[GaugeMetricFamily]:
+        return [
+            GaugeMetricFamily(
+                m.BY_NAME[name].prometheus,
+                f"SageMaker {name}: {m.BY_NAME[name].description}",
+                labels=("endpoint_name",),
+            )
+            for name in _METRICS
+        ]
+
     def describe(self) -> Iterable[Metric]:
-        return [GaugeMetricFamily(name, doc, labels=("endpoint_name",)) for name, doc in _FAMILIES]
+        return self._families()
 
     def collect(self) -> Iterator[Metric]:
-        families = [GaugeMetricFamily(name, doc, labels=("endpoint_name",)) for name, doc in _FAMILIES]
-        workers: dict[str, int] = {}
-        for load in self._loads():
-            workers[load.endpoint.lower()] = workers.get(load.endpoint.lower(), 0) + load.workers
-        now = self._wall()
-        for entry in self._backlog():
-            size = entry.queued + entry.running
-            live = workers.get(entry.endpoint_name.lower(), 0)
-            age = max(0.0, now - entry.oldest_queued_at) if entry.oldest_queued_at is not None else 0.0
-            values = (float(size), size / live if live else float(size), age, float(size > 0 and live == 0))
+        families = self._families()
+        for endpoint, values in backlog_figures(self._backlog(), self._loads(), self._wall()):
             for family, value in zip(families, values, strict=True):
-                family.add_metric([entry.endpoint_name], value)
+                family.add_metric([endpoint], value)
         yield from families
+
+
+class BacklogSampler:
+    """The figures as samples for the one-minute history (read from the database: call it off the loop)."""
+
+    def __init__(
+        self,
+        backlog: Callable[[], list[Backlog]],
+        loads: Callable[[], list[PoolLoad]],
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        self._backlog = backlog
+        self._loads = loads
+        self._wall = wall
+
+    def __call__(self) -> list[Gauge]:
+        figures = backlog_figures(self._backlog(), self._loads(), self._wall())
+        return [
+            Gauge(endpoint, m.ENDPOINT_WIDE, name, value)
+            for endpoint, values in figures
+            for name, value in zip(_METRICS, values, strict=True)
+        ]

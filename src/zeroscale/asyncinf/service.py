@@ -37,6 +37,9 @@ from zeroscale.workers.client import FilePayload
 
 log = logging.getLogger("zeroscale.async")
 INLINE_RESPONSE_MAX_BYTES = 128 * 1024
+# A request that was running each time the server stopped (killed, out of memory, power lost) runs at most
+# this many times: a payload that takes the whole server down must not do so at every restart.
+MAX_ATTEMPTS = 3
 _SERVING = (EndpointStatus.IN_SERVICE.value, EndpointStatus.UPDATING.value)
 
 
@@ -185,10 +188,14 @@ class AsyncInference:
         return self._queue.recent(endpoint, limit)
 
     def backlog(self) -> list[Backlog]:
-        """Per endpoint with requests or serving asynchronously (zero for an empty queue)."""
+        """Per endpoint with requests or serving asynchronously (zero for an empty queue); no query at all
+        while no endpoint serves asynchronous requests (what was left queued by one was failed)."""
+        if not self._async:
+            return []
         found = self._queue.backlog()
         have = {b.endpoint_name.lower() for b in found}
-        idle = [Backlog(e.name, 0, 0, None) for k, e in self._async.items() if k not in have]
+        serving = list(self._async.items())  # a copy: the history samples this from a thread
+        idle = [Backlog(e.name, 0, 0, None) for k, e in serving if k not in have]
         return sorted(found + idle, key=lambda b: b.endpoint_name)
 
     # ---- the dispatcher ----
@@ -243,6 +250,14 @@ class AsyncInference:
             self._wake.set()
 
     async def _serve(self, entry: AsyncEndpoint, req: AsyncRequest) -> None:
+        if req.attempts > MAX_ATTEMPTS:
+            await self._fail(
+                entry,
+                req,
+                f"InternalFailure: the server stopped while this request ran, {req.attempts - 1} times; "
+                f"it is not run again (at most {MAX_ATTEMPTS} attempts).",
+            )
+            return
         if self._wall() > req.expires_at:
             await self._fail(
                 entry,

@@ -28,6 +28,13 @@ PROVISIONED_EXECUTIONS = "ServerlessProvisionedConcurrencyExecutions"
 PROVISIONED_UTILIZATION = "ServerlessProvisionedConcurrencyUtilization"
 PROVISIONED_INVOCATIONS = "ServerlessProvisionedConcurrencyInvocations"
 SPILLOVER_INVOCATIONS = "ServerlessProvisionedConcurrencySpilloverInvocations"
+# Asynchronous inference, per endpoint (SageMaker's only dimension for them is EndpointName; the history
+# keeps them under the variant ENDPOINT_WIDE):
+BACKLOG_SIZE = "ApproximateBacklogSize"
+BACKLOG_SIZE_PER_INSTANCE = "ApproximateBacklogSizePerInstance"
+AGE_OF_OLDEST_REQUEST = "ApproximateAgeOfOldestRequest"
+HAS_BACKLOG_WITHOUT_CAPACITY = "HasBacklogWithoutCapacity"
+ENDPOINT_WIDE = ""
 # zeroscale's own, beside SageMaker's:
 WORKERS = "Workers"
 QUEUE_DEPTH = "QueueDepth"
@@ -129,6 +136,34 @@ CATALOG: tuple[MetricInfo, ...] = (
         "zeroscale_provisioned_concurrency_spillover_invocations_total",
         "Sum",
         "Invocations of a provisioned variant served beyond its provisioned concurrency.",
+    ),
+    MetricInfo(
+        BACKLOG_SIZE,
+        "Count",
+        "zeroscale_approximate_backlog_size",
+        "Maximum",
+        "Asynchronous requests queued or being processed (per endpoint).",
+    ),
+    MetricInfo(
+        BACKLOG_SIZE_PER_INSTANCE,
+        "Count",
+        "zeroscale_approximate_backlog_size_per_instance",
+        "Maximum",
+        "ApproximateBacklogSize divided by the endpoint's live workers (the backlog itself at zero workers).",
+    ),
+    MetricInfo(
+        AGE_OF_OLDEST_REQUEST,
+        "Seconds",
+        "zeroscale_approximate_age_of_oldest_request_seconds",
+        "Maximum",
+        "Age of the oldest queued asynchronous request (per endpoint).",
+    ),
+    MetricInfo(
+        HAS_BACKLOG_WITHOUT_CAPACITY,
+        "Count",
+        "zeroscale_has_backlog_without_capacity",
+        "Maximum",
+        "1 when asynchronous requests wait and the endpoint has no worker, else 0.",
     ),
     MetricInfo(
         WORKERS,

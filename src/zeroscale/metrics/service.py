@@ -1,6 +1,6 @@
-"""The one-minute history at run time: sample the pools' gauges every second, write finished minutes to the
-database once a minute (and everything on shutdown), drop minutes past the retention, and answer queries
-from the database plus the minutes still in memory."""
+"""The one-minute history at run time: sample the pools' gauges (and any other gauge source) every second,
+write finished minutes to the database once a minute (and everything on shutdown), drop minutes past the
+retention, and answer queries from the database plus the minutes still in memory."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from zeroscale.metrics.catalog import BY_NAME
 from zeroscale.metrics.history import PERIOD_S, Key, Stat, merge_into
@@ -21,6 +22,19 @@ from zeroscale.metrics.store import MinuteStore
 log = logging.getLogger("zeroscale.metrics")
 # A minute is written this long after it ended, so observations stamped just before its end are in.
 FLUSH_GRACE_S = 2.0
+
+
+class Gauge(NamedTuple):
+    """One sampled value of a gauge that is not a pool's (the asynchronous backlog, for one)."""
+
+    endpoint: str
+    variant: str
+    metric: str
+    value: float
+
+
+# Called off the event loop (a source may read the database) at each sample.
+GaugeSource = Callable[[], Sequence[Gauge]]
 
 
 @dataclass(frozen=True)
@@ -60,6 +74,7 @@ class MetricsHistory:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.recorder = recorder
+        self.gauges: list[GaugeSource] = []
         self._store = store
         self._loads = loads
         self._retention_s = retention_s
@@ -88,12 +103,20 @@ class MetricsHistory:
     def sample(self) -> None:
         self.recorder.sample(by_variant(self._loads()))
 
+    async def sample_gauges(self) -> None:
+        """One sample of every other gauge source, read off the loop and recorded on it."""
+        for source in self.gauges:
+            at = self._clock()
+            for g in await asyncio.to_thread(source):
+                self.recorder.minutes.observe(g.endpoint, g.variant, g.metric, g.value, at)
+
     async def _run(self) -> None:
         next_flush = _next_flush(self._clock())
         while True:
             await asyncio.sleep(self._sample_s)
             try:
                 self.sample()
+                await self.sample_gauges()
                 if self._clock() >= next_flush:
                     next_flush = _next_flush(self._clock())
                     await self.flush()
