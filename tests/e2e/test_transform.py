@@ -131,7 +131,24 @@ def test_multi_record_lines_keep_input_order_per_file(
     assert "multi: Completed (2 of 2 files, 200 records)" in done.stdout
     summaries = sm.list_transform_jobs(StatusEquals="Completed")["TransformJobSummaries"]
     assert "multi" in {s["TransformJobName"] for s in summaries}
-    wait_for(lambda: server.workers("transform-job:multi") == 0, timeout_s=10)
+    wait_for(lambda: server.workers("transform-job:multi", "multi") == 0, timeout_s=10)
+
+    # The job's workers logged where SageMaker puts them: /aws/sagemaker/TransformJobs/<job>, one stream
+    # per worker named <job>/<worker>, each with its lifecycle; no endpoint group appears for the job.
+    logs = server.client("logs")
+    groups = [g["logGroupName"] for g in logs.describe_log_groups()["logGroups"]]
+    assert "/aws/sagemaker/TransformJobs/multi" in groups
+    assert not [g for g in groups if "transform-job" in g]
+    streams = logs.describe_log_streams(logGroupName="/aws/sagemaker/TransformJobs/multi")["logStreams"]
+    workers = [s["logStreamName"] for s in streams if s["logStreamName"].split("/")[1][:1].isdigit()]
+    assert len(workers) == 2 and all(name.startswith("multi/") for name in workers)
+    events = logs.get_log_events(
+        logGroupName="/aws/sagemaker/TransformJobs/multi", logStreamName=workers[0], startFromHead=True
+    )["events"]
+    assert any("started" in e["message"] for e in events)
+    with pytest.raises(ClientError) as err:  # a job's router key is no endpoint's group
+        logs.describe_log_streams(logGroupName="/aws/sagemaker/Endpoints/transform-job:multi")
+    assert err.value.response["Error"]["Code"] == "ValidationException"  # not a log group name
 
 
 def test_gzip_single_record_and_a_rejected_file(
@@ -286,7 +303,7 @@ def test_stop_and_resume_after_sigkill(s3_server: SeaweedS3, s3: Any, tmp_path: 
         sm.create_model(ModelName="slow", PrimaryContainer={"Image": "sklearn", "ModelDataUrl": url})
         s3.put_object(Bucket=BUCKET, Key="stop/in/a.csv", Body=b"5,1\n5,2\n")
         _job(sm, "stopped", "slow", "stop/in/")
-        wait_for(lambda: server.workers("transform-job:stopped") == 1, timeout_s=30)
+        wait_for(lambda: server.workers("transform-job:stopped", "stopped") == 1, timeout_s=30)
         sm.stop_transform_job(TransformJobName="stopped")
         assert _wait(sm, "stopped")["TransformJobStatus"] == "Stopped"
 

@@ -16,6 +16,7 @@ from zeroscale.logs.retention import Retention
 from zeroscale.logs.sink import LogSink
 from zeroscale.logs.store import LogStore
 from zeroscale.router.spec import RouterSettings
+from zeroscale.types import log_group_route
 from zeroscale.workers.capture import encode
 
 HOUR = 3600.0
@@ -238,3 +239,19 @@ def test_filter_log_events_across_streams_in_time_order(cw: CloudWatchLogs) -> N
         ("Canary/0004-d", "d1"),
         ("AllTraffic/0001-a", "a2"),
     ]
+
+
+def test_transform_jobs_log_in_their_own_group(tmp_path: Path) -> None:
+    """A transform job's router key maps to SageMaker's TransformJobs group and back; an endpoint group can
+    never name a job's directory (endpoint names have no colon)."""
+    store = LogStore(tmp_path)
+    assert store.group_name("transform-job:Score-May") == "/aws/sagemaker/TransformJobs/Score-May"
+    assert log_group_route("/aws/sagemaker/TransformJobs/Score-May") == "transform-job:Score-May"
+    assert log_group_route("/aws/sagemaker/Endpoints/transform-job:Score-May") is None
+    assert log_group_route("/aws/lambda/x") is None
+    store.remember("transform-job:Score-May")
+    store.append("transform-job:Score-May", "Score-May/0001-ab", 1000, ["hello"])
+    group = store.group("/aws/sagemaker/TransformJobs/score-may")
+    assert group is not None and group.name == "/aws/sagemaker/TransformJobs/Score-May"
+    assert [s.name for s in store.streams(group)] == ["Score-May/0001-ab"]
+    assert [g.name for g in store.groups()] == ["/aws/sagemaker/TransformJobs/Score-May"]

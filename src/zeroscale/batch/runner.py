@@ -26,6 +26,7 @@ from zeroscale.errors import DeployError, ModelError, Throttling, ZeroscaleError
 from zeroscale.router.fleet import Fleet
 from zeroscale.router.pool import Invocation
 from zeroscale.store.db import Record
+from zeroscale.types import TRANSFORM_ROUTE_PREFIX
 
 log = logging.getLogger("zeroscale.batch")
 MB = 1024 * 1024
@@ -58,7 +59,7 @@ class JobSpec:
     @property
     def route(self) -> str:
         """The router key of the job's workers (no endpoint name contains a colon)."""
-        return f"transform-job:{self.name}"
+        return TRANSFORM_ROUTE_PREFIX + self.name
 
 
 @dataclass(frozen=True)
@@ -231,8 +232,8 @@ class TransformRunner:
 
     async def _start_workers(self, job: JobSpec) -> None:
         workers = max(1, job.max_concurrent * job.instance_count)
-        variant = {
-            "VariantName": "AllTraffic",
+        variant = {  # named after the job: its log streams are <job name>/<worker id>, as SageMaker's
+            "VariantName": job.name,
             "ModelName": job.model_name,
             "InstanceType": job.instance_type,
             "InitialInstanceCount": job.instance_count,

@@ -7,8 +7,10 @@ Layout (the router and the worker manager write worker streams at the same paths
     <logs dir>/<endpoint name, lower-cased>/<variant>/platform.log
 
 Group ``/aws/sagemaker/Endpoints/<EndpointName>``; stream ``<variant>/<worker-id>`` (a worker's output and
-its lifecycle), or ``<variant>/platform`` (the variant's deploys, updates and failed starts). Files hold
-``workers.capture`` records. Group names are looked up case-insensitively (endpoint names are).
+its lifecycle), or ``<variant>/platform`` (the variant's deploys, updates and failed starts). A transform
+job's workers (router key ``transform-job:<name>``) log in the group ``/aws/sagemaker/TransformJobs/<name>``,
+streams ``<name>/<worker-id>``. Files hold ``workers.capture`` records. Group names are looked up
+case-insensitively (endpoint and job names are).
 """
 
 from __future__ import annotations
@@ -18,9 +20,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from zeroscale.types import log_group_name, log_group_route
 from zeroscale.workers.capture import encode
 
-GROUP_PREFIX = "/aws/sagemaker/Endpoints/"
 PLATFORM_STREAM = "platform"
 _NAME_FILE = ".name"
 _SUFFIX = ".log"
@@ -52,13 +54,11 @@ class LogStore:
     # ---- names ----
     @staticmethod
     def group_name(endpoint: str) -> str:
-        return GROUP_PREFIX + endpoint
+        return log_group_name(endpoint)
 
     def _group_dir(self, name: str) -> Path | None:
-        if not name.startswith(GROUP_PREFIX):
-            return None
-        endpoint = name[len(GROUP_PREFIX) :]
-        return self.root / endpoint.lower() if _safe(endpoint) else None
+        route = log_group_route(name)
+        return self.root / route.lower() if route is not None and _safe(route) else None
 
     def stream_path(self, endpoint: str, stream: str) -> Path | None:
         variant, _, worker = stream.partition("/")
@@ -89,8 +89,8 @@ class LogStore:
         with contextlib.suppress(OSError):
             name = (path / _NAME_FILE).read_text().strip()
             if name.lower() == path.name:
-                return GROUP_PREFIX + name
-        return GROUP_PREFIX + path.name
+                return log_group_name(name)
+        return log_group_name(path.name)
 
     def created_ms(self, group: Group) -> int:
         """When the group was named (its ``.name`` file), else its directory's modification time."""

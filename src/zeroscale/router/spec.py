@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from zeroscale.types import log_group_name
 from zeroscale.workers.client import Body, WorkerResponse
 from zeroscale.workers.manager import WorkerHandle, WorkerSpec
 from zeroscale.workers.zygotes import Zygote
@@ -89,7 +90,7 @@ class RouterSettings:
     warm_cache_mb: int = 0  # templates of pools at zero kept for the next cold start (0: none)
 
     def log_group(self, endpoint: str) -> str:
-        return f"/aws/sagemaker/Endpoints/{endpoint}"
+        return log_group_name(endpoint)
 
     def log_stream_arn(self, endpoint: str, variant: str, worker_id: str) -> str:
         return (
