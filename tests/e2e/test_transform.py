@@ -4,6 +4,7 @@ outputs in real S3 (SeaweedFS), the model's real workers started for the job; a 
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 import os
 import signal
@@ -342,3 +343,66 @@ def _wait_cli(server: ServerProcess, name: str) -> subprocess.CompletedProcess[s
         timeout=120,
         env={**os.environ, "AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY},
     )
+
+
+DIGEST = """
+import hashlib
+
+def model_fn(model_dir):
+    return None
+
+def transform_fn(model, body, content_type, accept):
+    data = bytes(body)
+    return f"{len(data)} {hashlib.sha256(data).hexdigest()}", "text/plain"
+"""
+
+
+def test_split_none_streams_whole_objects_and_enforces_max_payload(
+    server: ServerProcess, sm: Any, s3: Any, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """SplitType None: each object is one request, streamed through scratch files (the server's peak
+    resident set grows by far less than the 48 MB object); with MaxPayloadInMB 0 there is no limit, and with
+    a limit an object past it fails its file by name while the others complete."""
+    url = handler_model(tmp_path_factory.mktemp("digest"), DIGEST)
+    sm.create_model(ModelName="digest", PrimaryContainer={"Image": "sklearn", "ModelDataUrl": url})
+    big, small = os.urandom(48 * 2**20), b"tiny\n"
+    s3.put_object(Bucket=BUCKET, Key="whole/in/big.bin", Body=big)
+    s3.put_object(Bucket=BUCKET, Key="whole/in/small.bin", Body=small)
+    assert server.proc is not None
+    before = _peak_rss_mb(server.proc.pid)
+    _job(
+        sm,
+        "whole",
+        "digest",
+        "whole/in/",
+        MaxPayloadInMB=0,
+        TransformInput={"SplitType": "None", "ContentType": "application/octet-stream"},
+    )
+    desc = _wait_failed(sm, "whole")  # waits for any end (the waiter raises at Failed)
+    assert desc["TransformJobStatus"] == "Completed", desc.get("FailureReason")
+    for key, data in (("big.bin", big), ("small.bin", small)):
+        expected = f"{len(data)} {hashlib.sha256(data).hexdigest()}\n"  # AssembleWith Line: one newline
+        assert _read(s3, f"whole/out/{key}.out") == expected
+    grown = _peak_rss_mb(server.proc.pid) - before
+    assert grown < 24, f"server peak RSS grew {grown:.1f} MB for a 48 MB object"
+
+    _job(
+        sm,
+        "whole-limited",
+        "digest",
+        "whole/in/",
+        MaxPayloadInMB=1,
+        TransformInput={"SplitType": "None", "ContentType": "application/octet-stream"},
+    )
+    desc = _wait_failed(sm, "whole-limited")
+    assert desc["TransformJobStatus"] == "Failed"
+    assert "big.bin" in desc["FailureReason"] and "MaxPayloadInMB (1 MB)" in desc["FailureReason"]
+    assert "small.bin" not in desc["FailureReason"]
+    assert _read(s3, "whole-limited/out/small.bin.out").startswith(f"{len(small)} ")
+
+
+def _peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmHWM")

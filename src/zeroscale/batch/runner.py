@@ -27,6 +27,7 @@ from zeroscale.router.fleet import Fleet
 from zeroscale.router.pool import Invocation
 from zeroscale.store.db import Record
 from zeroscale.types import TRANSFORM_ROUTE_PREFIX
+from zeroscale.workers.client import Body, FilePayload
 
 log = logging.getLogger("zeroscale.batch")
 MB = 1024 * 1024
@@ -119,7 +120,7 @@ def _recordio(stream: IO[bytes]) -> Iterator[bytes]:
 
 def _records(stream: IO[bytes], split: str) -> Iterator[bytes]:
     """Records of an object read in 1 MB chunks: its lines (each with its newline), its RecordIO records, or
-    the whole object."""
+    the whole object (SplitType None with DataProcessing; without, ``_spool`` streams it instead)."""
     if split == "RecordIO":
         yield from _recordio(stream)
         return
@@ -177,6 +178,19 @@ def _line_batches(stream: IO[bytes], limit_bytes: int) -> Iterator[list[bytes]]:
         batch, buf = buf[:cut], buf[cut:]
         if batch.strip():
             yield [batch if batch.endswith(b"\n") else batch + b"\n"]
+
+
+def _spool(stream: IO[bytes], into: IO[bytes], limit_bytes: int) -> int:
+    """Copy a whole object (SplitType None: one request) into a scratch file in 1 MB chunks; its size.
+    FileFailed past ``limit_bytes`` (0: no limit, SageMaker's setting for arbitrarily large payloads)."""
+    size = 0
+    while chunk := stream.read(CHUNK):
+        size += len(chunk)
+        if limit_bytes and size > limit_bytes:
+            raise FileFailed(f"the object is larger than MaxPayloadInMB ({limit_bytes // MB} MB)")
+        into.write(chunk)
+    into.flush()
+    return size
 
 
 def _ignore(future: asyncio.Future[Any]) -> None:
@@ -300,6 +314,12 @@ class TransformRunner:
             raise FileFailed(f"could not read it: {exc}") from exc
         body = resp["Body"]
         stream: IO[bytes] = cast(IO[bytes], gzip.GzipFile(fileobj=body)) if job.gzip else body
+        if job.split == "None" and job.processing is None:
+            try:
+                return await self._transform_whole(job, item, stream)
+            finally:
+                with contextlib.suppress(Exception):
+                    body.close()
         multi = job.strategy == "MultiRecord"
         # Lines in MultiRecord batches with no per-record processing: cut in bulk, not line by line.
         bulk = multi and job.split == "Line" and job.processing is None
@@ -351,7 +371,36 @@ class TransformRunner:
                 body.close()
         return records
 
-    async def _invoke(self, job: JobSpec, payload: bytes) -> tuple[bytes, str | None]:
+    async def _transform_whole(self, job: JobSpec, item: InputFile, stream: IO[bytes]) -> int:
+        """SplitType None: the object is one request, streamed S3 -> scratch file -> worker -> scratch file
+        -> S3, so the server never holds it (however large, with MaxPayloadInMB 0); one record."""
+        self._scratch_dir.mkdir(parents=True, exist_ok=True)
+        with (
+            tempfile.TemporaryFile(dir=self._scratch_dir) as source,
+            tempfile.TemporaryFile(dir=self._scratch_dir) as sink,
+        ):
+            try:
+                size = await asyncio.to_thread(_spool, stream, source, job.max_payload_mb * MB)
+            except (OSError, EOFError, gzip.BadGzipFile) as exc:
+                raise FileFailed(f"could not read it: {exc}") from exc
+            payload = FilePayload(source, size, sink)
+            _, answered_type = await self._invoke(job, payload)
+            if job.assemble_lines and payload.written:
+                sink.seek(-1, 2)
+                if sink.read(1) != b"\n":
+                    sink.write(b"\n")
+            sink.flush()
+            sink.seek(0)
+            content_type = job.accept or answered_type or "application/octet-stream"
+            try:
+                await asyncio.to_thread(self._s3.upload, self._output_url(job, item), sink, content_type)
+            except OutputError as exc:
+                raise FileFailed(str(exc)) from exc
+        return 1
+
+    async def _invoke(self, job: JobSpec, payload: Body) -> tuple[bytes, str | None]:
+        """The answer (for a FilePayload: in its sink, and b"" here) and its content type; each retry
+        sends the payload again from its start."""
         headers: list[tuple[bytes, bytes]] = []
         if job.content_type:
             headers.append((b"Content-Type", job.content_type.encode()))
@@ -362,6 +411,11 @@ class TransformRunner:
             route = self._fleet.route(job.route)
             if route is None:
                 raise FileFailed("the job's workers are gone")
+            if isinstance(payload, FilePayload):  # a retry: from the start again
+                payload.source.seek(0)
+                payload.sink.seek(0)
+                payload.sink.truncate()
+                payload.written = 0
             try:
                 resp = await route.choose().invoke(Invocation(payload, headers, timeout_s=job.timeout_s))
             except Throttling:
