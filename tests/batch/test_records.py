@@ -3,11 +3,23 @@ MultiRecord packing within MaxPayloadInMB, and a record over the limit failing i
 
 from __future__ import annotations
 
+import dataclasses
 import io
 
 import pytest
 
-from zeroscale.batch.runner import MB, RECORDIO_MAGIC, FileFailed, _batches, _count, _line_batches, _records
+from zeroscale.batch.runner import (
+    EXECUTION_PARAMETERS,
+    MB,
+    RECORDIO_MAGIC,
+    FileFailed,
+    JobSpec,
+    _batches,
+    _count,
+    _line_batches,
+    _records,
+    container_parameters,
+)
 
 
 def _recordio(data: bytes, cflag: int = 0) -> bytes:
@@ -49,3 +61,51 @@ def test_line_batches_cut_in_bulk() -> None:
     assert sum(_count(b, True) for b in batches) == 100_001
     with pytest.raises(FileFailed, match="larger than MaxPayloadInMB"):
         list(_line_batches(io.BytesIO(b"z" * (2 * MB)), MB))
+
+
+def _job(**unset_and_values: object) -> JobSpec:
+    unset = unset_and_values.pop("unset", frozenset(EXECUTION_PARAMETERS))
+    base = JobSpec(
+        name="j",
+        model_name="m",
+        instance_type="ml.m5.large",
+        instance_count=1,
+        max_concurrent=1,
+        max_payload_mb=6,
+        strategy="SingleRecord",
+        timeout_s=60.0,
+        max_retries=0,
+        environment={},
+        data_type="S3Prefix",
+        input_uri="s3://b/in/",
+        content_type=None,
+        gzip=False,
+        split="Line",
+        output_path="s3://b/out",
+        accept=None,
+        assemble_lines=True,
+        unset=frozenset(unset),  # type: ignore[arg-type]
+    )
+    return dataclasses.replace(base, **unset_and_values)  # type: ignore[arg-type]
+
+
+def test_execution_parameters_fill_only_what_the_job_left_out() -> None:
+    """GET /execution-parameters: the container's values for the settings the job did not give (its own
+    win), in SageMaker's spelling or the API's; anything invalid is refused by name."""
+    answer = {"MaxConcurrentTransforms": 4, "BatchStrategy": "MULTI_RECORD", "MaxPayloadInMB": 20}
+    chosen = container_parameters(_job(), answer)
+    assert (chosen.max_concurrent, chosen.strategy, chosen.max_payload_mb) == (4, "MultiRecord", 20)
+    assert chosen.unset == frozenset()
+    kept = container_parameters(_job(unset={"BatchStrategy"}, max_concurrent=2), answer)
+    assert (kept.max_concurrent, kept.strategy, kept.max_payload_mb) == (2, "MultiRecord", 6)
+    assert container_parameters(_job(), {}).strategy == "SingleRecord"
+    for bad, message in (
+        ([1], "not a JSON object"),
+        ({"BatchStrategy": "ALL"}, "BatchStrategy 'ALL'"),
+        ({"MaxConcurrentTransforms": 0}, "MaxConcurrentTransforms 0"),
+        ({"MaxPayloadInMB": "6"}, "MaxPayloadInMB '6' is not an integer"),
+        ({"MaxConcurrentTransforms": True}, "is not an integer"),
+        ({"MaxConcurrentTransforms": 11, "MaxPayloadInMB": 10}, "is over 100"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            container_parameters(_job(), bad)

@@ -20,7 +20,7 @@ from botocore.exceptions import ClientError
 
 from e2e.conftest import SklearnModel, handler_model
 from s3server import SeaweedS3
-from zeroscale.testing import ACCESS_KEY, SECRET_KEY, ServerProcess, wait_for
+from zeroscale.testing import ACCESS_KEY, SECRET_KEY, ServerProcess, make_tar, wait_for
 
 BUCKET = "zeroscale-batch"
 INSTANCE = {"InstanceType": "ml.c5.2xlarge", "InstanceCount": 1}
@@ -406,3 +406,58 @@ def _peak_rss_mb(pid: int) -> float:
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
     raise AssertionError("no VmHWM")
+
+
+EXAMPLE_IMAGE = Path(__file__).resolve().parents[2] / "examples" / "byo-image"
+
+
+def test_the_containers_execution_parameters_fill_what_the_job_left_out(
+    server: ServerProcess, sm: Any, s3: Any, tmp_path: Path
+) -> None:
+    """A bring-your-own image that answers GET /execution-parameters (the example image: MULTI_RECORD,
+    MaxPayloadInMB 1, MaxConcurrentTransforms 2) sets what a job leaves out: ten lines go as one
+    MultiRecord request, where a job that says SingleRecord sends ten."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "ZEROSCALE_"))}
+    env.update(AWS_ACCESS_KEY_ID=ACCESS_KEY, AWS_SECRET_ACCESS_KEY=SECRET_KEY, AWS_DEFAULT_REGION="us-east-1")
+    push = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "zeroscale"),
+            "images",
+            "push",
+            "byo-linear:1.0",
+            str(EXAMPLE_IMAGE),
+            "--endpoint-url",
+            server.url,
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert push.returncode == 0, push.stderr
+    (tmp_path / "model.json").write_text(json.dumps({"weights": [1.0, 2.0, 3.0], "bias": 0.5}))
+    tar = make_tar(tmp_path / "linear.tar.gz", {"model.json": tmp_path / "model.json"})
+    sm.create_model(
+        ModelName="linear", PrimaryContainer={"Image": "byo-linear:1.0", "ModelDataUrl": f"file://{tar}"}
+    )
+    rows = [[i, 0, 1] for i in range(10)]
+    s3.put_object(
+        Bucket=BUCKET, Key="params/in/rows.csv", Body="".join(f"{a},{b},{c}\n" for a, b, c in rows).encode()
+    )
+    expected = [f"{a + 2 * b + 3 * c + 0.5}" for a, b, c in rows]
+
+    def requests(job: str) -> tuple[int, str]:
+        text = "\n".join(
+            p.read_text(errors="replace")
+            for p in (server.data_dir / "logs" / f"transform-job:{job}").rglob("*.log")
+        )
+        return text.count("POST /invocations"), text
+
+    for job, extra, posts in (("params", {}, 1), ("params-single", {"BatchStrategy": "SingleRecord"}, 10)):
+        _job(sm, job, "linear", "params/in/", **extra)
+        desc = _wait_failed(sm, job)
+        assert desc["TransformJobStatus"] == "Completed", desc.get("FailureReason")
+        assert _read(s3, f"{job}/out/rows.csv.out").split() == expected
+        wait_for(lambda job=job, posts=posts: requests(job)[0] == posts, timeout_s=10)  # type: ignore[misc]
+        assert "GET /execution-parameters" in requests(job)[1]
+    assert sm.describe_transform_job(TransformJobName="params")["MaxPayloadInMB"] == 6  # as given: unset

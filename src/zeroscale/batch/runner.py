@@ -56,6 +56,9 @@ class JobSpec:
     accept: str | None
     assemble_lines: bool
     processing: DataProcessing | None = None
+    # Of MaxConcurrentTransforms, BatchStrategy and MaxPayloadInMB, those the job left out: the container's
+    # optional GET /execution-parameters may choose them.
+    unset: frozenset[str] = frozenset()
 
     @property
     def route(self) -> str:
@@ -193,6 +196,43 @@ def _spool(stream: IO[bytes], into: IO[bytes], limit_bytes: int) -> int:
     return size
 
 
+_STRATEGIES = {"MULTI_RECORD": "MultiRecord", "SINGLE_RECORD": "SingleRecord"}
+_STRATEGIES.update({v: v for v in _STRATEGIES.values()})
+EXECUTION_PARAMETERS = ("MaxConcurrentTransforms", "BatchStrategy", "MaxPayloadInMB")
+
+
+def container_parameters(job: JobSpec, answer: Any) -> JobSpec:
+    """The job with what the container's GET /execution-parameters answer chose for the settings the job
+    left out (SageMaker's precedence: the job's own values win). ValueError names what is wrong in it."""
+    if not isinstance(answer, dict):
+        raise ValueError("the answer is not a JSON object")
+    changes: dict[str, Any] = {}
+    for name in job.unset & answer.keys():
+        value = answer[name]
+        if name == "BatchStrategy":
+            if value not in _STRATEGIES:
+                raise ValueError(f"BatchStrategy {value!r} is not MULTI_RECORD or SINGLE_RECORD")
+            changes["strategy"] = _STRATEGIES[value]
+            continue
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise ValueError(f"{name} {value!r} is not an integer")
+        if name == "MaxConcurrentTransforms":
+            if not 1 <= value <= 100:
+                raise ValueError(f"MaxConcurrentTransforms {value} is not between 1 and 100")
+            changes["max_concurrent"] = value
+        else:
+            if not 0 <= value <= 100:
+                raise ValueError(f"MaxPayloadInMB {value} is not between 0 and 100")
+            changes["max_payload_mb"] = value
+    chosen = dataclasses.replace(job, **changes, unset=frozenset())
+    if chosen.max_concurrent * chosen.max_payload_mb > 100:
+        raise ValueError(
+            f"MaxConcurrentTransforms ({chosen.max_concurrent}) x MaxPayloadInMB ({chosen.max_payload_mb}) "
+            "is over 100"
+        )
+    return chosen
+
+
 def _ignore(future: asyncio.Future[Any]) -> None:
     if not future.cancelled():
         future.exception()
@@ -224,6 +264,7 @@ class TransformRunner:
             return
         await self._start_workers(job)
         try:
+            job = await self._execution_parameters(job)
             slots = asyncio.Semaphore(max(1, job.max_concurrent * job.instance_count))
 
             async def one(item: InputFile) -> None:
@@ -271,6 +312,35 @@ class TransformRunner:
             for s in specs
         ]
         await self._fleet.activate(job.route, specs, warm=True)
+
+    async def _execution_parameters(self, job: JobSpec) -> JobSpec:
+        """Ask a worker the container contract's optional GET /execution-parameters when the job left any
+        of its settings out; a container that does not answer 200 with valid JSON changes nothing. A new
+        MaxConcurrentTransforms restarts the job's workers with that many per instance."""
+        route = self._fleet.route(job.route)
+        if not job.unset or route is None:
+            return job
+        ask = Invocation(b"", [], timeout_s=10.0, method=b"GET", path=b"/execution-parameters")
+        try:
+            resp = await route.choose().invoke(ask)
+        except ZeroscaleError:  # 404 and the like: the container does not implement it
+            return job
+        try:
+            chosen = container_parameters(job, json.loads(resp.body))
+        except ValueError as exc:  # json.JSONDecodeError is one
+            log.warning("transform job %s: GET /execution-parameters ignored: %s", job.name, exc)
+            return job
+        log.info(
+            "transform job %s: the container chose MaxConcurrentTransforms %d, BatchStrategy %s, "
+            "MaxPayloadInMB %d",
+            job.name,
+            chosen.max_concurrent,
+            chosen.strategy,
+            chosen.max_payload_mb,
+        )
+        if chosen.max_concurrent != job.max_concurrent:
+            await self._start_workers(chosen)
+        return chosen
 
     # ---- S3 ----
     def _inputs(self, job: JobSpec) -> list[InputFile]:
@@ -459,4 +529,5 @@ def job_spec(doc: dict[str, Any]) -> JobSpec:
         accept=out.get("Accept"),
         assemble_lines=out.get("AssembleWith") == "Line",
         processing=DataProcessing.of(doc.get("DataProcessing"), inp.get("ContentType"), out.get("Accept")),
+        unset=frozenset(name for name in EXECUTION_PARAMETERS if doc.get(name) is None),
     )

@@ -131,9 +131,9 @@ class TransformJobs:
         name: str = params["TransformJobName"]
         check(params)
         self._models.get(params["ModelName"])
+        # Stored as given: a setting left out may be chosen by the container (GET /execution-parameters);
+        # DescribeTransformJob shows SageMaker's defaults for them.
         doc = copy.deepcopy(dict(params))
-        doc.setdefault("MaxConcurrentTransforms", 1)
-        doc.setdefault("MaxPayloadInMB", 6)
         arn = self._arns.arn(KIND, name)
         now = self._clock()
         try:
@@ -154,6 +154,8 @@ class TransformJobs:
             "CreationTime": rec.created_at,
         }
         out.update({k: rec.doc[k] for k in _DESCRIBED if rec.doc.get(k) is not None})
+        out.setdefault("MaxConcurrentTransforms", 1)
+        out.setdefault("MaxPayloadInMB", 6)
         for key in ("FailureReason", "TransformStartTime", "TransformEndTime"):
             if rec.doc.get(key) is not None:
                 out[key] = rec.doc[key]

@@ -46,6 +46,9 @@ class Invocation:
     # Seconds the worker has to answer; None: the server's invocation timeout (an async request sets its
     # own, up to 3600 s).
     timeout_s: float | None = None
+    # The container contract's other requests (batch transform's GET /execution-parameters) go the same way.
+    method: bytes = b"POST"
+    path: bytes = b"/invocations"
 
     def record(
         self, spec: PoolSpec, *, at: float, total_s: float, status: int, code: str, bytes_out: int
@@ -368,7 +371,7 @@ class VariantPool:
         try:
             # asyncio.timeout, not wait_for: no extra task per invocation.
             async with asyncio.timeout(timeout_s):
-                resp = await self._manager.request(handle, b"POST", b"/invocations", inv.headers, inv.body)
+                resp = await self._manager.request(handle, inv.method, inv.path, inv.headers, inv.body)
         except TimeoutError:
             inv.model_s = time.perf_counter() - started
             self._manager.kill(handle, "the invocation timed out", kind="timed_out")
