@@ -16,6 +16,7 @@ import pytest
 
 from zeroscale.artifacts import ArtifactCache
 from zeroscale.artifacts import cache as cache_module
+from zeroscale.artifacts.fetch import s3_object_of_https
 from zeroscale.errors import DeployError
 
 from .tarballs import (
@@ -155,9 +156,7 @@ def test_no_artifact_gives_an_empty_directory(cache: ArtifactCache) -> None:
         assert list(model.iterdir()) == []
 
 
-@pytest.mark.parametrize(
-    "url", ["https://example.com/model.tar.gz", "http://x/y", "ftp://host/model.tar.gz", "gs://b/k"]
-)
+@pytest.mark.parametrize("url", ["http://x/y", "ftp://host/model.tar.gz", "gs://b/k"])
 def test_unsupported_scheme(cache: ArtifactCache, url: str) -> None:
     with pytest.raises(DeployError) as info:
         cache.prepare(url)
@@ -165,6 +164,34 @@ def test_unsupported_scheme(cache: ArtifactCache, url: str) -> None:
     assert url in message
     assert "not supported" in message
     assert "s3://bucket/key" in message and "file:///" in message
+
+
+def test_https_urls_must_be_s3_objects(cache: ArtifactCache) -> None:
+    for url in ("https://example.com/model.tar.gz", "https://s3.amazonaws.com/bucket-only"):
+        with pytest.raises(DeployError, match="must be an S3 object URL") as info:
+            cache.prepare(url)
+        assert url in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("url", "endpoint", "found"),
+    [
+        ("https://my-bucket.s3.us-east-1.amazonaws.com/a/b.tar.gz", None, ("my-bucket", "a/b.tar.gz")),
+        ("https://my-bucket.s3.amazonaws.com/k", None, ("my-bucket", "k")),
+        ("https://my.bucket.s3-eu-west-1.amazonaws.com/k%20x", None, ("my.bucket", "k x")),
+        ("https://s3.eu-west-1.amazonaws.com/my-bucket/a/b", None, ("my-bucket", "a/b")),
+        ("https://s3.dualstack.us-west-2.amazonaws.com/b/k", None, ("b", "k")),
+        ("https://127.0.0.1:8333/b/k", "http://127.0.0.1:8333", ("b", "k")),
+        ("https://127.0.0.1:8333/b/k", "http://127.0.0.1:9000", None),
+        ("https://example.com/b/k", None, None),
+        ("https://my-bucket.s3.amazonaws.com/", None, None),
+        ("https://s3.amazonaws.com/b/k?versionId=1", None, None),
+        ("http://my-bucket.s3.amazonaws.com/k", None, None),
+        ("https://evil.com/.s3.amazonaws.com/b/k", None, None),
+    ],
+)
+def test_s3_object_of_https(url: str, endpoint: str | None, found: tuple[str, str] | None) -> None:
+    assert s3_object_of_https(url, endpoint) == found
 
 
 @pytest.mark.parametrize("url", ["s3://", "s3://bucket-only", "s3://bucket/", "file://relative/path"])

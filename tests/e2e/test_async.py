@@ -181,6 +181,13 @@ def test_sklearn_round_trip_and_scale_to_zero(
     assert doc["EndpointName"] == "rf-async" and doc["Attempts"] == 1
     assert doc["CreationTime"] <= doc["StartTime"] <= doc["EndTime"]
 
+    # An S3 object's https:// URL works as the InputLocation too (path-style on the configured endpoint).
+    https_location = f"https://{s3.meta.endpoint_url.split('://', 1)[1]}/{BUCKET}/inputs/rows.json"
+    resp = smr.invoke_endpoint_async(
+        EndpointName="rf-async", InputLocation=https_location, ContentType="application/json"
+    )
+    assert json.loads(_get(s3, resp["OutputLocation"])) == sklearn_model.expected(rows)
+
     wait_for(lambda: server.workers("rf-async") == 0, timeout_s=15)  # an empty queue: back to zero
     generated = smr.invoke_endpoint_async(
         EndpointName="rf-async", InputLocation=location, ContentType="application/json"
@@ -278,7 +285,7 @@ def test_request_validation(server: ServerProcess) -> None:
         ({"InvocationTimeoutSeconds": 3601}, "less than or equal to 3600"),
         ({"InferenceId": "x" * 65}, "inferenceId"),
         ({"InputLocation": "ftp://bucket/key"}, "inputLocation"),
-        ({"InputLocation": "https://example.com/key"}, "s3://"),
+        ({"InputLocation": "https://example.com/key"}, "is not an S3 object URL"),
     ]
     for extra, text in cases:
         kwargs = {"EndpointName": "rf-async", "InputLocation": f"s3://{BUCKET}/inputs/rows.json", **extra}

@@ -50,6 +50,20 @@ def test_deploy_from_s3_and_invoke(s3_zeroscale: ServerProcess, bucket: str, skl
     assert json.loads(resp["Body"].read()) == sklearn_model.expected(rows)
 
 
+def test_deploy_from_an_s3_https_url(s3_zeroscale: ServerProcess, bucket: str, sklearn_model: Any) -> None:
+    """ModelDataUrl may be an S3 object's https:// URL, as SageMaker allows: its bucket and key are read
+    through the configured S3 endpoint (here SeaweedFS)."""
+    sm = s3_zeroscale.client("sagemaker")
+    url = f"https://{bucket}.s3.us-east-1.amazonaws.com/{KEY}"
+    desc = deploy(sm, "from-https", url)
+    assert desc["EndpointStatus"] == "InService", desc.get("FailureReason")
+    rows = sklearn_model.X[:5]
+    resp = s3_zeroscale.client("sagemaker-runtime").invoke_endpoint(
+        EndpointName="from-https", Body=sklearn_model.json_body(rows), ContentType="application/json"
+    )
+    assert json.loads(resp["Body"].read()) == sklearn_model.expected(rows)
+
+
 def test_missing_key_fails_naming_the_url(s3_zeroscale: ServerProcess, bucket: str) -> None:
     sm = s3_zeroscale.client("sagemaker")
     url = f"s3://{bucket}/sklearn/v2/model.tar.gz"

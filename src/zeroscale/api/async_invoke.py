@@ -64,10 +64,6 @@ def parse_params(raw: Headers) -> AsyncParams:
         raise _invalid(
             "inputLocation", location[:256], "satisfy regular expression pattern: (https|s3)://..."
         )
-    if not location.startswith("s3://"):
-        raise RuntimeValidationError(
-            f"InputLocation {location} is not served: zeroscale reads async inputs from s3:// locations."
-        )
     inference_id = headers.get("inference-id")
     if inference_id is None:
         inference_id = str(uuid.uuid4())

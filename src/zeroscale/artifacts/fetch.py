@@ -1,4 +1,5 @@
-"""Where a ModelDataUrl points, and getting its bytes: s3://, file:// and plain local paths.
+"""Where a ModelDataUrl points, and getting its bytes: s3://, an S3 object's https:// URL, file:// and plain
+local paths.
 
 Every failure becomes a :class:`~zeroscale.errors.DeployError` whose message names the URL.
 """
@@ -17,9 +18,36 @@ from urllib.parse import unquote, urlsplit
 from zeroscale.errors import DeployError
 
 CHUNK_SIZE = 1024 * 1024
-SUPPORTED_FORMS = "s3://bucket/key, file:///absolute/path, or a local file or directory path"
+SUPPORTED_FORMS = (
+    "s3://bucket/key, https://bucket.s3.region.amazonaws.com/key, file:///absolute/path, "
+    "or a local file or directory path"
+)
 
 _SCHEME_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*)://")
+# S3's own host names: s3.amazonaws.com, s3.<region>.amazonaws.com, s3-<region>..., s3.dualstack.<region>...
+_S3_HOST = r"s3(?:[.-](?:dualstack\.)?[a-z0-9-]+)?\.amazonaws\.com(?:\.cn)?"
+_VIRTUAL_HOST = re.compile(rf"^(?P<bucket>[a-z0-9][a-z0-9.-]{{1,61}}[a-z0-9])\.{_S3_HOST}$")
+_PATH_HOST = re.compile(rf"^{_S3_HOST}$")
+
+
+def s3_object_of_https(url: str, endpoint_url: str | None = None) -> tuple[str, str] | None:
+    """The (bucket, key) of an S3 object's https:// URL: virtual-hosted (``bucket.s3.region.amazonaws.com
+    /key``), path-style (``s3.region.amazonaws.com/bucket/key``), or path-style on the S3-compatible
+    endpoint zeroscale is configured with (its host and port). None for any other URL. The object is read
+    through the configured S3 client either way."""
+    parts = urlsplit(url)
+    if parts.scheme.lower() != "https" or parts.query or parts.fragment or not parts.hostname:
+        return None
+    host, path = parts.hostname.lower(), unquote(parts.path).lstrip("/")
+    virtual = _VIRTUAL_HOST.match(host)
+    if virtual is not None:
+        return (virtual.group("bucket"), path) if path else None
+    endpoint = urlsplit(endpoint_url) if endpoint_url else None
+    own = endpoint is not None and endpoint.netloc.lower() == parts.netloc.lower()
+    if _PATH_HOST.match(host) or own:
+        bucket, _, key = path.partition("/")
+        return (bucket, key) if bucket and key else None
+    return None
 
 
 @dataclass(frozen=True)
@@ -51,6 +79,14 @@ def parse_model_data_url(url: str | None) -> Location | None:
         if not bucket or not key:
             raise DeployError(f"Invalid model artifact URL {url!r}: expected s3://bucket/key")
         return S3Location(url=url, bucket=bucket, key=key)
+    if scheme == "https":
+        found = s3_object_of_https(url)
+        if found is None:
+            raise DeployError(
+                f"Unsupported model artifact URL {url!r}: an https:// ModelDataUrl must be an S3 object URL "
+                "(https://bucket.s3.region.amazonaws.com/key or https://s3.region.amazonaws.com/bucket/key)"
+            )
+        return S3Location(url=url, bucket=found[0], key=found[1])
     if scheme == "file":
         parts = urlsplit(url)
         if parts.netloc not in ("", "localhost"):

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
-from zeroscale.artifacts.fetch import S3Fetcher
+from zeroscale.artifacts.fetch import S3Fetcher, s3_object_of_https
 
 CHUNK = 1024 * 1024
 # Multipart parts of 8 MB, two at a time: an upload holds about 16 MB, whatever the object's size.
@@ -34,7 +34,16 @@ class S3Url:
     key: str
 
     @classmethod
-    def parse(cls, url: str) -> S3Url:
+    def parse(cls, url: str, endpoint_url: str | None = None) -> S3Url:
+        """``s3://bucket/key``, or an S3 object's https:// URL (see ``s3_object_of_https``)."""
+        if url.startswith("https://"):
+            found = s3_object_of_https(url, endpoint_url)
+            if found is None:
+                raise ValueError(
+                    f"{url!r} is not an S3 object URL (https://bucket.s3.region.amazonaws.com/key, "
+                    "https://s3.region.amazonaws.com/bucket/key, or path-style on the configured S3 endpoint)"
+                )
+            return cls(*found)
         if not url.startswith("s3://"):
             raise ValueError(f"{url!r} is not an s3:// URL")
         bucket, _, key = url[len("s3://") :].partition("/")
@@ -54,6 +63,11 @@ def _code(exc: Exception) -> str:
 class S3Io:
     def __init__(self, endpoint_url: str | None) -> None:
         self._fetcher = S3Fetcher(endpoint_url)
+        self.endpoint_url = endpoint_url
+
+    def locate(self, url: str) -> S3Url:
+        """Where ``url`` (s3:// or an S3 object's https://) points; ValueError names what is wrong."""
+        return S3Url.parse(url, self.endpoint_url)
 
     def client(self) -> Any:
         return self._fetcher.client()
@@ -61,7 +75,7 @@ class S3Io:
     def download(self, url: str, dst: BinaryIO, limit_bytes: int) -> int:
         """Stream the object at ``url`` into ``dst``; its size. InputError when it cannot be read."""
         try:
-            loc = S3Url.parse(url)
+            loc = self.locate(url)
             resp = self.client().get_object(Bucket=loc.bucket, Key=loc.key)
         except Exception as exc:
             raise InputError(f"Could not read the input {url}: {_code(exc)}") from exc

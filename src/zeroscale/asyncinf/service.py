@@ -161,6 +161,10 @@ class AsyncInference:
                 f"Endpoint {endpoint} of account {self._account_id} is not configured for asynchronous "
                 "inference (its endpoint configuration has no AsyncInferenceConfig)."
             )
+        try:
+            self._s3.locate(params.input_location)
+        except ValueError as exc:
+            raise RuntimeValidationError(f"InputLocation {exc}.") from None
         cfg = entry.config
         req = AsyncRequest(
             id=0,
