@@ -35,7 +35,14 @@ import sys
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import Any
+
+_seccomp: ModuleType | None
+try:  # imported before the fork, in the zygote; an image's exec shim runs this file alone and needs none
+    from zeroscale.workers import seccomp as _seccomp
+except ImportError:
+    _seccomp = None
 
 # ---- Landlock's ABI (include/uapi/linux/landlock.h) ----
 _SYS_CREATE_RULESET, _SYS_ADD_RULE, _SYS_RESTRICT_SELF = 444, 445, 446
@@ -189,9 +196,7 @@ def probe() -> HostSupport:
     user_ns = _probe_namespaces()
     if not user_ns:
         problems.append("namespaces are not available: workers share the host's network (UDP is open)")
-    from zeroscale.workers import seccomp
-
-    filters = seccomp.probe()
+    filters = _seccomp is not None and _seccomp.probe()
     if not filters:
         problems.append(
             "seccomp filters are not available: workers can connect to Unix sockets, and no templates "
@@ -422,11 +427,11 @@ def confine(policy: Policy, abi: int | None = None) -> None:
         if version > 0:
             _landlock(policy, version)
     if policy.deny_connect or policy.uid_block is not None:
-        from zeroscale.workers import seccomp  # not for an image's exec shim (no package on its path)
-
+        if _seccomp is None:
+            raise SandboxError("no seccomp filter: zeroscale.workers.seccomp cannot be imported")
         try:
-            seccomp.install(seccomp.program(deny_connect=policy.deny_connect, id_range=policy.uid_block))
-        except seccomp.SeccompError as exc:
+            _seccomp.install(_seccomp.program(deny_connect=policy.deny_connect, id_range=policy.uid_block))
+        except _seccomp.SeccompError as exc:
             raise SandboxError(str(exc)) from exc
 
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import functools
 import os
 import platform
 import struct
@@ -137,6 +138,7 @@ class _Program:
         return offset
 
 
+@functools.lru_cache(maxsize=16)
 def program(*, deny_connect: bool, id_range: tuple[int, int] | None, machine: str | None = None) -> bytes:
     """The filter's instructions for this machine (raises SeccompError on an unknown architecture)."""
     arch = _ARCHES.get(machine or platform.machine())
