@@ -7,6 +7,7 @@ connections count against its own address, not against the served client's 127.0
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 import time
@@ -101,10 +102,8 @@ def test_slow_loris_heads_are_cut_off_at_the_deadline(server: ServerProcess, ser
     def trickle() -> None:  # one more header byte every 200 ms: never finishing the head
         for _ in range(int(HEADER_TIMEOUT_S * 10)):
             for sock in socks:
-                try:
+                with contextlib.suppress(OSError):
                     sock.sendall(b"X")
-                except OSError:
-                    pass
             time.sleep(0.2)
 
     threading.Thread(target=trickle, daemon=True).start()
