@@ -7,6 +7,7 @@ and bodies cut short or replaced by junk bytes. A few thousand requests: none is
 from __future__ import annotations
 
 import http.client
+import itertools
 import json
 import random
 from collections.abc import Iterator
@@ -88,7 +89,7 @@ def place(body: Any, path: tuple[Any, ...], value: Any) -> Any:
     """``body`` with ``value`` at ``path``, creating the containers on the way."""
     root = json.loads(json.dumps(body))
     node = root
-    for key, nxt in zip(path, path[1:], strict=False):
+    for key, nxt in itertools.pairwise(path):
         want: Any = [] if isinstance(nxt, int) else {}
         if isinstance(key, int):
             while len(node) <= key:
