@@ -85,6 +85,9 @@ class Settings:
     # the data directory.
     worker_writable_paths: tuple[Path, ...] = ()
     http: HttpLimits = field(default_factory=HttpLimits)
+    # HTTPS: the server's certificate chain and private key (PEM files); None serves plain HTTP.
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
 
     @property
     def warm_cache_cap_mb(self) -> int:
@@ -96,7 +99,11 @@ class Settings:
     def public_url(self) -> str:
         """Where subscribers reach this server (SubscribeURL, UnsubscribeURL)."""
         host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
-        return f"http://{host}:{self.port}"
+        return f"{self.scheme}://{host}:{self.port}"
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls_cert is not None else "http"
 
     @property
     def db_url(self) -> str:

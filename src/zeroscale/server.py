@@ -319,6 +319,8 @@ def serve(settings: Settings) -> None:
         port=settings.port,
         loop="uvloop",
         http=guard.protocol(_within_open_files(settings.http)),
+        ssl_certfile=str(settings.tls_cert) if settings.tls_cert else None,
+        ssl_keyfile=str(settings.tls_key) if settings.tls_key else None,
         lifespan="on",
         access_log=False,
         log_level="warning",
@@ -344,7 +346,7 @@ def _within_open_files(limits: HttpLimits) -> HttpLimits:
 
 def _announce(server: Server) -> None:
     s = server.settings
-    url = f"http://{s.host}:{s.port}"
+    url = f"{s.scheme}://{s.host}:{s.port}"
     path = server.credentials.path
     creds = (
         f"  admin credentials: {path}\n  use them: export AWS_SHARED_CREDENTIALS_FILE={path.resolve()}"

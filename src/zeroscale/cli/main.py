@@ -222,6 +222,20 @@ def _opt(name: str, env: str, **kw: Any) -> Callable[[F], F]:
     help="Open connections from one client address; past it, 503 and close.",
 )
 @_opt(
+    "--tls-cert",
+    "ZEROSCALE_TLS_CERT",
+    default=None,
+    type=click.Path(exists=True, dir_okay=False, readable=True, path_type=Path),
+    help="Serve HTTPS with this certificate chain (PEM); needs --tls-key.",
+)
+@_opt(
+    "--tls-key",
+    "ZEROSCALE_TLS_KEY",
+    default=None,
+    type=click.Path(exists=True, dir_okay=False, readable=True, path_type=Path),
+    help="The private key (PEM) of --tls-cert.",
+)
+@_opt(
     "--log-level",
     "ZEROSCALE_LOG_LEVEL",
     default="info",
@@ -258,6 +272,8 @@ def serve(
     max_header_kb: int,
     max_connections: int,
     max_connections_per_client: int,
+    tls_cert: Path | None,
+    tls_key: Path | None,
     log_level: str,
 ) -> None:
     """Run the zeroscale server (control plane, runtime and /metrics on one port).
@@ -268,6 +284,9 @@ def serve(
     import os
 
     from zeroscale.server import serve as run_server
+
+    if (tls_cert is None) != (tls_key is None):
+        raise click.UsageError("--tls-cert and --tls-key go together")
 
     settings = Settings(
         host=host,
@@ -303,6 +322,8 @@ def serve(
             max_connections=max_connections,
             max_connections_per_client=max_connections_per_client,
         ),
+        tls_cert=tls_cert,
+        tls_key=tls_key,
         log_level=log_level,
     )
     if memory_budget_mb is not None:
