@@ -79,6 +79,11 @@ class Confinement:
             f"processes: {limit} <= {self.settings.max_processes}, "
             f"open files <= {self.settings.max_open_files}, outbound network "
             f"{'allowed' if self.settings.outbound else 'refused'}"
+            + (
+                ", connect and datagram Unix sockets refused (seccomp)"
+                if s.seccomp and not self.settings.outbound
+                else ""
+            )
         ]
         for problem in s.problems:
             lines.append(f"WARNING: sandbox incomplete on this host: {problem}")
