@@ -1,7 +1,7 @@
 """Chaos, for real: workers and the zygote SIGKILLed under load, the server SIGKILLed in the middle of
-creating and of deleting an endpoint. Only the requests in flight on a killed process fail, every answered
-request is in the usage records, every transition ends in a sane state after a restart, and everything
-serves again. (The server SIGKILLed under load: tests/e2e/test_metering.py and test_async.py.)"""
+creating, updating and deleting endpoints. Only the requests in flight on a killed process fail, every
+answered request is in the usage records, every transition ends in a sane state after a restart, and
+everything serves again. (The server SIGKILLed under load: tests/e2e/test_metering.py and test_async.py.)"""
 
 from __future__ import annotations
 
@@ -140,7 +140,7 @@ def status(server: ServerProcess, name: str) -> str | None:
         return None
 
 
-def test_an_endpoint_half_created_or_half_deleted_by_a_killed_server(
+def test_endpoints_half_created_updated_or_deleted_by_a_killed_server(
     server_factory: Callable[..., ServerProcess], tmp_path: Path
 ) -> None:
     server = server_factory()
@@ -161,10 +161,26 @@ def test_an_endpoint_half_created_or_half_deleted_by_a_killed_server(
     time.sleep(0.3)  # the request is in the worker
     sm.delete_endpoint(EndpointName="half-deleted")
     assert status(server, "half-deleted") == "Deleting"
+    # Updating: to a configuration whose provisioned worker takes seconds to load.
+    assert deploy(sm, "half-updated", url)["EndpointStatus"] == "InService"
+    sm.create_model(
+        ModelName="slow-load",
+        PrimaryContainer={"Image": "sklearn", "ModelDataUrl": url, "Environment": {"LOAD_S": "8"}},
+    )
+    serverless = {"MemorySizeInMB": 1024, "MaxConcurrency": 2, "ProvisionedConcurrency": 1}
+    sm.create_endpoint_config(
+        EndpointConfigName="slow-load",
+        ProductionVariants=[
+            {"VariantName": "AllTraffic", "ModelName": "slow-load", "ServerlessConfig": serverless}
+        ],
+    )
+    sm.update_endpoint(EndpointName="half-updated", EndpointConfigName="slow-load")
+    assert status(server, "half-updated") == "Updating"
     # Creating: a provisioned worker whose model takes seconds to load.
-    deploy(sm, "half-created", url, provisioned=1, environment={"LOAD_S": "3"}, wait=False)
-    wait_for(lambda: len(forked(server)[1]) >= 2, timeout_s=20)  # its worker is loading
+    deploy(sm, "half-created", url, provisioned=1, environment={"LOAD_S": "4"}, wait=False)
+    time.sleep(0.5)  # both slow workers are loading
     assert status(server, "half-created") == "Creating"
+    assert status(server, "half-updated") == "Updating"
 
     server.stop(signal.SIGKILL)
     slow.join(30)
@@ -177,10 +193,23 @@ def test_an_endpoint_half_created_or_half_deleted_by_a_killed_server(
         EndpointName="half-created", Body=b"{}", ContentType="application/json"
     )
     assert json.loads(resp["Body"].read()) == {"ok": True}
-    # Nothing of the deleted endpoint is left: no route, no worker, no configuration in use.
+    # The update died with the server: the endpoint serves its previous configuration, InService, and
+    # nothing in its description says an update is still under way.
+    wait_for(lambda: status(server, "half-updated") == "InService", timeout_s=60)
+    desc = sm.describe_endpoint(EndpointName="half-updated")
+    assert desc["EndpointConfigName"] == "half-updated", desc
+    assert "Updating" not in json.dumps(desc["ProductionVariants"], default=str), desc
+    resp = server.client("sagemaker-runtime").invoke_endpoint(
+        EndpointName="half-updated", Body=b"{}", ContentType="application/json"
+    )
+    assert json.loads(resp["Body"].read()) == {"ok": True}
+    sm.update_endpoint(EndpointName="half-updated", EndpointConfigName="half-updated")  # it updates again
+    wait_for(lambda: status(server, "half-updated") in ("InService", "Failed"), timeout_s=60)
+    assert status(server, "half-updated") == "InService"
+    # Nothing of the deleted endpoint is left: no route, no worker.
     assert server.workers("half-deleted") == 0
-    names = [e["EndpointName"] for e in sm.list_endpoints()["Endpoints"]]
-    assert names == ["half-created"]
+    names = sorted(e["EndpointName"] for e in sm.list_endpoints()["Endpoints"])
+    assert names == ["half-created", "half-updated"]
 
 
 def _quietly(call: Callable[[], Any]) -> None:
