@@ -1,6 +1,6 @@
 """What the HTTP limits (api/guard.py) cost per request: the same trivial ASGI app under uvicorn with its
-plain httptools protocol and with zeroscale's guarded one, each in its own process, requests interleaved on one
-keep-alive connection to each (same run, same client). Prints p50/p90 per request and the difference.
+plain httptools protocol and with zeroscale's guarded one, each in its own process, requests interleaved on
+one keep-alive connection to each (same run, same client). Prints p50/p90 per request and the difference.
 
     PYTHONPATH=src python -m bench.http_guard [--requests 20000]
 """
