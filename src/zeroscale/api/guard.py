@@ -2,8 +2,9 @@
 and caps it does not have on its own.
 
 - **Request head:** a connection must deliver a request's line and headers within ``header_timeout_s`` of
-  opening (or of starting the next request on a keep-alive connection), else ``408`` and the connection is
-  closed: a slow-loris client holds a connection for seconds, not forever. A head larger than
+  opening (or of the next request's first byte on a keep-alive connection), else ``408`` and the connection
+  is closed: a slow-loris client holds a connection for seconds, not forever. Deadlines are armed only for
+  what a read left unfinished: a request that arrives whole costs no timer (``bench/http_guard.py``). A head larger than
   ``max_header_bytes`` is ``431``, before it is buffered further.
 - **Request body:** once the head is in, the body must arrive within ``body_timeout_s`` (``408``; a 6 MB
   payload at that deadline is 100 KB/s). Sizes are the application's: ``App`` refuses a body past the
@@ -43,9 +44,10 @@ class GuardedHttpTools(HttpToolsProtocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self._host: str | None = None
-        self._in_head = True
+        self._in_head = True  # waiting for, or reading, a request's line and headers
         self._head_bytes = 0
         self._timer: asyncio.TimerHandle | None = None
+        self._timer_kind = ""
         host = str(self.client[0]) if self.client else ""
         count = self.per_client.get(host, 0)
         if (
@@ -57,7 +59,7 @@ class GuardedHttpTools(HttpToolsProtocol):
             return
         self.per_client[host] = count + 1
         self._host = host
-        self._arm(self.limits.header_timeout_s)
+        self._arm("head", self.limits.header_timeout_s)  # it must say something
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
@@ -71,53 +73,59 @@ class GuardedHttpTools(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
+        # Deadlines are armed only for what one read left unfinished: a request that arrives whole (the usual
+        # case on a keep-alive connection) costs no timer at all.
         if self._in_head:
             self._head_bytes += len(data)
         super().data_received(data)
-        if (
-            self._in_head
-            and self._head_bytes > self.limits.max_header_bytes
-            and not self.transport.is_closing()
-        ):
-            self._refuse(_431)
+        if self.transport.is_closing():
+            return
+        if self._in_head:
+            if self._head_bytes > self.limits.max_header_bytes:
+                self._refuse(_431)
+            elif self._head_bytes and self._timer_kind != "head":
+                self._arm("head", self.limits.header_timeout_s)
+        elif self._timer_kind != "body":
+            self._arm("body", self.limits.body_timeout_s)
 
     # ---- the parser's callbacks ----
-    def on_message_begin(self) -> None:
-        super().on_message_begin()
-        if self._timer is None:  # the next request on a keep-alive connection
-            self._arm(self.limits.header_timeout_s)
-
     def on_headers_complete(self) -> None:
         self._in_head = False
-        self._arm(self.limits.body_timeout_s)
+        if self._timer_kind == "head":
+            self._disarm()
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:
-        self._disarm()
+        if self._timer_kind == "body":
+            self._disarm()
         self._in_head = True
         self._head_bytes = 0
         super().on_message_complete()
 
     def pause_writing(self) -> None:
         super().pause_writing()
-        self._arm(self.limits.body_timeout_s)
+        self._arm("write", self.limits.body_timeout_s)
 
     def resume_writing(self) -> None:
         super().resume_writing()
-        self._disarm()
+        if self._timer_kind == "write":
+            self._disarm()
 
     # ---- deadlines ----
-    def _arm(self, seconds: float) -> None:
+    def _arm(self, kind: str, seconds: float) -> None:
         self._disarm()
         self._timer = self.loop.call_later(seconds, self._timed_out)
+        self._timer_kind = kind
 
     def _disarm(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        self._timer_kind = ""
 
     def _timed_out(self) -> None:
         self._timer = None
+        self._timer_kind = ""
         if self.transport.is_closing():
             return
         cycle = self.cycle
