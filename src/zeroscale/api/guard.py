@@ -4,8 +4,8 @@ and caps it does not have on its own.
 - **Request head:** a connection must deliver a request's line and headers within ``header_timeout_s`` of
   opening (or of the next request's first byte on a keep-alive connection), else ``408`` and the connection
   is closed: a slow-loris client holds a connection for seconds, not forever. Deadlines are armed only for
-  what a read left unfinished: a request that arrives whole costs no timer (``bench/http_guard.py``). A head larger than
-  ``max_header_bytes`` is ``431``, before it is buffered further.
+  what a read left unfinished: a request that arrives whole costs no timer (``bench/http_guard.py``). A
+  head larger than ``max_header_bytes`` is ``431``, before it is buffered further.
 - **Request body:** once the head is in, the body must arrive within ``body_timeout_s`` (``408``; a 6 MB
   payload at that deadline is 100 KB/s). Sizes are the application's: ``App`` refuses a body past the
   operation's limit by Content-Length first, then while reading.
