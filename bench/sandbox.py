@@ -68,16 +68,20 @@ def main() -> None:
                 uid=conf.uid() if parts.get("uid", True) else 0,
             )
             return dataclasses.replace(
-                p, net_ns=p.net_ns and parts.get("netns", True), landlock=parts.get("landlock", True)
+                p,
+                net_ns=p.net_ns and parts.get("netns", True),
+                landlock=parts.get("landlock", True),
+                deny_connect=p.deny_connect and parts.get("seccomp", True),
             )
 
         return make
 
     cases: dict[str, Callable[[], Policy | None]] = {
         "bare fork (no confinement)": lambda: None,
-        "Landlock": policy(netns=False, uid=False),
-        "network namespace": policy(landlock=False, uid=False),
-        "own uid": policy(landlock=False, netns=False),
+        "Landlock": policy(netns=False, uid=False, seccomp=False),
+        "network namespace": policy(landlock=False, uid=False, seccomp=False),
+        "own uid": policy(landlock=False, netns=False, seccomp=False),
+        "seccomp filter": policy(landlock=False, netns=False, uid=False),
         "all of it (a worker's)": policy(),
     }
     print(f"{'part':28} {'child ms p50':>12} {'max':>8} {'fork..exit p50':>15}")

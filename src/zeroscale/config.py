@@ -23,6 +23,17 @@ def _default_memory_budget_mb() -> int:
 
 
 @dataclass(frozen=True)
+class HttpLimits:
+    """What one client may hold of the HTTP server (api/guard.py)."""
+
+    header_timeout_s: float = 10.0  # to deliver a request's line and headers
+    body_timeout_s: float = 60.0  # to deliver its body once the headers are in (and to read an answer)
+    max_header_bytes: int = 64 * 1024
+    max_connections: int = 4096  # open at once (also kept under the open-files limit at start)
+    max_connections_per_client: int = 512  # from one client address
+
+
+@dataclass(frozen=True)
 class Settings:
     host: str = "127.0.0.1"
     port: int = 8080
@@ -73,6 +84,10 @@ class Settings:
     # Directories every worker may also write (a shared cache, a test's side channel); never one holding
     # the data directory.
     worker_writable_paths: tuple[Path, ...] = ()
+    http: HttpLimits = field(default_factory=HttpLimits)
+    # HTTPS: the server's certificate chain and private key (PEM files); None serves plain HTTP.
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
 
     @property
     def warm_cache_cap_mb(self) -> int:
@@ -84,7 +99,11 @@ class Settings:
     def public_url(self) -> str:
         """Where subscribers reach this server (SubscribeURL, UnsubscribeURL)."""
         host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
-        return f"http://{host}:{self.port}"
+        return f"{self.scheme}://{host}:{self.port}"
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls_cert is not None else "http"
 
     @property
     def db_url(self) -> str:

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import logging
+import resource
 import socket
 import time
 from dataclasses import dataclass
 
 import uvicorn
 
+from zeroscale.api import guard
 from zeroscale.api.app import App, AppParts
 from zeroscale.api.async_invoke import AsyncInvokeApi
 from zeroscale.api.control import ControlPlane
@@ -33,7 +37,7 @@ from zeroscale.autoscaling.service import AutoScaling
 from zeroscale.autoscaling.targets import Targets
 from zeroscale.background import Background
 from zeroscale.batch.runner import TransformRunner
-from zeroscale.config import Settings
+from zeroscale.config import HttpLimits, Settings
 from zeroscale.console import Backend, Console
 from zeroscale.control.arns import Arns
 from zeroscale.control.cluster import Cluster, frontend_id
@@ -315,7 +319,9 @@ def serve(settings: Settings) -> None:
         host=settings.host,
         port=settings.port,
         loop="uvloop",
-        http="httptools",
+        http=guard.protocol(_within_open_files(settings.http)),
+        ssl_certfile=str(settings.tls_cert) if settings.tls_cert else None,
+        ssl_keyfile=str(settings.tls_key) if settings.tls_key else None,
         lifespan="on",
         access_log=False,
         log_level="warning",
@@ -325,9 +331,23 @@ def serve(settings: Settings) -> None:
     uvicorn.Server(config).run()
 
 
+def _within_open_files(limits: HttpLimits) -> HttpLimits:
+    """Raise the soft open-files limit to the hard one, and keep the connection cap below it (with room for
+    the database, workers' sockets, logs): past the cap a client gets 503, never an accept() failure."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+    if soft == resource.RLIM_INFINITY:
+        return limits
+    room = max(64, int(soft) - 1024)
+    return dataclasses.replace(limits, max_connections=min(limits.max_connections, room))
+
+
 def _announce(server: Server) -> None:
     s = server.settings
-    url = f"http://{s.host}:{s.port}"
+    url = f"{s.scheme}://{s.host}:{s.port}"
     path = server.credentials.path
     creds = (
         f"  admin credentials: {path}\n  use them: export AWS_SHARED_CREDENTIALS_FILE={path.resolve()}"

@@ -17,6 +17,7 @@ import io
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tarfile
@@ -74,7 +75,17 @@ class ServerProcess:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        scheme = "https" if "tls_cert" in self.flags else "http"
+        return f"{scheme}://127.0.0.1:{self.port}"
+
+    @property
+    def ca_file(self) -> str | None:
+        """With --tls-cert (a self-signed certificate in the tests): the file clients verify it with."""
+        cert = self.flags.get("tls_cert")
+        return str(cert) if cert else None
+
+    def _ssl(self) -> ssl.SSLContext | None:
+        return ssl.create_default_context(cafile=self.ca_file) if self.ca_file else None
 
     def start(self, timeout_s: float = 30.0) -> ServerProcess:
         args = [
@@ -104,7 +115,10 @@ class ServerProcess:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited: {self.log()}")
-            with contextlib.suppress(OSError), urllib.request.urlopen(f"{self.url}/ping", timeout=1) as resp:
+            with (
+                contextlib.suppress(OSError),
+                urllib.request.urlopen(f"{self.url}/ping", timeout=1, context=self._ssl()) as resp,
+            ):
                 if resp.status == 200:
                     return self
             time.sleep(0.05)
@@ -139,10 +153,11 @@ class ServerProcess:
             aws_access_key_id=ACCESS_KEY,
             aws_secret_access_key=SECRET_KEY,
             config=Config(**config),
+            verify=self.ca_file,
         )
 
     def metrics(self) -> str:
-        with urllib.request.urlopen(f"{self.url}/metrics", timeout=5) as resp:
+        with urllib.request.urlopen(f"{self.url}/metrics", timeout=5, context=self._ssl()) as resp:
             return str(resp.read().decode())
 
     def workers(self, endpoint: str, variant: str = "AllTraffic") -> int:

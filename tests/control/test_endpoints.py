@@ -250,3 +250,43 @@ async def test_weights_and_capacities_survive_a_restart_and_an_update_drops_them
     await endpoints.update({"EndpointName": "ep", "EndpointConfigName": "c2"})
     assert fleet.routes["ep"][0].max_concurrency == 2  # the new configuration's own
     await endpoints.close()
+
+
+async def test_a_resize_that_died_with_its_front_end_is_described_as_what_serves(
+    endpoints: Endpoints,
+    fleet: FakeFleet,
+    store: Store,
+    arns: Arns,
+    models: Models,
+    configs: EndpointConfigs,
+    deployer: FakeDeployer,
+    clock: FakeClock,
+) -> None:
+    """UpdateEndpointWeightsAndCapacities in progress when its server is SIGKILLed: after the restart the
+    endpoint is InService, serves the new capacities (stored as overrides) and describes them as current,
+    with no variant left Updating."""
+    await endpoints.create({"EndpointName": "ep", "EndpointConfigName": "c1"})
+    fleet.adjusting.clear()  # the application hangs: the server dies in the middle of it
+    await endpoints.update_weights_and_capacities(
+        {
+            "EndpointName": "ep",
+            "DesiredWeightsAndCapacities": [
+                {"VariantName": "AllTraffic", "ServerlessUpdateConfig": {"MaxConcurrency": 7}}
+            ],
+        }
+    )
+    assert _status(endpoints) == "Updating"
+    restarted_fleet = FakeFleet()
+    restarted = Endpoints(
+        store, arns, models, configs, deployer, restarted_fleet, clock, settle_s=SETTLE_S, frontend="after"
+    )
+    await restarted.resume()
+    variant = restarted.describe("ep")["ProductionVariants"][0]
+    assert _status(restarted) == "InService"
+    assert "VariantStatus" not in variant, variant
+    assert variant["CurrentServerlessConfig"] == variant["DesiredServerlessConfig"], variant
+    assert variant["CurrentServerlessConfig"]["MaxConcurrency"] == 7
+    assert restarted_fleet.routes["ep"][0].max_concurrency == 7
+    fleet.adjusting.set()
+    await endpoints.close()
+    await restarted.close()

@@ -233,6 +233,8 @@ def _parse_authorization(value: str) -> tuple[str, str, str]:
                     f"'{part.strip()}'."
                 )
             continue
+        if name in fields:  # e.g. a header repeated into itself: which one was meant is anyone's guess
+            raise InvalidSignature(f"Authorization header has '{name}' more than once.")
         fields[name] = val.strip()
     missing = [n for n in ("Credential", "SignedHeaders", "Signature") if not fields.get(n)]
     if missing:

@@ -19,7 +19,7 @@ from zeroscale.cli.package import package
 from zeroscale.cli.transform_commands import transform_group
 from zeroscale.cli.usage import check_price_table, usage
 from zeroscale.cli.workers import workers
-from zeroscale.config import Settings
+from zeroscale.config import HttpLimits, Settings
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -187,6 +187,55 @@ def _opt(name: str, env: str, **kw: Any) -> Callable[[F], F]:
     "one holding the data directory.",
 )
 @_opt(
+    "--header-timeout-s",
+    "ZEROSCALE_HEADER_TIMEOUT_S",
+    default=10.0,
+    type=click.FloatRange(min=0.1),
+    help="Seconds a client has to send a request's line and headers (then 408 and the connection closes).",
+)
+@_opt(
+    "--body-timeout-s",
+    "ZEROSCALE_BODY_TIMEOUT_S",
+    default=60.0,
+    type=click.FloatRange(min=0.1),
+    help="Seconds a client has to send a request's body once its headers are in, and to read an answer.",
+)
+@_opt(
+    "--max-header-kb",
+    "ZEROSCALE_MAX_HEADER_KB",
+    default=64,
+    type=click.IntRange(min=4),
+    help="Largest request head (line and headers) in KB; larger is 431.",
+)
+@_opt(
+    "--max-connections",
+    "ZEROSCALE_MAX_CONNECTIONS",
+    default=4096,
+    type=click.IntRange(min=8),
+    help="Open client connections at once (and below the open-files limit); past it, 503 and close.",
+)
+@_opt(
+    "--max-connections-per-client",
+    "ZEROSCALE_MAX_CONNECTIONS_PER_CLIENT",
+    default=512,
+    type=click.IntRange(min=1),
+    help="Open connections from one client address; past it, 503 and close.",
+)
+@_opt(
+    "--tls-cert",
+    "ZEROSCALE_TLS_CERT",
+    default=None,
+    type=click.Path(exists=True, dir_okay=False, readable=True, path_type=Path),
+    help="Serve HTTPS with this certificate chain (PEM); needs --tls-key.",
+)
+@_opt(
+    "--tls-key",
+    "ZEROSCALE_TLS_KEY",
+    default=None,
+    type=click.Path(exists=True, dir_okay=False, readable=True, path_type=Path),
+    help="The private key (PEM) of --tls-cert.",
+)
+@_opt(
     "--log-level",
     "ZEROSCALE_LOG_LEVEL",
     default="info",
@@ -218,6 +267,13 @@ def serve(
     worker_max_processes: int,
     worker_max_open_files: int,
     worker_writable_paths: str,
+    header_timeout_s: float,
+    body_timeout_s: float,
+    max_header_kb: int,
+    max_connections: int,
+    max_connections_per_client: int,
+    tls_cert: Path | None,
+    tls_key: Path | None,
     log_level: str,
 ) -> None:
     """Run the zeroscale server (control plane, runtime and /metrics on one port).
@@ -228,6 +284,9 @@ def serve(
     import os
 
     from zeroscale.server import serve as run_server
+
+    if (tls_cert is None) != (tls_key is None):
+        raise click.UsageError("--tls-cert and --tls-key go together")
 
     settings = Settings(
         host=host,
@@ -256,6 +315,15 @@ def serve(
         worker_max_processes=worker_max_processes,
         worker_max_open_files=worker_max_open_files,
         worker_writable_paths=tuple(Path(p) for p in worker_writable_paths.split(":") if p),
+        http=HttpLimits(
+            header_timeout_s=header_timeout_s,
+            body_timeout_s=body_timeout_s,
+            max_header_bytes=max_header_kb * 1024,
+            max_connections=max_connections,
+            max_connections_per_client=max_connections_per_client,
+        ),
+        tls_cert=tls_cert,
+        tls_key=tls_key,
         log_level=log_level,
     )
     if memory_budget_mb is not None:

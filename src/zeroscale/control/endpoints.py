@@ -413,7 +413,10 @@ class Endpoints:
                 if rec.status == EndpointStatus.CREATING.value:
                     self._run(rec.name, self._deploy(rec.name, rec.doc["EndpointConfigName"], updating=False))
                     continue
-                self._save(rec, EndpointStatus.IN_SERVICE)  # the update died with its front end
+                # The update died with its front end: UpdateEndpoint's deployment never replaced the one
+                # that serves; new weights and capacities (their overrides are stored) are what the route
+                # below serves, so they are current now.
+                self._save(rec, EndpointStatus.IN_SERVICE, **_settled(rec))
             serving = rec.status in (EndpointStatus.IN_SERVICE.value, EndpointStatus.UPDATING.value)
             if serving and rec.doc.get("ProductionVariants"):
                 if self._active.get(key) != _deployment(rec) or self._fleet.route(rec.name) is None:
@@ -451,6 +454,22 @@ def _deployment(rec: Record) -> str:
     """What identifies a deployment: its configuration and described variants (with their resolution
     times, new at each successful create or update)."""
     return json.dumps([rec.doc.get("EndpointConfigName"), rec.doc.get("ProductionVariants")], sort_keys=True)
+
+
+def _settled(rec: Record) -> dict[str, Any]:
+    """The described variants of an endpoint whose UpdateEndpointWeightsAndCapacities died half-way, with
+    their Desired* values current and no variant Updating (nothing to change when none was)."""
+    variants = rec.doc.get("ProductionVariants") or []
+    if not any("VariantStatus" in v for v in variants):
+        return {}
+    settled = []
+    for variant in variants:
+        variant = {k: v for k, v in variant.items() if k != "VariantStatus"}
+        for part in ("Weight", "InstanceCount", "ServerlessConfig"):
+            if f"Desired{part}" in variant:
+                variant[f"Current{part}"] = variant[f"Desired{part}"]
+        settled.append(variant)
+    return {"ProductionVariants": settled}
 
 
 def _serverless_config(memory_mb: int, max_concurrency: int, provisioned: int) -> dict[str, Any]:

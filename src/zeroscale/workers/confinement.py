@@ -36,6 +36,8 @@ from zeroscale.workers.sandbox import HostSupport, Policy
 log = logging.getLogger("zeroscale.sandbox")
 
 _UIDS = 100_000  # uids per server: a random block of them above 10^9, away from real users
+_WORKER_UIDS = 50_000  # the first half: one per worker forked from a zygote, or image server
+TEMPLATE_UIDS = 512  # the second half, in blocks: a template's own uid and its replicas'
 CONTAINER_MODEL_DIR = "/opt/ml/model"
 IMAGE_MIN_PROCESSES = 256  # an image's server may run a process manager and workers of its own
 
@@ -59,6 +61,7 @@ class Confinement:
         self._uid_base = 1_000_000_000 + random.randrange(0, 20_000) * _UIDS
         self._uid_seq = itertools.count()
         self._uids_in_use: set[int] = set()
+        self._blocks_in_use: set[int] = set()
         net = () if not settings.outbound else sandbox.NETWORK_READ
         self._system = (*self._python, *sandbox.SYSTEM_READ, *net)
         self._shared: list[str] = []
@@ -76,6 +79,11 @@ class Confinement:
             f"processes: {limit} <= {self.settings.max_processes}, "
             f"open files <= {self.settings.max_open_files}, outbound network "
             f"{'allowed' if self.settings.outbound else 'refused'}"
+            + (
+                ", connect and datagram Unix sockets refused (seccomp)"
+                if s.seccomp and not self.settings.outbound
+                else ""
+            )
         ]
         for problem in s.problems:
             lines.append(f"WARNING: sandbox incomplete on this host: {problem}")
@@ -110,6 +118,7 @@ class Confinement:
         unix_sockets: bool = True,
         net_ns: bool = True,
         uid: int = 0,
+        uid_block: tuple[int, int] | None = None,
     ) -> Policy:
         read = [*self._system, model_dir, *extra_read]
         for candidate in (str(code_dir(model_dir, env)), env.get(PYTHONPATH, "").strip()):
@@ -125,6 +134,10 @@ class Confinement:
             nofile=self.settings.max_open_files,
             net_ns=net_ns and not self.settings.outbound and self.support.user_ns,
             uid=uid,
+            uid_block=uid_block,
+            # A forked worker (it listens on a Unix socket) connects nowhere unless outbound access is on;
+            # an image's server keeps connect (e.g. nginx to its app server over a socket of its own).
+            deny_connect=unix_sockets and not self.settings.outbound and self.support.seccomp,
             landlock=self.support.landlock_abi > 0,
         )
 
@@ -162,16 +175,39 @@ class Confinement:
         )
 
     # ---- worker uids ----
-    def uid(self) -> int:
-        """A uid for one worker (0 where the server is not root: it cannot give one)."""
+    def uid(self, block: tuple[int, int] | None = None) -> int:
+        """A uid for one worker (0 where the server is not root: it cannot give one); a template's replica
+        takes one from the template's ``block`` (never the template's own, its first)."""
         if os.geteuid() != 0:
             return 0
-        for _ in range(_UIDS):
-            uid = self._uid_base + next(self._uid_seq) % _UIDS
+        if block is not None:
+            for uid in range(block[0] + 1, block[1] + 1):
+                if uid not in self._uids_in_use:
+                    self._uids_in_use.add(uid)
+                    return uid
+            raise RuntimeError("no free uid in the template's block")
+        for _ in range(_WORKER_UIDS):
+            uid = self._uid_base + next(self._uid_seq) % _WORKER_UIDS
             if uid not in self._uids_in_use:
                 self._uids_in_use.add(uid)
                 return uid
         raise RuntimeError("no free worker uid")
+
+    def template_block(self) -> tuple[int, int] | None:
+        """A block of uids for one template, inclusive: the first is the template's own, the others its
+        replicas' (None where the server is not root, or no seccomp filter can hold the template to it)."""
+        if os.geteuid() != 0 or not self.support.seccomp:
+            return None
+        first = self._uid_base + _WORKER_UIDS
+        for start in range(first, self._uid_base + _UIDS - TEMPLATE_UIDS + 1, TEMPLATE_UIDS):
+            if start not in self._blocks_in_use:
+                self._blocks_in_use.add(start)
+                return start, start + TEMPLATE_UIDS - 1
+        raise RuntimeError("no free template uid block")
+
+    def free_block(self, block: tuple[int, int]) -> None:
+        """The template is gone (its replicas' uids are released one by one, as they exit)."""
+        self._blocks_in_use.discard(block[0])
 
     def release(self, uids: set[int]) -> set[int]:
         """Kill every process left with one of ``uids`` (what those workers started; nothing else has their

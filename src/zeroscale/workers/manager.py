@@ -117,6 +117,7 @@ class WorkerManager:
         self._processes = ProcessLauncher(self._exited, sandbox=sandbox)
         self._confinement = confinement
         self._template_scratch: dict[int, str] = {}  # template pid -> its scratch directory
+        self._template_blocks: dict[int, tuple[int, int]] = {}  # template pid -> its block of uids
         self._extra_mb: dict[int, float] = {}  # worker uid -> private MB of its other processes
         self._releasing: list[tuple[str, int, int]] = []  # (scratch, uid, tries left) of exited workers
         self._release_timer: asyncio.Handle | None = None
@@ -216,7 +217,7 @@ class WorkerManager:
                     # A template's replica is already confined: it adds a layer for its own scratch directory
                     # (inside the template's) and takes its own uid.
                     handle.scratch = conf.scratch(wid, parent=replica_of)
-                    handle.uid = conf.uid()
+                    handle.uid = conf.uid(self._template_blocks.get(zygote.pid) if live_template else None)
                     policy = conf.policy(
                         model_dir=spec.model_dir, env=env, scratch=handle.scratch, uid=handle.uid
                     )
@@ -303,21 +304,39 @@ class WorkerManager:
             "env": env,
         }
         scratch = ""
+        block: tuple[int, int] | None = None
         conf = self._confinement
         if conf is not None:
-            # The template keeps root's uid (its replicas each take one of their own), under Landlock.
+            # A root server's template takes the first uid of a block of its own and keeps only the right
+            # to give its replicas the others (a seccomp filter holds it to the block): user code in it (a
+            # pickle is code) can do no more than a worker.
+            block = conf.template_block()
+            if block is None and os.geteuid() == 0:
+                raise ZygoteError("no template: this host cannot hold one to its uids (no seccomp filters)")
             scratch = conf.scratch(f"template-{tid}")
             env["TMPDIR"] = scratch
-            policy = conf.policy(model_dir=spec.model_dir, env=env, scratch=scratch)
+            policy = conf.policy(
+                model_dir=spec.model_dir,
+                env=env,
+                scratch=scratch,
+                uid=block[0] if block else 0,
+                uid_block=block,
+            )
             # Its fork loop holds a pipe and a log file per replica it runs.
             policy = dataclasses.replace(policy, nofile=max(policy.nofile, TEMPLATE_MIN_OPEN_FILES))
             request["sandbox"] = policy.to_dict()
-        pid = await zygote.fork(request, op="template")
+        try:
+            pid = await zygote.fork(request, op="template")
+        except BaseException:
+            self._end_template(scratch, block)
+            raise
         if self._early_exits.pop(pid, None) is None:  # its exit may already have been reported
             self._template_pids.add(pid)
             self._template_scratch[pid] = scratch
+            if block is not None:
+                self._template_blocks[pid] = block
         else:
-            self._release_sandbox(scratch, 0)
+            self._end_template(scratch, block)
         template = Zygote(spec.runtime, log_path, self._exited)
         template.pid = pid
         try:
@@ -339,7 +358,7 @@ class WorkerManager:
     def _exited(self, pid: int, status: int) -> None:
         if pid in self._template_pids:  # a template ended (closed, or its model failed to load)
             self._template_pids.discard(pid)
-            self._release_sandbox(self._template_scratch.pop(pid, ""), 0)
+            self._end_template(self._template_scratch.pop(pid, ""), self._template_blocks.pop(pid, None))
             return
         handle = self._by_pid.pop(pid, None)
         if handle is None:
@@ -357,6 +376,13 @@ class WorkerManager:
                 handle.on_exit(handle)
             except Exception:  # a bug in the owner must not take down the reader that reports exits
                 log.exception("exit handler of worker %s failed", handle.worker_id)
+
+    def _end_template(self, scratch: str, block: tuple[int, int] | None) -> None:
+        """A template is gone: what is left with its uid dies, its block of uids is free again (its
+        replicas' uids are released as each of them exits)."""
+        self._release_sandbox(scratch, block[0] if block else 0)
+        if block is not None and self._confinement is not None:
+            self._confinement.free_block(block)
 
     def _release_sandbox(self, scratch: str, uid: int) -> None:
         """Kill what a worker left behind (every process with its uid), then free the uid and remove its

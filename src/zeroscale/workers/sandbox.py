@@ -35,7 +35,14 @@ import sys
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import Any
+
+_seccomp: ModuleType | None
+try:  # imported before the fork, in the zygote; an image's exec shim runs this file alone and needs none
+    from zeroscale.workers import seccomp as _seccomp
+except ImportError:
+    _seccomp = None
 
 # ---- Landlock's ABI (include/uapi/linux/landlock.h) ----
 _SYS_CREATE_RULESET, _SYS_ADD_RULE, _SYS_RESTRICT_SELF = 444, 445, 446
@@ -126,6 +133,10 @@ class Policy:
     nofile: int = DEFAULT_NOFILE
     net_ns: bool = False  # an empty network namespace
     uid: int = 0  # become this uid (and gid), keeping only CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH
+    # A template: the uids (and gids) it and its replicas may take, inclusive; it keeps CAP_SETUID and
+    # CAP_SETGID to give each replica one, and a seccomp filter holds every uid change inside this block.
+    uid_block: tuple[int, int] | None = None
+    deny_connect: bool = False  # seccomp: no connect at all, no datagram Unix sockets, no io_uring
     layer_only: bool = False  # a replica of a confined template: add a Landlock layer, nothing else
     landlock: bool = True
 
@@ -164,6 +175,7 @@ class HostSupport:
     landlock_abi: int
     user_ns: bool  # a worker can get a network namespace of its own (and, not root, a user namespace)
     problems: tuple[str, ...] = field(default_factory=tuple)
+    seccomp: bool = False  # a seccomp filter can be installed (no connect, templates' uid blocks)
 
     @property
     def complete(self) -> bool:
@@ -184,7 +196,13 @@ def probe() -> HostSupport:
     user_ns = _probe_namespaces()
     if not user_ns:
         problems.append("namespaces are not available: workers share the host's network (UDP is open)")
-    return HostSupport(abi, user_ns, tuple(problems))
+    filters = _seccomp is not None and _seccomp.probe()
+    if not filters:
+        problems.append(
+            "seccomp filters are not available: workers can connect to Unix sockets, and no templates "
+            "(loaded models kept for fast scale-out) are forked"
+        )
+    return HostSupport(abi, user_ns, tuple(problems), seccomp=filters)
 
 
 def _probe_namespaces() -> bool:
@@ -273,7 +291,7 @@ _PR_SET_PDEATHSIG = 1
 _PR_SET_KEEPCAPS = 8
 _PR_SET_DUMPABLE = 4
 _PR_CAP_AMBIENT, _PR_CAP_AMBIENT_RAISE = 47, 2
-_CAP_DAC_OVERRIDE, _CAP_DAC_READ_SEARCH = 1, 2
+_CAP_DAC_OVERRIDE, _CAP_DAC_READ_SEARCH, _CAP_SETGID, _CAP_SETUID = 1, 2, 6, 7
 _CAPABILITY_VERSION_3 = 0x20080522
 
 
@@ -289,17 +307,20 @@ class _CapData(ctypes.Structure):
     ]
 
 
-def _become(uid: int) -> None:
-    """Switch a root process to ``uid``/``uid`` with no supplementary groups, keeping only the file-access
-    capabilities (also across exec, as ambient capabilities); dumpable, so /proc/<pid> shows its uid."""
+def _become(uid: int, *, setuid: bool = False) -> None:
+    """Switch a root process (or a template, which holds CAP_SETUID) to ``uid``/``uid`` with no
+    supplementary groups, keeping only the file-access capabilities (also across exec, as ambient
+    capabilities), and with ``setuid`` CAP_SETUID and CAP_SETGID as well (not inheritable); dumpable, so
+    /proc/<pid> shows its uid."""
     libc = ctypes.CDLL(None, use_errno=True)
     _check(libc.prctl(_PR_SET_KEEPCAPS, 1, 0, 0, 0), "prctl(PR_SET_KEEPCAPS)")
     os.setgroups([])
     os.setresgid(uid, uid, uid)
     os.setresuid(uid, uid, uid)
-    keep = (1 << _CAP_DAC_OVERRIDE) | (1 << _CAP_DAC_READ_SEARCH)
+    files = (1 << _CAP_DAC_OVERRIDE) | (1 << _CAP_DAC_READ_SEARCH)
+    keep = files | ((1 << _CAP_SETGID) | (1 << _CAP_SETUID) if setuid else 0)
     header = _CapHeader(_CAPABILITY_VERSION_3, 0)
-    data = (_CapData * 2)(_CapData(keep, keep, keep), _CapData(0, 0, 0))
+    data = (_CapData * 2)(_CapData(keep, keep, files), _CapData(0, 0, 0))
     _check(libc.capset(ctypes.byref(header), data), "capset")
     for cap in (_CAP_DAC_OVERRIDE, _CAP_DAC_READ_SEARCH):
         _check(libc.prctl(_PR_CAP_AMBIENT, _PR_CAP_AMBIENT_RAISE, cap, 0, 0), "prctl(PR_CAP_AMBIENT_RAISE)")
@@ -388,10 +409,11 @@ def confine(policy: Policy, abi: int | None = None) -> None:
             _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
             limit = policy.nofile if hard == resource.RLIM_INFINITY else min(policy.nofile, hard)
             resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
-    if policy.uid and os.geteuid() == 0:
+    if policy.uid and os.geteuid() != policy.uid:
+        # A root server's worker or template; or a template's replica (the template holds CAP_SETUID).
         parent = os.getppid()
         try:
-            _become(policy.uid)
+            _become(policy.uid, setuid=policy.uid_block is not None)
         except OSError as exc:
             raise SandboxError(f"cannot become uid {policy.uid}: {exc}") from exc
         # A change of uid clears the parent-death signal: ask again, then check the parent did not die.
@@ -404,6 +426,13 @@ def confine(policy: Policy, abi: int | None = None) -> None:
         version = abi_version() if abi is None else abi
         if version > 0:
             _landlock(policy, version)
+    if policy.deny_connect or policy.uid_block is not None:
+        if _seccomp is None:
+            raise SandboxError("no seccomp filter: zeroscale.workers.seccomp cannot be imported")
+        try:
+            _seccomp.install(_seccomp.program(deny_connect=policy.deny_connect, id_range=policy.uid_block))
+        except _seccomp.SeccompError as exc:
+            raise SandboxError(str(exc)) from exc
 
 
 def encode(policy: Policy) -> str:

@@ -1,0 +1,146 @@
+"""The HTTP server's limits against slow and flooding clients: uvicorn's httptools protocol with deadlines
+and caps it does not have on its own.
+
+- **Request head:** a connection must deliver a request's line and headers within ``header_timeout_s`` of
+  opening (or of the next request's first byte on a keep-alive connection), else ``408`` and the connection
+  is closed: a slow-loris client holds a connection for seconds, not forever. Deadlines are armed only for
+  what a read left unfinished: a request that arrives whole costs no timer (``bench/http_guard.py``). A
+  head larger than ``max_header_bytes`` is ``431``, before it is buffered further.
+- **Request body:** once the head is in, the body must arrive within ``body_timeout_s`` (``408``; a 6 MB
+  payload at that deadline is 100 KB/s). Sizes are the application's: ``App`` refuses a body past the
+  operation's limit by Content-Length first, then while reading.
+- **Response:** a client that stops reading an answer (the write buffer stays full for ``body_timeout_s``)
+  is disconnected, so a stalled reader holds no response in memory.
+- **Connections:** at most ``max_connections`` open at once and ``max_connections_per_client`` from one
+  address; past either, the new connection gets ``503`` and is closed before anything is read. One client
+  address cannot take every slot from the others.
+- Idle keep-alive connections are closed by uvicorn's ``timeout_keep_alive``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, ClassVar
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from zeroscale.config import HttpLimits
+
+
+def _response(status: bytes) -> bytes:
+    return b"HTTP/1.1 " + status + b"\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+
+
+_408 = _response(b"408 Request Timeout")
+_431 = _response(b"431 Request Header Fields Too Large")
+_503 = _response(b"503 Service Unavailable")
+
+
+class GuardedHttpTools(HttpToolsProtocol):
+    limits: ClassVar[HttpLimits] = HttpLimits()
+    # client address -> open connections, per server (a class made per server by ``protocol``)
+    per_client: ClassVar[dict[str, int]] = {}
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._host: str | None = None
+        self._in_head = True  # waiting for, or reading, a request's line and headers
+        self._head_bytes = 0
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_kind = ""
+        host = str(self.client[0]) if self.client else ""
+        count = self.per_client.get(host, 0)
+        if (
+            len(self.connections) > self.limits.max_connections
+            or count >= self.limits.max_connections_per_client
+        ):
+            transport.write(_503)
+            transport.close()
+            return
+        self.per_client[host] = count + 1
+        self._host = host
+        self._arm("head", self.limits.header_timeout_s)  # it must say something
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        if self._host is not None:
+            left = self.per_client.get(self._host, 1) - 1
+            if left > 0:
+                self.per_client[self._host] = left
+            else:
+                self.per_client.pop(self._host, None)
+            self._host = None
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        # Deadlines are armed only for what one read left unfinished: a request that arrives whole (the usual
+        # case on a keep-alive connection) costs no timer at all.
+        if self._in_head:
+            self._head_bytes += len(data)
+        super().data_received(data)
+        if self.transport.is_closing():
+            return
+        if self._in_head:
+            if self._head_bytes > self.limits.max_header_bytes:
+                self._refuse(_431)
+            elif self._head_bytes and self._timer_kind != "head":
+                self._arm("head", self.limits.header_timeout_s)
+        elif self._timer_kind != "body":
+            self._arm("body", self.limits.body_timeout_s)
+
+    # ---- the parser's callbacks ----
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        if self._timer_kind == "head":
+            self._disarm()
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        if self._timer_kind == "body":
+            self._disarm()
+        self._in_head = True
+        self._head_bytes = 0
+        super().on_message_complete()
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        self._arm("write", self.limits.body_timeout_s)
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        if self._timer_kind == "write":
+            self._disarm()
+
+    # ---- deadlines ----
+    def _arm(self, kind: str, seconds: float) -> None:
+        self._disarm()
+        self._timer = self.loop.call_later(seconds, self._timed_out)
+        self._timer_kind = kind
+
+    def _disarm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._timer_kind = ""
+
+    def _timed_out(self) -> None:
+        self._timer = None
+        self._timer_kind = ""
+        if self.transport.is_closing():
+            return
+        cycle = self.cycle
+        if cycle is None or not cycle.response_started:
+            self._refuse(_408)
+        else:  # it stopped reading our answer
+            self.transport.abort()
+
+    def _refuse(self, response: bytes) -> None:
+        self._disarm()
+        self.transport.write(response)
+        self.transport.close()
+
+
+def protocol(limits: HttpLimits) -> type[GuardedHttpTools]:
+    """uvicorn's ``http=`` class for one server with these limits."""
+    attrs: dict[str, Any] = {"limits": limits, "per_client": {}}
+    return type("ZeroscaleHttp", (GuardedHttpTools,), attrs)

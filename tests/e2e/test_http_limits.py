@@ -1,0 +1,172 @@
+"""Slow and flooding clients, for real, against a server with short limits: each attacking connection is cut
+off within its deadline, and another client keeps being served meanwhile.
+
+The attacker connects from 127.0.0.2 (any 127/8 address reaches a server on 127.0.0.1) so that its
+connections count against its own address, not against the served client's 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from zeroscale.testing import ServerProcess
+
+HEADER_TIMEOUT_S = 1.0
+BODY_TIMEOUT_S = 1.5
+PER_CLIENT = 20
+ATTACKER = "127.0.0.2"
+
+
+@pytest.fixture(scope="module")
+def server(server_factory: Callable[..., ServerProcess]) -> ServerProcess:
+    return server_factory(
+        header_timeout_s=HEADER_TIMEOUT_S,
+        body_timeout_s=BODY_TIMEOUT_S,
+        max_header_kb=16,
+        max_connections_per_client=PER_CLIENT,
+    )
+
+
+def attacker(server: ServerProcess) -> socket.socket:
+    sock = socket.socket()
+    sock.bind((ATTACKER, 0))
+    sock.settimeout(10)
+    sock.connect(("127.0.0.1", server.port))
+    return sock
+
+
+def answer(sock: socket.socket) -> tuple[bytes, float]:
+    """What the server sent before closing (b"" if it closed without a word), and when it closed."""
+    data = b""
+    while True:
+        try:
+            chunk = sock.recv(4096)
+        except ConnectionResetError:
+            break
+        if not chunk:
+            break
+        data += chunk
+    return data, time.monotonic()
+
+
+class Served:
+    """A well-behaved client calling ListEndpoints in a loop: its slowest call, and any failure."""
+
+    def __init__(self, server: ServerProcess) -> None:
+        self._client = server.client("sagemaker")
+        self.slowest = 0.0
+        self.calls = 0
+        self.errors: list[BaseException] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            start = time.monotonic()
+            try:
+                self._client.list_endpoints()
+            except BaseException as exc:
+                self.errors.append(exc)
+            self.slowest = max(self.slowest, time.monotonic() - start)
+            self.calls += 1
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+
+@pytest.fixture
+def served(server: ServerProcess) -> Iterator[Served]:
+    client = Served(server)
+    yield client
+    client.stop()
+    assert not client.errors, client.errors[:3]
+    assert client.calls > 0
+    assert client.slowest < 2.0, client.slowest
+
+
+def test_slow_loris_heads_are_cut_off_at_the_deadline(server: ServerProcess, served: Served) -> None:
+    socks = [attacker(server) for _ in range(PER_CLIENT)]
+    start = time.monotonic()
+    for sock in socks:
+        sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\n")
+
+    def trickle() -> None:  # one more header byte every 200 ms: never finishing the head
+        for _ in range(int(HEADER_TIMEOUT_S * 10)):
+            for sock in socks:
+                with contextlib.suppress(OSError):
+                    sock.sendall(b"X")
+            time.sleep(0.2)
+
+    threading.Thread(target=trickle, daemon=True).start()
+    for sock in socks:
+        data, closed_at = answer(sock)
+        assert data.startswith(b"HTTP/1.1 408"), data
+        assert closed_at - start < HEADER_TIMEOUT_S + 1.0
+        sock.close()
+
+
+def test_an_idle_connection_is_closed_and_a_slow_body_is_cut_off(
+    server: ServerProcess, served: Served
+) -> None:
+    idle = attacker(server)
+    start = time.monotonic()
+    data, closed_at = answer(idle)
+    assert data.startswith(b"HTTP/1.1 408") and closed_at - start < HEADER_TIMEOUT_S + 1.0, data
+    idle.close()
+
+    slow = attacker(server)
+    start = time.monotonic()
+    slow.sendall(
+        b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\nContent-Type: application/json\r\n\r\n{"
+    )
+    for _ in range(3):  # a byte at a time: it is the deadline that counts, not the silence
+        time.sleep(0.3)
+        slow.sendall(b" ")
+    data, closed_at = answer(slow)
+    assert data.startswith(b"HTTP/1.1 408"), data
+    assert BODY_TIMEOUT_S - 0.1 < closed_at - start < BODY_TIMEOUT_S + 1.0
+    slow.close()
+
+
+def test_an_oversized_head_is_refused(server: ServerProcess, served: Served) -> None:
+    sock = attacker(server)
+    sock.sendall(b"GET /ping HTTP/1.1\r\nHost: x\r\n")
+    try:
+        for i in range(64):  # 64 KB of headers, past the 16 KB limit
+            sock.sendall(b"X-Junk-%d: %s\r\n" % (i, b"a" * 1000))
+    except OSError:
+        pass  # closed on us mid-way
+    data, _ = answer(sock)
+    assert data.startswith(b"HTTP/1.1 431"), data
+    sock.close()
+
+
+def test_a_connection_flood_from_one_address_takes_only_its_share(
+    server: ServerProcess, served: Served
+) -> None:
+    held = [attacker(server) for _ in range(PER_CLIENT)]
+    time.sleep(0.2)
+    refused: list[bytes] = []
+    for _ in range(50):  # every further connection from that address: 503 at once, nothing read
+        sock = attacker(server)
+        refused.append(answer(sock)[0])
+        sock.close()
+    assert all(r.startswith(b"HTTP/1.1 503") for r in refused), refused[:3]
+    # Another address is served all along (the fixture's client, 127.0.0.1), and the held connections, once
+    # they time out, free the attacker's share again.
+    for sock in held:
+        sock.close()
+    time.sleep(0.3)
+    fresh = attacker(server)
+    fresh.sendall(b"GET /ping HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert fresh.recv(100).startswith(b"HTTP/1.1 ")
+    fresh.close()

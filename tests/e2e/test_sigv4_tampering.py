@@ -1,0 +1,269 @@
+"""Tampered SigV4, generated: a request signed by botocore, then changed one way at a time (every signed
+header changed and dropped, the body, the method and path, each part of the Authorization header, the
+clock skew, a signature replayed onto another request), for each protocol zeroscale serves. The untouched
+request is accepted; no changed one is, each is refused in its protocol's error shape, and none of the
+refused CreateModel calls created anything."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import http.client
+import json
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+from typing import Any
+from unittest import mock
+
+import pytest
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
+
+from zeroscale.testing import ACCESS_KEY, REGION, SECRET_KEY, ServerProcess
+
+JSON_11 = "application/x-amz-json-1.1"
+AUTH_CODES = {
+    "InvalidSignatureException",
+    "IncompleteSignature",
+    "MissingAuthenticationToken",
+    "MissingAuthenticationTokenException",
+    "UnrecognizedClientException",
+    "SignatureDoesNotMatch",
+    "InvalidClientTokenId",
+}
+
+
+@dataclass(frozen=True)
+class Call:
+    kind: str  # sagemaker | logs | runtime | iam
+    service: str  # the signing name
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+    skew_s: float = 0.0
+    signed: dict[str, str] = field(default_factory=dict)
+
+
+def base_calls(serial: int) -> list[Call]:
+    model = json.dumps(
+        {
+            "ModelName": f"tampered-{serial}",
+            "PrimaryContainer": {"Image": "sklearn", "ModelDataUrl": "file:///nope.tar.gz"},
+        }
+    ).encode()
+    return [
+        Call(
+            "sagemaker",
+            "sagemaker",
+            "POST",
+            "/",
+            {"X-Amz-Target": "SageMaker.CreateModel", "Content-Type": JSON_11},
+            model,
+        ),
+        Call(
+            "logs",
+            "logs",
+            "POST",
+            "/",
+            {"X-Amz-Target": "Logs_20140328.DescribeLogGroups", "Content-Type": JSON_11},
+            b"{}",
+        ),
+        Call(
+            "runtime",
+            "sagemaker",
+            "POST",
+            "/endpoints/no-such-endpoint/invocations",
+            {"Content-Type": "application/json", "X-Amzn-SageMaker-Custom-Attributes": "a=1"},
+            b"[[1, 2]]",
+        ),
+        Call(
+            "iam",
+            "iam",
+            "POST",
+            "/",
+            {"Content-Type": "application/x-www-form-urlencoded; charset=utf-8"},
+            b"Action=ListUsers&Version=2010-05-08",
+        ),
+    ]
+
+
+def sign(server: ServerProcess, call: Call, secret: str = SECRET_KEY, key: str = ACCESS_KEY) -> Call:
+    request = AWSRequest(
+        method=call.method, url=f"{server.url}{call.path}", data=call.body, headers=call.headers
+    )
+    now = datetime.datetime.now(datetime.UTC).replace(tzinfo=None)
+    with mock.patch(
+        "botocore.auth.get_current_datetime", return_value=now + datetime.timedelta(seconds=call.skew_s)
+    ):
+        SigV4Auth(Credentials(key, secret), call.service, REGION).add_auth(request)
+    signed = dict(request.headers.items())
+    if not any(
+        k.lower() == "host" for k in signed
+    ):  # signed from the URL; sent explicitly, so it can be changed
+        signed["Host"] = server.url.split("://", 1)[1]
+    return replace(call, signed=signed)
+
+
+def send(server: ServerProcess, call: Call) -> tuple[int, dict[str, str], bytes]:
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    try:
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            # exactly these headers: http.client adds no Host of its own (a dropped Host stays dropped)
+            conn.putrequest(call.method, call.path, skip_host=True, skip_accept_encoding=True)
+            for name, value in call.signed.items():
+                if name.lower() != "content-length":
+                    conn.putheader(name, value)
+            conn.putheader("Content-Length", str(len(call.body)))
+            conn.endheaders(call.body)
+        resp = conn.getresponse()
+        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
+    finally:
+        conn.close()
+
+
+def auth_part(call: Call, name: str, value: str) -> Call:
+    """The Authorization header with one of its parts (Credential, SignedHeaders, Signature) replaced."""
+    auth = call.signed["Authorization"]
+    changed = re.sub(rf"{name}=[^,]*", f"{name}={value}", auth)
+    return replace(call, signed={**call.signed, "Authorization": changed})
+
+
+def parts(call: Call) -> dict[str, str]:
+    auth = call.signed["Authorization"]
+    return dict(re.findall(r"(Credential|SignedHeaders|Signature)=([^,]*)", auth))
+
+
+def with_header(call: Call, name: str, value: str | None) -> Call:
+    headers = {k: v for k, v in call.signed.items() if k.lower() != name.lower()}
+    if value is not None:
+        headers[name] = value
+    return replace(call, signed=headers)
+
+
+def tampered(server: ServerProcess, signed: Call) -> Iterator[tuple[str, Call]]:
+    found = parts(signed)
+    key, date, region, service, terminator = found["Credential"].split("/")
+    signature = found["Signature"]
+    for name in found["SignedHeaders"].split(";"):
+        value = next(v for k, v in signed.signed.items() if k.lower() == name)
+        yield f"header {name} changed", with_header(signed, name, value + "0")
+        yield f"header {name} dropped", with_header(signed, name, None)
+    yield "body: one more byte", replace(signed, body=signed.body + b" ")
+    yield "body: one byte changed", replace(signed, body=bytes([signed.body[0] ^ 1]) + signed.body[1:])
+    yield "body: empty", replace(signed, body=b"")
+    yield "body hash header, false", with_header(signed, "X-Amz-Content-Sha256", "0" * 64)
+    yield "method", replace(signed, method="PUT")
+    yield "path", replace(signed, path=signed.path + "x" if signed.path != "/" else "/x")
+    yield (
+        "signature: a digit changed",
+        auth_part(signed, "Signature", signature[:-1] + ("0" if signature[-1] != "0" else "1")),
+    )
+    yield "signature: truncated", auth_part(signed, "Signature", signature[:32])
+    yield "signature: empty", auth_part(signed, "Signature", "")
+    yield "signature: not hex", auth_part(signed, "Signature", "z" * 64)
+    yield (
+        "key: unknown",
+        auth_part(signed, "Credential", f"AKIAUNKNOWNKEY000000/{date}/{region}/{service}/{terminator}"),
+    )
+    yield (
+        "scope: another day",
+        auth_part(signed, "Credential", f"{key}/20200101/{region}/{service}/{terminator}"),
+    )
+    yield "scope: another service", auth_part(signed, "Credential", f"{key}/{date}/{region}/s3/{terminator}")
+    yield "scope: terminator", auth_part(signed, "Credential", f"{key}/{date}/{region}/{service}/aws4_other")
+    yield "scope: missing parts", auth_part(signed, "Credential", f"{key}/{date}")
+    yield (
+        "signed headers: one fewer",
+        auth_part(
+            signed,
+            "SignedHeaders",
+            ";".join(h for h in found["SignedHeaders"].split(";") if h != "x-amz-date"),
+        ),
+    )
+    yield "signed headers: one more", auth_part(signed, "SignedHeaders", found["SignedHeaders"] + ";x-extra")
+    yield (
+        "algorithm",
+        with_header(
+            signed,
+            "Authorization",
+            signed.signed["Authorization"].replace("AWS4-HMAC-SHA256", "AWS4-HMAC-SHA1"),
+        ),
+    )
+    yield "authorization: junk", with_header(signed, "Authorization", "%=,;/" * 60)
+    yield "authorization: no parts", with_header(signed, "Authorization", "AWS4-HMAC-SHA256 Credential=/,,==")
+    yield "authorization: huge", with_header(signed, "Authorization", signed.signed["Authorization"] * 40)
+    yield "x-amz-date: not a date", with_header(signed, "X-Amz-Date", "yesterday")
+    # Replays: this signature on another operation, another endpoint, another body.
+    other_target = {"sagemaker": "SageMaker.DeleteModel", "logs": "Logs_20140328.DeleteLogGroup"}
+    if signed.kind in other_target:
+        yield (
+            "replayed onto another operation",
+            with_header(signed, "X-Amz-Target", other_target[signed.kind]),
+        )
+    if signed.kind == "runtime":
+        yield "replayed onto another endpoint", replace(signed, path="/endpoints/another/invocations")
+    if signed.kind == "iam":
+        yield (
+            "replayed onto another action",
+            replace(signed, body=b"Action=CreateUser&UserName=evil&Version=2010-05-08"),
+        )
+    # The clock: signed 16 minutes off either way (AWS allows 15).
+    for skew in (-16 * 60, 16 * 60):
+        yield f"clock skew {skew:+d} s", sign(server, replace(signed, skew_s=skew))
+    yield "wrong secret", sign(server, signed, secret=SECRET_KEY[::-1])
+
+
+def refused_in_shape(kind: str, status: int, headers: dict[str, str], body: bytes) -> str:
+    """The error code, after checking the answer is its protocol's error shape."""
+    assert status in (400, 403), (status, body[:300])
+    if kind in ("sagemaker", "logs"):
+        doc = json.loads(body)
+        assert set(doc) == {"__type", "message"}, doc
+        return str(doc["__type"])
+    if kind == "runtime":
+        assert "x-amzn-errortype" in headers, headers
+        assert "Message" in json.loads(body) or "message" in json.loads(body)
+        return headers["x-amzn-errortype"].split(":", 1)[0]
+    found = re.search(rb"<Code>([^<]+)</Code>", body)
+    assert body.lstrip().startswith(b"<") and found, body[:300]
+    return found.group(1).decode()
+
+
+@pytest.mark.parametrize("kind", ["sagemaker", "logs", "runtime", "iam"])
+def test_no_tampered_request_is_accepted(server: ServerProcess, kind: str) -> None:
+    serial = iter(range(10_000))
+    call = next(c for c in base_calls(next(serial)) if c.kind == kind)
+    status, _, body = send(server, sign(server, call))
+    # Untouched, it passes authentication (the runtime's endpoint simply does not exist).
+    assert status == (400 if kind == "runtime" else 200), body[:300]
+    failures: list[Any] = []
+    count = 0
+    fresh = next(c for c in base_calls(next(serial)) if c.kind == kind)
+    for name, bad in tampered(server, sign(server, fresh)):
+        count += 1
+        status, headers, body = send(server, bad)
+        # an IAM call sent with another method or path is no IAM call any more: SageMaker's shape answers
+        shape = "sagemaker" if kind == "iam" and name in ("method", "path") else kind
+        try:
+            code = refused_in_shape(shape, status, headers, body)
+            assert code in AUTH_CODES, code
+        except (AssertionError, ValueError) as exc:
+            failures.append((name, status, body[:200], str(exc)[:200]))
+    assert count >= 30
+    assert failures == [], "\n".join(map(str, failures))
+    if kind == "sagemaker":  # only the untouched call created its model
+        names = [m["ModelName"] for m in server.client("sagemaker").list_models()["Models"]]
+        assert [n for n in names if n.startswith("tampered-")] == ["tampered-0"]
+    if kind == "iam":
+        users = server.client("iam").list_users()["Users"]
+        assert all(u["UserName"] != "evil" for u in users)
+
+
+def test_a_signature_is_accepted_within_the_skew_aws_allows(server: ServerProcess) -> None:
+    for skew in (-14 * 60, 14 * 60):
+        call = next(c for c in base_calls(99) if c.kind == "logs")
+        status, _, body = send(server, sign(server, replace(call, skew_s=skew)))
+        assert status == 200, body[:300]

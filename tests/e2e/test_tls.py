@@ -1,0 +1,104 @@
+"""HTTPS: ``--tls-cert``/``--tls-key``, with boto3 and the zeroscale CLI verifying the server's certificate
+(a self-signed one made with openssl, trusted through boto3's ``verify=`` and the CLI's ``AWS_CA_BUNDLE``);
+a client that does not trust it is refused, and plain HTTP on the port gets nowhere."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import ssl
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from botocore.config import Config
+from botocore.exceptions import SSLError
+
+from zeroscale.testing import ACCESS_KEY, REGION, SECRET_KEY, ServerProcess, deploy
+
+pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("tls")
+    cert, key = root / "cert.pem", root / "key.pem"
+    subprocess.run(
+        [
+            "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+            "-keyout", str(key), "-out", str(cert), "-subj", "/CN=127.0.0.1",
+            "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )  # fmt: skip
+    return cert, key
+
+
+@pytest.fixture(scope="module")
+def server(server_factory: Callable[..., ServerProcess], certificate: tuple[Path, Path]) -> ServerProcess:
+    cert, key = certificate
+    return server_factory(tls_cert=cert, tls_key=key)
+
+
+def test_boto3_verifies_the_certificate_and_serves(server: ServerProcess, sklearn_model: Any) -> None:
+    assert server.url.startswith("https://")
+    sm = server.client("sagemaker")  # verify= the certificate
+    assert deploy(sm, "tls", sklearn_model.url)["EndpointStatus"] == "InService"
+    rows = sklearn_model.X[:3]
+    resp = server.client("sagemaker-runtime").invoke_endpoint(
+        EndpointName="tls", Body=sklearn_model.json_body(rows), ContentType="application/json"
+    )
+    assert json.loads(resp["Body"].read()) == sklearn_model.expected(rows)
+
+
+def test_a_client_that_does_not_trust_it_is_refused(server: ServerProcess) -> None:
+    untrusting = boto3.client(
+        "sagemaker",
+        endpoint_url=server.url,
+        region_name=REGION,
+        aws_access_key_id=ACCESS_KEY,
+        aws_secret_access_key=SECRET_KEY,
+        config=Config(retries={"total_max_attempts": 1}),
+    )
+    with pytest.raises(SSLError):
+        untrusting.list_endpoints()
+
+
+def test_plain_http_on_the_port_gets_nowhere(server: ServerProcess) -> None:
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+        sock.sendall(b"GET /ping HTTP/1.1\r\nHost: x\r\n\r\n")
+        data = b""
+        try:
+            while chunk := sock.recv(4096):
+                data += chunk
+        except (ConnectionResetError, TimeoutError):
+            pass
+    assert b"HTTP/1.1 200" not in data
+
+
+def test_the_cli_verifies_it_through_aws_ca_bundle(server: ServerProcess) -> None:
+    zeroscale = Path(sys.executable).parent / "zeroscale"
+    env = {**os.environ, "AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY}
+    env["AWS_CA_BUNDLE"] = str(server.ca_file)
+    out = subprocess.run(
+        [str(zeroscale), "endpoints", "--endpoint-url", server.url],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    context = ssl.create_default_context(cafile=server.ca_file)
+    with (
+        socket.create_connection(("127.0.0.1", server.port), timeout=5) as raw,
+        context.wrap_socket(raw, server_hostname="127.0.0.1") as tls,
+    ):
+        assert tls.version() in ("TLSv1.2", "TLSv1.3")
