@@ -193,6 +193,7 @@ class Cluster:
 
     async def _run(self) -> None:
         revision: int | None = None
+        own_seen = 0
         beat_at = polled_at = self._clock()
         # The heartbeat keeps its own pace whatever the sync interval (a slow poll must not look dead).
         tick_s = min(self._interval_s, self._heartbeat_s)
@@ -206,10 +207,13 @@ class Cluster:
                 if not changed and self._clock() - polled_at < self._interval_s:
                     continue
                 polled_at = self._clock()
-                now = await asyncio.to_thread(self._store.revision)
-                if now != revision or changed:
-                    revision = now
+                now, own = await asyncio.to_thread(self._store.revision_and_own_writes)
+                # Only what another front end wrote needs a sync (it reads every endpoint): this front end's
+                # own writes (a burst of deploys) are already served.
+                others = revision is None or now - revision != own - own_seen
+                if (now != revision and others) or changed:
                     self._sync(self.live())
+                revision, own_seen = now, own
                 # Pools activated while the members changed may have been built with the old shares.
                 self._reshare_new()
                 if self._failing:

@@ -169,6 +169,7 @@ class Store:
     def __init__(self, url: str) -> None:
         self._engine = make_engine(url)
         self._lock = threading.RLock()
+        self._own_writes = 0
         upgrade(self._engine, "resources", metadata, STEPS)
         try:
             with self._engine.begin() as conn:
@@ -176,11 +177,19 @@ class Store:
         except IntegrityError:
             pass  # there already
 
-    @staticmethod
-    def _bump(conn: Connection) -> None:
+    def _bump(self, conn: Connection) -> None:
         conn.execute(
             update(store_revision).where(store_revision.c.id == 1).values(value=store_revision.c.value + 1)
         )
+        self._own_writes += 1  # under the lock; a write rolled back after this only causes one extra sync
+
+    @_reachable
+    def revision_and_own_writes(self) -> tuple[int, int]:
+        """The revision and how many writes this object has made, read together under its lock (so the
+        revision includes every one of them): when both grew by the same amount since the last look, every
+        change was this front end's own and there is nothing to learn from the others."""
+        with self._lock:
+            return self.revision(), self._own_writes
 
     @_reachable
     def revision(self) -> int:
