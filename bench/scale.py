@@ -68,7 +68,9 @@ class ScaleResult:
     sizes: list[SizeResult] = field(default_factory=list)
 
 
-def idle_cpu(server: psutil.Process, windows: int = CPU_WINDOWS, seconds: float = CPU_WINDOW_S) -> list[float]:
+def idle_cpu(
+    server: psutil.Process, windows: int = CPU_WINDOWS, seconds: float = CPU_WINDOW_S
+) -> list[float]:
     """Cores' worth of CPU the idle server uses, one figure per window."""
     out = []
     for _ in range(windows):
@@ -186,13 +188,23 @@ def measure(srv: ServerProcess, models: Models, sizes: list[int], result: ScaleR
         cold_names = [_name(i) for i in rng.sample(fresh, min(COLD, len(fresh)))]
         cold_s = _cold(srv, cold_names)
         res = SizeResult(
-            size, len(fresh), deploy_s, statistics.median(windows), windows, rss, describe_s, pages, cold_s, failed
+            size,
+            len(fresh),
+            deploy_s,
+            statistics.median(windows),
+            windows,
+            rss,
+            describe_s,
+            pages,
+            cold_s,
+            failed,
         )
         result.sizes.append(res)
         print(
             f"   scale {size}: deploy {res.deploy_rate:.0f}/s, idle cpu {res.idle_cpu * 100:.2f}% "
             f"(empty {result.empty_cpu * 100:.2f}%), rss {rss:.0f} MB, describe p50 "
-            f"{statistics.median(describe_s) * 1000:.2f} ms, list page p50 {statistics.median(pages) * 1000:.2f} ms, "
+            f"{statistics.median(describe_s) * 1000:.2f} ms, "
+            f"list page p50 {statistics.median(pages) * 1000:.2f} ms, "
             f"cold p50 {statistics.median(cold_s) * 1000:.1f} ms, failed {len(failed)}",
             flush=True,
         )

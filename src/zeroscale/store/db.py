@@ -39,7 +39,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 
 from zeroscale.errors import ZeroscaleError
 from zeroscale.store.engine import make_engine
-from zeroscale.store.migrations import Step, add_column, upgrade
+from zeroscale.store.migrations import Step, add_column, add_index, upgrade
 
 metadata = MetaData()
 
@@ -65,7 +65,11 @@ store_revision = Table(
 )
 
 # Never edit a released step: append (see store/migrations.py).
-STEPS: list[Step] = [add_column("resources", Column("owner", String(64), nullable=True))]
+STEPS: list[Step] = [
+    add_column("resources", Column("owner", String(64), nullable=True)),
+    # List* by creation time (the default order) walks this index and stops at the page's end.
+    add_index("resources", "resources_kind_created", ("kind", "created_at", "key")),
+]
 
 
 @dataclass
