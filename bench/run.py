@@ -683,29 +683,59 @@ def scale_rows(res: scale.ScaleResult) -> list[Row]:
         n = f"{r.endpoints} endpoints"
         cpu_pp = (r.idle_cpu - res.empty_cpu) * 100
         rows += [
-            Row(s, f"server idle CPU, {n} at zero (median of {len(r.idle_cpu_windows)} windows)",
-                r.idle_cpu * 100, "% of a core", "same server, nothing deployed", res.empty_cpu * 100,
-                "within 1 point", abs(cpu_pp) <= 1.0),
-            Row(s, f"server RSS, {n}", r.rss_mb, "MB", "same server, nothing deployed", res.empty_rss_mb,
-                "<= 300 MB at 10,000" if r.endpoints >= 10000 else "", r.rss_mb <= 300 if r.endpoints >= 10000
-                else None),
+            Row(
+                s,
+                f"server idle CPU, {n} at zero (median of {len(r.idle_cpu_windows)} windows)",
+                r.idle_cpu * 100,
+                "% of a core",
+                "same server, nothing deployed",
+                res.empty_cpu * 100,
+                "within 1 point",
+                abs(cpu_pp) <= 1.0,
+            ),
+            Row(
+                s,
+                f"server RSS, {n}",
+                r.rss_mb,
+                "MB",
+                "same server, nothing deployed",
+                res.empty_rss_mb,
+                "<= 300 MB at 10,000" if r.endpoints >= 10000 else "",
+                r.rss_mb <= 300 if r.endpoints >= 10000 else None,
+            ),
         ]
         if r is first:
             continue
         for label, values, base in (
             ("DescribeEndpoint p50", r.describe_s, first.describe_s),
-            ("ListEndpoints page (100) p50", r.list_page_s, first.list_page_s),
+            (f"ListEndpoints page ({scale.PAGE}) p50", r.list_page_s, first.list_page_s),
             ("first-invocation cold start p50", r.cold_s, first.cold_s),
         ):
             v, b = statistics.median(values), statistics.median(base)
             rows.append(
-                Row(s, f"{label}, {n}", ms(v), "ms", f"same at {first.endpoints} endpoints", ms(b),
-                    "within 20%", v <= b * 1.2)
+                Row(
+                    s,
+                    f"{label}, {n}",
+                    ms(v),
+                    "ms",
+                    f"same at {first.endpoints} endpoints",
+                    ms(b),
+                    "within 20%",
+                    v <= b * 1.2,
+                )
             )
     for r in res.sizes:
         rows.append(
-            Row(s, f"deploy rate to {r.endpoints} endpoints ({r.deployed_now} new, {scale.THREADS} clients)",
-                r.deploy_rate, "endpoints/s", "", math.nan, ">= 200/s", r.deploy_rate >= 200)
+            Row(
+                s,
+                f"deploy rate to {r.endpoints} endpoints ({r.deployed_now} new, {scale.THREADS} clients)",
+                r.deploy_rate,
+                "endpoints/s",
+                "",
+                math.nan,
+                ">= 200/s",
+                r.deploy_rate >= 200,
+            )
         )
     return rows  # fmt: skip
 

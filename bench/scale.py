@@ -7,8 +7,9 @@ At each size, once every endpoint is InService and the server reports zero worke
   anything was deployed (so the figure is the cost of the idle endpoints, not of the server);
 - the server process's resident set (psutil);
 - DescribeEndpoint p50: boto3, ``DESCRIBES`` calls on endpoints picked at random among those deployed;
-- ListEndpoints (paginated) p50: boto3, every page of 100 (``NameContains`` the common prefix, NextToken
-  from the previous page), up to ``MAX_PAGES`` pages, each page timed;
+- ListEndpoints (paginated) p50: boto3, pages of ``PAGE`` (SageMaker's default MaxResults, so the smallest
+  size fills a page too; ``NameContains`` the common prefix, NextToken from the previous page), up to
+  ``MAX_PAGES`` pages, each page timed;
 - first-invocation cold start p50: ``COLD`` endpoints that were never invoked (their CreateEndpoint warm
   worker has gone after the 0.05 s idle tag), each invoked once on a fresh keep-alive connection with a
   SigV4 signature computed before the timer starts (bench/common.py SignedClient);
@@ -37,6 +38,7 @@ THREADS = 16
 PREFIX = "scale-"
 DESCRIBES = 200
 MAX_PAGES = 40
+PAGE = 10
 COLD = 7
 CPU_WINDOWS = 5
 CPU_WINDOW_S = 2.0
@@ -136,7 +138,7 @@ def _list_pages(sm: Any) -> list[float]:
     out: list[float] = []
     token: str | None = None
     while len(out) < MAX_PAGES:
-        kwargs: dict[str, Any] = {"NameContains": PREFIX, "MaxResults": 100}
+        kwargs: dict[str, Any] = {"NameContains": PREFIX, "MaxResults": PAGE}
         if token:
             kwargs["NextToken"] = token
         t = time.perf_counter()
