@@ -135,6 +135,7 @@ def _describe(sm: Any, count: int, calls: int) -> list[float]:
 
 
 def _list_pages(sm: Any) -> list[float]:
+    sm.list_endpoints(NameContains=PREFIX, MaxResults=PAGE)  # untimed: the first call compiles the query
     out: list[float] = []
     token: str | None = None
     while len(out) < MAX_PAGES:
