@@ -4,6 +4,7 @@ overhead figures can be split into "what this stack costs here" and "what zerosc
 
     python -m bench.floor --port P                         # answers every request itself (no hop)
     python -m bench.floor --port P --worker S1 --worker S2 # forwards the body to these worker sockets
+    python -m bench.floor --port P --server granian        # the same app under Granian (Rust HTTP, ASGI)
 
 The proxy mode keeps one keep-alive Unix-socket connection per worker and hands each request to a free one
 (a queue), like zeroscale's pool, but checks no signature, routes nothing, records nothing.
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import re
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
@@ -66,13 +68,35 @@ def make_app(workers: list[str]) -> Callable[[Scope, Receive, Send], Awaitable[N
     return app
 
 
+def granian_app() -> Callable[[Scope, Receive, Send], Awaitable[None]]:
+    """The app for Granian, which imports its target: the workers come from ZSFLOOR_WORKERS."""
+    return make_app([w for w in os.environ.get("ZSFLOOR_WORKERS", "").split(",") if w])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--worker", action="append", default=[], help="a worker's Unix socket (repeatable)")
+    parser.add_argument("--server", choices=("uvicorn", "granian"), default="uvicorn")
     args = parser.parse_args()
+    if args.server == "granian":
+        from granian import Granian  # type: ignore[import-not-found, unused-ignore]
+        from granian.constants import Interfaces, Loops  # type: ignore[import-not-found, unused-ignore]
+
+        os.environ["ZSFLOOR_WORKERS"] = ",".join(args.worker)
+        Granian(
+            "bench.floor:granian_app",
+            address="127.0.0.1",
+            port=args.port,
+            interface=Interfaces.ASGI,
+            loop=Loops.uvloop,
+            factory=True,
+            workers=1,
+            log_access=False,
+        ).serve()
+        return
     uvicorn.run(
         make_app(args.worker),
         host="127.0.0.1",

@@ -14,6 +14,8 @@ Scenarios (each module's docstring says exactly what it measures and how):
                                                   bench/throughput.py, bench/loadgen.py, bench/floor.py
   burst       0 -> 50 concurrent clients on an idle endpoint with MaxConcurrency 50      bench/burst.py
   idle        processes held at zero; server RSS with 1,000 idle endpoints                bench/idle.py
+  scale       10 / 1,000 / 10,000 endpoints at zero: idle CPU, RSS, Describe/List p50, first-invocation
+              cold start, deploy rate from 16 clients (--scale-sizes to change)          bench/scale.py
   ray         the peer: Ray Serve (min_replicas=0) in a private network namespace     bench/ray_peer.py
   batch       batch transform records/s (MultiRecord, S3 in SeaweedFS) vs one process on the same data
                                                                                          bench/batch.py
@@ -31,6 +33,7 @@ import importlib.util
 import json
 import math
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -40,7 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench import batch, breakdown, burst, cold, idle, overhead, throughput, warmcache
+from bench import batch, breakdown, burst, cold, idle, overhead, scale, throughput, warmcache
 from bench.common import REPO, RESULTS, ServerProcess, ms, pct
 from bench.machine import Background, describe, wakeup_cost
 from bench.report import (
@@ -53,7 +56,7 @@ from bench.report import (
     markdown_table,
 )
 
-SCENARIOS = ("cold", "cache", "overhead", "throughput", "burst", "idle", "ray", "batch")
+SCENARIOS = ("cold", "cache", "overhead", "throughput", "burst", "idle", "scale", "ray", "batch")
 METHOD = (
     "",
     "How (each bench/ module's docstring has the details):",
@@ -85,10 +88,11 @@ class Plan:
     ray_requests: int
     cache_rounds: int = 15
     cache_endpoints: int = 30
+    scale_sizes: tuple[int, ...] = (10, 1000, 10000)
 
 
 FULL = Plan(15, 1, 10, 1000, 5000, 5.0, 2, 3.0, 1000, 5, 500, 15, 30)
-QUICK = Plan(6, 1, 5, 300, 2000, 3.0, 1, 2.0, 1000, 3, 200, 6, 15)
+QUICK = Plan(6, 1, 5, 300, 2000, 3.0, 1, 2.0, 1000, 3, 200, 6, 15, scale_sizes=(10, 1000))
 CACHE_CAP_MB = 100
 
 
@@ -653,6 +657,108 @@ def run_idle(run: Run, models: Any) -> None:
         )
 
 
+def run_scale(run: Run, models: Any) -> None:
+    res = scale.ScaleResult()
+    srv = ServerProcess(run.root / "scale", {"memory_budget_mb": 2_000_000}).start()
+    sizes = list(run.plan.scale_sizes)
+    try:
+        run.scenario(
+            f"scale: {', '.join(map(str, sizes))} endpoints",
+            lambda: scale.measure(srv, models, sizes, res),
+        )
+    finally:
+        srv.stop()
+    run.rows += scale_rows(res)
+    run.sections.append(scale_section(res))
+
+
+def scale_rows(res: scale.ScaleResult) -> list[Row]:
+    """Each size against the server with nothing deployed (CPU) or the smallest size (the rest)."""
+    if not res.sizes:
+        return []
+    s = "scale"
+    first = res.sizes[0]
+    rows: list[Row] = []
+    for r in res.sizes:
+        n = f"{r.endpoints} endpoints"
+        cpu_pp = (r.idle_cpu - res.empty_cpu) * 100
+        rows += [
+            Row(
+                s,
+                f"server idle CPU, {n} at zero (median of {len(r.idle_cpu_windows)} windows)",
+                r.idle_cpu * 100,
+                "% of a core",
+                "same server, nothing deployed",
+                res.empty_cpu * 100,
+                "within 1 point",
+                abs(cpu_pp) <= 1.0,
+            ),
+            Row(
+                s,
+                f"server RSS, {n}",
+                r.rss_mb,
+                "MB",
+                "same server, nothing deployed",
+                res.empty_rss_mb,
+                "<= 300 MB at 10,000" if r.endpoints >= 10000 else "",
+                r.rss_mb <= 300 if r.endpoints >= 10000 else None,
+            ),
+        ]
+        if r is first:
+            continue
+        for label, values, base in (
+            ("DescribeEndpoint p50", r.describe_s, first.describe_s),
+            (f"ListEndpoints page ({scale.PAGE}) p50", r.list_page_s, first.list_page_s),
+            ("first-invocation cold start p50", r.cold_s, first.cold_s),
+        ):
+            v, b = statistics.median(values), statistics.median(base)
+            rows.append(
+                Row(
+                    s,
+                    f"{label}, {n}",
+                    ms(v),
+                    "ms",
+                    f"same at {first.endpoints} endpoints",
+                    ms(b),
+                    "within 20%",
+                    v <= b * 1.2,
+                )
+            )
+    for r in res.sizes:
+        rows.append(
+            Row(
+                s,
+                f"deploy rate to {r.endpoints} endpoints ({r.deployed_now} new, {scale.THREADS} clients)",
+                r.deploy_rate,
+                "endpoints/s",
+                "",
+                math.nan,
+                ">= 200/s",
+                r.deploy_rate >= 200,
+            )
+        )
+    return rows  # fmt: skip
+
+
+def scale_section(res: scale.ScaleResult) -> str:
+    lines = ["## Scale: endpoints at zero", ""]
+    lines.append(
+        f"- nothing deployed: idle CPU windows {[round(c * 100, 2) for c in res.empty_cpu_windows]} % of a "
+        f"core, RSS {res.empty_rss_mb:.0f} MB"
+    )
+    for r in res.sizes:
+        lines.append(
+            f"- {r.endpoints} endpoints: idle CPU windows "
+            f"{[round(c * 100, 2) for c in r.idle_cpu_windows]} %, "
+            f"RSS {r.rss_mb:.0f} MB, DescribeEndpoint p50 {ms(statistics.median(r.describe_s)):.2f} ms "
+            f"(p90 {ms(pct(r.describe_s, 90)):.2f}), ListEndpoints page p50 "
+            f"{ms(statistics.median(r.list_page_s)):.2f} ms over {len(r.list_page_s)} pages, cold starts "
+            f"{[round(ms(c), 1) for c in r.cold_s]} ms, {r.deployed_now} deployed in {r.deploy_s:.1f} s"
+            + (f", failures: {r.failed[:3]}" if r.failed else "")
+        )
+    return "\n".join(lines)
+
+
 def run_ray(run: Run, models: Any) -> None:
     if importlib.util.find_spec("ray") is None:
         run.notes.append("Ray Serve peer not measured: ray is not installed (pip install -e '.[bench]').")
@@ -769,6 +875,9 @@ def main() -> None:
     parser.add_argument("--skip", default="", help="comma-separated scenarios to leave out")
     parser.add_argument("--endpoints", type=int, default=0, help="idle endpoints to deploy (default 1000)")
     parser.add_argument(
+        "--scale-sizes", default="", help="the scale scenario's endpoint counts (default 10,1000,10000)"
+    )
+    parser.add_argument(
         "--nice",
         type=int,
         default=-10 if os.geteuid() == 0 else 0,
@@ -791,12 +900,14 @@ def main() -> None:
     plan = QUICK if args.quick else FULL
     if args.endpoints:
         plan = Plan(**{**plan.__dict__, "idle_endpoints": args.endpoints})
+    if args.scale_sizes:
+        plan = Plan(**{**plan.__dict__, "scale_sizes": tuple(int(n) for n in args.scale_sizes.split(","))})
     which = set(args.only.split(",")) if args.only else set(SCENARIOS)
     which -= set(filter(None, args.skip.split(",")))
     unknown = which - set(SCENARIOS)
     if unknown:
         parser.error(f"unknown scenarios: {', '.join(sorted(unknown))}")
-    partial = which != set(SCENARIOS) or bool(args.endpoints)
+    partial = which != set(SCENARIOS) or bool(args.endpoints) or bool(args.scale_sizes)
     out_dir = RESULTS / "partial" if partial else RESULTS
     out_dir.mkdir(parents=True, exist_ok=True)
     bg = Background()
@@ -819,13 +930,15 @@ def main() -> None:
             run_burst(run, models)
         if "idle" in which:
             run_idle(run, models)
+        if "scale" in which:
+            run_scale(run, models)
         if "ray" in which:
             run_ray(run, models)
             set_cold_chart(run)  # Ray's cold starts next to ours
         if "batch" in which:
             run_batch(run)
     bg.stop()
-    order = {"cold start": 0, "overhead": 1, "throughput": 2, "burst": 3, "idle": 4}
+    order = {"cold start": 0, "overhead": 1, "throughput": 2, "burst": 3, "idle": 4, "scale": 5}
     rows = sorted(run.rows, key=lambda r: order.get(r.section, 5))
     print()
     print(console_table(rows))

@@ -134,7 +134,7 @@ def build(settings: Settings) -> Server:
     history = MetricsHistory(
         HistoryRecorder(),
         MinuteStore(settings.db_url),
-        fleet.loads,
+        fleet.active_loads,  # a variant at zero samples nothing: the pools at zero are not visited
         retention_s=settings.metrics_retention_hours * 3600,
     )
     events.add(metrics)
@@ -199,7 +199,7 @@ def build(settings: Settings) -> Server:
         scratch_dir=settings.data_dir / "async",
     )
     endpoints.listeners.append(asynchronous.refresh)
-    autoscaling_samples = Samples(fleet.loads, settings.autoscaling_period_s, IN_POINTS, time.time)
+    autoscaling_samples = Samples(fleet.active_loads, settings.autoscaling_period_s, IN_POINTS, time.time)
     events.add(autoscaling_samples)
     autoscaling = AutoScaling(
         Targets(store), endpoints, autoscaling_samples, region=settings.region, account_id=settings.account_id

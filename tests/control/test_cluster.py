@@ -53,8 +53,9 @@ class FakeFleet:
     def route(self, endpoint: str) -> object:
         return object()
 
-    def resize(self, endpoint: str, variant: str, max_concurrency: int, provisioned: int) -> None:
+    def resize(self, endpoint: str, variant: str, max_concurrency: int, provisioned: int) -> bool:
         self.sizes[(endpoint, variant)] = (max_concurrency, provisioned)
+        return True
 
 
 def spec(max_concurrency: int, provisioned: int = 0) -> PoolSpec:

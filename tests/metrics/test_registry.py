@@ -114,3 +114,52 @@ def test_failed_sink_calls_are_counted_by_sink_and_event() -> None:
     metrics.watch_sink_failures(failures)
     text = scrape(metrics)
     assert value(text, "zeroscale_event_sink_failures_total", sink="BrokenSink", event="worker") == 3
+
+
+def test_compact_series_render_as_prometheus_client_counters_and_histograms_would() -> None:
+    """The per-variant series live in one array each; what a scrape shows equals prometheus_client's own
+    Counter and Histogram fed the same values (every sample but ``_created``)."""
+    import random
+
+    from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+
+    from zeroscale.metrics.registry import _LATENCY_BUCKETS
+
+    rng = random.Random(3)
+    metrics = Metrics()
+    ref = CollectorRegistry()
+    labels = ("endpoint_name", "variant_name")
+    calls = Counter("zeroscale_invocations", "", labels, registry=ref)
+    model = Histogram("zeroscale_model_latency_seconds", "", labels, buckets=_LATENCY_BUCKETS, registry=ref)
+    over = Histogram("zeroscale_overhead_latency_seconds", "", labels, buckets=_LATENCY_BUCKETS, registry=ref)
+    setup = Histogram("zeroscale_model_setup_seconds", "", labels, buckets=_LATENCY_BUCKETS, registry=ref)
+    keys = [("ep", "A"), ("ep", "B"), ("other", "A")]
+    for endpoint, variant in keys:
+        metrics.variant(activated(endpoint=endpoint, variant=variant))
+    for _ in range(2000):
+        endpoint, variant = rng.choice(keys)
+        edge = rng.choice(_LATENCY_BUCKETS)
+        model_s = rng.choice([edge, edge * 1.0001, rng.random() * 0.01, rng.random() * 300])
+        total_s = model_s + rng.choice([0.0, edge, rng.random() * 0.002])
+        if rng.random() < 0.1:
+            metrics.worker(started(setup_s=model_s, endpoint=endpoint, variant=variant))
+            setup.labels(endpoint, variant).observe(model_s)
+            continue
+        metrics.invocation(record(endpoint=endpoint, variant=variant, model_s=model_s, total_s=total_s))
+        calls.labels(endpoint, variant).inc()
+        model.labels(endpoint, variant).observe(model_s)
+        over.labels(endpoint, variant).observe(max(0.0, total_s - model_s))
+    ours = {
+        line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+        for line in scrape(metrics).splitlines()
+        if line and not line.startswith("#") and "_created" not in line
+    }
+    theirs = [
+        line
+        for line in generate_latest(ref).decode().splitlines()
+        if line and not line.startswith("#") and "_created" not in line
+    ]
+    assert len(theirs) == 3 * 3 * (len(_LATENCY_BUCKETS) + 3) + 3  # 3 histograms and a counter, 3 keys
+    for line in theirs:
+        name, number = line.rsplit(" ", 1)
+        assert ours[name] == float(number), name

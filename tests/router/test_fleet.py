@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
@@ -103,6 +103,44 @@ async def test_an_update_swaps_at_once_and_drains_the_old_pool_after_its_request
     text = h.metrics.render().decode()
     assert value(text, "zeroscale_invocations_total", endpoint_name="ep", variant_name="V1") is None
     assert value(text, "zeroscale_workers", endpoint_name="ep", variant_name="V2") == 1
+
+
+def _counted(scale: Callable[[], None], visits: list[str], name: str) -> Callable[[], None]:
+    def counted() -> None:
+        visits.append(name)
+        scale()
+
+    return counted
+
+
+async def test_only_pools_that_are_not_quiet_are_visited_and_sampled(h: Harness) -> None:
+    """A pool at zero leaves the loop's set once seen quiet; a request brings it back, the idle timeout
+    takes it to zero again through the loop, and the samplers' loads follow the same set."""
+    for i in range(50):
+        await h.fleet.activate(f"ep{i}", [spec(endpoint=f"ep{i}", idle_timeout_s=1.0)])
+    h.clock.advance(2.0)
+    await h.fleet.start(interval_s=0.01)
+    for _ in range(100):
+        await asyncio.sleep(0.01)
+        if not h.manager.live and not h.fleet._active:
+            break
+    assert not h.manager.live and not h.fleet._active  # every deploy-time worker scaled in, none visited
+    assert h.fleet.active_loads() == [] and len(h.fleet.loads()) == 50
+    visits: list[str] = []
+    for pool in h.fleet.pools():
+        pool.scale = _counted(pool.scale, visits, pool.spec.endpoint)  # type: ignore[method-assign]
+    await asyncio.sleep(0.05)
+    assert visits == []  # the loop waits for a pool to wake up; it does not tick over pools at zero
+    await h.invoke("ep7")
+    assert [(load.endpoint, load.workers) for load in h.fleet.active_loads()] == [("ep7", 1)]
+    h.clock.advance(2.0)
+    for _ in range(100):
+        await asyncio.sleep(0.01)
+        if not h.manager.live:
+            break
+    assert not h.manager.live  # scaled in by the loop
+    assert set(visits) == {"ep7"}
+    assert h.fleet.active_loads() == []
 
 
 async def test_deactivate_stops_everything_and_forgets_the_series(h: Harness) -> None:

@@ -163,3 +163,23 @@ def test_update_if_status_is_a_compare_and_set(store: Store) -> None:
     second.owner = "another front end"
     assert not store.update(second, if_status="InService")  # it read InService too, but lost
     assert store.get("endpoint", "ep").owner is None  # type: ignore[union-attr]
+
+
+def test_own_writes_tell_this_front_end_apart_from_the_others(store: Store, tmp_path: Path) -> None:
+    """Both numbers grow together for this object's writes; another object's (another front end's) writes
+    grow only the revision, also when interleaved with this one's."""
+    other = Store(store._engine.url.render_as_string(hide_password=False))
+    try:
+        r0, own0 = store.revision_and_own_writes()
+        store.insert(rec("a"))
+        store.update(rec("a", t=2.0))
+        r1, own1 = store.revision_and_own_writes()
+        assert r1 - r0 == own1 - own0 == 2
+        other.insert(rec("b"))
+        store.delete("model", "a")
+        r2, own2 = store.revision_and_own_writes()
+        assert (r2 - r1, own2 - own1) == (2, 1)  # one of the two changes was not ours
+        assert not store.delete("model", "a")  # nothing written: neither number moves
+        assert store.revision_and_own_writes() == (r2, own2)
+    finally:
+        other.close()

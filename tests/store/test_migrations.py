@@ -96,6 +96,10 @@ def test_an_old_database_upgrades_in_place(url: str) -> None:
 def test_a_fresh_database_ends_up_with_the_same_steps(url: str) -> None:
     Store(url).close()
     engine = create_engine(url)
-    assert applied(engine) == ["resources:1:add resources.owner"]
+    assert applied(engine) == [
+        "resources:1:add resources.owner",
+        "resources:2:index resources.resources_kind_created",
+    ]
     assert "owner" in {c["name"] for c in inspect(engine).get_columns("resources")}
+    assert "resources_kind_created" in {i["name"] for i in inspect(engine).get_indexes("resources")}
     engine.dispose()

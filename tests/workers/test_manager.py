@@ -156,3 +156,43 @@ async def test_an_exit_handler_that_raises_does_not_break_the_zygote(
     os.kill(second.pid, signal.SIGKILL)
     await asyncio.wait_for(second.exited.wait(), 10)
     assert exits == [second.worker_id]  # and still reports exits
+
+
+SLOW_LOAD = """
+import time
+
+
+def model_fn(model_dir):
+    time.sleep(0.3)
+    return None
+
+
+def transform_fn(model, body, content_type, accept):
+    return body, content_type
+"""
+
+
+async def test_the_zygote_says_when_a_worker_listens_so_nothing_polls_its_socket(
+    manager: WorkerManager, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worker writes a byte on a pipe from its zygote once its socket listens; the zygote tells the
+    server, which connects once, then: a model that loads for 0.3 s costs one connect(), not a poll loop."""
+    root = tmp_path / "slow"
+    (root / "code").mkdir(parents=True)
+    (root / "code" / "inference.py").write_text(SLOW_LOAD)
+    connects: list[str] = []
+    original = WorkerHandle.connect
+
+    async def counted(self: WorkerHandle) -> object:
+        connects.append(self.worker_id)
+        return await original(self)
+
+    monkeypatch.setattr(WorkerHandle, "connect", counted)
+    handle = await manager.start(spec(root, tmp_path))
+    assert handle.up.is_set() and handle.alive
+    assert connects == [handle.worker_id]
+    assert handle.ready_s >= 0.3
+    assert handle.conn is not None
+    resp = await handle.conn.request(b"POST", b"/invocations", [(b"Content-Type", b"text/plain")], b"hi")
+    assert (resp.status, resp.body) == (200, b"hi")
+    await manager.stop(handle)

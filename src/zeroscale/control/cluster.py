@@ -39,6 +39,7 @@ from zeroscale.store.frontends import Frontends
 log = logging.getLogger("zeroscale.cluster")
 HEARTBEATS_PER_TTL = 5
 FENCE_AFTER = 0.6  # of the time-to-live: two heartbeats missed, well before the others act
+UNROUTED_KEEP_S = 3600.0  # how long a variant limited but never routed is reshared on every poll
 
 
 def share(total: int, rank: int, members: int) -> int:
@@ -84,6 +85,9 @@ class Cluster:
         self.fenced = False
         self.members: list[str] = [ident]  # live front ends, oldest first
         self._full: dict[tuple[str, str], tuple[int, int]] = {}  # (endpoint, variant) -> (max, provisioned)
+        # Variants limited since they were last seen routed (key -> when): the poll reshares these, not every
+        # variant, so an idle front end's poll does not grow with its endpoints.
+        self._unrouted: dict[tuple[str, str], float] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._sync: Callable[[set[str]], object] = lambda live: None
         self._failing = False
@@ -105,16 +109,32 @@ class Cluster:
         """``specs`` with this front end's share of each variant's concurrency."""
         out = []
         for spec in specs:
-            self._full[(spec.endpoint.lower(), spec.variant)] = (spec.max_concurrency, spec.provisioned)
+            key = (spec.endpoint.lower(), spec.variant)
+            self._full[key] = (spec.max_concurrency, spec.provisioned)
+            self._unrouted[key] = self._clock()
             mine, floor = self._shares(spec.max_concurrency, spec.provisioned)
             out.append(dataclasses.replace(spec, max_concurrency=mine, provisioned=floor))
         return out
 
     def _reshare(self) -> None:
-        # Entries are replaced by the next ``limit`` of the same variant, never dropped: a pool still being
-        # built (no route yet) gets the current share as soon as it routes.
-        for (endpoint, variant), (total, provisioned) in list(self._full.items()):
-            self._fleet.resize(endpoint, variant, *self._shares(total, provisioned))
+        """Every variant gets the current share (the members or the fence changed). Entries are replaced by
+        the next ``limit`` of the same variant, never dropped: a pool still being built (no route yet) gets
+        the current share as soon as it routes (``_reshare_new``)."""
+        now = self._clock()
+        for key, (total, provisioned) in list(self._full.items()):
+            if not self._fleet.resize(*key, *self._shares(total, provisioned)):
+                self._unrouted.setdefault(key, now)
+
+    def _reshare_new(self) -> None:
+        """The variants limited since the last poll, and those not routed yet: a pool activated while the
+        members changed may have been built with the old shares. Dropped once routed, or after
+        ``UNROUTED_KEEP_S`` (a deploy that failed, a deleted endpoint)."""
+        now = self._clock()
+        for key, since in list(self._unrouted.items()):
+            total, provisioned = self._full[key]
+            routed = self._fleet.resize(*key, *self._shares(total, provisioned))
+            if routed or now - since > UNROUTED_KEEP_S:
+                del self._unrouted[key]
 
     @property
     def can_fence(self) -> bool:
@@ -173,6 +193,7 @@ class Cluster:
 
     async def _run(self) -> None:
         revision: int | None = None
+        own_seen = 0
         beat_at = polled_at = self._clock()
         # The heartbeat keeps its own pace whatever the sync interval (a slow poll must not look dead).
         tick_s = min(self._interval_s, self._heartbeat_s)
@@ -186,12 +207,15 @@ class Cluster:
                 if not changed and self._clock() - polled_at < self._interval_s:
                     continue
                 polled_at = self._clock()
-                now = await asyncio.to_thread(self._store.revision)
-                if now != revision or changed:
-                    revision = now
+                now, own = await asyncio.to_thread(self._store.revision_and_own_writes)
+                # Only what another front end wrote needs a sync (it reads every endpoint): this front end's
+                # own writes (a burst of deploys) are already served.
+                others = revision is None or now - revision != own - own_seen
+                if (now != revision and others) or changed:
                     self._sync(self.live())
+                revision, own_seen = now, own
                 # Pools activated while the members changed may have been built with the old shares.
-                self._reshare()
+                self._reshare_new()
                 if self._failing:
                     log.warning("database reachable again")
                     self._failing = False

@@ -19,7 +19,7 @@ from typing import Any
 
 from zeroscale import safejson
 from zeroscale.errors import ValidationException
-from zeroscale.store.db import Record
+from zeroscale.store.db import PageQuery, Record, Store
 
 DEFAULT_MAX_RESULTS = 10
 MAX_MAX_RESULTS = 100
@@ -174,6 +174,39 @@ def paginate(
             selected = [rec for rec in selected if query.sort_key(rec) < cursor]
         else:
             selected = [rec for rec in selected if query.sort_key(rec) > cursor]
+    page = selected[: query.max_results]
+    next_token = query.encode(page[-1]) if len(selected) > query.max_results else None
+    return page, next_token
+
+
+def paginate_stored(
+    store: Store, kind: str, params: Mapping[str, Any], *, sort_keys: Sequence[str] = ("Name", "CreationTime")
+) -> tuple[list[Record], str | None]:
+    """``paginate`` over every stored record of ``kind``, done by the database: the same pages and tokens,
+    at a cost that does not grow with the records that are not on the page."""
+    query = _Query.parse(params, sort_keys)
+    token = params.get("NextToken")
+    cursor: tuple[Any, ...] | None = None
+    if token:
+        if not isinstance(token, str):
+            raise ValidationException(INVALID_TOKEN)
+        cursor = query.decode(token)
+    t = query.times
+    selected = store.page(
+        kind,
+        PageQuery(
+            sort_by=query.sort_by,
+            descending=query.descending,
+            limit=query.max_results + 1,
+            after=cursor,
+            name_contains=query.name_contains,
+            status=query.status,
+            created_after=t.get("CreationTimeAfter"),
+            created_before=t.get("CreationTimeBefore"),
+            modified_after=t.get("LastModifiedTimeAfter"),
+            modified_before=t.get("LastModifiedTimeBefore"),
+        ),
+    )
     page = selected[: query.max_results]
     next_token = query.encode(page[-1]) if len(selected) > query.max_results else None
     return page, next_token

@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from zeroscale.control.arns import Arns
-from zeroscale.control.listing import paginate
+from zeroscale.control.listing import paginate_stored
 from zeroscale.errors import ValidationException
 from zeroscale.store.db import AlreadyExists, Record, Store
 
@@ -58,7 +58,7 @@ class Resources:
         self, params: Mapping[str, Any], sort_keys: Sequence[str], key: str, summary: Any
     ) -> dict[str, Any]:
         """A List* answer: ``{key: [summary(record), ...], "NextToken"?}``."""
-        records, token = paginate(self.store.list(self.kind), params, sort_keys=sort_keys)
+        records, token = paginate_stored(self.store, self.kind, params, sort_keys=sort_keys)
         out: dict[str, Any] = {key: [summary(r) for r in records]}
         if token is not None:
             out["NextToken"] = token

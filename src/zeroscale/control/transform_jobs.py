@@ -19,7 +19,7 @@ from typing import Any
 from zeroscale.batch.dataproc import Path
 from zeroscale.batch.runner import Progress, TransformRunner, job_spec
 from zeroscale.control.arns import Arns
-from zeroscale.control.listing import paginate
+from zeroscale.control.listing import paginate_stored
 from zeroscale.control.models import Models
 from zeroscale.errors import DeployError, ResourceNotFound, ValidationException
 from zeroscale.store.db import AlreadyExists, Record, Store
@@ -162,8 +162,8 @@ class TransformJobs:
         return out
 
     def list(self, params: Mapping[str, Any]) -> dict[str, Any]:
-        records, token = paginate(
-            self._store.list(KIND), params, sort_keys=("Name", "CreationTime", "Status")
+        records, token = paginate_stored(
+            self._store, KIND, params, sort_keys=("Name", "CreationTime", "Status")
         )
         summaries = []
         for r in records:

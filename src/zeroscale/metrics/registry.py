@@ -9,13 +9,17 @@ series is in ``catalog.CATALOG``.
 
 from __future__ import annotations
 
-import contextlib
+import bisect
+import itertools
+import time
+from array import array
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.samples import Sample
 
 from zeroscale.events import InvocationRecord, VariantEvent, WorkerEvent
 from zeroscale.metrics.catalog import error_family
@@ -43,17 +47,83 @@ _LATENCY_BUCKETS = (
 )
 
 
+# Where each figure lives in a variant's array of counts (see _Series).
+_INVOCATIONS, _ERRORS_4XX, _ERRORS_5XX, _COLD_STARTS, _PROVISIONED, _SPILLOVER = range(6)
+_BUCKETS = len(_LATENCY_BUCKETS) + 1  # the last is +Inf
+_HIST = _BUCKETS + 2  # the buckets (not cumulative), then the sum, then the count
+_MODEL, _OVERHEAD, _SETUP = (6 + i * _HIST for i in range(3))
+_SIZE = 6 + 3 * _HIST
+_UPPER = [*(str(float(b)) for b in _LATENCY_BUCKETS), "+Inf"]
+
+# name, help; the counters first (in their index order), then the histograms
+_COUNTERS: tuple[tuple[str, str, int], ...] = (
+    ("zeroscale_invocations", "SageMaker Invocations: requests routed to the variant", _INVOCATIONS),
+    (
+        "zeroscale_invocation_4xx_errors",
+        "SageMaker Invocation4XXErrors: the model answered 4xx, or the request was throttled",
+        _ERRORS_4XX,
+    ),
+    (
+        "zeroscale_invocation_5xx_errors",
+        "SageMaker Invocation5XXErrors: the model answered 5xx or not at all",
+        _ERRORS_5XX,
+    ),
+)
+_HISTOGRAMS: tuple[tuple[str, str, int], ...] = (
+    (
+        "zeroscale_model_latency_seconds",
+        "SageMaker ModelLatency: request written to the worker until its response was read",
+        _MODEL,
+    ),
+    (
+        "zeroscale_overhead_latency_seconds",
+        "SageMaker OverheadLatency: arrival to answer minus ModelLatency (includes cold starts)",
+        _OVERHEAD,
+    ),
+    (
+        "zeroscale_model_setup_seconds",
+        "SageMaker ModelSetupTime: worker start to its first good /ping, one sample per cold start",
+        _SETUP,
+    ),
+)
+_LATER_COUNTERS: tuple[tuple[str, str, int], ...] = (
+    ("zeroscale_cold_starts", "Workers started per variant", _COLD_STARTS),
+)
+_PROVISIONED_COUNTERS: tuple[tuple[str, str, int], ...] = (
+    (
+        "zeroscale_provisioned_concurrency_invocations",
+        "SageMaker ServerlessProvisionedConcurrencyInvocations: served within provisioned concurrency",
+        _PROVISIONED,
+    ),
+    (
+        "zeroscale_provisioned_concurrency_spillover_invocations",
+        "SageMaker ServerlessProvisionedConcurrencySpilloverInvocations: served beyond it",
+        _SPILLOVER,
+    ),
+)
+_EXITS = (
+    "zeroscale_worker_exits",
+    "Workers gone per variant, by reason (stopped, crashed, memory_killed, timed_out, evicted)",
+)
+
+
 @dataclass(slots=True)
 class _Series:
-    """One variant's children of the labelled series the invoke path touches (labels() looked up once)."""
+    """One variant's counters and histograms in one array of floats (about 600 bytes, against some 10 KB as
+    prometheus_client children with a lock per value: a server with 10,000 endpoints holds 10,000 of
+    these). Updated on the event loop only; rendered at scrape time by ``_SeriesCollector``."""
 
-    invocations: Counter
-    errors_4xx: Counter
-    errors_5xx: Counter
-    model_latency: Histogram
-    overhead_latency: Histogram
-    provisioned: Counter | None  # None unless the variant has provisioned concurrency
-    spillover: Counter | None
+    counts: array[float]
+    created: float
+    provisioned: bool  # the variant has provisioned concurrency: count provisioned and spillover invocations
+    exits: dict[str, tuple[float, float]]  # reason -> (count, created)
+    shown: bool  # the provisioned and spillover series are rendered (the variant had provisioned concurrency)
+
+    def observe(self, at: int, seconds: float) -> None:
+        counts = self.counts
+        counts[at + bisect.bisect_left(_LATENCY_BUCKETS, seconds)] += 1
+        counts[at + _BUCKETS] += seconds
+        counts[at + _BUCKETS + 1] += 1
 
 
 class Metrics:
@@ -61,72 +131,12 @@ class Metrics:
 
     def __init__(self) -> None:
         r = self.registry = CollectorRegistry()
-        self.invocations = Counter(
-            "zeroscale_invocations",
-            "SageMaker Invocations: requests routed to the variant",
-            _LABELS,
-            registry=r,
-        )
-        self.errors_4xx = Counter(
-            "zeroscale_invocation_4xx_errors",
-            "SageMaker Invocation4XXErrors: the model answered 4xx, or the request was throttled",
-            _LABELS,
-            registry=r,
-        )
-        self.errors_5xx = Counter(
-            "zeroscale_invocation_5xx_errors",
-            "SageMaker Invocation5XXErrors: the model answered 5xx or not at all",
-            _LABELS,
-            registry=r,
-        )
-        self.model_latency = Histogram(
-            "zeroscale_model_latency_seconds",
-            "SageMaker ModelLatency: request written to the worker until its response was read",
-            _LABELS,
-            buckets=_LATENCY_BUCKETS,
-            registry=r,
-        )
-        self.overhead_latency = Histogram(
-            "zeroscale_overhead_latency_seconds",
-            "SageMaker OverheadLatency: arrival to answer minus ModelLatency (includes cold starts)",
-            _LABELS,
-            buckets=_LATENCY_BUCKETS,
-            registry=r,
-        )
-        self.model_setup = Histogram(
-            "zeroscale_model_setup_seconds",
-            "SageMaker ModelSetupTime: worker start to its first good /ping, one sample per cold start",
-            _LABELS,
-            buckets=_LATENCY_BUCKETS,
-            registry=r,
-        )
-        self.cold_starts = Counter(
-            "zeroscale_cold_starts", "Workers started per variant", _LABELS, registry=r
-        )
-        self.worker_exits = Counter(
-            "zeroscale_worker_exits",
-            "Workers gone per variant, by reason (stopped, crashed, memory_killed, timed_out, evicted)",
-            (*_LABELS, "reason"),
-            registry=r,
-        )
-        self.provisioned_invocations = Counter(
-            "zeroscale_provisioned_concurrency_invocations",
-            "SageMaker ServerlessProvisionedConcurrencyInvocations: served within provisioned concurrency",
-            _LABELS,
-            registry=r,
-        )
-        self.spillover_invocations = Counter(
-            "zeroscale_provisioned_concurrency_spillover_invocations",
-            "SageMaker ServerlessProvisionedConcurrencySpilloverInvocations: served beyond it",
-            _LABELS,
-            registry=r,
-        )
         self._series: dict[tuple[str, str], _Series] = {}
         self._provisioned: dict[tuple[str, str], int] = {}
-        self._exit_reasons: dict[tuple[str, str], set[str]] = {}
         self._loads: LoadSource = _no_loads
         self._sink_failures: Mapping[tuple[str, str], int] = {}
         self._cache: Callable[[], CacheLoad] | None = None
+        r.register(_SeriesCollector(self))
         r.register(_LoadCollector(self))
         r.register(_SinkFailureCollector(self))
         r.register(_CacheCollector(self))
@@ -156,49 +166,44 @@ class Metrics:
     def invocation(self, record: InvocationRecord) -> None:
         key = (record.endpoint, record.variant)
         series = self._series.get(key) or self._open(key)
-        series.invocations.inc()
+        counts = series.counts
+        counts[_INVOCATIONS] += 1
         family = error_family(record)
         if family == 4:
-            series.errors_4xx.inc()
+            counts[_ERRORS_4XX] += 1
         elif family == 5:
-            series.errors_5xx.inc()
+            counts[_ERRORS_5XX] += 1
         if record.worker_id:
-            series.model_latency.observe(record.model_s)
-            if series.provisioned is not None and series.spillover is not None:
-                (series.provisioned if record.provisioned else series.spillover).inc()
-        series.overhead_latency.observe(max(0.0, record.total_s - record.model_s))
+            series.observe(_MODEL, record.model_s)
+            if series.provisioned:
+                counts[_PROVISIONED if record.provisioned else _SPILLOVER] += 1
+        series.observe(_OVERHEAD, max(0.0, record.total_s - record.model_s))
 
     def worker(self, event: WorkerEvent) -> None:
         key = (event.endpoint, event.variant)
+        series = self._series.get(key) or self._open(key)
         if event.kind == "started":
-            self.cold_starts.labels(*key).inc()
+            series.counts[_COLD_STARTS] += 1
             if event.setup_s is not None:
-                self.model_setup.labels(*key).observe(event.setup_s)
+                series.observe(_SETUP, event.setup_s)
         elif event.worker_id:  # "failed" starts have no worker
-            self._exit_reasons.setdefault(key, set()).add(event.kind)
-            self.worker_exits.labels(*key, event.kind).inc()
+            count, created = series.exits.get(event.kind, (0.0, time.time()))
+            series.exits[event.kind] = (count + 1, created)
 
     def variant(self, event: VariantEvent) -> None:
         if event.kind == "activated":
             key = (event.endpoint, event.variant)
             self._provisioned[key] = event.provisioned
-            self._series.pop(key, None)
-            self._open(key)
-            self.cold_starts.labels(*key)
-            self.model_setup.labels(*key)
+            old = self._series.get(key)
+            series = self._open(key)
+            if old is not None:  # an update: the counts go on; provisioned series, once shown, stay
+                series.counts, series.created, series.exits = old.counts, old.created, old.exits
+                series.shown = series.provisioned or old.shown
 
     def _open(self, key: tuple[str, str]) -> _Series:
         """Create the variant's series (at zero, so rates work from the first request)."""
         provisioned = self._provisioned.get(key, 0) > 0
-        series = _Series(
-            self.invocations.labels(*key),
-            self.errors_4xx.labels(*key),
-            self.errors_5xx.labels(*key),
-            self.model_latency.labels(*key),
-            self.overhead_latency.labels(*key),
-            self.provisioned_invocations.labels(*key) if provisioned else None,
-            self.spillover_invocations.labels(*key) if provisioned else None,
-        )
+        series = _Series(array("d", bytes(8 * _SIZE)), time.time(), provisioned, {}, provisioned)
         self._series[key] = series
         return series
 
@@ -207,22 +212,9 @@ class Metrics:
         key = (endpoint, variant)
         self._series.pop(key, None)
         self._provisioned.pop(key, None)
-        for metric in (
-            self.invocations,
-            self.errors_4xx,
-            self.errors_5xx,
-            self.model_latency,
-            self.overhead_latency,
-            self.model_setup,
-            self.cold_starts,
-            self.provisioned_invocations,
-            self.spillover_invocations,
-        ):
-            with contextlib.suppress(KeyError):
-                metric.remove(endpoint, variant)
-        for reason in self._exit_reasons.pop(key, set()):
-            with contextlib.suppress(KeyError):
-                self.worker_exits.remove(endpoint, variant, reason)
+
+    def series(self) -> list[tuple[tuple[str, str], _Series]]:
+        return list(self._series.items())
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
@@ -277,6 +269,52 @@ def _gauge_values(v: VariantLoad) -> tuple[float | None, ...]:
         float(v.provisioned_executions) if provisioned else None,
         v.provisioned_utilization if provisioned else None,
     )
+
+
+class _SeriesCollector:
+    """The per-variant counters and histograms, in the order and with the names prometheus_client gave
+    them when each was its own Counter or Histogram (``_total`` and ``_created``; ``_bucket``, ``_count``,
+    ``_sum`` and ``_created``)."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+
+    def describe(self) -> Iterable[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        every = self._metrics.series()
+        for name, doc, at in _COUNTERS:
+            counter = CounterMetricFamily(name, doc, labels=_LABELS)
+            for key, series in every:
+                counter.add_metric(key, series.counts[at], created=series.created)
+            yield counter
+        for name, doc, at in _HISTOGRAMS:
+            hist = HistogramMetricFamily(name, doc, labels=_LABELS)
+            for key, series in every:
+                counts = series.counts
+                buckets = list(zip(_UPPER, itertools.accumulate(counts[at : at + _BUCKETS]), strict=True))
+                hist.add_metric(key, buckets, counts[at + _BUCKETS])
+                hist.samples.append(
+                    Sample(f"{name}_created", dict(zip(_LABELS, key, strict=True)), series.created)
+                )
+            yield hist
+        for name, doc, at in _LATER_COUNTERS:
+            counter = CounterMetricFamily(name, doc, labels=_LABELS)
+            for key, series in every:
+                counter.add_metric(key, series.counts[at], created=series.created)
+            yield counter
+        exits = CounterMetricFamily(*_EXITS, labels=(*_LABELS, "reason"))
+        for key, series in every:
+            for reason, (count, created) in series.exits.items():
+                exits.add_metric((*key, reason), count, created=created)
+        yield exits
+        for name, doc, at in _PROVISIONED_COUNTERS:
+            counter = CounterMetricFamily(name, doc, labels=_LABELS)
+            for key, series in every:
+                if series.shown:
+                    counter.add_metric(key, series.counts[at], created=series.created)
+            yield counter
 
 
 class _LoadCollector:

@@ -2,6 +2,10 @@
 
 The control plane calls ``activate`` (deploy or update: warm the new pools, then swap atomically and drain the
 old ones) and ``deactivate`` (delete). The API calls ``route`` on every invocation: a dict lookup, no I/O.
+
+Pools at zero cost nothing while idle, however many: a pool tells the fleet when it stops being quiet (a
+worker starting, a request waiting, a provisioned floor), the reconcile loop and the samplers
+(``active_loads``) visit only those, and the loop sleeps on an event while there are none.
 """
 
 from __future__ import annotations
@@ -81,6 +85,9 @@ class Fleet:
         self.cache = WarmCache(settings.warm_cache_mb, self.budget, self._close_template)
         self._routes: dict[str, EndpointRoute] = {}
         self._draining: set[VariantPool] = set()
+        # Pools that were not quiet when last seen (insertion-ordered); the loop drops those gone quiet.
+        self._active: dict[VariantPool, None] = {}
+        self._wake = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
         self._background = Background("fleet")
 
@@ -96,6 +103,27 @@ class Fleet:
         """Every pool's current load (read-only), for the metrics gauges."""
         return [p.load() for p in self.pools()]
 
+    def active_loads(self) -> list[PoolLoad]:
+        """The loads of the variants with a pool that is not quiet (workers, requests waiting, a floor) or
+        draining, each with all of its pools: what the samplers record (a variant at zero records nothing),
+        at a cost that does not grow with the endpoints at zero."""
+        busy = {(p.spec.endpoint.lower(), p.spec.variant) for p in (*self._active, *self._draining)}
+        pools: dict[VariantPool, None] = {}
+        for endpoint, variant in busy:
+            route = self._routes.get(endpoint)
+            for pool in route.pools if route is not None else ():
+                if pool.spec.variant == variant:
+                    pools[pool] = None
+        for pool in (*self._active, *self._draining):
+            pools[pool] = None
+        return [p.load() for p in pools]
+
+    def _activated(self, pool: VariantPool) -> None:
+        """A pool is no longer quiet: the reconcile loop visits it from now until it is quiet again."""
+        if pool not in self._active:
+            self._active[pool] = None
+            self._wake.set()
+
     async def activate(self, endpoint: str, specs: list[PoolSpec], *, warm: bool = True) -> None:
         """Build pools for ``specs``; with ``warm`` start one worker per variant and require a good /ping
         (raises DeployError, leaving the current route untouched). Then swap, and drain the old pools."""
@@ -109,6 +137,7 @@ class Fleet:
                 self._clock,
                 self._wall,
                 self.cache,
+                self._activated,
             )
             for s in specs
         ]
@@ -178,11 +207,14 @@ class Fleet:
             self._forget_gone(pools)
             self._discard_cached(pools)
 
-    def resize(self, endpoint: str, variant: str, max_concurrency: int, provisioned: int) -> None:
+    def resize(self, endpoint: str, variant: str, max_concurrency: int, provisioned: int) -> bool:
         """Change a routed variant's MaxConcurrency and ProvisionedConcurrency in place (this front end's
-        share changed): no new pool, its workers stay; scaling applies the new limits from now on."""
+        share changed): no new pool, its workers stay; scaling applies the new limits from now on. False
+        when no pool of that variant is routed (yet)."""
         route = self._routes.get(endpoint.lower())
+        routed = False
         for pool in route.pools if route is not None else ():
+            routed = routed or pool.spec.variant == variant
             if pool.spec.variant == variant and (
                 pool.spec.max_concurrency != max_concurrency or pool.spec.provisioned != provisioned
             ):
@@ -191,6 +223,7 @@ class Fleet:
                     dataclasses.replace(pool.spec, max_concurrency=max_concurrency, provisioned=provisioned)
                 )
                 self._emit_variant(pool, "activated")
+        return routed
 
     def _discard_cached(self, pools: list[VariantPool]) -> None:
         """Templates cached for these pools' models go, unless a pool still routed to uses the same model
@@ -232,7 +265,10 @@ class Fleet:
     def _forget_gone(self, pools: list[VariantPool]) -> None:
         """Drop the metric series of these pools' variants that no remaining pool serves (the old and new
         pools of an update share their series)."""
-        remaining = {(p.spec.endpoint, p.spec.variant) for p in self.pools()}
+        names = {p.spec.endpoint.lower() for p in pools}
+        candidates = [p for n in names if (r := self._routes.get(n)) is not None for p in r.pools]
+        candidates += [p for p in self._draining if p.spec.endpoint.lower() in names]
+        remaining = {(p.spec.endpoint, p.spec.variant) for p in candidates}
         for key in {(p.spec.endpoint, p.spec.variant) for p in pools} - remaining:
             self._metrics.forget(*key)
 
@@ -243,8 +279,10 @@ class Fleet:
         freed = self.cache.evict(deficit_mb)  # entries serve nothing: they give way before any worker
         if freed >= deficit_mb:
             return freed
+        # a pool with a worker is never quiet: the active pools (and those draining) are every candidate
+        busy = self._busy_pools()
         candidates = sorted(
-            ((slot, pool) for pool in self.pools() if pool is not requester for slot in pool.evictable()),
+            ((slot, pool) for pool in busy if pool is not requester for slot in pool.evictable()),
             key=lambda item: item[0].idle_since,
         )
         for slot, pool in candidates:
@@ -254,21 +292,32 @@ class Fleet:
         return freed
 
     def _serve_waiting(self) -> None:
-        for pool in self.pools():
+        for pool in self._busy_pools():  # a pool with requests waiting is never quiet
             if pool.queued:
                 pool.scale()
+
+    def _busy_pools(self) -> list[VariantPool]:
+        return list(dict.fromkeys((*self._active, *self._draining)))
 
     # ---- the reconcile loop ----
     async def start(self, interval_s: float = 0.5) -> None:
         self._loop_task = asyncio.create_task(self._reconcile(interval_s))
 
     async def _reconcile(self, interval_s: float) -> None:
-        """Scale-in and floors: pools at zero with nothing waiting are skipped, so endpoints at zero cost
-        next to nothing however many there are."""
+        """Scale-in and floors, for the pools that are not quiet (and those draining); a pool that has gone
+        quiet leaves the set until it tells the fleet again. With none, the loop waits for one."""
         while True:
+            if not self._active and not self._draining:
+                self._wake.clear()
+                await self._wake.wait()
             await asyncio.sleep(interval_s)
-            for pool in self.pools():
-                if not pool.quiet:
+            for pool in list(self._active):
+                if pool.quiet:
+                    del self._active[pool]
+                else:
+                    pool.scale()
+            for pool in list(self._draining):
+                if pool not in self._active and not pool.quiet:
                     pool.scale()
 
     async def close(self) -> None:

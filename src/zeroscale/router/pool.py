@@ -83,8 +83,12 @@ class VariantPool:
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
         cache: WarmCache | None = None,
+        on_active: Callable[[VariantPool], None] | None = None,
     ) -> None:
         self.spec = spec
+        # Told whenever the pool stops being quiet (a worker starting, a request waiting, a floor): the
+        # fleet's reconcile loop visits only such pools, so pools at zero cost nothing however many.
+        self._on_active = on_active
         self._manager = manager
         self._settings = settings
         self._events = events
@@ -188,6 +192,8 @@ class VariantPool:
             if slot is None:
                 break  # the fleet evicts elsewhere and calls scale() again when memory comes back
             self._background.spawn(self._start_for_waiters(slot))
+        if self._on_active is not None and not self.quiet:
+            self._on_active(self)
 
     async def warm(self) -> None:
         """Start one worker now and keep it idle (CreateEndpoint's deploy-time check). Raises DeployError.
@@ -203,6 +209,8 @@ class VariantPool:
                     "or provisioned)."
                 )
             await asyncio.sleep(0.02)
+        if self._on_active is not None:
+            self._on_active(self)
         await self._start(slot)
         self._hand_over(slot)
 

@@ -98,9 +98,11 @@ def run_worker(
     port: int | None = None,
     host: str = "127.0.0.1",
     handler: Handler | None = None,
+    ready_fd: int | None = None,
 ) -> NoReturn:
     """Load the model (unless ``handler`` is one already loaded, in a template this process was forked
-    from), listen, print the ready line, serve until SIGTERM; never returns."""
+    from), listen, print the ready line, serve until SIGTERM; never returns. With ``ready_fd`` (a pipe from
+    the zygote) one byte written there says the socket listens: the server connects then, without polling."""
     try:
         _reset_process_state()
         if handler is None:
@@ -120,6 +122,9 @@ def run_worker(
         _exit(EXIT_LOAD_FAILED)
 
     print(READY_LINE, flush=True)
+    if ready_fd is not None:
+        os.write(ready_fd, b"1")
+        os.close(ready_fd)
     try:
         server.serve_forever()
         if not server.drain(DRAIN_TIMEOUT_S):

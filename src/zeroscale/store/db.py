@@ -26,8 +26,11 @@ from sqlalchemy import (
     RowMapping,
     String,
     Table,
+    and_,
     delete,
+    func,
     insert,
+    or_,
     select,
     update,
 )
@@ -36,7 +39,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 
 from zeroscale.errors import ZeroscaleError
 from zeroscale.store.engine import make_engine
-from zeroscale.store.migrations import Step, add_column, upgrade
+from zeroscale.store.migrations import Step, add_column, add_index, upgrade
 
 metadata = MetaData()
 
@@ -62,7 +65,11 @@ store_revision = Table(
 )
 
 # Never edit a released step: append (see store/migrations.py).
-STEPS: list[Step] = [add_column("resources", Column("owner", String(64), nullable=True))]
+STEPS: list[Step] = [
+    add_column("resources", Column("owner", String(64), nullable=True)),
+    # List* by creation time (the default order) walks this index and stops at the page's end.
+    add_index("resources", "resources_kind_created", ("kind", "created_at", "key")),
+]
 
 
 @dataclass
@@ -75,6 +82,33 @@ class Record:
     status: str | None
     doc: dict[str, Any]  # the resource's wire-shaped document
     owner: str | None = None  # the front end running the resource's current transition
+
+
+@dataclass(frozen=True)
+class PageQuery:
+    """One List* page: filters (None: not given), the sort key, the keyset cursor (the sort key of the last
+    record of the previous page) and how many records to return."""
+
+    sort_by: str  # "CreationTime" (created_at, key) | "Status" (status or "", key) | "Name" (key)
+    descending: bool
+    limit: int
+    after: tuple[Any, ...] | None = None
+    name_contains: str | None = None
+    status: str | None = None
+    created_after: float | None = None
+    created_before: float | None = None
+    modified_after: float | None = None
+    modified_before: float | None = None
+
+
+def _after(columns: list[Any], cursor: list[Any], descending: bool) -> Any:
+    """Rows strictly after ``cursor`` in the (lexicographic) order of ``columns``."""
+    head, *rest = columns
+    first, *more = cursor
+    beyond = head < first if descending else head > first
+    if not rest:
+        return beyond
+    return or_(beyond, and_(head == first, _after(rest, more, descending)))
 
 
 class AlreadyExists(Exception):
@@ -139,6 +173,7 @@ class Store:
     def __init__(self, url: str) -> None:
         self._engine = make_engine(url)
         self._lock = threading.RLock()
+        self._own_writes = 0
         upgrade(self._engine, "resources", metadata, STEPS)
         try:
             with self._engine.begin() as conn:
@@ -146,11 +181,19 @@ class Store:
         except IntegrityError:
             pass  # there already
 
-    @staticmethod
-    def _bump(conn: Connection) -> None:
+    def _bump(self, conn: Connection) -> None:
         conn.execute(
             update(store_revision).where(store_revision.c.id == 1).values(value=store_revision.c.value + 1)
         )
+        self._own_writes += 1  # under the lock; a write rolled back after this only causes one extra sync
+
+    @_reachable
+    def revision_and_own_writes(self) -> tuple[int, int]:
+        """The revision and how many writes this object has made, read together under its lock (so the
+        revision includes every one of them): when both grew by the same amount since the last look, every
+        change was this front end's own and there is nothing to learn from the others."""
+        with self._lock:
+            return self.revision(), self._own_writes
 
     @_reachable
     def revision(self) -> int:
@@ -215,6 +258,44 @@ class Store:
             if result.rowcount:
                 self._bump(conn)
         return bool(result.rowcount)
+
+    @_reachable
+    def page(self, kind: str, query: PageQuery) -> list[Record]:
+        """Up to ``query.limit`` records of a kind, filtered, sorted and after the cursor in the database (a
+        List* page costs the same with ten records or ten thousand). Orders strings by code point, as
+        Python does, on every database."""
+        c = resources.c
+        where = c.kind == kind
+        if query.name_contains is not None:
+            where = where & c.key.contains(query.name_contains.lower(), autoescape=True)
+        if query.status is not None:
+            where = where & (c.status == query.status)
+        for column, bound in (
+            (c.created_at, query.created_after),
+            (c.modified_at, query.modified_after),
+        ):
+            if bound is not None:
+                where = where & (column > bound)
+        for column, bound in (
+            (c.created_at, query.created_before),
+            (c.modified_at, query.modified_before),
+        ):
+            if bound is not None:
+                where = where & (column < bound)
+        binary = self._engine.dialect.name == "postgresql"  # SQLite compares bytes already
+        key: Any = c.key.collate("C") if binary else c.key
+        status: Any = func.coalesce(c.status, "")
+        if binary:
+            status = status.collate("C")
+        orders: dict[str, list[Any]] = {"CreationTime": [c.created_at, key], "Status": [status, key]}
+        columns = orders.get(query.sort_by, [key])
+        if query.after is not None:
+            where = where & _after(columns, list(query.after), query.descending)
+        order = [col.desc() if query.descending else col.asc() for col in columns]
+        statement = select(resources).where(where).order_by(*order).limit(query.limit)
+        with self._lock, self._engine.connect() as conn:
+            rows = conn.execute(statement).mappings().all()
+        return [_record(row) for row in rows]
 
     @_reachable
     def list(self, kind: str) -> list[Record]:

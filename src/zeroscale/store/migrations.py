@@ -63,6 +63,17 @@ def add_column(table: str, column: Column[object], default_sql: str | None = Non
     return Step(f"add {table}.{column.name}", apply)
 
 
+def add_index(table: str, name: str, columns: Sequence[str]) -> Step:
+    """``CREATE INDEX IF NOT EXISTS name ON table (columns)``."""
+
+    def apply(conn: Connection) -> None:
+        quote = conn.dialect.identifier_preparer.quote
+        cols = ", ".join(quote(c) for c in columns)
+        conn.execute(text(f"CREATE INDEX IF NOT EXISTS {quote(name)} ON {quote(table)} ({cols})"))
+
+    return Step(f"index {table}.{name}", apply)
+
+
 def upgrade(engine: Engine, part: str, metadata: MetaData, steps: Sequence[Step] = ()) -> list[str]:
     """Bring ``part``'s tables to their current shape; the names of the steps that ran now."""
     ran: list[str] = []

@@ -6,6 +6,7 @@ socket whose fd number is its second argument:
 
     -> {"op": "fork", "id": ..., "model_dir": ..., "socket_path": ..., "log_path": ..., "env": {...}}
     <- {"op": "forked", "id": ..., "pid": ...}
+    <- {"op": "up", "pid": ...}          its socket listens (the worker wrote a byte on a pipe from here)
     <- {"op": "exit", "pid": ..., "status": <exit code, or -signal>}
     -> {"op": "template", "id": ..., "model_dir": ..., "ctl_path": ..., "log_path": ..., "env": {...}}
 
@@ -72,6 +73,7 @@ def _child(
     out_fd: int,
     inherited: list[int],
     handler: Any = None,
+    ready_fd: int | None = None,
 ) -> NoReturn:
     code = 70
     try:
@@ -111,6 +113,7 @@ def _child(
             model_dir=req["model_dir"],
             socket_path=req["socket_path"],
             handler=handler,
+            ready_fd=ready_fd,
         )
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else 1
@@ -165,6 +168,19 @@ def _reap(ctl: socket.socket, captures: Captures) -> None:
         _send(ctl, {"op": "exit", "pid": pid, "status": code})
 
 
+def _up(ctl: socket.socket, sel: selectors.BaseSelector, fd: int, readying: dict[int, int]) -> None:
+    """A worker's ready pipe is readable: a byte means its socket listens; end of file, it exited first."""
+    pid = readying.pop(fd)
+    try:
+        data = os.read(fd, 1)
+    except OSError:
+        data = b""
+    sel.unregister(fd)
+    os.close(fd)
+    if data:
+        _send(ctl, {"op": "up", "pid": pid})
+
+
 def serve(runtime: str, ctl: socket.socket, handler: Any = None) -> None:
     """The fork loop. A zygote (``handler`` None) imported its framework; a template also holds a loaded
     model (``handler``), which its children serve without loading it again."""
@@ -185,6 +201,7 @@ def serve(runtime: str, ctl: socket.socket, handler: Any = None) -> None:
     sel.register(ctl, selectors.EVENT_READ, "ctl")
     sel.register(wake_r, selectors.EVENT_READ, "chld")
     captures = Captures(sel)
+    readying: dict[int, int] = {}  # read end of a worker's ready pipe -> its pid, until it is up or gone
     buf = b""
     zygote_pid = os.getpid()
     _send(ctl, {"op": "ready", "pid": zygote_pid})
@@ -197,6 +214,9 @@ def serve(runtime: str, ctl: socket.socket, handler: Any = None) -> None:
             if key.data == "out":
                 captures.read(key.fd)
                 continue
+            if key.data == "up":
+                _up(ctl, sel, key.fd, readying)
+                continue
             data = ctl.recv(65536)
             if not data:
                 captures.close_all()
@@ -208,16 +228,27 @@ def serve(runtime: str, ctl: socket.socket, handler: Any = None) -> None:
                 if req.get("op") not in ("fork", "template"):
                     continue
                 out_r, out_w = captures.open(req["log_path"])
+                ready_r, ready_w = os.pipe() if req["op"] == "fork" else (-1, -1)
                 try:
                     pid = os.fork()
                 except OSError:
                     captures.abandon(out_r, out_w)
+                    for fd in (ready_r, ready_w):
+                        if fd >= 0:
+                            os.close(fd)
                     raise
                 if pid == 0:
-                    inherited = [*captures.inherited(), sel.fileno()]
-                    _child(ctl, wake_r, wake_w, req, zygote_pid, out_w, inherited, handler)
+                    inherited = [*captures.inherited(), sel.fileno(), *readying]
+                    if ready_r >= 0:
+                        inherited.append(ready_r)
+                    ready = ready_w if ready_w >= 0 else None
+                    _child(ctl, wake_r, wake_w, req, zygote_pid, out_w, inherited, handler, ready)
                 captures.started(pid, out_r, out_w)
                 _send(ctl, {"op": "forked", "id": req["id"], "pid": pid})
+                if ready_r >= 0:
+                    os.close(ready_w)
+                    readying[ready_r] = pid
+                    sel.register(ready_r, selectors.EVENT_READ, "up")
         captures.flush_due()
 
 

@@ -63,6 +63,8 @@ class WorkerHandle:
     rss_mb: float = 0.0  # the resident set the memory watchdog sampled last (0 before the first sample)
     conn: WorkerConnection | None = None
     exited: asyncio.Event = field(default_factory=asyncio.Event)
+    # Set when its zygote reports that the socket listens (or when it exited): /ping then, without polling.
+    up: asyncio.Event = field(default_factory=asyncio.Event)
     on_exit: Callable[[WorkerHandle], None] | None = None
     port: int = 0  # a process worker's TCP port on 127.0.0.1 (zygote workers use socket_path)
     scratch: str = ""  # its sandbox's writable directory (removed when it exits)
@@ -111,6 +113,7 @@ class WorkerManager:
         self._zygote_locks: dict[str, asyncio.Lock] = {}
         self._by_pid: dict[int, WorkerHandle] = {}
         self._early_exits: dict[int, int] = {}
+        self._early_up: set[int] = set()  # workers up before their fork() call returned to start()
         self._template_pids: set[int] = set()
         self._ids = itertools.count(1)
         self._watchdog: asyncio.Task[None] | None = None
@@ -233,6 +236,9 @@ class WorkerManager:
             self._release_sandbox(handle.scratch, handle.uid)
             raise
         self._by_pid[handle.pid] = handle
+        if handle.pid in self._early_up:
+            self._early_up.discard(handle.pid)
+            handle.up.set()
         if handle.pid in self._early_exits:
             self._exited(handle.pid, self._early_exits.pop(handle.pid))
         try:
@@ -252,8 +258,11 @@ class WorkerManager:
         return handle
 
     async def _until_ready(self, handle: WorkerHandle) -> WorkerConnection:
-        # The worker binds only once its model is loaded: poll its socket every millisecond or two for
-        # the first second (a cold start takes tens of milliseconds; a miss is one failed connect()).
+        # A forked worker's zygote says when its socket listens (``_up``): connect then. A bring-your-own
+        # process cannot say: poll its port every millisecond or two for the first second (a cold start
+        # takes tens of milliseconds; a miss is one failed connect()).
+        if not handle.port:
+            await handle.up.wait()
         delay = 0.0005
         while True:
             if not handle.alive:
@@ -281,7 +290,7 @@ class WorkerManager:
         async with lock:
             zygote = self._zygotes.get(runtime)
             if zygote is None or not zygote.alive:
-                zygote = Zygote(runtime, self._run_dir / f"zygote-{runtime}.log", self._exited)
+                zygote = Zygote(runtime, self._run_dir / f"zygote-{runtime}.log", self._exited, self._up)
                 await zygote.start(self._startup_timeout_s)
                 self._zygotes[runtime] = zygote
             return zygote
@@ -337,7 +346,7 @@ class WorkerManager:
                 self._template_blocks[pid] = block
         else:
             self._end_template(scratch, block)
-        template = Zygote(spec.runtime, log_path, self._exited)
+        template = Zygote(spec.runtime, log_path, self._exited, self._up)
         template.pid = pid
         try:
             await template.attach(
@@ -355,16 +364,25 @@ class WorkerManager:
         zygote (0 when it is gone)."""
         return private_bytes(template.pid) if template.pid else 0
 
+    def _up(self, pid: int) -> None:
+        handle = self._by_pid.get(pid)
+        if handle is None:
+            self._early_up.add(pid)
+        else:
+            handle.up.set()
+
     def _exited(self, pid: int, status: int) -> None:
         if pid in self._template_pids:  # a template ended (closed, or its model failed to load)
             self._template_pids.discard(pid)
             self._end_template(self._template_scratch.pop(pid, ""), self._template_blocks.pop(pid, None))
             return
+        self._early_up.discard(pid)
         handle = self._by_pid.pop(pid, None)
         if handle is None:
             self._early_exits[pid] = status
             return
         handle.exit_code = status
+        handle.up.set()  # stop waiting for it: _until_ready sees it gone
         self._release_sandbox(handle.scratch, handle.uid)
         if handle.conn is not None:
             handle.conn.close()

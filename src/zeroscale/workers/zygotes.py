@@ -17,6 +17,7 @@ from zeroscale.workers.capture import strip_stamps
 from zeroscale.workers.forkserver import THREAD_ENV
 
 ExitCallback = Callable[[int, int], None]
+UpCallback = Callable[[int], None]
 
 
 class ZygoteError(Exception):
@@ -26,10 +27,13 @@ class ZygoteError(Exception):
 class Zygote:
     """A running ``python -m zeroscale.workers.forkserver RUNTIME`` and the socket that drives it."""
 
-    def __init__(self, runtime: str, log_path: Path, on_exit: ExitCallback) -> None:
+    def __init__(
+        self, runtime: str, log_path: Path, on_exit: ExitCallback, on_up: UpCallback | None = None
+    ) -> None:
         self.runtime = runtime
         self._log_path = log_path
         self._on_exit = on_exit
+        self._on_up = on_up  # a worker it forked listens on its socket
         self._proc: asyncio.subprocess.Process | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._pending: dict[str, asyncio.Future[int]] = {}
@@ -124,6 +128,8 @@ class Zygote:
                     fut = self._pending.pop(msg["id"], None)
                     if fut and not fut.done():
                         fut.set_result(pid)
+                elif op == "up" and self._on_up is not None:
+                    self._on_up(int(msg["pid"]))
                 elif op == "exit":
                     self._children.discard(int(msg["pid"]))
                     self._on_exit(int(msg["pid"]), int(msg["status"]))

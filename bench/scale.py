@@ -1,0 +1,241 @@
+"""Cost that does not grow with idle endpoints: one server, grown to each size in turn (default 10, 1,000 and
+10,000 endpoints of the trivial model, each deployed and then at zero workers), measured at each size.
+
+At each size, once every endpoint is InService and the server reports zero workers:
+- server idle CPU: cores' worth the server process used while nothing was sent to it, the median of
+  ``CPU_WINDOWS`` windows of ``CPU_WINDOW_S`` each, against the same server measured the same way before
+  anything was deployed (so the figure is the cost of the idle endpoints, not of the server);
+- the server process's resident set (psutil);
+- DescribeEndpoint p50: boto3, ``DESCRIBES`` calls on endpoints picked at random among those deployed;
+- ListEndpoints (paginated) p50: boto3, pages of ``PAGE`` (SageMaker's default MaxResults, so the smallest
+  size fills a page too; ``NameContains`` the common prefix, NextToken from the previous page), up to
+  ``MAX_PAGES`` pages, each page timed;
+- first-invocation cold start p50: ``COLD`` endpoints that were never invoked (their CreateEndpoint warm
+  worker has gone after the 0.05 s idle tag), each invoked once on a fresh keep-alive connection with a
+  SigV4 signature computed before the timer starts (bench/common.py SignedClient);
+- deploy rate: the endpoints that grew the server to this size, CreateModel + CreateEndpointConfig +
+  CreateEndpoint from ``THREADS`` boto3 clients, divided by the time until every one is InService (each
+  CreateEndpoint starts one worker and checks its /ping before InService, as designed).
+
+Every figure but the deploy rate is compared with the smallest size's in the report (the target: flat).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import random
+import statistics
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import psutil
+
+from bench.common import IDLE_TAG, ROW, Models, ServerProcess, SignedClient, cpu_s, deploy, tree, wait_for
+
+THREADS = 16
+PREFIX = "scale-"
+DESCRIBES = 200
+MAX_PAGES = 40
+PAGE = 10
+COLD = 7
+CPU_WINDOWS = 5
+CPU_WINDOW_S = 2.0
+
+
+@dataclass
+class SizeResult:
+    endpoints: int
+    deployed_now: int
+    deploy_s: float
+    idle_cpu: float  # cores
+    idle_cpu_windows: list[float]
+    rss_mb: float
+    describe_s: list[float]
+    list_page_s: list[float]
+    cold_s: list[float]
+    failed: list[str] = field(default_factory=list)
+
+    @property
+    def deploy_rate(self) -> float:
+        return self.deployed_now / self.deploy_s if self.deploy_s else float("nan")
+
+
+@dataclass
+class ScaleResult:
+    empty_cpu: float = 0.0
+    empty_cpu_windows: list[float] = field(default_factory=list)
+    empty_rss_mb: float = 0.0
+    sizes: list[SizeResult] = field(default_factory=list)
+
+
+def idle_cpu(
+    server: psutil.Process, windows: int = CPU_WINDOWS, seconds: float = CPU_WINDOW_S
+) -> list[float]:
+    """Cores' worth of CPU the idle server uses, one figure per window."""
+    out = []
+    for _ in range(windows):
+        t0, c0 = time.monotonic(), cpu_s([server])
+        time.sleep(seconds)
+        out.append((cpu_s([server]) - c0) / (time.monotonic() - t0))
+    return out
+
+
+def _name(i: int) -> str:
+    return f"{PREFIX}{i:05d}"
+
+
+def _deploy_range(srv: ServerProcess, models: Models, start: int, stop: int, failed: list[str]) -> float:
+    local = threading.local()
+    url = f"file://{models.echo}"
+    tags = [{"Key": IDLE_TAG, "Value": "0.05"}]
+
+    def client() -> Any:
+        if not hasattr(local, "sm"):
+            local.sm = srv.client("sagemaker", max_pool_connections=4)
+        return local.sm
+
+    def one(i: int) -> None:
+        try:
+            deploy(client(), _name(i), url, memory_mb=1024, max_concurrency=1, tags=tags, wait=False)
+        except Exception as exc:
+            failed.append(f"{_name(i)}: {exc}")
+
+    t = time.monotonic()
+    with concurrent.futures.ThreadPoolExecutor(THREADS) as pool:
+        list(pool.map(one, range(start, stop)))
+    sm = srv.client("sagemaker")
+
+    def none_creating() -> bool:
+        # the newest endpoints first: once they are InService the older ones are too (or failed)
+        for page in sm.get_paginator("list_endpoints").paginate(
+            NameContains=PREFIX, StatusEquals="Creating", PaginationConfig={"PageSize": 100, "MaxItems": 1}
+        ):
+            if page["Endpoints"]:
+                return False
+        return True
+
+    wait_for(none_creating, timeout_s=1800, interval_s=0.25)
+    elapsed = time.monotonic() - t
+    bad = sm.list_endpoints(NameContains=PREFIX, StatusEquals="Failed", MaxResults=10)["Endpoints"]
+    failed += [f"{e['EndpointName']}: Failed" for e in bad]
+    return elapsed
+
+
+def _describe(sm: Any, count: int, calls: int) -> list[float]:
+    rng = random.Random(count)
+    out = []
+    for _ in range(calls):
+        name = _name(rng.randrange(count))
+        t = time.perf_counter()
+        sm.describe_endpoint(EndpointName=name)
+        out.append(time.perf_counter() - t)
+    return out
+
+
+def _list_pages(sm: Any) -> list[float]:
+    sm.list_endpoints(NameContains=PREFIX, MaxResults=PAGE)  # untimed: the first call compiles the query
+    out: list[float] = []
+    token: str | None = None
+    while len(out) < MAX_PAGES:
+        kwargs: dict[str, Any] = {"NameContains": PREFIX, "MaxResults": PAGE}
+        if token:
+            kwargs["NextToken"] = token
+        t = time.perf_counter()
+        page = sm.list_endpoints(**kwargs)
+        out.append(time.perf_counter() - t)
+        token = page.get("NextToken")
+        if not token:
+            break
+    return out
+
+
+def _cold(srv: ServerProcess, names: list[str]) -> list[float]:
+    out = []
+    for name in names:
+        client = SignedClient(srv.url)
+        try:
+            headers = client.signed_headers(name, ROW)
+            client.conn.connect()
+            t = time.perf_counter()
+            client.send(name, ROW, headers)
+            out.append(time.perf_counter() - t)
+        finally:
+            client.close()
+    return out
+
+
+def measure(srv: ServerProcess, models: Models, sizes: list[int], result: ScaleResult) -> None:
+    assert srv.proc is not None
+    server = psutil.Process(srv.proc.pid)
+    sm = srv.client("sagemaker")
+    time.sleep(2.0)  # the zygote's imports and the server's startup work
+    processes = len(tree(srv.proc.pid))  # the server and its zygote(s)
+    result.empty_cpu_windows = idle_cpu(server)
+    result.empty_cpu = statistics.median(result.empty_cpu_windows)
+    result.empty_rss_mb = server.memory_info().rss / 2**20
+    deployed = 0
+    rng = random.Random(0)
+    for size in sorted(sizes):
+        failed: list[str] = []
+        print(f"   scale: deploying {size - deployed} endpoints (to {size})", flush=True)
+        deploy_s = _deploy_range(srv, models, deployed, size, failed)
+        fresh = list(range(deployed, size))
+        deployed = size
+        # Every worker gone: the process tree is back to the server and its zygotes. (Not from /metrics: a
+        # scrape renders every endpoint's series, seconds of the server's time at 10,000 endpoints.)
+        wait_for(lambda: len(tree(srv.proc.pid)) <= processes, timeout_s=300, interval_s=0.2)
+        time.sleep(1.0)
+        windows = idle_cpu(server)
+        rss = server.memory_info().rss / 2**20
+        describe_s = _describe(sm, size, DESCRIBES)
+        pages = _list_pages(sm)
+        cold_names = [_name(i) for i in rng.sample(fresh, min(COLD, len(fresh)))]
+        cold_s = _cold(srv, cold_names)
+        res = SizeResult(
+            size,
+            len(fresh),
+            deploy_s,
+            statistics.median(windows),
+            windows,
+            rss,
+            describe_s,
+            pages,
+            cold_s,
+            failed,
+        )
+        result.sizes.append(res)
+        print(
+            f"   scale {size}: deploy {res.deploy_rate:.0f}/s, idle cpu {res.idle_cpu * 100:.2f}% "
+            f"(empty {result.empty_cpu * 100:.2f}%), rss {rss:.0f} MB, describe p50 "
+            f"{statistics.median(describe_s) * 1000:.2f} ms, "
+            f"list page p50 {statistics.median(pages) * 1000:.2f} ms, "
+            f"cold p50 {statistics.median(cold_s) * 1000:.1f} ms, failed {len(failed)}",
+            flush=True,
+        )
+
+
+def main() -> None:
+    """python -m bench.scale [--sizes 10,1000,10000]: this scenario alone, printed (make bench reports it)."""
+    import argparse
+    import tempfile
+    from pathlib import Path
+
+    from bench.common import build_models
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--sizes", default="10,1000,10000")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="zsbench-scale-") as tmp:
+        root = Path(tmp)
+        models = build_models(root)
+        srv = ServerProcess(root / "srv", {"memory_budget_mb": 2_000_000}).start()
+        try:
+            measure(srv, models, [int(s) for s in args.sizes.split(",")], ScaleResult())
+        finally:
+            srv.stop()
+
+
+if __name__ == "__main__":
+    main()
