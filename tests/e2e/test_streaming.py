@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from botocore.eventstream import EventStreamBuffer
 from botocore.exceptions import ClientError, EventStreamError
 
 from e2e.conftest import SklearnModel, handler_model
@@ -144,8 +145,18 @@ def test_an_error_mid_stream_is_a_model_stream_error(smr: Any, streaming: str) -
     assert got == [0, 1]
     error = err.value.response["Error"]
     assert error["Code"] == "ModelStreamError"
-    assert err.value.response["ErrorCode"] == "StreamBroken"
     assert "ValueError: the model failed at part 2" in error["Message"]
+    # botocore's exception keeps Code and Message only: read the frames themselves for the ErrorCode.
+    resp = smr.invoke_endpoint_with_response_stream(
+        EndpointName=streaming, Body=request(parts=5, delay=0, fail_at=2), ContentType="application/json"
+    )
+    frames = EventStreamBuffer()
+    for chunk in resp["Body"]._raw_stream.stream(4096):
+        frames.add_data(chunk)
+    messages = list(frames)
+    assert [m.headers[":message-type"] for m in messages] == ["event", "event", "exception"]
+    assert messages[2].headers[":exception-type"] == "ModelStreamError"
+    assert json.loads(messages[2].payload)["ErrorCode"] == "StreamBroken"
 
     # The same failure on a plain InvokeEndpoint (the parts joined) is a ModelError.
     with pytest.raises(ClientError) as plain:
@@ -212,7 +223,7 @@ def test_a_whole_answer_streams_as_one_part(sm: Any, smr: Any, sklearn_model: Sk
 
 
 def test_headers_served_and_refused_by_name(smr: Any, streaming: str) -> None:
-    resp, parts = stream(
+    _, parts = stream(
         smr,
         streaming,
         request(parts=1),
@@ -274,8 +285,6 @@ def test_a_container_that_answers_chunked_streams(
 
 def test_wire_format_is_what_botocore_parses(tmp_path: Path) -> None:
     """The framing on its own, through botocore's parser: prelude, headers, both CRCs, big payloads."""
-    from botocore.eventstream import EventStreamBuffer
-
     from zeroscale.api import eventstream
 
     buf = EventStreamBuffer()
@@ -295,5 +304,5 @@ def test_wire_format_is_what_botocore_parses(tmp_path: Path) -> None:
     corrupt[-5] ^= 1
     bad = EventStreamBuffer()
     bad.add_data(bytes(corrupt))
-    with pytest.raises(Exception, match="[Cc]hecksum"):
+    with pytest.raises(Exception, match=r"[Cc]hecksum"):
         list(bad)
