@@ -29,10 +29,11 @@ from zeroscale.api.invoke import _check_header
 from zeroscale.api.served import INVOKE_ENDPOINT_WITH_RESPONSE_STREAM
 from zeroscale.api.shapes import ServiceShapes
 from zeroscale.api.wire import Headers, Send
+from zeroscale.background import Background
 from zeroscale.errors import ModelStreamError, RuntimeValidationError, ZeroscaleError
 from zeroscale.events import EventBus
 from zeroscale.router.fleet import Fleet
-from zeroscale.router.pool import Invocation
+from zeroscale.router.pool import Invocation, VariantPool
 from zeroscale.router.spec import PoolSpec
 from zeroscale.router.streams import PoolStream
 
@@ -69,6 +70,7 @@ class StreamInvokeApi:
         self._unavailable = unavailable
         shape = ServiceShapes("sagemaker-runtime").input_shape("InvokeEndpointWithResponseStream")
         self._refused = refused_headers(shape, INVOKE_ENDPOINT_WITH_RESPONSE_STREAM)
+        self._background = Background("shadow invocations of streams")
 
     async def invoke(
         self,
@@ -107,6 +109,9 @@ class StreamInvokeApi:
                 "stream a response: invoke it with InvokeEndpointAsync."
             )
         pool = route.choose(target_variant)
+        if route.shadows:
+            for shadow in route.copies():
+                self._background.spawn(self._shadow(shadow, body, forward))
         inv = Invocation(body, forward)
         try:
             stream = await pool.stream(inv)
@@ -165,6 +170,18 @@ class StreamInvokeApi:
                 await watcher
         self._record(spec, inv, started, status, code, stream.bytes_out)
         await send({"type": "http.response.body", "body": tail, "more_body": False})
+
+    async def _shadow(self, pool: VariantPool, body: bytes, forward: Headers) -> None:
+        """A shadow variant's copy, as for InvokeEndpoint: served whole (its answer is discarded) and recorded
+        under its own variant name."""
+        started = time.perf_counter()
+        inv = Invocation(body, forward)
+        try:
+            resp = await pool.invoke(inv)
+        except ZeroscaleError as err:
+            self._record(pool.spec, inv, started, err.status, err.code, 0)
+            return
+        self._record(pool.spec, inv, started, 200, "", len(resp.body))
 
     def _record(
         self, spec: PoolSpec, inv: Invocation, started: float, status: int, code: str, out: int
