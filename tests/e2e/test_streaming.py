@@ -9,7 +9,9 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -306,3 +308,49 @@ def test_wire_format_is_what_botocore_parses(tmp_path: Path) -> None:
     bad.add_data(bytes(corrupt))
     with pytest.raises(Exception, match=r"[Cc]hecksum"):
         list(bad)
+
+
+def test_the_worker_stays_busy_until_the_last_part(smr: Any, streaming: str) -> None:
+    """MaxConcurrency 1: a plain request sent while a stream is still coming waits for its last part."""
+    resp = smr.invoke_endpoint_with_response_stream(
+        EndpointName=streaming, Body=request(parts=4, delay=0.3), ContentType="application/json"
+    )
+    events = iter(resp["Body"])
+    next(events)
+    answered: list[float] = []
+    waiter = threading.Thread(
+        target=lambda: answered.append(
+            smr.invoke_endpoint(EndpointName=streaming, Body=request(parts=1), ContentType="application/json")
+            and time.time()
+        )
+    )
+    waiter.start()
+    rest = [json.loads(e["PayloadPart"]["Bytes"]) for e in events]
+    waiter.join(10)
+    assert [d["part"] for d in rest] == [1, 2, 3]
+    assert answered and answered[0] >= rest[-1]["at"]
+
+
+def test_a_stream_past_the_invocation_timeout(
+    server_factory: Callable[..., ServerProcess], tmp_path: Path
+) -> None:
+    """The whole stream has the invocation timeout: past it, ModelInvocationTimeExceeded, and the stuck
+    worker is replaced."""
+    server = server_factory(invocation_timeout_s=1.5)
+    sm, smr = server.client("sagemaker"), server.client("sagemaker-runtime")
+    desc = deploy(sm, "slow-stream", handler_model(tmp_path, STREAMING), max_concurrency=1)
+    assert desc["EndpointStatus"] == "InService", desc.get("FailureReason")
+    resp = smr.invoke_endpoint_with_response_stream(
+        EndpointName="slow-stream", Body=request(parts=20, delay=0.5), ContentType="application/json"
+    )
+    frames = EventStreamBuffer()
+    for chunk in resp["Body"]._raw_stream.stream(4096):
+        frames.add_data(chunk)
+    messages = list(frames)
+    assert 1 <= len(messages) - 1 <= 4  # the parts made within 1.5 s, then the error
+    assert messages[-1].headers[":exception-type"] == "ModelStreamError"
+    assert json.loads(messages[-1].payload)["ErrorCode"] == "ModelInvocationTimeExceeded"
+    answer = smr.invoke_endpoint(
+        EndpointName="slow-stream", Body=request(parts=1), ContentType="application/json"
+    )
+    assert json.loads(answer["Body"].read())["part"] == 0  # a new worker answers
