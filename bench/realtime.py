@@ -5,11 +5,12 @@ directly on their Unix sockets.
 Same load generator as bench/throughput.py (``bench/loadgen.py``: closed loop, pre-built requests; through
 zeroscale a real SigV4 signature computed once and reused). Runs, alternating direct and zeroscale
 ``repeats`` times: 2 clients (req/s, p50, p99: both workers busy) and 1 client (the latency runs: p50, p99).
-Figures are each run kind's median over the repeats.
+Figures are each run kind's median over the repeats (at least 3).
 """
 
 from __future__ import annotations
 
+import statistics
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,8 +30,7 @@ class RealtimeResult:
 
     def median(self, label: str, connections: int, attr: str) -> float:
         runs = [r for r in self.runs if r.label == label and r.connections == connections]
-        values = sorted(getattr(r, attr) for r in runs)
-        return float(values[len(values) // 2]) if values else 0.0
+        return float(statistics.median(getattr(r, attr) for r in runs)) if runs else 0.0
 
 
 def deploy_rt(srv: ServerProcess, models: Models) -> None:

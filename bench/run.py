@@ -495,7 +495,8 @@ def run_realtime(run: Run, models: Any) -> None:
     try:
         realtime.deploy_rt(srv, models)
         run.scenario(
-            "realtime", lambda: realtime.measure(srv, run.plan.tp_duration_s, run.plan.tp_repeats, res)
+            "realtime",
+            lambda: realtime.measure(srv, run.plan.tp_duration_s, max(3, run.plan.tp_repeats), res),
         )
     finally:
         srv.stop()
