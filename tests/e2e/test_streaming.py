@@ -20,6 +20,8 @@ from botocore.eventstream import EventStreamBuffer
 from botocore.exceptions import ClientError, EventStreamError
 
 from e2e.conftest import SklearnModel, handler_model
+from e2e.test_metering import usage
+from zeroscale.metering.ledger import Ledger
 from zeroscale.testing import ACCESS_KEY, REGION, SECRET_KEY, ServerProcess, deploy, make_tar, wait_for
 
 # predict_fn yields one prediction per part, sleeping between them; each goes through output_fn.
@@ -203,13 +205,24 @@ def test_streams_are_counted_like_invocations(server: ServerProcess, smr: Any, s
     invocations = counter("zeroscale_invocations_total")
     errors = counter("zeroscale_invocation_5xx_errors_total")
     latency = counter("zeroscale_model_latency_seconds_sum")
-    stream(smr, streaming, request(parts=3, delay=0.3))
+    _, parts = stream(smr, streaming, request(parts=3, delay=0.3))
     with pytest.raises(EventStreamError):
         stream(smr, streaming, request(parts=3, fail_at=1))
     wait_for(lambda: counter("zeroscale_invocations_total") == invocations + 2)
     assert counter("zeroscale_invocation_5xx_errors_total") == errors + 1
     # ModelLatency covers the whole stream, up to its last part (0.6 s of sleeps)
     assert counter("zeroscale_model_latency_seconds_sum") - latency >= 0.6
+
+    # Metering: the worker's time until the last part, the parts' bytes, the failure's code.
+    since = time.time() - 60
+    assert usage(server)[0] == 200  # the report writes what is queued
+    led = Ledger(server.db_url)
+    records = [r for r in led.invocations(since=since) if r.endpoint == streaming][-2:]
+    led.close()
+    ok, failed = records
+    assert ok.status == 200 and ok.error_code == "" and ok.billed_ms >= 600
+    assert ok.bytes_out == sum(len(data) for _, data in parts)
+    assert (failed.status, failed.error_code) == (424, "ModelStreamError")
 
 
 def test_a_whole_answer_streams_as_one_part(sm: Any, smr: Any, sklearn_model: SklearnModel) -> None:
