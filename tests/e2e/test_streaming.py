@@ -138,7 +138,7 @@ def test_plain_invoke_joins_the_parts(smr: Any, streaming: str) -> None:
     assert [json.loads(line)["part"] for line in lines] == [0, 1, 2]
 
 
-def test_an_error_mid_stream_is_a_model_stream_error(smr: Any, streaming: str) -> None:
+def test_an_error_mid_stream_is_a_model_stream_error(server: ServerProcess, smr: Any, streaming: str) -> None:
     resp = smr.invoke_endpoint_with_response_stream(
         EndpointName=streaming, Body=request(parts=5, delay=0, fail_at=2), ContentType="application/json"
     )
@@ -161,6 +161,17 @@ def test_an_error_mid_stream_is_a_model_stream_error(smr: Any, streaming: str) -
     assert [m.headers[":message-type"] for m in messages] == ["event", "event", "exception"]
     assert messages[2].headers[":exception-type"] == "ModelStreamError"
     assert json.loads(messages[2].payload)["ErrorCode"] == "StreamBroken"
+
+    # The model's traceback is in the endpoint's logs, where the error's log stream ARN points.
+    logs = server.client("logs")
+
+    def logged() -> bool:
+        found = logs.filter_log_events(
+            logGroupName=f"/aws/sagemaker/Endpoints/{streaming}", filterPattern='"the model failed at part 2"'
+        )["events"]
+        return bool(found)
+
+    wait_for(logged, timeout_s=10)
 
     # The same failure on a plain InvokeEndpoint (the parts joined) is a ModelError.
     with pytest.raises(ClientError) as plain:
