@@ -12,6 +12,8 @@ Scenarios (each module's docstring says exactly what it measures and how):
   throughput  trivial model, MaxConcurrency 2: zeroscale vs the same two workers hit directly; the floor
               (a bare uvicorn proxy) and a py-spy profile of the server
                                                   bench/throughput.py, bench/loadgen.py, bench/floor.py
+  realtime    RandomForest on a real-time endpoint (ml.m5.large x1: two always-warm workers): req/s, p50
+              and p99 through zeroscale vs the same two workers hit directly            bench/realtime.py
   burst       0 -> 50 concurrent clients on an idle endpoint with MaxConcurrency 50      bench/burst.py
   idle        processes held at zero; server RSS with 1,000 idle endpoints                bench/idle.py
   scale       10 / 1,000 / 10,000 endpoints at zero: idle CPU, RSS, Describe/List p50, first-invocation
@@ -43,7 +45,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench import batch, breakdown, burst, cold, idle, overhead, scale, throughput, warmcache
+from bench import batch, breakdown, burst, cold, idle, overhead, realtime, scale, throughput, warmcache
 from bench.common import REPO, RESULTS, ServerProcess, ms, pct
 from bench.machine import Background, describe, wakeup_cost
 from bench.report import (
@@ -56,7 +58,7 @@ from bench.report import (
     markdown_table,
 )
 
-SCENARIOS = ("cold", "cache", "overhead", "throughput", "burst", "idle", "scale", "ray", "batch")
+SCENARIOS = ("cold", "cache", "overhead", "throughput", "realtime", "burst", "idle", "scale", "ray", "batch")
 METHOD = (
     "",
     "How (each bench/ module's docstring has the details):",
@@ -489,6 +491,50 @@ def run_cache(run: Run, models: Any) -> None:
             f"cap; the server's process tree: {res.processes} processes, {res.tree_rss_mb:.0f} MB resident "
             "(shared pages counted once per process)."
         )
+
+
+def run_realtime(run: Run, models: Any) -> None:
+    res = realtime.RealtimeResult()
+    srv = ServerProcess(run.root / "rt", {}).start()
+    try:
+        realtime.deploy_rt(srv, models)
+        run.scenario(
+            "realtime",
+            lambda: realtime.measure(srv, run.plan.tp_duration_s, max(3, run.plan.tp_repeats), res),
+        )
+    finally:
+        srv.stop()
+    if not res.runs:
+        return
+    s = f"real-time ({realtime.INSTANCE_TYPE} x1)"
+    label = "RandomForest 100x10, one row"
+    d_rps, z_rps = res.median("direct", 2, "rps"), res.median("zeroscale", 2, "rps")
+    run.rows.append(
+        Row(s, f"{label}, 2 clients: zeroscale", z_rps, "req/s", "the same 2 workers direct", d_rps,
+            ratio=z_rps / d_rps if d_rps else math.nan)
+    )  # fmt: skip
+    for conns in (1, 2):
+        for q, attr in ((50, "p50_s"), (99, "p99_s")):
+            d, z = res.median("direct", conns, attr), res.median("zeroscale", conns, attr)
+            run.rows.append(
+                Row(s, f"{label}, {conns} client{'s' if conns > 1 else ''}: p{q} via zeroscale", ms(z), "ms",
+                    f"direct p{q}", ms(d), ratio=z / d if d else math.nan)
+            )  # fmt: skip
+    lines = [
+        "## Real-time endpoint",
+        "",
+        f"One {realtime.INSTANCE_TYPE} instance (2 vCPUs: 2 always-warm workers), the reference "
+        "RandomForest, bench/loadgen.py for both paths (pre-signed through zeroscale). Each run:",
+        "",
+        "| run | clients | req/s | p50 | p99 | errors |",
+        "|---|---:|---:|---:|---:|---:|",
+        *(
+            f"| {r.label} | {r.connections} | {r.rps:,.0f} | {ms(r.p50_s):.3f} ms | {ms(r.p99_s):.3f} ms "
+            f"| {r.errors} |"
+            for r in res.runs
+        ),
+    ]
+    run.sections.append("\n".join(lines))
 
 
 def run_burst(run: Run, models: Any) -> None:
@@ -926,6 +972,8 @@ def main() -> None:
             run_cold_overhead_throughput(run, models, which)
         if "cache" in which:
             run_cache(run, models)
+        if "realtime" in which:
+            run_realtime(run, models)
         if "burst" in which:
             run_burst(run, models)
         if "idle" in which:

@@ -119,6 +119,19 @@ class ModelError(ZeroscaleError):
         self.log_stream_arn = log_stream_arn
 
 
+class ModelStreamError(ZeroscaleError):
+    """A response stream failed after it started: sent as a ModelStreamError event, with ``error_code``
+    (ModelInvocationTimeExceeded or StreamBroken, SageMaker's two)."""
+
+    code = "ModelStreamError"
+    status = 424
+
+    def __init__(self, message: str, *, error_code: str, original_status: int = 0) -> None:
+        super().__init__(message)
+        self.error_code = error_code
+        self.original_status = original_status
+
+
 class ModelNotReady(ZeroscaleError):
     code = "ModelNotReadyException"
     status = 429

@@ -22,6 +22,7 @@ from zeroscale.api.invoke import InvokeApi
 from zeroscale.api.jsonrpc import JsonService
 from zeroscale.api.query import QueryService
 from zeroscale.api.shapes import ServiceShapes
+from zeroscale.api.stream_invoke import StreamInvokeApi
 from zeroscale.api.transform_rest import TransformApi
 from zeroscale.api.workers_rest import WorkersApi
 from zeroscale.artifacts import ArtifactCache
@@ -272,6 +273,14 @@ def build(settings: Settings) -> Server:
             unavailable=cluster.unavailable if cluster.can_fence else None,
         ),
         async_runtime=async_api,
+        stream_runtime=StreamInvokeApi(
+            fleet,
+            settings.account_id,
+            events,
+            asynchronous.is_async,
+            on_miss=endpoints.catch_up,
+            unavailable=cluster.unavailable if cluster.can_fence else None,
+        ),
         query=QueryService(topics),
         metrics=metrics,
         lookup_secret=authz.lookup_secret,

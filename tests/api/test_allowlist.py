@@ -48,6 +48,8 @@ def test_every_listed_path_is_a_member_botocore_knows(service: str) -> None:
 def test_invoke_endpoint_members_are_real() -> None:
     shape = ServiceShapes("sagemaker-runtime").input_shape("InvokeEndpoint")
     assert set(shape.members) >= served.INVOKE_ENDPOINT
+    stream = ServiceShapes("sagemaker-runtime").input_shape("InvokeEndpointWithResponseStream")
+    assert set(stream.members) >= served.INVOKE_ENDPOINT_WITH_RESPONSE_STREAM
 
 
 def test_refused_headers_of_invoke_endpoint() -> None:

@@ -199,6 +199,15 @@ def test_sklearn_round_trip_and_scale_to_zero(
         smr.invoke_endpoint(EndpointName="rf-async", Body=b"[[1,2,3,4]]", ContentType="application/json")
     assert err.value.response["Error"]["Code"] == "ValidationError"
     assert "InvokeEndpointAsync" in err.value.response["Error"]["Message"]
+    with pytest.raises(ClientError) as streamed:  # an asynchronous endpoint cannot stream either
+        smr.invoke_endpoint_with_response_stream(
+            EndpointName="rf-async", Body=b"[[1,2,3,4]]", ContentType="application/json"
+        )
+    assert streamed.value.response["Error"]["Code"] == "ValidationError"
+    assert (
+        "is an asynchronous endpoint and cannot stream a response"
+        in streamed.value.response["Error"]["Message"]
+    )
 
     metrics = server.metrics()
     assert 'zeroscale_approximate_backlog_size{endpoint_name="rf-async"}' in metrics

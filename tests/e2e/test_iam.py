@@ -122,6 +122,18 @@ def test_policies_decide_every_api(server: ServerProcess, alice: dict[str, str])
         f"resource: arn:aws:sagemaker:{REGION}:{ACCOUNT}:endpoint/secret-echo with an explicit deny in an "
         "identity-based policy"
     )
+    # Response streams are authorized as sagemaker:InvokeEndpoint on the endpoint, as on AWS.
+    streamed = smr.invoke_endpoint_with_response_stream(
+        EndpointName="open-echo", Body=b"[1]", ContentType="application/json"
+    )
+    assert [e["PayloadPart"]["Bytes"] for e in streamed["Body"]]
+    denied_stream = error(
+        smr.invoke_endpoint_with_response_stream,
+        EndpointName="secret-echo",
+        Body=b"[1]",
+        ContentType="application/json",
+    )
+    assert denied_stream == denied
     assert sm.describe_endpoint(EndpointName="secret-echo")["EndpointStatus"] == "InService"
     assert len(sm.list_endpoints()["Endpoints"]) == 2
     create = error(sm.create_model, ModelName="m", PrimaryContainer={"Image": "sklearn"})

@@ -229,8 +229,15 @@ def test_a_shadow_variant_gets_a_copy_of_the_traffic_and_its_answers_are_discard
     def shadow_errors() -> float | None:
         return value(server.metrics(), "zeroscale_invocation_5xx_errors_total", **labels)
 
-    wait_for(lambda: shadow_errors() == 10, timeout_s=20)  # recorded under its own name
-    assert value(server.metrics(), "zeroscale_invocations_total", **labels) == 10
+    # A streamed request is copied too (the shadow serves it whole, its answer discarded).
+    streamed = smr.invoke_endpoint_with_response_stream(
+        EndpointName="rt-shadow", Body=body, ContentType="application/json"
+    )
+    assert streamed["InvokedProductionVariant"] == "Prod"
+    parts = b"".join(e["PayloadPart"]["Bytes"] for e in streamed["Body"])
+    assert json.loads(parts) == sklearn_model.expected(sklearn_model.X[:2])
+    wait_for(lambda: shadow_errors() == 11, timeout_s=20)  # recorded under its own name
+    assert value(server.metrics(), "zeroscale_invocations_total", **labels) == 11
     code, _ = error(smr.invoke_endpoint, EndpointName="rt-shadow", Body=body, TargetVariant="Candidate")
     assert code == "ValidationError"  # a shadow is not a target
 

@@ -181,20 +181,28 @@ def test_every_listed_operation_is_implemented(clients: dict[str, Any], service:
             assert err.response["Error"]["Code"] != "NotImplementedError", operation
 
 
-def test_every_invoke_endpoint_member_is_served_or_refused_by_name(server: ServerProcess) -> None:
+@pytest.mark.parametrize(
+    ("operation", "table"),
+    [
+        ("InvokeEndpoint", served.INVOKE_ENDPOINT),
+        ("InvokeEndpointWithResponseStream", served.INVOKE_ENDPOINT_WITH_RESPONSE_STREAM),
+    ],
+)
+def test_every_invoke_endpoint_member_is_served_or_refused_by_name(
+    server: ServerProcess, operation: str, table: frozenset[str]
+) -> None:
     smr = server.client("sagemaker-runtime", parameter_validation=False)
-    shape = ServiceShapes("sagemaker-runtime").input_shape("InvokeEndpoint")
-    refused = [name for name in shape.members if name not in served.INVOKE_ENDPOINT]
-    assert {"TargetModel", "TargetContainerHostname", "EnableExplanations", "InferenceComponentName"} <= set(
-        refused
-    )
+    shape = ServiceShapes("sagemaker-runtime").input_shape(operation)
+    refused = [name for name in shape.members if name not in table]
+    expected = {"TargetContainerHostname", "InferenceComponentName", "SessionId"}
+    if operation == "InvokeEndpoint":
+        expected |= {"TargetModel", "EnableExplanations"}
+    assert expected <= set(refused)
     for name in refused:
         member = shape.members[name]
         assert member.serialization.get("location") == "header", name  # the only kind the runtime refuses
         header = member.serialization["name"]
-        code, message, status = _refusal(
-            smr, "InvokeEndpoint", {"EndpointName": "any", "Body": b"1", name: "v"}
-        )
+        code, message, status = _refusal(smr, operation, {"EndpointName": "any", "Body": b"1", name: "v"})
         assert (code, status) == ("ValidationError", 400)
         assert message == f"zeroscale does not support {name} (header {header}) yet."
 

@@ -60,6 +60,7 @@ class FakeManager:
         self.status = 200
         self.prewarmed: list[tuple[str, ...]] = []
         self.template_size = 40 * 1024 * 1024
+        self.streams: list[FakeStream] = []
 
     def as_manager(self) -> Workers:
         return cast(Workers, self)
@@ -131,6 +132,21 @@ class FakeManager:
             return await fut
         return WorkerResponse(self.status, [], body)
 
+    async def stream(
+        self,
+        handle: WorkerHandle,
+        method: bytes,
+        path: bytes,
+        headers: list[tuple[bytes, bytes]],
+        body: bytes,
+    ) -> FakeStream:
+        if not handle.alive:
+            raise WorkerConnectionError("the worker closed its connection")
+        self.requests.append(handle.worker_id)
+        stream = FakeStream(self.status)
+        self.streams.append(stream)
+        return stream
+
     # ---- what the test does to workers ----
     def exit(self, handle: WorkerHandle, code: int = -11) -> None:
         """The process is gone (a crash when nobody asked it to stop)."""
@@ -160,6 +176,43 @@ class FakeManager:
     def answer_all(self) -> None:
         while self.pending:
             self.answer()
+
+
+class FakeStream:
+    """A worker's streamed answer that the test feeds: ``send`` parts, then ``end`` (optionally with the
+    worker's error trailer) or ``broken``."""
+
+    def __init__(self, status: int = 200) -> None:
+        self.status = status
+        self.error: tuple[int, str] | None = None
+        self.aborted = False
+        self._parts: asyncio.Queue[bytes | Exception | None] = asyncio.Queue()
+
+    def header(self, name: bytes) -> bytes | None:
+        return b"text/plain" if name.lower() == b"content-type" else None
+
+    def send(self, *parts: bytes) -> None:
+        for part in parts:
+            self._parts.put_nowait(part)
+
+    def end(self, error: tuple[int, str] | None = None) -> None:
+        self.error = error
+        self._parts.put_nowait(None)
+
+    def broken(self) -> None:
+        self._parts.put_nowait(WorkerConnectionError("worker closed the connection"))
+
+    async def next_parts(self) -> list[bytes]:
+        item = await self._parts.get()
+        if isinstance(item, Exception):
+            raise item
+        return [] if item is None else [item]
+
+    async def read_all(self) -> bytes:
+        return b"boom"
+
+    def abort(self) -> None:
+        self.aborted = True
 
 
 class Recorder:

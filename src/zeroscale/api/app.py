@@ -19,6 +19,7 @@ from zeroscale.api.invoke import InvokeApi
 from zeroscale.api.jsonrpc import MAX_BODY_BYTES as MAX_JSON_BODY_BYTES
 from zeroscale.api.jsonrpc import JsonService
 from zeroscale.api.query import UNSIGNED_ACTIONS, QueryService, is_query_request, parse
+from zeroscale.api.stream_invoke import StreamInvokeApi
 from zeroscale.api.wire import Send, control_error, control_ok, respond, runtime_error
 from zeroscale.errors import (
     InternalFailure,
@@ -41,6 +42,7 @@ _UNSIGNED_GETS = ("/metrics", "/ping", "/healthz")
 _CONSOLE = "/console"
 _INVOCATIONS_SUFFIX = "/invocations"
 _ASYNC_SUFFIX = "/async-invocations"
+_STREAM_SUFFIX = "/invocations-response-stream"
 _CONTROL_BODY_LIMIT = 16 * 1024 * 1024
 
 
@@ -95,6 +97,7 @@ class AppParts:
     # the web console under /console (an ASGI app with its own sessions), when mounted
     console: Callable[[Scope, Receive, Send], Awaitable[None]] | None = None
     async_runtime: AsyncInvokeApi | None = None  # InvokeEndpointAsync
+    stream_runtime: StreamInvokeApi | None = None  # InvokeEndpointWithResponseStream
     query: QueryService | None = None  # the SNS-compatible topic API (query protocol, signing name "sns")
     # Scoped credentials (iam/): every verified request is checked (None: every known key may do anything);
     # IAM's query protocol on POST / for requests signed for "iam".
@@ -213,6 +216,13 @@ class App:
                 if endpoint is None or method != "POST":
                     raise RuntimeValidationError(f"No runtime operation at {method} {path}.")
                 await self._p.async_runtime.invoke(send, request_id, endpoint, headers)
+            elif is_runtime and path.endswith(_STREAM_SUFFIX) and self._p.stream_runtime is not None:
+                endpoint = _endpoint_name(path, _STREAM_SUFFIX)
+                if endpoint is None or method != "POST":
+                    raise RuntimeValidationError(f"No runtime operation at {method} {path}.")
+                await self._p.stream_runtime.invoke(
+                    send, receive, request_id, endpoint, headers, body, started
+                )
             elif is_runtime:
                 endpoint = _endpoint_name(path)
                 if endpoint is None or method != "POST":
@@ -260,6 +270,10 @@ class App:
             if path.endswith(_ASYNC_SUFFIX):
                 name = _endpoint_name(path, _ASYNC_SUFFIX) or ""
                 return Access(access_key_id, "runtime", "sagemaker", "InvokeEndpointAsync", name)
+            if path.endswith(_STREAM_SUFFIX):  # authorized as sagemaker:InvokeEndpoint, as on AWS
+                return Access(
+                    access_key_id, "runtime", "sagemaker", path=_endpoint_name(path, _STREAM_SUFFIX) or ""
+                )
             return Access(access_key_id, "runtime", "sagemaker", path=_endpoint_name(path) or "")
         if path.startswith(REST_PREFIX):
             return Access(access_key_id, "rest", "zeroscale", scope["method"], path[len(REST_PREFIX) :])

@@ -271,6 +271,10 @@ INVOKE_ENDPOINT = frozenset(
     {"EndpointName", "Body", "ContentType", "Accept", "CustomAttributes", "TargetVariant", "InferenceId"}
 )
 
+# sagemaker-runtime InvokeEndpointWithResponseStream: the same (Accept arrives as X-Amzn-SageMaker-Accept).
+# Refused by name: TargetContainerHostname, InferenceComponentName, SessionId, PrefixAwareId.
+INVOKE_ENDPOINT_WITH_RESPONSE_STREAM = INVOKE_ENDPOINT
+
 _BY_SERVICE = {"sagemaker": SAGEMAKER, "logs": LOGS, "application-autoscaling": APPLICATION_AUTOSCALING}
 
 

@@ -189,6 +189,6 @@ def error_family(record: InvocationRecord) -> int:
     """4 or 5 when the invocation counts under Invocation4XXErrors or Invocation5XXErrors, else 0."""
     if record.status < 400:
         return 0
-    if record.error_code == "ModelError":
+    if record.error_code in ("ModelError", "ModelStreamError"):
         return 4 if 400 <= record.model_status < 500 else 5
     return 4 if record.status < 500 else 5

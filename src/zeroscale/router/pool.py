@@ -21,8 +21,10 @@ from zeroscale.metrics.load import PoolLoad
 from zeroscale.router.budget import MemoryBudget
 from zeroscale.router.slots import Slot, Slots, StopReason
 from zeroscale.router.spec import PoolSpec, RouterSettings, Workers
+from zeroscale.router.streams import PoolStream
 from zeroscale.router.template import PoolTemplate
 from zeroscale.router.warmcache import WarmCache
+from zeroscale.runtimes.streaming import ERROR_TRAILER, parse_trailer
 from zeroscale.scaler.policy import IdleWorker, PoolSnapshot, decide
 from zeroscale.types import WorkerState
 from zeroscale.workers.client import Body, WorkerConnectionError, WorkerResponse
@@ -31,6 +33,7 @@ from zeroscale.workers.manager import WorkerHandle, WorkerSpec
 S = WorkerState
 _CONTAINER = "primary"
 _DRAIN_STOP_GRACE_S = 1.0
+_STREAM_ERROR = ERROR_TRAILER.lower()
 
 
 @dataclass(slots=True)
@@ -365,8 +368,8 @@ class VariantPool:
             return
         self._hand_over(slot)
 
-    async def invoke(self, inv: Invocation) -> WorkerResponse:
-        slot = await self.acquire()
+    def _begin(self, inv: Invocation, slot: Slot) -> WorkerHandle:
+        """A worker was acquired for ``inv``: note which, and the cold start it waited for."""
         handle = slot.handle
         assert handle is not None  # a BUSY slot has answered /ping
         inv.worker_id = slot.worker_id
@@ -374,6 +377,11 @@ class VariantPool:
         if slot.fresh:
             slot.fresh = False
             inv.setup_s = handle.ready_s
+        return handle
+
+    async def invoke(self, inv: Invocation) -> WorkerResponse:
+        slot = await self.acquire()
+        handle = self._begin(inv, slot)
         started = time.perf_counter()
         timeout_s = self._settings.invocation_timeout_s if inv.timeout_s is None else inv.timeout_s
         try:
@@ -382,28 +390,10 @@ class VariantPool:
                 resp = await self._manager.request(handle, inv.method, inv.path, inv.headers, inv.body)
         except TimeoutError:
             inv.model_s = time.perf_counter() - started
-            self._manager.kill(handle, "the invocation timed out", kind="timed_out")
-            self.release(slot, broken=True)
-            raise ModelError(
-                "Your invocation timed out while waiting for a response from container primary. "
-                f"The model took longer than {timeout_s:g} s to answer.",
-                original_status=0,
-                original_message="invocation timed out",
-                log_stream_arn=self._log_stream_arn(handle),
-            ) from None
+            raise self._timed_out(slot, handle, timeout_s) from None
         except (WorkerConnectionError, OSError) as exc:
             inv.model_s = time.perf_counter() - started
-            self.release(slot, broken=True)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(handle.exited.wait(), 2.0)
-            reason = handle.death_reason()
-            raise ModelError(
-                f'Received server error (0) from {_CONTAINER} with message "{reason}". '
-                f"See {self._log_stream_arn(handle)} for more information.",
-                original_status=0,
-                original_message=reason,
-                log_stream_arn=self._log_stream_arn(handle),
-            ) from exc
+            raise await self._broken(slot, handle) from exc
         except BaseException:
             self.release(slot, broken=True)
             raise
@@ -411,17 +401,93 @@ class VariantPool:
         inv.model_status = resp.status
         self.release(slot)
         if resp.status >= 400:
-            text = resp.body.decode("utf-8", "replace")
-            kind = "client" if resp.status < 500 else "server"
-            arn = self._log_stream_arn(handle)
-            raise ModelError(
-                f'Received {kind} error ({resp.status}) from {_CONTAINER} with message "{text}". '
-                f"See {arn} for more information.",
-                original_status=resp.status,
-                original_message=text,
-                log_stream_arn=arn,
-            )
+            raise self._answered_error(handle, resp.status, resp.body.decode("utf-8", "replace"))
+        if resp.headers and resp.headers[-1][0].lower() == _STREAM_ERROR:
+            # a streaming model's parts, joined, and it failed after its first part (the error trailer)
+            status, message = parse_trailer(resp.headers[-1][1])
+            inv.model_status = status
+            raise self._answered_error(handle, status, message)
         return resp
+
+    async def stream(self, inv: Invocation) -> PoolStream:
+        """InvokeEndpointWithResponseStream: like ``invoke``, but returns once the answer's head is in; the
+        worker stays busy until the stream's last part (``PoolStream``, which the caller must end)."""
+        assert isinstance(inv.body, bytes)
+        slot = await self.acquire()
+        handle = self._begin(inv, slot)
+        started = time.perf_counter()
+        timeout_s = self._settings.invocation_timeout_s if inv.timeout_s is None else inv.timeout_s
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        try:
+            async with asyncio.timeout_at(deadline):
+                worker = await self._manager.stream(handle, b"POST", b"/invocations", inv.headers, inv.body)
+                if worker.status >= 400:
+                    text = (await worker.read_all()).decode("utf-8", "replace")
+        except TimeoutError:
+            inv.model_s = time.perf_counter() - started
+            raise self._timed_out(slot, handle, timeout_s) from None
+        except (WorkerConnectionError, OSError) as exc:
+            inv.model_s = time.perf_counter() - started
+            raise await self._broken(slot, handle) from exc
+        except BaseException:
+            self.release(slot, broken=True)
+            raise
+        inv.model_status = worker.status
+        if worker.status >= 400:
+            inv.model_s = time.perf_counter() - started
+            self.release(slot)
+            raise self._answered_error(handle, worker.status, text)
+
+        def kill() -> None:
+            self._manager.kill(handle, "the invocation timed out", kind="timed_out")
+
+        return PoolStream(
+            worker,
+            inv,
+            started=started,
+            deadline=deadline,
+            timeout_s=timeout_s,
+            release=lambda broken: self.release(slot, broken=broken),
+            kill=kill,
+            death_reason=handle.death_reason,
+            log_stream_arn=self._log_stream_arn(handle),
+        )
+
+    def _timed_out(self, slot: Slot, handle: WorkerHandle, timeout_s: float) -> ModelError:
+        self._manager.kill(handle, "the invocation timed out", kind="timed_out")
+        self.release(slot, broken=True)
+        return ModelError(
+            "Your invocation timed out while waiting for a response from container primary. "
+            f"The model took longer than {timeout_s:g} s to answer.",
+            original_status=0,
+            original_message="invocation timed out",
+            log_stream_arn=self._log_stream_arn(handle),
+        )
+
+    async def _broken(self, slot: Slot, handle: WorkerHandle) -> ModelError:
+        """The connection broke mid-request: the worker is stopped, and the error says why it died."""
+        self.release(slot, broken=True)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(handle.exited.wait(), 2.0)
+        reason = handle.death_reason()
+        return ModelError(
+            f'Received server error (0) from {_CONTAINER} with message "{reason}". '
+            f"See {self._log_stream_arn(handle)} for more information.",
+            original_status=0,
+            original_message=reason,
+            log_stream_arn=self._log_stream_arn(handle),
+        )
+
+    def _answered_error(self, handle: WorkerHandle, status: int, text: str) -> ModelError:
+        kind = "client" if status < 500 else "server"
+        arn = self._log_stream_arn(handle)
+        return ModelError(
+            f'Received {kind} error ({status}) from {_CONTAINER} with message "{text}". '
+            f"See {arn} for more information.",
+            original_status=status,
+            original_message=text,
+            log_stream_arn=arn,
+        )
 
     def _log_stream_arn(self, handle: WorkerHandle) -> str:
         return self._settings.log_stream_arn(self.spec.endpoint, self.spec.variant, handle.worker_id)

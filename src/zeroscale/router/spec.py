@@ -11,6 +11,7 @@ from typing import Protocol
 from zeroscale.types import log_group_name
 from zeroscale.workers.client import Body, WorkerResponse
 from zeroscale.workers.manager import WorkerHandle, WorkerSpec
+from zeroscale.workers.stream import WorkerStream
 from zeroscale.workers.zygotes import Zygote
 
 
@@ -48,6 +49,17 @@ class Workers(Protocol):
         headers: list[tuple[bytes, bytes]],
         body: Body,
     ) -> WorkerResponse: ...
+
+    async def stream(
+        self,
+        handle: WorkerHandle,
+        method: bytes,
+        path: bytes,
+        headers: list[tuple[bytes, bytes]],
+        body: bytes,
+    ) -> WorkerStream:
+        """One request whose answer is read as it comes (InvokeEndpointWithResponseStream)."""
+        ...
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,11 @@
 """A small, fast HTTP/1.1 server for the SageMaker container contract, parsed with httptools.
 
 ``GET /ping`` -> 200 with an empty body; ``POST /invocations`` -> ``invoke(body, headers)``; anything
-else -> 404. One thread per connection (keep-alive, pipelining, chunked bodies); invocations run one
-at a time under one lock, which also covers writing the response, so ``drain`` waits for the
-in-flight request to be answered. ``/ping`` never waits for that lock.
+else -> 404. A streamed answer (an iterator of parts) goes out chunked, one chunk per part as soon as it
+exists; a failure mid-stream ends it with the error trailer (streaming.py). One thread per connection
+(keep-alive, pipelining, chunked bodies); invocations run one at a time under one lock, which also covers
+writing the response (a stream's last part included), so ``drain`` waits for the in-flight request to be
+answered. ``/ping`` never waits for that lock.
 """
 
 from __future__ import annotations
@@ -14,12 +16,15 @@ import socket
 import sys
 import threading
 import traceback
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 
 import httptools
 
-# invoke(body, lower-cased headers) -> (status, body, content_type); must not raise.
-InvokeFn = Callable[[bytes, Mapping[str, str]], tuple[int, bytes, str]]
+from zeroscale.runtimes.streaming import ERROR_TRAILER, StreamFailed, trailer
+
+# invoke(body, lower-cased headers) -> (status, body or an iterator of parts, content_type); must not raise
+# (a streamed body's iterator may raise StreamFailed).
+InvokeFn = Callable[[bytes, Mapping[str, str]], tuple[int, bytes | Iterator[bytes], str]]
 
 _RECV_BYTES = 256 * 1024
 _TEXT = b"text/plain; charset=utf-8"
@@ -185,10 +190,46 @@ class _Connection:
                 except Exception as exc:  # invoke should not raise; answer something anyway
                     traceback.print_exc(file=sys.stderr)
                     status, out, content_type = 500, f"{type(exc).__name__}: {exc}".encode(), "text/plain"
+                if not isinstance(out, bytes):
+                    return self._send_stream(status, out, _header_value(content_type), keep)
                 self._send(status, out, _header_value(content_type), keep)
             return keep
         message = b"Not found: " + method + b" " + path
         self._send(404, message, _TEXT, keep)
+        return keep
+
+    def _send_stream(self, status: int, parts: Iterator[bytes], content_type: bytes, keep: bool) -> bool:
+        """Chunked, each part sent at once; returns whether to keep the connection (not when the peer went
+        away: the parts are closed, which stops the model at its next part)."""
+        reason = _REASONS.get(status) or _reason(status)
+        conn = b"" if keep else b"Connection: close\r\n"
+        sock = self.sock
+        try:
+            sock.sendall(
+                b"HTTP/1.1 %d %s\r\nContent-Type: %s\r\nTransfer-Encoding: chunked\r\nTrailer: %s\r\n%s\r\n"
+                % (status, reason, content_type, ERROR_TRAILER, conn)
+            )
+            while True:
+                try:
+                    part = next(parts)
+                except StopIteration:
+                    end = b"0\r\n\r\n"
+                    break
+                except StreamFailed as exc:
+                    end = b"0\r\n%s: %s\r\n\r\n" % (ERROR_TRAILER, trailer(exc.status, exc.message))
+                    break
+                except Exception as exc:  # an iterator that is not the handler's: report it all the same
+                    traceback.print_exc(file=sys.stderr)
+                    message = trailer(500, f"{type(exc).__name__}: {exc}")
+                    end = b"0\r\n%s: %s\r\n\r\n" % (ERROR_TRAILER, message)
+                    break
+                sock.sendall(b"%x\r\n%s\r\n" % (len(part), part))
+            sock.sendall(end)
+        except OSError:
+            close = getattr(parts, "close", None)
+            if close is not None:
+                close()
+            return False
         return keep
 
     def _send(self, status: int, body: bytes, content_type: bytes, keep: bool) -> None:

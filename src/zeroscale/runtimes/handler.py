@@ -1,7 +1,9 @@
 """The sagemaker-inference-toolkit handler contract: user hooks in ``code/inference.py`` over defaults.
 
 ``Handler.load`` imports the user module (if any), checks its hooks and loads the model;
-``Handler.invoke`` turns one request body into ``(status, body, content_type)`` and never raises.
+``Handler.invoke`` turns one request body into ``(status, body, content_type)`` and never raises. A
+predict_fn, output_fn or transform_fn that returns an iterator streams (see streaming.py): the body is then
+an iterator of parts, whose first part is already computed (an error before it is a plain error answer).
 """
 
 from __future__ import annotations
@@ -11,13 +13,14 @@ import inspect
 import os
 import sys
 import traceback
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
 
 from zeroscale.errors import DeployError
 from zeroscale.runtimes import codecs
+from zeroscale.runtimes.streaming import StreamFailed, is_stream, parts, prepend
 from zeroscale.runtimes.usercode import add_python_path, user_code_path
 
 HOOKS = ("model_fn", "input_fn", "predict_fn", "output_fn", "transform_fn")
@@ -25,7 +28,8 @@ HOOKS = ("model_fn", "input_fn", "predict_fn", "output_fn", "transform_fn")
 _ARITY = {"model_fn": 1, "input_fn": 2, "predict_fn": 2, "output_fn": 2, "transform_fn": 4}
 _TEXT = "text/plain; charset=utf-8"
 
-Result = tuple[int, bytes, str]
+Body = bytes | Iterator[bytes]  # an iterator: a streamed answer, one part per item
+Result = tuple[int, Body, str]
 
 
 @dataclass
@@ -188,11 +192,35 @@ class Handler:
             else:
                 data = _call(self._input, ctx, body, content_type)
                 prediction = _call(self._predict, ctx, data, self.model)
+                if is_stream(prediction):
+                    return self._stream_predictions(prediction, ctx, accept)
                 result = _call(self._output, ctx, prediction, accept)
             out, out_type = _response(result, accept)
-            return 200, out, out_type
+            if isinstance(out, bytes):
+                return 200, out, out_type
+            return 200, _started(parts(out, lambda item: _part(item, out_type), _stream_error)), out_type
+        except StreamFailed as exc:  # failed before its first part: already logged
+            return exc.status, exc.message.encode("utf-8", "replace"), _TEXT
         except Exception as exc:
             return error_result(exc)
+
+    def _stream_predictions(self, predictions: Iterator[Any], ctx: Context | None, accept: str) -> Result:
+        """predict_fn streamed: each prediction goes through output_fn and is one part; the first one's
+        content type is the answer's."""
+        output = self._output
+
+        def encode(prediction: Any) -> tuple[bytes, str]:
+            out, out_type = _response(_call(output, ctx, prediction, accept), accept)
+            if not isinstance(out, bytes):
+                out = b"".join(_part(item, out_type) for item in out)
+            return out, out_type
+
+        first = next(predictions, _END)
+        if first is _END:
+            return 200, b"", accept.split(",", 1)[0].strip()
+        first_out, out_type = encode(first)
+        rest = parts(predictions, lambda p: encode(p)[0], _stream_error)
+        return 200, prepend(first_out, rest), out_type
 
     def _accept(self, accept: str) -> str:
         accept = accept.strip()
@@ -221,11 +249,16 @@ def _call(hook: Hook, ctx: Context | None, *args: Any) -> Any:
     return hook.fn(*args)
 
 
-def _response(result: Any, accept: str) -> tuple[bytes, str]:
+_END = object()
+
+
+def _response(result: Any, accept: str) -> tuple[Body, str]:
     if isinstance(result, tuple) and len(result) == 2 and isinstance(result[1], str):
         body, content_type = result
     else:
         body, content_type = result, accept.split(",", 1)[0].strip()
+    if is_stream(body):
+        return body, content_type
     if isinstance(body, bytes):
         return body, content_type
     if isinstance(body, str):
@@ -236,7 +269,32 @@ def _response(result: Any, accept: str) -> tuple[bytes, str]:
     return codecs.encode(body, content_type)
 
 
-def error_result(exc: BaseException) -> Result:
+def _part(item: Any, content_type: str) -> bytes:
+    """One streamed item as bytes: bytes and str as they are, anything else encoded for the content type."""
+    if isinstance(item, bytes):
+        return item
+    if isinstance(item, str):
+        return item.encode("utf-8")
+    if isinstance(item, bytearray | memoryview):
+        return bytes(item)
+    return codecs.encode(item, content_type)[0]
+
+
+def _started(stream: Iterator[bytes]) -> Body:
+    """The stream with its first part computed now (an error before any part is a plain error answer)."""
+    first = next(stream, None)
+    if first is None:
+        return b""
+    return prepend(first, stream)
+
+
+def _stream_error(exc: Exception) -> tuple[int, str]:
+    status, message, _ = error_result(exc)
+    assert isinstance(message, bytes)
+    return status, message.decode("utf-8", "replace")
+
+
+def error_result(exc: BaseException) -> tuple[int, bytes, str]:
     """The response for an exception: its integer ``status_code`` if it has one, else 500."""
     status = getattr(exc, "status_code", None)
     if isinstance(status, int) and not isinstance(status, bool) and 400 <= status <= 599:

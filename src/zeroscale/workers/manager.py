@@ -28,6 +28,7 @@ from zeroscale.workers.confinement import Confinement, processes_of
 from zeroscale.workers.forkserver import THREAD_ENV
 from zeroscale.workers.memory import private_bytes, rss_mb, tree_rss_mb
 from zeroscale.workers.process import ProcessLauncher
+from zeroscale.workers.stream import WorkerStream, open_stream
 from zeroscale.workers.zygotes import Zygote, ZygoteError, tail
 
 log = logging.getLogger("zeroscale.workers")
@@ -458,6 +459,20 @@ class WorkerManager:
         if conn is None or conn.closed:
             conn = handle.conn = await handle.connect()
         return await conn.request(method, path, headers, body)
+
+    async def stream(
+        self,
+        handle: WorkerHandle,
+        method: bytes,
+        path: bytes,
+        headers: list[tuple[bytes, bytes]],
+        body: bytes,
+    ) -> WorkerStream:
+        """A request whose answer is read as it comes (``stream.py``), over the same connection."""
+        conn = handle.conn
+        if conn is None or conn.closed:
+            conn = handle.conn = await handle.connect()
+        return await open_stream(conn, method, path, headers, body)
 
     def kill(self, handle: WorkerHandle, reason: str, kind: str = "killed") -> None:
         if handle.kill_reason is None:
