@@ -7,6 +7,7 @@ import logging
 import socket
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import uvicorn
 
@@ -33,6 +34,10 @@ from zeroscale.autoscaling.service import AutoScaling
 from zeroscale.autoscaling.targets import Targets
 from zeroscale.background import Background
 from zeroscale.batch.runner import TransformRunner
+from zeroscale.cloudwatch.alarms import AlarmStore
+from zeroscale.cloudwatch.data import MetricData
+from zeroscale.cloudwatch.recent import RecentMetrics
+from zeroscale.cloudwatch.service import CloudWatch
 from zeroscale.config import Settings
 from zeroscale.console import Backend, Console
 from zeroscale.control.arns import Arns
@@ -208,6 +213,18 @@ def build(settings: Settings) -> Server:
         deliverer=Deliverer(),
     )
     asynchronous.notifier = topics
+    recent = RecentMetrics(fleet.loads)
+    events.add(recent)
+    cloudwatch = CloudWatch(
+        AlarmStore(settings.db_url),
+        MetricData(history, recent),
+        region=settings.region,
+        account_id=settings.account_id,
+        interval_s=settings.alarm_interval_s,
+        leader=cluster.leads,
+        spell=lambda name: (store.get("endpoint", name) or _Named(name)).name,
+    )
+    cloudwatch.actions["arn:aws:sns:"] = _TopicAction(topics)
     metrics.registry.register(BacklogCollector(asynchronous.backlog, fleet.loads))
     async_api = AsyncInvokeApi(asynchronous)
     iam = IamStore(settings.db_url, SecretBox.load_or_create(settings.data_dir / "iam.key"))
@@ -231,11 +248,13 @@ def build(settings: Settings) -> Server:
         await asynchronous.start()  # after resume: queued requests need their endpoints' routes
         await transforms.resume()
         await autoscaling.start()  # after resume: it reads the endpoints' instance counts
+        await cloudwatch.start()
 
     async def shutdown() -> None:
         await background.cancel()  # a prewarm still starting its zygote
         await cluster.close()  # leaves: the others take over its share now
         await autoscaling.close()
+        await cloudwatch.close()
         await asynchronous.close()  # requests it was running stay Running: they run again at the next start
         await topics.deliverer.close()
         await transforms.close()  # InProgress jobs stay InProgress: they resume at the next start
@@ -257,6 +276,7 @@ def build(settings: Settings) -> Server:
             ),
             JsonService(ServiceShapes("logs"), logs.operations),
             JsonService(ServiceShapes("application-autoscaling"), autoscaling.operations()),
+            JsonService(ServiceShapes("cloudwatch"), cloudwatch.operations()),
         ],
         runtime=InvokeApi(
             fleet,
@@ -302,6 +322,24 @@ def build(settings: Settings) -> Server:
         )
     )
     return Server(settings, creds, App(parts), confinement.announce())
+
+
+@dataclass(frozen=True)
+class _Named:
+    name: str
+
+
+class _TopicAction:
+    """An alarm action on an SNS-style topic: the alarm's notification, published as JSON."""
+
+    def __init__(self, topics: Topics) -> None:
+        self._topics = topics
+
+    def check(self, arn: str) -> None:
+        self._topics.subscriptions(arn)  # TopicNotFound unless it exists
+
+    def run(self, arn: str, message: dict[str, Any]) -> None:
+        self._topics.notify(arn, message)
 
 
 def serve(settings: Settings) -> None:

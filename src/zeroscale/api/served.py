@@ -266,12 +266,101 @@ APPLICATION_AUTOSCALING: Table = {
     "DescribeScalingActivities": {**_SCOPE, **_PAGES, "IncludeNotScaledActivities": only(False)},
 }
 
+# CloudWatch (cloudwatch/): zeroscale's metrics (AWS/SageMaker) and metric alarms on them. Not served: metric
+# math and percentiles (no distributions are kept), anomaly detection, composite alarms, tags, cross-account
+# observability.
+_DIMENSIONS = {"Dimensions": ANY, "Dimensions.Name": ANY, "Dimensions.Value": ANY}
+_METRIC = {"Namespace": ANY, "MetricName": ANY, **_DIMENSIONS}
+
+CLOUDWATCH: Table = {
+    "GetMetricStatistics": {
+        **_METRIC,
+        "StartTime": ANY,
+        "EndTime": ANY,
+        "Period": ANY,
+        "Statistics": ANY,
+        "Unit": ANY,
+    },
+    "GetMetricData": {
+        "MetricDataQueries": ANY,
+        **under(
+            "MetricDataQueries",
+            {
+                "Id": ANY,
+                "MetricStat": ANY,
+                "MetricStat.Metric": ANY,
+                **under("MetricStat.Metric", _METRIC),
+                "MetricStat.Period": ANY,
+                "MetricStat.Stat": ANY,
+                "MetricStat.Unit": ANY,
+                "Label": ANY,
+                "ReturnData": ANY,
+            },
+        ),
+        "StartTime": ANY,
+        "EndTime": ANY,
+        "NextToken": ANY,
+        "ScanBy": ANY,
+        "MaxDatapoints": ANY,
+    },
+    "ListMetrics": {
+        **_METRIC,
+        "NextToken": ANY,
+        "RecentlyActive": ANY,
+        "IncludeLinkedAccounts": only(False),
+    },
+    "PutMetricAlarm": {
+        "AlarmName": ANY,
+        "AlarmDescription": ANY,
+        "ActionsEnabled": ANY,
+        "OKActions": ANY,
+        "AlarmActions": ANY,
+        "InsufficientDataActions": ANY,
+        **_METRIC,
+        "Statistic": ANY,
+        "Period": ANY,
+        "Unit": ANY,
+        "EvaluationPeriods": ANY,
+        "DatapointsToAlarm": ANY,
+        "Threshold": ANY,
+        "ComparisonOperator": ANY,
+        "TreatMissingData": ANY,
+    },
+    "DescribeAlarms": {
+        "AlarmNames": ANY,
+        "AlarmNamePrefix": ANY,
+        "AlarmTypes": ANY,
+        "StateValue": ANY,
+        "ActionPrefix": ANY,
+        "MaxRecords": ANY,
+        "NextToken": ANY,
+    },
+    "DescribeAlarmsForMetric": {**_METRIC, "Statistic": ANY, "Period": ANY, "Unit": ANY},
+    "DescribeAlarmHistory": {
+        "AlarmName": ANY,
+        "AlarmTypes": ANY,
+        "HistoryItemType": ANY,
+        "StartDate": ANY,
+        "EndDate": ANY,
+        "MaxRecords": ANY,
+        "NextToken": ANY,
+        "ScanBy": ANY,
+    },
+    "DeleteAlarms": {"AlarmNames": ANY},
+    "SetAlarmState": {"AlarmName": ANY, "StateValue": ANY, "StateReason": ANY, "StateReasonData": ANY},
+}
+
 # sagemaker-runtime InvokeEndpoint. Every other member is a request header, refused when present.
 INVOKE_ENDPOINT = frozenset(
     {"EndpointName", "Body", "ContentType", "Accept", "CustomAttributes", "TargetVariant", "InferenceId"}
 )
 
-_BY_SERVICE = {"sagemaker": SAGEMAKER, "logs": LOGS, "application-autoscaling": APPLICATION_AUTOSCALING}
+_BY_SERVICE = {
+    "sagemaker": SAGEMAKER,
+    "logs": LOGS,
+    "application-autoscaling": APPLICATION_AUTOSCALING,
+    "cloudwatch": CLOUDWATCH,
+}
 
 
 def refusals(service: str) -> Refusals:
