@@ -152,24 +152,26 @@ class Fleet:
             raise DeployError(f"Endpoint {endpoint} has no staged fleet.")
         self._routes[endpoint.lower()] = EndpointRoute.of(route.name, route.pools, route.canary, share)
 
-    def promote(self, endpoint: str) -> None:
-        """The staged fleet takes all the traffic; the old one drains."""
-        self._finish_stage(endpoint, keep_new=True)
+    def promote(self, endpoint: str) -> list[asyncio.Task[None]]:
+        """The staged fleet takes all the traffic; the old one drains (the tasks draining it)."""
+        return self._finish_stage(endpoint, keep_new=True)
 
-    def rollback(self, endpoint: str) -> None:
-        """The old fleet takes all the traffic back at once; the staged one drains."""
-        self._finish_stage(endpoint, keep_new=False)
+    def rollback(self, endpoint: str) -> list[asyncio.Task[None]]:
+        """The old fleet takes all the traffic back at once; the staged one drains (the tasks draining it)."""
+        return self._finish_stage(endpoint, keep_new=False)
 
-    def _finish_stage(self, endpoint: str, *, keep_new: bool) -> None:
+    def _finish_stage(self, endpoint: str, *, keep_new: bool) -> list[asyncio.Task[None]]:
         route = self._routes.get(endpoint.lower())
         if route is None or route.canary is None:
             raise DeployError(f"Endpoint {endpoint} has no staged fleet.")
         kept, gone = (route.canary.pools, route.pools) if keep_new else (route.pools, route.canary.pools)
         self._routes[endpoint.lower()] = EndpointRoute.of(route.name, kept)
+        drains = []
         for pool in gone:
             self._emit_variant(pool, "deactivated")
-            self._spawn_drain(pool, self._settings.invocation_timeout_s + 5)
+            drains.append(self._spawn_drain(pool, self._settings.invocation_timeout_s + 5))
         self._discard_cached(gone)
+        return drains
 
     async def adjust(self, endpoint: str, specs: Mapping[str, PoolSpec], *, timeout_s: float) -> None:
         """New weights and capacities for some variants of a routed endpoint, same models
@@ -276,7 +278,7 @@ class Fleet:
             )
         )
 
-    def _spawn_drain(self, pool: VariantPool, timeout_s: float) -> None:
+    def _spawn_drain(self, pool: VariantPool, timeout_s: float) -> asyncio.Task[None]:
         self._draining.add(pool)
 
         async def run() -> None:
@@ -286,7 +288,7 @@ class Fleet:
                 self._draining.discard(pool)
                 self._forget_gone([pool])
 
-        self._background.spawn(run())
+        return self._background.spawn(run())
 
     def _forget_gone(self, pools: list[VariantPool]) -> None:
         """Drop the metric series of these pools' variants that no remaining pool serves (the old and new
