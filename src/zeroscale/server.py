@@ -45,6 +45,7 @@ from zeroscale.control.cluster import Cluster, frontend_id
 from zeroscale.control.deploy import Deployer
 from zeroscale.control.endpoint_configs import EndpointConfigs
 from zeroscale.control.endpoints import Endpoints
+from zeroscale.control.guarded import Guard
 from zeroscale.control.models import Models
 from zeroscale.control.transform_jobs import TransformJobs
 from zeroscale.credentials import AdminCredentials, load_or_create
@@ -180,8 +181,21 @@ def build(settings: Settings) -> Server:
         f"{settings.host}:{settings.port}",
         interval_s=settings.sync_interval_s,
     )
+    recent = RecentMetrics(fleet.loads)
+    events.add(recent)
+    cloudwatch = CloudWatch(
+        AlarmStore(settings.db_url),
+        MetricData(history, recent),
+        region=settings.region,
+        account_id=settings.account_id,
+        interval_s=settings.alarm_interval_s,
+        leader=cluster.leads,
+        spell=lambda name: (store.get("endpoint", name) or _Named(name)).name,
+    )
+    guard = Guard(fleet, cloudwatch)
+    cloudwatch.listeners.append(guard.poke)  # a deployment watching an alarm hears its change at once
     endpoints = Endpoints(
-        store, arns, models, configs, deployer, fleet, frontend=cluster.id, limit=cluster.limit
+        store, arns, models, configs, deployer, fleet, frontend=cluster.id, limit=cluster.limit, guard=guard
     )
     s3 = S3Io(settings.s3_endpoint_url)
     transforms = TransformJobs(
@@ -213,17 +227,6 @@ def build(settings: Settings) -> Server:
         deliverer=Deliverer(),
     )
     asynchronous.notifier = topics
-    recent = RecentMetrics(fleet.loads)
-    events.add(recent)
-    cloudwatch = CloudWatch(
-        AlarmStore(settings.db_url),
-        MetricData(history, recent),
-        region=settings.region,
-        account_id=settings.account_id,
-        interval_s=settings.alarm_interval_s,
-        leader=cluster.leads,
-        spell=lambda name: (store.get("endpoint", name) or _Named(name)).name,
-    )
     cloudwatch.actions["arn:aws:sns:"] = _TopicAction(topics)
     metrics.registry.register(BacklogCollector(asynchronous.backlog, fleet.loads))
     async_api = AsyncInvokeApi(asynchronous)

@@ -44,6 +44,42 @@ _VARIANT: dict[str, Rule] = {
     "ServerlessConfig.ProvisionedConcurrency": ANY,
 }
 
+# Guarded deployments (control/rollout.py, control/guarded.py): blue/green traffic shifting, rolling updates
+# (traffic moved batch by batch; a rollback is all at once, so RollbackMaximumBatchSize is not served), and
+# alarms that roll back.
+_CAPACITY = {"Type": ANY, "Value": ANY}
+_DEPLOYMENT: dict[str, Rule] = {
+    "DeploymentConfig": ANY,
+    **under(
+        "DeploymentConfig",
+        {
+            "BlueGreenUpdatePolicy": ANY,
+            "BlueGreenUpdatePolicy.TrafficRoutingConfiguration": ANY,
+            **under(
+                "BlueGreenUpdatePolicy.TrafficRoutingConfiguration",
+                {
+                    "Type": ANY,
+                    "WaitIntervalInSeconds": ANY,
+                    "CanarySize": ANY,
+                    **under("CanarySize", _CAPACITY),
+                    "LinearStepSize": ANY,
+                    **under("LinearStepSize", _CAPACITY),
+                },
+            ),
+            "BlueGreenUpdatePolicy.TerminationWaitInSeconds": ANY,
+            "BlueGreenUpdatePolicy.MaximumExecutionTimeoutInSeconds": ANY,
+            "RollingUpdatePolicy": ANY,
+            "RollingUpdatePolicy.MaximumBatchSize": ANY,
+            **under("RollingUpdatePolicy.MaximumBatchSize", _CAPACITY),
+            "RollingUpdatePolicy.WaitIntervalInSeconds": ANY,
+            "RollingUpdatePolicy.MaximumExecutionTimeoutInSeconds": ANY,
+            "AutoRollbackConfiguration": ANY,
+            "AutoRollbackConfiguration.Alarms": ANY,
+            "AutoRollbackConfiguration.Alarms.AlarmName": ANY,
+        },
+    ),
+}
+
 
 SAGEMAKER: Table = {
     "CreateModel": {
@@ -90,7 +126,7 @@ SAGEMAKER: Table = {
     "DescribeEndpointConfig": {"EndpointConfigName": ANY},
     "ListEndpointConfigs": _LIST,
     "DeleteEndpointConfig": {"EndpointConfigName": ANY},
-    "CreateEndpoint": {"EndpointName": ANY, "EndpointConfigName": ANY, **_TAGS},
+    "CreateEndpoint": {"EndpointName": ANY, "EndpointConfigName": ANY, **_DEPLOYMENT, **_TAGS},
     "DescribeEndpoint": {"EndpointName": ANY},
     "ListEndpoints": {
         **_LIST,
@@ -101,9 +137,10 @@ SAGEMAKER: Table = {
     "UpdateEndpoint": {
         "EndpointName": ANY,
         "EndpointConfigName": ANY,
-        # false is what an update without them does: the new configuration's variants, no deployment policy
+        # false is what an update without it does: the new configuration's variants
         "RetainAllVariantProperties": only(False),
-        "RetainDeploymentConfig": only(False),
+        **_DEPLOYMENT,
+        "RetainDeploymentConfig": ANY,  # true: the DeploymentConfig CreateEndpoint was given
     },
     "UpdateEndpointWeightsAndCapacities": {
         "EndpointName": ANY,
