@@ -94,6 +94,7 @@ def _config(sm: Any, name: str, model: str) -> str:
 
 def run(root: Path, rounds: int = 5) -> RollbackResult:
     res = RollbackResult()
+    root.mkdir(parents=True, exist_ok=True)
     srv = ServerProcess(root / "data").start()
     try:
         sm, smr, cw = srv.client("sagemaker"), srv.client("sagemaker-runtime"), srv.client("cloudwatch")
