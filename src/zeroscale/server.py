@@ -228,6 +228,7 @@ def build(settings: Settings) -> Server:
     )
     asynchronous.notifier = topics
     cloudwatch.actions["arn:aws:sns:"] = _TopicAction(topics)
+    cloudwatch.actions["arn:aws:autoscaling:"] = _StepScalingAction(autoscaling)
     metrics.registry.register(BacklogCollector(asynchronous.backlog, fleet.loads))
     async_api = AsyncInvokeApi(asynchronous)
     iam = IamStore(settings.db_url, SecretBox.load_or_create(settings.data_dir / "iam.key"))
@@ -335,14 +336,33 @@ class _Named:
 class _TopicAction:
     """An alarm action on an SNS-style topic: the alarm's notification, published as JSON."""
 
+    repeats = False
+
     def __init__(self, topics: Topics) -> None:
         self._topics = topics
 
     def check(self, arn: str) -> None:
         self._topics.subscriptions(arn)  # TopicNotFound unless it exists
 
-    def run(self, arn: str, message: dict[str, Any]) -> None:
+    def run(self, arn: str, message: dict[str, Any], breach: float | None) -> None:
         self._topics.notify(arn, message)
+
+
+class _StepScalingAction:
+    """An alarm action naming a step scaling policy's ARN: the policy scales by the alarm's breach (0 when
+    the alarm was put in ALARM by hand, without data)."""
+
+    repeats = True
+
+    def __init__(self, autoscaling: AutoScaling) -> None:
+        self._autoscaling = autoscaling
+        self._background = Background("step scaling")
+
+    def check(self, arn: str) -> None:
+        self._autoscaling.step_policy(arn)
+
+    def run(self, arn: str, message: dict[str, Any], breach: float | None) -> None:
+        self._background.spawn(self._autoscaling.step(arn, breach or 0.0, str(message["AlarmName"])))
 
 
 def serve(settings: Settings) -> None:

@@ -246,9 +246,9 @@ LOGS: Table = {
     },
 }
 
-# Application Auto Scaling (autoscaling/): real-time SageMaker variants, target tracking only. The namespace,
-# dimension and resource are checked by the service and refused by name; StepScaling needs CloudWatch alarms
-# and PredictiveScaling a forecast, neither served yet.
+# Application Auto Scaling (autoscaling/): real-time SageMaker variants, target tracking, and step scaling
+# invoked by CloudWatch alarms (cloudwatch/). The namespace, dimension and resource are checked by the service
+# and refused by name; PredictiveScaling needs a forecast, not served.
 _SCOPE = {"ServiceNamespace": ANY, "ResourceId": ANY, "ScalableDimension": ANY}
 _PAGES = {"MaxResults": ANY, "NextToken": ANY}
 _TRACKING = "TargetTrackingScalingPolicyConfiguration"
@@ -274,7 +274,22 @@ APPLICATION_AUTOSCALING: Table = {
     "PutScalingPolicy": {
         **_SCOPE,
         "PolicyName": ANY,
-        "PolicyType": only("TargetTrackingScaling"),
+        "PolicyType": only("TargetTrackingScaling", "StepScaling"),
+        "StepScalingPolicyConfiguration": ANY,
+        **under(
+            "StepScalingPolicyConfiguration",
+            {
+                "AdjustmentType": ANY,
+                "StepAdjustments": ANY,
+                "StepAdjustments.MetricIntervalLowerBound": ANY,
+                "StepAdjustments.MetricIntervalUpperBound": ANY,
+                "StepAdjustments.ScalingAdjustment": ANY,
+                "MinAdjustmentMagnitude": ANY,
+                "Cooldown": ANY,
+                # an alarm gives one datapoint per period: Average (the default) is what it means
+                "MetricAggregationType": only("Average"),
+            },
+        ),
         _TRACKING: ANY,
         **under(
             _TRACKING,

@@ -66,12 +66,17 @@ class InvalidNextToken(ZeroscaleError):
 
 
 class Action(Protocol):
-    """Where an alarm action's ARN leads (a topic, ...): ``check`` raises a ZeroscaleError naming what is
-    wrong with the ARN; ``run`` performs it for a state change (raises on failure)."""
+    """Where an alarm action's ARN leads (a topic, a step scaling policy): ``check`` raises a ZeroscaleError
+    naming what is wrong with the ARN; ``run`` performs it (raises on failure) with the alarm's notification
+    and its breach (the newest datapoint minus the threshold; None when the state was set by hand without
+    data). A ``repeats`` action runs again at every evaluation while the alarm stays in ALARM (scaling
+    policies, as CloudWatch invokes them)."""
+
+    repeats: bool
 
     def check(self, arn: str) -> None: ...
 
-    def run(self, arn: str, message: dict[str, Any]) -> None: ...
+    def run(self, arn: str, message: dict[str, Any], breach: float | None) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -397,6 +402,9 @@ class CloudWatch:
     def _change(self, alarm: Alarm, state: str, reason: str, data: str | None, now: float) -> bool:
         if state == alarm.state:
             self._alarms.touch(alarm.name, reason, data, now)
+            if state == rules.ALARM:  # still in ALARM: scaling policies are invoked again
+                alarm.reason_data = data
+                self._run_actions(alarm, StateChange(alarm.name, state, state, reason, now), repeating=True)
             return False
         if not self._alarms.set_state(alarm.name, state, reason, data, now, expect=alarm.state):
             return False  # changed meanwhile (another front end, or deleted)
@@ -407,17 +415,21 @@ class CloudWatch:
                 listener(change)
             except Exception:
                 log.exception("alarm listener failed for %s", alarm.name)
+        alarm.reason_data = data
         self._run_actions(alarm, change)
         return True
 
-    def _run_actions(self, alarm: Alarm, change: StateChange) -> None:
+    def _run_actions(self, alarm: Alarm, change: StateChange, *, repeating: bool = False) -> None:
         if not alarm.doc.get("ActionsEnabled", True):
             return
         member = {"OK": "OKActions", "ALARM": "AlarmActions"}.get(change.new, "InsufficientDataActions")
         for arn in alarm.doc.get(member) or []:
             message = self._notification(alarm, change)
             try:
-                self._action(arn, member).run(arn, message)
+                action = self._action(arn, member)
+                if repeating and not action.repeats:
+                    continue
+                action.run(arn, message, _breach(alarm))
                 summary, data = f"Successfully executed action {arn}", {"actionState": "Succeeded"}
             except Exception as exc:
                 summary = f"Failed to execute action {arn}"
@@ -574,6 +586,17 @@ def rule_of(doc: Mapping[str, Any]) -> rules.Rule:
         datapoints_to_alarm=int(doc.get("DatapointsToAlarm", periods)),
         treat_missing=doc.get("TreatMissingData", "missing"),
     )
+
+
+def _breach(alarm: Alarm) -> float | None:
+    """The alarm's newest evaluated datapoint minus its threshold (None without one)."""
+    try:
+        recent = json.loads(alarm.reason_data or "{}").get("recentDatapoints") or []
+    except (ValueError, AttributeError):
+        return None
+    if not recent or not isinstance(recent[-1], int | float):
+        return None
+    return float(recent[-1]) - float(alarm.doc["Threshold"])
 
 
 def _actions(doc: Mapping[str, Any]) -> list[str]:
