@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import boto3
 import pytest
 from botocore.exceptions import ClientError
 
@@ -320,3 +321,35 @@ def test_the_aws_cli(server: ServerProcess, endpoint: str, tmp_path: Path) -> No
     subprocess.run(
         [*base, "delete-alarms", "--alarm-names", "cw-cli"], env=env, check=True, capture_output=True
     )
+
+
+def test_iam_evaluates_cloudwatch_actions(server: ServerProcess, cw: Any) -> None:
+    iam = server.client("iam")
+    iam.create_user(UserName="cw-reader")
+    policy = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {"Effect": "Allow", "Action": "cloudwatch:Describe*", "Resource": "*"},
+            {
+                "Effect": "Allow",
+                "Action": "cloudwatch:SetAlarmState",
+                "Resource": "arn:aws:cloudwatch:*:*:alarm:mine-*",
+            },
+        ],
+    }
+    iam.put_user_policy(UserName="cw-reader", PolicyName="p", PolicyDocument=json.dumps(policy))
+    key = iam.create_access_key(UserName="cw-reader")["AccessKey"]
+    reader = boto3.client(
+        "cloudwatch",
+        endpoint_url=server.url,
+        region_name=REGION,
+        aws_access_key_id=key["AccessKeyId"],
+        aws_secret_access_key=key["SecretAccessKey"],
+    )
+    reader.describe_alarms()
+    code, message = error(reader.delete_alarms, AlarmNames=["x"])
+    assert code == "AccessDeniedException" and "cloudwatch:DeleteAlarms" in message
+    code, message = error(reader.set_alarm_state, AlarmName="other", StateValue="OK", StateReason="x")
+    assert code == "AccessDeniedException" and "alarm:other" in message
+    code, _ = error(reader.set_alarm_state, AlarmName="mine-1", StateValue="OK", StateReason="x")
+    assert code == "ResourceNotFound"  # allowed; it does not exist
