@@ -353,3 +353,81 @@ def test_iam_evaluates_cloudwatch_actions(server: ServerProcess, cw: Any) -> Non
     assert code == "AccessDeniedException" and "alarm:other" in message
     code, _ = error(reader.set_alarm_state, AlarmName="mine-1", StateValue="OK", StateReason="x")
     assert code == "ResourceNotFound"  # allowed; it does not exist
+
+
+def cbor_client(server: ServerProcess, tmp_path: Path) -> Any:
+    """A real boto3 CloudWatch client speaking smithy RPC v2 CBOR: the installed botocore's own model with
+    the protocol newer versions pick first, on the loader's data path."""
+    import gzip
+
+    import botocore
+    import botocore.session
+
+    source = Path(botocore.__file__).parent / "data" / "cloudwatch" / "2010-08-01" / "service-2.json.gz"
+    model = json.loads(gzip.decompress(source.read_bytes()))
+    model["metadata"]["protocol"] = "smithy-rpc-v2-cbor"
+    model["metadata"]["protocols"] = ["smithy-rpc-v2-cbor"]
+    target = tmp_path / "models" / "cloudwatch" / "2010-08-01"
+    target.mkdir(parents=True)
+    (target / "service-2.json").write_text(json.dumps(model))
+    session = botocore.session.Session()
+    session.set_config_variable("data_path", str(tmp_path / "models"))
+    return boto3.Session(botocore_session=session).client(
+        "cloudwatch",
+        endpoint_url=server.url,
+        region_name=REGION,
+        aws_access_key_id=ACCESS_KEY,
+        aws_secret_access_key=SECRET_KEY,
+    )
+
+
+def test_the_rpc_v2_cbor_protocol(server: ServerProcess, smr: Any, endpoint: str, tmp_path: Path) -> None:
+    cbor = cbor_client(server, tmp_path)
+    sent: list[dict[str, Any]] = []
+    cbor.meta.events.register("before-send", lambda request, **_: sent.append(dict(request.headers)))
+    assert invoke(smr, {"x": 1}) == "ok"
+    now = time.time()
+    got = cbor.get_metric_statistics(
+        Namespace="AWS/SageMaker",
+        MetricName="Invocations",
+        Dimensions=DIMS,
+        StartTime=now - 600,
+        EndTime=now + 60,
+        Period=60,
+        Statistics=["Sum"],
+    )
+    assert sent[-1]["smithy-protocol"] == b"rpc-v2-cbor" or sent[-1]["smithy-protocol"] == "rpc-v2-cbor"
+    assert sum(p["Sum"] for p in got["Datapoints"]) >= 1
+    assert all(p["Timestamp"].tzinfo is not None for p in got["Datapoints"])  # CBOR tag 1, parsed
+    cbor.put_metric_alarm(
+        AlarmName="cw-cbor",
+        Namespace="AWS/SageMaker",
+        MetricName="Invocations",
+        Dimensions=DIMS,
+        Statistic="Sum",
+        Period=30,
+        EvaluationPeriods=1,
+        Threshold=1e6,
+        ComparisonOperator="GreaterThanThreshold",
+    )
+    found = cbor.describe_alarms(AlarmNames=["cw-cbor"])["MetricAlarms"]
+    assert found[0]["Period"] == 30 and found[0]["AlarmConfigurationUpdatedTimestamp"].year >= 2024
+    code, message = error(cbor.set_alarm_state, AlarmName="nope", StateValue="OK", StateReason="x")
+    assert code == "ResourceNotFound" and "nope" in message
+    code, message = error(cbor.put_metric_alarm, **{**_alarm_args("cw-cbor"), "Period": 45})
+    assert code == "InvalidParameterValue" and "Period" in message
+    cbor.delete_alarms(AlarmNames=["cw-cbor"])
+
+
+def _alarm_args(name: str) -> dict[str, Any]:
+    return {
+        "AlarmName": name,
+        "Namespace": "AWS/SageMaker",
+        "MetricName": "Invocations",
+        "Dimensions": DIMS,
+        "Statistic": "Sum",
+        "Period": 60,
+        "EvaluationPeriods": 1,
+        "Threshold": 1,
+        "ComparisonOperator": "GreaterThanThreshold",
+    }
