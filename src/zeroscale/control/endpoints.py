@@ -479,7 +479,7 @@ class Endpoints:
         """An invocation for an endpoint this front end does not route: when the store says it serves
         (another front end deployed it since the last sync), route it now, waiting at most ``timeout_s``."""
         rec = await asyncio.to_thread(self._store.get, KIND, name)
-        serving = (EndpointStatus.IN_SERVICE.value, EndpointStatus.UPDATING.value)
+        serving = _SERVING
         if rec is None or rec.status not in serving or not rec.doc.get("ProductionVariants"):
             return
         key = rec.name.lower()
@@ -511,8 +511,9 @@ class Endpoints:
                 if rec.status == EndpointStatus.CREATING.value:
                     self._run(rec.name, self._deploy(rec.name, rec.doc["EndpointConfigName"], updating=False))
                     continue
-                self._save(rec, EndpointStatus.IN_SERVICE)  # the update died with its front end
-            serving = rec.status in (EndpointStatus.IN_SERVICE.value, EndpointStatus.UPDATING.value)
+                # the update (or its rollback) died with its front end: the old deployment serves on
+                self._save(rec, EndpointStatus.IN_SERVICE, PendingDeploymentSummary=None)
+            serving = rec.status in _SERVING
             if serving and rec.doc.get("ProductionVariants"):
                 if self._active.get(key) != _deployment(rec) or self._fleet.route(rec.name) is None:
                     started.append(self._run(rec.name, self._follow(rec)))
@@ -542,8 +543,15 @@ class Endpoints:
 DEPLOYMENT_CONFIG = "ZeroscaleDeploymentConfig"  # the config CreateEndpoint gave, for RetainDeploymentConfig
 DEPLOYED = "ZeroscaleDeployment"  # the endpoint row's snapshot of what it was deployed from (see _snapshot)
 _TRANSITIONS = frozenset(
-    {EndpointStatus.CREATING.value, EndpointStatus.UPDATING.value, EndpointStatus.DELETING.value}
+    {
+        EndpointStatus.CREATING.value,
+        EndpointStatus.UPDATING.value,
+        EndpointStatus.ROLLING_BACK.value,
+        EndpointStatus.DELETING.value,
+    }
 )
+# the statuses in which the endpoint's deployment serves (an update or a rollback: the old one)
+_SERVING = (EndpointStatus.IN_SERVICE.value, EndpointStatus.UPDATING.value, EndpointStatus.ROLLING_BACK.value)
 
 
 def _deployment(rec: Record) -> str:
