@@ -58,8 +58,14 @@ class EndpointRoute:
         return [p for p in self.shadows if random.random() < p.spec.shadow_sampling]
 
     def choose(self, target_variant: str | None = None) -> VariantPool:
-        if self.canary is not None and random.random() < self.canary_share:
-            return self.canary.choose(target_variant)
+        canary = self.canary
+        # a guarded deployment: the new fleet's share, unless it lacks the targeted variant (the old answers)
+        if (
+            canary is not None
+            and random.random() < self.canary_share
+            and (target_variant is None or any(p.spec.variant == target_variant for p in canary.production))
+        ):
+            return canary.choose(target_variant)
         if target_variant is not None:
             for pool in self.production:
                 if pool.spec.variant == target_variant:
