@@ -209,6 +209,7 @@ def test_set_alarm_state_filters_and_delete(cw: Any, endpoint: str) -> None:
             DatapointsToAlarm=2,
             Threshold=1e9,
             ComparisonOperator="GreaterThanOrEqualToThreshold",
+            TreatMissingData="ignore",  # no data: an evaluation keeps the state SetAlarmState set
         )
     cw.set_alarm_state(
         AlarmName="cw-a", StateValue="ALARM", StateReason="testing", StateReasonData='{"x": 1}'

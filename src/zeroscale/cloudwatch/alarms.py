@@ -188,12 +188,13 @@ class AlarmStore:
             conn.execute(insert(history_table).values(_item(name, now, "StateUpdate", summary, data)))
         return True
 
-    def touch(self, name: str, reason: str, reason_data: str | None, now: float) -> None:
-        """A new evaluation that kept the state: its reason and time (StateUpdatedTimestamp), no history."""
+    def touch(self, name: str, state: str, reason: str, reason_data: str | None, now: float) -> None:
+        """A new evaluation that kept the state ``state``: its reason and time (StateUpdatedTimestamp), no
+        history; nothing when the alarm is no longer in that state (changed meanwhile)."""
         with self._lock, self._engine.begin() as conn:
             conn.execute(
                 update(alarms_table)
-                .where(alarms_table.c.name == name)
+                .where(alarms_table.c.name == name, alarms_table.c.state == state)
                 .values(reason=reason, reason_data=reason_data, state_updated_at=now)
             )
 

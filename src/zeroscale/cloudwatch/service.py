@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime
 import json
 import logging
 import math
@@ -35,19 +34,17 @@ from zeroscale.cloudwatch.data import (
     unit,
     value,
 )
+from zeroscale.cloudwatch.reads import MetricReads, epoch, next_offset
 from zeroscale.errors import ZeroscaleError
 from zeroscale.metrics.catalog import BY_NAME
 from zeroscale.metrics.history import PERIOD_S
 
 log = logging.getLogger("zeroscale.cloudwatch")
-MAX_DATAPOINTS = 1440  # GetMetricStatistics' limit per call
 MAX_ALARM_SPAN_S = 7 * 24 * 3600  # Period x EvaluationPeriods
 HIGH_RESOLUTION_LAG_S = 1.0  # a 10 s period is evaluated this long after it ended (late invocations)
 MINUTE_LAG_S = 5.0  # a minute, after every front end flushed it (metrics.service.FLUSH_GRACE_S is 2 s)
 _DEFAULT_RECORDS = 50
 _HISTORY_RECORDS = 100
-_LIST_PAGE = 500
-_TWO_WEEKS_S = 14 * 24 * 3600
 
 
 class ResourceNotFound(ZeroscaleError):
@@ -57,11 +54,6 @@ class ResourceNotFound(ZeroscaleError):
 
 class InvalidFormat(ZeroscaleError):
     code = "InvalidFormat"
-    status = 400
-
-
-class InvalidNextToken(ZeroscaleError):
-    code = "InvalidNextToken"
     status = 400
 
 
@@ -113,7 +105,7 @@ class CloudWatch:
         self._clock = clock
         self._interval_s = interval_s
         self._leader = leader
-        self._spell = spell
+        self.reads = MetricReads(data, clock, spell)
         self.actions: dict[str, Action] = {}  # ARN prefix -> where it leads
         self.listeners: list[Callable[[StateChange], None]] = []
         self._evaluated: dict[str, tuple[float, float]] = {}  # name -> (window end, config time)
@@ -122,9 +114,9 @@ class CloudWatch:
 
     def operations(self) -> dict[str, Operation]:
         return {
-            "GetMetricStatistics": self.get_metric_statistics,
-            "GetMetricData": self.get_metric_data,
-            "ListMetrics": self.list_metrics,
+            "GetMetricStatistics": self.reads.get_metric_statistics,
+            "GetMetricData": self.reads.get_metric_data,
+            "ListMetrics": self.reads.list_metrics,
             "PutMetricAlarm": self.put_metric_alarm,
             "DescribeAlarms": self.describe_alarms,
             "DescribeAlarmsForMetric": self.describe_alarms_for_metric,
@@ -143,123 +135,6 @@ class CloudWatch:
 
     def alarm_arn(self, name: str) -> str:
         return f"arn:aws:cloudwatch:{self._region}:{self._account}:alarm:{name}"
-
-    # ---- metrics ----
-    async def get_metric_statistics(self, params: Mapping[str, Any]) -> dict[str, Any]:
-        statistics = list(params.get("Statistics") or [])
-        if not statistics:
-            raise MissingParameter("The parameter Statistics is required (ExtendedStatistics is not served).")
-        metric = Metric.of(params["Namespace"], params["MetricName"], params.get("Dimensions"))
-        period = int(params["Period"])
-        check_period(period)
-        start, end = epoch(params["StartTime"]), epoch(params["EndTime"])
-        if start >= end:
-            raise InvalidParameterValue("The parameter StartTime must be less than the parameter EndTime.")
-        wanted = math.ceil((end - start) / period)
-        if wanted > MAX_DATAPOINTS:
-            raise InvalidParameterCombination(
-                f"You have requested up to {wanted} datapoints, which exceeds the limit of {MAX_DATAPOINTS}. "
-                "You may reduce the datapoints requested by increasing Period, or decreasing the time range."
-            )
-        given_unit = params.get("Unit")
-        points = (
-            []
-            if given_unit not in (None, unit(metric.name))
-            else await self._data.periods(metric, start, end, period)
-        )
-        out = []
-        for at, stat in points:
-            d: dict[str, Any] = {"Timestamp": float(at), "Unit": unit(metric.name)}
-            for s in statistics:
-                d[s] = value(stat, s)
-            out.append(d)
-        return {"Label": metric.name, "Datapoints": out}
-
-    async def get_metric_data(self, params: Mapping[str, Any]) -> dict[str, Any]:
-        start, end = epoch(params["StartTime"]), epoch(params["EndTime"])
-        if start >= end:
-            raise InvalidParameterValue("The parameter StartTime must be less than the parameter EndTime.")
-        descending = params.get("ScanBy", "TimestampDescending") == "TimestampDescending"
-        queries = params["MetricDataQueries"]
-        ids = [q["Id"] for q in queries]
-        if len(set(ids)) != len(ids):
-            raise InvalidParameterValue("The values for parameter Id in MetricDataQueries must be unique.")
-        results: list[tuple[dict[str, Any], list[tuple[float, float]]]] = []
-        for i, q in enumerate(queries, start=1):
-            stat_spec = q.get("MetricStat")
-            if stat_spec is None:
-                raise MissingParameter(
-                    f"MetricDataQueries.{i}.MetricStat is required (metric math Expression is not served)."
-                )
-            period = int(stat_spec["Period"])
-            check_period(period, f"MetricDataQueries.{i}.MetricStat.Period")
-            statistic = stat_spec["Stat"]
-            if statistic not in STATISTICS:
-                raise InvalidParameterValue(
-                    f"MetricDataQueries.{i}.MetricStat.Stat {statistic}: zeroscale serves "
-                    f"{', '.join(STATISTICS)} (no percentiles)."
-                )
-            m = stat_spec["Metric"]
-            metric = Metric.of(m.get("Namespace", ""), m.get("MetricName", ""), m.get("Dimensions"))
-            given_unit = stat_spec.get("Unit")
-            points: list[tuple[float, float]] = []
-            if given_unit in (None, unit(metric.name)):
-                found = await self._data.periods(metric, start, end, period)
-                points = [(float(at), value(stat, statistic)) for at, stat in found]
-            if descending:
-                points.reverse()
-            if q.get("ReturnData", True):
-                results.append(({"Id": q["Id"], "Label": q.get("Label") or metric.name}, points))
-        offset = _offset(params.get("NextToken"))
-        limit = int(params.get("MaxDatapoints") or 100800)
-        out, seen, room, more = [], 0, limit, False
-        for head, points in results:
-            rest = points[max(0, offset - seen) :]  # what earlier pages did not return
-            seen += len(points)
-            take = rest[: max(0, room)]
-            room -= len(take)
-            partial = len(take) < len(rest)
-            more = more or partial
-            out.append(
-                {
-                    **head,
-                    "Timestamps": [at for at, _ in take],
-                    "Values": [v for _, v in take],
-                    "StatusCode": "PartialData" if partial else "Complete",
-                }
-            )
-        answer: dict[str, Any] = {"MetricDataResults": out, "Messages": []}
-        if more:
-            answer["NextToken"] = str(offset + limit)
-        return answer
-
-    async def list_metrics(self, params: Mapping[str, Any]) -> dict[str, Any]:
-        now = self._clock()
-        since = now - (3 * 3600 if params.get("RecentlyActive") == "PT3H" else _TWO_WEEKS_S)
-        found = await self._data.metrics(since)
-        namespace, name = params.get("Namespace"), params.get("MetricName")
-        filters = [(d["Name"], d.get("Value")) for d in params.get("Dimensions") or []]
-        out = []
-        for metric in found:
-            metric = Metric(
-                metric.namespace,
-                metric.name,
-                tuple((n, self._spell(v) if n == "EndpointName" else v) for n, v in metric.dimensions),
-            )
-            dims = dict(metric.dimensions)
-            if namespace is not None and namespace != metric.namespace:
-                continue
-            if name is not None and name != metric.name:
-                continue
-            if any(k not in dims or (v is not None and dims[k] != v) for k, v in filters):
-                continue
-            out.append(metric.document())
-        offset = _offset(params.get("NextToken"))
-        page = out[offset : offset + _LIST_PAGE]
-        answer: dict[str, Any] = {"Metrics": page}
-        if offset + _LIST_PAGE < len(out):
-            answer["NextToken"] = str(offset + _LIST_PAGE)
-        return answer
 
     # ---- alarms ----
     def put_metric_alarm(self, params: Mapping[str, Any]) -> dict[str, Any]:
@@ -401,7 +276,7 @@ class CloudWatch:
     # ---- state changes ----
     def _change(self, alarm: Alarm, state: str, reason: str, data: str | None, now: float) -> bool:
         if state == alarm.state:
-            self._alarms.touch(alarm.name, reason, data, now)
+            self._alarms.touch(alarm.name, state, reason, data, now)
             if state == rules.ALARM:  # still in ALARM: scaling policies are invoked again
                 alarm.reason_data = data
                 self._run_actions(alarm, StateChange(alarm.name, state, state, reason, now), repeating=True)
@@ -559,22 +434,6 @@ class CloudWatch:
         return out
 
 
-def epoch(value: Any) -> float:
-    """A timestamp member as the JSON protocol carries it: epoch seconds, or ISO 8601 text (validated by
-    the service model before it gets here)."""
-    if isinstance(value, int | float):
-        return float(value)
-    text = str(value).strip()
-    with contextlib.suppress(ValueError):
-        return float(text)
-    if text.endswith(("Z", "z")):
-        text = text[:-1] + "+00:00"
-    parsed = datetime.datetime.fromisoformat(text)
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=datetime.UTC)
-    return parsed.timestamp()
-
-
 def rule_of(doc: Mapping[str, Any]) -> rules.Rule:
     periods = int(doc["EvaluationPeriods"])
     return rules.Rule(
@@ -618,16 +477,8 @@ def _history_doc(item: HistoryItem) -> dict[str, Any]:
     }
 
 
-def _offset(token: Any) -> int:
-    if not token:
-        return 0
-    if not (isinstance(token, str) and token.isdigit() and len(token) < 10):
-        raise InvalidNextToken("The NextToken is not one zeroscale handed out.")
-    return int(token)
-
-
 def _page(items: list[Any], params: Mapping[str, Any], default: int) -> tuple[list[Any], dict[str, str]]:
-    start = _offset(params.get("NextToken"))
+    start = next_offset(params.get("NextToken"))
     size = int(params.get("MaxRecords") or default)
     more = start + size < len(items)
     return items[start : start + size], ({"NextToken": str(start + size)} if more else {})
