@@ -21,6 +21,8 @@ Scenarios (each module's docstring says exactly what it measures and how):
   ray         the peer: Ray Serve (min_replicas=0) in a private network namespace     bench/ray_peer.py
   batch       batch transform records/s (MultiRecord, S3 in SeaweedFS) vs one process on the same data
                                                                                          bench/batch.py
+  rollback    a canary rolled back by a CloudWatch alarm: alarm -> the old fleet takes all the traffic, vs a
+              manual UpdateEndpoint back to the old configuration                     bench/rollback.py
 
 Prints one table (figure, value, baseline, ratio, target, met?) and writes bench/results/latest.md and the
 PNG charts next to it (a run with --only, --skip or --endpoints writes to bench/results/partial/ instead).
@@ -45,7 +47,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench import batch, breakdown, burst, cold, idle, overhead, realtime, scale, throughput, warmcache
+from bench import (
+    batch,
+    breakdown,
+    burst,
+    cold,
+    idle,
+    overhead,
+    realtime,
+    rollback,
+    scale,
+    throughput,
+    warmcache,
+)
 from bench.common import REPO, RESULTS, ServerProcess, ms, pct
 from bench.machine import Background, describe, wakeup_cost
 from bench.report import (
@@ -58,7 +72,19 @@ from bench.report import (
     markdown_table,
 )
 
-SCENARIOS = ("cold", "cache", "overhead", "throughput", "realtime", "burst", "idle", "scale", "ray", "batch")
+SCENARIOS = (
+    "cold",
+    "cache",
+    "overhead",
+    "throughput",
+    "realtime",
+    "burst",
+    "idle",
+    "scale",
+    "ray",
+    "batch",
+    "rollback",
+)
 METHOD = (
     "",
     "How (each bench/ module's docstring has the details):",
@@ -630,6 +656,36 @@ def run_batch(run: Run) -> None:
         )
 
 
+def run_rollback(run: Run) -> None:
+    results: list[rollback.RollbackResult] = []
+    rounds = 3 if run.plan is QUICK else 7
+    run.scenario("rollback", lambda: results.append(rollback.run(run.root / "rollback", rounds)))
+    if not results:
+        return
+    res = results[0]
+    guarded, manual = pct(res.guarded_s, 50) * 1000, pct(res.manual_s, 50) * 1000
+    run.rows.append(
+        Row(
+            "rollback",
+            f"canary rollback: alarm -> old fleet takes all traffic (p50 of {rounds})",
+            guarded,
+            "ms",
+            "manual UpdateEndpoint back",
+            manual,
+            "<= 1000 ms",
+            guarded <= 1000,
+        )
+    )
+    run.rows.append(
+        Row(
+            "rollback",
+            f"canary rollback: alarm -> InService, new fleet drained (p50 of {rounds})",
+            pct(res.in_service_s, 50) * 1000,
+            "ms",
+        )
+    )
+
+
 def run_idle(run: Run, models: Any) -> None:
     res = idle.IdleResult()
     # The default memory budget (physical memory) admits 23 concurrent 1 GB workers; CreateEndpoint's warm
@@ -985,6 +1041,8 @@ def main() -> None:
             set_cold_chart(run)  # Ray's cold starts next to ours
         if "batch" in which:
             run_batch(run)
+        if "rollback" in which:
+            run_rollback(run)
     bg.stop()
     order = {"cold start": 0, "overhead": 1, "throughput": 2, "burst": 3, "idle": 4, "scale": 5}
     rows = sorted(run.rows, key=lambda r: order.get(r.section, 5))

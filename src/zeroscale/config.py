@@ -74,6 +74,8 @@ class Settings:
     metrics_retention_hours: float = 24.0
     # Application Auto Scaling: seconds per evaluation period of a scaling policy (CloudWatch's: 60).
     autoscaling_period_s: float = 60.0
+    # CloudWatch alarms: how often the leader looks for alarms whose period ended (and samples the gauges).
+    alarm_interval_s: float = 1.0
     # Usage metering (zeroscale usage, GET /zeroscale/v1/usage) and the price table that overrides defaults.
     metering: bool = True
     price_table: Path | None = None

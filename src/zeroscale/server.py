@@ -10,6 +10,7 @@ import resource
 import socket
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import uvicorn
 
@@ -38,6 +39,10 @@ from zeroscale.autoscaling.service import AutoScaling
 from zeroscale.autoscaling.targets import Targets
 from zeroscale.background import Background
 from zeroscale.batch.runner import TransformRunner
+from zeroscale.cloudwatch.alarms import AlarmStore
+from zeroscale.cloudwatch.data import MetricData
+from zeroscale.cloudwatch.recent import RecentMetrics
+from zeroscale.cloudwatch.service import CloudWatch
 from zeroscale.config import HttpLimits, Settings
 from zeroscale.console import Backend, Console
 from zeroscale.control.arns import Arns
@@ -45,6 +50,7 @@ from zeroscale.control.cluster import Cluster, frontend_id
 from zeroscale.control.deploy import Deployer
 from zeroscale.control.endpoint_configs import EndpointConfigs
 from zeroscale.control.endpoints import Endpoints
+from zeroscale.control.guarded import Guard
 from zeroscale.control.models import Models
 from zeroscale.control.transform_jobs import TransformJobs
 from zeroscale.credentials import AdminCredentials, load_or_create
@@ -180,8 +186,21 @@ def build(settings: Settings) -> Server:
         f"{settings.host}:{settings.port}",
         interval_s=settings.sync_interval_s,
     )
+    recent = RecentMetrics(fleet.loads)
+    events.add(recent)
+    cloudwatch = CloudWatch(
+        AlarmStore(settings.db_url),
+        MetricData(history, recent),
+        region=settings.region,
+        account_id=settings.account_id,
+        interval_s=settings.alarm_interval_s,
+        leader=cluster.leads,
+        spell=lambda name: (store.get("endpoint", name) or _Named(name)).name,
+    )
+    guard = Guard(fleet, cloudwatch)
+    cloudwatch.listeners.append(guard.poke)  # a deployment watching an alarm hears its change at once
     endpoints = Endpoints(
-        store, arns, models, configs, deployer, fleet, frontend=cluster.id, limit=cluster.limit
+        store, arns, models, configs, deployer, fleet, frontend=cluster.id, limit=cluster.limit, guard=guard
     )
     s3 = S3Io(settings.s3_endpoint_url)
     transforms = TransformJobs(
@@ -213,6 +232,8 @@ def build(settings: Settings) -> Server:
         deliverer=Deliverer(),
     )
     asynchronous.notifier = topics
+    cloudwatch.actions["arn:aws:sns:"] = _TopicAction(topics)
+    cloudwatch.actions["arn:aws:autoscaling:"] = _StepScalingAction(autoscaling)
     metrics.registry.register(BacklogCollector(asynchronous.backlog, fleet.loads))
     history.gauges.append(BacklogSampler(asynchronous.backlog, fleet.loads))
     async_api = AsyncInvokeApi(asynchronous)
@@ -237,11 +258,13 @@ def build(settings: Settings) -> Server:
         await asynchronous.start()  # after resume: queued requests need their endpoints' routes
         await transforms.resume()
         await autoscaling.start()  # after resume: it reads the endpoints' instance counts
+        await cloudwatch.start()
 
     async def shutdown() -> None:
         await background.cancel()  # a prewarm still starting its zygote
         await cluster.close()  # leaves: the others take over its share now
         await autoscaling.close()
+        await cloudwatch.close()
         await asynchronous.close()  # requests it was running stay Running: they run again at the next start
         await topics.deliverer.close()
         await transforms.close()  # InProgress jobs stay InProgress: they resume at the next start
@@ -263,6 +286,7 @@ def build(settings: Settings) -> Server:
             ),
             JsonService(ServiceShapes("logs"), logs.operations),
             JsonService(ServiceShapes("application-autoscaling"), autoscaling.operations()),
+            JsonService(ServiceShapes("cloudwatch"), cloudwatch.operations()),
         ],
         runtime=InvokeApi(
             fleet,
@@ -316,6 +340,43 @@ def build(settings: Settings) -> Server:
         )
     )
     return Server(settings, creds, App(parts), confinement.announce())
+
+
+@dataclass(frozen=True)
+class _Named:
+    name: str
+
+
+class _TopicAction:
+    """An alarm action on an SNS-style topic: the alarm's notification, published as JSON."""
+
+    repeats = False
+
+    def __init__(self, topics: Topics) -> None:
+        self._topics = topics
+
+    def check(self, arn: str) -> None:
+        self._topics.subscriptions(arn)  # TopicNotFound unless it exists
+
+    def run(self, arn: str, message: dict[str, Any], breach: float | None) -> None:
+        self._topics.notify(arn, message)
+
+
+class _StepScalingAction:
+    """An alarm action naming a step scaling policy's ARN: the policy scales by the alarm's breach (0 when
+    the alarm was put in ALARM by hand, without data)."""
+
+    repeats = True
+
+    def __init__(self, autoscaling: AutoScaling) -> None:
+        self._autoscaling = autoscaling
+        self._background = Background("step scaling")
+
+    def check(self, arn: str) -> None:
+        self._autoscaling.step_policy(arn)
+
+    def run(self, arn: str, message: dict[str, Any], breach: float | None) -> None:
+        self._background.spawn(self._autoscaling.step(arn, breach or 0.0, str(message["AlarmName"])))
 
 
 def serve(settings: Settings) -> None:

@@ -96,7 +96,7 @@ def test_a_customized_metric_scales_out_and_the_activity_settles() -> None:
     assert service._t.require(RESOURCE).doc["LastScaleOutAt"] == 1020.0
 
 
-def test_a_policy_without_policy_type_is_step_scaling_and_refused() -> None:
+def test_a_policy_without_policy_type_is_step_scaling() -> None:
     service = AutoScaling(
         Targets(Store("sqlite://")),
         FakeEndpoints(),
@@ -106,5 +106,5 @@ def test_a_policy_without_policy_type_is_step_scaling_and_refused() -> None:
     )
     service.register({**SCOPE, "MinCapacity": 1, "MaxCapacity": 3})
     tracking = {"TargetValue": 1.0, "PredefinedMetricSpecification": {}}
-    with pytest.raises(ValidationException, match="PolicyType is StepScaling when omitted"):
+    with pytest.raises(ValidationException, match="StepScalingPolicyConfiguration is required"):
         service.put_policy({**SCOPE, "PolicyName": "p", "TargetTrackingScalingPolicyConfiguration": tracking})

@@ -113,6 +113,7 @@ TABLES = {
     "sagemaker": served.SAGEMAKER,
     "logs": served.LOGS,
     "application-autoscaling": served.APPLICATION_AUTOSCALING,
+    "cloudwatch": served.CLOUDWATCH,
 }
 
 
@@ -126,6 +127,7 @@ def _cases(service: str) -> Iterator[Case]:
 SAGEMAKER_CASES = list(_cases("sagemaker"))
 LOGS_CASES = list(_cases("logs"))
 AUTOSCALING_CASES = list(_cases("application-autoscaling"))
+CLOUDWATCH_CASES = list(_cases("cloudwatch"))
 
 
 def test_the_enumeration_covers_the_members_the_issue_names() -> None:
@@ -137,14 +139,20 @@ def test_the_enumeration_covers_the_members_the_issue_names() -> None:
         "Containers with 2 items (at most 1)",
         "DataCaptureConfig",
         "VpcConfig",
-        "DeploymentConfig",
+        "DeploymentConfig.RollingUpdatePolicy.RollbackMaximumBatchSize",
     } <= phrases
     assert {c.phrase for c in LOGS_CASES} >= {"accountIdentifiers", "startFromHead=false (only true)"}
     assert {c.phrase for c in AUTOSCALING_CASES} >= {
-        "PolicyType=StepScaling (only TargetTrackingScaling)",
-        "StepScalingPolicyConfiguration",
+        "PolicyType=PredictiveScaling (only TargetTrackingScaling or StepScaling)",
+        "StepScalingPolicyConfiguration.MetricAggregationType=Minimum (only Average)",
         "TargetTrackingScalingPolicyConfiguration.CustomizedMetricSpecification.Metrics",
         "Tags",
+    }
+    assert {c.phrase for c in CLOUDWATCH_CASES} >= {
+        "ExtendedStatistic",
+        "Metrics",
+        "Tags",
+        "ThresholdMetricId",
     }
 
 
@@ -154,6 +162,7 @@ def clients(server: ServerProcess) -> dict[str, Any]:
         "sagemaker": server.client("sagemaker", parameter_validation=False),
         "logs": server.client("logs", parameter_validation=False),
         "application-autoscaling": server.client("application-autoscaling", parameter_validation=False),
+        "cloudwatch": server.client("cloudwatch", parameter_validation=False),
     }
 
 
@@ -164,7 +173,9 @@ def _refusal(client: Any, operation: str, params: dict[str, Any]) -> tuple[str, 
     return resp["Error"]["Code"], resp["Error"]["Message"], resp["ResponseMetadata"]["HTTPStatusCode"]
 
 
-@pytest.mark.parametrize("case", SAGEMAKER_CASES + LOGS_CASES + AUTOSCALING_CASES, ids=repr)
+@pytest.mark.parametrize(
+    "case", SAGEMAKER_CASES + LOGS_CASES + AUTOSCALING_CASES + CLOUDWATCH_CASES, ids=repr
+)
 def test_every_unserved_member_is_refused_by_name(clients: dict[str, Any], case: Case) -> None:
     code, message, status = _refusal(clients[case.service], case.operation, case.params)
     assert (code, status) == ("ValidationException", 400)

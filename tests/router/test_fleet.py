@@ -184,3 +184,34 @@ async def test_the_reconcile_loop_leaves_pools_at_zero_alone_and_keeps_floors(h:
         if floor.live == 1:
             break
     assert floor.live == 1  # the floor is restored by the loop
+
+
+async def test_a_staged_fleet_takes_its_share_then_all_or_nothing(h: Harness) -> None:
+    await h.fleet.activate("ep", [spec(variant="A", model_dir="/blue"), spec(variant="B", model_dir="/blue")])
+    with pytest.raises(DeployError, match="not routed"):
+        await h.fleet.stage("other", [spec(variant="A")])
+    await h.fleet.stage("ep", [spec(variant="A", model_dir="/green"), spec(variant="B", model_dir="/green")])
+    route = h.fleet.route("ep")
+    assert route is not None and route.canary is not None
+    assert all(route.choose().spec.model_dir == "/blue" for _ in range(200))  # no share yet
+    assert len(h.fleet.pools()) == 4  # both fleets, for the gauges and the budget
+    h.fleet.shift("ep", 0.25)
+    route = h.fleet.route("ep")
+    assert route is not None
+    random.seed(3)
+    picks = [route.choose("B") for _ in range(4000)]
+    assert {p.spec.variant for p in picks} == {"B"}  # the target variant, in whichever fleet
+    assert 0.2 < sum(p.spec.model_dir == "/green" for p in picks) / len(picks) < 0.3
+    drains = h.fleet.rollback("ep")
+    route = h.fleet.route("ep")
+    assert route is not None and route.canary is None
+    assert all(route.choose().spec.model_dir == "/blue" for _ in range(200))
+    await asyncio.wait(drains)
+    assert len(h.fleet.pools()) == 2
+    with pytest.raises(DeployError, match="no staged fleet"):
+        h.fleet.promote("ep")
+    await h.fleet.stage("ep", [spec(variant="A", model_dir="/green")])
+    await asyncio.wait(h.fleet.promote("ep"))
+    route = h.fleet.route("ep")
+    assert route is not None and [p.spec.model_dir for p in route.pools] == ["/green"]
+    assert len(h.fleet.pools()) == 1

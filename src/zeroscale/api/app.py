@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
-from zeroscale.api import sigv4
+from zeroscale.api import rpcv2, sigv4
 from zeroscale.api.async_invoke import AsyncInvokeApi
 from zeroscale.api.invoke import InvokeApi
 from zeroscale.api.jsonrpc import MAX_BODY_BYTES as MAX_JSON_BODY_BYTES
@@ -164,6 +164,9 @@ class App:
                 ) from None
             headers: list[tuple[bytes, bytes]] = scope["headers"]
             target = next((v for k, v in headers if k.lower() == b"x-amz-target"), b"").decode("latin-1")
+            rpc_target = None if is_runtime else rpcv2.target(method, path, headers)  # RPC v2 CBOR
+            if rpc_target is not None:
+                target, serialise = rpc_target, rpcv2.error
             iam = self._p.query_service  # IAM's query protocol: a form POST signed for "iam"
             form_post = not target and method == "POST" and path == "/"
             if iam is not None and not (form_post and iam.claims(headers)):
@@ -204,8 +207,9 @@ class App:
                 lookup=self._p.lookup_secret,
                 service=iam.signing_name if iam is not None else service.signing_name,
             )
+            call_body = body if rpc_target is None else rpcv2.to_json(body)  # the same call in JSON
             if self._p.authorize is not None or self._p.audit is not None:
-                access = self._access(access_key_id, scope, target, service, body, iam is not None)
+                access = self._access(access_key_id, scope, target, service, call_body, iam is not None)
             if self._p.authorize is not None and access is not None:
                 self._p.authorize(access)
             if iam is not None:
@@ -228,6 +232,11 @@ class App:
                 if endpoint is None or method != "POST":
                     raise RuntimeValidationError(f"No runtime operation at {method} {path}.")
                 await self._p.runtime.invoke(send, request_id, endpoint, headers, body, started)
+            elif rpc_target is not None:
+                result = service.call(target, call_body)
+                if not isinstance(result, dict):
+                    result = await result or {}
+                await rpcv2.ok(send, request_id, service.output_shape(target), result)
             elif method == "POST" and path == "/":
                 result = service.call(target, body)
                 if not isinstance(result, dict):  # an async handler

@@ -40,6 +40,11 @@ class JsonService:
         if unlisted:
             raise ValueError(f"{shapes.service}: no allow-list in api/served.py for {', '.join(unlisted)}")
 
+    def output_shape(self, target: str) -> Any:
+        """botocore's output shape of the operation ``target`` names (None when unknown or empty)."""
+        operation = target[len(self.target_prefix) :] if target.startswith(self.target_prefix) else ""
+        return self._shapes.output_shape(operation) if operation in self._known else None
+
     def call(self, target: str, body: bytes) -> dict[str, Any] | Awaitable[dict[str, Any] | None]:
         operation = target[len(self.target_prefix) :] if target.startswith(self.target_prefix) else ""
         if operation not in self._known:

@@ -44,6 +44,42 @@ _VARIANT: dict[str, Rule] = {
     "ServerlessConfig.ProvisionedConcurrency": ANY,
 }
 
+# Guarded deployments (control/rollout.py, control/guarded.py): blue/green traffic shifting, rolling updates
+# (traffic moved batch by batch; a rollback is all at once, so RollbackMaximumBatchSize is not served), and
+# alarms that roll back.
+_CAPACITY = {"Type": ANY, "Value": ANY}
+_DEPLOYMENT: dict[str, Rule] = {
+    "DeploymentConfig": ANY,
+    **under(
+        "DeploymentConfig",
+        {
+            "BlueGreenUpdatePolicy": ANY,
+            "BlueGreenUpdatePolicy.TrafficRoutingConfiguration": ANY,
+            **under(
+                "BlueGreenUpdatePolicy.TrafficRoutingConfiguration",
+                {
+                    "Type": ANY,
+                    "WaitIntervalInSeconds": ANY,
+                    "CanarySize": ANY,
+                    **under("CanarySize", _CAPACITY),
+                    "LinearStepSize": ANY,
+                    **under("LinearStepSize", _CAPACITY),
+                },
+            ),
+            "BlueGreenUpdatePolicy.TerminationWaitInSeconds": ANY,
+            "BlueGreenUpdatePolicy.MaximumExecutionTimeoutInSeconds": ANY,
+            "RollingUpdatePolicy": ANY,
+            "RollingUpdatePolicy.MaximumBatchSize": ANY,
+            **under("RollingUpdatePolicy.MaximumBatchSize", _CAPACITY),
+            "RollingUpdatePolicy.WaitIntervalInSeconds": ANY,
+            "RollingUpdatePolicy.MaximumExecutionTimeoutInSeconds": ANY,
+            "AutoRollbackConfiguration": ANY,
+            "AutoRollbackConfiguration.Alarms": ANY,
+            "AutoRollbackConfiguration.Alarms.AlarmName": ANY,
+        },
+    ),
+}
+
 
 SAGEMAKER: Table = {
     "CreateModel": {
@@ -90,7 +126,7 @@ SAGEMAKER: Table = {
     "DescribeEndpointConfig": {"EndpointConfigName": ANY},
     "ListEndpointConfigs": _LIST,
     "DeleteEndpointConfig": {"EndpointConfigName": ANY},
-    "CreateEndpoint": {"EndpointName": ANY, "EndpointConfigName": ANY, **_TAGS},
+    "CreateEndpoint": {"EndpointName": ANY, "EndpointConfigName": ANY, **_DEPLOYMENT, **_TAGS},
     "DescribeEndpoint": {"EndpointName": ANY},
     "ListEndpoints": {
         **_LIST,
@@ -101,9 +137,10 @@ SAGEMAKER: Table = {
     "UpdateEndpoint": {
         "EndpointName": ANY,
         "EndpointConfigName": ANY,
-        # false is what an update without them does: the new configuration's variants, no deployment policy
+        # false is what an update without it does: the new configuration's variants
         "RetainAllVariantProperties": only(False),
-        "RetainDeploymentConfig": only(False),
+        **_DEPLOYMENT,
+        "RetainDeploymentConfig": ANY,  # true: the DeploymentConfig CreateEndpoint was given
     },
     "UpdateEndpointWeightsAndCapacities": {
         "EndpointName": ANY,
@@ -209,9 +246,9 @@ LOGS: Table = {
     },
 }
 
-# Application Auto Scaling (autoscaling/): real-time SageMaker variants, target tracking only. The namespace,
-# dimension and resource are checked by the service and refused by name; StepScaling needs CloudWatch alarms
-# and PredictiveScaling a forecast, neither served yet.
+# Application Auto Scaling (autoscaling/): real-time SageMaker variants, target tracking, and step scaling
+# invoked by CloudWatch alarms (cloudwatch/). The namespace, dimension and resource are checked by the service
+# and refused by name; PredictiveScaling needs a forecast, not served.
 _SCOPE = {"ServiceNamespace": ANY, "ResourceId": ANY, "ScalableDimension": ANY}
 _PAGES = {"MaxResults": ANY, "NextToken": ANY}
 _TRACKING = "TargetTrackingScalingPolicyConfiguration"
@@ -237,7 +274,22 @@ APPLICATION_AUTOSCALING: Table = {
     "PutScalingPolicy": {
         **_SCOPE,
         "PolicyName": ANY,
-        "PolicyType": only("TargetTrackingScaling"),
+        "PolicyType": only("TargetTrackingScaling", "StepScaling"),
+        "StepScalingPolicyConfiguration": ANY,
+        **under(
+            "StepScalingPolicyConfiguration",
+            {
+                "AdjustmentType": ANY,
+                "StepAdjustments": ANY,
+                "StepAdjustments.MetricIntervalLowerBound": ANY,
+                "StepAdjustments.MetricIntervalUpperBound": ANY,
+                "StepAdjustments.ScalingAdjustment": ANY,
+                "MinAdjustmentMagnitude": ANY,
+                "Cooldown": ANY,
+                # an alarm gives one datapoint per period: Average (the default) is what it means
+                "MetricAggregationType": only("Average"),
+            },
+        ),
         _TRACKING: ANY,
         **under(
             _TRACKING,
@@ -266,6 +318,90 @@ APPLICATION_AUTOSCALING: Table = {
     "DescribeScalingActivities": {**_SCOPE, **_PAGES, "IncludeNotScaledActivities": only(False)},
 }
 
+# CloudWatch (cloudwatch/): zeroscale's metrics (AWS/SageMaker) and metric alarms on them. Not served: metric
+# math and percentiles (no distributions are kept), anomaly detection, composite alarms, tags, cross-account
+# observability.
+_DIMENSIONS = {"Dimensions": ANY, "Dimensions.Name": ANY, "Dimensions.Value": ANY}
+_METRIC = {"Namespace": ANY, "MetricName": ANY, **_DIMENSIONS}
+
+CLOUDWATCH: Table = {
+    "GetMetricStatistics": {
+        **_METRIC,
+        "StartTime": ANY,
+        "EndTime": ANY,
+        "Period": ANY,
+        "Statistics": ANY,
+        "Unit": ANY,
+    },
+    "GetMetricData": {
+        "MetricDataQueries": ANY,
+        **under(
+            "MetricDataQueries",
+            {
+                "Id": ANY,
+                "MetricStat": ANY,
+                "MetricStat.Metric": ANY,
+                **under("MetricStat.Metric", _METRIC),
+                "MetricStat.Period": ANY,
+                "MetricStat.Stat": ANY,
+                "MetricStat.Unit": ANY,
+                "Label": ANY,
+                "ReturnData": ANY,
+            },
+        ),
+        "StartTime": ANY,
+        "EndTime": ANY,
+        "NextToken": ANY,
+        "ScanBy": ANY,
+        "MaxDatapoints": ANY,
+    },
+    "ListMetrics": {
+        **_METRIC,
+        "NextToken": ANY,
+        "RecentlyActive": ANY,
+        "IncludeLinkedAccounts": only(False),
+    },
+    "PutMetricAlarm": {
+        "AlarmName": ANY,
+        "AlarmDescription": ANY,
+        "ActionsEnabled": ANY,
+        "OKActions": ANY,
+        "AlarmActions": ANY,
+        "InsufficientDataActions": ANY,
+        **_METRIC,
+        "Statistic": ANY,
+        "Period": ANY,
+        "Unit": ANY,
+        "EvaluationPeriods": ANY,
+        "DatapointsToAlarm": ANY,
+        "Threshold": ANY,
+        "ComparisonOperator": ANY,
+        "TreatMissingData": ANY,
+    },
+    "DescribeAlarms": {
+        "AlarmNames": ANY,
+        "AlarmNamePrefix": ANY,
+        "AlarmTypes": ANY,
+        "StateValue": ANY,
+        "ActionPrefix": ANY,
+        "MaxRecords": ANY,
+        "NextToken": ANY,
+    },
+    "DescribeAlarmsForMetric": {**_METRIC, "Statistic": ANY, "Period": ANY, "Unit": ANY},
+    "DescribeAlarmHistory": {
+        "AlarmName": ANY,
+        "AlarmTypes": ANY,
+        "HistoryItemType": ANY,
+        "StartDate": ANY,
+        "EndDate": ANY,
+        "MaxRecords": ANY,
+        "NextToken": ANY,
+        "ScanBy": ANY,
+    },
+    "DeleteAlarms": {"AlarmNames": ANY},
+    "SetAlarmState": {"AlarmName": ANY, "StateValue": ANY, "StateReason": ANY, "StateReasonData": ANY},
+}
+
 # sagemaker-runtime InvokeEndpoint. Every other member is a request header, refused when present.
 INVOKE_ENDPOINT = frozenset(
     {"EndpointName", "Body", "ContentType", "Accept", "CustomAttributes", "TargetVariant", "InferenceId"}
@@ -275,7 +411,12 @@ INVOKE_ENDPOINT = frozenset(
 # Refused by name: TargetContainerHostname, InferenceComponentName, SessionId, PrefixAwareId.
 INVOKE_ENDPOINT_WITH_RESPONSE_STREAM = INVOKE_ENDPOINT
 
-_BY_SERVICE = {"sagemaker": SAGEMAKER, "logs": LOGS, "application-autoscaling": APPLICATION_AUTOSCALING}
+_BY_SERVICE = {
+    "sagemaker": SAGEMAKER,
+    "logs": LOGS,
+    "application-autoscaling": APPLICATION_AUTOSCALING,
+    "cloudwatch": CLOUDWATCH,
+}
 
 
 def refusals(service: str) -> Refusals:

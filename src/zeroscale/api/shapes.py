@@ -548,6 +548,9 @@ class ServiceShapes:
         if walker.errors:
             raise ValidationException(_format(walker.errors))
 
+    def output_shape(self, operation: str) -> Any:
+        return self._operation(operation).output_shape
+
     def output_shape_members(self, operation: str) -> tuple[str, ...]:
         """The top-level member names of an operation's output (empty when it has no output)."""
         shape = self._operation(operation).output_shape

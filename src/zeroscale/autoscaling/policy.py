@@ -66,7 +66,8 @@ def _want(policy: Tracking, values: Sequence[float | None], current: int) -> tup
     last = values[-OUT_POINTS:]
     if len(last) == OUT_POINTS and all(v is not None and v > policy.target for v in last):
         value = sum(v for v in last if v is not None) / OUT_POINTS
-        return math.ceil(current * value / policy.target), (
+        # from zero instances (MinCapacity 0), as if there were one: the first comes back
+        return math.ceil(max(1, current) * value / policy.target), (
             f"{policy.metric} was above the target {policy.target:g} for {OUT_POINTS} periods "
             f"(mean {value:.4g})"
         )

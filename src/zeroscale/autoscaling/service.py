@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from zeroscale.autoscaling import policy as pol
+from zeroscale.autoscaling import steps
 from zeroscale.autoscaling.samples import STATISTICS, Samples
 from zeroscale.autoscaling.targets import (
     DIMENSION,
@@ -94,11 +95,8 @@ class AutoScaling:
                 doc[name] = int(params[name])
             elif rec is None:
                 raise ValidationException(f"{name} is required to register a new scalable target.")
-        if doc["MinCapacity"] < 1:
-            raise ValidationException(
-                f"MinCapacity {doc['MinCapacity']}: zeroscale does not scale a real-time variant to 0 "
-                "instances yet (its router needs at least one); use 1 or more, or a serverless variant."
-            )
+        if doc["MinCapacity"] < 0:
+            raise ValidationException(f"MinCapacity {doc['MinCapacity']} must be 0 or more.")
         if doc["MaxCapacity"] < doc["MinCapacity"]:
             raise ValidationException(
                 f"MaxCapacity {doc['MaxCapacity']} must be greater than or equal to MinCapacity "
@@ -158,11 +156,8 @@ class AutoScaling:
     # ---- policies ----
     def put_policy(self, params: Mapping[str, Any]) -> dict[str, Any]:
         check_scope(params)
-        if params.get("PolicyType") != "TargetTrackingScaling":  # the allow-list refuses any other value
-            raise ValidationException(
-                "PolicyType is StepScaling when omitted, and StepScaling needs CloudWatch alarms, which "
-                "zeroscale does not serve yet: give PolicyType TargetTrackingScaling."
-            )
+        if params.get("PolicyType", "StepScaling") == "StepScaling":  # the default, as in AWS
+            return self._put_step_policy(params)
         target = self._t.require(params["ResourceId"])
         resource = parse_resource(target.name)
         config = params.get("TargetTrackingScalingPolicyConfiguration")
@@ -187,6 +182,66 @@ class AutoScaling:
         self._t.save_policy(Record("scaling-policy", key, arn, created, now, None, doc))
         self._watch()
         return {"PolicyARN": arn, "Alarms": []}
+
+    def _put_step_policy(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        target = self._t.require(params["ResourceId"])
+        config = params.get("StepScalingPolicyConfiguration")
+        if config is None:
+            raise ValidationException("StepScalingPolicyConfiguration is required for a StepScaling policy.")
+        if params.get("TargetTrackingScalingPolicyConfiguration") is not None:
+            raise ValidationException(
+                "TargetTrackingScalingPolicyConfiguration is for a TargetTrackingScaling policy."
+            )
+        steps.check(config)
+        name: str = params["PolicyName"]
+        old = self._t.policy(target.name, name)
+        now = self._clock()
+        arn = old.arn if old is not None else self._policy_arn(target.name, name)
+        doc = {
+            "PolicyName": name,
+            "ResourceId": target.name,
+            "PolicyType": "StepScaling",
+            "StepScalingPolicyConfiguration": dict(config),
+        }
+        created = old.created_at if old is not None else now
+        key = self._t.policy_key(target.name, name)
+        self._t.save_policy(Record("scaling-policy", key, arn, created, now, None, doc))
+        return {"PolicyARN": arn, "Alarms": []}
+
+    # ---- step scaling: invoked by CloudWatch alarms (an alarm action naming the policy's ARN) ----
+    def step_policy(self, arn: str) -> Record:
+        found = next((p for p in self._t.policies() if p.arn == arn), None)
+        if found is None or found.doc["PolicyType"] != "StepScaling":
+            raise ObjectNotFound(f"No step scaling policy has the ARN {arn}.")
+        return found
+
+    async def step(self, arn: str, breach: float, alarm: str) -> None:
+        """The alarm ``alarm`` is in ALARM and names this step policy: scale by the step of ``breach``."""
+        policy = self.step_policy(arn)
+        target = self._t.target(policy.doc["ResourceId"])
+        if target is None:
+            return
+        resource = parse_resource(target.name)
+        desc = self._endpoints.describe(resource.endpoint)
+        variant = next(
+            (v for v in desc.get("ProductionVariants") or [] if v["VariantName"] == resource.variant), None
+        )
+        if variant is None or "CurrentInstanceCount" not in variant:
+            return
+        if not self._settle_activities(target, desc, variant) or desc["EndpointStatus"] != "InService":
+            return
+        current = int(variant["CurrentInstanceCount"])
+        now = self._clock()
+        decision = steps.decide(
+            policy.doc["PolicyName"],
+            policy.doc["StepScalingPolicyConfiguration"],
+            breach,
+            _capacity(target, current),
+            now,
+            alarm,
+        )
+        if decision is not None:
+            await self._apply(target, resource, current, decision, now)
 
     def describe_policies(self, params: Mapping[str, Any]) -> dict[str, Any]:
         check_scope(params)
@@ -251,7 +306,7 @@ class AutoScaling:
             resource = parse_resource(t.name)
             pairs.add((resource.endpoint.lower(), resource.variant))
         for p in self._t.policies():
-            dims = p.doc["Metric"].get("Dimensions")
+            dims = p.doc.get("Metric", {}).get("Dimensions")
             if dims:
                 pairs.add((dims["EndpointName"].lower(), dims["VariantName"]))
         self.samples.watch(frozenset(pairs))
@@ -282,20 +337,12 @@ class AutoScaling:
         current = int(variant["CurrentInstanceCount"])
         tracked = []
         for p in policies:
+            if p.doc["PolicyType"] != "TargetTrackingScaling":
+                continue  # step policies run when their alarm says so (step)
             config = p.doc["TargetTrackingScalingPolicyConfiguration"]
             tracked.append((_tracking(p.doc["PolicyName"], config), self._values(p.doc["Metric"], current)))
-        suspended = target.doc.get("SuspendedState", {})
-        capacity = pol.Capacity(
-            current=current,
-            minimum=target.doc["MinCapacity"],
-            maximum=target.doc["MaxCapacity"],
-            last_out_at=target.doc.get("LastScaleOutAt"),
-            last_in_at=target.doc.get("LastScaleInAt"),
-            out_suspended=bool(suspended.get("DynamicScalingOutSuspended")),
-            in_suspended=bool(suspended.get("DynamicScalingInSuspended")),
-        )
         now = self._clock()
-        decision = pol.decide(tracked, capacity, now)
+        decision = pol.decide(tracked, _capacity(target, current), now)
         if decision is None:
             return
         await self._apply(target, resource, current, decision, now)
@@ -408,6 +455,19 @@ class AutoScaling:
         )
 
 
+def _capacity(target: Record, current: int) -> pol.Capacity:
+    suspended = target.doc.get("SuspendedState", {})
+    return pol.Capacity(
+        current=current,
+        minimum=target.doc["MinCapacity"],
+        maximum=target.doc["MaxCapacity"],
+        last_out_at=target.doc.get("LastScaleOutAt"),
+        last_in_at=target.doc.get("LastScaleInAt"),
+        out_suspended=bool(suspended.get("DynamicScalingOutSuspended")),
+        in_suspended=bool(suspended.get("DynamicScalingInSuspended")),
+    )
+
+
 def _metric(config: Mapping[str, Any], resource: Resource) -> dict[str, Any]:
     """The metric a target-tracking configuration tracks, checked, as the loop reads it."""
     predefined = config.get("PredefinedMetricSpecification")
@@ -461,6 +521,11 @@ def _tracking(name: str, config: Mapping[str, Any]) -> pol.Tracking:
 
 def _policy_doc(rec: Record) -> dict[str, Any]:
     d = rec.doc
+    config = (
+        "StepScalingPolicyConfiguration"
+        if d["PolicyType"] == "StepScaling"
+        else "TargetTrackingScalingPolicyConfiguration"
+    )
     return {
         "PolicyARN": rec.arn,
         "PolicyName": d["PolicyName"],
@@ -468,7 +533,7 @@ def _policy_doc(rec: Record) -> dict[str, Any]:
         "ResourceId": d["ResourceId"],
         "ScalableDimension": DIMENSION,
         "PolicyType": d["PolicyType"],
-        "TargetTrackingScalingPolicyConfiguration": d["TargetTrackingScalingPolicyConfiguration"],
+        config: d[config],
         "Alarms": [],
         "CreationTime": rec.created_at,
     }

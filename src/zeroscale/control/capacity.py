@@ -58,13 +58,9 @@ def capacity_overrides(
                     f"Variant {name} is serverless: change its capacity with ServerlessUpdateConfig, "
                     "not DesiredInstanceCount."
                 )
-            count = int(d["DesiredInstanceCount"])
-            if count < 1:
-                raise ValidationException(
-                    f"DesiredInstanceCount {count} of variant {name}: a real-time variant keeps at least 1 "
-                    "instance."
-                )
-            o["instance_count"] = count
+            # 0 is allowed (SageMaker refuses it): the variant keeps no instance warm and starts one
+            # instance's workers on demand, as a serverless variant does
+            o["instance_count"] = int(d["DesiredInstanceCount"])
         if "ServerlessUpdateConfig" in d:
             if serverless is None:
                 raise ValidationException(
@@ -102,6 +98,8 @@ def with_overrides(spec: PoolSpec, override: Mapping[str, Any] | None) -> PoolSp
         count = int(override["instance_count"])
         changes["instance_count"] = count
         changes["max_concurrency"] = changes["provisioned"] = count * spec.workers_per_instance
+        if count == 0:  # scaled to zero: one instance's workers on demand, none kept warm
+            changes["max_concurrency"] = spec.workers_per_instance
     elif not spec.real_time and "max_concurrency" in override:
         changes["max_concurrency"] = int(override["max_concurrency"])
         changes["provisioned"] = int(override["provisioned"])

@@ -154,6 +154,11 @@ class Cluster:
     def live(self) -> set[str]:
         return set(self.members)
 
+    def leads(self) -> bool:
+        """Whether this front end is the leader: the oldest live one (what one front end alone must do,
+        such as evaluating alarms, it does)."""
+        return not self.fenced and bool(self.members) and self.members[0] == self.id
+
     # ---- the loop ----
     async def start(self, sync: Callable[[set[str]], object]) -> None:
         """Register now (so the first shares count this front end), then poll in the background."""

@@ -25,10 +25,12 @@ from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
 
 from zeroscale.background import Background
+from zeroscale.control import rollout
 from zeroscale.control.arns import Arns
 from zeroscale.control.capacity import capacity_overrides, with_overrides
 from zeroscale.control.deploy import Deployer, primary_container
 from zeroscale.control.endpoint_configs import EndpointConfigs, variant_specs
+from zeroscale.control.guarded import Guard
 from zeroscale.control.models import Models
 from zeroscale.control.resources import Resources
 from zeroscale.errors import DeployError, ValidationException
@@ -57,6 +59,7 @@ class Endpoints:
         *,
         frontend: str | None = None,
         limit: Callable[[builtins.list[PoolSpec]], builtins.list[PoolSpec]] = lambda specs: specs,
+        guard: Guard | None = None,
     ) -> None:
         """``settle_s``: how long CreateEndpoint and UpdateEndpoint wait for their deployment; ``frontend``:
         this front end's id, the owner of the transitions it runs; ``limit``: this front end's share of each
@@ -74,6 +77,7 @@ class Endpoints:
         self._latest: dict[str, asyncio.Task[Any]] = {}
         self.frontend = frontend
         self._limit = limit
+        self._guard = guard  # runs deployments with a DeploymentConfig (None: refused)
         # What this front end routes: lower-cased name -> the deployment (see _deployment), and each
         # variant's spec with the whole of its concurrency (the pools have this front end's share)
         self._active: dict[str, str] = {}
@@ -102,7 +106,11 @@ class Endpoints:
     async def create(self, params: Mapping[str, Any]) -> dict[str, Any]:
         name: str = params["EndpointName"]
         config = self._configs.get(params["EndpointConfigName"])
-        doc = {"EndpointConfigName": config.name, "Tags": list(params.get("Tags") or [])}
+        doc: dict[str, Any] = {"EndpointConfigName": config.name, "Tags": list(params.get("Tags") or [])}
+        deployment = params.get("DeploymentConfig")
+        if deployment:
+            self._plan(deployment, config)  # checked now; used by updates that retain it
+            doc[DEPLOYMENT_CONFIG] = dict(deployment)
         arn = self._res.insert(name, doc, self._clock(), EndpointStatus.CREATING.value, owner=self.frontend)
         await self._settle(self._run(name, self._deploy(name, config.name, updating=False)))
         return {"EndpointArn": arn}
@@ -114,6 +122,12 @@ class Endpoints:
                 f'Cannot update in-progress endpoint "{rec.arn}". Wait until it is InService.'
             )
         config = self._configs.get(params["EndpointConfigName"])
+        deployment = params.get("DeploymentConfig")
+        if params.get("RetainDeploymentConfig"):
+            if deployment:
+                raise ValidationException("Give DeploymentConfig or RetainDeploymentConfig=true, not both.")
+            deployment = rec.doc.get(DEPLOYMENT_CONFIG)
+        plan = self._plan(deployment, config) if deployment else None
         rec.owner = self.frontend
         # A new configuration brings its own weights and capacities (RetainAllVariantProperties false).
         changed = self._save(
@@ -122,13 +136,33 @@ class Endpoints:
             expect=EndpointStatus.IN_SERVICE,
             FailureReason=None,
             VariantOverrides=None,
+            PendingDeploymentSummary=None,
+            **(
+                {DEPLOYMENT_CONFIG: dict(deployment), "LastDeploymentConfig": dict(deployment)}
+                if deployment
+                else {}
+            ),
         )
         if not changed:
             raise ValidationException(  # another front end changed it since it was read
                 f'Cannot update in-progress endpoint "{rec.arn}". Wait until it is InService.'
             )
-        await self._settle(self._run(rec.name, self._deploy(rec.name, config.name, updating=True)))
+        deploy = self._deploy(rec.name, config.name, updating=True, plan=plan)
+        await self._settle(self._run(rec.name, deploy))
         return {"EndpointArn": rec.arn}
+
+    def _plan(self, deployment: Mapping[str, Any], config: Record) -> rollout.Plan | None:
+        """A DeploymentConfig checked against the configuration it deploys: its plan."""
+        if self._guard is None:
+            raise ValidationException("DeploymentConfig is not served by this server (no CloudWatch alarms).")
+        variants = [v for v in variant_specs(config.doc) if not v.shadow]
+        real_time = all(v.serverless is None for v in variants)
+        units = sum(
+            v.instance_count if v.serverless is None else v.serverless.max_concurrency for v in variants
+        )
+        plan = rollout.plan_of(deployment, units, all_real_time=real_time)
+        self._guard.check_alarms(rollout.alarm_names(deployment))
+        return plan
 
     async def update_weights_and_capacities(self, params: Mapping[str, Any]) -> dict[str, Any]:
         """New weights, instance counts and serverless capacities for some variants, same models: Desired*
@@ -198,6 +232,9 @@ class Endpoints:
             out["AsyncInferenceConfig"] = rec.doc["AsyncInferenceConfig"]
         if rec.doc.get("FailureReason"):
             out["FailureReason"] = rec.doc["FailureReason"]
+        for member in ("LastDeploymentConfig", "PendingDeploymentSummary"):
+            if rec.doc.get(member):
+                out[member] = rec.doc[member]
         return out
 
     def list(self, params: Mapping[str, Any]) -> dict[str, Any]:
@@ -229,7 +266,15 @@ class Endpoints:
         """Wait up to ``settle_s`` for ``task``, which goes on regardless (it is not cancelled)."""
         await asyncio.wait({task}, timeout=self._settle_s)
 
-    async def _deploy(self, name: str, config_name: str, *, updating: bool, warm: bool = True) -> None:
+    async def _deploy(
+        self,
+        name: str,
+        config_name: str,
+        *,
+        updating: bool,
+        warm: bool = True,
+        plan: rollout.Plan | None = None,
+    ) -> None:
         try:
             config = self._configs.get(config_name)
             full = await self._deployer.pool_specs(name, config)
@@ -239,7 +284,14 @@ class Endpoints:
             specs = self._limit(full)  # this front end's share; the endpoint is described with the whole
             # A front end whose share is zero starts no worker, not even the deploy-time check's.
             warm = warm and all(s.max_concurrency > 0 for s in specs)
-            await self._fleet.activate(name, specs, warm=warm)
+            if plan is not None and self._guard is not None and self._fleet.route(name) is not None:
+                report = self._reporter(name, config, full)
+                outcome = await self._guard.run(name, specs, plan, report)
+                if outcome.reason is not None:
+                    self._rolled_back(name, outcome.reason, failed=outcome.rollback_failed)
+                    return
+            else:
+                await self._fleet.activate(name, specs, warm=warm)
         except (DeployError, ValidationException) as exc:
             reason = _reason(exc)
             rec = self._store.get(KIND, name)
@@ -247,7 +299,7 @@ class Endpoints:
                 return
             log.warning("endpoint %s: %s", name, reason)
             status = EndpointStatus.IN_SERVICE if updating else EndpointStatus.FAILED
-            self._save(rec, status, FailureReason=reason)
+            self._save(rec, status, FailureReason=reason, PendingDeploymentSummary=None)
             return
         rec = self._store.get(KIND, name)
         if rec is None or rec.status == EndpointStatus.DELETING.value:
@@ -263,10 +315,56 @@ class Endpoints:
             ShadowProductionVariants=self._described_variants(config, full, shadow=True) or None,
             AsyncInferenceConfig=config.doc.get("AsyncInferenceConfig"),
             FailureReason=None,
+            PendingDeploymentSummary=None,
         )
         self._active[name.lower()] = _deployment(rec)
         self._full_specs[name.lower()] = {spec.variant: spec for spec in full}
         self._tell(name)
+
+    def _reporter(
+        self, name: str, config: Record, full: builtins.list[PoolSpec]
+    ) -> Callable[[str, float, float], None]:
+        """How a guarded deployment's progress reaches DescribeEndpoint: PendingDeploymentSummary (the new
+        fleet's variants, their VariantStatus), and the endpoint's status (RollingBack)."""
+        started = self._clock()
+        variants = self._described_variants(config, full, shadow=False)
+        messages = {
+            "Creating": "Provisioning the new fleet beside the old one.",
+            "ActivatingTraffic": "Shifting {share} of the traffic to the new fleet.",
+            "Baking": "Baking with {share} of the traffic on the new fleet, watching the alarms.",
+            "TerminationWait": "All the traffic is on the new fleet; the old one is retired after the wait.",
+            "RollingBack": "All the traffic is back on the old fleet; the new fleet is being removed.",
+        }
+
+        def report(phase: str, share: float, at: float) -> None:
+            rec = self._store.get(KIND, name)
+            if rec is None or rec.status == EndpointStatus.DELETING.value:
+                return
+            status = "Baking" if phase == "TerminationWait" else phase
+            if phase == "RollingBack":
+                status = "Deleting"
+            message = messages[phase].format(share=f"{share:.0%}")
+            pending = [
+                {**v, "VariantStatus": [{"Status": status, "StatusMessage": message, "StartTime": at}]}
+                for v in variants
+            ]
+            summary = {"EndpointConfigName": config.name, "ProductionVariants": pending, "StartTime": started}
+            endpoint_status = (
+                EndpointStatus.ROLLING_BACK if phase == "RollingBack" else EndpointStatus.UPDATING
+            )
+            self._save(rec, endpoint_status, PendingDeploymentSummary=summary)
+
+        return report
+
+    def _rolled_back(self, name: str, reason: str, *, failed: bool) -> None:
+        rec = self._store.get(KIND, name)
+        if rec is None or rec.status == EndpointStatus.DELETING.value:
+            return
+        log.warning("endpoint %s: %s", name, reason)
+        status = EndpointStatus.UPDATE_ROLLBACK_FAILED if failed else EndpointStatus.IN_SERVICE
+        self._save(
+            rec, status, FailureReason=_reason(ValidationException(reason)), PendingDeploymentSummary=None
+        )
 
     def _snapshot(self, config: Record) -> dict[str, Any]:
         """The documents this deployment was made from, kept in the endpoint's row (never answered on the
@@ -381,7 +479,7 @@ class Endpoints:
         """An invocation for an endpoint this front end does not route: when the store says it serves
         (another front end deployed it since the last sync), route it now, waiting at most ``timeout_s``."""
         rec = await asyncio.to_thread(self._store.get, KIND, name)
-        serving = (EndpointStatus.IN_SERVICE.value, EndpointStatus.UPDATING.value)
+        serving = _SERVING
         if rec is None or rec.status not in serving or not rec.doc.get("ProductionVariants"):
             return
         key = rec.name.lower()
@@ -413,11 +511,11 @@ class Endpoints:
                 if rec.status == EndpointStatus.CREATING.value:
                     self._run(rec.name, self._deploy(rec.name, rec.doc["EndpointConfigName"], updating=False))
                     continue
-                # The update died with its front end: UpdateEndpoint's deployment never replaced the one
-                # that serves; new weights and capacities (their overrides are stored) are what the route
-                # below serves, so they are current now.
-                self._save(rec, EndpointStatus.IN_SERVICE, **_settled(rec))
-            serving = rec.status in (EndpointStatus.IN_SERVICE.value, EndpointStatus.UPDATING.value)
+                # The update (or its rollback) died with its front end: UpdateEndpoint's deployment never
+                # replaced the one that serves, which serves on; new weights and capacities (their overrides
+                # are stored) are what the route below serves, so they are current now.
+                self._save(rec, EndpointStatus.IN_SERVICE, PendingDeploymentSummary=None, **_settled(rec))
+            serving = rec.status in _SERVING
             if serving and rec.doc.get("ProductionVariants"):
                 if self._active.get(key) != _deployment(rec) or self._fleet.route(rec.name) is None:
                     started.append(self._run(rec.name, self._follow(rec)))
@@ -444,10 +542,18 @@ class Endpoints:
         await self._background.cancel()
 
 
+DEPLOYMENT_CONFIG = "ZeroscaleDeploymentConfig"  # the config CreateEndpoint gave, for RetainDeploymentConfig
 DEPLOYED = "ZeroscaleDeployment"  # the endpoint row's snapshot of what it was deployed from (see _snapshot)
 _TRANSITIONS = frozenset(
-    {EndpointStatus.CREATING.value, EndpointStatus.UPDATING.value, EndpointStatus.DELETING.value}
+    {
+        EndpointStatus.CREATING.value,
+        EndpointStatus.UPDATING.value,
+        EndpointStatus.ROLLING_BACK.value,
+        EndpointStatus.DELETING.value,
+    }
 )
+# the statuses in which the endpoint's deployment serves (an update or a rollback: the old one)
+_SERVING = (EndpointStatus.IN_SERVICE.value, EndpointStatus.UPDATING.value, EndpointStatus.ROLLING_BACK.value)
 
 
 def _deployment(rec: Record) -> str:

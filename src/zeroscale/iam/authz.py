@@ -2,9 +2,10 @@
 ``/zeroscale/v1/``, and whatever service is added) is named as an IAM action on a resource ARN and checked
 against the caller's inline policies. The admin credentials are allowed everything.
 
-Actions: ``<signing name>:<Operation>`` for JSON 1.1 and query services (``sagemaker:CreateModel``,
-``logs:GetLogEvents``, ``iam:CreateUser``), ``sagemaker:InvokeEndpoint`` for the runtime, and for
-zeroscale's own API ``zeroscale:GetUsage``, ``zeroscale:GetMetrics``, ``zeroscale:ListImages``,
+Actions: ``<signing name>:<Operation>`` for JSON and query services (``sagemaker:CreateModel``,
+``logs:GetLogEvents``, ``iam:CreateUser``; CloudWatch signs as ``monitoring``: ``cloudwatch:PutMetricAlarm``
+on ``arn:aws:cloudwatch:<region>:<account>:alarm:<name>``), ``sagemaker:InvokeEndpoint`` for the runtime,
+and for zeroscale's own API ``zeroscale:GetUsage``, ``zeroscale:GetMetrics``, ``zeroscale:ListImages``,
 ``zeroscale:PushImage``, ``zeroscale:GetAuditEvents``. Resources: the ARNs zeroscale issues
 (``arn:aws:sagemaker:<region>:<account>:endpoint/<lower-cased name>``, ``model/...``,
 ``endpoint-config/...``; ``arn:aws:logs:...:log-group:<name>:*``; ``arn:aws:iam::<account>:user/<name>``;
@@ -52,6 +53,8 @@ class Caller:
 
 _SAGEMAKER_KINDS = (("EndpointConfig", "endpoint-config"), ("Endpoint", "endpoint"), ("Model", "model"))
 _SAGEMAKER_NAMES = {"endpoint-config": "EndpointConfigName", "endpoint": "EndpointName", "model": "ModelName"}
+# Services whose IAM actions are not named by their signing name (CloudWatch signs as "monitoring").
+_ACTION_PREFIXES = {"monitoring": "cloudwatch"}
 _REST_ACTIONS = {
     ("usage", "GET"): "GetUsage",
     ("metrics", "GET"): "GetMetrics",
@@ -132,7 +135,7 @@ class Authorizer:
             return f"iam:{form.get('Action', '')}", self.user_arn(user) if user else "*"
         params = _json(access.body)
         operation = access.operation
-        action = f"{access.signing_name}:{operation}"
+        action = f"{_ACTION_PREFIXES.get(access.signing_name, access.signing_name)}:{operation}"
         if access.signing_name == "sagemaker":
             for suffix, kind in _SAGEMAKER_KINDS:
                 if operation.endswith((suffix, suffix + "s")) and not operation.startswith("List"):
@@ -143,6 +146,8 @@ class Authorizer:
         if access.signing_name == "logs" and isinstance(params.get("logGroupName"), str):
             group: str = params["logGroupName"]
             return action, f"arn:aws:logs:{self._region}:{self._account}:log-group:{group}:*"
+        if access.signing_name == "monitoring" and isinstance(params.get("AlarmName"), str):
+            return action, f"arn:aws:cloudwatch:{self._region}:{self._account}:alarm:{params['AlarmName']}"
         return action, "*"
 
     def _sagemaker_arn(self, kind: str, name: str) -> str:

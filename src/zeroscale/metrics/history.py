@@ -71,7 +71,10 @@ def merge_into(target: dict[Key, Stat], stats: Mapping[Key, Stat]) -> None:
 class MinuteAggregator:
     """Open minutes in memory until they are taken (to be written elsewhere)."""
 
-    def __init__(self) -> None:
+    def __init__(self, period_s: int = PERIOD_S) -> None:
+        """``period_s``: how long each aggregated period is (a minute; 10 s for CloudWatch's
+        high-resolution reads). ``Key.minute`` is then the period's start."""
+        self.period_s = period_s
         # Plain tuples in Key's field order: cheaper to build than a Key on the invoke path.
         self._stats: dict[tuple[str, int, str, str], Stat] = {}
 
@@ -85,7 +88,8 @@ class MinuteAggregator:
         self, endpoint: str, variant: str, at: float, values: Iterable[tuple[str, float]]
     ) -> None:
         """Several metrics' values at one time (one invocation's): the key's prefix is computed once."""
-        endpoint, minute, stats = endpoint.lower(), minute_of(at), self._stats
+        period = self.period_s
+        endpoint, minute, stats = endpoint.lower(), int(at // period) * period, self._stats
         for metric, value in values:
             key = (endpoint, minute, variant, metric)
             stat = stats.get(key)
@@ -93,9 +97,12 @@ class MinuteAggregator:
                 stats[key] = stat = Stat()
             stat.add(value)
 
+    def open_keys(self) -> list[Key]:
+        return [Key._make(k) for k in self._stats]
+
     def take(self, before: float = math.inf) -> dict[Key, Stat]:
         """Remove and return the minutes that ended at or before ``before`` (all of them by default)."""
-        done = [k for k in self._stats if k[1] + PERIOD_S <= before]
+        done = [k for k in self._stats if k[1] + self.period_s <= before]
         return {Key._make(k): self._stats.pop(k) for k in done}
 
     def restore(self, stats: Mapping[Key, Stat]) -> None:
@@ -118,7 +125,7 @@ class MinuteAggregator:
     ) -> dict[Key, Stat]:
         """Copies of the open minutes that match a query (the same rules as ``MinuteStore.query``)."""
         wanted = set(metrics)
-        low, high = minute_of(since), until
+        low, high = int(since // self.period_s) * self.period_s, until
         name = endpoint.lower()
         return {
             Key._make(k): s.copy()

@@ -11,13 +11,13 @@ from collections.abc import Callable, Iterable
 from zeroscale.events import InvocationRecord, VariantEvent, WorkerEvent
 from zeroscale.metrics import catalog as m
 from zeroscale.metrics.catalog import MICROSECONDS, error_family
-from zeroscale.metrics.history import MinuteAggregator
+from zeroscale.metrics.history import PERIOD_S, MinuteAggregator
 from zeroscale.metrics.load import VariantLoad
 
 
 class HistoryRecorder:
-    def __init__(self, clock: Callable[[], float] = time.time) -> None:
-        self.minutes = MinuteAggregator()
+    def __init__(self, clock: Callable[[], float] = time.time, period_s: int = PERIOD_S) -> None:
+        self.minutes = MinuteAggregator(period_s)
         self._clock = clock
         self._provisioned: dict[tuple[str, str], int] = {}
 

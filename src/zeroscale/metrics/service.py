@@ -152,6 +152,13 @@ class MetricsHistory:
             merge_into(stored, self.recorder.minutes.select(endpoint, since, end, metrics, variant))
         return [Datapoint(k.variant, k.metric, k.minute, s) for k, s in sorted(stored.items(), key=_order)]
 
+    async def series(self, since: float) -> set[tuple[str, str, str]]:
+        """Every (lower-cased endpoint, variant, metric) observed since ``since``, stored or in memory."""
+        async with self._writing:
+            found = await asyncio.to_thread(self._store.series, since)
+            found.update((k.endpoint, k.variant, k.metric) for k in self.recorder.minutes.open_keys())
+        return found
+
 
 def _order(item: tuple[Key, Stat]) -> tuple[int, str, str]:
     key = item[0]

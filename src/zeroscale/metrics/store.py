@@ -124,6 +124,13 @@ class MinuteStore:
             rows = conn.execute(select(metric_minutes).where(and_(*conditions))).all()
         return {Key(r.endpoint, int(r.minute), r.variant, r.metric): _stat(r) for r in rows}
 
+    def series(self, since: float) -> set[tuple[str, str, str]]:
+        """Every (endpoint, variant, metric) with a minute stored since ``since``."""
+        c = metric_minutes.c
+        query = select(c.endpoint, c.variant, c.metric).where(c.minute >= minute_of(since)).distinct()
+        with self._lock, self._engine.connect() as conn:
+            return {(r.endpoint, r.variant, r.metric) for r in conn.execute(query)}
+
     def prune(self, before: float) -> int:
         """Delete the minutes that started before ``before``; returns how many rows went."""
         with self._lock, self._engine.begin() as conn:

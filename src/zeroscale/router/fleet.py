@@ -38,21 +38,38 @@ class EndpointRoute:
     _cumulative: list[float]
     production: list[VariantPool]
     shadows: list[VariantPool]  # each gets a copy of its shadow_sampling share of the traffic
+    # A guarded deployment in progress: the new fleet ("green", its own route) takes ``canary_share`` of
+    # the traffic; this route's pools are the old fleet ("blue").
+    canary: EndpointRoute | None = None
+    canary_share: float = 0.0
 
     @classmethod
-    def of(cls, name: str, pools: list[VariantPool]) -> EndpointRoute:
+    def of(
+        cls, name: str, pools: list[VariantPool], canary: EndpointRoute | None = None, share: float = 0.0
+    ) -> EndpointRoute:
         production = [p for p in pools if not p.spec.shadow_sampling]
         shadows = [p for p in pools if p.spec.shadow_sampling]
         weights = [max(0.0, p.spec.weight) for p in production]
         if sum(weights) <= 0:
             weights = [1.0] * len(production)
-        return cls(name, pools, list(itertools.accumulate(weights)), production, shadows)
+        return cls(name, pools, list(itertools.accumulate(weights)), production, shadows, canary, share)
+
+    def every_pool(self) -> list[VariantPool]:
+        return self.pools if self.canary is None else self.pools + self.canary.pools
 
     def copies(self) -> list[VariantPool]:
         """The shadow pools this request is copied to (each by its sampling share)."""
         return [p for p in self.shadows if random.random() < p.spec.shadow_sampling]
 
     def choose(self, target_variant: str | None = None) -> VariantPool:
+        canary = self.canary
+        # a guarded deployment: the new fleet's share, unless it lacks the targeted variant (the old answers)
+        if (
+            canary is not None
+            and random.random() < self.canary_share
+            and (target_variant is None or any(p.spec.variant == target_variant for p in canary.production))
+        ):
+            return canary.choose(target_variant)
         if target_variant is not None:
             for pool in self.production:
                 if pool.spec.variant == target_variant:
@@ -97,7 +114,7 @@ class Fleet:
 
     # ---- control ----
     def pools(self) -> list[VariantPool]:
-        return [p for r in self._routes.values() for p in r.pools] + list(self._draining)
+        return [p for r in self._routes.values() for p in r.every_pool()] + list(self._draining)
 
     def loads(self) -> list[PoolLoad]:
         """Every pool's current load (read-only), for the metrics gauges."""
@@ -127,45 +144,68 @@ class Fleet:
     async def activate(self, endpoint: str, specs: list[PoolSpec], *, warm: bool = True) -> None:
         """Build pools for ``specs``; with ``warm`` start one worker per variant and require a good /ping
         (raises DeployError, leaving the current route untouched). Then swap, and drain the old pools."""
-        pools = [
-            VariantPool(
-                s,
-                self._manager,
-                self.budget,
-                self._settings,
-                self.events,
-                self._clock,
-                self._wall,
-                self.cache,
-                self._activated,
-            )
-            for s in specs
-        ]
+        pools = [self._pool(s) for s in specs]
         if not warm:
             # A restart brings endpoints back at zero: start their runtimes' zygotes now, in the background,
             # so the first cold start of each does not also pay for importing its framework.
             runtimes = tuple(sorted({s.runtime for s in specs if not s.command}))
             self._background.spawn(self._manager.prewarm(runtimes))
         if warm:
-            results = await asyncio.gather(*(p.warm() for p in pools), return_exceptions=True)
-            errors = [r for r in results if isinstance(r, BaseException)]
-            if errors:
-                await asyncio.gather(*(p.drain(timeout_s=1.0) for p in pools))
-                self._forget_gone(pools)
-                err = errors[0]
-                if isinstance(err, DeployError):
-                    raise err
-                raise DeployError(f"{type(err).__name__}: {err}") from err
+            await self._warm(pools)
         old = self._routes.get(endpoint.lower())
         self._routes[endpoint.lower()] = EndpointRoute.of(endpoint, pools)
         if old is not None:
-            for pool in old.pools:
+            for pool in old.every_pool():
                 self._emit_variant(pool, "deactivated")
                 self._spawn_drain(pool, self._settings.invocation_timeout_s + 5)
-            self._discard_cached(old.pools)
+            self._discard_cached(old.every_pool())
         for pool in pools:
             self._emit_variant(pool, "activated")
             pool.scale()  # provisioned concurrency floor
+
+    # ---- guarded deployments: a new fleet beside the old, traffic shifted between them ----
+    async def stage(self, endpoint: str, specs: list[PoolSpec]) -> None:
+        """Build and warm the new fleet for ``specs`` beside the routed one (raises DeployError, leaving the
+        route untouched); it takes no traffic until ``shift``."""
+        route = self._routes.get(endpoint.lower())
+        if route is None:
+            raise DeployError(f"Endpoint {endpoint} is not routed.")
+        pools = [self._pool(s) for s in specs]
+        await self._warm(pools)
+        route = self._routes.get(endpoint.lower()) or route
+        staged = EndpointRoute.of(route.name, pools)
+        self._routes[endpoint.lower()] = EndpointRoute.of(route.name, route.pools, staged)
+        for pool in pools:
+            self._emit_variant(pool, "activated")
+            pool.scale()
+
+    def shift(self, endpoint: str, share: float) -> None:
+        """Send ``share`` (0..1) of the endpoint's traffic to the staged fleet."""
+        route = self._routes.get(endpoint.lower())
+        if route is None or route.canary is None:
+            raise DeployError(f"Endpoint {endpoint} has no staged fleet.")
+        self._routes[endpoint.lower()] = EndpointRoute.of(route.name, route.pools, route.canary, share)
+
+    def promote(self, endpoint: str) -> list[asyncio.Task[None]]:
+        """The staged fleet takes all the traffic; the old one drains (the tasks draining it)."""
+        return self._finish_stage(endpoint, keep_new=True)
+
+    def rollback(self, endpoint: str) -> list[asyncio.Task[None]]:
+        """The old fleet takes all the traffic back at once; the staged one drains (the tasks draining it)."""
+        return self._finish_stage(endpoint, keep_new=False)
+
+    def _finish_stage(self, endpoint: str, *, keep_new: bool) -> list[asyncio.Task[None]]:
+        route = self._routes.get(endpoint.lower())
+        if route is None or route.canary is None:
+            raise DeployError(f"Endpoint {endpoint} has no staged fleet.")
+        kept, gone = (route.canary.pools, route.pools) if keep_new else (route.pools, route.canary.pools)
+        self._routes[endpoint.lower()] = EndpointRoute.of(route.name, kept)
+        drains = []
+        for pool in gone:
+            self._emit_variant(pool, "deactivated")
+            drains.append(self._spawn_drain(pool, self._settings.invocation_timeout_s + 5))
+        self._discard_cached(gone)
+        return drains
 
     async def adjust(self, endpoint: str, specs: Mapping[str, PoolSpec], *, timeout_s: float) -> None:
         """New weights and capacities for some variants of a routed endpoint, same models
@@ -189,19 +229,46 @@ class Fleet:
             if capacity_changed:
                 self._emit_variant(pool, "activated")
                 resized.append(pool)
-        self._routes[endpoint.lower()] = EndpointRoute.of(route.name, route.pools)
+        self._routes[endpoint.lower()] = EndpointRoute.of(
+            route.name, route.pools, route.canary, route.canary_share
+        )
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
         while any(p.ready < p.spec.provisioned for p in resized) and loop.time() < deadline:
             await asyncio.sleep(0.02)
+
+    def _pool(self, spec: PoolSpec) -> VariantPool:
+        return VariantPool(
+            spec,
+            self._manager,
+            self.budget,
+            self._settings,
+            self.events,
+            self._clock,
+            self._wall,
+            self.cache,
+            self._activated,
+        )
+
+    async def _warm(self, pools: list[VariantPool]) -> None:
+        """One worker per pool and a good /ping, or DeployError (the pools drained and forgotten)."""
+        results = await asyncio.gather(*(p.warm() for p in pools), return_exceptions=True)
+        errors = [r for r in results if isinstance(r, BaseException)]
+        if errors:
+            await asyncio.gather(*(p.drain(timeout_s=1.0) for p in pools))
+            self._forget_gone(pools)
+            err = errors[0]
+            if isinstance(err, DeployError):
+                raise err
+            raise DeployError(f"{type(err).__name__}: {err}") from err
 
     async def deactivate(self, endpoint: str, *, timeout_s: float = 5.0) -> None:
         route = self._routes.pop(endpoint.lower(), None)
         if route is not None:
             # Pools an earlier update replaced may still be draining: they go now too.
             replaced = [p for p in self._draining if p.spec.endpoint.lower() == endpoint.lower()]
-            pools = route.pools + replaced
-            for pool in route.pools:
+            pools = route.every_pool() + replaced
+            for pool in route.every_pool():
                 self._emit_variant(pool, "deactivated")
             await asyncio.gather(*(p.drain(timeout_s) for p in pools))
             self._forget_gone(pools)
@@ -213,7 +280,7 @@ class Fleet:
         when no pool of that variant is routed (yet)."""
         route = self._routes.get(endpoint.lower())
         routed = False
-        for pool in route.pools if route is not None else ():
+        for pool in route.every_pool() if route is not None else ():
             routed = routed or pool.spec.variant == variant
             if pool.spec.variant == variant and (
                 pool.spec.max_concurrency != max_concurrency or pool.spec.provisioned != provisioned
@@ -250,7 +317,7 @@ class Fleet:
             )
         )
 
-    def _spawn_drain(self, pool: VariantPool, timeout_s: float) -> None:
+    def _spawn_drain(self, pool: VariantPool, timeout_s: float) -> asyncio.Task[None]:
         self._draining.add(pool)
 
         async def run() -> None:
@@ -260,7 +327,7 @@ class Fleet:
                 self._draining.discard(pool)
                 self._forget_gone([pool])
 
-        self._background.spawn(run())
+        return self._background.spawn(run())
 
     def _forget_gone(self, pools: list[VariantPool]) -> None:
         """Drop the metric series of these pools' variants that no remaining pool serves (the old and new

@@ -1,0 +1,138 @@
+"""Reading zeroscale's metrics the way CloudWatch answers them: one metric (namespace ``AWS/SageMaker``,
+dimensions EndpointName and VariantName) cut into periods of 10 s, 30 s or a multiple of 60 s, each period's
+statistics. Minute periods come from the one-minute history (the database plus the minutes still in memory,
+so every front end's stored minutes count); 10 s and 30 s periods from ``RecentMetrics`` (this process's
+last hours)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from zeroscale.cloudwatch.recent import RESOLUTION_S, RecentMetrics
+from zeroscale.errors import ZeroscaleError
+from zeroscale.metrics.catalog import BY_NAME
+from zeroscale.metrics.history import PERIOD_S, Stat
+from zeroscale.metrics.service import MetricsHistory
+
+NAMESPACE = "AWS/SageMaker"
+DIMENSIONS = frozenset({"EndpointName", "VariantName"})
+STATISTICS = ("SampleCount", "Average", "Sum", "Minimum", "Maximum")
+HIGH_RESOLUTION_PERIODS = (10, 30)
+
+
+class InvalidParameterValue(ZeroscaleError):
+    code = "InvalidParameterValue"
+    status = 400
+
+
+class InvalidParameterCombination(ZeroscaleError):
+    code = "InvalidParameterCombination"
+    status = 400
+
+
+class MissingParameter(ZeroscaleError):
+    code = "MissingParameter"
+    status = 400
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One metric as CloudWatch names it; ``series`` is zeroscale's (endpoint, variant) when it has it."""
+
+    namespace: str
+    name: str
+    dimensions: tuple[tuple[str, str], ...]  # sorted by name
+
+    @classmethod
+    def of(cls, namespace: str, name: str, dimensions: Sequence[Mapping[str, str]] | None) -> Metric:
+        dims = tuple(sorted((d["Name"], d["Value"]) for d in dimensions or ()))
+        return cls(namespace, name, dims)
+
+    @property
+    def series(self) -> tuple[str, str] | None:
+        """(endpoint, variant) when this is one of zeroscale's metrics, else None (no data, as CloudWatch
+        answers for a metric nobody published)."""
+        dims = dict(self.dimensions)
+        if self.namespace != NAMESPACE or self.name not in BY_NAME or set(dims) != DIMENSIONS:
+            return None
+        return dims["EndpointName"], dims["VariantName"]
+
+    def document(self) -> dict[str, object]:
+        return {
+            "Namespace": self.namespace,
+            "MetricName": self.name,
+            "Dimensions": [{"Name": n, "Value": v} for n, v in self.dimensions],
+        }
+
+
+def check_period(period: int, member: str = "Period") -> None:
+    if period in HIGH_RESOLUTION_PERIODS or (period >= PERIOD_S and period % PERIOD_S == 0):
+        return
+    raise InvalidParameterValue(
+        f"The parameter {member} must be 10, 30 or a multiple of 60 (zeroscale keeps 10-second and "
+        f"one-minute statistics); got {period}."
+    )
+
+
+def value(stat: Stat, statistic: str) -> float:
+    if statistic == "Sum":
+        return stat.sum
+    if statistic == "SampleCount":
+        return float(stat.count)
+    if statistic == "Minimum":
+        return stat.minimum
+    if statistic == "Maximum":
+        return stat.maximum
+    return stat.average
+
+
+def unit(name: str) -> str:
+    info = BY_NAME.get(name)
+    return info.unit if info is not None else "None"
+
+
+class MetricData:
+    def __init__(self, history: MetricsHistory, recent: RecentMetrics) -> None:
+        self._history = history
+        self.recent = recent
+
+    async def periods(self, metric: Metric, start: float, end: float, period: int) -> list[tuple[int, Stat]]:
+        """The statistics of each period with data in [start, end), oldest first; a period's timestamp is
+        its start, periods aligned to ``start`` rounded down to the data's resolution."""
+        series = metric.series
+        if series is None or end <= start:
+            return []
+        endpoint, variant = series
+        if period < PERIOD_S:
+            resolution = RESOLUTION_S
+            if end <= self.recent.oldest():
+                return []
+            found = self.recent.query(endpoint, variant, metric.name, start, end)
+            pieces = [(k.minute, s) for k, s in found.items()]
+        else:
+            resolution = PERIOD_S
+            points = await self._history.query(endpoint, start, end, (metric.name,), variant)
+            pieces = [(p.minute, p.stat) for p in points]
+        origin = math.floor(start / resolution) * resolution
+        buckets: dict[int, Stat] = {}
+        for at, stat in pieces:
+            if at >= end:
+                continue
+            bucket = origin + int((at - origin) // period) * period
+            have = buckets.get(bucket)
+            if have is None:
+                buckets[bucket] = stat.copy()
+            else:
+                have.merge(stat)
+        return sorted(buckets.items())
+
+    async def metrics(self, since: float) -> list[Metric]:
+        """Every metric with data since ``since`` (stored minutes, and this process's recent periods)."""
+        found = await self._history.series(since)
+        return [
+            Metric(NAMESPACE, name, (("EndpointName", endpoint), ("VariantName", variant)))
+            for endpoint, variant, name in sorted(found)
+            if name in BY_NAME
+        ]

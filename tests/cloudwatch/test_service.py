@@ -1,0 +1,93 @@
+"""The alarm evaluator with a fake clock, real (in-memory) tables and the real recorders: an alarm on
+10-second periods goes to ALARM once the period holding the errors has ended, listeners hear each change,
+its history keeps them; only the leader evaluates."""
+
+from __future__ import annotations
+
+import asyncio
+
+from zeroscale.cloudwatch.alarms import AlarmStore
+from zeroscale.cloudwatch.data import MetricData
+from zeroscale.cloudwatch.recent import RecentMetrics
+from zeroscale.cloudwatch.service import CloudWatch, StateChange
+from zeroscale.events import InvocationRecord
+from zeroscale.metrics.recorder import HistoryRecorder
+from zeroscale.metrics.service import MetricsHistory
+from zeroscale.metrics.store import MinuteStore
+
+DIMS = [{"Name": "EndpointName", "Value": "demo"}, {"Name": "VariantName", "Value": "A"}]
+
+
+def failed(at: float) -> InvocationRecord:
+    return InvocationRecord("demo", "A", "w", at, 0.1, 0.1, 1, 1, 424, "ModelError", 1024, None, False, 500)
+
+
+def build(now: list[float], leader: bool = True) -> tuple[CloudWatch, RecentMetrics]:
+    clock = lambda: now[0]  # noqa: E731
+    recent = RecentMetrics(lambda: [], clock)
+    history = MetricsHistory(
+        HistoryRecorder(clock), MinuteStore("sqlite://"), lambda: [], retention_s=0, clock=clock
+    )
+    service = CloudWatch(
+        AlarmStore("sqlite://"),
+        MetricData(history, recent),
+        region="us-east-1",
+        account_id="1",
+        clock=clock,
+        interval_s=0.01,
+        leader=lambda: leader,
+    )
+    service.put_metric_alarm(
+        {
+            "AlarmName": "errors",
+            "Namespace": "AWS/SageMaker",
+            "MetricName": "Invocation5XXErrors",
+            "Dimensions": DIMS,
+            "Statistic": "Sum",
+            "Period": 10,
+            "EvaluationPeriods": 1,
+            "Threshold": 0,
+            "ComparisonOperator": "GreaterThanThreshold",
+            "TreatMissingData": "notBreaching",
+        }
+    )
+    return service, recent
+
+
+def state(service: CloudWatch) -> str:
+    return str(service.describe_alarms({"AlarmNames": ["errors"]})["MetricAlarms"][0]["StateValue"])
+
+
+async def test_errors_in_a_period_put_the_alarm_in_alarm_once_it_ended() -> None:
+    now = [1000.0]
+    service, recent = build(now)
+    heard: list[StateChange] = []
+    service.listeners.append(heard.append)
+    await service.evaluate()
+    assert state(service) == "OK"  # no data, not breaching
+    recent.invocation(failed(1002.0))
+    now[0] = 1009.0
+    await service.evaluate()
+    assert state(service) == "OK"  # the period [1000, 1010) has not ended
+    now[0] = 1011.5
+    await service.evaluate()
+    assert state(service) == "ALARM"
+    assert [(c.old, c.new) for c in heard] == [("INSUFFICIENT_DATA", "OK"), ("OK", "ALARM")]
+    now[0] = 1021.5  # the next period had no errors
+    await service.evaluate()
+    assert state(service) == "OK"
+    items = service.describe_alarm_history({"AlarmName": "errors", "HistoryItemType": "StateUpdate"})
+    assert [i["HistorySummary"] for i in items["AlarmHistoryItems"]] == [
+        "Alarm updated from ALARM to OK",
+        "Alarm updated from OK to ALARM",
+        "Alarm updated from INSUFFICIENT_DATA to OK",
+    ]
+
+
+async def test_only_the_leader_evaluates() -> None:
+    for leader, expected in ((False, "INSUFFICIENT_DATA"), (True, "OK")):
+        service, _ = build([1000.0], leader=leader)
+        await service.start()
+        await asyncio.sleep(0.1)
+        assert state(service) == expected
+        await service.close()
