@@ -22,9 +22,28 @@ from zeroscale.events import EventBus, VariantEvent
 from zeroscale.metrics.load import PoolLoad
 from zeroscale.metrics.registry import Metrics
 from zeroscale.router.budget import MemoryBudget
+from zeroscale.router.pipeline import Pipeline, container_specs, is_lead
 from zeroscale.router.pool import VariantPool
 from zeroscale.router.spec import PoolSpec, RouterSettings, Workers
 from zeroscale.router.warmcache import Template, WarmCache
+
+# What a request is sent to: a variant's pool, or the pools of a model's several containers.
+Variant = VariantPool | Pipeline
+
+
+def _variants(pools: list[VariantPool]) -> list[Variant]:
+    """``pools`` with the pools of each multi-container variant gathered into one Pipeline, in order."""
+    out: list[Variant] = []
+    gathered: dict[str, list[VariantPool]] = {}
+    for pool in pools:
+        if not pool.spec.containers:
+            out.append(pool)
+        elif pool.spec.variant in gathered:
+            gathered[pool.spec.variant].append(pool)
+        else:
+            gathered[pool.spec.variant] = [pool]
+            out.append(Pipeline(gathered[pool.spec.variant]))
+    return out
 
 
 @dataclass
@@ -32,23 +51,24 @@ class EndpointRoute:
     name: str
     pools: list[VariantPool]  # every pool: the production variants', then the shadow variants'
     _cumulative: list[float]
-    production: list[VariantPool]
-    shadows: list[VariantPool]  # each gets a copy of its shadow_sampling share of the traffic
+    production: list[Variant]
+    shadows: list[Variant]  # each gets a copy of its shadow_sampling share of the traffic
 
     @classmethod
     def of(cls, name: str, pools: list[VariantPool]) -> EndpointRoute:
-        production = [p for p in pools if not p.spec.shadow_sampling]
-        shadows = [p for p in pools if p.spec.shadow_sampling]
+        variants = _variants(pools)
+        production = [p for p in variants if not p.spec.shadow_sampling]
+        shadows = [p for p in variants if p.spec.shadow_sampling]
         weights = [max(0.0, p.spec.weight) for p in production]
         if sum(weights) <= 0:
             weights = [1.0] * len(production)
         return cls(name, pools, list(itertools.accumulate(weights)), production, shadows)
 
-    def copies(self) -> list[VariantPool]:
-        """The shadow pools this request is copied to (each by its sampling share)."""
+    def copies(self) -> list[Variant]:
+        """The shadow variants this request is copied to (each by its sampling share)."""
         return [p for p in self.shadows if random.random() < p.spec.shadow_sampling]
 
-    def choose(self, target_variant: str | None = None) -> VariantPool:
+    def choose(self, target_variant: str | None = None) -> Variant:
         if target_variant is not None:
             for pool in self.production:
                 if pool.spec.variant == target_variant:
@@ -110,12 +130,13 @@ class Fleet:
                 self._wall,
                 self.cache,
             )
-            for s in specs
+            for spec in specs
+            for s in container_specs(spec)
         ]
         if not warm:
             # A restart brings endpoints back at zero: start their runtimes' zygotes now, in the background,
             # so the first cold start of each does not also pay for importing its framework.
-            runtimes = tuple(sorted({s.runtime for s in specs if not s.command}))
+            runtimes = tuple(sorted({p.spec.runtime for p in pools if not p.spec.command}))
             self._background.spawn(self._manager.prewarm(runtimes))
         if warm:
             results = await asyncio.gather(*(p.warm() for p in pools), return_exceptions=True)
@@ -148,6 +169,8 @@ class Fleet:
         resized = []
         for pool in route.pools:
             spec = specs.get(pool.spec.variant)
+            if spec is not None and pool.spec.container:
+                spec = next((c for c in container_specs(spec) if c.container == pool.spec.container), None)
             if spec is None or spec == pool.spec:
                 continue
             capacity_changed = (spec.max_concurrency, spec.provisioned) != (
@@ -205,6 +228,8 @@ class Fleet:
 
     def _emit_variant(self, pool: VariantPool, kind: str) -> None:
         s = pool.spec
+        if not is_lead(s):  # a model's several containers: the variant is told of once, by the first
+            return
         self.events.variant(
             VariantEvent(
                 s.endpoint,
