@@ -13,6 +13,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from e2e.conftest import handler_model
+from metrics.promtext import value
 from s3server import SeaweedS3
 from zeroscale.testing import SKLEARN_IMAGE, ServerProcess, wait_final
 
@@ -33,6 +34,11 @@ def model_fn(model_dir):
 
 
 def transform_fn(model, body, content_type, accept):
+    if model["stage"] == os.environ.get("ALLOC_AT") and body == b"alloc":
+        import numpy as np
+
+        big = np.ones(250_000_000)  # ~2 GB, every page touched: past this container's memory
+        return str(big.sum()), "text/plain"
     if model["stage"] == os.environ.get("FAIL_AT"):
         raise ValueError("stage " + model["stage"] + " cannot go on")
     if content_type.startswith("application/x-after-"):
@@ -139,6 +145,13 @@ def test_serial_pipeline_runs_every_stage_in_order(
     assert trail["stages"][2]["accept"] == "application/x-final"
     assert trail["stages"][0]["accept"] != "application/x-final"
 
+    # one request is one invocation of the variant (metrics, and metering from the same record)
+    metrics = server.metrics()
+    labels = {"endpoint_name": "three-stages", "variant_name": "AllTraffic"}
+    assert value(metrics, "zeroscale_invocations_total", **labels) == 1
+    assert value(metrics, "zeroscale_model_latency_seconds_count", **labels) == 1
+    assert value(metrics, "zeroscale_cold_starts_total", **labels) == 3  # a worker per container
+
     # one log stream per container: each container's workers carry its hostname
     logs = server.client("logs")
     streams = logs.describe_log_streams(logGroupName="/aws/sagemaker/Endpoints/three-stages")["logStreams"]
@@ -160,6 +173,33 @@ def test_a_failing_stage_is_named_by_its_hostname(sm: Any, smr: Any, stage_url: 
     assert "from scorer" in response["Error"]["Message"], response["Error"]["Message"]
     assert "stage scorer cannot go on" in response["OriginalMessage"]
     assert ":log-stream:AllTraffic/scorer-" in response["LogStreamArn"]
+
+
+def test_a_container_past_its_memory_is_named_and_the_pipeline_recovers(
+    sm: Any, smr: Any, stage_url: str
+) -> None:
+    endpoint(sm, "memory-stage", [container(stage_url, h, ALLOC_AT="hog") for h in ("hog", "post")])
+    response = error(smr, EndpointName="memory-stage", Body=b"alloc", ContentType="text/plain")
+    assert response["Error"]["Code"] == "ModelError"
+    assert "from hog" in response["Error"]["Message"]
+    assert "MemorySizeInMB" in response["OriginalMessage"]
+    resp = smr.invoke_endpoint(EndpointName="memory-stage", Body=b"fine", ContentType="text/plain")
+    assert [s["stage"] for s in json.loads(resp["Body"].read())["stages"]] == ["hog", "post"]
+
+    # new capacities reach every container's pool; the pipeline keeps serving
+    sm.update_endpoint_weights_and_capacities(
+        EndpointName="memory-stage",
+        DesiredWeightsAndCapacities=[
+            {
+                "VariantName": "AllTraffic",
+                "ServerlessUpdateConfig": {"MaxConcurrency": 3, "ProvisionedConcurrency": 1},
+            }
+        ],
+    )
+    desc = wait_final(sm, "memory-stage")
+    assert desc["ProductionVariants"][0]["CurrentServerlessConfig"]["MaxConcurrency"] == 3
+    resp = smr.invoke_endpoint(EndpointName="memory-stage", Body=b"again", ContentType="text/plain")
+    assert [s["stage"] for s in json.loads(resp["Body"].read())["stages"]] == ["hog", "post"]
 
 
 def test_direct_mode_serves_the_container_named(sm: Any, smr: Any, stage_url: str) -> None:
