@@ -5,6 +5,9 @@ Rejected version refused by name, and bad input refused by name."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +15,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from e2e.conftest import handler_model
-from zeroscale.testing import SKLEARN_IMAGE, wait_final
+from zeroscale.testing import ACCESS_KEY, REGION, SECRET_KEY, SKLEARN_IMAGE, ServerProcess, wait_final
 
 # Answers with the version its package's environment names, and the content type it was sent.
 VERSIONED = """
@@ -76,7 +79,16 @@ def serve(sm: Any, smr: Any, name: str, container: dict[str, Any]) -> dict[str, 
     return answer
 
 
-def test_groups_and_versions(sm: Any, smr: Any, model_url: str) -> None:
+def zeroscale(server: ServerProcess, *args: str) -> str:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "ZEROSCALE_"))}
+    env.update(AWS_ACCESS_KEY_ID=ACCESS_KEY, AWS_SECRET_ACCESS_KEY=SECRET_KEY, AWS_DEFAULT_REGION=REGION)
+    command = [str(Path(sys.executable).parent / "zeroscale"), *args, "--endpoint-url", server.url]
+    proc = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
+def test_groups_and_versions(server: ServerProcess, sm: Any, smr: Any, model_url: str) -> None:
     group_arn = sm.create_model_package_group(
         ModelPackageGroupName="churn",
         ModelPackageGroupDescription="churn models",
@@ -121,6 +133,16 @@ def test_groups_and_versions(sm: Any, smr: Any, model_url: str) -> None:
     both = sm.list_model_packages(ModelPackageType="Both")["ModelPackageSummaryList"]
     assert len(both) == 3
     assert sm.list_model_packages()["ModelPackageSummaryList"] == []  # Unversioned by default: none kept
+
+    # the command line lists groups, and a group's versions newest first
+    assert "churn" in zeroscale(server, "model-packages", "list")
+    table = zeroscale(server, "model-packages", "list", "churn").splitlines()
+    assert table[0].split() == ["VERSION", "APPROVAL", "STATUS", "CREATED", "ARN"]
+    assert [(r.split()[0], r.split()[1]) for r in table[1:]] == [
+        ("3", "PendingManualApproval"),
+        ("2", "Approved"),
+        ("1", "Approved"),
+    ]
 
     # deploy by group: its latest Approved version (2, not the pending 3)
     assert serve(sm, smr, "by-group", {"ModelPackageName": "churn"}) == {
