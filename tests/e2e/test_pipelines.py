@@ -46,7 +46,13 @@ def transform_fn(model, body, content_type, accept):
     else:
         trail = {"input": body.decode(), "stages": []}
     trail["stages"].append(
-        {"stage": model["stage"], "content_type": content_type, "accept": accept, "scale": model["scale"]}
+        {
+            "stage": model["stage"],
+            "content_type": content_type,
+            "accept": accept,
+            "scale": model["scale"],
+            "batch": os.environ.get("SAGEMAKER_BATCH"),
+        }
     )
     return json.dumps(trail), "application/x-after-" + model["stage"]
 """
@@ -200,6 +206,31 @@ def test_a_container_past_its_memory_is_named_and_the_pipeline_recovers(
     assert desc["ProductionVariants"][0]["CurrentServerlessConfig"]["MaxConcurrency"] == 3
     resp = smr.invoke_endpoint(EndpointName="memory-stage", Body=b"again", ContentType="text/plain")
     assert [s["stage"] for s in json.loads(resp["Body"].read())["stages"]] == ["hog", "post"]
+
+
+def test_a_transform_job_runs_the_pipeline(sm: Any, s3: Any, stage_url: str) -> None:
+    sm.create_model(
+        ModelName="batch-pipeline", Containers=[container(stage_url, h) for h in ("first", "second")]
+    )
+    s3.put_object(Bucket=BUCKET, Key="batch/in/data.txt", Body=b"record")
+    sm.create_transform_job(
+        TransformJobName="batch-pipeline",
+        ModelName="batch-pipeline",
+        TransformInput={
+            "DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": f"s3://{BUCKET}/batch/in/"}},
+            "ContentType": "text/csv",
+        },
+        TransformOutput={"S3OutputPath": f"s3://{BUCKET}/batch/out"},
+        TransformResources={"InstanceType": "ml.m5.large", "InstanceCount": 1},
+    )
+    sm.get_waiter("transform_job_completed_or_stopped").wait(
+        TransformJobName="batch-pipeline", WaiterConfig={"Delay": 1, "MaxAttempts": 120}
+    )
+    desc = sm.describe_transform_job(TransformJobName="batch-pipeline")
+    assert desc["TransformJobStatus"] == "Completed", desc.get("FailureReason")
+    out = json.loads(s3.get_object(Bucket=BUCKET, Key="batch/out/data.txt.out")["Body"].read())
+    assert out["input"] == "record"
+    assert [(s["stage"], s["batch"]) for s in out["stages"]] == [("first", "true"), ("second", "true")]
 
 
 def test_direct_mode_serves_the_container_named(sm: Any, smr: Any, stage_url: str) -> None:
