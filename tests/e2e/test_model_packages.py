@@ -206,6 +206,12 @@ def test_bad_input_is_refused_by_name(sm: Any, model_url: str, tmp_path: Path) -
     )
     assert c == "ValidationException" and "not both" in m
     c, m = refused(
+        sm.create_model,
+        ModelName="with-data",
+        PrimaryContainer={"ModelPackageName": "empty", "ModelDataUrl": model_url},
+    )
+    assert c == "ValidationException" and "ModelDataUrl must not be given" in m
+    c, m = refused(
         sm.create_model_package, ModelPackageName="unversioned", InferenceSpecification=spec(model_url, "x")
     )
     assert c == "ValidationException" and "ModelPackageName" in m

@@ -77,7 +77,7 @@ SAGEMAKER: Table = {
         "Containers": ANY,  # several: an inference pipeline (Serial) or Direct (router/pipeline.py)
         **under("Containers", _CONTAINER),
         "InferenceExecutionConfig": ANY,
-        "InferenceExecutionConfig.Mode": only("Serial", "Direct"),
+        "InferenceExecutionConfig.Mode": ANY,  # Serial or Direct: every value botocore knows
         "ExecutionRoleArn": ANY,  # stored and described
         "EnableNetworkIsolation": only(False),  # workers of built-in runtimes have the host's network
         **_TAGS,

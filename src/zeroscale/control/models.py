@@ -58,6 +58,12 @@ def check_container(container: Mapping[str, Any], where: str) -> None:
         )
     if container.get("ModelPackageName") and container.get("Image"):
         raise ValidationException(f"{where} must specify either an Image or a ModelPackageName, not both.")
+    for key in ("ModelDataUrl", "ModelDataSource"):
+        if container.get("ModelPackageName") and container.get(key) is not None:
+            raise ValidationException(
+                f"{where} names a ModelPackageName: its model data comes from the package, so {key} "
+                "must not be given."
+            )
     source = container.get("ModelDataSource")
     if source is not None:
         if container.get("ModelDataUrl"):
