@@ -33,6 +33,9 @@ def transform_fn(model, body, content_type, accept):
 
 ACCOUNT_PREFIX = "arn:aws:sagemaker:us-east-1:000000000000"
 
+# Groups, versions and their numbering on SQLite and on PostgreSQL.
+BACKENDS = ("sqlite", "postgresql")
+
 
 @pytest.fixture(scope="module")
 def model_url(tmp_path_factory: pytest.TempPathFactory) -> str:
