@@ -246,3 +246,25 @@ def test_bad_input_is_refused_by_name(sm: Any, model_url: str, tmp_path: Path) -
     c, m = refused(sm.describe_model_package_group, ModelPackageGroupName="nowhere")
     assert c == "ValidationException" and "model-package-group/nowhere" in m
     sm.delete_model_package_group(ModelPackageGroupName="empty")
+
+
+def test_a_deployed_package_survives_its_deletion_and_a_restart(
+    server_factory: Any, model_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """The model keeps what its package resolved to: the package may go, and a restart (on either database)
+    serves the same version again."""
+    srv = server_factory(tmp_path_factory.mktemp("registry-restart") / "data")
+    sm, smr = srv.client("sagemaker"), srv.client("sagemaker-runtime")
+    sm.create_model_package_group(ModelPackageGroupName="kept")
+    arn = sm.create_model_package(
+        ModelPackageGroupName="kept",
+        InferenceSpecification=spec(model_url, "v1"),
+        ModelApprovalStatus="Approved",
+    )["ModelPackageArn"]
+    assert serve(sm, smr, "kept", {"ModelPackageName": "kept"})["version"] == "v1"
+    sm.delete_model_package(ModelPackageName=arn)
+    sm.delete_model_package_group(ModelPackageGroupName="kept")
+    srv.restart()
+    smr = srv.client("sagemaker-runtime")
+    body = smr.invoke_endpoint(EndpointName="kept", Body=b"1", ContentType="text/csv")["Body"].read()
+    assert json.loads(body) == {"version": "v1", "content_type": "text/csv"}

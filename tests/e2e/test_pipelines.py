@@ -347,3 +347,13 @@ def test_an_empty_prefix_fails_the_endpoint_by_name(sm: Any, s3: Any) -> None:
     desc = wait_final(sm, "empty-prefix")
     assert desc["EndpointStatus"] == "Failed"
     assert f"s3://{BUCKET}/nothing/" in desc["FailureReason"]
+
+
+def test_a_pipeline_serves_again_after_a_restart(server: ServerProcess, stage_url: str) -> None:
+    sm = server.client("sagemaker")
+    endpoint(sm, "restarted", [container(stage_url, h) for h in ("left", "right")], mode="Serial")
+    server.restart()
+    smr = server.client("sagemaker-runtime")
+    resp = smr.invoke_endpoint(EndpointName="restarted", Body=b"again", ContentType="text/csv")
+    assert resp["ContentType"] == "application/x-after-right"
+    assert [s["stage"] for s in json.loads(resp["Body"].read())["stages"]] == ["left", "right"]
