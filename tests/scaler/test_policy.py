@@ -99,19 +99,10 @@ ROWS = [
     ),
     Row("an expired worker stops while another starts", starting=1, idle=idle(("a", EXPIRED)), stop=("a",)),
     # ---- max concurrency lowered under live workers (a front end's share shrank) ----
-    Row(
-        "idle above a lowered max stop at once",
-        max_concurrency=1,
-        idle=idle(("a", FRESH), ("b", FRESH - 1)),
-        stop=("b",),
-    ),
-    Row(
-        "busy above a lowered max finish their request",
-        max_concurrency=1,
-        busy=2,
-        idle=idle(("a", FRESH)),
-        stop=("a",),
-    ),
+    Row("idle above a lowered max stop at once", max_concurrency=1, idle=idle(("a", FRESH), ("b", FRESH - 1)),
+        stop=("b",)),
+    Row("busy above a lowered max finish their request", max_concurrency=1, busy=2, idle=idle(("a", FRESH)),
+        stop=("a",)),
     # ---- provisioned concurrency: a floor kept warm ----
     Row("provisioned floor started at zero demand", provisioned=2, start=2),
     Row("provisioned floor counts starting workers", provisioned=2, starting=1, start=1),
@@ -126,23 +117,13 @@ ROWS = [
     ),
     # ---- draining: no floor, no idle worker, but queued requests are still served ----
     Row("draining keeps no provisioned floor", provisioned=2, draining=True),
-    Row(
-        "draining stops idle at once",
-        provisioned=2,
-        idle=idle(("a", T0), ("b", FRESH)),
-        draining=True,
-        stop=("b", "a"),
-    ),
+    Row("draining stops idle at once", provisioned=2, idle=idle(("a", T0), ("b", FRESH)), draining=True,
+        stop=("b", "a")),
     Row("draining still serves queued", queued=2, draining=True, start=2),
     Row("draining serves queued up to max concurrency", queued=5, draining=True, start=3),
     Row("draining keeps busy workers", busy=2, idle=idle(("a", T0)), draining=True, stop=("a",)),
-    Row(
-        "draining keeps a worker a queued request needs",
-        busy=1,
-        queued=1,
-        idle=idle(("a", T0)),
-        draining=True,
-    ),
+    Row("draining keeps a worker a queued request needs", busy=1, queued=1, idle=idle(("a", T0)),
+        draining=True),
 ]
 
 
