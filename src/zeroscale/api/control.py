@@ -27,27 +27,26 @@ class ControlPlane:
         if self.packages is not None:
             kinds |= {"model-package": self.packages, "model-package-group": self.packages.groups}
         tags = ResourceTags(kinds)
-        return (
-            self._transform_operations()
-            | self._package_operations()
-            | {
-                "CreateModel": m.create,
-                "DescribeModel": lambda p: m.describe(p["ModelName"]),
-                "ListModels": m.list,
-                "DeleteModel": lambda p: m.delete(p["ModelName"]),
-                "CreateEndpointConfig": c.create,
-                "DescribeEndpointConfig": lambda p: c.describe(p["EndpointConfigName"]),
-                "ListEndpointConfigs": c.list,
-                "DeleteEndpointConfig": lambda p: c.delete(p["EndpointConfigName"]),
-                "CreateEndpoint": e.create,
-                "DescribeEndpoint": lambda p: e.describe(p["EndpointName"]),
-                "ListEndpoints": e.list,
-                "UpdateEndpoint": e.update,
-                "UpdateEndpointWeightsAndCapacities": e.update_weights_and_capacities,
-                "DeleteEndpoint": lambda p: e.delete(p["EndpointName"]),
-                "ListTags": tags.list,
-            }
-        )
+        return self._extra_operations() | {
+            "CreateModel": m.create,
+            "DescribeModel": lambda p: m.describe(p["ModelName"]),
+            "ListModels": m.list,
+            "DeleteModel": lambda p: m.delete(p["ModelName"]),
+            "CreateEndpointConfig": c.create,
+            "DescribeEndpointConfig": lambda p: c.describe(p["EndpointConfigName"]),
+            "ListEndpointConfigs": c.list,
+            "DeleteEndpointConfig": lambda p: c.delete(p["EndpointConfigName"]),
+            "CreateEndpoint": e.create,
+            "DescribeEndpoint": lambda p: e.describe(p["EndpointName"]),
+            "ListEndpoints": e.list,
+            "UpdateEndpoint": e.update,
+            "UpdateEndpointWeightsAndCapacities": e.update_weights_and_capacities,
+            "DeleteEndpoint": lambda p: e.delete(p["EndpointName"]),
+            "ListTags": tags.list,
+        }
+
+    def _extra_operations(self) -> dict[str, Operation]:
+        return self._transform_operations() | self._package_operations()
 
     def _package_operations(self) -> dict[str, Operation]:
         k = self.packages
