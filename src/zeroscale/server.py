@@ -51,6 +51,7 @@ from zeroscale.control.deploy import Deployer
 from zeroscale.control.endpoint_configs import EndpointConfigs
 from zeroscale.control.endpoints import Endpoints
 from zeroscale.control.guarded import Guard
+from zeroscale.control.model_packages import ModelPackages
 from zeroscale.control.models import Models
 from zeroscale.control.transform_jobs import TransformJobs
 from zeroscale.credentials import AdminCredentials, load_or_create
@@ -168,7 +169,8 @@ def build(settings: Settings) -> Server:
         max_extracted_bytes=settings.max_extracted_bytes,
         max_extracted_files=settings.max_extracted_files,
     )
-    models = Models(store, arns)
+    packages = ModelPackages(store, arns)
+    models = Models(store, arns, packages=packages)
     configs = EndpointConfigs(store, arns, models)
     images = ImageRegistry(
         settings.images_dir,
@@ -282,7 +284,9 @@ def build(settings: Settings) -> Server:
         json_services=[
             JsonService(
                 ServiceShapes("sagemaker", skip_patterns=WIDENED_SHAPES),
-                metering.track_creates(ControlPlane(models, configs, endpoints, transforms).operations()),
+                metering.track_creates(
+                    ControlPlane(models, configs, endpoints, transforms, packages).operations()
+                ),
             ),
             JsonService(ServiceShapes("logs"), logs.operations),
             JsonService(ServiceShapes("application-autoscaling"), autoscaling.operations()),

@@ -57,13 +57,17 @@ def test_refused_headers_of_invoke_endpoint() -> None:
     refused = refused_headers(shape, served.INVOKE_ENDPOINT)
     assert refused[b"x-amzn-sagemaker-target-model"] == "TargetModel (header X-Amzn-SageMaker-Target-Model)"
     for header in (
-        b"x-amzn-sagemaker-target-container-hostname",
         b"x-amzn-sagemaker-enable-explanations",
         b"x-amzn-sagemaker-inference-component",
         b"x-amzn-sagemaker-session-id",
     ):
         assert header in refused
-    for header in (b"content-type", b"accept", b"x-amzn-sagemaker-target-variant"):
+    for header in (
+        b"content-type",
+        b"accept",
+        b"x-amzn-sagemaker-target-variant",
+        b"x-amzn-sagemaker-target-container-hostname",
+    ):
         assert header not in refused
 
 

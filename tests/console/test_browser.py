@@ -54,7 +54,8 @@ def test_the_seeds_three_steps_end_in_service(
     page.get_by_role("link", name="Create model").click()
     expect(page.get_by_role("group", name="Container input options")).to_be_visible()
     expect(page.get_by_label("Provide model artifacts and inference image location")).to_be_checked()
-    expect(page.get_by_label("Use a model package resource")).to_be_disabled()
+    expect(page.get_by_label("Use a model package resource")).to_be_enabled()
+    expect(page.get_by_label("Model package", exact=True)).to_be_hidden()
     expect(page.get_by_label("Use a single model")).to_be_checked()
     page.get_by_label("Model name").fill("console-demo")
     page.get_by_label("Location of inference code image").fill(
@@ -202,6 +203,32 @@ def test_delete_endpoint_configurations_and_model(page: Page, console_server: Se
     sm: Any = console_server.client("sagemaker")
     assert not sm.list_endpoints()["Endpoints"] and not sm.list_endpoint_configs()["EndpointConfigs"]
     assert "console-demo" not in [m["ModelName"] for m in sm.list_models()["Models"]]
+
+
+def test_a_model_from_a_model_package_group(
+    page: Page, console_server: ServerProcess, model_url: str
+) -> None:
+    sm: Any = console_server.client("sagemaker")
+    sm.create_model_package_group(ModelPackageGroupName="console-group")
+    spec = {"Containers": [{"Image": "sklearn", "ModelDataUrl": model_url}]}
+    arn = sm.create_model_package(
+        ModelPackageGroupName="console-group", InferenceSpecification=spec, ModelApprovalStatus="Approved"
+    )["ModelPackageArn"]
+    nav(page, "Models")
+    page.get_by_role("link", name="Create model").click()
+    page.get_by_label("Use a model package resource").check()
+    expect(page.get_by_label("Location of inference code image")).to_be_hidden()
+    page.get_by_label("Model name").fill("console-from-package")
+    page.get_by_label("Model package", exact=True).fill("console-group")
+    page.get_by_role("button", name="Create model").click()
+    expect(page.get_by_role("heading", name="console-from-package")).to_be_visible()
+    expect(page.get_by_text("console-group", exact=True)).to_be_visible()
+    assert sm.describe_model(ModelName="console-from-package")["PrimaryContainer"] == {
+        "ModelPackageName": "console-group"
+    }
+    sm.delete_model(ModelName="console-from-package")
+    sm.delete_model_package(ModelPackageName=arn)
+    sm.delete_model_package_group(ModelPackageGroupName="console-group")
 
 
 def test_without_a_session_no_page_shows_data(page: Page) -> None:

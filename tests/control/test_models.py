@@ -91,7 +91,10 @@ def test_delete(models: Models) -> None:
         ({"PrimaryContainer": None, "Containers": []}, "A model needs a container"),
         ({"Containers": [CONTAINER]}, "Specify either PrimaryContainer or Containers, not both."),
         ({"PrimaryContainer": {"ModelDataUrl": "s3://b/m.tar.gz"}}, "PrimaryContainer must specify an Image"),
-        ({"PrimaryContainer": {"ModelPackageName": "pkg"}}, "PrimaryContainer must specify an Image"),
+        (
+            {"PrimaryContainer": {"ModelPackageName": "pkg", "Image": IMAGE}},
+            "PrimaryContainer must specify either an Image or a ModelPackageName, not both.",
+        ),
         (
             {"PrimaryContainer": None, "Containers": [CONTAINER, {"Environment": {}}]},
             "Containers.2 must specify an Image",

@@ -7,8 +7,9 @@ from dataclasses import dataclass
 from zeroscale.api.jsonrpc import Operation
 from zeroscale.control.endpoint_configs import EndpointConfigs
 from zeroscale.control.endpoints import Endpoints
-from zeroscale.control.models import Models
-from zeroscale.control.tags import ResourceTags
+from zeroscale.control.model_packages import ModelPackages
+from zeroscale.control.models import Models, check_container
+from zeroscale.control.tags import ResourceTags, Tagged
 from zeroscale.control.transform_jobs import TransformJobs
 
 
@@ -18,11 +19,15 @@ class ControlPlane:
     configs: EndpointConfigs
     endpoints: Endpoints
     transforms: TransformJobs | None = None
+    packages: ModelPackages | None = None
 
     def operations(self) -> dict[str, Operation]:
         m, c, e = self.models, self.configs, self.endpoints
-        tags = ResourceTags({"model": m, "endpoint-config": c, "endpoint": e})
-        return self._transform_operations() | {
+        kinds: dict[str, Tagged] = {"model": m, "endpoint-config": c, "endpoint": e}
+        if self.packages is not None:
+            kinds |= {"model-package": self.packages, "model-package-group": self.packages.groups}
+        tags = ResourceTags(kinds)
+        return self._extra_operations() | {
             "CreateModel": m.create,
             "DescribeModel": lambda p: m.describe(p["ModelName"]),
             "ListModels": m.list,
@@ -38,6 +43,25 @@ class ControlPlane:
             "UpdateEndpointWeightsAndCapacities": e.update_weights_and_capacities,
             "DeleteEndpoint": lambda p: e.delete(p["EndpointName"]),
             "ListTags": tags.list,
+        }
+
+    def _extra_operations(self) -> dict[str, Operation]:
+        return self._transform_operations() | self._package_operations()
+
+    def _package_operations(self) -> dict[str, Operation]:
+        k = self.packages
+        if k is None:
+            return {}
+        return {
+            "CreateModelPackageGroup": k.create_group,
+            "DescribeModelPackageGroup": lambda p: k.describe_group(p["ModelPackageGroupName"]),
+            "ListModelPackageGroups": k.list_groups,
+            "DeleteModelPackageGroup": lambda p: k.delete_group(p["ModelPackageGroupName"]),
+            "CreateModelPackage": lambda p: k.create(p, check_container),
+            "DescribeModelPackage": lambda p: k.describe(p["ModelPackageName"]),
+            "ListModelPackages": k.list,
+            "UpdateModelPackage": k.update,
+            "DeleteModelPackage": lambda p: k.delete(p["ModelPackageName"]),
         }
 
     def _transform_operations(self) -> dict[str, Operation]:

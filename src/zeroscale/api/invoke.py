@@ -12,8 +12,8 @@ from zeroscale.api.wire import Headers, Send, respond
 from zeroscale.background import Background
 from zeroscale.errors import RuntimeValidationError, ZeroscaleError
 from zeroscale.events import EventBus
-from zeroscale.router.fleet import Fleet
-from zeroscale.router.pool import Invocation, VariantPool
+from zeroscale.router.fleet import Fleet, Variant
+from zeroscale.router.pool import Invocation
 from zeroscale.router.spec import PoolSpec
 
 # Request headers passed on to the worker, as the SageMaker front end does.
@@ -26,6 +26,7 @@ _FORWARDED = {
 _CUSTOM_ATTRIBUTES = b"x-amzn-sagemaker-custom-attributes"
 _TARGET_VARIANT = b"x-amzn-sagemaker-target-variant"
 _INFERENCE_ID = b"x-amzn-sagemaker-inference-id"
+_TARGET_CONTAINER = b"x-amzn-sagemaker-target-container-hostname"
 
 
 class InvokeApi:
@@ -61,6 +62,7 @@ class InvokeApi:
             raise ZeroscaleError(reason, code="ServiceUnavailable", status=503)
         forward: Headers = []
         target_variant: str | None = None
+        target_container: str | None = None
         for name, value in headers:
             lname = name.lower()
             wire = _FORWARDED.get(lname)
@@ -69,6 +71,8 @@ class InvokeApi:
                 forward.append((wire, value))
             elif lname == _TARGET_VARIANT:
                 target_variant = value.decode("latin-1")
+            elif lname == _TARGET_CONTAINER:
+                target_container = value.decode("latin-1")
             elif lname in self._refused:
                 raise RuntimeValidationError(f"zeroscale does not support {self._refused[lname]} yet.")
         route = self._fleet.route(endpoint)
@@ -83,10 +87,15 @@ class InvokeApi:
                 "invoke it with InvokeEndpointAsync."
             )
         pool = route.choose(target_variant)
+        if target_container is not None and not pool.spec.containers:
+            raise RuntimeValidationError(
+                f"Endpoint {endpoint} has one container: a request cannot target a container by hostname "
+                "(TargetContainerHostname)."
+            )
         if route.shadows:
             for shadow in route.copies():
-                self._background.spawn(self._shadow(shadow, body, forward))
-        inv = Invocation(body, forward)
+                self._background.spawn(self._shadow(shadow, body, forward, target_container))
+        inv = Invocation(body, forward, container=target_container)
         try:
             resp = await pool.invoke(inv)
         except ZeroscaleError as err:
@@ -104,11 +113,11 @@ class InvokeApi:
         self._record(pool.spec, inv, started, 200, "", len(resp.body))
         await respond(send, 200, resp.body, out)
 
-    async def _shadow(self, pool: VariantPool, body: bytes, forward: Headers) -> None:
+    async def _shadow(self, pool: Variant, body: bytes, forward: Headers, container: str | None) -> None:
         """A copy of a request for a shadow variant: served and recorded under its own variant name (metrics,
         logs, usage), its answer discarded."""
         started = time.perf_counter()
-        inv = Invocation(body, forward)
+        inv = Invocation(body, forward, container=container if pool.spec.containers else None)
         try:
             resp = await pool.invoke(inv)
         except ZeroscaleError as err:

@@ -7,19 +7,43 @@ adds later is refused by default. Keep each table in step with the code that ser
 
 from __future__ import annotations
 
-from zeroscale.api.allowlist import ANY, Refusals, Rule, Table, at_most, only, under
+from zeroscale.api.allowlist import ANY, Refusals, Rule, Table, only, under
 
 _TAGS = {"Tags": ANY, "Tags.Key": ANY, "Tags.Value": ANY}
 
-# One container: its image (a framework image or a pushed one), model data and environment are used;
-# ContainerHostname and Mode are stored and described (SageMaker itself ignores ContainerHostname for a
-# single container; MultiModel endpoints are not served).
+# An uncompressed model under an S3 prefix (artifacts/prefix.py); a single object or a compressed one is
+# what ModelDataUrl is for.
+_MODEL_DATA_SOURCE: dict[str, Rule] = {
+    "ModelDataSource": ANY,
+    "ModelDataSource.S3DataSource": ANY,
+    "ModelDataSource.S3DataSource.S3Uri": ANY,
+    "ModelDataSource.S3DataSource.S3DataType": only("S3Prefix"),
+    "ModelDataSource.S3DataSource.CompressionType": only("None"),
+}
+
+# One container: its image (a framework image or a pushed one), or a model package (control/models.py
+# resolves it), model data and environment are used; ContainerHostname names a container of several
+# (router/pipeline.py) and is stored and described for one; Mode is stored and described (MultiModel
+# endpoints are not served).
 _CONTAINER: dict[str, Rule] = {
     "Image": ANY,
     "ModelDataUrl": ANY,
+    **_MODEL_DATA_SOURCE,
     "Environment": ANY,
     "ContainerHostname": ANY,
+    "ModelPackageName": ANY,
     "Mode": only("SingleModel"),
+}
+
+# A model package's container (InferenceSpecification.Containers): what a model made from it runs.
+_PACKAGE_CONTAINER: dict[str, Rule] = {
+    "Image": ANY,
+    "ModelDataUrl": ANY,
+    **_MODEL_DATA_SOURCE,
+    "Environment": ANY,
+    "ContainerHostname": ANY,
+    "Framework": ANY,  # stored and described
+    "FrameworkVersion": ANY,  # stored and described
 }
 
 _LIST = {
@@ -86,13 +110,53 @@ SAGEMAKER: Table = {
         "ModelName": ANY,
         "PrimaryContainer": ANY,
         **under("PrimaryContainer", _CONTAINER),
-        "Containers": at_most(1),  # an inference pipeline (several containers) is not served yet
+        "Containers": ANY,  # several: an inference pipeline (Serial) or Direct (router/pipeline.py)
         **under("Containers", _CONTAINER),
+        "InferenceExecutionConfig": ANY,
+        "InferenceExecutionConfig.Mode": ANY,  # Serial or Direct: every value botocore knows
         "ExecutionRoleArn": ANY,  # stored and described
         "EnableNetworkIsolation": only(False),  # workers of built-in runtimes have the host's network
         **_TAGS,
     },
     "DescribeModel": {"ModelName": ANY},
+    # the model registry (control/model_packages.py): versioned packages only
+    "CreateModelPackageGroup": {"ModelPackageGroupName": ANY, "ModelPackageGroupDescription": ANY, **_TAGS},
+    "DescribeModelPackageGroup": {"ModelPackageGroupName": ANY},
+    "ListModelPackageGroups": _LIST,
+    "DeleteModelPackageGroup": {"ModelPackageGroupName": ANY},
+    "CreateModelPackage": {
+        "ModelPackageGroupName": ANY,
+        "ModelPackageDescription": ANY,
+        "InferenceSpecification": ANY,
+        "InferenceSpecification.Containers": ANY,
+        **under("InferenceSpecification.Containers", _PACKAGE_CONTAINER),
+        "InferenceSpecification.SupportedContentTypes": ANY,  # stored and described
+        "InferenceSpecification.SupportedResponseMIMETypes": ANY,  # stored and described
+        "InferenceSpecification.SupportedRealtimeInferenceInstanceTypes": ANY,  # stored and described
+        "InferenceSpecification.SupportedTransformInstanceTypes": ANY,  # stored and described
+        "ModelApprovalStatus": ANY,
+        "CertifyForMarketplace": ANY,  # stored and described
+        "MetadataProperties": ANY,
+        "MetadataProperties.CommitId": ANY,
+        "MetadataProperties.Repository": ANY,
+        "MetadataProperties.GeneratedBy": ANY,
+        "MetadataProperties.ProjectId": ANY,
+        "CustomerMetadataProperties": ANY,
+        "Domain": ANY,
+        "Task": ANY,
+        "SamplePayloadUrl": ANY,
+        "ClientToken": ANY,
+        **_TAGS,
+    },
+    "DescribeModelPackage": {"ModelPackageName": ANY},
+    "ListModelPackages": {
+        **_LIST,
+        "ModelApprovalStatus": ANY,
+        "ModelPackageGroupName": ANY,
+        "ModelPackageType": ANY,
+    },
+    "UpdateModelPackage": {"ModelPackageArn": ANY, "ModelApprovalStatus": ANY, "ApprovalDescription": ANY},
+    "DeleteModelPackage": {"ModelPackageName": ANY},
     "ListModels": _LIST,
     "DeleteModel": {"ModelName": ANY},
     "CreateEndpointConfig": {
@@ -404,12 +468,22 @@ CLOUDWATCH: Table = {
 
 # sagemaker-runtime InvokeEndpoint. Every other member is a request header, refused when present.
 INVOKE_ENDPOINT = frozenset(
-    {"EndpointName", "Body", "ContentType", "Accept", "CustomAttributes", "TargetVariant", "InferenceId"}
+    {
+        "EndpointName",
+        "Body",
+        "ContentType",
+        "Accept",
+        "CustomAttributes",
+        "TargetVariant",
+        "InferenceId",
+        "TargetContainerHostname",  # a model with several containers, InferenceExecutionConfig Mode Direct
+    }
 )
 
-# sagemaker-runtime InvokeEndpointWithResponseStream: the same (Accept arrives as X-Amzn-SageMaker-Accept).
-# Refused by name: TargetContainerHostname, InferenceComponentName, SessionId, PrefixAwareId.
-INVOKE_ENDPOINT_WITH_RESPONSE_STREAM = INVOKE_ENDPOINT
+# sagemaker-runtime InvokeEndpointWithResponseStream: the same (Accept arrives as X-Amzn-SageMaker-Accept),
+# less TargetContainerHostname (a model of several containers does not stream). Refused by name:
+# TargetContainerHostname, InferenceComponentName, SessionId, PrefixAwareId.
+INVOKE_ENDPOINT_WITH_RESPONSE_STREAM = INVOKE_ENDPOINT - {"TargetContainerHostname"}
 
 _BY_SERVICE = {
     "sagemaker": SAGEMAKER,

@@ -32,7 +32,7 @@ from zeroscale.api.wire import Headers, Send
 from zeroscale.background import Background
 from zeroscale.errors import ModelStreamError, RuntimeValidationError, ZeroscaleError
 from zeroscale.events import EventBus
-from zeroscale.router.fleet import Fleet
+from zeroscale.router.fleet import Fleet, Variant
 from zeroscale.router.pool import Invocation, VariantPool
 from zeroscale.router.spec import PoolSpec
 from zeroscale.router.streams import PoolStream
@@ -109,6 +109,12 @@ class StreamInvokeApi:
                 "stream a response: invoke it with InvokeEndpointAsync."
             )
         pool = route.choose(target_variant)
+        if not isinstance(pool, VariantPool):
+            raise RuntimeValidationError(
+                f"Endpoint {endpoint} variant {pool.spec.variant} runs a model of several containers "
+                f"({', '.join(pool.hostnames)}): InvokeEndpointWithResponseStream serves models of one "
+                "container only. Invoke it with InvokeEndpoint."
+            )
         if route.shadows:
             for shadow in route.copies():
                 self._background.spawn(self._shadow(shadow, body, forward))
@@ -171,7 +177,7 @@ class StreamInvokeApi:
         self._record(spec, inv, started, status, code, stream.bytes_out)
         await send({"type": "http.response.body", "body": tail, "more_body": False})
 
-    async def _shadow(self, pool: VariantPool, body: bytes, forward: Headers) -> None:
+    async def _shadow(self, pool: Variant, body: bytes, forward: Headers) -> None:
         """A shadow variant's copy, as for InvokeEndpoint: served whole (its answer is discarded) and recorded
         under its own variant name."""
         started = time.perf_counter()

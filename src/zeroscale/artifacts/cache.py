@@ -42,6 +42,7 @@ from zeroscale.artifacts.fetch import (
     file_fingerprint,
     parse_model_data_url,
 )
+from zeroscale.artifacts.prefix import download_prefix, list_prefix
 from zeroscale.artifacts.scratch import remove_stale, scratch_path, staging_dir
 from zeroscale.errors import DeployError
 
@@ -92,6 +93,33 @@ class ArtifactCache:
             ) from exc
         except ValueError as exc:  # e.g. a NUL byte in a path
             raise DeployError(f"Invalid model artifact URL {model_data_url!r}: {exc}") from exc
+
+    def prepare_prefix(self, s3_uri: str) -> Path:
+        """Blocking. An uncompressed model under an S3 prefix (``ModelDataSource``) -> its directory; fetched
+        again only when an object under it changed. Raises DeployError naming the prefix."""
+        location = parse_model_data_url(s3_uri)
+        if not isinstance(location, S3Location) or not location.key.endswith("/"):
+            raise DeployError(
+                f"Invalid model data source {s3_uri!r}: expected an S3 prefix s3://bucket/prefix/"
+            )
+        try:
+            objects = list_prefix(self._s3, location, self._limits)
+            identity = "s3-prefix\n" + self._s3.identity(location)
+            fingerprint = {"objects": [[o.key, o.etag, o.size] for o in objects]}
+            with self._lock("source:" + identity):
+                sha = self._lookup(identity, fingerprint)
+                if sha is not None:
+                    return self._model_dir(sha)
+                with self._staging() as staging:
+                    (staging / MODEL).mkdir()
+                    sha, stats = download_prefix(self._s3, location, objects, staging / MODEL)
+                    with self._lock("entry:" + sha):
+                        if not self._is_complete(sha):
+                            self._publish(staging, sha, s3_uri, stats)
+                self._remember(identity, fingerprint, sha)
+                return self._model_dir(sha)
+        except OSError as exc:
+            raise DeployError(f"Could not prepare model data {s3_uri}: {describe_os_error(exc)}") from exc
 
     # ---- sources ----
     def _prepare_s3(self, loc: S3Location) -> Path:

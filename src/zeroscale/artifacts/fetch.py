@@ -224,6 +224,10 @@ class S3Fetcher:
             resp["Body"].close()
         return self._error(loc, head_exc)
 
+    def error(self, loc: S3Location, exc: Exception) -> DeployError:
+        """``exc`` from a call about ``loc`` as a DeployError naming it (and S3's code)."""
+        return self._error(loc, exc)
+
     def _error(self, loc: S3Location, exc: Exception) -> DeployError:
         from botocore.exceptions import (
             BotoCoreError,

@@ -30,8 +30,8 @@ from zeroscale.control.endpoint_configs import EndpointConfigs, variant_specs
 from zeroscale.control.endpoints import Endpoints
 from zeroscale.errors import ModelError, RuntimeValidationError, Throttling, ZeroscaleError
 from zeroscale.events import EventBus
-from zeroscale.router.fleet import Fleet
-from zeroscale.router.pool import Invocation, VariantPool
+from zeroscale.router.fleet import Fleet, Variant
+from zeroscale.router.pool import Invocation
 from zeroscale.types import EndpointStatus
 from zeroscale.workers.client import FilePayload
 
@@ -353,7 +353,7 @@ class AsyncInference:
         return headers
 
     def _record(
-        self, pool: VariantPool, inv: Invocation, started: float, status: int, code: str, out: int
+        self, pool: Variant, inv: Invocation, started: float, status: int, code: str, out: int
     ) -> None:
         total_s = time.perf_counter() - started
         self._events.invocation(

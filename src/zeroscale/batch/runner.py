@@ -306,6 +306,10 @@ class TransformRunner:
             dataclasses.replace(
                 s,
                 env={**s.env, **job.environment, **batch_env},
+                containers=tuple(  # a model with several containers: each gets them
+                    dataclasses.replace(c, env={**c.env, **job.environment, **batch_env})
+                    for c in s.containers
+                ),
                 max_concurrency=workers,
                 provisioned=workers,
             )

@@ -124,6 +124,11 @@ def make_clients(endpoint_url: str, region: str | None, data_dir: Path) -> Clien
         raise click.ClickException(str(exc)) from None
 
 
+def fail(exc: Exception) -> click.ClickException:
+    """A client call's error as the command's error message."""
+    return _fail(exc)
+
+
 def _fail(exc: Exception) -> click.ClickException:
     if isinstance(exc, ClientError):
         err = exc.response.get("Error", {})

@@ -16,6 +16,7 @@ from zeroscale.cli.image_commands import images
 from zeroscale.cli.logs import logs
 from zeroscale.cli.metrics import metrics
 from zeroscale.cli.package import package
+from zeroscale.cli.registry import registry_group
 from zeroscale.cli.transform_commands import transform_group
 from zeroscale.cli.usage import check_price_table, usage
 from zeroscale.cli.workers import workers
@@ -342,6 +343,7 @@ cli.add_command(async_group)
 cli.add_command(transform_group)
 cli.add_command(logs)
 cli.add_command(workers)
+cli.add_command(registry_group)
 
 
 def main() -> None:

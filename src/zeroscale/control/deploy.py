@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from zeroscale.artifacts import ArtifactCache
@@ -18,10 +19,10 @@ from zeroscale.control.endpoint_configs import (
     variant_specs,
 )
 from zeroscale.control.instances import instance_size, workers_per_instance
-from zeroscale.control.models import Models
+from zeroscale.control.models import Models, execution_mode, runnable_containers
 from zeroscale.errors import DeployError, ZeroscaleError
 from zeroscale.images import ImageRecord, ImageRegistry
-from zeroscale.router.spec import PoolSpec
+from zeroscale.router.spec import ContainerSpec, PoolSpec
 from zeroscale.runtimes.image_uris import known_images, resolve_image
 from zeroscale.runtimes.usercode import PYTHONPATH, requirements_file
 from zeroscale.store.db import Record
@@ -30,9 +31,18 @@ SUBMIT_DIRECTORY = "SAGEMAKER_SUBMIT_DIRECTORY"
 
 
 def primary_container(model: Record) -> dict[str, Any]:
-    doc = model.doc
-    container = doc.get("PrimaryContainer") or (doc.get("Containers") or [{}])[0]
-    return dict(container)
+    return (runnable_containers(model.doc) or [{}])[0]
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    """One container, ready to run: its runtime (or image), model directory and environment."""
+
+    runtime: str
+    image: str
+    model_dir: str
+    env: dict[str, str]
+    byo: ImageRecord | None
 
 
 class Deployer:
@@ -64,6 +74,12 @@ class Deployer:
         variants = variant_specs(config.doc)
         sampling = shadow_sampling(variants)
         specs = await asyncio.gather(*(self._pool_spec(endpoint, v, idle_s, models or {}) for v in variants))
+        several = next((s for s in specs if s.containers), None)
+        if several is not None and config.doc.get("AsyncInferenceConfig"):
+            raise DeployError(
+                f"Variant {several.variant}: a model with several containers cannot serve an asynchronous "
+                "endpoint in zeroscale (AsyncInferenceConfig); invoke it with InvokeEndpoint."
+            )
         return [dataclasses.replace(s, shadow_sampling=sampling.get(s.variant, 0.0)) for s in specs]
 
     async def _pool_spec(
@@ -73,25 +89,33 @@ class Deployer:
             model = models.get(variant.model_name.lower()) or self._models.get(variant.model_name)
         except ZeroscaleError as exc:
             raise DeployError(f"Variant {variant.name}: {exc.message}") from exc
-        container = primary_container(model)
-        image = str(container.get("Image") or "")
-        env = {str(k): str(v) for k, v in (container.get("Environment") or {}).items()}
+        containers = runnable_containers(model.doc)
         try:
-            runtime, byo = self._resolve(image)
-            if byo is not None:  # the model's Environment is laid over the image's
-                env = {**byo.manifest.env, **env}
-            model_dir = await asyncio.to_thread(self._artifacts.prepare, container.get("ModelDataUrl"))
-            submit = env.get(SUBMIT_DIRECTORY, "")
-            if submit.startswith(("s3://", "file://")):
-                # The sagemaker SDK points this at its uploaded sourcedir.tar.gz: fetch and unpack it too.
-                env[SUBMIT_DIRECTORY] = str(await asyncio.to_thread(self._artifacts.prepare, submit))
-            requirements = None if byo else requirements_file(str(model_dir), env)
-            if requirements is not None:  # installed once per content, before any worker starts
-                python_path = await self._pyenvs.prepare(requirements)
-                if python_path is not None:
-                    env[PYTHONPATH] = str(python_path)
+            prepared = await asyncio.gather(*(self._prepare(c) for c in containers))
         except DeployError as exc:
             raise DeployError(f"Variant {variant.name} (model {model.name}): {exc}") from exc
+        first = prepared[0]
+        env, runtime, image, model_dir, byo = (
+            first.env,
+            first.runtime,
+            first.image,
+            first.model_dir,
+            first.byo,
+        )
+        several: tuple[ContainerSpec, ...] = ()
+        if len(containers) > 1 or model.doc.get("InferenceExecutionConfig"):
+            several = tuple(
+                ContainerSpec(
+                    hostname=str(c.get("ContainerHostname") or f"container-{i}"),
+                    runtime=p.runtime,
+                    image=p.image,
+                    model_dir=p.model_dir,
+                    env=p.env,
+                    command=p.byo.manifest.entrypoint if p.byo else (),
+                    workdir=str(p.byo.workdir) if p.byo else "",
+                )
+                for i, (c, p) in enumerate(zip(containers, prepared, strict=True), start=1)
+            )
         count = per_instance = 0
         if variant.serverless is not None:
             memory_mb = variant.serverless.memory_mb
@@ -122,7 +146,31 @@ class Deployer:
             workdir=str(byo.workdir) if byo else "",
             instance_count=count,
             workers_per_instance=per_instance,
+            containers=several,
+            execution=execution_mode(model.doc) if several else "",
         )
+
+    async def _prepare(self, container: Mapping[str, Any]) -> _Prepared:
+        image = str(container.get("Image") or "")
+        env = {str(k): str(v) for k, v in (container.get("Environment") or {}).items()}
+        runtime, byo = self._resolve(image)
+        if byo is not None:  # the model's Environment is laid over the image's
+            env = {**byo.manifest.env, **env}
+        source = (container.get("ModelDataSource") or {}).get("S3DataSource")
+        if source is not None:  # an uncompressed S3 prefix
+            model_dir = await asyncio.to_thread(self._artifacts.prepare_prefix, str(source["S3Uri"]))
+        else:
+            model_dir = await asyncio.to_thread(self._artifacts.prepare, container.get("ModelDataUrl"))
+        submit = env.get(SUBMIT_DIRECTORY, "")
+        if submit.startswith(("s3://", "file://")):
+            # The sagemaker SDK points this at its uploaded sourcedir.tar.gz: fetch and unpack it too.
+            env[SUBMIT_DIRECTORY] = str(await asyncio.to_thread(self._artifacts.prepare, submit))
+        requirements = None if byo else requirements_file(str(model_dir), env)
+        if requirements is not None:  # installed once per content, before any worker starts
+            python_path = await self._pyenvs.prepare(requirements)
+            if python_path is not None:
+                env[PYTHONPATH] = str(python_path)
+        return _Prepared(runtime, image, str(model_dir), env, byo)
 
     def _resolve(self, image: str) -> tuple[str, ImageRecord | None]:
         """A framework image -> (its runtime, None); a registered image -> ("byo/<name:tag@digest>", it)."""

@@ -28,10 +28,10 @@ from zeroscale.background import Background
 from zeroscale.control import rollout
 from zeroscale.control.arns import Arns
 from zeroscale.control.capacity import capacity_overrides, with_overrides
-from zeroscale.control.deploy import Deployer, primary_container
+from zeroscale.control.deploy import Deployer
 from zeroscale.control.endpoint_configs import EndpointConfigs, variant_specs
 from zeroscale.control.guarded import Guard
-from zeroscale.control.models import Models
+from zeroscale.control.models import Models, runnable_containers
 from zeroscale.control.resources import Resources
 from zeroscale.errors import DeployError, ValidationException
 from zeroscale.router.fleet import Fleet
@@ -401,15 +401,17 @@ class Endpoints:
         for variant, spec in zip(variant_specs(config.doc), specs, strict=True):
             if variant.shadow != shadow:
                 continue
-            image = str(primary_container(self._models.get(variant.model_name)).get("Image", ""))
+            runtimes = [c.runtime for c in spec.containers] or [spec.runtime]
+            containers = runnable_containers(self._models.get(variant.model_name).doc)
             desc: dict[str, Any] = {
                 "VariantName": variant.name,
-                "DeployedImages": [
+                "DeployedImages": [  # one per container
                     {
-                        "SpecifiedImage": image,
-                        "ResolvedImage": f"zeroscale/{spec.runtime}",
+                        "SpecifiedImage": str(c.get("Image", "")),
+                        "ResolvedImage": f"zeroscale/{runtime}",
                         "ResolutionTime": now,
                     }
+                    for c, runtime in zip(containers, runtimes, strict=False)
                 ],
             }
             desc.update(_current_and_desired(spec))

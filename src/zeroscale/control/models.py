@@ -2,6 +2,9 @@
 
 The API layer has already validated input against botocore's model (types, lengths, patterns, enums,
 required members, the 100-entry / 1024-character Environment limits); only semantic rules live here.
+A container naming a ``ModelPackageName`` is resolved once, at CreateModel, to the package version's
+containers (kept in the model's document as ``ResolvedContainers``, never described): deploying the model
+later runs exactly that version.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from zeroscale.control.arns import Arns
+from zeroscale.control.model_packages import ModelPackages
 from zeroscale.control.resources import Resources
 from zeroscale.errors import ValidationException
 from zeroscale.store.db import Record, Store
@@ -20,15 +24,58 @@ KIND = "model"
 ENVIRONMENT_MAX_TOTAL_BYTES = 32 * 1024
 
 # DescribeModelOutput members echoed from the create request (the wire layer refuses the others).
-_DESCRIBED = ("PrimaryContainer", "Containers", "ExecutionRoleArn", "EnableNetworkIsolation")
+_DESCRIBED = (
+    "PrimaryContainer",
+    "Containers",
+    "InferenceExecutionConfig",
+    "ExecutionRoleArn",
+    "EnableNetworkIsolation",
+)
+_FROM_PACKAGE = ("Image", "ModelDataUrl", "ModelDataSource", "ContainerHostname")
+RESOLVED = "ResolvedContainers"  # the containers a ModelPackageName stood for (stored, never described)
 
 
-def _check_container(container: Mapping[str, Any], where: str) -> None:
-    if not container.get("Image"):
+def runnable_containers(doc: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The containers a model runs, in order (a model package's, where one was named)."""
+    resolved = doc.get(RESOLVED)
+    if resolved is not None:
+        return [dict(c) for c in resolved]
+    primary = doc.get("PrimaryContainer")
+    return [dict(primary)] if primary else [dict(c) for c in doc.get("Containers") or []]
+
+
+def execution_mode(doc: Mapping[str, Any]) -> str:
+    """How several containers are invoked: ``Serial`` (an inference pipeline, the default) or ``Direct``."""
+    return str((doc.get("InferenceExecutionConfig") or {}).get("Mode") or "Serial")
+
+
+def check_container(container: Mapping[str, Any], where: str) -> None:
+    """One container runnable by zeroscale (an image, model data from one place, its environment)."""
+    if not container.get("Image") and not container.get("ModelPackageName"):
         raise ValidationException(
-            f"{where} must specify an Image: zeroscale runs a container only from an image URI "
-            "(ModelPackageName and inference specifications are not supported)."
+            f"{where} must specify an Image or a ModelPackageName: zeroscale runs a container only from an "
+            "image URI or a model package."
         )
+    if container.get("ModelPackageName") and container.get("Image"):
+        raise ValidationException(f"{where} must specify either an Image or a ModelPackageName, not both.")
+    for key in ("ModelDataUrl", "ModelDataSource"):
+        if container.get("ModelPackageName") and container.get(key) is not None:
+            raise ValidationException(
+                f"{where} names a ModelPackageName: its model data comes from the package, so {key} "
+                "must not be given."
+            )
+    source = container.get("ModelDataSource")
+    if source is not None:
+        if container.get("ModelDataUrl"):
+            raise ValidationException(
+                f"{where} must specify either ModelDataUrl or ModelDataSource, not both."
+            )
+        s3 = source.get("S3DataSource") or {}
+        if not str(s3.get("S3Uri", "")).endswith("/"):
+            raise ValidationException(
+                f"{where}.ModelDataSource.S3DataSource.S3Uri must be an S3 prefix ending with '/' "
+                "(S3DataType S3Prefix)."
+            )
     env: Mapping[str, str] = container.get("Environment") or {}
     total = sum(len(k.encode()) + len(v.encode()) for k, v in env.items())
     if total > ENVIRONMENT_MAX_TOTAL_BYTES:
@@ -47,15 +94,39 @@ def check_containers(params: Mapping[str, Any]) -> None:
     if primary is None and not containers:
         raise ValidationException("A model needs a container: specify either PrimaryContainer or Containers.")
     if primary is not None:
-        _check_container(primary, "PrimaryContainer")
+        check_container(primary, "PrimaryContainer")
+        if params.get("InferenceExecutionConfig") is not None:
+            raise ValidationException(
+                "InferenceExecutionConfig applies to a model with Containers, not a PrimaryContainer."
+            )
     for i, container in enumerate(containers, start=1):
-        _check_container(container, f"Containers.{i}")
+        check_container(container, f"Containers.{i}")
+
+
+def check_hostnames(containers: list[dict[str, Any]]) -> None:
+    """Several containers: each ContainerHostname (given, or container-<n>) is unique."""
+    seen: set[str] = set()
+    for i, container in enumerate(containers, start=1):
+        hostname = str(container.get("ContainerHostname") or f"container-{i}")
+        if hostname.lower() in seen:
+            raise ValidationException(
+                f"ContainerHostname {hostname} is used by more than one container: each container of a "
+                "model needs a hostname of its own."
+            )
+        seen.add(hostname.lower())
 
 
 class Models:
-    def __init__(self, store: Store, arns: Arns, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        store: Store,
+        arns: Arns,
+        clock: Callable[[], float] = time.time,
+        packages: ModelPackages | None = None,
+    ) -> None:
         self._res = Resources(store, arns, KIND, "model")
         self._clock = clock
+        self._packages = packages
 
     def create(self, params: Mapping[str, Any]) -> dict[str, Any]:
         name: str = params["ModelName"]
@@ -63,9 +134,37 @@ class Models:
             raise self._res.duplicate(name)
         check_containers(params)
         doc = copy.deepcopy(dict(params))
+        if any(c.get("ModelPackageName") for c in runnable_containers(doc)):
+            doc[RESOLVED] = self._resolve(runnable_containers(doc))
+        check_hostnames(runnable_containers(doc))
         doc["EnableNetworkIsolation"] = bool(doc.get("EnableNetworkIsolation", False))
         doc.setdefault("Tags", [])
         return {"ModelArn": self._res.insert(name, doc, self._clock())}
+
+    def _resolve(self, containers: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Each container naming a model package -> that version's containers (the container's own
+        Environment and ContainerHostname laid over theirs)."""
+        out: list[dict[str, Any]] = []
+        for container in containers:
+            name = container.get("ModelPackageName")
+            if not name:
+                out.append(container)
+                continue
+            if self._packages is None:
+                raise ValidationException("Model packages are not served by this server.")
+            package = self._packages.resolve(str(name))
+            inners = package.doc["InferenceSpecification"]["Containers"]
+            for inner in inners:
+                merged = {k: copy.deepcopy(v) for k, v in inner.items() if k in _FROM_PACKAGE}
+                merged["Environment"] = {
+                    **(inner.get("Environment") or {}),
+                    **(container.get("Environment") or {}),
+                }
+                if container.get("ContainerHostname") and len(inners) == 1:
+                    merged["ContainerHostname"] = container["ContainerHostname"]
+                merged["ModelPackageArn"] = package.arn
+                out.append(merged)
+        return out
 
     def get(self, name: str) -> Record:
         """The stored model; ValidationException ``Could not find model "<arn>".`` when absent."""

@@ -8,7 +8,9 @@ on ``arn:aws:cloudwatch:<region>:<account>:alarm:<name>``), ``sagemaker:InvokeEn
 and for zeroscale's own API ``zeroscale:GetUsage``, ``zeroscale:GetMetrics``, ``zeroscale:ListImages``,
 ``zeroscale:PushImage``, ``zeroscale:GetAuditEvents``. Resources: the ARNs zeroscale issues
 (``arn:aws:sagemaker:<region>:<account>:endpoint/<lower-cased name>``, ``model/...``,
-``endpoint-config/...``; ``arn:aws:logs:...:log-group:<name>:*``; ``arn:aws:iam::<account>:user/<name>``;
+``endpoint-config/...``, ``model-package-group/<group>``, ``model-package/<group>/<version>`` (a new
+version: ``model-package/<group>/*``); ``arn:aws:logs:...:log-group:<name>:*``;
+``arn:aws:iam::<account>:user/<name>``;
 ``arn:aws:zeroscale:...:image/<name>``), or ``*`` where the call names none (List*).
 """
 
@@ -51,8 +53,20 @@ class Caller:
     arn: str
 
 
-_SAGEMAKER_KINDS = (("EndpointConfig", "endpoint-config"), ("Endpoint", "endpoint"), ("Model", "model"))
-_SAGEMAKER_NAMES = {"endpoint-config": "EndpointConfigName", "endpoint": "EndpointName", "model": "ModelName"}
+_SAGEMAKER_KINDS = (
+    ("ModelPackageGroup", "model-package-group"),
+    ("ModelPackage", "model-package"),
+    ("EndpointConfig", "endpoint-config"),
+    ("Endpoint", "endpoint"),
+    ("Model", "model"),
+)
+_SAGEMAKER_NAMES = {
+    "model-package-group": "ModelPackageGroupName",
+    "model-package": "ModelPackageName",
+    "endpoint-config": "EndpointConfigName",
+    "endpoint": "EndpointName",
+    "model": "ModelName",
+}
 # Services whose IAM actions are not named by their signing name (CloudWatch signs as "monitoring").
 _ACTION_PREFIXES = {"monitoring": "cloudwatch"}
 _REST_ACTIONS = {
@@ -140,7 +154,16 @@ class Authorizer:
             for suffix, kind in _SAGEMAKER_KINDS:
                 if operation.endswith((suffix, suffix + "s")) and not operation.startswith("List"):
                     found = params.get(_SAGEMAKER_NAMES[kind])
+                    if (
+                        kind == "model-package"
+                    ):  # a version: by ARN or <group>/<version>; a new one: <group>/*
+                        found = found or params.get("ModelPackageArn")
+                        owner = params.get("ModelPackageGroupName")
+                        if found is None and isinstance(owner, str):
+                            found = owner.rsplit("/", 1)[-1] + "/*"
                     if isinstance(found, str):
+                        if found.startswith("arn:"):
+                            return action, found.lower()
                         return action, self._sagemaker_arn(kind, found)
                     break
         if access.signing_name == "logs" and isinstance(params.get("logGroupName"), str):

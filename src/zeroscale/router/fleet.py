@@ -26,9 +26,28 @@ from zeroscale.events import EventBus, VariantEvent
 from zeroscale.metrics.load import PoolLoad
 from zeroscale.metrics.registry import Metrics
 from zeroscale.router.budget import MemoryBudget
+from zeroscale.router.pipeline import Pipeline, container_specs, is_lead
 from zeroscale.router.pool import VariantPool
 from zeroscale.router.spec import PoolSpec, RouterSettings, Workers
 from zeroscale.router.warmcache import Template, WarmCache
+
+# What a request is sent to: a variant's pool, or the pools of a model's several containers.
+Variant = VariantPool | Pipeline
+
+
+def _variants(pools: list[VariantPool]) -> list[Variant]:
+    """``pools`` with the pools of each multi-container variant gathered into one Pipeline, in order."""
+    out: list[Variant] = []
+    gathered: dict[str, list[VariantPool]] = {}
+    for pool in pools:
+        if not pool.spec.containers:
+            out.append(pool)
+        elif pool.spec.variant in gathered:
+            gathered[pool.spec.variant].append(pool)
+        else:
+            gathered[pool.spec.variant] = [pool]
+            out.append(Pipeline(gathered[pool.spec.variant]))
+    return out
 
 
 @dataclass
@@ -36,8 +55,8 @@ class EndpointRoute:
     name: str
     pools: list[VariantPool]  # every pool: the production variants', then the shadow variants'
     _cumulative: list[float]
-    production: list[VariantPool]
-    shadows: list[VariantPool]  # each gets a copy of its shadow_sampling share of the traffic
+    production: list[Variant]
+    shadows: list[Variant]  # each gets a copy of its shadow_sampling share of the traffic
     # A guarded deployment in progress: the new fleet ("green", its own route) takes ``canary_share`` of
     # the traffic; this route's pools are the old fleet ("blue").
     canary: EndpointRoute | None = None
@@ -47,8 +66,9 @@ class EndpointRoute:
     def of(
         cls, name: str, pools: list[VariantPool], canary: EndpointRoute | None = None, share: float = 0.0
     ) -> EndpointRoute:
-        production = [p for p in pools if not p.spec.shadow_sampling]
-        shadows = [p for p in pools if p.spec.shadow_sampling]
+        variants = _variants(pools)
+        production = [p for p in variants if not p.spec.shadow_sampling]
+        shadows = [p for p in variants if p.spec.shadow_sampling]
         weights = [max(0.0, p.spec.weight) for p in production]
         if sum(weights) <= 0:
             weights = [1.0] * len(production)
@@ -57,11 +77,11 @@ class EndpointRoute:
     def every_pool(self) -> list[VariantPool]:
         return self.pools if self.canary is None else self.pools + self.canary.pools
 
-    def copies(self) -> list[VariantPool]:
-        """The shadow pools this request is copied to (each by its sampling share)."""
+    def copies(self) -> list[Variant]:
+        """The shadow variants this request is copied to (each by its sampling share)."""
         return [p for p in self.shadows if random.random() < p.spec.shadow_sampling]
 
-    def choose(self, target_variant: str | None = None) -> VariantPool:
+    def choose(self, target_variant: str | None = None) -> Variant:
         canary = self.canary
         # a guarded deployment: the new fleet's share, unless it lacks the targeted variant (the old answers)
         if (
@@ -144,11 +164,11 @@ class Fleet:
     async def activate(self, endpoint: str, specs: list[PoolSpec], *, warm: bool = True) -> None:
         """Build pools for ``specs``; with ``warm`` start one worker per variant and require a good /ping
         (raises DeployError, leaving the current route untouched). Then swap, and drain the old pools."""
-        pools = [self._pool(s) for s in specs]
+        pools = [self._pool(s) for spec in specs for s in container_specs(spec)]
         if not warm:
             # A restart brings endpoints back at zero: start their runtimes' zygotes now, in the background,
             # so the first cold start of each does not also pay for importing its framework.
-            runtimes = tuple(sorted({s.runtime for s in specs if not s.command}))
+            runtimes = tuple(sorted({p.spec.runtime for p in pools if not p.spec.command}))
             self._background.spawn(self._manager.prewarm(runtimes))
         if warm:
             await self._warm(pools)
@@ -170,7 +190,7 @@ class Fleet:
         route = self._routes.get(endpoint.lower())
         if route is None:
             raise DeployError(f"Endpoint {endpoint} is not routed.")
-        pools = [self._pool(s) for s in specs]
+        pools = [self._pool(s) for spec in specs for s in container_specs(spec)]
         await self._warm(pools)
         route = self._routes.get(endpoint.lower()) or route
         staged = EndpointRoute.of(route.name, pools)
@@ -217,6 +237,8 @@ class Fleet:
         resized = []
         for pool in route.pools:
             spec = specs.get(pool.spec.variant)
+            if spec is not None and pool.spec.container:
+                spec = next((c for c in container_specs(spec) if c.container == pool.spec.container), None)
             if spec is None or spec == pool.spec:
                 continue
             capacity_changed = (spec.max_concurrency, spec.provisioned) != (
@@ -295,7 +317,7 @@ class Fleet:
     def _discard_cached(self, pools: list[VariantPool]) -> None:
         """Templates cached for these pools' models go, unless a pool still routed to uses the same model
         and environment (an update that changed only scaling, another endpoint of the same model)."""
-        live = {p.template_key for r in self._routes.values() for p in r.pools}
+        live = {p.template_key for r in self._routes.values() for p in r.every_pool()}
         for key in {p.template_key for p in pools} - live:
             if key is not None:
                 self.cache.discard(key)
@@ -305,6 +327,8 @@ class Fleet:
 
     def _emit_variant(self, pool: VariantPool, kind: str) -> None:
         s = pool.spec
+        if not is_lead(s):  # a model's several containers: the variant is told of once, by the first
+            return
         self.events.variant(
             VariantEvent(
                 s.endpoint,

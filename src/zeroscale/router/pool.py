@@ -52,6 +52,8 @@ class Invocation:
     # The container contract's other requests (batch transform's GET /execution-parameters) go the same way.
     method: bytes = b"POST"
     path: bytes = b"/invocations"
+    # The ContainerHostname a request targets (X-Amzn-SageMaker-Target-Container-Hostname): Direct mode.
+    container: str | None = None
 
     def record(
         self, spec: PoolSpec, *, at: float, total_s: float, status: int, code: str, bytes_out: int
@@ -191,7 +193,7 @@ class VariantPool:
             if slot is not None and slot.state is S.IDLE:
                 self._stop(slot, StopReason.SCALED_IN)
         for _ in range(decision.start):
-            slot = self._slots.open(self._manager.new_worker_id())
+            slot = self._slots.open(self._new_worker_id())
             if slot is None:
                 break  # the fleet evicts elsewhere and calls scale() again when memory comes back
             self._background.spawn(self._start_for_waiters(slot))
@@ -204,7 +206,7 @@ class VariantPool:
         With the budget full, idle workers of other pools are evicted and this waits for them to exit."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._settings.startup_timeout_s
-        while (slot := self._slots.open(self._manager.new_worker_id())) is None:
+        while (slot := self._slots.open(self._new_worker_id())) is None:
             if not self._budget.settling or loop.time() >= deadline:
                 raise DeployError(
                     f"Not enough memory on this host for a {self.spec.memory_mb} MB worker "
@@ -223,6 +225,15 @@ class VariantPool:
             return 0
         self._stop(slot, StopReason.EVICTED)
         return self.spec.memory_mb
+
+    def _new_worker_id(self) -> str:
+        """A container's workers carry its hostname first, so each container has log streams of its own."""
+        worker_id = self._manager.new_worker_id()
+        return f"{self.spec.container}-{worker_id}" if self.spec.container else worker_id
+
+    @property
+    def _container(self) -> str:
+        return self.spec.container or _CONTAINER
 
     async def _start_for_waiters(self, slot: Slot) -> None:
         try:
@@ -274,7 +285,9 @@ class VariantPool:
             if not fut.done():
                 fut.set_exception(
                     ModelError(
-                        f"The worker for variant {self.spec.variant} failed to start: {exc}",
+                        f"The worker for variant {self.spec.variant}"
+                        + (f" container {self.spec.container}" if self.spec.container else "")
+                        + f" failed to start: {exc}",
                         original_status=500,
                         original_message=str(exc),
                     )
@@ -457,7 +470,7 @@ class VariantPool:
         self._manager.kill(handle, "the invocation timed out", kind="timed_out")
         self.release(slot, broken=True)
         return ModelError(
-            "Your invocation timed out while waiting for a response from container primary. "
+            f"Your invocation timed out while waiting for a response from container {self._container}. "
             f"The model took longer than {timeout_s:g} s to answer.",
             original_status=0,
             original_message="invocation timed out",
@@ -471,7 +484,7 @@ class VariantPool:
             await asyncio.wait_for(handle.exited.wait(), 2.0)
         reason = handle.death_reason()
         return ModelError(
-            f'Received server error (0) from {_CONTAINER} with message "{reason}". '
+            f'Received server error (0) from {self._container} with message "{reason}". '
             f"See {self._log_stream_arn(handle)} for more information.",
             original_status=0,
             original_message=reason,
@@ -482,7 +495,7 @@ class VariantPool:
         kind = "client" if status < 500 else "server"
         arn = self._log_stream_arn(handle)
         return ModelError(
-            f'Received {kind} error ({status}) from {_CONTAINER} with message "{text}". '
+            f'Received {kind} error ({status}) from {self._container} with message "{text}". '
             f"See {arn} for more information.",
             original_status=status,
             original_message=text,

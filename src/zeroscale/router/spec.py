@@ -63,6 +63,19 @@ class Workers(Protocol):
 
 
 @dataclass(frozen=True)
+class ContainerSpec:
+    """One container of a model with several (an inference pipeline, or Direct): what its workers run."""
+
+    hostname: str  # its ContainerHostname (given, or container-<n>)
+    runtime: str
+    image: str
+    model_dir: str
+    env: Mapping[str, str] = field(default_factory=dict)
+    command: tuple[str, ...] = ()
+    workdir: str = ""
+
+
+@dataclass(frozen=True)
 class PoolSpec:
     endpoint: str
     variant: str
@@ -83,6 +96,13 @@ class PoolSpec:
     workers_per_instance: int = 0
     # A shadow variant: the share of the production traffic copied to it (0: a production variant).
     shadow_sampling: float = 0.0
+    # A model with several containers: each runs in a pool of its own (router/pipeline.py), invoked in
+    # order (``Serial``, an inference pipeline) or one by the request's target hostname (``Direct``). The
+    # fields above describe the first; ``container`` names the one a container's pool runs (empty for the
+    # variant's spec, and for a model with one container).
+    containers: tuple[ContainerSpec, ...] = ()
+    execution: str = ""
+    container: str = ""
 
     @property
     def real_time(self) -> bool:

@@ -91,6 +91,46 @@ function create() {
   const artifacts = h("input", { name: "model-data-url", spellcheck: "false", placeholder: "s3://bucket/path-to-your-data/model.tar.gz" });
   const envRows = h("div", { class: "env-rows" });
   const submit = h("button", { type: "submit", class: "primary" }, "Create model");
+  // "Use a model package resource": a version's ARN, or a group for its latest Approved version.
+  const packageName = h("input", {
+    name: "model-package",
+    spellcheck: "false",
+    placeholder: "arn:aws:sagemaker:region:account:model-package/group/1, or a group name",
+  });
+  const packagePart = h(
+    "div",
+    { hidden: true },
+    field(
+      "Model package",
+      packageName,
+      "A model package version's ARN deploys that version; a model package group's name or ARN deploys its latest Approved version.",
+    ),
+  );
+  const imagePart = h(
+    "div",
+    {},
+    h(
+      "fieldset",
+      {},
+      h("legend", {}, "Provide model artifacts and inference image options"),
+      radio("mode", "SingleModel", "Use a single model", "Use this to host a single model in this container.", {
+        checked: true,
+      }),
+      radio("mode", "MultiModel", "Use multiple models", "Use this to host multiple models in this container."),
+    ),
+    field(
+      "Location of inference code image",
+      image,
+      "Type the registry path where the inference code image is stored: aws_account_id.dkr.ecr.region.domain/repository[:tag] or [@digest], a built-in alias (sklearn, xgboost, pytorch, onnx) or a pushed image name:tag.",
+    ),
+    suggestions,
+    field(
+      "Location of model artifacts - optional",
+      artifacts,
+      "Type the URL where model artifacts are stored (s3://bucket/path-to-your-data/, or file:// on this server). The path must point to a single gzip compressed tar archive (.tar.gz suffix).",
+    ),
+  );
+  const fromPackage = () => form.querySelector("input[name=input-option]:checked").value === "package";
 
   const form = h(
     "form",
@@ -99,9 +139,14 @@ function create() {
       onsubmit: async (event) => {
         event.preventDefault();
         showError(error, null);
-        const container = { Mode: form.querySelector("input[name=mode]:checked").value };
-        if (image.value.trim()) container.Image = image.value.trim();
-        if (artifacts.value.trim()) container.ModelDataUrl = artifacts.value.trim();
+        const container = {};
+        if (fromPackage()) {
+          container.ModelPackageName = packageName.value.trim();
+        } else {
+          container.Mode = form.querySelector("input[name=mode]:checked").value;
+          if (image.value.trim()) container.Image = image.value.trim();
+          if (artifacts.value.trim()) container.ModelDataUrl = artifacts.value.trim();
+        }
         const env = {};
         for (const row of envRows.querySelectorAll(".env-row")) {
           const [k, v] = row.querySelectorAll("input");
@@ -139,30 +184,11 @@ function create() {
           "input-option",
           "package",
           "Use a model package resource",
-          "Use this for model packages that contain inference images and artifacts. Model packages are not available on this server yet.",
-          { disabled: true },
+          "Use this for model packages that contain inference images and artifacts.",
         ),
       ),
-      h(
-        "fieldset",
-        {},
-        h("legend", {}, "Provide model artifacts and inference image options"),
-        radio("mode", "SingleModel", "Use a single model", "Use this to host a single model in this container.", {
-          checked: true,
-        }),
-        radio("mode", "MultiModel", "Use multiple models", "Use this to host multiple models in this container."),
-      ),
-      field(
-        "Location of inference code image",
-        image,
-        "Type the registry path where the inference code image is stored: aws_account_id.dkr.ecr.region.domain/repository[:tag] or [@digest], a built-in alias (sklearn, xgboost, pytorch, onnx) or a pushed image name:tag.",
-      ),
-      suggestions,
-      field(
-        "Location of model artifacts - optional",
-        artifacts,
-        "Type the URL where model artifacts are stored (s3://bucket/path-to-your-data/, or file:// on this server). The path must point to a single gzip compressed tar archive (.tar.gz suffix).",
-      ),
+      packagePart,
+      imagePart,
       h(
         "fieldset",
         { class: "env" },
@@ -173,6 +199,13 @@ function create() {
     ),
     h("div", { class: "actions" }, link("/console/models", "Cancel", { class: "button secondary" }), submit),
   );
+  for (const option of form.querySelectorAll("input[name=input-option]")) {
+    option.addEventListener("change", () => {
+      packagePart.hidden = !fromPackage();
+      imagePart.hidden = fromPackage();
+      packageName.required = fromPackage();
+    });
+  }
   return {
     node: h(
       "div",
@@ -182,6 +215,33 @@ function create() {
       form,
     ),
   };
+}
+
+function containerSection(c, i) {
+  const source = (c.ModelDataSource || {}).S3DataSource;
+  const rows = c.ModelPackageName
+    ? [["Model package", h("code", {}, c.ModelPackageName)]]
+    : [
+        ["Location of inference code image", h("code", {}, c.Image || "")],
+        [
+          "Location of model artifacts",
+          c.ModelDataUrl ? h("code", {}, c.ModelDataUrl) : source ? h("code", {}, `${source.S3Uri} (uncompressed)`) : "none",
+        ],
+        ["Mode", c.Mode === "MultiModel" ? "Use multiple models" : "Use a single model"],
+      ];
+  if (c.ContainerHostname) rows.push(["Container hostname", c.ContainerHostname]);
+  return section(
+    `Container definition ${i + 1}`,
+    details(rows),
+    table(
+      [
+        { label: "Key", value: ([k]) => h("code", {}, k) },
+        { label: "Value", value: ([, v]) => h("code", {}, v) },
+      ],
+      Object.entries(c.Environment || {}),
+      { caption: "Environment variables", empty: "No environment variables." },
+    ),
+  );
 }
 
 function view(modelName) {
@@ -199,8 +259,7 @@ function view(modelName) {
   });
   sagemaker("DescribeModel", { ModelName: modelName })
     .then((m) => {
-      const c = m.PrimaryContainer || (m.Containers || [])[0] || {};
-      const env = Object.entries(c.Environment || {});
+      const containers = m.PrimaryContainer ? [m.PrimaryContainer] : m.Containers || [];
       body.replaceChildren(
         section(
           "Model settings",
@@ -211,22 +270,10 @@ function view(modelName) {
             ["IAM role ARN", m.ExecutionRoleArn],
           ]),
         ),
-        section(
-          "Container definition 1",
-          details([
-            ["Location of inference code image", h("code", {}, c.Image || "")],
-            ["Location of model artifacts", c.ModelDataUrl ? h("code", {}, c.ModelDataUrl) : "none"],
-            ["Mode", c.Mode === "MultiModel" ? "Use multiple models" : "Use a single model"],
-          ]),
-          table(
-            [
-              { label: "Key", value: ([k]) => h("code", {}, k) },
-              { label: "Value", value: ([, v]) => h("code", {}, v) },
-            ],
-            env,
-            { caption: "Environment variables", empty: "No environment variables." },
-          ),
-        ),
+        ...(containers.length > 1
+          ? [section("Inference execution", details([["Mode", (m.InferenceExecutionConfig || {}).Mode || "Serial"]]))]
+          : []),
+        ...containers.map((c, i) => containerSection(c, i)),
       );
     })
     .catch((err) => body.replaceChildren(errorBox(err)));
