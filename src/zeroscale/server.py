@@ -108,6 +108,12 @@ def build(settings: Settings) -> Server:
         memory_poll_interval_s=settings.memory_poll_interval_s,
         confinement=confinement,
     )
+    artifacts = ArtifactCache(
+        settings.artifacts_dir,
+        s3_endpoint_url=settings.s3_endpoint_url,
+        max_extracted_bytes=settings.max_extracted_bytes,
+        max_extracted_files=settings.max_extracted_files,
+    )
     fleet = Fleet(
         manager,
         RouterSettings(
@@ -120,9 +126,11 @@ def build(settings: Settings) -> Server:
             startup_timeout_s=settings.startup_timeout_s,
             memory_budget_mb=settings.memory_budget_mb,
             warm_cache_mb=settings.warm_cache_cap_mb,
+            model_load_wait_s=settings.model_load_wait_s,
         ),
         metrics,
         events,
+        fetch=artifacts.prepare,
     )
     metrics.watch(fleet.loads)
     metrics.watch_sink_failures(events.failures)
@@ -151,12 +159,6 @@ def build(settings: Settings) -> Server:
         journal_dir=settings.data_dir / "metering",
     )
     metering.attach(events)
-    artifacts = ArtifactCache(
-        settings.artifacts_dir,
-        s3_endpoint_url=settings.s3_endpoint_url,
-        max_extracted_bytes=settings.max_extracted_bytes,
-        max_extracted_files=settings.max_extracted_files,
-    )
     models = Models(store, arns)
     configs = EndpointConfigs(store, arns, models)
     images = ImageRegistry(

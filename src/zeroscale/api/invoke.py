@@ -26,6 +26,7 @@ _FORWARDED = {
 _CUSTOM_ATTRIBUTES = b"x-amzn-sagemaker-custom-attributes"
 _TARGET_VARIANT = b"x-amzn-sagemaker-target-variant"
 _INFERENCE_ID = b"x-amzn-sagemaker-inference-id"
+_TARGET_MODEL = b"x-amzn-sagemaker-target-model"
 
 
 class InvokeApi:
@@ -61,6 +62,7 @@ class InvokeApi:
             raise ZeroscaleError(reason, code="ServiceUnavailable", status=503)
         forward: Headers = []
         target_variant: str | None = None
+        target_model = ""
         for name, value in headers:
             lname = name.lower()
             wire = _FORWARDED.get(lname)
@@ -69,6 +71,8 @@ class InvokeApi:
                 forward.append((wire, value))
             elif lname == _TARGET_VARIANT:
                 target_variant = value.decode("latin-1")
+            elif lname == _TARGET_MODEL:
+                target_model = _target_model(value)
             elif lname in self._refused:
                 raise RuntimeValidationError(f"zeroscale does not support {self._refused[lname]} yet.")
         route = self._fleet.route(endpoint)
@@ -86,7 +90,12 @@ class InvokeApi:
         if route.shadows:
             for shadow in route.copies():
                 self._background.spawn(self._shadow(shadow, body, forward))
-        inv = Invocation(body, forward)
+        if target_model and not pool.spec.multi_model:
+            raise RuntimeValidationError(
+                f"Endpoint {endpoint} variant {pool.spec.variant} is not a multi-model endpoint: "
+                "TargetModel is only for endpoints whose model has Mode MultiModel."
+            )
+        inv = Invocation(body, forward, target_model=target_model)
         try:
             resp = await pool.invoke(inv)
         except ZeroscaleError as err:
@@ -123,6 +132,23 @@ class InvokeApi:
         self._events.invocation(
             inv.record(spec, at=time.time(), total_s=total_s, status=status, code=code, bytes_out=out)
         )
+
+
+def _target_model(value: bytes) -> str:
+    """The TargetModel header: 1 to 1,024 printable characters, a path relative to the model's prefix."""
+    text = value.decode("latin-1")
+    if not 1 <= len(text) <= 1024 or not text.isprintable() or text[0].isspace():
+        raise RuntimeValidationError(
+            "1 validation error detected: Value at 'targetModel' failed to satisfy constraint: "
+            "Member must have length between 1 and 1024 and contain only printable characters"
+        )
+    parts = text.split("/")
+    if text.startswith("/") or any(part in ("", ".", "..") for part in parts):
+        raise RuntimeValidationError(
+            f"TargetModel {text!r} must be a path relative to the model's S3 prefix (no '..', '.' or empty "
+            "parts)."
+        )
+    return text
 
 
 def _check_header(lname: bytes, value: bytes) -> None:

@@ -12,14 +12,16 @@ from zeroscale.api.allowlist import ANY, Refusals, Rule, Table, at_most, only, u
 _TAGS = {"Tags": ANY, "Tags.Key": ANY, "Tags.Value": ANY}
 
 # One container: its image (a framework image or a pushed one), model data and environment are used;
-# ContainerHostname and Mode are stored and described (SageMaker itself ignores ContainerHostname for a
-# single container; MultiModel endpoints are not served).
+# ContainerHostname is stored and described (SageMaker itself ignores it for a single container); Mode
+# MultiModel makes ModelDataUrl a prefix of target models (router/multimodel.py), with MultiModelConfig.
 _CONTAINER: dict[str, Rule] = {
     "Image": ANY,
     "ModelDataUrl": ANY,
     "Environment": ANY,
     "ContainerHostname": ANY,
-    "Mode": only("SingleModel"),
+    "Mode": ANY,
+    "MultiModelConfig": ANY,
+    "MultiModelConfig.ModelCacheSetting": ANY,
 }
 
 _LIST = {
@@ -268,7 +270,16 @@ APPLICATION_AUTOSCALING: Table = {
 
 # sagemaker-runtime InvokeEndpoint. Every other member is a request header, refused when present.
 INVOKE_ENDPOINT = frozenset(
-    {"EndpointName", "Body", "ContentType", "Accept", "CustomAttributes", "TargetVariant", "InferenceId"}
+    {
+        "EndpointName",
+        "Body",
+        "ContentType",
+        "Accept",
+        "CustomAttributes",
+        "TargetVariant",
+        "InferenceId",
+        "TargetModel",  # a multi-model endpoint's target (router/multimodel.py)
+    }
 )
 
 _BY_SERVICE = {"sagemaker": SAGEMAKER, "logs": LOGS, "application-autoscaling": APPLICATION_AUTOSCALING}

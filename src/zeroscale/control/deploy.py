@@ -35,6 +35,13 @@ def primary_container(model: Record) -> dict[str, Any]:
     return dict(container)
 
 
+def multi_model_prefix(container: Mapping[str, Any]) -> str:
+    """A multi-model container's ModelDataUrl (the prefix its target models are under), else ""."""
+    if container.get("Mode") != "MultiModel":
+        return ""
+    return str(container.get("ModelDataUrl") or "")
+
+
 class Deployer:
     def __init__(
         self,
@@ -80,12 +87,22 @@ class Deployer:
             runtime, byo = self._resolve(image)
             if byo is not None:  # the model's Environment is laid over the image's
                 env = {**byo.manifest.env, **env}
-            model_dir = await asyncio.to_thread(self._artifacts.prepare, container.get("ModelDataUrl"))
+            multi_model = multi_model_prefix(container)
+            if multi_model and byo is not None:
+                raise DeployError(
+                    "Mode MultiModel with a bring-your-own image is not supported yet (zeroscale does not "
+                    "speak the multi-model container API): use a framework image."
+                )
+            model_dir = (
+                multi_model
+                if multi_model
+                else await asyncio.to_thread(self._artifacts.prepare, container.get("ModelDataUrl"))
+            )
             submit = env.get(SUBMIT_DIRECTORY, "")
             if submit.startswith(("s3://", "file://")):
                 # The sagemaker SDK points this at its uploaded sourcedir.tar.gz: fetch and unpack it too.
                 env[SUBMIT_DIRECTORY] = str(await asyncio.to_thread(self._artifacts.prepare, submit))
-            requirements = None if byo else requirements_file(str(model_dir), env)
+            requirements = None if byo or multi_model else requirements_file(str(model_dir), env)
             if requirements is not None:  # installed once per content, before any worker starts
                 python_path = await self._pyenvs.prepare(requirements)
                 if python_path is not None:
@@ -106,6 +123,8 @@ class Deployer:
             count = variant.instance_count
             memory_mb = size.memory_mb // per_instance
             max_concurrency = provisioned = count * per_instance
+            if multi_model:  # the models share the instances' memory
+                memory_mb = size.memory_mb * count
         return PoolSpec(
             endpoint=endpoint,
             variant=variant.name,
@@ -122,6 +141,8 @@ class Deployer:
             workdir=str(byo.workdir) if byo else "",
             instance_count=count,
             workers_per_instance=per_instance,
+            multi_model=multi_model,
+            model_cache=(container.get("MultiModelConfig") or {}).get("ModelCacheSetting") != "Disabled",
         )
 
     def _resolve(self, image: str) -> tuple[str, ImageRecord | None]:

@@ -29,6 +29,12 @@ def _check_container(container: Mapping[str, Any], where: str) -> None:
             f"{where} must specify an Image: zeroscale runs a container only from an image URI "
             "(ModelPackageName and inference specifications are not supported)."
         )
+    if container.get("Mode") == "MultiModel" and not container.get("ModelDataUrl"):
+        raise ValidationException(
+            f"{where}.Mode is MultiModel: ModelDataUrl must name the S3 prefix that holds the models."
+        )
+    if container.get("MultiModelConfig") and container.get("Mode") != "MultiModel":
+        raise ValidationException(f"{where}.MultiModelConfig is only for Mode MultiModel.")
     env: Mapping[str, str] = container.get("Environment") or {}
     total = sum(len(k.encode()) + len(v.encode()) for k, v in env.items())
     if total > ENVIRONMENT_MAX_TOTAL_BYTES:

@@ -121,6 +121,46 @@ class Metrics:
             _LABELS,
             registry=r,
         )
+        self.model_cache_hits = Counter(
+            "zeroscale_model_cache_hits",
+            "SageMaker ModelCacheHit: multi-model invocations whose target model was already loaded",
+            _LABELS,
+            registry=r,
+        )
+        self.model_cache_lookups = Counter(
+            "zeroscale_model_cache_lookups",
+            "Multi-model invocations that looked for their target model (the hit rate's denominator)",
+            _LABELS,
+            registry=r,
+        )
+        self.model_loading_wait = Histogram(
+            "zeroscale_model_loading_wait_seconds",
+            "SageMaker ModelLoadingWaitTime: an invocation waited for its target model's download and load",
+            _LABELS,
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.model_downloading = Histogram(
+            "zeroscale_model_downloading_seconds",
+            "SageMaker ModelDownloadingTime: fetching a target model's artifact",
+            _LABELS,
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.model_loading = Histogram(
+            "zeroscale_model_loading_seconds",
+            "SageMaker ModelLoadingTime: a target model's worker forked and loaded",
+            _LABELS,
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.model_unloading = Histogram(
+            "zeroscale_model_unloading_seconds",
+            "SageMaker ModelUnloadingTime: a target model's worker asked to stop until it exited",
+            _LABELS,
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
         self._series: dict[tuple[str, str], _Series] = {}
         self._provisioned: dict[tuple[str, str], int] = {}
         self._exit_reasons: dict[tuple[str, str], set[str]] = {}
@@ -167,6 +207,14 @@ class Metrics:
             if series.provisioned is not None and series.spillover is not None:
                 (series.provisioned if record.provisioned else series.spillover).inc()
         series.overhead_latency.observe(max(0.0, record.total_s - record.model_s))
+        if record.cache_hit is not None:
+            self.model_cache_lookups.labels(*key).inc()
+            if record.cache_hit:
+                self.model_cache_hits.labels(*key).inc()
+        if record.model_wait_s is not None:
+            self.model_loading_wait.labels(*key).observe(record.model_wait_s)
+        if record.download_s is not None:
+            self.model_downloading.labels(*key).observe(record.download_s)
 
     def worker(self, event: WorkerEvent) -> None:
         key = (event.endpoint, event.variant)
@@ -174,9 +222,13 @@ class Metrics:
             self.cold_starts.labels(*key).inc()
             if event.setup_s is not None:
                 self.model_setup.labels(*key).observe(event.setup_s)
+            if event.model and event.setup_s is not None:
+                self.model_loading.labels(*key).observe(event.setup_s)
         elif event.worker_id:  # "failed" starts have no worker
             self._exit_reasons.setdefault(key, set()).add(event.kind)
             self.worker_exits.labels(*key, event.kind).inc()
+        if event.unload_s is not None:
+            self.model_unloading.labels(*key).observe(event.unload_s)
 
     def variant(self, event: VariantEvent) -> None:
         if event.kind == "activated":
@@ -217,6 +269,12 @@ class Metrics:
             self.cold_starts,
             self.provisioned_invocations,
             self.spillover_invocations,
+            self.model_cache_hits,
+            self.model_cache_lookups,
+            self.model_loading_wait,
+            self.model_downloading,
+            self.model_loading,
+            self.model_unloading,
         ):
             with contextlib.suppress(KeyError):
                 metric.remove(endpoint, variant)
@@ -255,6 +313,7 @@ _GAUGES: tuple[tuple[str, str], ...] = (
         "zeroscale_provisioned_concurrency_utilization_ratio",
         "SageMaker ServerlessProvisionedConcurrencyUtilization: executions / ProvisionedConcurrency",
     ),
+    ("zeroscale_loaded_models", "SageMaker LoadedModelCount: a multi-model variant's loaded target models"),
 )
 
 
@@ -276,6 +335,7 @@ def _gauge_values(v: VariantLoad) -> tuple[float | None, ...]:
         max(mem) if mem else None,
         float(v.provisioned_executions) if provisioned else None,
         v.provisioned_utilization if provisioned else None,
+        float(v.loaded_models) if v.loaded_models is not None else None,
     )
 
 

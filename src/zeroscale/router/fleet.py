@@ -22,6 +22,7 @@ from zeroscale.events import EventBus, VariantEvent
 from zeroscale.metrics.load import PoolLoad
 from zeroscale.metrics.registry import Metrics
 from zeroscale.router.budget import MemoryBudget
+from zeroscale.router.multimodel import Fetch, MultiModelPool
 from zeroscale.router.pool import VariantPool
 from zeroscale.router.spec import PoolSpec, RouterSettings, Workers
 from zeroscale.router.warmcache import Template, WarmCache
@@ -69,8 +70,11 @@ class Fleet:
         events: EventBus,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
+        fetch: Fetch | None = None,
     ) -> None:
+        """``fetch``: a multi-model variant's target model URL -> its extracted directory (blocking)."""
         self._manager = manager
+        self._fetch = fetch
         self.events = events
         self._wall = wall
         self._settings = settings
@@ -99,19 +103,7 @@ class Fleet:
     async def activate(self, endpoint: str, specs: list[PoolSpec], *, warm: bool = True) -> None:
         """Build pools for ``specs``; with ``warm`` start one worker per variant and require a good /ping
         (raises DeployError, leaving the current route untouched). Then swap, and drain the old pools."""
-        pools = [
-            VariantPool(
-                s,
-                self._manager,
-                self.budget,
-                self._settings,
-                self.events,
-                self._clock,
-                self._wall,
-                self.cache,
-            )
-            for s in specs
-        ]
+        pools = [self._pool(s) for s in specs]
         if not warm:
             # A restart brings endpoints back at zero: start their runtimes' zygotes now, in the background,
             # so the first cold start of each does not also pay for importing its framework.
@@ -137,6 +129,24 @@ class Fleet:
         for pool in pools:
             self._emit_variant(pool, "activated")
             pool.scale()  # provisioned concurrency floor
+
+    def _pool(self, s: PoolSpec) -> VariantPool:
+        if s.multi_model:
+            if self._fetch is None:
+                raise DeployError("This server cannot fetch the models of a multi-model endpoint.")
+            return MultiModelPool(
+                s,
+                self._manager,
+                self.budget,
+                self._settings,
+                self.events,
+                self._fetch,
+                self._clock,
+                self._wall,
+            )
+        return VariantPool(
+            s, self._manager, self.budget, self._settings, self.events, self._clock, self._wall, self.cache
+        )
 
     async def adjust(self, endpoint: str, specs: Mapping[str, PoolSpec], *, timeout_s: float) -> None:
         """New weights and capacities for some variants of a routed endpoint, same models

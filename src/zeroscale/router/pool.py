@@ -31,6 +31,7 @@ from zeroscale.workers.manager import WorkerHandle, WorkerSpec
 S = WorkerState
 _CONTAINER = "primary"
 _DRAIN_STOP_GRACE_S = 1.0
+_UNLOADS = ("evicted", "stopped")  # the exits of a model's worker that unload it as planned
 
 
 @dataclass(slots=True)
@@ -46,6 +47,11 @@ class Invocation:
     # Seconds the worker has to answer; None: the server's invocation timeout (an async request sets its
     # own, up to 3600 s).
     timeout_s: float | None = None
+    # A multi-model endpoint's target (X-Amzn-SageMaker-Target-Model), and what its pool reports of it.
+    target_model: str = ""
+    cache_hit: bool | None = None
+    model_wait_s: float | None = None
+    download_s: float | None = None
 
     def record(
         self, spec: PoolSpec, *, at: float, total_s: float, status: int, code: str, bytes_out: int
@@ -66,6 +72,10 @@ class Invocation:
             setup_s=self.setup_s,
             provisioned=self.provisioned,
             model_status=self.model_status,
+            target_model=self.target_model,
+            cache_hit=self.cache_hit,
+            model_wait_s=self.model_wait_s,
+            download_s=self.download_s,
         )
 
 
@@ -87,7 +97,8 @@ class VariantPool:
         self._events = events
         self._clock = clock
         self._wall = wall
-        self._slots = Slots(spec.memory_mb, budget, self, clock)
+        self._slot_mb = spec.slot_mb or spec.memory_mb  # what one worker holds of the budget
+        self._slots = Slots(self._slot_mb, budget, self, clock)
         self._budget = budget
         self._waiters: deque[asyncio.Future[Slot]] = deque()
         self._background = Background(f"pool {spec.endpoint}/{spec.variant}")
@@ -208,7 +219,12 @@ class VariantPool:
         if self._slots.get(slot.worker_id) is not slot or slot.state is not S.IDLE:
             return 0
         self._stop(slot, StopReason.EVICTED)
-        return self.spec.memory_mb
+        return self._slot_mb
+
+    def unload_idle(self) -> None:
+        """Stop every idle worker now (a multi-model variant that does not cache its models)."""
+        for slot in list(self._slots.idle):
+            self._stop(slot, StopReason.SCALED_IN)
 
     async def _start_for_waiters(self, slot: Slot) -> None:
         try:
@@ -292,7 +308,10 @@ class VariantPool:
             return
         slot.handle = handle
         self._slots.move(slot, S.GONE)
-        self._emit(slot.worker_id, slot.exit_kind(), detail=handle.death_reason())
+        unload_s = None
+        if self.spec.target_model and slot.stopping_since is not None and slot.exit_kind() in _UNLOADS:
+            unload_s = max(0.0, self._clock() - slot.stopping_since)
+        self._emit(slot.worker_id, slot.exit_kind(), detail=handle.death_reason(), unload_s=unload_s)
         if not self._slots:
             self._at_zero = True
             self._template.stash(draining=self.draining)
@@ -300,7 +319,15 @@ class VariantPool:
         if self.queued:
             self.scale()
 
-    def _emit(self, worker_id: str, kind: str, *, detail: str = "", setup_s: float | None = None) -> None:
+    def _emit(
+        self,
+        worker_id: str,
+        kind: str,
+        *,
+        detail: str = "",
+        setup_s: float | None = None,
+        unload_s: float | None = None,
+    ) -> None:
         self._events.worker(
             WorkerEvent(
                 self.spec.endpoint,
@@ -311,6 +338,8 @@ class VariantPool:
                 detail=detail,
                 memory_mb=self.spec.memory_mb,
                 setup_s=setup_s,
+                model=self.spec.target_model,
+                unload_s=unload_s,
             )
         )
 
@@ -355,7 +384,10 @@ class VariantPool:
         self._hand_over(slot)
 
     async def invoke(self, inv: Invocation) -> WorkerResponse:
-        slot = await self.acquire()
+        return await self.serve(await self.acquire(), inv)
+
+    async def serve(self, slot: Slot, inv: Invocation) -> WorkerResponse:
+        """Send ``inv`` to the worker of ``slot`` (acquired for it) and release it."""
         handle = slot.handle
         assert handle is not None  # a BUSY slot has answered /ping
         inv.worker_id = slot.worker_id

@@ -1,0 +1,330 @@
+"""A multi-model variant (``Mode=MultiModel``): one pool per target model loaded, inside the variant's memory.
+
+```
+invoke(TargetModel=m) -> m's pool has a worker?  yes: a cache hit, its free worker (most recently used)
+                                                   no: fetch s3://prefix/m (once, shared by the requests
+                                                       that wait for it), size it, fork + load a worker
+                                                       (ModelNotReadyException after model_load_wait_s;
+                                                       the load goes on)
+```
+
+- Each target model gets an ordinary ``VariantPool`` whose workers are forks of the runtime's zygote that
+  load that model only; its queue, cold starts, timeouts and scale-in are the pool's. Hot models scale out
+  to several workers under concurrent load; a cold one keeps at most the one it was loaded into.
+- The variant's memory (``NestedBudget``: MemorySizeInMB, or the instances' memory) is shared by the loaded
+  models, each worker holding its model's size (the extracted artifact, plus the private memory of a
+  forked worker). A model that needs room unloads the least recently used idle workers of other models
+  first (the budget's eviction, longest idle first). The host's budget holds the same reservations, so
+  the host can unload them too when other endpoints need memory.
+- ``ModelCacheSetting=Disabled``: a model's worker is stopped once it has answered.
+- The router never reads a worker's files: the artifact is fetched here and handed to the worker as a
+  directory, as for a single model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import math
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from zeroscale.errors import DeployError, ModelNotReady, RuntimeValidationError, Throttling
+from zeroscale.events import EventBus
+from zeroscale.metrics.load import PoolLoad
+from zeroscale.router.budget import MemoryBudget, NestedBudget
+from zeroscale.router.pool import Invocation, VariantPool
+from zeroscale.router.slots import Slot
+from zeroscale.router.spec import PoolSpec, RouterSettings, Workers
+from zeroscale.workers.client import WorkerResponse
+
+MULTI_MODEL_ENV = "SAGEMAKER_MULTI_MODEL"
+# What a forked worker holds privately beyond its model's files (its heap, the pages it touches after the
+# fork): measured for the scikit-learn runtime, see bench/multimodel.py.
+WORKER_OVERHEAD_MB = 8
+
+Fetch = Callable[[str], Path]  # blocking: artifact URL -> extracted model directory (DeployError)
+
+
+@dataclasses.dataclass(frozen=True)
+class Fetched:
+    model_dir: str
+    size_mb: int
+    download_s: float
+
+
+def model_size_mb(model_dir: str) -> int:
+    """The extracted model's files, in MB (rounded up)."""
+    total = 0
+    for root, _, files in os.walk(model_dir):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(root, name)).st_size
+            except OSError:
+                continue
+    return math.ceil(total / (1024 * 1024))
+
+
+def target_url(prefix: str, target: str) -> str:
+    return prefix + target if prefix.endswith("/") else f"{prefix}/{target}"
+
+
+class MultiModelPool(VariantPool):
+    """The variant's pool as the fleet and the invoke path see it (a ``VariantPool``): invocations, the
+    load gauges, evictions and drain are delegated to the pools of its target models."""
+
+    def __init__(
+        self,
+        spec: PoolSpec,
+        manager: Workers,
+        budget: MemoryBudget,
+        settings: RouterSettings,
+        events: EventBus,
+        fetch: Fetch,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        super().__init__(spec, manager, budget, settings, events, clock, wall, None)
+        self._fetch = fetch
+        self._models: dict[str, VariantPool] = {}
+        self._opening: dict[str, asyncio.Task[Fetched]] = {}
+        self._memory = NestedBudget(spec.memory_mb, self._unload, budget)
+        self._memory.on_release = self._serve_waiting
+        self._in_flight = 0
+        self._room = asyncio.Condition()
+
+    # ---- views ----
+    @property
+    def live(self) -> int:
+        return sum(p.live for p in self._models.values())
+
+    @property
+    def queued(self) -> int:
+        return sum(p.queued for p in self._models.values())
+
+    @property
+    def ready(self) -> int:
+        """A real-time variant's instances are up with no model loaded; a serverless one's workers."""
+        if self.spec.real_time and not self.draining:
+            return self.spec.provisioned
+        return sum(p.ready for p in self._models.values())
+
+    @property
+    def quiet(self) -> bool:
+        return all(p.quiet for p in self._models.values()) and not self._opening
+
+    @property
+    def memory(self) -> NestedBudget:
+        return self._memory
+
+    def loaded(self) -> dict[str, int]:
+        """Target model -> its live workers (starting ones included), for the models that have any."""
+        return {t: p.live for t, p in self._models.items() if p.live}
+
+    def slots(self) -> list[Slot]:
+        return [s for p in self._models.values() for s in p.slots()]
+
+    def load(self) -> PoolLoad:
+        loads = [p.load() for p in self._models.values()]
+        return PoolLoad(
+            endpoint=self.spec.endpoint,
+            variant=self.spec.variant,
+            max_concurrency=self.spec.max_concurrency,
+            provisioned=self.spec.provisioned,
+            memory_mb=self.spec.memory_mb,
+            workers=sum(x.workers for x in loads),
+            busy=sum(x.busy for x in loads),
+            queued=sum(x.queued for x in loads),
+            rss_mb=tuple(r for x in loads for r in x.rss_mb),
+            draining=self.draining,
+            loaded_models=sum(1 for x in loads if x.workers),
+        )
+
+    def evictable(self) -> list[Slot]:
+        """The host asks: idle workers of every loaded model, least recently used first."""
+        return sorted((s for p in self._models.values() for s in p.evictable()), key=lambda s: s.idle_since)
+
+    def evict(self, slot: Slot) -> int:
+        for pool in self._models.values():
+            mb = pool.evict(slot)
+            if mb:
+                return mb
+        return 0
+
+    # ---- scaling ----
+    def scale(self) -> None:
+        for pool in list(self._models.values()):
+            if not pool.quiet:
+                pool.scale()
+
+    def resize(self, spec: PoolSpec) -> None:
+        if (spec.multi_model, spec.memory_mb, spec.runtime) != (
+            self.spec.multi_model,
+            self.spec.memory_mb,
+            self.spec.runtime,
+        ):
+            raise ValueError(f"resize of {self.spec.endpoint}/{self.spec.variant} to another model or size")
+        self.spec = spec
+        for pool in self._models.values():
+            pool.resize(dataclasses.replace(pool.spec, max_concurrency=spec.max_concurrency))
+
+    async def warm(self) -> None:
+        """No model is loaded at deployment (SageMaker loads on the first request); the runtime's zygote
+        is started so that the first load is a fork."""
+        if not self.spec.command:
+            await self._manager.prewarm((self.spec.runtime,))
+
+    def _unload(self, deficit_mb: int, requester: object) -> int:
+        """Room for ``requester`` (a model's pool) in the variant's memory: stop idle workers of the other
+        models, least recently used first; the MB on their way back."""
+        freed = 0
+        candidates = sorted(
+            ((s, p) for p in self._models.values() if p is not requester for s in p.evictable()),
+            key=lambda item: item[0].idle_since,
+        )
+        for slot, pool in candidates:
+            if freed >= deficit_mb:
+                break
+            freed += pool.evict(slot)
+        return freed
+
+    def _serve_waiting(self) -> None:
+        for pool in list(self._models.values()):
+            if pool.queued:
+                pool.scale()
+
+    # ---- serving ----
+    async def invoke(self, inv: Invocation) -> WorkerResponse:
+        target = inv.target_model
+        if not target:
+            raise RuntimeValidationError(
+                f"Endpoint {self.spec.endpoint} is a multi-model endpoint: name the model to invoke with "
+                "the TargetModel parameter (header X-Amzn-SageMaker-Target-Model)."
+            )
+        await self._enter()
+        try:
+            return await self._invoke(target, inv)
+        finally:
+            self._in_flight -= 1
+            async with self._room:
+                self._room.notify()
+
+    async def _enter(self) -> None:
+        """At most MaxConcurrency invocations in flight over all the variant's models."""
+        if self._in_flight >= self.spec.max_concurrency:
+            try:
+                async with asyncio.timeout(self._settings.queue_wait_s):
+                    async with self._room:
+                        await self._room.wait_for(lambda: self._in_flight < self.spec.max_concurrency)
+            except TimeoutError:
+                raise Throttling(
+                    f"Endpoint {self.spec.endpoint} variant {self.spec.variant} is at its MaxConcurrency "
+                    f"({self.spec.max_concurrency}) and no invocation finished within "
+                    f"{self._settings.queue_wait_s:g} s. Retry later, or raise MaxConcurrency."
+                ) from None
+        self._in_flight += 1
+
+    async def _invoke(self, target: str, inv: Invocation) -> WorkerResponse:
+        started = self._clock()
+        pool = self._models.get(target)
+        if pool is not None and pool.ready:
+            inv.cache_hit = True
+            slot = await pool.acquire()
+        else:
+            inv.cache_hit = False
+            if pool is None:
+                pool = await self._open(target, inv)
+            slot = await self._wait_loaded(pool, target, started)
+            inv.model_wait_s = self._clock() - started
+        try:
+            return await pool.serve(slot, inv)
+        finally:
+            if not self.spec.model_cache:
+                pool.unload_idle()
+
+    async def _open(self, target: str, inv: Invocation) -> VariantPool:
+        """The pool of ``target``, after fetching it (one fetch however many requests wait for it)."""
+        task = self._opening.get(target)
+        if task is None:
+            task = asyncio.ensure_future(self._download(target))
+            self._opening[target] = task
+            task.add_done_callback(lambda _: self._opening.pop(target, None))
+            owner = True
+        else:
+            owner = False
+        fetched = await asyncio.shield(task)
+        if owner:
+            inv.download_s = fetched.download_s
+        pool = self._models.get(target)
+        if pool is None:
+            pool = self._models[target] = self._model_pool(target, fetched)
+        return pool
+
+    async def _download(self, target: str) -> Fetched:
+        url = target_url(self.spec.multi_model, target)
+        started = self._clock()
+        try:
+            model_dir = await asyncio.to_thread(self._fetch, url)
+        except DeployError as exc:
+            raise RuntimeValidationError(
+                f"Failed to download model data for target model {target} from {url}: {exc}. Please ensure "
+                "that there is an object located at the URL."
+            ) from exc
+        download_s = self._clock() - started
+        size_mb = await asyncio.to_thread(model_size_mb, str(model_dir))
+        need_mb = size_mb + WORKER_OVERHEAD_MB
+        if need_mb > self.spec.memory_mb:
+            raise RuntimeValidationError(
+                f"Target model {target} ({url}) needs {need_mb} MB ({size_mb} MB of model data), more than "
+                f"the {self.spec.memory_mb} MB of memory of variant {self.spec.variant}: it can never be "
+                "loaded. Use a larger memory size, or a smaller model."
+            )
+        return Fetched(str(model_dir), need_mb, download_s)
+
+    def _model_pool(self, target: str, fetched: Fetched) -> VariantPool:
+        env = dict(self.spec.env)
+        env[MULTI_MODEL_ENV] = "true"
+        spec = dataclasses.replace(
+            self.spec,
+            model_dir=fetched.model_dir,
+            env=env,
+            multi_model="",
+            target_model=target,
+            slot_mb=fetched.size_mb,
+            provisioned=0,
+            # a real-time variant's models stay loaded until memory is needed
+            idle_timeout_s=math.inf if self.spec.real_time else self.spec.idle_timeout_s,
+            instance_count=0,
+            workers_per_instance=0,
+        )
+        return VariantPool(
+            spec, self._manager, self._memory, self._settings, self._events, self._clock, self._wall
+        )
+
+    async def _wait_loaded(self, pool: VariantPool, target: str, started: float) -> Slot:
+        """A worker of ``target``'s pool, waiting for its load at most ``model_load_wait_s`` (since the
+        request came): past that, ModelNotReadyException, and the load goes on for the next requests."""
+        waiter = asyncio.ensure_future(pool.acquire())
+        remaining = self._settings.model_load_wait_s - (self._clock() - started)
+        done, _ = await asyncio.wait({waiter}, timeout=max(0.0, remaining))
+        if waiter in done:
+            return waiter.result()
+
+        def give_back(task: asyncio.Future[Slot]) -> None:
+            if not task.cancelled() and task.exception() is None:
+                pool.release(task.result())
+
+        waiter.add_done_callback(give_back)
+        raise ModelNotReady(
+            f"Model {target} is still loading on endpoint {self.spec.endpoint} variant "
+            f"{self.spec.variant} after {self._settings.model_load_wait_s:g} s; retry the request."
+        )
+
+    # ---- shutdown ----
+    async def drain(self, timeout_s: float) -> None:
+        self.draining = True
+        for task in list(self._opening.values()):
+            task.cancel()
+        await asyncio.gather(*(p.drain(timeout_s) for p in list(self._models.values())))
