@@ -190,6 +190,10 @@ class MultiModelPool(VariantPool):
             freed += pool.evict(slot)
         return freed
 
+    @property
+    def _waiting(self) -> bool:
+        return any(p.queued for p in self._models.values())
+
     def _serve_waiting(self) -> None:
         for pool in list(self._models.values()):
             if pool.queued:
@@ -243,6 +247,8 @@ class MultiModelPool(VariantPool):
         finally:
             if not self.spec.model_cache:
                 pool.unload_idle()
+            elif self._waiting:
+                self._serve_waiting()  # a model waiting for memory may unload the one that went idle
 
     async def _open(self, target: str, inv: Invocation) -> VariantPool:
         """The pool of ``target``, after fetching it (one fetch however many requests wait for it)."""
