@@ -324,3 +324,34 @@ def test_cache_disabled_unloads_after_each_request(mme_server: ServerProcess, bu
     assert f"zeroscale_model_cache_lookups_total{labels} 3.0" in metrics
     assert not re.search(rf"zeroscale_model_cache_hits_total{re.escape(labels)} [1-9]", metrics)
     assert f"zeroscale_model_loading_seconds_count{labels} 3.0" in metrics
+
+
+def test_real_time_variant_shares_the_instances_memory(mme_server: ServerProcess, bucket: str) -> None:
+    sm, smr = mme_server.client("sagemaker"), mme_server.client("sagemaker-runtime")
+    sm.create_model(
+        ModelName="mme-rt",
+        PrimaryContainer={
+            "Image": "sklearn",
+            "ModelDataUrl": f"s3://{BUCKET}/{PREFIX}",
+            "Mode": "MultiModel",
+        },
+    )
+    sm.create_endpoint_config(
+        EndpointConfigName="mme-rt",
+        ProductionVariants=[
+            {
+                "VariantName": "AllTraffic",
+                "ModelName": "mme-rt",
+                "InstanceType": "ml.t2.medium",  # 4 GiB: all six models fit at once
+                "InitialInstanceCount": 1,
+            }
+        ],
+    )
+    sm.create_endpoint(EndpointName="mme-rt", EndpointConfigName="mme-rt")
+    assert wait_final(sm, "mme-rt")["EndpointStatus"] == "InService"
+    for _ in range(2):
+        for i in range(MODELS):
+            assert invoke(smr, "mme-rt", f"m{i}.tar.gz") == [float(i)]
+    assert gauge(mme_server, "zeroscale_loaded_models", "mme-rt") == MODELS
+    labels = '{endpoint_name="mme-rt",variant_name="AllTraffic"}'
+    assert f"zeroscale_model_cache_hits_total{labels} {float(MODELS)}" in mme_server.metrics()
