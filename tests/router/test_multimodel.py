@@ -230,3 +230,16 @@ async def test_the_host_budget_bounds_the_models_too(tmp_path: Path) -> None:
         await settle()
         w.check()
     assert sorted(w.loaded()) == ["a", "c"]  # two of 108 MB fit in 300; b was the least recently used
+
+
+async def test_pools_of_unloaded_models_are_forgotten_past_the_bound(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("zeroscale.router.multimodel.KEPT_POOLS", 3)
+    w = World(tmp_path, model_cache=False)
+    for name in ("a", "b", "c", "d"):
+        w.model(name, 10)
+        await w.invoke(name)
+        await settle()
+    assert sorted(w.pool._models) == ["d"]  # a, b and c had no worker left when d came
+    assert (await w.invoke("a")).download_s is not None  # fetched again

@@ -44,6 +44,9 @@ MULTI_MODEL_ENV = "SAGEMAKER_MULTI_MODEL"
 # What a forked worker holds privately beyond its model's files (its heap, the pages it touches after the
 # fork): measured for the scikit-learn runtime, see bench/multimodel.py.
 WORKER_OVERHEAD_MB = 8
+# Pools of models with no worker are kept (their fetched directory, their figures) up to this many; past it
+# the idle ones are forgotten (a later request fetches again, from the artifact cache when unchanged).
+KEPT_POOLS = 1024
 
 Fetch = Callable[[str], Path]  # blocking: artifact URL -> extracted model directory (DeployError)
 
@@ -94,6 +97,7 @@ class MultiModelPool(VariantPool):
         self._memory.on_release = self._serve_waiting
         self._in_flight = 0
         self._room = asyncio.Condition()
+        self._pinned: dict[str, int] = {}  # target -> invocations using its pool now
 
     # ---- views ----
     @property
@@ -231,6 +235,15 @@ class MultiModelPool(VariantPool):
         self._in_flight += 1
 
     async def _invoke(self, target: str, inv: Invocation) -> WorkerResponse:
+        self._pinned[target] = self._pinned.get(target, 0) + 1
+        try:
+            return await self._invoke_pinned(target, inv)
+        finally:
+            left = self._pinned.pop(target) - 1
+            if left:
+                self._pinned[target] = left
+
+    async def _invoke_pinned(self, target: str, inv: Invocation) -> WorkerResponse:
         started = self._clock()
         pool = self._models.get(target)
         if pool is not None and pool.ready:
@@ -265,8 +278,15 @@ class MultiModelPool(VariantPool):
             inv.download_s = fetched.download_s
         pool = self._models.get(target)
         if pool is None:
+            if len(self._models) >= KEPT_POOLS:
+                self._forget_unused()
             pool = self._models[target] = self._model_pool(target, fetched)
         return pool
+
+    def _forget_unused(self) -> None:
+        for target, pool in list(self._models.items()):
+            if pool.quiet and not pool.live and target not in self._pinned:
+                del self._models[target]
 
     async def _download(self, target: str) -> Fetched:
         url = target_url(self.spec.multi_model, target)
