@@ -53,7 +53,9 @@ def test_invoke_endpoint_members_are_real() -> None:
 def test_refused_headers_of_invoke_endpoint() -> None:
     shape = ServiceShapes("sagemaker-runtime").input_shape("InvokeEndpoint")
     refused = refused_headers(shape, served.INVOKE_ENDPOINT)
-    assert refused[b"x-amzn-sagemaker-target-model"] == "TargetModel (header X-Amzn-SageMaker-Target-Model)"
+    assert refused[b"x-amzn-sagemaker-target-container-hostname"] == (
+        "TargetContainerHostname (header X-Amzn-SageMaker-Target-Container-Hostname)"
+    )
     for header in (
         b"x-amzn-sagemaker-target-container-hostname",
         b"x-amzn-sagemaker-enable-explanations",
@@ -61,7 +63,12 @@ def test_refused_headers_of_invoke_endpoint() -> None:
         b"x-amzn-sagemaker-session-id",
     ):
         assert header in refused
-    for header in (b"content-type", b"accept", b"x-amzn-sagemaker-target-variant"):
+    for header in (
+        b"content-type",
+        b"accept",
+        b"x-amzn-sagemaker-target-variant",
+        b"x-amzn-sagemaker-target-model",
+    ):
         assert header not in refused
 
 
