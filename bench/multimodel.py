@@ -14,8 +14,10 @@ timer starts, on a keep-alive connection:
 2. Zipf: ``ZIPF_REQUESTS`` requests over the ``MODELS`` models, rank r drawn with probability ~ 1/r^S
    (a fixed seed). Hits are the server's own ``zeroscale_model_cache_hits_total`` over its lookups. The
    bounds come from the same sequence: an LRU cache holding ``capacity`` models (capacity = the budget /
-   one model's size in the budget, what zeroscale's accounting allows), and Belady's optimal cache of
-   the same capacity (no online policy does better).
+   one model's size in the budget, what zeroscale's accounting allows), Belady's optimal cache of the
+   same capacity (no online policy does better), and a cache of the same capacity that evicts at random
+   (what Ray Serve's model multiplexing amounts to when requests land on replicas regardless of the
+   models they hold; averaged over 20 seeds).
 3. models per GB: the LoadedModelCount gauge after phase 2, per GB of the budget; and measured: the
    unique set size (USS: private pages) of the server's process tree after phase 2 minus before any
    model was loaded, per loaded model.
@@ -68,6 +70,7 @@ class MmeResult:
     hit_rate: float = 0.0
     lru_rate: float = 0.0
     opt_rate: float = 0.0
+    random_rate: float = 0.0
     loaded_models: float = 0.0
     budget_mb: int = BUDGET_MB
     uss_per_model_mb: float = 0.0
@@ -183,6 +186,23 @@ def opt_hits(seq: list[int], capacity: int) -> int:
     return hits
 
 
+def random_hits(seq: list[int], capacity: int, seed: int) -> int:
+    rng = random.Random(seed)
+    cache: list[int] = []
+    members: set[int] = set()
+    hits = 0
+    for m in seq:
+        if m in members:
+            hits += 1
+            continue
+        if len(cache) >= capacity:
+            victim = cache.pop(rng.randrange(len(cache)))
+            members.discard(victim)
+        cache.append(m)
+        members.add(m)
+    return hits
+
+
 def uss_mb(srv: ServerProcess) -> float:
     assert srv.proc is not None
     total = 0
@@ -223,6 +243,7 @@ def measure(srv: ServerProcess, models: int, latency: int, requests: int, res: M
     res.capacity = BUDGET_MB // res.model_mb
     res.lru_rate = lru_hits(seq, res.capacity) / len(seq)
     res.opt_rate = opt_hits(seq, res.capacity) / len(seq)
+    res.random_rate = sum(random_hits(seq, res.capacity, k) for k in range(20)) / (20 * len(seq))
     for i in range(latency):  # phase 2 unloaded them: their artifacts are on disk
         res.unloaded_s.append(client.invoke(f"lat-{i}.tar.gz"))
         res.loaded_s.append(client.invoke(f"lat-{i}.tar.gz"))

@@ -543,6 +543,14 @@ def run_mme(run: Run) -> None:
         Row(s, "  Belady's optimal cache (upper bound), same sequence", 100 * res.opt_rate, "%"),
         Row(
             s,
+            "  hit rate vs a cache that evicts at random (the Ray Serve peer's policy)",
+            100 * res.hit_rate,
+            "%",
+            "random eviction, same size and sequence",
+            100 * res.random_rate,
+        ),
+        Row(
+            s,
             "models loaded per GB of budget",
             res.loaded_models / (res.budget_mb / 1024),
             "",
@@ -561,8 +569,9 @@ def run_mme(run: Run) -> None:
         f"{res.models} RandomForests behind one serverless endpoint (Mode=MultiModel), host budget "
         f"{res.budget_mb} MB ({res.capacity} models of {res.model_mb} MB fit), {res.requests} sequential "
         f"requests drawn Zipf(s={multimodel.ZIPF_S:g}): hit rate {100 * res.hit_rate:.1f}% vs "
-        f"{100 * res.lru_rate:.1f}% for an exact LRU cache and {100 * res.opt_rate:.1f}% for Belady's "
-        f"optimum on the same sequence. {res.loaded_models:.0f} models loaded at the end; each costs "
+        f"{100 * res.lru_rate:.1f}% for an exact LRU cache, {100 * res.random_rate:.1f}% for random eviction "
+        f"and {100 * res.opt_rate:.1f}% for Belady's optimum on the same sequence. "
+        f"{res.loaded_models:.0f} models loaded at the end; each costs "
         f"{res.uss_per_model_mb:.1f} MB of private memory (USS of the server's tree, after minus before)."
     )
 
