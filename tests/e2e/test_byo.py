@@ -14,7 +14,16 @@ from typing import Any
 
 import pytest
 
-from zeroscale.testing import ACCESS_KEY, REGION, SECRET_KEY, ServerProcess, deploy, make_tar, wait_for
+from zeroscale.testing import (
+    ACCESS_KEY,
+    REGION,
+    SECRET_KEY,
+    ServerProcess,
+    deploy,
+    make_tar,
+    wait_final,
+    wait_for,
+)
 from zeroscale.workers.capture import strip_stamps
 
 ZEROSCALE = Path(sys.executable).parent / "zeroscale"
@@ -191,3 +200,24 @@ def test_an_unknown_image_names_the_registered_ones(sm: Any, pushed: str) -> Non
     assert "sagemaker-scikit-learn" in reason
     assert f"Registered images: {IMAGE}" in reason
     sm.delete_endpoint(EndpointName="byo-unknown")
+
+
+def test_a_multi_model_byo_image_is_refused_by_name(sm: Any, pushed: str, tmp_path: Path) -> None:
+    sm.create_model(
+        ModelName="byo-mme",
+        PrimaryContainer={"Image": IMAGE, "Mode": "MultiModel", "ModelDataUrl": f"file://{tmp_path}/"},
+    )
+    sm.create_endpoint_config(
+        EndpointConfigName="byo-mme",
+        ProductionVariants=[
+            {
+                "VariantName": "AllTraffic",
+                "ModelName": "byo-mme",
+                "ServerlessConfig": {"MemorySizeInMB": 1024, "MaxConcurrency": 1},
+            }
+        ],
+    )
+    sm.create_endpoint(EndpointName="byo-mme", EndpointConfigName="byo-mme")
+    desc = wait_final(sm, "byo-mme")
+    assert desc["EndpointStatus"] == "Failed"
+    assert "Mode MultiModel with a bring-your-own image is not supported yet" in desc["FailureReason"]
