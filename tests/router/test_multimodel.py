@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from zeroscale.errors import DeployError, ModelNotReady, RuntimeValidationError
+from zeroscale.errors import DeployError, ModelError, ModelNotReady, RuntimeValidationError
 from zeroscale.events import EventBus
 from zeroscale.router.budget import MemoryBudget
 from zeroscale.router.multimodel import MULTI_MODEL_ENV, WORKER_OVERHEAD_MB, MultiModelPool
@@ -243,3 +243,14 @@ async def test_pools_of_unloaded_models_are_forgotten_past_the_bound(
         await settle()
     assert sorted(w.pool._models) == ["d"]  # a, b and c had no worker left when d came
     assert (await w.invoke("a")).download_s is not None  # fetched again
+
+
+async def test_a_model_that_fails_to_load_is_a_model_error_naming_it(tmp_path: Path) -> None:
+    w = World(tmp_path)
+    w.model("broken", 10)
+    w.manager.start_errors.append("model_fn raised ValueError")
+    with pytest.raises(ModelError, match="target model broken of variant AllTraffic failed to start"):
+        await w.invoke("broken")
+    w.model("fine", 10)
+    await w.invoke("fine")
+    w.check()

@@ -272,11 +272,14 @@ class VariantPool:
         self._template.keep(spec)
 
     def _fail_one_waiter(self, exc: DeployError) -> None:
+        what = f"The worker for variant {self.spec.variant}"
+        if self.spec.target_model:  # a model of a multi-model variant
+            what = f"The worker loading target model {self.spec.target_model} of variant {self.spec.variant}"
         for fut in self._waiters:
             if not fut.done():
                 fut.set_exception(
                     ModelError(
-                        f"The worker for variant {self.spec.variant} failed to start: {exc}",
+                        f"{what} failed to start: {exc}",
                         original_status=500,
                         original_message=str(exc),
                     )
