@@ -74,6 +74,69 @@ def target_url(prefix: str, target: str) -> str:
     return prefix + target if prefix.endswith("/") else f"{prefix}/{target}"
 
 
+class TargetFetcher:
+    """Target models fetched from the variant's prefix and sized, once for all the requests waiting."""
+
+    def __init__(self, fetch: Fetch, spec: PoolSpec, clock: Callable[[], float], overhead_mb: int) -> None:
+        self._fetch = fetch
+        self._spec = spec
+        self._clock = clock
+        self._overhead_mb = overhead_mb
+        self._opening: dict[str, asyncio.Task[Fetched]] = {}
+
+    @property
+    def opening(self) -> bool:
+        return bool(self._opening)
+
+    async def get(self, target: str, inv: Invocation) -> Fetched:
+        """``target`` fetched (the request that started the fetch gets its ``download_s``)."""
+        task = self._opening.get(target)
+        owner = task is None
+        if task is None:
+            task = asyncio.ensure_future(self._download(target))
+            self._opening[target] = task
+            task.add_done_callback(lambda _: self._opening.pop(target, None))
+        fetched = await asyncio.shield(task)
+        if owner:
+            inv.download_s = fetched.download_s
+        return fetched
+
+    def cancel(self) -> None:
+        for task in list(self._opening.values()):
+            task.cancel()
+
+    async def _download(self, target: str) -> Fetched:
+        spec = self._spec
+        url = target_url(spec.multi_model, target)
+        started = self._clock()
+        try:
+            model_dir = await asyncio.to_thread(self._fetch, url)
+        except DeployError as exc:
+            raise RuntimeValidationError(
+                f"Failed to download model data for target model {target} from {url}: {exc}. Please ensure "
+                "that there is an object located at the URL."
+            ) from exc
+        download_s = self._clock() - started
+        size_mb = await asyncio.to_thread(model_size_mb, str(model_dir))
+        need_mb = size_mb + self._overhead_mb
+        if need_mb > spec.memory_mb:
+            raise RuntimeValidationError(
+                f"Target model {target} ({url}) needs {need_mb} MB ({size_mb} MB of model data), more than "
+                f"the {spec.memory_mb} MB of memory of variant {spec.variant}: it can never be "
+                "loaded. Use a larger memory size, or a smaller model."
+            )
+        return Fetched(str(model_dir), need_mb, download_s)
+
+
+def require_target(inv: Invocation, spec: PoolSpec) -> str:
+    if not inv.target_model:
+        raise RuntimeValidationError(
+            f"Endpoint {spec.endpoint} is a multi-model endpoint: name the model to invoke with "
+            "the TargetModel parameter (header X-Amzn-SageMaker-Target-Model)."
+        )
+    return inv.target_model
+
+
 class MultiModelPool(VariantPool):
     """The variant's pool as the fleet and the invoke path see it (a ``VariantPool``): invocations, the
     load gauges, evictions and drain are delegated to the pools of its target models."""
@@ -92,7 +155,7 @@ class MultiModelPool(VariantPool):
         super().__init__(spec, manager, budget, settings, events, clock, wall, None)
         self._fetch = fetch
         self._models: dict[str, VariantPool] = {}
-        self._opening: dict[str, asyncio.Task[Fetched]] = {}
+        self._targets = TargetFetcher(fetch, spec, clock, WORKER_OVERHEAD_MB)
         self._memory = NestedBudget(spec.memory_mb, self._unload, budget)
         self._memory.on_release = self._serve_waiting
         self._in_flight = 0
@@ -117,7 +180,7 @@ class MultiModelPool(VariantPool):
 
     @property
     def quiet(self) -> bool:
-        return all(p.quiet for p in self._models.values()) and not self._opening
+        return all(p.quiet for p in self._models.values()) and not self._targets.opening
 
     @property
     def memory(self) -> NestedBudget:
@@ -205,12 +268,7 @@ class MultiModelPool(VariantPool):
 
     # ---- serving ----
     async def invoke(self, inv: Invocation) -> WorkerResponse:
-        target = inv.target_model
-        if not target:
-            raise RuntimeValidationError(
-                f"Endpoint {self.spec.endpoint} is a multi-model endpoint: name the model to invoke with "
-                "the TargetModel parameter (header X-Amzn-SageMaker-Target-Model)."
-            )
+        target = require_target(inv, self.spec)
         await self._enter()
         try:
             return await self._invoke(target, inv)
@@ -265,17 +323,7 @@ class MultiModelPool(VariantPool):
 
     async def _open(self, target: str, inv: Invocation) -> VariantPool:
         """The pool of ``target``, after fetching it (one fetch however many requests wait for it)."""
-        task = self._opening.get(target)
-        if task is None:
-            task = asyncio.ensure_future(self._download(target))
-            self._opening[target] = task
-            task.add_done_callback(lambda _: self._opening.pop(target, None))
-            owner = True
-        else:
-            owner = False
-        fetched = await asyncio.shield(task)
-        if owner:
-            inv.download_s = fetched.download_s
+        fetched = await self._targets.get(target, inv)
         pool = self._models.get(target)
         if pool is None:
             if len(self._models) >= KEPT_POOLS:
@@ -287,27 +335,6 @@ class MultiModelPool(VariantPool):
         for target, pool in list(self._models.items()):
             if pool.quiet and not pool.live and target not in self._pinned:
                 del self._models[target]
-
-    async def _download(self, target: str) -> Fetched:
-        url = target_url(self.spec.multi_model, target)
-        started = self._clock()
-        try:
-            model_dir = await asyncio.to_thread(self._fetch, url)
-        except DeployError as exc:
-            raise RuntimeValidationError(
-                f"Failed to download model data for target model {target} from {url}: {exc}. Please ensure "
-                "that there is an object located at the URL."
-            ) from exc
-        download_s = self._clock() - started
-        size_mb = await asyncio.to_thread(model_size_mb, str(model_dir))
-        need_mb = size_mb + WORKER_OVERHEAD_MB
-        if need_mb > self.spec.memory_mb:
-            raise RuntimeValidationError(
-                f"Target model {target} ({url}) needs {need_mb} MB ({size_mb} MB of model data), more than "
-                f"the {self.spec.memory_mb} MB of memory of variant {self.spec.variant}: it can never be "
-                "loaded. Use a larger memory size, or a smaller model."
-            )
-        return Fetched(str(model_dir), need_mb, download_s)
 
     def _model_pool(self, target: str, fetched: Fetched) -> VariantPool:
         env = dict(self.spec.env)
@@ -351,6 +378,5 @@ class MultiModelPool(VariantPool):
     # ---- shutdown ----
     async def drain(self, timeout_s: float) -> None:
         self.draining = True
-        for task in list(self._opening.values()):
-            task.cancel()
+        self._targets.cancel()
         await asyncio.gather(*(p.drain(timeout_s) for p in list(self._models.values())))

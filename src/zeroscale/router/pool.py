@@ -351,8 +351,9 @@ class VariantPool:
             self._empty.set()
 
     # ---- serving ----
-    async def acquire(self) -> Slot:
-        slot = self._slots.most_recent_idle()
+    async def acquire(self, prefer: Callable[[Slot], bool] | None = None) -> Slot:
+        """A free worker (``prefer``: the most recently used idle one it accepts, if any)."""
+        slot = self._slots.most_recent_idle(prefer)
         if slot is not None:
             self._slots.move(slot, S.BUSY)
             return slot
@@ -389,7 +390,7 @@ class VariantPool:
     async def invoke(self, inv: Invocation) -> WorkerResponse:
         return await self.serve(await self.acquire(), inv)
 
-    async def serve(self, slot: Slot, inv: Invocation) -> WorkerResponse:
+    async def serve(self, slot: Slot, inv: Invocation, path: bytes = b"/invocations") -> WorkerResponse:
         """Send ``inv`` to the worker of ``slot`` (acquired for it) and release it."""
         handle = slot.handle
         assert handle is not None  # a BUSY slot has answered /ping
@@ -403,7 +404,7 @@ class VariantPool:
         try:
             # asyncio.timeout, not wait_for: no extra task per invocation.
             async with asyncio.timeout(timeout_s):
-                resp = await self._manager.request(handle, b"POST", b"/invocations", inv.headers, inv.body)
+                resp = await self._manager.request(handle, b"POST", path, inv.headers, inv.body)
         except TimeoutError:
             inv.model_s = time.perf_counter() - started
             self._manager.kill(handle, "the invocation timed out", kind="timed_out")

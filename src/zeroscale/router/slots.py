@@ -105,7 +105,12 @@ class Slots:
         """Idle slots, least recently used first."""
         return self._idle
 
-    def most_recent_idle(self) -> Slot | None:
+    def most_recent_idle(self, prefer: Callable[[Slot], bool] | None = None) -> Slot | None:
+        """The most recently used idle slot; with ``prefer``, the most recent one it accepts if any."""
+        if prefer is not None:
+            for slot in reversed(self._idle):
+                if prefer(slot):
+                    return slot
         return self._idle[-1] if self._idle else None
 
     # ---- changes ----
