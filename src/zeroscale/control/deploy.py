@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import uuid
 from collections.abc import Mapping
 from typing import Any
 
@@ -27,6 +28,7 @@ from zeroscale.runtimes.usercode import PYTHONPATH, requirements_file
 from zeroscale.store.db import Record
 
 SUBMIT_DIRECTORY = "SAGEMAKER_SUBMIT_DIRECTORY"
+MULTI_MODEL_ENV = "SAGEMAKER_MULTI_MODEL"
 
 
 def primary_container(model: Record) -> dict[str, Any]:
@@ -89,15 +91,15 @@ class Deployer:
                 env = {**byo.manifest.env, **env}
             multi_model = multi_model_prefix(container)
             if multi_model and byo is not None:
-                raise DeployError(
-                    "Mode MultiModel with a bring-your-own image is not supported yet (zeroscale does not "
-                    "speak the multi-model container API): use a framework image."
+                # the image loads its models itself (POST /models): they are linked into this directory
+                env[MULTI_MODEL_ENV] = "true"
+                model_dir = await asyncio.to_thread(self._models_directory)
+            elif multi_model:
+                model_dir = multi_model
+            else:
+                model_dir = str(
+                    await asyncio.to_thread(self._artifacts.prepare, container.get("ModelDataUrl"))
                 )
-            model_dir = (
-                multi_model
-                if multi_model
-                else await asyncio.to_thread(self._artifacts.prepare, container.get("ModelDataUrl"))
-            )
             submit = env.get(SUBMIT_DIRECTORY, "")
             if submit.startswith(("s3://", "file://")):
                 # The sagemaker SDK points this at its uploaded sourcedir.tar.gz: fetch and unpack it too.
@@ -123,7 +125,7 @@ class Deployer:
             count = variant.instance_count
             memory_mb = size.memory_mb // per_instance
             max_concurrency = provisioned = count * per_instance
-            if multi_model:  # the models share the instances' memory
+            if multi_model and byo is None:  # the models' workers share the instances' memory
                 memory_mb = size.memory_mb * count
         return PoolSpec(
             endpoint=endpoint,
@@ -144,6 +146,12 @@ class Deployer:
             multi_model=multi_model,
             model_cache=(container.get("MultiModelConfig") or {}).get("ModelCacheSetting") != "Disabled",
         )
+
+    def _models_directory(self) -> str:
+        """A fresh directory for a multi-model image's models (its $SM_MODEL_DIR)."""
+        path = self._artifacts.root.parent / "mme" / uuid.uuid4().hex
+        path.mkdir(parents=True)
+        return str(path)
 
     def _resolve(self, image: str) -> tuple[str, ImageRecord | None]:
         """A framework image -> (its runtime, None); a registered image -> ("byo/<name:tag@digest>", it)."""

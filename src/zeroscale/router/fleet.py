@@ -22,6 +22,7 @@ from zeroscale.events import EventBus, VariantEvent
 from zeroscale.metrics.load import PoolLoad
 from zeroscale.metrics.registry import Metrics
 from zeroscale.router.budget import MemoryBudget
+from zeroscale.router.containermodels import ContainerModelsPool
 from zeroscale.router.multimodel import Fetch, MultiModelPool
 from zeroscale.router.pool import VariantPool
 from zeroscale.router.spec import PoolSpec, RouterSettings, Workers
@@ -134,6 +135,17 @@ class Fleet:
         if s.multi_model:
             if self._fetch is None:
                 raise DeployError("This server cannot fetch the models of a multi-model endpoint.")
+            if s.command:  # an image that loads its models itself (the multi-model container API)
+                return ContainerModelsPool(
+                    s,
+                    self._manager,
+                    self.budget,
+                    self._settings,
+                    self.events,
+                    self._fetch,
+                    self._clock,
+                    self._wall,
+                )
             return MultiModelPool(
                 s,
                 self._manager,
