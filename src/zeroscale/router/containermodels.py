@@ -19,6 +19,7 @@ after ``model_load_wait_s`` answers ModelNotReadyException; it goes on and hands
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import json
 import re
@@ -75,21 +76,8 @@ class ContainerModelsPool(VariantPool):
         return out
 
     def load(self) -> PoolLoad:
-        base = super().load()
         names = {name for models in self._loaded.values() for name in models}
-        return PoolLoad(
-            endpoint=base.endpoint,
-            variant=base.variant,
-            max_concurrency=base.max_concurrency,
-            provisioned=base.provisioned,
-            memory_mb=base.memory_mb,
-            workers=base.workers,
-            busy=base.busy,
-            queued=base.queued,
-            rss_mb=base.rss_mb,
-            draining=base.draining,
-            loaded_models=len(names),
-        )
+        return dataclasses.replace(super().load(), loaded_models=len(names))
 
     def _on_exit(self, handle: WorkerHandle) -> None:
         self._loaded.pop(handle.worker_id, None)
