@@ -165,3 +165,13 @@ async def test_a_slow_load_answers_not_ready_and_goes_on(tmp_path: Path) -> None
     await asyncio.sleep(0.01)
     inv, _ = await w.invoke("slow")
     assert inv.cache_hit
+
+
+async def test_cache_disabled_loads_every_time(tmp_path: Path) -> None:
+    w = World(tmp_path, max_concurrency=1, model_cache=False)
+    for _ in range(3):
+        inv, body = await w.invoke("a")
+        assert inv.cache_hit is False and body == model_name("a").encode()
+    loads = [c for c in w.manager.calls if c[1] == "POST" and c[2] == "/models"]
+    deletes = [c for c in w.manager.calls if c[1] == "DELETE"]
+    assert (len(loads), len(deletes)) == (3, 2)

@@ -12,8 +12,10 @@ invoke(TargetModel=m) -> fetch prefix/m once, link it into the variant's models 
   -> POST /models/{name}/invoke with the request's body and headers
 ```
 
-The worker is held for the load, so a load never races a request on the same server. A load still going
-after ``model_load_wait_s`` answers ModelNotReadyException; it goes on and hands the worker back when done.
+The worker is held for the load, so a load never races a request on the same server. With
+``ModelCacheSetting=Disabled`` a worker unloads what it holds before its next load (nothing is reused).
+A load still going after ``model_load_wait_s`` answers ModelNotReadyException; it goes on and hands the
+worker back when done.
 """
 
 from __future__ import annotations
@@ -91,6 +93,14 @@ class ContainerModelsPool(VariantPool):
         name = model_name(target)
         slot = await self.acquire(prefer=lambda s: name in self._loaded.get(s.worker_id, ()))
         models = self._loaded.setdefault(slot.worker_id, OrderedDict())
+        if not self.spec.model_cache and models:  # ModelCacheSetting Disabled: nothing is reused
+            try:
+                while models:
+                    assert slot.handle is not None
+                    await self._unload(slot.handle, models)
+            except BaseException:
+                self.release(slot, broken=True)
+                raise
         if name in models:
             inv.cache_hit = True
             models.move_to_end(name)
