@@ -11,6 +11,7 @@ import io
 import json
 import math
 import re
+import shutil
 import tarfile
 import time
 import urllib.parse
@@ -114,6 +115,7 @@ def mme_server(s3_server: SeaweedS3, tmp_path_factory: pytest.TempPathFactory) -
     server.start()
     yield server
     server.stop()
+    shutil.rmtree(server.data_dir, ignore_errors=True)  # gigabytes of extracted padding
 
 
 def deploy_mme(sm: Any, name: str, *, cache: str | None = None, max_concurrency: int = 4) -> dict[str, Any]:
