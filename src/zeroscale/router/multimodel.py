@@ -78,7 +78,6 @@ class TargetFetcher:
     """Target models fetched from the variant's prefix and sized, once for all the requests waiting."""
 
     def __init__(self, fetch: Fetch, spec: PoolSpec, clock: Callable[[], float], overhead_mb: int) -> None:
-        self._fetch = fetch
         self._spec = spec
         self._clock = clock
         self._overhead_mb = overhead_mb
@@ -153,7 +152,6 @@ class MultiModelPool(VariantPool):
         wall: Callable[[], float] = time.time,
     ) -> None:
         super().__init__(spec, manager, budget, settings, events, clock, wall, None)
-        self._fetch = fetch
         self._models: dict[str, VariantPool] = {}
         self._targets = TargetFetcher(fetch, spec, clock, WORKER_OVERHEAD_MB)
         self._memory = NestedBudget(spec.memory_mb, self._unload, budget)
@@ -161,6 +159,7 @@ class MultiModelPool(VariantPool):
         self._in_flight = 0
         self._room = asyncio.Condition()
         self._pinned: dict[str, int] = {}  # target -> invocations using its pool now
+        self._acquiring = 0  # invocations waiting for a worker (for their model's memory, maybe)
 
     # ---- views ----
     @property
@@ -257,10 +256,6 @@ class MultiModelPool(VariantPool):
             freed += pool.evict(slot)
         return freed
 
-    @property
-    def _waiting(self) -> bool:
-        return any(p.queued for p in self._models.values())
-
     def _serve_waiting(self) -> None:
         for pool in list(self._models.values()):
             if pool.queued:
@@ -304,21 +299,25 @@ class MultiModelPool(VariantPool):
     async def _invoke_pinned(self, target: str, inv: Invocation) -> WorkerResponse:
         started = self._clock()
         pool = self._models.get(target)
-        if pool is not None and pool.ready:
-            inv.cache_hit = True
-            slot = await pool.acquire()
-        else:
-            inv.cache_hit = False
-            if pool is None:
-                pool = await self._open(target, inv)
-            slot = await self._wait_loaded(pool, target, started)
-            inv.model_wait_s = self._clock() - started
+        self._acquiring += 1
+        try:
+            if pool is not None and pool.ready:
+                inv.cache_hit = True
+                slot = await pool.acquire()
+            else:
+                inv.cache_hit = False
+                if pool is None:
+                    pool = await self._open(target, inv)
+                slot = await self._wait_loaded(pool, target, started)
+                inv.model_wait_s = self._clock() - started
+        finally:
+            self._acquiring -= 1
         try:
             return await pool.serve(slot, inv)
         finally:
             if not self.spec.model_cache:
                 pool.unload_idle()
-            elif self._waiting:
+            elif self._acquiring:
                 self._serve_waiting()  # a model waiting for memory may unload the one that went idle
 
     async def _open(self, target: str, inv: Invocation) -> VariantPool:
