@@ -78,6 +78,7 @@ class TargetFetcher:
     """Target models fetched from the variant's prefix and sized, once for all the requests waiting."""
 
     def __init__(self, fetch: Fetch, spec: PoolSpec, clock: Callable[[], float], overhead_mb: int) -> None:
+        self._fetch = fetch
         self._spec = spec
         self._clock = clock
         self._overhead_mb = overhead_mb
