@@ -8,9 +8,10 @@ variant's MemorySizeInMB, 1024, is larger) and one serverless endpoint with ``Mo
 plus ``LATENCY`` more for the latency rounds. One client, requests one at a time, each signed before the
 timer starts, on a keep-alive connection:
 
-1. latency: for each ``lat-i``: a first request (never fetched: extract + fork + load), then the same model
-   again (loaded). After phase 2 has unloaded them (least recently used), each once more (unloaded, its
-   artifact still on disk: fork + load), then again (loaded).
+1. latency: for each ``lat-i``: a first request (never fetched, memory not full yet: extract + fork +
+   load), then the same model again (loaded). After phase 2 has unloaded them (least recently used), each
+   once more (its artifact still on disk, but the memory full: the least recently used model's worker
+   stopped until it exits, then fork + load), then again (loaded).
 2. Zipf: ``ZIPF_REQUESTS`` requests over the ``MODELS`` models, rank r drawn with probability ~ 1/r^S
    (a fixed seed). Hits are the server's own ``zeroscale_model_cache_hits_total`` over its lookups. The
    bounds come from the same sequence: an LRU cache holding ``capacity`` models (capacity = the budget /
