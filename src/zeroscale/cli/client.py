@@ -60,7 +60,9 @@ class Clients:
         )
         self._region = session.region_name
 
-    def rest(self, method: str, path: str, query: dict[str, str] | None = None, body: bytes = b"") -> bytes:
+    def rest(
+        self, method: str, path: str, query: dict[str, str] | None = None, body: bytes = b""
+    ) -> bytes:
         """Call zeroscale's own API (``/zeroscale/v1/<path>``), signed with SigV4 like the AWS calls.
 
         Returns the body of a 2xx answer; raises ``ApiError`` (a ClickException) with the server's message."""

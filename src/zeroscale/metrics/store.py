@@ -49,6 +49,8 @@ metric_minutes = Table(
 )
 
 
+
+
 def _stat(row: Any) -> Stat:
     return Stat(float(row.sum), int(row.sample_count), float(row.minimum), float(row.maximum))
 
