@@ -41,6 +41,8 @@ def _num(value: float, unit: str) -> str:
         return f"{value:,.0f} req/s"
     if unit == "MB":
         return f"{value:.1f} MB"
+    if unit == "%":
+        return f"{value:.1f}%"
     if unit == "% of a core":
         return f"{value:.1f}% of a core"
     if unit == "ms":

@@ -23,6 +23,9 @@ Scenarios (each module's docstring says exactly what it measures and how):
                                                                                          bench/batch.py
   rollback    a canary rolled back by a CloudWatch alarm: alarm -> the old fleet takes all the traffic, vs a
               manual UpdateEndpoint back to the old configuration                     bench/rollback.py
+  mme         multi-model endpoint: first request of an unloaded model vs a loaded one; cache-hit rate
+              under a Zipf load vs an LRU cache of the same size on the same sequence; models per GB
+                                                                                     bench/multimodel.py
 
 Prints one table (figure, value, baseline, ratio, target, met?) and writes bench/results/latest.md and the
 PNG charts next to it (a run with --only, --skip or --endpoints writes to bench/results/partial/ instead).
@@ -53,6 +56,7 @@ from bench import (
     burst,
     cold,
     idle,
+    multimodel,
     overhead,
     realtime,
     rollback,
@@ -84,6 +88,7 @@ SCENARIOS = (
     "ray",
     "batch",
     "rollback",
+    "mme",
 )
 METHOD = (
     "",
@@ -117,10 +122,16 @@ class Plan:
     cache_rounds: int = 15
     cache_endpoints: int = 30
     scale_sizes: tuple[int, ...] = (10, 1000, 10000)
+    mme_models: int = 150
+    mme_latency: int = 15
+    mme_requests: int = 1500
 
 
 FULL = Plan(15, 1, 10, 1000, 5000, 5.0, 2, 3.0, 1000, 5, 500, 15, 30)
-QUICK = Plan(6, 1, 5, 300, 2000, 3.0, 1, 2.0, 1000, 3, 200, 6, 15, scale_sizes=(10, 1000))
+QUICK = Plan(
+    6, 1, 5, 300, 2000, 3.0, 1, 2.0, 1000, 3, 200, 6, 15,
+    scale_sizes=(10, 1000), mme_models=100, mme_latency=6, mme_requests=500,
+)  # fmt: skip
 CACHE_CAP_MB = 100
 
 
@@ -561,6 +572,87 @@ def run_realtime(run: Run, models: Any) -> None:
         ),
     ]
     run.sections.append("\n".join(lines))
+
+
+def run_mme(run: Run) -> None:
+    plan = run.plan
+    res = multimodel.MmeResult()
+    prefix = multimodel.build(run.root, multimodel.names(plan.mme_models, plan.mme_latency))
+    srv = ServerProcess(run.root / "mme", {"memory_budget_mb": multimodel.BUDGET_MB}).start()
+    try:
+        multimodel.deploy_mme(srv, prefix)
+        run.scenario(
+            "mme",
+            lambda: multimodel.measure(srv, plan.mme_models, plan.mme_latency, plan.mme_requests, res),
+        )
+    finally:
+        srv.stop()
+    if not res.requests:
+        return
+    s = "multi-model"
+    loaded_p50 = ms(pct(res.loaded_s, 50))
+    run.rows += [
+        Row(
+            s,
+            "first request, model never fetched, memory free (extract + fork + load): p50",
+            ms(pct(res.first_s, 50)),
+            "ms",
+            "loaded p50",
+            loaded_p50,
+        ),
+        Row(
+            s,
+            "first request, model unloaded, memory full (unload LRU + fork + load): p50",
+            ms(pct(res.unloaded_s, 50)),
+            "ms",
+            "loaded p50",
+            loaded_p50,
+        ),
+        Row(s, "request to a loaded model: p50", loaded_p50, "ms"),
+        Row(
+            s,
+            f"cache-hit rate, Zipf s={multimodel.ZIPF_S:g} over {res.models} models, {res.capacity} fit",
+            100 * res.hit_rate,
+            "%",
+            "LRU cache of the same size, same sequence",
+            100 * res.lru_rate,
+            ">= 0.98 x LRU",
+            res.hit_rate >= 0.98 * res.lru_rate,
+        ),
+        Row(s, "  Belady's optimal cache (upper bound), same sequence", 100 * res.opt_rate, "%"),
+        Row(
+            s,
+            "  hit rate vs a cache that evicts at random (the Ray Serve peer's policy)",
+            100 * res.hit_rate,
+            "%",
+            "random eviction, same size and sequence",
+            100 * res.random_rate,
+        ),
+        Row(
+            s,
+            "models loaded per GB of budget",
+            res.loaded_models / (res.budget_mb / 1024),
+            "",
+            f"{res.model_mb} MB each in the budget",
+            1024 / res.model_mb,
+        ),
+        Row(
+            s,
+            "models per GB, measured (private memory of the workers)",
+            1024 / res.uss_per_model_mb if res.uss_per_model_mb > 0 else math.nan,
+            "",
+        ),
+    ]
+    run.sections.append(
+        "## Multi-model endpoint\n\n"
+        f"{res.models} RandomForests behind one serverless endpoint (Mode=MultiModel), host budget "
+        f"{res.budget_mb} MB ({res.capacity} models of {res.model_mb} MB fit), {res.requests} sequential "
+        f"requests drawn Zipf(s={multimodel.ZIPF_S:g}): hit rate {100 * res.hit_rate:.1f}% vs "
+        f"{100 * res.lru_rate:.1f}% for an exact LRU cache, {100 * res.random_rate:.1f}% for random eviction "
+        f"and {100 * res.opt_rate:.1f}% for Belady's optimum on the same sequence. "
+        f"{res.loaded_models:.0f} models loaded at the end; each costs "
+        f"{res.uss_per_model_mb:.1f} MB of private memory (USS of the server's tree, after minus before)."
+    )
 
 
 def run_burst(run: Run, models: Any) -> None:
@@ -1043,8 +1135,18 @@ def main() -> None:
             run_batch(run)
         if "rollback" in which:
             run_rollback(run)
+        if "mme" in which:
+            run_mme(run)
     bg.stop()
-    order = {"cold start": 0, "overhead": 1, "throughput": 2, "burst": 3, "idle": 4, "scale": 5}
+    order = {
+        "cold start": 0,
+        "overhead": 1,
+        "throughput": 2,
+        "burst": 3,
+        "idle": 4,
+        "scale": 5,
+        "multi-model": 6,
+    }
     rows = sorted(run.rows, key=lambda r: order.get(r.section, 5))
     print()
     print(console_table(rows))

@@ -53,6 +53,8 @@ class Settings:
     async_payload_limit_bytes: int = 1024 * MB
     invocation_timeout_s: float = 60.0
     startup_timeout_s: float = 180.0
+    # A multi-model endpoint's target model still loading after this long answers ModelNotReadyException.
+    model_load_wait_s: float = 60.0
     memory_budget_mb: int = field(default_factory=_default_memory_budget_mb)
     # The warm-model cache: MB of loaded-model templates kept for pools at zero (None: a tenth of the
     # memory budget; 0: none, scale to zero leaves no process behind).

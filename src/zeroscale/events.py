@@ -30,6 +30,12 @@ class InvocationRecord:
     setup_s: float | None  # the cold start this request waited for, if any
     provisioned: bool  # served by a worker within the variant's provisioned concurrency
     model_status: int = 0  # the HTTP status the container answered; 0 when it gave none (or was not reached)
+    # A multi-model endpoint's invocation: its target model was loaded when it came (ModelCacheHit), else
+    # how long it waited for the download and load (ModelLoadingWaitTime) and the download it caused.
+    target_model: str = ""
+    cache_hit: bool | None = None
+    model_wait_s: float | None = None
+    download_s: float | None = None
 
     @property
     def overhead_s(self) -> float:
@@ -48,6 +54,8 @@ class WorkerEvent:
     detail: str = ""
     memory_mb: int = 0
     setup_s: float | None = None
+    model: str = ""  # the target model the worker holds (a multi-model endpoint's), else ""
+    unload_s: float | None = None  # a model's worker the pool stopped: stop asked -> exited
 
 
 @dataclass(frozen=True, slots=True)

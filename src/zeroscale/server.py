@@ -120,6 +120,12 @@ def build(settings: Settings) -> Server:
         memory_poll_interval_s=settings.memory_poll_interval_s,
         confinement=confinement,
     )
+    artifacts = ArtifactCache(
+        settings.artifacts_dir,
+        s3_endpoint_url=settings.s3_endpoint_url,
+        max_extracted_bytes=settings.max_extracted_bytes,
+        max_extracted_files=settings.max_extracted_files,
+    )
     fleet = Fleet(
         manager,
         RouterSettings(
@@ -132,9 +138,11 @@ def build(settings: Settings) -> Server:
             startup_timeout_s=settings.startup_timeout_s,
             memory_budget_mb=settings.memory_budget_mb,
             warm_cache_mb=settings.warm_cache_cap_mb,
+            model_load_wait_s=settings.model_load_wait_s,
         ),
         metrics,
         events,
+        fetch=artifacts.prepare,
     )
     metrics.watch(fleet.loads)
     metrics.watch_sink_failures(events.failures)
@@ -163,12 +171,6 @@ def build(settings: Settings) -> Server:
         journal_dir=settings.data_dir / "metering",
     )
     metering.attach(events)
-    artifacts = ArtifactCache(
-        settings.artifacts_dir,
-        s3_endpoint_url=settings.s3_endpoint_url,
-        max_extracted_bytes=settings.max_extracted_bytes,
-        max_extracted_files=settings.max_extracted_files,
-    )
     packages = ModelPackages(store, arns)
     models = Models(store, arns, packages=packages)
     configs = EndpointConfigs(store, arns, models)

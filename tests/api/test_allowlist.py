@@ -55,7 +55,9 @@ def test_invoke_endpoint_members_are_real() -> None:
 def test_refused_headers_of_invoke_endpoint() -> None:
     shape = ServiceShapes("sagemaker-runtime").input_shape("InvokeEndpoint")
     refused = refused_headers(shape, served.INVOKE_ENDPOINT)
-    assert refused[b"x-amzn-sagemaker-target-model"] == "TargetModel (header X-Amzn-SageMaker-Target-Model)"
+    assert refused[b"x-amzn-sagemaker-enable-explanations"] == (
+        "EnableExplanations (header X-Amzn-SageMaker-Enable-Explanations)"
+    )
     for header in (
         b"x-amzn-sagemaker-enable-explanations",
         b"x-amzn-sagemaker-inference-component",
@@ -67,6 +69,7 @@ def test_refused_headers_of_invoke_endpoint() -> None:
         b"accept",
         b"x-amzn-sagemaker-target-variant",
         b"x-amzn-sagemaker-target-container-hostname",
+        b"x-amzn-sagemaker-target-model",
     ):
         assert header not in refused
 

@@ -100,6 +100,14 @@ def test_delete(models: Models) -> None:
             "Containers.2 must specify an Image",
         ),
         (
+            {"PrimaryContainer": {"Image": IMAGE, "Mode": "MultiModel"}},
+            "PrimaryContainer.Mode is MultiModel: ModelDataUrl must name the S3 prefix",
+        ),
+        (
+            {"PrimaryContainer": dict(CONTAINER, MultiModelConfig={"ModelCacheSetting": "Disabled"})},
+            "PrimaryContainer.MultiModelConfig is only for Mode MultiModel.",
+        ),
+        (
             {"PrimaryContainer": {"Image": IMAGE, "Environment": {f"K{i}": "v" * 1000 for i in range(33)}}},
             "The Environment of PrimaryContainer is 33089 bytes in total",
         ),

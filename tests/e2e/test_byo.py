@@ -14,7 +14,16 @@ from typing import Any
 
 import pytest
 
-from zeroscale.testing import ACCESS_KEY, REGION, SECRET_KEY, ServerProcess, deploy, make_tar, wait_for
+from zeroscale.testing import (
+    ACCESS_KEY,
+    REGION,
+    SECRET_KEY,
+    ServerProcess,
+    deploy,
+    make_tar,
+    wait_final,
+    wait_for,
+)
 from zeroscale.workers.capture import strip_stamps
 
 ZEROSCALE = Path(sys.executable).parent / "zeroscale"
@@ -191,3 +200,118 @@ def test_an_unknown_image_names_the_registered_ones(sm: Any, pushed: str) -> Non
     assert "sagemaker-scikit-learn" in reason
     assert f"Registered images: {IMAGE}" in reason
     sm.delete_endpoint(EndpointName="byo-unknown")
+
+
+MME_SERVE = r"""#!/usr/bin/env python3
+# SageMaker's multi-model container API, standard library only: at most MAX_MODELS loaded (507 past it).
+import json, os, sys
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+if os.environ.get("SAGEMAKER_MULTI_MODEL") != "true":
+    sys.exit("not started as a multi-model container")
+MAX = int(os.environ.get("MAX_MODELS", "2"))
+models = {}
+
+
+class Handler(BaseHTTPRequestHandler):
+    def answer(self, status, doc):
+        body = json.dumps(doc).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def body(self):
+        return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+
+    def do_GET(self):
+        if self.path == "/ping":
+            return self.answer(200, {})
+        if self.path == "/models":
+            return self.answer(200, {"models": [{"modelName": n} for n in models]})
+        name = self.path.removeprefix("/models/")
+        return self.answer(200, {"modelName": name}) if name in models else self.answer(404, {})
+
+    def do_POST(self):
+        body = self.body()
+        if self.path == "/models":
+            doc = json.loads(body)
+            if doc["model_name"] in models:
+                return self.answer(409, {"message": "already loaded"})
+            if len(models) >= MAX:
+                return self.answer(507, {"message": "out of memory"})
+            with open(os.path.join(doc["url"], "value.json")) as f:
+                models[doc["model_name"]] = json.load(f)
+            return self.answer(200, {"message": "loaded"})
+        name = self.path.removeprefix("/models/").removesuffix("/invoke")
+        if name not in models:
+            return self.answer(404, {"message": name + " is not loaded"})
+        return self.answer(200, {"value": models[name], "loaded": sorted(models)})
+
+    def do_DELETE(self):
+        name = self.path.removeprefix("/models/")
+        return self.answer(200, {}) if models.pop(name, None) is not None else self.answer(404, {})
+
+    def log_message(self, *args):
+        pass
+
+
+port = int(os.environ.get("SAGEMAKER_BIND_TO_PORT", "8080"))
+ThreadingHTTPServer(("127.0.0.1", port), Handler).serve_forever()
+"""
+
+
+def test_a_multi_model_image_gets_the_container_api(
+    sm: Any, smr: Any, zs: Any, tmp_path: Path, server: ServerProcess
+) -> None:
+    image = tmp_path / "image"
+    image.mkdir()
+    (image / "serve").write_text(MME_SERVE)
+    (image / "serve").chmod(0o755)
+    (image / "manifest.json").write_text(json.dumps({"entrypoint": ["./serve"], "env": {"MAX_MODELS": "2"}}))
+    ok(zs("images", "push", "mme-byo:1", str(image)))
+    prefix = tmp_path / "models"
+    prefix.mkdir()
+    for i in range(4):
+        (tmp_path / "value.json").write_text(json.dumps(i))
+        make_tar(prefix / f"v{i}.tar.gz", {"value.json": tmp_path / "value.json"})
+    sm.create_model(
+        ModelName="byo-mme",
+        PrimaryContainer={"Image": "mme-byo:1", "Mode": "MultiModel", "ModelDataUrl": f"file://{prefix}/"},
+    )
+    sm.create_endpoint_config(
+        EndpointConfigName="byo-mme",
+        ProductionVariants=[
+            {
+                "VariantName": "AllTraffic",
+                "ModelName": "byo-mme",
+                "ServerlessConfig": {"MemorySizeInMB": 1024, "MaxConcurrency": 1},
+            }
+        ],
+    )
+    sm.create_endpoint(EndpointName="byo-mme", EndpointConfigName="byo-mme")
+    desc = wait_final(sm, "byo-mme")
+    assert desc["EndpointStatus"] == "InService", desc.get("FailureReason")
+
+    def call(target: str) -> Any:
+        resp = smr.invoke_endpoint(
+            EndpointName="byo-mme", TargetModel=target, Body=b"{}", ContentType="application/json"
+        )
+        return json.loads(resp["Body"].read())
+
+    # four models, two fit in the container (it answers 507 past that): every answer from the model asked
+    for _ in range(2):
+        for i in range(4):
+            answer = call(f"v{i}.tar.gz")
+            assert answer["value"] == i
+            assert len(answer["loaded"]) <= 2
+    assert call("v3.tar.gz")["value"] == 3  # loaded: a cache hit
+    labels = '{endpoint_name="byo-mme",variant_name="AllTraffic"}'
+    metrics = server.metrics()
+    assert f"zeroscale_model_cache_lookups_total{labels} 9.0" in metrics
+    assert f"zeroscale_model_cache_hits_total{labels} 1.0" in metrics
+    with pytest.raises(smr.exceptions.ClientError) as err:
+        call("missing.tar.gz")
+    assert err.value.response["Error"]["Code"] == "ValidationError"
+    assert "missing.tar.gz" in err.value.response["Error"]["Message"]

@@ -210,9 +210,10 @@ def test_every_invoke_endpoint_member_is_served_or_refused_by_name(
     refused = [name for name in shape.members if name not in table]
     expected = {"InferenceComponentName", "SessionId"}
     if operation == "InvokeEndpointWithResponseStream":
-        expected.add("TargetContainerHostname")
+        expected |= {"TargetContainerHostname", "TargetModel"}
     if operation == "InvokeEndpoint":
-        expected |= {"TargetModel", "EnableExplanations"}
+        expected.add("EnableExplanations")
+        assert "TargetModel" not in refused  # multi-model endpoints (tests/e2e/test_multimodel.py)
     assert expected <= set(refused)
     for name in refused:
         member = shape.members[name]

@@ -45,6 +45,13 @@ def test_catalog_has_sagemakers_serverless_set_with_units() -> None:
         "ServerlessProvisionedConcurrencyUtilization": "None",
         "ServerlessProvisionedConcurrencyInvocations": "None",
         "ServerlessProvisionedConcurrencySpilloverInvocations": "None",
+        # multi-model endpoints
+        "ModelLoadingWaitTime": "Microseconds",
+        "ModelDownloadingTime": "Microseconds",
+        "ModelLoadingTime": "Microseconds",
+        "ModelUnloadingTime": "Microseconds",
+        "ModelCacheHit": "None",
+        "LoadedModelCount": "None",
     }
     assert len(BY_NAME) == len(CATALOG)
     assert all(m.prometheus.startswith("zeroscale_") for m in CATALOG)

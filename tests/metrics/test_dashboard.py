@@ -21,7 +21,7 @@ DASHBOARD = Path(__file__).resolve().parents[2] / "deploy" / "grafana" / "zerosc
 def exposed_names() -> set[str]:
     """Every sample name /metrics shows once a provisioned variant has served, failed and started."""
     metrics = Metrics()
-    metrics.watch(lambda: [pool(provisioned=1)])
+    metrics.watch(lambda: [pool(provisioned=1, loaded_models=2)])
     metrics.variant(activated(provisioned=1))
     metrics.invocation(record(provisioned=True))
     metrics.invocation(model_error(500))
@@ -29,6 +29,11 @@ def exposed_names() -> set[str]:
     metrics.worker(WorkerEvent("ep", "AllTraffic", "w1", "crashed", 0.0))
     # The server registers the asynchronous queue's gauges beside them.
     metrics.registry.register(BacklogCollector(lambda: [Backlog("ep", 2, 1, 0.0)], lambda: [pool()]))
+    # a multi-model endpoint's: a load that waited for a download, a cache hit, a model loaded and unloaded
+    metrics.invocation(record(target_model="m", cache_hit=False, model_wait_s=0.2, download_s=0.1))
+    metrics.invocation(record(target_model="m", cache_hit=True))
+    metrics.worker(started(model="m"))
+    metrics.worker(WorkerEvent("ep", "AllTraffic", "w2", "evicted", 0.0, model="m", unload_s=0.01))
     text = metrics.render().decode()
     return {s.name for family in text_string_to_metric_families(text) for s in family.samples}
 

@@ -27,6 +27,7 @@ _CUSTOM_ATTRIBUTES = b"x-amzn-sagemaker-custom-attributes"
 _TARGET_VARIANT = b"x-amzn-sagemaker-target-variant"
 _INFERENCE_ID = b"x-amzn-sagemaker-inference-id"
 _TARGET_CONTAINER = b"x-amzn-sagemaker-target-container-hostname"
+_TARGET_MODEL = b"x-amzn-sagemaker-target-model"
 
 
 class InvokeApi:
@@ -63,6 +64,7 @@ class InvokeApi:
         forward: Headers = []
         target_variant: str | None = None
         target_container: str | None = None
+        target_model = ""
         for name, value in headers:
             lname = name.lower()
             wire = _FORWARDED.get(lname)
@@ -73,6 +75,8 @@ class InvokeApi:
                 target_variant = value.decode("latin-1")
             elif lname == _TARGET_CONTAINER:
                 target_container = value.decode("latin-1")
+            elif lname == _TARGET_MODEL:
+                target_model = _target_model(value)
             elif lname in self._refused:
                 raise RuntimeValidationError(f"zeroscale does not support {self._refused[lname]} yet.")
         route = self._fleet.route(endpoint)
@@ -92,10 +96,15 @@ class InvokeApi:
                 f"Endpoint {endpoint} has one container: a request cannot target a container by hostname "
                 "(TargetContainerHostname)."
             )
+        if target_model and not pool.spec.multi_model:
+            raise RuntimeValidationError(
+                f"Endpoint {endpoint} variant {pool.spec.variant} is not a multi-model endpoint: "
+                "TargetModel is only for endpoints whose model has Mode MultiModel."
+            )
         if route.shadows:
             for shadow in route.copies():
-                self._background.spawn(self._shadow(shadow, body, forward, target_container))
-        inv = Invocation(body, forward, container=target_container)
+                self._background.spawn(self._shadow(shadow, body, forward, target_container, target_model))
+        inv = Invocation(body, forward, container=target_container, target_model=target_model)
         try:
             resp = await pool.invoke(inv)
         except ZeroscaleError as err:
@@ -113,11 +122,18 @@ class InvokeApi:
         self._record(pool.spec, inv, started, 200, "", len(resp.body))
         await respond(send, 200, resp.body, out)
 
-    async def _shadow(self, pool: Variant, body: bytes, forward: Headers, container: str | None) -> None:
+    async def _shadow(
+        self, pool: Variant, body: bytes, forward: Headers, container: str | None, target_model: str
+    ) -> None:
         """A copy of a request for a shadow variant: served and recorded under its own variant name (metrics,
         logs, usage), its answer discarded."""
         started = time.perf_counter()
-        inv = Invocation(body, forward, container=container if pool.spec.containers else None)
+        inv = Invocation(
+            body,
+            forward,
+            container=container if pool.spec.containers else None,
+            target_model=target_model if pool.spec.multi_model else "",
+        )
         try:
             resp = await pool.invoke(inv)
         except ZeroscaleError as err:
@@ -132,6 +148,23 @@ class InvokeApi:
         self._events.invocation(
             inv.record(spec, at=time.time(), total_s=total_s, status=status, code=code, bytes_out=out)
         )
+
+
+def _target_model(value: bytes) -> str:
+    """The TargetModel header: 1 to 1,024 printable characters, a path relative to the model's prefix."""
+    text = value.decode("latin-1")
+    if not 1 <= len(text) <= 1024 or not text.isprintable() or text[0].isspace():
+        raise RuntimeValidationError(
+            "1 validation error detected: Value at 'targetModel' failed to satisfy constraint: "
+            "Member must have length between 1 and 1024 and contain only printable characters"
+        )
+    parts = text.split("/")
+    if text.startswith("/") or any(part in ("", ".", "..") for part in parts):
+        raise RuntimeValidationError(
+            f"TargetModel {text!r} must be a path relative to the model's S3 prefix (no '..', '.' or empty "
+            "parts)."
+        )
+    return text
 
 
 def _check_header(lname: bytes, value: bytes) -> None:

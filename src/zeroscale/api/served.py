@@ -23,8 +23,8 @@ _MODEL_DATA_SOURCE: dict[str, Rule] = {
 
 # One container: its image (a framework image or a pushed one), or a model package (control/models.py
 # resolves it), model data and environment are used; ContainerHostname names a container of several
-# (router/pipeline.py) and is stored and described for one; Mode is stored and described (MultiModel
-# endpoints are not served).
+# (router/pipeline.py) and is stored and described for one; Mode MultiModel makes ModelDataUrl a prefix of
+# target models (router/multimodel.py), with MultiModelConfig.
 _CONTAINER: dict[str, Rule] = {
     "Image": ANY,
     "ModelDataUrl": ANY,
@@ -32,7 +32,9 @@ _CONTAINER: dict[str, Rule] = {
     "Environment": ANY,
     "ContainerHostname": ANY,
     "ModelPackageName": ANY,
-    "Mode": only("SingleModel"),
+    "Mode": ANY,
+    "MultiModelConfig": ANY,
+    "MultiModelConfig.ModelCacheSetting": ANY,
 }
 
 # A model package's container (InferenceSpecification.Containers): what a model made from it runs.
@@ -477,13 +479,14 @@ INVOKE_ENDPOINT = frozenset(
         "TargetVariant",
         "InferenceId",
         "TargetContainerHostname",  # a model with several containers, InferenceExecutionConfig Mode Direct
+        "TargetModel",  # a multi-model endpoint's target (router/multimodel.py)
     }
 )
 
 # sagemaker-runtime InvokeEndpointWithResponseStream: the same (Accept arrives as X-Amzn-SageMaker-Accept),
-# less TargetContainerHostname (a model of several containers does not stream). Refused by name:
-# TargetContainerHostname, InferenceComponentName, SessionId, PrefixAwareId.
-INVOKE_ENDPOINT_WITH_RESPONSE_STREAM = INVOKE_ENDPOINT - {"TargetContainerHostname"}
+# less TargetContainerHostname and TargetModel (models of several containers, multi-model endpoints do not
+# stream). Refused by name: those two, InferenceComponentName, SessionId, PrefixAwareId.
+INVOKE_ENDPOINT_WITH_RESPONSE_STREAM = INVOKE_ENDPOINT - {"TargetContainerHostname", "TargetModel"}
 
 _BY_SERVICE = {
     "sagemaker": SAGEMAKER,

@@ -115,6 +115,12 @@ class StreamInvokeApi:
                 f"({', '.join(pool.hostnames)}): InvokeEndpointWithResponseStream serves models of one "
                 "container only. Invoke it with InvokeEndpoint."
             )
+        if pool.spec.multi_model:
+            raise RuntimeValidationError(
+                f"Endpoint {endpoint} variant {pool.spec.variant} is a multi-model endpoint: "
+                "InvokeEndpointWithResponseStream serves single-model endpoints only. Invoke it with "
+                "InvokeEndpoint and TargetModel."
+            )
         if route.shadows:
             for shadow in route.copies():
                 self._background.spawn(self._shadow(shadow, body, forward))

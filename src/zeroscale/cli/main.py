@@ -90,6 +90,14 @@ def _opt(name: str, env: str, **kw: Any) -> Callable[[F], F]:
     help="Seconds a new worker has to answer /ping (SageMaker allows 180) before its endpoint fails.",
 )
 @_opt(
+    "--model-load-wait-s",
+    "ZEROSCALE_MODEL_LOAD_WAIT_S",
+    default=60.0,
+    type=float,
+    help="Seconds an invocation of a multi-model endpoint waits for its target model to load before it "
+    "answers ModelNotReadyException (the load goes on; botocore retries).",
+)
+@_opt(
     "--memory-budget-mb",
     "ZEROSCALE_MEMORY_BUDGET_MB",
     default=None,
@@ -254,6 +262,7 @@ def serve(
     payload_limit_mb: float,
     invocation_timeout_s: float,
     startup_timeout_s: float,
+    model_load_wait_s: float,
     memory_budget_mb: int | None,
     s3_endpoint_url: str | None,
     metrics_retention_hours: float,
@@ -303,6 +312,7 @@ def serve(
         payload_limit_bytes=int(payload_limit_mb * 1024 * 1024),
         invocation_timeout_s=invocation_timeout_s,
         startup_timeout_s=startup_timeout_s,
+        model_load_wait_s=model_load_wait_s,
         s3_endpoint_url=s3_endpoint_url,
         metrics_retention_hours=metrics_retention_hours,
         autoscaling_period_s=autoscaling_period_s,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -28,6 +29,7 @@ from zeroscale.runtimes.usercode import PYTHONPATH, requirements_file
 from zeroscale.store.db import Record
 
 SUBMIT_DIRECTORY = "SAGEMAKER_SUBMIT_DIRECTORY"
+MULTI_MODEL_ENV = "SAGEMAKER_MULTI_MODEL"
 
 
 def primary_container(model: Record) -> dict[str, Any]:
@@ -43,6 +45,13 @@ class _Prepared:
     model_dir: str
     env: dict[str, str]
     byo: ImageRecord | None
+
+
+def multi_model_prefix(container: Mapping[str, Any]) -> str:
+    """A multi-model container's ModelDataUrl (the prefix its target models are under), else ""."""
+    if container.get("Mode") != "MultiModel":
+        return ""
+    return str(container.get("ModelDataUrl") or "")
 
 
 class Deployer:
@@ -102,6 +111,7 @@ class Deployer:
             first.model_dir,
             first.byo,
         )
+        multi_model = multi_model_prefix(containers[0])  # CreateModel refuses it with several containers
         several: tuple[ContainerSpec, ...] = ()
         if len(containers) > 1 or model.doc.get("InferenceExecutionConfig"):
             several = tuple(
@@ -130,6 +140,8 @@ class Deployer:
             count = variant.instance_count
             memory_mb = size.memory_mb // per_instance
             max_concurrency = provisioned = count * per_instance
+            if multi_model and byo is None:  # the models' workers share the instances' memory
+                memory_mb = size.memory_mb * count
         return PoolSpec(
             endpoint=endpoint,
             variant=variant.name,
@@ -148,6 +160,8 @@ class Deployer:
             workers_per_instance=per_instance,
             containers=several,
             execution=execution_mode(model.doc) if several else "",
+            multi_model=multi_model,
+            model_cache=(containers[0].get("MultiModelConfig") or {}).get("ModelCacheSetting") != "Disabled",
         )
 
     async def _prepare(self, container: Mapping[str, Any]) -> _Prepared:
@@ -156,8 +170,16 @@ class Deployer:
         runtime, byo = self._resolve(image)
         if byo is not None:  # the model's Environment is laid over the image's
             env = {**byo.manifest.env, **env}
+        multi_model = multi_model_prefix(container)
         source = (container.get("ModelDataSource") or {}).get("S3DataSource")
-        if source is not None:  # an uncompressed S3 prefix
+        model_dir: object
+        if multi_model and byo is not None:
+            # the image loads its models itself (POST /models): they are linked into this directory
+            env[MULTI_MODEL_ENV] = "true"
+            model_dir = await asyncio.to_thread(self._models_directory)
+        elif multi_model:
+            model_dir = multi_model  # the prefix of its target models (router/multimodel.py)
+        elif source is not None:  # an uncompressed S3 prefix
             model_dir = await asyncio.to_thread(self._artifacts.prepare_prefix, str(source["S3Uri"]))
         else:
             model_dir = await asyncio.to_thread(self._artifacts.prepare, container.get("ModelDataUrl"))
@@ -165,12 +187,18 @@ class Deployer:
         if submit.startswith(("s3://", "file://")):
             # The sagemaker SDK points this at its uploaded sourcedir.tar.gz: fetch and unpack it too.
             env[SUBMIT_DIRECTORY] = str(await asyncio.to_thread(self._artifacts.prepare, submit))
-        requirements = None if byo else requirements_file(str(model_dir), env)
+        requirements = None if byo or multi_model else requirements_file(str(model_dir), env)
         if requirements is not None:  # installed once per content, before any worker starts
             python_path = await self._pyenvs.prepare(requirements)
             if python_path is not None:
                 env[PYTHONPATH] = str(python_path)
         return _Prepared(runtime, image, str(model_dir), env, byo)
+
+    def _models_directory(self) -> str:
+        """A fresh directory for a multi-model image's models (its $SM_MODEL_DIR)."""
+        path = self._artifacts.root.parent / "mme" / uuid.uuid4().hex
+        path.mkdir(parents=True)
+        return str(path)
 
     def _resolve(self, image: str) -> tuple[str, ImageRecord | None]:
         """A framework image -> (its runtime, None); a registered image -> ("byo/<name:tag@digest>", it)."""

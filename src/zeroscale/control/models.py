@@ -76,6 +76,17 @@ def check_container(container: Mapping[str, Any], where: str) -> None:
                 f"{where}.ModelDataSource.S3DataSource.S3Uri must be an S3 prefix ending with '/' "
                 "(S3DataType S3Prefix)."
             )
+    if container.get("Mode") == "MultiModel" and not container.get("ModelDataUrl"):
+        raise ValidationException(
+            f"{where}.Mode is MultiModel: ModelDataUrl must name the S3 prefix that holds the models."
+        )
+    if container.get("MultiModelConfig") and container.get("Mode") != "MultiModel":
+        raise ValidationException(f"{where}.MultiModelConfig is only for Mode MultiModel.")
+    if container.get("Mode") == "MultiModel" and container.get("ModelDataSource") is not None:
+        raise ValidationException(
+            f"{where}.Mode is MultiModel: its models are archives under the ModelDataUrl prefix, so "
+            "ModelDataSource must not be given."
+        )
     env: Mapping[str, str] = container.get("Environment") or {}
     total = sum(len(k.encode()) + len(v.encode()) for k, v in env.items())
     if total > ENVIRONMENT_MAX_TOTAL_BYTES:
@@ -101,6 +112,13 @@ def check_containers(params: Mapping[str, Any]) -> None:
             )
     for i, container in enumerate(containers, start=1):
         check_container(container, f"Containers.{i}")
+        if container.get("Mode") == "MultiModel" and (
+            len(containers) > 1 or params.get("InferenceExecutionConfig")
+        ):
+            raise ValidationException(
+                f"Containers.{i}.Mode is MultiModel: a multi-model endpoint runs one container, so it cannot "
+                "be part of several containers or an InferenceExecutionConfig."
+            )
 
 
 def check_hostnames(containers: list[dict[str, Any]]) -> None:

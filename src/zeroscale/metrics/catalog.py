@@ -35,6 +35,13 @@ BACKLOG_SIZE_PER_INSTANCE = "ApproximateBacklogSizePerInstance"
 AGE_OF_OLDEST_REQUEST = "ApproximateAgeOfOldestRequest"
 HAS_BACKLOG_WITHOUT_CAPACITY = "HasBacklogWithoutCapacity"
 ENDPOINT_WIDE = ""
+# multi-model endpoints
+MODEL_LOADING_WAIT_TIME = "ModelLoadingWaitTime"
+MODEL_DOWNLOADING_TIME = "ModelDownloadingTime"
+MODEL_LOADING_TIME = "ModelLoadingTime"
+MODEL_UNLOADING_TIME = "ModelUnloadingTime"
+MODEL_CACHE_HIT = "ModelCacheHit"
+LOADED_MODEL_COUNT = "LoadedModelCount"
 # zeroscale's own, beside SageMaker's:
 WORKERS = "Workers"
 QUEUE_DEPTH = "QueueDepth"
@@ -164,6 +171,48 @@ CATALOG: tuple[MetricInfo, ...] = (
         "zeroscale_has_backlog_without_capacity",
         "Maximum",
         "1 when asynchronous requests wait and the endpoint has no worker, else 0.",
+    ),
+    MetricInfo(
+        MODEL_LOADING_WAIT_TIME,
+        "Microseconds",
+        "zeroscale_model_loading_wait_seconds",
+        "Average",
+        "Multi-model: how long an invocation waited for its target model to be downloaded and loaded.",
+    ),
+    MetricInfo(
+        MODEL_DOWNLOADING_TIME,
+        "Microseconds",
+        "zeroscale_model_downloading_seconds",
+        "Average",
+        "Multi-model: fetching a target model's artifact (from the artifact cache if fetched before).",
+    ),
+    MetricInfo(
+        MODEL_LOADING_TIME,
+        "Microseconds",
+        "zeroscale_model_loading_seconds",
+        "Average",
+        "Multi-model: loading a target model into a worker (a fork of the runtime's zygote plus the load).",
+    ),
+    MetricInfo(
+        MODEL_UNLOADING_TIME,
+        "Microseconds",
+        "zeroscale_model_unloading_seconds",
+        "Average",
+        "Multi-model: unloading a target model (its worker asked to stop until it exited).",
+    ),
+    MetricInfo(
+        MODEL_CACHE_HIT,
+        "None",
+        "zeroscale_model_cache_hits_total",
+        "Average",
+        "Multi-model: 1 per invocation whose target model was already loaded, else 0 (Average: hit rate).",
+    ),
+    MetricInfo(
+        LOADED_MODEL_COUNT,
+        "None",
+        "zeroscale_loaded_models",
+        "Maximum",
+        "Multi-model: target models loaded in the variant's workers.",
     ),
     MetricInfo(
         WORKERS,

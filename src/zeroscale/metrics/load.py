@@ -21,6 +21,7 @@ class PoolLoad:
     queued: int  # requests waiting for a worker
     rss_mb: tuple[float, ...]  # each live worker's last sampled resident set (0.0: not sampled yet)
     draining: bool
+    loaded_models: int | None = None  # a multi-model variant: target models with a live worker
 
 
 LoadSource = Callable[[], list[PoolLoad]]
@@ -38,6 +39,7 @@ class VariantLoad:
     busy: int
     queued: int
     memory_utilization: tuple[float, ...]  # percent of MemorySizeInMB, one per sampled worker
+    loaded_models: int | None = None  # a multi-model variant's LoadedModelCount, else None
 
     @property
     def active(self) -> bool:
@@ -77,9 +79,15 @@ def by_variant(pools: Iterable[PoolLoad]) -> list[VariantLoad]:
                 memory_utilization=tuple(
                     100.0 * rss / p.memory_mb for p in group for rss in p.rss_mb if rss > 0 and p.memory_mb
                 ),
+                loaded_models=_loaded(group),
             )
         )
     return out
+
+
+def _loaded(group: list[PoolLoad]) -> int | None:
+    counts = [p.loaded_models for p in group if p.loaded_models is not None]
+    return sum(counts) if counts else None
 
 
 @dataclass(frozen=True, slots=True)

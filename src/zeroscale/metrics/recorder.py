@@ -35,12 +35,30 @@ class HistoryRecorder:
             if self._provisioned.get((record.endpoint, record.variant), 0) > 0:
                 name = m.PROVISIONED_INVOCATIONS if record.provisioned else m.SPILLOVER_INVOCATIONS
                 values.append((name, 1.0))
+        if record.cache_hit is not None:
+            values.append((m.MODEL_CACHE_HIT, 1.0 if record.cache_hit else 0.0))
+        if record.model_wait_s is not None:
+            values.append((m.MODEL_LOADING_WAIT_TIME, record.model_wait_s * MICROSECONDS))
+        if record.download_s is not None:
+            values.append((m.MODEL_DOWNLOADING_TIME, record.download_s * MICROSECONDS))
         self.minutes.observe_many(record.endpoint, record.variant, record.at, values)
 
     def worker(self, event: WorkerEvent) -> None:
         if event.kind == "started" and event.setup_s is not None:
             self.minutes.observe(
                 event.endpoint, event.variant, m.MODEL_SETUP_TIME, event.setup_s * MICROSECONDS, event.at
+            )
+            if event.model:
+                self.minutes.observe(
+                    event.endpoint,
+                    event.variant,
+                    m.MODEL_LOADING_TIME,
+                    event.setup_s * MICROSECONDS,
+                    event.at,
+                )
+        if event.unload_s is not None:
+            self.minutes.observe(
+                event.endpoint, event.variant, m.MODEL_UNLOADING_TIME, event.unload_s * MICROSECONDS, event.at
             )
 
     def variant(self, event: VariantEvent) -> None:
@@ -59,6 +77,8 @@ class HistoryRecorder:
             observe(ep, var, m.CONCURRENT_EXECUTIONS_UTILIZATION, v.concurrency_utilization, at)
             observe(ep, var, m.WORKERS, float(v.workers), at)
             observe(ep, var, m.QUEUE_DEPTH, float(v.queued), at)
+            if v.loaded_models is not None:
+                observe(ep, var, m.LOADED_MODEL_COUNT, float(v.loaded_models), at)
             for percent in v.memory_utilization:
                 observe(ep, var, m.MEMORY_UTILIZATION, percent, at)
             if v.provisioned > 0:

@@ -89,6 +89,44 @@ _HISTOGRAMS: tuple[tuple[str, str, int], ...] = (
 _LATER_COUNTERS: tuple[tuple[str, str, int], ...] = (
     ("zeroscale_cold_starts", "Workers started per variant", _COLD_STARTS),
 )
+# A multi-model variant's figures (``_Series.models``: absent for the others): two counters, then histograms.
+_CACHE_HITS, _CACHE_LOOKUPS = range(2)
+_WAIT, _DOWNLOAD, _LOAD, _UNLOAD = (2 + i * _HIST for i in range(4))
+_MODELS_SIZE = 2 + 4 * _HIST
+_MODEL_COUNTERS: tuple[tuple[str, str, int], ...] = (
+    (
+        "zeroscale_model_cache_hits",
+        "SageMaker ModelCacheHit: multi-model invocations whose target model was already loaded",
+        _CACHE_HITS,
+    ),
+    (
+        "zeroscale_model_cache_lookups",
+        "Multi-model invocations that looked for their target model (the hit rate's denominator)",
+        _CACHE_LOOKUPS,
+    ),
+)
+_MODEL_HISTOGRAMS: tuple[tuple[str, str, int], ...] = (
+    (
+        "zeroscale_model_loading_wait_seconds",
+        "SageMaker ModelLoadingWaitTime: an invocation waited for its target model's download and load",
+        _WAIT,
+    ),
+    (
+        "zeroscale_model_downloading_seconds",
+        "SageMaker ModelDownloadingTime: fetching a target model's artifact",
+        _DOWNLOAD,
+    ),
+    (
+        "zeroscale_model_loading_seconds",
+        "SageMaker ModelLoadingTime: a target model's worker forked and loaded",
+        _LOAD,
+    ),
+    (
+        "zeroscale_model_unloading_seconds",
+        "SageMaker ModelUnloadingTime: a target model's worker asked to stop until it exited",
+        _UNLOAD,
+    ),
+)
 _PROVISIONED_COUNTERS: tuple[tuple[str, str, int], ...] = (
     (
         "zeroscale_provisioned_concurrency_invocations",
@@ -118,12 +156,21 @@ class _Series:
     provisioned: bool  # the variant has provisioned concurrency: count provisioned and spillover invocations
     exits: dict[str, tuple[float, float]]  # reason -> (count, created)
     shown: bool  # the provisioned and spillover series are rendered (the variant had provisioned concurrency)
+    models: array[float] | None = None  # a multi-model variant's figures, from its first one on
 
     def observe(self, at: int, seconds: float) -> None:
-        counts = self.counts
-        counts[at + bisect.bisect_left(_LATENCY_BUCKETS, seconds)] += 1
-        counts[at + _BUCKETS] += seconds
-        counts[at + _BUCKETS + 1] += 1
+        _observe(self.counts, at, seconds)
+
+    def model_figures(self) -> array[float]:
+        if self.models is None:
+            self.models = array("d", bytes(8 * _MODELS_SIZE))
+        return self.models
+
+
+def _observe(counts: array[float], at: int, seconds: float) -> None:
+    counts[at + bisect.bisect_left(_LATENCY_BUCKETS, seconds)] += 1
+    counts[at + _BUCKETS] += seconds
+    counts[at + _BUCKETS + 1] += 1
 
 
 class Metrics:
@@ -178,6 +225,15 @@ class Metrics:
             if series.provisioned:
                 counts[_PROVISIONED if record.provisioned else _SPILLOVER] += 1
         series.observe(_OVERHEAD, max(0.0, record.total_s - record.model_s))
+        if record.cache_hit is not None:  # a multi-model invocation
+            models = series.model_figures()
+            models[_CACHE_LOOKUPS] += 1
+            if record.cache_hit:
+                models[_CACHE_HITS] += 1
+            if record.model_wait_s is not None:
+                _observe(models, _WAIT, record.model_wait_s)
+            if record.download_s is not None:
+                _observe(models, _DOWNLOAD, record.download_s)
 
     def worker(self, event: WorkerEvent) -> None:
         key = (event.endpoint, event.variant)
@@ -186,9 +242,13 @@ class Metrics:
             series.counts[_COLD_STARTS] += 1
             if event.setup_s is not None:
                 series.observe(_SETUP, event.setup_s)
+                if event.model:  # a multi-model worker loaded its target model
+                    _observe(series.model_figures(), _LOAD, event.setup_s)
         elif event.worker_id:  # "failed" starts have no worker
             count, created = series.exits.get(event.kind, (0.0, time.time()))
             series.exits[event.kind] = (count + 1, created)
+        if event.unload_s is not None:
+            _observe(series.model_figures(), _UNLOAD, event.unload_s)
 
     def variant(self, event: VariantEvent) -> None:
         if event.kind == "activated":
@@ -198,6 +258,7 @@ class Metrics:
             series = self._open(key)
             if old is not None:  # an update: the counts go on; provisioned series, once shown, stay
                 series.counts, series.created, series.exits = old.counts, old.created, old.exits
+                series.models = old.models
                 series.shown = series.provisioned or old.shown
 
     def _open(self, key: tuple[str, str]) -> _Series:
@@ -247,6 +308,7 @@ _GAUGES: tuple[tuple[str, str], ...] = (
         "zeroscale_provisioned_concurrency_utilization_ratio",
         "SageMaker ServerlessProvisionedConcurrencyUtilization: executions / ProvisionedConcurrency",
     ),
+    ("zeroscale_loaded_models", "SageMaker LoadedModelCount: a multi-model variant's loaded target models"),
 )
 
 
@@ -268,6 +330,7 @@ def _gauge_values(v: VariantLoad) -> tuple[float | None, ...]:
         max(mem) if mem else None,
         float(v.provisioned_executions) if provisioned else None,
         v.provisioned_utilization if provisioned else None,
+        float(v.loaded_models) if v.loaded_models is not None else None,
     )
 
 
@@ -292,12 +355,20 @@ class _SeriesCollector:
         for name, doc, at in _HISTOGRAMS:
             hist = HistogramMetricFamily(name, doc, labels=_LABELS)
             for key, series in every:
-                counts = series.counts
-                buckets = list(zip(_UPPER, itertools.accumulate(counts[at : at + _BUCKETS]), strict=True))
-                hist.add_metric(key, buckets, counts[at + _BUCKETS])
-                hist.samples.append(
-                    Sample(f"{name}_created", dict(zip(_LABELS, key, strict=True)), series.created)
-                )
+                _add_histogram(hist, name, key, series.counts, at, series.created)
+            yield hist
+        modelled = [
+            (key, series.created, series.models) for key, series in every if series.models is not None
+        ]
+        for name, doc, at in _MODEL_COUNTERS:
+            counter = CounterMetricFamily(name, doc, labels=_LABELS)
+            for key, created, models in modelled:
+                counter.add_metric(key, models[at], created=created)
+            yield counter
+        for name, doc, at in _MODEL_HISTOGRAMS:
+            hist = HistogramMetricFamily(name, doc, labels=_LABELS)
+            for key, created, models in modelled:
+                _add_histogram(hist, name, key, models, at, created)
             yield hist
         for name, doc, at in _LATER_COUNTERS:
             counter = CounterMetricFamily(name, doc, labels=_LABELS)
@@ -315,6 +386,19 @@ class _SeriesCollector:
                 if series.shown:
                     counter.add_metric(key, series.counts[at], created=series.created)
             yield counter
+
+
+def _add_histogram(
+    hist: HistogramMetricFamily,
+    name: str,
+    key: tuple[str, str],
+    counts: array[float],
+    at: int,
+    created: float,
+) -> None:
+    buckets = list(zip(_UPPER, itertools.accumulate(counts[at : at + _BUCKETS]), strict=True))
+    hist.add_metric(key, buckets, counts[at + _BUCKETS])
+    hist.samples.append(Sample(f"{name}_created", dict(zip(_LABELS, key, strict=True)), created))
 
 
 class _LoadCollector:

@@ -82,3 +82,35 @@ class MemoryBudget:
             self._evicting_mb = max(0, self._evicting_mb - mb)
         if notify and self.on_release is not None:
             self.on_release()
+
+
+class NestedBudget(MemoryBudget):
+    """A budget inside the host's: a multi-model variant's memory (MemorySizeInMB, or its instances'),
+    shared by its loaded models. Every reservation is taken from both, so the host's figures still add up
+    over every worker; ``evict`` frees room inside this budget (the variant unloads its least recently used
+    models), the host's own callback frees room elsewhere. (Only ``reserve`` takes memory here: this
+    budget's ``reserve_if_free`` is its own part of that.)"""
+
+    def __init__(self, total_mb: int, evict: Callable[[int, object], object], host: MemoryBudget) -> None:
+        super().__init__(total_mb, evict)
+        self._host = host
+
+    def reserve(self, mb: int, requester: object, *, starting: bool = False) -> bool:
+        if not super().reserve(mb, requester, starting=starting):
+            return False
+        if self._host.reserve(mb, requester, starting=starting):
+            return True
+        super().release(mb, starting=starting, notify=False)
+        return False
+
+    def evicting(self, mb: int) -> None:
+        super().evicting(mb)
+        self._host.evicting(mb)
+
+    def started(self, mb: int) -> None:
+        super().started(mb)
+        self._host.started(mb)
+
+    def release(self, mb: int, *, starting: bool = False, evicted: bool = False, notify: bool = True) -> None:
+        super().release(mb, starting=starting, evicted=evicted, notify=notify)
+        self._host.release(mb, starting=starting, evicted=evicted, notify=notify)

@@ -26,6 +26,8 @@ from zeroscale.events import EventBus, VariantEvent
 from zeroscale.metrics.load import PoolLoad
 from zeroscale.metrics.registry import Metrics
 from zeroscale.router.budget import MemoryBudget
+from zeroscale.router.containermodels import ContainerModelsPool
+from zeroscale.router.multimodel import Fetch, MultiModelPool
 from zeroscale.router.pipeline import Pipeline, container_specs, is_lead
 from zeroscale.router.pool import VariantPool
 from zeroscale.router.spec import PoolSpec, RouterSettings, Workers
@@ -110,8 +112,11 @@ class Fleet:
         events: EventBus,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
+        fetch: Fetch | None = None,
     ) -> None:
+        """``fetch``: a multi-model variant's target model URL -> its extracted directory (blocking)."""
         self._manager = manager
+        self._fetch = fetch
         self.events = events
         self._wall = wall
         self._settings = settings
@@ -260,6 +265,22 @@ class Fleet:
             await asyncio.sleep(0.02)
 
     def _pool(self, spec: PoolSpec) -> VariantPool:
+        if spec.multi_model:
+            if self._fetch is None:
+                raise DeployError("This server cannot fetch the models of a multi-model endpoint.")
+            # an image that loads its models itself (the multi-model container API), or zeroscale's runtimes
+            kind = ContainerModelsPool if spec.command else MultiModelPool
+            return kind(
+                spec,
+                self._manager,
+                self.budget,
+                self._settings,
+                self.events,
+                self._fetch,
+                self._clock,
+                self._wall,
+                self._activated,
+            )
         return VariantPool(
             spec,
             self._manager,

@@ -34,6 +34,7 @@ S = WorkerState
 _CONTAINER = "primary"
 _DRAIN_STOP_GRACE_S = 1.0
 _STREAM_ERROR = ERROR_TRAILER.lower()
+_UNLOADS = ("evicted", "stopped")  # the exits of a model's worker that unload it as planned
 
 
 @dataclass(slots=True)
@@ -54,6 +55,11 @@ class Invocation:
     path: bytes = b"/invocations"
     # The ContainerHostname a request targets (X-Amzn-SageMaker-Target-Container-Hostname): Direct mode.
     container: str | None = None
+    # A multi-model endpoint's target (X-Amzn-SageMaker-Target-Model), and what its pool reports of it.
+    target_model: str = ""
+    cache_hit: bool | None = None
+    model_wait_s: float | None = None
+    download_s: float | None = None
 
     def record(
         self, spec: PoolSpec, *, at: float, total_s: float, status: int, code: str, bytes_out: int
@@ -74,6 +80,10 @@ class Invocation:
             setup_s=self.setup_s,
             provisioned=self.provisioned,
             model_status=self.model_status,
+            target_model=self.target_model,
+            cache_hit=self.cache_hit,
+            model_wait_s=self.model_wait_s,
+            download_s=self.download_s,
         )
 
 
@@ -99,7 +109,8 @@ class VariantPool:
         self._events = events
         self._clock = clock
         self._wall = wall
-        self._slots = Slots(spec.memory_mb, budget, self, clock)
+        self._slot_mb = spec.slot_mb or spec.memory_mb  # what one worker holds of the budget
+        self._slots = Slots(self._slot_mb, budget, self, clock)
         self._budget = budget
         self._waiters: deque[asyncio.Future[Slot]] = deque()
         self._background = Background(f"pool {spec.endpoint}/{spec.variant}")
@@ -224,7 +235,12 @@ class VariantPool:
         if self._slots.get(slot.worker_id) is not slot or slot.state is not S.IDLE:
             return 0
         self._stop(slot, StopReason.EVICTED)
-        return self.spec.memory_mb
+        return self._slot_mb
+
+    def unload_idle(self) -> None:
+        """Stop every idle worker now (a multi-model variant that does not cache its models)."""
+        for slot in list(self._slots.idle):
+            self._stop(slot, StopReason.SCALED_IN)
 
     def _new_worker_id(self) -> str:
         """A container's workers carry its hostname first, so each container has log streams of its own."""
@@ -281,13 +297,16 @@ class VariantPool:
         self._template.keep(spec)
 
     def _fail_one_waiter(self, exc: DeployError) -> None:
+        what = f"The worker for variant {self.spec.variant}"
+        if self.spec.container:  # a container of a model with several
+            what += f" container {self.spec.container}"
+        if self.spec.target_model:  # a model of a multi-model variant
+            what = f"The worker loading target model {self.spec.target_model} of variant {self.spec.variant}"
         for fut in self._waiters:
             if not fut.done():
                 fut.set_exception(
                     ModelError(
-                        f"The worker for variant {self.spec.variant}"
-                        + (f" container {self.spec.container}" if self.spec.container else "")
-                        + f" failed to start: {exc}",
+                        f"{what} failed to start: {exc}",
                         original_status=500,
                         original_message=str(exc),
                     )
@@ -319,7 +338,10 @@ class VariantPool:
             return
         slot.handle = handle
         self._slots.move(slot, S.GONE)
-        self._emit(slot.worker_id, slot.exit_kind(), detail=handle.death_reason())
+        unload_s = None
+        if self.spec.target_model and slot.stopping_since is not None and slot.exit_kind() in _UNLOADS:
+            unload_s = max(0.0, self._clock() - slot.stopping_since)
+        self._emit(slot.worker_id, slot.exit_kind(), detail=handle.death_reason(), unload_s=unload_s)
         if not self._slots:
             self._at_zero = True
             self._template.stash(draining=self.draining)
@@ -327,7 +349,15 @@ class VariantPool:
         if self.queued:
             self.scale()
 
-    def _emit(self, worker_id: str, kind: str, *, detail: str = "", setup_s: float | None = None) -> None:
+    def _emit(
+        self,
+        worker_id: str,
+        kind: str,
+        *,
+        detail: str = "",
+        setup_s: float | None = None,
+        unload_s: float | None = None,
+    ) -> None:
         self._events.worker(
             WorkerEvent(
                 self.spec.endpoint,
@@ -338,6 +368,8 @@ class VariantPool:
                 detail=detail,
                 memory_mb=self.spec.memory_mb,
                 setup_s=setup_s,
+                model=self.spec.target_model,
+                unload_s=unload_s,
             )
         )
 
@@ -346,8 +378,9 @@ class VariantPool:
             self._empty.set()
 
     # ---- serving ----
-    async def acquire(self) -> Slot:
-        slot = self._slots.most_recent_idle()
+    async def acquire(self, prefer: Callable[[Slot], bool] | None = None) -> Slot:
+        """A free worker (``prefer``: the most recently used idle one it accepts, if any)."""
+        slot = self._slots.most_recent_idle(prefer)
         if slot is not None:
             self._slots.move(slot, S.BUSY)
             return slot
@@ -393,14 +426,20 @@ class VariantPool:
         return handle
 
     async def invoke(self, inv: Invocation) -> WorkerResponse:
-        slot = await self.acquire()
+        return await self.serve(await self.acquire(), inv)
+
+    async def serve(self, slot: Slot, inv: Invocation, path: bytes | None = None) -> WorkerResponse:
+        """Send ``inv`` to the worker of ``slot`` (acquired for it) and release it; ``path``: another route
+        of the container than ``inv.path`` (a multi-model container's ``/models/{name}/invoke``)."""
         handle = self._begin(inv, slot)
         started = time.perf_counter()
         timeout_s = self._settings.invocation_timeout_s if inv.timeout_s is None else inv.timeout_s
         try:
             # asyncio.timeout, not wait_for: no extra task per invocation.
             async with asyncio.timeout(timeout_s):
-                resp = await self._manager.request(handle, inv.method, inv.path, inv.headers, inv.body)
+                resp = await self._manager.request(
+                    handle, inv.method, path or inv.path, inv.headers, inv.body
+                )
         except TimeoutError:
             inv.model_s = time.perf_counter() - started
             raise self._timed_out(slot, handle, timeout_s) from None

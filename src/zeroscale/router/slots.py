@@ -60,6 +60,7 @@ class Slot:
     idle_since: float = 0.0  # the pool clock's time it last became idle
     fresh: bool = True  # not served yet: whoever gets it first waited for its cold start
     stop_reason: StopReason | None = None
+    stopping_since: float | None = None  # the pool clock's time it was asked to stop
 
     def exit_kind(self) -> str:
         """The WorkerEvent kind of this worker's end."""
@@ -104,7 +105,12 @@ class Slots:
         """Idle slots, least recently used first."""
         return self._idle
 
-    def most_recent_idle(self) -> Slot | None:
+    def most_recent_idle(self, prefer: Callable[[Slot], bool] | None = None) -> Slot | None:
+        """The most recently used idle slot; with ``prefer``, the most recent one it accepts if any."""
+        if prefer is not None:
+            for slot in reversed(self._idle):
+                if prefer(slot):
+                    return slot
         return self._idle[-1] if self._idle else None
 
     # ---- changes ----
@@ -144,5 +150,6 @@ class Slots:
             self._idle.append(slot)
         elif to is S.STOPPING:
             slot.stop_reason = reason
+            slot.stopping_since = self._clock()
             if reason is StopReason.EVICTED:
                 self._budget.evicting(self._memory_mb)

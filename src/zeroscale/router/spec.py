@@ -103,6 +103,14 @@ class PoolSpec:
     containers: tuple[ContainerSpec, ...] = ()
     execution: str = ""
     container: str = ""
+    # A multi-model variant (Mode=MultiModel): the ModelDataUrl prefix its target models are under, and
+    # whether loaded models are kept (MultiModelConfig.ModelCacheSetting Enabled) or unloaded after use.
+    multi_model: str = ""
+    model_cache: bool = True
+    # One model of a multi-model variant: its target name and what one of its workers costs in the
+    # variant's memory (0: memory_mb, a single-model worker holds the whole MemorySizeInMB).
+    target_model: str = ""
+    slot_mb: int = 0
 
     @property
     def real_time(self) -> bool:
@@ -120,6 +128,8 @@ class RouterSettings:
     startup_timeout_s: float = 180.0
     memory_budget_mb: int = 8192
     warm_cache_mb: int = 0  # templates of pools at zero kept for the next cold start (0: none)
+    # A multi-model target still loading after this long answers ModelNotReadyException (loading goes on).
+    model_load_wait_s: float = 60.0
 
     def log_group(self, endpoint: str) -> str:
         return log_group_name(endpoint)

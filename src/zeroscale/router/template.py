@@ -38,7 +38,12 @@ class PoolTemplate:
         self._wanted = wanted
         self._template: Zygote | None = None
         self._loading = False
-        templated = not spec.command and forks_loaded_model(spec.runtime, spec.model_dir, spec.env)
+        templated = (
+            not spec.command
+            and not spec.multi_model
+            and not spec.target_model  # a multi-model variant's memory counts each loaded model once
+            and forks_loaded_model(spec.runtime, spec.model_dir, spec.env)
+        )
         self.key = TemplateKey.of(spec.runtime, spec.model_dir, spec.env) if templated else None
 
     @property

@@ -27,7 +27,7 @@ from zeroscale.workers.client import Body, WorkerConnection, WorkerConnectionErr
 from zeroscale.workers.confinement import Confinement, processes_of
 from zeroscale.workers.forkserver import THREAD_ENV
 from zeroscale.workers.memory import private_bytes, rss_mb, tree_rss_mb
-from zeroscale.workers.process import ProcessLauncher
+from zeroscale.workers.process import CONTAINER_MODEL_DIR, ProcessLauncher
 from zeroscale.workers.stream import WorkerStream, open_stream
 from zeroscale.workers.zygotes import Zygote, ZygoteError, tail
 
@@ -70,6 +70,7 @@ class WorkerHandle:
     port: int = 0  # a process worker's TCP port on 127.0.0.1 (zygote workers use socket_path)
     scratch: str = ""  # its sandbox's writable directory (removed when it exits)
     uid: int = 0  # its own uid (what is left with it is killed when it exits)
+    model_dir_seen: str = ""  # an image's model directory as its server sees it ($SM_MODEL_DIR)
 
     @property
     def alive(self) -> bool:
@@ -204,6 +205,7 @@ class WorkerManager:
                     policy=policy,
                 )
                 handle.pid, handle.port = started.pid, started.port
+                handle.model_dir_seen = CONTAINER_MODEL_DIR if started.sandboxed else spec.model_dir
             else:
                 live_template = template is not None and template.alive
                 zygote = (

@@ -1,0 +1,177 @@
+"""ContainerModelsPool as a unit: a fake manager whose workers implement SageMaker's multi-model container
+API in memory (at most ``max_models`` loaded, 507 past it), a fake clock, real model directories."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from zeroscale.errors import ModelError, ModelNotReady
+from zeroscale.events import EventBus
+from zeroscale.router.budget import MemoryBudget
+from zeroscale.router.containermodels import ContainerModelsPool, model_name
+from zeroscale.router.pool import Invocation
+from zeroscale.workers.client import WorkerResponse
+from zeroscale.workers.manager import WorkerHandle
+
+from .fakes import FakeClock, FakeManager, Recorder, settings, spec
+
+MB = 1024 * 1024
+
+
+class ModelServers(FakeManager):
+    def __init__(self, max_models: int) -> None:
+        super().__init__()
+        self.max_models = max_models
+        self.models: dict[str, dict[str, str]] = {}  # worker id -> name -> url
+        self.calls: list[tuple[str, str, str]] = []  # (worker, method, path)
+        self.load_status = 0  # answer POST /models with this instead (0: behave)
+        self.load_gate = asyncio.Event()
+        self.load_gate.set()
+
+    async def request(
+        self, handle: WorkerHandle, method: bytes, path: bytes, headers: Any, body: Any
+    ) -> WorkerResponse:
+        wid, p = handle.worker_id, path.decode()
+        self.calls.append((wid, method.decode(), p))
+        loaded = self.models.setdefault(wid, {})
+        if method == b"POST" and p == "/models":
+            await self.load_gate.wait()
+            doc = json.loads(body)
+            if self.load_status:
+                return WorkerResponse(self.load_status, [], b"cannot")
+            if doc["model_name"] in loaded:
+                return WorkerResponse(409, [], b"")
+            if len(loaded) >= self.max_models:
+                return WorkerResponse(507, [], b"")
+            assert Path(doc["url"]).is_dir()
+            loaded[doc["model_name"]] = doc["url"]
+            return WorkerResponse(200, [], b"")
+        if method == b"DELETE":
+            loaded.pop(p.removeprefix("/models/"), None)
+            return WorkerResponse(200, [], b"")
+        name = p.removeprefix("/models/").removesuffix("/invoke")
+        if name not in loaded:
+            return WorkerResponse(404, [], b"not loaded")
+        return WorkerResponse(200, [], name.encode())
+
+
+class World:
+    def __init__(self, tmp: Path, max_models: int = 2, memory_mb: int = 1024, **kw: Any) -> None:
+        self.tmp = tmp
+        self.manager = ModelServers(max_models)
+        self.sizes: dict[str, int] = {}
+        staging = tmp / "staging"
+        staging.mkdir()
+        self.pool = ContainerModelsPool(
+            spec(
+                memory_mb=memory_mb,
+                multi_model="s3://b/p/",
+                command=("./serve",),
+                model_dir=str(staging),
+                **kw,
+            ),
+            self.manager.as_manager(),
+            MemoryBudget(8192, lambda deficit, requester: 0),
+            settings(tmp, model_load_wait_s=0.2),
+            EventBus([Recorder()]),
+            self.fetch,
+            FakeClock(),
+        )
+
+    def fetch(self, url: str) -> Path:
+        name = url.removeprefix("s3://b/p/")
+        root = self.tmp / "models" / name
+        root.mkdir(parents=True, exist_ok=True)
+        with open(root / "weights.bin", "wb") as f:
+            f.truncate(self.sizes.get(name, 1) * MB)
+        return root
+
+    async def invoke(self, target: str) -> tuple[Invocation, bytes]:
+        inv = Invocation(b"{}", [], target_model=target)
+        resp = await self.pool.invoke(inv)
+        return inv, resp.body
+
+
+async def test_507_unloads_the_least_recently_used_model_and_retries(tmp_path: Path) -> None:
+    w = World(tmp_path, max_concurrency=1)
+    for target in ("a", "b", "a", "c"):
+        inv, body = await w.invoke(target)
+        assert body == model_name(target).encode()
+    assert inv.cache_hit is False
+    assert sorted(w.pool.loaded()) == sorted([model_name("a"), model_name("c")])  # b was least recent
+    deletes = [p for _, m, p in w.manager.calls if m == "DELETE"]
+    assert deletes == [f"/models/{model_name('b')}"]
+    assert w.pool.load().loaded_models == 2
+    staged = sorted(p.name for p in (tmp_path / "staging").iterdir())
+    assert staged == sorted(model_name(t) for t in "abc")
+
+
+async def test_the_worker_that_holds_the_model_is_preferred(tmp_path: Path) -> None:
+    w = World(tmp_path, max_concurrency=2)
+    # two workers: load a on one while the other is busy loading b
+    w.manager.load_gate.clear()
+    first = asyncio.ensure_future(w.invoke("a"))
+    second = asyncio.ensure_future(w.invoke("b"))
+    await asyncio.sleep(0.05)
+    w.manager.load_gate.set()
+    await asyncio.gather(first, second)
+    holders = {name: wid for wid, models in w.manager.models.items() for name in models}
+    for target in ("a", "b", "a", "b"):
+        inv, _ = await w.invoke(target)
+        assert inv.cache_hit
+        last_invoke = [c for c in w.manager.calls if c[2].endswith("/invoke")][-1]
+        assert last_invoke[0] == holders[model_name(target)]
+
+
+async def test_409_counts_as_loaded(tmp_path: Path) -> None:
+    w = World(tmp_path, max_concurrency=1)
+    await w.invoke("a")
+    w.pool._loaded.clear()  # the books lost it; the container still has it
+    inv, body = await w.invoke("a")
+    assert body == model_name("a").encode() and inv.cache_hit is False
+
+
+async def test_models_are_unloaded_to_fit_the_memory_before_loading(tmp_path: Path) -> None:
+    w = World(tmp_path, max_models=10, memory_mb=1024, max_concurrency=1)
+    w.sizes = {"a": 400, "b": 400, "c": 400}
+    for target in ("a", "b", "c"):
+        await w.invoke(target)
+    assert sorted(w.pool.loaded()) == sorted([model_name("b"), model_name("c")])
+
+
+async def test_a_load_the_container_refuses_is_a_model_error_naming_the_model(tmp_path: Path) -> None:
+    w = World(tmp_path, max_concurrency=1)
+    w.manager.load_status = 500
+    with pytest.raises(ModelError, match="could not load target model a"):
+        await w.invoke("a")
+    w.manager.load_status = 0
+    _, body = await w.invoke("a")  # the same worker serves on: a refused load does not break it
+    assert body == model_name("a").encode()
+    assert len(w.manager.starts) == 1
+
+
+async def test_a_slow_load_answers_not_ready_and_goes_on(tmp_path: Path) -> None:
+    w = World(tmp_path, max_concurrency=1)
+    await w.invoke("warm")
+    w.manager.load_gate.clear()
+    with pytest.raises(ModelNotReady, match="slow"):
+        await w.invoke("slow")
+    w.manager.load_gate.set()
+    await asyncio.sleep(0.01)
+    inv, _ = await w.invoke("slow")
+    assert inv.cache_hit
+
+
+async def test_cache_disabled_loads_every_time(tmp_path: Path) -> None:
+    w = World(tmp_path, max_concurrency=1, model_cache=False)
+    for _ in range(3):
+        inv, body = await w.invoke("a")
+        assert inv.cache_hit is False and body == model_name("a").encode()
+    loads = [c for c in w.manager.calls if c[1] == "POST" and c[2] == "/models"]
+    deletes = [c for c in w.manager.calls if c[1] == "DELETE"]
+    assert (len(loads), len(deletes)) == (3, 2)
