@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -73,6 +74,10 @@ class Settings:
     # Directories every worker may also write (a shared cache, a test's side channel); never one holding
     # the data directory.
     worker_writable_paths: tuple[Path, ...] = ()
+    # Workers on a Ray cluster (docs/cluster.md): the cluster's address (None: workers on this machine), and
+    # the directory each node keeps its artifacts, workers' sockets and output in (under <dir>/<node id>/).
+    ray_address: str | None = None
+    ray_node_dir: Path = field(default_factory=lambda: Path(tempfile.gettempdir()) / "zeroscale-nodes")
 
     @property
     def warm_cache_cap_mb(self) -> int:

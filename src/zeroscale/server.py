@@ -66,6 +66,7 @@ from zeroscale.topics.service import Topics
 from zeroscale.types import SERVERLESS_MEMORY_SIZES_MB
 from zeroscale.workers.confinement import Confinement, SandboxSettings
 from zeroscale.workers.manager import WorkerManager
+from zeroscale.workers.ray_workers import RayWorkers
 
 log = logging.getLogger("zeroscale")
 PREWARMED_RUNTIMES = ("sklearn",)
@@ -102,12 +103,7 @@ def build(settings: Settings) -> Server:
     )
     for line in confinement.announce():
         (log.warning if line.startswith("WARNING") else log.info)("%s", line)
-    manager = WorkerManager(
-        settings.workers_dir,
-        startup_timeout_s=settings.startup_timeout_s,
-        memory_poll_interval_s=settings.memory_poll_interval_s,
-        confinement=confinement,
-    )
+    manager = _workers(settings, confinement)
     fleet = Fleet(
         manager,
         RouterSettings(
@@ -302,6 +298,30 @@ def build(settings: Settings) -> Server:
         )
     )
     return Server(settings, creds, App(parts), confinement.announce())
+
+
+def _workers(settings: Settings, confinement: Confinement) -> WorkerManager | RayWorkers:
+    """This machine's workers, or the Ray cluster's nodes' (``--ray-address``: each confines its own)."""
+    if settings.ray_address:
+        return RayWorkers(
+            settings.ray_address,
+            node_root=str(settings.ray_node_dir),
+            startup_timeout_s=settings.startup_timeout_s,
+            memory_poll_interval_s=settings.memory_poll_interval_s,
+            s3_endpoint_url=settings.s3_endpoint_url,
+            max_extracted_bytes=settings.max_extracted_bytes,
+            max_extracted_files=settings.max_extracted_files,
+            outbound=settings.worker_outbound,
+            max_processes=settings.worker_max_processes,
+            max_open_files=settings.worker_max_open_files,
+            writable=tuple(str(p) for p in settings.worker_writable_paths),
+        )
+    return WorkerManager(
+        settings.workers_dir,
+        startup_timeout_s=settings.startup_timeout_s,
+        memory_poll_interval_s=settings.memory_poll_interval_s,
+        confinement=confinement,
+    )
 
 
 def serve(settings: Settings) -> None:

@@ -187,6 +187,21 @@ def _opt(name: str, env: str, **kw: Any) -> Callable[[F], F]:
     "one holding the data directory.",
 )
 @_opt(
+    "--ray-address",
+    "ZEROSCALE_RAY_ADDRESS",
+    default=None,
+    help="Run workers on the nodes of this Ray cluster (its head's HOST:PORT) instead of this machine: a "
+    "zeroscale agent on each node forks them (docs/cluster.md).",
+)
+@_opt(
+    "--ray-node-dir",
+    "ZEROSCALE_RAY_NODE_DIR",
+    default=None,
+    type=click.Path(path_type=Path, file_okay=False),
+    help="With --ray-address: the directory on each node for its artifact cache, workers' sockets and "
+    "output (default: zeroscale-nodes in the node's temporary directory).",
+)
+@_opt(
     "--log-level",
     "ZEROSCALE_LOG_LEVEL",
     default="info",
@@ -218,6 +233,8 @@ def serve(
     worker_max_processes: int,
     worker_max_open_files: int,
     worker_writable_paths: str,
+    ray_address: str | None,
+    ray_node_dir: Path | None,
     log_level: str,
 ) -> None:
     """Run the zeroscale server (control plane, runtime and /metrics on one port).
@@ -256,8 +273,11 @@ def serve(
         worker_max_processes=worker_max_processes,
         worker_max_open_files=worker_max_open_files,
         worker_writable_paths=tuple(Path(p) for p in worker_writable_paths.split(":") if p),
+        ray_address=ray_address or None,
         log_level=log_level,
     )
+    if ray_node_dir is not None:
+        settings = settings.replace(ray_node_dir=ray_node_dir)
     if memory_budget_mb is not None:
         settings = settings.replace(memory_budget_mb=memory_budget_mb)
     run_server(settings)

@@ -67,6 +67,8 @@ class WorkerHandle:
     port: int = 0  # a process worker's TCP port on 127.0.0.1 (zygote workers use socket_path)
     scratch: str = ""  # its sandbox's writable directory (removed when it exits)
     uid: int = 0  # its own uid (what is left with it is killed when it exits)
+    host: str = "127.0.0.1"  # where ``port`` listens (a cluster node's address for a worker on Ray)
+    node: str = ""  # the cluster node it runs on ("": this machine)
 
     @property
     def alive(self) -> bool:
@@ -75,7 +77,7 @@ class WorkerHandle:
     async def connect(self) -> WorkerConnection:
         """A new keep-alive connection to the worker's server."""
         if self.port:
-            return await WorkerConnection.open_tcp("127.0.0.1", self.port)
+            return await WorkerConnection.open_tcp(self.host, self.port)
         return await WorkerConnection.open_unix(self.socket_path)
 
     def log_tail(self, lines: int = 20) -> str:
