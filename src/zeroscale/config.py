@@ -78,6 +78,9 @@ class Settings:
     # the directory each node keeps its artifacts, workers' sockets and output in (under <dir>/<node id>/).
     ray_address: str | None = None
     ray_node_dir: Path = field(default_factory=lambda: Path(tempfile.gettempdir()) / "zeroscale-nodes")
+    # Seconds a node's agent may leave a poll unanswered before the node counts as lost (its workers are
+    # re-placed on the others).
+    ray_node_timeout_s: float = 10.0
 
     @property
     def warm_cache_cap_mb(self) -> int:

@@ -123,6 +123,8 @@ def build(settings: Settings) -> Server:
     metrics.watch(fleet.loads)
     metrics.watch_sink_failures(events.failures)
     metrics.watch_cache(fleet.cache.load)
+    if isinstance(manager, RayWorkers):
+        metrics.watch_nodes(manager.nodes)
     history = MetricsHistory(
         HistoryRecorder(),
         MinuteStore(settings.db_url),
@@ -306,6 +308,7 @@ def _workers(settings: Settings, confinement: Confinement) -> WorkerManager | Ra
         return RayWorkers(
             settings.ray_address,
             node_root=str(settings.ray_node_dir),
+            node_timeout_s=settings.ray_node_timeout_s,
             startup_timeout_s=settings.startup_timeout_s,
             memory_poll_interval_s=settings.memory_poll_interval_s,
             s3_endpoint_url=settings.s3_endpoint_url,

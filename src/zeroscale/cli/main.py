@@ -202,6 +202,14 @@ def _opt(name: str, env: str, **kw: Any) -> Callable[[F], F]:
     "output (default: zeroscale-nodes in the node's temporary directory).",
 )
 @_opt(
+    "--ray-node-timeout-s",
+    "ZEROSCALE_RAY_NODE_TIMEOUT_S",
+    default=10.0,
+    type=click.FloatRange(min=1),
+    help="With --ray-address: seconds a node may not answer before it counts as lost and its workers are "
+    "started on the other nodes.",
+)
+@_opt(
     "--log-level",
     "ZEROSCALE_LOG_LEVEL",
     default="info",
@@ -235,6 +243,7 @@ def serve(
     worker_writable_paths: str,
     ray_address: str | None,
     ray_node_dir: Path | None,
+    ray_node_timeout_s: float,
     log_level: str,
 ) -> None:
     """Run the zeroscale server (control plane, runtime and /metrics on one port).
@@ -274,6 +283,7 @@ def serve(
         worker_max_open_files=worker_max_open_files,
         worker_writable_paths=tuple(Path(p) for p in worker_writable_paths.split(":") if p),
         ray_address=ray_address or None,
+        ray_node_timeout_s=ray_node_timeout_s,
         log_level=log_level,
     )
     if ray_node_dir is not None:

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from zeroscale.artifacts.cache import ArtifactCache
-from zeroscale.errors import ZeroscaleError
+from zeroscale.errors import DeployError, ZeroscaleError
 from zeroscale.workers.confinement import Confinement, SandboxSettings
 from zeroscale.workers.manager import WorkerHandle, WorkerManager, WorkerSpec
 from zeroscale.workers.memory import private_bytes
@@ -161,9 +161,9 @@ class NodeAgent:
             spec = await self._spec(req)
             template = self._templates.get(str(req.get("template") or ""))
             handle = await manager.start(spec, worker_id=wid, on_exit=self._exited, template=template)
-        except ZeroscaleError as exc:  # DeployError, or the artifact's own error
+        except ZeroscaleError as exc:
             return {"error": exc.message}
-        except (ZygoteError, OSError) as exc:
+        except (DeployError, ZygoteError, OSError) as exc:
             return {"error": str(exc)}
         self._workers[wid] = handle
         self._offsets.setdefault(wid, 0)
@@ -225,7 +225,7 @@ class NodeAgent:
             template = await manager.start_template(await self._spec(req))
         except ZeroscaleError as exc:
             return {"error": exc.message}
-        except (ZygoteError, OSError) as exc:
+        except (DeployError, ZygoteError, OSError) as exc:
             return {"error": str(exc)}
         tid = uuid.uuid4().hex[:12]
         self._templates[tid] = template

@@ -56,14 +56,42 @@ class Node:
     agent: Any  # the actor handle
     name: str = ""  # <hostname>/<node id prefix>: what `zeroscale workers` and /metrics show
     alive: bool = True
+    reachable: bool = True  # its last poll answered (no new workers go to a node that does not)
     workers: dict[str, WorkerHandle] = field(default_factory=dict)
     templates: dict[str, RemoteTemplate] = field(default_factory=dict)
     artifacts: set[str] = field(default_factory=set)  # sha256 of the models in its cache
     poller: asyncio.Task[None] | None = None
+    gone: asyncio.Event = field(default_factory=asyncio.Event)  # set when the node is lost
+
+    async def call(self, ref: Any, timeout_s: float | None = None) -> Any:
+        """The answer of one call to its agent; NodeLost when the node is lost first (a call to an agent
+        on a machine that went away may not fail before Ray notices, tens of seconds later)."""
+        answer = asyncio.ensure_future(_resolve(ref))
+        lost = asyncio.ensure_future(self.gone.wait())
+        try:
+            done, _ = await asyncio.wait(
+                {answer, lost}, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            lost.cancel()
+        if answer in done:
+            return answer.result()
+        answer.cancel()
+        if lost in done:
+            raise NodeLost(self.name)
+        raise TimeoutError
 
     @property
     def reserved_mb(self) -> int:
         return sum(h.spec.memory_mb for h in self.workers.values())
+
+
+class NodeLost(Exception):
+    pass
+
+
+async def _resolve(ref: Any) -> Any:
+    return await ref
 
 
 class RemoteTemplate(Zygote):
@@ -89,7 +117,7 @@ class RemoteTemplate(Zygote):
         self.node.templates.pop(self.tid, None)
         if self.node.alive:
             with contextlib.suppress(Exception):
-                await self.node.agent.close_template.remote(self.tid)
+                await self.node.call(self.node.agent.close_template.remote(self.tid), 10.0)
 
 
 class RayWorkers:
@@ -112,6 +140,7 @@ class RayWorkers:
         writable: tuple[str, ...] = (),
         refresh_s: float = 2.0,
         poll_s: float = 0.5,
+        node_timeout_s: float = 10.0,
     ) -> None:
         self._address = address
         self._agent_config = AgentConfig(
@@ -132,6 +161,8 @@ class RayWorkers:
         self._startup_timeout_s = startup_timeout_s
         self._refresh_s = refresh_s
         self._poll_s = poll_s
+        self._node_timeout_s = node_timeout_s
+        self._lost: set[str] = set()  # nodes whose agent is gone: never used again (a restart is a new node)
         self._nodes: dict[str, Node] = {}
         self._handles: dict[str, WorkerHandle] = {}
         self._ids = itertools.count(1)
@@ -207,7 +238,7 @@ class RayWorkers:
         joins = [
             self._join(info)
             for node_id, info in alive.items()
-            if node_id not in self._nodes and node_id not in self._joining
+            if node_id not in self._nodes and node_id not in self._joining and node_id not in self._lost
         ]
         await asyncio.gather(*joins)
 
@@ -298,7 +329,7 @@ class RayWorkers:
                 has_artifact=sha in n.artifacts,
             )
             for n in self._nodes.values()
-            if n.alive and n.node_id not in exclude
+            if n.alive and n.reachable and n.node_id not in exclude
         ]
         chosen = choose(views, spec.memory_mb)
         if chosen is None:
@@ -316,6 +347,8 @@ class RayWorkers:
         on_exit: Callable[[WorkerHandle], None] | None = None,
         template: Zygote | None = None,
     ) -> WorkerHandle:
+        from ray.exceptions import RayActorError
+
         wid = worker_id or self.new_worker_id()
         sha, request = self._request(spec)
         remote = template if isinstance(template, RemoteTemplate) and template.alive else None
@@ -329,8 +362,9 @@ class RayWorkers:
             self._handles[wid] = handle
             use = remote.tid if remote is not None and remote.node is node else ""
             try:
-                answer = await node.agent.start.remote({**request, "worker_id": wid, "template": use})
-            except Exception as exc:  # the agent died (its node is gone): try the next node
+                call = node.agent.start.remote({**request, "worker_id": wid, "template": use})
+                answer = await node.call(call)
+            except (RayActorError, NodeLost) as exc:  # the agent died (its node is gone): try the next node
                 node.workers.pop(wid, None)
                 self._handles.pop(wid, None)
                 log.warning("starting worker %s on node %s failed: %s", wid, node.name, exc)
@@ -356,6 +390,8 @@ class RayWorkers:
         return handle
 
     async def start_template(self, spec: WorkerSpec) -> Zygote:
+        from ray.exceptions import RayActorError
+
         sha, request = self._request(spec)
         pool = str(spec.log_dir)
         # Where the pool's workers are (the first one is why the template is wanted), else by placement.
@@ -363,8 +399,8 @@ class RayWorkers:
         holders.sort(key=lambda n: -sum(1 for h in n.workers.values() if str(h.spec.log_dir) == pool))
         node = holders[0] if holders else self._place(spec, sha, None, set())
         try:
-            answer = await node.agent.start_template.remote(request)
-        except Exception as exc:
+            answer = await node.call(node.agent.start_template.remote(request))
+        except (RayActorError, NodeLost) as exc:
             raise DeployError(f"node {node.name} is gone: {exc}") from exc
         if "error" in answer:
             raise DeployError(str(answer["error"]))
@@ -384,7 +420,7 @@ class RayWorkers:
         if not handle.alive or node is None:
             return
         with contextlib.suppress(Exception):  # a lost node ends its workers itself
-            await node.agent.stop.remote(handle.worker_id, grace_s)
+            await node.call(node.agent.stop.remote(handle.worker_id, grace_s))
         await handle.exited.wait()
 
     def kill(self, handle: WorkerHandle, reason: str, kind: str = "killed") -> None:
@@ -415,14 +451,29 @@ class RayWorkers:
 
     # ---- reports from the nodes ----
     async def _poll(self, node: Node) -> None:
+        """Reports from the node's agent until it is lost: its agent died, or it did not answer a poll
+        within ``node_timeout_s`` (a machine that went away; meanwhile no new worker goes there)."""
+        from ray.exceptions import ActorUnavailableError
+
+        unreachable_since = 0.0
         while node.alive:
             try:
-                report = await node.agent.poll.remote(self._poll_s)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # RayActorError: the agent, or its node, is gone
+                report = await node.call(node.agent.poll.remote(self._poll_s), self._poll_s + 1.0)
+            except (TimeoutError, ActorUnavailableError) as exc:
+                now = time.monotonic()
+                unreachable_since = unreachable_since or now
+                node.reachable = False
+                if now - unreachable_since > self._node_timeout_s:
+                    self._lose(node, f"node {node.name} did not answer ({type(exc).__name__})")
+                    return
+                await asyncio.sleep(0.1)
+                continue
+            except NodeLost:
+                return
+            except Exception as exc:  # ActorDiedError: the agent, or its node, is gone
                 self._lose(node, f"node {node.name} was lost ({type(exc).__name__})")
                 return
+            unreachable_since, node.reachable = 0.0, True
             self._apply(node, report)
 
     def _apply(self, node: Node, report: dict[str, Any]) -> None:
@@ -464,7 +515,13 @@ class RayWorkers:
         if not node.alive:
             return
         node.alive = False
+        node.gone.set()
         self._nodes.pop(node.node_id, None)
+        self._lost.add(node.node_id)
+        with contextlib.suppress(Exception):  # what may be left of it ends with it (its zygotes, workers)
+            import ray
+
+            ray.kill(node.agent)
         if node.poller is not None and node.poller is not asyncio.current_task():
             node.poller.cancel()
         if node.workers:
