@@ -135,8 +135,9 @@ def test_concurrent_requests_are_answered_by_workers_on_both_nodes(setup: Setup,
     for w in workers:
         stream = f"AllTraffic/{w['WorkerId']}"
         assert stream in streams
-        events = _events_with(logs, group, stream, "")
-        assert events, (w["Node"], stream)
+        # The worker's own line, printed on its node, and the node in the start line.
+        assert _events_with(logs, group, stream, "zeroscale worker ready"), (w["Node"], stream)
+        assert _events_with(logs, group, stream, f"started on node {w['Node']}: cold start took")
 
 
 def _events_with(logs: Any, group: str, stream: str, text: str, wait_s: float = 10.0) -> list[str]:
