@@ -315,9 +315,7 @@ class RayWorkers:
             "env_sources": env_sources,
         }
 
-    def _place(
-        self, spec: WorkerSpec, sha: str, template: RemoteTemplate | None, exclude: set[str]
-    ) -> Node:
+    def _place(self, spec: WorkerSpec, sha: str, template: RemoteTemplate | None, exclude: set[str]) -> Node:
         pool = str(spec.log_dir)  # one directory per endpoint variant
         views = [
             NodeView(
