@@ -125,6 +125,7 @@ def build(settings: Settings) -> Server:
     metrics.watch_cache(fleet.cache.load)
     if isinstance(manager, RayWorkers):
         metrics.watch_nodes(manager.nodes)
+        manager.on_capacity = fleet.set_memory_budget
     history = MetricsHistory(
         HistoryRecorder(),
         MinuteStore(settings.db_url),

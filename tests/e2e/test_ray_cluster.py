@@ -16,12 +16,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 from click.testing import CliRunner
 
 from s3server import SeaweedS3
 from zeroscale.cli.main import cli
-from zeroscale.testing import ACCESS_KEY, REGION, SECRET_KEY, ServerProcess, deploy
+from zeroscale.testing import ACCESS_KEY, REGION, SECRET_KEY, ServerProcess, deploy, wait_for
 from zeroscale.testing_ray import RayCluster, can_unshare, private_network
 
 pytest.importorskip("ray")
@@ -138,6 +139,60 @@ def test_concurrent_requests_are_answered_by_workers_on_both_nodes(setup: Setup,
         # The worker's own line, printed on its node, and the node in the start line.
         assert _events_with(logs, group, stream, "zeroscale worker ready"), (w["Node"], stream)
         assert _events_with(logs, group, stream, f"started on node {w['Node']}: cold start took")
+
+
+def _metric(server: ServerProcess, name: str) -> float:
+    with urllib.request.urlopen(f"{server.url}/metrics", timeout=10) as resp:
+        for line in resp.read().decode().splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[1])
+    return 0.0
+
+
+def _templates() -> list[psutil.Process]:
+    """Templates on this machine's nodes: children of a zygote with children of their own (replicas)."""
+    found = []
+    for proc in psutil.process_iter():
+        try:
+            parent = proc.parent()
+            if parent and "zeroscale.workers.forkserver" in " ".join(parent.cmdline()) and proc.children():
+                found.append(proc)
+        except psutil.Error:
+            continue
+    return found
+
+
+def test_scale_out_on_a_node_forks_its_template_and_zero_keeps_it_warm(
+    setup: Setup, sklearn_model: Any
+) -> None:
+    server = setup.server
+    sm, smr = server.client("sagemaker"), server.client("sagemaker-runtime", max_pool_connections=16)
+    idle = [{"Key": "zeroscale:idle-timeout-s", "Value": "3"}]
+    desc = deploy(sm, "templated", setup.url, memory_mb=1024, max_concurrency=3, tags=idle)
+    assert desc["EndpointStatus"] == "InService", desc.get("FailureReason")
+    rows = sklearn_model.X[:20]
+    want = sklearn_model.expected(rows)
+    body = sklearn_model.json_body(rows)
+    assert _invoke_many(smr, "templated", body, count=1, threads=1) == [want]
+    # The template loads the model beside the first worker, on its node, in the background.
+    wait_for(lambda: any(setup.node_dir.glob("*/logs/*/template-*.log")), timeout_s=20)
+    time.sleep(1.5)
+    assert _invoke_many(smr, "templated", body, count=90, threads=6) == [want] * 90
+    assert max((len(t.children()) for t in _templates()), default=0) >= 1, "no replica of the template"
+
+    # At zero the template goes to the warm-model cache (its private memory reported by its node), and the
+    # next cold start is a fork of it.
+    wait_for(lambda: server.workers("templated") == 0, timeout_s=30)
+    wait_for(lambda: _metric(server, "zeroscale_warm_cache_entries") == 1, timeout_s=10)
+    assert (
+        0
+        < _metric(server, "zeroscale_warm_cache_bytes")
+        <= _metric(server, "zeroscale_warm_cache_capacity_bytes")
+    )
+    hits = _metric(server, "zeroscale_warm_cache_hits_total")
+    assert _invoke_many(smr, "templated", body, count=1, threads=1) == [want]
+    assert _metric(server, "zeroscale_warm_cache_hits_total") == hits + 1
+    sm.delete_endpoint(EndpointName="templated")
 
 
 def _events_with(logs: Any, group: str, stream: str, text: str, wait_s: float = 10.0) -> list[str]:

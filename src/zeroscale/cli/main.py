@@ -93,7 +93,8 @@ def _opt(name: str, env: str, **kw: Any) -> Callable[[F], F]:
     "ZEROSCALE_MEMORY_BUDGET_MB",
     default=None,
     type=int,
-    help="Sum of worker MemorySizeInMB allowed on this host (default: physical memory).",
+    help="Sum of worker MemorySizeInMB allowed on this host (default: physical memory; with --ray-address "
+    "the sum of the nodes' Ray memory resources instead).",
 )
 @_opt(
     "--s3-endpoint-url",

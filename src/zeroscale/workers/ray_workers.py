@@ -170,6 +170,9 @@ class RayWorkers:
         self._refresher: asyncio.Task[None] | None = None
         self._agent_cls: Any = None
         self._joining: dict[str, asyncio.Task[None]] = {}
+        # Told the cluster's memory for workers (the sum over live nodes) whenever a node joins or is lost:
+        # the router's memory budget is the cluster's, not this machine's.
+        self.on_capacity: Callable[[int], None] | None = None
 
     # ---- lifecycle ----
     async def open(self) -> None:
@@ -271,6 +274,7 @@ class RayWorkers:
         node = Node(node_id, host, memory, agent, name=f"{hello['hostname']}/{node_id[:8]}")
         self._nodes[node_id] = node
         node.poller = asyncio.create_task(self._poll(node))
+        self._capacity_changed()
         log.info("Ray node %s at %s: %d MB for workers", node.name, host, memory)
 
     # ---- what the operator sees ----
@@ -529,6 +533,11 @@ class RayWorkers:
                 handle.kill_reason = f"The worker's {reason}"
             self._ended(node, handle, -9)
         node.templates.clear()
+        self._capacity_changed()
+
+    def _capacity_changed(self) -> None:
+        if self.on_capacity is not None:
+            self.on_capacity(sum(n.capacity_mb for n in self._nodes.values() if n.alive))
 
 
 def _append(path: Path, data: bytes) -> None:
