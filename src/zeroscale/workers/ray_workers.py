@@ -179,6 +179,8 @@ class RayWorkers:
         """Connect to the cluster (a clear error when its head does not answer) and start every agent."""
         import ray
 
+        if self._address != "auto":  # "auto": the cluster this machine is a node of
+            await _reachable(self._address)
         try:
             await asyncio.to_thread(
                 ray.init,
@@ -538,6 +540,20 @@ class RayWorkers:
     def _capacity_changed(self) -> None:
         if self.on_capacity is not None:
             self.on_capacity(sum(n.capacity_mb for n in self._nodes.values() if n.alive))
+
+
+async def _reachable(address: str, timeout_s: float = 10.0) -> None:
+    """Fail fast with a clear error when nothing answers at the head's HOST:PORT (ray.init would wait on)."""
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        raise RuntimeError(f"--ray-address must be the Ray head's HOST:PORT, not {address!r}")
+    try:
+        _, writer = await asyncio.wait_for(asyncio.open_connection(host, int(port)), timeout_s)
+    except (OSError, TimeoutError) as exc:
+        raise RuntimeError(
+            f"Could not connect to the Ray cluster at {address}: {exc or 'timed out'}"
+        ) from None
+    writer.close()
 
 
 def _append(path: Path, data: bytes) -> None:
