@@ -245,3 +245,20 @@ def test_a_node_removed_under_load_costs_only_its_requests(setup: Setup, sklearn
     assert workers and {w["Node"] for w in workers} != {lost_name}
     assert all(w["Node"] != lost_name for w in workers), workers
     assert _invoke_many(smr, "survive", body, count=32, threads=8) == [want] * 32
+
+    # A node that joins gets an agent within seconds, and new workers spread to it.
+    joined = setup.ray.add_node()
+    joined_name = f"/{joined.node_id[:8]}"
+    wait_for(lambda: joined_name in _node_series(server), timeout_s=60)
+    sm.delete_endpoint(EndpointName="survive")
+    desc = deploy(sm, "rejoin", setup.url, memory_mb=1024, max_concurrency=4)
+    assert desc["EndpointStatus"] == "InService", desc.get("FailureReason")
+    assert _invoke_many(smr, "rejoin", body, count=32, threads=8) == [want] * 32
+    assert any(w["Node"].endswith(joined_name) for w in _workers(server, "rejoin"))
+
+
+def _node_series(server: ServerProcess) -> str:
+    with urllib.request.urlopen(f"{server.url}/metrics", timeout=10) as resp:
+        return "\n".join(
+            line for line in resp.read().decode().splitlines() if line.startswith("zeroscale_node_workers{")
+        )

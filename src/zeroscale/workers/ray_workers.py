@@ -193,7 +193,7 @@ class RayWorkers:
         except Exception as exc:  # ConnectionError, or Ray's own when the head does not answer
             raise RuntimeError(f"Could not connect to the Ray cluster at {self._address}: {exc}") from exc
         self._agent_cls = ray.remote(NodeAgent)
-        await self._refresh()
+        await self._refresh(wait=True)
         if not self._nodes:
             raise RuntimeError(f"The Ray cluster at {self._address} has no node that runs an agent")
         self._refresher = asyncio.create_task(self._refresh_loop())
@@ -231,8 +231,8 @@ class RayWorkers:
             except Exception:
                 log.exception("looking at the Ray cluster's nodes failed")
 
-    async def _refresh(self) -> None:
-        """Agents for nodes that joined; nodes Ray reports dead are lost."""
+    async def _refresh(self, *, wait: bool = False) -> None:
+        """Agents for nodes that joined (``wait``: until they are up); nodes Ray reports dead are lost."""
         import ray
 
         listed = await asyncio.to_thread(ray.nodes)
@@ -240,14 +240,15 @@ class RayWorkers:
         for node_id, node in list(self._nodes.items()):
             if node_id not in alive:
                 self._lose(node, f"node {node.name} left the Ray cluster")
-        joins = [
-            self._join(info)
-            for node_id, info in alive.items()
-            if node_id not in self._nodes and node_id not in self._joining and node_id not in self._lost
-        ]
-        await asyncio.gather(*joins)
+        for node_id, info in alive.items():
+            if node_id not in self._nodes and node_id not in self._joining and node_id not in self._lost:
+                # In the background: an agent that takes long to come up holds up no other node.
+                self._joining[node_id] = asyncio.create_task(self._join(info))
+        if wait:
+            await asyncio.gather(*self._joining.values(), return_exceptions=True)
 
     async def _join(self, info: dict[str, Any]) -> None:
+        import ray
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
         node_id = str(info["NodeID"])
@@ -261,15 +262,14 @@ class RayWorkers:
             scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False),
             name=f"zeroscale-agent-{node_id[:16]}-{uuid.uuid4().hex[:8]}",
         ).remote(config)
-        task = asyncio.current_task()
-        if task is not None:
-            self._joining[node_id] = task
         try:
             hello = await asyncio.wait_for(agent.hello.remote(), self._startup_timeout_s)
             if self._prewarmed:
                 await agent.prewarm.remote(list(self._prewarmed))
-        except Exception as exc:
+        except Exception as exc:  # tried again at the next look at the cluster, with a new agent
             log.warning("no agent on Ray node %s (%s): %s", node_id[:16], host, exc)
+            with contextlib.suppress(Exception):
+                ray.kill(agent)
             return
         finally:
             self._joining.pop(node_id, None)
