@@ -200,7 +200,7 @@ def _opt(name: str, env: str, **kw: Any) -> Callable[[F], F]:
     default=None,
     type=click.Path(path_type=Path, file_okay=False),
     help="With --ray-address: the directory on each node for its artifact cache, workers' sockets and "
-    "output (default: zeroscale-nodes in the node's temporary directory).",
+    "output, under DIR/<node id>/ (default: zeroscale-nodes in the temporary directory, e.g. /tmp).",
 )
 @_opt(
     "--ray-node-timeout-s",
