@@ -19,6 +19,8 @@ Scenarios (each module's docstring says exactly what it measures and how):
   scale       10 / 1,000 / 10,000 endpoints at zero: idle CPU, RSS, Describe/List p50, first-invocation
               cold start, deploy rate from 16 clients (--scale-sizes to change)          bench/scale.py
   ray         the peer: Ray Serve (min_replicas=0) in a private network namespace     bench/ray_peer.py
+  cluster     cold start and overhead of a worker on a Ray node (--ray-address) vs on this machine, in a
+              private network namespace                                               bench/cluster.py
   batch       batch transform records/s (MultiRecord, S3 in SeaweedFS) vs one process on the same data
                                                                                          bench/batch.py
   rollback    a canary rolled back by a CloudWatch alarm: alarm -> the old fleet takes all the traffic, vs a
@@ -86,6 +88,7 @@ SCENARIOS = (
     "idle",
     "scale",
     "ray",
+    "cluster",
     "batch",
     "rollback",
     "mme",
@@ -1057,6 +1060,98 @@ def run_ray(run: Run, models: Any) -> None:
     )
 
 
+def run_cluster(run: Run) -> None:
+    if importlib.util.find_spec("ray") is None:
+        run.notes.append("Workers on Ray not measured: ray is not installed (pip install -e '.[ray]').")
+        return
+    out = run.root / "cluster.json"
+    cmd = [
+        "unshare",
+        "--net",
+        "bash",
+        "-c",
+        'ip link set lo up && exec "$@"',
+        "bash",
+        sys.executable,
+        "-m",
+        "bench.cluster",
+        "--rounds",
+        str(run.plan.cold_rounds),
+        "--requests",
+        str(run.plan.rf_requests),
+        "--out",
+        str(out),
+    ]
+
+    def go() -> None:
+        proc = subprocess.run(cmd, cwd=REPO, capture_output=True, timeout=600)
+        if proc.returncode != 0 and not out.exists():
+            raise RuntimeError(
+                f"bench.cluster exited {proc.returncode}: {proc.stderr.decode(errors='replace')[-1500:]}"
+            )
+
+    run.scenario("cluster", go)
+    if not out.exists():
+        return
+    data = json.loads(out.read_text())
+    if not data.get("ok"):
+        run.notes.append(f"Workers on Ray: the run failed part-way; timings {data.get('timings_s')}")
+        return
+    s = "workers on Ray"
+    cold, warm = data["cold_s"], data["warm_s"]
+    local_o = pct(warm["local"], 50)
+    for name, q in (("cold start p50", 50), ("cold start p99", 99)):
+        value, base = ms(pct(cold["ray"], q)), ms(pct(cold["local"], q))
+        run.rows.append(
+            Row(
+                s,
+                f"RandomForest {name}, worker on a Ray node",
+                value,
+                "ms",
+                "same, on this machine",
+                base,
+                "<= 2x local",
+                value <= 2 * base,
+            )
+        )
+    for q in (50, 99):
+        value, base = ms(pct(warm["ray"], q)), ms(pct(warm["local"], q))
+        run.rows.append(
+            Row(
+                s,
+                f"RandomForest warm request p{q}, worker on a Ray node",
+                value,
+                "ms",
+                "same, on this machine",
+                base,
+                "<= 2x local",
+                value <= 2 * base,
+            )
+        )
+    run.rows.append(
+        Row(
+            s,
+            "added by the node's agent and relay, p50",
+            ms(pct(warm["ray"], 50) - local_o),
+            "ms",
+            "warm request p50 on this machine",
+            ms(local_o),
+        )
+    )
+    t = data.get("timings_s", {})
+    run.sections.append(
+        "## Workers on Ray\n\n"
+        f"Ray {data.get('ray_version')}, two nodes on 127.0.0.1 in a private network namespace "
+        "(`testing_ray.RayCluster`); the front end is a driver, not a node, so every worker runs under a "
+        "node's agent and is reached over TCP through its relay. The nodes share this machine: the figures "
+        "are the "
+        "agent's and the relay's cost, not a network's. "
+        f"Ray start {t.get('ray_start', 0):.1f} s, total {t.get('total', 0):.1f} s; cold starts on Ray "
+        f"{[round(ms(x)) for x in cold['ray']]} ms, "
+        f"on this machine {[round(ms(x)) for x in cold['local']]} ms."
+    )
+
+
 # ---- output ----
 def main() -> None:
     parser = argparse.ArgumentParser(
@@ -1131,6 +1226,8 @@ def main() -> None:
         if "ray" in which:
             run_ray(run, models)
             set_cold_chart(run)  # Ray's cold starts next to ours
+        if "cluster" in which:
+            run_cluster(run)
         if "batch" in which:
             run_batch(run)
         if "rollback" in which:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -92,6 +93,13 @@ class Settings:
     # HTTPS: the server's certificate chain and private key (PEM files); None serves plain HTTP.
     tls_cert: Path | None = None
     tls_key: Path | None = None
+    # Workers on a Ray cluster (docs/cluster.md): the cluster's address (None: workers on this machine), and
+    # the directory each node keeps its artifacts, workers' sockets and output in (under <dir>/<node id>/).
+    ray_address: str | None = None
+    ray_node_dir: Path = field(default_factory=lambda: Path(tempfile.gettempdir()) / "zeroscale-nodes")
+    # Seconds a node's agent may leave a poll unanswered before the node counts as lost (its workers are
+    # re-placed on the others).
+    ray_node_timeout_s: float = 10.0
 
     @property
     def warm_cache_cap_mb(self) -> int:

@@ -78,6 +78,7 @@ from zeroscale.topics.service import Topics
 from zeroscale.types import SERVERLESS_MEMORY_SIZES_MB
 from zeroscale.workers.confinement import Confinement, SandboxSettings
 from zeroscale.workers.manager import WorkerManager
+from zeroscale.workers.ray_workers import RayWorkers
 
 log = logging.getLogger("zeroscale")
 PREWARMED_RUNTIMES = ("sklearn",)
@@ -114,12 +115,7 @@ def build(settings: Settings) -> Server:
     )
     for line in confinement.announce():
         (log.warning if line.startswith("WARNING") else log.info)("%s", line)
-    manager = WorkerManager(
-        settings.workers_dir,
-        startup_timeout_s=settings.startup_timeout_s,
-        memory_poll_interval_s=settings.memory_poll_interval_s,
-        confinement=confinement,
-    )
+    manager = _workers(settings, confinement)
     artifacts = ArtifactCache(
         settings.artifacts_dir,
         s3_endpoint_url=settings.s3_endpoint_url,
@@ -147,6 +143,9 @@ def build(settings: Settings) -> Server:
     metrics.watch(fleet.loads)
     metrics.watch_sink_failures(events.failures)
     metrics.watch_cache(fleet.cache.load)
+    if isinstance(manager, RayWorkers):
+        metrics.watch_nodes(manager.nodes)
+        manager.on_capacity = fleet.set_memory_budget
     history = MetricsHistory(
         HistoryRecorder(),
         MinuteStore(settings.db_url),
@@ -383,6 +382,31 @@ class _StepScalingAction:
 
     def run(self, arn: str, message: dict[str, Any], breach: float | None) -> None:
         self._background.spawn(self._autoscaling.step(arn, breach or 0.0, str(message["AlarmName"])))
+
+
+def _workers(settings: Settings, confinement: Confinement) -> WorkerManager | RayWorkers:
+    """This machine's workers, or the Ray cluster's nodes' (``--ray-address``: each confines its own)."""
+    if settings.ray_address:
+        return RayWorkers(
+            settings.ray_address,
+            node_root=str(settings.ray_node_dir),
+            node_timeout_s=settings.ray_node_timeout_s,
+            startup_timeout_s=settings.startup_timeout_s,
+            memory_poll_interval_s=settings.memory_poll_interval_s,
+            s3_endpoint_url=settings.s3_endpoint_url,
+            max_extracted_bytes=settings.max_extracted_bytes,
+            max_extracted_files=settings.max_extracted_files,
+            outbound=settings.worker_outbound,
+            max_processes=settings.worker_max_processes,
+            max_open_files=settings.worker_max_open_files,
+            writable=tuple(str(p) for p in settings.worker_writable_paths),
+        )
+    return WorkerManager(
+        settings.workers_dir,
+        startup_timeout_s=settings.startup_timeout_s,
+        memory_poll_interval_s=settings.memory_poll_interval_s,
+        confinement=confinement,
+    )
 
 
 def serve(settings: Settings) -> None:

@@ -21,7 +21,8 @@ class Request(Protocol):
 
 class WorkersApi:
     def __init__(self, fleet: Fleet, node: str, frontend: str) -> None:
-        """``node``: the machine the workers run on (this front end's host: workers are its children)."""
+        """``node``: this front end's host, where its workers run unless they are on a cluster's nodes
+        (then each worker's handle names its node)."""
         self._fleet = fleet
         self._node = node
         self._frontend = frontend
@@ -39,7 +40,7 @@ class WorkersApi:
                         "EndpointName": spec.endpoint,
                         "VariantName": spec.variant,
                         "WorkerId": slot.worker_id,
-                        "Node": self._node,
+                        "Node": (handle.node if handle is not None else "") or self._node,
                         "Frontend": self._frontend,
                         "State": slot.state.value,
                         "Pid": handle.pid if handle is not None else None,

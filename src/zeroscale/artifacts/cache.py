@@ -50,6 +50,24 @@ MARKER = "complete"
 MODEL = "model"
 
 
+def entry_source(model_dir: str | Path) -> tuple[str, str | None] | None:
+    """Where a model directory this cache made came from: (its sha256, its source URL), with no source for
+    ``empty/model`` (a model without an artifact); None for a directory that is not a cache entry. Another
+    machine's cache (a cluster node's) makes the same entry from the same source."""
+    model = Path(model_dir)
+    if model.name != MODEL:
+        return None
+    if model.parent.name == "empty":
+        return "empty", None
+    try:
+        marker = json.loads((model.parent / MARKER).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(marker, dict) or not isinstance(marker.get("source"), str):
+        return None
+    return model.parent.name, marker["source"]
+
+
 class ArtifactCache:
     def __init__(
         self,

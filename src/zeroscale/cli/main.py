@@ -102,7 +102,8 @@ def _opt(name: str, env: str, **kw: Any) -> Callable[[F], F]:
     "ZEROSCALE_MEMORY_BUDGET_MB",
     default=None,
     type=int,
-    help="Sum of worker MemorySizeInMB allowed on this host (default: physical memory).",
+    help="Sum of worker MemorySizeInMB allowed on this host (default: physical memory; with --ray-address "
+    "the sum of the nodes' Ray memory resources instead).",
 )
 @_opt(
     "--s3-endpoint-url",
@@ -245,6 +246,29 @@ def _opt(name: str, env: str, **kw: Any) -> Callable[[F], F]:
     help="The private key (PEM) of --tls-cert.",
 )
 @_opt(
+    "--ray-address",
+    "ZEROSCALE_RAY_ADDRESS",
+    default=None,
+    help="Run workers on the nodes of this Ray cluster (its head's HOST:PORT) instead of this machine: a "
+    "zeroscale agent on each node forks them (docs/cluster.md).",
+)
+@_opt(
+    "--ray-node-dir",
+    "ZEROSCALE_RAY_NODE_DIR",
+    default=None,
+    type=click.Path(path_type=Path, file_okay=False),
+    help="With --ray-address: the directory on each node for its artifact cache, workers' sockets and "
+    "output, under DIR/<node id>/ (default: zeroscale-nodes in the temporary directory, e.g. /tmp).",
+)
+@_opt(
+    "--ray-node-timeout-s",
+    "ZEROSCALE_RAY_NODE_TIMEOUT_S",
+    default=10.0,
+    type=click.FloatRange(min=1),
+    help="With --ray-address: seconds a node may not answer before it counts as lost and its workers are "
+    "started on the other nodes.",
+)
+@_opt(
     "--log-level",
     "ZEROSCALE_LOG_LEVEL",
     default="info",
@@ -284,6 +308,9 @@ def serve(
     max_connections_per_client: int,
     tls_cert: Path | None,
     tls_key: Path | None,
+    ray_address: str | None,
+    ray_node_dir: Path | None,
+    ray_node_timeout_s: float,
     log_level: str,
 ) -> None:
     """Run the zeroscale server (control plane, runtime and /metrics on one port).
@@ -335,8 +362,12 @@ def serve(
         ),
         tls_cert=tls_cert,
         tls_key=tls_key,
+        ray_address=ray_address or None,
+        ray_node_timeout_s=ray_node_timeout_s,
         log_level=log_level,
     )
+    if ray_node_dir is not None:
+        settings = settings.replace(ray_node_dir=ray_node_dir)
     if memory_budget_mb is not None:
         settings = settings.replace(memory_budget_mb=memory_budget_mb)
     run_server(settings)

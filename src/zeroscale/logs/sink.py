@@ -23,7 +23,8 @@ def worker_lines(ev: WorkerEvent) -> list[str]:
     kind = ev.kind
     if kind == "started":
         setup = f"{ev.setup_s * 1000:.0f} ms" if ev.setup_s is not None else "unknown time"
-        text = f"{who} started: cold start took {setup} (MemorySizeInMB {ev.memory_mb})."
+        where = f" on node {detail}" if detail else ""  # a cluster's node (--ray-address)
+        text = f"{who} started{where}: cold start took {setup} (MemorySizeInMB {ev.memory_mb})."
     elif kind == "stopped":
         text = f"{who} stopped (scale-in after its idle timeout, or drained by an update or delete)."
     elif kind == "evicted":

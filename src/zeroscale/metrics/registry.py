@@ -183,10 +183,12 @@ class Metrics:
         self._loads: LoadSource = _no_loads
         self._sink_failures: Mapping[tuple[str, str], int] = {}
         self._cache: Callable[[], CacheLoad] | None = None
+        self._nodes: Callable[[], list[tuple[str, int, int, int]]] | None = None
         r.register(_SeriesCollector(self))
         r.register(_LoadCollector(self))
         r.register(_SinkFailureCollector(self))
         r.register(_CacheCollector(self))
+        r.register(_NodeCollector(self))
 
     def watch(self, loads: LoadSource) -> None:
         """Where the scrape-time gauges come from (the fleet's pools)."""
@@ -208,6 +210,13 @@ class Metrics:
 
     def cache_load(self) -> CacheLoad | None:
         return self._cache() if self._cache is not None else None
+
+    def watch_nodes(self, nodes: Callable[[], list[tuple[str, int, int, int]]]) -> None:
+        """Workers on a cluster: each node's (name, memory MB, MB reserved by workers, live workers)."""
+        self._nodes = nodes
+
+    def node_loads(self) -> list[tuple[str, int, int, int]]:
+        return self._nodes() if self._nodes is not None else []
 
     # ---- the event sink ----
     def invocation(self, record: InvocationRecord) -> None:
@@ -485,3 +494,27 @@ class _CacheCollector:
         for endpoint, size in load.by_endpoint if load is not None else ():
             per_endpoint.add_metric([endpoint], float(size))
         yield per_endpoint
+
+
+class _NodeCollector:
+    """Workers on a cluster (--ray-address): each node's workers and memory (nothing on one machine)."""
+
+    _GAUGES = (
+        ("zeroscale_node_workers", "Live workers on the cluster node", 3),
+        ("zeroscale_node_memory_mb", "Memory the cluster node offers workers (its Ray memory resource)", 1),
+        ("zeroscale_node_reserved_mb", "MemorySizeInMB of the workers on the cluster node", 2),
+    )
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+
+    def describe(self) -> Iterable[Metric]:
+        return [GaugeMetricFamily(name, doc, labels=("node",)) for name, doc, _ in self._GAUGES]
+
+    def collect(self) -> Iterator[Metric]:
+        nodes = self._metrics.node_loads()
+        for name, doc, index in self._GAUGES:
+            gauge = GaugeMetricFamily(name, doc, labels=("node",))
+            for node in nodes:
+                gauge.add_metric([node[0]], float(node[index]))
+            yield gauge

@@ -141,6 +141,11 @@ class Fleet:
     def pools(self) -> list[VariantPool]:
         return [p for r in self._routes.values() for p in r.every_pool()] + list(self._draining)
 
+    def set_memory_budget(self, total_mb: int) -> None:
+        """The memory workers may hold changed (a cluster's nodes came or went)."""
+        self.budget.total_mb = total_mb
+        self._serve_waiting()
+
     def loads(self) -> list[PoolLoad]:
         """Every pool's current load (read-only), for the metrics gauges."""
         return [p.load() for p in self.pools()]

@@ -293,7 +293,7 @@ class VariantPool:
                 self._fail_one_waiter(died)
             self._check_empty()
             raise died
-        self._emit(slot.worker_id, "started", setup_s=handle.ready_s)
+        self._emit(slot.worker_id, "started", detail=handle.node, setup_s=handle.ready_s)
         self._template.keep(spec)
 
     def _fail_one_waiter(self, exc: DeployError) -> None:

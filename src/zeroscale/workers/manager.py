@@ -71,6 +71,8 @@ class WorkerHandle:
     scratch: str = ""  # its sandbox's writable directory (removed when it exits)
     uid: int = 0  # its own uid (what is left with it is killed when it exits)
     model_dir_seen: str = ""  # an image's model directory as its server sees it ($SM_MODEL_DIR)
+    host: str = "127.0.0.1"  # where ``port`` listens (a cluster node's address for a worker on Ray)
+    node: str = ""  # the cluster node it runs on ("": this machine)
 
     @property
     def alive(self) -> bool:
@@ -79,7 +81,7 @@ class WorkerHandle:
     async def connect(self) -> WorkerConnection:
         """A new keep-alive connection to the worker's server."""
         if self.port:
-            return await WorkerConnection.open_tcp("127.0.0.1", self.port)
+            return await WorkerConnection.open_tcp(self.host, self.port)
         return await WorkerConnection.open_unix(self.socket_path)
 
     def log_tail(self, lines: int = 20) -> str:

@@ -1,0 +1,116 @@
+"""Workers on a Ray cluster vs workers on this machine: cold start and overhead of the reference RandomForest.
+
+Run by ``bench/run.py`` inside a private network namespace (Ray binds every interface):
+
+    unshare --net bash -c 'ip link set lo up && .venv/bin/python -m bench.cluster --out R.json'
+
+Two zeroscale servers on the same data: ``local`` (workers forked on this machine, the default) and ``ray``
+(``--ray-address`` of a two-node Ray cluster on 127.0.0.1, ``testing_ray.RayCluster``: the front end is not a
+node, so every worker runs under a node's agent, reached over TCP through the agent's relay). The nodes share
+this machine, so the figures are what the agent, the relay and the extra hop cost, not a network's latency.
+
+- cold start: endpoint ``rf`` (MaxConcurrency 1, idle timeout 0.05 s) at zero workers (``/metrics``), then one
+  signed request on a fresh connection, client-side; the two servers alternate round by round.
+- overhead: endpoint ``warm`` (one warm worker), ``--requests`` signed requests one at a time on a keep-alive
+  connection, client-side send -> last byte (signing outside the timer); the two servers alternate in blocks
+  of 50.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.common import IDLE_TAG, ROW, SignedClient, build_models, wait_zero
+from zeroscale.testing import ServerProcess, deploy
+from zeroscale.testing_ray import RayCluster
+
+BLOCK = 50
+
+
+def _deploy(srv: ServerProcess, rf: Path) -> None:
+    sm = srv.client("sagemaker")
+    idle = [{"Key": IDLE_TAG, "Value": "0.05"}]
+    for name, tags in (("rf", idle), ("warm", [])):
+        desc = deploy(sm, name, f"file://{rf}", memory_mb=1024, max_concurrency=1, tags=tags)
+        if desc["EndpointStatus"] != "InService":
+            raise RuntimeError(f"{name} on {srv.url}: {desc.get('FailureReason')}")
+
+
+def _cold(srv: ServerProcess, client: SignedClient) -> float:
+    wait_zero(srv, ["rf"])
+    headers = client.signed_headers("rf", ROW)
+    client.conn.close()
+    client.conn.connect()
+    t0 = time.perf_counter()
+    client.send("rf", ROW, headers)
+    return time.perf_counter() - t0
+
+
+def _warm(client: SignedClient, count: int) -> list[float]:
+    out = []
+    for _ in range(count):
+        headers = client.signed_headers("warm", ROW)
+        t0 = time.perf_counter()
+        client.send("warm", ROW, headers)
+        out.append(time.perf_counter() - t0)
+    return out
+
+
+def run(root: Path, rounds: int, requests: int, out: dict[str, Any]) -> None:
+    models = build_models(root)
+    t = time.monotonic()
+    with RayCluster(nodes=2, memory_mb=8192) as cluster:
+        out["timings_s"]["ray_start"] = time.monotonic() - t
+        servers = {
+            "local": ServerProcess(root / "local"),
+            "ray": ServerProcess(root / "ray", {"ray_address": cluster.address}),
+        }
+        try:
+            for srv in servers.values():
+                srv.start(timeout_s=120)
+                _deploy(srv, models.rf)
+            clients = {name: SignedClient(srv.url) for name, srv in servers.items()}
+            for name in servers:  # one unmeasured request each: connections, first predict
+                _warm(clients[name], 5)
+            cold: dict[str, list[float]] = {name: [] for name in servers}
+            for _ in range(rounds):
+                for name, srv in servers.items():
+                    cold[name].append(_cold(srv, clients[name]))
+            warm: dict[str, list[float]] = {name: [] for name in servers}
+            for _ in range(max(1, requests // BLOCK)):
+                for name in servers:
+                    warm[name] += _warm(clients[name], BLOCK)
+            out["cold_s"], out["warm_s"] = cold, warm
+            for client in clients.values():
+                client.close()
+        finally:
+            for srv in servers.values():
+                srv.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--requests", type=int, default=500)
+    parser.add_argument("--out", required=True)
+    args = parser.parse_args()
+    import ray
+
+    out: dict[str, Any] = {"ok": False, "timings_s": {}, "ray_version": ray.__version__}
+    t_all = time.monotonic()
+    try:
+        with tempfile.TemporaryDirectory(prefix="zeroscale-cluster-bench-") as tmp:
+            run(Path(tmp), args.rounds, args.requests, out)
+        out["ok"] = True
+    finally:
+        out["timings_s"]["total"] = time.monotonic() - t_all
+        Path(args.out).write_text(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()

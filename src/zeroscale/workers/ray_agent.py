@@ -1,0 +1,298 @@
+"""The per-node agent of workers on a Ray cluster: one Ray actor pinned to each node (``ray_workers.py``
+creates it with a hard node-affinity strategy) that does on its node what ``WorkerManager`` does on one
+machine, through a ``WorkerManager`` of its own: it holds each runtime's zygote and the pools' templates,
+forks workers (so a cold start stays a fork, no Ray task or actor per worker), confines them with the same
+sandbox, and watches their memory.
+
+What the node adds:
+- artifacts: the model comes from its source (S3, or a file URL on a shared path) into the node's own
+  content-addressed cache (``ArtifactCache``), once per node;
+- TCP: a worker serves on a Unix socket as everywhere; the agent listens on a TCP port of the node's address
+  for each worker and relays bytes both ways, so the router reaches it over the network;
+- reports: ``poll`` long-polls for the router, answering with what the workers printed since the last poll
+  (their stream records, verbatim: the router appends them to the same log streams), each worker's sampled
+  memory, the templates' private memory, and the exits (a worker's last output comes before its exit).
+
+Nothing here imports Ray: the router's side wraps this class in an actor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from zeroscale.artifacts.cache import ArtifactCache
+from zeroscale.errors import DeployError, ZeroscaleError
+from zeroscale.workers.confinement import Confinement, SandboxSettings
+from zeroscale.workers.manager import WorkerHandle, WorkerManager, WorkerSpec
+from zeroscale.workers.memory import private_bytes
+from zeroscale.workers.zygotes import Zygote, ZygoteError
+
+log = logging.getLogger("zeroscale.workers.node")
+_RELAY_CHUNK = 256 * 1024
+_LOG_CHUNK = 1024 * 1024  # the most of one worker's output shipped per poll
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    """What every node's agent is told by the router (plain values: it crosses the network)."""
+
+    node_id: str
+    root: str  # the node's directory for zeroscale: <root>/<node id>/ (artifacts, workers, logs)
+    host: str  # the node's address: the TCP ports for the workers listen on it
+    startup_timeout_s: float = 180.0
+    memory_poll_interval_s: float = 0.05
+    s3_endpoint_url: str | None = None
+    max_extracted_bytes: int = 20 * 1024**3
+    max_extracted_files: int = 100_000
+    sandbox: bool = True  # confine workers (workers/confinement.py) as on a single machine
+    outbound: bool = False
+    max_processes: int = 64
+    max_open_files: int = 1024
+    writable: tuple[str, ...] = ()
+
+
+@dataclass
+class _Relay:
+    server: asyncio.Server
+    port: int
+
+
+class NodeAgent:
+    def __init__(self, config: AgentConfig) -> None:
+        self._config = config
+        self._root = Path(config.root) / config.node_id[:16]
+        self._instance = uuid.uuid4().hex[:8]  # this agent's run directory (several front ends share a node)
+        self._artifacts = ArtifactCache(
+            self._root / "artifacts",
+            s3_endpoint_url=config.s3_endpoint_url,
+            max_extracted_bytes=config.max_extracted_bytes,
+            max_extracted_files=config.max_extracted_files,
+        )
+        self._logs_dir = self._root / "logs" / self._instance
+        self._manager: WorkerManager | None = None
+        self._workers: dict[str, WorkerHandle] = {}
+        self._relays: dict[str, _Relay] = {}
+        self._templates: dict[str, Zygote] = {}
+        self._offsets: dict[str, int] = {}  # worker id -> bytes of its log already shipped
+        self._exits: list[dict[str, Any]] = []
+        self._wake: asyncio.Event | None = None
+
+    # ---- lifecycle ----
+    async def _opened(self) -> WorkerManager:
+        if self._manager is None:
+            cfg = self._config
+            run_dir = self._root / "workers" / self._instance
+            confinement = None
+            if cfg.sandbox:
+                confinement = Confinement(
+                    SandboxSettings(
+                        self._root,
+                        outbound=cfg.outbound,
+                        max_processes=cfg.max_processes,
+                        max_open_files=cfg.max_open_files,
+                        writable=tuple(Path(p) for p in cfg.writable),
+                    ),
+                    run_dir,
+                )
+            manager = WorkerManager(
+                run_dir,
+                startup_timeout_s=cfg.startup_timeout_s,
+                memory_poll_interval_s=cfg.memory_poll_interval_s,
+                confinement=confinement,
+            )
+            await manager.open()
+            self._wake = asyncio.Event()
+            self._manager = manager
+        return self._manager
+
+    async def hello(self) -> dict[str, Any]:
+        """Open the node's manager; what the router shows of the node."""
+        await self._opened()
+        return {"hostname": socket.gethostname(), "pid": os.getpid(), "root": str(self._root)}
+
+    async def prewarm(self, runtimes: list[str]) -> None:
+        manager = await self._opened()
+        await manager.prewarm(tuple(runtimes))
+
+    async def close(self) -> None:
+        for relay in self._relays.values():
+            relay.server.close()
+        self._relays.clear()
+        for template in self._templates.values():
+            await template.close()
+        self._templates.clear()
+        if self._manager is not None:
+            await self._manager.close()
+            self._manager = None
+
+    # ---- artifacts ----
+    async def _model_dir(self, source: str | None) -> str:
+        """The model's directory in this node's cache, fetched from its source the first time."""
+        return str(await asyncio.to_thread(self._artifacts.prepare, source))
+
+    async def _spec(self, req: dict[str, Any]) -> WorkerSpec:
+        env = dict(req["env"])
+        for name, source in dict(req.get("env_sources") or {}).items():  # e.g. the SDK's source directory
+            env[name] = await self._model_dir(source)
+        return WorkerSpec(
+            runtime=req["runtime"],
+            model_dir=await self._model_dir(req["model_source"]),
+            memory_mb=int(req["memory_mb"]),
+            log_dir=self._logs_dir,
+            env=env,
+        )
+
+    # ---- workers ----
+    async def start(self, req: dict[str, Any]) -> dict[str, Any]:
+        """Fork a worker (from a template of this node when ``template`` names a live one), wait for its
+        /ping, open its TCP relay. Answers {pid, port, ready_s} or {error}."""
+        manager = await self._opened()
+        wid = str(req["worker_id"])
+        try:
+            spec = await self._spec(req)
+            template = self._templates.get(str(req.get("template") or ""))
+            handle = await manager.start(spec, worker_id=wid, on_exit=self._exited, template=template)
+        except ZeroscaleError as exc:
+            return {"error": exc.message}
+        except (DeployError, ZygoteError, OSError) as exc:
+            return {"error": str(exc)}
+        self._workers[wid] = handle
+        self._offsets.setdefault(wid, 0)
+        try:
+            relay = await self._relay(handle)
+        except OSError as exc:
+            manager.kill(handle, f"no TCP port for worker {wid}: {exc}")
+            return {"error": f"no TCP port for the worker on this node: {exc}"}
+        self._relays[wid] = relay
+        if not handle.alive:
+            self._close_relay(wid)
+        return {"pid": handle.pid, "port": relay.port, "ready_s": handle.ready_s}
+
+    async def _relay(self, handle: WorkerHandle) -> _Relay:
+        async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            try:
+                unix = await asyncio.open_unix_connection(handle.socket_path, limit=_RELAY_CHUNK)
+            except OSError:
+                writer.close()
+                return
+            await asyncio.gather(_pipe(reader, unix[1]), _pipe(unix[0], writer))
+
+        server = await asyncio.start_server(serve, self._config.host, 0, limit=_RELAY_CHUNK)
+        port = int(server.sockets[0].getsockname()[1])
+        return _Relay(server, port)
+
+    def _close_relay(self, wid: str) -> None:
+        relay = self._relays.pop(wid, None)
+        if relay is not None:
+            relay.server.close()
+
+    def _exited(self, handle: WorkerHandle) -> None:
+        self._close_relay(handle.worker_id)
+        self._exits.append(
+            {
+                "worker_id": handle.worker_id,
+                "exit_code": handle.exit_code,
+                "kill_reason": handle.kill_reason,
+                "kill_kind": handle.kill_kind,
+            }
+        )
+        if self._wake is not None:
+            self._wake.set()
+
+    async def stop(self, wid: str, grace_s: float | None = None) -> None:
+        handle = self._workers.get(wid)
+        if handle is not None and self._manager is not None:
+            await self._manager.stop(handle, grace_s=grace_s)
+
+    def kill(self, wid: str, reason: str, kind: str = "killed") -> None:
+        handle = self._workers.get(wid)
+        if handle is not None and self._manager is not None:
+            self._manager.kill(handle, reason, kind)
+
+    # ---- templates ----
+    async def start_template(self, req: dict[str, Any]) -> dict[str, Any]:
+        manager = await self._opened()
+        try:
+            template = await manager.start_template(await self._spec(req))
+        except ZeroscaleError as exc:
+            return {"error": exc.message}
+        except (DeployError, ZygoteError, OSError) as exc:
+            return {"error": str(exc)}
+        tid = uuid.uuid4().hex[:12]
+        self._templates[tid] = template
+        return {"template": tid, "pid": template.pid}
+
+    async def close_template(self, tid: str) -> None:
+        template = self._templates.pop(tid, None)
+        if template is not None:
+            await template.close()
+
+    # ---- reports ----
+    async def poll(self, wait_s: float) -> dict[str, Any]:
+        """Wait up to ``wait_s`` for an exit, then report: new output per worker, memory, exits."""
+        await self._opened()
+        assert self._wake is not None
+        if not self._exits:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), wait_s)
+        self._wake.clear()
+        exits, self._exits = self._exits, []
+        gone = {e["worker_id"] for e in exits}
+        output: dict[str, bytes] = {}
+        for wid in list(self._offsets):
+            handle = self._workers.get(wid)
+            if handle is None:
+                continue
+            chunk = _read_records(handle.log_path, self._offsets[wid], final=wid in gone)
+            if chunk:
+                output[wid] = chunk
+                self._offsets[wid] += len(chunk)
+        for wid in gone:
+            self._offsets.pop(wid, None)
+            self._workers.pop(wid, None)
+            with contextlib.suppress(OSError):
+                (self._logs_dir / f"{wid}.log").unlink()
+        return {
+            "output": output,
+            "rss_mb": {wid: h.rss_mb for wid, h in self._workers.items()},
+            "templates": {
+                tid: private_bytes(t.pid) if t.alive and t.pid else 0 for tid, t in self._templates.items()
+            },
+            "exits": exits,
+            "at": time.time(),
+        }
+
+
+def _read_records(path: Path, offset: int, *, final: bool) -> bytes:
+    """What a worker's stream file gained since ``offset``: whole records only, unless it exited."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(offset)
+            data = f.read(_LOG_CHUNK)
+    except OSError:
+        return b""
+    if final or not data:
+        return data
+    end = data.rfind(b"\n")
+    return data[: end + 1] if end >= 0 else b""
+
+
+async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        while data := await reader.read(_RELAY_CHUNK):
+            writer.write(data)
+            await writer.drain()
+    except (ConnectionError, OSError):
+        pass
+    finally:
+        with contextlib.suppress(Exception):
+            writer.close()

@@ -1,0 +1,579 @@
+"""Workers on a Ray cluster (``zeroscale serve --ray-address``): the router's ``Workers`` for many machines.
+
+Ray places and supervises one agent per node (``ray_agent.NodeAgent``, an actor pinned to its node with a
+hard node-affinity strategy); the agent keeps the runtimes' zygotes and forks workers there, so a cold
+start on a node is the same fork as on one machine plus one actor call. Ray is used for what it is good at:
+knowing the nodes, starting and supervising one process per node, calls to it. The requests do not go
+through Ray: the router talks HTTP/1.1 to each worker over TCP, through the agent's relay on the node.
+
+- Placement (``placement.choose``): the node's memory (its Ray ``memory`` resource) less the MemorySizeInMB
+  of the workers this front end placed there; an endpoint variant's workers spread; then a node holding the
+  pool's template, then one holding the model's artifact.
+- Artifacts: a worker's model directory here is an entry of the front end's artifact cache; the node is
+  sent the entry's source (S3, or a file URL on a shared path) and fills its own cache from it.
+- Logs: each node's agent ships its workers' stream records back with every poll (half a second, or at
+  once on an exit); they are appended to the same stream files the single-machine workers write, so log
+  groups, the CloudWatch Logs API and death messages are the same.
+- Faults: an agent that dies (its node lost) ends every worker it held, each reported like a crash (only
+  their in-flight requests fail); the pools start replacements, which go to the nodes left. Nodes that
+  join later get an agent at the next look at the cluster (every ``refresh_s``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import itertools
+import logging
+import os
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from zeroscale.artifacts.cache import entry_source
+from zeroscale.errors import DeployError
+from zeroscale.workers.client import Body, WorkerConnection, WorkerResponse
+from zeroscale.workers.manager import WorkerHandle, WorkerSpec
+from zeroscale.workers.placement import NodeView, choose
+from zeroscale.workers.ray_agent import AgentConfig, NodeAgent
+from zeroscale.workers.stream import WorkerStream, open_stream
+from zeroscale.workers.zygotes import Zygote
+
+log = logging.getLogger("zeroscale.workers.ray")
+MB = 1024 * 1024
+NAMESPACE = "zeroscale"
+SUBMIT_DIRECTORY = "SAGEMAKER_SUBMIT_DIRECTORY"  # an env var naming an artifact of its own (the SDK's code)
+
+
+@dataclass
+class Node:
+    node_id: str
+    host: str  # the node's address (NodeManagerAddress)
+    capacity_mb: int
+    agent: Any  # the actor handle
+    name: str = ""  # <hostname>/<node id prefix>: what `zeroscale workers` and /metrics show
+    alive: bool = True
+    reachable: bool = True  # its last poll answered (no new workers go to a node that does not)
+    workers: dict[str, WorkerHandle] = field(default_factory=dict)
+    templates: dict[str, RemoteTemplate] = field(default_factory=dict)
+    artifacts: set[str] = field(default_factory=set)  # sha256 of the models in its cache
+    poller: asyncio.Task[None] | None = None
+    gone: asyncio.Event = field(default_factory=asyncio.Event)  # set when the node is lost
+
+    async def call(self, ref: Any, timeout_s: float | None = None) -> Any:
+        """The answer of one call to its agent; NodeLost when the node is lost first (a call to an agent
+        on a machine that went away may not fail before Ray notices, tens of seconds later)."""
+        answer = asyncio.ensure_future(_resolve(ref))
+        lost = asyncio.ensure_future(self.gone.wait())
+        try:
+            done, _ = await asyncio.wait(
+                {answer, lost}, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            lost.cancel()
+        if answer in done:
+            return answer.result()
+        answer.cancel()
+        if lost in done:
+            raise NodeLost(self.name)
+        raise TimeoutError
+
+    @property
+    def reserved_mb(self) -> int:
+        return sum(h.spec.memory_mb for h in self.workers.values())
+
+
+class NodeLost(Exception):
+    pass
+
+
+async def _resolve(ref: Any) -> Any:
+    return await ref
+
+
+class RemoteTemplate(Zygote):
+    """A template (a zygote's child holding one loaded model) on a node: what the router keeps of it."""
+
+    def __init__(self, owner: RayWorkers, node: Node, tid: str, runtime: str, pool: str) -> None:
+        super().__init__(runtime, Path(os.devnull), lambda pid, status: None)
+        self._owner = owner
+        self.node = node
+        self.tid = tid
+        self.pool = pool
+        self.private_bytes = 0
+        self._closed = False
+
+    @property
+    def alive(self) -> bool:
+        return not self._closed and self.node.alive and self.tid in self.node.templates
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self.node.templates.pop(self.tid, None)
+        if self.node.alive:
+            with contextlib.suppress(Exception):
+                await self.node.call(self.node.agent.close_template.remote(self.tid), 10.0)
+
+
+class RayWorkers:
+    """``Workers`` (router/spec.py) on the nodes of the Ray cluster at ``address``."""
+
+    def __init__(
+        self,
+        address: str,
+        *,
+        node_root: str,
+        startup_timeout_s: float = 180.0,
+        memory_poll_interval_s: float = 0.05,
+        s3_endpoint_url: str | None = None,
+        max_extracted_bytes: int = 20 * 1024**3,
+        max_extracted_files: int = 100_000,
+        sandbox: bool = True,
+        outbound: bool = False,
+        max_processes: int = 64,
+        max_open_files: int = 1024,
+        writable: tuple[str, ...] = (),
+        refresh_s: float = 2.0,
+        poll_s: float = 0.5,
+        node_timeout_s: float = 10.0,
+    ) -> None:
+        self._address = address
+        self._agent_config = AgentConfig(
+            node_id="",
+            host="",
+            root=node_root,
+            startup_timeout_s=startup_timeout_s,
+            memory_poll_interval_s=memory_poll_interval_s,
+            s3_endpoint_url=s3_endpoint_url,
+            max_extracted_bytes=max_extracted_bytes,
+            max_extracted_files=max_extracted_files,
+            sandbox=sandbox,
+            outbound=outbound,
+            max_processes=max_processes,
+            max_open_files=max_open_files,
+            writable=writable,
+        )
+        self._startup_timeout_s = startup_timeout_s
+        self._refresh_s = refresh_s
+        self._poll_s = poll_s
+        self._node_timeout_s = node_timeout_s
+        self._lost: set[str] = set()  # nodes whose agent is gone: never used again (a restart is a new node)
+        self._nodes: dict[str, Node] = {}
+        self._handles: dict[str, WorkerHandle] = {}
+        self._ids = itertools.count(1)
+        self._prewarmed: tuple[str, ...] = ()
+        self._refresher: asyncio.Task[None] | None = None
+        self._agent_cls: Any = None
+        self._joining: dict[str, asyncio.Task[None]] = {}
+        # Told the cluster's memory for workers (the sum over live nodes) whenever a node joins or is lost:
+        # the router's memory budget is the cluster's, not this machine's.
+        self.on_capacity: Callable[[int], None] | None = None
+
+    # ---- lifecycle ----
+    async def open(self) -> None:
+        """Connect to the cluster (a clear error when its head does not answer) and start every agent."""
+        import ray
+
+        if self._address != "auto":  # "auto": the cluster this machine is a node of
+            await _reachable(self._address)
+        try:
+            await asyncio.to_thread(
+                ray.init,
+                address=self._address,
+                namespace=NAMESPACE,
+                log_to_driver=False,
+                logging_level=logging.WARNING,
+                configure_logging=False,
+            )
+        except Exception as exc:  # ConnectionError, or Ray's own when the head does not answer
+            raise RuntimeError(f"Could not connect to the Ray cluster at {self._address}: {exc}") from exc
+        self._agent_cls = ray.remote(NodeAgent)
+        await self._refresh(wait=True)
+        if not self._nodes:
+            raise RuntimeError(f"The Ray cluster at {self._address} has no node that runs an agent")
+        self._refresher = asyncio.create_task(self._refresh_loop())
+
+    async def close(self) -> None:
+        import ray
+
+        if self._refresher is not None:
+            self._refresher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._refresher
+        for task in self._joining.values():
+            task.cancel()
+        nodes = [n for n in self._nodes.values() if n.alive]
+        await asyncio.gather(*(self._close_node(n) for n in nodes), return_exceptions=True)
+        for node in nodes:
+            self._lose(node, "the server is shutting down")
+        await asyncio.to_thread(ray.shutdown)
+
+    async def _close_node(self, node: Node) -> None:
+        import ray
+
+        if node.poller is not None:
+            node.poller.cancel()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(node.agent.close.remote(), 10.0)
+        with contextlib.suppress(Exception):
+            ray.kill(node.agent)
+
+    async def _refresh_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._refresh_s)
+            try:
+                await self._refresh()
+            except Exception:
+                log.exception("looking at the Ray cluster's nodes failed")
+
+    async def _refresh(self, *, wait: bool = False) -> None:
+        """Agents for nodes that joined (``wait``: until they are up); nodes Ray reports dead are lost."""
+        import ray
+
+        listed = await asyncio.to_thread(ray.nodes)
+        alive = {n["NodeID"]: n for n in listed if n.get("Alive")}
+        for node_id, node in list(self._nodes.items()):
+            if node_id not in alive:
+                self._lose(node, f"node {node.name} left the Ray cluster")
+        for node_id, info in alive.items():
+            if node_id not in self._nodes and node_id not in self._joining and node_id not in self._lost:
+                # In the background: an agent that takes long to come up holds up no other node.
+                self._joining[node_id] = asyncio.create_task(self._join(info))
+        if wait:
+            await asyncio.gather(*self._joining.values(), return_exceptions=True)
+
+    async def _join(self, info: dict[str, Any]) -> None:
+        import ray
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        node_id = str(info["NodeID"])
+        host = str(info.get("NodeManagerAddress") or "127.0.0.1")
+        memory = int(float(info.get("Resources", {}).get("memory", 0)) // MB)
+        config = dataclasses.replace(self._agent_config, node_id=node_id, host=host)
+        agent = self._agent_cls.options(
+            num_cpus=0,
+            max_restarts=0,
+            max_concurrency=10_000,
+            scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False),
+            name=f"zeroscale-agent-{node_id[:16]}-{uuid.uuid4().hex[:8]}",
+        ).remote(config)
+        try:
+            hello = await asyncio.wait_for(agent.hello.remote(), self._startup_timeout_s)
+            if self._prewarmed:
+                await agent.prewarm.remote(list(self._prewarmed))
+        except Exception as exc:  # tried again at the next look at the cluster, with a new agent
+            log.warning("no agent on Ray node %s (%s): %s", node_id[:16], host, exc)
+            with contextlib.suppress(Exception):
+                ray.kill(agent)
+            return
+        finally:
+            self._joining.pop(node_id, None)
+        node = Node(node_id, host, memory, agent, name=f"{hello['hostname']}/{node_id[:8]}")
+        self._nodes[node_id] = node
+        node.poller = asyncio.create_task(self._poll(node))
+        self._capacity_changed()
+        log.info("Ray node %s at %s: %d MB for workers", node.name, host, memory)
+
+    # ---- what the operator sees ----
+    def nodes(self) -> list[tuple[str, int, int, int]]:
+        """Each live node: (name, memory MB, MB reserved by workers, live workers)."""
+        return [
+            (n.name, n.capacity_mb, n.reserved_mb, len(n.workers)) for n in self._nodes.values() if n.alive
+        ]
+
+    # ---- Workers ----
+    def new_worker_id(self) -> str:
+        return f"{next(self._ids):04d}-{uuid.uuid4().hex[:8]}"
+
+    async def prewarm(self, runtimes: tuple[str, ...]) -> None:
+        self._prewarmed = tuple(dict.fromkeys((*self._prewarmed, *runtimes)))
+        nodes = [n for n in self._nodes.values() if n.alive]
+        await asyncio.gather(*(n.agent.prewarm.remote(list(runtimes)) for n in nodes), return_exceptions=True)
+
+    def _request(self, spec: WorkerSpec) -> tuple[str, dict[str, Any]]:
+        """The model's sha256 and what an agent needs to run ``spec`` (sources, not this machine's paths)."""
+        if spec.command:
+            raise DeployError(
+                "Bring-your-own images do not run on a Ray cluster yet: serve this model without "
+                "--ray-address."
+            )
+        entry = entry_source(spec.model_dir)
+        if entry is None:
+            raise DeployError(f"The model directory {spec.model_dir} is not in the artifact cache.")
+        sha, source = entry
+        env = dict(spec.env)
+        env_sources: dict[str, str | None] = {}
+        submit = env.get(SUBMIT_DIRECTORY, "")
+        if submit:
+            sub = entry_source(submit)
+            if sub is not None:
+                env_sources[SUBMIT_DIRECTORY] = sub[1]
+        return sha, {
+            "runtime": spec.runtime,
+            "model_source": source,
+            "memory_mb": spec.memory_mb,
+            "env": env,
+            "env_sources": env_sources,
+        }
+
+    def _place(self, spec: WorkerSpec, sha: str, template: RemoteTemplate | None, exclude: set[str]) -> Node:
+        pool = str(spec.log_dir)  # one directory per endpoint variant
+        views = [
+            NodeView(
+                node_id=n.node_id,
+                capacity_mb=n.capacity_mb,
+                reserved_mb=n.reserved_mb,
+                pool_workers=sum(1 for h in n.workers.values() if str(h.spec.log_dir) == pool),
+                has_template=template is not None and template.node is n and template.alive,
+                has_artifact=sha in n.artifacts,
+            )
+            for n in self._nodes.values()
+            if n.alive and n.reachable and n.node_id not in exclude
+        ]
+        chosen = choose(views, spec.memory_mb)
+        if chosen is None:
+            room = ", ".join(f"{v.node_id[:8]}: {v.free_mb} MB free" for v in views) or "no live node"
+            raise DeployError(
+                f"No node of the Ray cluster has {spec.memory_mb} MB free for a worker ({room})."
+            )
+        return self._nodes[chosen.node_id]
+
+    async def start(
+        self,
+        spec: WorkerSpec,
+        *,
+        worker_id: str | None = None,
+        on_exit: Callable[[WorkerHandle], None] | None = None,
+        template: Zygote | None = None,
+    ) -> WorkerHandle:
+        from ray.exceptions import RayActorError
+
+        wid = worker_id or self.new_worker_id()
+        sha, request = self._request(spec)
+        remote = template if isinstance(template, RemoteTemplate) and template.alive else None
+        spec.log_dir.mkdir(parents=True, exist_ok=True)
+        handle = WorkerHandle(wid, spec, "", spec.log_dir / f"{wid}.log", started_at=time.monotonic())
+        tried: set[str] = set()
+        while True:
+            node = self._place(spec, sha, remote, tried)
+            handle.node = node.name
+            node.workers[wid] = handle  # reserves its memory while it starts
+            self._handles[wid] = handle
+            use = remote.tid if remote is not None and remote.node is node else ""
+            try:
+                call = node.agent.start.remote({**request, "worker_id": wid, "template": use})
+                answer = await node.call(call)
+            except (RayActorError, NodeLost) as exc:  # the agent died (its node is gone): try the next node
+                node.workers.pop(wid, None)
+                self._handles.pop(wid, None)
+                log.warning("starting worker %s on node %s failed: %s", wid, node.name, exc)
+                tried.add(node.node_id)
+                continue
+            if "error" in answer:
+                node.workers.pop(wid, None)
+                self._handles.pop(wid, None)
+                raise DeployError(f"{answer['error']} (node {node.name})")
+            break
+        node.artifacts.add(sha)
+        handle.pid, handle.port = int(answer["pid"]), int(answer["port"])
+        handle.host = node.host
+        if handle.alive:
+            try:
+                handle.conn = await WorkerConnection.open_tcp(node.host, handle.port)
+            except OSError:
+                handle.conn = None  # it exited meanwhile: the exit report follows
+        handle.ready_s = time.monotonic() - handle.started_at
+        handle.on_exit = on_exit
+        if not handle.alive and on_exit is not None:
+            on_exit(handle)
+        return handle
+
+    async def start_template(self, spec: WorkerSpec) -> Zygote:
+        from ray.exceptions import RayActorError
+
+        sha, request = self._request(spec)
+        pool = str(spec.log_dir)
+        # Where the pool's workers are (the first one is why the template is wanted), else by placement.
+        holders = [n for n in self._nodes.values() if n.alive]
+        holders.sort(key=lambda n: -sum(1 for h in n.workers.values() if str(h.spec.log_dir) == pool))
+        node = holders[0] if holders else self._place(spec, sha, None, set())
+        try:
+            answer = await node.call(node.agent.start_template.remote(request))
+        except (RayActorError, NodeLost) as exc:
+            raise DeployError(f"node {node.name} is gone: {exc}") from exc
+        if "error" in answer:
+            raise DeployError(str(answer["error"]))
+        template = RemoteTemplate(self, node, str(answer["template"]), spec.runtime, pool)
+        template.pid = int(answer["pid"])
+        node.templates[template.tid] = template
+        node.artifacts.add(sha)
+        return template
+
+    def template_bytes(self, template: Zygote) -> int:
+        return template.private_bytes if isinstance(template, RemoteTemplate) and template.alive else 0
+
+    async def stop(self, handle: WorkerHandle, *, grace_s: float | None = None) -> None:
+        if handle.conn is not None:
+            handle.conn.close()
+        node = self._node_of(handle)
+        if not handle.alive or node is None:
+            return
+        with contextlib.suppress(Exception):  # a lost node ends its workers itself
+            await node.call(node.agent.stop.remote(handle.worker_id, grace_s))
+        await handle.exited.wait()
+
+    def kill(self, handle: WorkerHandle, reason: str, kind: str = "killed") -> None:
+        if handle.kill_reason is None:
+            handle.kill_reason, handle.kill_kind = reason, kind
+        node = self._node_of(handle)
+        if handle.alive and node is not None:
+            node.agent.kill.remote(handle.worker_id, reason, kind)
+
+    async def request(
+        self,
+        handle: WorkerHandle,
+        method: bytes,
+        path: bytes,
+        headers: list[tuple[bytes, bytes]],
+        body: Body,
+    ) -> WorkerResponse:
+        conn = handle.conn
+        if conn is None or conn.closed:
+            conn = handle.conn = await handle.connect()
+        return await conn.request(method, path, headers, body)
+
+    async def stream(
+        self,
+        handle: WorkerHandle,
+        method: bytes,
+        path: bytes,
+        headers: list[tuple[bytes, bytes]],
+        body: bytes,
+    ) -> WorkerStream:
+        """A request whose answer is read as it comes, over the worker's TCP connection (as locally)."""
+        conn = handle.conn
+        if conn is None or conn.closed:
+            conn = handle.conn = await handle.connect()
+        return await open_stream(conn, method, path, headers, body)
+
+    def _node_of(self, handle: WorkerHandle) -> Node | None:
+        for node in self._nodes.values():
+            if handle.worker_id in node.workers:
+                return node if node.alive else None
+        return None
+
+    # ---- reports from the nodes ----
+    async def _poll(self, node: Node) -> None:
+        """Reports from the node's agent until it is lost: its agent died, or it did not answer a poll
+        within ``node_timeout_s`` (a machine that went away; meanwhile no new worker goes there)."""
+        from ray.exceptions import ActorUnavailableError
+
+        unreachable_since = 0.0
+        while node.alive:
+            try:
+                report = await node.call(node.agent.poll.remote(self._poll_s), self._poll_s + 1.0)
+            except (TimeoutError, ActorUnavailableError) as exc:
+                now = time.monotonic()
+                unreachable_since = unreachable_since or now
+                node.reachable = False
+                if now - unreachable_since > self._node_timeout_s:
+                    self._lose(node, f"node {node.name} did not answer ({type(exc).__name__})")
+                    return
+                await asyncio.sleep(0.1)
+                continue
+            except NodeLost:
+                return
+            except Exception as exc:  # ActorDiedError: the agent, or its node, is gone
+                self._lose(node, f"node {node.name} was lost ({type(exc).__name__})")
+                return
+            unreachable_since, node.reachable = 0.0, True
+            self._apply(node, report)
+
+    def _apply(self, node: Node, report: dict[str, Any]) -> None:
+        for wid, chunk in report["output"].items():
+            handle = node.workers.get(wid)
+            if handle is not None:
+                _append(handle.log_path, chunk)
+        for wid, rss in report["rss_mb"].items():
+            handle = node.workers.get(wid)
+            if handle is not None:
+                handle.rss_mb = float(rss)
+        for tid, size in report["templates"].items():
+            template = node.templates.get(tid)
+            if template is not None:
+                template.private_bytes = int(size)
+        for exit_ in report["exits"]:
+            handle = node.workers.get(exit_["worker_id"])
+            if handle is None:
+                continue
+            if handle.kill_reason is None and exit_["kill_reason"]:
+                handle.kill_reason, handle.kill_kind = exit_["kill_reason"], exit_["kill_kind"]
+            self._ended(node, handle, int(exit_["exit_code"]))
+
+    def _ended(self, node: Node, handle: WorkerHandle, status: int) -> None:
+        node.workers.pop(handle.worker_id, None)
+        self._handles.pop(handle.worker_id, None)
+        handle.exit_code = status
+        if handle.conn is not None:
+            handle.conn.close()
+        handle.exited.set()
+        if handle.on_exit is not None:
+            try:
+                handle.on_exit(handle)
+            except Exception:
+                log.exception("exit handler of worker %s failed", handle.worker_id)
+
+    def _lose(self, node: Node, reason: str) -> None:
+        """The node's agent is gone: so are its workers (each reported like a crash) and templates."""
+        if not node.alive:
+            return
+        node.alive = False
+        node.gone.set()
+        self._nodes.pop(node.node_id, None)
+        self._lost.add(node.node_id)
+        with contextlib.suppress(Exception):  # what may be left of it ends with it (its zygotes, workers)
+            import ray
+
+            ray.kill(node.agent)
+        if node.poller is not None and node.poller is not asyncio.current_task():
+            node.poller.cancel()
+        if node.workers:
+            log.warning("%s: %d worker(s) ended", reason, len(node.workers))
+        for handle in list(node.workers.values()):
+            if handle.kill_reason is None:
+                handle.kill_reason = f"The worker's {reason}"
+            self._ended(node, handle, -9)
+        node.templates.clear()
+        self._capacity_changed()
+
+    def _capacity_changed(self) -> None:
+        if self.on_capacity is not None:
+            self.on_capacity(sum(n.capacity_mb for n in self._nodes.values() if n.alive))
+
+
+async def _reachable(address: str, timeout_s: float = 10.0) -> None:
+    """Fail fast with a clear error when nothing answers at the head's HOST:PORT (ray.init would wait on)."""
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        raise RuntimeError(f"--ray-address must be the Ray head's HOST:PORT, not {address!r}")
+    try:
+        _, writer = await asyncio.wait_for(asyncio.open_connection(host, int(port)), timeout_s)
+    except (OSError, TimeoutError) as exc:
+        raise RuntimeError(
+            f"Could not connect to the Ray cluster at {address}: {exc or 'timed out'}"
+        ) from None
+    writer.close()
+
+
+def _append(path: Path, data: bytes) -> None:
+    try:
+        with open(path, "ab") as f:
+            f.write(data)
+    except OSError as exc:
+        log.warning("could not append a node's output to %s: %s", path, exc)

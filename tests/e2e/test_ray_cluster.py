@@ -1,0 +1,264 @@
+"""Workers on a Ray cluster (``zeroscale serve --ray-address``): two Ray nodes on 127.0.0.1 inside a private
+network namespace, a real server connected to them, a real S3 (SeaweedFS) for the model, real boto3.
+
+The whole module runs in the namespace (the fixture moves the test's thread there and back), so it starts its
+own S3 rather than the session's, which listens in the machine's own namespace.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+from click.testing import CliRunner
+
+from s3server import SeaweedS3
+from zeroscale.cli.main import cli
+from zeroscale.testing import ACCESS_KEY, REGION, SECRET_KEY, ServerProcess, deploy, wait_for
+from zeroscale.testing_ray import RayCluster, can_unshare, private_network
+
+pytest.importorskip("ray")
+pytestmark = [
+    pytest.mark.cluster,
+    pytest.mark.skipif(not can_unshare(), reason="a private network namespace needs root"),
+]
+BUCKET = "cluster-models"
+KEY = "sklearn/model.tar.gz"
+
+
+@dataclass
+class Setup:
+    ray: RayCluster
+    s3: SeaweedS3
+    server: ServerProcess
+    node_dir: Path
+    url: str
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory, sklearn_model: Any) -> Iterator[Setup]:
+    root = tmp_path_factory.mktemp("ray")
+    with private_network(), SeaweedS3(root / "s3") as s3, pytest.MonkeyPatch.context() as env:
+        for name, value in s3.env().items():  # the nodes' own credentials for S3 (an instance role's)
+            env.setenv(name, value)
+        with RayCluster(nodes=2, memory_mb=8192) as ray:
+            yield from _serve(root, s3, ray, sklearn_model)
+
+
+def _serve(root: Path, s3: SeaweedS3, ray: RayCluster, sklearn_model: Any) -> Iterator[Setup]:
+    s3.client().create_bucket(Bucket=BUCKET)
+    s3.client().upload_file(str(sklearn_model.tar), BUCKET, KEY)
+    node_dir = root / "nodes"
+    server = ServerProcess(
+        root / "data",
+        {
+            "ray_address": ray.address,
+            "ray_node_dir": node_dir,
+            "ray_node_timeout_s": 2,
+            "s3_endpoint_url": s3.endpoint_url,
+        },
+        env=s3.env(),
+    )
+    server.start(timeout_s=120)
+    try:
+        yield Setup(ray, s3, server, node_dir, f"s3://{BUCKET}/{KEY}")
+    finally:
+        server.stop()
+
+
+def _workers(server: ServerProcess, endpoint: str) -> list[dict[str, Any]]:
+    """``zeroscale workers ENDPOINT --json``, once no worker is still starting (a scale-out's may be)."""
+    env = {"AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY, "AWS_DEFAULT_REGION": REGION}
+    deadline = time.monotonic() + 30
+    while True:
+        out = CliRunner().invoke(cli, ["workers", endpoint, "--json", "--endpoint-url", server.url], env=env)
+        assert out.exit_code == 0, out.output
+        workers: list[dict[str, Any]] = json.loads(out.output)["Workers"]
+        if all(w["State"] != "starting" for w in workers) or time.monotonic() > deadline:
+            return workers
+        time.sleep(0.1)
+
+
+def _invoke_many(smr: Any, endpoint: str, body: bytes, count: int, threads: int) -> list[Any]:
+    def one(_: int) -> Any:
+        try:
+            resp = smr.invoke_endpoint(EndpointName=endpoint, Body=body, ContentType="application/json")
+            return json.loads(resp["Body"].read())
+        except Exception as exc:
+            return exc
+
+    with concurrent.futures.ThreadPoolExecutor(threads) as pool:
+        return list(pool.map(one, range(count)))
+
+
+def test_concurrent_requests_are_answered_by_workers_on_both_nodes(setup: Setup, sklearn_model: Any) -> None:
+    server = setup.server
+    sm, smr = server.client("sagemaker"), server.client("sagemaker-runtime", max_pool_connections=16)
+    desc = deploy(sm, "spread", setup.url, memory_mb=1024, max_concurrency=4)
+    assert desc["EndpointStatus"] == "InService", desc.get("FailureReason")
+    rows = sklearn_model.X[:10]
+    want = sklearn_model.expected(rows)
+    results = _invoke_many(smr, "spread", sklearn_model.json_body(rows), count=64, threads=8)
+    assert results == [want] * 64
+
+    workers = _workers(server, "spread")
+    nodes = {w["Node"] for w in workers}
+    assert len(nodes) == 2, workers  # spread: the pool's workers on both nodes
+    node_ids = setup.ray.node_ids()
+    assert {n.split("/")[1] for n in nodes} == {i[:8] for i in node_ids}
+    # Each node filled its own artifact cache from S3.
+    for node_id in node_ids:
+        assert list((setup.node_dir / node_id[:16] / "artifacts").glob("*/model/model.joblib")), node_id
+    # The sandbox confines workers on the nodes too: a uid of their own (the nodes share this machine).
+    for w in workers:
+        status = Path(f"/proc/{w['Pid']}/status").read_text()
+        uid = int(next(line for line in status.splitlines() if line.startswith("Uid:")).split()[1])
+        assert uid >= 1_000_000_000, w
+
+    # /metrics shows the nodes.
+    with urllib.request.urlopen(f"{server.url}/metrics", timeout=10) as resp:
+        text = resp.read().decode()
+    for node in nodes:
+        assert f'zeroscale_node_workers{{node="{node}"}}' in text
+
+    # What the workers printed on either node reaches the endpoint's log group.
+    logs = server.client("logs")
+    group = "/aws/sagemaker/Endpoints/spread"
+    streams = {s["logStreamName"] for s in logs.describe_log_streams(logGroupName=group)["logStreams"]}
+    for w in workers:
+        stream = f"AllTraffic/{w['WorkerId']}"
+        assert stream in streams
+        # The worker's own line, printed on its node, and the node in the start line.
+        assert _events_with(logs, group, stream, "zeroscale worker ready"), (w["Node"], stream)
+        assert _events_with(logs, group, stream, f"started on node {w['Node']}: cold start took")
+
+
+def _metric(server: ServerProcess, name: str) -> float:
+    with urllib.request.urlopen(f"{server.url}/metrics", timeout=10) as resp:
+        for line in resp.read().decode().splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[1])
+    return 0.0
+
+
+def _templates() -> list[psutil.Process]:
+    """Templates on this machine's nodes: children of a zygote with children of their own (replicas)."""
+    found = []
+    for proc in psutil.process_iter():
+        try:
+            parent = proc.parent()
+            if parent and "zeroscale.workers.forkserver" in " ".join(parent.cmdline()) and proc.children():
+                found.append(proc)
+        except psutil.Error:
+            continue
+    return found
+
+
+def test_scale_out_on_a_node_forks_its_template_and_zero_keeps_it_warm(
+    setup: Setup, sklearn_model: Any
+) -> None:
+    server = setup.server
+    sm, smr = server.client("sagemaker"), server.client("sagemaker-runtime", max_pool_connections=16)
+    idle = [{"Key": "zeroscale:idle-timeout-s", "Value": "3"}]
+    desc = deploy(sm, "templated", setup.url, memory_mb=1024, max_concurrency=3, tags=idle)
+    assert desc["EndpointStatus"] == "InService", desc.get("FailureReason")
+    rows = sklearn_model.X[:20]
+    want = sklearn_model.expected(rows)
+    body = sklearn_model.json_body(rows)
+    assert _invoke_many(smr, "templated", body, count=1, threads=1) == [want]
+    # The template loads the model beside the first worker, on its node, in the background.
+    wait_for(lambda: any(setup.node_dir.glob("*/logs/*/template-*.log")), timeout_s=20)
+    time.sleep(1.5)
+    assert _invoke_many(smr, "templated", body, count=90, threads=6) == [want] * 90
+    assert max((len(t.children()) for t in _templates()), default=0) >= 1, "no replica of the template"
+
+    # At zero the template goes to the warm-model cache (its private memory reported by its node), and the
+    # next cold start is a fork of it.
+    wait_for(lambda: server.workers("templated") == 0, timeout_s=30)
+    wait_for(lambda: _metric(server, "zeroscale_warm_cache_entries") == 1, timeout_s=10)
+    assert (
+        0
+        < _metric(server, "zeroscale_warm_cache_bytes")
+        <= _metric(server, "zeroscale_warm_cache_capacity_bytes")
+    )
+    hits = _metric(server, "zeroscale_warm_cache_hits_total")
+    assert _invoke_many(smr, "templated", body, count=1, threads=1) == [want]
+    assert _metric(server, "zeroscale_warm_cache_hits_total") == hits + 1
+    sm.delete_endpoint(EndpointName="templated")
+
+
+def _events_with(logs: Any, group: str, stream: str, text: str, wait_s: float = 10.0) -> list[str]:
+    deadline = time.monotonic() + wait_s
+    while True:
+        events = logs.get_log_events(logGroupName=group, logStreamName=stream, startFromHead=True)["events"]
+        found = [e["message"] for e in events if text in e["message"]]
+        if found or time.monotonic() > deadline:
+            return found
+        time.sleep(0.2)
+
+
+def test_a_node_removed_under_load_costs_only_its_requests(setup: Setup, sklearn_model: Any) -> None:
+    server = setup.server
+    sm, smr = server.client("sagemaker"), server.client("sagemaker-runtime", max_pool_connections=16)
+    desc = deploy(sm, "survive", setup.url, memory_mb=1024, max_concurrency=4)
+    assert desc["EndpointStatus"] == "InService", desc.get("FailureReason")
+    rows = sklearn_model.X[:5]
+    want = sklearn_model.expected(rows)
+    body = sklearn_model.json_body(rows)
+    assert _invoke_many(smr, "survive", body, count=32, threads=8) == [want] * 32
+    assert len({w["Node"] for w in _workers(server, "survive")}) == 2
+
+    lost = setup.ray.extra[0]
+    lost_name = next(w["Node"] for w in _workers(server, "survive") if w["Node"].endswith(lost.node_id[:8]))
+    on_lost = sum(1 for w in _workers(server, "survive") if w["Node"] == lost_name)
+    stop = time.monotonic() + 6.0  # past the server's --ray-node-timeout-s (2 s)
+
+    def load(_: int) -> list[Any]:
+        out = []
+        while time.monotonic() < stop:
+            out += _invoke_many(smr, "survive", body, count=1, threads=1)
+        return out
+
+    with concurrent.futures.ThreadPoolExecutor(6) as pool:
+        clients = [pool.submit(load, i) for i in range(6)]
+        time.sleep(1.0)
+        setup.ray.remove_node(lost)
+        during = [r for c in clients for r in c.result()]
+    failed = [r for r in during if isinstance(r, Exception)]
+    # Only what ran on the lost node's workers fails: one request each at most (the request that finds its
+    # worker gone ends it), and every failure says the worker went away.
+    assert len(failed) <= on_lost, failed
+    assert all("closed its connection" in str(e) or "was lost" in str(e) for e in failed), failed
+    ok = [r for r in during if not isinstance(r, Exception)]
+    assert len(ok) > 50 and all(r == want for r in ok)
+
+    # Now the pool's workers are all on the node that is left, and every request succeeds.
+    workers = _workers(server, "survive")
+    assert workers and {w["Node"] for w in workers} != {lost_name}
+    assert all(w["Node"] != lost_name for w in workers), workers
+    assert _invoke_many(smr, "survive", body, count=32, threads=8) == [want] * 32
+
+    # A node that joins gets an agent within seconds, and new workers spread to it.
+    joined = setup.ray.add_node()
+    joined_name = f"/{joined.node_id[:8]}"
+    wait_for(lambda: joined_name in _node_series(server), timeout_s=60)
+    sm.delete_endpoint(EndpointName="survive")
+    desc = deploy(sm, "rejoin", setup.url, memory_mb=1024, max_concurrency=4)
+    assert desc["EndpointStatus"] == "InService", desc.get("FailureReason")
+    assert _invoke_many(smr, "rejoin", body, count=32, threads=8) == [want] * 32
+    assert any(w["Node"].endswith(joined_name) for w in _workers(server, "rejoin"))
+
+
+def _node_series(server: ServerProcess) -> str:
+    with urllib.request.urlopen(f"{server.url}/metrics", timeout=10) as resp:
+        return "\n".join(
+            line for line in resp.read().decode().splitlines() if line.startswith("zeroscale_node_workers{")
+        )

@@ -1,0 +1,112 @@
+"""The router's side of workers on Ray, without a cluster: what it makes of its agents' reports, a lost node,
+and what it refuses to send to a node. (tests/e2e/test_ray_cluster.py runs it against a real cluster.)"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from zeroscale.artifacts.cache import ArtifactCache
+from zeroscale.errors import DeployError
+from zeroscale.workers.manager import WorkerHandle, WorkerSpec
+from zeroscale.workers.ray_workers import Node, NodeLost, RayWorkers
+
+
+def _workers() -> RayWorkers:
+    return RayWorkers("127.0.0.1:6379", node_root="/tmp/unused")
+
+
+def _spec(tmp_path: Path, model_dir: str = "", memory_mb: int = 1024) -> WorkerSpec:
+    return WorkerSpec("sklearn", model_dir, memory_mb, tmp_path / "logs" / "ep" / "AllTraffic")
+
+
+def _node(workers: RayWorkers, node_id: str, capacity_mb: int = 4096) -> Node:
+    node = Node(node_id, "127.0.0.1", capacity_mb, agent=None, name=f"host/{node_id[:8]}")
+    workers._nodes[node_id] = node
+    return node
+
+
+def _handle(tmp_path: Path, node: Node, wid: str, exits: list[WorkerHandle]) -> WorkerHandle:
+    spec = _spec(tmp_path)
+    spec.log_dir.mkdir(parents=True, exist_ok=True)
+    handle = WorkerHandle(wid, spec, "", spec.log_dir / f"{wid}.log", started_at=0.0, node=node.name)
+    handle.on_exit = exits.append
+    node.workers[wid] = handle
+    return handle
+
+
+async def test_a_report_appends_output_before_the_exit_it_explains(tmp_path: Path) -> None:
+    workers = _workers()
+    node = _node(workers, "a" * 40)
+    tails: list[str] = []
+    handle = _handle(tmp_path, node, "0001-x", [])
+    handle.on_exit = lambda h: tails.append(h.log_tail())
+    report = {
+        "output": {"0001-x": b"1\tloading\n2\tTraceback: boom\n"},
+        "rss_mb": {"0001-x": 123.0},
+        "templates": {},
+        "exits": [{"worker_id": "0001-x", "exit_code": 1, "kill_reason": None, "kill_kind": None}],
+    }
+    workers._apply(node, report)
+    assert handle.exit_code == 1 and handle.exited.is_set()
+    assert handle.rss_mb == 123.0
+    assert tails == ["loading\nTraceback: boom"]  # the exit handler saw the last lines
+    assert "0001-x" not in node.workers and node.reserved_mb == 0
+
+
+async def test_a_kill_on_the_node_keeps_its_reason(tmp_path: Path) -> None:
+    workers = _workers()
+    node = _node(workers, "a" * 40)
+    handle = _handle(tmp_path, node, "0001-x", [])
+    reason = "Worker 0001-x used 1100 MB of memory, more than the 1024 MB of its MemorySizeInMB"
+    exit_ = {"worker_id": "0001-x", "exit_code": -9, "kill_reason": reason, "kill_kind": "memory_killed"}
+    workers._apply(node, {"output": {}, "rss_mb": {}, "templates": {}, "exits": [exit_]})
+    assert (handle.kill_reason, handle.kill_kind) == (reason, "memory_killed")
+    assert handle.death_reason() == reason
+
+
+async def test_a_lost_node_ends_its_workers_like_crashes_and_is_not_used_again(tmp_path: Path) -> None:
+    workers = _workers()
+    lost, kept = _node(workers, "a" * 40), _node(workers, "b" * 40)
+    capacity: list[int] = []
+    workers.on_capacity = capacity.append
+    exits: list[WorkerHandle] = []
+    handles = [_handle(tmp_path, lost, f"000{i}-x", exits) for i in range(2)]
+    waiter = asyncio.ensure_future(lost.call(asyncio.get_running_loop().create_future()))
+    await asyncio.sleep(0)
+    workers._lose(lost, "node host/aaaaaaaa was lost (ActorDiedError)")
+    assert exits == handles
+    assert all(h.exit_code == -9 and "was lost" in h.death_reason() and h.kill_kind is None for h in handles)
+    with pytest.raises(NodeLost):  # a call under way to its agent ends too
+        await waiter
+    assert capacity == [kept.capacity_mb]
+    assert list(workers._nodes) == [kept.node_id] and lost.node_id in workers._lost
+    assert workers.nodes() == [(kept.name, 4096, 0, 0)]
+
+
+def test_placement_refuses_when_no_node_has_room(tmp_path: Path) -> None:
+    workers = _workers()
+    _node(workers, "a" * 40, capacity_mb=1000)
+    with pytest.raises(DeployError, match="No node of the Ray cluster has 1024 MB free"):
+        workers._place(_spec(tmp_path), "sha", None, set())
+
+
+def test_what_a_node_is_sent_is_the_artifacts_source_not_a_local_path(tmp_path: Path) -> None:
+    model = tmp_path / "m"
+    model.mkdir()
+    (model / "model.joblib").write_bytes(b"w")
+    entry = ArtifactCache(tmp_path / "cache").prepare(f"file://{model}")
+    sha, request = _workers()._request(_spec(tmp_path, str(entry)))
+    assert entry.parent.name == sha
+    assert request["model_source"] == f"file://{model}" and request["memory_mb"] == 1024
+
+
+def test_images_and_directories_outside_the_cache_are_refused(tmp_path: Path) -> None:
+    workers = _workers()
+    with pytest.raises(DeployError, match="not in the artifact cache"):
+        workers._request(_spec(tmp_path, str(tmp_path)))
+    image = WorkerSpec("byo/x", str(tmp_path), 1024, tmp_path, command=("serve",))
+    with pytest.raises(DeployError, match="Bring-your-own images do not run on a Ray cluster yet"):
+        workers._request(image)
