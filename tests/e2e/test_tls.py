@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import socket
 import ssl
 import subprocess
@@ -21,8 +20,6 @@ from botocore.config import Config
 from botocore.exceptions import SSLError
 
 from zeroscale.testing import ACCESS_KEY, REGION, SECRET_KEY, ServerProcess, deploy
-
-pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
 
 
 @pytest.fixture(scope="module")
