@@ -278,6 +278,20 @@ def test_error_cases_name_the_model(mme_server: ServerProcess, bucket: str) -> N
             PrimaryContainer={"Image": "sklearn", "Mode": "MultiModel"},
         )
     assert "ModelDataUrl" in info.value.response["Error"]["Message"]
+    # nor as one of several containers
+    mme = {"Image": "sklearn", "Mode": "MultiModel", "ModelDataUrl": f"s3://{BUCKET}/{PREFIX}"}
+    with pytest.raises(ClientError) as info:
+        sm.create_model(
+            ModelName="bad-mme",
+            Containers=[{**mme, "ContainerHostname": "a"}, {**mme, "ContainerHostname": "b"}],
+        )
+    assert "one container" in info.value.response["Error"]["Message"]
+    # a multi-model endpoint does not stream: refused by name
+    with pytest.raises(ClientError) as info:
+        smr.invoke_endpoint_with_response_stream(
+            EndpointName="mme-errors", Body=b"[[0]]", ContentType="application/json"
+        )
+    assert "multi-model endpoint" in info.value.response["Error"]["Message"]
 
 
 @pytest.fixture()
