@@ -25,6 +25,8 @@ Scenarios (each module's docstring says exactly what it measures and how):
                                                                                          bench/batch.py
   rollback    a canary rolled back by a CloudWatch alarm: alarm -> the old fleet takes all the traffic, vs a
               manual UpdateEndpoint back to the old configuration                     bench/rollback.py
+  scaleout    a real-time variant scaled out by a step policy: alarm -> the new instance answers, vs
+              UpdateEndpointWeightsAndCapacities directly                             bench/scaleout.py
   mme         multi-model endpoint: first request of an unloaded model vs a loaded one; cache-hit rate
               under a Zipf load vs an LRU cache of the same size on the same sequence; models per GB
                                                                                      bench/multimodel.py
@@ -63,6 +65,7 @@ from bench import (
     realtime,
     rollback,
     scale,
+    scaleout,
     throughput,
     warmcache,
 )
@@ -91,6 +94,7 @@ SCENARIOS = (
     "cluster",
     "batch",
     "rollback",
+    "scaleout",
     "mme",
 )
 METHOD = (
@@ -781,6 +785,27 @@ def run_rollback(run: Run) -> None:
     )
 
 
+def run_scaleout(run: Run) -> None:
+    results: list[scaleout.ScaleOutResult] = []
+    rounds = 3 if run.plan is QUICK else 7
+    run.scenario("scaleout", lambda: results.append(scaleout.run(run.root / "scaleout", rounds)))
+    if not results:
+        return
+    res = results[0]
+    policy, direct = pct(res.policy_s, 50) * 1000, pct(res.direct_s, 50) * 1000
+    run.rows.append(
+        Row(
+            "scale-out",
+            f"real-time scale-out: policy decision -> new instance answers (p50 of {rounds})",
+            policy,
+            "ms",
+            "UpdateEndpointWeightsAndCapacities directly",
+            direct,
+            ratio=policy / direct if direct else math.nan,
+        )
+    )
+
+
 def run_idle(run: Run, models: Any) -> None:
     res = idle.IdleResult()
     # The default memory budget (physical memory) admits 23 concurrent 1 GB workers; CreateEndpoint's warm
@@ -1232,6 +1257,8 @@ def main() -> None:
             run_batch(run)
         if "rollback" in which:
             run_rollback(run)
+        if "scaleout" in which:
+            run_scaleout(run)
         if "mme" in which:
             run_mme(run)
     bg.stop()

@@ -221,6 +221,54 @@ def test_sklearn_round_trip_and_scale_to_zero(
     assert {"ApproximateAgeOfOldestRequest", "HasBacklogWithoutCapacity"} <= names
 
 
+def test_an_instance_variant_scales_to_zero_and_wakes_for_queued_work(
+    server: ServerProcess, s3: Any, sklearn_model: SklearnModel
+) -> None:
+    """An asynchronous real-time variant taken to 0 instances through Application Auto Scaling's
+    MinCapacity 0 (SageMaker's way for async endpoints): no worker while the queue is empty, and a request
+    queued then is answered (one instance's workers start on demand)."""
+    sm, smr = server.client("sagemaker"), server.client("sagemaker-runtime")
+    aas = server.client("application-autoscaling")
+    sm.create_model(
+        ModelName="rt-async", PrimaryContainer={"Image": "sklearn", "ModelDataUrl": sklearn_model.url}
+    )
+    sm.create_endpoint_config(
+        EndpointConfigName="rt-async",
+        ProductionVariants=[
+            {
+                "VariantName": "AllTraffic",
+                "ModelName": "rt-async",
+                "InstanceType": "ml.t2.medium",
+                "InitialInstanceCount": 1,
+            }
+        ],
+        AsyncInferenceConfig={"OutputConfig": {"S3OutputPath": f"s3://{BUCKET}/rt-async/out"}},
+    )
+    sm.create_endpoint(EndpointName="rt-async", EndpointConfigName="rt-async")
+    assert wait_final(sm, "rt-async")["EndpointStatus"] == "InService"
+    wait_for(lambda: server.workers("rt-async") == 2, timeout_s=15)  # one ml.t2.medium: two workers
+    aas.register_scalable_target(
+        ServiceNamespace="sagemaker",
+        ResourceId="endpoint/rt-async/variant/AllTraffic",
+        ScalableDimension="sagemaker:variant:DesiredInstanceCount",
+        MinCapacity=0,
+        MaxCapacity=1,
+    )
+    sm.update_endpoint_weights_and_capacities(
+        EndpointName="rt-async",
+        DesiredWeightsAndCapacities=[{"VariantName": "AllTraffic", "DesiredInstanceCount": 0}],
+    )
+    assert wait_final(sm, "rt-async")["ProductionVariants"][0]["CurrentInstanceCount"] == 0
+    wait_for(lambda: server.workers("rt-async") == 0, timeout_s=15)
+
+    rows = sklearn_model.X[:3]
+    location = _put(s3, "inputs/rt-rows.json", sklearn_model.json_body(rows))
+    resp = smr.invoke_endpoint_async(
+        EndpointName="rt-async", InputLocation=location, ContentType="application/json"
+    )
+    assert json.loads(_get(s3, resp["OutputLocation"])) == sklearn_model.expected(rows)
+
+
 def test_failures_go_to_the_failure_location(server: ServerProcess, s3: Any, echo_url: str) -> None:
     """A model error, an unreadable input and an invocation timeout each end Failed, with the reason at the
     FailureLocation; a long invocation within InvocationTimeoutSeconds (past nothing else) succeeds."""

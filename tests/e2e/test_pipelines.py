@@ -15,7 +15,7 @@ from botocore.exceptions import ClientError
 from e2e.conftest import handler_model
 from metrics.promtext import value
 from s3server import SeaweedS3
-from zeroscale.testing import SKLEARN_IMAGE, ServerProcess, wait_final
+from zeroscale.testing import SKLEARN_IMAGE, ServerProcess, wait_final, wait_for
 
 BUCKET = "pipelines"
 TRAIL = "application/x-trail+json"
@@ -223,8 +223,10 @@ def test_a_transform_job_runs_the_pipeline(sm: Any, s3: Any, stage_url: str) -> 
         TransformOutput={"S3OutputPath": f"s3://{BUCKET}/batch/out"},
         TransformResources={"InstanceType": "ml.m5.large", "InstanceCount": 1},
     )
-    sm.get_waiter("transform_job_completed_or_stopped").wait(
-        TransformJobName="batch-pipeline", WaiterConfig={"Delay": 1, "MaxAttempts": 120}
+    wait_for(
+        lambda: sm.describe_transform_job(TransformJobName="batch-pipeline")["TransformJobStatus"]
+        in ("Completed", "Failed", "Stopped"),
+        timeout_s=120,
     )
     desc = sm.describe_transform_job(TransformJobName="batch-pipeline")
     assert desc["TransformJobStatus"] == "Completed", desc.get("FailureReason")

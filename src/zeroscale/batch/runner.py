@@ -24,7 +24,7 @@ from zeroscale.batch.dataproc import DataProcessing, ProcessingError
 from zeroscale.control.deploy import Deployer
 from zeroscale.errors import DeployError, ModelError, Throttling, ZeroscaleError
 from zeroscale.router.fleet import Fleet
-from zeroscale.router.pool import Invocation
+from zeroscale.router.pool import Invocation, VariantPool
 from zeroscale.store.db import Record
 from zeroscale.types import TRANSFORM_ROUTE_PREFIX
 from zeroscale.workers.client import Body, FilePayload
@@ -324,9 +324,12 @@ class TransformRunner:
         route = self._fleet.route(job.route)
         if not job.unset or route is None:
             return job
+        variant = route.choose()
+        if not isinstance(variant, VariantPool):  # a model of several containers: no one container to ask
+            return job
         ask = Invocation(b"", [], timeout_s=10.0, method=b"GET", path=b"/execution-parameters")
         try:
-            resp = await route.choose().invoke(ask)
+            resp = await variant.invoke(ask)
         except ZeroscaleError:  # 404 and the like: the container does not implement it
             return job
         try:

@@ -8,17 +8,21 @@ logs, cold starts), and a ``Pipeline`` chains them for one request.
 - ``Direct``: the request goes to the one container its ``X-Amzn-SageMaker-Target-Container-Hostname``
   names; a request naming none is a ValidationError.
 
-A failure names the container by its ContainerHostname (the pool's error messages carry it).
+A failure names the container by its ContainerHostname (the pool's error messages carry it). A body
+streamed from a file (batch transform's ``FilePayload``) stays out of memory through the chain: each
+container's answer goes to a scratch file that the next one reads, and the last one's to the caller's sink.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import tempfile
 
 from zeroscale.errors import RuntimeValidationError
 from zeroscale.router.pool import Invocation, VariantPool
 from zeroscale.router.spec import PoolSpec
-from zeroscale.workers.client import Body, WorkerResponse
+from zeroscale.workers.client import Body, FilePayload, WorkerResponse
 
 SERIAL, DIRECT = "Serial", "Direct"
 _FORWARDED_TO_EVERY_STAGE = (b"x-amzn-sagemaker-custom-attributes", b"x-amzn-sagemaker-inference-id")
@@ -92,21 +96,39 @@ class Pipeline:
         inv.setup_s = None
         provisioned = True
         last = len(self.pools) - 1
-        for i, pool in enumerate(self.pools):
-            stage = Invocation(body, headers + (accept if i == last else []), timeout_s=inv.timeout_s)
-            try:
-                resp = await pool.invoke(stage)
-            finally:
-                inv.worker_id = stage.worker_id or inv.worker_id
-                inv.model_s += stage.model_s
-                inv.model_status = stage.model_status
-                provisioned = provisioned and stage.provisioned
-                inv.provisioned = provisioned
-                if stage.setup_s is not None:
-                    inv.setup_s = (inv.setup_s or 0.0) + stage.setup_s
-            if i == last:
-                return resp
-            body = resp.body
-            content_type = resp.header(b"content-type")
-            headers = carried + ([(b"Content-Type", content_type)] if content_type is not None else [])
+        with contextlib.ExitStack() as scratch:
+            for i, pool in enumerate(self.pools):
+                if isinstance(body, FilePayload) and isinstance(inv.body, FilePayload):
+                    # the answer to the next stage's scratch file, or (the last) to the caller's sink
+                    sink = inv.body.sink if i == last else scratch.enter_context(tempfile.TemporaryFile())
+                    body = FilePayload(body.source, body.size, sink)
+                stage = Invocation(body, headers + (accept if i == last else []), timeout_s=inv.timeout_s)
+                resp = await self._stage(pool, stage, inv, provisioned)
+                provisioned = inv.provisioned
+                if i == last:
+                    if isinstance(body, FilePayload) and isinstance(inv.body, FilePayload):
+                        inv.body.written = body.written
+                    return resp
+                if isinstance(body, FilePayload):
+                    body.sink.seek(0)
+                    body = FilePayload(body.sink, body.written, body.sink)
+                else:
+                    body = resp.body
+                content_type = resp.header(b"content-type")
+                headers = carried + ([(b"Content-Type", content_type)] if content_type is not None else [])
         raise AssertionError("a pipeline has at least one container")
+
+    @staticmethod
+    async def _stage(
+        pool: VariantPool, stage: Invocation, inv: Invocation, provisioned: bool
+    ) -> WorkerResponse:
+        """One container's part of ``inv``: its worker, model time and cold start are added to ``inv``'s."""
+        try:
+            return await pool.invoke(stage)
+        finally:
+            inv.worker_id = stage.worker_id or inv.worker_id
+            inv.model_s += stage.model_s
+            inv.model_status = stage.model_status
+            inv.provisioned = provisioned and stage.provisioned
+            if stage.setup_s is not None:
+                inv.setup_s = (inv.setup_s or 0.0) + stage.setup_s

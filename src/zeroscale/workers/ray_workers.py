@@ -540,7 +540,8 @@ class RayWorkers:
         with contextlib.suppress(Exception):  # what may be left of it ends with it (its zygotes, workers)
             import ray
 
-            ray.kill(node.agent)
+            if ray.is_initialized():  # never ray.kill's auto-init: it would join whatever cluster it finds
+                ray.kill(node.agent)
         if node.poller is not None and node.poller is not asyncio.current_task():
             node.poller.cancel()
         if node.workers:
