@@ -95,6 +95,7 @@ def _instances(sm: Any) -> int:
 
 
 def _back_to_one(sm: Any) -> None:
+    assert wait_final(sm, EP)["EndpointStatus"] == "InService"  # the scale-out's update applied
     sm.update_endpoint_weights_and_capacities(
         EndpointName=EP, DesiredWeightsAndCapacities=[{"VariantName": VARIANT, "DesiredInstanceCount": 1}]
     )
