@@ -27,6 +27,8 @@ Scenarios (each module's docstring says exactly what it measures and how):
               manual UpdateEndpoint back to the old configuration                     bench/rollback.py
   scaleout    a real-time variant scaled out by a step policy: alarm -> the new instance answers, vs
               UpdateEndpointWeightsAndCapacities directly                             bench/scaleout.py
+  soak        2 minutes at 80% of capacity with cold starts and scale-to-zero cycles: errors, RSS growth,
+              fds, leftover processes (bench/soak.py alone runs the 30-minute one)       bench/soak.py
   mme         multi-model endpoint: first request of an unloaded model vs a loaded one; cache-hit rate
               under a Zipf load vs an LRU cache of the same size on the same sequence; models per GB
                                                                                      bench/multimodel.py
@@ -66,6 +68,7 @@ from bench import (
     rollback,
     scale,
     scaleout,
+    soak,
     throughput,
     warmcache,
 )
@@ -96,6 +99,7 @@ SCENARIOS = (
     "rollback",
     "scaleout",
     "mme",
+    "soak",
 )
 METHOD = (
     "",
@@ -806,6 +810,31 @@ def run_scaleout(run: Run) -> None:
     )
 
 
+def run_soak(run: Run) -> None:
+    results: list[soak.SoakResult] = []
+    duration = 45.0 if run.plan is QUICK else 120.0
+    run.scenario(
+        "soak",
+        lambda: results.append(soak.run(run.root / "soak", duration, probe_s=5.0, warmup_s=duration / 4)),
+    )
+    if not results:
+        return
+    res = results[0]
+    first, last = res.samples[0], res.samples[-1]
+    s = "soak"
+    figure = f"soak ({duration:.0f} s at 80% of capacity, cold starts mixed in): errors"
+    requests = f"of {res.requests} requests, {res.cold_starts:.0f} cold starts"
+    run.rows += [
+        Row(s, figure, float(len(res.errors)), "", requests, float(res.requests), "0", not res.errors),
+        Row(s, "soak: server RSS growth after warm-up", 100 * res.rss_growth, "%",
+            "first sample after warm-up (MB)", first.rss_mb, "< 5%", res.rss_growth < 0.05),
+        Row(s, "soak: server open fds at the end", float(last.fds), "", "at the start", float(first.fds)),
+        Row(s, "soak: processes under the server once idle, after", float(res.processes_after), "",
+            "before", float(res.processes_before), "no growth", res.processes_after <= res.processes_before),
+    ]  # fmt: skip
+    run.sections.append("## Soak\n\n" + "\n".join(f"- {line}" for line in soak.report(res)))
+
+
 def run_idle(run: Run, models: Any) -> None:
     res = idle.IdleResult()
     # The default memory budget (physical memory) admits 23 concurrent 1 GB workers; CreateEndpoint's warm
@@ -1261,6 +1290,8 @@ def main() -> None:
             run_scaleout(run)
         if "mme" in which:
             run_mme(run)
+        if "soak" in which:
+            run_soak(run)
     bg.stop()
     order = {
         "cold start": 0,
