@@ -24,7 +24,7 @@ from prometheus_client.samples import Sample
 from zeroscale.events import InvocationRecord, VariantEvent, WorkerEvent
 from zeroscale.metrics import text
 from zeroscale.metrics.catalog import error_family
-from zeroscale.metrics.load import CacheLoad, LoadSource, PoolLoad, by_variant
+from zeroscale.metrics.load import CacheLoad, PoolLoad, PoolSource, by_variant
 from zeroscale.metrics.series import (
     BUCKETS,
     CACHE_HITS,
@@ -58,6 +58,8 @@ from zeroscale.metrics.series import (
     gauge_values,
 )
 
+CHUNK = 1000  # series copied, or pools' loads read, between two yields to the event loop during a scrape
+
 
 class _Collector(Protocol):
     def collect(self) -> Iterable[Metric]: ...
@@ -81,18 +83,18 @@ class Metrics:
         self.registry = CollectorRegistry()  # other modules' collectors (rendered after Metrics' own)
         self._series: dict[tuple[str, str], Series] = {}
         self._provisioned: dict[tuple[str, str], int] = {}
-        self._loads: LoadSource = _no_loads
+        self._pools: PoolSource = _no_loads
         self._sink_failures: Mapping[tuple[str, str], int] = {}
         self._cache: Callable[[], CacheLoad] | None = None
         self._nodes: Callable[[], list[tuple[str, int, int, int]]] | None = None
         self._small = _Chain(_SinkFailureCollector(self), _CacheCollector(self), _NodeCollector(self))
 
-    def watch(self, loads: LoadSource) -> None:
-        """Where the scrape-time gauges come from (the fleet's pools)."""
-        self._loads = loads
+    def watch(self, pools: PoolSource) -> None:
+        """Where the scrape-time gauges come from: the fleet's pools (or their loads)."""
+        self._pools = pools
 
     def current_loads(self) -> list[PoolLoad]:
-        return self._loads()
+        return [pool.load() for pool in self._pools()]
 
     def watch_sink_failures(self, failures: Mapping[tuple[str, str], int]) -> None:
         """The event bus's count of failed sink calls, by (sink, event kind)."""
@@ -119,7 +121,6 @@ class Metrics:
     def invocation(self, record: InvocationRecord) -> None:
         key = (record.endpoint, record.variant)
         series = self._series.get(key) or self._open(key)
-        series.version += 1
         counts = series.counts
         counts[INVOCATIONS] += 1
         family = error_family(record)
@@ -145,7 +146,6 @@ class Metrics:
     def worker(self, event: WorkerEvent) -> None:
         key = (event.endpoint, event.variant)
         series = self._series.get(key) or self._open(key)
-        series.version += 1
         if event.kind == "started":
             series.counts[COLD_STARTS] += 1
             if event.setup_s is not None:
@@ -187,20 +187,34 @@ class Metrics:
 
     # ---- the scrape ----
     def render(self) -> bytes:
-        """The Prometheus text of every series, in this thread (tests; the server scrapes with ``scrape``)."""
-        return self._take()()
+        """The Prometheus text of every series, all in this thread (the server scrapes with ``scrape``)."""
+        rows = [text.snapshot(key, series) for key, series in self._series.items()]
+        return self._format(rows, self.current_loads(), self._rest())
 
     async def scrape(self) -> bytes:
-        """The Prometheus text of every series. On the event loop: copy the figures of the variants that
-        changed since the last scrape, and read the pools' loads and the small families. In a thread: format
-        them (``metrics.text``), so a scrape of a big server does not hold up the invocations."""
-        return await asyncio.to_thread(self._take())
+        """The Prometheus text of every series, without holding up the event loop for long: the series'
+        figures and the pools' loads are read on the loop, ``CHUNK`` at a time with a yield between, and
+        formatted in a thread (``metrics.text``). Each variant's figures are consistent (one copy); as with
+        any scrape, those read later may count invocations served meanwhile."""
+        every = self.series()
+        rows: list[text.Snapshot] = []
+        for start in range(0, len(every), CHUNK):
+            await asyncio.sleep(0)
+            rows += [text.snapshot(key, series) for key, series in every[start : start + CHUNK]]
+        pools = self._pools()
+        loads: list[PoolLoad] = []
+        for start in range(0, len(pools), CHUNK):
+            await asyncio.sleep(0)
+            loads += [pool.load() for pool in pools[start : start + CHUNK]]
+        return await asyncio.to_thread(self._format, rows, loads, self._rest())
 
-    def _take(self) -> Callable[[], bytes]:
-        rows = text.snapshot(self.series())
-        loads = self.current_loads()
-        rest = generate_latest(_Chain(self._small, self.registry))
-        return lambda: text.render(rows, loads) + rest
+    def _rest(self) -> bytes:
+        """The small families (sink failures, the warm cache, cluster nodes), then others' collectors."""
+        return generate_latest(_Chain(self._small, self.registry))
+
+    @staticmethod
+    def _format(rows: list[text.Snapshot], loads: list[PoolLoad], rest: bytes) -> bytes:
+        return text.render(rows, loads, rest)
 
     def render_by_prometheus_client(self) -> bytes:
         """The same text through prometheus_client's collectors and ``generate_latest``: the reference the

@@ -134,9 +134,8 @@ EXITS = (
 class Series:
     """One variant's counters and histograms in one array of floats (about 600 bytes, against some 10 KB as
     prometheus_client children with a lock per value: a server with 10,000 endpoints holds 10,000 of
-    these). Updated on the event loop only. Every update moves ``version`` on; a scrape renders a series
-    again only when its version moved since ``text`` was rendered (``metrics.text``), so the text of the
-    variants nothing happened to (most of them, at zero) is reused as it is."""
+    these). Updated on the event loop only; a scrape copies it there (``text.snapshot``) and formats the
+    copy in a thread (``text.render``)."""
 
     counts: array[float]
     created: float
@@ -144,8 +143,6 @@ class Series:
     exits: dict[str, tuple[float, float]]  # reason -> (count, created)
     shown: bool  # the provisioned and spillover series are rendered (the variant had provisioned concurrency)
     models: array[float] | None = None  # a multi-model variant's figures, from its first one on
-    version: int = 0  # updates so far
-    text: tuple[int, tuple[bytes, ...]] | None = None  # the version rendered, and its text (metrics.text)
 
     def observe(self, at: int, seconds: float) -> None:
         add_observation(self.counts, at, seconds)
