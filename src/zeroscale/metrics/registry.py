@@ -189,7 +189,7 @@ class Metrics:
     def render(self) -> bytes:
         """The Prometheus text of every series, all in this thread (the server scrapes with ``scrape``)."""
         rows = [text.snapshot(key, series) for key, series in self._series.items()]
-        return self._format(rows, self.current_loads(), self._rest())
+        return text.render(rows, [text.load_row(pool.load()) for pool in self._pools()], self._rest())
 
     async def scrape(self) -> bytes:
         """The Prometheus text of every series, without holding up the event loop for long: the series'
@@ -202,19 +202,15 @@ class Metrics:
             await asyncio.sleep(0)
             rows += [text.snapshot(key, series) for key, series in every[start : start + CHUNK]]
         pools = self._pools()
-        loads: list[PoolLoad] = []
+        loads: list[text.LoadRow] = []
         for start in range(0, len(pools), CHUNK):
             await asyncio.sleep(0)
-            loads += [pool.load() for pool in pools[start : start + CHUNK]]
-        return await asyncio.to_thread(self._format, rows, loads, self._rest())
+            loads += [text.load_row(pool.load()) for pool in pools[start : start + CHUNK]]
+        return await asyncio.to_thread(text.render, rows, loads, self._rest())
 
     def _rest(self) -> bytes:
         """The small families (sink failures, the warm cache, cluster nodes), then others' collectors."""
         return generate_latest(_Chain(self._small, self.registry))
-
-    @staticmethod
-    def _format(rows: list[text.Snapshot], loads: list[PoolLoad], rest: bytes) -> bytes:
-        return text.render(rows, loads, rest)
 
     def render_by_prometheus_client(self) -> bytes:
         """The same text through prometheus_client's collectors and ``generate_latest``: the reference the
