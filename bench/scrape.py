@@ -13,16 +13,25 @@ hundred multi-model. Then, in the same run:
   without running a task that sleeps 1 ms, against the baseline's on the loop.
 
 The two texts are compared byte for byte at each size. ``python -m bench.scrape [--sizes 1000,10000]``.
+
+``--fleet`` then does the same with the pools of a real ``router.Fleet`` (its endpoints activated without a
+worker, against the router's fake worker manager from ``tests/router/fakes.py``), which brings a server's
+heap of objects: what a scrape costs there, and how many of them meet a full garbage collection.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import random
 import statistics
+import sys
+import tempfile
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
 
 from zeroscale.events import InvocationRecord, VariantEvent, WorkerEvent
 from zeroscale.metrics.load import PoolLoad
@@ -136,10 +145,52 @@ def run(size: int, rounds: int) -> dict[str, float]:
     }
 
 
+async def _fleet(size: int, rounds: int) -> None:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from router.fakes import FakeManager, settings, spec  # the router's unit-test harness
+    from zeroscale.events import EventBus
+    from zeroscale.router.fleet import Fleet
+
+    metrics = Metrics()
+    with tempfile.TemporaryDirectory() as tmp:
+        fleet = Fleet(
+            FakeManager().as_manager(),
+            settings(Path(tmp), memory_budget_mb=10**9),
+            metrics,
+            EventBus([metrics]),
+        )
+        metrics.watch(fleet.pools)
+        for i in range(size):
+            name = f"endpoint-{i:05d}"
+            await fleet.activate(name, [spec(endpoint=name, variant="AllTraffic")], warm=False)
+        gc.collect()
+        tracked = len(gc.get_objects())
+        full: list[int] = []
+
+        def count(phase: str, info: dict[str, Any]) -> None:
+            if phase == "start" and info["generation"] == 2:
+                full.append(1)
+
+        baseline_s, _ = _timed(metrics.render_by_prometheus_client)
+        gc.callbacks.append(count)
+        stalls = []
+        for _ in range(rounds):
+            stalls.append(await _stall(metrics.scrape))
+        gc.callbacks.remove(count)
+        await fleet.close()
+    ms = sorted(round(s * 1e3) for s in stalls)
+    print(
+        f"| {size:,} | {tracked:,} | {baseline_s:.2f} | {ms[len(ms) // 2]} | {ms[-1]}"
+        f" | {len(full)} of {rounds} |",
+        flush=True,
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--sizes", default="1000,10000", help="variant counts, comma-separated")
     parser.add_argument("--rounds", type=int, default=5, help="scrapes per size (median; the stall: max)")
+    parser.add_argument("--fleet", action="store_true", help="also scrape a Fleet's real pools")
     args = parser.parse_args()
     print(
         "| variants | text MB | prometheus_client (before) s | metrics.text s | ratio"
@@ -154,6 +205,16 @@ def main() -> None:
             f" | {r['stall_s'] * 1e3:.0f} |",
             flush=True,
         )
+    if args.fleet:
+        print()
+        print(
+            "| pools (Fleet) | tracked objects | prometheus_client s (on the loop)"
+            " | loop stall: median ms | max ms"
+            " | scrapes with a full collection |"
+        )
+        print("|---:|---:|---:|---:|---:|---:|")
+        for size in (int(s) for s in args.sizes.split(",")):
+            asyncio.run(_fleet(size, 3 * args.rounds))
 
 
 if __name__ == "__main__":
