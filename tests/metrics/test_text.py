@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import random
+import threading
+from typing import Any
 
+import pytest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.parser import text_string_to_metric_families
 
 from metrics.builders import activated, model_error, pool, record, started, throttled
 from zeroscale.events import WorkerEvent
+from zeroscale.metrics import text
 from zeroscale.metrics.load import CacheLoad, PoolLoad
 from zeroscale.metrics.registry import Metrics
 from zeroscale.metrics.series import LATENCY_BUCKETS
@@ -147,15 +151,24 @@ def test_an_empty_server_and_label_values_that_need_escaping() -> None:
     assert 'endpoint_name="a\\"b\\\\c\\nd"' in text
 
 
-def test_a_scrape_formats_in_a_thread_and_prints_the_same() -> None:
+def test_a_scrape_formats_in_a_thread_and_prints_the_same(monkeypatch: pytest.MonkeyPatch) -> None:
     metrics, _ = _busy_server(random.Random(2))
     reference = metrics.render_by_prometheus_client()
+    threads: list[int] = []
+    render = text.render
 
-    async def scrape_twice() -> tuple[bytes, bytes]:
+    def spied(*args: Any) -> bytes:  # the real renderer, noting where it ran
+        threads.append(threading.get_ident())
+        return render(*args)
+
+    monkeypatch.setattr(text, "render", spied)
+
+    async def scrape_twice() -> tuple[bytes, bytes, int]:
         first = await metrics.scrape()
         metrics.invocation(record(endpoint="idle", variant="Quiet"))  # while no scrape runs
-        return first, await metrics.scrape()
+        return first, await metrics.scrape(), threading.get_ident()
 
-    first, second = asyncio.run(scrape_twice())
+    first, second, loop_thread = asyncio.run(scrape_twice())
     assert first == reference
     assert second == metrics.render_by_prometheus_client() != reference
+    assert len(threads) == 2 and loop_thread not in threads
