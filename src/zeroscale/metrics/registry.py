@@ -5,6 +5,10 @@
 depth, live workers, memory and concurrency utilization) are computed when scraped, from the pools' loads
 (the sum over an endpoint variant's pools), so no router code touches a gauge. SageMaker's name for each
 series is in ``catalog.CATALOG``.
+
+A scrape (``Metrics.scrape``) copies the figures on the event loop a chunk at a time and formats them in a
+thread with ``metrics.text``; the prometheus_client collectors below print the same text, and are what it
+is compared with (``Metrics.render_by_prometheus_client``, ``tests/metrics/test_text.py``).
 """
 
 from __future__ import annotations
