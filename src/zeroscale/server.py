@@ -140,7 +140,7 @@ def build(settings: Settings) -> Server:
         events,
         fetch=artifacts.prepare,
     )
-    metrics.watch(fleet.loads)
+    metrics.watch(fleet.pools)
     metrics.watch_sink_failures(events.failures)
     metrics.watch_cache(fleet.cache.load)
     if isinstance(manager, RayWorkers):

@@ -123,7 +123,7 @@ def test_compact_series_render_as_prometheus_client_counters_and_histograms_woul
 
     from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
-    from zeroscale.metrics.registry import _LATENCY_BUCKETS
+    from zeroscale.metrics.series import LATENCY_BUCKETS as _LATENCY_BUCKETS
 
     rng = random.Random(3)
     metrics = Metrics()

@@ -34,7 +34,7 @@ class Harness:
             self.events,
             self.clock,
         )
-        self.metrics.watch(self.fleet.loads)
+        self.metrics.watch(self.fleet.pools)  # as the server does
 
     async def invoke(self, endpoint: str, target: str | None = None) -> Invocation:
         route = self.fleet.route(endpoint)

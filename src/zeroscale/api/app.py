@@ -299,9 +299,8 @@ class App:
 
     async def _unsigned_get(self, send: Send, path: str, request_id: str) -> None:
         if path == "/metrics":
-            await respond(
-                send, 200, self._p.metrics.render(), [(b"content-type", Metrics.content_type.encode())]
-            )
+            text = await self._p.metrics.scrape()
+            await respond(send, 200, text, [(b"content-type", Metrics.content_type.encode())])
         elif path in ("/ping", "/healthz"):
             await respond(send, 200, b"ok\n", [(b"content-type", b"text/plain")])
         else:

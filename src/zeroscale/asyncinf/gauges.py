@@ -74,7 +74,11 @@ class BacklogCollector:
 
     def collect(self) -> Iterator[Metric]:
         families = self._families()
-        for endpoint, values in backlog_figures(self._backlog(), self._loads(), self._wall()):
+        backlog = self._backlog()
+        if not backlog:  # nothing queued or running: the pools' loads are not needed (a big fleet's cost)
+            yield from families
+            return
+        for endpoint, values in backlog_figures(backlog, self._loads(), self._wall()):
             for family, value in zip(families, values, strict=True):
                 family.add_metric([endpoint], value)
         yield from families

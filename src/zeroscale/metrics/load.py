@@ -3,8 +3,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,8 +24,22 @@ class PoolLoad:
     draining: bool
     loaded_models: int | None = None  # a multi-model variant: target models with a live worker
 
+    def load(self) -> PoolLoad:
+        """Itself (a ``Loaded``: a list of loads is a ``PoolSource`` too)."""
+        return self
+
 
 LoadSource = Callable[[], list[PoolLoad]]
+
+
+class Loaded(Protocol):
+    """Something that tells its load when asked: a pool (router.pool.VariantPool), or a PoolLoad."""
+
+    def load(self) -> PoolLoad: ...
+
+
+# The pools, whose loads a /metrics scrape reads a chunk at a time (so a big fleet does not hold the loop).
+PoolSource = Callable[[], Sequence[Loaded]]
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,16 +5,20 @@
 depth, live workers, memory and concurrency utilization) are computed when scraped, from the pools' loads
 (the sum over an endpoint variant's pools), so no router code touches a gauge. SageMaker's name for each
 series is in ``catalog.CATALOG``.
+
+A scrape (``Metrics.scrape``) copies the figures on the event loop a chunk at a time and formats them in a
+thread with ``metrics.text``; the prometheus_client collectors below print the same text, and are what it
+is compared with (``Metrics.render_by_prometheus_client``, ``tests/metrics/test_text.py``).
 """
 
 from __future__ import annotations
 
-import bisect
+import asyncio
 import itertools
 import time
 from array import array
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from typing import Protocol
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
@@ -22,180 +26,79 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.samples import Sample
 
 from zeroscale.events import InvocationRecord, VariantEvent, WorkerEvent
+from zeroscale.metrics import text
 from zeroscale.metrics.catalog import error_family
-from zeroscale.metrics.load import CacheLoad, LoadSource, PoolLoad, VariantLoad, by_variant
-
-_LABELS = ("endpoint_name", "variant_name")
-_LATENCY_BUCKETS = (
-    0.0005,
-    0.001,
-    0.0025,
-    0.005,
-    0.01,
-    0.025,
-    0.05,
-    0.1,
-    0.25,
-    0.5,
-    1.0,
-    2.5,
-    5.0,
-    10.0,
-    30.0,
-    60.0,
-    180.0,
+from zeroscale.metrics.load import CacheLoad, PoolLoad, PoolSource, by_variant
+from zeroscale.metrics.series import (
+    BUCKETS,
+    CACHE_HITS,
+    CACHE_LOOKUPS,
+    COLD_STARTS,
+    COUNTERS,
+    DOWNLOAD,
+    ERRORS_4XX,
+    ERRORS_5XX,
+    EXITS,
+    GAUGES,
+    HISTOGRAMS,
+    INVOCATIONS,
+    LABELS,
+    LATER_COUNTERS,
+    LOAD,
+    MODEL,
+    MODEL_COUNTERS,
+    MODEL_HISTOGRAMS,
+    OVERHEAD,
+    PROVISIONED,
+    PROVISIONED_COUNTERS,
+    SETUP,
+    SIZE,
+    SPILLOVER,
+    UNLOAD,
+    UPPER,
+    WAIT,
+    Series,
+    add_observation,
+    gauge_values,
 )
 
-
-# Where each figure lives in a variant's array of counts (see _Series).
-_INVOCATIONS, _ERRORS_4XX, _ERRORS_5XX, _COLD_STARTS, _PROVISIONED, _SPILLOVER = range(6)
-_BUCKETS = len(_LATENCY_BUCKETS) + 1  # the last is +Inf
-_HIST = _BUCKETS + 2  # the buckets (not cumulative), then the sum, then the count
-_MODEL, _OVERHEAD, _SETUP = (6 + i * _HIST for i in range(3))
-_SIZE = 6 + 3 * _HIST
-_UPPER = [*(str(float(b)) for b in _LATENCY_BUCKETS), "+Inf"]
-
-# name, help; the counters first (in their index order), then the histograms
-_COUNTERS: tuple[tuple[str, str, int], ...] = (
-    ("zeroscale_invocations", "SageMaker Invocations: requests routed to the variant", _INVOCATIONS),
-    (
-        "zeroscale_invocation_4xx_errors",
-        "SageMaker Invocation4XXErrors: the model answered 4xx, or the request was throttled",
-        _ERRORS_4XX,
-    ),
-    (
-        "zeroscale_invocation_5xx_errors",
-        "SageMaker Invocation5XXErrors: the model answered 5xx or not at all",
-        _ERRORS_5XX,
-    ),
-)
-_HISTOGRAMS: tuple[tuple[str, str, int], ...] = (
-    (
-        "zeroscale_model_latency_seconds",
-        "SageMaker ModelLatency: request written to the worker until its response was read",
-        _MODEL,
-    ),
-    (
-        "zeroscale_overhead_latency_seconds",
-        "SageMaker OverheadLatency: arrival to answer minus ModelLatency (includes cold starts)",
-        _OVERHEAD,
-    ),
-    (
-        "zeroscale_model_setup_seconds",
-        "SageMaker ModelSetupTime: worker start to its first good /ping, one sample per cold start",
-        _SETUP,
-    ),
-)
-_LATER_COUNTERS: tuple[tuple[str, str, int], ...] = (
-    ("zeroscale_cold_starts", "Workers started per variant", _COLD_STARTS),
-)
-# A multi-model variant's figures (``_Series.models``: absent for the others): two counters, then histograms.
-_CACHE_HITS, _CACHE_LOOKUPS = range(2)
-_WAIT, _DOWNLOAD, _LOAD, _UNLOAD = (2 + i * _HIST for i in range(4))
-_MODELS_SIZE = 2 + 4 * _HIST
-_MODEL_COUNTERS: tuple[tuple[str, str, int], ...] = (
-    (
-        "zeroscale_model_cache_hits",
-        "SageMaker ModelCacheHit: multi-model invocations whose target model was already loaded",
-        _CACHE_HITS,
-    ),
-    (
-        "zeroscale_model_cache_lookups",
-        "Multi-model invocations that looked for their target model (the hit rate's denominator)",
-        _CACHE_LOOKUPS,
-    ),
-)
-_MODEL_HISTOGRAMS: tuple[tuple[str, str, int], ...] = (
-    (
-        "zeroscale_model_loading_wait_seconds",
-        "SageMaker ModelLoadingWaitTime: an invocation waited for its target model's download and load",
-        _WAIT,
-    ),
-    (
-        "zeroscale_model_downloading_seconds",
-        "SageMaker ModelDownloadingTime: fetching a target model's artifact",
-        _DOWNLOAD,
-    ),
-    (
-        "zeroscale_model_loading_seconds",
-        "SageMaker ModelLoadingTime: a target model's worker forked and loaded",
-        _LOAD,
-    ),
-    (
-        "zeroscale_model_unloading_seconds",
-        "SageMaker ModelUnloadingTime: a target model's worker asked to stop until it exited",
-        _UNLOAD,
-    ),
-)
-_PROVISIONED_COUNTERS: tuple[tuple[str, str, int], ...] = (
-    (
-        "zeroscale_provisioned_concurrency_invocations",
-        "SageMaker ServerlessProvisionedConcurrencyInvocations: served within provisioned concurrency",
-        _PROVISIONED,
-    ),
-    (
-        "zeroscale_provisioned_concurrency_spillover_invocations",
-        "SageMaker ServerlessProvisionedConcurrencySpilloverInvocations: served beyond it",
-        _SPILLOVER,
-    ),
-)
-_EXITS = (
-    "zeroscale_worker_exits",
-    "Workers gone per variant, by reason (stopped, crashed, memory_killed, timed_out, evicted)",
-)
+CHUNK = 1000  # series copied, or pools' loads read, between two yields to the event loop during a scrape
 
 
-@dataclass(slots=True)
-class _Series:
-    """One variant's counters and histograms in one array of floats (about 600 bytes, against some 10 KB as
-    prometheus_client children with a lock per value: a server with 10,000 endpoints holds 10,000 of
-    these). Updated on the event loop only; rendered at scrape time by ``_SeriesCollector``."""
-
-    counts: array[float]
-    created: float
-    provisioned: bool  # the variant has provisioned concurrency: count provisioned and spillover invocations
-    exits: dict[str, tuple[float, float]]  # reason -> (count, created)
-    shown: bool  # the provisioned and spillover series are rendered (the variant had provisioned concurrency)
-    models: array[float] | None = None  # a multi-model variant's figures, from its first one on
-
-    def observe(self, at: int, seconds: float) -> None:
-        _observe(self.counts, at, seconds)
-
-    def model_figures(self) -> array[float]:
-        if self.models is None:
-            self.models = array("d", bytes(8 * _MODELS_SIZE))
-        return self.models
+class _Collector(Protocol):
+    def collect(self) -> Iterable[Metric]: ...
 
 
-def _observe(counts: array[float], at: int, seconds: float) -> None:
-    counts[at + bisect.bisect_left(_LATENCY_BUCKETS, seconds)] += 1
-    counts[at + _BUCKETS] += seconds
-    counts[at + _BUCKETS + 1] += 1
+class _Chain:
+    """Collectors one after the other, as one collector (for ``generate_latest``)."""
+
+    def __init__(self, *collectors: _Collector) -> None:
+        self._collectors = collectors
+
+    def collect(self) -> Iterator[Metric]:
+        for collector in self._collectors:
+            yield from collector.collect()
 
 
 class Metrics:
     content_type = CONTENT_TYPE_LATEST
 
     def __init__(self) -> None:
-        r = self.registry = CollectorRegistry()
-        self._series: dict[tuple[str, str], _Series] = {}
+        self.registry = CollectorRegistry()  # other modules' collectors (rendered after Metrics' own)
+        self._series: dict[tuple[str, str], Series] = {}
         self._provisioned: dict[tuple[str, str], int] = {}
-        self._loads: LoadSource = _no_loads
+        self._pools: PoolSource = _no_loads
         self._sink_failures: Mapping[tuple[str, str], int] = {}
         self._cache: Callable[[], CacheLoad] | None = None
         self._nodes: Callable[[], list[tuple[str, int, int, int]]] | None = None
-        r.register(_SeriesCollector(self))
-        r.register(_LoadCollector(self))
-        r.register(_SinkFailureCollector(self))
-        r.register(_CacheCollector(self))
-        r.register(_NodeCollector(self))
+        self._small = _Chain(_SinkFailureCollector(self), _CacheCollector(self), _NodeCollector(self))
 
-    def watch(self, loads: LoadSource) -> None:
-        """Where the scrape-time gauges come from (the fleet's pools)."""
-        self._loads = loads
+    def watch(self, pools: PoolSource) -> None:
+        """Where the scrape-time gauges come from: the fleet's pools (or their loads)."""
+        self._pools = pools
 
     def current_loads(self) -> list[PoolLoad]:
-        return self._loads()
+        return [pool.load() for pool in self._pools()]
 
     def watch_sink_failures(self, failures: Mapping[tuple[str, str], int]) -> None:
         """The event bus's count of failed sink calls, by (sink, event kind)."""
@@ -223,41 +126,41 @@ class Metrics:
         key = (record.endpoint, record.variant)
         series = self._series.get(key) or self._open(key)
         counts = series.counts
-        counts[_INVOCATIONS] += 1
+        counts[INVOCATIONS] += 1
         family = error_family(record)
         if family == 4:
-            counts[_ERRORS_4XX] += 1
+            counts[ERRORS_4XX] += 1
         elif family == 5:
-            counts[_ERRORS_5XX] += 1
+            counts[ERRORS_5XX] += 1
         if record.worker_id:
-            series.observe(_MODEL, record.model_s)
+            series.observe(MODEL, record.model_s)
             if series.provisioned:
-                counts[_PROVISIONED if record.provisioned else _SPILLOVER] += 1
-        series.observe(_OVERHEAD, max(0.0, record.total_s - record.model_s))
+                counts[PROVISIONED if record.provisioned else SPILLOVER] += 1
+        series.observe(OVERHEAD, max(0.0, record.total_s - record.model_s))
         if record.cache_hit is not None:  # a multi-model invocation
             models = series.model_figures()
-            models[_CACHE_LOOKUPS] += 1
+            models[CACHE_LOOKUPS] += 1
             if record.cache_hit:
-                models[_CACHE_HITS] += 1
+                models[CACHE_HITS] += 1
             if record.model_wait_s is not None:
-                _observe(models, _WAIT, record.model_wait_s)
+                add_observation(models, WAIT, record.model_wait_s)
             if record.download_s is not None:
-                _observe(models, _DOWNLOAD, record.download_s)
+                add_observation(models, DOWNLOAD, record.download_s)
 
     def worker(self, event: WorkerEvent) -> None:
         key = (event.endpoint, event.variant)
         series = self._series.get(key) or self._open(key)
         if event.kind == "started":
-            series.counts[_COLD_STARTS] += 1
+            series.counts[COLD_STARTS] += 1
             if event.setup_s is not None:
-                series.observe(_SETUP, event.setup_s)
+                series.observe(SETUP, event.setup_s)
                 if event.model:  # a multi-model worker loaded its target model
-                    _observe(series.model_figures(), _LOAD, event.setup_s)
+                    add_observation(series.model_figures(), LOAD, event.setup_s)
         elif event.worker_id:  # "failed" starts have no worker
             count, created = series.exits.get(event.kind, (0.0, time.time()))
             series.exits[event.kind] = (count + 1, created)
         if event.unload_s is not None:
-            _observe(series.model_figures(), _UNLOAD, event.unload_s)
+            add_observation(series.model_figures(), UNLOAD, event.unload_s)
 
     def variant(self, event: VariantEvent) -> None:
         if event.kind == "activated":
@@ -270,10 +173,10 @@ class Metrics:
                 series.models = old.models
                 series.shown = series.provisioned or old.shown
 
-    def _open(self, key: tuple[str, str]) -> _Series:
+    def _open(self, key: tuple[str, str]) -> Series:
         """Create the variant's series (at zero, so rates work from the first request)."""
         provisioned = self._provisioned.get(key, 0) > 0
-        series = _Series(array("d", bytes(8 * _SIZE)), time.time(), provisioned, {}, provisioned)
+        series = Series(array("d", bytes(8 * SIZE)), time.time(), provisioned, {}, provisioned)
         self._series[key] = series
         return series
 
@@ -283,70 +186,52 @@ class Metrics:
         self._series.pop(key, None)
         self._provisioned.pop(key, None)
 
-    def series(self) -> list[tuple[tuple[str, str], _Series]]:
+    def series(self) -> list[tuple[tuple[str, str], Series]]:
         return list(self._series.items())
 
+    # ---- the scrape ----
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        """The Prometheus text of every series, all in this thread (the server scrapes with ``scrape``)."""
+        rows = [text.snapshot(key, series) for key, series in self._series.items()]
+        return text.render(rows, [text.load_row(pool.load()) for pool in self._pools()], self._rest())
 
+    async def scrape(self) -> bytes:
+        """The Prometheus text of every series, without holding up the event loop for long: the series'
+        figures and the pools' loads are read on the loop, ``CHUNK`` at a time with a yield between, and
+        formatted in a thread (``metrics.text``). Each variant's figures are consistent (one copy); as with
+        any scrape, those read later may count invocations served meanwhile."""
+        every = self.series()
+        rows: list[text.Snapshot] = []
+        for start in range(0, len(every), CHUNK):
+            await asyncio.sleep(0)
+            rows += [text.snapshot(key, series) for key, series in every[start : start + CHUNK]]
+        pools = self._pools()
+        loads: list[text.LoadRow] = []
+        for start in range(0, len(pools), CHUNK):
+            await asyncio.sleep(0)
+            loads += [text.load_row(pool.load()) for pool in pools[start : start + CHUNK]]
+        return await asyncio.to_thread(text.render, rows, loads, self._rest())
 
-# name, help; values from _gauge_values in this order
-_GAUGES: tuple[tuple[str, str], ...] = (
-    ("zeroscale_workers", "Live worker processes per variant (started, not yet gone)"),
-    ("zeroscale_concurrent_executions", "Workers serving a request now"),
-    (
-        "zeroscale_concurrent_executions_utilization_ratio",
-        "SageMaker ServerlessConcurrentExecutionsUtilization: busy workers / MaxConcurrency",
-    ),
-    ("zeroscale_queue_depth", "Requests waiting for a free worker"),
-    ("zeroscale_max_concurrency", "The variant's MaxConcurrency"),
-    ("zeroscale_provisioned_concurrency", "The variant's ProvisionedConcurrency"),
-    (
-        "zeroscale_memory_utilization_percent",
-        "SageMaker MemoryUtilization: mean resident set of the live workers, percent of MemorySizeInMB",
-    ),
-    (
-        "zeroscale_memory_utilization_max_percent",
-        "The largest worker's resident set, percent of MemorySizeInMB",
-    ),
-    (
-        "zeroscale_provisioned_concurrency_executions",
-        "SageMaker ServerlessProvisionedConcurrencyExecutions: min(busy, ProvisionedConcurrency)",
-    ),
-    (
-        "zeroscale_provisioned_concurrency_utilization_ratio",
-        "SageMaker ServerlessProvisionedConcurrencyUtilization: executions / ProvisionedConcurrency",
-    ),
-    ("zeroscale_loaded_models", "SageMaker LoadedModelCount: a multi-model variant's loaded target models"),
-)
+    def _rest(self) -> bytes:
+        """The small families (sink failures, the warm cache, cluster nodes), then others' collectors."""
+        return generate_latest(_Chain(self._small, self.registry))
+
+    def render_by_prometheus_client(self) -> bytes:
+        """The same text through prometheus_client's collectors and ``generate_latest``: the reference the
+        tests and ``bench/scrape.py`` compare ``render`` with."""
+        own = _Chain(_SeriesCollector(self), _LoadCollector(self), self._small)
+        return generate_latest(_Chain(own, self.registry))
 
 
 def _no_loads() -> list[PoolLoad]:
     return []
 
 
-def _gauge_values(v: VariantLoad) -> tuple[float | None, ...]:
-    mem = v.memory_utilization
-    provisioned = v.provisioned > 0
-    return (
-        float(v.workers),
-        float(v.busy),
-        v.concurrency_utilization,
-        float(v.queued),
-        float(v.max_concurrency),
-        float(v.provisioned),
-        sum(mem) / len(mem) if mem else None,
-        max(mem) if mem else None,
-        float(v.provisioned_executions) if provisioned else None,
-        v.provisioned_utilization if provisioned else None,
-        float(v.loaded_models) if v.loaded_models is not None else None,
-    )
-
-
 class _SeriesCollector:
-    """The per-variant counters and histograms, in the order and with the names prometheus_client gave
-    them when each was its own Counter or Histogram (``_total`` and ``_created``; ``_bucket``, ``_count``,
-    ``_sum`` and ``_created``)."""
+    """The per-variant counters and histograms, in the order and with the names prometheus_client gave them
+    when each was its own Counter or Histogram (``_total`` and ``_created``; ``_bucket``, ``_count``,
+    ``_sum`` and ``_created``). The server prints the same text with ``metrics.text``, at a fraction of the
+    cost; this is the reference it is compared with (``Metrics.render_by_prometheus_client``)."""
 
     def __init__(self, metrics: Metrics) -> None:
         self._metrics = metrics
@@ -356,41 +241,41 @@ class _SeriesCollector:
 
     def collect(self) -> Iterator[Metric]:
         every = self._metrics.series()
-        for name, doc, at in _COUNTERS:
-            counter = CounterMetricFamily(name, doc, labels=_LABELS)
+        for name, doc, at in COUNTERS:
+            counter = CounterMetricFamily(name, doc, labels=LABELS)
             for key, series in every:
                 counter.add_metric(key, series.counts[at], created=series.created)
             yield counter
-        for name, doc, at in _HISTOGRAMS:
-            hist = HistogramMetricFamily(name, doc, labels=_LABELS)
+        for name, doc, at in HISTOGRAMS:
+            hist = HistogramMetricFamily(name, doc, labels=LABELS)
             for key, series in every:
                 _add_histogram(hist, name, key, series.counts, at, series.created)
             yield hist
         modelled = [
             (key, series.created, series.models) for key, series in every if series.models is not None
         ]
-        for name, doc, at in _MODEL_COUNTERS:
-            counter = CounterMetricFamily(name, doc, labels=_LABELS)
+        for name, doc, at in MODEL_COUNTERS:
+            counter = CounterMetricFamily(name, doc, labels=LABELS)
             for key, created, models in modelled:
                 counter.add_metric(key, models[at], created=created)
             yield counter
-        for name, doc, at in _MODEL_HISTOGRAMS:
-            hist = HistogramMetricFamily(name, doc, labels=_LABELS)
+        for name, doc, at in MODEL_HISTOGRAMS:
+            hist = HistogramMetricFamily(name, doc, labels=LABELS)
             for key, created, models in modelled:
                 _add_histogram(hist, name, key, models, at, created)
             yield hist
-        for name, doc, at in _LATER_COUNTERS:
-            counter = CounterMetricFamily(name, doc, labels=_LABELS)
+        for name, doc, at in LATER_COUNTERS:
+            counter = CounterMetricFamily(name, doc, labels=LABELS)
             for key, series in every:
                 counter.add_metric(key, series.counts[at], created=series.created)
             yield counter
-        exits = CounterMetricFamily(*_EXITS, labels=(*_LABELS, "reason"))
+        exits = CounterMetricFamily(*EXITS, labels=(*LABELS, "reason"))
         for key, series in every:
             for reason, (count, created) in series.exits.items():
                 exits.add_metric((*key, reason), count, created=created)
         yield exits
-        for name, doc, at in _PROVISIONED_COUNTERS:
-            counter = CounterMetricFamily(name, doc, labels=_LABELS)
+        for name, doc, at in PROVISIONED_COUNTERS:
+            counter = CounterMetricFamily(name, doc, labels=LABELS)
             for key, series in every:
                 if series.shown:
                     counter.add_metric(key, series.counts[at], created=series.created)
@@ -405,9 +290,9 @@ def _add_histogram(
     at: int,
     created: float,
 ) -> None:
-    buckets = list(zip(_UPPER, itertools.accumulate(counts[at : at + _BUCKETS]), strict=True))
-    hist.add_metric(key, buckets, counts[at + _BUCKETS])
-    hist.samples.append(Sample(f"{name}_created", dict(zip(_LABELS, key, strict=True)), created))
+    buckets = list(zip(UPPER, itertools.accumulate(counts[at : at + BUCKETS]), strict=True))
+    hist.add_metric(key, buckets, counts[at + BUCKETS])
+    hist.samples.append(Sample(f"{name}_created", dict(zip(LABELS, key, strict=True)), created))
 
 
 class _LoadCollector:
@@ -417,13 +302,13 @@ class _LoadCollector:
         self._metrics = metrics
 
     def describe(self) -> Iterable[Metric]:
-        return [GaugeMetricFamily(name, doc, labels=_LABELS) for name, doc in _GAUGES]
+        return [GaugeMetricFamily(name, doc, labels=LABELS) for name, doc in GAUGES]
 
     def collect(self) -> Iterator[Metric]:
-        families = [GaugeMetricFamily(name, doc, labels=_LABELS) for name, doc in _GAUGES]
+        families = [GaugeMetricFamily(name, doc, labels=LABELS) for name, doc in GAUGES]
         for load in by_variant(self._metrics.current_loads()):
             labels = [load.endpoint, load.variant]
-            for family, value in zip(families, _gauge_values(load), strict=True):
+            for family, value in zip(families, gauge_values(load), strict=True):
                 if value is not None:
                     family.add_metric(labels, value)
         yield from families
@@ -499,7 +384,7 @@ class _CacheCollector:
 class _NodeCollector:
     """Workers on a cluster (--ray-address): each node's workers and memory (nothing on one machine)."""
 
-    _GAUGES = (
+    GAUGES = (
         ("zeroscale_node_workers", "Live workers on the cluster node", 3),
         ("zeroscale_node_memory_mb", "Memory the cluster node offers workers (its Ray memory resource)", 1),
         ("zeroscale_node_reserved_mb", "MemorySizeInMB of the workers on the cluster node", 2),
@@ -509,11 +394,11 @@ class _NodeCollector:
         self._metrics = metrics
 
     def describe(self) -> Iterable[Metric]:
-        return [GaugeMetricFamily(name, doc, labels=("node",)) for name, doc, _ in self._GAUGES]
+        return [GaugeMetricFamily(name, doc, labels=("node",)) for name, doc, _ in self.GAUGES]
 
     def collect(self) -> Iterator[Metric]:
         nodes = self._metrics.node_loads()
-        for name, doc, index in self._GAUGES:
+        for name, doc, index in self.GAUGES:
             gauge = GaugeMetricFamily(name, doc, labels=("node",))
             for node in nodes:
                 gauge.add_metric([node[0]], float(node[index]))
