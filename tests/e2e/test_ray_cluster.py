@@ -264,7 +264,8 @@ def _pid(server: ServerProcess, endpoint: str, sleep_s: float = 0.0) -> int:
 
 
 def _max_concurrency(server: ServerProcess, endpoint: str) -> float:
-    return _metric(server, f'zeroscale_max_concurrency{{endpoint_name="{endpoint}",variant_name="AllTraffic"}}')
+    labels = f'endpoint_name="{endpoint}",variant_name="AllTraffic"'
+    return _metric(server, f"zeroscale_max_concurrency{{{labels}}}")
 
 
 def _agent_of(pid: int) -> int:
