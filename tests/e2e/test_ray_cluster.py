@@ -400,3 +400,44 @@ def _node_series(server: ServerProcess) -> str:
         return "\n".join(
             line for line in resp.read().decode().splitlines() if line.startswith("zeroscale_node_workers{")
         )
+
+
+def test_the_head_lost_answers_service_unavailable_naming_the_cluster(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cluster of its own (its head is killed): once the head is gone and no node is left, an invocation
+    that needs a new worker answers ServiceUnavailable at once, naming the cluster, and the front end lives
+    on. The nodes' raylets give up on the head after 4 s here (Ray's default is 60 s)."""
+    monkeypatch.setenv("RAY_gcs_rpc_server_reconnect_timeout_s", "4")
+    model = handler_model(tmp_path, SLEEPY)
+    with private_network(), RayCluster(nodes=2, memory_mb=4096) as ray:
+        server = ServerProcess(
+            tmp_path / "data",
+            {"ray_address": ray.address, "ray_node_timeout_s": 2},
+            env={"RAY_gcs_rpc_server_reconnect_timeout_s": None},  # the front end's own default
+        ).start(timeout_s=120)
+        try:
+            desc = deploy(server.client("sagemaker"), "headless", model, memory_mb=1024, max_concurrency=1)
+            assert desc["EndpointStatus"] == "InService", desc.get("FailureReason")
+            _pid(server, "headless")
+            ray.kill_head()
+            answers: list[tuple[float, str]] = []
+
+            def unavailable() -> bool:
+                t0 = time.monotonic()
+                try:
+                    _pid(server, "headless")
+                    answers.append((time.monotonic() - t0, "ok"))
+                    return False
+                except Exception as exc:
+                    answers.append((time.monotonic() - t0, str(exc)))
+                    return "ServiceUnavailable" in str(exc) and "head has not answered" in str(exc)
+
+            wait_for(unavailable, timeout_s=45, interval_s=0.5)
+            last = answers[-1][1]
+            assert f"The Ray cluster at {ray.address} is unavailable" in last, answers
+            assert all(seconds < 10 for seconds, _ in answers), answers  # answered, never a hang
+            assert server.proc is not None and server.proc.poll() is None
+            assert "does not answer" in server.log()
+        finally:
+            server.stop()

@@ -17,6 +17,14 @@ through Ray: the router talks HTTP/1.1 to each worker over TCP, through the agen
 - Faults: an agent that dies (its node lost) ends every worker it held, each reported like a crash (only
   their in-flight requests fail); the pools start replacements, which go to the nodes left. Nodes that
   join later get an agent at the next look at the cluster (every ``refresh_s``).
+- The head lost: the agents are called directly, so the nodes keep serving and starting workers until
+  their own raylets give up on the head. A look at the cluster that gets no answer within
+  ``node_timeout_s`` marks the head lost (logged once, and once more when it answers again). With no live
+  node left, a start fails at once with ``WorkersUnavailable`` naming the cluster (the request answers
+  ServiceUnavailable), and the memory budget is left as it was so requests do not wait for memory no node
+  offers. Nothing here calls Ray in a way that waits for the head on the event loop. Ray's own client ends
+  a driver that cannot reach the head for ``gcs_rpc_server_reconnect_timeout_s`` (60 s by default): the
+  front end raises it to a day (``RAY_GCS_RECONNECT_S``) unless the operator set it.
 """
 
 from __future__ import annotations
@@ -27,6 +35,7 @@ import dataclasses
 import itertools
 import logging
 import os
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -35,7 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from zeroscale.artifacts.cache import entry_source
-from zeroscale.errors import DeployError
+from zeroscale.errors import DeployError, WorkersUnavailable
 from zeroscale.workers.client import Body, WorkerConnection, WorkerResponse
 from zeroscale.workers.manager import WorkerHandle, WorkerSpec
 from zeroscale.workers.placement import NodeView, choose
@@ -47,6 +56,10 @@ log = logging.getLogger("zeroscale.workers.ray")
 MB = 1024 * 1024
 NAMESPACE = "zeroscale"
 SUBMIT_DIRECTORY = "SAGEMAKER_SUBMIT_DIRECTORY"  # an env var naming an artifact of its own (the SDK's code)
+# How long Ray's client in this process keeps trying to reach a lost head before it ends the process (Ray's
+# default, 60 s, would end the front end with the head): a day, unless the environment says otherwise.
+RAY_GCS_RECONNECT_ENV = "RAY_gcs_rpc_server_reconnect_timeout_s"
+RAY_GCS_RECONNECT_S = 24 * 3600
 
 
 @dataclass
@@ -171,6 +184,9 @@ class RayWorkers:
         self._refresher: asyncio.Task[None] | None = None
         self._agent_cls: Any = None
         self._joining: dict[str, asyncio.Task[None]] = {}
+        self._listing: asyncio.Future[list[dict[str, Any]]] | None = None  # ray.nodes() under way
+        self._head_lost_since = 0.0  # monotonic; 0: the head answers
+        self._capacity_mb = 0  # last told to on_capacity
         # Told the cluster's memory for workers (the sum over live nodes) whenever a node joins or is lost:
         # the router's memory budget is the cluster's, not this machine's.
         self.on_capacity: Callable[[int], None] | None = None
@@ -182,6 +198,7 @@ class RayWorkers:
 
         if self._address != "auto":  # "auto": the cluster this machine is a node of
             await _reachable(self._address)
+        os.environ.setdefault(RAY_GCS_RECONNECT_ENV, str(RAY_GCS_RECONNECT_S))
         try:
             await asyncio.to_thread(
                 ray.init,
@@ -215,14 +232,12 @@ class RayWorkers:
         await asyncio.to_thread(ray.shutdown)
 
     async def _close_node(self, node: Node) -> None:
-        import ray
-
         if node.poller is not None:
             node.poller.cancel()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(node.agent.close.remote(), 10.0)
         with contextlib.suppress(Exception):
-            ray.kill(node.agent)
+            await asyncio.wait_for(asyncio.to_thread(_kill_actor, node.agent), 10.0)
 
     async def _refresh_loop(self) -> None:
         while True:
@@ -233,10 +248,28 @@ class RayWorkers:
                 log.exception("looking at the Ray cluster's nodes failed")
 
     async def _refresh(self, *, wait: bool = False) -> None:
-        """Agents for nodes that joined (``wait``: until they are up); nodes Ray reports dead are lost."""
+        """Agents for nodes that joined (``wait``: until they are up); nodes Ray reports dead are lost. The
+        head lost: ``ray.nodes()`` waits for it; after ``node_timeout_s`` the head counts as lost (the call
+        stays under way, and is waited on again at the next look rather than started anew)."""
         import ray
 
-        listed = await asyncio.to_thread(ray.nodes)
+        if self._listing is None:
+            self._listing = asyncio.ensure_future(asyncio.to_thread(ray.nodes))
+        try:
+            listed = await asyncio.wait_for(asyncio.shield(self._listing), self._node_timeout_s)
+        except Exception as exc:  # TimeoutError: no answer; or Ray's error for a head it cannot reach
+            if self._listing.done():
+                self._listing = None
+            self._head_lost(exc)
+            return
+        self._listing = None
+        if self._head_lost_since:
+            log.warning(
+                "The Ray cluster's head at %s answers again (after %.0f s)",
+                self._address,
+                time.monotonic() - self._head_lost_since,
+            )
+            self._head_lost_since = 0.0
         alive = {n["NodeID"]: n for n in listed if n.get("Alive")}
         for node_id, node in list(self._nodes.items()):
             if node_id not in alive:
@@ -248,8 +281,24 @@ class RayWorkers:
         if wait:
             await asyncio.gather(*self._joining.values(), return_exceptions=True)
 
+    def _head_lost(self, exc: BaseException) -> None:
+        if self._head_lost_since:
+            return
+        self._head_lost_since = time.monotonic()
+        live = sum(1 for n in self._nodes.values() if n.alive)
+        log.error(
+            "The Ray cluster's head at %s does not answer (%s): %d node(s) still serve; with none left, "
+            "invocations that need a new worker answer ServiceUnavailable until it is back",
+            self._address,
+            type(exc).__name__,
+            live,
+        )
+
+    @property
+    def head_lost(self) -> bool:
+        return bool(self._head_lost_since)
+
     async def _join(self, info: dict[str, Any]) -> None:
-        import ray
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
         node_id = str(info["NodeID"])
@@ -269,8 +318,7 @@ class RayWorkers:
                 await agent.prewarm.remote(list(self._prewarmed))
         except Exception as exc:  # tried again at the next look at the cluster, with a new agent
             log.warning("no agent on Ray node %s (%s): %s", node_id[:16], host, exc)
-            with contextlib.suppress(Exception):
-                ray.kill(agent)
+            _kill_later(agent)
             return
         finally:
             self._joining.pop(node_id, None)
@@ -336,6 +384,8 @@ class RayWorkers:
             for n in self._nodes.values()
             if n.alive and n.reachable and n.node_id not in exclude
         ]
+        if not views and not exclude:
+            raise self._unavailable()
         chosen = choose(views, spec.memory_mb)
         if chosen is None:
             room = ", ".join(f"{v.node_id[:8]}: {v.free_mb} MB free" for v in views) or "no live node"
@@ -343,6 +393,14 @@ class RayWorkers:
                 f"No node of the Ray cluster has {spec.memory_mb} MB free for a worker ({room})."
             )
         return self._nodes[chosen.node_id]
+
+    def _unavailable(self) -> WorkersUnavailable:
+        if self._head_lost_since:
+            since = time.monotonic() - self._head_lost_since
+            why = f"its head has not answered for {since:.0f} s and no node is left for new workers"
+        else:
+            why = "no node of it is live"
+        return WorkersUnavailable(f"The Ray cluster at {self._address} is unavailable: {why}; retry later.")
 
     async def start(
         self,
@@ -400,7 +458,7 @@ class RayWorkers:
         sha, request = self._request(spec)
         pool = str(spec.log_dir)
         # Where the pool's workers are (the first one is why the template is wanted), else by placement.
-        holders = [n for n in self._nodes.values() if n.alive]
+        holders = [n for n in self._nodes.values() if n.alive and n.reachable]
         holders.sort(key=lambda n: -sum(1 for h in n.workers.values() if str(h.spec.log_dir) == pool))
         node = holders[0] if holders else self._place(spec, sha, None, set())
         try:
@@ -537,10 +595,7 @@ class RayWorkers:
         node.gone.set()
         self._nodes.pop(node.node_id, None)
         self._lost.add(node.node_id)
-        with contextlib.suppress(Exception):  # what may be left of it ends with it (its zygotes, workers)
-            import ray
-
-            ray.kill(node.agent)
+        _kill_later(node.agent)  # what may be left of it ends with it (its zygotes, workers)
         if node.poller is not None and node.poller is not asyncio.current_task():
             node.poller.cancel()
         if node.workers:
@@ -553,8 +608,24 @@ class RayWorkers:
         self._capacity_changed()
 
     def _capacity_changed(self) -> None:
-        if self.on_capacity is not None:
-            self.on_capacity(sum(n.capacity_mb for n in self._nodes.values() if n.alive))
+        """Tell the router the cluster's memory; with no live node the budget is left as it was: a start
+        then fails at once naming the cluster (``_unavailable``) rather than waiting for memory."""
+        total = sum(n.capacity_mb for n in self._nodes.values() if n.alive)
+        if total and total != self._capacity_mb and self.on_capacity is not None:
+            self._capacity_mb = total
+            self.on_capacity(total)
+
+
+def _kill_actor(agent: Any) -> None:
+    import ray
+
+    with contextlib.suppress(Exception):
+        ray.kill(agent)
+
+
+def _kill_later(agent: Any) -> None:
+    """``ray.kill`` in a thread: it asks the head, which may be the part that is lost (never on the loop)."""
+    threading.Thread(target=_kill_actor, args=(agent,), name="ray-kill", daemon=True).start()
 
 
 async def _reachable(address: str, timeout_s: float = 10.0) -> None:
