@@ -28,7 +28,7 @@ from e2e.conftest import handler_model
 from pgserver import PostgresServer
 from s3server import SeaweedS3
 from zeroscale.cli.main import cli
-from zeroscale.testing import ACCESS_KEY, REGION, SECRET_KEY, ServerProcess, deploy, wait_for
+from zeroscale.testing import ACCESS_KEY, REGION, SECRET_KEY, ServerProcess, deploy, make_tar, wait_for
 from zeroscale.testing_ray import RayCluster, can_unshare, private_network
 
 pytest.importorskip("ray")
@@ -341,6 +341,28 @@ def test_two_front_ends_share_the_cluster_and_max_concurrency(
     assert _pid(b, "shared") == b_pid
     wait_for(lambda: _max_concurrency(b, "shared") == 2, timeout_s=TTL_S * 5)
     b.client("sagemaker").delete_endpoint(EndpointName="shared")
+
+
+EXAMPLE_IMAGE = Path(__file__).resolve().parents[2] / "examples" / "byo-image"
+
+
+def test_a_bring_your_own_image_is_refused_by_name(setup: Setup, tmp_path: Path) -> None:
+    """Pushing an image works (it is kept by the front end), deploying it fails before any download: its
+    workers would have to run on the cluster's nodes."""
+    server = setup.server
+    env = {"AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY, "AWS_DEFAULT_REGION": REGION}
+    push = ["images", "push", "byo-linear:1.0", str(EXAMPLE_IMAGE), "--endpoint-url", server.url]
+    out = CliRunner().invoke(cli, push, env=env)
+    assert out.exit_code == 0, out.output
+    model = tmp_path / "linear.json"
+    model.write_text(json.dumps({"weights": [1.0], "bias": 0.0}))
+    url = f"file://{make_tar(tmp_path / 'linear.tar.gz', {'linear.json': model})}"
+    desc = deploy(server.client("sagemaker"), "byo", url, image="byo-linear:1.0")
+    assert desc["EndpointStatus"] == "Failed"
+    assert "Bring-your-own images need local workers: image byo-linear:1.0" in desc["FailureReason"]
+    assert "--ray-address" in desc["FailureReason"]
+    assert server.workers("byo") == 0
+    server.client("sagemaker").delete_endpoint(EndpointName="byo")
 
 
 def test_a_node_removed_under_load_costs_only_its_requests(setup: Setup, sklearn_model: Any) -> None:

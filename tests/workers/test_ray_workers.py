@@ -108,5 +108,5 @@ def test_images_and_directories_outside_the_cache_are_refused(tmp_path: Path) ->
     with pytest.raises(DeployError, match="not in the artifact cache"):
         workers._request(_spec(tmp_path, str(tmp_path)))
     image = WorkerSpec("byo/x", str(tmp_path), 1024, tmp_path, command=("serve",))
-    with pytest.raises(DeployError, match="Bring-your-own images do not run on a Ray cluster yet"):
+    with pytest.raises(DeployError, match="Bring-your-own images need local workers"):
         workers._request(image)

@@ -348,8 +348,8 @@ class RayWorkers:
         """The model's sha256 and what an agent needs to run ``spec`` (sources, not this machine's paths)."""
         if spec.command:
             raise DeployError(
-                "Bring-your-own images do not run on a Ray cluster yet: serve this model without "
-                "--ray-address."
+                "Bring-your-own images need local workers: they do not run on a Ray cluster; serve this "
+                "model from a front end without --ray-address."
             )
         entry = entry_source(spec.model_dir)
         if entry is None:
