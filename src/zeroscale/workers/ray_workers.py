@@ -384,7 +384,7 @@ class RayWorkers:
             for n in self._nodes.values()
             if n.alive and n.reachable and n.node_id not in exclude
         ]
-        if not views and not exclude:
+        if not views:  # none live, or the last ones failed this start: not the model's fault
             raise self._unavailable()
         chosen = choose(views, spec.memory_mb)
         if chosen is None:
@@ -399,7 +399,7 @@ class RayWorkers:
             since = time.monotonic() - self._head_lost_since
             why = f"its head has not answered for {since:.0f} s and no node is left for new workers"
         else:
-            why = "no node of it is live"
+            why = "no node of it is live and answering"
         return WorkersUnavailable(f"The Ray cluster at {self._address} is unavailable: {why}; retry later.")
 
     async def start(
