@@ -268,6 +268,13 @@ def _max_concurrency(server: ServerProcess, endpoint: str) -> float:
     return _metric(server, f"zeroscale_max_concurrency{{{labels}}}")
 
 
+def _node_reserved(server: ServerProcess) -> dict[str, float]:
+    """``zeroscale_node_reserved_mb`` per node, as this front end sees it."""
+    prefix = "zeroscale_node_reserved_mb{"
+    lines = [line for line in server.metrics().splitlines() if line.startswith(prefix)]
+    return {line.split("}")[0]: float(line.split()[-1]) for line in lines}
+
+
 def _agent_of(pid: int) -> int:
     """The Ray actor process (a node's agent) a worker descends from."""
     for proc in psutil.Process(pid).parents():
@@ -331,6 +338,10 @@ def test_two_front_ends_share_the_cluster_and_max_concurrency(
         (worker,) = workers
         assert worker["Pid"] in pids[name] and worker["Node"].split("/")[1] in node_ids, worker
     assert len({_agent_of(w["Pid"]) for ws in listed.values() for w in ws}) == 2  # one agent per front end
+    # Each places against every front end's workers on a node: both see the same reservations per node
+    # (the nodes' agents keep a ledger), which hold at least the two workers here.
+    wait_for(lambda: _node_reserved(a) == _node_reserved(b), timeout_s=10)
+    assert sum(_node_reserved(a).values()) >= 2 * 1024
 
     # SIGKILL of A: Ray ends the agents A owned, and with them A's worker; B's worker serves on, and once
     # A's heartbeat is stale B takes the whole MaxConcurrency.

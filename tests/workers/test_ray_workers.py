@@ -4,6 +4,9 @@ and what it refuses to send to a node. (tests/e2e/test_ray_cluster.py runs it ag
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,6 +14,7 @@ import pytest
 from zeroscale.artifacts.cache import ArtifactCache
 from zeroscale.errors import DeployError
 from zeroscale.workers.manager import WorkerHandle, WorkerSpec
+from zeroscale.workers.ray_agent import AgentConfig, NodeAgent
 from zeroscale.workers.ray_workers import Node, NodeLost, RayWorkers
 
 
@@ -110,3 +114,30 @@ def test_images_and_directories_outside_the_cache_are_refused(tmp_path: Path) ->
     image = WorkerSpec("byo/x", str(tmp_path), 1024, tmp_path, command=("serve",))
     with pytest.raises(DeployError, match="Bring-your-own images need local workers"):
         workers._request(image)
+
+
+def test_other_front_ends_workers_on_a_node_count_against_it(tmp_path: Path) -> None:
+    """An agent's ledger on the node: the other live agents' workers are reported (a dead agent's file is
+    removed), and placement and the memory budget count them."""
+    agent = NodeAgent(AgentConfig(node_id="n" * 16, root=str(tmp_path), host="127.0.0.1"))
+    ledger = tmp_path / ("n" * 16) / "reserved"
+    ledger.mkdir(parents=True)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True)
+    (ledger / "live-one").write_text(f"{os.getpid()} 2048\n")
+    (ledger / "dead-one").write_text(f"{int(dead.stdout)} 1024\n")
+    (ledger / ".half-written").write_text("garbage")
+    assert agent._others_mb() == 2048
+    assert not (ledger / "dead-one").exists()
+
+    workers = _workers()
+    told: list[int] = []
+    workers.on_capacity = told.append
+    node = _node(workers, "a" * 16, capacity_mb=4096)
+    _node(workers, "b" * 16, capacity_mb=4096)
+    workers._apply(node, {"output": {}, "rss_mb": {}, "templates": {}, "exits": [], "others_mb": 3072})
+    assert told == [8192 - 3072]
+    assert node.reserved_mb == 3072
+    # 1024 MB left on node a, 4096 on b: a 2048 MB worker goes to b, and 4096 fits nowhere else.
+    assert workers._place(_spec(tmp_path, memory_mb=2048), "sha", None, set()).node_id == "b" * 16
+    with pytest.raises(DeployError, match="No node of the Ray cluster has 4096 MB free"):
+        workers._place(_spec(tmp_path, memory_mb=4096), "sha", None, {"b" * 16})

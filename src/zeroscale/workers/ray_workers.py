@@ -7,8 +7,10 @@ knowing the nodes, starting and supervising one process per node, calls to it. T
 through Ray: the router talks HTTP/1.1 to each worker over TCP, through the agent's relay on the node.
 
 - Placement (``placement.choose``): the node's memory (its Ray ``memory`` resource) less the MemorySizeInMB
-  of the workers this front end placed there; an endpoint variant's workers spread; then a node holding the
-  pool's template, then one holding the model's artifact.
+  of the workers this front end placed there and of the other front ends' workers there (their agents'
+  ledger on the node, as the node's agent last reported it); an endpoint variant's workers spread; then a
+  node holding the pool's template, then one holding the model's artifact. The router's memory budget is
+  the sum over live nodes of their memory less the other front ends' workers.
 - Artifacts: a worker's model directory here is an entry of the front end's artifact cache; the node is
   sent the entry's source (S3, or a file URL on a shared path) and fills its own cache from it.
 - Logs: each node's agent ships its workers' stream records back with every poll (half a second, or at
@@ -74,6 +76,7 @@ class Node:
     workers: dict[str, WorkerHandle] = field(default_factory=dict)
     templates: dict[str, RemoteTemplate] = field(default_factory=dict)
     artifacts: set[str] = field(default_factory=set)  # sha256 of the models in its cache
+    others_mb: int = 0  # MemorySizeInMB of other front ends' workers there (its agent's last report)
     poller: asyncio.Task[None] | None = None
     gone: asyncio.Event = field(default_factory=asyncio.Event)  # set when the node is lost
 
@@ -97,7 +100,8 @@ class Node:
 
     @property
     def reserved_mb(self) -> int:
-        return sum(h.spec.memory_mb for h in self.workers.values())
+        """This front end's workers and the others' (as the node's agent last reported them)."""
+        return sum(h.spec.memory_mb for h in self.workers.values()) + self.others_mb
 
 
 class NodeLost(Exception):
@@ -554,6 +558,10 @@ class RayWorkers:
             self._apply(node, report)
 
     def _apply(self, node: Node, report: dict[str, Any]) -> None:
+        others = int(report.get("others_mb", 0))
+        if others != node.others_mb:
+            node.others_mb = others
+            self._capacity_changed()
         for wid, chunk in report["output"].items():
             handle = node.workers.get(wid)
             if handle is not None:
@@ -610,7 +618,7 @@ class RayWorkers:
     def _capacity_changed(self) -> None:
         """Tell the router the cluster's memory; with no live node the budget is left as it was: a start
         then fails at once naming the cluster (``_unavailable``) rather than waiting for memory."""
-        total = sum(n.capacity_mb for n in self._nodes.values() if n.alive)
+        total = sum(max(0, n.capacity_mb - n.others_mb) for n in self._nodes.values() if n.alive)
         if total and total != self._capacity_mb and self.on_capacity is not None:
             self._capacity_mb = total
             self.on_capacity(total)
