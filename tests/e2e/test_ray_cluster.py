@@ -469,7 +469,7 @@ def test_the_head_lost_answers_service_unavailable_naming_the_cluster(
             wait_for(unavailable, timeout_s=45, interval_s=0.5)
             last = answers[-1][1]
             assert f"The Ray cluster at {ray.address} is unavailable" in last, answers
-            assert all(seconds < 10 for seconds, _ in answers), answers  # answered, never a hang
+            assert all(seconds < 15 for seconds, _ in answers), answers  # answered, never a hang
             assert server.proc is not None and server.proc.poll() is None
             assert "does not answer" in server.log()
         finally:
