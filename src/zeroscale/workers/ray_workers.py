@@ -260,7 +260,9 @@ class RayWorkers:
         if self._listing is None:
             self._listing = asyncio.ensure_future(asyncio.to_thread(ray.nodes))
         try:
-            listed = await asyncio.wait_for(asyncio.shield(self._listing), self._node_timeout_s)
+            # At start (``wait``) the head just answered ray.init: no limit (a slow machine is no lost head).
+            timeout_s = None if wait else self._node_timeout_s
+            listed = await asyncio.wait_for(asyncio.shield(self._listing), timeout_s)
         except Exception as exc:  # TimeoutError: no answer; or Ray's error for a head it cannot reach
             if self._listing.done():
                 self._listing = None
