@@ -7,12 +7,13 @@ import asyncio
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
 
 from zeroscale.artifacts.cache import ArtifactCache
-from zeroscale.errors import DeployError
+from zeroscale.errors import DeployError, WorkersUnavailable
 from zeroscale.workers.manager import WorkerHandle, WorkerSpec
 from zeroscale.workers.ray_agent import AgentConfig, NodeAgent
 from zeroscale.workers.ray_workers import Node, NodeLost, RayWorkers
@@ -141,3 +142,38 @@ def test_other_front_ends_workers_on_a_node_count_against_it(tmp_path: Path) -> 
     assert workers._place(_spec(tmp_path, memory_mb=2048), "sha", None, set()).node_id == "b" * 16
     with pytest.raises(DeployError, match="No node of the Ray cluster has 4096 MB free"):
         workers._place(_spec(tmp_path, memory_mb=4096), "sha", None, {"b" * 16})
+
+
+async def test_a_head_that_does_not_answer_is_lost_and_a_start_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ray.nodes() waits for a lost head: after node_timeout_s the head counts as lost (the call is waited
+    on again, not started anew); with no node left a start fails at once with WorkersUnavailable naming the
+    cluster, and the memory budget is not zeroed; the head answering again ends it."""
+    ray = pytest.importorskip("ray")
+    answer = threading.Event()
+    calls: list[int] = []
+
+    def nodes() -> list[dict[str, object]]:
+        calls.append(1)
+        answer.wait(10)
+        return []
+
+    monkeypatch.setattr(ray, "nodes", nodes)
+    workers = RayWorkers("127.0.0.1:6379", node_root="/tmp/unused", node_timeout_s=0.2)
+    told: list[int] = []
+    workers.on_capacity = told.append
+    node = _node(workers, "a" * 16)
+    workers._capacity_changed()
+    await workers._refresh()
+    await workers._refresh()
+    assert workers.head_lost and len(calls) == 1
+    workers._lose(node, "node a did not answer")
+    assert told == [4096]  # not 0: a start fails at once rather than waiting for memory
+    with pytest.raises(WorkersUnavailable, match=r"Ray cluster at 127.0.0.1:6379 is unavailable: its head"):
+        workers._place(_spec(tmp_path), "sha", None, set())
+    answer.set()
+    await workers._refresh()
+    assert not workers.head_lost
+    with pytest.raises(WorkersUnavailable, match="no node of it is live"):
+        workers._place(_spec(tmp_path), "sha", None, set())
