@@ -22,6 +22,7 @@ from typing import Any
 
 import psutil
 import pytest
+import sqlalchemy
 from click.testing import CliRunner
 
 from e2e.conftest import handler_model
@@ -353,6 +354,22 @@ def test_two_front_ends_share_the_cluster_and_max_concurrency(
     wait_for(lambda: _max_concurrency(b, "shared") == 2, timeout_s=TTL_S * 5)
     b.client("sagemaker").delete_endpoint(EndpointName="shared")
 
+    # SIGTERM of B is a graceful stop (Ray's client would end the process at once): it leaves the front
+    # ends' table, which only a clean stop does.
+    ident = (b.data_dir / "frontend-id").read_text().strip()
+    assert ident in _frontend_ids(setup.database_url)
+    b.stop()
+    assert ident not in _frontend_ids(setup.database_url)
+
+
+def _frontend_ids(database_url: str) -> set[str]:
+    engine = sqlalchemy.create_engine(database_url)
+    try:
+        with engine.connect() as conn:
+            return {str(row[0]) for row in conn.execute(sqlalchemy.text("SELECT id FROM frontends"))}
+    finally:
+        engine.dispose()
+
 
 EXAMPLE_IMAGE = Path(__file__).resolve().parents[2] / "examples" / "byo-image"
 
@@ -472,5 +489,9 @@ def test_the_head_lost_answers_service_unavailable_naming_the_cluster(
             assert all(seconds < 15 for seconds, _ in answers), answers  # answered, never a hang
             assert server.proc is not None and server.proc.poll() is None
             assert "does not answer" in server.log()
+            # SIGTERM is still a graceful stop (uvicorn ends by raising the signal again once done), not
+            # an abort in Ray's client.
+            server.proc.send_signal(signal.SIGTERM)
+            assert server.proc.wait(30) in (0, -signal.SIGTERM), server.log()[-2000:]
         finally:
             server.stop()

@@ -37,6 +37,7 @@ import dataclasses
 import itertools
 import logging
 import os
+import signal
 import threading
 import time
 import uuid
@@ -214,6 +215,7 @@ class RayWorkers:
             )
         except Exception as exc:  # ConnectionError, or Ray's own when the head does not answer
             raise RuntimeError(f"Could not connect to the Ray cluster at {self._address}: {exc}") from exc
+        _restore_signal_handlers()
         self._agent_cls = ray.remote(NodeAgent)
         await self._refresh(wait=True)
         if not self._nodes:
@@ -624,6 +626,18 @@ class RayWorkers:
         if total and total != self._capacity_mb and self.on_capacity is not None:
             self._capacity_mb = total
             self.on_capacity(total)
+
+
+def _restore_signal_handlers() -> None:
+    """Ray's client installs a C++ handler of its own for SIGTERM and SIGINT, which ends the process at once
+    (no graceful stop: in-flight requests cut, the front end's row left to expire). Put back the ones
+    Python keeps (the server's graceful stop); only the main thread may set them."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        handler = signal.getsignal(sig)
+        if handler is not None:
+            signal.signal(sig, handler)
 
 
 def _kill_actor(agent: Any) -> None:
