@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import tempfile
 import time
@@ -74,11 +75,20 @@ def _frontends(
     root: Path, cluster: RayCluster, models: Models, rounds: int, seconds: float
 ) -> dict[str, Any]:
     """Requests/s of one front end vs two on one database (see the module's doc), alternating blocks."""
+    pg_dir = Path(tempfile.mkdtemp(prefix="zeroscale-bench-pg-"))
+    pg_dir.chmod(0o755)  # the cluster belongs to the postgres user when run as root
+    try:
+        return _measure_frontends(root, cluster, models, rounds, seconds, pg_dir)
+    finally:
+        shutil.rmtree(pg_dir, ignore_errors=True)
+
+
+def _measure_frontends(
+    root: Path, cluster: RayCluster, models: Models, rounds: int, seconds: float, pg_dir: Path
+) -> dict[str, Any]:
     sys.path.insert(0, str(REPO / "tests"))
     from pgserver import PostgresServer
 
-    pg_dir = Path(tempfile.mkdtemp(prefix="zeroscale-bench-pg-"))
-    pg_dir.chmod(0o755)  # the cluster belongs to the postgres user when run as root
     with PostgresServer(pg_dir) as pg:
         base = {"ray_address": cluster.address}
         one = ServerProcess(root / "one", {**base, "database_url": pg.create_database("one")})
