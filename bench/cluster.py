@@ -14,18 +14,28 @@ this machine, so the figures are what the agent, the relay and the extra hop cos
 - overhead: endpoint ``warm`` (one warm worker), ``--requests`` signed requests one at a time on a keep-alive
   connection, client-side send -> last byte (signing outside the timer); the two servers alternate in blocks
   of 50.
+- front ends: requests per second through one front end vs two on the same cluster. Three more servers on
+  the cluster, with PostgreSQL (``tests/pgserver.py``, started inside the namespace): ``one`` alone on its
+  database, ``two-a`` and ``two-b`` sharing another. Each database has endpoint ``tp`` (the trivial echo
+  model, MaxConcurrency 2, ProvisionedConcurrency 2): ``one`` runs both workers, ``two-a`` and ``two-b``
+  one each (their shares), so both sides have two workers on the nodes. ``bench/loadgen.py`` (closed loop,
+  one pre-signed request) with 4 connections, all to ``one``, or 2 to each of the pair; the two sides
+  alternate, ``--fe-rounds`` blocks of ``--fe-seconds`` each.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import IDLE_TAG, ROW, SignedClient, build_models, wait_zero
+from bench.common import IDLE_TAG, REPO, ROW, Models, SignedClient, build_models, wait_for, wait_zero
+from bench.throughput import BODY, _loadgen, _through_request
 from zeroscale.testing import ServerProcess, deploy
 from zeroscale.testing_ray import RayCluster
 
@@ -61,7 +71,65 @@ def _warm(client: SignedClient, count: int) -> list[float]:
     return out
 
 
-def run(root: Path, rounds: int, requests: int, out: dict[str, Any]) -> None:
+def _frontends(
+    root: Path, cluster: RayCluster, models: Models, rounds: int, seconds: float
+) -> dict[str, Any]:
+    """Requests/s of one front end vs two on one database (see the module's doc), alternating blocks."""
+    pg_dir = Path(tempfile.mkdtemp(prefix="zeroscale-bench-pg-"))
+    pg_dir.chmod(0o755)  # the cluster belongs to the postgres user when run as root
+    try:
+        return _measure_frontends(root, cluster, models, rounds, seconds, pg_dir)
+    finally:
+        shutil.rmtree(pg_dir, ignore_errors=True)
+
+
+def _measure_frontends(
+    root: Path, cluster: RayCluster, models: Models, rounds: int, seconds: float, pg_dir: Path
+) -> dict[str, Any]:
+    sys.path.insert(0, str(REPO / "tests"))
+    from pgserver import PostgresServer
+
+    with PostgresServer(pg_dir) as pg:
+        base = {"ray_address": cluster.address}
+        one = ServerProcess(root / "one", {**base, "database_url": pg.create_database("one")})
+        shared = pg.create_database("two")
+        pair = [ServerProcess(root / name, {**base, "database_url": shared}) for name in ("two-a", "two-b")]
+        servers = [one, *pair]
+        try:
+            for srv in servers:
+                srv.start(timeout_s=120)
+            for srv in (one, pair[0]):
+                desc = deploy(
+                    srv.client("sagemaker"), "tp", f"file://{models.echo}", max_concurrency=2, provisioned=2
+                )
+                if desc["EndpointStatus"] != "InService":
+                    raise RuntimeError(f"tp on {srv.url}: {desc.get('FailureReason')}")
+            with tempfile.TemporaryDirectory() as tmp_name:
+                tmp = Path(tmp_name)
+                solo = [f"tcp:127.0.0.1:{one.port}"]
+                two = [f"tcp:127.0.0.1:{srv.port}" for srv in pair]
+                requests = {
+                    "one": _through_request(one, "tp", BODY),
+                    "two": _through_request(pair[0], "tp", BODY),
+                }
+                targets = {"one": solo, "two": two}
+                for name in targets:  # warm: every front end routes tp and has its workers
+                    _loadgen(targets[name], requests[name], 4, 1.0, tmp)
+                wait_for(lambda: [s.workers("tp") for s in servers] == [2, 1, 1], timeout_s=60)
+                runs: dict[str, list[dict[str, Any]]] = {"one": [], "two": []}
+                for _ in range(rounds):
+                    for name in targets:
+                        runs[name].append(_loadgen(targets[name], requests[name], 4, seconds, tmp))
+                runs["workers"] = [{"one": one.workers("tp"), "two": [s.workers("tp") for s in pair]}]
+                return runs
+        finally:
+            for srv in servers:
+                srv.stop()
+
+
+def run(
+    root: Path, rounds: int, requests: int, out: dict[str, Any], fe_rounds: int = 3, fe_seconds: float = 3.0
+) -> None:
     models = build_models(root)
     t = time.monotonic()
     with RayCluster(nodes=2, memory_mb=8192) as cluster:
@@ -91,12 +159,18 @@ def run(root: Path, rounds: int, requests: int, out: dict[str, Any]) -> None:
         finally:
             for srv in servers.values():
                 srv.stop()
+        if fe_rounds:
+            t = time.monotonic()
+            out["frontends"] = _frontends(root, cluster, models, fe_rounds, fe_seconds)
+            out["timings_s"]["frontends"] = time.monotonic() - t
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--requests", type=int, default=500)
+    parser.add_argument("--fe-rounds", type=int, default=3, help="blocks per side, one vs two front ends")
+    parser.add_argument("--fe-seconds", type=float, default=3.0, help="seconds per block")
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
     import ray
@@ -105,7 +179,7 @@ def main() -> None:
     t_all = time.monotonic()
     try:
         with tempfile.TemporaryDirectory(prefix="zeroscale-cluster-bench-") as tmp:
-            run(Path(tmp), args.rounds, args.requests, out)
+            run(Path(tmp), args.rounds, args.requests, out, args.fe_rounds, args.fe_seconds)
         out["ok"] = True
     finally:
         out["timings_s"]["total"] = time.monotonic() - t_all

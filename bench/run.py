@@ -20,7 +20,8 @@ Scenarios (each module's docstring says exactly what it measures and how):
               cold start, deploy rate from 16 clients (--scale-sizes to change)          bench/scale.py
   ray         the peer: Ray Serve (min_replicas=0) in a private network namespace     bench/ray_peer.py
   cluster     cold start and overhead of a worker on a Ray node (--ray-address) vs on this machine, in a
-              private network namespace                                               bench/cluster.py
+              private network namespace; requests/s through two front ends vs one on the cluster
+                                                                                      bench/cluster.py
   batch       batch transform records/s (MultiRecord, S3 in SeaweedFS) vs one process on the same data
                                                                                          bench/batch.py
   rollback    a canary rolled back by a CloudWatch alarm: alarm -> the old fleet takes all the traffic, vs a
@@ -1133,6 +1134,10 @@ def run_cluster(run: Run) -> None:
         str(run.plan.cold_rounds),
         "--requests",
         str(run.plan.rf_requests),
+        "--fe-rounds",
+        str(run.plan.tp_repeats + 1),
+        "--fe-seconds",
+        str(run.plan.tp_duration_s / 2),
         "--out",
         str(out),
     ]
@@ -1192,6 +1197,23 @@ def run_cluster(run: Run) -> None:
             ms(local_o),
         )
     )
+    fe = data.get("frontends")
+    if fe:
+        one = sorted(r["rps"] for r in fe["one"])[len(fe["one"]) // 2]
+        two = sorted(r["rps"] for r in fe["two"])[len(fe["two"]) // 2]
+        errors = sum(int(r["errors"]) for side in ("one", "two") for r in fe[side])
+        run.rows.append(
+            Row(
+                s,
+                "echo requests/s, two front ends on one database (2 connections each, one worker each)",
+                two,
+                "req/s",
+                "one front end (4 connections, two workers)",
+                one,
+                ">= one front end, no errors",
+                two >= one and errors == 0,
+            )
+        )
     t = data.get("timings_s", {})
     run.sections.append(
         "## Workers on Ray\n\n"
@@ -1203,6 +1225,15 @@ def run_cluster(run: Run) -> None:
         f"Ray start {t.get('ray_start', 0):.1f} s, total {t.get('total', 0):.1f} s; cold starts on Ray "
         f"{[round(ms(x)) for x in cold['ray']]} ms, "
         f"on this machine {[round(ms(x)) for x in cold['local']]} ms."
+        + (
+            " Front ends: the trivial echo model at MaxConcurrency 2 (ProvisionedConcurrency 2), "
+            "`bench/loadgen.py` with 4 connections, alternating blocks; requests/s through one front end "
+            f"{[round(r['rps']) for r in fe['one']]}, through two on one PostgreSQL database "
+            f"{[round(r['rps']) for r in fe['two']]} (the front ends, the nodes' agents and workers and the "
+            "load generator share this machine's cores)."
+            if fe
+            else ""
+        )
     )
 
 

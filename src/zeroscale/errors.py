@@ -157,6 +157,11 @@ class DeployError(Exception):
     """Why a model could not be made ready: artifact fetch or extraction, unknown image, no /ping."""
 
 
+class WorkersUnavailable(DeployError):
+    """No worker can start anywhere for now, whatever the model (the Ray cluster's head is lost and no node
+    is left): a request waiting for a worker answers ServiceUnavailable with this message, not ModelError."""
+
+
 # ---- SNS-compatible topics (query protocol) ----
 class TopicNotFound(ZeroscaleError):
     code = "NotFound"

@@ -179,7 +179,17 @@ def build(settings: Settings) -> Server:
         max_files=settings.max_extracted_files,
     )
     deployer = Deployer(
-        models, artifacts, settings.idle_timeout_s, PythonEnvs(settings.pyenvs_dir), images=images
+        models,
+        artifacts,
+        settings.idle_timeout_s,
+        PythonEnvs(settings.pyenvs_dir),
+        images=images,
+        byo_refusal=(
+            "this front end runs its workers on a Ray cluster (--ray-address); serve it from a front end "
+            "without --ray-address"
+            if settings.ray_address
+            else ""
+        ),
     )
     cluster = Cluster(
         store,

@@ -53,6 +53,7 @@ class RayCluster:
         self.memory_mb = memory_mb
         self.cluster: Any = None
         self.extra: list[Any] = []  # the nodes beyond the head, in the order added
+        self.head_killed = False
 
     def _node_args(self) -> dict[str, Any]:
         return {
@@ -93,6 +94,21 @@ class RayCluster:
                 proc.kill()
         self.extra.remove(node)
 
+    def kill_head(self) -> None:
+        """The head's machine goes away: its GCS, raylet and everything they started are killed at once. The
+        other nodes' raylets give up on it after their ``gcs_rpc_server_reconnect_timeout_s`` (Ray's
+        default 60 s; set ``RAY_gcs_rpc_server_reconnect_timeout_s`` before ``start`` to shorten it)."""
+        import psutil
+
+        head = self.cluster.head_node
+        raylet = psutil.Process(head.all_processes["raylet"][0].process.pid)
+        doomed = raylet.children(recursive=True)
+        doomed += [psutil.Process(p.process.pid) for procs in head.all_processes.values() for p in procs]
+        for proc in doomed:
+            with contextlib.suppress(psutil.Error):
+                proc.kill()
+        self.head_killed = True
+
     @property
     def address(self) -> str:
         return str(self.cluster.address)
@@ -103,7 +119,12 @@ class RayCluster:
 
     def stop(self) -> None:
         if self.cluster is not None:
-            self.cluster.shutdown()
+            if self.head_killed:  # what is left: the other nodes (their raylets may be gone already)
+                for node in self.extra:
+                    with contextlib.suppress(Exception):
+                        node.kill_all_processes(check_alive=False, allow_graceful=False)
+            else:
+                self.cluster.shutdown()
             self.cluster = None
 
     def __enter__(self) -> RayCluster:

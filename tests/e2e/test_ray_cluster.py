@@ -1,14 +1,18 @@
 """Workers on a Ray cluster (``zeroscale serve --ray-address``): two Ray nodes on 127.0.0.1 inside a private
-network namespace, a real server connected to them, a real S3 (SeaweedFS) for the model, real boto3.
+network namespace, a real server connected to them, a real S3 (SeaweedFS) for the model, real boto3; and two
+front ends on one PostgreSQL database sharing the cluster.
 
 The whole module runs in the namespace (the fixture moves the test's thread there and back), so it starts its
-own S3 rather than the session's, which listens in the machine's own namespace.
+own S3 rather than the session's, which listens in the machine's own namespace. The session's PostgreSQL is
+reached through its Unix socket (a path: not bound to a network namespace), its database made beforehand.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
 import json
+import signal
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -18,11 +22,14 @@ from typing import Any
 
 import psutil
 import pytest
+import sqlalchemy
 from click.testing import CliRunner
 
+from e2e.conftest import handler_model
+from pgserver import PostgresServer
 from s3server import SeaweedS3
 from zeroscale.cli.main import cli
-from zeroscale.testing import ACCESS_KEY, REGION, SECRET_KEY, ServerProcess, deploy, wait_for
+from zeroscale.testing import ACCESS_KEY, REGION, SECRET_KEY, ServerProcess, deploy, make_tar, wait_for
 from zeroscale.testing_ray import RayCluster, can_unshare, private_network
 
 pytest.importorskip("ray")
@@ -41,19 +48,26 @@ class Setup:
     server: ServerProcess
     node_dir: Path
     url: str
+    database_url: str  # an empty PostgreSQL database, over the Unix socket
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory: pytest.TempPathFactory, sklearn_model: Any) -> Iterator[Setup]:
+def setup(
+    tmp_path_factory: pytest.TempPathFactory, sklearn_model: Any, postgres: PostgresServer
+) -> Iterator[Setup]:
     root = tmp_path_factory.mktemp("ray")
+    database = postgres.create_database("raycluster").rsplit("/", 1)[1]  # over TCP: before the namespace
+    database_url = f"postgresql+psycopg://postgres@/{database}?host={postgres.data}&port={postgres.port}"
     with private_network(), SeaweedS3(root / "s3") as s3, pytest.MonkeyPatch.context() as env:
         for name, value in s3.env().items():  # the nodes' own credentials for S3 (an instance role's)
             env.setenv(name, value)
         with RayCluster(nodes=2, memory_mb=8192) as ray:
-            yield from _serve(root, s3, ray, sklearn_model)
+            yield from _serve(root, s3, ray, sklearn_model, database_url)
 
 
-def _serve(root: Path, s3: SeaweedS3, ray: RayCluster, sklearn_model: Any) -> Iterator[Setup]:
+def _serve(
+    root: Path, s3: SeaweedS3, ray: RayCluster, sklearn_model: Any, database_url: str
+) -> Iterator[Setup]:
     s3.client().create_bucket(Bucket=BUCKET)
     s3.client().upload_file(str(sklearn_model.tar), BUCKET, KEY)
     node_dir = root / "nodes"
@@ -69,7 +83,7 @@ def _serve(root: Path, s3: SeaweedS3, ray: RayCluster, sklearn_model: Any) -> It
     )
     server.start(timeout_s=120)
     try:
-        yield Setup(ray, s3, server, node_dir, f"s3://{BUCKET}/{KEY}")
+        yield Setup(ray, s3, server, node_dir, f"s3://{BUCKET}/{KEY}", database_url)
     finally:
         server.stop()
 
@@ -205,6 +219,180 @@ def _events_with(logs: Any, group: str, stream: str, text: str, wait_s: float = 
         time.sleep(0.2)
 
 
+SLEEPY = """
+import os, time
+
+
+def model_fn(model_dir):
+    return "sleepy"
+
+
+def predict_fn(data, model):
+    time.sleep(data.get("sleep", 0))
+    return {"pid": os.getpid()}
+"""
+TTL_S = 2.0
+
+
+@pytest.fixture(scope="module")
+def pair(setup: Setup, tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[ServerProcess]]:
+    """Two more front ends on the same cluster and one PostgreSQL database, with the same directory on the
+    nodes (as two front ends with the default --ray-node-dir would)."""
+    root = tmp_path_factory.mktemp("pair")
+    flags = {
+        "ray_address": setup.ray.address,
+        "ray_node_dir": setup.node_dir,
+        "ray_node_timeout_s": 2,
+        "database_url": setup.database_url,
+        "frontend_ttl_s": TTL_S,
+    }
+    servers = [ServerProcess(root / name, flags) for name in ("a", "b")]
+    try:
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            for started in [pool.submit(s.start, 120) for s in servers]:
+                started.result()
+        yield servers
+    finally:
+        for server in servers:
+            server.stop()
+
+
+def _pid(server: ServerProcess, endpoint: str, sleep_s: float = 0.0) -> int:
+    resp = server.client("sagemaker-runtime").invoke_endpoint(
+        EndpointName=endpoint, Body=json.dumps({"sleep": sleep_s}).encode(), ContentType="application/json"
+    )
+    return int(json.loads(resp["Body"].read())["pid"])
+
+
+def _max_concurrency(server: ServerProcess, endpoint: str) -> float:
+    labels = f'endpoint_name="{endpoint}",variant_name="AllTraffic"'
+    return _metric(server, f"zeroscale_max_concurrency{{{labels}}}")
+
+
+def _node_reserved(server: ServerProcess) -> dict[str, float]:
+    """``zeroscale_node_reserved_mb`` per node, as this front end sees it."""
+    prefix = "zeroscale_node_reserved_mb{"
+    lines = [line for line in server.metrics().splitlines() if line.startswith(prefix)]
+    return {line.split("}")[0]: float(line.split()[-1]) for line in lines}
+
+
+def _agent_of(pid: int) -> int:
+    """The Ray actor process (a node's agent) a worker descends from."""
+    for proc in psutil.Process(pid).parents():
+        if " ".join(proc.cmdline()).startswith("ray::"):
+            return proc.pid
+    raise AssertionError(f"worker {pid} is not under a Ray actor")
+
+
+def test_two_front_ends_share_the_cluster_and_max_concurrency(
+    setup: Setup, pair: list[ServerProcess], tmp_path: Path
+) -> None:
+    """One endpoint, MaxConcurrency 2, served by two front ends with workers on the cluster: both answer,
+    each from its share (one worker), never more than two workers in all; one front end killed takes only
+    its own worker with it, and the other grows to the whole MaxConcurrency."""
+    a, b = pair
+    model = handler_model(tmp_path, SLEEPY)
+    desc = deploy(a.client("sagemaker"), "shared", model, memory_mb=1024, max_concurrency=2)
+    assert desc["EndpointStatus"] == "InService", desc.get("FailureReason")
+    for server in (a, b):
+        wait_for(lambda s=server: _max_concurrency(s, "shared") == 1, timeout_s=10)
+
+    pids: dict[str, set[int]] = {"a": set(), "b": set()}
+    errors: list[BaseException] = []
+    peak = 0
+    done = threading.Event()
+
+    def hit(name: str, server: ServerProcess) -> None:
+        try:
+            for _ in range(3):
+                pids[name].add(_pid(server, "shared", sleep_s=0.2))
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    def sample() -> None:  # the live workers of both front ends, while the load runs
+        nonlocal peak
+        while not done.is_set():
+            peak = max(peak, a.workers("shared") + b.workers("shared"))
+            time.sleep(0.05)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    threads = [
+        threading.Thread(target=hit, args=(name, server))
+        for name, server in (("a", a), ("b", b))
+        for _ in range(5)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    done.set()
+    sampler.join()
+    assert not errors, errors
+    assert len(pids["a"]) == len(pids["b"]) == 1, pids
+    assert pids["a"] != pids["b"]
+    assert 1 <= peak <= 2, peak
+    # Each front end's worker runs on a node of the cluster, under that front end's own agent.
+    node_ids = {i[:8] for i in setup.ray.node_ids()}
+    listed = {name: _workers(server, "shared") for name, server in (("a", a), ("b", b))}
+    for name, workers in listed.items():
+        (worker,) = workers
+        assert worker["Pid"] in pids[name] and worker["Node"].split("/")[1] in node_ids, worker
+    assert len({_agent_of(w["Pid"]) for ws in listed.values() for w in ws}) == 2  # one agent per front end
+    # Each places against every front end's workers on a node: both see the same reservations per node
+    # (the nodes' agents keep a ledger), which hold at least the two workers here.
+    wait_for(lambda: _node_reserved(a) == _node_reserved(b), timeout_s=10)
+    assert sum(_node_reserved(a).values()) >= 2 * 1024
+
+    # SIGKILL of A: Ray ends the agents A owned, and with them A's worker; B's worker serves on, and once
+    # A's heartbeat is stale B takes the whole MaxConcurrency.
+    (a_pid,), (b_pid,) = pids["a"], pids["b"]
+    a.stop(signal.SIGKILL)
+    wait_for(lambda: not psutil.pid_exists(a_pid), timeout_s=30)
+    assert psutil.pid_exists(b_pid)
+    assert _pid(b, "shared") == b_pid
+    wait_for(lambda: _max_concurrency(b, "shared") == 2, timeout_s=TTL_S * 5)
+    b.client("sagemaker").delete_endpoint(EndpointName="shared")
+
+    # SIGTERM of B is a graceful stop (Ray's client would end the process at once): it leaves the front
+    # ends' table, which only a clean stop does.
+    ident = (b.data_dir / "frontend-id").read_text().strip()
+    assert ident in _frontend_ids(setup.database_url)
+    b.stop()
+    assert ident not in _frontend_ids(setup.database_url)
+
+
+def _frontend_ids(database_url: str) -> set[str]:
+    engine = sqlalchemy.create_engine(database_url)
+    try:
+        with engine.connect() as conn:
+            return {str(row[0]) for row in conn.execute(sqlalchemy.text("SELECT id FROM frontends"))}
+    finally:
+        engine.dispose()
+
+
+EXAMPLE_IMAGE = Path(__file__).resolve().parents[2] / "examples" / "byo-image"
+
+
+def test_a_bring_your_own_image_is_refused_by_name(setup: Setup, tmp_path: Path) -> None:
+    """Pushing an image works (it is kept by the front end), deploying it fails before any download: its
+    workers would have to run on the cluster's nodes."""
+    server = setup.server
+    env = {"AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY, "AWS_DEFAULT_REGION": REGION}
+    push = ["images", "push", "byo-linear:1.0", str(EXAMPLE_IMAGE), "--endpoint-url", server.url]
+    out = CliRunner().invoke(cli, push, env=env)
+    assert out.exit_code == 0, out.output
+    model = tmp_path / "linear.json"
+    model.write_text(json.dumps({"weights": [1.0], "bias": 0.0}))
+    url = f"file://{make_tar(tmp_path / 'linear.tar.gz', {'linear.json': model})}"
+    desc = deploy(server.client("sagemaker"), "byo", url, image="byo-linear:1.0")
+    assert desc["EndpointStatus"] == "Failed"
+    assert "Bring-your-own images need local workers: image byo-linear:1.0" in desc["FailureReason"]
+    assert "--ray-address" in desc["FailureReason"]
+    assert server.workers("byo") == 0
+    server.client("sagemaker").delete_endpoint(EndpointName="byo")
+
+
 def test_a_node_removed_under_load_costs_only_its_requests(setup: Setup, sklearn_model: Any) -> None:
     server = setup.server
     sm, smr = server.client("sagemaker"), server.client("sagemaker-runtime", max_pool_connections=16)
@@ -262,3 +450,48 @@ def _node_series(server: ServerProcess) -> str:
         return "\n".join(
             line for line in resp.read().decode().splitlines() if line.startswith("zeroscale_node_workers{")
         )
+
+
+def test_the_head_lost_answers_service_unavailable_naming_the_cluster(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cluster of its own (its head is killed): once the head is gone and no node is left, an invocation
+    that needs a new worker answers ServiceUnavailable at once, naming the cluster, and the front end lives
+    on. The nodes' raylets give up on the head after 4 s here (Ray's default is 60 s)."""
+    monkeypatch.setenv("RAY_gcs_rpc_server_reconnect_timeout_s", "4")
+    model = handler_model(tmp_path, SLEEPY)
+    with private_network(), RayCluster(nodes=2, memory_mb=4096) as ray:
+        server = ServerProcess(
+            tmp_path / "data",
+            {"ray_address": ray.address, "ray_node_timeout_s": 2},
+            env={"RAY_gcs_rpc_server_reconnect_timeout_s": None},  # the front end's own default
+        ).start(timeout_s=120)
+        try:
+            desc = deploy(server.client("sagemaker"), "headless", model, memory_mb=1024, max_concurrency=1)
+            assert desc["EndpointStatus"] == "InService", desc.get("FailureReason")
+            _pid(server, "headless")
+            ray.kill_head()
+            answers: list[tuple[float, str]] = []
+
+            def unavailable() -> bool:
+                t0 = time.monotonic()
+                try:
+                    _pid(server, "headless")
+                    answers.append((time.monotonic() - t0, "ok"))
+                    return False
+                except Exception as exc:
+                    answers.append((time.monotonic() - t0, str(exc)))
+                    return "ServiceUnavailable" in str(exc) and "head has not answered" in str(exc)
+
+            wait_for(unavailable, timeout_s=45, interval_s=0.5)
+            last = answers[-1][1]
+            assert f"The Ray cluster at {ray.address} is unavailable" in last, answers
+            assert all(seconds < 15 for seconds, _ in answers), answers  # answered, never a hang
+            assert server.proc is not None and server.proc.poll() is None
+            assert "does not answer" in server.log()
+            # SIGTERM is still a graceful stop (uvicorn ends by raising the signal again once done), not
+            # an abort in Ray's client.
+            server.proc.send_signal(signal.SIGTERM)
+            assert server.proc.wait(30) in (0, -signal.SIGTERM), server.log()[-2000:]
+        finally:
+            server.stop()

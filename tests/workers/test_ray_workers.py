@@ -4,13 +4,18 @@ and what it refuses to send to a node. (tests/e2e/test_ray_cluster.py runs it ag
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
+import threading
 from pathlib import Path
 
 import pytest
 
 from zeroscale.artifacts.cache import ArtifactCache
-from zeroscale.errors import DeployError
+from zeroscale.errors import DeployError, WorkersUnavailable
 from zeroscale.workers.manager import WorkerHandle, WorkerSpec
+from zeroscale.workers.ray_agent import AgentConfig, NodeAgent
 from zeroscale.workers.ray_workers import Node, NodeLost, RayWorkers
 
 
@@ -108,5 +113,67 @@ def test_images_and_directories_outside_the_cache_are_refused(tmp_path: Path) ->
     with pytest.raises(DeployError, match="not in the artifact cache"):
         workers._request(_spec(tmp_path, str(tmp_path)))
     image = WorkerSpec("byo/x", str(tmp_path), 1024, tmp_path, command=("serve",))
-    with pytest.raises(DeployError, match="Bring-your-own images do not run on a Ray cluster yet"):
+    with pytest.raises(DeployError, match="Bring-your-own images need local workers"):
         workers._request(image)
+
+
+def test_other_front_ends_workers_on_a_node_count_against_it(tmp_path: Path) -> None:
+    """An agent's ledger on the node: the other live agents' workers are reported (a dead agent's file is
+    removed), and placement and the memory budget count them."""
+    agent = NodeAgent(AgentConfig(node_id="n" * 16, root=str(tmp_path), host="127.0.0.1"))
+    ledger = tmp_path / ("n" * 16) / "reserved"
+    ledger.mkdir(parents=True)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True)
+    (ledger / "live-one").write_text(f"{os.getpid()} 2048\n")
+    (ledger / "dead-one").write_text(f"{int(dead.stdout)} 1024\n")
+    (ledger / ".half-written").write_text("garbage")
+    assert agent._others_mb() == 2048
+    assert not (ledger / "dead-one").exists()
+
+    workers = _workers()
+    told: list[int] = []
+    workers.on_capacity = told.append
+    node = _node(workers, "a" * 16, capacity_mb=4096)
+    _node(workers, "b" * 16, capacity_mb=4096)
+    workers._apply(node, {"output": {}, "rss_mb": {}, "templates": {}, "exits": [], "others_mb": 3072})
+    assert told == [8192 - 3072]
+    assert node.reserved_mb == 3072
+    # 1024 MB left on node a, 4096 on b: a 2048 MB worker goes to b, and 4096 fits nowhere else.
+    assert workers._place(_spec(tmp_path, memory_mb=2048), "sha", None, set()).node_id == "b" * 16
+    with pytest.raises(DeployError, match="No node of the Ray cluster has 4096 MB free"):
+        workers._place(_spec(tmp_path, memory_mb=4096), "sha", None, {"b" * 16})
+
+
+async def test_a_head_that_does_not_answer_is_lost_and_a_start_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ray.nodes() waits for a lost head: after node_timeout_s the head counts as lost (the call is waited
+    on again, not started anew); with no node left a start fails at once with WorkersUnavailable naming the
+    cluster, and the memory budget is not zeroed; the head answering again ends it."""
+    ray = pytest.importorskip("ray")
+    answer = threading.Event()
+    calls: list[int] = []
+
+    def nodes() -> list[dict[str, object]]:
+        calls.append(1)
+        answer.wait(10)
+        return []
+
+    monkeypatch.setattr(ray, "nodes", nodes)
+    workers = RayWorkers("127.0.0.1:6379", node_root="/tmp/unused", node_timeout_s=0.2)
+    told: list[int] = []
+    workers.on_capacity = told.append
+    node = _node(workers, "a" * 16)
+    workers._capacity_changed()
+    await workers._refresh()
+    await workers._refresh()
+    assert workers.head_lost and len(calls) == 1
+    workers._lose(node, "node a did not answer")
+    assert told == [4096]  # not 0: a start fails at once rather than waiting for memory
+    with pytest.raises(WorkersUnavailable, match=r"Ray cluster at 127.0.0.1:6379 is unavailable: its head"):
+        workers._place(_spec(tmp_path), "sha", None, set())
+    answer.set()
+    await workers._refresh()
+    assert not workers.head_lost
+    with pytest.raises(WorkersUnavailable, match="no node of it is live"):
+        workers._place(_spec(tmp_path), "sha", None, set())

@@ -62,7 +62,10 @@ class Deployer:
         default_idle_timeout_s: float,
         pyenvs: PythonEnvs | None = None,
         images: ImageRegistry | None = None,
+        byo_refusal: str = "",
     ) -> None:
+        """``byo_refusal``: why this front end's workers cannot run bring-your-own images (they run on a
+        Ray cluster), given as FailureReason to a deployment of one; "" where they can."""
         self._models = models
         self._artifacts = artifacts
         # code/requirements.txt installs (default: beside the artifact cache, in <data-dir>/pyenvs)
@@ -70,6 +73,7 @@ class Deployer:
         self._default_idle_timeout_s = default_idle_timeout_s
         # bring-your-own images (default: beside the artifact cache, in <data-dir>/images)
         self._images = images or ImageRegistry(artifacts.root.parent / "images")
+        self._byo_refusal = byo_refusal
 
     async def pool_specs(
         self, endpoint: str, config: Record, models: Mapping[str, Record] | None = None
@@ -168,6 +172,11 @@ class Deployer:
         image = str(container.get("Image") or "")
         env = {str(k): str(v) for k, v in (container.get("Environment") or {}).items()}
         runtime, byo = self._resolve(image)
+        if byo is not None and self._byo_refusal:  # before any download
+            raise DeployError(
+                f"Bring-your-own images need local workers: image {byo.ref} cannot run here, "
+                f"{self._byo_refusal}."
+            )
         if byo is not None:  # the model's Environment is laid over the image's
             env = {**byo.manifest.env, **env}
         multi_model = multi_model_prefix(container)

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from zeroscale.background import Background
-from zeroscale.errors import DeployError, ModelError, Throttling
+from zeroscale.errors import DeployError, ModelError, ServiceUnavailable, Throttling, WorkersUnavailable
 from zeroscale.events import EventBus, InvocationRecord, WorkerEvent
 from zeroscale.metrics.load import PoolLoad
 from zeroscale.router.budget import MemoryBudget
@@ -303,7 +303,11 @@ class VariantPool:
         if self.spec.target_model:  # a model of a multi-model variant
             what = f"The worker loading target model {self.spec.target_model} of variant {self.spec.variant}"
         for fut in self._waiters:
-            if not fut.done():
+            if fut.done():
+                continue
+            if isinstance(exc, WorkersUnavailable):  # not the model's fault: a retry may find a worker
+                fut.set_exception(ServiceUnavailable(str(exc)))
+            else:
                 fut.set_exception(
                     ModelError(
                         f"{what} failed to start: {exc}",
@@ -311,7 +315,7 @@ class VariantPool:
                         original_message=str(exc),
                     )
                 )
-                return
+            return
 
     def _hand_over(self, slot: Slot) -> None:
         """A worker is free (just started, or released): the next waiter gets it, or it goes idle."""

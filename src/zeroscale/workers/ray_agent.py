@@ -11,7 +11,11 @@ What the node adds:
   for each worker and relays bytes both ways, so the router reaches it over the network;
 - reports: ``poll`` long-polls for the router, answering with what the workers printed since the last poll
   (their stream records, verbatim: the router appends them to the same log streams), each worker's sampled
-  memory, the templates' private memory, and the exits (a worker's last output comes before its exit).
+  memory, the templates' private memory, and the exits (a worker's last output comes before its exit);
+- several front ends on one node: each has an agent of its own (its run and log directories are the
+  agent's own, under ``<root>/<node id>/``). Each agent keeps the MemorySizeInMB of its workers in
+  ``<root>/<node id>/reserved/<agent>`` (with its pid) and reports the sum of the other live agents'
+  files, so each front end places against the node's memory less every front end's workers.
 
 Nothing here imports Ray: the router's side wraps this class in an actor.
 """
@@ -85,6 +89,8 @@ class NodeAgent:
         self._offsets: dict[str, int] = {}  # worker id -> bytes of its log already shipped
         self._exits: list[dict[str, Any]] = []
         self._wake: asyncio.Event | None = None
+        self._ledger = self._root / "reserved"  # one file per agent on the node: "<pid> <MB>"
+        self._reserved_mb = -1  # last written to the ledger
 
     # ---- lifecycle ----
     async def _opened(self) -> WorkerManager:
@@ -124,6 +130,8 @@ class NodeAgent:
         await manager.prewarm(tuple(runtimes))
 
     async def close(self) -> None:
+        with contextlib.suppress(OSError):
+            (self._ledger / self._instance).unlink()
         for relay in self._relays.values():
             relay.server.close()
         self._relays.clear()
@@ -167,6 +175,7 @@ class NodeAgent:
             return {"error": str(exc)}
         self._workers[wid] = handle
         self._offsets.setdefault(wid, 0)
+        self._write_ledger()
         try:
             relay = await self._relay(handle)
         except OSError as exc:
@@ -261,6 +270,7 @@ class NodeAgent:
             self._workers.pop(wid, None)
             with contextlib.suppress(OSError):
                 (self._logs_dir / f"{wid}.log").unlink()
+        self._write_ledger()
         return {
             "output": output,
             "rss_mb": {wid: h.rss_mb for wid, h in self._workers.items()},
@@ -268,8 +278,51 @@ class NodeAgent:
                 tid: private_bytes(t.pid) if t.alive and t.pid else 0 for tid, t in self._templates.items()
             },
             "exits": exits,
+            "others_mb": self._others_mb(),
             "at": time.time(),
         }
+
+    # ---- the node's ledger of reservations (several front ends' agents) ----
+    def _write_ledger(self) -> None:
+        mb = sum(h.spec.memory_mb for h in self._workers.values())
+        if mb == self._reserved_mb:
+            return
+        try:
+            self._ledger.mkdir(parents=True, exist_ok=True)
+            tmp = self._ledger / f".{self._instance}"
+            tmp.write_text(f"{os.getpid()} {mb}\n")
+            os.replace(tmp, self._ledger / self._instance)
+            self._reserved_mb = mb
+        except OSError as exc:
+            log.warning("could not write the node's ledger %s: %s", self._ledger, exc)
+
+    def _others_mb(self) -> int:
+        """MemorySizeInMB of the other live agents' workers on this node (a dead agent's file is removed)."""
+        total = 0
+        with contextlib.suppress(OSError):
+            for entry in self._ledger.iterdir():
+                if entry.name == self._instance or entry.name.startswith("."):
+                    continue
+                try:
+                    pid, mb = (int(x) for x in entry.read_text().split())
+                except (OSError, ValueError):
+                    continue
+                if not _alive(pid):
+                    with contextlib.suppress(OSError):
+                        entry.unlink()
+                    continue
+                total += mb
+        return total
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _read_records(path: Path, offset: int, *, final: bool) -> bytes:

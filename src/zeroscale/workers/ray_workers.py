@@ -7,8 +7,10 @@ knowing the nodes, starting and supervising one process per node, calls to it. T
 through Ray: the router talks HTTP/1.1 to each worker over TCP, through the agent's relay on the node.
 
 - Placement (``placement.choose``): the node's memory (its Ray ``memory`` resource) less the MemorySizeInMB
-  of the workers this front end placed there; an endpoint variant's workers spread; then a node holding the
-  pool's template, then one holding the model's artifact.
+  of the workers this front end placed there and of the other front ends' workers there (their agents'
+  ledger on the node, as the node's agent last reported it); an endpoint variant's workers spread; then a
+  node holding the pool's template, then one holding the model's artifact. The router's memory budget is
+  the sum over live nodes of their memory less the other front ends' workers.
 - Artifacts: a worker's model directory here is an entry of the front end's artifact cache; the node is
   sent the entry's source (S3, or a file URL on a shared path) and fills its own cache from it.
 - Logs: each node's agent ships its workers' stream records back with every poll (half a second, or at
@@ -17,6 +19,14 @@ through Ray: the router talks HTTP/1.1 to each worker over TCP, through the agen
 - Faults: an agent that dies (its node lost) ends every worker it held, each reported like a crash (only
   their in-flight requests fail); the pools start replacements, which go to the nodes left. Nodes that
   join later get an agent at the next look at the cluster (every ``refresh_s``).
+- The head lost: the agents are called directly, so the nodes keep serving and starting workers until
+  their own raylets give up on the head. A look at the cluster that gets no answer within
+  ``node_timeout_s`` marks the head lost (logged once, and once more when it answers again). With no live
+  node left, a start fails at once with ``WorkersUnavailable`` naming the cluster (the request answers
+  ServiceUnavailable), and the memory budget is left as it was so requests do not wait for memory no node
+  offers. Nothing here calls Ray in a way that waits for the head on the event loop. Ray's own client ends
+  a driver that cannot reach the head for ``gcs_rpc_server_reconnect_timeout_s`` (60 s by default): the
+  front end raises it to a day (``RAY_GCS_RECONNECT_S``) unless the operator set it.
 """
 
 from __future__ import annotations
@@ -27,6 +37,8 @@ import dataclasses
 import itertools
 import logging
 import os
+import signal
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -35,7 +47,7 @@ from pathlib import Path
 from typing import Any
 
 from zeroscale.artifacts.cache import entry_source
-from zeroscale.errors import DeployError
+from zeroscale.errors import DeployError, WorkersUnavailable
 from zeroscale.workers.client import Body, WorkerConnection, WorkerResponse
 from zeroscale.workers.manager import WorkerHandle, WorkerSpec
 from zeroscale.workers.placement import NodeView, choose
@@ -47,6 +59,10 @@ log = logging.getLogger("zeroscale.workers.ray")
 MB = 1024 * 1024
 NAMESPACE = "zeroscale"
 SUBMIT_DIRECTORY = "SAGEMAKER_SUBMIT_DIRECTORY"  # an env var naming an artifact of its own (the SDK's code)
+# How long Ray's client in this process keeps trying to reach a lost head before it ends the process (Ray's
+# default, 60 s, would end the front end with the head): a day, unless the environment says otherwise.
+RAY_GCS_RECONNECT_ENV = "RAY_gcs_rpc_server_reconnect_timeout_s"
+RAY_GCS_RECONNECT_S = 24 * 3600
 
 
 @dataclass
@@ -61,6 +77,7 @@ class Node:
     workers: dict[str, WorkerHandle] = field(default_factory=dict)
     templates: dict[str, RemoteTemplate] = field(default_factory=dict)
     artifacts: set[str] = field(default_factory=set)  # sha256 of the models in its cache
+    others_mb: int = 0  # MemorySizeInMB of other front ends' workers there (its agent's last report)
     poller: asyncio.Task[None] | None = None
     gone: asyncio.Event = field(default_factory=asyncio.Event)  # set when the node is lost
 
@@ -84,7 +101,8 @@ class Node:
 
     @property
     def reserved_mb(self) -> int:
-        return sum(h.spec.memory_mb for h in self.workers.values())
+        """This front end's workers and the others' (as the node's agent last reported them)."""
+        return sum(h.spec.memory_mb for h in self.workers.values()) + self.others_mb
 
 
 class NodeLost(Exception):
@@ -171,6 +189,9 @@ class RayWorkers:
         self._refresher: asyncio.Task[None] | None = None
         self._agent_cls: Any = None
         self._joining: dict[str, asyncio.Task[None]] = {}
+        self._listing: asyncio.Future[list[dict[str, Any]]] | None = None  # ray.nodes() under way
+        self._head_lost_since = 0.0  # monotonic; 0: the head answers
+        self._capacity_mb = 0  # last told to on_capacity
         # Told the cluster's memory for workers (the sum over live nodes) whenever a node joins or is lost:
         # the router's memory budget is the cluster's, not this machine's.
         self.on_capacity: Callable[[int], None] | None = None
@@ -182,6 +203,7 @@ class RayWorkers:
 
         if self._address != "auto":  # "auto": the cluster this machine is a node of
             await _reachable(self._address)
+        os.environ.setdefault(RAY_GCS_RECONNECT_ENV, str(RAY_GCS_RECONNECT_S))
         try:
             await asyncio.to_thread(
                 ray.init,
@@ -193,6 +215,7 @@ class RayWorkers:
             )
         except Exception as exc:  # ConnectionError, or Ray's own when the head does not answer
             raise RuntimeError(f"Could not connect to the Ray cluster at {self._address}: {exc}") from exc
+        _restore_signal_handlers()
         self._agent_cls = ray.remote(NodeAgent)
         await self._refresh(wait=True)
         if not self._nodes:
@@ -215,14 +238,12 @@ class RayWorkers:
         await asyncio.to_thread(ray.shutdown)
 
     async def _close_node(self, node: Node) -> None:
-        import ray
-
         if node.poller is not None:
             node.poller.cancel()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(node.agent.close.remote(), 10.0)
         with contextlib.suppress(Exception):
-            ray.kill(node.agent)
+            await asyncio.wait_for(asyncio.to_thread(_kill_actor, node.agent), 10.0)
 
     async def _refresh_loop(self) -> None:
         while True:
@@ -233,10 +254,30 @@ class RayWorkers:
                 log.exception("looking at the Ray cluster's nodes failed")
 
     async def _refresh(self, *, wait: bool = False) -> None:
-        """Agents for nodes that joined (``wait``: until they are up); nodes Ray reports dead are lost."""
+        """Agents for nodes that joined (``wait``: until they are up); nodes Ray reports dead are lost. The
+        head lost: ``ray.nodes()`` waits for it; after ``node_timeout_s`` the head counts as lost (the call
+        stays under way, and is waited on again at the next look rather than started anew)."""
         import ray
 
-        listed = await asyncio.to_thread(ray.nodes)
+        if self._listing is None:
+            self._listing = asyncio.ensure_future(asyncio.to_thread(ray.nodes))
+        try:
+            # At start (``wait``) the head just answered ray.init: no limit (a slow machine is no lost head).
+            timeout_s = None if wait else self._node_timeout_s
+            listed = await asyncio.wait_for(asyncio.shield(self._listing), timeout_s)
+        except Exception as exc:  # TimeoutError: no answer; or Ray's error for a head it cannot reach
+            if self._listing.done():
+                self._listing = None
+            self._head_lost(exc)
+            return
+        self._listing = None
+        if self._head_lost_since:
+            log.warning(
+                "The Ray cluster's head at %s answers again (after %.0f s)",
+                self._address,
+                time.monotonic() - self._head_lost_since,
+            )
+            self._head_lost_since = 0.0
         alive = {n["NodeID"]: n for n in listed if n.get("Alive")}
         for node_id, node in list(self._nodes.items()):
             if node_id not in alive:
@@ -248,8 +289,24 @@ class RayWorkers:
         if wait:
             await asyncio.gather(*self._joining.values(), return_exceptions=True)
 
+    def _head_lost(self, exc: BaseException) -> None:
+        if self._head_lost_since:
+            return
+        self._head_lost_since = time.monotonic()
+        live = sum(1 for n in self._nodes.values() if n.alive)
+        log.error(
+            "The Ray cluster's head at %s does not answer (%s): %d node(s) still serve; with none left, "
+            "invocations that need a new worker answer ServiceUnavailable until it is back",
+            self._address,
+            type(exc).__name__,
+            live,
+        )
+
+    @property
+    def head_lost(self) -> bool:
+        return bool(self._head_lost_since)
+
     async def _join(self, info: dict[str, Any]) -> None:
-        import ray
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
         node_id = str(info["NodeID"])
@@ -269,8 +326,7 @@ class RayWorkers:
                 await agent.prewarm.remote(list(self._prewarmed))
         except Exception as exc:  # tried again at the next look at the cluster, with a new agent
             log.warning("no agent on Ray node %s (%s): %s", node_id[:16], host, exc)
-            with contextlib.suppress(Exception):
-                ray.kill(agent)
+            _kill_later(agent)
             return
         finally:
             self._joining.pop(node_id, None)
@@ -300,8 +356,8 @@ class RayWorkers:
         """The model's sha256 and what an agent needs to run ``spec`` (sources, not this machine's paths)."""
         if spec.command:
             raise DeployError(
-                "Bring-your-own images do not run on a Ray cluster yet: serve this model without "
-                "--ray-address."
+                "Bring-your-own images need local workers: they do not run on a Ray cluster; serve this "
+                "model from a front end without --ray-address."
             )
         entry = entry_source(spec.model_dir)
         if entry is None:
@@ -336,6 +392,8 @@ class RayWorkers:
             for n in self._nodes.values()
             if n.alive and n.reachable and n.node_id not in exclude
         ]
+        if not views:  # none live, or the last ones failed this start: not the model's fault
+            raise self._unavailable()
         chosen = choose(views, spec.memory_mb)
         if chosen is None:
             room = ", ".join(f"{v.node_id[:8]}: {v.free_mb} MB free" for v in views) or "no live node"
@@ -343,6 +401,14 @@ class RayWorkers:
                 f"No node of the Ray cluster has {spec.memory_mb} MB free for a worker ({room})."
             )
         return self._nodes[chosen.node_id]
+
+    def _unavailable(self) -> WorkersUnavailable:
+        if self._head_lost_since:
+            since = time.monotonic() - self._head_lost_since
+            why = f"its head has not answered for {since:.0f} s and no node is left for new workers"
+        else:
+            why = "no node of it is live and answering"
+        return WorkersUnavailable(f"The Ray cluster at {self._address} is unavailable: {why}; retry later.")
 
     async def start(
         self,
@@ -400,7 +466,7 @@ class RayWorkers:
         sha, request = self._request(spec)
         pool = str(spec.log_dir)
         # Where the pool's workers are (the first one is why the template is wanted), else by placement.
-        holders = [n for n in self._nodes.values() if n.alive]
+        holders = [n for n in self._nodes.values() if n.alive and n.reachable]
         holders.sort(key=lambda n: -sum(1 for h in n.workers.values() if str(h.spec.log_dir) == pool))
         node = holders[0] if holders else self._place(spec, sha, None, set())
         try:
@@ -496,6 +562,10 @@ class RayWorkers:
             self._apply(node, report)
 
     def _apply(self, node: Node, report: dict[str, Any]) -> None:
+        others = int(report.get("others_mb", 0))
+        if others != node.others_mb:
+            node.others_mb = others
+            self._capacity_changed()
         for wid, chunk in report["output"].items():
             handle = node.workers.get(wid)
             if handle is not None:
@@ -537,11 +607,7 @@ class RayWorkers:
         node.gone.set()
         self._nodes.pop(node.node_id, None)
         self._lost.add(node.node_id)
-        with contextlib.suppress(Exception):  # what may be left of it ends with it (its zygotes, workers)
-            import ray
-
-            if ray.is_initialized():  # never ray.kill's auto-init: it would join whatever cluster it finds
-                ray.kill(node.agent)
+        _kill_later(node.agent)  # what may be left of it ends with it (its zygotes, workers)
         if node.poller is not None and node.poller is not asyncio.current_task():
             node.poller.cancel()
         if node.workers:
@@ -554,8 +620,38 @@ class RayWorkers:
         self._capacity_changed()
 
     def _capacity_changed(self) -> None:
-        if self.on_capacity is not None:
-            self.on_capacity(sum(n.capacity_mb for n in self._nodes.values() if n.alive))
+        """Tell the router the cluster's memory; with no live node the budget is left as it was: a start
+        then fails at once naming the cluster (``_unavailable``) rather than waiting for memory."""
+        total = sum(max(0, n.capacity_mb - n.others_mb) for n in self._nodes.values() if n.alive)
+        if total and total != self._capacity_mb and self.on_capacity is not None:
+            self._capacity_mb = total
+            self.on_capacity(total)
+
+
+def _restore_signal_handlers() -> None:
+    """Ray's client installs a C++ handler of its own for SIGTERM and SIGINT, which ends the process at once
+    (no graceful stop: in-flight requests cut, the front end's row left to expire). Put back the ones
+    Python keeps (the server's graceful stop); only the main thread may set them."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        handler = signal.getsignal(sig)
+        if handler is not None:
+            signal.signal(sig, handler)
+
+
+def _kill_actor(agent: Any) -> None:
+    import ray
+
+    if not ray.is_initialized():  # never ray.kill's auto-init: it would join whatever cluster it finds
+        return
+    with contextlib.suppress(Exception):
+        ray.kill(agent)
+
+
+def _kill_later(agent: Any) -> None:
+    """``ray.kill`` in a thread: it asks the head, which may be the part that is lost (never on the loop)."""
+    threading.Thread(target=_kill_actor, args=(agent,), name="ray-kill", daemon=True).start()
 
 
 async def _reachable(address: str, timeout_s: float = 10.0) -> None:
