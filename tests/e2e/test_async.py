@@ -243,6 +243,7 @@ def test_an_instance_variant_scales_to_zero_and_wakes_for_queued_work(
             }
         ],
         AsyncInferenceConfig={"OutputConfig": {"S3OutputPath": f"s3://{BUCKET}/rt-async/out"}},
+        Tags=[{"Key": "zeroscale:idle-timeout-s", "Value": "1"}],  # at 0 instances, idle workers go in 1 s
     )
     sm.create_endpoint(EndpointName="rt-async", EndpointConfigName="rt-async")
     assert wait_final(sm, "rt-async")["EndpointStatus"] == "InService"
@@ -261,12 +262,13 @@ def test_an_instance_variant_scales_to_zero_and_wakes_for_queued_work(
     assert wait_final(sm, "rt-async")["ProductionVariants"][0]["CurrentInstanceCount"] == 0
     wait_for(lambda: server.workers("rt-async") == 0, timeout_s=15)
 
-    rows = sklearn_model.X[:3]
+    rows = sklearn_model.X[:3]  # queued with no worker: the variant wakes for it
     location = _put(s3, "inputs/rt-rows.json", sklearn_model.json_body(rows))
     resp = smr.invoke_endpoint_async(
         EndpointName="rt-async", InputLocation=location, ContentType="application/json"
     )
     assert json.loads(_get(s3, resp["OutputLocation"])) == sklearn_model.expected(rows)
+    wait_for(lambda: server.workers("rt-async") == 0, timeout_s=15)  # and back to zero
 
 
 def test_failures_go_to_the_failure_location(server: ServerProcess, s3: Any, echo_url: str) -> None:
