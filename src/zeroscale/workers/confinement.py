@@ -88,6 +88,11 @@ class Confinement:
         ]
         for problem in s.problems:
             lines.append(f"WARNING: sandbox incomplete on this host: {problem}")
+        if not self.settings.outbound and shutil.which("bwrap") is None:
+            lines.append(
+                "WARNING: sandbox incomplete on this host: no bubblewrap (bwrap): images' servers see the "
+                "host's file system and can connect to its Unix sockets"
+            )
         for path in self._refused:
             lines.append(f"WARNING: workers may not write {path} (missing, or it holds the data directory)")
         for root in self._system:
