@@ -101,6 +101,7 @@ def main() -> None:
     if bwrap and args.images:
         _images(conf, root, bwrap, args.images, args.gap)
     conf.close()
+    shutil.rmtree(root, ignore_errors=True)
 
 
 def _images(conf: Confinement, root: Path, bwrap: str, runs: int, gap_s: float) -> None:
