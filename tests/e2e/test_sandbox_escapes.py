@@ -3,7 +3,10 @@
 - a template (a process that loaded a model and forks replicas of it) runs the model's unpickling, which is
   code: a pickle that probes its process finds no more privilege there than in a worker;
 - a model connects to Unix sockets: another worker's, a daemon's world-writable one, an abstract one, a
-  datagram one. None is reached, and a neighbour keeps serving.
+  datagram one. None is reached, and a neighbour keeps serving;
+- a bring-your-own image's server calls home over UDP (to 127.0.0.1 and outside), ICMP, MPTCP and TCP Fast
+  Open, and connects to the host's Unix sockets (under /tmp, under /run, the workers'): all refused, while
+  its own two processes still talk over a Unix socket of its own.
 """
 
 from __future__ import annotations
@@ -12,7 +15,10 @@ import contextlib
 import json
 import os
 import pickle
+import shutil
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -23,7 +29,7 @@ import numpy as np
 import psutil
 import pytest
 
-from zeroscale.testing import ServerProcess, deploy, make_tar, wait_for
+from zeroscale.testing import ACCESS_KEY, SECRET_KEY, ServerProcess, deploy, make_tar, wait_for
 from zeroscale.workers import sandbox, seccomp
 
 from .conftest import SklearnModel, handler_model
@@ -322,4 +328,228 @@ def test_a_model_reaches_no_unix_socket(
     assert not listeners.reached
     assert neighbour() == sklearn_model.expected(np.asarray(rows))
     for name in ("unix-attacker", "unix-neighbour"):
+        sm.delete_endpoint(EndpointName=name)
+
+
+# ---- a bring-your-own image's server that calls home over UDP and looks for the host's Unix sockets ----
+HOSTILE_IMAGE = r"""#!/usr/bin/env python3
+import errno, json, os, socket, sys
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+APP = os.path.join(os.environ["TMPDIR"], "app.sock")
+
+
+def app():
+    # The image's second process: an app server on a Unix socket of the image's own (nginx -> gunicorn).
+    srv = socket.socket(socket.AF_UNIX)
+    srv.bind(APP)
+    srv.listen(8)
+    while True:
+        conn, _ = srv.accept()
+        try:
+            conn.sendall(b"app says " + conn.recv(100))
+        except OSError:
+            pass
+        conn.close()
+
+
+if os.fork() == 0:
+    app()
+    os._exit(0)
+
+
+def _t(fn):
+    try:
+        fn()
+        return "ok"
+    except OSError as exc:
+        return errno.errorcode.get(exc.errno, str(exc.errno))
+
+
+def udp(family, addr):
+    with socket.socket(family, socket.SOCK_DGRAM) as s:
+        s.sendto(b"calling home", addr)
+
+
+def ping():
+    socket.socket(socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_ICMP).close()
+
+
+def mptcp(port):
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM, 262) as s:
+        s.settimeout(2)
+        s.connect(("127.0.0.1", port))
+
+
+def fast_open(port, msg):
+    with socket.socket() as s:
+        s.settimeout(2)
+        if msg:
+            s.sendmsg([b"calling home"], [], socket.MSG_FASTOPEN, ("127.0.0.1", port))
+        else:
+            s.sendto(b"calling home", socket.MSG_FASTOPEN, ("127.0.0.1", port))
+
+
+def unix(path):
+    with socket.socket(socket.AF_UNIX) as s:
+        s.settimeout(2)
+        s.connect(path)
+        s.sendall(b"GET /ping HTTP/1.1\r\nHost: x\r\n\r\n")
+
+
+def unix_dgram(path):
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+        s.sendto(b"forged log line", path)
+
+
+def own():
+    with socket.socket(socket.AF_UNIX) as s:
+        s.settimeout(5)
+        s.connect(APP)
+        s.sendall(b"hello")
+        return s.recv(100).decode()
+
+
+class Handler(BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.answer(b"{}")
+
+    def do_POST(self):
+        req = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        out = {
+            "udp_local": _t(lambda: udp(socket.AF_INET, ("127.0.0.1", req["udp_port"]))),
+            "udp_outside": _t(lambda: udp(socket.AF_INET, ("192.0.2.1", 53))),
+            "udp6": _t(lambda: udp(socket.AF_INET6, ("::1", req["udp_port"]))),
+            "ping": _t(ping),
+            "raw": _t(lambda: socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_UDP).close()),
+            "packet": _t(lambda: socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM).close()),
+            "mptcp": _t(lambda: mptcp(req["tcp_port"])),
+            "fast_open": _t(lambda: fast_open(req["tcp_port"], False)),
+            "fast_open_msg": _t(lambda: fast_open(req["tcp_port"], True)),
+            "tcp": _t(lambda: socket.create_connection(("127.0.0.1", req["tcp_port"]), timeout=2).close()),
+            "unix": {path: _t(lambda path=path: unix(path)) for path in req["unix"]},
+            "unix_dgram": _t(lambda: unix_dgram(req["dgram"])),
+            "own_app": own(),
+            "own_pair": _t(lambda: [s.close() for s in socket.socketpair()]),
+            "seen": [path for path in [*req["unix"], req["dgram"]] if os.path.exists(path)],
+            "run": os.path.exists("/run") or os.path.exists("/var/run"),
+        }
+        self.answer(json.dumps(out).encode())
+
+    def answer(self, body):
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+HTTPServer(("127.0.0.1", int(os.environ["SAGEMAKER_BIND_TO_PORT"])), Handler).serve_forever()
+"""
+
+
+class Calls:
+    """A UDP and a TCP listener on 127.0.0.1 (the image must reach neither), and what reached them."""
+
+    def __init__(self) -> None:
+        self.reached: list[str] = []
+        self.udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.udp.bind(("127.0.0.1", 0))
+        self.tcp = socket.socket()
+        self.tcp.bind(("127.0.0.1", 0))
+        self.tcp.listen(8)
+        threading.Thread(target=self._receive, daemon=True).start()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _receive(self) -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                self.reached.append(f"udp {self.udp.recv(100)!r}")
+
+    def _accept(self) -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                conn, _ = self.tcp.accept()
+                self.reached.append("tcp")
+                conn.close()
+
+    def close(self) -> None:
+        self.udp.close()
+        self.tcp.close()
+
+
+@pytest.fixture
+def run_socket() -> Iterator[str]:
+    """A daemon's socket under /run, where PostgreSQL's, Docker's and systemd's live."""
+    root = Path(f"/run/zeroscale-test-{os.getpid()}")
+    if not os.access("/run", os.W_OK):
+        pytest.skip("/run is not writable here")
+    root.mkdir(exist_ok=True)
+    path = root / "daemon.sock"
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(str(path))
+    os.chmod(path, 0o777)
+    sock.listen(8)
+    yield str(path)
+    sock.close()
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.mark.skipif(shutil.which("bwrap") is None, reason="the image's file system view needs bubblewrap")
+def test_an_image_server_calls_no_one_over_udp_nor_a_host_unix_socket(
+    server: ServerProcess,
+    sm: Any,
+    smr: Any,
+    sklearn_model: SklearnModel,
+    listeners: Listeners,
+    run_socket: str,
+    tmp_path: Path,
+) -> None:
+    image = tmp_path / "image"
+    image.mkdir()
+    (image / "serve").write_text(HOSTILE_IMAGE)
+    (image / "serve").chmod(0o755)
+    (image / "manifest.json").write_text(json.dumps({"entrypoint": ["./serve"]}))
+    zeroscale = Path(sys.executable).parent / "zeroscale"
+    env = {**os.environ, "AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY}
+    subprocess.run(
+        [str(zeroscale), "images", "push", "caller:1", str(image), "--endpoint-url", server.url],
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    (tmp_path / "model.json").write_text("{}")
+    url = f"file://{make_tar(tmp_path / 'model.tar.gz', {'model.json': tmp_path / 'model.json'})}"
+    for name, kwargs in (("caller", {"image": "caller:1"}), ("caller-neighbour", {})):
+        desc = deploy(sm, name, url if kwargs else sklearn_model.url, **kwargs)
+        assert desc["EndpointStatus"] == "InService", desc.get("FailureReason")
+    workers = [str(p) for p in server.data_dir.rglob("*.sock") if "scratch" not in p.parts]
+    assert workers, "the neighbour's worker socket should exist"
+    calls = Calls()
+    try:
+        req = {
+            "udp_port": calls.udp.getsockname()[1],
+            "tcp_port": calls.tcp.getsockname()[1],
+            "unix": [listeners.path, run_socket, *workers],
+            "dgram": listeners.dgram_path,
+        }
+        body = json.dumps(req)
+        resp = smr.invoke_endpoint(EndpointName="caller", ContentType="application/json", Body=body)
+        out = json.loads(resp["Body"].read())
+        time.sleep(0.2)
+        assert not calls.reached and not listeners.reached, (calls.reached, listeners.reached, out)
+    finally:
+        calls.close()
+    # TCP only, and connect nowhere: UDP, ICMP, raw and packet sockets, MPTCP, TCP Fast Open are refused.
+    for key in ("udp_local", "udp_outside", "udp6", "ping", "raw", "packet", "mptcp", "fast_open"):
+        assert out[key] in ("EACCES", "EPERM"), (key, out)
+    assert out["fast_open_msg"] in ("EACCES", "EPERM") and out["tcp"] == "EACCES", out
+    # No host Unix socket is there to name: not under /tmp or /run, not the workers'.
+    assert set(out["unix"]) == set(req["unix"])
+    assert all(value in ("ENOENT", "EACCES") for value in out["unix"].values()), out
+    assert out["unix_dgram"] in ("ENOENT", "EACCES"), out
+    assert out["seen"] == [] and out["run"] is False, out
+    # The image's own processes still talk over its own Unix socket.
+    assert out["own_app"] == "app says hello" and out["own_pair"] == "ok", out
+    for name in ("caller", "caller-neighbour"):
         sm.delete_endpoint(EndpointName=name)

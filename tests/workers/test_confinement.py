@@ -6,7 +6,9 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from zeroscale.workers import sandbox
+import pytest
+
+from zeroscale.workers import sandbox, seccomp
 from zeroscale.workers.confinement import Confinement, SandboxSettings
 
 
@@ -58,3 +60,35 @@ def test_a_host_without_landlock_says_so_loudly(tmp_path: Path) -> None:
         assert conf.policy(model_dir=str(tmp_path), env={}, scratch=conf.scratch("w")).landlock is False
     finally:
         conf.close()
+
+
+def test_a_host_without_bubblewrap_says_images_see_its_sockets(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    conf = Confinement(SandboxSettings(tmp_path), tmp_path / "workers")
+    try:
+        monkeypatch.setenv("PATH", str(tmp_path))
+        assert "no bubblewrap (bwrap): images' servers see the host's file system" in "\n".join(
+            conf.announce()
+        )
+        outbound = Confinement(SandboxSettings(tmp_path, outbound=True), tmp_path / "workers")
+        assert "bubblewrap" not in "\n".join(outbound.announce())  # they see it anyway
+        outbound.close()
+    finally:
+        conf.close()
+
+
+def test_an_images_policy_is_tcp_only_unless_outbound(tmp_path: Path) -> None:
+    for outbound in (False, True):
+        conf = Confinement(SandboxSettings(tmp_path, outbound=outbound), tmp_path / "workers")
+        try:
+            policy = conf.image_policy(str(tmp_path), str(tmp_path), {}, conf.scratch("w"), 0)
+            want = conf.support.seccomp and not outbound
+            assert bool(policy.seccomp_filter) is want
+            assert not policy.deny_connect  # an image keeps connect (its own Unix sockets)
+            if want:
+                assert bytes.fromhex(policy.seccomp_filter) == seccomp.program(
+                    deny_connect=False, id_range=None, tcp_only=True
+                )
+        finally:
+            conf.close()

@@ -7,6 +7,7 @@ import asyncio
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -16,8 +17,9 @@ from pathlib import Path
 import pytest
 
 from zeroscale.errors import DeployError
+from zeroscale.workers.confinement import Confinement, SandboxSettings
 from zeroscale.workers.manager import WorkerHandle, WorkerManager, WorkerSpec
-from zeroscale.workers.process import CONTAINER_MODEL_DIR
+from zeroscale.workers.process import CONTAINER_MODEL_DIR, confined_view
 
 SERVER = r"""
 import json, os, signal, subprocess, sys, time
@@ -278,3 +280,75 @@ def test_the_process_dies_with_the_server(sandbox: bool, model_dir: Path, tmp_pa
     assert out.returncode == 0, out.stderr
     pid = int(out.stdout.split()[0])
     assert gone(pid), f"worker {pid} outlived its server"
+
+
+VIEW_PROBE = r"""
+import json, os, socket, sys
+paths = json.loads(sys.argv[1])
+out = {name: os.path.exists(path) for name, path in paths.items()}
+with open(os.path.join(paths["scratch"], "written"), "w") as f:
+    f.write("x")
+with open("/opt/ml/model/weights.txt") as f:
+    out["model_read"] = f.read()
+own = socket.socket(socket.AF_UNIX)
+own.bind(os.path.join(paths["scratch"], "own.sock"))
+own.listen()
+socket.socket(socket.AF_UNIX).connect(os.path.join(paths["scratch"], "own.sock"))
+out["cwd"] = os.getcwd()
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.skipif(not BWRAP, reason="bwrap is not usable here")
+def test_an_images_view_holds_only_what_its_policy_grants(model_dir: Path, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    image = data / "images" / "img" / "1" / "sha"
+    image.mkdir(parents=True)
+    (data / "zeroscale.db").write_text("secret")
+    host = socket.socket(socket.AF_UNIX)  # a daemon's socket in the host's /tmp
+    host.bind(str(tmp_path / "daemon.sock"))
+    host.listen()
+    conf = Confinement(SandboxSettings(data_dir=data), data / "workers")
+    scratch = conf.scratch("w1")
+    policy = conf.image_policy(str(model_dir), str(image), {}, scratch, 0)
+    view = confined_view(shutil.which("bwrap") or "bwrap", policy, str(model_dir), str(image))
+    paths = {
+        "daemon": str(tmp_path / "daemon.sock"),
+        "database": str(data / "zeroscale.db"),
+        "workers": str(data / "workers"),
+        "scratch": scratch,
+        "image": str(image),
+        "python": sys.executable,
+        "passwd": "/etc/passwd",
+        "shadow": "/etc/shadow",
+        "run": "/run",
+        "var": "/var",
+        "null": "/dev/null",
+        "self": "/proc/self/status",
+    }
+    out = subprocess.run(
+        [*view, "--", sys.executable, "-I", "-c", VIEW_PROBE, json.dumps(paths)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert out.returncode == 0, out.stderr
+    seen = json.loads(out.stdout)
+    assert seen == {
+        "daemon": False,
+        "database": False,
+        "workers": True,  # the parents of its scratch directory, empty
+        "scratch": True,
+        "image": True,
+        "python": True,
+        "passwd": True,
+        "shadow": False,
+        "run": False,
+        "var": False,
+        "null": True,
+        "self": True,
+        "model_read": "0.5 1.5",
+        "cwd": str(image),
+    }
+    assert (Path(scratch) / "written").read_text() == "x"
+    host.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import json
 import os
@@ -79,6 +80,77 @@ def test_no_connect_and_no_datagram_unix_sockets(tmp_path: Path) -> None:
         "udp": "ok",
         "setuid": "ok",
     }
+
+
+def _io_uring() -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    params = ctypes.create_string_buffer(120)
+    fd = libc.syscall(425, 1, params)
+    if fd < 0:
+        raise OSError(ctypes.get_errno(), "io_uring_setup")
+    os.close(fd)
+
+
+def _tcp_then_send(addr: tuple[str, int]) -> None:
+    with socket.create_connection(addr, timeout=2) as s:
+        s.sendto(b"x", 0, addr)
+        s.sendmsg([b"x"], [], 0)
+
+
+def test_an_image_server_speaks_tcp_only(tmp_path: Path) -> None:
+    path = str(tmp_path / "own.sock")
+    own = socket.socket(socket.AF_UNIX)
+    own.bind(path)
+    own.listen()
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    addr = listener.getsockname()
+    flags = socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC
+
+    def fast_open(msg: bool) -> None:
+        with socket.socket() as s:
+            if msg:
+                s.sendmsg([b"x"], [], socket.MSG_FASTOPEN, addr)
+            else:
+                s.sendto(b"x", socket.MSG_FASTOPEN, addr)
+
+    out = in_child(
+        seccomp.program(deny_connect=False, id_range=None, tcp_only=True),
+        {
+            "tcp": lambda: _tcp_then_send(addr),
+            "tcp_proto": lambda: socket.socket(
+                socket.AF_INET, socket.SOCK_STREAM | flags, socket.IPPROTO_TCP
+            ),
+            "tcp6": lambda: socket.socket(socket.AF_INET6, socket.SOCK_STREAM),
+            "unix": lambda: socket.socket(socket.AF_UNIX).connect(path),
+            "unix_dgram": lambda: socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM),
+            "pair": lambda: socket.socketpair(),
+            "netlink": lambda: socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 0),
+            "udp": lambda: socket.socket(socket.AF_INET, socket.SOCK_DGRAM),
+            "udp_flags": lambda: socket.socket(socket.AF_INET, socket.SOCK_DGRAM | flags),
+            "udp6": lambda: socket.socket(socket.AF_INET6, socket.SOCK_DGRAM),
+            "raw": lambda: socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_UDP),
+            "mptcp": lambda: socket.socket(socket.AF_INET, socket.SOCK_STREAM, 262),
+            "sctp": lambda: socket.socket(socket.AF_INET, socket.SOCK_STREAM, 132),
+            "vsock": lambda: socket.socket(socket.AF_VSOCK, socket.SOCK_STREAM),
+            "fast_open": lambda: fast_open(False),
+            "fast_open_msg": lambda: fast_open(True),
+            "io_uring": _io_uring,
+        },
+    )
+    listener.settimeout(1)
+    conn, _ = listener.accept()  # the plain TCP connection, and no other
+    conn.close()
+    listener.settimeout(0.1)
+    with pytest.raises(TimeoutError):
+        listener.accept()
+    allowed = {"tcp", "tcp_proto", "tcp6", "unix", "unix_dgram", "pair", "netlink"}
+    assert {key: value for key, value in out.items() if key in allowed} == dict.fromkeys(allowed, "ok")
+    refused = {key: value for key, value in out.items() if key not in allowed}
+    assert refused == {**dict.fromkeys(refused, "EACCES"), "io_uring": "EPERM"}
+    with pytest.raises(seccomp.SeccompError):
+        seccomp.program(deny_connect=True, id_range=None, tcp_only=True)
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="changing uids needs root")

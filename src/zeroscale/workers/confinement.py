@@ -7,7 +7,8 @@ directory, and its uid.
   Unix socket. Nothing else of the data directory (database, credentials, other artifacts, logs) is
   readable.
 - Network: a forked worker gets an empty network namespace (it listens on a Unix socket); an image's server
-  may bind only its ports. Neither connects anywhere unless ``outbound`` is set.
+  may bind only its ports, and makes no socket but Unix, netlink and plain TCP ones (a seccomp filter: no
+  UDP, no MPTCP, no TCP Fast Open). Neither connects anywhere unless ``outbound`` is set.
 - Processes: a root server gives each worker a uid of its own (from a random block of ``_UIDS``), so
   ``RLIMIT_NPROC`` caps the worker's tasks at ``max_processes`` (the kernel never applies it to root), and
   everything left with that uid is killed when the worker exits. A server that is not root relies on
@@ -30,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from zeroscale.runtimes.usercode import PYTHONPATH, code_dir
-from zeroscale.workers import sandbox
+from zeroscale.workers import sandbox, seccomp
 from zeroscale.workers.sandbox import HostSupport, Policy
 
 log = logging.getLogger("zeroscale.sandbox")
@@ -80,13 +81,18 @@ class Confinement:
             f"open files <= {self.settings.max_open_files}, outbound network "
             f"{'allowed' if self.settings.outbound else 'refused'}"
             + (
-                ", connect and datagram Unix sockets refused (seccomp)"
+                ", connect and datagram Unix sockets refused, images TCP only (seccomp)"
                 if s.seccomp and not self.settings.outbound
                 else ""
             )
         ]
         for problem in s.problems:
             lines.append(f"WARNING: sandbox incomplete on this host: {problem}")
+        if not self.settings.outbound and shutil.which("bwrap") is None:
+            lines.append(
+                "WARNING: sandbox incomplete on this host: no bubblewrap (bwrap): images' servers see the "
+                "host's file system and can connect to its Unix sockets"
+            )
         for path in self._refused:
             lines.append(f"WARNING: workers may not write {path} (missing, or it holds the data directory)")
         for root in self._system:
@@ -145,7 +151,9 @@ class Confinement:
         self, model_dir: str, workdir: str, env: Mapping[str, str], scratch: str, uid: int
     ) -> Policy:
         """A bring-your-own image's server: its image (and the host's programs), the model (also at
-        /opt/ml/model under bwrap), its scratch; binds only the ports it is given (added by the launcher)."""
+        /opt/ml/model under bwrap), its scratch; binds only the ports it is given (added by the launcher);
+        TCP only (seccomp), unless outbound access is on. Under bwrap the launcher also makes these paths
+        all it can see (``process.confined_view``), so no host Unix socket is within its reach."""
         images = self.settings.data_dir / "images"
         image = Path(workdir)
         if sandbox.inside(workdir, images):  # <images>/<name>/<tag>/<sha256>/...: the whole image
@@ -160,7 +168,14 @@ class Confinement:
             net_ns=False,
             uid=uid,
         )
-        return dataclasses.replace(policy, nproc=max(policy.nproc, IMAGE_MIN_PROCESSES))
+        tcp_only = not self.settings.outbound and self.support.seccomp
+        return dataclasses.replace(
+            policy,
+            nproc=max(policy.nproc, IMAGE_MIN_PROCESSES),
+            seccomp_filter=seccomp.program(deny_connect=False, id_range=None, tcp_only=True).hex()
+            if tcp_only
+            else "",
+        )
 
     def _readable_code(self, path: str) -> bool:
         """A code directory or requirements environment outside the model is granted only where deploy

@@ -5,10 +5,15 @@
   (a free TCP port on 127.0.0.1 the server must listen on), ``SAGEMAKER_SAFE_PORT_RANGE`` (ten more ports
   that were free when it started, for its own use) and ``SM_MODEL_DIR`` (where the model is).
 - ``/opt/ml/model``: with bubblewrap (``bwrap``) on PATH and working, the process runs in a mount namespace
-  where ``/opt`` is a fresh tmpfs (whatever the host had in ``/opt`` bound back, except ``ml``) and the
-  model directory is mounted read-only at ``/opt/ml/model``; ``SM_MODEL_DIR`` is ``/opt/ml/model``. The rest
-  of the file system, the network and the process tree are the host's. Without bwrap, ``SM_MODEL_DIR`` is
-  the real model directory and ``/opt/ml/model`` does not exist.
+  where the model directory is mounted read-only at ``/opt/ml/model``; ``SM_MODEL_DIR`` is
+  ``/opt/ml/model``. Confined (a sandbox policy, no outbound access), that namespace holds only what the
+  policy grants (``confined_view``): the read roots read-only, the scratch and shared writable directories,
+  a minimal ``/dev``, ``/proc``, an empty ``/tmp``; no ``/run``, ``/var``, host ``/tmp`` or data directory,
+  so none of the host's Unix sockets (PostgreSQL's, Ray's, a daemon's, the workers') can be named, while the
+  image's own (in its scratch directory) work. Otherwise (no policy, or outbound access) it is the host's
+  file system with a fresh ``/opt`` (whatever the host had in ``/opt`` bound back, except ``ml``). The
+  network and the process tree are the host's. Without bwrap, ``SM_MODEL_DIR`` is the real model directory
+  and ``/opt/ml/model`` does not exist.
 - Output: stdout and stderr are a pipe read on the server's event loop, written to the worker's log file
   as timestamped records (``capture.LoopCapture``, the same format as forked workers' output).
 - Life: the process is the leader of its own process group, the container's stand-in. It dies with the
@@ -128,7 +133,11 @@ class ProcessLauncher:
         if bwrap:
             info_r, info_w = os.pipe()
             inner = [*shim, *argv] if policy is not None else argv
-            args = [*bwrap_args(bwrap, model_dir, workdir), "--info-fd", str(info_w), "--", *inner]
+            if policy is not None and not policy.outbound:
+                view = confined_view(bwrap, policy, model_dir, workdir)
+            else:
+                view = bwrap_args(bwrap, model_dir, workdir)
+            args = [*view, "--info-fd", str(info_w), "--", *inner]
         else:
             args = [*shim, *argv]
         capture = LoopCapture(str(log_path))
@@ -246,6 +255,49 @@ def bwrap_args(bwrap: str, model_dir: str, workdir: str) -> list[str]:
                 args += ["--dev-bind", path, path]
     args += ["--ro-bind", model_dir, CONTAINER_MODEL_DIR, "--chdir", workdir, "--die-with-parent"]
     return args
+
+
+_BWRAP_DEVICES = frozenset(f"/dev/{name}" for name in ("null", "zero", "full", "random", "urandom", "tty"))
+
+
+def confined_view(bwrap: str, policy: Policy, model_dir: str, workdir: str) -> list[str]:
+    """A file system of only what ``policy`` grants (bwrap's root is an empty tmpfs): its read roots
+    read-only, its writable directories, its devices, ``/proc`` (Landlock lets it read its own entries; its
+    ptrace rule keeps other processes' ``root`` and ``fd`` links out of reach), an empty ``/tmp``, and the
+    model at /opt/ml/model. Nothing else of the host is there to connect to."""
+    kinds: dict[str, str] = {}
+    for path in policy.read:
+        if path != CONTAINER_MODEL_DIR and not _beneath(path, "/proc"):
+            kinds.setdefault(path, "--ro-bind-try")
+    for path in policy.write:
+        kinds[path] = "--bind-try"
+    for path in policy.devices:
+        if path not in _BWRAP_DEVICES:
+            kinds[path] = "--dev-bind-try"
+    links: list[str] = []
+    mounts: dict[str, str] = {}
+    for path, kind in kinds.items():
+        if os.path.islink(path):  # e.g. /lib -> usr/lib: the link, and its target unless already there
+            parent = os.path.dirname(path)
+            if not any(_beneath(parent, other) for other in kinds if not os.path.islink(other)):
+                links += ["--symlink", os.readlink(path), path]
+            path = os.path.realpath(path)
+        mounts.setdefault(path, kind)
+    # Parents before children; a child with its parent's kind is already there.
+    ordered = sorted(mounts, key=lambda p: (p.count("/"), p))
+    args = [bwrap, "--dev", "/dev", "--dev-bind", "/proc", "/proc", "--tmpfs", "/tmp"]
+    for path in ordered:
+        kind = mounts[path]
+        if any(mounts[other] == kind and _beneath(path, other) for other in ordered if other != path):
+            continue
+        args += [kind, path, path]
+    args += links
+    args += ["--ro-bind", model_dir, CONTAINER_MODEL_DIR, "--chdir", workdir, "--die-with-parent"]
+    return args
+
+
+def _beneath(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip("/") + "/")
 
 
 async def _probe_bwrap(model_dir: str) -> str | None:

@@ -137,6 +137,9 @@ class Policy:
     # CAP_SETGID to give each replica one, and a seccomp filter holds every uid change inside this block.
     uid_block: tuple[int, int] | None = None
     deny_connect: bool = False  # seccomp: no connect at all, no datagram Unix sockets, no io_uring
+    # A compiled seccomp filter (hex) installed last: an image's server's (TCP only, seccomp.py), built by
+    # the server because the image's exec shim runs this file alone.
+    seccomp_filter: str = ""
     layer_only: bool = False  # a replica of a confined template: add a Landlock layer, nothing else
     landlock: bool = True
 
@@ -433,6 +436,22 @@ def confine(policy: Policy, abi: int | None = None) -> None:
             _seccomp.install(_seccomp.program(deny_connect=policy.deny_connect, id_range=policy.uid_block))
         except _seccomp.SeccompError as exc:
             raise SandboxError(str(exc)) from exc
+    if policy.seccomp_filter:
+        _install_filter(bytes.fromhex(policy.seccomp_filter))
+
+
+class _SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+
+def _install_filter(code: bytes) -> None:
+    """``seccomp.install`` for the exec shim (which cannot import the package): no_new_privs, then the
+    filter (PR_SET_SECCOMP, SECCOMP_MODE_FILTER)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    _check(libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "prctl(PR_SET_NO_NEW_PRIVS)")
+    buf = ctypes.create_string_buffer(code, len(code))
+    prog = _SockFprog(len(code) // 8, ctypes.cast(buf, ctypes.c_void_p))
+    _check(libc.prctl(22, 2, ctypes.byref(prog), 0, 0), "prctl(PR_SET_SECCOMP)")
 
 
 def encode(policy: Policy) -> str:

@@ -13,6 +13,12 @@
   give each replica it forks a uid of its own, so it keeps ``CAP_SETUID``/``CAP_SETGID``; this filter lets
   ``set*uid``/``set*gid`` name only uids of its block (its own and its replicas') and ``setgroups`` only clear
   the groups, so neither it nor its replicas can become root, the server or another endpoint's worker.
+- **An image's server speaks TCP only** (``tcp_only``). It shares the host's network, where Landlock rules TCP
+  ``bind``/``connect`` but nothing else: UDP (``sendto`` names any peer: DNS to a resolver, or straight out),
+  ICMP ping sockets, MPTCP (a stream socket Landlock's TCP rules do not see) and TCP Fast Open (``sendto``
+  or ``sendmsg`` with ``MSG_FASTOPEN`` connects without ``connect``, so the LSM hook never runs). So
+  ``socket`` is allowed for Unix and netlink sockets and for plain TCP (``SOCK_STREAM``, protocol 0 or
+  ``IPPROTO_TCP``) only, ``MSG_FASTOPEN`` is refused, and so is io_uring. Not applied with outbound access.
 - Any other architecture's system calls (e.g. 32-bit ``int 0x80`` from a 64-bit process, or the x32 ABI,
   which would bypass the numbers checked here) are refused.
 
@@ -36,13 +42,15 @@ _PR_SET_SECCOMP, _SECCOMP_MODE_FILTER = 22, 2
 
 # classic BPF
 _LD_W_ABS = 0x20
-_JEQ, _JGE, _JGT = 0x15, 0x35, 0x25
+_JEQ, _JGE, _JGT, _JSET = 0x15, 0x35, 0x25, 0x45
 _AND = 0x54
 _RET = 0x06
 _ALLOW = 0x7FFF0000
 _ERRNO = 0x00050000
 
-_AF_UNIX = 1
+_AF_UNIX, _AF_INET, _AF_INET6, _AF_NETLINK = 1, 2, 10, 16
+_IPPROTO_TCP = 6
+_MSG_FASTOPEN = 0x20000000
 _SOCK_TYPE_MASK = 0xF
 _SOCK_STREAM, _SOCK_SEQPACKET = 1, 5
 _NO_ID = 0xFFFFFFFF  # -1: "leave unchanged" for setre*id/setres*id, a query for setfs*id
@@ -54,6 +62,9 @@ class _Arch:
     socket: int
     socketpair: int
     connect: int
+    sendto: int
+    sendmsg: int
+    sendmmsg: int
     io_uring_setup: int
     ids: dict[int, int]  # set*id syscall -> how many id arguments it takes
     setgroups: int
@@ -66,6 +77,9 @@ _ARCHES = {
         socket=41,
         socketpair=53,
         connect=42,
+        sendto=44,
+        sendmsg=46,
+        sendmmsg=307,
         io_uring_setup=425,
         # setuid, setgid, setreuid, setregid, setresuid, setresgid, setfsuid, setfsgid
         ids={105: 1, 106: 1, 113: 2, 114: 2, 117: 3, 119: 3, 122: 1, 123: 1},
@@ -77,6 +91,9 @@ _ARCHES = {
         socket=198,
         socketpair=199,
         connect=203,
+        sendto=206,
+        sendmsg=211,
+        sendmmsg=269,
         io_uring_setup=425,
         ids={146: 1, 144: 1, 145: 2, 143: 2, 147: 3, 149: 3, 151: 1, 152: 1},
         setgroups=159,
@@ -139,11 +156,22 @@ class _Program:
 
 
 @functools.lru_cache(maxsize=16)
-def program(*, deny_connect: bool, id_range: tuple[int, int] | None, machine: str | None = None) -> bytes:
-    """The filter's instructions for this machine (raises SeccompError on an unknown architecture)."""
+def program(
+    *,
+    deny_connect: bool,
+    id_range: tuple[int, int] | None,
+    tcp_only: bool = False,
+    machine: str | None = None,
+) -> bytes:
+    """The filter's instructions for this machine (raises SeccompError on an unknown architecture).
+
+    ``deny_connect``: a forked worker's (no connect, no datagram Unix sockets, no io_uring). ``tcp_only``: an
+    image's server's (sockets: Unix, netlink and plain TCP only; no MSG_FASTOPEN; no io_uring)."""
     arch = _ARCHES.get(machine or platform.machine())
     if arch is None:
         raise SeccompError(f"no seccomp filter for {machine or platform.machine()}")
+    if deny_connect and tcp_only:
+        raise SeccompError("deny_connect and tcp_only are two different filters")
     p = _Program()
     p.load(4)  # arch
     p.jump(_JEQ, arch.audit, 0, "eperm")
@@ -155,6 +183,12 @@ def program(*, deny_connect: bool, id_range: tuple[int, int] | None, machine: st
         p.jump(_JEQ, arch.io_uring_setup, "eperm", 0)
         p.jump(_JEQ, arch.socket, "socket", 0)
         p.jump(_JEQ, arch.socketpair, "socket", 0)
+    if tcp_only:
+        p.jump(_JEQ, arch.io_uring_setup, "eperm", 0)
+        p.jump(_JEQ, arch.socket, "family", 0)
+        p.jump(_JEQ, arch.sendto, "flags3", 0)
+        p.jump(_JEQ, arch.sendmsg, "flags2", 0)
+        p.jump(_JEQ, arch.sendmmsg, "flags3", 0)
     if id_range is not None:
         for nr, count in arch.ids.items():
             p.jump(_JEQ, nr, f"ids{count}", 0)
@@ -170,6 +204,24 @@ def program(*, deny_connect: bool, id_range: tuple[int, int] | None, machine: st
         p.op(_AND, _SOCK_TYPE_MASK)
         p.jump(_JEQ, _SOCK_STREAM, "allow", 0)
         p.jump(_JEQ, _SOCK_SEQPACKET, "allow", "eacces")
+    if tcp_only:
+        p.label("family")
+        p.load(_arg(0))
+        p.jump(_JEQ, _AF_UNIX, "allow", 0)
+        p.jump(_JEQ, _AF_NETLINK, "allow", 0)
+        p.jump(_JEQ, _AF_INET, "inet", 0)
+        p.jump(_JEQ, _AF_INET6, "inet", "eacces")
+        p.label("inet")
+        p.load(_arg(1))
+        p.op(_AND, _SOCK_TYPE_MASK)
+        p.jump(_JEQ, _SOCK_STREAM, 0, "eacces")
+        p.load(_arg(2))
+        p.jump(_JEQ, 0, "allow", 0)
+        p.jump(_JEQ, _IPPROTO_TCP, "allow", "eacces")
+        for index in (3, 2):  # sendto's and sendmmsg's flags are argument 3, sendmsg's argument 2
+            p.label(f"flags{index}")
+            p.load(_arg(index))
+            p.jump(_JSET, _MSG_FASTOPEN, "eacces", "allow")
     if id_range is not None:
         low, high = id_range
         for count in (3, 2, 1):  # ids3 checks arg 2 then falls into ids2 (arg 1), then ids1 (arg 0)
