@@ -314,7 +314,8 @@ def test_xgboost_algorithm_mode_batches_exactly(tmp_path: Path) -> None:
         xgboost.DMatrix(x, label=(x[:, 0] + x[:, 4] > 1).astype(int)),
         num_boost_round=20,
     )
-    booster.save_model(str(tmp_path / "xgboost-model"))
+    booster.save_model(str(tmp_path / "model.json"))
+    (tmp_path / "model.json").rename(tmp_path / "xgboost-model")
     runtime = get_runtime("xgboost")
     handler = Handler.load(str(tmp_path), runtime.model_fn, env={}, defaults=runtime.defaults)
     assert handler.batches
