@@ -85,13 +85,15 @@ class Batcher:
         self._full: dict[_Key, asyncio.Event] = {}  # set when a group's queue reaches max_size
         self._running: set[_Key] = set()  # groups with a dispatcher
         self._waiting = 0
+        self._acquiring = 0  # dispatchers waiting in the pool's queue (one waiter each)
         self._seq = 0
         self._background = Background(f"batcher {pool.spec.endpoint}/{pool.spec.variant}")
 
     @property
     def waiting(self) -> int:
-        """Requests waiting for a worker (for the queue gauge)."""
-        return self._waiting
+        """Requests waiting for a worker, less the pool's waiters that stand for them (the dispatchers'):
+        what the queue gauge adds to the pool's count, so that it counts requests, not batches."""
+        return self._waiting - self._acquiring
 
     async def invoke(self, inv: Invocation) -> WorkerResponse:
         pool = self._pool
@@ -134,6 +136,7 @@ class Batcher:
                             except TimeoutError:
                                 pass
                 waited = _Before(self._seq)
+                self._acquiring += 1
                 try:
                     slot = await pool.acquire()
                 except Throttling as exc:  # every request that waited through the whole wait
@@ -148,6 +151,8 @@ class Batcher:
                         raise
                     self._fail(queue, None)  # the pool cancelled its waiters (a drain): so are these
                     continue
+                finally:
+                    self._acquiring -= 1
                 entries = self._take(queue)
                 if entries:
                     self._background.spawn(self._serve(slot, entries))

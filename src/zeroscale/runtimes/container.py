@@ -233,7 +233,8 @@ class _Connection:
                     try:
                         out = b"".join(out)
                     except StreamFailed as exc:
-                        status, out, content_type = exc.status, exc.message.encode(errors="replace"), _TEXT_STR
+                        status, content_type = exc.status, _TEXT_STR
+                        out = exc.message.encode(errors="replace")
                 answers.append((status, out, _header_value(content_type)))
             self._send(200, batching.pack_answers(answers), batching.FRAME_TYPE, keep)
         return keep
