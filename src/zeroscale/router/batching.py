@@ -98,7 +98,9 @@ class Batcher:
     async def invoke(self, inv: Invocation) -> WorkerResponse:
         pool = self._pool
         key = batch_key(inv)
-        if key is None:
+        if key is None or (not self._delay_s and key not in self._running and pool.idle):
+            # cannot join a batch; or nothing of its group waits and a worker is free: what a dispatcher
+            # would do at once, without its two tasks
             return await pool.serve(await pool.acquire(), inv)
         if self._waiting >= pool.max_queue:
             raise pool.throttled("its queue is full")

@@ -143,6 +143,11 @@ class VariantPool:
         return sum(1 for f in self._waiters if not f.done())
 
     @property
+    def idle(self) -> int:
+        """Workers free now."""
+        return self._slots.count(S.IDLE)
+
+    @property
     def ready(self) -> int:
         """Workers up and serving or free to (idle or busy)."""
         return self._slots.count(S.IDLE) + self._slots.count(S.BUSY)
