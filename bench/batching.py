@@ -63,7 +63,9 @@ def _raw_request(srv: ServerProcess, endpoint: str, body: bytes) -> bytes:
     return "\r\n".join(lines).encode() + body
 
 
-def _load(srv: ServerProcess, tmp: Path, endpoint: str, connections: int, duration_s: float) -> dict[str, Any]:
+def _load(
+    srv: ServerProcess, tmp: Path, endpoint: str, connections: int, duration_s: float
+) -> dict[str, Any]:
     request = tmp / f"{endpoint}.http"
     request.write_bytes(_raw_request(srv, endpoint, ROW))
     out = subprocess.run(
@@ -132,7 +134,7 @@ def run(root: Path, duration_s: float = 5.0, repeats: int = 3) -> BatchingResult
         sm, smr = srv.client("sagemaker"), srv.client("sagemaker-runtime")
         url = f"file://{models.rf}"
         for endpoint, env in ((OFF, None), (ON, {"ZEROSCALE_MAX_BATCH_SIZE": str(MAX_BATCH)})):
-            desc = deploy(sm, endpoint, url, memory_mb=1024, max_concurrency=2, provisioned=2, environment=env)
+            desc = deploy(sm, endpoint, url, max_concurrency=2, provisioned=2, environment=env)
             assert desc["EndpointStatus"] == "InService", desc.get("FailureReason")
         res.compared = compare_answers(smr)
         with tempfile.TemporaryDirectory() as tmp:
@@ -170,7 +172,9 @@ def report(res: BatchingResult) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per 32-client run")
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
