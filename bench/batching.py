@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -28,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.common import REPO, ROW, ServerProcess, build_models, deploy, sign
+from bench.common import REPO, RESULTS, ROW, ServerProcess, build_models, deploy, sign
 
 OFF, ON = "rf-batch-off", "rf-batch-on"
 MAX_BATCH = 32
@@ -165,6 +166,8 @@ def report(res: BatchingResult) -> str:
         f"| 1 client: p50 latency (ms) | {res.median(res.p50_s, OFF) * 1000:.2f} | "
         f"{res.median(res.p50_s, ON) * 1000:.2f} | {res.latency_ratio:.2f}x |",
         "",
+        f"req/s per run at {CLIENTS} clients, off: {', '.join(f'{v:.0f}' for v in res.rps[OFF])}; "
+        f"on: {', '.join(f'{v:.0f}' for v in res.rps[ON])}.",
         f"Medians of {len(res.rps[OFF])} interleaved runs; errors (non-200): {res.errors}; "
         f"{res.compared} answers compared byte for byte, on vs off: all equal.",
     ]
@@ -178,9 +181,13 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per 32-client run")
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
+    load = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
         res = run(Path(tmp), args.duration, args.repeats)
-    print(report(res))
+    text = report(res) + f"\n\nLoad average at the start: {load:.2f} ({os.cpu_count()} cores).\n"
+    print(text)
+    command = f"python -m bench.batching --duration {args.duration:g} --repeats {args.repeats}"
+    (RESULTS / "batching.md").write_text(f"# Dynamic batching (`{command}`)\n\n{text}")
 
 
 if __name__ == "__main__":
