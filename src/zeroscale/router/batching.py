@@ -120,6 +120,10 @@ class Batcher:
             self._full[key].set()
         return await entry.answer
 
+    async def close(self) -> None:
+        """The pool drained: end what is left (nothing, unless the drain timed out)."""
+        await self._background.cancel()
+
     # ---- the dispatcher of one group ----
     async def _dispatch(self, key: _Key, queue: deque[_Entry]) -> None:
         pool = self._pool

@@ -589,3 +589,5 @@ class VariantPool:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._empty.wait(), _DRAIN_STOP_GRACE_S + 2.0)
         await self._template.close()
+        if self.batcher is not None:
+            await self.batcher.close()
