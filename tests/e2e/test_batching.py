@@ -146,6 +146,15 @@ def test_bad_settings_are_refused_at_create_model_by_name(sm: Any, sklearn_model
     assert "Containers.1.Environment: ZEROSCALE_MAX_BATCH_SIZE is set but it has several containers" in str(
         err.value
     )
+    multi = {
+        "Image": "sklearn",
+        "ModelDataUrl": "s3://bucket/models/",
+        "Mode": "MultiModel",
+        "Environment": {"ZEROSCALE_MAX_BATCH_SIZE": "4"},
+    }
+    with pytest.raises(ClientError) as err:
+        sm.create_model(ModelName="bt-bad", PrimaryContainer=multi)
+    assert "ZEROSCALE_MAX_BATCH_SIZE is set but it is a multi-model endpoint" in str(err.value)
 
 
 def test_runtimes_and_user_code_that_cannot_batch_fail_the_deploy_by_name(
