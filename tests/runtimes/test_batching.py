@@ -325,3 +325,66 @@ def test_xgboost_algorithm_mode_batches_exactly(tmp_path: Path) -> None:
             bodies.append(b"[0.1, 0.2, 0.3, 0.4, 0.5]" if content_type == "application/json" else bodies[0])
             headers = {"content-type": content_type, "accept": accept}
             assert handler.invoke_batch(bodies, headers) == [handler.invoke(b, headers) for b in bodies]
+
+
+# ---- the worker's route ----
+def _serve(tmp_path: Path, with_batch: bool) -> tuple[Any, str]:
+    import threading
+
+    from zeroscale.runtimes.container import ContainerServer
+    from zeroscale.runtimes.worker import bind
+
+    def invoke(body: bytes, headers: Any) -> tuple[int, bytes, str]:
+        return (418, b"teapot", "text/plain") if body == b"fail" else (200, body[::-1], "text/x\r\nX-Evil: 1")
+
+    def batch(bodies: list[bytes], headers: Any) -> list[tuple[int, Any, str]]:
+        assert headers["content-type"] == "text/csv"
+        out: list[tuple[int, Any, str]] = [invoke(b, headers) for b in bodies]
+        out.append((200, iter([b"a", b"b"]), "text/plain"))  # a streamed answer is joined
+        return out
+
+    path = str(tmp_path / "w.sock")
+    server = ContainerServer(bind(path, None, ""), invoke, batch if with_batch else None)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, path
+
+
+def test_the_worker_answers_a_batch_frame(tmp_path: Path) -> None:
+    from .unixhttp import UnixHTTPConnection
+
+    server, path = _serve(tmp_path, True)
+    try:
+        conn = UnixHTTPConnection(path)
+        frame = batching.pack_bodies([b"abc", b"fail", b""])
+        conn.request("POST", "/zeroscale/batch", body=frame, headers={"Content-Type": "text/csv"})
+        resp = conn.getresponse()
+        assert resp.status == 200
+        assert resp.getheader("content-type") == batching.FRAME_TYPE.decode()
+        assert batching.unpack_answers(resp.read()) == [
+            (200, b"cba", b"text/x  X-Evil: 1"),  # the header value exactly as /invocations would send it
+            (418, b"teapot", b"text/plain"),
+            (200, b"", b"text/x  X-Evil: 1"),
+            (200, b"ab", b"text/plain"),
+        ]
+        conn.request("POST", "/zeroscale/batch", body=frame[:-3], headers={"Content-Type": "text/csv"})
+        resp = conn.getresponse()
+        assert resp.status == 400
+        assert resp.read().startswith(b"Bad batch: ")
+        conn.request("POST", "/invocations", body=b"xyz", headers={"Content-Type": "text/csv"})
+        assert conn.getresponse().read() == b"zyx"  # the connection is kept
+    finally:
+        assert server.drain(5)
+
+
+def test_a_worker_without_batching_has_no_batch_route(tmp_path: Path) -> None:
+    from .unixhttp import UnixHTTPConnection
+
+    server, path = _serve(tmp_path, False)
+    try:
+        conn = UnixHTTPConnection(path)
+        conn.request("POST", "/zeroscale/batch", body=batching.pack_bodies([b"a"]))
+        resp = conn.getresponse()
+        assert resp.status == 404
+        resp.read()
+    finally:
+        assert server.drain(5)
