@@ -1,6 +1,7 @@
-"""Dynamic batching with real boto3, a real server and real workers: a RandomForest's answers with batching on
-equal its answers with batching off, byte for byte, for many concurrent requests of different sizes, types
-and Accepts; requests that cannot be merged get their own answers; bad settings are refused by name."""
+"""Dynamic batching with real boto3, a real server and real workers: a RandomForest's (and an XGBoost
+Booster's) answers with batching on equal their answers with batching off, byte for byte, for many
+concurrent requests of different sizes, types and Accepts; requests that cannot be merged get their own
+answers; bad settings are refused by name."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from zeroscale.metering.ledger import Ledger
-from zeroscale.testing import ServerProcess, deploy
+from zeroscale.testing import ServerProcess, deploy, make_tar
 
 from .conftest import SklearnModel, handler_model
 
@@ -172,3 +173,34 @@ def test_runtimes_and_user_code_that_cannot_batch_fail_the_deploy_by_name(
     torch = deploy(sm, "bt-torch", sklearn_model.url, image="pytorch", environment=env)
     assert torch["EndpointStatus"] == "Failed"
     assert "ZEROSCALE_MAX_BATCH_SIZE is set but the pytorch runtime's predict" in torch["FailureReason"]
+
+
+def test_xgboost_answers_with_batching_equal_answers_without(
+    sm: Any, smr: Any, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    xgb = pytest.importorskip("xgboost")
+    root = tmp_path_factory.mktemp("bt-xgb")
+    rng = np.random.RandomState(8)
+    x = rng.rand(300, 5)
+    booster = xgb.train(
+        {"objective": "binary:logistic", "max_depth": 3, "nthread": 1},
+        xgb.DMatrix(x, label=(x[:, 0] + x[:, 3] > 1).astype(int)),
+        num_boost_round=15,
+    )
+    booster.save_model(str(root / "model.ubj"))
+    (root / "model.ubj").rename(root / "xgboost-model")
+    url = f"file://{make_tar(root / 'xgb.tar.gz', {'xgboost-model': root / 'xgboost-model'})}"
+    for name, env in (("bt-xgb-on", ON), ("bt-xgb-off", None)):
+        desc = deploy(sm, name, url, image="xgboost", environment=env, max_concurrency=1)
+        assert desc["EndpointStatus"] == "InService", desc.get("FailureReason")
+    pick = random.Random(9)
+    work = []
+    for _ in range(60):
+        content_type = pick.choice(("text/csv", "application/json", "application/x-npy"))
+        accept = pick.choice(("text/csv", "application/json", "application/jsonlines"))
+        work.append((body_of(rng.rand(pick.choice((1, 2, 6, 17)), 5), content_type), content_type, accept))
+    with ThreadPoolExecutor(16) as pool:
+        got_on = list(pool.map(lambda w: call(smr, "bt-xgb-on", *w), work))
+    got_off = [call(smr, "bt-xgb-off", *w) for w in work]
+    assert got_on == got_off
+    assert all(kind != "error" for kind, _ in got_on)
