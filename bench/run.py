@@ -30,6 +30,8 @@ Scenarios (each module's docstring says exactly what it measures and how):
               UpdateEndpointWeightsAndCapacities directly                             bench/scaleout.py
   soak        2 minutes at 80% of capacity with cold starts and scale-to-zero cycles: errors, RSS growth,
               fds, leftover processes (bench/soak.py alone runs the 30-minute one)       bench/soak.py
+  batching    dynamic batching: the RandomForest at MaxConcurrency 2, 32 closed-loop clients, req/s with
+              ZEROSCALE_MAX_BATCH_SIZE=32 vs without; p50 at 1 client on vs off           bench/batching.py
   mme         multi-model endpoint: first request of an unloaded model vs a loaded one; cache-hit rate
               under a Zipf load vs an LRU cache of the same size on the same sequence; models per GB
                                                                                      bench/multimodel.py
@@ -59,6 +61,7 @@ from typing import Any
 
 from bench import (
     batch,
+    batching,
     breakdown,
     burst,
     cold,
@@ -99,6 +102,7 @@ SCENARIOS = (
     "batch",
     "rollback",
     "scaleout",
+    "batching",
     "mme",
     "soak",
 )
@@ -790,6 +794,41 @@ def run_rollback(run: Run) -> None:
     )
 
 
+def run_batching(run: Run) -> None:
+    results: list[batching.BatchingResult] = []
+    duration, repeats = (3.0, 1) if run.plan is QUICK else (5.0, 3)
+    run.scenario("batching", lambda: results.append(batching.run(run.root / "batching", duration, repeats)))
+    if not results:
+        return
+    res = results[0]
+    off, on = res.median(res.rps, batching.OFF), res.median(res.rps, batching.ON)
+    run.rows.append(
+        Row(
+            "batching",
+            f"RandomForest, {batching.CLIENTS} clients, MaxConcurrency 2: req/s with batching",
+            on,
+            "req/s",
+            "batching off",
+            off,
+            ">= 1.5x",
+            res.ratio >= 1.5,
+        )
+    )
+    p50_off, p50_on = res.median(res.p50_s, batching.OFF) * 1000, res.median(res.p50_s, batching.ON) * 1000
+    run.rows.append(
+        Row(
+            "batching",
+            "RandomForest, 1 client: p50 with batching",
+            p50_on,
+            "ms",
+            "batching off",
+            p50_off,
+            "<= 1.1x",
+            res.latency_ratio <= 1.1,
+        )
+    )
+
+
 def run_scaleout(run: Run) -> None:
     results: list[scaleout.ScaleOutResult] = []
     rounds = 3 if run.plan is QUICK else 7
@@ -1319,6 +1358,8 @@ def main() -> None:
             run_rollback(run)
         if "scaleout" in which:
             run_scaleout(run)
+        if "batching" in which:
+            run_batching(run)
         if "mme" in which:
             run_mme(run)
         if "soak" in which:

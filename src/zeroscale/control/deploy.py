@@ -24,8 +24,9 @@ from zeroscale.control.models import Models, execution_mode, runnable_containers
 from zeroscale.errors import DeployError, ZeroscaleError
 from zeroscale.images import ImageRecord, ImageRegistry
 from zeroscale.router.spec import ContainerSpec, PoolSpec
+from zeroscale.runtimes.batching import MAX_BATCH_SIZE, batch_settings, unsupported
 from zeroscale.runtimes.image_uris import known_images, resolve_image
-from zeroscale.runtimes.usercode import PYTHONPATH, requirements_file
+from zeroscale.runtimes.usercode import PYTHONPATH, has_user_code, requirements_file
 from zeroscale.store.db import Record
 
 SUBMIT_DIRECTORY = "SAGEMAKER_SUBMIT_DIRECTORY"
@@ -130,6 +131,20 @@ class Deployer:
                 )
                 for i, (c, p) in enumerate(zip(containers, prepared, strict=True), start=1)
             )
+        try:
+            batching = batch_settings(env)
+        except ValueError as exc:
+            raise DeployError(f"Variant {variant.name} (model {model.name}): {exc}") from None
+        if any(MAX_BATCH_SIZE in p.env for p in prepared):
+            why = unsupported(
+                runtime,
+                user_code=has_user_code(model_dir, env),
+                image=byo is not None,
+                several=bool(several),
+                multi_model=bool(multi_model),
+            )
+            if why:
+                raise DeployError(f"Variant {variant.name} (model {model.name}): {why}")
         count = per_instance = 0
         if variant.serverless is not None:
             memory_mb = variant.serverless.memory_mb
@@ -166,6 +181,7 @@ class Deployer:
             execution=execution_mode(model.doc) if several else "",
             multi_model=multi_model,
             model_cache=(containers[0].get("MultiModelConfig") or {}).get("ModelCacheSetting") != "Disabled",
+            batching=batching,
         )
 
     async def _prepare(self, container: Mapping[str, Any]) -> _Prepared:

@@ -18,6 +18,7 @@ from zeroscale.control.arns import Arns
 from zeroscale.control.model_packages import ModelPackages
 from zeroscale.control.resources import Resources
 from zeroscale.errors import ValidationException
+from zeroscale.runtimes.batching import MAX_BATCH_SIZE, batch_settings, unsupported
 from zeroscale.store.db import Record, Store
 
 KIND = "model"
@@ -94,6 +95,13 @@ def check_container(container: Mapping[str, Any], where: str) -> None:
             f"The Environment of {where} is {total} bytes in total; keys and values together must not "
             f"exceed {ENVIRONMENT_MAX_TOTAL_BYTES} bytes."
         )
+    try:
+        batch_settings(env)
+    except ValueError as exc:
+        raise ValidationException(f"{where}.Environment: {exc}") from None
+    if container.get("Mode") == "MultiModel" and MAX_BATCH_SIZE in env:
+        why = unsupported("", user_code=False, image=False, several=False, multi_model=True)
+        raise ValidationException(f"{where}.Environment: {why}")
 
 
 def check_containers(params: Mapping[str, Any]) -> None:
@@ -112,6 +120,11 @@ def check_containers(params: Mapping[str, Any]) -> None:
             )
     for i, container in enumerate(containers, start=1):
         check_container(container, f"Containers.{i}")
+        if (len(containers) > 1 or params.get("InferenceExecutionConfig")) and MAX_BATCH_SIZE in (
+            container.get("Environment") or {}
+        ):
+            why = unsupported("", user_code=False, image=False, several=True, multi_model=False)
+            raise ValidationException(f"Containers.{i}.Environment: {why}")
         if container.get("Mode") == "MultiModel" and (
             len(containers) > 1 or params.get("InferenceExecutionConfig")
         ):

@@ -25,6 +25,7 @@ from zeroscale.errors import DeployError, RuntimeValidationError
 from zeroscale.events import EventBus, VariantEvent
 from zeroscale.metrics.load import PoolLoad
 from zeroscale.metrics.registry import Metrics
+from zeroscale.router.batching import Batcher
 from zeroscale.router.budget import MemoryBudget
 from zeroscale.router.containermodels import ContainerModelsPool
 from zeroscale.router.multimodel import Fetch, MultiModelPool
@@ -286,7 +287,7 @@ class Fleet:
                 self._wall,
                 self._activated,
             )
-        return VariantPool(
+        pool = VariantPool(
             spec,
             self._manager,
             self.budget,
@@ -297,6 +298,9 @@ class Fleet:
             self.cache,
             self._activated,
         )
+        if spec.batching is not None and not spec.containers:
+            pool.batcher = Batcher(pool, spec.batching)
+        return pool
 
     async def _warm(self, pools: list[VariantPool]) -> None:
         """One worker per pool and a good /ping, or DeployError (the pools drained and forgotten)."""

@@ -13,6 +13,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from zeroscale.background import Background
 from zeroscale.errors import DeployError, ModelError, ServiceUnavailable, Throttling, WorkersUnavailable
@@ -30,11 +31,15 @@ from zeroscale.types import WorkerState
 from zeroscale.workers.client import Body, WorkerConnectionError, WorkerResponse
 from zeroscale.workers.manager import WorkerHandle, WorkerSpec
 
+if TYPE_CHECKING:
+    from zeroscale.router.batching import Batcher
+
 S = WorkerState
 _CONTAINER = "primary"
 _DRAIN_STOP_GRACE_S = 1.0
 _STREAM_ERROR = ERROR_TRAILER.lower()
 _UNLOADS = ("evicted", "stopped")  # the exits of a model's worker that unload it as planned
+TIMED_OUT = "invocation timed out"  # a timed-out invocation's ModelError.original_message
 
 
 @dataclass(slots=True)
@@ -123,6 +128,9 @@ class VariantPool:
         self._empty.set()
         self.draining = False
         self._log_dir = settings.log_dir(spec.endpoint, spec.variant)
+        # Dynamic batching (router/batching.py), set by the fleet for a model that opted in: ``invoke``
+        # hands its requests over. None: the ordinary path, unchanged.
+        self.batcher: Batcher | None = None
 
     # ---- views ----
     @property
@@ -133,6 +141,11 @@ class VariantPool:
     @property
     def queued(self) -> int:
         return sum(1 for f in self._waiters if not f.done())
+
+    @property
+    def idle(self) -> int:
+        """Workers free now."""
+        return self._slots.count(S.IDLE)
 
     @property
     def ready(self) -> int:
@@ -186,7 +199,7 @@ class VariantPool:
             memory_mb=self.spec.memory_mb,
             workers=len(self._slots) - self._slots.count(S.STARTING),
             busy=self._slots.count(S.BUSY),
-            queued=self.queued,
+            queued=self.queued if self.batcher is None else self.queued + self.batcher.waiting,
             rss_mb=tuple(s.handle.rss_mb for s in self._slots if s.handle is not None),
             draining=self.draining,
         )
@@ -389,7 +402,7 @@ class VariantPool:
             self._slots.move(slot, S.BUSY)
             return slot
         if self.queued >= self._settings.max_queue:
-            raise self._throttled("its queue is full")
+            raise self.throttled("its queue is full")
         at_capacity = self.live >= self.spec.max_concurrency
         fut: asyncio.Future[Slot] = asyncio.get_running_loop().create_future()
         self._waiters.append(fut)
@@ -401,7 +414,7 @@ class VariantPool:
         try:
             return await asyncio.wait_for(fut, wait_s)
         except TimeoutError:
-            raise self._throttled(f"no worker became free within {wait_s:g} s") from None
+            raise self.throttled(f"no worker became free within {wait_s:g} s") from None
         finally:
             with contextlib.suppress(ValueError):
                 self._waiters.remove(fut)
@@ -430,6 +443,8 @@ class VariantPool:
         return handle
 
     async def invoke(self, inv: Invocation) -> WorkerResponse:
+        if self.batcher is not None:
+            return await self.batcher.invoke(inv)
         return await self.serve(await self.acquire(), inv)
 
     async def serve(self, slot: Slot, inv: Invocation, path: bytes | None = None) -> WorkerResponse:
@@ -457,12 +472,12 @@ class VariantPool:
         inv.model_status = resp.status
         self.release(slot)
         if resp.status >= 400:
-            raise self._answered_error(handle, resp.status, resp.body.decode("utf-8", "replace"))
+            raise self.answered_error(handle.worker_id, resp.status, resp.body.decode("utf-8", "replace"))
         if resp.headers and resp.headers[-1][0].lower() == _STREAM_ERROR:
             # a streaming model's parts, joined, and it failed after its first part (the error trailer)
             status, message = parse_trailer(resp.headers[-1][1])
             inv.model_status = status
-            raise self._answered_error(handle, status, message)
+            raise self.answered_error(handle.worker_id, status, message)
         return resp
 
     async def stream(self, inv: Invocation) -> PoolStream:
@@ -492,7 +507,7 @@ class VariantPool:
         if worker.status >= 400:
             inv.model_s = time.perf_counter() - started
             self.release(slot)
-            raise self._answered_error(handle, worker.status, text)
+            raise self.answered_error(handle.worker_id, worker.status, text)
 
         def kill() -> None:
             self._manager.kill(handle, "the invocation timed out", kind="timed_out")
@@ -516,7 +531,7 @@ class VariantPool:
             f"Your invocation timed out while waiting for a response from container {self._container}. "
             f"The model took longer than {timeout_s:g} s to answer.",
             original_status=0,
-            original_message="invocation timed out",
+            original_message=TIMED_OUT,
             log_stream_arn=self._log_stream_arn(handle),
         )
 
@@ -534,9 +549,10 @@ class VariantPool:
             log_stream_arn=self._log_stream_arn(handle),
         )
 
-    def _answered_error(self, handle: WorkerHandle, status: int, text: str) -> ModelError:
+    def answered_error(self, worker_id: str, status: int, text: str) -> ModelError:
+        """The ModelError for an error the worker ``worker_id`` answered."""
         kind = "client" if status < 500 else "server"
-        arn = self._log_stream_arn(handle)
+        arn = self._settings.log_stream_arn(self.spec.endpoint, self.spec.variant, worker_id)
         return ModelError(
             f'Received {kind} error ({status}) from {self._container} with message "{text}". '
             f"See {arn} for more information.",
@@ -548,7 +564,11 @@ class VariantPool:
     def _log_stream_arn(self, handle: WorkerHandle) -> str:
         return self._settings.log_stream_arn(self.spec.endpoint, self.spec.variant, handle.worker_id)
 
-    def _throttled(self, why: str) -> Throttling:
+    @property
+    def max_queue(self) -> int:
+        return self._settings.max_queue
+
+    def throttled(self, why: str) -> Throttling:
         return Throttling(
             f"Endpoint {self.spec.endpoint} variant {self.spec.variant} is at its MaxConcurrency "
             f"({self.spec.max_concurrency}) and {why}. Retry later, or raise MaxConcurrency."
@@ -573,3 +593,5 @@ class VariantPool:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._empty.wait(), _DRAIN_STOP_GRACE_S + 2.0)
         await self._template.close()
+        if self.batcher is not None:
+            await self.batcher.close()

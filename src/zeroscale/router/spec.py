@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from zeroscale.runtimes.batching import BatchSettings
 from zeroscale.types import log_group_name
 from zeroscale.workers.client import Body, WorkerResponse
 from zeroscale.workers.manager import WorkerHandle, WorkerSpec
@@ -111,6 +112,8 @@ class PoolSpec:
     # variant's memory (0: memory_mb, a single-model worker holds the whole MemorySizeInMB).
     target_model: str = ""
     slot_mb: int = 0
+    # Dynamic batching (the model's ZEROSCALE_MAX_BATCH_SIZE, checked at deploy): None, one request per call.
+    batching: BatchSettings | None = None
 
     @property
     def real_time(self) -> bool:

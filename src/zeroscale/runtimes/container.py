@@ -1,7 +1,9 @@
 """A small, fast HTTP/1.1 server for the SageMaker container contract, parsed with httptools.
 
-``GET /ping`` -> 200 with an empty body; ``POST /invocations`` -> ``invoke(body, headers)``; anything
-else -> 404. A streamed answer (an iterator of parts) goes out chunked, one chunk per part as soon as it
+``GET /ping`` -> 200 with an empty body; ``POST /invocations`` -> ``invoke(body, headers)``; ``POST
+/zeroscale/batch`` (the router's dynamic batching, when the server was given ``batch``) -> one framed answer
+per framed body (runtimes/batching.py); anything else -> 404.
+A streamed answer (an iterator of parts) goes out chunked, one chunk per part as soon as it
 exists; a failure mid-stream ends it with the error trailer (streaming.py). One thread per connection
 (keep-alive, pipelining, chunked bodies); invocations run one at a time under one lock, which also covers
 writing the response (a stream's last part included), so ``drain`` waits for the in-flight request to be
@@ -20,14 +22,18 @@ from collections.abc import Callable, Iterator, Mapping
 
 import httptools
 
+from zeroscale.runtimes import batching
 from zeroscale.runtimes.streaming import ERROR_TRAILER, StreamFailed, trailer
 
 # invoke(body, lower-cased headers) -> (status, body or an iterator of parts, content_type); must not raise
 # (a streamed body's iterator may raise StreamFailed).
 InvokeFn = Callable[[bytes, Mapping[str, str]], tuple[int, bytes | Iterator[bytes], str]]
+# Dynamic batching: several bodies with the same headers -> one answer each, as ``InvokeFn`` would give.
+BatchFn = Callable[[list[bytes], Mapping[str, str]], list[tuple[int, bytes | Iterator[bytes], str]]]
 
 _RECV_BYTES = 256 * 1024
 _TEXT = b"text/plain; charset=utf-8"
+_TEXT_STR = _TEXT.decode()
 _PING_OK = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 0\r\n\r\n"
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _SMALL_BODY = 64 * 1024
@@ -62,9 +68,10 @@ def _header_value(value: str) -> bytes:
 class ContainerServer:
     """Serves one listening socket (Unix or TCP) until ``stop``."""
 
-    def __init__(self, listener: socket.socket, invoke: InvokeFn) -> None:
+    def __init__(self, listener: socket.socket, invoke: InvokeFn, batch: BatchFn | None = None) -> None:
         self.listener = listener
         self.invoke = invoke
+        self.batch = batch
         self.lock = threading.Lock()  # one invocation at a time
         self.stopping = False
 
@@ -194,8 +201,42 @@ class _Connection:
                     return self._send_stream(status, out, _header_value(content_type), keep)
                 self._send(status, out, _header_value(content_type), keep)
             return keep
+        if path == batching.BATCH_PATH and method == b"POST" and self.server.batch is not None:
+            return self._respond_batch(self.server.batch, headers, body, keep)
         message = b"Not found: " + method + b" " + path
         self._send(404, message, _TEXT, keep)
+        return keep
+
+    def _respond_batch(self, batch: BatchFn, headers: dict[str, str], body: bytes, keep: bool) -> bool:
+        """Several requests in one frame: 200 with one framed answer each (a malformed frame: 400)."""
+        try:
+            bodies = batching.unpack_bodies(body)
+        except ValueError as exc:
+            message = f"Bad batch: {exc}".encode()
+            self._send(400, message, _TEXT, keep)
+            return keep
+        server = self.server
+        with server.lock:
+            if server.stopping:
+                self._send(503, b"The worker is shutting down", _TEXT, False)
+                return False
+            try:
+                results = batch(bodies, headers)
+            except Exception as exc:  # batch should not raise; answer something anyway
+                traceback.print_exc(file=sys.stderr)
+                message = f"{type(exc).__name__}: {exc}".encode()
+                self._send(500, message, _TEXT, keep)
+                return keep
+            answers = []
+            for status, out, content_type in results:
+                if not isinstance(out, bytes):  # a streamed answer: joined, as the router's reader would
+                    try:
+                        out = b"".join(out)
+                    except StreamFailed as exc:
+                        status, content_type = exc.status, _TEXT_STR
+                        out = exc.message.encode(errors="replace")
+                answers.append((status, out, _header_value(content_type)))
+            self._send(200, batching.pack_answers(answers), batching.FRAME_TYPE, keep)
         return keep
 
     def _send_stream(self, status: int, parts: Iterator[bytes], content_type: bytes, keep: bool) -> bool:

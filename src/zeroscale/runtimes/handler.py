@@ -19,7 +19,7 @@ from types import ModuleType
 from typing import Any
 
 from zeroscale.errors import DeployError
-from zeroscale.runtimes import codecs
+from zeroscale.runtimes import batching, codecs
 from zeroscale.runtimes.streaming import StreamFailed, is_stream, parts, prepend
 from zeroscale.runtimes.usercode import add_python_path, user_code_path
 
@@ -105,7 +105,7 @@ def find_hooks(module: ModuleType | None) -> dict[str, Hook]:
     return hooks
 
 
-def _default_input_fn(body: bytes, content_type: str) -> Any:
+def default_input_fn(body: bytes, content_type: str) -> Any:
     return codecs.decode(body, content_type)
 
 
@@ -121,10 +121,14 @@ def _default_output_fn(prediction: Any, accept: str) -> tuple[bytes, str]:
 class Defaults:
     """A runtime's hooks for what ``code/inference.py`` does not define, and its default Accept."""
 
-    input_fn: Callable[[bytes, str], Any] = _default_input_fn
+    input_fn: Callable[[bytes, str], Any] = default_input_fn
     predict_fn: Callable[[Any, Any], Any] = _default_predict_fn
     output_fn: Callable[[Any, str], Any] = _default_output_fn
     accept: str = codecs.JSON
+    # Dynamic batching (batching.py): one request's body -> rows that predict_fn accepts both as they are
+    # and concatenated with other requests' rows, the same rows input_fn would have led to. None: this
+    # runtime's requests are never merged.
+    batch_input_fn: Callable[[bytes, str], Any] | None = None
 
 
 # A runtime's defaults, chosen in the worker (after fork) by whether the model has user code.
@@ -151,6 +155,13 @@ class Handler:
         self._predict = hooks.get("predict_fn") or Hook(base.predict_fn, False)
         self._output = hooks.get("output_fn") or Hook(base.output_fn, False)
         self._needs_context = any(h.wants_context for h in hooks.values())
+        # Requests are merged only through the runtime's own hooks: user code could do anything.
+        self._batch_input = None if hooks else base.batch_input_fn
+
+    @property
+    def batches(self) -> bool:
+        """Whether ``invoke_batch`` merges requests (else it invokes each alone)."""
+        return self._batch_input is not None
 
     @classmethod
     def load(
@@ -203,6 +214,46 @@ class Handler:
             return exc.status, exc.message.encode("utf-8", "replace"), _TEXT
         except Exception as exc:
             return error_result(exc)
+
+    def invoke_batch(self, bodies: list[bytes], headers: Mapping[str, str]) -> list[Result]:
+        """Several requests with the same headers: those whose rows can be merged (``batching.merge``) are
+        predicted in one call and the prediction is split back by rows, each part through output_fn as it
+        would have been alone; every other request, and any group whose predict, split or encoding fails,
+        is invoked alone (``invoke``), so each answer is the one it would have had by itself."""
+        results: list[Result | None] = [None] * len(bodies)
+        decode = self._batch_input
+        if decode is not None and len(bodies) > 1:
+            content_type = headers.get("content-type") or codecs.JSON
+            accept = self._accept(headers.get("accept", ""))
+            decoded: list[Any] = []
+            for body in bodies:
+                try:
+                    decoded.append(decode(body, content_type))
+                except Exception:
+                    decoded.append(None)  # answered alone: its own error
+            for group in batching.merge(decoded):
+                for i, result in zip(group.indexes, self._predict_group(group, accept), strict=True):
+                    results[i] = result
+        return [r if r is not None else self.invoke(bodies[i], headers) for i, r in enumerate(results)]
+
+    def _predict_group(self, group: batching.Group, accept: str) -> list[Result | None]:
+        """One predict call for a group's rows, split back per request (None: that one goes alone)."""
+        try:
+            prediction = self._predict.fn(group.data, self.model)
+        except Exception:
+            return [None] * len(group.indexes)
+        parts = batching.split(prediction, group.rows)
+        if parts is None:
+            return [None] * len(group.indexes)
+        out: list[Result | None] = []
+        for part in parts:
+            try:
+                body, out_type = _response(self._output.fn(part, accept), accept)
+            except Exception:
+                out.append(None)  # its encoding failed: alone, it gets its own error
+                continue
+            out.append((200, body, out_type) if isinstance(body, bytes) else None)
+        return out
 
     def _stream_predictions(self, predictions: Iterator[Any], ctx: Context | None, accept: str) -> Result:
         """predict_fn streamed: each prediction goes through output_fn and is one part; the first one's

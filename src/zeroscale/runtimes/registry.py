@@ -57,6 +57,14 @@ def _sklearn_model_fn(model_dir: str) -> Any:
     return sklearn.model_fn(model_dir)
 
 
+def _sklearn_defaults(user_code: bool) -> Defaults:
+    """The handler's own hooks (numpy in and out, ``model.predict``); without user code, requests may be
+    merged into one predict call (dynamic batching): the default input_fn's rows go to predict as they are."""
+    from zeroscale.runtimes.handler import Defaults, default_input_fn
+
+    return Defaults() if user_code else Defaults(batch_input_fn=default_input_fn)
+
+
 DEFAULT_CONTENT_TYPES = ("application/json", "text/csv", "application/x-npy", "application/x-npz")
 
 
@@ -97,6 +105,7 @@ RUNTIMES: dict[str, Runtime] = {
         preload=_sklearn_preload,
         model_fn=_sklearn_model_fn,
         content_types=DEFAULT_CONTENT_TYPES,
+        defaults=_sklearn_defaults,
     ),
     # SageMaker's XGBoost algorithm (a bare xgboost-model) and framework mode (code/inference.py).
     "xgboost": _lazy_runtime(

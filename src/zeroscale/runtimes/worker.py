@@ -108,7 +108,7 @@ def run_worker(
         if handler is None:
             handler = load_handler(runtime, model_dir)
         listener = bind(socket_path, port, host)
-        server = ContainerServer(listener, handler.invoke)
+        server = ContainerServer(listener, handler.invoke, handler.invoke_batch if handler.batches else None)
 
         def on_stop(signum: int, frame: FrameType | None) -> None:
             server.stop()

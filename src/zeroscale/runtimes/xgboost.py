@@ -105,8 +105,18 @@ def defaults(user_code: bool) -> Defaults:
     if user_code:
         return Defaults(input_fn=input_fn, predict_fn=framework_predict_fn)
     return Defaults(
-        input_fn=input_fn, predict_fn=algorithm_predict_fn, output_fn=algorithm_output_fn, accept=codecs.CSV
+        input_fn=input_fn,
+        predict_fn=algorithm_predict_fn,
+        output_fn=algorithm_output_fn,
+        accept=codecs.CSV,
+        batch_input_fn=batch_input_fn,
     )
+
+
+def batch_input_fn(body: bytes, content_type: str) -> Any:
+    """Dynamic batching: a request's rows before they become a DMatrix (algorithm_predict_fn builds one from
+    rows, as input_fn would have); merged only when they are a 2-D numeric array."""
+    return codecs.decode(body, content_type, DECODERS)
 
 
 def input_fn(body: bytes, content_type: str) -> Any:
