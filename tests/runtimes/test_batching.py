@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 from sklearn.ensemble import RandomForestClassifier
-from sklearn.linear_model import LogisticRegression
+from sklearn.linear_model import LinearRegression
 
 from zeroscale.runtimes import batching
 from zeroscale.runtimes.batching import BatchSettings, batch_settings, merge, split
@@ -209,7 +209,9 @@ def test_predict_proba_shaped_answers_split_exactly(tmp_path: Path) -> None:
     row of numbers per row)."""
     rng = np.random.RandomState(5)
     x = rng.rand(200, 3)
-    model = _ProbaModel(LogisticRegression().fit(x, (x[:, 1] > 0.5).astype(int)))
+    model = _ProbaModel(
+        RandomForestClassifier(n_estimators=10, random_state=0).fit(x, (x[:, 1] > 0.5).astype(int))
+    )
     handler = _sklearn_handler(tmp_path, model)
     bodies = _bodies([rng.rand(n, 3) for n in (3, 1, 4)], "application/json")
     headers = {"content-type": "application/json", "accept": "application/x-npy"}
@@ -217,7 +219,9 @@ def test_predict_proba_shaped_answers_split_exactly(tmp_path: Path) -> None:
 
 
 class _Counting:
-    """A model that notes how many rows each predict call got."""
+    """A model that notes how many rows each predict call got (a forest inside: each row on its own)."""
+
+    zeroscale_rows_independent = True
 
     def __init__(self, inner: Any) -> None:
         self.inner = inner
@@ -229,6 +233,8 @@ class _Counting:
 
 
 class _ProbaModel:
+    zeroscale_rows_independent = True
+
     def __init__(self, inner: Any) -> None:
         self.inner = inner
 
@@ -284,6 +290,21 @@ def test_npy_dtypes_are_not_mixed(tmp_path: Path, forest: RandomForestClassifier
         np.save(buf, a)
         bodies.append(buf.getvalue())
     assert handler.invoke_batch(bodies, headers) == [handler.invoke(b, headers) for b in bodies]
+
+
+def test_a_model_not_known_to_predict_rows_alone_is_answered_one_request_at_a_time(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A linear model goes through BLAS, whose rounding may depend on the batch's shape: never merged."""
+    rng = np.random.RandomState(6)
+    x = rng.rand(200, 4)
+    handler = _sklearn_handler(tmp_path, LinearRegression().fit(x, x @ [1.0, 2.0, 3.0, 4.0]))
+    assert not handler.batches
+    assert (
+        "sklearn.linear_model._base.LinearRegression is not known to predict each row"
+        in capsys.readouterr().err
+    )
+    assert batching.rows_independent(RandomForestClassifier()) and not batching.rows_independent(object())
 
 
 def test_user_code_never_batches(tmp_path: Path, forest: RandomForestClassifier) -> None:

@@ -31,6 +31,18 @@ BATCH_DELAY_LIMIT_MS = 1000
 BATCHING_RUNTIMES = frozenset({"sklearn", "xgboost"})
 # The request types a worker can merge (2-D rows); others are never sent in a batch.
 MERGEABLE_TYPES = frozenset({"application/json", "text/csv", "application/x-npy"})
+# Model classes whose prediction of a row does not depend on the other rows of the call, to the last bit:
+# tree ensembles walk each row through the trees alone. A linear model, a kNN, an SVM or a neural network
+# goes through BLAS, whose blocking (and so its rounding) depends on the batch's shape: merging their
+# requests could change an answer's last bits, so their batches are answered one request at a time.
+ROW_INDEPENDENT_MODULES = (
+    "sklearn.ensemble._forest",
+    "sklearn.ensemble._gb",
+    "sklearn.ensemble._hist_gradient_boosting",
+    "sklearn.ensemble._iforest",
+    "sklearn.tree",
+    "xgboost",
+)
 BATCH_PATH = b"/zeroscale/batch"
 FRAME_TYPE = b"application/x-zeroscale-batch"
 
@@ -184,6 +196,16 @@ def mergeable(data: Any) -> bool:
     import numpy as np
 
     return isinstance(data, np.ndarray) and data.ndim == 2 and data.shape[0] > 0 and data.dtype.kind in "biuf"
+
+
+def rows_independent(model: Any) -> bool:
+    """Whether ``model`` predicts each row on its own, so merging requests cannot change an answer: a class
+    of ``ROW_INDEPENDENT_MODULES``, or one that says so with a true ``zeroscale_rows_independent`` attribute
+    (a wrapper around such a model)."""
+    if getattr(type(model), "zeroscale_rows_independent", False) is True:
+        return True
+    module = type(model).__module__
+    return any(module == m or module.startswith(m + ".") for m in ROW_INDEPENDENT_MODULES)
 
 
 def merge(decoded: Sequence[Any]) -> list[Group]:

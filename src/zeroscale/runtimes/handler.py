@@ -155,8 +155,19 @@ class Handler:
         self._predict = hooks.get("predict_fn") or Hook(base.predict_fn, False)
         self._output = hooks.get("output_fn") or Hook(base.output_fn, False)
         self._needs_context = any(h.wants_context for h in hooks.values())
-        # Requests are merged only through the runtime's own hooks: user code could do anything.
+        # Requests are merged only through the runtime's own hooks (user code could do anything), and only
+        # for a model whose rows are predicted independently (else merging could change an answer's bits).
         self._batch_input = None if hooks else base.batch_input_fn
+        if self._batch_input is not None and not batching.rows_independent(model):
+            kind = f"{type(model).__module__}.{type(model).__qualname__}"
+            print(
+                f"zeroscale: batching is on, but {kind} is not known to predict each row on its own: its "
+                "requests are answered one at a time (batching merges the requests of tree ensembles: "
+                "scikit-learn forests, boosting and trees; XGBoost)",
+                file=sys.stderr,
+                flush=True,
+            )
+            self._batch_input = None
 
     @property
     def batches(self) -> bool:
