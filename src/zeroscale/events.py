@@ -36,6 +36,8 @@ class InvocationRecord:
     cache_hit: bool | None = None
     model_wait_s: float | None = None
     download_s: float | None = None
+    # Requests that shared this one's predict call (dynamic batching): each is billed its share of model_s.
+    batch_size: int = 1
 
     @property
     def overhead_s(self) -> float:

@@ -18,6 +18,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from zeroscale.metering.ledger import Ledger
+from zeroscale.metering.pricing import billed_ms
 from zeroscale.testing import ServerProcess, deploy, make_tar
 
 from .conftest import SklearnModel, handler_model
@@ -89,6 +90,10 @@ def test_answers_with_batching_equal_answers_without(
     assert len(records) == len(requests)  # one record per client request
     batches = collections.Counter((r.worker_id, r.model_s) for r in records)
     assert max(batches.values()) > 1, batches
+    # ... and each is billed its share of the batch's predict call, not the whole of it
+    for r in records:
+        share = r.model_s / batches[(r.worker_id, r.model_s)]
+        assert r.billed_ms == billed_ms(share), (r, batches[(r.worker_id, r.model_s)])
 
 
 def test_requests_that_cannot_be_merged_get_their_own_answers(smr: Any, endpoints: tuple[str, str]) -> None:

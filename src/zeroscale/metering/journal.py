@@ -55,7 +55,8 @@ class Journal:
         """Write one record; returns the position just after it."""
         line = (
             f"{r.endpoint}\t{r.variant}\t{r.worker_id}\t{r.at!r}\t{r.model_s!r}\t{r.total_s!r}\t{r.bytes_in}\t"
-            f"{r.bytes_out}\t{r.status}\t{r.error_code}\t{r.memory_mb}\t{r.setup_s!r}\t{r.provisioned:d}\n"
+            f"{r.bytes_out}\t{r.status}\t{r.error_code}\t{r.memory_mb}\t{r.setup_s!r}\t{r.provisioned:d}\t"
+            f"{r.batch_size}\n"
         ).encode()
         if self.offset + len(line) > self._segment_bytes and self.offset:
             self._open(self.segment + 1)
@@ -138,7 +139,7 @@ def _lines(data: bytes) -> Iterator[tuple[bytes, int]]:
 
 def _parse(line: bytes) -> InvocationRecord:
     f = line.decode().split("\t")
-    if len(f) != 13:
+    if len(f) not in (13, 14):  # 13: written before batch_size was
         raise ValueError(f"{len(f)} fields")
     return InvocationRecord(
         endpoint=f[0],
@@ -154,4 +155,5 @@ def _parse(line: bytes) -> InvocationRecord:
         memory_mb=int(f[10]),
         setup_s=None if f[11] == "None" else float(f[11]),
         provisioned=f[12] == "1",
+        batch_size=int(f[13]) if len(f) == 14 else 1,
     )

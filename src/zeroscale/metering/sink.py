@@ -34,7 +34,8 @@ def usage_record(r: InvocationRecord) -> UsageRecord:
         r.at - r.total_s,  # started_at
         r.at,
         r.model_s,
-        billed_ms(r.model_s) if r.worker_id else 0,  # no worker reached: nothing to bill
+        # no worker reached: nothing to bill; a batched request: its share of the batch's predict call
+        billed_ms(r.model_s / r.batch_size) if r.worker_id else 0,
         r.memory_mb,
         r.bytes_in,
         r.bytes_out,

@@ -270,6 +270,7 @@ def _note(batch: Invocation, invs: list[Invocation]) -> None:
     for i, inv in enumerate(invs):
         inv.worker_id = batch.worker_id
         inv.model_s = batch.model_s
+        inv.batch_size = len(invs)
         inv.provisioned = batch.provisioned
         inv.model_status = batch.model_status
         inv.setup_s = batch.setup_s if i == 0 else None

@@ -65,6 +65,8 @@ class Invocation:
     cache_hit: bool | None = None
     model_wait_s: float | None = None
     download_s: float | None = None
+    # Requests that shared this one's predict call (router/batching.py): 1 unless batched.
+    batch_size: int = 1
 
     def record(
         self, spec: PoolSpec, *, at: float, total_s: float, status: int, code: str, bytes_out: int
@@ -89,6 +91,7 @@ class Invocation:
             cache_hit=self.cache_hit,
             model_wait_s=self.model_wait_s,
             download_s=self.download_s,
+            batch_size=self.batch_size,
         )
 
 
