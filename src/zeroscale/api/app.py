@@ -224,7 +224,7 @@ class App:
                 endpoint = _endpoint_name(path, _STREAM_SUFFIX)
                 if endpoint is None or method != "POST":
                     raise RuntimeValidationError(f"No runtime operation at {method} {path}.")
-                await self._p.stream_runtime.invoke(
+                await self._p.stream_runtime.invoke_stream(
                     send, receive, request_id, endpoint, headers, body, started
                 )
             elif is_runtime:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 
 from zeroscale.api.allowlist import refused_headers
 from zeroscale.api.served import INVOKE_ENDPOINT
@@ -12,7 +13,7 @@ from zeroscale.api.wire import Headers, Send, respond
 from zeroscale.background import Background
 from zeroscale.errors import RuntimeValidationError, ZeroscaleError
 from zeroscale.events import EventBus
-from zeroscale.router.fleet import Fleet, Variant
+from zeroscale.router.fleet import EndpointRoute, Fleet, Variant
 from zeroscale.router.pool import Invocation
 from zeroscale.router.spec import PoolSpec
 
@@ -30,7 +31,52 @@ _TARGET_CONTAINER = b"x-amzn-sagemaker-target-container-hostname"
 _TARGET_MODEL = b"x-amzn-sagemaker-target-model"
 
 
+@dataclass(frozen=True, slots=True)
+class Targets:
+    """What a runtime request's headers ask for: the headers the worker gets, and whom it targets."""
+
+    forward: Headers
+    variant: str | None = None
+    container: str | None = None  # TargetContainerHostname
+    model: str = ""  # TargetModel
+
+
+def parse_headers(
+    headers: Headers, forwarded: Mapping[bytes, bytes], refused: Mapping[bytes, str]
+) -> Targets:
+    """``forwarded``: request header -> the name the worker gets it under; ``refused``: headers of members the
+    operation does not serve (checked before the targets, so an operation that does not serve one refuses
+    it by name)."""
+    forward: Headers = []
+    variant: str | None = None
+    container: str | None = None
+    model = ""
+    for name, value in headers:
+        lname = name.lower()
+        wire = forwarded.get(lname)
+        if wire is not None:
+            _check_header(lname, value)
+            forward.append((wire, value))
+        elif lname == _TARGET_VARIANT:
+            variant = value.decode("latin-1")
+        elif lname in refused:
+            raise RuntimeValidationError(f"zeroscale does not support {refused[lname]} yet.")
+        elif lname == _TARGET_CONTAINER:
+            container = value.decode("latin-1")
+        elif lname == _TARGET_MODEL:
+            model = _target_model(value)
+    return Targets(forward, variant, container, model)
+
+
 class InvokeApi:
+    """InvokeEndpoint; ``stream_invoke.StreamInvokeApi`` is InvokeEndpointWithResponseStream on the same
+    footing (the class attributes are what differs before the worker is reached)."""
+
+    OPERATION = "InvokeEndpoint"
+    SERVED = INVOKE_ENDPOINT
+    FORWARDED = _FORWARDED
+    ASYNC_REFUSAL = ": invoke it with InvokeEndpointAsync."
+
     def __init__(
         self,
         fleet: Fleet,
@@ -50,47 +96,18 @@ class InvokeApi:
         self._on_miss = on_miss
         self._unavailable = unavailable
         self._background = Background("shadow invocations")
-        # InvokeEndpoint members zeroscale does not serve (multi-model, multi-container, explanations,
-        # inference components, sessions, ...), by header: refused by name, never ignored.
-        invoke = ServiceShapes("sagemaker-runtime").input_shape("InvokeEndpoint")
-        self._refused = refused_headers(invoke, INVOKE_ENDPOINT)
+        # Members of the operation zeroscale does not serve (explanations, inference components, sessions,
+        # ...), by header: refused by name, never ignored.
+        shape = ServiceShapes("sagemaker-runtime").input_shape(self.OPERATION)
+        self._refused = refused_headers(shape, self.SERVED)
 
     async def invoke(
         self, send: Send, request_id: str, endpoint: str, headers: Headers, body: bytes, started: float
     ) -> None:
         """``started``: ``time.perf_counter()`` when the request arrived."""
-        if self._unavailable is not None and (reason := self._unavailable()) is not None:
-            raise ZeroscaleError(reason, code="ServiceUnavailable", status=503)
-        forward: Headers = []
-        target_variant: str | None = None
-        target_container: str | None = None
-        target_model = ""
-        for name, value in headers:
-            lname = name.lower()
-            wire = _FORWARDED.get(lname)
-            if wire is not None:
-                _check_header(lname, value)
-                forward.append((wire, value))
-            elif lname == _TARGET_VARIANT:
-                target_variant = value.decode("latin-1")
-            elif lname == _TARGET_CONTAINER:
-                target_container = value.decode("latin-1")
-            elif lname == _TARGET_MODEL:
-                target_model = _target_model(value)
-            elif lname in self._refused:
-                raise RuntimeValidationError(f"zeroscale does not support {self._refused[lname]} yet.")
-        route = self._fleet.route(endpoint)
-        if route is None and self._on_miss is not None:
-            await self._on_miss(endpoint)
-            route = self._fleet.route(endpoint)
-        if route is None:
-            raise RuntimeValidationError(f"Endpoint {endpoint} of account {self._account_id} not found.")
-        if self._is_async is not None and self._is_async(endpoint):
-            raise RuntimeValidationError(
-                f"Endpoint {endpoint} of account {self._account_id} is an asynchronous endpoint: "
-                "invoke it with InvokeEndpointAsync."
-            )
-        pool = route.choose(target_variant)
+        targets, route = await self._prepare(endpoint, headers)
+        forward, target_container, target_model = targets.forward, targets.container, targets.model
+        pool = route.choose(targets.variant)
         if target_container is not None and not pool.spec.containers:
             raise RuntimeValidationError(
                 f"Endpoint {endpoint} has one container: a request cannot target a container by hostname "
@@ -122,8 +139,32 @@ class InvokeApi:
         self._record(pool.spec, inv, started, 200, "", len(resp.body))
         await respond(send, 200, resp.body, out)
 
+    async def _prepare(self, endpoint: str, headers: Headers) -> tuple[Targets, EndpointRoute]:
+        """The request's targets and the endpoint's route, or the error that ends the request first: this
+        front end unavailable, a refused header, an endpoint not found (after ``on_miss``) or asynchronous."""
+        if self._unavailable is not None and (reason := self._unavailable()) is not None:
+            raise ZeroscaleError(reason, code="ServiceUnavailable", status=503)
+        targets = parse_headers(headers, self.FORWARDED, self._refused)
+        route = self._fleet.route(endpoint)
+        if route is None and self._on_miss is not None:
+            await self._on_miss(endpoint)
+            route = self._fleet.route(endpoint)
+        if route is None:
+            raise RuntimeValidationError(f"Endpoint {endpoint} of account {self._account_id} not found.")
+        if self._is_async is not None and self._is_async(endpoint):
+            raise RuntimeValidationError(
+                f"Endpoint {endpoint} of account {self._account_id} is an asynchronous endpoint"
+                f"{self.ASYNC_REFUSAL}"
+            )
+        return targets, route
+
     async def _shadow(
-        self, pool: Variant, body: bytes, forward: Headers, container: str | None, target_model: str
+        self,
+        pool: Variant,
+        body: bytes,
+        forward: Headers,
+        container: str | None = None,
+        target_model: str = "",
     ) -> None:
         """A copy of a request for a shadow variant: served and recorded under its own variant name (metrics,
         logs, usage), its answer discarded."""

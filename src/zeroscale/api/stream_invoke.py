@@ -19,20 +19,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from zeroscale.api import eventstream
-from zeroscale.api.allowlist import refused_headers
-from zeroscale.api.invoke import _check_header
+from zeroscale.api.invoke import InvokeApi
 from zeroscale.api.served import INVOKE_ENDPOINT_WITH_RESPONSE_STREAM
-from zeroscale.api.shapes import ServiceShapes
 from zeroscale.api.wire import Headers, Send
-from zeroscale.background import Background
 from zeroscale.errors import ModelStreamError, RuntimeValidationError, ZeroscaleError
-from zeroscale.events import EventBus
-from zeroscale.router.fleet import Fleet, Variant
 from zeroscale.router.pool import Invocation, VariantPool
 from zeroscale.router.spec import PoolSpec
 from zeroscale.router.streams import PoolStream
@@ -51,28 +45,16 @@ _TARGET_VARIANT = b"x-amzn-sagemaker-target-variant"
 _CUSTOM_ATTRIBUTES = b"x-amzn-sagemaker-custom-attributes"
 
 
-class StreamInvokeApi:
-    def __init__(
-        self,
-        fleet: Fleet,
-        account_id: str,
-        events: EventBus,
-        is_async: Callable[[str], bool] | None = None,
-        on_miss: Callable[[str], Awaitable[None]] | None = None,
-        unavailable: Callable[[], str | None] | None = None,
-    ) -> None:
-        """The same collaborators as ``InvokeApi``'s."""
-        self._fleet = fleet
-        self._account_id = account_id
-        self._events = events
-        self._is_async = is_async
-        self._on_miss = on_miss
-        self._unavailable = unavailable
-        shape = ServiceShapes("sagemaker-runtime").input_shape("InvokeEndpointWithResponseStream")
-        self._refused = refused_headers(shape, INVOKE_ENDPOINT_WITH_RESPONSE_STREAM)
-        self._background = Background("shadow invocations of streams")
+class StreamInvokeApi(InvokeApi):
+    """InvokeEndpointWithResponseStream: the same collaborators, request checks and shadow copies as
+    ``InvokeApi``; the answer is relayed part by part."""
 
-    async def invoke(
+    OPERATION = "InvokeEndpointWithResponseStream"
+    SERVED = INVOKE_ENDPOINT_WITH_RESPONSE_STREAM
+    FORWARDED = _FORWARDED
+    ASYNC_REFUSAL = " and cannot stream a response: invoke it with InvokeEndpointAsync."
+
+    async def invoke_stream(
         self,
         send: Send,
         receive: Receive,
@@ -83,31 +65,10 @@ class StreamInvokeApi:
         started: float,
     ) -> None:
         """``started``: ``time.perf_counter()`` when the request arrived."""
-        if self._unavailable is not None and (reason := self._unavailable()) is not None:
-            raise ZeroscaleError(reason, code="ServiceUnavailable", status=503)
-        forward: Headers = []
-        target_variant: str | None = None
-        for name, value in headers:
-            lname = name.lower()
-            wire = _FORWARDED.get(lname)
-            if wire is not None:
-                _check_header(lname, value)
-                forward.append((wire, value))
-            elif lname == _TARGET_VARIANT:
-                target_variant = value.decode("latin-1")
-            elif lname in self._refused:
-                raise RuntimeValidationError(f"zeroscale does not support {self._refused[lname]} yet.")
-        route = self._fleet.route(endpoint)
-        if route is None and self._on_miss is not None:
-            await self._on_miss(endpoint)
-            route = self._fleet.route(endpoint)
-        if route is None:
-            raise RuntimeValidationError(f"Endpoint {endpoint} of account {self._account_id} not found.")
-        if self._is_async is not None and self._is_async(endpoint):
-            raise RuntimeValidationError(
-                f"Endpoint {endpoint} of account {self._account_id} is an asynchronous endpoint and cannot "
-                "stream a response: invoke it with InvokeEndpointAsync."
-            )
+        targets, route = await self._prepare(endpoint, headers)
+        forward, target_variant = targets.forward, targets.variant
+        if targets.model:  # not a member of this operation: a raw header, refused all the same
+            raise RuntimeValidationError("zeroscale does not support TargetModel on a streamed invocation.")
         pool = route.choose(target_variant)
         if not isinstance(pool, VariantPool):
             raise RuntimeValidationError(
@@ -182,32 +143,6 @@ class StreamInvokeApi:
                 await watcher
         self._record(spec, inv, started, status, code, stream.bytes_out)
         await send({"type": "http.response.body", "body": tail, "more_body": False})
-
-    async def _shadow(self, pool: Variant, body: bytes, forward: Headers) -> None:
-        """A shadow variant's copy, as for InvokeEndpoint: served whole (its answer is discarded) and recorded
-        under its own variant name."""
-        started = time.perf_counter()
-        inv = Invocation(body, forward)
-        try:
-            resp = await pool.invoke(inv)
-        except ZeroscaleError as err:
-            self._record(pool.spec, inv, started, err.status, err.code, 0)
-            return
-        self._record(pool.spec, inv, started, 200, "", len(resp.body))
-
-    def _record(
-        self, spec: PoolSpec, inv: Invocation, started: float, status: int, code: str, out: int
-    ) -> None:
-        self._events.invocation(
-            inv.record(
-                spec,
-                at=time.time(),
-                total_s=time.perf_counter() - started,
-                status=status,
-                code=code,
-                bytes_out=out,
-            )
-        )
 
 
 async def _watch_disconnect(receive: Receive, stream: PoolStream, gone: asyncio.Event) -> None:

@@ -84,6 +84,13 @@ class WorkerHandle:
             return await WorkerConnection.open_tcp(self.host, self.port)
         return await WorkerConnection.open_unix(self.socket_path)
 
+    async def connection(self) -> WorkerConnection:
+        """Its keep-alive connection, opened again if it was closed."""
+        conn = self.conn
+        if conn is None or conn.closed:
+            conn = self.conn = await self.connect()
+        return conn
+
     def log_tail(self, lines: int = 20) -> str:
         return tail(self.log_path, lines)
 
@@ -459,10 +466,7 @@ class WorkerManager:
         body: Body,
     ) -> WorkerResponse:
         """One request over the worker's keep-alive connection (opened again if it was closed)."""
-        conn = handle.conn
-        if conn is None or conn.closed:
-            conn = handle.conn = await handle.connect()
-        return await conn.request(method, path, headers, body)
+        return await (await handle.connection()).request(method, path, headers, body)
 
     async def stream(
         self,
@@ -473,10 +477,7 @@ class WorkerManager:
         body: bytes,
     ) -> WorkerStream:
         """A request whose answer is read as it comes (``stream.py``), over the same connection."""
-        conn = handle.conn
-        if conn is None or conn.closed:
-            conn = handle.conn = await handle.connect()
-        return await open_stream(conn, method, path, headers, body)
+        return await open_stream(await handle.connection(), method, path, headers, body)
 
     def kill(self, handle: WorkerHandle, reason: str, kind: str = "killed") -> None:
         if handle.kill_reason is None:

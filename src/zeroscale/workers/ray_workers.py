@@ -509,10 +509,8 @@ class RayWorkers:
         headers: list[tuple[bytes, bytes]],
         body: Body,
     ) -> WorkerResponse:
-        conn = handle.conn
-        if conn is None or conn.closed:
-            conn = handle.conn = await handle.connect()
-        return await conn.request(method, path, headers, body)
+        """One request over the worker's keep-alive TCP connection (through its node's relay)."""
+        return await (await handle.connection()).request(method, path, headers, body)
 
     async def stream(
         self,
@@ -523,10 +521,7 @@ class RayWorkers:
         body: bytes,
     ) -> WorkerStream:
         """A request whose answer is read as it comes, over the worker's TCP connection (as locally)."""
-        conn = handle.conn
-        if conn is None or conn.closed:
-            conn = handle.conn = await handle.connect()
-        return await open_stream(conn, method, path, headers, body)
+        return await open_stream(await handle.connection(), method, path, headers, body)
 
     def _node_of(self, handle: WorkerHandle) -> Node | None:
         for node in self._nodes.values():
