@@ -46,9 +46,7 @@ def backlog_figures(
         )
 
 
-class BacklogCollector:
-    """The figures as Prometheus gauges, computed at scrape time."""
-
+class _BacklogSource:
     def __init__(
         self,
         backlog: Callable[[], list[Backlog]],
@@ -58,6 +56,16 @@ class BacklogCollector:
         self._backlog = backlog
         self._loads = loads
         self._wall = wall
+
+    def figures(self) -> list[tuple[str, tuple[float, float, float, float]]]:
+        """Per endpoint with a backlog record, its figures; the pools' loads read only when there is one (a
+        big fleet's cost)."""
+        backlog = self._backlog()
+        return list(backlog_figures(backlog, self._loads(), self._wall())) if backlog else []
+
+
+class BacklogCollector(_BacklogSource):
+    """The figures as Prometheus gauges, computed at scrape time."""
 
     def _families(self) -> list[GaugeMetricFamily]:
         return [
@@ -74,33 +82,18 @@ class BacklogCollector:
 
     def collect(self) -> Iterator[Metric]:
         families = self._families()
-        backlog = self._backlog()
-        if not backlog:  # nothing queued or running: the pools' loads are not needed (a big fleet's cost)
-            yield from families
-            return
-        for endpoint, values in backlog_figures(backlog, self._loads(), self._wall()):
+        for endpoint, values in self.figures():
             for family, value in zip(families, values, strict=True):
                 family.add_metric([endpoint], value)
         yield from families
 
 
-class BacklogSampler:
+class BacklogSampler(_BacklogSource):
     """The figures as samples for the one-minute history (read from the database: call it off the loop)."""
 
-    def __init__(
-        self,
-        backlog: Callable[[], list[Backlog]],
-        loads: Callable[[], list[PoolLoad]],
-        wall: Callable[[], float] = time.time,
-    ) -> None:
-        self._backlog = backlog
-        self._loads = loads
-        self._wall = wall
-
     def __call__(self) -> list[Gauge]:
-        figures = backlog_figures(self._backlog(), self._loads(), self._wall())
         return [
             Gauge(endpoint, m.ENDPOINT_WIDE, name, value)
-            for endpoint, values in figures
+            for endpoint, values in self.figures()
             for name, value in zip(_METRICS, values, strict=True)
         ]

@@ -140,7 +140,10 @@ class Fleet:
 
     # ---- control ----
     def pools(self) -> list[VariantPool]:
-        return [p for r in self._routes.values() for p in r.every_pool()] + list(self._draining)
+        """Every pool, routed or draining. Safe from another thread (a sampler's): the routes and the draining
+        set are copied first, each copy atomic under the GIL, so a deploy meanwhile cannot break the walk."""
+        routes, draining = list(self._routes.values()), list(self._draining)
+        return [p for r in routes for p in r.every_pool()] + draining
 
     def set_memory_budget(self, total_mb: int) -> None:
         """The memory workers may hold changed (a cluster's nodes came or went)."""
