@@ -299,7 +299,10 @@ def test_a_model_not_known_to_predict_rows_alone_is_answered_one_request_at_a_ti
     rng = np.random.RandomState(6)
     x = rng.rand(200, 4)
     handler = _sklearn_handler(tmp_path, LinearRegression().fit(x, x @ [1.0, 2.0, 3.0, 4.0]))
-    assert not handler.batches
+    assert handler.batches and not handler.merges  # a frame's requests are answered one by one
+    headers = {"content-type": "application/json", "accept": "application/json"}
+    bodies = _bodies([rng.rand(n, 4) for n in (3, 1, 7)], "application/json")
+    assert handler.invoke_batch(bodies, headers) == [handler.invoke(b, headers) for b in bodies]
     assert (
         "sklearn.linear_model._base.LinearRegression is not known to predict each row"
         in capsys.readouterr().err

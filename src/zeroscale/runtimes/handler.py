@@ -158,6 +158,7 @@ class Handler:
         # Requests are merged only through the runtime's own hooks (user code could do anything), and only
         # for a model whose rows are predicted independently (else merging could change an answer's bits).
         self._batch_input = None if hooks else base.batch_input_fn
+        self._batch_route = self._batch_input is not None
         if self._batch_input is not None and not batching.rows_independent(model):
             kind = f"{type(model).__module__}.{type(model).__qualname__}"
             print(
@@ -171,7 +172,13 @@ class Handler:
 
     @property
     def batches(self) -> bool:
-        """Whether ``invoke_batch`` merges requests (else it invokes each alone)."""
+        """Whether the worker takes batch frames (``invoke_batch``): a runtime that can merge and no user
+        code. Whether it merges them is ``merges``: a model not known to predict each row on its own gets
+        each request of a frame answered alone (no round trip lost to a refusal)."""
+        return self._batch_route
+
+    @property
+    def merges(self) -> bool:
         return self._batch_input is not None
 
     @classmethod
