@@ -46,40 +46,86 @@ def private_network() -> Iterator[None]:
 
 
 class RayCluster:
-    """A head and ``nodes - 1`` more nodes on 127.0.0.1, each offering ``memory_mb`` to workers, one CPU."""
+    """A head and ``nodes - 1`` more nodes on 127.0.0.1, each offering ``memory_mb`` to workers, one CPU.
 
-    def __init__(self, nodes: int = 2, memory_mb: int = 4096) -> None:
+    ``redis``: the head keeps its GCS state in a Redis server of its own (``redis-server`` on a free port,
+    started here), Ray's GCS fault tolerance, so that ``restart_head`` brings the same cluster back."""
+
+    def __init__(self, nodes: int = 2, memory_mb: int = 4096, *, redis: bool = False) -> None:
         self.size = nodes
         self.memory_mb = memory_mb
         self.cluster: Any = None
         self.extra: list[Any] = []  # the nodes beyond the head, in the order added
         self.head_killed = False
+        self.redis = redis
+        self._redis: subprocess.Popen[bytes] | None = None
+        self._head: Any = None  # the head restarted by restart_head (not the Cluster's own)
 
-    def _node_args(self) -> dict[str, Any]:
+    def _node_args(self, memory_mb: int | None = None) -> dict[str, Any]:
         return {
             "num_cpus": 1,
-            "memory": self.memory_mb * MB,
+            "memory": (self.memory_mb if memory_mb is None else memory_mb) * MB,
             "object_store_memory": 80 * MB,
             "node_ip_address": "127.0.0.1",
         }
 
+    def _head_args(self) -> dict[str, Any]:
+        args = {**self._node_args(), "include_dashboard": False}
+        if self._redis is not None:
+            address = f"127.0.0.1:{self._redis_port}"
+            args.update(external_addresses=[address, address], num_redis_shards=1)
+        return args
+
     def start(self) -> RayCluster:
         from ray.cluster_utils import Cluster
 
-        self.cluster = Cluster(
-            initialize_head=True,
-            connect=False,
-            head_node_args={**self._node_args(), "include_dashboard": False},
-        )
+        if self.redis:
+            self._start_redis()
+        self.cluster = Cluster(initialize_head=True, connect=False, head_node_args=self._head_args())
         for _ in range(self.size - 1):
             self.add_node()
         self.cluster.wait_for_nodes()
         return self
 
-    def add_node(self) -> Any:
-        node = self.cluster.add_node(**self._node_args())
+    def _start_redis(self) -> None:
+        import socket
+        import time
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self._redis_port = s.getsockname()[1]
+        args = f"--port {self._redis_port} --bind 127.0.0.1 --appendonly no".split()
+        self._redis = subprocess.Popen(["redis-server", *args, "--save", ""], stdout=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while True:
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", self._redis_port)) == 0:
+                    return
+            if time.monotonic() > deadline or self._redis.poll() is not None:
+                raise RuntimeError("redis-server did not start")
+            time.sleep(0.05)
+
+    def add_node(self, memory_mb: int | None = None, temp_dir: str | None = None) -> Any:
+        """One more node; ``temp_dir``: its own Ray temp directory (a driver can attach to it by that)."""
+        extra = {"temp_dir": temp_dir} if temp_dir else {}
+        node = self.cluster.add_node(**self._node_args(memory_mb), **extra)
         self.extra.append(node)
         return node
+
+    def restart_head(self) -> str:
+        """A killed head started again on the same address, with the same Redis (``redis=True``): the same
+        cluster, a new head node. Returns its node id."""
+        import ray._private.node
+        from ray._private.parameter import RayParams
+
+        assert self.head_killed and self._redis is not None
+        port = int(self.address.rsplit(":", 1)[1])
+        params = RayParams(
+            **self._head_args(), gcs_server_port=port, num_gpus=0, min_worker_port=0, max_worker_port=0
+        )
+        self._head = ray._private.node.Node(params, head=True, shutdown_at_exit=False, spawn_reaper=False)
+        self.head_killed = False
+        return str(self._head.node_id)
 
     def remove_node(self, node: Any) -> None:
         """The node's machine goes away: its raylet and every process it started (Ray's workers, and what
@@ -100,7 +146,7 @@ class RayCluster:
         default 60 s; set ``RAY_gcs_rpc_server_reconnect_timeout_s`` before ``start`` to shorten it)."""
         import psutil
 
-        head = self.cluster.head_node
+        head = self._head or self.cluster.head_node
         raylet = psutil.Process(head.all_processes["raylet"][0].process.pid)
         doomed = raylet.children(recursive=True)
         doomed += [psutil.Process(p.process.pid) for procs in head.all_processes.values() for p in procs]
@@ -115,17 +161,24 @@ class RayCluster:
 
     def node_ids(self) -> list[str]:
         """Every live node's Ray node id (the head's first)."""
-        return [str(n.node_id) for n in (self.cluster.head_node, *self.extra)]
+        return [str(n.node_id) for n in (self._head or self.cluster.head_node, *self.extra)]
 
     def stop(self) -> None:
         if self.cluster is not None:
-            if self.head_killed:  # what is left: the other nodes (their raylets may be gone already)
+            if self._head is not None:  # a restarted head: not the Cluster's, stopped here
+                with contextlib.suppress(Exception):
+                    self._head.kill_all_processes(check_alive=False, allow_graceful=False)
+            if self.head_killed or self._head is not None:  # the other nodes (their raylets may be gone)
                 for node in self.extra:
                     with contextlib.suppress(Exception):
                         node.kill_all_processes(check_alive=False, allow_graceful=False)
             else:
                 self.cluster.shutdown()
             self.cluster = None
+        if self._redis is not None:
+            self._redis.kill()
+            self._redis.wait()
+            self._redis = None
 
     def __enter__(self) -> RayCluster:
         return self.start()
