@@ -59,7 +59,7 @@ class RayCluster:
         self.head_killed = False
         self.redis = redis
         self._redis: subprocess.Popen[bytes] | None = None
-        self._head: Any = None  # the head restarted by restart_head (not the Cluster's own)
+        self._head: dict[str, Any] | None = None  # restart_head's: {"node_id", "pids"} (its own processes)
 
     def _node_args(self, memory_mb: int | None = None) -> dict[str, Any]:
         return {
@@ -115,17 +115,25 @@ class RayCluster:
     def restart_head(self) -> str:
         """A killed head started again on the same address, with the same Redis (``redis=True``): the same
         cluster, a new head node. Returns its node id."""
-        import ray._private.node
-        from ray._private.parameter import RayParams
+        import json
+        import sys
 
         assert self.head_killed and self._redis is not None
         port = int(self.address.rsplit(":", 1)[1])
-        params = RayParams(
-            **self._head_args(), gcs_server_port=port, num_gpus=0, min_worker_port=0, max_worker_port=0
+        params = {**self._head_args(), "gcs_server_port": port, "num_gpus": 0}
+        params.update(min_worker_port=0, max_worker_port=0)
+        # In a process of its own: a second head started in this one, after a first cluster here, waits
+        # about 30 s for Ray's client state of that first cluster to time out.
+        out = subprocess.run(
+            [sys.executable, "-c", _RESTART_HEAD, json.dumps(params)],
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=120,
         )
-        self._head = ray._private.node.Node(params, head=True, shutdown_at_exit=False, spawn_reaper=False)
+        self._head = json.loads(out.stdout.strip().splitlines()[-1])
         self.head_killed = False
-        return str(self._head.node_id)
+        return str(self._head["node_id"])
 
     def remove_node(self, node: Any) -> None:
         """The node's machine goes away: its raylet and every process it started (Ray's workers, and what
@@ -146,14 +154,30 @@ class RayCluster:
         default 60 s; set ``RAY_gcs_rpc_server_reconnect_timeout_s`` before ``start`` to shorten it)."""
         import psutil
 
-        head = self._head or self.cluster.head_node
-        raylet = psutil.Process(head.all_processes["raylet"][0].process.pid)
-        doomed = raylet.children(recursive=True)
-        doomed += [psutil.Process(p.process.pid) for procs in head.all_processes.values() for p in procs]
+        doomed = self._head_processes()
         for proc in doomed:
             with contextlib.suppress(psutil.Error):
                 proc.kill()
         self.head_killed = True
+
+    def _head_processes(self) -> list[Any]:
+        """The head's processes and everything its raylet started."""
+        import psutil
+
+        if self._head is not None:
+            pids: list[int] = self._head["pids"]
+            raylet_pid = pids[0]
+        else:
+            head = self.cluster.head_node
+            pids = [p.process.pid for procs in head.all_processes.values() for p in procs]
+            raylet_pid = head.all_processes["raylet"][0].process.pid
+        doomed: list[Any] = []
+        with contextlib.suppress(psutil.Error):
+            doomed += psutil.Process(raylet_pid).children(recursive=True)
+        for pid in pids:
+            with contextlib.suppress(psutil.Error):
+                doomed.append(psutil.Process(pid))
+        return doomed
 
     @property
     def address(self) -> str:
@@ -161,13 +185,15 @@ class RayCluster:
 
     def node_ids(self) -> list[str]:
         """Every live node's Ray node id (the head's first)."""
-        return [str(n.node_id) for n in (self._head or self.cluster.head_node, *self.extra)]
+        head = self._head["node_id"] if self._head else self.cluster.head_node.node_id
+        return [str(head), *(str(n.node_id) for n in self.extra)]
 
     def stop(self) -> None:
         if self.cluster is not None:
-            if self._head is not None:  # a restarted head: not the Cluster's, stopped here
-                with contextlib.suppress(Exception):
-                    self._head.kill_all_processes(check_alive=False, allow_graceful=False)
+            if self._head is not None and not self.head_killed:  # a restarted head: not the Cluster's
+                for proc in self._head_processes():
+                    with contextlib.suppress(Exception):
+                        proc.kill()
             if self.head_killed or self._head is not None:  # the other nodes (their raylets may be gone)
                 for node in self.extra:
                     with contextlib.suppress(Exception):
@@ -185,3 +211,18 @@ class RayCluster:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+# restart_head's process: a head node from RayParams (JSON in argv[1]); prints its node id and its processes'
+# pids, the raylet's first, and leaves them running.
+_RESTART_HEAD = """
+import json, sys
+import ray._private.node
+from ray._private.parameter import RayParams
+node = ray._private.node.Node(
+    RayParams(**json.loads(sys.argv[1])), head=True, shutdown_at_exit=False, spawn_reaper=False
+)
+raylet = node.all_processes["raylet"][0].process.pid
+pids = [p.process.pid for procs in node.all_processes.values() for p in procs if p.process.pid != raylet]
+print(json.dumps({"node_id": node.node_id, "pids": [raylet, *pids]}))
+"""
