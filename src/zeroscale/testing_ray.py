@@ -59,6 +59,7 @@ class RayCluster:
         self.head_killed = False
         self.redis = redis
         self._redis: subprocess.Popen[bytes] | None = None
+        self._orphans: list[Any] = []  # the other nodes' raylets' children when the head was killed
         self._head: dict[str, Any] | None = None  # restart_head's: {"node_id", "pids"} (its own processes)
 
     def _node_args(self, memory_mb: int | None = None) -> dict[str, Any]:
@@ -159,6 +160,8 @@ class RayCluster:
             with contextlib.suppress(psutil.Error):
                 proc.kill()
         self.head_killed = True
+        # The other nodes' agents, known now: their raylets may end on their own before ``stop``.
+        self._orphans += [proc for node in self.extra for proc in _raylet_children(node)]
 
     def _head_processes(self) -> list[Any]:
         """The head's processes and everything its raylet started."""
@@ -196,8 +199,12 @@ class RayCluster:
                         proc.kill()
             if self.head_killed or self._head is not None:  # the other nodes (their raylets may be gone)
                 for node in self.extra:
+                    doomed = _raylet_children(node) + self._orphans  # left running by kill_all_processes
                     with contextlib.suppress(Exception):
                         node.kill_all_processes(check_alive=False, allow_graceful=False)
+                    for proc in doomed:
+                        with contextlib.suppress(Exception):
+                            proc.kill()
             else:
                 self.cluster.shutdown()
             self.cluster = None
@@ -211,6 +218,15 @@ class RayCluster:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _raylet_children(node: Any) -> list[Any]:
+    import psutil
+
+    try:
+        return list(psutil.Process(node.all_processes["raylet"][0].process.pid).children(recursive=True))
+    except (psutil.Error, KeyError, IndexError):
+        return []
 
 
 # restart_head's process: a head node from RayParams (JSON in argv[1]); prints its node id and its processes'
