@@ -25,11 +25,12 @@ $(STAMP): pyproject.toml | $(BIN)/python system-deps
 # Debian packages the tests use, each with the command that shows it is there: bubblewrap (sandboxed
 # bring-your-own images) and chromium (the console's browser tests; Playwright drives it through
 # executable_path, its own browser download is not used); iproute2 (the Ray cluster tests bring up `lo` in
-# the private network namespace they make); openssl (the HTTPS tests make a self-signed certificate); and
+# the private network namespace they make); openssl (the HTTPS tests make a self-signed certificate);
+# redis-server (the Ray cluster test of a restarted head keeps the head's GCS state in it); and
 # postgresql (the tests' own PostgreSQL servers:
 # tests/pgserver.py runs initdb and postgres from /usr/lib/postgresql/*/bin, not on PATH). Installed once,
 # as root or through sudo; a no-op where they are present.
-APT_NEEDS := bubblewrap:bwrap chromium:chromium iproute2:ip openssl:openssl
+APT_NEEDS := bubblewrap:bwrap chromium:chromium iproute2:ip openssl:openssl redis-server:redis-server
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 system-deps:
 	@missing=""; for need in $(APT_NEEDS); do \

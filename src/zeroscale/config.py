@@ -100,6 +100,9 @@ class Settings:
     # Seconds a node's agent may leave a poll unanswered before the node counts as lost (its workers are
     # re-placed on the others).
     ray_node_timeout_s: float = 10.0
+    # The temp directory (``ray start --temp-dir``) of the Ray node on this machine the front end attaches to
+    # as a driver; None: Ray's choice (the head's, when this machine runs it). See "Head recovery".
+    ray_temp_dir: Path | None = None
 
     @property
     def warm_cache_cap_mb(self) -> int:

@@ -401,6 +401,7 @@ def _workers(settings: Settings, confinement: Confinement) -> WorkerManager | Ra
             settings.ray_address,
             node_root=str(settings.ray_node_dir),
             node_timeout_s=settings.ray_node_timeout_s,
+            temp_dir=str(settings.ray_temp_dir) if settings.ray_temp_dir else None,
             startup_timeout_s=settings.startup_timeout_s,
             memory_poll_interval_s=settings.memory_poll_interval_s,
             s3_endpoint_url=settings.s3_endpoint_url,

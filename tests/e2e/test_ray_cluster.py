@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
+import shutil
 import signal
+import tempfile
 import threading
 import time
 import urllib.request
@@ -495,3 +497,42 @@ def test_the_head_lost_answers_service_unavailable_naming_the_cluster(
             assert server.proc.wait(30) in (0, -signal.SIGTERM), server.log()[-2000:]
         finally:
             server.stop()
+
+
+def test_a_restarted_head_with_its_state_in_redis_serves_again_without_a_restart(tmp_path: Path) -> None:
+    """Ray's GCS fault tolerance (the head's state in Redis), the front end attached to the second node's
+    raylet (``--ray-temp-dir``; a driver attached to the head's loses its Ray job when the head comes back):
+    the head killed, the worker on the second node still answers; the head restarted on the same address,
+    the same front end process puts an agent on the new head node and places a new endpoint's worker there."""
+    model = handler_model(tmp_path, SLEEPY)
+    temp_dir = tempfile.mkdtemp(prefix="rayft", dir="/tmp")  # short: Ray's Unix socket paths live in it
+    with private_network(), RayCluster(nodes=1, memory_mb=4096, redis=True) as ray:
+        second = ray.add_node(memory_mb=1024, temp_dir=temp_dir)  # room for one 1024 MB worker
+        ray.cluster.wait_for_nodes()
+        server = ServerProcess(
+            tmp_path / "data",
+            {"ray_address": ray.address, "ray_node_timeout_s": 2, "ray_temp_dir": temp_dir},
+            env={"RAY_gcs_rpc_server_reconnect_timeout_s": None},
+        ).start(timeout_s=120)
+        try:
+            sm = server.client("sagemaker")
+            desc = deploy(sm, "before", model, memory_mb=1024, max_concurrency=1)
+            assert desc["EndpointStatus"] == "InService", desc.get("FailureReason")
+            pid = _pid(server, "before")
+            on_second = [w["Node"].endswith(str(second.node_id)[:8]) for w in _workers(server, "before")]
+            ray.kill_head()
+            wait_for(lambda: "does not answer" in server.log(), timeout_s=20)
+            if on_second == [True]:  # the second node's worker serves through the outage
+                assert _pid(server, "before") == pid
+            new_head = ray.restart_head()
+            wait_for(lambda: f"/{new_head[:8]} at" in server.log(), timeout_s=30)
+            assert "answers again" in server.log()
+            # 2048 MB: only the new head node has room for it.
+            desc = deploy(sm, "after", model, memory_mb=2048, max_concurrency=1)
+            assert desc["EndpointStatus"] == "InService", desc.get("FailureReason")
+            _pid(server, "after")
+            assert any(w["Node"].endswith(new_head[:8]) for w in _workers(server, "after"))
+            assert server.proc is not None and server.proc.poll() is None
+        finally:
+            server.stop()
+            shutil.rmtree(temp_dir, ignore_errors=True)

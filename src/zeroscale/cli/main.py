@@ -269,6 +269,15 @@ def _opt(name: str, env: str, **kw: Any) -> Callable[[F], F]:
     "started on the other nodes.",
 )
 @_opt(
+    "--ray-temp-dir",
+    "ZEROSCALE_RAY_TEMP_DIR",
+    default=None,
+    type=click.Path(path_type=Path, file_okay=False),
+    help="With --ray-address, on a machine that runs more than one Ray node: attach to the node started "
+    "with this --temp-dir (ray start), rather than to the head's, so that a restarted head (GCS in Redis) "
+    "does not end this front end's Ray job (docs/cluster.md, Head recovery).",
+)
+@_opt(
     "--log-level",
     "ZEROSCALE_LOG_LEVEL",
     default="info",
@@ -311,6 +320,7 @@ def serve(
     ray_address: str | None,
     ray_node_dir: Path | None,
     ray_node_timeout_s: float,
+    ray_temp_dir: Path | None,
     log_level: str,
 ) -> None:
     """Run the zeroscale server (control plane, runtime and /metrics on one port).
@@ -364,6 +374,7 @@ def serve(
         tls_key=tls_key,
         ray_address=ray_address or None,
         ray_node_timeout_s=ray_node_timeout_s,
+        ray_temp_dir=ray_temp_dir,
         log_level=log_level,
     )
     if ray_node_dir is not None:

@@ -160,8 +160,10 @@ class RayWorkers:
         refresh_s: float = 2.0,
         poll_s: float = 0.5,
         node_timeout_s: float = 10.0,
+        temp_dir: str | None = None,
     ) -> None:
         self._address = address
+        self._temp_dir = temp_dir  # the local Ray node to attach to (its --temp-dir); None: Ray's choice
         self._agent_config = AgentConfig(
             node_id="",
             host="",
@@ -204,10 +206,12 @@ class RayWorkers:
         if self._address != "auto":  # "auto": the cluster this machine is a node of
             await _reachable(self._address)
         os.environ.setdefault(RAY_GCS_RECONNECT_ENV, str(RAY_GCS_RECONNECT_S))
+        extra: dict[str, Any] = {"_temp_dir": self._temp_dir} if self._temp_dir else {}
         try:
             await asyncio.to_thread(
                 ray.init,
                 address=self._address,
+                **extra,
                 namespace=NAMESPACE,
                 log_to_driver=False,
                 logging_level=logging.WARNING,
