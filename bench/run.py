@@ -829,6 +829,23 @@ def run_batching(run: Run) -> None:
     )
 
 
+def _run_module(run: Run, name: str, cmd: list[str], out: Path) -> dict[str, Any] | None:
+    """Scenario ``name``: ``cmd`` in a process of its own (it writes JSON to ``out``); that JSON, or None
+    when it wrote none (the failure is in the run's notes)."""
+
+    def go() -> None:
+        proc = subprocess.run(cmd, cwd=REPO, capture_output=True, timeout=600)
+        if proc.returncode != 0 and not out.exists():
+            stderr = proc.stderr.decode(errors="replace")[-1500:]
+            raise RuntimeError(f"the {name} scenario exited {proc.returncode}: {stderr}")
+
+    run.scenario(name, go)
+    if not out.exists():
+        return None
+    data: dict[str, Any] = json.loads(out.read_text())
+    return data
+
+
 def run_scaleout(run: Run) -> None:
     results: list[scaleout.ScaleOutResult] = []
     rounds = 3 if run.plan is QUICK else 7
@@ -1075,17 +1092,9 @@ def run_ray(run: Run, models: Any) -> None:
         str(out),
     ]
 
-    def go() -> None:
-        proc = subprocess.run(cmd, cwd=REPO, capture_output=True, timeout=600)
-        if proc.returncode != 0 and not out.exists():
-            raise RuntimeError(
-                f"ray_peer exited {proc.returncode}: {proc.stderr.decode(errors='replace')[-1500:]}"
-            )
-
-    run.scenario("ray", go)
-    if not out.exists():
+    data = _run_module(run, "ray", cmd, out)
+    if data is None:
         return
-    data = json.loads(out.read_text())
     run._ray = data  # type: ignore[attr-defined]
     if not data.get("ok"):
         run.notes.append(f"Ray Serve peer failed part-way; timings {data.get('timings_s')}")
@@ -1181,17 +1190,9 @@ def run_cluster(run: Run) -> None:
         str(out),
     ]
 
-    def go() -> None:
-        proc = subprocess.run(cmd, cwd=REPO, capture_output=True, timeout=600)
-        if proc.returncode != 0 and not out.exists():
-            raise RuntimeError(
-                f"bench.cluster exited {proc.returncode}: {proc.stderr.decode(errors='replace')[-1500:]}"
-            )
-
-    run.scenario("cluster", go)
-    if not out.exists():
+    data = _run_module(run, "cluster", cmd, out)
+    if data is None:
         return
-    data = json.loads(out.read_text())
     if not data.get("ok"):
         run.notes.append(f"Workers on Ray: the run failed part-way; timings {data.get('timings_s')}")
         return
