@@ -92,19 +92,21 @@ def test_recent_lists_an_endpoints_latest_requests_newest_first(queue: RequestQu
     assert queue.recent("gamma", 10) == []
 
 
-async def test_an_expired_request_fails_at_its_failure_location(
-    queue: RequestQueue, s3_server: SeaweedS3, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
+def _failing_service(
+    queue: RequestQueue, s3_server: SeaweedS3, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, bucket: str
+) -> tuple[Any, Any, AsyncInference]:
+    """An S3 client, a config writing to ``bucket`` and the service, for paths that only fail a request
+    (they reach no fleet, endpoint or config); its wall clock stands at 1000."""
     for key, value in s3_server.env().items():
         monkeypatch.setenv(key, value)
     s3 = s3_server.client()
-    s3.create_bucket(Bucket="expiry")
+    s3.create_bucket(Bucket=bucket)
     config = async_config(
-        {"OutputConfig": {"S3OutputPath": "s3://expiry/out", "S3FailurePath": "s3://expiry/f"}}
+        {"OutputConfig": {"S3OutputPath": f"s3://{bucket}/out", "S3FailurePath": f"s3://{bucket}/f"}}
     )
     service = AsyncInference(
         queue,
-        cast(Any, None),  # the expiry path reaches no fleet, endpoint or config
+        cast(Any, None),
         cast(Any, None),
         cast(Any, None),
         S3Io(s3_server.endpoint_url),
@@ -115,6 +117,13 @@ async def test_an_expired_request_fails_at_its_failure_location(
         scratch_dir=tmp_path / "scratch",
         wall=lambda: 1000.0,
     )
+    return s3, config, service
+
+
+async def test_an_expired_request_fails_at_its_failure_location(
+    queue: RequestQueue, s3_server: SeaweedS3, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    s3, config, service = _failing_service(queue, s3_server, monkeypatch, tmp_path, "expiry")
     req = _request("late", 0, created_at=0.0, ttl_s=60)
     req.failure_location = config.failure_location("id-0")
     queue.enqueue(req)
@@ -132,26 +141,7 @@ async def test_a_request_running_at_every_restart_fails_after_max_attempts(
 ) -> None:
     """A payload that takes the server down each time it runs: after MAX_ATTEMPTS restarts it fails at its
     FailureLocation instead of running again (while a request put back for want of capacity never counts)."""
-    for key, value in s3_server.env().items():
-        monkeypatch.setenv(key, value)
-    s3 = s3_server.client()
-    s3.create_bucket(Bucket="poison")
-    config = async_config(
-        {"OutputConfig": {"S3OutputPath": "s3://poison/out", "S3FailurePath": "s3://poison/f"}}
-    )
-    service = AsyncInference(
-        queue,
-        cast(Any, None),  # the failure path reaches no fleet, endpoint or config
-        cast(Any, None),
-        cast(Any, None),
-        S3Io(s3_server.endpoint_url),
-        EventBus(),
-        region="us-east-1",
-        account_id="000000000000",
-        payload_limit_bytes=1024,
-        scratch_dir=tmp_path / "scratch",
-        wall=lambda: 1000.0,
-    )
+    s3, config, service = _failing_service(queue, s3_server, monkeypatch, tmp_path, "poison")
     req = _request("crashy", 0, created_at=900.0)
     req.failure_location = config.failure_location("id-0")
     queue.enqueue(req)
