@@ -77,7 +77,7 @@ async def test_a_failed_warm_start_leaves_the_current_route_serving(h: Harness) 
     await h.fleet.activate("ep", [spec(variant="Old")])
     h.manager.start_errors.append("the new model does not load")
     with pytest.raises(DeployError, match="the new model does not load"):
-        await h.fleet.activate("ep", [spec(variant="New")])
+        await h.fleet.activate("ep", [spec(variant="New", model_dir="/nonexistent/new-model")])
     route = h.fleet.route("ep")
     assert route is not None and [p.spec.variant for p in route.pools] == ["Old"]
     assert (await h.invoke("ep")).worker_id == "w1"
@@ -155,10 +155,10 @@ async def test_deactivate_stops_everything_and_forgets_the_series(h: Harness) ->
 async def test_a_cold_start_evicts_the_longest_idle_worker_of_another_endpoint(tmp_path: Path) -> None:
     h = Harness(tmp_path, budget_mb=2048)
     try:
-        await h.fleet.activate("old", [spec(endpoint="old")])
+        await h.fleet.activate("old", [spec(endpoint="old", model_dir="/m/old")])
         h.clock.advance(5.0)
-        await h.fleet.activate("recent", [spec(endpoint="recent")])  # the whole budget in use, all idle
-        await h.fleet.activate("new", [spec(endpoint="new")])  # warm() waits for an eviction
+        await h.fleet.activate("recent", [spec(endpoint="recent", model_dir="/m/recent")])  # the whole budget in use, all idle
+        await h.fleet.activate("new", [spec(endpoint="new", model_dir="/m/new")])  # warm() waits for an eviction
         assert ("w1", "evicted") in h.recorder.kinds() and len(h.manager.live) == 2
         assert h.fleet.budget.evicting_mb == 0 and h.fleet.budget.used_mb == 2048
     finally:
@@ -215,3 +215,54 @@ async def test_a_staged_fleet_takes_its_share_then_all_or_nothing(h: Harness) ->
     route = h.fleet.route("ep")
     assert route is not None and [p.spec.model_dir for p in route.pools] == ["/green"]
     assert len(h.fleet.pools()) == 1
+
+
+# ---- the deploy-time check, once per model proven on this host ----
+async def test_a_model_proven_on_this_host_is_not_checked_again_at_deploy(h: Harness) -> None:
+    await h.fleet.activate("first", [spec(endpoint="first")])
+    assert len(h.manager.starts) == 1  # the deploy-time check: one worker, /ping answered
+    await h.fleet.activate("second", [spec(endpoint="second", variant="Other", max_concurrency=1)])
+    assert len(h.manager.starts) == 1  # same runtime, model, environment and memory: known to start
+    await asyncio.sleep(0)
+    assert h.manager.prewarmed[-1] == ("sklearn",)  # its zygote is kept ready all the same
+    route = h.fleet.route("second")
+    assert route is not None and route.pools[0].live == 0
+    assert (await h.invoke("second")).worker_id == "w2"  # the first request cold-starts it
+
+
+@pytest.mark.parametrize(
+    "changed",
+    [
+        {"model_dir": "/nonexistent/other-model"},
+        {"env": {"SAGEMAKER_PROGRAM": "other.py"}},
+        {"memory_mb": 2048},
+        {"runtime": "xgboost", "image": "xgboost"},
+        {"provisioned": 1},  # a provisioned or real-time variant is always checked
+        {"instance_count": 1, "workers_per_instance": 1},
+    ],
+)
+async def test_anything_that_decides_whether_a_worker_starts_is_checked_again(
+    h: Harness, changed: dict[str, object]
+) -> None:
+    await h.fleet.activate("first", [spec(endpoint="first")])
+    h.manager.start_errors.append("this one does not start")
+    with pytest.raises(DeployError, match="this one does not start"):
+        await h.fleet.activate("second", [spec(endpoint="second", **changed)])
+    assert h.fleet.route("second") is None
+
+
+async def test_a_failed_check_proves_nothing(h: Harness) -> None:
+    h.manager.start_errors.append("the model does not load")
+    with pytest.raises(DeployError):
+        await h.fleet.activate("first", [spec(endpoint="first")])
+    h.manager.start_errors.append("still does not load")
+    with pytest.raises(DeployError, match="still does not load"):
+        await h.fleet.activate("again", [spec(endpoint="again")])
+
+
+async def test_an_update_warms_its_new_pools_even_for_a_proven_model(h: Harness) -> None:
+    await h.fleet.activate("ep", [spec(variant="V1")])
+    await h.fleet.activate("ep", [spec(variant="V2")])  # the same model: it takes the traffic at once
+    assert len(h.manager.starts) == 2
+    route = h.fleet.route("ep")
+    assert route is not None and route.pools[0].live == 1

@@ -34,6 +34,8 @@ from zeroscale.router.pool import VariantPool
 from zeroscale.router.spec import PoolSpec, RouterSettings, Workers
 from zeroscale.router.warmcache import Template, WarmCache
 
+PROVEN_KEPT = 10_000  # pool specs remembered as proven (a few hundred bytes each)
+
 # What a request is sent to: a variant's pool, or the pools of a model's several containers.
 Variant = VariantPool | Pipeline
 
@@ -133,6 +135,11 @@ class Fleet:
         self._wake = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
         self._background = Background("fleet")
+        # Pool specs (``PoolSpec.proof_key``) a worker of which started and answered /ping on this host since
+        # the server started, most recent last: a deployment of one again needs no deploy-time worker (the
+        # check would prove what is known; skipping it is what lets a host deploy hundreds of endpoints of
+        # one model a second). Bounded: the oldest are forgotten, and then checked again.
+        self._proven: dict[tuple[object, ...], None] = {}
 
     # ---- the invoke path ----
     def route(self, endpoint: str) -> EndpointRoute | None:
@@ -185,7 +192,9 @@ class Fleet:
             runtimes = tuple(sorted({p.spec.runtime for p in pools if not p.spec.command}))
             self._background.spawn(self._manager.prewarm(runtimes))
         if warm:
-            await self._warm(pools)
+            # A new endpoint of a model proven on this host skips the check; an update always warms its new
+            # pools, which take the endpoint's traffic at once.
+            await self._warm(pools, skip_proven=endpoint.lower() not in self._routes)
         old = self._routes.get(endpoint.lower())
         self._routes[endpoint.lower()] = EndpointRoute.of(endpoint, pools)
         if old is not None:
@@ -305,9 +314,16 @@ class Fleet:
             pool.batcher = Batcher(pool, spec.batching)
         return pool
 
-    async def _warm(self, pools: list[VariantPool]) -> None:
-        """One worker per pool and a good /ping, or DeployError (the pools drained and forgotten)."""
-        results = await asyncio.gather(*(p.warm() for p in pools), return_exceptions=True)
+    async def _warm(self, pools: list[VariantPool], *, skip_proven: bool = False) -> None:
+        """One worker per pool and a good /ping, or DeployError (the pools drained and forgotten). With
+        ``skip_proven``, pools of a spec proven on this host already are not checked again (their runtimes'
+        zygotes are started)."""
+        keys = [p.spec.proof_key() if skip_proven else None for p in pools]
+        todo = [p for p, key in zip(pools, keys, strict=True) if key is None or key not in self._proven]
+        if len(todo) < len(pools):
+            runtimes = tuple(sorted({p.spec.runtime for p in pools if p not in todo and not p.spec.command}))
+            self._background.spawn(self._manager.prewarm(runtimes))
+        results = await asyncio.gather(*(p.warm() for p in todo), return_exceptions=True)
         errors = [r for r in results if isinstance(r, BaseException)]
         if errors:
             await asyncio.gather(*(p.drain(timeout_s=1.0) for p in pools))
@@ -316,6 +332,16 @@ class Fleet:
             if isinstance(err, DeployError):
                 raise err
             raise DeployError(f"{type(err).__name__}: {err}") from err
+        for pool in todo:
+            self._prove(pool.spec.proof_key())
+
+    def _prove(self, key: tuple[object, ...] | None) -> None:
+        if key is None:
+            return
+        self._proven.pop(key, None)
+        self._proven[key] = None
+        while len(self._proven) > PROVEN_KEPT:
+            del self._proven[next(iter(self._proven))]
 
     async def deactivate(self, endpoint: str, *, timeout_s: float = 5.0) -> None:
         route = self._routes.pop(endpoint.lower(), None)

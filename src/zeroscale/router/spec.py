@@ -119,6 +119,30 @@ class PoolSpec:
     def real_time(self) -> bool:
         return self.workers_per_instance > 0
 
+    def proof_key(self) -> tuple[object, ...] | None:
+        """What decides whether a worker of this spec starts and answers /ping: its runtime or image, model
+        directory (content-addressed), environment and memory. None for the specs whose deploy-time check is
+        always run (real-time instances, provisioned concurrency, multi-model variants, pipelines): their
+        workers start at once anyway, or their check proves more than the model."""
+        if (
+            self.real_time
+            or self.provisioned
+            or self.multi_model
+            or self.target_model
+            or self.containers
+            or self.container
+        ):
+            return None
+        return (
+            self.runtime,
+            self.image,
+            self.model_dir,
+            tuple(sorted(self.env.items())),
+            self.command,
+            self.workdir,
+            self.memory_mb,
+        )
+
 
 @dataclass(frozen=True)
 class RouterSettings:

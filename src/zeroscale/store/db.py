@@ -27,6 +27,7 @@ from sqlalchemy import (
     String,
     Table,
     and_,
+    bindparam,
     delete,
     func,
     insert,
@@ -122,6 +123,23 @@ class DatabaseUnavailable(ZeroscaleError):
     status = 503
 
 
+# The statements of the hot calls (every API call reads or writes a record), built once: a statement
+# built per call costs more than the SQLite query it runs (expression objects, their cache key). Parameters
+# are bound by name at execution.
+_ONE = (resources.c.kind == bindparam("b_kind")) & (resources.c.key == bindparam("b_key"))
+_GET = select(resources).where(_ONE)
+_INSERT = insert(resources)
+_UPDATE = update(resources).where(_ONE)
+_UPDATE_IF = update(resources).where(_ONE & (resources.c.status == bindparam("b_status")))
+_DELETE = delete(resources).where(_ONE)
+_BUMP = update(store_revision).where(store_revision.c.id == 1).values(value=store_revision.c.value + 1)
+_REVISION = select(store_revision.c.value).where(store_revision.c.id == 1)
+
+
+def _one(kind: str, name: str) -> dict[str, str]:
+    return {"b_kind": kind, "b_key": name.lower()}
+
+
 P = ParamSpec("P")
 R = TypeVar("R")
 
@@ -182,9 +200,7 @@ class Store:
             pass  # there already
 
     def _bump(self, conn: Connection) -> None:
-        conn.execute(
-            update(store_revision).where(store_revision.c.id == 1).values(value=store_revision.c.value + 1)
-        )
+        conn.execute(_BUMP)
         self._own_writes += 1  # under the lock; a write rolled back after this only causes one extra sync
 
     @_reachable
@@ -199,9 +215,7 @@ class Store:
     def revision(self) -> int:
         """A number that changes with every write of any front end (cheap: one row)."""
         with self._lock, self._engine.connect() as conn:
-            return int(
-                conn.execute(select(store_revision.c.value).where(store_revision.c.id == 1)).scalar_one()
-            )
+            return int(conn.execute(_REVISION).scalar_one())
 
     def _where(self, kind: str, name: str) -> Any:
         return (resources.c.kind == kind) & (resources.c.key == name.lower())
@@ -212,7 +226,7 @@ class Store:
         with self._lock:
             try:
                 with self._engine.begin() as conn:
-                    conn.execute(insert(resources).values(**_values(rec)))
+                    conn.execute(_INSERT, _values(rec))
                     self._bump(conn)
             except IntegrityError as exc:
                 raise AlreadyExists(f"{rec.kind} {rec.name!r} already exists") from exc
@@ -220,7 +234,7 @@ class Store:
     @_reachable
     def get(self, kind: str, name: str) -> Record | None:
         with self._lock, self._engine.connect() as conn:
-            row = conn.execute(select(resources).where(self._where(kind, name))).mappings().first()
+            row = conn.execute(_GET, _one(kind, name)).mappings().first()
         return None if row is None else _record(row)
 
     @_reachable
@@ -228,11 +242,11 @@ class Store:
         """Replace every field of the record with the same (kind, lower(name)); a no-op when it is gone, or
         with ``if_status`` when its stored status is another (compare-and-set: of front ends changing the
         same record at once, one wins). True when it was written."""
-        where = self._where(rec.kind, rec.name)
+        params = {**_values(rec), **_one(rec.kind, rec.name)}
         if if_status is not None:
-            where = where & (resources.c.status == if_status)
+            params["b_status"] = if_status
         with self._lock, self._engine.begin() as conn:
-            result = conn.execute(update(resources).where(where).values(**_values(rec)))
+            result = conn.execute(_UPDATE if if_status is None else _UPDATE_IF, params)
             if result.rowcount:
                 self._bump(conn)
         return bool(result.rowcount)
@@ -247,14 +261,14 @@ class Store:
             if not result.rowcount:
                 return None
             self._bump(conn)
-            row = conn.execute(select(resources).where(self._where(kind, name))).mappings().first()
+            row = conn.execute(_GET, _one(kind, name)).mappings().first()
         return None if row is None else _record(row)
 
     @_reachable
     def delete(self, kind: str, name: str) -> bool:
         """Remove a record; True when one was removed."""
         with self._lock, self._engine.begin() as conn:
-            result = conn.execute(delete(resources).where(self._where(kind, name)))
+            result = conn.execute(_DELETE, _one(kind, name))
             if result.rowcount:
                 self._bump(conn)
         return bool(result.rowcount)
