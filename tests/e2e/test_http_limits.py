@@ -170,3 +170,29 @@ def test_a_connection_flood_from_one_address_takes_only_its_share(
     fresh.sendall(b"GET /ping HTTP/1.1\r\nHost: x\r\n\r\n")
     assert fresh.recv(100).startswith(b"HTTP/1.1 ")
     fresh.close()
+
+
+
+def test_a_head_request_on_a_kept_alive_connection_is_answered_then_pipelined_ones_in_order(
+    server: ServerProcess,
+) -> None:
+    # A HEAD response has no body bytes: its head must still leave at its end (the server sends a
+    # response's head together with its body), not wait for the connection's next response.
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(b"HEAD /ping HTTP/1.1\r\nHost: zeroscale\r\n\r\n")
+        head = b""
+        while not head.endswith(b"\r\n\r\n"):
+            chunk = sock.recv(4096)  # a held head would time out here (socket timeout: 10 s)
+            assert chunk, head
+            head += chunk
+        assert head.startswith(b"HTTP/1.1 ") and b"ok\n" not in head
+        sock.sendall(
+            b"GET /ping HTTP/1.1\r\nHost: zeroscale\r\n\r\n"
+            b"HEAD /ping HTTP/1.1\r\nHost: zeroscale\r\n\r\n"
+            b"GET /ping HTTP/1.1\r\nHost: zeroscale\r\nConnection: close\r\n\r\n"
+        )
+        data, _ = answer(sock)
+    responses = data.split(b"HTTP/1.1 ")[1:]
+    assert len(responses) == 3, data
+    assert responses[0].endswith(b"\r\n\r\nok\n") and responses[2].endswith(b"\r\n\r\nok\n")
+    assert b"ok\n" not in responses[1]
