@@ -70,6 +70,7 @@ from bench import (
     overhead,
     realtime,
     rollback,
+    runtimes,
     scale,
     scaleout,
     soak,
@@ -91,6 +92,7 @@ from bench.report import (
 SCENARIOS = (
     "cold",
     "cache",
+    "runtimes",
     "overhead",
     "throughput",
     "realtime",
@@ -254,8 +256,8 @@ def rows_cold(run: Run, res: cold.ColdResult, models: Any) -> None:
             "ms",
             "naive: fresh process p50",
             ms(pct(nrf, 50)),
-            "<= 60 ms and ratio <= 0.05",
-            ms(pct(rf, 50)) <= 60 and ratio50 <= 0.05,
+            "ratio <= 1/40",
+            ratio50 <= 1 / 40,
         ),
         Row(
             s,
@@ -320,8 +322,8 @@ def rows_overhead(run: Run, res: overhead.OverheadResult) -> None:
                 "ms",
                 "direct to the worker p50",
                 ms(pct(direct, 50)),
-                "<= 0.3 ms",
-                o50 <= 0.3,
+                "<= 0.2 ms",
+                o50 <= 0.2,
                 ratio=pct(through, 50) / pct(direct, 50),
             ),
             Row(
@@ -396,14 +398,18 @@ def rows_throughput(run: Run, res: throughput.ThroughputResult) -> None:
     for r in res.runs:
         if (r.label, r.connections) in extra:
             figure, base, value = extra[(r.label, r.connections)]
-            run.rows.append(Row(s, figure, r.rps, "req/s", base, value))
+            if r.label == "rf-zeroscale" and value:  # a realistic model: the workers' time dominates
+                run.rows.append(Row(s, figure, r.rps, "req/s", base, value, ">= 0.90 of direct",
+                                    r.rps / value >= 0.90))  # fmt: skip
+            else:
+                run.rows.append(Row(s, figure, r.rps, "req/s", base, value))
     one = {r.label: r for r in res.runs if r.connections == 1}
     if "direct" in one and "zeroscale" in one:
         d = one["direct"].p50_s
         run.rows.append(
             Row("overhead", "trivial model, raw client (pre-signed, 1 connection): p50 zeroscale - direct",
-                ms(one["zeroscale"].p50_s - d), "ms", "direct p50, same client", ms(d), "<= 0.3 ms",
-                ms(one["zeroscale"].p50_s - d) <= 0.3, ratio=one["zeroscale"].p50_s / d)
+                ms(one["zeroscale"].p50_s - d), "ms", "direct p50, same client", ms(d), "<= 0.2 ms",
+                ms(one["zeroscale"].p50_s - d) <= 0.2, ratio=one["zeroscale"].p50_s / d)
         )  # fmt: skip
         if "floor-proxy" in one:
             run.rows.append(
@@ -543,6 +549,29 @@ def run_cache(run: Run, models: Any) -> None:
             f"({res.cached_bytes / 2**20:.1f} MB of private memory), {res.evictions:.0f} evicted for the "
             f"cap; the server's process tree: {res.processes} processes, {res.tree_rss_mb:.0f} MB resident "
             "(shared pages counted once per process)."
+        )
+
+
+def run_runtimes(run: Run) -> None:
+    """Each built-in runtime's cold start (endpoint at zero, its zygote warm) and the penalty over a warm
+    request right after it, same client (bench/runtimes.py)."""
+    out: list[dict[str, dict[str, Any]]] = []
+    rounds = 7 if run.plan is QUICK else 15
+    root = run.root / "runtimes"
+    root.mkdir()
+    run.scenario("runtimes", lambda: out.append(runtimes.run(root, list(runtimes.BUILDERS), rounds)))
+    for name, r in (out[0] if out else {}).items():
+        cold_p50, warm_p50 = ms(pct(r["cold"], 50)), ms(pct(r["warm"], 50))
+        run.rows.append(
+            Row(
+                "cold start",
+                f"{name}: cold-start penalty (cold p50 {cold_p50:.1f} ms - warm p50, {rounds} rounds)",
+                cold_p50 - warm_p50,
+                "ms",
+                "warm p50, same client",
+                warm_p50,
+                ratio=math.nan,
+            )
         )
 
 
@@ -692,8 +721,8 @@ def run_burst(run: Run, models: Any) -> None:
             "ms",
             "p50",
             ms(pct(res.all_s, 50)),
-            "<= 1500 ms",
-            ms(pct(res.all_s, 99)) <= 1500,
+            "<= 500 ms",
+            ms(pct(res.all_s, 99)) <= 500,
         ),
         Row(
             s,
@@ -1340,6 +1369,8 @@ def main() -> None:
             run_cold_overhead_throughput(run, models, which)
         if "cache" in which:
             run_cache(run, models)
+        if "runtimes" in which:
+            run_runtimes(run)
         if "realtime" in which:
             run_realtime(run, models)
         if "burst" in which:

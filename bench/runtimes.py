@@ -119,6 +119,24 @@ def measure(server: ServerProcess, client: SignedClient, endpoint: str, rounds: 
     return {"cold": cold, "warm": warm}
 
 
+def run(root: Path, names: list[str], rounds: int) -> dict[str, dict[str, Any]]:
+    """Runtime name -> {"cold": seconds per cold start, "warm": seconds per warm request}, one server."""
+    results: dict[str, dict[str, Any]] = {}
+    tars = {name: BUILDERS[name](root) for name in names}
+    server = ServerProcess(root / "data", {"idle_timeout_s": 300}).start()
+    try:
+        sm = server.client("sagemaker")
+        client = SignedClient(server.url)
+        idle = [{"Key": "zeroscale:idle-timeout-s", "Value": "0.2"}]
+        for name in names:
+            desc = deploy(sm, name, f"file://{tars[name]}", image=IMAGES[name], max_concurrency=1, tags=idle)
+            assert desc["EndpointStatus"] == "InService", desc.get("FailureReason")
+            results[name] = measure(server, client, name, rounds)
+    finally:
+        server.stop()
+    return results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -127,23 +145,8 @@ def main() -> None:
     parser.add_argument("--runtimes", default=",".join(BUILDERS), help="comma-separated runtime names")
     args = parser.parse_args()
     names = [n for n in args.runtimes.split(",") if n]
-    results: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp)
-        tars = {name: BUILDERS[name](root) for name in names}
-        server = ServerProcess(root / "data", {"idle_timeout_s": 300}).start()
-        try:
-            sm = server.client("sagemaker")
-            client = SignedClient(server.url)
-            idle = [{"Key": "zeroscale:idle-timeout-s", "Value": "0.2"}]
-            for name in names:
-                desc = deploy(
-                    sm, name, f"file://{tars[name]}", image=IMAGES[name], max_concurrency=1, tags=idle
-                )
-                assert desc["EndpointStatus"] == "InService", desc.get("FailureReason")
-                results[name] = measure(server, client, name, args.rounds)
-        finally:
-            server.stop()
+        results = run(Path(tmp), names, args.rounds)
     lines = [
         "| runtime | cold start p50 ms | cold start p90 ms | warm invoke p50 ms |",
         "|---|---:|---:|---:|",
