@@ -1062,6 +1062,9 @@ def scale_rows(res: scale.ScaleResult) -> list[Row]:
                 )
             )
     for r in res.sizes:
+        # A rate over a handful of deployments is their start-up (the runtime's zygote, the first deploy-time
+        # check): the target applies to a thousand or more.
+        sustained = r.deployed_now >= 1000
         rows.append(
             Row(
                 s,
@@ -1070,8 +1073,8 @@ def scale_rows(res: scale.ScaleResult) -> list[Row]:
                 "endpoints/s",
                 "",
                 math.nan,
-                ">= 200/s",
-                r.deploy_rate >= 200,
+                ">= 200/s" if sustained else "",
+                r.deploy_rate >= 200 if sustained else None,
             )
         )
     return rows  # fmt: skip
