@@ -205,7 +205,9 @@ def test_a_worker_killed_by_sigkill_keeps_its_last_line(logs: Any, smr: Any, end
 def test_cold_start_and_scale_in_are_logged(logs: Any, sm: Any, smr: Any, chatty_url: str) -> None:
     name = "logs-scale-in"
     tags = [{"Key": "zeroscale:idle-timeout-s", "Value": "1"}]
-    assert deploy(sm, name, chatty_url, tags=tags)["EndpointStatus"] == "InService"
+    # an environment of its own: a model not proven on this server yet, so the deploy starts a worker
+    desc = deploy(sm, name, chatty_url, tags=tags, environment={"TEST_ENDPOINT": name})
+    assert desc["EndpointStatus"] == "InService"
     group = GROUP + name
 
     def platform_lines() -> list[tuple[str, str]]:

@@ -164,7 +164,8 @@ def test_counts_are_exact_in_prometheus_and_the_history(server: ServerProcess, m
 def test_model_setup_time_only_for_cold_starts(server: ServerProcess, model_url: str) -> None:
     sm, smr = server.client("sagemaker"), server.client("sagemaker-runtime")
     name = "metrics-cold"
-    deploy(sm, name, model_url, tags=[{"Key": IDLE_TAG, "Value": "1"}])  # cold start 1: the deploy check
+    # cold start 1: the deploy-time check (an environment of its own: a model not proven on this server yet)
+    deploy(sm, name, model_url, tags=[{"Key": IDLE_TAG, "Value": "1"}], environment={"TEST_ENDPOINT": name})
     wait_for(lambda: server.workers(name) == 0, timeout_s=10)
     assert call(smr, name, {"n": 1}) == "ok"  # cold start 2
     assert call(smr, name, {"n": 2}) == "ok"  # warm

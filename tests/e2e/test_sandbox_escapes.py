@@ -523,6 +523,12 @@ def test_an_image_server_calls_no_one_over_udp_nor_a_host_unix_socket(
     for name, kwargs in (("caller", {"image": "caller:1"}), ("caller-neighbour", {})):
         desc = deploy(sm, name, url if kwargs else sklearn_model.url, **kwargs)
         assert desc["EndpointStatus"] == "InService", desc.get("FailureReason")
+    # a live neighbour (its model may be proven already, deployed without a worker): a request starts one
+    smr.invoke_endpoint(
+        EndpointName="caller-neighbour",
+        Body=sklearn_model.json_body(sklearn_model.X[:1]),
+        ContentType="application/json",
+    )
     workers = [str(p) for p in server.data_dir.rglob("*.sock") if "scratch" not in p.parts]
     assert workers, "the neighbour's worker socket should exist"
     calls = Calls()
