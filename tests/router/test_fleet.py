@@ -157,8 +157,9 @@ async def test_a_cold_start_evicts_the_longest_idle_worker_of_another_endpoint(t
     try:
         await h.fleet.activate("old", [spec(endpoint="old", model_dir="/m/old")])
         h.clock.advance(5.0)
-        await h.fleet.activate("recent", [spec(endpoint="recent", model_dir="/m/recent")])  # the whole budget in use, all idle
-        await h.fleet.activate("new", [spec(endpoint="new", model_dir="/m/new")])  # warm() waits for an eviction
+        # the whole budget in use, all idle (models of their own: each deploy starts a worker)
+        await h.fleet.activate("recent", [spec(endpoint="recent", model_dir="/m/recent")])
+        await h.fleet.activate("new", [spec(endpoint="new", model_dir="/m/new")])  # waits for an eviction
         assert ("w1", "evicted") in h.recorder.kinds() and len(h.manager.live) == 2
         assert h.fleet.budget.evicting_mb == 0 and h.fleet.budget.used_mb == 2048
     finally:

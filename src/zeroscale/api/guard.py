@@ -41,7 +41,7 @@ class _OneWrite:
     bytes (or its end), so a small response leaves in one write, one segment and one wake-up of the client
     instead of two (uvicorn writes the head on ``http.response.start``)."""
 
-    __slots__ = ("_transport", "_head")
+    __slots__ = ("_head", "_transport")
 
     def __init__(self, transport: asyncio.Transport) -> None:
         self._transport = transport
