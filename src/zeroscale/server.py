@@ -199,7 +199,7 @@ def build(settings: Settings) -> Server:
         f"{settings.host}:{settings.port}",
         interval_s=settings.sync_interval_s,
     )
-    recent = RecentMetrics(fleet.loads)
+    recent = RecentMetrics(fleet.active_loads)  # as the one-minute history: a variant at zero samples nothing
     events.add(recent)
     cloudwatch = CloudWatch(
         AlarmStore(settings.db_url),
