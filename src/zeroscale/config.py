@@ -60,6 +60,9 @@ class Settings:
     # The warm-model cache: MB of loaded-model templates kept for pools at zero (None: a tenth of the
     # memory budget; 0: none, scale to zero leaves no process behind).
     warm_cache_mb: int | None = None
+    # A variant's workers starting at once, at most (None: this machine's cores; 0: no limit). Starts are
+    # CPU-bound: a burst's first workers come up sooner, and serve the queue, when not all start together.
+    max_starting: int | None = None
     s3_endpoint_url: str | None = None
     # Artifact extraction limits.
     max_extracted_bytes: int = 20 * 1024 * MB
@@ -109,6 +112,12 @@ class Settings:
         if self.warm_cache_mb is not None:
             return max(0, self.warm_cache_mb)
         return self.memory_budget_mb // 10
+
+    @property
+    def max_starting_workers(self) -> int:
+        if self.max_starting is not None:
+            return max(0, self.max_starting)
+        return os.cpu_count() or 2
 
     @property
     def public_url(self) -> str:

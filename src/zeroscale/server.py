@@ -134,6 +134,7 @@ def build(settings: Settings) -> Server:
             startup_timeout_s=settings.startup_timeout_s,
             memory_budget_mb=settings.memory_budget_mb,
             warm_cache_mb=settings.warm_cache_cap_mb,
+            max_starting=settings.max_starting_workers,
             model_load_wait_s=settings.model_load_wait_s,
         ),
         metrics,

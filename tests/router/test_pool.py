@@ -158,6 +158,24 @@ async def test_requests_queue_while_cold_starts_run_and_each_start_serves_one(wo
     world.check()
 
 
+async def test_a_burst_starts_max_starting_workers_at_once_and_the_rest_as_they_come_up(world: World) -> None:
+    pool = world.pool({"max_starting": 2}, max_concurrency=6)
+    world.manager.hold_requests = True
+    world.manager.start_gate.clear()
+    tasks = [asyncio.ensure_future(pool.invoke(inv())) for _ in range(6)]
+    await settle(10)
+    assert states(pool) == [S.STARTING] * 2 and pool.queued == 6  # two start; four more are wanted
+    world.manager.start_gate.set()
+    await settle(20)
+    assert len(world.manager.starts) == 6  # each start that finished let the next one go
+    world.check()
+    while len(world.manager.pending) < 6:
+        await settle()
+    world.manager.answer_all()
+    assert all(r.status == 200 for r in await asyncio.gather(*tasks))
+    world.check()
+
+
 async def test_more_requests_than_max_concurrency_wait_for_the_workers_there_are(world: World) -> None:
     pool = world.pool(max_concurrency=2)
     world.manager.hold_requests = True

@@ -27,6 +27,7 @@ class Row:
     queued: int = 0
     idle: tuple[IdleWorker, ...] = ()
     draining: bool = False
+    max_starting: int = 0
     now: float = T0
     idle_timeout_s: float = TIMEOUT
     start: int = 0
@@ -42,6 +43,7 @@ class Row:
             queued=self.queued,
             idle=self.idle,
             draining=self.draining,
+            max_starting=self.max_starting,
         )
 
 
@@ -71,6 +73,14 @@ ROWS = [
     Row("scale from zero with a burst is capped", queued=7, start=3),
     Row("scale out follows busy plus queued", busy=1, queued=1, start=1),
     Row("scale out by several at once", max_concurrency=10, busy=2, queued=4, start=4),
+    # ---- at most max_starting workers starting at once ----
+    Row("a burst from zero starts max_starting", max_concurrency=50, queued=50, max_starting=2, start=2),
+    Row("the next start waits while max_starting start", max_concurrency=50, starting=2, queued=48,
+        max_starting=2, start=0),
+    Row("one came up: one more starts", max_concurrency=50, busy=1, starting=1, queued=48, max_starting=2,
+        start=1),
+    Row("max_starting 0 is no limit", max_concurrency=50, queued=50, start=50),
+    Row("max_starting never starts past the demand", max_concurrency=50, queued=1, max_starting=4, start=1),
     Row("scale out capped at max concurrency", max_concurrency=4, busy=2, queued=5, start=2),
     Row("no scale out at max concurrency", busy=3, queued=9, start=0),
     Row("starting workers count as live", busy=1, starting=1, queued=1, start=0),

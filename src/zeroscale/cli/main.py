@@ -155,6 +155,14 @@ def _opt(name: str, env: str, **kw: Any) -> Callable[[F], F]:
     "loaded model (default: a tenth of the memory budget; 0: none).",
 )
 @_opt(
+    "--max-starting-workers",
+    "ZEROSCALE_MAX_STARTING_WORKERS",
+    default=None,
+    type=click.IntRange(min=0),
+    help="Workers of one variant starting at once, at most; more start as these come up (default: this "
+    "machine's cores; 0: no limit). A burst's first workers then come up sooner and serve the queue.",
+)
+@_opt(
     "--frontend-ttl-s",
     "ZEROSCALE_FRONTEND_TTL_S",
     default=5.0,
@@ -304,6 +312,7 @@ def serve(
     metering: bool,
     price_table: Path | None,
     warm_cache_mb: int | None,
+    max_starting_workers: int | None,
     frontend_ttl_s: float,
     sync_interval_s: float,
     worker_outbound: bool,
@@ -357,6 +366,7 @@ def serve(
         metering=metering,
         price_table=price_table,
         warm_cache_mb=warm_cache_mb,
+        max_starting=max_starting_workers,
         frontend_ttl_s=frontend_ttl_s,
         sync_interval_s=sync_interval_s,
         worker_outbound=worker_outbound,

@@ -190,6 +190,7 @@ class VariantPool:
             idle=tuple(IdleWorker(s.worker_id, s.idle_since) for s in self._slots.idle),
             draining=self.draining,
             stopping=self._slots.count(S.STOPPING),
+            max_starting=self._settings.max_starting,
         )
 
     def load(self) -> PoolLoad:
@@ -273,6 +274,8 @@ class VariantPool:
         except DeployError:
             return
         self._hand_over(slot)
+        if self._settings.max_starting:
+            self.scale()  # a start finished: the next, held back by the starts-at-once limit, may go
 
     async def _start(self, slot: Slot, *, for_waiters: bool = False) -> None:
         """Bring a STARTING slot up (it stays STARTING until handed over); on failure it is GONE, after

@@ -155,6 +155,7 @@ class RouterSettings:
     startup_timeout_s: float = 180.0
     memory_budget_mb: int = 8192
     warm_cache_mb: int = 0  # templates of pools at zero kept for the next cold start (0: none)
+    max_starting: int = 0  # a pool's workers starting at once, at most (0: no limit; scaler/policy.py)
     # A multi-model target still loading after this long answers ModelNotReadyException (loading goes on).
     model_load_wait_s: float = 60.0
 

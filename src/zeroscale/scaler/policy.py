@@ -7,7 +7,9 @@ Rules:
 - demand is what is being served now plus what waits: ``busy + queued``;
 - the variant wants ``min(max_concurrency, max(provisioned, demand))`` live workers;
 - scale-from-zero and scale-out are immediate: start ``wanted - live`` (starting workers count as live),
-  never more processes than MaxConcurrency, counting workers that are still stopping;
+  never more processes than MaxConcurrency, counting workers that are still stopping, and never more than
+  ``max_starting`` starting at once (0: no limit): a worker's start is CPU-bound, so fifty started together
+  on a few cores all come up late, while a few at a time come up early and serve the queue meanwhile;
 - scale-in waits: an idle worker is stopped only once it has been idle for ``idle_timeout_s``, the longest
   idle first, and never below ``max(provisioned, demand)``; except above MaxConcurrency (it was lowered:
   UpdateEndpointWeightsAndCapacities), where idle workers go at once, the longest idle first;
@@ -37,6 +39,7 @@ class PoolSnapshot:
     idle: tuple[IdleWorker, ...]
     draining: bool = False
     stopping: int = 0  # told to stop, not gone yet: they count toward MaxConcurrency, not toward the floor
+    max_starting: int = 0  # workers starting at once, at most (0: no limit)
 
     @property
     def live(self) -> int:
@@ -54,6 +57,8 @@ def decide(snap: PoolSnapshot, now: float) -> Decision:
     demand = snap.busy + snap.queued
     floor = min(snap.max_concurrency, max(provisioned, demand))
     start = max(0, min(floor - snap.live, snap.max_concurrency - snap.live - snap.stopping))
+    if snap.max_starting:
+        start = min(start, max(0, snap.max_starting - snap.starting))
     # Longest idle first; keep enough live workers to cover the floor.
     removable = snap.live - floor
     over = snap.live - snap.max_concurrency
