@@ -143,23 +143,29 @@ def _child(
             os._exit(code)
 
 
-def _template(req: dict[str, Any]) -> NoReturn:
-    """Become a template: load the model once, then fork ready replicas of it for the server (scale-out
-    without loading the model again). Driven like a zygote, through the socket it listens on."""
-    from zeroscale.runtimes.worker import load_handler
-
-    handler = load_handler(req["runtime"], req["model_dir"])
-    # A child has only the thread that called fork(): a lock another thread held, or a condition variable it
-    # waited on, stays taken in every replica (ONNX Runtime's telemetry thread left replicas hanging in exit).
-    # Once the model is loaded only this loop runs here, so one thread now is one thread at every fork.
+def refuse_if_threaded() -> None:
+    """Exit (``EXIT_THREADED_TEMPLATE``) unless this process, a template that just loaded its model, runs one
+    thread. A child has only the thread that called fork(): a lock another thread held, or a condition
+    variable it waited on, stays taken in every replica (ONNX Runtime's telemetry thread left children
+    hanging in exit). Once the model is loaded only the fork loop runs, so one thread now is one at every fork."""
     threads = thread_count()
     if threads is not None and threads > 1:
         print(
             f"zeroscale: no template of this model: loading it left {threads} threads in the process, "
             "which is not safe to fork; its workers load the model themselves",
             file=sys.stderr,
+            flush=True,
         )
         raise SystemExit(EXIT_THREADED_TEMPLATE)
+
+
+def _template(req: dict[str, Any]) -> NoReturn:
+    """Become a template: load the model once, then fork ready replicas of it for the server (scale-out
+    without loading the model again). Driven like a zygote, through the socket it listens on."""
+    from zeroscale.runtimes.worker import load_handler
+
+    handler = load_handler(req["runtime"], req["model_dir"])
+    refuse_if_threaded()
     gc.collect()
     gc.freeze()
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
