@@ -199,7 +199,7 @@ def test_onnx_scale_out_and_cold_starts_fork_a_loaded_session(
     """With its telemetry off onnxruntime runs no thread of its own, so its zygote imports it and a template
     of a loaded session is safe to fork: the first worker (a fork of the zygote that loads the model), the
     replicas (scale-out) and the cold start after zero (the warm cache) answer a model with two inputs and two
-    outputs exactly alike, and exactly as onnxruntime does here; the zygote and the template run one thread."""
+    outputs exactly alike, and as onnxruntime does here; the zygote and the template run one thread."""
     import numpy as np
     import onnx
     import onnxruntime as ort

@@ -102,7 +102,7 @@ def test_a_template_of_a_loaded_session_forks_children_that_serve_make_sessions_
 ) -> None:
     """With the telemetry off (as every zygote and worker runs) the import starts no thread, so the zygote
     imports onnxruntime, and a loaded session leaves one thread: children forked at any moment (right after a
-    run, right after a session was made) run it with several inputs, make new sessions, and exit either way."""
+    run, right after a session was made) run it with two inputs, make new sessions, and exit either way."""
     two_in_two_out_model(tmp_path / "model.onnx")
     report = fork_children(tmp_path, children=24, timeout_s=20.0, telemetry="1")
     assert report == {

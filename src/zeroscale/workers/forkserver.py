@@ -147,7 +147,7 @@ def refuse_if_threaded() -> None:
     """Exit (``EXIT_THREADED_TEMPLATE``) unless this process, a template that just loaded its model, runs one
     thread. A child has only the thread that called fork(): a lock another thread held, or a condition
     variable it waited on, stays taken in every replica (ONNX Runtime's telemetry thread left children
-    hanging in exit). Once the model is loaded only the fork loop runs, so one thread now is one at every fork."""
+    hanging in exit). Once the model is loaded only the fork loop runs: one thread now, one at every fork."""
     threads = thread_count()
     if threads is not None and threads > 1:
         print(
