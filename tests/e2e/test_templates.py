@@ -279,3 +279,71 @@ def test_onnx_scale_out_and_cold_starts_fork_a_loaded_session(
     assert metric(server, "zeroscale_warm_cache_hits_total") == hits + 1
     assert metric(server, sample) == 0
     assert "no template of this model" not in "".join(p.read_text() for p in logs.glob("template-*.log"))
+
+
+class _StartsAThread:
+    """Unpickled, starts a thread that sleeps for an hour (a pickle is code: a model can do this)."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        import _thread
+
+        return (_thread.start_new_thread, (time.sleep, (3600,)))
+
+
+class _ModelStartingAThread:
+    """Pickles as the model itself, after a _StartsAThread: unpickling it gives the model and a thread."""
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        import operator
+
+        return (operator.getitem, ((self.model, _StartsAThread()), 0))
+
+
+def test_a_model_whose_load_starts_a_thread_gets_no_template(
+    server: ServerProcess, sm: Any, smr: Any, sklearn_model: Any, tmp_path: Path
+) -> None:
+    """The guard, in a real server: this model's unpickling starts a thread, so its template counts two
+    threads once the model is loaded and refuses to fork (its log says why); the pool tries no other one,
+    and every worker, a fork of the zygote that loads the model itself, answers."""
+    import joblib
+
+    joblib.dump(_ModelStartingAThread(sklearn_model.model), tmp_path / "model.joblib")
+    tar = make_tar(tmp_path / "threaded.tar.gz", {"model.joblib": tmp_path / "model.joblib"})
+    desc = deploy(sm, "threaded", f"file://{tar}", max_concurrency=3, tags=IDLE)
+    assert desc["EndpointStatus"] == "InService", desc.get("FailureReason")
+    rows = sklearn_model.X[:20]
+    want, body = sklearn_model.expected(rows), sklearn_model.json_body(rows)
+
+    def answer(client: Any = smr) -> Any:
+        resp = client.invoke_endpoint(EndpointName="threaded", Body=body, ContentType="application/json")
+        return json.loads(resp["Body"].read())
+
+    assert answer() == want
+    logs = server.data_dir / "logs" / "threaded" / "AllTraffic"
+    wait_for(
+        lambda: any("no template of this model" in p.read_text() for p in logs.glob("template-*.log")),
+        timeout_s=20,
+    )
+    answers: list[Any] = []
+    errors: list[BaseException] = []
+
+    def hammer() -> None:
+        client = server.client("sagemaker-runtime")
+        try:
+            answers.extend(answer(client) for _ in range(8))
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=hammer) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    assert len(answers) == 32 and all(got == want for got in answers)
+    [log] = logs.glob("template-*.log")  # refused once, not tried again at each scale-out
+    assert "loading it left 2 threads" in log.read_text()
+    assert server.workers("threaded") >= 2  # scale-out happened, from the zygote
