@@ -1,12 +1,14 @@
 """Cold-start latency of each built-in runtime: endpoint at zero workers -> first response, zygote warm.
 
-    .venv/bin/python -m bench.runtimes [--rounds N]
+    .venv/bin/python -m bench.runtimes [--rounds N] [--runtimes sklearn,onnx] [--warm-cache-mb 0]
 
 One server; per runtime a small model on 10 features (scikit-learn RandomForest 100 trees, XGBoost 100
 trees, a TorchScript MLP 10-64-64-1, an ONNX MLP 10-64-1), deployed with SageMaker's image URI and the tag
 ``zeroscale:idle-timeout-s`` at 0.2 s so the endpoint is back at zero workers between rounds. The first
 request of each endpoint (which also starts the runtime's zygote) is not counted. Also reports a warm
-invoke p50 (a second request right after each cold one).
+invoke p50 (a second request right after each cold one). With the server's default warm-model cache a cold
+start forks the model's cached template (every built-in runtime has one); with ``--warm-cache-mb 0`` it
+forks the runtime's zygote and loads the model.
 Writes bench/results/runtimes.md.
 """
 
@@ -119,11 +121,17 @@ def measure(server: ServerProcess, client: SignedClient, endpoint: str, rounds: 
     return {"cold": cold, "warm": warm}
 
 
-def run(root: Path, names: list[str], rounds: int) -> dict[str, dict[str, Any]]:
-    """Runtime name -> {"cold": seconds per cold start, "warm": seconds per warm request}, one server."""
+def run(
+    root: Path, names: list[str], rounds: int, warm_cache_mb: int | None = None
+) -> dict[str, dict[str, Any]]:
+    """Runtime name -> {"cold": seconds per cold start, "warm": seconds per warm request}, one server
+    (``warm_cache_mb``: its warm-model cache; None: the server's default)."""
     results: dict[str, dict[str, Any]] = {}
     tars = {name: BUILDERS[name](root) for name in names}
-    server = ServerProcess(root / "data", {"idle_timeout_s": 300}).start()
+    flags: dict[str, Any] = {"idle_timeout_s": 300}
+    if warm_cache_mb is not None:
+        flags["warm_cache_mb"] = warm_cache_mb
+    server = ServerProcess(root / "data", flags).start()
     try:
         sm = server.client("sagemaker")
         client = SignedClient(server.url)
@@ -143,10 +151,16 @@ def main() -> None:
     )
     parser.add_argument("--rounds", type=int, default=15, help="cold starts to measure per runtime")
     parser.add_argument("--runtimes", default=",".join(BUILDERS), help="comma-separated runtime names")
+    parser.add_argument(
+        "--warm-cache-mb",
+        type=int,
+        default=None,
+        help="the server's warm-model cache (default: its own default; 0: every cold start loads the model)",
+    )
     args = parser.parse_args()
     names = [n for n in args.runtimes.split(",") if n]
     with tempfile.TemporaryDirectory() as tmp:
-        results = run(Path(tmp), names, args.rounds)
+        results = run(Path(tmp), names, args.rounds, args.warm_cache_mb)
     lines = [
         "| runtime | cold start p50 ms | cold start p90 ms | warm invoke p50 ms |",
         "|---|---:|---:|---:|",
@@ -157,7 +171,8 @@ def main() -> None:
         ),
         "",
         f"{args.rounds} cold starts per runtime (endpoint at zero workers, zygote warm -> first response, "
-        "through SigV4-signed HTTP)",
+        "through SigV4-signed HTTP)"
+        + ("" if args.warm_cache_mb is None else f"; --warm-cache-mb {args.warm_cache_mb}"),
     ]
     report = "\n".join(lines)
     print(report)

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -10,6 +11,9 @@ import pytest
 from pgserver import PostgresServer
 from s3server import SeaweedS3
 
+# The tests that import onnxruntime here (to compute expected answers) start no telemetry uploader: the same
+# setting as every zeroscale process (workers.forkserver.THREAD_ENV). test_onnx.py turns it on where it must.
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
 @pytest.fixture(scope="session")
 def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedS3]:

@@ -133,7 +133,7 @@ def test_without_a_warm_cache_zero_leaves_no_process_behind(server_factory: Any,
 
 
 def metric(server: ServerProcess, name: str) -> float:
-    """An unlabelled sample from /metrics (0 when absent)."""
+    """A sample from /metrics, unlabelled or ``name{label="value"}`` (0 when absent)."""
     for line in server.metrics().splitlines():
         if line.startswith(name + " "):
             return float(line.split()[1])
@@ -191,3 +191,159 @@ def test_pytorch_scale_out_and_cold_starts_fork_a_loaded_torchscript_model(
     hits = metric(server, "zeroscale_warm_cache_hits_total")
     np.testing.assert_allclose(answer(), want, rtol=1e-6, atol=1e-7)  # a fork of the cached template
     assert metric(server, "zeroscale_warm_cache_hits_total") == hits + 1
+
+
+def test_onnx_scale_out_and_cold_starts_fork_a_loaded_session(
+    server: ServerProcess, sm: Any, smr: Any, tmp_path: Path
+) -> None:
+    """With its telemetry off onnxruntime runs no thread of its own, so its zygote imports it and a template
+    of a loaded session is safe to fork: the first worker (a fork of the zygote that loads the model), the
+    replicas (scale-out) and the cold start after zero (the warm cache) answer a model with two inputs and two
+    outputs exactly alike, and as onnxruntime does here; the zygote and the template run one thread."""
+    import numpy as np
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = np.random.default_rng(5).normal(size=(3, 4)).astype(np.float32)
+    graph = helper.make_graph(
+        [
+            helper.make_node("Cast", ["b"], ["bf"], to=TensorProto.FLOAT),
+            helper.make_node("Add", ["a", "bf"], ["sum"]),
+            helper.make_node("MatMul", ["sum", "W"], ["h"]),
+            helper.make_node("Softmax", ["h"], ["probabilities"], axis=1),
+            helper.make_node("ReduceSum", ["sum"], ["total"], keepdims=0),
+        ],
+        "two",
+        [
+            helper.make_tensor_value_info("a", TensorProto.FLOAT, ["N", 3]),
+            helper.make_tensor_value_info("b", TensorProto.INT64, ["N", 3]),
+        ],
+        [
+            helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["N", 4]),
+            helper.make_tensor_value_info("total", TensorProto.FLOAT, []),
+        ],
+        initializer=[numpy_helper.from_array(w, "W")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(tmp_path / "model.onnx"))
+    tar = make_tar(tmp_path / "onnx.tar.gz", {"model.onnx": tmp_path / "model.onnx"})
+    desc = deploy(sm, "onnx-tpl", f"file://{tar}", image="onnx", max_concurrency=4, tags=IDLE)
+    assert desc["EndpointStatus"] == "InService", desc.get("FailureReason")
+    a = np.random.default_rng(6).normal(size=(5, 3)).astype(np.float32)
+    b = np.arange(15, dtype=np.int64).reshape(5, 3) - 7
+    probabilities, total = ort.InferenceSession(
+        str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"]
+    ).run(None, {"a": a, "b": b})
+    want = {"probabilities": probabilities.tolist(), "total": total.tolist()}
+    body = json.dumps({"a": a.tolist(), "b": b.tolist()}).encode()
+
+    def answer(client: Any = smr) -> Any:
+        resp = client.invoke_endpoint(EndpointName="onnx-tpl", Body=body, ContentType="application/json")
+        return json.loads(resp["Body"].read())
+
+    assert answer() == want  # a fork of the zygote that loaded the model itself: no template yet
+    logs = server.data_dir / "logs" / "onnx-tpl" / "AllTraffic"
+    wait_for(lambda: any(logs.glob("template-*.log")), timeout_s=20)
+    time.sleep(1.0)  # the template loads the model in the background
+    answers: list[Any] = []
+    errors: list[BaseException] = []
+
+    def hammer() -> None:
+        client = server.client("sagemaker-runtime")
+        try:
+            answers.extend(answer(client) for _ in range(12))
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=hammer) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    assert len(answers) == 72 and all(got == want for got in answers)
+    [template] = [t for t in templates(server) if t.parent().cmdline()[-2] == "onnx"]
+    assert len(template.children()) >= 2, "scale-out did not fork replicas of the template"
+    assert template.num_threads() == 1
+    assert template.parent().num_threads() == 1  # the onnx zygote, which imported onnxruntime
+    assert server.workers("onnx-tpl") <= 4
+
+    sample = 'zeroscale_warm_cache_endpoint_bytes{endpoint_name="onnx-tpl"}'  # the shared server caches more
+    assert metric(server, sample) == 0  # the pool has workers: it holds its template
+    wait_for(lambda: server.workers("onnx-tpl") == 0, timeout_s=20)  # scale in, to zero
+    wait_for(lambda: metric(server, sample) > 0, timeout_s=10)
+    hits = metric(server, "zeroscale_warm_cache_hits_total")
+    assert answer() == want  # a fork of the cached template
+    assert metric(server, "zeroscale_warm_cache_hits_total") == hits + 1
+    assert metric(server, sample) == 0
+    assert "no template of this model" not in "".join(p.read_text() for p in logs.glob("template-*.log"))
+
+
+class _StartsAThread:
+    """Unpickled, starts a thread that sleeps for an hour (a pickle is code: a model can do this)."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        import _thread
+
+        return (_thread.start_new_thread, (time.sleep, (3600,)))
+
+
+class _ModelStartingAThread:
+    """Pickles as the model itself, after a _StartsAThread: unpickling it gives the model and a thread."""
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        import operator
+
+        return (operator.getitem, ((self.model, _StartsAThread()), 0))
+
+
+def test_a_model_whose_load_starts_a_thread_gets_no_template(
+    server: ServerProcess, sm: Any, smr: Any, sklearn_model: Any, tmp_path: Path
+) -> None:
+    """The guard, in a real server: this model's unpickling starts a thread, so its template counts two
+    threads once the model is loaded and refuses to fork (its log says why); the pool tries no other one,
+    and every worker, a fork of the zygote that loads the model itself, answers."""
+    import joblib
+
+    joblib.dump(_ModelStartingAThread(sklearn_model.model), tmp_path / "model.joblib")
+    tar = make_tar(tmp_path / "threaded.tar.gz", {"model.joblib": tmp_path / "model.joblib"})
+    desc = deploy(sm, "threaded", f"file://{tar}", max_concurrency=3, tags=IDLE)
+    assert desc["EndpointStatus"] == "InService", desc.get("FailureReason")
+    rows = sklearn_model.X[:20]
+    want, body = sklearn_model.expected(rows), sklearn_model.json_body(rows)
+
+    def answer(client: Any = smr) -> Any:
+        resp = client.invoke_endpoint(EndpointName="threaded", Body=body, ContentType="application/json")
+        return json.loads(resp["Body"].read())
+
+    assert answer() == want
+    logs = server.data_dir / "logs" / "threaded" / "AllTraffic"
+    wait_for(
+        lambda: any("no template of this model" in p.read_text() for p in logs.glob("template-*.log")),
+        timeout_s=20,
+    )
+    answers: list[Any] = []
+    errors: list[BaseException] = []
+
+    def hammer() -> None:
+        client = server.client("sagemaker-runtime")
+        try:
+            answers.extend(answer(client) for _ in range(8))
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=hammer) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    assert len(answers) == 32 and all(got == want for got in answers)
+    [log] = logs.glob("template-*.log")  # refused once, not tried again at each scale-out
+    assert "loading it left 2 threads" in log.read_text()
+    assert server.workers("threaded") >= 2  # scale-out happened, from the zygote

@@ -54,6 +54,7 @@ class FakeManager:
         self.kills: list[tuple[str, str]] = []
         self.templates: list[FakeTemplate] = []
         self.template_error: Exception | None = None
+        self.template_tries = 0
         self.hold_requests = False
         self.pending: list[tuple[str, asyncio.Future[WorkerResponse]]] = []
         self.requests: list[str] = []  # worker id per request, in order
@@ -94,6 +95,7 @@ class FakeManager:
 
     async def start_template(self, spec: WorkerSpec) -> FakeTemplate:
         await asyncio.sleep(0)
+        self.template_tries += 1
         if self.template_error is not None:
             raise self.template_error
         template = FakeTemplate()

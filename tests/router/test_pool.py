@@ -21,6 +21,7 @@ from zeroscale.router.budget import MemoryBudget
 from zeroscale.router.pool import Invocation, VariantPool
 from zeroscale.router.slots import StopReason
 from zeroscale.types import WorkerState
+from zeroscale.workers.zygotes import TemplateRefused, ZygoteError
 
 from .fakes import FakeClock, FakeManager, RaisingSink, Recorder, settings, spec
 
@@ -211,6 +212,25 @@ async def test_the_template_forks_scale_out_workers_and_goes_at_zero(world: Worl
     pool.scale()
     await settle()
     assert pool.live == 0 and world.manager.templates[0].closed
+
+
+@pytest.mark.parametrize(("error", "tries"), [(ZygoteError("no memory"), 3), (TemplateRefused("threads"), 1)])
+async def test_a_template_that_refused_to_fork_is_not_tried_again(
+    world: World, error: ZygoteError, tries: int
+) -> None:
+    """A template that failed is tried again at the next worker start; one that refused (its model left
+    threads running, forking it is not safe) is not: every worker is a fork of the zygote."""
+    world.manager.template_error = error
+    pool = world.pool(max_concurrency=3)
+    for _ in range(3):
+        world.manager.hold_requests = True
+        calls = [asyncio.ensure_future(pool.invoke(inv())) for _ in range(pool.live + 1)]
+        await settle(10)
+        world.manager.answer_all()
+        await asyncio.gather(*calls)
+        await settle()
+    assert world.manager.template_tries == tries
+    assert all(template is None for _, template in world.manager.starts)
 
 
 # ---- handing workers out ----

@@ -1,4 +1,5 @@
-"""The ONNX Runtime runtime in-process: inputs and outputs by name, casting, sessions, fork safety."""
+"""The ONNX Runtime runtime in-process: inputs and outputs by name, casting, sessions; fork safety in real
+forked processes (``onnx_forks.py``)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -20,7 +22,7 @@ from zeroscale.runtimes import codecs
 from zeroscale.runtimes.handler import Handler
 from zeroscale.runtimes.image_uris import resolve_image
 from zeroscale.runtimes.registry import RUNTIMES
-from zeroscale.workers.forkserver import THREAD_ENV
+from zeroscale.workers.forkserver import EXIT_THREADED_TEMPLATE, THREAD_ENV
 
 RUNTIME = RUNTIMES["onnx"]
 JSON = {"content-type": "application/json", "accept": "application/json"}
@@ -77,39 +79,66 @@ def reference(path: Path, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
     return list(ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, feeds))
 
 
-def test_preload_starts_no_thread_and_a_fork_serves(tmp_path: Path) -> None:
-    path = linear_model(tmp_path / "model.onnx")
-    code = textwrap.dedent(
+FORKS = Path(__file__).with_name("onnx_forks.py")
+
+
+def fork_children(model_dir: Path, children: int, timeout_s: float, telemetry: str) -> dict[str, Any]:
+    """``onnx_forks.py``: a template of the model forks ``children`` that serve and exit; its report."""
+    env = {**os.environ, **THREAD_ENV, "ORT_DISABLE_TELEMETRY": telemetry}
+    out = subprocess.run(
+        [sys.executable, str(FORKS), str(model_dir), str(children), str(timeout_s)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    report: dict[str, Any] = json.loads(out.stdout.splitlines()[-1])
+    return report
+
+
+def test_a_template_of_a_loaded_session_forks_children_that_serve_make_sessions_and_exit(
+    tmp_path: Path,
+) -> None:
+    """With the telemetry off (as every zygote and worker runs) the import starts no thread, so the zygote
+    imports onnxruntime, and a loaded session leaves one thread: children forked at any moment (right after a
+    run, right after a session was made) run it with two inputs, make new sessions, and exit either way."""
+    two_in_two_out_model(tmp_path / "model.onnx")
+    report = fork_children(tmp_path, children=24, timeout_s=20.0, telemetry="1")
+    assert report == {
+        "zygote_threads": 1,
+        "zygote_imported": True,
+        "template_threads": 1,
+        "ok": 24,
+        "failed": 0,
+        "hung": 0,
+    }
+
+
+def test_the_telemetry_thread_hangs_children_in_exit_and_is_kept_out(tmp_path: Path) -> None:
+    """What the guards are for, with onnxruntime's telemetry on: importing it starts a thread, so the zygote's
+    preload (a forked probe) leaves onnxruntime unimported; the loaded model has a second thread, so a
+    template refuses to fork; and the children of such a process hang in exit() (the condition variable the
+    thread waited on is destroyed in a C++ static destructor that waits for the missing waiter)."""
+    two_in_two_out_model(tmp_path / "model.onnx")
+    report = fork_children(tmp_path, children=4, timeout_s=3.0, telemetry="0")
+    if report["template_threads"] == 1:
+        pytest.skip(f"onnxruntime {ort.__version__} starts no thread with its telemetry on")
+    assert (report["zygote_threads"], report["zygote_imported"]) == (1, False)
+    assert report["template_threads"] >= 2
+    assert report["hung"] >= 1, report  # the children that left through exit(): the timeout caught them
+    check = textwrap.dedent(
         f"""
-        import os, sys
         from zeroscale.runtimes.registry import RUNTIMES
-        runtime = RUNTIMES['onnx']
-        runtime.preload()
-        print(len(os.listdir('/proc/self/task')), 'onnxruntime' in sys.modules)
-        sys.stdout.flush()
-        pid = os.fork()
-        if pid == 0:
-            import numpy as np
-            session = runtime.model_fn({str(tmp_path)!r})
-            print(session.run(None, {{'x': np.ones((1, 3), np.float32)}})[0].shape)
-            sys.stdout.flush()
-            os._exit(0)
-        import time
-        deadline = time.monotonic() + 30
-        while os.waitpid(pid, os.WNOHANG) == (0, 0):
-            if time.monotonic() > deadline:  # a hung child (a lock or thread pool copied by fork)
-                os.kill(pid, 9)
-                print('hung')
-                sys.exit(0)
-            time.sleep(0.01)
-        print(0)
+        from zeroscale.workers.forkserver import refuse_if_threaded
+        RUNTIMES['onnx'].model_fn({str(tmp_path)!r})
+        refuse_if_threaded()
         """
     )
-    env = {**os.environ, **THREAD_ENV}
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.split("\n")[:3] == ["1 False", "(1, 2)", "0"]
-    assert path.exists()
+    env = {**os.environ, **THREAD_ENV, "ORT_DISABLE_TELEMETRY": "0"}
+    out = subprocess.run([sys.executable, "-c", check], env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == EXIT_THREADED_TEMPLATE, out.stderr
+    assert "no template of this model: loading it left 2 threads" in out.stderr
 
 
 def test_session_runs_single_threaded(tmp_path: Path) -> None:

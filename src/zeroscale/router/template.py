@@ -3,7 +3,8 @@
 While the pool has workers it keeps one (started in the background after the pool's first worker), so
 scale-out skips the model load. When the pool goes back to zero the template goes to the warm-model cache,
 and the pool's next cold start takes it back from there. Only where forking a loaded model is safe
-(``runtimes.usercode.forks_loaded_model``): a built-in runtime, no user code.
+(``runtimes.usercode.forks_loaded_model``): a built-in runtime, no user code; and a template that finds
+other threads running once its model is loaded refuses to fork, after which the pool tries no other.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from zeroscale.router.spec import PoolSpec, Workers
 from zeroscale.router.warmcache import TemplateKey, WarmCache
 from zeroscale.runtimes.usercode import forks_loaded_model
 from zeroscale.workers.manager import WorkerSpec
-from zeroscale.workers.zygotes import Zygote, ZygoteError
+from zeroscale.workers.zygotes import TemplateRefused, Zygote, ZygoteError
 
 
 class PoolTemplate:
@@ -38,6 +39,7 @@ class PoolTemplate:
         self._wanted = wanted
         self._template: Zygote | None = None
         self._loading = False
+        self._refused = False  # the model's template refused to fork (threads): none is tried again
         templated = (
             not spec.command
             and not spec.multi_model
@@ -61,7 +63,7 @@ class PoolTemplate:
 
     def keep(self, spec: WorkerSpec) -> None:
         """The pool has a worker: make sure a template of its model is there or on its way."""
-        if self.key is None or self._loading:
+        if self.key is None or self._loading or self._refused:
             return
         if self._template is not None and self._template.alive:
             return
@@ -71,6 +73,9 @@ class PoolTemplate:
     async def _load(self, spec: WorkerSpec) -> None:
         try:
             template = await self._manager.start_template(spec)
+        except TemplateRefused:
+            self._refused = True  # loading the model starts threads: scale-out keeps forking the zygote
+            return
         except (ZygoteError, DeployError):
             return  # scale-out keeps forking the zygote
         finally:

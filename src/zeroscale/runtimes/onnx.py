@@ -5,8 +5,22 @@ several inputs takes a JSON object (or an NPZ archive) ``{input_name: array}``. 
 input's declared element type. A single output is answered as an array, several as an object by name
 (JSON only). Each session runs with one intra-op and one inter-op thread, without spinning.
 
-Fork safety: importing ``onnxruntime`` starts a background thread (its module init), so the zygote only
-maps the native library (``dlopen``, which starts none) and each worker imports onnxruntime after the fork.
+Fork safety. The one thread ``import onnxruntime`` starts (official builds from 1.32 on Linux) is the 1DS
+telemetry uploader (Microsoft's cpp_client_telemetry, ``core/platform/posix/telemetry_1ds.cc``): it waits on a
+timed condition variable, wakes seconds after the import, then starts libcurl threads that resolve and post to
+``mobile.events.data.microsoft.com``, and keeps events in a SQLite file under
+``~/.cache/Microsoft/DeveloperTools/.onnxruntime``. A child forked while it runs has only the forking thread,
+with that condition variable still counting the parent's waiter: a child that exits through ``exit()`` hangs
+in a C++ static destructor (``pthread_cond_destroy`` waits for a waiter that no longer exists), every time.
+Sessions ran, new sessions were made and ``os._exit`` returned in thousands of such children, but that is luck
+with locks, not design. ``ORT_DISABLE_TELEMETRY=1`` before the import (``workers.forkserver.THREAD_ENV``)
+keeps the uploader, its threads and files from ever existing, and sessions with one intra-op and one inter-op
+thread start no pool: the process stays single-threaded and is as safe to fork as scikit-learn's.
+
+So the zygote imports onnxruntime once its import is known to start no thread (``preload`` tries it in a
+forked probe first; otherwise the zygote only maps the native library and each worker imports onnxruntime
+after the fork, ~30 ms), and an ONNX model without user code gets a template (``runtimes.usercode``), which
+itself refuses to fork if loading left a second thread (``workers.forkserver``).
 """
 
 from __future__ import annotations
@@ -42,16 +56,50 @@ DTYPES: dict[str, Any] = {
 }
 
 
+# Read by ONNX Runtime when its environment is created (at import): "1" means no telemetry uploader thread.
+TELEMETRY_ENV = "ORT_DISABLE_TELEMETRY"
+
+
 def preload() -> None:
-    """Import numpy and map onnxruntime's native library without initialising it (no thread)."""
+    """Import numpy and onnxruntime, if importing onnxruntime starts no thread; else only map its native
+    library (``dlopen``, which starts none) and leave the import to each worker, after the fork."""
     import numpy.random  # noqa: F401 - each worker reseeds it after the fork
 
+    os.environ.setdefault(TELEMETRY_ENV, "1")
+    _map_library()
+    if import_starts_no_thread():
+        import onnxruntime  # noqa: F401
+
+
+def _map_library() -> None:
     spec = importlib.util.find_spec("onnxruntime")
     if spec is None or not spec.submodule_search_locations:
         raise ImportError("the onnx runtime needs ONNX Runtime: pip install 'zeroscale[onnx]'")
     capi = Path(next(iter(spec.submodule_search_locations))) / "capi"
     for library in sorted(capi.glob("onnxruntime_pybind11_state*.so")):
         ctypes.CDLL(str(library), mode=os.RTLD_NOW | ctypes.DEFAULT_MODE)
+
+
+def import_starts_no_thread() -> bool:
+    """Whether ``import onnxruntime`` leaves this (single-threaded) process with one thread: tried in a forked
+    child, so this process imports nothing. False where threads cannot be counted (no ``/proc``)."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child reports through the pipe, not to coverage
+        code = 1
+        try:
+            os.close(read_end)
+            import onnxruntime  # noqa: F401
+
+            os.write(write_end, str(len(os.listdir("/proc/self/task"))).encode())
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as pipe:
+        answer = pipe.read()
+    os.waitpid(pid, 0)
+    return answer == b"1"
 
 
 def model_fn(model_dir: str) -> Any:

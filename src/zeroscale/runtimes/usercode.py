@@ -95,8 +95,10 @@ def has_user_code(model_dir: str, env: Mapping[str, str]) -> bool:
 # Runtimes whose default model_fn leaves a process that is safe to fork (no threads, no connections):
 # scikit-learn and XGBoost load into plain memory; PyTorch's torch.jit.load runs no operator, so ATen's
 # intra-/inter-op pools do not exist yet (the template pinned torch to one thread before loading, and its
-# replicas inherit that). ONNX Runtime is not: importing it starts a thread.
-FORK_SAFE_RUNTIMES = frozenset({"sklearn", "xgboost", "pytorch"})
+# replicas inherit that); ONNX Runtime with its telemetry off (``ORT_DISABLE_TELEMETRY=1``, see
+# ``runtimes/onnx.py``) starts no thread at import, nor with one intra- and one inter-op thread per session.
+# Whatever the runtime, a template that finds a second thread after loading refuses to fork (forkserver).
+FORK_SAFE_RUNTIMES = frozenset({"sklearn", "xgboost", "pytorch", "onnx"})
 
 
 def forks_loaded_model(runtime: str, model_dir: str, env: Mapping[str, str]) -> bool:

@@ -14,6 +14,8 @@ A template is a child that loads one model and then runs this same loop on a soc
 ``ctl_path``: its children are replicas that serve the already loaded model (scale-out without a model load).
 
 What forking breaks, and how it is handled here:
+- threads: a template forks only while it is the one thread of its process (``thread_count``), else it
+  refuses to be one (its pool's workers keep loading the model themselves);
 - thread pools: the zygote starts none. BLAS/OpenMP pools are pinned to one thread through the environment
   before the framework is imported, so no pool exists at fork time (a worker serves one request at a time);
 - random state: the child reseeds ``random`` and numpy (``runtimes.worker`` does it);
@@ -40,7 +42,8 @@ from typing import Any, NoReturn
 from zeroscale.workers import sandbox
 from zeroscale.workers.capture import Captures
 
-# Set before any framework import: one thread per worker, no pools to break across fork().
+# Set before any framework import: one thread per worker, no pools to break across fork(). ONNX Runtime's
+# telemetry uploader is a thread its import starts (``runtimes/onnx.py``): off, the import starts none.
 THREAD_ENV = {
     "OPENBLAS_NUM_THREADS": "1",
     "OMP_NUM_THREADS": "1",
@@ -48,11 +51,21 @@ THREAD_ENV = {
     "NUMEXPR_NUM_THREADS": "1",
     "VECLIB_MAXIMUM_THREADS": "1",
     "MALLOC_ARENA_MAX": "2",
+    "ORT_DISABLE_TELEMETRY": "1",
 }
 
 _PR_SET_PDEATHSIG = 1
 _LANDLOCK_ABI = sandbox.abi_version()
 TEMPLATE_ACCEPT_TIMEOUT_S = 60.0
+EXIT_THREADED_TEMPLATE = 4  # loading the model left other threads running: forking this process is unsafe
+
+
+def thread_count() -> int | None:
+    """The threads of this process (``/proc/self/task``; None where that cannot be read)."""
+    try:
+        return len(os.listdir("/proc/self/task"))
+    except OSError:
+        return None
 
 
 def die_with_parent() -> None:
@@ -130,12 +143,29 @@ def _child(
             os._exit(code)
 
 
+def refuse_if_threaded() -> None:
+    """Exit (``EXIT_THREADED_TEMPLATE``) unless this process, a template that just loaded its model, runs one
+    thread. A child has only the thread that called fork(): a lock another thread held, or a condition
+    variable it waited on, stays taken in every replica (ONNX Runtime's telemetry thread left children
+    hanging in exit). Once the model is loaded only the fork loop runs: one thread now, one at every fork."""
+    threads = thread_count()
+    if threads is not None and threads > 1:
+        print(
+            f"zeroscale: no template of this model: loading it left {threads} threads in the process, "
+            "which is not safe to fork; its workers load the model themselves",
+            file=sys.stderr,
+            flush=True,
+        )
+        raise SystemExit(EXIT_THREADED_TEMPLATE)
+
+
 def _template(req: dict[str, Any]) -> NoReturn:
     """Become a template: load the model once, then fork ready replicas of it for the server (scale-out
     without loading the model again). Driven like a zygote, through the socket it listens on."""
     from zeroscale.runtimes.worker import load_handler
 
     handler = load_handler(req["runtime"], req["model_dir"])
+    refuse_if_threaded()
     gc.collect()
     gc.freeze()
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

@@ -25,11 +25,11 @@ from pathlib import Path
 from zeroscale.errors import DeployError
 from zeroscale.workers.client import Body, WorkerConnection, WorkerConnectionError, WorkerResponse
 from zeroscale.workers.confinement import Confinement, processes_of
-from zeroscale.workers.forkserver import THREAD_ENV
+from zeroscale.workers.forkserver import EXIT_THREADED_TEMPLATE, THREAD_ENV
 from zeroscale.workers.memory import private_bytes, rss_mb, tree_rss_mb
 from zeroscale.workers.process import CONTAINER_MODEL_DIR, ProcessLauncher
 from zeroscale.workers.stream import WorkerStream, open_stream
-from zeroscale.workers.zygotes import Zygote, ZygoteError, tail
+from zeroscale.workers.zygotes import TemplateRefused, Zygote, ZygoteError, tail
 
 log = logging.getLogger("zeroscale.workers")
 TEMPLATE_MIN_OPEN_FILES = 4096
@@ -126,6 +126,7 @@ class WorkerManager:
         self._early_exits: dict[int, int] = {}
         self._early_up: set[int] = set()  # workers up before their fork() call returned to start()
         self._template_pids: set[int] = set()
+        self._refused_templates: set[int] = set()  # templates that exited EXIT_THREADED_TEMPLATE, until heard
         self._ids = itertools.count(1)
         self._watchdog: asyncio.Task[None] | None = None
         self._processes = ProcessLauncher(self._exited, sandbox=sandbox)
@@ -311,7 +312,8 @@ class WorkerManager:
     async def start_template(self, spec: WorkerSpec) -> Zygote:
         """A template for ``spec``'s model: a child of the runtime's zygote that loaded the model and forks
         replicas of it (``start(..., template=...)``); closing it ends it and every replica it forked.
-        Raises ZygoteError when the model does not load."""
+        Raises ZygoteError when the model does not load, TemplateRefused when loading it left other threads
+        running (forking it is not safe)."""
         zygote = await self._zygote(spec.runtime)
         tid = uuid.uuid4().hex[:8]
         ctl_path = str(self._run_dir / f"template-{tid}.ctl")
@@ -351,23 +353,29 @@ class WorkerManager:
         except BaseException:
             self._end_template(scratch, block)
             raise
-        if self._early_exits.pop(pid, None) is None:  # its exit may already have been reported
+        early_exit = self._early_exits.pop(pid, None)  # its exit may already have been reported
+        if early_exit is None:
             self._template_pids.add(pid)
             self._template_scratch[pid] = scratch
             if block is not None:
                 self._template_blocks[pid] = block
         else:
             self._end_template(scratch, block)
+            if early_exit == EXIT_THREADED_TEMPLATE:
+                self._refused_templates.add(pid)
         template = Zygote(spec.runtime, log_path, self._exited, self._up)
         template.pid = pid
         try:
             await template.attach(
                 ctl_path, self._startup_timeout_s, gone=lambda: pid not in self._template_pids
             )
-        except ZygoteError:
+        except ZygoteError as exc:
             with contextlib.suppress(ProcessLookupError):
                 if pid in self._template_pids:
                     os.kill(pid, signal.SIGKILL)
+            if pid in self._refused_templates:
+                self._refused_templates.discard(pid)
+                raise TemplateRefused(str(exc)) from exc
             raise
         return template
 
@@ -384,8 +392,10 @@ class WorkerManager:
             handle.up.set()
 
     def _exited(self, pid: int, status: int) -> None:
-        if pid in self._template_pids:  # a template ended (closed, or its model failed to load)
+        if pid in self._template_pids:  # a template ended (closed, its model failed to load, or it refused)
             self._template_pids.discard(pid)
+            if status == EXIT_THREADED_TEMPLATE:
+                self._refused_templates.add(pid)
             self._end_template(self._template_scratch.pop(pid, ""), self._template_blocks.pop(pid, None))
             return
         self._early_up.discard(pid)

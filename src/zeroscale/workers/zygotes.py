@@ -24,6 +24,11 @@ class ZygoteError(Exception):
     pass
 
 
+class TemplateRefused(ZygoteError):
+    """A template that would not fork: loading its model left other threads in its process
+    (``forkserver.refuse_if_threaded``). Another try with the same model would refuse again."""
+
+
 class Zygote:
     """A running ``python -m zeroscale.workers.forkserver RUNTIME`` and the socket that drives it."""
 
