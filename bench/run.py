@@ -1064,7 +1064,7 @@ def scale_rows(res: scale.ScaleResult) -> list[Row]:
     for r in res.sizes:
         # A rate over a handful of deployments is their start-up (the runtime's zygote, the first deploy-time
         # check): the target applies to a thousand or more.
-        sustained = r.deployed_now >= 1000
+        sustained = r.endpoints >= 1000
         rows.append(
             Row(
                 s,
