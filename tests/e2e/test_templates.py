@@ -45,6 +45,28 @@ def templates(server: ServerProcess) -> list[psutil.Process]:
     return found
 
 
+def hammer(server: ServerProcess, answer: Any, clients: int, each: int) -> list[Any]:
+    """``clients`` threads, each with a runtime client of its own, call ``answer(client)`` ``each`` times at
+    once (scale-out); every answer, in no order, after asserting none raised."""
+    answers: list[Any] = []
+    errors: list[BaseException] = []
+
+    def one() -> None:
+        client = server.client("sagemaker-runtime")
+        try:
+            answers.extend(answer(client) for _ in range(each))
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=one) for _ in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    return answers
+
+
 def test_scale_out_forks_replicas_of_a_loaded_model_and_scales_back_to_zero(
     server: ServerProcess, sm: Any, smr: Any, sklearn_model: Any
 ) -> None:
@@ -53,41 +75,20 @@ def test_scale_out_forks_replicas_of_a_loaded_model_and_scales_back_to_zero(
     rows = sklearn_model.X[:50]
     want = sklearn_model.expected(rows)
     body = sklearn_model.json_body(rows)
+
+    def answer(client: Any = smr) -> Any:
+        resp = client.invoke_endpoint(EndpointName="templated", Body=body, ContentType="application/json")
+        return json.loads(resp["Body"].read())
+
     # The first worker comes from the zygote; the template loads the model beside it.
-    assert (
-        json.loads(
-            smr.invoke_endpoint(EndpointName="templated", Body=body, ContentType="application/json")[
-                "Body"
-            ].read()
-        )
-        == want
-    )
+    assert answer() == want
     logs = server.data_dir / "logs" / "templated" / "AllTraffic"
     wait_for(lambda: any(logs.glob("template-*.log")), timeout_s=20)
     time.sleep(1.0)  # it loads this small model in well under a second, in the background
 
-    answers: list[list[int]] = []
-    errors: list[BaseException] = []
-
-    def hammer() -> None:
-        client = server.client("sagemaker-runtime")
-        try:
-            for _ in range(15):
-                resp = client.invoke_endpoint(
-                    EndpointName="templated", Body=body, ContentType="application/json"
-                )
-                answers.append(json.loads(resp["Body"].read()))
-        except BaseException as exc:
-            errors.append(exc)
-
-    threads = [threading.Thread(target=hammer) for _ in range(6)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    answers = hammer(server, answer, clients=6, each=15)
     # The replicas outlive the load by the idle timeout (3 s): they are the template's children.
     replicas = max((len(t.children()) for t in templates(server)), default=0)
-    assert not errors, errors
     assert answers and all(a == want for a in answers)  # replicas answer exactly like the original
     assert replicas >= 1, "scale-out did not fork from the template"
     assert server.workers("templated") <= 3
@@ -168,22 +169,7 @@ def test_pytorch_scale_out_and_cold_starts_fork_a_loaded_torchscript_model(
     logs = server.data_dir / "logs" / "torch-tpl" / "AllTraffic"
     wait_for(lambda: any(logs.glob("template-*.log")), timeout_s=20)
     time.sleep(1.0)  # the template loads the model in the background
-    answers: list[Any] = []
-    errors: list[BaseException] = []
-
-    def hammer() -> None:
-        client = server.client("sagemaker-runtime")
-        try:
-            answers.extend(answer(client) for _ in range(10))
-        except BaseException as exc:
-            errors.append(exc)
-
-    threads = [threading.Thread(target=hammer) for _ in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors, errors
+    answers = hammer(server, answer, clients=4, each=10)
     assert max((len(t.children()) for t in templates(server)), default=0) >= 1, "no replica of the template"
     for got in answers:
         np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
@@ -247,22 +233,7 @@ def test_onnx_scale_out_and_cold_starts_fork_a_loaded_session(
     logs = server.data_dir / "logs" / "onnx-tpl" / "AllTraffic"
     wait_for(lambda: any(logs.glob("template-*.log")), timeout_s=20)
     time.sleep(1.0)  # the template loads the model in the background
-    answers: list[Any] = []
-    errors: list[BaseException] = []
-
-    def hammer() -> None:
-        client = server.client("sagemaker-runtime")
-        try:
-            answers.extend(answer(client) for _ in range(12))
-        except BaseException as exc:
-            errors.append(exc)
-
-    threads = [threading.Thread(target=hammer) for _ in range(6)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors, errors
+    answers = hammer(server, answer, clients=6, each=12)
     assert len(answers) == 72 and all(got == want for got in answers)
     [template] = [t for t in templates(server) if t.parent().cmdline()[-2] == "onnx"]
     assert len(template.children()) >= 2, "scale-out did not fork replicas of the template"
@@ -327,22 +298,7 @@ def test_a_model_whose_load_starts_a_thread_gets_no_template(
         lambda: any("no template of this model" in p.read_text() for p in logs.glob("template-*.log")),
         timeout_s=20,
     )
-    answers: list[Any] = []
-    errors: list[BaseException] = []
-
-    def hammer() -> None:
-        client = server.client("sagemaker-runtime")
-        try:
-            answers.extend(answer(client) for _ in range(8))
-        except BaseException as exc:
-            errors.append(exc)
-
-    threads = [threading.Thread(target=hammer) for _ in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors, errors
+    answers = hammer(server, answer, clients=4, each=8)
     assert len(answers) == 32 and all(got == want for got in answers)
     [log] = logs.glob("template-*.log")  # refused once, not tried again at each scale-out
     assert "loading it left 2 threads" in log.read_text()
