@@ -925,7 +925,9 @@ def run_idle(run: Run, models: Any) -> None:
     res = idle.IdleResult()
     # The default memory budget (physical memory) admits 23 concurrent 1 GB workers; CreateEndpoint's warm
     # worker fails with "Not enough memory" instead of waiting once that many are starting (see notes).
-    srv = ServerProcess(run.root / "c", {"memory_budget_mb": 2_000_000}).start()
+    # Strict zero (--warm-cache-mb 0): what scale to zero leaves without the cache; what the cache keeps (a
+    # template per model, within its cap) is the cache scenario's row.
+    srv = ServerProcess(run.root / "c", {"memory_budget_mb": 2_000_000, "warm_cache_mb": 0}).start()
     try:
         run.scenario("idle: endpoint at zero", lambda: idle.measure_zero(srv, models, res))
         run.scenario(
@@ -942,7 +944,7 @@ def run_idle(run: Run, models: Any) -> None:
         run.rows += [
             Row(
                 s,
-                "processes held by an endpoint at zero",
+                "processes held by an endpoint at zero (--warm-cache-mb 0)",
                 float(held),
                 "",
                 "with its worker running",

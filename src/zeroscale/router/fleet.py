@@ -318,12 +318,14 @@ class Fleet:
         """One worker per pool and a good /ping, or DeployError (the pools drained and forgotten). With
         ``skip_proven``, pools of a spec proven on this host already are not checked again (their runtimes'
         zygotes are started)."""
-        keys = [p.spec.proof_key() if skip_proven else None for p in pools]
-        todo = [p for p, key in zip(pools, keys, strict=True) if key is None or key not in self._proven]
+        keyed = [(p, p.spec.proof_key()) for p in pools]
+        todo = [(p, k) for p, k in keyed if not (skip_proven and k is not None and k in self._proven)]
         if len(todo) < len(pools):
-            runtimes = tuple(sorted({p.spec.runtime for p in pools if p not in todo and not p.spec.command}))
+            checked = {p for p, _ in todo}
+            skipped = [p for p in pools if p not in checked and not p.spec.command]
+            runtimes = tuple(sorted({p.spec.runtime for p in skipped}))
             self._background.spawn(self._manager.prewarm(runtimes))
-        results = await asyncio.gather(*(p.warm() for p in todo), return_exceptions=True)
+        results = await asyncio.gather(*(p.warm() for p, _ in todo), return_exceptions=True)
         errors = [r for r in results if isinstance(r, BaseException)]
         if errors:
             await asyncio.gather(*(p.drain(timeout_s=1.0) for p in pools))
@@ -332,8 +334,8 @@ class Fleet:
             if isinstance(err, DeployError):
                 raise err
             raise DeployError(f"{type(err).__name__}: {err}") from err
-        for pool in todo:
-            self._prove(pool.spec.proof_key())
+        for _, key in todo:
+            self._prove(key)
 
     def _prove(self, key: tuple[object, ...] | None) -> None:
         if key is None:
