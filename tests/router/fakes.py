@@ -124,6 +124,7 @@ class FakeManager:
         path: bytes,
         headers: list[tuple[bytes, bytes]],
         body: bytes,
+        timeout_s: float | None = None,
     ) -> WorkerResponse:
         if not handle.alive:
             raise WorkerConnectionError("the worker closed its connection")
@@ -131,7 +132,8 @@ class FakeManager:
         if self.hold_requests:
             fut: asyncio.Future[WorkerResponse] = asyncio.get_running_loop().create_future()
             self.pending.append((handle.worker_id, fut))
-            return await fut
+            async with asyncio.timeout(timeout_s):  # the contract: TimeoutError past timeout_s
+                return await fut
         return WorkerResponse(self.status, [], body)
 
     async def stream(

@@ -41,6 +41,7 @@ class BatchWorkers(FakeManager):
         path: bytes,
         headers: list[tuple[bytes, bytes]],
         body: Any,
+        timeout_s: float | None = None,
     ) -> WorkerResponse:
         if not handle.alive:
             raise AssertionError("request to a dead worker")
@@ -48,9 +49,11 @@ class BatchWorkers(FakeManager):
         if self.hold_requests:
             fut: asyncio.Future[WorkerResponse] = asyncio.get_running_loop().create_future()
             self.held.append((path, body, fut))
-            return await fut
+            async with asyncio.timeout(timeout_s):  # the contract: TimeoutError past timeout_s
+                return await fut
         if path == BATCH_PATH and self.batch_delay_s:
-            await asyncio.sleep(self.batch_delay_s)
+            async with asyncio.timeout(timeout_s):  # the contract: TimeoutError past timeout_s
+                await asyncio.sleep(self.batch_delay_s)
         return self.answer_for(path, body)
 
     def answer_for(self, path: bytes, body: bytes) -> WorkerResponse:

@@ -34,7 +34,13 @@ class ModelServers(FakeManager):
         self.load_gate.set()
 
     async def request(
-        self, handle: WorkerHandle, method: bytes, path: bytes, headers: Any, body: Any
+        self,
+        handle: WorkerHandle,
+        method: bytes,
+        path: bytes,
+        headers: Any,
+        body: Any,
+        timeout_s: float | None = None,
     ) -> WorkerResponse:
         wid, p = handle.worker_id, path.decode()
         self.calls.append((wid, method.decode(), p))

@@ -37,8 +37,9 @@ class StageManager(FakeManager):
         path: bytes,
         headers: list[tuple[bytes, bytes]],
         body: bytes,
+        timeout_s: float | None = None,
     ) -> WorkerResponse:
-        await super().request(handle, method, path, headers, body)
+        await super().request(handle, method, path, headers, body, timeout_s)
         name = Path(handle.spec.model_dir).name
         self.seen.append((name, {k.lower(): v for k, v in headers}))
         if name == self.failing:

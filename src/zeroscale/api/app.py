@@ -51,12 +51,12 @@ class _RequestIds:
     prefix and a counter."""
 
     def __init__(self) -> None:
-        self._prefix = uuid.uuid4().hex[:20]
+        p = uuid.uuid4().hex[:20]
+        self._prefix = f"{p[:8]}-{p[8:12]}-{p[12:16]}-{p[16:20]}-"
         self._counter = itertools.count()
 
     def next(self) -> str:
-        p, n = self._prefix, next(self._counter)
-        return f"{p[:8]}-{p[8:12]}-{p[12:16]}-{p[16:20]}-{n:012x}"
+        return f"{self._prefix}{next(self._counter):012x}"
 
 
 _request_ids = _RequestIds()

@@ -309,6 +309,10 @@ def _presign_expires(raw_expires: str | None) -> int:
 # scope and time
 
 
+# The parts below depend only on their strings, which a client repeats from one request to the next (its
+# credential scope and signed headers all day, its signing time for a second): cached, bounded. A cached
+# part is one the request's signature is still checked against; errors are raised again, never cached.
+@functools.lru_cache(maxsize=1024)
 def _parse_scope(credential: str, service: str) -> tuple[str, str, str, str]:
     """``AKID/date/region/service/aws4_request`` -> (akid, date, region, scope-after-akid)."""
     parts = credential.split("/")
@@ -329,13 +333,15 @@ def _parse_scope(credential: str, service: str) -> tuple[str, str, str, str]:
     return akid, date, region, f"{date}/{region}/{scope_service}/aws4_request"
 
 
-def _signed_header_names(signed_headers: str) -> list[str]:
-    names = sorted({n.strip().lower() for n in signed_headers.split(";") if n.strip()})
+@functools.lru_cache(maxsize=1024)
+def _signed_header_names(signed_headers: str) -> tuple[str, ...]:
+    names = tuple(sorted({n.strip().lower() for n in signed_headers.split(";") if n.strip()}))
     if "host" not in names:
         raise InvalidSignature("'Host' must be a 'SignedHeader' in the AWS Authorization.")
     return names
 
 
+@functools.lru_cache(maxsize=1024)
 def _check_date(amz_date: str, scope_date: str) -> float:
     """The signing time in epoch seconds, which must fall on the credential scope's date."""
     signed_at = _parse_amz_date(amz_date)
@@ -368,7 +374,7 @@ def _check_fresh(claim: Claim, signed_at: float, now: float, max_skew_s: float) 
 # canonical request, string to sign, comparison
 
 
-def _canonical_headers(names: list[str], hmap: dict[str, list[str]]) -> str:
+def _canonical_headers(names: Sequence[str], hmap: dict[str, list[str]]) -> str:
     """One ``name:value\n`` line per signed header: values trimmed, inner whitespace collapsed, repeated
     headers joined with ``,``; a signed header the request lacks has an empty value."""
     lines = []
@@ -410,7 +416,7 @@ def canonical_request(
     canonical_uri: str,
     canonical_query: str,
     canonical_headers: str,
-    signed_names: list[str],
+    signed_names: Sequence[str],
     payload_hash: str,
 ) -> str:
     return (

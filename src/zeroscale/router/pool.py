@@ -460,11 +460,9 @@ class VariantPool:
         started = time.perf_counter()
         timeout_s = self._settings.invocation_timeout_s if inv.timeout_s is None else inv.timeout_s
         try:
-            # asyncio.timeout, not wait_for: no extra task per invocation.
-            async with asyncio.timeout(timeout_s):
-                resp = await self._manager.request(
-                    handle, inv.method, path or inv.path, inv.headers, inv.body
-                )
+            resp = await self._manager.request(
+                handle, inv.method, path or inv.path, inv.headers, inv.body, timeout_s
+            )
         except TimeoutError:
             inv.model_s = time.perf_counter() - started
             raise self._timed_out(slot, handle, timeout_s) from None

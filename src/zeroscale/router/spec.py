@@ -49,7 +49,10 @@ class Workers(Protocol):
         path: bytes,
         headers: list[tuple[bytes, bytes]],
         body: Body,
-    ) -> WorkerResponse: ...
+        timeout_s: float | None = None,
+    ) -> WorkerResponse:
+        """``timeout_s``: TimeoutError when the whole answer is not in by then (None: no limit here)."""
+        ...
 
     async def stream(
         self,

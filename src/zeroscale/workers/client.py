@@ -1,19 +1,24 @@
 """One keep-alive HTTP/1.1 connection to a worker (Unix socket or TCP), parsed with httptools.
 
 A worker serves one request at a time, so one connection per worker is all the router needs: no pool, no
-locking, no framework on the invoke path.
+locking, no framework on the invoke path. The connection is its own asyncio protocol: a response's bytes go
+from the event loop's read straight into the parser, and the request's future is resolved from the parser's
+last callback (no stream reader, no read task in between). A request's deadline is checked by one timer per
+connection that is re-armed only when it fires early: a request that answers in time costs no timer.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 from dataclasses import dataclass, field
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
 import httptools
 
 _READ_CHUNK = 256 * 1024
 _WRITE_CHUNK = 1024 * 1024
+_EARLY_S = 0.001  # a timer may fire this much before its time (the loop's clock resolution)
 
 
 class FilePayload:
@@ -55,17 +60,16 @@ class WorkerResponse:
 class _Collector:
     """httptools callbacks for one response."""
 
-    def __init__(self) -> None:
+    def __init__(self, sink: FilePayload | None) -> None:
         self.headers: list[tuple[bytes, bytes]] = []
         self.chunks: list[bytes] = []
         self.done = False
         self.keep_alive = False
-        self.parser: httptools.HttpResponseParser | None = None
-        self.sink: FilePayload | None = None  # where a 2xx body goes instead of memory
+        self.sink = sink  # where a 2xx body goes instead of memory
+        self.parser = httptools.HttpResponseParser(self)
 
     def on_headers_complete(self) -> None:
         # llhttp resets its flags once the message completes: ask while the headers are fresh.
-        assert self.parser is not None
         self.keep_alive = bool(self.parser.should_keep_alive())
         if self.sink is not None and self.parser.get_status_code() >= 400:
             self.sink = None
@@ -84,81 +88,214 @@ class _Collector:
         self.done = True
 
 
-class WorkerConnection:
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self._reader = reader
-        self._writer = writer
+def request_head(method: bytes, path: bytes, headers: list[tuple[bytes, bytes]], length: int) -> bytes:
+    head = [method, b" ", path, b" HTTP/1.1\r\nHost: worker\r\nContent-Length: ", str(length).encode()]
+    for name, value in headers:
+        head += [b"\r\n", name, b": ", value]
+    head.append(b"\r\n\r\n")
+    return b"".join(head)
+
+
+class WorkerConnection(asyncio.Protocol):
+    """Made by ``open_unix`` / ``open_tcp``. ``request`` for a whole answer; ``write`` and ``read`` for an
+    answer read as it comes (``stream.py``), one user at a time either way."""
+
+    def __init__(self) -> None:
         self.closed = False
+        self._loop = asyncio.get_running_loop()
+        self._transport: asyncio.Transport | None = None
+        self._collector: _Collector | None = None  # the answer ``request`` is reading
+        self._done: asyncio.Future[None] | None = None
+        self._lost: str | None = None  # why the connection ended, once it did
+        # raw bytes for ``read`` (a streamed answer), and its waiter
+        self._chunks: list[bytes] = []
+        self._buffered = 0
+        self._read_paused = False
+        self._reader: asyncio.Future[None] | None = None
+        self._drain: asyncio.Future[None] | None = None  # set while the transport's buffer is full
+        # the deadline of the request in flight (inf: none), and the one timer that watches it
+        self._deadline = math.inf
+        self._watchdog: asyncio.TimerHandle | None = None
+        self._watchdog_at = math.inf
 
     @classmethod
     async def open_unix(cls, path: str) -> WorkerConnection:
-        reader, writer = await asyncio.open_unix_connection(path, limit=_READ_CHUNK)
-        return cls(reader, writer)
+        _, conn = await asyncio.get_running_loop().create_unix_connection(cls, path)
+        return conn
 
     @classmethod
     async def open_tcp(cls, host: str, port: int) -> WorkerConnection:
-        reader, writer = await asyncio.open_connection(host, port, limit=_READ_CHUNK)
-        return cls(reader, writer)
+        _, conn = await asyncio.get_running_loop().create_connection(cls, host, port)
+        return conn
 
+    # ---- requests ----
     async def request(
         self,
         method: bytes,
         path: bytes,
         headers: list[tuple[bytes, bytes]] | None = None,
         body: Body = b"",
+        timeout_s: float | None = None,
     ) -> WorkerResponse:
-        if self.closed:
+        """The whole answer. ``timeout_s``: TimeoutError past it (the connection is closed, as on any error
+        or cancellation mid-answer: the stream position is unknown, it is never reused)."""
+        if self.closed or self._transport is None:
             raise WorkerConnectionError("connection is closed")
-        head = [method, b" ", path, b" HTTP/1.1\r\nHost: worker\r\nContent-Length: ", str(len(body)).encode()]
-        for name, value in headers or ():
-            head += [b"\r\n", name, b": ", value]
-        head.append(b"\r\n\r\n")
+        collector = _Collector(body if isinstance(body, FilePayload) else None)
+        done = self._done = self._loop.create_future()
+        self._collector = collector
+        if timeout_s is not None:
+            self._watch(timeout_s)
         try:
-            self._writer.write(b"".join(head))
+            if self._chunks:  # bytes the worker sent unasked: they are where this answer starts
+                self._feed(self._take())
+            self._transport.write(request_head(method, path, headers or [], len(body)))
             if isinstance(body, FilePayload):
                 await self._write_file(body)
-                return await self._read_response(body)
-            if body:
-                self._writer.write(body)
-            return await self._read_response()
-        except (ConnectionError, OSError, asyncio.IncompleteReadError) as exc:
+            elif body:
+                self._transport.write(body)
+            await done
+        except TimeoutError:  # an OSError too, but not the connection's: the deadline passed
+            self.close()
+            raise
+        except (ConnectionError, OSError) as exc:
             self.close()
             raise WorkerConnectionError(str(exc) or type(exc).__name__) from exc
         except BaseException:
-            # Cancelled or timed out mid-response: the stream position is unknown, never reuse it.
             self.close()
             raise
+        finally:
+            self._collector = self._done = None
+            self._deadline = math.inf
+            if done.done() and not done.cancelled():
+                done.exception()  # retrieved: an error that came while the body was still being sent
+        if not collector.keep_alive:
+            self.close()
+        chunks = collector.chunks
+        body_out = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        return WorkerResponse(collector.parser.get_status_code(), collector.headers, body_out)
+
+    def write(self, data: bytes) -> None:
+        if self._transport is None or self.closed:
+            raise WorkerConnectionError("connection is closed")
+        self._transport.write(data)
+
+    async def read(self) -> bytes:
+        """The bytes that arrived since the last read, waiting for some; b"" once the connection ended."""
+        while not self._chunks:
+            if self._lost is not None:
+                return b""
+            self._reader = self._loop.create_future()
+            try:
+                await self._reader
+            finally:
+                self._reader = None
+        return self._take()
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            if self._transport is not None:
+                self._transport.close()
+        self._unwatch()
+
+    # ---- the protocol ----
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.Transport, transport)  # uvloop's are not asyncio.Transport subclasses
+
+    def data_received(self, data: bytes) -> None:
+        if self._collector is not None:
+            self._feed(data)
+            return
+        self._chunks.append(data)
+        self._buffered += len(data)
+        if self._buffered >= _READ_CHUNK and not self._read_paused and self._transport is not None:
+            self._read_paused = True
+            self._transport.pause_reading()
+        if self._reader is not None and not self._reader.done():
+            self._reader.set_result(None)
+
+    def eof_received(self) -> bool:
+        self._end("worker closed the connection")
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._end((str(exc) or type(exc).__name__) if exc is not None else "worker closed the connection")
+        self.closed = True
+        if self._drain is not None and not self._drain.done():
+            self._drain.set_result(None)
+
+    def pause_writing(self) -> None:
+        if self._drain is None or self._drain.done():
+            self._drain = self._loop.create_future()
+
+    def resume_writing(self) -> None:
+        if self._drain is not None and not self._drain.done():
+            self._drain.set_result(None)
+
+    # ---- inside ----
+    def _feed(self, data: bytes) -> None:
+        collector, done = self._collector, self._done
+        assert collector is not None and done is not None
+        try:
+            collector.parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            if not done.done():
+                done.set_exception(WorkerConnectionError(f"malformed response from worker: {exc}"))
+            return
+        if collector.done and not done.done():
+            done.set_result(None)
+
+    def _take(self) -> bytes:
+        chunks, self._chunks, self._buffered = self._chunks, [], 0
+        if self._read_paused and self._transport is not None and not self.closed:
+            self._read_paused = False
+            self._transport.resume_reading()
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    def _end(self, why: str) -> None:
+        if self._lost is None:
+            self._lost = why
+        if self._done is not None and not self._done.done():
+            self._done.set_exception(WorkerConnectionError(self._lost))
+        if self._reader is not None and not self._reader.done():
+            self._reader.set_result(None)
 
     async def _write_file(self, payload: FilePayload) -> None:
+        assert self._transport is not None
         left = payload.size
         while left > 0:
             chunk = payload.source.read(min(_WRITE_CHUNK, left))
             if not chunk:
                 raise WorkerConnectionError(f"request body file ended {left} bytes early")
             left -= len(chunk)
-            self._writer.write(chunk)
-            await self._writer.drain()
+            if self.closed:
+                raise WorkerConnectionError(self._lost or "connection is closed")
+            self._transport.write(chunk)
+            if self._drain is not None and not self._drain.done():
+                await self._drain
 
-    async def _read_response(self, sink: FilePayload | None = None) -> WorkerResponse:
-        collector = _Collector()
-        collector.sink = sink
-        parser = collector.parser = httptools.HttpResponseParser(collector)
-        while not collector.done:
-            data = await self._reader.read(_READ_CHUNK)
-            if not data:
-                self.close()
-                raise WorkerConnectionError("worker closed the connection")
-            try:
-                parser.feed_data(data)
-            except httptools.HttpParserError as exc:
-                self.close()
-                raise WorkerConnectionError(f"malformed response from worker: {exc}") from exc
-        if not collector.keep_alive:
-            self.close()
-        body = collector.chunks[0] if len(collector.chunks) == 1 else b"".join(collector.chunks)
-        return WorkerResponse(parser.get_status_code(), collector.headers, body)
+    # ---- the deadline ----
+    def _watch(self, timeout_s: float) -> None:
+        deadline = self._deadline = self._loop.time() + timeout_s
+        if self._watchdog is None or self._watchdog_at > deadline:
+            self._unwatch()
+            self._watchdog = self._loop.call_at(deadline, self._check_deadline)
+            self._watchdog_at = deadline
 
-    def close(self) -> None:
-        if not self.closed:
-            self.closed = True
-            self._writer.close()
+    def _unwatch(self) -> None:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
+            self._watchdog_at = math.inf
+
+    def _check_deadline(self) -> None:
+        self._watchdog, self._watchdog_at = None, math.inf
+        done, deadline = self._done, self._deadline
+        if done is None or done.done() or deadline == math.inf:
+            return  # no request in flight (nothing to watch until the next one arms it)
+        if self._loop.time() >= deadline - _EARLY_S:
+            done.set_exception(TimeoutError())
+        else:  # a later request's deadline: watch that one
+            self._watchdog = self._loop.call_at(deadline, self._check_deadline)
+            self._watchdog_at = deadline

@@ -91,6 +91,26 @@ class WorkerHandle:
             conn = self.conn = await self.connect()
         return conn
 
+    async def request(
+        self,
+        method: bytes,
+        path: bytes,
+        headers: list[tuple[bytes, bytes]],
+        body: Body,
+        timeout_s: float | None = None,
+    ) -> WorkerResponse:
+        """One request over its keep-alive connection; one closed is opened again, within ``timeout_s``."""
+        conn = self.conn
+        if conn is None or conn.closed:
+            if timeout_s is None:
+                conn = await self.connection()
+            else:
+                loop = asyncio.get_running_loop()
+                began = loop.time()
+                conn = await asyncio.wait_for(self.connection(), timeout_s)
+                timeout_s = max(0.0, timeout_s - (loop.time() - began))
+        return await conn.request(method, path, headers, body, timeout_s)
+
     def log_tail(self, lines: int = 20) -> str:
         return tail(self.log_path, lines)
 
@@ -289,8 +309,10 @@ class WorkerManager:
                 continue
             try:
                 resp = await conn.request(b"GET", b"/ping")
-            except WorkerConnectionError:
+            except WorkerConnectionError:  # it accepted, then closed: back off as for any other miss
+                conn.close()
                 await asyncio.sleep(delay)
+                delay = min(delay * 2, 0.05)
                 continue
             if resp.status == 200:
                 return conn
@@ -474,9 +496,10 @@ class WorkerManager:
         path: bytes,
         headers: list[tuple[bytes, bytes]],
         body: Body,
+        timeout_s: float | None = None,
     ) -> WorkerResponse:
         """One request over the worker's keep-alive connection (opened again if it was closed)."""
-        return await (await handle.connection()).request(method, path, headers, body)
+        return await handle.request(method, path, headers, body, timeout_s)
 
     async def stream(
         self,

@@ -512,9 +512,10 @@ class RayWorkers:
         path: bytes,
         headers: list[tuple[bytes, bytes]],
         body: Body,
+        timeout_s: float | None = None,
     ) -> WorkerResponse:
         """One request over the worker's keep-alive TCP connection (through its node's relay)."""
-        return await (await handle.connection()).request(method, path, headers, body)
+        return await handle.request(method, path, headers, body, timeout_s)
 
     async def stream(
         self,

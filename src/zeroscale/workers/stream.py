@@ -13,10 +13,9 @@ from __future__ import annotations
 import httptools
 
 from zeroscale.runtimes.streaming import ERROR_TRAILER, parse_trailer
-from zeroscale.workers.client import WorkerConnection, WorkerConnectionError
+from zeroscale.workers.client import WorkerConnection, WorkerConnectionError, request_head
 
 MAX_PART_BYTES = 1024 * 1024  # one event stream message each; botocore refuses payloads over 16 MB
-_READ_CHUNK = 256 * 1024
 _TRAILER = ERROR_TRAILER.lower()
 
 
@@ -127,7 +126,7 @@ class WorkerStream:
         if conn.closed:
             raise WorkerConnectionError("connection is closed")
         try:
-            data = await conn._reader.read(_READ_CHUNK)  # the connection's own stream, shared
+            data = await conn.read()
         except (ConnectionError, OSError) as exc:
             conn.close()
             raise WorkerConnectionError(str(exc) or type(exc).__name__) from exc
@@ -148,17 +147,13 @@ async def open_stream(
     exception (a cancellation, a timeout) the connection is closed, never reused mid-answer."""
     if conn.closed:
         raise WorkerConnectionError("connection is closed")
-    head = [method, b" ", path, b" HTTP/1.1\r\nHost: worker\r\nContent-Length: ", str(len(body)).encode()]
-    for name, value in headers:
-        head += [b"\r\n", name, b": ", value]
-    head.append(b"\r\n\r\n")
     parts = _Parts()
     parser = parts.parser = httptools.HttpResponseParser(parts)
     stream = WorkerStream(conn, parts, parser)
     try:
-        conn._writer.write(b"".join(head))
+        conn.write(request_head(method, path, headers, len(body)))
         if body:
-            conn._writer.write(body)
+            conn.write(body)
         while not parts.head_done:
             await stream._feed()
     except (ConnectionError, OSError) as exc:

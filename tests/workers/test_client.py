@@ -1,0 +1,163 @@
+"""The worker connection against a real Unix-socket server that answers as the test tells it: whole answers,
+deadlines (one timer per connection, re-armed lazily), a worker that closes, malformed answers, file bodies
+and raw reads."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+
+from zeroscale.workers.client import FilePayload, WorkerConnection, WorkerConnectionError
+
+# Each test on both loops (tests/workers/conftest.py): the server runs uvloop, whose transports differ.
+pytestmark = pytest.mark.asyncio(loop_factories=["asyncio", "uvloop"])
+
+Answer = Callable[[bytes], tuple[float, bytes]]  # request body -> (delay, raw bytes to send back)
+
+
+def ok(body: bytes, extra: bytes = b"") -> bytes:
+    return b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n%s\r\n%s" % (
+        len(body),
+        extra,
+        body,
+    )
+
+
+class Worker:
+    """Reads one request at a time (Content-Length bodies) and answers with ``answer(body)``."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = str(path)
+        self.answer: Answer = lambda body: (0.0, ok(body))
+        self.bodies: list[bytes] = []
+        self.server: asyncio.AbstractServer | None = None
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = next(
+                    int(line.split(b":", 1)[1])
+                    for line in head.split(b"\r\n")
+                    if line.lower().startswith(b"content-length:")
+                )
+                body = await reader.readexactly(length)
+                self.bodies.append(body)
+                delay, raw = self.answer(body)
+                if delay:
+                    await asyncio.sleep(delay)
+                if not raw:
+                    writer.close()
+                    return
+                writer.write(raw)
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            writer.close()
+
+
+@pytest.fixture
+async def worker(tmp_path: Path) -> AsyncIterator[Worker]:
+    w = Worker(tmp_path / "w.sock")
+    w.server = await asyncio.start_unix_server(w._serve, w.path)
+    yield w
+    w.server.close()
+
+
+async def test_answers_come_back_whole_on_one_kept_alive_connection(worker: Worker) -> None:
+    conn = await WorkerConnection.open_unix(worker.path)
+    for i in range(50):
+        resp = await conn.request(
+            b"POST", b"/invocations", [(b"Content-Type", b"text/plain")], b"n%d" % i, 5.0
+        )
+        assert (resp.status, resp.body, resp.header(b"content-type")) == (200, b"n%d" % i, b"text/plain")
+    assert not conn.closed
+    big = bytes(range(256)) * 8192  # 2 MB: many reads
+    assert (await conn.request(b"POST", b"/invocations", [], big)).body == big
+    conn.close()
+
+
+async def test_an_answer_past_its_deadline_is_a_timeout_and_the_connection_is_not_reused(
+    worker: Worker,
+) -> None:
+    conn = await WorkerConnection.open_unix(worker.path)
+    worker.answer = lambda body: (1.0, ok(body))
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    with pytest.raises(TimeoutError):
+        await conn.request(b"POST", b"/invocations", [], b"slow", 0.1)
+    assert 0.09 <= loop.time() - began < 0.5
+    assert conn.closed
+    with pytest.raises(WorkerConnectionError):
+        await conn.request(b"POST", b"/invocations", [], b"again", 1.0)
+
+
+async def test_a_shorter_deadline_after_a_longer_one_is_kept(worker: Worker) -> None:
+    """The connection's one timer is armed for the first request's (long) deadline; a later request with a
+    shorter one must not wait for it."""
+    conn = await WorkerConnection.open_unix(worker.path)
+    assert (await conn.request(b"POST", b"/invocations", [], b"fast", 30.0)).body == b"fast"
+    worker.answer = lambda body: (2.0, ok(body))
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    with pytest.raises(TimeoutError):
+        await conn.request(b"POST", b"/invocations", [], b"slow", 0.1)
+    assert loop.time() - began < 1.0
+
+
+async def test_an_earlier_requests_timer_does_not_time_out_a_later_request(worker: Worker) -> None:
+    """The first request's deadline passes while the second is in flight, well within its own."""
+    conn = await WorkerConnection.open_unix(worker.path)
+    assert (await conn.request(b"POST", b"/invocations", [], b"first", 0.2)).body == b"first"
+    worker.answer = lambda body: (0.4, ok(body))
+    assert (await conn.request(b"POST", b"/invocations", [], b"second", 2.0)).body == b"second"
+    worker.answer = lambda body: (0.3, ok(body))  # no deadline at all, after the ones above
+    assert (await conn.request(b"POST", b"/invocations", [], b"third")).body == b"third"
+
+
+async def test_a_worker_that_closes_mid_answer_or_answers_garbage_breaks_the_connection(
+    worker: Worker,
+) -> None:
+    conn = await WorkerConnection.open_unix(worker.path)
+    worker.answer = lambda body: (0.0, b"")  # closes without a word
+    with pytest.raises(WorkerConnectionError, match="closed"):
+        await conn.request(b"POST", b"/invocations", [], b"x", 5.0)
+    assert conn.closed
+    conn = await WorkerConnection.open_unix(worker.path)
+    worker.answer = lambda body: (0.0, b"NOT HTTP AT ALL\r\n\r\n")
+    with pytest.raises(WorkerConnectionError, match="malformed"):
+        await conn.request(b"POST", b"/invocations", [], b"x", 5.0)
+    assert conn.closed
+
+
+async def test_connection_close_from_the_worker_is_honoured(worker: Worker) -> None:
+    conn = await WorkerConnection.open_unix(worker.path)
+    worker.answer = lambda body: (0.0, ok(body, b"Connection: close\r\n"))
+    assert (await conn.request(b"POST", b"/invocations", [], b"bye")).body == b"bye"
+    assert conn.closed
+
+
+async def test_a_file_body_is_streamed_out_and_the_answer_into_a_file(worker: Worker) -> None:
+    conn = await WorkerConnection.open_unix(worker.path)
+    data = b"0123456789" * 300_000  # 3 MB: the socket's buffer fills, writes wait for it to drain
+    payload = FilePayload(io.BytesIO(data), len(data), io.BytesIO())
+    resp = await conn.request(b"POST", b"/invocations", [], payload, 10.0)
+    assert resp.status == 200 and resp.body == b""
+    assert payload.sink.getvalue() == data and payload.written == len(data)  # type: ignore[attr-defined]
+    assert worker.bodies[-1] == data
+
+
+async def test_raw_reads_for_a_streamed_answer(worker: Worker) -> None:
+    conn = await WorkerConnection.open_unix(worker.path)
+    worker.answer = lambda body: (0.0, ok(body))
+    conn.write(b"POST /invocations HTTP/1.1\r\nHost: w\r\nContent-Length: 2\r\n\r\nhi")
+    got = b""
+    while not got.endswith(b"hi"):
+        got += await conn.read()
+    assert got.startswith(b"HTTP/1.1 200 OK")
+    worker.answer = lambda body: (0.0, b"")
+    conn.write(b"POST /invocations HTTP/1.1\r\nHost: w\r\nContent-Length: 1\r\n\r\nx")
+    assert await conn.read() == b""  # the worker went away
