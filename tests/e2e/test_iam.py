@@ -214,7 +214,13 @@ def rest_status(server: ServerProcess, key: dict[str, str], route: str) -> int:
 def test_the_audit_trail_names_who_did_what(server: ServerProcess, alice: dict[str, str]) -> None:
     """Calls from before the restart above and after it, read with `zeroscale audit` as a user runs it."""
     stranger = {"AccessKeyId": "AKIASTRANGER00000000", "SecretAccessKey": "x" * 40}
-    assert error(client(server, "sagemaker", stranger).list_models)["Code"] == "UnrecognizedClientException"
+    spoofer = client(server, "sagemaker", stranger)
+
+    def spoof(request: Any, **_: Any) -> None:  # a source address any local process could claim
+        request.headers["X-Forwarded-For"] = "203.0.113.9"
+
+    spoofer.meta.events.register("before-send", spoof)
+    assert error(spoofer.list_models)["Code"] == "UnrecognizedClientException"
     env = {**os.environ, "AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY}
     zeroscale = Path(sys.executable).parent / "zeroscale"
 
@@ -240,6 +246,7 @@ def test_the_audit_trail_names_who_did_what(server: ServerProcess, alice: dict[s
     assert (
         refused and refused[-1]["error_code"] == "UnrecognizedClientException" and refused[-1]["user"] == ""
     )
+    assert refused[-1]["source"] == "127.0.0.1"  # the connection's peer, not X-Forwarded-For
     assert any(e["user"] == "admin" and e["action"] == "iam:CreateUser" for e in everyone)
     table = subprocess.run(
         [str(zeroscale), "audit", "--user", "alice", "--endpoint-url", server.url],

@@ -141,30 +141,28 @@ class App:
         path: str = scope["path"]
         method: str = scope["method"]
         request_id = _request_ids.next()
-        is_runtime = path.startswith(_RUNTIME_PREFIX)
-        serialise = runtime_error if is_runtime else control_error
+        if path.startswith(_RUNTIME_PREFIX):
+            await self._runtime(scope, receive, send, request_id, started)
+            return
         if method == "GET" and path in _UNSIGNED_GETS:
             await self._unsigned_get(send, path, request_id)
             return
+        serialise = control_error
         if self._p.console is not None and (path == _CONSOLE or path.startswith(_CONSOLE + "/")):
             await self._p.console(scope, receive, send)
             return
         target, access, error_code = "", None, ""
         try:
-            limit = self._p.payload_limit_bytes if is_runtime else _CONTROL_BODY_LIMIT
-            if path == "/":
-                limit = MAX_JSON_BODY_BYTES
+            limit = MAX_JSON_BODY_BYTES if path == "/" else _CONTROL_BODY_LIMIT
             try:
                 body = await _read_body(scope, receive, limit)
             except BodyTooLarge:
-                if is_runtime:
-                    raise RuntimeValidationError(f"Request {request_id} has oversize body.") from None
                 raise ValidationException(
                     f"Request {request_id} has oversize body (at most {limit} bytes)."
                 ) from None
             headers: list[tuple[bytes, bytes]] = scope["headers"]
             target = next((v for k, v in headers if k.lower() == b"x-amz-target"), b"").decode("latin-1")
-            rpc_target = None if is_runtime else rpcv2.target(method, path, headers)  # RPC v2 CBOR
+            rpc_target = rpcv2.target(method, path, headers)  # RPC v2 CBOR
             if rpc_target is not None:
                 target, serialise = rpc_target, rpcv2.error
             iam = self._p.query_service  # IAM's query protocol: a form POST signed for "iam"
@@ -172,12 +170,7 @@ class App:
             if iam is not None and not (form_post and iam.claims(headers)):
                 iam = None
             topics = self._p.query  # the SNS-style topics: any other query-protocol request
-            if (
-                iam is None
-                and topics is not None
-                and not is_runtime
-                and is_query_request(method, path, headers, target)
-            ):
+            if iam is None and topics is not None and is_query_request(method, path, headers, target):
                 serialise = topics.error
                 params = parse(body if method == "POST" else scope.get("query_string", b""))
                 if not (method == "GET" and params.get("Action") in UNSIGNED_ACTIONS):
@@ -215,24 +208,7 @@ class App:
             if iam is not None:
                 await iam.handle(send, request_id, body, access_key_id)
                 return
-            if is_runtime and path.endswith(_ASYNC_SUFFIX) and self._p.async_runtime is not None:
-                endpoint = _endpoint_name(path, _ASYNC_SUFFIX)
-                if endpoint is None or method != "POST":
-                    raise RuntimeValidationError(f"No runtime operation at {method} {path}.")
-                await self._p.async_runtime.invoke(send, request_id, endpoint, headers)
-            elif is_runtime and path.endswith(_STREAM_SUFFIX) and self._p.stream_runtime is not None:
-                endpoint = _endpoint_name(path, _STREAM_SUFFIX)
-                if endpoint is None or method != "POST":
-                    raise RuntimeValidationError(f"No runtime operation at {method} {path}.")
-                await self._p.stream_runtime.invoke_stream(
-                    send, receive, request_id, endpoint, headers, body, started
-                )
-            elif is_runtime:
-                endpoint = _endpoint_name(path)
-                if endpoint is None or method != "POST":
-                    raise RuntimeValidationError(f"No runtime operation at {method} {path}.")
-                await self._p.runtime.invoke(send, request_id, endpoint, headers, body, started)
-            elif rpc_target is not None:
+            if rpc_target is not None:
                 result = service.call(target, call_body)
                 if not isinstance(result, dict):
                     result = await result or {}
@@ -254,8 +230,62 @@ class App:
             log.exception("request %s failed", request_id)
             await serialise(send, request_id, InternalFailure(f"Internal failure (request {request_id})."))
         finally:
-            if self._p.audit is not None and not is_runtime:  # every control-plane call, not invocations
+            if self._p.audit is not None:  # every control-plane call (invocations are metered instead)
                 self._p.audit(access, scope, target, error_code)
+
+    async def _runtime(
+        self, scope: Scope, receive: Receive, send: Send, request_id: str, started: float
+    ) -> None:
+        """``/endpoints/{name}/...``: SageMaker's runtime, signed for "sagemaker", errors in REST-JSON."""
+        path: str = scope["path"]
+        method: str = scope["method"]
+        try:
+            try:
+                body = await _read_body(scope, receive, self._p.payload_limit_bytes)
+            except BodyTooLarge:
+                raise RuntimeValidationError(f"Request {request_id} has oversize body.") from None
+            headers: list[tuple[bytes, bytes]] = scope["headers"]
+            access_key_id = sigv4.verify(
+                method=method,
+                raw_path=scope.get("raw_path") or path.encode(),
+                query_string=scope.get("query_string", b""),
+                headers=headers,
+                body=body,
+                lookup=self._p.lookup_secret,
+                service=self._default_service.signing_name,
+            )
+            if path.endswith(_ASYNC_SUFFIX) and self._p.async_runtime is not None:
+                endpoint = self._runtime_target(
+                    access_key_id, method, path, _ASYNC_SUFFIX, "InvokeEndpointAsync"
+                )
+                await self._p.async_runtime.invoke(send, request_id, endpoint, headers)
+            elif path.endswith(_STREAM_SUFFIX) and self._p.stream_runtime is not None:
+                # authorized as sagemaker:InvokeEndpoint, as on AWS
+                endpoint = self._runtime_target(access_key_id, method, path, _STREAM_SUFFIX)
+                await self._p.stream_runtime.invoke_stream(
+                    send, receive, request_id, endpoint, headers, body, started
+                )
+            else:
+                endpoint = self._runtime_target(access_key_id, method, path, _INVOCATIONS_SUFFIX)
+                await self._p.runtime.invoke(send, request_id, endpoint, headers, body, started)
+        except ZeroscaleError as err:
+            await runtime_error(send, request_id, err)
+        except Exception:
+            log.exception("request %s failed", request_id)
+            await runtime_error(
+                send, request_id, InternalFailure(f"Internal failure (request {request_id}).")
+            )
+
+    def _runtime_target(
+        self, access_key_id: str, method: str, path: str, suffix: str, operation: str = ""
+    ) -> str:
+        """The endpoint a runtime request names, once the caller may invoke it."""
+        name = _endpoint_name(path, suffix)
+        if self._p.authorize is not None:  # the access is checked first, as before the name
+            self._p.authorize(Access(access_key_id, "runtime", "sagemaker", operation, name or ""))
+        if name is None or method != "POST":
+            raise RuntimeValidationError(f"No runtime operation at {method} {path}.")
+        return name
 
     async def _rest(self, send: Send, request_id: str, scope: Scope, sub_path: str, body: bytes) -> None:
         handler = self._p.rest_routes.get(sub_path.split("/", 1)[0])
@@ -275,15 +305,6 @@ class App:
         path: str = scope["path"]
         if is_query:
             return Access(access_key_id, "query", "iam", body=body)
-        if path.startswith(_RUNTIME_PREFIX):
-            if path.endswith(_ASYNC_SUFFIX):
-                name = _endpoint_name(path, _ASYNC_SUFFIX) or ""
-                return Access(access_key_id, "runtime", "sagemaker", "InvokeEndpointAsync", name)
-            if path.endswith(_STREAM_SUFFIX):  # authorized as sagemaker:InvokeEndpoint, as on AWS
-                return Access(
-                    access_key_id, "runtime", "sagemaker", path=_endpoint_name(path, _STREAM_SUFFIX) or ""
-                )
-            return Access(access_key_id, "runtime", "sagemaker", path=_endpoint_name(path) or "")
         if path.startswith(REST_PREFIX):
             return Access(access_key_id, "rest", "zeroscale", scope["method"], path[len(REST_PREFIX) :])
         operation = (

@@ -58,15 +58,19 @@ class WorkerResponse:
 
 
 class _Collector:
-    """httptools callbacks for one response."""
+    """httptools callbacks for the answers on one connection, one at a time (``start`` before each): one
+    parser per connection, as llhttp parses the answers of a kept-alive connection one after the other."""
 
-    def __init__(self, sink: FilePayload | None) -> None:
+    def __init__(self) -> None:
         self.headers: list[tuple[bytes, bytes]] = []
         self.chunks: list[bytes] = []
         self.done = False
         self.keep_alive = False
-        self.sink = sink  # where a 2xx body goes instead of memory
+        self.sink: FilePayload | None = None  # where a 2xx body goes instead of memory
         self.parser = httptools.HttpResponseParser(self)
+
+    def start(self, sink: FilePayload | None) -> None:
+        self.headers, self.chunks, self.done, self.keep_alive, self.sink = [], [], False, False, sink
 
     def on_headers_complete(self) -> None:
         # llhttp resets its flags once the message completes: ask while the headers are fresh.
@@ -104,7 +108,8 @@ class WorkerConnection(asyncio.Protocol):
         self.closed = False
         self._loop = asyncio.get_running_loop()
         self._transport: asyncio.Transport | None = None
-        self._collector: _Collector | None = None  # the answer ``request`` is reading
+        self._parse = _Collector()
+        self._collector: _Collector | None = None  # set while ``request`` reads an answer
         self._done: asyncio.Future[None] | None = None
         self._lost: str | None = None  # why the connection ended, once it did
         # raw bytes for ``read`` (a streamed answer), and its waiter
@@ -141,7 +146,8 @@ class WorkerConnection(asyncio.Protocol):
         or cancellation mid-answer: the stream position is unknown, it is never reused)."""
         if self.closed or self._transport is None:
             raise WorkerConnectionError("connection is closed")
-        collector = _Collector(body if isinstance(body, FilePayload) else None)
+        collector = self._parse
+        collector.start(body if isinstance(body, FilePayload) else None)
         done = self._done = self._loop.create_future()
         self._collector = collector
         if timeout_s is not None:
