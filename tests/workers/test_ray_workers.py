@@ -17,6 +17,7 @@ from zeroscale.errors import DeployError, WorkersUnavailable
 from zeroscale.workers.manager import WorkerHandle, WorkerSpec
 from zeroscale.workers.ray_agent import AgentConfig, NodeAgent
 from zeroscale.workers.ray_workers import Node, NodeLost, RayWorkers
+from zeroscale.workers.zygotes import TemplateRefused
 
 
 def _workers() -> RayWorkers:
@@ -177,3 +178,36 @@ async def test_a_head_that_does_not_answer_is_lost_and_a_start_says_so(
     assert not workers.head_lost
     with pytest.raises(WorkersUnavailable, match="no node of it is live"):
         workers._place(_spec(tmp_path), "sha", None, set())
+
+
+async def test_a_template_a_node_refuses_to_fork_is_refused_here_too(tmp_path: Path) -> None:
+    """A node's template whose model left threads running: the agent says so, and the router raises
+    TemplateRefused as a local manager does (the pool then tries no other template of that model), not a
+    DeployError it would retry."""
+
+    class Refusing:
+        async def start_template(self, spec: WorkerSpec) -> None:
+            raise TemplateRefused("no template of this model: loading it left 2 threads")
+
+    agent = NodeAgent(AgentConfig(node_id="n" * 16, root=str(tmp_path), host="127.0.0.1"))
+    agent._manager = Refusing()  # type: ignore[assignment]
+    request = {"runtime": "sklearn", "env": {}, "model_source": None, "memory_mb": 1024}
+    answer = await agent.start_template(request)
+    assert answer == {"error": "no template of this model: loading it left 2 threads", "refused": True}
+
+    class Agent:  # the node's agent, answering what the real one answered
+        class start_template:  # an actor method's shape: .remote(...)
+            @staticmethod
+            async def remote(req: dict[str, object]) -> dict[str, object]:
+                return answer
+
+    model = tmp_path / "m"
+    model.mkdir()
+    (model / "model.joblib").write_bytes(b"w")
+    entry = ArtifactCache(tmp_path / "cache").prepare(f"file://{model}")
+    workers = _workers()
+    node = _node(workers, "a" * 40)
+    node.agent = Agent()
+    with pytest.raises(TemplateRefused, match="left 2 threads"):
+        await workers.start_template(_spec(tmp_path, str(entry)))
+    assert not node.templates

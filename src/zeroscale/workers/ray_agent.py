@@ -38,7 +38,7 @@ from zeroscale.errors import DeployError, ZeroscaleError
 from zeroscale.workers.confinement import Confinement, SandboxSettings
 from zeroscale.workers.manager import WorkerHandle, WorkerManager, WorkerSpec
 from zeroscale.workers.memory import private_bytes
-from zeroscale.workers.zygotes import Zygote, ZygoteError
+from zeroscale.workers.zygotes import TemplateRefused, Zygote, ZygoteError
 
 log = logging.getLogger("zeroscale.workers.node")
 _RELAY_CHUNK = 256 * 1024
@@ -232,6 +232,8 @@ class NodeAgent:
         manager = await self._opened()
         try:
             template = await manager.start_template(await self._spec(req))
+        except TemplateRefused as exc:  # its model left threads: the router tries no other template of it
+            return {"error": str(exc), "refused": True}
         except ZeroscaleError as exc:
             return {"error": exc.message}
         except (DeployError, ZygoteError, OSError) as exc:

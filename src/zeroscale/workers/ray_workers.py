@@ -53,7 +53,7 @@ from zeroscale.workers.manager import WorkerHandle, WorkerSpec
 from zeroscale.workers.placement import NodeView, choose
 from zeroscale.workers.ray_agent import AgentConfig, NodeAgent
 from zeroscale.workers.stream import WorkerStream, open_stream
-from zeroscale.workers.zygotes import Zygote
+from zeroscale.workers.zygotes import TemplateRefused, Zygote
 
 log = logging.getLogger("zeroscale.workers.ray")
 MB = 1024 * 1024
@@ -477,6 +477,8 @@ class RayWorkers:
             answer = await node.call(node.agent.start_template.remote(request))
         except (RayActorError, NodeLost) as exc:
             raise DeployError(f"node {node.name} is gone: {exc}") from exc
+        if answer.get("refused"):
+            raise TemplateRefused(str(answer["error"]))
         if "error" in answer:
             raise DeployError(str(answer["error"]))
         template = RemoteTemplate(self, node, str(answer["template"]), spec.runtime, pool)
