@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import gc
 import logging
 import resource
 import socket
@@ -273,6 +274,7 @@ def build(settings: Settings) -> Server:
         await transforms.resume()
         await autoscaling.start()  # after resume: it reads the endpoints' instance counts
         await cloudwatch.start()
+        _settle_heap()
 
     async def shutdown() -> None:
         await background.cancel()  # a prewarm still starting its zygote
@@ -444,6 +446,20 @@ def serve(settings: Settings) -> None:
     )
     _announce(server)
     uvicorn.Server(config).run()
+
+
+# The cyclic garbage collector, once the server has started: what it built (services, shapes, restored
+# endpoints) lives as long as the process, so it is frozen out of every later collection (at most what was
+# restored and deleted later is never collected, if it holds a cycle); and a first generation of 20,000
+# allocations, not 700, runs the collector less often under load (a request allocates a few hundred
+# objects, and reference counting frees nearly all of them). About 5% of the server's CPU per invocation.
+GC_THRESHOLDS = (20_000, 20, 20)
+
+
+def _settle_heap() -> None:
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
 
 
 def _within_open_files(limits: HttpLimits) -> HttpLimits:
