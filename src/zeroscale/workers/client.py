@@ -108,9 +108,8 @@ class WorkerConnection(asyncio.Protocol):
         self.closed = False
         self._loop = asyncio.get_running_loop()
         self._transport: asyncio.Transport | None = None
-        self._parse = _Collector()
-        self._collector: _Collector | None = None  # set while ``request`` reads an answer
-        self._done: asyncio.Future[None] | None = None
+        self._answer = _Collector()
+        self._done: asyncio.Future[None] | None = None  # set while ``request`` reads an answer
         self._lost: str | None = None  # why the connection ended, once it did
         # raw bytes for ``read`` (a streamed answer), and its waiter
         self._chunks: list[bytes] = []
@@ -146,10 +145,9 @@ class WorkerConnection(asyncio.Protocol):
         or cancellation mid-answer: the stream position is unknown, it is never reused)."""
         if self.closed or self._transport is None:
             raise WorkerConnectionError("connection is closed")
-        collector = self._parse
+        collector = self._answer
         collector.start(body if isinstance(body, FilePayload) else None)
         done = self._done = self._loop.create_future()
-        self._collector = collector
         if timeout_s is not None:
             self._watch(timeout_s)
         try:
@@ -171,7 +169,7 @@ class WorkerConnection(asyncio.Protocol):
             self.close()
             raise
         finally:
-            self._collector = self._done = None
+            self._done = None
             self._deadline = math.inf
             if done.done() and not done.cancelled():
                 done.exception()  # retrieved: an error that came while the body was still being sent
@@ -210,7 +208,7 @@ class WorkerConnection(asyncio.Protocol):
         self._transport = cast(asyncio.Transport, transport)  # uvloop's are not asyncio.Transport subclasses
 
     def data_received(self, data: bytes) -> None:
-        if self._collector is not None:
+        if self._done is not None:
             self._feed(data)
             return
         self._chunks.append(data)
@@ -241,8 +239,8 @@ class WorkerConnection(asyncio.Protocol):
 
     # ---- inside ----
     def _feed(self, data: bytes) -> None:
-        collector, done = self._collector, self._done
-        assert collector is not None and done is not None
+        collector, done = self._answer, self._done
+        assert done is not None
         try:
             collector.parser.feed_data(data)
         except httptools.HttpParserError as exc:

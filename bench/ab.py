@@ -1,0 +1,97 @@
+"""The invoke path, this tree against another checkout of zeroscale: two servers side by side, the same load
+generator (``bench/loadgen.py``, pre-signed requests, closed loop) alternating between them round by round,
+and each server's CPU per request from its process's CPU time. The machine's noise hits both the same way;
+the medians and their ratio are the figures.
+
+    git worktree add --detach ../zs-base HEAD~3
+    python -m bench.ab --baseline ../zs-base/src --model echo --clients 2 --seconds 3 --rounds 8
+
+``--model rf`` sends the RandomForest row instead of the trivial model's echo. Prints one line per server
+(CPU per request, requests per second, p50) and the ratio new/baseline of the CPU per request.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+
+from bench import throughput as tp
+from bench.common import ROW, build_models
+from zeroscale.testing import ServerProcess
+
+HERE = str(Path(__file__).resolve().parent.parent / "src")
+
+
+@dataclass
+class Side:
+    name: str
+    src: str
+    server: ServerProcess | None = None
+    request: bytes = b""
+    cpu_us: list[float] = field(default_factory=list)
+    rps: list[float] = field(default_factory=list)
+    p50_us: list[float] = field(default_factory=list)
+
+
+def run(baseline: str, model: str, clients: int, seconds: float, rounds: int) -> list[Side]:
+    sides = [Side("baseline", str(Path(baseline).resolve())), Side("this tree", HERE)]
+    endpoint, body = (tp.ENDPOINT, tp.BODY) if model == "echo" else (tp.RF_ENDPOINT, ROW)
+    with tempfile.TemporaryDirectory() as tmp_name:
+        root = Path(tmp_name)
+        models = build_models(root)
+        scratch = root / "load"
+        scratch.mkdir()
+        try:
+            for i, side in enumerate(sides):
+                side.server = ServerProcess(root / f"server-{i}", env={"PYTHONPATH": side.src}).start()
+                tp.deploy_tp(side.server, models)
+                side.request = tp._through_request(side.server, endpoint, body)
+                tp._loadgen([f"tcp:127.0.0.1:{side.server.port}"], side.request, clients, 1.0, scratch)
+            for _ in range(rounds):
+                for side in sides:
+                    assert side.server is not None and side.server.proc is not None
+                    proc = psutil.Process(side.server.proc.pid)
+                    before = sum(proc.cpu_times()[:2])
+                    out = tp._loadgen(
+                        [f"tcp:127.0.0.1:{side.server.port}"], side.request, clients, seconds, scratch
+                    )
+                    spent = sum(proc.cpu_times()[:2]) - before
+                    # the load generator's warm-up (0.5 s) is served too: count it at the measured rate
+                    served = out["rps"] * (seconds + 0.5)
+                    side.cpu_us.append(spent / served * 1e6)
+                    side.rps.append(out["rps"])
+                    side.p50_us.append(out["p50_s"] * 1e6)
+        finally:
+            for side in sides:
+                if side.server is not None:
+                    side.server.stop()
+    return sides
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--baseline", required=True, help="the other checkout's src directory")
+    parser.add_argument("--model", choices=("echo", "rf"), default="echo")
+    parser.add_argument("--clients", type=int, default=2)
+    parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--rounds", type=int, default=8)
+    args = parser.parse_args()
+    sides = run(args.baseline, args.model, args.clients, args.seconds, args.rounds)
+    med = statistics.median
+    for side in sides:
+        print(
+            f"{side.name:10s} server CPU {med(side.cpu_us):6.1f} us/request  {med(side.rps):8.0f} req/s  "
+            f"p50 {med(side.p50_us):6.0f} us   rounds: {' '.join(f'{x:.0f}' for x in side.cpu_us)}"
+        )
+    print(f"this tree / baseline, server CPU per request: {med(sides[1].cpu_us) / med(sides[0].cpu_us):.3f}")
+
+
+if __name__ == "__main__":
+    main()
