@@ -174,15 +174,7 @@ class App:
                 serialise = topics.error
                 params = parse(body if method == "POST" else scope.get("query_string", b""))
                 if not (method == "GET" and params.get("Action") in UNSIGNED_ACTIONS):
-                    key = sigv4.verify(
-                        method=method,
-                        raw_path=scope.get("raw_path") or path.encode(),
-                        query_string=scope.get("query_string", b""),
-                        headers=headers,
-                        body=body,
-                        lookup=self._p.lookup_secret,
-                        service=topics.signing_name,
-                    )
+                    key = self._verify(scope, body, topics.signing_name)
                     access = Access(key, "query", topics.signing_name, body=body)
                     if self._p.authorize is not None:
                         self._p.authorize(access)
@@ -191,14 +183,8 @@ class App:
             service = self._service(target)
             if iam is not None:
                 serialise = iam.error
-            access_key_id = sigv4.verify(
-                method=method,
-                raw_path=scope.get("raw_path") or path.encode(),
-                query_string=scope.get("query_string", b""),
-                headers=headers,
-                body=body,
-                lookup=self._p.lookup_secret,
-                service=iam.signing_name if iam is not None else service.signing_name,
+            access_key_id = self._verify(
+                scope, body, iam.signing_name if iam is not None else service.signing_name
             )
             call_body = body if rpc_target is None else rpcv2.to_json(body)  # the same call in JSON
             if self._p.authorize is not None or self._p.audit is not None:
@@ -245,15 +231,7 @@ class App:
             except BodyTooLarge:
                 raise RuntimeValidationError(f"Request {request_id} has oversize body.") from None
             headers: list[tuple[bytes, bytes]] = scope["headers"]
-            access_key_id = sigv4.verify(
-                method=method,
-                raw_path=scope.get("raw_path") or path.encode(),
-                query_string=scope.get("query_string", b""),
-                headers=headers,
-                body=body,
-                lookup=self._p.lookup_secret,
-                service=self._default_service.signing_name,
-            )
+            access_key_id = self._verify(scope, body, self._default_service.signing_name)
             if path.endswith(_ASYNC_SUFFIX) and self._p.async_runtime is not None:
                 endpoint = self._runtime_target(
                     access_key_id, method, path, _ASYNC_SUFFIX, "InvokeEndpointAsync"
@@ -275,6 +253,19 @@ class App:
             await runtime_error(
                 send, request_id, InternalFailure(f"Internal failure (request {request_id}).")
             )
+
+    def _verify(self, scope: Scope, body: bytes, service: str) -> str:
+        """The access key that signed this request for ``service`` (``sigv4.verify``'s errors otherwise)."""
+        path: str = scope["path"]
+        return sigv4.verify(
+            method=scope["method"],
+            raw_path=scope.get("raw_path") or path.encode(),
+            query_string=scope.get("query_string", b""),
+            headers=scope["headers"],
+            body=body,
+            lookup=self._p.lookup_secret,
+            service=service,
+        )
 
     def _runtime_target(
         self, access_key_id: str, method: str, path: str, suffix: str, operation: str = ""
