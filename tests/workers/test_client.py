@@ -161,3 +161,17 @@ async def test_raw_reads_for_a_streamed_answer(worker: Worker) -> None:
     worker.answer = lambda body: (0.0, b"")
     conn.write(b"POST /invocations HTTP/1.1\r\nHost: w\r\nContent-Length: 1\r\n\r\nx")
     assert await conn.read() == b""  # the worker went away
+
+
+async def test_a_large_answer_nobody_reads_yet_is_held_back_then_read_whole(worker: Worker) -> None:
+    """Past 256 KB buffered the connection stops reading from the socket; a read takes what is buffered and
+    reading resumes, so the rest arrives."""
+    big = bytes(range(256)) * 4096  # 1 MB
+    worker.answer = lambda body: (0.0, ok(big))
+    conn = await WorkerConnection.open_unix(worker.path)
+    conn.write(b"POST /invocations HTTP/1.1\r\nHost: w\r\nContent-Length: 1\r\n\r\nx")
+    await asyncio.sleep(0.2)  # the worker writes all it can; the connection buffers and pauses
+    got = b""
+    while not got.endswith(big):
+        got += await asyncio.wait_for(conn.read(), 5.0)
+    assert got.startswith(b"HTTP/1.1 200 OK") and len(got) > len(big)

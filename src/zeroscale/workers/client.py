@@ -114,13 +114,11 @@ class WorkerConnection(asyncio.Protocol):
         # raw bytes for ``read`` (a streamed answer), and its waiter
         self._chunks: list[bytes] = []
         self._buffered = 0
-        self._read_paused = False
         self._reader: asyncio.Future[None] | None = None
         self._drain: asyncio.Future[None] | None = None  # set while the transport's buffer is full
         # the deadline of the request in flight (inf: none), and the one timer that watches it
         self._deadline = math.inf
         self._watchdog: asyncio.TimerHandle | None = None
-        self._watchdog_at = math.inf
 
     @classmethod
     async def open_unix(cls, path: str) -> WorkerConnection:
@@ -213,9 +211,9 @@ class WorkerConnection(asyncio.Protocol):
             return
         self._chunks.append(data)
         self._buffered += len(data)
-        if self._buffered >= _READ_CHUNK and not self._read_paused and self._transport is not None:
-            self._read_paused = True
-            self._transport.pause_reading()
+        transport = self._transport
+        if self._buffered >= _READ_CHUNK and transport is not None and transport.is_reading():
+            transport.pause_reading()
         if self._reader is not None and not self._reader.done():
             self._reader.set_result(None)
 
@@ -252,9 +250,9 @@ class WorkerConnection(asyncio.Protocol):
 
     def _take(self) -> bytes:
         chunks, self._chunks, self._buffered = self._chunks, [], 0
-        if self._read_paused and self._transport is not None and not self.closed:
-            self._read_paused = False
-            self._transport.resume_reading()
+        transport = self._transport
+        if transport is not None and not self.closed and not transport.is_reading():
+            transport.resume_reading()
         return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
     def _end(self, why: str) -> None:
@@ -282,19 +280,17 @@ class WorkerConnection(asyncio.Protocol):
     # ---- the deadline ----
     def _watch(self, timeout_s: float) -> None:
         deadline = self._deadline = self._loop.time() + timeout_s
-        if self._watchdog is None or self._watchdog_at > deadline:
+        if self._watchdog is None or self._watchdog.when() > deadline:
             self._unwatch()
             self._watchdog = self._loop.call_at(deadline, self._check_deadline)
-            self._watchdog_at = deadline
 
     def _unwatch(self) -> None:
         if self._watchdog is not None:
             self._watchdog.cancel()
             self._watchdog = None
-            self._watchdog_at = math.inf
 
     def _check_deadline(self) -> None:
-        self._watchdog, self._watchdog_at = None, math.inf
+        self._watchdog = None
         done, deadline = self._done, self._deadline
         if done is None or done.done() or deadline == math.inf:
             return  # no request in flight (nothing to watch until the next one arms it)
@@ -302,4 +298,3 @@ class WorkerConnection(asyncio.Protocol):
             done.set_exception(TimeoutError())
         else:  # a later request's deadline: watch that one
             self._watchdog = self._loop.call_at(deadline, self._check_deadline)
-            self._watchdog_at = deadline
