@@ -24,7 +24,7 @@ from bench import throughput as tp
 from bench.common import ROW, build_models
 from zeroscale.testing import ServerProcess
 
-HERE = str(Path(__file__).resolve().parent.parent / "src")
+THIS_SRC = str(Path(__file__).resolve().parent.parent / "src")
 
 
 @dataclass
@@ -39,7 +39,7 @@ class Side:
 
 
 def run(baseline: str, model: str, clients: int, seconds: float, rounds: int) -> list[Side]:
-    sides = [Side("baseline", str(Path(baseline).resolve())), Side("this tree", HERE)]
+    sides = [Side("baseline", str(Path(baseline).resolve())), Side("this tree", THIS_SRC)]
     endpoint, body = (tp.ENDPOINT, tp.BODY) if model == "echo" else (tp.RF_ENDPOINT, ROW)
     with tempfile.TemporaryDirectory() as tmp_name:
         root = Path(tmp_name)

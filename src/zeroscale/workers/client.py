@@ -4,7 +4,8 @@ A worker serves one request at a time, so one connection per worker is all the r
 locking, no framework on the invoke path. The connection is its own asyncio protocol: a response's bytes go
 from the event loop's read straight into the parser, and the request's future is resolved from the parser's
 last callback (no stream reader, no read task in between). A request's deadline is checked by one timer per
-connection that is re-armed only when it fires early: a request that answers in time costs no timer.
+connection that is re-armed only when it fires early: a request that answers in time schedules no timer
+of its own.
 """
 
 from __future__ import annotations
