@@ -82,6 +82,20 @@ def gauge(server: ServerProcess, metric: str, endpoint: str) -> float | None:
     return None
 
 
+def membership(*servers: ServerProcess) -> str:
+    """Each server's MaxConcurrency gauge for "shared" and what its log says about front ends and fencing."""
+    out = []
+    for server in servers:
+        lines = [
+            line
+            for line in server.log_path.read_text(errors="replace").splitlines()
+            if "zeroscale.cluster" in line or "front end" in line or "heartbeat" in line
+        ]
+        gauge_now = gauge(server, "zeroscale_max_concurrency", "shared")
+        out.append(f"{server.data_dir.name}: gauge {gauge_now}\n  " + "\n  ".join(lines[-20:]))
+    return "\n".join(out)
+
+
 def test_an_endpoint_made_on_one_is_described_invoked_updated_and_deleted_on_the_other(
     pair: tuple[ServerProcess, ServerProcess], model_url: str
 ) -> None:
@@ -120,7 +134,10 @@ def test_an_endpoint_made_on_one_is_described_invoked_updated_and_deleted_on_the
     wait_for(lambda: sm_a.describe_endpoint(EndpointName="shared")["EndpointStatus"] == "InService", 30)
     assert sm_a.describe_endpoint(EndpointName="shared")["EndpointConfigName"] == "shared-4"
     for server in (a, b):  # half of 4 each, once both saw the third one leave
-        wait_for(lambda s=server: gauge(s, "zeroscale_max_concurrency", "shared") == 2, timeout_s=10)
+        try:
+            wait_for(lambda s=server: gauge(s, "zeroscale_max_concurrency", "shared") == 2, timeout_s=10)
+        except TimeoutError:  # once seen under a loaded full run: say what each front end saw
+            pytest.fail(f"MaxConcurrency not split in two in 10 s:\n{membership(a, b)}")
     invoke(a, "shared")
 
     # Deleted through B: gone on A too, control plane and runtime.
