@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from zeroscale.events import EventBus, InvocationRecord, VariantEvent, WorkerEvent
-from zeroscale.metering.ledger import Closed, Ledger, Opened
+from zeroscale.metering.ledger import ROWS_PER_INSERT, Closed, Ledger, Opened
 from zeroscale.metering.pricing import PriceTable
 from zeroscale.metering.records import UsageRecord
 from zeroscale.metering.service import Metering
@@ -95,6 +95,43 @@ def test_every_field_round_trips(ledger: Ledger) -> None:
     ledger.write([rec, replace(rec, setup_s=None, provisioned=False)], [])
     stored = ledger.invocations()
     assert [replace(r, id=0) for r in stored] == [rec, replace(rec, setup_s=None, provisioned=False)]
+
+
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
+def test_a_flush_larger_than_one_insert_keeps_every_row_and_its_order(
+    database: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """Records go to the database many rows to a statement: two full statements and a partial one, on
+    both databases, come back exactly, in the order written."""
+    if database == "postgresql":
+        url = request.getfixturevalue("postgres").create_database("ledger")
+    else:
+        url = f"sqlite:///{tmp_path / 'zeroscale.db'}"
+    led = Ledger(url)
+    try:
+        rec = UsageRecord("ep", "v", "w", 0.0, 0.0, 0.0, 0, 1024, 0, 0, None, 200, "", False)
+        records = [
+            replace(
+                rec,
+                variant=f"v{i % 3}",
+                started_at=1_700_000_000.123456 + i / 7,
+                at=1_700_000_000.5 + i / 3,
+                model_s=i / 1e6,
+                billed_ms=i,
+                bytes_in=i * 3,
+                setup_s=i / 11 if i % 2 else None,
+                status=200 if i % 5 else 424,
+                error_code="" if i % 5 else "ModelError",
+                provisioned=bool(i % 4 == 0),
+            )
+            for i in range(2 * ROWS_PER_INSERT + 88)
+        ]
+        led.write(records, [])
+        stored = led.invocations()
+        assert [replace(r, id=0) for r in stored] == records
+        assert [r.id for r in stored] == sorted(r.id for r in stored)
+    finally:
+        led.close()
 
 
 def test_the_writer_thread_flushes_every_interval(ledger: Ledger) -> None:

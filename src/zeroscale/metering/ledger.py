@@ -12,6 +12,7 @@ through SQLAlchemy Core. The only code in metering that touches the database.
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -42,6 +43,8 @@ from zeroscale.store.engine import make_engine
 from zeroscale.store.migrations import Step, add_column, upgrade
 
 FIRST_RESOURCE_AT = "first_resource_at"
+# Rows per INSERT statement: 14 parameters each, within SQLite's 32,766 and PostgreSQL's 65,535 a statement.
+ROWS_PER_INSERT = 256
 JOURNAL_POSITION = "journal_position"  # how much of the usage journal (journal.py) is in this ledger
 _ID = BigInteger().with_variant(Integer, "sqlite")  # SQLite autoincrements only INTEGER PRIMARY KEY
 
@@ -126,7 +129,7 @@ class Ledger:
         self._lock = threading.Lock()
         self._frontend = frontend
         upgrade(self._engine, "usage", metadata, STEPS)
-        self._insert_sql = _insert_sql(self._engine.dialect.paramstyle)
+        self._insert_sql = functools.partial(_insert_sql, self._engine.dialect.paramstyle)
 
     # ---- writes (the sink's writer thread, and the control plane once) ----
     def write(
@@ -146,9 +149,12 @@ class Ledger:
                 )
                 if not done.rowcount:
                     conn.execute(insert(meta).values(key=JOURNAL_POSITION, value=journal_position))
-            if records:
-                # Plain DB-API executemany of tuples: the writer thread spends a few microseconds a record.
-                conn.exec_driver_sql(self._insert_sql, [_invocation_row(r) for r in records])
+            for start in range(0, len(records), ROWS_PER_INSERT):
+                # Many rows to one INSERT: one statement step (the driver releases the GIL once per step,
+                # not once per row, so the event loop's thread is not handed the GIL back and forth).
+                chunk = records[start : start + ROWS_PER_INSERT]
+                params = [value for r in chunk for value in _invocation_row(r)]
+                conn.exec_driver_sql(self._insert_sql(len(chunk)), tuple(params))
             for change in changes:
                 self._close(conn, change.endpoint, change.variant, change.at, self._mine())
                 if isinstance(change, Opened):
@@ -272,17 +278,20 @@ class Ledger:
             self._engine.dispose()
 
 
-def _insert_sql(paramstyle: str) -> str:
+@functools.lru_cache(maxsize=ROWS_PER_INSERT + 1)
+def _insert_sql(paramstyle: str, rows: int) -> str:
+    """``INSERT ... VALUES (...), (...)`` of ``rows`` rows, in the driver's parameter style."""
     n = len(_INVOCATION_COLUMNS)
     if paramstyle == "qmark":
-        marks = ["?"] * n
+        marks = ["?"] * (n * rows)
     elif paramstyle in ("format", "pyformat"):
-        marks = ["%s"] * n
+        marks = ["%s"] * (n * rows)
     elif paramstyle == "numeric":
-        marks = [f":{i}" for i in range(1, n + 1)]
+        marks = [f":{i}" for i in range(1, n * rows + 1)]
     else:
         raise ValueError(f"unsupported DB-API paramstyle {paramstyle!r}")
-    return f"INSERT INTO {invocations.name} ({', '.join(_INVOCATION_COLUMNS)}) VALUES ({', '.join(marks)})"
+    values = ", ".join(f"({', '.join(marks[i : i + n])})" for i in range(0, n * rows, n))
+    return f"INSERT INTO {invocations.name} ({', '.join(_INVOCATION_COLUMNS)}) VALUES {values}"
 
 
 def _invocation_row(r: UsageRecord) -> tuple[Any, ...]:
