@@ -101,6 +101,9 @@ def request_head(method: bytes, path: bytes, headers: list[tuple[bytes, bytes]],
     return b"".join(head)
 
 
+_JOIN_BELOW = 64 * 1024  # a body up to this is copied after the head; a larger one goes by writelines
+
+
 class WorkerConnection(asyncio.Protocol):
     """Made by ``open_unix`` / ``open_tcp``. ``request`` for a whole answer; ``write`` and ``read`` for an
     answer read as it comes (``stream.py``), one user at a time either way."""
@@ -152,11 +155,14 @@ class WorkerConnection(asyncio.Protocol):
         try:
             if self._chunks:  # bytes the worker sent unasked: they are where this answer starts
                 self._feed(self._take())
-            self._transport.write(request_head(method, path, headers or [], len(body)))
+            head = request_head(method, path, headers or [], len(body))
             if isinstance(body, FilePayload):
+                self._transport.write(head)
                 await self._write_file(body)
-            elif body:
-                self._transport.write(body)
+            elif len(body) <= _JOIN_BELOW:  # one write, one wake-up of the worker (not head, then body)
+                self._transport.write(head + body)
+            else:
+                self._transport.writelines((head, body))
             await done
         except TimeoutError:  # an OSError too, but not the connection's: the deadline passed
             self.close()
