@@ -61,3 +61,20 @@ def test_a_failing_sink_logs_its_first_failures_then_one_in_a_thousand(
             bus.invocation(RECORD)
     assert bus.failures[("Raising", "invocation")] == 2000
     assert len(caplog.records) == 10 + 2  # the first ten, then the 1000th and the 2000th
+
+
+class Journal(Recorder):
+    before_answer = True
+
+
+def test_an_answered_invocation_reaches_the_journal_before_the_answer_and_the_others_after() -> None:
+    journal, metrics = Journal(), Recorder()
+    bus = EventBus([metrics, journal])
+    bus.invocation_before_answer(RECORD)
+    assert (journal.seen, metrics.seen) == ([RECORD], [])
+    bus.invocation_after_answer(RECORD)
+    assert (journal.seen, metrics.seen) == ([RECORD], [RECORD])
+    bus.invocation(RECORD)  # every sink at once
+    assert (journal.seen, metrics.seen) == ([RECORD, RECORD], [RECORD, RECORD])
+    bus.worker(WORKER)
+    assert journal.seen[-1] == metrics.seen[-1] == WORKER

@@ -84,10 +84,17 @@ class Sink(Protocol):
 class EventBus:
     """Fans events out to every sink. A failing sink is a bug in that sink; it never fails a request, never
     reaches the worker's exit reader and never stops the other sinks: the failure is logged (its first
-    occurrences, then one in every thousand) and counted in ``failures`` (on /metrics)."""
+    occurrences, then one in every thousand) and counted in ``failures`` (on /metrics).
+
+    A sink whose ``before_answer`` attribute is true (metering: its journal) must have an invocation before
+    the client's answer is sent; the invoke path hands the others theirs right after the answer is written
+    (``invocation_before_answer``, ``invocation_after_answer``), so that metrics, logs and autoscaling samples
+    are off the answer's path. ``invocation`` hands it to every sink at once."""
 
     def __init__(self, sinks: list[Sink] | None = None) -> None:
         self.sinks: list[Sink] = []
+        self._before: list[Sink] = []
+        self._after: list[Sink] = []
         self._names: dict[int, str] = {}
         self.failures: Counter[tuple[str, str]] = Counter()  # (sink, event kind) -> failed calls
         for sink in sinks or []:
@@ -95,10 +102,17 @@ class EventBus:
 
     def add(self, sink: Sink) -> None:
         self.sinks.append(sink)
+        (self._before if getattr(sink, "before_answer", False) else self._after).append(sink)
         self._names[id(sink)] = type(sink).__name__
 
     def invocation(self, record: InvocationRecord) -> None:
         self._each("invocation", record)
+
+    def invocation_before_answer(self, record: InvocationRecord) -> None:
+        self._each("invocation", record, self._before)
+
+    def invocation_after_answer(self, record: InvocationRecord) -> None:
+        self._each("invocation", record, self._after)
 
     def worker(self, event: WorkerEvent) -> None:
         self._each("worker", event)
@@ -106,8 +120,13 @@ class EventBus:
     def variant(self, event: VariantEvent) -> None:
         self._each("variant", event)
 
-    def _each(self, kind: str, event: InvocationRecord | WorkerEvent | VariantEvent) -> None:
-        for sink in self.sinks:
+    def _each(
+        self,
+        kind: str,
+        event: InvocationRecord | WorkerEvent | VariantEvent,
+        sinks: list[Sink] | None = None,
+    ) -> None:
+        for sink in self.sinks if sinks is None else sinks:
             try:
                 getattr(sink, kind)(event)
             except Exception:

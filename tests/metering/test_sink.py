@@ -334,3 +334,13 @@ def test_front_ends_sharing_a_ledger_close_and_refresh_only_their_own_intervals(
     assert all(i.ended_at is not None for i in a.intervals())
     for ledger in (a, b, restarted, other):
         ledger.close()
+
+
+def test_the_sink_is_handed_each_invocation_before_the_answer(ledger: Ledger) -> None:
+    """The invoke path journals through ``invocation_before_answer``: the metering sink must be among the
+    sinks it reaches (a crash right after an answer loses no usage)."""
+    sink = MeteringSink(ledger)
+    bus = EventBus([sink])
+    bus.invocation_before_answer(inv(0))
+    bus.invocation_after_answer(inv(1))
+    assert sink.pending == 1

@@ -12,7 +12,7 @@ from zeroscale.api.shapes import ServiceShapes
 from zeroscale.api.wire import Headers, Send, respond
 from zeroscale.background import Background
 from zeroscale.errors import RuntimeValidationError, ZeroscaleError
-from zeroscale.events import EventBus
+from zeroscale.events import EventBus, InvocationRecord
 from zeroscale.router.fleet import EndpointRoute, Fleet, Variant
 from zeroscale.router.pool import Invocation
 from zeroscale.router.spec import PoolSpec
@@ -135,9 +135,14 @@ class InvokeApi:
         attributes = resp.header(_CUSTOM_ATTRIBUTES)
         if attributes is not None:
             out.append((b"x-amzn-sagemaker-custom-attributes", attributes))
-        # Metered (journaled) before the answer goes out: a crash right after it loses no usage.
-        self._record(pool.spec, inv, started, 200, "", len(resp.body))
-        await respond(send, 200, resp.body, out)
+        record = self._finished(pool.spec, inv, started, 200, "", len(resp.body))
+        # Metered (journaled) before the answer goes out: a crash right after it loses no usage. Metrics,
+        # logs and autoscaling samples take it once the answer is written.
+        self._events.invocation_before_answer(record)
+        try:
+            await respond(send, 200, resp.body, out)
+        finally:
+            self._events.invocation_after_answer(record)
 
     async def _prepare(self, endpoint: str, headers: Headers) -> tuple[Targets, EndpointRoute]:
         """The request's targets and the endpoint's route, or the error that ends the request first: this
@@ -185,10 +190,14 @@ class InvokeApi:
     def _record(
         self, spec: PoolSpec, inv: Invocation, started: float, status: int, code: str, out: int
     ) -> None:
+        self._events.invocation(self._finished(spec, inv, started, status, code, out))
+
+    @staticmethod
+    def _finished(
+        spec: PoolSpec, inv: Invocation, started: float, status: int, code: str, out: int
+    ) -> InvocationRecord:
         total_s = time.perf_counter() - started
-        self._events.invocation(
-            inv.record(spec, at=time.time(), total_s=total_s, status=status, code=code, bytes_out=out)
-        )
+        return inv.record(spec, at=time.time(), total_s=total_s, status=status, code=code, bytes_out=out)
 
 
 def _target_model(value: bytes) -> str:

@@ -47,6 +47,8 @@ def usage_record(r: InvocationRecord) -> UsageRecord:
 
 
 class MeteringSink:
+    before_answer = True  # the journal has each invocation before its answer is sent (events.EventBus)
+
     def __init__(
         self,
         ledger: Ledger,
