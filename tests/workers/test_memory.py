@@ -6,7 +6,7 @@ import os
 import subprocess
 import sys
 
-from zeroscale.workers.memory import rss_mb, tree_rss_mb
+from zeroscale.workers.memory import ResidentSets, rss_mb, tree_rss_mb
 
 
 def test_own_resident_set() -> None:
@@ -30,3 +30,32 @@ def test_a_tree_counts_the_children() -> None:
     finally:
         child.kill()
         child.wait()
+
+
+def test_a_watched_process_is_read_through_its_open_statm_until_it_is_gone() -> None:
+    """ResidentSets keeps each process's statm open: it follows the process's growth, reads None once the
+    process is gone (even before anyone forgets it), and holds no descriptor after ``forget``."""
+    grow = "import sys,time; sys.stdin.readline(); x = b'x' * (64 << 20); print(1, flush=True); time.sleep(9)"
+    child = subprocess.Popen(
+        [sys.executable, "-c", grow], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    sets = ResidentSets()
+    try:
+        before = sets.mb(child.pid)
+        assert before is not None and before < 60
+        fds = len(os.listdir("/proc/self/fd"))
+        assert child.stdin is not None and child.stdout is not None
+        child.stdin.write("go\n")
+        child.stdin.flush()
+        child.stdout.readline()
+        after = sets.mb(child.pid)
+        assert after is not None and after > before + 60  # the same descriptor, a fresh reading
+        assert len(os.listdir("/proc/self/fd")) == fds  # no new descriptor for the second read
+    finally:
+        child.kill()
+        child.wait()
+    assert sets.mb(child.pid) is None
+    fds = len(os.listdir("/proc/self/fd"))
+    sets.forget(child.pid)
+    sets.close()
+    assert len(os.listdir("/proc/self/fd")) == fds  # the failed read closed it already

@@ -26,7 +26,7 @@ from zeroscale.errors import DeployError
 from zeroscale.workers.client import Body, WorkerConnection, WorkerConnectionError, WorkerResponse
 from zeroscale.workers.confinement import Confinement, processes_of
 from zeroscale.workers.forkserver import EXIT_THREADED_TEMPLATE, THREAD_ENV
-from zeroscale.workers.memory import private_bytes, rss_mb, tree_rss_mb
+from zeroscale.workers.memory import ResidentSets, private_bytes, tree_rss_mb
 from zeroscale.workers.process import CONTAINER_MODEL_DIR, ProcessLauncher
 from zeroscale.workers.stream import WorkerStream, open_stream
 from zeroscale.workers.zygotes import TemplateRefused, Zygote, ZygoteError, tail
@@ -143,6 +143,7 @@ class WorkerManager:
         self._zygotes: dict[str, Zygote] = {}
         self._zygote_locks: dict[str, asyncio.Lock] = {}
         self._by_pid: dict[int, WorkerHandle] = {}
+        self._rss = ResidentSets()  # the watchdog's reads of each worker's resident set
         self._early_exits: dict[int, int] = {}
         self._early_up: set[int] = set()  # workers up before their fork() call returned to start()
         self._template_pids: set[int] = set()
@@ -177,6 +178,7 @@ class WorkerManager:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watchdog
         await asyncio.gather(*(self.stop(h, grace_s=2.0) for h in list(self._by_pid.values())))
+        self._rss.close()
         await self._processes.close()
         for zygote in self._zygotes.values():
             await zygote.close()
@@ -421,6 +423,7 @@ class WorkerManager:
             self._end_template(self._template_scratch.pop(pid, ""), self._template_blocks.pop(pid, None))
             return
         self._early_up.discard(pid)
+        self._rss.forget(pid)
         handle = self._by_pid.pop(pid, None)
         if handle is None:
             self._early_exits[pid] = status
@@ -530,7 +533,7 @@ class WorkerManager:
             if self._ticks % _EXTRA_EVERY_TICKS == 0:
                 self._measure_extra()
             for handle in list(self._by_pid.values()):
-                used_mb = tree_rss_mb(handle.pid) if handle.port else rss_mb(handle.pid)
+                used_mb = tree_rss_mb(handle.pid) if handle.port else self._rss.mb(handle.pid)
                 if used_mb is not None and handle.uid and not handle.port:
                     used_mb += self._extra_mb.get(handle.uid, 0.0)
                 if used_mb is not None:

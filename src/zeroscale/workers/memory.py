@@ -15,6 +15,39 @@ def rss_mb(pid: int) -> float | None:
     return None if pages is None else pages * _PAGE_SIZE / _MB
 
 
+class ResidentSets:
+    """``rss_mb`` for processes watched again and again (the memory watchdog's workers, every 50 ms): each
+    one's ``/proc/<pid>/statm`` stays open and is read with one ``pread``, not opened, read and closed each
+    time. An open /proc file keeps naming the process it was opened for: once that one is gone, a read
+    fails (the pid may already be another process's), and ``forget`` closes it."""
+
+    def __init__(self) -> None:
+        self._fds: dict[int, int] = {}
+
+    def mb(self, pid: int) -> float | None:
+        fd = self._fds.get(pid)
+        if fd is None:
+            try:
+                fd = os.open(f"/proc/{pid}/statm", os.O_RDONLY | os.O_CLOEXEC)
+            except OSError:
+                return None
+            self._fds[pid] = fd
+        try:
+            return int(os.pread(fd, 256, 0).split()[1]) * _PAGE_SIZE / _MB
+        except (OSError, IndexError, ValueError):
+            self.forget(pid)
+            return None
+
+    def forget(self, pid: int) -> None:
+        fd = self._fds.pop(pid, None)
+        if fd is not None:
+            os.close(fd)
+
+    def close(self) -> None:
+        for pid in list(self._fds):
+            self.forget(pid)
+
+
 def tree_rss_mb(pid: int) -> float | None:
     """Resident memory of ``pid`` and its descendants in MB (None once ``pid`` is gone)."""
     own = _rss_pages(pid)
