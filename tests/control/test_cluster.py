@@ -4,6 +4,9 @@ shares, an endpoint never reaches twice its MaxConcurrency)."""
 
 from __future__ import annotations
 
+import asyncio
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, cast
 
 import pytest
@@ -83,3 +86,23 @@ async def test_shares_follow_the_members_and_a_silent_front_end_fences_itself() 
     frontends.down = False
     assert await cluster._beat()
     assert not cluster.fenced and fleet.sizes[("ep", "v")] == (5, 3)
+
+
+async def test_a_heartbeat_does_not_wait_for_the_shared_executor() -> None:
+    """Deploys, S3 transfers and batch jobs fill the loop's default executor with long blocking work; the
+    heartbeat has its own thread, or a busy front end would miss heartbeats and fence itself."""
+    loop = asyncio.get_running_loop()
+    shared = ThreadPoolExecutor(max_workers=1)
+    loop.set_default_executor(shared)
+    release = threading.Event()
+    busy = loop.run_in_executor(None, release.wait, 30.0)  # the shared executor's only thread, taken
+    frontends = FakeFrontends()
+    frontends.members = ["me"]
+    cluster = Cluster(cast(Any, None), cast(Any, frontends), cast(Any, FakeFleet()), "other", "")
+    try:
+        assert await asyncio.wait_for(cluster._beat(), timeout=5.0)
+        assert cluster.members == ["me"]
+    finally:
+        release.set()
+        await busy
+        cluster._db.shutdown(wait=True)

@@ -22,12 +22,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import logging
 import os
 import time
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TypeVar
 
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -37,6 +40,7 @@ from zeroscale.store.db import DatabaseUnavailable, Store
 from zeroscale.store.frontends import Frontends
 
 log = logging.getLogger("zeroscale.cluster")
+T = TypeVar("T")
 HEARTBEATS_PER_TTL = 5
 FENCE_AFTER = 0.6  # of the time-to-live: two heartbeats missed, well before the others act
 UNROUTED_KEEP_S = 3600.0  # how long a variant limited but never routed is reshared on every poll
@@ -91,6 +95,9 @@ class Cluster:
         self._tasks: list[asyncio.Task[None]] = []
         self._sync: Callable[[set[str]], object] = lambda live: None
         self._failing = False
+        # Its own thread for the database: a heartbeat must never queue behind the shared executor's work
+        # (deploys extracting models, async and batch S3 transfers), or a busy front end would fence itself.
+        self._db = ThreadPoolExecutor(max_workers=1, thread_name_prefix="zeroscale-cluster")
 
     # ---- shares ----
     def _rank(self) -> tuple[int, int]:
@@ -168,9 +175,9 @@ class Cluster:
 
     async def _beat(self) -> bool:
         """Heartbeat and read the members; True when they (or the fence) changed."""
-        await asyncio.to_thread(self._frontends.beat, self.id, self._address, os.getpid())
+        await self._call(self._frontends.beat, self.id, self._address, os.getpid())
         self._beat_ok = self._clock()
-        members = [f.id for f in await asyncio.to_thread(self._frontends.live)]
+        members = [f.id for f in await self._call(self._frontends.live)]
         if members == self.members and not self.fenced:
             return False
         if self.fenced:
@@ -212,7 +219,7 @@ class Cluster:
                 if not changed and self._clock() - polled_at < self._interval_s:
                     continue
                 polled_at = self._clock()
-                now, own = await asyncio.to_thread(self._store.revision_and_own_writes)
+                now, own = await self._call(self._store.revision_and_own_writes)
                 # Only what another front end wrote needs a sync (it reads every endpoint): this front end's
                 # own writes (a burst of deploys) are already served.
                 others = revision is None or now - revision != own - own_seen
@@ -237,5 +244,9 @@ class Cluster:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         with contextlib.suppress(SQLAlchemyError):
-            await asyncio.to_thread(self._frontends.leave, self.id)
+            await self._call(self._frontends.leave, self.id)
+        self._db.shutdown(wait=False)
         self._frontends.close()
+
+    async def _call(self, fn: Callable[..., T], *args: object) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._db, functools.partial(fn, *args))
