@@ -7,12 +7,17 @@ the medians and their ratio are the figures.
     python -m bench.ab --baseline ../zs-base/src --model echo --clients 2 --seconds 3 --rounds 8
 
 ``--model rf`` sends the RandomForest row instead of the trivial model's echo. Prints one line per server
-(CPU per request, requests per second, p50) and the ratio new/baseline of the CPU per request.
+(CPU per request, requests per second, p50) and the ratio new/baseline of the CPU per request, then where
+each server's CPU went: its event loop's thread and its other threads (metering's writer, the audit trail,
+executor threads), each in microseconds and time slices per request (``/proc/<pid>/task/*/schedstat``). A
+background thread with about one time slice per request or more is handing the GIL back and forth with the
+event loop.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import tempfile
 from dataclasses import dataclass, field
@@ -34,6 +39,8 @@ class Side:
     server: ServerProcess | None = None
     request: bytes = b""
     cpu_us: list[float] = field(default_factory=list)
+    # per request: (event loop thread us, its time slices, other threads us, their time slices)
+    threads: list[tuple[float, float, float, float]] = field(default_factory=list)
     rps: list[float] = field(default_factory=list)
     p50_us: list[float] = field(default_factory=list)
 
@@ -56,7 +63,7 @@ def run(baseline: str, model: str, clients: int, seconds: float, rounds: int) ->
                 for side in sides:
                     assert side.server is not None and side.server.proc is not None
                     proc = psutil.Process(side.server.proc.pid)
-                    before = sum(proc.cpu_times()[:2])
+                    before, tasks_before = sum(proc.cpu_times()[:2]), _schedstat(proc.pid)
                     out = tp._loadgen(
                         [f"tcp:127.0.0.1:{side.server.port}"], side.request, clients, seconds, scratch
                     )
@@ -64,6 +71,7 @@ def run(baseline: str, model: str, clients: int, seconds: float, rounds: int) ->
                     # the load generator's warm-up (0.5 s) is served too: count it at the measured rate
                     served = out["rps"] * (seconds + 0.5)
                     side.cpu_us.append(spent / served * 1e6)
+                    side.threads.append(_per_thread(proc.pid, tasks_before, served))
                     side.rps.append(out["rps"])
                     side.p50_us.append(out["p50_s"] * 1e6)
         finally:
@@ -71,6 +79,35 @@ def run(baseline: str, model: str, clients: int, seconds: float, rounds: int) ->
                 if side.server is not None:
                     side.server.stop()
     return sides
+
+
+def _schedstat(pid: int) -> dict[int, tuple[int, int]]:
+    """Each thread of ``pid``: (nanoseconds on a CPU, time slices), from its ``schedstat``."""
+    out: dict[int, tuple[int, int]] = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                ns, _, slices = f.read().split()[:3]
+        except (OSError, ValueError):
+            continue  # a thread that ended meanwhile
+        out[int(tid)] = (int(ns), int(slices))
+    return out
+
+
+def _per_thread(
+    pid: int, before: dict[int, tuple[int, int]], served: float
+) -> tuple[float, float, float, float]:
+    """Per request: the event loop's (main) thread's us and time slices, then the other threads' together
+    (threads that ended during the round are left out)."""
+    loop_us = loop_slices = other_us = other_slices = 0.0
+    for tid, (ns, slices) in _schedstat(pid).items():
+        ns0, slices0 = before.get(tid, (0, 0))
+        us, n = (ns - ns0) / 1e3 / served, (slices - slices0) / served
+        if tid == pid:
+            loop_us, loop_slices = us, n
+        else:
+            other_us, other_slices = other_us + us, other_slices + n
+    return loop_us, loop_slices, other_us, other_slices
 
 
 def main() -> None:
@@ -91,6 +128,12 @@ def main() -> None:
             f"p50 {med(side.p50_us):6.0f} us   rounds: {' '.join(f'{x:.0f}' for x in side.cpu_us)}"
         )
     print(f"this tree / baseline, server CPU per request: {med(sides[1].cpu_us) / med(sides[0].cpu_us):.3f}")
+    for side in sides:
+        loop_us, loop_n, other_us, other_n = (med(t[i] for t in side.threads) for i in range(4))
+        print(
+            f"{side.name:10s} per request: event loop thread {loop_us:6.1f} us, {loop_n:.2f} time slices; "
+            f"other threads {other_us:6.1f} us, {other_n:.2f} time slices"
+        )
 
 
 if __name__ == "__main__":
