@@ -248,6 +248,14 @@ def metric(text: str, name: str, endpoint: str | None = None) -> float:
     return total
 
 
+def plain(text: str, name: str) -> float:
+    """An unlabelled sample of /metrics (the cache's series have no labels); 0 when absent."""
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    return 0.0
+
+
 def worker_sockets(data_dir: Path, endpoint: str) -> list[Path]:
     """The Unix sockets of an endpoint's live workers (worker ids from its log directory)."""
     ids = {p.stem for p in (data_dir / "logs" / endpoint).glob("*/*.log")}

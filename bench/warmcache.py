@@ -30,20 +30,13 @@ from bench.common import (
     ServerProcess,
     SignedClient,
     deploy,
+    plain,
     rss_mb,
     tree,
     wait_zero,
 )
 
 ENDPOINT = "rf"
-
-
-def plain(text: str, name: str) -> float:
-    """An unlabelled sample of /metrics (the cache's series have no labels); 0 when absent."""
-    for line in text.splitlines():
-        if line.startswith(name + " "):
-            return float(line.split()[1])
-    return 0.0
 
 
 @dataclass
