@@ -198,6 +198,8 @@ async def test_a_failed_batch_call_falls_back_to_one_by_one(tmp_path: Path) -> N
     assert isinstance(results[3], ModelError) and results[3].original_status == 400
     assert world.manager.calls[:2] == [(b"/invocations", 1), (BATCH_PATH, 3)]
     assert sorted(world.manager.calls[2:]) == [(b"/invocations", 1)] * 3
+    # each was answered alone: billed and counted as alone (its own model time, not a third of it)
+    assert [r[0].batch_size for r in results[:3] if not isinstance(r, BaseException)] == [1, 1, 1]
 
 
 async def test_a_malformed_answer_frame_falls_back_to_one_by_one(tmp_path: Path) -> None:
@@ -219,6 +221,7 @@ async def test_a_malformed_answer_frame_falls_back_to_one_by_one(tmp_path: Path)
     assert [resp.body for _, resp in results] == [b"a!", b"x!", b"y!"]
     assert world.manager.calls[1] == (BATCH_PATH, 2)
     assert world.manager.calls[2:] == [(b"/invocations", 1)] * 2
+    assert [inv.batch_size for inv, _ in results] == [1, 1, 1]  # answered alone, billed alone
 
 
 async def test_a_batch_that_times_out_times_out_each_request(tmp_path: Path) -> None:

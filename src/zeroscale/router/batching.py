@@ -224,8 +224,8 @@ class Batcher:
         try:
             resp = await pool.serve(slot, batch)
         except ModelError as exc:
-            _note(batch, invs)
             if exc.original_status == 0 and exc.original_message == TIMED_OUT:
+                _note(batch, invs)
                 for entry in entries:
                     _settle(entry, exc)
             else:  # the batch call failed: each request alone, as if there were no batching
@@ -256,7 +256,9 @@ class Batcher:
         pool = self._pool
 
         async def alone(entry: _Entry) -> None:
+            # served (and billed, and counted) as a request alone: its own worker and model time
             entry.inv.setup_s = None
+            entry.inv.batch_size = 1
             try:
                 _settle(entry, await pool.serve(await pool.acquire(), entry.inv))
             except Exception as exc:
