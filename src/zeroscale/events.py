@@ -38,6 +38,7 @@ class InvocationRecord:
     download_s: float | None = None
     # Requests that shared this one's predict call (dynamic batching): each is billed its share of model_s.
     batch_size: int = 1
+    batch_first: bool = False  # the first request of its batch (the batch is counted once, by this one)
 
     @property
     def overhead_s(self) -> float:

@@ -94,6 +94,13 @@ def test_answers_with_batching_equal_answers_without(
     for r in records:
         share = r.model_s / batches[(r.worker_id, r.model_s)]
         assert r.billed_ms == billed_ms(share), (r, batches[(r.worker_id, r.model_s)])
+    # /metrics counts the same: requests that shared a predict call, and those calls
+    shared = [n for n in batches.values() if n > 1]
+    text = server.metrics()
+    labels = f'{{endpoint_name="{on}",variant_name="AllTraffic"}}'
+    assert f"zeroscale_batched_invocations_total{labels} {float(sum(shared))}" in text
+    assert f"zeroscale_batches_total{labels} {float(len(shared))}" in text
+    assert f'zeroscale_batches_total{{endpoint_name="{off}"' not in text
 
 
 def test_requests_that_cannot_be_merged_get_their_own_answers(smr: Any, endpoints: tuple[str, str]) -> None:

@@ -87,6 +87,9 @@ def _busy_server(rng: random.Random) -> tuple[Metrics, list[PoolLoad]]:
             metrics.invocation(
                 record(model_s=model_s, total_s=total_s, provisioned=rng.random() < 0.5, **where)
             )
+    for size in (2, 5, 3):  # dynamic batching on "ep": three predict calls of 2, 5 and 3 requests
+        for i in range(size):
+            metrics.invocation(record(batch_size=size, batch_first=i == 0, model_s=rng.random() * 0.01))
     metrics.variant(activated(endpoint="prov", provisioned=0))  # an update: its provisioned series stay
     loads += [
         pool(),
@@ -109,6 +112,7 @@ def test_the_text_equals_prometheus_clients_for_every_family() -> None:
         "zeroscale_model_unloading_seconds",
         "zeroscale_worker_exits",
         "zeroscale_provisioned_concurrency_spillover_invocations",
+        "zeroscale_batched_invocations",
         "zeroscale_workers",
         "zeroscale_loaded_models",
         "zeroscale_provisioned_concurrency_utilization_ratio",
@@ -119,6 +123,10 @@ def test_the_text_equals_prometheus_clients_for_every_family() -> None:
     ):  # every kind of family is there, with samples: the comparison above covers each
         assert f"\n{name}" in text, name
     assert 'zeroscale_invocations_total{endpoint_name="idle",variant_name="Quiet"} 0.0' in text
+    # the batching series: only for the variant whose requests shared predict calls
+    assert 'zeroscale_batched_invocations_total{endpoint_name="ep",variant_name="AllTraffic"} 10.0' in text
+    assert 'zeroscale_batches_total{endpoint_name="ep",variant_name="AllTraffic"} 3.0' in text
+    assert 'zeroscale_batches_total{endpoint_name="prov"' not in text
 
 
 def test_changes_between_scrapes_show_in_the_next() -> None:

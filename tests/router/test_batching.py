@@ -136,6 +136,8 @@ async def test_requests_waiting_for_a_worker_go_as_one_batch(tmp_path: Path) -> 
     assert all(resp.header(b"content-type") == b"text/csv" for _, resp in done)
     batch = [inv for inv, _ in done[1:5]]
     assert len({inv.model_s for inv in batch}) == 1  # each request's model time is its batch's
+    assert [(inv.batch_size, inv.batch_first) for inv in batch] == [(4, True)] + [(4, False)] * 3
+    assert (done[0][0].batch_size, done[0][0].batch_first) == (1, False)  # alone
     assert {inv.worker_id for inv, _ in done} == {"w1"}
     assert all(inv.model_status == 200 for inv, _ in done)
     assert done[0][0].setup_s is not None  # the cold start: reported once, by the request that waited

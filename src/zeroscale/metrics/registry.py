@@ -30,6 +30,9 @@ from zeroscale.metrics import text
 from zeroscale.metrics.catalog import error_family
 from zeroscale.metrics.load import CacheLoad, PoolLoad, PoolSource, by_variant
 from zeroscale.metrics.series import (
+    BATCH_COUNTERS,
+    BATCHED,
+    BATCHES,
     BUCKETS,
     CACHE_HITS,
     CACHE_LOOKUPS,
@@ -137,6 +140,10 @@ class Metrics:
             if series.provisioned:
                 counts[PROVISIONED if record.provisioned else SPILLOVER] += 1
         series.observe(OVERHEAD, max(0.0, record.total_s - record.model_s))
+        if record.batch_size > 1:
+            counts[BATCHED] += 1
+            if record.batch_first:
+                counts[BATCHES] += 1
         if record.cache_hit is not None:  # a multi-model invocation
             models = series.model_figures()
             models[CACHE_LOOKUPS] += 1
@@ -278,6 +285,12 @@ class _SeriesCollector:
             counter = CounterMetricFamily(name, doc, labels=LABELS)
             for key, series in every:
                 if series.shown:
+                    counter.add_metric(key, series.counts[at], created=series.created)
+            yield counter
+        for name, doc, at in BATCH_COUNTERS:
+            counter = CounterMetricFamily(name, doc, labels=LABELS)
+            for key, series in every:
+                if series.counts[BATCHED]:
                     counter.add_metric(key, series.counts[at], created=series.created)
             yield counter
 

@@ -37,7 +37,8 @@ INVOCATIONS, ERRORS_4XX, ERRORS_5XX, COLD_STARTS, PROVISIONED, SPILLOVER = range
 BUCKETS = len(LATENCY_BUCKETS) + 1  # the last is +Inf
 HIST = BUCKETS + 2  # the buckets (not cumulative), then the sum, then the count
 MODEL, OVERHEAD, SETUP = (6 + i * HIST for i in range(3))
-SIZE = 6 + 3 * HIST
+BATCHED, BATCHES = 6 + 3 * HIST, 7 + 3 * HIST  # dynamic batching: requests in shared calls, those calls
+SIZE = 8 + 3 * HIST
 UPPER = [*(str(float(b)) for b in LATENCY_BUCKETS), "+Inf"]
 
 # name, help; the counters first (in their index order), then the histograms
@@ -122,6 +123,20 @@ PROVISIONED_COUNTERS: tuple[tuple[str, str, int], ...] = (
         "zeroscale_provisioned_concurrency_spillover_invocations",
         "SageMaker ServerlessProvisionedConcurrencySpilloverInvocations: served beyond it",
         SPILLOVER,
+    ),
+)
+# Shown for a variant once one of its requests shared a predict call (a model with dynamic batching).
+BATCH_COUNTERS: tuple[tuple[str, str, int], ...] = (
+    (
+        "zeroscale_batched_invocations",
+        "Dynamic batching: invocations answered from one predict call with other requests",
+        BATCHED,
+    ),
+    (
+        "zeroscale_batches",
+        "Dynamic batching: predict calls that answered more than one request (batched / batches: the mean "
+        "batch size)",
+        BATCHES,
     ),
 )
 EXITS = (

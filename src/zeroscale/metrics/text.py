@@ -24,6 +24,8 @@ from prometheus_client import utils
 
 from zeroscale.metrics.load import PoolLoad, by_variant
 from zeroscale.metrics.series import (
+    BATCH_COUNTERS,
+    BATCHED,
     BUCKETS,
     COUNTERS,
     EXITS,
@@ -85,6 +87,7 @@ _FAMILIES: tuple[tuple[str, str], ...] = (
     *(_heads(name, doc, "counter") for name, doc, _ in LATER_COUNTERS),
     _heads(*EXITS, "counter"),
     *(_heads(name, doc, "counter") for name, doc, _ in PROVISIONED_COUNTERS),
+    *(_heads(name, doc, "counter") for name, doc, _ in BATCH_COUNTERS),
 )
 _GAUGE_HEADS = tuple(f"{_help(name, doc)}# TYPE {name} gauge\n" for name, doc in GAUGES)
 _ENCODE_CHUNK = 1000  # lines (a histogram's: one per variant, about 2 KB) encoded at a time
@@ -178,6 +181,12 @@ def _render_series(s: Snapshot, out: list[list[str]]) -> None:
     for name, _, at in PROVISIONED_COUNTERS:
         samples, created_samples = next(at_family), next(at_family)
         if shown:
+            samples.append(f"{name}_total{labels} {number(counts[at])}\n")
+            created_samples.append(name + created)
+    batched = counts[BATCHED] > 0
+    for name, _, at in BATCH_COUNTERS:
+        samples, created_samples = next(at_family), next(at_family)
+        if batched:
             samples.append(f"{name}_total{labels} {number(counts[at])}\n")
             created_samples.append(name + created)
 

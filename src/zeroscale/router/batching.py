@@ -259,6 +259,7 @@ class Batcher:
             # served (and billed, and counted) as a request alone: its own worker and model time
             entry.inv.setup_s = None
             entry.inv.batch_size = 1
+            entry.inv.batch_first = False
             try:
                 _settle(entry, await pool.serve(await pool.acquire(), entry.inv))
             except Exception as exc:
@@ -273,6 +274,7 @@ def _note(batch: Invocation, invs: list[Invocation]) -> None:
         inv.worker_id = batch.worker_id
         inv.model_s = batch.model_s
         inv.batch_size = len(invs)
+        inv.batch_first = i == 0
         inv.provisioned = batch.provisioned
         inv.model_status = batch.model_status
         inv.setup_s = batch.setup_s if i == 0 else None

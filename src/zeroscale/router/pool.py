@@ -67,6 +67,7 @@ class Invocation:
     download_s: float | None = None
     # Requests that shared this one's predict call (router/batching.py): 1 unless batched.
     batch_size: int = 1
+    batch_first: bool = False  # the first of them
 
     def record(
         self, spec: PoolSpec, *, at: float, total_s: float, status: int, code: str, bytes_out: int
@@ -92,6 +93,7 @@ class Invocation:
             model_wait_s=self.model_wait_s,
             download_s=self.download_s,
             batch_size=self.batch_size,
+            batch_first=self.batch_first,
         )
 
 
