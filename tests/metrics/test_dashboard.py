@@ -34,6 +34,9 @@ def exposed_names() -> set[str]:
     metrics.invocation(record(target_model="m", cache_hit=True))
     metrics.worker(started(model="m"))
     metrics.worker(WorkerEvent("ep", "AllTraffic", "w2", "evicted", 0.0, model="m", unload_s=0.01))
+    # a variant with dynamic batching: two requests that shared a predict call
+    metrics.invocation(record(batch_size=2, batch_first=True))
+    metrics.invocation(record(batch_size=2))
     text = metrics.render().decode()
     return {s.name for family in text_string_to_metric_families(text) for s in family.samples}
 
