@@ -201,6 +201,7 @@ def build(settings: Settings) -> Server:
         f"{settings.host}:{settings.port}",
         interval_s=settings.sync_interval_s,
     )
+    fleet.current_share = cluster.current
     recent = RecentMetrics(fleet.active_loads)  # as the one-minute history: a variant at zero samples nothing
     events.add(recent)
     cloudwatch = CloudWatch(

@@ -7,12 +7,18 @@ from __future__ import annotations
 import asyncio
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any, cast
 
 import pytest
 from sqlalchemy.exc import OperationalError
 
+from router.fakes import FakeClock, FakeManager, settings
+from router.fakes import spec as router_spec
 from zeroscale.control.cluster import Cluster, share
+from zeroscale.events import EventBus
+from zeroscale.metrics.registry import Metrics
+from zeroscale.router.fleet import Fleet
 from zeroscale.router.spec import PoolSpec
 from zeroscale.store.frontends import Frontend
 
@@ -105,4 +111,31 @@ async def test_a_heartbeat_does_not_wait_for_the_shared_executor() -> None:
     finally:
         release.set()
         await busy
+        cluster._db.shutdown(wait=True)
+
+
+async def test_pools_routed_after_the_members_changed_take_the_share_of_now(tmp_path: Path) -> None:
+    """A deploy limits its specs, then warms its pools before routing them; a front end that leaves
+    meanwhile reshares only the pools already routed (the old deployment's). The new pools take the share of
+    the moment they are routed, not the one they were built with."""
+    frontends = FakeFrontends()
+    frontends.members = ["old", "me", "third"]
+    fleet = Fleet(
+        FakeManager().as_manager(), settings(tmp_path), Metrics(), EventBus([]), FakeClock()
+    )
+    cluster = Cluster(cast(Any, None), cast(Any, frontends), fleet, "me", "")
+    fleet.current_share = cluster.current
+    try:
+        await cluster._beat()
+        await fleet.activate("ep", cluster.limit([router_spec(max_concurrency=4)]))  # the old deployment
+        (new,) = cluster.limit([router_spec(max_concurrency=4, memory_mb=2048)])  # an update, of three
+        assert new.max_concurrency == 1
+        frontends.members = ["old", "me"]  # the third leaves while the update warms its pool
+        assert await cluster._beat()
+        cluster._reshare_new()
+        await fleet.activate("ep", [new])
+        route = fleet.route("ep")
+        assert route is not None and [p.spec.max_concurrency for p in route.pools] == [2]  # half of 4
+    finally:
+        await fleet.close()
         cluster._db.shutdown(wait=True)

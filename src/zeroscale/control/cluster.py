@@ -123,6 +123,18 @@ class Cluster:
             out.append(dataclasses.replace(spec, max_concurrency=mine, provisioned=floor))
         return out
 
+    def current(self, spec: PoolSpec) -> PoolSpec:
+        """``spec`` (a pool's, already limited) with this front end's share as it is now: the fleet asks when
+        it routes new pools, which may have been built while the members were others (a deploy warms its
+        pools first, and a reshare meanwhile reaches only the pools already routed)."""
+        full = self._full.get((spec.endpoint.lower(), spec.variant))
+        if full is None:
+            return spec
+        mine, floor = self._shares(*full)
+        if (mine, floor) == (spec.max_concurrency, spec.provisioned):
+            return spec
+        return dataclasses.replace(spec, max_concurrency=mine, provisioned=floor)
+
     def _reshare(self) -> None:
         """Every variant gets the current share (the members or the fence changed). Entries are replaced by
         the next ``limit`` of the same variant, never dropped: a pool still being built (no route yet) gets

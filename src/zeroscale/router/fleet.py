@@ -140,6 +140,9 @@ class Fleet:
         # check would prove what is known; skipping it is what lets a host deploy hundreds of endpoints of
         # one model a second). Bounded: the oldest are forgotten, and then checked again.
         self._proven: dict[tuple[object, ...], None] = {}
+        # This front end's share of a spec's concurrency now (control/cluster.py), asked again when new pools
+        # are routed: the share they were built with may be stale, as members came or went while they warmed.
+        self.current_share: Callable[[PoolSpec], PoolSpec] | None = None
 
     # ---- the invoke path ----
     def route(self, endpoint: str) -> EndpointRoute | None:
@@ -195,6 +198,7 @@ class Fleet:
             # A new endpoint of a model proven on this host skips the check; an update always warms its new
             # pools, which take the endpoint's traffic at once.
             await self._warm(pools, skip_proven=endpoint.lower() not in self._routes)
+        self._reshare(pools)
         old = self._routes.get(endpoint.lower())
         self._routes[endpoint.lower()] = EndpointRoute.of(endpoint, pools)
         if old is not None:
@@ -215,6 +219,7 @@ class Fleet:
             raise DeployError(f"Endpoint {endpoint} is not routed.")
         pools = [self._pool(s) for spec in specs for s in container_specs(spec)]
         await self._warm(pools)
+        self._reshare(pools)
         route = self._routes.get(endpoint.lower()) or route
         staged = EndpointRoute.of(route.name, pools)
         self._routes[endpoint.lower()] = EndpointRoute.of(route.name, route.pools, staged)
@@ -374,6 +379,15 @@ class Fleet:
                 )
                 self._emit_variant(pool, "activated")
         return routed
+
+    def _reshare(self, pools: list[VariantPool]) -> None:
+        """New pools, about to be routed, take this front end's share as it is now."""
+        if self.current_share is None:
+            return
+        for pool in pools:
+            mine = self.current_share(pool.spec)
+            if mine != pool.spec:
+                pool.resize(mine)
 
     def _discard_cached(self, pools: list[VariantPool]) -> None:
         """Templates cached for these pools' models go, unless a pool still routed to uses the same model
