@@ -343,6 +343,15 @@ def test_unknown_groups_and_streams_are_resource_not_found(logs: Any, endpoint: 
         assert err.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
 
 
+def _ctrl_c_as_in_a_terminal() -> None:
+    """In the CLI's process before it starts: SIGINT handled by default and not blocked, as in a terminal,
+    whatever the test process had. A suite started as a background job of a non-interactive shell
+    (`.ci/run &`) runs with SIGINT ignored, as POSIX shells do for such jobs; the CLI inherited that and
+    ignored the test's Ctrl-C."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
 def test_zeroscale_logs_follow_prints_new_events_until_ctrl_c(
     server: ServerProcess, smr: Any, endpoint: str, tmp_path: Path
 ) -> None:
@@ -360,6 +369,7 @@ def test_zeroscale_logs_follow_prints_new_events_until_ctrl_c(
             server.url,
         ],
         env={**cli_env(tmp_path), "PYTHONFAULTHANDLER": "1"},  # a SIGABRT prints where it is
+        preexec_fn=_ctrl_c_as_in_a_terminal,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
