@@ -62,9 +62,8 @@ class FakeFleet:
     def route(self, endpoint: str) -> object:
         return object()
 
-    def resize(self, endpoint: str, variant: str, max_concurrency: int, provisioned: int) -> bool:
+    def resize(self, endpoint: str, variant: str, max_concurrency: int, provisioned: int) -> None:
         self.sizes[(endpoint, variant)] = (max_concurrency, provisioned)
-        return True
 
 
 def spec(max_concurrency: int, provisioned: int = 0) -> PoolSpec:
@@ -131,8 +130,7 @@ async def test_pools_routed_after_the_members_changed_take_the_share_of_now(tmp_
         (new,) = cluster.limit([router_spec(max_concurrency=4, memory_mb=2048)])  # an update, of three
         assert new.max_concurrency == 1
         frontends.members = ["old", "me"]  # the third leaves while the update warms its pool
-        assert await cluster._beat()
-        cluster._reshare_new()
+        assert await cluster._beat()  # reshares the routed (old) pool only
         await fleet.activate("ep", [new])
         route = fleet.route("ep")
         assert route is not None and [p.spec.max_concurrency for p in route.pools] == [2]  # half of 4

@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import functools
 import logging
 import os
 import time
@@ -43,7 +42,6 @@ log = logging.getLogger("zeroscale.cluster")
 T = TypeVar("T")
 HEARTBEATS_PER_TTL = 5
 FENCE_AFTER = 0.6  # of the time-to-live: two heartbeats missed, well before the others act
-UNROUTED_KEEP_S = 3600.0  # how long a variant limited but never routed is reshared on every poll
 
 
 def share(total: int, rank: int, members: int) -> int:
@@ -89,9 +87,6 @@ class Cluster:
         self.fenced = False
         self.members: list[str] = [ident]  # live front ends, oldest first
         self._full: dict[tuple[str, str], tuple[int, int]] = {}  # (endpoint, variant) -> (max, provisioned)
-        # Variants limited since they were last seen routed (key -> when): the poll reshares these, not every
-        # variant, so an idle front end's poll does not grow with its endpoints.
-        self._unrouted: dict[tuple[str, str], float] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._sync: Callable[[set[str]], object] = lambda live: None
         self._failing = False
@@ -118,7 +113,6 @@ class Cluster:
         for spec in specs:
             key = (spec.endpoint.lower(), spec.variant)
             self._full[key] = (spec.max_concurrency, spec.provisioned)
-            self._unrouted[key] = self._clock()
             mine, floor = self._shares(spec.max_concurrency, spec.provisioned)
             out.append(dataclasses.replace(spec, max_concurrency=mine, provisioned=floor))
         return out
@@ -136,24 +130,11 @@ class Cluster:
         return dataclasses.replace(spec, max_concurrency=mine, provisioned=floor)
 
     def _reshare(self) -> None:
-        """Every variant gets the current share (the members or the fence changed). Entries are replaced by
-        the next ``limit`` of the same variant, never dropped: a pool still being built (no route yet) gets
-        the current share as soon as it routes (``_reshare_new``)."""
-        now = self._clock()
+        """Every routed variant gets the current share (the members or the fence changed); a pool still
+        being built takes it when the fleet routes it (``current``). Entries are replaced by the next
+        ``limit`` of the same variant, never dropped."""
         for key, (total, provisioned) in list(self._full.items()):
-            if not self._fleet.resize(*key, *self._shares(total, provisioned)):
-                self._unrouted.setdefault(key, now)
-
-    def _reshare_new(self) -> None:
-        """The variants limited since the last poll, and those not routed yet: a pool activated while the
-        members changed may have been built with the old shares. Dropped once routed, or after
-        ``UNROUTED_KEEP_S`` (a deploy that failed, a deleted endpoint)."""
-        now = self._clock()
-        for key, since in list(self._unrouted.items()):
-            total, provisioned = self._full[key]
-            routed = self._fleet.resize(*key, *self._shares(total, provisioned))
-            if routed or now - since > UNROUTED_KEEP_S:
-                del self._unrouted[key]
+            self._fleet.resize(*key, *self._shares(total, provisioned))
 
     @property
     def can_fence(self) -> bool:
@@ -238,8 +219,6 @@ class Cluster:
                 if (now != revision and others) or changed:
                     self._sync(self.live())
                 revision, own_seen = now, own
-                # Pools activated while the members changed may have been built with the old shares.
-                self._reshare_new()
                 if self._failing:
                     log.warning("database reachable again")
                     self._failing = False
@@ -261,4 +240,4 @@ class Cluster:
         self._frontends.close()
 
     async def _call(self, fn: Callable[..., T], *args: object) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._db, functools.partial(fn, *args))
+        return await asyncio.get_running_loop().run_in_executor(self._db, fn, *args)

@@ -362,14 +362,12 @@ class Fleet:
             self._forget_gone(pools)
             self._discard_cached(pools)
 
-    def resize(self, endpoint: str, variant: str, max_concurrency: int, provisioned: int) -> bool:
+    def resize(self, endpoint: str, variant: str, max_concurrency: int, provisioned: int) -> None:
         """Change a routed variant's MaxConcurrency and ProvisionedConcurrency in place (this front end's
-        share changed): no new pool, its workers stay; scaling applies the new limits from now on. False
-        when no pool of that variant is routed (yet)."""
+        share changed): no new pool, its workers stay; scaling applies the new limits from now on. A pool not
+        routed yet takes its share when it is (``current_share``)."""
         route = self._routes.get(endpoint.lower())
-        routed = False
         for pool in route.every_pool() if route is not None else ():
-            routed = routed or pool.spec.variant == variant
             if pool.spec.variant == variant and (
                 pool.spec.max_concurrency != max_concurrency or pool.spec.provisioned != provisioned
             ):
@@ -378,7 +376,6 @@ class Fleet:
                     dataclasses.replace(pool.spec, max_concurrency=max_concurrency, provisioned=provisioned)
                 )
                 self._emit_variant(pool, "activated")
-        return routed
 
     def _reshare(self, pools: list[VariantPool]) -> None:
         """New pools, about to be routed, take this front end's share as it is now."""
