@@ -237,7 +237,6 @@ class Batcher:
             if isinstance(exc, asyncio.CancelledError):
                 raise
             return
-        _note(batch, invs)
         try:
             answers = unpack_answers(resp.body)
             if len(answers) != len(entries):
@@ -245,6 +244,7 @@ class Batcher:
         except ValueError:
             await self._one_by_one(entries)
             return
+        _note(batch, invs)
         for entry, (status, body, kind) in zip(entries, answers, strict=True):
             entry.inv.model_status = status
             if status >= 400:
@@ -255,11 +255,7 @@ class Batcher:
     async def _one_by_one(self, entries: list[_Entry]) -> None:
         pool = self._pool
 
-        async def alone(entry: _Entry) -> None:
-            # served (and billed, and counted) as a request alone: its own worker and model time
-            entry.inv.setup_s = None
-            entry.inv.batch_size = 1
-            entry.inv.batch_first = False
+        async def alone(entry: _Entry) -> None:  # not noted as a batch's: billed and counted alone
             try:
                 _settle(entry, await pool.serve(await pool.acquire(), entry.inv))
             except Exception as exc:
