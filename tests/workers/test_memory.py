@@ -6,7 +6,15 @@ import os
 import subprocess
 import sys
 
-from zeroscale.workers.memory import ResidentSets, rss_mb, tree_rss_mb
+from zeroscale.workers.memory import ResidentSets, tree_rss_mb
+
+
+def rss_mb(pid: int) -> float | None:
+    sets = ResidentSets()
+    try:
+        return sets.mb(pid)
+    finally:
+        sets.close()
 
 
 def test_own_resident_set() -> None:

@@ -9,17 +9,11 @@ _MB = 1024 * 1024
 _MAX_TREE = 4096  # processes counted in one tree at the most
 
 
-def rss_mb(pid: int) -> float | None:
-    """Resident memory of ``pid`` in MB (None once it is gone)."""
-    pages = _rss_pages(pid)
-    return None if pages is None else pages * _PAGE_SIZE / _MB
-
-
 class ResidentSets:
-    """``rss_mb`` for processes watched again and again (the memory watchdog's workers, every 50 ms): each
-    one's ``/proc/<pid>/statm`` stays open and is read with one ``pread``, not opened, read and closed each
-    time. An open /proc file keeps naming the process it was opened for: once that one is gone, a read
-    fails (the pid may already be another process's), and ``forget`` closes it."""
+    """Resident memory in MB of processes watched again and again (the memory watchdog's workers, every
+    50 ms): each one's ``/proc/<pid>/statm`` stays open and is read with one ``pread``, not opened, read
+    and closed each time. An open /proc file keeps naming the process it was opened for: once that one is
+    gone, a read fails (the pid may already be another process's), and ``forget`` closes it."""
 
     def __init__(self) -> None:
         self._fds: dict[int, int] = {}
