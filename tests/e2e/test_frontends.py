@@ -136,7 +136,7 @@ def test_an_endpoint_made_on_one_is_described_invoked_updated_and_deleted_on_the
     for server in (a, b):  # half of 4 each, once both saw the third one leave
         try:
             wait_for(lambda s=server: gauge(s, "zeroscale_max_concurrency", "shared") == 2, timeout_s=10)
-        except TimeoutError:  # once seen under a loaded full run: say what each front end saw
+        except TimeoutError:  # say what each front end saw (how a stale share was once found)
             pytest.fail(f"MaxConcurrency not split in two in 10 s:\n{membership(a, b)}")
     invoke(a, "shared")
 

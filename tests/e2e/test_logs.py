@@ -387,7 +387,7 @@ def test_zeroscale_logs_follow_prints_new_events_until_ctrl_c(
         proc.send_signal(signal.SIGINT)
         try:
             code = proc.wait(10)
-        except subprocess.TimeoutExpired:  # seen once in a loaded full run: say where it was stuck
+        except subprocess.TimeoutExpired:  # say where it is stuck (how the ignored SIGINT was found)
             proc.send_signal(signal.SIGABRT)
             proc.wait(10)
             where = proc.stderr.read() if proc.stderr else ""
