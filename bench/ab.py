@@ -45,7 +45,9 @@ class Side:
     p50_us: list[float] = field(default_factory=list)
 
 
-def run(baseline: str, model: str, clients: int, seconds: float, rounds: int) -> list[Side]:
+def run(
+    baseline: str, model: str, clients: int, seconds: float, rounds: int, think_ms: float = 0.0
+) -> list[Side]:
     sides = [Side("baseline", str(Path(baseline).resolve())), Side("this tree", THIS_SRC)]
     endpoint, body = (tp.ENDPOINT, tp.BODY) if model == "echo" else (tp.RF_ENDPOINT, ROW)
     with tempfile.TemporaryDirectory() as tmp_name:
@@ -65,7 +67,12 @@ def run(baseline: str, model: str, clients: int, seconds: float, rounds: int) ->
                     proc = psutil.Process(side.server.proc.pid)
                     before, tasks_before = sum(proc.cpu_times()[:2]), _schedstat(proc.pid)
                     out = tp._loadgen(
-                        [f"tcp:127.0.0.1:{side.server.port}"], side.request, clients, seconds, scratch
+                        [f"tcp:127.0.0.1:{side.server.port}"],
+                        side.request,
+                        clients,
+                        seconds,
+                        scratch,
+                        think_ms,
                     )
                     spent = sum(proc.cpu_times()[:2]) - before
                     # the load generator's warm-up (0.5 s) is served too: count it at the measured rate
@@ -119,8 +126,11 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=2)
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--rounds", type=int, default=8)
+    parser.add_argument(
+        "--think-ms", type=float, default=0.0, help="each client waits this long after an answer (ms)"
+    )
     args = parser.parse_args()
-    sides = run(args.baseline, args.model, args.clients, args.seconds, args.rounds)
+    sides = run(args.baseline, args.model, args.clients, args.seconds, args.rounds, args.think_ms)
     med = statistics.median
     for side in sides:
         print(

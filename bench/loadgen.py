@@ -5,6 +5,9 @@ beyond finding Content-Length, so its CPU per request stays in the tens of micro
     python -m bench.loadgen --target unix:/path.sock --target tcp:127.0.0.1:8080 --request-file R \
         --connections 2 --duration 5 --warmup 0.5
 
+``--think-ms T`` makes each connection wait T ms after an answer before its next request (an open-loop-like
+low rate, for measuring what a request costs a server that sleeps between requests).
+
 Connections are spread over the targets round-robin. Prints one JSON object: requests completed inside the
 measured window, errors (non-200), latency percentiles, and this process's CPU seconds.
 """
@@ -35,7 +38,12 @@ def _connect(target: str) -> socket.socket:
 
 
 def run(
-    targets: list[str], request: bytes, connections: int, duration_s: float, warmup_s: float
+    targets: list[str],
+    request: bytes,
+    connections: int,
+    duration_s: float,
+    warmup_s: float,
+    think_s: float = 0.0,
 ) -> dict[str, object]:
     sel = selectors.DefaultSelector()
     sent_at: dict[int, float] = {}
@@ -55,8 +63,19 @@ def run(
     errors = 0
     total = 0
     open_count = len(socks)
+    due: dict[int, float] = {}  # fd -> when its next request goes (with think time)
     while open_count:
-        for key, _ in sel.select(5.0):
+        if due:
+            now = time.perf_counter()
+            for fd, at in list(due.items()):
+                if at <= now:
+                    del due[fd]
+                    sent_at[fd] = now
+                    by_fd[fd].sendall(request)
+            wait = min(due.values(), default=now + 5.0) - now
+        else:
+            wait = 5.0
+        for key, _ in sel.select(max(0.0, wait)):
             fd = key.fd
             sock = by_fd[fd]
             data = sock.recv(65536)
@@ -81,6 +100,9 @@ def run(
             if now >= end:
                 sel.unregister(sock)
                 open_count -= 1
+                continue
+            if think_s > 0:
+                due[fd] = now + think_s
                 continue
             sent_at[fd] = now
             sock.sendall(request)
@@ -114,10 +136,12 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=2)
     parser.add_argument("--duration", type=float, default=5.0)
     parser.add_argument("--warmup", type=float, default=0.5)
+    parser.add_argument("--think-ms", type=float, default=0.0, help="wait after each answer (ms)")
     args = parser.parse_args()
     with open(args.request_file, "rb") as f:
         request = f.read()
-    print(json.dumps(run(args.target, request, args.connections, args.duration, args.warmup)))
+    out = run(args.target, request, args.connections, args.duration, args.warmup, args.think_ms / 1000)
+    print(json.dumps(out))
 
 
 if __name__ == "__main__":

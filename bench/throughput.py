@@ -97,7 +97,12 @@ def _direct_request(body: bytes = BODY) -> bytes:
 
 
 def _loadgen(
-    targets: list[str], request: bytes, connections: int, duration_s: float, tmp: Path
+    targets: list[str],
+    request: bytes,
+    connections: int,
+    duration_s: float,
+    tmp: Path,
+    think_ms: float = 0.0,
 ) -> dict[str, Any]:
     req_file = tmp / "request.bin"
     req_file.write_bytes(request)
@@ -105,6 +110,8 @@ def _loadgen(
     for target in targets:
         args += ["--target", target]
     args += ["--connections", str(connections), "--duration", str(duration_s), "--warmup", "0.5"]
+    if think_ms:
+        args += ["--think-ms", str(think_ms)]
     out = subprocess.run(args, cwd=REPO, check=True, capture_output=True, timeout=duration_s + 60)
     result: dict[str, Any] = json.loads(out.stdout)
     return result
@@ -243,15 +250,24 @@ def measure(srv: ServerProcess, duration_s: float, repeats: int, result: Through
 
 
 # What the server does per request, by where py-spy finds it (inclusive samples): (label, frame prefix).
-PROFILE_GROUPS = (
-    ("zeroscale's request handling, all of it (api/app.py App._http)", "App._http (zeroscale/api/app.py"),
+PROFILE_GROUPS: tuple[tuple[str, str | tuple[str, ...]], ...] = (
+    (
+        "zeroscale's invocation handling, all of it (api/app.py App._runtime)",
+        "App._runtime (zeroscale/api/app.py",
+    ),
     ("  SigV4 verification (api/sigv4.py verify)", "verify (zeroscale/api/sigv4.py"),
     ("  worker round trip (workers/client.py WorkerConnection.request)", "WorkerConnection.request ("),
     ("  pool: acquire, release, timeouts (router/pool.py VariantPool.invoke)", "VariantPool.invoke ("),
-    ("  response to the client (api/wire.py respond -> uvicorn send)", "respond (zeroscale/api/wire.py"),
-    ("  invocation record: events, metrics, metering (api/invoke.py _record)", "InvokeApi._record ("),
+    (
+        "  response to the client (api/wire.py respond -> api/direct.py, one write)",
+        "respond (zeroscale/api/wire.py",
+    ),
+    ("  invocation record: events, metrics, metering (events.py EventBus)", "EventBus.invocation"),
     ("metering writer thread (metering/sink.py)", "MeteringSink._run ("),
-    ("uvicorn HTTP protocol callbacks (httptools_impl.py HttpToolsProtocol.*)", "HttpToolsProtocol."),
+    (
+        "HTTP protocol callbacks (uvicorn's httptools protocol, api/direct.py, api/guard.py)",
+        ("HttpToolsProtocol.", "DirectHttpTools.", "GuardedHttpTools."),
+    ),
 )
 _IDLE_LEAVES = ("Condition.wait (", "_worker (concurrent/futures/thread.py", "select (", "Event.wait (")
 

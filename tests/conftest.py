@@ -15,6 +15,7 @@ from s3server import SeaweedS3
 # setting as every zeroscale process (workers.forkserver.THREAD_ENV). test_onnx.py turns it on where it must.
 os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
+
 @pytest.fixture(scope="session")
 def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedS3]:
     """A real S3 (SeaweedFS) on free local ports for the whole test session."""

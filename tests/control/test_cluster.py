@@ -119,9 +119,7 @@ async def test_pools_routed_after_the_members_changed_take_the_share_of_now(tmp_
     the moment they are routed, not the one they were built with."""
     frontends = FakeFrontends()
     frontends.members = ["old", "me", "third"]
-    fleet = Fleet(
-        FakeManager().as_manager(), settings(tmp_path), Metrics(), EventBus([]), FakeClock()
-    )
+    fleet = Fleet(FakeManager().as_manager(), settings(tmp_path), Metrics(), EventBus([]), FakeClock())
     cluster = Cluster(cast(Any, None), cast(Any, frontends), fleet, "me", "")
     fleet.current_share = cluster.current
     try:

@@ -172,7 +172,6 @@ def test_a_connection_flood_from_one_address_takes_only_its_share(
     fresh.close()
 
 
-
 def test_a_head_request_on_a_kept_alive_connection_is_answered_then_pipelined_ones_in_order(
     server: ServerProcess,
 ) -> None:

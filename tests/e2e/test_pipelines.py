@@ -224,8 +224,10 @@ def test_a_transform_job_runs_the_pipeline(sm: Any, s3: Any, stage_url: str) -> 
         TransformResources={"InstanceType": "ml.m5.large", "InstanceCount": 1},
     )
     wait_for(
-        lambda: sm.describe_transform_job(TransformJobName="batch-pipeline")["TransformJobStatus"]
-        in ("Completed", "Failed", "Stopped"),
+        lambda: (
+            sm.describe_transform_job(TransformJobName="batch-pipeline")["TransformJobStatus"]
+            in ("Completed", "Failed", "Stopped")
+        ),
         timeout_s=120,
     )
     desc = sm.describe_transform_job(TransformJobName="batch-pipeline")

@@ -357,8 +357,11 @@ def test_update_endpoint_under_load(
 
     # Deleting the endpoint stops its workers and drops its series.
     sm.delete_endpoint(EndpointName="sc-upd")
-    wait_for(lambda: "sc-upd" not in [e["EndpointName"] for e in sm.list_endpoints()["Endpoints"]],
-             timeout_s=15, interval_s=0.05)
+    wait_for(
+        lambda: "sc-upd" not in [e["EndpointName"] for e in sm.list_endpoints()["Endpoints"]],
+        timeout_s=15,
+        interval_s=0.05,
+    )
     assert "sc-upd" not in gauges(server)
     assert not any(alive(p) for p in live_new)
 

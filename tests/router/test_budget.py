@@ -137,12 +137,15 @@ def test_plain_release_does_not_cancel_an_eviction_in_flight() -> None:
     assert budget.reserve(2048, REQ)
 
 
-@pytest.mark.parametrize(("total", "sizes", "fits"), [
-    (2048, [1024, 1024], [True, True]),
-    (2048, [1024, 1024, 1024], [True, True, False]),
-    (3072, [2048, 2048, 1024], [True, False, True]),
-    (6144, [6144, 1], [True, False]),
-])
+@pytest.mark.parametrize(
+    ("total", "sizes", "fits"),
+    [
+        (2048, [1024, 1024], [True, True]),
+        (2048, [1024, 1024, 1024], [True, True, False]),
+        (3072, [2048, 2048, 1024], [True, False, True]),
+        (6144, [6144, 1], [True, False]),
+    ],
+)
 def test_sum_of_reservations_stays_within_total(total: int, sizes: list[int], fits: list[bool]) -> None:
     budget = budget_with(total, FakeEvictor())
     assert [budget.reserve(mb, REQ) for mb in sizes] == fits

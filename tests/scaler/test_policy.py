@@ -75,10 +75,23 @@ ROWS = [
     Row("scale out by several at once", max_concurrency=10, busy=2, queued=4, start=4),
     # ---- at most max_starting workers starting at once ----
     Row("a burst from zero starts max_starting", max_concurrency=50, queued=50, max_starting=2, start=2),
-    Row("the next start waits while max_starting start", max_concurrency=50, starting=2, queued=48,
-        max_starting=2, start=0),
-    Row("one came up: one more starts", max_concurrency=50, busy=1, starting=1, queued=48, max_starting=2,
-        start=1),
+    Row(
+        "the next start waits while max_starting start",
+        max_concurrency=50,
+        starting=2,
+        queued=48,
+        max_starting=2,
+        start=0,
+    ),
+    Row(
+        "one came up: one more starts",
+        max_concurrency=50,
+        busy=1,
+        starting=1,
+        queued=48,
+        max_starting=2,
+        start=1,
+    ),
     Row("max_starting 0 is no limit", max_concurrency=50, queued=50, start=50),
     Row("max_starting never starts past the demand", max_concurrency=50, queued=1, max_starting=4, start=1),
     Row("scale out capped at max concurrency", max_concurrency=4, busy=2, queued=5, start=2),
@@ -109,10 +122,19 @@ ROWS = [
     ),
     Row("an expired worker stops while another starts", starting=1, idle=idle(("a", EXPIRED)), stop=("a",)),
     # ---- max concurrency lowered under live workers (a front end's share shrank) ----
-    Row("idle above a lowered max stop at once", max_concurrency=1, idle=idle(("a", FRESH), ("b", FRESH - 1)),
-        stop=("b",)),
-    Row("busy above a lowered max finish their request", max_concurrency=1, busy=2, idle=idle(("a", FRESH)),
-        stop=("a",)),
+    Row(
+        "idle above a lowered max stop at once",
+        max_concurrency=1,
+        idle=idle(("a", FRESH), ("b", FRESH - 1)),
+        stop=("b",),
+    ),
+    Row(
+        "busy above a lowered max finish their request",
+        max_concurrency=1,
+        busy=2,
+        idle=idle(("a", FRESH)),
+        stop=("a",),
+    ),
     # ---- provisioned concurrency: a floor kept warm ----
     Row("provisioned floor started at zero demand", provisioned=2, start=2),
     Row("provisioned floor counts starting workers", provisioned=2, starting=1, start=1),
@@ -127,13 +149,23 @@ ROWS = [
     ),
     # ---- draining: no floor, no idle worker, but queued requests are still served ----
     Row("draining keeps no provisioned floor", provisioned=2, draining=True),
-    Row("draining stops idle at once", provisioned=2, idle=idle(("a", T0), ("b", FRESH)), draining=True,
-        stop=("b", "a")),
+    Row(
+        "draining stops idle at once",
+        provisioned=2,
+        idle=idle(("a", T0), ("b", FRESH)),
+        draining=True,
+        stop=("b", "a"),
+    ),
     Row("draining still serves queued", queued=2, draining=True, start=2),
     Row("draining serves queued up to max concurrency", queued=5, draining=True, start=3),
     Row("draining keeps busy workers", busy=2, idle=idle(("a", T0)), draining=True, stop=("a",)),
-    Row("draining keeps a worker a queued request needs", busy=1, queued=1, idle=idle(("a", T0)),
-        draining=True),
+    Row(
+        "draining keeps a worker a queued request needs",
+        busy=1,
+        queued=1,
+        idle=idle(("a", T0)),
+        draining=True,
+    ),
 ]
 
 

@@ -219,17 +219,32 @@ class App:
             if self._p.audit is not None:  # every control-plane call (invocations are metered instead)
                 self._p.audit(access, scope, target, error_code)
 
+    async def buffered_invocation(self, scope: Scope, body: bytes, send: Send) -> None:
+        """``POST /endpoints/{name}/invocations`` whose body the HTTP layer has read whole, within the payload
+        limit (``api/direct.py``): the same handling as through ``__call__``."""
+        started = time.perf_counter()
+        await self._runtime(scope, None, send, _request_ids.next(), started, body)
+
     async def _runtime(
-        self, scope: Scope, receive: Receive, send: Send, request_id: str, started: float
+        self,
+        scope: Scope,
+        receive: Receive | None,
+        send: Send,
+        request_id: str,
+        started: float,
+        body: bytes | None = None,
     ) -> None:
-        """``/endpoints/{name}/...``: SageMaker's runtime, signed for "sagemaker", errors in REST-JSON."""
+        """``/endpoints/{name}/...``: SageMaker's runtime, signed for "sagemaker", errors in REST-JSON.
+        ``body`` when read already (then ``receive`` is None: only an invocation's path comes that way)."""
         path: str = scope["path"]
         method: str = scope["method"]
         try:
-            try:
-                body = await _read_body(scope, receive, self._p.payload_limit_bytes)
-            except BodyTooLarge:
-                raise RuntimeValidationError(f"Request {request_id} has oversize body.") from None
+            if body is None:
+                assert receive is not None
+                try:
+                    body = await _read_body(scope, receive, self._p.payload_limit_bytes)
+                except BodyTooLarge:
+                    raise RuntimeValidationError(f"Request {request_id} has oversize body.") from None
             headers: list[tuple[bytes, bytes]] = scope["headers"]
             access_key_id = self._verify(scope, body, self._default_service.signing_name)
             if path.endswith(_ASYNC_SUFFIX) and self._p.async_runtime is not None:
@@ -237,7 +252,7 @@ class App:
                     access_key_id, method, path, _ASYNC_SUFFIX, "InvokeEndpointAsync"
                 )
                 await self._p.async_runtime.invoke(send, request_id, endpoint, headers)
-            elif path.endswith(_STREAM_SUFFIX) and self._p.stream_runtime is not None:
+            elif path.endswith(_STREAM_SUFFIX) and self._p.stream_runtime is not None and receive is not None:
                 # authorized as sagemaker:InvokeEndpoint, as on AWS
                 endpoint = self._runtime_target(access_key_id, method, path, _STREAM_SUFFIX)
                 await self._p.stream_runtime.invoke_stream(

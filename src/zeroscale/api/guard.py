@@ -22,8 +22,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any, ClassVar
 
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
-
+from zeroscale.api.direct import DirectCycle, DirectHttpTools, DirectRoute
 from zeroscale.config import HttpLimits
 
 
@@ -75,7 +74,7 @@ class _OneWrite:
 _JOIN_BELOW = 64 * 1024  # a body up to this is joined to the head; a larger one goes by writelines
 
 
-class GuardedHttpTools(HttpToolsProtocol):
+class GuardedHttpTools(DirectHttpTools):
     limits: ClassVar[HttpLimits] = HttpLimits()
     # client address -> open connections, per server (a class made per server by ``protocol``)
     per_client: ClassVar[dict[str, int]] = {}
@@ -134,8 +133,9 @@ class GuardedHttpTools(HttpToolsProtocol):
         if self._timer_kind == "head":
             self._disarm()
         super().on_headers_complete()
-        if self.cycle is not None:  # responses on a connection go one after the other: one writer serves all
-            self.cycle.transport = self._writer  # type: ignore[assignment]
+        cycle = self.cycle  # responses on a connection go one after the other: one writer serves all
+        if cycle is not None and not isinstance(cycle, DirectCycle):  # a direct answer is one write already
+            cycle.transport = self._writer  # type: ignore[assignment]
 
     def on_response_complete(self) -> None:
         self._writer.flush()  # a response without body bytes (HEAD)
@@ -186,7 +186,8 @@ class GuardedHttpTools(HttpToolsProtocol):
         self.transport.close()
 
 
-def protocol(limits: HttpLimits) -> type[GuardedHttpTools]:
-    """uvicorn's ``http=`` class for one server with these limits."""
-    attrs: dict[str, Any] = {"limits": limits, "per_client": {}}
+def protocol(limits: HttpLimits, direct: DirectRoute | None = None) -> type[GuardedHttpTools]:
+    """uvicorn's ``http=`` class for one server with these limits, and runtime invocations to ``direct``
+    without an ASGI cycle (``api/direct.py``; None: every request through the cycle)."""
+    attrs: dict[str, Any] = {"limits": limits, "per_client": {}, "direct": direct}
     return type("ZeroscaleHttp", (GuardedHttpTools,), attrs)
