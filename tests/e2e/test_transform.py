@@ -461,3 +461,27 @@ def test_the_containers_execution_parameters_fill_what_the_job_left_out(
         wait_for(lambda job=job, posts=posts: requests(job)[0] == posts, timeout_s=10)  # type: ignore[misc]
         assert "GET /execution-parameters" in requests(job)[1]
     assert sm.describe_transform_job(TransformJobName="params")["MaxPayloadInMB"] == 6  # as given: unset
+
+
+def test_workers_that_cannot_start_fail_the_job_while_its_files_are_read(
+    server: ServerProcess, sm: Any, s3: Any, tmp_path: Path, sklearn_model: SklearnModel
+) -> None:
+    """The inputs are opened and read while the workers start: a model whose workers never come up fails
+    the job with the workers' error, writes no output, and leaves no reader behind (the next job runs)."""
+    broken = handler_model(tmp_path, "def model_fn(model_dir):\n    raise RuntimeError('no model here')\n")
+    sm.create_model(ModelName="broken", PrimaryContainer={"Image": "sklearn", "ModelDataUrl": broken})
+    for i in range(3):
+        s3.put_object(Bucket=BUCKET, Key=f"broken/in/part-{i}.csv", Body=b"1,2,3\n" * 50_000)
+    _job(sm, "broken", "broken", "broken/in/", BatchStrategy="MultiRecord", MaxPayloadInMB=1)
+    desc = _wait_failed(sm, "broken")
+    assert desc["TransformJobStatus"] == "Failed"
+    assert "no model here" in desc["FailureReason"], desc["FailureReason"]
+    listed = s3.list_objects_v2(Bucket=BUCKET, Prefix="broken/out/")
+    assert listed.get("KeyCount", 0) == 0
+    rows = np.random.RandomState(7).rand(20, 4)
+    s3.put_object(Bucket=BUCKET, Key="after-broken/in/rows.csv", Body=_csv(rows))
+    _job(sm, "after-broken", "rf", "after-broken/in/", BatchStrategy="MultiRecord", MaxPayloadInMB=1)
+    after = _wait_failed(sm, "after-broken")
+    assert after["TransformJobStatus"] == "Completed", after.get("FailureReason")
+    answers = _read(s3, "after-broken/out/rows.csv.out").splitlines()
+    assert [int(float(v)) for v in answers] == sklearn_model.expected(rows)

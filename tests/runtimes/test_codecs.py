@@ -107,6 +107,12 @@ def test_csv_encoding_is_one_row_per_line() -> None:
     floats = np.random.default_rng(1).random(4)
     decoded = codecs.decode(codecs.encode(floats, "text/csv")[0], "text/csv")
     np.testing.assert_array_equal(decoded.ravel(), floats)
+    # the shapes the one-join paths (1-D, 2-D arrays) do not take, and the empty ones
+    assert codecs.encode(np.arange(8).reshape(2, 2, 2), "text/csv")[0] == b"[0, 1],[2, 3]\n[4, 5],[6, 7]\n"
+    assert codecs.encode(np.array([]), "text/csv")[0] == b""
+    assert codecs.encode(np.zeros((0, 3)), "text/csv")[0] == b""
+    assert codecs.encode(np.array([[1.5], [2.0]]), "text/csv")[0] == b"1.5\n2.0\n"
+    assert codecs.encode(np.array([True, False]), "text/csv")[0] == b"True\nFalse\n"
 
 
 def test_accept_lists_pick_the_first_supported() -> None:

@@ -199,6 +199,7 @@ def _spool(stream: IO[bytes], into: IO[bytes], limit_bytes: int) -> int:
 _STRATEGIES = {"MULTI_RECORD": "MultiRecord", "SINGLE_RECORD": "SingleRecord"}
 _STRATEGIES.update({v: v for v in _STRATEGIES.values()})
 EXECUTION_PARAMETERS = ("MaxConcurrentTransforms", "BatchStrategy", "MaxPayloadInMB")
+_CUT_PARAMETERS = frozenset({"BatchStrategy", "MaxPayloadInMB"})  # those that say how an input is cut
 
 
 def container_parameters(job: JobSpec, answer: Any) -> JobSpec:
@@ -244,6 +245,17 @@ def _count(batch: list[bytes], whole_lines: bool) -> int:
     return sum(1 for line in batch[0].split(b"\n") if line.strip())
 
 
+def _workers(job: JobSpec) -> int:
+    """MaxConcurrentTransforms workers per instance."""
+    return max(1, job.max_concurrent * job.instance_count)
+
+
+def _next_counted(batches: Iterator[list[bytes]], whole_lines: bool) -> tuple[list[bytes], int] | None:
+    """The next mini-batch and its number of records (None after the last): in the thread that reads."""
+    batch = next(batches, None)
+    return None if batch is None else (batch, _count(batch, whole_lines))
+
+
 class TransformRunner:
     def __init__(self, fleet: Fleet, deployer: Deployer, s3: S3Io, scratch_dir: Path) -> None:
         self._fleet = fleet
@@ -262,15 +274,26 @@ class TransformRunner:
         on_progress()
         if not todo:
             return
-        await self._start_workers(job)
+        workers = asyncio.ensure_future(self._ready(job))
         try:
-            job = await self._execution_parameters(job)
-            slots = asyncio.Semaphore(max(1, job.max_concurrent * job.instance_count))
+            # The inputs are opened and read while the workers start, unless the container may still choose
+            # how they are cut (a job that left BatchStrategy or MaxPayloadInMB out).
+            cut = job if not job.unset & _CUT_PARAMETERS else await workers
+            # One file more than there are workers is read at once: the next file's read (and the last
+            # one's upload) overlaps the workers' work, and the pool queues what no worker can take yet.
+            files_at_once = asyncio.Semaphore(_workers(cut) + 1)
+
+            def widen(ready: asyncio.Future[JobSpec]) -> None:  # the container chose more workers
+                if not ready.cancelled() and ready.exception() is None:
+                    for _ in range(_workers(ready.result()) - _workers(cut)):
+                        files_at_once.release()
+
+            workers.add_done_callback(widen)
 
             async def one(item: InputFile) -> None:
-                async with slots:
+                async with files_at_once:
                     try:
-                        records = await self._transform(job, item)  # not `+= await`: files overlap
+                        records = await self._transform(cut, workers, item)  # not `+= await`: files overlap
                         progress.records_done += records
                         progress.files_done += 1
                     except FileFailed as exc:
@@ -278,15 +301,23 @@ class TransformRunner:
                     on_progress()
 
             await asyncio.gather(*(one(f) for f in todo))
+            await workers  # DeployError if they never started (each file stopped on it too)
         finally:  # the job is done: its workers go in the background
+            workers.cancel()
+            workers.add_done_callback(_ignore)
             self._background.spawn(self._fleet.deactivate(job.route, timeout_s=2.0))
+
+    async def _ready(self, job: JobSpec) -> JobSpec:
+        """The job's workers started, and the job as they run it (``_execution_parameters``)."""
+        await self._start_workers(job)
+        return await self._execution_parameters(job)
 
     async def close(self) -> None:
         """Wait for the workers of finished jobs to be gone."""
         await self._background.join()
 
     async def _start_workers(self, job: JobSpec) -> None:
-        workers = max(1, job.max_concurrent * job.instance_count)
+        workers = _workers(job)
         variant = {  # named after the job: its log streams are <job name>/<worker id>, as SageMaker's
             "VariantName": job.name,
             "ModelName": job.model_name,
@@ -382,8 +413,9 @@ class TransformRunner:
         return True
 
     # ---- one file ----
-    async def _transform(self, job: JobSpec, item: InputFile) -> int:
-        """Transform one file into its .out object; the number of records."""
+    async def _transform(self, job: JobSpec, workers: asyncio.Future[JobSpec], item: InputFile) -> int:
+        """Transform one file into its .out object; the number of records. ``job`` says how the file is cut;
+        ``workers`` is awaited before the first invocation and gives the job as the workers run it."""
         loc = S3Url.parse(item.url)
         try:
             resp = await asyncio.to_thread(self._s3.client().get_object, Bucket=loc.bucket, Key=loc.key)
@@ -393,7 +425,7 @@ class TransformRunner:
         stream: IO[bytes] = cast(IO[bytes], gzip.GzipFile(fileobj=body)) if job.gzip else body
         if job.split == "None" and job.processing is None:
             try:
-                return await self._transform_whole(job, item, stream)
+                return await self._transform_whole(job, workers, item, stream)
             finally:
                 with contextlib.suppress(Exception):
                     body.close()
@@ -408,28 +440,28 @@ class TransformRunner:
         self._scratch_dir.mkdir(parents=True, exist_ok=True)
         records = 0
         content_type = job.accept or "application/octet-stream"
-        ahead: asyncio.Future[list[bytes] | None] | None = None
+        ahead: asyncio.Future[tuple[list[bytes], int] | None] | None = None
         try:
             with tempfile.TemporaryFile(dir=self._scratch_dir) as sink:
-                # The next batch is read and cut (in a thread) while the worker answers this one.
-                ahead = asyncio.ensure_future(asyncio.to_thread(next, batches, None))
+                # The next batch is read, cut and counted (in a thread) while the worker answers this one.
+                ahead = asyncio.ensure_future(asyncio.to_thread(_next_counted, batches, bulk))
                 while True:
                     try:
-                        nxt = await ahead
+                        counted = await ahead
                     except (OSError, EOFError, gzip.BadGzipFile) as exc:
                         raise FileFailed(f"could not read it: {exc}") from exc
-                    if nxt is None:
+                    if counted is None:
                         break
-                    ahead = asyncio.ensure_future(asyncio.to_thread(next, batches, None))
+                    nxt, count = counted
+                    ahead = asyncio.ensure_future(asyncio.to_thread(_next_counted, batches, bulk))
                     proc = job.processing
                     try:
                         payload = b"".join(proc.filter_input(r) for r in nxt) if proc else b"".join(nxt)
-                        out, answered_type = await self._invoke(job, payload)
+                        out, answered_type = await self._invoke(await workers, payload)
                         if proc is not None:
                             out = proc.finish(nxt, out)
                     except (ProcessingError, UnicodeDecodeError) as exc:
                         raise FileFailed(f"DataProcessing: {exc}") from exc
-                    count = _count(nxt, bulk)
                     content_type = job.accept or answered_type or content_type
                     sink.write(out)
                     if job.assemble_lines and not out.endswith(b"\n"):
@@ -448,7 +480,9 @@ class TransformRunner:
                 body.close()
         return records
 
-    async def _transform_whole(self, job: JobSpec, item: InputFile, stream: IO[bytes]) -> int:
+    async def _transform_whole(
+        self, job: JobSpec, workers: asyncio.Future[JobSpec], item: InputFile, stream: IO[bytes]
+    ) -> int:
         """SplitType None: the object is one request, streamed S3 -> scratch file -> worker -> scratch file
         -> S3, so the server never holds it (however large, with MaxPayloadInMB 0); one record."""
         self._scratch_dir.mkdir(parents=True, exist_ok=True)
@@ -461,7 +495,7 @@ class TransformRunner:
             except (OSError, EOFError, gzip.BadGzipFile) as exc:
                 raise FileFailed(f"could not read it: {exc}") from exc
             payload = FilePayload(source, size, sink)
-            _, answered_type = await self._invoke(job, payload)
+            _, answered_type = await self._invoke(await workers, payload)
             if job.assemble_lines and payload.written:
                 sink.seek(-1, 2)
                 if sink.read(1) != b"\n":

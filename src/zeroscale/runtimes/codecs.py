@@ -177,6 +177,13 @@ def _encode_csv(prediction: Any) -> bytes:
     values = prediction.tolist() if hasattr(prediction, "tolist") else prediction
     if not isinstance(values, list | tuple):
         values = [values]
+    if not values:
+        return b""
+    ndim = getattr(prediction, "ndim", None)
+    if ndim == 1:  # a batch's predictions: one join, no per-row checks
+        return ("\n".join(map(str, values)) + "\n").encode("utf-8")
+    if ndim == 2:
+        return ("\n".join([",".join(map(str, row)) for row in values]) + "\n").encode("utf-8")
     return "".join(_csv_row(row) + "\n" for row in values).encode("utf-8")
 
 
