@@ -46,11 +46,12 @@ system-deps:
 run: $(RUN_STAMP)
 	$(BIN)/zeroscale serve --port $(PORT)
 
-## test: set up, then run the whole suite, plus the linters and the type checker
+## test: set up, then run the whole suite, plus the linters and the type checker (the 25 slowest tests are
+## listed at the end: where the suite's time goes)
 test: $(STAMP)
 	$(BIN)/ruff check src tests
 	$(BIN)/mypy
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q --durations=25
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests
