@@ -19,7 +19,6 @@ from zeroscale.api import guard
 from zeroscale.api.app import App, AppParts
 from zeroscale.api.async_invoke import AsyncInvokeApi
 from zeroscale.api.control import ControlPlane
-from zeroscale.api.direct import DirectRoute
 from zeroscale.api.image_rest import ImagesApi
 from zeroscale.api.invoke import InvokeApi
 from zeroscale.api.jsonrpc import JsonService
@@ -435,10 +434,7 @@ def serve(settings: Settings) -> None:
         host=settings.host,
         port=settings.port,
         loop="uvloop",
-        http=guard.protocol(
-            _within_open_files(settings.http),
-            direct=DirectRoute(server.app.buffered_invocation, settings.payload_limit_bytes),
-        ),
+        http=guard.protocol(_within_open_files(settings.http), direct=server.app.direct_route()),
         ssl_certfile=str(settings.tls_cert) if settings.tls_cert else None,
         ssl_keyfile=str(settings.tls_key) if settings.tls_key else None,
         lifespan="on",

@@ -15,6 +15,7 @@ from typing import Any
 
 from zeroscale.api import rpcv2, sigv4
 from zeroscale.api.async_invoke import AsyncInvokeApi
+from zeroscale.api.direct import DirectRoute
 from zeroscale.api.invoke import InvokeApi
 from zeroscale.api.jsonrpc import MAX_BODY_BYTES as MAX_JSON_BODY_BYTES
 from zeroscale.api.jsonrpc import JsonService
@@ -219,6 +220,10 @@ class App:
             if self._p.audit is not None:  # every control-plane call (invocations are metered instead)
                 self._p.audit(access, scope, target, error_code)
 
+    def direct_route(self) -> DirectRoute:
+        """Where the HTTP layer sends invocations it reads whole (``api/direct.py``), and their limit."""
+        return DirectRoute(self.buffered_invocation, self._p.payload_limit_bytes)
+
     async def buffered_invocation(self, scope: Scope, body: bytes, send: Send) -> None:
         """``POST /endpoints/{name}/invocations`` whose body the HTTP layer has read whole, within the payload
         limit (``api/direct.py``): the same handling as through ``__call__``."""
@@ -252,7 +257,8 @@ class App:
                     access_key_id, method, path, _ASYNC_SUFFIX, "InvokeEndpointAsync"
                 )
                 await self._p.async_runtime.invoke(send, request_id, endpoint, headers)
-            elif path.endswith(_STREAM_SUFFIX) and self._p.stream_runtime is not None and receive is not None:
+            elif path.endswith(_STREAM_SUFFIX) and self._p.stream_runtime is not None:
+                assert receive is not None  # a buffered body comes only for /invocations (api/direct.py)
                 # authorized as sagemaker:InvokeEndpoint, as on AWS
                 endpoint = self._runtime_target(access_key_id, method, path, _STREAM_SUFFIX)
                 await self._p.stream_runtime.invoke_stream(
