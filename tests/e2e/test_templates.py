@@ -93,21 +93,45 @@ def test_scale_out_forks_replicas_of_a_loaded_model_and_scales_back_to_zero(
     assert replicas >= 1, "scale-out did not fork from the template"
     assert server.workers("templated") <= 3
 
+    # Each worker's own output is in its stream, the replicas' too: the server opens their log files and
+    # passes them to the template, which is confined like a worker and may not open them itself.
+    def workers_said_ready() -> bool:
+        streams = [p for p in logs.glob("*.log") if not p.name.startswith(("template-", "platform"))]
+        return len(streams) >= 2 and all("zeroscale worker ready" in p.read_text() for p in streams)
+
+    wait_for(workers_said_ready, timeout_s=10)
+    assert "cannot open" not in "".join(p.read_text() for p in logs.glob("template-*.log"))
+
     # Back to zero: no worker. The template stays in the warm-model cache (no CPU, its private memory on
-    # /metrics), so the next cold start is a fork of the loaded model.
+    # /metrics) with one replica forked ahead of need and parked beside it, so the next cold start is that
+    # replica's first request.
     wait_for(lambda: server.workers("templated") == 0, timeout_s=20)
     wait_for(lambda: metric(server, "zeroscale_warm_cache_entries") == 1, timeout_s=10)
-    assert len(templates(server)) == 0  # a cached template has no children: nothing serves
+    cached = templates(server)
+    assert len(cached) == 1
+    parked = [p.pid for p in cached[0].children()]
+    assert len(parked) == 1  # the parked replica, and nothing else
+    assert server.workers("templated") == 0  # it is not a worker: it has no request to serve
     assert (
         0
         < metric(server, "zeroscale_warm_cache_bytes")
         <= metric(server, "zeroscale_warm_cache_capacity_bytes")
     )
+    before = {p.name for p in logs.glob("*.log")}
     hits = metric(server, "zeroscale_warm_cache_hits_total")
     resp = smr.invoke_endpoint(EndpointName="templated", Body=body, ContentType="application/json")
     assert json.loads(resp["Body"].read()) == want  # the same answer from a fork of the cached model
     assert metric(server, "zeroscale_warm_cache_hits_total") == hits + 1
     assert metric(server, "zeroscale_warm_cache_entries") == 0  # the pool owns its template again
+    assert [p.pid for p in cached[0].children()] == parked  # the parked replica took it: no fork
+    assert server.workers("templated") == 1
+    # Its log (its ready line in it) became the new worker's stream: one file, named for that worker, with
+    # the platform's line about the start after the replica's own.
+    new = [logs / n for n in {p.name for p in logs.glob("*.log")} - before]
+    assert len(new) == 1, new
+    wait_for(lambda: "started: cold start took" in new[0].read_text(errors="replace"), timeout_s=10)
+    text = new[0].read_text(errors="replace")
+    assert text.index("zeroscale worker ready") < text.index(f"Worker {new[0].stem} started")
 
 
 def test_without_a_warm_cache_zero_leaves_no_process_behind(server_factory: Any, sklearn_model: Any) -> None:

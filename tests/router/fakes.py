@@ -61,6 +61,7 @@ class FakeManager:
         self.status = 200
         self.prewarmed: list[tuple[str, ...]] = []
         self.template_size = 40 * 1024 * 1024
+        self.parked: list[tuple[WorkerSpec, Any]] = []  # (spec, template) per park
         self.streams: list[FakeStream] = []
 
     def as_manager(self) -> Workers:
@@ -103,6 +104,10 @@ class FakeManager:
         return template
 
     def template_bytes(self, template: Any) -> int:
+        return self.template_size
+
+    async def park(self, spec: WorkerSpec, template: Any) -> int:
+        self.parked.append((spec, template))
         return self.template_size
 
     async def stop(self, handle: WorkerHandle, *, grace_s: float | None = None) -> None:

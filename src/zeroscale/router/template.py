@@ -1,10 +1,13 @@
 """One pool's template: a process that loaded the pool's model once and forks further workers of it.
 
 While the pool has workers it keeps one (started in the background after the pool's first worker), so
-scale-out skips the model load. When the pool goes back to zero the template goes to the warm-model cache,
-and the pool's next cold start takes it back from there. Only where forking a loaded model is safe
-(``runtimes.usercode.forks_loaded_model``): a built-in runtime, no user code; and a template that finds
-other threads running once its model is loaded refuses to fork, after which the pool tries no other.
+scale-out skips the model load. When the pool goes back to zero the template goes to the warm-model cache
+with one replica forked ahead of need and parked beside it (``Workers.park``: set up to its listening
+socket, given no request), and the pool's next cold start takes both back from there: that cold start is
+the parked replica's first request, without a fork or a set-up on its path. Only where forking a loaded
+model is safe (``runtimes.usercode.forks_loaded_model``): a built-in runtime, no user code; and a template
+that finds other threads running once its model is loaded refuses to fork, after which the pool tries no
+other.
 """
 
 from __future__ import annotations
@@ -38,6 +41,8 @@ class PoolTemplate:
         self._background = background
         self._wanted = wanted
         self._template: Zygote | None = None
+        self._stashing: Zygote | None = None  # on its way to the cache: its replica is being parked
+        self._worker_spec: WorkerSpec | None = None  # what the pool's workers are started with
         self._loading = False
         self._refused = False  # the model's template refused to fork (threads): none is tried again
         templated = (
@@ -57,12 +62,16 @@ class PoolTemplate:
         """A cold start from zero: a template the warm cache kept makes it a fork of a loaded model."""
         if self._cache is None or self.key is None or self._template is not None:
             return
+        if self._stashing is not None:  # back before it reached the cache
+            self._template, self._stashing = self._stashing, None
+            return
         cached = self._cache.take(self.key)
         if cached is not None:
             self._template = cast(Zygote, cached)
 
     def keep(self, spec: WorkerSpec) -> None:
         """The pool has a worker: make sure a template of its model is there or on its way."""
+        self._worker_spec = spec
         if self.key is None or self._loading or self._refused:
             return
         if self._template is not None and self._template.alive:
@@ -93,9 +102,30 @@ class PoolTemplate:
         if self._cache is None or self.key is None or draining or not template.alive:
             self._background.spawn(template.close())
             return
-        self._cache.put(self.key, template, self._manager.template_bytes(template), self._spec.endpoint)
+        self._stashing = template
+        self._background.spawn(self._park_and_put(template))
+
+    async def _park_and_put(self, template: Zygote) -> None:
+        try:
+            spec = self._worker_spec
+            if spec is None:
+                size = self._manager.template_bytes(template)
+            else:
+                size = await self._manager.park(spec, template)
+        except BaseException:
+            if self._stashing is template:
+                self._stashing = None
+                await template.close()
+            raise
+        if self._stashing is not template:  # the pool took it back meanwhile, or it was closed
+            return
+        self._stashing = None
+        assert self._cache is not None and self.key is not None
+        self._cache.put(self.key, template, size, self._spec.endpoint)
 
     async def close(self) -> None:
         template, self._template = self._template, None
-        if template is not None:
-            await template.close()
+        stashing, self._stashing = self._stashing, None
+        for each in (template, stashing):
+            if each is not None:
+                await each.close()

@@ -161,8 +161,9 @@ def open_stream(log_path: str) -> int:
 class _Pipe:
     """The read end of one output pipe (non-blocking) and the recorder its lines go to."""
 
-    def __init__(self, log_path: str, clock: Callable[[], float]) -> None:
-        self.recorder = LineRecorder(open_stream(log_path))
+    def __init__(self, log_path: str, clock: Callable[[], float], fd: int | None = None) -> None:
+        """``fd``: the stream file, opened already (it is owned from here on); else ``log_path`` is opened."""
+        self.recorder = LineRecorder(open_stream(log_path) if fd is None else fd)
         self.read_fd, self.write_fd = os.pipe()
         os.set_blocking(self.read_fd, False)
         self._clock = clock
@@ -214,9 +215,10 @@ class Captures:
         self._pipes: dict[int, _Pipe] = {}  # read end -> pipe
         self._by_pid: dict[int, int] = {}  # child pid -> read end
 
-    def open(self, log_path: str) -> tuple[int, int]:
-        """A new pipe whose output goes to ``log_path``: returns (read end, write end)."""
-        pipe = _Pipe(log_path, self._clock)
+    def open(self, log_path: str, fd: int | None = None) -> tuple[int, int]:
+        """A new pipe whose output goes to ``log_path`` (``fd``: that file, opened by the server, owned from
+        here on): returns (read end, write end)."""
+        pipe = _Pipe(log_path, self._clock, fd)
         self._pipes[pipe.read_fd] = pipe
         self._sel.register(pipe.read_fd, selectors.EVENT_READ, "out")
         return pipe.read_fd, pipe.write_fd

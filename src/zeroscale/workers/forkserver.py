@@ -4,7 +4,8 @@ once, then forks a worker per request (``zygotes.py`` is the server's side).
 Runs as its own process (``python -m zeroscale.workers.forkserver RUNTIME FD``) and speaks JSON lines over the
 socket whose fd number is its second argument:
 
-    -> {"op": "fork", "id": ..., "model_dir": ..., "socket_path": ..., "log_path": ..., "env": {...}}
+    -> {"op": "fork", "id": ..., "model_dir": ..., "socket_path": ..., "log_path": ..., "env": {...},
+        "log_fd": true}          the log file comes with the line (SCM_RIGHTS): a template may not open it
     <- {"op": "forked", "id": ..., "pid": ...}
     <- {"op": "up", "pid": ...}          its socket listens (the worker wrote a byte on a pipe from here)
     <- {"op": "exit", "pid": ..., "status": <exit code, or -signal>}
@@ -28,6 +29,7 @@ What forking breaks, and how it is handled here:
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import ctypes
 import gc
@@ -232,6 +234,7 @@ def serve(runtime: str, ctl: socket.socket, handler: Any = None) -> None:
     sel.register(wake_r, selectors.EVENT_READ, "chld")
     captures = Captures(sel)
     readying: dict[int, int] = {}  # read end of a worker's ready pipe -> its pid, until it is up or gone
+    passed: collections.deque[int] = collections.deque()  # log files the server sent, one per request
     buf = b""
     zygote_pid = os.getpid()
     _send(ctl, {"op": "ready", "pid": zygote_pid})
@@ -247,7 +250,8 @@ def serve(runtime: str, ctl: socket.socket, handler: Any = None) -> None:
             if key.data == "up":
                 _up(ctl, sel, key.fd, readying)
                 continue
-            data = ctl.recv(65536)
+            data, fds, _, _ = socket.recv_fds(ctl, 65536, 16, socket.MSG_CMSG_CLOEXEC)
+            passed.extend(fds)
             if not data:
                 captures.close_all()
                 return
@@ -255,9 +259,12 @@ def serve(runtime: str, ctl: socket.socket, handler: Any = None) -> None:
             while b"\n" in buf:
                 line, buf = buf.split(b"\n", 1)
                 req = json.loads(line)
+                log_fd = passed.popleft() if req.get("log_fd") and passed else None
                 if req.get("op") not in ("fork", "template"):
+                    if log_fd is not None:
+                        os.close(log_fd)
                     continue
-                out_r, out_w = captures.open(req["log_path"])
+                out_r, out_w = captures.open(req["log_path"], log_fd)
                 ready_r, ready_w = os.pipe() if req["op"] == "fork" else (-1, -1)
                 try:
                     pid = os.fork()

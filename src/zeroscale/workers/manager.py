@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from zeroscale.errors import DeployError
+from zeroscale.workers.capture import open_stream as open_log
 from zeroscale.workers.client import Body, WorkerConnection, WorkerConnectionError, WorkerResponse
 from zeroscale.workers.confinement import Confinement, processes_of
 from zeroscale.workers.forkserver import EXIT_THREADED_TEMPLATE, THREAD_ENV
@@ -154,6 +155,7 @@ class WorkerManager:
         self._confinement = confinement
         self._template_scratch: dict[int, str] = {}  # template pid -> its scratch directory
         self._template_blocks: dict[int, tuple[int, int]] = {}  # template pid -> its block of uids
+        self._parked: dict[int, WorkerHandle] = {}  # template pid -> its parked replica (``park``)
         self._extra_mb: dict[int, float] = {}  # worker uid -> private MB of its other processes
         self._releasing: list[tuple[str, int, int]] = []  # (scratch, uid, tries left) of exited workers
         self._release_timer: asyncio.Handle | None = None
@@ -210,7 +212,14 @@ class WorkerManager:
         """Fork a worker and wait until it answers /ping. Raises DeployError with the worker's output tail.
 
         ``on_exit`` is called once the process is gone, whatever the cause, if the start succeeded.
-        With a live ``template`` (see ``start_template``) the worker is a replica of its loaded model."""
+        With a live ``template`` (see ``start_template``) the worker is a replica of its loaded model: the
+        one ``park`` forked ahead of need, when it was parked for the same spec."""
+        if template is not None:
+            parked = self._unpark(template)
+            if parked is not None and parked.spec == spec and template.alive and parked.log_path.exists():
+                return self._adopt(parked, worker_id or self.new_worker_id(), on_exit)
+            if parked is not None:  # for another spec (its endpoint's logs, its memory size), or its log
+                self._discard_parked(parked)  # was deleted by retention while it waited
         wid = worker_id or self.new_worker_id()
         socket_path = str(self._run_dir / f"{wid}.sock")
         with contextlib.suppress(FileNotFoundError):
@@ -263,7 +272,7 @@ class WorkerManager:
                         policy = dataclasses.replace(policy, layer_only=True)
                     request["sandbox"] = policy.to_dict()
                     env["TMPDIR"] = handle.scratch
-                handle.pid = await zygote.fork(request)
+                handle.pid = await self._fork(zygote, request, handle.log_path)
         except ZygoteError as exc:
             self._release_sandbox(handle.scratch, handle.uid)
             raise DeployError(str(exc)) from exc
@@ -291,6 +300,65 @@ class WorkerManager:
         if not handle.alive and on_exit is not None:
             on_exit(handle)
         return handle
+
+    async def park(self, spec: WorkerSpec, template: Zygote) -> int:
+        """Fork a replica of ``template`` ahead of need and hold it, ready (its socket answered /ping) but
+        given no request: the next ``start`` from this template with the same spec takes it, and that cold
+        start skips the fork and the child's set-up. At most one per template; it ends with the template
+        (its parent-death signal). Returns what keeping both costs, in bytes: the template's private memory
+        measured before the fork (after it, the pages the two share count as neither's), plus the pages the
+        replica's set-up made its own."""
+        kept = self.template_bytes(template)
+        if not template.alive or not template.pid:
+            return kept
+        if template.pid in self._parked:
+            return kept + private_bytes(self._parked[template.pid].pid)
+        try:
+            handle = await self.start(spec, template=template)
+        except DeployError:
+            return kept  # the next cold start forks the template as it would have
+        if not template.alive or template.pid in self._parked or not handle.alive:
+            self._discard_parked(handle)  # not needed after all
+            return kept
+        self._parked[template.pid] = handle
+        return kept + private_bytes(handle.pid)
+
+    def _discard_parked(self, handle: WorkerHandle) -> None:
+        """End a replica never handed a request (SIGKILL loses nothing), and its log (its ready line)."""
+        self._signal(handle, signal.SIGKILL)
+        with contextlib.suppress(OSError):
+            os.unlink(handle.log_path)
+
+    def _unpark(self, template: Zygote) -> WorkerHandle | None:
+        return self._parked.pop(template.pid, None) if template.pid else None
+
+    def _adopt(
+        self, handle: WorkerHandle, worker_id: str, on_exit: Callable[[WorkerHandle], None] | None
+    ) -> WorkerHandle:
+        """A parked replica becomes the worker ``worker_id``: its log file takes that name (the template's
+        capture keeps writing to the renamed file), its ready time is the hand-over's."""
+        adopted = time.monotonic()
+        if worker_id != handle.worker_id:
+            log_path = handle.spec.log_dir / f"{worker_id}.log"
+            with contextlib.suppress(OSError):
+                os.replace(handle.log_path, log_path)
+                handle.log_path = log_path
+            handle.worker_id = worker_id
+        handle.ready_s = time.monotonic() - adopted
+        handle.started_at = adopted
+        handle.on_exit = on_exit
+        if not handle.alive and on_exit is not None:
+            on_exit(handle)
+        return handle
+
+    @staticmethod
+    async def _fork(zygote: Zygote, request: dict[str, object], log_path: Path, op: str = "fork") -> int:
+        """Ask ``zygote`` for a child whose output goes to ``log_path``, opened here and passed along."""
+        log_fd = open_log(str(log_path))
+        try:
+            return await zygote.fork(request, log_fd, op=op)
+        finally:
+            os.close(log_fd)
 
     async def _until_ready(self, handle: WorkerHandle) -> WorkerConnection:
         # A forked worker's zygote says when its socket listens (``_up``): connect then. A bring-your-own
@@ -373,7 +441,7 @@ class WorkerManager:
             policy = dataclasses.replace(policy, nofile=max(policy.nofile, TEMPLATE_MIN_OPEN_FILES))
             request["sandbox"] = policy.to_dict()
         try:
-            pid = await zygote.fork(request, op="template")
+            pid = await self._fork(zygote, request, log_path, op="template")
         except BaseException:
             self._end_template(scratch, block)
             raise
@@ -430,6 +498,11 @@ class WorkerManager:
             return
         handle.exit_code = status
         handle.up.set()  # stop waiting for it: _until_ready sees it gone
+        parked = next((t for t, h in self._parked.items() if h is handle), None)
+        if parked is not None:  # it never served: its log holds its ready line and no more
+            del self._parked[parked]
+            with contextlib.suppress(OSError):
+                os.unlink(handle.log_path)
         self._release_sandbox(handle.scratch, handle.uid)
         if handle.conn is not None:
             handle.conn.close()

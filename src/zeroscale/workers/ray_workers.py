@@ -490,6 +490,11 @@ class RayWorkers:
     def template_bytes(self, template: Zygote) -> int:
         return template.private_bytes if isinstance(template, RemoteTemplate) and template.alive else 0
 
+    async def park(self, spec: WorkerSpec, template: Zygote) -> int:
+        """No replica is parked beside a template on a node (a cold start there forks the template); what
+        keeping the template costs."""
+        return self.template_bytes(template)
+
     async def stop(self, handle: WorkerHandle, *, grace_s: float | None = None) -> None:
         if handle.conn is not None:
             handle.conn.close()

@@ -1,5 +1,8 @@
 """The server's side of the zygote protocol: start a fork server per runtime (``forkserver.py``, the
-zygote's side), ask it for workers, hear exits."""
+zygote's side), ask it for workers, hear exits.
+
+Each fork request carries the child's log file, opened here (``SCM_RIGHTS`` on the control socket): a
+template is confined like a worker and may not open files in the log directory itself."""
 
 from __future__ import annotations
 
@@ -41,6 +44,7 @@ class Zygote:
         self._on_up = on_up  # a worker it forked listens on its socket
         self._proc: asyncio.subprocess.Process | None = None
         self._writer: asyncio.StreamWriter | None = None
+        self._fd_sock: socket.socket | None = None  # a duplicate of the control socket, to pass descriptors
         self._pending: dict[str, asyncio.Future[int]] = {}
         self._ready: asyncio.Future[None] | None = None
         self._reader_task: asyncio.Task[None] | None = None
@@ -60,15 +64,23 @@ class Zygote:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
         while True:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.setblocking(False)
             try:
-                reader, self._writer = await asyncio.open_unix_connection(path)
-                with contextlib.suppress(OSError):
-                    os.unlink(path)  # connected: nobody else may
-                break
+                await loop.sock_connect(sock, path)
             except (FileNotFoundError, ConnectionRefusedError):
+                sock.close()
                 if gone() or loop.time() > deadline:
                     raise ZygoteError(f"the template did not come up\n{tail(self._log_path)}") from None
                 await asyncio.sleep(0.005)
+                continue
+            except BaseException:
+                sock.close()
+                raise
+            with contextlib.suppress(OSError):
+                os.unlink(path)  # connected: nobody else may
+            reader = await self._connect(sock)
+            break
         self._ready = loop.create_future()
         self._reader_task = asyncio.create_task(self._read(reader))
         try:
@@ -96,7 +108,7 @@ class Zygote:
                 env=env,
             )
         theirs.close()
-        reader, self._writer = await asyncio.open_unix_connection(sock=ours)
+        reader = await self._connect(ours)
         self._ready = loop.create_future()
         self._reader_task = asyncio.create_task(self._read(reader))
         try:
@@ -108,17 +120,45 @@ class Zygote:
                 f"the {self.runtime} runtime failed to start: {exc or 'timed out'}\n{output}"
             ) from exc
 
-    async def fork(self, request: dict[str, Any], op: str = "fork") -> int:
+    async def _connect(self, sock: socket.socket) -> asyncio.StreamReader:
+        self._fd_sock = socket.socket(fileno=os.dup(sock.fileno()))
+        self._fd_sock.setblocking(False)
+        reader, self._writer = await asyncio.open_unix_connection(sock=sock)
+        return reader
+
+    async def fork(self, request: dict[str, Any], log_fd: int, op: str = "fork") -> int:
+        """Fork a worker (or, ``op`` "template", a template) whose output goes to ``log_fd``; its pid."""
         if not self.alive or self._writer is None:
             raise ZygoteError(f"the {self.runtime} zygote is not running")
         self._seq += 1
         rid = str(self._seq)
         fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._pending[rid] = fut
-        self._writer.write(
-            json.dumps({"op": op, "id": rid, "runtime": self.runtime, **request}).encode() + b"\n"
-        )
+        line = json.dumps({"op": op, "id": rid, "runtime": self.runtime, "log_fd": True, **request})
+        try:
+            await self._send_with_fd(line.encode() + b"\n", log_fd)
+        except BaseException:
+            self._pending.pop(rid, None)
+            raise
         return await fut
+
+    async def _send_with_fd(self, data: bytes, fd: int) -> None:
+        """``data`` with ``fd`` attached, after whatever the stream writer still holds (order is kept)."""
+        while self._writer is not None and self._writer.transport.get_write_buffer_size():
+            await asyncio.sleep(0.001)
+        if self._writer is None or self._fd_sock is None:
+            raise ZygoteError(f"the {self.runtime} zygote is not running")
+        try:
+            while True:
+                try:
+                    sent = socket.send_fds(self._fd_sock, [data], [fd])
+                    break
+                except BlockingIOError:  # its socket buffer is full: it is busy forking
+                    await asyncio.sleep(0.001)
+        except OSError as exc:
+            raise ZygoteError(f"the {self.runtime} zygote is not running: {exc}") from exc
+        if sent < len(data):
+            self._writer.write(data[sent:])
 
     async def _read(self, reader: asyncio.StreamReader) -> None:
         try:
@@ -146,18 +186,22 @@ class Zygote:
                 if not fut.done():
                     fut.set_exception(err)
             self._pending.clear()
-            if self._writer is not None:
-                self._writer.close()
-                self._writer = None
+            self._close_writer()
             # The kernel kills a dead zygote's children (their parent-death signal); nobody will report it.
             for pid in sorted(self._children):
                 self._on_exit(pid, -9)
             self._children.clear()
 
-    async def close(self) -> None:
+    def _close_writer(self) -> None:
         if self._writer is not None:
             self._writer.close()
             self._writer = None
+        if self._fd_sock is not None:  # the last descriptor of the socket: the other side reads EOF
+            self._fd_sock.close()
+            self._fd_sock = None
+
+    async def close(self) -> None:
+        self._close_writer()
         if self._proc is not None and self._proc.returncode is None:
             with contextlib.suppress(ProcessLookupError):
                 self._proc.kill()
