@@ -62,6 +62,9 @@ class FakeManager:
         self.prewarmed: list[tuple[str, ...]] = []
         self.template_size = 40 * 1024 * 1024
         self.parked: list[tuple[WorkerSpec, Any]] = []  # (spec, template) per park
+        self.park_gate = asyncio.Event()  # a park finishes once it is set
+        self.park_gate.set()
+        self.parked_size = 0  # what a parked replica adds to its template's keep
         self.streams: list[FakeStream] = []
 
     def as_manager(self) -> Workers:
@@ -108,7 +111,8 @@ class FakeManager:
 
     async def park(self, spec: WorkerSpec, template: Any) -> int:
         self.parked.append((spec, template))
-        return self.template_size
+        await self.park_gate.wait()
+        return self.template_size + self.parked_size
 
     async def stop(self, handle: WorkerHandle, *, grace_s: float | None = None) -> None:
         self.stops.append(handle.worker_id)

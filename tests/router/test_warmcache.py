@@ -184,6 +184,48 @@ async def test_a_pool_at_zero_keeps_its_template_and_the_next_cold_start_forks_i
     assert (fh.fleet.cache.stats.hits, fh.fleet.cache.stats.entries) == (1, 0)
 
 
+async def test_the_cache_keeps_a_replica_parked_with_the_pool_s_worker_spec_and_counts_it(
+    fh: FleetHarness,
+) -> None:
+    fh.manager.parked_size = 3 * MB
+    await fh.fleet.activate("ep", [spec()])
+    await asyncio.sleep(0)
+    template = fh.manager.templates[0]
+    worker_spec = fh.manager.live[fh.manager.starts[0][0]].spec
+    await fh.to_zero()
+    assert fh.manager.parked == [(worker_spec, template)]  # what the next cold start will ask for
+    assert fh.fleet.cache.stats.bytes == 43 * MB and fh.fleet.budget.used_mb == 43
+
+
+async def test_a_cold_start_while_the_replica_is_parked_takes_the_template_back(fh: FleetHarness) -> None:
+    await fh.fleet.activate("ep", [spec()])
+    await asyncio.sleep(0)
+    template = fh.manager.templates[0]
+    fh.manager.park_gate.clear()
+    await fh.to_zero()
+    assert fh.manager.parked and fh.fleet.cache.stats.entries == 0  # on its way: not in the cache yet
+    served = await fh.invoke("ep")
+    assert fh.manager.starts[-1] == (served.worker_id, template)  # no miss, no second model load
+    assert fh.fleet.cache.stats.misses == 1 and len(fh.manager.templates) == 1  # the deploy's only
+    fh.manager.park_gate.set()
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    assert fh.fleet.cache.stats.entries == 0 and not template.closed  # the pool's again, not the cache's
+
+
+async def test_a_delete_while_the_replica_is_parked_closes_the_template(fh: FleetHarness) -> None:
+    await fh.fleet.activate("ep", [spec()])
+    await asyncio.sleep(0)
+    template = fh.manager.templates[0]
+    fh.manager.park_gate.clear()
+    await fh.to_zero()
+    await fh.fleet.deactivate("ep")
+    fh.manager.park_gate.set()
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert template.closed and fh.fleet.cache.stats.entries == 0 and fh.fleet.budget.used_mb == 0
+
+
 async def test_cap_zero_means_strict_zero(tmp_path: Path) -> None:
     h = FleetHarness(tmp_path, cap_mb=0)
     try:
