@@ -915,7 +915,7 @@ def run_soak(run: Run) -> None:
         Row(s, "soak: server RSS growth after warm-up", 100 * res.rss_growth, "%",
             "first sample after warm-up (MB)", first.rss_mb, "< 5%", res.rss_growth < 0.05),
         Row(s, "soak: server open fds at the end", float(last.fds), "", "at the start", float(first.fds)),
-        Row(s, "soak: processes under the server once idle, less warm-cache templates, after",
+        Row(s, "soak: processes under the server once idle, less the warm cache's, after",
             float(res.processes_after - res.cached_after), "", "before",
             float(res.processes_before - res.cached_before), "no growth", res.grew <= 0),
     ]  # fmt: skip

@@ -60,8 +60,9 @@ class SoakResult:
     warmup_s: float = 0.0
     processes_before: int = 0  # the server's tree once warm, before the soak
     processes_after: int = 0  # ... once the cold endpoints are back at zero after it
-    # Warm-cache templates among them (by design: the cold endpoints' model, kept loaded while they are at
-    # zero, within --warm-cache-mb): a leak is growth beyond them.
+    # Warm-cache processes among them (by design: the cold endpoints' model, kept loaded while they are at
+    # zero, within --warm-cache-mb): two per entry, the template and the replica parked beside it. A leak is
+    # growth beyond them.
     cached_before: int = 0
     cached_after: int = 0
 
@@ -197,7 +198,7 @@ def run(
         res.target_rps = load * res.capacity_rps
         wait_for(lambda: _cold_at_zero(srv), timeout_s=60, interval_s=0.1)
         res.processes_before = len(tree(server.pid)) - 1
-        res.cached_before = int(plain(srv.metrics(), "zeroscale_warm_cache_entries"))
+        res.cached_before = 2 * int(plain(srv.metrics(), "zeroscale_warm_cache_entries"))
         before = _cold_starts(srv)
         started = time.monotonic()
         with _Load(srv.url, res.target_rps / 2, cold_every_s, res) as running:
@@ -212,7 +213,7 @@ def run(
         wait_for(lambda: _cold_at_zero(srv), timeout_s=60, interval_s=0.1)
         time.sleep(1.0)  # exits reaped
         res.processes_after = len(tree(server.pid)) - 1
-        res.cached_after = int(plain(srv.metrics(), "zeroscale_warm_cache_entries"))
+        res.cached_after = 2 * int(plain(srv.metrics(), "zeroscale_warm_cache_entries"))
     finally:
         srv.stop()
     return res
@@ -227,7 +228,7 @@ def report(res: SoakResult) -> list[str]:
         f"server RSS {first.rss_mb:.1f} -> {last.rss_mb:.1f} MB; growth after warm-up "
         f"{100 * res.rss_growth:+.1f}% (target < 5%)",
         f"server open fds {first.fds} -> {last.fds}; processes under it once idle: "
-        f"{res.processes_before} before, {res.processes_after} after (warm-cache templates among them: "
+        f"{res.processes_before} before, {res.processes_after} after (the warm cache's among them: "
         f"{res.cached_before} before, {res.cached_after} after)",
         *(f"  error: {e}" for e in res.errors[:5]),
     ]

@@ -51,14 +51,20 @@ def predict_fn(data, model):
 """
 
 
-def forked(server: ServerProcess) -> tuple[list[psutil.Process], list[psutil.Process]]:
-    """(zygotes, the processes they forked: workers and templates)."""
+def forked(
+    server: ServerProcess, spares: list[psutil.Process] | None = None
+) -> tuple[list[psutil.Process], list[psutil.Process]]:
+    """(zygotes, the processes they forked: workers and templates); a zygote's spare, which waits for a
+    request (``zs-spare``), goes to ``spares``."""
     assert server.proc is not None
     zygotes, children = [], []
     for proc in psutil.Process(server.proc.pid).children(recursive=True):
         try:  # a fork keeps its zygote's command line: a zygote is the one whose parent is not a zygote
             if "zeroscale.workers.forkserver" in " ".join(proc.parent().cmdline()):
-                children.append(proc)
+                if proc.name() != "zs-spare":
+                    children.append(proc)
+                elif spares is not None:
+                    spares.append(proc)
             elif "zeroscale.workers.forkserver" in " ".join(proc.cmdline()):
                 zygotes.append(proc)
         except psutil.NoSuchProcess:
@@ -97,6 +103,10 @@ def test_workers_and_the_zygote_killed_under_load(
     killed_workers = 0
     try:
         wait_for(lambda: sum(answered) >= 50, timeout_s=30)
+        spares: list[psutil.Process] = []
+        forked(server, spares)
+        for spare in spares:  # one killed while it waits for a request: nothing was on it
+            spare.send_signal(signal.SIGKILL)
         for _ in range(6):  # a worker at a time
             _, children = forked(server)
             if children:

@@ -22,11 +22,15 @@ def tree(server: ServerProcess) -> list[psutil.Process]:
 
 
 def zygote_children(server: ServerProcess) -> list[psutil.Process]:
-    """Workers and templates: the processes a zygote forked."""
+    """Workers and templates: the processes a zygote forked (not its spare, which waits for a request and
+    belongs to no endpoint)."""
     found = []
     for proc in tree(server):
         try:
-            if "zeroscale.workers.forkserver" in " ".join(proc.parent().cmdline()):
+            if (
+                "zeroscale.workers.forkserver" in " ".join(proc.parent().cmdline())
+                and proc.name() != "zs-spare"
+            ):
                 found.append(proc)
         except psutil.NoSuchProcess:
             continue

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
+import psutil
 import pytest
 
 from zeroscale.errors import DeployError
@@ -196,3 +198,44 @@ async def test_the_zygote_says_when_a_worker_listens_so_nothing_polls_its_socket
     resp = await handle.conn.request(b"POST", b"/invocations", [(b"Content-Type", b"text/plain")], b"hi")
     assert (resp.status, resp.body) == (200, b"hi")
     await manager.stop(handle)
+
+
+def _spares(zygote: psutil.Process) -> list[int]:
+    """The zygote's children waiting for a request (named ``zs-spare`` while they wait)."""
+    found = []
+    for child in zygote.children():
+        with contextlib.suppress(psutil.NoSuchProcess):
+            if child.name() == "zs-spare":
+                found.append(child.pid)
+    return found
+
+
+async def _until(predicate: Callable[[], bool], timeout_s: float = 10.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while not predicate():
+        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.02)
+
+
+async def test_the_zygote_keeps_a_spare_forked_and_the_next_cold_start_is_that_spare(
+    manager: WorkerManager, model_dir: Path, tmp_path: Path
+) -> None:
+    """A spare did the set-up every child does and waits; the next request goes to it (no fork() on the cold
+    start's path), it serves like any worker with its own output stream, and the zygote forks the next spare
+    once requests pause."""
+    first = await manager.start(spec(model_dir, tmp_path))
+    zygote = psutil.Process(first.pid).parent()
+    assert zygote is not None
+    await _until(lambda: len(_spares(zygote)) == 1)
+    (spare,) = _spares(zygote)
+    second = await manager.start(spec(model_dir, tmp_path))
+    assert second.pid == spare
+    answer = await ask(second)
+    assert answer["pid"] == spare and answer["cwd"] == str(model_dir)
+    assert answer["random"] != (await ask(first))["random"]  # reseeded after the request came
+    assert psutil.Process(spare).name() != "zs-spare"  # its own name again
+    assert "zeroscale worker ready" in second.log_path.read_text()
+    await _until(lambda: len(_spares(zygote)) == 1 and _spares(zygote) != [spare])  # the next one
+    (following,) = _spares(zygote)
+    await manager.close()
+    await _until(lambda: not _alive(following))  # a spare ends with its zygote, never left behind

@@ -223,6 +223,13 @@ class Captures:
         self._sel.register(pipe.read_fd, selectors.EVENT_READ, "out")
         return pipe.read_fd, pipe.write_fd
 
+    def retarget(self, read_fd: int, fd: int) -> None:
+        """The pipe at ``read_fd`` now records into ``fd`` (owned from here on); the stream it had is closed.
+        A zygote's spare gets its log file this way once it has a request."""
+        pipe = self._pipes[read_fd]
+        pipe.recorder.close(self._clock())
+        pipe.recorder = LineRecorder(fd)
+
     def inherited(self) -> list[int]:
         """The descriptors a new child must close: every pipe's read end and stream file."""
         return [fd for p in self._pipes.values() for fd in (p.read_fd, p.recorder.fd) if fd >= 0]

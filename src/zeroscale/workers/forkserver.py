@@ -14,6 +14,11 @@ socket whose fd number is its second argument:
 A template is a child that loads one model and then runs this same loop on a socket it listens on at
 ``ctl_path``: its children are replicas that serve the already loaded model (scale-out without a model load).
 
+A zygote keeps one child forked ahead of the next request, a spare (named ``zs-spare`` while it waits): it
+did the set-up every child does (death signal, descriptors, signals, session, output pipe) and waits on a
+pipe. The next request goes to it, so a cold start does not wait for fork() (milliseconds in a parent of a
+hundred MB of framework) or that set-up; the zygote forks the next spare once requests pause.
+
 What forking breaks, and how it is handled here:
 - threads: a template forks only while it is the one thread of its process (``thread_count``), else it
   refuses to be one (its pool's workers keep loading the model themselves);
@@ -39,10 +44,12 @@ import selectors
 import signal
 import socket
 import sys
+import time
+from dataclasses import dataclass
 from typing import Any, NoReturn
 
 from zeroscale.workers import sandbox
-from zeroscale.workers.capture import Captures
+from zeroscale.workers.capture import Captures, open_stream
 
 # Set before any framework import: one thread per worker, no pools to break across fork(). ONNX Runtime's
 # telemetry uploader is a thread its import starts (``runtimes/onnx.py``): off, the import starts none.
@@ -57,6 +64,10 @@ THREAD_ENV = {
 }
 
 _PR_SET_PDEATHSIG = 1
+_PR_SET_NAME = 15
+SPARE_NAME = b"zs-spare"  # a spare's name (/proc/PID/comm) while it waits for a request
+SPARE_AFTER_S = 0.05  # a zygote forks its next spare once no request came for this long
+SPARE_RETRY_S = 1.0  # after a spare died waiting
 _LANDLOCK_ABI = sandbox.abi_version()
 TEMPLATE_ACCEPT_TIMEOUT_S = 60.0
 EXIT_THREADED_TEMPLATE = 4  # loading the model left other threads running: forking this process is unsafe
@@ -79,57 +90,94 @@ def die_with_parent() -> None:
         pass
 
 
+def _detach(
+    ctl: socket.socket, wake_r: int, wake_w: int, zygote_pid: int, out_fd: int, inherited: list[int]
+) -> None:
+    """A new child's set-up before it knows what it will run: die with the zygote, drop the zygote's
+    descriptors and signal handlers, a session of its own, its output into its pipe."""
+    die_with_parent()
+    if os.getppid() != zygote_pid:  # the zygote died before the death signal was armed: nobody to obey
+        raise SystemExit(70)
+    ctl.close()
+    os.close(wake_r)
+    os.close(wake_w)
+    for fd in inherited:  # the other children's pipes and stream files, the selector
+        os.close(fd)
+    signal.set_wakeup_fd(-1)
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    os.setsid()
+    os.dup2(out_fd, 1)
+    os.dup2(out_fd, 2)
+    os.close(out_fd)
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.close(devnull)
+    sys.stdout = open(1, "w", buffering=1, closefd=False)  # noqa: SIM115
+    sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115
+
+
+def _await_request(request_fd: int) -> dict[str, Any]:
+    """A spare waits here, named ``zs-spare``, for the request the zygote gives it (end of file: retired)."""
+    name = _comm()
+    _set_comm(SPARE_NAME)
+    chunks = []
+    while chunk := os.read(request_fd, 65536):
+        chunks.append(chunk)
+    os.close(request_fd)
+    if not chunks:
+        raise SystemExit(0)
+    _set_comm(name)
+    req: dict[str, Any] = json.loads(b"".join(chunks))
+    return req
+
+
+def _become(req: dict[str, Any], handler: Any, ready_fd: int | None) -> NoReturn:
+    """The child's set-up for its request (environment, directory, sandbox), then the worker or template."""
+    os.environ.clear()
+    os.environ.update(req["env"])
+    os.chdir(req["model_dir"])
+    if req.get("sandbox") is not None:  # before any of the model's code runs (a pickle is code)
+        sandbox.confine(sandbox.Policy.from_dict(req["sandbox"]), _LANDLOCK_ABI)
+    gc.unfreeze()
+    if req.get("op") == "template":
+        _template(req)
+    from zeroscale.runtimes.worker import run_worker
+
+    run_worker(
+        runtime=req["runtime"],
+        model_dir=req["model_dir"],
+        socket_path=req["socket_path"],
+        handler=handler,
+        ready_fd=ready_fd,
+    )
+
+
 def _child(
     ctl: socket.socket,
     wake_r: int,
     wake_w: int,
-    req: dict[str, Any],
     zygote_pid: int,
     out_fd: int,
     inherited: list[int],
+    *,
+    req: dict[str, Any] | None = None,
+    request_fd: int = -1,
     handler: Any = None,
     ready_fd: int | None = None,
 ) -> NoReturn:
+    """A forked child: for ``req``, or, a spare (``req`` None), for the request it reads from
+    ``request_fd`` when the zygote gives it one."""
     code = 70
     try:
-        die_with_parent()
-        if os.getppid() != zygote_pid:  # the zygote died before the death signal was armed: nobody to obey
-            raise SystemExit(code)
-        ctl.close()
-        os.close(wake_r)
-        os.close(wake_w)
-        for fd in inherited:  # the other children's pipes and stream files, the selector
-            os.close(fd)
-        signal.set_wakeup_fd(-1)
-        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        signal.signal(signal.SIGINT, signal.SIG_DFL)
-        os.setsid()
-        os.dup2(out_fd, 1)
-        os.dup2(out_fd, 2)
-        os.close(out_fd)
-        devnull = os.open(os.devnull, os.O_RDONLY)
-        os.dup2(devnull, 0)
-        os.close(devnull)
-        sys.stdout = open(1, "w", buffering=1, closefd=False)  # noqa: SIM115
-        sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115
-        os.environ.clear()
-        os.environ.update(req["env"])
-        os.chdir(req["model_dir"])
-        if req.get("sandbox") is not None:  # before any of the model's code runs (a pickle is code)
-            sandbox.confine(sandbox.Policy.from_dict(req["sandbox"]), _LANDLOCK_ABI)
-        gc.unfreeze()
-        if req.get("op") == "template":
-            _template(req)
-        from zeroscale.runtimes.worker import run_worker
-
-        run_worker(
-            runtime=req["runtime"],
-            model_dir=req["model_dir"],
-            socket_path=req["socket_path"],
-            handler=handler,
-            ready_fd=ready_fd,
-        )
+        _detach(ctl, wake_r, wake_w, zygote_pid, out_fd, inherited)
+        if req is None:
+            req = _await_request(request_fd)
+            if req.get("op") != "fork" and ready_fd is not None:  # a template says it is up otherwise
+                os.close(ready_fd)
+                ready_fd = None
+        _become(req, handler, ready_fd)
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else 1
     except BaseException:
@@ -143,6 +191,19 @@ def _child(
             sys.stderr.flush()
         finally:
             os._exit(code)
+
+
+def _comm() -> bytes:
+    try:
+        with open("/proc/self/comm", "rb") as f:
+            return f.read().strip()
+    except OSError:
+        return b"python"
+
+
+def _set_comm(name: bytes) -> None:
+    with contextlib.suppress(OSError, AttributeError):  # non-Linux: no name
+        ctypes.CDLL(None).prctl(_PR_SET_NAME, ctypes.c_char_p(name[:15]), 0, 0, 0)
 
 
 def refuse_if_threaded() -> None:
@@ -187,35 +248,194 @@ def _send(ctl: socket.socket, msg: dict[str, Any]) -> None:
     ctl.sendall(json.dumps(msg).encode() + b"\n")
 
 
-def _reap(ctl: socket.socket, captures: Captures) -> None:
-    while True:
+@dataclass
+class _Spare:
+    """A child forked ahead of the next request, waiting for it on ``request_w``."""
+
+    pid: int
+    request_w: int  # the zygote writes the request here, then closes it
+    out_r: int  # its output pipe's read end (a Captures pipe, to /dev/null until it has a log file)
+    ready_r: int  # its ready pipe's read end (used if the request is a worker's)
+
+
+class _ForkLoop:
+    """The fork loop's state: the control socket, the children's output and ready pipes, the spare."""
+
+    def __init__(self, ctl: socket.socket, handler: Any, spares: bool) -> None:
+        self.ctl = ctl
+        self.handler = handler
+        self.wake_r, self.wake_w = os.pipe()
+        os.set_blocking(self.wake_w, False)
+        signal.set_wakeup_fd(self.wake_w)
+        signal.signal(signal.SIGCHLD, lambda *_: None)
+        self.sel = selectors.DefaultSelector()
+        self.sel.register(ctl, selectors.EVENT_READ, "ctl")
+        self.sel.register(self.wake_r, selectors.EVENT_READ, "chld")
+        self.captures = Captures(self.sel)
+        self.readying: dict[int, int] = {}  # read end of a worker's ready pipe -> its pid, until up or gone
+        self.passed: collections.deque[int] = collections.deque()  # log files the server sent, in order
+        self.pid = os.getpid()
+        self.spare: _Spare | None = None
+        self.spare_at: float | None = time.monotonic() if spares else None  # when to fork the next one
+        self.unassigned: set[int] = set()  # spares retired or dead before a request: not the server's
+
+    def run(self) -> None:
+        buf = b""
+        _send(self.ctl, {"op": "ready", "pid": self.pid})
+        while True:
+            for key, _ in self.sel.select(self._timeout()):
+                if key.data == "chld":
+                    os.read(self.wake_r, 4096)
+                    self._reap()
+                elif key.data == "out":
+                    self.captures.read(key.fd)
+                elif key.data == "up":
+                    self._up(key.fd)
+                else:
+                    data, fds, _, _ = socket.recv_fds(self.ctl, 65536, 16, socket.MSG_CMSG_CLOEXEC)
+                    self.passed.extend(fds)
+                    if not data:
+                        self._retire_spare()
+                        self.captures.close_all()
+                        return
+                    buf += data
+                    while b"\n" in buf:
+                        line, buf = buf.split(b"\n", 1)
+                        self._request(json.loads(line))
+            self.captures.flush_due()
+            if self.spare is None and self.spare_at is not None and time.monotonic() >= self.spare_at:
+                self.spare_at = None
+                self.spare = self._fork(None, None)
+
+    def _timeout(self) -> float | None:
+        timeout = self.captures.timeout()
+        if self.spare is None and self.spare_at is not None:
+            due = max(0.0, self.spare_at - time.monotonic())
+            timeout = due if timeout is None else min(timeout, due)
+        return timeout
+
+    def _request(self, req: dict[str, Any]) -> None:
+        log_fd = self.passed.popleft() if req.get("log_fd") and self.passed else None
+        if req.get("op") not in ("fork", "template"):
+            if log_fd is not None:
+                os.close(log_fd)
+            return
+        if self.spare_at is not None or self.spare is not None:
+            self.spare_at = time.monotonic() + SPARE_AFTER_S  # the next spare after a quiet moment
+        spare, self.spare = self.spare, None
+        if spare is not None and self._assign(spare, req, log_fd):
+            return
+        self._fork(req, log_fd)
+
+    def _fork(self, req: dict[str, Any] | None, log_fd: int | None) -> _Spare | None:
+        """Fork a child for ``req``, or (``req`` None) a spare that waits for the next request."""
+        log_path = req["log_path"] if req is not None else os.devnull
+        out_r, out_w = self.captures.open(log_path, log_fd)
+        worker = req is None or req["op"] == "fork"
+        ready_r, ready_w = os.pipe() if worker else (-1, -1)
+        request_r, request_w = os.pipe() if req is None else (-1, -1)
         try:
-            pid, status = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return
+            pid = os.fork()
+        except OSError:
+            self.captures.abandon(out_r, out_w)
+            for fd in (ready_r, ready_w, request_r, request_w):
+                if fd >= 0:
+                    os.close(fd)
+            if req is None:
+                return None  # no spare: requests fork as they come
+            raise
         if pid == 0:
-            return
-        code = os.waitstatus_to_exitcode(status)
-        captures.exited(pid)  # its last lines are in the file before anyone hears of the exit
-        _send(ctl, {"op": "exit", "pid": pid, "status": code})
+            inherited = [*self.captures.inherited(), self.sel.fileno(), *self.readying]
+            inherited += [fd for fd in (ready_r, request_w) if fd >= 0]
+            _child(
+                self.ctl,
+                self.wake_r,
+                self.wake_w,
+                self.pid,
+                out_w,
+                inherited,
+                req=req,
+                request_fd=request_r,
+                handler=self.handler,
+                ready_fd=ready_w if ready_w >= 0 else None,
+            )
+        self.captures.started(pid, out_r, out_w)
+        for fd in (ready_w, request_r):
+            if fd >= 0:
+                os.close(fd)
+        if req is None:
+            return _Spare(pid, request_w, out_r, ready_r)
+        _send(self.ctl, {"op": "forked", "id": req["id"], "pid": pid})
+        if ready_r >= 0:
+            self._watch_ready(ready_r, pid)
+        return None
 
+    def _assign(self, spare: _Spare, req: dict[str, Any], log_fd: int | None) -> bool:
+        """Give ``req`` to the spare (False: it is gone; ``log_fd`` is still the caller's)."""
+        try:
+            data = json.dumps(req).encode()
+            view = memoryview(data)
+            while view:
+                view = view[os.write(spare.request_w, view) :]
+        except OSError:
+            self.unassigned.add(spare.pid)
+            os.close(spare.request_w)
+            os.close(spare.ready_r)
+            return False
+        os.close(spare.request_w)
+        self.captures.retarget(spare.out_r, log_fd if log_fd is not None else open_stream(req["log_path"]))
+        _send(self.ctl, {"op": "forked", "id": req["id"], "pid": spare.pid})
+        if req["op"] == "fork":
+            self._watch_ready(spare.ready_r, spare.pid)
+        else:
+            os.close(spare.ready_r)
+        return True
 
-def _up(ctl: socket.socket, sel: selectors.BaseSelector, fd: int, readying: dict[int, int]) -> None:
-    """A worker's ready pipe is readable: a byte means its socket listens; end of file, it exited first."""
-    pid = readying.pop(fd)
-    try:
-        data = os.read(fd, 1)
-    except OSError:
-        data = b""
-    sel.unregister(fd)
-    os.close(fd)
-    if data:
-        _send(ctl, {"op": "up", "pid": pid})
+    def _retire_spare(self) -> None:
+        spare, self.spare = self.spare, None
+        if spare is not None:
+            self.unassigned.add(spare.pid)
+            os.close(spare.request_w)  # it reads end of file and exits
+            os.close(spare.ready_r)
+
+    def _watch_ready(self, ready_r: int, pid: int) -> None:
+        self.readying[ready_r] = pid
+        self.sel.register(ready_r, selectors.EVENT_READ, "up")
+
+    def _reap(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            self.captures.exited(pid)  # its last lines are in the file before anyone hears of the exit
+            if self.spare is not None and pid == self.spare.pid:  # died waiting: try again later
+                self.unassigned.add(pid)
+                self._retire_spare()
+                self.spare_at = time.monotonic() + SPARE_RETRY_S
+            if pid in self.unassigned:
+                self.unassigned.discard(pid)
+                continue
+            _send(self.ctl, {"op": "exit", "pid": pid, "status": os.waitstatus_to_exitcode(status)})
+
+    def _up(self, fd: int) -> None:
+        """A ready pipe is readable: a byte, its worker's socket listens; end of file, it exited first."""
+        pid = self.readying.pop(fd)
+        try:
+            data = os.read(fd, 1)
+        except OSError:
+            data = b""
+        self.sel.unregister(fd)
+        os.close(fd)
+        if data:
+            _send(self.ctl, {"op": "up", "pid": pid})
 
 
 def serve(runtime: str, ctl: socket.socket, handler: Any = None) -> None:
-    """The fork loop. A zygote (``handler`` None) imported its framework; a template also holds a loaded
-    model (``handler``), which its children serve without loading it again."""
+    """The fork loop. A zygote (``handler`` None) imported its framework and keeps a spare forked; a template
+    also holds a loaded model (``handler``), which its children serve without loading it again."""
     if handler is None:
         from zeroscale.runtimes.registry import RUNTIMES
 
@@ -225,68 +445,7 @@ def serve(runtime: str, ctl: socket.socket, handler: Any = None) -> None:
 
         gc.collect()
         gc.freeze()  # keep the imported framework's objects out of the children's GC: fewer copied pages
-    wake_r, wake_w = os.pipe()
-    os.set_blocking(wake_w, False)
-    signal.set_wakeup_fd(wake_w)
-    signal.signal(signal.SIGCHLD, lambda *_: None)
-    sel = selectors.DefaultSelector()
-    sel.register(ctl, selectors.EVENT_READ, "ctl")
-    sel.register(wake_r, selectors.EVENT_READ, "chld")
-    captures = Captures(sel)
-    readying: dict[int, int] = {}  # read end of a worker's ready pipe -> its pid, until it is up or gone
-    passed: collections.deque[int] = collections.deque()  # log files the server sent, one per request
-    buf = b""
-    zygote_pid = os.getpid()
-    _send(ctl, {"op": "ready", "pid": zygote_pid})
-    while True:
-        for key, _ in sel.select(captures.timeout()):
-            if key.data == "chld":
-                os.read(wake_r, 4096)
-                _reap(ctl, captures)
-                continue
-            if key.data == "out":
-                captures.read(key.fd)
-                continue
-            if key.data == "up":
-                _up(ctl, sel, key.fd, readying)
-                continue
-            data, fds, _, _ = socket.recv_fds(ctl, 65536, 16, socket.MSG_CMSG_CLOEXEC)
-            passed.extend(fds)
-            if not data:
-                captures.close_all()
-                return
-            buf += data
-            while b"\n" in buf:
-                line, buf = buf.split(b"\n", 1)
-                req = json.loads(line)
-                log_fd = passed.popleft() if req.get("log_fd") and passed else None
-                if req.get("op") not in ("fork", "template"):
-                    if log_fd is not None:
-                        os.close(log_fd)
-                    continue
-                out_r, out_w = captures.open(req["log_path"], log_fd)
-                ready_r, ready_w = os.pipe() if req["op"] == "fork" else (-1, -1)
-                try:
-                    pid = os.fork()
-                except OSError:
-                    captures.abandon(out_r, out_w)
-                    for fd in (ready_r, ready_w):
-                        if fd >= 0:
-                            os.close(fd)
-                    raise
-                if pid == 0:
-                    inherited = [*captures.inherited(), sel.fileno(), *readying]
-                    if ready_r >= 0:
-                        inherited.append(ready_r)
-                    ready = ready_w if ready_w >= 0 else None
-                    _child(ctl, wake_r, wake_w, req, zygote_pid, out_w, inherited, handler, ready)
-                captures.started(pid, out_r, out_w)
-                _send(ctl, {"op": "forked", "id": req["id"], "pid": pid})
-                if ready_r >= 0:
-                    os.close(ready_w)
-                    readying[ready_r] = pid
-                    sel.register(ready_r, selectors.EVENT_READ, "up")
-        captures.flush_due()
+    _ForkLoop(ctl, handler, spares=handler is None).run()
 
 
 def main() -> None:
