@@ -293,6 +293,16 @@ def tree(pid: int) -> list[psutil.Process]:
     return [proc, *proc.children(recursive=True)]
 
 
+def counted(procs: list[psutil.Process]) -> int:
+    """Processes, less a zygote's spare (``zs-spare``: forked ahead of the next cold start, it belongs to the
+    runtime, not to an endpoint, and comes and goes as it is taken and replaced)."""
+    n = 0
+    for p in procs:
+        with contextlib.suppress(psutil.Error):
+            n += p.name() != "zs-spare"
+    return n
+
+
 def rss_mb(procs: list[psutil.Process]) -> float:
     total = 0
     for p in procs:

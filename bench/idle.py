@@ -24,6 +24,7 @@ from bench.common import (
     Models,
     ServerProcess,
     SignedClient,
+    counted,
     cpu_s,
     deploy,
     metric,
@@ -64,7 +65,7 @@ def _snapshot(srv: ServerProcess, label: str) -> Snapshot:
     procs = tree(srv.proc.pid)
     return Snapshot(
         label,
-        len(procs),
+        counted(procs),
         [p.pid for p in procs],
         psutil.Process(srv.proc.pid).memory_info().rss / 2**20,
         rss_mb(procs),
@@ -148,7 +149,7 @@ def measure_many(srv: ServerProcess, models: Models, count: int, result: IdleRes
     result.settle_s = time.monotonic() - t
     result.endpoints = count - len([f for f in result.failed if f.startswith("idle-")])
     procs = tree(srv.proc.pid)
-    result.processes = len(procs)
+    result.processes = counted(procs)
     result.server_rss_mb = server.memory_info().rss / 2**20
     result.tree_rss_mb = rss_mb(procs)
     result.idle_cpu_many = _idle_cpu(server)

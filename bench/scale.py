@@ -32,7 +32,18 @@ from typing import Any
 
 import psutil
 
-from bench.common import IDLE_TAG, ROW, Models, ServerProcess, SignedClient, cpu_s, deploy, tree, wait_for
+from bench.common import (
+    IDLE_TAG,
+    ROW,
+    Models,
+    ServerProcess,
+    SignedClient,
+    counted,
+    cpu_s,
+    deploy,
+    tree,
+    wait_for,
+)
 
 THREADS = 16
 PREFIX = "scale-"
@@ -171,7 +182,7 @@ def measure(srv: ServerProcess, models: Models, sizes: list[int], result: ScaleR
     server = psutil.Process(srv.proc.pid)
     sm = srv.client("sagemaker")
     time.sleep(2.0)  # the zygote's imports and the server's startup work
-    processes = len(tree(srv.proc.pid))  # the server and its zygote(s)
+    processes = counted(tree(srv.proc.pid))  # the server and its zygote(s)
     result.empty_cpu_windows = idle_cpu(server)
     result.empty_cpu = statistics.median(result.empty_cpu_windows)
     result.empty_rss_mb = server.memory_info().rss / 2**20
@@ -185,7 +196,7 @@ def measure(srv: ServerProcess, models: Models, sizes: list[int], result: ScaleR
         deployed = size
         # Every worker gone: the process tree is back to the server and its zygotes. (Not from /metrics: a
         # scrape renders every endpoint's series, seconds of the server's time at 10,000 endpoints.)
-        wait_for(lambda: len(tree(srv.proc.pid)) <= processes, timeout_s=300, interval_s=0.2)
+        wait_for(lambda: counted(tree(srv.proc.pid)) <= processes, timeout_s=300, interval_s=0.2)
         time.sleep(1.0)
         windows = idle_cpu(server)
         rss = server.memory_info().rss / 2**20

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import psutil
 
-from bench.common import SignedClient, build_models, metric, plain, tree
+from bench.common import SignedClient, build_models, counted, metric, plain, tree
 from zeroscale.testing import ServerProcess, deploy, wait_for
 
 HOT = "soak-hot"
@@ -84,7 +84,7 @@ def _sample(server: psutil.Process, started: float) -> Sample:
         at_s=time.monotonic() - started,
         rss_mb=server.memory_info().rss / 2**20,
         fds=server.num_fds(),
-        processes=len(procs) - 1,  # the server itself not counted
+        processes=counted(procs) - 1,  # the server itself not counted
     )
 
 
@@ -197,7 +197,7 @@ def run(
         res.capacity_rps = _probe(srv.url, probe_s)
         res.target_rps = load * res.capacity_rps
         wait_for(lambda: _cold_at_zero(srv), timeout_s=60, interval_s=0.1)
-        res.processes_before = len(tree(server.pid)) - 1
+        res.processes_before = counted(tree(server.pid)) - 1
         res.cached_before = 2 * int(plain(srv.metrics(), "zeroscale_warm_cache_entries"))
         before = _cold_starts(srv)
         started = time.monotonic()
@@ -212,7 +212,7 @@ def run(
         res.cold_starts = _cold_starts(srv) - before
         wait_for(lambda: _cold_at_zero(srv), timeout_s=60, interval_s=0.1)
         time.sleep(1.0)  # exits reaped
-        res.processes_after = len(tree(server.pid)) - 1
+        res.processes_after = counted(tree(server.pid)) - 1
         res.cached_after = 2 * int(plain(srv.metrics(), "zeroscale_warm_cache_entries"))
     finally:
         srv.stop()

@@ -29,6 +29,7 @@ from bench.common import (
     Models,
     ServerProcess,
     SignedClient,
+    counted,
     deploy,
     plain,
     rss_mb,
@@ -134,5 +135,5 @@ def measure_cap(
     assert srv.proc is not None
     procs = tree(srv.proc.pid)
     result.tree_rss_mb = rss_mb(procs)
-    result.processes = len(procs)
+    result.processes = counted(procs)
     client.close()
