@@ -122,6 +122,7 @@ def test_scale_out_forks_replicas_of_a_loaded_model_and_scales_back_to_zero(
         <= metric(server, "zeroscale_warm_cache_capacity_bytes")
     )
     before = {p.name for p in logs.glob("*.log")}
+    assert len([n for n in before if n.startswith(".parked-")]) == 1  # hidden: a dot file is no stream
     hits = metric(server, "zeroscale_warm_cache_hits_total")
     resp = smr.invoke_endpoint(EndpointName="templated", Body=body, ContentType="application/json")
     assert json.loads(resp["Body"].read()) == want  # the same answer from a fork of the cached model
@@ -202,6 +203,8 @@ def test_pytorch_scale_out_and_cold_starts_fork_a_loaded_torchscript_model(
     for got in answers:
         np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
     wait_for(lambda: server.workers("torch-tpl") == 0, timeout_s=20)
+    cached = 'zeroscale_warm_cache_endpoint_bytes{endpoint_name="torch-tpl"}'
+    wait_for(lambda: metric(server, cached) > 0, timeout_s=10)  # in the cache, with its parked replica
     hits = metric(server, "zeroscale_warm_cache_hits_total")
     np.testing.assert_allclose(answer(), want, rtol=1e-6, atol=1e-7)  # a fork of the cached template
     assert metric(server, "zeroscale_warm_cache_hits_total") == hits + 1

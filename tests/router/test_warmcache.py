@@ -207,6 +207,7 @@ async def test_a_cold_start_while_the_replica_is_parked_takes_the_template_back(
     served = await fh.invoke("ep")
     assert fh.manager.starts[-1] == (served.worker_id, template)  # no miss, no second model load
     assert fh.fleet.cache.stats.misses == 1 and len(fh.manager.templates) == 1  # the deploy's only
+    assert fh.fleet.cache.stats.hits == 1  # taken back on its way in: a hit all the same
     fh.manager.park_gate.set()
     await asyncio.sleep(0)
     await asyncio.sleep(0)

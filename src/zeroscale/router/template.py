@@ -64,6 +64,7 @@ class PoolTemplate:
             return
         if self._stashing is not None:  # back before it reached the cache
             self._template, self._stashing = self._stashing, None
+            self._cache.hit_in_flight()
             return
         cached = self._cache.take(self.key)
         if cached is not None:

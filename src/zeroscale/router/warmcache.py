@@ -126,6 +126,10 @@ class WarmCache:
         self._update()
         return entry.template
 
+    def hit_in_flight(self) -> None:
+        """A cold start took back a template on its way here (its replica was being parked): a hit too."""
+        self.stats.hits += 1
+
     def put(self, key: TemplateKey, template: Template, size_bytes: int, endpoint: str) -> bool:
         """Keep ``template`` (``size_bytes`` of private memory) for the next cold start of ``key``, stored by
         ``endpoint``; False when it does not fit (it is closed)."""

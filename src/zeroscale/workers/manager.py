@@ -34,6 +34,7 @@ from zeroscale.workers.zygotes import TemplateRefused, Zygote, ZygoteError, tail
 
 log = logging.getLogger("zeroscale.workers")
 TEMPLATE_MIN_OPEN_FILES = 4096
+PARKED_LOG = ".parked-"  # a parked replica's log file: hidden (a dot file is no log stream) until it is taken
 _RELEASE_TRIES = 20  # passes, 50 ms apart, for a dead worker's killed processes to go
 _EXTRA_EVERY_TICKS = 20  # one pass over /proc a second (at 50 ms) for the workers' other processes
 
@@ -219,15 +220,23 @@ class WorkerManager:
             if parked is not None and parked.spec == spec and template.alive and parked.log_path.exists():
                 return self._adopt(parked, worker_id or self.new_worker_id(), on_exit)
             if parked is not None:  # for another spec (its endpoint's logs, its memory size), or its log
-                self._discard_parked(parked)  # was deleted by retention while it waited
+                self._discard_parked(parked)  # was removed while it waited
         wid = worker_id or self.new_worker_id()
+        return await self._launch(spec, wid, on_exit, template, spec.log_dir / f"{wid}.log")
+
+    async def _launch(
+        self,
+        spec: WorkerSpec,
+        wid: str,
+        on_exit: Callable[[WorkerHandle], None] | None,
+        template: Zygote | None,
+        log_path: Path,
+    ) -> WorkerHandle:
         socket_path = str(self._run_dir / f"{wid}.sock")
         with contextlib.suppress(FileNotFoundError):
             os.unlink(socket_path)
         spec.log_dir.mkdir(parents=True, exist_ok=True)
-        handle = WorkerHandle(
-            wid, spec, socket_path, spec.log_dir / f"{wid}.log", started_at=time.monotonic()
-        )
+        handle = WorkerHandle(wid, spec, socket_path, log_path, started_at=time.monotonic())
         conf = self._confinement
         try:
             if spec.command:
@@ -313,8 +322,9 @@ class WorkerManager:
             return kept
         if template.pid in self._parked:
             return kept + private_bytes(self._parked[template.pid].pid)
-        try:
-            handle = await self.start(spec, template=template)
+        wid = self.new_worker_id()
+        try:  # its log is a hidden file (no stream) until a start takes it and names it for its worker
+            handle = await self._launch(spec, wid, None, template, spec.log_dir / f"{PARKED_LOG}{wid}.log")
         except DeployError:
             return kept  # the next cold start forks the template as it would have
         if not template.alive or template.pid in self._parked or not handle.alive:
@@ -335,15 +345,15 @@ class WorkerManager:
     def _adopt(
         self, handle: WorkerHandle, worker_id: str, on_exit: Callable[[WorkerHandle], None] | None
     ) -> WorkerHandle:
-        """A parked replica becomes the worker ``worker_id``: its log file takes that name (the template's
-        capture keeps writing to the renamed file), its ready time is the hand-over's."""
+        """A parked replica becomes the worker ``worker_id``: its hidden log file becomes that worker's stream
+        (a rename in the same directory: the template's capture keeps writing to it), its ready time is the
+        hand-over's."""
         adopted = time.monotonic()
-        if worker_id != handle.worker_id:
-            log_path = handle.spec.log_dir / f"{worker_id}.log"
-            with contextlib.suppress(OSError):
-                os.replace(handle.log_path, log_path)
-                handle.log_path = log_path
-            handle.worker_id = worker_id
+        log_path = handle.spec.log_dir / f"{worker_id}.log"
+        with contextlib.suppress(OSError):
+            os.replace(handle.log_path, log_path)
+            handle.log_path = log_path
+        handle.worker_id = worker_id
         handle.ready_s = time.monotonic() - adopted
         handle.started_at = adopted
         handle.on_exit = on_exit
