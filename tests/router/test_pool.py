@@ -214,6 +214,25 @@ async def test_the_template_forks_scale_out_workers_and_goes_at_zero(world: Worl
     assert pool.live == 0 and world.manager.templates[0].closed
 
 
+async def test_the_template_loads_after_the_cold_request_is_answered_not_beside_it(world: World) -> None:
+    """Loading the template is a second load of the model: not while the request that waited for the
+    pool's first worker is being served (on a few cores it would share their CPU), but once it is answered;
+    a worker that nobody waited for (a deploy's, a provisioned one) gets it as soon as it is idle."""
+    pool = world.pool(max_concurrency=3)
+    world.manager.hold_requests = True
+    cold = asyncio.ensure_future(pool.invoke(inv()))
+    await settle(10)
+    assert len(world.manager.starts) == 1 and world.manager.template_tries == 0  # served, no template yet
+    world.manager.answer_all()
+    await cold
+    await settle()
+    assert world.manager.template_tries == 1
+    idle = world.pool(max_concurrency=3, provisioned=1, model_dir="/artifacts/other/model")
+    idle.scale()
+    await settle(10)
+    assert idle.live == 1 and world.manager.template_tries == 2  # idle at once: its template loads
+
+
 @pytest.mark.parametrize(("error", "tries"), [(ZygoteError("no memory"), 3), (TemplateRefused("threads"), 1)])
 async def test_a_template_that_refused_to_fork_is_not_tried_again(
     world: World, error: ZygoteError, tries: int

@@ -129,6 +129,9 @@ class VariantPool:
         )
         self.template_key = self._template.key
         self._at_zero = True  # the next start is a cold start of the whole pool: look in the warm cache
+        # A worker started: the template loads once a worker answered a request or went idle, not while the
+        # cold request that started the worker is on the CPU (a second model load beside it).
+        self._template_after: WorkerSpec | None = None
         self._empty = asyncio.Event()
         self._empty.set()
         self.draining = False
@@ -315,7 +318,8 @@ class VariantPool:
             self._check_empty()
             raise died
         self._emit(slot.worker_id, "started", detail=handle.node, setup_s=handle.ready_s)
-        self._template.keep(spec)
+        self._template.note(spec)
+        self._template_after = spec
 
     def _fail_one_waiter(self, exc: DeployError) -> None:
         what = f"The worker for variant {self.spec.variant}"
@@ -348,6 +352,7 @@ class VariantPool:
                 fut.set_result(slot)
                 return
         self._slots.move(slot, S.IDLE)
+        self._keep_template()
         if self.draining:
             self.scale()
 
@@ -438,6 +443,12 @@ class VariantPool:
             self._stop(slot, StopReason.BROKEN, grace_s=1.0)
             return
         self._hand_over(slot)
+        self._keep_template()
+
+    def _keep_template(self) -> None:
+        if self._template_after is not None:
+            spec, self._template_after = self._template_after, None
+            self._template.keep(spec)
 
     def _begin(self, inv: Invocation, slot: Slot) -> WorkerHandle:
         """A worker was acquired for ``inv``: note which, and the cold start it waited for."""

@@ -70,8 +70,12 @@ class PoolTemplate:
         if cached is not None:
             self._template = cast(Zygote, cached)
 
+    def note(self, spec: WorkerSpec) -> None:
+        """The pool started a worker with ``spec`` (what a replica parked for it is started with)."""
+        self._worker_spec = spec
+
     def keep(self, spec: WorkerSpec) -> None:
-        """The pool has a worker: make sure a template of its model is there or on its way."""
+        """The pool's worker answered a request: make sure a template of its model is there or on its way."""
         self._worker_spec = spec
         if self.key is None or self._loading or self._refused:
             return
