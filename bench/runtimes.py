@@ -4,11 +4,14 @@
 
 One server; per runtime a small model on 10 features (scikit-learn RandomForest 100 trees, XGBoost 100
 trees, a TorchScript MLP 10-64-64-1, an ONNX MLP 10-64-1), deployed with SageMaker's image URI and the tag
-``zeroscale:idle-timeout-s`` at 0.2 s so the endpoint is back at zero workers between rounds. The first
-request of each endpoint (which also starts the runtime's zygote) is not counted. Also reports a warm
-invoke p50 (a second request right after each cold one). With the server's default warm-model cache a cold
-start forks the model's cached template (every built-in runtime has one); with ``--warm-cache-mb 0`` it
-forks the runtime's zygote and loads the model.
+``zeroscale:idle-timeout-s`` at 0.2 s so the endpoint is back at zero workers between rounds; each cold
+request is sent 0.1 s after the endpoint reached zero (the warm-cache scenario's gap is 0.05 s: a replica
+is parked beside a cached template within ~30 ms of zero, and a request sooner than that waits for it,
+about what a fork of the template costs). The first request of each endpoint (which also starts the
+runtime's zygote) is not counted. Also reports a warm invoke p50 (a second request right after each cold
+one). With the server's default warm-model cache a cold start is the first request of the replica parked
+beside the model's cached template (every built-in runtime has one); with ``--warm-cache-mb 0`` it is a
+zygote's spare that loads the model.
 Writes bench/results/runtimes.md.
 """
 
@@ -35,6 +38,9 @@ IMAGES = {
     "pytorch": "763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-inference:2.1-cpu-py310",
     "onnx": "onnx",
 }
+
+
+AT_ZERO_S = 0.1  # a cold request comes this long after the endpoint reached zero
 
 
 def _data() -> tuple[np.ndarray, np.ndarray]:
@@ -112,6 +118,7 @@ def measure(server: ServerProcess, client: SignedClient, endpoint: str, rounds: 
     cold, warm = [], []
     for _ in range(rounds):
         wait_for(lambda: server.workers(endpoint) == 0, timeout_s=30, interval_s=0.02)
+        time.sleep(AT_ZERO_S)
         t = time.perf_counter()
         client.invoke(endpoint, ROW)
         cold.append(time.perf_counter() - t)

@@ -239,3 +239,32 @@ async def test_the_zygote_keeps_a_spare_forked_and_the_next_cold_start_is_that_s
     (following,) = _spares(zygote)
     await manager.close()
     await _until(lambda: not _alive(following))  # a spare ends with its zygote, never left behind
+
+
+async def test_a_start_from_a_template_takes_its_parked_replica_even_one_on_its_way(
+    manager: WorkerManager, model_dir: Path, tmp_path: Path
+) -> None:
+    """``park`` forks a replica of a template ahead of need; a start from that template with the same spec
+    takes it rather than forking (waiting for it when it is still on its way), and its hidden log file
+    becomes the worker's stream. A start with another spec does not take it."""
+    s = spec(model_dir, tmp_path)
+    template = await manager.start_template(s)
+    tpl = psutil.Process(template.pid)
+    parking = asyncio.ensure_future(manager.park(s, template))
+    await asyncio.sleep(0)  # under way, not ready yet
+    worker = await manager.start(s, worker_id="taker", template=template)
+    assert await parking > 0  # what the cache holds for both
+    assert [p.pid for p in tpl.children()] == [worker.pid]  # no second fork
+    assert (await ask(worker))["pid"] == worker.pid
+    assert (
+        worker.log_path == s.log_dir / "taker.log" and "zeroscale worker ready" in worker.log_path.read_text()
+    )
+    assert not list(s.log_dir.glob(".parked-*"))
+    await manager.stop(worker)
+    await manager.park(s, template)
+    (parked,) = [p.pid for p in tpl.children()]
+    other = await manager.start(spec(model_dir, tmp_path, memory_mb=2048), template=template)
+    assert other.pid != parked  # parked for another spec: discarded, not used
+    await _until(lambda: not _alive(parked))
+    assert not list(s.log_dir.glob(".parked-*"))
+    await template.close()

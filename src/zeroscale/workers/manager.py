@@ -157,6 +157,7 @@ class WorkerManager:
         self._template_scratch: dict[int, str] = {}  # template pid -> its scratch directory
         self._template_blocks: dict[int, tuple[int, int]] = {}  # template pid -> its block of uids
         self._parked: dict[int, WorkerHandle] = {}  # template pid -> its parked replica (``park``)
+        self._parking: dict[int, asyncio.Future[None]] = {}  # template pid -> its replica on its way
         self._extra_mb: dict[int, float] = {}  # worker uid -> private MB of its other processes
         self._releasing: list[tuple[str, int, int]] = []  # (scratch, uid, tries left) of exited workers
         self._release_timer: asyncio.Handle | None = None
@@ -216,6 +217,9 @@ class WorkerManager:
         With a live ``template`` (see ``start_template``) the worker is a replica of its loaded model: the
         one ``park`` forked ahead of need, when it was parked for the same spec."""
         if template is not None:
+            parking = self._parking.get(template.pid)
+            if parking is not None:  # a replica of it is being parked: nearer than a fork of our own
+                await asyncio.shield(parking)
             parked = self._unpark(template)
             if parked is not None and parked.spec == spec and template.alive and parked.log_path.exists():
                 return self._adopt(parked, worker_id or self.new_worker_id(), on_exit)
@@ -322,16 +326,23 @@ class WorkerManager:
             return kept
         if template.pid in self._parked:
             return kept + private_bytes(self._parked[template.pid].pid)
+        if template.pid in self._parking:
+            await asyncio.shield(self._parking[template.pid])
+            return kept + (private_bytes(p.pid) if (p := self._parked.get(template.pid)) else 0)
         wid = self.new_worker_id()
+        on_its_way = self._parking[template.pid] = asyncio.get_running_loop().create_future()
         try:  # its log is a hidden file (no stream) until a start takes it and names it for its worker
             handle = await self._launch(spec, wid, None, template, spec.log_dir / f"{PARKED_LOG}{wid}.log")
+            if not template.alive or template.pid in self._parked or not handle.alive:
+                self._discard_parked(handle)  # not needed after all
+                return kept
+            self._parked[template.pid] = handle
+            return kept + private_bytes(handle.pid)
         except DeployError:
             return kept  # the next cold start forks the template as it would have
-        if not template.alive or template.pid in self._parked or not handle.alive:
-            self._discard_parked(handle)  # not needed after all
-            return kept
-        self._parked[template.pid] = handle
-        return kept + private_bytes(handle.pid)
+        finally:
+            del self._parking[template.pid]
+            on_its_way.set_result(None)  # a start waiting for it takes it now (``start``)
 
     def _discard_parked(self, handle: WorkerHandle) -> None:
         """End a replica never handed a request (SIGKILL loses nothing), and its log (its ready line)."""
