@@ -47,11 +47,13 @@ run: $(RUN_STAMP)
 	$(BIN)/zeroscale serve --port $(PORT)
 
 ## test: set up, then run the whole suite, plus the linters and the type checker (the 25 slowest tests are
-## listed at the end: where the suite's time goes)
+## listed at the end: where the suite's time goes). The suite runs in TEST_WORKERS processes (pytest-xdist;
+## most of a test's time is waiting on the servers it starts): TEST_WORKERS=0 runs it in this one.
+TEST_WORKERS ?= 2
 test: $(STAMP)
 	$(BIN)/ruff check src tests
 	$(BIN)/mypy
-	$(BIN)/pytest -q --durations=25
+	$(BIN)/pytest -q --durations=25 $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist worksteal)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests

@@ -293,14 +293,18 @@ def tree(pid: int) -> list[psutil.Process]:
     return [proc, *proc.children(recursive=True)]
 
 
+def not_spare(p: psutil.Process) -> bool:
+    """Whether ``p`` is still there and is not a zygote's spare (``zs-spare``: forked ahead of the next cold
+    start, it belongs to the runtime, not to an endpoint, and comes and goes as it is taken and replaced)."""
+    try:
+        return p.name() != "zs-spare"
+    except psutil.Error:
+        return False
+
+
 def counted(procs: list[psutil.Process]) -> int:
-    """Processes, less a zygote's spare (``zs-spare``: forked ahead of the next cold start, it belongs to the
-    runtime, not to an endpoint, and comes and goes as it is taken and replaced)."""
-    n = 0
-    for p in procs:
-        with contextlib.suppress(psutil.Error):
-            n += p.name() != "zs-spare"
-    return n
+    """Processes, less the zygotes' spares (``not_spare``)."""
+    return sum(not_spare(p) for p in procs)
 
 
 def rss_mb(procs: list[psutil.Process]) -> float:

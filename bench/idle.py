@@ -28,6 +28,7 @@ from bench.common import (
     cpu_s,
     deploy,
     metric,
+    not_spare,
     rss_mb,
     tree,
     wait_for,
@@ -60,20 +61,13 @@ class IdleResult:
     idle_cpu_many: float = 0.0  # the same with every endpoint deployed, at zero workers
 
 
-def _not_spare(p: psutil.Process) -> bool:
-    try:
-        return p.name() != "zs-spare"  # a zygote's spare: the runtime's, not the endpoint's (bench.common)
-    except psutil.Error:
-        return False
-
-
 def _snapshot(srv: ServerProcess, label: str) -> Snapshot:
     assert srv.proc is not None
     procs = tree(srv.proc.pid)
     return Snapshot(
         label,
         counted(procs),
-        [p.pid for p in procs if _not_spare(p)],
+        [p.pid for p in procs if not_spare(p)],
         psutil.Process(srv.proc.pid).memory_info().rss / 2**20,
         rss_mb(procs),
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import tempfile
 from typing import Any
 
 import numpy as np
@@ -133,6 +134,36 @@ def test_model_environment_reaches_the_worker(sm: Any, smr: Any, tmp_path: Any) 
         "content_type": "text/plain",
         "echo": "ping",
     }
+
+
+def test_a_data_dir_too_deep_for_socket_paths_serves(tmp_path: Any, sklearn_model: Any) -> None:
+    """A Unix socket's path holds 107 bytes: under a data directory this deep the workers' sockets go to a
+    short private directory of the server's in the temporary directory, gone when the server stops."""
+    from pathlib import Path
+
+    from zeroscale.workers.sockdir import SUN_PATH_MAX, socket_dir
+
+    data_dir = tmp_path / ("deep-" * 12) / "data"
+    data_dir.parent.mkdir()
+    assert len(str(data_dir / "workers")) > SUN_PATH_MAX
+    short = socket_dir(data_dir.absolute() / "workers")
+    assert short.parent == Path(tempfile.gettempdir())
+    server = ServerProcess(data_dir).start()
+    try:
+        desc = deploy(server.client("sagemaker"), "deep", sklearn_model.url)
+        assert desc["EndpointStatus"] == "InService", desc.get("FailureReason")
+        for _ in range(2):  # the second from a template's replica, whose control socket is there too
+            resp = server.client("sagemaker-runtime").invoke_endpoint(
+                EndpointName="deep",
+                Body=sklearn_model.json_body(sklearn_model.X[:2]),
+                ContentType="application/json",
+            )
+            assert json.loads(resp["Body"].read()) == sklearn_model.expected(sklearn_model.X[:2])
+        assert list(short.glob("*.sock")), "the worker's socket is in the short directory"
+        assert (short.stat().st_mode & 0o777) == 0o700
+    finally:
+        server.stop()
+    assert not short.exists()
 
 
 def test_relative_data_dir_serves(tmp_path: Any, sklearn_model: Any) -> None:

@@ -31,6 +31,7 @@ import pytest
 
 from zeroscale.testing import ACCESS_KEY, SECRET_KEY, ServerProcess, deploy, make_tar, wait_for
 from zeroscale.workers import sandbox, seccomp
+from zeroscale.workers.sockdir import socket_dir
 
 from .conftest import SklearnModel, handler_model
 
@@ -308,7 +309,7 @@ def test_a_model_reaches_no_unix_socket(
         return json.loads(resp["Body"].read())
 
     assert neighbour() == sklearn_model.expected(np.asarray(rows))
-    sockets = [str(p) for p in server.data_dir.rglob("*.sock")]
+    sockets = [str(p) for p in socket_dir(server.data_dir.absolute() / "workers").glob("*.sock")]
     assert sockets, "the neighbour's worker socket should exist"
     req = {
         "pathname": listeners.path,
@@ -529,7 +530,7 @@ def test_an_image_server_calls_no_one_over_udp_nor_a_host_unix_socket(
         Body=sklearn_model.json_body(sklearn_model.X[:1]),
         ContentType="application/json",
     )
-    workers = [str(p) for p in server.data_dir.rglob("*.sock") if "scratch" not in p.parts]
+    workers = [str(p) for p in socket_dir(server.data_dir.absolute() / "workers").glob("*.sock")]
     assert workers, "the neighbour's worker socket should exist"
     calls = Calls()
     try:

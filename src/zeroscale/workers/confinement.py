@@ -33,6 +33,7 @@ from pathlib import Path
 from zeroscale.runtimes.usercode import PYTHONPATH, code_dir
 from zeroscale.workers import sandbox, seccomp
 from zeroscale.workers.sandbox import HostSupport, Policy
+from zeroscale.workers.sockdir import socket_dir
 
 log = logging.getLogger("zeroscale.sandbox")
 
@@ -133,7 +134,7 @@ class Confinement:
         return Policy(
             read=tuple(read),
             write=(scratch, *self._shared),
-            sockets=(str(self._run_dir),) if unix_sockets else (),
+            sockets=(str(socket_dir(self._run_dir)),) if unix_sockets else (),
             bind_ports=bind_ports,
             outbound=self.settings.outbound,
             nproc=self.settings.max_processes,

@@ -23,12 +23,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from zeroscale.errors import DeployError
+from zeroscale.workers import sockdir
 from zeroscale.workers.capture import open_stream as open_log
 from zeroscale.workers.client import Body, WorkerConnection, WorkerConnectionError, WorkerResponse
 from zeroscale.workers.confinement import Confinement, processes_of
 from zeroscale.workers.forkserver import EXIT_THREADED_TEMPLATE, THREAD_ENV
 from zeroscale.workers.memory import ResidentSets, private_bytes, tree_rss_mb
 from zeroscale.workers.process import CONTAINER_MODEL_DIR, ProcessLauncher
+from zeroscale.workers.sockdir import socket_dir, socket_name
 from zeroscale.workers.stream import WorkerStream, open_stream
 from zeroscale.workers.zygotes import TemplateRefused, Zygote, ZygoteError, tail
 
@@ -75,6 +77,7 @@ class WorkerHandle:
     model_dir_seen: str = ""  # an image's model directory as its server sees it ($SM_MODEL_DIR)
     host: str = "127.0.0.1"  # where ``port`` listens (a cluster node's address for a worker on Ray)
     node: str = ""  # the cluster node it runs on ("": this machine)
+    parked_by: int = 0  # while it is parked (``WorkerManager.park``): its template's pid
 
     @property
     def alive(self) -> bool:
@@ -139,6 +142,7 @@ class WorkerManager:
         confinement: Confinement | None = None,  # confine every worker (None: run them unconfined)
     ) -> None:
         self._run_dir = run_dir
+        self._sock_dir = socket_dir(run_dir)  # the workers' and templates' sockets (``open`` makes it)
         self._startup_timeout_s = startup_timeout_s
         self._poll_s = memory_poll_interval_s
         self._stop_grace_s = stop_grace_s
@@ -166,7 +170,8 @@ class WorkerManager:
     # ---- lifecycle ----
     async def open(self) -> None:
         self._run_dir.mkdir(parents=True, exist_ok=True)
-        for stale in self._run_dir.glob("*.sock"):  # left by a server that was killed
+        self._sock_dir = sockdir.prepare(self._run_dir)
+        for stale in self._sock_dir.glob("*.sock"):  # left by a server that was killed
             stale.unlink(missing_ok=True)
         self._watchdog = asyncio.create_task(self._watch_memory())
 
@@ -193,6 +198,9 @@ class WorkerManager:
         if self._confinement is not None:
             self._release_now()
             self._confinement.close()
+        if self._sock_dir != self._run_dir:  # a short one of its own in the temporary directory
+            with contextlib.suppress(OSError):
+                self._sock_dir.rmdir()
 
     @property
     def live(self) -> list[WorkerHandle]:
@@ -236,7 +244,7 @@ class WorkerManager:
         template: Zygote | None,
         log_path: Path,
     ) -> WorkerHandle:
-        socket_path = str(self._run_dir / f"{wid}.sock")
+        socket_path = str(self._sock_dir / socket_name(wid, ".sock"))
         with contextlib.suppress(FileNotFoundError):
             os.unlink(socket_path)
         spec.log_dir.mkdir(parents=True, exist_ok=True)
@@ -337,6 +345,7 @@ class WorkerManager:
                 self._discard_parked(handle)  # not needed after all
                 return kept
             self._parked[template.pid] = handle
+            handle.parked_by = template.pid
             return kept + private_bytes(handle.pid)
         except DeployError:
             return kept  # the next cold start forks the template as it would have
@@ -351,7 +360,10 @@ class WorkerManager:
             os.unlink(handle.log_path)
 
     def _unpark(self, template: Zygote) -> WorkerHandle | None:
-        return self._parked.pop(template.pid, None) if template.pid else None
+        handle = self._parked.pop(template.pid, None) if template.pid else None
+        if handle is not None:
+            handle.parked_by = 0
+        return handle
 
     def _adopt(
         self, handle: WorkerHandle, worker_id: str, on_exit: Callable[[WorkerHandle], None] | None
@@ -429,7 +441,7 @@ class WorkerManager:
         running (forking it is not safe)."""
         zygote = await self._zygote(spec.runtime)
         tid = uuid.uuid4().hex[:8]
-        ctl_path = str(self._run_dir / f"template-{tid}.ctl")
+        ctl_path = str(self._sock_dir / f"template-{tid}.ctl")
         spec.log_dir.mkdir(parents=True, exist_ok=True)
         log_path = spec.log_dir / f"template-{tid}.log"
         env = {**THREAD_ENV, "PATH": os.environ.get("PATH", ""), **spec.env}
@@ -519,9 +531,8 @@ class WorkerManager:
             return
         handle.exit_code = status
         handle.up.set()  # stop waiting for it: _until_ready sees it gone
-        parked = next((t for t, h in self._parked.items() if h is handle), None)
-        if parked is not None:  # it never served: its log holds its ready line and no more
-            del self._parked[parked]
+        if handle.parked_by:  # it never served: its log holds its ready line and no more
+            self._parked.pop(handle.parked_by, None)
             with contextlib.suppress(OSError):
                 os.unlink(handle.log_path)
         self._release_sandbox(handle.scratch, handle.uid)
