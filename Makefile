@@ -48,12 +48,14 @@ run: $(RUN_STAMP)
 
 ## test: set up, then run the whole suite, plus the linters and the type checker (the 25 slowest tests are
 ## listed at the end: where the suite's time goes). The suite runs in TEST_WORKERS processes (pytest-xdist;
-## most of a test's time is waiting on the servers it starts): TEST_WORKERS=0 runs it in this one.
+## most of a test's time is waiting on the servers it starts), each test file in one of them, in order (a
+## file's tests share its server, and some build on the endpoints of those before): TEST_WORKERS=0 runs it
+## in this one.
 TEST_WORKERS ?= 2
 test: $(STAMP)
 	$(BIN)/ruff check src tests
 	$(BIN)/mypy
-	$(BIN)/pytest -q --durations=25 $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist worksteal)
+	$(BIN)/pytest -q --durations=25 $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests
