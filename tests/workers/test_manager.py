@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import os
 import signal
@@ -239,6 +240,48 @@ async def test_the_zygote_keeps_a_spare_forked_and_the_next_cold_start_is_that_s
     (following,) = _spares(zygote)
     await manager.close()
     await _until(lambda: not _alive(following))  # a spare ends with its zygote, never left behind
+
+
+WHO = """
+import os
+
+def model_fn(model_dir):
+    print("who=" + os.environ["WHO"], flush=True)
+
+def transform_fn(model, body, content_type, accept):
+    return os.environ["WHO"], "text/plain"
+"""
+
+
+async def test_fork_requests_larger_than_the_socket_buffer_keep_their_order_and_log_files(
+    manager: WorkerManager, tmp_path: Path
+) -> None:
+    """A stopped zygote reads nothing: requests of 300 KB each (a large Environment) fill its control
+    socket, the rest of each waits in the server, and each request's log file still goes with it."""
+    root = tmp_path / "who"
+    (root / "code").mkdir(parents=True)
+    (root / "code" / "inference.py").write_text(WHO)
+    base = spec(root, tmp_path)
+    first = await manager.start(dataclasses.replace(base, env={"WHO": "first"}))
+    zygote = psutil.Process(first.pid).parent()
+    assert zygote is not None
+    zygote.suspend()
+    try:
+        starts = [
+            asyncio.ensure_future(
+                manager.start(dataclasses.replace(base, env={"BIG": "x" * 300_000, "WHO": str(i)}))
+            )
+            for i in range(3)
+        ]
+        await asyncio.sleep(0.5)
+        assert not any(s.done() for s in starts)
+    finally:
+        zygote.resume()
+    for i, handle in enumerate(await asyncio.gather(*starts)):
+        assert handle.conn is not None
+        resp = await handle.conn.request(b"POST", b"/invocations", [(b"Content-Type", b"text/plain")], b"")
+        assert resp.body == str(i).encode()
+        assert f"who={i}\n" in handle.log_path.read_text()
 
 
 async def test_a_start_from_a_template_takes_its_parked_replica_even_one_on_its_way(

@@ -124,6 +124,9 @@ class Zygote:
         self._fd_sock = socket.socket(fileno=os.dup(sock.fileno()))
         self._fd_sock.setblocking(False)
         reader, self._writer = await asyncio.open_unix_connection(sock=sock)
+        # The writer holds only the tail of a request the socket took part of (``_send_with_fd``): drain()
+        # then waits until it is all sent, not merely below a high-water mark.
+        self._writer.transport.set_write_buffer_limits(high=0)
         return reader
 
     async def fork(self, request: dict[str, Any], log_fd: int, op: str = "fork") -> int:
@@ -144,8 +147,9 @@ class Zygote:
 
     async def _send_with_fd(self, data: bytes, fd: int) -> None:
         """``data`` with ``fd`` attached, after whatever the stream writer still holds (order is kept)."""
-        while self._writer is not None and self._writer.transport.get_write_buffer_size():
-            await asyncio.sleep(0.001)
+        if self._writer is not None:
+            with contextlib.suppress(OSError):  # the zygote is gone: send_fds below says so
+                await self._writer.drain()
         if self._writer is None or self._fd_sock is None:
             raise ZygoteError(f"the {self.runtime} zygote is not running")
         try:
@@ -154,11 +158,21 @@ class Zygote:
                     sent = socket.send_fds(self._fd_sock, [data], [fd])
                     break
                 except BlockingIOError:  # its socket buffer is full: it is busy forking
-                    await asyncio.sleep(0.001)
+                    await self._writable(self._fd_sock)
         except OSError as exc:
             raise ZygoteError(f"the {self.runtime} zygote is not running: {exc}") from exc
         if sent < len(data):
             self._writer.write(data[sent:])
+
+    @staticmethod
+    async def _writable(sock: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        ready = loop.create_future()
+        loop.add_writer(sock.fileno(), lambda: ready.done() or ready.set_result(None))
+        try:
+            await ready
+        finally:
+            loop.remove_writer(sock.fileno())
 
     async def _read(self, reader: asyncio.StreamReader) -> None:
         try:
