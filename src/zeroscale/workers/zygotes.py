@@ -167,8 +167,13 @@ class Zygote:
     @staticmethod
     async def _writable(sock: socket.socket) -> None:
         loop = asyncio.get_running_loop()
-        ready = loop.create_future()
-        loop.add_writer(sock.fileno(), lambda: ready.done() or ready.set_result(None))
+        ready: asyncio.Future[None] = loop.create_future()
+
+        def writable() -> None:
+            if not ready.done():
+                ready.set_result(None)
+
+        loop.add_writer(sock.fileno(), writable)
         try:
             await ready
         finally:
