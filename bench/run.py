@@ -761,9 +761,27 @@ def run_burst(run: Run, models: Any) -> None:
         f"{burst.CLIENTS} asyncio clients on one thread, {run.plan.burst_s:g} s, {total} requests, statuses "
         f"{res.statuses}; peak resident set of all workers together {res.max_workers_rss_mb:.0f} MB; "
         f"client CPU {res.client_cpu_s:.2f} s, server CPU {server_cpu:.2f} s over "
-        f"{res.duration_s:.2f} s." + (f" Errors: {res.errors[:3]}" if res.errors else "")
+        f"{res.duration_s:.2f} s."
+        + (f" Errors: {res.errors[:3]}" if res.errors else "")
+        + _little(res, total)
     )
     run.charts["burst.png"] = lambda p: chart_burst(p, res.worker_samples, res.all_s, burst.CLIENTS)
+
+
+def _little(res: burst.BurstResult, total: int) -> str:
+    """The latency that the burst's throughput alone implies (Little's law: clients = rate x mean latency):
+    with every client sending back to back, no scheduling makes the mean smaller at that rate."""
+    if not res.duration_s or not total:
+        return ""
+    rate = total / res.duration_s
+    return (
+        f" Throughput {rate:.0f} req/s: at that rate {burst.CLIENTS} clients sending back to back wait "
+        f"{ms(burst.CLIENTS / rate):.0f} ms per request on average, whatever the order they are served in "
+        "(Little's law); the mean measured is "
+        f"{ms(sum(res.all_s) / len(res.all_s)):.0f} ms."
+        if res.all_s
+        else ""
+    )
 
 
 def run_batch(run: Run) -> None:
@@ -1096,8 +1114,8 @@ def scale_section(res: scale.ScaleResult) -> str:
             f"RSS {r.rss_mb:.0f} MB, DescribeEndpoint p50 {ms(statistics.median(r.describe_s)):.2f} ms "
             f"(p90 {ms(pct(r.describe_s, 90)):.2f}), ListEndpoints page p50 "
             f"{ms(statistics.median(r.list_page_s)):.2f} ms over {len(r.list_page_s)} pages, cold starts "
-            f"{[round(ms(c), 1) for c in r.cold_s]} ms, {r.deployed_now} deployed in {r.deploy_s:.1f} s"
-            + (f", failures: {r.failed[:3]}" if r.failed else "")
+            f"{[round(ms(c), 1) for c in r.cold_s]} ms, {r.deployed_now} deployed in {r.deploy_s:.1f} s "
+            f"({scale.deploy_cores(r)})" + (f", failures: {r.failed[:3]}" if r.failed else "")
         )
     return "\n".join(lines)
 

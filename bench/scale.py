@@ -35,6 +35,8 @@ import psutil
 from bench.common import (
     IDLE_TAG,
     ROW,
+    CpuWatch,
+    CpuWindow,
     Models,
     ServerProcess,
     SignedClient,
@@ -67,6 +69,7 @@ class SizeResult:
     list_page_s: list[float]
     cold_s: list[float]
     failed: list[str] = field(default_factory=list)
+    deploy_cpu: CpuWindow | None = None  # the deploy window: the server's, the clients' and the rest's CPU
 
     @property
     def deploy_rate(self) -> float:
@@ -79,6 +82,19 @@ class ScaleResult:
     empty_cpu_windows: list[float] = field(default_factory=list)
     empty_rss_mb: float = 0.0
     sizes: list[SizeResult] = field(default_factory=list)
+
+
+def deploy_cores(res: SizeResult) -> str:
+    """Where the machine's CPU went while the endpoints deployed: what bounds the deploy rate."""
+    cpu = res.deploy_cpu
+    if cpu is None or not cpu.wall_s:
+        return "deploy CPU not measured"
+    server, clients = (cpu.groups_s.get(k, 0.0) / cpu.wall_s for k in ("server", "clients"))
+    busy = cpu.machine_s / cpu.wall_s
+    return (
+        f"deploy CPU: {busy:.2f} of {psutil.cpu_count()} cores busy (server {server:.2f}, the {THREADS} "
+        f"boto3 clients {clients:.2f}, the rest {cpu.others_cores:.2f}: workers, zygotes, anything else)"
+    )
 
 
 def idle_cpu(
@@ -191,7 +207,9 @@ def measure(srv: ServerProcess, models: Models, sizes: list[int], result: ScaleR
     for size in sorted(sizes):
         failed: list[str] = []
         print(f"   scale: deploying {size - deployed} endpoints (to {size})", flush=True)
+        watch = CpuWatch({"server": [server], "clients": [psutil.Process()]})
         deploy_s = _deploy_range(srv, models, deployed, size, failed)
+        deploy_cpu = watch.stop()
         fresh = list(range(deployed, size))
         deployed = size
         # Every worker gone: the process tree is back to the server and its zygotes. (Not from /metrics: a
@@ -215,6 +233,7 @@ def measure(srv: ServerProcess, models: Models, sizes: list[int], result: ScaleR
             pages,
             cold_s,
             failed,
+            deploy_cpu,
         )
         result.sizes.append(res)
         print(
@@ -222,7 +241,7 @@ def measure(srv: ServerProcess, models: Models, sizes: list[int], result: ScaleR
             f"(empty {result.empty_cpu * 100:.2f}%), rss {rss:.0f} MB, describe p50 "
             f"{statistics.median(describe_s) * 1000:.2f} ms, "
             f"list page p50 {statistics.median(pages) * 1000:.2f} ms, "
-            f"cold p50 {statistics.median(cold_s) * 1000:.1f} ms, failed {len(failed)}",
+            f"cold p50 {statistics.median(cold_s) * 1000:.1f} ms, failed {len(failed)}; {deploy_cores(res)}",
             flush=True,
         )
 
