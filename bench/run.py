@@ -769,18 +769,18 @@ def run_burst(run: Run, models: Any) -> None:
 
 
 def _little(res: burst.BurstResult, total: int) -> str:
-    """The latency that the burst's throughput alone implies (Little's law: clients = rate x mean latency):
-    with every client sending back to back, no scheduling makes the mean smaller at that rate."""
-    if not res.duration_s or not total:
+    """What the burst's throughput alone implies for its latency (Little's law: requests outstanding = rate x
+    mean latency): with every client's request outstanding, no order of service makes the mean smaller."""
+    if not res.duration_s or not total or not res.all_s:
         return ""
+    n = burst.CLIENTS
     rate = total / res.duration_s
+    implied, measured = ms(n / rate), ms(sum(res.all_s) / len(res.all_s))
     return (
-        f" Throughput {rate:.0f} req/s: at that rate {burst.CLIENTS} clients sending back to back wait "
-        f"{ms(burst.CLIENTS / rate):.0f} ms per request on average, whatever the order they are served in "
-        "(Little's law); the mean measured is "
-        f"{ms(sum(res.all_s) / len(res.all_s)):.0f} ms."
-        if res.all_s
-        else ""
+        f" Throughput {rate:.0f} req/s: with all {n} clients' requests outstanding at that rate the mean "
+        f"latency is {implied:.0f} ms, whatever the order they are served in (Little's law; the mean "
+        f"measured is {measured:.0f} ms, fewer being outstanding while the clients start and finish), so a "
+        f"p99 of 500 ms needs more than {n / 0.5:.0f} req/s sustained."
     )
 
 
