@@ -257,7 +257,8 @@ async def test_fork_requests_larger_than_the_socket_buffer_keep_their_order_and_
     manager: WorkerManager, tmp_path: Path
 ) -> None:
     """A stopped zygote reads nothing: requests of 300 KB each (a large Environment) fill its control
-    socket, the rest of each waits in the server, and each request's log file still goes with it."""
+    socket, the rest of each waits in the server, and each goes whole, in order (none interleaves with the
+    rest of another), with its own log file."""
     root = tmp_path / "who"
     (root / "code").mkdir(parents=True)
     (root / "code" / "inference.py").write_text(WHO)
@@ -271,7 +272,7 @@ async def test_fork_requests_larger_than_the_socket_buffer_keep_their_order_and_
             asyncio.ensure_future(
                 manager.start(dataclasses.replace(base, env={"BIG": "x" * 300_000, "WHO": str(i)}))
             )
-            for i in range(3)
+            for i in range(6)
         ]
         await asyncio.sleep(0.5)
         assert not any(s.done() for s in starts)

@@ -44,6 +44,7 @@ class Zygote:
         self._on_up = on_up  # a worker it forked listens on its socket
         self._proc: asyncio.subprocess.Process | None = None
         self._writer: asyncio.StreamWriter | None = None
+        self._sending = asyncio.Lock()  # one fork request on its way at a time (``_send_with_fd``)
         self._fd_sock: socket.socket | None = None  # a duplicate of the control socket, to pass descriptors
         self._pending: dict[str, asyncio.Future[int]] = {}
         self._ready: asyncio.Future[None] | None = None
@@ -146,23 +147,31 @@ class Zygote:
         return await fut
 
     async def _send_with_fd(self, data: bytes, fd: int) -> None:
-        """``data`` with ``fd`` attached, after whatever the stream writer still holds (order is kept)."""
-        if self._writer is not None:
-            with contextlib.suppress(OSError):  # the zygote is gone: send_fds below says so
-                await self._writer.drain()
-        if self._writer is None or self._fd_sock is None:
-            raise ZygoteError(f"the {self.runtime} zygote is not running")
-        try:
-            while True:
+        """``data`` with ``fd`` attached, after whatever the stream writer still holds of the request before
+        it: one request at a time, whole, in order (two sent while the socket is full must not interleave)."""
+        async with self._sending:
+            while (
+                self._writer is not None
+                and self._writer.transport.get_write_buffer_size()
+                and not self._writer.transport.is_closing()
+            ):
                 try:
-                    sent = socket.send_fds(self._fd_sock, [data], [fd])
+                    await self._writer.drain()
+                except OSError:  # the zygote is gone
                     break
-                except BlockingIOError:  # its socket buffer is full: it is busy forking
-                    await self._writable(self._fd_sock)
-        except OSError as exc:
-            raise ZygoteError(f"the {self.runtime} zygote is not running: {exc}") from exc
-        if sent < len(data):
-            self._writer.write(data[sent:])
+            if self._writer is None or self._fd_sock is None:
+                raise ZygoteError(f"the {self.runtime} zygote is not running")
+            try:
+                while True:
+                    try:
+                        sent = socket.send_fds(self._fd_sock, [data], [fd])
+                        break
+                    except BlockingIOError:  # its socket buffer is full: it is busy forking
+                        await self._writable(self._fd_sock)
+            except OSError as exc:
+                raise ZygoteError(f"the {self.runtime} zygote is not running: {exc}") from exc
+            if sent < len(data):
+                self._writer.write(data[sent:])
 
     @staticmethod
     async def _writable(sock: socket.socket) -> None:
