@@ -56,7 +56,7 @@ class SandboxSettings:
 class Confinement:
     def __init__(self, settings: SandboxSettings, run_dir: Path) -> None:
         self.settings = settings
-        self._run_dir = run_dir
+        self._sockets = str(socket_dir(run_dir))  # where workers make their sockets (``workers/sockdir.py``)
         self._scratch = run_dir / "scratch"
         self.support: HostSupport = sandbox.probe()
         self._python = sandbox.python_read_roots(settings.data_dir)
@@ -134,7 +134,7 @@ class Confinement:
         return Policy(
             read=tuple(read),
             write=(scratch, *self._shared),
-            sockets=(str(socket_dir(self._run_dir)),) if unix_sockets else (),
+            sockets=(self._sockets,) if unix_sockets else (),
             bind_ports=bind_ports,
             outbound=self.settings.outbound,
             nproc=self.settings.max_processes,

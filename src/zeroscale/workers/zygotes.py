@@ -150,15 +150,9 @@ class Zygote:
         """``data`` with ``fd`` attached, after whatever the stream writer still holds of the request before
         it: one request at a time, whole, in order (two sent while the socket is full must not interleave)."""
         async with self._sending:
-            while (
-                self._writer is not None
-                and self._writer.transport.get_write_buffer_size()
-                and not self._writer.transport.is_closing()
-            ):
-                try:
+            if self._writer is not None:  # with no high-water mark, drain() waits until the writer is empty
+                with contextlib.suppress(OSError):  # the zygote is gone: send_fds below says so
                     await self._writer.drain()
-                except OSError:  # the zygote is gone
-                    break
             if self._writer is None or self._fd_sock is None:
                 raise ZygoteError(f"the {self.runtime} zygote is not running")
             try:
