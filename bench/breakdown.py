@@ -68,7 +68,7 @@ def section(res: ColdResult, models: Models) -> tuple[str, Bars]:
         "measured, worker log",
     )
     row(
-        "3. model load (model_fn: joblib.load)",
+        "3. model load (model_fn: the sklearn runtime's joblib reader)",
         _seg(pr, "load0", "load1"),
         _seg(ec, "load0", "load1"),
         "measured, worker log",
@@ -150,7 +150,7 @@ def section(res: ColdResult, models: Models) -> tuple[str, Bars]:
             "| *first-predict experiment (a fork of a process that preloaded the sklearn runtime)* | | | |"
         )
         for key, label in (
-            ("as_is", "first predict after fork + joblib.load, parent never predicted (zygote as built)"),
+            ("as_is", "first predict after fork + model load, parent never predicted (zygote as built)"),
             ("warmed", "the same after the parent predicted once with a throwaway forest (a warmed zygote)"),
         ):
             row(label, [v[1] for v in fp.get(key, [])], [], "measured")

@@ -3,7 +3,8 @@
 Three endpoints, each with an idle timeout of 0.05 s (scale-in happens on the server's 0.5 s reconcile tick):
 - ``rf``: the reference RandomForest with the sklearn runtime's default hooks (the headline figure);
 - ``probe``: the same model behind an inference.py that prints CLOCK_MONOTONIC timestamps (on import, around
-  joblib.load, around the first predict) into the worker log; the breakdown comes from it;
+  the model's load with the sklearn runtime's joblib reader, around the first predict) into the worker log;
+  the breakdown comes from it;
 - ``echo``: the trivial model (transform_fn echo), with the same timestamps.
 Before every measured request every endpoint is at zero (``/metrics`` zeroscale_workers), so no scale-in runs
 during a measurement. The request is signed before the timer starts (signing is reported under overhead).
@@ -201,7 +202,8 @@ from zeroscale.workers.forkserver import THREAD_ENV
 os.environ.update(THREAD_ENV)
 from zeroscale.runtimes.registry import get_runtime
 get_runtime("sklearn").preload()
-import joblib, numpy as np
+import numpy as np
+from zeroscale.runtimes import joblib_reader
 path, rounds = sys.argv[1], int(sys.argv[2])
 x = np.full((1, 10), 0.5)
 
@@ -219,7 +221,7 @@ def fork(fn):
     return json.loads(data)
 
 def load_predict():
-    t0 = time.perf_counter(); m = joblib.load(path); t1 = time.perf_counter()
+    t0 = time.perf_counter(); m = joblib_reader.load(path); t1 = time.perf_counter()
     m.predict(x); t2 = time.perf_counter(); m.predict(x); t3 = time.perf_counter()
     return [t1 - t0, t2 - t1, t3 - t2]
 

@@ -79,21 +79,21 @@ def transform_fn(model, body, content_type, accept):
     return body, content_type
 """
 
-# The reference RandomForest behind the same default hooks as the sklearn runtime (joblib.load, predict),
-# with the same timestamps: the cold-start breakdown's probe. Its cold-start p50 is reported next to the
-# plain model's so the instrumentation's own cost is visible.
+# The reference RandomForest behind the same default hooks as the sklearn runtime (its joblib reader and
+# predict), with the same timestamps: the cold-start breakdown's probe. Its cold-start p50 is reported next
+# to the plain model's so the instrumentation's own cost is visible.
 PROBE_INFERENCE = """\
 import os
 import time
 print(f"zsbench import {time.monotonic():.6f}", flush=True)
-import joblib
+from zeroscale.runtimes import joblib_reader
 
 _first = True
 
 
 def model_fn(model_dir):
     start = time.monotonic()
-    model = joblib.load(os.path.join(model_dir, "model.joblib"))
+    model = joblib_reader.load(os.path.join(model_dir, "model.joblib"))
     print(f"zsbench load {start:.6f} {time.monotonic():.6f}", flush=True)
     return model
 

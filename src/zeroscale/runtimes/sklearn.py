@@ -20,6 +20,8 @@ def preload() -> None:
     import sklearn.preprocessing
     import sklearn.tree
 
+    from zeroscale.runtimes import joblib_reader  # noqa: F401
+
     # One throwaway fit and predict: scikit-learn's first input validation in a process scans installed
     # entry points (~7 ms); paid once here, not by every forked worker's first request. Single-threaded:
     # the zygote's BLAS/OpenMP pools are pinned to one thread, so no pool exists to break across fork().
@@ -30,13 +32,14 @@ def preload() -> None:
 
 
 def model_fn(model_dir: str) -> Any:
-    """Load ``model.joblib`` or ``model.pkl`` from the root of the model directory."""
-    import joblib
+    """Load ``model.joblib`` or ``model.pkl`` from the root of the model directory: what ``joblib.load``
+    returns, read with the C unpickler (``joblib_reader``)."""
+    from zeroscale.runtimes import joblib_reader
 
     for name in MODEL_FILES:
         path = os.path.join(model_dir, name)
         if os.path.isfile(path):
-            return joblib.load(path)
+            return joblib_reader.load(path)
     raise FileNotFoundError(
         f"No model.joblib or model.pkl found in {model_dir} and code/inference.py defines no model_fn"
     )

@@ -88,11 +88,13 @@ def load_booster(path: str) -> Any:
 
 def _unpickle(path: str) -> Any:
     try:
-        import joblib  # reads plain pickles too, and joblib.dump's files
+        import joblib  # noqa: F401  (reads plain pickles too, and joblib.dump's files)
     except ImportError:
         with open(path, "rb") as f:
             return pickle.load(f)
-    return joblib.load(path)
+    from zeroscale.runtimes import joblib_reader
+
+    return joblib_reader.load(path)
 
 
 def _first_line(exc: BaseException) -> str:
