@@ -163,3 +163,14 @@ def test_a_truncated_file_says_so(tmp_path: Path) -> None:
     path.write_bytes(data[: len(data) // 2])  # inside the array's bytes
     with pytest.raises(pickle.UnpicklingError, match="truncated"):
         joblib_reader.load(str(path))
+
+
+@pytest.mark.parametrize("shape", [(10**15,), (-4,), (2**40, 2**40)])
+def test_a_wrapper_claiming_more_than_the_file_holds_allocates_nothing(tmp_path: Path, shape: tuple) -> None:
+    """A hostile (or damaged) wrapper announces an array larger than the file: an error, not an allocation."""
+    from joblib.numpy_pickle import NumpyArrayWrapper
+
+    path = tmp_path / "model.joblib"
+    path.write_bytes(pickle.dumps(NumpyArrayWrapper(np.ndarray, shape, "C", np.dtype("f8")), protocol=4))
+    with pytest.raises(pickle.UnpicklingError, match="truncated"):
+        joblib_reader.load(str(path))

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import io
 import math
+import os
 import pickle
 from typing import IO, Any
 
@@ -52,6 +53,18 @@ class _NoPeek:
         self.read = f.read
         self.readinto = f.readinto
         self.readline = f.readline
+        self.tell = f.tell
+        self.size = os.fstat(f.fileno()).st_size
+
+    def read_exactly(self, n: int, what: str) -> bytes:
+        """``n`` bytes, or an error before any allocation when the file has fewer left (a wrapper may claim
+        any shape: joblib would try to allocate it)."""
+        left = self.size - self.tell()
+        if n < 0 or n > left:
+            raise pickle.UnpicklingError(
+                f"the file ends inside {what} ({n} bytes announced, {left} left): is it truncated?"
+            )
+        return self.read(n)
 
 
 class _LoadedArray(np.ndarray):
@@ -80,17 +93,9 @@ class _LoadedArray(np.ndarray):
             np.ndarray.__setstate__(self, loaded.__reduce__()[2])  # type: ignore[arg-type]
             return
         if state.get("numpy_array_alignment_bytes") is not None:  # joblib >= 1.2 pads to an aligned offset
-            padding = f.read(1)
-            if len(padding) != 1:
-                raise pickle.UnpicklingError("the file ends before an array's data")
-            if padding[0]:
-                f.read(padding[0])
-        nbytes = math.prod(shape) * dtype.itemsize
-        data = f.read(nbytes)
-        if len(data) != nbytes:
-            raise pickle.UnpicklingError(
-                f"the file ends inside an array's data ({len(data)} of {nbytes} bytes): is it truncated?"
-            )
+            padding = f.read_exactly(1, "an array's padding")
+            f.read_exactly(padding[0], "an array's padding")
+        data = f.read_exactly(math.prod(shape) * dtype.itemsize, "an array's data")
         fortran: Any = state.get("order") == "F"  # a Python bool: numpy's parser takes no np.bool_ here
         np.ndarray.__setstate__(self, (1, shape, dtype, fortran, data))
 
