@@ -34,12 +34,13 @@ from typing import IO, Any
 
 import numpy as np
 
-# The first bytes of the compressed files joblib writes (joblib.compressor's prefixes): zlib, gzip, bz2, xz,
-# lzma, lz4; and b"ZF" for the compressed files of joblib < 0.10.
-_COMPRESSED = (b"\x78", b"\x1f\x8b", b"BZh", b"\xfd7zXZ", b"\x5d\x00", b"\x04\x22\x4d\x18", b"ZF")
+# A pickle of protocol 2 or later starts with PROTO (0x80); joblib's compressed files start with their
+# compressor's magic (zlib 0x78, gzip 0x1f8b, bz2 "BZh", xz 0xfd37, lzma 0x5d, lz4 0x04224d18; joblib < 0.10:
+# "ZF"), never with it.
+_PROTO = b"\x80"
 # joblib.load rebuilds other array subclasses (np.matrix) only where ndarray has __array_prepare__ (NumPy 1).
 _REBUILDS_SUBCLASSES = hasattr(np.ndarray, "__array_prepare__")
-_WRAPPER_MODULES = ("joblib.numpy_pickle", "joblib.numpy_pickle_compat", "sklearn.externals.joblib")
+_WRAPPER_MODULES = ("joblib.numpy_pickle", "joblib.numpy_pickle_compat")
 
 
 class Fallback(Exception):
@@ -125,8 +126,7 @@ class _Unpickler(pickle.Unpickler):
 def load(path: str) -> Any:
     """The object ``joblib.load(path)`` returns, read with the C unpickler when the file allows."""
     with open(path, "rb") as f:
-        head = f.read(6)
-        if not head.startswith(b"\x80") or head.startswith(_COMPRESSED):
+        if f.read(1) != _PROTO:  # compressed, or a pickle of protocol 0 or 1
             return _joblib_load(path)
         f.seek(0)
         try:
@@ -189,13 +189,11 @@ def _plain_arrays(root: Any) -> Any:
         obj = stack.pop()
         if isinstance(obj, dict):
             for k, v in obj.items():
-                new = fix(v)
-                if new is not v:
+                if not isinstance(v, _ATOMS) and (new := fix(v)) is not v:
                     obj[k] = new
         elif isinstance(obj, list):
             for i, v in enumerate(obj):
-                new = fix(v)
-                if new is not v:
+                if not isinstance(v, _ATOMS) and (new := fix(v)) is not v:
                     obj[i] = new
         elif isinstance(obj, np.ndarray):
             if obj.dtype.hasobject:
