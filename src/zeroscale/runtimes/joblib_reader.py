@@ -28,9 +28,8 @@ from __future__ import annotations
 
 import io
 import math
-import os
 import pickle
-from typing import IO, Any
+from typing import Any
 
 import numpy as np
 
@@ -50,12 +49,14 @@ class Fallback(Exception):
 class _NoPeek:
     """A buffered file without ``peek``: the C unpickler then reads no further than it needs."""
 
-    def __init__(self, f: io.BufferedReader) -> None:
+    def __init__(self, f: io.BufferedIOBase) -> None:
         self.read = f.read
         self.readinto = f.readinto
         self.readline = f.readline
         self.tell = f.tell
-        self.size = os.fstat(f.fileno()).st_size
+        here = f.tell()
+        self.size = f.seek(0, io.SEEK_END)
+        f.seek(here)
 
     def read_exactly(self, n: int, what: str) -> bytes:
         """``n`` bytes, or an error before any allocation when the file has fewer left (a wrapper may claim
@@ -136,9 +137,10 @@ def load(path: str) -> Any:
     return _joblib_load(path)
 
 
-def read(f: IO[bytes]) -> Any:
-    """Unpickle a joblib stream from ``f`` (positioned at its start); ``Fallback`` when it cannot."""
-    source = _NoPeek(f)  # type: ignore[arg-type]
+def read(f: io.BufferedIOBase) -> Any:
+    """Unpickle a joblib stream from ``f`` (a binary file, or ``BytesIO``, positioned at its start);
+    ``Fallback`` when it cannot."""
+    source = _NoPeek(f)
     array_class = type("ndarray", (_LoadedArray,), {"_file": source, "__module__": __name__})
     obj = _Unpickler(source, array_class).load()
     return _plain_arrays(obj)

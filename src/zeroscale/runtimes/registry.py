@@ -27,6 +27,9 @@ class Runtime:
     # model has user code (None: the handler's own, numpy in and out, ``model.predict``).
     defaults: Callable[[bool], Defaults] | None = None
     accepts: tuple[str, ...] = ("application/json", "text/csv", "application/x-npy")  # default output_fn
+    # In a zygote's spare, before it waits for a request: the runtime's own throwaway model through the
+    # default load and predict, so their first writes to the zygote's pages happen ahead (None: nothing).
+    warm: Callable[[], None] | None = None
 
 
 def installed_version(distribution: str) -> str:
@@ -49,6 +52,12 @@ def _sklearn_preload() -> None:
     from zeroscale.runtimes import sklearn
 
     sklearn.preload()
+
+
+def _sklearn_warm() -> None:
+    from zeroscale.runtimes import sklearn
+
+    sklearn.warm()
 
 
 def _sklearn_model_fn(model_dir: str) -> Any:
@@ -94,7 +103,7 @@ def _lazy_runtime(
         model_fn=model_fn,
         content_types=content_types,
         defaults=defaults,
-        **({"accepts": accepts} if accepts else {}),
+        accepts=accepts or Runtime.accepts,
     )
 
 
@@ -106,6 +115,7 @@ RUNTIMES: dict[str, Runtime] = {
         model_fn=_sklearn_model_fn,
         content_types=DEFAULT_CONTENT_TYPES,
         defaults=_sklearn_defaults,
+        warm=_sklearn_warm,
     ),
     # SageMaker's XGBoost algorithm (a bare xgboost-model) and framework mode (code/inference.py).
     "xgboost": _lazy_runtime(

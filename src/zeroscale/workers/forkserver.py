@@ -15,9 +15,11 @@ A template is a child that loads one model and then runs this same loop on a soc
 ``ctl_path``: its children are replicas that serve the already loaded model (scale-out without a model load).
 
 A zygote keeps one child forked ahead of the next request, a spare (named ``zs-spare`` while it waits): it
-did the set-up every child does (death signal, descriptors, signals, session, output pipe) and waits on a
-pipe. The next request goes to it, so a cold start does not wait for fork() (milliseconds in a parent of a
-hundred MB of framework) or that set-up; the zygote forks the next spare once requests pause.
+did the set-up every child does (death signal, descriptors, signals, session, output pipe), ran the
+runtime's ``warm`` (its own throwaway model through the default load and predict: the pages that path
+writes are copied now, not while a request waits) and waits on a pipe. The next request goes to it, so a
+cold start does not wait for fork() (milliseconds in a parent of a hundred MB of framework) or that set-up;
+the zygote forks the next spare once requests pause.
 
 What forking breaks, and how it is handled here:
 - threads: a template forks only while it is the one thread of its process (``thread_count``), else it
@@ -40,11 +42,13 @@ import ctypes
 import gc
 import json
 import os
+import select
 import selectors
 import signal
 import socket
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
@@ -118,10 +122,14 @@ def _detach(
     sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115
 
 
-def _await_request(request_fd: int) -> dict[str, Any]:
-    """A spare waits here, named ``zs-spare``, for the request the zygote gives it (end of file: retired)."""
+def _await_request(request_fd: int, warm: Callable[[], None] | None) -> dict[str, Any]:
+    """A spare waits here, named ``zs-spare``, for the request the zygote gives it (end of file: retired);
+    first, unless a request is already there, it runs the runtime's ``warm`` (its output goes nowhere)."""
     name = _comm()
     _set_comm(SPARE_NAME)
+    if warm is not None and not select.select([request_fd], [], [], 0)[0]:
+        with contextlib.suppress(Exception):  # a spare that could not warm up serves all the same
+            warm()
     chunks = []
     while chunk := os.read(request_fd, 65536):
         chunks.append(chunk)
@@ -166,6 +174,7 @@ def _child(
     request_fd: int = -1,
     handler: Any = None,
     ready_fd: int | None = None,
+    warm: Callable[[], None] | None = None,
 ) -> NoReturn:
     """A forked child: for ``req``, or, a spare (``req`` None), for the request it reads from
     ``request_fd`` when the zygote gives it one."""
@@ -173,7 +182,7 @@ def _child(
     try:
         _detach(ctl, wake_r, wake_w, zygote_pid, out_fd, inherited)
         if req is None:
-            req = _await_request(request_fd)
+            req = _await_request(request_fd, warm)
             if req.get("op") != "fork" and ready_fd is not None:  # a template says it is up otherwise
                 os.close(ready_fd)
                 ready_fd = None
@@ -261,9 +270,12 @@ class _Spare:
 class _ForkLoop:
     """The fork loop's state: the control socket, the children's output and ready pipes, the spare."""
 
-    def __init__(self, ctl: socket.socket, handler: Any, spares: bool) -> None:
+    def __init__(
+        self, ctl: socket.socket, handler: Any, spares: bool, warm: Callable[[], None] | None = None
+    ) -> None:
         self.ctl = ctl
         self.handler = handler
+        self.warm = warm  # what a spare runs before it waits (the runtime's)
         self.wake_r, self.wake_w = os.pipe()
         os.set_blocking(self.wake_w, False)
         signal.set_wakeup_fd(self.wake_w)
@@ -358,6 +370,7 @@ class _ForkLoop:
                 request_fd=request_r,
                 handler=self.handler,
                 ready_fd=ready_w if ready_w >= 0 else None,
+                warm=self.warm,
             )
         self.captures.started(pid, out_r, out_w)
         for fd in (ready_w, request_r):
@@ -436,6 +449,7 @@ class _ForkLoop:
 def serve(runtime: str, ctl: socket.socket, handler: Any = None) -> None:
     """The fork loop. A zygote (``handler`` None) imported its framework and keeps a spare forked; a template
     also holds a loaded model (``handler``), which its children serve without loading it again."""
+    warm = None
     if handler is None:
         from zeroscale.runtimes.registry import RUNTIMES
 
@@ -445,7 +459,8 @@ def serve(runtime: str, ctl: socket.socket, handler: Any = None) -> None:
 
         gc.collect()
         gc.freeze()  # keep the imported framework's objects out of the children's GC: fewer copied pages
-    _ForkLoop(ctl, handler, spares=handler is None).run()
+        warm = RUNTIMES[runtime].warm
+    _ForkLoop(ctl, handler, spares=handler is None, warm=warm).run()
 
 
 def main() -> None:
