@@ -150,10 +150,13 @@ def section(res: ColdResult, models: Models) -> tuple[str, Bars]:
             "| *first-predict experiment (a fork of a process that preloaded the sklearn runtime)* | | | |"
         )
         for key, label in (
-            ("as_is", "first predict after fork + model load, parent never predicted (zygote as built)"),
-            ("warmed", "the same after the parent predicted once with a throwaway forest (a warmed zygote)"),
+            ("as_is", "first predict after fork + model load (a fork of the zygote, no warm-up)"),
+            ("spare", "the same after the runtime's warm (what a spare runs before it waits)"),
         ):
-            row(label, [v[1] for v in fp.get(key, [])], [], "measured")
+            runs = fp.get(key, [])
+            faults = sorted(v[3] for v in runs if len(v) > 3)
+            how = f"measured; its page faults p50 {faults[len(faults) // 2]}" if faults else "measured"
+            row(label, [v[1] for v in runs], [], how)
         row("second predict (warm), for comparison", [v[2] for v in fp.get("as_is", [])], [], "measured")
         row(
             "importlib.metadata.entry_points() in a fresh fork (narwhals plugin discovery, reached from "

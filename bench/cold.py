@@ -197,11 +197,12 @@ def zygote_experiment(models: Models, work: Path, rounds: int, result: ColdResul
 
 
 _FIRST_PREDICT_CODE = r"""
-import json, os, sys, time
+import json, os, resource, sys, time
 from zeroscale.workers.forkserver import THREAD_ENV
 os.environ.update(THREAD_ENV)
 from zeroscale.runtimes.registry import get_runtime
-get_runtime("sklearn").preload()
+runtime = get_runtime("sklearn")
+runtime.preload()
 import numpy as np
 from zeroscale.runtimes import joblib_reader
 path, rounds = sys.argv[1], int(sys.argv[2])
@@ -220,29 +221,34 @@ def fork(fn):
     os.waitpid(pid, 0)
     return json.loads(data)
 
+def faults():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
 def load_predict():
-    t0 = time.perf_counter(); m = joblib_reader.load(path); t1 = time.perf_counter()
-    m.predict(x); t2 = time.perf_counter(); m.predict(x); t3 = time.perf_counter()
-    return [t1 - t0, t2 - t1, t3 - t2]
+    t0 = time.perf_counter(); m = joblib_reader.load(path); t1 = time.perf_counter(); f1 = faults()
+    m.predict(x); t2 = time.perf_counter(); f2 = faults(); m.predict(x); t3 = time.perf_counter()
+    return [t1 - t0, t2 - t1, t3 - t2, f2 - f1]
+
+def warmed_load_predict():
+    runtime.warm()  # what a zygote's spare runs before it waits
+    return load_predict()
 
 def entry_points():
     import importlib.metadata
     t = time.perf_counter(); importlib.metadata.entry_points(); return time.perf_counter() - t
 
 out = {"as_is": [fork(load_predict) for _ in range(rounds)],
+       "spare": [fork(warmed_load_predict) for _ in range(rounds)],
        "entry_points_s": [fork(entry_points) for _ in range(rounds)]}
-# What a zygote could do once before forking: one predict of a throwaway estimator.
-from sklearn.ensemble import RandomForestClassifier
-RandomForestClassifier(n_estimators=1).fit(np.random.rand(4, 10), [0, 1, 0, 1]).predict(x)
-out["warmed"] = [fork(load_predict) for _ in range(rounds)]
 print(json.dumps(out))
 """
 
 
 def first_predict_experiment(models: Models, rounds: int, result: ColdResult) -> None:
-    """Why the first predict after a fork is slow, and what warming the zygote would save: a process that
-    preloads the sklearn runtime like a zygote forks children that load the RandomForest and predict twice;
-    then the same after the parent predicted once with a throwaway forest. Also times
+    """Why the first predict after a fork is slow, and what a spare's warm-up saves: a process that preloads
+    the sklearn runtime like a zygote forks children that load the RandomForest and predict twice (with the
+    page faults of the first predict); then children that first run the runtime's ``warm``, as a zygote's
+    spare does before it waits. Also times
     ``importlib.metadata.entry_points()`` in a fresh fork (scikit-learn's input validation reaches it
     through narwhals' plugin discovery on the first call in a process)."""
     proc = subprocess.run(
