@@ -58,10 +58,11 @@ WARM_PROBE = textwrap.dedent(
     def child(warm):
         if warm:
             runtime.warm()
+        threads = len(os.listdir("/proc/self/task"))
         model = joblib_reader.load(path)
         before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         answer = model.predict_proba(X[:5]).tolist()
-        return [resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before, answer]
+        return [resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before, answer, threads]
 
     out = {}
     for warm in (False, True):
@@ -80,8 +81,9 @@ WARM_PROBE = textwrap.dedent(
 
 def test_a_warmed_fork_predicts_its_first_request_without_copying_the_zygotes_pages(tmp_path: Path) -> None:
     """What a zygote's spare runs before it waits (``warm``: the runtime's own two-tree forest through the
-    reader and predict) copies the pages a forest's first predict writes: in a fork that ran it, the first
-    predict of another forest takes a fraction of the page faults, and answers the same."""
+    reader and predict) leaves the fork single-threaded (it may become a template) and copies the pages a
+    forest's first predict writes: in a fork that ran it, the first predict of another forest takes a
+    fraction of the page faults, and answers the same."""
     env = {**os.environ, **THREAD_ENV}
     out = subprocess.run(
         [sys.executable, "-c", WARM_PROBE, str(tmp_path / "model.joblib")],
@@ -92,7 +94,8 @@ def test_a_warmed_fork_predicts_its_first_request_without_copying_the_zygotes_pa
     )
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout)
-    (cold_faults, cold_answer), (warm_faults, warm_answer) = result["False"], result["True"]
+    (cold_faults, cold_answer, _), (warm_faults, warm_answer, threads) = result["False"], result["True"]
     assert warm_answer == cold_answer
+    assert threads == 1  # a spare may become a template, which forks
     assert cold_faults > 100  # the zygote's pages a first predict writes
     assert warm_faults * 5 < cold_faults, (warm_faults, cold_faults)

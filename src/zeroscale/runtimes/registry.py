@@ -96,6 +96,11 @@ def _lazy_runtime(
         chosen: Defaults = module().defaults(user_code)
         return chosen
 
+    def warm() -> None:
+        hook = getattr(module(), "warm", None)
+        if hook is not None:
+            hook()
+
     return Runtime(
         name=name,
         framework_version=version,
@@ -104,6 +109,7 @@ def _lazy_runtime(
         content_types=content_types,
         defaults=defaults,
         accepts=accepts or Runtime.accepts,
+        warm=warm,
     )
 
 

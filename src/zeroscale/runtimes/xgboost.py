@@ -33,18 +33,40 @@ DECODERS = {
 }
 CONTENT_TYPES = (codecs.CSV, codecs.LIBSVM, codecs.X_LIBSVM, codecs.JSON, codecs.NPY, codecs.NPZ)
 ALGORITHM_ACCEPTS = (codecs.CSV, codecs.JSON, JSONLINES, codecs.NPY)
+_warm_model = b""  # a two-tree Booster of the runtime's own, UBJSON (set by ``preload``): what ``warm`` loads
 
 
 def preload() -> None:
     """Import numpy, scipy.sparse (LIBSVM) and xgboost; libxgboost starts no thread until it predicts."""
     try:
-        import xgboost  # noqa: F401
+        import xgboost
     except ImportError as exc:
         raise ImportError(
             f"the xgboost runtime needs XGBoost: pip install 'zeroscale[xgboost]' ({exc})"
         ) from exc
     importlib.import_module("scipy.sparse")  # for LIBSVM requests; scipy ships no type stubs
     import numpy.random  # noqa: F401 - each worker reseeds it after the fork
+
+    global _warm_model
+    rows = np.array([[0.0, 1.0], [1.0, 0.0], [0.5, 0.5], [1.0, 1.0]])
+    data = xgboost.DMatrix(rows, label=np.array([0, 1, 0, 1]), nthread=1)
+    booster = xgboost.train({"max_depth": 2, "nthread": 1}, data, num_boost_round=2)
+    _warm_model = bytes(booster.save_raw("ubj"))
+
+
+def warm() -> None:
+    """Load the runtime's own two-tree Booster and predict one CSV row through the algorithm's default path:
+    run in a zygote's spare while it waits, it copies the pages a model's load and first predict write
+    before a request waits on it (in a fork: load 8 -> 5 ms, first predict 3.5 -> 1.3 ms here). Runs no
+    model's code and keeps nothing; one thread (the zygote's OMP_NUM_THREADS=1), so a spare that becomes a
+    template still forks safely."""
+    import xgboost
+
+    if _warm_model:
+        booster = xgboost.Booster()
+        booster.load_model(bytearray(_warm_model))
+        booster.set_param("nthread", "1")
+        algorithm_predict_fn(input_fn(b"0.5,0.5", codecs.CSV), booster)
 
 
 def model_fn(model_dir: str) -> Any:
