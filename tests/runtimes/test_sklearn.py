@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -10,6 +9,8 @@ import textwrap
 from pathlib import Path
 
 from zeroscale.workers.forkserver import THREAD_ENV
+
+from .forkpair import run_pair
 
 PROBE = textwrap.dedent(
     """
@@ -41,9 +42,8 @@ def test_preload_starts_no_thread_and_a_fork_predicts() -> None:
     assert child_status == "0"
 
 
-WARM_PROBE = textwrap.dedent(
-    """
-    import gc, json, os, resource, sys
+WARM_PROBE = """
+    import gc, os, resource, sys
     import joblib, numpy as np
     from sklearn.ensemble import RandomForestClassifier
     from zeroscale.runtimes.registry import RUNTIMES
@@ -63,20 +63,7 @@ WARM_PROBE = textwrap.dedent(
         before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         answer = model.predict_proba(X[:5]).tolist()
         return [resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before, answer, threads]
-
-    out = {}
-    for warm in (False, True):
-        r, w = os.pipe()
-        pid = os.fork()
-        if pid == 0:
-            os.close(r); gc.unfreeze()
-            os.write(w, json.dumps(child(warm)).encode()); os._exit(0)
-        os.close(w)
-        out[str(warm)] = json.loads(os.read(r, 1 << 20))
-        os.waitpid(pid, 0)
-    print(json.dumps(out))
     """
-)
 
 
 def test_a_warmed_fork_predicts_its_first_request_without_copying_the_zygotes_pages(tmp_path: Path) -> None:
@@ -84,17 +71,9 @@ def test_a_warmed_fork_predicts_its_first_request_without_copying_the_zygotes_pa
     reader and predict) leaves the fork single-threaded (it may become a template) and copies the pages a
     forest's first predict writes: in a fork that ran it, the first predict of another forest takes a
     fraction of the page faults, and answers the same."""
-    env = {**os.environ, **THREAD_ENV}
-    out = subprocess.run(
-        [sys.executable, "-c", WARM_PROBE, str(tmp_path / "model.joblib")],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
+    (cold_faults, cold_answer, _), (warm_faults, warm_answer, threads) = run_pair(
+        WARM_PROBE, str(tmp_path / "model.joblib")
     )
-    assert out.returncode == 0, out.stderr
-    result = json.loads(out.stdout)
-    (cold_faults, cold_answer, _), (warm_faults, warm_answer, threads) = result["False"], result["True"]
     assert warm_answer == cold_answer
     assert threads == 1  # a spare may become a template, which forks
     assert cold_faults > 100  # the zygote's pages a first predict writes

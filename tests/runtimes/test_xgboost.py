@@ -23,6 +23,8 @@ from zeroscale.runtimes.image_uris import resolve_image
 from zeroscale.runtimes.registry import RUNTIMES
 from zeroscale.workers.forkserver import THREAD_ENV
 
+from .forkpair import run_pair
+
 RUNTIME = RUNTIMES["xgboost"]
 CSV_IN = {"content-type": "text/csv"}
 
@@ -109,9 +111,8 @@ def test_preload_starts_no_thread_and_a_fork_predicts(tmp_path: Path, booster: x
     assert out.stdout.split("\n")[:3] == ["1", "(3,)", "0"]
 
 
-WARM_PROBE = textwrap.dedent(
-    """
-    import gc, json, os, resource, sys
+WARM_PROBE = """
+    import gc, os, resource, sys
     import numpy as np, xgboost
     from zeroscale.runtimes import codecs
     from zeroscale.runtimes.registry import RUNTIMES
@@ -132,32 +133,14 @@ WARM_PROBE = textwrap.dedent(
         answer = algorithm_predict_fn(input_fn(b"0.2,0.9,0.1,0.8,0.5,0.5,0.5,0.5,0.5,0.5", codecs.CSV), model)
         faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
         return [faults, answer.tolist(), threads]
-
-    out = {}
-    for warm in (False, True):
-        r, w = os.pipe()
-        pid = os.fork()
-        if pid == 0:
-            os.close(r); gc.unfreeze()
-            os.write(w, json.dumps(child(warm)).encode()); os._exit(0)
-        os.close(w)
-        out[str(warm)] = json.loads(os.read(r, 1 << 20))
-        os.waitpid(pid, 0)
-    print(json.dumps(out))
     """
-)
 
 
 def test_a_warmed_fork_loads_and_predicts_copying_fewer_of_the_zygotes_pages(tmp_path: Path) -> None:
     """The runtime's ``warm`` (what a zygote's spare runs before it waits: its own two-tree Booster loaded and
     asked one CSV row) leaves the fork single-threaded (it may become a template), and the load and first
     predict of another model in it copy a third fewer pages or better (about half), with the same answer."""
-    env = {**os.environ, **THREAD_ENV}
-    probe = [sys.executable, "-c", WARM_PROBE, str(tmp_path)]
-    out = subprocess.run(probe, env=env, capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr
-    result = json.loads(out.stdout)
-    (cold_faults, cold_answer, _), (warm_faults, warm_answer, threads) = result["False"], result["True"]
+    (cold_faults, cold_answer, _), (warm_faults, warm_answer, threads) = run_pair(WARM_PROBE, str(tmp_path))
     assert warm_answer == cold_answer
     assert threads == 1
     assert warm_faults < 0.7 * cold_faults, (warm_faults, cold_faults)  # ~470 against ~910 here

@@ -1,0 +1,43 @@
+"""Test helper: a zygote-like process forks two children, one without and one after the runtime's ``warm``
+(what a zygote's spare runs before it waits), and reports what each child's ``child(warm)`` returned."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from typing import Any
+
+from zeroscale.workers.forkserver import THREAD_ENV
+
+# Appended to a setup script that defines ``child(warm) -> JSON-able`` (and froze the GC like a zygote).
+_FORK_PAIR = textwrap.dedent(
+    """
+    import gc as _gc, json as _json, os as _os
+    _out = {}
+    for _warm in (False, True):
+        _r, _w = _os.pipe()
+        _pid = _os.fork()
+        if _pid == 0:
+            _os.close(_r); _gc.unfreeze()
+            _os.write(_w, _json.dumps(child(_warm)).encode()); _os._exit(0)
+        _os.close(_w)
+        _out[str(_warm)] = _json.loads(_os.read(_r, 1 << 20))
+        _os.waitpid(_pid, 0)
+    print(_json.dumps(_out))
+    """
+)
+
+
+def run_pair(setup: str, *args: str) -> tuple[Any, Any]:
+    """``child(False)``'s and ``child(True)``'s results, ``setup`` run with the zygote's thread settings."""
+    env = {**os.environ, **THREAD_ENV}
+    code = textwrap.dedent(setup) + _FORK_PAIR
+    out = subprocess.run(
+        [sys.executable, "-c", code, *args], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    return result["False"], result["True"]
