@@ -198,13 +198,11 @@ def _plain_arrays(root: Any) -> Any:
                 if not isinstance(v, _ATOMS) and (new := fix(v)) is not v:
                     obj[i] = new
         elif isinstance(obj, np.ndarray):
-            if obj.dtype.hasobject:
-                flat = obj.reshape(-1, order="A") if obj.flags.forc else None
-                if flat is not None:
-                    for i, v in enumerate(flat):
-                        new = fix(v)
-                        if new is not v:
-                            flat[i] = new
+            if obj.dtype.hasobject and obj.flags.forc:  # reshape(-1) of a contiguous array is a view
+                flat = obj.reshape(-1, order="A")
+                for i, v in enumerate(flat):
+                    if (new := fix(v)) is not v:
+                        flat[i] = new
         elif isinstance(obj, (set, frozenset)):
             for v in obj:
                 fix(v)

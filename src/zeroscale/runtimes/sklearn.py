@@ -40,7 +40,6 @@ def preload() -> None:
     buffer = io.BytesIO()
     joblib.dump(sklearn.ensemble.RandomForestClassifier(n_estimators=2, random_state=0).fit(x, y), buffer)
     _warm_model, _warm_row = buffer.getvalue(), x[:1]
-    warm()
 
 
 def warm() -> None:
