@@ -21,8 +21,11 @@ from onnx import TensorProto, helper, numpy_helper
 from zeroscale.runtimes import codecs
 from zeroscale.runtimes.handler import Handler
 from zeroscale.runtimes.image_uris import resolve_image
+from zeroscale.runtimes.onnx import WARM_MODEL
 from zeroscale.runtimes.registry import RUNTIMES
 from zeroscale.workers.forkserver import EXIT_THREADED_TEMPLATE, THREAD_ENV
+
+from .forkpair import run_pair
 
 RUNTIME = RUNTIMES["onnx"]
 JSON = {"content-type": "application/json", "accept": "application/json"}
@@ -145,6 +148,73 @@ def test_the_telemetry_thread_hangs_children_in_exit_and_is_kept_out(tmp_path: P
     out = subprocess.run([sys.executable, "-c", check], env=env, capture_output=True, text=True, timeout=60)
     assert out.returncode == EXIT_THREADED_TEMPLATE, out.stderr
     assert "no template of this model: loading it left 2 threads" in out.stderr
+
+
+def test_the_warm_up_model_is_what_onnx_helper_writes() -> None:
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["y"])],
+        "warm",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    assert model.SerializeToString() == WARM_MODEL
+    onnx.checker.check_model(onnx.load_from_string(WARM_MODEL), full_check=True)
+
+
+WARM_PROBE = """
+    import gc, os, resource, sys
+    import numpy as np
+    from zeroscale.runtimes import codecs
+    from zeroscale.runtimes.registry import RUNTIMES
+    runtime = RUNTIMES["onnx"]
+    runtime.preload()
+    assert "onnxruntime" in sys.modules
+    gc.collect(); gc.freeze()
+
+    def child(warm):
+        if warm:
+            runtime.warm()
+        threads = len(os.listdir("/proc/self/task"))
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        hooks = runtime.defaults(False)
+        model = runtime.model_fn(sys.argv[1])
+        row = b"[[0.2, 0.9, 0.1]]"
+        answer, _ = hooks.output_fn(hooks.predict_fn(hooks.input_fn(row, codecs.JSON), model), codecs.JSON)
+        faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+        return [faults, answer.decode(), threads]
+    """
+
+
+def test_a_warmed_fork_makes_a_session_and_runs_it_copying_fewer_of_the_zygotes_pages(tmp_path: Path) -> None:
+    """The runtime's ``warm`` (a zygote's spare, before it waits: a session of its own Relu model asked one
+    JSON row) leaves the fork with one thread (it may become a template), and another model's session and
+    first run in it copy under a fifth of the pages, same answer."""
+    linear_model(tmp_path / "model.onnx")
+    cold, warm = run_pair(WARM_PROBE, str(tmp_path))
+    assert warm[1] == cold[1]
+    assert warm[2] == 1
+    assert warm[0] < cold[0] / 5, (warm[0], cold[0])  # ~60 against ~1,200 here
+
+
+def test_warm_leaves_onnxruntime_unimported_where_the_zygote_did_not_import_it() -> None:
+    """With the telemetry on, the zygote leaves the import to each worker (it would start a thread): a spare's
+    warm-up must not import it either."""
+    check = textwrap.dedent(
+        """
+        import os, sys
+        from zeroscale.runtimes.registry import RUNTIMES
+        RUNTIMES['onnx'].preload()
+        RUNTIMES['onnx'].warm()
+        print("onnxruntime" in sys.modules, len(os.listdir('/proc/self/task')))
+        """
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", check], env=user_env("0"), capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["False", "1"]
 
 
 def test_session_runs_single_threaded(tmp_path: Path) -> None:
