@@ -76,6 +76,40 @@ async def test_forked_workers_do_not_share_random_state(
     assert ra["cwd"] == str(model_dir)
 
 
+TORCH_HANDLER = """
+import json, os
+import torch
+
+def model_fn(model_dir):
+    return None
+
+def transform_fn(model, body, content_type, accept):
+    return json.dumps({"pid": os.getpid(), "torch": torch.rand(4).tolist()}), "application/json"
+"""
+
+
+async def test_workers_of_the_torch_zygote_draw_their_own_torch_random_numbers(
+    manager: WorkerManager, tmp_path: Path
+) -> None:
+    """The PyTorch zygote imported torch, whose CPU generator a fork copies: each worker reseeds it (the
+    zygote's spare before it waits, a worker forked for its request on its way up), so no two workers draw
+    the same numbers. Three workers: the first from a fresh fork or spare, the others from spares."""
+    root = tmp_path / "model"
+    (root / "code").mkdir(parents=True)
+    (root / "code" / "inference.py").write_text(TORCH_HANDLER)
+    torch_spec = WorkerSpec(runtime="pytorch", model_dir=str(root), memory_mb=1024, log_dir=tmp_path / "logs")
+    first = await manager.start(torch_spec)
+    answers = [await ask(first)]
+    zygote = psutil.Process(first.pid).parent()
+    assert zygote is not None
+    for _ in range(2):
+        await _until(lambda: len(_spares(zygote)) == 1, timeout_s=30)
+        answers.append(await ask(await manager.start(torch_spec)))
+    assert len({a["pid"] for a in answers}) == 3
+    draws = [tuple(a["torch"]) for a in answers]  # type: ignore[arg-type]
+    assert len(set(draws)) == 3, draws
+
+
 async def test_stop_reports_exit_once(manager: WorkerManager, model_dir: Path, tmp_path: Path) -> None:
     exits: list[str] = []
     handle = await manager.start(spec(model_dir, tmp_path), on_exit=lambda h: exits.append(h.worker_id))
@@ -233,7 +267,7 @@ async def test_the_zygote_keeps_a_spare_forked_and_the_next_cold_start_is_that_s
     assert second.pid == spare
     answer = await ask(second)
     assert answer["pid"] == spare and answer["cwd"] == str(model_dir)
-    assert answer["random"] != (await ask(first))["random"]  # reseeded after the request came
+    assert answer["random"] != (await ask(first))["random"]  # seeded its own (before it waited)
     assert psutil.Process(spare).name() != "zs-spare"  # its own name again
     assert "zeroscale worker ready" in second.log_path.read_text()
     await _until(lambda: len(_spares(zygote)) == 1 and _spares(zygote) != [spare])  # the next one

@@ -51,10 +51,28 @@ def _reset_process_state() -> None:
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     signal.signal(signal.SIGTERM, _raise_terminated)
     signal.signal(signal.SIGINT, _raise_terminated)
+    reseed()
+
+
+_seeded_pid = 0  # the process whose generators ``reseed`` seeded last
+
+
+def reseed() -> None:
+    """Seed the global generators a fork copies from its zygote or template (``random``, numpy's, torch's
+    CPU generator) from the OS, once per process: every worker draws its own numbers, as a fresh process
+    would. A zygote's spare calls it before it waits (numpy's costs ~1 ms in a fresh fork), so a cold start
+    does not; a template's replica calls it on its way up. A framework imported later seeds itself."""
+    global _seeded_pid
+    if _seeded_pid == os.getpid():
+        return
     random.seed()
     numpy = sys.modules.get("numpy")
-    if numpy is not None:  # imported later, numpy seeds itself from the OS
+    if numpy is not None:
         numpy.random.seed()
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.default_generator.seed()  # torch.seed() costs 3 ms more (it schedules the GPUs' too)
+    _seeded_pid = os.getpid()
 
 
 def bind(socket_path: str | None, port: int | None, host: str) -> socket.socket:

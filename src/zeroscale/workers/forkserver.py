@@ -26,7 +26,8 @@ What forking breaks, and how it is handled here:
   refuses to be one (its pool's workers keep loading the model themselves);
 - thread pools: the zygote starts none. BLAS/OpenMP pools are pinned to one thread through the environment
   before the framework is imported, so no pool exists at fork time (a worker serves one request at a time);
-- random state: the child reseeds ``random`` and numpy (``runtimes.worker`` does it);
+- random state: the child reseeds ``random``, numpy and torch (``runtimes.worker.reseed``; a spare before it
+  waits);
 - sockets and pipes: the child closes the control socket before running user code;
 - output: the child's stdout and stderr are a pipe the zygote reads, turning each line into a timestamped
   record of ``log_path`` (``workers.capture``), so a crash or SIGKILL loses nothing it printed;
@@ -459,8 +460,23 @@ def serve(runtime: str, ctl: socket.socket, handler: Any = None) -> None:
 
         gc.collect()
         gc.freeze()  # keep the imported framework's objects out of the children's GC: fewer copied pages
-        warm = RUNTIMES[runtime].warm
+        warm = _spare_warm_up(RUNTIMES[runtime].warm)
     _ForkLoop(ctl, handler, spares=handler is None, warm=warm).run()
+
+
+def _spare_warm_up(runtime_warm: Callable[[], None] | None) -> Callable[[], None]:
+    """What a spare does before it waits: the runtime's ``warm``, then its own random seeds (a request that
+    finds the spare before it got there has both done on its way up, by ``runtimes.worker``)."""
+    from zeroscale.runtimes.worker import reseed
+
+    def warm() -> None:
+        try:
+            if runtime_warm is not None:
+                runtime_warm()
+        finally:
+            reseed()
+
+    return warm
 
 
 def main() -> None:
