@@ -8,8 +8,9 @@ At each size, once every endpoint is InService and the server reports zero worke
 - the server process's resident set (psutil);
 - DescribeEndpoint p50: boto3, ``DESCRIBES`` calls on endpoints picked at random among those deployed;
 - ListEndpoints (paginated) p50: boto3, pages of ``PAGE`` (SageMaker's default MaxResults, so the smallest
-  size fills a page too; ``NameContains`` the common prefix, NextToken from the previous page), up to
-  ``MAX_PAGES`` pages, each page timed;
+  size fills a page too; ``NameContains`` the common prefix, NextToken from the previous page), ``MAX_PAGES``
+  calls each timed, from the first page again when the listing ends (at the smallest size every call is a
+  first page: until this, that size's p50 was one sample);
 - first-invocation cold start p50: ``COLD`` endpoints that were never invoked (their CreateEndpoint warm
   worker has gone after the 0.05 s idle tag), each invoked once on a fresh keep-alive connection with a
   SigV4 signature computed before the timer starts (bench/common.py SignedClient);
@@ -52,7 +53,7 @@ PREFIX = "scale-"
 DESCRIBES = 200
 MAX_PAGES = 40
 PAGE = 10
-COLD = 7
+COLD = 15
 CPU_WINDOWS = 5
 CPU_WINDOW_S = 2.0
 
@@ -162,6 +163,8 @@ def _describe(sm: Any, count: int, calls: int) -> list[float]:
 
 
 def _list_pages(sm: Any) -> list[float]:
+    """MAX_PAGES timed calls, walking the listing page by page and from its first page again when it ends:
+    as many samples at 10 endpoints (one page, so every call is a first page) as at 10,000."""
     sm.list_endpoints(NameContains=PREFIX, MaxResults=PAGE)  # untimed: the first call compiles the query
     out: list[float] = []
     token: str | None = None
@@ -173,8 +176,6 @@ def _list_pages(sm: Any) -> list[float]:
         page = sm.list_endpoints(**kwargs)
         out.append(time.perf_counter() - t)
         token = page.get("NextToken")
-        if not token:
-            break
     return out
 
 
