@@ -132,6 +132,22 @@ WARM_PROBE = """
     """
 
 
+def test_a_torch_without_torchscript_still_preloads_and_its_spares_skip_the_warm_up(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from zeroscale.runtimes import pytorch
+
+    def no_script(module: object) -> object:
+        raise RuntimeError("TorchScript is not available")
+
+    monkeypatch.setattr(torch.jit, "script", no_script)
+    monkeypatch.setattr(pytorch, "_warm_model", b"")
+    pytorch.preload()
+    assert pytorch._warm_model == b""
+    assert "no warm-up model for the pytorch runtime's spares" in capsys.readouterr().err
+    pytorch.warm()  # nothing to load: returns
+
+
 def test_a_warmed_fork_loads_and_predicts_copying_fewer_of_the_zygotes_pages(tmp_path: Path) -> None:
     """The runtime's ``warm`` (what a zygote's spare runs before it waits: its own TorchScript module loaded
     and asked one JSON row) leaves the fork with one thread (it may become a template) and torch pinned to

@@ -21,6 +21,8 @@ import contextlib
 import functools
 import io
 import os
+import sys
+import warnings
 from typing import Any
 
 import numpy as np
@@ -53,7 +55,13 @@ def preload() -> None:
     global _warm_model
     buffer = io.BytesIO()
     jit: Any = torch.jit  # torch.jit.script and save have no annotations
-    jit.save(jit.script(torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.ReLU())), buffer)
+    try:
+        with warnings.catch_warnings():  # TorchScript's deprecation, for the runtime's own module
+            warnings.simplefilter("ignore", DeprecationWarning)
+            jit.save(jit.script(torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.ReLU())), buffer)
+    except Exception as exc:  # a torch without TorchScript still serves: its spares only do not warm up
+        print(f"zeroscale: no warm-up model for the pytorch runtime's spares: {exc!r}", file=sys.stderr)
+        return
     _warm_model = buffer.getvalue()
 
 
@@ -69,7 +77,9 @@ def warm() -> None:
 
     hooks = defaults(user_code=False)
     jit: Any = torch.jit
-    model = jit.load(io.BytesIO(_warm_model), map_location="cpu")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        model = jit.load(io.BytesIO(_warm_model), map_location="cpu")
     model.eval()
     hooks.output_fn(hooks.predict_fn(hooks.input_fn(b"[[0.5, -0.5]]", codecs.JSON), model), codecs.JSON)
 
