@@ -45,6 +45,10 @@ def _until(predicate: Callable[[], bool], timeout_s: float = 60.0) -> None:
         time.sleep(0.02)
 
 
+def _netns(pid: int) -> str:
+    return os.readlink(f"/proc/{pid}/ns/net")
+
+
 def test_a_spare_whose_warm_up_fails_still_serves(tmp_path: Path) -> None:
     model_dir = tmp_path / "model"
     model_dir.mkdir()
@@ -72,6 +76,9 @@ def test_a_spare_whose_warm_up_fails_still_serves(tmp_path: Path) -> None:
         _until(lambda: spare() is not None)
         waiting = spare()
         assert marker.read_text().split() == [str(waiting)]  # it ran the warm-up, which raised
+        root = os.geteuid() == 0
+        if root:  # and, before it, made its worker's empty network namespace (sandbox.prepare_net_ns)
+            assert _netns(waiting) != _netns(zygote.pid)
         sock = str(tmp_path / "w.sock")
         request = {
             "op": "fork",
@@ -86,6 +93,8 @@ def test_a_spare_whose_warm_up_fails_still_serves(tmp_path: Path) -> None:
         msg = json.loads(reader.readline())
         assert msg == {"op": "forked", "id": "w", "pid": waiting}
         assert json.loads(reader.readline()) == {"op": "up", "pid": waiting}
+        if root:  # a request without a sandbox: back in the zygote's (the host's) network
+            assert _netns(waiting) == _netns(zygote.pid)
         conn = http.client.HTTPConnection("localhost", timeout=30)
         conn.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         conn.sock.connect(sock)

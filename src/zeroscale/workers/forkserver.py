@@ -149,6 +149,8 @@ def _become(req: dict[str, Any], handler: Any, ready_fd: int | None) -> NoReturn
     os.chdir(req["model_dir"])
     if req.get("sandbox") is not None:  # before any of the model's code runs (a pickle is code)
         sandbox.confine(sandbox.Policy.from_dict(req["sandbox"]), _LANDLOCK_ABI)
+    else:
+        sandbox.settle_net_ns(False)  # a spare's early network namespace: not wanted unconfined
     gc.unfreeze()
     if req.get("op") == "template":
         _template(req)
@@ -465,11 +467,13 @@ def serve(runtime: str, ctl: socket.socket, handler: Any = None) -> None:
 
 
 def _spare_warm_up(runtime_warm: Callable[[], None] | None) -> Callable[[], None]:
-    """What a spare does before it waits: the runtime's ``warm``, then its own random seeds (a request that
-    finds the spare before it got there has both done on its way up, by ``runtimes.worker``)."""
+    """What a spare does before it waits: its empty network namespace (``sandbox.prepare_net_ns``, root
+    only), the runtime's ``warm``, then its own random seeds (a request that finds the spare before it got
+    there has all three done on its way up, by ``sandbox.confine`` and ``runtimes.worker``)."""
     from zeroscale.runtimes.worker import reseed
 
     def warm() -> None:
+        sandbox.prepare_net_ns()
         try:
             if runtime_warm is not None:
                 runtime_warm()
