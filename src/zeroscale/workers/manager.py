@@ -394,11 +394,16 @@ class WorkerManager:
             os.close(log_fd)
 
     async def _until_ready(self, handle: WorkerHandle) -> WorkerConnection:
-        # A forked worker's zygote says when its socket listens (``_up``): connect then. A bring-your-own
-        # process cannot say: poll its port every millisecond or two for the first second (a cold start
-        # takes tens of milliseconds; a miss is one failed connect()).
+        # A forked worker's zygote says when its socket listens (``_up``): connect then, and that is all: it
+        # binds only once its model is loaded, and its server answers /ping with 200 from then on, so a
+        # /ping would only cost the cold start a round trip. A bring-your-own process cannot say: poll its
+        # port and /ping every millisecond or two for the first second (a cold start takes tens of
+        # milliseconds; a miss is one failed connect()).
         if not handle.port:
             await handle.up.wait()
+            if handle.alive:
+                with contextlib.suppress(FileNotFoundError, ConnectionRefusedError, ConnectionResetError):
+                    return await handle.connect()
         delay = 0.0005
         while True:
             if not handle.alive:
