@@ -34,9 +34,8 @@ from zeroscale.runtimes.modelfile import find_model_file
 MODEL_FILES = ("model.pt", "model.pth")
 OPTIMIZE_ENV = "ZEROSCALE_TORCHSCRIPT_OPTIMIZE"
 _UTF8_TYPES = (codecs.JSON, codecs.CSV)  # decoded as float32, like the toolkit's torch.FloatTensor
-_warm_model = (
-    b""  # the runtime's own TorchScript module (Linear, ReLU), saved by ``preload``: what ``warm`` loads
-)
+# The runtime's own TorchScript module (Linear, ReLU), saved by ``preload``: what ``warm`` loads.
+_warm_model = b""
 
 
 def preload() -> None:
