@@ -1,5 +1,5 @@
 """Test helper: a zygote-like process forks two children, one without and one after the runtime's ``warm``
-(what a zygote's spare runs before it waits), and reports what each child's ``child(warm)`` returned."""
+(what a zygote's spare runs before it waits), and reports the page faults of each one's first request."""
 
 from __future__ import annotations
 
@@ -12,17 +12,32 @@ from typing import Any
 
 from zeroscale.workers.forkserver import THREAD_ENV
 
-# Appended to a setup script that defines ``child(warm) -> JSON-able`` (and froze the GC like a zygote).
+# Appended to a setup script that defines ``runtime`` and ``timed(state)`` (the work whose page faults are
+# counted, returning something JSON-able), may define ``untimed()`` (done before, its result given to
+# ``timed``), and froze the GC like a zygote. Each child answers [page faults, timed's answer, threads].
 _FORK_PAIR = textwrap.dedent(
     """
-    import gc as _gc, json as _json, os as _os
+    import gc as _gc, json as _json, os as _os, resource as _resource
+
+    def _faults():
+        return _resource.getrusage(_resource.RUSAGE_SELF).ru_minflt
+
+    def _child(warm):
+        if warm:
+            runtime.warm()
+        threads = len(_os.listdir("/proc/self/task"))
+        state = untimed() if "untimed" in globals() else None
+        before = _faults()
+        answer = timed(state)
+        return [_faults() - before, answer, threads]
+
     _out = {}
     for _warm in (False, True):
         _r, _w = _os.pipe()
         _pid = _os.fork()
         if _pid == 0:
             _os.close(_r); _gc.unfreeze()
-            _os.write(_w, _json.dumps(child(_warm)).encode()); _os._exit(0)
+            _os.write(_w, _json.dumps(_child(_warm)).encode()); _os._exit(0)
         _os.close(_w)
         _out[str(_warm)] = _json.loads(_os.read(_r, 1 << 20))
         _os.waitpid(_pid, 0)
@@ -32,7 +47,8 @@ _FORK_PAIR = textwrap.dedent(
 
 
 def run_pair(setup: str, *args: str) -> tuple[Any, Any]:
-    """``child(False)``'s and ``child(True)``'s results, ``setup`` run with the zygote's thread settings."""
+    """The cold child's and the warmed child's [page faults, answer, threads], ``setup`` run with the zygote's
+    thread settings."""
     env = {**os.environ, **THREAD_ENV}
     code = textwrap.dedent(setup) + _FORK_PAIR
     out = subprocess.run(
