@@ -16,7 +16,7 @@ At each size, once every endpoint is InService and the server reports zero worke
   SigV4 signature computed before the timer starts (bench/common.py SignedClient);
 - deploy rate: the endpoints that grew the server to this size, CreateModel + CreateEndpointConfig +
   CreateEndpoint from ``THREADS`` boto3 clients, divided by the time until every one is InService (each
-  CreateEndpoint starts one worker and checks its /ping before InService, as designed).
+  CreateEndpoint starts one worker and waits until it is ready before InService, as designed).
 
 Every figure but the deploy rate is compared with the smallest size's in the report (the target: flat).
 """

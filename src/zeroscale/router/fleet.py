@@ -135,7 +135,7 @@ class Fleet:
         self._wake = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
         self._background = Background("fleet")
-        # Pool specs (``PoolSpec.proof_key``) a worker of which started and answered /ping on this host since
+        # Pool specs (``PoolSpec.proof_key``) a worker of which started and became ready on this host since
         # the server started, most recent last: a deployment of one again needs no deploy-time worker (the
         # check would prove what is known; skipping it is what lets a host deploy hundreds of endpoints of
         # one model a second). Bounded: the oldest are forgotten, and then checked again.
@@ -186,7 +186,7 @@ class Fleet:
             self._wake.set()
 
     async def activate(self, endpoint: str, specs: list[PoolSpec], *, warm: bool = True) -> None:
-        """Build pools for ``specs``; with ``warm`` start one worker per variant and require a good /ping
+        """Build pools for ``specs``; with ``warm`` start one worker per variant and require it ready
         (raises DeployError, leaving the current route untouched). Then swap, and drain the old pools."""
         pools = [self._pool(s) for spec in specs for s in container_specs(spec)]
         if not warm:
@@ -320,7 +320,7 @@ class Fleet:
         return pool
 
     async def _warm(self, pools: list[VariantPool], *, skip_proven: bool = False) -> None:
-        """One worker per pool and a good /ping, or DeployError (the pools drained and forgotten). With
+        """One worker per pool, ready, or DeployError (the pools drained and forgotten). With
         ``skip_proven``, pools of a spec proven on this host already are not checked again (their runtimes'
         zygotes are started)."""
         keyed = [(p, p.spec.proof_key()) for p in pools]

@@ -453,7 +453,7 @@ class VariantPool:
     def _begin(self, inv: Invocation, slot: Slot) -> WorkerHandle:
         """A worker was acquired for ``inv``: note which, and the cold start it waited for."""
         handle = slot.handle
-        assert handle is not None  # a BUSY slot has answered /ping
+        assert handle is not None  # a BUSY slot's worker is ready
         inv.worker_id = slot.worker_id
         inv.provisioned = self._slots.count(S.BUSY) <= self.spec.provisioned
         if slot.fresh:

@@ -56,7 +56,7 @@ class IllegalTransition(RuntimeError):
 class Slot:
     worker_id: str
     state: WorkerState = S.STARTING
-    handle: WorkerHandle | None = None  # set once the worker answered /ping
+    handle: WorkerHandle | None = None  # set once the worker is ready
     idle_since: float = 0.0  # the pool clock's time it last became idle
     fresh: bool = True  # not served yet: whoever gets it first waited for its cold start
     stop_reason: StopReason | None = None

@@ -6,8 +6,11 @@ Default model_fn: ``torch.jit.load`` of ``model.pt`` or ``model.pth`` (or the mo
 the array's dtype; predict_fn is ``model(tensor)`` under ``torch.inference_mode()``; output_fn turns tensors
 (or tuples, lists and dicts of them) into arrays and encodes them as JSON, CSV or NPY.
 
-Fork safety: the zygote only imports torch. ATen's intra-op (OpenMP) and inter-op pools are created on
-first use, so none exists at fork time; each worker pins both to one thread before it loads the model.
+Fork safety: the zygote imports torch and builds its warm-up module (a 2x2 Linear: initializing it runs two
+tiny operators on the calling thread, with OpenMP pinned to one thread by the zygote's environment). ATen's
+inter-op pool and any OpenMP worker thread are created on first parallel use, so none exists at fork time
+(``tests/runtimes/test_pytorch.py`` checks the zygote has one thread and a fork computes); each worker pins
+both to one thread before it loads the model.
 
 Cold starts: TorchScript's profiling graph executor spends 30-100 ms optimizing a graph on its first call
 (in each new thread), for little gain on the CPU, where it fuses nothing by default; so the default
@@ -39,7 +42,7 @@ _warm_model = b""
 
 
 def preload() -> None:
-    """Import torch (and its nn/jit modules); runs no operator, so no thread pool is started."""
+    """Import torch (and its nn/jit modules) and script the spares' warm-up module; starts no thread."""
     try:
         import torch
     except ImportError as exc:

@@ -4,11 +4,11 @@ Forked by a zygote (``workers/forkserver.py``: the runtime was preloaded before 
 runs in the child, on its main thread; a template's replicas get its already loaded handler), or run on its
 own as ``python -m zeroscale.runtimes.worker --runtime sklearn --model-dir D (--socket PATH | --port N)``.
 
-The server's WorkerManager knows the worker is up when its socket answers ``GET /ping``: the socket is bound
-only once the model is loaded. ``zeroscale worker ready`` is then printed on stdout, for whoever runs the
-worker by hand (under a zygote it is a line of the worker's log). A model that cannot be loaded exits 3
-with the traceback as the last lines of stderr; on SIGTERM (or SIGINT) the worker stops accepting, answers
-the in-flight request and exits 0.
+The socket is bound only once the model is loaded, and answers ``GET /ping`` with 200 from then on: the
+server's WorkerManager takes the worker as ready when its zygote reports the socket listens (``ready_fd``).
+``zeroscale worker ready`` is then printed on stdout, for whoever runs the worker by hand (under a zygote it
+is a line of the worker's log). A model that cannot be loaded exits 3 with the traceback as the last lines
+of stderr; on SIGTERM (or SIGINT) the worker stops accepting, answers the in-flight request and exits 0.
 """
 
 from __future__ import annotations

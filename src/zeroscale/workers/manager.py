@@ -1,8 +1,9 @@
 """Start, watch and stop worker processes; nothing outside ``workers/`` starts or signals one (the only
 other process zeroscale starts is ``pip install``, at deploy time, in ``artifacts/pyenv.py``).
 
-A worker is forked by its runtime's zygote, becomes ready when its Unix socket answers ``GET /ping``, and is
-watched for memory: one whose resident set passes its MemorySizeInMB is killed, and ``kill_reason`` says so.
+A worker is forked by its runtime's zygote and becomes ready when the zygote reports its Unix socket listens
+(it binds only once its model is loaded, and answers ``GET /ping`` from then on); it is watched for memory:
+one whose resident set passes its MemorySizeInMB is killed, and ``kill_reason`` says so.
 A bring-your-own image's worker (a spec with a ``command``) is a plain process instead (``process.py``),
 reached over TCP, measured with its descendants, and otherwise treated the same.
 """
@@ -68,7 +69,7 @@ class WorkerHandle:
     rss_mb: float = 0.0  # the resident set the memory watchdog sampled last (0 before the first sample)
     conn: WorkerConnection | None = None
     exited: asyncio.Event = field(default_factory=asyncio.Event)
-    # Set when its zygote reports that the socket listens (or when it exited): /ping then, without polling.
+    # Set when its zygote reports that the socket listens (or when it exited): ready then, without polling.
     up: asyncio.Event = field(default_factory=asyncio.Event)
     on_exit: Callable[[WorkerHandle], None] | None = None
     port: int = 0  # a process worker's TCP port on 127.0.0.1 (zygote workers use socket_path)
@@ -219,7 +220,8 @@ class WorkerManager:
         on_exit: Callable[[WorkerHandle], None] | None = None,
         template: Zygote | None = None,
     ) -> WorkerHandle:
-        """Fork a worker and wait until it answers /ping. Raises DeployError with the worker's output tail.
+        """Fork a worker and wait until it is ready (a forked worker: its socket listens, its model loaded; an
+        image's server: it answers /ping). Raises DeployError with the worker's output tail.
 
         ``on_exit`` is called once the process is gone, whatever the cause, if the start succeeded.
         With a live ``template`` (see ``start_template``) the worker is a replica of its loaded model: the
@@ -312,7 +314,8 @@ class WorkerManager:
             await self.stop(handle, grace_s=1.0)
             waited = f"{self._startup_timeout_s:g}"
             output = handle.log_tail()
-            raise DeployError(f"Worker did not answer /ping within {waited} seconds.\n{output}") from None
+            what = "answer /ping" if handle.port else "load its model and listen"
+            raise DeployError(f"Worker did not {what} within {waited} seconds.\n{output}") from None
         except DeployError:
             await self.stop(handle, grace_s=1.0)
             raise
@@ -323,7 +326,7 @@ class WorkerManager:
         return handle
 
     async def park(self, spec: WorkerSpec, template: Zygote) -> int:
-        """Fork a replica of ``template`` ahead of need and hold it, ready (its socket answered /ping) but
+        """Fork a replica of ``template`` ahead of need and hold it, ready (its socket listens) but
         given no request: the next ``start`` from this template with the same spec takes it, and that cold
         start skips the fork and the child's set-up. At most one per template; it ends with the template
         (its parent-death signal). Returns what keeping both costs, in bytes: the template's private memory
