@@ -12,14 +12,23 @@ def node(
     pool: int = 0,
     template: bool = False,
     artifact: bool = False,
+    answering: bool = True,
 ) -> NodeView:
-    return NodeView(node_id, 8192, 8192 - free, pool, template, artifact)
+    return NodeView(node_id, 8192, 8192 - free, pool, template, artifact, answering)
 
 
 def test_only_a_node_with_room_for_the_memory_size() -> None:
     assert choose([node("a", free=1023), node("b", free=1024)], 1024) == node("b", free=1024)
     assert choose([node("a", free=512), node("b", free=1000)], 1024) is None
     assert choose([], 1024) is None
+
+
+def test_a_node_that_missed_its_last_poll_only_where_no_answering_node_has_room() -> None:
+    late = node("a", answering=False, template=True, free=8000)
+    assert choose([late, node("b", pool=3)], 1024).node_id == "b"
+    assert choose([late, node("b", free=512)], 1024).node_id == "a"
+    assert choose([late], 1024).node_id == "a"
+    assert choose([node("a", answering=False, free=512)], 1024) is None
 
 
 def test_spreads_a_pools_workers_first() -> None:

@@ -145,6 +145,21 @@ def test_other_front_ends_workers_on_a_node_count_against_it(tmp_path: Path) -> 
         workers._place(_spec(tmp_path, memory_mb=4096), "sha", None, {"b" * 16})
 
 
+async def test_a_node_that_missed_a_poll_still_takes_a_worker_when_no_other_answers(tmp_path: Path) -> None:
+    """One late poll (a loaded machine) marks a node not answering: a new worker goes to an answering node
+    with room, but where there is none it goes to the late one (its start waits for an answer or the loss
+    of the node) rather than failing the deploy with 'unavailable'."""
+    workers = _workers()
+    late = _node(workers, "a" * 16)
+    late.reachable = False
+    assert workers._place(_spec(tmp_path), "sha", None, set()) is late
+    other = _node(workers, "b" * 16, capacity_mb=1024)
+    assert workers._place(_spec(tmp_path), "sha", None, set()) is other
+    assert workers._place(_spec(tmp_path, memory_mb=2048), "sha", None, set()) is late
+    with pytest.raises(WorkersUnavailable, match="no node of it is live"):
+        workers._place(_spec(tmp_path), "sha", None, {"a" * 16, "b" * 16})
+
+
 async def test_a_head_that_does_not_answer_is_lost_and_a_start_says_so(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

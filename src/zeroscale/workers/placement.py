@@ -5,11 +5,13 @@ The order of preference, each a tie-break of the one before:
 
 1. room: the node's memory (its Ray ``memory`` resource) less the MemorySizeInMB of the workers placed
    there must hold the new worker's MemorySizeInMB (a node without room is never chosen);
-2. spread: fewest workers of the same pool (endpoint variant), so losing a node costs a pool a share of
+2. answering: a node whose agent answered its last poll before one that did not (a loaded machine, or one
+   going away: the caller's start waits for it to answer or to be lost);
+3. spread: fewest workers of the same pool (endpoint variant), so losing a node costs a pool a share of
    its workers, not all of them;
-3. a template of the model on the node (the worker is a fork of the loaded model: no model load);
-4. the model's artifact already in the node's cache (no download);
-5. the most free memory, then the node id (a stable answer).
+4. a template of the model on the node (the worker is a fork of the loaded model: no model load);
+5. the model's artifact already in the node's cache (no download);
+6. the most free memory, then the node id (a stable answer).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ class NodeView:
     pool_workers: int  # workers of the pool being placed
     has_template: bool
     has_artifact: bool
+    answering: bool = True  # its agent answered its last poll
 
     @property
     def free_mb(self) -> int:
@@ -39,5 +42,12 @@ def choose(nodes: Iterable[NodeView], memory_mb: int) -> NodeView | None:
         return None
     return min(
         fits,
-        key=lambda n: (n.pool_workers, not n.has_template, not n.has_artifact, -n.free_mb, n.node_id),
+        key=lambda n: (
+            not n.answering,
+            n.pool_workers,
+            not n.has_template,
+            not n.has_artifact,
+            -n.free_mb,
+            n.node_id,
+        ),
     )

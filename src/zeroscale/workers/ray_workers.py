@@ -73,7 +73,7 @@ class Node:
     agent: Any  # the actor handle
     name: str = ""  # <hostname>/<node id prefix>: what `zeroscale workers` and /metrics show
     alive: bool = True
-    reachable: bool = True  # its last poll answered (no new workers go to a node that does not)
+    reachable: bool = True  # its last poll answered (new workers go elsewhere while another node does)
     workers: dict[str, WorkerHandle] = field(default_factory=dict)
     templates: dict[str, RemoteTemplate] = field(default_factory=dict)
     artifacts: set[str] = field(default_factory=set)  # sha256 of the models in its cache
@@ -383,6 +383,10 @@ class RayWorkers:
         }
 
     def _place(self, spec: WorkerSpec, sha: str, template: RemoteTemplate | None, exclude: set[str]) -> Node:
+        """The node for a new worker (``placement.choose``). A node whose last poll did not answer (a
+        loaded machine, or one going away) is chosen only where no answering one has room: a start sent
+        there waits for its answer or for the node to be lost (``node_timeout_s``), then tries the next
+        node, so one slow poll does not fail a deploy."""
         pool = str(spec.log_dir)  # one directory per endpoint variant
         views = [
             NodeView(
@@ -392,9 +396,10 @@ class RayWorkers:
                 pool_workers=sum(1 for h in n.workers.values() if str(h.spec.log_dir) == pool),
                 has_template=template is not None and template.node is n and template.alive,
                 has_artifact=sha in n.artifacts,
+                answering=n.reachable,
             )
             for n in self._nodes.values()
-            if n.alive and n.reachable and n.node_id not in exclude
+            if n.alive and n.node_id not in exclude
         ]
         if not views:  # none live, or the last ones failed this start: not the model's fault
             raise self._unavailable()
@@ -411,7 +416,7 @@ class RayWorkers:
             since = time.monotonic() - self._head_lost_since
             why = f"its head has not answered for {since:.0f} s and no node is left for new workers"
         else:
-            why = "no node of it is live and answering"
+            why = "no node of it is live"
         return WorkersUnavailable(f"The Ray cluster at {self._address} is unavailable: {why}; retry later.")
 
     async def start(
@@ -544,7 +549,8 @@ class RayWorkers:
     # ---- reports from the nodes ----
     async def _poll(self, node: Node) -> None:
         """Reports from the node's agent until it is lost: its agent died, or it did not answer a poll
-        within ``node_timeout_s`` (a machine that went away; meanwhile no new worker goes there)."""
+        within ``node_timeout_s`` (a machine that went away; meanwhile new workers go to a node that answers,
+        where one has room)."""
         from ray.exceptions import ActorUnavailableError
 
         unreachable_since = 0.0
