@@ -1,4 +1,5 @@
-"""The zygote's spare runs its runtime's ``warm`` before it waits, and serves all the same when that fails."""
+"""The zygote's spare runs its runtime's ``warm`` before it waits, and serves all the same when that fails;
+its worker's environment is its request's alone."""
 
 from __future__ import annotations
 
@@ -102,6 +103,75 @@ def test_a_spare_whose_warm_up_fails_still_serves(tmp_path: Path) -> None:
         resp = conn.getresponse()
         assert (resp.status, json.loads(resp.read())) == (200, [1])
         conn.close()
+    finally:
+        reader.close()
+        ours.close()
+        zygote.wait(30)
+
+
+# Answers with its process's environment as Python sees it and as a child process inherits it (the C one).
+ENV_PROBE = textwrap.dedent(
+    """
+    import json, os, subprocess
+
+    def model_fn(model_dir):
+        return None
+
+    def transform_fn(model, body, content_type, accept):
+        c = subprocess.run(["env", "-0"], capture_output=True, check=True).stdout.decode()
+        c_env = dict(item.split("=", 1) for item in c.split("\\0") if item)
+        return json.dumps({"python": dict(os.environ), "c": c_env}), "application/json"
+    """
+)
+
+
+def test_a_workers_environment_is_its_requests_alone(tmp_path: Path) -> None:
+    """The spare cut its environment to what every worker gets before it waited; the request's environment
+    is then applied as a difference: the worker has exactly the request's variables, in Python and in the C
+    environment a child inherits, and none of the zygote's (a server's secret must not reach a model)."""
+    model_dir = tmp_path / "model"
+    (model_dir / "code").mkdir(parents=True)
+    (model_dir / "code" / "inference.py").write_text(ENV_PROBE)
+    marker = tmp_path / "warmed"
+    ours, theirs = socket.socketpair()
+    zygote = subprocess.Popen(
+        [sys.executable, "-c", ZYGOTE, str(theirs.fileno()), str(marker)],
+        pass_fds=(theirs.fileno(),),
+        env={**os.environ, **THREAD_ENV, "ZS_ZYGOTE_SECRET": "s3cr3t", "OMP_NUM_THREADS": "1"},
+    )
+    theirs.close()
+    ours.settimeout(60)
+    reader = ours.makefile("rb")
+    try:
+        assert json.loads(reader.readline())["op"] == "ready"
+        _until(marker.exists)  # the spare warmed up (and cut its environment) before the request
+        sock = str(tmp_path / "w.sock")
+        wanted = {**THREAD_ENV, "PATH": "/usr/bin:/bin", "ZS_MODEL_VAR": "x=1 y", "OMP_NUM_THREADS": "3"}
+        request = {
+            "op": "fork",
+            "id": "w",
+            "runtime": "sklearn",
+            "model_dir": str(model_dir),
+            "socket_path": sock,
+            "log_path": str(tmp_path / "w.log"),
+            "env": wanted,
+        }
+        ours.sendall(json.dumps(request).encode() + b"\n")
+        assert json.loads(reader.readline())["op"] == "forked"
+        assert json.loads(reader.readline())["op"] == "up", (tmp_path / "w.log").read_text()
+        conn = http.client.HTTPConnection("localhost", timeout=30)
+        conn.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        conn.sock.connect(sock)
+        conn.request("POST", "/invocations", b"{}", {"Content-Type": "application/json"})
+        resp = conn.getresponse()
+        assert resp.status == 200
+        seen = json.loads(resp.read())
+        conn.close()
+        assert seen["c"] == seen["python"]
+        assert "ZS_ZYGOTE_SECRET" not in seen["python"]
+        assert {k: seen["python"].get(k) for k in wanted} == wanted
+        # What the runtime adds for the model (the toolkit's variables) and nothing else.
+        assert all(k.startswith(("SM_", "SAGEMAKER_")) for k in set(seen["python"]) - set(wanted))
     finally:
         reader.close()
         ours.close()

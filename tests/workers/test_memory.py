@@ -30,8 +30,12 @@ def test_a_gone_process_reads_none() -> None:
 
 
 def test_a_tree_counts_the_children() -> None:
-    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    # Sampled once the child has started (its resident set still grows while the interpreter starts).
+    child = subprocess.Popen(
+        [sys.executable, "-c", "import time; print(1, flush=True); time.sleep(30)"], stdout=subprocess.PIPE
+    )
     try:
+        assert child.stdout is not None and child.stdout.readline()
         own, tree, kid = rss_mb(os.getpid()), tree_rss_mb(os.getpid()), rss_mb(child.pid)
         assert own is not None and tree is not None and kid is not None
         assert tree >= own + kid * 0.5  # sampled at slightly different moments

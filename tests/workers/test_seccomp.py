@@ -7,6 +7,8 @@ import errno
 import json
 import os
 import socket
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -184,3 +186,36 @@ def test_uid_changes_stay_inside_the_block() -> None:
 def test_an_unknown_architecture_gets_no_filter() -> None:
     with pytest.raises(seccomp.SeccompError):
         seccomp.program(deny_connect=True, id_range=None, machine="sparc64")
+
+
+PRIMED = """
+import json, os, sys
+from zeroscale.workers import sandbox, seccomp
+
+sandbox.prime()  # what a zygote does before it forks
+built = seccomp.program.cache_info().misses
+r, w = os.pipe()
+pid = os.fork()
+if pid == 0:
+    os.close(r)
+    try:
+        inherited = sandbox._libc is not None
+        sandbox.confine(sandbox.Policy(deny_connect=True, nproc=0, nofile=0, landlock=False))
+        info = seccomp.program.cache_info()
+        os.write(w, json.dumps({"inherited": inherited, "misses": info.misses, "hits": info.hits}).encode())
+    finally:
+        os._exit(0)
+os.close(w)
+print(json.dumps({"built": built, "child": json.loads(os.read(r, 4096))}))
+os.waitpid(pid, 0)
+"""
+
+
+def test_a_primed_zygotes_child_builds_no_filter_and_loads_no_libc() -> None:
+    """``sandbox.prime`` in the zygote: its child's ``confine`` finds the worker's filter built (the cache is
+    keyed on the arguments as confine passes them) and the C library loaded."""
+    out = subprocess.run([sys.executable, "-c", PRIMED], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    seen = json.loads(out.stdout)
+    assert seen["built"] == 1
+    assert seen["child"] == {"inherited": True, "misses": 1, "hits": 1}

@@ -250,7 +250,9 @@ class _SockFprog(ctypes.Structure):
 
 def install(code: bytes) -> None:
     """Set no_new_privs and install ``code`` on this thread (call it single-threaded, after fork)."""
-    libc = ctypes.CDLL(None, use_errno=True)
+    from zeroscale.workers.sandbox import libc as loaded  # the process's handle (sandbox imports this module)
+
+    libc = loaded()
     if libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
         raise SeccompError(f"prctl(PR_SET_NO_NEW_PRIVS): {os.strerror(ctypes.get_errno())}")
     buf = ctypes.create_string_buffer(code, len(code))
