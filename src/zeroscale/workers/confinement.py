@@ -146,6 +146,7 @@ class Confinement:
             # an image's server keeps connect (e.g. nginx to its app server over a socket of its own).
             deny_connect=unix_sockets and not self.settings.outbound and self.support.seccomp,
             landlock=self.support.landlock_abi > 0,
+            common=len(self._system),
         )
 
     def image_policy(

@@ -145,8 +145,9 @@ def _become(req: dict[str, Any], handler: Any, ready_fd: int | None) -> NoReturn
     os.chdir(req["model_dir"])
     if req.get("sandbox") is not None:  # before any of the model's code runs (a pickle is code)
         sandbox.confine(sandbox.Policy.from_dict(req["sandbox"]), _LANDLOCK_ABI)
-    else:
-        sandbox.settle_net_ns(False)  # a spare's early network namespace: not wanted unconfined
+    else:  # a spare's early network namespace and Landlock ruleset: not wanted unconfined
+        sandbox.settle_net_ns(False)
+        sandbox.discard_prepared()
     gc.unfreeze()
     if req.get("op") == "template":
         _template(req)
@@ -350,9 +351,10 @@ class _ForkLoop:
         if self.spare_at is not None or self.spare is not None:
             self.spare_at = time.monotonic() + SPARE_AFTER_S  # the next spare after a quiet moment
         spare, self.spare = self.spare, None
-        if spare is not None and self._assign(spare, req, log_fd):
-            return
-        self._fork(req, log_fd)
+        if spare is None or not self._assign(spare, req, log_fd):
+            self._fork(req, log_fd)
+        if req.get("sandbox"):  # after the hand-off: for the spares forked from now on
+            sandbox.note_common(req["sandbox"])
 
     def _fork(self, req: dict[str, Any] | None, log_fd: int | None) -> _Spare | None:
         """Fork a child for ``req``, or (``req`` None) a spare that waits for the next request."""
@@ -482,13 +484,16 @@ def serve(runtime: str, ctl: socket.socket, handler: Any = None) -> None:
 
 def _spare_warm_up(runtime_warm: Callable[[], None] | None) -> Callable[[], None]:
     """What a spare does before it waits: its empty network namespace (``sandbox.prepare_net_ns``, root
-    only), the runtime's ``warm``, its own random seeds, then its environment cut to what every worker gets
-    (a request that finds the spare before it got there has all of it done on its way up, by
-    ``sandbox.confine``, ``runtimes.worker`` and ``_set_environment``)."""
+    only), the common part of its Landlock ruleset (``sandbox.prepare_landlock``), the runtime's ``warm``,
+    its own random seeds, then its environment cut to what every worker gets (a request that finds the
+    spare before it got there has all of it done on its way up, by ``sandbox.confine``,
+    ``runtimes.worker`` and ``_set_environment``)."""
     from zeroscale.runtimes.worker import reseed
 
     def warm() -> None:
         sandbox.prepare_net_ns()
+        with contextlib.suppress(OSError, sandbox.SandboxError):  # else confine builds it all, as before
+            sandbox.prepare_landlock(_LANDLOCK_ABI)
         try:
             if runtime_warm is not None:
                 runtime_warm()
