@@ -30,6 +30,14 @@ def test_a_policy_grants_the_model_and_prepared_code_only(tmp_path: Path) -> Non
         policy = conf.policy(model_dir=str(model), env=hostile, scratch=conf.scratch("w2"))
         assert "/etc" not in policy.read and str(data) not in policy.read
         assert sandbox.decode(sandbox.encode(policy)) == policy
+        # The prepared roots themselves, and a link beneath one to elsewhere, are not code directories.
+        (data / "artifacts" / "link").symlink_to("/etc")
+        for named in (data / "artifacts", data / "pyenvs", data / "artifacts" / "link"):
+            env = {"SAGEMAKER_SUBMIT_DIRECTORY": str(named)}
+            policy = conf.policy(model_dir=str(model), env=env, scratch=conf.scratch("w3"))
+            assert str(named) not in policy.read
+        # The first ``common`` paths are the server's own, the same for every worker (a spare prepares them).
+        assert str(model) not in policy.read[: policy.common] and str(model) in policy.read[policy.common :]
     finally:
         conf.close()
 

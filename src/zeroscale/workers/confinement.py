@@ -66,6 +66,10 @@ class Confinement:
         self._blocks_in_use: set[int] = set()
         net = () if not settings.outbound else sandbox.NETWORK_READ
         self._system = (*self._python, *sandbox.SYSTEM_READ, *net)
+        # Where deploy prepares code outside a model (extracted sourcedirs, pip targets), resolved once.
+        self._code_roots = tuple(
+            Path(os.path.realpath(settings.data_dir / sub)) for sub in ("artifacts", "pyenvs")
+        )
         self._shared: list[str] = []
         self._refused: list[str] = []
         for path in settings.writable:
@@ -183,13 +187,10 @@ class Confinement:
         """A code directory or requirements environment outside the model is granted only where deploy
         prepares them (an extracted sourcedir in the artifact cache, a pip target in pyenvs): the model's
         Environment names these paths, and a user could name /etc or the data directory."""
-        data = self.settings.data_dir
         if not os.path.isdir(path):
             return False
-        return any(
-            sandbox.inside(path, data / sub) and not sandbox.inside(str(data / sub), Path(path))
-            for sub in ("artifacts", "pyenvs")
-        )
+        real = Path(os.path.realpath(path))
+        return any(root in real.parents for root in self._code_roots)  # beneath one, not one itself
 
     # ---- worker uids ----
     def uid(self, block: tuple[int, int] | None = None) -> int:

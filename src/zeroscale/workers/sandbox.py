@@ -35,7 +35,7 @@ import signal
 import stat
 import sys
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -149,7 +149,9 @@ class Policy:
     common: int = 0
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """Its fields as they are (tuples of strings and numbers: JSON as lists; ``asdict``'s deep copy
+        took 60 us of a cold start)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Policy:
