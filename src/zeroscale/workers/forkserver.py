@@ -51,10 +51,13 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from zeroscale.workers import sandbox
 from zeroscale.workers.capture import Captures, open_stream
+
+if TYPE_CHECKING:
+    from zeroscale.runtimes.registry import Runtime
 
 # Set before any framework import: one thread per worker, no pools to break across fork(). ONNX Runtime's
 # telemetry uploader is a thread its import starts (``runtimes/onnx.py``): off, the import starts none.
@@ -478,16 +481,18 @@ def serve(runtime: str, ctl: socket.socket, handler: Any = None) -> None:
 
         gc.collect()
         gc.freeze()  # keep the imported framework's objects out of the children's GC: fewer copied pages
-        warm = _spare_warm_up(RUNTIMES[runtime].warm)
+        warm = _spare_warm_up(RUNTIMES[runtime])
     _ForkLoop(ctl, handler, spares=handler is None, warm=warm).run()
 
 
-def _spare_warm_up(runtime_warm: Callable[[], None] | None) -> Callable[[], None]:
+def _spare_warm_up(spec: Runtime) -> Callable[[], None]:
     """What a spare does before it waits: its empty network namespace (``sandbox.prepare_net_ns``, root
-    only), the common part of its Landlock ruleset (``sandbox.prepare_landlock``), the runtime's ``warm``,
-    its own random seeds, then its environment cut to what every worker gets (a request that finds the
-    spare before it got there has all of it done on its way up, by ``sandbox.confine``,
-    ``runtimes.worker`` and ``_set_environment``)."""
+    only), the common part of its Landlock ruleset (``sandbox.prepare_landlock``), the runtime's ``warm``
+    (its own model through the default hooks) and the handler contract's (``handler.warm``: a user module's
+    import, hooks and call), its own random seeds, then its environment cut to what every worker gets (a
+    request that finds the spare before it got there has all of it done on its way up, by
+    ``sandbox.confine``, ``runtimes.worker`` and ``_set_environment``)."""
+    from zeroscale.runtimes import handler
     from zeroscale.runtimes.worker import reseed
 
     def warm() -> None:
@@ -495,8 +500,9 @@ def _spare_warm_up(runtime_warm: Callable[[], None] | None) -> Callable[[], None
         with contextlib.suppress(OSError, sandbox.SandboxError):  # else confine builds it all, as before
             sandbox.prepare_landlock(_LANDLOCK_ABI)
         try:
-            if runtime_warm is not None:
-                runtime_warm()
+            if spec.warm is not None:
+                spec.warm()
+            handler.warm(spec.defaults)
         finally:
             reseed()
             _keep_common_environment()
