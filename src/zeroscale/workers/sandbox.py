@@ -451,7 +451,8 @@ def _new_ruleset(handled: tuple[int, int, int], abi: int) -> int:
 # part from the requests it is given (``note_common``), the spares it forks next add it
 # (``prepare_landlock``), and ``confine`` adds only the rest, or builds its ruleset anew where the request's
 # handles other rights or lacks one of those rules: the worker's ruleset holds exactly the rules it would
-# have had. (A path that was missing when the spare prepared is tried again by ``confine``.)
+# have had. (A path that was missing when the spare prepared is tried again by ``confine``; one replaced
+# while the spare waited, a new directory at the same path, keeps the rule on the one the spare opened.)
 _common: Policy | None = None  # what the zygote noted
 _early_ruleset: tuple[int, int, tuple[int, int, int], frozenset[tuple[str, int]]] | None = None
 # (the pid that made it, its descriptor, what it handles, the rules added)
