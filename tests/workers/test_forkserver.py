@@ -3,6 +3,7 @@ its worker's environment is its request's alone."""
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
@@ -11,8 +12,10 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import joblib
 import numpy as np
@@ -50,26 +53,77 @@ def _netns(pid: int) -> str:
     return os.readlink(f"/proc/{pid}/ns/net")
 
 
-def test_a_spare_whose_warm_up_fails_still_serves(tmp_path: Path) -> None:
-    model_dir = tmp_path / "model"
-    model_dir.mkdir()
-    x = np.random.RandomState(0).rand(40, 3)
-    joblib.dump(LogisticRegression().fit(x, (x[:, 0] > 0.5).astype(int)), model_dir / "model.joblib")
-    marker = tmp_path / "warmed"
+@dataclass
+class _Zygote:
+    proc: subprocess.Popen[bytes]
+    ours: socket.socket
+    reader: BinaryIO
+
+    def fork(self, tmp_path: Path, model_dir: Path, env: dict[str, str]) -> tuple[str, int]:
+        """A fork request for a worker of ``model_dir`` on a socket in ``tmp_path``: its socket and pid, once
+        the zygote said it is up."""
+        sock = str(tmp_path / "w.sock")
+        request = {
+            "op": "fork",
+            "id": "w",
+            "runtime": "sklearn",
+            "model_dir": str(model_dir),
+            "socket_path": sock,
+            "log_path": str(tmp_path / "w.log"),
+            "env": env,
+        }
+        self.ours.sendall(json.dumps(request).encode() + b"\n")
+        forked = json.loads(self.reader.readline())
+        assert forked["op"] == "forked" and forked["id"] == "w"
+        assert json.loads(self.reader.readline()) == {"op": "up", "pid": forked["pid"]}, (
+            tmp_path / "w.log"
+        ).read_text()
+        return sock, int(forked["pid"])
+
+
+@contextlib.contextmanager
+def _zygote(marker: Path, env: dict[str, str] | None = None) -> Iterator[_Zygote]:
+    """ZYGOTE running with the zygote's thread settings (and ``env``), once it said it is ready."""
     ours, theirs = socket.socketpair()
-    zygote = subprocess.Popen(
+    proc = subprocess.Popen(
         [sys.executable, "-c", ZYGOTE, str(theirs.fileno()), str(marker)],
         pass_fds=(theirs.fileno(),),
-        env={**os.environ, **THREAD_ENV},
+        env={**os.environ, **THREAD_ENV, **(env or {})},
     )
     theirs.close()
     ours.settimeout(60)
     reader = ours.makefile("rb")
     try:
         assert json.loads(reader.readline())["op"] == "ready"
+        yield _Zygote(proc, ours, reader)
+    finally:
+        reader.close()
+        ours.close()
+        proc.wait(30)
+
+
+def _invoke(sock: str, body: bytes) -> tuple[int, object]:
+    conn = http.client.HTTPConnection("localhost", timeout=30)
+    conn.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    conn.sock.connect(sock)
+    try:
+        conn.request("POST", "/invocations", body, {"Content-Type": "application/json"})
+        resp = conn.getresponse()
+        return resp.status, json.loads(resp.read())
+    finally:
+        conn.close()
+
+
+def test_a_spare_whose_warm_up_fails_still_serves(tmp_path: Path) -> None:
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    x = np.random.RandomState(0).rand(40, 3)
+    joblib.dump(LogisticRegression().fit(x, (x[:, 0] > 0.5).astype(int)), model_dir / "model.joblib")
+    marker = tmp_path / "warmed"
+    with _zygote(marker) as zygote:
 
         def spare() -> int | None:
-            for child in psutil.Process(zygote.pid).children():
+            for child in psutil.Process(zygote.proc.pid).children():
                 if child.name() == SPARE_NAME.decode() and marker.exists():
                     return child.pid
             return None
@@ -79,34 +133,12 @@ def test_a_spare_whose_warm_up_fails_still_serves(tmp_path: Path) -> None:
         assert marker.read_text().split() == [str(waiting)]  # it ran the warm-up, which raised
         root = os.geteuid() == 0
         if root:  # and, before it, made its worker's empty network namespace (sandbox.prepare_net_ns)
-            assert _netns(waiting) != _netns(zygote.pid)
-        sock = str(tmp_path / "w.sock")
-        request = {
-            "op": "fork",
-            "id": "w",
-            "runtime": "sklearn",
-            "model_dir": str(model_dir),
-            "socket_path": sock,
-            "log_path": str(tmp_path / "w.log"),
-            "env": {**THREAD_ENV, "PATH": os.environ.get("PATH", "")},
-        }
-        ours.sendall(json.dumps(request).encode() + b"\n")
-        msg = json.loads(reader.readline())
-        assert msg == {"op": "forked", "id": "w", "pid": waiting}
-        assert json.loads(reader.readline()) == {"op": "up", "pid": waiting}
+            assert _netns(waiting) != _netns(zygote.proc.pid)
+        sock, pid = zygote.fork(tmp_path, model_dir, {**THREAD_ENV, "PATH": os.environ.get("PATH", "")})
+        assert pid == waiting
         if root:  # a request without a sandbox: back in the zygote's (the host's) network
-            assert _netns(waiting) == _netns(zygote.pid)
-        conn = http.client.HTTPConnection("localhost", timeout=30)
-        conn.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        conn.sock.connect(sock)
-        conn.request("POST", "/invocations", b"[[0.9, 0.1, 0.2]]", {"Content-Type": "application/json"})
-        resp = conn.getresponse()
-        assert (resp.status, json.loads(resp.read())) == (200, [1])
-        conn.close()
-    finally:
-        reader.close()
-        ours.close()
-        zygote.wait(30)
+            assert _netns(waiting) == _netns(zygote.proc.pid)
+        assert _invoke(sock, b"[[0.9, 0.1, 0.2]]") == (200, [1])
 
 
 # Answers with its process's environment as Python sees it and as a child process inherits it (the C one).
@@ -133,46 +165,14 @@ def test_a_workers_environment_is_its_requests_alone(tmp_path: Path) -> None:
     (model_dir / "code").mkdir(parents=True)
     (model_dir / "code" / "inference.py").write_text(ENV_PROBE)
     marker = tmp_path / "warmed"
-    ours, theirs = socket.socketpair()
-    zygote = subprocess.Popen(
-        [sys.executable, "-c", ZYGOTE, str(theirs.fileno()), str(marker)],
-        pass_fds=(theirs.fileno(),),
-        env={**os.environ, **THREAD_ENV, "ZS_ZYGOTE_SECRET": "s3cr3t", "OMP_NUM_THREADS": "1"},
-    )
-    theirs.close()
-    ours.settimeout(60)
-    reader = ours.makefile("rb")
-    try:
-        assert json.loads(reader.readline())["op"] == "ready"
+    with _zygote(marker, {"ZS_ZYGOTE_SECRET": "s3cr3t", "OMP_NUM_THREADS": "1"}) as zygote:
         _until(marker.exists)  # the spare warmed up (and cut its environment) before the request
-        sock = str(tmp_path / "w.sock")
         wanted = {**THREAD_ENV, "PATH": "/usr/bin:/bin", "ZS_MODEL_VAR": "x=1 y", "OMP_NUM_THREADS": "3"}
-        request = {
-            "op": "fork",
-            "id": "w",
-            "runtime": "sklearn",
-            "model_dir": str(model_dir),
-            "socket_path": sock,
-            "log_path": str(tmp_path / "w.log"),
-            "env": wanted,
-        }
-        ours.sendall(json.dumps(request).encode() + b"\n")
-        assert json.loads(reader.readline())["op"] == "forked"
-        assert json.loads(reader.readline())["op"] == "up", (tmp_path / "w.log").read_text()
-        conn = http.client.HTTPConnection("localhost", timeout=30)
-        conn.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        conn.sock.connect(sock)
-        conn.request("POST", "/invocations", b"{}", {"Content-Type": "application/json"})
-        resp = conn.getresponse()
-        assert resp.status == 200
-        seen = json.loads(resp.read())
-        conn.close()
-        assert seen["c"] == seen["python"]
-        assert "ZS_ZYGOTE_SECRET" not in seen["python"]
-        assert {k: seen["python"].get(k) for k in wanted} == wanted
-        # What the runtime adds for the model (the toolkit's variables) and nothing else.
-        assert all(k.startswith(("SM_", "SAGEMAKER_")) for k in set(seen["python"]) - set(wanted))
-    finally:
-        reader.close()
-        ours.close()
-        zygote.wait(30)
+        sock, _ = zygote.fork(tmp_path, model_dir, wanted)
+        status, seen = _invoke(sock, b"{}")
+    assert status == 200 and isinstance(seen, dict)
+    assert seen["c"] == seen["python"]
+    assert "ZS_ZYGOTE_SECRET" not in seen["python"]
+    assert {k: seen["python"].get(k) for k in wanted} == wanted
+    # What the runtime adds for the model (the toolkit's variables) and nothing else.
+    assert all(k.startswith(("SM_", "SAGEMAKER_")) for k in set(seen["python"]) - set(wanted))
