@@ -270,3 +270,45 @@ def test_ping_overhead(running: Running) -> None:
         samples.append(time.perf_counter() - start)
     p50_us = statistics.median(samples) * 1e6
     assert p50_us < 1000, f"p50 {p50_us:.0f} us"
+
+
+CONTAINER_WARM_PROBE = """
+    import gc, socket, sys, threading, types
+    from zeroscale.runtimes import container
+    from zeroscale.runtimes.registry import RUNTIMES
+    RUNTIMES["sklearn"].preload()
+    import zeroscale.runtimes.worker
+    gc.collect(); gc.freeze()
+    runtime = types.SimpleNamespace(warm=container.warm)
+    REQUEST = b"POST /invocations HTTP/1.1\\r\\nHost: x\\r\\nContent-Length: 5\\r\\n\\r\\nhello"
+
+    def untimed():
+        path = sys.argv[1] + "/w.sock"
+        listener = zeroscale.runtimes.worker.bind(path, None, "127.0.0.1")
+        server = container.ContainerServer(listener, lambda body, headers: (200, body[::-1], "text/plain"))
+        client = socket.socket(socket.AF_UNIX)
+        client.connect(path)
+        return server, client
+
+    def timed(state):
+        server, client = state  # a worker's first request: accept, a thread for the connection, the answer
+        client.sendall(REQUEST)
+        conn, _ = server.listener.accept()
+        threading.Thread(target=container._Connection(server, conn).run, daemon=True).start()
+        answer = client.recv(65536)
+        return answer.split(b"\\r\\n\\r\\n", 1)[1].decode()
+    """
+
+
+def test_the_warm_up_leaves_a_workers_first_request_less_to_copy(tmp_path: Path) -> None:
+    """``container.warm`` (what a zygote's spare runs before it waits: a thread started and joined, one
+    request through a connection over a socket pair) leaves the fork single-threaded; a worker's first
+    request (a new connection's thread, the parse and the answer) then copies under half the pages."""
+    from .forkpair import run_pair
+
+    (cold_faults, cold_answer, _), (warm_faults, warm_answer, threads) = run_pair(
+        CONTAINER_WARM_PROBE, str(tmp_path)
+    )
+    assert warm_answer == cold_answer == "olleh"
+    assert threads == 1
+    assert warm_faults < 0.5 * cold_faults, (warm_faults, cold_faults)

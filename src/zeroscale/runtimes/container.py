@@ -107,6 +107,33 @@ class ContainerServer:
         return acquired
 
 
+_WARM_REQUEST = (
+    b"POST /invocations HTTP/1.1\r\nHost: warm\r\nContent-Type: application/json\r\n"
+    b"Content-Length: 2\r\n\r\n{}"
+)
+
+
+def warm() -> None:
+    """What a zygote's spare runs before it waits: a worker's first request through this server, ahead. A
+    thread started and joined (a fresh fork's first thread costs ~0.4 ms here, the next ~0.17: every worker
+    serves its first connection on a new thread) and one request through a connection's parser and answer,
+    over a socket pair, with an answer of its own. Leaves no thread and no socket behind. In a fork, a
+    worker's first request then takes ~0.2 ms, not ~0.8."""
+    thread = threading.Thread(target=lambda: None, name="zeroscale-warm")
+    thread.start()
+    thread.join()
+    ours, theirs = socket.socketpair()
+    try:
+        server = ContainerServer(ours, lambda body, headers: (200, body, "application/json"))
+        theirs.sendall(_WARM_REQUEST)
+        theirs.shutdown(socket.SHUT_WR)
+        _Connection(server, ours).run()  # answers, reads the end of the requests, closes its side
+        theirs.recv(_RECV_BYTES)
+    finally:
+        ours.close()
+        theirs.close()
+
+
 class _Connection:
     """The httptools protocol for one connection, and its read loop."""
 

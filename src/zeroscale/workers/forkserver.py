@@ -40,6 +40,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import ctypes
+import functools
 import gc
 import json
 import os
@@ -487,25 +488,26 @@ def serve(runtime: str, ctl: socket.socket, handler: Any = None) -> None:
 
 def _spare_warm_up(spec: Runtime) -> Callable[[], None]:
     """What a spare does before it waits: its empty network namespace (``sandbox.prepare_net_ns``, root
-    only), the common part of its Landlock ruleset (``sandbox.prepare_landlock``), the runtime's ``warm``
-    (its own model through the default hooks) and the handler contract's (``handler.warm``: a user module's
-    import, hooks and call), its own random seeds, then its environment cut to what every worker gets (a
+    only), the common part of its Landlock ruleset (``sandbox.prepare_landlock``), the warm-ups, each on its
+    own (the runtime's ``warm``: its own model through the default hooks; the handler contract's,
+    ``handler.warm``: a user module's import, hooks and call; the container server's, ``container.warm``: a
+    first thread and request), its own random seeds, then its environment cut to what every worker gets (a
     request that finds the spare before it got there has all of it done on its way up, by
     ``sandbox.confine``, ``runtimes.worker`` and ``_set_environment``)."""
-    from zeroscale.runtimes import handler
+    from zeroscale.runtimes import container, handler
     from zeroscale.runtimes.worker import reseed
+
+    steps = [s for s in (spec.warm, functools.partial(handler.warm, spec.defaults), container.warm) if s]
 
     def warm() -> None:
         sandbox.prepare_net_ns()
         with contextlib.suppress(OSError, sandbox.SandboxError):  # else confine builds it all, as before
             sandbox.prepare_landlock(_LANDLOCK_ABI)
-        try:
-            if spec.warm is not None:
-                spec.warm()
-            handler.warm(spec.defaults)
-        finally:
-            reseed()
-            _keep_common_environment()
+        for step in steps:
+            with contextlib.suppress(Exception):  # one that fails leaves its first use to the worker
+                step()
+        reseed()
+        _keep_common_environment()
 
     return warm
 
