@@ -201,8 +201,10 @@ if pid == 0:
     try:
         inherited = sandbox._libc is not None
         sandbox.confine(sandbox.Policy(deny_connect=True, nproc=0, nofile=0, landlock=False))
-        info = seccomp.program.cache_info()
-        os.write(w, json.dumps({"inherited": inherited, "misses": info.misses, "hits": info.hits}).encode())
+        info, ready = seccomp.program.cache_info(), seccomp.prepared.cache_info()
+        seen = {"inherited": inherited, "misses": info.misses, "hits": info.hits}
+        seen["prepared"] = [ready.misses, ready.hits]
+        os.write(w, json.dumps(seen).encode())
     finally:
         os._exit(0)
 os.close(w)
@@ -212,10 +214,10 @@ os.waitpid(pid, 0)
 
 
 def test_a_primed_zygotes_child_builds_no_filter_and_loads_no_libc() -> None:
-    """``sandbox.prime`` in the zygote: its child's ``confine`` finds the worker's filter built (the cache is
-    keyed on the arguments as confine passes them) and the C library loaded."""
+    """``sandbox.prime`` in the zygote: its child's ``confine`` finds the worker's filter built and prepared
+    for the kernel (the cache is keyed on the arguments as confine passes them) and the C library loaded."""
     out = subprocess.run([sys.executable, "-c", PRIMED], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     seen = json.loads(out.stdout)
     assert seen["built"] == 1
-    assert seen["child"] == {"inherited": True, "misses": 1, "hits": 1}
+    assert seen["child"] == {"inherited": True, "misses": 1, "hits": 1, "prepared": [1, 1]}

@@ -248,6 +248,15 @@ class _SockFprog(ctypes.Structure):
     _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
 
 
+@functools.lru_cache(maxsize=16)
+def prepared(code: bytes) -> tuple[_SockFprog, ctypes.Array[ctypes.c_char]]:
+    """``code`` as the kernel takes it (a ``sock_fprog`` and the buffer it points to, kept together). Kept:
+    a zygote prepares its workers' filter once, where a fresh fork's first ctypes buffer and cast cost it
+    ~0.24 ms."""
+    buf = ctypes.create_string_buffer(code, len(code))
+    return _SockFprog(len(code) // 8, ctypes.cast(buf, ctypes.c_void_p)), buf
+
+
 def install(code: bytes) -> None:
     """Set no_new_privs and install ``code`` on this thread (call it single-threaded, after fork)."""
     from zeroscale.workers.sandbox import libc as loaded  # the process's handle (sandbox imports this module)
@@ -255,8 +264,7 @@ def install(code: bytes) -> None:
     libc = loaded()
     if libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
         raise SeccompError(f"prctl(PR_SET_NO_NEW_PRIVS): {os.strerror(ctypes.get_errno())}")
-    buf = ctypes.create_string_buffer(code, len(code))
-    prog = _SockFprog(len(code) // 8, ctypes.cast(buf, ctypes.c_void_p))
+    prog, _ = prepared(code)
     if libc.prctl(_PR_SET_SECCOMP, _SECCOMP_MODE_FILTER, ctypes.byref(prog), 0, 0) != 0:
         raise SeccompError(f"prctl(PR_SET_SECCOMP): {os.strerror(ctypes.get_errno())}")
 
