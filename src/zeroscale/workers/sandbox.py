@@ -175,8 +175,9 @@ def libc() -> Any:
 
 def prime() -> None:
     """In a zygote, before it forks: look up the C functions ``confine`` calls and build the seccomp filter
-    a forked worker installs, so that no child does either on its way to its model (``seccomp.program``
-    keeps what it built). Where either cannot be had, ``confine`` does it, or fails, as before."""
+    a forked worker installs, prepared for the kernel, so that no child does either on its way to its model
+    (``seccomp.program`` and ``seccomp.prepared`` keep what they made). Where either cannot be had,
+    ``confine`` does it, or fails, as before."""
     lib = libc()
     for name in ("prctl", "syscall", "unshare", "setns", "capset"):
         getattr(lib, name, None)
