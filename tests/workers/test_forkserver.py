@@ -24,18 +24,31 @@ from sklearn.linear_model import LogisticRegression
 
 from zeroscale.workers.forkserver import SPARE_NAME, THREAD_ENV
 
-# A zygote whose runtime's warm notes that it ran, then raises.
+# A zygote whose runtime's warm notes that it ran (in argv[2]), sleeps argv[4] seconds, notes that it ended
+# (in argv[2] + ".end"), then raises; its container warm-up, after it, notes that it ran (in argv[3]).
 ZYGOTE = textwrap.dedent(
     """
-    import dataclasses, os, socket, sys
-    from zeroscale.runtimes import registry
+    import dataclasses, os, socket, sys, time
+    from zeroscale.runtimes import container, registry
+
+    def note(path):
+        with open(path, "a") as f:
+            f.write(f"{os.getpid()}\\n")
 
     def warm():
-        with open(sys.argv[2], "a") as f:
-            f.write(f"{os.getpid()}\\n")
+        note(sys.argv[2])
+        time.sleep(float(sys.argv[4]))
+        note(sys.argv[2] + ".end")
         raise RuntimeError("warm-up failed")
 
+    real_container_warm = container.warm
+
+    def container_warm():
+        real_container_warm()
+        note(sys.argv[3])
+
     registry.RUNTIMES["sklearn"] = dataclasses.replace(registry.RUNTIMES["sklearn"], warm=warm)
+    container.warm = container_warm
     from zeroscale.workers import forkserver
     forkserver.serve("sklearn", socket.socket(fileno=int(sys.argv[1])))
     """
@@ -82,11 +95,13 @@ class _Zygote:
 
 
 @contextlib.contextmanager
-def _zygote(marker: Path, env: dict[str, str] | None = None) -> Iterator[_Zygote]:
-    """ZYGOTE running with the zygote's thread settings (and ``env``), once it said it is ready."""
+def _zygote(marker: Path, env: dict[str, str] | None = None, *, slow_s: float = 0.0) -> Iterator[_Zygote]:
+    """ZYGOTE running with the zygote's thread settings (and ``env``), once it said it is ready; its
+    runtime's warm-up notes in ``marker`` and takes ``slow_s``, its container warm-up notes in
+    ``marker.container``."""
     ours, theirs = socket.socketpair()
     proc = subprocess.Popen(
-        [sys.executable, "-c", ZYGOTE, str(theirs.fileno()), str(marker)],
+        [sys.executable, "-c", ZYGOTE, str(theirs.fileno()), str(marker), f"{marker}.container", str(slow_s)],
         pass_fds=(theirs.fileno(),),
         env={**os.environ, **THREAD_ENV, **(env or {})},
     )
@@ -131,8 +146,9 @@ def test_a_spare_whose_warm_up_fails_still_serves(tmp_path: Path) -> None:
         _until(lambda: spare() is not None)
         waiting = spare()
         assert marker.read_text().split() == [str(waiting)]  # it ran the warm-up, which raised
-        # and the other warm-ups after it (one of them starts and joins a thread): one thread left once they
-        # are done, as a spare must have (it may become a template, which forks)
+        # and the other warm-ups after it (the container's starts and joins a thread): one thread left once
+        # they are done, as a spare must have (it may become a template, which forks)
+        _until(lambda: Path(f"{marker}.container").exists(), timeout_s=10.0)
         _until(lambda: psutil.Process(waiting).num_threads() == 1, timeout_s=10.0)
         root = os.geteuid() == 0
         if root:  # and, before it, made its worker's empty network namespace (sandbox.prepare_net_ns)
@@ -179,3 +195,21 @@ def test_a_workers_environment_is_its_requests_alone(tmp_path: Path) -> None:
     assert {k: seen["python"].get(k) for k in wanted} == wanted
     # What the runtime adds for the model (the toolkit's variables) and nothing else.
     assert all(k.startswith(("SM_", "SAGEMAKER_")) for k in set(seen["python"]) - set(wanted))
+
+
+def test_a_request_that_comes_while_the_spare_warms_up_waits_for_one_step_only(tmp_path: Path) -> None:
+    """The spare checks for a request between its warm-up steps: one that comes during the runtime's
+    warm-up (here 1.5 s) is served once that step ends, without the steps after it (the container's)."""
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    x = np.random.RandomState(0).rand(40, 3)
+    joblib.dump(LogisticRegression().fit(x, (x[:, 0] > 0.5).astype(int)), model_dir / "model.joblib")
+    marker = tmp_path / "warmed"
+    with _zygote(marker, slow_s=1.5) as zygote:
+        _until(marker.exists)  # the spare is in its runtime's warm-up
+        sock, pid = zygote.fork(tmp_path, model_dir, {**THREAD_ENV, "PATH": os.environ.get("PATH", "")})
+        assert marker.read_text().split()[0] == str(pid)  # the spare took it (the next spare may follow)
+        assert Path(f"{marker}.end").read_text().split()[0] == str(pid)  # after the step under way
+        assert _invoke(sock, b"[[0.9, 0.1, 0.2]]") == (200, [1])
+        container = Path(f"{marker}.container")
+        assert str(pid) not in (container.read_text().split() if container.exists() else [])  # none after it

@@ -17,7 +17,8 @@ A template is a child that loads one model and then runs this same loop on a soc
 A zygote keeps one child forked ahead of the next request, a spare (named ``zs-spare`` while it waits): it
 did the set-up every child does (death signal, descriptors, signals, session, output pipe), ran the
 runtime's ``warm`` (its own throwaway model through the default load and predict: the pages that path
-writes are copied now, not while a request waits) and waits on a pipe. The next request goes to it, so a
+writes are copied now, not while a request waits; and the handler contract's and the container server's,
+step by step until a request comes) and waits on a pipe. The next request goes to it, so a
 cold start does not wait for fork() (milliseconds in a parent of a hundred MB of framework) or that set-up;
 the zygote forks the next spare once requests pause.
 
@@ -124,14 +125,14 @@ def _detach(
     sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115
 
 
-def _await_request(request_fd: int, warm: Callable[[], None] | None) -> dict[str, Any]:
+def _await_request(request_fd: int, warm: Callable[[Callable[[], bool]], None] | None) -> dict[str, Any]:
     """A spare waits here, named ``zs-spare``, for the request the zygote gives it (end of file: retired);
-    first, unless a request is already there, it runs the runtime's ``warm`` (its output goes nowhere)."""
+    first it warms up (``_spare_warm_up``: its output goes nowhere), step by step until a request is there."""
     name = _comm()
     _set_comm(SPARE_NAME)
-    if warm is not None and not select.select([request_fd], [], [], 0)[0]:
+    if warm is not None:
         with contextlib.suppress(Exception):  # a spare that could not warm up serves all the same
-            warm()
+            warm(lambda: bool(select.select([request_fd], [], [], 0)[0]))
     chunks = []
     while chunk := os.read(request_fd, 65536):
         chunks.append(chunk)
@@ -194,7 +195,7 @@ def _child(
     request_fd: int = -1,
     handler: Any = None,
     ready_fd: int | None = None,
-    warm: Callable[[], None] | None = None,
+    warm: Callable[[Callable[[], bool]], None] | None = None,
 ) -> NoReturn:
     """A forked child: for ``req``, or, a spare (``req`` None), for the request it reads from
     ``request_fd`` when the zygote gives it one."""
@@ -291,7 +292,11 @@ class _ForkLoop:
     """The fork loop's state: the control socket, the children's output and ready pipes, the spare."""
 
     def __init__(
-        self, ctl: socket.socket, handler: Any, spares: bool, warm: Callable[[], None] | None = None
+        self,
+        ctl: socket.socket,
+        handler: Any,
+        spares: bool,
+        warm: Callable[[Callable[[], bool]], None] | None = None,
     ) -> None:
         self.ctl = ctl
         self.handler = handler
@@ -486,25 +491,30 @@ def serve(runtime: str, ctl: socket.socket, handler: Any = None) -> None:
     _ForkLoop(ctl, handler, spares=handler is None, warm=warm).run()
 
 
-def _spare_warm_up(spec: Runtime) -> Callable[[], None]:
-    """What a spare does before it waits: its empty network namespace (``sandbox.prepare_net_ns``, root
-    only), the common part of its Landlock ruleset (``sandbox.prepare_landlock``), the warm-ups, each on its
-    own (the runtime's ``warm``: its own model through the default hooks; the handler contract's,
-    ``handler.warm``: a user module's import, hooks and call; the container server's, ``container.warm``: a
-    first thread and request), its own random seeds, then its environment cut to what every worker gets (a
-    request that finds the spare before it got there has all of it done on its way up, by
-    ``sandbox.confine``, ``runtimes.worker`` and ``_set_environment``)."""
+def _spare_warm_up(spec: Runtime) -> Callable[[Callable[[], bool]], None]:
+    """What a spare does before it waits, one step after another, each on its own (one that fails leaves
+    its first use to the worker) and none once a request is there (``pending``): a request that comes
+    meanwhile waits for the step under way, not for the rest, and its worker does only what it needs of
+    them. The steps: its empty network namespace (``sandbox.prepare_net_ns``, root only), the common part
+    of its Landlock ruleset (``sandbox.prepare_landlock``), the runtime's ``warm`` (its own model through
+    the default hooks), the handler contract's (``handler.warm``: a user module's import, hooks and call),
+    the container server's (``container.warm``: a first thread and request). Then, always, its own random
+    seeds and its environment cut to what every worker gets (what a step left undone is done on the
+    worker's way up, by ``sandbox.confine``, ``runtimes.worker`` and ``_set_environment``)."""
     from zeroscale.runtimes import container, handler
     from zeroscale.runtimes.worker import reseed
 
-    steps = [s for s in (spec.warm, functools.partial(handler.warm, spec.defaults), container.warm) if s]
+    def landlock() -> None:
+        sandbox.prepare_landlock(_LANDLOCK_ABI)
 
-    def warm() -> None:
-        sandbox.prepare_net_ns()
-        with contextlib.suppress(OSError, sandbox.SandboxError):  # else confine builds it all, as before
-            sandbox.prepare_landlock(_LANDLOCK_ABI)
+    warm_ups = (spec.warm, functools.partial(handler.warm, spec.defaults), container.warm)
+    steps = [sandbox.prepare_net_ns, landlock, *(s for s in warm_ups if s is not None)]
+
+    def warm(pending: Callable[[], bool]) -> None:
         for step in steps:
-            with contextlib.suppress(Exception):  # one that fails leaves its first use to the worker
+            if pending():
+                break
+            with contextlib.suppress(Exception):
                 step()
         reseed()
         _keep_common_environment()
