@@ -9,6 +9,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -62,10 +63,9 @@ print(data.decode())
 """
 
 
-def _policy(read: list[str], common: int, **extra: object) -> dict[str, object]:
-    policy = sandbox.Policy(
-        read=tuple(read), devices=(), nproc=0, nofile=0, net_ns=False, common=common, **extra
-    )  # type: ignore[arg-type]
+def _policy(read: list[str], common: int, **extra: Any) -> dict[str, object]:
+    fixed = {"devices": (), "nproc": 0, "nofile": 0, "net_ns": False}
+    policy = sandbox.Policy(read=tuple(read), common=common, **fixed, **extra)
     return policy.to_dict()
 
 

@@ -504,11 +504,13 @@ def _spare_warm_up(spec: Runtime) -> Callable[[Callable[[], bool]], None]:
     from zeroscale.runtimes import container, handler
     from zeroscale.runtimes.worker import reseed
 
-    def landlock() -> None:
-        sandbox.prepare_landlock(_LANDLOCK_ABI)
-
-    warm_ups = (spec.warm, functools.partial(handler.warm, spec.defaults), container.warm)
-    steps = [sandbox.prepare_net_ns, landlock, *(s for s in warm_ups if s is not None)]
+    steps: list[Callable[[], None]] = [
+        sandbox.prepare_net_ns,
+        functools.partial(sandbox.prepare_landlock, _LANDLOCK_ABI),
+        *([spec.warm] if spec.warm is not None else []),
+        functools.partial(handler.warm, spec.defaults),
+        container.warm,
+    ]
 
     def warm(pending: Callable[[], bool]) -> None:
         for step in steps:

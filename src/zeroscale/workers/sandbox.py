@@ -450,7 +450,7 @@ def _new_ruleset(handled: tuple[int, int, int], abi: int) -> int:
 
 
 # A zygote's spare builds the common part of its worker's Landlock ruleset before it waits: a ruleset takes
-# a rule per path (~40 here, ~40 us each in a fresh fork), and most are the same for every worker of a server
+# a rule per path (~45 here, ~40 us each in a fresh fork), and most are the same for every worker of a server
 # (the Python installation, the system's libraries, devices, the socket directory). The zygote notes that
 # part from the requests it is given (``note_common``), the spares it forks next add it
 # (``prepare_landlock``), and ``confine`` adds only the rest, or builds its ruleset anew where the request's
