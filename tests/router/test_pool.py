@@ -143,6 +143,40 @@ async def test_a_pool_at_zero_starts_a_worker_for_a_request_and_reports_the_cold
     world.check()
 
 
+async def test_a_cold_request_reaches_its_worker_before_the_started_event_is_announced(world: World) -> None:
+    # The sinks (metrics, the worker's log stream on disk) take the "started" event after the request that
+    # waited for the worker has been written to it, not between the two.
+    pool = world.pool()
+    seen: list[list[tuple[str, str]]] = []
+    request = world.manager.request
+
+    async def recording(*args: Any, **kwargs: Any) -> Any:
+        seen.append(world.recorder.kinds())
+        return await request(*args, **kwargs)
+
+    world.manager.request = recording  # type: ignore[method-assign]
+    await pool.invoke(inv())
+    assert seen == [[]]
+    assert world.recorder.kinds() == [("w1", "started")]  # announced before the answer came back
+    world.check()
+
+
+async def test_a_worker_that_ends_before_it_is_announced_is_announced_first(world: World) -> None:
+    pool = world.pool()
+    world.manager.hold_requests = True
+    hand_over = pool._hand_over
+
+    def crash_after(slot: Any) -> None:
+        hand_over(slot)
+        world.manager.crash(slot.worker_id)  # gone in the same turn of the loop as its hand-over
+
+    pool._hand_over = crash_after  # type: ignore[method-assign]
+    with pytest.raises(ModelError):
+        await pool.invoke(inv())
+    await settle()
+    assert world.recorder.kinds() == [("w1", "started"), ("w1", "crashed")]
+
+
 async def test_requests_queue_while_cold_starts_run_and_each_start_serves_one(world: World) -> None:
     pool = world.pool(max_concurrency=3)
     world.manager.start_gate.clear()
@@ -306,6 +340,34 @@ async def test_a_request_that_waits_past_queue_wait_at_max_concurrency_is_thrott
     assert pool.queued == 0
     world.manager.answer()
     await first
+    world.check()
+
+
+async def test_a_waiter_cancelled_once_it_was_handed_a_worker_passes_the_worker_on(world: World) -> None:
+    pool = world.pool(max_concurrency=1)
+    world.manager.hold_requests = True
+    first = asyncio.ensure_future(pool.invoke(inv()))
+    await settle(10)
+    second = asyncio.ensure_future(pool.invoke(inv()))
+    third = asyncio.ensure_future(pool.invoke(inv()))
+    await settle(10)
+    assert pool.queued == 2
+    hand_over = pool._hand_over
+
+    def cancel_after(slot: Any) -> None:
+        hand_over(slot)
+        second.cancel()  # handed the worker, cancelled before it could resume
+
+    pool._hand_over = cancel_after  # type: ignore[method-assign]
+    world.manager.answer()
+    await first
+    pool._hand_over = hand_over  # type: ignore[method-assign]
+    await settle(10)
+    assert second.cancelled()
+    assert world.manager.requests == ["w1", "w1"]  # the third got the worker
+    world.manager.answer()
+    assert (await third).status == 200
+    assert states(pool) == [S.IDLE] and pool.queued == 0
     world.check()
 
 

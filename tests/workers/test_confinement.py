@@ -36,6 +36,16 @@ def test_a_policy_grants_the_model_and_prepared_code_only(tmp_path: Path) -> Non
             env = {"SAGEMAKER_SUBMIT_DIRECTORY": str(named)}
             policy = conf.policy(model_dir=str(model), env=env, scratch=conf.scratch("w3"))
             assert str(named) not in policy.read
+        # Code beneath the model is the model's rule (no rule of its own); a sibling whose name starts
+        # with the model's is not beneath it.
+        (model / "code").mkdir()
+        sibling = data / "artifacts" / "abc" / "model-src"
+        sibling.mkdir()
+        policy = conf.policy(model_dir=str(model), env={}, scratch=conf.scratch("w4"))
+        assert str(model / "code") not in policy.read and str(model) in policy.read
+        env = {"SAGEMAKER_SUBMIT_DIRECTORY": str(sibling)}
+        policy = conf.policy(model_dir=str(model), env=env, scratch=conf.scratch("w5"))
+        assert str(sibling) in policy.read
         # The first ``common`` paths are the server's own, the same for every worker (a spare prepares them).
         assert str(model) not in policy.read[: policy.common] and str(model) in policy.read[policy.common :]
     finally:

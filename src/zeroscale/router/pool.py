@@ -42,6 +42,11 @@ _UNLOADS = ("evicted", "stopped")  # the exits of a model's worker that unload i
 TIMED_OUT = "invocation timed out"  # a timed-out invocation's ModelError.original_message
 
 
+def _expire(fut: asyncio.Future[Slot]) -> None:
+    if not fut.done():
+        fut.set_exception(TimeoutError())
+
+
 @dataclass(slots=True)
 class Invocation:
     body: Body  # bytes, or a FilePayload streamed from and to files (async requests)
@@ -132,6 +137,8 @@ class VariantPool:
         # A worker started: the template loads once a worker answered a request or went idle, not while the
         # cold request that started the worker is on the CPU (a second model load beside it).
         self._template_after: WorkerSpec | None = None
+        # Workers started and not yet announced (their "started" event): see ``_announce_soon``.
+        self._unannounced: dict[str, WorkerHandle] = {}
         self._empty = asyncio.Event()
         self._empty.set()
         self.draining = False
@@ -251,6 +258,7 @@ class VariantPool:
             self._on_active(self)
         await self._start(slot)
         self._hand_over(slot)
+        self._announce_soon(slot)
 
     def evict(self, slot: Slot) -> int:
         """Stop an idle worker for another pool's memory; the MB that will come back."""
@@ -279,6 +287,7 @@ class VariantPool:
         except DeployError:
             return
         self._hand_over(slot)
+        self._announce_soon(slot)
         if self._settings.max_starting:
             self.scale()  # a start finished: the next, held back by the starts-at-once limit, may go
 
@@ -317,7 +326,7 @@ class VariantPool:
                 self._fail_one_waiter(died)
             self._check_empty()
             raise died
-        self._emit(slot.worker_id, "started", detail=handle.node, setup_s=handle.ready_s)
+        self._unannounced[slot.worker_id] = handle
         self._template.note(spec)
         self._template_after = spec
 
@@ -341,6 +350,18 @@ class VariantPool:
                     )
                 )
             return
+
+    def _announce_soon(self, slot: Slot) -> None:
+        """The "started" event of a worker just handed over, once the loop has run what is ready: the
+        request that waited for it is resumed first (the hand-over's future) and written to the worker before
+        the sinks (metrics, the worker's log stream on disk) take their turn, off the cold start's path. Its
+        end, if it comes first, announces it before itself (``_on_exit``)."""
+        asyncio.get_running_loop().call_soon(self._announce, slot.worker_id)
+
+    def _announce(self, worker_id: str) -> None:
+        handle = self._unannounced.pop(worker_id, None)
+        if handle is not None:
+            self._emit(worker_id, "started", detail=handle.node, setup_s=handle.ready_s)
 
     def _hand_over(self, slot: Slot) -> None:
         """A worker is free (just started, or released): the next waiter gets it, or it goes idle."""
@@ -368,6 +389,7 @@ class VariantPool:
             return
         slot.handle = handle
         self._slots.move(slot, S.GONE)
+        self._announce(slot.worker_id)
         unload_s = None
         if self.spec.target_model and slot.stopping_since is not None and slot.exit_kind() in _UNLOADS:
             unload_s = max(0.0, self._clock() - slot.stopping_since)
@@ -417,18 +439,27 @@ class VariantPool:
         if self.queued >= self._settings.max_queue:
             raise self.throttled("its queue is full")
         at_capacity = self.live >= self.spec.max_concurrency
-        fut: asyncio.Future[Slot] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Slot] = loop.create_future()
         self._waiters.append(fut)
         self._empty.clear()
         self.scale()
         wait_s = self._settings.queue_wait_s
         if not at_capacity:
             wait_s += self._settings.startup_timeout_s
+        # The future itself, with a timer: the hand-over resumes this task (``asyncio.wait_for`` would put
+        # a callback and a future of its own between them).
+        timer = loop.call_later(wait_s, _expire, fut)
         try:
-            return await asyncio.wait_for(fut, wait_s)
+            return await fut
         except TimeoutError:
             raise self.throttled(f"no worker became free within {wait_s:g} s") from None
+        except asyncio.CancelledError:
+            if fut.done() and not fut.cancelled() and fut.exception() is None:
+                self.release(fut.result())  # handed over as the caller was cancelled: the next one gets it
+            raise
         finally:
+            timer.cancel()
             with contextlib.suppress(ValueError):
                 self._waiters.remove(fut)
             self._check_empty()
@@ -487,6 +518,8 @@ class VariantPool:
             raise
         inv.model_s = time.perf_counter() - started
         inv.model_status = resp.status
+        if inv.setup_s is not None:  # the worker's first request: its start is announced before its answer
+            self._announce(slot.worker_id)  # (a no-op where the loop has turned since: ``_announce_soon``)
         self.release(slot)
         if resp.status >= 400:
             raise self.answered_error(handle.worker_id, resp.status, resp.body.decode("utf-8", "replace"))

@@ -150,9 +150,13 @@ class LineRecorder:
 
 def open_stream(log_path: str) -> int:
     """Open (creating it and its directory) a stream file for appending; /dev/null when that fails."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
     try:
-        os.makedirs(os.path.dirname(log_path), exist_ok=True)
-        return os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
+        try:
+            return os.open(log_path, flags, 0o644)
+        except FileNotFoundError:  # the first stream of its directory (or retention removed it)
+            os.makedirs(os.path.dirname(log_path), exist_ok=True)
+            return os.open(log_path, flags, 0o644)
     except OSError as exc:
         print(f"zeroscale: cannot open {log_path}: {exc}", file=sys.stderr, flush=True)
         return os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)

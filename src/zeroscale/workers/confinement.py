@@ -110,8 +110,14 @@ class Confinement:
         """A fresh scratch directory (inside a template's, for its replicas)."""
         base = Path(parent) if parent else self._scratch
         path = base / worker_id
-        path.mkdir(parents=True, exist_ok=True)
-        os.chmod(path, 0o700)
+        try:
+            os.mkdir(path, 0o700)
+        except FileNotFoundError:  # the first in its base
+            base.mkdir(parents=True, exist_ok=True)
+            os.mkdir(path, 0o700)
+        except FileExistsError:
+            pass
+        os.chmod(path, 0o700)  # whatever the umask
         return str(path)
 
     def remove_scratch(self, path: str) -> None:
@@ -132,8 +138,10 @@ class Confinement:
         uid_block: tuple[int, int] | None = None,
     ) -> Policy:
         read = [*self._system, model_dir, *extra_read]
+        inside = model_dir.rstrip("/") + "/"
         for candidate in (str(code_dir(model_dir, env)), env.get(PYTHONPATH, "").strip()):
-            if candidate and self._readable_code(candidate):
+            # beneath the model: readable already (and no stat and realpath on a cold start's path)
+            if candidate and not candidate.startswith(inside) and self._readable_code(candidate):
                 read.append(candidate)
         return Policy(
             read=tuple(read),

@@ -249,7 +249,6 @@ class WorkerManager:
         socket_path = str(self._sock_dir / socket_name(wid, ".sock"))
         with contextlib.suppress(FileNotFoundError):
             os.unlink(socket_path)
-        spec.log_dir.mkdir(parents=True, exist_ok=True)
         handle = WorkerHandle(wid, spec, socket_path, log_path, started_at=time.monotonic())
         conf = self._confinement
         try:
