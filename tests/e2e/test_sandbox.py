@@ -19,6 +19,7 @@ import pytest
 
 from zeroscale.testing import ACCESS_KEY, SECRET_KEY, ServerProcess, deploy, free_port, make_tar, wait_for
 from zeroscale.workers import sandbox
+from zeroscale.workers.confinement import SCRATCH_AHEAD
 
 from .conftest import SklearnModel, handler_model
 
@@ -87,6 +88,8 @@ def transform_fn(model, body, content_type, accept):
         out = _try(lambda: _write(arg))
     elif what == "scratch":
         out = _try(lambda: _write(os.path.join(os.environ["TMPDIR"], "ok.txt")))
+    elif what == "tmpdir":
+        out = {"ok": True, "path": os.environ["TMPDIR"]}
     elif what == "connect":
         out = _try(lambda: _connect(arg))
     elif what == "kill":
@@ -194,6 +197,17 @@ def test_writes_only_its_scratch_directory(
     for path in (server.data_dir / "evil.txt", Path("/tmp") / f"zeroscale-evil-{os.getpid()}.txt"):
         assert refused(attack(smr, "write", str(path))), path
         assert not path.exists()
+    # Nor the other scratch directories: the neighbour's, and those made ahead for the next workers (once
+    # starts pause: the attacker's worker may have just started).
+    own = Path(attack(smr, "tmpdir")["path"])
+
+    def others() -> list[Path]:
+        return [d for d in own.parent.iterdir() if d.is_dir() and d != own]
+
+    wait_for(lambda: sum(d.name.startswith("ready-") for d in others()) >= SCRATCH_AHEAD, timeout_s=5)
+    for other in others():
+        assert refused(attack(smr, "write", str(other / "evil.txt"))), other
+        assert not (other / "evil.txt").exists()
 
 
 def test_cannot_call_home_or_signal_the_server(

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from zeroscale.workers import sandbox, seccomp
-from zeroscale.workers.confinement import Confinement, SandboxSettings
+from zeroscale.workers.confinement import SCRATCH_AHEAD, Confinement, SandboxSettings
 
 
 def test_a_policy_grants_the_model_and_prepared_code_only(tmp_path: Path) -> None:
@@ -110,3 +110,23 @@ def test_an_images_policy_is_tcp_only_unless_outbound(tmp_path: Path) -> None:
                 )
         finally:
             conf.close()
+
+
+def test_a_worker_takes_a_scratch_directory_made_ahead_else_makes_its_own(tmp_path: Path) -> None:
+    conf = Confinement(SandboxSettings(tmp_path / "data"), tmp_path / "workers")
+    root = tmp_path / "workers" / "scratch"
+    try:
+        conf.stock_scratch()
+        ahead = sorted(str(p) for p in root.iterdir())
+        assert len(ahead) == SCRATCH_AHEAD and not conf.stock_low
+        assert all(Path(p).stat().st_mode & 0o777 == 0o700 and not any(Path(p).iterdir()) for p in ahead)
+        taken = sorted(conf.worker_scratch(f"w{i}") for i in range(SCRATCH_AHEAD))
+        assert taken == ahead and conf.stock_low  # no directory made on the way
+        made = conf.worker_scratch("w9")  # none waits: made now, named for its worker
+        assert made == str(root / "w9") and Path(made).stat().st_mode & 0o777 == 0o700
+        assert conf.scratch("template-t") == str(root / "template-t")  # a template's is always its own
+        conf.stock_scratch()
+        assert len(list(root.iterdir())) == 2 * SCRATCH_AHEAD + 2
+    finally:
+        conf.close()
+    assert sorted(str(p) for p in root.iterdir()) == sorted([*taken, made, str(root / "template-t")])

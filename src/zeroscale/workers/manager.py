@@ -36,6 +36,7 @@ from zeroscale.workers.stream import WorkerStream, open_stream
 from zeroscale.workers.zygotes import TemplateRefused, Zygote, ZygoteError, tail
 
 log = logging.getLogger("zeroscale.workers")
+RESTOCK_AFTER_S = 0.05  # scratch directories are made ahead once cold starts pause this long
 TEMPLATE_MIN_OPEN_FILES = 4096
 PARKED_LOG = ".parked-"  # a parked replica's log file: hidden (a dot file is no log stream) until it is taken
 _RELEASE_TRIES = 20  # passes, 50 ms apart, for a dead worker's killed processes to go
@@ -166,6 +167,8 @@ class WorkerManager:
         self._extra_mb: dict[int, float] = {}  # worker uid -> private MB of its other processes
         self._releasing: list[tuple[str, int, int]] = []  # (scratch, uid, tries left) of exited workers
         self._release_timer: asyncio.Handle | None = None
+        self._restocking: asyncio.Future[None] | None = None  # scratch directories being made ahead
+        self._restock_timer: asyncio.TimerHandle | None = None
         self._ticks = 0
 
     # ---- lifecycle ----
@@ -174,6 +177,8 @@ class WorkerManager:
         self._sock_dir = sockdir.prepare(self._run_dir)
         for stale in self._sock_dir.glob("*.sock"):  # left by a server that was killed
             stale.unlink(missing_ok=True)
+        if self._confinement is not None:
+            self._confinement.stock_scratch()
         self._watchdog = asyncio.create_task(self._watch_memory())
 
     async def prewarm(self, runtimes: tuple[str, ...]) -> None:
@@ -196,6 +201,12 @@ class WorkerManager:
         if self._release_timer is not None:
             self._release_timer.cancel()
             self._release_timer = None
+        if self._restock_timer is not None:
+            self._restock_timer.cancel()
+            self._restock_timer = None
+        if self._restocking is not None:
+            with contextlib.suppress(Exception):
+                await self._restocking
         if self._confinement is not None:
             self._release_now()
             self._confinement.close()
@@ -255,7 +266,7 @@ class WorkerManager:
             if spec.command:
                 policy = None
                 if conf is not None:
-                    handle.scratch, handle.uid = conf.scratch(wid), conf.uid()
+                    handle.scratch, handle.uid = conf.worker_scratch(wid), conf.uid()
                     policy = conf.image_policy(
                         spec.model_dir, spec.workdir, spec.env, handle.scratch, handle.uid
                     )
@@ -285,7 +296,9 @@ class WorkerManager:
                 if conf is not None:
                     # A template's replica is already confined: it adds a layer for its own scratch directory
                     # (inside the template's) and takes its own uid.
-                    handle.scratch = conf.scratch(wid, parent=replica_of)
+                    handle.scratch = (
+                        conf.scratch(wid, parent=replica_of) if replica_of else conf.worker_scratch(wid)
+                    )
                     handle.uid = conf.uid(self._template_blocks.get(zygote.pid) if live_template else None)
                     policy = conf.policy(
                         model_dir=spec.model_dir, env=env, scratch=handle.scratch, uid=handle.uid
@@ -295,6 +308,7 @@ class WorkerManager:
                     request["sandbox"] = policy.to_dict()
                     env["TMPDIR"] = handle.scratch
                 handle.pid = await self._fork(zygote, request, handle.log_path)
+            self._restock()
         except ZygoteError as exc:
             self._release_sandbox(handle.scratch, handle.uid)
             raise DeployError(str(exc)) from exc
@@ -385,6 +399,31 @@ class WorkerManager:
         if not handle.alive and on_exit is not None:
             on_exit(handle)
         return handle
+
+    def _restock(self) -> None:
+        """Make the scratch directories the next cold starts take (``Confinement.stock_scratch``), in a
+        thread, once starts pause for ``RESTOCK_AFTER_S``: not while this one's worker sets up, which on
+        a machine of two cores would wait for the core the thread takes."""
+        conf = self._confinement
+        if conf is None or not conf.stock_low:
+            return
+        if self._restock_timer is not None:
+            self._restock_timer.cancel()
+        self._restock_timer = asyncio.get_running_loop().call_later(RESTOCK_AFTER_S, self._restock_now)
+
+    def _restock_now(self) -> None:
+        self._restock_timer = None
+        conf = self._confinement
+        if conf is None or self._restocking is not None:
+            return
+        self._restocking = restocking = asyncio.ensure_future(asyncio.to_thread(conf.stock_scratch))
+
+        def done(_: asyncio.Future[None]) -> None:
+            self._restocking = None
+            if not restocking.cancelled() and (exc := restocking.exception()) is not None:
+                log.warning("cannot make scratch directories ahead (%s): cold starts make their own", exc)
+
+        restocking.add_done_callback(done)
 
     @staticmethod
     async def _fork(zygote: Zygote, request: dict[str, object], log_path: Path, op: str = "fork") -> int:
