@@ -1,5 +1,6 @@
 """The zygote's spare runs its runtime's ``warm`` before it waits, and serves all the same when that fails;
-its worker's environment is its request's alone."""
+its worker's environment is its request's alone. The spare waits on the pipes its server gave (``channel``):
+the test speaks the zygote's protocol as the server does (``zygotes.py``)."""
 
 from __future__ import annotations
 
@@ -37,6 +38,7 @@ ZYGOTE = textwrap.dedent(
 
     def warm():
         note(sys.argv[2])
+        print("printed by the spare's warm-up", flush=True)
         time.sleep(float(sys.argv[4]))
         note(sys.argv[2] + ".end")
         raise RuntimeError("warm-up failed")
@@ -71,34 +73,73 @@ class _Zygote:
     proc: subprocess.Popen[bytes]
     ours: socket.socket
     reader: BinaryIO
+    channel: tuple[int, int] | None = None  # our ends of the next spare's request and ready pipes
 
-    def fork(self, tmp_path: Path, model_dir: Path, env: dict[str, str]) -> tuple[str, int]:
-        """A fork request for a worker of ``model_dir`` on a socket in ``tmp_path``: its socket and pid, once
-        the zygote said it is up."""
-        sock = str(tmp_path / "w.sock")
+    def offer(self) -> None:
+        """Give the zygote the pipes of its next spare."""
+        request_r, request_w = os.pipe()
+        ready_r, ready_w = os.pipe()
+        line = json.dumps({"op": "channel", "id": "c"}).encode() + b"\n"
+        socket.send_fds(self.ours, [line], [request_r, ready_w])
+        os.close(request_r)
+        os.close(ready_w)
+        self.channel = (request_w, ready_r)
+
+    def spare(self) -> int:
+        """The pid of the spare forked on the channel, once the zygote says so."""
+        msg = json.loads(self.reader.readline())
+        assert msg["op"] == "spare" and msg["id"] == "c", msg
+        return int(msg["pid"])
+
+    def fork(
+        self, tmp_path: Path, model_dir: Path, env: dict[str, str], *, took_late: bool = False
+    ) -> tuple[str, int]:
+        """A worker of ``model_dir`` on a socket in ``tmp_path``: its socket and pid, once it is up. With a
+        channel given, written to the spare and its ready byte read here (``took_late``: the zygote hears
+        of it only then); else a fork request."""
+        sock, log = str(tmp_path / "w.sock"), tmp_path / "w.log"
         request = {
             "op": "fork",
             "id": "w",
             "runtime": "sklearn",
             "model_dir": str(model_dir),
             "socket_path": sock,
-            "log_path": str(tmp_path / "w.log"),
+            "log_path": str(log),
             "env": env,
         }
+        if self.channel is not None:
+            (request_w, ready_r), self.channel = self.channel, None
+            pid = self.spare()
+            os.write(request_w, json.dumps(request).encode())
+            os.close(request_w)
+
+            def took() -> None:
+                log_fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+                line = {"op": "took", "pid": pid, "log_fd": True, "log_path": str(log)}
+                socket.send_fds(self.ours, [json.dumps(line).encode() + b"\n"], [log_fd])
+                os.close(log_fd)
+
+            if not took_late:
+                took()
+            assert os.read(ready_r, 1) == b"1", log.read_text()
+            os.close(ready_r)
+            if took_late:
+                took()
+            return sock, pid
         self.ours.sendall(json.dumps(request).encode() + b"\n")
         forked = json.loads(self.reader.readline())
         assert forked["op"] == "forked" and forked["id"] == "w"
-        assert json.loads(self.reader.readline()) == {"op": "up", "pid": forked["pid"]}, (
-            tmp_path / "w.log"
-        ).read_text()
+        assert json.loads(self.reader.readline()) == {"op": "up", "pid": forked["pid"]}, log.read_text()
         return sock, int(forked["pid"])
 
 
 @contextlib.contextmanager
-def _zygote(marker: Path, env: dict[str, str] | None = None, *, slow_s: float = 0.0) -> Iterator[_Zygote]:
-    """ZYGOTE running with the zygote's thread settings (and ``env``), once it said it is ready; its
-    runtime's warm-up notes in ``marker`` and takes ``slow_s``, its container warm-up notes in
-    ``marker.container``."""
+def _zygote(
+    marker: Path, env: dict[str, str] | None = None, *, slow_s: float = 0.0, spare: bool = True
+) -> Iterator[_Zygote]:
+    """ZYGOTE running with the zygote's thread settings (and ``env``), once it said it is ready, given the
+    pipes of a spare (``spare``); its runtime's warm-up notes in ``marker`` and takes ``slow_s``, its
+    container warm-up notes in ``marker.container``."""
     ours, theirs = socket.socketpair()
     proc = subprocess.Popen(
         [sys.executable, "-c", ZYGOTE, str(theirs.fileno()), str(marker), f"{marker}.container", str(slow_s)],
@@ -110,7 +151,10 @@ def _zygote(marker: Path, env: dict[str, str] | None = None, *, slow_s: float = 
     reader = ours.makefile("rb")
     try:
         assert json.loads(reader.readline())["op"] == "ready"
-        yield _Zygote(proc, ours, reader)
+        zygote = _Zygote(proc, ours, reader)
+        if spare:
+            zygote.offer()
+        yield zygote
     finally:
         reader.close()
         ours.close()
@@ -153,11 +197,40 @@ def test_a_spare_whose_warm_up_fails_still_serves(tmp_path: Path) -> None:
         root = os.geteuid() == 0
         if root:  # and, before it, made its worker's empty network namespace (sandbox.prepare_net_ns)
             assert _netns(waiting) != _netns(zygote.proc.pid)
-        sock, pid = zygote.fork(tmp_path, model_dir, {**THREAD_ENV, "PATH": os.environ.get("PATH", "")})
+        env = {**THREAD_ENV, "PATH": os.environ.get("PATH", "")}
+        sock, pid = zygote.fork(tmp_path, model_dir, env, took_late=True)
         assert pid == waiting
         if root:  # a request without a sandbox: back in the zygote's (the host's) network
             assert _netns(waiting) == _netns(zygote.proc.pid)
         assert _invoke(sock, b"[[0.9, 0.1, 0.2]]") == (200, [1])
+        # What it printed once it had its request is its worker's, also before the zygote heard of it;
+        # what its warm-up printed is nobody's.
+        _until(lambda: "zeroscale worker ready" in (tmp_path / "w.log").read_text())
+        assert "warm-up" not in (tmp_path / "w.log").read_text()
+
+
+def test_a_spare_that_dies_waiting_is_reported_and_the_next_channel_gets_another(tmp_path: Path) -> None:
+    with _zygote(tmp_path / "warmed") as zygote:
+        first = zygote.spare()
+        assert zygote.channel is not None
+        for fd in zygote.channel:
+            os.close(fd)
+        zygote.channel = None
+        os.kill(first, 9)
+        assert json.loads(zygote.reader.readline()) == {"op": "exit", "pid": first, "status": -9}
+        zygote.offer()
+        assert zygote.spare() not in (first, 0)
+
+
+def test_a_zygote_given_no_channel_forks_for_each_request(tmp_path: Path) -> None:
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    x = np.random.RandomState(0).rand(40, 3)
+    joblib.dump(LogisticRegression().fit(x, (x[:, 0] > 0.5).astype(int)), model_dir / "model.joblib")
+    with _zygote(tmp_path / "warmed", spare=False) as zygote:
+        sock, pid = zygote.fork(tmp_path, model_dir, {**THREAD_ENV, "PATH": os.environ.get("PATH", "")})
+        assert _invoke(sock, b"[[0.9, 0.1, 0.2]]") == (200, [1])
+        assert [c.pid for c in psutil.Process(zygote.proc.pid).children()] == [pid]  # no spare
 
 
 # Answers with its process's environment as Python sees it and as a child process inherits it (the C one).

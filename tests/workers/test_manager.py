@@ -212,8 +212,9 @@ def transform_fn(model, body, content_type, accept):
 async def test_the_zygote_says_when_a_worker_listens_so_nothing_polls_its_socket(
     manager: WorkerManager, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The worker writes a byte on a pipe from its zygote once its socket listens; the zygote tells the
-    server, which connects once, then: a model that loads for 0.3 s costs one connect(), not a poll loop."""
+    """The worker writes a byte on a pipe once its socket listens (its zygote's, which tells the server; a
+    spare's is the server's own): the server connects once, then: a model that loads for 0.3 s costs one
+    connect(), not a poll loop."""
     root = tmp_path / "slow"
     (root / "code").mkdir(parents=True)
     (root / "code" / "inference.py").write_text(SLOW_LOAD)
@@ -274,6 +275,23 @@ async def test_the_zygote_keeps_a_spare_forked_and_the_next_cold_start_is_that_s
     (following,) = _spares(zygote)
     await manager.close()
     await _until(lambda: not _alive(following))  # a spare ends with its zygote, never left behind
+
+
+async def test_a_spare_that_dies_waiting_is_replaced_and_its_exit_is_no_workers(
+    manager: WorkerManager, model_dir: Path, tmp_path: Path
+) -> None:
+    first = await manager.start(spec(model_dir, tmp_path))
+    zygote = psutil.Process(first.pid).parent()
+    assert zygote is not None
+    await _until(lambda: len(_spares(zygote)) == 1)
+    (spare,) = _spares(zygote)
+    os.kill(spare, signal.SIGKILL)
+    await _until(lambda: _spares(zygote) not in ([], [spare]))  # another, on the pipes the server gave
+    (following,) = _spares(zygote)
+    assert spare not in manager._early_exits  # no worker's exit waits for its start
+    second = await manager.start(spec(model_dir, tmp_path))
+    assert second.pid == following
+    assert (await ask(second))["pid"] == following
 
 
 WHO = """

@@ -218,6 +218,7 @@ class Captures:
         self._clock = clock
         self._pipes: dict[int, _Pipe] = {}  # read end -> pipe
         self._by_pid: dict[int, int] = {}  # child pid -> read end
+        self._paused: set[int] = set()  # read ends not read until retargeted (``pause``)
 
     def open(self, log_path: str, fd: int | None = None) -> tuple[int, int]:
         """A new pipe whose output goes to ``log_path`` (``fd``: that file, opened by the server, owned from
@@ -228,11 +229,21 @@ class Captures:
         return pipe.read_fd, pipe.write_fd
 
     def retarget(self, read_fd: int, fd: int) -> None:
-        """The pipe at ``read_fd`` now records into ``fd`` (owned from here on); the stream it had is closed.
-        A zygote's spare gets its log file this way once it has a request."""
+        """The pipe at ``read_fd`` now records into ``fd`` (owned from here on); the stream it had is closed,
+        and a paused pipe is read again. A zygote's spare gets its log file this way once it has a request."""
         pipe = self._pipes[read_fd]
         pipe.recorder.close(self._clock())
         pipe.recorder = LineRecorder(fd)
+        if read_fd in self._paused:
+            self._paused.discard(read_fd)
+            self._sel.register(read_fd, selectors.EVENT_READ, "out")
+
+    def pause(self, read_fd: int) -> None:
+        """Leave what comes in the pipe at ``read_fd`` there until it is retargeted (a spare given to the
+        server: what it prints once the server wrote it a request is its worker's, and the zygote hears of
+        that request after the spare)."""
+        self._sel.unregister(read_fd)
+        self._paused.add(read_fd)
 
     def inherited(self) -> list[int]:
         """The descriptors a new child must close: every pipe's read end and stream file."""
@@ -277,8 +288,11 @@ class Captures:
 
     def _close(self, fd: int) -> None:
         pipe = self._pipes.pop(fd, None)
-        with contextlib.suppress(KeyError, ValueError):
-            self._sel.unregister(fd)
+        if fd in self._paused:
+            self._paused.discard(fd)
+        else:
+            with contextlib.suppress(KeyError, ValueError):
+                self._sel.unregister(fd)
         if pipe is not None:
             pipe.close()
 

@@ -10,6 +10,11 @@ socket whose fd number is its second argument:
     <- {"op": "up", "pid": ...}          its socket listens (the worker wrote a byte on a pipe from here)
     <- {"op": "exit", "pid": ..., "status": <exit code, or -signal>}
     -> {"op": "template", "id": ..., "model_dir": ..., "ctl_path": ..., "log_path": ..., "env": {...}}
+    -> {"op": "channel", "id": ...}     with two descriptors: the read end of a request pipe and the write
+                                         end of a ready pipe, for the next spare (the server keeps the others)
+    <- {"op": "spare", "id": ..., "pid": ...}   the spare forked on that channel waits for its request
+    -> {"op": "took", "pid": ..., "log_fd": true, "log_path": ..., "sandbox": {...}}   the server wrote a
+                                         request to that spare itself; here is its log file
 
 A template is a child that loads one model and then runs this same loop on a socket it listens on at
 ``ctl_path``: its children are replicas that serve the already loaded model (scale-out without a model load).
@@ -18,9 +23,13 @@ A zygote keeps one child forked ahead of the next request, a spare (named ``zs-s
 did the set-up every child does (death signal, descriptors, signals, session, output pipe), ran the
 runtime's ``warm`` (its own throwaway model through the default load and predict: the pages that path
 writes are copied now, not while a request waits; and the handler contract's and the container server's,
-step by step until a request comes) and waits on a pipe. The next request goes to it, so a
-cold start does not wait for fork() (milliseconds in a parent of a hundred MB of framework) or that set-up;
-the zygote forks the next spare once requests pause.
+step by step until a request comes) and waits on a pipe. A cold start does not wait for fork()
+(milliseconds in a parent of a hundred MB of framework) or that set-up. The spare's two pipes are the
+server's (``channel``): the server writes its request straight to it and hears its ready byte itself, so
+neither passes through the zygote (each hop through it cost a cold start ~0.3-0.7 ms here: a process woken
+from sleep); it then tells the zygote which log file the spare's output goes to (``took``). Until then the
+zygote does not read that output (the spare writes nothing before its request: its warm-up's output goes
+to /dev/null). The zygote forks the next spare once requests pause and the server gave it a channel.
 
 What forking breaks, and how it is handled here:
 - threads: a template forks only while it is the one thread of its process (``thread_count``), else it
@@ -52,7 +61,6 @@ import socket
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from zeroscale.workers import sandbox
@@ -98,10 +106,17 @@ def die_with_parent() -> None:
 
 
 def _detach(
-    ctl: socket.socket, wake_r: int, wake_w: int, zygote_pid: int, out_fd: int, inherited: list[int]
-) -> None:
+    ctl: socket.socket,
+    wake_r: int,
+    wake_w: int,
+    zygote_pid: int,
+    out_fd: int,
+    inherited: list[int],
+    hold_output: bool = False,
+) -> int:
     """A new child's set-up before it knows what it will run: die with the zygote, drop the zygote's
-    descriptors and signal handlers, a session of its own, its output into its pipe."""
+    descriptors and signal handlers, a session of its own, its output into its pipe. ``hold_output`` (a
+    spare): its output goes to /dev/null until its request comes; returns the pipe, kept (else -1)."""
     die_with_parent()
     if os.getppid() != zygote_pid:  # the zygote died before the death signal was armed: nobody to obey
         raise SystemExit(70)
@@ -115,14 +130,26 @@ def _detach(
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     os.setsid()
-    os.dup2(out_fd, 1)
-    os.dup2(out_fd, 2)
-    os.close(out_fd)
-    devnull = os.open(os.devnull, os.O_RDONLY)
+    devnull = os.open(os.devnull, os.O_RDWR)
+    output = devnull if hold_output else out_fd
+    os.dup2(output, 1)
+    os.dup2(output, 2)
+    if not hold_output:
+        os.close(out_fd)
     os.dup2(devnull, 0)
     os.close(devnull)
     sys.stdout = open(1, "w", buffering=1, closefd=False)  # noqa: SIM115
     sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115
+    return out_fd if hold_output else -1
+
+
+def _output_to(fd: int) -> None:
+    """What the process prints from now on goes to ``fd`` (a spare's pipe, once it has its request)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
 
 
 def _await_request(request_fd: int, warm: Callable[[Callable[[], bool]], None] | None) -> dict[str, Any]:
@@ -201,9 +228,10 @@ def _child(
     ``request_fd`` when the zygote gives it one."""
     code = 70
     try:
-        _detach(ctl, wake_r, wake_w, zygote_pid, out_fd, inherited)
+        held = _detach(ctl, wake_r, wake_w, zygote_pid, out_fd, inherited, hold_output=req is None)
         if req is None:
             req = _await_request(request_fd, warm)
+            _output_to(held)
             if req.get("op") != "fork" and ready_fd is not None:  # a template says it is up otherwise
                 os.close(ready_fd)
                 ready_fd = None
@@ -278,16 +306,6 @@ def _send(ctl: socket.socket, msg: dict[str, Any]) -> None:
     ctl.sendall(json.dumps(msg).encode() + b"\n")
 
 
-@dataclass
-class _Spare:
-    """A child forked ahead of the next request, waiting for it on ``request_w``."""
-
-    pid: int
-    request_w: int  # the zygote writes the request here, then closes it
-    out_r: int  # its output pipe's read end (a Captures pipe, to /dev/null until it has a log file)
-    ready_r: int  # its ready pipe's read end (used if the request is a worker's)
-
-
 class _ForkLoop:
     """The fork loop's state: the control socket, the children's output and ready pipes, the spare."""
 
@@ -310,11 +328,14 @@ class _ForkLoop:
         self.sel.register(self.wake_r, selectors.EVENT_READ, "chld")
         self.captures = Captures(self.sel)
         self.readying: dict[int, int] = {}  # read end of a worker's ready pipe -> its pid, until up or gone
-        self.passed: collections.deque[int] = collections.deque()  # log files the server sent, in order
+        self.passed: collections.deque[int] = collections.deque()  # descriptors the server sent, in order
         self.pid = os.getpid()
-        self.spare: _Spare | None = None
+        self.spares = spares
         self.spare_at: float | None = time.monotonic() if spares else None  # when to fork the next one
-        self.unassigned: set[int] = set()  # spares retired or dead before a request: not the server's
+        # The pipes the server gave for the next spare: (its id, the request pipe's read end, the ready
+        # pipe's write end); and the spare forked on them, until the server says it took it: pid -> output.
+        self.channel: tuple[str, int, int] | None = None
+        self.offered: dict[int, int] = {}
 
     def run(self) -> None:
         buf = b""
@@ -332,7 +353,7 @@ class _ForkLoop:
                     data, fds, _, _ = socket.recv_fds(self.ctl, 65536, 16, socket.MSG_CMSG_CLOEXEC)
                     self.passed.extend(fds)
                     if not data:
-                        self._retire_spare()
+                        self._drop_channel()
                         self.captures.close_all()
                         return
                     buf += data
@@ -340,51 +361,109 @@ class _ForkLoop:
                         line, buf = buf.split(b"\n", 1)
                         self._request(json.loads(line))
             self.captures.flush_due()
-            if self.spare is None and self.spare_at is not None and time.monotonic() >= self.spare_at:
+            if self._spare_due():
                 self.spare_at = None
-                self.spare = self._fork(None, None)
+                self._offer()
+
+    def _spare_due(self) -> bool:
+        return (
+            self.channel is not None
+            and not self.offered
+            and self.spare_at is not None
+            and time.monotonic() >= self.spare_at
+        )
 
     def _timeout(self) -> float | None:
         timeout = self.captures.timeout()
-        if self.spare is None and self.spare_at is not None:
+        if self.channel is not None and not self.offered and self.spare_at is not None:
             due = max(0.0, self.spare_at - time.monotonic())
             timeout = due if timeout is None else min(timeout, due)
         return timeout
 
     def _request(self, req: dict[str, Any]) -> None:
+        op = req.get("op")
+        if op == "channel":
+            fds = [self.passed.popleft() for _ in range(min(2, len(self.passed)))]
+            self._drop_channel()
+            if len(fds) == 2 and self.spares:
+                self.channel = (str(req["id"]), fds[0], fds[1])
+            else:
+                for fd in fds:
+                    os.close(fd)
+            return
         log_fd = self.passed.popleft() if req.get("log_fd") and self.passed else None
-        if req.get("op") not in ("fork", "template"):
+        if op == "took":
+            self._took(req, log_fd)
+            return
+        if op not in ("fork", "template"):
             if log_fd is not None:
                 os.close(log_fd)
             return
-        if self.spare_at is not None or self.spare is not None:
+        if self.spares:
             self.spare_at = time.monotonic() + SPARE_AFTER_S  # the next spare after a quiet moment
-        spare, self.spare = self.spare, None
-        if spare is None or not self._assign(spare, req, log_fd):
-            self._fork(req, log_fd)
-        if req.get("sandbox"):  # after the hand-off: for the spares forked from now on
+        self._fork(req, log_fd)
+        if req.get("sandbox"):  # for the spares forked from now on
             sandbox.note_common(req["sandbox"])
 
-    def _fork(self, req: dict[str, Any] | None, log_fd: int | None) -> _Spare | None:
-        """Fork a child for ``req``, or (``req`` None) a spare that waits for the next request."""
+    def _offer(self) -> None:
+        """Fork a spare on the server's channel and say so; the server writes its request itself."""
+        assert self.channel is not None
+        rid, request_r, ready_w = self.channel
+        pid = self._fork(None, None, channel=(request_r, ready_w))
+        if pid is None:  # fork() failed: the channel waits for another try
+            self.spare_at = time.monotonic() + SPARE_RETRY_S
+            return
+        self.channel = None
+        _send(self.ctl, {"op": "spare", "id": rid, "pid": pid})
+
+    def _took(self, req: dict[str, Any], log_fd: int | None) -> None:
+        """The server wrote a request to the spare ``req["pid"]``: its output goes to its log file now."""
+        out_r = self.offered.pop(int(req["pid"]), None)
+        if out_r is None:  # it died first (its exit is reported)
+            if log_fd is not None:
+                os.close(log_fd)
+            return
+        self.captures.retarget(out_r, log_fd if log_fd is not None else open_stream(req["log_path"]))
+        self.spare_at = time.monotonic() + SPARE_AFTER_S
+        if req.get("sandbox"):
+            sandbox.note_common(req["sandbox"])
+
+    def _drop_channel(self) -> None:
+        if self.channel is not None:
+            for fd in self.channel[1:]:
+                os.close(fd)
+            self.channel = None
+
+    def _fork(
+        self, req: dict[str, Any] | None, log_fd: int | None, channel: tuple[int, int] | None = None
+    ) -> int | None:
+        """Fork a child for ``req``, or (``req`` None) a spare that waits for its request on ``channel``
+        (the server's request pipe's read end and ready pipe's write end; kept by the caller if fork()
+        fails). Returns the spare's pid, or None (also when a spare could not be forked)."""
         log_path = req["log_path"] if req is not None else os.devnull
         out_r, out_w = self.captures.open(log_path, log_fd)
         worker = req is None or req["op"] == "fork"
-        ready_r, ready_w = os.pipe() if worker else (-1, -1)
-        request_r, request_w = os.pipe() if req is None else (-1, -1)
+        if channel is not None:
+            (request_r, ready_w), ready_r = channel, -1
+        else:
+            request_r = -1
+            ready_r, ready_w = os.pipe() if worker else (-1, -1)
         try:
             pid = os.fork()
         except OSError:
             self.captures.abandon(out_r, out_w)
-            for fd in (ready_r, ready_w, request_r, request_w):
-                if fd >= 0:
-                    os.close(fd)
+            if channel is None:
+                for fd in (ready_r, ready_w):
+                    if fd >= 0:
+                        os.close(fd)
             if req is None:
                 return None  # no spare: requests fork as they come
             raise
         if pid == 0:
             inherited = [*self.captures.inherited(), self.sel.fileno(), *self.readying]
-            inherited += [fd for fd in (ready_r, request_w) if fd >= 0]
+            inherited += [fd for fd in (ready_r,) if fd >= 0]
+            if self.channel is not None and channel is None:  # another spare's, not this child's
+                inherited += self.channel[1:]
             _child(
                 self.ctl,
                 self.wake_r,
@@ -403,39 +482,13 @@ class _ForkLoop:
             if fd >= 0:
                 os.close(fd)
         if req is None:
-            return _Spare(pid, request_w, out_r, ready_r)
+            self.captures.pause(out_r)
+            self.offered[pid] = out_r
+            return pid
         _send(self.ctl, {"op": "forked", "id": req["id"], "pid": pid})
         if ready_r >= 0:
             self._watch_ready(ready_r, pid)
         return None
-
-    def _assign(self, spare: _Spare, req: dict[str, Any], log_fd: int | None) -> bool:
-        """Give ``req`` to the spare (False: it is gone; ``log_fd`` is still the caller's)."""
-        try:
-            data = json.dumps(req).encode()
-            view = memoryview(data)
-            while view:
-                view = view[os.write(spare.request_w, view) :]
-        except OSError:
-            self.unassigned.add(spare.pid)
-            os.close(spare.request_w)
-            os.close(spare.ready_r)
-            return False
-        os.close(spare.request_w)
-        self.captures.retarget(spare.out_r, log_fd if log_fd is not None else open_stream(req["log_path"]))
-        _send(self.ctl, {"op": "forked", "id": req["id"], "pid": spare.pid})
-        if req["op"] == "fork":
-            self._watch_ready(spare.ready_r, spare.pid)
-        else:
-            os.close(spare.ready_r)
-        return True
-
-    def _retire_spare(self) -> None:
-        spare, self.spare = self.spare, None
-        if spare is not None:
-            self.unassigned.add(spare.pid)
-            os.close(spare.request_w)  # it reads end of file and exits
-            os.close(spare.ready_r)
 
     def _watch_ready(self, ready_r: int, pid: int) -> None:
         self.readying[ready_r] = pid
@@ -450,13 +503,8 @@ class _ForkLoop:
             if pid == 0:
                 return
             self.captures.exited(pid)  # its last lines are in the file before anyone hears of the exit
-            if self.spare is not None and pid == self.spare.pid:  # died waiting: try again later
-                self.unassigned.add(pid)
-                self._retire_spare()
+            if self.offered.pop(pid, None) is not None:  # died waiting (the server drops it): another later
                 self.spare_at = time.monotonic() + SPARE_RETRY_S
-            if pid in self.unassigned:
-                self.unassigned.discard(pid)
-                continue
             _send(self.ctl, {"op": "exit", "pid": pid, "status": os.waitstatus_to_exitcode(status)})
 
     def _up(self, fd: int) -> None:

@@ -2,7 +2,10 @@
 zygote's side), ask it for workers, hear exits.
 
 Each fork request carries the child's log file, opened here (``SCM_RIGHTS`` on the control socket): a
-template is confined like a worker and may not open files in the log directory itself."""
+template is confined like a worker and may not open files in the log directory itself.
+
+A zygote's spare (``forkserver.py``) waits on pipes made here (``channel``): a fork request goes straight to
+it, and its ready byte comes straight back, without waking the zygote on the way (``_give_spare``)."""
 
 from __future__ import annotations
 
@@ -13,6 +16,7 @@ import os
 import socket
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +34,19 @@ class ZygoteError(Exception):
 class TemplateRefused(ZygoteError):
     """A template that would not fork: loading its model left other threads in its process
     (``forkserver.refuse_if_threaded``). Another try with the same model would refuse again."""
+
+
+# A request written to a spare's pipe at once (an empty pipe holds 64 KiB); a larger one goes to the zygote.
+_DIRECT_MAX = 32 * 1024
+
+
+@dataclass
+class _Spare:
+    """A zygote's child waiting for its request on a pipe of ours."""
+
+    pid: int
+    request_w: int
+    ready_r: int
 
 
 class Zygote:
@@ -52,6 +69,11 @@ class Zygote:
         self._seq = 0
         self._children: set[int] = set()
         self.pid = 0  # a template's process (a zygote's is its subprocess)
+        # The pipes given for its next spare (id, our request end, our ready end), then the spare on them.
+        self._channel: tuple[str, int, int] | None = None
+        self._spare: _Spare | None = None
+        self._ordering: asyncio.Future[None] | None = None
+        self._retired: set[int] = set()  # spares we closed: their exits are no worker's
 
     @property
     def alive(self) -> bool:
@@ -120,6 +142,7 @@ class Zygote:
             raise ZygoteError(
                 f"the {self.runtime} runtime failed to start: {exc or 'timed out'}\n{output}"
             ) from exc
+        self._order_spare()
 
     async def _connect(self, sock: socket.socket) -> asyncio.StreamReader:
         self._fd_sock = socket.socket(fileno=os.dup(sock.fileno()))
@@ -134,6 +157,10 @@ class Zygote:
         """Fork a worker (or, ``op`` "template", a template) whose output goes to ``log_fd``; its pid."""
         if not self.alive or self._writer is None:
             raise ZygoteError(f"the {self.runtime} zygote is not running")
+        if op == "fork" and self._spare is not None:
+            pid = await self._give_spare(request, log_fd)
+            if pid:
+                return pid
         self._seq += 1
         rid = str(self._seq)
         fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
@@ -146,7 +173,89 @@ class Zygote:
             raise
         return await fut
 
-    async def _send_with_fd(self, data: bytes, fd: int) -> None:
+    async def _give_spare(self, request: dict[str, Any], log_fd: int) -> int:
+        """Write ``request`` to the spare and hear its ready byte here; tell the zygote its log file. Its
+        pid, or 0 where it cannot take it (the request too large for its pipe at once: it waits for the
+        next; or it is gone)."""
+        spare = self._spare
+        assert spare is not None
+        self._seq += 1
+        line = {"op": "fork", "id": str(self._seq), "runtime": self.runtime, "log_fd": True, **request}
+        data = json.dumps(line).encode()
+        if len(data) > _DIRECT_MAX:
+            return 0
+        self._spare = None
+        try:
+            written = os.write(spare.request_w, data)  # an empty pipe takes it whole
+        except OSError:  # it died waiting: its exit is on its way
+            written = -1
+        if written != len(data):  # (a short write never happens to an empty pipe)
+            self._retire(spare)
+            self._order_spare()
+            return 0
+        os.close(spare.request_w)
+        loop = asyncio.get_running_loop()
+        loop.add_reader(spare.ready_r, self._spare_ready, spare)
+        self._children.add(spare.pid)
+        took = {"op": "took", "pid": spare.pid, "log_fd": True, "log_path": request.get("log_path", "")}
+        if request.get("sandbox") is not None:
+            took["sandbox"] = request["sandbox"]
+        await self._send_with_fd(json.dumps(took).encode() + b"\n", log_fd)
+        self._order_spare()
+        return spare.pid
+
+    def _spare_ready(self, spare: _Spare) -> None:
+        """The ready pipe of a spare we gave a request: a byte, its socket listens; end of file, it exited
+        first (the zygote reports that)."""
+        asyncio.get_running_loop().remove_reader(spare.ready_r)
+        try:
+            data = os.read(spare.ready_r, 1)
+        except OSError:
+            data = b""
+        os.close(spare.ready_r)
+        if data and self._on_up is not None:
+            self._on_up(spare.pid)
+
+    def _order_spare(self) -> None:
+        """Give the zygote the pipes of its next spare (one at a time; the zygote forks it once requests
+        pause)."""
+        if self._proc is None or not self.alive or self._channel is not None or self._spare is not None:
+            return
+        if self._ordering is not None and not self._ordering.done():
+            return
+        request_r, request_w = os.pipe()
+        ready_r, ready_w = os.pipe()
+        os.set_blocking(request_w, False)
+        os.set_blocking(ready_r, False)
+        self._seq += 1
+        self._channel = (str(self._seq), request_w, ready_r)
+        self._ordering = asyncio.ensure_future(self._send_channel(str(self._seq), request_r, ready_w))
+
+    async def _send_channel(self, rid: str, request_r: int, ready_w: int) -> None:
+        data = json.dumps({"op": "channel", "id": rid}).encode() + b"\n"
+        try:
+            await self._send_with_fd(data, request_r, ready_w)
+        except ZygoteError:
+            self._drop_channel()
+        finally:
+            os.close(request_r)
+            os.close(ready_w)
+
+    def _drop_channel(self) -> None:
+        if self._channel is not None:
+            for fd in self._channel[1:]:
+                os.close(fd)
+            self._channel = None
+
+    def _retire(self, spare: _Spare) -> None:
+        """Close our ends of a spare's pipes (it reads end of file and exits, if it had not); its exit is
+        not a worker's."""
+        self._retired.add(spare.pid)
+        for fd in (spare.request_w, spare.ready_r):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+    async def _send_with_fd(self, data: bytes, fd: int, *more: int) -> None:
         """``data`` with ``fd`` attached, after whatever the stream writer still holds of the request before
         it: one request at a time, whole, in order (two sent while the socket is full must not interleave)."""
         async with self._sending:
@@ -158,7 +267,7 @@ class Zygote:
             try:
                 while True:
                     try:
-                        sent = socket.send_fds(self._fd_sock, [data], [fd])
+                        sent = socket.send_fds(self._fd_sock, [data], [fd, *more])
                         break
                     except BlockingIOError:  # its socket buffer is full: it is busy forking
                         await self._writable(self._fd_sock)
@@ -197,9 +306,19 @@ class Zygote:
                         fut.set_result(pid)
                 elif op == "up" and self._on_up is not None:
                     self._on_up(int(msg["pid"]))
+                elif op == "spare":
+                    self._spared(str(msg["id"]), int(msg["pid"]))
                 elif op == "exit":
-                    self._children.discard(int(msg["pid"]))
-                    self._on_exit(int(msg["pid"]), int(msg["status"]))
+                    pid = int(msg["pid"])
+                    if self._spare is not None and pid == self._spare.pid:  # died waiting: another
+                        self._retire(self._spare)
+                        self._spare = None
+                        self._order_spare()
+                    if pid in self._retired:
+                        self._retired.discard(pid)
+                        continue
+                    self._children.discard(pid)
+                    self._on_exit(pid, int(msg["status"]))
         finally:
             err = ZygoteError(f"the {self.runtime} zygote exited")
             if self._ready and not self._ready.done():
@@ -209,10 +328,22 @@ class Zygote:
                     fut.set_exception(err)
             self._pending.clear()
             self._close_writer()
+            self._drop_channel()
+            if self._spare is not None:
+                self._retire(self._spare)
+                self._spare = None
             # The kernel kills a dead zygote's children (their parent-death signal); nobody will report it.
             for pid in sorted(self._children):
                 self._on_exit(pid, -9)
             self._children.clear()
+
+    def _spared(self, rid: str, pid: int) -> None:
+        """The zygote forked a spare on the pipes ``rid``: ours to give a request."""
+        if self._channel is None or self._channel[0] != rid:
+            return
+        _, request_w, ready_r = self._channel
+        self._channel = None
+        self._spare = _Spare(pid, request_w, ready_r)
 
     def _close_writer(self) -> None:
         if self._writer is not None:
@@ -224,6 +355,12 @@ class Zygote:
 
     async def close(self) -> None:
         self._close_writer()
+        if self._ordering is not None:
+            self._ordering.cancel()
+        self._drop_channel()
+        if self._spare is not None:
+            self._retire(self._spare)
+            self._spare = None
         if self._proc is not None and self._proc.returncode is None:
             with contextlib.suppress(ProcessLookupError):
                 self._proc.kill()
