@@ -74,7 +74,7 @@ def section(res: ColdResult, models: Models) -> tuple[str, Bars]:
         "measured, worker log",
     )
     row(
-        "4. model loaded -> request reaches predict (bind, listen, the zygote's 'up', connect, forward, "
+        "4. model loaded -> request reaches predict (bind, listen, the ready byte, connect, forward, "
         "input decode)",
         _seg(pr, "load1", "predict0"),
         _seg(ec, "load1", "predict0"),
@@ -132,8 +132,8 @@ def section(res: ColdResult, models: Models) -> tuple[str, Bars]:
         "inferred",
     )
     row(
-        "readiness discovery + hand-off (4. minus zygote's loaded -> /ping): the zygote's 'up' message, "
-        "the server's connect and forward",
+        "readiness discovery + hand-off (4. minus zygote's loaded -> /ping): the ready byte (a spare's "
+        "straight to the server), the server's connect and forward",
         diff(_seg(pr, "load1", "predict0"), _seg(zp, "load1", "ready")),
         diff(_seg(ec, "load1", "predict0"), _seg(ze, "load1", "ready")),
         "inferred",

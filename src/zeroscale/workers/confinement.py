@@ -111,7 +111,7 @@ class Confinement:
     def worker_scratch(self, worker_id: str) -> str:
         """A worker's scratch directory: one made ahead where one waits (``stock_scratch``), else
         ``<scratch>/<worker_id>`` made now."""
-        with contextlib.suppress(IndexError):  # taken here on the event loop, made in a thread
+        with contextlib.suppress(IndexError):
             return self._stock.pop()
         return self.scratch(worker_id)
 
@@ -136,7 +136,7 @@ class Confinement:
     def stock_scratch(self) -> None:
         """Make empty scratch directories until ``SCRATCH_AHEAD`` wait. A directory made by a server that
         woke for a cold start takes it ~0.5 ms on these machines (~30 us when its caches are warm): made
-        ahead, off the cold start's path (``WorkerManager`` calls this in a thread once starts pause).
+        ahead, off the cold start's path (``WorkerManager`` calls this once starts pause).
         Their names are random (``ready-<hex>``): a worker's scratch need not carry its id."""
         while len(self._stock) < SCRATCH_AHEAD:
             path = self._scratch / f"ready-{os.urandom(6).hex()}"
