@@ -398,9 +398,8 @@ class WorkerManager:
 
     def _restock(self) -> None:
         """Make the scratch directories the next cold starts take (``Confinement.stock_scratch``) once
-        starts pause for ``RESTOCK_AFTER_S``: not while this one's worker sets up. On the loop (a mkdir or
-        two): in a thread of its own, each start's restock grew the server's memory (a malloc arena per
-        thread; the soak's resident set grew 12%, not 3%)."""
+        starts pause for ``RESTOCK_AFTER_S``: not while this one's worker sets up (on a machine of two
+        cores the making took the core the spare needed). On the loop: a mkdir or two, no thread."""
         conf = self._confinement
         if conf is None or not conf.stock_low:
             return
