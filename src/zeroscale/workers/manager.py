@@ -176,8 +176,7 @@ class WorkerManager:
         self._sock_dir = sockdir.prepare(self._run_dir)
         for stale in self._sock_dir.glob("*.sock"):  # left by a server that was killed
             stale.unlink(missing_ok=True)
-        if self._confinement is not None:
-            self._confinement.stock_scratch()
+        self._restock_now()
         self._watchdog = asyncio.create_task(self._watch_memory())
 
     async def prewarm(self, runtimes: tuple[str, ...]) -> None:
