@@ -246,6 +246,13 @@ def _spares(zygote: psutil.Process) -> list[int]:
     return found
 
 
+def _held(manager: WorkerManager, pid: int) -> bool:
+    """The server heard of the spare ``pid`` (its ``spare`` message): the next start writes to it. Until
+    then a start goes through the zygote as a fork request, and the spare waits for the one after."""
+    spare = manager._zygotes["sklearn"]._spare
+    return spare is not None and spare.pid == pid
+
+
 async def _until(predicate: Callable[[], bool], timeout_s: float = 10.0) -> None:
     deadline = asyncio.get_running_loop().time() + timeout_s
     while not predicate():
@@ -264,6 +271,7 @@ async def test_the_zygote_keeps_a_spare_forked_and_the_next_cold_start_is_that_s
     assert zygote is not None
     await _until(lambda: len(_spares(zygote)) == 1)
     (spare,) = _spares(zygote)
+    await _until(lambda: _held(manager, spare))
     second = await manager.start(spec(model_dir, tmp_path))
     assert second.pid == spare
     answer = await ask(second)
@@ -289,6 +297,7 @@ async def test_a_spare_that_dies_waiting_is_replaced_and_its_exit_is_no_workers(
     await _until(lambda: _spares(zygote) not in ([], [spare]))  # another, on the pipes the server gave
     (following,) = _spares(zygote)
     assert spare not in manager._early_exits  # no worker's exit waits for its start
+    await _until(lambda: _held(manager, following))
     second = await manager.start(spec(model_dir, tmp_path))
     assert second.pid == following
     assert (await ask(second))["pid"] == following
