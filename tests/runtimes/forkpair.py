@@ -17,15 +17,22 @@ from zeroscale.workers.forkserver import THREAD_ENV
 # ``timed``), and froze the GC like a zygote. Each child answers [page faults, timed's answer, threads].
 _FORK_PAIR = textwrap.dedent(
     """
-    import gc as _gc, json as _json, os as _os, resource as _resource
+    import gc as _gc, json as _json, os as _os, resource as _resource, time as _time
 
     def _faults():
         return _resource.getrusage(_resource.RUSAGE_SELF).ru_minflt
 
+    def _threads():
+        # A thread joined a moment ago may still be listed while the kernel ends it: one left running is not.
+        deadline = _time.monotonic() + 2.0
+        while (n := len(_os.listdir("/proc/self/task"))) > 1 and _time.monotonic() < deadline:
+            _time.sleep(0.001)
+        return n
+
     def _child(warm):
         if warm:
             runtime.warm()
-        threads = len(_os.listdir("/proc/self/task"))
+        threads = _threads()
         state = untimed() if "untimed" in globals() else None
         before = _faults()
         answer = timed(state)
