@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -158,6 +159,34 @@ async def test_a_node_that_missed_a_poll_still_takes_a_worker_when_no_other_answ
     assert workers._place(_spec(tmp_path, memory_mb=2048), "sha", None, set()) is late
     with pytest.raises(WorkersUnavailable, match="no node of it is live"):
         workers._place(_spec(tmp_path), "sha", None, {"a" * 16, "b" * 16})
+
+
+async def test_a_node_is_lost_node_timeout_s_after_its_last_answer(tmp_path: Path) -> None:
+    """A node whose agent stops answering is lost node_timeout_s after its last answer, not after the first
+    poll that timed out plus node_timeout_s more (a poll's wait is cut at the deadline): with a poll of 1 s,
+    a lost node counted from its first failed poll went after ~4 s here, and the requests sent to its workers
+    meanwhile waited."""
+    pytest.importorskip("ray")
+    answers = [{"output": {}, "rss_mb": {}, "templates": {}, "exits": []}] * 2
+    last: list[float] = []
+
+    class Agent:  # answers its first two polls, then never again
+        class poll:
+            @staticmethod
+            async def remote(wait_s: float) -> dict[str, object]:
+                if answers:
+                    last.append(time.monotonic())
+                    return answers.pop()
+                await asyncio.sleep(3600)
+                raise AssertionError("unreachable")
+
+    workers = RayWorkers("127.0.0.1:6379", node_root="/tmp/unused", poll_s=1.0, node_timeout_s=0.3)
+    node = _node(workers, "a" * 16)
+    node.agent = Agent()
+    await asyncio.wait_for(workers._poll(node), timeout=10)
+    lost_after = time.monotonic() - last[-1]
+    assert not node.alive and len(last) == 2
+    assert 0.3 <= lost_after < 1.0, lost_after
 
 
 async def test_a_head_that_does_not_answer_is_lost_and_a_start_says_so(

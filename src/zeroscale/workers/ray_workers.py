@@ -553,15 +553,17 @@ class RayWorkers:
         where one has room)."""
         from ray.exceptions import ActorUnavailableError
 
-        unreachable_since = 0.0
+        answered = time.monotonic()
         while node.alive:
+            # A poll answers within poll_s; one that has not within a second more marks the node late, and
+            # the node is lost once node_timeout_s have passed since its last answer (counted from that
+            # answer, not from the first poll that failed: a poll's wait is cut short at the deadline).
+            wait_s = min(self._poll_s + 1.0, max(0.05, answered + self._node_timeout_s - time.monotonic()))
             try:
-                report = await node.call(node.agent.poll.remote(self._poll_s), self._poll_s + 1.0)
+                report = await node.call(node.agent.poll.remote(self._poll_s), wait_s)
             except (TimeoutError, ActorUnavailableError) as exc:
-                now = time.monotonic()
-                unreachable_since = unreachable_since or now
                 node.reachable = False
-                if now - unreachable_since > self._node_timeout_s:
+                if time.monotonic() - answered >= self._node_timeout_s:
                     self._lose(node, f"node {node.name} did not answer ({type(exc).__name__})")
                     return
                 await asyncio.sleep(0.1)
@@ -571,7 +573,7 @@ class RayWorkers:
             except Exception as exc:  # ActorDiedError: the agent, or its node, is gone
                 self._lose(node, f"node {node.name} was lost ({type(exc).__name__})")
                 return
-            unreachable_since, node.reachable = 0.0, True
+            answered, node.reachable = time.monotonic(), True
             self._apply(node, report)
 
     def _apply(self, node: Node, report: dict[str, Any]) -> None:
