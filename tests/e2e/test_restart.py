@@ -121,11 +121,13 @@ def test_sigkill_then_restart_leaves_no_orphans(
     assert_serving(first, sklearn_model)
     assert first.proc is not None
     server_pid = first.proc.pid
-    children = psutil.Process(server_pid).children(recursive=True)
     ours = worker_processes(data)
+    # Listed after ours: a zygote forks a spare whenever its last one is taken, and one forked in between
+    # was found among ours but not among the children listed before it (a fresh-clone run failed so).
+    children = psutil.Process(server_pid).children(recursive=True)
     # At least the sklearn zygote and one worker per endpoint, all of them descendants of the server.
     assert len(ours) >= 3, ours
-    assert {p.pid for p in ours} <= {c.pid for c in children}
+    assert {p.pid for p in ours if _alive(p)} <= {c.pid for c in children}
 
     first.stop(signal.SIGKILL)
 
