@@ -1030,20 +1030,24 @@ def run_idle(run: Run, models: Any) -> None:
 def run_scale(run: Run, models: Any) -> None:
     res = scale.ScaleResult()
     srv = ServerProcess(run.root / "scale", {"memory_budget_mb": 2_000_000}).start()
+    ref = ServerProcess(run.root / "scale-ref").start()
     sizes = list(run.plan.scale_sizes)
     try:
         run.scenario(
             f"scale: {', '.join(map(str, sizes))} endpoints",
-            lambda: scale.measure(srv, models, sizes, res),
+            lambda: scale.measure(srv, models, sizes, res, ref),
         )
     finally:
         srv.stop()
+        ref.stop()
     run.rows += scale_rows(res)
     run.sections.append(scale_section(res))
 
 
 def scale_rows(res: scale.ScaleResult) -> list[Row]:
-    """Each size against the server with nothing deployed (CPU) or the smallest size (the rest)."""
+    """Each size against the server with nothing deployed (CPU), the reference server holding the smallest
+    size's endpoints, called in turn with it (DescribeEndpoint, ListEndpoints), or the smallest size (the
+    first cold starts)."""
     if not res.sizes:
         return []
     s = "scale"
@@ -1074,26 +1078,26 @@ def scale_rows(res: scale.ScaleResult) -> list[Row]:
                 r.rss_mb <= 300 if r.endpoints >= 10000 else None,
             ),
         ]
-        if r is first:
-            continue
-        for label, values, base in (
-            ("DescribeEndpoint p50", r.describe_s, first.describe_s),
-            (f"ListEndpoints page ({scale.PAGE}) p50", r.list_page_s, first.list_page_s),
-            ("first-invocation cold start p50", r.cold_s, first.cold_s),
-        ):
-            v, b = statistics.median(values), statistics.median(base)
-            rows.append(
-                Row(
-                    s,
-                    f"{label}, {n}",
-                    ms(v),
-                    "ms",
-                    f"same at {first.endpoints} endpoints",
-                    ms(b),
-                    "within 20%",
-                    v <= b * 1.2,
-                )
+        same = f"same at {first.endpoints} endpoints"
+        alternating = f"same, a server with {res.ref_endpoints} endpoints, called in turn"
+        compared = [
+            (label, values, base, alternating)
+            for label, values, base in (
+                ("DescribeEndpoint p50", r.describe_s, r.ref_describe_s),
+                (f"ListEndpoints page ({scale.PAGE}) p50", r.list_page_s, r.ref_list_page_s),
             )
+            if res.ref_endpoints
+        ]
+        if r is not first:
+            if not res.ref_endpoints:
+                compared += [
+                    ("DescribeEndpoint p50", r.describe_s, first.describe_s, same),
+                    (f"ListEndpoints page ({scale.PAGE}) p50", r.list_page_s, first.list_page_s, same),
+                ]
+            compared.append(("first-invocation cold start p50", r.cold_s, first.cold_s, same))
+        for label, values, base, baseline in compared:
+            v, b = statistics.median(values), statistics.median(base)
+            rows.append(Row(s, f"{label}, {n}", ms(v), "ms", baseline, ms(b), "within 20%", v <= b * 1.2))
     for r in res.sizes:
         # A rate over a handful of deployments is their start-up (the runtime's zygote, the first deploy-time
         # check): the target applies to a thousand or more.
@@ -1125,7 +1129,15 @@ def scale_section(res: scale.ScaleResult) -> str:
             f"{[round(c * 100, 2) for c in r.idle_cpu_windows]} %, "
             f"RSS {r.rss_mb:.0f} MB, DescribeEndpoint p50 {ms(statistics.median(r.describe_s)):.2f} ms "
             f"(p90 {ms(pct(r.describe_s, 90)):.2f}), ListEndpoints page p50 "
-            f"{ms(statistics.median(r.list_page_s)):.2f} ms over {len(r.list_page_s)} pages, cold starts "
+            f"{ms(statistics.median(r.list_page_s)):.2f} ms over {len(r.list_page_s)} pages, "
+            + (
+                f"the reference server's ({res.ref_endpoints} endpoints, called in turn): DescribeEndpoint "
+                f"p50 {ms(statistics.median(r.ref_describe_s)):.2f} ms, ListEndpoints page p50 "
+                f"{ms(statistics.median(r.ref_list_page_s)):.2f} ms, "
+                if r.ref_describe_s
+                else ""
+            )
+            + "cold starts "
             f"{[round(ms(c), 1) for c in r.cold_s]} ms, {r.deployed_now} deployed in {r.deploy_s:.1f} s "
             f"({scale.deploy_cores(r)})" + (f", failures: {r.failed[:3]}" if r.failed else "")
         )

@@ -11,6 +11,9 @@ At each size, once every endpoint is InService and the server reports zero worke
   size fills a page too; ``NameContains`` the common prefix, NextToken from the previous page), ``MAX_PAGES``
   calls each timed, from the first page again when the listing ends (at the smallest size every call is a
   first page: until this, that size's p50 was one sample);
+- both against a reference server holding the smallest size's endpoints all along: each call above is
+  followed by the same call to it, so a size and its baseline share the same seconds of the machine (a
+  size measured minutes after the smallest one drifted by tens of percent either way with the machine);
 - first-invocation cold start p50: ``COLD`` endpoints that were never invoked (their CreateEndpoint warm
   worker has gone after the 0.05 s idle tag), each invoked once on a fresh keep-alive connection with a
   SigV4 signature computed before the timer starts (bench/common.py SignedClient);
@@ -71,6 +74,9 @@ class SizeResult:
     cold_s: list[float]
     failed: list[str] = field(default_factory=list)
     deploy_cpu: CpuWindow | None = None  # the deploy window: the server's, the clients' and the rest's CPU
+    # The reference server's (the smallest size, on a server of its own), each call right after one above.
+    ref_describe_s: list[float] = field(default_factory=list)
+    ref_list_page_s: list[float] = field(default_factory=list)
 
     @property
     def deploy_rate(self) -> float:
@@ -83,6 +89,7 @@ class ScaleResult:
     empty_cpu_windows: list[float] = field(default_factory=list)
     empty_rss_mb: float = 0.0
     sizes: list[SizeResult] = field(default_factory=list)
+    ref_endpoints: int = 0  # endpoints on the reference server (0: none ran)
 
 
 def deploy_cores(res: SizeResult) -> str:
@@ -151,32 +158,52 @@ def _deploy_range(srv: ServerProcess, models: Models, start: int, stop: int, fai
     return elapsed
 
 
-def _describe(sm: Any, count: int, calls: int) -> list[float]:
-    rng = random.Random(count)
-    out = []
-    for _ in range(calls):
-        name = _name(rng.randrange(count))
+class _Describes:
+    """DescribeEndpoint calls on endpoints picked at random among a server's ``count``, one a ``timed()``."""
+
+    def __init__(self, sm: Any, count: int) -> None:
+        self._sm, self._count, self._rng = sm, count, random.Random(count)
+
+    def timed(self) -> float:
+        name = _name(self._rng.randrange(self._count))
         t = time.perf_counter()
-        sm.describe_endpoint(EndpointName=name)
-        out.append(time.perf_counter() - t)
-    return out
+        self._sm.describe_endpoint(EndpointName=name)
+        return time.perf_counter() - t
 
 
-def _list_pages(sm: Any) -> list[float]:
-    """MAX_PAGES timed calls, walking the listing page by page and from its first page again when it ends:
-    as many samples at 10 endpoints (one page, so every call is a first page) as at 10,000."""
-    sm.list_endpoints(NameContains=PREFIX, MaxResults=PAGE)  # untimed: the first call compiles the query
-    out: list[float] = []
-    token: str | None = None
-    while len(out) < MAX_PAGES:
+class _Pages:
+    """ListEndpoints pages of a server's listing, one a ``timed()``: page after page, and from its first
+    page again when it ends (at 10 endpoints every call is a first page: as many samples as any size)."""
+
+    def __init__(self, sm: Any) -> None:
+        self._sm, self._token = sm, ""
+        sm.list_endpoints(NameContains=PREFIX, MaxResults=PAGE)  # untimed: the first call compiles the query
+
+    def timed(self) -> float:
         kwargs: dict[str, Any] = {"NameContains": PREFIX, "MaxResults": PAGE}
-        if token:
-            kwargs["NextToken"] = token
+        if self._token:
+            kwargs["NextToken"] = self._token
         t = time.perf_counter()
-        page = sm.list_endpoints(**kwargs)
-        out.append(time.perf_counter() - t)
-        token = page.get("NextToken")
-    return out
+        page = self._sm.list_endpoints(**kwargs)
+        elapsed = time.perf_counter() - t
+        self._token = page.get("NextToken", "")
+        return elapsed
+
+
+def _alternating(
+    calls: int, one: _Describes | _Pages, ref: _Describes | _Pages | None
+) -> tuple[list[float], list[float]]:
+    """``calls`` timed calls of ``one``, each followed by one of the reference server's when there is one:
+    both series then come from the same seconds of the machine, whose speed drifts by tens of percent from
+    minute to minute on these VMs (a size measured minutes after the smallest one was compared with another
+    machine)."""
+    out: list[float] = []
+    base: list[float] = []
+    for _ in range(calls):
+        out.append(one.timed())
+        if ref is not None:
+            base.append(ref.timed())
+    return out, base
 
 
 def _cold(srv: ServerProcess, names: list[str]) -> list[float]:
@@ -194,10 +221,31 @@ def _cold(srv: ServerProcess, names: list[str]) -> list[float]:
     return out
 
 
-def measure(srv: ServerProcess, models: Models, sizes: list[int], result: ScaleResult) -> None:
+def measure(
+    srv: ServerProcess,
+    models: Models,
+    sizes: list[int],
+    result: ScaleResult,
+    ref: ServerProcess | None = None,
+) -> None:
+    """Grow ``srv`` to each size in turn and measure it there. ``ref``, a second server, gets the smallest
+    size's endpoints at the start, and each DescribeEndpoint and ListEndpoints call on ``srv`` is followed by
+    one on ``ref``: the flat-latency figures are then each size against the smallest in the same seconds."""
     assert srv.proc is not None
     server = psutil.Process(srv.proc.pid)
     sm = srv.client("sagemaker")
+    ref_sm = None
+    if ref is not None:
+        assert ref.proc is not None
+        ref_pid = ref.proc.pid
+        ref_processes = counted(tree(ref_pid))
+        ref_failed: list[str] = []
+        _deploy_range(ref, models, 0, min(sizes), ref_failed)
+        if ref_failed:
+            raise RuntimeError(f"the reference server's endpoints failed: {ref_failed[:3]}")
+        wait_for(lambda: counted(tree(ref_pid)) <= ref_processes, timeout_s=60, interval_s=0.2)
+        result.ref_endpoints = min(sizes)
+        ref_sm = ref.client("sagemaker")
     time.sleep(2.0)  # the zygote's imports and the server's startup work
     processes = counted(tree(srv.proc.pid))  # the server and its zygote(s)
     result.empty_cpu_windows = idle_cpu(server)
@@ -219,8 +267,10 @@ def measure(srv: ServerProcess, models: Models, sizes: list[int], result: ScaleR
         time.sleep(1.0)
         windows = idle_cpu(server)
         rss = server.memory_info().rss / 2**20
-        describe_s = _describe(sm, size, DESCRIBES)
-        pages = _list_pages(sm)
+        describe_s, ref_describe_s = _alternating(
+            DESCRIBES, _Describes(sm, size), _Describes(ref_sm, result.ref_endpoints) if ref_sm else None
+        )
+        pages, ref_pages = _alternating(MAX_PAGES, _Pages(sm), _Pages(ref_sm) if ref_sm else None)
         cold_names = [_name(i) for i in rng.sample(fresh, min(COLD, len(fresh)))]
         cold_s = _cold(srv, cold_names)
         res = SizeResult(
@@ -235,6 +285,8 @@ def measure(srv: ServerProcess, models: Models, sizes: list[int], result: ScaleR
             cold_s,
             failed,
             deploy_cpu,
+            ref_describe_s,
+            ref_pages,
         )
         result.sizes.append(res)
         print(
@@ -242,7 +294,15 @@ def measure(srv: ServerProcess, models: Models, sizes: list[int], result: ScaleR
             f"(empty {result.empty_cpu * 100:.2f}%), rss {rss:.0f} MB, describe p50 "
             f"{statistics.median(describe_s) * 1000:.2f} ms, "
             f"list page p50 {statistics.median(pages) * 1000:.2f} ms, "
-            f"cold p50 {statistics.median(cold_s) * 1000:.1f} ms, failed {len(failed)}; {deploy_cores(res)}",
+            + (
+                f"(reference server, {result.ref_endpoints} endpoints, alternating: describe p50 "
+                f"{statistics.median(ref_describe_s) * 1000:.2f} ms, list page p50 "
+                f"{statistics.median(ref_pages) * 1000:.2f} ms), "
+                if ref_sm
+                else ""
+            )
+            + f"cold p50 {statistics.median(cold_s) * 1000:.1f} ms, failed {len(failed)}; "
+            + deploy_cores(res),
             flush=True,
         )
 
@@ -262,10 +322,12 @@ def main() -> None:
         root = Path(tmp)
         models = build_models(root)
         srv = ServerProcess(root / "srv", {"memory_budget_mb": 2_000_000}).start()
+        ref = ServerProcess(root / "ref").start()
         try:
-            measure(srv, models, [int(s) for s in args.sizes.split(",")], ScaleResult())
+            measure(srv, models, [int(s) for s in args.sizes.split(",")], ScaleResult(), ref)
         finally:
             srv.stop()
+            ref.stop()
 
 
 if __name__ == "__main__":

@@ -26,13 +26,12 @@ from sqlalchemy import (
     RowMapping,
     String,
     Table,
-    and_,
     bindparam,
     delete,
     func,
     insert,
-    or_,
     select,
+    tuple_,
     update,
 )
 from sqlalchemy.engine import Connection
@@ -103,13 +102,13 @@ class PageQuery:
 
 
 def _after(columns: list[Any], cursor: list[Any], descending: bool) -> Any:
-    """Rows strictly after ``cursor`` in the (lexicographic) order of ``columns``."""
-    head, *rest = columns
-    first, *more = cursor
-    beyond = head < first if descending else head > first
-    if not rest:
-        return beyond
-    return or_(beyond, and_(head == first, _after(rest, more, descending)))
+    """Rows strictly after ``cursor`` in the (lexicographic) order of ``columns``: one row-value comparison,
+    which SQLite and PostgreSQL answer with a range seek on an index of those columns. (Its equivalent as an
+    OR of ANDs made SQLite walk the index from its start: page N read the N - 1 pages before it again.)"""
+    if len(columns) == 1:
+        return columns[0] < cursor[0] if descending else columns[0] > cursor[0]
+    row, at = tuple_(*columns), tuple_(*cursor)
+    return row < at if descending else row > at
 
 
 class AlreadyExists(Exception):
