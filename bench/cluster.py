@@ -87,7 +87,7 @@ def _measure_frontends(
     root: Path, cluster: RayCluster, models: Models, rounds: int, seconds: float, pg_dir: Path
 ) -> dict[str, Any]:
     sys.path.insert(0, str(REPO / "tests"))
-    from pgserver import PostgresServer
+    from pgserver import PostgresServer  # type: ignore[import-not-found]  # tests/pgserver.py
 
     with PostgresServer(pg_dir) as pg:
         base = {"ray_address": cluster.address}

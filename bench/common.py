@@ -297,7 +297,7 @@ def not_spare(p: psutil.Process) -> bool:
     """Whether ``p`` is still there and is not a zygote's spare (``zs-spare``: forked ahead of the next cold
     start, it belongs to the runtime, not to an endpoint, and comes and goes as it is taken and replaced)."""
     try:
-        return p.name() != "zs-spare"
+        return bool(p.name() != "zs-spare")
     except psutil.Error:
         return False
 

@@ -77,7 +77,7 @@ def pytorch_model(root: Path) -> Path:
         torch.nn.ReLU(),
         torch.nn.Linear(64, 1),
     )
-    torch.jit.script(net.eval()).save(str(root / "model.pt"))
+    torch.jit.script(net.eval()).save(str(root / "model.pt"))  # type: ignore[no-untyped-call]
     return make_tar(root / "pytorch.tar.gz", {"model.pt": root / "model.pt"})
 
 

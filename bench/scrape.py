@@ -76,7 +76,7 @@ def build(size: int, rng: random.Random) -> tuple[Metrics, list[str]]:
     now = time.time()
     for i, name in enumerate(names):
         metrics.variant(VariantEvent(name, "AllTraffic", "activated", now, 1024, 4, 1 if i % 100 == 1 else 0))
-        metrics.worker(WorkerEvent(name, "AllTraffic", "w1", "started", now, 1024, setup_s=0.02))
+        metrics.worker(WorkerEvent(name, "AllTraffic", "w1", "started", now, memory_mb=1024, setup_s=0.02))
         metrics.worker(WorkerEvent(name, "AllTraffic", "w1", "stopped", now))
         if i % 10 == 0:
             for _ in range(rng.randrange(1, 50)):
@@ -147,7 +147,7 @@ def run(size: int, rounds: int) -> dict[str, float]:
 
 async def _fleet(size: int, rounds: int) -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-    from router.fakes import FakeManager, settings, spec  # the router's unit-test harness
+    from router.fakes import FakeManager, settings, spec  # type: ignore[import-not-found]  # the router's unit-test harness
     from zeroscale.events import EventBus
     from zeroscale.router.fleet import Fleet
 
