@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import functools
+import inspect
 import io
 import json
 import sys
@@ -14,7 +16,7 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 
 from zeroscale.errors import DeployError
-from zeroscale.runtimes.handler import Handler
+from zeroscale.runtimes.handler import Handler, _wants_context
 from zeroscale.runtimes.sklearn import model_fn as sklearn_model_fn
 
 from .forkpair import run_pair
@@ -191,6 +193,47 @@ def test_transform_fn_with_context(tmp_path: Path) -> None:
     handler = Handler.load(str(tmp_path), lambda d: "default-model", {})
     assert handler.model == "default-model"
     assert handler.invoke(b"", {})[:2] == (200, str(tmp_path).encode())
+
+
+def _by_signature(fn: Any, arity: int) -> bool:
+    """What the handler decided for every hook before its fast path: inspect.signature's positional count."""
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return len([p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]) > arity
+
+
+def test_a_hook_wants_context_exactly_when_its_signature_says_so() -> None:
+    """Plain functions are read off their code; the decision is inspect.signature's for every shape of hook
+    (context with a default, *args, keyword-only, positional-only, decorated with functools.wraps, a
+    partial, a bound method, a callable object, a builtin)."""
+
+    def plain(data, model): ...  # type: ignore[no-untyped-def]
+    def ctx(data, model, context): ...  # type: ignore[no-untyped-def]
+    def ctx_default(data, model, context=None): ...  # type: ignore[no-untyped-def]
+    def star(*args): ...  # type: ignore[no-untyped-def]
+    def kw_only(data, model, *, context): ...  # type: ignore[no-untyped-def]
+    def pos_only(data, model, context, /): ...  # type: ignore[no-untyped-def]
+
+    @functools.wraps(ctx)
+    def wrapped(*args, **kwargs): ...  # type: ignore[no-untyped-def]
+
+    def with_signature(*args): ...  # type: ignore[no-untyped-def]
+
+    with_signature.__signature__ = inspect.signature(ctx)  # type: ignore[attr-defined]
+
+    class Model:
+        def predict(self, data, model, context): ...  # type: ignore[no-untyped-def]
+
+        def __call__(self, data, model): ...  # type: ignore[no-untyped-def]
+
+    hooks = [plain, ctx, ctx_default, star, kw_only, pos_only, wrapped, with_signature]
+    hooks += [functools.partial(ctx, 1), Model().predict, Model(), len, lambda a, b, c: None]
+    decided = [(_wants_context(fn, 2), _by_signature(fn, 2)) for fn in hooks]
+    assert [ours for ours, _ in decided] == [theirs for _, theirs in decided]
+    functions = [False, True, True, False, False, True, True, True]
+    assert [ours for ours, _ in decided] == [*functions, False, True, False, False, True]
 
 
 def test_transform_fn_with_predict_fn_is_rejected_at_load(tmp_path: Path) -> None:
