@@ -15,8 +15,6 @@ import psutil
 import pytest
 
 from zeroscale.errors import DeployError
-from zeroscale.runtimes.worker import READY_LINE
-from zeroscale.workers import manager as manager_module
 from zeroscale.workers.manager import WorkerHandle, WorkerManager, WorkerSpec
 
 HANDLER = """
@@ -303,32 +301,6 @@ async def test_a_spare_that_dies_waiting_is_replaced_and_its_exit_is_no_workers(
     second = await manager.start(spec(model_dir, tmp_path))
     assert second.pid == following
     assert (await ask(second))["pid"] == following
-
-
-async def test_a_cold_start_opens_its_log_file_once_the_spare_has_its_request(
-    manager: WorkerManager, model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Creating the log file (0.2-0.45 ms of a woken server) overlaps the spare's set-up on the other core:
-    it is opened once the request is in the spare's pipe, and what the worker prints still reaches it."""
-    first = await manager.start(spec(model_dir, tmp_path))
-    zygote = psutil.Process(first.pid).parent()
-    assert zygote is not None
-    await _until(lambda: len(_spares(zygote)) == 1)
-    (spare,) = _spares(zygote)
-    await _until(lambda: _held(manager, spare))
-    opened: list[tuple[str, object]] = []
-    real = manager_module.open_log
-
-    def open_log(path: str) -> int:
-        opened.append((path, manager._zygotes["sklearn"]._spare))  # None: the spare has its request
-        return real(path)
-
-    monkeypatch.setattr(manager_module, "open_log", open_log)
-    second = await manager.start(spec(model_dir, tmp_path))
-    assert second.pid == spare
-    assert opened == [(str(second.log_path), None)]
-    assert (await ask(second))["pid"] == spare
-    await _until(lambda: READY_LINE in second.log_path.read_text())
 
 
 WHO = """

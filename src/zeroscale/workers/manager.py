@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import functools
 import itertools
 import logging
 import os
@@ -418,7 +417,11 @@ class WorkerManager:
     @staticmethod
     async def _fork(zygote: Zygote, request: dict[str, object], log_path: Path, op: str = "fork") -> int:
         """Ask ``zygote`` for a child whose output goes to ``log_path``, opened here and passed along."""
-        return await zygote.fork(request, functools.partial(open_log, str(log_path)), op=op)
+        log_fd = open_log(str(log_path))
+        try:
+            return await zygote.fork(request, log_fd, op=op)
+        finally:
+            os.close(log_fd)
 
     async def _until_ready(self, handle: WorkerHandle) -> WorkerConnection:
         # A forked worker's zygote says when its socket listens (``_up``): connect then, and that is all: it

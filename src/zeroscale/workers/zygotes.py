@@ -153,13 +153,12 @@ class Zygote:
         self._writer.transport.set_write_buffer_limits(high=0)
         return reader
 
-    async def fork(self, request: dict[str, Any], open_log: Callable[[], int], op: str = "fork") -> int:
-        """Fork a worker (or, ``op`` "template", a template) whose output goes to the file ``open_log``
-        opens (a descriptor, closed here once the zygote has it); its pid."""
+    async def fork(self, request: dict[str, Any], log_fd: int, op: str = "fork") -> int:
+        """Fork a worker (or, ``op`` "template", a template) whose output goes to ``log_fd``; its pid."""
         if not self.alive or self._writer is None:
             raise ZygoteError(f"the {self.runtime} zygote is not running")
         if op == "fork" and self._spare is not None:
-            pid = await self._give_spare(request, open_log)
+            pid = await self._give_spare(request, log_fd)
             if pid:
                 return pid
         self._seq += 1
@@ -168,25 +167,16 @@ class Zygote:
         self._pending[rid] = fut
         line = json.dumps({"op": op, "id": rid, "runtime": self.runtime, "log_fd": True, **request})
         try:
-            await self._send_log_fd(line.encode() + b"\n", open_log)
+            await self._send_with_fd(line.encode() + b"\n", log_fd)
         except BaseException:
             self._pending.pop(rid, None)
             raise
         return await fut
 
-    async def _send_log_fd(self, data: bytes, open_log: Callable[[], int]) -> None:
-        log_fd = open_log()
-        try:
-            await self._send_with_fd(data, log_fd)
-        finally:
-            os.close(log_fd)
-
-    async def _give_spare(self, request: dict[str, Any], open_log: Callable[[], int]) -> int:
-        """Write ``request`` to the spare and hear its ready byte here; tell the zygote its log file, opened
-        once the request is on its way (creating a file took this woken process 0.2-0.45 ms, which the
-        spare's own set-up now overlaps on the other core: the zygote reads none of the spare's output
-        before ``took``). Its pid, or 0 where it cannot take it (the request too large for its pipe at once:
-        it waits for the next; or it is gone)."""
+    async def _give_spare(self, request: dict[str, Any], log_fd: int) -> int:
+        """Write ``request`` to the spare and hear its ready byte here; tell the zygote its log file. Its
+        pid, or 0 where it cannot take it (the request too large for its pipe at once: it waits for the
+        next; or it is gone)."""
         spare = self._spare
         assert spare is not None
         self._seq += 1
@@ -210,7 +200,7 @@ class Zygote:
         took = {"op": "took", "pid": spare.pid, "log_fd": True, "log_path": request.get("log_path", "")}
         if request.get("sandbox") is not None:
             took["sandbox"] = request["sandbox"]
-        await self._send_log_fd(json.dumps(took).encode() + b"\n", open_log)
+        await self._send_with_fd(json.dumps(took).encode() + b"\n", log_fd)
         self._order_spare()
         return spare.pid
 
