@@ -4,6 +4,10 @@ cannot enforce everything."""
 from __future__ import annotations
 
 import dataclasses
+import functools
+import os
+import signal
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -130,3 +134,31 @@ def test_a_worker_takes_a_scratch_directory_made_ahead_else_makes_its_own(tmp_pa
     finally:
         conf.close()
     assert sorted(str(p) for p in root.iterdir()) == sorted([*taken, made, str(root / "template-t")])
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root hands out worker uids")
+def test_close_kills_every_process_left_with_one_of_the_servers_uids(tmp_path: Path) -> None:
+    """Whether or not the server still counts the uid as in use: a replica takes its uid at its own
+    ``setuid``, after the server may have let that uid go (no process had it)."""
+    conf = Confinement(SandboxSettings(tmp_path / "data"), tmp_path / "workers")
+    handed = conf.uid()
+    conf.release({handed})  # no process had it: let go
+    block = conf.template_block()
+    uids = [handed, block[1] if block else handed + 1]
+    stray = [
+        subprocess.Popen(["sleep", "60"], preexec_fn=functools.partial(_become_uid, uid)) for uid in uids
+    ]
+    other = subprocess.Popen(["sleep", "60"], preexec_fn=functools.partial(_become_uid, handed + 100_000))
+    try:
+        conf.close()
+        assert [p.wait(timeout=5) for p in stray] == [-signal.SIGKILL] * len(stray)
+        assert other.poll() is None  # another server's range: not this one's to kill
+    finally:
+        for p in [*stray, other]:
+            p.kill()
+            p.wait()
+
+
+def _become_uid(uid: int) -> None:
+    os.setgid(uid)
+    os.setuid(uid)

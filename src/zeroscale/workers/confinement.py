@@ -26,7 +26,7 @@ import os
 import random
 import shutil
 import signal
-from collections.abc import Mapping
+from collections.abc import Container, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -276,14 +276,23 @@ class Confinement:
         return set(found)
 
     def close(self) -> None:
-        self.release(set(self._uids_in_use))
+        """Kill every process left with one of this server's uids, whether or not it still counts it as in
+        use, and remove the scratch directories made ahead. (A uid is let go when no process has it; a
+        replica its template forked just then takes it only at its ``setuid``, later: two fresh-clone CI
+        runs left such a replica running, its template gone, its parent-death signal lost somehow.)"""
+        self._uids_in_use.clear()
+        low = self._uid_base
+        for pids in processes_of(range(low, low + _UIDS)).values():
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
         while self._stock:
             self.remove_scratch(self._stock.pop())
 
 
-def processes_of(uids: set[int]) -> dict[int, list[int]]:
-    """The pids of the processes owned by each of ``uids`` (one pass over /proc; a confined worker is
-    dumpable, so its /proc/<pid> belongs to its uid)."""
+def processes_of(uids: Container[int]) -> dict[int, list[int]]:
+    """The pids of the processes owned by each of ``uids`` (a set, or a range: one pass over /proc; a
+    confined worker is dumpable, so its /proc/<pid> belongs to its uid)."""
     found: dict[int, list[int]] = {}
     with os.scandir("/proc") as entries:
         for entry in entries:
