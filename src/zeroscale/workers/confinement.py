@@ -277,9 +277,10 @@ class Confinement:
 
     def close(self) -> None:
         """Kill every process left with one of this server's uids, whether or not it still counts it as in
-        use, and remove the scratch directories made ahead. (A uid is let go when no process has it; a
-        replica its template forked just then takes it only at its ``setuid``, later: two fresh-clone CI
-        runs left such a replica running, its template gone, its parent-death signal lost somehow.)"""
+        use, and remove the scratch directories made ahead. (A uid is let go when no process has it, and a
+        replica its template forked just then would take it only later, at its ``setuid``. Fresh-clone CI
+        runs twice left a replica running after its server stopped, its template gone; why its
+        parent-death signal did not end it was not found.)"""
         self._uids_in_use.clear()
         low = self._uid_base
         for pids in processes_of(range(low, low + _UIDS)).values():
