@@ -139,14 +139,7 @@ class Confinement:
         ahead, off the cold start's path (``WorkerManager`` calls this once starts pause).
         Their names are random (``ready-<hex>``): a worker's scratch need not carry its id."""
         while len(self._stock) < SCRATCH_AHEAD:
-            path = self._scratch / f"ready-{os.urandom(6).hex()}"
-            try:
-                os.mkdir(path, 0o700)
-            except FileNotFoundError:
-                self._scratch.mkdir(parents=True, exist_ok=True)
-                continue
-            os.chmod(path, 0o700)
-            self._stock.append(str(path))
+            self._stock.append(self.scratch(f"ready-{os.urandom(6).hex()}"))
 
     def remove_scratch(self, path: str) -> None:
         if path:
@@ -267,13 +260,9 @@ class Confinement:
         """Kill every process left with one of ``uids`` (what those workers started; nothing else has their
         uids), in one pass over /proc. Returns the uids that still had processes; the others may be handed
         out again."""
-        found = processes_of(uids - {0})
-        for pids in found.values():
-            for pid in pids:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-        self._uids_in_use -= uids - set(found)
-        return set(found)
+        found = _kill(processes_of(uids - {0}))
+        self._uids_in_use -= uids - found
+        return found
 
     def close(self) -> None:
         """Kill every process left with one of this server's uids, whether or not it still counts it as in
@@ -282,13 +271,18 @@ class Confinement:
         runs twice left a replica running after its server stopped, its template gone; why its
         parent-death signal did not end it was not found.)"""
         self._uids_in_use.clear()
-        low = self._uid_base
-        for pids in processes_of(range(low, low + _UIDS)).values():
-            for pid in pids:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
+        _kill(processes_of(range(self._uid_base, self._uid_base + _UIDS)))
         while self._stock:
             self.remove_scratch(self._stock.pop())
+
+
+def _kill(found: dict[int, list[int]]) -> set[int]:
+    """SIGKILL every pid of ``found`` (uid -> pids, ``processes_of``'s); the uids that had any."""
+    for pids in found.values():
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    return set(found)
 
 
 def processes_of(uids: Container[int]) -> dict[int, list[int]]:
