@@ -1078,23 +1078,20 @@ def scale_rows(res: scale.ScaleResult) -> list[Row]:
                 r.rss_mb <= 300 if r.endpoints >= 10000 else None,
             ),
         ]
-        same = f"same at {first.endpoints} endpoints"
         alternating = f"same, a server with {res.ref_endpoints} endpoints, called in turn"
         compared = [
-            (label, values, base, alternating)
-            for label, values, base in (
-                ("DescribeEndpoint p50", r.describe_s, r.ref_describe_s),
-                (f"ListEndpoints page ({scale.PAGE}) p50", r.list_page_s, r.ref_list_page_s),
-            )
-            if res.ref_endpoints
+            ("DescribeEndpoint p50", r.describe_s, r.ref_describe_s, alternating),
+            (f"ListEndpoints page ({scale.PAGE}) p50", r.list_page_s, r.ref_list_page_s, alternating),
         ]
         if r is not first:
-            if not res.ref_endpoints:
-                compared += [
-                    ("DescribeEndpoint p50", r.describe_s, first.describe_s, same),
-                    (f"ListEndpoints page ({scale.PAGE}) p50", r.list_page_s, first.list_page_s, same),
-                ]
-            compared.append(("first-invocation cold start p50", r.cold_s, first.cold_s, same))
+            compared.append(
+                (
+                    "first-invocation cold start p50",
+                    r.cold_s,
+                    first.cold_s,
+                    f"same at {first.endpoints} endpoints",
+                )
+            )
         for label, values, base, baseline in compared:
             v, b = statistics.median(values), statistics.median(base)
             rows.append(Row(s, f"{label}, {n}", ms(v), "ms", baseline, ms(b), "within 20%", v <= b * 1.2))
@@ -1130,15 +1127,11 @@ def scale_section(res: scale.ScaleResult) -> str:
             f"RSS {r.rss_mb:.0f} MB, DescribeEndpoint p50 {ms(statistics.median(r.describe_s)):.2f} ms "
             f"(p90 {ms(pct(r.describe_s, 90)):.2f}), ListEndpoints page p50 "
             f"{ms(statistics.median(r.list_page_s)):.2f} ms over {len(r.list_page_s)} pages, "
-            + (
-                f"the reference server's ({res.ref_endpoints} endpoints, called in turn): DescribeEndpoint "
-                f"p50 {ms(statistics.median(r.ref_describe_s)):.2f} ms, ListEndpoints page p50 "
-                f"{ms(statistics.median(r.ref_list_page_s)):.2f} ms, "
-                if r.ref_describe_s
-                else ""
-            )
-            + "cold starts "
-            f"{[round(ms(c), 1) for c in r.cold_s]} ms, {r.deployed_now} deployed in {r.deploy_s:.1f} s "
+            f"the reference server's ({res.ref_endpoints} endpoints, called in turn): DescribeEndpoint "
+            f"p50 {ms(statistics.median(r.ref_describe_s)):.2f} ms, ListEndpoints page p50 "
+            f"{ms(statistics.median(r.ref_list_page_s)):.2f} ms, "
+            f"cold starts {[round(ms(c), 1) for c in r.cold_s]} ms, "
+            f"{r.deployed_now} deployed in {r.deploy_s:.1f} s "
             f"({scale.deploy_cores(r)})" + (f", failures: {r.failed[:3]}" if r.failed else "")
         )
     return "\n".join(lines)

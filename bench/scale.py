@@ -89,7 +89,7 @@ class ScaleResult:
     empty_cpu_windows: list[float] = field(default_factory=list)
     empty_rss_mb: float = 0.0
     sizes: list[SizeResult] = field(default_factory=list)
-    ref_endpoints: int = 0  # endpoints on the reference server (0: none ran)
+    ref_endpoints: int = 0  # endpoints on the reference server (the smallest size)
 
 
 def deploy_cores(res: SizeResult) -> str:
@@ -191,18 +191,16 @@ class _Pages:
 
 
 def _alternating(
-    calls: int, one: _Describes | _Pages, ref: _Describes | _Pages | None
+    calls: int, one: _Describes | _Pages, ref: _Describes | _Pages
 ) -> tuple[list[float], list[float]]:
-    """``calls`` timed calls of ``one``, each followed by one of the reference server's when there is one:
-    both series then come from the same seconds of the machine, whose speed drifts by tens of percent from
-    minute to minute on these VMs (a size measured minutes after the smallest one was compared with another
-    machine)."""
+    """``calls`` timed calls of ``one``, each followed by one of the reference server's: both series then
+    come from the same seconds of the machine, whose speed drifts by tens of percent from minute to minute
+    on these VMs (a size measured minutes after the smallest one was compared with another machine)."""
     out: list[float] = []
     base: list[float] = []
     for _ in range(calls):
         out.append(one.timed())
-        if ref is not None:
-            base.append(ref.timed())
+        base.append(ref.timed())
     return out, base
 
 
@@ -226,7 +224,7 @@ def measure(
     models: Models,
     sizes: list[int],
     result: ScaleResult,
-    ref: ServerProcess | None = None,
+    ref: ServerProcess,
 ) -> None:
     """Grow ``srv`` to each size in turn and measure it there. ``ref``, a second server, gets the smallest
     size's endpoints at the start, and each DescribeEndpoint and ListEndpoints call on ``srv`` is followed by
@@ -234,18 +232,16 @@ def measure(
     assert srv.proc is not None
     server = psutil.Process(srv.proc.pid)
     sm = srv.client("sagemaker")
-    ref_sm = None
-    if ref is not None:
-        assert ref.proc is not None
-        ref_pid = ref.proc.pid
-        ref_processes = counted(tree(ref_pid))
-        ref_failed: list[str] = []
-        _deploy_range(ref, models, 0, min(sizes), ref_failed)
-        if ref_failed:
-            raise RuntimeError(f"the reference server's endpoints failed: {ref_failed[:3]}")
-        wait_for(lambda: counted(tree(ref_pid)) <= ref_processes, timeout_s=60, interval_s=0.2)
-        result.ref_endpoints = min(sizes)
-        ref_sm = ref.client("sagemaker")
+    assert ref.proc is not None
+    ref_pid = ref.proc.pid
+    ref_processes = counted(tree(ref_pid))
+    ref_failed: list[str] = []
+    _deploy_range(ref, models, 0, min(sizes), ref_failed)
+    if ref_failed:
+        raise RuntimeError(f"the reference server's endpoints failed: {ref_failed[:3]}")
+    wait_for(lambda: counted(tree(ref_pid)) <= ref_processes, timeout_s=60, interval_s=0.2)
+    result.ref_endpoints = min(sizes)
+    ref_sm = ref.client("sagemaker")
     time.sleep(2.0)  # the zygote's imports and the server's startup work
     processes = counted(tree(srv.proc.pid))  # the server and its zygote(s)
     result.empty_cpu_windows = idle_cpu(server)
@@ -268,9 +264,9 @@ def measure(
         windows = idle_cpu(server)
         rss = server.memory_info().rss / 2**20
         describe_s, ref_describe_s = _alternating(
-            DESCRIBES, _Describes(sm, size), _Describes(ref_sm, result.ref_endpoints) if ref_sm else None
+            DESCRIBES, _Describes(sm, size), _Describes(ref_sm, result.ref_endpoints)
         )
-        pages, ref_pages = _alternating(MAX_PAGES, _Pages(sm), _Pages(ref_sm) if ref_sm else None)
+        pages, ref_pages = _alternating(MAX_PAGES, _Pages(sm), _Pages(ref_sm))
         cold_names = [_name(i) for i in rng.sample(fresh, min(COLD, len(fresh)))]
         cold_s = _cold(srv, cold_names)
         res = SizeResult(
@@ -294,15 +290,10 @@ def measure(
             f"(empty {result.empty_cpu * 100:.2f}%), rss {rss:.0f} MB, describe p50 "
             f"{statistics.median(describe_s) * 1000:.2f} ms, "
             f"list page p50 {statistics.median(pages) * 1000:.2f} ms, "
-            + (
-                f"(reference server, {result.ref_endpoints} endpoints, alternating: describe p50 "
-                f"{statistics.median(ref_describe_s) * 1000:.2f} ms, list page p50 "
-                f"{statistics.median(ref_pages) * 1000:.2f} ms), "
-                if ref_sm
-                else ""
-            )
-            + f"cold p50 {statistics.median(cold_s) * 1000:.1f} ms, failed {len(failed)}; "
-            + deploy_cores(res),
+            f"(reference server, {result.ref_endpoints} endpoints, alternating: describe p50 "
+            f"{statistics.median(ref_describe_s) * 1000:.2f} ms, list page p50 "
+            f"{statistics.median(ref_pages) * 1000:.2f} ms), "
+            f"cold p50 {statistics.median(cold_s) * 1000:.1f} ms, failed {len(failed)}; {deploy_cores(res)}",
             flush=True,
         )
 
