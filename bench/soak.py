@@ -74,8 +74,14 @@ class SoakResult:
     @property
     def rss_growth(self) -> float:
         """The server's RSS growth, last sample over the first one after warm-up (0.05: 5%)."""
+        first, last = self.rss_after_warmup
+        return last / first - 1 if first else float("nan")
+
+    @property
+    def rss_after_warmup(self) -> tuple[float, float]:
+        """The server's RSS (MB) in the first sample after warm-up and in the last one (0, 0: no samples)."""
         warm = [s for s in self.samples if s.at_s >= self.warmup_s] or self.samples
-        return warm[-1].rss_mb / warm[0].rss_mb - 1 if warm else float("nan")
+        return (warm[0].rss_mb, warm[-1].rss_mb) if warm else (0.0, 0.0)
 
 
 def _sample(server: psutil.Process, started: float) -> Sample:
