@@ -305,3 +305,33 @@ def test_images(image: str) -> None:
 def test_registry_entry() -> None:
     assert RUNTIME.framework_version == ort.__version__
     assert set(RUNTIME.content_types) == set(codecs.DECODERS)
+
+
+def test_a_sample_is_zeros_of_each_inputs_shape_with_a_batch_of_one(tmp_path: Path) -> None:
+    """What a parked replica rehearses with (``Runtime.sample``): zeros of the declared shape, a batch of one
+    for the named dimension; an object by input name for several inputs; none for a string input or a
+    dimension other than the first that is not fixed. The default hooks answer the samples."""
+    assert RUNTIME.sample is not None
+    for model, want in (
+        (linear_model, [[0.0, 0.0, 0.0]]),
+        (two_in_two_out_model, {"a": [[0.0, 0.0]], "b": [[0.0, 0.0]]}),
+    ):
+        model_dir = tmp_path / model.__name__
+        model_dir.mkdir()
+        model(model_dir / "model.onnx")
+        handler = load(model_dir)
+        made = RUNTIME.sample(handler.model)
+        assert made is not None and made[1] == "application/json"
+        assert json.loads(made[0]) == want
+        assert handler.invoke(made[0], {"content-type": made[1]})[0] == 200
+    for kind, shape in ((TensorProto.STRING, ["N", 2]), (TensorProto.FLOAT, ["N", "M"])):
+        graph = helper.make_graph(
+            [helper.make_node("Identity", ["x"], ["y"])],
+            "odd",
+            [helper.make_tensor_value_info("x", kind, shape)],
+            [helper.make_tensor_value_info("y", kind, shape)],
+        )
+        odd = tmp_path / f"odd-{kind}"
+        odd.mkdir()
+        save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), odd / "model.onnx")
+        assert RUNTIME.sample(RUNTIME.model_fn(str(odd))) is None

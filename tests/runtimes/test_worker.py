@@ -171,3 +171,31 @@ def test_missing_model_exits_with_the_reason(tmp_path: Path) -> None:
         f"FileNotFoundError: No model.joblib or model.pkl found in {tmp_path} "
         "and code/inference.py defines no model_fn"
     )
+
+
+def test_a_rehearsal_the_model_cannot_answer_says_nothing_and_changes_nothing(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """A model whose predict fails on zeros (here: their reciprocals are infinite, which the regression
+    refuses, after numpy warned of the division): ``rehearse`` says False, and neither its warning nor the
+    handler's error report reaches the worker's output (its log); the model then answers as before."""
+    from sklearn.linear_model import LinearRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import FunctionTransformer
+
+    from zeroscale.runtimes.worker import load_handler, rehearse
+
+    x = np.random.default_rng(0).uniform(1, 2, size=(30, 3))
+    model = make_pipeline(FunctionTransformer(np.reciprocal), LinearRegression()).fit(x, x.sum(axis=1))
+    joblib.dump(model, tmp_path / "model.joblib")
+    handler = load_handler("sklearn", str(tmp_path))
+    capfd.readouterr()
+    assert rehearse(handler, "sklearn") is False
+    assert capfd.readouterr() == ("", "")
+    headers = {"content-type": "application/json"}
+    status, body, _ = handler.invoke(json.dumps(x[:2].tolist()).encode(), headers)
+    assert status == 200
+    assert json.loads(body) == pytest.approx(model.predict(x[:2]).tolist())
+    status, _, _ = handler.invoke(b"[[0.0, 0.0, 0.0]]", headers)
+    assert status != 200  # a real request of zeros still gets its error, logged as any
+    assert "infinity" in capfd.readouterr().err

@@ -317,3 +317,14 @@ def test_registry_entry() -> None:
     assert RUNTIME.framework_version == xgb.__version__
     assert {"text/csv", "text/libsvm", "application/json", "application/x-npy"} <= set(RUNTIME.content_types)
     assert "application/jsonlines" in RUNTIME.accepts
+
+
+def test_a_sample_is_a_csv_row_of_zeros_the_algorithm_answers(
+    algorithm: Handler, booster: xgb.Booster
+) -> None:
+    """What a parked replica rehearses with (``Runtime.sample``): one CSV row of zeros as wide as the
+    Booster's features, which the algorithm's default hooks answer."""
+    made = RUNTIME.sample(algorithm.model) if RUNTIME.sample is not None else None
+    assert made == (b"0.0,0.0,0.0,0.0,0.0", "text/csv")
+    status, body, _ = algorithm.invoke(made[0], {"content-type": made[1]})
+    assert (status, body.decode()) == (200, str(expected(booster, np.zeros((1, 5)))[0]))

@@ -46,6 +46,19 @@ class DecodeError(InferenceError):
     status_code = 400
 
 
+# A rehearsal's sample request (``runtimes.worker.rehearse``) holds at most this many values: a model whose
+# input is larger gets none.
+SAMPLE_MAX_VALUES = 1 << 20
+
+
+def zeros(shape: tuple[int, ...]) -> Any | None:
+    """A nested list of ``0.0`` of ``shape`` (every dimension positive), as JSON decodes into an array of it;
+    None when it would hold more than ``SAMPLE_MAX_VALUES`` values."""
+    if not shape or any(d <= 0 for d in shape) or int(np.prod(shape)) > SAMPLE_MAX_VALUES:
+        return None
+    return np.zeros(shape).tolist()
+
+
 def media_type(value: str) -> str:
     """``'Text/CSV; charset=utf-8'`` -> ``'text/csv'``."""
     return value.split(";", 1)[0].strip().lower()

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import ctypes
 import importlib.util
+import json
 import os
 import sys
 from pathlib import Path
@@ -148,6 +149,24 @@ WARM_MODEL = (
 
 def _model_file(model_dir: str) -> str:
     return find_model_file(model_dir, (MODEL_FILE,), lambda name: name.endswith(".onnx"), "no .onnx file")
+
+
+def sample(session: Any) -> tuple[bytes, str] | None:
+    """A request the default hooks answer for ``session``: zeros of each input's declared shape, a batch
+    of one where a dimension is named or unknown, as JSON (an object by input name where it has several);
+    None where an input is not numeric or one of its other dimensions is not fixed."""
+    arrays: dict[str, Any] = {}
+    for arg in session.get_inputs():
+        dims = list(arg.shape or [])
+        if DTYPES.get(arg.type) in (None, np.str_) or any(not isinstance(d, int) for d in dims[1:]):
+            return None
+        arrays[arg.name] = codecs.zeros(tuple(d if isinstance(d, int) and d > 0 else 1 for d in dims))
+        if arrays[arg.name] is None:
+            return None
+    if not arrays:
+        return None
+    body = next(iter(arrays.values())) if len(arrays) == 1 else arrays
+    return json.dumps(body).encode(), codecs.JSON
 
 
 # ---- hooks ----

@@ -30,6 +30,10 @@ class Runtime:
     # In a zygote's spare, before it waits for a request: the runtime's own throwaway model through the
     # default load and predict, so their first writes to the zygote's pages happen ahead (None: nothing).
     warm: Callable[[], None] | None = None
+    # In a parked replica of a template (``runtimes.worker.rehearse``): a request the default hooks answer
+    # for the loaded model, ``(body, content type)``, made from what the model says of its input (None: it
+    # says nothing, or the runtime makes none).
+    sample: Callable[[Any], tuple[bytes, str] | None] | None = None
 
 
 def installed_version(distribution: str) -> str:
@@ -58,6 +62,12 @@ def _sklearn_warm() -> None:
     from zeroscale.runtimes import sklearn
 
     sklearn.warm()
+
+
+def _sklearn_sample(model: Any) -> tuple[bytes, str] | None:
+    from zeroscale.runtimes import sklearn
+
+    return sklearn.sample(model)
 
 
 def _sklearn_model_fn(model_dir: str) -> Any:
@@ -101,6 +111,11 @@ def _lazy_runtime(
         if hook is not None:
             hook()
 
+    def sample(model: Any) -> tuple[bytes, str] | None:
+        make = getattr(module(), "sample", None)
+        made: tuple[bytes, str] | None = make(model) if make is not None else None
+        return made
+
     return Runtime(
         name=name,
         framework_version=version,
@@ -110,6 +125,7 @@ def _lazy_runtime(
         defaults=defaults,
         accepts=accepts or Runtime.accepts,
         warm=warm,
+        sample=sample,
     )
 
 
@@ -122,6 +138,7 @@ RUNTIMES: dict[str, Runtime] = {
         content_types=DEFAULT_CONTENT_TYPES,
         defaults=_sklearn_defaults,
         warm=_sklearn_warm,
+        sample=_sklearn_sample,
     ),
     # SageMaker's XGBoost algorithm (a bare xgboost-model) and framework mode (code/inference.py).
     "xgboost": _lazy_runtime(

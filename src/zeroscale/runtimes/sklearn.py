@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 from typing import Any
+
+from zeroscale.runtimes import codecs
 
 MODEL_FILES = ("model.joblib", "model.pkl")
 
@@ -51,6 +54,14 @@ def warm() -> None:
 
     if _warm_model:
         joblib_reader.read(io.BytesIO(_warm_model)).predict(_warm_row)
+
+
+def sample(model: Any) -> tuple[bytes, str] | None:
+    """A request the default hooks answer for ``model``: one JSON row of zeros as wide as the model was
+    fitted (``n_features_in_``, which fitted estimators and pipelines have); None where it does not say."""
+    width = getattr(model, "n_features_in_", None)
+    rows = codecs.zeros((1, width)) if isinstance(width, int) else None
+    return None if rows is None else (json.dumps(rows).encode(), codecs.JSON)
 
 
 def model_fn(model_dir: str) -> Any:

@@ -69,6 +69,13 @@ def warm() -> None:
         algorithm_predict_fn(input_fn(b"0.5,0.5", codecs.CSV), booster)
 
 
+def sample(booster: Any) -> tuple[bytes, str] | None:
+    """A request the algorithm's default hooks answer for ``booster``: one CSV row of zeros as wide as its
+    features (``num_features``); None where it has none."""
+    rows = codecs.zeros((1, booster.num_features()))
+    return None if rows is None else (",".join(map(str, rows[0])).encode(), codecs.CSV)
+
+
 def model_fn(model_dir: str) -> Any:
     """The Booster in ``xgboost-model`` (or the model directory's only file), one thread per prediction."""
     booster = load_booster(_model_file(model_dir))

@@ -191,6 +191,7 @@ def _become(req: dict[str, Any], handler: Any, ready_fd: int | None) -> NoReturn
         socket_path=req["socket_path"],
         handler=handler,
         ready_fd=ready_fd,
+        rehearsal=bool(req.get("rehearse")),
     )
 
 

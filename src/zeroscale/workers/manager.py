@@ -251,6 +251,7 @@ class WorkerManager:
         on_exit: Callable[[WorkerHandle], None] | None,
         template: Zygote | None,
         log_path: Path,
+        rehearse: bool = False,
     ) -> WorkerHandle:
         socket_path = str(self._sock_dir / socket_name(wid, ".sock"))
         with contextlib.suppress(FileNotFoundError):
@@ -287,6 +288,8 @@ class WorkerManager:
                     "log_path": str(handle.log_path),
                     "env": env,
                 }
+                if rehearse and live_template:  # parked: its model answers a sample before it is up
+                    request["rehearse"] = True
                 replica_of = self._template_scratch.get(zygote.pid) if live_template else None
                 if conf is not None:
                     # A template's replica is already confined: it adds a layer for its own scratch directory
@@ -351,7 +354,9 @@ class WorkerManager:
         wid = self.new_worker_id()
         on_its_way = self._parking[template.pid] = asyncio.get_running_loop().create_future()
         try:  # its log is a hidden file (no stream) until a start takes it and names it for its worker
-            handle = await self._launch(spec, wid, None, template, spec.log_dir / f"{PARKED_LOG}{wid}.log")
+            handle = await self._launch(
+                spec, wid, None, template, spec.log_dir / f"{PARKED_LOG}{wid}.log", rehearse=True
+            )
             if not template.alive or template.pid in self._parked or not handle.alive:
                 self._discard_parked(handle)  # not needed after all
                 return kept
