@@ -344,3 +344,145 @@ def test_a_model_whose_load_starts_a_thread_gets_no_template(
     [log] = logs.glob("template-*.log")  # refused once, not tried again at each scale-out
     assert "loading it left 2 threads" in log.read_text()
     assert server.workers("threaded") >= 2  # scale-out happened, from the zygote
+
+
+USER_CODE = b"""
+import os
+
+import joblib
+import numpy as np
+
+
+def model_fn(model_dir):
+    print("zs-test model_fn", flush=True)
+    return joblib.load(os.path.join(model_dir, "model.joblib"))
+
+
+def input_fn(body, content_type):
+    return np.asarray(__import__("json").loads(body))
+
+
+def predict_fn(data, model):
+    print("zs-test predict_fn", flush=True)
+    return model.predict(data)
+"""
+
+
+def test_a_model_with_its_own_inference_code_is_forked_from_a_template_too(
+    server: ServerProcess, sm: Any, smr: Any, sklearn_model: Any, tmp_path: Path
+) -> None:
+    """A model with ``code/inference.py`` gets a template as a built-in one does: its model_fn runs once, in
+    the template (its line is in the template's log, not the replicas'); scale-out forks replicas that
+    answer as the first worker did; at zero the template is cached with a parked replica, which does not
+    rehearse (the user's hooks are never asked zeros: the worker it becomes logs one predict_fn line, its
+    request's); the cold start after that is a hit, with the same answer."""
+    joblib_path = tmp_path / "model.joblib"
+    import joblib
+
+    joblib.dump(sklearn_model.model, joblib_path)
+    tar = make_tar(tmp_path / "coded.tar.gz", {"model.joblib": joblib_path, "code/inference.py": USER_CODE})
+    desc = deploy(sm, "coded", f"file://{tar}", max_concurrency=3, tags=IDLE)
+    assert desc["EndpointStatus"] == "InService", desc.get("FailureReason")
+    rows = sklearn_model.X[:30]
+    want, body = sklearn_model.expected(rows), sklearn_model.json_body(rows)
+
+    def answer(client: Any = smr) -> Any:
+        resp = client.invoke_endpoint(EndpointName="coded", Body=body, ContentType="application/json")
+        return json.loads(resp["Body"].read())
+
+    assert answer() == want
+    logs = server.data_dir / "logs" / "coded" / "AllTraffic"
+    wait_for(lambda: any("zs-test model_fn" in p.read_text() for p in logs.glob("template-*.log")), 20)
+    time.sleep(0.5)
+    answers = hammer(server, answer, clients=6, each=10)
+    assert answers and all(a == want for a in answers)
+    assert max((len(t.children()) for t in templates(server)), default=0) >= 1, "no replica was forked"
+    [template_log] = logs.glob("template-*.log")
+    assert "no template of this model" not in template_log.read_text()
+
+    wait_for(lambda: server.workers("coded") == 0, timeout_s=20)
+    wait_for(lambda: metric(server, "zeroscale_warm_cache_entries") >= 1, timeout_s=10)
+    before = {p.name for p in logs.glob("*.log")}
+    hits = metric(server, "zeroscale_warm_cache_hits_total")
+    assert answer() == want
+    assert metric(server, "zeroscale_warm_cache_hits_total") == hits + 1
+    [new] = [logs / n for n in {p.name for p in logs.glob("*.log")} - before]
+    wait_for(lambda: "started: cold start took" in new.read_text(errors="replace"), timeout_s=10)
+    text = new.read_text(errors="replace")
+    assert text.count("zs-test predict_fn") == 1  # its one request's: the parked replica did not rehearse
+    assert "zs-test model_fn" not in text  # the model was loaded in the template, once
+
+
+LEAVES_A_FILE_OPEN = b"""
+import os
+
+import joblib
+
+_kept = []
+
+
+def model_fn(model_dir):
+    _kept.append(open(os.path.join(model_dir, "model.joblib"), "rb"))  # read lazily, say: kept open
+    return joblib.load(os.path.join(model_dir, "model.joblib"))
+"""
+
+STARTS_A_CHILD = b"""
+import os
+import time
+
+import joblib
+
+
+def model_fn(model_dir):
+    if os.fork() == 0:  # a helper process of its own
+        time.sleep(60)
+        os._exit(0)
+    return joblib.load(os.path.join(model_dir, "model.joblib"))
+"""
+
+
+@pytest.mark.parametrize(
+    ("code", "reason"),
+    [(LEAVES_A_FILE_OPEN, "1 open file descriptor ("), (STARTS_A_CHILD, "1 child process")],
+    ids=["file", "child"],
+)
+def test_a_model_whose_model_fn_leaves_a_file_open_or_a_child_gets_no_template(
+    server: ServerProcess,
+    sm: Any,
+    smr: Any,
+    sklearn_model: Any,
+    tmp_path: Path,
+    code: bytes,
+    reason: str,
+) -> None:
+    """What the template finds its model's own code left behind, that every replica would share: a
+    descriptor its model_fn opened and kept, or a child process it started. It refuses to fork (its log says
+    what it found, the child killed first), the pool tries no other, and every worker loads the model
+    itself and answers."""
+    import joblib
+
+    joblib.dump(sklearn_model.model, tmp_path / "model.joblib")
+    name = f"unforkable-{'file' if code is LEAVES_A_FILE_OPEN else 'child'}"
+    tar = make_tar(
+        tmp_path / "m.tar.gz", {"model.joblib": tmp_path / "model.joblib", "code/inference.py": code}
+    )
+    desc = deploy(sm, name, f"file://{tar}", max_concurrency=3, tags=IDLE)
+    assert desc["EndpointStatus"] == "InService", desc.get("FailureReason")
+    rows = sklearn_model.X[:10]
+    want, body = sklearn_model.expected(rows), sklearn_model.json_body(rows)
+
+    def answer(client: Any = smr) -> Any:
+        resp = client.invoke_endpoint(EndpointName=name, Body=body, ContentType="application/json")
+        return json.loads(resp["Body"].read())
+
+    assert answer() == want
+    logs = server.data_dir / "logs" / name / "AllTraffic"
+    wait_for(
+        lambda: any("no template of this model" in p.read_text() for p in logs.glob("template-*.log")),
+        timeout_s=20,
+    )
+    [log] = logs.glob("template-*.log")
+    assert reason in log.read_text()
+    answers = hammer(server, answer, clients=3, each=6)
+    assert len(answers) == 18 and all(got == want for got in answers)
+    assert len(list(logs.glob("template-*.log"))) == 1  # refused once, not tried again

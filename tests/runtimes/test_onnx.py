@@ -23,7 +23,7 @@ from zeroscale.runtimes.handler import Handler
 from zeroscale.runtimes.image_uris import resolve_image
 from zeroscale.runtimes.onnx import WARM_MODEL
 from zeroscale.runtimes.registry import RUNTIMES
-from zeroscale.workers.forkserver import EXIT_THREADED_TEMPLATE, THREAD_ENV
+from zeroscale.workers.forkserver import EXIT_UNFORKABLE_TEMPLATE, THREAD_ENV
 
 from .forkpair import run_pair
 
@@ -139,14 +139,14 @@ def test_the_telemetry_thread_hangs_children_in_exit_and_is_kept_out(tmp_path: P
     check = textwrap.dedent(
         f"""
         from zeroscale.runtimes.registry import RUNTIMES
-        from zeroscale.workers.forkserver import refuse_if_threaded
+        from zeroscale.workers.forkserver import refuse_unless_forkable
         RUNTIMES['onnx'].model_fn({str(tmp_path)!r})
-        refuse_if_threaded()
+        refuse_unless_forkable()
         """
     )
     env = user_env("0")
     out = subprocess.run([sys.executable, "-c", check], env=env, capture_output=True, text=True, timeout=60)
-    assert out.returncode == EXIT_THREADED_TEMPLATE, out.stderr
+    assert out.returncode == EXIT_UNFORKABLE_TEMPLATE, out.stderr
     assert "no template of this model: loading it left 2 threads" in out.stderr
 
 

@@ -5,9 +5,9 @@ scale-out skips the model load. When the pool goes back to zero the template goe
 with one replica forked ahead of need and parked beside it (``Workers.park``: set up to its listening
 socket, given no request), and the pool's next cold start takes both back from there: that cold start is
 the parked replica's first request, without a fork or a set-up on its path. Only where forking a loaded
-model is safe (``runtimes.usercode.forks_loaded_model``): a built-in runtime, no user code; and a template
-that finds other threads running once its model is loaded refuses to fork, after which the pool tries no
-other.
+model is safe (``runtimes.usercode.forks_loaded_model``): a built-in runtime, whose model_fn (its own, or
+the user's) leaves a process that can be forked; a template that finds other threads, a child process or a
+descriptor its load opened refuses to fork, after which the pool tries no other.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ class PoolTemplate:
             not spec.command
             and not spec.multi_model
             and not spec.target_model  # a multi-model variant's memory counts each loaded model once
-            and forks_loaded_model(spec.runtime, spec.model_dir, spec.env)
+            and forks_loaded_model(spec.runtime)
         )
         self.key = TemplateKey.of(spec.runtime, spec.model_dir, spec.env) if templated else None
 

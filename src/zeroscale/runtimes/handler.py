@@ -160,6 +160,7 @@ class Handler:
         self._predict = hooks.get("predict_fn") or Hook(base.predict_fn, False)
         self._output = hooks.get("output_fn") or Hook(base.output_fn, False)
         self._needs_context = any(h.wants_context for h in hooks.values())
+        self.runs_user_code = bool(hooks)  # a request runs none of the user's code when there are no hooks
         # Requests are merged only through the runtime's own hooks (user code could do anything), and only
         # for a model whose rows are predicted independently (else merging could change an answer's bits).
         self._batch_input = None if hooks else base.batch_input_fn

@@ -97,11 +97,13 @@ def has_user_code(model_dir: str, env: Mapping[str, str]) -> bool:
 # intra-/inter-op pools do not exist yet (the template pinned torch to one thread before loading, and its
 # replicas inherit that); ONNX Runtime with its telemetry off (``ORT_DISABLE_TELEMETRY=1``, see
 # ``runtimes/onnx.py``) starts no thread at import, nor with one intra- and one inter-op thread per session.
-# Whatever the runtime, a template that finds a second thread after loading refuses to fork (forkserver).
 FORK_SAFE_RUNTIMES = frozenset({"sklearn", "xgboost", "pytorch", "onnx"})
 
 
-def forks_loaded_model(runtime: str, model_dir: str, env: Mapping[str, str]) -> bool:
-    """Whether a process that loaded this model may be forked into further workers (a template): only a
-    fork-safe runtime with no user code, which might start threads or open connections in model_fn."""
-    return runtime in FORK_SAFE_RUNTIMES and not has_user_code(model_dir, env)
+def forks_loaded_model(runtime: str) -> bool:
+    """Whether a process that loaded a model of ``runtime`` may be tried as a template (forked into further
+    workers): a fork-safe runtime, with or without user code. What a model's own code does in its model_fn
+    is checked where it ran: a template that finds other threads, a child process or a descriptor its load
+    opened refuses to fork (``workers.forkserver.refuse_unless_forkable``), and its pool tries no other.
+    The user's code is as untrusted as a pickle's, which every template already runs, confined alike."""
+    return runtime in FORK_SAFE_RUNTIMES

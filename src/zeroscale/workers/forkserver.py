@@ -88,7 +88,8 @@ SPARE_AFTER_S = 0.05  # a zygote forks its next spare once no request came for t
 SPARE_RETRY_S = 1.0  # after a spare died waiting
 _LANDLOCK_ABI = sandbox.abi_version()
 TEMPLATE_ACCEPT_TIMEOUT_S = 60.0
-EXIT_THREADED_TEMPLATE = 4  # loading the model left other threads running: forking this process is unsafe
+# A template whose model's load left other threads, a child process or open descriptors: forking it is unsafe
+EXIT_UNFORKABLE_TEMPLATE = 4
 
 
 def thread_count() -> int | None:
@@ -265,20 +266,71 @@ def _set_comm(name: bytes) -> None:
         sandbox.libc().prctl(_PR_SET_NAME, ctypes.c_char_p(name[:15]), 0, 0, 0)
 
 
-def refuse_if_threaded() -> None:
-    """Exit (``EXIT_THREADED_TEMPLATE``) unless this process, a template that just loaded its model, runs one
-    thread. A child has only the thread that called fork(): a lock another thread held, or a condition
-    variable it waited on, stays taken in every replica (ONNX Runtime's telemetry thread left children
-    hanging in exit). Once the model is loaded only the fork loop runs: one thread now, one at every fork."""
+def open_descriptors() -> set[int]:
+    """This process's open file descriptors (``/proc/self/fd``, less the one that listing it used)."""
+    listed = {int(name) for name in os.listdir("/proc/self/fd")}
+    return {fd for fd in listed if _is_open(fd)}
+
+
+def _is_open(fd: int) -> bool:
+    try:
+        os.fstat(fd)
+    except OSError:
+        return False
+    return True
+
+
+def _children() -> list[int]:
+    """This process's children (``/proc/self/task/*/children``; exited ones are reaped on the way)."""
+    with contextlib.suppress(ChildProcessError):
+        while os.waitpid(-1, os.WNOHANG)[0]:
+            pass
+    pids: list[int] = []
+    for tid in os.listdir("/proc/self/task"):
+        with contextlib.suppress(OSError), open(f"/proc/self/task/{tid}/children") as f:
+            pids += [int(pid) for pid in f.read().split()]
+    return pids
+
+
+def refuse_unless_forkable(before: set[int] | None = None) -> None:
+    """Exit (``EXIT_UNFORKABLE_TEMPLATE``) unless this process, a template that just loaded its model, can be
+    forked into replicas that each serve alone: it runs one thread, has no child, and (``before``: its
+    descriptors before the load) holds no descriptor the load opened. A child has only the thread that
+    called fork(): a lock another thread held, or a condition variable it waited on, stays taken in every
+    replica (ONNX Runtime's telemetry thread left children hanging in exit). A file, socket or pipe the load
+    left open would be shared by every replica (one offset, one connection's stream), and so would a child
+    process it started. Once the model is loaded only the fork loop runs: one thread now, one at every
+    fork."""
+    problems = []
     threads = thread_count()
     if threads is not None and threads > 1:
+        problems.append(f"{threads} threads")
+    opened = sorted(open_descriptors() - before) if before is not None else []
+    if opened:
+        named = ", ".join(_describe(fd) for fd in opened[:3]) + (", ..." if len(opened) > 3 else "")
+        problems.append(f"{len(opened)} open file descriptor{'s' if len(opened) > 1 else ''} ({named})")
+    children = _children()
+    if children:
+        problems.append(f"{len(children)} child process{'es' if len(children) > 1 else ''}")
+    if problems:
+        for pid in children:  # not left running after this template: they are its model's
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
         print(
-            f"zeroscale: no template of this model: loading it left {threads} threads in the process, "
+            f"zeroscale: no template of this model: loading it left {' and '.join(problems)} in the process, "
             "which is not safe to fork; its workers load the model themselves",
             file=sys.stderr,
             flush=True,
         )
-        raise SystemExit(EXIT_THREADED_TEMPLATE)
+        raise SystemExit(EXIT_UNFORKABLE_TEMPLATE)
+
+
+def _describe(fd: int) -> str:
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        return str(fd)
 
 
 def _template(req: dict[str, Any]) -> NoReturn:
@@ -286,8 +338,9 @@ def _template(req: dict[str, Any]) -> NoReturn:
     without loading the model again). Driven like a zygote, through the socket it listens on."""
     from zeroscale.runtimes.worker import load_handler
 
+    before = open_descriptors()
     handler = load_handler(req["runtime"], req["model_dir"])
-    refuse_if_threaded()
+    refuse_unless_forkable(before)
     gc.collect()
     gc.freeze()
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

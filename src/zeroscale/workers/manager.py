@@ -28,7 +28,7 @@ from zeroscale.workers import sockdir
 from zeroscale.workers.capture import open_stream as open_log
 from zeroscale.workers.client import Body, WorkerConnection, WorkerConnectionError, WorkerResponse
 from zeroscale.workers.confinement import Confinement, processes_of
-from zeroscale.workers.forkserver import EXIT_THREADED_TEMPLATE, THREAD_ENV
+from zeroscale.workers.forkserver import EXIT_UNFORKABLE_TEMPLATE, THREAD_ENV
 from zeroscale.workers.memory import ResidentSets, private_bytes, tree_rss_mb
 from zeroscale.workers.process import CONTAINER_MODEL_DIR, ProcessLauncher
 from zeroscale.workers.sockdir import socket_dir, socket_name
@@ -155,7 +155,8 @@ class WorkerManager:
         self._early_exits: dict[int, int] = {}
         self._early_up: set[int] = set()  # workers up before their fork() call returned to start()
         self._template_pids: set[int] = set()
-        self._refused_templates: set[int] = set()  # templates that exited EXIT_THREADED_TEMPLATE, until heard
+        # templates that exited EXIT_UNFORKABLE_TEMPLATE, until heard
+        self._refused_templates: set[int] = set()
         self._ids = itertools.count(1)
         self._watchdog: asyncio.Task[None] | None = None
         self._processes = ProcessLauncher(self._exited, sandbox=sandbox)
@@ -526,7 +527,7 @@ class WorkerManager:
                 self._template_blocks[pid] = block
         else:
             self._end_template(scratch, block)
-            if early_exit == EXIT_THREADED_TEMPLATE:
+            if early_exit == EXIT_UNFORKABLE_TEMPLATE:
                 self._refused_templates.add(pid)
         template = Zygote(spec.runtime, log_path, self._exited, self._up)
         template.pid = pid
@@ -559,7 +560,7 @@ class WorkerManager:
     def _exited(self, pid: int, status: int) -> None:
         if pid in self._template_pids:  # a template ended (closed, its model failed to load, or it refused)
             self._template_pids.discard(pid)
-            if status == EXIT_THREADED_TEMPLATE:
+            if status == EXIT_UNFORKABLE_TEMPLATE:
                 self._refused_templates.add(pid)
             self._end_template(self._template_scratch.pop(pid, ""), self._template_blocks.pop(pid, None))
             return

@@ -32,8 +32,9 @@ class ZygoteError(Exception):
 
 
 class TemplateRefused(ZygoteError):
-    """A template that would not fork: loading its model left other threads in its process
-    (``forkserver.refuse_if_threaded``). Another try with the same model would refuse again."""
+    """A template that would not fork: loading its model left other threads, a child process or open
+    descriptors in its process (``forkserver.refuse_unless_forkable``). Another try with the same model
+    would refuse again."""
 
 
 # A request written to a spare's pipe at once (an empty pipe holds 64 KiB); a larger one goes to the zygote.
