@@ -1,6 +1,8 @@
 """Cold start: endpoint at zero workers -> first response, against a fresh Python process; and its breakdown.
 
-Three endpoints, each with an idle timeout of 0.05 s (scale-in happens on the server's 0.5 s reconcile tick):
+Three endpoints, each with an idle timeout of 0.05 s (scale-in happens on the server's 0.5 s reconcile tick;
+``bench/run.py`` serves ``rf`` and ``echo`` from a server with the default warm-model cache, ``probe`` and
+``echo`` from one with none, whose cold starts are forks of a zygote's spare that load the model):
 - ``rf``: the reference RandomForest with the sklearn runtime's default hooks (the headline figure);
 - ``probe``: the same model behind an inference.py that prints CLOCK_MONOTONIC timestamps (on import, around
   the model's load with the sklearn runtime's joblib reader, around the first predict) into the worker log;
@@ -62,20 +64,29 @@ class ColdResult:
     first_predict: dict[str, Any] = field(default_factory=dict)  # first_predict_experiment
 
 
-def deploy_cold(srv: ServerProcess, models: Models) -> None:
+def deploy_cold(srv: ServerProcess, models: Models, names: tuple[str, ...] = ENDPOINTS) -> None:
     sm = srv.client("sagemaker")
     idle = [{"Key": IDLE_TAG, "Value": "0.05"}]
-    for name, tar in (("rf", models.rf), ("probe", models.probe), ("echo", models.echo)):
-        deploy(sm, name, f"file://{tar}", memory_mb=1024, max_concurrency=1, tags=idle)
+    tars = {"rf": models.rf, "probe": models.probe, "echo": models.echo}
+    for name in names:
+        deploy(sm, name, f"file://{tars[name]}", memory_mb=1024, max_concurrency=1, tags=idle)
 
 
-def measure(srv: ServerProcess, rounds: int, result: ColdResult) -> None:
-    """``rounds`` cold starts of each endpoint; appends to ``result``. Call ``collect_probes`` at the end."""
+def measure(
+    srv: ServerProcess,
+    rounds: int,
+    result: ColdResult,
+    names: tuple[str, ...] = ENDPOINTS,
+    keys: dict[str, str] | None = None,
+) -> None:
+    """``rounds`` cold starts of each endpoint of ``names``; appends to ``result`` under ``keys[name]``
+    (default: the name). Call ``collect_probes`` at the end."""
     client = SignedClient(srv.url)
     bodies = {"rf": ROW, "probe": ROW, "echo": ECHO_BODY}
     for _ in range(rounds):
-        for name in ENDPOINTS:
-            wait_zero(srv, list(ENDPOINTS))
+        for name in names:
+            key = (keys or {}).get(name, name)
+            wait_zero(srv, list(names))
             before = metric(srv.metrics(), "zeroscale_model_setup_seconds_sum", name)
             headers = client.signed_headers(name, bodies[name])
             client.conn.close()
@@ -83,10 +94,10 @@ def measure(srv: ServerProcess, rounds: int, result: ColdResult) -> None:
             t0 = time.monotonic()
             client.send(name, bodies[name], headers)
             t1 = time.monotonic()
-            result.latency_s.setdefault(name, []).append(t1 - t0)
-            result.sent_at.setdefault(name, []).append((t0, t1))
+            result.latency_s.setdefault(key, []).append(t1 - t0)
+            result.sent_at.setdefault(key, []).append((t0, t1))
             setup = metric(srv.metrics(), "zeroscale_model_setup_seconds_sum", name) - before
-            result.setup_s.setdefault(name, []).append(setup)
+            result.setup_s.setdefault(key, []).append(setup)
     client.close()
 
 
