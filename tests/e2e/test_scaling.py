@@ -78,7 +78,8 @@ def idle_tag(seconds: float) -> list[dict[str, str]]:
 def deploy_pid_model(
     sm: Any, name: str, url: str, pids: Path | None = None, *, sleep_s: float = 0.0, **kwargs: Any
 ) -> None:
-    env = {"SLEEP_S": str(sleep_s)}
+    # Its workers each write their pid in model_fn: every worker must load the model itself, no template.
+    env = {"SLEEP_S": str(sleep_s), "ZEROSCALE_TEMPLATES": "off"}
     if pids is not None:
         env["PID_DIR"] = str(pids)
     desc = deploy(sm, name, url, environment=env, **kwargs)
@@ -298,7 +299,7 @@ def test_update_endpoint_under_load(
         PrimaryContainer={
             "Image": "sklearn",
             "ModelDataUrl": model_url,
-            "Environment": {"SLEEP_S": "0.05", "PID_DIR": str(new_pids)},
+            "Environment": {"SLEEP_S": "0.05", "PID_DIR": str(new_pids), "ZEROSCALE_TEMPLATES": "off"},
         },
     )
     sm.create_endpoint_config(

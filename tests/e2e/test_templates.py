@@ -348,13 +348,19 @@ def test_a_model_whose_load_starts_a_thread_gets_no_template(
 
 USER_CODE = b"""
 import os
+import tempfile
 
 import joblib
 import numpy as np
 
 
+NOTE = os.path.join(tempfile.gettempdir(), "zs-test-note")
+
+
 def model_fn(model_dir):
     print("zs-test model_fn", flush=True)
+    with open(NOTE, "w") as f:  # read by every request: in a replica, its template's scratch directory
+        f.write("loaded")
     return joblib.load(os.path.join(model_dir, "model.joblib"))
 
 
@@ -364,6 +370,8 @@ def input_fn(body, content_type):
 
 def predict_fn(data, model):
     print("zs-test predict_fn", flush=True)
+    with open(NOTE) as f:
+        assert f.read() == "loaded"
     return model.predict(data)
 """
 
@@ -373,9 +381,10 @@ def test_a_model_with_its_own_inference_code_is_forked_from_a_template_too(
 ) -> None:
     """A model with ``code/inference.py`` gets a template as a built-in one does: its model_fn runs once, in
     the template (its line is in the template's log, not the replicas'); scale-out forks replicas that
-    answer as the first worker did; at zero the template is cached with a parked replica, which does not
-    rehearse (the user's hooks are never asked zeros: the worker it becomes logs one predict_fn line, its
-    request's); the cold start after that is a hit, with the same answer."""
+    answer as the first worker did, reading the file model_fn wrote into its scratch directory; at zero
+    the template is cached with a parked replica, which does not rehearse (the user's hooks are never
+    asked zeros: the worker it becomes logs one predict_fn line, its request's); the cold start after
+    that is a hit, with the same answer."""
     joblib_path = tmp_path / "model.joblib"
     import joblib
 
@@ -486,3 +495,40 @@ def test_a_model_whose_model_fn_leaves_a_file_open_or_a_child_gets_no_template(
     answers = hammer(server, answer, clients=3, each=6)
     assert len(answers) == 18 and all(got == want for got in answers)
     assert len(list(logs.glob("template-*.log"))) == 1  # refused once, not tried again
+
+
+def test_templates_off_or_a_bad_value_by_name(
+    server: ServerProcess, sm: Any, smr: Any, sklearn_model: Any
+) -> None:
+    """``ZEROSCALE_TEMPLATES=off`` in a model's Environment: no template of it (every worker loads it, its
+    model_fn in each); any value but on or off is refused at CreateModel, by name."""
+    container = {
+        "Image": "sklearn",
+        "ModelDataUrl": sklearn_model.url,
+        "Environment": {"ZEROSCALE_TEMPLATES": "no"},
+    }
+    with pytest.raises(Exception) as err:
+        sm.create_model(ModelName="tpl-bad", PrimaryContainer=container)
+    assert "PrimaryContainer.Environment: ZEROSCALE_TEMPLATES='no' is neither on nor off" in str(err.value)
+    desc = deploy(
+        sm,
+        "tpl-off",
+        sklearn_model.url,
+        max_concurrency=3,
+        tags=IDLE,
+        environment={"ZEROSCALE_TEMPLATES": "off"},
+    )
+    assert desc["EndpointStatus"] == "InService", desc.get("FailureReason")
+    rows = sklearn_model.X[:5]
+    want, body = sklearn_model.expected(rows), sklearn_model.json_body(rows)
+
+    def answer(client: Any = smr) -> Any:
+        resp = client.invoke_endpoint(EndpointName="tpl-off", Body=body, ContentType="application/json")
+        return json.loads(resp["Body"].read())
+
+    assert answer() == want
+    answers = hammer(server, answer, clients=3, each=5)
+    assert all(a == want for a in answers)
+    time.sleep(1.0)  # a template would have loaded by now
+    logs = server.data_dir / "logs" / "tpl-off" / "AllTraffic"
+    assert not list(logs.glob("template-*.log"))

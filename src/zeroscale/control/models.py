@@ -19,6 +19,7 @@ from zeroscale.control.model_packages import ModelPackages
 from zeroscale.control.resources import Resources
 from zeroscale.errors import ValidationException
 from zeroscale.runtimes.batching import MAX_BATCH_SIZE, batch_settings, unsupported
+from zeroscale.runtimes.usercode import check_templates
 from zeroscale.store.db import Record, Store
 
 KIND = "model"
@@ -97,6 +98,7 @@ def check_container(container: Mapping[str, Any], where: str) -> None:
         )
     try:
         batch_settings(env)
+        check_templates(env)
     except ValueError as exc:
         raise ValidationException(f"{where}.Environment: {exc}") from None
     if container.get("Mode") == "MultiModel" and MAX_BATCH_SIZE in env:

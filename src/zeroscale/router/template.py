@@ -49,7 +49,7 @@ class PoolTemplate:
             not spec.command
             and not spec.multi_model
             and not spec.target_model  # a multi-model variant's memory counts each loaded model once
-            and forks_loaded_model(spec.runtime)
+            and forks_loaded_model(spec.runtime, spec.env)
         )
         self.key = TemplateKey.of(spec.runtime, spec.model_dir, spec.env) if templated else None
 

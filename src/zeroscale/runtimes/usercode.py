@@ -100,10 +100,26 @@ def has_user_code(model_dir: str, env: Mapping[str, str]) -> bool:
 FORK_SAFE_RUNTIMES = frozenset({"sklearn", "xgboost", "pytorch", "onnx"})
 
 
-def forks_loaded_model(runtime: str) -> bool:
+# A model's Environment may say ``off``: no template of it, every worker loads it (its model_fn runs in each).
+TEMPLATES = "ZEROSCALE_TEMPLATES"
+
+
+def check_templates(env: Mapping[str, str]) -> None:
+    """Raises ValueError naming ``ZEROSCALE_TEMPLATES`` when it is set to other than ``on`` or ``off``."""
+    value = env.get(TEMPLATES)
+    if value is not None and value not in ("on", "off"):
+        raise ValueError(
+            f"{TEMPLATES}={value!r} is neither on nor off: off makes every worker load the model itself "
+            "(its model_fn runs in each), on (the default) forks workers from one process that loaded it"
+        )
+
+
+def forks_loaded_model(runtime: str, env: Mapping[str, str]) -> bool:
     """Whether a process that loaded a model of ``runtime`` may be tried as a template (forked into further
-    workers): a fork-safe runtime, with or without user code. What a model's own code does in its model_fn
-    is checked where it ran: a template that finds other threads, a child process or a descriptor its load
-    opened refuses to fork (``workers.forkserver.refuse_unless_forkable``), and its pool tries no other.
-    The user's code is as untrusted as a pickle's, which every template already runs, confined alike."""
-    return runtime in FORK_SAFE_RUNTIMES
+    workers): a fork-safe runtime, with or without user code, unless the model's Environment sets
+    ``ZEROSCALE_TEMPLATES=off`` (a model_fn that must run in every worker). What a model's own code does in
+    its model_fn is checked where it ran: a template that finds other threads, a child process or a
+    descriptor its load opened refuses to fork (``workers.forkserver.refuse_unless_forkable``), and its
+    pool tries no other. The user's code is as untrusted as a pickle's, which every template already runs,
+    confined alike."""
+    return runtime in FORK_SAFE_RUNTIMES and env.get(TEMPLATES) != "off"

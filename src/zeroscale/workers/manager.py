@@ -299,8 +299,14 @@ class WorkerManager:
                         conf.scratch(wid, parent=replica_of) if replica_of else conf.worker_scratch(wid)
                     )
                     handle.uid = conf.uid(self._template_blocks.get(zygote.pid) if live_template else None)
+                    # A replica also reads its template's scratch directory: what the model's load wrote
+                    # there (a file its model_fn extracted, say) is the replicas' as it was the template's.
                     policy = conf.policy(
-                        model_dir=spec.model_dir, env=env, scratch=handle.scratch, uid=handle.uid
+                        model_dir=spec.model_dir,
+                        env=env,
+                        scratch=handle.scratch,
+                        uid=handle.uid,
+                        extra_read=(replica_of,) if replica_of else (),
                     )
                     if replica_of is not None:
                         policy = dataclasses.replace(policy, layer_only=True)
