@@ -307,6 +307,14 @@ def counted(procs: list[psutil.Process]) -> int:
     return sum(not_spare(p) for p in procs)
 
 
+def working(srv: ServerProcess) -> int:
+    """The processes under ``srv`` (itself included) less the zygotes' spares and the warm-model cache's
+    templates and parked replicas (two an entry, from /metrics): at zero, the server and its zygotes."""
+    assert srv.proc is not None
+    cached = 2 * int(plain(srv.metrics(), "zeroscale_warm_cache_entries"))
+    return counted(tree(srv.proc.pid)) - cached
+
+
 def rss_mb(procs: list[psutil.Process]) -> float:
     total = 0
     for p in procs:

@@ -44,11 +44,10 @@ from bench.common import (
     Models,
     ServerProcess,
     SignedClient,
-    counted,
     cpu_s,
     deploy,
-    tree,
     wait_for,
+    working,
 )
 
 THREADS = 16
@@ -233,17 +232,16 @@ def measure(
     server = psutil.Process(srv.proc.pid)
     sm = srv.client("sagemaker")
     assert ref.proc is not None
-    ref_pid = ref.proc.pid
-    ref_processes = counted(tree(ref_pid))
+    ref_processes = working(ref)
     ref_failed: list[str] = []
     _deploy_range(ref, models, 0, min(sizes), ref_failed)
     if ref_failed:
         raise RuntimeError(f"the reference server's endpoints failed: {ref_failed[:3]}")
-    wait_for(lambda: counted(tree(ref_pid)) <= ref_processes, timeout_s=60, interval_s=0.2)
+    wait_for(lambda: working(ref) <= ref_processes, timeout_s=60, interval_s=0.2)
     result.ref_endpoints = min(sizes)
     ref_sm = ref.client("sagemaker")
     time.sleep(2.0)  # the zygote's imports and the server's startup work
-    processes = counted(tree(srv.proc.pid))  # the server and its zygote(s)
+    processes = working(srv)  # the server and its zygote(s)
     result.empty_cpu_windows = idle_cpu(server)
     result.empty_cpu = statistics.median(result.empty_cpu_windows)
     result.empty_rss_mb = server.memory_info().rss / 2**20
@@ -259,7 +257,7 @@ def measure(
         deployed = size
         # Every worker gone: the process tree is back to the server and its zygotes. (Not from /metrics: a
         # scrape renders every endpoint's series, seconds of the server's time at 10,000 endpoints.)
-        wait_for(lambda: counted(tree(srv.proc.pid)) <= processes, timeout_s=300, interval_s=0.2)
+        wait_for(lambda: working(srv) <= processes, timeout_s=300, interval_s=0.2)
         time.sleep(1.0)
         windows = idle_cpu(server)
         rss = server.memory_info().rss / 2**20
