@@ -8,8 +8,10 @@ import dataclasses
 import json
 import os
 import signal
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -373,3 +375,29 @@ async def test_a_start_from_a_template_takes_its_parked_replica_even_one_on_its_
     await _until(lambda: not _alive(parked))
     assert not list(s.log_dir.glob(".parked-*"))
     await template.close()
+
+
+async def test_a_template_begins_loading_once_worker_starts_pause(
+    manager: WorkerManager, model_dir: Path, tmp_path: Path
+) -> None:
+    """A template's load (a fork of the zygote, the model's imports and model_fn) takes the cores that cold
+    starts one after another need: ``start_template`` begins once starts pause for ``TEMPLATE_AFTER_S``
+    (without the pause, back-to-back first invocations of endpoints with inference.py took ~50 ms, not
+    ~15, in ``make bench ARGS="--only scale --quick"``)."""
+    from zeroscale.workers import manager as manager_module
+
+    s = spec(model_dir, tmp_path)
+    begun: list[float] = []
+    real = manager._zygote
+
+    async def noted(runtime: str) -> Any:
+        begun.append(time.monotonic())
+        return await real(runtime)
+
+    manager._zygote = noted  # type: ignore[method-assign]
+    worker = await manager.start(s)
+    manager._last_start = time.monotonic()  # another start began just now (another pool's cold start, say)
+    template = await manager.start_template(s)
+    assert begun[-1] >= manager._last_start + manager_module.TEMPLATE_AFTER_S  # its load came after a pause
+    await template.close()
+    await manager.stop(worker)

@@ -37,6 +37,7 @@ from zeroscale.workers.zygotes import TemplateRefused, Zygote, ZygoteError, tail
 
 log = logging.getLogger("zeroscale.workers")
 RESTOCK_AFTER_S = 0.05  # scratch directories are made ahead once cold starts pause this long
+TEMPLATE_AFTER_S = 0.1  # a template starts loading once worker starts pause this long
 TEMPLATE_MIN_OPEN_FILES = 4096
 PARKED_LOG = ".parked-"  # a parked replica's log file: hidden (a dot file is no log stream) until it is taken
 _RELEASE_TRIES = 20  # passes, 50 ms apart, for a dead worker's killed processes to go
@@ -169,6 +170,7 @@ class WorkerManager:
         self._releasing: list[tuple[str, int, int]] = []  # (scratch, uid, tries left) of exited workers
         self._release_timer: asyncio.Handle | None = None
         self._restock_timer: asyncio.TimerHandle | None = None  # the scratch directories made ahead
+        self._last_start = 0.0  # when a worker's start last began (``start_template`` waits for a pause)
         self._ticks = 0
 
     # ---- lifecycle ----
@@ -254,6 +256,7 @@ class WorkerManager:
         log_path: Path,
         rehearse: bool = False,
     ) -> WorkerHandle:
+        self._last_start = time.monotonic()
         socket_path = str(self._sock_dir / socket_name(wid, ".sock"))
         with contextlib.suppress(FileNotFoundError):
             os.unlink(socket_path)
@@ -485,7 +488,11 @@ class WorkerManager:
         """A template for ``spec``'s model: a child of the runtime's zygote that loaded the model and forks
         replicas of it (``start(..., template=...)``); closing it ends it and every replica it forked.
         Raises ZygoteError when the model does not load, TemplateRefused when loading it left other threads
-        running (forking it is not safe)."""
+        running (forking it is not safe). It begins once worker starts pause for ``TEMPLATE_AFTER_S``: a
+        model's load (its fork from the zygote, its imports, its model_fn) takes the cores that cold starts
+        of other pools in flight, one after another, would have."""
+        while (pause := self._last_start + TEMPLATE_AFTER_S - time.monotonic()) > 0:
+            await asyncio.sleep(pause)
         zygote = await self._zygote(spec.runtime)
         tid = uuid.uuid4().hex[:8]
         ctl_path = str(self._sock_dir / f"template-{tid}.ctl")
