@@ -120,3 +120,14 @@ def test_accept_lists_pick_the_first_supported() -> None:
     with pytest.raises(codecs.UnsupportedAccept) as err:
         codecs.encode([1], "image/png")
     assert err.value.status_code == 406
+
+
+def test_a_sample_of_zeros_is_refused_past_its_bound_however_large_the_shape() -> None:
+    """``zeros`` (a rehearsal's sample) gives none for a shape past ``SAMPLE_MAX_VALUES``, counted exactly:
+    a product that overflows 64 bits (numpy's ``prod`` of (1, 2**40, 2**40) is 0) is still refused."""
+    from zeroscale.runtimes.codecs import SAMPLE_MAX_VALUES, zeros
+
+    assert zeros((1, 3)) == [[0.0, 0.0, 0.0]]
+    assert zeros((1, SAMPLE_MAX_VALUES + 1)) is None
+    assert zeros((1, 2**40, 2**40)) is None
+    assert zeros(()) is None and zeros((1, 0)) is None

@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import io
 import json
+import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -54,7 +55,7 @@ SAMPLE_MAX_VALUES = 1 << 20
 def zeros(shape: tuple[int, ...]) -> Any | None:
     """A nested list of ``0.0`` of ``shape`` (every dimension positive), as JSON decodes into an array of it;
     None when it would hold more than ``SAMPLE_MAX_VALUES`` values."""
-    if not shape or any(d <= 0 for d in shape) or int(np.prod(shape)) > SAMPLE_MAX_VALUES:
+    if not shape or any(d <= 0 for d in shape) or math.prod(shape) > SAMPLE_MAX_VALUES:
         return None
     return np.zeros(shape).tolist()
 
