@@ -10,6 +10,7 @@ from typing import Any
 
 import psutil
 import pytest
+from botocore.exceptions import ClientError
 
 from zeroscale.testing import ServerProcess, deploy, make_tar, wait_for
 
@@ -507,8 +508,9 @@ def test_templates_off_or_a_bad_value_by_name(
         "ModelDataUrl": sklearn_model.url,
         "Environment": {"ZEROSCALE_TEMPLATES": "no"},
     }
-    with pytest.raises(Exception) as err:
+    with pytest.raises(ClientError) as err:
         sm.create_model(ModelName="tpl-bad", PrimaryContainer=container)
+    assert err.value.response["Error"]["Code"] == "ValidationException"
     assert "PrimaryContainer.Environment: ZEROSCALE_TEMPLATES='no' is neither on nor off" in str(err.value)
     desc = deploy(
         sm,
@@ -529,6 +531,8 @@ def test_templates_off_or_a_bad_value_by_name(
     assert answer() == want
     answers = hammer(server, answer, clients=3, each=5)
     assert all(a == want for a in answers)
-    time.sleep(1.0)  # a template would have loaded by now
+    # Back at zero (its idle timeout): with templates on, its template would have loaded while it had
+    # workers (its log file is made at the fork) and be cached now.
+    wait_for(lambda: server.workers("tpl-off") == 0, timeout_s=20)
     logs = server.data_dir / "logs" / "tpl-off" / "AllTraffic"
     assert not list(logs.glob("template-*.log"))
