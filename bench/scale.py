@@ -5,7 +5,8 @@ At each size, once every endpoint is InService and the server reports zero worke
 - server idle CPU: cores' worth the server process used while nothing was sent to it, the median of
   ``CPU_WINDOWS`` windows of ``CPU_WINDOW_S`` each, against the same server measured the same way before
   anything was deployed (so the figure is the cost of the idle endpoints, not of the server);
-- the server process's resident set (psutil);
+- the server process's resident set (psutil), and again after ``SCRAPES`` /metrics scrapes (what a Prometheus
+  server scraping it leaves behind; the wait for zero workers before it scrapes too);
 - DescribeEndpoint p50: boto3, ``DESCRIBES`` calls on endpoints picked at random among those deployed;
 - ListEndpoints (paginated) p50: boto3, pages of ``PAGE`` (SageMaker's default MaxResults, so the smallest
   size fills a page too; ``NameContains`` the common prefix, NextToken from the previous page), ``MAX_PAGES``
@@ -58,6 +59,7 @@ PAGE = 10
 COLD = 15
 CPU_WINDOWS = 5
 CPU_WINDOW_S = 2.0
+SCRAPES = 3  # /metrics scrapes before the resident set is read again
 
 
 @dataclass
@@ -68,6 +70,7 @@ class SizeResult:
     idle_cpu: float  # cores
     idle_cpu_windows: list[float]
     rss_mb: float
+    rss_scraped_mb: float  # after ``SCRAPES`` more /metrics scrapes
     describe_s: list[float]
     list_page_s: list[float]
     cold_s: list[float]
@@ -261,6 +264,9 @@ def measure(
         time.sleep(1.0)
         windows = idle_cpu(server)
         rss = server.memory_info().rss / 2**20
+        for _ in range(SCRAPES):  # what a Prometheus server scraping it leaves behind
+            srv.metrics()
+        rss_scraped = server.memory_info().rss / 2**20
         describe_s, ref_describe_s = _alternating(
             DESCRIBES, _Describes(sm, size), _Describes(ref_sm, result.ref_endpoints)
         )
@@ -274,6 +280,7 @@ def measure(
             statistics.median(windows),
             windows,
             rss,
+            rss_scraped,
             describe_s,
             pages,
             cold_s,
@@ -285,7 +292,8 @@ def measure(
         result.sizes.append(res)
         print(
             f"   scale {size}: deploy {res.deploy_rate:.0f}/s, idle cpu {res.idle_cpu * 100:.2f}% "
-            f"(empty {result.empty_cpu * 100:.2f}%), rss {rss:.0f} MB, describe p50 "
+            f"(empty {result.empty_cpu * 100:.2f}%), rss {rss:.0f} MB "
+            f"({rss_scraped:.0f} after {SCRAPES} scrapes), describe p50 "
             f"{statistics.median(describe_s) * 1000:.2f} ms, "
             f"list page p50 {statistics.median(pages) * 1000:.2f} ms, "
             f"(reference server, {result.ref_endpoints} endpoints, alternating: describe p50 "

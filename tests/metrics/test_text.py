@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import random
 import threading
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -162,14 +163,15 @@ def test_an_empty_server_and_label_values_that_need_escaping() -> None:
 def test_a_scrape_formats_in_a_thread_and_prints_the_same(monkeypatch: pytest.MonkeyPatch) -> None:
     metrics, _ = _busy_server(random.Random(2))
     reference = metrics.render_by_prometheus_client()
-    threads: list[int] = []
-    render = text.render
+    threads: set[int] = set()
+    pieces = text.pieces
 
-    def spied(*args: Any) -> bytes:  # the real renderer, noting where it ran
-        threads.append(threading.get_ident())
-        return render(*args)
+    def spied(*args: Any) -> Iterator[bytes]:  # the real printer, noting where each piece was printed
+        for piece in pieces(*args):
+            threads.add(threading.get_ident())
+            yield piece
 
-    monkeypatch.setattr(text, "render", spied)
+    monkeypatch.setattr(text, "pieces", spied)
 
     async def scrape_twice() -> tuple[bytes, bytes, int]:
         first = await metrics.scrape()
@@ -179,4 +181,27 @@ def test_a_scrape_formats_in_a_thread_and_prints_the_same(monkeypatch: pytest.Mo
     first, second, loop_thread = asyncio.run(scrape_twice())
     assert first == reference
     assert second == metrics.render_by_prometheus_client() != reference
-    assert len(threads) == 2 and loop_thread not in threads
+    assert threads and loop_thread not in threads
+
+
+def test_the_text_comes_in_bounded_pieces(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A family is printed a few variants at a time and handed on in pieces: the same text, byte for byte,
+    whatever the cut (a multi-model family printed in some chunks of variants and not others, exits and
+    provisioned counters in a few, the _created heads), and no piece much larger than the piece size."""
+    metrics, _ = _busy_server(random.Random(3))
+    for i in range(40):
+        metrics.variant(activated(endpoint=f"more{i:02d}", provisioned=i % 3))
+        if i % 7 == 0:
+            metrics.worker(WorkerEvent(f"more{i:02d}", "AllTraffic", "w1", "crashed", 0.0))
+    monkeypatch.setattr(text, "ROWS_AT_ONCE", 3)
+    monkeypatch.setattr(text, "PIECE_CHARS", 4000)
+
+    async def scrape() -> list[bytes]:
+        return [piece async for piece in metrics.stream()]
+
+    got = asyncio.run(scrape())
+    assert b"".join(got) == metrics.render_by_prometheus_client()
+    assert len(got) > 10
+    assert max(map(len, got[:-1])) < 4000 + 3 * 3000  # a piece's size, and one chunk of three histograms'

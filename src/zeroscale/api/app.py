@@ -21,7 +21,7 @@ from zeroscale.api.jsonrpc import MAX_BODY_BYTES as MAX_JSON_BODY_BYTES
 from zeroscale.api.jsonrpc import JsonService
 from zeroscale.api.query import UNSIGNED_ACTIONS, QueryService, is_query_request, parse
 from zeroscale.api.stream_invoke import StreamInvokeApi
-from zeroscale.api.wire import Send, control_error, control_ok, respond, runtime_error
+from zeroscale.api.wire import Send, control_error, control_ok, respond, respond_stream, runtime_error
 from zeroscale.errors import (
     InternalFailure,
     RuntimeValidationError,
@@ -332,8 +332,8 @@ class App:
 
     async def _unsigned_get(self, send: Send, path: str, request_id: str) -> None:
         if path == "/metrics":
-            text = await self._p.metrics.scrape()
-            await respond(send, 200, text, [(b"content-type", Metrics.content_type.encode())])
+            headers = [(b"content-type", Metrics.content_type.encode())]
+            await respond_stream(send, 200, self._p.metrics.stream(), headers)
         elif path in ("/ping", "/healthz"):
             await respond(send, 200, b"ok\n", [(b"content-type", b"text/plain")])
         else:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from typing import Any
 
 from zeroscale.errors import ModelError, ZeroscaleError
@@ -18,6 +18,14 @@ async def respond(send: Send, status: int, body: bytes, headers: Headers) -> Non
     headers.append((b"content-length", str(len(body)).encode()))
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
+
+
+async def respond_stream(send: Send, status: int, body: AsyncIterator[bytes], headers: Headers) -> None:
+    """A body sent as it comes (HTTP/1.1 chunked: no content-length)."""
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    async for piece in body:
+        await send({"type": "http.response.body", "body": piece, "more_body": True})
+    await send({"type": "http.response.body", "body": b""})
 
 
 async def control_ok(send: Send, request_id: str, payload: dict[str, Any]) -> None:

@@ -14,10 +14,11 @@ is compared with (``Metrics.render_by_prometheus_client``, ``tests/metrics/test_
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import itertools
 import time
 from array import array
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from typing import Protocol
 
 from prometheus_client import CollectorRegistry, generate_latest
@@ -95,6 +96,10 @@ class Metrics:
         self._cache: Callable[[], CacheLoad] | None = None
         self._nodes: Callable[[], list[tuple[str, int, int, int]]] | None = None
         self._small = _Chain(_SinkFailureCollector(self), _CacheCollector(self), _NodeCollector(self))
+        # The thread that prints the scrapes (started at the first): always the same one, so the memory a
+        # scrape's pieces take and give back stays with one thread's allocator (with the default pool's
+        # threads each kept its own: 10,000 endpoints' four scrapes left the server 72 MB larger, not 31).
+        self._printer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="zeroscale-metrics")
 
     def watch(self, pools: PoolSource) -> None:
         """Where the scrape-time gauges come from: the fleet's pools (or their loads)."""
@@ -203,10 +208,15 @@ class Metrics:
         return text.render(rows, [text.load_row(pool.load()) for pool in self._pools()], self._rest())
 
     async def scrape(self) -> bytes:
-        """The Prometheus text of every series, without holding up the event loop for long: the series'
-        figures and the pools' loads are read on the loop, ``CHUNK`` at a time with a yield between, and
-        formatted in a thread (``metrics.text``). Each variant's figures are consistent (one copy); as with
-        any scrape, those read later may count invocations served meanwhile."""
+        """The whole text of ``stream``."""
+        return b"".join([piece async for piece in self.stream()])
+
+    async def stream(self) -> AsyncIterator[bytes]:
+        """The Prometheus text of every series, in pieces (``text.pieces``: what a scrape holds at once does
+        not grow with the endpoints), without holding up the event loop for long: the series' figures and
+        the pools' loads are read on the loop, ``CHUNK`` at a time with a yield between, and each piece is
+        printed in the printer thread. Each variant's figures are consistent (one copy); as with any scrape,
+        those read later may count invocations served meanwhile."""
         every = self.series()
         rows: list[text.Snapshot] = []
         for start in range(0, len(every), CHUNK):
@@ -217,7 +227,10 @@ class Metrics:
         for start in range(0, len(pools), CHUNK):
             await asyncio.sleep(0)
             loads += [text.load_row(pool.load()) for pool in pools[start : start + CHUNK]]
-        return await asyncio.to_thread(text.render, rows, loads, self._rest())
+        pieces = text.pieces(rows, loads, self._rest())
+        loop = asyncio.get_running_loop()
+        while (piece := await loop.run_in_executor(self._printer, next, pieces, None)) is not None:
+            yield piece
 
     def _rest(self) -> bytes:
         """The small families (sink failures, the warm cache, cluster nodes), then others' collectors."""
