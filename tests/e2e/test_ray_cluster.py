@@ -196,8 +196,9 @@ def test_scale_out_on_a_node_forks_its_template_and_zero_keeps_it_warm(
     assert _invoke_many(smr, "templated", body, count=90, threads=6) == [want] * 90
     assert max((len(t.children()) for t in _templates()), default=0) >= 1, "no replica of the template"
 
-    # At zero the template goes to the warm-model cache (its private memory reported by its node), and the
-    # next cold start is a fork of it.
+    # At zero the template goes to the warm-model cache (its private memory and its parked replica's
+    # reported by its node) with one replica forked ahead of need and parked beside it on its node, and
+    # the next cold start is that replica's first request: no fork on its path.
     wait_for(lambda: server.workers("templated") == 0, timeout_s=30)
     wait_for(lambda: _metric(server, "zeroscale_warm_cache_entries") == 1, timeout_s=10)
     assert (
@@ -205,9 +206,13 @@ def test_scale_out_on_a_node_forks_its_template_and_zero_keeps_it_warm(
         < _metric(server, "zeroscale_warm_cache_bytes")
         <= _metric(server, "zeroscale_warm_cache_capacity_bytes")
     )
+    (template,) = _templates()
+    parked = [p.pid for p in template.children()]
+    assert len(parked) == 1, "no replica parked beside the cached template"
     hits = _metric(server, "zeroscale_warm_cache_hits_total")
     assert _invoke_many(smr, "templated", body, count=1, threads=1) == [want]
     assert _metric(server, "zeroscale_warm_cache_hits_total") == hits + 1
+    assert [p.pid for p in template.children()] == parked  # the parked replica took it: no fork
     sm.delete_endpoint(EndpointName="templated")
 
 

@@ -86,6 +86,9 @@ class NodeAgent:
         self._workers: dict[str, WorkerHandle] = {}
         self._relays: dict[str, _Relay] = {}
         self._templates: dict[str, Zygote] = {}
+        # A template's cost as ``park`` measured it (its private memory before the fork, and its replica's),
+        # while a replica is parked beside it: the two share their pages after the fork, counted as neither's.
+        self._kept: dict[str, int] = {}
         self._offsets: dict[str, int] = {}  # worker id -> bytes of its log already shipped
         self._exits: list[dict[str, Any]] = []
         self._wake: asyncio.Event | None = None
@@ -167,7 +170,9 @@ class NodeAgent:
         wid = str(req["worker_id"])
         try:
             spec = await self._spec(req)
-            template = self._templates.get(str(req.get("template") or ""))
+            tid = str(req.get("template") or "")
+            template = self._templates.get(tid)
+            self._kept.pop(tid, None)  # its parked replica, if any, is this worker now
             handle = await manager.start(spec, worker_id=wid, on_exit=self._exited, template=template)
         except ZeroscaleError as exc:
             return {"error": exc.message}
@@ -242,7 +247,25 @@ class NodeAgent:
         self._templates[tid] = template
         return {"template": tid, "pid": template.pid}
 
+    async def park(self, req: dict[str, Any]) -> dict[str, Any]:
+        """Fork a replica of template ``req["template"]`` ahead of need for the spec in ``req``, set up to its
+        listening socket and given no request (``WorkerManager.park``): the next ``start`` from that template
+        with the same spec takes it. Answers {bytes}: what keeping both costs (0: no such template)."""
+        manager = await self._opened()
+        tid = str(req["template"])
+        template = self._templates.get(tid)
+        if template is None:
+            return {"bytes": 0}
+        try:
+            kept = await manager.park(await self._spec(req), template)
+        except (ZeroscaleError, DeployError, ZygoteError, OSError) as exc:
+            return {"error": str(exc)}
+        if tid in self._templates:
+            self._kept[tid] = kept
+        return {"bytes": kept}
+
     async def close_template(self, tid: str) -> None:
+        self._kept.pop(tid, None)
         template = self._templates.pop(tid, None)
         if template is not None:
             await template.close()
@@ -277,7 +300,8 @@ class NodeAgent:
             "output": output,
             "rss_mb": {wid: h.rss_mb for wid, h in self._workers.items()},
             "templates": {
-                tid: private_bytes(t.pid) if t.alive and t.pid else 0 for tid, t in self._templates.items()
+                tid: (self._kept.get(tid) or private_bytes(t.pid)) if t.alive and t.pid else 0
+                for tid, t in self._templates.items()
             },
             "exits": exits,
             "others_mb": self._others_mb(),

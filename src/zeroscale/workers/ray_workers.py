@@ -496,8 +496,24 @@ class RayWorkers:
         return template.private_bytes if isinstance(template, RemoteTemplate) and template.alive else 0
 
     async def park(self, spec: WorkerSpec, template: Zygote) -> int:
-        """No replica is parked beside a template on a node (a cold start there forks the template); what
-        keeping the template costs."""
+        """A replica of ``template`` forked ahead of need on its node and parked there (the agent's ``park``):
+        the next cold start from it on that node takes the replica. What keeping both costs, in bytes (the
+        template's alone when the node could not park one)."""
+        from ray.exceptions import RayActorError
+
+        if not isinstance(template, RemoteTemplate) or not template.alive:
+            return 0
+        _, request = self._request(spec)
+        node = template.node
+        try:
+            answer = await node.call(node.agent.park.remote({**request, "template": template.tid}))
+        except (RayActorError, NodeLost) as exc:
+            log.warning("parking a replica on node %s failed: %s", node.name, exc)
+            return self.template_bytes(template)
+        if "error" in answer:
+            log.warning("parking a replica on node %s failed: %s", node.name, answer["error"])
+            return self.template_bytes(template)
+        template.private_bytes = int(answer["bytes"]) or template.private_bytes
         return self.template_bytes(template)
 
     async def stop(self, handle: WorkerHandle, *, grace_s: float | None = None) -> None:
