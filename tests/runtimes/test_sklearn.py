@@ -7,6 +7,9 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from zeroscale.workers.forkserver import THREAD_ENV
 
@@ -78,7 +81,7 @@ def test_a_warmed_fork_predicts_its_first_request_without_copying_the_zygotes_pa
 
 
 REHEARSAL_PROBE = """
-    import gc, sys
+    import gc, os, sys
     import joblib, numpy as np
     from sklearn.ensemble import RandomForestClassifier
     from zeroscale.runtimes.registry import RUNTIMES
@@ -87,6 +90,22 @@ REHEARSAL_PROBE = """
     X = np.random.RandomState(0).rand(500, 10); y = (X[:, 0] + X[:, 3] > 1).astype(int)
     forest = RandomForestClassifier(n_estimators=30, random_state=0).fit(X, y)
     joblib.dump(forest, sys.argv[1] + "/model.joblib")
+    calls = sys.argv[1] + "/predict_fn-calls-"
+    if sys.argv[2:] == ["hooks"]:  # its own inference.py, whose predict_fn calls predict_proba and says so
+        os.makedirs(sys.argv[1] + "/code")
+        with open(sys.argv[1] + "/code/inference.py", "w") as f:
+            f.write(
+                "import json, os, joblib, numpy as np\\n"
+                "def model_fn(model_dir):\\n"
+                "    return joblib.load(os.path.join(model_dir, 'model.joblib'))\\n"
+                "def input_fn(body, content_type):\\n"
+                "    return np.asarray(json.loads(body), dtype=float)\\n"
+                "def predict_fn(data, model):\\n"
+                f"    open({calls!r} + str(os.getpid()), 'a').write('x')\\n"
+                "    return model.predict_proba(data)\\n"
+                "def output_fn(prediction, accept):\\n"
+                "    return json.dumps(prediction.tolist())\\n"
+            )
     handler = load_handler("sklearn", sys.argv[1])  # a template: the model loaded before the fork
     gc.collect(); gc.freeze()
 
@@ -94,6 +113,7 @@ REHEARSAL_PROBE = """
         @staticmethod
         def warm():
             assert rehearse(handler, "sklearn")
+            assert not os.path.exists(calls + str(os.getpid())), "the user's predict_fn was called"
 
     def timed(state):
         status, body, content_type = handler.invoke(b"[[0.5, 0.1, 0.9, 0.3, 0.7, 0.2, 0.8, 0.4, 0.6, 0.5]]",
@@ -102,20 +122,91 @@ REHEARSAL_PROBE = """
     """
 
 
+@pytest.mark.parametrize("hooks", [(), ("hooks",)], ids=["runtime's hooks", "user's hooks"])
 def test_a_rehearsed_replica_answers_its_first_request_without_copying_the_templates_pages(
-    tmp_path: Path,
+    tmp_path: Path, hooks: tuple[str, ...]
 ) -> None:
     """In a fork of a process that loaded a forest (a template's replica), a first request writes to pages
     the two still share, each copied on a fault; ``rehearse`` (a parked replica's sample request: zeros as
     wide as the model) takes those copies ahead, so the first real request takes a fraction of the faults,
-    and answers the same."""
-    cold, warm = run_pair(REHEARSAL_PROBE, str(tmp_path))
+    and answers the same. A model with its own inference.py is never asked a sample through its hooks: when
+    model_fn gave a forest that is scikit-learn's through and through, the runtime's own predict on zeros
+    takes the copies instead (``Runtime.exercise``), the user's predict_fn never called, and the first real
+    request through the user's hooks (predict_proba) takes a fraction of the faults."""
+    cold, warm = run_pair(REHEARSAL_PROBE, str(tmp_path), *hooks)
     (cold_faults, cold_answer, _), (warm_faults, warm_answer, threads) = cold, warm
     assert warm_answer == cold_answer
     assert warm_answer[0] == 200
     assert threads == 1
     assert cold_faults > 100
     assert warm_faults * 5 < cold_faults, (warm_faults, cold_faults)
+
+
+_USER_CALLS: list[str] = []
+
+
+def _user_function(rows: object) -> object:
+    _USER_CALLS.append("function")
+    return rows
+
+
+def _user_metric(a: object, b: object) -> float:
+    _USER_CALLS.append("metric")
+    return 0.0
+
+
+def _fitted_models() -> dict[str, tuple[object, bool]]:
+    """Fitted models, and whether each is scikit-learn's through and through."""
+    import numpy as np
+    from sklearn.compose import ColumnTransformer
+    from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.neighbors import KNeighborsClassifier
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import FunctionTransformer, StandardScaler
+
+    X = np.random.RandomState(0).rand(60, 4)
+    y = (X[:, 0] > 0.5).astype(int)
+
+    class Forest(RandomForestClassifier):  # a user's subclass
+        pass
+
+    columns = ColumnTransformer([("scaled", StandardScaler(), [0, 1])], remainder="passthrough")
+    models: dict[str, tuple[Any, bool]] = {
+        "forest": (RandomForestClassifier(n_estimators=3, random_state=0), True),
+        "forest seeded by a RandomState": (
+            RandomForestClassifier(n_estimators=3, random_state=np.random.RandomState(0)),
+            True,
+        ),
+        "pipeline": (make_pipeline(StandardScaler(), LogisticRegression()), True),
+        "column transformer": (make_pipeline(columns, LogisticRegression()), True),
+        "numpy's function": (make_pipeline(FunctionTransformer(np.log1p), LogisticRegression()), True),
+        "boosting": (HistGradientBoostingClassifier(max_iter=3), True),
+        "a user's function": (
+            make_pipeline(FunctionTransformer(_user_function), LogisticRegression()),
+            False,
+        ),
+        "a user's metric": (KNeighborsClassifier(3, metric=_user_metric), False),
+        "a user's subclass": (Forest(n_estimators=3, random_state=0), False),
+    }
+    fitted = {name: (model.fit(X, y), expected) for name, (model, expected) in models.items()}
+    touched = RandomForestClassifier(n_estimators=3, random_state=0).fit(X, y)
+    touched.helper = object()  # an object of nobody's library, set on a fitted forest
+    fitted["an object set on a fitted forest"] = (touched, False)
+    return fitted
+
+
+def test_only_a_model_that_is_scikit_learns_through_and_through_is_exercised() -> None:
+    """``exercise`` predicts zeros only on a model in which no code of the user's can run: a user's function
+    or metric anywhere inside, a subclass, an object of the user's set on it, and it does nothing."""
+    from zeroscale.runtimes import sklearn
+
+    for name, (model, expected) in _fitted_models().items():
+        _USER_CALLS.clear()
+        assert sklearn.library_only(model) is expected, name
+        assert sklearn.exercise(model) is expected, name
+        assert _USER_CALLS == [], name
+    assert sklearn.exercise(object()) is False
 
 
 def test_a_sample_is_a_row_of_zeros_as_wide_as_the_fitted_model() -> None:

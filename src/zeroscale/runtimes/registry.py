@@ -34,6 +34,10 @@ class Runtime:
     # for the loaded model, ``(body, content type)``, made from what the model says of its input (None: it
     # says nothing, or the runtime makes none).
     sample: Callable[[Any], tuple[bytes, str] | None] | None = None
+    # In a parked replica of a template whose model has user hooks (which are never asked a sample): the
+    # framework's own predict on zeros of the model's input, when the model object is the framework's
+    # through and through; True when it predicted (None: the runtime has none).
+    exercise: Callable[[Any], bool] | None = None
 
 
 def installed_version(distribution: str) -> str:
@@ -68,6 +72,12 @@ def _sklearn_sample(model: Any) -> tuple[bytes, str] | None:
     from zeroscale.runtimes import sklearn
 
     return sklearn.sample(model)
+
+
+def _sklearn_exercise(model: Any) -> bool:
+    from zeroscale.runtimes import sklearn
+
+    return sklearn.exercise(model)
 
 
 def _sklearn_model_fn(model_dir: str) -> Any:
@@ -139,6 +149,7 @@ RUNTIMES: dict[str, Runtime] = {
         defaults=_sklearn_defaults,
         warm=_sklearn_warm,
         sample=_sklearn_sample,
+        exercise=_sklearn_exercise,
     ),
     # SageMaker's XGBoost algorithm (a bare xgboost-model) and framework mode (code/inference.py).
     "xgboost": _lazy_runtime(

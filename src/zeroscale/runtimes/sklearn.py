@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import abc
 import io
 import json
 import os
@@ -62,6 +63,73 @@ def sample(model: Any) -> tuple[bytes, str] | None:
     width = getattr(model, "n_features_in_", None)
     rows = codecs.zeros((1, width)) if isinstance(width, int) else None
     return None if rows is None else (json.dumps(rows).encode(), codecs.JSON)
+
+
+def exercise(model: Any) -> bool:
+    """For a model with user hooks (which are never asked a sample): scikit-learn's own ``predict`` on one row
+    of zeros as wide as the model was fitted, when the model object is scikit-learn's through and through
+    (``library_only``), so that no code of the user's can run in it. Its answer is dropped. What a parked
+    replica of such a model's template does before it says it is up (``runtimes.worker.rehearse``): the
+    pages its first request would copy, one fault at a time, are copied while it waits. True when it
+    predicted."""
+    import numpy
+
+    width = getattr(model, "n_features_in_", None)
+    rows = codecs.zeros((1, width)) if isinstance(width, int) else None
+    if rows is None or not library_only(model):
+        return False
+    model.predict(numpy.asarray(rows, dtype=numpy.float64))
+    return True
+
+
+_PLAIN = frozenset({type(None), bool, int, float, complex, str, bytes})
+_LIBRARIES = frozenset({"sklearn", "numpy", "scipy"})  # (the first name of a class's module)
+_MAX_DEPTH = 32
+
+
+def library_only(value: Any) -> bool:
+    """Whether ``value`` holds nothing but plain values, numpy arrays of numbers, and objects of classes
+    that scikit-learn, numpy and scipy define (every class in their method resolution order), through
+    every attribute, list, tuple and dict, as deep as ``_MAX_DEPTH``: then calling its ``predict`` runs
+    those libraries' code only. A user's subclass, a function (FunctionTransformer's, a custom metric) or
+    an object of the user's anywhere inside, and it is not."""
+    return _library_only(value, 0, set())
+
+
+def _library_only(value: Any, depth: int, seen: set[int]) -> bool:
+    kind = type(value)
+    if kind in _PLAIN:
+        return True
+    if depth > _MAX_DEPTH:
+        return False
+    if id(value) in seen:
+        return True
+    seen.add(id(value))
+    if kind in (list, tuple, set, frozenset):
+        return all(_library_only(each, depth + 1, seen) for each in value)
+    if kind is slice:  # ColumnTransformer's output_indices_
+        return all(_library_only(each, depth + 1, seen) for each in (value.start, value.stop, value.step))
+    if kind is dict:
+        return all(
+            _library_only(k, depth + 1, seen) and _library_only(v, depth + 1, seen) for k, v in value.items()
+        )
+    if isinstance(value, type):  # a class as a parameter (a dtype such as numpy.float64, or float)
+        return value in _PLAIN or _library_class(value)
+    if not _library_class(kind):  # a function, a set, an object of the user's (or of another library)
+        return False
+    if kind.__module__.split(".")[0] == "numpy":  # an array, a scalar, a dtype, a ufunc, a random state
+        return getattr(getattr(value, "dtype", None), "kind", "") != "O"  # no array of objects
+    attributes = getattr(value, "__dict__", None)
+    return attributes is None or all(_library_only(each, depth + 1, seen) for each in attributes.values())
+
+
+def _library_class(cls: type) -> bool:
+    """``cls`` is the libraries', and so is every class in its method resolution order but ``object``,
+    ``abc.ABC`` and the plain types (numpy's float64 is a float)."""
+    return cls.__module__.split(".")[0] in _LIBRARIES and all(
+        c is object or c is abc.ABC or c in _PLAIN or c.__module__.split(".")[0] in _LIBRARIES
+        for c in cls.__mro__
+    )
 
 
 def model_fn(model_dir: str) -> Any:

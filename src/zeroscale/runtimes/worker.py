@@ -118,15 +118,16 @@ def rehearse(handler: Handler, runtime: str) -> bool:
     fault at a time (~900 for the reference RandomForest: its first predict 6.4 ms, the next 3.4 ms here);
     rehearsed while the replica waits for a cold start, that cold start's request finds them copied. Its
     warnings and error output go nowhere (a model that cannot answer zeros leaves its first request as it
-    was). Only through the runtime's own hooks: a model with user hooks is not rehearsed. True when the
-    model answered."""
-    make = get_runtime(runtime).sample
-    if handler.runs_user_code:  # the user's hooks, asked zeros they never expected: not ours to run
-        return False
+    was). A model with user hooks is not asked a sample through them (they never expected one): the
+    runtime's framework predicts zeros on the model object instead (``Runtime.exercise``), when that object
+    is the framework's own through and through. True when the model answered."""
+    spec = get_runtime(runtime)
     with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
         warnings.simplefilter("ignore")
         try:
-            made = make(handler.model) if make is not None else None
+            if handler.runs_user_code:
+                return spec.exercise is not None and spec.exercise(handler.model)
+            made = spec.sample(handler.model) if spec.sample is not None else None
             if made is None:
                 return False
             status, _, _ = handler.invoke(made[0], {"content-type": made[1]})
