@@ -53,6 +53,28 @@ _FORK_PAIR = textwrap.dedent(
 )
 
 
+def rehearsed_handler(runtime: str) -> str:
+    """The end of a setup script that wrote a model into ``sys.argv[1]`` (and maybe an inference.py whose
+    predict_fn writes to ``calls`` + its pid): the model loaded as a template has it, the warmed child
+    rehearses (``runtimes.worker.rehearse``), which must not call the user's predict_fn, and each child's
+    first request is a JSON row of ten values."""
+    return f"""
+    handler = load_handler("{runtime}", sys.argv[1])  # a template: the model loaded before the fork
+    gc.collect(); gc.freeze()
+
+    class runtime:
+        @staticmethod
+        def warm():
+            assert rehearse(handler, "{runtime}")
+            assert not os.path.exists(calls + str(os.getpid())), "the user's predict_fn was called"
+
+    def timed(state):
+        status, body, content_type = handler.invoke(b"[[0.5, 0.1, 0.9, 0.3, 0.7, 0.2, 0.8, 0.4, 0.6, 0.5]]",
+                                                    {{"content-type": "application/json"}})
+        return [status, body.decode(), content_type]
+    """
+
+
 def run_pair(setup: str, *args: str) -> tuple[Any, Any]:
     """The cold child's and the warmed child's [page faults, answer, threads], ``setup`` run with the zygote's
     thread settings."""

@@ -13,7 +13,7 @@ import pytest
 
 from zeroscale.workers.forkserver import THREAD_ENV
 
-from .forkpair import run_pair
+from .forkpair import rehearsed_handler, run_pair
 
 PROBE = textwrap.dedent(
     """
@@ -106,20 +106,7 @@ REHEARSAL_PROBE = """
                 "def output_fn(prediction, accept):\\n"
                 "    return json.dumps(prediction.tolist())\\n"
             )
-    handler = load_handler("sklearn", sys.argv[1])  # a template: the model loaded before the fork
-    gc.collect(); gc.freeze()
-
-    class runtime:
-        @staticmethod
-        def warm():
-            assert rehearse(handler, "sklearn")
-            assert not os.path.exists(calls + str(os.getpid())), "the user's predict_fn was called"
-
-    def timed(state):
-        status, body, content_type = handler.invoke(b"[[0.5, 0.1, 0.9, 0.3, 0.7, 0.2, 0.8, 0.4, 0.6, 0.5]]",
-                                                    {"content-type": "application/json"})
-        return [status, body.decode(), content_type]
-    """
+    """ + rehearsed_handler("sklearn")
 
 
 @pytest.mark.parametrize("hooks", [(), ("hooks",)], ids=["runtime's hooks", "user's hooks"])

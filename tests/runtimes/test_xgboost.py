@@ -23,7 +23,7 @@ from zeroscale.runtimes.image_uris import resolve_image
 from zeroscale.runtimes.registry import RUNTIMES
 from zeroscale.workers.forkserver import THREAD_ENV
 
-from .forkpair import run_pair
+from .forkpair import rehearsed_handler, run_pair
 
 RUNTIME = RUNTIMES["xgboost"]
 CSV_IN = {"content-type": "text/csv"}
@@ -328,3 +328,67 @@ def test_a_sample_is_a_csv_row_of_zeros_the_algorithm_answers(
     assert made == (b"0.0,0.0,0.0,0.0,0.0", "text/csv")
     status, body, _ = algorithm.invoke(made[0], {"content-type": made[1]})
     assert (status, body.decode()) == (200, str(expected(booster, np.zeros((1, 5)))[0]))
+
+
+USER_HOOKS_PROBE = """
+    import gc, os, sys
+    import numpy as np, xgboost
+    from zeroscale.runtimes.registry import RUNTIMES
+    from zeroscale.runtimes.worker import load_handler, rehearse
+    RUNTIMES["xgboost"].preload()
+    x = np.random.RandomState(0).rand(500, 10); y = (x[:, 0] + x[:, 3] > 1).astype(int)
+    params = {"max_depth": 6, "nthread": 1, "objective": "binary:logistic"}
+    xgboost.train(params, xgboost.DMatrix(x, label=y), 100).save_model(sys.argv[1] + "/xgboost-model")
+    calls = sys.argv[1] + "/predict_fn-calls-"
+    os.makedirs(sys.argv[1] + "/code")
+    with open(sys.argv[1] + "/code/inference.py", "w") as f:
+        f.write(
+            "import json, os, numpy as np, xgboost\\n"
+            "def model_fn(model_dir):\\n"
+            "    booster = xgboost.Booster()\\n"
+            "    booster.load_model(os.path.join(model_dir, 'xgboost-model'))\\n"
+            "    booster.set_param('nthread', 1)\\n"
+            "    return booster\\n"
+            "def input_fn(body, content_type):\\n"
+            "    return xgboost.DMatrix(np.asarray(json.loads(body), dtype=np.float32))\\n"
+            "def predict_fn(data, model):\\n"
+            f"    open({calls!r} + str(os.getpid()), 'a').write('x')\\n"
+            "    return model.predict(data)\\n"
+            "def output_fn(prediction, accept):\\n"
+            "    return json.dumps(prediction.tolist())\\n"
+        )
+    """ + rehearsed_handler("xgboost")
+
+
+def test_a_replica_of_a_booster_behind_user_hooks_is_rehearsed_without_them(tmp_path: Path) -> None:
+    """A model with its own inference.py is never asked a sample through its hooks; when model_fn gave
+    XGBoost's own Booster, XGBoost's predict on a row of zeros takes the page copies its first request in a
+    fork would make (``Runtime.exercise``), the user's predict_fn never called: the first real request
+    through the user's hooks takes a fraction of the faults, and answers the same."""
+    (cold_faults, cold_answer, _), (warm_faults, warm_answer, threads) = run_pair(
+        USER_HOOKS_PROBE, str(tmp_path)
+    )
+    assert warm_answer == cold_answer
+    assert warm_answer[0] == 200
+    assert threads == 1
+    assert cold_faults > 100
+    assert warm_faults * 3 < cold_faults, (warm_faults, cold_faults)
+
+
+def test_only_xgboosts_own_models_are_exercised(
+    data: tuple[np.ndarray, np.ndarray], booster: xgb.Booster
+) -> None:
+    """``exercise`` predicts zeros on XGBoost's own Booster and scikit-learn estimators only: a subclass
+    (where code of the user's could run) or anything else, and it does nothing."""
+    x, y = data
+
+    class Mine(xgb.XGBClassifier):
+        def predict(self, *args: object, **kwargs: object) -> np.ndarray:
+            raise AssertionError("the user's code ran")
+
+    assert RUNTIME.exercise is not None
+    assert RUNTIME.exercise(booster) is True
+    assert RUNTIME.exercise(xgb.XGBClassifier(n_estimators=3, n_jobs=1).fit(x, y)) is True
+    assert RUNTIME.exercise(Mine(n_estimators=3, n_jobs=1).fit(x, y)) is False
+    assert RUNTIME.exercise({"model": booster}) is False
+    assert RUNTIME.exercise(object()) is False

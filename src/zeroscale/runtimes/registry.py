@@ -126,6 +126,10 @@ def _lazy_runtime(
         made: tuple[bytes, str] | None = make(model) if make is not None else None
         return made
 
+    def exercise(model: Any) -> bool:
+        run = getattr(module(), "exercise", None)
+        return run is not None and bool(run(model))
+
     return Runtime(
         name=name,
         framework_version=version,
@@ -136,6 +140,7 @@ def _lazy_runtime(
         accepts=accepts or Runtime.accepts,
         warm=warm,
         sample=sample,
+        exercise=exercise,
     )
 
 

@@ -76,6 +76,29 @@ def sample(booster: Any) -> tuple[bytes, str] | None:
     return None if rows is None else (",".join(map(str, rows[0])).encode(), codecs.CSV)
 
 
+def exercise(model: Any) -> bool:
+    """For a model with user hooks (which are never asked a sample): XGBoost's own predict on one row of
+    zeros as wide as its features, when the model is XGBoost's own Booster, or one of its scikit-learn
+    estimators (their Booster predicts: no parameter of the user's, a custom objective or metric, runs at
+    prediction), and not a subclass, where code of the user's could run. The answer is dropped. What a
+    parked replica of such a model's template does before it says it is up: in a fork, the first predict
+    of a 100-tree Booster took 2.5 ms and 740 page faults, after this 0.4 ms and 20. True when it
+    predicted."""
+    import xgboost
+
+    if type(model) is xgboost.Booster:
+        booster = model
+    elif type(model).__module__ == "xgboost.sklearn" and isinstance(model, xgboost.XGBModel):
+        booster = model.get_booster()
+    else:
+        return False
+    rows = codecs.zeros((1, booster.num_features()))
+    if rows is None:
+        return False
+    booster.predict(xgboost.DMatrix(np.asarray(rows, dtype=np.float32)))
+    return True
+
+
 def model_fn(model_dir: str) -> Any:
     """The Booster in ``xgboost-model`` (or the model directory's only file), one thread per prediction."""
     booster = load_booster(_model_file(model_dir))
