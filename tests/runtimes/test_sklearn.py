@@ -212,3 +212,60 @@ def test_a_sample_is_a_row_of_zeros_as_wide_as_the_fitted_model() -> None:
     assert (json.loads(body), content_type) == ([[0.0, 0.0, 0.0]], "application/json")
     assert sklearn.sample(LinearRegression()) is None  # not fitted: it does not say how wide
     assert sklearn.sample(object()) is None
+
+
+class _Recording(type):
+    """A user's metaclass whose every hook records that it ran."""
+
+    def __eq__(cls, other: object) -> bool:
+        _USER_CALLS.append("__eq__")
+        return False
+
+    def __hash__(cls) -> int:
+        _USER_CALLS.append("__hash__")
+        return 0
+
+    def __getattribute__(cls, name: str) -> Any:
+        _USER_CALLS.append(f"class.{name}")
+        return super().__getattribute__(name)
+
+
+class _Sneaky(metaclass=_Recording):
+    def __getattr__(self, name: str) -> Any:
+        _USER_CALLS.append(f"{name}")
+        raise AttributeError(name)
+
+
+class _NotAString:
+    def split(self, sep: str) -> list[str]:
+        _USER_CALLS.append("split")
+        return ["sklearn"]
+
+
+class _OddModule:
+    pass
+
+
+_OddModule.__module__ = _NotAString()  # type: ignore[assignment]
+
+
+def test_asking_whether_a_model_is_scikit_learns_runs_none_of_the_users_code() -> None:
+    """An attacker's objects, on their own or set on a fitted forest: a metaclass whose __eq__, __hash__ and
+    attribute lookups are the user's, an object answering any attribute, a class whose module is not a
+    string. None is exercised, and asking runs none of their code."""
+    import numpy as np
+    from sklearn.ensemble import RandomForestClassifier
+
+    from zeroscale.runtimes import sklearn
+
+    X = np.random.RandomState(0).rand(40, 3)
+    y = (X[:, 0] > 0.5).astype(int)
+    for odd in (_Sneaky(), _Sneaky, _OddModule(), _OddModule):
+        forest = RandomForestClassifier(n_estimators=2, random_state=0).fit(X, y)
+        forest.helper = odd
+        _USER_CALLS.clear()
+        assert sklearn.library_only(odd) is False
+        assert sklearn.exercise(odd) is False
+        assert sklearn.exercise(forest) is False
+        assert sklearn.exercise({"model": forest, "odd": odd}) is False
+        assert _USER_CALLS == [], odd

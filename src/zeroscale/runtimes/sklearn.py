@@ -68,44 +68,53 @@ def sample(model: Any) -> tuple[bytes, str] | None:
 def exercise(model: Any) -> bool:
     """For a model with user hooks (which are never asked a sample): scikit-learn's own ``predict`` on one row
     of zeros as wide as the model was fitted, when the model object is scikit-learn's through and through
-    (``library_only``), so that no code of the user's can run in it. Its answer is dropped. What a parked
-    replica of such a model's template does before it says it is up (``runtimes.worker.rehearse``): the
-    pages its first request would copy, one fault at a time, are copied while it waits. True when it
-    predicted."""
+    (``library_only``, asked first: nothing of the object is read before), so that no code of the user's
+    can run in it. Its answer is dropped. What a parked replica of such a model's template does before it
+    says it is up (``runtimes.worker.rehearse``): the pages its first request would copy, one fault at a
+    time, are copied while it waits. True when it predicted."""
     import numpy
 
+    if not library_only(model):
+        return False
     width = getattr(model, "n_features_in_", None)
-    rows = codecs.zeros((1, width)) if isinstance(width, int) else None
-    if rows is None or not library_only(model):
+    rows = codecs.zeros((1, width)) if type(width) is int else None
+    if rows is None:
         return False
     model.predict(numpy.asarray(rows, dtype=numpy.float64))
     return True
 
 
-_PLAIN = frozenset({type(None), bool, int, float, complex, str, bytes})
+_PLAIN: tuple[type, ...] = (type(None), bool, int, float, complex, str, bytes)
+_CONTAINERS: tuple[type, ...] = (list, tuple, set, frozenset)
 _LIBRARIES = frozenset({"sklearn", "numpy", "scipy"})  # (the first name of a class's module)
 _MAX_DEPTH = 32
 
 
 def library_only(value: Any) -> bool:
     """Whether ``value`` holds nothing but plain values, numpy arrays of numbers, and objects of classes
-    that scikit-learn, numpy and scipy define (every class in their method resolution order), through
-    every attribute, list, tuple and dict, as deep as ``_MAX_DEPTH``: then calling its ``predict`` runs
-    those libraries' code only. A user's subclass, a function (FunctionTransformer's, a custom metric) or
-    an object of the user's anywhere inside, and it is not."""
+    that scikit-learn, numpy and scipy define (every class in their method resolution order, and their
+    metaclasses), through every attribute, list, tuple, set and dict, as deep as ``_MAX_DEPTH``: then
+    calling its ``predict`` runs those libraries' code only. A user's subclass, a function
+    (FunctionTransformer's, a custom metric) or an object of the user's anywhere inside, and it is not.
+    Asking runs none of the user's code either: classes are compared by identity, and a class's module and
+    bases are read only once its metaclass is known to be ``type``, ``abc.ABCMeta`` or the libraries'."""
     return _library_only(value, 0, set())
+
+
+def _one_of(cls: type, kinds: tuple[type, ...]) -> bool:
+    return any(cls is kind for kind in kinds)
 
 
 def _library_only(value: Any, depth: int, seen: set[int]) -> bool:
     kind = type(value)
-    if kind in _PLAIN:
+    if _one_of(kind, _PLAIN):
         return True
     if depth > _MAX_DEPTH:
         return False
     if id(value) in seen:
         return True
     seen.add(id(value))
-    if kind in (list, tuple, set, frozenset):
+    if _one_of(kind, _CONTAINERS):
         return all(_library_only(each, depth + 1, seen) for each in value)
     if kind is slice:  # ColumnTransformer's output_indices_
         return all(_library_only(each, depth + 1, seen) for each in (value.start, value.stop, value.step))
@@ -113,23 +122,42 @@ def _library_only(value: Any, depth: int, seen: set[int]) -> bool:
         return all(
             _library_only(k, depth + 1, seen) and _library_only(v, depth + 1, seen) for k, v in value.items()
         )
-    if isinstance(value, type):  # a class as a parameter (a dtype such as numpy.float64, or float)
-        return value in _PLAIN or _library_class(value)
-    if not _library_class(kind):  # a function, a set, an object of the user's (or of another library)
+    if kind is type or kind is abc.ABCMeta:  # a class as a parameter (a dtype such as numpy.float64, float)
+        return _one_of(value, _PLAIN) or _library_class(value)
+    if not _library_class(kind):  # a function, an object of the user's (or of another library)
         return False
-    if kind.__module__.split(".")[0] == "numpy":  # an array, a scalar, a dtype, a ufunc, a random state
+    if _module(kind).split(".")[0] == "numpy":  # an array, a scalar, a dtype, a ufunc, a random state
         return getattr(getattr(value, "dtype", None), "kind", "") != "O"  # no array of objects
     attributes = getattr(value, "__dict__", None)
     return attributes is None or all(_library_only(each, depth + 1, seen) for each in attributes.values())
 
 
+def _module(cls: type) -> str:
+    """A class's module, "" when it is not a plain string (read through ``type`` itself: a metaclass's
+    own attribute is never consulted)."""
+    module = type.__dict__["__module__"].__get__(cls)
+    return module if type(module) is str else ""
+
+
 def _library_class(cls: type) -> bool:
-    """``cls`` is the libraries', and so is every class in its method resolution order but ``object``,
-    ``abc.ABC`` and the plain types (numpy's float64 is a float)."""
-    return cls.__module__.split(".")[0] in _LIBRARIES and all(
-        c is object or c is abc.ABC or c in _PLAIN or c.__module__.split(".")[0] in _LIBRARIES
-        for c in cls.__mro__
-    )
+    """``cls`` is the libraries', its metaclass is ``type``, ``abc.ABCMeta`` or theirs, and so is every class
+    in its method resolution order but ``object``, ``abc.ABC`` and the plain types (numpy's float64 is a
+    float)."""
+    meta = type(cls)
+    if not (meta is type or meta is abc.ABCMeta or (type(meta) is type and _library_module(_module(meta)))):
+        return False
+    if not _library_module(_module(cls)):
+        return False
+    for base in type.__dict__["__mro__"].__get__(cls):
+        if base is object or base is abc.ABC or _one_of(base, _PLAIN):
+            continue
+        if base is not cls and not _library_class(base):
+            return False
+    return True
+
+
+def _library_module(module: str) -> bool:
+    return module.split(".")[0] in _LIBRARIES
 
 
 def model_fn(model_dir: str) -> Any:
