@@ -86,9 +86,17 @@ def exercise(model: Any) -> bool:
     predicted."""
     import xgboost
 
-    if type(model) is xgboost.Booster:
+    kind = type(model)  # compared by identity: nothing of a user's class is consulted
+    estimators = (
+        xgboost.XGBClassifier,
+        xgboost.XGBRegressor,
+        xgboost.XGBRanker,
+        xgboost.XGBRFClassifier,
+        xgboost.XGBRFRegressor,
+    )
+    if kind is xgboost.Booster:
         booster = model
-    elif type(model).__module__ == "xgboost.sklearn" and isinstance(model, xgboost.XGBModel):
+    elif any(kind is each for each in estimators):
         booster = model.get_booster()
     else:
         return False
