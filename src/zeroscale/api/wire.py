@@ -21,9 +21,18 @@ async def respond(send: Send, status: int, body: bytes, headers: Headers) -> Non
 
 
 async def respond_stream(send: Send, status: int, body: AsyncIterator[bytes], headers: Headers) -> None:
-    """A body sent as it comes (HTTP/1.1 chunked: no content-length)."""
+    """A body sent as it comes: with a content-length when it comes in one piece (what a client reading
+    only content-length, such as a small script, then still reads), chunked (HTTP/1.1) when in more."""
+    pieces = aiter(body)
+    first = await anext(pieces, None)
+    second = await anext(pieces, None) if first is not None else None
+    if second is None:
+        await respond(send, status, first or b"", headers)
+        return
     await send({"type": "http.response.start", "status": status, "headers": headers})
-    async for piece in body:
+    await send({"type": "http.response.body", "body": first, "more_body": True})
+    await send({"type": "http.response.body", "body": second, "more_body": True})
+    async for piece in pieces:
         await send({"type": "http.response.body", "body": piece, "more_body": True})
     await send({"type": "http.response.body", "body": b""})
 
