@@ -9,13 +9,14 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from sqlalchemy import event
 
 from zeroscale.events import EventBus, InvocationRecord, VariantEvent, WorkerEvent
-from zeroscale.metering.ledger import ROWS_PER_INSERT, Closed, Ledger, Opened
+from zeroscale.metering.ledger import ROWS_PER_INSERT, Closed, Ledger, Opened, insert_chunks
 from zeroscale.metering.pricing import PriceTable
 from zeroscale.metering.records import UsageRecord
 from zeroscale.metering.service import Metering
-from zeroscale.metering.sink import MeteringSink
+from zeroscale.metering.sink import MeteringSink, usage_record
 
 
 class FakeWall:
@@ -132,6 +133,38 @@ def test_a_flush_larger_than_one_insert_keeps_every_row_and_its_order(
         assert [r.id for r in stored] == sorted(r.id for r in stored)
     finally:
         led.close()
+
+
+def test_insert_chunks_cover_every_record_once_in_few_sizes() -> None:
+    sizes = set()
+    for count in range(3 * ROWS_PER_INSERT + 2):
+        chunks = list(insert_chunks(count))
+        assert [start for start, _ in chunks] == [
+            sum(rows for _, rows in chunks[:i]) for i in range(len(chunks))
+        ]
+        assert sum(rows for _, rows in chunks) == count
+        assert all(0 < rows <= ROWS_PER_INSERT for _, rows in chunks)
+        sizes |= {rows for _, rows in chunks}
+    assert len(sizes) == ROWS_PER_INSERT.bit_length()  # 256, 128, ..., 1
+
+
+def test_flushes_of_any_size_run_only_a_few_statement_texts(ledger: Ledger) -> None:
+    """The driver keeps each statement text compiled (a few hundred KB for hundreds of rows): flushes of
+    every size from 1 to 300 records run no more than nine INSERT texts, and keep every record in order."""
+    texts: set[str] = set()
+
+    def seen(conn: object, cursor: object, statement: str, *_: object) -> None:
+        if statement.startswith("INSERT INTO usage_invocations"):
+            texts.add(statement)
+
+    event.listen(ledger._engine, "before_cursor_execute", seen)
+    written = 0
+    for count in range(1, 301):
+        ledger.write([usage_record(inv(written + i)) for i in range(count)], [])
+        written += count
+    assert len(texts) <= ROWS_PER_INSERT.bit_length()
+    stored = ledger.invocations()
+    assert [r.at for r in stored] == [1_700_000_000.0 + i for i in range(written)]
 
 
 def test_the_writer_thread_flushes_every_interval(ledger: Ledger) -> None:

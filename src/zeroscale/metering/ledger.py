@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import functools
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -149,12 +149,11 @@ class Ledger:
                 )
                 if not done.rowcount:
                     conn.execute(insert(meta).values(key=JOURNAL_POSITION, value=journal_position))
-            for start in range(0, len(records), ROWS_PER_INSERT):
+            for start, rows in insert_chunks(len(records)):
                 # Many rows to one INSERT: one statement step (the driver releases the GIL once per step,
                 # not once per row, so the event loop's thread is not handed the GIL back and forth).
-                chunk = records[start : start + ROWS_PER_INSERT]
-                params = [value for r in chunk for value in _invocation_row(r)]
-                conn.exec_driver_sql(self._insert_sql(len(chunk)), tuple(params))
+                params = [value for r in records[start : start + rows] for value in _invocation_row(r)]
+                conn.exec_driver_sql(self._insert_sql(rows), tuple(params))
             for change in changes:
                 self._close(conn, change.endpoint, change.variant, change.at, self._mine())
                 if isinstance(change, Opened):
@@ -278,7 +277,26 @@ class Ledger:
             self._engine.dispose()
 
 
-@functools.lru_cache(maxsize=ROWS_PER_INSERT + 1)
+def insert_chunks(count: int) -> Iterator[tuple[int, int]]:
+    """``(start, rows)`` for each INSERT that writes ``count`` records: full statements of
+    ``ROWS_PER_INSERT`` rows, then the rest as powers of two, largest first (88: 64, 16, 8).
+
+    So only ``log2(ROWS_PER_INSERT) + 1`` statement texts ever exist. The driver keeps texts it runs
+    compiled (sqlite3: the connection's cache of 128 statements; psycopg: one run five times is prepared on
+    the server), and a compiled INSERT of a few hundred rows holds ~200 KB: with a text for every remainder a
+    flush can leave, each new remainder made the server larger."""
+    start = 0
+    for rows in _CHUNK_ROWS:
+        while count - start >= rows:  # more than once only for full statements
+            yield start, rows
+            start += rows
+
+
+# 256, 128, ..., 1: the only row counts a statement has
+_CHUNK_ROWS = tuple(ROWS_PER_INSERT >> shift for shift in range(ROWS_PER_INSERT.bit_length()))
+
+
+@functools.lru_cache(maxsize=len(_CHUNK_ROWS))
 def _insert_sql(paramstyle: str, rows: int) -> str:
     """``INSERT ... VALUES (...), (...)`` of ``rows`` rows, in the driver's parameter style."""
     n = len(_INVOCATION_COLUMNS)
