@@ -17,7 +17,9 @@ At each size, once every endpoint is InService and the server reports zero worke
   size measured minutes after the smallest one drifted by tens of percent either way with the machine);
 - first-invocation cold start p50: ``COLD`` endpoints that were never invoked (their CreateEndpoint warm
   worker has gone after the 0.05 s idle tag), each invoked once on a fresh keep-alive connection with a
-  SigV4 signature computed before the timer starts (bench/common.py SignedClient);
+  SigV4 signature computed before the timer starts (bench/common.py SignedClient), each followed by the
+  same on one of ``COLD`` endpoints deployed on the reference server for this size just before (named
+  apart from its listing's);
 - deploy rate: the endpoints that grew the server to this size, CreateModel + CreateEndpointConfig +
   CreateEndpoint from ``THREADS`` boto3 clients, divided by the time until every one is InService (each
   CreateEndpoint starts one worker and waits until it is ready before InService, as designed).
@@ -53,6 +55,7 @@ from bench.common import (
 
 THREADS = 16
 PREFIX = "scale-"
+COLD_PREFIX = "first-"  # the reference server's endpoints for first cold starts (outside PREFIX's listing)
 DESCRIBES = 200
 MAX_PAGES = 40
 PAGE = 10
@@ -79,6 +82,7 @@ class SizeResult:
     # The reference server's (the smallest size, on a server of its own), each call right after one above.
     ref_describe_s: list[float] = field(default_factory=list)
     ref_list_page_s: list[float] = field(default_factory=list)
+    ref_cold_s: list[float] = field(default_factory=list)
 
     @property
     def deploy_rate(self) -> float:
@@ -119,11 +123,13 @@ def idle_cpu(
     return out
 
 
-def _name(i: int) -> str:
-    return f"{PREFIX}{i:05d}"
+def _name(i: int, prefix: str = PREFIX) -> str:
+    return f"{prefix}{i:05d}"
 
 
-def _deploy_range(srv: ServerProcess, models: Models, start: int, stop: int, failed: list[str]) -> float:
+def _deploy_range(
+    srv: ServerProcess, models: Models, start: int, stop: int, failed: list[str], prefix: str = PREFIX
+) -> float:
     local = threading.local()
     url = f"file://{models.echo}"
     tags = [{"Key": IDLE_TAG, "Value": "0.05"}]
@@ -135,9 +141,9 @@ def _deploy_range(srv: ServerProcess, models: Models, start: int, stop: int, fai
 
     def one(i: int) -> None:
         try:
-            deploy(client(), _name(i), url, memory_mb=1024, max_concurrency=1, tags=tags, wait=False)
+            deploy(client(), _name(i, prefix), url, memory_mb=1024, max_concurrency=1, tags=tags, wait=False)
         except Exception as exc:
-            failed.append(f"{_name(i)}: {exc}")
+            failed.append(f"{_name(i, prefix)}: {exc}")
 
     t = time.monotonic()
     with concurrent.futures.ThreadPoolExecutor(THREADS) as pool:
@@ -147,7 +153,7 @@ def _deploy_range(srv: ServerProcess, models: Models, start: int, stop: int, fai
     def none_creating() -> bool:
         # the newest endpoints first: once they are InService the older ones are too (or failed)
         for page in sm.get_paginator("list_endpoints").paginate(
-            NameContains=PREFIX, StatusEquals="Creating", PaginationConfig={"PageSize": 100, "MaxItems": 1}
+            NameContains=prefix, StatusEquals="Creating", PaginationConfig={"PageSize": 100, "MaxItems": 1}
         ):
             if page["Endpoints"]:
                 return False
@@ -155,7 +161,7 @@ def _deploy_range(srv: ServerProcess, models: Models, start: int, stop: int, fai
 
     wait_for(none_creating, timeout_s=1800, interval_s=0.25)
     elapsed = time.monotonic() - t
-    bad = sm.list_endpoints(NameContains=PREFIX, StatusEquals="Failed", MaxResults=10)["Endpoints"]
+    bad = sm.list_endpoints(NameContains=prefix, StatusEquals="Failed", MaxResults=10)["Endpoints"]
     failed += [f"{e['EndpointName']}: Failed" for e in bad]
     return elapsed
 
@@ -206,19 +212,29 @@ def _alternating(
     return out, base
 
 
-def _cold(srv: ServerProcess, names: list[str]) -> list[float]:
-    out = []
-    for name in names:
-        client = SignedClient(srv.url)
-        try:
-            headers = client.signed_headers(name, ROW)
-            client.conn.connect()
-            t = time.perf_counter()
-            client.send(name, ROW, headers)
-            out.append(time.perf_counter() - t)
-        finally:
-            client.close()
-    return out
+def _cold(srv: ServerProcess, name: str) -> float:
+    client = SignedClient(srv.url)
+    try:
+        headers = client.signed_headers(name, ROW)
+        client.conn.connect()
+        t = time.perf_counter()
+        client.send(name, ROW, headers)
+        return time.perf_counter() - t
+    finally:
+        client.close()
+
+
+def _cold_alternating(
+    srv: ServerProcess, names: list[str], ref: ServerProcess, ref_names: list[str]
+) -> tuple[list[float], list[float]]:
+    """A first cold start of each of ``names``, each followed by one on the reference server (as
+    ``_alternating``: the same seconds of the machine)."""
+    out: list[float] = []
+    base: list[float] = []
+    for name, ref_name in zip(names, ref_names, strict=True):
+        out.append(_cold(srv, name))
+        base.append(_cold(ref, ref_name))
+    return out, base
 
 
 def measure(
@@ -248,7 +264,7 @@ def measure(
     result.empty_cpu_windows = idle_cpu(server)
     result.empty_cpu = statistics.median(result.empty_cpu_windows)
     result.empty_rss_mb = server.memory_info().rss / 2**20
-    deployed = 0
+    deployed = ref_cold_deployed = 0
     rng = random.Random(0)
     for size in sorted(sizes):
         failed: list[str] = []
@@ -272,7 +288,15 @@ def measure(
         )
         pages, ref_pages = _alternating(MAX_PAGES, _Pages(sm), _Pages(ref_sm))
         cold_names = [_name(i) for i in rng.sample(fresh, min(COLD, len(fresh)))]
-        cold_s = _cold(srv, cold_names)
+        ref_cold = range(ref_cold_deployed, ref_cold_deployed + len(cold_names))
+        ref_cold_deployed += len(cold_names)
+        _deploy_range(ref, models, ref_cold.start, ref_cold.stop, ref_failed, COLD_PREFIX)
+        if ref_failed:
+            raise RuntimeError(f"the reference server's endpoints failed: {ref_failed[:3]}")
+        wait_for(lambda: working(ref) <= ref_processes, timeout_s=60, interval_s=0.2)
+        cold_s, ref_cold_s = _cold_alternating(
+            srv, cold_names, ref, [_name(i, COLD_PREFIX) for i in ref_cold]
+        )
         res = SizeResult(
             size,
             len(fresh),
@@ -288,6 +312,7 @@ def measure(
             deploy_cpu,
             ref_describe_s,
             ref_pages,
+            ref_cold_s,
         )
         result.sizes.append(res)
         print(
@@ -299,7 +324,8 @@ def measure(
             f"(reference server, {result.ref_endpoints} endpoints, alternating: describe p50 "
             f"{statistics.median(ref_describe_s) * 1000:.2f} ms, list page p50 "
             f"{statistics.median(ref_pages) * 1000:.2f} ms), "
-            f"cold p50 {statistics.median(cold_s) * 1000:.1f} ms, failed {len(failed)}; {deploy_cores(res)}",
+            f"cold p50 {statistics.median(cold_s) * 1000:.1f} ms (reference "
+            f"{statistics.median(ref_cold_s) * 1000:.1f} ms), failed {len(failed)}; {deploy_cores(res)}",
             flush=True,
         )
 
