@@ -13,7 +13,8 @@ from zeroscale.errors import ModelError, Throttling
 from zeroscale.events import EventBus
 from zeroscale.router.batching import Batcher, batch_key
 from zeroscale.router.budget import MemoryBudget
-from zeroscale.router.pool import Invocation, VariantPool
+from zeroscale.router.invocation import Invocation
+from zeroscale.router.pool import VariantPool
 from zeroscale.runtimes.batching import BATCH_PATH, BatchSettings, pack_answers, unpack_bodies
 from zeroscale.workers.client import WorkerResponse
 from zeroscale.workers.manager import WorkerHandle

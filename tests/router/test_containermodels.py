@@ -14,7 +14,7 @@ from zeroscale.errors import ModelError, ModelNotReady
 from zeroscale.events import EventBus
 from zeroscale.router.budget import MemoryBudget
 from zeroscale.router.containermodels import ContainerModelsPool, model_name
-from zeroscale.router.pool import Invocation
+from zeroscale.router.invocation import Invocation
 from zeroscale.workers.client import WorkerResponse
 from zeroscale.workers.manager import WorkerHandle
 

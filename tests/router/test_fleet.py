@@ -15,7 +15,7 @@ from zeroscale.errors import DeployError, RuntimeValidationError
 from zeroscale.events import EventBus
 from zeroscale.metrics.registry import Metrics
 from zeroscale.router.fleet import Fleet
-from zeroscale.router.pool import Invocation
+from zeroscale.router.invocation import Invocation
 
 from .fakes import FakeClock, FakeManager, Recorder, settings, spec
 

@@ -11,8 +11,8 @@ import pytest
 from zeroscale.errors import DeployError, ModelError, ModelNotReady, RuntimeValidationError
 from zeroscale.events import EventBus
 from zeroscale.router.budget import MemoryBudget
+from zeroscale.router.invocation import Invocation
 from zeroscale.router.multimodel import MULTI_MODEL_ENV, WORKER_OVERHEAD_MB, MultiModelPool
-from zeroscale.router.pool import Invocation
 
 from .fakes import FakeClock, FakeManager, Recorder, settings, spec
 

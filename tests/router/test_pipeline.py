@@ -13,8 +13,8 @@ from zeroscale.errors import ModelError, RuntimeValidationError
 from zeroscale.events import EventBus
 from zeroscale.metrics.registry import Metrics
 from zeroscale.router.fleet import Fleet
+from zeroscale.router.invocation import Invocation
 from zeroscale.router.pipeline import Pipeline
-from zeroscale.router.pool import Invocation
 from zeroscale.router.spec import ContainerSpec, PoolSpec
 from zeroscale.workers.client import WorkerResponse
 from zeroscale.workers.manager import WorkerHandle

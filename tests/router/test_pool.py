@@ -18,7 +18,8 @@ from zeroscale.errors import DeployError, ModelError, Throttling
 from zeroscale.events import EventBus
 from zeroscale.metrics.registry import Metrics
 from zeroscale.router.budget import MemoryBudget
-from zeroscale.router.pool import Invocation, VariantPool
+from zeroscale.router.invocation import Invocation
+from zeroscale.router.pool import VariantPool
 from zeroscale.router.slots import StopReason
 from zeroscale.types import WorkerState
 from zeroscale.workers.zygotes import TemplateRefused, ZygoteError

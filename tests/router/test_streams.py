@@ -15,7 +15,8 @@ import pytest
 from zeroscale.errors import ModelError, ModelStreamError
 from zeroscale.events import EventBus
 from zeroscale.router.budget import MemoryBudget
-from zeroscale.router.pool import Invocation, VariantPool
+from zeroscale.router.invocation import Invocation
+from zeroscale.router.pool import VariantPool
 from zeroscale.router.streams import PoolStream
 from zeroscale.types import WorkerState
 

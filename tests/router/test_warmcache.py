@@ -12,7 +12,7 @@ from zeroscale.events import EventBus
 from zeroscale.metrics.registry import Metrics
 from zeroscale.router.budget import MemoryBudget
 from zeroscale.router.fleet import Fleet
-from zeroscale.router.pool import Invocation
+from zeroscale.router.invocation import Invocation
 from zeroscale.router.warmcache import TemplateKey, WarmCache
 
 from .fakes import FakeClock, FakeManager, FakeTemplate, Recorder, settings, spec

@@ -29,7 +29,7 @@ def in_child(code: bytes, attempts: dict[str, Callable[[], Any]]) -> dict[str, s
     if pid == 0:
         try:
             os.close(r)
-            seccomp.install(code)
+            seccomp.install(code, ctypes.CDLL(None, use_errno=True))
             out = {}
             for name, fn in attempts.items():
                 try:

@@ -14,7 +14,7 @@ from zeroscale.background import Background
 from zeroscale.errors import RuntimeValidationError, ZeroscaleError
 from zeroscale.events import EventBus, InvocationRecord
 from zeroscale.router.fleet import EndpointRoute, Fleet, Variant
-from zeroscale.router.pool import Invocation
+from zeroscale.router.invocation import Invocation
 from zeroscale.router.spec import PoolSpec
 
 # Request headers passed on to the worker, as the SageMaker front end does.

@@ -27,7 +27,8 @@ from zeroscale.api.invoke import InvokeApi
 from zeroscale.api.served import INVOKE_ENDPOINT_WITH_RESPONSE_STREAM
 from zeroscale.api.wire import Headers, Send
 from zeroscale.errors import ModelStreamError, RuntimeValidationError, ZeroscaleError
-from zeroscale.router.pool import Invocation, VariantPool
+from zeroscale.router.invocation import Invocation
+from zeroscale.router.pool import VariantPool
 from zeroscale.router.spec import PoolSpec
 from zeroscale.router.streams import PoolStream
 

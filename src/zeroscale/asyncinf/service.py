@@ -31,7 +31,7 @@ from zeroscale.control.endpoints import Endpoints
 from zeroscale.errors import ModelError, RuntimeValidationError, Throttling, ZeroscaleError
 from zeroscale.events import EventBus
 from zeroscale.router.fleet import Fleet, Variant
-from zeroscale.router.pool import Invocation
+from zeroscale.router.invocation import Invocation
 from zeroscale.types import EndpointStatus
 from zeroscale.workers.client import FilePayload
 

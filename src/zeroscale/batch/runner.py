@@ -24,7 +24,8 @@ from zeroscale.batch.dataproc import DataProcessing, ProcessingError
 from zeroscale.control.deploy import Deployer
 from zeroscale.errors import DeployError, ModelError, Throttling, ZeroscaleError
 from zeroscale.router.fleet import Fleet
-from zeroscale.router.pool import Invocation, VariantPool
+from zeroscale.router.invocation import Invocation
+from zeroscale.router.pool import VariantPool
 from zeroscale.store.db import Record
 from zeroscale.types import TRANSFORM_ROUTE_PREFIX
 from zeroscale.workers.client import Body, FilePayload

@@ -26,7 +26,8 @@ from dataclasses import dataclass
 
 from zeroscale.background import Background
 from zeroscale.errors import ModelError, Throttling, ZeroscaleError
-from zeroscale.router.pool import TIMED_OUT, Invocation, VariantPool
+from zeroscale.router.invocation import Invocation
+from zeroscale.router.pool import TIMED_OUT, VariantPool
 from zeroscale.router.slots import Slot
 from zeroscale.runtimes.batching import BATCH_PATH, BatchSettings, mergeable_type, pack_bodies, unpack_answers
 from zeroscale.workers.client import WorkerResponse

@@ -35,8 +35,9 @@ from zeroscale.errors import ModelError, ModelNotReady
 from zeroscale.events import EventBus
 from zeroscale.metrics.load import PoolLoad
 from zeroscale.router.budget import MemoryBudget
+from zeroscale.router.invocation import Invocation
 from zeroscale.router.multimodel import Fetch, Fetched, TargetFetcher, require_target
-from zeroscale.router.pool import Invocation, VariantPool
+from zeroscale.router.pool import VariantPool
 from zeroscale.router.slots import Slot
 from zeroscale.router.spec import PoolSpec, RouterSettings, Workers
 from zeroscale.workers.client import WorkerResponse

@@ -35,7 +35,8 @@ from zeroscale.errors import DeployError, ModelNotReady, RuntimeValidationError,
 from zeroscale.events import EventBus
 from zeroscale.metrics.load import PoolLoad
 from zeroscale.router.budget import MemoryBudget, NestedBudget
-from zeroscale.router.pool import Invocation, VariantPool
+from zeroscale.router.invocation import Invocation
+from zeroscale.router.pool import VariantPool
 from zeroscale.router.slots import Slot
 from zeroscale.router.spec import PoolSpec, RouterSettings, Workers
 from zeroscale.workers.client import WorkerResponse

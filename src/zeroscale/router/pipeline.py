@@ -20,7 +20,8 @@ import dataclasses
 import tempfile
 
 from zeroscale.errors import RuntimeValidationError
-from zeroscale.router.pool import Invocation, VariantPool
+from zeroscale.router.invocation import Invocation
+from zeroscale.router.pool import VariantPool
 from zeroscale.router.spec import PoolSpec
 from zeroscale.workers.client import Body, FilePayload, WorkerResponse
 

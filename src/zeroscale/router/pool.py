@@ -12,14 +12,14 @@ import contextlib
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from zeroscale.background import Background
 from zeroscale.errors import DeployError, ModelError, ServiceUnavailable, Throttling, WorkersUnavailable
-from zeroscale.events import EventBus, InvocationRecord, WorkerEvent
+from zeroscale.events import EventBus, WorkerEvent
 from zeroscale.metrics.load import PoolLoad
 from zeroscale.router.budget import MemoryBudget
+from zeroscale.router.invocation import Invocation
 from zeroscale.router.slots import Slot, Slots, StopReason
 from zeroscale.router.spec import PoolSpec, RouterSettings, Workers
 from zeroscale.router.streams import PoolStream
@@ -28,11 +28,8 @@ from zeroscale.router.warmcache import WarmCache
 from zeroscale.runtimes.streaming import ERROR_TRAILER, parse_trailer
 from zeroscale.scaler.policy import IdleWorker, PoolSnapshot, decide
 from zeroscale.types import WorkerState
-from zeroscale.workers.client import Body, WorkerConnectionError, WorkerResponse
+from zeroscale.workers.client import WorkerConnectionError, WorkerResponse
 from zeroscale.workers.manager import WorkerHandle, WorkerSpec
-
-if TYPE_CHECKING:
-    from zeroscale.router.batching import Batcher
 
 S = WorkerState
 _CONTAINER = "primary"
@@ -42,64 +39,21 @@ _UNLOADS = ("evicted", "stopped")  # the exits of a model's worker that unload i
 TIMED_OUT = "invocation timed out"  # a timed-out invocation's ModelError.original_message
 
 
+class Gate(Protocol):
+    """What stands between a pool's callers and its workers when its requests are batched
+    (``router.batching.Batcher``): the pool hands every invocation to it."""
+
+    @property
+    def waiting(self) -> int: ...
+
+    async def invoke(self, inv: Invocation) -> WorkerResponse: ...
+
+    async def close(self) -> None: ...
+
+
 def _expire(fut: asyncio.Future[Slot]) -> None:
     if not fut.done():
         fut.set_exception(TimeoutError())
-
-
-@dataclass(slots=True)
-class Invocation:
-    body: Body  # bytes, or a FilePayload streamed from and to files (async requests)
-    headers: list[tuple[bytes, bytes]]  # forwarded to the worker as they are (Content-Type, Accept, ...)
-    # Filled in by the pool as the request goes, for metering and metrics (also when it fails):
-    worker_id: str = ""
-    model_s: float = 0.0
-    setup_s: float | None = None  # the cold start this request waited for
-    provisioned: bool = False
-    model_status: int = 0  # the status the worker answered, once it did
-    # Seconds the worker has to answer; None: the server's invocation timeout (an async request sets its
-    # own, up to 3600 s).
-    timeout_s: float | None = None
-    # The container contract's other requests (batch transform's GET /execution-parameters) go the same way.
-    method: bytes = b"POST"
-    path: bytes = b"/invocations"
-    # The ContainerHostname a request targets (X-Amzn-SageMaker-Target-Container-Hostname): Direct mode.
-    container: str | None = None
-    # A multi-model endpoint's target (X-Amzn-SageMaker-Target-Model), and what its pool reports of it.
-    target_model: str = ""
-    cache_hit: bool | None = None
-    model_wait_s: float | None = None
-    download_s: float | None = None
-    # Requests that shared this one's predict call (router/batching.py): 1 unless batched.
-    batch_size: int = 1
-    batch_first: bool = False  # the first of them
-
-    def record(
-        self, spec: PoolSpec, *, at: float, total_s: float, status: int, code: str, bytes_out: int
-    ) -> InvocationRecord:
-        """What metering, metrics and logs hear of this invocation once it was answered (or failed)."""
-        return InvocationRecord(
-            endpoint=spec.endpoint,
-            variant=spec.variant,
-            worker_id=self.worker_id,
-            at=at,
-            model_s=self.model_s,
-            total_s=total_s,
-            bytes_in=len(self.body),
-            bytes_out=bytes_out,
-            status=status,
-            error_code=code,
-            memory_mb=spec.memory_mb,
-            setup_s=self.setup_s,
-            provisioned=self.provisioned,
-            model_status=self.model_status,
-            target_model=self.target_model,
-            cache_hit=self.cache_hit,
-            model_wait_s=self.model_wait_s,
-            download_s=self.download_s,
-            batch_size=self.batch_size,
-            batch_first=self.batch_first,
-        )
 
 
 class VariantPool:
@@ -145,7 +99,7 @@ class VariantPool:
         self._log_dir = settings.log_dir(spec.endpoint, spec.variant)
         # Dynamic batching (router/batching.py), set by the fleet for a model that opted in: ``invoke``
         # hands its requests over. None: the ordinary path, unchanged.
-        self.batcher: Batcher | None = None
+        self.batcher: Gate | None = None
 
     # ---- views ----
     @property

@@ -13,14 +13,11 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
-from typing import TYPE_CHECKING
 
 from zeroscale.errors import ModelStreamError
+from zeroscale.router.invocation import Invocation
 from zeroscale.workers.client import WorkerConnectionError
 from zeroscale.workers.stream import WorkerStream
-
-if TYPE_CHECKING:
-    from zeroscale.router.pool import Invocation
 
 _CONTAINER = "primary"
 

@@ -578,7 +578,9 @@ def confine(policy: Policy, abi: int | None = None) -> None:
         if _seccomp is None:
             raise SandboxError("no seccomp filter: zeroscale.workers.seccomp cannot be imported")
         try:
-            _seccomp.install(_seccomp.program(deny_connect=policy.deny_connect, id_range=policy.uid_block))
+            _seccomp.install(
+                _seccomp.program(deny_connect=policy.deny_connect, id_range=policy.uid_block), libc()
+            )
         except _seccomp.SeccompError as exc:
             raise SandboxError(str(exc)) from exc
     if policy.seccomp_filter:

@@ -36,6 +36,7 @@ import os
 import platform
 import struct
 from dataclasses import dataclass
+from typing import Any
 
 _PR_SET_NO_NEW_PRIVS = 38
 _PR_SET_SECCOMP, _SECCOMP_MODE_FILTER = 22, 2
@@ -257,15 +258,13 @@ def prepared(code: bytes) -> tuple[_SockFprog, ctypes.Array[ctypes.c_char]]:
     return _SockFprog(len(code) // 8, ctypes.cast(buf, ctypes.c_void_p)), buf
 
 
-def install(code: bytes) -> None:
-    """Set no_new_privs and install ``code`` on this thread (call it single-threaded, after fork)."""
-    from zeroscale.workers.sandbox import libc as loaded  # the process's handle (sandbox imports this module)
-
-    libc = loaded()
-    if libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
+def install(code: bytes, lib: Any) -> None:
+    """Set no_new_privs and install ``code`` on this thread (call it single-threaded, after fork), through
+    ``lib``, the process's C library handle (``ctypes.CDLL(None, use_errno=True)``: ``sandbox.libc``)."""
+    if lib.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
         raise SeccompError(f"prctl(PR_SET_NO_NEW_PRIVS): {os.strerror(ctypes.get_errno())}")
     prog, _ = prepared(code)
-    if libc.prctl(_PR_SET_SECCOMP, _SECCOMP_MODE_FILTER, ctypes.byref(prog), 0, 0) != 0:
+    if lib.prctl(_PR_SET_SECCOMP, _SECCOMP_MODE_FILTER, ctypes.byref(prog), 0, 0) != 0:
         raise SeccompError(f"prctl(PR_SET_SECCOMP): {os.strerror(ctypes.get_errno())}")
 
 
@@ -278,7 +277,7 @@ def probe() -> bool:
     if pid == 0:
         status = 1
         try:
-            install(code)
+            install(code, ctypes.CDLL(None, use_errno=True))
             status = 0
         finally:
             os._exit(status)
