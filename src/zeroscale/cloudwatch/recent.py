@@ -1,12 +1,20 @@
 """The last hours of every variant's metrics at 10-second resolution, in memory: CloudWatch's
 high-resolution periods (10 s, 30 s) for GetMetricStatistics, GetMetricData and alarms. An event sink (add it
 to the EventBus) and a sampler of the pools' gauges, holding its own ``HistoryRecorder`` cut into 10 s
-periods instead of minutes, so its values are the very ones of the one-minute history."""
+periods instead of minutes, so its values are the very ones of the one-minute history.
+
+Periods still open stay in the recorder; each ``sample`` moves those that ended into ``ClosedPeriods``, a
+series per (endpoint, variant, metric) of packed arrays, and once a minute drops what is older than kept. A
+busy variant keeps about ten series of 1,080 periods (3 hours): 40 bytes a period there, where a dict of
+``Stat`` objects held ~240, and each sample scanned every period kept (145 ms a second with 100 busy
+endpoints)."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from array import array
+from bisect import bisect_left
+from collections.abc import Callable, Iterable, Mapping
 
 from zeroscale.events import InvocationRecord, VariantEvent, WorkerEvent
 from zeroscale.metrics.history import Key, Stat
@@ -15,6 +23,97 @@ from zeroscale.metrics.recorder import HistoryRecorder
 
 RESOLUTION_S = 10
 KEEP_S = 3 * 3600  # CloudWatch keeps high-resolution datapoints for 3 hours
+PRUNE_EVERY_S = 60.0
+
+
+def _packed(stat: Stat) -> tuple[float, float, float, float]:
+    return stat.sum, float(stat.count), stat.minimum, stat.maximum
+
+
+class _Series:
+    """One metric of one variant: its closed periods' starts, ascending, and their statistics packed four
+    floats a period (sum, count, minimum, maximum)."""
+
+    __slots__ = ("starts", "values")
+
+    def __init__(self) -> None:
+        self.starts = array("q")
+        self.values = array("d")
+
+    def add(self, start: int, stat: Stat) -> None:
+        starts, values = self.starts, self.values
+        if not starts or start > starts[-1]:  # the usual case: periods close in order
+            starts.append(start)
+            values.extend(_packed(stat))
+            return
+        i = bisect_left(starts, start)
+        if i < len(starts) and starts[i] == start:  # a late observation of a period already closed
+            merged = self.stat(i)
+            merged.merge(stat)
+            values[4 * i : 4 * i + 4] = array("d", _packed(merged))
+            return
+        starts.insert(i, start)
+        values[4 * i : 4 * i] = array("d", _packed(stat))
+
+    def stat(self, i: int) -> Stat:
+        v = self.values
+        return Stat(v[4 * i], int(v[4 * i + 1]), v[4 * i + 2], v[4 * i + 3])
+
+    def between(self, low: int, high: float) -> Iterable[tuple[int, Stat]]:
+        """The periods whose start is in [low, high)."""
+        starts = self.starts
+        for i in range(bisect_left(starts, low), bisect_left(starts, high)):
+            yield starts[i], self.stat(i)
+
+    def drop_before(self, start: int) -> None:
+        """Drop the periods that start before ``start``."""
+        n = bisect_left(self.starts, start)
+        if n:
+            del self.starts[:n]
+            del self.values[: 4 * n]
+
+
+class ClosedPeriods:
+    """Closed periods by (lower-cased endpoint, variant, metric); pure, no clock."""
+
+    def __init__(self) -> None:
+        self._series: dict[
+            str, dict[tuple[str, str], _Series]
+        ] = {}  # endpoint -> (variant, metric) -> series
+
+    def __len__(self) -> int:
+        return sum(len(s.starts) for by_name in self._series.values() for s in by_name.values())
+
+    def add(self, stats: Mapping[Key, Stat]) -> None:
+        for key, stat in stats.items():
+            by_name = self._series.setdefault(key.endpoint, {})
+            series = by_name.get((key.variant, key.metric))
+            if series is None:
+                series = by_name[(key.variant, key.metric)] = _Series()
+            series.add(key.minute, stat)
+
+    def select(
+        self, endpoint: str, low: int, high: float, metric: str, variant: str | None
+    ) -> dict[Key, Stat]:
+        found: dict[Key, Stat] = {}
+        for (var, name), series in self._series.get(endpoint, {}).items():
+            if name == metric and (variant is None or var == variant):
+                for start, stat in series.between(low, high):
+                    found[Key(endpoint, start, var, name)] = stat
+        return found
+
+    def drop_before(self, start: int) -> None:
+        """Forget the periods that start before ``start``, and the series left empty."""
+        for endpoint in list(self._series):
+            by_name = self._series[endpoint]
+            for name in list(by_name):
+                series = by_name[name]
+                if series.starts and series.starts[0] < start:
+                    series.drop_before(start)
+                if not series.starts:
+                    del by_name[name]
+            if not by_name:
+                del self._series[endpoint]
 
 
 class RecentMetrics:
@@ -25,6 +124,8 @@ class RecentMetrics:
         self._clock = clock
         self._keep_s = keep_s
         self._recorder = HistoryRecorder(clock, period_s=RESOLUTION_S)
+        self._closed = ClosedPeriods()
+        self._pruned = -float("inf")
 
     # ---- the event sink ----
     def invocation(self, record: InvocationRecord) -> None:
@@ -38,15 +139,41 @@ class RecentMetrics:
 
     # ---- sampling, pruning, reading ----
     def sample(self) -> None:
+        now = self._clock()
         self._recorder.sample(by_variant(self._loads()))
-        self._recorder.minutes.take(self._clock() - self._keep_s)  # drop what is older than kept
+        # the periods that ended: their statistics move to the packed series (the open ones are few)
+        self._closed.add(self._recorder.minutes.take(now))
+        if now - self._pruned >= PRUNE_EVERY_S:
+            self._pruned = now
+            self._closed.drop_before(int(self.oldest() // RESOLUTION_S) * RESOLUTION_S)
 
     def query(
         self, endpoint: str, variant: str | None, metric: str, since: float, until: float
     ) -> dict[Key, Stat]:
         """Copies of the 10 s periods of one metric that start in [since, until)."""
-        return self._recorder.minutes.select(endpoint, since, until, (metric,), variant)
+        low = int(since // RESOLUTION_S) * RESOLUTION_S
+        found = self._closed.select(endpoint.lower(), max(low, self._kept_from()), until, metric, variant)
+        for key, stat in self._recorder.minutes.select(endpoint, since, until, (metric,), variant).items():
+            have = found.get(key)
+            if have is None:
+                found[key] = stat
+            else:  # a late observation of a period that had closed
+                have.merge(stat)
+        return found
 
     def oldest(self) -> float:
         """The start of the oldest period still kept (data before it is gone)."""
         return self._clock() - self._keep_s
+
+    def _kept_from(self) -> int:
+        """Periods that start before this are no longer served, pruned or not yet."""
+        return int(self.oldest() // RESOLUTION_S) * RESOLUTION_S
+
+    def __len__(self) -> int:
+        """Periods held (open and closed), one per series that has data in it."""
+        return len(self._closed) + len(self._recorder.minutes)
+
+    @property
+    def open_periods(self) -> int:
+        """Periods not yet ended (or observed late), the only ones a sample scans."""
+        return len(self._recorder.minutes)
