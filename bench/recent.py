@@ -5,7 +5,7 @@ scanned by every sample (``metrics.history.MinuteAggregator`` at 10 s, as ``Rece
 
 Both are fed the same events from a simulated clock: ``ENDPOINTS`` busy endpoints, each with two requests
 and one gauge sample of four metrics every 10 s, for ``HOURS`` hours (the data kept reaches its 3 hours),
-and sampled every 10 s as the server samples every second. Each store runs in a forked process of its own.
+and sampled every 10 s as the server samples every second. Each store runs in a fresh process of its own.
 Reported: the memory held at the end (the process's resident set, the end less the start), the p50 and the
 last of the samples' times, and a 1-hour query of one metric.
 
@@ -133,7 +133,7 @@ def _rss() -> int:
 
 def run(endpoints: int = ENDPOINTS, hours: float = HOURS) -> RecentResult:
     res = RecentResult(endpoints, hours)
-    with multiprocessing.get_context("fork").Pool(1, maxtasksperchild=1) as pool:
+    with multiprocessing.get_context("spawn").Pool(1, maxtasksperchild=1) as pool:
         for kind in ("one dict", "packed"):
             res.stores[kind] = pool.apply(_run, (kind, endpoints, hours))
     return res
