@@ -19,6 +19,7 @@ from zeroscale.api import guard
 from zeroscale.api.app import App, AppParts
 from zeroscale.api.async_invoke import AsyncInvokeApi
 from zeroscale.api.control import ControlPlane
+from zeroscale.api.iam_query import IamQueryService
 from zeroscale.api.image_rest import ImagesApi
 from zeroscale.api.invoke import InvokeApi
 from zeroscale.api.jsonrpc import JsonService
@@ -58,7 +59,6 @@ from zeroscale.control.transform_jobs import TransformJobs
 from zeroscale.credentials import AdminCredentials, load_or_create
 from zeroscale.events import EventBus
 from zeroscale.iam.authz import Authorizer
-from zeroscale.iam.query import IamQueryService
 from zeroscale.iam.secrets import SecretBox
 from zeroscale.iam.store import IamStore
 from zeroscale.images import ImageRegistry

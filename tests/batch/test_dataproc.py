@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from zeroscale.batch.dataproc import DataProcessing, Path, ProcessingError
+from zeroscale.dataproc import DataProcessing, Path, ProcessingError
 
 
 @pytest.mark.parametrize(

@@ -16,6 +16,7 @@ from typing import Any
 from zeroscale.api import rpcv2, sigv4
 from zeroscale.api.async_invoke import AsyncInvokeApi
 from zeroscale.api.direct import DirectRoute
+from zeroscale.api.iam_query import IamQueryService
 from zeroscale.api.invoke import InvokeApi
 from zeroscale.api.jsonrpc import MAX_BODY_BYTES as MAX_JSON_BODY_BYTES
 from zeroscale.api.jsonrpc import JsonService
@@ -30,7 +31,6 @@ from zeroscale.errors import (
     ZeroscaleError,
 )
 from zeroscale.iam.authz import Access
-from zeroscale.iam.query import IamQueryService
 from zeroscale.metrics.registry import Metrics
 
 Scope = MutableMapping[str, Any]

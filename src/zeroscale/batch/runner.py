@@ -13,15 +13,16 @@ import gzip
 import json
 import logging
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, cast
 
 from zeroscale.asyncinf.s3io import CHUNK, OutputError, S3Io, S3Url
 from zeroscale.background import Background
-from zeroscale.batch.dataproc import DataProcessing, ProcessingError
 from zeroscale.control.deploy import Deployer
+from zeroscale.control.transform_jobs import Progress
+from zeroscale.dataproc import DataProcessing, ProcessingError
 from zeroscale.errors import DeployError, ModelError, Throttling, ZeroscaleError
 from zeroscale.router.fleet import Fleet
 from zeroscale.router.invocation import Invocation
@@ -75,14 +76,6 @@ class InputFile:
 
 class FileFailed(Exception):
     """This input file gets no output; the job goes on with the others."""
-
-
-@dataclass
-class Progress:
-    files_total: int = 0
-    files_done: int = 0
-    records_done: int = 0
-    failures: list[str] = dataclasses.field(default_factory=list)
 
 
 RECORDIO_MAGIC = 0xCED7230A
@@ -265,9 +258,11 @@ class TransformRunner:
         self._scratch_dir = scratch_dir
         self._background = Background("transform workers")
 
-    async def run(self, job: JobSpec, progress: Progress, on_progress: Callable[[], None]) -> None:
-        """Raises DeployError when the workers cannot start or the input cannot be listed; a file that fails
-        is added to ``progress.failures`` and the others go on."""
+    async def run(self, doc: Mapping[str, Any], progress: Progress, on_progress: Callable[[], None]) -> None:
+        """Run the job ``doc`` (its stored CreateTransformJob document) describes. Raises DeployError when the
+        workers cannot start or the input cannot be listed; a file that fails is added to
+        ``progress.failures`` and the others go on."""
+        job = job_spec(doc)
         files = await asyncio.to_thread(self._inputs, job)
         todo = [f for f in files if not await asyncio.to_thread(self._exists, self._output_url(job, f))]
         progress.files_total = len(files)
@@ -544,7 +539,7 @@ class TransformRunner:
             return resp.body, answered.decode("latin-1") if answered else None
 
 
-def job_spec(doc: dict[str, Any]) -> JobSpec:
+def job_spec(doc: Mapping[str, Any]) -> JobSpec:
     """The runner's view of a stored CreateTransformJob document (already checked)."""
     inp = doc["TransformInput"]
     out = doc["TransformOutput"]

@@ -11,16 +11,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, Protocol
 
-from zeroscale.batch.dataproc import Path
-from zeroscale.batch.runner import Progress, TransformRunner, job_spec
 from zeroscale.control.arns import Arns
 from zeroscale.control.listing import paginate_stored
 from zeroscale.control.models import Models
+from zeroscale.dataproc import Path
 from zeroscale.errors import DeployError, ResourceNotFound, ValidationException
 from zeroscale.store.db import AlreadyExists, Record, Store
 
@@ -89,13 +89,32 @@ def check(params: Mapping[str, Any]) -> None:
         raise _invalid("DataCaptureConfig is not served by zeroscale.")
 
 
+@dataclasses.dataclass
+class Progress:
+    """A running job's counts, kept up to date by its runner."""
+
+    files_total: int = 0
+    files_done: int = 0
+    records_done: int = 0
+    failures: list[str] = dataclasses.field(default_factory=list)
+
+
+class JobRunner(Protocol):
+    """What runs a job's files through its model (``batch.runner.TransformRunner``)."""
+
+    async def run(self, doc: Mapping[str, Any], progress: Progress, on_progress: Callable[[], None]) -> None:
+        """Run the job that ``doc`` (its stored CreateTransformJob document) describes."""
+
+    async def close(self) -> None: ...
+
+
 class TransformJobs:
     def __init__(
         self,
         store: Store,
         arns: Arns,
         models: Models,
-        runner: TransformRunner,
+        runner: JobRunner,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._store = store
@@ -207,7 +226,7 @@ class TransformJobs:
         self._save(rec, TransformStartTime=rec.doc.get("TransformStartTime") or self._clock())
         progress = self._progress[name.lower()] = Progress()
         try:
-            await self._runner.run(job_spec(rec.doc), progress, lambda: None)
+            await self._runner.run(rec.doc, progress, lambda: None)
         except asyncio.CancelledError:
             counts = self._keep_progress(name)
             current = self._store.get(KIND, name)
