@@ -108,3 +108,34 @@ def test_closed_periods_merge_a_late_one_and_keep_order() -> None:
     assert list(closed.select("a", 0, 100, "m", "A")) == [Key("a", 40, "A", "m")]
     closed.drop_before(1000)
     assert len(closed) == 0
+
+
+def test_pruning_visits_a_share_of_the_endpoints_at_a_time() -> None:
+    """A sample prunes the share of the endpoints its time since the last one is of a minute, so no sample
+    holds the loop for all of them; a round visits each one."""
+    closed = ClosedPeriods()
+    closed.add({Key(f"e{i}", start, "A", "m"): Stat.of(1.0) for i in range(120) for start in (10, 20)})
+    closed.drop_before(15, share=1 / 60)  # two endpoints
+    assert len(closed) == 2 * 120 - 2
+    for _ in range(59):
+        closed.drop_before(15, share=1 / 60)
+    assert len(closed) == 120
+    assert all(
+        list(closed.select(f"e{i}", 0, 100, "m", "A")) == [Key(f"e{i}", 20, "A", "m")] for i in range(120)
+    )
+    closed.drop_before(1000, share=1.0)
+    assert len(closed) == 0
+
+
+def test_what_aged_out_is_not_served_before_it_is_pruned() -> None:
+    now = [100_000.0]
+    recent = RecentMetrics(lambda: [], lambda: now[0], keep_s=600)
+    for i in range(200):
+        recent.invocation(invocation(f"e{i}", now[0] - 1, 0.01))
+    now[0] += RESOLUTION_S
+    recent.sample()
+    now[0] += 570
+    recent.sample()  # a share of the endpoints pruned: the periods are still inside the 600 s kept
+    assert len(recent.query("e7", "A", "Invocations", 0, now[0])) == 1
+    now[0] += 30
+    assert recent.query("e7", "A", "Invocations", 0, now[0]) == {}  # aged out, pruned or not
