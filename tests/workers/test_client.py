@@ -5,13 +5,16 @@ and raw reads."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import io
+import weakref
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
 
 from zeroscale.workers.client import FilePayload, WorkerConnection, WorkerConnectionError
+from zeroscale.workers.stream import open_stream
 
 # Each test on both loops (tests/workers/conftest.py): the server runs uvloop, whose transports differ.
 pytestmark = pytest.mark.asyncio(loop_factories=["asyncio", "uvloop"])
@@ -175,3 +178,39 @@ async def test_a_large_answer_nobody_reads_yet_is_held_back_then_read_whole(work
     while not got.endswith(big):
         got += await asyncio.wait_for(conn.read(), 5.0)
     assert got.startswith(b"HTTP/1.1 200 OK") and len(got) > len(big)
+
+
+async def test_a_closed_connection_is_freed_without_waiting_for_a_full_collection(worker: Worker) -> None:
+    # The parser calls back into its collector and the collector asks the parser: a cycle, which kept every
+    # closed worker connection (one per exited worker) until a full collection. Closing breaks it.
+    gc.collect()
+    gc.disable()
+    try:
+        conn = await WorkerConnection.open_unix(worker.path)
+        assert (await conn.request(b"POST", b"/invocations", [], b"x", 5.0)).body == b"x"
+        worker.answer = lambda body: (0.0, ok(body, b"Connection: close\r\n"))
+        assert (await conn.request(b"POST", b"/invocations", [], b"y", 5.0)).status == 200
+        assert conn.closed
+        await asyncio.sleep(0.01)  # connection_lost
+        answer, protocol = weakref.ref(conn._answer), weakref.ref(conn)
+        del conn
+        await asyncio.sleep(0)
+        assert (answer(), protocol()) == (None, None)
+    finally:
+        gc.enable()
+
+
+async def test_a_streamed_answer_is_freed_without_waiting_for_a_full_collection(worker: Worker) -> None:
+    gc.collect()
+    gc.disable()
+    try:
+        conn = await WorkerConnection.open_unix(worker.path)
+        stream = await open_stream(conn, b"POST", b"/invocations", [], b"streamed")
+        assert (stream.status, await stream.read_all()) == (200, b"streamed")
+        parts = weakref.ref(stream._parts)
+        conn.close()
+        del stream
+        await asyncio.sleep(0.01)
+        assert parts() is None
+    finally:
+        gc.enable()

@@ -60,23 +60,34 @@ class WorkerResponse:
 
 class _Collector:
     """httptools callbacks for the answers on one connection, one at a time (``start`` before each): one
-    parser per connection, as llhttp parses the answers of a kept-alive connection one after the other."""
+    parser per connection, as llhttp parses the answers of a kept-alive connection one after the other.
+
+    The parser calls back into the collector and the collector asks the parser: a reference cycle, which
+    ``release`` breaks once the connection is gone (else each closed connection waits for a full
+    collection)."""
 
     def __init__(self) -> None:
         self.headers: list[tuple[bytes, bytes]] = []
         self.chunks: list[bytes] = []
         self.done = False
         self.keep_alive = False
+        self.status = 0
         self.sink: FilePayload | None = None  # where a 2xx body goes instead of memory
-        self.parser = httptools.HttpResponseParser(self)
+        self.parser: httptools.HttpResponseParser | None = httptools.HttpResponseParser(self)
 
     def start(self, sink: FilePayload | None) -> None:
         self.headers, self.chunks, self.done, self.keep_alive, self.sink = [], [], False, False, sink
 
+    def release(self) -> None:
+        self.parser = None
+
     def on_headers_complete(self) -> None:
         # llhttp resets its flags once the message completes: ask while the headers are fresh.
-        self.keep_alive = bool(self.parser.should_keep_alive())
-        if self.sink is not None and self.parser.get_status_code() >= 400:
+        parser = self.parser
+        assert parser is not None  # only a parser calls this
+        self.keep_alive = bool(parser.should_keep_alive())
+        self.status = parser.get_status_code()
+        if self.sink is not None and self.status >= 400:
             self.sink = None
 
     def on_header(self, name: bytes, value: bytes) -> None:
@@ -182,7 +193,7 @@ class WorkerConnection(asyncio.Protocol):
             self.close()
         chunks = collector.chunks
         body_out = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-        return WorkerResponse(collector.parser.get_status_code(), collector.headers, body_out)
+        return WorkerResponse(collector.status, collector.headers, body_out)
 
     def write(self, data: bytes) -> None:
         if self._transport is None or self.closed:
@@ -231,6 +242,7 @@ class WorkerConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._end((str(exc) or type(exc).__name__) if exc is not None else "worker closed the connection")
         self.closed = True
+        self._answer.release()  # no more bytes will come to parse
         if self._drain is not None and not self._drain.done():
             self._drain.set_result(None)
 
@@ -245,7 +257,7 @@ class WorkerConnection(asyncio.Protocol):
     # ---- inside ----
     def _feed(self, data: bytes) -> None:
         collector, done = self._answer, self._done
-        assert done is not None
+        assert done is not None and collector.parser is not None  # fed only while connected
         try:
             collector.parser.feed_data(data)
         except httptools.HttpParserError as exc:

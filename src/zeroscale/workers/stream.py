@@ -20,7 +20,8 @@ _TRAILER = ERROR_TRAILER.lower()
 
 
 class _Parts:
-    """httptools callbacks: the head, then parts as they complete."""
+    """httptools callbacks: the head, then parts as they complete. ``parser`` is set until the head is in
+    (``on_headers_complete`` asks it), then dropped: the parser holds these callbacks, not the other way."""
 
     def __init__(self) -> None:
         self.headers: list[tuple[bytes, bytes]] = []
@@ -162,4 +163,6 @@ async def open_stream(
     except BaseException:
         conn.close()
         raise
+    finally:
+        parts.parser = None  # the head is in (or never will be): no cycle between the parser and its parts
     return stream
