@@ -72,6 +72,25 @@ def test_json_null_counts_as_missing(sm: ServiceShapes) -> None:
     assert "Value null at 'endpointConfigName'" in msg
 
 
+def test_a_null_list_item_or_map_value_is_refused_not_skipped(sm: ServiceShapes) -> None:
+    # A handler that indexes into a null item would answer 500 (or store a null that breaks a later answer).
+    assert errors_of(sm, "CreateEndpointConfig", config(ProductionVariants=[None, variant()])) == (
+        "1 validation error detected: Value null at 'productionVariants.1.member' failed to satisfy "
+        "constraint: Member must not be null"
+    )
+    model = {"ModelName": "m", "PrimaryContainer": {"Image": "i", "Environment": {"K": None, "L": "v"}}}
+    assert errors_of(sm, "CreateModel", model) == (
+        "1 validation error detected: Value null at 'primaryContainer.environment.K' failed to satisfy "
+        "constraint: Map value must not be null"
+    )
+    tags = errors_of(sm, "CreateModel", {"ModelName": "m", "Tags": [{"Key": "k", "Value": "v"}, None]})
+    assert "Value null at 'tags.2.member'" in tags
+    weights = {"EndpointName": "e", "DesiredWeightsAndCapacities": [None]}
+    assert "Value null at 'desiredWeightsAndCapacities.1.member'" in errors_of(
+        sm, "UpdateEndpointWeightsAndCapacities", weights
+    )
+
+
 def test_bad_name_pattern(sm: ServiceShapes) -> None:
     assert errors_of(sm, "CreateEndpointConfig", config(EndpointConfigName="bad_name")) == (
         "1 validation error detected: Value 'bad_name' at 'endpointConfigName' failed to satisfy "

@@ -16,7 +16,8 @@ a map of scalars, are reported against the collection as a whole (``Member must 
 ``Map keys must satisfy constraint: [...]``, ``Map value must satisfy constraint: [...]``).
 
 Unknown members are not this module's business (``allowlist.py`` refuses them by name); JSON ``null``
-counts as absent. Integers must fit a Java int (32 bits) or long (64 bits), as AWS's deserialiser demands.
+counts as absent for a structure's member, and is refused as an item of a list or a value of a map (no
+handler ever sees one). Integers must fit a Java int (32 bits) or long (64 bits), as AWS's deserialiser demands.
 Model patterns are Java regular expressions; they are translated to Python where needed (``\\p{L}`` and
 friends, UTF-16 surrogate pairs, a quantified ``$``) and matched with ``fullmatch``; a pattern that still
 does not compile is not checked.
@@ -419,6 +420,12 @@ class _Walker:
             problems: list[str] = []
             self._length(shape.metadata, len(value), problems)
             member = shape.member
+            for index, item in enumerate(value, start=1):
+                if item is None:  # the handlers never see a null item: refused, as a null member is
+                    self.errors.append(
+                        f"Value null at '{path}.{index}.member' failed to satisfy constraint: "
+                        "Member must not be null"
+                    )
             if _is_scalar(member):
                 inner: list[str] = []
                 for item in value:
@@ -441,6 +448,11 @@ class _Walker:
             problems = []
             self._length(shape.metadata, len(value), problems)
             key_shape, value_shape = shape.key, shape.value
+            for k, v in value.items():
+                if v is None:
+                    self.errors.append(
+                        f"Value null at '{path}.{k}' failed to satisfy constraint: Map value must not be null"
+                    )
             key_problems: list[str] = []
             for k in value:
                 for p in self.scalar_problems(key_shape, k, f"{path}.key"):
