@@ -310,6 +310,14 @@ def test_timestamps_and_floats(sm: ServiceShapes) -> None:
     )
 
 
+def test_a_float_member_must_fit_a_java_float(sm: ServiceShapes) -> None:
+    # InitialVariantWeight 1e308 on two variants summed to infinity, and every invocation answered 500.
+    sm.validate("CreateEndpointConfig", config(ProductionVariants=[variant(InitialVariantWeight=3.4e38)]))
+    with pytest.raises(SerializationException, match=r"'1e\+308' at 'productionVariants\.1\.member\."
+                       r"initialVariantWeight' is out of range of a 32-bit float"):  # fmt: skip
+        sm.validate("CreateEndpointConfig", config(ProductionVariants=[variant(InitialVariantWeight=1e308)]))
+
+
 def test_unknown_operation(sm: ServiceShapes) -> None:
     with pytest.raises(UnknownOperationException):
         sm.validate("NoSuchOperation", {})

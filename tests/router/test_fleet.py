@@ -73,6 +73,31 @@ async def test_weights_split_traffic_and_the_target_variant_overrides_them(h: Ha
         route.choose("Nope")
 
 
+@pytest.mark.parametrize(
+    ("weights", "only"),
+    [
+        ((5e-324, 0.0), "A"),  # a denormal sum: a pick could round up to the total
+        ((3.4e38, 3.4e38, 0.0), None),  # the largest floats the API takes
+        ((0.1, 0.2, 0.7, 0.0), None),  # sums that round below the total
+        ((0.0, 0.0, 1.0), "C"),
+    ],
+)
+async def test_every_pick_lands_on_a_variant_with_weight_whatever_the_weights(
+    h: Harness, weights: tuple[float, ...], only: str | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    names = "ABCD"[: len(weights)]
+    await h.fleet.activate("ep", [spec(variant=n, weight=w) for n, w in zip(names, weights, strict=True)])
+    route = h.fleet.route("ep")
+    assert route is not None
+    weighted = {n for n, w in zip(names, weights, strict=True) if w > 0}
+    for pick in (0.0, 0.5, 1.0 - 2**-53):  # the least, a middle and the largest random() returns
+        monkeypatch.setattr(random, "random", lambda pick=pick: pick)
+        assert route.choose().spec.variant in weighted
+    monkeypatch.undo()
+    picks = {route.choose().spec.variant for _ in range(200)}
+    assert picks <= weighted and (only is None or picks == {only})
+
+
 async def test_a_failed_warm_start_leaves_the_current_route_serving(h: Harness) -> None:
     await h.fleet.activate("ep", [spec(variant="Old")])
     h.manager.start_errors.append("the new model does not load")

@@ -17,7 +17,8 @@ a map of scalars, are reported against the collection as a whole (``Member must 
 
 Unknown members are not this module's business (``allowlist.py`` refuses them by name); JSON ``null``
 counts as absent for a structure's member, and is refused as an item of a list or a value of a map (no
-handler ever sees one). Integers must fit a Java int (32 bits) or long (64 bits), as AWS's deserialiser demands.
+handler ever sees one). Integers must fit a Java int (32 bits) or long (64 bits), and a ``float`` member a
+Java float's finite range, as AWS's deserialiser demands.
 Model patterns are Java regular expressions; they are translated to Python where needed (``\\p{L}`` and
 friends, UTF-16 surrogate pairs, a quantified ``$``) and matched with ``fullmatch``; a pattern that still
 does not compile is not checked.
@@ -281,6 +282,7 @@ _TYPE_NAMES = {
 
 
 _INT_BITS = {"integer": 32, "long": 64}
+_FLOAT_MAX = 3.4028234663852886e38  # a Java float's largest finite value
 
 
 def _json_kind(value: Any) -> str:
@@ -364,6 +366,11 @@ class _Walker:
         elif t in ("float", "double"):
             if isinstance(value, bool) or not isinstance(value, int | float):
                 raise _type_error(shape, value, path)
+            if t == "float" and not -_FLOAT_MAX <= value <= _FLOAT_MAX:  # a Java float would be infinite
+                raise SerializationException(
+                    f"Numeric value '{_value_text(value, False)}' at '{path}' is out of range of a "
+                    f"32-bit float (shape {shape.name})."
+                )
             self._range(meta, value, problems)
         elif t == "boolean":
             if not isinstance(value, bool):

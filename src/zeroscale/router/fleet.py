@@ -15,6 +15,7 @@ import bisect
 import contextlib
 import dataclasses
 import itertools
+import math
 import random
 import time
 from collections.abc import Callable, Mapping
@@ -55,6 +56,17 @@ def _variants(pools: list[VariantPool]) -> list[Variant]:
     return out
 
 
+def _cumulative(weights: list[float]) -> list[float]:
+    """The running shares of ``weights`` (a positive, finite sum), the last one infinite: ``choose``'s pick
+    in [0, 1) then always lands on a variant, whatever the rounding of the sums (a variant of weight 0
+    is never picked: its share equals the one before it, and ``bisect_right`` passes over it)."""
+    running = list(itertools.accumulate(weights))
+    total = running[-1]
+    shares = [w / total for w in running]
+    shares[-1] = math.inf
+    return shares
+
+
 @dataclass
 class EndpointRoute:
     name: str
@@ -75,9 +87,9 @@ class EndpointRoute:
         production = [p for p in variants if not p.spec.shadow_sampling]
         shadows = [p for p in variants if p.spec.shadow_sampling]
         weights = [max(0.0, p.spec.weight) for p in production]
-        if sum(weights) <= 0:
+        if not 0 < sum(weights) < math.inf:
             weights = [1.0] * len(production)
-        return cls(name, pools, list(itertools.accumulate(weights)), production, shadows, canary, share)
+        return cls(name, pools, _cumulative(weights), production, shadows, canary, share)
 
     def every_pool(self) -> list[VariantPool]:
         return self.pools if self.canary is None else self.pools + self.canary.pools
@@ -102,8 +114,7 @@ class EndpointRoute:
             raise RuntimeValidationError(f"Variant {target_variant} not found for endpoint {self.name}.")
         if len(self.production) == 1:
             return self.production[0]
-        pick = random.random() * self._cumulative[-1]
-        return self.production[bisect.bisect_right(self._cumulative, pick)]
+        return self.production[bisect.bisect_right(self._cumulative, random.random())]
 
 
 class Fleet:
