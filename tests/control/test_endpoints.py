@@ -198,6 +198,42 @@ async def test_a_failed_update_keeps_serving_the_old_configuration(
     await endpoints.close()
 
 
+async def test_a_model_deleted_while_its_endpoint_deploys_leaves_it_in_service(
+    endpoints: Endpoints, deployer: FakeDeployer, models: Models
+) -> None:
+    # SageMaker allows deleting a model in use; the deployment read it again when done and died there,
+    # leaving the endpoint Creating (or Updating) for good.
+    deployer.delay_s = 3 * SETTLE_S
+    await endpoints.create({"EndpointName": "ep", "EndpointConfigName": "c1"})
+    models.delete("m")
+    await asyncio.sleep(3 * SETTLE_S)
+    desc = endpoints.describe("ep")
+    assert (desc["EndpointStatus"], desc.get("FailureReason")) == ("InService", None)
+    assert desc["ProductionVariants"][0]["DeployedImages"][0]["SpecifiedImage"] == "sklearn"
+
+    models.create({"ModelName": "m", "PrimaryContainer": {"Image": "sklearn"}})
+    await endpoints.update({"EndpointName": "ep", "EndpointConfigName": "c2"})
+    models.delete("m")
+    await asyncio.sleep(3 * SETTLE_S)
+    desc = endpoints.describe("ep")
+    assert (desc["EndpointStatus"], desc["EndpointConfigName"]) == ("InService", "c2")
+    await endpoints.close()
+
+
+async def test_a_deployment_that_breaks_unexpectedly_ends_failed_not_creating(
+    endpoints: Endpoints, fleet: FakeFleet, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def broken(endpoint: str, specs: list[PoolSpec], *, warm: bool = True) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(fleet, "activate", broken)
+    await endpoints.create({"EndpointName": "ep", "EndpointConfigName": "c1"})
+    desc = endpoints.describe("ep")
+    assert desc["EndpointStatus"] == "Failed"
+    assert "RuntimeError" in desc["FailureReason"] and "server log" in desc["FailureReason"]
+    await endpoints.close()
+
+
 async def test_close_cancels_what_is_still_deploying(endpoints: Endpoints, deployer: FakeDeployer) -> None:
     deployer.delay_s = 100.0
     await endpoints.create({"EndpointName": "ep", "EndpointConfigName": "c1"})

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import builtins
-import contextlib
 import json
 import logging
 import time
@@ -277,7 +276,10 @@ class Endpoints:
     ) -> None:
         try:
             config = self._configs.get(config_name)
-            full = await self._deployer.pool_specs(name, config)
+            # The models as they are now: the pools, the description and the snapshot are all made from
+            # these, whatever is deleted or replaced while the workers start.
+            models = self._models_of(config)
+            full = await self._deployer.pool_specs(name, config, models)
             stored = self._store.get(KIND, name)
             overrides = (stored.doc.get("VariantOverrides") or {}) if stored is not None else {}
             full = [with_overrides(spec, overrides.get(spec.variant)) for spec in full]
@@ -285,7 +287,7 @@ class Endpoints:
             # A front end whose share is zero starts no worker, not even the deploy-time check's.
             warm = warm and all(s.max_concurrency > 0 for s in specs)
             if plan is not None and self._guard is not None and self._fleet.route(name) is not None:
-                report = self._reporter(name, config, full)
+                report = self._reporter(name, config, full, models)
                 outcome = await self._guard.run(name, specs, plan, report)
                 if outcome.reason is not None:
                     self._rolled_back(name, outcome.reason, failed=outcome.rollback_failed)
@@ -293,26 +295,25 @@ class Endpoints:
             else:
                 await self._fleet.activate(name, specs, warm=warm)
         except (DeployError, ValidationException) as exc:
-            reason = _reason(exc)
-            rec = self._store.get(KIND, name)
-            if rec is None or rec.status == EndpointStatus.DELETING.value:
-                return
-            log.warning("endpoint %s: %s", name, reason)
-            status = EndpointStatus.IN_SERVICE if updating else EndpointStatus.FAILED
-            self._save(rec, status, FailureReason=reason, PendingDeploymentSummary=None)
+            self._not_deployed(name, _reason(exc), updating=updating)
+            return
+        except Exception as exc:  # a bug: the endpoint still leaves Creating / Updating, never stays there
+            log.exception("endpoint %s: the deployment broke", name)
+            why = f"zeroscale could not deploy the endpoint ({type(exc).__name__}); the server log has why."
+            self._not_deployed(name, why, updating=updating)
             return
         rec = self._store.get(KIND, name)
         if rec is None or rec.status == EndpointStatus.DELETING.value:
             await self._fleet.deactivate(name)
             self._active.pop(name.lower(), None)
             return
-        rec.doc[DEPLOYED] = self._snapshot(config)
+        rec.doc[DEPLOYED] = self._snapshot(config, models)
         self._save(
             rec,
             EndpointStatus.IN_SERVICE,
             EndpointConfigName=config.name,
-            ProductionVariants=self._described_variants(config, full, shadow=False),
-            ShadowProductionVariants=self._described_variants(config, full, shadow=True) or None,
+            ProductionVariants=self._described_variants(config, full, models, shadow=False),
+            ShadowProductionVariants=self._described_variants(config, full, models, shadow=True) or None,
             AsyncInferenceConfig=config.doc.get("AsyncInferenceConfig"),
             FailureReason=None,
             PendingDeploymentSummary=None,
@@ -321,13 +322,23 @@ class Endpoints:
         self._full_specs[name.lower()] = {spec.variant: spec for spec in full}
         self._tell(name)
 
+    def _not_deployed(self, name: str, reason: str, *, updating: bool) -> None:
+        """A deployment that did not happen: a new endpoint is Failed, an updated one goes on serving its
+        last configuration (InService); both say why in FailureReason."""
+        rec = self._store.get(KIND, name)
+        if rec is None or rec.status == EndpointStatus.DELETING.value:
+            return
+        log.warning("endpoint %s: %s", name, reason)
+        status = EndpointStatus.IN_SERVICE if updating else EndpointStatus.FAILED
+        self._save(rec, status, FailureReason=reason, PendingDeploymentSummary=None)
+
     def _reporter(
-        self, name: str, config: Record, full: builtins.list[PoolSpec]
+        self, name: str, config: Record, full: builtins.list[PoolSpec], models: Mapping[str, Record]
     ) -> Callable[[str, float, float], None]:
         """How a guarded deployment's progress reaches DescribeEndpoint: PendingDeploymentSummary (the new
         fleet's variants, their VariantStatus), and the endpoint's status (RollingBack)."""
         started = self._clock()
-        variants = self._described_variants(config, full, shadow=False)
+        variants = self._described_variants(config, full, models, shadow=False)
         messages = {
             "Creating": "Provisioning the new fleet beside the old one.",
             "ActivatingTraffic": "Shifting {share} of the traffic to the new fleet.",
@@ -366,15 +377,18 @@ class Endpoints:
             rec, status, FailureReason=_reason(ValidationException(reason)), PendingDeploymentSummary=None
         )
 
-    def _snapshot(self, config: Record) -> dict[str, Any]:
+    def _models_of(self, config: Record) -> dict[str, Record]:
+        """The models ``config``'s variants name (lower-cased name -> record); ValidationException for one
+        that does not exist."""
+        names = sorted({v.model_name.lower() for v in variant_specs(config.doc)})
+        return {name: self._models.get(name) for name in names}
+
+    @staticmethod
+    def _snapshot(config: Record, models: Mapping[str, Record]) -> dict[str, Any]:
         """The documents this deployment was made from, kept in the endpoint's row (never answered on the
         wire): another front end, or this one after a restart, rebuilds the same pools from them even when
         the configuration or a model was deleted (SageMaker allows it) or replaced since."""
-        models: dict[str, Any] = {}
-        for name in sorted({v.model_name.lower() for v in variant_specs(config.doc)}):
-            with contextlib.suppress(ValidationException):  # deleted since the pools were built
-                models[name] = self._models.get(name).doc
-        return {"EndpointConfig": config.doc, "Models": models}
+        return {"EndpointConfig": config.doc, "Models": {name: m.doc for name, m in models.items()}}
 
     def _deployed(self, rec: Record) -> tuple[Record, dict[str, Record] | None]:
         """The configuration and models ``rec`` is deployed from: its snapshot, else the store's."""
@@ -394,7 +408,12 @@ class Endpoints:
                 log.exception("endpoint listener failed for %s", name)
 
     def _described_variants(
-        self, config: Record, specs: builtins.list[PoolSpec], *, shadow: bool
+        self,
+        config: Record,
+        specs: builtins.list[PoolSpec],
+        models: Mapping[str, Record],
+        *,
+        shadow: bool,
     ) -> builtins.list[dict[str, Any]]:
         now = self._clock()
         out: builtins.list[dict[str, Any]] = []
@@ -402,7 +421,7 @@ class Endpoints:
             if variant.shadow != shadow:
                 continue
             runtimes = [c.runtime for c in spec.containers] or [spec.runtime]
-            containers = runnable_containers(self._models.get(variant.model_name).doc)
+            containers = runnable_containers(models[variant.model_name.lower()].doc)
             desc: dict[str, Any] = {
                 "VariantName": variant.name,
                 "DeployedImages": [  # one per container
