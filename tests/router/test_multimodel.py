@@ -4,15 +4,17 @@ files have the sizes a test wants (sparse files: no disk is written)."""
 from __future__ import annotations
 
 import asyncio
+import os
 from pathlib import Path
 
 import pytest
 
+from zeroscale.artifacts.fetch import LocalLocation, parse_model_data_url, s3_object_of_https
 from zeroscale.errors import DeployError, ModelError, ModelNotReady, RuntimeValidationError
 from zeroscale.events import EventBus
 from zeroscale.router.budget import MemoryBudget
 from zeroscale.router.invocation import Invocation
-from zeroscale.router.multimodel import MULTI_MODEL_ENV, WORKER_OVERHEAD_MB, MultiModelPool
+from zeroscale.router.multimodel import MULTI_MODEL_ENV, WORKER_OVERHEAD_MB, MultiModelPool, target_url
 
 from .fakes import FakeClock, FakeManager, Recorder, settings, spec
 
@@ -254,3 +256,28 @@ async def test_a_model_that_fails_to_load_is_a_model_error_naming_it(tmp_path: P
     w.model("fine", 10)
     await w.invoke("fine")
     w.check()
+
+
+@pytest.mark.parametrize("prefix", ["file:///srv/models/tenant-a/", "file:///srv/models/tenant-a"])
+@pytest.mark.parametrize(
+    "target",
+    [
+        "%2e%2e/tenant-b/secret.tar.gz",
+        "%2E%2E/%2e%2e/etc/passwd",
+        "a%2f..%2f..%2fb",
+        "100%.tar.gz",
+        "m.tar.gz",
+    ],
+)
+def test_a_target_model_is_a_literal_key_under_a_file_prefix(prefix: str, target: str) -> None:
+    # An invoker's percent-encoded '..' was decoded after the check and loaded another tenant's model.
+    location = parse_model_data_url(target_url(prefix, target))
+    assert isinstance(location, LocalLocation)
+    assert str(location.path) == "/srv/models/tenant-a/" + target  # the name as sent, under the prefix
+    assert os.path.normpath(location.path).startswith("/srv/models/tenant-a/")
+
+
+def test_a_target_model_is_a_literal_key_under_an_https_prefix() -> None:
+    url = target_url("https://bucket.s3.us-east-1.amazonaws.com/models/", "%2e%2e/other/m.tar.gz")
+    assert s3_object_of_https(url) == ("bucket", "models/%2e%2e/other/m.tar.gz")
+    assert target_url("s3://bucket/models/", "%2e%2e/m.tar.gz") == "s3://bucket/models/%2e%2e/m.tar.gz"

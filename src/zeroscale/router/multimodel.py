@@ -27,7 +27,9 @@ import asyncio
 import dataclasses
 import math
 import os
+import re
 import time
+import urllib.parse
 from collections.abc import Callable
 from pathlib import Path
 
@@ -40,6 +42,8 @@ from zeroscale.router.pool import VariantPool
 from zeroscale.router.slots import Slot
 from zeroscale.router.spec import PoolSpec, RouterSettings, Workers
 from zeroscale.workers.client import WorkerResponse
+
+_DECODED_FORMS = re.compile(r"(?i)(file|https)://")
 
 MULTI_MODEL_ENV = "SAGEMAKER_MULTI_MODEL"
 # What a forked worker holds privately beyond its model's files (its heap, the pages it touches after the
@@ -72,6 +76,12 @@ def model_size_mb(model_dir: str) -> int:
 
 
 def target_url(prefix: str, target: str) -> str:
+    """The URL of ``target`` under ``prefix``. A TargetModel is a key taken literally (as S3 takes it): where
+    the prefix is a URL whose path is percent-decoded (``file://``, ``https://``), the target is encoded, so
+    a ``%2e%2e`` in it stays a name and never becomes a ``..`` out of the prefix (``api/invoke.py`` refuses
+    the literal ones)."""
+    if _DECODED_FORMS.match(prefix):
+        target = urllib.parse.quote(target, safe="/")
     return prefix + target if prefix.endswith("/") else f"{prefix}/{target}"
 
 
