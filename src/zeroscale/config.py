@@ -49,7 +49,10 @@ class Settings:
     idle_timeout_s: float = 300.0
     queue_wait_s: float = 10.0
     max_queue_per_variant: int = 1000
+    # InvokeEndpoint's largest request body and model answer (SageMaker's 6 MB), and a serverless
+    # variant's largest request body (SageMaker's 4 MB).
     payload_limit_bytes: int = 6 * MB
+    serverless_payload_limit_bytes: int = 4 * MB
     # The largest async input read from S3 (SageMaker's limit: 1 GB).
     async_payload_limit_bytes: int = 1024 * MB
     invocation_timeout_s: float = 60.0

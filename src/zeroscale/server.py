@@ -21,7 +21,7 @@ from zeroscale.api.async_invoke import AsyncInvokeApi
 from zeroscale.api.control import ControlPlane
 from zeroscale.api.iam_query import IamQueryService
 from zeroscale.api.image_rest import ImagesApi
-from zeroscale.api.invoke import InvokeApi
+from zeroscale.api.invoke import InvokeApi, PayloadLimits
 from zeroscale.api.jsonrpc import JsonService
 from zeroscale.api.query import QueryService
 from zeroscale.api.shapes import ServiceShapes
@@ -295,6 +295,7 @@ def build(settings: Settings) -> Server:
         await asyncio.to_thread(audit.close)
         iam.close()
 
+    limits = PayloadLimits(settings.serverless_payload_limit_bytes, answer=settings.payload_limit_bytes)
     parts = AppParts(
         json_services=[
             JsonService(
@@ -314,6 +315,7 @@ def build(settings: Settings) -> Server:
             asynchronous.is_async,
             on_miss=endpoints.catch_up,
             unavailable=cluster.unavailable if cluster.can_fence else None,
+            limits=limits,
         ),
         async_runtime=async_api,
         stream_runtime=StreamInvokeApi(
@@ -323,6 +325,7 @@ def build(settings: Settings) -> Server:
             asynchronous.is_async,
             on_miss=endpoints.catch_up,
             unavailable=cluster.unavailable if cluster.can_fence else None,
+            limits=limits,
         ),
         query=QueryService(topics),
         metrics=metrics,

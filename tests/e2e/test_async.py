@@ -368,6 +368,7 @@ def test_request_validation(server: ServerProcess) -> None:
     with pytest.raises(ClientError) as err:
         smr.invoke_endpoint_async(EndpointName="nope", InputLocation=f"s3://{BUCKET}/k")
     assert err.value.response["Error"]["Code"] == "ValidationError"
+    assert err.value.response["Error"]["Message"] == "Endpoint nope of account 000000000000 not found."
 
 
 def test_sigkill_with_requests_queued_finishes_all_after_restart(

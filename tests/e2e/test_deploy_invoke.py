@@ -85,6 +85,19 @@ def test_oversize_body_is_rejected(server: ServerProcess, smr: Any, endpoint: st
     assert "has oversize body" in err.value.response["Error"]["Message"]
 
 
+def test_a_serverless_variant_takes_at_most_4_mb(server: ServerProcess, smr: Any, endpoint: str) -> None:
+    limit = (
+        4 * 1024 * 1024
+    )  # SageMaker's for serverless endpoints (real-time: 6 MB, tests/e2e/test_realtime.py)
+    with pytest.raises(ClientError) as err:
+        smr.invoke_endpoint(EndpointName=endpoint, Body=b"0" * (limit + 1), ContentType="text/csv")
+    assert err.value.response["Error"]["Code"] == "ValidationError"
+    assert f"is serverless, which takes at most {limit} bytes" in err.value.response["Error"]["Message"]
+    with pytest.raises(ClientError) as err:  # taken: the model refuses one number for its four features
+        smr.invoke_endpoint(EndpointName=endpoint, Body=b"0" * limit, ContentType="text/csv")
+    assert err.value.response["Error"]["Code"] == "ModelError"
+
+
 def test_list_and_delete_with_waiter(sm: Any, sklearn_model: Any) -> None:
     deploy(sm, "to-delete", sklearn_model.url)
     names = [e["EndpointName"] for e in sm.list_endpoints(NameContains="to-del")["Endpoints"]]

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 from botocore.exceptions import ClientError, WaiterError
 
@@ -20,7 +21,8 @@ from e2e.conftest import handler_model
 from zeroscale.testing import ServerProcess, deploy, wait_for
 
 # One handler whose behaviour the request body picks: {"raise": 1}, {"exit": 1}, {"kill": 1},
-# {"sleep": s}, {"alloc": 1}; anything else answers {"ok": true, "pid": <worker pid>}.
+# {"sleep": s}, {"alloc": 1}, {"big": n} (an answer of n + 9 bytes),
+# {"shout": n} (an error of n characters); anything else answers {"ok": true, "pid": <worker pid>}.
 BEHAVIOURS = """
 import os
 import signal
@@ -41,6 +43,10 @@ def predict_fn(data, model):
             os.kill(os.getpid(), signal.SIGKILL)
         if data.get("sleep"):
             time.sleep(data["sleep"])
+        if data.get("shout"):
+            raise ValueError("E" * data["shout"])
+        if data.get("big"):
+            return {"s": "y" * data["big"]}
         if data.get("alloc"):
             import numpy as np
 
@@ -119,6 +125,51 @@ def test_user_exception_is_a_model_error_with_its_log(
     assert "ValueError: bad input here" in text
     assert "predict_fn" in text
     assert invoke(smr, name, {"fine": 1})["ok"] is True
+
+
+def test_an_answer_over_6_mb_is_a_model_error_and_the_worker_serves_on(
+    server: ServerProcess, sm: Any, smr: Any, behaviours_url: str
+) -> None:
+    # The server read a model's whole answer into memory, however large (700 MB: the server at 2.2 GB).
+    name = deployed(sm, "Answers-Too-Much", behaviours_url, max_concurrency=1)
+    pid = invoke(smr, name, {"fine": 1})["pid"]
+    limit = 6 * 1024 * 1024
+    assert len(invoke(smr, name, {"big": limit - 9})["s"]) == limit - 9  # an answer of exactly the limit
+    response = model_error(smr, name, {"big": 64 * 1024 * 1024})
+    assert f"larger than the {limit} bytes InvokeEndpoint returns" in response["Error"]["Message"]
+    assert "InvokeEndpointAsync" in response["Error"]["Message"]
+    assert invoke(smr, name, {"fine": 1})["pid"] == pid  # the same worker, on a new connection
+    response = model_error(smr, name, {"shout": 2 * 1024 * 1024})  # cut, not sent twice whole
+    assert len(response["OriginalMessage"]) < 10_000 and len(response["Error"]["Message"]) < 11_000
+    assert response["OriginalMessage"].endswith("more characters)")
+    assert server.proc is not None
+    assert psutil.Process(server.proc.pid).memory_info().rss < 512 * 1024 * 1024
+
+
+CONTENT_TYPES = """
+def model_fn(model_dir):
+    return None
+
+
+def transform_fn(model, body, content_type, accept):
+    return b"answer", body.decode()  # the request names the answer's content type
+"""
+
+
+def test_an_answer_whose_content_type_breaks_the_header_shape_is_a_model_error(
+    sm: Any, smr: Any, tmp_path: Path
+) -> None:
+    name = deployed(sm, "Content-Types", handler_model(tmp_path, CONTENT_TYPES))
+
+    def answer(kind: str) -> Any:
+        return smr.invoke_endpoint(EndpointName=name, Body=kind.encode(), ContentType="text/plain")
+
+    assert answer("text/plain; q=" + "a" * 1000)["ContentType"] == "text/plain; q=" + "a" * 1000
+    for kind in ("text/plain; q=" + "a" * 1011, "text/plain; charset=\u00e9"):
+        with pytest.raises(ClientError) as err:
+            answer(kind)
+        assert err.value.response["Error"]["Code"] == "ModelError"
+        assert "not at most 1024 ASCII characters" in err.value.response["Error"]["Message"]
 
 
 @pytest.mark.parametrize("how", ["exit", "kill"])

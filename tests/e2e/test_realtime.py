@@ -58,6 +58,12 @@ def invoke(smr: Any, endpoint: str, body: bytes, **kwargs: Any) -> str:
     return str(resp["InvokedProductionVariant"])
 
 
+def test_a_real_time_variant_takes_6_mb(smr: Any, ab: str) -> None:
+    with pytest.raises(ClientError) as err:  # past serverless's 4 MB: the model answers (refusing it)
+        smr.invoke_endpoint(EndpointName=ab, Body=b"0" * (6 * 1024 * 1024), ContentType="text/csv")
+    assert err.value.response["Error"]["Code"] == "ModelError"
+
+
 def test_instances_are_always_warm_workers_one_per_vcpu(server: ServerProcess, ab: str) -> None:
     wait_for(lambda: server.workers(ab, "A") == 2 and server.workers(ab, "B") == 2, timeout_s=30)
 

@@ -16,7 +16,7 @@ from typing import Any, cast
 from zeroscale.errors import DeployError
 from zeroscale.events import EventBus, InvocationRecord, VariantEvent, WorkerEvent
 from zeroscale.router.spec import PoolSpec, RouterSettings, Workers
-from zeroscale.workers.client import WorkerConnectionError, WorkerResponse
+from zeroscale.workers.client import AnswerTooLarge, WorkerConnectionError, WorkerResponse
 from zeroscale.workers.manager import WorkerHandle, WorkerSpec
 
 
@@ -134,6 +134,7 @@ class FakeManager:
         headers: list[tuple[bytes, bytes]],
         body: bytes,
         timeout_s: float | None = None,
+        max_answer: int | None = None,
     ) -> WorkerResponse:
         if not handle.alive:
             raise WorkerConnectionError("the worker closed its connection")
@@ -143,6 +144,8 @@ class FakeManager:
             self.pending.append((handle.worker_id, fut))
             async with asyncio.timeout(timeout_s):  # the contract: TimeoutError past timeout_s
                 return await fut
+        if max_answer is not None and len(body) > max_answer:  # an echo: its answer is the body
+            raise AnswerTooLarge(max_answer)
         return WorkerResponse(self.status, [], body)
 
     async def stream(

@@ -43,6 +43,7 @@ class BatchWorkers(FakeManager):
         headers: list[tuple[bytes, bytes]],
         body: Any,
         timeout_s: float | None = None,
+        max_answer: int | None = None,
     ) -> WorkerResponse:
         if not handle.alive:
             raise AssertionError("request to a dead worker")

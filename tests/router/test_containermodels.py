@@ -41,6 +41,7 @@ class ModelServers(FakeManager):
         headers: Any,
         body: Any,
         timeout_s: float | None = None,
+        max_answer: int | None = None,
     ) -> WorkerResponse:
         wid, p = handle.worker_id, path.decode()
         self.calls.append((wid, method.decode(), p))

@@ -38,8 +38,9 @@ class StageManager(FakeManager):
         headers: list[tuple[bytes, bytes]],
         body: bytes,
         timeout_s: float | None = None,
+        max_answer: int | None = None,
     ) -> WorkerResponse:
-        await super().request(handle, method, path, headers, body, timeout_s)
+        await super().request(handle, method, path, headers, body, timeout_s, max_answer)
         name = Path(handle.spec.model_dir).name
         self.seen.append((name, {k.lower(): v for k, v in headers}))
         if name == self.failing:

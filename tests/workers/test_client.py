@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from zeroscale.workers.client import FilePayload, WorkerConnection, WorkerConnectionError
+from zeroscale.workers.client import AnswerTooLarge, FilePayload, WorkerConnection, WorkerConnectionError
 from zeroscale.workers.stream import open_stream
 
 # Each test on both loops (tests/workers/conftest.py): the server runs uvloop, whose transports differ.
@@ -151,6 +151,24 @@ async def test_a_file_body_is_streamed_out_and_the_answer_into_a_file(worker: Wo
     assert resp.status == 200 and resp.body == b""
     assert payload.sink.getvalue() == data and payload.written == len(data)  # type: ignore[attr-defined]
     assert worker.bodies[-1] == data
+
+
+async def test_an_answer_over_its_limit_is_not_read_on(worker: Worker) -> None:
+    conn = await WorkerConnection.open_unix(worker.path)
+    assert (await conn.request(b"POST", b"/invocations", [], b"x" * 1000, 5.0, max_answer=1000)).body
+    with pytest.raises(AnswerTooLarge, match="larger than 1000 bytes") as err:
+        await conn.request(b"POST", b"/invocations", [], b"x" * 1001, 5.0, max_answer=1000)
+    assert err.value.limit == 1000 and conn.closed  # the rest of it is never read
+    big = b"y" * (8 * 1024 * 1024)
+    again = await WorkerConnection.open_unix(worker.path)  # the worker serves on
+    with pytest.raises(AnswerTooLarge):
+        await again.request(b"POST", b"/invocations", [], big, 10.0, max_answer=1024 * 1024)
+    # a file payload's answer goes to its file: the limit is for what is held in memory
+    payload = FilePayload(io.BytesIO(big), len(big), io.BytesIO())
+    third = await WorkerConnection.open_unix(worker.path)
+    assert (await third.request(b"POST", b"/invocations", [], payload, 10.0, max_answer=1024)).status == 200
+    assert payload.written == len(big)
+    third.close()
 
 
 async def test_raw_reads_for_a_streamed_answer(worker: Worker) -> None:

@@ -11,11 +11,12 @@ from zeroscale.api.served import INVOKE_ENDPOINT
 from zeroscale.api.shapes import ServiceShapes
 from zeroscale.api.wire import Headers, Send, respond
 from zeroscale.background import Background
-from zeroscale.errors import RuntimeValidationError, ZeroscaleError
+from zeroscale.errors import ModelError, RuntimeValidationError, ZeroscaleError
 from zeroscale.events import EventBus, InvocationRecord
 from zeroscale.router.fleet import EndpointRoute, Fleet, Variant
 from zeroscale.router.invocation import Invocation
 from zeroscale.router.spec import PoolSpec
+from zeroscale.workers.client import WorkerResponse
 
 # Request headers passed on to the worker, as the SageMaker front end does.
 _FORWARDED = {
@@ -29,6 +30,15 @@ _TARGET_VARIANT = b"x-amzn-sagemaker-target-variant"
 _INFERENCE_ID = b"x-amzn-sagemaker-inference-id"
 _TARGET_CONTAINER = b"x-amzn-sagemaker-target-container-hostname"
 _TARGET_MODEL = b"x-amzn-sagemaker-target-model"
+
+
+@dataclass(frozen=True, slots=True)
+class PayloadLimits:
+    """InvokeEndpoint's limits past the largest request body (checked as it arrives, ``api/app.py``): a
+    serverless variant's largest request body, and the largest answer taken from a worker (None: none)."""
+
+    serverless_request: int | None = None
+    answer: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +95,7 @@ class InvokeApi:
         is_async: Callable[[str], bool] | None = None,
         on_miss: Callable[[str], Awaitable[None]] | None = None,
         unavailable: Callable[[], str | None] | None = None,
+        limits: PayloadLimits = PayloadLimits(),
     ) -> None:
         """``on_miss``: awaited when no route is found, before answering "not found" (with several front
         ends, another may have deployed the endpoint a moment ago: this one catches up). ``unavailable``:
@@ -95,6 +106,7 @@ class InvokeApi:
         self._events = events
         self._on_miss = on_miss
         self._unavailable = unavailable
+        self._limits = limits
         self._background = Background("shadow invocations")
         # Members of the operation zeroscale does not serve (explanations, inference components, sessions,
         # ...), by header: refused by name, never ignored.
@@ -108,6 +120,7 @@ class InvokeApi:
         targets, route = await self._prepare(endpoint, headers)
         forward, target_container, target_model = targets.forward, targets.container, targets.model
         pool = route.choose(targets.variant)
+        self._check_size(request_id, pool.spec, body)
         if target_container is not None and not pool.spec.containers:
             raise RuntimeValidationError(
                 f"Endpoint {endpoint} has one container: a request cannot target a container by hostname "
@@ -121,14 +134,21 @@ class InvokeApi:
         if route.shadows:
             for shadow in route.copies():
                 self._background.spawn(self._shadow(shadow, body, forward, target_container, target_model))
-        inv = Invocation(body, forward, container=target_container, target_model=target_model)
+        inv = Invocation(
+            body,
+            forward,
+            container=target_container,
+            target_model=target_model,
+            max_answer=self._limits.answer,
+        )
         try:
             resp = await pool.invoke(inv)
+            content_type = answer_type(resp)
         except ZeroscaleError as err:
             self._record(pool.spec, inv, started, err.status, err.code, 0)
             raise
         out: Headers = [
-            (b"content-type", resp.header(b"content-type") or b"application/octet-stream"),
+            (b"content-type", content_type),
             (b"x-amzn-invoked-production-variant", pool.spec.variant.encode()),
             (b"x-amzn-requestid", request_id.encode()),
         ]
@@ -143,6 +163,14 @@ class InvokeApi:
             await respond(send, 200, resp.body, out)
         finally:
             self._events.invocation_after_answer(record)
+
+    def _check_size(self, request_id: str, spec: PoolSpec, body: bytes) -> None:
+        limit = self._limits.serverless_request
+        if limit is not None and len(body) > limit and not spec.instance_count:
+            raise RuntimeValidationError(
+                f"Request {request_id} has oversize body: variant {spec.variant} of endpoint {spec.endpoint} "
+                f"is serverless, which takes at most {limit} bytes (real-time variants take more)."
+            )
 
     async def _prepare(self, endpoint: str, headers: Headers) -> tuple[Targets, EndpointRoute]:
         """The request's targets and the endpoint's route, or the error that ends the request first: this
@@ -179,6 +207,7 @@ class InvokeApi:
             forward,
             container=container if pool.spec.containers else None,
             target_model=target_model if pool.spec.multi_model else "",
+            max_answer=self._limits.answer,
         )
         try:
             resp = await pool.invoke(inv)
@@ -198,6 +227,21 @@ class InvokeApi:
     ) -> InvocationRecord:
         total_s = time.perf_counter() - started
         return inv.record(spec, at=time.time(), total_s=total_s, status=status, code=code, bytes_out=out)
+
+
+def answer_type(resp: WorkerResponse) -> bytes:
+    """The answer's Content-Type, held to botocore's ``Header`` shape (1,024 ASCII characters at most: it
+    comes from the model's code); application/octet-stream when the model named none."""
+    value = resp.header(b"content-type")
+    if value is None:
+        return b"application/octet-stream"
+    if len(value) > 1024 or not value.isascii():
+        message = (
+            "The model answered a Content-Type that is not at most 1024 ASCII characters "
+            f"({len(value)} bytes, starting {value[:40].decode('latin-1')!r})."
+        )
+        raise ModelError(message, original_status=resp.status, original_message=message)
+    return value
 
 
 def _target_model(value: bytes) -> str:

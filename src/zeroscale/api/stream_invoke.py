@@ -71,6 +71,7 @@ class StreamInvokeApi(InvokeApi):
         if targets.model:  # not a member of this operation: a raw header, refused all the same
             raise RuntimeValidationError("zeroscale does not support TargetModel on a streamed invocation.")
         pool = route.choose(target_variant)
+        self._check_size(request_id, pool.spec, body)
         if not isinstance(pool, VariantPool):
             raise RuntimeValidationError(
                 f"Endpoint {endpoint} variant {pool.spec.variant} runs a model of several containers "

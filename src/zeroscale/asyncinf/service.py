@@ -133,6 +133,13 @@ class AsyncInference:
                 entry, req, f"EndpointDeleted: endpoint {entry.name} no longer serves asynchronous requests."
             )
 
+    def _exists(self, endpoint: str) -> bool:
+        try:
+            self._endpoints.get(endpoint)
+        except ZeroscaleError:
+            return False
+        return True
+
     def _read(self, endpoint: str) -> AsyncEndpoint | None:
         try:
             rec = self._endpoints.get(endpoint)
@@ -156,6 +163,8 @@ class AsyncInference:
         """Commit the request to the queue (durable before the 202); RuntimeValidationError when the
         endpoint does not serve asynchronous requests."""
         entry = self._async.get(endpoint.lower())
+        if entry is None and not self._exists(endpoint):
+            raise RuntimeValidationError(f"Endpoint {endpoint} of account {self._account_id} not found.")
         if entry is None:
             raise RuntimeValidationError(
                 f"Endpoint {endpoint} of account {self._account_id} is not configured for asynchronous "

@@ -73,7 +73,18 @@ def _opt(name: str, env: str, **kw: Any) -> Callable[[F], F]:
     help="Seconds a request waits for a free worker at MaxConcurrency before ThrottlingException.",
 )
 @_opt(
-    "--payload-limit-mb", "ZEROSCALE_PAYLOAD_LIMIT_MB", default=6.0, type=float, help="Largest request body."
+    "--payload-limit-mb",
+    "ZEROSCALE_PAYLOAD_LIMIT_MB",
+    default=6.0,
+    type=float,
+    help="Largest request body, and largest model answer, of InvokeEndpoint.",
+)
+@_opt(
+    "--serverless-payload-limit-mb",
+    "ZEROSCALE_SERVERLESS_PAYLOAD_LIMIT_MB",
+    default=4.0,
+    type=float,
+    help="Largest request body a serverless variant takes (SageMaker's 4 MB; real-time: --payload-limit-mb).",
 )
 @_opt(
     "--invocation-timeout-s",
@@ -301,6 +312,7 @@ def serve(
     idle_timeout_s: float,
     queue_wait_s: float,
     payload_limit_mb: float,
+    serverless_payload_limit_mb: float,
     invocation_timeout_s: float,
     startup_timeout_s: float,
     model_load_wait_s: float,
@@ -356,6 +368,7 @@ def serve(
         idle_timeout_s=idle_timeout_s,
         queue_wait_s=queue_wait_s,
         payload_limit_bytes=int(payload_limit_mb * 1024 * 1024),
+        serverless_payload_limit_bytes=int(serverless_payload_limit_mb * 1024 * 1024),
         invocation_timeout_s=invocation_timeout_s,
         startup_timeout_s=startup_timeout_s,
         model_load_wait_s=model_load_wait_s,

@@ -33,6 +33,7 @@ from zeroscale.runtimes.batching import BATCH_PATH, BatchSettings, mergeable_typ
 from zeroscale.workers.client import WorkerResponse
 
 _Key = tuple[bytes, bytes, float | None]  # Content-Type, Accept, timeout
+_FRAMING = 2048  # room for an answer's frame in a batch's answer: its status, lengths and content type
 
 
 @dataclass(slots=True)
@@ -221,7 +222,12 @@ class Batcher:
         if accept:
             headers.append((b"Accept", accept))
         bodies = [i.body for i in invs if isinstance(i.body, bytes)]  # all of them: batch_key checked
-        batch = Invocation(pack_bodies(bodies), headers, timeout_s=timeout_s, path=BATCH_PATH)
+        # the answers' limits together, with their framing (a batch answer over it: each request alone)
+        limits = [i.max_answer for i in invs if i.max_answer is not None]
+        most = sum(limits) + _FRAMING * len(limits) if len(limits) == len(invs) else None
+        batch = Invocation(
+            pack_bodies(bodies), headers, timeout_s=timeout_s, path=BATCH_PATH, max_answer=most
+        )
         try:
             resp = await pool.serve(slot, batch)
         except ModelError as exc:
@@ -248,8 +254,11 @@ class Batcher:
         _note(batch, invs)
         for entry, (status, body, kind) in zip(entries, answers, strict=True):
             entry.inv.model_status = status
+            limit = entry.inv.max_answer
             if status >= 400:
                 _settle(entry, pool.answered_error(batch.worker_id, status, body.decode("utf-8", "replace")))
+            elif limit is not None and len(body) > limit:
+                _settle(entry, pool.too_large(batch.worker_id, limit))
             else:
                 _settle(entry, WorkerResponse(status, [(b"Content-Type", kind)], body))
 

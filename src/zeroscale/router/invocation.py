@@ -24,6 +24,9 @@ class Invocation:
     # Seconds the worker has to answer; None: the server's invocation timeout (an async request sets its
     # own, up to 3600 s).
     timeout_s: float | None = None
+    # The largest answer body taken from the worker (InvokeEndpoint's 6 MB); None: no limit here (an
+    # async request's answer goes to a file, a batch's records to S3).
+    max_answer: int | None = None
     # The container contract's other requests (batch transform's GET /execution-parameters) go the same way.
     method: bytes = b"POST"
     path: bytes = b"/invocations"

@@ -103,7 +103,12 @@ class Pipeline:
                     # the answer to the next stage's scratch file, or (the last) to the caller's sink
                     sink = inv.body.sink if i == last else scratch.enter_context(tempfile.TemporaryFile())
                     body = FilePayload(body.source, body.size, sink)
-                stage = Invocation(body, headers + (accept if i == last else []), timeout_s=inv.timeout_s)
+                stage = Invocation(
+                    body,
+                    headers + (accept if i == last else []),
+                    timeout_s=inv.timeout_s,
+                    max_answer=inv.max_answer,
+                )
                 resp = await self._stage(pool, stage, inv, provisioned)
                 provisioned = inv.provisioned
                 if i == last:

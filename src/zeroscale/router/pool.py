@@ -28,7 +28,7 @@ from zeroscale.router.warmcache import WarmCache
 from zeroscale.runtimes.streaming import ERROR_TRAILER, parse_trailer
 from zeroscale.scaler.policy import IdleWorker, PoolSnapshot, decide
 from zeroscale.types import WorkerState
-from zeroscale.workers.client import WorkerConnectionError, WorkerResponse
+from zeroscale.workers.client import AnswerTooLarge, WorkerConnectionError, WorkerResponse
 from zeroscale.workers.manager import WorkerHandle, WorkerSpec
 
 S = WorkerState
@@ -36,6 +36,7 @@ _CONTAINER = "primary"
 _DRAIN_STOP_GRACE_S = 1.0
 _STREAM_ERROR = ERROR_TRAILER.lower()
 _UNLOADS = ("evicted", "stopped")  # the exits of a model's worker that unload it as planned
+_ERROR_TEXT_CHARS = 8192  # of a model's error message, in a ModelError
 TIMED_OUT = "invocation timed out"  # a timed-out invocation's ModelError.original_message
 
 
@@ -459,11 +460,15 @@ class VariantPool:
         timeout_s = self._settings.invocation_timeout_s if inv.timeout_s is None else inv.timeout_s
         try:
             resp = await self._manager.request(
-                handle, inv.method, path or inv.path, inv.headers, inv.body, timeout_s
+                handle, inv.method, path or inv.path, inv.headers, inv.body, timeout_s, inv.max_answer
             )
         except TimeoutError:
             inv.model_s = time.perf_counter() - started
             raise self._timed_out(slot, handle, timeout_s) from None
+        except AnswerTooLarge as exc:  # the worker is fine: only its connection was closed
+            inv.model_s = time.perf_counter() - started
+            self.release(slot)
+            raise self.too_large(handle.worker_id, exc.limit) from None
         except (WorkerConnectionError, OSError) as exc:
             inv.model_s = time.perf_counter() - started
             raise await self._broken(slot, handle) from exc
@@ -554,8 +559,11 @@ class VariantPool:
         )
 
     def answered_error(self, worker_id: str, status: int, text: str) -> ModelError:
-        """The ModelError for an error the worker ``worker_id`` answered."""
+        """The ModelError for an error the worker ``worker_id`` answered (its text cut to
+        ``_ERROR_TEXT_CHARS``: it is in the answer twice; the worker's log has it whole)."""
         kind = "client" if status < 500 else "server"
+        if len(text) > _ERROR_TEXT_CHARS:
+            text = f"{text[:_ERROR_TEXT_CHARS]}... ({len(text) - _ERROR_TEXT_CHARS} more characters)"
         arn = self._settings.log_stream_arn(self.spec.endpoint, self.spec.variant, worker_id)
         return ModelError(
             f'Received {kind} error ({status}) from {self._container} with message "{text}". '
@@ -564,6 +572,16 @@ class VariantPool:
             original_message=text,
             log_stream_arn=arn,
         )
+
+    def too_large(self, worker_id: str, limit: int) -> ModelError:
+        """The ModelError for an answer over the invocation's limit."""
+        arn = self._settings.log_stream_arn(self.spec.endpoint, self.spec.variant, worker_id)
+        message = (
+            f"The answer from {self._container} is larger than the {limit} bytes InvokeEndpoint returns. "
+            "Return less, or invoke the endpoint with InvokeEndpointAsync (the answer goes to S3) or "
+            "InvokeEndpointWithResponseStream."
+        )
+        return ModelError(message, original_status=500, original_message=message, log_stream_arn=arn)
 
     def _log_stream_arn(self, handle: WorkerHandle) -> str:
         return self._settings.log_stream_arn(self.spec.endpoint, self.spec.variant, handle.worker_id)

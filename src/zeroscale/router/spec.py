@@ -55,8 +55,10 @@ class Workers(Protocol):
         headers: list[tuple[bytes, bytes]],
         body: Body,
         timeout_s: float | None = None,
+        max_answer: int | None = None,
     ) -> WorkerResponse:
-        """``timeout_s``: TimeoutError when the whole answer is not in by then (None: no limit here)."""
+        """``timeout_s``: TimeoutError when the whole answer is not in by then (None: no limit here).
+        ``max_answer``: AnswerTooLarge when the answer's body is larger (None: no limit)."""
         ...
 
     async def stream(

@@ -44,6 +44,15 @@ class WorkerConnectionError(Exception):
     """The worker closed the connection or answered something that is not HTTP."""
 
 
+class AnswerTooLarge(Exception):
+    """The worker's answer is larger than the request's ``max_answer``: it was not read on (the connection
+    is closed; the worker itself is fine, and the next request opens a new one)."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"the answer is larger than {limit} bytes")
+        self.limit = limit
+
+
 @dataclass
 class WorkerResponse:
     status: int
@@ -73,10 +82,14 @@ class _Collector:
         self.keep_alive = False
         self.status = 0
         self.sink: FilePayload | None = None  # where a 2xx body goes instead of memory
+        self.limit: int | None = None  # the most bytes of body taken into memory
+        self.room = -1  # what is left of it (-1: no limit)
+        self.too_large = False
         self.parser: httptools.HttpResponseParser | None = httptools.HttpResponseParser(self)
 
-    def start(self, sink: FilePayload | None) -> None:
+    def start(self, sink: FilePayload | None, limit: int | None) -> None:
         self.headers, self.chunks, self.done, self.keep_alive, self.sink = [], [], False, False, sink
+        self.limit, self.room, self.too_large = limit, (-1 if limit is None else limit), False
 
     def release(self) -> None:
         self.parser = None
@@ -97,8 +110,13 @@ class _Collector:
         if self.sink is not None:
             self.sink.sink.write(body)
             self.sink.written += len(body)
-        else:
+        elif self.room < 0:
             self.chunks.append(body)
+        elif len(body) <= self.room:
+            self.room -= len(body)
+            self.chunks.append(body)
+        else:  # over the limit: nothing more is kept (``_feed`` ends the request)
+            self.too_large, self.chunks = True, []
 
     def on_message_complete(self) -> None:
         self.done = True
@@ -153,13 +171,16 @@ class WorkerConnection(asyncio.Protocol):
         headers: list[tuple[bytes, bytes]] | None = None,
         body: Body = b"",
         timeout_s: float | None = None,
+        max_answer: int | None = None,
     ) -> WorkerResponse:
         """The whole answer. ``timeout_s``: TimeoutError past it (the connection is closed, as on any error
-        or cancellation mid-answer: the stream position is unknown, it is never reused)."""
+        or cancellation mid-answer: the stream position is unknown, it is never reused). ``max_answer``: the
+        most bytes of body held in memory (a file payload's success goes to its file, unbounded);
+        AnswerTooLarge past it, as soon as it is passed."""
         if self.closed or self._transport is None:
             raise WorkerConnectionError("connection is closed")
         collector = self._answer
-        collector.start(body if isinstance(body, FilePayload) else None)
+        collector.start(body if isinstance(body, FilePayload) else None, max_answer)
         done = self._done = self._loop.create_future()
         if timeout_s is not None:
             self._watch(timeout_s)
@@ -264,7 +285,10 @@ class WorkerConnection(asyncio.Protocol):
             if not done.done():
                 done.set_exception(WorkerConnectionError(f"malformed response from worker: {exc}"))
             return
-        if collector.done and not done.done():
+        if collector.too_large:
+            if not done.done():
+                done.set_exception(AnswerTooLarge(collector.limit or 0))
+        elif collector.done and not done.done():
             done.set_result(None)
 
     def _take(self) -> bytes:

@@ -106,6 +106,7 @@ class WorkerHandle:
         headers: list[tuple[bytes, bytes]],
         body: Body,
         timeout_s: float | None = None,
+        max_answer: int | None = None,
     ) -> WorkerResponse:
         """One request over its keep-alive connection; one closed is opened again, within ``timeout_s``."""
         conn = self.conn
@@ -117,7 +118,7 @@ class WorkerHandle:
                 began = loop.time()
                 conn = await asyncio.wait_for(self.connection(), timeout_s)
                 timeout_s = max(0.0, timeout_s - (loop.time() - began))
-        return await conn.request(method, path, headers, body, timeout_s)
+        return await conn.request(method, path, headers, body, timeout_s, max_answer)
 
     def log_tail(self, lines: int = 20) -> str:
         return tail(self.log_path, lines)
@@ -659,9 +660,10 @@ class WorkerManager:
         headers: list[tuple[bytes, bytes]],
         body: Body,
         timeout_s: float | None = None,
+        max_answer: int | None = None,
     ) -> WorkerResponse:
         """One request over the worker's keep-alive connection (opened again if it was closed)."""
-        return await handle.request(method, path, headers, body, timeout_s)
+        return await handle.request(method, path, headers, body, timeout_s, max_answer)
 
     async def stream(
         self,

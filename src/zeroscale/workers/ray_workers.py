@@ -541,9 +541,10 @@ class RayWorkers:
         headers: list[tuple[bytes, bytes]],
         body: Body,
         timeout_s: float | None = None,
+        max_answer: int | None = None,
     ) -> WorkerResponse:
         """One request over the worker's keep-alive TCP connection (through its node's relay)."""
-        return await handle.request(method, path, headers, body, timeout_s)
+        return await handle.request(method, path, headers, body, timeout_s, max_answer)
 
     async def stream(
         self,
