@@ -185,6 +185,25 @@ def test_groups_and_versions(server: ServerProcess, sm: Any, smr: Any, model_url
     assert sm.list_model_package_groups()["ModelPackageGroupSummaryList"] == []
 
 
+def test_a_retried_create_with_its_client_token_makes_one_version(sm: Any, model_url: str) -> None:
+    sm.create_model_package_group(ModelPackageGroupName="retried")
+
+    def create(token: str, tag: str = "v1") -> str:
+        arn: str = sm.create_model_package(
+            ModelPackageGroupName="retried", InferenceSpecification=spec(model_url, tag), ClientToken=token
+        )["ModelPackageArn"]
+        return arn
+
+    first = create("token-1")
+    assert create("token-1") == first  # a retry: the same version, not a second one
+    assert create("token-2") == first.replace("/retried/1", "/retried/2")
+    with pytest.raises(ClientError) as err:
+        create("token-1", tag="v2")  # the same token for another request
+    assert code(err)[0] == "ValidationException" and "ClientToken token-1" in code(err)[1]
+    listed = sm.list_model_packages(ModelPackageGroupName="retried")["ModelPackageSummaryList"]
+    assert len(listed) == 2
+
+
 def test_bad_input_is_refused_by_name(sm: Any, model_url: str, tmp_path: Path) -> None:
     del tmp_path
 

@@ -292,6 +292,10 @@ def test_validation_and_not_found(sm: Any) -> None:
     with pytest.raises(ClientError) as err:
         sm.describe_transform_job(TransformJobName="no-such-job")
     assert err.value.response["Error"]["Code"] == "ResourceNotFound"
+    _job(sm, "twice", "rf", "none/")
+    with pytest.raises(sm.exceptions.ResourceInUse) as in_use:  # botocore's modeled error for a used name
+        _job(sm, "twice", "rf", "none/")
+    assert "a job with this name already exists" in in_use.value.response["Error"]["Message"]
 
 
 def test_stop_and_resume_after_sigkill(s3_server: SeaweedS3, s3: Any, tmp_path: Path) -> None:

@@ -122,13 +122,26 @@ class ModelPackages:
             check_container(container, f"InferenceSpecification.Containers.{i}")
         group = self.get_group(group_ref)
         now = self._clock()
-        doc = {
-            k: copy.deepcopy(v)
-            for k, v in params.items()
-            if k not in ("ModelPackageGroupName", "ClientToken")
-        }
+        doc = {k: copy.deepcopy(v) for k, v in params.items() if k != "ModelPackageGroupName"}
         doc.setdefault("ModelApprovalStatus", PENDING)
         doc.setdefault("Tags", [])
+        token = params.get("ClientToken")
+        if token:  # a retried call: the version it made, never a second one
+            for rec in self._versions(group.name):
+                if rec.doc.get("ClientToken") != token:
+                    continue
+                # the request's own members, less what UpdateModelPackage may have changed since
+                same = all(
+                    rec.doc.get(k) == v
+                    for k, v in params.items()
+                    if k not in ("ModelPackageGroupName", "ModelApprovalStatus", "ApprovalDescription")
+                )
+                if not same:
+                    raise ValidationException(
+                        f"ClientToken {token} was used by another CreateModelPackage request (version "
+                        f"{rec.doc['ModelPackageVersion']} of group {group.name}), with other parameters."
+                    )
+                return {"ModelPackageArn": rec.arn}
         while True:  # the next version; another front end taking the same one makes this one try the next
             version = int(group.doc.get("LastVersion") or 0) + 1
             doc["ModelPackageGroupName"] = group.name

@@ -21,7 +21,7 @@ from zeroscale.control.arns import Arns
 from zeroscale.control.listing import paginate_stored
 from zeroscale.control.models import Models
 from zeroscale.dataproc import Path
-from zeroscale.errors import DeployError, ResourceNotFound, ValidationException
+from zeroscale.errors import DeployError, ResourceInUse, ResourceNotFound, ValidationException
 from zeroscale.store.db import AlreadyExists, Record, Store
 
 KIND = "transform-job"
@@ -158,8 +158,9 @@ class TransformJobs:
         try:
             self._store.insert(Record(KIND, name, arn, now, now, IN_PROGRESS, doc))
         except AlreadyExists:
-            raise ValidationException(
-                f"Job name must be unique within an AWS account and region: {name}"
+            raise ResourceInUse(
+                f"Job name must be unique within an AWS account and region, and a job with this name "
+                f"already exists ({arn})."
             ) from None
         self._start(name)
         return {"TransformJobArn": arn}
