@@ -76,7 +76,6 @@ def test_describe_instance_variants_and_optional_members(configs: EndpointConfig
         cfg(
             instance("A", InitialInstanceCount=2, InitialVariantWeight=3),
             instance("B", model="m2"),
-            KmsKeyId="key",
             ExecutionRoleArn=role,
             EnableNetworkIsolation=False,
         )
@@ -92,7 +91,6 @@ def test_describe_instance_variants_and_optional_members(configs: EndpointConfig
         },
         {"VariantName": "B", "ModelName": "m2", "InstanceType": "ml.m5.large", "InitialVariantWeight": 1.0},
     ]
-    assert out["KmsKeyId"] == "key"
     assert out["ExecutionRoleArn"] == role
     assert out["EnableNetworkIsolation"] is False
     assert "Tags" not in out
@@ -148,6 +146,11 @@ def test_delete(configs: EndpointConfigs) -> None:
             [serverless(InstanceType="ml.m5.large")],
             'Production variant "AllTraffic" specifies both InstanceType and ServerlessConfig; '
             "specify exactly one.",
+        ),
+        (
+            [serverless(InitialInstanceCount=5)],
+            'Production variant "AllTraffic" is serverless (ServerlessConfig): InitialInstanceCount is for '
+            "instance variants (InstanceType); leave it out.",
         ),
         (
             [serverless(memory=1000)],

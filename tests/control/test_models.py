@@ -99,6 +99,27 @@ def test_delete(models: Models) -> None:
             {"PrimaryContainer": None, "Containers": [CONTAINER, {"Environment": {}}]},
             "Containers.2 must specify an Image",
         ),
+        # a ModelDataUrl no deployment could read is refused at once, not when an endpoint fails
+        (
+            {"PrimaryContainer": dict(CONTAINER, ModelDataUrl="ftp://h/m.tar.gz")},
+            "PrimaryContainer.ModelDataUrl: Unsupported model artifact URL 'ftp://h/m.tar.gz': scheme",
+        ),
+        (
+            {"PrimaryContainer": dict(CONTAINER, ModelDataUrl="http://h/m.tar.gz")},
+            "PrimaryContainer.ModelDataUrl: Unsupported model artifact URL 'http://",
+        ),
+        (
+            {"PrimaryContainer": dict(CONTAINER, ModelDataUrl="s3://bucket")},
+            "PrimaryContainer.ModelDataUrl: Invalid model artifact URL 's3://bucket'",
+        ),
+        (
+            {"PrimaryContainer": dict(CONTAINER, ModelDataUrl="model.tar.gz")},
+            "PrimaryContainer.ModelDataUrl 'model.tar.gz' is neither an S3 URL",
+        ),
+        (
+            {"PrimaryContainer": dict(CONTAINER, ModelDataUrl="s3://", Mode="MultiModel")},
+            "PrimaryContainer.ModelDataUrl 's3://' is neither an S3 URL",
+        ),
         (
             {"PrimaryContainer": {"Image": IMAGE, "Mode": "MultiModel"}},
             "PrimaryContainer.Mode is MultiModel: ModelDataUrl must name the S3 prefix",

@@ -265,6 +265,11 @@ def test_create_endpoint_config_with_an_async_kms_key_is_refused(
         "zeroscale does not support AsyncInferenceConfig.OutputConfig.KmsKeyId yet.",
         400,
     )
+    # nor the configuration's own key: told it is set up, a user would believe the volumes encrypted
+    del params["AsyncInferenceConfig"]
+    params["KmsKeyId"] = "arn:aws:kms:us-east-1:000000000000:key/k"
+    code, message, _ = _refusal(sm, "CreateEndpointConfig", params)
+    assert (code, message) == ("ValidationException", "zeroscale does not support KmsKeyId yet.")
     code, _, _ = _refusal(sm, "DescribeEndpointConfig", {"EndpointConfigName": "async-config"})
     assert code == "ValidationException"  # nothing was created
 
@@ -327,12 +332,10 @@ def test_served_members_are_stored_and_returned(server: ServerProcess, sklearn_m
                 "ServerlessConfig": SERVERLESS,
             }
         ],
-        KmsKeyId="arn:aws:kms:us-east-1:000000000000:key/k",
         ExecutionRoleArn=role,
         Tags=tags[:1],
     )["EndpointConfigArn"]
     desc = sm.describe_endpoint_config(EndpointConfigName="kept")
-    assert desc["KmsKeyId"] == "arn:aws:kms:us-east-1:000000000000:key/k"
     assert desc["ExecutionRoleArn"] == role
     assert sm.list_tags(ResourceArn=config_arn)["Tags"] == tags[:1]
 

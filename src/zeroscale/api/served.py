@@ -168,7 +168,7 @@ SAGEMAKER: Table = {
         # a copy of the production traffic, by its weight over the production variant's; answers discarded
         "ShadowProductionVariants": ANY,
         **under("ShadowProductionVariants", _VARIANT),
-        "KmsKeyId": ANY,  # stored and described
+        # KmsKeyId is not served: nothing zeroscale stores is encrypted with a KMS key
         "ExecutionRoleArn": ANY,  # stored and described
         "EnableNetworkIsolation": only(False),
         # asynchronous inference (asyncinf/); OutputConfig.KmsKeyId is not served (results are not encrypted)

@@ -30,7 +30,6 @@ MAX_CONCURRENCY = 200
 _DESCRIBED = (
     "ProductionVariants",
     "ShadowProductionVariants",
-    "KmsKeyId",
     "ExecutionRoleArn",
     "EnableNetworkIsolation",
     "AsyncInferenceConfig",
@@ -182,6 +181,11 @@ class EndpointConfigs:
                     f'Production variant "{name}" must specify either InstanceType or ServerlessConfig.'
                 )
             if serverless is not None:
+                if v.get("InitialInstanceCount") is not None:
+                    raise ValidationException(
+                        f'Production variant "{name}" is serverless (ServerlessConfig): '
+                        "InitialInstanceCount is for instance variants (InstanceType); leave it out."
+                    )
                 _check_serverless(serverless, name)
             else:
                 instance_size(v["InstanceType"], name)

@@ -14,10 +14,11 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from zeroscale.artifacts.fetch import LocalLocation, parse_model_data_url
 from zeroscale.control.arns import Arns
 from zeroscale.control.model_packages import ModelPackages
 from zeroscale.control.resources import Resources
-from zeroscale.errors import ValidationException
+from zeroscale.errors import DeployError, ValidationException
 from zeroscale.runtimes.batching import MAX_BATCH_SIZE, batch_settings, unsupported
 from zeroscale.runtimes.usercode import check_templates
 from zeroscale.store.db import Record, Store
@@ -51,6 +52,25 @@ def execution_mode(doc: Mapping[str, Any]) -> str:
     return str((doc.get("InferenceExecutionConfig") or {}).get("Mode") or "Serial")
 
 
+def _check_url(url: str, prefix: bool, where: str) -> None:
+    """A ModelDataUrl the artifact store can read, refused at CreateModel rather than at deployment: an
+    S3 object (``s3://`` or its ``https://`` URL), or a file or directory on the server by absolute path
+    (``file:///...`` or ``/...``, zeroscale's widening of botocore's pattern). ``prefix``: a multi-model
+    container's, the prefix its models' keys are appended to. An ``https://`` URL is left to the deployment
+    (whether it is S3's depends on the S3 endpoint the server is configured with)."""
+    if url[:8].lower() == "https://":
+        return
+    try:
+        location = parse_model_data_url(url.rstrip("/") + "/model.tar.gz" if prefix else url)
+    except DeployError as exc:
+        raise ValidationException(f"{where}.ModelDataUrl: {exc}") from None
+    if isinstance(location, LocalLocation) and not url.startswith(("/", "file:")):
+        raise ValidationException(
+            f"{where}.ModelDataUrl {url!r} is neither an S3 URL (s3://bucket/key) nor an absolute path on "
+            "the server (file:///path/model.tar.gz)."
+        )
+
+
 def check_container(container: Mapping[str, Any], where: str) -> None:
     """One container runnable by zeroscale (an image, model data from one place, its environment)."""
     if not container.get("Image") and not container.get("ModelPackageName"):
@@ -78,6 +98,9 @@ def check_container(container: Mapping[str, Any], where: str) -> None:
                 f"{where}.ModelDataSource.S3DataSource.S3Uri must be an S3 prefix ending with '/' "
                 "(S3DataType S3Prefix)."
             )
+    url = container.get("ModelDataUrl")
+    if url:
+        _check_url(str(url), container.get("Mode") == "MultiModel", where)
     if container.get("Mode") == "MultiModel" and not container.get("ModelDataUrl"):
         raise ValidationException(
             f"{where}.Mode is MultiModel: ModelDataUrl must name the S3 prefix that holds the models."
