@@ -31,7 +31,6 @@ def _family(prefix: str, sizes: dict[str, tuple[int, int, int]]) -> dict[str, In
 # size -> (vCPUs, memory GiB, GPUs)
 INSTANCE_TYPES: dict[str, InstanceSize] = {
     **_family("t2", {"medium": (2, 4, 0), "large": (2, 8, 0), "xlarge": (4, 16, 0), "2xlarge": (8, 32, 0)}),
-    **_family("t3", {"medium": (2, 4, 0), "large": (2, 8, 0), "xlarge": (4, 16, 0), "2xlarge": (8, 32, 0)}),
     **_family(
         "m5",
         {
