@@ -234,6 +234,25 @@ async def test_a_deployment_that_breaks_unexpectedly_ends_failed_not_creating(
     await endpoints.close()
 
 
+async def test_a_long_failure_keeps_its_first_line_and_whole_lines_of_its_end(
+    endpoints: Endpoints, deployer: FakeDeployer
+) -> None:
+    frames = "\n".join(
+        f'  File "/srv/m{i}.py", line {i}, in load\n    weights = state.pop()' for i in range(60)
+    )
+    deployer.error = (
+        f"Worker failed to start: the worker process exited with code 3.\n{frames}\nIndexError: x"
+    )
+    await endpoints.create({"EndpointName": "ep", "EndpointConfigName": "c1"})
+    reason = endpoints.describe("ep")["FailureReason"]
+    assert len(reason) <= 1024  # botocore's FailureReason
+    assert reason.startswith("Worker failed to start: the worker process exited with code 3.\n...\n")
+    assert reason.endswith("\nIndexError: x")
+    kept = reason.split("\n...\n", 1)[1].splitlines()
+    assert all(line in deployer.error.splitlines() for line in kept)  # whole lines, none cut
+    await endpoints.close()
+
+
 async def test_close_cancels_what_is_still_deploying(endpoints: Endpoints, deployer: FakeDeployer) -> None:
     deployer.delay_s = 100.0
     await endpoints.create({"EndpointName": "ep", "EndpointConfigName": "c1"})

@@ -618,7 +618,20 @@ def _current_and_desired(spec: PoolSpec) -> dict[str, Any]:
 
 
 def _reason(exc: BaseException) -> str:
+    """A FailureReason (at most 1,024 characters, botocore's): the error's first line, then as many whole
+    lines of its end as fit (a worker's output ends with the exception that stopped it)."""
     text = getattr(exc, "message", None) or str(exc)
-    if len(text) > _FAILURE_REASON_MAX:
-        text = text[: _FAILURE_REASON_MAX // 4] + "\n...\n" + text[-(_FAILURE_REASON_MAX * 3 // 4) :]
-    return text
+    if len(text) <= _FAILURE_REASON_MAX:
+        return text
+    first, _, rest = text.partition("\n")
+    first = first[: _FAILURE_REASON_MAX // 2]
+    room = _FAILURE_REASON_MAX - len(first) - len("\n...\n")
+    tail: list[str] = []
+    for line in reversed(rest.splitlines()):
+        if len(line) + 1 > room:
+            if not tail:  # one long last line: its end
+                tail.append(line[-room:])
+            break
+        tail.append(line)
+        room -= len(line) + 1
+    return first + "\n...\n" + "\n".join(reversed(tail))
