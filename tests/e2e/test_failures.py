@@ -170,6 +170,15 @@ def test_an_answer_whose_content_type_breaks_the_header_shape_is_a_model_error(
             answer(kind)
         assert err.value.response["Error"]["Code"] == "ModelError"
         assert "not at most 1024 ASCII characters" in err.value.response["Error"]["Message"]
+    # the same for a streamed answer, whose worker is handed back for the next request
+    stream = smr.invoke_endpoint_with_response_stream
+    for _ in range(3):  # more than MaxConcurrency: a worker kept by a refused stream would throttle one
+        with pytest.raises(ClientError) as err:
+            stream(EndpointName=name, Body=("text/plain; q=" + "a" * 1011).encode(), ContentType="text/plain")
+        assert err.value.response["Error"]["Code"] == "ModelError"
+    answer = stream(EndpointName=name, Body=b"text/csv", ContentType="text/plain")
+    assert answer["ContentType"] == "text/csv"
+    assert b"".join(e["PayloadPart"]["Bytes"] for e in answer["Body"] if "PayloadPart" in e) == b"answer"
 
 
 @pytest.mark.parametrize("how", ["exit", "kill"])

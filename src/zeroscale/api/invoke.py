@@ -16,7 +16,6 @@ from zeroscale.events import EventBus, InvocationRecord
 from zeroscale.router.fleet import EndpointRoute, Fleet, Variant
 from zeroscale.router.invocation import Invocation
 from zeroscale.router.spec import PoolSpec
-from zeroscale.workers.client import WorkerResponse
 
 # Request headers passed on to the worker, as the SageMaker front end does.
 _FORWARDED = {
@@ -143,7 +142,7 @@ class InvokeApi:
         )
         try:
             resp = await pool.invoke(inv)
-            content_type = answer_type(resp)
+            content_type = answer_type(resp.header(b"content-type"), resp.status)
         except ZeroscaleError as err:
             self._record(pool.spec, inv, started, err.status, err.code, 0)
             raise
@@ -229,10 +228,9 @@ class InvokeApi:
         return inv.record(spec, at=time.time(), total_s=total_s, status=status, code=code, bytes_out=out)
 
 
-def answer_type(resp: WorkerResponse) -> bytes:
-    """The answer's Content-Type, held to botocore's ``Header`` shape (1,024 ASCII characters at most: it
-    comes from the model's code); application/octet-stream when the model named none."""
-    value = resp.header(b"content-type")
+def answer_type(value: bytes | None, status: int) -> bytes:
+    """The Content-Type ``value`` of an answer of ``status``, held to botocore's ``Header`` shape (1,024
+    ASCII characters at most: it comes from the model's code); application/octet-stream when it is None."""
     if value is None:
         return b"application/octet-stream"
     if len(value) > 1024 or not value.isascii():
@@ -240,7 +238,7 @@ def answer_type(resp: WorkerResponse) -> bytes:
             "The model answered a Content-Type that is not at most 1024 ASCII characters "
             f"({len(value)} bytes, starting {value[:40].decode('latin-1')!r})."
         )
-        raise ModelError(message, original_status=resp.status, original_message=message)
+        raise ModelError(message, original_status=status, original_message=message)
     return value
 
 

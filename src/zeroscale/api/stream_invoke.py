@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from zeroscale.api import eventstream
-from zeroscale.api.invoke import InvokeApi
+from zeroscale.api.invoke import InvokeApi, answer_type
 from zeroscale.api.served import INVOKE_ENDPOINT_WITH_RESPONSE_STREAM
 from zeroscale.api.wire import Headers, Send
 from zeroscale.errors import ModelStreamError, RuntimeValidationError, ZeroscaleError
@@ -93,9 +93,15 @@ class StreamInvokeApi(InvokeApi):
         except ZeroscaleError as err:
             self._record(pool.spec, inv, started, err.status, err.code, 0)
             raise
+        try:
+            content_type = answer_type(stream.header(b"content-type"), inv.model_status)
+        except ZeroscaleError as err:
+            stream.close()
+            self._record(pool.spec, inv, started, err.status, err.code, 0)
+            raise
         out: Headers = [
             (b"content-type", eventstream.CONTENT_TYPE),
-            (b"x-amzn-sagemaker-content-type", stream.header(b"content-type") or b"application/octet-stream"),
+            (b"x-amzn-sagemaker-content-type", content_type),
             (b"x-amzn-invoked-production-variant", pool.spec.variant.encode()),
             (b"x-amzn-requestid", request_id.encode()),
         ]
