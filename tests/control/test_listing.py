@@ -10,9 +10,16 @@ from typing import Any
 
 import pytest
 
-from zeroscale.control.listing import paginate, paginate_stored, to_epoch
+from zeroscale.control import listing
+from zeroscale.control.listing import paginate_stored, to_epoch
 from zeroscale.errors import ValidationException
 from zeroscale.store import Record, Store
+
+
+def paginate(records: Any, params: Any, **kw: Any) -> tuple[list[Record], str | None]:
+    """``listing.paginate`` of endpoints (every test here lists one kind)."""
+    return listing.paginate(records, params, scope="endpoint", **kw)
+
 
 ALL_SORTS = ("Name", "CreationTime", "Status")
 
@@ -88,6 +95,16 @@ def test_filters(records: list[Record], params: dict[str, Any], expected: list[s
 def test_sorting(records: list[Record], sort_by: str | None, order: str | None, expected: list[str]) -> None:
     params = {k: v for k, v in (("SortBy", sort_by), ("SortOrder", order)) if v is not None}
     assert names(params, records) == expected
+
+
+def test_a_token_is_for_the_list_call_that_made_it() -> None:
+    # a ListModels token was taken by ListEndpointConfigs as its cursor
+    records = [Record("model", f"m{i}", "", float(i), float(i), None, {}) for i in range(5)]
+    _, token = listing.paginate(records, {"MaxResults": 2, "SortBy": "Name"}, scope="model")
+    with pytest.raises(ValidationException, match="Invalid pagination token"):
+        listing.paginate(records, {"NextToken": token, "SortBy": "Name"}, scope="endpoint-config")
+    page, _ = listing.paginate(records, {"NextToken": token, "SortBy": "Name"}, scope="model")
+    assert [r.name for r in page] == ["m2", "m1", "m0"]  # Descending, the default
 
 
 def test_default_page_size_is_10(store: Store) -> None:

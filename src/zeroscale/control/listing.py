@@ -62,6 +62,7 @@ def _enum_error(value: Any, field: str, allowed: Sequence[str]) -> ValidationExc
 
 @dataclass(frozen=True)
 class _Query:
+    scope: str  # what is listed (a kind of record): a token from one List* call is refused by another
     name_contains: str | None
     times: dict[str, float]
     status: str | None
@@ -70,7 +71,7 @@ class _Query:
     max_results: int
 
     @classmethod
-    def parse(cls, params: Mapping[str, Any], sort_keys: Sequence[str]) -> _Query:
+    def parse(cls, params: Mapping[str, Any], sort_keys: Sequence[str], scope: str) -> _Query:
         sort_by = params.get("SortBy") or "CreationTime"
         if sort_by not in sort_keys:
             raise _enum_error(sort_by, "SortBy", sort_keys)
@@ -92,6 +93,7 @@ class _Query:
         contains = params.get("NameContains")
         status = params.get("StatusEquals")
         return cls(
+            scope=scope,
             name_contains=contains.lower() if contains else None,
             times={f: to_epoch(params[f], f) for f in _TIME_FILTERS if params.get(f) is not None},
             status=status if status else None,
@@ -122,7 +124,14 @@ class _Query:
         return (key,)
 
     def fingerprint(self) -> str:
-        shape = [self.name_contains, sorted(self.times.items()), self.status, self.sort_by, self.descending]
+        shape = [
+            self.scope,
+            self.name_contains,
+            sorted(self.times.items()),
+            self.status,
+            self.sort_by,
+            self.descending,
+        ]
         return hashlib.sha256(json.dumps(shape).encode()).hexdigest()[:16]
 
     def encode(self, rec: Record) -> str:
@@ -154,14 +163,15 @@ def paginate(
     records: Sequence[Record],
     params: Mapping[str, Any],
     *,
+    scope: str,
     sort_keys: Sequence[str] = ("Name", "CreationTime"),
 ) -> tuple[list[Record], str | None]:
     """Filter, sort and page ``records`` as a SageMaker List* call with ``params`` would.
 
-    ``sort_keys`` are the SortBy values this operation accepts. Returns the page and the NextToken for the
-    following page, or None on the last page.
+    ``scope`` names what is listed (its tokens are its own); ``sort_keys`` are the SortBy values this
+    operation accepts. Returns the page and the NextToken for the following page, or None on the last page.
     """
-    query = _Query.parse(params, sort_keys)
+    query = _Query.parse(params, sort_keys, scope)
     selected = sorted(
         (rec for rec in records if query.matches(rec)), key=query.sort_key, reverse=query.descending
     )
@@ -184,7 +194,7 @@ def paginate_stored(
 ) -> tuple[list[Record], str | None]:
     """``paginate`` over every stored record of ``kind``, done by the database: the same pages and tokens,
     at a cost that does not grow with the records that are not on the page."""
-    query = _Query.parse(params, sort_keys)
+    query = _Query.parse(params, sort_keys, kind)
     token = params.get("NextToken")
     cursor: tuple[Any, ...] | None = None
     if token:

@@ -252,7 +252,7 @@ class ModelPackages:
 def _page(
     records: list[Record], params: Mapping[str, Any], summary: Callable[[Record], Any]
 ) -> dict[str, Any]:
-    page, token = paginate(records, params, sort_keys=("Name", "CreationTime"))
+    page, token = paginate(records, params, scope=KIND, sort_keys=("Name", "CreationTime"))
     out: dict[str, Any] = {"ModelPackageSummaryList": [summary(r) for r in page]}
     if token is not None:
         out["NextToken"] = token
