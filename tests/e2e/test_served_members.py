@@ -307,6 +307,14 @@ def test_served_members_are_stored_and_returned(server: ServerProcess, sklearn_m
         "ContainerHostname": "main",
         "Mode": "SingleModel",
     }
+    for bad, why in (
+        ([*tags, {"Key": "team", "Value": "ops"}], "Duplicate tag key: team."),
+        ([{"Key": "aws:cloudformation:stack-name", "Value": "x"}], "reserved for AWS use"),
+    ):  # stored, they could never be mended: there is no AddTags or DeleteTags
+        code, message, _ = _refusal(
+            sm, "CreateModel", {"ModelName": "kept", "PrimaryContainer": container, "Tags": bad}
+        )
+        assert code == "ValidationException" and why in message
     model_arn = sm.create_model(
         ModelName="kept",
         PrimaryContainer=container,

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from zeroscale.api.jsonrpc import Operation
 from zeroscale.control.endpoint_configs import EndpointConfigs
 from zeroscale.control.endpoints import Endpoints
 from zeroscale.control.model_packages import ModelPackages
 from zeroscale.control.models import Models, check_container
-from zeroscale.control.tags import ResourceTags, Tagged
+from zeroscale.control.tags import ResourceTags, Tagged, check_tags
 from zeroscale.control.transform_jobs import TransformJobs
 
 
@@ -27,7 +28,7 @@ class ControlPlane:
         if self.packages is not None:
             kinds |= {"model-package": self.packages, "model-package-group": self.packages.groups}
         tags = ResourceTags(kinds)
-        return self._extra_operations() | {
+        table = self._extra_operations() | {
             "CreateModel": m.create,
             "DescribeModel": lambda p: m.describe(p["ModelName"]),
             "ListModels": m.list,
@@ -44,6 +45,7 @@ class ControlPlane:
             "DeleteEndpoint": lambda p: e.delete(p["EndpointName"]),
             "ListTags": tags.list,
         }
+        return {name: _tags_checked(op) if name.startswith("Create") else op for name, op in table.items()}
 
     def _extra_operations(self) -> dict[str, Operation]:
         return self._transform_operations() | self._package_operations()
@@ -74,3 +76,11 @@ class ControlPlane:
             "ListTransformJobs": t.list,
             "StopTransformJob": lambda p: t.stop(p["TransformJobName"]),
         }
+
+
+def _tags_checked(op: Operation) -> Operation:
+    def checked(params: Any) -> Any:
+        check_tags(params)
+        return op(params)
+
+    return checked

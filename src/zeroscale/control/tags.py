@@ -13,6 +13,19 @@ from zeroscale.store.db import Record
 _ARN = re.compile(r"arn:aws[a-z-]*:sagemaker:[^:]*:[^:]*:(?P<kind>[a-z-]+)/(?P<name>.+)")
 
 
+def check_tags(params: Mapping[str, Any]) -> None:
+    """A create call's ``Tags`` as AWS takes them: one value per key, and no key in the reserved ``aws:``
+    space (there is no AddTags or DeleteTags here to mend them afterwards)."""
+    seen: set[str] = set()
+    for tag in params.get("Tags") or ():
+        key = str(tag.get("Key", ""))
+        if key.lower().startswith("aws:"):
+            raise ValidationException(f"Tag keys starting with 'aws:' are reserved for AWS use: {key}.")
+        if key in seen:
+            raise ValidationException(f"Duplicate tag key: {key}. A resource has one value per tag key.")
+        seen.add(key)
+
+
 class Tagged(Protocol):
     def get(self, name: str) -> Record:
         """The stored resource; SageMaker's ValidationException when there is none."""
