@@ -238,6 +238,11 @@ def _passwd_link(root: Path) -> str:
     return _tar(root / "model.tar.gz", [_file("model.joblib"), _symlink("passwd", "/etc/passwd")])
 
 
+def _deep(root: Path) -> str:
+    """Nested past PATH_MAX and Python's recursion limit: the endpoint stayed Creating (audit finding 5)."""
+    return _tar(root / "model.tar.gz", [_file("model.joblib"), _file("d/" * 2100 + "f")])
+
+
 def _not_a_tarball(root: Path) -> str:
     path = root / "model.tar.gz"
     path.write_bytes(b"this is not a tarball at all\n" * 100)
@@ -252,6 +257,7 @@ HOSTILE: dict[str, tuple[Callable[[Path], str], str]] = {
     "dotdot": (_escape, "escapes the model directory"),
     "absolute": (_absolute, "has an absolute path"),
     "symlink": (_passwd_link, "is a symlink to '/etc/passwd', which escapes the model directory"),
+    "deep": (_deep, "is nested 2101 levels deep (the limit is 128)"),
     "not-tar": (_not_a_tarball, "is not a valid tar.gz archive"),
     "missing": (_missing, "not found"),
 }
@@ -278,6 +284,7 @@ def test_hostile_archive_fails_and_server_keeps_serving(
     assert not (root / "absolute.txt").exists()
     assert not list(server.data_dir.rglob("escape.txt"))
     assert not list(server.data_dir.rglob("absolute.txt"))
+    assert not list((server.data_dir / "artifacts" / "tmp").iterdir())  # no staging directory left
     rows = sklearn_model.X[:5]
     resp = smr.invoke_endpoint(
         EndpointName=healthy, Body=sklearn_model.json_body(rows), ContentType="application/json"

@@ -19,7 +19,6 @@ import errno
 import hashlib
 import json
 import os
-import shutil
 import threading
 import time
 from collections.abc import Iterator
@@ -45,6 +44,7 @@ from zeroscale.artifacts.fetch import (
 from zeroscale.artifacts.prefix import download_prefix, list_prefix
 from zeroscale.artifacts.scratch import remove_stale, scratch_path, staging_dir
 from zeroscale.errors import DeployError
+from zeroscale.fstree import remove_tree_quietly
 
 MARKER = "complete"
 MODEL = "model"
@@ -237,7 +237,7 @@ class ArtifactCache:
             trash = scratch_path(self._tmp_dir, ".trash")
             with contextlib.suppress(FileNotFoundError):
                 os.rename(entry, trash)
-            shutil.rmtree(trash, ignore_errors=True)
+            remove_tree_quietly(trash)
         raise DeployError(f"Could not place model artifact {source} into the cache at {entry}")
 
     # ---- index ----
