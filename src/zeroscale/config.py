@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 MB = 1024 * 1024
+DEFAULT_MAX_EXTRACTED_MB = 5 * 1024
 
 
 def _default_memory_budget_mb() -> int:
@@ -64,8 +65,9 @@ class Settings:
     # CPU-bound: a burst's first workers come up sooner, and serve the queue, when not all start together.
     max_starting: int | None = None
     s3_endpoint_url: str | None = None
-    # Artifact extraction limits.
-    max_extracted_bytes: int = 20 * 1024 * MB
+    # Artifact extraction limits, per artifact (what one model's files may take on disk: SageMaker Serverless
+    # gives a container 5 GB of disk in all). A failed extraction leaves nothing behind.
+    max_extracted_bytes: int = DEFAULT_MAX_EXTRACTED_MB * MB
     max_extracted_files: int = 100_000
     reconcile_interval_s: float = 0.5
     # Several front ends on one database: how often each looks for changes made by the others, and how long

@@ -131,7 +131,8 @@ HOSTILE: dict[str, tuple[list[Member], str]] = {
     ),
     "too many bytes over many files": (
         [file_member(f"part{i}.bin", b"\0" * MB) for i in range(11)],
-        "Model archive member 'part10.bin' would bring the extracted size over the limit of 10485760 bytes",
+        "Model archive member 'part10.bin' would bring the extracted size over the limit of 10 MB (10485760 "
+        "bytes, zeroscale serve --max-extracted-mb)",
     ),
 }
 
@@ -154,7 +155,7 @@ def test_gzip_bomb_is_stopped_early(cache: ArtifactCache, tmp_path: Path) -> Non
     message = refuse(cache, archive)  # ...that would extract to 50 MB against a 10 MB limit
     assert time.monotonic() - started < 2
     assert "Model archive member 'zeros.bin' would bring the extracted size over the limit" in message
-    assert "max_extracted_bytes" in message
+    assert "--max-extracted-mb" in message
 
 
 def test_truncated_gzip(cache: ArtifactCache, tmp_path: Path) -> None:

@@ -43,6 +43,7 @@ from zeroscale.artifacts.fetch import (
 )
 from zeroscale.artifacts.prefix import download_prefix, list_prefix
 from zeroscale.artifacts.scratch import remove_stale, scratch_path, staging_dir
+from zeroscale.config import DEFAULT_MAX_EXTRACTED_MB, MB
 from zeroscale.errors import DeployError
 from zeroscale.fstree import remove_tree_quietly
 
@@ -74,7 +75,7 @@ class ArtifactCache:
         root: Path,
         *,
         s3_endpoint_url: str | None = None,
-        max_extracted_bytes: int = 20 * 1024**3,
+        max_extracted_bytes: int = DEFAULT_MAX_EXTRACTED_MB * MB,
         max_extracted_files: int = 100_000,
     ) -> None:
         self.root = Path(root).resolve()

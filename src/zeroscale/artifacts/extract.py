@@ -24,6 +24,7 @@ from typing import BinaryIO
 from zeroscale.errors import DeployError
 
 CHUNK_SIZE = 1024 * 1024
+_MB = 1024 * 1024
 # Data after the tar end-of-archive marker that we read (to verify the compressed stream's checksum)
 # before giving up; real writers pad to a 10 KiB record.
 MAX_TRAILING_BYTES = 64 * 1024 * 1024
@@ -46,6 +47,11 @@ _EXEC_MODE = 0o755
 class Limits:
     max_bytes: int
     max_files: int
+
+    def bytes_text(self) -> str:
+        """The size limit as a message names it, with the flag that sets it."""
+        size, flag = self.max_bytes, "zeroscale serve --max-extracted-mb"
+        return f"{size // _MB} MB ({size} bytes, {flag})" if size % _MB == 0 else f"{size} bytes ({flag})"
 
 
 @dataclass(frozen=True)
@@ -313,8 +319,7 @@ class _Extractor:
     def over_limit(self, name: str) -> DeployError:
         return self.reject(
             name,
-            f"would bring the extracted size over the limit of {self.limits.max_bytes} bytes "
-            "(max_extracted_bytes)",
+            f"would bring the extracted size over the limit of {self.limits.bytes_text()}",
         )
 
     def check_links(self) -> None:
@@ -370,8 +375,7 @@ def _walk(src: Path, limits: Limits, source: str) -> Iterator[_Entry]:
                 total += st.st_size
                 if total > limits.max_bytes:
                     raise DeployError(
-                        f"Model directory {source} is larger than the limit of {limits.max_bytes} bytes "
-                        "(max_extracted_bytes)"
+                        f"Model directory {source} is larger than the limit of {limits.bytes_text()}"
                     )
                 yield _Entry(child_rel, path, st)
             else:
@@ -424,8 +428,7 @@ def copy_directory(src: Path, dest: Path, *, limits: Limits, source: str) -> tup
                 copied += len(chunk)
                 if copied > limits.max_bytes:
                     raise DeployError(
-                        f"Model directory {source} is larger than the limit of {limits.max_bytes} bytes "
-                        "(max_extracted_bytes)"
+                        f"Model directory {source} is larger than the limit of {limits.bytes_text()}"
                     )
                 size += len(chunk)
                 file_digest.update(chunk)

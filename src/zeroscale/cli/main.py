@@ -20,7 +20,7 @@ from zeroscale.cli.registry import registry_group
 from zeroscale.cli.transform_commands import transform_group
 from zeroscale.cli.usage import check_price_table, usage
 from zeroscale.cli.workers import workers
-from zeroscale.config import HttpLimits, Settings
+from zeroscale.config import DEFAULT_MAX_EXTRACTED_MB, MB, HttpLimits, Settings
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -110,6 +110,14 @@ def _opt(name: str, env: str, **kw: Any) -> Callable[[F], F]:
     "ZEROSCALE_S3_ENDPOINT_URL",
     default=None,
     help="S3-compatible endpoint for s3:// model data (credentials from the standard AWS chain).",
+)
+@_opt(
+    "--max-extracted-mb",
+    "ZEROSCALE_MAX_EXTRACTED_MB",
+    default=DEFAULT_MAX_EXTRACTED_MB,
+    type=click.IntRange(min=1),
+    help="MB one model's artifact may extract to (its files on disk; SageMaker Serverless gives a container "
+    "5 GB of disk); a larger one fails its endpoint and leaves nothing in the artifact cache.",
 )
 @_opt(
     "--metrics-retention-hours",
@@ -306,6 +314,7 @@ def serve(
     model_load_wait_s: float,
     memory_budget_mb: int | None,
     s3_endpoint_url: str | None,
+    max_extracted_mb: int,
     metrics_retention_hours: float,
     autoscaling_period_s: float,
     log_retention_hours: float,
@@ -360,6 +369,7 @@ def serve(
         startup_timeout_s=startup_timeout_s,
         model_load_wait_s=model_load_wait_s,
         s3_endpoint_url=s3_endpoint_url,
+        max_extracted_bytes=max_extracted_mb * MB,
         metrics_retention_hours=metrics_retention_hours,
         autoscaling_period_s=autoscaling_period_s,
         log_retention_hours=log_retention_hours,

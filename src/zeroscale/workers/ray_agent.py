@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from zeroscale.artifacts.cache import ArtifactCache
+from zeroscale.config import DEFAULT_MAX_EXTRACTED_MB, MB
 from zeroscale.errors import DeployError, ZeroscaleError
 from zeroscale.workers.confinement import Confinement, SandboxSettings
 from zeroscale.workers.manager import WorkerHandle, WorkerManager, WorkerSpec
@@ -55,7 +56,7 @@ class AgentConfig:
     startup_timeout_s: float = 180.0
     memory_poll_interval_s: float = 0.05
     s3_endpoint_url: str | None = None
-    max_extracted_bytes: int = 20 * 1024**3
+    max_extracted_bytes: int = DEFAULT_MAX_EXTRACTED_MB * MB
     max_extracted_files: int = 100_000
     sandbox: bool = True  # confine workers (workers/confinement.py) as on a single machine
     outbound: bool = False
