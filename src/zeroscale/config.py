@@ -13,6 +13,7 @@ from pathlib import Path
 
 MB = 1024 * 1024
 DEFAULT_MAX_EXTRACTED_MB = 5 * 1024
+DEFAULT_WORKER_LOG_MB_PER_MINUTE = 10
 
 
 def _default_memory_budget_mb() -> int:
@@ -94,6 +95,9 @@ class Settings:
     # Directories every worker may also write (a shared cache, a test's side channel); never one holding
     # the data directory.
     worker_writable_paths: tuple[Path, ...] = ()
+    # Bytes of one worker's output (stdout and stderr) a minute kept in its log stream; past them, its
+    # output is dropped until the minute ends and a [zeroscale] line counts it (0: no limit).
+    worker_log_bytes_per_minute: int = DEFAULT_WORKER_LOG_MB_PER_MINUTE * MB
     http: HttpLimits = field(default_factory=HttpLimits)
     # HTTPS: the server's certificate chain and private key (PEM files); None serves plain HTTP.
     tls_cert: Path | None = None

@@ -20,7 +20,13 @@ from zeroscale.cli.registry import registry_group
 from zeroscale.cli.transform_commands import transform_group
 from zeroscale.cli.usage import check_price_table, usage
 from zeroscale.cli.workers import workers
-from zeroscale.config import DEFAULT_MAX_EXTRACTED_MB, MB, HttpLimits, Settings
+from zeroscale.config import (
+    DEFAULT_MAX_EXTRACTED_MB,
+    DEFAULT_WORKER_LOG_MB_PER_MINUTE,
+    MB,
+    HttpLimits,
+    Settings,
+)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -213,6 +219,14 @@ def _opt(name: str, env: str, **kw: Any) -> Callable[[F], F]:
     "one holding the data directory.",
 )
 @_opt(
+    "--worker-log-mb-per-minute",
+    "ZEROSCALE_WORKER_LOG_MB_PER_MINUTE",
+    default=float(DEFAULT_WORKER_LOG_MB_PER_MINUTE),
+    type=click.FloatRange(min=0),
+    help="MB of one worker's output (stdout and stderr) a minute kept in its log stream; past it, what it "
+    "prints until the minute ends is dropped and a [zeroscale] line says how much (0: no limit).",
+)
+@_opt(
     "--header-timeout-s",
     "ZEROSCALE_HEADER_TIMEOUT_S",
     default=10.0,
@@ -328,6 +342,7 @@ def serve(
     worker_max_processes: int,
     worker_max_open_files: int,
     worker_writable_paths: str,
+    worker_log_mb_per_minute: float,
     header_timeout_s: float,
     body_timeout_s: float,
     max_header_kb: int,
@@ -383,6 +398,7 @@ def serve(
         worker_max_processes=worker_max_processes,
         worker_max_open_files=worker_max_open_files,
         worker_writable_paths=tuple(Path(p) for p in worker_writable_paths.split(":") if p),
+        worker_log_bytes_per_minute=int(worker_log_mb_per_minute * MB),
         http=HttpLimits(
             header_timeout_s=header_timeout_s,
             body_timeout_s=body_timeout_s,

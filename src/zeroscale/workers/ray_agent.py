@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from zeroscale.artifacts.cache import ArtifactCache
-from zeroscale.config import DEFAULT_MAX_EXTRACTED_MB, MB
+from zeroscale.config import DEFAULT_MAX_EXTRACTED_MB, DEFAULT_WORKER_LOG_MB_PER_MINUTE, MB
 from zeroscale.errors import DeployError, ZeroscaleError
 from zeroscale.workers.confinement import Confinement, SandboxSettings
 from zeroscale.workers.manager import WorkerHandle, WorkerManager, WorkerSpec
@@ -63,6 +63,7 @@ class AgentConfig:
     max_processes: int = 64
     max_open_files: int = 1024
     writable: tuple[str, ...] = ()
+    log_limit: int = DEFAULT_WORKER_LOG_MB_PER_MINUTE * MB  # bytes of a worker's output a minute kept
 
 
 @dataclass
@@ -118,6 +119,7 @@ class NodeAgent:
                 startup_timeout_s=cfg.startup_timeout_s,
                 memory_poll_interval_s=cfg.memory_poll_interval_s,
                 confinement=confinement,
+                log_limit=cfg.log_limit,
             )
             await manager.open()
             self._wake = asyncio.Event()

@@ -47,7 +47,7 @@ from pathlib import Path
 from typing import Any
 
 from zeroscale.artifacts.cache import entry_source
-from zeroscale.config import DEFAULT_MAX_EXTRACTED_MB, MB
+from zeroscale.config import DEFAULT_MAX_EXTRACTED_MB, DEFAULT_WORKER_LOG_MB_PER_MINUTE, MB
 from zeroscale.errors import DeployError, WorkersUnavailable
 from zeroscale.workers.client import Body, WorkerConnection, WorkerResponse
 from zeroscale.workers.manager import WorkerHandle, WorkerSpec
@@ -157,6 +157,7 @@ class RayWorkers:
         max_processes: int = 64,
         max_open_files: int = 1024,
         writable: tuple[str, ...] = (),
+        log_limit: int = DEFAULT_WORKER_LOG_MB_PER_MINUTE * MB,
         refresh_s: float = 2.0,
         poll_s: float = 0.5,
         node_timeout_s: float = 10.0,
@@ -178,6 +179,7 @@ class RayWorkers:
             max_processes=max_processes,
             max_open_files=max_open_files,
             writable=writable,
+            log_limit=log_limit,
         )
         self._startup_timeout_s = startup_timeout_s
         self._refresh_s = refresh_s
