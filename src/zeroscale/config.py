@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 MB = 1024 * 1024
+DEFAULT_MAX_EXTRACTED_MB = 5 * 1024
+DEFAULT_WORKER_LOG_MB_PER_MINUTE = 10
 
 
 def _default_memory_budget_mb() -> int:
@@ -67,8 +69,9 @@ class Settings:
     # CPU-bound: a burst's first workers come up sooner, and serve the queue, when not all start together.
     max_starting: int | None = None
     s3_endpoint_url: str | None = None
-    # Artifact extraction limits.
-    max_extracted_bytes: int = 20 * 1024 * MB
+    # Artifact extraction limits, per artifact (what one model's files may take on disk: SageMaker Serverless
+    # gives a container 5 GB of disk in all). A failed extraction leaves nothing behind.
+    max_extracted_bytes: int = DEFAULT_MAX_EXTRACTED_MB * MB
     max_extracted_files: int = 100_000
     reconcile_interval_s: float = 0.5
     # Several front ends on one database: how often each looks for changes made by the others, and how long
@@ -95,6 +98,9 @@ class Settings:
     # Directories every worker may also write (a shared cache, a test's side channel); never one holding
     # the data directory.
     worker_writable_paths: tuple[Path, ...] = ()
+    # Bytes of one worker's output (stdout and stderr) a minute kept in its log stream; past them, its
+    # output is dropped until the minute ends and a [zeroscale] line counts it (0: no limit).
+    worker_log_bytes_per_minute: int = DEFAULT_WORKER_LOG_MB_PER_MINUTE * MB
     http: HttpLimits = field(default_factory=HttpLimits)
     # HTTPS: the server's certificate chain and private key (PEM files); None serves plain HTTP.
     tls_cert: Path | None = None

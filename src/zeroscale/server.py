@@ -418,12 +418,14 @@ def _workers(settings: Settings, confinement: Confinement) -> WorkerManager | Ra
             max_processes=settings.worker_max_processes,
             max_open_files=settings.worker_max_open_files,
             writable=tuple(str(p) for p in settings.worker_writable_paths),
+            log_limit=settings.worker_log_bytes_per_minute,
         )
     return WorkerManager(
         settings.workers_dir,
         startup_timeout_s=settings.startup_timeout_s,
         memory_poll_interval_s=settings.memory_poll_interval_s,
         confinement=confinement,
+        log_limit=settings.worker_log_bytes_per_minute,
     )
 
 

@@ -100,13 +100,39 @@ HOSTILE: dict[str, tuple[list[Member], str]] = {
         [special_member("pipe", tarfile.FIFOTYPE)],
         "Model archive member 'pipe' is a FIFO",
     ),
+    "nested 2100 levels deep": (
+        # ENAMETOOLONG half-way through, then RecursionError in the clean-up, before (audit finding 5)
+        [file_member("code/inference.py", b"x"), file_member("d/" * 2100 + "f", b"x")],
+        "/d/d/d/f' is nested 2101 levels deep (the limit is 128)",
+    ),
+    "a directory nested too deep": (
+        [dir_member("a/" * 129)],
+        "is nested 129 levels deep (the limit is 128)",
+    ),
+    "a name longer than 255 bytes": (
+        [file_member("dir/" + "n" * 256, b"x")],
+        "has a name of 256 bytes in its path (the limit is 255 bytes)",
+    ),
+    "a path longer than 1024 bytes": (
+        [file_member("/".join(["p" * 200] * 6), b"x")],
+        "has a path of 1205 bytes (the limit is 1024 bytes)",
+    ),
+    "a hardlink to a path nested too deep": (
+        [file_member("ok.txt", b"x"), hardlink_member("hl", "a/" * 200 + "b")],
+        "Model archive member 'hl' is a link to a target that is nested 201 levels deep (the limit is 128)",
+    ),
+    "a symlink with a target longer than 1024 bytes": (
+        [symlink_member("sl", "./" * 600 + "ok.txt")],
+        "Model archive member 'sl' is a symlink to a target of 1206 bytes (the limit is 1024 bytes)",
+    ),
     "too many files": (
         [file_member(f"f{i}.txt", b"x") for i in range(51)],
         "Model archive has more than 50 members (the max_extracted_files limit)",
     ),
     "too many bytes over many files": (
         [file_member(f"part{i}.bin", b"\0" * MB) for i in range(11)],
-        "Model archive member 'part10.bin' would bring the extracted size over the limit of 10485760 bytes",
+        "Model archive member 'part10.bin' would bring the extracted size over the limit of 10 MB (10485760 "
+        "bytes, zeroscale serve --max-extracted-mb)",
     ),
 }
 
@@ -129,7 +155,7 @@ def test_gzip_bomb_is_stopped_early(cache: ArtifactCache, tmp_path: Path) -> Non
     message = refuse(cache, archive)  # ...that would extract to 50 MB against a 10 MB limit
     assert time.monotonic() - started < 2
     assert "Model archive member 'zeros.bin' would bring the extracted size over the limit" in message
-    assert "max_extracted_bytes" in message
+    assert "--max-extracted-mb" in message
 
 
 def test_truncated_gzip(cache: ArtifactCache, tmp_path: Path) -> None:
@@ -173,6 +199,33 @@ def test_empty_file(cache: ArtifactCache, tmp_path: Path) -> None:
     empty = tmp_path / "model.tar.gz"
     empty.write_bytes(b"")
     assert "is not a valid tar.gz archive: empty file" in refuse(cache, empty)
+
+
+def test_deep_but_allowed_paths_are_extracted(cache: ArtifactCache, tmp_path: Path) -> None:
+    deep = "/".join(["level"] * 127) + "/file.txt"  # 128 levels, 767 bytes: within both limits
+    long_name = "n" * 255
+    archive = write_tar(tmp_path / "ok.tar.gz", [file_member(deep, b"deep"), file_member(long_name, b"long")])
+    model = cache.prepare(str(archive))
+    assert (model / deep).read_bytes() == b"deep"
+    assert (model / long_name).read_bytes() == b"long"
+
+
+def test_deep_member_is_named_in_short(cache: ArtifactCache, tmp_path: Path) -> None:
+    archive = write_tar(tmp_path / "deep.tar.gz", [file_member("d/" * 2100 + "f", b"x")])
+    message = refuse(cache, archive)
+    assert message.startswith("Model archive member 'd/d/d/d/") and "d/d/.../d/d" in message
+    assert len(message) < 400 + len(str(archive))  # a FailureReason holds 1024 characters
+
+
+def test_deep_local_directory_is_refused_by_name(tmp_path: Path) -> None:
+    cache = ArtifactCache(tmp_path / "cache")
+    source = tmp_path / "model-dir"
+    (source / ("x/" * 130)).mkdir(parents=True)
+    with pytest.raises(DeployError) as info:
+        cache.prepare(f"file://{source}")
+    assert f"Model directory file://{source}: 'x/x/x/" in str(info.value)
+    assert "is nested 129 levels deep (the limit is 128)" in str(info.value)
+    assert cached_entries(cache.root) == []
 
 
 def test_rejection_then_good_archive_still_works(cache: ArtifactCache, tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from deeptree import make_deep
 from zeroscale.artifacts.scratch import remove_stale, scratch_path, staging_dir
 
 
@@ -32,3 +33,19 @@ def test_remove_stale_keeps_live_processes_and_foreign_names(tmp_path: Path) -> 
     (tmp_path / "notes").write_text("not ours")
     remove_stale(tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([mine.name, "notes"])
+
+
+def test_staging_dir_removes_a_tree_deeper_than_the_recursion_limit(tmp_path: Path) -> None:
+    """shutil.rmtree raised RecursionError here (audit finding 5), which left the directory behind."""
+    with pytest.raises(RuntimeError), staging_dir(tmp_path, ".staging") as staging:
+        make_deep(staging, 2100)
+        raise RuntimeError("extraction failed")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_remove_stale_removes_a_deep_tree(tmp_path: Path) -> None:
+    stale = tmp_path / "999999999-dead.staging"
+    stale.mkdir()
+    make_deep(stale, 2100)
+    remove_stale(tmp_path)
+    assert list(tmp_path.iterdir()) == []

@@ -3,6 +3,7 @@ artifacts. Real server, real boto3, real worker processes; every failure must le
 
 from __future__ import annotations
 
+import gzip
 import io
 import json
 import re
@@ -19,6 +20,8 @@ from botocore.exceptions import ClientError, WaiterError
 
 from e2e.conftest import handler_model
 from zeroscale.testing import ServerProcess, deploy, wait_for
+
+MB = 1024 * 1024
 
 # One handler whose behaviour the request body picks: {"raise": 1}, {"exit": 1}, {"kill": 1},
 # {"sleep": s}, {"alloc": 1}, {"big": n} (an answer of n + 9 bytes),
@@ -298,6 +301,11 @@ def _passwd_link(root: Path) -> str:
     return _tar(root / "model.tar.gz", [_file("model.joblib"), _symlink("passwd", "/etc/passwd")])
 
 
+def _deep(root: Path) -> str:
+    """Nested past PATH_MAX and Python's recursion limit: the endpoint stayed Creating (audit finding 5)."""
+    return _tar(root / "model.tar.gz", [_file("model.joblib"), _file("d/" * 2100 + "f")])
+
+
 def _not_a_tarball(root: Path) -> str:
     path = root / "model.tar.gz"
     path.write_bytes(b"this is not a tarball at all\n" * 100)
@@ -312,6 +320,7 @@ HOSTILE: dict[str, tuple[Callable[[Path], str], str]] = {
     "dotdot": (_escape, "escapes the model directory"),
     "absolute": (_absolute, "has an absolute path"),
     "symlink": (_passwd_link, "is a symlink to '/etc/passwd', which escapes the model directory"),
+    "deep": (_deep, "is nested 2101 levels deep (the limit is 128)"),
     "not-tar": (_not_a_tarball, "is not a valid tar.gz archive"),
     "missing": (_missing, "not found"),
 }
@@ -338,6 +347,7 @@ def test_hostile_archive_fails_and_server_keeps_serving(
     assert not (root / "absolute.txt").exists()
     assert not list(server.data_dir.rglob("escape.txt"))
     assert not list(server.data_dir.rglob("absolute.txt"))
+    assert not list((server.data_dir / "artifacts" / "tmp").iterdir())  # no staging directory left
     rows = sklearn_model.X[:5]
     resp = smr.invoke_endpoint(
         EndpointName=healthy, Body=sklearn_model.json_body(rows), ContentType="application/json"
@@ -345,6 +355,46 @@ def test_hostile_archive_fails_and_server_keeps_serving(
     assert json.loads(resp["Body"].read()) == sklearn_model.expected(rows)
     sm.delete_endpoint(EndpointName=name)
     sm.get_waiter("endpoint_deleted").wait(EndpointName=name, WaiterConfig={"Delay": 1})
+
+
+# ---- a decompression bomb over --max-extracted-mb (its own server) ----
+def _bomb(path: Path, size: int) -> str:
+    """A tar.gz holding one file of ``size`` zero bytes: about a thousandth of that compressed."""
+    info = tarfile.TarInfo("model.joblib")
+    info.size = size
+    with path.open("wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=9) as gz:
+        gz.write(info.tobuf(format=tarfile.PAX_FORMAT))
+        zeros = bytes(MB)
+        for _ in range(size // MB):
+            gz.write(zeros)
+        gz.write(bytes(1024))  # the end-of-archive blocks (size is a multiple of 512)
+    return f"file://{path}"
+
+
+def _cache_listing(data_dir: Path) -> tuple[list[str], int]:
+    """Every path under the artifact cache, and their bytes."""
+    root = data_dir / "artifacts"
+    paths = sorted(root.rglob("*"))
+    return [str(p.relative_to(root)) for p in paths], sum(p.stat().st_size for p in paths if p.is_file())
+
+
+def test_bomb_over_the_extraction_limit_fails_and_leaves_nothing_in_the_cache(
+    server_factory: Callable[..., ServerProcess], sklearn_model: Any, tmp_path: Path
+) -> None:
+    small = server_factory(max_extracted_mb=8)
+    sm = small.client("sagemaker")
+    deployed(sm, "under-the-limit", sklearn_model.url)  # a real model (well under 8 MB) still deploys
+    before = _cache_listing(small.data_dir)
+    url = _bomb(tmp_path / "bomb.tar.gz", 64 * MB)
+    assert (tmp_path / "bomb.tar.gz").stat().st_size < 200_000
+    reason = failed(sm, "bomb", url)
+    assert (
+        "Model archive member 'model.joblib' would bring the extracted size over the limit of 8 MB "
+        "(8388608 bytes, zeroscale serve --max-extracted-mb)"
+    ) in reason, reason
+    assert url in reason
+    assert _cache_listing(small.data_dir) == before  # no entry, no staging directory, no download copy
+    assert not list((small.data_dir / "artifacts" / "tmp").iterdir())
 
 
 # ---- invocation timeout (its own server) ----

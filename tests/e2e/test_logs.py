@@ -400,3 +400,47 @@ def test_zeroscale_logs_follow_prints_new_events_until_ctrl_c(
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+# ---- a worker that prints far past --worker-log-mb-per-minute ----
+def test_a_flooding_worker_is_cut_at_the_log_limit_and_says_how_much_it_dropped(
+    server_factory: Callable[..., ServerProcess], chatty_url: str, tmp_path: Path
+) -> None:
+    capped = server_factory(worker_log_mb_per_minute=1)
+    sm, smr, logs = capped.client("sagemaker"), capped.client("sagemaker-runtime"), capped.client("logs")
+    desc = deploy(sm, "Flood", chatty_url)
+    assert desc["EndpointStatus"] == "InService", desc.get("FailureReason")
+    lines = 300_000  # "line 00000\n" each: 3.3 MB against 1 MB a minute; then the worker is SIGKILLed
+    group, stream = model_error_arn(smr, "Flood", {"lines": lines, "kill": "gone"})
+
+    def every_message() -> list[str]:  # GetLogEvents pages from the head until the token stays the same
+        out: list[str] = []
+        kw: dict[str, Any] = {"startFromHead": True}
+        while True:
+            resp = logs.get_log_events(logGroupName=group, logStreamName=stream, **kw)
+            out += [e["message"] for e in resp["events"]]
+            if resp["nextForwardToken"] == kw.get("nextToken"):
+                return out
+            kw["nextToken"] = resp["nextForwardToken"]
+
+    def counted() -> list[str]:
+        text = every_message()
+        assert any(t.startswith("[zeroscale] Dropped ") for t in text), text[-3:]
+        return text
+
+    text = eventually(counted)
+    file = capped.data_dir / "logs" / "flood" / stream.replace("/", os.sep, 1)
+    size = Path(f"{file}.log").stat().st_size
+    assert size < 1024 * 1024 + 1024, size  # the limit (stamps included) and the notes, not 3.3 MB + stamps
+    assert text[0] == "loading the model"
+    kept = [t for t in text if t.startswith("line ")]
+    assert kept == [f"line {i:05d}" for i in range(len(kept))]  # the first lines, whole and in order
+    passed = next(t for t in text if t.startswith("[zeroscale] This worker's output passed its limit"))
+    assert "1048576 bytes a minute (zeroscale serve --worker-log-mb-per-minute)" in passed
+    (dropped,) = [t for t in text if t.startswith("[zeroscale] Dropped ")]
+    printed = sum(len(f"line {i:05d}\n") for i in range(lines)) + len("loading the model\ngone\n")
+    kept_bytes = sum(len(t) + 1 for t in ["loading the model", *kept])
+    assert dropped.startswith(f"[zeroscale] Dropped {printed - kept_bytes} bytes ("), dropped
+    assert "gone" not in text  # dropped with the rest
+    cli = zeroscale_logs(capped, tmp_path, "Flood", "--filter", "Dropped")
+    assert any("[zeroscale] Dropped " in line for line in cli), cli

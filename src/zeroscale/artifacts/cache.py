@@ -19,7 +19,6 @@ import errno
 import hashlib
 import json
 import os
-import shutil
 import threading
 import time
 from collections.abc import Iterator
@@ -44,7 +43,9 @@ from zeroscale.artifacts.fetch import (
 )
 from zeroscale.artifacts.prefix import download_prefix, list_prefix
 from zeroscale.artifacts.scratch import remove_stale, scratch_path, staging_dir
+from zeroscale.config import DEFAULT_MAX_EXTRACTED_MB, MB
 from zeroscale.errors import DeployError
+from zeroscale.fstree import remove_tree_quietly
 
 MARKER = "complete"
 MODEL = "model"
@@ -74,7 +75,7 @@ class ArtifactCache:
         root: Path,
         *,
         s3_endpoint_url: str | None = None,
-        max_extracted_bytes: int = 20 * 1024**3,
+        max_extracted_bytes: int = DEFAULT_MAX_EXTRACTED_MB * MB,
         max_extracted_files: int = 100_000,
     ) -> None:
         self.root = Path(root).resolve()
@@ -237,7 +238,7 @@ class ArtifactCache:
             trash = scratch_path(self._tmp_dir, ".trash")
             with contextlib.suppress(FileNotFoundError):
                 os.rename(entry, trash)
-            shutil.rmtree(trash, ignore_errors=True)
+            remove_tree_quietly(trash)
         raise DeployError(f"Could not place model artifact {source} into the cache at {entry}")
 
     # ---- index ----

@@ -24,9 +24,19 @@ from typing import BinaryIO
 from zeroscale.errors import DeployError
 
 CHUNK_SIZE = 1024 * 1024
+_MB = 1024 * 1024
 # Data after the tar end-of-archive marker that we read (to verify the compressed stream's checksum)
 # before giving up; real writers pad to a 10 KiB record.
 MAX_TRAILING_BYTES = 64 * 1024 * 1024
+
+# How deep and how long a member's path may be. A real model's deepest paths (a vendored package's
+# sources, a Hugging Face snapshot) are a few dozen levels and a few hundred bytes; the kernel's own limits
+# are 255 bytes per name and 4096 per path, the cache's root and entry included. Checked before anything
+# of the member is created, so such a member is refused by name rather than failing half-written.
+MAX_DEPTH = 128
+MAX_PATH_BYTES = 1024
+MAX_NAME_BYTES = 255
+_SHOWN_NAME = 160  # a longer member name is shortened (its start and end) in messages
 
 _DIR_MODE = 0o755
 _FILE_MODE = 0o644
@@ -37,6 +47,11 @@ _EXEC_MODE = 0o755
 class Limits:
     max_bytes: int
     max_files: int
+
+    def bytes_text(self) -> str:
+        """The size limit as a message names it, with the flag that sets it."""
+        size, flag = self.max_bytes, "zeroscale serve --max-extracted-mb"
+        return f"{size // _MB} MB ({size} bytes, {flag})" if size % _MB == 0 else f"{size} bytes ({flag})"
 
 
 @dataclass(frozen=True)
@@ -52,6 +67,27 @@ def _file_mode(mode: int) -> int:
 
 def _inside(real_root: str, path: str) -> bool:
     return path == real_root or path.startswith(real_root + os.sep)
+
+
+def path_rule(parts: list[str]) -> str | None:
+    """Why a path of these components (relative to the model directory) is refused, or None if it is not."""
+    if len(parts) > MAX_DEPTH:
+        return f"is nested {len(parts)} levels deep (the limit is {MAX_DEPTH})"
+    encoded = [p.encode("utf-8", "surrogateescape") for p in parts]
+    longest = max((len(e) for e in encoded), default=0)
+    if longest > MAX_NAME_BYTES:
+        return f"has a name of {longest} bytes in its path (the limit is {MAX_NAME_BYTES} bytes)"
+    total = sum(len(e) for e in encoded) + max(0, len(encoded) - 1)
+    if total > MAX_PATH_BYTES:
+        return f"has a path of {total} bytes (the limit is {MAX_PATH_BYTES} bytes)"
+    return None
+
+
+def shown_name(name: str) -> str:
+    """``name`` quoted for a message, its middle left out when it is long."""
+    if len(name) > _SHOWN_NAME:
+        name = f"{name[:100]}...{name[-40:]}"
+    return repr(name)
 
 
 def _open_decompressed(raw: BinaryIO) -> BinaryIO | io.BufferedIOBase:
@@ -119,7 +155,7 @@ class _Extractor:
 
     # ---- errors ----
     def reject(self, name: str, rule: str) -> DeployError:
-        return DeployError(f"Model archive member {name!r} {rule} (artifact: {self.source})")
+        return DeployError(f"Model archive member {shown_name(name)} {rule} (artifact: {self.source})")
 
     # ---- paths ----
     def split(self, name: str, *, what: str = "") -> list[str]:
@@ -132,6 +168,9 @@ class _Extractor:
         parts = [p for p in name.split("/") if p not in ("", ".")]
         if ".." in parts:
             raise self.reject(shown, "escapes the model directory (its path contains '..')")
+        rule = path_rule(parts)
+        if rule is not None:
+            raise self.reject(shown, f"is a link to a target that {rule}" if what else rule)
         return parts
 
     def parent_dir(self, name: str, parts: list[str]) -> str:
@@ -209,11 +248,16 @@ class _Extractor:
             self.regular_file(tf, member, path)
 
     def check_symlink_target(self, name: str, parts: list[str], target: str) -> None:
-        escape = f"is a symlink to {target!r}, which escapes the model directory"
+        escape = f"is a symlink to {shown_name(target)}, which escapes the model directory"
         if not target or "\x00" in target:
             raise self.reject(name, "is a symlink with an invalid target")
         if target.startswith("/"):
             raise self.reject(name, escape)
+        length = len(target.encode("utf-8", "surrogateescape"))
+        if length > MAX_PATH_BYTES:
+            raise self.reject(
+                name, f"is a symlink to a target of {length} bytes (the limit is {MAX_PATH_BYTES} bytes)"
+            )
         resolved = posixpath.normpath(posixpath.join("/".join(parts[:-1]), target))
         if resolved == ".." or resolved.startswith("../") or resolved.startswith("/"):
             raise self.reject(name, escape)
@@ -275,8 +319,7 @@ class _Extractor:
     def over_limit(self, name: str) -> DeployError:
         return self.reject(
             name,
-            f"would bring the extracted size over the limit of {self.limits.max_bytes} bytes "
-            "(max_extracted_bytes)",
+            f"would bring the extracted size over the limit of {self.limits.bytes_text()}",
         )
 
     def check_links(self) -> None:
@@ -313,6 +356,9 @@ def _walk(src: Path, limits: Limits, source: str) -> Iterator[_Entry]:
                 st = os.stat(path)
             except FileNotFoundError:
                 raise DeployError(f"Model directory {source}: {child_rel!r} is a broken symlink") from None
+            rule = path_rule(child_rel.split("/"))
+            if rule is not None:  # also bounds this recursion
+                raise DeployError(f"Model directory {source}: {shown_name(child_rel)} {rule}")
             count += 1
             if count > limits.max_files:
                 raise DeployError(
@@ -329,8 +375,7 @@ def _walk(src: Path, limits: Limits, source: str) -> Iterator[_Entry]:
                 total += st.st_size
                 if total > limits.max_bytes:
                     raise DeployError(
-                        f"Model directory {source} is larger than the limit of {limits.max_bytes} bytes "
-                        "(max_extracted_bytes)"
+                        f"Model directory {source} is larger than the limit of {limits.bytes_text()}"
                     )
                 yield _Entry(child_rel, path, st)
             else:
@@ -383,8 +428,7 @@ def copy_directory(src: Path, dest: Path, *, limits: Limits, source: str) -> tup
                 copied += len(chunk)
                 if copied > limits.max_bytes:
                     raise DeployError(
-                        f"Model directory {source} is larger than the limit of {limits.max_bytes} bytes "
-                        "(max_extracted_bytes)"
+                        f"Model directory {source} is larger than the limit of {limits.bytes_text()}"
                     )
                 size += len(chunk)
                 file_digest.update(chunk)

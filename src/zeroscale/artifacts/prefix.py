@@ -39,8 +39,8 @@ def list_prefix(s3: S3Fetcher, loc: S3Location, limits: Limits) -> list[PrefixOb
                 total += int(item.get("Size", 0))
                 if len(out) > limits.max_files or total > limits.max_bytes:
                     raise DeployError(
-                        f"Model data {loc.url} holds more than {limits.max_files} files or "
-                        f"{limits.max_bytes} bytes (the artifact limits)."
+                        f"Model data {loc.url} holds more than {limits.max_files} files, or more bytes "
+                        f"than the limit of {limits.bytes_text()}."
                     )
     except DeployError:
         raise

@@ -24,7 +24,6 @@ import json
 import logging
 import os
 import platform
-import shutil
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -32,6 +31,7 @@ from pathlib import Path
 
 from zeroscale.artifacts.scratch import remove_stale, scratch_path, staging_dir
 from zeroscale.errors import DeployError
+from zeroscale.fstree import remove_tree_quietly
 
 log = logging.getLogger("zeroscale.pyenv")
 MARKER = "complete"
@@ -167,7 +167,7 @@ class PythonEnvs:
             # Debris without a marker (we hold the lock, so nobody is writing it): replace it.
             trash = scratch_path(self._tmp_dir, ".trash")
             os.rename(entry, trash)
-            shutil.rmtree(trash, ignore_errors=True)
+            remove_tree_quietly(trash)
             os.rename(staging, entry)
 
     # ---- locking ----

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+
+from zeroscale.fstree import remove_tree_quietly
 
 
 def scratch_path(parent: Path, suffix: str = "") -> Path:
@@ -25,7 +26,7 @@ def staging_dir(parent: Path, suffix: str = "") -> Iterator[Path]:
     try:
         yield path
     finally:
-        shutil.rmtree(path, ignore_errors=True)
+        remove_tree_quietly(path)
 
 
 def remove_stale(parent: Path) -> None:
@@ -35,7 +36,7 @@ def remove_stale(parent: Path) -> None:
         if not pid_text.isdigit() or pid_alive(int(pid_text)):
             continue
         if entry.is_dir() and not entry.is_symlink():
-            shutil.rmtree(entry, ignore_errors=True)
+            remove_tree_quietly(entry)
         else:
             with contextlib.suppress(OSError):
                 entry.unlink()

@@ -8,6 +8,8 @@ import shutil
 import uuid
 from pathlib import Path
 
+from zeroscale.fstree import remove_tree_quietly
+
 
 def _link_or_copy(src: str, dst: str) -> None:
     try:
@@ -27,7 +29,7 @@ def stage(model_dir: Path, root: Path, name: str) -> Path:
     try:
         os.rename(tmp, target)
     except OSError:
-        shutil.rmtree(tmp, ignore_errors=True)
+        remove_tree_quietly(tmp)
         if not target.is_dir():
             raise
     return target

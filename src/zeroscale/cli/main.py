@@ -20,7 +20,13 @@ from zeroscale.cli.registry import registry_group
 from zeroscale.cli.transform_commands import transform_group
 from zeroscale.cli.usage import check_price_table, usage
 from zeroscale.cli.workers import workers
-from zeroscale.config import HttpLimits, Settings
+from zeroscale.config import (
+    DEFAULT_MAX_EXTRACTED_MB,
+    DEFAULT_WORKER_LOG_MB_PER_MINUTE,
+    MB,
+    HttpLimits,
+    Settings,
+)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -123,6 +129,14 @@ def _opt(name: str, env: str, **kw: Any) -> Callable[[F], F]:
     help="S3-compatible endpoint for s3:// model data (credentials from the standard AWS chain).",
 )
 @_opt(
+    "--max-extracted-mb",
+    "ZEROSCALE_MAX_EXTRACTED_MB",
+    default=DEFAULT_MAX_EXTRACTED_MB,
+    type=click.IntRange(min=1),
+    help="MB one model's artifact may extract to (its files on disk; SageMaker Serverless gives a container "
+    "5 GB of disk); a larger one fails its endpoint and leaves nothing in the artifact cache.",
+)
+@_opt(
     "--metrics-retention-hours",
     "ZEROSCALE_METRICS_RETENTION_HOURS",
     default=24.0,
@@ -214,6 +228,14 @@ def _opt(name: str, env: str, **kw: Any) -> Callable[[F], F]:
     default="",
     help="Directories (separated by ':') every model worker may also write, e.g. a shared cache; never "
     "one holding the data directory.",
+)
+@_opt(
+    "--worker-log-mb-per-minute",
+    "ZEROSCALE_WORKER_LOG_MB_PER_MINUTE",
+    default=float(DEFAULT_WORKER_LOG_MB_PER_MINUTE),
+    type=click.FloatRange(min=0),
+    help="MB of one worker's output (stdout and stderr) a minute kept in its log stream; past it, what it "
+    "prints until the minute ends is dropped and a [zeroscale] line says how much (0: no limit).",
 )
 @_opt(
     "--header-timeout-s",
@@ -318,6 +340,7 @@ def serve(
     model_load_wait_s: float,
     memory_budget_mb: int | None,
     s3_endpoint_url: str | None,
+    max_extracted_mb: int,
     metrics_retention_hours: float,
     autoscaling_period_s: float,
     log_retention_hours: float,
@@ -331,6 +354,7 @@ def serve(
     worker_max_processes: int,
     worker_max_open_files: int,
     worker_writable_paths: str,
+    worker_log_mb_per_minute: float,
     header_timeout_s: float,
     body_timeout_s: float,
     max_header_kb: int,
@@ -373,6 +397,7 @@ def serve(
         startup_timeout_s=startup_timeout_s,
         model_load_wait_s=model_load_wait_s,
         s3_endpoint_url=s3_endpoint_url,
+        max_extracted_bytes=max_extracted_mb * MB,
         metrics_retention_hours=metrics_retention_hours,
         autoscaling_period_s=autoscaling_period_s,
         log_retention_hours=log_retention_hours,
@@ -386,6 +411,7 @@ def serve(
         worker_max_processes=worker_max_processes,
         worker_max_open_files=worker_max_open_files,
         worker_writable_paths=tuple(Path(p) for p in worker_writable_paths.split(":") if p),
+        worker_log_bytes_per_minute=int(worker_log_mb_per_minute * MB),
         http=HttpLimits(
             header_timeout_s=header_timeout_s,
             body_timeout_s=body_timeout_s,

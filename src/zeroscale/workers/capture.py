@@ -15,6 +15,8 @@ are kept when it crashes or is SIGKILLed: the zygote drains the pipe before it r
 - A line longer than ``MAX_LINE`` bytes (CloudWatch's event size) is cut into several records, on a UTF-8
   character boundary where there is one.
 - Bytes are kept as they are (binary output included); readers decode UTF-8 with replacement.
+- With a limit (``--worker-log-mb-per-minute``), at most that many bytes of a stream's output a minute are
+  kept, whole lines; the rest is dropped and counted in a ``[zeroscale]`` line (``outputcap``).
 - Each batch of records is one ``write`` on an ``O_APPEND`` file, so records from other writers (the
   server's platform events) never interleave inside one.
 
@@ -30,6 +32,8 @@ import selectors
 import sys
 import time
 from collections.abc import Callable
+
+from zeroscale.workers.outputcap import OutputCap
 
 MAX_LINE = 256 * 1024 - 26  # CloudWatch Logs' largest event: 256 KB including 26 bytes of overhead
 PARTIAL_FLUSH_S = 1.0
@@ -66,12 +70,14 @@ def _cut(data: bytes | bytearray, limit: int) -> int:
 class LineRecorder:
     """One output stream -> records appended to one file descriptor (owned and closed by the recorder)."""
 
-    def __init__(self, fd: int, *, max_line: int = MAX_LINE) -> None:
+    def __init__(self, fd: int, *, max_line: int = MAX_LINE, cap: OutputCap | None = None) -> None:
         self._fd = fd
         self._max = max_line
         self._buf = bytearray()
         self._partial_since: float | None = None
         self._last_ms = 0
+        self._cap = cap
+        self._skipping = False  # dropping the rest of a line whose start was dropped
 
     @property
     def fd(self) -> int:
@@ -79,10 +85,34 @@ class LineRecorder:
 
     @property
     def deadline(self) -> float | None:
-        """When the buffered partial line is due to be written on its own (wall-clock seconds)."""
+        """When the buffered partial line is due to be written on its own, or the count of dropped output
+        (wall-clock seconds)."""
+        cap = self._cap.deadline if self._cap is not None else None
+        due = [d for d in (self._partial_deadline, cap) if d is not None]
+        return min(due) if due else None
+
+    @property
+    def _partial_deadline(self) -> float | None:
         return None if self._partial_since is None else self._partial_since + PARTIAL_FLUSH_S
 
+    def due(self, now: float) -> None:
+        """What is due at ``now``: the partial line, the count of dropped output."""
+        partial = self._partial_deadline
+        if partial is not None and partial <= now:
+            self.flush(now)
+        if self._cap is not None:
+            self._notes(self._cap.roll(now), now)
+
     def feed(self, data: bytes, now: float) -> None:
+        if self._cap is None:
+            self._lines(data, now)
+            return
+        kept, after = self._admit(self._cap, data, now)
+        if kept:
+            self._lines(kept, now)
+        self._notes(after, now)
+
+    def _lines(self, data: bytes, now: float) -> None:
         buf = self._buf
         buf += data
         out: list[bytes] = []
@@ -118,10 +148,39 @@ class LineRecorder:
 
     def close(self, now: float) -> None:
         self.flush(now)
+        if self._cap is not None:
+            self._notes(self._cap.summary(), now)
+            self._cap = None
         if self._fd >= 0:
             with contextlib.suppress(OSError):
                 os.close(self._fd)
             self._fd = -1
+
+    def _admit(self, cap: OutputCap, data: bytes, now: float) -> tuple[bytes, list[str]]:
+        """The part of ``data`` the cap keeps, and the notes to write after it (the count of the last window's
+        drops is written here, before it)."""
+        if cap.exhausted(now):  # the common case in a flood: no line is looked at
+            cap.drop(data)
+            self._skipping = not data.endswith(b"\n")
+            return b"", []
+        self._notes(cap.roll(now), now)
+        if self._skipping:  # the rest of a line whose start was dropped
+            newline = data.find(b"\n")
+            cap.drop(data if newline < 0 else data[: newline + 1])
+            if newline < 0:
+                return b"", []
+            self._skipping = False
+            data = data[newline + 1 :]
+        keep, before, after = cap.admit(data, now)
+        self._notes(before, now)
+        if keep < len(data):
+            self._skipping = not data.endswith(b"\n")
+        return data[:keep], after
+
+    def _notes(self, notes: list[str], now: float) -> None:
+        if notes:
+            ms = self._stamp(now)
+            self._write([encode(ms, note.encode()) for note in notes])
 
     def _stamp(self, now: float) -> int:
         self._last_ms = max(self._last_ms, int(now * 1000))
@@ -162,12 +221,20 @@ def open_stream(log_path: str) -> int:
         return os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
 
 
+def recorder(fd: int, limit: int) -> LineRecorder:
+    """A recorder into ``fd`` keeping at most ``limit`` bytes of output a minute (0: all of it)."""
+    return LineRecorder(fd, cap=OutputCap(limit) if limit > 0 else None)
+
+
 class _Pipe:
     """The read end of one output pipe (non-blocking) and the recorder its lines go to."""
 
-    def __init__(self, log_path: str, clock: Callable[[], float], fd: int | None = None) -> None:
-        """``fd``: the stream file, opened already (it is owned from here on); else ``log_path`` is opened."""
-        self.recorder = LineRecorder(open_stream(log_path) if fd is None else fd)
+    def __init__(
+        self, log_path: str, clock: Callable[[], float], fd: int | None = None, limit: int = 0
+    ) -> None:
+        """``fd``: the stream file, opened already (it is owned from here on); else ``log_path`` is opened.
+        ``limit``: bytes of output a minute kept (0: no limit)."""
+        self.recorder = recorder(open_stream(log_path) if fd is None else fd, limit)
         self.read_fd, self.write_fd = os.pipe()
         os.set_blocking(self.read_fd, False)
         self._clock = clock
@@ -213,9 +280,12 @@ class Captures:
     ``inherited()``), ``started`` after; ``read`` when a pipe is readable; ``exited`` before reporting a
     child's exit; ``flush_due`` on every turn of the loop, which waits at most ``timeout``."""
 
-    def __init__(self, selector: selectors.BaseSelector, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, selector: selectors.BaseSelector, clock: Callable[[], float] = time.time, *, limit: int = 0
+    ) -> None:
         self._sel = selector
         self._clock = clock
+        self._limit = limit  # bytes of each child's output a minute kept (0: no limit)
         self._pipes: dict[int, _Pipe] = {}  # read end -> pipe
         self._by_pid: dict[int, int] = {}  # child pid -> read end
         self._paused: set[int] = set()  # read ends not read until retargeted (``pause``)
@@ -223,7 +293,7 @@ class Captures:
     def open(self, log_path: str, fd: int | None = None) -> tuple[int, int]:
         """A new pipe whose output goes to ``log_path`` (``fd``: that file, opened by the server, owned from
         here on): returns (read end, write end)."""
-        pipe = _Pipe(log_path, self._clock, fd)
+        pipe = _Pipe(log_path, self._clock, fd, self._limit)
         self._pipes[pipe.read_fd] = pipe
         self._sel.register(pipe.read_fd, selectors.EVENT_READ, "out")
         return pipe.read_fd, pipe.write_fd
@@ -233,7 +303,7 @@ class Captures:
         and a paused pipe is read again. A zygote's spare gets its log file this way once it has a request."""
         pipe = self._pipes[read_fd]
         pipe.recorder.close(self._clock())
-        pipe.recorder = LineRecorder(fd)
+        pipe.recorder = recorder(fd, self._limit)
         if read_fd in self._paused:
             self._paused.discard(read_fd)
             self._sel.register(read_fd, selectors.EVENT_READ, "out")
@@ -279,7 +349,7 @@ class Captures:
         for pipe in self._pipes.values():
             deadline = pipe.recorder.deadline
             if deadline is not None and deadline <= now:
-                pipe.recorder.flush(now)
+                pipe.recorder.due(now)
 
     def close_all(self) -> None:
         for fd, pipe in list(self._pipes.items()):
@@ -303,11 +373,12 @@ class LoopCapture:
     ``close()`` if it did not), and ``exited()`` when it is gone, before reporting the exit, so that its last
     lines are in the file first."""
 
-    def __init__(self, log_path: str, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, log_path: str, clock: Callable[[], float] = time.time, *, limit: int = 0) -> None:
         self._loop = asyncio.get_running_loop()
-        self._pipe = _Pipe(log_path, clock)
+        self._pipe = _Pipe(log_path, clock, limit=limit)
         self._clock = clock
         self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0  # the wall-clock time it is due at
         self._open = True
         self._loop.add_reader(self._pipe.read_fd, self._read)
 
@@ -337,11 +408,19 @@ class LoopCapture:
         if not self._pipe.read():
             self.close()
             return
+        self._arm()
+
+    def _arm(self) -> None:
         deadline = self._pipe.recorder.deadline
-        if deadline is not None and self._timer is None:
-            self._timer = self._loop.call_later(max(0.0, deadline - self._clock()), self._flush)
+        if deadline is None or (self._timer is not None and self._timer_at <= deadline):
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = deadline
+        self._timer = self._loop.call_later(max(0.0, deadline - self._clock()), self._flush)
 
     def _flush(self) -> None:
         self._timer = None
         if self._open:
-            self._pipe.recorder.flush(self._clock())
+            self._pipe.recorder.due(self._clock())
+            self._arm()

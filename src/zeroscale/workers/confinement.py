@@ -30,6 +30,7 @@ from collections.abc import Container, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from zeroscale.fstree import remove_tree_quietly
 from zeroscale.runtimes.usercode import PYTHONPATH, code_dir
 from zeroscale.workers import sandbox, seccomp
 from zeroscale.workers.sandbox import HostSupport, Policy
@@ -143,7 +144,7 @@ class Confinement:
 
     def remove_scratch(self, path: str) -> None:
         if path:
-            shutil.rmtree(path, ignore_errors=True)
+            remove_tree_quietly(path)
 
     def policy(
         self,

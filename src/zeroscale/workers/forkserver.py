@@ -1,7 +1,8 @@
 """The zygote's side of the zygote protocol: a fork server for one runtime that imports the framework
 once, then forks a worker per request (``zygotes.py`` is the server's side).
 
-Runs as its own process (``python -m zeroscale.workers.forkserver RUNTIME FD``) and speaks JSON lines over the
+Runs as its own process (``python -m zeroscale.workers.forkserver RUNTIME FD [LOG_LIMIT]``; LOG_LIMIT: the
+bytes of each child's output a minute kept in its log, 0 or absent for all) and speaks JSON lines over the
 socket whose fd number is its second argument:
 
     -> {"op": "fork", "id": ..., "model_dir": ..., "socket_path": ..., "log_path": ..., "env": {...},
@@ -81,6 +82,7 @@ THREAD_ENV = {
     "ORT_DISABLE_TELEMETRY": "1",
 }
 
+_log_limit = 0  # bytes of a child's output a minute kept in its log (0: all); set by ``main``, kept by forks
 _PR_SET_PDEATHSIG = 1
 _PR_SET_NAME = 15
 SPARE_NAME = b"zs-spare"  # a spare's name (/proc/PID/comm) while it waits for a request
@@ -380,7 +382,7 @@ class _ForkLoop:
         self.sel = selectors.DefaultSelector()
         self.sel.register(ctl, selectors.EVENT_READ, "ctl")
         self.sel.register(self.wake_r, selectors.EVENT_READ, "chld")
-        self.captures = Captures(self.sel)
+        self.captures = Captures(self.sel, limit=_log_limit)
         self.readying: dict[int, int] = {}  # read end of a worker's ready pipe -> its pid, until up or gone
         self.passed: collections.deque[int] = collections.deque()  # descriptors the server sent, in order
         self.pid = os.getpid()
@@ -629,8 +631,10 @@ def _spare_warm_up(spec: Runtime) -> Callable[[Callable[[], bool]], None]:
 def main() -> None:
     os.environ.update(THREAD_ENV)
     die_with_parent()
+    global _log_limit
     runtime = sys.argv[1]
     ctl = socket.socket(fileno=int(sys.argv[2]))
+    _log_limit = int(sys.argv[3]) if len(sys.argv) > 3 else 0
     # Returns when the server closes the socket; the workers follow through their death signal.
     serve(runtime, ctl)
 

@@ -144,6 +144,7 @@ class WorkerManager:
         stop_grace_s: float = 30.0,
         sandbox: bool | None = None,  # bring-your-own images: map /opt/ml/model with bwrap (None: if usable)
         confinement: Confinement | None = None,  # confine every worker (None: run them unconfined)
+        log_limit: int = 0,  # bytes of a worker's output a minute kept in its log stream (0: all of it)
     ) -> None:
         self._run_dir = run_dir
         self._sock_dir = socket_dir(run_dir)  # the workers' and templates' sockets (``open`` makes it)
@@ -161,7 +162,8 @@ class WorkerManager:
         self._refused_templates: set[int] = set()
         self._ids = itertools.count(1)
         self._watchdog: asyncio.Task[None] | None = None
-        self._processes = ProcessLauncher(self._exited, sandbox=sandbox)
+        self._log_limit = log_limit
+        self._processes = ProcessLauncher(self._exited, sandbox=sandbox, log_limit=log_limit)
         self._confinement = confinement
         self._template_scratch: dict[int, str] = {}  # template pid -> its scratch directory
         self._template_blocks: dict[int, tuple[int, int]] = {}  # template pid -> its block of uids
@@ -479,7 +481,13 @@ class WorkerManager:
         async with lock:
             zygote = self._zygotes.get(runtime)
             if zygote is None or not zygote.alive:
-                zygote = Zygote(runtime, self._run_dir / f"zygote-{runtime}.log", self._exited, self._up)
+                zygote = Zygote(
+                    runtime,
+                    self._run_dir / f"zygote-{runtime}.log",
+                    self._exited,
+                    self._up,
+                    log_limit=self._log_limit,
+                )
                 await zygote.start(self._startup_timeout_s)
                 self._zygotes[runtime] = zygote
             return zygote

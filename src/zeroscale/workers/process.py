@@ -84,7 +84,8 @@ class StartedProcess:
 
 
 class ProcessLauncher:
-    def __init__(self, on_exit: ExitCallback, *, sandbox: bool | None = None) -> None:
+    def __init__(self, on_exit: ExitCallback, *, sandbox: bool | None = None, log_limit: int = 0) -> None:
+        self._log_limit = log_limit  # bytes of a server's output a minute kept in its log (0: all)
         """``sandbox``: True requires bwrap, False never uses it, None uses it when it works here."""
         self._on_exit = on_exit
         self._sandbox = sandbox
@@ -140,7 +141,7 @@ class ProcessLauncher:
             args = [*view, "--info-fd", str(info_w), "--", *inner]
         else:
             args = [*shim, *argv]
-        capture = LoopCapture(str(log_path))
+        capture = LoopCapture(str(log_path), limit=self._log_limit)
         try:
             proc = await asyncio.create_subprocess_exec(
                 *args,

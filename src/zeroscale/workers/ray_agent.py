@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from zeroscale.artifacts.cache import ArtifactCache
+from zeroscale.config import DEFAULT_MAX_EXTRACTED_MB, DEFAULT_WORKER_LOG_MB_PER_MINUTE, MB
 from zeroscale.errors import DeployError, ZeroscaleError
 from zeroscale.workers.confinement import Confinement, SandboxSettings
 from zeroscale.workers.manager import WorkerHandle, WorkerManager, WorkerSpec
@@ -55,13 +56,14 @@ class AgentConfig:
     startup_timeout_s: float = 180.0
     memory_poll_interval_s: float = 0.05
     s3_endpoint_url: str | None = None
-    max_extracted_bytes: int = 20 * 1024**3
+    max_extracted_bytes: int = DEFAULT_MAX_EXTRACTED_MB * MB
     max_extracted_files: int = 100_000
     sandbox: bool = True  # confine workers (workers/confinement.py) as on a single machine
     outbound: bool = False
     max_processes: int = 64
     max_open_files: int = 1024
     writable: tuple[str, ...] = ()
+    log_limit: int = DEFAULT_WORKER_LOG_MB_PER_MINUTE * MB  # bytes of a worker's output a minute kept
 
 
 @dataclass
@@ -117,6 +119,7 @@ class NodeAgent:
                 startup_timeout_s=cfg.startup_timeout_s,
                 memory_poll_interval_s=cfg.memory_poll_interval_s,
                 confinement=confinement,
+                log_limit=cfg.log_limit,
             )
             await manager.open()
             self._wake = asyncio.Event()

@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import Any
 
 from zeroscale.artifacts.cache import entry_source
+from zeroscale.config import DEFAULT_MAX_EXTRACTED_MB, DEFAULT_WORKER_LOG_MB_PER_MINUTE, MB
 from zeroscale.errors import DeployError, WorkersUnavailable
 from zeroscale.workers.client import Body, WorkerConnection, WorkerResponse
 from zeroscale.workers.manager import WorkerHandle, WorkerSpec
@@ -56,7 +57,6 @@ from zeroscale.workers.stream import WorkerStream, open_stream
 from zeroscale.workers.zygotes import TemplateRefused, Zygote
 
 log = logging.getLogger("zeroscale.workers.ray")
-MB = 1024 * 1024
 NAMESPACE = "zeroscale"
 SUBMIT_DIRECTORY = "SAGEMAKER_SUBMIT_DIRECTORY"  # an env var naming an artifact of its own (the SDK's code)
 # How long Ray's client in this process keeps trying to reach a lost head before it ends the process (Ray's
@@ -150,13 +150,14 @@ class RayWorkers:
         startup_timeout_s: float = 180.0,
         memory_poll_interval_s: float = 0.05,
         s3_endpoint_url: str | None = None,
-        max_extracted_bytes: int = 20 * 1024**3,
+        max_extracted_bytes: int = DEFAULT_MAX_EXTRACTED_MB * MB,
         max_extracted_files: int = 100_000,
         sandbox: bool = True,
         outbound: bool = False,
         max_processes: int = 64,
         max_open_files: int = 1024,
         writable: tuple[str, ...] = (),
+        log_limit: int = DEFAULT_WORKER_LOG_MB_PER_MINUTE * MB,
         refresh_s: float = 2.0,
         poll_s: float = 0.5,
         node_timeout_s: float = 10.0,
@@ -178,6 +179,7 @@ class RayWorkers:
             max_processes=max_processes,
             max_open_files=max_open_files,
             writable=writable,
+            log_limit=log_limit,
         )
         self._startup_timeout_s = startup_timeout_s
         self._refresh_s = refresh_s

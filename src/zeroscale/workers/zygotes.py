@@ -54,9 +54,16 @@ class Zygote:
     """A running ``python -m zeroscale.workers.forkserver RUNTIME`` and the socket that drives it."""
 
     def __init__(
-        self, runtime: str, log_path: Path, on_exit: ExitCallback, on_up: UpCallback | None = None
+        self,
+        runtime: str,
+        log_path: Path,
+        on_exit: ExitCallback,
+        on_up: UpCallback | None = None,
+        *,
+        log_limit: int = 0,
     ) -> None:
         self.runtime = runtime
+        self._log_limit = log_limit  # bytes of each worker's output a minute kept in its log (0: all)
         self._log_path = log_path
         self._on_exit = on_exit
         self._on_up = on_up  # a worker it forked listens on its socket
@@ -125,6 +132,7 @@ class Zygote:
                 "zeroscale.workers.forkserver",
                 self.runtime,
                 str(theirs.fileno()),
+                str(self._log_limit),
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=log,
                 stderr=log,
