@@ -70,6 +70,22 @@ def test_shared_writable_paths_never_hold_the_data_directory(tmp_path: Path) -> 
         conf.close()
 
 
+@pytest.mark.skipif(not seccomp.probe(), reason="needs seccomp filters")
+def test_forked_workers_make_no_memfd_or_sysv_memory_outbound_or_not(tmp_path: Path) -> None:
+    """Memory no resident set shows (``seccomp.py``): refused to every forked worker and template, also with
+    outbound access (where it is their only filter); an image's server keeps memfd_create."""
+    for outbound in (False, True):
+        conf = Confinement(SandboxSettings(tmp_path, outbound=outbound), tmp_path / "workers")
+        try:
+            policy = conf.policy(model_dir=str(tmp_path), env={}, scratch=conf.scratch("w"))
+            assert policy.deny_shmem is True and policy.deny_connect is not outbound
+            image = conf.image_policy(str(tmp_path), str(tmp_path), {}, conf.scratch("i"), uid=0)
+            assert image.deny_shmem is False
+            assert "memfd and SysV shared memory refused" in conf.announce()[0]
+        finally:
+            conf.close()
+
+
 def test_a_host_without_landlock_says_so_loudly(tmp_path: Path) -> None:
     conf = Confinement(SandboxSettings(tmp_path), tmp_path / "workers")
     try:

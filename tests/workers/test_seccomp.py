@@ -5,6 +5,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import json
+import mmap
 import os
 import socket
 import subprocess
@@ -183,6 +184,38 @@ def test_uid_changes_stay_inside_the_block() -> None:
     }
 
 
+def _libc_call(name: str, *args: int) -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    if getattr(libc, name)(*args) < 0:
+        raise OSError(ctypes.get_errno(), name)
+
+
+def test_no_memory_that_no_resident_set_shows() -> None:
+    """memfd_create, memfd_secret and SysV shmget fail as on a kernel without them (ENOSYS: what libraries
+    fall back on); shared anonymous mappings and files stay (the watchdog counts those, ``shmem.py``)."""
+    secret = 447  # memfd_secret, the same number on x86_64 and aarch64
+    out = in_child(
+        seccomp.program(deny_connect=False, id_range=None, deny_shmem=True),
+        {
+            "memfd": lambda: os.close(os.memfd_create("hog")),
+            "memfd_secret": lambda: _libc_call("syscall", secret, 0),
+            "shmget": lambda: _libc_call("shmget", 0, 1 << 20, 0o1600),  # IPC_PRIVATE, IPC_CREAT | 0600
+            "shared_anon": lambda: mmap.mmap(-1, 1 << 20).close(),
+            "pipe": lambda: [os.close(fd) for fd in os.pipe()],
+        },
+    )
+    assert out == {
+        "memfd": "ENOSYS",
+        "memfd_secret": "ENOSYS",
+        "shmget": "ENOSYS",
+        "shared_anon": "ok",
+        "pipe": "ok",
+    }
+    assert seccomp.program(deny_connect=True, id_range=None) != seccomp.program(
+        deny_connect=True, id_range=None, deny_shmem=True
+    )
+
+
 def test_an_unknown_architecture_gets_no_filter() -> None:
     with pytest.raises(seccomp.SeccompError):
         seccomp.program(deny_connect=True, id_range=None, machine="sparc64")
@@ -200,7 +233,7 @@ if pid == 0:
     os.close(r)
     try:
         inherited = sandbox._libc is not None
-        sandbox.confine(sandbox.Policy(deny_connect=True, nproc=0, nofile=0, landlock=False))
+        sandbox.confine(sandbox.Policy(deny_connect=True, deny_shmem=True, nproc=0, nofile=0, landlock=False))
         info, ready = seccomp.program.cache_info(), seccomp.prepared.cache_info()
         seen = {"inherited": inherited, "misses": info.misses, "hits": info.hits}
         seen["prepared"] = [ready.misses, ready.hits]

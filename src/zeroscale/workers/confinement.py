@@ -93,6 +93,7 @@ class Confinement:
                 if s.seccomp and not self.settings.outbound
                 else ""
             )
+            + (", memfd and SysV shared memory refused (seccomp)" if s.seccomp else "")
         ]
         for problem in s.problems:
             lines.append(f"WARNING: sandbox incomplete on this host: {problem}")
@@ -179,6 +180,9 @@ class Confinement:
             # A forked worker (it listens on a Unix socket) connects nowhere unless outbound access is on;
             # an image's server keeps connect (e.g. nginx to its app server over a socket of its own).
             deny_connect=unix_sockets and not self.settings.outbound and self.support.seccomp,
+            # A forked worker or template makes no memory its resident set would not show (memfd_create,
+            # memfd_secret, SysV shmget), outbound access or not; an image's server keeps them.
+            deny_shmem=unix_sockets and self.support.seccomp,
             landlock=self.support.landlock_abi > 0,
             common=len(self._system),
         )

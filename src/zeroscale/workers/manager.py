@@ -31,6 +31,7 @@ from zeroscale.workers.confinement import Confinement, processes_of
 from zeroscale.workers.forkserver import EXIT_UNFORKABLE_TEMPLATE, THREAD_ENV
 from zeroscale.workers.memory import ResidentSets, private_bytes, tree_rss_mb
 from zeroscale.workers.process import CONTAINER_MODEL_DIR, ProcessLauncher
+from zeroscale.workers.shmem import host_shmem_mb, tmpfs_devices, unseen_bytes
 from zeroscale.workers.sockdir import socket_dir, socket_name
 from zeroscale.workers.stream import WorkerStream, open_stream
 from zeroscale.workers.zygotes import TemplateRefused, Zygote, ZygoteError, tail
@@ -170,6 +171,7 @@ class WorkerManager:
         self._parked: dict[int, WorkerHandle] = {}  # template pid -> its parked replica (``park``)
         self._parking: dict[int, asyncio.Future[None]] = {}  # template pid -> its replica on its way
         self._extra_mb: dict[int, float] = {}  # worker uid -> private MB of its other processes
+        self._shmem_mb: dict[int, float] = {}  # worker pid -> MB of shared memory its resident sets miss
         self._releasing: list[tuple[str, int, int]] = []  # (scratch, uid, tries left) of exited workers
         self._release_timer: asyncio.Handle | None = None
         self._restock_timer: asyncio.TimerHandle | None = None  # the scratch directories made ahead
@@ -588,6 +590,7 @@ class WorkerManager:
             return
         self._early_up.discard(pid)
         self._rss.forget(pid)
+        self._shmem_mb.pop(pid, None)
         handle = self._by_pid.pop(pid, None)
         if handle is None:
             self._early_exits[pid] = status
@@ -703,8 +706,9 @@ class WorkerManager:
                 self._measure_extra()
             for handle in list(self._by_pid.values()):
                 used_mb = tree_rss_mb(handle.pid) if handle.port else self._rss.mb(handle.pid)
-                if used_mb is not None and handle.uid and not handle.port:
-                    used_mb += self._extra_mb.get(handle.uid, 0.0)
+                if used_mb is not None and not handle.port:
+                    used_mb += self._extra_mb.get(handle.uid, 0.0) if handle.uid else 0.0
+                    used_mb += self._shmem_mb.get(handle.pid, 0.0)
                 if used_mb is not None:
                     handle.rss_mb = used_mb
                 if used_mb is not None and used_mb > handle.spec.memory_mb:
@@ -717,13 +721,28 @@ class WorkerManager:
 
     def _measure_extra(self) -> None:
         """What confined forked workers' other processes (children, orphans: anything with the worker's uid)
-        hold privately, in MB; counted against the worker's MemorySizeInMB until the next pass."""
-        owners = {h.uid: h.pid for h in self._by_pid.values() if h.uid and not h.port}
-        if not owners:
-            self._extra_mb.clear()
-            return
-        found = processes_of(set(owners))
+        hold privately, and the shared memory their resident sets miss (``workers/shmem.py``), in MB;
+        counted against the worker's MemorySizeInMB until the next pass."""
+        workers = [h for h in self._by_pid.values() if not h.port]
+        owners = {h.uid: h.pid for h in workers if h.uid}
+        found = processes_of(set(owners)) if owners else {}
         self._extra_mb = {
             uid: sum(private_bytes(p) for p in pids if p != owners[uid]) / (1024 * 1024)
             for uid, pids in found.items()
         }
+        self._measure_shmem(workers, found)
+
+    def _measure_shmem(self, workers: list[WorkerHandle], found: dict[int, list[int]]) -> None:
+        """A worker is looked at (its maps and descriptors: ~2-5 ms for one that loaded a framework) only
+        while the host's shared memory is more than the room its limit leaves it: none of it could put the
+        worker over otherwise, and on most hosts that is the only read made here (``/proc/meminfo``)."""
+        host_mb = host_shmem_mb()
+        devices = None
+        shmem: dict[int, float] = {}
+        for handle in workers:
+            if host_mb <= handle.spec.memory_mb - handle.rss_mb:
+                continue
+            devices = devices or tmpfs_devices()
+            pids = found.get(handle.uid, [handle.pid]) if handle.uid else [handle.pid]
+            shmem[handle.pid] = unseen_bytes(pids, devices) / (1024 * 1024)
+        self._shmem_mb = shmem

@@ -139,6 +139,7 @@ class Policy:
     # CAP_SETGID to give each replica one, and a seccomp filter holds every uid change inside this block.
     uid_block: tuple[int, int] | None = None
     deny_connect: bool = False  # seccomp: no connect at all, no datagram Unix sockets, no io_uring
+    deny_shmem: bool = False  # seccomp: no memfd_create, memfd_secret or shmget (memory no RSS shows)
     # A compiled seccomp filter (hex) installed last: an image's server's (TCP only, seccomp.py), built by
     # the server because the image's exec shim runs this file alone.
     seccomp_filter: str = ""
@@ -183,7 +184,7 @@ def prime() -> None:
         getattr(lib, name, None)
     if _seccomp is not None and _seccomp.supported():
         with contextlib.suppress(_seccomp.SeccompError):  # the arguments as confine passes them: the key
-            _seccomp.prepared(_seccomp.program(deny_connect=True, id_range=None))
+            _seccomp.prepared(_seccomp.program(deny_connect=True, id_range=None, deny_shmem=True))
 
 
 # ---- probing (the server's side) ----
@@ -574,13 +575,14 @@ def confine(policy: Policy, abi: int | None = None) -> None:
         if version > 0:
             _landlock(policy, version)
     discard_prepared()  # a spare's ruleset this policy did not take: closed before any of the model's code
-    if policy.deny_connect or policy.uid_block is not None:
+    if policy.deny_connect or policy.deny_shmem or policy.uid_block is not None:
         if _seccomp is None:
             raise SandboxError("no seccomp filter: zeroscale.workers.seccomp cannot be imported")
         try:
-            _seccomp.install(
-                _seccomp.program(deny_connect=policy.deny_connect, id_range=policy.uid_block), libc()
+            code = _seccomp.program(
+                deny_connect=policy.deny_connect, id_range=policy.uid_block, deny_shmem=policy.deny_shmem
             )
+            _seccomp.install(code, libc())
         except _seccomp.SeccompError as exc:
             raise SandboxError(str(exc)) from exc
     if policy.seccomp_filter:

@@ -19,6 +19,13 @@
   or ``sendmsg`` with ``MSG_FASTOPEN`` connects without ``connect``, so the LSM hook never runs). So
   ``socket`` is allowed for Unix and netlink sockets and for plain TCP (``SOCK_STREAM``, protocol 0 or
   ``IPPROTO_TCP``) only, ``MSG_FASTOPEN`` is refused, and so is io_uring. Not applied with outbound access.
+- **No memory that no resident set shows** (``deny_shmem``, every forked worker and template, with or without
+  outbound access). The memory watchdog counts resident sets; a ``memfd_create`` file that is written or
+  ``fallocate``d but never mapped is shmem in no process's RSS (an audit held 3000 MB this way on a 1024 MB
+  endpoint), a ``memfd_secret`` area likewise once unmapped, and a SysV segment (``shmget``) even outlives
+  the worker. So these three calls fail with ``ENOSYS``, as on a kernel built without them, which is what
+  libraries that probe ``memfd_create`` fall back on. (POSIX shared memory is files in /dev/shm, which
+  Landlock keeps read-only; shared anonymous mappings are counted by the watchdog, ``workers/shmem.py``.)
 - Any other architecture's system calls (e.g. 32-bit ``int 0x80`` from a 64-bit process, or the x32 ABI,
   which would bypass the numbers checked here) are refused.
 
@@ -69,6 +76,7 @@ class _Arch:
     io_uring_setup: int
     ids: dict[int, int]  # set*id syscall -> how many id arguments it takes
     setgroups: int
+    shmem: tuple[int, ...]  # memfd_create, memfd_secret, shmget
     x32_bit: int = 0  # numbers with this bit set are another ABI of the same architecture
 
 
@@ -85,6 +93,7 @@ _ARCHES = {
         # setuid, setgid, setreuid, setregid, setresuid, setresgid, setfsuid, setfsgid
         ids={105: 1, 106: 1, 113: 2, 114: 2, 117: 3, 119: 3, 122: 1, 123: 1},
         setgroups=116,
+        shmem=(319, 447, 29),
         x32_bit=0x40000000,
     ),
     "aarch64": _Arch(
@@ -98,6 +107,7 @@ _ARCHES = {
         io_uring_setup=425,
         ids={146: 1, 144: 1, 145: 2, 143: 2, 147: 3, 149: 3, 151: 1, 152: 1},
         setgroups=159,
+        shmem=(279, 447, 194),
     ),
 }
 
@@ -162,12 +172,14 @@ def program(
     deny_connect: bool,
     id_range: tuple[int, int] | None,
     tcp_only: bool = False,
+    deny_shmem: bool = False,
     machine: str | None = None,
 ) -> bytes:
     """The filter's instructions for this machine (raises SeccompError on an unknown architecture).
 
     ``deny_connect``: a forked worker's (no connect, no datagram Unix sockets, no io_uring). ``tcp_only``: an
-    image's server's (sockets: Unix, netlink and plain TCP only; no MSG_FASTOPEN; no io_uring)."""
+    image's server's (sockets: Unix, netlink and plain TCP only; no MSG_FASTOPEN; no io_uring).
+    ``deny_shmem``: no memfd_create, memfd_secret or shmget (ENOSYS)."""
     arch = _ARCHES.get(machine or platform.machine())
     if arch is None:
         raise SeccompError(f"no seccomp filter for {machine or platform.machine()}")
@@ -190,6 +202,9 @@ def program(
         p.jump(_JEQ, arch.sendto, "flags3", 0)
         p.jump(_JEQ, arch.sendmsg, "flags2", 0)
         p.jump(_JEQ, arch.sendmmsg, "flags3", 0)
+    if deny_shmem:
+        for nr in arch.shmem:
+            p.jump(_JEQ, nr, "enosys", 0)
     if id_range is not None:
         for nr, count in arch.ids.items():
             p.jump(_JEQ, nr, f"ids{count}", 0)
@@ -242,6 +257,8 @@ def program(
     p.ret(_ERRNO | errno.EACCES)
     p.label("eperm")
     p.ret(_ERRNO | errno.EPERM)
+    p.label("enosys")
+    p.ret(_ERRNO | errno.ENOSYS)
     return p.assemble()
 
 
