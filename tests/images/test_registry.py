@@ -133,7 +133,7 @@ HOSTILE: dict[str, tuple[list[Member], str]] = {
         [file_member(f"f{i}", b"x") for i in range(51)],
         "Image archive has more than 50 members",
     ),
-    "too big": ([file_member("zeros", b"\0" * (11 * MB))], "over the limit of 10485760 bytes"),
+    "too big": ([file_member("zeros", b"\0" * (11 * MB))], "over the limit of 10 MB (10485760 bytes"),
 }
 
 
