@@ -8,6 +8,7 @@ import contextlib
 import http.client
 import json
 import os
+import secrets
 import socket
 import subprocess
 import sys
@@ -24,6 +25,7 @@ import psutil
 from sklearn.linear_model import LogisticRegression
 
 from zeroscale.workers.forkserver import SPARE_NAME, THREAD_ENV
+from zeroscale.workers.zygotes import request_file
 
 # A zygote whose runtime's warm notes that it ran (in argv[2]), sleeps argv[4] seconds, notes that it ended
 # (in argv[2] + ".end"), then raises; its container warm-up, after it, notes that it ran (in argv[3]).
@@ -126,7 +128,11 @@ class _Zygote:
             if took_late:
                 took()
             return sock, pid
-        self.ours.sendall(json.dumps(request).encode() + b"\n")
+        # The zygote reads only the head; the child, its whole request from the file that comes with it.
+        head = {"op": "fork", "id": "w", "runtime": "sklearn", "log_path": str(log), "request_fd": True}
+        body = request_file(json.dumps(request).encode())
+        socket.send_fds(self.ours, [json.dumps(head).encode() + b"\n"], [body])
+        os.close(body)
         forked = json.loads(self.reader.readline())
         assert forked["op"] == "forked" and forked["id"] == "w"
         assert json.loads(self.reader.readline()) == {"op": "up", "pid": forked["pid"]}, log.read_text()
@@ -231,6 +237,49 @@ def test_a_zygote_given_no_channel_forks_for_each_request(tmp_path: Path) -> Non
         sock, pid = zygote.fork(tmp_path, model_dir, {**THREAD_ENV, "PATH": os.environ.get("PATH", "")})
         assert _invoke(sock, b"[[0.9, 0.1, 0.2]]") == (200, [1])
         assert [c.pid for c in psutil.Process(zygote.proc.pid).children()] == [pid]  # no spare
+
+
+def _in_memory(pid: int, head: bytes, tail: bytes) -> list[str]:
+    """The mappings of process ``pid`` (a child of ours) where ``head + tail`` lies (never made here)."""
+    found = []
+    with open(f"/proc/{pid}/maps") as maps:
+        lines = maps.read().splitlines()
+    with open(f"/proc/{pid}/mem", "rb", 0) as mem:
+        for line in lines:
+            parts = line.split()
+            if "r" not in parts[1]:
+                continue
+            lo, hi = (int(x, 16) for x in parts[0].split("-"))
+            try:
+                mem.seek(lo)
+                data = mem.read(hi - lo)
+            except (OSError, ValueError, OverflowError):
+                continue
+            i = data.find(head)
+            while i >= 0:
+                if data[i + len(head) : i + len(head) + len(tail)] == tail:
+                    found.append(parts[5] if len(parts) > 5 else "[anon]")
+                    break
+                i = data.find(head, i + 1)
+    return found
+
+
+def test_the_zygote_never_reads_a_requests_environment(tmp_path: Path) -> None:
+    """A fork request's environment (a model's Environment: maybe its tenant's secrets) is read by the child
+    alone: none of it is in the zygote's memory, which every later worker of every endpoint inherits. (Parsed
+    by the zygote, the value stayed in its heap after the request was freed, and the next endpoint's worker
+    found it in its own.)"""
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    x = np.random.RandomState(0).rand(40, 3)
+    joblib.dump(LogisticRegression().fit(x, (x[:, 0] > 0.5).astype(int)), model_dir / "model.joblib")
+    head, tail = b"zs-tenant-secret-", secrets.token_hex(12).encode()
+    with _zygote(tmp_path / "warmed", spare=False) as zygote:
+        env = {**THREAD_ENV, "PATH": os.environ.get("PATH", ""), "TENANT_TOKEN": (head + tail).decode()}
+        sock, pid = zygote.fork(tmp_path, model_dir, env)
+        assert _invoke(sock, b"[[0.9, 0.1, 0.2]]") == (200, [1])
+        assert _in_memory(pid, head, tail)  # the worker's own environment: the scan sees what is there
+        assert _in_memory(zygote.proc.pid, head, tail) == []
 
 
 # Answers with its process's environment as Python sees it and as a child process inherits it (the C one).

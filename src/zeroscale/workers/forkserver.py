@@ -5,17 +5,26 @@ Runs as its own process (``python -m zeroscale.workers.forkserver RUNTIME FD [LO
 bytes of each child's output a minute kept in its log, 0 or absent for all) and speaks JSON lines over the
 socket whose fd number is its second argument:
 
-    -> {"op": "fork", "id": ..., "model_dir": ..., "socket_path": ..., "log_path": ..., "env": {...},
-        "log_fd": true}          the log file comes with the line (SCM_RIGHTS): a template may not open it
+    -> {"op": "fork", "id": ..., "log_path": ..., "sandbox": {...}, "log_fd": true, "request_fd": true}
+                                 two descriptors come with the line (SCM_RIGHTS): the log file (a template
+                                 may not open it) and a memory file holding the whole request ("model_dir",
+                                 "socket_path", "env": {...}, ...), which only the child reads, after the fork
     <- {"op": "forked", "id": ..., "pid": ...}
     <- {"op": "up", "pid": ...}          its socket listens (the worker wrote a byte on a pipe from here)
     <- {"op": "exit", "pid": ..., "status": <exit code, or -signal>}
-    -> {"op": "template", "id": ..., "model_dir": ..., "ctl_path": ..., "log_path": ..., "env": {...}}
+    -> {"op": "template", "id": ..., "log_path": ..., "log_fd": true, "request_fd": true}   likewise; its
+                                         request file holds "model_dir", "ctl_path", "env", ...
     -> {"op": "channel", "id": ...}     with two descriptors: the read end of a request pipe and the write
                                          end of a ready pipe, for the next spare (the server keeps the others)
     <- {"op": "spare", "id": ..., "pid": ...}   the spare forked on that channel waits for its request
     -> {"op": "took", "pid": ..., "log_fd": true, "log_path": ..., "sandbox": {...}}   the server wrote a
                                          request to that spare itself; here is its log file
+
+The zygote never reads a request's environment (the model's ``Environment``, which may hold its tenant's
+secrets): what it parsed would stay in its heap, freed but not erased, and every child forked later, of any
+endpoint of its runtime, would inherit it. A spare reads its request from the server's pipe itself, and
+any other child from the memory file that came with its fork request. The zygote itself starts with an
+allowlist of the server's environment (``workers/environment.py``).
 
 A template is a child that loads one model and then runs this same loop on a socket it listens on at
 ``ctl_path``: its children are replicas that serve the already loaded model (scale-out without a model load).
@@ -174,6 +183,18 @@ def _await_request(request_fd: int, warm: Callable[[Callable[[], bool]], None] |
     return req
 
 
+def _read_request(fd: int) -> dict[str, Any]:
+    """The whole request from the memory file the server wrote it to (``zygotes.request_file``)."""
+    chunks = []
+    offset = 0
+    while chunk := os.pread(fd, 65536, offset):
+        chunks.append(chunk)
+        offset += len(chunk)
+    os.close(fd)
+    req: dict[str, Any] = json.loads(b"".join(chunks))
+    return req
+
+
 def _become(req: dict[str, Any], handler: Any, ready_fd: int | None) -> NoReturn:
     """The child's set-up for its request (environment, directory, sandbox), then the worker or template."""
     _set_environment(req["env"])
@@ -228,12 +249,15 @@ def _child(
     ready_fd: int | None = None,
     warm: Callable[[Callable[[], bool]], None] | None = None,
 ) -> NoReturn:
-    """A forked child: for ``req``, or, a spare (``req`` None), for the request it reads from
-    ``request_fd`` when the zygote gives it one."""
+    """A forked child: for the request the server wrote to ``request_fd`` (a memory file; ``req`` is what
+    the zygote read of it), or, a spare (``req`` None), for the request it reads from ``request_fd`` (a
+    pipe) when the server gives it one."""
     code = 70
     try:
         held = _detach(ctl, wake_r, wake_w, zygote_pid, out_fd, inherited, hold_output=req is None)
-        if req is None:
+        if req is not None:
+            req = _read_request(request_fd)
+        else:
             req = _await_request(request_fd, warm)
             _output_to(held)
             if req.get("op") != "fork" and ready_fd is not None:  # a template says it is up otherwise
@@ -448,16 +472,21 @@ class _ForkLoop:
                     os.close(fd)
             return
         log_fd = self.passed.popleft() if req.get("log_fd") and self.passed else None
+        request_fd = self.passed.popleft() if req.get("request_fd") and self.passed else None
         if op == "took":
             self._took(req, log_fd)
             return
-        if op not in ("fork", "template"):
-            if log_fd is not None:
-                os.close(log_fd)
+        if op not in ("fork", "template") or request_fd is None:
+            for passed in (log_fd, request_fd):
+                if passed is not None:
+                    os.close(passed)
             return
         if self.spares:
             self.spare_at = time.monotonic() + SPARE_AFTER_S  # the next spare after a quiet moment
-        self._fork(req, log_fd)
+        try:
+            self._fork(req, log_fd, request_file=request_fd)
+        finally:
+            os.close(request_fd)  # the child's now (its request, unread here)
         if req.get("sandbox"):  # for the spares forked from now on
             sandbox.note_common(req["sandbox"])
 
@@ -491,11 +520,16 @@ class _ForkLoop:
             self.channel = None
 
     def _fork(
-        self, req: dict[str, Any] | None, log_fd: int | None, channel: tuple[int, int] | None = None
+        self,
+        req: dict[str, Any] | None,
+        log_fd: int | None,
+        channel: tuple[int, int] | None = None,
+        request_file: int = -1,
     ) -> int | None:
-        """Fork a child for ``req``, or (``req`` None) a spare that waits for its request on ``channel``
-        (the server's request pipe's read end and ready pipe's write end; kept by the caller if fork()
-        fails). Returns the spare's pid, or None (also when a spare could not be forked)."""
+        """Fork a child for ``req`` (what the zygote reads of a request; the child reads all of it from
+        ``request_file``, kept by the caller), or (``req`` None) a spare that waits for its request on
+        ``channel`` (the server's request pipe's read end and ready pipe's write end; kept by the caller if
+        fork() fails). Returns the spare's pid, or None (also when a spare could not be forked)."""
         log_path = req["log_path"] if req is not None else os.devnull
         out_r, out_w = self.captures.open(log_path, log_fd)
         worker = req is None or req["op"] == "fork"
@@ -516,7 +550,9 @@ class _ForkLoop:
                 return None  # no spare: requests fork as they come
             raise
         if pid == 0:
-            inherited = [*self.captures.inherited(), self.sel.fileno(), *self.readying]
+            # The zygote's descriptors, and those that came with requests not yet read (another child's
+            # log file, and its request file: its environment)
+            inherited = [*self.captures.inherited(), self.sel.fileno(), *self.readying, *self.passed]
             inherited += [fd for fd in (ready_r,) if fd >= 0]
             if self.channel is not None and channel is None:  # another spare's, not this child's
                 inherited += self.channel[1:]
@@ -528,7 +564,7 @@ class _ForkLoop:
                 out_w,
                 inherited,
                 req=req,
-                request_fd=request_r,
+                request_fd=request_r if channel is not None else request_file,
                 handler=self.handler,
                 ready_fd=ready_w if ready_w >= 0 else None,
                 warm=self.warm,

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from zeroscale.workers.capture import strip_stamps
-from zeroscale.workers.forkserver import THREAD_ENV
+from zeroscale.workers.environment import zygote_environment
 
 ExitCallback = Callable[[int, int], None]
 UpCallback = Callable[[int], None]
@@ -39,6 +39,25 @@ class TemplateRefused(ZygoteError):
 
 # A request written to a spare's pipe at once (an empty pipe holds 64 KiB); a larger one goes to the zygote.
 _DIRECT_MAX = 32 * 1024
+# What of a fork request the zygote itself reads (the rest, the environment above all, only the child).
+_ZYGOTE_READS = ("log_path", "sandbox")
+
+
+def request_file(data: bytes) -> int:
+    """A memory file holding ``data`` (a child's request), for the zygote to pass on to the child it forks
+    unread. Were the zygote to parse the request itself, the environment in it (a model's ``Environment``,
+    which may hold its tenant's secrets) would stay behind in the zygote's heap after it is freed, and every
+    worker it forks later, of any endpoint of its runtime, would inherit that heap (measured: another
+    endpoint's worker found the value in its ``[heap]`` by reading its own memory)."""
+    fd = os.memfd_create("zeroscale-request", os.MFD_CLOEXEC)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 @dataclass
@@ -123,7 +142,7 @@ class Zygote:
     async def start(self, timeout_s: float) -> None:
         loop = asyncio.get_running_loop()
         ours, theirs = socket.socketpair()
-        env = {**os.environ, **THREAD_ENV}
+        env = zygote_environment(os.environ)  # never the server's secrets (``workers/environment.py``)
         self._log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self._log_path, "ab") as log:
             self._proc = await asyncio.create_subprocess_exec(
@@ -174,12 +193,20 @@ class Zygote:
         rid = str(self._seq)
         fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._pending[rid] = fut
-        line = json.dumps({"op": op, "id": rid, "runtime": self.runtime, "log_fd": True, **request})
+        # The zygote reads only what it needs to fork; the child reads the whole request (its environment:
+        # the model's, maybe a tenant's secrets) from a file of its own after the fork (``request_file``).
+        head = {key: request[key] for key in _ZYGOTE_READS if key in request}
+        line = json.dumps(
+            {"op": op, "id": rid, "runtime": self.runtime, "log_fd": True, "request_fd": True, **head}
+        )
+        body = request_file(json.dumps({"op": op, "id": rid, "runtime": self.runtime, **request}).encode())
         try:
-            await self._send_with_fd(line.encode() + b"\n", log_fd)
+            await self._send_with_fd(line.encode() + b"\n", log_fd, body)
         except BaseException:
             self._pending.pop(rid, None)
             raise
+        finally:
+            os.close(body)
         return await fut
 
     async def _give_spare(self, request: dict[str, Any], log_fd: int) -> int:
