@@ -5,13 +5,15 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import io
 import logging
+import tarfile
 import zipfile
 from pathlib import Path
 
 import pytest
 
-from zeroscale.artifacts.pyenv import PythonEnvs, env_key, has_requirements, pip_tail
+from zeroscale.artifacts.pyenv import PythonEnvs, env_key, has_requirements, pip_environment, pip_tail
 from zeroscale.errors import DeployError
 
 
@@ -127,3 +129,95 @@ def test_pip_tail_keeps_the_errors() -> None:
     assert tail.endswith("ERROR: No matching distribution found for nope")
     assert "WARNING" not in tail
     assert len(tail.splitlines()) == 12
+
+
+@pytest.mark.parametrize(
+    ("text", "why"),
+    [
+        ("-e .\n", "-e asks for an editable install"),
+        ("--editable=git+https://example.com/x.git\n", "--editable asks for an editable install"),
+        ("--index-url http://169.254.169.254/simple\nroman\n", "--index-url asks for another package index"),
+        ("roman -i http://10.0.0.1/\n", "-i asks for another package index"),
+        ("--extra-index-url=https://evil.example/simple\n", "another package index"),
+        ("-f https://evil.example/links\n", "-f asks for another link source"),
+        ("--trusted-host evil.example\n", "an untrusted host"),
+        ("--no-binary :all:\nroman\n", "a source build"),
+        ("roman @ https://evil.example/roman-4.0-py3-none-any.whl\n", "is a URL or direct reference"),
+        ("git+https://example.com/pkg.git\n", "is a URL or direct reference"),
+        ("https://evil.example/pkg-1.0-py3-none-any.whl\n", "is a URL or direct reference"),
+        ("./src/mypkg\n", "is a local source"),
+        ("mypkg-1.0.tar.gz\n", "is a local source"),
+        ("../other/pkg-1.0-py3-none-any.whl\n", "must be a wheel in the model's code directory"),
+        ("/tmp/pkg-1.0-py3-none-any.whl\n", "must be a wheel in the model's code directory"),
+        ("-r ../../etc/requirements.txt\n", "is not a file beside the requirements"),
+        ("--global-option=--x roman\n", "the option --global-option is not accepted"),
+    ],
+)
+async def test_what_would_run_the_authors_code_or_reach_other_hosts_is_refused(
+    tmp_path: Path, text: str, why: str
+) -> None:
+    # pip runs outside the workers' sandbox, as the server's user: a build is the author's code running here
+    code = tmp_path / "code"
+    code.mkdir()
+    envs = PythonEnvs(tmp_path / "pyenvs")
+    with pytest.raises(DeployError, match=r"requirements\.txt line") as err:
+        await envs.prepare(requirements(code, text))
+    assert why in str(err.value)
+    assert not (tmp_path / "pyenvs").exists() or list((tmp_path / "pyenvs").glob("*/lib")) == []
+
+
+async def test_nested_files_are_held_to_the_same_rules(tmp_path: Path) -> None:
+    code = tmp_path / "code"
+    (code / "reqs").mkdir(parents=True)
+    (code / "reqs" / "base.txt").write_text("roman >= 4 ; python_version >= '3.8'  # markers are pip's\n")
+    (code / "reqs" / "more.txt").write_text("-c base.txt\n--extra-index-url https://evil.example/\n")
+    envs = PythonEnvs(tmp_path / "pyenvs")
+    with pytest.raises(DeployError, match=r"reqs/more.txt line 2: --extra-index-url"):
+        await envs.prepare(requirements(code, "-r reqs/base.txt\n--requirement=reqs/more.txt\n"))
+
+
+async def test_a_source_distribution_is_never_built(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # an index of one source distribution whose build would leave a file: pip installs wheels only
+    index = tmp_path / "index" / "zsbuilt"
+    index.mkdir(parents=True)
+    proof = tmp_path / "built"
+    setup = (
+        f"open({str(proof)!r}, 'w').write('ran')\n"
+        "from setuptools import setup\nsetup(name='zsbuilt', version='1.0')\n"
+    ).encode()
+    with tarfile.open(index / "zsbuilt-1.0.tar.gz", "w:gz") as tar:
+        info = tarfile.TarInfo("zsbuilt-1.0/setup.py")
+        info.size = len(setup)
+        tar.addfile(info, io.BytesIO(setup))
+    monkeypatch.setenv("PIP_FIND_LINKS", str(index))  # the server's pip settings reach pip
+    monkeypatch.setenv(
+        "PIP_NO_BUILD_ISOLATION", "0"
+    )  # (pip's inverted flag) a build would use this setuptools
+    code = tmp_path / "code"
+    code.mkdir()
+    with pytest.raises(DeployError, match=r"pip install -r requirements\.txt failed"):
+        await PythonEnvs(tmp_path / "pyenvs").prepare(requirements(code, "--no-index\nzsbuilt==1.0\n"))
+    assert not proof.exists()  # its setup.py never ran
+
+
+def test_pip_gets_none_of_the_servers_credentials() -> None:
+    server = {
+        "PATH": "/usr/bin",
+        "HOME": "/root",
+        "PIP_INDEX_URL": "https://pypi.internal/simple",
+        "HTTPS_PROXY": "http://proxy:3128",
+        "ZEROSCALE_SECRET_ACCESS_KEY": "s3cret",
+        "AWS_SECRET_ACCESS_KEY": "aws-s3cret",
+        "ZEROSCALE_DATABASE_URL": "postgresql://u:p@db/zs",
+        "PYTHONPATH": "/elsewhere",
+    }
+    env = pip_environment(server)
+    assert (
+        env["PIP_INDEX_URL"] == "https://pypi.internal/simple" and env["HTTPS_PROXY"] == "http://proxy:3128"
+    )
+    assert not {
+        "ZEROSCALE_SECRET_ACCESS_KEY",
+        "AWS_SECRET_ACCESS_KEY",
+        "ZEROSCALE_DATABASE_URL",
+        "PYTHONPATH",
+    } & set(env)

@@ -1,7 +1,9 @@
 """Per-model Python packages: ``code/requirements.txt`` -> a cached ``pip install --target`` directory.
 
 Installed once at deploy time with the server's own interpreter, shared by every worker of every model
-with the same requirements, and kept across restarts. Layout under ``root``::
+with the same requirements, and kept across restarts. pip runs outside any sandbox, so it installs wheels
+only, from what ``requirements.vet`` lets a model ask for, with none of the server's credentials in its
+environment. Layout under ``root``::
 
     <key>/lib/        what pip installed: the worker puts it first on sys.path
     <key>/complete    marker (requirements, python, pip's output), written before the rename into place
@@ -26,9 +28,10 @@ import os
 import platform
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 
+from zeroscale.artifacts.requirements import vet
 from zeroscale.artifacts.scratch import remove_stale, scratch_path, staging_dir
 from zeroscale.errors import DeployError
 from zeroscale.fstree import remove_tree_quietly
@@ -40,6 +43,33 @@ DEFAULT_TIMEOUT_S = 900.0
 _LOCK_POLL_S = 0.1
 _TAIL_LINES = 12
 _TAIL_CHARS = 700
+_PIP_ENV = frozenset(
+    {
+        "PATH",
+        "HOME",
+        "USER",
+        "LOGNAME",
+        "LANG",
+        "LANGUAGE",
+        "TZ",
+        "TMPDIR",
+        "XDG_CONFIG_HOME",
+        "XDG_CACHE_HOME",
+    }
+    | {"SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE"}
+)
+
+
+def pip_environment(server_env: Mapping[str, str]) -> dict[str, str]:
+    """What of the server's environment pip runs with: what it needs to reach and trust the index (its own
+    ``PIP_*`` settings, proxies, certificates, locale, home), never the server's credentials."""
+    env = {
+        key: value
+        for key, value in server_env.items()
+        if key in _PIP_ENV or key.startswith(("PIP_", "LC_")) or key.lower().endswith("_proxy")
+    }
+    env.update(PIP_NO_INPUT="1", PYTHONNOUSERSITE="1")
+    return env
 
 
 def interpreter_tag() -> str:
@@ -96,6 +126,7 @@ class PythonEnvs:
             raise DeployError(f"Cannot read {requirements_file}: {exc.strerror or exc}") from exc
         if not has_requirements(requirements):
             return None
+        vet(requirements_file)  # before anything is installed, or a cached install is handed out
         key = env_key(requirements)
         if self.is_complete(key):
             return self.lib_dir(key)
@@ -125,10 +156,10 @@ class PythonEnvs:
     async def _pip(self, target: Path, requirements_file: Path) -> str:
         args = [
             self.python, "-m", "pip", "install", "--target", str(target), "--requirement",
-            str(requirements_file), "--no-input", "--disable-pip-version-check", "--no-warn-script-location",
+            str(requirements_file), "--only-binary=:all:", "--no-input", "--disable-pip-version-check",
+            "--no-warn-script-location",
         ]  # fmt: skip
-        env = {**os.environ, "PIP_NO_INPUT": "1", "PYTHONNOUSERSITE": "1"}
-        env.pop("PYTHONPATH", None)
+        env = pip_environment(os.environ)
         proc = await asyncio.create_subprocess_exec(
             *args,
             cwd=str(requirements_file.parent),
