@@ -253,3 +253,23 @@ def test_real_time_deploy_and_traffic_shift(
     proc = zs("traffic", "cli-rt", "AllTraffic=heavy")
     assert proc.returncode == 2 and "VARIANT=WEIGHT" in proc.stderr
     _ok(zs("delete", "cli-rt"))
+
+
+# ---- usage errors before any call --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "url", ["localhost:18731", "127.0.0.1:18731", "ftp://localhost:1", "http://", "http://h:x"]
+)
+def test_an_endpoint_url_without_a_scheme_is_a_usage_error(home: Path, url: str) -> None:
+    env = _base_env(home)
+    env.update(AWS_ACCESS_KEY_ID=ACCESS_KEY, AWS_SECRET_ACCESS_KEY=SECRET_KEY, AWS_DEFAULT_REGION=REGION)
+    for args in (["endpoints", "--endpoint-url", url], ["invoke", "x", "--body", "1", "--endpoint-url", url]):
+        proc = _run(args, env, home)
+        assert proc.returncode == 2, (args, proc.stderr)
+        assert "Traceback" not in proc.stderr
+        assert "--endpoint-url" in proc.stderr and "http://" in proc.stderr, proc.stderr
+    # the same from the environment variable
+    proc = _run(["workers"], {**env, "ZEROSCALE_ENDPOINT_URL": url}, home)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert "ZEROSCALE_ENDPOINT_URL" in proc.stderr or "--endpoint-url" in proc.stderr

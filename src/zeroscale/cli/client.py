@@ -94,6 +94,30 @@ class ApiError(click.ClickException):
         self.status = status
 
 
+def check_endpoint_url(value: str) -> str | None:
+    """Why ``value`` is not a server URL botocore can call (http:// or https://, a host, a numeric port);
+    None when it is one."""
+    example = f"http://{value}" if "://" not in value and value.strip() else DEFAULT_URL
+    hint = f"give a URL such as {example}"
+    try:
+        parts = urllib.parse.urlsplit(value.strip())
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number or out of range
+    except ValueError:
+        return f"{value!r} is not a URL: {hint}"
+    if parts.scheme.lower() not in ("http", "https") or "://" not in value:
+        return f"{value!r} has no http:// or https:// scheme: {hint}"
+    if not parts.hostname:
+        return f"{value!r} names no host: {hint}"
+    return None
+
+
+def _endpoint_url(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    problem = check_endpoint_url(value)
+    if problem is not None:
+        raise click.BadParameter(problem)
+    return value
+
+
 def common_options(f: Any) -> Any:
     f = click.option(
         "--endpoint-url",
@@ -101,7 +125,8 @@ def common_options(f: Any) -> Any:
         default=DEFAULT_URL,
         show_default=True,
         show_envvar=True,
-        help="URL of the zeroscale server.",
+        callback=_endpoint_url,
+        help="URL of the zeroscale server (http:// or https://, host and port).",
     )(f)
     f = click.option(
         "--region", envvar="AWS_DEFAULT_REGION", default=None, help="Region to sign requests for."
@@ -122,6 +147,8 @@ def make_clients(endpoint_url: str, region: str | None, data_dir: Path) -> Clien
         return Clients(endpoint_url, region, data_dir)
     except BotoCoreError as exc:  # e.g. AWS_PROFILE names a profile that does not exist
         raise click.ClickException(str(exc)) from None
+    except ValueError as exc:  # botocore's "Invalid endpoint", for a URL the option's check let through
+        raise click.BadParameter(str(exc), param_hint="--endpoint-url") from None
 
 
 def fail(exc: Exception) -> click.ClickException:
