@@ -42,7 +42,13 @@ def _opt(name: str, env: str, **kw: Any) -> Callable[[F], F]:
 
 @cli.command()
 @_opt("--host", "ZEROSCALE_HOST", default="127.0.0.1", help="Interface to listen on.")
-@_opt("--port", "ZEROSCALE_PORT", default=8080, type=int, help="Port for the API, runtime and /metrics.")
+@_opt(
+    "--port",
+    "ZEROSCALE_PORT",
+    default=8080,
+    type=click.IntRange(1, 65535),
+    help="Port for the API, runtime and /metrics (1-65535).",
+)
 @_opt(
     "--data-dir",
     "ZEROSCALE_DATA_DIR",
