@@ -273,3 +273,56 @@ def test_an_endpoint_url_without_a_scheme_is_a_usage_error(home: Path, url: str)
     proc = _run(["workers"], {**env, "ZEROSCALE_ENDPOINT_URL": url}, home)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
     assert "ZEROSCALE_ENDPOINT_URL" in proc.stderr or "--endpoint-url" in proc.stderr
+
+
+# ---- a deploy that fails halfway, and delete of what is left -----------------------------------------------
+
+
+def test_a_deploy_that_fails_after_creating_the_model_removes_it(
+    zs: Any, server: ServerProcess, sklearn_model: Any
+) -> None:
+    sm = server.client("sagemaker")
+    proc = zs(
+        "deploy", "--name", "cli-half", "--model", str(sklearn_model.tar), "--instance-type", "ml.bogus.large"
+    )
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert "ml.bogus.large" in proc.stderr
+    assert "removed the model cli-half" in proc.stderr, proc.stderr
+    assert sm.list_models(NameContains="cli-half")["Models"] == []
+    assert sm.list_endpoint_configs(NameContains="cli-half")["EndpointConfigs"] == []
+    # the name is free again: no `zeroscale delete` needed
+    _ok(zs("deploy", "--name", "cli-half", "--model", str(sklearn_model.tar), "--no-wait"))
+    _ok(zs("delete", "cli-half"))
+
+
+def test_delete_without_an_endpoint_removes_the_config_and_model(
+    zs: Any, server: ServerProcess, sklearn_model: Any
+) -> None:
+    sm = server.client("sagemaker")
+    container = {"Image": "sklearn", "ModelDataUrl": sklearn_model.url}
+    sm.create_model(ModelName="cli-orphan", PrimaryContainer=container)
+    sm.create_endpoint_config(
+        EndpointConfigName="cli-orphan",
+        ProductionVariants=[
+            {
+                "VariantName": "AllTraffic",
+                "ModelName": "cli-orphan",
+                "ServerlessConfig": {"MemorySizeInMB": 1024, "MaxConcurrency": 1},
+            }
+        ],
+    )
+    out = _ok(zs("delete", "cli-orphan"))
+    assert "no endpoint" in out
+    assert "deleted endpoint configuration, model" in out, out
+    assert sm.list_models(NameContains="cli-orphan")["Models"] == []
+    assert sm.list_endpoint_configs(NameContains="cli-orphan")["EndpointConfigs"] == []
+
+    sm.create_model(ModelName="cli-orphan", PrimaryContainer=container)  # a model alone
+    assert "deleted model" in _ok(zs("delete", "cli-orphan"))
+
+    proc = zs("delete", "cli-orphan")  # nothing of that name: an error
+    assert proc.returncode == 1
+    assert proc.stderr.strip() == "Error: No endpoint, endpoint configuration or model named cli-orphan."
+    proc = zs("delete", "cli-orphan", "--endpoint-only")
+    assert proc.returncode == 1 and "Could not find endpoint" in proc.stderr

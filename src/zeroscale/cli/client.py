@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 import os
@@ -245,20 +244,25 @@ def deploy(
         serverless["ProvisionedConcurrency"] = provisioned
     tags = [{"Key": "zeroscale:idle-timeout-s", "Value": f"{idle_timeout_s:g}"}] if idle_timeout_s else []
     sm = clients.sagemaker
+    container: dict[str, Any] = {"Image": image, "ModelDataUrl": _model_url(model, code_dir)}
+    if environment:
+        container["Environment"] = environment
+    created: list[str] = []  # what this deploy made, removed again when a later step fails
     try:
-        container: dict[str, Any] = {"Image": image, "ModelDataUrl": _model_url(model, code_dir)}
-        if environment:
-            container["Environment"] = environment
         sm.create_model(ModelName=name, PrimaryContainer=container)
+        created.append("model")
         variant: dict[str, Any] = {"VariantName": "AllTraffic", "ModelName": name}
         if instance_type:
             variant.update(InstanceType=instance_type, InitialInstanceCount=instance_count)
         else:
             variant["ServerlessConfig"] = serverless
         sm.create_endpoint_config(EndpointConfigName=name, ProductionVariants=[variant], Tags=tags)
+        created.append("endpoint configuration")
         sm.create_endpoint(EndpointName=name, EndpointConfigName=name)
     except (ClientError, BotoCoreError) as exc:
         failure = _fail(exc)
+        if created:
+            raise click.ClickException(f"{failure.message}\n{_undo(sm, name, created)}") from None
         if "already existing" in failure.message:
             hint = f"Run `zeroscale delete {name}` first, or choose another --name."
             raise click.ClickException(f"{failure.message}\n{hint}") from None
@@ -269,6 +273,37 @@ def deploy(
     status = _wait(clients, name)
     if status != "InService":
         raise SystemExit(1)
+
+
+_DELETES = {
+    "endpoint configuration": ("delete_endpoint_config", "EndpointConfigName"),
+    "model": ("delete_model", "ModelName"),
+}
+
+
+def _undo(sm: Any, name: str, created: list[str]) -> str:
+    """Delete what a failed deploy made (newest first); the line that says what was removed, or what was
+    left behind."""
+    removed: list[str] = []
+    left: list[str] = []
+    for what in reversed(created):
+        method, key = _DELETES[what]
+        try:
+            getattr(sm, method)(**{key: name})
+            removed.append(what)
+        except (ClientError, BotoCoreError) as exc:
+            left.append(f"{what} ({_fail(exc).message})")
+    line = f"deploy stopped: removed the {' and '.join(removed)} {name} it had created." if removed else ""
+    if left:
+        line += f" Could not remove the {', '.join(left)}: run `zeroscale delete {name}`."
+    return line.strip()
+
+
+def _not_found(exc: ClientError) -> bool:
+    err = exc.response.get("Error", {})
+    return err.get("Code") == "ValidationException" and str(err.get("Message", "")).startswith(
+        "Could not find"
+    )
 
 
 def _wait(clients: Clients, name: str, timeout_s: float = 600.0) -> str:
@@ -410,20 +445,39 @@ def _live_state(endpoint_url: str) -> dict[str, tuple[int, int]] | None:
 @click.option("--endpoint-only", is_flag=True, help="Keep the model and endpoint configuration of that name.")
 @common_options
 def delete(name: str, endpoint_only: bool, endpoint_url: str, region: str | None, data_dir: Path) -> None:
-    """Delete an endpoint (and, unless --endpoint-only, the model and configuration `deploy` made for it)."""
+    """Delete an endpoint and, unless --endpoint-only, the endpoint configuration and model of the same name
+    (what `deploy` made), also when there is no endpoint. Fails when nothing of that name exists."""
     sm = make_clients(endpoint_url, region, data_dir).sagemaker
+    removed: list[str] = []
     try:
         sm.delete_endpoint(EndpointName=name)
         sm.get_waiter("endpoint_deleted").wait(
             EndpointName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 120}
         )
-    except (ClientError, BotoCoreError) as exc:
+        removed.append("endpoint")
+    except ClientError as exc:
+        if endpoint_only or not _not_found(exc):
+            raise _fail(exc) from None
+    except BotoCoreError as exc:
         raise _fail(exc) from None
+    errors: list[str] = []
     if not endpoint_only:
-        for call, key in ((sm.delete_endpoint_config, "EndpointConfigName"), (sm.delete_model, "ModelName")):
-            with contextlib.suppress(ClientError):  # not made by deploy, or already gone
-                call(**{key: name})
-    click.echo(f"{name}: deleted")
+        for what, (method, key) in _DELETES.items():
+            try:
+                getattr(sm, method)(**{key: name})
+                removed.append(what)
+            except ClientError as exc:
+                if not _not_found(exc):  # not found: not made by deploy, or already gone
+                    errors.append(_fail(exc).message)
+            except BotoCoreError as exc:
+                errors.append(_fail(exc).message)
+    if removed:
+        note = "" if "endpoint" in removed else " (no endpoint)"
+        click.echo(f"{name}: deleted {', '.join(removed)}{note}")
+    if errors:
+        raise click.ClickException("\n".join(errors))
+    if not removed:
+        raise click.ClickException(f"No endpoint, endpoint configuration or model named {name}.")
 
 
 @click.command()
