@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from zeroscale.testing import ACCESS_KEY, REGION, SECRET_KEY, ServerProcess, free_port
+from zeroscale.testing import ACCESS_KEY, REGION, SECRET_KEY, ServerProcess, free_port, make_tar, wait_final
 
 ZEROSCALE = Path(sys.executable).parent / "zeroscale"
 
@@ -326,3 +326,80 @@ def test_delete_without_an_endpoint_removes_the_config_and_model(
     assert proc.stderr.strip() == "Error: No endpoint, endpoint configuration or model named cli-orphan."
     proc = zs("delete", "cli-orphan", "--endpoint-only")
     assert proc.returncode == 1 and "Could not find endpoint" in proc.stderr
+
+
+# ---- invoke's targets: a multi-model endpoint, a Direct pipeline, variants, custom attributes --------------
+
+ECHO = """
+import json
+
+
+def model_fn(model_dir):
+    return {name!r}
+
+
+def transform_fn(model, body, content_type, accept, context):
+    headers = context.get_all_request_header(0)
+    answer = {{
+        "model": model,
+        "attributes": headers.get("x-amzn-sagemaker-custom-attributes"),
+        "inference_id": headers.get("x-amzn-sagemaker-inference-id"),
+    }}
+    return json.dumps(answer), "application/json"
+"""
+
+
+def _echo_tar(path: Path, name: str) -> Path:
+    return make_tar(path, {"code/inference.py": ECHO.format(name=name).encode()})
+
+
+def test_invoke_targets_a_model_a_container_and_a_variant(
+    zs: Any, server: ServerProcess, tmp_path: Path
+) -> None:
+    sm = server.client("sagemaker")
+    models = tmp_path / "models"
+    models.mkdir()
+    for name in ("a", "b"):
+        _echo_tar(models / f"{name}.tar.gz", name)
+    mme = {"Image": "sklearn", "ModelDataUrl": f"file://{models}/", "Mode": "MultiModel"}
+    sm.create_model(ModelName="cli-mme", PrimaryContainer=mme)
+    sm.create_model(
+        ModelName="cli-direct",
+        Containers=[
+            {"ContainerHostname": name, "Image": "sklearn", "ModelDataUrl": f"file://{models}/{name}.tar.gz"}
+            for name in ("a", "b")
+        ],
+        InferenceExecutionConfig={"Mode": "Direct"},
+    )
+    for name in ("cli-mme", "cli-direct"):
+        serverless = {"MemorySizeInMB": 1024, "MaxConcurrency": 2}
+        variant = {"VariantName": "AllTraffic", "ModelName": name, "ServerlessConfig": serverless}
+        sm.create_endpoint_config(EndpointConfigName=name, ProductionVariants=[variant])
+        sm.create_endpoint(EndpointName=name, EndpointConfigName=name)
+        assert wait_final(sm, name)["EndpointStatus"] == "InService"
+
+    out = _ok(zs("invoke", "cli-mme", "--body", "{}", "--target-model", "b.tar.gz"))
+    assert json.loads(out) == {"model": "b", "attributes": None, "inference_id": None}
+    out = _ok(
+        zs(
+            "invoke",
+            "cli-direct",
+            "--body",
+            "{}",
+            "--target-container-hostname",
+            "a",
+            "--custom-attributes",
+            "trace=7",
+            "--inference-id",
+            "req-1",
+            "--target-variant",
+            "AllTraffic",
+        )
+    )
+    assert json.loads(out) == {"model": "a", "attributes": "trace=7", "inference_id": "req-1"}
+    proc = zs(
+        "invoke", "cli-direct", "--body", "{}", "--target-container-hostname", "a", "--target-variant", "Nope"
+    )
+    assert proc.returncode == 1 and "Nope" in proc.stderr and "Traceback" not in proc.stderr
+    for name in ("cli-mme", "cli-direct"):
+        _ok(zs("delete", name))

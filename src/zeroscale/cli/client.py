@@ -347,6 +347,32 @@ def _wait(clients: Clients, name: str, timeout_s: float = 600.0) -> str:
 )
 @click.option("--content-type", default="application/json", show_default=True)
 @click.option("--accept", default=None, help="Accept header (default: the model's).")
+@click.option(
+    "--target-model",
+    default=None,
+    help="Multi-model endpoint: the model to invoke, its path under the endpoint's ModelDataUrl "
+    "(e.g. model-a.tar.gz; TargetModel).",
+)
+@click.option(
+    "--target-variant",
+    default=None,
+    help="Send the request to this production variant instead of one chosen by weight (TargetVariant).",
+)
+@click.option(
+    "--target-container-hostname",
+    default=None,
+    help="Model of several containers invoked directly (InferenceExecutionConfig Mode Direct): the "
+    "ContainerHostname of the one to invoke (TargetContainerHostname).",
+)
+@click.option(
+    "--custom-attributes",
+    default=None,
+    help="Opaque text handed to the model with the request (CustomAttributes; "
+    "the X-Amzn-SageMaker-Custom-Attributes header).",
+)
+@click.option(
+    "--inference-id", default=None, help="An id for this request, passed to the model (InferenceId)."
+)
 @common_options
 def invoke(
     name: str,
@@ -354,6 +380,11 @@ def invoke(
     file: io.BufferedReader | None,
     content_type: str,
     accept: str | None,
+    target_model: str | None,
+    target_variant: str | None,
+    target_container_hostname: str | None,
+    custom_attributes: str | None,
+    inference_id: str | None,
     endpoint_url: str,
     region: str | None,
     data_dir: Path,
@@ -364,8 +395,16 @@ def invoke(
     payload = body.encode() if body is not None else file.read()  # type: ignore[union-attr]
     clients = make_clients(endpoint_url, region, data_dir)
     kwargs: dict[str, Any] = {"EndpointName": name, "Body": payload, "ContentType": content_type}
-    if accept:
-        kwargs["Accept"] = accept
+    for key, value in (
+        ("Accept", accept),
+        ("TargetModel", target_model),
+        ("TargetVariant", target_variant),
+        ("TargetContainerHostname", target_container_hostname),
+        ("CustomAttributes", custom_attributes),
+        ("InferenceId", inference_id),
+    ):
+        if value:
+            kwargs[key] = value
     try:
         resp = clients.runtime.invoke_endpoint(**kwargs)
     except (ClientError, BotoCoreError) as exc:
