@@ -403,3 +403,19 @@ def test_invoke_targets_a_model_a_container_and_a_variant(
     assert proc.returncode == 1 and "Nope" in proc.stderr and "Traceback" not in proc.stderr
     for name in ("cli-mme", "cli-direct"):
         _ok(zs("delete", name))
+
+
+def test_deploy_of_a_bare_file_of_another_name(zs: Any, sklearn_model: Any, tmp_path: Path) -> None:
+    model = tmp_path / "clf.joblib"
+    model.write_bytes((sklearn_model.tar.parent / "model.joblib").read_bytes())
+    proc = zs("deploy", "--name", "cli-clf", "--model", str(model), "--memory", "1024")
+    out = _ok(proc)
+    assert "clf.joblib as model.joblib" in proc.stderr
+    assert "cli-clf: InService" in out
+    rows = sklearn_model.X[:3]
+    assert json.loads(
+        _ok(zs("invoke", "cli-clf", "--body", json.dumps(rows.tolist())))
+    ) == sklearn_model.expected(rows)
+    proc = zs("deploy", "--name", "cli-clf2", "--model", str(model), "--image", "onnx")
+    assert proc.returncode == 1 and "--image sklearn" in proc.stderr, proc.stderr
+    _ok(zs("delete", "cli-clf"))

@@ -21,7 +21,7 @@ from botocore.config import Config
 from botocore.credentials import Credentials
 from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
 
-from zeroscale.cli.package import ARCHIVE_SUFFIXES
+from zeroscale.cli.package import ARCHIVE_SUFFIXES, image_runtime, model_name
 from zeroscale.cli.package import package_into_cache as package_model
 from zeroscale.credentials import read_file
 
@@ -164,15 +164,18 @@ def _fail(exc: Exception) -> click.ClickException:
     return click.ClickException(str(exc))
 
 
-def _model_url(model: str, code_dir: Path | None) -> str:
+def _model_url(model: str, code_dir: Path | None, image: str) -> str:
     if "://" in model:
         return model
     path = Path(model).expanduser().resolve()
     if not path.exists():
         raise click.BadParameter(f"{model} does not exist", param_hint="--model")
     if path.is_file() and not path.name.endswith(ARCHIVE_SUFFIXES):
-        path = package_model(path, code_dir)
-        click.echo(f"packaged {model} into {path}", err=True)
+        archive = package_model(path, code_dir, image)
+        stored = model_name(path, image_runtime(image), code_dir)
+        named = f" as {stored}" if stored != path.name else ""
+        click.echo(f"packaged {model}{named} into {archive}", err=True)
+        path = archive
     return f"file://{path}"
 
 
@@ -244,7 +247,7 @@ def deploy(
         serverless["ProvisionedConcurrency"] = provisioned
     tags = [{"Key": "zeroscale:idle-timeout-s", "Value": f"{idle_timeout_s:g}"}] if idle_timeout_s else []
     sm = clients.sagemaker
-    container: dict[str, Any] = {"Image": image, "ModelDataUrl": _model_url(model, code_dir)}
+    container: dict[str, Any] = {"Image": image, "ModelDataUrl": _model_url(model, code_dir, image)}
     if environment:
         container["Environment"] = environment
     created: list[str] = []  # what this deploy made, removed again when a later step fails
