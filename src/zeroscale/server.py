@@ -449,7 +449,10 @@ def serve(settings: Settings) -> None:
         timeout_keep_alive=75,
     )
     _announce(server)
-    uvicorn.Server(config).run()
+    # uvicorn shuts down gracefully on SIGINT, then raises it again; its KeyboardInterrupt is that clean
+    # shutdown's end (exit 0), not an abort (click's "Aborted!", exit 1).
+    with contextlib.suppress(KeyboardInterrupt):
+        uvicorn.Server(config).run()
 
 
 # The cyclic garbage collector, once the server has started: what it built (services, shapes, restored
