@@ -419,3 +419,39 @@ def test_deploy_of_a_bare_file_of_another_name(zs: Any, sklearn_model: Any, tmp_
     proc = zs("deploy", "--name", "cli-clf2", "--model", str(model), "--image", "onnx")
     assert proc.returncode == 1 and "--image sklearn" in proc.stderr, proc.stderr
     _ok(zs("delete", "cli-clf"))
+
+
+# ---- polish: --env, unknown endpoints, help text ----------------------------------------------------------
+
+
+def test_env_without_equals_is_a_usage_error(zs: Any, server: ServerProcess, sklearn_model: Any) -> None:
+    for env in ("FOO", "=bar"):
+        proc = zs("deploy", "--name", "cli-env", "--model", str(sklearn_model.tar), "--env", env)
+        assert proc.returncode == 2, proc.stderr
+        assert "--env" in proc.stderr and "KEY=VALUE" in proc.stderr
+    assert server.client("sagemaker").list_models(NameContains="cli-env")["Models"] == []
+
+
+def test_workers_and_metrics_of_an_unknown_endpoint(zs: Any) -> None:
+    for command in ("workers", "metrics"):
+        proc = zs(command, "cli-nosuch")
+        assert proc.returncode == 1, (command, proc.stdout, proc.stderr)
+        assert "Endpoint cli-nosuch does not exist" in proc.stderr, proc.stderr
+
+
+def test_help_of_every_deploy_and_invoke_option(home: Path) -> None:
+    env = _base_env(home)
+    for command in ("deploy", "invoke", "package", "delete"):
+        out = _ok(_run([command, "--help"], env, home))
+        options = out.split("Options:", 1)[1]
+        # every option line (two spaces, a dash) is followed by its help on the same line or the next
+        lines = options.splitlines()
+        for i, line in enumerate(lines):
+            if line.startswith("  -"):
+                text = line.strip().split("  ", 1)
+                following = lines[i + 1].strip() if i + 1 < len(lines) else ""
+                helped = text[1].strip() if len(text) == 2 else following
+                assert helped and not helped.startswith(("-", "[")), (command, line)
+    deploy_help = " ".join(_ok(_run(["deploy", "--help"], env, home)).split())
+    for alias in ("sklearn", "xgboost", "pytorch", "onnx", "zeroscale images"):
+        assert alias in deploy_help

@@ -150,6 +150,20 @@ def make_clients(endpoint_url: str, region: str | None, data_dir: Path) -> Clien
         raise click.BadParameter(str(exc), param_hint="--endpoint-url") from None
 
 
+def check_endpoint_exists(clients: Clients, name: str) -> None:
+    """ClickException when there is no endpoint ``name`` (for a command whose empty answer would not say)."""
+    try:
+        clients.sagemaker.describe_endpoint(EndpointName=name)
+    except ClientError as exc:
+        if _not_found(exc):
+            raise click.ClickException(
+                f"Endpoint {name} does not exist (`zeroscale endpoints` lists them)."
+            ) from None
+        raise _fail(exc) from None
+    except BotoCoreError as exc:
+        raise _fail(exc) from None
+
+
 def fail(exc: Exception) -> click.ClickException:
     """A client call's error as the command's error message."""
     return _fail(exc)
@@ -162,6 +176,16 @@ def _fail(exc: Exception) -> click.ClickException:
     if isinstance(exc, EndpointConnectionError):
         return click.ClickException(f"{exc}. Is `zeroscale serve` running there?")
     return click.ClickException(str(exc))
+
+
+def _environment(items: tuple[str, ...]) -> dict[str, str]:
+    environment: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{item!r}: write KEY=VALUE (VALUE may be empty)", param_hint="--env")
+        environment[key] = value
+    return environment
 
 
 def _model_url(model: str, code_dir: Path | None, image: str) -> str:
@@ -197,7 +221,8 @@ def _model_url(model: str, code_dir: Path | None, image: str) -> str:
     "--image",
     default="sklearn",
     show_default=True,
-    help="Runtime image: a SageMaker image URI or a zeroscale alias.",
+    help="Runtime image: an alias (sklearn, xgboost, pytorch, onnx), a SageMaker framework image URI, or "
+    "an image pushed with `zeroscale images push`; `zeroscale images` lists them.",
 )
 @click.option(
     "--memory",
@@ -207,10 +232,23 @@ def _model_url(model: str, code_dir: Path | None, image: str) -> str:
     type=click.Choice(["1024", "2048", "3072", "4096", "5120", "6144"]),
     help="MemorySizeInMB.",
 )
-@click.option("--max-concurrency", default=5, show_default=True, type=click.IntRange(1, 200))
+@click.option(
+    "--max-concurrency",
+    default=5,
+    show_default=True,
+    type=click.IntRange(1, 200),
+    help="MaxConcurrency: requests the endpoint serves at once (one worker each); more wait, then throttle.",
+)
 @click.option("--provisioned", default=0, type=click.IntRange(0, 200), help="ProvisionedConcurrency.")
 @click.option("--idle-timeout-s", type=float, help="Scale a worker in after this many idle seconds.")
-@click.option("--env", "env", multiple=True, metavar="KEY=VALUE", help="Model environment (repeatable).")
+@click.option(
+    "--env",
+    "env",
+    multiple=True,
+    metavar="KEY=VALUE",
+    callback=lambda ctx, param, value: _environment(value),
+    help="Model environment variable (repeatable).",
+)
 @click.option(
     "--instance-type",
     default=None,
@@ -230,7 +268,7 @@ def deploy(
     max_concurrency: int,
     provisioned: int,
     idle_timeout_s: float | None,
-    env: tuple[str, ...],
+    env: dict[str, str],
     instance_type: str | None,
     instance_count: int,
     wait: bool,
@@ -241,7 +279,7 @@ def deploy(
     """Deploy a model as a serverless endpoint (or real-time, with --instance-type) and wait until it is
     InService."""
     clients = make_clients(endpoint_url, region, data_dir)
-    environment = dict(item.split("=", 1) for item in env if "=" in item)
+    environment = env
     serverless: dict[str, Any] = {"MemorySizeInMB": int(memory_mb), "MaxConcurrency": max_concurrency}
     if provisioned:
         serverless["ProvisionedConcurrency"] = provisioned
@@ -348,7 +386,9 @@ def _wait(clients: Clients, name: str, timeout_s: float = 600.0) -> str:
 @click.option(
     "--file", "file", type=click.File("rb"), help="Read the request body from a file ('-' for stdin)."
 )
-@click.option("--content-type", default="application/json", show_default=True)
+@click.option(
+    "--content-type", default="application/json", show_default=True, help="Content-Type of the request body."
+)
 @click.option("--accept", default=None, help="Accept header (default: the model's).")
 @click.option(
     "--target-model",
