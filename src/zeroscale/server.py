@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import uvicorn
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 
 from zeroscale.api import guard
 from zeroscale.api.app import App, AppParts
@@ -427,11 +429,22 @@ def _workers(settings: Settings, confinement: Confinement) -> WorkerManager | Ra
     )
 
 
+class StartupError(Exception):
+    """A start-up failure of the user's settings (a database that cannot be reached, a port in use): one
+    line for the user, no traceback."""
+
+
 def serve(settings: Settings) -> None:
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    server = build(settings)
+    try:
+        server = build(settings)
+    except DBAPIError as exc:  # e.g. the database is down, or refuses the URL's user or password
+        flag = "--database-url" if settings.database_url else "--data-dir"
+        shown = make_url(settings.db_url).render_as_string(hide_password=True)
+        reason = (str(exc.orig).strip().splitlines() or [type(exc.orig).__name__])[0]
+        raise StartupError(f"{flag}: cannot use the database {shown}: {reason}") from None
     config = uvicorn.Config(
         server.app,
         host=settings.host,

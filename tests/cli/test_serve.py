@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import signal
 import subprocess
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from zeroscale.testing import ServerProcess, deploy, make_tar
+from zeroscale.testing import ServerProcess, deploy, free_port, make_tar
 
 ZEROSCALE = Path(sys.executable).parent / "zeroscale"
 ECHO = b"""
@@ -72,3 +73,41 @@ def test_ctrl_c_is_a_clean_shutdown(tmp_path: Path, live_workers: bool) -> None:
     log = server.log()
     assert proc.returncode == 0, log
     assert "Aborted!" not in log and "Traceback" not in log
+
+
+def runtime_error(proc: subprocess.CompletedProcess[str]) -> str:
+    """Exit 1 with one line of error (after any log lines), no traceback, no banner."""
+    assert proc.returncode == 1, f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    assert "Traceback" not in proc.stderr
+    assert "listening" not in proc.stdout
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("Error: "), proc.stderr
+    return last
+
+
+@pytest.mark.parametrize("url", ["garbage", "nosuchdb://x/y"])
+def test_a_database_url_that_is_not_one_is_a_usage_error(tmp_path: Path, url: str) -> None:
+    err = usage_error(serve("--port", str(free_port()), "--database-url", url, cwd=tmp_path, timeout=20))
+    assert "--database-url" in err
+
+
+def test_a_missing_postgresql_driver_names_the_extra(tmp_path: Path) -> None:
+    pytest.importorskip("psycopg")  # the driver the extra installs is here; psycopg2 is not
+    assert importlib.util.find_spec("psycopg2") is None
+    url = f"postgresql+psycopg2://zs:secret@127.0.0.1:{free_port()}/zs"
+    line = runtime_error(serve("--port", str(free_port()), "--database-url", url, cwd=tmp_path, timeout=20))
+    assert "--database-url" in line and "psycopg2" in line
+    assert "pip install 'zeroscale[postgres]'" in line and "postgresql+psycopg://" in line
+    assert "secret" not in line
+
+
+def test_a_database_that_is_down_is_one_line(tmp_path: Path) -> None:
+    url = f"postgresql+psycopg://zs:secret@127.0.0.1:{free_port()}/zs"
+    line = runtime_error(serve("--port", str(free_port()), "--database-url", url, cwd=tmp_path, timeout=30))
+    assert "--database-url" in line and "127.0.0.1" in line and "secret" not in line
+
+
+def test_a_data_dir_that_is_a_file(tmp_path: Path) -> None:
+    (tmp_path / "afile").write_text("x")
+    err = usage_error(serve("--port", str(free_port()), "--data-dir", "afile", cwd=tmp_path, timeout=20))
+    assert "--data-dir" in err and "not a directory" in err
