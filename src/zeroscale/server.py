@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import errno
 import gc
 import logging
 import resource
@@ -438,6 +439,10 @@ def serve(settings: Settings) -> None:
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    # The port first: a port in use fails before anything is built or announced, and --port 0 is the free
+    # port the system chose, in the banner and in every URL the server gives out.
+    sock = _bind(settings.host, settings.port)
+    settings = settings.replace(port=int(sock.getsockname()[1]))
     try:
         server = build(settings)
     except DBAPIError as exc:  # e.g. the database is down, or refuses the URL's user or password
@@ -465,7 +470,26 @@ def serve(settings: Settings) -> None:
     # uvicorn shuts down gracefully on SIGINT, then raises it again; its KeyboardInterrupt is that clean
     # shutdown's end (exit 0), not an abort (click's "Aborted!", exit 1).
     with contextlib.suppress(KeyboardInterrupt):
-        uvicorn.Server(config).run()
+        uvicorn.Server(config).run(sockets=[sock])
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    """The server's socket, bound (uvicorn listens on it); StartupError naming the flag when it cannot be."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        if isinstance(exc, socket.gaierror):
+            raise StartupError(f"--host {host}: {exc.strerror or exc}") from None
+        reason = "is in use" if exc.errno == errno.EADDRINUSE else f"cannot be bound: {exc.strerror or exc}"
+        raise StartupError(
+            f"--port {port}: {host}:{port} {reason}; choose another port with --port "
+            "(ZEROSCALE_PORT, or make run PORT=...)"
+        ) from None
+    return sock
 
 
 # The cyclic garbage collector, once the server has started: what it built (services, shapes, restored

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import signal
+import socket
 import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
 
-from zeroscale.testing import ServerProcess, deploy, free_port, make_tar
+from zeroscale.testing import ACCESS_KEY, SECRET_KEY, ServerProcess, deploy, free_port, make_tar
 
 ZEROSCALE = Path(sys.executable).parent / "zeroscale"
 ECHO = b"""
@@ -111,3 +115,45 @@ def test_a_data_dir_that_is_a_file(tmp_path: Path) -> None:
     (tmp_path / "afile").write_text("x")
     err = usage_error(serve("--port", str(free_port()), "--data-dir", "afile", cwd=tmp_path, timeout=20))
     assert "--data-dir" in err and "not a directory" in err
+
+
+def test_a_port_in_use_is_one_line_and_no_banner(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        line = runtime_error(serve("--port", port, "--data-dir", "d", cwd=tmp_path, timeout=30))
+    assert f"--port {port}" in line and "in use" in line and "PORT=" in line
+    assert not (tmp_path / "d" / "zeroscale.db").exists()  # nothing was built
+
+
+def test_port_0_is_any_free_port_and_the_banner_says_which(tmp_path: Path) -> None:
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("ZEROSCALE_")}
+    environ.update(ZEROSCALE_ACCESS_KEY_ID=ACCESS_KEY, ZEROSCALE_SECRET_ACCESS_KEY=SECRET_KEY)
+    proc = subprocess.Popen(
+        [str(ZEROSCALE), "serve", "--port", "0", "--data-dir", "d"],
+        cwd=tmp_path,
+        env=environ,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        first = proc.stdout.readline()
+        match = re.match(r"zeroscale listening on http://127\.0\.0\.1:(\d+) ", first)
+        assert match, first
+        port = int(match.group(1))
+        assert port != 0
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=1) as resp:
+                    assert resp.status == 200
+                    break
+            except OSError:
+                assert time.monotonic() < deadline and proc.poll() is None
+                time.sleep(0.1)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(30) == 0

@@ -46,8 +46,8 @@ def _opt(name: str, env: str, **kw: Any) -> Callable[[F], F]:
     "--port",
     "ZEROSCALE_PORT",
     default=8080,
-    type=click.IntRange(1, 65535),
-    help="Port for the API, runtime and /metrics (1-65535).",
+    type=click.IntRange(0, 65535),
+    help="Port for the API, runtime and /metrics (0: any free port; the banner says which).",
 )
 @_opt(
     "--data-dir",
