@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import errno
 import gc
 import logging
 import resource
@@ -14,6 +15,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import uvicorn
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 
 from zeroscale.api import guard
 from zeroscale.api.app import App, AppParts
@@ -429,11 +432,26 @@ def _workers(settings: Settings, confinement: Confinement) -> WorkerManager | Ra
     )
 
 
+class StartupError(Exception):
+    """A start-up failure of the user's settings (a database that cannot be reached, a port in use): one
+    line for the user, no traceback."""
+
+
 def serve(settings: Settings) -> None:
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    server = build(settings)
+    # The port first: a port in use fails before anything is built or announced, and --port 0 is the free
+    # port the system chose, in the banner and in every URL the server gives out.
+    sock = _bind(settings.host, settings.port)
+    settings = settings.replace(port=int(sock.getsockname()[1]))
+    try:
+        server = build(settings)
+    except DBAPIError as exc:  # e.g. the database is down, or refuses the URL's user or password
+        flag = "--database-url" if settings.database_url else "--data-dir"
+        shown = make_url(settings.db_url).render_as_string(hide_password=True)
+        reason = (str(exc.orig).strip().splitlines() or [type(exc.orig).__name__])[0]
+        raise StartupError(f"{flag}: cannot use the database {shown}: {reason}") from None
     config = uvicorn.Config(
         server.app,
         host=settings.host,
@@ -451,7 +469,29 @@ def serve(settings: Settings) -> None:
         timeout_keep_alive=75,
     )
     _announce(server)
-    uvicorn.Server(config).run()
+    # uvicorn shuts down gracefully on SIGINT, then raises it again; its KeyboardInterrupt is that clean
+    # shutdown's end (exit 0), not an abort (click's "Aborted!", exit 1).
+    with contextlib.suppress(KeyboardInterrupt):
+        uvicorn.Server(config).run(sockets=[sock])
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    """The server's socket, bound (uvicorn listens on it); StartupError naming the flag when it cannot be."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        if isinstance(exc, socket.gaierror):
+            raise StartupError(f"--host {host}: {exc.strerror or exc}") from None
+        reason = "is in use" if exc.errno == errno.EADDRINUSE else f"cannot be bound: {exc.strerror or exc}"
+        raise StartupError(
+            f"--port {port}: {host}:{port} {reason}; choose another port with --port "
+            "(ZEROSCALE_PORT, or make run PORT=...)"
+        ) from None
+    return sock
 
 
 # The cyclic garbage collector, once the server has started: what it built (services, shapes, restored

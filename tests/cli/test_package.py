@@ -165,3 +165,48 @@ def test_the_archive_deploys_and_serves(server: ServerProcess, project: Path) ->
     # label + offset() from code/helper.py, as roman numerals from the package requirements.txt installed
     assert json.loads(resp["Body"].read()) == ["II", "I"]
     assert resp["ContentType"] == "application/json"
+
+
+# ---- a bare model file is stored under the name its image loads --------------------------------------------
+
+
+def test_a_bare_file_is_stored_as_its_image_expects(project: Path) -> None:
+    (project / "model.joblib").rename(project / "clf.joblib")
+    out = ok(zs("clf.joblib", "-o", "a.tar.gz", cwd=project))
+    assert sorted(members(project / "a.tar.gz")) == ["model.joblib"]
+    assert "clf.joblib is stored as model.joblib" in out
+    assert "--image sklearn" in out
+    (project / "clf.pkl").write_bytes((project / "clf.joblib").read_bytes())
+    ok(zs("clf.pkl", "-o", "b.tar.gz", cwd=project))
+    assert sorted(members(project / "b.tar.gz")) == ["model.pkl"]
+    # each built-in image's name, guessed from the suffix or named with --image
+    (project / "net.onnx").write_bytes(b"onnx")
+    out = ok(zs("net.onnx", "-o", "c.tar.gz", cwd=project))
+    assert sorted(members(project / "c.tar.gz")) == ["model.onnx"]
+    assert "--image onnx" in out
+    (project / "net.pth").write_bytes(b"torch")
+    ok(zs("net.pth", "-o", "d.tar.gz", cwd=project))
+    assert sorted(members(project / "d.tar.gz")) == ["model.pth"]
+    (project / "booster.json").write_bytes(b"{}")
+    out = ok(zs("booster.json", "--image", "xgboost", "-o", "e.tar.gz", cwd=project))
+    assert sorted(members(project / "e.tar.gz")) == ["xgboost-model"]
+    assert "booster.json is stored as xgboost-model" in out and "--image xgboost" in out
+    # an image zeroscale does not know (bring your own): the file keeps its name
+    out = ok(zs("booster.json", "--image", "byo-linear:1.0", "-o", "f.tar.gz", cwd=project))
+    assert sorted(members(project / "f.tar.gz")) == ["booster.json"]
+    assert "--image byo-linear:1.0" in out
+    # the user's own model_fn loads the file by its own name
+    (project / "src" / "inference.py").write_text(
+        "import joblib\n\ndef model_fn(d):\n    return joblib.load(d + '/clf.joblib')\n"
+    )
+    ok(zs("clf.joblib", "--code", "src", "-o", "g.tar.gz", cwd=project))
+    assert "clf.joblib" in members(project / "g.tar.gz")
+
+
+def test_a_file_for_another_image_is_refused(project: Path) -> None:
+    err = failed(zs("model.joblib", "--image", "pytorch", "-o", "a.tar.gz", cwd=project))
+    assert "model.joblib looks like a sklearn model" in err and "--image sklearn" in err
+    (project / "net.pt").write_bytes(b"torch")
+    err = failed(zs("net.pt", "--image", "sklearn", "-o", "a.tar.gz", cwd=project))
+    assert "--image pytorch" in err
+    assert not (project / "a.tar.gz").exists()

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from zeroscale.testing import ACCESS_KEY, REGION, SECRET_KEY, ServerProcess, free_port
+from zeroscale.testing import ACCESS_KEY, REGION, SECRET_KEY, ServerProcess, free_port, make_tar, wait_final
 
 ZEROSCALE = Path(sys.executable).parent / "zeroscale"
 
@@ -253,3 +253,205 @@ def test_real_time_deploy_and_traffic_shift(
     proc = zs("traffic", "cli-rt", "AllTraffic=heavy")
     assert proc.returncode == 2 and "VARIANT=WEIGHT" in proc.stderr
     _ok(zs("delete", "cli-rt"))
+
+
+# ---- usage errors before any call --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "url", ["localhost:18731", "127.0.0.1:18731", "ftp://localhost:1", "http://", "http://h:x"]
+)
+def test_an_endpoint_url_without_a_scheme_is_a_usage_error(home: Path, url: str) -> None:
+    env = _base_env(home)
+    env.update(AWS_ACCESS_KEY_ID=ACCESS_KEY, AWS_SECRET_ACCESS_KEY=SECRET_KEY, AWS_DEFAULT_REGION=REGION)
+    for args in (["endpoints", "--endpoint-url", url], ["invoke", "x", "--body", "1", "--endpoint-url", url]):
+        proc = _run(args, env, home)
+        assert proc.returncode == 2, (args, proc.stderr)
+        assert "Traceback" not in proc.stderr
+        assert "--endpoint-url" in proc.stderr and "http://" in proc.stderr, proc.stderr
+    # the same from the environment variable
+    proc = _run(["workers"], {**env, "ZEROSCALE_ENDPOINT_URL": url}, home)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert "ZEROSCALE_ENDPOINT_URL" in proc.stderr or "--endpoint-url" in proc.stderr
+
+
+# ---- a deploy that fails halfway, and delete of what is left -----------------------------------------------
+
+
+def test_a_deploy_that_fails_after_creating_the_model_removes_it(
+    zs: Any, server: ServerProcess, sklearn_model: Any
+) -> None:
+    sm = server.client("sagemaker")
+    proc = zs(
+        "deploy", "--name", "cli-half", "--model", str(sklearn_model.tar), "--instance-type", "ml.bogus.large"
+    )
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert "ml.bogus.large" in proc.stderr
+    assert "removed the model cli-half" in proc.stderr, proc.stderr
+    assert sm.list_models(NameContains="cli-half")["Models"] == []
+    assert sm.list_endpoint_configs(NameContains="cli-half")["EndpointConfigs"] == []
+    # the name is free again: no `zeroscale delete` needed
+    _ok(zs("deploy", "--name", "cli-half", "--model", str(sklearn_model.tar), "--no-wait"))
+    _ok(zs("delete", "cli-half"))
+
+
+def test_delete_without_an_endpoint_removes_the_config_and_model(
+    zs: Any, server: ServerProcess, sklearn_model: Any
+) -> None:
+    sm = server.client("sagemaker")
+    container = {"Image": "sklearn", "ModelDataUrl": sklearn_model.url}
+    sm.create_model(ModelName="cli-orphan", PrimaryContainer=container)
+    sm.create_endpoint_config(
+        EndpointConfigName="cli-orphan",
+        ProductionVariants=[
+            {
+                "VariantName": "AllTraffic",
+                "ModelName": "cli-orphan",
+                "ServerlessConfig": {"MemorySizeInMB": 1024, "MaxConcurrency": 1},
+            }
+        ],
+    )
+    out = _ok(zs("delete", "cli-orphan"))
+    assert "no endpoint" in out
+    assert "deleted endpoint configuration, model" in out, out
+    assert sm.list_models(NameContains="cli-orphan")["Models"] == []
+    assert sm.list_endpoint_configs(NameContains="cli-orphan")["EndpointConfigs"] == []
+
+    sm.create_model(ModelName="cli-orphan", PrimaryContainer=container)  # a model alone
+    assert "deleted model" in _ok(zs("delete", "cli-orphan"))
+
+    proc = zs("delete", "cli-orphan")  # nothing of that name: an error
+    assert proc.returncode == 1
+    assert proc.stderr.strip() == "Error: No endpoint, endpoint configuration or model named cli-orphan."
+    proc = zs("delete", "cli-orphan", "--endpoint-only")
+    assert proc.returncode == 1 and "Could not find endpoint" in proc.stderr
+
+
+# ---- invoke's targets: a multi-model endpoint, a Direct pipeline, variants, custom attributes --------------
+
+ECHO = """
+import json
+
+
+def model_fn(model_dir):
+    return {name!r}
+
+
+def transform_fn(model, body, content_type, accept, context):
+    headers = context.get_all_request_header(0)
+    answer = {{
+        "model": model,
+        "attributes": headers.get("x-amzn-sagemaker-custom-attributes"),
+        "inference_id": headers.get("x-amzn-sagemaker-inference-id"),
+    }}
+    return json.dumps(answer), "application/json"
+"""
+
+
+def _echo_tar(path: Path, name: str) -> Path:
+    return make_tar(path, {"code/inference.py": ECHO.format(name=name).encode()})
+
+
+def test_invoke_targets_a_model_a_container_and_a_variant(
+    zs: Any, server: ServerProcess, tmp_path: Path
+) -> None:
+    sm = server.client("sagemaker")
+    models = tmp_path / "models"
+    models.mkdir()
+    for name in ("a", "b"):
+        _echo_tar(models / f"{name}.tar.gz", name)
+    mme = {"Image": "sklearn", "ModelDataUrl": f"file://{models}/", "Mode": "MultiModel"}
+    sm.create_model(ModelName="cli-mme", PrimaryContainer=mme)
+    sm.create_model(
+        ModelName="cli-direct",
+        Containers=[
+            {"ContainerHostname": name, "Image": "sklearn", "ModelDataUrl": f"file://{models}/{name}.tar.gz"}
+            for name in ("a", "b")
+        ],
+        InferenceExecutionConfig={"Mode": "Direct"},
+    )
+    for name in ("cli-mme", "cli-direct"):
+        serverless = {"MemorySizeInMB": 1024, "MaxConcurrency": 2}
+        variant = {"VariantName": "AllTraffic", "ModelName": name, "ServerlessConfig": serverless}
+        sm.create_endpoint_config(EndpointConfigName=name, ProductionVariants=[variant])
+        sm.create_endpoint(EndpointName=name, EndpointConfigName=name)
+        assert wait_final(sm, name)["EndpointStatus"] == "InService"
+
+    out = _ok(zs("invoke", "cli-mme", "--body", "{}", "--target-model", "b.tar.gz"))
+    assert json.loads(out) == {"model": "b", "attributes": None, "inference_id": None}
+    out = _ok(
+        zs(
+            "invoke",
+            "cli-direct",
+            "--body",
+            "{}",
+            "--target-container-hostname",
+            "a",
+            "--custom-attributes",
+            "trace=7",
+            "--inference-id",
+            "req-1",
+            "--target-variant",
+            "AllTraffic",
+        )
+    )
+    assert json.loads(out) == {"model": "a", "attributes": "trace=7", "inference_id": "req-1"}
+    proc = zs(
+        "invoke", "cli-direct", "--body", "{}", "--target-container-hostname", "a", "--target-variant", "Nope"
+    )
+    assert proc.returncode == 1 and "Nope" in proc.stderr and "Traceback" not in proc.stderr
+    for name in ("cli-mme", "cli-direct"):
+        _ok(zs("delete", name))
+
+
+def test_deploy_of_a_bare_file_of_another_name(zs: Any, sklearn_model: Any, tmp_path: Path) -> None:
+    model = tmp_path / "clf.joblib"
+    model.write_bytes((sklearn_model.tar.parent / "model.joblib").read_bytes())
+    proc = zs("deploy", "--name", "cli-clf", "--model", str(model), "--memory", "1024")
+    out = _ok(proc)
+    assert "clf.joblib as model.joblib" in proc.stderr
+    assert "cli-clf: InService" in out
+    rows = sklearn_model.X[:3]
+    assert json.loads(
+        _ok(zs("invoke", "cli-clf", "--body", json.dumps(rows.tolist())))
+    ) == sklearn_model.expected(rows)
+    proc = zs("deploy", "--name", "cli-clf2", "--model", str(model), "--image", "onnx")
+    assert proc.returncode == 1 and "--image sklearn" in proc.stderr, proc.stderr
+    _ok(zs("delete", "cli-clf"))
+
+
+# ---- polish: --env, unknown endpoints, help text ----------------------------------------------------------
+
+
+def test_env_without_equals_is_a_usage_error(zs: Any, server: ServerProcess, sklearn_model: Any) -> None:
+    for env in ("FOO", "=bar"):
+        proc = zs("deploy", "--name", "cli-env", "--model", str(sklearn_model.tar), "--env", env)
+        assert proc.returncode == 2, proc.stderr
+        assert "--env" in proc.stderr and "KEY=VALUE" in proc.stderr
+    assert server.client("sagemaker").list_models(NameContains="cli-env")["Models"] == []
+
+
+def test_workers_and_metrics_of_an_unknown_endpoint(zs: Any) -> None:
+    for command in ("workers", "metrics"):
+        proc = zs(command, "cli-nosuch")
+        assert proc.returncode == 1, (command, proc.stdout, proc.stderr)
+        assert "Endpoint cli-nosuch does not exist" in proc.stderr, proc.stderr
+
+
+def test_help_of_every_deploy_and_invoke_option(home: Path) -> None:
+    env = _base_env(home)
+    for command in ("deploy", "invoke", "package", "delete"):
+        out = _ok(_run([command, "--help"], env, home))
+        options = out.split("Options:", 1)[1]
+        # every option line (two spaces, a dash) is followed by its help on the same line or the next
+        lines = options.splitlines()
+        for i, line in enumerate(lines):
+            if line.startswith("  -"):
+                text = line.strip().split("  ", 1)
+                following = lines[i + 1].strip() if i + 1 < len(lines) else ""
+                helped = text[1].strip() if len(text) == 2 else following
+                assert helped and not helped.startswith(("-", "[")), (command, line)
+    deploy_help = " ".join(_ok(_run(["deploy", "--help"], env, home)).split())
+    for alias in ("sklearn", "xgboost", "pytorch", "onnx", "zeroscale images"):
+        assert alias in deploy_help

@@ -157,12 +157,12 @@ def test_split_keeps_a_fortran_prediction_fortran() -> None:
 
 
 # ---- the handler, with real models ----
-def _sklearn_handler(tmp_path: Path, model: Any) -> Handler:
+def _sklearn_handler(tmp_path: Path, model: Any, env: dict[str, str] | None = None) -> Handler:
     import joblib
 
     joblib.dump(model, tmp_path / "model.joblib")
     runtime = get_runtime("sklearn")
-    return Handler.load(str(tmp_path), runtime.model_fn, env={}, defaults=runtime.defaults)
+    return Handler.load(str(tmp_path), runtime.model_fn, env=env or {}, defaults=runtime.defaults)
 
 
 def _bodies(rows: list[np.ndarray], content_type: str) -> list[bytes]:
@@ -298,7 +298,8 @@ def test_a_model_not_known_to_predict_rows_alone_is_answered_one_request_at_a_ti
     """A linear model goes through BLAS, whose rounding may depend on the batch's shape: never merged."""
     rng = np.random.RandomState(6)
     x = rng.rand(200, 4)
-    handler = _sklearn_handler(tmp_path, LinearRegression().fit(x, x @ [1.0, 2.0, 3.0, 4.0]))
+    model = LinearRegression().fit(x, x @ [1.0, 2.0, 3.0, 4.0])
+    handler = _sklearn_handler(tmp_path, model, {"ZEROSCALE_MAX_BATCH_SIZE": "8"})
     assert handler.batches and not handler.merges  # a frame's requests are answered one by one
     headers = {"content-type": "application/json", "accept": "application/json"}
     bodies = _bodies([rng.rand(n, 4) for n in (3, 1, 7)], "application/json")
@@ -308,6 +309,18 @@ def test_a_model_not_known_to_predict_rows_alone_is_answered_one_request_at_a_ti
         in capsys.readouterr().err
     )
     assert batching.rows_independent(RandomForestClassifier()) and not batching.rows_independent(object())
+
+
+@pytest.mark.parametrize("env", [{}, {"ZEROSCALE_MAX_BATCH_SIZE": "1"}])
+def test_no_word_of_batching_when_it_is_off(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], env: dict[str, str]
+) -> None:
+    """A model that never asked to batch (the default, or a batch size of 1) hears nothing about it."""
+    rng = np.random.RandomState(6)
+    x = rng.rand(50, 4)
+    handler = _sklearn_handler(tmp_path, LinearRegression().fit(x, x @ [1.0, 2.0, 3.0, 4.0]), env)
+    assert handler.invoke(b"[[0.1,0.2,0.3,0.4]]", {"content-type": "application/json"})[0] == 200
+    assert "batching" not in capsys.readouterr().err
 
 
 def test_user_code_never_batches(tmp_path: Path, forest: RandomForestClassifier) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 import os
@@ -22,7 +21,7 @@ from botocore.config import Config
 from botocore.credentials import Credentials
 from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
 
-from zeroscale.cli.package import ARCHIVE_SUFFIXES
+from zeroscale.cli.package import ARCHIVE_SUFFIXES, image_runtime, model_name
 from zeroscale.cli.package import package_into_cache as package_model
 from zeroscale.credentials import read_file
 
@@ -94,6 +93,30 @@ class ApiError(click.ClickException):
         self.status = status
 
 
+def check_endpoint_url(value: str) -> str | None:
+    """Why ``value`` is not a server URL botocore can call (http:// or https://, a host, a numeric port);
+    None when it is one."""
+    example = f"http://{value}" if "://" not in value and value.strip() else DEFAULT_URL
+    hint = f"give a URL such as {example}"
+    try:
+        parts = urllib.parse.urlsplit(value.strip())
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number or out of range
+    except ValueError:
+        return f"{value!r} is not a URL: {hint}"
+    if parts.scheme.lower() not in ("http", "https") or "://" not in value:
+        return f"{value!r} has no http:// or https:// scheme: {hint}"
+    if not parts.hostname:
+        return f"{value!r} names no host: {hint}"
+    return None
+
+
+def _endpoint_url(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    problem = check_endpoint_url(value)
+    if problem is not None:
+        raise click.BadParameter(problem)
+    return value
+
+
 def common_options(f: Any) -> Any:
     f = click.option(
         "--endpoint-url",
@@ -101,7 +124,8 @@ def common_options(f: Any) -> Any:
         default=DEFAULT_URL,
         show_default=True,
         show_envvar=True,
-        help="URL of the zeroscale server.",
+        callback=_endpoint_url,
+        help="URL of the zeroscale server (http:// or https://, host and port).",
     )(f)
     f = click.option(
         "--region", envvar="AWS_DEFAULT_REGION", default=None, help="Region to sign requests for."
@@ -122,6 +146,22 @@ def make_clients(endpoint_url: str, region: str | None, data_dir: Path) -> Clien
         return Clients(endpoint_url, region, data_dir)
     except BotoCoreError as exc:  # e.g. AWS_PROFILE names a profile that does not exist
         raise click.ClickException(str(exc)) from None
+    except ValueError as exc:  # botocore's "Invalid endpoint", for a URL the option's check let through
+        raise click.BadParameter(str(exc), param_hint="--endpoint-url") from None
+
+
+def check_endpoint_exists(clients: Clients, name: str) -> None:
+    """ClickException when there is no endpoint ``name`` (for a command whose empty answer would not say)."""
+    try:
+        clients.sagemaker.describe_endpoint(EndpointName=name)
+    except ClientError as exc:
+        if _not_found(exc):
+            raise click.ClickException(
+                f"Endpoint {name} does not exist (`zeroscale endpoints` lists them)."
+            ) from None
+        raise _fail(exc) from None
+    except BotoCoreError as exc:
+        raise _fail(exc) from None
 
 
 def fail(exc: Exception) -> click.ClickException:
@@ -138,15 +178,28 @@ def _fail(exc: Exception) -> click.ClickException:
     return click.ClickException(str(exc))
 
 
-def _model_url(model: str, code_dir: Path | None) -> str:
+def _environment(items: tuple[str, ...]) -> dict[str, str]:
+    environment: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{item!r}: write KEY=VALUE (VALUE may be empty)", param_hint="--env")
+        environment[key] = value
+    return environment
+
+
+def _model_url(model: str, code_dir: Path | None, image: str) -> str:
     if "://" in model:
         return model
     path = Path(model).expanduser().resolve()
     if not path.exists():
         raise click.BadParameter(f"{model} does not exist", param_hint="--model")
     if path.is_file() and not path.name.endswith(ARCHIVE_SUFFIXES):
-        path = package_model(path, code_dir)
-        click.echo(f"packaged {model} into {path}", err=True)
+        archive = package_model(path, code_dir, image)
+        stored = model_name(path, image_runtime(image), code_dir)
+        named = f" as {stored}" if stored != path.name else ""
+        click.echo(f"packaged {model}{named} into {archive}", err=True)
+        path = archive
     return f"file://{path}"
 
 
@@ -168,7 +221,8 @@ def _model_url(model: str, code_dir: Path | None) -> str:
     "--image",
     default="sklearn",
     show_default=True,
-    help="Runtime image: a SageMaker image URI or a zeroscale alias.",
+    help="Runtime image: an alias (sklearn, xgboost, pytorch, onnx), a SageMaker framework image URI, or "
+    "an image pushed with `zeroscale images push`; `zeroscale images` lists them.",
 )
 @click.option(
     "--memory",
@@ -178,10 +232,23 @@ def _model_url(model: str, code_dir: Path | None) -> str:
     type=click.Choice(["1024", "2048", "3072", "4096", "5120", "6144"]),
     help="MemorySizeInMB.",
 )
-@click.option("--max-concurrency", default=5, show_default=True, type=click.IntRange(1, 200))
+@click.option(
+    "--max-concurrency",
+    default=5,
+    show_default=True,
+    type=click.IntRange(1, 200),
+    help="MaxConcurrency: requests the endpoint serves at once (one worker each); more wait, then throttle.",
+)
 @click.option("--provisioned", default=0, type=click.IntRange(0, 200), help="ProvisionedConcurrency.")
 @click.option("--idle-timeout-s", type=float, help="Scale a worker in after this many idle seconds.")
-@click.option("--env", "env", multiple=True, metavar="KEY=VALUE", help="Model environment (repeatable).")
+@click.option(
+    "--env",
+    "env",
+    multiple=True,
+    metavar="KEY=VALUE",
+    callback=lambda ctx, param, value: _environment(value),
+    help="Model environment variable (repeatable).",
+)
 @click.option(
     "--instance-type",
     default=None,
@@ -201,7 +268,7 @@ def deploy(
     max_concurrency: int,
     provisioned: int,
     idle_timeout_s: float | None,
-    env: tuple[str, ...],
+    env: dict[str, str],
     instance_type: str | None,
     instance_count: int,
     wait: bool,
@@ -212,26 +279,31 @@ def deploy(
     """Deploy a model as a serverless endpoint (or real-time, with --instance-type) and wait until it is
     InService."""
     clients = make_clients(endpoint_url, region, data_dir)
-    environment = dict(item.split("=", 1) for item in env if "=" in item)
+    environment = env
     serverless: dict[str, Any] = {"MemorySizeInMB": int(memory_mb), "MaxConcurrency": max_concurrency}
     if provisioned:
         serverless["ProvisionedConcurrency"] = provisioned
     tags = [{"Key": "zeroscale:idle-timeout-s", "Value": f"{idle_timeout_s:g}"}] if idle_timeout_s else []
     sm = clients.sagemaker
+    container: dict[str, Any] = {"Image": image, "ModelDataUrl": _model_url(model, code_dir, image)}
+    if environment:
+        container["Environment"] = environment
+    created: list[str] = []  # what this deploy made, removed again when a later step fails
     try:
-        container: dict[str, Any] = {"Image": image, "ModelDataUrl": _model_url(model, code_dir)}
-        if environment:
-            container["Environment"] = environment
         sm.create_model(ModelName=name, PrimaryContainer=container)
+        created.append("model")
         variant: dict[str, Any] = {"VariantName": "AllTraffic", "ModelName": name}
         if instance_type:
             variant.update(InstanceType=instance_type, InitialInstanceCount=instance_count)
         else:
             variant["ServerlessConfig"] = serverless
         sm.create_endpoint_config(EndpointConfigName=name, ProductionVariants=[variant], Tags=tags)
+        created.append("endpoint configuration")
         sm.create_endpoint(EndpointName=name, EndpointConfigName=name)
     except (ClientError, BotoCoreError) as exc:
         failure = _fail(exc)
+        if created:
+            raise click.ClickException(f"{failure.message}\n{_undo(sm, name, created)}") from None
         if "already existing" in failure.message:
             hint = f"Run `zeroscale delete {name}` first, or choose another --name."
             raise click.ClickException(f"{failure.message}\n{hint}") from None
@@ -242,6 +314,37 @@ def deploy(
     status = _wait(clients, name)
     if status != "InService":
         raise SystemExit(1)
+
+
+_DELETES = {
+    "endpoint configuration": ("delete_endpoint_config", "EndpointConfigName"),
+    "model": ("delete_model", "ModelName"),
+}
+
+
+def _undo(sm: Any, name: str, created: list[str]) -> str:
+    """Delete what a failed deploy made (newest first); the line that says what was removed, or what was
+    left behind."""
+    removed: list[str] = []
+    left: list[str] = []
+    for what in reversed(created):
+        method, key = _DELETES[what]
+        try:
+            getattr(sm, method)(**{key: name})
+            removed.append(what)
+        except (ClientError, BotoCoreError) as exc:
+            left.append(f"{what} ({_fail(exc).message})")
+    line = f"deploy stopped: removed the {' and '.join(removed)} {name} it had created." if removed else ""
+    if left:
+        line += f" Could not remove the {', '.join(left)}: run `zeroscale delete {name}`."
+    return line.strip()
+
+
+def _not_found(exc: ClientError) -> bool:
+    err = exc.response.get("Error", {})
+    return err.get("Code") == "ValidationException" and str(err.get("Message", "")).startswith(
+        "Could not find"
+    )
 
 
 def _wait(clients: Clients, name: str, timeout_s: float = 600.0) -> str:
@@ -283,8 +386,36 @@ def _wait(clients: Clients, name: str, timeout_s: float = 600.0) -> str:
 @click.option(
     "--file", "file", type=click.File("rb"), help="Read the request body from a file ('-' for stdin)."
 )
-@click.option("--content-type", default="application/json", show_default=True)
+@click.option(
+    "--content-type", default="application/json", show_default=True, help="Content-Type of the request body."
+)
 @click.option("--accept", default=None, help="Accept header (default: the model's).")
+@click.option(
+    "--target-model",
+    default=None,
+    help="Multi-model endpoint: the model to invoke, its path under the endpoint's ModelDataUrl "
+    "(e.g. model-a.tar.gz; TargetModel).",
+)
+@click.option(
+    "--target-variant",
+    default=None,
+    help="Send the request to this production variant instead of one chosen by weight (TargetVariant).",
+)
+@click.option(
+    "--target-container-hostname",
+    default=None,
+    help="Model of several containers invoked directly (InferenceExecutionConfig Mode Direct): the "
+    "ContainerHostname of the one to invoke (TargetContainerHostname).",
+)
+@click.option(
+    "--custom-attributes",
+    default=None,
+    help="Opaque text handed to the model with the request (CustomAttributes; "
+    "the X-Amzn-SageMaker-Custom-Attributes header).",
+)
+@click.option(
+    "--inference-id", default=None, help="An id for this request, passed to the model (InferenceId)."
+)
 @common_options
 def invoke(
     name: str,
@@ -292,6 +423,11 @@ def invoke(
     file: io.BufferedReader | None,
     content_type: str,
     accept: str | None,
+    target_model: str | None,
+    target_variant: str | None,
+    target_container_hostname: str | None,
+    custom_attributes: str | None,
+    inference_id: str | None,
     endpoint_url: str,
     region: str | None,
     data_dir: Path,
@@ -302,8 +438,16 @@ def invoke(
     payload = body.encode() if body is not None else file.read()  # type: ignore[union-attr]
     clients = make_clients(endpoint_url, region, data_dir)
     kwargs: dict[str, Any] = {"EndpointName": name, "Body": payload, "ContentType": content_type}
-    if accept:
-        kwargs["Accept"] = accept
+    for key, value in (
+        ("Accept", accept),
+        ("TargetModel", target_model),
+        ("TargetVariant", target_variant),
+        ("TargetContainerHostname", target_container_hostname),
+        ("CustomAttributes", custom_attributes),
+        ("InferenceId", inference_id),
+    ):
+        if value:
+            kwargs[key] = value
     try:
         resp = clients.runtime.invoke_endpoint(**kwargs)
     except (ClientError, BotoCoreError) as exc:
@@ -383,20 +527,39 @@ def _live_state(endpoint_url: str) -> dict[str, tuple[int, int]] | None:
 @click.option("--endpoint-only", is_flag=True, help="Keep the model and endpoint configuration of that name.")
 @common_options
 def delete(name: str, endpoint_only: bool, endpoint_url: str, region: str | None, data_dir: Path) -> None:
-    """Delete an endpoint (and, unless --endpoint-only, the model and configuration `deploy` made for it)."""
+    """Delete an endpoint and, unless --endpoint-only, the endpoint configuration and model of the same name
+    (what `deploy` made), also when there is no endpoint. Fails when nothing of that name exists."""
     sm = make_clients(endpoint_url, region, data_dir).sagemaker
+    removed: list[str] = []
     try:
         sm.delete_endpoint(EndpointName=name)
         sm.get_waiter("endpoint_deleted").wait(
             EndpointName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 120}
         )
-    except (ClientError, BotoCoreError) as exc:
+        removed.append("endpoint")
+    except ClientError as exc:
+        if endpoint_only or not _not_found(exc):
+            raise _fail(exc) from None
+    except BotoCoreError as exc:
         raise _fail(exc) from None
+    errors: list[str] = []
     if not endpoint_only:
-        for call, key in ((sm.delete_endpoint_config, "EndpointConfigName"), (sm.delete_model, "ModelName")):
-            with contextlib.suppress(ClientError):  # not made by deploy, or already gone
-                call(**{key: name})
-    click.echo(f"{name}: deleted")
+        for what, (method, key) in _DELETES.items():
+            try:
+                getattr(sm, method)(**{key: name})
+                removed.append(what)
+            except ClientError as exc:
+                if not _not_found(exc):  # not found: not made by deploy, or already gone
+                    errors.append(_fail(exc).message)
+            except BotoCoreError as exc:
+                errors.append(_fail(exc).message)
+    if removed:
+        note = "" if "endpoint" in removed else " (no endpoint)"
+        click.echo(f"{name}: deleted {', '.join(removed)}{note}")
+    if errors:
+        raise click.ClickException("\n".join(errors))
+    if not removed:
+        raise click.ClickException(f"No endpoint, endpoint configuration or model named {name}.")
 
 
 @click.command()

@@ -48,7 +48,13 @@ def _opt(name: str, env: str, **kw: Any) -> Callable[[F], F]:
 
 @cli.command()
 @_opt("--host", "ZEROSCALE_HOST", default="127.0.0.1", help="Interface to listen on.")
-@_opt("--port", "ZEROSCALE_PORT", default=8080, type=int, help="Port for the API, runtime and /metrics.")
+@_opt(
+    "--port",
+    "ZEROSCALE_PORT",
+    default=8080,
+    type=click.IntRange(0, 65535),
+    help="Port for the API, runtime and /metrics (0: any free port; the banner says which).",
+)
 @_opt(
     "--data-dir",
     "ZEROSCALE_DATA_DIR",
@@ -375,10 +381,14 @@ def serve(
     """
     import os
 
+    from zeroscale.server import StartupError
     from zeroscale.server import serve as run_server
 
     if (tls_cert is None) != (tls_key is None):
         raise click.UsageError("--tls-cert and --tls-key go together")
+    _check_data_dir(data_dir)
+    if database_url:
+        _check_database_url(database_url)
 
     settings = Settings(
         host=host,
@@ -430,7 +440,56 @@ def serve(
         settings = settings.replace(ray_node_dir=ray_node_dir)
     if memory_budget_mb is not None:
         settings = settings.replace(memory_budget_mb=memory_budget_mb)
-    run_server(settings)
+    try:
+        run_server(settings)
+    except StartupError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _check_data_dir(data_dir: Path) -> None:
+    if data_dir.exists() and not data_dir.is_dir():
+        raise click.BadParameter(f"{data_dir} is not a directory", param_hint="--data-dir")
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise click.ClickException(
+            f"--data-dir {data_dir}: cannot create it: {exc.strerror or exc}"
+        ) from None
+
+
+def _check_database_url(url: str) -> None:
+    """A usage error for a --database-url SQLAlchemy cannot read; one line naming the fix for a database
+    whose driver is not installed."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    example = "e.g. postgresql+psycopg://USER:PASSWORD@HOST:5432/DATABASE"
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise click.BadParameter(
+            f"{url!r} is not a SQLAlchemy database URL ({example})", param_hint="--database-url"
+        ) from None
+    shown = parsed.render_as_string(hide_password=True)
+    try:
+        dialect = parsed.get_dialect()
+    except ArgumentError:  # NoSuchModuleError: no such database or driver in SQLAlchemy
+        raise click.BadParameter(
+            f"{shown}: SQLAlchemy knows no database {parsed.drivername!r} ({example})",
+            param_hint="--database-url",
+        ) from None
+    try:
+        dialect.import_dbapi()
+    except ImportError as exc:
+        missing = exc.name or str(exc)
+        if parsed.get_backend_name() == "postgresql":
+            raise click.ClickException(
+                f"--database-url {shown}: its driver {missing} is not installed. Install PostgreSQL support "
+                "with pip install 'zeroscale[postgres]' and write the URL as postgresql+psycopg://..."
+            ) from None
+        raise click.ClickException(
+            f"--database-url {shown}: its driver {missing} is not installed."
+        ) from None
 
 
 for command in client_commands:

@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from zeroscale.cli.client import common_options, make_clients
+from zeroscale.cli.client import check_endpoint_exists, common_options, make_clients
 from zeroscale.metrics import catalog as m
 
 Point = dict[str, Any]
@@ -113,11 +113,14 @@ def metrics(
         query["metric"] = ",".join(metric_names)
     if variant:
         query["variant"] = variant
-    body = make_clients(endpoint_url, region, data_dir).rest("GET", "metrics", query)
+    clients = make_clients(endpoint_url, region, data_dir)
+    body = clients.rest("GET", "metrics", query)
+    points: list[Point] = json.loads(body)["Datapoints"]
+    if not points:  # a deleted endpoint's history is still shown; nothing at all: does it exist?
+        check_endpoint_exists(clients, endpoint)
     if as_json:
         click.echo(body.decode())
         return
-    points: list[Point] = json.loads(body)["Datapoints"]
     if not points:
         click.echo(f"No metrics for {endpoint} since {since} ago.")
         return

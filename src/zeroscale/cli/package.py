@@ -6,8 +6,10 @@ The layout SageMaker's framework containers expect::
     code/inference.py       the handler hooks (--code DIR; its files, recursively)
     code/requirements.txt   installed once at deploy time (--requirements FILE, or the one in --code)
 
-Archives are reproducible: sorted members, no owner names, gzip without a timestamp. ``zeroscale deploy``
-packages a bare model file with the same code (``package_into_cache``).
+A bare model file is stored under the name its image's default model_fn loads (``model_name``):
+``clf.joblib`` for the sklearn image becomes ``model.joblib``. Archives are reproducible: sorted members, no
+owner names, gzip without a timestamp. ``zeroscale deploy`` packages a bare model file with the same code
+(``package_into_cache``).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import contextlib
 import gzip
 import hashlib
 import os
+import re
 import tarfile
 import uuid
 from collections.abc import Iterator
@@ -23,6 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import click
+
+from zeroscale.errors import DeployError
+from zeroscale.runtimes.image_uris import resolve_image
 
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar")
 CODE = "code"
@@ -38,6 +44,64 @@ SKIPPED_SUFFIXES = (".pyc", ".pyo")
 
 class PackageError(click.ClickException):
     """Bad input to ``package``: a message for the user, exit status 1."""
+
+
+# A bare model file's runtime, by its suffix, when no image is named.
+_SUFFIX_RUNTIMES = {
+    ".joblib": "sklearn",
+    ".pkl": "sklearn",
+    ".pickle": "sklearn",
+    ".pt": "pytorch",
+    ".pth": "pytorch",
+    ".onnx": "onnx",
+}
+_MODEL_FN = re.compile(r"^\s*(async\s+)?def\s+model_fn\b", re.MULTILINE)
+
+
+def image_runtime(image: str) -> str | None:
+    """The built-in runtime of an image URI or alias; None for an image zeroscale does not know (one pushed
+    with `zeroscale images push`, whose server loads what it likes)."""
+    try:
+        return resolve_image(image)
+    except DeployError:
+        return None
+
+
+def guess_runtime(model: Path) -> str | None:
+    """The built-in runtime a bare model file's suffix suggests (None: no telling)."""
+    return _SUFFIX_RUNTIMES.get(model.suffix.lower())
+
+
+def _defines_model_fn(code_dir: Path | None) -> bool:
+    if code_dir is None or not (code_dir / INFERENCE).is_file():
+        return False
+    return bool(_MODEL_FN.search((code_dir / INFERENCE).read_text(errors="replace")))
+
+
+def model_name(model: Path, runtime: str | None, code_dir: Path | None = None) -> str:
+    """The name a bare model file gets in the archive: what ``runtime``'s default model_fn loads (sklearn
+    model.joblib or model.pkl, xgboost xgboost-model, pytorch model.pt or model.pth, onnx model.onnx). Its
+    own name for an image zeroscale does not know, and when ``code_dir``'s inference.py defines model_fn
+    (that loads the file by its own name). PackageError when the suffix says it is another runtime's."""
+    if runtime is None or _defines_model_fn(code_dir):
+        return model.name
+    suffix = model.suffix.lower()
+    guessed = guess_runtime(model)
+    # XGBoost's loader also unpickles (a pickled Booster or XGBClassifier): .pkl/.joblib fit it too.
+    if guessed is not None and guessed != runtime and not (runtime == "xgboost" and guessed == "sklearn"):
+        raise PackageError(
+            f"{model.name} looks like a {guessed} model, but the image is the {runtime} runtime's: "
+            f"pass --image {guessed} (or a code/inference.py with a model_fn that loads it)"
+        )
+    if runtime == "sklearn":
+        return "model.pkl" if suffix in (".pkl", ".pickle") else "model.joblib"
+    if runtime == "xgboost":
+        return "xgboost-model"
+    if runtime == "pytorch":
+        return "model.pth" if suffix == ".pth" else "model.pt"
+    if runtime == "onnx":
+        return "model.onnx"
+    return model.name
 
 
 @dataclass(frozen=True)
@@ -64,9 +128,14 @@ def _member(arcname: str, source: Path) -> Member:
 
 
 def collect(
-    model: Path, code_dir: Path | None = None, requirements: Path | None = None, exclude: Path | None = None
+    model: Path,
+    code_dir: Path | None = None,
+    requirements: Path | None = None,
+    exclude: Path | None = None,
+    runtime: str | None = None,
 ) -> tuple[list[Member], list[str]]:
-    """What the archive will hold, and warnings for the user. Raises PackageError for unusable input."""
+    """What the archive will hold, and warnings for the user. A bare model file is stored as ``runtime``'s
+    default model_fn expects (``model_name``). Raises PackageError for unusable input."""
     warnings: list[str] = []
     if not model.exists():
         raise PackageError(f"Model file {model} does not exist")
@@ -78,7 +147,7 @@ def collect(
         if not members:
             raise PackageError(f"Model directory {model} has no files")
     elif model.is_file():
-        members.append(_member(model.name, model))
+        members.append(_member(model_name(model, runtime, code_dir), model))
     else:
         raise PackageError(f"Model file {model} is not a regular file or directory")
 
@@ -135,12 +204,14 @@ def write_archive(out: Path, members: list[Member]) -> int:
     return out.stat().st_size
 
 
-def package_into_cache(model: Path, code_dir: Path | None = None) -> Path:
-    """``zeroscale deploy``'s packaging of a bare model file: model.tar.gz in the user's cache, named by
-    its content (the same input gives the same file)."""
+def package_into_cache(model: Path, code_dir: Path | None = None, image: str | None = None) -> Path:
+    """``zeroscale deploy``'s packaging of a bare model file for ``image`` (None: the runtime its suffix
+    suggests): model.tar.gz in the user's cache, named by its content (the same input gives the same
+    file)."""
+    runtime = image_runtime(image) if image is not None else guess_runtime(model)
+    members, _ = collect(model, code_dir, runtime=runtime)
     cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "zeroscale" / "packages"
     cache.mkdir(parents=True, exist_ok=True)
-    members, _ = collect(model, code_dir)
     staged = cache / f".{os.getpid()}-{uuid.uuid4().hex}.tar.gz"
     try:
         write_archive(staged, members)
@@ -188,9 +259,21 @@ def _size(n: int) -> str:
     show_default=True,
     help="Where to write the archive.",
 )
+@click.option(
+    "--image",
+    default=None,
+    help="The image the archive is for (an alias such as sklearn, xgboost, pytorch, onnx, or an image URI; "
+    "see `zeroscale images`): a bare model file is stored under the name it loads, e.g. model.joblib. "
+    "Default: guessed from the file's suffix (.joblib/.pkl: sklearn, .pt/.pth: pytorch, .onnx: onnx).",
+)
 @click.option("--force", is_flag=True, help="Overwrite OUTPUT if it exists.")
 def package(
-    model_file: Path, code_dir: Path | None, requirements: Path | None, output: Path, force: bool
+    model_file: Path,
+    code_dir: Path | None,
+    requirements: Path | None,
+    output: Path,
+    image: str | None,
+    force: bool,
 ) -> None:
     """Build a model.tar.gz from MODEL_FILE (a model file, or a directory of them), inference code and
     requirements, laid out as SageMaker expects; deploy it with `zeroscale deploy --model OUTPUT`."""
@@ -204,7 +287,8 @@ def package(
         )
     if not output.parent.is_dir():
         raise PackageError(f"Output directory {output.parent} does not exist")
-    members, warnings = collect(model_file, code_dir, requirements, exclude=output)
+    runtime = image_runtime(image) if image is not None else guess_runtime(model_file)
+    members, warnings = collect(model_file, code_dir, requirements, exclude=output, runtime=runtime)
     for warning in warnings:
         click.secho(f"warning: {warning}", fg="yellow", err=True)
     size = write_archive(output, members)
@@ -212,4 +296,8 @@ def package(
     width = max(len(m.arcname) for m in members)
     for member in members:
         click.echo(f"  {member.arcname.ljust(width)}  {_size(member.size)}")
-    click.echo(f"deploy: zeroscale deploy --name NAME --model {output} --image sklearn")
+    if model_file.is_file():
+        stored = model_name(model_file, runtime, code_dir)
+        if stored != model_file.name:
+            click.echo(f"{model_file.name} is stored as {stored}, the file the {runtime} image loads")
+    click.echo(f"deploy: zeroscale deploy --name NAME --model {output} --image {image or runtime or 'IMAGE'}")

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from zeroscale.cli.client import common_options, make_clients
+from zeroscale.cli.client import check_endpoint_exists, common_options, make_clients
 
 _COLUMNS = (
     ("ENDPOINT", "EndpointName"),
@@ -41,11 +41,14 @@ def workers(
     """Live workers (starting, idle, busy, stopping) of every endpoint, or of ENDPOINT: endpoint, variant,
     worker id, node, state, pid and resident memory. With several front ends, each lists its own."""
     query = {"endpoint": endpoint} if endpoint else None
-    body = make_clients(endpoint_url, region, data_dir).rest("GET", "workers", query)
+    clients = make_clients(endpoint_url, region, data_dir)
+    body = clients.rest("GET", "workers", query)
+    found: list[dict[str, Any]] = json.loads(body)["Workers"]
+    if not found and endpoint:
+        check_endpoint_exists(clients, endpoint)
     if as_json:
         click.echo(body.decode())
         return
-    found: list[dict[str, Any]] = json.loads(body)["Workers"]
     if not found:
         click.echo(f"No live workers{f' for {endpoint}' if endpoint else ''}.")
         return

@@ -165,15 +165,9 @@ class Handler:
         # for a model whose rows are predicted independently (else merging could change an answer's bits).
         self._batch_input = None if hooks else base.batch_input_fn
         self._batch_route = self._batch_input is not None
+        self.unmerged: str | None = None  # the model's class, when batching could not merge its requests
         if self._batch_input is not None and not batching.rows_independent(model):
-            kind = f"{type(model).__module__}.{type(model).__qualname__}"
-            print(
-                f"zeroscale: batching is on, but {kind} is not known to predict each row on its own: its "
-                "requests are answered one at a time (batching merges the requests of tree ensembles: "
-                "scikit-learn forests, boosting and trees; XGBoost)",
-                file=sys.stderr,
-                flush=True,
-            )
+            self.unmerged = f"{type(model).__module__}.{type(model).__qualname__}"
             self._batch_input = None
 
     @property
@@ -214,7 +208,16 @@ class Handler:
             model = model_hook.fn(model_dir, _context(model_dir, {}))
         else:
             model = model_hook.fn(model_dir)
-        return cls(model, hooks, model_dir, default_accept, base)
+        handler = cls(model, hooks, model_dir, default_accept, base)
+        if handler.unmerged is not None and _batching_on(env):  # said only to a model that asked to batch
+            print(
+                f"zeroscale: batching is on, but {handler.unmerged} is not known to predict each row on its "
+                "own: its requests are answered one at a time (batching merges the requests of tree "
+                "ensembles: scikit-learn forests, boosting and trees; XGBoost)",
+                file=sys.stderr,
+                flush=True,
+            )
+        return handler
 
     def invoke(self, body: bytes, headers: Mapping[str, str]) -> Result:
         """One request: ``headers`` has lower-case names. Returns ``(status, body, content_type)``."""
@@ -336,6 +339,14 @@ def warm(defaults: DefaultsFactory | None = None) -> None:
     base = defaults(True) if defaults is not None else Defaults()
     handler = Handler(hooks["model_fn"].fn(_WARM_DIR), hooks, _WARM_DIR, base.accept, base)
     handler.invoke(b"{}", {"content-type": codecs.JSON})
+
+
+def _batching_on(env: Mapping[str, str]) -> bool:
+    """Whether the model's Environment turns batching on (ZEROSCALE_MAX_BATCH_SIZE above 1)."""
+    try:
+        return batching.batch_settings(env) is not None
+    except ValueError:  # refused at deploy; never here
+        return False
 
 
 def _context(model_dir: str, headers: Mapping[str, str]) -> Context:
