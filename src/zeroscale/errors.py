@@ -171,3 +171,10 @@ class TopicNotFound(ZeroscaleError):
 class InvalidParameter(ZeroscaleError):
     code = "InvalidParameter"
     status = 400
+
+
+class MalformedQueryString(ZeroscaleError):
+    """A query-protocol request (IAM, topics) whose parameters are not UTF-8 form encoding."""
+
+    code = "MalformedQueryString"
+    status = 400

@@ -262,3 +262,104 @@ def test_the_audit_trail_names_who_did_what(server: ServerProcess, alice: dict[s
         "OUTCOME",
         "ERROR",
     ]
+
+
+def _signed(server: ServerProcess, key: dict[str, str], service: str, method: str, url: str, body: bytes,
+            headers: dict[str, str]) -> tuple[int, bytes]:  # fmt: skip
+    request = AWSRequest(method=method, url=url, data=body, headers=headers)
+    SigV4Auth(Credentials(key["AccessKeyId"], key["SecretAccessKey"]), service, REGION).add_auth(request)
+    prepared = request.prepare()
+    req = urllib.request.Request(
+        prepared.url, data=body or None, headers=dict(prepared.headers), method=method
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as err:
+        return err.code, err.read()
+
+
+def test_a_deny_holds_however_the_request_is_written(iam: Any, server: ServerProcess, sm: Any) -> None:
+    """Each of these was checked on another action or resource than the one the handler ran (an invalid
+    byte, a GET query, a double slash, an operation not named after its resource, another region's ARN,
+    an identifier instead of a name, a list of names, no UserName): an explicit Deny did not hold."""
+    iam.create_user(UserName="mallory")
+    arn = f"arn:aws:sagemaker:{REGION}:{ACCOUNT}"
+    deny = [
+        "iam:PutUserPolicy",
+        "sns:DeleteTopic",
+        "sns:Subscribe",
+        f"{arn}:endpoint/secret-echo",
+        f"{arn}:model-package-group/guarded",
+        f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:/aws/sagemaker/Endpoints/secret-echo:*",
+        f"arn:aws:cloudwatch:{REGION}:{ACCOUNT}:alarm:prod-*",
+        f"arn:aws:zeroscale:{REGION}:{ACCOUNT}:image/prod-*",
+    ]
+    policy = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {"Effect": "Allow", "Action": "*", "Resource": "*"},
+            {"Effect": "Deny", "Action": [a for a in deny if not a.startswith("arn:")], "Resource": "*"},
+            {"Effect": "Deny", "Action": "*", "Resource": [a for a in deny if a.startswith("arn:")]},
+            {
+                "Effect": "Deny",
+                "Action": "iam:CreateAccessKey",
+                "Resource": f"arn:aws:iam::{ACCOUNT}:user/mallory",
+            },
+        ],
+    }
+    iam.put_user_policy(UserName="mallory", PolicyName="all-but", PolicyDocument=json.dumps(policy))
+    key = iam.create_access_key(UserName="mallory")["AccessKey"]  # the admin's call
+    sns_admin = server.client("sns")
+    topic = sns_admin.create_topic(Name="guarded-topic")["TopicArn"]
+    sm.create_model_package_group(ModelPackageGroupName="guarded")
+    dimensions = [
+        {"Name": "EndpointName", "Value": "secret-echo"},
+        {"Name": "VariantName", "Value": "AllTraffic"},
+    ]
+    server.client("cloudwatch").put_metric_alarm(
+        AlarmName="prod-errors", Namespace="AWS/SageMaker", MetricName="Invocation5XXErrors",
+        Dimensions=dimensions, Statistic="Sum", Period=60, EvaluationPeriods=1, Threshold=0,
+        ComparisonOperator="GreaterThanThreshold",
+    )  # fmt: skip
+
+    # IAM's form with a byte that is not UTF-8: refused as malformed, never run as "iam:" on "*"
+    form = b"Action=PutUserPolicy&Version=2010-05-08&UserName=mallory&PolicyName=p&PolicyDocument=x&x=\xff"
+    status, answer = _signed(server, key, "iam", "POST", server.url + "/", form,
+                             {"Content-Type": "application/x-www-form-urlencoded"})  # fmt: skip
+    assert (status, b"MalformedQueryString" in answer) == (400, True)
+    # the topics' query protocol as a signed GET: checked on its Action and topic
+    query = urllib.parse.urlencode({"Action": "DeleteTopic", "TopicArn": topic})
+    status, answer = _signed(server, key, "sns", "GET", f"{server.url}/?{query}", b"", {})
+    assert (status, b"AccessDenied" in answer) == (403, True)
+    assert topic in [t["TopicArn"] for t in sns_admin.list_topics()["Topics"]]
+    # an image path with an empty part: no image named ""
+    push = server.url + "/zeroscale/v1/images//prod-base/1.0"
+    gzip = {"Content-Type": "application/gzip"}
+    status, answer = _signed(server, key, "sagemaker", "PUT", push, b"x", gzip)
+    assert status == 400 and b"empty parts" in answer, answer
+
+    mine = client(server, "sagemaker", key)
+    denied = [
+        lambda: mine.update_endpoint_weights_and_capacities(
+            EndpointName="secret-echo",
+            DesiredWeightsAndCapacities=[{"VariantName": "AllTraffic", "DesiredWeight": 0.25}],
+        ),
+        lambda: mine.list_tags(ResourceArn=f"{arn}:endpoint/secret-echo"),
+        lambda: mine.describe_model_package_group(
+            ModelPackageGroupName="arn:aws:sagemaker:us-west-2:999999999999:model-package-group/guarded"
+        ),
+        lambda: client(server, "logs", key).describe_log_streams(
+            logGroupIdentifier=f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:/aws/sagemaker/Endpoints/secret-echo"
+        ),
+        lambda: client(server, "cloudwatch", key).delete_alarms(AlarmNames=["other", "prod-errors"]),
+        lambda: client(server, "iam", key).create_access_key(),  # no UserName: the caller's own
+    ]
+    for call in denied:
+        with pytest.raises(ClientError) as err:
+            call()
+        assert err.value.response["Error"]["Code"] in ("AccessDeniedException", "AccessDenied"), err.value
+        assert "with an explicit deny" in err.value.response["Error"]["Message"]
+    assert [a["AlarmName"] for a in server.client("cloudwatch").describe_alarms()["MetricAlarms"]] == [
+        "prod-errors"
+    ]

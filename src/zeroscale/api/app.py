@@ -176,7 +176,7 @@ class App:
                 params = parse(body if method == "POST" else scope.get("query_string", b""))
                 if not (method == "GET" and params.get("Action") in UNSIGNED_ACTIONS):
                     key = self._verify(scope, body, topics.signing_name)
-                    access = Access(key, "query", topics.signing_name, body=body)
+                    access = Access(key, "query", topics.signing_name, params=params)
                     if self._p.authorize is not None:
                         self._p.authorize(access)
                 await topics.handle(send, request_id, params)
@@ -188,12 +188,13 @@ class App:
                 scope, body, iam.signing_name if iam is not None else service.signing_name
             )
             call_body = body if rpc_target is None else rpcv2.to_json(body)  # the same call in JSON
+            form = parse(body) if iam is not None else None  # parsed once: authorized as it is run
             if self._p.authorize is not None or self._p.audit is not None:
-                access = self._access(access_key_id, scope, target, service, call_body, iam is not None)
+                access = self._access(access_key_id, scope, target, service, call_body, form)
             if self._p.authorize is not None and access is not None:
                 self._p.authorize(access)
-            if iam is not None:
-                await iam.handle(send, request_id, body, access_key_id)
+            if iam is not None and form is not None:
+                await iam.handle(send, request_id, form, access_key_id)
                 return
             if rpc_target is not None:
                 result = service.call(target, call_body)
@@ -312,13 +313,21 @@ class App:
 
     @staticmethod
     def _access(
-        access_key_id: str, scope: Scope, target: str, service: JsonService, body: bytes, is_query: bool
+        access_key_id: str,
+        scope: Scope,
+        target: str,
+        service: JsonService,
+        body: bytes,
+        form: dict[str, str] | None,
     ) -> Access:
         path: str = scope["path"]
-        if is_query:
-            return Access(access_key_id, "query", "iam", body=body)
+        if form is not None:
+            return Access(access_key_id, "query", "iam", params=form)
         if path.startswith(REST_PREFIX):
-            return Access(access_key_id, "rest", "zeroscale", scope["method"], path[len(REST_PREFIX) :])
+            sub_path = path[len(REST_PREFIX) :]
+            if "" in sub_path.split("/")[:-1]:  # images//name/tag: authorized as one name, run as another
+                raise UnknownOperationException(f"No zeroscale API at {path}: a path has no empty parts.")
+            return Access(access_key_id, "rest", "zeroscale", scope["method"], sub_path)
         operation = (
             target[len(service.target_prefix) :] if target.startswith(service.target_prefix) else target
         )

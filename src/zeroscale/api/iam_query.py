@@ -76,8 +76,8 @@ class IamQueryService:
         return False
 
     # ---- the wire ----
-    async def handle(self, send: Send, request_id: str, body: bytes, access_key_id: str) -> None:
-        params = dict(urllib.parse.parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
+    async def handle(self, send: Send, request_id: str, params: dict[str, str], access_key_id: str) -> None:
+        """``params``: the request's form, parsed once (``api/query.parse``), as it was authorized."""
         action = params.get("Action", "")
         op = self._ops.get(action)
         if op is None:

@@ -13,7 +13,7 @@ from xml.sax.saxutils import escape
 import botocore.session
 
 from zeroscale.api.wire import Headers, Send, respond
-from zeroscale.errors import InvalidParameter, NotImplementedOperation, ZeroscaleError
+from zeroscale.errors import InvalidParameter, MalformedQueryString, NotImplementedOperation, ZeroscaleError
 from zeroscale.topics.service import Topics
 
 NS = "http://sns.amazonaws.com/doc/2010-03-31/"
@@ -45,7 +45,14 @@ def is_query_request(method: str, path: str, headers: Headers, target: str) -> b
 
 
 def parse(body: bytes) -> dict[str, str]:
-    return dict(urllib.parse.parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
+    """A query-protocol request's parameters (a form body or a query string), parsed once: the policy
+    check and the handler read the same ones. Bytes that are not UTF-8 are refused, never replaced: a
+    reading that differs between the two would check one call and run another."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise MalformedQueryString("The request's parameters are not UTF-8 form encoding.") from None
+    return dict(urllib.parse.parse_qsl(text, keep_blank_values=True))
 
 
 def _member(tag: str, value: str) -> str:

@@ -17,8 +17,8 @@ version: ``model-package/<group>/*``); ``arn:aws:logs:...:log-group:<name>:*``;
 from __future__ import annotations
 
 import json
-import urllib.parse
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,7 +43,8 @@ class Access:
     signing_name: str  # sagemaker, logs, iam, ...
     operation: str = ""  # json: the X-Amz-Target operation; rest: the HTTP method
     path: str = ""  # runtime: the endpoint name; rest: the path after /zeroscale/v1/
-    body: bytes = b""
+    body: bytes = b""  # json: the call's body
+    params: Mapping[str, str] | None = None  # query: the parameters, as parsed for the handler
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,20 @@ _SAGEMAKER_NAMES = {
     "endpoint": "EndpointName",
     "model": "ModelName",
 }
+# Operations whose resource is not named after the operation: (ARN kind, the member naming it); kind ""
+# is a ResourceArn of any kind.
+_SAGEMAKER_OPERATIONS = {
+    "UpdateEndpointWeightsAndCapacities": ("endpoint", "EndpointName"),
+    "ListTags": ("", "ResourceArn"),
+    "CreateTransformJob": ("transform-job", "TransformJobName"),
+    "DescribeTransformJob": ("transform-job", "TransformJobName"),
+    "StopTransformJob": ("transform-job", "TransformJobName"),
+}
+_SAGEMAKER_ARN = re.compile(r"arn:aws[a-z-]*:sagemaker:[^:]*:[^:]*:(?P<kind>[a-z-]+)/(?P<name>.+)")
+# IAM calls that act on the caller when they name no UserName.
+_IAM_SELF = frozenset(
+    {"GetUser", "CreateAccessKey", "ListAccessKeys", "UpdateAccessKey", "DeleteAccessKey", "ListUserPolicies"}
+)
 # Services whose IAM actions are not named by their signing name (CloudWatch signs as "monitoring").
 _ACTION_PREFIXES = {"monitoring": "cloudwatch"}
 _REST_ACTIONS = {
@@ -108,73 +123,135 @@ class Authorizer:
 
     # ---- authorization ----
     def authorize(self, access: Access) -> None:
-        """Raises AccessDenied (with AWS's message) unless the caller's policies allow the request."""
+        """Raises AccessDenied (with AWS's message) unless the caller's policies allow the request on every
+        resource it names."""
         if access.access_key_id == self._admin_key_id:
             return
         key = self._store.keys.get(access.access_key_id)
         user: User | None = self._store.users.get(key.user_name) if key is not None else None
-        action, resource = self.describe(access)
-        decision = evaluate(user.compiled, action, resource) if user is not None else "implicit"
-        if decision == "allow":
-            return
-        who = self.user_arn(user.name, user.path) if user is not None else access.access_key_id
-        why = (
-            "with an explicit deny in an identity-based policy"
-            if decision == "deny"
-            else f"because no identity-based policy allows the {action} action"
-        )
-        message = f"User: {who} is not authorized to perform: {action} on resource: {resource} {why}"
-        if access.kind == "query":
-            raise AccessDenied(message, code="AccessDenied", status=403)
-        raise AccessDenied(message)
+        action, resources = self.resources(access)
+        for resource in resources:
+            decision = evaluate(user.compiled, action, resource) if user is not None else "implicit"
+            if decision == "allow":
+                continue
+            who = self.user_arn(user.name, user.path) if user is not None else access.access_key_id
+            why = (
+                "with an explicit deny in an identity-based policy"
+                if decision == "deny"
+                else f"because no identity-based policy allows the {action} action"
+            )
+            message = f"User: {who} is not authorized to perform: {action} on resource: {resource} {why}"
+            if access.kind == "query":
+                raise AccessDenied(message, code="AccessDenied", status=403)
+            raise AccessDenied(message)
 
     def describe(self, access: Access) -> tuple[str, str]:
-        """(action, resource) of a request."""
+        """(action, resource) of a request, for the audit trail (several resources joined by commas)."""
+        action, resources = self.resources(access)
+        return action, ",".join(resources)
+
+    def resources(self, access: Access) -> tuple[str, list[str]]:
+        """The action of a request and every resource it acts on (``["*"]`` where it names none). Read from
+        the parameters the handler runs with (``Access.params`` for the query protocol; the JSON services
+        refuse what ``safejson`` would read otherwise); a name given as an ARN is this server's resource of
+        that name, as the handlers resolve it, whatever region or account the ARN says."""
         if access.kind == "runtime":
             action = f"sagemaker:{access.operation or 'InvokeEndpoint'}"
-            return action, self._sagemaker_arn("endpoint", access.path)
+            return action, [self._sagemaker_arn("endpoint", access.path)]
         if access.kind == "rest":
             first = access.path.split("/", 1)[0]
             action = "zeroscale:" + _REST_ACTIONS.get((first, access.operation), f"{access.operation}{first}")
             if first == "images" and access.operation == "PUT":
                 name = access.path.split("/")[1] if access.path.count("/") >= 1 else ""
-                return action, f"arn:aws:zeroscale:{self._region}:{self._account}:image/{name}"
-            return action, "*"
+                return action, [f"arn:aws:zeroscale:{self._region}:{self._account}:image/{name}"]
+            return action, ["*"]
         if access.kind == "query":
-            form = _form(access.body)
+            form = access.params or {}
             if access.signing_name != "iam":  # the SNS-style topics: a topic's ARN, where the call names one
                 topic = form.get("TopicArn") or form.get("SubscriptionArn", "").rsplit(":", 1)[0]
-                return f"{access.signing_name}:{form.get('Action', '')}", topic or "*"
+                return f"{access.signing_name}:{form.get('Action', '')}", [topic or "*"]
+            action = f"iam:{form.get('Action', '')}"
             user = form.get("UserName")
-            return f"iam:{form.get('Action', '')}", self.user_arn(user) if user else "*"
+            if user:
+                return action, [self.user_arn(user)]
+            if form.get("Action") in _IAM_SELF:  # no UserName: the caller's own (AWS's rule)
+                return action, [self._own_arn(access.access_key_id)]
+            return action, ["*"]
         params = _json(access.body)
         operation = access.operation
         action = f"{_ACTION_PREFIXES.get(access.signing_name, access.signing_name)}:{operation}"
         if access.signing_name == "sagemaker":
-            for suffix, kind in _SAGEMAKER_KINDS:
-                if operation.endswith((suffix, suffix + "s")) and not operation.startswith("List"):
-                    found = params.get(_SAGEMAKER_NAMES[kind])
-                    if (
-                        kind == "model-package"
-                    ):  # a version: by ARN or <group>/<version>; a new one: <group>/*
-                        found = found or params.get("ModelPackageArn")
-                        owner = params.get("ModelPackageGroupName")
-                        if found is None and isinstance(owner, str):
-                            found = owner.rsplit("/", 1)[-1] + "/*"
-                    if isinstance(found, str):
-                        if found.startswith("arn:"):
-                            return action, found.lower()
-                        return action, self._sagemaker_arn(kind, found)
-                    break
-        if access.signing_name == "logs" and isinstance(params.get("logGroupName"), str):
-            group: str = params["logGroupName"]
-            return action, f"arn:aws:logs:{self._region}:{self._account}:log-group:{group}:*"
-        if access.signing_name == "monitoring" and isinstance(params.get("AlarmName"), str):
-            return action, f"arn:aws:cloudwatch:{self._region}:{self._account}:alarm:{params['AlarmName']}"
-        return action, "*"
+            return action, [self._sagemaker_resource(operation, params)]
+        if access.signing_name == "logs":
+            names = [params.get("logGroupName"), params.get("logGroupIdentifier")]
+            names += list(params.get("logGroupIdentifiers") or [])
+            groups = [self._log_group(n) for n in names if isinstance(n, str)]
+            return action, groups or ["*"]
+        if access.signing_name == "monitoring":
+            alarms = [params.get("AlarmName"), *(params.get("AlarmNames") or [])]
+            arns = [
+                f"arn:aws:cloudwatch:{self._region}:{self._account}:alarm:{a}"
+                for a in alarms
+                if isinstance(a, str)
+            ]
+            return action, arns or ["*"]
+        return action, ["*"]
+
+    def _sagemaker_resource(self, operation: str, params: dict[str, Any]) -> str:
+        special = _SAGEMAKER_OPERATIONS.get(operation)
+        if special is not None:
+            kind, member = special
+            value = params.get(member)
+            if isinstance(value, str):
+                return self._sagemaker_named(kind, value)
+            return "*"
+        if operation.startswith("List"):
+            return "*"
+        for suffix, kind in _SAGEMAKER_KINDS:
+            if not operation.endswith((suffix, suffix + "s")):
+                continue
+            found = params.get(_SAGEMAKER_NAMES[kind])
+            if kind == "model-package":  # a version: by ARN or <group>/<version>; a new one: <group>/*
+                found = found or params.get("ModelPackageArn")
+                owner = params.get("ModelPackageGroupName")
+                if found is None and isinstance(owner, str):
+                    found = _name_of(owner, "model-package-group") + "/*"
+            return self._sagemaker_named(kind, found) if isinstance(found, str) else "*"
+        return "*"
+
+    def _sagemaker_named(self, kind: str, value: str) -> str:
+        """This server's ARN of ``kind`` named ``value`` (a name, or an ARN of any region and account: the
+        handlers take its name; ``ListTags``' ARN names its own kind)."""
+        if kind == "":  # a ResourceArn: its own kind
+            m = _SAGEMAKER_ARN.fullmatch(value)
+            if m is None:
+                return value.lower()
+            kind, value = m.group("kind"), m.group("name")
+        return self._sagemaker_arn(kind, _name_of(value, kind))
+
+    def _log_group(self, identifier: str) -> str:
+        prefix = f"arn:aws:logs:{self._region}:{self._account}:log-group:"
+        if identifier.startswith("arn:"):
+            name = identifier.split(":log-group:", 1)[-1].removesuffix(":*")
+        else:
+            name = identifier
+        return f"{prefix}{name}:*"
+
+    def _own_arn(self, access_key_id: str) -> str:
+        key = self._store.keys.get(access_key_id)
+        user = self._store.users.get(key.user_name) if key is not None else None
+        return self.user_arn(user.name, user.path) if user is not None else "*"
 
     def _sagemaker_arn(self, kind: str, name: str) -> str:
         return f"arn:aws:sagemaker:{self._region}:{self._account}:{kind}/{name.lower()}"
+
+
+def _name_of(value: str, kind: str) -> str:
+    """A resource's name from its name or its ARN (``arn:...:<kind>/<name>``)."""
+    if value.startswith("arn:"):
+        marker = f":{kind}/"
+        return value.split(marker, 1)[1] if marker in value else value.rsplit("/", 1)[-1]
+    return value
 
 
 def _json(body: bytes) -> dict[str, Any]:
@@ -183,13 +260,6 @@ def _json(body: bytes) -> dict[str, Any]:
     except ValueError:
         return {}
     return value if isinstance(value, dict) else {}
-
-
-def _form(body: bytes) -> dict[str, str]:
-    try:
-        return dict(urllib.parse.parse_qsl(body.decode("utf-8"), keep_blank_values=True))
-    except (UnicodeDecodeError, ValueError):
-        return {}
 
 
 AuthorizeHook = Callable[[Access], None]
