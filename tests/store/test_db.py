@@ -10,6 +10,7 @@ from sqlalchemy import event
 
 from zeroscale.store import AlreadyExists, Record, Store
 from zeroscale.store.db import PageQuery
+from zeroscale.store.engine import make_engine
 
 
 def rec(name: str, kind: str = "model", t: float = 1.0, status: str | None = None) -> Record:
@@ -220,3 +221,18 @@ def test_a_deep_page_costs_the_database_what_the_first_page_does(tmp_path: Path)
     assert names == [f"ep-{i:05d}" for i in range(9, -1, -1)]
     assert last <= 3 * first, (first, last)
     store.close()
+
+
+def test_the_sqlite_database_is_the_servers_alone(tmp_path: Path) -> None:
+    # it holds models' Environment values (often secrets) and the audit trail: it was created 0644
+    db = tmp_path / "data" / "zeroscale.db"
+    engine = make_engine(f"sqlite:///{db}")
+    with engine.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE t (x INTEGER)")
+        conn.exec_driver_sql("INSERT INTO t VALUES (1)")
+    engine.dispose()
+    for path in tmp_path.glob("data/zeroscale.db*"):
+        assert path.stat().st_mode & 0o777 == 0o600, path
+    db.chmod(0o644)  # an older server's file: made private at the next start
+    make_engine(f"sqlite:///{db}").dispose()
+    assert db.stat().st_mode & 0o777 == 0o600

@@ -3,6 +3,7 @@ loop thread and worker threads alike) and plain engines for everything else (Pos
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,13 @@ def make_engine(url: str) -> Engine:
     if database in ("", ":memory:"):
         engine = create_engine(url, connect_args={"check_same_thread": False}, poolclass=StaticPool)
     else:
-        Path(database).parent.mkdir(parents=True, exist_ok=True)
+        path = Path(database)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # the server's alone (SQLite gives its -wal and -shm files the same mode): it holds models'
+        # Environment values, often secrets, and the audit trail
+        path.touch(mode=0o600, exist_ok=True)
+        with contextlib.suppress(PermissionError):  # a file of another user's: left as it is
+            path.chmod(0o600)
         engine = create_engine(url, connect_args={"check_same_thread": False})
     event.listen(engine, "connect", _sqlite_pragmas)
     return engine
