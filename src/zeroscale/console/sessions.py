@@ -20,7 +20,9 @@ SecretLookup = Callable[[str], str | None]
 IDLE_S = 3600.0
 ABSOLUTE_S = 12 * 3600.0
 MAX_SESSIONS = 1000
-# Wrong secrets allowed per client address and window before sign-in answers "too many attempts".
+# Wrong secrets allowed per client address and access key, and window, before sign-in answers "too many
+# attempts" (per address alone, a client guessing one key locked every key out from that address: behind
+# a reverse proxy, everyone's, the admin's included).
 MAX_FAILURES = 10
 FAILURE_WINDOW_S = 60.0
 
@@ -68,7 +70,7 @@ class Sessions:
         self._max = max_sessions
         self._clock = clock
         self._sessions: OrderedDict[bytes, Session] = OrderedDict()  # by digest of the cookie's id
-        self._failures: dict[str, list[float]] = {}
+        self._failures: dict[tuple[str, str], list[float]] = {}  # (client, access key) -> times
 
     def __len__(self) -> int:
         return len(self._sessions)
@@ -76,18 +78,21 @@ class Sessions:
     def sign_in(self, access_key_id: str, secret: str, client: str = "") -> tuple[str, Session]:
         """Check the key and secret; returns the new session's id (the cookie value) and the session."""
         now = self._clock()
-        recent = [t for t in self._failures.get(client, []) if t > now - FAILURE_WINDOW_S]
+        who = (client, access_key_id)
+        recent = [t for t in self._failures.get(who, []) if t > now - FAILURE_WINDOW_S]
         if len(recent) >= MAX_FAILURES:
-            self._failures[client] = recent
+            self._failures[who] = recent
             raise SignInRefused(TOO_MANY, throttled=True)
         known = self._lookup(access_key_id) if access_key_id else None
         # Compare against something even for an unknown key, so timing tells nothing about which keys exist.
         expected = _digest(known if known is not None else secrets.token_hex(16))
         if not (hmac.compare_digest(expected, _digest(secret)) and known is not None):
             recent.append(now)
-            self._failures[client] = recent
+            self._failures[who] = recent
+            if len(self._failures) > 4 * self._max:  # forget what is past its window: bounded memory
+                self._failures = {k: v for k, v in self._failures.items() if v[-1] > now - FAILURE_WINDOW_S}
             raise SignInRefused(WRONG_CREDENTIALS)
-        self._failures.pop(client, None)
+        self._failures.pop(who, None)
         session_id = secrets.token_urlsafe(32)
         session = Session(access_key_id, secrets.token_urlsafe(32), now, now, expected)
         self._sessions[_digest(session_id)] = session
