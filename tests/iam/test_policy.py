@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import random
+import re
+import time
 from pathlib import Path
 
 import pytest
 
-from zeroscale.iam.policy import MalformedPolicyDocument, evaluate, parse
+from zeroscale.iam.policy import MalformedPolicyDocument, Wildcard, evaluate, parse
 from zeroscale.iam.secrets import SecretBox
 
 EP = "arn:aws:sagemaker:us-east-1:000000000000:endpoint/"
@@ -37,6 +40,57 @@ def test_explicit_deny_wins_and_not_action_not_resource() -> None:
     assert evaluate(st, "sagemaker:DeleteEndpoint", EP + "scratch-1") == "allow"
     assert evaluate(st, "iam:CreateUser", "*") == "implicit"
     assert evaluate(st, "logs:GetLogEvents", "*") == "allow"
+
+
+def _regex(pattern: str, *, ignore_case: bool) -> re.Pattern[str]:
+    """The backtracking translation the matcher replaced (with DOTALL: ``*`` is any characters)."""
+    body = "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
+    return re.compile(body, re.DOTALL | (re.IGNORECASE if ignore_case else 0))
+
+
+def test_the_wildcard_matcher_agrees_with_a_regex_on_random_patterns() -> None:
+    rng = random.Random(20240611)
+    pattern_chars = "ab*?:-A"
+    value_chars = "abAB:-\n"
+    for _ in range(20000):
+        pattern = "".join(rng.choice(pattern_chars) for _ in range(rng.randint(0, 8)))
+        value = "".join(rng.choice(value_chars) for _ in range(rng.randint(0, 12)))
+        for ignore_case in (False, True):
+            expected = _regex(pattern, ignore_case=ignore_case).fullmatch(value) is not None
+            got = Wildcard.compile(pattern, ignore_case=ignore_case).matches(value)
+            assert got == expected, (pattern, value, ignore_case)
+
+
+def test_a_wildcard_matches_any_characters_newlines_included() -> None:
+    st = parse(doc({"Effect": "Deny", "Action": "sagemaker:*", "Resource": "*"}))
+    assert evaluate(st, "sagemaker:DeleteEndpoint", EP + "a\nb") == "deny"
+    assert Wildcard.compile("a?b", ignore_case=False).matches("a\nb")
+
+
+@pytest.mark.parametrize("n", [40_000, 400_000])
+def test_a_long_name_costs_linear_time_not_quadratic(n: int) -> None:
+    """The audit's case: ``*`` against a name of one repeated separator took 5.9 s at 40,000 characters."""
+    st = parse(
+        doc(
+            {
+                "Effect": "Allow",
+                "Action": "logs:*",
+                "Resource": "arn:aws:logs:*:*:log-group:/aws/sagemaker/Endpoints/open-*",
+            }
+        )
+    )
+    hostile = f"arn:aws:logs:us-east-1:000000000000:log-group:x{':' * n}:*"
+    started = time.perf_counter()
+    assert evaluate(st, "logs:DescribeLogStreams", hostile) == "implicit"
+    assert evaluate(st, "logs:" + "Describe" * (n // 8), hostile) == "implicit"
+    assert time.perf_counter() - started < 0.1
+    near_miss = Wildcard.compile("*a?*a*b", ignore_case=True)
+    started = time.perf_counter()
+    assert not near_miss.matches("a" * n)
+    assert near_miss.matches("a" * n + "B")
+    assert time.perf_counter() - started < 0.1
+    good = f"arn:aws:logs:us-east-1:000000000000:log-group:/aws/sagemaker/Endpoints/open-{'x' * n}:*"
+    assert evaluate(st, "logs:DescribeLogStreams", good) == "allow"
 
 
 @pytest.mark.parametrize(

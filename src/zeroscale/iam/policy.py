@@ -1,9 +1,12 @@
 """IAM policy documents: validation and evaluation (pure).
 
 Supported: ``Effect`` Allow or Deny; ``Action`` or ``NotAction`` and ``Resource`` or ``NotResource``, each a
-string or a list, with ``*`` and ``?`` wildcards (actions compare case-insensitively, resources as they
-are). An explicit Deny wins; nothing is allowed unless a statement allows it. ``Condition`` and
-``Principal`` are refused when the policy is put (an identity policy names no principal).
+string or a list, with ``*`` (any characters, none or many, newlines included) and ``?`` (any one
+character) wildcards; actions compare case-insensitively, resources as they are. Matching never
+backtracks (see ``Wildcard``): its cost stays linear in practice in the caller-chosen name, which is
+checked on the event loop before any other validation. An explicit Deny wins; nothing is allowed unless
+a statement allows it. ``Condition`` and ``Principal`` are refused when the policy is put (an identity
+policy names no principal).
 """
 
 from __future__ import annotations
@@ -26,23 +29,93 @@ class MalformedPolicyDocument(ZeroscaleError):
 Decision = Literal["allow", "deny", "implicit"]
 
 
+def _fold(text: str) -> str:
+    """``text`` with each character lower-cased where that keeps it one character (so positions agree)."""
+    if text.isascii():
+        return text.lower()
+    return "".join(low if len(low := c.lower()) == 1 else c for c in text)
+
+
+@dataclass(frozen=True)
+class Wildcard:
+    """One ``*``/``?`` pattern, matched without backtracking.
+
+    The pattern is cut at each ``*`` into pieces that hold only literal characters and ``?`` (any one
+    character). The first piece must start the value, the last must end it, and the pieces between are
+    found left to right, each at its leftmost place after the one before: for pieces of fixed length,
+    leftmost is never worse than any later place, so no choice is ever taken back. The cost is at most
+    len(pattern) x len(value) (``str.find`` or a fixed-length regex search per piece), and linear in
+    practice, whatever the value holds.
+    """
+
+    pieces: tuple[str, ...]  # the pattern split at "*": one piece when it has no "*"
+    ignore_case: bool
+    _finders: tuple[re.Pattern[str] | None, ...]  # for a piece with "?", its fixed-length regex
+
+    @classmethod
+    def compile(cls, pattern: str, *, ignore_case: bool) -> Wildcard:
+        pieces = tuple((_fold(pattern) if ignore_case else pattern).split("*"))
+        finders = tuple(
+            re.compile("".join("." if c == "?" else re.escape(c) for c in piece), re.DOTALL)
+            if "?" in piece
+            else None
+            for piece in pieces
+        )
+        return cls(pieces, ignore_case, finders)
+
+    def _at(self, i: int, value: str, pos: int) -> bool:
+        """Whether piece ``i`` appears in ``value`` starting exactly at ``pos``."""
+        finder = self._finders[i]
+        if finder is None:
+            return value.startswith(self.pieces[i], pos)
+        return finder.match(value, pos) is not None
+
+    def _find(self, i: int, value: str, start: int, end: int) -> int:
+        """Where piece ``i`` first appears in ``value[start:end]``, or -1."""
+        finder = self._finders[i]
+        if finder is None:
+            return value.find(self.pieces[i], start, end)
+        found = finder.search(value, start, end)
+        return -1 if found is None else found.start()
+
+    def matches(self, value: str) -> bool:
+        if self.ignore_case:
+            value = _fold(value)
+        pieces = self.pieces
+        if len(pieces) == 1:
+            return len(value) == len(pieces[0]) and self._at(0, value, 0)
+        if len(value) < sum(map(len, pieces)):
+            return False
+        end = len(value) - len(pieces[-1])
+        if not (self._at(0, value, 0) and self._at(len(pieces) - 1, value, end)):
+            return False
+        pos = len(pieces[0])
+        for i in range(1, len(pieces) - 1):
+            if not pieces[i]:
+                continue  # "**"
+            found = self._find(i, value, pos, end)
+            if found < 0:
+                return False
+            pos = found + len(pieces[i])
+        return True
+
+
+def _any(patterns: list[str], *, ignore_case: bool) -> tuple[Wildcard, ...]:
+    return tuple(Wildcard.compile(p, ignore_case=ignore_case) for p in patterns)
+
+
 @dataclass(frozen=True)
 class Statement:
     allow: bool
-    actions: re.Pattern[str]
+    actions: tuple[Wildcard, ...]
     not_actions: bool
-    resources: re.Pattern[str]
+    resources: tuple[Wildcard, ...]
     not_resources: bool
 
     def matches(self, action: str, resource: str) -> bool:
-        if bool(self.actions.fullmatch(action)) == self.not_actions:
+        if any(w.matches(action) for w in self.actions) == self.not_actions:
             return False
-        return bool(self.resources.fullmatch(resource)) != self.not_resources
-
-
-def _glob(patterns: list[str], *, ignore_case: bool) -> re.Pattern[str]:
-    parts = ["".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in p) for p in patterns]
-    return re.compile("|".join(f"(?:{p})" for p in parts) or "(?!)", re.IGNORECASE if ignore_case else 0)
+        return any(w.matches(resource) for w in self.resources) != self.not_resources
 
 
 def _strings(statement: dict[str, Any], key: str) -> list[str] | None:
@@ -89,9 +162,9 @@ def parse(document: str) -> list[Statement]:
         out.append(
             Statement(
                 allow=effect == "Allow",
-                actions=_glob(actions or not_actions or [], ignore_case=True),
+                actions=_any(actions or not_actions or [], ignore_case=True),
                 not_actions=actions is None,
-                resources=_glob(resources or not_resources or [], ignore_case=False),
+                resources=_any(resources or not_resources or [], ignore_case=False),
                 not_resources=resources is None,
             )
         )
