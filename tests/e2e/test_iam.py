@@ -291,3 +291,30 @@ def test_a_huge_name_against_a_wildcard_policy_answers_at_once(iam: Any, server:
         refused = error(logs.describe_log_streams, logGroupName="x" + ":" * n)
         assert refused["Code"] == "AccessDeniedException"
         assert time.monotonic() - started < 2.0, n  # before the fix: 5.9 s at 40,000, minutes at 400,000
+
+
+def test_policy_documents_are_checked_as_strictly_as_aws(iam: Any) -> None:
+    """What was ignored (a misspelt Condition, a second Effect) is refused by name; nothing is stored."""
+    iam.create_user(UserName="gina")
+    allow = {"Effect": "Allow", "Action": "sagemaker:*", "Resource": "*"}
+    refused = {
+        json.dumps(
+            {"Version": "2012-10-17", "Statement": [{**allow, "condition": {}}]}
+        ): 'unknown element "condition"',
+        '{"Statement":[{"Effect":"Deny","Action":"sagemaker:*","Resource":"*","Effect":"Allow"}]}': (
+            '"Effect" appears more than once'
+        ),
+        json.dumps({"Version": "2099-01-01", "Statement": [allow]}): "Version must be",
+        json.dumps({"Statement": [{**allow, "Action": "*:*"}]}): "must be",
+        json.dumps({"Statement": [{**allow, "Resource": "foo"}]}): 'Resource "foo" must be in ARN format',
+        json.dumps(
+            {"Statement": [{**allow, "Resource": f"arn:aws:iam::{ACCOUNT}:user/${{aws:username}}"}]}
+        ): ("Policy variables"),
+    }
+    for document, reason in refused.items():
+        answer = error(iam.put_user_policy, UserName="gina", PolicyName="p", PolicyDocument=document)
+        assert answer["Code"] == "MalformedPolicyDocument" and reason in answer["Message"], answer
+    assert iam.list_user_policies(UserName="gina")["PolicyNames"] == []
+    iam.put_user_policy(UserName="gina", PolicyName="p", PolicyDocument=json.dumps({"Statement": allow}))
+    iam.delete_user_policy(UserName="gina", PolicyName="p")
+    iam.delete_user(UserName="gina")

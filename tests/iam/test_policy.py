@@ -111,6 +111,86 @@ def test_malformed_documents_are_refused(bad: str) -> None:
         parse(bad)
 
 
+ALLOW = {"Effect": "Allow", "Action": "sagemaker:*", "Resource": "*"}
+
+
+REFUSED = [
+    # A misspelt element was ignored: the conditional Allow became unconditional.
+    (
+        doc({**ALLOW, "condition": {"Bool": {"aws:SecureTransport": "true"}}}),
+        'unknown element "condition"',
+    ),
+    (
+        doc({**ALLOW, "Conditions": {"Bool": {"aws:SecureTransport": "true"}}}),
+        "Condition is not supported",
+    ),
+    (doc({**ALLOW, "effect": "Deny"}), "did you mean Effect?"),
+    (doc({**ALLOW, "Resources": "*"}), "did you mean Resource?"),
+    (json.dumps({"Version": "2012-10-17", "Bogus": 1, "Statement": [ALLOW]}), 'unknown element "Bogus"'),
+    (json.dumps({"version": "2012-10-17", "Statement": [ALLOW]}), "did you mean Version?"),
+    (json.dumps({"Version": "2099-01-01", "Statement": [ALLOW]}), "Version must be 2012-10-17 or"),
+    (json.dumps({"Version": 20121017, "Statement": [ALLOW]}), "Version must be"),
+    (json.dumps({"Id": 7, "Statement": [ALLOW]}), "Id must be a string"),
+    (doc({**ALLOW, "Sid": {"x": 1}}), "Sid must be a string"),
+    # Duplicate keys: the stored text said Deny, evaluation used the last one (Allow).
+    (
+        '{"Statement":[{"Effect":"Deny","Action":"sagemaker:*","Resource":"*","Effect":"Allow"}]}',
+        '"Effect" appears more than once',
+    ),
+    (
+        '{"Statement":[{"Effect":"Deny","Action":"*","Resource":"*"}],'
+        '"Statement":[{"Effect":"Allow","Action":"*","Resource":"*"}]}',
+        '"Statement" appears more than once',
+    ),
+    ('{"Statement":[{"Effect":"Allow","Action":"*","Resource":"*","Sid":NaN}]}', "NaN"),
+    (doc({**ALLOW, "Action": "*:*"}), 'Action "*:*" must be "*" or "<service>:<action>"'),
+    (doc({**ALLOW, "Action": "DescribeEndpoint"}), "must be"),
+    (doc({**ALLOW, "Action": "sagemaker:"}), "must be"),
+    (doc({**ALLOW, "Action": "sage*:Describe*"}), "must be"),
+    (doc({**ALLOW, "Action": None, "NotAction": "iam:*"}), "Action must be a string or a list"),
+    (doc({**ALLOW, "Action": ["sagemaker:List*", "iam"]}), 'Action "iam" must be'),
+    (doc({**ALLOW, "Resource": "foo"}), 'Resource "foo" must be in ARN format or "*"'),
+    (doc({**ALLOW, "Resource": "*:aws:sagemaker:*"}), "must be in ARN format"),
+    (
+        doc({**ALLOW, "NotResource": ["arn:aws:iam::*", "x"], "Resource": None}),
+        "Resource must be a string",
+    ),
+    (doc({"Effect": "Allow", "Action": "*", "NotResource": "endpoint/x"}), "must be in ARN format"),
+    (
+        doc(
+            {
+                "Effect": "Deny",
+                "Action": "iam:*",
+                "NotResource": "arn:aws:iam::000000000000:user/${aws:username}",
+            }
+        ),
+        "Policy variables such as ${aws:username} are not substituted",
+    ),
+]
+
+
+@pytest.mark.parametrize(("bad", "reason"), REFUSED, ids=[reason for _, reason in REFUSED])
+def test_what_aws_refuses_is_refused_not_ignored(bad: str, reason: str) -> None:
+    with pytest.raises(MalformedPolicyDocument) as refused:
+        parse(bad)
+    assert reason in str(refused.value)
+    assert refused.value.code == "MalformedPolicyDocument"
+
+
+@pytest.mark.parametrize(
+    "good",
+    [
+        json.dumps({"Statement": ALLOW}),  # no Version: AWS takes it as 2008-10-17
+        json.dumps({"Version": "2008-10-17", "Id": "p1", "Statement": [{**ALLOW, "Sid": "Any thing"}]}),
+        doc({"Sid": "", "Effect": "Deny", "NotAction": ["*"], "NotResource": ["arn:aws:s3:::b/*", "*"]}),
+        doc({"Effect": "Allow", "Action": ["SageMaker:Invoke*", "zeroscale:Get?sage"], "Resource": "arn:*"}),
+        doc({"Effect": "Allow", "Action": "application-autoscaling:*", "Resource": "*"}),
+    ],
+)
+def test_well_formed_documents_are_still_accepted(good: str) -> None:
+    assert parse(good)
+
+
 def test_sealed_secrets_round_trip_and_detect_tampering(tmp_path: Path) -> None:
     box = SecretBox.load_or_create(tmp_path / "iam.key")
     assert oct((tmp_path / "iam.key").stat().st_mode & 0o777) == "0o600"
