@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -363,3 +364,58 @@ def test_a_deny_holds_however_the_request_is_written(iam: Any, server: ServerPro
     assert [a["AlarmName"] for a in server.client("cloudwatch").describe_alarms()["MetricAlarms"]] == [
         "prod-errors"
     ]
+
+
+def test_a_huge_name_against_a_wildcard_policy_answers_at_once(iam: Any, server: ServerProcess) -> None:
+    """The audit's repro: 40,000 separators took 5.9 s of the event loop (every other request waited)."""
+    iam.create_user(UserName="hank")
+    policy = {
+        "Version": "2012-10-17",
+        "Statement": {
+            "Effect": "Allow",
+            "Action": "logs:*",
+            "Resource": "arn:aws:logs:*:*:log-group:/aws/sagemaker/Endpoints/open-*",
+        },
+    }
+    iam.put_user_policy(UserName="hank", PolicyName="p", PolicyDocument=json.dumps(policy))
+    key = iam.create_access_key(UserName="hank")["AccessKey"]
+    logs = boto3.client(
+        "logs",
+        endpoint_url=server.url,
+        region_name=REGION,
+        aws_access_key_id=key["AccessKeyId"],
+        aws_secret_access_key=key["SecretAccessKey"],
+        config=Config(retries={"total_max_attempts": 1}, parameter_validation=False),
+    )
+    for n in (40_000, 400_000):
+        started = time.monotonic()
+        refused = error(logs.describe_log_streams, logGroupName="x" + ":" * n)
+        assert refused["Code"] == "AccessDeniedException"
+        assert time.monotonic() - started < 2.0, n  # before the fix: 5.9 s at 40,000, minutes at 400,000
+
+
+def test_policy_documents_are_checked_as_strictly_as_aws(iam: Any) -> None:
+    """What was ignored (a misspelt Condition, a second Effect) is refused by name; nothing is stored."""
+    iam.create_user(UserName="gina")
+    allow = {"Effect": "Allow", "Action": "sagemaker:*", "Resource": "*"}
+    refused = {
+        json.dumps(
+            {"Version": "2012-10-17", "Statement": [{**allow, "condition": {}}]}
+        ): 'unknown element "condition"',
+        '{"Statement":[{"Effect":"Deny","Action":"sagemaker:*","Resource":"*","Effect":"Allow"}]}': (
+            '"Effect" appears more than once'
+        ),
+        json.dumps({"Version": "2099-01-01", "Statement": [allow]}): "Version must be",
+        json.dumps({"Statement": [{**allow, "Action": "*:*"}]}): "must be",
+        json.dumps({"Statement": [{**allow, "Resource": "foo"}]}): 'Resource "foo" must be in ARN format',
+        json.dumps(
+            {"Statement": [{**allow, "Resource": f"arn:aws:iam::{ACCOUNT}:user/${{aws:username}}"}]}
+        ): ("Policy variables"),
+    }
+    for document, reason in refused.items():
+        answer = error(iam.put_user_policy, UserName="gina", PolicyName="p", PolicyDocument=document)
+        assert answer["Code"] == "MalformedPolicyDocument" and reason in answer["Message"], answer
+    assert iam.list_user_policies(UserName="gina")["PolicyNames"] == []
+    iam.put_user_policy(UserName="gina", PolicyName="p", PolicyDocument=json.dumps({"Statement": allow}))
+    iam.delete_user_policy(UserName="gina", PolicyName="p")
+    iam.delete_user(UserName="gina")

@@ -3,6 +3,7 @@ the store's database URL, mirrored in memory so checking a request reads no data
 
 from __future__ import annotations
 
+import logging
 import secrets
 import string
 import threading
@@ -11,7 +12,7 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import Column, Double, MetaData, String, Table, Text, delete, insert, select, update
 
-from zeroscale.iam.policy import Statement, parse
+from zeroscale.iam.policy import MalformedPolicyDocument, Statement, deny_everything, parse
 from zeroscale.iam.secrets import SecretBox
 from zeroscale.store.engine import make_engine
 from zeroscale.store.migrations import upgrade
@@ -42,6 +43,8 @@ policies = Table(
     Column("document", Text, nullable=False),
 )
 
+log = logging.getLogger("zeroscale.iam")
+
 MAX_KEYS_PER_USER = 2
 _ALPHABET = string.ascii_uppercase + string.digits
 
@@ -54,6 +57,27 @@ class User:
     created_at: float
     policies: dict[str, str] = field(default_factory=dict)  # name -> document
     compiled: list[Statement] = field(default_factory=list)
+
+    def compile(self) -> None:
+        """``compiled`` from all of ``policies``. A stored document that the policy checks now refuse (they
+        became stricter: an element that was ignored, a duplicate key) denies the user everything until it
+        is replaced or deleted: evaluating the rest without it could drop its Deny, evaluating it as it
+        was could keep an Allow meant to be conditional; and the server must still start."""
+        compiled: list[Statement] = []
+        for name, document in self.policies.items():
+            try:
+                compiled.extend(parse(document))
+            except MalformedPolicyDocument as exc:
+                log.error(
+                    "IAM user %s: the stored policy %s is refused (%s); everything is denied to the user "
+                    "until the policy is put again or deleted",
+                    self.name,
+                    name,
+                    exc,
+                )
+                self.compiled = deny_everything()
+                return
+        self.compiled = compiled
 
 
 @dataclass
@@ -91,7 +115,7 @@ class IamStore:
                     row["created_at"],
                 )
         for user in self.users.values():
-            user.compiled = [st for doc in user.policies.values() for st in parse(doc)]
+            user.compile()
 
     # ---- users ----
     def create_user(self, name: str, path: str) -> User:
@@ -150,7 +174,7 @@ class IamStore:
                     insert(policies).values(user_name=user.name, policy_name=name, document=document)
                 )
             user.policies[name] = document
-            user.compiled = [st for doc in user.policies.values() for st in parse(doc)]
+            user.compile()
 
     def delete_policy(self, user: User, name: str) -> None:
         with self._lock, self._engine.begin() as conn:
@@ -158,7 +182,7 @@ class IamStore:
                 delete(policies).where((policies.c.user_name == user.name) & (policies.c.policy_name == name))
             )
             user.policies.pop(name, None)
-            user.compiled = [st for doc in user.policies.values() for st in parse(doc)]
+            user.compile()
 
     def close(self) -> None:
         self._engine.dispose()
