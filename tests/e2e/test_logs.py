@@ -311,7 +311,8 @@ def test_describe_log_streams_ordering_and_groups(logs: Any, smr: Any, endpoint:
     last_times = [s["lastEventTimestamp"] for s in streams]
     assert last_times == sorted(last_times, reverse=True)
     newest = streams[0]["logStreamName"]
-    assert "most recent" in messages(logs, group, newest, limit=1)
+    # its last events (the server may note the worker's start in its stream just after the model printed)
+    assert "most recent" in messages(logs, group, newest, limit=3)
 
     by_name = logs.describe_log_streams(logGroupName=group)["logStreams"]
     names = [s["logStreamName"] for s in by_name]
