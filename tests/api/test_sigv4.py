@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import hashlib
 import time
 from typing import Any
 from unittest import mock
@@ -138,15 +139,65 @@ def test_header_whitespace_is_trimmed_and_duplicates_joined() -> None:
     assert verify(req) == AKID
 
 
-def test_content_sha256_header_is_used_as_payload_hash() -> None:
+def test_matching_content_sha256_header_verifies() -> None:
+    # S3-style clients send the body's hash in a signed X-Amz-Content-SHA256: fine when it is the body's.
+    body = b'{"a": 1}'
+    req = sign(
+        "POST",
+        ENDPOINT + "/endpoints/e/invocations",
+        headers={"X-Amz-Content-SHA256": hashlib.sha256(body).hexdigest()},
+        body=body,
+    )
+    assert verify(req) == AKID
+
+
+def test_content_sha256_header_does_not_stand_in_for_the_body() -> None:
+    """A captured request replayed with another body and the original body's hash in an unsigned
+    X-Amz-Content-SHA256 (audit finding 8): the server hashes the body it received."""
+    original = b"Action=ListUsers&Version=2010-05-08"
+    req = sign(
+        "POST",
+        ENDPOINT + "/",
+        headers={"Content-Type": "application/x-www-form-urlencoded; charset=utf-8"},
+        body=original,
+        service="iam",
+    )
+    assert sigv4.verify(lookup=lookup, service="iam", **req) == AKID
+    req["body"] = b"Action=CreateUser&UserName=eve&Version=2010-05-08"
+    req["headers"].append((b"x-amz-content-sha256", hashlib.sha256(original).hexdigest().encode()))
+    with pytest.raises(InvalidSignature) as exc:
+        sigv4.verify(lookup=lookup, service="iam", **req)
+    assert exc.value.code == "InvalidSignatureException"
+
+
+def test_signed_content_sha256_header_of_another_body_is_refused() -> None:
+    original = b'{"a": 1}'
+    req = sign(
+        "POST",
+        ENDPOINT + "/endpoints/e/invocations",
+        headers={"X-Amz-Content-SHA256": hashlib.sha256(original).hexdigest()},
+        body=original,
+    )
+    req["body"] = b'{"a": "tampered"}'
+    with pytest.raises(
+        InvalidSignature,
+        match=r"^The provided 'x-amz-content-sha256' header does not match what was computed",
+    ):
+        verify(req)
+
+
+def test_unsigned_payload_is_refused() -> None:
     req = sign(
         "POST",
         ENDPOINT + "/endpoints/e/invocations",
         headers={"X-Amz-Content-SHA256": "UNSIGNED-PAYLOAD"},
         body=b"anything",
     )
+    with pytest.raises(InvalidSignature, match="UNSIGNED-PAYLOAD"):
+        verify(req)
     req["body"] = b"something else entirely"
-    assert verify(req) == AKID
+    with pytest.raises(InvalidSignature, match="UNSIGNED-PAYLOAD"):
+        verify(req)
 
 
 def test_path_needing_percent_encoding() -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import hashlib
 import http.client
 import json
 import re
@@ -155,6 +156,21 @@ def tampered(server: ServerProcess, signed: Call) -> Iterator[tuple[str, Call]]:
     yield "body: one byte changed", replace(signed, body=bytes([signed.body[0] ^ 1]) + signed.body[1:])
     yield "body: empty", replace(signed, body=b"")
     yield "body hash header, false", with_header(signed, "X-Amz-Content-Sha256", "0" * 64)
+    # Another body, with the signed body's hash in X-Amz-Content-SHA256 (audit finding 8): the server hashes
+    # what it received. IAM's becomes CreateUser; the others' an edited call.
+    other_body = {
+        "iam": b"Action=CreateUser&UserName=evil&Version=2010-05-08",
+        "sagemaker": signed.body.replace(b"tampered-", b"evil-"),
+    }.get(signed.kind, signed.body[:-1] + b" " + signed.body[-1:])
+    original_hash = hashlib.sha256(signed.body).hexdigest()
+    yield (
+        "body replaced, its hash sent in x-amz-content-sha256",
+        with_header(replace(signed, body=other_body), "X-Amz-Content-Sha256", original_hash),
+    )
+    yield (
+        "body hash header, UNSIGNED-PAYLOAD",
+        with_header(signed, "X-Amz-Content-Sha256", "UNSIGNED-PAYLOAD"),
+    )
     yield "method", replace(signed, method="PUT")
     yield "path", replace(signed, path=signed.path + "x" if signed.path != "/" else "/x")
     yield (
@@ -257,6 +273,7 @@ def test_no_tampered_request_is_accepted(server: ServerProcess, kind: str) -> No
     if kind == "sagemaker":  # only the untouched call created its model
         names = [m["ModelName"] for m in server.client("sagemaker").list_models()["Models"]]
         assert [n for n in names if n.startswith("tampered-")] == ["tampered-0"]
+        assert [n for n in names if n.startswith("evil-")] == []
     if kind == "iam":
         users = server.client("iam").list_users()["Users"]
         assert all(u["UserName"] != "evil" for u in users)

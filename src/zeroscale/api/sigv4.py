@@ -12,7 +12,10 @@ The canonical request is rebuilt the way botocore's ``SigV4Auth`` builds it on t
   (``X-Amz-Signature`` left out for presigned URLs);
 - canonical headers: the names listed in ``SignedHeaders``, lower-cased and sorted, each value trimmed and
   inner runs of whitespace collapsed, repeated headers joined with ``,``;
-- payload hash: the ``x-amz-content-sha256`` header when present, else ``sha256(body)``.
+- payload hash: ``sha256(body)`` of the body received, always (a presigned URL too: no zeroscale
+  operation takes an unsigned payload). An ``x-amz-content-sha256`` header must equal it:
+  ``UNSIGNED-PAYLOAD`` or any other value is refused (S3's XAmzContentSHA256Mismatch, in the service's
+  InvalidSignature shape).
 
 Both forms of SigV4 are accepted: the ``Authorization`` header and presigned query parameters
 (``X-Amz-Algorithm``, ``X-Amz-Credential``, ``X-Amz-Date``, ``X-Amz-Expires``, ``X-Amz-SignedHeaders``,
@@ -390,15 +393,32 @@ def _canonical_headers(names: Sequence[str], hmap: dict[str, list[str]]) -> str:
     return "".join(lines)
 
 
-def _payload_hash(hmap: dict[str, list[str]], body: bytes, presigned: bool, service: str) -> str:
-    content_sha = hmap.get("x-amz-content-sha256")
-    if content_sha:
-        return content_sha[0]
-    if presigned and service == "s3":
-        return UNSIGNED_PAYLOAD
-    if body:
-        return hashlib.sha256(body).hexdigest()
-    return EMPTY_SHA256
+def _payload_hash(hmap: dict[str, list[str]], body: bytes) -> str:
+    """The hash of the body the server received, always: a client's ``X-Amz-Content-SHA256`` is never taken
+    in its place (it is not necessarily signed, and a replayed request could claim the signed body's hash
+    over another body). When sent, it must name that same hash: ``UNSIGNED-PAYLOAD`` (and the streaming
+    forms) are refused, as no zeroscale operation takes an unsigned body."""
+    payload_hash = hashlib.sha256(body).hexdigest() if body else EMPTY_SHA256
+    claimed = hmap.get("x-amz-content-sha256")
+    if claimed is not None:
+        value = claimed[0].strip() if len(claimed) == 1 else ",".join(claimed)
+        if value != payload_hash:
+            raise InvalidSignature(_content_sha_message(value, payload_hash))
+    return payload_hash
+
+
+def _content_sha_message(claimed: str, payload_hash: str) -> str:
+    if claimed == UNSIGNED_PAYLOAD or claimed.startswith("STREAMING-"):
+        return (
+            f"X-Amz-Content-SHA256 '{claimed[:64]}' is not accepted: this service takes signed payloads "
+            f"only. Sign the SHA-256 of the body (botocore does over http, and over https unless told "
+            f"otherwise)."
+        )
+    return (
+        f"The provided 'x-amz-content-sha256' header does not match what was computed "
+        f"(XAmzContentSHA256Mismatch): it says '{claimed[:64]}', the body received hashes to "
+        f"'{payload_hash}'."
+    )
 
 
 def _query_forms(pairs: list[tuple[str, str]]) -> tuple[str, ...]:
@@ -475,7 +495,7 @@ def verify(
 
     uri = _canonical_uri(raw_path, service != "s3")
     headers_part = _canonical_headers(names, hmap)
-    payload_hash = _payload_hash(hmap, body, claim.presigned, service)
+    payload_hash = _payload_hash(hmap, body)
     key = _signing_key(secret, scope_date, region, service)
     for query in _query_forms(claim.pairs):
         creq = canonical_request(method, uri, query, headers_part, names, payload_hash)
