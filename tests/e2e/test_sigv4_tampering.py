@@ -167,6 +167,15 @@ def tampered(server: ServerProcess, signed: Call) -> Iterator[tuple[str, Call]]:
         "body replaced, its hash sent in x-amz-content-sha256",
         with_header(replace(signed, body=other_body), "X-Amz-Content-Sha256", original_hash),
     )
+    # Headers added unsigned: each changes what the call means (its operation, the variant or model an
+    # invocation reaches, what its body is), so each must be among the SignedHeaders when present.
+    for name, value in [
+        ("X-Amz-Target", "SageMaker.DeleteModel"),
+        ("X-Amzn-SageMaker-Target-Variant", "canary"),
+        ("X-Amz-Security-Token", "token"),
+    ]:
+        if name.lower() not in found["SignedHeaders"].split(";"):
+            yield f"unsigned header added: {name}", with_header(signed, name, value)
     yield (
         "body hash header, UNSIGNED-PAYLOAD",
         with_header(signed, "X-Amz-Content-Sha256", "UNSIGNED-PAYLOAD"),
@@ -261,8 +270,10 @@ def test_no_tampered_request_is_accepted(server: ServerProcess, kind: str) -> No
     for name, bad in tampered(server, sign(server, fresh)):
         count += 1
         status, headers, body = send(server, bad)
-        # an IAM call sent with another method or path is no IAM call any more: SageMaker's shape answers
-        shape = "sagemaker" if kind == "iam" and name in ("method", "path") else kind
+        # an IAM call sent with another method or path, or with an X-Amz-Target, is no IAM call any more:
+        # SageMaker's shape answers
+        moved = name in ("method", "path", "unsigned header added: X-Amz-Target")
+        shape = "sagemaker" if kind == "iam" and moved else kind
         try:
             code = refused_in_shape(shape, status, headers, body)
             assert code in AUTH_CODES, code
@@ -284,3 +295,38 @@ def test_a_signature_is_accepted_within_the_skew_aws_allows(server: ServerProces
         call = next(c for c in base_calls(99) if c.kind == "logs")
         status, _, body = send(server, sign(server, replace(call, skew_s=skew)))
         assert status == 200, body[:300]
+
+
+def test_headers_left_out_of_the_signature_are_refused(server: ServerProcess) -> None:
+    """A request signed over host;x-amz-date only (audit finding 8, related): sent with an X-Amz-Target or
+    Content-Type it did not sign it is refused, naming the header, before any operation runs."""
+    call = Call("sagemaker", "sagemaker", "POST", "/", {}, b"{}")
+    signed = sign(server, call)
+    assert parts(signed)["SignedHeaders"] == "host;x-amz-date"
+    for name, value in [("X-Amz-Target", "SageMaker.ListModels"), ("Content-Type", JSON_11)]:
+        status, _, body = send(server, with_header(signed, name, value))
+        assert status in (400, 403), body[:300]
+        doc = json.loads(body)
+        assert doc["__type"] == "InvalidSignatureException", doc
+        assert f"not signed: '{name.lower()}'" in doc["message"], doc
+    # The runtime: a variant header added to a signed invocation.
+    call = next(c for c in base_calls(0) if c.kind == "runtime")
+    status, headers, body = send(
+        server, with_header(sign(server, call), "X-Amzn-SageMaker-Target-Variant", "canary")
+    )
+    assert refused_in_shape("runtime", status, headers, body) == "InvalidSignatureException"
+    assert b"x-amzn-sagemaker-target-variant" in body
+
+
+def test_headers_botocore_leaves_unsigned_are_accepted(server: ServerProcess) -> None:
+    call = next(c for c in base_calls(0) if c.kind == "logs")
+    signed = sign(server, call)
+    for name, value in [
+        ("X-Amzn-Trace-Id", "Root=1-5759e988-bd862e3fe1be46a994272793"),
+        ("User-Agent", "Boto3/1.34.0 md/Botocore#1.34.0"),
+        ("amz-sdk-invocation-id", "0e3c4bd0-8a2d-4c0e-9f38-1d1f5a0f4f10"),
+        ("amz-sdk-request", "attempt=1; max=3"),
+    ]:
+        signed = with_header(signed, name, value)
+    status, _, body = send(server, signed)
+    assert status == 200, body[:300]

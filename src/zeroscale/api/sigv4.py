@@ -11,7 +11,9 @@ The canonical request is rebuilt the way botocore's ``SigV4Auth`` builds it on t
 - canonical query string: ``name=value`` pairs, URI-encoded with ``safe='-_.~'``, sorted by name then value
   (``X-Amz-Signature`` left out for presigned URLs);
 - canonical headers: the names listed in ``SignedHeaders``, lower-cased and sorted, each value trimmed and
-  inner runs of whitespace collapsed, repeated headers joined with ``,``;
+  inner runs of whitespace collapsed, repeated headers joined with ``,``. ``Content-Type`` and every
+  ``x-amz-*`` / ``x-amzn-*`` header the request carries (``X-Amz-Target`` included, ``X-Amzn-Trace-Id``
+  aside, as botocore leaves it unsigned) must be among them, else the request is refused;
 - payload hash: ``sha256(body)`` of the body received, always (a presigned URL too: no zeroscale
   operation takes an unsigned payload). An ``x-amz-content-sha256`` header must equal it:
   ``UNSIGNED-PAYLOAD`` or any other value is refused (S3's XAmzContentSHA256Mismatch, in the service's
@@ -344,6 +346,30 @@ def _signed_header_names(signed_headers: str) -> tuple[str, ...]:
     return names
 
 
+# Headers that must be signed when present: they choose the operation (X-Amz-Target), how the body is read
+# (Content-Type) and what an invocation reaches (X-Amzn-SageMaker-*). botocore signs every header but its
+# UNSIGNED_HEADERS (expect, transfer-encoding, user-agent, x-amzn-trace-id), so its requests always pass.
+_MUST_SIGN_PREFIXES = ("x-amz-", "x-amzn-")
+_MAY_GO_UNSIGNED = "x-amzn-trace-id"
+
+
+def _check_all_signed(hmap: dict[str, list[str]], names: Sequence[str]) -> None:
+    unsigned = [
+        name
+        for name in hmap
+        if (name == "content-type" or name.startswith(_MUST_SIGN_PREFIXES))
+        and name not in names
+        and name != _MAY_GO_UNSIGNED
+    ]
+    if unsigned:
+        raise InvalidSignature(
+            "There were headers present in the request which were not signed: "
+            + ", ".join(f"'{n}'" for n in sorted(unsigned))
+            + ". Content-Type, X-Amz-Target and every other x-amz-* and x-amzn-* header (X-Amzn-Trace-Id "
+            "aside) must be in SignedHeaders."
+        )
+
+
 @functools.lru_cache(maxsize=1024)
 def _check_date(amz_date: str, scope_date: str) -> float:
     """The signing time in epoch seconds, which must fall on the credential scope's date."""
@@ -487,6 +513,7 @@ def verify(
     claim = parse_claim(hmap, query_string)
     akid, scope_date, region, scope = _parse_scope(claim.credential, service)
     names = _signed_header_names(claim.signed_headers)
+    _check_all_signed(hmap, names)
     signed_at = _check_date(claim.amz_date, scope_date)
     secret = lookup(akid)
     if secret is None:
