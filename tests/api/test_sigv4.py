@@ -107,8 +107,18 @@ def test_runtime_binary_request_verifies() -> None:
     assert verify(runtime_request()) == AKID
 
 
-def test_any_region_in_scope_is_accepted() -> None:
-    assert verify(control_request(region="eu-west-3")) == AKID
+def test_the_servers_region_in_scope_is_accepted() -> None:
+    assert verify(control_request(region="eu-west-3"), region="eu-west-3") == AKID
+    assert verify(control_request(), region="us-east-1") == AKID
+
+
+@pytest.mark.parametrize("signed_for", ["us-west-2", "mars-1", "US-EAST-1"])
+def test_another_region_in_scope_is_refused(signed_for: str) -> None:
+    """A us-east-1 server refuses a request signed for another region (audit finding 11), as AWS does."""
+    with pytest.raises(InvalidSignature) as exc:
+        verify(control_request(region=signed_for), region="us-east-1")
+    assert exc.value.message.startswith(f"Credential should be scoped to a valid region, not '{signed_for}'.")
+    assert exc.value.code == "InvalidSignatureException"
 
 
 def test_header_names_any_case_and_order() -> None:

@@ -17,10 +17,13 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 from unittest import mock
 
+import boto3
 import pytest
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
+from botocore.config import Config
 from botocore.credentials import Credentials
+from botocore.exceptions import ClientError
 
 from zeroscale.testing import ACCESS_KEY, REGION, SECRET_KEY, ServerProcess
 
@@ -91,7 +94,9 @@ def base_calls(serial: int) -> list[Call]:
     ]
 
 
-def sign(server: ServerProcess, call: Call, secret: str = SECRET_KEY, key: str = ACCESS_KEY) -> Call:
+def sign(
+    server: ServerProcess, call: Call, secret: str = SECRET_KEY, key: str = ACCESS_KEY, region: str = REGION
+) -> Call:
     request = AWSRequest(
         method=call.method, url=f"{server.url}{call.path}", data=call.body, headers=call.headers
     )
@@ -99,7 +104,7 @@ def sign(server: ServerProcess, call: Call, secret: str = SECRET_KEY, key: str =
     with mock.patch(
         "botocore.auth.get_current_datetime", return_value=now + datetime.timedelta(seconds=call.skew_s)
     ):
-        SigV4Auth(Credentials(key, secret), call.service, REGION).add_auth(request)
+        SigV4Auth(Credentials(key, secret), call.service, region).add_auth(request)
     signed = dict(request.headers.items())
     if not any(
         k.lower() == "host" for k in signed
@@ -239,6 +244,9 @@ def tampered(server: ServerProcess, signed: Call) -> Iterator[tuple[str, Call]]:
     for skew in (-16 * 60, 16 * 60):
         yield f"clock skew {skew:+d} s", sign(server, replace(signed, skew_s=skew))
     yield "wrong secret", sign(server, signed, secret=SECRET_KEY[::-1])
+    # Signed, correctly, for a region that is not the server's (audit finding 11).
+    for other in ("us-west-2", "mars-1"):
+        yield f"signed for region {other}", sign(server, signed, region=other)
 
 
 def refused_in_shape(kind: str, status: int, headers: dict[str, str], body: bytes) -> str:
@@ -330,3 +338,23 @@ def test_headers_botocore_leaves_unsigned_are_accepted(server: ServerProcess) ->
         signed = with_header(signed, name, value)
     status, _, body = send(server, signed)
     assert status == 200, body[:300]
+
+
+def test_a_boto3_client_of_another_region_is_told_which(server: ServerProcess) -> None:
+    """boto3 signs for its own region_name even with an endpoint_url: one set to another region than the
+    server's is refused, and told so."""
+    for service, call in [("sagemaker", "list_models"), ("iam", "list_users")]:
+        client = boto3.client(
+            service,
+            endpoint_url=server.url,
+            region_name="eu-west-1",
+            aws_access_key_id=ACCESS_KEY,
+            aws_secret_access_key=SECRET_KEY,
+            config=Config(retries={"total_max_attempts": 1}),
+        )
+        with pytest.raises(ClientError) as exc:
+            getattr(client, call)()
+        error = exc.value.response["Error"]
+        assert error["Code"] == "InvalidSignatureException", error
+        assert error["Message"].startswith("Credential should be scoped to a valid region, not 'eu-west-1'.")
+    assert server.client("sagemaker").list_models()["Models"] is not None  # the server's own region: fine

@@ -318,24 +318,30 @@ def _presign_expires(raw_expires: str | None) -> int:
 # credential scope and signed headers all day, its signing time for a second): cached, bounded. A cached
 # part is one the request's signature is still checked against; errors are raised again, never cached.
 @functools.lru_cache(maxsize=1024)
-def _parse_scope(credential: str, service: str) -> tuple[str, str, str, str]:
-    """``AKID/date/region/service/aws4_request`` -> (akid, date, region, scope-after-akid)."""
+def _parse_scope(credential: str, service: str, region: str | None) -> tuple[str, str, str, str]:
+    """``AKID/date/region/service/aws4_request`` -> (akid, date, region, scope-after-akid); the scope's
+    region must be ``region`` (the server's) unless that is None."""
     parts = credential.split("/")
     if len(parts) != 5 or not all(parts):
         raise InvalidSignature(
             f"Credential should be of the form <access key>/<date>/<region>/<service>/aws4_request, "
             f"got '{credential}'."
         )
-    akid, date, region, scope_service, terminator = parts
+    akid, date, scope_region, scope_service, terminator = parts
     if terminator != "aws4_request":
         raise InvalidSignature(
             f"Credential should be scoped with a valid terminator: 'aws4_request', not '{terminator}'."
         )
     if scope_service != service:
         raise InvalidSignature(f"Credential should be scoped to correct service: '{service}'. ")
+    if region is not None and scope_region != region:
+        raise InvalidSignature(
+            f"Credential should be scoped to a valid region, not '{scope_region}'. "
+            f"This server's region is '{region}': sign for it (region_name, --region, AWS_DEFAULT_REGION)."
+        )
     if len(date) != 8 or not date.isdigit():
         raise InvalidSignature(f"Credential should be scoped to a valid date, not '{date}'.")
-    return akid, date, region, f"{date}/{region}/{scope_service}/aws4_request"
+    return akid, date, scope_region, f"{date}/{scope_region}/{scope_service}/aws4_request"
 
 
 @functools.lru_cache(maxsize=1024)
@@ -494,6 +500,7 @@ def verify(
     body: bytes,
     lookup: Callable[[str], str | None],
     service: str = "sagemaker",
+    region: str | None = None,
     now: float | None = None,
     max_skew_s: float = 900.0,
 ) -> str:
@@ -504,14 +511,15 @@ def verify(
     unknown access key), InvalidSignature (malformed header, wrong service in scope, signature mismatch:
     'The request signature we calculated does not match the signature you provided. Check your AWS Secret
     Access Key and signing method. Consult the service documentation for details.', or request time too
-    skewed: 'Signature expired: ...' / 'Signature not yet current: ...'). `lookup(access_key_id)` returns
-    the secret or None.
+    skewed: 'Signature expired: ...' / 'Signature not yet current: ...', a credential scope for another
+    region than ``region``, the server's: 'Credential should be scoped to a valid region, not ...'; None
+    checks no region). `lookup(access_key_id)` returns the secret or None.
     """
     hmap = header_map(headers)
     if b"?" in raw_path:  # some servers hand over the path with its query attached
         raw_path = raw_path.partition(b"?")[0]
     claim = parse_claim(hmap, query_string)
-    akid, scope_date, region, scope = _parse_scope(claim.credential, service)
+    akid, scope_date, scope_region, scope = _parse_scope(claim.credential, service, region)
     names = _signed_header_names(claim.signed_headers)
     _check_all_signed(hmap, names)
     signed_at = _check_date(claim.amz_date, scope_date)
@@ -523,7 +531,7 @@ def verify(
     uri = _canonical_uri(raw_path, service != "s3")
     headers_part = _canonical_headers(names, hmap)
     payload_hash = _payload_hash(hmap, body)
-    key = _signing_key(secret, scope_date, region, service)
+    key = _signing_key(secret, scope_date, scope_region, service)
     for query in _query_forms(claim.pairs):
         creq = canonical_request(method, uri, query, headers_part, names, payload_hash)
         if _signature_matches(key, string_to_sign(claim.amz_date, scope, creq), claim.signature):
