@@ -336,6 +336,7 @@ def build(settings: Settings) -> Server:
         payload_limit_bytes=settings.payload_limit_bytes,
         startup=startup,
         shutdown=shutdown,
+        region=settings.region,
         authorize=authz.authorize,
         query_service=IamQueryService(iam, authz),
         audit=audit.record,

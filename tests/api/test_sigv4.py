@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import hashlib
 import time
 from typing import Any
 from unittest import mock
@@ -106,8 +107,18 @@ def test_runtime_binary_request_verifies() -> None:
     assert verify(runtime_request()) == AKID
 
 
-def test_any_region_in_scope_is_accepted() -> None:
-    assert verify(control_request(region="eu-west-3")) == AKID
+def test_the_servers_region_in_scope_is_accepted() -> None:
+    assert verify(control_request(region="eu-west-3"), region="eu-west-3") == AKID
+    assert verify(control_request(), region="us-east-1") == AKID
+
+
+@pytest.mark.parametrize("signed_for", ["us-west-2", "mars-1", "US-EAST-1"])
+def test_another_region_in_scope_is_refused(signed_for: str) -> None:
+    """A us-east-1 server refuses a request signed for another region (audit finding 11), as AWS does."""
+    with pytest.raises(InvalidSignature) as exc:
+        verify(control_request(region=signed_for), region="us-east-1")
+    assert exc.value.message.startswith(f"Credential should be scoped to a valid region, not '{signed_for}'.")
+    assert exc.value.code == "InvalidSignatureException"
 
 
 def test_header_names_any_case_and_order() -> None:
@@ -118,8 +129,57 @@ def test_header_names_any_case_and_order() -> None:
 
 def test_extra_unsigned_headers_are_ignored() -> None:
     req = runtime_request()
-    req["headers"].append((b"x-forwarded-for", b"10.0.0.1"))
+    # botocore's UNSIGNED_HEADERS (user-agent, expect, transfer-encoding, x-amzn-trace-id), what the HTTP
+    # stack and proxies add, and botocore's own amz-sdk-* retry headers: none need be signed.
+    for name, value in [
+        (b"x-forwarded-for", b"10.0.0.1"),
+        (b"user-agent", b"Boto3/1.34"),
+        (b"expect", b"100-continue"),
+        (b"x-amzn-trace-id", b"Root=1-5759e988-bd862e3fe1be46a994272793"),
+        (b"amz-sdk-invocation-id", b"e1d1b2c3"),
+        (b"accept-encoding", b"identity"),
+    ]:
+        req["headers"].append((name, value))
     assert verify(req) == AKID
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("X-Amz-Target", "SageMaker.ListModels"),
+        ("Content-Type", "application/x-amz-json-1.1"),
+        ("X-Amzn-SageMaker-Target-Variant", "canary"),
+        ("X-Amzn-SageMaker-Custom-Attributes", "admin=1"),
+        ("X-Amz-Security-Token", "token"),
+        ("x-amz-meta-anything", "1"),
+    ],
+)
+def test_unsigned_amz_header_or_content_type_is_refused(name: str, value: str) -> None:
+    """Signed over host;x-amz-date only, then sent with the header (audit finding 8, related): refused,
+    naming it."""
+    req = sign("POST", ENDPOINT + "/", body=b"{}")
+    assert b"SignedHeaders=host;x-amz-date," in dict(req["headers"])[b"authorization"]
+    assert verify(req) == AKID
+    req["headers"].append((name.encode(), value.encode()))
+    with pytest.raises(InvalidSignature, match=rf"not signed: '{name.lower()}'") as exc:
+        verify(req)
+    assert exc.value.code == "InvalidSignatureException"
+
+
+def test_unsigned_header_changes_the_operation_no_more() -> None:
+    """A signed ListEndpoints whose X-Amz-Target was left out of SignedHeaders cannot become ListModels."""
+    req = sign("POST", ENDPOINT + "/", headers={"Content-Type": "application/x-amz-json-1.1"}, body=b"{}")
+    req["headers"].append((b"x-amz-target", b"SageMaker.ListModels"))
+    with pytest.raises(InvalidSignature, match="'x-amz-target'"):
+        verify(req)
+    # Signed, the same header is fine.
+    signed = sign(
+        "POST",
+        ENDPOINT + "/",
+        headers={"Content-Type": "application/x-amz-json-1.1", "X-Amz-Target": "SageMaker.ListModels"},
+        body=b"{}",
+    )
+    assert verify(signed) == AKID
 
 
 def test_header_whitespace_is_trimmed_and_duplicates_joined() -> None:
@@ -138,15 +198,65 @@ def test_header_whitespace_is_trimmed_and_duplicates_joined() -> None:
     assert verify(req) == AKID
 
 
-def test_content_sha256_header_is_used_as_payload_hash() -> None:
+def test_matching_content_sha256_header_verifies() -> None:
+    # S3-style clients send the body's hash in a signed X-Amz-Content-SHA256: fine when it is the body's.
+    body = b'{"a": 1}'
+    req = sign(
+        "POST",
+        ENDPOINT + "/endpoints/e/invocations",
+        headers={"X-Amz-Content-SHA256": hashlib.sha256(body).hexdigest()},
+        body=body,
+    )
+    assert verify(req) == AKID
+
+
+def test_content_sha256_header_does_not_stand_in_for_the_body() -> None:
+    """A captured request replayed with another body and the original body's hash in an unsigned
+    X-Amz-Content-SHA256 (audit finding 8): the server hashes the body it received."""
+    original = b"Action=ListUsers&Version=2010-05-08"
+    req = sign(
+        "POST",
+        ENDPOINT + "/",
+        headers={"Content-Type": "application/x-www-form-urlencoded; charset=utf-8"},
+        body=original,
+        service="iam",
+    )
+    assert sigv4.verify(lookup=lookup, service="iam", **req) == AKID
+    req["body"] = b"Action=CreateUser&UserName=eve&Version=2010-05-08"
+    req["headers"].append((b"x-amz-content-sha256", hashlib.sha256(original).hexdigest().encode()))
+    with pytest.raises(InvalidSignature) as exc:
+        sigv4.verify(lookup=lookup, service="iam", **req)
+    assert exc.value.code == "InvalidSignatureException"
+
+
+def test_signed_content_sha256_header_of_another_body_is_refused() -> None:
+    original = b'{"a": 1}'
+    req = sign(
+        "POST",
+        ENDPOINT + "/endpoints/e/invocations",
+        headers={"X-Amz-Content-SHA256": hashlib.sha256(original).hexdigest()},
+        body=original,
+    )
+    req["body"] = b'{"a": "tampered"}'
+    with pytest.raises(
+        InvalidSignature,
+        match=r"^The provided 'x-amz-content-sha256' header does not match what was computed",
+    ):
+        verify(req)
+
+
+def test_unsigned_payload_is_refused() -> None:
     req = sign(
         "POST",
         ENDPOINT + "/endpoints/e/invocations",
         headers={"X-Amz-Content-SHA256": "UNSIGNED-PAYLOAD"},
         body=b"anything",
     )
+    with pytest.raises(InvalidSignature, match="UNSIGNED-PAYLOAD"):
+        verify(req)
     req["body"] = b"something else entirely"
-    assert verify(req) == AKID
+    with pytest.raises(InvalidSignature, match="UNSIGNED-PAYLOAD"):
+        verify(req)
 
 
 def test_path_needing_percent_encoding() -> None:
@@ -206,8 +316,50 @@ def test_real_boto3_clients_verify() -> None:
         )
     with pytest.raises(Stop):
         rt.invoke_endpoint(EndpointName="my ep+ü", Body=b"\x00\x01payload", ContentType="text/csv")
+    # Every runtime header boto3 can send (each an x-amzn-*, so each must be signed, and is), plus the
+    # X-Amzn-Trace-Id botocore adds unsigned inside a traced Lambda function.
+    traced = {
+        "AWS_LAMBDA_FUNCTION_NAME": "fn",
+        "_X_AMZN_TRACE_ID": "Root=1-5759e988-bd862e3fe1be46a994272793",
+    }
+    with mock.patch.dict("os.environ", traced), pytest.raises(Stop):
+        rt.invoke_endpoint(
+            EndpointName="my-ep",
+            Body=b"[1]",
+            ContentType="application/json",
+            Accept="application/json",
+            CustomAttributes="trace=1",
+            TargetModel="m.tar.gz",
+            TargetVariant="canary",
+            TargetContainerHostname="c1",
+            InferenceId="id-1",
+            EnableExplanations="`true`",
+            InferenceComponentName="ic",
+            SessionId="NEW_SESSION",
+        )
+    with pytest.raises(Stop):
+        rt.invoke_endpoint_async(
+            EndpointName="my-ep",
+            InputLocation="s3://b/k",
+            ContentType="text/csv",
+            Accept="text/csv",
+            CustomAttributes="a=1",
+            InferenceId="id-2",
+            RequestTTLSeconds=600,
+            InvocationTimeoutSeconds=600,
+        )
+    with pytest.raises(Stop):
+        rt.invoke_endpoint_with_response_stream(
+            EndpointName="my-ep",
+            Body=b"[1]",
+            ContentType="application/json",
+            CustomAttributes="a=1",
+            TargetVariant="v",
+            InferenceId="id-3",
+        )
 
-    assert len(captured) == 2
+    assert len(captured) == 5
+    assert "X-Amzn-Trace-Id" in captured[2].headers
     for prepared in captured:
         req = to_asgi(prepared.url, prepared.method, prepared.headers, prepared.body)
         assert verify(req) == AKID

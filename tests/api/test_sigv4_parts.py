@@ -110,7 +110,7 @@ def test_canonical_request_and_string_to_sign_are_botocores(
         "",
         sigv4._canonical_headers(names, hmap),
         names,
-        sigv4._payload_hash(hmap, body, False, "sagemaker"),
+        sigv4._payload_hash(hmap, body),
     )
     assert creq == signer.canonical
     scope = claim.credential.split("/", 1)[1]

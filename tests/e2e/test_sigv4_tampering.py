@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import hashlib
 import http.client
 import json
 import re
@@ -16,10 +17,13 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 from unittest import mock
 
+import boto3
 import pytest
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
+from botocore.config import Config
 from botocore.credentials import Credentials
+from botocore.exceptions import ClientError
 
 from zeroscale.testing import ACCESS_KEY, REGION, SECRET_KEY, ServerProcess
 
@@ -90,7 +94,9 @@ def base_calls(serial: int) -> list[Call]:
     ]
 
 
-def sign(server: ServerProcess, call: Call, secret: str = SECRET_KEY, key: str = ACCESS_KEY) -> Call:
+def sign(
+    server: ServerProcess, call: Call, secret: str = SECRET_KEY, key: str = ACCESS_KEY, region: str = REGION
+) -> Call:
     request = AWSRequest(
         method=call.method, url=f"{server.url}{call.path}", data=call.body, headers=call.headers
     )
@@ -98,7 +104,7 @@ def sign(server: ServerProcess, call: Call, secret: str = SECRET_KEY, key: str =
     with mock.patch(
         "botocore.auth.get_current_datetime", return_value=now + datetime.timedelta(seconds=call.skew_s)
     ):
-        SigV4Auth(Credentials(key, secret), call.service, REGION).add_auth(request)
+        SigV4Auth(Credentials(key, secret), call.service, region).add_auth(request)
     signed = dict(request.headers.items())
     if not any(
         k.lower() == "host" for k in signed
@@ -155,6 +161,30 @@ def tampered(server: ServerProcess, signed: Call) -> Iterator[tuple[str, Call]]:
     yield "body: one byte changed", replace(signed, body=bytes([signed.body[0] ^ 1]) + signed.body[1:])
     yield "body: empty", replace(signed, body=b"")
     yield "body hash header, false", with_header(signed, "X-Amz-Content-Sha256", "0" * 64)
+    # Another body, with the signed body's hash in X-Amz-Content-SHA256 (audit finding 8): the server hashes
+    # what it received. IAM's becomes CreateUser; the others' an edited call.
+    other_body = {
+        "iam": b"Action=CreateUser&UserName=evil&Version=2010-05-08",
+        "sagemaker": signed.body.replace(b"tampered-", b"evil-"),
+    }.get(signed.kind, signed.body[:-1] + b" " + signed.body[-1:])
+    original_hash = hashlib.sha256(signed.body).hexdigest()
+    yield (
+        "body replaced, its hash sent in x-amz-content-sha256",
+        with_header(replace(signed, body=other_body), "X-Amz-Content-Sha256", original_hash),
+    )
+    # Headers added unsigned: each changes what the call means (its operation, the variant or model an
+    # invocation reaches, what its body is), so each must be among the SignedHeaders when present.
+    for name, value in [
+        ("X-Amz-Target", "SageMaker.DeleteModel"),
+        ("X-Amzn-SageMaker-Target-Variant", "canary"),
+        ("X-Amz-Security-Token", "token"),
+    ]:
+        if name.lower() not in found["SignedHeaders"].split(";"):
+            yield f"unsigned header added: {name}", with_header(signed, name, value)
+    yield (
+        "body hash header, UNSIGNED-PAYLOAD",
+        with_header(signed, "X-Amz-Content-Sha256", "UNSIGNED-PAYLOAD"),
+    )
     yield "method", replace(signed, method="PUT")
     yield "path", replace(signed, path=signed.path + "x" if signed.path != "/" else "/x")
     yield (
@@ -214,6 +244,9 @@ def tampered(server: ServerProcess, signed: Call) -> Iterator[tuple[str, Call]]:
     for skew in (-16 * 60, 16 * 60):
         yield f"clock skew {skew:+d} s", sign(server, replace(signed, skew_s=skew))
     yield "wrong secret", sign(server, signed, secret=SECRET_KEY[::-1])
+    # Signed, correctly, for a region that is not the server's (audit finding 11).
+    for other in ("us-west-2", "mars-1"):
+        yield f"signed for region {other}", sign(server, signed, region=other)
 
 
 def refused_in_shape(kind: str, status: int, headers: dict[str, str], body: bytes) -> str:
@@ -245,8 +278,10 @@ def test_no_tampered_request_is_accepted(server: ServerProcess, kind: str) -> No
     for name, bad in tampered(server, sign(server, fresh)):
         count += 1
         status, headers, body = send(server, bad)
-        # an IAM call sent with another method or path is no IAM call any more: SageMaker's shape answers
-        shape = "sagemaker" if kind == "iam" and name in ("method", "path") else kind
+        # an IAM call sent with another method or path, or with an X-Amz-Target, is no IAM call any more:
+        # SageMaker's shape answers
+        moved = name in ("method", "path", "unsigned header added: X-Amz-Target")
+        shape = "sagemaker" if kind == "iam" and moved else kind
         try:
             code = refused_in_shape(shape, status, headers, body)
             assert code in AUTH_CODES, code
@@ -257,6 +292,7 @@ def test_no_tampered_request_is_accepted(server: ServerProcess, kind: str) -> No
     if kind == "sagemaker":  # only the untouched call created its model
         names = [m["ModelName"] for m in server.client("sagemaker").list_models()["Models"]]
         assert [n for n in names if n.startswith("tampered-")] == ["tampered-0"]
+        assert [n for n in names if n.startswith("evil-")] == []
     if kind == "iam":
         users = server.client("iam").list_users()["Users"]
         assert all(u["UserName"] != "evil" for u in users)
@@ -267,3 +303,58 @@ def test_a_signature_is_accepted_within_the_skew_aws_allows(server: ServerProces
         call = next(c for c in base_calls(99) if c.kind == "logs")
         status, _, body = send(server, sign(server, replace(call, skew_s=skew)))
         assert status == 200, body[:300]
+
+
+def test_headers_left_out_of_the_signature_are_refused(server: ServerProcess) -> None:
+    """A request signed over host;x-amz-date only (audit finding 8, related): sent with an X-Amz-Target or
+    Content-Type it did not sign it is refused, naming the header, before any operation runs."""
+    call = Call("sagemaker", "sagemaker", "POST", "/", {}, b"{}")
+    signed = sign(server, call)
+    assert parts(signed)["SignedHeaders"] == "host;x-amz-date"
+    for name, value in [("X-Amz-Target", "SageMaker.ListModels"), ("Content-Type", JSON_11)]:
+        status, _, body = send(server, with_header(signed, name, value))
+        assert status in (400, 403), body[:300]
+        doc = json.loads(body)
+        assert doc["__type"] == "InvalidSignatureException", doc
+        assert f"not signed: '{name.lower()}'" in doc["message"], doc
+    # The runtime: a variant header added to a signed invocation.
+    call = next(c for c in base_calls(0) if c.kind == "runtime")
+    status, headers, body = send(
+        server, with_header(sign(server, call), "X-Amzn-SageMaker-Target-Variant", "canary")
+    )
+    assert refused_in_shape("runtime", status, headers, body) == "InvalidSignatureException"
+    assert b"x-amzn-sagemaker-target-variant" in body
+
+
+def test_headers_botocore_leaves_unsigned_are_accepted(server: ServerProcess) -> None:
+    call = next(c for c in base_calls(0) if c.kind == "logs")
+    signed = sign(server, call)
+    for name, value in [
+        ("X-Amzn-Trace-Id", "Root=1-5759e988-bd862e3fe1be46a994272793"),
+        ("User-Agent", "Boto3/1.34.0 md/Botocore#1.34.0"),
+        ("amz-sdk-invocation-id", "0e3c4bd0-8a2d-4c0e-9f38-1d1f5a0f4f10"),
+        ("amz-sdk-request", "attempt=1; max=3"),
+    ]:
+        signed = with_header(signed, name, value)
+    status, _, body = send(server, signed)
+    assert status == 200, body[:300]
+
+
+def test_a_boto3_client_of_another_region_is_told_which(server: ServerProcess) -> None:
+    """boto3 signs for its own region_name even with an endpoint_url: one set to another region than the
+    server's is refused, and told so."""
+    for service, call in [("sagemaker", "list_models"), ("iam", "list_users")]:
+        client = boto3.client(
+            service,
+            endpoint_url=server.url,
+            region_name="eu-west-1",
+            aws_access_key_id=ACCESS_KEY,
+            aws_secret_access_key=SECRET_KEY,
+            config=Config(retries={"total_max_attempts": 1}),
+        )
+        with pytest.raises(ClientError) as exc:
+            getattr(client, call)()
+        error = exc.value.response["Error"]
+        assert error["Code"] == "InvalidSignatureException", error
+        assert error["Message"].startswith("Credential should be scoped to a valid region, not 'eu-west-1'.")
+    assert server.client("sagemaker").list_models()["Models"] is not None  # the server's own region: fine

@@ -95,6 +95,7 @@ class AppParts:
     # every other call (signing name "sagemaker"), errors in the JSON 1.1 shape.
     rest_routes: dict[str, RestHandler]
     shutdown: Callable[[], Awaitable[None]]
+    region: str  # the server's: a signature's credential scope must name it
     # the web console under /console (an ASGI app with its own sessions), when mounted
     console: Callable[[Scope, Receive, Send], Awaitable[None]] | None = None
     async_runtime: AsyncInvokeApi | None = None  # InvokeEndpointAsync
@@ -287,6 +288,7 @@ class App:
             body=body,
             lookup=self._p.lookup_secret,
             service=service,
+            region=self._p.region,
         )
 
     def _runtime_target(

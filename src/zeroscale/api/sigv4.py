@@ -11,8 +11,13 @@ The canonical request is rebuilt the way botocore's ``SigV4Auth`` builds it on t
 - canonical query string: ``name=value`` pairs, URI-encoded with ``safe='-_.~'``, sorted by name then value
   (``X-Amz-Signature`` left out for presigned URLs);
 - canonical headers: the names listed in ``SignedHeaders``, lower-cased and sorted, each value trimmed and
-  inner runs of whitespace collapsed, repeated headers joined with ``,``;
-- payload hash: the ``x-amz-content-sha256`` header when present, else ``sha256(body)``.
+  inner runs of whitespace collapsed, repeated headers joined with ``,``. ``Content-Type`` and every
+  ``x-amz-*`` / ``x-amzn-*`` header the request carries (``X-Amz-Target`` included, ``X-Amzn-Trace-Id``
+  aside, as botocore leaves it unsigned) must be among them, else the request is refused;
+- payload hash: ``sha256(body)`` of the body received, always (a presigned URL too: no zeroscale
+  operation takes an unsigned payload). An ``x-amz-content-sha256`` header must equal it:
+  ``UNSIGNED-PAYLOAD`` or any other value is refused (S3's XAmzContentSHA256Mismatch, in the service's
+  InvalidSignature shape).
 
 Both forms of SigV4 are accepted: the ``Authorization`` header and presigned query parameters
 (``X-Amz-Algorithm``, ``X-Amz-Credential``, ``X-Amz-Date``, ``X-Amz-Expires``, ``X-Amz-SignedHeaders``,
@@ -313,24 +318,30 @@ def _presign_expires(raw_expires: str | None) -> int:
 # credential scope and signed headers all day, its signing time for a second): cached, bounded. A cached
 # part is one the request's signature is still checked against; errors are raised again, never cached.
 @functools.lru_cache(maxsize=1024)
-def _parse_scope(credential: str, service: str) -> tuple[str, str, str, str]:
-    """``AKID/date/region/service/aws4_request`` -> (akid, date, region, scope-after-akid)."""
+def _parse_scope(credential: str, service: str, region: str | None) -> tuple[str, str, str, str]:
+    """``AKID/date/region/service/aws4_request`` -> (akid, date, region, scope-after-akid); the scope's
+    region must be ``region`` (the server's) unless that is None."""
     parts = credential.split("/")
     if len(parts) != 5 or not all(parts):
         raise InvalidSignature(
             f"Credential should be of the form <access key>/<date>/<region>/<service>/aws4_request, "
             f"got '{credential}'."
         )
-    akid, date, region, scope_service, terminator = parts
+    akid, date, scope_region, scope_service, terminator = parts
     if terminator != "aws4_request":
         raise InvalidSignature(
             f"Credential should be scoped with a valid terminator: 'aws4_request', not '{terminator}'."
         )
     if scope_service != service:
         raise InvalidSignature(f"Credential should be scoped to correct service: '{service}'. ")
+    if region is not None and scope_region != region:
+        raise InvalidSignature(
+            f"Credential should be scoped to a valid region, not '{scope_region}'. "
+            f"This server's region is '{region}': sign for it (region_name, --region, AWS_DEFAULT_REGION)."
+        )
     if len(date) != 8 or not date.isdigit():
         raise InvalidSignature(f"Credential should be scoped to a valid date, not '{date}'.")
-    return akid, date, region, f"{date}/{region}/{scope_service}/aws4_request"
+    return akid, date, scope_region, f"{date}/{scope_region}/{scope_service}/aws4_request"
 
 
 @functools.lru_cache(maxsize=1024)
@@ -339,6 +350,30 @@ def _signed_header_names(signed_headers: str) -> tuple[str, ...]:
     if "host" not in names:
         raise InvalidSignature("'Host' must be a 'SignedHeader' in the AWS Authorization.")
     return names
+
+
+# Headers that must be signed when present: they choose the operation (X-Amz-Target), how the body is read
+# (Content-Type) and what an invocation reaches (X-Amzn-SageMaker-*). botocore signs every header but its
+# UNSIGNED_HEADERS (expect, transfer-encoding, user-agent, x-amzn-trace-id), so its requests always pass.
+_MUST_SIGN_PREFIXES = ("x-amz-", "x-amzn-")
+_MAY_GO_UNSIGNED = "x-amzn-trace-id"
+
+
+def _check_all_signed(hmap: dict[str, list[str]], names: Sequence[str]) -> None:
+    unsigned = [
+        name
+        for name in hmap
+        if (name == "content-type" or name.startswith(_MUST_SIGN_PREFIXES))
+        and name not in names
+        and name != _MAY_GO_UNSIGNED
+    ]
+    if unsigned:
+        raise InvalidSignature(
+            "There were headers present in the request which were not signed: "
+            + ", ".join(f"'{n}'" for n in sorted(unsigned))
+            + ". Content-Type, X-Amz-Target and every other x-amz-* and x-amzn-* header (X-Amzn-Trace-Id "
+            "aside) must be in SignedHeaders."
+        )
 
 
 @functools.lru_cache(maxsize=1024)
@@ -390,15 +425,32 @@ def _canonical_headers(names: Sequence[str], hmap: dict[str, list[str]]) -> str:
     return "".join(lines)
 
 
-def _payload_hash(hmap: dict[str, list[str]], body: bytes, presigned: bool, service: str) -> str:
-    content_sha = hmap.get("x-amz-content-sha256")
-    if content_sha:
-        return content_sha[0]
-    if presigned and service == "s3":
-        return UNSIGNED_PAYLOAD
-    if body:
-        return hashlib.sha256(body).hexdigest()
-    return EMPTY_SHA256
+def _payload_hash(hmap: dict[str, list[str]], body: bytes) -> str:
+    """The hash of the body the server received, always: a client's ``X-Amz-Content-SHA256`` is never taken
+    in its place (it is not necessarily signed, and a replayed request could claim the signed body's hash
+    over another body). When sent, it must name that same hash: ``UNSIGNED-PAYLOAD`` (and the streaming
+    forms) are refused, as no zeroscale operation takes an unsigned body."""
+    payload_hash = hashlib.sha256(body).hexdigest() if body else EMPTY_SHA256
+    claimed = hmap.get("x-amz-content-sha256")
+    if claimed is not None:
+        value = claimed[0].strip() if len(claimed) == 1 else ",".join(claimed)
+        if value != payload_hash:
+            raise InvalidSignature(_content_sha_message(value, payload_hash))
+    return payload_hash
+
+
+def _content_sha_message(claimed: str, payload_hash: str) -> str:
+    if claimed == UNSIGNED_PAYLOAD or claimed.startswith("STREAMING-"):
+        return (
+            f"X-Amz-Content-SHA256 '{claimed[:64]}' is not accepted: this service takes signed payloads "
+            f"only. Sign the SHA-256 of the body (botocore does over http, and over https unless told "
+            f"otherwise)."
+        )
+    return (
+        f"The provided 'x-amz-content-sha256' header does not match what was computed "
+        f"(XAmzContentSHA256Mismatch): it says '{claimed[:64]}', the body received hashes to "
+        f"'{payload_hash}'."
+    )
 
 
 def _query_forms(pairs: list[tuple[str, str]]) -> tuple[str, ...]:
@@ -448,6 +500,7 @@ def verify(
     body: bytes,
     lookup: Callable[[str], str | None],
     service: str = "sagemaker",
+    region: str | None = None,
     now: float | None = None,
     max_skew_s: float = 900.0,
 ) -> str:
@@ -458,15 +511,17 @@ def verify(
     unknown access key), InvalidSignature (malformed header, wrong service in scope, signature mismatch:
     'The request signature we calculated does not match the signature you provided. Check your AWS Secret
     Access Key and signing method. Consult the service documentation for details.', or request time too
-    skewed: 'Signature expired: ...' / 'Signature not yet current: ...'). `lookup(access_key_id)` returns
-    the secret or None.
+    skewed: 'Signature expired: ...' / 'Signature not yet current: ...', a credential scope for another
+    region than ``region``, the server's: 'Credential should be scoped to a valid region, not ...'; None
+    checks no region). `lookup(access_key_id)` returns the secret or None.
     """
     hmap = header_map(headers)
     if b"?" in raw_path:  # some servers hand over the path with its query attached
         raw_path = raw_path.partition(b"?")[0]
     claim = parse_claim(hmap, query_string)
-    akid, scope_date, region, scope = _parse_scope(claim.credential, service)
+    akid, scope_date, scope_region, scope = _parse_scope(claim.credential, service, region)
     names = _signed_header_names(claim.signed_headers)
+    _check_all_signed(hmap, names)
     signed_at = _check_date(claim.amz_date, scope_date)
     secret = lookup(akid)
     if secret is None:
@@ -475,8 +530,8 @@ def verify(
 
     uri = _canonical_uri(raw_path, service != "s3")
     headers_part = _canonical_headers(names, hmap)
-    payload_hash = _payload_hash(hmap, body, claim.presigned, service)
-    key = _signing_key(secret, scope_date, region, service)
+    payload_hash = _payload_hash(hmap, body)
+    key = _signing_key(secret, scope_date, scope_region, service)
     for query in _query_forms(claim.pairs):
         creq = canonical_request(method, uri, query, headers_part, names, payload_hash)
         if _signature_matches(key, string_to_sign(claim.amz_date, scope, creq), claim.signature):

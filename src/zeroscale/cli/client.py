@@ -66,7 +66,9 @@ class Clients:
         url = f"{self.endpoint_url.rstrip('/')}/zeroscale/v1/{path}"
         if query:
             url += "?" + urllib.parse.urlencode(query)
-        request = AWSRequest(method, url, data=body)
+        # urllib would add an unsigned Content-Type to a request with a body; the server refuses unsigned ones
+        headers = {"Content-Type": "application/octet-stream"} if body else {}
+        request = AWSRequest(method, url, data=body, headers=headers)
         SigV4Auth(self._credentials, "sagemaker", self._region).add_auth(request)
         http_request = urllib.request.Request(
             url, data=body or None, method=method, headers=dict(request.headers)
