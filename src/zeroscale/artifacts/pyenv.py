@@ -31,6 +31,7 @@ import time
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 
+from zeroscale import childenv
 from zeroscale.artifacts.requirements import vet
 from zeroscale.artifacts.scratch import remove_stale, scratch_path, staging_dir
 from zeroscale.errors import DeployError
@@ -43,31 +44,17 @@ DEFAULT_TIMEOUT_S = 900.0
 _LOCK_POLL_S = 0.1
 _TAIL_LINES = 12
 _TAIL_CHARS = 700
+# besides ``childenv.BASE``: pip's own configuration, and what it needs to trust the index's certificates
 _PIP_ENV = frozenset(
-    {
-        "PATH",
-        "HOME",
-        "USER",
-        "LOGNAME",
-        "LANG",
-        "LANGUAGE",
-        "TZ",
-        "TMPDIR",
-        "XDG_CONFIG_HOME",
-        "XDG_CACHE_HOME",
-    }
-    | {"SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE"}
+    {"XDG_CONFIG_HOME", "XDG_CACHE_HOME", "SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE"}
 )
 
 
 def pip_environment(server_env: Mapping[str, str]) -> dict[str, str]:
     """What of the server's environment pip runs with: what it needs to reach and trust the index (its own
     ``PIP_*`` settings, proxies, certificates, locale, home), never the server's credentials."""
-    env = {
-        key: value
-        for key, value in server_env.items()
-        if key in _PIP_ENV or key.startswith(("PIP_", "LC_")) or key.lower().endswith("_proxy")
-    }
+    env = childenv.allowed(server_env, _PIP_ENV, ("PIP_",))
+    env.update((k, v) for k, v in server_env.items() if k.lower().endswith("_proxy"))
     env.update(PIP_NO_INPUT="1", PYTHONNOUSERSITE="1")
     return env
 

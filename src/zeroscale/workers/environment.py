@@ -13,21 +13,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from zeroscale import childenv
 from zeroscale.workers.forkserver import THREAD_ENV
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
-# Taken from the server's environment when set there.
+# Taken from the server's environment when set there, besides ``childenv.BASE``.
 ZYGOTE_ENV = frozenset(
     {
-        "PATH",
-        "HOME",
-        "USER",
-        "LOGNAME",
-        "LANG",
-        "LANGUAGE",
-        "TZ",
-        "TMPDIR",
         # tests and benchmarks run servers from another checkout's sources
         "PYTHONPATH",
         "PYTHONHOME",
@@ -43,17 +36,12 @@ ZYGOTE_ENV = frozenset(
         "NVIDIA_VISIBLE_DEVICES",
     }
 )
-ZYGOTE_ENV_PREFIXES = ("LC_",)
 
 
 def zygote_environment(server_env: Mapping[str, str]) -> dict[str, str]:
     """What of ``server_env`` (the server's ``os.environ``) a zygote is started with, ``THREAD_ENV`` over
     it, and a default ``PATH`` where the server has none."""
-    env = {
-        key: value
-        for key, value in server_env.items()
-        if key in ZYGOTE_ENV or key.startswith(ZYGOTE_ENV_PREFIXES)
-    }
+    env = childenv.allowed(server_env, ZYGOTE_ENV)
     env.setdefault("PATH", DEFAULT_PATH)
     env.update(THREAD_ENV)
     return env
