@@ -359,14 +359,8 @@ _MUST_SIGN_PREFIXES = ("x-amz-", "x-amzn-")
 _MAY_GO_UNSIGNED = "x-amzn-trace-id"
 
 
-def _check_all_signed(hmap: dict[str, list[str]], names: Sequence[str]) -> None:
-    unsigned = [
-        name
-        for name in hmap
-        if (name == "content-type" or name.startswith(_MUST_SIGN_PREFIXES))
-        and name not in names
-        and name != _MAY_GO_UNSIGNED
-    ]
+def _check_all_signed(hmap: dict[str, list[str]], names: tuple[str, ...]) -> None:
+    unsigned = _unsigned(tuple(hmap), names)  # a client sends the same headers request after request
     if unsigned:
         raise InvalidSignature(
             "There were headers present in the request which were not signed: "
@@ -374,6 +368,18 @@ def _check_all_signed(hmap: dict[str, list[str]], names: Sequence[str]) -> None:
             + ". Content-Type, X-Amz-Target and every other x-amz-* and x-amzn-* header (X-Amzn-Trace-Id "
             "aside) must be in SignedHeaders."
         )
+
+
+@functools.lru_cache(maxsize=1024)
+def _unsigned(present: tuple[str, ...], names: tuple[str, ...]) -> tuple[str, ...]:
+    """Of the header names ``present``, those that must be signed and are not among ``names``."""
+    return tuple(
+        name
+        for name in present
+        if (name == "content-type" or name.startswith(_MUST_SIGN_PREFIXES))
+        and name not in names
+        and name != _MAY_GO_UNSIGNED
+    )
 
 
 @functools.lru_cache(maxsize=1024)
