@@ -162,6 +162,9 @@ class App:
                 raise ValidationException(
                     f"Request {request_id} has oversize body (at most {limit} bytes)."
                 ) from None
+            if path.startswith(REST_PREFIX) and "" in path[len(REST_PREFIX) :].split("/")[:-1]:
+                # images//name/tag: the policy check and the handler would read two names
+                raise UnknownOperationException(f"No zeroscale API at {path}: a path has no empty parts.")
             headers: list[tuple[bytes, bytes]] = scope["headers"]
             target = next((v for k, v in headers if k.lower() == b"x-amz-target"), b"").decode("latin-1")
             rpc_target = rpcv2.target(method, path, headers)  # RPC v2 CBOR
@@ -326,10 +329,7 @@ class App:
         if form is not None:
             return Access(access_key_id, "query", "iam", params=form)
         if path.startswith(REST_PREFIX):
-            sub_path = path[len(REST_PREFIX) :]
-            if "" in sub_path.split("/")[:-1]:  # images//name/tag: authorized as one name, run as another
-                raise UnknownOperationException(f"No zeroscale API at {path}: a path has no empty parts.")
-            return Access(access_key_id, "rest", "zeroscale", scope["method"], sub_path)
+            return Access(access_key_id, "rest", "zeroscale", scope["method"], path[len(REST_PREFIX) :])
         operation = (
             target[len(service.target_prefix) :] if target.startswith(service.target_prefix) else target
         )
