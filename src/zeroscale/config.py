@@ -93,6 +93,8 @@ class Settings:
     price_table: Path | None = None
     # Worker sandbox (workers/confinement.py): outbound network access, tasks and open files per worker.
     worker_outbound: bool = False
+    # A memory cgroup per worker and template, where the host lets the server make them (workers/cgroups.py).
+    worker_cgroups: bool = True
     worker_max_processes: int = 64
     worker_max_open_files: int = 1024
     # Directories every worker may also write (a shared cache, a test's side channel); never one holding

@@ -80,6 +80,7 @@ from zeroscale.store.frontends import Frontends
 from zeroscale.topics.delivery import Deliverer
 from zeroscale.topics.service import Topics
 from zeroscale.types import SERVERLESS_MEMORY_SIZES_MB
+from zeroscale.workers.cgroups import MemoryGroups, Unavailable, memory_line
 from zeroscale.workers.confinement import Confinement, SandboxSettings
 from zeroscale.workers.manager import WorkerManager
 from zeroscale.workers.ray_workers import RayWorkers
@@ -117,9 +118,11 @@ def build(settings: Settings) -> Server:
         ),
         settings.workers_dir,
     )
-    for line in confinement.announce():
+    groups = None if settings.ray_address else MemoryGroups.open(enabled=settings.worker_cgroups)
+    announced = confinement.announce() + ([memory_line(groups)] if groups is not None else [])
+    for line in announced:
         (log.warning if line.startswith("WARNING") else log.info)("%s", line)
-    manager = _workers(settings, confinement)
+    manager = _workers(settings, confinement, groups)
     artifacts = ArtifactCache(
         settings.artifacts_dir,
         s3_endpoint_url=settings.s3_endpoint_url,
@@ -365,7 +368,7 @@ def build(settings: Settings) -> Server:
             memory_sizes_mb=SERVERLESS_MEMORY_SIZES_MB,
         )
     )
-    return Server(settings, creds, App(parts), confinement.announce())
+    return Server(settings, creds, App(parts), announced)
 
 
 @dataclass(frozen=True)
@@ -405,7 +408,9 @@ class _StepScalingAction:
         self._background.spawn(self._autoscaling.step(arn, breach or 0.0, str(message["AlarmName"])))
 
 
-def _workers(settings: Settings, confinement: Confinement) -> WorkerManager | RayWorkers:
+def _workers(
+    settings: Settings, confinement: Confinement, groups: MemoryGroups | Unavailable | None
+) -> WorkerManager | RayWorkers:
     """This machine's workers, or the Ray cluster's nodes' (``--ray-address``: each confines its own)."""
     if settings.ray_address:
         return RayWorkers(
@@ -423,6 +428,7 @@ def _workers(settings: Settings, confinement: Confinement) -> WorkerManager | Ra
             max_open_files=settings.worker_max_open_files,
             writable=tuple(str(p) for p in settings.worker_writable_paths),
             log_limit=settings.worker_log_bytes_per_minute,
+            cgroups=settings.worker_cgroups,
         )
     return WorkerManager(
         settings.workers_dir,
@@ -430,6 +436,7 @@ def _workers(settings: Settings, confinement: Confinement) -> WorkerManager | Ra
         memory_poll_interval_s=settings.memory_poll_interval_s,
         confinement=confinement,
         log_limit=settings.worker_log_bytes_per_minute,
+        memory_groups=groups if isinstance(groups, MemoryGroups) else None,
     )
 
 

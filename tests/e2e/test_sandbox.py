@@ -222,7 +222,8 @@ def test_cannot_call_home_or_signal_the_server(
 def test_a_child_that_allocates_without_bound_is_stopped(
     smr: Any, server: ServerProcess, endpoints: dict[str, str]
 ) -> None:
-    """The watchdog counts what the worker's children hold: the worker is stopped, the child with it."""
+    """What the worker's children hold counts (the watchdog's pass over its uid, or the kernel's limit on its
+    memory cgroup, which stops the child first): the worker is stopped, the child with it."""
     pid = attack(smr, "child_hog")["pid"]
     wait_for(lambda: not _alive(pid), timeout_s=20)
     logs = "".join(p.read_text() for p in (server.data_dir / "logs" / "attacker").rglob("*.log"))

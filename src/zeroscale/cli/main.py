@@ -215,6 +215,13 @@ def _opt(name: str, env: str, **kw: Any) -> Callable[[F], F]:
     help="Let model workers open network connections (default: they reach nothing but their own socket).",
 )
 @_opt(
+    "--worker-cgroups/--no-worker-cgroups",
+    "ZEROSCALE_WORKER_CGROUPS",
+    default=True,
+    help="Put each model worker in a memory cgroup the kernel holds to its MemorySizeInMB, where the host "
+    "lets the server make them (cgroup v1's memory controller, as root); the banner says whether it does.",
+)
+@_opt(
     "--worker-max-processes",
     "ZEROSCALE_WORKER_MAX_PROCESSES",
     default=64,
@@ -357,6 +364,7 @@ def serve(
     frontend_ttl_s: float,
     sync_interval_s: float,
     worker_outbound: bool,
+    worker_cgroups: bool,
     worker_max_processes: int,
     worker_max_open_files: int,
     worker_writable_paths: str,
@@ -418,6 +426,7 @@ def serve(
         frontend_ttl_s=frontend_ttl_s,
         sync_interval_s=sync_interval_s,
         worker_outbound=worker_outbound,
+        worker_cgroups=worker_cgroups,
         worker_max_processes=worker_max_processes,
         worker_max_open_files=worker_max_open_files,
         worker_writable_paths=tuple(Path(p) for p in worker_writable_paths.split(":") if p),

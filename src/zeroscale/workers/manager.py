@@ -3,7 +3,9 @@ other process zeroscale starts is ``pip install``, at deploy time, in ``artifact
 
 A worker is forked by its runtime's zygote and becomes ready when the zygote reports its Unix socket listens
 (it binds only once its model is loaded, and answers ``GET /ping`` from then on); it is watched for memory:
-one whose resident set passes its MemorySizeInMB is killed, and ``kill_reason`` says so.
+one whose resident set passes its MemorySizeInMB is killed, and ``kill_reason`` says so. Where the host has
+a memory cgroup controller, each worker and each template is also in a group of its own that the kernel
+holds to its MemorySizeInMB (``cgroups.py``): what no resident set shows counts too, stopped at once.
 A bring-your-own image's worker (a spec with a ``command``) is a plain process instead (``process.py``),
 reached over TCP, measured with its descendants, and otherwise treated the same.
 """
@@ -20,16 +22,18 @@ import signal
 import time
 import uuid
 from collections.abc import Callable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from zeroscale.errors import DeployError
 from zeroscale.workers import sockdir
 from zeroscale.workers.capture import open_stream as open_log
+from zeroscale.workers.cgroups import MemoryGroups
 from zeroscale.workers.client import Body, WorkerConnection, WorkerConnectionError, WorkerResponse
 from zeroscale.workers.confinement import Confinement, processes_of
 from zeroscale.workers.forkserver import EXIT_UNFORKABLE_TEMPLATE, THREAD_ENV
-from zeroscale.workers.memory import ResidentSets, private_bytes, tree_rss_mb
+from zeroscale.workers.memory import ResidentSets, private_bytes, tree_pids, tree_rss_mb
 from zeroscale.workers.process import CONTAINER_MODEL_DIR, ProcessLauncher
 from zeroscale.workers.shmem import host_shmem_mb, tmpfs_devices, unseen_bytes
 from zeroscale.workers.sockdir import socket_dir, socket_name
@@ -82,6 +86,7 @@ class WorkerHandle:
     host: str = "127.0.0.1"  # where ``port`` listens (a cluster node's address for a worker on Ray)
     node: str = ""  # the cluster node it runs on ("": this machine)
     parked_by: int = 0  # while it is parked (``WorkerManager.park``): its template's pid
+    cgroup: Path | None = None  # its memory cgroup (``cgroups.py``), where the host has them
 
     @property
     def alive(self) -> bool:
@@ -146,6 +151,7 @@ class WorkerManager:
         sandbox: bool | None = None,  # bring-your-own images: map /opt/ml/model with bwrap (None: if usable)
         confinement: Confinement | None = None,  # confine every worker (None: run them unconfined)
         log_limit: int = 0,  # bytes of a worker's output a minute kept in its log stream (0: all of it)
+        memory_groups: MemoryGroups | None = None,  # a memory cgroup per worker and template (None: none)
     ) -> None:
         self._run_dir = run_dir
         self._sock_dir = socket_dir(run_dir)  # the workers' and templates' sockets (``open`` makes it)
@@ -175,6 +181,13 @@ class WorkerManager:
         self._releasing: list[tuple[str, int, int]] = []  # (scratch, uid, tries left) of exited workers
         self._release_timer: asyncio.Handle | None = None
         self._restock_timer: asyncio.TimerHandle | None = None  # the scratch directories made ahead
+        self._groups = memory_groups
+        # Every cgroup write, in order, off the loop: joining a group waits for an RCU grace period.
+        self._group_thread = (
+            ThreadPoolExecutor(1, thread_name_prefix="zeroscale-cgroups") if memory_groups else None
+        )
+        self._template_groups: dict[int, Path] = {}  # template pid -> its memory cgroup
+        self._adopted: dict[int, frozenset[int]] = {}  # worker pid -> its processes last moved into its group
         self._last_start = 0.0  # when a worker's start last began (``start_template`` waits for a pause)
         self._ticks = 0
 
@@ -213,6 +226,10 @@ class WorkerManager:
         if self._confinement is not None:
             self._release_now()
             self._confinement.close()
+        if self._group_thread is not None and self._groups is not None:
+            await asyncio.get_running_loop().run_in_executor(self._group_thread, self._groups.close)
+            self._group_thread.shutdown(wait=True)
+            self._group_thread = None
         if self._sock_dir != self._run_dir:  # a short one of its own in the temporary directory
             with contextlib.suppress(OSError):
                 self._sock_dir.rmdir()
@@ -321,6 +338,7 @@ class WorkerManager:
                     request["sandbox"] = policy.to_dict()
                     env["TMPDIR"] = handle.scratch
                 handle.pid = await self._fork(zygote, request, handle.log_path)
+            handle.cgroup = self._group(f"w-{wid}", spec.memory_mb, handle.pid)
             self._restock()
         except ZygoteError as exc:
             self._release_sandbox(handle.scratch, handle.uid)
@@ -546,6 +564,8 @@ class WorkerManager:
         early_exit = self._early_exits.pop(pid, None)  # its exit may already have been reported
         if early_exit is None:
             self._template_pids.add(pid)
+            if (group := self._group(f"t-{tid}", spec.memory_mb, pid)) is not None:
+                self._template_groups[pid] = group
             self._template_scratch[pid] = scratch
             if block is not None:
                 self._template_blocks[pid] = block
@@ -587,6 +607,7 @@ class WorkerManager:
             if status == EXIT_UNFORKABLE_TEMPLATE:
                 self._refused_templates.add(pid)
             self._end_template(self._template_scratch.pop(pid, ""), self._template_blocks.pop(pid, None))
+            self._remove_group(self._template_groups.pop(pid, None))
             return
         self._early_up.discard(pid)
         self._rss.forget(pid)
@@ -596,6 +617,9 @@ class WorkerManager:
             self._early_exits[pid] = status
             return
         handle.exit_code = status
+        self._adopted.pop(pid, None)
+        if handle.cgroup is not None:
+            self._group_ended(handle, status)
         handle.up.set()  # stop waiting for it: _until_ready sees it gone
         if handle.parked_by:  # it never served: its log holds its ready line and no more
             self._parked.pop(handle.parked_by, None)
@@ -612,6 +636,55 @@ class WorkerManager:
                 handle.on_exit(handle)
             except Exception:  # a bug in the owner must not take down the reader that reports exits
                 log.exception("exit handler of worker %s failed", handle.worker_id)
+
+    # ---- memory cgroups ----
+    def _group(self, name: str, limit_mb: int, pid: int) -> Path | None:
+        """Put ``pid`` in a memory cgroup ``name`` of its own, limited to ``limit_mb`` (the group thread
+        makes it and moves the process a grace period later; the caller goes on at once)."""
+        if self._groups is None:
+            return None
+        self._in_group_thread(self._groups.start, name, limit_mb, pid)
+        return self._groups.root / name
+
+    def _in_group_thread(self, call: Callable[..., object], *args: object) -> None:
+        if self._group_thread is not None:
+            self._group_thread.submit(call, *args).add_done_callback(_group_failure)
+
+    def _group_ended(self, handle: WorkerHandle, status: int) -> None:
+        """A worker in a memory cgroup exited: if the kernel killed it for the group's limit, its error says
+        so (as the watchdog's kill would); its group goes."""
+        group, groups = handle.cgroup, self._groups
+        assert group is not None and groups is not None
+        if status == -signal.SIGKILL and handle.kill_reason is None and groups.oom_kills(group):
+            handle.kill_reason, handle.kill_kind = _oom_reason(handle), "memory_killed"
+        self._remove_group(group)
+
+    def _check_oom_kills(self) -> None:
+        """A worker one of whose processes the kernel stopped at its group's limit (a child, say: the kernel
+        picks the largest) is stopped, as the watchdog stops one whose processes together pass it."""
+        if self._groups is None:
+            return
+        for handle in list(self._by_pid.values()):
+            if (
+                handle.cgroup is not None
+                and handle.kill_reason is None
+                and self._groups.oom_kills(handle.cgroup)
+            ):
+                self.kill(handle, _oom_reason(handle), kind="memory_killed")
+
+    def _remove_group(self, group: Path | None) -> None:
+        if group is not None and self._groups is not None:
+            self._in_group_thread(self._groups.remove, group)
+
+    def _adopt_strays(self, handle: WorkerHandle, pids: list[int]) -> None:
+        """Processes a worker forked before it joined its group are moved into it (once each)."""
+        if handle.cgroup is None or self._groups is None or len(pids) < 2:
+            return
+        seen = frozenset(pids)
+        if self._adopted.get(handle.pid) == seen:
+            return
+        self._adopted[handle.pid] = seen
+        self._in_group_thread(self._groups.adopt, handle.cgroup, pids)
 
     def _end_template(self, scratch: str, block: tuple[int, int] | None) -> None:
         """A template is gone: what is left with its uid dies, its block of uids is free again (its
@@ -726,6 +799,11 @@ class WorkerManager:
         workers = [h for h in self._by_pid.values() if not h.port]
         owners = {h.uid: h.pid for h in workers if h.uid}
         found = processes_of(set(owners)) if owners else {}
+        if self._groups is not None:
+            for handle in self._by_pid.values():
+                pids = tree_pids(handle.pid) if handle.port else found.get(handle.uid, [])
+                self._adopt_strays(handle, pids)
+            self._check_oom_kills()
         self._extra_mb = {
             uid: sum(private_bytes(p) for p in pids if p != owners[uid]) / (1024 * 1024)
             for uid, pids in found.items()
@@ -746,3 +824,16 @@ class WorkerManager:
             pids = found.get(handle.uid, [handle.pid]) if handle.uid else [handle.pid]
             shmem[handle.pid] = unseen_bytes(pids, devices) / (1024 * 1024)
         self._shmem_mb = shmem
+
+
+def _oom_reason(handle: WorkerHandle) -> str:
+    return (
+        f"Worker {handle.worker_id} used more than the {handle.spec.memory_mb} MB of its MemorySizeInMB and "
+        "was stopped (the kernel stopped it, or one of its processes, at its memory cgroup's limit)"
+    )
+
+
+def _group_failure(done: Future[object]) -> None:
+    exc = done.exception()
+    if exc is not None:
+        log.warning("memory cgroup: %s", exc)

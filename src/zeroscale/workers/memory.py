@@ -47,15 +47,22 @@ def tree_rss_mb(pid: int) -> float | None:
     own = _rss_pages(pid)
     if own is None:
         return None
-    total, seen, todo = own, {pid}, _children(pid)
+    total = own + sum(_rss_pages(child) or 0 for child in tree_pids(pid)[1:])
+    return total * _PAGE_SIZE / _MB
+
+
+def tree_pids(pid: int) -> list[int]:
+    """``pid`` and its descendants (at most ``_MAX_TREE``), ``pid`` first."""
+    seen, todo = [pid], _children(pid)
+    known = {pid}
     while todo and len(seen) < _MAX_TREE:
         child = todo.pop()
-        if child in seen:
+        if child in known:
             continue
-        seen.add(child)
-        total += _rss_pages(child) or 0
+        known.add(child)
+        seen.append(child)
         todo += _children(child)
-    return total * _PAGE_SIZE / _MB
+    return seen
 
 
 def private_bytes(pid: int) -> int:

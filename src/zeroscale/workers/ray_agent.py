@@ -36,6 +36,7 @@ from typing import Any
 from zeroscale.artifacts.cache import ArtifactCache
 from zeroscale.config import DEFAULT_MAX_EXTRACTED_MB, DEFAULT_WORKER_LOG_MB_PER_MINUTE, MB
 from zeroscale.errors import DeployError, ZeroscaleError
+from zeroscale.workers.cgroups import MemoryGroups, memory_line
 from zeroscale.workers.confinement import Confinement, SandboxSettings
 from zeroscale.workers.manager import WorkerHandle, WorkerManager, WorkerSpec
 from zeroscale.workers.memory import private_bytes
@@ -64,6 +65,7 @@ class AgentConfig:
     max_open_files: int = 1024
     writable: tuple[str, ...] = ()
     log_limit: int = DEFAULT_WORKER_LOG_MB_PER_MINUTE * MB  # bytes of a worker's output a minute kept
+    cgroups: bool = True  # a memory cgroup per worker where the node lets its agent make them
 
 
 @dataclass
@@ -114,12 +116,16 @@ class NodeAgent:
                     ),
                     run_dir,
                 )
+            groups = MemoryGroups.open(enabled=cfg.cgroups)
+            line = memory_line(groups)
+            (log.warning if line.startswith("WARNING") else log.info)("node %s: %s", cfg.node_id, line)
             manager = WorkerManager(
                 run_dir,
                 startup_timeout_s=cfg.startup_timeout_s,
                 memory_poll_interval_s=cfg.memory_poll_interval_s,
                 confinement=confinement,
                 log_limit=cfg.log_limit,
+                memory_groups=groups if isinstance(groups, MemoryGroups) else None,
             )
             await manager.open()
             self._wake = asyncio.Event()

@@ -158,6 +158,7 @@ class RayWorkers:
         max_open_files: int = 1024,
         writable: tuple[str, ...] = (),
         log_limit: int = DEFAULT_WORKER_LOG_MB_PER_MINUTE * MB,
+        cgroups: bool = True,
         refresh_s: float = 2.0,
         poll_s: float = 0.5,
         node_timeout_s: float = 10.0,
@@ -180,6 +181,7 @@ class RayWorkers:
             max_open_files=max_open_files,
             writable=writable,
             log_limit=log_limit,
+            cgroups=cgroups,
         )
         self._startup_timeout_s = startup_timeout_s
         self._refresh_s = refresh_s

@@ -1,0 +1,229 @@
+"""A memory cgroup per worker and per template: the kernel holds each to its MemorySizeInMB.
+
+The watchdog (``manager.py``) samples resident sets every 50 ms; a memory cgroup charges what no resident set
+shows (a worker's shared memory, its pipes' and sockets' buffers, page tables, tmpfs pages it wrote) and
+stops an allocation the moment it passes the limit, however fast it grows and however busy the server is.
+Where there is one, each worker is moved into a group of its own right after its fork, and each template
+(which runs the model's load, i.e. the user's code) into one of its own: ``<server's group>/zeroscale-<server
+pid>/<name>``, ``memory.limit_in_bytes`` its MemorySizeInMB (and ``memory.memsw.limit_in_bytes`` where swap is
+accounted, so swap is no way out).
+
+Joining a group costs an RCU grace period (``cgroup.procs``: 10-30 ms measured on these machines, one after
+another much less), so the move is made by a thread of its own, never on the cold start's path: a worker
+serves at once and is in its group a grace period later. What it forked before that (nothing, for the
+built-in runtimes) is moved by the once-a-second pass (``adopt``); meanwhile the watchdog counts it as before.
+
+cgroup v1's memory controller only (this project's machines have it: ``/sys/fs/cgroup/memory``, where root
+makes groups). cgroup v2's needs a subtree delegated to the server (systemd's ``Delegate=yes``, the server in
+a leaf of its own); on such hosts, and where the server may not make groups, ``MemoryGroups.open`` says why
+there are none and the watchdog alone holds workers to their memory, as it always has.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import os
+import signal
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger("zeroscale.workers")
+_MB = 1024 * 1024
+_PREFIX = "zeroscale-"
+_REMOVE_TRIES = 20  # a removed group's killed processes take a moment to leave it (10 ms apart)
+
+
+@dataclass(frozen=True)
+class Unavailable:
+    """Why there are no memory groups on this host (for the start banner)."""
+
+    reason: str
+
+
+class MemoryGroups:
+    """This server's memory cgroups: one directory of its own under the server's group, a group per worker
+    and per template in it. Every method but ``open`` blocks (``cgroup.procs`` writes wait for an RCU grace
+    period): call them from one thread of their own, in order (``manager.py`` does)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root  # <the server's memory cgroup>/zeroscale-<pid>
+        self._swap_accounted = (root / "memory.memsw.limit_in_bytes").exists()
+
+    @classmethod
+    def open(cls, *, enabled: bool = True) -> MemoryGroups | Unavailable:
+        """The server's own directory of groups, made now (stale ones of servers that are gone removed), or
+        why there is none."""
+        if not enabled:
+            return Unavailable("turned off (--no-worker-cgroups)")
+        found = own_memory_group()
+        if isinstance(found, Unavailable):
+            return found
+        _remove_stale(found)
+        root = found / f"{_PREFIX}{os.getpid()}"
+        try:
+            root.mkdir(exist_ok=True)
+            (root / "memory.limit_in_bytes").write_text("-1")  # the groups' parent: no limit of its own
+        except OSError as exc:
+            return Unavailable(f"cannot make memory cgroups in {found} ({exc.strerror or exc})")
+        return cls(root)
+
+    def describe(self) -> str:
+        return f"a memory cgroup per worker and template (cgroup v1, under {self.root})"
+
+    # ---- one group ----
+    def make(self, name: str, limit_mb: int) -> Path:
+        """A group ``name`` limited to ``limit_mb`` (made again if it is left from before)."""
+        path = self.root / name
+        path.mkdir(exist_ok=True)
+        limit = str(limit_mb * _MB)
+        (path / "memory.limit_in_bytes").write_text(limit)
+        if self._swap_accounted:  # memory and swap together: no more than memory alone
+            (path / "memory.memsw.limit_in_bytes").write_text(limit)
+        return path
+
+    @staticmethod
+    def join(path: Path, pid: int) -> bool:
+        """Move process ``pid`` (all its threads) into the group; False once it is gone."""
+        try:
+            (path / "cgroup.procs").write_text(str(pid))
+        except ProcessLookupError:
+            return False
+        except OSError as exc:
+            if exc.errno in (errno.ESRCH, errno.ENOENT):
+                return False
+            raise
+        return True
+
+    def start(self, name: str, limit_mb: int, pid: int) -> Path:
+        """``make`` then ``join``: a worker's or template's group, right after its fork."""
+        path = self.make(name, limit_mb)
+        self.join(path, pid)
+        return path
+
+    def adopt(self, path: Path, pids: Iterable[int]) -> int:
+        """Move those of ``pids`` not yet in the group into it (processes a worker forked before it joined);
+        how many were moved."""
+        inside = members(path)
+        moved = 0
+        for pid in pids:
+            if pid not in inside and self.join(path, pid):
+                moved += 1
+        return moved
+
+    @staticmethod
+    def oom_kills(path: Path) -> int:
+        """How many of the group's processes the kernel killed for its limit."""
+        try:
+            text = (path / "memory.oom_control").read_text()
+        except OSError:
+            return 0
+        for line in text.splitlines():
+            key, _, value = line.partition(" ")
+            if key == "oom_kill" and value.strip().isdigit():
+                return int(value)
+        return 0
+
+    def remove(self, path: Path) -> bool:
+        """Remove a group whose worker is gone, killing what is left in it (its processes die with it, as
+        those with its uid do); False if something stayed."""
+        return _remove_group(path)
+
+    def close(self) -> None:
+        """Remove every group left, then the server's directory."""
+        with contextlib.suppress(OSError):
+            for child in self.root.iterdir():
+                if child.is_dir():
+                    _remove_group(child)
+        with contextlib.suppress(OSError):
+            self.root.rmdir()
+
+
+def memory_line(groups: MemoryGroups | Unavailable) -> str:
+    """The start banner's line on what holds workers to their memory."""
+    watchdog = "resident sets sampled every 50 ms"
+    if isinstance(groups, MemoryGroups):
+        return f"memory: {groups.describe()}, and {watchdog}"
+    line = f"memory: {watchdog} (no memory cgroups: {groups.reason})"
+    return line if groups.reason.startswith("turned off") else f"WARNING: {line}"
+
+
+def members(path: Path) -> set[int]:
+    try:
+        return {int(p) for p in (path / "cgroup.procs").read_text().split()}
+    except (OSError, ValueError):
+        return set()
+
+
+def _remove_group(path: Path) -> bool:
+    for _ in range(_REMOVE_TRIES):
+        try:
+            path.rmdir()
+            return True
+        except FileNotFoundError:
+            return True
+        except OSError as exc:
+            if exc.errno != errno.EBUSY:
+                log.warning("cannot remove memory cgroup %s: %s", path, exc)
+                return False
+        for pid in members(path):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+        time.sleep(0.01)
+    log.warning("memory cgroup %s still holds processes; left in place", path)
+    return False
+
+
+def own_memory_group() -> Path | Unavailable:
+    """The directory of this process's cgroup v1 memory group."""
+    try:
+        cgroups = Path("/proc/self/cgroup").read_text()
+        mounts = Path("/proc/self/mountinfo").read_text()
+    except OSError as exc:
+        return Unavailable(f"cannot read this process's cgroups ({exc})")
+    rel = None
+    for line in cgroups.splitlines():
+        _, controllers, path = line.split(":", 2)
+        if "memory" in controllers.split(","):
+            rel = path
+    if rel is None:
+        if "cgroup2" in mounts:
+            return Unavailable(
+                "cgroup v2 only: its memory controller needs a subtree delegated to the server (not done yet)"
+            )
+        return Unavailable("no cgroup memory controller on this host")
+    for line in mounts.splitlines():
+        fields = line.split()
+        if "-" not in fields:
+            continue
+        dash = fields.index("-")
+        fstype, options = fields[dash + 1], fields[dash + 3] if len(fields) > dash + 3 else ""
+        if fstype != "cgroup" or "memory" not in options.split(","):
+            continue
+        root, mountpoint = fields[3], fields[4]
+        inner = rel[len(root) :] if root != "/" and rel.startswith(root) else rel
+        here = Path(mountpoint) / inner.lstrip("/")
+        if here.is_dir():
+            return here
+        return Unavailable(f"this process's memory cgroup {rel} is not under {mountpoint}")
+    return Unavailable("the cgroup v1 memory controller is not mounted")
+
+
+def _remove_stale(parent: Path) -> None:
+    """Directories of groups left by servers that were killed (their pid is gone)."""
+    with contextlib.suppress(OSError):
+        for entry in parent.iterdir():
+            name = entry.name
+            if not name.startswith(_PREFIX) or not name[len(_PREFIX) :].isdigit():
+                continue
+            pid = int(name[len(_PREFIX) :])
+            if pid == os.getpid() or Path(f"/proc/{pid}").exists():
+                continue
+            for child in entry.iterdir():
+                if child.is_dir():
+                    _remove_group(child)
+            with contextlib.suppress(OSError):
+                entry.rmdir()

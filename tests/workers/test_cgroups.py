@@ -1,0 +1,129 @@
+"""``workers/cgroups.py`` on this host's real cgroup v1 memory controller (root, as CI runs): groups made,
+joined, limited, adopted, counted and removed with real processes. Where the host has no memory controller
+the server may use, each test checks the reason given instead (nothing is skipped)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from zeroscale.testing import wait_for
+from zeroscale.workers.cgroups import MemoryGroups, Unavailable, members, memory_line, own_memory_group
+
+AVAILABLE = os.geteuid() == 0 and Path("/sys/fs/cgroup/memory").is_dir()
+SLEEPER = [sys.executable, "-c", "import time; time.sleep(60)"]
+
+
+@pytest.fixture
+def groups() -> Iterator[MemoryGroups | Unavailable]:
+    opened = MemoryGroups.open()
+    yield opened
+    if isinstance(opened, MemoryGroups):
+        opened.close()
+        assert not opened.root.exists()
+
+
+def sleeper() -> subprocess.Popen[bytes]:
+    return subprocess.Popen(SLEEPER)
+
+
+def test_turned_off_says_so_without_a_warning() -> None:
+    off = MemoryGroups.open(enabled=False)
+    assert isinstance(off, Unavailable)
+    assert memory_line(off).startswith("memory: resident sets sampled every 50 ms (no memory cgroups: turned")
+    assert memory_line(Unavailable("no cgroup memory controller on this host")).startswith("WARNING: ")
+
+
+def test_the_servers_directory_is_under_its_own_group(groups: MemoryGroups | Unavailable) -> None:
+    if not AVAILABLE:
+        assert isinstance(groups, Unavailable) and groups.reason
+        return
+    assert isinstance(groups, MemoryGroups), groups
+    own = own_memory_group()
+    assert isinstance(own, Path)
+    assert os.getpid() in members(own)  # this process's memory group, found from /proc/self
+    assert groups.root == own / f"zeroscale-{os.getpid()}"
+    assert "cgroup v1" in memory_line(groups) and not memory_line(groups).startswith("WARNING")
+
+
+def test_a_process_joins_a_group_with_its_limit_and_a_fork_before_is_adopted(
+    groups: MemoryGroups | Unavailable,
+) -> None:
+    if not isinstance(groups, MemoryGroups):
+        assert not AVAILABLE
+        return
+    spawn = "import subprocess, sys, time; subprocess.Popen(sys.argv[1:]); time.sleep(60)"
+    parent = subprocess.Popen([sys.executable, "-c", spawn, *SLEEPER])
+    try:
+        wait_for(lambda: Path(f"/proc/{parent.pid}/task/{parent.pid}/children").read_text().split(), 10)
+        child = int(Path(f"/proc/{parent.pid}/task/{parent.pid}/children").read_text().split()[0])
+        group = groups.start("w-test", 1024, parent.pid)
+        assert (group / "memory.limit_in_bytes").read_text().strip() == str(1024 << 20)
+        assert members(group) == {parent.pid}  # its child was forked before: it stayed where it was
+        assert groups.adopt(group, [parent.pid, child]) == 1
+        assert members(group) == {parent.pid, child}
+        assert groups.adopt(group, [parent.pid, child]) == 0
+        assert groups.join(group, 2**22 + 1) is False  # no such process (pid_max is at most 2**22)
+    finally:
+        parent.kill()
+        parent.wait()
+    # Removing the group kills what is left in it (the orphaned child), as a worker's uid pass would.
+    assert groups.remove(group)
+    assert not group.exists()
+    wait_for(lambda: not Path(f"/proc/{child}").exists() or b"Z" in _state(child), 10)
+
+
+def _state(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/stat").read_bytes().rsplit(b")", 1)[1].split()[0]
+    except OSError:
+        return b"Z"
+
+
+def test_the_kernel_stops_a_process_at_its_limit_and_the_group_counts_it(
+    groups: MemoryGroups | Unavailable,
+) -> None:
+    if not isinstance(groups, MemoryGroups):
+        assert not AVAILABLE
+        return
+    hog = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; sys.stdin.read(1); x = b'x' * (300 << 20); time.sleep(60)"],
+        stdin=subprocess.PIPE,
+    )
+    group = groups.start("w-hog", 100, hog.pid)
+    assert groups.oom_kills(group) == 0
+    assert hog.stdin is not None
+    hog.stdin.write(b"go")
+    hog.stdin.close()
+    assert hog.wait(30) == -9
+    assert groups.oom_kills(group) == 1
+    assert groups.remove(group)
+
+
+def test_groups_of_a_server_that_is_gone_are_removed_and_their_processes_killed() -> None:
+    own = own_memory_group()
+    if not isinstance(own, Path) or not AVAILABLE:
+        assert isinstance(MemoryGroups.open(), Unavailable)
+        return
+    pid_max = int(Path("/proc/sys/kernel/pid_max").read_text())
+    stale = own / f"zeroscale-{pid_max + 1}"  # no process has that pid
+    (stale / "w-left").mkdir(parents=True)
+    left = sleeper()
+    try:
+        MemoryGroups.join(stale / "w-left", left.pid)
+        opened = MemoryGroups.open()
+        assert isinstance(opened, MemoryGroups)
+        opened.close()
+        assert not stale.exists()
+        assert left.wait(10) == -9
+    finally:
+        left.kill()
+        left.wait()
+        if stale.exists():
+            (stale / "w-left").rmdir()
+            stale.rmdir()
