@@ -201,3 +201,5 @@ def test_a_group_goes_with_its_worker(sm: Any, smr: Any, hog: str, groups_dir: P
         return not groups_of(groups_dir, "w-") and not groups_of(groups_dir, "t-")
 
     wait_for(gone, timeout_s=30)
+    # Groups kept for the next workers hold nothing.
+    assert all(not (g / "cgroup.procs").read_text().strip() for g in groups_of(groups_dir, "spare-"))

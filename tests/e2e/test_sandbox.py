@@ -225,9 +225,13 @@ def test_a_child_that_allocates_without_bound_is_stopped(
     """What the worker's children hold counts (the watchdog's pass over its uid, or the kernel's limit on its
     memory cgroup, which stops the child first): the worker is stopped, the child with it."""
     pid = attack(smr, "child_hog")["pid"]
+
+    def logs() -> str:
+        return "".join(p.read_text() for p in (server.data_dir / "logs" / "attacker").rglob("*.log"))
+
+    # The kernel stops the child first (its group's limit), the worker follows within a second.
+    wait_for(lambda: "more than the 1024 MB of its MemorySizeInMB" in logs(), timeout_s=20)
     wait_for(lambda: not _alive(pid), timeout_s=20)
-    logs = "".join(p.read_text() for p in (server.data_dir / "logs" / "attacker").rglob("*.log"))
-    assert "more than the 1024 MB of its MemorySizeInMB" in logs
     assert attack(smr, "own")["ok"] is True  # a new worker serves
 
 

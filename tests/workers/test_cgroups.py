@@ -127,3 +127,35 @@ def test_groups_of_a_server_that_is_gone_are_removed_and_their_processes_killed(
         if stale.exists():
             (stale / "w-left").rmdir()
             stale.rmdir()
+
+
+def test_a_group_whose_worker_is_gone_is_the_next_ones_with_its_limit(
+    groups: MemoryGroups | Unavailable,
+) -> None:
+    if not isinstance(groups, MemoryGroups):
+        assert not AVAILABLE
+        return
+    first = sleeper()
+    group = groups.start("w-first", 2048, first.pid)
+    first.kill()
+    first.wait()
+    assert groups.remove(group) and not group.exists()
+    spares = [p for p in groups.root.iterdir() if p.name.startswith("spare-")]
+    assert len(spares) == 1 and not members(spares[0])
+    for limit_mb in (1024, 3072):  # lowered, then raised
+        again = groups.make(f"w-next-{limit_mb}", limit_mb)
+        assert not [p for p in groups.root.iterdir() if p.name.startswith("spare-")]  # the spare, renamed
+        assert (again / "memory.limit_in_bytes").read_text().strip() == str(limit_mb << 20)
+        assert groups.remove(again)
+
+
+def test_a_group_the_kernel_stopped_a_process_in_is_not_kept(groups: MemoryGroups | Unavailable) -> None:
+    if not isinstance(groups, MemoryGroups):
+        assert not AVAILABLE
+        return
+    hog = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(0.5); x = b'x' * (300 << 20)"])
+    group = groups.start("w-hog", 100, hog.pid)
+    assert hog.wait(30) == -9
+    assert groups.oom_kills(group) == 1
+    assert groups.remove(group) and not group.exists()
+    assert not [p for p in groups.root.iterdir() if p.name.startswith("spare-")]
