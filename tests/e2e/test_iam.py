@@ -419,3 +419,47 @@ def test_policy_documents_are_checked_as_strictly_as_aws(iam: Any) -> None:
     iam.put_user_policy(UserName="gina", PolicyName="p", PolicyDocument=json.dumps({"Statement": allow}))
     iam.delete_user_policy(UserName="gina", PolicyName="p")
     iam.delete_user(UserName="gina")
+
+
+def test_policy_variables_name_the_callers_own_resources(iam: Any, server: ServerProcess, sm: Any) -> None:
+    """The policy AWS's documentation gives for "manage your own access keys": one document, attached to two
+    users, lets each act on himself and on no one else (``${aws:username}``), and a SageMaker prefix per user
+    (``${aws:username, 'nobody'}``); it survives a restart, compiled again for each user."""
+    policy = json.dumps(
+        {
+            "Version": "2012-10-17",
+            "Statement": [
+                {
+                    "Effect": "Allow",
+                    "Action": ["iam:CreateAccessKey", "iam:ListAccessKeys", "iam:GetUser"],
+                    "Resource": f"arn:aws:iam::{ACCOUNT}:user/${{aws:username}}",
+                },
+                {
+                    "Effect": "Allow",
+                    "Action": "sagemaker:DescribeEndpoint",
+                    "Resource": f"arn:aws:sagemaker:*:{ACCOUNT}:endpoint/${{aws:UserName, 'nobody'}}-*",
+                },
+            ],
+        }
+    )
+    keys = {}
+    for name in ("vic", "walt"):
+        iam.create_user(UserName=name)
+        iam.put_user_policy(UserName=name, PolicyName="self", PolicyDocument=policy)
+        keys[name] = iam.create_access_key(UserName=name)["AccessKey"]
+    for _ in range(2):  # and again after a restart: the stored document is compiled for each user
+        vic = client(server, "iam", keys["vic"])
+        assert vic.list_access_keys(UserName="vic")["AccessKeyMetadata"]
+        assert vic.get_user(UserName="vic")["User"]["UserName"] == "vic"
+        for call, kwargs in (
+            (vic.list_access_keys, {"UserName": "walt"}),
+            (vic.create_access_key, {"UserName": "walt"}),
+        ):
+            assert error(call, **kwargs)["Code"] == "AccessDenied"
+        walt = client(server, "iam", keys["walt"])
+        assert walt.list_access_keys(UserName="walt")["AccessKeyMetadata"]
+        assert error(walt.get_user, UserName="vic")["Code"] == "AccessDenied"
+        vic_sm = client(server, "sagemaker", keys["vic"])
+        assert error(vic_sm.describe_endpoint, EndpointName="vic-none")["Code"] == "ValidationException"
+        assert error(vic_sm.describe_endpoint, EndpointName="walt-none")["Code"] == "AccessDeniedException"
+        server.restart()

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from zeroscale.iam.policy import MalformedPolicyDocument, Wildcard, evaluate, parse
+from zeroscale.iam.policy import MalformedPolicyDocument, Wildcard, evaluate, parse, principal
 from zeroscale.iam.secrets import SecretBox
 
 EP = "arn:aws:sagemaker:us-east-1:000000000000:endpoint/"
@@ -157,15 +157,21 @@ REFUSED = [
     ),
     (doc({"Effect": "Allow", "Action": "*", "NotResource": "endpoint/x"}), "must be in ARN format"),
     (
-        doc(
+        json.dumps(
             {
-                "Effect": "Deny",
-                "Action": "iam:*",
-                "NotResource": "arn:aws:iam::000000000000:user/${aws:username}",
+                "Statement": {
+                    "Effect": "Deny",
+                    "Action": "iam:*",
+                    "NotResource": "arn:aws:iam::000000000000:user/${aws:username}",
+                }
             }
         ),
-        "Policy variables such as ${aws:username} are not substituted",
+        'Policy variables need "Version": "2012-10-17"',
     ),
+    (doc({**ALLOW, "Resource": EP + "${aws:SourceIp}"}), 'Policy variable "${aws:SourceIp}" in Resource'),
+    (doc({**ALLOW, "Resource": EP + "a${*}"}), 'Policy variable "${*}" in Resource is not supported'),
+    (doc({**ALLOW, "Resource": EP + "${aws:username"}), 'Policy variable "${aws:username" in'),
+    (doc({**ALLOW, "Action": "sagemaker:${aws:username}"}), "may only be used in a Resource"),
 ]
 
 
@@ -200,3 +206,25 @@ def test_sealed_secrets_round_trip_and_detect_tampering(tmp_path: Path) -> None:
     flipped = sealed[:30] + ("A" if sealed[30] != "A" else "B") + sealed[31:]
     with pytest.raises(ValueError):
         box.open(flipped)
+
+
+def test_policy_variables_are_the_callers_values() -> None:
+    iam = "arn:aws:iam::000000000000:user/"
+    document = doc(
+        {"Effect": "Allow", "Action": "iam:*AccessKey*", "Resource": iam + "${aws:username}"},
+        {"Effect": "Allow", "Action": "sagemaker:*", "Resource": EP + "${AWS:UserName, 'x'}-*"},
+        {"Effect": "Deny", "Action": "sagemaker:Delete*", "NotResource": EP + "${aws:userid}-scratch"},
+    )
+    gina = parse(document, principal("gina", "AIDAGINA"))
+    assert evaluate(gina, "iam:CreateAccessKey", iam + "gina") == "allow"
+    assert evaluate(gina, "iam:CreateAccessKey", iam + "bob") == "implicit"
+    assert evaluate(gina, "iam:CreateAccessKey", iam + "${aws:username}") == "implicit"  # never as text
+    assert evaluate(gina, "sagemaker:InvokeEndpoint", EP + "gina-1") == "allow"
+    assert evaluate(gina, "sagemaker:DeleteEndpoint", EP + "gina-1") == "deny"
+    assert evaluate(gina, "sagemaker:DeleteEndpoint", EP + "AIDAGINA-scratch") == "implicit"
+    bob = parse(document, principal("bob", "AIDABOB"))
+    assert evaluate(bob, "iam:CreateAccessKey", iam + "bob") == "allow"
+    assert evaluate(bob, "sagemaker:InvokeEndpoint", EP + "gina-1") == "implicit"
+    parse(document)  # checked without a caller (nothing is substituted)
+    with pytest.raises(MalformedPolicyDocument, match="no usable value"):
+        parse(document, principal("a*", "AIDA"))  # a value would be a wildcard

@@ -11,14 +11,21 @@ policy names no principal).
 Documents are checked as strictly as AWS checks them, so that what a reviewer reads is what is evaluated:
 no duplicate key, element names exactly as spelt above (plus ``Version``, ``Id``, ``Sid``), ``Version``
 2012-10-17 or 2008-10-17, each action ``*`` or ``<service>:<action>``, each resource ``*`` or an ``arn:``
-pattern, and no policy variable (``${aws:username}``: zeroscale does not substitute them, and matching
-one as text would make a Deny that names it match nothing).
+pattern.
+
+Policy variables in a resource (``arn:aws:iam::*:user/${aws:username}``) are substituted with the caller's
+values when a user's policies are compiled, as AWS substitutes them: only under ``"Version": "2012-10-17"``
+(under 2008-10-17 AWS matches them as text, which would make a Deny that names one match nothing: refused),
+names compared case-insensitively, ``${aws:username, 'default'}`` taking its value. zeroscale's users have
+``aws:username``, ``aws:userid`` and ``aws:PrincipalType`` (``User``); any other variable, and the
+``${*}``, ``${?}`` and ``${$}`` escapes, are refused by name.
 """
 
 from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -131,6 +138,10 @@ _STATEMENT_ELEMENTS = ("Sid", "Effect", "Action", "NotAction", "Resource", "NotR
 _REFUSED_ELEMENTS = ("Principal", "NotPrincipal", "Condition")  # each refused with its own reason
 # "*", or a service prefix (no wildcards) and an action name that may hold them.
 _ACTION = re.compile(r"\*|[A-Za-z0-9-]+:[A-Za-z0-9*?]+")
+# ${name} or ${name, 'default'}: what the name may hold is checked against VARIABLES.
+_VARIABLE = re.compile(r"\$\{\s*([^},']*?)\s*(?:,\s*'([^']*)'\s*)?\}")
+VARIABLES = ("aws:username", "aws:userid", "aws:PrincipalType")
+_VARIABLE_VERSION = "2012-10-17"
 
 
 def _malformed(reason: str) -> MalformedPolicyDocument:
@@ -159,7 +170,7 @@ def _check_elements(obj: dict[str, Any], allowed: tuple[str, ...], where: str) -
         )
 
 
-def _strings(statement: dict[str, Any], key: str) -> list[str] | None:
+def _strings(statement: dict[str, Any], key: str, version: str | None) -> list[str] | None:
     if key not in statement:
         return None
     value = statement[key]
@@ -168,10 +179,7 @@ def _strings(statement: dict[str, Any], key: str) -> list[str] | None:
         raise _malformed(f"{key} must be a string or a list of strings.")
     for v in values:
         if "${" in v:
-            raise MalformedPolicyDocument(
-                "Policy variables such as ${aws:username} are not substituted by zeroscale (they would be "
-                f"matched as text): {key} {_shown(v)}."
-            )
+            _check_variables(key, v, version)
         if key.endswith("Action") and not _ACTION.fullmatch(v):
             raise _malformed(
                 f'{key} {_shown(v)} must be "*" or "<service>:<action>", a service prefix such as sagemaker '
@@ -182,8 +190,43 @@ def _strings(statement: dict[str, Any], key: str) -> list[str] | None:
     return values
 
 
-def parse(document: str) -> list[Statement]:
-    """Parse and check a policy document; raises MalformedPolicyDocument naming what is wrong.
+def _check_variables(key: str, value: str, version: str | None) -> None:
+    if not key.endswith("Resource"):
+        raise MalformedPolicyDocument(
+            f"Policy variables may only be used in a Resource: {key} {_shown(value)}."
+        )
+    if version != _VARIABLE_VERSION:
+        raise MalformedPolicyDocument(
+            f'Policy variables need "Version": "{_VARIABLE_VERSION}" (without it AWS matches them as text): '
+            f"{key} {_shown(value)}."
+        )
+    known = {name.lower() for name in VARIABLES}
+    for found in re.finditer(r"\$\{[^}]*\}?", value):
+        match = _VARIABLE.fullmatch(found.group())
+        if match is None or match.group(1).lower() not in known:
+            raise MalformedPolicyDocument(
+                f"Policy variable {_shown(found.group())} in {key} is not supported by zeroscale: it "
+                f"substitutes {', '.join('${' + name + '}' for name in VARIABLES)} (with an optional , "
+                "'default')."
+            )
+
+
+def substitute(value: str, context: Mapping[str, str]) -> str:
+    """``value`` with each policy variable replaced by the caller's value (``context``: lower-case names)
+    or its default; a value holding ``*`` or ``?`` would be a wildcard, and is refused."""
+
+    def one(match: re.Match[str]) -> str:
+        got = context.get(match.group(1).lower(), match.group(2))
+        if got is None or "*" in got or "?" in got:
+            raise MalformedPolicyDocument(f"Policy variable {_shown(match.group())} has no usable value.")
+        return got
+
+    return _VARIABLE.sub(one, value)
+
+
+def parse(document: str, context: Mapping[str, str] | None = None) -> list[Statement]:
+    """Parse and check a policy document; raises MalformedPolicyDocument naming what is wrong. ``context``:
+    the values of policy variables (``principal``), substituted in resources (None: checked only).
 
     Strict, as AWS is: JSON with no duplicate key (``safejson``: which of two ``Effect`` keys counts would
     otherwise depend on the parser), only the elements zeroscale evaluates, spelled exactly, and a known
@@ -218,8 +261,14 @@ def parse(document: str) -> list[Statement]:
         effect = st.get("Effect")
         if effect not in ("Allow", "Deny"):
             raise _malformed("Effect must be Allow or Deny.")
-        actions, not_actions = _strings(st, "Action"), _strings(st, "NotAction")
-        resources, not_resources = _strings(st, "Resource"), _strings(st, "NotResource")
+        version = doc.get("Version")
+        actions, not_actions = _strings(st, "Action", version), _strings(st, "NotAction", version)
+        resources, not_resources = _strings(st, "Resource", version), _strings(st, "NotResource", version)
+        if context is not None:
+            resources = [substitute(r, context) for r in resources] if resources else resources
+            not_resources = (
+                [substitute(r, context) for r in not_resources] if not_resources else not_resources
+            )
         if (actions is None) == (not_actions is None):
             raise _malformed("a statement needs Action or NotAction.")
         if (resources is None) == (not_resources is None):
@@ -234,6 +283,11 @@ def parse(document: str) -> list[Statement]:
             )
         )
     return out
+
+
+def principal(user_name: str, user_id: str) -> dict[str, str]:
+    """An IAM user's policy variables (``parse``'s context)."""
+    return {"aws:username": user_name, "aws:userid": user_id, "aws:principaltype": "User"}
 
 
 def deny_everything() -> list[Statement]:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import Column, Double, MetaData, String, Table, Text, delete, insert, select, update
 
-from zeroscale.iam.policy import MalformedPolicyDocument, Statement, deny_everything, parse
+from zeroscale.iam.policy import MalformedPolicyDocument, Statement, deny_everything, parse, principal
 from zeroscale.iam.secrets import SecretBox
 from zeroscale.store.engine import make_engine
 from zeroscale.store.migrations import upgrade
@@ -66,7 +66,7 @@ class User:
         compiled: list[Statement] = []
         for name, document in self.policies.items():
             try:
-                compiled.extend(parse(document))
+                compiled.extend(parse(document, principal(self.name, self.user_id)))
             except MalformedPolicyDocument as exc:
                 log.error(
                     "IAM user %s: the stored policy %s is refused (%s); everything is denied to the user "
@@ -165,7 +165,7 @@ class IamStore:
 
     # ---- inline policies ----
     def put_policy(self, user: User, name: str, document: str) -> None:
-        compiled = parse(document)  # raises MalformedPolicyDocument before anything is stored
+        compiled = parse(document, principal(user.name, user.user_id))  # raises before anything is stored
         del compiled
         with self._lock, self._engine.begin() as conn:
             where = (policies.c.user_name == user.name) & (policies.c.policy_name == name)
