@@ -48,6 +48,7 @@ PARKED_LOG = ".parked-"  # a parked replica's log file: hidden (a dot file is no
 _RELEASE_TRIES = 20  # passes, 50 ms apart, for a dead worker's killed processes to go
 _EXTRA_EVERY_TICKS = 20  # one pass over /proc a second (at 50 ms) for the workers' other processes
 GROUP_AFTER_S = 0.05  # memory cgroup calls wait this long (a cold start's first request goes first)
+_GroupCall = tuple[Callable[..., object], tuple[object, ...]]  # a MemoryGroups method and its arguments
 
 
 @dataclass(frozen=True)
@@ -188,9 +189,7 @@ class WorkerManager:
             ThreadPoolExecutor(1, thread_name_prefix="zeroscale-cgroups") if memory_groups else None
         )
         self._template_groups: dict[int, Path] = {}  # template pid -> its memory cgroup
-        self._group_calls: list[
-            tuple[Callable[..., object], tuple[object, ...]]
-        ] = []  # for the thread, queued
+        self._group_calls: list[_GroupCall] = []  # queued for the thread (``_in_group_thread``)
         self._group_timer: asyncio.TimerHandle | None = None
         self._adopted: dict[int, frozenset[int]] = {}  # worker pid -> its processes last moved into its group
         self._last_start = 0.0  # when a worker's start last began (``start_template`` waits for a pause)
