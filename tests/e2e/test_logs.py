@@ -303,8 +303,11 @@ def test_get_log_events_tokens_forward_backward_and_following(
 
 def test_describe_log_streams_ordering_and_groups(logs: Any, smr: Any, endpoint: str) -> None:
     group = GROUP + endpoint
-    invoke(smr, endpoint, {"say": "most recent"})
-    eventually(lambda: assert_has(logs.filter_log_events(logGroupName=group, filterPattern='"most recent"')))
+    # A word of its own: '"most recent"' also matched an earlier test's "Traceback (most recent call last)",
+    # so the wait could pass before this print was written.
+    said = f"latest {uuid.uuid4().hex}"
+    invoke(smr, endpoint, {"say": said})
+    eventually(lambda: assert_has(logs.filter_log_events(logGroupName=group, filterPattern=f'"{said}"')))
     by_time = logs.describe_log_streams(logGroupName=group, orderBy="LastEventTime", descending=True)
     streams = by_time["logStreams"]
     assert len(streams) >= 3  # the killed worker's, its replacement's, the platform stream
@@ -312,7 +315,7 @@ def test_describe_log_streams_ordering_and_groups(logs: Any, smr: Any, endpoint:
     assert last_times == sorted(last_times, reverse=True)
     newest = streams[0]["logStreamName"]
     # its last events (the server may note the worker's start in its stream just after the model printed)
-    assert "most recent" in messages(logs, group, newest, limit=3)
+    assert said in messages(logs, group, newest, limit=3)
 
     by_name = logs.describe_log_streams(logGroupName=group)["logStreams"]
     names = [s["logStreamName"] for s in by_name]
