@@ -25,6 +25,8 @@ from zeroscale.testing import (
     wait_for,
 )
 from zeroscale.workers.capture import strip_stamps
+from zeroscale.workers.cgroups import own_memory_group
+from zeroscale.workers.memory import tree_pids
 
 ZEROSCALE = Path(sys.executable).parent / "zeroscale"
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "byo-image"
@@ -315,3 +317,34 @@ def test_a_multi_model_image_gets_the_container_api(
         call("missing.tar.gz")
     assert err.value.response["Error"]["Code"] == "ValidationError"
     assert "missing.tar.gz" in err.value.response["Error"]["Message"]
+
+
+def test_an_images_whole_process_tree_is_in_its_memory_cgroup(
+    server: ServerProcess, sm: Any, smr: Any, pushed: str, tmp_path: Path
+) -> None:
+    """Where the host has memory cgroups (root, cgroup v1: these machines), the image's server and every
+    process it runs are in its worker's group, limited to MemorySizeInMB (``workers/cgroups.py``; processes
+    started before the group was joined are moved by the once-a-second pass)."""
+    url = linear_model(tmp_path, "model.json", [1.0, 1.0, 1.0], 0.0)
+    desc = deploy(sm, "byo-cgroup", url, image=IMAGE, memory_mb=2048)
+    assert desc["EndpointStatus"] == "InService", desc.get("FailureReason")
+    assert invoke(smr, "byo-cgroup", b"1,2,3\n", "text/csv", "text/csv") == b"6.0\n"
+    own = own_memory_group()
+    assert server.proc is not None
+    if not isinstance(own, Path) or os.geteuid() != 0:
+        assert "WARNING: memory" in server.log_path.read_text()
+        return
+    groups = own / f"zeroscale-{server.proc.pid}"
+
+    def tree_in_its_group() -> bool:
+        for group in groups.glob("w-*"):
+            if (group / "memory.limit_in_bytes").read_text().strip() != str(2048 << 20):
+                continue
+            inside = {int(p) for p in (group / "cgroup.procs").read_text().split()}
+            roots = [p for p in inside if not any(p in tree_pids(q)[1:] for q in inside)]
+            if inside and len(roots) == 1 and set(tree_pids(roots[0])) == inside:
+                return True  # the image's server (bwrap's child, or the process itself) and its children
+        return False
+
+    wait_for(tree_in_its_group, timeout_s=10)
+    sm.delete_endpoint(EndpointName="byo-cgroup")
