@@ -271,7 +271,10 @@ def own_memory_group() -> Path | Unavailable:
 
 
 def _remove_stale(parent: Path) -> None:
-    """Directories of groups left by servers that were killed (their pid is gone)."""
+    """Directories of groups left by servers that were killed (their pid is gone): their empty groups go.
+    A group that still holds a process is left as it is, and so is its directory: a killed server's workers
+    die with it (their parent-death signal), so a live one may be another server's, one whose pid this
+    process cannot see (another pid namespace)."""
     with contextlib.suppress(OSError):
         for entry in parent.iterdir():
             name = entry.name
@@ -281,7 +284,8 @@ def _remove_stale(parent: Path) -> None:
             if pid == os.getpid() or Path(f"/proc/{pid}").exists():
                 continue
             for child in entry.iterdir():
-                if child.is_dir():
-                    _remove_group(child)
+                if child.is_dir() and not members(child):
+                    with contextlib.suppress(OSError):
+                        child.rmdir()
             with contextlib.suppress(OSError):
                 entry.rmdir()
