@@ -67,7 +67,10 @@ def predict_fn(data, model):
     return {"pid": os.getpid(), "group": group, "limit": limit}
 """.replace("@HOG_MB@", str(HOG_MB))
 
-AVAILABLE = os.geteuid() == 0 and Path("/sys/fs/cgroup/memory").is_dir()
+# Whether this host lets a root server make memory groups (this project's machines and CI do): the tests
+# check the groups where it does, and the banner's warning where it does not.
+_OWN = own_memory_group()
+AVAILABLE = os.geteuid() == 0 and isinstance(_OWN, Path) and os.access(_OWN, os.W_OK)
 
 
 @pytest.fixture(scope="module")

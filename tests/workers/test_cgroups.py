@@ -15,7 +15,10 @@ import pytest
 from zeroscale.testing import wait_for
 from zeroscale.workers.cgroups import MemoryGroups, Unavailable, members, memory_line, own_memory_group
 
-AVAILABLE = os.geteuid() == 0 and Path("/sys/fs/cgroup/memory").is_dir()
+# Whether this host lets a root server make memory groups (this project's machines and CI do): the tests
+# check the groups where it does, and the banner's warning where it does not.
+_OWN = own_memory_group()
+AVAILABLE = os.geteuid() == 0 and isinstance(_OWN, Path) and os.access(_OWN, os.W_OK)
 SLEEPER = [sys.executable, "-c", "import time; time.sleep(60)"]
 
 
