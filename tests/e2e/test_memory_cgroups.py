@@ -193,16 +193,48 @@ def test_memory_no_resident_set_shows_is_stopped_by_the_kernel(
 
 
 def test_a_group_goes_with_its_worker(sm: Any, smr: Any, hog: str, groups_dir: Path | None) -> None:
-    invoke(smr, hog, {})
-    sm.delete_endpoint(EndpointName=hog)
+    """The endpoint's worker's group goes with it; every group left holds a live process (a template the
+    warm-model cache keeps, and the replica parked beside it, are workers too): none is leaked."""
+    pid = invoke(smr, hog, {})["pid"]
     if groups_dir is None:
         assert not AVAILABLE
+        sm.delete_endpoint(EndpointName=hog)
         return
+    cgroup_of = Path(f"/proc/{pid}/cgroup")
+    wait_for(lambda: f"/{groups_dir.name}/w-" in cgroup_of.read_text(), timeout_s=5)
+    line = next(x for x in cgroup_of.read_text().splitlines() if f"/{groups_dir.name}/" in x)
+    group = groups_dir / line.rsplit("/", 1)[-1]
+    assert group.is_dir()
+    sm.delete_endpoint(EndpointName=hog)
 
-    def gone() -> bool:
+    def gone_and_none_leaked() -> bool:
         assert groups_dir is not None
-        return not groups_of(groups_dir, "w-") and not groups_of(groups_dir, "t-")
+        held = groups_of(groups_dir, "w-") + groups_of(groups_dir, "t-")
+        return not group.exists() and all((g / "cgroup.procs").read_text().strip() for g in held)
 
-    wait_for(gone, timeout_s=30)
+    wait_for(gone_and_none_leaked, timeout_s=30)
     # Groups kept for the next workers hold nothing.
     assert all(not (g / "cgroup.procs").read_text().strip() for g in groups_of(groups_dir, "spare-"))
+
+
+def test_without_cgroups_the_watchdog_counts_page_tables(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """A host without memory cgroups (or ``--no-worker-cgroups``): the watchdog's once-a-second pass adds
+    the worker's page tables (``VmPTE``) to what it counts, so the same model is stopped at its 1024 MB
+    (it held 1,536 MB of page tables and answered before)."""
+    server = ServerProcess(tmp_path_factory.mktemp("no-cgroups"), env={"ZEROSCALE_WORKER_CGROUPS": "false"})
+    server.start()
+    try:
+        assert "no memory cgroups: turned off" in banner(server)
+        sm, smr = server.client("sagemaker"), server.client("sagemaker-runtime")
+        url = handler_model(tmp_path_factory.mktemp("pte-hog"), MODEL)
+        desc = deploy(sm, "pte-hog", url, memory_mb=1024, max_concurrency=1)
+        assert desc["EndpointStatus"] == "InService", desc.get("FailureReason")
+        assert invoke(smr, "pte-hog", {})["group"].rsplit("/", 1)[-1].startswith("w-") is False
+        with pytest.raises(ClientError) as err:
+            invoke(smr, "pte-hog", {"how": "page_tables"})
+        message = err.value.response["Error"]["Message"]
+        assert "more than the 1024 MB of its MemorySizeInMB" in message and "kernel" not in message, message
+    finally:
+        server.stop()

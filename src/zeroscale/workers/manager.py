@@ -33,7 +33,7 @@ from zeroscale.workers.cgroups import MemoryGroups
 from zeroscale.workers.client import Body, WorkerConnection, WorkerConnectionError, WorkerResponse
 from zeroscale.workers.confinement import Confinement, processes_of
 from zeroscale.workers.forkserver import EXIT_UNFORKABLE_TEMPLATE, THREAD_ENV
-from zeroscale.workers.memory import ResidentSets, private_bytes, tree_pids, tree_rss_mb
+from zeroscale.workers.memory import ResidentSets, page_table_bytes, private_bytes, tree_pids, tree_rss_mb
 from zeroscale.workers.process import CONTAINER_MODEL_DIR, ProcessLauncher
 from zeroscale.workers.shmem import host_shmem_mb, tmpfs_devices, unseen_bytes
 from zeroscale.workers.sockdir import socket_dir, socket_name
@@ -180,6 +180,7 @@ class WorkerManager:
         self._parking: dict[int, asyncio.Future[None]] = {}  # template pid -> its replica on its way
         self._extra_mb: dict[int, float] = {}  # worker uid -> private MB of its other processes
         self._shmem_mb: dict[int, float] = {}  # worker pid -> MB of shared memory its resident sets miss
+        self._pte_mb: dict[int, float] = {}  # worker pid -> MB of its processes' page tables (no cgroups)
         self._releasing: list[tuple[str, int, int]] = []  # (scratch, uid, tries left) of exited workers
         self._release_timer: asyncio.Handle | None = None
         self._restock_timer: asyncio.TimerHandle | None = None  # the scratch directories made ahead
@@ -619,6 +620,7 @@ class WorkerManager:
         self._early_up.discard(pid)
         self._rss.forget(pid)
         self._shmem_mb.pop(pid, None)
+        self._pte_mb.pop(pid, None)
         handle = self._by_pid.pop(pid, None)
         if handle is None:
             self._early_exits[pid] = status
@@ -803,6 +805,8 @@ class WorkerManager:
                     used_mb += self._extra_mb.get(handle.uid, 0.0) if handle.uid else 0.0
                     used_mb += self._shmem_mb.get(handle.pid, 0.0)
                 if used_mb is not None:
+                    used_mb += self._pte_mb.get(handle.pid, 0.0)
+                if used_mb is not None:
                     handle.rss_mb = used_mb
                 if used_mb is not None and used_mb > handle.spec.memory_mb:
                     self.kill(
@@ -824,11 +828,23 @@ class WorkerManager:
                 pids = tree_pids(handle.pid) if handle.port else found.get(handle.uid, [])
                 self._adopt_strays(handle, pids)
             self._check_oom_kills()
+        else:  # what a memory cgroup would charge and no resident set shows: page tables
+            self._pte_mb = {
+                h.pid: sum(map(page_table_bytes, self._pids_of(h, found))) / (1024 * 1024)
+                for h in self._by_pid.values()
+            }
         self._extra_mb = {
             uid: sum(private_bytes(p) for p in pids if p != owners[uid]) / (1024 * 1024)
             for uid, pids in found.items()
         }
         self._measure_shmem(workers, found)
+
+    @staticmethod
+    def _pids_of(handle: WorkerHandle, found: dict[int, list[int]]) -> list[int]:
+        """A worker's processes: an image's tree, a confined worker's uid, else the worker alone."""
+        if handle.port:
+            return tree_pids(handle.pid)
+        return found.get(handle.uid, [handle.pid]) if handle.uid else [handle.pid]
 
     def _measure_shmem(self, workers: list[WorkerHandle], found: dict[int, list[int]]) -> None:
         """A worker is looked at (its maps and descriptors: ~2-5 ms for one that loaded a framework) only
@@ -841,8 +857,7 @@ class WorkerManager:
             if host_mb <= handle.spec.memory_mb - handle.rss_mb:
                 continue
             devices = devices or tmpfs_devices()
-            pids = found.get(handle.uid, [handle.pid]) if handle.uid else [handle.pid]
-            shmem[handle.pid] = unseen_bytes(pids, devices) / (1024 * 1024)
+            shmem[handle.pid] = unseen_bytes(self._pids_of(handle, found), devices) / (1024 * 1024)
         self._shmem_mb = shmem
 
 
