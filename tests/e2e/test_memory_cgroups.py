@@ -26,6 +26,7 @@ HOG_MB = 1536  # over the endpoint's 1024 MB
 MODEL = """
 import mmap
 import os
+import time
 
 
 HELD = []
@@ -59,6 +60,7 @@ def predict_fn(data, model):
         for offset in range(0, span, 2 << 20):
             area[offset]
         HELD.append(area)
+        time.sleep(data.get("hold", 0))  # held while a once-a-second pass looks, however fast it was made
     group = _group()
     limit = ""
     if group:
@@ -233,7 +235,7 @@ def test_without_cgroups_the_watchdog_counts_page_tables(
         assert desc["EndpointStatus"] == "InService", desc.get("FailureReason")
         assert invoke(smr, "pte-hog", {})["group"].rsplit("/", 1)[-1].startswith("w-") is False
         with pytest.raises(ClientError) as err:
-            invoke(smr, "pte-hog", {"how": "page_tables"})
+            invoke(smr, "pte-hog", {"how": "page_tables", "hold": 3})
         message = err.value.response["Error"]["Message"]
         assert "more than the 1024 MB of its MemorySizeInMB" in message and "kernel" not in message, message
     finally:
