@@ -127,8 +127,7 @@ class Authorizer:
         resource it names."""
         if access.access_key_id == self._admin_key_id:
             return
-        key = self._store.keys.get(access.access_key_id)
-        user: User | None = self._store.users.get(key.user_name) if key is not None else None
+        user = self._caller(access.access_key_id)
         action, resources = self.resources(access)
         for resource in resources:
             decision = evaluate(user.compiled, action, resource) if user is not None else "implicit"
@@ -238,9 +237,12 @@ class Authorizer:
         return f"{prefix}{name}:*"
 
     def _own_arn(self, access_key_id: str) -> str:
-        key = self._store.keys.get(access_key_id)
-        user = self._store.users.get(key.user_name) if key is not None else None
+        user = self._caller(access_key_id)
         return self.user_arn(user.name, user.path) if user is not None else "*"
+
+    def _caller(self, access_key_id: str) -> User | None:
+        key = self._store.keys.get(access_key_id)
+        return self._store.users.get(key.user_name) if key is not None else None
 
     def _sagemaker_arn(self, kind: str, name: str) -> str:
         return f"arn:aws:sagemaker:{self._region}:{self._account}:{kind}/{name.lower()}"

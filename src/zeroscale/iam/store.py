@@ -165,8 +165,7 @@ class IamStore:
 
     # ---- inline policies ----
     def put_policy(self, user: User, name: str, document: str) -> None:
-        compiled = parse(document, principal(user.name, user.user_id))  # raises before anything is stored
-        del compiled
+        parse(document, principal(user.name, user.user_id))  # raises MalformedPolicyDocument: nothing stored
         with self._lock, self._engine.begin() as conn:
             where = (policies.c.user_name == user.name) & (policies.c.policy_name == name)
             if conn.execute(update(policies).where(where).values(document=document)).rowcount == 0:

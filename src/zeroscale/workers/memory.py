@@ -79,18 +79,23 @@ def private_bytes(pid: int) -> int:
     return total_kb * 1024
 
 
-def page_table_bytes(pid: int) -> int:
-    """The memory the kernel holds in ``pid``'s page tables (``VmPTE``), in no resident set: a process can
-    make a gigabyte of them with a resident set of a few MB (one read every 2 MB of a vast mapping); 0 once
-    it is gone."""
+def status_bytes(pid: int, key: bytes) -> int:
+    """A ``kB`` line of ``/proc/<pid>/status`` in bytes (``key`` with its colon: ``b"VmPTE:"``); 0 once the
+    process is gone."""
     try:
         with open(f"/proc/{pid}/status", "rb") as f:
             for line in f:
-                if line.startswith(b"VmPTE:"):
+                if line.startswith(key):
                     return int(line.split()[1]) * 1024
     except (OSError, ValueError, IndexError):
         pass
     return 0
+
+
+def page_table_bytes(pid: int) -> int:
+    """The memory the kernel holds in ``pid``'s page tables, in no resident set: a process can make a
+    gigabyte of them with a resident set of a few MB (one read every 2 MB of a vast mapping)."""
+    return status_bytes(pid, b"VmPTE:")
 
 
 def _rss_pages(pid: int) -> int | None:

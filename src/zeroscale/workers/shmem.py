@@ -18,6 +18,8 @@ import contextlib
 import os
 from collections.abc import Iterable
 
+from zeroscale.workers.memory import status_bytes
+
 _Dev = tuple[int, int]  # (major, minor)
 
 
@@ -61,7 +63,7 @@ def unseen_bytes(pids: Iterable[int], devices: frozenset[_Dev]) -> int:
     for pid in pids:
         _mapped(pid, devices, objects)
         _open(pid, devices, objects)
-        resident += _rss_shmem(pid)
+        resident += status_bytes(pid, b"RssShmem:")
     return max(0, sum(objects.values()) - resident)
 
 
@@ -116,17 +118,6 @@ def _open(pid: int, devices: frozenset[_Dev], objects: dict[tuple[_Dev, int], in
             dev = (os.major(st.st_dev), os.minor(st.st_dev))
             if dev in devices:
                 objects.setdefault((dev, st.st_ino), st.st_blocks * 512)
-
-
-def _rss_shmem(pid: int) -> int:
-    try:
-        with open(f"/proc/{pid}/status", "rb") as f:
-            for line in f:
-                if line.startswith(b"RssShmem:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return 0
 
 
 def _dev(text: bytes, base: int = 16) -> _Dev:
