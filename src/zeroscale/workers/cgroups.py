@@ -1,7 +1,7 @@
 """A memory cgroup per worker and per template: the kernel holds each to its MemorySizeInMB.
 
 The watchdog (``manager.py``) samples resident sets every 50 ms; a memory cgroup charges what no resident set
-shows (a worker's shared memory, its pipes' and sockets' buffers, page tables, tmpfs pages it wrote) and
+shows (a worker's shared memory, its pipes' buffers, page tables, tmpfs pages it wrote) and
 stops an allocation the moment it passes the limit, however fast it grows and however busy the server is.
 Each worker is moved into a group of its own after its fork, and each template (which runs the model's
 load, i.e. the user's code) into one of its own: ``<server's group>/zeroscale-<server pid>/<name>``,
