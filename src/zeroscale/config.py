@@ -13,6 +13,7 @@ from pathlib import Path
 
 MB = 1024 * 1024
 DEFAULT_MAX_EXTRACTED_MB = 5 * 1024
+DEFAULT_ARTIFACT_CACHE_MB = 20 * 1024
 DEFAULT_WORKER_LOG_MB_PER_MINUTE = 10
 
 
@@ -73,6 +74,10 @@ class Settings:
     # gives a container 5 GB of disk in all). A failed extraction leaves nothing behind.
     max_extracted_bytes: int = DEFAULT_MAX_EXTRACTED_MB * MB
     max_extracted_files: int = 100_000
+    # The artifact cache's extracted models kept on disk: past this, those nothing uses (no endpoint's pool,
+    # no cached template, no deployment under way) are deleted, least recently used first (0: only those in
+    # use are kept).
+    artifact_cache_bytes: int = DEFAULT_ARTIFACT_CACHE_MB * MB
     reconcile_interval_s: float = 0.5
     # Several front ends on one database: how often each looks for changes made by the others, and how long
     # one may miss its heartbeat (every ttl/5) before the others take over its share and its transitions.

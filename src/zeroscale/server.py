@@ -32,6 +32,7 @@ from zeroscale.api.stream_invoke import StreamInvokeApi
 from zeroscale.api.transform_rest import TransformApi
 from zeroscale.api.workers_rest import WorkersApi
 from zeroscale.artifacts import ArtifactCache
+from zeroscale.artifacts.gauges import ArtifactCacheCollector
 from zeroscale.artifacts.pyenv import PythonEnvs
 from zeroscale.asyncinf.gauges import BacklogCollector, BacklogSampler
 from zeroscale.asyncinf.queue import RequestQueue
@@ -128,6 +129,7 @@ def build(settings: Settings) -> Server:
         s3_endpoint_url=settings.s3_endpoint_url,
         max_extracted_bytes=settings.max_extracted_bytes,
         max_extracted_files=settings.max_extracted_files,
+        capacity_bytes=settings.artifact_cache_bytes,
     )
     fleet = Fleet(
         manager,
@@ -151,6 +153,7 @@ def build(settings: Settings) -> Server:
     metrics.watch(fleet.pools)
     metrics.watch_sink_failures(events.failures)
     metrics.watch_cache(fleet.cache.load)
+    metrics.registry.register(ArtifactCacheCollector(artifacts.load))
     if isinstance(manager, RayWorkers):
         metrics.watch_nodes(manager.nodes)
         manager.on_capacity = fleet.set_memory_budget
@@ -281,6 +284,8 @@ def build(settings: Settings) -> Server:
         await transforms.resume()
         await autoscaling.start()  # after resume: it reads the endpoints' instance counts
         await cloudwatch.start()
+        artifacts.in_use = fleet.model_dirs  # after resume: what the endpoints use is routed by now
+        background.spawn(_keep_trimmed(artifacts))
         _settle_heap()
 
     async def shutdown() -> None:
@@ -509,6 +514,21 @@ def _bind(host: str, port: int) -> socket.socket:
 # objects, and reference counting frees nearly all of them). About 5% of the server's CPU per invocation in
 # one A/B run (trivial model, 2 clients).
 GC_THRESHOLDS = (20_000, 20, 20)
+# How often the artifact cache is looked at for unused artifacts past its capacity (each new artifact trims
+# it at once; this catches those a deleted endpoint or an ended job left unused).
+ARTIFACT_TRIM_INTERVAL_S = 60.0
+
+
+async def _keep_trimmed(artifacts: ArtifactCache) -> None:
+    """Trim the artifact cache at start (a restart with a lower capacity) and then every interval; a pass
+    costs nothing while the cache fits."""
+    while True:
+        if artifacts.over_capacity():
+            try:
+                await asyncio.to_thread(artifacts.trim)
+            except OSError as exc:
+                log.warning("artifact cache: trimming failed: %s", exc)
+        await asyncio.sleep(ARTIFACT_TRIM_INTERVAL_S)
 
 
 def _settle_heap() -> None:

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from zeroscale.artifacts.cache import Hold
 from zeroscale.control import Arns, EndpointConfigs, Models, variant_specs
 from zeroscale.control.endpoints import Endpoints
 from zeroscale.errors import DeployError, ValidationException
@@ -28,8 +29,16 @@ class FakeDeployer:
         self.delay_s = 0.0
         self.error: str | None = None
         self.started = 0
+        self.holds: list[Hold] = []  # each deployment's (the real one keeps its artifacts in the cache)
 
-    async def pool_specs(self, endpoint: str, config: Record, models: Any = None) -> list[PoolSpec]:
+    def hold(self) -> Hold:
+        self.holds.append(Hold(lambda hold: hold.shas.add("closed")))
+        return self.holds[-1]
+
+    async def pool_specs(
+        self, endpoint: str, config: Record, models: Any = None, hold: Hold | None = None
+    ) -> list[PoolSpec]:
+        assert hold is not None and hold in self.holds and not hold.shas  # open while the specs are made
         self.started += 1
         await asyncio.sleep(self.delay_s)
         if self.error is not None:
@@ -119,7 +128,7 @@ PATIENT_S = 20.0
 
 @pytest.mark.parametrize("settle_s", [PATIENT_S])
 async def test_a_quick_deployment_is_in_service_when_create_answers(
-    endpoints: Endpoints, fleet: FakeFleet
+    endpoints: Endpoints, fleet: FakeFleet, deployer: FakeDeployer
 ) -> None:
     out, took = await _timed(endpoints.create({"EndpointName": "ep", "EndpointConfigName": "c1"}))
     assert out["EndpointArn"].endswith(":endpoint/ep")
@@ -127,6 +136,7 @@ async def test_a_quick_deployment_is_in_service_when_create_answers(
     assert _status(endpoints) == "InService"
     assert endpoints.describe("ep")["ProductionVariants"][0]["VariantName"] == "AllTraffic"
     assert "ep" in fleet.routes
+    assert [h.shas for h in deployer.holds] == [{"closed"}]  # its artifacts' hold, closed once routed
     await endpoints.close()
 
 
@@ -150,6 +160,7 @@ async def test_a_failing_deployment_is_failed_when_create_answers(
     desc = endpoints.describe("ep")
     assert (desc["EndpointStatus"], desc["FailureReason"]) == ("Failed", deployer.error)
     assert fleet.routes == {}
+    assert [h.shas for h in deployer.holds] == [{"closed"}]
     await endpoints.close()
 
 
@@ -164,6 +175,7 @@ async def test_delete_cancels_a_deployment_in_progress(
     with pytest.raises(ValidationException, match="Could not find endpoint"):
         endpoints.describe("ep")
     assert fleet.routes == {}
+    assert [h.shas for h in deployer.holds] == [{"closed"}]  # a cancelled deployment's too
     await endpoints.close()
 
 

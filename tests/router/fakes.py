@@ -54,6 +54,8 @@ class FakeManager:
         self.kills: list[tuple[str, str]] = []
         self.templates: list[FakeTemplate] = []
         self.template_error: Exception | None = None
+        self.template_gate = asyncio.Event()  # a template finishes loading once it is set
+        self.template_gate.set()
         self.template_tries = 0
         self.hold_requests = False
         self.pending: list[tuple[str, asyncio.Future[WorkerResponse]]] = []
@@ -99,6 +101,7 @@ class FakeManager:
 
     async def start_template(self, spec: WorkerSpec) -> FakeTemplate:
         await asyncio.sleep(0)
+        await self.template_gate.wait()
         self.template_tries += 1
         if self.template_error is not None:
             raise self.template_error

@@ -227,6 +227,21 @@ async def test_a_delete_while_the_replica_is_parked_closes_the_template(fh: Flee
     assert template.closed and fh.fleet.cache.stats.entries == 0 and fh.fleet.budget.used_mb == 0
 
 
+async def test_a_delete_while_the_template_loads_closes_it_once_loaded(fh: FleetHarness) -> None:
+    """The endpoint is gone before its template finished loading: it is closed, never cached (it would hold
+    the cache's memory, and its artifact on disk, for an endpoint that no longer exists)."""
+    fh.manager.template_gate.clear()
+    await fh.fleet.activate("ep", [spec()])
+    await asyncio.sleep(0)
+    await fh.fleet.deactivate("ep")
+    fh.manager.template_gate.set()
+    for _ in range(5):
+        await asyncio.sleep(0)
+    [template] = fh.manager.templates
+    assert template.closed and fh.fleet.cache.stats.entries == 0 and fh.fleet.budget.used_mb == 0
+    assert fh.fleet.model_dirs() == set()
+
+
 async def test_cap_zero_means_strict_zero(tmp_path: Path) -> None:
     h = FleetHarness(tmp_path, cap_mb=0)
     try:

@@ -10,6 +10,16 @@ Layout under ``root``::
 
 An entry appears by one ``os.rename`` of a finished staging directory, so readers (threads or
 processes) never see half of one.
+
+With a capacity (``--artifact-cache-mb``), entries nothing uses are evicted least recently used when the
+cache holds more (``eviction.py``): after an entry is added, and when ``trim`` is called. What is in use is
+asked of ``in_use`` (the server's pools and cached templates; set once a restarted server routes its
+endpoints again, nothing is evicted before) and of the holds: a deployment prepares its
+artifacts inside a ``hold()`` and closes it once its pools are routed, so nothing it prepared goes in between;
+a directory handed out without a hold is kept for ``GRACE_S`` (a multi-model endpoint's target model).
+An entry leaves by one ``os.rename`` out of place, under the same lock that hands entries out, so a caller
+either gets an entry that stays or finds it gone and fetches it again. The last use of each entry is its
+directory's mtime, so the order survives a restart.
 """
 
 from __future__ import annotations
@@ -18,13 +28,17 @@ import contextlib
 import errno
 import hashlib
 import json
+import logging
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from zeroscale.artifacts.eviction import Entry, victims
 from zeroscale.artifacts.extract import (
     ExtractStats,
     Limits,
@@ -49,6 +63,40 @@ from zeroscale.fstree import remove_tree_quietly
 
 MARKER = "complete"
 MODEL = "model"
+# An entry handed out without a hold is not evicted for this long, even when no pool names it yet (a
+# multi-model endpoint's target model, fetched and about to get its pool).
+GRACE_S = 60.0
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ArtifactCacheLoad:
+    """The cache's figures for /metrics."""
+
+    capacity_bytes: int  # -1: no capacity (nothing is evicted)
+    entries: int
+    bytes: int
+    evictions: int
+    evicted_bytes: int
+
+
+class Hold:
+    """The entries a deployment prepared, kept from eviction until it is closed (by then its pools are routed
+    and in use). A context manager; closing twice is harmless."""
+
+    def __init__(self, release: Callable[[Hold], None]) -> None:
+        self.shas: set[str] = set()
+        self._release = release
+
+    def close(self) -> None:
+        self._release(self)
+
+    def __enter__(self) -> Hold:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
 
 
 def entry_source(model_dir: str | Path) -> tuple[str, str | None] | None:
@@ -77,7 +125,11 @@ class ArtifactCache:
         s3_endpoint_url: str | None = None,
         max_extracted_bytes: int = DEFAULT_MAX_EXTRACTED_MB * MB,
         max_extracted_files: int = 100_000,
+        capacity_bytes: int | None = None,
+        grace_s: float = GRACE_S,
+        clock: Callable[[], float] = time.time,
     ) -> None:
+        """``capacity_bytes``: the extracted files kept (None: all, never evicted; 0: only those in use)."""
         self.root = Path(root).resolve()
         self._limits = Limits(max_bytes=max_extracted_bytes, max_files=max_extracted_files)
         self._s3 = S3Fetcher(s3_endpoint_url)
@@ -88,13 +140,34 @@ class ArtifactCache:
         for directory in (self.root, self._index_dir, self._tmp_dir):
             directory.mkdir(parents=True, exist_ok=True)
         remove_stale(self._tmp_dir)  # what processes that died mid-prepare left
+        self.capacity_bytes = capacity_bytes
+        self.grace_s = grace_s
+        self._clock = clock
+        # The model directories something outside the cache uses now (the server's pools and templates).
+        # Called from the thread that trims, under the cache's lock: it must not call back into the cache.
+        # None until the server has routed its endpoints (at a restart): until then nothing is evicted.
+        self.in_use: Callable[[], Iterable[str]] | None = None
+        self._guard = threading.Lock()  # the entries, the holds, and moving an entry in or out of place
+        self._held: Counter[str] = Counter()
+        self._entries: dict[str, Entry] = self._scan()
+        self._bytes = sum(entry.bytes for entry in self._entries.values())
+        self._evictions = 0
+        self._evicted_bytes = 0
 
     # ---- public ----
-    def prepare(self, model_data_url: str | None) -> Path:
-        """Blocking. Returns the directory holding the extracted model (the future /opt/ml/model).
+    def hold(self) -> Hold:
+        """Entries prepared with this hold are not evicted until it is closed."""
+        return Hold(self._release)
+
+    def prepare(self, model_data_url: str | None, hold: Hold | None = None) -> Path:
+        """Blocking. Returns the directory holding the extracted model (the future /opt/ml/model): held by
+        ``hold`` until it is closed, or, without one, kept for the grace period from now.
 
         Raises zeroscale.errors.DeployError with a clear, user-facing reason on any failure.
         """
+        if hold is None:
+            with self.hold() as own:
+                return self._kept_for_grace(self.prepare(model_data_url, own))
         location = parse_model_data_url(model_data_url)
         try:
             if location is None:
@@ -102,8 +175,9 @@ class ArtifactCache:
                 empty.mkdir(parents=True, exist_ok=True)
                 return empty
             if isinstance(location, S3Location):
-                return self._prepare_s3(location)
-            return self._prepare_local(location)
+                model = self._prepare_s3(location, hold)
+            else:
+                model = self._prepare_local(location, hold)
         except DeployError:
             raise
         except OSError as exc:
@@ -112,10 +186,15 @@ class ArtifactCache:
             ) from exc
         except ValueError as exc:  # e.g. a NUL byte in a path
             raise DeployError(f"Invalid model artifact URL {model_data_url!r}: {exc}") from exc
+        self._trim_if_over()
+        return model
 
-    def prepare_prefix(self, s3_uri: str) -> Path:
+    def prepare_prefix(self, s3_uri: str, hold: Hold | None = None) -> Path:
         """Blocking. An uncompressed model under an S3 prefix (``ModelDataSource``) -> its directory; fetched
         again only when an object under it changed. Raises DeployError naming the prefix."""
+        if hold is None:
+            with self.hold() as own:
+                return self._kept_for_grace(self.prepare_prefix(s3_uri, own))
         location = parse_model_data_url(s3_uri)
         if not isinstance(location, S3Location) or not location.key.endswith("/"):
             raise DeployError(
@@ -126,36 +205,92 @@ class ArtifactCache:
             identity = "s3-prefix\n" + self._s3.identity(location)
             fingerprint = {"objects": [[o.key, o.etag, o.size] for o in objects]}
             with self._lock("source:" + identity):
-                sha = self._lookup(identity, fingerprint)
+                sha = self._lookup(identity, fingerprint, hold)
                 if sha is not None:
                     return self._model_dir(sha)
                 with self._staging() as staging:
                     (staging / MODEL).mkdir()
                     sha, stats = download_prefix(self._s3, location, objects, staging / MODEL)
                     with self._lock("entry:" + sha):
-                        if not self._is_complete(sha):
-                            self._publish(staging, sha, s3_uri, stats)
+                        if not self._use(sha, hold):
+                            self._publish(staging, sha, s3_uri, stats, hold)
                 self._remember(identity, fingerprint, sha)
-                return self._model_dir(sha)
         except OSError as exc:
             raise DeployError(f"Could not prepare model data {s3_uri}: {describe_os_error(exc)}") from exc
+        self._trim_if_over()
+        return self._model_dir(sha)
+
+    def trim(self) -> list[str]:
+        """Blocking. Evict entries nothing uses, least recently used first, until the cache fits its
+        capacity; returns their sha256s. A no-op without a capacity or under it."""
+        capacity, in_use = self.capacity_bytes, self.in_use
+        if capacity is None or in_use is None:
+            return []
+        evicted: list[tuple[str, Path, int]] = []
+        with self._guard:
+            if self._bytes <= capacity:
+                return []
+            keep = set(self._held)
+            keep.update(sha for sha in map(self._sha_of, in_use()) if sha is not None)
+            for sha in victims(self._entries, capacity, keep, now=self._clock()):
+                trash = scratch_path(self._tmp_dir, ".evicted")
+                try:
+                    os.rename(self.root / sha, trash)
+                except FileNotFoundError:  # removed by hand: forget it
+                    trash = Path()
+                except OSError as exc:
+                    log.warning("artifact cache: could not evict %s: %s", sha, describe_os_error(exc))
+                    continue
+                entry = self._entries.pop(sha)
+                self._bytes -= entry.bytes
+                evicted.append((sha, trash, entry.bytes))
+            self._evictions += len(evicted)
+            self._evicted_bytes += sum(size for _, _, size in evicted)
+            left = self._bytes
+        for _, trash, _ in evicted:
+            if trash != Path():
+                remove_tree_quietly(trash)
+        if evicted:
+            self._forget_index({sha for sha, _, _ in evicted})
+            log.info(
+                "artifact cache: evicted %d unused model(s), %.1f MB; %.1f MB kept (capacity %.1f MB)",
+                len(evicted),
+                sum(size for _, _, size in evicted) / MB,
+                left / MB,
+                capacity / MB,
+            )
+        return [sha for sha, _, _ in evicted]
+
+    def over_capacity(self) -> bool:
+        capacity = self.capacity_bytes
+        return capacity is not None and self.in_use is not None and self._bytes > capacity
+
+    def load(self) -> ArtifactCacheLoad:
+        with self._guard:
+            return ArtifactCacheLoad(
+                capacity_bytes=-1 if self.capacity_bytes is None else self.capacity_bytes,
+                entries=len(self._entries),
+                bytes=self._bytes,
+                evictions=self._evictions,
+                evicted_bytes=self._evicted_bytes,
+            )
 
     # ---- sources ----
-    def _prepare_s3(self, loc: S3Location) -> Path:
+    def _prepare_s3(self, loc: S3Location, hold: Hold | None) -> Path:
         identity = self._s3.identity(loc)
         with self._lock("source:" + identity):
             head = self._s3.head(loc)
-            sha = self._lookup(identity, {"etag": head.etag, "size": head.size})
+            sha = self._lookup(identity, {"etag": head.etag, "size": head.size}, hold)
             if sha is not None:
                 return self._model_dir(sha)
             with self._temp_path(".download") as download:
                 with download.open("wb") as out:
                     result, obj = self._s3.download(loc, out)
-                model = self._install_archive(download, result.sha256, loc.url)
+                model = self._install_archive(download, result.sha256, loc.url, hold)
             self._remember(identity, {"etag": obj.etag, "size": obj.size}, result.sha256)
             return model
 
-    def _prepare_local(self, loc: LocalLocation) -> Path:
+    def _prepare_local(self, loc: LocalLocation, hold: Hold | None) -> Path:
         try:
             real = Path(os.path.realpath(loc.path))
             real.stat()
@@ -164,38 +299,38 @@ class ArtifactCache:
         except OSError as exc:
             raise DeployError(f"Model artifact {loc.url} cannot be read: {describe_os_error(exc)}") from exc
         if real.is_dir():
-            return self._prepare_directory(loc, real)
+            return self._prepare_directory(loc, real, hold)
         if not real.is_file():
             raise DeployError(f"Model artifact {loc.url} is not a regular file or directory")
         identity = f"file\n{real}"
         with self._lock("source:" + identity):
             before = file_fingerprint(real)
-            sha = self._lookup(identity, before)
+            sha = self._lookup(identity, before, hold)
             if sha is not None:
                 return self._model_dir(sha)
             with self._temp_path(".download") as copy:
                 with copy.open("wb") as out:
                     result = copy_local_file(loc, real, out)
-                model = self._install_archive(copy, result.sha256, loc.url)
+                model = self._install_archive(copy, result.sha256, loc.url, hold)
             if file_fingerprint(real) == before:  # else it changed while we read it: don't vouch for it
                 self._remember(identity, before, result.sha256)
             return model
 
-    def _prepare_directory(self, loc: LocalLocation, real: Path) -> Path:
+    def _prepare_directory(self, loc: LocalLocation, real: Path, hold: Hold | None) -> Path:
         if self.root == real or real in self.root.parents:
             raise DeployError(f"Model directory {loc.url} contains the artifact cache ({self.root})")
         identity = f"dir\n{real}"
         with self._lock("source:" + identity):
             before = {"listing": directory_fingerprint(real, limits=self._limits, source=loc.url)}
-            sha = self._lookup(identity, before)
+            sha = self._lookup(identity, before, hold)
             if sha is not None:
                 return self._model_dir(sha)
             with self._staging() as staging:
                 (staging / MODEL).mkdir()
                 sha, stats = copy_directory(real, staging / MODEL, limits=self._limits, source=loc.url)
                 with self._lock("entry:" + sha):
-                    if not self._is_complete(sha):
-                        self._publish(staging, sha, loc.url, stats)
+                    if not self._use(sha, hold):
+                        self._publish(staging, sha, loc.url, stats, hold)
             after = {"listing": directory_fingerprint(real, limits=self._limits, source=loc.url)}
             if after == before:
                 self._remember(identity, before, sha)
@@ -208,17 +343,82 @@ class ArtifactCache:
     def _is_complete(self, sha: str) -> bool:
         return (self.root / sha / MARKER).is_file()
 
-    def _install_archive(self, archive: Path, sha: str, source: str) -> Path:
+    def _install_archive(self, archive: Path, sha: str, source: str, hold: Hold | None) -> Path:
         with self._lock("entry:" + sha):
-            if self._is_complete(sha):
+            if self._use(sha, hold):
                 return self._model_dir(sha)
             with self._staging() as staging:
                 (staging / MODEL).mkdir()
                 stats = extract_archive(archive, staging / MODEL, limits=self._limits, source=source)
-                self._publish(staging, sha, source, stats)
+                self._publish(staging, sha, source, stats, hold)
         return self._model_dir(sha)
 
-    def _publish(self, staging: Path, sha: str, source: str, stats: ExtractStats) -> None:
+    def _use(self, sha: str, hold: Hold | None) -> bool:
+        """Whether entry ``sha`` is in place; if it is, it is the most recently used, and held by ``hold``
+        (taken before looking: an eviction either went before, and the entry is not there, or waits)."""
+        with self._guard:
+            if hold is not None and sha not in hold.shas:
+                hold.shas.add(sha)
+                self._held[sha] += 1
+            if not self._is_complete(sha):
+                return False
+            entry = self._entries.get(sha)
+            if entry is None:  # another process of this data directory made it: count it from now
+                entry = self._entries[sha] = Entry(_entry_bytes(self.root / sha), 0.0)
+                self._bytes += entry.bytes
+            entry.used = self._clock()
+            with contextlib.suppress(OSError):
+                os.utime(self.root / sha, (entry.used, entry.used))
+            return True
+
+    def _release(self, hold: Hold) -> None:
+        with self._guard:
+            self._held.subtract(hold.shas)
+            for sha in hold.shas:
+                if self._held[sha] <= 0:
+                    del self._held[sha]
+            hold.shas.clear()
+
+    def _kept_for_grace(self, model_dir: Path) -> Path:
+        sha = self._sha_of(str(model_dir))
+        with self._guard:
+            entry = self._entries.get(sha) if sha is not None else None
+            if entry is not None:
+                entry.kept_until = self._clock() + self.grace_s
+        return model_dir
+
+    def _trim_if_over(self) -> None:
+        if self.over_capacity():
+            self.trim()
+
+    def _sha_of(self, model_dir: str) -> str | None:
+        path = Path(model_dir)
+        if path.name != MODEL or path.parent.parent != self.root:
+            return None
+        return path.parent.name
+
+    def _scan(self) -> dict[str, Entry]:
+        """The entries on disk (a restart's cache), each last used at its directory's mtime."""
+        entries: dict[str, Entry] = {}
+        for child in self.root.iterdir():
+            if len(child.name) != 64 or not (child / MARKER).is_file():
+                continue
+            with contextlib.suppress(OSError):
+                entries[child.name] = Entry(_entry_bytes(child), child.stat().st_mtime)
+        return entries
+
+    def _forget_index(self, shas: set[str]) -> None:
+        """Index records that lead to evicted entries (each source's record, ~200 bytes, would stay)."""
+        for record_file in self._index_dir.iterdir():
+            try:
+                sha = json.loads(record_file.read_text()).get("sha256")
+            except (OSError, ValueError, AttributeError):
+                continue
+            if sha in shas and not self._is_complete(sha):
+                with contextlib.suppress(OSError):
+                    record_file.unlink()
+
+    def _publish(self, staging: Path, sha: str, source: str, stats: ExtractStats, hold: Hold | None) -> None:
         """Mark ``staging`` finished and rename it to ``root/<sha>``; losing a race to another
         process that published the same content is fine."""
         marker = {"sha256": sha, "source": source, "members": stats.members, "bytes": stats.bytes,
@@ -227,12 +427,14 @@ class ArtifactCache:
         entry = self.root / sha
         for _attempt in range(2):
             try:
-                os.rename(staging, entry)
+                with self._guard:
+                    os.rename(staging, entry)
+                    self._added(sha, stats.bytes, hold)
                 return
             except OSError as exc:
                 if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY):
                     raise
-            if self._is_complete(sha):
+            if self._use(sha, hold):
                 return  # someone else got there first; our staging copy is discarded
             # An entry without its marker is debris (it cannot come from us): move it aside, retry.
             trash = scratch_path(self._tmp_dir, ".trash")
@@ -241,14 +443,25 @@ class ArtifactCache:
             remove_tree_quietly(trash)
         raise DeployError(f"Could not place model artifact {source} into the cache at {entry}")
 
+    def _added(self, sha: str, size: int, hold: Hold | None) -> None:
+        """Entry ``sha`` was just renamed into place (under the lock)."""
+        if hold is not None and sha not in hold.shas:
+            hold.shas.add(sha)
+            self._held[sha] += 1
+        old = self._entries.get(sha)
+        self._bytes += size - (old.bytes if old is not None else 0)
+        entry = self._entries[sha] = Entry(size, self._clock())
+        with contextlib.suppress(OSError):
+            os.utime(self.root / sha, (entry.used, entry.used))
+
     # ---- index ----
     def _index_file(self, identity: str) -> Path:
         return self._index_dir / (
             hashlib.sha256(identity.encode("utf-8", "surrogateescape")).hexdigest() + ".json"
         )
 
-    def _lookup(self, identity: str, fingerprint: dict[str, Any]) -> str | None:
-        """The cached sha256 for this source if it is unchanged and its entry is complete."""
+    def _lookup(self, identity: str, fingerprint: dict[str, Any], hold: Hold | None) -> str | None:
+        """The cached sha256 for this source if it is unchanged and its entry is in place (then used)."""
         try:
             record = json.loads(self._index_file(identity).read_text())
         except (OSError, ValueError):
@@ -258,7 +471,7 @@ class ArtifactCache:
         if record.get("fingerprint") != fingerprint:
             return None
         sha = record.get("sha256")
-        if not isinstance(sha, str) or not self._is_complete(sha):
+        if not isinstance(sha, str) or not self._use(sha, hold):
             return None
         return sha
 
@@ -287,3 +500,19 @@ class ArtifactCache:
             if lock is None:
                 lock = self._locks[key] = threading.Lock()
             return lock
+
+
+def _entry_bytes(entry: Path) -> int:
+    """An entry's files, as its marker says (what extraction counted); by walking them when it does not."""
+    try:
+        size = json.loads((entry / MARKER).read_text()).get("bytes")
+        if isinstance(size, int) and size >= 0:
+            return size
+    except (OSError, ValueError, AttributeError):
+        pass
+    total = 0
+    for folder, _dirs, files in os.walk(entry / MODEL):
+        for name in files:
+            with contextlib.suppress(OSError):
+                total += os.lstat(os.path.join(folder, name)).st_size
+    return total

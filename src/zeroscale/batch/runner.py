@@ -27,6 +27,7 @@ from zeroscale.errors import DeployError, ModelError, Throttling, ZeroscaleError
 from zeroscale.router.fleet import Fleet
 from zeroscale.router.invocation import Invocation
 from zeroscale.router.pool import VariantPool
+from zeroscale.router.spec import PoolSpec
 from zeroscale.store.db import Record
 from zeroscale.types import TRANSFORM_ROUTE_PREFIX
 from zeroscale.workers.client import Body, FilePayload
@@ -321,7 +322,12 @@ class TransformRunner:
             "InitialInstanceCount": job.instance_count,
         }
         config = Record("transform-job", job.name, "", 0.0, 0.0, None, {"ProductionVariants": [variant]})
-        specs = await self._deployer.pool_specs(job.route, config)
+        with self._deployer.hold() as hold:  # its artifacts stay in the cache until its pools are routed
+            specs = await self._deployer.pool_specs(job.route, config, hold=hold)
+            await self._fleet.activate(job.route, self._job_specs(job, specs, workers), warm=True)
+
+    @staticmethod
+    def _job_specs(job: JobSpec, specs: list[PoolSpec], workers: int) -> list[PoolSpec]:
         batch_env = {
             "SAGEMAKER_BATCH": "true",
             "SAGEMAKER_MAX_PAYLOAD_IN_MB": str(job.max_payload_mb),
@@ -329,7 +335,7 @@ class TransformRunner:
             "SAGEMAKER_MAX_CONCURRENT_TRANSFORMS": str(job.max_concurrent),
         }
         # MaxConcurrentTransforms workers per instance, each with an instance's per-vCPU share of memory
-        specs = [
+        return [
             dataclasses.replace(
                 s,
                 env={**s.env, **job.environment, **batch_env},
@@ -342,7 +348,6 @@ class TransformRunner:
             )
             for s in specs
         ]
-        await self._fleet.activate(job.route, specs, warm=True)
 
     async def _execution_parameters(self, job: JobSpec) -> JobSpec:
         """Ask a worker the container contract's optional GET /execution-parameters when the job left any

@@ -21,6 +21,7 @@ from zeroscale.cli.transform_commands import transform_group
 from zeroscale.cli.usage import check_price_table, usage
 from zeroscale.cli.workers import workers
 from zeroscale.config import (
+    DEFAULT_ARTIFACT_CACHE_MB,
     DEFAULT_MAX_EXTRACTED_MB,
     DEFAULT_WORKER_LOG_MB_PER_MINUTE,
     MB,
@@ -141,6 +142,14 @@ def _opt(name: str, env: str, **kw: Any) -> Callable[[F], F]:
     type=click.IntRange(min=1),
     help="MB one model's artifact may extract to (its files on disk; SageMaker Serverless gives a container "
     "5 GB of disk); a larger one fails its endpoint and leaves nothing in the artifact cache.",
+)
+@_opt(
+    "--artifact-cache-mb",
+    "ZEROSCALE_ARTIFACT_CACHE_MB",
+    default=DEFAULT_ARTIFACT_CACHE_MB,
+    type=click.IntRange(min=0),
+    help="MB of extracted model artifacts kept on disk; past it, those no endpoint, cached template or "
+    "deployment uses are deleted, least recently used first (0: keep only those in use).",
 )
 @_opt(
     "--metrics-retention-hours",
@@ -354,6 +363,7 @@ def serve(
     memory_budget_mb: int | None,
     s3_endpoint_url: str | None,
     max_extracted_mb: int,
+    artifact_cache_mb: int,
     metrics_retention_hours: float,
     autoscaling_period_s: float,
     log_retention_hours: float,
@@ -416,6 +426,7 @@ def serve(
         model_load_wait_s=model_load_wait_s,
         s3_endpoint_url=s3_endpoint_url,
         max_extracted_bytes=max_extracted_mb * MB,
+        artifact_cache_bytes=artifact_cache_mb * MB,
         metrics_retention_hours=metrics_retention_hours,
         autoscaling_period_s=autoscaling_period_s,
         log_retention_hours=log_retention_hours,

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from zeroscale.artifacts import ArtifactCache
+from zeroscale.artifacts.cache import Hold
 from zeroscale.artifacts.pyenv import PythonEnvs
 from zeroscale.control.endpoint_configs import (
     VariantSpec,
@@ -76,18 +77,30 @@ class Deployer:
         self._images = images or ImageRegistry(artifacts.root.parent / "images")
         self._byo_refusal = byo_refusal
 
+    def hold(self) -> Hold:
+        """Keeps the artifacts prepared with it from eviction until closed: close it once the pools of the
+        specs made with it are routed (the artifact cache then sees them in use)."""
+        return self._artifacts.hold()
+
     async def pool_specs(
-        self, endpoint: str, config: Record, models: Mapping[str, Record] | None = None
+        self,
+        endpoint: str,
+        config: Record,
+        models: Mapping[str, Record] | None = None,
+        hold: Hold | None = None,
     ) -> list[PoolSpec]:
         """Raises DeployError naming the variant and what went wrong. ``models`` (lower-cased name ->
-        record) are used before the store's: the documents a deployment was made from."""
+        record) are used before the store's: the documents a deployment was made from. ``hold``: see
+        ``hold()`` (without one, the artifacts are kept for the cache's grace period)."""
         try:
             idle_s = idle_timeout_override(config.doc) or self._default_idle_timeout_s
         except ZeroscaleError as exc:
             raise DeployError(exc.message) from exc
         variants = variant_specs(config.doc)
         sampling = shadow_sampling(variants)
-        specs = await asyncio.gather(*(self._pool_spec(endpoint, v, idle_s, models or {}) for v in variants))
+        specs = await asyncio.gather(
+            *(self._pool_spec(endpoint, v, idle_s, models or {}, hold) for v in variants)
+        )
         several = next((s for s in specs if s.containers), None)
         if several is not None and config.doc.get("AsyncInferenceConfig"):
             raise DeployError(
@@ -97,7 +110,12 @@ class Deployer:
         return [dataclasses.replace(s, shadow_sampling=sampling.get(s.variant, 0.0)) for s in specs]
 
     async def _pool_spec(
-        self, endpoint: str, variant: VariantSpec, idle_s: float, models: Mapping[str, Record]
+        self,
+        endpoint: str,
+        variant: VariantSpec,
+        idle_s: float,
+        models: Mapping[str, Record],
+        hold: Hold | None,
     ) -> PoolSpec:
         try:
             model = models.get(variant.model_name.lower()) or self._models.get(variant.model_name)
@@ -105,7 +123,7 @@ class Deployer:
             raise DeployError(f"Variant {variant.name}: {exc.message}") from exc
         containers = runnable_containers(model.doc)
         try:
-            prepared = await asyncio.gather(*(self._prepare(c) for c in containers))
+            prepared = await asyncio.gather(*(self._prepare(c, hold) for c in containers))
         except DeployError as exc:
             raise DeployError(f"Variant {variant.name} (model {model.name}): {exc}") from exc
         first = prepared[0]
@@ -184,7 +202,7 @@ class Deployer:
             batching=batching,
         )
 
-    async def _prepare(self, container: Mapping[str, Any]) -> _Prepared:
+    async def _prepare(self, container: Mapping[str, Any], hold: Hold | None) -> _Prepared:
         image = str(container.get("Image") or "")
         env = {str(k): str(v) for k, v in (container.get("Environment") or {}).items()}
         runtime, byo = self._resolve(image)
@@ -205,13 +223,13 @@ class Deployer:
         elif multi_model:
             model_dir = multi_model  # the prefix of its target models (router/multimodel.py)
         elif source is not None:  # an uncompressed S3 prefix
-            model_dir = await asyncio.to_thread(self._artifacts.prepare_prefix, str(source["S3Uri"]))
+            model_dir = await asyncio.to_thread(self._artifacts.prepare_prefix, str(source["S3Uri"]), hold)
         else:
-            model_dir = await asyncio.to_thread(self._artifacts.prepare, container.get("ModelDataUrl"))
+            model_dir = await asyncio.to_thread(self._artifacts.prepare, container.get("ModelDataUrl"), hold)
         submit = env.get(SUBMIT_DIRECTORY, "")
         if submit.startswith(("s3://", "file://")):
             # The sagemaker SDK points this at its uploaded sourcedir.tar.gz: fetch and unpack it too.
-            env[SUBMIT_DIRECTORY] = str(await asyncio.to_thread(self._artifacts.prepare, submit))
+            env[SUBMIT_DIRECTORY] = str(await asyncio.to_thread(self._artifacts.prepare, submit, hold))
         requirements = None if byo or multi_model else requirements_file(str(model_dir), env)
         if requirements is not None:  # installed once per content, before any worker starts
             python_path = await self._pyenvs.prepare(requirements)

@@ -274,12 +274,13 @@ class Endpoints:
         warm: bool = True,
         plan: rollout.Plan | None = None,
     ) -> None:
+        hold = self._deployer.hold()  # its artifacts stay in the cache until its pools are routed
         try:
             config = self._configs.get(config_name)
             # The models as they are now: the pools, the description and the snapshot are all made from
             # these, whatever is deleted or replaced while the workers start.
             models = self._models_of(config)
-            full = await self._deployer.pool_specs(name, config, models)
+            full = await self._deployer.pool_specs(name, config, models, hold)
             stored = self._store.get(KIND, name)
             overrides = (stored.doc.get("VariantOverrides") or {}) if stored is not None else {}
             full = [with_overrides(spec, overrides.get(spec.variant)) for spec in full]
@@ -302,6 +303,8 @@ class Endpoints:
             why = f"zeroscale could not deploy the endpoint ({type(exc).__name__}); the server log has why."
             self._not_deployed(name, why, updating=updating)
             return
+        finally:
+            hold.close()
         rec = self._store.get(KIND, name)
         if rec is None or rec.status == EndpointStatus.DELETING.value:
             await self._fleet.deactivate(name)
@@ -478,9 +481,10 @@ class Endpoints:
         """Route a deployment another front end made (or this one made before a restart), starting no
         worker it does not need; the store is not written."""
         key, deployment = rec.name.lower(), _deployment(rec)
+        hold = self._deployer.hold()
         try:
             config, models = self._deployed(rec)
-            full = await self._deployer.pool_specs(rec.name, config, models)
+            full = await self._deployer.pool_specs(rec.name, config, models, hold)
             overrides = rec.doc.get("VariantOverrides") or {}
             full = [with_overrides(spec, overrides.get(spec.variant)) for spec in full]
             await self._fleet.activate(rec.name, self._limit(full), warm=False)
@@ -488,6 +492,8 @@ class Endpoints:
             self._tell(rec.name)
         except (DeployError, ValidationException) as exc:
             log.error("endpoint %s: cannot serve its deployment here: %s", rec.name, _reason(exc))
+        finally:
+            hold.close()
         self._active[key] = deployment  # tried: not again until it changes
 
     async def _forget_route(self, name: str) -> None:

@@ -359,6 +359,20 @@ class _SinkFailureCollector:
         yield family
 
 
+Scalars = tuple[tuple[str, str, str], ...]  # (metric name, help text, attribute of the figures)
+
+
+def scalar_families(figures: object | None, gauges: Scalars, counters: Scalars) -> Iterator[Metric]:
+    """One unlabelled gauge or counter per (name, help, attribute) of ``figures`` (families without a sample
+    when None: what ``describe`` shows)."""
+    for kind, specs in ((GaugeMetricFamily, gauges), (CounterMetricFamily, counters)):
+        for name, doc, attr in specs:
+            family = kind(name, doc)
+            if figures is not None:
+                family.add_metric([], float(getattr(figures, attr)))
+            yield family
+
+
 class _CacheCollector:
     """The warm-model cache: what it holds now, and its lookups and evictions so far."""
 
@@ -387,16 +401,7 @@ class _CacheCollector:
                 "evictions",
             ),
         )
-        for name, doc, attr in gauges:
-            gauge = GaugeMetricFamily(name, doc)
-            if load is not None:
-                gauge.add_metric([], float(getattr(load, attr)))
-            yield gauge
-        for name, doc, attr in counters:
-            counter = CounterMetricFamily(name, doc)
-            if load is not None:
-                counter.add_metric([], float(getattr(load, attr)))
-            yield counter
+        yield from scalar_families(load, gauges, counters)
         per_endpoint = GaugeMetricFamily(
             "zeroscale_warm_cache_endpoint_bytes",
             "Bytes of cached templates per endpoint",

@@ -166,6 +166,11 @@ class Fleet:
         routes, draining = list(self._routes.values()), list(self._draining)
         return [p for r in routes for p in r.every_pool()] + draining
 
+    def model_dirs(self) -> set[str]:
+        """Every directory a pool's workers or a cached template read: what the artifact cache must keep.
+        Safe from another thread (the artifact cache's, which asks while it trims)."""
+        return {d for pool in self.pools() for d in pool.model_dirs()} | set(self.cache.model_dirs())
+
     def set_memory_budget(self, total_mb: int) -> None:
         """The memory workers may hold changed (a cluster's nodes came or went)."""
         self.budget.total_mb = total_mb

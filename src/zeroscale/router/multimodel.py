@@ -205,6 +205,11 @@ class MultiModelPool(VariantPool):
     def slots(self) -> list[Slot]:
         return [s for p in self._models.values() for s in p.slots()]
 
+    def model_dirs(self) -> list[str]:
+        """Its target models' directories, kept while their pools are (the list is copied first: safe from
+        another thread)."""
+        return [d for pool in list(self._models.values()) for d in pool.model_dirs()]
+
     def load(self) -> PoolLoad:
         loads = [p.load() for p in self._models.values()]
         return PoolLoad(

@@ -160,6 +160,10 @@ class VariantPool:
             max_starting=self._settings.max_starting,
         )
 
+    def model_dirs(self) -> list[str]:
+        """The directories its workers read (``PoolSpec.directories``). Safe from another thread."""
+        return self.spec.directories()
+
     def load(self) -> PoolLoad:
         """What the pool is doing now, for the gauges metrics computes when scraped or sampled."""
         return PoolLoad(

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Protocol
 
 from zeroscale.runtimes.batching import BatchSettings
+from zeroscale.runtimes.usercode import SUBMIT_DIRECTORY
 from zeroscale.types import log_group_name
 from zeroscale.workers.client import Body, WorkerResponse
 from zeroscale.workers.manager import WorkerHandle, WorkerSpec
@@ -128,6 +129,13 @@ class PoolSpec:
     @property
     def real_time(self) -> bool:
         return self.workers_per_instance > 0
+
+    def directories(self) -> list[str]:
+        """The directories its workers read: its model's, each container's, and the SDK's code directory
+        (``SAGEMAKER_SUBMIT_DIRECTORY``) where it names one; the artifact cache keeps them while it runs."""
+        envs = (self.env, *(c.env for c in self.containers))
+        code = [env[SUBMIT_DIRECTORY] for env in envs if SUBMIT_DIRECTORY in env]
+        return [self.model_dir, *(c.model_dir for c in self.containers), *code]
 
     def proof_key(self) -> tuple[object, ...] | None:
         """What decides whether a worker of this spec starts and answers /ping: its runtime or image, model

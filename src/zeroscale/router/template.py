@@ -45,6 +45,7 @@ class PoolTemplate:
         self._worker_spec: WorkerSpec | None = None  # what the pool's workers are started with
         self._loading = False
         self._refused = False  # the model's template refused to fork (threads): none is tried again
+        self._closed = False  # the pool drained: a template that finishes loading now is closed, not kept
         templated = (
             not spec.command
             and not spec.multi_model
@@ -77,7 +78,7 @@ class PoolTemplate:
     def keep(self, spec: WorkerSpec) -> None:
         """The pool's worker answered a request: make sure a template of its model is there or on its way."""
         self._worker_spec = spec
-        if self.key is None or self._loading or self._refused:
+        if self.key is None or self._loading or self._refused or self._closed:
             return
         if self._template is not None and self._template.alive:
             return
@@ -94,6 +95,9 @@ class PoolTemplate:
             return  # scale-out keeps forking the zygote
         finally:
             self._loading = False
+        if self._closed:  # its pool drained while it loaded (an endpoint deleted): not for the warm cache
+            await template.close()
+            return
         self._template = template
         if not self._wanted():
             self.stash(draining=False)  # the pool went back to zero while it loaded
@@ -129,6 +133,7 @@ class PoolTemplate:
         self._cache.put(self.key, template, size, self._spec.endpoint)
 
     async def close(self) -> None:
+        self._closed = True
         template, self._template = self._template, None
         stashing, self._stashing = self._stashing, None
         for each in (template, stashing):

@@ -25,6 +25,7 @@ from typing import Protocol
 
 from zeroscale.metrics.load import CacheLoad
 from zeroscale.router.budget import MemoryBudget
+from zeroscale.runtimes.usercode import SUBMIT_DIRECTORY
 
 _MB = 1024 * 1024
 
@@ -104,6 +105,13 @@ class WarmCache:
             evictions=self.stats.evictions,
             by_endpoint=tuple(sorted(self.endpoint_bytes().items())),
         )
+
+    def model_dirs(self) -> list[str]:
+        """The model directories of the cached templates (their replicas read them). Safe from another
+        thread: the keys are copied first."""
+        return [key.model_dir for key in list(self._entries)] + [
+            value for key in list(self._entries) for name, value in key.env if name == SUBMIT_DIRECTORY
+        ]
 
     def endpoint_bytes(self) -> dict[str, int]:
         """Bytes held per endpoint that stored an entry (an entry shared by endpoints counts for each)."""
