@@ -204,3 +204,28 @@ def test_no_caller_is_handed_a_directory_that_goes_while_trims_run(
     assert cache.load().entries == 0 and cache.load().bytes == 0
     assert sorted(p.name for p in cache.root.iterdir()) == ["index", "tmp"]
     assert list((cache.root / "tmp").iterdir()) == []
+
+
+def test_a_cache_held_over_its_capacity_by_what_is_in_use_is_not_walked_at_every_preparation(
+    tmp_path: Path, archives: dict[str, str], clock: Clock
+) -> None:
+    """A preparation trims only when the cache grew since the last trim: deploying a cached model again (a
+    lookup) asks nothing of the fleet, however far what is in use keeps the cache over its capacity."""
+    cache = make_cache(tmp_path / "cache", clock, capacity=0)
+    a = prepare(cache, archives["a"], clock)
+    asked: list[int] = []
+
+    def in_use() -> set[str]:
+        asked.append(1)
+        return {str(a)}
+
+    cache.in_use = in_use
+    for _ in range(5):
+        assert prepare(cache, archives["a"], clock) == a
+    assert asked == []
+    b = prepare(
+        cache, archives["b"], clock
+    )  # a new entry: one trim, which keeps both (a in use, b just made)
+    assert len(asked) == 1 and cache.load().entries == 2
+    assert cache.trim() == [b.parent.name]  # an explicit trim (the server's, once a minute) always looks
+    assert len(asked) == 2

@@ -313,10 +313,17 @@ def test_a_multi_model_image_gets_the_container_api(
     metrics = server.metrics()
     assert f"zeroscale_model_cache_lookups_total{labels} 9.0" in metrics
     assert f"zeroscale_model_cache_hits_total{labels} 1.0" in metrics
+    # each model was downloaded once: the later loads used its copy staged in the models directory
+    assert f"zeroscale_model_downloading_seconds_count{labels} 4.0" in metrics
     with pytest.raises(smr.exceptions.ClientError) as err:
         call("missing.tar.gz")
     assert err.value.response["Error"]["Code"] == "ValidationError"
     assert "missing.tar.gz" in err.value.response["Error"]["Message"]
+    # the models directory (staged models: hard links to the artifact cache's files) goes with the endpoint
+    [models_dir] = (server.data_dir / "mme").iterdir()
+    assert len(list(models_dir.iterdir())) == 4
+    sm.delete_endpoint(EndpointName="byo-mme")
+    wait_for(lambda: not (server.data_dir / "mme").exists() or not any((server.data_dir / "mme").iterdir()))
 
 
 def test_an_images_whole_process_tree_is_in_its_memory_cgroup(

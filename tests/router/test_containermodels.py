@@ -72,6 +72,7 @@ class World:
         self.tmp = tmp
         self.manager = ModelServers(max_models)
         self.sizes: dict[str, int] = {}
+        self.fetches: list[str] = []
         staging = tmp / "staging"
         staging.mkdir()
         self.pool = ContainerModelsPool(
@@ -91,6 +92,7 @@ class World:
         )
 
     def fetch(self, url: str) -> Path:
+        self.fetches.append(url)
         name = url.removeprefix("s3://b/p/")
         root = self.tmp / "models" / name
         root.mkdir(parents=True, exist_ok=True)
@@ -116,6 +118,32 @@ async def test_507_unloads_the_least_recently_used_model_and_retries(tmp_path: P
     assert w.pool.load().loaded_models == 2
     staged = sorted(p.name for p in (tmp_path / "staging").iterdir())
     assert staged == sorted(model_name(t) for t in "abc")
+
+
+async def test_a_target_is_fetched_once_and_its_download_counted_once(tmp_path: Path) -> None:
+    """Like SageMaker's: a model's artifact is downloaded on its first invocation; the later ones, loaded or
+    unloaded since, use the copy staged in the models directory (no S3 request, no second download)."""
+    w = World(tmp_path, max_concurrency=1, max_models=1)
+    downloads = []
+    for target in ("a", "a", "b", "a", "b"):
+        inv, body = await w.invoke(target)
+        assert body == model_name(target).encode()
+        downloads.append(inv.download_s is not None)
+    assert w.fetches == ["s3://b/p/a", "s3://b/p/b"]
+    assert downloads == [True, False, True, False, False]
+    assert w.pool.model_dirs() == [str(tmp_path / "staging")]
+
+
+async def test_its_models_directory_goes_with_the_pool(tmp_path: Path) -> None:
+    """Deploy makes the directory for this pool alone; its staged models are hard links to the artifact
+    cache's files, which would stay on disk as long as it does."""
+    w = World(tmp_path, max_concurrency=1)
+    await w.invoke("a")
+    staging = tmp_path / "staging"
+    assert [p.name for p in staging.iterdir()] == [model_name("a")]
+    await w.pool.drain(1.0)
+    assert not staging.exists()
+    assert (tmp_path / "models" / "a" / "weights.bin").is_file()  # the fetched copy is not the pool's
 
 
 async def test_the_worker_that_holds_the_model_is_preferred(tmp_path: Path) -> None:

@@ -153,6 +153,9 @@ class ArtifactCache:
         self._bytes = sum(entry.bytes for entry in self._entries.values())
         self._evictions = 0
         self._evicted_bytes = 0
+        # What the last trim left (all of it in use then): a preparation trims again only when the cache
+        # grew past it, so a cache held over its capacity by what is in use is not walked at every deploy.
+        self._settled = 0
 
     # ---- public ----
     def hold(self) -> Hold:
@@ -246,7 +249,7 @@ class ArtifactCache:
                 evicted.append((sha, trash, entry.bytes))
             self._evictions += len(evicted)
             self._evicted_bytes += sum(size for _, _, size in evicted)
-            left = self._bytes
+            left = self._settled = self._bytes
         for _, trash, _ in evicted:
             if trash != Path():
                 remove_tree_quietly(trash)
@@ -388,7 +391,7 @@ class ArtifactCache:
         return model_dir
 
     def _trim_if_over(self) -> None:
-        if self.over_capacity():
+        if self.over_capacity() and self._bytes > self._settled:
             self.trim()
 
     def _sha_of(self, model_dir: str) -> str | None:

@@ -23,6 +23,7 @@ from zeroscale.control.endpoint_configs import (
 from zeroscale.control.instances import instance_size, workers_per_instance
 from zeroscale.control.models import Models, execution_mode, runnable_containers
 from zeroscale.errors import DeployError, ZeroscaleError
+from zeroscale.fstree import remove_tree_quietly
 from zeroscale.images import ImageRecord, ImageRegistry
 from zeroscale.router.spec import ContainerSpec, PoolSpec
 from zeroscale.runtimes.batching import MAX_BATCH_SIZE, batch_settings, unsupported
@@ -76,6 +77,12 @@ class Deployer:
         # bring-your-own images (default: beside the artifact cache, in <data-dir>/images)
         self._images = images or ImageRegistry(artifacts.root.parent / "images")
         self._byo_refusal = byo_refusal
+        # Multi-model images' models directories (one per deployment, removed when its pool drains): those
+        # of a server that stopped are no pool's now.
+        self._mme_root = artifacts.root.parent / "mme"
+        if self._mme_root.is_dir():
+            for stale in self._mme_root.iterdir():
+                remove_tree_quietly(stale)
 
     def hold(self) -> Hold:
         """Keeps the artifacts prepared with it from eviction until closed: close it once the pools of the
@@ -239,7 +246,7 @@ class Deployer:
 
     def _models_directory(self) -> str:
         """A fresh directory for a multi-model image's models (its $SM_MODEL_DIR)."""
-        path = self._artifacts.root.parent / "mme" / uuid.uuid4().hex
+        path = self._mme_root / uuid.uuid4().hex
         path.mkdir(parents=True)
         return str(path)
 

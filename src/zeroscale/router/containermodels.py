@@ -33,10 +33,11 @@ from pathlib import Path
 from zeroscale.artifacts.staging import stage
 from zeroscale.errors import ModelError, ModelNotReady
 from zeroscale.events import EventBus
+from zeroscale.fstree import remove_tree_quietly
 from zeroscale.metrics.load import PoolLoad
 from zeroscale.router.budget import MemoryBudget
 from zeroscale.router.invocation import Invocation
-from zeroscale.router.multimodel import Fetch, Fetched, TargetFetcher, require_target
+from zeroscale.router.multimodel import KEPT_POOLS, Fetch, Fetched, TargetFetcher, require_target
 from zeroscale.router.pool import VariantPool
 from zeroscale.router.slots import Slot
 from zeroscale.router.spec import PoolSpec, RouterSettings, Workers
@@ -68,8 +69,18 @@ class ContainerModelsPool(VariantPool):
     ) -> None:
         super().__init__(spec, manager, budget, settings, events, clock, wall, None, on_active)
         self._targets = TargetFetcher(fetch, spec, clock, 0)
+        # Targets fetched and staged in the models directory (name -> what it was fetched as), least
+        # recently used first: a later invocation needs neither the source nor the artifact cache again.
+        self._staged: OrderedDict[str, Fetched] = OrderedDict()
         # worker id -> its loaded models (name -> MB), least recently used first
         self._loaded: dict[str, OrderedDict[str, int]] = {}
+
+    async def drain(self, timeout_s: float) -> None:
+        """Then its models directory goes: it is this pool's alone (deploy makes one per deployment), and the
+        staged models in it are hard links that would keep their files on disk after the artifact cache let
+        them go."""
+        await super().drain(timeout_s)
+        await asyncio.to_thread(remove_tree_quietly, Path(self.spec.model_dir))
 
     def loaded(self) -> dict[str, int]:
         """Target model name -> the workers holding it."""
@@ -91,8 +102,12 @@ class ContainerModelsPool(VariantPool):
     async def invoke(self, inv: Invocation) -> WorkerResponse:
         target = require_target(inv, self.spec)
         started = self._clock()
-        fetched = await self._targets.get(target, inv)
         name = model_name(target)
+        fetched = self._staged.get(name)
+        if fetched is None:
+            fetched = await self._targets.get(target, inv)
+        else:
+            self._staged.move_to_end(name)
         slot = await self.acquire(prefer=lambda s: name in self._loaded.get(s.worker_id, ()))
         models = self._loaded.setdefault(slot.worker_id, OrderedDict())
         if not self.spec.model_cache and models:  # ModelCacheSetting Disabled: nothing is reused
@@ -142,6 +157,10 @@ class ContainerModelsPool(VariantPool):
         handle = slot.handle
         assert handle is not None
         await asyncio.to_thread(stage, Path(fetched.model_dir), Path(self.spec.model_dir), name)
+        self._staged[name] = fetched
+        self._staged.move_to_end(name)
+        while len(self._staged) > KEPT_POOLS:  # forgotten: fetched again (its staged copy stays)
+            self._staged.popitem(last=False)
         models = self._loaded.setdefault(slot.worker_id, OrderedDict())
         while models and sum(models.values()) + fetched.size_mb > self.spec.memory_mb:
             await self._unload(handle, models)
