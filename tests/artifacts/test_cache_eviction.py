@@ -142,8 +142,10 @@ def test_the_order_and_sizes_survive_a_restart(
 ) -> None:
     root = tmp_path / "cache"
     first = make_cache(root, clock, capacity=None)  # no capacity: nothing is evicted
-    dirs = {name: prepare(first, archives[name], clock) for name in "abcd"}
-    prepare(first, archives["a"], clock)
+    dirs = {}
+    for name in "abcda":  # a minute apart: a last use is written to disk to the minute
+        clock.tick(60)
+        dirs[name] = prepare(first, archives[name], clock)
     assert first.trim() == [] and first.load().entries == 4
     # a restart with a capacity of two models: the two least recently used (b, c) go, at the first trim
     second = ArtifactCache(root, capacity_bytes=2 * SIZE, grace_s=0, clock=clock)

@@ -19,7 +19,7 @@ artifacts inside a ``hold()`` and closes it once its pools are routed, so nothin
 a directory handed out without a hold is kept for ``GRACE_S`` (a multi-model endpoint's target model).
 An entry leaves by one ``os.rename`` out of place, under the same lock that hands entries out, so a caller
 either gets an entry that stays or finds it gone and fetches it again. The last use of each entry is its
-directory's mtime, so the order survives a restart.
+directory's mtime (written to the minute), so the order survives a restart.
 """
 
 from __future__ import annotations
@@ -66,6 +66,8 @@ MODEL = "model"
 # An entry handed out without a hold is not evicted for this long, even when no pool names it yet (a
 # multi-model endpoint's target model, fetched and about to get its pool).
 GRACE_S = 60.0
+# An entry's last use is written to its directory's mtime when it is older than this (not at every use).
+_PERSIST_USE_S = 60.0
 
 log = logging.getLogger(__name__)
 
@@ -369,9 +371,11 @@ class ArtifactCache:
             if entry is None:  # another process of this data directory made it: count it from now
                 entry = self._entries[sha] = Entry(_entry_bytes(self.root / sha), 0.0)
                 self._bytes += entry.bytes
-            entry.used = self._clock()
-            with contextlib.suppress(OSError):
-                os.utime(self.root / sha, (entry.used, entry.used))
+            now = self._clock()
+            if now - entry.used >= _PERSIST_USE_S:  # the order a restart reads: to the minute is enough
+                with contextlib.suppress(OSError):
+                    os.utime(self.root / sha, (now, now))
+            entry.used = now
             return True
 
     def _release(self, hold: Hold) -> None:
