@@ -14,6 +14,7 @@ from pathlib import Path
 MB = 1024 * 1024
 DEFAULT_MAX_EXTRACTED_MB = 5 * 1024
 DEFAULT_ARTIFACT_CACHE_MB = 20 * 1024
+DEFAULT_LOG_MAX_MB = 10 * 1024
 DEFAULT_WORKER_LOG_MB_PER_MINUTE = 10
 
 
@@ -87,6 +88,9 @@ class Settings:
     log_level: str = "info"
     # Log streams not written for this long are deleted (0 keeps them forever).
     log_retention_hours: float = 72.0
+    # Past this many bytes of logs in all, the least recently written streams are deleted, live workers'
+    # excepted (0: no cap).
+    log_max_bytes: int = DEFAULT_LOG_MAX_MB * MB
     # One-minute metrics history kept in the database (zeroscale metrics, GET /zeroscale/v1/metrics).
     metrics_retention_hours: float = 24.0
     # Application Auto Scaling: seconds per evaluation period of a scaling policy (CloudWatch's: 60).

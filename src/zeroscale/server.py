@@ -170,6 +170,7 @@ def build(settings: Settings) -> Server:
         region=settings.region,
         account_id=settings.account_id,
         retention_hours=settings.log_retention_hours,
+        max_bytes=settings.log_max_bytes,
     )
     events.add(logs.sink)
     ident = frontend_id(settings.data_dir)  # this front end among those sharing the database

@@ -448,3 +448,41 @@ def test_a_flooding_worker_is_cut_at_the_log_limit_and_says_how_much_it_dropped(
     assert "gone" not in text  # dropped with the rest
     cli = zeroscale_logs(capped, tmp_path, "Flood", "--filter", "Dropped")
     assert any("[zeroscale] Dropped " in line for line in cli), cli
+
+
+# ---- more logs than --log-max-mb ----
+def test_past_the_logs_size_cap_the_least_recently_written_streams_go(
+    server_factory: Callable[..., ServerProcess], chatty_url: str
+) -> None:
+    """Two endpoints print 750 kB each under a 1 MB cap for all logs. While their workers live, both streams
+    stay (a live worker's stream is never deleted); once they are gone (one endpoint deleted, then a
+    restart), the least recently written stream goes and the rest fit, read back whole through boto3."""
+    capped = server_factory(log_max_mb=1)
+    sm, smr, logs = capped.client("sagemaker"), capped.client("sagemaker-runtime"), capped.client("logs")
+    streams: dict[str, str] = {}
+    for name in ("Cap-Old", "Cap-New"):
+        desc = deploy(sm, name, chatty_url)
+        assert desc["EndpointStatus"] == "InService", desc.get("FailureReason")
+        invoke(smr, name, {"lines": 30_000})  # "<ms>\tline 00000\n": 25 bytes each
+        _, stream = model_error_arn(smr, name, {"raise": f"{name} is done"})
+        streams[name] = stream
+        path = capped.data_dir / "logs" / name.lower() / f"{stream}.log"
+        wait_for(lambda path=path: path.stat().st_size > 750_000)  # type: ignore[misc]
+    sm.delete_endpoint(EndpointName="Cap-Old")
+    wait_for(lambda: not sm.list_endpoints(NameContains="Cap-Old")["Endpoints"])
+    old = capped.data_dir / "logs" / "cap-old" / f"{streams['Cap-Old']}.log"
+    new = capped.data_dir / "logs" / "cap-new" / f"{streams['Cap-New']}.log"
+    assert new.exists()  # Cap-New's worker lives (Cap-Old's stream may go at any sweep from now)
+
+    capped.restart()  # the first sweep runs at start: no worker is live now
+    logs = capped.client("logs")
+    wait_for(lambda: not old.exists())
+    assert new.exists()
+    described = logs.describe_log_streams(logGroupName=GROUP + "Cap-New")["logStreams"]
+    assert streams["Cap-New"] in [s["logStreamName"] for s in described]
+    events = logs.get_log_events(
+        logGroupName=GROUP + "Cap-New", logStreamName=streams["Cap-New"], startFromHead=True, limit=10
+    )["events"]
+    assert "line 00000" in [e["message"] for e in events]
+    total = sum(p.stat().st_size for p in (capped.data_dir / "logs").rglob("*.log"))
+    assert total <= 1024 * 1024, total

@@ -94,6 +94,27 @@ def test_retention_deletes_old_streams_keeps_live_ones_and_drops_empty_groups(st
     assert Retention(store, 30).interval_s == 3.0
 
 
+def test_past_the_size_cap_the_least_recently_written_streams_go_but_never_a_live_one(
+    store: LogStore,
+) -> None:
+    line = "x" * 985  # a record of 1,000 bytes with its stamp and newline
+    paths = {}
+    for i, name in enumerate(["a", "b", "c", "d"]):  # a the oldest, d the newest, 10 kB each
+        at = NOW - (10 - i) * HOUR
+        paths[name] = write(store.root / "ep" / "AllTraffic" / f"{name}.log", [(at, line)] * 10, mtime=at)
+    assert all(p.stat().st_size == 10_000 for p in paths.values())
+    live = paths["a"]  # the oldest is a live worker's: kept whatever the cap
+    retention = Retention(store, 72 * HOUR, live=lambda: {live}, clock=lambda: NOW, max_bytes=25_000)
+    assert retention.interval_s == 60.0
+    assert sorted(s.path for s in retention.sweep()) == sorted([paths["b"], paths["c"]])
+    assert live.exists() and paths["d"].exists()
+    assert retention.sweep() == []  # 20 kB left: under the cap
+    # without an age limit the cap still applies; without either, nothing is deleted
+    assert [s.path for s in Retention(store, 0, clock=lambda: NOW, max_bytes=1).sweep()] == [live, paths["d"]]
+    write(store.root / "ep" / "AllTraffic" / "e.log", [(NOW, line)] * 10, mtime=NOW - 100 * HOUR)
+    assert Retention(store, 0, clock=lambda: NOW).sweep() == []
+
+
 @pytest.fixture
 def cw(store: LogStore) -> CloudWatchLogs:
     root = store.root / "ep"

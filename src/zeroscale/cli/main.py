@@ -22,6 +22,7 @@ from zeroscale.cli.usage import check_price_table, usage
 from zeroscale.cli.workers import workers
 from zeroscale.config import (
     DEFAULT_ARTIFACT_CACHE_MB,
+    DEFAULT_LOG_MAX_MB,
     DEFAULT_MAX_EXTRACTED_MB,
     DEFAULT_WORKER_LOG_MB_PER_MINUTE,
     MB,
@@ -171,6 +172,14 @@ def _opt(name: str, env: str, **kw: Any) -> Callable[[F], F]:
     default=72.0,
     type=click.FloatRange(min=0),
     help="Delete endpoint log streams not written for this many hours (0 keeps them forever).",
+)
+@_opt(
+    "--log-max-mb",
+    "ZEROSCALE_LOG_MAX_MB",
+    default=DEFAULT_LOG_MAX_MB,
+    type=click.IntRange(min=0),
+    help="MB of endpoint logs kept on disk in all; past it, the least recently written streams are deleted "
+    "(a live worker's excepted) within a minute (0: no cap).",
 )
 @_opt(
     "--metering/--no-metering",
@@ -367,6 +376,7 @@ def serve(
     metrics_retention_hours: float,
     autoscaling_period_s: float,
     log_retention_hours: float,
+    log_max_mb: int,
     metering: bool,
     price_table: Path | None,
     warm_cache_mb: int | None,
@@ -430,6 +440,7 @@ def serve(
         metrics_retention_hours=metrics_retention_hours,
         autoscaling_period_s=autoscaling_period_s,
         log_retention_hours=log_retention_hours,
+        log_max_bytes=log_max_mb * MB,
         metering=metering,
         price_table=price_table,
         warm_cache_mb=warm_cache_mb,

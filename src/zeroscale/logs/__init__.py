@@ -6,7 +6,7 @@
 - ``reader``: events out of stream files, paged by byte offset and searched by time;
 - ``patterns``: CloudWatch filter patterns;
 - ``sink``: platform events (cold starts, scale-in, crashes, deploys) as lines in the streams;
-- ``retention``: deletes streams older than ``--log-retention-hours``;
+- ``retention``: deletes streams older than ``--log-retention-hours``, and the oldest past ``--log-max-mb``;
 - ``cloudwatch``: DescribeLogGroups, DescribeLogStreams, GetLogEvents, FilterLogEvents.
 
 ``Logs`` wires them for the composition root.
@@ -27,10 +27,14 @@ __all__ = ["CloudWatchLogs", "LogSink", "LogStore", "Logs", "Retention"]
 
 
 class Logs:
-    def __init__(self, root: Path, *, region: str, account_id: str, retention_hours: float) -> None:
+    def __init__(
+        self, root: Path, *, region: str, account_id: str, retention_hours: float, max_bytes: int = 0
+    ) -> None:
         self.store = LogStore(root)
         self.sink = LogSink(self.store)
-        self.retention = Retention(self.store, retention_hours * 3600, live=self.sink.live_streams)
+        self.retention = Retention(
+            self.store, retention_hours * 3600, live=self.sink.live_streams, max_bytes=max_bytes
+        )
         self.operations: dict[str, AsyncOperation] = CloudWatchLogs(
             self.store, region, account_id, retention_hours
         ).operations()
