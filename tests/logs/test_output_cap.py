@@ -128,3 +128,66 @@ async def test_a_flooding_worker_keeps_its_log_bounded(manager: WorkerManager, t
     printed = len(b"loading weights\nfirst lines are kept\n") + 200 * 10_000 * 100
     kept = sum(len(m) + 1 for m in got[:-2])
     assert int(match[1]) == printed - kept  # every byte is either in the log or counted
+
+
+def test_a_live_stream_past_its_minutes_keeps_its_newest_half_on_disk(tmp_path: Path) -> None:
+    """A worker that logs at its limit for longer than STREAM_MINUTES: the file's head is punched out, so
+    what it holds on disk stays bounded while its newest records are all there, whole, read back from the
+    first record after the hole; offsets (paging tokens) do not move."""
+    from zeroscale.logs.reader import first_record, page_backward, page_forward
+    from zeroscale.logs.store import LogStore
+    from zeroscale.workers.capture import recorder
+    from zeroscale.workers.outputcap import STREAM_MINUTES
+
+    log = tmp_path / "logs" / "ep" / "AllTraffic" / "w1.log"
+    log.parent.mkdir(parents=True)
+    limit = 64 * 1024  # a minute's output: the stream holds at most 32 minutes of it, 2 MB
+    r = recorder(os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND), limit)
+    line_no = 0
+    for minute in range(3 * STREAM_MINUTES):  # three times as long as the bound: 6 MB printed and kept
+        lines = []
+        while sum(len(x) + 15 for x in lines) < limit - 200:
+            lines.append(b"minute %04d line %08d" % (minute, line_no) + b"." * 60)
+            line_no += 1
+        r.feed(b"\n".join(lines) + b"\n", 1000.0 + 60 * minute)
+    r.close(1000.0 + 60 * 3 * STREAM_MINUTES)
+    st = log.stat()
+    bound = STREAM_MINUTES * limit
+    assert st.st_size > 2.5 * bound  # what was written: offsets keep counting
+    assert st.st_blocks * 512 <= bound + bound // 8 + 65536  # what the disk holds
+    assert st.st_blocks * 512 >= bound // 2  # the newest half at least
+    [stream] = LogStore(tmp_path / "logs").streams(LogStore(tmp_path / "logs").groups()[0])
+    assert stream.size == st.st_blocks * 512  # what DescribeLogStreams and the size cap count
+
+    with open(log, "rb") as f:
+        start = first_record(f)
+    assert start > 0
+    events, end = page_forward(log, 0, limit=10_000_000, max_bytes=1 << 40)  # a token from before the hole
+    assert events[0].offset == start and end == st.st_size
+    numbers = [int(e.message.split()[3][:8]) for e in events]
+    assert numbers == list(range(numbers[0], line_no))  # whole records, in order, up to the last line
+    assert all(e.message.endswith("." * 60) for e in events)
+    back, reached, _ = page_backward(log, None, limit=10_000_000, max_bytes=1 << 40)
+    assert [e.offset for e in back] == [e.offset for e in events] and reached == start
+
+
+def test_a_stream_that_cannot_be_punched_is_left_to_the_rate(tmp_path: Path) -> None:
+    """fallocate refused (here: a file opened read-only, EBADF; a file system without holes answers
+    EOPNOTSUPP): the stream is not punched, and not tried again at every write."""
+    import errno
+
+    from zeroscale.workers.outputcap import StreamBound, punch_head
+
+    path = tmp_path / "stream.log"
+    path.write_bytes(b"x" * 200_000)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        with pytest.raises(OSError) as err:
+            punch_head(fd, 4096)
+        assert err.value.errno == errno.EBADF
+        bound = StreamBound(16_384)
+        bound.wrote(fd, 200_000)
+        assert bound.failed and bound.punched == 0
+    finally:
+        os.close(fd)
+    assert path.stat().st_blocks * 512 >= 200_000  # nothing was punched

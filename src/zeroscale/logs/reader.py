@@ -6,10 +6,14 @@ them. Records are in time order except for small inversions between the two writ
 zygote and the server's platform events), which ``SLACK_MS`` covers when a scan stops or seeks by time.
 A line without a timestamp (not written through ``workers.capture``) takes the time of the record read
 just before it, or the file's modification time.
+
+A live stream past its size has its head punched out (``workers.outputcap.StreamBound``): reads start at
+``first_record``, the first whole record after the hole, and a token from before it reads from there.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -57,9 +61,28 @@ def _mtime_ms(f: BinaryIO) -> int:
     return os.fstat(f.fileno()).st_mtime_ns // 1_000_000
 
 
+def first_record(f: BinaryIO) -> int:
+    """Where the stream's first whole record starts: 0, or past the hole its head was punched into (the
+    first data after it is mid-record: the record that ends there is not whole)."""
+    try:
+        data = os.lseek(f.fileno(), 0, os.SEEK_DATA)
+    except OSError as exc:  # ENXIO: nothing but a hole (or an empty file); else no SEEK_DATA here
+        return f.seek(0, os.SEEK_END) if exc.errno == errno.ENXIO else 0
+    if data == 0:
+        return 0
+    pos = data
+    f.seek(pos)
+    while chunk := f.read(_CHUNK):
+        nl = chunk.find(b"\n")
+        if nl >= 0:
+            return pos + nl + 1
+        pos += len(chunk)
+    return pos
+
+
 def scan_forward(f: BinaryIO, offset: int, default_ms: int) -> Iterator[Record]:
     """Complete records from ``offset`` (a record boundary) to the end; a record still being written is not
-    read."""
+    read, nor one that starts with a NUL (a hole punched while it was read)."""
     f.seek(offset)
     pos = offset
     carry = b""
@@ -68,6 +91,9 @@ def scan_forward(f: BinaryIO, offset: int, default_ms: int) -> Iterator[Record]:
         data = carry + chunk if carry else chunk
         start = 0
         while (nl := data.find(b"\n", start)) >= 0:
+            if data[start : start + 1] == b"\0":
+                start = nl + 1
+                continue
             ts, message = parse(data[start:nl])
             if ts is None:
                 ts = last_ms
@@ -93,19 +119,19 @@ def complete_end(f: BinaryIO) -> int:
     return 0
 
 
-def scan_backward(f: BinaryIO, end: int, default_ms: int) -> Iterator[Record]:
-    """Complete records before ``end`` (a record boundary), last first."""
+def scan_backward(f: BinaryIO, end: int, default_ms: int, start: int = 0) -> Iterator[Record]:
+    """Complete records before ``end`` and from ``start`` (record boundaries), last first."""
     pos = end
     carry = b""
     last_ms = default_ms
-    while pos > 0:
-        read_from = max(0, pos - _CHUNK)
+    while pos > start:
+        read_from = max(start, pos - _CHUNK)
         f.seek(read_from)
         data = f.read(pos - read_from) + carry
         rec_end = len(data)  # data ends with the newline of its last record
         while rec_end > 0:
             nl = data.rfind(b"\n", 0, rec_end - 1)
-            if nl < 0 and read_from > 0:
+            if nl < 0 and read_from > start:
                 break  # this record starts before the data read so far
             rec_start = nl + 1
             ts, message = parse(data[rec_start : rec_end - 1])
@@ -115,17 +141,17 @@ def scan_backward(f: BinaryIO, end: int, default_ms: int) -> Iterator[Record]:
                 last_ms = ts
             yield ts, message, read_from + rec_start, read_from + rec_end
             rec_end = rec_start
-        if read_from == 0:
+        if read_from == start:
             return
         carry = data[:rec_end]
         pos = read_from
 
 
-def seek_time(f: BinaryIO, size: int, ms: int) -> int:
-    """A record boundary at or before the first record stamped ``ms`` or later (binary search, leaving
-    ``SLACK_MS`` of margin)."""
+def seek_time(f: BinaryIO, size: int, ms: int, start: int = 0) -> int:
+    """A record boundary at or before the first record stamped ``ms`` or later, and at or after ``start``
+    (binary search, leaving ``SLACK_MS`` of margin)."""
     goal = ms - SLACK_MS
-    lo, hi = 0, size
+    lo, hi = start, size
     while hi - lo > _CHUNK:
         mid = (lo + hi) // 2
         f.seek(mid)
@@ -147,9 +173,9 @@ def bounds(path: Path) -> tuple[int | None, int | None]:
     """The first and last event times of a stream (None when it has no complete record)."""
     try:
         with open(path, "rb") as f:
-            default = _mtime_ms(f)
-            first = next(scan_forward(f, 0, default), None)
-            last = next(scan_backward(f, complete_end(f), default), None)
+            default, start = _mtime_ms(f), first_record(f)
+            first = next(scan_forward(f, start, default), None)
+            last = next(scan_backward(f, complete_end(f), default, start), None)
     except OSError:
         return None, None
     return (first[0] if first else None), (last[0] if last else None)
@@ -168,9 +194,10 @@ def page_forward(
     from (the end of the file when nothing more was found)."""
     with open(path, "rb") as f:
         total = os.fstat(f.fileno()).st_size
-        offset = min(offset, total)
-        if offset == 0 and start_ms is not None:
-            offset = seek_time(f, total, start_ms)
+        start = first_record(f)
+        offset = max(min(offset, total), start)
+        if offset == start and start_ms is not None:
+            offset = seek_time(f, total, start_ms, start)
         scan = scan_forward(f, offset, _mtime_ms(f))
         events, reached = _take(scan, start_ms, end_ms, limit, max_bytes, forward=True)
     return events, offset if reached is None else reached
@@ -189,8 +216,9 @@ def page_backward(
     end_ms, in time order; with the offset to go back from and the end that was used."""
     with open(path, "rb") as f:
         last = complete_end(f)
-        end = last if end is None else min(end, last)
-        scan = scan_backward(f, end, _mtime_ms(f))
+        start = first_record(f)
+        end = last if end is None else max(min(end, last), start)
+        scan = scan_backward(f, end, _mtime_ms(f), start)
         events, reached = _take(scan, start_ms, end_ms, limit, max_bytes, forward=False)
     events.reverse()
     return events, end if reached is None else reached, end
@@ -278,7 +306,8 @@ def _search_stream(
         mtime = st.st_mtime_ns // 1_000_000
         if since is not None and mtime < since - SLACK_MS:
             return [], False
-        offset = seek_time(f, st.st_size, since) if since is not None else 0
+        start = first_record(f)
+        offset = seek_time(f, st.st_size, since, start) if since is not None else start
         newest_hit = -1
         for ts, message, start, _ in scan_forward(f, offset, mtime):
             if len(hits) >= limit and ts > newest_hit + SLACK_MS:

@@ -38,8 +38,13 @@ class Group:
 class Stream:
     name: str  # <variant>/<worker-id>
     path: Path
-    size: int
+    size: int  # the bytes it holds on disk (a punched head not counted)
     mtime_ms: int  # when it was last written (CloudWatch's lastIngestionTime)
+
+
+def _held(st: os.stat_result) -> int:
+    """The bytes a stream holds: its size, less a head punched out of a live stream past its bound."""
+    return min(st.st_size, st.st_blocks * 512)
 
 
 def _safe(part: str) -> bool:
@@ -136,7 +141,7 @@ class LogStore:
                     continue
                 with contextlib.suppress(OSError):
                     st = entry.stat(follow_symlinks=False)
-                    found.append(Stream(name, Path(entry.path), st.st_size, st.st_mtime_ns // 1_000_000))
+                    found.append(Stream(name, Path(entry.path), _held(st), st.st_mtime_ns // 1_000_000))
         return found
 
     def stream(self, group: Group, name: str) -> Stream | None:
@@ -148,7 +153,7 @@ class LogStore:
             st = path.stat()
         except OSError:
             return None
-        return Stream(name, path, st.st_size, st.st_mtime_ns // 1_000_000)
+        return Stream(name, path, _held(st), st.st_mtime_ns // 1_000_000)
 
     def append(self, endpoint: str, stream: str, ms: int, lines: list[str]) -> None:
         """Append one record per line, in one write (records never interleave with another writer's)."""

@@ -16,7 +16,8 @@ are kept when it crashes or is SIGKILLed: the zygote drains the pipe before it r
   character boundary where there is one.
 - Bytes are kept as they are (binary output included); readers decode UTF-8 with replacement.
 - With a limit (``--worker-log-mb-per-minute``), at most that many bytes of a stream's output a minute are
-  kept, whole lines; the rest is dropped and counted in a ``[zeroscale]`` line (``outputcap``).
+  kept, whole lines; the rest is dropped and counted in a ``[zeroscale]`` line (``outputcap``); and the
+  file keeps at most ``STREAM_MINUTES`` of them, its oldest part punched out past that (``StreamBound``).
 - Each batch of records is one ``write`` on an ``O_APPEND`` file, so records from other writers (the
   server's platform events) never interleave inside one.
 
@@ -33,7 +34,7 @@ import sys
 import time
 from collections.abc import Callable
 
-from zeroscale.workers.outputcap import OutputCap
+from zeroscale.workers.outputcap import OutputCap, StreamBound
 
 MAX_LINE = 256 * 1024 - 26  # CloudWatch Logs' largest event: 256 KB including 26 bytes of overhead
 PARTIAL_FLUSH_S = 1.0
@@ -70,13 +71,21 @@ def _cut(data: bytes | bytearray, limit: int) -> int:
 class LineRecorder:
     """One output stream -> records appended to one file descriptor (owned and closed by the recorder)."""
 
-    def __init__(self, fd: int, *, max_line: int = MAX_LINE, cap: OutputCap | None = None) -> None:
+    def __init__(
+        self,
+        fd: int,
+        *,
+        max_line: int = MAX_LINE,
+        cap: OutputCap | None = None,
+        bound: StreamBound | None = None,
+    ) -> None:
         self._fd = fd
         self._max = max_line
         self._buf = bytearray()
         self._partial_since: float | None = None
         self._last_ms = 0
         self._cap = cap
+        self._bound = bound
         self._skipping = False  # dropping the rest of a line whose start was dropped
 
     @property
@@ -200,9 +209,12 @@ class LineRecorder:
         if not records or self._fd < 0:
             return
         view = memoryview(b"".join(records))
+        size = len(view)
         try:
             while view:
                 view = view[os.write(self._fd, view) :]
+            if self._bound is not None:
+                self._bound.wrote(self._fd, size)
         except OSError as exc:  # disk full, file system gone: drop the output, keep the worker running
             print(f"zeroscale: cannot write worker output: {exc}", file=sys.stderr, flush=True)
 
@@ -223,7 +235,9 @@ def open_stream(log_path: str) -> int:
 
 def recorder(fd: int, limit: int) -> LineRecorder:
     """A recorder into ``fd`` keeping at most ``limit`` bytes of output a minute (0: all of it)."""
-    return LineRecorder(fd, cap=OutputCap(limit) if limit > 0 else None)
+    if limit <= 0:
+        return LineRecorder(fd)
+    return LineRecorder(fd, cap=OutputCap(limit), bound=StreamBound.for_limit(limit))
 
 
 class _Pipe:

@@ -7,10 +7,19 @@ is dropped (and counted, bytes and lines, as the worker wrote them) until the mi
 ``[zeroscale]`` lines say so in the stream: one when dropping starts, one with the count when the minute
 ends (or the worker exits). The window starts at the stream's first output; the notes are not counted.
 Nothing here runs on the invoke path.
+
+A live stream is also held to a size (``StreamBound``): ``STREAM_MINUTES`` minutes of output at the limit.
+Past it, the oldest part of the file is punched out (``fallocate(PUNCH_HOLE)``: its blocks go back to the file
+system, the newest half stays, offsets do not move), so a worker that floods for days, or logs for months,
+keeps its latest output and a bounded file; ``logs.reader`` starts reading after the hole. A file system
+that cannot punch holes leaves the stream bounded by the rate alone.
 """
 
 from __future__ import annotations
 
+import ctypes
+import errno
+import os
 import time
 
 WINDOW_S = 60.0
@@ -18,6 +27,9 @@ WINDOW_S = 60.0
 # counts it, so a flood of empty lines is held to the limit on disk too.
 RECORD_OVERHEAD = 14
 FLAG = "zeroscale serve --worker-log-mb-per-minute"
+# A live stream's file holds at most this many minutes of output at the limit (320 MB at 10 MB a minute).
+STREAM_MINUTES = 32
+_FALLOC_FL_KEEP_SIZE, _FALLOC_FL_PUNCH_HOLE = 0x01, 0x02
 PREFIX = "[zeroscale] "
 
 
@@ -114,3 +126,52 @@ class OutputCap:
         minutes = self.window_s / 60
         per = "a minute" if minutes == 1 else f"per {self.window_s:g} s"
         return f"{self.limit} bytes {per}"
+
+
+class StreamBound:
+    """One live stream's size: after every ``max_bytes / 8`` bytes written, if its file holds more than
+    ``max_bytes`` on disk, everything but about its newest half is punched out."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self._unchecked = 0
+        self.punched = 0  # bytes of the file's head punched so far (its first data offset, block-aligned)
+        self.failed = False  # the file system cannot: the stream is bounded by the rate alone
+
+    @classmethod
+    def for_limit(cls, limit: int) -> StreamBound:
+        return cls(limit * STREAM_MINUTES)
+
+    def wrote(self, fd: int, count: int) -> None:
+        self._unchecked += count
+        if self.failed or self._unchecked < self.max_bytes // 8:
+            return
+        self._unchecked = 0
+        st = os.fstat(fd)
+        if st.st_blocks * 512 <= self.max_bytes:
+            return
+        block = st.st_blksize or 4096
+        head = (st.st_size - self.max_bytes // 2) // block * block
+        if head <= self.punched:
+            return
+        try:
+            punch_head(fd, head)
+        except OSError:
+            self.failed = True
+            return
+        self.punched = head
+
+
+_libc: ctypes.CDLL | None = None
+
+
+def punch_head(fd: int, length: int) -> None:
+    """Give the first ``length`` bytes of the file's blocks back to the file system (reads of them return
+    zeros; the size and every offset stay). OSError where the file system cannot."""
+    global _libc
+    if _libc is None:
+        _libc = ctypes.CDLL(None, use_errno=True)
+    mode = _FALLOC_FL_PUNCH_HOLE | _FALLOC_FL_KEEP_SIZE
+    if _libc.fallocate(fd, mode, ctypes.c_long(0), ctypes.c_long(length)) != 0:
+        code = ctypes.get_errno() or errno.EOPNOTSUPP
+        raise OSError(code, os.strerror(code))
