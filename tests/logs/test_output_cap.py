@@ -191,3 +191,28 @@ def test_a_stream_that_cannot_be_punched_is_left_to_the_rate(tmp_path: Path) -> 
     finally:
         os.close(fd)
     assert path.stat().st_blocks * 512 >= 200_000  # nothing was punched
+
+
+def test_readers_behind_a_punched_head_go_on_from_the_first_whole_record_after_it(tmp_path: Path) -> None:
+    """A reader whose offset the hole overtook (a Ray node's agent shipping a stream, a paging token) goes
+    on from the first whole record after the hole; one in the data stays where it is."""
+    from zeroscale.workers.capture import encode
+    from zeroscale.workers.outputcap import first_record_at, punch_head
+    from zeroscale.workers.ray_agent import _read_records
+
+    path = tmp_path / "w.log"
+    records = [encode(1_700_000_000_000 + i, b"record %06d " % i + b"-" * 80) for i in range(3000)]
+    path.write_bytes(b"".join(records))
+    starts = [sum(map(len, records[:i])) for i in range(len(records))]
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        punch_head(fd, 131072)
+    finally:
+        os.close(fd)
+    first = next(s for s in starts if s > 131072)  # the record cut by the hole's end is not whole
+    with open(path, "rb") as f:
+        assert first_record_at(f, 0) == first == first_record_at(f, 4096)
+        assert first_record_at(f, starts[2000]) == starts[2000]
+    start, chunk = _read_records(path, 100, final=False)
+    assert start == first and chunk == b"".join(records)[first:]
+    assert _read_records(path, starts[2500], final=False) == (starts[2500], b"".join(records[2500:]))

@@ -13,7 +13,6 @@ A live stream past its size has its head punched out (``workers.outputcap.Stream
 
 from __future__ import annotations
 
-import errno
 import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from zeroscale.workers.capture import parse
+from zeroscale.workers.outputcap import first_record_at
 
 SLACK_MS = 5_000
 EVENT_OVERHEAD = 26  # bytes CloudWatch counts per event towards a response's 1 MB
@@ -62,22 +62,8 @@ def _mtime_ms(f: BinaryIO) -> int:
 
 
 def first_record(f: BinaryIO) -> int:
-    """Where the stream's first whole record starts: 0, or past the hole its head was punched into (the
-    first data after it is mid-record: the record that ends there is not whole)."""
-    try:
-        data = os.lseek(f.fileno(), 0, os.SEEK_DATA)
-    except OSError as exc:  # ENXIO: nothing but a hole (or an empty file); else no SEEK_DATA here
-        return f.seek(0, os.SEEK_END) if exc.errno == errno.ENXIO else 0
-    if data == 0:
-        return 0
-    pos = data
-    f.seek(pos)
-    while chunk := f.read(_CHUNK):
-        nl = chunk.find(b"\n")
-        if nl >= 0:
-            return pos + nl + 1
-        pos += len(chunk)
-    return pos
+    """Where the stream's first whole record starts: 0, or past the hole its head was punched into."""
+    return first_record_at(f, 0)
 
 
 def scan_forward(f: BinaryIO, offset: int, default_ms: int) -> Iterator[Record]:

@@ -21,6 +21,7 @@ import ctypes
 import errno
 import os
 import time
+from typing import BinaryIO
 
 WINDOW_S = 60.0
 # What a line costs on disk beyond its bytes: its stamp, ``<epoch ms>\t`` (``capture.encode``). The budget
@@ -175,3 +176,23 @@ def punch_head(fd: int, length: int) -> None:
     if _libc.fallocate(fd, mode, ctypes.c_long(0), ctypes.c_long(length)) != 0:
         code = ctypes.get_errno() or errno.EOPNOTSUPP
         raise OSError(code, os.strerror(code))
+
+
+def first_record_at(f: BinaryIO, offset: int = 0) -> int:
+    """The first record boundary at or after ``offset`` that is not in a punched head: ``offset`` itself
+    when there is data there; else the record after the hole (the first data after it is mid-record, the
+    record that ends there is not whole); the end of the file when there is nothing but the hole."""
+    try:
+        data = os.lseek(f.fileno(), offset, os.SEEK_DATA)
+    except OSError as exc:  # ENXIO: no data from there on; else no SEEK_DATA on this file system
+        return max(offset, f.seek(0, os.SEEK_END)) if exc.errno == errno.ENXIO else offset
+    if data <= offset:
+        return offset
+    pos = data
+    f.seek(pos)
+    while chunk := f.read(65536):
+        newline = chunk.find(b"\n")
+        if newline >= 0:
+            return pos + newline + 1
+        pos += len(chunk)
+    return pos

@@ -40,6 +40,7 @@ from zeroscale.workers.cgroups import MemoryGroups, memory_line
 from zeroscale.workers.confinement import Confinement, SandboxSettings
 from zeroscale.workers.manager import WorkerHandle, WorkerManager, WorkerSpec
 from zeroscale.workers.memory import private_bytes
+from zeroscale.workers.outputcap import first_record_at
 from zeroscale.workers.zygotes import TemplateRefused, Zygote, ZygoteError
 
 log = logging.getLogger("zeroscale.workers.node")
@@ -295,10 +296,10 @@ class NodeAgent:
             handle = self._workers.get(wid)
             if handle is None:
                 continue
-            chunk = _read_records(handle.log_path, self._offsets[wid], final=wid in gone)
+            start, chunk = _read_records(handle.log_path, self._offsets[wid], final=wid in gone)
             if chunk:
                 output[wid] = chunk
-                self._offsets[wid] += len(chunk)
+            self._offsets[wid] = start + len(chunk)
         for wid in gone:
             self._offsets.pop(wid, None)
             self._workers.pop(wid, None)
@@ -360,18 +361,20 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _read_records(path: Path, offset: int, *, final: bool) -> bytes:
-    """What a worker's stream file gained since ``offset``: whole records only, unless it exited."""
+def _read_records(path: Path, offset: int, *, final: bool) -> tuple[int, bytes]:
+    """What a worker's stream file gained since ``offset``: whole records only, unless it exited; and where
+    they start (past ``offset`` when the stream's head was punched out beyond it, ``StreamBound``)."""
     try:
         with open(path, "rb") as f:
+            offset = first_record_at(f, offset)
             f.seek(offset)
             data = f.read(_LOG_CHUNK)
     except OSError:
-        return b""
+        return offset, b""
     if final or not data:
-        return data
+        return offset, data
     end = data.rfind(b"\n")
-    return data[: end + 1] if end >= 0 else b""
+    return offset, (data[: end + 1] if end >= 0 else b"")
 
 
 async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
