@@ -15,6 +15,7 @@ MB = 1024 * 1024
 DEFAULT_MAX_EXTRACTED_MB = 5 * 1024
 DEFAULT_ARTIFACT_CACHE_MB = 20 * 1024
 DEFAULT_LOG_MAX_MB = 10 * 1024
+DEFAULT_WORKER_DISK_MB = 5 * 1024
 DEFAULT_WORKER_LOG_MB_PER_MINUTE = 10
 
 
@@ -106,6 +107,9 @@ class Settings:
     worker_cgroups: bool = True
     worker_max_processes: int = 64
     worker_max_open_files: int = 1024
+    # What one worker (or template) may write to its scratch directory, TMPDIR (SageMaker Serverless gives a
+    # container 5 GB of disk); 0: no limit.
+    worker_disk_bytes: int = DEFAULT_WORKER_DISK_MB * MB
     # Directories every worker may also write (a shared cache, a test's side channel); never one holding
     # the data directory.
     worker_writable_paths: tuple[Path, ...] = ()

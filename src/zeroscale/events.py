@@ -47,7 +47,8 @@ class InvocationRecord:
 
 @dataclass(frozen=True, slots=True)
 class WorkerEvent:
-    """A worker's life: kind is started | stopped | crashed | memory_killed | timed_out | evicted | failed."""
+    """A worker's life: kind is started | stopped | crashed | memory_killed | disk_killed | timed_out |
+    evicted | failed."""
 
     endpoint: str
     variant: str

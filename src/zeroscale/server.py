@@ -116,6 +116,7 @@ def build(settings: Settings) -> Server:
             max_processes=settings.worker_max_processes,
             max_open_files=settings.worker_max_open_files,
             writable=settings.worker_writable_paths,
+            max_disk_bytes=settings.worker_disk_bytes,
         ),
         settings.workers_dir,
     )
@@ -432,6 +433,7 @@ def _workers(
             outbound=settings.worker_outbound,
             max_processes=settings.worker_max_processes,
             max_open_files=settings.worker_max_open_files,
+            max_disk_bytes=settings.worker_disk_bytes,
             writable=tuple(str(p) for p in settings.worker_writable_paths),
             log_limit=settings.worker_log_bytes_per_minute,
             cgroups=settings.worker_cgroups,

@@ -24,6 +24,7 @@ from zeroscale.config import (
     DEFAULT_ARTIFACT_CACHE_MB,
     DEFAULT_LOG_MAX_MB,
     DEFAULT_MAX_EXTRACTED_MB,
+    DEFAULT_WORKER_DISK_MB,
     DEFAULT_WORKER_LOG_MB_PER_MINUTE,
     MB,
     HttpLimits,
@@ -254,6 +255,14 @@ def _opt(name: str, env: str, **kw: Any) -> Callable[[F], F]:
     help="Open files per model worker process.",
 )
 @_opt(
+    "--worker-disk-mb",
+    "ZEROSCALE_WORKER_DISK_MB",
+    default=DEFAULT_WORKER_DISK_MB,
+    type=click.IntRange(min=0),
+    help="MB a worker may write to its scratch directory (TMPDIR): a larger file fails to write (EFBIG), "
+    "more in all stops the worker within a second (0: no limit).",
+)
+@_opt(
     "--worker-writable-paths",
     "ZEROSCALE_WORKER_WRITABLE_PATHS",
     default="",
@@ -387,6 +396,7 @@ def serve(
     worker_cgroups: bool,
     worker_max_processes: int,
     worker_max_open_files: int,
+    worker_disk_mb: int,
     worker_writable_paths: str,
     worker_log_mb_per_minute: float,
     header_timeout_s: float,
@@ -451,6 +461,7 @@ def serve(
         worker_cgroups=worker_cgroups,
         worker_max_processes=worker_max_processes,
         worker_max_open_files=worker_max_open_files,
+        worker_disk_bytes=worker_disk_mb * MB,
         worker_writable_paths=tuple(Path(p) for p in worker_writable_paths.split(":") if p),
         worker_log_bytes_per_minute=int(worker_log_mb_per_minute * MB),
         http=HttpLimits(

@@ -34,6 +34,8 @@ def worker_lines(ev: WorkerEvent) -> list[str]:
         )
     elif kind == "memory_killed":
         text = f"{who} was killed for memory: {detail}"
+    elif kind == "disk_killed":
+        text = f"{who} was killed for disk: {detail}"
     elif kind == "timed_out":
         text = f"{who} was killed: an invocation timed out. {detail}"
     elif kind == "crashed":

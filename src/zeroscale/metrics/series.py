@@ -141,7 +141,7 @@ BATCH_COUNTERS: tuple[tuple[str, str, int], ...] = (
 )
 EXITS = (
     "zeroscale_worker_exits",
-    "Workers gone per variant, by reason (stopped, crashed, memory_killed, timed_out, evicted)",
+    "Workers gone per variant, by reason (stopped, crashed, memory_killed, disk_killed, timed_out, evicted)",
 )
 
 

@@ -67,7 +67,7 @@ class Slot:
         if self.stop_reason is StopReason.EVICTED:
             return "evicted"
         if self.handle is not None and self.handle.kill_kind:
-            return self.handle.kill_kind  # memory_killed, timed_out
+            return self.handle.kill_kind  # memory_killed, disk_killed, timed_out
         if self.stop_reason in (StopReason.SCALED_IN, StopReason.DRAINED):
             return "stopped"
         return "crashed"

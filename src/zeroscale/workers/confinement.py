@@ -53,6 +53,9 @@ class SandboxSettings:
     max_processes: int = sandbox.DEFAULT_NPROC  # tasks (processes and threads) per worker
     max_open_files: int = sandbox.DEFAULT_NOFILE
     writable: tuple[Path, ...] = ()  # directories every worker may also write
+    # What a worker may write to its scratch directory, bytes (0: no limit): one file is held to it by
+    # RLIMIT_FSIZE, all of them by the manager's once-a-second look (``workers/diskuse.py``).
+    max_disk_bytes: int = 0
 
 
 class Confinement:
@@ -86,7 +89,13 @@ class Confinement:
         lines = [
             f"sandbox: Landlock ABI {s.landlock_abi}, "
             f"processes: {limit} <= {self.settings.max_processes}, "
-            f"open files <= {self.settings.max_open_files}, outbound network "
+            f"open files <= {self.settings.max_open_files}, "
+            + (
+                f"scratch disk <= {self.settings.max_disk_bytes // (1024 * 1024)} MB, "
+                if self.settings.max_disk_bytes
+                else ""
+            )
+            + "outbound network "
             f"{'allowed' if self.settings.outbound else 'refused'}"
             + (
                 ", connect and datagram Unix sockets refused, images TCP only (seccomp)"
@@ -174,6 +183,7 @@ class Confinement:
             outbound=self.settings.outbound,
             nproc=self.settings.max_processes,
             nofile=self.settings.max_open_files,
+            fsize=self.settings.max_disk_bytes,
             net_ns=net_ns and not self.settings.outbound and self.support.user_ns,
             uid=uid,
             uid_block=uid_block,

@@ -32,6 +32,7 @@ from zeroscale.workers.capture import open_stream as open_log
 from zeroscale.workers.cgroups import MemoryGroups
 from zeroscale.workers.client import Body, WorkerConnection, WorkerConnectionError, WorkerResponse
 from zeroscale.workers.confinement import Confinement, processes_of
+from zeroscale.workers.diskuse import DiskWatch
 from zeroscale.workers.forkserver import EXIT_UNFORKABLE_TEMPLATE, THREAD_ENV
 from zeroscale.workers.memory import ResidentSets, page_table_bytes, private_bytes, tree_pids, tree_rss_mb
 from zeroscale.workers.process import CONTAINER_MODEL_DIR, ProcessLauncher
@@ -74,7 +75,7 @@ class WorkerHandle:
     ready_s: float = 0.0
     exit_code: int | None = None
     kill_reason: str | None = None
-    kill_kind: str | None = None  # memory_killed | timed_out, when the manager killed it on purpose
+    kill_kind: str | None = None  # memory_killed | disk_killed | timed_out: the manager killed it on purpose
     rss_mb: float = 0.0  # the resident set the memory watchdog sampled last (0 before the first sample)
     conn: WorkerConnection | None = None
     exited: asyncio.Event = field(default_factory=asyncio.Event)
@@ -195,6 +196,10 @@ class WorkerManager:
         self._adopted: dict[int, frozenset[int]] = {}  # worker pid -> its processes last moved into its group
         self._last_start = 0.0  # when a worker's start last began (``start_template`` waits for a pause)
         self._ticks = 0
+        # Scratch directories past --worker-disk-mb: looked at once a second, off the loop.
+        self._disk: DiskWatch[int] = DiskWatch(
+            confinement.settings.max_disk_bytes if confinement is not None else 0, self._over_disk
+        )
 
     # ---- lifecycle ----
     async def open(self) -> None:
@@ -216,6 +221,7 @@ class WorkerManager:
             self._watchdog.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watchdog
+        await self._disk.close()
         await asyncio.gather(*(self.stop(h, grace_s=2.0) for h in list(self._by_pid.values())))
         self._rss.close()
         await self._processes.close()
@@ -799,6 +805,7 @@ class WorkerManager:
             self._ticks += 1
             if self._ticks % _EXTRA_EVERY_TICKS == 0:
                 self._measure_extra()
+                self._look_at_disks()
             for handle in list(self._by_pid.values()):
                 used_mb = tree_rss_mb(handle.pid) if handle.port else self._rss.mb(handle.pid)
                 if used_mb is not None and not handle.port:
@@ -838,6 +845,29 @@ class WorkerManager:
             for uid, pids in found.items()
         }
         self._measure_shmem(workers, found)
+
+    def _look_at_disks(self) -> None:
+        """Every confined worker's scratch directory, and every template's less its replicas' (nested in
+        it): measured in a thread, those past --worker-disk-mb stopped (``_over_disk``)."""
+        if self._disk.limit_bytes <= 0:
+            return
+        workers = [(pid, h.scratch) for pid, h in self._by_pid.items() if h.scratch]
+        targets: list[tuple[int, str, str, frozenset[str]]] = [
+            (pid, f"Worker {self._by_pid[pid].worker_id}", path, frozenset()) for pid, path in workers
+        ]
+        for pid, path in self._template_scratch.items():
+            inside = frozenset(w for _, w in workers if w.startswith(path + os.sep))
+            targets.append((pid, f"The template (pid {pid}) of a worker's model", path, inside))
+        self._disk.look(targets)
+
+    def _over_disk(self, pid: int, reason: str) -> None:
+        handle = self._by_pid.get(pid)
+        if handle is not None:
+            self.kill(handle, reason, kind="disk_killed")
+        elif pid in self._template_scratch:  # its pools fork the runtime's zygote from now on
+            log.warning("%s", reason)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
     @staticmethod
     def _pids_of(handle: WorkerHandle, found: dict[int, list[int]]) -> list[int]:

@@ -64,6 +64,7 @@ class AgentConfig:
     outbound: bool = False
     max_processes: int = 64
     max_open_files: int = 1024
+    max_disk_bytes: int = 0  # what a worker may write to its scratch directory (0: no limit)
     writable: tuple[str, ...] = ()
     log_limit: int = DEFAULT_WORKER_LOG_MB_PER_MINUTE * MB  # bytes of a worker's output a minute kept
     cgroups: bool = True  # a memory cgroup per worker where the node lets its agent make them
@@ -114,6 +115,7 @@ class NodeAgent:
                         max_processes=cfg.max_processes,
                         max_open_files=cfg.max_open_files,
                         writable=tuple(Path(p) for p in cfg.writable),
+                        max_disk_bytes=cfg.max_disk_bytes,
                     ),
                     run_dir,
                 )

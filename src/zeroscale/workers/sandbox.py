@@ -17,7 +17,7 @@ What a confined worker gets, all from the kernel with no root and no helper proc
   its own instead, where ``RLIMIT_NPROC`` counts its processes only.
 - Without outbound access, an empty network namespace (no interface but a down loopback: no UDP or TCP
   anywhere; a forked worker listens on a Unix socket).
-- ``RLIMIT_NOFILE``; ``no_new_privs``.
+- ``RLIMIT_NOFILE``; ``RLIMIT_FSIZE`` (no file larger than the worker's disk limit); ``no_new_privs``.
 
 ``confine`` runs in the child, after ``fork`` and before any of the model's code (a pickle is code). A
 layer's rules can only narrow what the layers before allowed: a template (a process that loaded a model and
@@ -133,6 +133,7 @@ class Policy:
     outbound: bool = False  # connect anywhere (else: no TCP connect, and no network namespace shared)
     nproc: int = DEFAULT_NPROC  # 0: no process limit (and no user namespace)
     nofile: int = DEFAULT_NOFILE
+    fsize: int = 0  # RLIMIT_FSIZE: the largest file it may write, bytes (0: no limit)
     net_ns: bool = False  # an empty network namespace
     uid: int = 0  # become this uid (and gid), keeping only CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH
     # A template: the uids (and gids) it and its replicas may take, inclusive; it keeps CAP_SETUID and
@@ -557,6 +558,8 @@ def confine(policy: Policy, abi: int | None = None) -> None:
             _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
             limit = policy.nofile if hard == resource.RLIM_INFINITY else min(policy.nofile, hard)
             resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
+        if policy.fsize > 0:  # a write past it fails with EFBIG (Python ignores SIGXFSZ)
+            resource.setrlimit(resource.RLIMIT_FSIZE, (policy.fsize, policy.fsize))
     if policy.uid and os.geteuid() != policy.uid:
         # A root server's worker or template; or a template's replica (the template holds CAP_SETUID).
         parent = os.getppid()
