@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from zeroscale.testing import ServerProcess, deploy, wait_for
+from zeroscale.workers.diskuse import MAX_ENTRIES
 
 from .conftest import handler_model
 
@@ -100,6 +101,19 @@ def test_many_files_past_the_limit_stop_the_worker_and_a_new_one_starts_empty(wr
     wait_for(fresh, timeout_s=20)
     assert not [f for f in write(smr)["files"] if f.startswith("part-")]  # a new, empty scratch directory
     assert 'reason="disk_killed"' in server.metrics()
+
+
+def test_more_files_than_the_walk_takes_stop_the_worker(writer: Any) -> None:
+    """Empty files cost no blocks, but each costs the server's once-a-second walk: past MAX_ENTRIES the
+    worker is stopped (a model kept just under it costs the server ~30 ms a second, not more)."""
+    server, smr = writer
+    before = stream_text(server).count("files and directories in its scratch directory")
+    first = write(smr, files=MAX_ENTRIES + 1, mb=0, tag="empty")
+    wait_for(
+        lambda: stream_text(server).count("files and directories in its scratch directory") > before,
+        timeout_s=20,
+    )
+    wait_for(lambda: write(smr)["pid"] != first["pid"], timeout_s=20)
 
 
 def test_without_a_limit_nothing_is_stopped(
