@@ -43,8 +43,9 @@ class Stream:
 
 
 def _held(st: os.stat_result) -> int:
-    """The bytes a stream holds: its size, less a head punched out of a live stream past its bound."""
-    return min(st.st_size, st.st_blocks * 512)
+    """The bytes a stream holds: its size, less a head punched out of a live stream past its bound (no
+    blocks at all: data kept inline by the file system, or nothing it reports: its size)."""
+    return min(st.st_size, st.st_blocks * 512) if st.st_blocks else st.st_size
 
 
 def _safe(part: str) -> bool:
