@@ -107,3 +107,13 @@ def remove_tree_quietly(path: str | os.PathLike[str]) -> None:
         remove_tree(path)
     except OSError as exc:
         log.warning("could not remove %s: %s", path, exc)
+
+
+def tree_bytes(path: str | os.PathLike[str]) -> int:
+    """The sizes of the files beneath ``path`` (links not followed; what cannot be read counts nothing)."""
+    total = 0
+    for folder, _dirs, files in os.walk(path):
+        for name in files:
+            with contextlib.suppress(OSError):
+                total += os.lstat(os.path.join(folder, name)).st_size
+    return total

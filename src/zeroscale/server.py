@@ -32,7 +32,7 @@ from zeroscale.api.stream_invoke import StreamInvokeApi
 from zeroscale.api.transform_rest import TransformApi
 from zeroscale.api.workers_rest import WorkersApi
 from zeroscale.artifacts import ArtifactCache
-from zeroscale.artifacts.gauges import ArtifactCacheCollector
+from zeroscale.artifacts.gauges import ShelfCollector
 from zeroscale.artifacts.pyenv import PythonEnvs
 from zeroscale.asyncinf.gauges import BacklogCollector, BacklogSampler
 from zeroscale.asyncinf.queue import RequestQueue
@@ -154,7 +154,11 @@ def build(settings: Settings) -> Server:
     metrics.watch(fleet.pools)
     metrics.watch_sink_failures(events.failures)
     metrics.watch_cache(fleet.cache.load)
-    metrics.registry.register(ArtifactCacheCollector(artifacts.load))
+    metrics.registry.register(
+        ShelfCollector(
+            "zeroscale_artifact_cache", "Extracted model artifacts", "--artifact-cache-mb", artifacts.load
+        )
+    )
     if isinstance(manager, RayWorkers):
         metrics.watch_nodes(manager.nodes)
         manager.on_capacity = fleet.set_memory_budget

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from zeroscale.artifacts.cache import Hold
+from zeroscale.artifacts.holds import Hold, Holds
 from zeroscale.control import Arns, EndpointConfigs, Models, variant_specs
 from zeroscale.control.endpoints import Endpoints
 from zeroscale.errors import DeployError, ValidationException
@@ -32,13 +32,13 @@ class FakeDeployer:
         self.holds: list[Hold] = []  # each deployment's (the real one keeps its artifacts in the cache)
 
     def hold(self) -> Hold:
-        self.holds.append(Hold(lambda hold: hold.shas.add("closed")))
+        self.holds.append(Holds().hold())
         return self.holds[-1]
 
     async def pool_specs(
         self, endpoint: str, config: Record, models: Any = None, hold: Hold | None = None
     ) -> list[PoolSpec]:
-        assert hold is not None and hold in self.holds and not hold.shas  # open while the specs are made
+        assert hold is not None and hold in self.holds and not hold.closed  # open while the specs are made
         self.started += 1
         await asyncio.sleep(self.delay_s)
         if self.error is not None:
@@ -136,7 +136,7 @@ async def test_a_quick_deployment_is_in_service_when_create_answers(
     assert _status(endpoints) == "InService"
     assert endpoints.describe("ep")["ProductionVariants"][0]["VariantName"] == "AllTraffic"
     assert "ep" in fleet.routes
-    assert [h.shas for h in deployer.holds] == [{"closed"}]  # its artifacts' hold, closed once routed
+    assert [h.closed for h in deployer.holds] == [True]  # its artifacts' hold, closed once routed
     await endpoints.close()
 
 
@@ -160,7 +160,7 @@ async def test_a_failing_deployment_is_failed_when_create_answers(
     desc = endpoints.describe("ep")
     assert (desc["EndpointStatus"], desc["FailureReason"]) == ("Failed", deployer.error)
     assert fleet.routes == {}
-    assert [h.shas for h in deployer.holds] == [{"closed"}]
+    assert [h.closed for h in deployer.holds] == [True]
     await endpoints.close()
 
 
@@ -175,7 +175,7 @@ async def test_delete_cancels_a_deployment_in_progress(
     with pytest.raises(ValidationException, match="Could not find endpoint"):
         endpoints.describe("ep")
     assert fleet.routes == {}
-    assert [h.shas for h in deployer.holds] == [{"closed"}]  # a cancelled deployment's too
+    assert [h.closed for h in deployer.holds] == [True]  # a cancelled deployment's too
     await endpoints.close()
 
 

@@ -11,15 +11,9 @@ Layout under ``root``::
 An entry appears by one ``os.rename`` of a finished staging directory, so readers (threads or
 processes) never see half of one.
 
-With a capacity (``--artifact-cache-mb``), entries nothing uses are evicted least recently used when the
-cache holds more (``eviction.py``): after an entry is added, and when ``trim`` is called. What is in use is
-asked of ``in_use`` (the server's pools and cached templates; set once a restarted server routes its
-endpoints again, nothing is evicted before) and of the holds: a deployment prepares its
-artifacts inside a ``hold()`` and closes it once its pools are routed, so nothing it prepared goes in between;
-a directory handed out without a hold is kept for ``GRACE_S`` (a multi-model endpoint's target model).
-An entry leaves by one ``os.rename`` out of place, under the same lock that hands entries out, so a caller
-either gets an entry that stays or finds it gone and fetches it again. The last use of each entry is its
-directory's mtime (written to the minute), so the order survives a restart.
+With a capacity (``--artifact-cache-mb``), entries nothing keeps are evicted least recently used when the
+cache holds more (``shelf.py``): after an entry is added, and when ``trim`` is called. A deployment prepares
+its artifacts with a ``Hold`` (``holds.py``) and closes it once its pools are routed.
 """
 
 from __future__ import annotations
@@ -28,17 +22,13 @@ import contextlib
 import errno
 import hashlib
 import json
-import logging
 import os
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from zeroscale.artifacts.eviction import Entry, victims
 from zeroscale.artifacts.extract import (
     ExtractStats,
     Limits,
@@ -55,50 +45,17 @@ from zeroscale.artifacts.fetch import (
     file_fingerprint,
     parse_model_data_url,
 )
+from zeroscale.artifacts.holds import Hold, Holds
 from zeroscale.artifacts.prefix import download_prefix, list_prefix
 from zeroscale.artifacts.scratch import remove_stale, scratch_path, staging_dir
+from zeroscale.artifacts.shelf import GRACE_S, Shelf, ShelfLoad
 from zeroscale.config import DEFAULT_MAX_EXTRACTED_MB, MB
 from zeroscale.errors import DeployError
 from zeroscale.fstree import remove_tree_quietly
 
 MARKER = "complete"
 MODEL = "model"
-# An entry handed out without a hold is not evicted for this long, even when no pool names it yet (a
-# multi-model endpoint's target model, fetched and about to get its pool).
-GRACE_S = 60.0
-# An entry's last use is written to its directory's mtime when it is older than this (not at every use).
-_PERSIST_USE_S = 60.0
-
-log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class ArtifactCacheLoad:
-    """The cache's figures for /metrics."""
-
-    capacity_bytes: int  # -1: no capacity (nothing is evicted)
-    entries: int
-    bytes: int
-    evictions: int
-    evicted_bytes: int
-
-
-class Hold:
-    """The entries a deployment prepared, kept from eviction until it is closed (by then its pools are routed
-    and in use). A context manager; closing twice is harmless."""
-
-    def __init__(self, release: Callable[[Hold], None]) -> None:
-        self.shas: set[str] = set()
-        self._release = release
-
-    def close(self) -> None:
-        self._release(self)
-
-    def __enter__(self) -> Hold:
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        self.close()
+ArtifactCacheLoad = ShelfLoad
 
 
 def entry_source(model_dir: str | Path) -> tuple[str, str | None] | None:
@@ -128,6 +85,7 @@ class ArtifactCache:
         max_extracted_bytes: int = DEFAULT_MAX_EXTRACTED_MB * MB,
         max_extracted_files: int = 100_000,
         capacity_bytes: int | None = None,
+        holds: Holds | None = None,
         grace_s: float = GRACE_S,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -142,27 +100,35 @@ class ArtifactCache:
         for directory in (self.root, self._index_dir, self._tmp_dir):
             directory.mkdir(parents=True, exist_ok=True)
         remove_stale(self._tmp_dir)  # what processes that died mid-prepare left
-        self.capacity_bytes = capacity_bytes
-        self.grace_s = grace_s
-        self._clock = clock
-        # The model directories something outside the cache uses now (the server's pools and templates).
-        # Called from the thread that trims, under the cache's lock: it must not call back into the cache.
-        # None until the server has routed its endpoints (at a restart): until then nothing is evicted.
-        self.in_use: Callable[[], Iterable[str]] | None = None
-        self._guard = threading.Lock()  # the entries, the holds, and moving an entry in or out of place
-        self._held: Counter[str] = Counter()
-        self._entries: dict[str, Entry] = self._scan()
-        self._bytes = sum(entry.bytes for entry in self._entries.values())
-        self._evictions = 0
-        self._evicted_bytes = 0
-        # What the last trim left (all of it in use then): a preparation trims again only when the cache
-        # grew past it, so a cache held over its capacity by what is in use is not walked at every deploy.
-        self._settled = 0
+        self._shelf = Shelf(
+            self.root,
+            self._tmp_dir,
+            marker=MARKER,
+            leaf=MODEL,
+            label="artifact cache",
+            capacity_bytes=capacity_bytes,
+            holds=holds,
+            grace_s=grace_s,
+            clock=clock,
+        )
+
+    @property
+    def holds(self) -> Holds:
+        return self._shelf.holds
+
+    @property
+    def in_use(self) -> Callable[[], Iterable[str]] | None:
+        """The directories the server's pools and cached templates use (set once it routes its endpoints)."""
+        return self._shelf.in_use
+
+    @in_use.setter
+    def in_use(self, in_use: Callable[[], Iterable[str]] | None) -> None:
+        self._shelf.in_use = in_use
 
     # ---- public ----
     def hold(self) -> Hold:
         """Entries prepared with this hold are not evicted until it is closed."""
-        return Hold(self._release)
+        return self._shelf.holds.hold()
 
     def prepare(self, model_data_url: str | None, hold: Hold | None = None) -> Path:
         """Blocking. Returns the directory holding the extracted model (the future /opt/ml/model): held by
@@ -226,59 +192,15 @@ class ArtifactCache:
         return self._model_dir(sha)
 
     def trim(self) -> list[str]:
-        """Blocking. Evict entries nothing uses, least recently used first, until the cache fits its
-        capacity; returns their sha256s. A no-op without a capacity or under it."""
-        capacity, in_use = self.capacity_bytes, self.in_use
-        if capacity is None or in_use is None:
-            return []
-        evicted: list[tuple[str, Path, int]] = []
-        with self._guard:
-            if self._bytes <= capacity:
-                return []
-            keep = set(self._held)
-            keep.update(sha for sha in map(self._sha_of, in_use()) if sha is not None)
-            for sha in victims(self._entries, capacity, keep, now=self._clock()):
-                trash = scratch_path(self._tmp_dir, ".evicted")
-                try:
-                    os.rename(self.root / sha, trash)
-                except FileNotFoundError:  # removed by hand: forget it
-                    trash = Path()
-                except OSError as exc:
-                    log.warning("artifact cache: could not evict %s: %s", sha, describe_os_error(exc))
-                    continue
-                entry = self._entries.pop(sha)
-                self._bytes -= entry.bytes
-                evicted.append((sha, trash, entry.bytes))
-            self._evictions += len(evicted)
-            self._evicted_bytes += sum(size for _, _, size in evicted)
-            left = self._settled = self._bytes
-        for _, trash, _ in evicted:
-            if trash != Path():
-                remove_tree_quietly(trash)
-        if evicted:
-            self._forget_index({sha for sha, _, _ in evicted})
-            log.info(
-                "artifact cache: evicted %d unused model(s), %.1f MB; %.1f MB kept (capacity %.1f MB)",
-                len(evicted),
-                sum(size for _, _, size in evicted) / MB,
-                left / MB,
-                capacity / MB,
-            )
-        return [sha for sha, _, _ in evicted]
+        """Blocking. Evict entries nothing keeps, least recently used first, until the cache fits its
+        capacity; returns their sha256s."""
+        return self._evicted(self._shelf.trim())
 
     def over_capacity(self) -> bool:
-        capacity = self.capacity_bytes
-        return capacity is not None and self.in_use is not None and self._bytes > capacity
+        return self._shelf.over_capacity()
 
-    def load(self) -> ArtifactCacheLoad:
-        with self._guard:
-            return ArtifactCacheLoad(
-                capacity_bytes=-1 if self.capacity_bytes is None else self.capacity_bytes,
-                entries=len(self._entries),
-                bytes=self._bytes,
-                evictions=self._evictions,
-                evicted_bytes=self._evicted_bytes,
-            )
+    def load(self) -> ShelfLoad:
+        return self._shelf.load()
 
     # ---- sources ----
     def _prepare_s3(self, loc: S3Location, hold: Hold | None) -> Path:
@@ -346,7 +268,7 @@ class ArtifactCache:
         return self.root / sha / MODEL
 
     def _is_complete(self, sha: str) -> bool:
-        return (self.root / sha / MARKER).is_file()
+        return self._shelf.is_complete(sha)
 
     def _install_archive(self, archive: Path, sha: str, source: str, hold: Hold | None) -> Path:
         with self._lock("entry:" + sha):
@@ -359,60 +281,21 @@ class ArtifactCache:
         return self._model_dir(sha)
 
     def _use(self, sha: str, hold: Hold | None) -> bool:
-        """Whether entry ``sha`` is in place; if it is, it is the most recently used, and held by ``hold``
-        (taken before looking: an eviction either went before, and the entry is not there, or waits)."""
-        with self._guard:
-            if hold is not None and sha not in hold.shas:
-                hold.shas.add(sha)
-                self._held[sha] += 1
-            if not self._is_complete(sha):
-                return False
-            entry = self._entries.get(sha)
-            if entry is None:  # another process of this data directory made it: count it from now
-                entry = self._entries[sha] = Entry(_entry_bytes(self.root / sha), 0.0)
-                self._bytes += entry.bytes
-            now = self._clock()
-            if now - entry.used >= _PERSIST_USE_S:  # the order a restart reads: to the minute is enough
-                with contextlib.suppress(OSError):
-                    os.utime(self.root / sha, (now, now))
-            entry.used = now
-            return True
-
-    def _release(self, hold: Hold) -> None:
-        with self._guard:
-            self._held.subtract(hold.shas)
-            for sha in hold.shas:
-                if self._held[sha] <= 0:
-                    del self._held[sha]
-            hold.shas.clear()
+        return self._shelf.use(sha, hold)
 
     def _kept_for_grace(self, model_dir: Path) -> Path:
-        sha = self._sha_of(str(model_dir))
-        with self._guard:
-            entry = self._entries.get(sha) if sha is not None else None
-            if entry is not None:
-                entry.kept_until = self._clock() + self.grace_s
+        sha = self._shelf.name_of(str(model_dir))
+        if sha is not None:
+            self._shelf.kept_for_grace(sha)
         return model_dir
 
     def _trim_if_over(self) -> None:
-        if self.over_capacity() and self._bytes > self._settled:
-            self.trim()
+        self._evicted(self._shelf.trim_if_grew())
 
-    def _sha_of(self, model_dir: str) -> str | None:
-        path = Path(model_dir)
-        if path.name != MODEL or path.parent.parent != self.root:
-            return None
-        return path.parent.name
-
-    def _scan(self) -> dict[str, Entry]:
-        """The entries on disk (a restart's cache), each last used at its directory's mtime."""
-        entries: dict[str, Entry] = {}
-        for child in self.root.iterdir():
-            if len(child.name) != 64 or not (child / MARKER).is_file():
-                continue
-            with contextlib.suppress(OSError):
-                entries[child.name] = Entry(_entry_bytes(child), child.stat().st_mtime)
-        return entries
+    def _evicted(self, shas: list[str]) -> list[str]:
+        if shas:
+            self._forget_index(set(shas))
+        return shas
 
     def _forget_index(self, shas: set[str]) -> None:
         """Index records that lead to evicted entries (each source's record, ~200 bytes, would stay)."""
@@ -434,9 +317,8 @@ class ArtifactCache:
         entry = self.root / sha
         for _attempt in range(2):
             try:
-                with self._guard:
+                with self._shelf.placing(sha, stats.bytes, hold):
                     os.rename(staging, entry)
-                    self._added(sha, stats.bytes, hold)
                 return
             except OSError as exc:
                 if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY):
@@ -449,17 +331,6 @@ class ArtifactCache:
                 os.rename(entry, trash)
             remove_tree_quietly(trash)
         raise DeployError(f"Could not place model artifact {source} into the cache at {entry}")
-
-    def _added(self, sha: str, size: int, hold: Hold | None) -> None:
-        """Entry ``sha`` was just renamed into place (under the lock)."""
-        if hold is not None and sha not in hold.shas:
-            hold.shas.add(sha)
-            self._held[sha] += 1
-        old = self._entries.get(sha)
-        self._bytes += size - (old.bytes if old is not None else 0)
-        entry = self._entries[sha] = Entry(size, self._clock())
-        with contextlib.suppress(OSError):
-            os.utime(self.root / sha, (entry.used, entry.used))
 
     # ---- index ----
     def _index_file(self, identity: str) -> Path:
@@ -507,19 +378,3 @@ class ArtifactCache:
             if lock is None:
                 lock = self._locks[key] = threading.Lock()
             return lock
-
-
-def _entry_bytes(entry: Path) -> int:
-    """An entry's files, as its marker says (what extraction counted); by walking them when it does not."""
-    try:
-        size = json.loads((entry / MARKER).read_text()).get("bytes")
-        if isinstance(size, int) and size >= 0:
-            return size
-    except (OSError, ValueError, AttributeError):
-        pass
-    total = 0
-    for folder, _dirs, files in os.walk(entry / MODEL):
-        for name in files:
-            with contextlib.suppress(OSError):
-                total += os.lstat(os.path.join(folder, name)).st_size
-    return total

@@ -1,4 +1,5 @@
-"""The artifact cache's figures on /metrics: what it holds on disk now, its capacity, and what it evicted."""
+"""A disk cache's figures on /metrics (the artifact cache, the requirements environments): what it holds
+now, its capacity, and what it evicted."""
 
 from __future__ import annotations
 
@@ -6,40 +7,32 @@ from collections.abc import Callable, Iterable, Iterator
 
 from prometheus_client.core import Metric
 
-from zeroscale.artifacts.cache import ArtifactCacheLoad
-from zeroscale.metrics.registry import scalar_families
-
-_GAUGES = (
-    ("zeroscale_artifact_cache_entries", "Extracted model artifacts kept on disk", "entries"),
-    ("zeroscale_artifact_cache_bytes", "Bytes of their files", "bytes"),
-    (
-        "zeroscale_artifact_cache_capacity_bytes",
-        "Bytes past which unused artifacts are evicted (--artifact-cache-mb)",
-        "capacity_bytes",
-    ),
-)
-_COUNTERS = (
-    ("zeroscale_artifact_cache_evictions", "Unused artifacts deleted to fit the capacity", "evictions"),
-    (
-        "zeroscale_artifact_cache_evicted_bytes",
-        "Bytes of the artifacts deleted to fit the capacity",
-        "evicted_bytes",
-    ),
-)
+from zeroscale.artifacts.shelf import ShelfLoad
+from zeroscale.metrics.registry import Scalars, scalar_families
 
 
-class ArtifactCacheCollector:
-    """Computed at scrape time from ``load()`` (``ArtifactCache.load``)."""
+class ShelfCollector:
+    """Computed at scrape time from ``load()``: ``<prefix>_{entries,bytes,capacity_bytes}`` and
+    ``<prefix>_{evictions,evicted_bytes}_total``."""
 
-    def __init__(self, load: Callable[[], ArtifactCacheLoad]) -> None:
+    def __init__(self, prefix: str, what: str, flag: str, load: Callable[[], ShelfLoad]) -> None:
         self._load = load
+        self._gauges: Scalars = (
+            (f"{prefix}_entries", f"{what} kept on disk", "entries"),
+            (f"{prefix}_bytes", "Bytes of their files", "bytes"),
+            (
+                f"{prefix}_capacity_bytes",
+                f"Bytes past which unused ones are evicted ({flag})",
+                "capacity_bytes",
+            ),
+        )
+        self._counters: Scalars = (
+            (f"{prefix}_evictions", "Unused entries deleted to fit the capacity", "evictions"),
+            (f"{prefix}_evicted_bytes", "Bytes of the entries deleted to fit the capacity", "evicted_bytes"),
+        )
 
     def describe(self) -> Iterable[Metric]:
-        return list(self._families(None))
+        return list(scalar_families(None, self._gauges, self._counters))
 
     def collect(self) -> Iterator[Metric]:
-        yield from self._families(self._load())
-
-    @staticmethod
-    def _families(load: ArtifactCacheLoad | None) -> Iterator[Metric]:
-        return scalar_families(load, _GAUGES, _COUNTERS)
+        yield from scalar_families(self._load(), self._gauges, self._counters)

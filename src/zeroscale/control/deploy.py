@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from zeroscale.artifacts import ArtifactCache
-from zeroscale.artifacts.cache import Hold
+from zeroscale.artifacts.holds import Hold
 from zeroscale.artifacts.pyenv import PythonEnvs
 from zeroscale.control.endpoint_configs import (
     VariantSpec,
