@@ -80,6 +80,8 @@ class Settings:
     # no cached template, no deployment under way) are deleted, least recently used first (0: only those in
     # use are kept).
     artifact_cache_bytes: int = DEFAULT_ARTIFACT_CACHE_MB * MB
+    # The same for the models' installed requirements (code/requirements.txt, <data-dir>/pyenvs).
+    requirements_cache_bytes: int = DEFAULT_ARTIFACT_CACHE_MB * MB
     reconcile_interval_s: float = 0.5
     # Several front ends on one database: how often each looks for changes made by the others, and how long
     # one may miss its heartbeat (every ttl/5) before the others take over its share and its transitions.

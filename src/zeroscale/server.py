@@ -132,6 +132,9 @@ def build(settings: Settings) -> Server:
         max_extracted_files=settings.max_extracted_files,
         capacity_bytes=settings.artifact_cache_bytes,
     )
+    pyenvs = PythonEnvs(
+        settings.pyenvs_dir, capacity_bytes=settings.requirements_cache_bytes, holds=artifacts.holds
+    )
     fleet = Fleet(
         manager,
         RouterSettings(
@@ -157,6 +160,14 @@ def build(settings: Settings) -> Server:
     metrics.registry.register(
         ShelfCollector(
             "zeroscale_artifact_cache", "Extracted model artifacts", "--artifact-cache-mb", artifacts.load
+        )
+    )
+    metrics.registry.register(
+        ShelfCollector(
+            "zeroscale_requirements_cache",
+            "Installed requirements environments",
+            "--requirements-cache-mb",
+            pyenvs.load,
         )
     )
     if isinstance(manager, RayWorkers):
@@ -199,7 +210,7 @@ def build(settings: Settings) -> Server:
         models,
         artifacts,
         settings.idle_timeout_s,
-        PythonEnvs(settings.pyenvs_dir),
+        pyenvs,
         images=images,
         byo_refusal=(
             "this front end runs its workers on a Ray cluster (--ray-address); serve it from a front end "
@@ -290,8 +301,9 @@ def build(settings: Settings) -> Server:
         await transforms.resume()
         await autoscaling.start()  # after resume: it reads the endpoints' instance counts
         await cloudwatch.start()
-        artifacts.in_use = fleet.model_dirs  # after resume: what the endpoints use is routed by now
-        background.spawn(_keep_trimmed(artifacts))
+        # after resume: what the endpoints use is routed by now
+        artifacts.in_use = pyenvs.in_use = fleet.model_dirs
+        background.spawn(_keep_trimmed(artifacts, pyenvs))
         _settle_heap()
 
     async def shutdown() -> None:
@@ -526,15 +538,16 @@ GC_THRESHOLDS = (20_000, 20, 20)
 ARTIFACT_TRIM_INTERVAL_S = 60.0
 
 
-async def _keep_trimmed(artifacts: ArtifactCache) -> None:
-    """Trim the artifact cache at start (a restart with a lower capacity) and then every interval; a pass
-    costs nothing while the cache fits."""
+async def _keep_trimmed(*caches: ArtifactCache | PythonEnvs) -> None:
+    """Trim the artifact cache and the requirements environments at start (a restart with a lower capacity)
+    and then every interval; a pass costs nothing while a cache fits."""
     while True:
-        if artifacts.over_capacity():
-            try:
-                await asyncio.to_thread(artifacts.trim)
-            except OSError as exc:
-                log.warning("artifact cache: trimming failed: %s", exc)
+        for cache in caches:
+            if cache.over_capacity():
+                try:
+                    await asyncio.to_thread(cache.trim)
+                except OSError as exc:
+                    log.warning("%s: trimming failed: %s", cache.root, exc)
         await asyncio.sleep(ARTIFACT_TRIM_INTERVAL_S)
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from zeroscale.artifacts.holds import Holds
 from zeroscale.artifacts.pyenv import PythonEnvs, env_key, has_requirements, pip_environment, pip_tail
 from zeroscale.errors import DeployError
 
@@ -221,3 +222,46 @@ def test_pip_gets_none_of_the_servers_credentials() -> None:
         "ZEROSCALE_DATABASE_URL",
         "PYTHONPATH",
     } & set(env)
+
+
+def _offline_requirements(root: Path, name: str) -> Path:
+    code = root / name
+    code.mkdir()
+    wheel = make_wheel(code, name=name)
+    return requirements(code, f"--no-index\n./{wheel.name}\n")
+
+
+async def test_past_the_capacity_unused_environments_go_least_recently_used_first(tmp_path: Path) -> None:
+    """Three real installs, room for two: the least recently used one nothing keeps goes; one held by a
+    deployment under way, or named by a pool's PYTHONPATH, stays; an evicted one is installed again."""
+    clock = [1000.0]
+    root = tmp_path / "pyenvs"
+    files = {name: _offline_requirements(tmp_path, name) for name in ("zsa", "zsb", "zsc")}
+    first = PythonEnvs(root, capacity_bytes=0, clock=lambda: clock[0])
+    libs = {}
+    for name in ("zsa", "zsb"):
+        clock[0] += 60
+        lib = await first.prepare(files[name])
+        assert lib is not None
+        libs[name] = lib
+    assert first.load().entries == 2 and first.trim() == []  # not before the server says what it uses
+    size = first.load().bytes // 2
+
+    # a restart with room for two (the order and sizes read from disk)
+    clock[0] += 120
+    holds = Holds()  # the book a deployment's hold is from (the artifact cache's, in the server)
+    envs = PythonEnvs(root, capacity_bytes=2 * size, holds=holds, clock=lambda: clock[0])
+    in_use: set[str] = {str(libs["zsa"])}
+    envs.in_use = lambda: in_use
+    with holds.hold() as hold:
+        clock[0] += 60
+        lib = await envs.prepare(files["zsc"], hold)  # a third: zsb goes (zsa is in use, zsc held)
+        assert lib is not None and (lib / "zsc.py").is_file()
+        libs["zsc"] = lib
+        assert not libs["zsb"].parent.exists() and libs["zsa"].is_dir()
+    in_use.clear()  # zsa's endpoint went
+    clock[0] += 60
+    again = await envs.prepare(files["zsb"])  # installed again: zsa, the least recently used, goes
+    assert again == libs["zsb"] and (again / "zsb.py").is_file()
+    assert not libs["zsa"].parent.exists() and libs["zsc"].is_dir()
+    assert envs.load().evictions == 2 and envs.load().entries == 2

@@ -179,3 +179,27 @@ def test_installed_environment_survives_a_restart(server: ServerProcess, tmp_pat
     assert ask(smr, "roman-a", 3888)["roman"] == "MMMDCCCLXXXVIII"
     assert markers(server) == before
     assert installs(server) == count  # the server log is appended to across the restart
+
+
+def test_at_capacity_zero_only_the_environments_endpoints_use_are_kept(
+    server_factory: Any, tmp_path: Path
+) -> None:
+    """--requirements-cache-mb 0: an environment stays while an endpoint uses it; once its endpoint is
+    deleted it goes when the next one is installed, and the endpoint that uses the new one answers."""
+    server = server_factory(requirements_cache_mb=0)
+    sm, smr = server.client("sagemaker"), server.client("sagemaker-runtime")
+    desc = deploy(sm, "roman-old", roman_model(tmp_path / "old", "old", b"roman>=4\n"))
+    assert desc["EndpointStatus"] == "InService", desc.get("FailureReason")
+    assert ask(smr, "roman-old", 4)["roman"] == "IV"
+    [old] = markers(server)
+    sm.delete_endpoint(EndpointName="roman-old")
+    while sm.list_endpoints(NameContains="roman-old")["Endpoints"]:
+        time.sleep(0.05)
+    desc = deploy(sm, "roman-new", roman_model(tmp_path / "new", "new", b"roman>=3.3\n"))
+    assert desc["EndpointStatus"] == "InService", desc.get("FailureReason")
+    [new] = markers(server)  # the old one went when the new one was installed
+    assert new != old and not old.exists()
+    assert ask(smr, "roman-new", 9)["roman"] == "IX"
+    metrics = server.metrics()
+    assert "zeroscale_requirements_cache_entries 1.0" in metrics
+    assert "zeroscale_requirements_cache_evictions_total 1.0" in metrics

@@ -25,7 +25,7 @@ import json
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +48,7 @@ from zeroscale.artifacts.fetch import (
 from zeroscale.artifacts.holds import Hold, Holds
 from zeroscale.artifacts.prefix import download_prefix, list_prefix
 from zeroscale.artifacts.scratch import remove_stale, scratch_path, staging_dir
-from zeroscale.artifacts.shelf import GRACE_S, Shelf, ShelfLoad
+from zeroscale.artifacts.shelf import GRACE_S, Shelf, ShelfLoad, Shelved
 from zeroscale.config import DEFAULT_MAX_EXTRACTED_MB, MB
 from zeroscale.errors import DeployError
 from zeroscale.fstree import remove_tree_quietly
@@ -76,7 +76,7 @@ def entry_source(model_dir: str | Path) -> tuple[str, str | None] | None:
     return model.parent.name, marker["source"]
 
 
-class ArtifactCache:
+class ArtifactCache(Shelved):
     def __init__(
         self,
         root: Path,
@@ -111,19 +111,6 @@ class ArtifactCache:
             grace_s=grace_s,
             clock=clock,
         )
-
-    @property
-    def holds(self) -> Holds:
-        return self._shelf.holds
-
-    @property
-    def in_use(self) -> Callable[[], Iterable[str]] | None:
-        """The directories the server's pools and cached templates use (set once it routes its endpoints)."""
-        return self._shelf.in_use
-
-    @in_use.setter
-    def in_use(self, in_use: Callable[[], Iterable[str]] | None) -> None:
-        self._shelf.in_use = in_use
 
     # ---- public ----
     def hold(self) -> Hold:
@@ -195,12 +182,6 @@ class ArtifactCache:
         """Blocking. Evict entries nothing keeps, least recently used first, until the cache fits its
         capacity; returns their sha256s."""
         return self._evicted(self._shelf.trim())
-
-    def over_capacity(self) -> bool:
-        return self._shelf.over_capacity()
-
-    def load(self) -> ShelfLoad:
-        return self._shelf.load()
 
     # ---- sources ----
     def _prepare_s3(self, loc: S3Location, hold: Hold | None) -> Path:

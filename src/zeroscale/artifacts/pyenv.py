@@ -12,7 +12,9 @@ environment. Layout under ``root``::
                       same requirements install once
 
 ``key`` is the sha256 of the requirements' content and the interpreter (version, ABI, platform). A failed
-install is not cached: the next deploy tries again.
+install is not cached: the next deploy tries again. With a capacity (``--requirements-cache-mb``) the
+environments nothing keeps (no pool's ``PYTHONPATH``, no deployment's hold) go least recently used first
+(``shelf.py``), after an install and when ``trim`` is called.
 """
 
 from __future__ import annotations
@@ -28,14 +30,16 @@ import os
 import platform
 import sys
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 
 from zeroscale import childenv
+from zeroscale.artifacts.holds import Hold, Holds
 from zeroscale.artifacts.requirements import vet
 from zeroscale.artifacts.scratch import remove_stale, scratch_path, staging_dir
+from zeroscale.artifacts.shelf import Shelf, Shelved
 from zeroscale.errors import DeployError
-from zeroscale.fstree import remove_tree_quietly
+from zeroscale.fstree import remove_tree_quietly, tree_bytes
 
 log = logging.getLogger("zeroscale.pyenv")
 MARKER = "complete"
@@ -82,10 +86,18 @@ def pip_tail(output: str) -> str:
     return text if len(text) <= _TAIL_CHARS else "..." + text[-_TAIL_CHARS:]
 
 
-class PythonEnvs:
+class PythonEnvs(Shelved):
     def __init__(
-        self, root: Path, *, python: str = sys.executable, timeout_s: float = DEFAULT_TIMEOUT_S
+        self,
+        root: Path,
+        *,
+        python: str = sys.executable,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        capacity_bytes: int | None = None,
+        holds: Holds | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
+        """``capacity_bytes``: the installed files kept (None: all; 0: only those in use)."""
         self.root = Path(root).resolve()
         self.python = python
         self.timeout_s = timeout_s
@@ -95,18 +107,40 @@ class PythonEnvs:
         for directory in (self.root, self._tmp_dir, self._locks_dir):
             directory.mkdir(parents=True, exist_ok=True)
         remove_stale(self._tmp_dir)  # staging directories of processes that died mid-install
+        self._shelf = Shelf(
+            self.root,
+            self._tmp_dir,
+            marker=MARKER,
+            leaf=LIB,
+            label="requirements environments",
+            capacity_bytes=capacity_bytes,
+            holds=holds,
+            clock=clock,
+        )
 
     def lib_dir(self, key: str) -> Path:
         return self.root / key / LIB
 
     def is_complete(self, key: str) -> bool:
-        return (self.root / key / MARKER).is_file()
+        return self._shelf.is_complete(key)
 
-    async def prepare(self, requirements_file: Path) -> Path | None:
-        """The directory holding the installed requirements (None when the file asks for nothing).
+    def trim(self) -> list[str]:
+        """Blocking. Evict environments nothing keeps, least recently used first, until the rest fit the
+        capacity; returns their keys."""
+        return self._shelf.trim()
+
+    async def prepare(self, requirements_file: Path, hold: Hold | None = None) -> Path | None:
+        """The directory holding the installed requirements (None when the file asks for nothing), held by
+        ``hold`` until it is closed (without one, kept for the grace period).
 
         Installs on first use; raises DeployError with pip's message when the install fails or times out.
         ``pip`` runs in the requirements file's directory, so relative paths in it (``-r``, wheels) work."""
+        if hold is None:
+            with self._shelf.holds.hold() as own:
+                lib = await self.prepare(requirements_file, own)
+                if lib is not None:
+                    self._shelf.kept_for_grace(lib.parent.name)
+            return lib
         try:
             requirements = requirements_file.read_bytes()
         except OSError as exc:
@@ -115,28 +149,34 @@ class PythonEnvs:
             return None
         vet(requirements_file)  # before anything is installed, or a cached install is handed out
         key = env_key(requirements)
-        if self.is_complete(key):
+        if self._shelf.use(key, hold):
             return self.lib_dir(key)
         async with self._locked(key):
-            if not self.is_complete(key):
-                await self._install(key, requirements, requirements_file)
+            if not self._shelf.use(key, hold):
+                await self._install(key, requirements, requirements_file, hold)
+        if self._shelf.over_capacity():
+            await asyncio.to_thread(self._shelf.trim_if_grew)
         return self.lib_dir(key)
 
     # ---- install ----
-    async def _install(self, key: str, requirements: bytes, requirements_file: Path) -> None:
+    async def _install(
+        self, key: str, requirements: bytes, requirements_file: Path, hold: Hold | None
+    ) -> None:
         with staging_dir(self._tmp_dir) as staging:
             started = time.monotonic()
             output = await self._pip(staging / LIB, requirements_file)
+            size = await asyncio.to_thread(tree_bytes, staging / LIB)
             marker = {
                 "key": key,
                 "python": interpreter_tag(),
                 "requirements": requirements.decode("utf-8", "replace"),
                 "seconds": round(time.monotonic() - started, 3),
                 "created": time.time(),
+                "bytes": size,
             }
             (staging / "pip.log").write_text(output)
             (staging / MARKER).write_text(json.dumps(marker))
-            self._publish(staging, key)
+            self._publish(staging, key, size, hold)
             log.info("installed requirements %s into %s in %.1fs", requirements_file, self.lib_dir(key),
                      marker["seconds"])  # fmt: skip
 
@@ -173,20 +213,22 @@ class PythonEnvs:
             raise DeployError(f"{command} failed (exit {proc.returncode}):\n{pip_tail(output)}")
         return output
 
-    def _publish(self, staging: Path, key: str) -> None:
+    def _publish(self, staging: Path, key: str, size: int, hold: Hold | None) -> None:
         entry = self.root / key
         try:
-            os.rename(staging, entry)
+            with self._shelf.placing(key, size, hold):
+                os.rename(staging, entry)
         except OSError as exc:
             if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY):
                 raise DeployError(f"Could not place the installed requirements at {entry}: {exc}") from exc
-            if self.is_complete(key):
+            if self._shelf.use(key, hold):
                 return
             # Debris without a marker (we hold the lock, so nobody is writing it): replace it.
             trash = scratch_path(self._tmp_dir, ".trash")
             os.rename(entry, trash)
             remove_tree_quietly(trash)
-            os.rename(staging, entry)
+            with self._shelf.placing(key, size, hold):
+                os.rename(staging, entry)
 
     # ---- locking ----
     @contextlib.asynccontextmanager

@@ -218,3 +218,29 @@ class Shelf:
         except (OSError, ValueError, AttributeError):
             pass
         return tree_bytes(entry)
+
+
+class Shelved:
+    """What a cache kept on a ``Shelf`` shows the server: its book of holds, what it is told is in use, and
+    its figures (a subclass makes ``_shelf``)."""
+
+    _shelf: Shelf
+
+    @property
+    def holds(self) -> Holds:
+        return self._shelf.holds
+
+    @property
+    def in_use(self) -> Callable[[], Iterable[str]] | None:
+        """The directories the server's pools and cached templates use (set once it routes its endpoints)."""
+        return self._shelf.in_use
+
+    @in_use.setter
+    def in_use(self, in_use: Callable[[], Iterable[str]] | None) -> None:
+        self._shelf.in_use = in_use
+
+    def over_capacity(self) -> bool:
+        return self._shelf.over_capacity()
+
+    def load(self) -> ShelfLoad:
+        return self._shelf.load()

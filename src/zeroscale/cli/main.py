@@ -154,6 +154,15 @@ def _opt(name: str, env: str, **kw: Any) -> Callable[[F], F]:
     "deployment uses are deleted, least recently used first (0: keep only those in use).",
 )
 @_opt(
+    "--requirements-cache-mb",
+    "ZEROSCALE_REQUIREMENTS_CACHE_MB",
+    default=DEFAULT_ARTIFACT_CACHE_MB,
+    type=click.IntRange(min=0),
+    help="MB of models' installed requirements (code/requirements.txt) kept on disk; past it, those no "
+    "endpoint, cached template or deployment uses are deleted, least recently used first (0: keep only "
+    "those in use).",
+)
+@_opt(
     "--metrics-retention-hours",
     "ZEROSCALE_METRICS_RETENTION_HOURS",
     default=24.0,
@@ -382,6 +391,7 @@ def serve(
     s3_endpoint_url: str | None,
     max_extracted_mb: int,
     artifact_cache_mb: int,
+    requirements_cache_mb: int,
     metrics_retention_hours: float,
     autoscaling_period_s: float,
     log_retention_hours: float,
@@ -447,6 +457,7 @@ def serve(
         s3_endpoint_url=s3_endpoint_url,
         max_extracted_bytes=max_extracted_mb * MB,
         artifact_cache_bytes=artifact_cache_mb * MB,
+        requirements_cache_bytes=requirements_cache_mb * MB,
         metrics_retention_hours=metrics_retention_hours,
         autoscaling_period_s=autoscaling_period_s,
         log_retention_hours=log_retention_hours,

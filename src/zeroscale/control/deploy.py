@@ -72,7 +72,7 @@ class Deployer:
         self._models = models
         self._artifacts = artifacts
         # code/requirements.txt installs (default: beside the artifact cache, in <data-dir>/pyenvs)
-        self._pyenvs = pyenvs or PythonEnvs(artifacts.root.parent / "pyenvs")
+        self._pyenvs = pyenvs or PythonEnvs(artifacts.root.parent / "pyenvs", holds=artifacts.holds)
         self._default_idle_timeout_s = default_idle_timeout_s
         # bring-your-own images (default: beside the artifact cache, in <data-dir>/images)
         self._images = images or ImageRegistry(artifacts.root.parent / "images")
@@ -85,8 +85,9 @@ class Deployer:
                 remove_tree_quietly(stale)
 
     def hold(self) -> Hold:
-        """Keeps the artifacts prepared with it from eviction until closed: close it once the pools of the
-        specs made with it are routed (the artifact cache then sees them in use)."""
+        """Keeps the artifacts and requirements environments prepared with it from eviction until closed
+        (the two caches share one book of holds): close it once the pools of the specs made with it are
+        routed (the caches then see them in use)."""
         return self._artifacts.hold()
 
     async def pool_specs(
@@ -239,7 +240,7 @@ class Deployer:
             env[SUBMIT_DIRECTORY] = str(await asyncio.to_thread(self._artifacts.prepare, submit, hold))
         requirements = None if byo or multi_model else requirements_file(str(model_dir), env)
         if requirements is not None:  # installed once per content, before any worker starts
-            python_path = await self._pyenvs.prepare(requirements)
+            python_path = await self._pyenvs.prepare(requirements, hold)
             if python_path is not None:
                 env[PYTHONPATH] = str(python_path)
         return _Prepared(runtime, image, str(model_dir), env, byo)

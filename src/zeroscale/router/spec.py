@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Protocol
 
 from zeroscale.runtimes.batching import BatchSettings
-from zeroscale.runtimes.usercode import SUBMIT_DIRECTORY
+from zeroscale.runtimes.usercode import PYTHONPATH, SUBMIT_DIRECTORY
 from zeroscale.types import log_group_name
 from zeroscale.workers.client import Body, WorkerResponse
 from zeroscale.workers.manager import WorkerHandle, WorkerSpec
@@ -74,6 +74,10 @@ class Workers(Protocol):
         ...
 
 
+# Environment variables whose value is a directory from a cache the workers read (see ``directories``).
+DIRECTORY_ENV = (SUBMIT_DIRECTORY, PYTHONPATH)
+
+
 @dataclass(frozen=True)
 class ContainerSpec:
     """One container of a model with several (an inference pipeline, or Direct): what its workers run."""
@@ -131,11 +135,12 @@ class PoolSpec:
         return self.workers_per_instance > 0
 
     def directories(self) -> list[str]:
-        """The directories its workers read: its model's, each container's, and the SDK's code directory
-        (``SAGEMAKER_SUBMIT_DIRECTORY``) where it names one; the artifact cache keeps them while it runs."""
+        """The directories its workers read: its model's, each container's, the SDK's code directory
+        (``SAGEMAKER_SUBMIT_DIRECTORY``) and the installed requirements (``ZEROSCALE_PYTHONPATH``) where
+        they name one; the artifact cache and the requirements environments keep them while it runs."""
         envs = (self.env, *(c.env for c in self.containers))
-        code = [env[SUBMIT_DIRECTORY] for env in envs if SUBMIT_DIRECTORY in env]
-        return [self.model_dir, *(c.model_dir for c in self.containers), *code]
+        named = [env[name] for env in envs for name in DIRECTORY_ENV if name in env]
+        return [self.model_dir, *(c.model_dir for c in self.containers), *named]
 
     def proof_key(self) -> tuple[object, ...] | None:
         """What decides whether a worker of this spec starts and answers /ping: its runtime or image, model

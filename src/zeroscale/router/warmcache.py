@@ -25,7 +25,7 @@ from typing import Protocol
 
 from zeroscale.metrics.load import CacheLoad
 from zeroscale.router.budget import MemoryBudget
-from zeroscale.runtimes.usercode import SUBMIT_DIRECTORY
+from zeroscale.router.spec import DIRECTORY_ENV
 
 _MB = 1024 * 1024
 
@@ -109,9 +109,9 @@ class WarmCache:
     def model_dirs(self) -> list[str]:
         """The model directories of the cached templates (their replicas read them). Safe from another
         thread: the keys are copied first."""
-        return [key.model_dir for key in list(self._entries)] + [
-            value for key in list(self._entries) for name, value in key.env if name == SUBMIT_DIRECTORY
-        ]
+        keys = list(self._entries)
+        named = [value for key in keys for name, value in key.env if name in DIRECTORY_ENV]
+        return [key.model_dir for key in keys] + named
 
     def endpoint_bytes(self) -> dict[str, int]:
         """Bytes held per endpoint that stored an entry (an entry shared by endpoints counts for each)."""
