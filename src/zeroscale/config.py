@@ -94,6 +94,8 @@ class Settings:
     # Past this many bytes of logs in all, the least recently written streams are deleted, live workers'
     # excepted (0: no cap).
     log_max_bytes: int = DEFAULT_LOG_MAX_MB * MB
+    # The audit trail's rows kept in the database (CloudTrail's event history keeps 90 days; 0: all).
+    audit_retention_days: float = 90.0
     # One-minute metrics history kept in the database (zeroscale metrics, GET /zeroscale/v1/metrics).
     metrics_retention_hours: float = 24.0
     # Application Auto Scaling: seconds per evaluation period of a scaling policy (CloudWatch's: 60).

@@ -283,7 +283,7 @@ def build(settings: Settings) -> Server:
     authz = Authorizer(
         iam, creds.access_key_id, creds.secret_access_key, settings.region, settings.account_id
     )
-    audit = AuditTrail(settings.db_url, authz)
+    audit = AuditTrail(settings.db_url, authz, retention_s=settings.audit_retention_days * 86400)
     background = Background("startup")
 
     async def startup() -> None:

@@ -1,7 +1,9 @@
 """The audit trail: one row per control-plane call (every signed or unsigned request except invocations):
 time, access key, user, source address, action, resource, outcome and error code. Recorded on the event
 loop into a queue, written in batches by a thread (every half second, and on close); kept in the store's
-database (table ``audit_events``). ``GET /zeroscale/v1/audit?since=...&user=...&limit=...`` reads it."""
+database (table ``audit_events``) for ``--audit-retention-days`` (the writer deletes older rows). Requests
+refused before their caller was known are recorded at most 60 a minute (``budget.py``), the rest as one
+row a minute that counts them. ``GET /zeroscale/v1/audit?since=...&user=...&limit=...`` reads it."""
 
 from __future__ import annotations
 
@@ -15,8 +17,21 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from sqlalchemy import BigInteger, Column, Double, Index, Integer, MetaData, String, Table, insert, select
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Double,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    delete,
+    insert,
+    select,
+)
 
+from zeroscale.audit.budget import RefusalBudget
 from zeroscale.errors import UnknownOperationException, ValidationException
 from zeroscale.iam.authz import Access, Authorizer
 from zeroscale.metering.reports import parse_time
@@ -43,6 +58,8 @@ events = Table(
 )
 _COLUMNS = [c.name for c in events.columns if c.name != "id"]
 DEFAULT_LIMIT = 1000
+# A row that stands for the refused requests of a minute the trail did not record one by one.
+UNRECORDED = "UnrecordedRefusals"
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,10 +75,22 @@ class AuditEvent:
 
 
 class AuditTrail:
-    def __init__(self, db_url: str, authz: Authorizer, *, flush_interval_s: float = 0.5) -> None:
+    def __init__(
+        self,
+        db_url: str,
+        authz: Authorizer,
+        *,
+        flush_interval_s: float = 0.5,
+        retention_s: float = 0.0,
+        budget: RefusalBudget | None = None,
+    ) -> None:
+        """``retention_s``: rows older than this are deleted (0 keeps them all)."""
         self._engine = make_engine(db_url)
         upgrade(self._engine, "audit", metadata)
         self._authz = authz
+        self._retention_s = retention_s
+        self._next_prune = 0.0
+        self._budget = budget or RefusalBudget()
         self._pending: deque[AuditEvent] = deque()
         self._interval = flush_interval_s
         self._wake = threading.Event()
@@ -79,6 +108,10 @@ class AuditTrail:
     def _record(self, access: Access | None, scope: Mapping[str, Any], target: str, error_code: str) -> None:
         client = scope.get("client")
         source = str(client[0]) if client else ""
+        now = time.time()
+        self._unrecorded(now)
+        if access is None and not self._budget.admit(now):
+            return  # counted: recorded as one row when the minute is over
         if access is None:  # refused before the caller was known (bad or missing signature)
             action = target or f"{scope.get('method', '')} {scope.get('path', '')}"
             key, user, resource = _claimed_key(scope), "", "*"
@@ -89,9 +122,17 @@ class AuditTrail:
         outcome = (
             "Success" if not error_code else "Denied" if error_code.startswith("AccessDenied") else "Failed"
         )
-        self._pending.append(
-            AuditEvent(time.time(), key, user, source, action, resource, outcome, error_code)
-        )
+        self._pending.append(AuditEvent(now, key, user, source, action, resource, outcome, error_code))
+
+    def _unrecorded(self, now: float) -> None:
+        """A row for each minute over whose refused requests were not all recorded."""
+        for end, count in self._budget.ended(now):
+            self._pending.append(
+                AuditEvent(
+                    end, "", "", "", UNRECORDED, f"{count} request(s)", "Failed",
+                    f"{count} requests refused in the minute before were not recorded one by one",
+                )
+            )  # fmt: skip
 
     def _known(self, key: str) -> bool:
         return self._authz.lookup_secret(key) is not None
@@ -115,9 +156,25 @@ class AuditTrail:
         while not self._closing:
             self._wake.wait(self._interval)
             try:
+                self._unrecorded(time.time())
                 self.flush()
+                self.prune()
             except Exception:
                 log.exception("audit: writing events failed; will retry")
+
+    def prune(self, now: float | None = None) -> int:
+        """Delete the rows older than the retention (at most every tenth of it, or every hour); how many."""
+        if self._retention_s <= 0:
+            return 0
+        now = time.time() if now is None else now
+        if now < self._next_prune:
+            return 0
+        self._next_prune = now + min(3600.0, self._retention_s / 10)
+        with self._engine.begin() as conn:
+            gone = conn.execute(delete(events).where(events.c.at < now - self._retention_s)).rowcount
+        if gone:
+            log.info("audit: deleted %d event(s) older than %g days", gone, self._retention_s / 86400)
+        return int(gone or 0)
 
     def flush(self) -> int:
         with self._lock:

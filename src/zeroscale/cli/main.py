@@ -192,6 +192,14 @@ def _opt(name: str, env: str, **kw: Any) -> Callable[[F], F]:
     "(a live worker's excepted) within a minute (0: no cap).",
 )
 @_opt(
+    "--audit-retention-days",
+    "ZEROSCALE_AUDIT_RETENTION_DAYS",
+    default=90.0,
+    type=click.FloatRange(min=0),
+    help="Days of the audit trail kept in the database (CloudTrail's event history keeps 90; 0 keeps it "
+    "all).",
+)
+@_opt(
     "--metering/--no-metering",
     "ZEROSCALE_METERING",
     default=True,
@@ -396,6 +404,7 @@ def serve(
     autoscaling_period_s: float,
     log_retention_hours: float,
     log_max_mb: int,
+    audit_retention_days: float,
     metering: bool,
     price_table: Path | None,
     warm_cache_mb: int | None,
@@ -462,6 +471,7 @@ def serve(
         autoscaling_period_s=autoscaling_period_s,
         log_retention_hours=log_retention_hours,
         log_max_bytes=log_max_mb * MB,
+        audit_retention_days=audit_retention_days,
         metering=metering,
         price_table=price_table,
         warm_cache_mb=warm_cache_mb,
