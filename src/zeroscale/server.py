@@ -187,6 +187,7 @@ def build(settings: Settings) -> Server:
         account_id=settings.account_id,
         retention_hours=settings.log_retention_hours,
         max_bytes=settings.log_max_bytes,
+        stream_bytes_per_minute=settings.worker_log_bytes_per_minute,
     )
     events.add(logs.sink)
     ident = frontend_id(settings.data_dir)  # this front end among those sharing the database

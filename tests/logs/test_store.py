@@ -104,11 +104,23 @@ def test_past_the_size_cap_the_least_recently_written_streams_go_but_never_a_liv
         paths[name] = write(store.root / "ep" / "AllTraffic" / f"{name}.log", [(at, line)] * 10, mtime=at)
     assert all(p.stat().st_size == 10_000 for p in paths.values())
     live = paths["a"]  # the oldest is a live worker's: kept whatever the cap
-    retention = Retention(store, 72 * HOUR, live=lambda: {live}, clock=lambda: NOW, max_bytes=25_000)
-    assert retention.interval_s == 60.0
+    retention = Retention(
+        store,
+        72 * HOUR,
+        live=lambda: {live},
+        clock=lambda: NOW,
+        max_bytes=25_000,
+        stream_bytes_per_minute=1000,
+    )
     assert sorted(s.path for s in retention.sweep()) == sorted([paths["b"], paths["c"]])
     assert live.exists() and paths["d"].exists()
     assert retention.sweep() == []  # 20 kB left: under the cap
+    # the next sweep: when one live stream at 1 kB a minute could fill the 5 kB left (5 minutes), or 2 at
+    # the least a minute apart; without live streams, the age's interval (10 minutes)
+    assert retention.left_bytes == 20_000
+    assert retention.next_sweep_s(1) == 300.0
+    assert retention.next_sweep_s(40) == 60.0
+    assert retention.next_sweep_s(0) == 600.0
     # without an age limit the cap still applies; without either, nothing is deleted
     assert [s.path for s in Retention(store, 0, clock=lambda: NOW, max_bytes=1).sweep()] == [live, paths["d"]]
     write(store.root / "ep" / "AllTraffic" / "e.log", [(NOW, line)] * 10, mtime=NOW - 100 * HOUR)

@@ -189,7 +189,8 @@ def _opt(name: str, env: str, **kw: Any) -> Callable[[F], F]:
     default=DEFAULT_LOG_MAX_MB,
     type=click.IntRange(min=0),
     help="MB of endpoint logs kept on disk in all; past it, the least recently written streams are deleted "
-    "(a live worker's excepted) within a minute (0: no cap).",
+    "(a live worker's excepted), looked at every 10 minutes or sooner as live workers could fill it (0: no "
+    "cap).",
 )
 @_opt(
     "--audit-retention-days",

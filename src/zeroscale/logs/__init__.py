@@ -28,12 +28,23 @@ __all__ = ["CloudWatchLogs", "LogSink", "LogStore", "Logs", "Retention"]
 
 class Logs:
     def __init__(
-        self, root: Path, *, region: str, account_id: str, retention_hours: float, max_bytes: int = 0
+        self,
+        root: Path,
+        *,
+        region: str,
+        account_id: str,
+        retention_hours: float,
+        max_bytes: int = 0,
+        stream_bytes_per_minute: int = 0,
     ) -> None:
         self.store = LogStore(root)
         self.sink = LogSink(self.store)
         self.retention = Retention(
-            self.store, retention_hours * 3600, live=self.sink.live_streams, max_bytes=max_bytes
+            self.store,
+            retention_hours * 3600,
+            live=self.sink.live_streams,
+            max_bytes=max_bytes,
+            stream_bytes_per_minute=stream_bytes_per_minute,
         )
         self.operations: dict[str, AsyncOperation] = CloudWatchLogs(
             self.store, region, account_id, retention_hours

@@ -48,6 +48,14 @@ def _held(st: os.stat_result) -> int:
     return min(st.st_size, st.st_blocks * 512) if st.st_blocks else st.st_size
 
 
+def _subdirs(path: str) -> list[os.DirEntry[str]]:
+    try:
+        with os.scandir(path) as entries:
+            return [e for e in entries if _safe(e.name) and e.is_dir(follow_symlinks=False)]
+    except OSError:
+        return []
+
+
 def _safe(part: str) -> bool:
     return bool(part) and not part.startswith(".") and "/" not in part and "\0" not in part
 
@@ -143,6 +151,25 @@ class LogStore:
                 with contextlib.suppress(OSError):
                     st = entry.stat(follow_symlinks=False)
                     found.append(Stream(name, Path(entry.path), _held(st), st.st_mtime_ns // 1_000_000))
+        return found
+
+    def every_stream(self) -> list[Stream]:
+        """Every stream of every group, for retention: one pass of ``scandir`` and ``stat`` (no group's
+        display name is read)."""
+        found: list[Stream] = []
+        for group in _subdirs(str(self.root)):
+            for variant in _subdirs(group.path):
+                try:
+                    files = list(os.scandir(variant.path))
+                except OSError:
+                    continue
+                for entry in files:
+                    if not (entry.name.endswith(_SUFFIX) and _safe(entry.name)):
+                        continue
+                    with contextlib.suppress(OSError):
+                        st = entry.stat(follow_symlinks=False)
+                        name = f"{variant.name}/{entry.name[: -len(_SUFFIX)]}"
+                        found.append(Stream(name, Path(entry.path), _held(st), st.st_mtime_ns // 1_000_000))
         return found
 
     def stream(self, group: Group, name: str) -> Stream | None:
