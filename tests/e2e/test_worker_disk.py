@@ -32,13 +32,20 @@ def input_fn(body, content_type):
 def predict_fn(data, model):
     tmp = os.environ["TMPDIR"]
     for i in range(data.get("files", 0)):
-        with open(os.path.join(tmp, f"part-{data.get('tag', '')}{i}.bin"), "wb") as f:
-            f.write(os.urandom(data.get("mb", 1) * 1024 * 1024))
+        write(os.path.join(tmp, f"part-{data.get('tag', '')}{i}.bin"), 0, os.urandom(data.get("mb", 1) << 20))
     if data.get("sparse"):
-        with open(os.path.join(tmp, "sparse.bin"), "wb") as f:
-            f.seek(data["sparse"] * 1024 * 1024 - 1)
-            f.write(b"x")
+        write(os.path.join(tmp, "sparse.bin"), (data["sparse"] << 20) - 1, b"x")
     return {"pid": os.getpid(), "files": sorted(os.listdir(tmp))}
+
+
+def write(path, offset, data):  # a careful model: what a failed write left goes before the error
+    try:
+        with open(path, "wb") as f:
+            f.seek(offset)
+            f.write(data)
+    except OSError:
+        os.remove(path)
+        raise
 
 
 import json  # noqa: E402
@@ -88,15 +95,19 @@ def test_one_file_past_the_limit_fails_to_write_and_the_worker_serves_on(writer:
 
 def test_many_files_past_the_limit_stop_the_worker_and_a_new_one_starts_empty(writer: Any) -> None:
     server, smr = writer
-    first = write(smr, files=6, mb=10, tag="many")  # 60 MB in 10 MB files: each one within the limit
-    assert len([f for f in first["files"] if f.startswith("part-many")]) == 6
+    why = f"to its scratch directory (TMPDIR), more than the {LIMIT_MB} MB a worker may write"
+    writer_pid = write(smr)["pid"]
+    try:  # 60 MB in 10 MB files, each one within the limit
+        first = write(smr, files=6, mb=10, tag="many")
+        assert len([f for f in first["files"] if f.startswith("part-many")]) == 6
+    except smr.exceptions.ModelError as err:  # a look came while it wrote: stopped mid-request, and told so
+        assert why in err.value.response["Error"]["Message"]
     wait_for(lambda: "was killed for disk" in stream_text(server), timeout_s=20)
     text = stream_text(server)
-    assert f"to its scratch directory (TMPDIR), more than the {LIMIT_MB} MB a worker may write" in text
-    assert "zeroscale serve --worker-disk-mb" in text
+    assert why in text and "zeroscale serve --worker-disk-mb" in text
 
     def fresh() -> bool:
-        return write(smr)["pid"] != first["pid"]
+        return write(smr)["pid"] != writer_pid
 
     wait_for(fresh, timeout_s=20)
     assert not [f for f in write(smr)["files"] if f.startswith("part-")]  # a new, empty scratch directory
