@@ -48,14 +48,13 @@ from zeroscale.artifacts.fetch import (
 from zeroscale.artifacts.holds import Hold, Holds
 from zeroscale.artifacts.prefix import download_prefix, list_prefix
 from zeroscale.artifacts.scratch import remove_stale, scratch_path, staging_dir
-from zeroscale.artifacts.shelf import GRACE_S, Shelf, ShelfLoad, Shelved
+from zeroscale.artifacts.shelf import GRACE_S, Shelf, Shelved
 from zeroscale.config import DEFAULT_MAX_EXTRACTED_MB, MB
 from zeroscale.errors import DeployError
 from zeroscale.fstree import remove_tree_quietly
 
 MARKER = "complete"
 MODEL = "model"
-ArtifactCacheLoad = ShelfLoad
 
 
 def entry_source(model_dir: str | Path) -> tuple[str, str | None] | None:

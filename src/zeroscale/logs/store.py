@@ -56,6 +56,25 @@ def _subdirs(path: str) -> list[os.DirEntry[str]]:
         return []
 
 
+def _variant_streams(variant: os.DirEntry[str], prefix: str = "") -> list[Stream]:
+    """The streams of one variant's directory whose names (``<variant>/<worker>``) start with ``prefix``."""
+    try:
+        files = list(os.scandir(variant.path))
+    except OSError:
+        return []
+    found: list[Stream] = []
+    for entry in files:
+        if not (entry.name.endswith(_SUFFIX) and _safe(entry.name)):
+            continue
+        name = f"{variant.name}/{entry.name[: -len(_SUFFIX)]}"
+        if not name.startswith(prefix):
+            continue
+        with contextlib.suppress(OSError):
+            st = entry.stat(follow_symlinks=False)
+            found.append(Stream(name, Path(entry.path), _held(st), st.st_mtime_ns // 1_000_000))
+    return found
+
+
 def _safe(part: str) -> bool:
     return bool(part) and not part.startswith(".") and "/" not in part and "\0" not in part
 
@@ -129,48 +148,20 @@ class LogStore:
     # ---- streams ----
     def streams(self, group: Group, prefix: str = "") -> list[Stream]:
         found: list[Stream] = []
-        try:
-            variants = [
-                e for e in os.scandir(group.path) if _safe(e.name) and e.is_dir(follow_symlinks=False)
-            ]
-        except OSError:
-            return []
-        for variant in variants:
-            if not (variant.name + "/").startswith(prefix[: len(variant.name) + 1]):
-                continue
-            try:
-                files = list(os.scandir(variant.path))
-            except OSError:
-                continue
-            for entry in files:
-                if not (entry.name.endswith(_SUFFIX) and _safe(entry.name)):
-                    continue
-                name = f"{variant.name}/{entry.name[: -len(_SUFFIX)]}"
-                if not name.startswith(prefix):
-                    continue
-                with contextlib.suppress(OSError):
-                    st = entry.stat(follow_symlinks=False)
-                    found.append(Stream(name, Path(entry.path), _held(st), st.st_mtime_ns // 1_000_000))
+        for variant in _subdirs(str(group.path)):
+            if (variant.name + "/").startswith(prefix[: len(variant.name) + 1]):
+                found += _variant_streams(variant, prefix)
         return found
 
     def every_stream(self) -> list[Stream]:
         """Every stream of every group, for retention: one pass of ``scandir`` and ``stat`` (no group's
         display name is read)."""
-        found: list[Stream] = []
-        for group in _subdirs(str(self.root)):
-            for variant in _subdirs(group.path):
-                try:
-                    files = list(os.scandir(variant.path))
-                except OSError:
-                    continue
-                for entry in files:
-                    if not (entry.name.endswith(_SUFFIX) and _safe(entry.name)):
-                        continue
-                    with contextlib.suppress(OSError):
-                        st = entry.stat(follow_symlinks=False)
-                        name = f"{variant.name}/{entry.name[: -len(_SUFFIX)]}"
-                        found.append(Stream(name, Path(entry.path), _held(st), st.st_mtime_ns // 1_000_000))
-        return found
+        return [
+            stream
+            for group in _subdirs(str(self.root))
+            for variant in _subdirs(group.path)
+            for stream in _variant_streams(variant)
+        ]
 
     def stream(self, group: Group, name: str) -> Stream | None:
         variant, _, worker = name.partition("/")
