@@ -454,6 +454,7 @@ def _workers(
             writable=tuple(str(p) for p in settings.worker_writable_paths),
             log_limit=settings.worker_log_bytes_per_minute,
             cgroups=settings.worker_cgroups,
+            artifact_cache_bytes=settings.artifact_cache_bytes,
         )
     return WorkerManager(
         settings.workers_dir,

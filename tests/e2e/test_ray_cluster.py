@@ -400,6 +400,54 @@ def test_a_bring_your_own_image_is_refused_by_name(setup: Setup, tmp_path: Path)
     server.client("sagemaker").delete_endpoint(EndpointName="byo")
 
 
+NAMED = """
+def model_fn(model_dir):
+    return open(model_dir + "/name.txt").read()
+
+
+def transform_fn(model, body, content_type, accept):
+    return model, "text/plain"
+"""
+
+
+def _node_entries(node_dir: Path) -> list[str]:
+    """The models in the nodes' artifact caches, by the name each holds."""
+    return sorted(p.read_text() for p in node_dir.glob("*/artifacts/*/model/name.txt"))
+
+
+def test_the_nodes_artifact_caches_keep_only_what_workers_use_at_capacity_zero(
+    setup: Setup, tmp_path: Path
+) -> None:
+    """``--artifact-cache-mb 0`` holds the nodes' caches too: a deleted endpoint's model leaves the node it
+    was on once its worker and template are gone; a live endpoint's stays, and it still answers."""
+    flags = {
+        "ray_address": setup.ray.address,
+        "ray_node_dir": tmp_path / "nodes",
+        "ray_node_timeout_s": 2,
+        "s3_endpoint_url": setup.s3.endpoint_url,
+        "artifact_cache_mb": 0,
+    }
+    server = ServerProcess(tmp_path / "data", flags, env=setup.s3.env())
+    server.start(timeout_s=120)
+    try:
+        sm, smr = server.client("sagemaker"), server.client("sagemaker-runtime")
+        for name in ("gone", "kept"):
+            (tmp_path / name).mkdir()
+            model = handler_model(tmp_path / name, NAMED, {"name.txt": name.encode()})
+            desc = deploy(sm, name, model, memory_mb=1024)
+            assert desc["EndpointStatus"] == "InService", desc.get("FailureReason")
+            resp = smr.invoke_endpoint(EndpointName=name, Body=b"{}", ContentType="application/json")
+            assert resp["Body"].read() == name.encode()
+        assert _node_entries(tmp_path / "nodes") == ["gone", "kept"]
+        sm.delete_endpoint(EndpointName="gone")
+        wait_for(lambda: _node_entries(tmp_path / "nodes") == ["kept"], timeout_s=30)
+        resp = smr.invoke_endpoint(EndpointName="kept", Body=b"{}", ContentType="application/json")
+        assert resp["Body"].read() == b"kept"
+        sm.delete_endpoint(EndpointName="kept")
+    finally:
+        server.stop()
+
+
 def test_a_node_removed_under_load_costs_only_its_requests(setup: Setup, sklearn_model: Any) -> None:
     server = setup.server
     sm, smr = server.client("sagemaker"), server.client("sagemaker-runtime", max_pool_connections=16)

@@ -94,6 +94,7 @@ class ArtifactCache(Shelved):
         self._s3 = S3Fetcher(s3_endpoint_url)
         self._locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
+        self._evictions: list[str] = []  # sha256s evicted since ``take_evictions`` (guarded by _locks_guard)
         self._index_dir = self.root / "index"
         self._tmp_dir = self.root / "tmp"
         for directory in (self.root, self._index_dir, self._tmp_dir):
@@ -181,6 +182,12 @@ class ArtifactCache(Shelved):
         """Blocking. Evict entries nothing keeps, least recently used first, until the cache fits its
         capacity; returns their sha256s."""
         return self._evicted(self._shelf.trim())
+
+    def take_evictions(self) -> list[str]:
+        """The sha256s evicted (by any trim) since the last call."""
+        with self._locks_guard:
+            taken, self._evictions = self._evictions, []
+        return taken
 
     # ---- sources ----
     def _prepare_s3(self, loc: S3Location, hold: Hold | None) -> Path:
@@ -275,6 +282,8 @@ class ArtifactCache(Shelved):
     def _evicted(self, shas: list[str]) -> list[str]:
         if shas:
             self._forget_index(set(shas))
+            with self._locks_guard:
+                self._evictions.extend(shas)
         return shas
 
     def _forget_index(self, shas: set[str]) -> None:
@@ -297,7 +306,7 @@ class ArtifactCache(Shelved):
         entry = self.root / sha
         for _attempt in range(2):
             try:
-                with self._shelf.placing(sha, stats.bytes, hold):
+                with self._shelf.placing(sha, stats.bytes, hold, staging):
                     os.rename(staging, entry)
                 return
             except OSError as exc:

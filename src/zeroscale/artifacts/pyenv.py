@@ -216,7 +216,7 @@ class PythonEnvs(Shelved):
     def _publish(self, staging: Path, key: str, size: int, hold: Hold | None) -> None:
         entry = self.root / key
         try:
-            with self._shelf.placing(key, size, hold):
+            with self._shelf.placing(key, size, hold, staging):
                 os.rename(staging, entry)
         except OSError as exc:
             if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY):
@@ -227,7 +227,7 @@ class PythonEnvs(Shelved):
             trash = scratch_path(self._tmp_dir, ".trash")
             os.rename(entry, trash)
             remove_tree_quietly(trash)
-            with self._shelf.placing(key, size, hold):
+            with self._shelf.placing(key, size, hold, staging):
                 os.rename(staging, entry)
 
     # ---- locking ----

@@ -5,10 +5,12 @@ the requirements environments share (``eviction.py`` is the policy).
 - Kept: what ``in_use()`` names (directories ``root/<name>/<leaf>``: the server's pools and cached templates;
   None until a restarted server has routed its endpoints, and nothing is evicted before), what an open
   ``Hold`` holds (a deployment under way), and for ``grace_s`` what was handed out without a hold.
-- A caller takes an entry with ``use`` (held first, then looked at) and a new one is put in place inside
-  ``placing()``; an eviction moves an entry out of place by one rename under the same lock, so a caller
-  either gets an entry that stays or finds it gone and makes it again.
+- A caller takes an entry with ``use`` (looked at and held under the lock evictions take) and a new one is
+  put in place inside ``placing()``; an eviction moves an entry out of place by one rename under the same
+  lock, so a caller either gets an entry that stays or finds it gone and makes it again.
 - The last use is also the entry directory's mtime (written to the minute), so the order survives a restart.
+- A cache several processes share (its ``Holds`` is ``across_processes``: a Ray node's) counts the others'
+  entries afresh at each trim, and evicts only entries no process holds a lock on (``entrylocks.py``).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from zeroscale.artifacts.entrylocks import try_lock_exclusive, unlock
 from zeroscale.artifacts.eviction import Entry, victims
 from zeroscale.artifacts.holds import Hold, Holds
 from zeroscale.artifacts.scratch import scratch_path
@@ -94,12 +97,13 @@ class Shelf:
 
     def use(self, name: str, hold: Hold | None) -> bool:
         """Whether entry ``name`` is in place; if it is, it is the most recently used, and held by ``hold``
-        (taken before looking: an eviction either went before, and the entry is not there, or waits)."""
+        (under the lock an eviction takes, so it either went before, and the entry is not there, or it will
+        leave the entry alone; across processes, the hold's lock waits for another's eviction to end)."""
         with self.guard:
-            if hold is not None:
-                hold.add(self.key(name))
             if not self.is_complete(name):
                 return False
+            if hold is not None and not hold.add(self.key(name)):
+                return False  # another process evicted it meanwhile
             entry = self._entries.get(name)
             if entry is None:  # another process of this data directory made it: count it from now
                 entry = self._entries[name] = Entry(self._marked_bytes(self.root / name), 0.0)
@@ -112,12 +116,22 @@ class Shelf:
             return True
 
     @contextlib.contextmanager
-    def placing(self, name: str, size: int, hold: Hold | None) -> Iterator[None]:
-        """Around the rename that puts entry ``name`` (``size`` bytes) in place: counted, held, used now."""
+    def placing(self, name: str, size: int, hold: Hold | None, staging: Path) -> Iterator[None]:
+        """Around the rename of ``staging`` that puts entry ``name`` (``size`` bytes) in place: counted, held,
+        used now. Across processes the hold locks ``staging`` before the rename (the lock moves with it)."""
+        key = self.key(name)
         with self.guard:
-            yield
+            early = hold is not None and self.holds.across_processes and key not in hold.keys
+            if early and hold is not None:
+                hold.add(key, at=staging)
+            try:
+                yield
+            except BaseException:
+                if early and hold is not None:
+                    hold.discard(key)
+                raise
             if hold is not None:
-                hold.add(self.key(name))
+                hold.add(key)
             old = self._entries.get(name)
             self._bytes += size - (old.bytes if old is not None else 0)
             entry = self._entries[name] = Entry(size, self._clock())
@@ -151,25 +165,40 @@ class Shelf:
         if capacity is None or in_use is None:
             return []
         evicted: list[tuple[str, Path, int]] = []
+        locks: list[int] = []  # across processes: the entries this may evict, locked so no other uses them
         with self.guard:
+            if self.holds.across_processes:  # what the other processes added since
+                self._entries = self._scan(self._entries)
+                self._bytes = sum(entry.bytes for entry in self._entries.values())
             if self._bytes <= capacity:
                 return []
             # The holds before the users: a hold is closed only once its pools are routed.
             held = self.holds.held()
             keep = {name for name in self._entries if self.key(name) in held}
             keep.update(name for name in map(self.name_of, in_use()) if name is not None)
-            for name in victims(self._entries, capacity, keep, now=self._clock()):
-                trash = scratch_path(self._tmp_dir, ".evicted")
-                try:
-                    os.rename(self.root / name, trash)
-                except FileNotFoundError:  # removed by hand: forget it
-                    trash = Path()
-                except OSError as exc:
-                    log.warning("%s: could not evict %s: %s", self._label, name, exc)
-                    continue
-                entry = self._entries.pop(name)
-                self._bytes -= entry.bytes
-                evicted.append((name, trash, entry.bytes))
+            if self.holds.across_processes:
+                for name in self._entries.keys() - keep:
+                    fd = try_lock_exclusive(self.root / name)
+                    if fd is None:
+                        keep.add(name)  # another process holds it (or it is gone: the next scan forgets it)
+                    else:
+                        locks.append(fd)
+            try:
+                for name in victims(self._entries, capacity, keep, now=self._clock()):
+                    trash = scratch_path(self._tmp_dir, ".evicted")
+                    try:
+                        os.rename(self.root / name, trash)
+                    except FileNotFoundError:  # removed by hand: forget it
+                        trash = Path()
+                    except OSError as exc:
+                        log.warning("%s: could not evict %s: %s", self._label, name, exc)
+                        continue
+                    entry = self._entries.pop(name)
+                    self._bytes -= entry.bytes
+                    evicted.append((name, trash, entry.bytes))
+            finally:
+                for fd in locks:
+                    unlock(fd)
             self._evictions += len(evicted)
             self._evicted_bytes += sum(size for _, _, size in evicted)
             left = self._settled = self._bytes
@@ -198,14 +227,20 @@ class Shelf:
                 evicted_bytes=self._evicted_bytes,
             )
 
-    def _scan(self) -> dict[str, Entry]:
-        """The entries on disk (a restart's cache), each last used at its directory's mtime."""
+    def _scan(self, known: dict[str, Entry] | None = None) -> dict[str, Entry]:
+        """The entries on disk (a restart's cache), each last used at its directory's mtime; with ``known``
+        (what this process counted), their sizes and uses are kept, later uses on disk taken."""
         entries: dict[str, Entry] = {}
         for child in self.root.iterdir():
             if len(child.name) != 64 or not (child / self._marker).is_file():
                 continue
             with contextlib.suppress(OSError):
-                entries[child.name] = Entry(self._marked_bytes(child), child.stat().st_mtime)
+                used = child.stat().st_mtime
+                entry = known.get(child.name) if known else None
+                if entry is None:
+                    entries[child.name] = Entry(self._marked_bytes(child), used)
+                else:
+                    entries[child.name] = Entry(entry.bytes, max(entry.used, used), entry.kept_until)
         return entries
 
     def _marked_bytes(self, entry: Path) -> int:

@@ -6,7 +6,11 @@ sandbox, and watches their memory.
 
 What the node adds:
 - artifacts: the model comes from its source (S3, or a file URL on a shared path) into the node's own
-  content-addressed cache (``ArtifactCache``), once per node;
+  content-addressed cache (``ArtifactCache``), once per node; past ``artifact_cache_bytes`` (the front end's
+  ``--artifact-cache-mb``) the entries no agent's worker or template uses go, least recently used first. The
+  cache is shared by every front end's agent on the node, so each holds a lock on every entry its workers
+  and templates use (a ``Hold`` from a book ``across_processes``, one per worker and per template, closed
+  when it ends), and an eviction takes only entries nobody holds;
 - TCP: a worker serves on a Unix socket as everywhere; the agent listens on a TCP port of the node's address
   for each worker and relays bytes both ways, so the router reaches it over the network;
 - reports: ``poll`` long-polls for the router, answering with what the workers printed since the last poll
@@ -34,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from zeroscale.artifacts.cache import ArtifactCache
+from zeroscale.artifacts.holds import Hold, Holds
 from zeroscale.config import DEFAULT_MAX_EXTRACTED_MB, DEFAULT_WORKER_LOG_MB_PER_MINUTE, MB
 from zeroscale.errors import DeployError, ZeroscaleError
 from zeroscale.workers.cgroups import MemoryGroups, memory_line
@@ -46,6 +51,9 @@ from zeroscale.workers.zygotes import TemplateRefused, Zygote, ZygoteError
 log = logging.getLogger("zeroscale.workers.node")
 _RELAY_CHUNK = 256 * 1024
 _LOG_CHUNK = 1024 * 1024  # the most of one worker's output shipped per poll
+# The node's artifact cache is trimmed after each new entry, at the poll after a worker or template ends (what
+# it used may be unused now), and this often (what other agents' ended).
+TRIM_EVERY_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -68,6 +76,7 @@ class AgentConfig:
     writable: tuple[str, ...] = ()
     log_limit: int = DEFAULT_WORKER_LOG_MB_PER_MINUTE * MB  # bytes of a worker's output a minute kept
     cgroups: bool = True  # a memory cgroup per worker where the node lets its agent make them
+    artifact_cache_bytes: int | None = None  # the node's artifact cache past which unused entries go
 
 
 @dataclass
@@ -86,7 +95,15 @@ class NodeAgent:
             s3_endpoint_url=config.s3_endpoint_url,
             max_extracted_bytes=config.max_extracted_bytes,
             max_extracted_files=config.max_extracted_files,
+            capacity_bytes=config.artifact_cache_bytes,
+            holds=Holds(across_processes=True),
         )
+        # Every worker's and template's directories are held (locked) for as long as it lives, so this agent
+        # has nothing else in use to name.
+        self._artifacts.in_use = tuple
+        self._holds: dict[str, Hold] = {}  # worker or template id -> what it holds in the cache
+        self._trim_due = True  # at the first poll (what gone agents left), after a worker or template ends
+        self._trimmed_at = time.monotonic()
         self._logs_dir = self._root / "logs" / self._instance
         self._manager: WorkerManager | None = None
         self._workers: dict[str, WorkerHandle] = {}
@@ -153,22 +170,26 @@ class NodeAgent:
         for template in self._templates.values():
             await template.close()
         self._templates.clear()
+        for hold in self._holds.values():
+            hold.close()
+        self._holds.clear()
         if self._manager is not None:
             await self._manager.close()
             self._manager = None
 
     # ---- artifacts ----
-    async def _model_dir(self, source: str | None) -> str:
-        """The model's directory in this node's cache, fetched from its source the first time."""
-        return str(await asyncio.to_thread(self._artifacts.prepare, source))
+    async def _model_dir(self, source: str | None, hold: Hold) -> str:
+        """The model's directory in this node's cache, fetched from its source the first time; held by
+        ``hold``."""
+        return str(await asyncio.to_thread(self._artifacts.prepare, source, hold))
 
-    async def _spec(self, req: dict[str, Any]) -> WorkerSpec:
+    async def _spec(self, req: dict[str, Any], hold: Hold) -> WorkerSpec:
         env = dict(req["env"])
         for name, source in dict(req.get("env_sources") or {}).items():  # e.g. the SDK's source directory
-            env[name] = await self._model_dir(source)
+            env[name] = await self._model_dir(source, hold)
         return WorkerSpec(
             runtime=req["runtime"],
-            model_dir=await self._model_dir(req["model_source"]),
+            model_dir=await self._model_dir(req["model_source"], hold),
             memory_mb=int(req["memory_mb"]),
             log_dir=self._logs_dir,
             env=env,
@@ -180,16 +201,20 @@ class NodeAgent:
         /ping, open its TCP relay. Answers {pid, port, ready_s} or {error}."""
         manager = await self._opened()
         wid = str(req["worker_id"])
+        hold = self._holds[wid] = self._artifacts.hold()  # released when it exits (``_exited``)
         try:
-            spec = await self._spec(req)
+            spec = await self._spec(req, hold)
             tid = str(req.get("template") or "")
             template = self._templates.get(tid)
             self._kept.pop(tid, None)  # its parked replica, if any, is this worker now
             handle = await manager.start(spec, worker_id=wid, on_exit=self._exited, template=template)
-        except ZeroscaleError as exc:
-            return {"error": exc.message}
-        except (DeployError, ZygoteError, OSError) as exc:
-            return {"error": str(exc)}
+        except BaseException as exc:
+            self._release(wid)
+            if isinstance(exc, ZeroscaleError):
+                return {"error": exc.message}
+            if isinstance(exc, DeployError | ZygoteError | OSError):
+                return {"error": str(exc)}
+            raise
         self._workers[wid] = handle
         self._offsets.setdefault(wid, 0)
         self._write_ledger()
@@ -221,8 +246,15 @@ class NodeAgent:
         if relay is not None:
             relay.server.close()
 
+    def _release(self, owner: str) -> None:
+        hold = self._holds.pop(owner, None)
+        if hold is not None:
+            hold.close()
+            self._trim_due = True
+
     def _exited(self, handle: WorkerHandle) -> None:
         self._close_relay(handle.worker_id)
+        self._release(handle.worker_id)
         self._exits.append(
             {
                 "worker_id": handle.worker_id,
@@ -247,15 +279,19 @@ class NodeAgent:
     # ---- templates ----
     async def start_template(self, req: dict[str, Any]) -> dict[str, Any]:
         manager = await self._opened()
-        try:
-            template = await manager.start_template(await self._spec(req))
-        except TemplateRefused as exc:  # its model left threads: the router tries no other template of it
-            return {"error": str(exc), "refused": True}
-        except ZeroscaleError as exc:
-            return {"error": exc.message}
-        except (DeployError, ZygoteError, OSError) as exc:
-            return {"error": str(exc)}
         tid = uuid.uuid4().hex[:12]
+        hold = self._holds[tid] = self._artifacts.hold()  # released when it closes
+        try:
+            template = await manager.start_template(await self._spec(req, hold))
+        except BaseException as exc:
+            self._release(tid)
+            if isinstance(exc, TemplateRefused):  # its model left threads: the router tries no other template
+                return {"error": str(exc), "refused": True}
+            if isinstance(exc, ZeroscaleError):
+                return {"error": exc.message}
+            if isinstance(exc, DeployError | ZygoteError | OSError):
+                return {"error": str(exc)}
+            raise
         self._templates[tid] = template
         return {"template": tid, "pid": template.pid}
 
@@ -269,7 +305,8 @@ class NodeAgent:
         if template is None:
             return {"bytes": 0}
         try:
-            kept = await manager.park(await self._spec(req), template)
+            with self._artifacts.hold() as hold:  # the template's own hold keeps the replica's directories
+                kept = await manager.park(await self._spec(req, hold), template)
         except (ZeroscaleError, DeployError, ZygoteError, OSError) as exc:
             return {"error": str(exc)}
         if tid in self._templates:
@@ -281,6 +318,7 @@ class NodeAgent:
         template = self._templates.pop(tid, None)
         if template is not None:
             await template.close()
+        self._release(tid)
 
     # ---- reports ----
     async def poll(self, wait_s: float) -> dict[str, Any]:
@@ -291,6 +329,9 @@ class NodeAgent:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), wait_s)
         self._wake.clear()
+        if self._trim_due or time.monotonic() - self._trimmed_at >= TRIM_EVERY_S:
+            self._trim_due, self._trimmed_at = False, time.monotonic()
+            await asyncio.to_thread(self._artifacts.trim)
         exits, self._exits = self._exits, []
         gone = {e["worker_id"] for e in exits}
         output: dict[str, bytes] = {}
@@ -317,6 +358,7 @@ class NodeAgent:
             },
             "exits": exits,
             "others_mb": self._others_mb(),
+            "evicted": self._artifacts.take_evictions(),  # sha256s no longer in the node's cache
             "at": time.time(),
         }
 

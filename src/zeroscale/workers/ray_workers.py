@@ -160,6 +160,7 @@ class RayWorkers:
         writable: tuple[str, ...] = (),
         log_limit: int = DEFAULT_WORKER_LOG_MB_PER_MINUTE * MB,
         cgroups: bool = True,
+        artifact_cache_bytes: int | None = None,
         refresh_s: float = 2.0,
         poll_s: float = 0.5,
         node_timeout_s: float = 10.0,
@@ -184,6 +185,7 @@ class RayWorkers:
             writable=writable,
             log_limit=log_limit,
             cgroups=cgroups,
+            artifact_cache_bytes=artifact_cache_bytes,
         )
         self._startup_timeout_s = startup_timeout_s
         self._refresh_s = refresh_s
@@ -616,6 +618,7 @@ class RayWorkers:
             template = node.templates.get(tid)
             if template is not None:
                 template.private_bytes = int(size)
+        node.artifacts.difference_update(report.get("evicted", ()))  # placement prefers nodes holding them
         for exit_ in report["exits"]:
             handle = node.workers.get(exit_["worker_id"])
             if handle is None:

@@ -1,0 +1,194 @@
+"""An artifact cache several processes share (a Ray node's, one for every front end's agent): an entry any
+process holds is never evicted by another, a process that waited on an eviction fetches the entry again,
+and processes racing trims at capacity 0 always read whole files (real processes, real archives, real
+``flock``)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from zeroscale.artifacts import ArtifactCache
+from zeroscale.artifacts.entrylocks import try_lock_exclusive, unlock
+from zeroscale.artifacts.holds import Holds
+
+from .tarballs import model_tarball
+
+SIZE = 100_000
+
+# Another process with the same cache: holds what it prepares until told to let go ("hold"), or prepares,
+# reads and trims in a loop at capacity 0 ("race"), printing what it found.
+OTHER = """
+import sys
+from pathlib import Path
+from zeroscale.artifacts import ArtifactCache
+from zeroscale.artifacts.holds import Holds
+
+mode, root, *urls = sys.argv[1:]
+cache = ArtifactCache(Path(root), capacity_bytes=0, holds=Holds(across_processes=True))
+cache.in_use = set
+if mode == "hold":
+    with cache.hold() as hold:
+        model = cache.prepare(urls[0], hold)
+        print(model, flush=True)
+        sys.stdin.readline()
+else:
+    bad = 0
+    for i in range(60):
+        name, url = urls[i % len(urls)].split("=", 1)
+        with cache.hold() as hold:
+            model = cache.prepare(url, hold)
+            cache.trim()
+            if (model / "model.bin").read_bytes() != name.encode() * SIZE:
+                bad += 1
+    print("bad", bad, "evictions", cache.load().evictions, flush=True)
+""".replace("SIZE", str(SIZE))
+
+
+@pytest.fixture
+def archives(tmp_path: Path) -> dict[str, str]:
+    out = {}
+    for name in "abc":
+        out[name] = str(model_tarball(tmp_path / f"{name}.tar.gz", {"model.bin": name.encode() * SIZE}))
+    return out
+
+
+def shared(root: Path, capacity: int | None = 0) -> ArtifactCache:
+    cache = ArtifactCache(root, capacity_bytes=capacity, holds=Holds(across_processes=True))
+    cache.in_use = set  # what it uses, it holds
+    return cache
+
+
+def other(mode: str, root: Path, *urls: str) -> subprocess.Popen[str]:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    return subprocess.Popen(
+        [sys.executable, "-c", OTHER, mode, str(root), *urls],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+
+
+def in_place(root: Path) -> set[str]:
+    return {p.name for p in root.iterdir() if len(p.name) == 64}
+
+
+def test_an_entry_another_process_holds_stays_until_it_lets_go(
+    tmp_path: Path, archives: dict[str, str]
+) -> None:
+    root = tmp_path / "cache"
+    cache = shared(root)
+    holder = other("hold", root, archives["a"])
+    try:
+        assert holder.stdout is not None
+        a = Path(holder.stdout.readline().strip())
+        assert (a / "model.bin").is_file()
+        with cache.hold() as hold:
+            b = cache.prepare(archives["b"], hold)  # a new entry: a trim, which keeps both
+        assert in_place(root) == {a.parent.name, b.parent.name}
+        # Nothing of this process holds b now; a is the other's, counted here though this never used it.
+        assert cache.trim() == [b.parent.name]
+        assert cache.load().entries == 1 and cache.load().bytes == SIZE
+        assert (a / "model.bin").read_bytes() == b"a" * SIZE
+        assert holder.stdin is not None
+        holder.stdin.write("\n")
+        holder.stdin.flush()
+        assert holder.wait(30) == 0
+    finally:
+        holder.kill()
+    assert cache.trim() == [a.parent.name]
+    assert in_place(root) == set() and cache.load().bytes == 0
+
+
+def test_a_killed_process_holds_nothing(tmp_path: Path, archives: dict[str, str]) -> None:
+    root = tmp_path / "cache"
+    cache = shared(root)
+    holder = other("hold", root, archives["a"])
+    assert holder.stdout is not None
+    a = Path(holder.stdout.readline().strip())
+    assert cache.trim() == []
+    holder.kill()
+    holder.wait(30)
+    assert cache.trim() == [a.parent.name]
+
+
+def test_a_use_that_waited_on_an_eviction_fetches_the_entry_again(
+    tmp_path: Path, archives: dict[str, str]
+) -> None:
+    """Another process evicts ``a`` (holding its lock, then renaming it away) just as this one finds its
+    marker: this one waits for the lock, sees the path no longer names what it locked, and extracts ``a``
+    again, whole. Then the same with a third process having put ``a`` back meanwhile: this one holds the
+    entry now in place, not the one it waited on."""
+    root = tmp_path / "cache"
+    cache = shared(root, capacity=None)
+    first = cache.prepare(archives["a"])
+    evicting = try_lock_exclusive(first.parent)
+    assert evicting is not None
+    found: list[Path] = []
+    thread = threading.Thread(target=lambda: found.append(cache.prepare(archives["a"], cache.hold())))
+    thread.start()
+    time.sleep(0.3)
+    assert thread.is_alive()  # waiting for the evicting process's lock
+    moved = tmp_path / "evicted"
+    os.rename(first.parent, moved)
+    unlock(evicting)
+    thread.join(30)
+    assert found == [first]  # the same path, a new entry behind it
+    assert (first / "model.bin").read_bytes() == b"a" * SIZE
+    assert os.stat(first.parent).st_ino != os.stat(moved).st_ino
+    assert try_lock_exclusive(first.parent) is None  # held by the hold the thread took
+
+    second = shared(tmp_path / "cache2", capacity=None)
+    entry = second.prepare(archives["a"]).parent
+    evicting = try_lock_exclusive(entry)
+    assert evicting is not None
+    held = second.hold()
+    thread = threading.Thread(target=lambda: found.append(second.prepare(archives["a"], held)))
+    thread.start()
+    time.sleep(0.3)
+    os.rename(entry, tmp_path / "evicted2")
+    shutil.copytree(tmp_path / "evicted2", entry)  # put back by another process
+    unlock(evicting)
+    thread.join(30)
+    assert found[-1] == entry / "model"
+    assert try_lock_exclusive(entry) is None  # what is in place is held, not what was moved away
+    fd = try_lock_exclusive(tmp_path / "evicted2")
+    assert fd is not None
+    unlock(fd)
+    held.close()
+
+
+def test_an_entry_being_placed_is_locked_before_it_is_in_place(
+    tmp_path: Path, archives: dict[str, str]
+) -> None:
+    cache = shared(tmp_path / "cache")
+    with cache.hold() as hold:
+        model = cache.prepare(archives["a"], hold)
+        assert try_lock_exclusive(model.parent) is None
+    fd = try_lock_exclusive(model.parent)
+    assert fd is not None
+    unlock(fd)
+
+
+def test_processes_racing_trims_at_capacity_zero_read_whole_files(
+    tmp_path: Path, archives: dict[str, str]
+) -> None:
+    root = tmp_path / "cache"
+    shared(root)
+    urls = [f"{name}={archives[name]}" for name in "ab"]
+    racers = [other("race", root, *urls), other("race", root, *reversed(urls))]
+    results = [racer.communicate(timeout=120)[0].split() for racer in racers]
+    assert [racer.returncode for racer in racers] == [0, 0]
+    assert [r[:2] for r in results] == [["bad", "0"], ["bad", "0"]]
+    assert sum(int(r[3]) for r in results) > 0  # the trims did evict between the holds
+    cache = shared(root)
+    cache.trim()
+    assert in_place(root) == set() and list((root / "tmp").iterdir()) == []

@@ -1,0 +1,86 @@
+"""A Ray node's artifact cache past its capacity, shared by two front ends' agents (no cluster: two real
+``NodeAgent``s on one node directory, real zygotes and forked workers). What any agent's worker or template
+uses stays; the rest goes, and the router is told what went."""
+
+from __future__ import annotations
+
+import asyncio
+import urllib.request
+from pathlib import Path
+
+from zeroscale.workers.ray_agent import AgentConfig, NodeAgent
+
+HANDLER = """
+def model_fn(model_dir):
+    return open(model_dir + "/name.txt").read()
+
+def transform_fn(model, body, content_type, accept):
+    return model, "text/plain"
+"""
+
+
+def model(tmp_path: Path, name: str) -> str:
+    root = tmp_path / "models" / name
+    (root / "code").mkdir(parents=True)
+    (root / "code" / "inference.py").write_text(HANDLER)
+    (root / "name.txt").write_text(name)
+    return f"file://{root}"
+
+
+def request(wid: str, source: str) -> dict[str, object]:
+    return {"worker_id": wid, "runtime": "sklearn", "env": {}, "model_source": source, "memory_mb": 512}
+
+
+def invoke(port: int) -> bytes:
+    req = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=b"{}", method="POST")
+    req.add_header("Content-Type", "application/json")
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        return bytes(resp.read())
+
+
+def entries(node_root: Path) -> set[str]:
+    cache = next(node_root.glob("*/artifacts"))
+    return {(p / "model" / "name.txt").read_text() for p in cache.iterdir() if len(p.name) == 64}
+
+
+async def test_two_agents_keep_what_either_uses_and_evict_the_rest(tmp_path: Path) -> None:
+    node_root = tmp_path / "nodes"
+    config = AgentConfig(
+        node_id="n" * 16, root=str(node_root), host="127.0.0.1", sandbox=False, cgroups=False,
+        startup_timeout_s=60, artifact_cache_bytes=0,
+    )  # fmt: skip
+    one, two = NodeAgent(config), NodeAgent(config)
+    a, b, c = (model(tmp_path, name) for name in "abc")
+    try:
+        assert "pid" in await one.start(request("w-a", a))
+        template = await one.start_template(request("t-c", c))
+        assert "template" in template
+        assert "pid" in await two.start(request("w-b", b))  # a new entry: a trim, which keeps all three
+        assert entries(node_root) == {"a", "b", "c"}
+
+        await one.stop("w-a", grace_s=5)
+        assert entries(node_root) == {"a", "b", "c"}
+        report = await one.poll(0.0)  # the poll after one's worker ended trims
+        assert entries(node_root) == {"b", "c"}
+        assert len(report["evicted"]) == 1
+        assert (await one.poll(0.0))["evicted"] == []
+
+        await one.close_template(str(template["template"]))
+        await one.poll(0.0)
+        assert entries(node_root) == {"b"}
+
+        # a again, from its source: a worker of it serves what it loaded
+        started = await one.start(request("w-a2", a))
+        assert entries(node_root) == {"a", "b"}
+        answer = await asyncio.to_thread(invoke, int(started["port"]))
+        assert answer == b"a"
+    finally:
+        await one.close()
+        await two.close()
+    # Nothing holds anything once the agents are gone.
+    survivor = NodeAgent(config)
+    try:
+        await survivor.poll(0.0)
+        assert entries(node_root) == set()
+    finally:
+        await survivor.close()
