@@ -96,6 +96,9 @@ class Settings:
     log_max_bytes: int = DEFAULT_LOG_MAX_MB * MB
     # The audit trail's rows kept in the database (CloudTrail's event history keeps 90 days; 0: all).
     audit_retention_days: float = 90.0
+    # Control-plane calls a second each access key but the admin's may make, and at once (0: no limit).
+    api_rate_per_key: float = 50.0
+    api_burst_per_key: int = 100
     # One-minute metrics history kept in the database (zeroscale metrics, GET /zeroscale/v1/metrics).
     metrics_retention_hours: float = 24.0
     # Application Auto Scaling: seconds per evaluation period of a scaling policy (CloudWatch's: 60).

@@ -11,6 +11,7 @@ import logging
 import resource
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +30,7 @@ from zeroscale.api.jsonrpc import JsonService
 from zeroscale.api.query import QueryService
 from zeroscale.api.shapes import ServiceShapes
 from zeroscale.api.stream_invoke import StreamInvokeApi
+from zeroscale.api.throttle import KeyRates
 from zeroscale.api.transform_rest import TransformApi
 from zeroscale.api.workers_rest import WorkersApi
 from zeroscale.artifacts import ArtifactCache
@@ -285,6 +287,7 @@ def build(settings: Settings) -> Server:
         iam, creds.access_key_id, creds.secret_access_key, settings.region, settings.account_id
     )
     audit = AuditTrail(settings.db_url, authz, retention_s=settings.audit_retention_days * 86400)
+    throttle = _throttle(settings, creds.access_key_id)  # one bucket per key, boto3's calls and the console's
     background = Background("startup")
 
     async def startup() -> None:
@@ -367,6 +370,7 @@ def build(settings: Settings) -> Server:
         authorize=authz.authorize,
         query_service=IamQueryService(iam, authz),
         audit=audit.record,
+        throttle=throttle,
         rest_routes={
             "metrics": MetricsApi(history).handle,
             "usage": UsageApi(metering),
@@ -386,6 +390,7 @@ def build(settings: Settings) -> Server:
             invoke_async=async_api.invoke,
             lookup_secret=authz.lookup_secret,  # the admin's key, or an IAM user's active one
             authorize=authz.authorize,
+            throttle=throttle,
             loads=fleet.loads,
             payload_limit_bytes=settings.payload_limit_bytes,
             region=settings.region,
@@ -430,6 +435,18 @@ class _StepScalingAction:
 
     def run(self, arn: str, message: dict[str, Any], breach: float | None) -> None:
         self._background.spawn(self._autoscaling.step(arn, breach or 0.0, str(message["AlarmName"])))
+
+
+def _throttle(settings: Settings, admin_key_id: str) -> Callable[[str, str], None] | None:
+    """Each access key's control-plane calls held to ``--api-rate-per-key`` (the admin's excepted)."""
+    if settings.api_rate_per_key <= 0:
+        return None
+    rates = KeyRates(settings.api_rate_per_key, settings.api_burst_per_key, exempt={admin_key_id})
+
+    def throttle(key: str, code: str) -> None:
+        rates.check(key, time.monotonic(), code=code)
+
+    return throttle
 
 
 def _workers(

@@ -144,14 +144,16 @@ class ServerProcess:
         except OSError:
             return ""
 
-    def client(self, service: str, **config: Any) -> Any:
+    def client(self, service: str, key: Mapping[str, str] | None = None, **config: Any) -> Any:
+        """A boto3 client of the server, signing with the admin's credentials or ``key`` (an IAM access key
+        as CreateAccessKey answers it), with no retries unless ``config`` says otherwise."""
         config.setdefault("retries", {"total_max_attempts": 1})
         return boto3.client(
             service,
             endpoint_url=self.url,
             region_name=REGION,
-            aws_access_key_id=ACCESS_KEY,
-            aws_secret_access_key=SECRET_KEY,
+            aws_access_key_id=key["AccessKeyId"] if key else ACCESS_KEY,
+            aws_secret_access_key=key["SecretAccessKey"] if key else SECRET_KEY,
             config=Config(**config),
             verify=self.ca_file,
         )

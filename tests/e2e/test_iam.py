@@ -32,14 +32,7 @@ ACCOUNT = "000000000000"
 
 
 def client(server: ServerProcess, service: str, key: dict[str, str]) -> Any:
-    return boto3.client(
-        service,
-        endpoint_url=server.url,
-        region_name=REGION,
-        aws_access_key_id=key["AccessKeyId"],
-        aws_secret_access_key=key["SecretAccessKey"],
-        config=Config(retries={"total_max_attempts": 1}),
-    )
+    return server.client(service, key=key)
 
 
 def error(call: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:

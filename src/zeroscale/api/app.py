@@ -108,6 +108,9 @@ class AppParts:
     # The audit trail (audit/): (the request as authorized, or None when refused before; scope; X-Amz-Target;
     # the error code sent, "" on success).
     audit: Callable[[Access | None, Scope, str, str], None] | None = None
+    # Control-plane calls per access key (api/throttle.py): (the verified key, the protocol's error code),
+    # raises Throttling past the key's rate. None: no limit.
+    throttle: Callable[[str, str], None] | None = None
 
 
 class App:
@@ -180,6 +183,8 @@ class App:
                 params = parse(body if method == "POST" else scope.get("query_string", b""))
                 if not (method == "GET" and params.get("Action") in UNSIGNED_ACTIONS):
                     key = self._verify(scope, body, topics.signing_name)
+                    if self._p.throttle is not None:
+                        self._p.throttle(key, "Throttling")  # the query protocol's code
                     access = Access(key, "query", topics.signing_name, params=params)
                     if self._p.authorize is not None:
                         self._p.authorize(access)
@@ -191,6 +196,8 @@ class App:
             access_key_id = self._verify(
                 scope, body, iam.signing_name if iam is not None else service.signing_name
             )
+            if self._p.throttle is not None:
+                self._p.throttle(access_key_id, "ThrottlingException" if iam is None else "Throttling")
             call_body = body if rpc_target is None else rpcv2.to_json(body)  # the same call in JSON
             form = parse(body) if iam is not None else None  # parsed once: authorized as it is run
             if self._p.authorize is not None or self._p.audit is not None:

@@ -1,8 +1,8 @@
-"""How many requests refused before their caller was known (a missing or bad signature, an unknown key)
-the audit trail records one by one: at most ``per_minute`` a minute from every source together; past them
-they are counted, and the count is recorded once, when the minute is over. Anyone can send such requests,
-so without a bound any client could grow the server's database without end. A pure policy: the caller
-passes the time."""
+"""How many refused requests the audit trail records one by one: those refused before their caller was known
+(a missing or bad signature, an unknown key) and those refused for their key's rate (``api/throttle.py``).
+At most ``per_minute`` a minute from every source together; past them they are counted, and the count is
+recorded once, when the minute is over. Anyone can send such requests, so without a bound any client could
+grow the server's database without end. A pure policy: the caller passes the time."""
 
 from __future__ import annotations
 

@@ -201,6 +201,21 @@ def _opt(name: str, env: str, **kw: Any) -> Callable[[F], F]:
     "all).",
 )
 @_opt(
+    "--api-rate-per-key",
+    "ZEROSCALE_API_RATE_PER_KEY",
+    default=50.0,
+    type=click.FloatRange(min=0),
+    help="Control-plane calls a second each IAM user's access key may make (this front end's; the admin's "
+    "key is never throttled); past it, ThrottlingException, which boto3 retries (0: no limit).",
+)
+@_opt(
+    "--api-burst-per-key",
+    "ZEROSCALE_API_BURST_PER_KEY",
+    default=100,
+    type=click.IntRange(min=1),
+    help="Control-plane calls an access key may make at once before --api-rate-per-key applies.",
+)
+@_opt(
     "--metering/--no-metering",
     "ZEROSCALE_METERING",
     default=True,
@@ -406,6 +421,8 @@ def serve(
     log_retention_hours: float,
     log_max_mb: int,
     audit_retention_days: float,
+    api_rate_per_key: float,
+    api_burst_per_key: int,
     metering: bool,
     price_table: Path | None,
     warm_cache_mb: int | None,
@@ -473,6 +490,8 @@ def serve(
         log_retention_hours=log_retention_hours,
         log_max_bytes=log_max_mb * MB,
         audit_retention_days=audit_retention_days,
+        api_rate_per_key=api_rate_per_key,
+        api_burst_per_key=api_burst_per_key,
         metering=metering,
         price_table=price_table,
         warm_cache_mb=warm_cache_mb,

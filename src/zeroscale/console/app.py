@@ -210,7 +210,9 @@ class Console:
 
     def _authorize(self, access: Access) -> None:
         """The same IAM check boto3's request would meet (AccessDeniedException naming user, action and
-        resource); the admin's key passes everything."""
+        resource; the admin's key passes everything), and for a control-plane call the same rate."""
+        if self._b.throttle is not None and access.kind != "runtime":
+            self._b.throttle(access.access_key_id, "ThrottlingException")
         if self._b.authorize is not None:
             self._b.authorize(access)
 

@@ -46,6 +46,8 @@ class Backend:
     # The IAM policy check every API applies (``iam.authz.Authorizer.authorize``), here for the signed-in
     # key: a scoped user sees and does in the console exactly what its policies allow through boto3.
     authorize: Callable[[Access], None] | None = None
+    # The signed-in key's control-plane calls count against its --api-rate-per-key as through boto3.
+    throttle: Callable[[str, str], None] | None = None
 
     def service(self, signing_name: str) -> JsonOperations | None:
         return next((s for s in self.json_services if s.signing_name == signing_name), None)
