@@ -410,6 +410,15 @@ def transform_fn(model, body, content_type, accept):
 """
 
 
+_MODEL_BYTES = len(NAMED) + len("gone")  # code/inference.py and name.txt ("kept" is as long)
+
+
+def _cache_bytes(server: ServerProcess) -> float:
+    """zeroscale_node_artifact_cache_bytes over the nodes."""
+    prefix = "zeroscale_node_artifact_cache_bytes{"
+    return sum(float(line.split()[-1]) for line in server.metrics().splitlines() if line.startswith(prefix))
+
+
 def _node_entries(node_dir: Path) -> list[str]:
     """The models in the nodes' artifact caches, by the name each holds."""
     return sorted(p.read_text() for p in node_dir.glob("*/artifacts/*/model/name.txt"))
@@ -439,8 +448,10 @@ def test_the_nodes_artifact_caches_keep_only_what_workers_use_at_capacity_zero(
             resp = smr.invoke_endpoint(EndpointName=name, Body=b"{}", ContentType="application/json")
             assert resp["Body"].read() == name.encode()
         assert _node_entries(tmp_path / "nodes") == ["gone", "kept"]
+        wait_for(lambda: _cache_bytes(server) == 2 * _MODEL_BYTES, timeout_s=10)  # what the nodes report
         sm.delete_endpoint(EndpointName="gone")
         wait_for(lambda: _node_entries(tmp_path / "nodes") == ["kept"], timeout_s=30)
+        wait_for(lambda: _cache_bytes(server) == _MODEL_BYTES, timeout_s=10)
         resp = smr.invoke_endpoint(EndpointName="kept", Body=b"{}", ContentType="application/json")
         assert resp["Body"].read() == b"kept"
         sm.delete_endpoint(EndpointName="kept")

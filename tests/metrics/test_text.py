@@ -47,7 +47,7 @@ def _busy_server(rng: random.Random) -> tuple[Metrics, list[PoolLoad]]:
     loads: list[PoolLoad] = []
     metrics.watch(lambda: loads)
     metrics.watch_cache(lambda: CacheLoad(1 << 30, 2, 5000, 7, 3, 1, (("ep", 3000), ("mm", 2000))))
-    metrics.watch_nodes(lambda: [("node-a", 8000, 2048, 2), ("node-b", 4000, 0, 0)])
+    metrics.watch_nodes(lambda: [("node-a", 8000, 2048, 2, 4096), ("node-b", 4000, 0, 0, 0)])
     metrics.watch_sink_failures({("BrokenSink", "worker"): 2})
     metrics.registry.register(_Extra())
     metrics.variant(activated())
@@ -124,6 +124,7 @@ def test_the_text_equals_prometheus_clients_for_every_family() -> None:
     ):  # every kind of family is there, with samples: the comparison above covers each
         assert f"\n{name}" in text, name
     assert 'zeroscale_invocations_total{endpoint_name="idle",variant_name="Quiet"} 0.0' in text
+    assert 'zeroscale_node_artifact_cache_bytes{node="node-a"} 4096.0' in text
     # the batching series: only for the variant whose requests shared predict calls
     assert 'zeroscale_batched_invocations_total{endpoint_name="ep",variant_name="AllTraffic"} 10.0' in text
     assert 'zeroscale_batches_total{endpoint_name="ep",variant_name="AllTraffic"} 3.0' in text

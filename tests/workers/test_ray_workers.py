@@ -90,7 +90,7 @@ async def test_a_lost_node_ends_its_workers_like_crashes_and_is_not_used_again(t
         await waiter
     assert capacity == [kept.capacity_mb]
     assert list(workers._nodes) == [kept.node_id] and lost.node_id in workers._lost
-    assert workers.nodes() == [(kept.name, 4096, 0, 0)]
+    assert workers.nodes() == [(kept.name, 4096, 0, 0, 0)]
 
 
 def test_placement_refuses_when_no_node_has_room(tmp_path: Path) -> None:

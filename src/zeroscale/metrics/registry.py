@@ -94,7 +94,7 @@ class Metrics:
         self._pools: PoolSource = _no_loads
         self._sink_failures: Mapping[tuple[str, str], int] = {}
         self._cache: Callable[[], CacheLoad] | None = None
-        self._nodes: Callable[[], list[tuple[str, int, int, int]]] | None = None
+        self._nodes: Callable[[], list[tuple[str, int, int, int, int]]] | None = None
         self._small = _Chain(_SinkFailureCollector(self), _CacheCollector(self), _NodeCollector(self))
         # The thread that prints the scrapes (started at the first): always the same one, so the memory a
         # scrape's pieces take and give back stays with one thread's allocator (with the default pool's
@@ -122,11 +122,12 @@ class Metrics:
     def cache_load(self) -> CacheLoad | None:
         return self._cache() if self._cache is not None else None
 
-    def watch_nodes(self, nodes: Callable[[], list[tuple[str, int, int, int]]]) -> None:
-        """Workers on a cluster: each node's (name, memory MB, MB reserved by workers, live workers)."""
+    def watch_nodes(self, nodes: Callable[[], list[tuple[str, int, int, int, int]]]) -> None:
+        """Workers on a cluster: each node's (name, memory MB, MB reserved by workers, live workers, bytes in
+        its artifact cache)."""
         self._nodes = nodes
 
-    def node_loads(self) -> list[tuple[str, int, int, int]]:
+    def node_loads(self) -> list[tuple[str, int, int, int, int]]:
         return self._nodes() if self._nodes is not None else []
 
     # ---- the event sink ----
@@ -419,6 +420,7 @@ class _NodeCollector:
         ("zeroscale_node_workers", "Live workers on the cluster node", 3),
         ("zeroscale_node_memory_mb", "Memory the cluster node offers workers (its Ray memory resource)", 1),
         ("zeroscale_node_reserved_mb", "MemorySizeInMB of the workers on the cluster node", 2),
+        ("zeroscale_node_artifact_cache_bytes", "Bytes of extracted models in the cluster node's cache", 4),
     )
 
     def __init__(self, metrics: Metrics) -> None:

@@ -359,6 +359,7 @@ class NodeAgent:
             "exits": exits,
             "others_mb": self._others_mb(),
             "evicted": self._artifacts.take_evictions(),  # sha256s no longer in the node's cache
+            "cache_bytes": self._artifacts.load().bytes,  # every agent's entries as of its last trim
             "at": time.time(),
         }
 

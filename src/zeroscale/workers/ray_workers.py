@@ -77,6 +77,7 @@ class Node:
     workers: dict[str, WorkerHandle] = field(default_factory=dict)
     templates: dict[str, RemoteTemplate] = field(default_factory=dict)
     artifacts: set[str] = field(default_factory=set)  # sha256 of the models in its cache
+    cache_bytes: int = 0  # what its artifact cache holds (its agent's last report)
     others_mb: int = 0  # MemorySizeInMB of other front ends' workers there (its agent's last report)
     poller: asyncio.Task[None] | None = None
     gone: asyncio.Event = field(default_factory=asyncio.Event)  # set when the node is lost
@@ -349,10 +350,12 @@ class RayWorkers:
         log.info("Ray node %s at %s: %d MB for workers", node.name, host, memory)
 
     # ---- what the operator sees ----
-    def nodes(self) -> list[tuple[str, int, int, int]]:
-        """Each live node: (name, memory MB, MB reserved by workers, live workers)."""
+    def nodes(self) -> list[tuple[str, int, int, int, int]]:
+        """Each live node: (name, memory MB, MB reserved by workers, live workers, artifact cache bytes)."""
         return [
-            (n.name, n.capacity_mb, n.reserved_mb, len(n.workers)) for n in self._nodes.values() if n.alive
+            (n.name, n.capacity_mb, n.reserved_mb, len(n.workers), n.cache_bytes)
+            for n in self._nodes.values()
+            if n.alive
         ]
 
     # ---- Workers ----
@@ -619,6 +622,7 @@ class RayWorkers:
             if template is not None:
                 template.private_bytes = int(size)
         node.artifacts.difference_update(report.get("evicted", ()))  # placement prefers nodes holding them
+        node.cache_bytes = int(report.get("cache_bytes", 0))
         for exit_ in report["exits"]:
             handle = node.workers.get(exit_["worker_id"])
             if handle is None:
