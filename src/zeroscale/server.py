@@ -472,6 +472,7 @@ def _workers(
             log_limit=settings.worker_log_bytes_per_minute,
             cgroups=settings.worker_cgroups,
             artifact_cache_bytes=settings.artifact_cache_bytes,
+            requirements_cache_bytes=settings.requirements_cache_bytes,
         )
     return WorkerManager(
         settings.workers_dir,

@@ -27,6 +27,7 @@ import pytest
 import sqlalchemy
 from click.testing import CliRunner
 
+from artifacts.test_pyenv import make_wheel
 from e2e.conftest import handler_model
 from pgserver import PostgresServer
 from s3server import SeaweedS3
@@ -457,6 +458,41 @@ def test_the_nodes_artifact_caches_keep_only_what_workers_use_at_capacity_zero(
         sm.delete_endpoint(EndpointName="kept")
     finally:
         server.stop()
+
+
+IMPORTS_ITS_REQUIREMENT = """
+import zsnode
+
+
+def model_fn(model_dir):
+    return None
+
+
+def transform_fn(model, body, content_type, accept):
+    return zsnode.__file__, "text/plain"
+"""
+
+
+def test_a_models_requirements_are_installed_on_the_node_from_its_own_copy(
+    setup: Setup, tmp_path: Path
+) -> None:
+    """code/requirements.txt (a wheel shipped in the model: the cluster's namespace has no index) is
+    installed on the front end at deploy time and again on the node its worker runs on, into the node's
+    directory: a worker imports the node's copy, not a path of the front end's data directory, which
+    another machine would not have."""
+    wheel = make_wheel(tmp_path, "zsnode")
+    requirements = f"--no-index\n./{wheel.name}\n".encode()
+    files = {"code/requirements.txt": requirements, f"code/{wheel.name}": wheel.read_bytes()}
+    model = handler_model(tmp_path, IMPORTS_ITS_REQUIREMENT, files)
+    sm, smr = setup.server.client("sagemaker"), setup.server.client("sagemaker-runtime")
+    desc = deploy(sm, "node-reqs", model, memory_mb=1024)
+    assert desc["EndpointStatus"] == "InService", desc.get("FailureReason")
+    resp = smr.invoke_endpoint(EndpointName="node-reqs", Body=b"{}", ContentType="application/json")
+    where = Path(resp["Body"].read().decode())
+    assert setup.node_dir in where.parents, where
+    assert where.parts[-4] == "pyenvs" and where.name == "zsnode.py", where  # pyenvs/<key>/lib/zsnode.py
+    assert list((setup.server.data_dir / "pyenvs").glob("*/lib/zsnode.py"))  # the front end's own install
+    sm.delete_endpoint(EndpointName="node-reqs")
 
 
 def test_a_node_removed_under_load_costs_only_its_requests(setup: Setup, sklearn_model: Any) -> None:

@@ -8,6 +8,7 @@ import asyncio
 import urllib.request
 from pathlib import Path
 
+from artifacts.test_pyenv import make_wheel
 from zeroscale.workers.ray_agent import AgentConfig, NodeAgent
 
 HANDLER = """
@@ -84,3 +85,41 @@ async def test_two_agents_keep_what_either_uses_and_evict_the_rest(tmp_path: Pat
         assert entries(node_root) == set()
     finally:
         await survivor.close()
+
+
+IMPORTS = """
+import zsnode
+
+def model_fn(model_dir):
+    return None
+
+def transform_fn(model, body, content_type, accept):
+    return zsnode.__file__, "text/plain"
+"""
+
+
+async def test_a_nodes_requirements_are_installed_there_and_go_with_their_last_worker(tmp_path: Path) -> None:
+    node_root = tmp_path / "nodes"
+    config = AgentConfig(
+        node_id="n" * 16, root=str(node_root), host="127.0.0.1", sandbox=False, cgroups=False,
+        startup_timeout_s=60, requirements_cache_bytes=0,
+    )  # fmt: skip
+    code = tmp_path / "models" / "reqs" / "code"
+    code.mkdir(parents=True)
+    wheel = make_wheel(code, "zsnode")
+    (code / "requirements.txt").write_text(f"--no-index\n./{wheel.name}\n")
+    (code / "inference.py").write_text(IMPORTS)
+    source = f"file://{code.parent}"
+    agent = NodeAgent(config)
+    try:
+        started = await agent.start({**request("w", source), "requirements": True})
+        where = Path((await asyncio.to_thread(invoke, int(started["port"]))).decode())
+        installed = node_root / ("n" * 16) / "pyenvs"
+        assert installed in where.parents and where.name == "zsnode.py"
+        await agent.poll(0.0)
+        assert where.is_file()  # its worker holds it
+        await agent.stop("w", grace_s=5)
+        await agent.poll(0.0)
+        assert not where.exists() and not list(installed.glob("*/lib"))
+    finally:
+        await agent.close()

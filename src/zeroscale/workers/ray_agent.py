@@ -11,6 +11,10 @@ What the node adds:
   cache is shared by every front end's agent on the node, so each holds a lock on every entry its workers
   and templates use (a ``Hold`` from a book ``across_processes``, one per worker and per template, closed
   when it ends), and an eviction takes only entries nobody holds;
+- requirements: a model's ``code/requirements.txt`` is installed on the node from the node's own copy of
+  the model (``PythonEnvs`` under ``<root>/<node id>/pyenvs``, held and evicted as the artifacts are, up
+  to ``requirements_cache_bytes``), once per node, at its first worker there; the front end's own install
+  (its data directory) is not a path the node has;
 - TCP: a worker serves on a Unix socket as everywhere; the agent listens on a TCP port of the node's address
   for each worker and relays bytes both ways, so the router reaches it over the network;
 - reports: ``poll`` long-polls for the router, answering with what the workers printed since the last poll
@@ -39,8 +43,10 @@ from typing import Any
 
 from zeroscale.artifacts.cache import ArtifactCache
 from zeroscale.artifacts.holds import Hold, Holds
+from zeroscale.artifacts.pyenv import PythonEnvs
 from zeroscale.config import DEFAULT_MAX_EXTRACTED_MB, DEFAULT_WORKER_LOG_MB_PER_MINUTE, MB
 from zeroscale.errors import DeployError, ZeroscaleError
+from zeroscale.runtimes.usercode import PYTHONPATH, requirements_file
 from zeroscale.workers.cgroups import MemoryGroups, memory_line
 from zeroscale.workers.confinement import Confinement, SandboxSettings
 from zeroscale.workers.manager import WorkerHandle, WorkerManager, WorkerSpec
@@ -77,6 +83,7 @@ class AgentConfig:
     log_limit: int = DEFAULT_WORKER_LOG_MB_PER_MINUTE * MB  # bytes of a worker's output a minute kept
     cgroups: bool = True  # a memory cgroup per worker where the node lets its agent make them
     artifact_cache_bytes: int | None = None  # the node's artifact cache past which unused entries go
+    requirements_cache_bytes: int | None = None  # the same for its installed requirements
 
 
 @dataclass
@@ -90,17 +97,21 @@ class NodeAgent:
         self._config = config
         self._root = Path(config.root) / config.node_id[:16]
         self._instance = uuid.uuid4().hex[:8]  # this agent's run directory (several front ends share a node)
+        holds = Holds(across_processes=True)  # one hold keeps a worker's artifacts and requirements
         self._artifacts = ArtifactCache(
             self._root / "artifacts",
             s3_endpoint_url=config.s3_endpoint_url,
             max_extracted_bytes=config.max_extracted_bytes,
             max_extracted_files=config.max_extracted_files,
             capacity_bytes=config.artifact_cache_bytes,
-            holds=Holds(across_processes=True),
+            holds=holds,
+        )
+        self._pyenvs = PythonEnvs(
+            self._root / "pyenvs", capacity_bytes=config.requirements_cache_bytes, holds=holds
         )
         # Every worker's and template's directories are held (locked) for as long as it lives, so this agent
         # has nothing else in use to name.
-        self._artifacts.in_use = tuple
+        self._artifacts.in_use = self._pyenvs.in_use = tuple
         self._holds: dict[str, Hold] = {}  # worker or template id -> what it holds in the cache
         self._trim_due = True  # at the first poll (what gone agents left), after a worker or template ends
         self._trimmed_at = time.monotonic()
@@ -187,9 +198,15 @@ class NodeAgent:
         env = dict(req["env"])
         for name, source in dict(req.get("env_sources") or {}).items():  # e.g. the SDK's source directory
             env[name] = await self._model_dir(source, hold)
+        model_dir = await self._model_dir(req["model_source"], hold)
+        if req.get("requirements"):  # the front end installed them: so does this node, from its copy
+            found = requirements_file(model_dir, env)
+            lib = await self._pyenvs.prepare(found, hold) if found is not None else None
+            if lib is not None:
+                env[PYTHONPATH] = str(lib)
         return WorkerSpec(
             runtime=req["runtime"],
-            model_dir=await self._model_dir(req["model_source"], hold),
+            model_dir=model_dir,
             memory_mb=int(req["memory_mb"]),
             log_dir=self._logs_dir,
             env=env,
@@ -332,6 +349,7 @@ class NodeAgent:
         if self._trim_due or time.monotonic() - self._trimmed_at >= TRIM_EVERY_S:
             self._trim_due, self._trimmed_at = False, time.monotonic()
             await asyncio.to_thread(self._artifacts.trim)
+            await asyncio.to_thread(self._pyenvs.trim)
         exits, self._exits = self._exits, []
         gone = {e["worker_id"] for e in exits}
         output: dict[str, bytes] = {}

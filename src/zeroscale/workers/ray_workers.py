@@ -49,6 +49,7 @@ from typing import Any
 from zeroscale.artifacts.cache import entry_source
 from zeroscale.config import DEFAULT_MAX_EXTRACTED_MB, DEFAULT_WORKER_LOG_MB_PER_MINUTE, MB
 from zeroscale.errors import DeployError, WorkersUnavailable
+from zeroscale.runtimes.usercode import PYTHONPATH, SUBMIT_DIRECTORY
 from zeroscale.workers.client import Body, WorkerConnection, WorkerResponse
 from zeroscale.workers.manager import WorkerHandle, WorkerSpec
 from zeroscale.workers.placement import NodeView, choose
@@ -58,7 +59,6 @@ from zeroscale.workers.zygotes import TemplateRefused, Zygote
 
 log = logging.getLogger("zeroscale.workers.ray")
 NAMESPACE = "zeroscale"
-SUBMIT_DIRECTORY = "SAGEMAKER_SUBMIT_DIRECTORY"  # an env var naming an artifact of its own (the SDK's code)
 # How long Ray's client in this process keeps trying to reach a lost head before it ends the process (Ray's
 # default, 60 s, would end the front end with the head): a day, unless the environment says otherwise.
 RAY_GCS_RECONNECT_ENV = "RAY_gcs_rpc_server_reconnect_timeout_s"
@@ -162,6 +162,7 @@ class RayWorkers:
         log_limit: int = DEFAULT_WORKER_LOG_MB_PER_MINUTE * MB,
         cgroups: bool = True,
         artifact_cache_bytes: int | None = None,
+        requirements_cache_bytes: int | None = None,
         refresh_s: float = 2.0,
         poll_s: float = 0.5,
         node_timeout_s: float = 10.0,
@@ -187,6 +188,7 @@ class RayWorkers:
             log_limit=log_limit,
             cgroups=cgroups,
             artifact_cache_bytes=artifact_cache_bytes,
+            requirements_cache_bytes=requirements_cache_bytes,
         )
         self._startup_timeout_s = startup_timeout_s
         self._refresh_s = refresh_s
@@ -379,6 +381,8 @@ class RayWorkers:
             raise DeployError(f"The model directory {spec.model_dir} is not in the artifact cache.")
         sha, source = entry
         env = dict(spec.env)
+        # Installed on the front end, in its data directory: the node installs them itself (ray_agent.py).
+        requirements = bool(env.pop(PYTHONPATH, ""))
         env_sources: dict[str, str | None] = {}
         submit = env.get(SUBMIT_DIRECTORY, "")
         if submit:
@@ -391,6 +395,7 @@ class RayWorkers:
             "memory_mb": spec.memory_mb,
             "env": env,
             "env_sources": env_sources,
+            "requirements": requirements,
         }
 
     def _place(self, spec: WorkerSpec, sha: str, template: RemoteTemplate | None, exclude: set[str]) -> Node:
