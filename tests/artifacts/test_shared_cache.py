@@ -5,6 +5,7 @@ and processes racing trims at capacity 0 always read whole files (real processes
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import subprocess
@@ -12,6 +13,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -192,3 +194,79 @@ def test_processes_racing_trims_at_capacity_zero_read_whole_files(
     cache = shared(root)
     cache.trim()
     assert in_place(root) == set() and list((root / "tmp").iterdir()) == []
+
+
+def test_a_trim_that_locked_an_entry_evicted_and_placed_again_meanwhile_leaves_the_new_one(
+    tmp_path: Path, archives: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Between a trim's open of an entry and its lock, another process evicts that entry and a third puts
+    it in place again and holds it: the trim got the lock of what was evicted, and must not move the new
+    one."""
+    root = tmp_path / "cache"
+    trimming, evicting, placing = shared(root), shared(root), shared(root)
+    with placing.hold() as hold:
+        model = placing.prepare(archives["a"], hold)
+    held = placing.hold()
+    real = fcntl.flock
+    armed = [True]
+
+    def racing(fd: int, operation: int) -> None:
+        if armed[0] and operation & fcntl.LOCK_EX:
+            armed[0] = False
+            assert evicting.trim() == [model.parent.name]
+            assert placing.prepare(archives["a"], held) == model
+        real(fd, operation)
+
+    monkeypatch.setattr(fcntl, "flock", racing)
+    assert trimming.trim() == []
+    assert (model / "model.bin").read_bytes() == b"a" * SIZE
+    held.close()
+    assert trimming.trim() == [model.parent.name]
+
+
+def test_a_placer_that_lost_the_race_never_moves_aside_an_entry_another_holds(
+    tmp_path: Path, archives: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One process's rename into place fails (another's copy is there); as it looks, that copy is evicted
+    (it finds nothing to use), then placed again by a process that holds it. The loser tries again and
+    takes the entry now in place (it is complete) rather than taking it for debris and moving it aside."""
+    root = tmp_path / "cache"
+    loser, other = shared(root), shared(root)
+    first, again = other.hold(), other.hold()
+    real_placing, real_use = loser._shelf.placing, loser._shelf.use
+    steps: list[str] = []
+
+    def placing(*args: Any, **kwargs: Any) -> Any:
+        if not steps:
+            steps.append("other placed")
+            other.prepare(archives["a"], first)  # just before the loser's rename
+        return real_placing(*args, **kwargs)
+
+    def use(name: str, hold: Any) -> bool:
+        if steps != ["other placed"]:
+            return real_use(name, hold)
+        steps.append("evicted and placed again")
+        first.close()
+        assert other.trim() == [name]
+        found = real_use(name, hold)  # the loser's look: the entry is gone...
+        other.prepare(archives["a"], again)  # ...and is back, held, before the loser acts on it
+        return found
+
+    monkeypatch.setattr(loser._shelf, "placing", placing)
+    monkeypatch.setattr(loser._shelf, "use", use)
+    with loser.hold() as hold:
+        model = loser.prepare(archives["a"], hold)
+    assert steps == ["other placed", "evicted and placed again"]
+    assert shared(root).trim() == []  # the other's hold still keeps the entry in place
+    assert (model / "model.bin").read_bytes() == b"a" * SIZE
+    again.close()
+
+
+def test_debris_without_a_marker_is_replaced(tmp_path: Path, archives: dict[str, str]) -> None:
+    root = tmp_path / "cache"
+    cache = shared(root, capacity=None)
+    model = cache.prepare(archives["a"])
+    shutil.rmtree(model.parent)
+    (model / "half").mkdir(parents=True)  # a directory where the entry goes, with no marker
+    assert cache.prepare(archives["a"]) == model
+    assert (model / "model.bin").read_bytes() == b"a" * SIZE and not (model / "half").exists()

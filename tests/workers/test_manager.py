@@ -401,3 +401,26 @@ async def test_a_template_begins_loading_once_worker_starts_pause(
     assert begun[-1] >= manager._last_start + manager_module.TEMPLATE_AFTER_S  # its load came after a pause
     await template.close()
     await manager.stop(worker)
+
+
+async def test_a_start_given_up_before_the_worker_is_ready_leaves_no_worker_running(
+    manager: WorkerManager, tmp_path: Path
+) -> None:
+    """A start cancelled while its worker loads (its pool drained, say) kills that worker: nobody would own
+    it, and it would hold its memory and its model's files."""
+    root = tmp_path / "slow"
+    (root / "code").mkdir(parents=True)
+    slow = "import time\n\ndef model_fn(model_dir):\n    time.sleep(60)\n"
+    (root / "code" / "inference.py").write_text(slow)
+    task = asyncio.create_task(manager.start(spec(root, tmp_path)))
+    deadline = time.monotonic() + 30
+    while not manager.live and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    (loading,) = manager.live
+    assert loading.pid and psutil.pid_exists(loading.pid)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await asyncio.wait_for(loading.exited.wait(), 10)
+    assert loading.kill_reason == "its start was given up before it was ready"
+    assert manager.live == []

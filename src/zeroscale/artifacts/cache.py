@@ -19,7 +19,6 @@ its artifacts with a ``Hold`` (``holds.py``) and closes it once its pools are ro
 from __future__ import annotations
 
 import contextlib
-import errno
 import hashlib
 import json
 import os
@@ -51,7 +50,6 @@ from zeroscale.artifacts.scratch import remove_stale, scratch_path, staging_dir
 from zeroscale.artifacts.shelf import GRACE_S, Shelf, Shelved
 from zeroscale.config import DEFAULT_MAX_EXTRACTED_MB, MB
 from zeroscale.errors import DeployError
-from zeroscale.fstree import remove_tree_quietly
 
 MARKER = "complete"
 MODEL = "model"
@@ -303,23 +301,12 @@ class ArtifactCache(Shelved):
         marker = {"sha256": sha, "source": source, "members": stats.members, "bytes": stats.bytes,
                   "created": time.time()}  # fmt: skip
         (staging / MARKER).write_text(json.dumps(marker))
-        entry = self.root / sha
-        for _attempt in range(2):
-            try:
-                with self._shelf.placing(sha, stats.bytes, hold, staging):
-                    os.rename(staging, entry)
-                return
-            except OSError as exc:
-                if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY):
-                    raise
-            if self._use(sha, hold):
-                return  # someone else got there first; our staging copy is discarded
-            # An entry without its marker is debris (it cannot come from us): move it aside, retry.
-            trash = scratch_path(self._tmp_dir, ".trash")
-            with contextlib.suppress(FileNotFoundError):
-                os.rename(entry, trash)
-            remove_tree_quietly(trash)
-        raise DeployError(f"Could not place model artifact {source} into the cache at {entry}")
+        try:
+            self._shelf.place(sha, stats.bytes, hold, staging)  # or another's copy, put in place first
+        except OSError as exc:
+            raise DeployError(
+                f"Could not place model artifact {source} into the cache at {self.root / sha}: {exc}"
+            ) from exc
 
     # ---- index ----
     def _index_file(self, identity: str) -> Path:

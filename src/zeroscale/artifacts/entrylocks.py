@@ -44,13 +44,18 @@ def lock_shared(directory: Path, *, still_at: Path | None = None) -> int | None:
 
 def try_lock_exclusive(directory: Path) -> int | None:
     """A descriptor holding an exclusive lock on ``directory``, or None at once when any process (this one
-    included, through another descriptor) holds a lock on it, or it is gone."""
+    included, through another descriptor) holds a lock on it, or it is gone, or the path no longer names
+    what was locked (another process evicted it and another placed it again between the open and the lock:
+    the new one may be held)."""
     try:
         fd = os.open(directory, _FLAGS)
     except OSError:
         return None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        here, locked = os.stat(directory), os.fstat(fd)
+        if (here.st_dev, here.st_ino) != (locked.st_dev, locked.st_ino):
+            raise FileNotFoundError(directory)
     except OSError:
         os.close(fd)
         return None

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import fcntl
 import hashlib
 import json
@@ -36,10 +35,10 @@ from pathlib import Path
 from zeroscale import childenv
 from zeroscale.artifacts.holds import Hold, Holds
 from zeroscale.artifacts.requirements import vet
-from zeroscale.artifacts.scratch import remove_stale, scratch_path, staging_dir
+from zeroscale.artifacts.scratch import remove_stale, staging_dir
 from zeroscale.artifacts.shelf import Shelf, Shelved
 from zeroscale.errors import DeployError
-from zeroscale.fstree import remove_tree_quietly, tree_bytes
+from zeroscale.fstree import tree_bytes
 
 log = logging.getLogger("zeroscale.pyenv")
 MARKER = "complete"
@@ -214,21 +213,12 @@ class PythonEnvs(Shelved):
         return output
 
     def _publish(self, staging: Path, key: str, size: int, hold: Hold | None) -> None:
-        entry = self.root / key
         try:
-            with self._shelf.placing(key, size, hold, staging):
-                os.rename(staging, entry)
+            self._shelf.place(key, size, hold, staging)
         except OSError as exc:
-            if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY):
-                raise DeployError(f"Could not place the installed requirements at {entry}: {exc}") from exc
-            if self._shelf.use(key, hold):
-                return
-            # Debris without a marker (we hold the lock, so nobody is writing it): replace it.
-            trash = scratch_path(self._tmp_dir, ".trash")
-            os.rename(entry, trash)
-            remove_tree_quietly(trash)
-            with self._shelf.placing(key, size, hold, staging):
-                os.rename(staging, entry)
+            raise DeployError(
+                f"Could not place the installed requirements at {self.root / key}: {exc}"
+            ) from exc
 
     # ---- locking ----
     @contextlib.asynccontextmanager

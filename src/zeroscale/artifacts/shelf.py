@@ -16,6 +16,7 @@ the requirements environments share (``eviction.py`` is the policy).
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import os
@@ -36,6 +37,7 @@ from zeroscale.fstree import remove_tree_quietly, tree_bytes
 GRACE_S = 60.0
 # An entry's last use is written to its directory's mtime when it is older than this (not at every use).
 PERSIST_USE_S = 60.0
+PLACE_TRIES = 5  # a new entry's rename, against others evicting and placing the same entry meanwhile
 MB = 1024 * 1024
 
 log = logging.getLogger(__name__)
@@ -137,6 +139,46 @@ class Shelf:
             entry = self._entries[name] = Entry(size, self._clock())
             with contextlib.suppress(OSError):
                 os.utime(self.root / name, (entry.used, entry.used))
+
+    def place(self, name: str, size: int, hold: Hold | None, staging: Path) -> None:
+        """Rename the finished ``staging`` (its marker written) into place as entry ``name``, or, when another
+        caller or process put that entry in place first, use theirs (``staging`` is then left to the
+        caller). Raises OSError when neither could be done."""
+        entry = self.root / name
+        for _ in range(PLACE_TRIES):
+            try:
+                with self.placing(name, size, hold, staging):
+                    os.rename(staging, entry)
+                return
+            except OSError as exc:
+                if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY):
+                    raise
+            if self.use(name, hold):
+                return
+            # Not usable: evicted since the rename failed (then the next try puts this one in place), or
+            # debris, which is moved aside.
+            self._clear_debris(name)
+        raise OSError(errno.EEXIST, f"{self._label}: entry {name} could not be put in place", str(entry))
+
+    def _clear_debris(self, name: str) -> None:
+        """Move aside an entry directory without its marker (no caller makes one: the marker is written
+        before the rename), if nobody holds it. A complete entry is left as it is, whoever holds it: another
+        process may have evicted what was there and placed it again since the caller looked."""
+        entry = self.root / name
+        fd = try_lock_exclusive(entry)
+        if fd is None:
+            return
+        try:
+            if (entry / self._marker).is_file():
+                return
+            trash = scratch_path(self._tmp_dir, ".trash")
+            try:
+                os.rename(entry, trash)
+            except OSError:
+                return
+        finally:
+            unlock(fd)
+        remove_tree_quietly(trash)
 
     def kept_for_grace(self, name: str) -> None:
         with self.guard:

@@ -377,6 +377,9 @@ class WorkerManager:
         except DeployError:
             await self.stop(handle, grace_s=1.0)
             raise
+        except BaseException:  # cancelled (the start was given up) or a failure of its connection: no worker
+            self.kill(handle, "its start was given up before it was ready")  # is left that nobody owns
+            raise
         handle.ready_s = time.monotonic() - handle.started_at
         handle.on_exit = on_exit
         if not handle.alive and on_exit is not None:

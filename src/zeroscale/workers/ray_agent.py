@@ -178,15 +178,18 @@ class NodeAgent:
         for relay in self._relays.values():
             relay.server.close()
         self._relays.clear()
-        for template in self._templates.values():
-            await template.close()
-        self._templates.clear()
-        for hold in self._holds.values():
-            hold.close()
-        self._holds.clear()
-        if self._manager is not None:
-            await self._manager.close()
-            self._manager = None
+        try:
+            for template in self._templates.values():
+                with contextlib.suppress(Exception):
+                    await template.close()
+            self._templates.clear()
+            if self._manager is not None:
+                await self._manager.close()
+                self._manager = None
+        finally:  # once the workers that read them are gone
+            for hold in self._holds.values():
+                hold.close()
+            self._holds.clear()
 
     # ---- artifacts ----
     async def _model_dir(self, source: str | None, hold: Hold) -> str:
@@ -348,8 +351,11 @@ class NodeAgent:
         self._wake.clear()
         if self._trim_due or time.monotonic() - self._trimmed_at >= TRIM_EVERY_S:
             self._trim_due, self._trimmed_at = False, time.monotonic()
-            await asyncio.to_thread(self._artifacts.trim)
-            await asyncio.to_thread(self._pyenvs.trim)
+            for cache in (self._artifacts, self._pyenvs):
+                try:
+                    await asyncio.to_thread(cache.trim)
+                except Exception:  # the report goes out anyway; the next trim tries again
+                    log.exception("node %s: trimming %s failed", self._config.node_id, cache.root)
         exits, self._exits = self._exits, []
         gone = {e["worker_id"] for e in exits}
         output: dict[str, bytes] = {}
