@@ -334,7 +334,7 @@ def build(settings: Settings) -> Server:
             JsonService(
                 ServiceShapes("sagemaker", skip_patterns=WIDENED_SHAPES),
                 metering.track_creates(
-                    ControlPlane(models, configs, endpoints, transforms, packages).operations()
+                    ControlPlane(models, configs, endpoints, store, transforms, packages).operations()
                 ),
             ),
             JsonService(ServiceShapes("logs"), logs.operations),
@@ -566,8 +566,8 @@ async def _keep_trimmed(*caches: ArtifactCache | PythonEnvs) -> None:
             if cache.over_capacity():
                 try:
                     await asyncio.to_thread(cache.trim)
-                except OSError as exc:
-                    log.warning("%s: trimming failed: %s", cache.root, exc)
+                except Exception:  # the next pass tries again; this loop must not end
+                    log.exception("%s: trimming failed", cache.root)
         await asyncio.sleep(ARTIFACT_TRIM_INTERVAL_S)
 
 

@@ -161,6 +161,18 @@ async def test_a_failing_deployment_is_failed_when_create_answers(
     assert (desc["EndpointStatus"], desc["FailureReason"]) == ("Failed", deployer.error)
     assert fleet.routes == {}
     assert [h.closed for h in deployer.holds] == [True]
+    # A Failed endpoint is never updated (it would never become InService to wait for): deleted only.
+    for update in (
+        endpoints.update({"EndpointName": "ep", "EndpointConfigName": "c2"}),
+        endpoints.update_weights_and_capacities(
+            {
+                "EndpointName": "ep",
+                "DesiredWeightsAndCapacities": [{"VariantName": "AllTraffic", "DesiredWeight": 1}],
+            }
+        ),
+    ):
+        with pytest.raises(ValidationException, match=r'^Cannot update failed endpoint ".*/ep": delete it'):
+            await update
     await endpoints.close()
 
 

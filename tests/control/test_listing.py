@@ -59,10 +59,11 @@ def names(params: dict[str, Any], records: list[Record]) -> list[str]:
         ({"NameContains": "rav"}, ["Bravo"]),
         ({"NameContains": "zzz"}, []),
         ({"CreationTimeBefore": 300.0}, ["Bravo", "alpha"]),
-        ({"CreationTimeAfter": 300}, ["echo", "Delta-Model"]),
+        ({"CreationTimeAfter": 300}, ["echo", "Delta-Model", "charlie-model"]),  # >=, as documented
+        ({"CreationTimeAfter": 300.5}, ["echo", "Delta-Model"]),
         (
             {"CreationTimeAfter": 100.0, "CreationTimeBefore": 500.0},
-            ["Delta-Model", "charlie-model", "Bravo"],
+            ["Delta-Model", "charlie-model", "Bravo", "alpha"],
         ),
         ({"CreationTimeBefore": datetime.fromtimestamp(250, UTC)}, ["Bravo", "alpha"]),
         ({"CreationTimeBefore": "1970-01-01T00:04:10Z"}, ["Bravo", "alpha"]),
@@ -213,6 +214,24 @@ def test_token_with_wrong_key_types_is_rejected(store: Store) -> None:
     body["k"] = [5]
     with pytest.raises(ValidationException, match=r"^Invalid pagination token$"):
         paginate(records, {"MaxResults": 2, "SortBy": "Name", "NextToken": _forge(body)})
+
+
+@pytest.mark.parametrize("first", [2**63, 10**30, -(2**70), 10**400])
+def test_a_token_forged_with_a_time_no_database_holds_is_refused(store: Store, first: int) -> None:
+    """Not an error of the database (SQLite binds no integer past 2**63): the token's own refusal."""
+    make_25(store)
+    params = {"MaxResults": 2, "SortBy": "CreationTime"}
+    _, token = paginate_stored(store, "endpoint", params)
+    assert token is not None
+    body = json.loads(base64.urlsafe_b64decode(token))
+    body["k"][0] = first
+    forged = {**params, "NextToken": _forge(body)}
+    if abs(first) < 10**300:  # a float the database compares: a page like any other (Descending: all of
+        page, _ = paginate_stored(store, "endpoint", forged)  # them below 2**63, none below -2**70)
+        assert len(page) == (2 if first > 0 else 0)
+        return
+    with pytest.raises(ValidationException, match=r"^Invalid pagination token$"):
+        paginate_stored(store, "endpoint", forged)
 
 
 @pytest.mark.parametrize(

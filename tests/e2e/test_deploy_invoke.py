@@ -70,6 +70,19 @@ def test_custom_attributes_and_accept_csv(smr: Any, endpoint: str, sklearn_model
     assert got == sklearn_model.expected(rows)
 
 
+def test_non_ascii_custom_attributes_are_a_validation_error_not_a_bad_signature(
+    smr: Any, endpoint: str
+) -> None:
+    """botocore sends and signs a header's str as UTF-8: the signature holds, and the value is refused for
+    what it is (the model's pattern is ASCII)."""
+    with pytest.raises(ClientError) as err:
+        smr.invoke_endpoint(
+            EndpointName=endpoint, Body=b"[[1,2,3,4]]", ContentType="application/json", CustomAttributes="ä"
+        )
+    assert err.value.response["Error"]["Code"] == "ValidationError"
+    assert "customAttributes" in err.value.response["Error"]["Message"]
+
+
 def test_unknown_endpoint_is_a_validation_error(smr: Any) -> None:
     with pytest.raises(ClientError) as err:
         smr.invoke_endpoint(EndpointName="nope", Body=b"[[1,2,3,4]]", ContentType="application/json")

@@ -310,7 +310,7 @@ def test_served_members_are_stored_and_returned(server: ServerProcess, sklearn_m
     for bad, why in (
         ([*tags, {"Key": "team", "Value": "ops"}], "Duplicate tag key: team."),
         ([{"Key": "aws:cloudformation:stack-name", "Value": "x"}], "reserved for AWS use"),
-    ):  # stored, they could never be mended: there is no AddTags or DeleteTags
+    ):  # refused as AWS refuses them (AddTags too: tests/e2e/test_tags.py)
         code, message, _ = _refusal(
             sm, "CreateModel", {"ModelName": "kept", "PrimaryContainer": container, "Tags": bad}
         )

@@ -10,7 +10,7 @@ from zeroscale.control.endpoint_configs import EndpointConfigs
 from zeroscale.control.endpoints import Endpoints
 from zeroscale.control.model_packages import ModelPackages
 from zeroscale.control.models import Models, check_container
-from zeroscale.control.tags import ResourceTags, Tagged, check_tags
+from zeroscale.control.tags import ResourceTags, Tagged, TagStore, check_tags
 from zeroscale.control.transform_jobs import TransformJobs
 
 
@@ -19,6 +19,7 @@ class ControlPlane:
     models: Models
     configs: EndpointConfigs
     endpoints: Endpoints
+    tags: TagStore
     transforms: TransformJobs | None = None
     packages: ModelPackages | None = None
 
@@ -27,7 +28,7 @@ class ControlPlane:
         kinds: dict[str, Tagged] = {"model": m, "endpoint-config": c, "endpoint": e}
         if self.packages is not None:
             kinds |= {"model-package": self.packages, "model-package-group": self.packages.groups}
-        tags = ResourceTags(kinds)
+        tags = ResourceTags(kinds, self.tags)
         table = self._extra_operations() | {
             "CreateModel": m.create,
             "DescribeModel": lambda p: m.describe(p["ModelName"]),
@@ -43,7 +44,9 @@ class ControlPlane:
             "UpdateEndpoint": e.update,
             "UpdateEndpointWeightsAndCapacities": e.update_weights_and_capacities,
             "DeleteEndpoint": lambda p: e.delete(p["EndpointName"]),
-            "ListTags": tags.list,
+            "ListTags": tags.list_tags,
+            "AddTags": tags.add_tags,
+            "DeleteTags": tags.delete_tags,
         }
         return {name: _tags_checked(op) if name.startswith("Create") else op for name, op in table.items()}
 

@@ -225,6 +225,8 @@ SAGEMAKER: Table = {
     },
     "DeleteEndpoint": {"EndpointName": ANY},
     "ListTags": {"ResourceArn": ANY, "NextToken": ANY, "MaxResults": ANY},
+    "AddTags": {"ResourceArn": ANY, **_TAGS},
+    "DeleteTags": {"ResourceArn": ANY, "TagKeys": ANY},
     # batch transform (batch/, control/transform_jobs.py, which checks the values)
     "CreateTransformJob": {
         "TransformJobName": ANY,

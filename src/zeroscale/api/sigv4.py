@@ -191,18 +191,26 @@ class Claim:
 
 
 def header_map(headers: Sequence[tuple[bytes, bytes]]) -> dict[str, list[str]]:
-    """Lower-cased name -> values in arrival order. Header bytes are decoded as latin-1, which is how
-    http.client put botocore's str values on the wire."""
+    """Lower-cased name -> values in arrival order. A value is decoded as UTF-8, which is how botocore puts
+    a str value on the wire and into the string it signs (``CustomAttributes="ä"``), else as latin-1, how
+    http.client puts one (the same for ASCII)."""
     hmap: dict[str, list[str]] = {}
     for raw_name, raw_value in headers:
         name = raw_name.decode("latin-1").lower()
-        value = raw_value.decode("latin-1")
+        value = raw_value.decode("latin-1") if raw_value.isascii() else _text(raw_value)
         got = hmap.get(name)
         if got is None:
             hmap[name] = [value]
         else:
             got.append(value)
     return hmap
+
+
+def _text(raw: bytes) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw.decode("latin-1")
 
 
 def parse_claim(hmap: dict[str, list[str]], query_string: bytes) -> Claim:

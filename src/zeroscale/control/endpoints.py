@@ -114,12 +114,22 @@ class Endpoints:
         await self._settle(self._run(name, self._deploy(name, config.name, updating=False)))
         return {"EndpointArn": arn}
 
-    async def update(self, params: Mapping[str, Any]) -> dict[str, Any]:
-        rec = self.get(params["EndpointName"])
+    def _updatable(self, name: str) -> Record:
+        """The endpoint, if it is InService: an update of a Failed one is refused for good (only its
+        deletion is), one in progress until it is done."""
+        rec = self.get(name)
+        if rec.status == EndpointStatus.FAILED.value:
+            raise ValidationException(
+                f'Cannot update failed endpoint "{rec.arn}": delete it (DeleteEndpoint) and create it again.'
+            )
         if rec.status != EndpointStatus.IN_SERVICE.value:
             raise ValidationException(
                 f'Cannot update in-progress endpoint "{rec.arn}". Wait until it is InService.'
             )
+        return rec
+
+    async def update(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        rec = self._updatable(params["EndpointName"])
         config = self._configs.get(params["EndpointConfigName"])
         deployment = params.get("DeploymentConfig")
         if params.get("RetainDeploymentConfig"):
@@ -166,11 +176,7 @@ class Endpoints:
     async def update_weights_and_capacities(self, params: Mapping[str, Any]) -> dict[str, Any]:
         """New weights, instance counts and serverless capacities for some variants, same models: Desired*
         changes now, Current* once the change is applied (status Updating, then InService)."""
-        rec = self.get(params["EndpointName"])
-        if rec.status != EndpointStatus.IN_SERVICE.value:
-            raise ValidationException(
-                f'Cannot update in-progress endpoint "{rec.arn}". Wait until it is InService.'
-            )
+        rec = self._updatable(params["EndpointName"])
         described = {v["VariantName"]: v for v in rec.doc.get("ProductionVariants") or []}
         overrides = capacity_overrides(
             described, dict(rec.doc.get("VariantOverrides") or {}), params["DesiredWeightsAndCapacities"]

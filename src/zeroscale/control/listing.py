@@ -110,7 +110,7 @@ class _Query:
         t = self.times
         return not (
             ("CreationTimeBefore" in t and not rec.created_at < t["CreationTimeBefore"])
-            or ("CreationTimeAfter" in t and not rec.created_at > t["CreationTimeAfter"])
+            or ("CreationTimeAfter" in t and not rec.created_at >= t["CreationTimeAfter"])  # documented: >=
             or ("LastModifiedTimeBefore" in t and not rec.modified_at < t["LastModifiedTimeBefore"])
             or ("LastModifiedTimeAfter" in t and not rec.modified_at > t["LastModifiedTimeAfter"])
         )
@@ -156,6 +156,14 @@ class _Query:
             or not all(isinstance(part, str) for part in key[1:])
         ):
             raise ValidationException(INVALID_TOKEN)
+        if self.sort_by == "CreationTime":  # a time the database can compare (no 2**63 nor 1e400)
+            raw: Any = key[0]
+            try:
+                key[0] = created = float(raw)
+            except OverflowError:
+                raise ValidationException(INVALID_TOKEN) from None
+            if not math.isfinite(created):
+                raise ValidationException(INVALID_TOKEN)
         return tuple(key)
 
 

@@ -1,4 +1,8 @@
-"""ListTags: the Tags given when a model, endpoint configuration or endpoint was created, by its ARN."""
+"""Tags of models, endpoint configurations, endpoints and model packages, by ARN: ListTags, AddTags and
+DeleteTags. A resource's tags are those its create call gave (kept in its doc) until AddTags or DeleteTags
+changes them; from then on they are a row of their own (``Store.tags``), written compare-and-set, so that
+two front ends changing one resource's tags at once both count, and a deployment rewriting the resource's
+doc never races them."""
 
 from __future__ import annotations
 
@@ -7,15 +11,16 @@ from collections.abc import Mapping
 from typing import Any, Protocol
 
 from zeroscale.control.listing import INVALID_TOKEN
-from zeroscale.errors import ValidationException
+from zeroscale.errors import ConflictException, ValidationException
 from zeroscale.store.db import Record
 
 _ARN = re.compile(r"arn:aws[a-z-]*:sagemaker:[^:]*:[^:]*:(?P<kind>[a-z-]+)/(?P<name>.+)")
+MAX_TAGS = 50  # per resource, as AWS
+_TRIES = 5  # compare-and-set rounds against other front ends changing the same tags
 
 
 def check_tags(params: Mapping[str, Any]) -> None:
-    """A create call's ``Tags`` as AWS takes them: one value per key, and no key in the reserved ``aws:``
-    space (there is no AddTags or DeleteTags here to mend them afterwards)."""
+    """A call's ``Tags`` as AWS takes them: one value per key, and no key in the reserved ``aws:`` space."""
     seen: set[str] = set()
     for tag in params.get("Tags") or ():
         key = str(tag.get("Key", ""))
@@ -32,15 +37,50 @@ class Tagged(Protocol):
         ...
 
 
-class ResourceTags:
-    def __init__(self, kinds: Mapping[str, Tagged]) -> None:
-        """``kinds``: ARN resource type (``model``, ``endpoint-config``, ``endpoint``) -> its resources."""
-        self._kinds = kinds
+class TagStore(Protocol):
+    def tags(self, kind: str, name: str) -> tuple[list[dict[str, str]], int] | None: ...
 
-    def list(self, params: Mapping[str, Any]) -> dict[str, Any]:
-        arn: str = params["ResourceArn"]
+    def set_tags(self, kind: str, name: str, tags: list[dict[str, str]], version: int | None) -> bool: ...
+
+
+class ResourceTags:
+    def __init__(self, kinds: Mapping[str, Tagged], store: TagStore) -> None:
+        """``kinds``: ARN resource type (``model``, ``endpoint-config``, ...) -> its resources."""
+        self._kinds = kinds
+        self._store = store
+
+    def list_tags(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        rec = self._resource(params["ResourceArn"])
         if params.get("NextToken"):  # a resource has at most 50 tags: one page, never a token to give back
             raise ValidationException(INVALID_TOKEN)
+        return {"Tags": self._current(rec)[0]}
+
+    def add_tags(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        """Adds tags, or overwrites the values of keys the resource has (AWS's AddTags)."""
+        rec = self._resource(params["ResourceArn"])
+        check_tags(params)
+        given = [{"Key": str(t["Key"]), "Value": str(t.get("Value", ""))} for t in params["Tags"]]
+
+        def added(tags: list[dict[str, str]]) -> list[dict[str, str]]:
+            values = {t["Key"]: t["Value"] for t in tags} | {t["Key"]: t["Value"] for t in given}
+            if len(values) > MAX_TAGS:
+                raise ValidationException(
+                    f"Could not add {len(given)} tag(s) to {rec.arn}: it would have {len(values)} tags; a "
+                    f"resource has at most {MAX_TAGS}. Remove some first (DeleteTags)."
+                )
+            return [{"Key": key, "Value": value} for key, value in values.items()]
+
+        self._change(rec, added)
+        return {"Tags": given}
+
+    def delete_tags(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        """Removes the tags of these keys; a key the resource does not have is no error (AWS's DeleteTags)."""
+        rec = self._resource(params["ResourceArn"])
+        keys = {str(key) for key in params["TagKeys"]}
+        self._change(rec, lambda tags: [t for t in tags if t["Key"] not in keys])
+        return {}
+
+    def _resource(self, arn: str) -> Record:
         m = _ARN.fullmatch(arn)
         resources = self._kinds.get(m.group("kind")) if m is not None else None
         if m is None or resources is None:
@@ -48,4 +88,17 @@ class ResourceTags:
         rec = resources.get(m.group("name"))
         if rec.arn != arn:  # another region or account, or a name that is not lower-cased
             raise ValidationException(f'Could not find resource "{arn}".')
-        return {"Tags": list(rec.doc.get("Tags") or [])}
+        return rec
+
+    def _current(self, rec: Record) -> tuple[list[dict[str, str]], int | None]:
+        found = self._store.tags(rec.kind, rec.name)
+        if found is None:
+            return [dict(t) for t in rec.doc.get("Tags") or []], None
+        return found
+
+    def _change(self, rec: Record, change: Any) -> None:
+        for _ in range(_TRIES):
+            tags, version = self._current(rec)
+            if self._store.set_tags(rec.kind, rec.name, change(tags), version):
+                return
+        raise ConflictException(f"The tags of {rec.arn} are being changed by another call; retry.")

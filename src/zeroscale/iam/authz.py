@@ -73,6 +73,8 @@ _SAGEMAKER_NAMES = {
 _SAGEMAKER_OPERATIONS = {
     "UpdateEndpointWeightsAndCapacities": ("endpoint", "EndpointName"),
     "ListTags": ("", "ResourceArn"),
+    "AddTags": ("", "ResourceArn"),
+    "DeleteTags": ("", "ResourceArn"),
     "CreateTransformJob": ("transform-job", "TransformJobName"),
     "DescribeTransformJob": ("transform-job", "TransformJobName"),
     "StopTransformJob": ("transform-job", "TransformJobName"),

@@ -57,6 +57,17 @@ resources = Table(
     Column("owner", String(64), nullable=True),
 )
 
+# The tags of a resource once AddTags or DeleteTags changed them (until then, the Tags its create call gave,
+# in its doc): a row of its own, so that a tag change never races a deployment rewriting the resource's doc.
+resource_tags = Table(
+    "resource_tags",
+    metadata,
+    Column("kind", String(64), primary_key=True),
+    Column("key", String(255), primary_key=True),
+    Column("tags", JSON, nullable=False),
+    Column("version", Integer, nullable=False),
+)
+
 store_revision = Table(
     "store_revision",
     metadata,
@@ -131,6 +142,9 @@ _INSERT = insert(resources)
 _UPDATE = update(resources).where(_ONE)
 _UPDATE_IF = update(resources).where(_ONE & (resources.c.status == bindparam("b_status")))
 _DELETE = delete(resources).where(_ONE)
+_TAGS_ONE = (resource_tags.c.kind == bindparam("b_kind")) & (resource_tags.c.key == bindparam("b_key"))
+_TAGS_GET = select(resource_tags.c.tags, resource_tags.c.version).where(_TAGS_ONE)
+_TAGS_DELETE = delete(resource_tags).where(_TAGS_ONE)
 _BUMP = update(store_revision).where(store_revision.c.id == 1).values(value=store_revision.c.value + 1)
 _REVISION = select(store_revision.c.value).where(store_revision.c.id == 1)
 
@@ -226,6 +240,7 @@ class Store:
             try:
                 with self._engine.begin() as conn:
                     conn.execute(_INSERT, _values(rec))
+                    conn.execute(_TAGS_DELETE, _one(rec.kind, rec.name))  # a namesake's, if any were left
                     self._bump(conn)
             except IntegrityError as exc:
                 raise AlreadyExists(f"{rec.kind} {rec.name!r} already exists") from exc
@@ -268,9 +283,41 @@ class Store:
         """Remove a record; True when one was removed."""
         with self._lock, self._engine.begin() as conn:
             result = conn.execute(_DELETE, _one(kind, name))
+            conn.execute(_TAGS_DELETE, _one(kind, name))
             if result.rowcount:
                 self._bump(conn)
         return bool(result.rowcount)
+
+    @_reachable
+    def tags(self, kind: str, name: str) -> tuple[list[dict[str, str]], int] | None:
+        """A resource's tags as AddTags and DeleteTags left them, with their version; None when neither
+        ever changed them (its create call's Tags stand)."""
+        with self._lock, self._engine.connect() as conn:
+            row = conn.execute(_TAGS_GET, _one(kind, name)).first()
+        return None if row is None else (list(row[0]), int(row[1]))
+
+    @_reachable
+    def set_tags(self, kind: str, name: str, tags: list[dict[str, str]], version: int | None) -> bool:
+        """Write a resource's tags if they are still at ``version`` (None: never changed), compare-and-set:
+        of two changes made at once, one is written and the other gets False (read again, retry)."""
+        key = _one(kind, name)
+        with self._lock:
+            try:
+                with self._engine.begin() as conn:
+                    if version is None:
+                        conn.execute(
+                            insert(resource_tags).values(kind=kind, key=key["b_key"], tags=tags, version=1)
+                        )
+                        return True
+                    result = conn.execute(
+                        update(resource_tags)
+                        .where(_TAGS_ONE & (resource_tags.c.version == version))
+                        .values(tags=tags, version=version + 1),
+                        key,
+                    )
+                    return bool(result.rowcount)
+            except IntegrityError:
+                return False
 
     @_reachable
     def page(self, kind: str, query: PageQuery) -> list[Record]:
@@ -283,12 +330,10 @@ class Store:
             where = where & c.key.contains(query.name_contains.lower(), autoescape=True)
         if query.status is not None:
             where = where & (c.status == query.status)
-        for column, bound in (
-            (c.created_at, query.created_after),
-            (c.modified_at, query.modified_after),
-        ):
-            if bound is not None:
-                where = where & (column > bound)
+        if query.created_after is not None:  # "greater than or equal to", as SageMaker documents it
+            where = where & (c.created_at >= query.created_after)
+        if query.modified_after is not None:
+            where = where & (c.modified_at > query.modified_after)
         for column, bound in (
             (c.created_at, query.created_before),
             (c.modified_at, query.modified_before),
