@@ -6,6 +6,7 @@ from __future__ import annotations
 import collections
 import json
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -123,6 +124,72 @@ def test_update_weights_and_capacities(
     )
     assert wait_final(sm, ab)["EndpointStatus"] == "InService"
     wait_for(lambda: server.workers(ab, "B") == 2, timeout_s=30)
+
+
+def test_update_endpoint_retains_variant_properties_when_asked(
+    server_factory: Callable[..., ServerProcess], sklearn_model: Any
+) -> None:
+    """RetainAllVariantProperties: the variants the new configuration keeps keep the weights and instance
+    counts they were given since (UpdateEndpointWeightsAndCapacities, autoscaling), but what
+    ExcludeRetainedVariantProperties names; a new variant takes the configuration's. Without it, the
+    configuration's, as before. (A server of its own, with room for both fleets of an update in its memory
+    budget: the instances reserve 4 GB each, the workers use far less.)"""
+    server = server_factory(memory_budget_mb=64 * 1024)
+    sm = server.client("sagemaker")
+    sm.create_model(
+        ModelName="rt-model", PrimaryContainer={"Image": IMAGE, "ModelDataUrl": sklearn_model.url}
+    )
+    sm.create_endpoint_config(
+        EndpointConfigName="rt-keep-1",
+        ProductionVariants=[instance("A", "rt-model", 3.0), instance("B", "rt-model")],
+    )
+    sm.create_endpoint_config(
+        EndpointConfigName="rt-keep-2",
+        ProductionVariants=[
+            instance("A", "rt-model", 3.0),
+            instance("B", "rt-model"),
+            instance("C", "rt-model"),
+        ],
+    )
+    sm.create_endpoint(EndpointName="rt-keep", EndpointConfigName="rt-keep-1")
+    assert wait_final(sm, "rt-keep")["EndpointStatus"] == "InService"
+    sm.update_endpoint_weights_and_capacities(
+        EndpointName="rt-keep",
+        DesiredWeightsAndCapacities=[
+            {"VariantName": "A", "DesiredWeight": 0.5},
+            {"VariantName": "B", "DesiredInstanceCount": 2},
+        ],
+    )
+    assert wait_final(sm, "rt-keep")["EndpointStatus"] == "InService"
+
+    def variants(**update: Any) -> dict[str, tuple[float, int]]:
+        sm.update_endpoint(EndpointName="rt-keep", **update)
+        desc = wait_final(sm, "rt-keep")
+        assert (desc["EndpointStatus"], desc.get("FailureReason")) == ("InService", None)
+        return {
+            v["VariantName"]: (v["CurrentWeight"], v["CurrentInstanceCount"])
+            for v in desc["ProductionVariants"]
+        }
+
+    kept = variants(EndpointConfigName="rt-keep-2", RetainAllVariantProperties=True)
+    assert kept == {"A": (0.5, 1), "B": (1.0, 2), "C": (1.0, 1)}
+    wait_for(lambda: server.workers("rt-keep", "B") == 4, timeout_s=30)  # two instances, as before
+    counts_from_config = variants(
+        EndpointConfigName="rt-keep-1",
+        RetainAllVariantProperties=True,
+        ExcludeRetainedVariantProperties=[{"VariantPropertyType": "DesiredInstanceCount"}],
+    )
+    assert counts_from_config == {"A": (0.5, 1), "B": (1.0, 1)}
+    assert variants(EndpointConfigName="rt-keep-2") == {"A": (3.0, 1), "B": (1.0, 1), "C": (1.0, 1)}
+    code, message = error(
+        sm.update_endpoint,
+        EndpointName="rt-keep",
+        EndpointConfigName="rt-keep-1",
+        ExcludeRetainedVariantProperties=[{"VariantPropertyType": "DesiredWeight"}],
+    )
+    assert code == "ValidationException"
+    assert message.startswith("ExcludeRetainedVariantProperties applies with RetainAllVariantProperties=true")
+    sm.delete_endpoint(EndpointName="rt-keep")
 
 
 def test_update_weights_and_capacities_refuses_what_sagemaker_refuses(

@@ -358,13 +358,13 @@ def test_served_members_are_stored_and_returned(server: ServerProcess, sklearn_m
 
 def test_update_endpoint_retain_flags(clients: dict[str, Any]) -> None:
     sm = clients["sagemaker"]
+    # both served (tests/e2e/test_realtime.py): the request goes on to the endpoint lookup
     _, message, _ = _refusal(
         sm,
         "UpdateEndpoint",
         {"EndpointName": "e", "EndpointConfigName": "c", "RetainAllVariantProperties": True},
     )
-    assert message == "zeroscale does not support RetainAllVariantProperties=true (only false) yet."
-    # false is what an update does anyway: served, and the request goes on to the endpoint lookup
+    assert message == f'Could not find endpoint "{ARN}:endpoint/e".'
     _, message, _ = _refusal(
         sm,
         "UpdateEndpoint",

@@ -203,8 +203,10 @@ SAGEMAKER: Table = {
     "UpdateEndpoint": {
         "EndpointName": ANY,
         "EndpointConfigName": ANY,
-        # false is what an update without it does: the new configuration's variants
-        "RetainAllVariantProperties": only(False),
+        # true: the variants the new configuration keeps keep their weights and instance counts
+        "RetainAllVariantProperties": ANY,
+        "ExcludeRetainedVariantProperties": ANY,
+        "ExcludeRetainedVariantProperties.VariantPropertyType": ANY,
         **_DEPLOYMENT,
         "RetainDeploymentConfig": ANY,  # true: the DeploymentConfig CreateEndpoint was given
     },

@@ -3,13 +3,14 @@ variant's pool spec.
 
 An override is kept per variant in the endpoint's record (``VariantOverrides``), as absolute values, so a
 restart serves the endpoint as it was last adjusted; an UpdateEndpoint to a configuration drops them (the
-new configuration brings its own, as SageMaker does without RetainAllVariantProperties).
+new configuration brings its own, as SageMaker does without RetainAllVariantProperties), or, with
+RetainAllVariantProperties, makes the variants it keeps an override of what they had (``retained``).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 from zeroscale.control.endpoint_configs import MAX_CONCURRENCY
@@ -86,6 +87,38 @@ def capacity_overrides(
     weights.update({name: o["weight"] for name, o in out.items()})
     if sum(weights.values()) <= 0:
         raise ValidationException("The desired weights add up to 0: no variant would get traffic.")
+    return out
+
+
+# What RetainAllVariantProperties keeps of a variant the new configuration has too (VariantPropertyType's
+# values; DataCaptureConfig is not served, so there is nothing of it to keep). A serverless variant's
+# capacity is none of them: it comes from the new configuration.
+RETAINED = ("DesiredWeight", "DesiredInstanceCount")
+
+
+def retained(
+    described: Sequence[Mapping[str, Any]], new: Sequence[Mapping[str, Any]], excluded: Collection[str]
+) -> dict[str, Override]:
+    """UpdateEndpoint with RetainAllVariantProperties: for each variant of the ``new`` configuration that
+    the endpoint has now (``described``: DescribeEndpoint's ProductionVariants), its weight and, on
+    instances both before and after, its instance count as they are now (set by
+    UpdateEndpointWeightsAndCapacities or autoscaling), less the ``excluded`` properties, which the new
+    configuration gives."""
+    now = {v["VariantName"]: v for v in described}
+    out: dict[str, Override] = {}
+    for variant in new:
+        was = now.get(variant["VariantName"])
+        if was is None:
+            continue
+        o: Override = {}
+        weight = was.get("DesiredWeight", was.get("CurrentWeight"))
+        if "DesiredWeight" not in excluded and weight is not None:
+            o["weight"] = float(weight)
+        count = was.get("DesiredInstanceCount", was.get("CurrentInstanceCount"))
+        if "DesiredInstanceCount" not in excluded and variant.get("InstanceType") and count is not None:
+            o["instance_count"] = int(count)
+        if o:
+            out[variant["VariantName"]] = o
     return out
 
 

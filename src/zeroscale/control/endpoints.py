@@ -26,7 +26,7 @@ from typing import Any
 from zeroscale.background import Background
 from zeroscale.control import rollout
 from zeroscale.control.arns import Arns
-from zeroscale.control.capacity import capacity_overrides, with_overrides
+from zeroscale.control.capacity import capacity_overrides, retained, with_overrides
 from zeroscale.control.deploy import Deployer
 from zeroscale.control.endpoint_configs import EndpointConfigs, variant_specs
 from zeroscale.control.guarded import Guard
@@ -138,13 +138,26 @@ class Endpoints:
             deployment = rec.doc.get(DEPLOYMENT_CONFIG)
         plan = self._plan(deployment, config) if deployment else None
         rec.owner = self.frontend
-        # A new configuration brings its own weights and capacities (RetainAllVariantProperties false).
+        # A new configuration brings its own weights and capacities, unless RetainAllVariantProperties.
+        excluded = {
+            str(p.get("VariantPropertyType")) for p in params.get("ExcludeRetainedVariantProperties") or ()
+        }
+        if not params.get("RetainAllVariantProperties"):
+            if excluded:
+                raise ValidationException(
+                    "ExcludeRetainedVariantProperties applies with RetainAllVariantProperties=true only: "
+                    "without it no variant property is retained."
+                )
+            overrides = None
+        else:
+            now = rec.doc.get("ProductionVariants") or []
+            overrides = retained(now, config.doc.get("ProductionVariants") or [], excluded) or None
         changed = self._save(
             rec,
             EndpointStatus.UPDATING,
             expect=EndpointStatus.IN_SERVICE,
             FailureReason=None,
-            VariantOverrides=None,
+            VariantOverrides=overrides,
             PendingDeploymentSummary=None,
             **(
                 {DEPLOYMENT_CONFIG: dict(deployment), "LastDeploymentConfig": dict(deployment)}
