@@ -217,6 +217,13 @@ def test_bad_input_is_refused_by_name(sm: Any, model_url: str, tmp_path: Path) -
         "ValidationException",
         f'Cannot create already existing model package group "{ACCOUNT_PREFIX}:model-package-group/empty".',
     )
+    # A name that is no version: a group's, which names no one version, or nothing's
+    c, m = refused(sm.describe_model_package, ModelPackageName="empty")
+    assert c == "ValidationException" and "is not a versioned model package" in m
+    assert refused(sm.describe_model_package, ModelPackageName="nothing") == (
+        "ValidationException",
+        f'Could not find model package "{ACCOUNT_PREFIX}:model-package/nothing".',
+    )
     c, m = refused(sm.create_model, ModelName="no-approved", PrimaryContainer={"ModelPackageName": "empty"})
     assert c == "ValidationException" and '"empty" has no Approved' in m
     c, m = refused(sm.create_model, ModelName="no-group", PrimaryContainer={"ModelPackageName": "nowhere"})

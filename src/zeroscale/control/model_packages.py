@@ -159,6 +159,8 @@ class ModelPackages:
     def get(self, name_or_arn: str) -> Record:
         """A version by its ARN or ``<group>/<version>``; ValidationException naming it when absent."""
         rest = _split(name_or_arn, (KIND,))
+        if _VERSIONED.fullmatch(rest) is None and self.groups.find(rest) is None:
+            raise self._res.missing(rest)  # neither a version nor a group's name: nothing of that name
         if _VERSIONED.fullmatch(rest) is None:
             raise ValidationException(
                 f"Model package {name_or_arn} is not a versioned model package: name it by its ARN "
