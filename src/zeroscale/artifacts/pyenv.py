@@ -148,10 +148,12 @@ class PythonEnvs(Shelved):
             return None
         vet(requirements_file)  # before anything is installed, or a cached install is handed out
         key = env_key(requirements)
-        if self._shelf.use(key, hold):
+        # The shelf's calls wait for its lock (a trim's) and, on a Ray node, for another process's
+        # eviction: in a thread, never on the event loop (a node's also relays its workers' traffic).
+        if await asyncio.to_thread(self._shelf.use, key, hold):
             return self.lib_dir(key)
         async with self._locked(key):
-            if not self._shelf.use(key, hold):
+            if not await asyncio.to_thread(self._shelf.use, key, hold):
                 await self._install(key, requirements, requirements_file, hold)
         if self._shelf.over_capacity():
             await asyncio.to_thread(self._shelf.trim_if_grew)
@@ -175,7 +177,7 @@ class PythonEnvs(Shelved):
             }
             (staging / "pip.log").write_text(output)
             (staging / MARKER).write_text(json.dumps(marker))
-            self._publish(staging, key, size, hold)
+            await asyncio.to_thread(self._publish, staging, key, size, hold)
             log.info("installed requirements %s into %s in %.1fs", requirements_file, self.lib_dir(key),
                      marker["seconds"])  # fmt: skip
 
