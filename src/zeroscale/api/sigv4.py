@@ -197,7 +197,9 @@ def header_map(headers: Sequence[tuple[bytes, bytes]]) -> dict[str, list[str]]:
     hmap: dict[str, list[str]] = {}
     for raw_name, raw_value in headers:
         name = raw_name.decode("latin-1").lower()
-        value = raw_value.decode("latin-1") if raw_value.isascii() else _text(raw_value)
+        value = raw_value.decode("latin-1")
+        if not value.isascii():  # O(1) on a str: what decoded as ASCII is the same in UTF-8
+            value = _text(raw_value)
         got = hmap.get(name)
         if got is None:
             hmap[name] = [value]
