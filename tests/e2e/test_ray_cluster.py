@@ -167,12 +167,16 @@ def _metric(server: ServerProcess, name: str) -> float:
 
 
 def _templates() -> list[psutil.Process]:
-    """Templates on this machine's nodes: children of a zygote with children of their own (replicas)."""
+    """Templates on the cluster's nodes: children of a zygote under a Ray actor (a node's agent; not a local
+    server's, which another test running beside this module may have) with children of their own."""
     found = []
     for proc in psutil.process_iter():
         try:
             parent = proc.parent()
-            if parent and "zeroscale.workers.forkserver" in " ".join(parent.cmdline()) and proc.children():
+            if parent is None or "zeroscale.workers.forkserver" not in " ".join(parent.cmdline()):
+                continue
+            on_a_node = any(" ".join(p.cmdline()).startswith("ray::") for p in parent.parents())
+            if on_a_node and proc.children():
                 found.append(proc)
         except psutil.Error:
             continue
