@@ -255,7 +255,6 @@ def build(settings: Settings) -> Server:
         RequestQueue(settings.db_url),
         fleet,
         endpoints,
-        configs,
         s3,
         events,
         region=settings.region,

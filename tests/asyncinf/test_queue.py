@@ -108,7 +108,6 @@ def _failing_service(
         queue,
         cast(Any, None),
         cast(Any, None),
-        cast(Any, None),
         S3Io(s3_server.endpoint_url),
         EventBus(),
         region="us-east-1",

@@ -375,7 +375,8 @@ def test_sigkill_with_requests_queued_finishes_all_after_restart(
     s3_server: SeaweedS3, s3: Any, echo_url: str, tmp_path: Path
 ) -> None:
     """Requests accepted (202) are in the store: a server SIGKILLed with some running and the rest queued
-    runs every one of them after it restarts (at least once)."""
+    runs every one of them after it restarts (at least once), also when the endpoint's configuration and
+    model were deleted meanwhile (SageMaker lets them be: the endpoint serves what it was deployed from)."""
     server = _server(s3_server, tmp_path / "data").start()
     try:
         sm = server.client("sagemaker")
@@ -392,6 +393,8 @@ def test_sigkill_with_requests_queued_finishes_all_after_restart(
             for i in range(6)
         ]
         time.sleep(0.3)  # the first is running, the others wait in the queue
+        sm.delete_endpoint_config(EndpointConfigName="durable")
+        sm.delete_model(ModelName="durable")
         server.stop(signal.SIGKILL)
         assert sum(_exists(s3, url) for url in outputs) < len(outputs)
         server.start()
@@ -400,6 +403,10 @@ def test_sigkill_with_requests_queued_finishes_all_after_restart(
         first = _status(server, "durable-0")
         assert first["Status"] == "Completed"
         assert first["Attempts"] >= 1
+        again = server.client("sagemaker-runtime").invoke_endpoint_async(
+            EndpointName="durable", InputLocation=location, ContentType="application/json"
+        )
+        assert json.loads(_get(s3, again["OutputLocation"], timeout_s=30)) == {"echo": {"sleep": 0.5}}
     finally:
         server.stop()
 

@@ -26,7 +26,7 @@ from zeroscale.asyncinf.queue import COMPLETED, FAILED, AsyncRequest, Backlog, R
 from zeroscale.asyncinf.s3io import InputError, OutputError, S3Io
 from zeroscale.background import Background
 from zeroscale.control.async_config import ERROR_TOPIC, SUCCESS_TOPIC, AsyncConfig, async_config
-from zeroscale.control.endpoint_configs import EndpointConfigs, variant_specs
+from zeroscale.control.endpoint_configs import variant_specs
 from zeroscale.control.endpoints import Endpoints
 from zeroscale.errors import ModelError, RuntimeValidationError, Throttling, ZeroscaleError
 from zeroscale.events import EventBus
@@ -79,7 +79,6 @@ class AsyncInference:
         queue: RequestQueue,
         fleet: Fleet,
         endpoints: Endpoints,
-        configs: EndpointConfigs,
         s3: S3Io,
         events: EventBus,
         *,
@@ -94,7 +93,6 @@ class AsyncInference:
         self._queue = queue
         self._fleet = fleet
         self._endpoints = endpoints
-        self._configs = configs
         self._s3 = s3
         self._events = events
         self._region = region
@@ -145,7 +143,7 @@ class AsyncInference:
             rec = self._endpoints.get(endpoint)
             if rec.status not in _SERVING:
                 return None
-            config = self._configs.get(rec.doc["EndpointConfigName"])
+            config = self._endpoints.deployed_config(rec)  # also once its configuration was deleted
         except ZeroscaleError:
             return None
         raw = config.doc.get("AsyncInferenceConfig")

@@ -412,6 +412,11 @@ class Endpoints:
         the configuration or a model was deleted (SageMaker allows it) or replaced since."""
         return {"EndpointConfig": config.doc, "Models": {name: m.doc for name, m in models.items()}}
 
+    def deployed_config(self, rec: Record) -> Record:
+        """The endpoint configuration ``rec`` is deployed from, as it was then (its snapshot): the same after
+        the configuration was deleted or replaced, as SageMaker lets it be."""
+        return self._deployed(rec)[0]
+
     def _deployed(self, rec: Record) -> tuple[Record, dict[str, Record] | None]:
         """The configuration and models ``rec`` is deployed from: its snapshot, else the store's."""
         snap = rec.doc.get(DEPLOYED)
