@@ -287,6 +287,13 @@ def test_failures_go_to_the_failure_location(server: ServerProcess, s3: Any, ech
     wait_for(lambda: _status(server, resp["InferenceId"])["Status"] == "Failed", timeout_s=10)
     assert "ModelError" in _status(server, resp["InferenceId"])["FailureReason"]
 
+    # A key that is not ASCII: botocore sends the header as UTF-8, and the input is found.
+    accented = _put(s3, "inputs/ünï.json", b'{"a": 1}')
+    resp = smr.invoke_endpoint_async(
+        EndpointName="echo-async", InputLocation=accented, ContentType="application/json"
+    )
+    assert json.loads(_get(s3, resp["OutputLocation"])) == {"echo": {"a": 1}}
+
     missing = smr.invoke_endpoint_async(
         EndpointName="echo-async", InputLocation=f"s3://{BUCKET}/inputs/no-such-key.json"
     )
@@ -343,11 +350,15 @@ def test_request_validation(server: ServerProcess) -> None:
         ({"InvocationTimeoutSeconds": 0}, "greater than or equal to 1"),
         ({"InvocationTimeoutSeconds": 3601}, "less than or equal to 3600"),
         ({"InferenceId": "x" * 65}, "inferenceId"),
+        ({"InferenceId": "idé"}, "be printable ASCII"),  # sent as UTF-8, refused (not mangled)
+        ({"Body": b"[[1, 2]]"}, "Body (an inline request payload) is not served"),  # never ignored
         ({"InputLocation": "ftp://bucket/key"}, "inputLocation"),
         ({"InputLocation": "https://example.com/key"}, "is not an S3 object URL"),
     ]
+    cases.append(({"InputLocation": None, "Body": b"[[1, 2]]"}, "give its InputLocation"))
     for extra, text in cases:
         kwargs = {"EndpointName": "rf-async", "InputLocation": f"s3://{BUCKET}/inputs/rows.json", **extra}
+        kwargs = {k: v for k, v in kwargs.items() if v is not None}
         with pytest.raises(ClientError) as err:
             smr.invoke_endpoint_async(**kwargs)
         assert err.value.response["Error"]["Code"] == "ValidationError", extra

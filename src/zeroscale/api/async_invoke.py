@@ -5,6 +5,7 @@ for asynchronous requests: ``GET /zeroscale/v1/async/<InferenceId>`` for one req
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 import uuid
@@ -44,10 +45,24 @@ def _text(headers: dict[str, str], name: str, member: str) -> str | None:
 
 def parse_params(raw: Headers) -> AsyncParams:
     headers: dict[str, str] = {}
+    inline = False
     for raw_name, raw_value in raw:
         lname = raw_name.decode("latin-1").lower()
         if lname.startswith(_PREFIX):
-            headers[lname[len(_PREFIX) :]] = raw_value.decode("latin-1")
+            value = raw_value.decode("latin-1")
+            if not value.isascii():  # botocore sends a str as UTF-8 (an S3 key may be non-ASCII)
+                with contextlib.suppress(UnicodeDecodeError):
+                    value = raw_value.decode("utf-8")
+            headers[lname[len(_PREFIX) :]] = value
+        elif lname == "transfer-encoding" or (
+            lname == "content-length" and raw_value.strip() not in (b"", b"0")
+        ):
+            inline = True
+    if inline:  # never taken and ignored: refused, whether or not an InputLocation comes with it
+        raise RuntimeValidationError(
+            "InvokeEndpointAsync's Body (an inline request payload) is not served by zeroscale yet: upload "
+            "the input to S3 and give its InputLocation (s3://bucket/key) instead."
+        )
     for unserved, wire in _UNSERVED.items():
         if unserved in headers:
             raise RuntimeValidationError(
@@ -67,8 +82,15 @@ def parse_params(raw: Headers) -> AsyncParams:
     inference_id = headers.get("inference-id")
     if inference_id is None:
         inference_id = str(uuid.uuid4())
-    elif not (1 <= len(inference_id) <= 64 and inference_id[:1].strip() and inference_id.isprintable()):
-        raise _invalid("inferenceId", inference_id[:64], "have length between 1 and 64 and be printable")
+    elif not (
+        1 <= len(inference_id) <= 64
+        and inference_id[:1].strip()
+        and inference_id.isprintable()
+        and inference_id.isascii()
+    ):
+        raise _invalid(
+            "inferenceId", inference_id[:64], "have length between 1 and 64 and be printable ASCII"
+        )
     numbers: dict[str, int] = {}
     for name, (member, low, high) in _RANGES.items():
         value = headers.get(name)
