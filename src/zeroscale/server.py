@@ -6,8 +6,10 @@ import asyncio
 import contextlib
 import dataclasses
 import errno
+import fcntl
 import gc
 import logging
+import os
 import resource
 import socket
 import time
@@ -496,6 +498,7 @@ def serve(settings: Settings) -> None:
     # port the system chose, in the banner and in every URL the server gives out.
     sock = _bind(settings.host, settings.port)
     settings = settings.replace(port=int(sock.getsockname()[1]))
+    _own_data_dir(settings)
     try:
         server = build(settings)
     except DBAPIError as exc:  # e.g. the database is down, or refuses the URL's user or password
@@ -524,6 +527,31 @@ def serve(settings: Settings) -> None:
     # shutdown's end (exit 0), not an abort (click's "Aborted!", exit 1).
     with contextlib.suppress(KeyboardInterrupt):
         uvicorn.Server(config).run(sockets=[sock])
+
+
+_DATA_DIR_LOCK = "serve.lock"
+_held: list[int] = []  # the lock's descriptor, open for the life of the process
+
+
+def _own_data_dir(settings: Settings) -> None:
+    """One server per data directory (its credentials, artifacts, workers' sockets, logs and, by default,
+    its SQLite database are its own; several front ends each have one): a second is refused by name. The
+    lock is an ``flock``, so a killed server's goes with it."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    path = settings.data_dir / _DATA_DIR_LOCK
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        owner = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "?"
+        os.close(fd)
+        raise StartupError(
+            f"--data-dir {settings.data_dir} is in use by another zeroscale serve (pid {owner}): stop it, or "
+            "give this one a --data-dir of its own (several front ends: see docs/frontends.md)."
+        ) from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    _held.append(fd)
 
 
 def _bind(host: str, port: int) -> socket.socket:

@@ -127,6 +127,18 @@ def test_a_port_in_use_is_one_line_and_no_banner(tmp_path: Path) -> None:
     assert not (tmp_path / "d" / "zeroscale.db").exists()  # nothing was built
 
 
+def test_a_data_dir_another_server_uses_is_one_line_and_free_again_once_it_is_killed(tmp_path: Path) -> None:
+    first = ServerProcess(tmp_path / "d").start()
+    try:
+        line = runtime_error(serve("--port", str(free_port()), "--data-dir", "d", cwd=tmp_path, timeout=30))
+        assert first.proc is not None
+        assert f"is in use by another zeroscale serve (pid {first.proc.pid})" in line and "--data-dir" in line
+        first.stop(signal.SIGKILL)  # its lock goes with it
+        first.start()
+    finally:
+        first.stop()
+
+
 def test_port_0_is_any_free_port_and_the_banner_says_which(tmp_path: Path) -> None:
     environ = {k: v for k, v in os.environ.items() if not k.startswith("ZEROSCALE_")}
     environ.update(ZEROSCALE_ACCESS_KEY_ID=ACCESS_KEY, ZEROSCALE_SECRET_ACCESS_KEY=SECRET_KEY)

@@ -49,11 +49,11 @@ def parse_params(raw: Headers) -> AsyncParams:
     for raw_name, raw_value in raw:
         lname = raw_name.decode("latin-1").lower()
         if lname.startswith(_PREFIX):
-            value = raw_value.decode("latin-1")
-            if not value.isascii():  # botocore sends a str as UTF-8 (an S3 key may be non-ASCII)
+            text = raw_value.decode("latin-1")
+            if not text.isascii():  # botocore sends a str as UTF-8 (an S3 key may be non-ASCII)
                 with contextlib.suppress(UnicodeDecodeError):
-                    value = raw_value.decode("utf-8")
-            headers[lname[len(_PREFIX) :]] = value
+                    text = raw_value.decode("utf-8")
+            headers[lname[len(_PREFIX) :]] = text
         elif lname == "transfer-encoding" or (
             lname == "content-length" and raw_value.strip() not in (b"", b"0")
         ):
