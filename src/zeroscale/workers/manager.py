@@ -245,6 +245,11 @@ class WorkerManager:
             self._group_thread.shutdown(wait=True)
             self._group_thread = None
         if self._sock_dir != self._run_dir:  # a short one of its own in the temporary directory
+            # Its processes are gone; a socket one of them had no time to remove (a template still loading
+            # when the server stopped) would keep the directory in the temporary directory for ever.
+            for left in (*self._sock_dir.glob("*.sock"), *self._sock_dir.glob("*.ctl")):
+                with contextlib.suppress(OSError):
+                    left.unlink()
             with contextlib.suppress(OSError):
                 self._sock_dir.rmdir()
 
