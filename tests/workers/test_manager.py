@@ -424,3 +424,21 @@ async def test_a_start_given_up_before_the_worker_is_ready_leaves_no_worker_runn
     await asyncio.wait_for(loading.exited.wait(), 10)
     assert loading.kill_reason == "its start was given up before it was ready"
     assert manager.live == []
+
+
+async def test_a_model_that_fails_to_load_says_its_error_on_the_first_line(
+    manager: WorkerManager, tmp_path: Path
+) -> None:
+    """The FailureReason keeps a long message's first line whole and only the end of the rest: the error
+    a traceback ends with is on that first line too, not only after a frame cut in the middle."""
+    root = tmp_path / "broken"
+    (root / "code").mkdir(parents=True)
+    (root / "code" / "inference.py").write_text("def model_fn(model_dir):\n    return {}[110]\n")
+    with pytest.raises(DeployError) as err:
+        await manager.start(spec(root, tmp_path))
+    first, _, rest = str(err.value).partition("\n")
+    assert (
+        first
+        == "Worker failed to start: the worker process exited with code 3; its last line: KeyError: 110."
+    )
+    assert "Traceback" in rest and rest.rstrip().endswith("KeyError: 110")

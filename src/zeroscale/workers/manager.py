@@ -132,6 +132,15 @@ class WorkerHandle:
     def log_tail(self, lines: int = 20) -> str:
         return tail(self.log_path, lines)
 
+    def start_failure(self) -> str:
+        """Why it never became ready: how it ended and, on the same first line, the last line it printed
+        (a traceback's error, which the lines after show in context: the FailureReason keeps the first
+        line whole, and only the end of the rest)."""
+        output = self.log_tail()
+        last = next((line.strip() for line in reversed(output.splitlines()) if line.strip()), "")
+        said = f"; its last line: {last[:300]}" if last else ""
+        return f"Worker failed to start: {self.death_reason()}{said}.\n{output}"
+
     def death_reason(self) -> str:
         """Why the process is gone (or going), for error messages."""
         if self.kill_reason:
@@ -497,7 +506,7 @@ class WorkerManager:
         delay = 0.0005
         while True:
             if not handle.alive:
-                raise DeployError(f"Worker failed to start: {handle.death_reason()}.\n{handle.log_tail()}")
+                raise DeployError(handle.start_failure())
             try:
                 conn = await handle.connect()
             except (FileNotFoundError, ConnectionRefusedError, ConnectionResetError):
