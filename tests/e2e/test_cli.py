@@ -13,7 +13,16 @@ from typing import Any
 
 import pytest
 
-from zeroscale.testing import ACCESS_KEY, REGION, SECRET_KEY, ServerProcess, free_port, make_tar, wait_final
+from zeroscale.testing import (
+    ACCESS_KEY,
+    REGION,
+    SECRET_KEY,
+    ServerProcess,
+    free_port,
+    make_tar,
+    wait_final,
+    wait_for,
+)
 
 ZEROSCALE = Path(sys.executable).parent / "zeroscale"
 
@@ -116,20 +125,42 @@ def test_deploy_invoke_list_delete(
 def test_deploy_of_a_broken_model_prints_the_failure_reason(
     zs: Any, server: ServerProcess, tmp_path: Path
 ) -> None:
+    """The reason is printed; then what the deploy made is removed, so that the same command runs again once
+    the model is mended; --keep-failed keeps it all to look at."""
     broken = tmp_path / "model.joblib"
     broken.write_bytes(b"this is not a joblib file")
-    proc = zs("deploy", "--name", "cli-broken", "--model", str(broken), "--memory", "1024")
+    deploy = ("deploy", "--name", "cli-broken", "--model", str(broken), "--memory", "1024")
+    proc = zs(*deploy, "--keep-failed")
     assert proc.returncode != 0
     assert "cli-broken: Failed" in proc.stderr
     reason = proc.stderr.split("cli-broken: Failed", 1)[1].strip()
     assert reason.startswith("Worker failed to start"), proc.stderr
     assert "joblib" in reason  # the model's own load error is in the FailureReason
-    desc = server.client("sagemaker").describe_endpoint(EndpointName="cli-broken")
+    sm = server.client("sagemaker")
+    desc = sm.describe_endpoint(EndpointName="cli-broken")
     assert desc["EndpointStatus"] == "Failed"
     assert reason == desc["FailureReason"].strip()
     table = _table(_ok(zs("endpoints")))
     assert table["cli-broken"][1] == "Failed"
     _ok(zs("delete", "cli-broken"))
+
+    proc = zs(*deploy)
+    assert proc.returncode == 1 and "cli-broken: Failed" in proc.stderr
+    assert (
+        "deploy failed: removed the endpoint, endpoint configuration, model cli-broken it had created."
+        in proc.stderr
+    )
+    wait_for(lambda: "cli-broken" not in _table(_ok(zs("endpoints"))), timeout_s=10)
+    assert sm.list_models(NameContains="cli-broken")["Models"] == []
+    assert sm.list_endpoint_configs(NameContains="cli-broken")["EndpointConfigs"] == []
+
+
+def test_code_beside_a_packaged_model_is_refused_not_dropped(zs: Any, tmp_path: Path) -> None:
+    (tmp_path / "code").mkdir()
+    proc = zs(
+        "deploy", "--name", "x", "--model", str(tmp_path / "m.tar.gz"), "--code", str(tmp_path / "code")
+    )
+    assert proc.returncode == 2 and "--code goes beside a bare model file" in proc.stderr
 
 
 def test_invoke_errors_are_one_line(zs: Any) -> None:
@@ -155,6 +186,7 @@ def test_no_server_there(home: Path) -> None:
         assert "Could not connect to the endpoint URL" in proc.stderr
         assert url in proc.stderr
         assert "Is `zeroscale serve` running there?" in proc.stderr
+        assert "--endpoint-url http://HOST:PORT, or export ZEROSCALE_ENDPOINT_URL" in proc.stderr
 
 
 def test_help(home: Path) -> None:

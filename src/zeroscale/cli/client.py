@@ -176,7 +176,10 @@ def _fail(exc: Exception) -> click.ClickException:
         err = exc.response.get("Error", {})
         return click.ClickException(f"{err.get('Code')}: {err.get('Message')}")
     if isinstance(exc, EndpointConnectionError):
-        return click.ClickException(f"{exc}. Is `zeroscale serve` running there?")
+        return click.ClickException(
+            f"{exc}. Is `zeroscale serve` running there? A server on another port or host: give "
+            "--endpoint-url http://HOST:PORT, or export ZEROSCALE_ENDPOINT_URL."
+        )
     return click.ClickException(str(exc))
 
 
@@ -191,6 +194,13 @@ def _environment(items: tuple[str, ...]) -> dict[str, str]:
 
 
 def _model_url(model: str, code_dir: Path | None, image: str) -> str:
+    packaged_already = "://" in model or model.endswith(ARCHIVE_SUFFIXES) or Path(model).is_dir()
+    if code_dir is not None and packaged_already:  # never taken and dropped
+        raise click.BadParameter(
+            f"--code goes beside a bare model file, which deploy packages; {model} is packaged already: put "
+            "the code in it (zeroscale package MODEL_FILE --code DIR) or deploy the bare model file",
+            param_hint="--code",
+        )
     if "://" in model:
         return model
     path = Path(model).expanduser().resolve()
@@ -260,6 +270,12 @@ def _model_url(model: str, code_dir: Path | None, image: str) -> str:
     "--instance-count", default=1, show_default=True, type=click.IntRange(1), help="With --instance-type."
 )
 @click.option("--wait/--no-wait", default=True, show_default=True, help="Wait until InService.")
+@click.option(
+    "--keep-failed",
+    is_flag=True,
+    help="Keep an endpoint that ends Failed, with its configuration and model, to look at (by default "
+    "they are removed once the reason is printed, so that the same deploy can be run again).",
+)
 @common_options
 def deploy(
     name: str,
@@ -274,12 +290,14 @@ def deploy(
     instance_type: str | None,
     instance_count: int,
     wait: bool,
+    keep_failed: bool,
     endpoint_url: str,
     region: str | None,
     data_dir: Path,
 ) -> None:
     """Deploy a model as a serverless endpoint (or real-time, with --instance-type) and wait until it is
-    InService."""
+    InService. An endpoint that ends Failed is removed with its configuration and model (its reason is
+    printed first), unless --keep-failed."""
     clients = make_clients(endpoint_url, region, data_dir)
     environment = env
     serverless: dict[str, Any] = {"MemorySizeInMB": int(memory_mb), "MaxConcurrency": max_concurrency}
@@ -314,19 +332,23 @@ def deploy(
         click.echo(f"{name}: Creating")
         return
     status = _wait(clients, name)
-    if status != "InService":
-        raise SystemExit(1)
+    if status == "InService":
+        return
+    if status == "Failed" and not keep_failed:  # its reason is printed: nothing is left to delete by hand
+        click.echo(_undo(sm, name, [*created, "endpoint"], failed=True), err=True)
+    raise SystemExit(1)
 
 
 _DELETES = {
+    "endpoint": ("delete_endpoint", "EndpointName"),
     "endpoint configuration": ("delete_endpoint_config", "EndpointConfigName"),
     "model": ("delete_model", "ModelName"),
 }
 
 
-def _undo(sm: Any, name: str, created: list[str]) -> str:
+def _undo(sm: Any, name: str, created: list[str], *, failed: bool = False) -> str:
     """Delete what a failed deploy made (newest first); the line that says what was removed, or what was
-    left behind."""
+    left behind. ``failed``: the endpoint was made and ended Failed (else a call failed before)."""
     removed: list[str] = []
     left: list[str] = []
     for what in reversed(created):
@@ -336,7 +358,10 @@ def _undo(sm: Any, name: str, created: list[str]) -> str:
             removed.append(what)
         except (ClientError, BotoCoreError) as exc:
             left.append(f"{what} ({_fail(exc).message})")
-    line = f"deploy stopped: removed the {' and '.join(removed)} {name} it had created." if removed else ""
+    what = "deploy failed" if failed else "deploy stopped"
+    line = f"{what}: removed the {', '.join(removed)} {name} it had created." if removed else ""
+    if failed and removed:
+        line += " Fix the cause above and run it again (--keep-failed keeps them to look at)."
     if left:
         line += f" Could not remove the {', '.join(left)}: run `zeroscale delete {name}`."
     return line.strip()
