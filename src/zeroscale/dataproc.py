@@ -2,10 +2,10 @@
 
 SageMaker's JSONPath subset: ``$`` (the whole record), ``.name`` and ``['name', ...]`` (object members),
 ``[i]``, ``[i, j, ...]`` and ``[i:j]`` (array elements; a slice is INCLUSIVE of j, and either end may be
-left out), ``[*]``; steps chain (``$.features[0:2]``). A CSV record is an array of its fields, so ``$[1:3]``
-keeps columns 2 to 4. JoinSource ``Input`` appends the output's fields to a CSV record's, and puts the output
-under ``SageMakerOutput`` in a JSON object record (``{"SageMakerInput": ..., "SageMakerOutput": ...}`` for
-any other JSON value).
+left out), their unions (``[0,5:]``), ``[*]``; steps chain (``$.features[0:2]``). A CSV record is an
+array of its fields, so ``$[1:3]`` keeps columns 2 to 4. JoinSource ``Input`` appends the output's fields
+to a CSV record's, and puts the output under ``SageMakerOutput`` in a JSON object record
+(``{"SageMakerInput": ..., "SageMakerOutput": ...}`` for any other JSON value).
 """
 
 from __future__ import annotations
@@ -49,29 +49,36 @@ class Path:
             inner = match.group(2).strip()
             if inner == "*":
                 steps.append(("all", None))
-            elif ":" in inner:
-                low, _, high = inner.partition(":")
-                if (low.strip() and not _INT.match(low.strip())) or (
-                    high.strip() and not _INT.match(high.strip())
-                ):
-                    raise ValueError(f"{field} {text!r}: a slice takes integers")
-                steps.append(
-                    ("slice", (int(low) if low.strip() else None, int(high) if high.strip() else None))
-                )
             else:
                 parts = [p.strip() for p in inner.split(",")]
-                if all(_INT.match(p) for p in parts):
-                    steps.append(("index", [int(p) for p in parts]))
-                elif all(len(p) >= 2 and p[0] == p[-1] and p[0] in "'\"" for p in parts):
+                if all(len(p) >= 2 and p[0] == p[-1] and p[0] in "'\"" for p in parts):
                     steps.append(("key", [p[1:-1] for p in parts]))
+                    continue
+                picks = [_pick(p, field, text) for p in parts]  # indices and slices, as $[0,5:]
+                if len(picks) == 1 and picks[0][0] == "slice":
+                    steps.append(picks[0])
+                elif all(kind == "index" for kind, _ in picks):
+                    steps.append(("index", [n for _, n in picks]))
                 else:
-                    raise ValueError(f"{field} {text!r}: cannot read [{inner}]")
+                    steps.append(("pick", picks))
         return cls(tuple(steps))
 
     def apply(self, value: Any) -> Any:
         for kind, arg in self.steps:
             value = _step(value, kind, arg)
         return value
+
+
+def _pick(part: str, field: str, text: str) -> tuple[str, Any]:
+    """One member of ``[...]``: an index, or a slice (inclusive; either end may be left out)."""
+    if _INT.match(part):
+        return ("index", int(part))
+    if ":" not in part:
+        raise ValueError(f"{field} {text!r}: cannot read {part!r} (an index, a slice i:j, or 'names')")
+    low, _, high = (p.strip() for p in part.partition(":"))
+    if (low and not _INT.match(low)) or (high and not _INT.match(high)):
+        raise ValueError(f"{field} {text!r}: a slice takes integers")
+    return ("slice", (int(low) if low else None, int(high) if high else None))
 
 
 def _step(value: Any, kind: str, arg: Any) -> Any:
@@ -86,11 +93,20 @@ def _step(value: Any, kind: str, arg: Any) -> Any:
             raise ProcessingError("array elements of a value that is not an array")
         if kind == "index":
             return value[arg[0]] if len(arg) == 1 else [value[i] for i in arg]
-        low, high = arg
-        end = None if high is None else (high + 1 if high != -1 else None)  # inclusive
-        return value[low:end]
+        if kind == "pick":  # a union: each index's element and each slice's, in the order given
+            out: list[Any] = []
+            for part, bounds in arg:
+                out += [value[bounds]] if part == "index" else _slice(value, bounds)
+            return out
+        return _slice(value, arg)
     except (KeyError, IndexError, TypeError) as exc:
         raise ProcessingError(f"the filter does not match the record: {exc!r}") from exc
+
+
+def _slice(value: list[Any], bounds: tuple[int | None, int | None]) -> list[Any]:
+    low, high = bounds
+    end = None if high is None else (high + 1 if high != -1 else None)  # inclusive
+    return value[low:end]
 
 
 def _csv_row(text: str) -> list[str]:

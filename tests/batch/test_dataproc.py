@@ -24,6 +24,8 @@ from zeroscale.dataproc import DataProcessing, Path, ProcessingError
             {"id": 1, "SageMakerOutput": 9},
         ),
         ("$[*]", {"a": 1, "b": 2}, [1, 2]),
+        ("$[0,5:]", list(range(8)), [0, 5, 6, 7]),  # botocore's own OutputFilter example: a union
+        ("$[1:2,0,-1]", ["a", "b", "c", "d"], ["b", "c", "a", "d"]),
     ],
 )
 def test_paths(path: str, value: object, expected: object) -> None:
@@ -31,7 +33,7 @@ def test_paths(path: str, value: object, expected: object) -> None:
 
 
 def test_bad_paths_and_records() -> None:
-    for text in ("features", "$[a", "$[1:x]", "$..x"):
+    for text in ("features", "$[a", "$[1:x]", "$..x", "$[0,x]", "$[0,'a']"):
         with pytest.raises(ValueError):
             Path.parse(text, "InputFilter")
     with pytest.raises(ProcessingError):

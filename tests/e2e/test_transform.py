@@ -216,6 +216,14 @@ def test_data_processing_filters_and_join(
     assert got == expected
 
 
+def test_a_prefix_with_nothing_under_it_fails_the_job(sm: Any) -> None:
+    """As SageMaker: no input is a failed job, not a Completed one that wrote nothing."""
+    _job(sm, "nothing-here", "rf", "nothing-here/in/")
+    desc = _wait_failed(sm, "nothing-here")
+    assert desc["TransformJobStatus"] == "Failed"
+    assert f"No S3 objects found under S3 URL 's3://{BUCKET}/nothing-here/in/'" in desc["FailureReason"]
+
+
 ENV_ECHO = """
 import json, os
 

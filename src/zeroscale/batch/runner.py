@@ -398,9 +398,11 @@ class TransformRunner:
                     key = obj["Key"]
                     if not key.endswith("/"):
                         files.append(InputFile(f"s3://{loc.bucket}/{key}", key[len(directory) :]))
-            return files
         except Exception as exc:
             raise DeployError(f"Could not list the input {job.input_uri}: {exc}") from exc
+        if not files:  # as SageMaker: nothing to transform fails the job, not Completed with no output
+            raise DeployError(f"ClientError: No S3 objects found under S3 URL {job.input_uri!r}.")
+        return files
 
     def _output_url(self, job: JobSpec, item: InputFile) -> str:
         return f"{job.output_path.rstrip('/')}/{item.relative}.out"
