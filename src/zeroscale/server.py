@@ -282,6 +282,7 @@ def build(settings: Settings) -> Server:
     cloudwatch.actions["arn:aws:autoscaling:"] = _StepScalingAction(autoscaling)
     metrics.registry.register(BacklogCollector(asynchronous.backlog, fleet.loads))
     history.gauges.append(BacklogSampler(asynchronous.backlog, fleet.loads))
+    autoscaling_samples.gauges.append(BacklogSampler(asynchronous.backlog, fleet.loads))
     async_api = AsyncInvokeApi(asynchronous)
     iam = IamStore(settings.db_url, SecretBox.load_or_create(settings.data_dir / "iam.key"))
     authz = Authorizer(

@@ -14,6 +14,7 @@ from zeroscale.autoscaling.service import AutoScaling
 from zeroscale.autoscaling.targets import DIMENSION, Targets
 from zeroscale.errors import ValidationException
 from zeroscale.events import InvocationRecord
+from zeroscale.metrics.service import Gauge
 from zeroscale.store.db import Store
 
 RESOURCE = "endpoint/demo/variant/A"
@@ -108,3 +109,59 @@ def test_a_policy_without_policy_type_is_step_scaling() -> None:
     tracking = {"TargetValue": 1.0, "PredefinedMetricSpecification": {}}
     with pytest.raises(ValidationException, match="StepScalingPolicyConfiguration is required"):
         service.put_policy({**SCOPE, "PolicyName": "p", "TargetTrackingScalingPolicyConfiguration": tracking})
+
+
+def test_the_asynchronous_backlog_per_instance_scales_out_named_by_the_endpoint_alone() -> None:
+    """SageMaker's asynchronous scaling policy: ApproximateBacklogSizePerInstance, whose one dimension is
+    EndpointName (a VariantName is refused, as CloudWatch has no such series); the backlog's gauges are
+    read only while a policy tracks them."""
+    now = [1000.0]
+    endpoints = FakeEndpoints()
+    samples = Samples(lambda: [], period_s=10.0, keep=15, clock=lambda: now[0])
+    service = AutoScaling(
+        Targets(Store("sqlite://")),
+        endpoints,
+        samples,
+        region="us-east-1",
+        account_id="1",
+        clock=lambda: now[0],
+    )
+    service.register({**SCOPE, "MinCapacity": 1, "MaxCapacity": 5})
+    backlog = {
+        "MetricName": "ApproximateBacklogSizePerInstance",
+        "Namespace": "AWS/SageMaker",
+        "Dimensions": [{"Name": "EndpointName", "Value": "demo"}],
+        "Statistic": "Average",
+    }
+    policy = {
+        **SCOPE,
+        "PolicyName": "backlog",
+        "PolicyType": "TargetTrackingScaling",
+        "TargetTrackingScalingPolicyConfiguration": {
+            "TargetValue": 2.0,
+            "CustomizedMetricSpecification": backlog,
+        },
+    }
+    with pytest.raises(
+        ValidationException, match="CloudWatch names ApproximateBacklogSizePerInstance by exactly"
+    ):
+        variant = [*backlog["Dimensions"], {"Name": "VariantName", "Value": "A"}]  # type: ignore[misc]
+        config = {**policy["TargetTrackingScalingPolicyConfiguration"]}  # type: ignore[dict-item]
+        config["CustomizedMetricSpecification"] = {**backlog, "Dimensions": variant}
+        service.put_policy({**policy, "TargetTrackingScalingPolicyConfiguration": config})
+    assert not samples.wants_gauges()
+    service.put_policy(policy)
+    assert samples.wants_gauges()
+    for _ in range(3):  # 6 queued per instance against a target of 2
+        samples.observe(
+            [Gauge("demo", "", "ApproximateBacklogSizePerInstance", 6.0), Gauge("other", "", "x", 1.0)]
+        )
+        samples.close_period()
+        asyncio.run(service.evaluate())
+        now[0] += 10
+    assert endpoints.calls == [
+        {
+            "EndpointName": "demo",
+            "DesiredWeightsAndCapacities": [{"VariantName": "A", "DesiredInstanceCount": 3}],
+        }
+    ]

@@ -219,6 +219,50 @@ def test_sklearn_round_trip_and_scale_to_zero(
     assert sum(p["SampleCount"] for p in backlog) >= 1 and backlog[-1]["Minimum"] == 0.0
     names = {p["MetricName"] for p in history(server, "rf-async", variant="")}
     assert {"ApproximateAgeOfOldestRequest", "HasBacklogWithoutCapacity"} <= names
+    # Through CloudWatch, named as SageMaker names them (EndpointName alone), as its async scaling guide
+    # reads them and alarms on them.
+    cw = server.client("cloudwatch")
+    endpoint_only = [{"Name": "EndpointName", "Value": "rf-async"}]
+    stats = cw.get_metric_statistics(
+        Namespace="AWS/SageMaker",
+        MetricName="ApproximateBacklogSize",
+        Dimensions=endpoint_only,
+        StartTime=time.time() - 600,
+        EndTime=time.time() + 60,
+        Period=60,
+        Statistics=["Maximum"],
+    )
+    assert stats["Datapoints"], stats
+    listed = cw.list_metrics(Namespace="AWS/SageMaker", MetricName="HasBacklogWithoutCapacity")["Metrics"]
+    assert {
+        "Namespace": "AWS/SageMaker",
+        "MetricName": "HasBacklogWithoutCapacity",
+        "Dimensions": endpoint_only,
+    } in listed
+    cw.put_metric_alarm(
+        AlarmName="rf-async-no-capacity",
+        Namespace="AWS/SageMaker",
+        MetricName="HasBacklogWithoutCapacity",
+        Dimensions=endpoint_only,
+        Statistic="Average",
+        Period=60,
+        EvaluationPeriods=1,
+        Threshold=1,
+        ComparisonOperator="GreaterThanOrEqualToThreshold",
+    )
+    with pytest.raises(ClientError) as refused:
+        cw.put_metric_alarm(
+            AlarmName="rf-async-variant",
+            Namespace="AWS/SageMaker",
+            MetricName="HasBacklogWithoutCapacity",
+            Dimensions=[*endpoint_only, {"Name": "VariantName", "Value": "AllTraffic"}],
+            Statistic="Average",
+            Period=60,
+            EvaluationPeriods=1,
+            Threshold=1,
+            ComparisonOperator="GreaterThanOrEqualToThreshold",
+        )
+    assert "Dimensions must be exactly EndpointName" in refused.value.response["Error"]["Message"]
 
 
 def test_an_instance_variant_scales_to_zero_and_wakes_for_queued_work(

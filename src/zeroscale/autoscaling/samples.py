@@ -6,13 +6,15 @@ CloudWatch's; shorter in tests). The last ``keep`` periods of each variant are k
 from __future__ import annotations
 
 import collections
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from zeroscale.events import InvocationRecord, VariantEvent, WorkerEvent
 from zeroscale.metrics import catalog
+from zeroscale.metrics.catalog import ENDPOINT_WIDE
 from zeroscale.metrics.history import Stat
 from zeroscale.metrics.load import LoadSource, by_variant
 from zeroscale.metrics.recorder import HistoryRecorder
+from zeroscale.metrics.service import Gauge
 
 Pair = tuple[str, str]  # (lower-cased endpoint name, variant name)
 Period = dict[str, Stat]  # metric name -> its statistics over one period
@@ -38,9 +40,23 @@ class Samples:
         self.period_s = period_s
         self._loads = loads
         self._recorder = HistoryRecorder(clock)
+        self._clock = clock
         self._keep = keep
         self._watched: frozenset[Pair] = frozenset()
         self._periods: dict[Pair, collections.deque[tuple[float, Period]]] = {}  # (its length in s, ...)
+        # Other gauges (the asynchronous backlog's, per endpoint: variant ENDPOINT_WIDE), read when a policy
+        # watches one of them: each source may read the database, so the caller reads it off the loop.
+        self.gauges: list[Callable[[], Sequence[Gauge]]] = []
+
+    def wants_gauges(self) -> bool:
+        return any(variant == ENDPOINT_WIDE for _, variant in self._watched)
+
+    def observe(self, gauges: Sequence[Gauge]) -> None:
+        """Record what the gauge sources read (on the loop, like the events)."""
+        at = self._clock()
+        for g in gauges:
+            if (g.endpoint.lower(), g.variant) in self._watched:
+                self._recorder.minutes.observe(g.endpoint.lower(), g.variant, g.metric, g.value, at)
 
     def watch(self, pairs: frozenset[Pair]) -> None:
         self._watched = pairs

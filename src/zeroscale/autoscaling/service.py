@@ -290,6 +290,9 @@ class AutoScaling:
             await asyncio.sleep(self._sample_s)
             try:
                 self.samples.sample()
+                if self.samples.wants_gauges():  # a policy tracks the asynchronous backlog
+                    for source in self.samples.gauges:
+                        self.samples.observe(await asyncio.to_thread(source))
                 now = self._clock()
                 if now >= next_period:
                     # a period is as long as it really was (longer when the loop was held up)
@@ -492,11 +495,13 @@ def _metric(config: Mapping[str, Any], resource: Resource) -> dict[str, Any]:
             f"Namespace {custom.get('Namespace')}: zeroscale's metrics are AWS/SageMaker."
         )
     dims = {d["Name"]: d["Value"] for d in custom.get("Dimensions") or []}
-    if set(dims) != {"EndpointName", "VariantName"}:
+    wanted = catalog.dimension_names(str(name))
+    if set(dims) != wanted:
         raise ValidationException(
-            f"Dimensions {', '.join(sorted(dims)) or '(none)'}: zeroscale's metrics have exactly "
-            "EndpointName and VariantName."
+            f"Dimensions {', '.join(sorted(dims)) or '(none)'}: CloudWatch names {name} by exactly "
+            f"{' and '.join(sorted(wanted))}."
         )
+    dims.setdefault("VariantName", catalog.ENDPOINT_WIDE)  # the asynchronous backlog's: the endpoint's
     statistic = custom.get("Statistic")
     if statistic not in STATISTICS:
         raise ValidationException(f"Statistic {statistic} must be one of {', '.join(STATISTICS)}.")

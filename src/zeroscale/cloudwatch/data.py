@@ -1,8 +1,8 @@
 """Reading zeroscale's metrics the way CloudWatch answers them: one metric (namespace ``AWS/SageMaker``,
-dimensions EndpointName and VariantName) cut into periods of 10 s, 30 s or a multiple of 60 s, each period's
-statistics. Minute periods come from the one-minute history (the database plus the minutes still in memory,
-so every front end's stored minutes count); 10 s and 30 s periods from ``RecentMetrics`` (this process's
-last hours)."""
+dimensions EndpointName and VariantName; EndpointName alone for the asynchronous backlog's) cut into
+periods of 10 s, 30 s or a multiple of 60 s, each period's statistics. Minute periods come from the
+one-minute history (the database plus the minutes still in memory, so every front end's stored minutes
+count); 10 s and 30 s periods from ``RecentMetrics`` (this process's last hours)."""
 
 from __future__ import annotations
 
@@ -12,12 +12,11 @@ from dataclasses import dataclass
 
 from zeroscale.cloudwatch.recent import RESOLUTION_S, RecentMetrics
 from zeroscale.errors import ZeroscaleError
-from zeroscale.metrics.catalog import BY_NAME
+from zeroscale.metrics.catalog import BY_NAME, ENDPOINT_WIDE, dimension_names
 from zeroscale.metrics.history import PERIOD_S, Stat
 from zeroscale.metrics.service import MetricsHistory
 
 NAMESPACE = "AWS/SageMaker"
-DIMENSIONS = frozenset({"EndpointName", "VariantName"})
 STATISTICS = ("SampleCount", "Average", "Sum", "Minimum", "Maximum")
 HIGH_RESOLUTION_PERIODS = (10, 30)
 
@@ -55,9 +54,9 @@ class Metric:
         """(endpoint, variant) when this is one of zeroscale's metrics, else None (no data, as CloudWatch
         answers for a metric nobody published)."""
         dims = dict(self.dimensions)
-        if self.namespace != NAMESPACE or self.name not in BY_NAME or set(dims) != DIMENSIONS:
+        if self.namespace != NAMESPACE or self.name not in BY_NAME or set(dims) != dimension_names(self.name):
             return None
-        return dims["EndpointName"], dims["VariantName"]
+        return dims["EndpointName"], dims.get("VariantName", ENDPOINT_WIDE)
 
     def document(self) -> dict[str, object]:
         return {
@@ -65,6 +64,12 @@ class Metric:
             "MetricName": self.name,
             "Dimensions": [{"Name": n, "Value": v} for n, v in self.dimensions],
         }
+
+
+def _dimensions(name: str, endpoint: str, variant: str) -> tuple[tuple[str, str], ...]:
+    if "VariantName" in dimension_names(name):
+        return (("EndpointName", endpoint), ("VariantName", variant))
+    return (("EndpointName", endpoint),)
 
 
 def check_period(period: int, member: str = "Period") -> None:
@@ -132,7 +137,7 @@ class MetricData:
         """Every metric with data since ``since`` (stored minutes, and this process's recent periods)."""
         found = await self._history.series(since)
         return [
-            Metric(NAMESPACE, name, (("EndpointName", endpoint), ("VariantName", variant)))
+            Metric(NAMESPACE, name, _dimensions(name, endpoint, variant))
             for endpoint, variant, name in sorted(found)
             if name in BY_NAME
         ]

@@ -36,7 +36,7 @@ from zeroscale.cloudwatch.data import (
 )
 from zeroscale.cloudwatch.reads import MetricReads, epoch, next_offset
 from zeroscale.errors import ZeroscaleError
-from zeroscale.metrics.catalog import BY_NAME
+from zeroscale.metrics.catalog import BY_NAME, dimension_names
 from zeroscale.metrics.history import PERIOD_S
 
 log = logging.getLogger("zeroscale.cloudwatch")
@@ -159,7 +159,8 @@ class CloudWatch:
             )
         if metric.series is None:
             raise InvalidParameterValue(
-                "Dimensions must be exactly EndpointName and VariantName: zeroscale's metrics have those two."
+                f"Dimensions must be exactly {' and '.join(sorted(dimension_names(metric.name)))}: "
+                f"CloudWatch names {metric.name} by those."
             )
         if "Unit" in doc and doc["Unit"] != unit(metric.name):
             raise InvalidParameterValue(

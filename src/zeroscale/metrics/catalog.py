@@ -35,6 +35,19 @@ BACKLOG_SIZE_PER_INSTANCE = "ApproximateBacklogSizePerInstance"
 AGE_OF_OLDEST_REQUEST = "ApproximateAgeOfOldestRequest"
 HAS_BACKLOG_WITHOUT_CAPACITY = "HasBacklogWithoutCapacity"
 ENDPOINT_WIDE = ""
+ENDPOINT_WIDE_METRICS = frozenset(
+    {BACKLOG_SIZE, BACKLOG_SIZE_PER_INSTANCE, AGE_OF_OLDEST_REQUEST, HAS_BACKLOG_WITHOUT_CAPACITY}
+)
+
+
+def dimension_names(metric: str) -> frozenset[str]:
+    """The dimensions CloudWatch names a SageMaker metric by: EndpointName alone for the asynchronous
+    backlog's, EndpointName and VariantName for the rest."""
+    if metric in ENDPOINT_WIDE_METRICS:
+        return frozenset({"EndpointName"})
+    return frozenset({"EndpointName", "VariantName"})
+
+
 # multi-model endpoints
 MODEL_LOADING_WAIT_TIME = "ModelLoadingWaitTime"
 MODEL_DOWNLOADING_TIME = "ModelDownloadingTime"
