@@ -132,6 +132,25 @@ def test_warnings_code_without_inference_and_replaced_requirements(project: Path
     assert "warning: plain has no inference.py" in proc.stderr
     assert "replaces" in proc.stderr and "requirements.txt" in proc.stderr
     assert members(project / "w.tar.gz")["code/requirements.txt"] == b"roman>=4\n"
+    # the code's own requirements.txt named again (the README's example): nothing is replaced, no warning
+    (code / "inference.py").write_text("")
+    proc = zs(
+        "model.joblib",
+        "--code",
+        "plain",
+        "--requirements",
+        "plain/requirements.txt",
+        "-o",
+        "v.tar.gz",
+        cwd=project,
+    )
+    ok(proc)
+    assert "warning" not in proc.stderr
+
+
+def test_a_missing_model_file_is_said_before_anything_about_the_output(project: Path) -> None:
+    ok(zs("model.joblib", cwd=project))  # model.tar.gz, as the quickstart leaves it
+    assert "Model file nosuch.joblib does not exist" in failed(zs("nosuch.joblib", cwd=project))
 
 
 def test_deploys_bare_model_packaging_is_the_same_code(

@@ -249,3 +249,12 @@ def test_a_scoped_user_sees_and_does_what_its_policies_allow(
     assert usage.status == 400 and "zeroscale:GetUsage" in usage.json()["message"]
     invoked = call(console_server, "POST", "/console/api/invoke/anything", b"{}", signed.headers())
     assert invoked.status in (400, 403) and b"sagemaker:InvokeEndpoint" in invoked.body
+
+
+def test_the_servers_address_in_a_browser_leads_to_the_console(console_server: ServerProcess) -> None:
+    browser = {"Accept": "text/html,application/xhtml+xml,*/*;q=0.8"}
+    answer = call(console_server, "GET", "/", headers=browser)
+    assert (answer.status, answer.headers["Location"]) == (302, "/console/")
+    # an API's GET is not a browser's: an unsigned one still gets the API's own refusal
+    assert call(console_server, "GET", "/?Action=ListTopics", headers=browser).status == 403
+    assert call(console_server, "GET", "/").status != 302

@@ -152,6 +152,10 @@ class App:
         if method == "GET" and path in _UNSIGNED_GETS:
             await self._unsigned_get(send, path, request_id)
             return
+        if method == "GET" and path == "/" and self._p.console is not None and _a_browsers(scope):
+            # someone opened the server's address: the console, not an API's error document
+            await respond(send, 302, b"", [(b"location", b"/console/"), (b"content-type", b"text/plain")])
+            return
         serialise = control_error
         if self._p.console is not None and (path == _CONSOLE or path.startswith(_CONSOLE + "/")):
             await self._p.console(scope, receive, send)
@@ -356,6 +360,16 @@ class App:
             await respond(send, 200, b"ok\n", [(b"content-type", b"text/plain")])
         else:
             await control_error(send, request_id, UnknownOperationException(f"No operation at GET {path}."))
+
+
+def _a_browsers(scope: Scope) -> bool:
+    """A bare request a browser makes: no query (an API's GET has its Action there), no signature, and it
+    accepts HTML."""
+    if scope.get("query_string"):
+        return False
+    headers: list[tuple[bytes, bytes]] = scope["headers"]
+    names = {k.lower(): v for k, v in headers}
+    return b"authorization" not in names and b"text/html" in names.get(b"accept", b"")
 
 
 def _endpoint_name(path: str, suffix: str = _INVOCATIONS_SUFFIX) -> str | None:

@@ -319,6 +319,7 @@ def deploy(
             variant["ServerlessConfig"] = serverless
         sm.create_endpoint_config(EndpointConfigName=name, ProductionVariants=[variant], Tags=tags)
         created.append("endpoint configuration")
+        asked = time.monotonic()  # CreateEndpoint itself waits up to 2 s for the deployment: counted
         sm.create_endpoint(EndpointName=name, EndpointConfigName=name)
     except (ClientError, BotoCoreError) as exc:
         failure = _fail(exc)
@@ -331,7 +332,7 @@ def deploy(
     if not wait:
         click.echo(f"{name}: Creating")
         return
-    status = _wait(clients, name)
+    status = _wait(clients, name, since=asked)
     if status == "InService":
         return
     if status == "Failed" and not keep_failed:  # its reason is printed: nothing is left to delete by hand
@@ -374,8 +375,8 @@ def _not_found(exc: ClientError) -> bool:
     )
 
 
-def _wait(clients: Clients, name: str, timeout_s: float = 600.0) -> str:
-    start = time.monotonic()
+def _wait(clients: Clients, name: str, timeout_s: float = 600.0, since: float | None = None) -> str:
+    start = time.monotonic() if since is None else since
     spinner = "|/-\\"
     tty = sys.stderr.isatty()
     i = 0

@@ -167,7 +167,7 @@ def collect(
             raise PackageError(f"--requirements {requirements}: no such file")
         target = f"{CODE}/{REQUIREMENTS}"
         for member in members:
-            if member.arcname == target:
+            if member.arcname == target and member.source.resolve() != requirements.resolve():
                 warnings.append(f"--requirements {requirements} replaces {member.source}")
         members = [m for m in members if m.arcname != target] + [_member(target, requirements)]
     if exclude is not None:
@@ -277,6 +277,8 @@ def package(
 ) -> None:
     """Build a model.tar.gz from MODEL_FILE (a model file, or a directory of them), inference code and
     requirements, laid out as SageMaker expects; deploy it with `zeroscale deploy --model OUTPUT`."""
+    if not model_file.exists():  # what was asked for first, before anything about the output
+        raise PackageError(f"Model file {model_file} does not exist")
     if output.is_dir():
         raise PackageError(f"Output {output} is a directory; name the archive file, e.g. -o model.tar.gz")
     if output.exists() and not force:
