@@ -308,7 +308,8 @@ def test_validation_and_not_found(sm: Any) -> None:
 
 def test_stop_and_resume_after_sigkill(s3_server: SeaweedS3, s3: Any, tmp_path: Path) -> None:
     """A stopped job ends Stopped (the waiter succeeds). A job whose server is SIGKILLed midway resumes after
-    the restart: files done before the kill are not done again, and the job completes."""
+    the restart: files done before the kill are not done again, and the job completes, also when its model
+    was deleted meanwhile (as SageMaker's: a running job keeps its model)."""
     server = _server(s3_server, tmp_path / "data").start()
     try:
         sm = server.client("sagemaker")
@@ -325,6 +326,7 @@ def test_stop_and_resume_after_sigkill(s3_server: SeaweedS3, s3: Any, tmp_path: 
         _job(sm, "resumed", "slow", "resume/in/")
         wait_for(lambda: _has(s3, "resumed/out/0.csv.out"), timeout_s=30)
         first = s3.head_object(Bucket=BUCKET, Key="resumed/out/0.csv.out")["ETag"]
+        sm.delete_model(ModelName="slow")  # a job goes on with the model it was created with
         server.stop(signal.SIGKILL)
         assert not _has(s3, "resumed/out/2.csv.out")
         server.start()

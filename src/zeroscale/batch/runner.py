@@ -21,7 +21,7 @@ from typing import IO, Any, cast
 from zeroscale.asyncinf.s3io import CHUNK, OutputError, S3Io, S3Url
 from zeroscale.background import Background
 from zeroscale.control.deploy import Deployer
-from zeroscale.control.transform_jobs import Progress
+from zeroscale.control.transform_jobs import MODEL_SNAPSHOT, Progress
 from zeroscale.dataproc import DataProcessing, ProcessingError
 from zeroscale.errors import DeployError, ModelError, Throttling, ZeroscaleError
 from zeroscale.router.fleet import Fleet
@@ -62,6 +62,9 @@ class JobSpec:
     # Of MaxConcurrentTransforms, BatchStrategy and MaxPayloadInMB, those the job left out: the container's
     # optional GET /execution-parameters may choose them.
     unset: frozenset[str] = frozenset()
+    # The model as it was when the job was created (its document): a job resumed after a restart runs it
+    # even if the model was deleted or replaced since, as SageMaker's does.
+    model_doc: dict[str, Any] | None = None
 
     @property
     def route(self) -> str:
@@ -322,8 +325,13 @@ class TransformRunner:
             "InitialInstanceCount": job.instance_count,
         }
         config = Record("transform-job", job.name, "", 0.0, 0.0, None, {"ProductionVariants": [variant]})
+        models = None
+        if job.model_doc is not None:
+            models = {
+                job.model_name.lower(): Record("model", job.model_name, "", 0.0, 0.0, None, job.model_doc)
+            }
         with self._deployer.hold() as hold:  # its artifacts stay in the cache until its pools are routed
-            specs = await self._deployer.pool_specs(job.route, config, hold=hold)
+            specs = await self._deployer.pool_specs(job.route, config, models, hold=hold)
             await self._fleet.activate(job.route, self._job_specs(job, specs, workers), warm=True)
 
     @staticmethod
@@ -574,4 +582,5 @@ def job_spec(doc: Mapping[str, Any]) -> JobSpec:
         assemble_lines=out.get("AssembleWith") == "Line",
         processing=DataProcessing.of(doc.get("DataProcessing"), inp.get("ContentType"), out.get("Accept")),
         unset=frozenset(name for name in EXECUTION_PARAMETERS if doc.get(name) is None),
+        model_doc=dict(doc[MODEL_SNAPSHOT]) if doc.get(MODEL_SNAPSHOT) else None,
     )

@@ -24,6 +24,8 @@ from zeroscale.dataproc import Path
 from zeroscale.errors import DeployError, ResourceInUse, ResourceNotFound, ValidationException
 from zeroscale.store.db import AlreadyExists, Record, Store
 
+MODEL_SNAPSHOT = "ZeroscaleModel"  # in a job's stored document: its model's, as it was at CreateTransformJob
+
 KIND = "transform-job"
 IN_PROGRESS, COMPLETED, FAILED, STOPPING, STOPPED = "InProgress", "Completed", "Failed", "Stopping", "Stopped"
 log = logging.getLogger("zeroscale.transform")
@@ -149,10 +151,11 @@ class TransformJobs:
     def create(self, params: Mapping[str, Any]) -> dict[str, Any]:
         name: str = params["TransformJobName"]
         check(params)
-        self._models.get(params["ModelName"])
+        model = self._models.get(params["ModelName"])
         # Stored as given: a setting left out may be chosen by the container (GET /execution-parameters);
-        # DescribeTransformJob shows SageMaker's defaults for them.
+        # DescribeTransformJob shows SageMaker's defaults for them. With it, the model as it is now.
         doc = copy.deepcopy(dict(params))
+        doc[MODEL_SNAPSHOT] = copy.deepcopy(model.doc)
         arn = self._arns.arn(KIND, name)
         now = self._clock()
         try:
