@@ -166,7 +166,20 @@ def test_print_reaches_get_log_events_filter_log_events_and_the_cli(
     assert zeroscale_logs(server, tmp_path, endpoint, "--filter", marker) == [
         line for line in lines if line.endswith(marker)
     ]
-    assert zeroscale_logs(server, tmp_path, endpoint, "--variant", "Other") == []
+    refused = subprocess.run(
+        [str(ZEROSCALE), "logs", endpoint, "--variant", "Other", "--endpoint-url", server.url],
+        env=cli_env(tmp_path), capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert (
+        refused.returncode == 2
+        and f"endpoint {endpoint} has no variant Other (it has AllTraffic)" in refused.stderr
+    )
+    missing = subprocess.run(
+        [str(ZEROSCALE), "logs", "no-such-endpoint", "--endpoint-url", server.url],
+        env=cli_env(tmp_path), capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert missing.returncode == 1
+    assert "Endpoint no-such-endpoint does not exist (`zeroscale endpoints` lists them)." in missing.stderr
     assert zeroscale_logs(server, tmp_path, endpoint, "--since", "2h", "--filter", marker) != []
     assert zeroscale_logs(server, tmp_path, endpoint, "--since", "2099-01-01T00:00:00") == []
 

@@ -14,7 +14,7 @@ from typing import Any
 import click
 from botocore.exceptions import BotoCoreError, ClientError
 
-from zeroscale.cli.client import _fail, common_options, make_clients
+from zeroscale.cli.client import _fail, check_endpoint_exists, common_options, make_clients
 
 GROUP_PREFIX = "/aws/sagemaker/Endpoints/"
 # Re-read this far behind the newest event seen when following: events written a little late (by another
@@ -124,7 +124,8 @@ def logs(
     `aws logs filter-log-events --log-group-name /aws/sagemaker/Endpoints/ENDPOINT --endpoint-url ...`.
     """
     start_ms = parse_since(since, time.time()) if since else None
-    client = make_clients(endpoint_url, region, data_dir).logs
+    clients = make_clients(endpoint_url, region, data_dir)
+    client = clients.logs
     query: dict[str, Any] = {"logGroupName": GROUP_PREFIX + endpoint}
     if variant:
         query["logStreamNamePrefix"] = f"{variant}/"
@@ -134,12 +135,33 @@ def logs(
     def emit(event: dict[str, Any]) -> None:
         click.echo(format_event(event))
 
+    if variant:  # a variant it does not have would print nothing, as if it had been quiet
+        _check_variant(clients, endpoint, variant)
     try:
         if follow_:
             follow(client, query, start_ms, emit, interval)
         for event in fetch(client, query, start_ms):
             emit(event)
-    except (ClientError, BotoCoreError) as exc:
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") == "ResourceNotFoundException":
+            check_endpoint_exists(clients, endpoint)  # says so when there is no such endpoint
+            raise click.ClickException(f"Endpoint {endpoint} has no logs yet.") from None
+        raise _fail(exc) from None
+    except BotoCoreError as exc:
         raise _fail(exc) from None
     except KeyboardInterrupt:
         pass
+
+
+def _check_variant(clients: Any, endpoint: str, variant: str) -> None:
+    try:
+        desc = clients.sagemaker.describe_endpoint(EndpointName=endpoint)
+    except (ClientError, BotoCoreError):
+        return  # a deleted endpoint's logs are still read: its variants cannot be checked
+    names = [v["VariantName"] for v in desc.get("ProductionVariants") or []]
+    names += [v["VariantName"] for v in desc.get("ShadowProductionVariants") or []]
+    if names and variant not in names:
+        raise click.BadParameter(
+            f"endpoint {endpoint} has no variant {variant} (it has {', '.join(names)})",
+            param_hint="--variant",
+        )
