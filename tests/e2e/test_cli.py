@@ -147,7 +147,7 @@ def test_deploy_of_a_broken_model_prints_the_failure_reason(
     proc = zs(*deploy)
     assert proc.returncode == 1 and "cli-broken: Failed" in proc.stderr
     assert (
-        "deploy failed: removed the endpoint, endpoint configuration, model cli-broken it had created."
+        "deploy failed: removed the endpoint, endpoint configuration and model cli-broken it had created."
         in proc.stderr
     )
     wait_for(lambda: "cli-broken" not in _table(_ok(zs("endpoints"))), timeout_s=10)

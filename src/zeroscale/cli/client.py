@@ -360,7 +360,8 @@ def _undo(sm: Any, name: str, created: list[str], *, failed: bool = False) -> st
         except (ClientError, BotoCoreError) as exc:
             left.append(f"{what} ({_fail(exc).message})")
     what = "deploy failed" if failed else "deploy stopped"
-    line = f"{what}: removed the {', '.join(removed)} {name} it had created." if removed else ""
+    named = ", ".join(removed[:-1]) + " and " + removed[-1] if len(removed) > 1 else "".join(removed)
+    line = f"{what}: removed the {named} {name} it had created." if removed else ""
     if failed and removed:
         line += " Fix the cause above and run it again (--keep-failed keeps them to look at)."
     if left:

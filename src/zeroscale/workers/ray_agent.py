@@ -57,8 +57,8 @@ from zeroscale.workers.zygotes import TemplateRefused, Zygote, ZygoteError
 log = logging.getLogger("zeroscale.workers.node")
 _RELAY_CHUNK = 256 * 1024
 _LOG_CHUNK = 1024 * 1024  # the most of one worker's output shipped per poll
-# The node's artifact cache is trimmed after each new entry, at the poll after a worker or template ends (what
-# it used may be unused now), and this often (what other agents' ended).
+# The node's caches (artifacts, requirements) are trimmed after each new entry, at the poll after a worker or
+# template ends (what it used may be unused now), and this often (what other agents' ended).
 TRIM_EVERY_S = 60.0
 
 
