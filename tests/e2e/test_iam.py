@@ -227,6 +227,7 @@ def test_the_audit_trail_names_who_did_what(server: ServerProcess, alice: dict[s
         return events
 
     mine = audit("--user", "alice", "--since", "1h")
+    assert audit("--user", "alice", "--since", str(int(time.time()) - 3600)) == mine  # epoch seconds too
     seen = {(e["action"], e["resource"].rsplit("/", 1)[-1], e["outcome"]) for e in mine}
     assert ("sagemaker:DescribeEndpoint", "secret-echo", "Success") in seen
     assert ("sagemaker:DeleteEndpoint", "open-echo", "Denied") in seen

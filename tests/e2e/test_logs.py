@@ -181,6 +181,9 @@ def test_print_reaches_get_log_events_filter_log_events_and_the_cli(
     assert missing.returncode == 1
     assert "Endpoint no-such-endpoint does not exist (`zeroscale endpoints` lists them)." in missing.stderr
     assert zeroscale_logs(server, tmp_path, endpoint, "--since", "2h", "--filter", marker) != []
+    assert zeroscale_logs(
+        server, tmp_path, endpoint, "--since", str(int(time.time()) - 7200), "--filter", marker
+    )
     assert zeroscale_logs(server, tmp_path, endpoint, "--since", "2099-01-01T00:00:00") == []
 
 

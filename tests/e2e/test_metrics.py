@@ -3,12 +3,14 @@ one-minute history (GET /zeroscale/v1/metrics and `zeroscale metrics`), which su
 
 from __future__ import annotations
 
+import datetime
 import json
 import math
 import os
 import subprocess
 import sys
 import threading
+import time
 import urllib.parse
 import urllib.request
 from collections.abc import Callable
@@ -253,7 +255,14 @@ def test_history_survives_a_restart_and_the_cli_prints_it(
     assert result.exit_code == 0, result.output
     assert "Invocation5XXErrors" in result.stdout and "None" in result.stdout
     result = runner.invoke(cli, [*args, "--since", "soon"], env=env)
-    assert result.exit_code != 0 and "Invalid time 'soon'" in result.stderr
+    assert result.exit_code == 2 and "'soon' is neither a duration" in result.stderr
+    # --since as every command takes it: an ISO time (local) and epoch seconds, the same 5 invocations
+    an_hour_ago = datetime.datetime.now() - datetime.timedelta(hours=1)
+    for since in (an_hour_ago.isoformat(timespec="minutes"), str(int(time.time()) - 3600)):
+        result = runner.invoke(cli, [*args, "--since", since, "--json"], env=env)
+        assert result.exit_code == 0, result.output
+        points = json.loads(result.stdout)["Datapoints"]
+        assert sum(p["Sum"] for p in points if p["MetricName"] == "Invocations") == 5, since
     result = runner.invoke(cli, [*args, "--json"], env=env)
     assert (
         sum(p["Sum"] for p in json.loads(result.stdout)["Datapoints"] if p["MetricName"] == "Invocations")

@@ -8,8 +8,10 @@ row a minute that counts them. ``GET /zeroscale/v1/audit?since=...&user=...&limi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
+import math
 import threading
 import time
 from collections import deque
@@ -250,9 +252,13 @@ def _since(text: str) -> float | None:
     units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
     if text[-1] in units and text[:-1].isdigit():
         return time.time() - int(text[:-1]) * units[text[-1]]
+    with contextlib.suppress(ValueError):
+        epoch = float(text)  # epoch seconds (what `zeroscale audit --since` sends, whatever it was given)
+        if epoch >= 1e9 and math.isfinite(epoch):
+            return epoch
     try:
         return parse_time(text)
     except ValueError:
         raise ValidationException(
-            f"since must be an ISO date-time or a duration like 30m, not {text!r}."
+            f"since must be an ISO date-time, epoch seconds or a duration like 30m, not {text!r}."
         ) from None

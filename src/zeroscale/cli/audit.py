@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import datetime
 import json
+import time
 from pathlib import Path
 
 import click
 
 from zeroscale.cli.client import common_options, make_clients
+from zeroscale.cli.since import HELP, since_seconds
 
 _COLUMNS = ("TIME", "USER", "ACCESS_KEY", "SOURCE", "ACTION", "RESOURCE", "OUTCOME", "ERROR")
 
 
 @click.command()
-@click.option("--since", default=None, help="ISO date-time, or a duration back from now (30m, 2h, 1d).")
+@click.option("--since", default=None, help=HELP)
 @click.option("--user", default=None, help="Only this IAM user's calls ('admin' for the admin credentials).")
 @click.option("--limit", type=click.IntRange(1, 10_000), default=1000, show_default=True, help="Newest N.")
 @click.option("--json", "as_json", is_flag=True, help="The events as JSON.")
@@ -32,7 +34,7 @@ def audit(
     source address, resource and outcome, oldest first."""
     query = {"limit": str(limit)}
     if since:
-        query["since"] = since
+        query["since"] = since_seconds(since, time.time())
     if user:
         query["user"] = user
     body = make_clients(endpoint_url, region, data_dir).rest("GET", "audit", query)

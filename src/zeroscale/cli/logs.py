@@ -5,7 +5,6 @@
 from __future__ import annotations
 
 import datetime
-import re
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -15,30 +14,12 @@ import click
 from botocore.exceptions import BotoCoreError, ClientError
 
 from zeroscale.cli.client import _fail, check_endpoint_exists, common_options, make_clients
+from zeroscale.cli.since import parse_since
 
 GROUP_PREFIX = "/aws/sagemaker/Endpoints/"
 # Re-read this far behind the newest event seen when following: events written a little late (by another
 # writer of the stream) are not missed, and the event ids already printed are not printed again.
 OVERLAP_MS = 10_000
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-_RELATIVE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
-
-
-def parse_since(value: str, now: float) -> int:
-    """``10m``, ``2h``, ``30s``, ``1d``, ``1w`` ago, or an ISO 8601 time (local time if it has no zone),
-    as epoch milliseconds."""
-    relative = _RELATIVE.match(value)
-    if relative:
-        return int((now - float(relative[1]) * _UNITS[relative[2]]) * 1000)
-    try:
-        when = datetime.datetime.fromisoformat(value.strip())
-    except ValueError:
-        raise click.BadParameter(
-            f"{value!r} is neither a duration (10m, 2h, 1d) nor an ISO 8601 time", param_hint="--since"
-        ) from None
-    if when.tzinfo is None:
-        when = when.astimezone()
-    return int(when.timestamp() * 1000)
 
 
 def quote(text: str) -> str:

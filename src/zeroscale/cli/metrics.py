@@ -11,6 +11,7 @@ from typing import Any
 import click
 
 from zeroscale.cli.client import check_endpoint_exists, common_options, make_clients
+from zeroscale.cli.since import HELP, since_seconds
 from zeroscale.metrics import catalog as m
 
 Point = dict[str, Any]
@@ -84,7 +85,7 @@ def _echo_table(rows: list[tuple[str, ...]]) -> None:
 
 @click.command()
 @click.argument("endpoint")
-@click.option("--since", default="30m", show_default=True, help="How far back: 90s, 30m, 2h, 1d.")
+@click.option("--since", default="30m", show_default=True, help=HELP)
 @click.option(
     "--metric",
     "metric_names",
@@ -108,7 +109,7 @@ def metrics(
     """An endpoint's one-minute metrics (SageMaker's names): invocations, errors, latency, cold starts,
     memory and concurrency utilization. Latencies in the summary are milliseconds; --metric shows SageMaker's
     units (microseconds, percent)."""
-    query = {"endpoint": endpoint, "since": since}
+    query = {"endpoint": endpoint, "since": since_seconds(since, time.time())}
     if metric_names:
         query["metric"] = ",".join(metric_names)
     if variant:
@@ -122,6 +123,6 @@ def metrics(
         click.echo(body.decode())
         return
     if not points:
-        click.echo(f"No metrics for {endpoint} since {since} ago.")
+        click.echo(f"No metrics for {endpoint} in that time (--since {since}).")
         return
     _echo_table(detail_rows(points) if metric_names else summary_rows(points))
