@@ -101,7 +101,7 @@ def test_many_files_past_the_limit_stop_the_worker_and_a_new_one_starts_empty(wr
         first = write(smr, files=6, mb=10, tag="many")
         assert len([f for f in first["files"] if f.startswith("part-many")]) == 6
     except smr.exceptions.ModelError as err:  # a look came while it wrote: stopped mid-request, and told so
-        assert why in err.value.response["Error"]["Message"]
+        assert why in err.response["Error"]["Message"]
     wait_for(lambda: "was killed for disk" in stream_text(server), timeout_s=20)
     text = stream_text(server)
     assert why in text and "zeroscale serve --worker-disk-mb" in text
