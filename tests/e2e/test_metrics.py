@@ -256,6 +256,9 @@ def test_history_survives_a_restart_and_the_cli_prints_it(
     assert "Invocation5XXErrors" in result.stdout and "None" in result.stdout
     result = runner.invoke(cli, [*args, "--since", "soon"], env=env)
     assert result.exit_code == 2 and "'soon' is neither a duration" in result.stderr
+    result = runner.invoke(cli, [*args, "--variant", "Nope"], env=env)  # not an empty table: said so
+    assert result.exit_code == 2
+    assert f"endpoint {name} has no variant Nope (it has AllTraffic)" in result.stderr
     # --since as every command takes it: an ISO time (local) and epoch seconds, the same 5 invocations
     an_hour_ago = datetime.datetime.now() - datetime.timedelta(hours=1)
     for since in (an_hour_ago.isoformat(timespec="minutes"), str(int(time.time()) - 3600)):

@@ -166,6 +166,22 @@ def check_endpoint_exists(clients: Clients, name: str) -> None:
         raise _fail(exc) from None
 
 
+def check_variant(clients: Clients, endpoint: str, variant: str) -> None:
+    """Usage error naming ``--variant`` when the endpoint has no such variant (a filter that matches nothing
+    would print nothing, as if it had been quiet); nothing when the endpoint is gone (its history is read)."""
+    try:
+        desc = clients.sagemaker.describe_endpoint(EndpointName=endpoint)
+    except (ClientError, BotoCoreError):
+        return  # a deleted endpoint's logs and metrics are still read: its variants cannot be checked
+    names = [v["VariantName"] for v in desc.get("ProductionVariants") or []]
+    names += [v["VariantName"] for v in desc.get("ShadowProductionVariants") or []]
+    if names and variant not in names:
+        raise click.BadParameter(
+            f"endpoint {endpoint} has no variant {variant} (it has {', '.join(names)})",
+            param_hint="--variant",
+        )
+
+
 def fail(exc: Exception) -> click.ClickException:
     """A client call's error as the command's error message."""
     return _fail(exc)

@@ -13,7 +13,7 @@ from typing import Any
 import click
 from botocore.exceptions import BotoCoreError, ClientError
 
-from zeroscale.cli.client import _fail, check_endpoint_exists, common_options, make_clients
+from zeroscale.cli.client import _fail, check_endpoint_exists, check_variant, common_options, make_clients
 from zeroscale.cli.since import parse_since
 
 GROUP_PREFIX = "/aws/sagemaker/Endpoints/"
@@ -117,7 +117,7 @@ def logs(
         click.echo(format_event(event))
 
     if variant:  # a variant it does not have would print nothing, as if it had been quiet
-        _check_variant(clients, endpoint, variant)
+        check_variant(clients, endpoint, variant)
     try:
         if follow_:
             follow(client, query, start_ms, emit, interval)
@@ -132,17 +132,3 @@ def logs(
         raise _fail(exc) from None
     except KeyboardInterrupt:
         pass
-
-
-def _check_variant(clients: Any, endpoint: str, variant: str) -> None:
-    try:
-        desc = clients.sagemaker.describe_endpoint(EndpointName=endpoint)
-    except (ClientError, BotoCoreError):
-        return  # a deleted endpoint's logs are still read: its variants cannot be checked
-    names = [v["VariantName"] for v in desc.get("ProductionVariants") or []]
-    names += [v["VariantName"] for v in desc.get("ShadowProductionVariants") or []]
-    if names and variant not in names:
-        raise click.BadParameter(
-            f"endpoint {endpoint} has no variant {variant} (it has {', '.join(names)})",
-            param_hint="--variant",
-        )

@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from zeroscale.cli.client import check_endpoint_exists, common_options, make_clients
+from zeroscale.cli.client import check_endpoint_exists, check_variant, common_options, make_clients
 from zeroscale.cli.since import HELP, since_seconds
 from zeroscale.metrics import catalog as m
 
@@ -112,9 +112,10 @@ def metrics(
     query = {"endpoint": endpoint, "since": since_seconds(since, time.time())}
     if metric_names:
         query["metric"] = ",".join(metric_names)
-    if variant:
-        query["variant"] = variant
     clients = make_clients(endpoint_url, region, data_dir)
+    if variant:
+        check_variant(clients, endpoint, variant)
+        query["variant"] = variant
     body = clients.rest("GET", "metrics", query)
     points: list[Point] = json.loads(body)["Datapoints"]
     if not points:  # a deleted endpoint's history is still shown; nothing at all: does it exist?
