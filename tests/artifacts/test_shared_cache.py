@@ -171,11 +171,25 @@ def test_a_use_that_waited_on_an_eviction_fetches_the_entry_again(
 def test_an_entry_being_placed_is_locked_before_it_is_in_place(
     tmp_path: Path, archives: dict[str, str]
 ) -> None:
+    """The staging directory is locked before its rename into place (the lock moves with it): no instant
+    in which another process's trim could take the new entry, unheld."""
     cache = shared(tmp_path / "cache")
     with cache.hold() as hold:
         model = cache.prepare(archives["a"], hold)
         assert try_lock_exclusive(model.parent) is None
     fd = try_lock_exclusive(model.parent)
+    assert fd is not None
+    unlock(fd)
+
+    staging, name = tmp_path / "cache" / "tmp" / "staging", "b" * 64
+    staging.mkdir()
+    (staging / "complete").write_text("{}")
+    with cache.hold() as hold:
+        with cache._shelf.placing(name, 2, hold, staging):
+            assert try_lock_exclusive(staging) is None  # held before the rename
+            os.rename(staging, cache.root / name)
+        assert try_lock_exclusive(cache.root / name) is None
+    fd = try_lock_exclusive(cache.root / name)
     assert fd is not None
     unlock(fd)
 

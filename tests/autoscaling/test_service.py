@@ -41,8 +41,8 @@ def slow(at: float) -> InvocationRecord:
     return InvocationRecord("demo", "A", "w", at, 0.5, 0.5, 1, 1, 200, "", 1024, None, False)
 
 
-def test_a_customized_metric_scales_out_and_the_activity_settles() -> None:
-    now = [1000.0]
+def scaling(now: list[float]) -> tuple[FakeEndpoints, Samples, AutoScaling]:
+    """An endpoint, the samples the loop would take, and the service, on the clock ``now[0]``."""
     endpoints = FakeEndpoints()
     samples = Samples(lambda: [], period_s=10.0, keep=15, clock=lambda: now[0])
     service = AutoScaling(
@@ -53,6 +53,12 @@ def test_a_customized_metric_scales_out_and_the_activity_settles() -> None:
         account_id="1",
         clock=lambda: now[0],
     )
+    return endpoints, samples, service
+
+
+def test_a_customized_metric_scales_out_and_the_activity_settles() -> None:
+    now = [1000.0]
+    endpoints, samples, service = scaling(now)
     service.register({**SCOPE, "MinCapacity": 1, "MaxCapacity": 3})
     latency = {
         "MetricName": "ModelLatency",
@@ -116,16 +122,7 @@ def test_the_asynchronous_backlog_per_instance_scales_out_named_by_the_endpoint_
     EndpointName (a VariantName is refused, as CloudWatch has no such series); the backlog's gauges are
     read only while a policy tracks them."""
     now = [1000.0]
-    endpoints = FakeEndpoints()
-    samples = Samples(lambda: [], period_s=10.0, keep=15, clock=lambda: now[0])
-    service = AutoScaling(
-        Targets(Store("sqlite://")),
-        endpoints,
-        samples,
-        region="us-east-1",
-        account_id="1",
-        clock=lambda: now[0],
-    )
+    endpoints, samples, service = scaling(now)
     service.register({**SCOPE, "MinCapacity": 1, "MaxCapacity": 5})
     backlog = {
         "MetricName": "ApproximateBacklogSizePerInstance",

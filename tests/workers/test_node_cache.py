@@ -32,6 +32,14 @@ def request(wid: str, source: str) -> dict[str, object]:
     return {"worker_id": wid, "runtime": "sklearn", "env": {}, "model_source": source, "memory_mb": 512}
 
 
+def node(root: Path, **caches: int) -> AgentConfig:
+    """One node's agents' configuration (every agent of a node has the same), unconfined for speed."""
+    return AgentConfig(
+        node_id="n" * 16, root=str(root), host="127.0.0.1", sandbox=False, cgroups=False,
+        startup_timeout_s=60, **caches,
+    )  # fmt: skip
+
+
 def invoke(port: int) -> bytes:
     req = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=b"{}", method="POST")
     req.add_header("Content-Type", "application/json")
@@ -46,10 +54,7 @@ def entries(node_root: Path) -> set[str]:
 
 async def test_two_agents_keep_what_either_uses_and_evict_the_rest(tmp_path: Path) -> None:
     node_root = tmp_path / "nodes"
-    config = AgentConfig(
-        node_id="n" * 16, root=str(node_root), host="127.0.0.1", sandbox=False, cgroups=False,
-        startup_timeout_s=60, artifact_cache_bytes=0,
-    )  # fmt: skip
+    config = node(node_root, artifact_cache_bytes=0)
     one, two = NodeAgent(config), NodeAgent(config)
     a, b, c = (model(tmp_path, name) for name in "abc")
     try:
@@ -100,10 +105,7 @@ def transform_fn(model, body, content_type, accept):
 
 async def test_a_nodes_requirements_are_installed_there_and_go_with_their_last_worker(tmp_path: Path) -> None:
     node_root = tmp_path / "nodes"
-    config = AgentConfig(
-        node_id="n" * 16, root=str(node_root), host="127.0.0.1", sandbox=False, cgroups=False,
-        startup_timeout_s=60, requirements_cache_bytes=0,
-    )  # fmt: skip
+    config = node(node_root, requirements_cache_bytes=0)
     code = tmp_path / "models" / "reqs" / "code"
     code.mkdir(parents=True)
     wheel = make_wheel(code, "zsnode")

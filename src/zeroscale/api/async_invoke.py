@@ -5,13 +5,12 @@ for asynchronous requests: ``GET /zeroscale/v1/async/<InferenceId>`` for one req
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import re
 import uuid
 from typing import Any
 
-from zeroscale.api.wire import Headers, Send, respond
+from zeroscale.api.wire import Headers, Send, header_text, respond
 from zeroscale.asyncinf.queue import AsyncRequest
 from zeroscale.asyncinf.service import AsyncInference, AsyncParams
 from zeroscale.errors import RuntimeValidationError, ValidationException
@@ -49,11 +48,7 @@ def parse_params(raw: Headers) -> AsyncParams:
     for raw_name, raw_value in raw:
         lname = raw_name.decode("latin-1").lower()
         if lname.startswith(_PREFIX):
-            text = raw_value.decode("latin-1")
-            if not text.isascii():  # botocore sends a str as UTF-8 (an S3 key may be non-ASCII)
-                with contextlib.suppress(UnicodeDecodeError):
-                    text = raw_value.decode("utf-8")
-            headers[lname[len(_PREFIX) :]] = text
+            headers[lname[len(_PREFIX) :]] = header_text(raw_value)  # an S3 key may be non-ASCII
         elif lname == "transfer-encoding" or (
             lname == "content-length" and raw_value.strip() not in (b"", b"0")
         ):

@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from email.utils import parsedate_tz
 from urllib.parse import quote, unquote
 
+from zeroscale.api.wire import header_text
 from zeroscale.errors import InvalidSignature, MissingAuthenticationToken, UnrecognizedClient
 
 __all__ = ["ALGORITHM", "Claim", "canonical_request", "header_map", "parse_claim", "string_to_sign", "verify"]
@@ -197,22 +198,13 @@ def header_map(headers: Sequence[tuple[bytes, bytes]]) -> dict[str, list[str]]:
     hmap: dict[str, list[str]] = {}
     for raw_name, raw_value in headers:
         name = raw_name.decode("latin-1").lower()
-        value = raw_value.decode("latin-1")
-        if not value.isascii():  # O(1) on a str: what decoded as ASCII is the same in UTF-8
-            value = _text(raw_value)
+        value = header_text(raw_value)
         got = hmap.get(name)
         if got is None:
             hmap[name] = [value]
         else:
             got.append(value)
     return hmap
-
-
-def _text(raw: bytes) -> str:
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError:
-        return raw.decode("latin-1")
 
 
 def parse_claim(hmap: dict[str, list[str]], query_string: bytes) -> Claim:

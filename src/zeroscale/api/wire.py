@@ -11,6 +11,19 @@ from zeroscale.errors import ModelError, ZeroscaleError
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 Headers = list[tuple[bytes, bytes]]
 
+
+def header_text(raw: bytes) -> str:
+    """A header value as its sender meant it: ASCII as it is; else UTF-8, which is how botocore sends (and
+    signs) a str, or latin-1, how http.client sends one, when it is not UTF-8."""
+    text = raw.decode("latin-1")
+    if text.isascii():  # O(1) on a str
+        return text
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return text
+
+
 JSON_11 = b"application/x-amz-json-1.1"
 
 

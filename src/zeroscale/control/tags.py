@@ -7,7 +7,7 @@ doc never races them."""
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from zeroscale.control.listing import INVALID_TOKEN
@@ -16,6 +16,7 @@ from zeroscale.store.db import Record
 
 _ARN = re.compile(r"arn:aws[a-z-]*:sagemaker:[^:]*:[^:]*:(?P<kind>[a-z-]+)/(?P<name>.+)")
 MAX_TAGS = 50  # per resource, as AWS
+Tags = list[dict[str, str]]  # [{"Key": ..., "Value": ...}], as the API carries them
 _TRIES = 5  # compare-and-set rounds against other front ends changing the same tags
 
 
@@ -96,7 +97,7 @@ class ResourceTags:
             return [dict(t) for t in rec.doc.get("Tags") or []], None
         return found
 
-    def _change(self, rec: Record, change: Any) -> None:
+    def _change(self, rec: Record, change: Callable[[Tags], Tags]) -> None:
         for _ in range(_TRIES):
             tags, version = self._current(rec)
             if self._store.set_tags(rec.kind, rec.name, change(tags), version):
