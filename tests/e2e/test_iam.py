@@ -257,6 +257,12 @@ def test_the_audit_trail_names_who_did_what(server: ServerProcess, alice: dict[s
         "OUTCOME",
         "ERROR",
     ]
+    nobody = subprocess.run(
+        [str(zeroscale), "audit", "--user", "nobody", "--since", "1h", "--endpoint-url", server.url],
+        env=env, capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    assert nobody.stdout == ""  # not a header over nothing
+    assert "No control-plane calls by user 'nobody' recorded since 1h" in nobody.stderr, nobody.stderr
 
 
 def _signed(server: ServerProcess, key: dict[str, str], service: str, method: str, url: str, body: bytes,

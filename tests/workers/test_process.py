@@ -187,7 +187,7 @@ async def test_sigterm_ignored_means_sigkill_after_the_grace(
     await manager.stop(handle, grace_s=0.5)
     assert 0.5 <= time.monotonic() - started < 3
     assert handle.exit_code == -9
-    assert handle.death_reason() == "the worker process was killed by signal 9"
+    assert handle.death_reason() == "the worker process was killed by signal 9 (SIGKILL)"
 
 
 async def test_what_the_server_started_dies_with_it(

@@ -42,6 +42,12 @@ def audit(
     if as_json:
         click.echo(json.dumps(events, indent=1))
         return
+    if not events:
+        who = f" by user {user!r}" if user else ""
+        when = f" since {since}" if since else ""
+        hint = " (user names are case-sensitive; `zeroscale audit` lists every caller)" if user else ""
+        click.echo(f"No control-plane calls{who} recorded{when}{hint}.", err=True)
+        return
     rows = [_COLUMNS] + [
         (
             datetime.datetime.fromtimestamp(e["at"], datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")[:-4]
@@ -59,7 +65,3 @@ def audit(
     widths = [max(len(r[i]) for r in rows) for i in range(len(_COLUMNS))]
     for r in rows:
         click.echo("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
-
-
-def _time(epoch: float) -> str:
-    return datetime.datetime.fromtimestamp(epoch, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"

@@ -148,8 +148,16 @@ class WorkerHandle:
         if self.exit_code is None:
             return "the worker closed its connection"
         if self.exit_code < 0:
-            return f"the worker process was killed by signal {-self.exit_code}"
+            return f"the worker process was killed by signal {-self.exit_code}{_signal_name(-self.exit_code)}"
         return f"the worker process exited with code {self.exit_code}"
+
+
+def _signal_name(number: int) -> str:
+    """`` (SIGKILL)`` for 9: what the number means, for a reader who does not know it."""
+    try:
+        return f" ({signal.Signals(number).name})"
+    except ValueError:
+        return ""
 
 
 class WorkerManager:
