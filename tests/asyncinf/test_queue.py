@@ -135,6 +135,30 @@ async def test_an_expired_request_fails_at_its_failure_location(
     assert done is not None and done.status == FAILED and done.finished_at == 1000.0
 
 
+async def test_the_sweep_fails_expired_requests_while_they_wait(
+    queue: RequestQueue, s3_server: SeaweedS3, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A request whose RequestTTLSeconds ran out while it waited is failed (and written to its
+    FailureLocation) by the dispatcher's sweep, though no worker ever takes it; the others wait on."""
+    s3, config, service = _failing_service(queue, s3_server, monkeypatch, tmp_path, "sweep")
+    for n, created_at, ttl_s in ((0, 0.0, 60), (1, 950.0, 60), (2, 0.0, 21600)):
+        req = _request("busy", n, created_at=created_at, ttl_s=ttl_s)  # created at created_at + n
+        req.failure_location = config.failure_location(f"id-{n}")
+        queue.enqueue(req)
+    await service._expire()  # no endpoint serves asynchronously: the sweep looks for nothing
+    assert queue.find("id-0").status == QUEUED  # type: ignore[union-attr]
+    service._async["busy"] = AsyncEndpoint("busy", config, 1)
+    await service._expire()
+    await service._background.join()
+    text = s3.get_object(Bucket="sweep", Key="f/id-0-error.out")["Body"].read().decode()
+    assert "RequestTTLSeconds (60 s)" in text
+    assert [(r.inference_id, r.status) for r in queue.recent("busy", 10)] == [
+        ("id-2", QUEUED),
+        ("id-1", QUEUED),  # expires at 1011 (the wall clock stands at 1000)
+        ("id-0", FAILED),
+    ]
+
+
 async def test_a_request_running_at_every_restart_fails_after_max_attempts(
     queue: RequestQueue, s3_server: SeaweedS3, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:

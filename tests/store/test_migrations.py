@@ -11,6 +11,7 @@ import pytest
 from sqlalchemy import create_engine, inspect, text
 
 from pgserver import PostgresServer
+from zeroscale.asyncinf.queue import RequestQueue
 from zeroscale.metering.ledger import Ledger
 from zeroscale.metrics.store import MinuteStore
 from zeroscale.store import Store
@@ -29,6 +30,17 @@ CREATE TABLE usage_provisioned (
     id INTEGER NOT NULL PRIMARY KEY, endpoint VARCHAR(255) NOT NULL, variant VARCHAR(255) NOT NULL,
     memory_mb INTEGER NOT NULL, concurrency INTEGER NOT NULL, started_at FLOAT NOT NULL, ended_at FLOAT,
     seen_at FLOAT NOT NULL
+)
+"""
+# ``async_requests`` before its expiry index (stop 35's release).
+OLD_ASYNC = """
+CREATE TABLE async_requests (
+    id INTEGER NOT NULL PRIMARY KEY, inference_id VARCHAR(64) NOT NULL, endpoint VARCHAR(255) NOT NULL,
+    endpoint_name VARCHAR(255) NOT NULL, status VARCHAR(16) NOT NULL, input_location VARCHAR(1024) NOT NULL,
+    content_type VARCHAR(1024), accept VARCHAR(1024), custom_attributes VARCHAR(1024),
+    output_location VARCHAR(1024) NOT NULL, failure_location VARCHAR(1024) NOT NULL, ttl_s INTEGER NOT NULL,
+    timeout_s INTEGER NOT NULL, created_at FLOAT NOT NULL, started_at FLOAT, finished_at FLOAT,
+    attempts INTEGER NOT NULL, failure_reason TEXT
 )
 """
 
@@ -102,4 +114,29 @@ def test_a_fresh_database_ends_up_with_the_same_steps(url: str) -> None:
     ]
     assert "owner" in {c["name"] for c in inspect(engine).get_columns("resources")}
     assert "resources_kind_created" in {i["name"] for i in inspect(engine).get_indexes("resources")}
+    engine.dispose()
+
+
+def test_queued_async_requests_of_an_old_database_expire(url: str) -> None:
+    """Requests queued before the expiry column existed get their expiry time from created_at + ttl_s, so
+    the sweep finds them."""
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(text(OLD_ASYNC))
+        for n, created in ((1, 100.0), (2, 5000.0)):
+            conn.execute(
+                text(
+                    "INSERT INTO async_requests VALUES (:n, :id, 'ep', 'Ep', 'Queued', 's3://b/in', NULL, "
+                    "NULL, NULL, 's3://b/o', 's3://b/f', 60, 900, :created, NULL, NULL, 0, NULL)"
+                ),
+                {"n": n, "id": f"id-{n}", "created": created},
+            )
+    queue = RequestQueue(url)
+    try:
+        assert [r.inference_id for r in queue.claim_expired(now=1000.0, limit=10)] == ["id-1"]
+        assert queue.claim_expired(now=1000.0, limit=10) == []  # claimed once
+    finally:
+        queue.close()
+    assert "async:2:fill async_requests.expires_at" in applied(engine)
+    assert "ix_async_requests_expiry" in {i["name"] for i in inspect(engine).get_indexes("async_requests")}
     engine.dispose()

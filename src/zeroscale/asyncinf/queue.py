@@ -2,8 +2,10 @@
 store's database (SQLite or PostgreSQL through ``store/engine.py``).
 
 A request is committed as Queued before InvokeEndpointAsync answers 202. The dispatcher claims it (Running),
-then marks it Completed or Failed. A server that stops or dies with requests Running puts them back to Queued
-when it starts again (``requeue_running``), so every accepted request finishes at least once.
+then marks it Completed or Failed; one whose RequestTTLSeconds ran out while it waited is claimed by the
+expiry sweep instead (``claim_expired``, on an index of the queued ones by expiry time) and failed. A server
+that stops or dies with requests Running puts them back to Queued when it starts again
+(``requeue_running``), so every accepted request finishes at least once.
 """
 
 from __future__ import annotations
@@ -27,9 +29,10 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy.engine import Connection
 
 from zeroscale.store.engine import make_engine
-from zeroscale.store.migrations import upgrade
+from zeroscale.store.migrations import Step, add_column, add_index, upgrade
 
 QUEUED, RUNNING, COMPLETED, FAILED = "Queued", "Running", "Completed", "Failed"
 
@@ -56,9 +59,26 @@ requests = Table(
     Column("finished_at", Double, nullable=True),
     Column("attempts", Integer, nullable=False, default=0),
     Column("failure_reason", Text, nullable=True),
+    Column("expires_at", Double, nullable=True),  # created_at + ttl_s (NULL only before STEPS[1] ran)
     Index("ix_async_requests_queue", "endpoint", "status", "id"),
     Index("ix_async_requests_inference_id", "inference_id"),
+    Index("ix_async_requests_expiry", "status", "expires_at"),
 )
+
+
+def _fill_expires_at(conn: Connection) -> None:
+    conn.execute(
+        update(requests)
+        .where(requests.c.expires_at.is_(None))
+        .values(expires_at=requests.c.created_at + requests.c.ttl_s)
+    )
+
+
+STEPS: list[Step] = [
+    add_column("async_requests", Column("expires_at", Double, nullable=True)),
+    Step("fill async_requests.expires_at", _fill_expires_at),
+    add_index("async_requests", "ix_async_requests_expiry", ("status", "expires_at")),
+]
 
 
 @dataclass
@@ -122,7 +142,7 @@ class RequestQueue:
     def __init__(self, url: str) -> None:
         self._engine = make_engine(url)
         self._lock = threading.RLock()
-        upgrade(self._engine, "async", metadata)
+        upgrade(self._engine, "async", metadata, STEPS)
 
     def enqueue(self, req: AsyncRequest) -> AsyncRequest:
         """Commit a new Queued request; returns it with its row id."""
@@ -140,6 +160,7 @@ class RequestQueue:
             "ttl_s": req.ttl_s,
             "timeout_s": req.timeout_s,
             "created_at": req.created_at,
+            "expires_at": req.expires_at,
             "attempts": 0,
         }
         with self._lock, self._engine.begin() as conn:
@@ -172,6 +193,29 @@ class RequestQueue:
         req = _request(row)
         req.status, req.started_at, req.attempts = RUNNING, now, req.attempts + 1
         return req
+
+    def claim_expired(self, now: float, limit: int) -> list[AsyncRequest]:
+        """Up to ``limit`` Queued requests (of any endpoint) whose time-to-live ran out by ``now``, soonest
+        expired first, now Running (so that one front end fails each); [] when none has."""
+        query = (
+            select(requests)
+            .where((requests.c.status == QUEUED) & (requests.c.expires_at < now))
+            .order_by(requests.c.expires_at)
+            .limit(limit)
+        )
+        claimed: list[AsyncRequest] = []
+        with self._lock, self._engine.begin() as conn:
+            for row in conn.execute(query).mappings().all():
+                won = conn.execute(
+                    update(requests)
+                    .where((requests.c.id == row["id"]) & (requests.c.status == QUEUED))
+                    .values(status=RUNNING, started_at=now)
+                )
+                if won.rowcount:
+                    req = _request(row)
+                    req.status, req.started_at = RUNNING, now
+                    claimed.append(req)
+        return claimed
 
     def requeue(self, req: AsyncRequest, *, count_attempt: bool = False) -> None:
         """Put a Running request back (no capacity now); the attempt does not count unless asked."""

@@ -1,11 +1,14 @@
 """Asynchronous inference: accept requests into the durable queue, dispatch them to the endpoint's workers,
 write each result (or failure) to S3, and notify.
 
-One dispatcher task for the server. It wakes when a request is accepted or finishes, and every
-``tick_s`` (expired TTLs, requests put back for want of capacity). Per endpoint it keeps at most
-MaxConcurrentInvocationsPerInstance x (the variants' maximum worker count) requests in flight; each one goes
-through the router like a synchronous invocation (``Fleet.route(name).choose().invoke``), so a serverless
-variant wakes from zero for new work and scales back to zero once its queue is empty and its workers idle.
+One dispatcher task for the server. It wakes when a request is accepted or finishes, and every ``tick_s``
+(requests put back for want of capacity); at each wake it first fails the queued requests whose
+RequestTTLSeconds ran out (at most ``EXPIRE_BATCH`` at a time, while any endpoint serves asynchronously), so
+an expired request is failed and notified within a tick of its expiry, not when a worker would take it. Per
+endpoint it keeps at most MaxConcurrentInvocationsPerInstance x (the variants' maximum worker count)
+requests in flight; each one goes through the router like a synchronous invocation
+(``Fleet.route(name).choose().invoke``), so a serverless variant wakes from zero for new work and scales
+back to zero once its queue is empty and its workers idle.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ INLINE_RESPONSE_MAX_BYTES = 128 * 1024
 # A request that was running each time the server stopped (killed, out of memory, power lost) runs at most
 # this many times: a payload that takes the whole server down must not do so at every restart.
 MAX_ATTEMPTS = 3
+EXPIRE_BATCH = 256  # expired requests failed per wake of the dispatcher (it wakes again at once for more)
 _SERVING = (EndpointStatus.IN_SERVICE.value, EndpointStatus.UPDATING.value)
 
 
@@ -235,9 +239,31 @@ class AsyncInference:
                 await asyncio.wait_for(self._wake.wait(), self._tick_s)
             self._wake.clear()
             try:
+                await self._expire()
                 await self._dispatch()
             except Exception:
                 log.exception("async dispatch failed")
+
+    async def _expire(self) -> None:
+        """Fail what waited past its RequestTTLSeconds in the queue (none is looked for while no endpoint
+        serves asynchronously: the dispatcher costs an idle server nothing)."""
+        if not self._async:
+            return
+        expired = await asyncio.to_thread(self._queue.claim_expired, self._wall(), EXPIRE_BATCH)
+        for req in expired:
+            self._background.spawn(self._fail_expired(req))
+        if len(expired) == EXPIRE_BATCH:
+            self._wake.set()  # more may wait: the next batch at once
+
+    async def _fail_expired(self, req: AsyncRequest) -> None:
+        entry = self._async.get(req.endpoint_name.lower())
+        if entry is None:  # no longer asynchronous here: read what it was, for its notification topics
+            entry = await asyncio.to_thread(self._read, req.endpoint_name)
+        await self._fail(entry, req, self._expired_reason(req))
+
+    @staticmethod
+    def _expired_reason(req: AsyncRequest) -> str:
+        return f"Request expired: it waited longer than its RequestTTLSeconds ({req.ttl_s} s) in the queue."
 
     async def _dispatch(self) -> None:
         for key, entry in list(self._async.items()):
@@ -269,12 +295,8 @@ class AsyncInference:
                 f"it is not run again (at most {MAX_ATTEMPTS} attempts).",
             )
             return
-        if self._wall() > req.expires_at:
-            await self._fail(
-                entry,
-                req,
-                f"Request expired: it waited longer than its RequestTTLSeconds ({req.ttl_s} s) in the queue.",
-            )
+        if self._wall() > req.expires_at:  # expired after the last sweep: the sweep's answer
+            await self._fail(entry, req, self._expired_reason(req))
             return
         self._scratch_dir.mkdir(parents=True, exist_ok=True)
         with (
@@ -336,8 +358,9 @@ class AsyncInference:
         self._notify(entry, req, content_type, inline, payload.written)
 
     async def _fail(
-        self, entry: AsyncEndpoint, req: AsyncRequest, reason: str, body: bytes | None = None
+        self, entry: AsyncEndpoint | None, req: AsyncRequest, reason: str, body: bytes | None = None
     ) -> None:
+        """``entry``: where to notify (None: nowhere, the endpoint is gone)."""
         try:
             await asyncio.to_thread(
                 self._s3.write, req.failure_location, body or reason.encode(), "text/plain; charset=utf-8"
@@ -346,7 +369,8 @@ class AsyncInference:
             reason = f"{reason} (and the failure could not be written: {exc})"
         await asyncio.to_thread(self._queue.finish, req, FAILED, self._wall(), reason)
         out = body or reason.encode()
-        self._notify(entry, req, "text/plain; charset=utf-8", out, len(out))
+        if entry is not None:
+            self._notify(entry, req, "text/plain; charset=utf-8", out, len(out))
 
     @staticmethod
     def _headers(req: AsyncRequest) -> list[tuple[bytes, bytes]]:
