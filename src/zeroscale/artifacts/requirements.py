@@ -12,14 +12,24 @@ server's network at hosts of the author's choosing:
   ``--trusted-host``), no URL or VCS requirement (``pkg @ https://...``, ``git+...``), no editable
   install (``-e``), and ``-r`` / ``-c`` only to files in the same directory tree, held to the same rules.
 
-``vet`` refuses anything else by line, with DeployError (the endpoint's FailureReason).
+``vet`` refuses anything else by line, with DeployError (the endpoint's FailureReason), and returns what
+it accepted: pip never reads the author's files. It reads one that zeroscale writes from what ``vet``
+parsed (``Vetted.lines``: each requirement, its marker and hashes; wheels by absolute path; nested files
+flattened), so no difference between how ``vet`` and pip read a file (pip honours a UTF-16 byte-order mark
+or a ``# -*- coding: utf-7 -*-`` line, and would find options ``vet`` never saw) can reach pip. A file
+that is not UTF-8 text is refused.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shlex
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from packaging.markers import InvalidMarker, Marker
+from packaging.requirements import InvalidRequirement, Requirement
 
 from zeroscale.errors import DeployError
 
@@ -38,34 +48,87 @@ _REFUSED_OPTIONS = {
     "--only-binary": "a choice of binaries (only wheels are installed)",
 }
 _MAX_FILES = 32
+_WHEEL_PATH = re.compile(r"[A-Za-z0-9_.+][A-Za-z0-9_.+/-]*\.whl")
+_CODING = re.compile(rb"^[ \t\f]*#.*?coding[:=][ \t]*([-\w.]+)")  # PEP 263, as pip reads it
 
 
-def vet(requirements_file: Path) -> None:
-    """Refuse, naming the file and line, what the module docstring excludes. ``requirements_file`` and
-    the files it nests must lie under its directory."""
+@dataclass
+class Vetted:
+    """What a requirements file (and the files it nests) asked for and ``vet`` accepted, for pip."""
+
+    requirements: list[str] = field(default_factory=list)  # a requirement per line, marker and hashes kept
+    constraints: list[str] = field(default_factory=list)  # from files nested with -c
+    options: list[str] = field(default_factory=list)  # pip's options (--pre, --no-index), once each
+
+    @property
+    def text(self) -> str:
+        """The requirements file pip reads."""
+        return "".join(f"{line}\n" for line in self.requirements)
+
+    @property
+    def constraints_text(self) -> str:
+        return "".join(f"{line}\n" for line in self.constraints)
+
+    def add_option(self, option: str) -> None:
+        if option not in self.options:
+            self.options.append(option)
+
+
+def vet(requirements_file: Path) -> Vetted:
+    """Refuse, naming the file and line, what the module docstring excludes; what was accepted otherwise.
+    ``requirements_file`` and the files it nests must lie under its directory."""
     root = requirements_file.parent.resolve()
+    vetted = Vetted()
     seen: set[Path] = set()
-    todo = [requirements_file.resolve()]
+    todo = [(requirements_file.resolve(), False)]
     while todo:
-        path = todo.pop()
+        path, constraint = todo.pop(0)
         if path in seen:
             continue
         seen.add(path)
         if len(seen) > _MAX_FILES:
             raise DeployError(f"{requirements_file.name} nests more than {_MAX_FILES} requirements files.")
-        try:
-            text = path.read_text(encoding="utf-8", errors="replace")
-        except OSError as exc:
-            raise DeployError(f"Cannot read {path.name}: {exc.strerror or exc}") from exc
+        name = str(path.relative_to(root))
+        text = _utf8(path, name)
+        into = vetted.constraints if constraint else vetted.requirements
         for number, line in enumerate(_logical_lines(text), start=1):
-            for nested in _vet_line(line, f"{path.relative_to(root)} line {number}"):
-                target = (path.parent / nested).resolve()
+            where = f"{name} line {number}"
+            nested, accepted = _vet_line(line, where, path.parent, root, vetted)
+            if accepted:
+                into.append(accepted)
+            for target_name, as_constraint in nested:
+                target = (path.parent / target_name).resolve()
                 if not target.is_relative_to(root) or not target.is_file():
                     raise DeployError(
-                        f"{path.relative_to(root)} line {number}: {nested} is not a file beside the "
-                        "requirements (nested files must be in the model's code directory)."
+                        f"{where}: {target_name} is not a file beside the requirements (nested files must "
+                        "be in the model's code directory)."
                     )
-                todo.append(target)
+                todo.append((target, constraint or as_constraint))
+    return vetted
+
+
+def _utf8(path: Path, name: str) -> str:
+    """The file's text, when it is UTF-8 (an optional UTF-8 byte-order mark, no NUL, no other declared
+    encoding); DeployError naming the file otherwise."""
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise DeployError(f"Cannot read {name}: {exc.strerror or exc}") from exc
+    raw = raw.removeprefix(b"\xef\xbb\xbf")
+    declared = next((m.group(1) for line in raw.splitlines()[:2] if (m := _CODING.match(line))), None)
+    refused = b"\x00" in raw or (
+        declared is not None and declared.lower().replace(b"_", b"-") not in (b"utf-8", b"utf8")
+    )
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        refused = True
+    if refused:
+        raise DeployError(
+            f"{name} is not UTF-8 text (a requirements file must be UTF-8, without another declared "
+            "encoding or a UTF-16 byte-order mark)."
+        )
+    return text
 
 
 def _logical_lines(text: str) -> list[str]:
@@ -84,17 +147,22 @@ def _logical_lines(text: str) -> list[str]:
     return out
 
 
-def _vet_line(line: str, where: str) -> list[str]:
-    """The files ``line`` nests (``-r`` / ``-c``); DeployError for what it may not ask. A line is
-    ``requirement [; marker] [options]``: the marker is pip's business, the options and the requirement
-    (its tokens joined: ``numpy >= 1.2``) are checked."""
+def _vet_line(
+    line: str, where: str, directory: Path, root: Path, vetted: Vetted
+) -> tuple[list[tuple[str, bool]], str]:
+    """The files ``line`` nests (each with whether it is a constraints file) and the requirement line pip
+    gets for it ("" for none); DeployError for what it may not ask. A line is ``requirement [; marker]
+    [options]``: the marker is pip's business (kept as written, without its options), the options and the
+    requirement (its tokens joined: ``numpy >= 1.2``) are checked."""
     requirement, _, marker = line.partition(";")
     try:
-        tokens = shlex.split(requirement) + [t for t in shlex.split(marker) if t.startswith("-")]
+        marker_tokens = shlex.split(marker)
+        tokens = shlex.split(requirement) + [t for t in marker_tokens if t.startswith("-")]
     except ValueError:
         raise DeployError(f"{where}: cannot be read as a requirement ({line.strip()!r}).") from None
-    nested: list[str] = []
+    nested: list[tuple[str, bool]] = []
     words: list[str] = []
+    hashes: list[str] = []
     i = 0
     while i < len(tokens):
         token = tokens[i]
@@ -110,20 +178,69 @@ def _vet_line(line: str, where: str) -> list[str]:
                 "packages from the server's index, or wheels in the model's code directory."
             )
         if option in _NESTED:
+            constraint = option in ("-c", "--constraint")
             if eq:
-                nested.append(value)
+                nested.append((value, constraint))
             elif token.startswith("--") or len(token) == 2:
                 if i >= len(tokens):
                     raise DeployError(f"{where}: {option} names no file.")
-                nested.append(tokens[i])
+                nested.append((tokens[i], constraint))
                 i += 1
             else:  # -rfile
-                nested.append(token[2:])
-        elif option not in _ALLOWED_OPTIONS:
+                nested.append((token[2:], constraint))
+        elif option == "--hash":
+            if not eq and i < len(tokens):
+                value = tokens[i]
+                i += 1
+            if not re.fullmatch(r"[a-z0-9]+:[0-9a-fA-F]+", value):
+                raise DeployError(f"{where}: --hash wants ALGORITHM:HEXDIGEST, not {value!r}.")
+            hashes.append(f"--hash={value}")
+        elif option in _ALLOWED_OPTIONS:
+            vetted.add_option(option)
+        else:
             raise DeployError(f"{where}: the option {option} is not accepted in a model's requirements.")
-    if words:
-        _vet_requirement(" ".join(words), where)
-    return nested
+    if not words:
+        if hashes:
+            raise DeployError(f"{where}: --hash without a requirement.")
+        return nested, ""
+    spec = " ".join(words)
+    _vet_requirement(spec, where)
+    # As pip cuts a line: its options start at the first space-separated token that starts with "-".
+    marker_words = marker.split(" ")
+    cut = next((n for n, word in enumerate(marker_words) if word.startswith("-")), len(marker_words))
+    marker_text = " ".join(marker_words[:cut]).strip()
+    if spec.endswith(".whl"):
+        accepted = _wheel(spec, marker_text, directory, root, where)
+    else:
+        try:
+            parsed = Requirement(spec + (f" ; {marker_text}" if marker_text else ""))
+        except InvalidRequirement as exc:
+            raise DeployError(f"{where}: cannot be read as a requirement ({exc}).") from None
+        if parsed.url:
+            raise DeployError(f"{where}: {spec!r} is a URL or direct reference; name the package.")
+        accepted = str(parsed)  # canonical: pip reads exactly what was checked
+    if any(word.startswith("-") for word in accepted.split(" ")):  # pip would read an option there
+        raise DeployError(f"{where}: a requirement or marker may not hold an option ({line.strip()!r}).")
+    return nested, " ".join([accepted, *hashes])
+
+
+def _wheel(spec: str, marker: str, directory: Path, root: Path, where: str) -> str:
+    """A wheel beside the requirements, by its path from the code directory (pip runs there)."""
+    wheel = (directory / spec).resolve()
+    if not wheel.is_relative_to(root) or not wheel.is_file():
+        raise DeployError(f"{where}: {spec!r} is not a wheel in the model's code directory.")
+    relative = wheel.relative_to(root).as_posix()
+    if not _WHEEL_PATH.fullmatch(relative):
+        raise DeployError(
+            f"{where}: {spec!r}: name a wheel with letters, digits and . _ + - / only (no spaces)."
+        )
+    if marker:
+        try:
+            Marker(marker)
+        except InvalidMarker as exc:
+            raise DeployError(f"{where}: cannot be read as a marker ({exc}).") from None
+        return f"./{relative} ; {Marker(marker)}"
+    return f"./{relative}"
 
 
 def _vet_requirement(token: str, where: str) -> None:
