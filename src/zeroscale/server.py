@@ -251,10 +251,15 @@ def build(settings: Settings) -> Server:
     )
     s3 = S3Io(settings.s3_endpoint_url)
     transforms = TransformJobs(
-        store, arns, models, TransformRunner(fleet, deployer, s3, settings.data_dir / "transform")
+        store,
+        arns,
+        models,
+        TransformRunner(fleet, deployer, s3, settings.data_dir / "transform"),
+        frontend=cluster.id,
+        live=cluster.live,
     )
     asynchronous = AsyncInference(
-        RequestQueue(settings.db_url),
+        RequestQueue(settings.db_url, frontend=cluster.id),
         fleet,
         endpoints,
         s3,
@@ -292,6 +297,13 @@ def build(settings: Settings) -> Server:
     throttle = _throttle(settings, creds.access_key_id)  # one bucket per key, boto3's calls and the console's
     background = Background("startup")
 
+    def sync(live: set[str]) -> None:
+        """Another front end wrote, or the front ends changed: serve what the store says, and take over what
+        a dead one left (endpoint transitions, asynchronous requests it was running, transform jobs)."""
+        endpoints.sync(live)
+        asynchronous.sync(live)
+        transforms.sync(live)
+
     async def startup() -> None:
         audit.start()
         await manager.open()
@@ -300,11 +312,12 @@ def build(settings: Settings) -> Server:
         await logs.start()
         metering.start()  # before resume: it closes intervals a crash left open, then meters new ones
         await fleet.start(settings.reconcile_interval_s)
-        await cluster.start(endpoints.sync)  # registers this front end: the shares count it from now on
+        await cluster.start(sync)  # registers this front end: the shares count it from now on
         # What this front end left unfinished before a restart is taken over now; a live one's is not.
-        await endpoints.resume(live=cluster.live() - {cluster.id})
-        await asynchronous.start()  # after resume: queued requests need their endpoints' routes
-        await transforms.resume()
+        others = cluster.live() - {cluster.id}
+        await endpoints.resume(live=others)
+        await asynchronous.start(live=others)  # after resume: queued requests need their endpoints' routes
+        await transforms.resume(live=others)
         await autoscaling.start()  # after resume: it reads the endpoints' instance counts
         await cloudwatch.start()
         # after resume: what the endpoints use is routed by now

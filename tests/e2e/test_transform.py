@@ -307,19 +307,24 @@ def test_validation_and_not_found(sm: Any) -> None:
 
 
 def test_stop_and_resume_after_sigkill(s3_server: SeaweedS3, s3: Any, tmp_path: Path) -> None:
-    """A stopped job ends Stopped (the waiter succeeds). A job whose server is SIGKILLed midway resumes after
-    the restart: files done before the kill are not done again, and the job completes, also when its model
-    was deleted meanwhile (as SageMaker's: a running job keeps its model)."""
+    """A stopped job ends Stopped (the waiter succeeds) with none of its outputs stored, as SageMaker's (the
+    one it had written is removed; what else is under its output path stays). A job whose server is
+    SIGKILLed midway resumes after the restart: files done before the kill are not done again, and the job
+    completes, also when its model was deleted meanwhile (as SageMaker's: a running job keeps its model)."""
     server = _server(s3_server, tmp_path / "data").start()
     try:
         sm = server.client("sagemaker")
         url = handler_model(tmp_path, SLOW_ECHO)
         sm.create_model(ModelName="slow", PrimaryContainer={"Image": "sklearn", "ModelDataUrl": url})
-        s3.put_object(Bucket=BUCKET, Key="stop/in/a.csv", Body=b"5,1\n5,2\n")
-        _job(sm, "stopped", "slow", "stop/in/")
-        wait_for(lambda: server.workers("transform-job:stopped", "stopped") == 1, timeout_s=30)
+        s3.put_object(Bucket=BUCKET, Key="stop/in/a.csv", Body=b"0,1\n")
+        s3.put_object(Bucket=BUCKET, Key="stop/in/b.csv", Body=b"30,1\n30,2\n")
+        s3.put_object(Bucket=BUCKET, Key="stopped/out/notes.txt", Body=b"the user's, not the job's")
+        _job(sm, "stopped", "slow", "stop/in/", MaxConcurrentTransforms=2)  # b's sleep never delays a
+        wait_for(lambda: _has(s3, "stopped/out/a.csv.out"), timeout_s=30)
         sm.stop_transform_job(TransformJobName="stopped")
         assert _wait(sm, "stopped")["TransformJobStatus"] == "Stopped"
+        assert not _has(s3, "stopped/out/a.csv.out") and not _has(s3, "stopped/out/b.csv.out")
+        assert _read(s3, "stopped/out/notes.txt") == "the user's, not the job's"
 
         for n in range(3):
             s3.put_object(Bucket=BUCKET, Key=f"resume/in/{n}.csv", Body=b"0.6,%d\n0.6,%d\n" % (n, n))

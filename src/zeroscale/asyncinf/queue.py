@@ -5,12 +5,15 @@ A request is committed as Queued before InvokeEndpointAsync answers 202. The dis
 then marks it Completed or Failed; one whose RequestTTLSeconds ran out while it waited is claimed by the
 expiry sweep instead (``claim_expired``, on an index of the queued ones by expiry time) and failed. A server
 that stops or dies with requests Running puts them back to Queued when it starts again
-(``requeue_running``), so every accepted request finishes at least once.
+(``requeue_running``), so every accepted request finishes at least once. Several front ends on one
+database: each Running row names the front end that runs it (``frontend``); a front end that starts again
+puts back its own and those of front ends no longer alive, never a live one's.
 """
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,6 +63,7 @@ requests = Table(
     Column("attempts", Integer, nullable=False, default=0),
     Column("failure_reason", Text, nullable=True),
     Column("expires_at", Double, nullable=True),  # created_at + ttl_s (NULL only before STEPS[1] ran)
+    Column("frontend", String(64), nullable=True),  # the front end that claimed it last
     Index("ix_async_requests_queue", "endpoint", "status", "id"),
     Index("ix_async_requests_inference_id", "inference_id"),
     Index("ix_async_requests_expiry", "status", "expires_at"),
@@ -78,6 +82,7 @@ STEPS: list[Step] = [
     add_column("async_requests", Column("expires_at", Double, nullable=True)),
     Step("fill async_requests.expires_at", _fill_expires_at),
     add_index("async_requests", "ix_async_requests_expiry", ("status", "expires_at")),
+    add_column("async_requests", Column("frontend", String(64), nullable=True)),
 ]
 
 
@@ -139,7 +144,8 @@ def _request(row: RowMapping) -> AsyncRequest:
 class RequestQueue:
     """Thread-safe; every call is one transaction (the dispatcher calls it from worker threads)."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, frontend: str | None = None) -> None:
+        self._frontend = frontend  # written on each claim
         self._engine = make_engine(url)
         self._lock = threading.RLock()
         upgrade(self._engine, "async", metadata, STEPS)
@@ -186,7 +192,9 @@ class RequestQueue:
             claimed = conn.execute(
                 update(requests)
                 .where((requests.c.id == row["id"]) & (requests.c.status == QUEUED))
-                .values(status=RUNNING, started_at=now, attempts=requests.c.attempts + 1)
+                .values(
+                    status=RUNNING, started_at=now, attempts=requests.c.attempts + 1, frontend=self._frontend
+                )
             )
             if not claimed.rowcount:
                 return None
@@ -209,7 +217,7 @@ class RequestQueue:
                 won = conn.execute(
                     update(requests)
                     .where((requests.c.id == row["id"]) & (requests.c.status == QUEUED))
-                    .values(status=RUNNING, started_at=now)
+                    .values(status=RUNNING, started_at=now, frontend=self._frontend)
                 )
                 if won.rowcount:
                     req = _request(row)
@@ -236,11 +244,15 @@ class RequestQueue:
                 .values(status=status, finished_at=now, failure_reason=reason)
             )
 
-    def requeue_running(self) -> int:
-        """At start: requests a previous server left Running go back to Queued (they run again)."""
+    def requeue_running(self, live: Collection[str] = ()) -> int:
+        """Requests left Running by a front end not in ``live`` (this one's, at its start: not in it) go
+        back to Queued: they run again."""
+        where = requests.c.status == RUNNING
+        if live:
+            where = where & (requests.c.frontend.is_(None) | requests.c.frontend.not_in(list(live)))
         with self._lock, self._engine.begin() as conn:
             result = conn.execute(
-                update(requests).where(requests.c.status == RUNNING).values(status=QUEUED, started_at=None)
+                update(requests).where(where).values(status=QUEUED, started_at=None, frontend=None)
             )
         return int(result.rowcount or 0)
 

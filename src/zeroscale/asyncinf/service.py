@@ -214,14 +214,26 @@ class AsyncInference:
         return sorted(found + idle, key=lambda b: b.endpoint_name)
 
     # ---- the dispatcher ----
-    async def start(self) -> None:
-        """After the endpoints resumed: requests a dead server left Running run again, then dispatch."""
-        requeued = await asyncio.to_thread(self._queue.requeue_running)
+    async def start(self, live: set[str] | None = None) -> None:
+        """After the endpoints resumed: requests this front end's last stop (or a front end not in ``live``)
+        left Running run again, then dispatch."""
+        requeued = await asyncio.to_thread(self._queue.requeue_running, live or ())
         if requeued:
             log.info("%d asynchronous request(s) interrupted by the last stop run again", requeued)
         for rec in await asyncio.to_thread(self._endpoints_list):
             self.refresh(rec)
         self._loop_task = asyncio.create_task(self._run_loop())
+
+    def sync(self, live: set[str]) -> None:
+        """The front ends changed, or another wrote: what a dead one left Running runs again here."""
+        if self._async:
+            self._background.spawn(self._requeue_orphans(live))
+
+    async def _requeue_orphans(self, live: set[str]) -> None:
+        requeued = await asyncio.to_thread(self._queue.requeue_running, live)
+        if requeued:
+            log.warning("%d asynchronous request(s) of a front end that died run again here", requeued)
+            self._wake.set()
 
     def _endpoints_list(self) -> list[str]:
         names: list[str] = []

@@ -13,10 +13,11 @@ import gzip
 import json
 import logging
 import tempfile
+import threading
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, cast
+from typing import IO, Any, BinaryIO, cast
 
 from zeroscale.asyncinf.s3io import CHUNK, OutputError, S3Io, S3Url
 from zeroscale.background import Background
@@ -197,6 +198,7 @@ def _spool(stream: IO[bytes], into: IO[bytes], limit_bytes: int) -> int:
 _STRATEGIES = {"MULTI_RECORD": "MultiRecord", "SINGLE_RECORD": "SingleRecord"}
 _STRATEGIES.update({v: v for v in _STRATEGIES.values()})
 EXECUTION_PARAMETERS = ("MaxConcurrentTransforms", "BatchStrategy", "MaxPayloadInMB")
+_UPLOAD_WAIT_S = 600.0  # at most, for an upload of a stopped job still under way to end
 _CUT_PARAMETERS = frozenset({"BatchStrategy", "MaxPayloadInMB"})  # those that say how an input is cut
 
 
@@ -261,6 +263,9 @@ class TransformRunner:
         self._s3 = s3
         self._scratch_dir = scratch_dir
         self._background = Background("transform workers")
+        # Per job, the uploads under way in threads: a cancelled job's go on until they end, and what a
+        # stopped job wrote is removed only once none is left (``discard``).
+        self._uploads: dict[str, set[threading.Event]] = {}
 
     async def run(self, doc: Mapping[str, Any], progress: Progress, on_progress: Callable[[], None]) -> None:
         """Run the job ``doc`` (its stored CreateTransformJob document) describes. Raises DeployError when the
@@ -303,9 +308,55 @@ class TransformRunner:
             await asyncio.gather(*(one(f) for f in todo))
             await workers  # DeployError if they never started (each file stopped on it too)
         finally:  # the job is done: its workers go in the background
+            if not self._uploads.get(job.name.lower()):
+                self._uploads.pop(job.name.lower(), None)
             workers.cancel()
             workers.add_done_callback(_ignore)
             self._background.spawn(self._fleet.deactivate(job.route, timeout_s=2.0))
+
+    async def discard(self, doc: Mapping[str, Any], since: float) -> int:
+        """Remove the ``.out`` objects the job ``doc`` wrote (those of its input files, written since
+        ``since`` on this clock, less S3's one-second rounding), once its uploads under way ended; how many
+        were removed."""
+        job = job_spec(doc)
+        pending = list(self._uploads.pop(job.name.lower(), ()))
+        if pending:
+            await asyncio.to_thread(lambda: [done.wait(_UPLOAD_WAIT_S) for done in pending])  # bounded
+        return await asyncio.to_thread(self._discard, job, since - 2.0)
+
+    def _discard(self, job: JobSpec, since: float) -> int:
+        try:
+            files = self._inputs(job)
+        except DeployError:
+            return 0  # the inputs are gone: so are the names of its outputs
+        root = S3Url.parse(job.output_path)
+        wanted = {S3Url.parse(self._output_url(job, f)).key for f in files}
+        prefix = root.key.rstrip("/") + "/" if root.key.strip("/") else ""
+        removed = 0
+        client = self._s3.client()
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=root.bucket, Prefix=prefix):
+            for obj in page.get("Contents", []):
+                if obj["Key"] in wanted and obj["LastModified"].timestamp() >= since:
+                    client.delete_object(Bucket=root.bucket, Key=obj["Key"])
+                    removed += 1
+        return removed
+
+    async def _upload(self, job: JobSpec, item: InputFile, sink: BinaryIO, content_type: str) -> None:
+        done = threading.Event()
+        pending = self._uploads.setdefault(job.name.lower(), set())
+        pending.add(done)
+
+        def upload() -> None:
+            try:
+                self._s3.upload(self._output_url(job, item), sink, content_type)
+            finally:
+                done.set()
+
+        try:
+            await asyncio.to_thread(upload)
+        finally:
+            if done.is_set():  # else still under way (the job was cancelled): ``discard`` waits for it
+                pending.discard(done)
 
     async def _ready(self, job: JobSpec) -> JobSpec:
         """The job's workers started, and the job as they run it (``_execution_parameters``)."""
@@ -481,7 +532,7 @@ class TransformRunner:
                 sink.flush()
                 sink.seek(0)
                 try:
-                    await asyncio.to_thread(self._s3.upload, self._output_url(job, item), sink, content_type)
+                    await self._upload(job, item, sink, content_type)
                 except OutputError as exc:
                     raise FileFailed(str(exc)) from exc
         finally:
@@ -515,7 +566,7 @@ class TransformRunner:
             sink.seek(0)
             content_type = job.accept or answered_type or "application/octet-stream"
             try:
-                await asyncio.to_thread(self._s3.upload, self._output_url(job, item), sink, content_type)
+                await self._upload(job, item, sink, content_type)
             except OutputError as exc:
                 raise FileFailed(str(exc)) from exc
         return 1

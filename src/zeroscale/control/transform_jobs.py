@@ -3,7 +3,12 @@
 InProgress -> Completed | Failed (a file the model rejected, named in FailureReason); InProgress -> Stopping
 -> Stopped. The job runs in a background task (batch/runner.py); its status is written at each transition,
 so a restarted server resumes an InProgress job (files whose output exists are not done again) and ends a
-Stopping one Stopped.
+Stopping one Stopped. A stopped job's outputs are removed before it is Stopped (SageMaker stores none).
+
+Several front ends on one database: the one that accepted CreateTransformJob runs the job (the record's
+``owner``). StopTransformJob on another front end writes Stopping, and the owner cancels the job at its next
+``sync``; a job whose owner died (or, at a restart, this front end's own) is claimed by compare-and-set and
+resumed, or ended Stopped, by exactly one survivor.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ import copy
 import dataclasses
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from typing import Any, Protocol
 
 from zeroscale.control.arns import Arns
@@ -107,6 +112,9 @@ class JobRunner(Protocol):
     async def run(self, doc: Mapping[str, Any], progress: Progress, on_progress: Callable[[], None]) -> None:
         """Run the job that ``doc`` (its stored CreateTransformJob document) describes."""
 
+    async def discard(self, doc: Mapping[str, Any], since: float) -> int:
+        """Remove the outputs the job ``doc`` wrote (objects written since ``since``); how many."""
+
     async def close(self) -> None: ...
 
 
@@ -118,7 +126,12 @@ class TransformJobs:
         models: Models,
         runner: JobRunner,
         clock: Callable[[], float] = time.time,
+        *,
+        frontend: str | None = None,  # this front end's id: the owner of the jobs it runs
+        live: Callable[[], set[str]] | None = None,  # the live front ends (None: this one alone)
     ) -> None:
+        self.frontend = frontend
+        self._live = live or (lambda: {frontend} if frontend else set())
         self._store = store
         self._arns = arns
         self._models = models
@@ -126,6 +139,7 @@ class TransformJobs:
         self._clock = clock
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._progress: dict[str, Progress] = {}  # jobs running now
+        self._ending: set[str] = set()  # jobs being stopped here (their task is not cancelled again)
 
     def _missing(self, name: str) -> ResourceNotFound:
         return ResourceNotFound(f"Could not find requested job with name {name}")
@@ -159,7 +173,7 @@ class TransformJobs:
         arn = self._arns.arn(KIND, name)
         now = self._clock()
         try:
-            self._store.insert(Record(KIND, name, arn, now, now, IN_PROGRESS, doc))
+            self._store.insert(Record(KIND, name, arn, now, now, IN_PROGRESS, doc, self.frontend))
         except AlreadyExists:
             raise ResourceInUse(
                 f"Job name must be unique within an AWS account and region, and a job with this name "
@@ -215,13 +229,57 @@ class TransformJobs:
         self._save(rec, STOPPING)
         task = self._tasks.get(name.lower())
         if task is not None:
-            task.cancel()
-        else:
-            self._save(rec, STOPPED, TransformEndTime=self._clock())
+            self._ending.add(name.lower())
+            task.cancel()  # its end writes Stopped
+        elif rec.owner is None or rec.owner == self.frontend or rec.owner not in self._live():
+            claimed = self._store.claim(KIND, rec.name, self.frontend or "", rec.owner)
+            if claimed is not None:
+                self._begin(claimed.name, self._stopped(claimed))
+        # else: the live front end that runs it cancels it at its next sync
+
+    def sync(self, live: set[str]) -> None:
+        """What other front ends wrote: cancel the jobs of this one stopped through another, and take over
+        (claim, then resume or end Stopped) the unfinished jobs of front ends not in ``live``."""
+        for rec in self._store.list(KIND, (IN_PROGRESS, STOPPING)):
+            task = self._tasks.get(rec.name.lower())
+            if task is not None:
+                if rec.status == STOPPING and rec.name.lower() not in self._ending:
+                    self._ending.add(rec.name.lower())
+                    task.cancel()  # stopped through another front end: its end writes Stopped
+                continue
+            if rec.owner in live:
+                continue  # a live front end runs it
+            claimed = self._store.claim(KIND, rec.name, self.frontend or "", rec.owner)
+            if claimed is None:
+                continue  # another front end took it
+            if rec.owner != self.frontend:
+                log.warning("transform job %s: taking over from front end %s", rec.name, rec.owner)
+            if claimed.status == IN_PROGRESS:
+                self._start(claimed.name)
+            elif claimed.status == STOPPING:
+                self._begin(claimed.name, self._stopped(claimed))
+
+    async def _stopped(self, rec: Record) -> None:
+        """End a Stopping job Stopped, after removing what it wrote."""
+        self._ending.add(rec.name.lower())
+        try:
+            removed = await self._runner.discard(rec.doc, since=rec.created_at)
+            if removed:
+                log.info("transform job %s stopped: %d output(s) removed", rec.name, removed)
+        except Exception:
+            log.exception("transform job %s: its outputs could not be removed", rec.name)
+        current = self._store.get(KIND, rec.name) or rec
+        counts = self._keep_progress(rec.name)
+        extra = {"ZeroscaleProgress": counts} if counts is not None else {}
+        self._save(current, STOPPED, TransformEndTime=self._clock(), **extra)
+        self._ending.discard(rec.name.lower())
 
     # ---- the job ----
     def _start(self, name: str) -> None:
-        task = asyncio.ensure_future(self._run(name))
+        self._begin(name, self._run(name))
+
+    def _begin(self, name: str, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(work)
         self._tasks[name.lower()] = task
         task.add_done_callback(lambda t: self._tasks.pop(name.lower(), None))
 
@@ -232,10 +290,11 @@ class TransformJobs:
         try:
             await self._runner.run(rec.doc, progress, lambda: None)
         except asyncio.CancelledError:
-            counts = self._keep_progress(name)
             current = self._store.get(KIND, name)
             if current is not None and current.status == STOPPING:
-                self._save(current, STOPPED, TransformEndTime=self._clock(), ZeroscaleProgress=counts)
+                await self._stopped(current)
+            else:
+                self._keep_progress(name)
             raise
         except (DeployError, ValidationException) as exc:
             self._finish(name, FAILED, str(getattr(exc, "message", None) or exc))
@@ -243,6 +302,10 @@ class TransformJobs:
         except Exception as exc:
             log.exception("transform job %s failed", name)
             self._finish(name, FAILED, f"InternalFailure: {type(exc).__name__}: {exc}")
+            return
+        current = self._store.get(KIND, name)
+        if current is not None and current.status == STOPPING:  # through another front end, before its sync
+            await self._stopped(current)
             return
         if progress.failures:
             shown = "; ".join(progress.failures[:3])
@@ -292,13 +355,10 @@ class TransformJobs:
             reason = reason[: _REASON_MAX - 3] + "..."
         self._save(rec, status, FailureReason=reason, TransformEndTime=self._clock())
 
-    async def resume(self) -> None:
-        """After a restart: InProgress jobs go on (finished files are kept), Stopping ones end Stopped."""
-        for rec in self._store.list(KIND):
-            if rec.status == IN_PROGRESS:
-                self._start(rec.name)
-            elif rec.status == STOPPING:
-                self._save(rec, STOPPED, TransformEndTime=self._clock())
+    async def resume(self, live: set[str] | None = None) -> None:
+        """After a restart: this front end's InProgress jobs, and those of front ends not in ``live``, go on
+        (finished files are kept); Stopping ones end Stopped."""
+        self.sync(live if live is not None else set())
 
     async def close(self) -> None:
         tasks = list(self._tasks.values())

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import functools
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any, ParamSpec, TypeVar
 
@@ -356,9 +356,11 @@ class Store:
         return [_record(row) for row in rows]
 
     @_reachable
-    def list(self, kind: str) -> list[Record]:
-        """Every record of a kind, oldest first."""
+    def list(self, kind: str, statuses: Collection[str] | None = None) -> list[Record]:
+        """Every record of a kind (with one of ``statuses``, when given), oldest first."""
         query = select(resources).where(resources.c.kind == kind)
+        if statuses is not None:
+            query = query.where(resources.c.status.in_(list(statuses)))
         with self._lock, self._engine.connect() as conn:
             rows = conn.execute(query.order_by(resources.c.created_at, resources.c.key)).mappings().all()
         return [_record(row) for row in rows]
