@@ -100,7 +100,8 @@ def test_requirements_are_installed_once_and_shared(
 def test_concurrent_deploys_of_new_requirements_install_once(
     server: ServerProcess, sm: Any, smr: Any, tmp_path: Path
 ) -> None:
-    requirements = b"# shared by two endpoints deployed at once\nroman>=4\n"
+    # shared by the two endpoints deployed at once; new to the server (comments are not part of the key)
+    requirements = b"# both\nroman>=4.1\n"
     before = installs(server)
     urls = [roman_model(tmp_path / str(i), f"concurrent-{i}", requirements) for i in range(2)]
     results: dict[int, dict[str, Any]] = {}

@@ -175,16 +175,28 @@ def test_reads_only_its_own_model(smr: Any, server: ServerProcess, endpoints: di
 def test_code_paths_in_its_environment_grant_nothing(
     sm: Any, smr: Any, server: ServerProcess, tmp_path: Path, endpoints: dict[str, str]
 ) -> None:
-    """The model's Environment names its code and packages directories; naming /etc or the data directory
-    there does not make them readable."""
+    """The model's Environment names its code directory and script; naming another model's extracted files
+    (the artifact cache: a worker may read the code directory it names), a script outside it, or the
+    installed-packages directory zeroscale sets is refused by name, and reads nothing."""
     url = handler_model(tmp_path, ATTACKER)
-    env = {"ZEROSCALE_PYTHONPATH": "/etc", "SAGEMAKER_SUBMIT_DIRECTORY": "/opt/ml/model/code"}
-    desc = deploy(sm, "attacker-env", url, environment=env)
+    cached = [p for p in (server.data_dir / "artifacts").iterdir() if p.is_dir() and len(p.name) == 64]
+    assert cached  # the other endpoints' models
+    cases = [
+        ({"ZEROSCALE_PYTHONPATH": "/etc"}, "ZEROSCALE_PYTHONPATH is set by zeroscale"),
+        ({"SAGEMAKER_SUBMIT_DIRECTORY": str(cached[0])}, "SAGEMAKER_SUBMIT_DIRECTORY="),
+        ({"SAGEMAKER_SUBMIT_DIRECTORY": "/opt/ml/model/../../../etc"}, "must be the s3:// (or file://) URL"),
+        ({"SAGEMAKER_PROGRAM": f"../{cached[0].name}/model/code/inference.py"}, "no '..'"),
+    ]
+    for n, (env, why) in enumerate(cases):
+        desc = deploy(sm, f"attacker-env-{n}", url, environment=env)
+        assert desc["EndpointStatus"] == "Failed" and why in desc["FailureReason"], (env, desc)
+        sm.delete_endpoint(EndpointName=f"attacker-env-{n}")
+    desc = deploy(sm, "attacker-env", url, environment={"SAGEMAKER_SUBMIT_DIRECTORY": "/opt/ml/model/code"})
     assert desc["EndpointStatus"] == "InService", desc.get("FailureReason")
     resp = smr.invoke_endpoint(
         EndpointName="attacker-env",
         ContentType="application/json",
-        Body=json.dumps({"attack": "read", "arg": "/etc/shadow"}),
+        Body=json.dumps({"attack": "list", "arg": str(cached[0])}),
     )
     assert refused(json.loads(resp["Body"].read()))
     sm.delete_endpoint(EndpointName="attacker-env")

@@ -28,7 +28,7 @@ from zeroscale.images import ImageRecord, ImageRegistry
 from zeroscale.router.spec import ContainerSpec, PoolSpec
 from zeroscale.runtimes.batching import MAX_BATCH_SIZE, batch_settings, unsupported
 from zeroscale.runtimes.image_uris import known_images, resolve_image
-from zeroscale.runtimes.usercode import PYTHONPATH, has_user_code, requirements_file
+from zeroscale.runtimes.usercode import PYTHONPATH, check_code_env, has_user_code, requirements_file
 from zeroscale.store.db import Record
 
 SUBMIT_DIRECTORY = "SAGEMAKER_SUBMIT_DIRECTORY"
@@ -221,6 +221,7 @@ class Deployer:
             )
         if byo is not None:  # the model's Environment is laid over the image's
             env = {**byo.manifest.env, **env}
+        check_code_env(env)  # before any download: it names no directory outside the model
         multi_model = multi_model_prefix(container)
         source = (container.get("ModelDataSource") or {}).get("S3DataSource")
         model_dir: object

@@ -23,6 +23,33 @@ DEFAULT_PROGRAM = "inference.py"
 CONTAINER_MODEL_DIR = "/opt/ml/model"
 
 
+def check_code_env(env: Mapping[str, str]) -> None:
+    """DeployError for a model ``Environment`` that names code outside the model: a worker may read the
+    directories these name, so a model could otherwise read another model's extracted files or installed
+    packages. ``SAGEMAKER_SUBMIT_DIRECTORY`` is a source archive's URL (fetched and unpacked for this model
+    at deploy) or a container path under /opt/ml/model; ``SAGEMAKER_PROGRAM`` a script within it;
+    ``ZEROSCALE_PYTHONPATH`` is zeroscale's to set."""
+    if PYTHONPATH in env:
+        raise DeployError(
+            f"{PYTHONPATH} is set by zeroscale (the directory of the model's installed requirements); "
+            "remove it from the model's Environment."
+        )
+    program = env.get(PROGRAM, "").strip()
+    if program.startswith("/") or ".." in Path(program).parts:
+        raise DeployError(
+            f"{PROGRAM}={program} must name a script within the code directory (a relative path, no '..')."
+        )
+    submit = env.get(SUBMIT_DIRECTORY, "").strip()
+    if not submit or submit.startswith(("s3://", "file://")):
+        return
+    inside = submit == CONTAINER_MODEL_DIR or submit.startswith(CONTAINER_MODEL_DIR + "/")
+    if not inside or ".." in Path(submit).parts:
+        raise DeployError(
+            f"{SUBMIT_DIRECTORY}={submit} must be the s3:// (or file://) URL of a source archive, or a "
+            f"directory under {CONTAINER_MODEL_DIR} (the model's own files)."
+        )
+
+
 def user_code_path(model_dir: str, env: Mapping[str, str]) -> tuple[Path, bool]:
     """Where the user module lives and whether it was named explicitly (``SAGEMAKER_PROGRAM``)."""
     program = env.get(PROGRAM, "").strip()
