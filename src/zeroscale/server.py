@@ -135,6 +135,7 @@ def build(settings: Settings) -> Server:
         max_extracted_bytes=settings.max_extracted_bytes,
         max_extracted_files=settings.max_extracted_files,
         capacity_bytes=settings.artifact_cache_bytes,
+        protected=(settings.data_dir,),  # no file:// model reads the server's own files
     )
     pyenvs = PythonEnvs(
         settings.pyenvs_dir, capacity_bytes=settings.requirements_cache_bytes, holds=artifacts.holds

@@ -202,8 +202,45 @@ def test_malformed_urls(cache: ArtifactCache, url: str) -> None:
 
 def test_directory_holding_the_cache_is_refused(tmp_path: Path) -> None:
     cache = ArtifactCache(tmp_path / "data" / "artifacts")
-    with pytest.raises(DeployError, match="contains the artifact cache"):
+    with pytest.raises(DeployError, match="contains zeroscale's own directory"):
         cache.prepare(str(tmp_path))
+
+
+def test_no_file_url_reads_the_servers_own_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The data directory (credentials, database, other models' files) is out of a file:// model's reach:
+    named directly, as a directory within it, or through a symlink in a model directory (to a file in it,
+    to a directory in it, or to a directory holding it), and a file swapped for a link into it after it
+    was resolved."""
+    data = tmp_path / "data"
+    cache = ArtifactCache(data / "artifacts", protected=(data,))
+    (data / "credentials").write_text("secret")
+    (data / "artifacts" / "index" / "x.json").write_text("{}")
+    archive = write_tar(tmp_path / "ok.tar.gz", [file_member("model.bin", b"ok")])
+    (data / "kept.tar.gz").write_bytes(archive.read_bytes())
+    for url in (f"file://{data / 'kept.tar.gz'}", str(data / "artifacts" / "index"), str(data)):
+        with pytest.raises(DeployError, match="zeroscale's own directory"):
+            cache.prepare(url)
+    for name, target in (("c", data / "credentials"), ("idx", data / "artifacts"), ("up", tmp_path)):
+        model = tmp_path / f"model-{name}"
+        model.mkdir()
+        (model / "model.bin").write_bytes(b"weights")
+        (model / name).symlink_to(target)
+        with pytest.raises(DeployError, match=f"{name}.* leads into zeroscale's own directory"):
+            cache.prepare(str(model))
+    swapped = tmp_path / "swapped.tar.gz"
+    swapped.write_bytes(archive.read_bytes())
+    fingerprint = cache_module.file_fingerprint
+
+    def swap(path: Path) -> Any:  # called between the path's check and its open: the race's window
+        if path == swapped and not path.is_symlink():
+            path.unlink()
+            path.symlink_to(data / "kept.tar.gz")
+        return fingerprint(path)
+
+    monkeypatch.setattr(cache_module, "file_fingerprint", swap)
+    with pytest.raises(DeployError, match="zeroscale's own directory"):
+        cache.prepare(f"file://{swapped}")
+    assert (cache.prepare(str(archive)) / "model.bin").read_bytes() == b"ok"  # elsewhere: served
 
 
 def test_nul_byte_in_path(cache: ArtifactCache) -> None:

@@ -24,7 +24,7 @@ import json
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -85,9 +85,13 @@ class ArtifactCache(Shelved):
         holds: Holds | None = None,
         grace_s: float = GRACE_S,
         clock: Callable[[], float] = time.time,
+        protected: Sequence[Path] = (),
     ) -> None:
-        """``capacity_bytes``: the extracted files kept (None: all, never evicted; 0: only those in use)."""
+        """``capacity_bytes``: the extracted files kept (None: all, never evicted; 0: only those in use).
+        ``protected``: directories (besides the cache) no ``file://`` model may be read from, directly or
+        through a symlink (the server's data directory: its credentials, database, other models)."""
         self.root = Path(root).resolve()
+        self._protected = (self.root, *(Path(os.path.realpath(p)) for p in protected))
         self._limits = Limits(max_bytes=max_extracted_bytes, max_files=max_extracted_files)
         self._s3 = S3Fetcher(s3_endpoint_url)
         self._locks: dict[str, threading.Lock] = {}
@@ -210,6 +214,7 @@ class ArtifactCache(Shelved):
             raise DeployError(f"Model artifact {loc.url} not found: {loc.path} does not exist") from exc
         except OSError as exc:
             raise DeployError(f"Model artifact {loc.url} cannot be read: {describe_os_error(exc)}") from exc
+        self._refuse_protected(loc.url, real)
         if real.is_dir():
             return self._prepare_directory(loc, real, hold)
         if not real.is_file():
@@ -222,24 +227,35 @@ class ArtifactCache(Shelved):
                 return self._model_dir(sha)
             with self._temp_path(".download") as copy:
                 with copy.open("wb") as out:
-                    result = copy_local_file(loc, real, out)
+                    result = copy_local_file(
+                        loc, real, out, check=lambda opened: self._refuse_protected(loc.url, opened)
+                    )
                 model = self._install_archive(copy, result.sha256, loc.url, hold)
             if file_fingerprint(real) == before:  # else it changed while we read it: don't vouch for it
                 self._remember(identity, before, result.sha256)
             return model
 
+    def _refuse_protected(self, url: str, real: Path) -> None:
+        for protected in self._protected:
+            if real == protected or protected in real.parents:
+                raise DeployError(f"Model artifact {url} is inside zeroscale's own directory ({protected})")
+            if real in protected.parents:
+                raise DeployError(f"Model directory {url} contains zeroscale's own directory ({protected})")
+
     def _prepare_directory(self, loc: LocalLocation, real: Path, hold: Hold | None) -> Path:
-        if self.root == real or real in self.root.parents:
-            raise DeployError(f"Model directory {loc.url} contains the artifact cache ({self.root})")
         identity = f"dir\n{real}"
+        protected = self._protected
         with self._lock("source:" + identity):
-            before = {"listing": directory_fingerprint(real, limits=self._limits, source=loc.url)}
+            listing = directory_fingerprint(real, limits=self._limits, source=loc.url, protected=protected)
+            before = {"listing": listing}
             sha = self._lookup(identity, before, hold)
             if sha is not None:
                 return self._model_dir(sha)
             with self._staging() as staging:
                 (staging / MODEL).mkdir()
-                sha, stats = copy_directory(real, staging / MODEL, limits=self._limits, source=loc.url)
+                sha, stats = copy_directory(
+                    real, staging / MODEL, limits=self._limits, source=loc.url, protected=protected
+                )
                 with self._lock("entry:" + sha):
                     if not self._use(sha, hold):
                         self._publish(staging, sha, loc.url, stats, hold)

@@ -341,9 +341,21 @@ class _Entry:
         return stat.S_ISDIR(self.st.st_mode)
 
 
-def _walk(src: Path, limits: Limits, source: str) -> Iterator[_Entry]:
+def _refuse_protected(path: str, rel: str, source: str, protected: tuple[Path, ...]) -> None:
+    """DeployError when ``path`` (a symlink, a directory, an opened file) resolves into a protected
+    directory: a link in a model directory must not bring the server's own files into a model."""
+    real = Path(os.path.realpath(path))
+    for root in protected:
+        if real == root or root in real.parents or real in root.parents:
+            raise DeployError(
+                f"Model directory {source}: {shown_name(rel)} leads into zeroscale's own directory ({root})"
+            )
+
+
+def _walk(src: Path, limits: Limits, source: str, protected: tuple[Path, ...] = ()) -> Iterator[_Entry]:
     """Every entry under ``src`` in a stable order, symlinks followed (a model directory may well be
-    a snapshot of symlinks into a download cache), loops and special files rejected."""
+    a snapshot of symlinks into a download cache), loops, special files and links (or directories) into
+    ``protected`` rejected."""
     count = 0
     total = 0
 
@@ -359,6 +371,8 @@ def _walk(src: Path, limits: Limits, source: str) -> Iterator[_Entry]:
             rule = path_rule(child_rel.split("/"))
             if rule is not None:  # also bounds this recursion
                 raise DeployError(f"Model directory {source}: {shown_name(child_rel)} {rule}")
+            if protected and (stat.S_ISDIR(st.st_mode) or os.path.islink(path)):
+                _refuse_protected(path, child_rel, source, protected)
             count += 1
             if count > limits.max_files:
                 raise DeployError(
@@ -387,10 +401,10 @@ def _walk(src: Path, limits: Limits, source: str) -> Iterator[_Entry]:
     yield from visit(str(src), "", frozenset({(root_st.st_dev, root_st.st_ino)}))
 
 
-def directory_fingerprint(src: Path, *, limits: Limits, source: str) -> str:
+def directory_fingerprint(src: Path, *, limits: Limits, source: str, protected: tuple[Path, ...] = ()) -> str:
     """A cheap identity of a directory's current state (names, types, sizes, mtimes, modes)."""
     digest = hashlib.sha256()
-    for entry in _walk(src, limits, source):
+    for entry in _walk(src, limits, source, protected):
         st = entry.st
         digest.update(
             f"{entry.rel}\0{st.st_mode}\0{st.st_size}\0{st.st_mtime_ns}\0{st.st_ino}\n".encode(
@@ -400,12 +414,16 @@ def directory_fingerprint(src: Path, *, limits: Limits, source: str) -> str:
     return digest.hexdigest()
 
 
-def copy_directory(src: Path, dest: Path, *, limits: Limits, source: str) -> tuple[str, ExtractStats]:
-    """Copy ``src`` into the existing empty ``dest``; return the content hash of what was copied."""
+def copy_directory(
+    src: Path, dest: Path, *, limits: Limits, source: str, protected: tuple[Path, ...] = ()
+) -> tuple[str, ExtractStats]:
+    """Copy ``src`` into the existing empty ``dest``; return the content hash of what was copied. No file
+    is read from ``protected`` (each opened file is checked where it resolved: a link swapped after the
+    walk looked at it is caught)."""
     digest = hashlib.sha256(b"zeroscale-directory-v1\0")
     members = 0
     copied = 0
-    for entry in _walk(src, limits, source):
+    for entry in _walk(src, limits, source, protected):
         members += 1
         rel_bytes = entry.rel.encode("utf-8", "surrogateescape")
         target = os.path.join(dest, entry.rel)
@@ -420,6 +438,8 @@ def copy_directory(src: Path, dest: Path, *, limits: Limits, source: str) -> tup
         size = 0
         fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
         with open(entry.path, "rb") as inp, os.fdopen(fd, "wb") as out:
+            if protected:
+                _refuse_protected(f"/proc/self/fd/{inp.fileno()}", entry.rel, source, protected)
             os.fchmod(out.fileno(), mode)
             while True:
                 chunk = inp.read(CHUNK_SIZE)

@@ -10,6 +10,7 @@ import hashlib
 import os
 import re
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -128,9 +129,15 @@ def file_fingerprint(path: Path) -> dict[str, int]:
     return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "ino": st.st_ino, "dev": st.st_dev}
 
 
-def copy_local_file(loc: LocalLocation, path: Path, dst: BinaryIO) -> FetchResult:
+def copy_local_file(
+    loc: LocalLocation, path: Path, dst: BinaryIO, check: Callable[[Path], None] | None = None
+) -> FetchResult:
+    """``check``: called with where the opened file resolved (a path swapped for a link after it was
+    resolved is seen), before anything is read."""
     try:
         with path.open("rb") as src:
+            if check is not None:
+                check(Path(os.path.realpath(f"/proc/self/fd/{src.fileno()}")))
             return hash_copy(src, dst)
     except OSError as exc:
         raise DeployError(f"Could not read model artifact {loc.url}: {exc.strerror or exc}") from exc

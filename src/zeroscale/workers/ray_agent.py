@@ -105,6 +105,7 @@ class NodeAgent:
             max_extracted_files=config.max_extracted_files,
             capacity_bytes=config.artifact_cache_bytes,
             holds=holds,
+            protected=(self._root,),  # the node's own directory: no file:// model reads it
         )
         self._pyenvs = PythonEnvs(
             self._root / "pyenvs", capacity_bytes=config.requirements_cache_bytes, holds=holds
