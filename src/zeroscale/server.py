@@ -407,6 +407,7 @@ def build(settings: Settings) -> Server:
             lookup_secret=authz.lookup_secret,  # the admin's key, or an IAM user's active one
             authorize=authz.authorize,
             throttle=throttle,
+            audit=audit.record,
             loads=fleet.loads,
             payload_limit_bytes=settings.payload_limit_bytes,
             region=settings.region,

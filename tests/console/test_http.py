@@ -249,6 +249,17 @@ def test_a_scoped_user_sees_and_does_what_its_policies_allow(
     assert usage.status == 400 and "zeroscale:GetUsage" in usage.json()["message"]
     invoked = call(console_server, "POST", "/console/api/invoke/anything", b"{}", signed.headers())
     assert invoked.status in (400, 403) and b"sagemaker:InvokeEndpoint" in invoked.body
+    # The trail records what was done through the console as what is done through boto3, refusals too.
+    _, admin = sign_in(console_server)
+    assert admin is not None
+    trail = call(console_server, "GET", "/console/api/v1/audit?user=viewer", None, admin.headers(csrf=False))
+    seen = {(e["action"], e["outcome"]) for e in trail.json()["Events"]}
+    assert {
+        ("sagemaker:ListModels", "Success"),
+        ("sagemaker:CreateModel", "Denied"),
+        ("sagemaker:DescribeModel", "Denied"),
+        ("zeroscale:GetUsage", "Denied"),
+    } <= seen, seen
 
 
 def test_the_servers_address_in_a_browser_leads_to_the_console(console_server: ServerProcess) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from zeroscale.console.sessions import MAX_FAILURES, Sessions, SignInRefused
+from zeroscale.console.sessions import MAX_FAILURES, MAX_SESSIONS_PER_KEY, Sessions, SignInRefused
 
 KEY, SECRET = "AKIDCONSOLE", "console-secret"
 
@@ -99,6 +99,25 @@ def test_oldest_sessions_go_beyond_the_limit(sessions: Sessions) -> None:
     assert len(sessions) == 3
     assert sessions.get(ids[0]) is None
     assert all(sessions.get(sid) is not None for sid in ids[1:])
+
+
+def test_signing_in_again_and_again_ends_only_the_same_keys_sessions(
+    clock: Clock, secrets_: dict[str, str]
+) -> None:
+    """A key that signs in over and over (any holder of a valid key can) ends its own oldest sessions,
+    never another key's: at the server's limit the key holding the most loses its oldest."""
+    secrets_["AKIDADMIN"] = "admin-secret"
+    sessions = Sessions(secrets_.get, max_sessions=50, clock=clock)
+    admin, _ = sessions.sign_in("AKIDADMIN", "admin-secret")
+    floods = [sessions.sign_in(KEY, SECRET)[0] for _ in range(MAX_SESSIONS_PER_KEY + 500)]
+    assert sessions.get(admin) is not None
+    assert len(sessions) == MAX_SESSIONS_PER_KEY + 1
+    assert sessions.get(floods[-1]) is not None and sessions.get(floods[0]) is None
+    crowd = Sessions(secrets_.get, max_sessions=3, clock=clock)  # the server's limit below the key's
+    admin, _ = crowd.sign_in("AKIDADMIN", "admin-secret")
+    for _ in range(10):
+        crowd.sign_in(KEY, SECRET)
+    assert crowd.get(admin) is not None and len(crowd) == 3
 
 
 def test_guessing_one_key_does_not_lock_the_other_keys_out_from_that_address(

@@ -196,17 +196,32 @@ class Console:
             await self._invoke_async(scope, send, request_id, rest)
             return
         body = await _read_body(scope, receive, _BODY_LIMIT, request_id, runtime=False)
-        if service_name == "v1" and rest:
-            self._authorize(Access(key, "rest", "zeroscale", method, rest))
-            await self._rest(scope, send, request_id, rest, body)
-        elif service_name == "load" and method == "GET" and not rest:
-            self._authorize(Access(key, "json", "sagemaker", "DescribeEndpoint", body=_endpoint_doc(scope)))
-            await self._load(scope, send, request_id)
-        elif method == "POST" and rest and "/" not in rest and self._b.service(service_name) is not None:
-            self._authorize(Access(key, "json", service_name, rest, body=body))
-            await self._json(send, request_id, service_name, rest, body)
-        else:
-            raise UnknownOperationException(f"No console API at {method} {_API}{sub}.")
+        access: Access | None = None
+        error_code = ""
+        try:
+            if service_name == "v1" and rest:
+                access = Access(key, "rest", "zeroscale", method, rest)
+                self._authorize(access)
+                await self._rest(scope, send, request_id, rest, body)
+            elif service_name == "load" and method == "GET" and not rest:
+                access = Access(key, "json", "sagemaker", "DescribeEndpoint", body=_endpoint_doc(scope))
+                self._authorize(access)
+                await self._load(scope, send, request_id)
+            elif method == "POST" and rest and "/" not in rest and self._b.service(service_name) is not None:
+                access = Access(key, "json", service_name, rest, body=body)
+                self._authorize(access)
+                await self._json(send, request_id, service_name, rest, body)
+            else:
+                raise UnknownOperationException(f"No console API at {method} {_API}{sub}.")
+        except ZeroscaleError as err:
+            error_code = err.code
+            raise
+        except Exception:
+            error_code = InternalFailure.code
+            raise
+        finally:
+            if access is not None and self._b.audit is not None:  # as through boto3 (``api/app.py``)
+                self._b.audit(access, scope, "", error_code)
 
     def _authorize(self, access: Access) -> None:
         """The same IAM check boto3's request would meet (AccessDeniedException naming user, action and

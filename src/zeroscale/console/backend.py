@@ -48,6 +48,9 @@ class Backend:
     authorize: Callable[[Access], None] | None = None
     # The signed-in key's control-plane calls count against its --api-rate-per-key as through boto3.
     throttle: Callable[[str, str], None] | None = None
+    # The audit trail (``audit.trail.AuditTrail.record``): the console's control-plane calls are recorded
+    # as boto3's are, refused ones included.
+    audit: Callable[[Access | None, Mapping[str, Any], str, str], None] | None = None
 
     def service(self, signing_name: str) -> JsonOperations | None:
         return next((s for s in self.json_services if s.signing_name == signing_name), None)

@@ -20,6 +20,9 @@ SecretLookup = Callable[[str], str | None]
 IDLE_S = 3600.0
 ABSOLUTE_S = 12 * 3600.0
 MAX_SESSIONS = 1000
+# Sessions one access key holds at most: its next sign-in ends its own oldest. At MAX_SESSIONS, the key
+# holding the most loses its oldest: signing in again and again ends no other key's session.
+MAX_SESSIONS_PER_KEY = 20
 # Wrong secrets allowed per client address and access key, and window, before sign-in answers "too many
 # attempts" (per address alone, a client guessing one key locked every key out from that address: behind
 # a reverse proxy, everyone's, the admin's included).
@@ -95,10 +98,20 @@ class Sessions:
         self._failures.pop(who, None)
         session_id = secrets.token_urlsafe(32)
         session = Session(access_key_id, secrets.token_urlsafe(32), now, now, expected)
+        mine = [k for k, s in self._sessions.items() if s.access_key_id == access_key_id]  # oldest first
+        for old in mine[: max(0, len(mine) - MAX_SESSIONS_PER_KEY + 1)]:
+            del self._sessions[old]
+        if len(self._sessions) >= self._max:
+            self._evict_from_the_largest_holder()
         self._sessions[_digest(session_id)] = session
-        while len(self._sessions) > self._max:
-            self._sessions.popitem(last=False)
         return session_id, session
+
+    def _evict_from_the_largest_holder(self) -> None:
+        held: dict[str, list[bytes]] = {}
+        for key, session in self._sessions.items():  # least recently used first
+            held.setdefault(session.access_key_id, []).append(key)
+        largest = max(held.values(), key=len)
+        del self._sessions[largest[0]]
 
     def get(self, session_id: str | None) -> Session | None:
         """The live session for a cookie value (its idle clock restarts), or None."""
