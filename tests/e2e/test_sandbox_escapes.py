@@ -237,6 +237,12 @@ def test_a_template_runs_the_models_code_with_no_more_privilege_than_a_worker(
         status = Path(f"/proc/{replica.pid}/status").read_text()
         capeff = int(next(x.split()[1] for x in status.splitlines() if x.startswith("CapEff")), 16)
         assert capeff & ~_CAP_DAC == 0
+    # A replica dies with its template, though the kernel's parent-death signal cannot reach it (sent with
+    # the template's credentials, to another uid): else a SIGKILLed server (zygote, then template) left
+    # every replica serving on, orphaned, for ever.
+    proc.kill()
+    _, alive = psutil.wait_procs(replicas, timeout=10)
+    assert not alive, [(p.pid, p.status()) for p in alive]
     sm.delete_endpoint(EndpointName="pickled")
 
 

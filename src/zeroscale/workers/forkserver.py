@@ -69,6 +69,7 @@ import selectors
 import signal
 import socket
 import sys
+import threading
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -111,6 +112,31 @@ def thread_count() -> int | None:
         return None
 
 
+# A template's replica: the read end of a pipe only its template holds the write end of. A replica runs as
+# a uid of its own and its template holds no CAP_KILL, so the kernel's parent-death signal (sent with the
+# dying template's credentials) is refused: the replica of a template that died (the server SIGKILLed:
+# zygote, then template) would serve on, orphaned, for ever. EOF on this pipe is its parent-death signal.
+_lifeline: int | None = None
+
+
+def _watch_lifeline(fd: int) -> None:
+    """In a replica, once confined (the thread inherits its Landlock domain and seccomp filter): wait for
+    the template's end (EOF: its write end closed with it), then die at once."""
+
+    def watch() -> None:
+        while True:
+            try:
+                if not os.read(fd, 1):
+                    break
+            except InterruptedError:
+                continue
+            except OSError:
+                break
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    threading.Thread(target=watch, name="zs-lifeline", daemon=True).start()
+
+
 def die_with_parent() -> None:
     """Ask the kernel to SIGKILL this process when its parent exits (Linux only; a no-op elsewhere)."""
     with contextlib.suppress(OSError, AttributeError):  # non-Linux: a no-op
@@ -125,6 +151,7 @@ def _detach(
     out_fd: int,
     inherited: list[int],
     hold_output: bool = False,
+    lifeline: tuple[int, int] | None = None,
 ) -> int:
     """A new child's set-up before it knows what it will run: die with the zygote, drop the zygote's
     descriptors and signal handlers, a session of its own, its output into its pipe. ``hold_output`` (a
@@ -132,6 +159,10 @@ def _detach(
     die_with_parent()
     if os.getppid() != zygote_pid:  # the zygote died before the death signal was armed: nobody to obey
         raise SystemExit(70)
+    global _lifeline
+    if lifeline is not None:  # a template's: keep the read end, never the write end
+        os.close(lifeline[1])
+        _lifeline = lifeline[0]
     ctl.close()
     os.close(wake_r)
     os.close(wake_w)
@@ -204,6 +235,8 @@ def _become(req: dict[str, Any], handler: Any, ready_fd: int | None) -> NoReturn
     else:  # a spare's early network namespace and Landlock ruleset: not wanted unconfined
         sandbox.settle_net_ns(False)
         sandbox.discard_prepared()
+    if _lifeline is not None:  # confined first: the watching thread is held to the same rules
+        _watch_lifeline(_lifeline)
     gc.unfreeze()
     if req.get("op") == "template":
         _template(req)
@@ -248,13 +281,16 @@ def _child(
     handler: Any = None,
     ready_fd: int | None = None,
     warm: Callable[[Callable[[], bool]], None] | None = None,
+    lifeline: tuple[int, int] | None = None,
 ) -> NoReturn:
     """A forked child: for the request the server wrote to ``request_fd`` (a memory file; ``req`` is what
     the zygote read of it), or, a spare (``req`` None), for the request it reads from ``request_fd`` (a
     pipe) when the server gives it one."""
     code = 70
     try:
-        held = _detach(ctl, wake_r, wake_w, zygote_pid, out_fd, inherited, hold_output=req is None)
+        held = _detach(
+            ctl, wake_r, wake_w, zygote_pid, out_fd, inherited, hold_output=req is None, lifeline=lifeline
+        )
         if req is not None:
             req = _read_request(request_fd)
         else:
@@ -416,6 +452,9 @@ class _ForkLoop:
         # pipe's write end); and the spare forked on them, until the server says it took it: pid -> output.
         self.channel: tuple[str, int, int] | None = None
         self.offered: dict[int, int] = {}
+        # A template's children get a lifeline (``_lifeline``); a zygote's need none (a zygote runs as the
+        # server's user, whose parent-death signal reaches any uid), and a template must stay one thread.
+        self.lifeline = os.pipe() if handler is not None else None
 
     def run(self) -> None:
         buf = b""
@@ -568,6 +607,7 @@ class _ForkLoop:
                 handler=self.handler,
                 ready_fd=ready_w if ready_w >= 0 else None,
                 warm=self.warm,
+                lifeline=self.lifeline,
             )
         self.captures.started(pid, out_r, out_w)
         for fd in (ready_w, request_r):
