@@ -23,7 +23,7 @@ from zeroscale.testing import ServerProcess, deploy, wait_for
 
 MB = 1024 * 1024
 
-# One handler whose behaviour the request body picks: {"raise": 1}, {"exit": 1}, {"kill": 1},
+# One handler whose behaviour the request body picks: {"raise": 1}, {"exit": 1}, {"sysexit": 1}, {"kill": 1},
 # {"sleep": s}, {"alloc": 1}, {"big": n} (an answer of n + 9 bytes),
 # {"shout": n} (an error of n characters); anything else answers {"ok": true, "pid": <worker pid>}.
 BEHAVIOURS = """
@@ -42,6 +42,8 @@ def predict_fn(data, model):
             raise ValueError("bad input here")
         if data.get("exit"):
             os._exit(1)
+        if data.get("sysexit"):
+            raise SystemExit(5)  # on the connection's thread: the worker ends with it, not the thread alone
         if data.get("kill"):
             os.kill(os.getpid(), signal.SIGKILL)
         if data.get("sleep"):
@@ -184,14 +186,14 @@ def test_an_answer_whose_content_type_breaks_the_header_shape_is_a_model_error(
     assert b"".join(e["PayloadPart"]["Bytes"] for e in answer["Body"] if "PayloadPart" in e) == b"answer"
 
 
-@pytest.mark.parametrize("how", ["exit", "kill"])
+@pytest.mark.parametrize("how", ["exit", "sysexit", "kill"])
 def test_a_crashing_worker_is_replaced(sm: Any, smr: Any, behaviours_url: str, how: str) -> None:
     name = deployed(sm, f"crashes-by-{how}", behaviours_url)
     first = invoke(smr, name, {})["pid"]
     response = model_error(smr, name, {how: 1})
     assert response["OriginalStatusCode"] == 0
-    expected = "exited with code 1" if how == "exit" else "killed by signal 9"
-    assert expected in response["OriginalMessage"], response["OriginalMessage"]
+    expected = {"exit": "exited with code 1", "sysexit": "exited with code 5", "kill": "killed by signal 9"}
+    assert expected[how] in response["OriginalMessage"], response["OriginalMessage"]
     assert ARN_RE.match(response["LogStreamArn"])
     after = invoke(smr, name, {})
     assert after["ok"] is True

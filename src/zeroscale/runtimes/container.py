@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import contextlib
 import http
+import os
 import socket
 import sys
 import threading
 import traceback
 from collections.abc import Callable, Iterator, Mapping
+from typing import NoReturn
 
 import httptools
 
@@ -105,6 +107,20 @@ class ContainerServer:
         with contextlib.suppress(OSError):
             self.listener.close()
         return acquired
+
+
+def _model_exit(exc: SystemExit | KeyboardInterrupt) -> NoReturn:
+    """The model's code asked the process to end (``sys.exit(5)`` in predict_fn): it ends, with that code
+    and its traceback in the log. On a connection's thread SystemExit would end only the thread, and the
+    worker's death would read as a clean exit once the server stopped it."""
+    traceback.print_exc(file=sys.stderr)
+    code = exc.code if isinstance(exc, SystemExit) else 130
+    if not isinstance(code, int):
+        print(code, file=sys.stderr)
+        code = 1
+    sys.stderr.flush()
+    sys.stdout.flush()
+    os._exit(code)
 
 
 _WARM_REQUEST = (
@@ -221,6 +237,8 @@ class _Connection:
                     return False
                 try:
                     status, out, content_type = server.invoke(body, headers)
+                except (SystemExit, KeyboardInterrupt) as exc:
+                    _model_exit(exc)
                 except Exception as exc:  # invoke should not raise; answer something anyway
                     traceback.print_exc(file=sys.stderr)
                     status, out, content_type = 500, f"{type(exc).__name__}: {exc}".encode(), "text/plain"
@@ -249,6 +267,8 @@ class _Connection:
                 return False
             try:
                 results = batch(bodies, headers)
+            except (SystemExit, KeyboardInterrupt) as exc:
+                _model_exit(exc)
             except Exception as exc:  # batch should not raise; answer something anyway
                 traceback.print_exc(file=sys.stderr)
                 message = f"{type(exc).__name__}: {exc}".encode()
