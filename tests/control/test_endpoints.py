@@ -381,3 +381,46 @@ async def test_a_resize_that_died_with_its_front_end_is_described_as_what_serves
     fleet.adjusting.set()
     await endpoints.close()
     await restarted.close()
+
+
+@pytest.mark.parametrize("config_deleted", [False, True])
+async def test_an_update_that_died_with_its_front_end_runs_again(
+    endpoints: Endpoints,
+    fleet: FakeFleet,
+    store: Store,
+    arns: Arns,
+    models: Models,
+    configs: EndpointConfigs,
+    deployer: FakeDeployer,
+    clock: FakeClock,
+    config_deleted: bool,
+) -> None:
+    """UpdateEndpoint in progress when its server is SIGKILLed: after the restart the old configuration
+    serves while the update runs again to its end; when it can no longer run (its configuration deleted
+    meanwhile), the endpoint is InService on the old one with a FailureReason that says so."""
+    await endpoints.create({"EndpointName": "ep", "EndpointConfigName": "c1"})
+    deployer.delay_s = 60.0  # the new deployment hangs: the server dies in the middle of it
+    await endpoints.update({"EndpointName": "ep", "EndpointConfigName": "c2"})
+    assert _status(endpoints) == "Updating"
+    if config_deleted:
+        configs.delete("c2")
+    deployer.delay_s = 0.0
+    restarted_fleet = FakeFleet()
+    restarted = Endpoints(
+        store, arns, models, configs, deployer, restarted_fleet, clock, settle_s=SETTLE_S, frontend="after"
+    )
+    await restarted.resume()
+    assert "ep" in restarted_fleet.routes  # the serving deployment, at once
+    for _ in range(100):
+        if _status(restarted) != "Updating":
+            break
+        await asyncio.sleep(0.02)
+    desc = restarted.describe("ep")
+    if config_deleted:
+        assert (desc["EndpointStatus"], desc["EndpointConfigName"]) == ("InService", "c1")
+        assert "The update to endpoint configuration c2 stopped with the server" in desc["FailureReason"]
+    else:
+        assert (desc["EndpointStatus"], desc["EndpointConfigName"]) == ("InService", "c2")
+        assert "FailureReason" not in desc
+    await endpoints.close()
+    await restarted.close()

@@ -204,16 +204,17 @@ def test_endpoints_half_created_updated_or_deleted_by_a_killed_server(
         EndpointName="half-created", Body=b"{}", ContentType="application/json"
     )
     assert json.loads(resp["Body"].read()) == {"ok": True}
-    # The update died with the server: the endpoint serves its previous configuration, InService, and
-    # nothing in its description says an update is still under way.
-    wait_for(lambda: status(server, "half-updated") == "InService", timeout_s=60)
-    desc = sm.describe_endpoint(EndpointName="half-updated")
-    assert desc["EndpointConfigName"] == "half-updated", desc
-    assert "Updating" not in json.dumps(desc["ProductionVariants"], default=str), desc
+    # The update died with the server: the previous configuration serves while it runs again, to its end
+    # (as SageMaker's: an update completes or fails, it is not dropped).
     resp = server.client("sagemaker-runtime").invoke_endpoint(
         EndpointName="half-updated", Body=b"{}", ContentType="application/json"
     )
     assert json.loads(resp["Body"].read()) == {"ok": True}
+    wait_for(lambda: status(server, "half-updated") == "InService", timeout_s=60)
+    desc = sm.describe_endpoint(EndpointName="half-updated")
+    assert desc["EndpointConfigName"] == "slow-load" and "FailureReason" not in desc, desc
+    assert "Updating" not in json.dumps(desc["ProductionVariants"], default=str), desc
+    assert "endpoint half-updated: resuming its update to slow-load" in server.log_path.read_text()
     sm.update_endpoint(EndpointName="half-updated", EndpointConfigName="half-updated")  # it updates again
     wait_for(lambda: status(server, "half-updated") in ("InService", "Failed"), timeout_s=60)
     assert status(server, "half-updated") == "InService"
@@ -226,3 +227,39 @@ def test_endpoints_half_created_updated_or_deleted_by_a_killed_server(
 def _quietly(call: Callable[[], Any]) -> None:
     with contextlib.suppress(Exception):  # the server was killed under it: that is the point
         call()
+
+
+def test_a_model_that_cannot_be_fetched_after_a_restart_is_named_not_lost(
+    server_factory: Callable[..., ServerProcess], tmp_path: Path
+) -> None:
+    """The model's artifact is gone when the server starts again (S3 down, a file moved): DescribeEndpoint
+    still says InService, and an invocation says why it cannot be served (503 ServiceUnavailable naming the
+    artifact), not that the endpoint does not exist; once the artifact is back, it serves again."""
+    (tmp_path / "m").mkdir()
+    url = handler_model(tmp_path / "m", ECHO)
+    server = server_factory()
+    assert deploy(server.client("sagemaker"), "moved", url)["EndpointStatus"] == "InService"
+    server.stop()
+    path = Path(url.removeprefix("file://"))
+    path.rename(path.with_suffix(".away"))
+    server.start()
+    assert status(server, "moved") == "InService"
+    smr = server.client("sagemaker-runtime")
+    try:
+        smr.invoke_endpoint(EndpointName="moved", Body=b"{}", ContentType="application/json")
+        raise AssertionError("served without its model")
+    except ClientError as err:
+        error = err.response["Error"]
+        assert err.response["ResponseMetadata"]["HTTPStatusCode"] == 503, err.response
+        assert error["Code"] == "ServiceUnavailable" and "cannot serve its deployment now" in error["Message"]
+        assert str(path) in error["Message"], error
+    path.with_suffix(".away").rename(path)
+
+    def serves() -> bool:
+        try:
+            smr.invoke_endpoint(EndpointName="moved", Body=b"{}", ContentType="application/json")
+        except ClientError:
+            return False
+        return True
+
+    wait_for(serves, timeout_s=20, interval_s=1.0)

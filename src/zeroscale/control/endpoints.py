@@ -32,7 +32,7 @@ from zeroscale.control.endpoint_configs import EndpointConfigs, variant_specs
 from zeroscale.control.guarded import Guard
 from zeroscale.control.models import Models, runnable_containers
 from zeroscale.control.resources import Resources
-from zeroscale.errors import DeployError, ValidationException
+from zeroscale.errors import DeployError, ValidationException, ZeroscaleError
 from zeroscale.router.fleet import Fleet
 from zeroscale.router.spec import PoolSpec
 from zeroscale.store.db import Record, Store
@@ -80,6 +80,9 @@ class Endpoints:
         # What this front end routes: lower-cased name -> the deployment (see _deployment), and each
         # variant's spec with the whole of its concurrency (the pools have this front end's share)
         self._active: dict[str, str] = {}
+        # Endpoints whose stored deployment this front end could not serve (its model could not be fetched,
+        # say): why, and when it was last tried. An invocation says so, and tries again now and then.
+        self._unservable: dict[str, tuple[str, float]] = {}
         self._full_specs: dict[str, dict[str, PoolSpec]] = {}
         # Called with the endpoint's name after it starts serving a configuration or is deleted.
         self.listeners: builtins.list[Callable[[str], None]] = []
@@ -159,6 +162,8 @@ class Endpoints:
             FailureReason=None,
             VariantOverrides=overrides,
             PendingDeploymentSummary=None,
+            # What the update deploys: a front end that takes it over (this one after a restart) resumes it.
+            **{UPDATE_TARGET: {"EndpointConfigName": config.name, "DeploymentConfig": deployment or None}},
             **(
                 {DEPLOYMENT_CONFIG: dict(deployment), "LastDeploymentConfig": dict(deployment)}
                 if deployment
@@ -215,6 +220,7 @@ class Endpoints:
             FailureReason=None,
             VariantOverrides=overrides,
             ProductionVariants=list(described.values()),
+            **{UPDATE_TARGET: None},  # no new configuration: a takeover settles it (below)
         )
         if not changed:  # another front end changed it since it was read
             raise ValidationException(
@@ -501,6 +507,26 @@ class Endpoints:
             self._tell(rec.name)
 
     # ---- several front ends ----
+    async def _resume_update(self, first: asyncio.Task[Any], rec: Record, target: Mapping[str, Any]) -> None:
+        """After ``first`` (the serving deployment routed), UpdateEndpoint's deployment again; when it can no
+        longer run (its configuration deleted, an alarm gone), InService on what serves, saying why."""
+        await asyncio.wait([first])
+        try:
+            config = self._configs.get(str(target["EndpointConfigName"]))
+            deployment = target.get("DeploymentConfig")
+            plan = self._plan(deployment, config) if deployment else None
+        except (ValidationException, DeployError) as exc:
+            reason = (
+                f"The update to endpoint configuration {target['EndpointConfigName']} stopped with the "
+                f"server that ran it and cannot resume: {_reason(exc)} The endpoint serves its previous "
+                "configuration; update it again."
+            )
+            current = self._store.get(KIND, rec.name) or rec
+            self._save(current, EndpointStatus.IN_SERVICE, FailureReason=reason, **{UPDATE_TARGET: None})
+            return
+        log.warning("endpoint %s: resuming its update to %s", rec.name, config.name)
+        await self._deploy(rec.name, config.name, updating=True, plan=plan)
+
     async def _follow(self, rec: Record) -> None:
         """Route a deployment another front end made (or this one made before a restart), starting no
         worker it does not need; the store is not written."""
@@ -514,11 +540,13 @@ class Endpoints:
             await self._fleet.activate(rec.name, self._limit(full), warm=False)
             self._full_specs[key] = {spec.variant: spec for spec in full}
             self._tell(rec.name)
+            self._unservable.pop(key, None)
         except (DeployError, ValidationException) as exc:
             log.error("endpoint %s: cannot serve its deployment here: %s", rec.name, _reason(exc))
+            self._unservable[key] = (_reason(exc), time.monotonic())
         finally:
             hold.close()
-        self._active[key] = deployment  # tried: not again until it changes
+        self._active[key] = deployment  # tried: not again until it changes (but see ``catch_up``)
 
     async def _forget_route(self, name: str) -> None:
         self._active.pop(name.lower(), None)
@@ -536,10 +564,27 @@ class Endpoints:
         key = rec.name.lower()
         task = self._running(key)
         if task is None:
-            if self._active.get(key) == _deployment(rec):
+            failed = self._unservable.get(key)
+            if self._active.get(key) == _deployment(rec) and (
+                failed is None or time.monotonic() - failed[1] < UNSERVABLE_RETRY_S
+            ):
+                self._refuse_unservable(rec)
                 return
             task = self._run(rec.name, self._follow(rec))
         await asyncio.wait([task], timeout=timeout_s)
+        self._refuse_unservable(rec)
+
+    def _refuse_unservable(self, rec: Record) -> None:
+        """ServiceUnavailable naming why, for an endpoint the store says serves whose deployment this front
+        end could not serve (else the invocation would read "not found")."""
+        failed = self._unservable.get(rec.name.lower())
+        if failed is not None and self._fleet.route(rec.name) is None:
+            raise ZeroscaleError(
+                f"Endpoint {rec.name} is {rec.status} but this server cannot serve its deployment now: "
+                f"{failed[0]} It is tried again at an invocation at most every {UNSERVABLE_RETRY_S:g} s.",
+                code="ServiceUnavailable",
+                status=503,
+            )
 
     def sync(self, live: builtins.set[str]) -> builtins.list[asyncio.Task[None]]:
         """Serve what the store says: every InService (or Updating: the old deployment serves) endpoint
@@ -561,6 +606,14 @@ class Endpoints:
                     continue
                 if rec.status == EndpointStatus.CREATING.value:
                     self._run(rec.name, self._deploy(rec.name, rec.doc["EndpointConfigName"], updating=False))
+                    continue
+                target = rec.doc.get(UPDATE_TARGET)
+                if rec.status == EndpointStatus.UPDATING.value and target:
+                    # UpdateEndpoint died with its front end: the deployment that serves is routed first
+                    # (it serves on meanwhile), then the update runs again, to its end or its failure.
+                    follow = self._run(rec.name, self._follow(rec))
+                    started.append(follow)
+                    self._run(rec.name, self._resume_update(follow, rec, target))
                     continue
                 # The update (or its rollback) died with its front end: UpdateEndpoint's deployment never
                 # replaced the one that serves, which serves on; new weights and capacities (their overrides
@@ -594,6 +647,9 @@ class Endpoints:
 
 
 DEPLOYMENT_CONFIG = "ZeroscaleDeploymentConfig"  # the config CreateEndpoint gave, for RetainDeploymentConfig
+# An invocation tries a deployment this front end could not serve again, at most this often.
+UNSERVABLE_RETRY_S = 5.0
+UPDATE_TARGET = "ZeroscaleUpdate"  # an UpdateEndpoint under way: its configuration and DeploymentConfig
 DEPLOYED = "ZeroscaleDeployment"  # the endpoint row's snapshot of what it was deployed from (see _snapshot)
 _TRANSITIONS = frozenset(
     {
