@@ -30,7 +30,7 @@ from sklearn.dummy import DummyRegressor
 
 from s3server import SeaweedS3
 from zeroscale.metering.ledger import Ledger
-from zeroscale.testing import ACCESS_KEY, REGION, SECRET_KEY, ServerProcess, wait_final
+from zeroscale.testing import ACCESS_KEY, REGION, SECRET_KEY, ServerProcess, wait_final, wait_for
 
 BUCKET = "zeroscale-mme"
 PREFIX = "models/"
@@ -45,6 +45,16 @@ def model_fn(model_dir):
     return "slow"
 def predict_fn(data, model):
     return [model]
+"""
+
+# Tiny files, a load that allocates (and touches) 400 MB: two fit in 1024 MB, three do not.
+HUNGRY = """
+import numpy as np
+N = 0
+def model_fn(model_dir):
+    return np.ones(50_000_000)
+def predict_fn(data, model):
+    return [N]
 """
 
 ENV_ECHO = """
@@ -98,6 +108,9 @@ def bucket(s3_server: SeaweedS3, tmp_path_factory: pytest.TempPathFactory) -> st
     uploads["small/a.tar.gz"] = ({"model.joblib": constant_model(7)}, 0)
     uploads["slow.tar.gz"] = ({"code/inference.py": SLOW_LOAD.encode()}, 0)
     uploads["env.tar.gz"] = ({"code/inference.py": ENV_ECHO.encode()}, 0)
+    for i in range(3):
+        code = HUNGRY.replace("N = 0", f"N = {i}").encode()
+        uploads[f"hungry{i}.tar.gz"] = ({"code/inference.py": code}, 0)
     for key, (files, pad) in uploads.items():
         path = model_tar(root / key.replace("/", "_"), files, pad)
         s3.upload_file(str(path), BUCKET, PREFIX + key)
@@ -325,6 +338,37 @@ def test_slow_load_answers_model_not_ready_and_goes_on(impatient: ServerProcess,
     # the toolkit's variable
     smr = mme_server.client("sagemaker-runtime")
     assert invoke(smr, "mme-slow", "env.tar.gz") == ["true"]
+
+
+@pytest.fixture()
+def patient(s3_server: SeaweedS3, tmp_path: Path) -> Iterator[ServerProcess]:
+    """A server whose idle workers stay: nothing is unloaded for time, only for memory."""
+    server = ServerProcess(
+        tmp_path / "data",
+        flags={"s3_endpoint_url": s3_server.endpoint_url, "idle_timeout_s": 600},
+        env=s3_server.env(),
+    )
+    server.start()
+    yield server
+    server.stop()
+
+
+def test_models_whose_load_allocates_more_than_their_files_share_the_variants_memory(
+    patient: ServerProcess, bucket: str
+) -> None:
+    """A model is first counted at its files' size; once its worker's private memory is measured (400 MB
+    here, from a few KB of files), it holds that of the variant's 1024 MB, and the least recently used idle
+    model is unloaded to make room: two such models stay loaded, not three (3 x 400 MB in 1024)."""
+    sm, smr = patient.client("sagemaker"), patient.client("sagemaker-runtime")
+    assert deploy_mme(sm, "mme-hungry")["EndpointStatus"] == "InService"
+    for i in range(3):
+        assert invoke(smr, "mme-hungry", f"hungry{i}.tar.gz") == [i]
+        time.sleep(1.5)  # measured (once a second) and settled (every half second)
+    wait_for(lambda: gauge(patient, "zeroscale_loaded_models", "mme-hungry") == 2, timeout_s=15)
+    metrics = patient.metrics()
+    assert re.search(r'zeroscale_worker_exits_total\{endpoint_name="mme-hungry",reason="evicted"', metrics)
+    assert invoke(smr, "mme-hungry", "hungry2.tar.gz") == [2]  # the most recent ones are still loaded
+    assert invoke(smr, "mme-hungry", "hungry1.tar.gz") == [1]
 
 
 def test_cache_disabled_unloads_after_each_request(mme_server: ServerProcess, bucket: str) -> None:

@@ -113,6 +113,29 @@ def test_an_evicted_worker_gives_its_eviction_back_when_gone() -> None:
     assert budget.used_mb == 0
 
 
+def test_a_live_worker_grows_its_reservation_and_gives_all_of_it_back() -> None:
+    """A worker that holds more than its pool's figure (a multi-model worker whose model's load allocated
+    more than its files) holds what it uses; every figure that follows (eviction, release) is that."""
+    slots, budget, _ = make(total_mb=3072, evictable=0)
+    a, b = slots.open("a"), slots.open("b")
+    assert a is not None and b is not None
+    assert not slots.grow(a, 1500)  # still starting: nothing to measure yet
+    slots.move(a, S.IDLE)
+    slots.move(b, S.BUSY)
+    assert slots.grow(a, 900) and a.reserved_mb == 1024  # less than it holds: nothing changes
+    assert slots.grow(a, 2048) and (a.reserved_mb, budget.used_mb) == (2048, 3072)
+    assert not slots.grow(b, 1100) and b.reserved_mb == 1024  # does not fit (nothing to evict)
+    slots.move(a, S.STOPPING, StopReason.EVICTED)
+    assert budget.evicting_mb == 2048
+    slots.move(a, S.GONE)
+    assert (budget.evicting_mb, budget.used_mb) == (0, 1024)
+    assert slots.grow(b, 1100) and budget.used_mb == 1100
+    slots.move(b, S.STOPPING, StopReason.BROKEN)
+    assert not slots.grow(b, 1200)  # stopping: not any more
+    slots.move(b, S.GONE)
+    assert budget.used_mb == 0
+
+
 @pytest.mark.parametrize(
     ("reason", "kill_kind", "kind"),
     [

@@ -13,9 +13,12 @@ invoke(TargetModel=m) -> m's pool has a worker?  yes: a cache hit, its free work
   to several workers under concurrent load; a cold one keeps at most the one it was loaded into.
 - The variant's memory (``NestedBudget``: MemorySizeInMB, or the instances' memory) is shared by the loaded
   models, each worker holding its model's size (the extracted artifact, plus the private memory of a
-  forked worker). A model that needs room unloads the least recently used idle workers of other models
-  first (the budget's eviction, longest idle first). The host's budget holds the same reservations, so
-  the host can unload them too when other endpoints need memory.
+  forked worker) when it starts, and then what it really holds privately once the manager measured it
+  (``_settle_memory``, once a second: a model whose load allocates far more than its files takes its real
+  share). A model that needs room unloads the least recently used idle workers of other models first (the
+  budget's eviction, longest idle first); a worker whose model grew past what the others leave, with none
+  of them idle to unload, is stopped, saying so. The host's budget holds the same reservations, so the
+  host can unload them too when other endpoints need memory.
 - ``ModelCacheSetting=Disabled``: a model's worker is stopped once it has answered.
 - The router never reads a worker's files: the artifact is fetched here and handed to the worker as a
   directory, as for a single model.
@@ -39,7 +42,7 @@ from zeroscale.metrics.load import PoolLoad
 from zeroscale.router.budget import MemoryBudget, NestedBudget
 from zeroscale.router.invocation import Invocation
 from zeroscale.router.pool import VariantPool
-from zeroscale.router.slots import Slot
+from zeroscale.router.slots import S, Slot
 from zeroscale.router.spec import PoolSpec, RouterSettings, Workers
 from zeroscale.workers.client import WorkerResponse
 
@@ -239,9 +242,33 @@ class MultiModelPool(VariantPool):
 
     # ---- scaling ----
     def scale(self) -> None:
+        self._settle_memory()
         for pool in list(self._models.values()):
             if not pool.quiet:
                 pool.scale()
+
+    def _settle_memory(self) -> None:
+        """Each live worker holds at least its measured private memory of the variant's budget (growing its
+        reservation evicts other models' idle workers when it does not fit); one that cannot, while no
+        eviction is on its way back and the variant's memory is what refuses, is stopped."""
+        for target, pool in list(self._models.items()):
+            for slot in pool.slots():
+                handle = slot.handle
+                if handle is None or not handle.alive or slot.state not in (S.IDLE, S.BUSY):
+                    continue
+                used = math.ceil(handle.private_mb)
+                if used <= slot.reserved_mb or pool.grow(slot, used):
+                    continue
+                memory = self._memory
+                over = memory.used_mb + used - slot.reserved_mb > memory.total_mb
+                if over and memory.evicting_mb == 0:
+                    self._manager.kill(
+                        handle,
+                        f"Model {target} holds {used} MB of memory; with the other models loaded on endpoint "
+                        f"{self.spec.endpoint} variant {self.spec.variant} (and none of them idle to unload) "
+                        f"it does not fit the variant's {memory.total_mb} MB, and its worker was stopped",
+                        kind="memory_killed",
+                    )
 
     def resize(self, spec: PoolSpec) -> None:
         if (spec.multi_model, spec.memory_mb, spec.runtime) != (

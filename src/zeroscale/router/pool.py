@@ -219,12 +219,16 @@ class VariantPool:
         self._hand_over(slot)
         self._announce_soon(slot)
 
+    def grow(self, slot: Slot, mb: int) -> bool:
+        """``slot``'s worker holds ``mb`` of the budget from now on (``Slots.grow``)."""
+        return self._slots.grow(slot, mb)
+
     def evict(self, slot: Slot) -> int:
         """Stop an idle worker for another pool's memory; the MB that will come back."""
         if self._slots.get(slot.worker_id) is not slot or slot.state is not S.IDLE:
             return 0
         self._stop(slot, StopReason.EVICTED)
-        return self._slot_mb
+        return slot.reserved_mb
 
     def unload_idle(self) -> None:
         """Stop every idle worker now (a multi-model variant that does not cache its models)."""
@@ -261,6 +265,7 @@ class VariantPool:
             env=dict(self.spec.env),
             command=self.spec.command,
             workdir=self.spec.workdir,
+            measure_private=bool(self.spec.target_model),
         )
         self._empty.clear()
         if self._at_zero:

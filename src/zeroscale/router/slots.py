@@ -61,6 +61,7 @@ class Slot:
     fresh: bool = True  # not served yet: whoever gets it first waited for its cold start
     stop_reason: StopReason | None = None
     stopping_since: float | None = None  # the pool clock's time it was asked to stop
+    reserved_mb: int = 0  # what it holds of the budget: the pool's per-worker figure, or more (``grow``)
 
     def exit_kind(self) -> str:
         """The WorkerEvent kind of this worker's end."""
@@ -118,10 +119,22 @@ class Slots:
         """A STARTING slot, if the budget has room for one more worker (None asks for evictions)."""
         if not self._budget.reserve(self._memory_mb, self._owner, starting=True):
             return None
-        slot = Slot(worker_id)
+        slot = Slot(worker_id, reserved_mb=self._memory_mb)
         self._slots[worker_id] = slot
         self._counts[S.STARTING] += 1
         return slot
+
+    def grow(self, slot: Slot, mb: int) -> bool:
+        """Hold ``mb`` of the budget for a live worker that uses more than it holds (evictions of other
+        pools' idle workers are asked for the rest when it does not fit); False when it does not fit now."""
+        if mb <= slot.reserved_mb:
+            return True
+        if slot.state not in (S.IDLE, S.BUSY) or self._slots.get(slot.worker_id) is not slot:
+            return False
+        if not self._budget.reserve(mb - slot.reserved_mb, self._owner):
+            return False
+        slot.reserved_mb = mb
+        return True
 
     def move(self, slot: Slot, to: WorkerState, reason: StopReason | None = None) -> None:
         """Move ``slot`` to ``to``; raise IllegalTransition for a move the state machine does not have."""
@@ -140,11 +153,11 @@ class Slots:
         if to is S.GONE:
             del self._slots[slot.worker_id]
             evicted = slot.stop_reason is StopReason.EVICTED
-            self._budget.release(self._memory_mb, starting=was is S.STARTING, evicted=evicted)
+            self._budget.release(slot.reserved_mb, starting=was is S.STARTING, evicted=evicted)
             return
         self._counts[to] += 1
         if was is S.STARTING:
-            self._budget.started(self._memory_mb)
+            self._budget.started(slot.reserved_mb)
         if to is S.IDLE:
             slot.idle_since = self._clock()
             self._idle.append(slot)
@@ -152,4 +165,4 @@ class Slots:
             slot.stop_reason = reason
             slot.stopping_since = self._clock()
             if reason is StopReason.EVICTED:
-                self._budget.evicting(self._memory_mb)
+                self._budget.evicting(slot.reserved_mb)

@@ -62,6 +62,9 @@ class WorkerSpec:
     # A bring-your-own image: run ``<command> serve`` in ``workdir`` as a plain process, not a zygote's fork.
     command: tuple[str, ...] = ()
     workdir: str = ""
+    # Measure its private memory once a second (``WorkerHandle.private_mb``): a multi-model variant's worker,
+    # whose model's share of the variant's memory is what it really holds beyond the zygote's pages.
+    measure_private: bool = False
 
 
 @dataclass(eq=False)
@@ -77,6 +80,7 @@ class WorkerHandle:
     kill_reason: str | None = None
     kill_kind: str | None = None  # memory_killed | disk_killed | timed_out: the manager killed it on purpose
     rss_mb: float = 0.0  # the resident set the memory watchdog sampled last (0 before the first sample)
+    private_mb: float = 0.0  # with ``spec.measure_private``: its private memory, measured once a second
     conn: WorkerConnection | None = None
     exited: asyncio.Event = field(default_factory=asyncio.Event)
     # Set when its zygote reports that the socket listens (or when it exited): ready then, without polling.
@@ -869,6 +873,10 @@ class WorkerManager:
             uid: sum(private_bytes(p) for p in pids if p != owners[uid]) / (1024 * 1024)
             for uid, pids in found.items()
         }
+        for handle in workers:
+            if handle.spec.measure_private:
+                own = private_bytes(handle.pid) / (1024 * 1024)
+                handle.private_mb = own + (self._extra_mb.get(handle.uid, 0.0) if handle.uid else 0.0)
         self._measure_shmem(workers, found)
 
     def _look_at_disks(self) -> None:
