@@ -407,8 +407,11 @@ def test_invocation_timeout(server_factory: Callable[..., ServerProcess], behavi
     started = time.monotonic()
     response = model_error(smr, name, {"sleep": 3})
     assert time.monotonic() - started < 2.9
-    assert "timed out" in response["Error"]["Message"]
-    assert "longer than 1 s" in response["Error"]["Message"]
+    message = response["Error"]["Message"]
+    assert message.startswith('Received server error (0) from primary with message "Your invocation timed')
+    assert "longer than 1 s" in message and message.endswith(
+        f"See {response['LogStreamArn']} for more information."
+    )
     assert ARN_RE.match(response["LogStreamArn"])
     assert invoke(smr, name, {"sleep": 0.01})["ok"] is True
     assert invoke(smr, name, {})["ok"] is True

@@ -255,6 +255,8 @@ def test_error_cases_name_the_model(mme_server: ServerProcess, bucket: str) -> N
     assert deploy_mme(sm, "mme-errors")["EndpointStatus"] == "InService"
     message = validation_error(lambda: invoke(smr, "mme-errors", "nope.tar.gz"))
     assert "nope.tar.gz" in message and f"s3://{BUCKET}/{PREFIX}nope.tar.gz" in message
+    message = validation_error(lambda: invoke(smr, "mme-errors", "né.tar.gz"))  # botocore sends UTF-8
+    assert "'né.tar.gz'" in message or "né.tar.gz " in message, message
     message = validation_error(lambda: invoke(smr, "mme-errors", "huge.tar.gz"))
     assert "huge.tar.gz" in message and f"{MEMORY_MB} MB" in message
     message = validation_error(

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from zeroscale.api.allowlist import refused_headers
 from zeroscale.api.served import INVOKE_ENDPOINT
 from zeroscale.api.shapes import ServiceShapes
-from zeroscale.api.wire import Headers, Send, respond
+from zeroscale.api.wire import Headers, Send, header_text, respond
 from zeroscale.background import Background
 from zeroscale.errors import ModelError, RuntimeValidationError, ZeroscaleError
 from zeroscale.events import EventBus, InvocationRecord
@@ -243,8 +243,9 @@ def answer_type(value: bytes | None, status: int) -> bytes:
 
 
 def _target_model(value: bytes) -> str:
-    """The TargetModel header: 1 to 1,024 printable characters, a path relative to the model's prefix."""
-    text = value.decode("latin-1")
+    """The TargetModel header: 1 to 1,024 printable characters, a path relative to the model's prefix (as
+    botocore sent it: UTF-8, so ``é.tar.gz`` is that key, not ``Ã©.tar.gz``)."""
+    text = header_text(value)
     if not 1 <= len(text) <= 1024 or not text.isprintable() or text[0].isspace():
         raise RuntimeValidationError(
             "1 validation error detected: Value at 'targetModel' failed to satisfy constraint: "

@@ -545,12 +545,15 @@ class VariantPool:
     def _timed_out(self, slot: Slot, handle: WorkerHandle, timeout_s: float) -> ModelError:
         self._manager.kill(handle, "the invocation timed out", kind="timed_out")
         self.release(slot, broken=True)
-        return ModelError(
-            f"Your invocation timed out while waiting for a response from container {self._container}. "
-            f"The model took longer than {timeout_s:g} s to answer.",
+        arn = self._log_stream_arn(handle)
+        return ModelError(  # SageMaker's words, in the shape of every other ModelError
+            f'Received server error (0) from {self._container} with message "Your invocation timed out while '
+            f"waiting for a response from container {self._container}. Review the latency metrics for each "
+            "container in Amazon CloudWatch, resolve the issue, and try again. (The model took longer than "
+            f'{timeout_s:g} s to answer.)". See {arn} for more information.',
             original_status=0,
             original_message=TIMED_OUT,
-            log_stream_arn=self._log_stream_arn(handle),
+            log_stream_arn=arn,
         )
 
     async def _broken(self, slot: Slot, handle: WorkerHandle) -> ModelError:
