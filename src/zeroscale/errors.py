@@ -157,6 +157,11 @@ class DeployError(Exception):
     """Why a model could not be made ready: artifact fetch or extraction, unknown image, no /ping."""
 
 
+class HostMemoryFull(DeployError):
+    """A worker does not fit in the host's memory budget now (busy or provisioned workers hold it), though it
+    would in an empty one: what waits its turn (a transform job) tries again later; a deploy fails."""
+
+
 class WorkersUnavailable(DeployError):
     """No worker can start anywhere for now, whatever the model (the Ray cluster's head is lost and no node
     is left): a request waiting for a worker answers ServiceUnavailable with this message, not ModelError."""

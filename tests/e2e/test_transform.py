@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -86,7 +87,7 @@ def _job(sm: Any, name: str, model: str, prefix: str, **extra: Any) -> None:
             "Accept": "text/csv",
             "AssembleWith": "Line",
         },
-        TransformResources=INSTANCE,
+        TransformResources=extra.pop("TransformResources", INSTANCE),
         **extra,
     )
 
@@ -504,3 +505,37 @@ def test_workers_that_cannot_start_fail_the_job_while_its_files_are_read(
     assert after["TransformJobStatus"] == "Completed", after.get("FailureReason")
     answers = _read(s3, "after-broken/out/rows.csv.out").splitlines()
     assert [int(float(v)) for v in answers] == sklearn_model.expected(rows)
+
+
+def test_a_job_whose_workers_do_not_fit_now_waits_for_memory(
+    s3_server: SeaweedS3, s3: Any, tmp_path: Path
+) -> None:
+    """Room for one job's worker (2048 MB of a 3000 MB budget): the second job waits, InProgress, until the
+    first one's worker is gone, then runs (it failed at once for host memory). A job whose worker can never
+    fit fails, saying so."""
+    server = ServerProcess(
+        tmp_path / "data",
+        flags={"s3_endpoint_url": s3_server.endpoint_url, "memory_budget_mb": 3000},
+        env=s3_server.env(),
+    ).start()
+    try:
+        sm = server.client("sagemaker")
+        url = handler_model(tmp_path, SLOW_ECHO)
+        sm.create_model(ModelName="slow", PrimaryContainer={"Image": "sklearn", "ModelDataUrl": url})
+        for name in ("first", "second"):
+            s3.put_object(Bucket=BUCKET, Key=f"turns/{name}/a.csv", Body=b"2,%s\n" % name.encode())
+        _job(sm, "first", "slow", "turns/first/")
+        wait_for(lambda: server.workers("transform-job:first", "first") == 1, timeout_s=30)
+        _job(sm, "second", "slow", "turns/second/")
+        time.sleep(1.0)
+        assert sm.describe_transform_job(TransformJobName="second")["TransformJobStatus"] == "InProgress"
+        assert _wait(sm, "first")["TransformJobStatus"] == "Completed"
+        desc = _wait(sm, "second")
+        assert desc["TransformJobStatus"] == "Completed", desc.get("FailureReason")
+        assert _read(s3, "second/out/a.csv.out") == "2,second\n"
+        big = {"InstanceType": "ml.m5.4xlarge", "InstanceCount": 1}  # 4096 MB a worker
+        _job(sm, "too-big", "slow", "turns/first/", TransformResources=big)
+        desc = _wait_failed(sm, "too-big")
+        assert desc["TransformJobStatus"] == "Failed" and "memory budget of 3000 MB" in desc["FailureReason"]
+    finally:
+        server.stop()

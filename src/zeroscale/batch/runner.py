@@ -24,7 +24,7 @@ from zeroscale.background import Background
 from zeroscale.control.deploy import Deployer
 from zeroscale.control.transform_jobs import MODEL_SNAPSHOT, Progress
 from zeroscale.dataproc import DataProcessing, ProcessingError
-from zeroscale.errors import DeployError, ModelError, Throttling, ZeroscaleError
+from zeroscale.errors import DeployError, HostMemoryFull, ModelError, Throttling, ZeroscaleError
 from zeroscale.router.fleet import Fleet
 from zeroscale.router.invocation import Invocation
 from zeroscale.router.pool import VariantPool
@@ -198,6 +198,7 @@ def _spool(stream: IO[bytes], into: IO[bytes], limit_bytes: int) -> int:
 _STRATEGIES = {"MULTI_RECORD": "MultiRecord", "SINGLE_RECORD": "SingleRecord"}
 _STRATEGIES.update({v: v for v in _STRATEGIES.values()})
 EXECUTION_PARAMETERS = ("MaxConcurrentTransforms", "BatchStrategy", "MaxPayloadInMB")
+_MEMORY_RETRY_S = 1.0  # a job whose workers do not fit the host's memory now tries again this often
 _UPLOAD_WAIT_S = 600.0  # at most, for an upload of a stopped job still under way to end
 _CUT_PARAMETERS = frozenset({"BatchStrategy", "MaxPayloadInMB"})  # those that say how an input is cut
 
@@ -383,7 +384,18 @@ class TransformRunner:
             }
         with self._deployer.hold() as hold:  # its artifacts stay in the cache until its pools are routed
             specs = await self._deployer.pool_specs(job.route, config, models, hold=hold)
-            await self._fleet.activate(job.route, self._job_specs(job, specs, workers), warm=True)
+            waited = 0.0
+            while True:
+                try:
+                    await self._fleet.activate(job.route, self._job_specs(job, specs, workers), warm=True)
+                    return
+                except HostMemoryFull as exc:
+                    # Busy or provisioned workers (another job's, say) hold the memory: the job waits its
+                    # turn, InProgress, rather than failing; StopTransformJob ends the wait.
+                    if waited == 0.0:
+                        log.info("transform job %s waits for memory for its workers: %s", job.name, exc)
+                    await asyncio.sleep(_MEMORY_RETRY_S)
+                    waited += _MEMORY_RETRY_S
 
     @staticmethod
     def _job_specs(job: JobSpec, specs: list[PoolSpec], workers: int) -> list[PoolSpec]:

@@ -15,7 +15,14 @@ from collections.abc import Callable
 from typing import Protocol
 
 from zeroscale.background import Background
-from zeroscale.errors import DeployError, ModelError, ServiceUnavailable, Throttling, WorkersUnavailable
+from zeroscale.errors import (
+    DeployError,
+    HostMemoryFull,
+    ModelError,
+    ServiceUnavailable,
+    Throttling,
+    WorkersUnavailable,
+)
 from zeroscale.events import EventBus, WorkerEvent
 from zeroscale.metrics.load import PoolLoad
 from zeroscale.router.budget import MemoryBudget
@@ -206,8 +213,13 @@ class VariantPool:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._settings.startup_timeout_s
         while (slot := self._slots.open(self._new_worker_id())) is None:
-            if not self._budget.settling or loop.time() >= deadline:
+            if self._slot_mb > self._budget.total_mb:
                 raise DeployError(
+                    f"A {self.spec.memory_mb} MB worker does not fit in this host's memory budget of "
+                    f"{self._budget.total_mb} MB (zeroscale serve --memory-budget-mb)."
+                )
+            if not self._budget.settling or loop.time() >= deadline:
+                raise HostMemoryFull(
                     f"Not enough memory on this host for a {self.spec.memory_mb} MB worker "
                     f"({self._budget.used_mb} of {self._budget.total_mb} MB in use by workers that are busy "
                     "or provisioned)."
