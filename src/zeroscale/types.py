@@ -33,21 +33,21 @@ SERVERLESS_MEMORY_SIZES_MB = (1024, 2048, 3072, 4096, 5120, 6144)
 # The router key of a transform job's workers (no endpoint name contains a colon).
 TRANSFORM_ROUTE_PREFIX = "transform-job:"
 ENDPOINT_LOG_GROUP_PREFIX = "/aws/sagemaker/Endpoints/"
-TRANSFORM_LOG_GROUP_PREFIX = "/aws/sagemaker/TransformJobs/"
+TRANSFORM_LOG_GROUP = "/aws/sagemaker/TransformJobs"  # every job: streams <job name>/<worker>
 
 
 def log_group_name(route: str) -> str:
-    """The CloudWatch log group of a router key: an endpoint's, or a transform job's as SageMaker names it."""
+    """The CloudWatch log group of a router key: an endpoint's own, or the one of every transform job (as
+    SageMaker's: the sagemaker SDK reads a job's logs there, streams ``<job name>/...``)."""
     if route.startswith(TRANSFORM_ROUTE_PREFIX):
-        return TRANSFORM_LOG_GROUP_PREFIX + route[len(TRANSFORM_ROUTE_PREFIX) :]
+        return TRANSFORM_LOG_GROUP
     return ENDPOINT_LOG_GROUP_PREFIX + route
 
 
 def log_group_route(group: str) -> str | None:
-    """The router key whose logs a group holds; None for a name that is no zeroscale group."""
+    """The endpoint whose logs a group holds; None for a name that is no endpoint's group (the transform
+    jobs' group holds several router keys: ``logs.store.LogStore.group``)."""
     if group.startswith(ENDPOINT_LOG_GROUP_PREFIX):
         endpoint = group[len(ENDPOINT_LOG_GROUP_PREFIX) :]
         return None if ":" in endpoint else endpoint
-    if group.startswith(TRANSFORM_LOG_GROUP_PREFIX):
-        return TRANSFORM_ROUTE_PREFIX + group[len(TRANSFORM_LOG_GROUP_PREFIX) :]
     return None

@@ -135,17 +135,22 @@ def test_multi_record_lines_keep_input_order_per_file(
     assert "multi" in {s["TransformJobName"] for s in summaries}
     wait_for(lambda: server.workers("transform-job:multi", "multi") == 0, timeout_s=10)
 
-    # The job's workers logged where SageMaker puts them: /aws/sagemaker/TransformJobs/<job>, one stream
-    # per worker named <job>/<worker>, each with its lifecycle; no endpoint group appears for the job.
+    # The job's workers logged where SageMaker puts them (and the sagemaker SDK's Transformer.wait(logs=True)
+    # reads them): the one group /aws/sagemaker/TransformJobs, one stream per worker named <job>/<worker>,
+    # each with its lifecycle; no endpoint group appears for the job.
     logs = server.client("logs")
     groups = [g["logGroupName"] for g in logs.describe_log_groups()["logGroups"]]
-    assert "/aws/sagemaker/TransformJobs/multi" in groups
-    assert not [g for g in groups if "transform-job" in g]
-    streams = logs.describe_log_streams(logGroupName="/aws/sagemaker/TransformJobs/multi")["logStreams"]
+    assert "/aws/sagemaker/TransformJobs" in groups
+    assert not [g for g in groups if "transform-job" in g or g.startswith("/aws/sagemaker/TransformJobs/")]
+    streams = logs.describe_log_streams(
+        logGroupName="/aws/sagemaker/TransformJobs", logStreamNamePrefix="multi/"
+    )["logStreams"]
     workers = [s["logStreamName"] for s in streams if s["logStreamName"].split("/")[1][:1].isdigit()]
     assert len(workers) == 2 and all(name.startswith("multi/") for name in workers)
+    every = logs.describe_log_streams(logGroupName="/aws/sagemaker/TransformJobs")["logStreams"]
+    assert {s["logStreamName"] for s in streams} <= {s["logStreamName"] for s in every}  # and the others'
     events = logs.get_log_events(
-        logGroupName="/aws/sagemaker/TransformJobs/multi", logStreamName=workers[0], startFromHead=True
+        logGroupName="/aws/sagemaker/TransformJobs", logStreamName=workers[0], startFromHead=True
     )["events"]
     assert any("started" in e["message"] for e in events)
     with pytest.raises(ClientError) as err:  # a job's router key is no endpoint's group

@@ -274,17 +274,30 @@ def test_filter_log_events_across_streams_in_time_order(cw: CloudWatchLogs) -> N
     ]
 
 
-def test_transform_jobs_log_in_their_own_group(tmp_path: Path) -> None:
-    """A transform job's router key maps to SageMaker's TransformJobs group and back; an endpoint group can
-    never name a job's directory (endpoint names have no colon)."""
+def test_transform_jobs_log_in_one_group(tmp_path: Path) -> None:
+    """Every transform job's streams are in SageMaker's one group, /aws/sagemaker/TransformJobs, named
+    <job>/<worker> (where the sagemaker SDK reads them); a prefix looks only at the jobs it names; an
+    endpoint group can never name a job's directory (endpoint names have no colon)."""
     store = LogStore(tmp_path)
-    assert store.group_name("transform-job:Score-May") == "/aws/sagemaker/TransformJobs/Score-May"
-    assert log_group_route("/aws/sagemaker/TransformJobs/Score-May") == "transform-job:Score-May"
+    assert store.group_name("transform-job:Score-May") == "/aws/sagemaker/TransformJobs"
     assert log_group_route("/aws/sagemaker/Endpoints/transform-job:Score-May") is None
     assert log_group_route("/aws/lambda/x") is None
-    store.remember("transform-job:Score-May")
-    store.append("transform-job:Score-May", "Score-May/0001-ab", 1000, ["hello"])
-    group = store.group("/aws/sagemaker/TransformJobs/score-may")
-    assert group is not None and group.name == "/aws/sagemaker/TransformJobs/Score-May"
-    assert [s.name for s in store.streams(group)] == ["Score-May/0001-ab"]
-    assert [g.name for g in store.groups()] == ["/aws/sagemaker/TransformJobs/Score-May"]
+    assert store.group("/aws/sagemaker/TransformJobs") is None  # no job yet
+    for job in ("Score-May", "Score-June", "other"):
+        store.remember(f"transform-job:{job}")
+        store.append(f"transform-job:{job}", f"{job}/0001-ab", 1000, [f"hello {job}"])
+    store.append("endpoint-a", "AllTraffic/0001-x", 1000, ["an endpoint's"])
+    group = store.group("/aws/sagemaker/TransformJobs")
+    assert group is not None and group.name == "/aws/sagemaker/TransformJobs" and len(group.dirs) == 3
+    every = ["Score-June/0001-ab", "Score-May/0001-ab", "other/0001-ab"]
+    assert [s.name for s in store.streams(group)] == every
+    assert [s.name for s in store.streams(group, "Score-M")] == ["Score-May/0001-ab"]
+    assert [s.name for s in store.streams(group, "score-may/")] == []  # stream names are case-sensitive
+    found = store.stream(group, "other/0001-ab")
+    assert found is not None and found.path.parent.parent.name == "transform-job:other"
+    assert store.stream(group, "Score-May/0002-zz") is None
+    assert [g.name for g in store.groups()] == [
+        "/aws/sagemaker/Endpoints/endpoint-a",
+        "/aws/sagemaker/TransformJobs",
+    ]
+    assert store.group("/aws/sagemaker/TransformJobs/Score-May") is None  # not SageMaker's name

@@ -8,9 +8,9 @@ Layout (the router and the worker manager write worker streams at the same paths
 
 Group ``/aws/sagemaker/Endpoints/<EndpointName>``; stream ``<variant>/<worker-id>`` (a worker's output and
 its lifecycle), or ``<variant>/platform`` (the variant's deploys, updates and failed starts). A transform
-job's workers (router key ``transform-job:<name>``) log in the group ``/aws/sagemaker/TransformJobs/<name>``,
-streams ``<name>/<worker-id>``. Files hold ``workers.capture`` records. Group names are looked up
-case-insensitively (endpoint and job names are).
+job's workers (router key ``transform-job:<name>``, a directory of its own) log in the one group of every
+job, ``/aws/sagemaker/TransformJobs``, streams ``<name>/<worker-id>``, as SageMaker's. Files hold
+``workers.capture`` records. Group names are looked up case-insensitively (endpoint and job names are).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from zeroscale.types import log_group_name, log_group_route
+from zeroscale.types import TRANSFORM_LOG_GROUP, TRANSFORM_ROUTE_PREFIX, log_group_name, log_group_route
 from zeroscale.workers.capture import encode
 
 PLATFORM_STREAM = "platform"
@@ -31,7 +31,12 @@ _SUFFIX = ".log"
 @dataclass(frozen=True)
 class Group:
     name: str
-    path: Path
+    path: Path  # its directory (the transform jobs' group: its first job's)
+    more: tuple[Path, ...] = ()  # the transform jobs' group: the other jobs' directories
+
+    @property
+    def dirs(self) -> tuple[Path, ...]:
+        return (self.path, *self.more)
 
 
 @dataclass(frozen=True)
@@ -75,6 +80,16 @@ def _variant_streams(variant: os.DirEntry[str], prefix: str = "") -> list[Stream
     return found
 
 
+def _jobs_named(group: Group, prefix: str) -> tuple[Path, ...]:
+    """The directories of ``group`` a stream name starting with ``prefix`` can be in: the transform jobs'
+    group looks only at the jobs it names (``<job name>/...``, a job's directory is its lower-cased key)."""
+    if group.name != TRANSFORM_LOG_GROUP or not prefix:
+        return group.dirs
+    head, slash, _ = prefix.partition("/")
+    key = TRANSFORM_ROUTE_PREFIX + head.lower()
+    return tuple(d for d in group.dirs if (d.name == key if slash else d.name.startswith(key)))
+
+
 def _safe(part: str) -> bool:
     return bool(part) and not part.startswith(".") and "/" not in part and "\0" not in part
 
@@ -101,22 +116,28 @@ class LogStore:
 
     # ---- groups ----
     def group(self, name: str) -> Group | None:
+        if name == TRANSFORM_LOG_GROUP:
+            return self._transform_group(_subdirs(str(self.root)))
         path = self._group_dir(name)
         if path is None or not path.is_dir():
             return None
         return Group(self._display_name(path), path)
 
     def groups(self) -> list[Group]:
-        try:
-            entries = list(os.scandir(self.root))
-        except OSError:
-            return []
+        entries = _subdirs(str(self.root))
         found = [
             Group(self._display_name(Path(e.path)), Path(e.path))
             for e in entries
-            if _safe(e.name) and e.is_dir(follow_symlinks=False)
+            if not e.name.startswith(TRANSFORM_ROUTE_PREFIX)
         ]
-        return sorted(found, key=lambda g: g.name)
+        jobs = self._transform_group(entries)
+        return sorted([*found, *([jobs] if jobs is not None else [])], key=lambda g: g.name)
+
+    @staticmethod
+    def _transform_group(entries: list[os.DirEntry[str]]) -> Group | None:
+        """Every transform job's directory as one group (None while there is none)."""
+        dirs = sorted(Path(e.path) for e in entries if e.name.startswith(TRANSFORM_ROUTE_PREFIX))
+        return Group(TRANSFORM_LOG_GROUP, dirs[0], tuple(dirs[1:])) if dirs else None
 
     def _display_name(self, path: Path) -> str:
         with contextlib.suppress(OSError):
@@ -148,10 +169,11 @@ class LogStore:
     # ---- streams ----
     def streams(self, group: Group, prefix: str = "") -> list[Stream]:
         found: list[Stream] = []
-        for variant in _subdirs(str(group.path)):
-            if (variant.name + "/").startswith(prefix[: len(variant.name) + 1]):
-                found += _variant_streams(variant, prefix)
-        return found
+        for directory in _jobs_named(group, prefix):
+            for variant in _subdirs(str(directory)):
+                if (variant.name + "/").startswith(prefix[: len(variant.name) + 1]):
+                    found += _variant_streams(variant, prefix)
+        return sorted(found, key=lambda s: s.name) if group.more else found
 
     def every_stream(self) -> list[Stream]:
         """Every stream of every group, for retention: one pass of ``scandir`` and ``stat`` (no group's
@@ -167,12 +189,14 @@ class LogStore:
         variant, _, worker = name.partition("/")
         if not (_safe(variant) and _safe(worker)):
             return None
-        path = group.path / variant / f"{worker}{_SUFFIX}"
-        try:
-            st = path.stat()
-        except OSError:
-            return None
-        return Stream(name, path, _held(st), st.st_mtime_ns // 1_000_000)
+        for directory in _jobs_named(group, name):
+            path = directory / variant / f"{worker}{_SUFFIX}"
+            try:
+                st = path.stat()
+            except OSError:
+                continue
+            return Stream(name, path, _held(st), st.st_mtime_ns // 1_000_000)
+        return None
 
     def append(self, endpoint: str, stream: str, ms: int, lines: list[str]) -> None:
         """Append one record per line, in one write (records never interleave with another writer's)."""
