@@ -362,6 +362,35 @@ def test_failures_go_to_the_failure_location(server: ServerProcess, s3: Any, ech
     assert json.loads(_get(s3, ok["OutputLocation"])) == {"echo": {"sleep": 3}}
 
 
+CONTENT_TYPE_ECHO = """
+def model_fn(model_dir):
+    return None
+
+def transform_fn(model, body, content_type, accept):
+    return content_type or "none", "text/plain"
+"""
+
+
+def test_a_request_without_content_type_takes_its_input_objects(
+    server: ServerProcess, s3: Any, tmp_path: Path
+) -> None:
+    """The sagemaker SDK's AsyncPredictor puts the content type on the object it uploads, not on the
+    request: a request without ContentType takes the input object's; the request's own wins; an object
+    stored without one (S3 answers binary/octet-stream) passes none."""
+    sm, smr = server.client("sagemaker"), server.client("sagemaker-runtime")
+    url = handler_model(tmp_path, CONTENT_TYPE_ECHO)
+    assert _deploy_async(sm, "ct-async", url)["EndpointStatus"] == "InService"
+    s3.put_object(Bucket=BUCKET, Key="inputs/row.csv", Body=b"1,2", ContentType="text/csv")
+    row = f"s3://{BUCKET}/inputs/row.csv"
+    resp = smr.invoke_endpoint_async(EndpointName="ct-async", InputLocation=row)
+    assert _get(s3, resp["OutputLocation"]) == b"text/csv"
+    resp = smr.invoke_endpoint_async(EndpointName="ct-async", InputLocation=row, ContentType="text/plain")
+    assert _get(s3, resp["OutputLocation"]) == b"text/plain"
+    bare = _put(s3, "inputs/bare", b"1,2")
+    resp = smr.invoke_endpoint_async(EndpointName="ct-async", InputLocation=bare)
+    assert _get(s3, resp["OutputLocation"]) != b"binary/octet-stream"
+
+
 def test_deleting_an_endpoint_fails_what_it_left_queued(
     server: ServerProcess, s3: Any, echo_url: str
 ) -> None:

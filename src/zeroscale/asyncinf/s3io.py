@@ -60,6 +60,12 @@ def _code(exc: Exception) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
+@dataclass(frozen=True)
+class Downloaded:
+    size: int
+    content_type: str | None  # the object's Content-Type (S3 says binary/octet-stream when none was given)
+
+
 class S3Io:
     def __init__(self, endpoint_url: str | None) -> None:
         self._fetcher = S3Fetcher(endpoint_url)
@@ -72,8 +78,9 @@ class S3Io:
     def client(self) -> Any:
         return self._fetcher.client()
 
-    def download(self, url: str, dst: BinaryIO, limit_bytes: int) -> int:
-        """Stream the object at ``url`` into ``dst``; its size. InputError when it cannot be read."""
+    def download(self, url: str, dst: BinaryIO, limit_bytes: int) -> Downloaded:
+        """Stream the object at ``url`` into ``dst``; its size and content type. InputError when it cannot
+        be read."""
         try:
             loc = self.locate(url)
             resp = self.client().get_object(Bucket=loc.bucket, Key=loc.key)
@@ -100,7 +107,7 @@ class S3Io:
         if 0 <= expected != size:
             raise InputError(f"Could not read the input {url}: {size} of {expected} bytes arrived")
         dst.flush()
-        return size
+        return Downloaded(size, resp.get("ContentType"))
 
     def upload(self, url: str, src: BinaryIO, content_type: str) -> None:
         """Upload the whole of the file ``src``. Given by path (``/proc/self/fd/N`` names even an unlinked

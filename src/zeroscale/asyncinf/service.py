@@ -43,6 +43,7 @@ INLINE_RESPONSE_MAX_BYTES = 128 * 1024
 # A request that was running each time the server stopped (killed, out of memory, power lost) runs at most
 # this many times: a payload that takes the whole server down must not do so at every restart.
 MAX_ATTEMPTS = 3
+S3_DEFAULT_CONTENT_TYPE = "binary/octet-stream"  # what S3 answers for an object stored without one
 EXPIRE_BATCH = 256  # expired requests failed per wake of the dispatcher (it wakes again at once for more)
 _SERVING = (EndpointStatus.IN_SERVICE.value, EndpointStatus.UPDATING.value)
 
@@ -316,22 +317,27 @@ class AsyncInference:
             tempfile.TemporaryFile(dir=self._scratch_dir) as sink,
         ):
             try:
-                size = await asyncio.to_thread(
+                got = await asyncio.to_thread(
                     self._s3.download, req.input_location, source, self._payload_limit_bytes
                 )
             except InputError as exc:
                 await self._fail(entry, req, f"ClientError: {exc}")
                 return
             source.seek(0)
-            await self._invoke(entry, req, FilePayload(source, size, sink))
+            # A request without ContentType: the input object's own (the sagemaker SDK's AsyncPredictor
+            # sets it on the object it uploads, not on the request), unless S3 only defaulted it.
+            object_type = got.content_type if got.content_type != S3_DEFAULT_CONTENT_TYPE else None
+            await self._invoke(entry, req, FilePayload(source, got.size, sink), object_type)
 
-    async def _invoke(self, entry: AsyncEndpoint, req: AsyncRequest, payload: FilePayload) -> None:
+    async def _invoke(
+        self, entry: AsyncEndpoint, req: AsyncRequest, payload: FilePayload, object_type: str | None = None
+    ) -> None:
         route = self._fleet.route(entry.name)
         if route is None:  # deleted meanwhile: back to the queue
             await asyncio.to_thread(self._queue.requeue, req)
             return
         pool = route.choose()
-        inv = Invocation(payload, self._headers(req), timeout_s=float(req.timeout_s))
+        inv = Invocation(payload, self._headers(req, object_type), timeout_s=float(req.timeout_s))
         started = time.perf_counter()
         try:
             resp = await pool.invoke(inv)
@@ -385,10 +391,11 @@ class AsyncInference:
             self._notify(entry, req, "text/plain; charset=utf-8", out, len(out))
 
     @staticmethod
-    def _headers(req: AsyncRequest) -> list[tuple[bytes, bytes]]:
+    def _headers(req: AsyncRequest, object_type: str | None = None) -> list[tuple[bytes, bytes]]:
         headers = [(b"X-Amzn-SageMaker-Inference-Id", req.inference_id.encode())]
-        if req.content_type:
-            headers.append((b"Content-Type", req.content_type.encode()))
+        content_type = req.content_type or object_type
+        if content_type and content_type.isascii() and len(content_type) <= 1024:
+            headers.append((b"Content-Type", content_type.encode()))
         if req.accept:
             headers.append((b"Accept", req.accept.encode()))
         if req.custom_attributes:
