@@ -79,6 +79,59 @@ def alice(iam: Any, endpoints: None) -> dict[str, str]:
     return key
 
 
+def test_the_policy_simulator_decides_as_the_authorizer(
+    iam: Any, server: ServerProcess, alice: dict[str, str]
+) -> None:
+    """SimulatePrincipalPolicy with boto3: a user's decisions (allowed, implicit and explicit denies), the
+    root's, a role's NoSuchEntity (the sagemaker SDK's execution-role check goes on without failing), and
+    members zeroscale does not serve refused by name."""
+    alice_arn = f"arn:aws:iam::{ACCOUNT}:user/alice"
+    open_ep = f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:endpoint/open-echo"
+    secret_ep = f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:endpoint/secret-echo"
+    out = iam.simulate_principal_policy(
+        PolicySourceArn=alice_arn,
+        ActionNames=["sagemaker:InvokeEndpoint", "sagemaker:DeleteEndpoint", "sagemaker:CreateModel"],
+        ResourceArns=[open_ep, secret_ep],
+    )
+    decisions = {
+        (r["EvalActionName"], r["EvalResourceName"]): r["EvalDecision"] for r in out["EvaluationResults"]
+    }
+    assert decisions == {
+        ("sagemaker:InvokeEndpoint", open_ep): "allowed",
+        ("sagemaker:InvokeEndpoint", secret_ep): "explicitDeny",
+        ("sagemaker:DeleteEndpoint", open_ep): "explicitDeny",
+        ("sagemaker:DeleteEndpoint", secret_ep): "explicitDeny",
+        ("sagemaker:CreateModel", open_ep): "implicitDeny",
+        ("sagemaker:CreateModel", secret_ep): "implicitDeny",
+    }
+    assert out["IsTruncated"] is False
+    paged = iam.get_paginator("simulate_principal_policy").paginate(
+        PolicySourceArn=alice_arn, ActionNames=["sagemaker:ListModels"] * 3, PaginationConfig={"PageSize": 2}
+    )
+    assert [len(p["EvaluationResults"]) for p in paged] == [2, 1]
+    root = iam.simulate_principal_policy(
+        PolicySourceArn=f"arn:aws:iam::{ACCOUNT}:root", ActionNames=["sagemaker:DeleteEndpoint"]
+    )
+    assert root["EvaluationResults"][0]["EvalDecision"] == "allowed"
+    with pytest.raises(iam.exceptions.NoSuchEntityException):
+        iam.simulate_principal_policy(
+            PolicySourceArn=f"arn:aws:iam::{ACCOUNT}:role/SageMakerRole", ActionNames=["s3:GetObject"]
+        )
+    with pytest.raises(iam.exceptions.InvalidInputException, match="ContextEntries"):
+        iam.simulate_principal_policy(
+            PolicySourceArn=alice_arn,
+            ActionNames=["sagemaker:ListModels"],
+            ContextEntries=[
+                {"ContextKeyName": "aws:SourceIp", "ContextKeyValues": ["1.2.3.4"], "ContextKeyType": "ip"}
+            ],
+        )
+    as_alice = client(server, "iam", alice)  # her policies allow no iam:* action
+    assert (
+        error(as_alice.simulate_principal_policy, PolicySourceArn=alice_arn, ActionNames=["s3:x"])["Code"]
+        == "AccessDenied"
+    )
+
+
 def test_user_lifecycle_and_the_secret_shown_once(
     iam: Any, server: ServerProcess, alice: dict[str, str]
 ) -> None:

@@ -14,6 +14,7 @@ from xml.sax.saxutils import escape
 from zeroscale.api.wire import Send, respond
 from zeroscale.errors import ZeroscaleError
 from zeroscale.iam.authz import Authorizer
+from zeroscale.iam.policy import Statement, evaluate
 from zeroscale.iam.store import MAX_KEYS_PER_USER, AccessKey, IamStore, User
 
 XMLNS = "https://iam.amazonaws.com/doc/2010-05-08/"
@@ -25,6 +26,31 @@ _MAX_POLICY_CHARS = 2048
 
 class IamError(ZeroscaleError):
     pass
+
+
+# SimulatePrincipalPolicy's members zeroscale's simulator does not serve: refused by name, never ignored.
+_SIMULATE_UNSERVED = frozenset(
+    {
+        "PolicyInputList",
+        "PermissionsBoundaryPolicyInputList",
+        "ContextEntries",
+        "ResourcePolicy",
+        "ResourceOwner",
+        "CallerArn",
+        "ResourceHandlingOption",
+    }
+)
+_DECISIONS = {"allow": "allowed", "deny": "explicitDeny", "implicit": "implicitDeny"}
+
+
+def _members(params: dict[str, str], name: str) -> list[str]:
+    """A query-protocol list (``Name.member.1``, ``Name.member.2``, ...), in order."""
+    found = []
+    n = 1
+    while (value := params.get(f"{name}.member.{n}")) is not None:
+        found.append(value)
+        n += 1
+    return found
 
 
 def _err(code: str, status: int, message: str) -> IamError:
@@ -65,6 +91,7 @@ class IamQueryService:
             "GetUserPolicy": self.get_user_policy,
             "ListUserPolicies": self.list_user_policies,
             "DeleteUserPolicy": self.delete_user_policy,
+            "SimulatePrincipalPolicy": self.simulate_principal_policy,
         }
 
     @staticmethod
@@ -229,6 +256,62 @@ class IamQueryService:
     def list_user_policies(self, params: dict[str, str], caller: str) -> dict[str, Any]:
         user = self._user(params, caller)
         return {"PolicyNames": sorted(user.policies), "IsTruncated": False}
+
+    # ---- the policy simulator ----
+    def simulate_principal_policy(self, params: dict[str, str], caller: str) -> dict[str, Any]:
+        """Each action on each resource (``*`` when none is given) as the user's policies decide it (the
+        account's root: allowed). zeroscale has no roles: a role's ARN is NoSuchEntity, as IAM answers for
+        a role that does not exist (the sagemaker SDK checks its execution role this way)."""
+        unserved = sorted({key.split(".", 1)[0] for key in params} & _SIMULATE_UNSERVED)
+        if unserved:
+            raise _err(
+                "InvalidInput", 400, f"zeroscale's policy simulator does not take {', '.join(unserved)}."
+            )
+        source = params.get("PolicySourceArn", "")
+        actions = _members(params, "ActionNames")
+        if not source or not actions:
+            raise _err("ValidationError", 400, "PolicySourceArn and ActionNames are required.")
+        resources = _members(params, "ResourceArns") or ["*"]
+        statements = self._simulated(source)
+        results = []
+        for action in actions:
+            for resource in resources:
+                decision = "allow" if statements is None else evaluate(statements, action, resource)
+                results.append(
+                    {
+                        "EvalActionName": action,
+                        "EvalResourceName": resource,
+                        "EvalDecision": _DECISIONS[decision],
+                        "MatchedStatements": [],
+                        "MissingContextValues": [],
+                    }
+                )
+        start = int(params.get("Marker") or 0) if (params.get("Marker") or "0").isdigit() else 0
+        limit = int(params["MaxItems"]) if params.get("MaxItems", "").isdigit() else 100
+        page = results[start : start + max(1, min(limit, 1000))]
+        more = start + len(page) < len(results)
+        out: dict[str, Any] = {"EvaluationResults": page, "IsTruncated": more}
+        if more:
+            out["Marker"] = str(start + len(page))
+        return out
+
+    def _simulated(self, arn: str) -> list[Statement] | None:
+        """The statements the ARN's policies hold (None for the account's root: everything allowed)."""
+        parts = arn.split(":", 5)
+        if len(parts) != 6 or parts[:3] != ["arn", "aws", "iam"]:
+            raise _err("InvalidInput", 400, f"Invalid ARN {arn!r}: not an IAM user or role ARN.")
+        kind, _, rest = parts[5].partition("/")
+        if parts[5] == "root":
+            return None
+        name = rest.rsplit("/", 1)[-1]
+        if kind == "user":
+            user = self._store.users.get(name)
+            if user is not None:
+                return user.compiled
+            raise _err("NoSuchEntity", 404, f"The user with name {name} cannot be found.")
+        if kind == "role":
+            raise _err("NoSuchEntity", 404, f"The role with name {name} cannot be found.")
+        raise _err("InvalidInput", 400, f"Invalid ARN {arn!r}: not an IAM user or role ARN.")
 
     def delete_user_policy(self, params: dict[str, str], caller: str) -> None:
         user = self._user(params, caller)

@@ -172,6 +172,8 @@ class Authorizer:
                 topic = form.get("TopicArn") or form.get("SubscriptionArn", "").rsplit(":", 1)[0]
                 return f"{access.signing_name}:{form.get('Action', '')}", [topic or "*"]
             action = f"iam:{form.get('Action', '')}"
+            if form.get("Action") == "SimulatePrincipalPolicy" and form.get("PolicySourceArn"):
+                return action, [form["PolicySourceArn"]]
             user = form.get("UserName")
             if user:
                 return action, [self.user_arn(user)]
