@@ -451,7 +451,11 @@ class _StepScalingAction:
         self._autoscaling.step_policy(arn)
 
     def run(self, arn: str, message: dict[str, Any], breach: float | None) -> None:
-        self._background.spawn(self._autoscaling.step(arn, breach or 0.0, str(message["AlarmName"])))
+        self.check(arn)  # a policy deleted since: the alarm's history says the action failed, and why
+        above = str(message["Trigger"]["ComparisonOperator"]).startswith("Greater")
+        self._background.spawn(
+            self._autoscaling.step(arn, breach or 0.0, str(message["AlarmName"]), above=above)
+        )
 
 
 def _throttle(settings: Settings, admin_key_id: str) -> Callable[[str, str], None] | None:

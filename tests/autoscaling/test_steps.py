@@ -27,9 +27,24 @@ def cap(current: int, **more: Any) -> Capacity:
 
 
 def test_the_step_of_the_breach() -> None:
+    """Above the threshold a step's lower bound is inclusive, its upper one exclusive; below it, the other
+    way round (botocore's StepAdjustment); a breach of 0 (an alarm at its threshold, with no data, or set by
+    hand) is on the side the alarm watches: a scale-in (LessThan*) alarm's scales in with the step ending
+    at 0."""
     assert decide("p", config(), 0.0, cap(2), 1000, "a").desired == 3  # type: ignore[union-attr]
+    assert decide("p", config(), 0.0, cap(2), 1000, "a", above=False).desired == 1  # type: ignore[union-attr]
+    assert decide("p", config(), 0.5, cap(2), 1000, "a", above=False).desired == 3  # type: ignore[union-attr]
     assert decide("p", config(), 10.0, cap(2), 1000, "a").desired == 5  # type: ignore[union-attr]
     assert decide("p", config(), -0.5, cap(2), 1000, "a").desired == 1  # type: ignore[union-attr]
+    below = {
+        "AdjustmentType": "ChangeInCapacity",
+        "StepAdjustments": [
+            {"MetricIntervalLowerBound": -10, "MetricIntervalUpperBound": 0, "ScalingAdjustment": -1},
+            {"MetricIntervalUpperBound": -10, "ScalingAdjustment": -2},
+        ],
+    }
+    assert decide("p", below, -10.0, cap(4), 1000, "a").desired == 2  # type: ignore[union-attr]
+    assert decide("p", below, -9.0, cap(4), 1000, "a").desired == 3  # type: ignore[union-attr]
     out = decide("p", config(), 50.0, cap(5), 1000, "busy")
     assert out is not None and out.desired == 6 and "busy" in out.cause  # MaxCapacity
 

@@ -215,8 +215,9 @@ class AutoScaling:
             raise ObjectNotFound(f"No step scaling policy has the ARN {arn}.")
         return found
 
-    async def step(self, arn: str, breach: float, alarm: str) -> None:
-        """The alarm ``alarm`` is in ALARM and names this step policy: scale by the step of ``breach``."""
+    async def step(self, arn: str, breach: float, alarm: str, *, above: bool = True) -> None:
+        """The alarm ``alarm`` is in ALARM and names this step policy: scale by the step of ``breach``
+        (``above``: the alarm fires above its threshold, for a breach of 0)."""
         policy = self.step_policy(arn)
         target = self._t.target(policy.doc["ResourceId"])
         if target is None:
@@ -239,6 +240,7 @@ class AutoScaling:
             _capacity(target, current),
             now,
             alarm,
+            above=above,
         )
         if decision is not None:
             await self._apply(target, resource, current, decision, now)

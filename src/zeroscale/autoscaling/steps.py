@@ -4,8 +4,12 @@ have, or None. No clock and no I/O.
 
 As Application Auto Scaling applies it:
 
-- the step whose interval holds the breach applies: MetricIntervalLowerBound inclusive, upper bound
-  exclusive, a missing bound is infinite;
+- the step whose interval holds the breach applies, a missing bound being infinite: above the threshold
+  (a breach over 0) the lower bound is inclusive and the upper one exclusive; otherwise (at or below it,
+  a scale-in alarm's case) the lower bound is exclusive and the upper one inclusive (botocore's
+  StepAdjustment), so a step ``(-inf, 0]`` holds a breach of 0. A breach of exactly 0 (an alarm at its
+  threshold, one with no data, put in ALARM by hand) is on the side the alarm watches (``above``: a
+  GreaterThan* alarm's), so ``[0, inf)`` holds it for a scale-out alarm and ``(-inf, 0]`` for a scale-in one;
 - ChangeInCapacity adds ScalingAdjustment; PercentChangeInCapacity adds that percent of the current count
   (rounded away from zero, at least MinAdjustmentMagnitude); ExactCapacity sets it;
 - Cooldown (seconds) counts from the target's last scale-out for a scale-out, its last scale-in for a
@@ -66,19 +70,25 @@ def _bound(value: Any, default: float) -> float:
     return default if value is None else float(value)
 
 
+def _holds(step: Mapping[str, Any], breach: float, above: bool) -> bool:
+    low = _bound(step.get("MetricIntervalLowerBound"), -math.inf)
+    high = _bound(step.get("MetricIntervalUpperBound"), math.inf)
+    return low <= breach < high if above else low < breach <= high
+
+
 def decide(
-    name: str, config: Mapping[str, Any], breach: float, capacity: Capacity, now: float, alarm: str
+    name: str,
+    config: Mapping[str, Any],
+    breach: float,
+    capacity: Capacity,
+    now: float,
+    alarm: str,
+    *,
+    above: bool = True,
 ) -> Decision | None:
-    step = next(
-        (
-            s
-            for s in config["StepAdjustments"]
-            if _bound(s.get("MetricIntervalLowerBound"), -math.inf)
-            <= breach
-            < _bound(s.get("MetricIntervalUpperBound"), math.inf)
-        ),
-        None,
-    )
+    """``above``: the alarm fires above its threshold (GreaterThan*), for a breach of exactly 0."""
+    side = breach > 0 if breach != 0 else above
+    step = next((s for s in config["StepAdjustments"] if _holds(s, breach, side)), None)
     if step is None:
         return None
     c, adjustment = capacity, int(step["ScalingAdjustment"])
