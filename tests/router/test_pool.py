@@ -344,6 +344,31 @@ async def test_a_request_that_waits_past_queue_wait_at_max_concurrency_is_thrott
     world.check()
 
 
+async def test_a_cold_start_the_hosts_memory_cannot_give_is_throttled_after_the_queue_wait_saying_so(
+    tmp_path: Path,
+) -> None:
+    """Busy workers of another pool hold the host's memory (nothing to evict): a request that needs a cold
+    start waits the queue wait only (not also the startup timeout: 190 s with the defaults), and the error
+    names the host's memory, not a MaxConcurrency the variant is far from."""
+    world = World(tmp_path, total_mb=1024)
+    holder = world.pool(max_concurrency=1)
+    world.manager.hold_requests = True
+    busy = asyncio.ensure_future(holder.invoke(inv()))
+    await settle(10)
+    starved = world.pool(
+        {"queue_wait_s": 0.05, "startup_timeout_s": 60.0}, endpoint="starved", max_concurrency=4
+    )
+    started = asyncio.get_running_loop().time()
+    with pytest.raises(
+        Throttling, match=r"could not start a 1024 MB worker within 0.05 s: .*1024 of 1024 MB"
+    ):
+        await starved.invoke(inv())
+    assert asyncio.get_running_loop().time() - started < 5.0
+    world.manager.answer()
+    await busy
+    world.check()
+
+
 async def test_a_waiter_cancelled_once_it_was_handed_a_worker_passes_the_worker_on(world: World) -> None:
     pool = world.pool(max_concurrency=1)
     world.manager.hold_requests = True

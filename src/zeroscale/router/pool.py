@@ -89,6 +89,7 @@ class VariantPool:
         self._slot_mb = spec.slot_mb or spec.memory_mb  # what one worker holds of the budget
         self._slots = Slots(self._slot_mb, budget, self, clock)
         self._budget = budget
+        self.memory_blocked = False  # the last scale() wanted a worker the host's memory could not give
         self._waiters: deque[asyncio.Future[Slot]] = deque()
         self._background = Background(f"pool {spec.endpoint}/{spec.variant}")
         self._template = PoolTemplate(
@@ -198,10 +199,14 @@ class VariantPool:
             slot = self._slots.get(worker_id)
             if slot is not None and slot.state is S.IDLE:
                 self._stop(slot, StopReason.SCALED_IN)
+        self.memory_blocked = False
         for _ in range(decision.start):
             slot = self._slots.open(self._new_worker_id())
             if slot is None:
-                break  # the fleet evicts elsewhere and calls scale() again when memory comes back
+                # The fleet evicts elsewhere and calls scale() again when memory comes back; a request that
+                # waits meanwhile is told why, not that the variant is at its MaxConcurrency.
+                self.memory_blocked = not self._budget.settling
+                break
             self._background.spawn(self._start_for_waiters(slot))
         if self._on_active is not None and not self.quiet:
             self._on_active(self)
@@ -422,13 +427,22 @@ class VariantPool:
         self.scale()
         wait_s = self._settings.queue_wait_s
         if not at_capacity:
-            wait_s += self._settings.startup_timeout_s
+            # A cold start: the startup timeout too, unless the host's memory starts no worker (then the
+            # queue wait alone, saying so: busy or provisioned workers hold it, and may for long).
+            wait_s += 0.0 if self.memory_blocked else self._settings.startup_timeout_s
         # The future itself, with a timer: the hand-over resumes this task (``asyncio.wait_for`` would put
         # a callback and a future of its own between them).
         timer = loop.call_later(wait_s, _expire, fut)
         try:
             return await fut
         except TimeoutError:
+            if not at_capacity and self.memory_blocked and not self._slots.count(S.STARTING):
+                raise Throttling(
+                    f"Endpoint {self.spec.endpoint} variant {self.spec.variant} could not start a "
+                    f"{self.spec.memory_mb} MB worker within {wait_s:g} s: this host's memory budget "
+                    f"({self._budget.used_mb} of {self._budget.total_mb} MB) is held by busy or provisioned "
+                    "workers. Retry later."
+                ) from None
             raise self.throttled(f"no worker became free within {wait_s:g} s") from None
         except asyncio.CancelledError:
             if fut.done() and not fut.cancelled() and fut.exception() is None:
