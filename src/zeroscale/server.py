@@ -8,6 +8,7 @@ import dataclasses
 import errno
 import fcntl
 import gc
+import json
 import logging
 import os
 import resource
@@ -434,7 +435,9 @@ class _TopicAction:
         self._topics.subscriptions(arn)  # TopicNotFound unless it exists
 
     def run(self, arn: str, message: dict[str, Any], breach: float | None) -> None:
-        self._topics.notify(arn, message)
+        # As CloudWatch's: ALARM: "name" in US East (N. Virginia) (SNS subjects are at most 100 characters)
+        subject = f'{message["NewStateValue"]}: "{message["AlarmName"]}" in {message["Region"]}'
+        self._topics.publish(arn, json.dumps(message), subject=subject[:100])
 
 
 class _StepScalingAction:

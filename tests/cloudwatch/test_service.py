@@ -91,3 +91,33 @@ async def test_only_the_leader_evaluates() -> None:
         await asyncio.sleep(0.1)
         assert state(service) == expected
         await service.close()
+
+
+async def test_an_action_gets_cloudwatchs_notification() -> None:
+    """What an alarm's action (an SNS topic's, say) receives: CloudWatch's notification, its Region as AWS
+    writes it, the alarm's actions and the trigger's statistic type and unit."""
+    service, _ = build([1000.0])
+    got: list[dict[str, object]] = []
+
+    class Recorded:
+        repeats = False
+
+        def check(self, arn: str) -> None:
+            pass
+
+        def run(self, arn: str, message: dict[str, object], breach: float | None) -> None:
+            got.append(message)
+
+    service.actions["arn:aws:sns:"] = Recorded()
+    topic = "arn:aws:sns:us-east-1:1:ops"
+    alarm = service.describe_alarms({"AlarmNames": ["errors"]})["MetricAlarms"][0]
+    kept = ("AlarmName", "Namespace", "MetricName", "Dimensions", "Statistic", "Period", "EvaluationPeriods")
+    params = {k: alarm[k] for k in (*kept, "Threshold", "ComparisonOperator")}
+    service.put_metric_alarm({**params, "AlarmActions": [topic], "Unit": "None"})
+    service.set_alarm_state({"AlarmName": "errors", "StateValue": "ALARM", "StateReason": "by hand"})
+    (message,) = got
+    assert message["Region"] == "US East (N. Virginia)" and message["NewStateValue"] == "ALARM"
+    assert message["AlarmActions"] == [topic] and message["OKActions"] == []
+    assert str(message["AlarmConfigurationUpdatedTimestamp"]).endswith(".000+0000")
+    trigger = message["Trigger"]
+    assert isinstance(trigger, dict) and (trigger["StatisticType"], trigger["Unit"]) == ("Statistic", "None")

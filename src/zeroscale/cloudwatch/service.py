@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import math
@@ -322,21 +323,28 @@ class CloudWatch:
         )
 
     def _notification(self, alarm: Alarm, change: StateChange) -> dict[str, Any]:
+        """CloudWatch's alarm notification (its ``Region`` is the region's name, as AWS writes it)."""
         d = alarm.doc
         return {
             "AlarmName": alarm.name,
             "AlarmDescription": d.get("AlarmDescription"),
             "AWSAccountId": self._account,
+            "AlarmConfigurationUpdatedTimestamp": _stamp(alarm.config_updated_at),
             "NewStateValue": change.new,
             "NewStateReason": change.reason,
-            "StateChangeTime": time.strftime("%Y-%m-%dT%H:%M:%S.000+0000", time.gmtime(change.at)),
-            "Region": self._region,
+            "StateChangeTime": _stamp(change.at),
+            "Region": region_description(self._region),
             "AlarmArn": alarm.arn,
             "OldStateValue": change.old,
+            "OKActions": list(d.get("OKActions") or []),
+            "AlarmActions": list(d.get("AlarmActions") or []),
+            "InsufficientDataActions": list(d.get("InsufficientDataActions") or []),
             "Trigger": {
                 "MetricName": d["MetricName"],
                 "Namespace": d["Namespace"],
+                "StatisticType": "Statistic",
                 "Statistic": d["Statistic"].upper(),
+                "Unit": d.get("Unit"),
                 "Dimensions": [{"name": x["Name"], "value": x["Value"]} for x in d.get("Dimensions") or []],
                 "Period": d["Period"],
                 "EvaluationPeriods": d["EvaluationPeriods"],
@@ -483,3 +491,20 @@ def _page(items: list[Any], params: Mapping[str, Any], default: int) -> tuple[li
     size = int(params.get("MaxRecords") or default)
     more = start + size < len(items)
     return items[start : start + size], ({"NextToken": str(start + size)} if more else {})
+
+
+def _stamp(epoch: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S.000+0000", time.gmtime(epoch))
+
+
+@functools.cache
+def region_description(region: str) -> str:
+    """A region's name as AWS writes it in alarm notifications ("US East (N. Virginia)"), from botocore's
+    endpoint data; the code itself for a region botocore does not know."""
+    import botocore.session
+
+    for partition in botocore.session.get_session().get_data("endpoints").get("partitions", []):
+        found = partition.get("regions", {}).get(region)
+        if found and found.get("description"):
+            return str(found["description"])
+    return region
