@@ -6,6 +6,7 @@ the store, models and configurations are real (tests/e2e covers the real deploym
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any
 
@@ -343,15 +344,32 @@ async def test_weights_and_capacities_survive_a_restart_and_an_update_drops_them
     await endpoints.close()
 
 
-async def test_a_resize_that_died_with_its_front_end_is_described_as_what_serves(
-    endpoints: Endpoints,
-    fleet: FakeFleet,
+Restart = Callable[[], tuple[Endpoints, "FakeFleet"]]
+
+
+@pytest.fixture
+def restart(
     store: Store,
     arns: Arns,
     models: Models,
     configs: EndpointConfigs,
     deployer: FakeDeployer,
     clock: FakeClock,
+) -> Restart:
+    """Another server on the same store (the first one was SIGKILLed), with a fleet of its own."""
+
+    def make() -> tuple[Endpoints, FakeFleet]:
+        fleet = FakeFleet()
+        after = Endpoints(
+            store, arns, models, configs, deployer, fleet, clock, settle_s=SETTLE_S, frontend="after"
+        )
+        return after, fleet
+
+    return make
+
+
+async def test_a_resize_that_died_with_its_front_end_is_described_as_what_serves(
+    endpoints: Endpoints, fleet: FakeFleet, restart: Restart
 ) -> None:
     """UpdateEndpointWeightsAndCapacities in progress when its server is SIGKILLed: after the restart the
     endpoint is InService, serves the new capacities (stored as overrides) and describes them as current,
@@ -367,10 +385,7 @@ async def test_a_resize_that_died_with_its_front_end_is_described_as_what_serves
         }
     )
     assert _status(endpoints) == "Updating"
-    restarted_fleet = FakeFleet()
-    restarted = Endpoints(
-        store, arns, models, configs, deployer, restarted_fleet, clock, settle_s=SETTLE_S, frontend="after"
-    )
+    restarted, restarted_fleet = restart()
     await restarted.resume()
     variant = restarted.describe("ep")["ProductionVariants"][0]
     assert _status(restarted) == "InService"
@@ -386,13 +401,9 @@ async def test_a_resize_that_died_with_its_front_end_is_described_as_what_serves
 @pytest.mark.parametrize("config_deleted", [False, True])
 async def test_an_update_that_died_with_its_front_end_runs_again(
     endpoints: Endpoints,
-    fleet: FakeFleet,
-    store: Store,
-    arns: Arns,
-    models: Models,
     configs: EndpointConfigs,
     deployer: FakeDeployer,
-    clock: FakeClock,
+    restart: Restart,
     config_deleted: bool,
 ) -> None:
     """UpdateEndpoint in progress when its server is SIGKILLed: after the restart the old configuration
@@ -405,10 +416,7 @@ async def test_an_update_that_died_with_its_front_end_runs_again(
     if config_deleted:
         configs.delete("c2")
     deployer.delay_s = 0.0
-    restarted_fleet = FakeFleet()
-    restarted = Endpoints(
-        store, arns, models, configs, deployer, restarted_fleet, clock, settle_s=SETTLE_S, frontend="after"
-    )
+    restarted, restarted_fleet = restart()
     await restarted.resume()
     assert "ep" in restarted_fleet.routes  # the serving deployment, at once
     for _ in range(100):

@@ -20,12 +20,11 @@ from sqlalchemy import create_engine, text
 from e2e.conftest import handler_model
 from e2e.test_async import BUCKET as ASYNC_BUCKET
 from e2e.test_async import ECHO, _deploy_async, _get, _put
-from e2e.test_transform import SLOW_ECHO
+from e2e.test_transform import BUCKET, SLOW_ECHO, _has, _job
 from pgserver import PostgresServer
 from s3server import SeaweedS3
 from zeroscale.testing import ServerProcess, wait_for
 
-BUCKET = "zeroscale-frontend-jobs"
 TTL_S = 2.0
 
 
@@ -54,29 +53,6 @@ def s3(s3_server: SeaweedS3) -> Any:
     return client
 
 
-def _has(s3: Any, key: str) -> bool:
-    try:
-        s3.head_object(Bucket=BUCKET, Key=key)
-    except ClientError:
-        return False
-    return True
-
-
-def _job(sm: Any, name: str, prefix: str, concurrent: int) -> None:
-    sm.create_transform_job(
-        TransformJobName=name,
-        ModelName="slow",
-        MaxConcurrentTransforms=concurrent,
-        TransformInput={
-            "DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": f"s3://{BUCKET}/{prefix}"}},
-            "ContentType": "text/csv",
-            "SplitType": "Line",
-        },
-        TransformOutput={"S3OutputPath": f"s3://{BUCKET}/{name}/out", "AssembleWith": "Line"},
-        TransformResources={"InstanceType": "ml.c5.2xlarge", "InstanceCount": 1},
-    )
-
-
 def _status(sm: Any, name: str) -> str:
     return str(sm.describe_transform_job(TransformJobName=name)["TransformJobStatus"])
 
@@ -91,7 +67,7 @@ def test_a_transform_job_runs_on_one_front_end_stops_through_the_other_and_outli
 
     s3.put_object(Bucket=BUCKET, Key="one/in/a.csv", Body=b"0,1\n")
     s3.put_object(Bucket=BUCKET, Key="one/in/b.csv", Body=b"30,1\n")
-    _job(sm_a, "one", "one/in/", concurrent=2)
+    _job(sm_a, "one", "slow", "one/in/", MaxConcurrentTransforms=2)
     wait_for(lambda: _has(s3, "one/out/a.csv.out"), timeout_s=30)
     b.restart()  # a front end that starts again resumes its own jobs and dead ones', not a live one's
     time.sleep(1.0)
@@ -103,7 +79,7 @@ def test_a_transform_job_runs_on_one_front_end_stops_through_the_other_and_outli
 
     for n in range(3):
         s3.put_object(Bucket=BUCKET, Key=f"two/in/{n}.csv", Body=b"2,%d\n" % n)
-    _job(sm_a, "two", "two/in/", concurrent=1)
+    _job(sm_a, "two", "slow", "two/in/")
     wait_for(lambda: _has(s3, "two/out/0.csv.out"), timeout_s=30)
     a.stop(signal.SIGKILL)
     sm_b = b.client("sagemaker")

@@ -309,17 +309,19 @@ def test_error_cases_name_the_model(mme_server: ServerProcess, bucket: str) -> N
     assert "multi-model endpoint" in info.value.response["Error"]["Message"]
 
 
-@pytest.fixture()
-def impatient(s3_server: SeaweedS3, tmp_path: Path) -> Iterator[ServerProcess]:
-    """A server whose multi-model invocations wait at most a second for a load."""
+def _own_server(s3_server: SeaweedS3, tmp_path: Path, **flags: Any) -> Iterator[ServerProcess]:
     server = ServerProcess(
-        tmp_path / "data",
-        flags={"s3_endpoint_url": s3_server.endpoint_url, "model_load_wait_s": 1.0},
-        env=s3_server.env(),
+        tmp_path / "data", flags={"s3_endpoint_url": s3_server.endpoint_url, **flags}, env=s3_server.env()
     )
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture()
+def impatient(s3_server: SeaweedS3, tmp_path: Path) -> Iterator[ServerProcess]:
+    """A server whose multi-model invocations wait at most a second for a load."""
+    yield from _own_server(s3_server, tmp_path, model_load_wait_s=1.0)
 
 
 def test_slow_load_answers_model_not_ready_and_goes_on(impatient: ServerProcess, bucket: str) -> None:
@@ -345,14 +347,7 @@ def test_slow_load_answers_model_not_ready_and_goes_on(impatient: ServerProcess,
 @pytest.fixture()
 def patient(s3_server: SeaweedS3, tmp_path: Path) -> Iterator[ServerProcess]:
     """A server whose idle workers stay: nothing is unloaded for time, only for memory."""
-    server = ServerProcess(
-        tmp_path / "data",
-        flags={"s3_endpoint_url": s3_server.endpoint_url, "idle_timeout_s": 600},
-        env=s3_server.env(),
-    )
-    server.start()
-    yield server
-    server.stop()
+    yield from _own_server(s3_server, tmp_path, idle_timeout_s=600)
 
 
 def test_models_whose_load_allocates_more_than_their_files_share_the_variants_memory(
