@@ -64,7 +64,9 @@ class WorkerEvent:
 
 @dataclass(frozen=True, slots=True)
 class VariantEvent:
-    """A variant's configuration went live (activated) or away (deactivated): updates, deletes, restarts."""
+    """A variant's configuration went live (activated) or away (deactivated): updates, deletes, restarts; or
+    the number of its provisioned workers up changed for long (provisioned: fewer than its
+    ProvisionedConcurrency, the host's memory holding the rest, or all of them again)."""
 
     endpoint: str
     variant: str
@@ -72,7 +74,8 @@ class VariantEvent:
     at: float
     memory_mb: int = 0
     max_concurrency: int = 0
-    provisioned: int = 0
+    provisioned: int = 0  # kind "provisioned": the provisioned workers up now (what is billed from ``at``)
+    wanted: int = 0  # kind "provisioned": the variant's ProvisionedConcurrency
 
 
 class Sink(Protocol):

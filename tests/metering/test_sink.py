@@ -231,6 +231,20 @@ def test_an_update_replaces_the_interval_without_overlap(ledger: Ledger) -> None
     assert got == [(1, 100, 150), (3, 150, 170), (4, 170, None)]
 
 
+def test_provisioned_workers_up_are_what_is_metered(ledger: Ledger) -> None:
+    """ProvisionedConcurrency 3, of which the host's memory lets 1 run for a while, then none, then all:
+    each change of what is up ends the interval and opens one at the number up (none while none is)."""
+    sink = MeteringSink(ledger, wall=FakeWall(300))
+    sink.variant(variant("activated", 100, provisioned=3))
+    sink.variant(variant("provisioned", 110, provisioned=1))
+    sink.variant(variant("provisioned", 150, provisioned=0))
+    sink.variant(variant("provisioned", 200, provisioned=3))
+    sink.variant(variant("deactivated", 250))
+    sink.flush()
+    got = [(i.concurrency, i.started_at, i.ended_at) for i in ledger.intervals()]
+    assert got == [(3, 100, 110), (1, 110, 150), (3, 200, 250)]
+
+
 def test_endpoints_without_provisioned_concurrency_meter_nothing_while_idle(ledger: Ledger) -> None:
     sink = MeteringSink(ledger, wall=FakeWall(200))
     sink.variant(variant("activated", 100, provisioned=0))

@@ -14,7 +14,7 @@ from metrics.promtext import value
 from zeroscale.errors import DeployError, RuntimeValidationError
 from zeroscale.events import EventBus
 from zeroscale.metrics.registry import Metrics
-from zeroscale.router.fleet import Fleet
+from zeroscale.router.fleet import PROVISIONED_SHORT_S, Fleet
 from zeroscale.router.invocation import Invocation
 
 from .fakes import FakeClock, FakeManager, Recorder, settings, spec
@@ -210,6 +210,34 @@ async def test_the_reconcile_loop_leaves_pools_at_zero_alone_and_keeps_floors(h:
         if floor.live == 1:
             break
     assert floor.live == 1  # the floor is restored by the loop
+
+
+async def test_provisioned_workers_the_memory_cannot_give_are_not_metered(tmp_path: Path) -> None:
+    """ProvisionedConcurrency 3 where the host's memory gives 2 workers: once that lasted
+    PROVISIONED_SHORT_S, the metering hears 2 (what is billed is what runs); all 3 again once memory
+    comes back."""
+    h = Harness(tmp_path, budget_mb=2048)
+    try:
+        await h.fleet.activate("pc", [spec(endpoint="pc", provisioned=3, max_concurrency=3)])
+        await h.fleet.start(interval_s=0.01)
+        await asyncio.sleep(0.05)
+        (pool,) = h.fleet.route("pc").pools  # type: ignore[union-attr]
+        assert pool.ready == 2
+        told = [(e.kind, e.provisioned) for e in h.recorder.variants]
+        assert told == [("activated", 3)]  # a short dip is no change
+        h.clock.advance(PROVISIONED_SHORT_S + 1)
+        await asyncio.sleep(0.05)
+        told = [(e.kind, e.provisioned, e.wanted) for e in h.recorder.variants]
+        assert told[1:] == [("provisioned", 2, 3)]
+        h.fleet.budget.total_mb = 4096  # room again: the third starts, and is metered at once
+        h.fleet.budget.on_release()  # type: ignore[misc]
+        for _ in range(50):
+            await asyncio.sleep(0.01)
+            if len(h.recorder.variants) == 3:
+                break
+        assert [(e.kind, e.provisioned) for e in h.recorder.variants][2:] == [("provisioned", 3)]
+    finally:
+        await h.fleet.close()
 
 
 async def test_a_staged_fleet_takes_its_share_then_all_or_nothing(h: Harness) -> None:

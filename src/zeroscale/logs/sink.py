@@ -53,6 +53,13 @@ def variant_lines(ev: VariantEvent) -> list[str]:
             f"Variant {ev.variant} activated: MemorySizeInMB {ev.memory_mb}, MaxConcurrency "
             f"{ev.max_concurrency}, ProvisionedConcurrency {ev.provisioned}."
         )
+    elif ev.kind == "provisioned" and ev.provisioned < ev.wanted:
+        text = (
+            f"Variant {ev.variant}: {ev.provisioned} of its ProvisionedConcurrency {ev.wanted} workers are "
+            "up (this host's memory budget holds the rest); what is up is what is billed."
+        )
+    elif ev.kind == "provisioned":
+        text = f"Variant {ev.variant}: all {ev.wanted} of its provisioned workers are up."
     elif ev.kind == "deactivated":
         text = f"Variant {ev.variant} deactivated: replaced by an update, or the endpoint is being deleted."
     else:

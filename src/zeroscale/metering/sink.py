@@ -5,8 +5,10 @@ wait), with the journal position it reached, and ``close`` writes the rest. Afte
 what the journal holds beyond the ledger's position into the ledger: an answered request is never lost.
 
 Provisioned concurrency is metered from VariantEvents: ``activated`` with ``provisioned > 0`` opens an
-interval, ``deactivated`` closes it; while intervals are open each flush marks them seen, so a crashed
-server's intervals end at the last second it was alive (``Ledger.close_dangling`` at the next start).
+interval, ``deactivated`` closes it, ``provisioned`` (fewer of its workers up for long, or all again)
+closes it and opens one at the number up (none while none is); while intervals are open each flush marks
+them seen, so a crashed server's intervals end at the last second it was alive (``Ledger.close_dangling``
+at the next start).
 """
 
 from __future__ import annotations
@@ -173,7 +175,12 @@ class MeteringSink:
                         Opened(item.endpoint, item.variant, item.memory_mb, item.provisioned, item.at)
                     )
                     now_open.add(key)
-                elif key in now_open and item.kind in ("activated", "deactivated"):
+                elif item.kind == "provisioned" and item.provisioned > 0:
+                    changes.append(  # closes what is open first
+                        Opened(item.endpoint, item.variant, item.memory_mb, item.provisioned, item.at)
+                    )
+                    now_open.add(key)
+                elif key in now_open and item.kind in ("activated", "deactivated", "provisioned"):
                     changes.append(Closed(item.endpoint, item.variant, item.at))
                     now_open.discard(key)
             heartbeat = self._wall() if now_open else None

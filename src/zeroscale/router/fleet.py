@@ -36,6 +36,9 @@ from zeroscale.router.spec import PoolSpec, RouterSettings, Workers
 from zeroscale.router.warmcache import Template, WarmCache
 
 PROVEN_KEPT = 10_000  # pool specs remembered as proven (a few hundred bytes each)
+# Fewer provisioned workers up than a variant's ProvisionedConcurrency for this long (not a crashed one's
+# moment to start again) is metered as such: what is billed is what runs.
+PROVISIONED_SHORT_S = 10.0
 
 # What a request is sent to: a variant's pool, or the pools of a model's several containers.
 Variant = VariantPool | Pipeline
@@ -143,6 +146,8 @@ class Fleet:
         self._draining: set[VariantPool] = set()
         # Pools that were not quiet when last seen (insertion-ordered); the loop drops those gone quiet.
         self._active: dict[VariantPool, None] = {}
+        # Provisioned workers the metering was told are up (at activation: all), and since when fewer are.
+        self._provisioned_told: dict[VariantPool, tuple[int, float | None]] = {}
         self._wake = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
         self._background = Background("fleet")
@@ -413,8 +418,38 @@ class Fleet:
     def _close_template(self, template: Template) -> None:
         self._background.spawn(template.close())
 
+    def _meter_provisioned(self, pool: VariantPool) -> None:
+        """Tell the metering how many of a variant's provisioned workers are up, once that differs from
+        what it was told (at activation: all of them) for ``PROVISIONED_SHORT_S`` (a rise at once)."""
+        s = pool.spec
+        if pool.draining or not is_lead(s):
+            return
+        told, since = self._provisioned_told.get(pool, (s.provisioned, None))
+        up = min(s.provisioned, pool.ready)
+        now = self._clock()
+        if up == told:
+            self._provisioned_told[pool] = (told, None)
+            return
+        if up < told and (since is None or now - since < PROVISIONED_SHORT_S):
+            self._provisioned_told[pool] = (told, now if since is None else since)
+            return
+        self._provisioned_told[pool] = (up, None)
+        self.events.variant(
+            VariantEvent(
+                s.endpoint,
+                s.variant,
+                "provisioned",
+                self._wall(),
+                memory_mb=s.memory_mb,
+                max_concurrency=s.max_concurrency,
+                provisioned=up,
+                wanted=s.provisioned,
+            )
+        )
+
     def _emit_variant(self, pool: VariantPool, kind: str) -> None:
         s = pool.spec
+        self._provisioned_told.pop(pool, None)  # activated: all its provisioned workers are metered
         if not is_lead(s):  # a model's several containers: the variant is told of once, by the first
             return
         self.events.variant(
@@ -495,6 +530,8 @@ class Fleet:
                     del self._active[pool]
                 else:
                     pool.scale()
+                    if pool.spec.provisioned:
+                        self._meter_provisioned(pool)
             for pool in list(self._draining):
                 if pool not in self._active and not pool.quiet:
                     pool.scale()
