@@ -13,7 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from zeroscale.workers.client import AnswerTooLarge, FilePayload, WorkerConnection, WorkerConnectionError
+from zeroscale.workers.client import (
+    MAX_ANSWER_HEAD,
+    AnswerTooLarge,
+    FilePayload,
+    WorkerConnection,
+    WorkerConnectionError,
+)
 from zeroscale.workers.stream import open_stream
 
 # Each test on both loops (tests/workers/conftest.py): the server runs uvloop, whose transports differ.
@@ -134,6 +140,29 @@ async def test_a_worker_that_closes_mid_answer_or_answers_garbage_breaks_the_con
     with pytest.raises(WorkerConnectionError, match="malformed"):
         await conn.request(b"POST", b"/invocations", [], b"x", 5.0)
     assert conn.closed
+
+
+async def test_an_answer_whose_headers_never_end_is_refused_past_its_head_limit(worker: Worker) -> None:
+    """A model answering one 8 MB header (or many small ones): refused once the head passes
+    MAX_ANSWER_HEAD, not held whole in the server's memory on the loop every endpoint shares; a large head
+    within it is read."""
+    conn = await WorkerConnection.open_unix(worker.path)
+    worker.answer = lambda body: (0.0, ok(body, b"X-Big: " + b"a" * (8 * 1024 * 1024) + b"\r\n"))
+    with pytest.raises(WorkerConnectionError, match=f"more than {MAX_ANSWER_HEAD} bytes"):
+        await conn.request(b"POST", b"/invocations", [], b"x", 5.0)
+    conn.close()
+    conn = await WorkerConnection.open_unix(worker.path)
+    many = b"".join(b"X-%d: %s\r\n" % (i, b"b" * 100) for i in range(2000))  # ~220 KB of headers
+    worker.answer = lambda body: (0.0, ok(body, many))
+    with pytest.raises(WorkerConnectionError, match="status line and headers"):
+        await conn.request(b"POST", b"/invocations", [], b"x", 5.0)
+    conn.close()
+    conn = await WorkerConnection.open_unix(worker.path)
+    fits = b"X-Fits: " + b"c" * 40_000 + b"\r\n"
+    worker.answer = lambda body: (0.0, ok(body * 300_000, fits))
+    resp = await conn.request(b"POST", b"/invocations", [], b"y", 5.0)
+    assert resp.status == 200 and resp.header(b"x-fits") == b"c" * 40_000 and len(resp.body) == 300_000
+    conn.close()
 
 
 async def test_connection_close_from_the_worker_is_honoured(worker: Worker) -> None:

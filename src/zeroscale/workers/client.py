@@ -44,6 +44,11 @@ class WorkerConnectionError(Exception):
     """The worker closed the connection or answered something that is not HTTP."""
 
 
+# The most bytes a worker's answer may take before its headers end: the head is held in memory, on the
+# event loop every endpoint shares (a model answering a 100 MB header stalled them all for seconds).
+MAX_ANSWER_HEAD = 64 * 1024
+
+
 class AnswerTooLarge(Exception):
     """The worker's answer is larger than the request's ``max_answer``: it was not read on (the connection
     is closed; the worker itself is fine, and the next request opens a new one)."""
@@ -85,11 +90,16 @@ class _Collector:
         self.limit: int | None = None  # the most bytes of body taken into memory
         self.room = -1  # what is left of it (-1: no limit)
         self.too_large = False
+        self.in_head = True  # the answer's headers have not ended yet
+        self.head_fed = 0  # bytes fed while they had not
+        self.head_bytes = 0  # the headers parsed
+        self.refused = False  # its head was too large: nothing more is fed
         self.parser: httptools.HttpResponseParser | None = httptools.HttpResponseParser(self)
 
     def start(self, sink: FilePayload | None, limit: int | None) -> None:
         self.headers, self.chunks, self.done, self.keep_alive, self.sink = [], [], False, False, sink
         self.limit, self.room, self.too_large = limit, (-1 if limit is None else limit), False
+        self.in_head, self.head_fed, self.head_bytes, self.refused = True, 0, 0, False
 
     def release(self) -> None:
         self.parser = None
@@ -98,6 +108,7 @@ class _Collector:
         # llhttp resets its flags once the message completes: ask while the headers are fresh.
         parser = self.parser
         assert parser is not None  # only a parser calls this
+        self.in_head = False
         self.keep_alive = bool(parser.should_keep_alive())
         self.status = parser.get_status_code()
         if self.sink is not None and self.status >= 400:
@@ -105,6 +116,7 @@ class _Collector:
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self.headers.append((name, value))
+        self.head_bytes += len(name) + len(value) + 4  # a head read whole in one piece counts too
 
     def on_body(self, body: bytes) -> None:
         if self.sink is not None:
@@ -279,11 +291,23 @@ class WorkerConnection(asyncio.Protocol):
     def _feed(self, data: bytes) -> None:
         collector, done = self._answer, self._done
         assert done is not None and collector.parser is not None  # fed only while connected
+        if collector.refused:
+            return  # nothing more is held
         try:
             collector.parser.feed_data(data)
         except httptools.HttpParserError as exc:
             if not done.done():
                 done.set_exception(WorkerConnectionError(f"malformed response from worker: {exc}"))
+            return
+        if collector.in_head:
+            collector.head_fed += len(data)
+        if collector.head_bytes > MAX_ANSWER_HEAD or (
+            collector.in_head and collector.head_fed > MAX_ANSWER_HEAD
+        ):
+            collector.refused, collector.headers = True, []
+            if not done.done():
+                too_long = f"more than {MAX_ANSWER_HEAD} bytes of status line and headers"
+                done.set_exception(WorkerConnectionError(f"the worker's answer has {too_long}"))
             return
         if collector.too_large:
             if not done.done():
