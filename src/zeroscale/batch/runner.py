@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import dataclasses
 import gzip
+import itertools
 import json
 import logging
 import tempfile
@@ -384,18 +385,16 @@ class TransformRunner:
             }
         with self._deployer.hold() as hold:  # its artifacts stay in the cache until its pools are routed
             specs = await self._deployer.pool_specs(job.route, config, models, hold=hold)
-            waited = 0.0
-            while True:
+            for attempt in itertools.count():
                 try:
                     await self._fleet.activate(job.route, self._job_specs(job, specs, workers), warm=True)
                     return
                 except HostMemoryFull as exc:
                     # Busy or provisioned workers (another job's, say) hold the memory: the job waits its
                     # turn, InProgress, rather than failing; StopTransformJob ends the wait.
-                    if waited == 0.0:
+                    if not attempt:
                         log.info("transform job %s waits for memory for its workers: %s", job.name, exc)
                     await asyncio.sleep(_MEMORY_RETRY_S)
-                    waited += _MEMORY_RETRY_S
 
     @staticmethod
     def _job_specs(job: JobSpec, specs: list[PoolSpec], workers: int) -> list[PoolSpec]:
