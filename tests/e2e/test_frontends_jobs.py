@@ -53,6 +53,11 @@ def s3(s3_server: SeaweedS3) -> Any:
     return client
 
 
+def _frontend(server: ServerProcess) -> str:
+    """The identity a front end keeps in its data directory (what it writes on the rows it claims)."""
+    return (server.data_dir / "frontend-id").read_text().strip()
+
+
 def _status(sm: Any, name: str) -> str:
     return str(sm.describe_transform_job(TransformJobName=name)["TransformJobStatus"])
 
@@ -102,31 +107,38 @@ def test_an_async_request_runs_once_and_outlives_its_front_end(
         ContentType="application/json",
     )
     engine = create_engine(str(a.flags["database_url"]))
+    ident = {_frontend(s): s for s in (a, b)}
 
-    def row(inference_id: str) -> tuple[str, int]:
+    def row(inference_id: str) -> tuple[str, int, str | None]:
         with engine.connect() as conn:
             found = conn.execute(
-                text("SELECT status, attempts FROM async_requests WHERE inference_id = :i"),
+                text("SELECT status, attempts, frontend FROM async_requests WHERE inference_id = :i"),
                 {"i": inference_id},
             ).one()
-        return str(found[0]), int(found[1])
+        return str(found[0]), int(found[1]), found[2]
+
+    def running(inference_id: str) -> tuple[ServerProcess, ServerProcess]:
+        """The front end whose dispatcher claimed it (either may), and the other one."""
+        wait_for(lambda: row(inference_id)[0] == "Running", timeout_s=30)
+        runner = ident[str(row(inference_id)[2])]
+        return runner, (b if runner is a else a)
 
     try:
-        wait_for(lambda: row(first["InferenceId"])[0] == "Running", timeout_s=30)
-        b.restart()  # A's request is A's: B starting again does not run it a second time
+        runner, other = running(first["InferenceId"])
+        other.restart()  # the request is the runner's: the other starting again does not run it a second time
         answer = json.loads(_get(s3, first["OutputLocation"]))
         assert answer == {"echo": {"sleep": 4}}
-        assert row(first["InferenceId"]) == ("Completed", 1)
+        assert row(first["InferenceId"])[:2] == ("Completed", 1)
 
         second = smr_a.invoke_endpoint_async(
             EndpointName="frontasync",
             InputLocation=_put(s3, "frontasync/in/second.json", b'{"sleep": 3}'),
             ContentType="application/json",
         )
-        wait_for(lambda: row(second["InferenceId"])[0] == "Running", timeout_s=30)
-        a.stop(signal.SIGKILL)  # with it Running: B runs it again once A is no longer a member
+        runner, other = running(second["InferenceId"])
+        runner.stop(signal.SIGKILL)  # with it Running: the other runs it again once the runner is no member
         assert json.loads(_get(s3, second["OutputLocation"], timeout_s=TTL_S + 60)) == {"echo": {"sleep": 3}}
-        assert row(second["InferenceId"]) == ("Completed", 2)
-        assert "of a front end that died run again here" in b.log_path.read_text()
+        assert row(second["InferenceId"]) == ("Completed", 2, _frontend(other))
+        assert "of a front end that died run again here" in other.log_path.read_text()
     finally:
         engine.dispose()
