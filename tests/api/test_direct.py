@@ -34,6 +34,11 @@ async def direct(scope: MutableMapping[str, Any], body: bytes, send: Any) -> Non
         await send({"type": "http.response.body", "body": body})
 
 
+def admit(scope: MutableMapping[str, Any]) -> bool:
+    """The app's check of a request's head (its signature): here, no ``x-refuse`` header."""
+    return all(name != b"x-refuse" for name, _ in scope["headers"])
+
+
 async def app(scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
     if scope["type"] != "http":
         return
@@ -51,7 +56,7 @@ async def app(scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
 @pytest.fixture(scope="module")
 def port() -> Iterator[int]:
     port = free_port()
-    http = guard.protocol(HttpLimits(), direct=DirectRoute(direct, LIMIT))
+    http = guard.protocol(HttpLimits(), direct=DirectRoute(direct, LIMIT, admit))
     config = uvicorn.Config(app, port=port, loop="uvloop", http=http, lifespan="off", log_level="critical")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=lambda: asyncio.run(server.serve()), daemon=True)
@@ -93,6 +98,7 @@ def test_only_invocations_within_the_limit_take_the_direct_path(port: int) -> No
     exchange(port, post("/", b"control"))
     exchange(port, post(INVOKE, b"y" * (LIMIT + 1)))
     exchange(port, post(INVOKE, b"continue", "Expect: 100-continue"))
+    exchange(port, post(INVOKE, b"refused", "X-Refuse: yes"))  # not admitted: the app reads its body, or not
     get = f"GET {INVOKE} HTTP/1.1\r\nHost: x\r\n\r\n".encode()
     exchange(port, get)
     assert seen == [
@@ -101,6 +107,7 @@ def test_only_invocations_within_the_limit_take_the_direct_path(port: int) -> No
         ("asgi", b"control"),
         ("asgi", b"y" * (LIMIT + 1)),
         ("asgi", b"continue"),
+        ("asgi", b"refused"),
         ("asgi", b""),
     ]
 

@@ -259,6 +259,48 @@ def test_unsigned_payload_is_refused() -> None:
         verify(req)
 
 
+def prepare(req: dict[str, Any]) -> sigv4.Signed:
+    return sigv4.prepare(lookup=lookup, **{k: v for k, v in req.items() if k != "body"})
+
+
+def test_prepare_refuses_what_the_head_alone_refuses() -> None:
+    """Before any body: no signature, an unknown key, a stale date, an unsigned payload, and a signature that
+    does not hold over the hash the head declares."""
+    req = runtime_request()
+    unsigned = {**req, "headers": [(n, v) for n, v in req["headers"] if n != b"authorization"]}
+    with pytest.raises(MissingAuthenticationToken):
+        prepare(unsigned)
+    with pytest.raises(UnrecognizedClient):
+        prepare(runtime_request(akid="AKIANOBODYKNOWS00001"))
+    with pytest.raises(InvalidSignature, match="Signature expired"):
+        sigv4.prepare(lookup=lookup, now=time.time() + 3600, **{k: v for k, v in req.items() if k != "body"})
+    payload = sign("POST", ENDPOINT + "/", headers={"X-Amz-Content-SHA256": "UNSIGNED-PAYLOAD"}, body=b"x")
+    with pytest.raises(InvalidSignature, match="UNSIGNED-PAYLOAD"):
+        prepare(payload)
+    body = b'{"a": 1}'
+    declared = {"X-Amz-Content-SHA256": hashlib.sha256(body).hexdigest()}
+    wrong = sign("POST", ENDPOINT + "/endpoints/e/invocations", headers=declared, body=body, secret="nope")
+    with pytest.raises(InvalidSignature, match="does not match the signature you provided"):
+        prepare(wrong)
+
+
+def test_prepare_then_finish_checks_the_body() -> None:
+    """Without a declared hash the signature waits for the body; with one it is checked at the head and the
+    body must then hash to what was declared."""
+    req = runtime_request()
+    signed = prepare(req)
+    assert not signed.verified and signed.finish(req["body"]) == AKID
+    with pytest.raises(InvalidSignature, match="does not match the signature you provided"):
+        prepare(req).finish(req["body"] + b"!")
+    body = b'{"a": 1}'
+    declared = {"X-Amz-Content-SHA256": hashlib.sha256(body).hexdigest()}
+    req = sign("POST", ENDPOINT + "/endpoints/e/invocations", headers=declared, body=body)
+    signed = prepare(req)
+    assert signed.verified and signed.finish(body) == AKID
+    with pytest.raises(InvalidSignature, match="XAmzContentSHA256Mismatch"):
+        signed.finish(b'{"a": 2}')
+
+
 def test_path_needing_percent_encoding() -> None:
     # The wire path is already percent-encoded once; SigV4 (non-S3) encodes it again.
     url = ENDPOINT + "/endpoints/my%20ep%2Fx%C3%BC~(1)/invocations"

@@ -8,14 +8,19 @@ connections count against its own address, not against the served client's 127.0
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
 
 import pytest
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
 
-from zeroscale.testing import ServerProcess
+from zeroscale.testing import ACCESS_KEY, REGION, SECRET_KEY, ServerProcess
 
 HEADER_TIMEOUT_S = 1.0
 BODY_TIMEOUT_S = 1.5
@@ -53,6 +58,50 @@ def answer(sock: socket.socket) -> tuple[bytes, float]:
             break
         data += chunk
     return data, time.monotonic()
+
+
+def signed(
+    server: ServerProcess,
+    path: str,
+    body: bytes,
+    headers: dict[str, str],
+    *,
+    secret: str = SECRET_KEY,
+    declared: bytes | None = None,
+) -> tuple[bytes, bytes]:
+    """(the head, the body) of a POST that botocore signed with ``secret``; with ``declared``, its head says
+    the body hashes to sha256(declared) (``x-amz-content-sha256``), signed as such."""
+    headers = {"Content-Type": "application/x-amz-json-1.1", **headers}
+    if declared is not None:
+        headers["X-Amz-Content-SHA256"] = hashlib.sha256(declared).hexdigest()
+    request = AWSRequest(method="POST", url=f"{server.url}{path}", data=body, headers=headers)
+    SigV4Auth(Credentials(ACCESS_KEY, secret), "sagemaker", REGION).add_auth(request)
+    prepared = request.prepare()
+    lines = [f"POST {path} HTTP/1.1", f"Host: 127.0.0.1:{server.port}", f"Content-Length: {len(body)}"]
+    lines += [f"{k}: {v}" for k, v in prepared.headers.items() if k.lower() not in ("host", "content-length")]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode(), body
+
+
+def first_answer(sock: socket.socket) -> bytes:
+    """The head and body of the first answer on ``sock`` (by its Content-Length), without waiting for the
+    connection to close: a server that waits for the rest of a body would answer nothing here."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(4096)
+        if not chunk:
+            return data
+        data += chunk
+    head, _, rest = data.partition(b"\r\n\r\n")
+    lengths = [
+        line.split(b":")[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")
+    ]
+    length = int(lengths[0]) if lengths else 0
+    while len(rest) < length:
+        chunk = sock.recv(4096)
+        if not chunk:
+            break
+        rest += chunk
+    return head + b"\r\n\r\n" + rest
 
 
 class Served:
@@ -125,9 +174,8 @@ def test_an_idle_connection_is_closed_and_a_slow_body_is_cut_off(
 
     slow = attacker(server)
     start = time.monotonic()
-    slow.sendall(
-        b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\nContent-Type: application/json\r\n\r\n{"
-    )
+    head, _ = signed(server, "/", b"{" + b" " * 999, {"X-Amz-Target": "SageMaker.ListEndpoints"})
+    slow.sendall(head + b"{")  # a signed head: its body is awaited (an unsigned one is refused unread)
     for _ in range(3):  # a byte at a time: it is the deadline that counts, not the silence
         time.sleep(0.3)
         slow.sendall(b" ")
@@ -195,3 +243,90 @@ def test_a_head_request_on_a_kept_alive_connection_is_answered_then_pipelined_on
     assert len(responses) == 3, data
     assert responses[0].endswith(b"\r\n\r\nok\n") and responses[2].endswith(b"\r\n\r\nok\n")
     assert b"ok\n" not in responses[1]
+
+
+BIG = 4 * 1024 * 1024  # within the payload limit: what a server reading bodies first would hold
+
+
+@pytest.mark.parametrize(
+    ("path", "target"),
+    [("/endpoints/nowhere/invocations", ""), ("/", "SageMaker.ListEndpoints")],
+    ids=["invocation", "control-plane"],
+)
+def test_a_request_refused_by_its_head_is_refused_before_its_body(
+    server: ServerProcess, path: str, target: str
+) -> None:
+    """An unsigned request, one signed with a key the server does not know, and one whose head declares its
+    body's hash under a wrong signature are answered as their head arrives, with none of their body sent:
+    the server holds no body for a request it can refuse without one (it held 16 MB per connection)."""
+    extra = {"X-Amz-Target": target} if target else {}
+    unsigned = f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {BIG}\r\n"
+    unsigned += "".join(f"{k}: {v}\r\n" for k, v in extra.items()) + "\r\n"
+    body = b"{}" + b" " * (BIG - 2)
+    unknown, _ = signed(server, path, body, extra)
+    unknown = unknown.replace(ACCESS_KEY.encode(), b"AKIDNOBODYKNOWS0001")
+    wrong, _ = signed(server, path, body, extra, secret="not-the-secret", declared=body)
+    expected = [
+        ("MissingAuthenticationToken", "Missing Authentication Token"),
+        ("UnrecognizedClientException", "security token included in the request is invalid"),
+        ("InvalidSignatureException", "does not match the signature you provided"),
+    ]
+    for head, (code, message) in zip([unsigned.encode(), unknown, wrong], expected, strict=True):
+        sock = attacker(server)
+        sock.sendall(head + b"{")  # one byte of the body, the rest never sent
+        data = first_answer(sock)
+        sock.close()
+        assert data.startswith(b"HTTP/1.1 403 "), data[:200]
+        answer_head, _, answer_body = data.partition(b"\r\n\r\n")
+        document = json.loads(answer_body)
+        assert code in (document.get("__type", "") + answer_head.decode("latin-1")), data[:400]
+        assert message in document.get("message", document.get("Message", "")), document
+
+
+def test_a_head_declaring_its_body_is_verified_then_its_body_against_it(server: ServerProcess) -> None:
+    """A head signed over its declared body hash passes before the body arrives; a body other than the one
+    declared is then refused (XAmzContentSHA256Mismatch), and the one declared is served."""
+    body = json.dumps({"MaxResults": 1}).encode()
+    for sent, status, needle in [
+        (body, b"200", b"Endpoints"),
+        (body.replace(b"1", b"2"), b"403", b"XAmzContentSHA256Mismatch"),
+    ]:
+        head, _ = signed(server, "/", body, {"X-Amz-Target": "SageMaker.ListEndpoints"}, declared=body)
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+            sock.sendall(head + sent)
+            data = first_answer(sock)
+        assert data.startswith(b"HTTP/1.1 " + status) and needle in data, data[:400]
+
+
+def test_a_newcomer_takes_an_idle_slot_from_the_address_holding_the_most(
+    server_factory: Callable[..., ServerProcess],
+) -> None:
+    """Every slot taken by two addresses parking connections (an unsigned GET /ping each, then nothing, as a
+    kept-alive client does for 75 s): a third address is still served, on the slot of one of the
+    connections of the address holding the most."""
+    full = server_factory(max_connections=12, max_connections_per_client=8)
+    parked: dict[str, list[socket.socket]] = {"127.0.0.2": [], "127.0.0.3": []}
+    for host, count in (("127.0.0.2", 8), ("127.0.0.3", 4)):
+        for _ in range(count):
+            sock = socket.socket()
+            sock.bind((host, 0))
+            sock.settimeout(10)
+            sock.connect(("127.0.0.1", full.port))
+            sock.sendall(b"GET /ping HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert first_answer(sock).startswith(b"HTTP/1.1 200"), host
+            parked[host].append(sock)
+    newcomer = socket.socket()
+    newcomer.bind(("127.0.0.4", 0))
+    newcomer.settimeout(10)
+    newcomer.connect(("127.0.0.1", full.port))
+    newcomer.sendall(b"GET /ping HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert first_answer(newcomer).startswith(b"HTTP/1.1 200")
+    newcomer.close()
+    closed = {host: 0 for host in parked}
+    for host, socks in parked.items():
+        for sock in socks:
+            sock.settimeout(0.5)
+            with contextlib.suppress(TimeoutError):
+                closed[host] += sock.recv(1) == b""  # closed without a word
+            sock.close()
+    assert closed == {"127.0.0.2": 1, "127.0.0.3": 0}

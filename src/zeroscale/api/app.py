@@ -45,6 +45,7 @@ _INVOCATIONS_SUFFIX = "/invocations"
 _ASYNC_SUFFIX = "/async-invocations"
 _STREAM_SUFFIX = "/invocations-response-stream"
 _CONTROL_BODY_LIMIT = 16 * 1024 * 1024
+_SIGNED = "zeroscale.signed"  # in an invocation's scope: its signature as checked at its headers (admit)
 
 
 class _RequestIds:
@@ -162,13 +163,6 @@ class App:
             return
         target, access, error_code = "", None, ""
         try:
-            limit = MAX_JSON_BODY_BYTES if path == "/" else _CONTROL_BODY_LIMIT
-            try:
-                body = await _read_body(scope, receive, limit)
-            except BodyTooLarge:
-                raise ValidationException(
-                    f"Request {request_id} has oversize body (at most {limit} bytes)."
-                ) from None
             if path.startswith(REST_PREFIX) and "" in path[len(REST_PREFIX) :].split("/")[:-1]:
                 # images//name/tag: the policy check and the handler would read two names
                 raise UnknownOperationException(f"No zeroscale API at {path}: a path has no empty parts.")
@@ -184,22 +178,28 @@ class App:
             topics = self._p.query  # the SNS-style topics: any other query-protocol request
             if iam is None and topics is not None and is_query_request(method, path, headers, target):
                 serialise = topics.error
-                params = parse(body if method == "POST" else scope.get("query_string", b""))
-                if not (method == "GET" and params.get("Action") in UNSIGNED_ACTIONS):
-                    key = self._verify(scope, body, topics.signing_name)
-                    if self._p.throttle is not None:
-                        self._p.throttle(key, "Throttling")  # the query protocol's code
-                    access = Access(key, "query", topics.signing_name, params=params)
-                    if self._p.authorize is not None:
-                        self._p.authorize(access)
+                params = parse(scope.get("query_string", b"")) if method == "GET" else {}
+                if params.get("Action") in UNSIGNED_ACTIONS:  # a subscription's confirmation link
+                    await topics.handle(send, request_id, params)
+                    return
+                signed = self._prepare(scope, topics.signing_name)  # before the body: refused unread
+                body = await self._body(scope, receive, request_id, path)
+                if method == "POST":
+                    params = parse(body)
+                key = signed.finish(body)
+                if self._p.throttle is not None:
+                    self._p.throttle(key, "Throttling")  # the query protocol's code
+                access = Access(key, "query", topics.signing_name, params=params)
+                if self._p.authorize is not None:
+                    self._p.authorize(access)
                 await topics.handle(send, request_id, params)
                 return
             service = self._service(target)
             if iam is not None:
                 serialise = iam.error
-            access_key_id = self._verify(
-                scope, body, iam.signing_name if iam is not None else service.signing_name
-            )
+            signed = self._prepare(scope, iam.signing_name if iam is not None else service.signing_name)
+            body = await self._body(scope, receive, request_id, path)
+            access_key_id = signed.finish(body)
             if self._p.throttle is not None:
                 self._p.throttle(access_key_id, "ThrottlingException" if iam is None else "Throttling")
             call_body = body if rpc_target is None else rpcv2.to_json(body)  # the same call in JSON
@@ -237,8 +237,20 @@ class App:
                 self._p.audit(access, scope, target, error_code)
 
     def direct_route(self) -> DirectRoute:
-        """Where the HTTP layer sends invocations it reads whole (``api/direct.py``), and their limit."""
-        return DirectRoute(self.buffered_invocation, self._p.payload_limit_bytes)
+        """Where the HTTP layer sends invocations it reads whole (``api/direct.py``), their limit, and what
+        admits one to that path before its body arrives."""
+        return DirectRoute(self.buffered_invocation, self._p.payload_limit_bytes, self.admit)
+
+    def admit(self, scope: Scope) -> bool:
+        """Whether the invocation whose headers ``scope`` holds may have its body read whole by the HTTP
+        layer: only when its signature holds as far as the headers go (kept in the scope for ``_runtime``).
+        One that does not goes through the ASGI cycle, where ``_runtime`` refuses it before reading its
+        body: the server holds no body for a request it can refuse without one."""
+        try:
+            scope[_SIGNED] = self._prepare(scope, self._default_service.signing_name)
+        except Exception:  # answered, with the same check, by ``_runtime`` in the cycle
+            return False
+        return True
 
     async def buffered_invocation(self, scope: Scope, body: bytes, send: Send) -> None:
         """``POST /endpoints/{name}/invocations`` whose body the HTTP layer has read whole, within the payload
@@ -260,6 +272,8 @@ class App:
         path: str = scope["path"]
         method: str = scope["method"]
         try:
+            # prepared at the headers by the direct path (``admit``), else here: before the body is read
+            signed = scope.get(_SIGNED) or self._prepare(scope, self._default_service.signing_name)
             if body is None:
                 assert receive is not None
                 try:
@@ -267,7 +281,7 @@ class App:
                 except BodyTooLarge:
                     raise RuntimeValidationError(f"Request {request_id} has oversize body.") from None
             headers: list[tuple[bytes, bytes]] = scope["headers"]
-            access_key_id = self._verify(scope, body, self._default_service.signing_name)
+            access_key_id = signed.finish(body)
             if path.endswith(_ASYNC_SUFFIX) and self._p.async_runtime is not None:
                 endpoint = self._runtime_target(
                     access_key_id, method, path, _ASYNC_SUFFIX, "InvokeEndpointAsync"
@@ -291,19 +305,28 @@ class App:
                 send, request_id, InternalFailure(f"Internal failure (request {request_id}).")
             )
 
-    def _verify(self, scope: Scope, body: bytes, service: str) -> str:
-        """The access key that signed this request for ``service`` (``sigv4.verify``'s errors otherwise)."""
+    def _prepare(self, scope: Scope, service: str) -> sigv4.Signed:
+        """This request's signature for ``service``, checked as far as its headers go (``sigv4.prepare``'s
+        errors otherwise): done before its body is read, so that a request refused is refused unread."""
         path: str = scope["path"]
-        return sigv4.verify(
+        return sigv4.prepare(
             method=scope["method"],
             raw_path=scope.get("raw_path") or path.encode(),
             query_string=scope.get("query_string", b""),
             headers=scope["headers"],
-            body=body,
             lookup=self._p.lookup_secret,
             service=service,
             region=self._p.region,
         )
+
+    async def _body(self, scope: Scope, receive: Receive, request_id: str, path: str) -> bytes:
+        limit = MAX_JSON_BODY_BYTES if path == "/" else _CONTROL_BODY_LIMIT
+        try:
+            return await _read_body(scope, receive, limit)
+        except BodyTooLarge:
+            raise ValidationException(
+                f"Request {request_id} has oversize body (at most {limit} bytes)."
+            ) from None
 
     def _runtime_target(
         self, access_key_id: str, method: str, path: str, suffix: str, operation: str = ""

@@ -43,10 +43,13 @@ _BAD_VALUE = re.compile(b"[\x00-\x08\x0a-\x1f\x7f]")
 
 @dataclass(frozen=True)
 class DirectRoute:
-    """Where direct requests go: the app's handler for a whole body, and the largest body it takes."""
+    """Where direct requests go: the app's handler for a whole body, the largest body it takes, and
+    whether a request whose headers have arrived may take the path (its body then read whole, unchecked
+    until it has): one refused goes through uvicorn's cycle, whose app reads no body it refuses."""
 
     handler: Callable[[Scope, bytes, Send], Awaitable[None]]
     limit_bytes: int
+    admit: Callable[[Scope], bool]
 
 
 class _Unused:
@@ -184,6 +187,9 @@ class DirectHttpTools(HttpToolsProtocol):
         scope["path"] = urllib.parse.unquote(path) if "%" in path else path
         scope["raw_path"] = raw_path
         scope["query_string"] = parsed.query or b""
+        if not route.admit(scope):
+            super().on_headers_complete()
+            return
         cycle = DirectCycle(self, scope)
         self.cycle = cycle  # type: ignore[assignment]
         self._receiving = cycle

@@ -13,7 +13,10 @@ and caps it does not have on its own.
   is disconnected, so a stalled reader holds no response in memory.
 - **Connections:** at most ``max_connections`` open at once and ``max_connections_per_client`` from one
   address; past either, the new connection gets ``503`` and is closed before anything is read. One client
-  address cannot take every slot from the others.
+  address cannot take every slot from the others. When all slots are taken, a newcomer takes the slot of a
+  connection that waits for its next request (idle, or silent since it opened) from the address holding the
+  most, as long as that address holds more than the newcomer's would: a few addresses parking kept-alive
+  connections (an unsigned ``GET /ping`` keeps one for ``timeout_keep_alive``) cannot lock others out.
 - Idle keep-alive connections are closed by uvicorn's ``timeout_keep_alive``.
 """
 
@@ -76,8 +79,8 @@ _JOIN_BELOW = 64 * 1024  # a body up to this is joined to the head; a larger one
 
 class GuardedHttpTools(DirectHttpTools):
     limits: ClassVar[HttpLimits] = HttpLimits()
-    # client address -> open connections, per server (a class made per server by ``protocol``)
-    per_client: ClassVar[dict[str, int]] = {}
+    # client address -> its open connections, per server (a class made per server by ``protocol``)
+    per_client: ClassVar[dict[str, set[GuardedHttpTools]]] = {}
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -88,28 +91,54 @@ class GuardedHttpTools(DirectHttpTools):
         self._timer: asyncio.TimerHandle | None = None
         self._timer_kind = ""
         host = str(self.client[0]) if self.client else ""
-        count = self.per_client.get(host, 0)
-        if (
-            len(self.connections) > self.limits.max_connections
-            or count >= self.limits.max_connections_per_client
+        mine = self.per_client.get(host)
+        count = len(mine) if mine is not None else 0
+        if count >= self.limits.max_connections_per_client or (
+            len(self.connections) > self.limits.max_connections and not self._make_room(count)
         ):
             transport.write(_503)
             transport.close()
             return
-        self.per_client[host] = count + 1
+        if mine is None:
+            mine = self.per_client[host] = set()
+        mine.add(self)
         self._host = host
         self._arm("head", self.limits.header_timeout_s)  # it must say something
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
         if self._host is not None:
-            left = self.per_client.get(self._host, 1) - 1
-            if left > 0:
-                self.per_client[self._host] = left
-            else:
-                self.per_client.pop(self._host, None)
+            mine = self.per_client.get(self._host)
+            if mine is not None:
+                mine.discard(self)
+                if not mine:
+                    del self.per_client[self._host]
             self._host = None
         super().connection_lost(exc)
+
+    def _make_room(self, count: int) -> bool:
+        """Every slot is taken: close a connection waiting for its next request from the address holding the
+        most, when that address holds more than this one's ``count`` + 1 (module docstring). False when there
+        is none to close: the newcomer is refused."""
+        most = max(self.per_client.values(), key=len, default=None)
+        if most is None or len(most) <= count + 1:
+            return False
+        victim = next((c for c in most if c._waiting()), None)
+        if victim is None:
+            return False
+        victim._disarm()  # closed as an idle keep-alive connection is: without a word (clients open another)
+        victim.transport.close()
+        return True
+
+    def _waiting(self) -> bool:
+        """Between requests: nothing of the next one received, no answer owed."""
+        cycle = self.cycle
+        return (
+            self._in_head
+            and self._head_bytes == 0
+            and (cycle is None or cycle.response_complete)
+            and not self.transport.is_closing()
+        )
 
     def data_received(self, data: bytes) -> None:
         # Deadlines are armed only for what one read left unfinished: a request that arrives whole (the usual

@@ -19,6 +19,10 @@ The canonical request is rebuilt the way botocore's ``SigV4Auth`` builds it on t
   ``UNSIGNED-PAYLOAD`` or any other value is refused (S3's XAmzContentSHA256Mismatch, in the service's
   InvalidSignature shape).
 
+The check comes in two steps, so that a server reads no body for a request it can refuse without one:
+``prepare`` checks all the headers say (the claim, a known key, freshness, and the signature itself when
+the request declares its body's hash in ``x-amz-content-sha256``), ``Signed.finish`` the body.
+
 Both forms of SigV4 are accepted: the ``Authorization`` header and presigned query parameters
 (``X-Amz-Algorithm``, ``X-Amz-Credential``, ``X-Amz-Date``, ``X-Amz-Expires``, ``X-Amz-SignedHeaders``,
 ``X-Amz-Signature``).
@@ -39,7 +43,17 @@ from urllib.parse import quote, unquote
 from zeroscale.api.wire import header_text
 from zeroscale.errors import InvalidSignature, MissingAuthenticationToken, UnrecognizedClient
 
-__all__ = ["ALGORITHM", "Claim", "canonical_request", "header_map", "parse_claim", "string_to_sign", "verify"]
+__all__ = [
+    "ALGORITHM",
+    "Claim",
+    "Signed",
+    "canonical_request",
+    "header_map",
+    "parse_claim",
+    "prepare",
+    "string_to_sign",
+    "verify",
+]
 
 ALGORITHM = "AWS4-HMAC-SHA256"
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
@@ -499,6 +513,107 @@ def _signature_matches(key: bytes, sts: str, provided: str) -> bool:
 # verify
 
 
+@dataclass(slots=True)
+class Signed:
+    """A request whose signature has been checked as far as its headers allow (``prepare``): its claim, its
+    key, its freshness; and the signature itself when the request declared its body's hash
+    (``x-amz-content-sha256``). ``finish`` checks the body against it. The split lets a server refuse a
+    request before reading its body (one without a key it knows, a stale one, a wrong declared
+    signature) rather than hold the body of anyone who connects."""
+
+    akid: str
+    key: bytes
+    claim: Claim
+    scope: str
+    method: str
+    uri: str
+    headers_part: str
+    names: tuple[str, ...]
+    hmap: dict[str, list[str]]
+    verified: bool  # the signature matched over the declared hash: the body need only hash to it
+
+    def finish(self, body: bytes) -> str:
+        """The verified access key id, once ``body`` is the one signed (InvalidSignature otherwise)."""
+        payload_hash = _payload_hash(self.hmap, body)
+        if self.verified or _matches(self, payload_hash):
+            return self.akid
+        raise InvalidSignature(MSG_MISMATCH)
+
+
+def _matches(signed: Signed, payload_hash: str) -> bool:
+    claim = signed.claim
+    for query in _query_forms(claim.pairs):
+        creq = canonical_request(
+            signed.method, signed.uri, query, signed.headers_part, signed.names, payload_hash
+        )
+        sts = string_to_sign(claim.amz_date, signed.scope, creq)
+        if _signature_matches(signed.key, sts, claim.signature):
+            return True
+    return False
+
+
+_HEX = frozenset("0123456789abcdef")
+
+
+def _declared_hash(hmap: dict[str, list[str]]) -> str | None:
+    """The body's hash as the request declares it, when it declares one a body could have; an unsigned or
+    streaming payload is refused here (no zeroscale operation takes one), before any body is read."""
+    claimed = hmap.get("x-amz-content-sha256")
+    if claimed is None or len(claimed) != 1:
+        return None
+    value = claimed[0].strip()
+    if value == UNSIGNED_PAYLOAD or value.startswith("STREAMING-"):
+        raise InvalidSignature(_content_sha_message(value, ""))
+    return value if len(value) == 64 and set(value) <= _HEX else None
+
+
+def prepare(
+    *,
+    method: str,
+    raw_path: bytes,
+    query_string: bytes,
+    headers: Sequence[tuple[bytes, bytes]],
+    lookup: Callable[[str], str | None],
+    service: str = "sagemaker",
+    region: str | None = None,
+    now: float | None = None,
+    max_skew_s: float = 900.0,
+) -> Signed:
+    """Everything ``verify`` checks that needs no body (its errors, but the body's): a request that fails
+    here is refused before its body is read. ``Signed.finish(body)`` ends the check."""
+    hmap = header_map(headers)
+    if b"?" in raw_path:  # some servers hand over the path with its query attached
+        raw_path = raw_path.partition(b"?")[0]
+    claim = parse_claim(hmap, query_string)
+    akid, scope_date, scope_region, scope = _parse_scope(claim.credential, service, region)
+    names = _signed_header_names(claim.signed_headers)
+    _check_all_signed(hmap, names)
+    signed_at = _check_date(claim.amz_date, scope_date)
+    secret = lookup(akid)
+    if secret is None:
+        raise UnrecognizedClient(MSG_UNKNOWN_KEY)
+    _check_fresh(claim, signed_at, time.time() if now is None else now, max_skew_s)
+    declared = _declared_hash(hmap)
+    signed = Signed(
+        akid,
+        _signing_key(secret, scope_date, scope_region, service),
+        claim,
+        scope,
+        method,
+        _canonical_uri(raw_path, service != "s3"),
+        _canonical_headers(names, hmap),
+        names,
+        hmap,
+        False,
+    )
+    if declared is None:
+        return signed
+    if not _matches(signed, declared):
+        raise InvalidSignature(MSG_MISMATCH)
+    signed.verified = True
+    return signed
+
+
 def verify(
     *,
     method: str,
@@ -512,7 +627,7 @@ def verify(
     now: float | None = None,
     max_skew_s: float = 900.0,
 ) -> str:
-    """Returns the verified access key id.
+    """Returns the verified access key id (``prepare`` then ``Signed.finish``).
 
     Raises zeroscale.errors.MissingAuthenticationToken (no Authorization header and no X-Amz-Signature
     query auth), UnrecognizedClient ('The security token included in the request is invalid.' for an
@@ -523,25 +638,14 @@ def verify(
     region than ``region``, the server's: 'Credential should be scoped to a valid region, not ...'; None
     checks no region). `lookup(access_key_id)` returns the secret or None.
     """
-    hmap = header_map(headers)
-    if b"?" in raw_path:  # some servers hand over the path with its query attached
-        raw_path = raw_path.partition(b"?")[0]
-    claim = parse_claim(hmap, query_string)
-    akid, scope_date, scope_region, scope = _parse_scope(claim.credential, service, region)
-    names = _signed_header_names(claim.signed_headers)
-    _check_all_signed(hmap, names)
-    signed_at = _check_date(claim.amz_date, scope_date)
-    secret = lookup(akid)
-    if secret is None:
-        raise UnrecognizedClient(MSG_UNKNOWN_KEY)
-    _check_fresh(claim, signed_at, time.time() if now is None else now, max_skew_s)
-
-    uri = _canonical_uri(raw_path, service != "s3")
-    headers_part = _canonical_headers(names, hmap)
-    payload_hash = _payload_hash(hmap, body)
-    key = _signing_key(secret, scope_date, scope_region, service)
-    for query in _query_forms(claim.pairs):
-        creq = canonical_request(method, uri, query, headers_part, names, payload_hash)
-        if _signature_matches(key, string_to_sign(claim.amz_date, scope, creq), claim.signature):
-            return akid
-    raise InvalidSignature(MSG_MISMATCH)
+    return prepare(
+        method=method,
+        raw_path=raw_path,
+        query_string=query_string,
+        headers=headers,
+        lookup=lookup,
+        service=service,
+        region=region,
+        now=now,
+        max_skew_s=max_skew_s,
+    ).finish(body)
