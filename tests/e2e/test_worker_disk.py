@@ -29,8 +29,18 @@ def input_fn(body, content_type):
     return json.loads(body)
 
 
+HELD = []  # files removed from the scratch directory and kept open
+
+
 def predict_fn(data, model):
     tmp = os.environ["TMPDIR"]
+    for i in range(data.get("hold", 0)):  # each within the limit, removed, its blocks still taken
+        path = os.path.join(tmp, f"held-{i}.bin")
+        f = open(path, "wb")
+        f.write(os.urandom(data.get("mb", 1) << 20))
+        f.flush()
+        os.remove(path)
+        HELD.append(f)
     for i in range(data.get("files", 0)):
         write(os.path.join(tmp, f"part-{data.get('tag', '')}{i}.bin"), 0, os.urandom(data.get("mb", 1) << 20))
     if data.get("sparse"):
@@ -112,6 +122,20 @@ def test_many_files_past_the_limit_stop_the_worker_and_a_new_one_starts_empty(wr
     wait_for(fresh, timeout_s=20)
     assert not [f for f in write(smr)["files"] if f.startswith("part-")]  # a new, empty scratch directory
     assert 'reason="disk_killed"' in server.metrics()
+
+
+def test_files_removed_but_kept_open_count_until_they_are_closed(writer: Any) -> None:
+    """A model writing files within the limit, removing each and keeping it open, holds their blocks with
+    an empty directory (it held 1.3 GB under a 200 MB limit): they count, and the worker is stopped."""
+    server, smr = writer
+    before = stream_text(server).count("removed but still open")
+    holder = write(smr)["pid"]
+    try:  # 60 MB in 10 MB files, none left in the directory
+        assert not [f for f in write(smr, hold=6, mb=10)["files"] if f.startswith("held-")]
+    except smr.exceptions.ModelError as err:  # a look came while it wrote
+        assert "removed but still open" in err.response["Error"]["Message"]
+    wait_for(lambda: stream_text(server).count("removed but still open") > before, timeout_s=20)
+    wait_for(lambda: write(smr)["pid"] != holder, timeout_s=20)
 
 
 def test_more_files_than_the_walk_takes_stop_the_worker(writer: Any) -> None:

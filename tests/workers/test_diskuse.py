@@ -3,10 +3,12 @@ worker's directory left to its own count; the walk gives up past its entries."""
 
 from __future__ import annotations
 
+import ctypes
+import mmap
 import os
 from pathlib import Path
 
-from zeroscale.workers.diskuse import MAX_ENTRIES, Usage, over_limit, usage
+from zeroscale.workers.diskuse import MAX_ENTRIES, Usage, held_removed, over_limit, usage
 
 MB = 1024 * 1024
 
@@ -47,3 +49,54 @@ def test_the_walk_gives_up_past_its_entries(tmp_path: Path) -> None:
     assert many.too_many
     why = over_limit("Worker w", many, MB)
     assert why is not None and f"more than {MAX_ENTRIES} files and directories" in why
+
+
+def _map(path: Path) -> tuple[int, int]:
+    """(address, length) of ``path`` mapped with no descriptor left open (Python's mmap keeps a duplicate)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mmap.restype = ctypes.c_void_p
+    libc.mmap.argtypes = [
+        ctypes.c_void_p,
+        ctypes.c_size_t,
+        ctypes.c_int,
+        ctypes.c_int,
+        ctypes.c_int,
+        ctypes.c_long,
+    ]
+    length = path.stat().st_size
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        address = libc.mmap(None, length, mmap.PROT_READ, mmap.MAP_SHARED, fd, 0)
+    finally:
+        os.close(fd)
+    assert address not in (None, ctypes.c_void_p(-1).value), ctypes.get_errno()
+    return int(address), length
+
+
+def test_files_removed_but_held_count_once_open_or_mapped(tmp_path: Path) -> None:
+    """Removed from the directory, their blocks still taken: counted while this process holds them (each
+    once), mappings only when asked (they cost more to read), files elsewhere never."""
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    (scratch / "mapped.bin").write_bytes(os.urandom(2 * MB))
+    address, length = _map(scratch / "mapped.bin")
+    os.remove(scratch / "mapped.bin")  # only the mapping holds it
+    me = [os.getpid()]
+    elsewhere = tmp_path / "elsewhere.bin"
+    try:
+        with open(scratch / "open.bin", "wb") as held, open(elsewhere, "wb") as other:
+            held.write(os.urandom(3 * MB))
+            held.flush()
+            other.write(os.urandom(MB))
+            other.flush()
+            with open(scratch / "open.bin", "rb"):  # the same file twice: counted once
+                os.remove(scratch / "open.bin")
+                os.remove(elsewhere)
+                assert usage(str(scratch)).bytes < 64 * 1024
+                assert 3 * MB <= held_removed(me, str(scratch), maps=False) < 3 * MB + 64 * 1024
+                assert 5 * MB <= held_removed(me, str(scratch), maps=True) < 5 * MB + 64 * 1024
+                assert held_removed(me, str(tmp_path / "scr"), maps=True) == 0  # a sibling's prefix
+        assert 2 * MB <= held_removed(me, str(scratch), maps=True) < 2 * MB + 64 * 1024
+    finally:
+        ctypes.CDLL(None).munmap(ctypes.c_void_p(address), ctypes.c_size_t(length))
+    assert held_removed(me, str(scratch), maps=True) == 0

@@ -32,7 +32,7 @@ from zeroscale.workers.capture import open_stream as open_log
 from zeroscale.workers.cgroups import MemoryGroups
 from zeroscale.workers.client import Body, WorkerConnection, WorkerConnectionError, WorkerResponse
 from zeroscale.workers.confinement import Confinement, processes_of
-from zeroscale.workers.diskuse import DiskWatch
+from zeroscale.workers.diskuse import DiskTarget, DiskWatch
 from zeroscale.workers.forkserver import EXIT_UNFORKABLE_TEMPLATE, THREAD_ENV
 from zeroscale.workers.memory import ResidentSets, page_table_bytes, private_bytes, tree_pids, tree_rss_mb
 from zeroscale.workers.process import CONTAINER_MODEL_DIR, ProcessLauncher
@@ -219,7 +219,9 @@ class WorkerManager:
         self._ticks = 0
         # Scratch directories past --worker-disk-mb: looked at once a second, off the loop.
         self._disk: DiskWatch[int] = DiskWatch(
-            confinement.settings.max_disk_bytes if confinement is not None else 0, self._over_disk
+            confinement.settings.max_disk_bytes if confinement is not None else 0,
+            self._over_disk,
+            processes_of,
         )
 
     # ---- lifecycle ----
@@ -884,13 +886,15 @@ class WorkerManager:
         it): measured in a thread, those past --worker-disk-mb stopped (``_over_disk``)."""
         if self._disk.limit_bytes <= 0:
             return
-        workers = [(pid, h.scratch) for pid, h in self._by_pid.items() if h.scratch]
-        targets: list[tuple[int, str, str, frozenset[str]]] = [
-            (pid, f"Worker {self._by_pid[pid].worker_id}", path, frozenset()) for pid, path in workers
+        workers = [h for h in self._by_pid.values() if h.scratch]
+        targets = [
+            DiskTarget(h.pid, f"Worker {h.worker_id}", h.scratch, frozenset(), h.pid, h.uid or None)
+            for h in workers
         ]
         for pid, path in self._template_scratch.items():
-            inside = frozenset(w for _, w in workers if w.startswith(path + os.sep))
-            targets.append((pid, f"The template (pid {pid}) of a worker's model", path, inside))
+            inside = frozenset(h.scratch for h in workers if h.scratch.startswith(path + os.sep))
+            who = f"The template (pid {pid}) of a worker's model"
+            targets.append(DiskTarget(pid, who, path, inside, pid, None))
         self._disk.look(targets)
 
     def _over_disk(self, pid: int, reason: str) -> None:
