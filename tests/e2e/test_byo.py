@@ -194,6 +194,47 @@ def test_an_image_that_never_answers_ping_fails_the_endpoint(
     sm.delete_endpoint(EndpointName="byo-hangs")
 
 
+GARBLES = """#!/usr/bin/env python3
+import os
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+
+class Handler(BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self.wfile.write(b"THIS IS NOT HTTP\\r\\n\\r\\n")
+        self.wfile.flush()
+
+
+HTTPServer(("127.0.0.1", int(os.environ.get("SAGEMAKER_BIND_TO_PORT", "8080"))), Handler).serve_forever()
+"""
+
+
+def test_an_image_answering_something_not_http_is_stopped_and_told_so(
+    sm: Any, smr: Any, zs: Any, tmp_path: Path
+) -> None:
+    """The error says what the worker answered, not the signal the server stopped it with."""
+    image = tmp_path / "garbles"
+    image.mkdir()
+    (image / "manifest.json").write_text('{"entrypoint": ["./serve"]}')
+    (image / "serve").write_text(GARBLES)
+    (image / "serve").chmod(0o755)
+    ok(zs("images", "push", "garbles", str(image)))
+    desc = deploy(sm, "byo-garbles", "", image="garbles")
+    assert desc["EndpointStatus"] == "InService", desc.get("FailureReason")
+    with pytest.raises(smr.exceptions.ModelError) as err:
+        smr.invoke_endpoint(EndpointName="byo-garbles", Body=b"1\n", ContentType="text/csv")
+    message = err.value.response["Error"]["Message"]
+    assert "was stopped: its answer is not HTTP" in message, message
+    assert "signal" not in message
+    sm.delete_endpoint(EndpointName="byo-garbles")
+
+
 def test_an_unknown_image_names_the_registered_ones(sm: Any, pushed: str) -> None:
     desc = deploy(sm, "byo-unknown", "", image="nope:1")
     assert desc["EndpointStatus"] == "Failed"

@@ -35,7 +35,7 @@ from zeroscale.router.warmcache import WarmCache
 from zeroscale.runtimes.streaming import ERROR_TRAILER, parse_trailer
 from zeroscale.scaler.policy import IdleWorker, PoolSnapshot, decide
 from zeroscale.types import WorkerState
-from zeroscale.workers.client import AnswerTooLarge, WorkerConnectionError, WorkerResponse
+from zeroscale.workers.client import AnswerRefused, AnswerTooLarge, WorkerConnectionError, WorkerResponse
 from zeroscale.workers.manager import WorkerHandle, WorkerSpec
 
 S = WorkerState
@@ -506,7 +506,7 @@ class VariantPool:
             raise self.too_large(handle.worker_id, exc.limit) from None
         except (WorkerConnectionError, OSError) as exc:
             inv.model_s = time.perf_counter() - started
-            raise await self._broken(slot, handle) from exc
+            raise await self._broken(slot, handle, exc) from exc
         except BaseException:
             self.release(slot, broken=True)
             raise
@@ -543,7 +543,7 @@ class VariantPool:
             raise self._timed_out(slot, handle, timeout_s) from None
         except (WorkerConnectionError, OSError) as exc:
             inv.model_s = time.perf_counter() - started
-            raise await self._broken(slot, handle) from exc
+            raise await self._broken(slot, handle, exc) from exc
         except BaseException:
             self.release(slot, broken=True)
             raise
@@ -582,8 +582,11 @@ class VariantPool:
             log_stream_arn=arn,
         )
 
-    async def _broken(self, slot: Slot, handle: WorkerHandle) -> ModelError:
-        """The connection broke mid-request: the worker is stopped, and the error says why it died."""
+    async def _broken(self, slot: Slot, handle: WorkerHandle, exc: BaseException) -> ModelError:
+        """The connection broke mid-request: the worker is stopped, and the error says why it died (or why
+        it was stopped: an answer the server refused, not the signal that stopped it)."""
+        if isinstance(exc, AnswerRefused) and handle.kill_reason is None:
+            handle.kill_reason = f"Worker {handle.worker_id} was stopped: {exc}"
         self.release(slot, broken=True)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(handle.exited.wait(), 2.0)

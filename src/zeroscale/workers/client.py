@@ -44,6 +44,11 @@ class WorkerConnectionError(Exception):
     """The worker closed the connection or answered something that is not HTTP."""
 
 
+class AnswerRefused(WorkerConnectionError):
+    """The worker answered something the server does not take (not HTTP, a head past ``MAX_ANSWER_HEAD``):
+    it is alive, and stopped for it."""
+
+
 # The most bytes a worker's answer may take before its headers end: the head is held in memory, on the
 # event loop every endpoint shares (a model answering a 100 MB header stalled them all for seconds).
 MAX_ANSWER_HEAD = 64 * 1024
@@ -297,7 +302,7 @@ class WorkerConnection(asyncio.Protocol):
             collector.parser.feed_data(data)
         except httptools.HttpParserError as exc:
             if not done.done():
-                done.set_exception(WorkerConnectionError(f"malformed response from worker: {exc}"))
+                done.set_exception(AnswerRefused(f"its answer is not HTTP ({exc})"))
             return
         if collector.in_head:
             collector.head_fed += len(data)
@@ -307,7 +312,7 @@ class WorkerConnection(asyncio.Protocol):
             collector.refused, collector.headers = True, []
             if not done.done():
                 too_long = f"more than {MAX_ANSWER_HEAD} bytes of status line and headers"
-                done.set_exception(WorkerConnectionError(f"the worker's answer has {too_long}"))
+                done.set_exception(AnswerRefused(f"its answer has {too_long}"))
             return
         if collector.too_large:
             if not done.done():

@@ -13,7 +13,7 @@ from __future__ import annotations
 import httptools
 
 from zeroscale.runtimes.streaming import ERROR_TRAILER, parse_trailer
-from zeroscale.workers.client import WorkerConnection, WorkerConnectionError, request_head
+from zeroscale.workers.client import AnswerRefused, WorkerConnection, WorkerConnectionError, request_head
 
 MAX_PART_BYTES = 1024 * 1024  # one event stream message each; botocore refuses payloads over 16 MB
 _TRAILER = ERROR_TRAILER.lower()
@@ -138,7 +138,7 @@ class WorkerStream:
             self._parser.feed_data(data)
         except httptools.HttpParserError as exc:
             conn.close()
-            raise WorkerConnectionError(f"malformed response from worker: {exc}") from exc
+            raise AnswerRefused(f"its answer is not HTTP ({exc})") from exc
 
 
 async def open_stream(
