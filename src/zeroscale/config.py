@@ -96,6 +96,10 @@ class Settings:
     log_max_bytes: int = DEFAULT_LOG_MAX_MB * MB
     # The audit trail's rows kept in the database (CloudTrail's event history keeps 90 days; 0: all).
     audit_retention_days: float = 90.0
+    # Finished asynchronous requests' rows kept this long after they finished (0: all), and the requests
+    # one endpoint may have waiting (0: no limit).
+    async_retention_days: float = 7.0
+    async_max_queued: int = 10_000
     # Control-plane calls a second each access key but the admin's may make, and at once (0: no limit).
     api_rate_per_key: float = 50.0
     api_burst_per_key: int = 100

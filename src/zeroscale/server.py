@@ -261,7 +261,7 @@ def build(settings: Settings) -> Server:
         live=cluster.live,
     )
     asynchronous = AsyncInference(
-        RequestQueue(settings.db_url, frontend=cluster.id),
+        RequestQueue(settings.db_url, frontend=cluster.id, retention_s=settings.async_retention_days * 86400),
         fleet,
         endpoints,
         s3,
@@ -270,6 +270,7 @@ def build(settings: Settings) -> Server:
         account_id=settings.account_id,
         payload_limit_bytes=settings.async_payload_limit_bytes,
         scratch_dir=settings.data_dir / "async",
+        max_queued=settings.async_max_queued,
     )
     endpoints.listeners.append(asynchronous.refresh)
     autoscaling_samples = Samples(fleet.active_loads, settings.autoscaling_period_s, IN_POINTS, time.time)

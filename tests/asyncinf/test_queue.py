@@ -92,6 +92,34 @@ def test_recent_lists_an_endpoints_latest_requests_newest_first(queue: RequestQu
     assert queue.recent("gamma", 10) == []
 
 
+def test_finished_requests_are_deleted_once_past_their_retention(tmp_path: Path) -> None:
+    """Queued and Running rows stay whatever their age; a finished one goes once the retention has passed
+    since it finished, looked for at most every tenth of the retention (or hour)."""
+    queue = RequestQueue(f"sqlite:///{tmp_path / 'zeroscale.db'}", retention_s=1000.0)
+    for n in range(4):
+        queue.enqueue(_request("alpha", n))
+    done = [queue.claim("alpha", now=200.0) for _ in range(3)]
+    assert all(done)
+    queue.finish(done[0], COMPLETED, 300.0)  # type: ignore[arg-type]
+    queue.finish(done[1], FAILED, 900.0)  # type: ignore[arg-type]
+    assert queue.prune(now=1350.0) == 1  # finished before 350
+    assert queue.find("id-0") is None and queue.find("id-1") is not None
+    assert not queue.prune_due(1440.0) and queue.prune(now=1440.0) == 0  # not due yet: nothing looked at
+    assert queue.prune(now=1000_000.0) == 1  # the failed one; the Running and Queued ones stay
+    assert {r.inference_id for r in queue.recent("alpha", 10)} == {"id-2", "id-3"}
+    keep = RequestQueue(f"sqlite:///{tmp_path / 'zeroscale.db'}")  # 0: kept
+    assert not keep.prune_due(1e12) and keep.prune(1e12) == 0
+
+
+def test_queued_at_least_counts_only_waiting_requests(queue: RequestQueue) -> None:
+    for n in range(3):
+        queue.enqueue(_request("Alpha", n))
+    assert queue.queued_at_least("alpha", 3) and not queue.queued_at_least("alpha", 4)
+    queue.claim("alpha", now=200.0)
+    assert not queue.queued_at_least("ALPHA", 3) and queue.queued_at_least("alpha", 2)
+    assert not queue.queued_at_least("beta", 1)
+
+
 def _failing_service(
     queue: RequestQueue, s3_server: SeaweedS3, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, bucket: str
 ) -> tuple[Any, Any, AsyncInference]:

@@ -674,3 +674,36 @@ def test_large_payload_streams_through_the_server(
     grown = _peak_rss_mb(server.proc.pid) - before
     print(f"server peak RSS grew {grown:.1f} MB for a 64 MB input and 64 MB output")
     assert grown < 16, grown
+
+
+def test_a_full_queue_answers_service_unavailable_until_it_drains(
+    s3_server: SeaweedS3, s3: Any, echo_url: str, tmp_path: Path
+) -> None:
+    """--async-max-queued requests waiting for one endpoint: the next is refused by name (503), none is
+    lost, and once they have run the endpoint takes requests again."""
+    server = ServerProcess(
+        tmp_path / "data",
+        flags={"s3_endpoint_url": s3_server.endpoint_url, "async_max_queued": 2},
+        env=s3_server.env(),
+    ).start()
+    try:
+        sm, smr = server.client("sagemaker"), server.client("sagemaker-runtime")
+        desc = _deploy_async(
+            sm, "fullq", echo_url, max_concurrency=1, ClientConfig={"MaxConcurrentInvocationsPerInstance": 1}
+        )
+        assert desc["EndpointStatus"] == "InService", desc.get("FailureReason")
+        location = _put(s3, "fullq/in/slow.json", b'{"sleep": 2}')
+        accepted = []
+        with pytest.raises(ClientError) as err:
+            for _ in range(5):  # one may be Running already: two wait, then the next is refused
+                accepted.append(smr.invoke_endpoint_async(EndpointName="fullq", InputLocation=location))
+        assert 2 <= len(accepted) <= 3
+        assert err.value.response["Error"]["Code"] == "ServiceUnavailable"
+        assert err.value.response["ResponseMetadata"]["HTTPStatusCode"] == 503
+        assert "has 2 asynchronous requests waiting" in err.value.response["Error"]["Message"]
+        for answer in accepted:
+            assert json.loads(_get(s3, answer["OutputLocation"], timeout_s=60)) == {"echo": {"sleep": 2}}
+        again = smr.invoke_endpoint_async(EndpointName="fullq", InputLocation=location)
+        assert json.loads(_get(s3, again["OutputLocation"], timeout_s=60)) == {"echo": {"sleep": 2}}
+    finally:
+        server.stop()

@@ -7,7 +7,8 @@ expiry sweep instead (``claim_expired``, on an index of the queued ones by expir
 that stops or dies with requests Running puts them back to Queued when it starts again
 (``requeue_running``), so every accepted request finishes at least once. Several front ends on one
 database: each Running row names the front end that runs it (``frontend``); a front end that starts again
-puts back its own and those of front ends no longer alive, never a live one's.
+puts back its own and those of front ends no longer alive, never a live one's. A finished request's row is
+deleted once the retention has passed since it finished (``prune``; ``--async-retention-days``).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    delete,
     func,
     insert,
     select,
@@ -38,6 +40,7 @@ from zeroscale.store.engine import make_engine
 from zeroscale.store.migrations import Step, add_column, add_index, upgrade
 
 QUEUED, RUNNING, COMPLETED, FAILED = "Queued", "Running", "Completed", "Failed"
+PRUNE_BATCH = 5000  # rows deleted per transaction: a long prune never holds the database for long
 
 metadata = MetaData()
 
@@ -67,6 +70,7 @@ requests = Table(
     Index("ix_async_requests_queue", "endpoint", "status", "id"),
     Index("ix_async_requests_inference_id", "inference_id"),
     Index("ix_async_requests_expiry", "status", "expires_at"),
+    Index("ix_async_requests_finished", "finished_at"),
 )
 
 
@@ -83,6 +87,7 @@ STEPS: list[Step] = [
     Step("fill async_requests.expires_at", _fill_expires_at),
     add_index("async_requests", "ix_async_requests_expiry", ("status", "expires_at")),
     add_column("async_requests", Column("frontend", String(64), nullable=True)),
+    add_index("async_requests", "ix_async_requests_finished", ("finished_at",)),
 ]
 
 
@@ -144,8 +149,11 @@ def _request(row: RowMapping) -> AsyncRequest:
 class RequestQueue:
     """Thread-safe; every call is one transaction (the dispatcher calls it from worker threads)."""
 
-    def __init__(self, url: str, frontend: str | None = None) -> None:
+    def __init__(self, url: str, frontend: str | None = None, retention_s: float = 0.0) -> None:
+        """``retention_s``: finished requests are deleted this long after they finished (0 keeps them)."""
         self._frontend = frontend  # written on each claim
+        self._retention_s = retention_s
+        self._next_prune = 0.0
         self._engine = make_engine(url)
         self._lock = threading.RLock()
         upgrade(self._engine, "async", metadata, STEPS)
@@ -255,6 +263,36 @@ class RequestQueue:
                 update(requests).where(where).values(status=QUEUED, started_at=None, frontend=None)
             )
         return int(result.rowcount or 0)
+
+    def queued_at_least(self, endpoint: str, count: int) -> bool:
+        """Whether ``endpoint`` has ``count`` or more requests Queued (its index read no further)."""
+        query = (
+            select(requests.c.id)
+            .where((requests.c.endpoint == endpoint.lower()) & (requests.c.status == QUEUED))
+            .order_by(requests.c.id)
+            .offset(count - 1)
+            .limit(1)
+        )
+        with self._lock, self._engine.connect() as conn:
+            return conn.execute(query).first() is not None
+
+    def prune_due(self, now: float) -> bool:
+        return self._retention_s > 0 and now >= self._next_prune
+
+    def prune(self, now: float) -> int:
+        """Delete the requests that finished longer than the retention ago (at most every tenth of it, or
+        every hour, in batches); how many."""
+        if not self.prune_due(now):
+            return 0
+        self._next_prune = now + min(3600.0, self._retention_s / 10)
+        old = select(requests.c.id).where(requests.c.finished_at < now - self._retention_s).limit(PRUNE_BATCH)
+        gone = 0
+        while True:
+            with self._lock, self._engine.begin() as conn:
+                batch = int(conn.execute(delete(requests).where(requests.c.id.in_(old))).rowcount or 0)
+            gone += batch
+            if batch < PRUNE_BATCH:
+                return gone
 
     def find(self, inference_id: str) -> AsyncRequest | None:
         """The latest request with this InferenceId."""

@@ -31,7 +31,13 @@ from zeroscale.background import Background
 from zeroscale.control.async_config import ERROR_TOPIC, SUCCESS_TOPIC, AsyncConfig, async_config
 from zeroscale.control.endpoint_configs import variant_specs
 from zeroscale.control.endpoints import Endpoints
-from zeroscale.errors import ModelError, RuntimeValidationError, Throttling, ZeroscaleError
+from zeroscale.errors import (
+    ModelError,
+    RuntimeValidationError,
+    ServiceUnavailable,
+    Throttling,
+    ZeroscaleError,
+)
 from zeroscale.events import EventBus
 from zeroscale.router.fleet import Fleet, Variant
 from zeroscale.router.invocation import Invocation
@@ -91,6 +97,7 @@ class AsyncInference:
         account_id: str,
         payload_limit_bytes: int,
         scratch_dir: Path,
+        max_queued: int = 0,
         notifier: Notifier | None = None,
         tick_s: float = 1.0,
         wall: Callable[[], float] = time.time,
@@ -104,6 +111,7 @@ class AsyncInference:
         self._account_id = account_id
         self._payload_limit_bytes = payload_limit_bytes
         self._scratch_dir = scratch_dir
+        self._max_queued = max_queued  # requests Queued per endpoint (0: no limit)
         self.notifier = notifier
         self._tick_s = tick_s
         self._wall = wall
@@ -177,6 +185,14 @@ class AsyncInference:
             self._s3.locate(params.input_location)
         except ValueError as exc:
             raise RuntimeValidationError(f"InputLocation {exc}.") from None
+        if self._max_queued and await asyncio.to_thread(
+            self._queue.queued_at_least, entry.name, self._max_queued
+        ):
+            raise ServiceUnavailable(
+                f"Endpoint {entry.name} has {self._max_queued} asynchronous requests waiting, as many as a "
+                "queue holds (zeroscale serve --async-max-queued): try again once some have run, or give it "
+                "more instances."
+            )
         cfg = entry.config
         req = AsyncRequest(
             id=0,
@@ -254,8 +270,16 @@ class AsyncInference:
             try:
                 await self._expire()
                 await self._dispatch()
+                if self._queue.prune_due(self._wall()):
+                    await asyncio.to_thread(self._prune)
             except Exception:
                 log.exception("async dispatch failed")
+
+    def _prune(self) -> None:
+        """Finished requests past the retention are deleted (due at most every hour)."""
+        gone = self._queue.prune(self._wall())
+        if gone:
+            log.info("deleted %d finished asynchronous request(s) past their retention", gone)
 
     async def _expire(self) -> None:
         """Fail what waited past its RequestTTLSeconds in the queue (none is looked for while no endpoint

@@ -201,6 +201,22 @@ def _opt(name: str, env: str, **kw: Any) -> Callable[[F], F]:
     "all).",
 )
 @_opt(
+    "--async-retention-days",
+    "ZEROSCALE_ASYNC_RETENTION_DAYS",
+    default=7.0,
+    type=click.FloatRange(min=0),
+    help="Days a finished asynchronous request's record is kept (`zeroscale async`, the console; its output "
+    "in S3 is the caller's); 0 keeps them all.",
+)
+@_opt(
+    "--async-max-queued",
+    "ZEROSCALE_ASYNC_MAX_QUEUED",
+    default=10_000,
+    type=click.IntRange(min=0),
+    help="Asynchronous requests one endpoint may have waiting; past it, InvokeEndpointAsync answers "
+    "ServiceUnavailable (0: no limit).",
+)
+@_opt(
     "--api-rate-per-key",
     "ZEROSCALE_API_RATE_PER_KEY",
     default=50.0,
@@ -421,6 +437,8 @@ def serve(
     log_retention_hours: float,
     log_max_mb: int,
     audit_retention_days: float,
+    async_retention_days: float,
+    async_max_queued: int,
     api_rate_per_key: float,
     api_burst_per_key: int,
     metering: bool,
@@ -490,6 +508,8 @@ def serve(
         log_retention_hours=log_retention_hours,
         log_max_bytes=log_max_mb * MB,
         audit_retention_days=audit_retention_days,
+        async_retention_days=async_retention_days,
+        async_max_queued=async_max_queued,
         api_rate_per_key=api_rate_per_key,
         api_burst_per_key=api_burst_per_key,
         metering=metering,
