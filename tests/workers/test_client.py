@@ -15,6 +15,7 @@ import pytest
 
 from zeroscale.workers.client import (
     MAX_ANSWER_HEAD,
+    AnswerRefused,
     AnswerTooLarge,
     FilePayload,
     WorkerConnection,
@@ -137,7 +138,7 @@ async def test_a_worker_that_closes_mid_answer_or_answers_garbage_breaks_the_con
     assert conn.closed
     conn = await WorkerConnection.open_unix(worker.path)
     worker.answer = lambda body: (0.0, b"NOT HTTP AT ALL\r\n\r\n")
-    with pytest.raises(WorkerConnectionError, match="malformed"):
+    with pytest.raises(AnswerRefused, match="its answer is not HTTP"):  # a WorkerConnectionError
         await conn.request(b"POST", b"/invocations", [], b"x", 5.0)
     assert conn.closed
 
