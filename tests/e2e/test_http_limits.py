@@ -198,6 +198,22 @@ def test_an_oversized_head_is_refused(server: ServerProcess, served: Served) -> 
     sock.close()
 
 
+def test_an_oversized_head_arriving_whole_or_pipelined_is_refused(server: ServerProcess) -> None:
+    """40 KB of headers (the limit is 16 KB) in one write, where the server reads it in one piece: refused,
+    not served; and behind a small request on the same connection: refused too (the small one may be
+    answered first, or be cut with the connection), never served."""
+    junk = b"".join(b"X-Junk-%d: %s\r\n" % (i, b"a" * 1000) for i in range(40))
+    big = b"GET /ping HTTP/1.1\r\nHost: x\r\n" + junk + b"\r\n"
+    small = b"GET /ping HTTP/1.1\r\nHost: x\r\n\r\n"
+    for request in (big, small + big):
+        sock = attacker(server)
+        sock.sendall(request)
+        data, _ = answer(sock)
+        sock.close()
+        statuses = [part[:3] for part in data.split(b"HTTP/1.1 ")[1:]]
+        assert statuses in ([b"431"], [b"200", b"431"]), data[:300]
+
+
 def test_a_connection_flood_from_one_address_takes_only_its_share(
     server: ServerProcess, served: Served
 ) -> None:

@@ -5,7 +5,10 @@ and caps it does not have on its own.
   opening (or of the next request's first byte on a keep-alive connection), else ``408`` and the connection
   is closed: a slow-loris client holds a connection for seconds, not forever. Deadlines are armed only for
   what a read left unfinished: a request that arrives whole costs no timer (``bench/http_guard.py``). A
-  head larger than ``max_header_bytes`` is ``431``, before it is buffered further.
+  head larger than ``max_header_bytes`` is ``431``, before it is buffered further: counted on the bytes
+  received while a head lasts, and on the request line and headers the parser hands over (a head that
+  arrives whole in one read, or pipelined behind another request); past it nothing more is kept and no
+  application sees the request.
 - **Request body:** once the head is in, the body must arrive within ``body_timeout_s`` (``408``; a 6 MB
   payload at that deadline is 100 KB/s). Sizes are the application's: ``App`` refuses a body past the
   operation's limit by Content-Length first, then while reading.
@@ -88,6 +91,8 @@ class GuardedHttpTools(DirectHttpTools):
         self._host: str | None = None
         self._in_head = True  # waiting for, or reading, a request's line and headers
         self._head_bytes = 0
+        self._parsed_head = 0  # of the request being parsed: its line and headers as handed over
+        self._head_over = False  # a head past the limit was parsed: the connection is refused
         self._timer: asyncio.TimerHandle | None = None
         self._timer_kind = ""
         host = str(self.client[0]) if self.client else ""
@@ -148,6 +153,9 @@ class GuardedHttpTools(DirectHttpTools):
         super().data_received(data)
         if self.transport.is_closing():
             return
+        if self._head_over:
+            self._refuse(_431)
+            return
         if self._in_head:
             if self._head_bytes > self.limits.max_header_bytes:
                 self._refuse(_431)
@@ -157,7 +165,31 @@ class GuardedHttpTools(DirectHttpTools):
             self._arm("body", self.limits.body_timeout_s)
 
     # ---- the parser's callbacks ----
+    def on_message_begin(self) -> None:
+        self._parsed_head = 0
+        super().on_message_begin()
+
+    def on_url(self, url: bytes) -> None:
+        if self._within_head(len(url)):
+            super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if self._within_head(len(name) + len(value) + 4):
+            super().on_header(name, value)
+
+    def _within_head(self, size: int) -> bool:
+        self._parsed_head += size
+        if self._parsed_head > self.limits.max_header_bytes:
+            self._head_over = True
+        return not self._head_over
+
+    def on_body(self, body: bytes) -> None:
+        if not self._head_over:
+            super().on_body(body)
+
     def on_headers_complete(self) -> None:
+        if self._head_over:
+            return  # no cycle: refused once the parser is done with this read
         self._in_head = False
         if self._timer_kind == "head":
             self._disarm()
@@ -171,6 +203,8 @@ class GuardedHttpTools(DirectHttpTools):
         super().on_response_complete()
 
     def on_message_complete(self) -> None:
+        if self._head_over:
+            return
         if self._timer_kind == "body":
             self._disarm()
         self._in_head = True
