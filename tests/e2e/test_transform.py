@@ -21,6 +21,7 @@ from botocore.exceptions import ClientError
 
 from e2e.conftest import SklearnModel, handler_model
 from s3server import SeaweedS3
+from zeroscale.batch.runner import MAX_INPUT_FILES
 from zeroscale.testing import ACCESS_KEY, SECRET_KEY, ServerProcess, make_tar, wait_for
 
 BUCKET = "zeroscale-batch"
@@ -286,6 +287,34 @@ def test_manifest_file_and_the_batch_environment(
             "JOB_SETTING": "from-the-job",
         }
     assert not _has(s3, "manifest/out/skipped.txt.out")
+
+
+def test_a_manifest_past_the_input_limit_fails_the_job_saying_so(
+    server: ServerProcess, sm: Any, s3: Any
+) -> None:
+    """Every input is listed before a job starts: past MAX_INPUT_FILES the job fails, naming the limit,
+    rather than holding millions of entries (the model is never started)."""
+    names = [f"f{i}.txt" for i in range(MAX_INPUT_FILES + 1)]
+    manifest = json.dumps([{"prefix": f"s3://{BUCKET}/huge/data/"}, *names])
+    s3.put_object(Bucket=BUCKET, Key="huge/list.manifest", Body=manifest.encode())
+    sm.create_model(
+        ModelName="huge", PrimaryContainer={"Image": "sklearn", "ModelDataUrl": "file:///nowhere"}
+    )
+    sm.create_transform_job(
+        TransformJobName="huge",
+        ModelName="huge",
+        TransformInput={
+            "DataSource": {
+                "S3DataSource": {"S3DataType": "ManifestFile", "S3Uri": f"s3://{BUCKET}/huge/list.manifest"}
+            },
+        },
+        TransformOutput={"S3OutputPath": f"s3://{BUCKET}/huge/out"},
+        TransformResources=INSTANCE,
+    )
+    desc = _wait_failed(sm, "huge")
+    assert desc["TransformJobStatus"] == "Failed"
+    assert f"the manifest names {MAX_INPUT_FILES + 1} files" in desc["FailureReason"]
+    assert "Split it over several jobs" in desc["FailureReason"]
 
 
 def test_validation_and_not_found(sm: Any) -> None:

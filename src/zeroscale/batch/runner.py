@@ -36,6 +36,11 @@ from zeroscale.workers.client import Body, FilePayload
 
 log = logging.getLogger("zeroscale.batch")
 MB = 1024 * 1024
+# One job's inputs are listed whole before it starts (its resume and its Stop need the list): at most this
+# many files, from a manifest of at most this many bytes; past either the job fails saying so (a 4-million
+# entry manifest held 1.67 GB). Split a larger input over several jobs.
+MAX_INPUT_FILES = 100_000
+MAX_MANIFEST_BYTES = 64 * MB
 
 
 @dataclass(frozen=True)
@@ -157,6 +162,10 @@ def _batches(records: Iterator[bytes], multi: bool, limit_bytes: int) -> Iterato
         size += len(record)
     if batch:
         yield batch
+
+
+class _TooMany(Exception):
+    """An input listing past MAX_INPUT_FILES or MAX_MANIFEST_BYTES."""
 
 
 def _line_batches(stream: IO[bytes], limit_bytes: int) -> Iterator[list[bytes]]:
@@ -457,7 +466,12 @@ class TransformRunner:
         try:
             loc = S3Url.parse(job.input_uri)
             if job.data_type == "ManifestFile":
-                entries = json.loads(client.get_object(Bucket=loc.bucket, Key=loc.key)["Body"].read())
+                raw = client.get_object(Bucket=loc.bucket, Key=loc.key)["Body"].read(MAX_MANIFEST_BYTES + 1)
+                if len(raw) > MAX_MANIFEST_BYTES:
+                    raise _TooMany(f"the manifest is larger than {MAX_MANIFEST_BYTES // MB} MB")
+                entries = json.loads(raw)
+                if len(entries) - 1 > MAX_INPUT_FILES:
+                    raise _TooMany(f"the manifest names {len(entries) - 1} files")
                 prefix = str(entries[0]["prefix"])
                 base = S3Url.parse(prefix)
                 return [InputFile(f"s3://{base.bucket}/{base.key}{rel}", str(rel)) for rel in entries[1:]]
@@ -468,6 +482,14 @@ class TransformRunner:
                     key = obj["Key"]
                     if not key.endswith("/"):
                         files.append(InputFile(f"s3://{loc.bucket}/{key}", key[len(directory) :]))
+                if len(files) > MAX_INPUT_FILES:
+                    raise _TooMany(f"more than {MAX_INPUT_FILES} objects are under it")
+        except _TooMany as exc:
+            raise DeployError(
+                f"ClientError: the input {job.input_uri} is too large for one transform job: {exc} (at "
+                f"most {MAX_INPUT_FILES} files, and a manifest of at most {MAX_MANIFEST_BYTES // MB} MB). "
+                "Split it over several jobs."
+            ) from None
         except Exception as exc:
             raise DeployError(f"Could not list the input {job.input_uri}: {exc}") from exc
         if not files:  # as SageMaker: nothing to transform fails the job, not Completed with no output
