@@ -13,6 +13,7 @@ from pathlib import Path
 
 MB = 1024 * 1024
 DEFAULT_MAX_EXTRACTED_MB = 5 * 1024
+DEFAULT_IMAGES_MAX_MB = 20 * 1024
 DEFAULT_ARTIFACT_CACHE_MB = 20 * 1024
 DEFAULT_LOG_MAX_MB = 10 * 1024
 DEFAULT_WORKER_DISK_MB = 5 * 1024
@@ -76,6 +77,8 @@ class Settings:
     # gives a container 5 GB of disk in all). A failed extraction leaves nothing behind.
     max_extracted_bytes: int = DEFAULT_MAX_EXTRACTED_MB * MB
     max_extracted_files: int = 100_000
+    # What every pushed image together may hold on disk (0: no limit).
+    images_max_bytes: int = DEFAULT_IMAGES_MAX_MB * MB
     # The artifact cache's extracted models kept on disk: past this, those nothing uses (no endpoint's pool,
     # no cached template, no deployment under way) are deleted, least recently used first (0: only those in
     # use are kept).

@@ -212,6 +212,7 @@ def build(settings: Settings) -> Server:
         settings.images_dir,
         max_bytes=settings.max_extracted_bytes,
         max_files=settings.max_extracted_files,
+        max_total_bytes=settings.images_max_bytes,
     )
     deployer = Deployer(
         models,
@@ -325,7 +326,9 @@ def build(settings: Settings) -> Server:
         await cloudwatch.start()
         # after resume: what the endpoints use is routed by now
         artifacts.in_use = pyenvs.in_use = fleet.model_dirs
+        images.in_use = fleet.image_dirs
         background.spawn(_keep_trimmed(artifacts, pyenvs))
+        background.spawn(asyncio.to_thread(images.collect))  # versions pushed over before a restart
         _settle_heap()
 
     async def shutdown() -> None:

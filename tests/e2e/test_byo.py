@@ -122,6 +122,20 @@ def test_push_errors_are_clear(zs: Any, tmp_path: Path) -> None:
     assert "Image name 'Bad Name' is not valid" in proc.stderr
 
 
+def test_delete_forgets_an_image_and_a_deploy_naming_it_fails(
+    sm: Any, zs: Any, server: ServerProcess
+) -> None:
+    ok(zs("images", "push", "doomed:1", str(EXAMPLE)))
+    out = ok(zs("images", "delete", "doomed:1"))
+    assert out.startswith("deleted doomed:1  sha256:") and "stay" not in out
+    assert not (server.data_dir / "images" / "doomed").exists()  # nothing ran it: its files are gone
+    proc = zs("images", "delete", "doomed:1")
+    assert proc.returncode == 1 and "Image doomed:1 is not registered" in proc.stderr
+    desc = deploy(sm, "byo-doomed", "", image="doomed:1")
+    assert desc["EndpointStatus"] == "Failed" and "is not a known zeroscale image" in desc["FailureReason"]
+    sm.delete_endpoint(EndpointName="byo-doomed")
+
+
 def test_deploy_invoke_scale_to_zero_and_back(
     server: ServerProcess, sm: Any, smr: Any, pushed: str, tmp_path: Path
 ) -> None:

@@ -51,3 +51,26 @@ def describe(operation: str, **params: Any) -> tuple[str, str]:
 )
 def test_model_registry_actions_and_resources(operation: str, params: dict[str, Any], resource: str) -> None:
     assert describe(operation, **params) == (f"sagemaker:{operation}", resource)
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "action", "resource"),
+    [
+        ("GET", "images", "zeroscale:ListImages", "*"),
+        (
+            "PUT",
+            "images/demo/1",
+            "zeroscale:PushImage",
+            "arn:aws:zeroscale:us-east-1:000000000000:image/demo",
+        ),
+        (
+            "DELETE",
+            "images/demo/1",
+            "zeroscale:DeleteImage",
+            "arn:aws:zeroscale:us-east-1:000000000000:image/demo",
+        ),
+    ],
+)
+def test_image_actions_name_the_image(method: str, path: str, action: str, resource: str) -> None:
+    authorizer = Authorizer(cast(IamStore, None), "AKADMIN", "secret", "us-east-1", "000000000000")
+    assert authorizer.describe(Access("AKUSER", "rest", "zeroscale", method, path)) == (action, resource)

@@ -22,6 +22,7 @@ from artifacts.tarballs import (
 )
 from zeroscale.cli.image_commands import pack
 from zeroscale.images import ImageError, ImageRegistry, parse_reference
+from zeroscale.images.registry import RESOLVED_GRACE_S
 
 MB = 1024 * 1024
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "byo-image"
@@ -83,12 +84,69 @@ def test_pushing_a_tag_again_keeps_what_endpoints_already_run(
     shutil.copytree(EXAMPLE, src)
     first = registry.push("demo", "latest", src)
     assert registry.push("demo", "latest", src).digest == first.digest  # same content: nothing new
+    running = {str(first.workdir)}
+    registry.in_use = lambda: running  # a pool runs the first push
     (src / "extra.txt").write_text("v2")
     second = registry.push("demo", "latest", src)
     assert second.digest != first.digest
     assert registry.resolve("demo") == second
     assert (first.root / "serve").is_file()  # still there for workers deployed with the first push
     assert registry.list() == [second]
+    running.clear()  # its pool is gone: the next collection removes it, and only it
+    assert registry.collect() == 1
+    assert not first.root.exists() and (second.root / "serve").is_file()
+
+
+def test_a_version_pushed_over_goes_unless_resolved_lately(tmp_path: Path) -> None:
+    """A deployment resolved the old version a moment ago (it is on its way into a pool): kept for the
+    grace period, then removed; one nobody resolved goes at the push."""
+    now = [1000.0]
+    registry = ImageRegistry(tmp_path / "images", clock=lambda: now[0])
+    src = tmp_path / "src"
+    shutil.copytree(EXAMPLE, src)
+    first = registry.push("demo", "1", src)
+    assert registry.resolve("demo:1") == first
+    (src / "extra.txt").write_text("v2")
+    second = registry.push("demo", "1", src)
+    assert first.root.is_dir()
+    now[0] += RESOLVED_GRACE_S + 1
+    assert registry.collect() == 1 and not first.root.exists()
+    (src / "extra.txt").write_text("v3")
+    third = registry.push("demo", "1", src)
+    assert not second.root.exists() and registry.list() == [third]
+
+
+def test_delete_forgets_a_tag_and_its_files_once_unused(registry: ImageRegistry) -> None:
+    record = registry.push("demo", "1", EXAMPLE)
+    other = registry.push("demo", "2", EXAMPLE)
+    running = {str(record.workdir)}
+    registry.in_use = lambda: running
+    deleted, kept = registry.delete("demo", "1")
+    assert deleted == record and kept and record.root.is_dir()
+    assert registry.resolve("demo:1") is None and registry.list() == [other]
+    with pytest.raises(ImageError, match="Image demo:1 is not registered"):
+        registry.delete("demo", "1")
+    running.clear()
+    assert registry.collect() == 1 and not (registry.root / "demo" / "1").exists()
+    assert registry.delete("demo", "2") == (other, False)
+    assert leftovers(registry) == [".tmp"]
+
+
+def test_all_images_together_are_held_to_the_registrys_limit(tmp_path: Path) -> None:
+    """Past max_total_bytes a push is refused by name and leaves nothing; a version that would be removed
+    anyway does not count against the push that replaces it."""
+    registry = ImageRegistry(tmp_path / "images", max_total_bytes=3 * MB)
+    src = tmp_path / "src"
+    shutil.copytree(EXAMPLE, src)
+    (src / "weights.bin").write_bytes(os.urandom(2 * MB))
+    first = registry.push("demo", "1", src)
+    (src / "weights.bin").write_bytes(os.urandom(2 * MB))
+    with pytest.raises(ImageError, match=r"past 3 MB .*--images-max-mb.*zeroscale images delete"):
+        registry.push("demo", "2", src)
+    assert registry.list() == [first] and not (registry.root / "demo" / "2").exists()
+    second = registry.push("demo", "1", src)  # replaces the first, which nothing runs
+    assert registry.list() == [second] and not first.root.exists()
+    assert 2 * MB < registry.total_bytes() < 3 * MB
 
 
 @pytest.mark.parametrize(

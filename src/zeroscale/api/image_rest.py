@@ -3,6 +3,7 @@
 GET  /zeroscale/v1/images               built-in runtimes and registered bring-your-own images
 GET  /zeroscale/v1/images/<name>/<tag>  one registered image
 PUT  /zeroscale/v1/images/<name>/<tag>  register one; the body is a tar.gz of the image directory
+DELETE /zeroscale/v1/images/<name>/<tag>  forget one (its files stay while endpoints run them)
 """
 
 from __future__ import annotations
@@ -65,10 +66,15 @@ class ImagesApi:
         if request.method == "GET" and not parts:
             images = builtin_images() + [registered_image(r.to_json()) for r in self._registry.list()]
             return _ok({"Images": images})
-        if len(parts) == 2 and request.method in ("GET", "PUT"):
+        if len(parts) == 2 and request.method in ("GET", "PUT", "DELETE"):
             name, tag = validate_name(parts[0]), validate_tag(parts[1])
             if request.method == "PUT":
                 return _ok(registered_image(await self._push(name, tag, request.body)))
+            if request.method == "DELETE":
+                if self._registry.get(name, tag) is None:
+                    raise ResourceNotFound(f"Image {name}:{tag} is not registered.")
+                deleted, kept = await asyncio.to_thread(self._registry.delete, name, tag)
+                return _ok({**registered_image(deleted.to_json()), "FilesKept": kept})
             record = self._registry.get(name, tag)
             if record is None:
                 raise ResourceNotFound(f"Image {name}:{tag} is not registered.")

@@ -1,5 +1,6 @@
-"""``zeroscale images``: the images a model can name (built-in runtimes and pushed ones), and
-``zeroscale images push NAME:TAG DIR`` to register a bring-your-own image directory."""
+"""``zeroscale images``: the images a model can name (built-in runtimes and pushed ones),
+``zeroscale images push NAME:TAG DIR`` to register a bring-your-own image directory, and
+``zeroscale images delete NAME:TAG`` to forget one."""
 
 from __future__ import annotations
 
@@ -102,3 +103,18 @@ def push(ref: str, source: Path, endpoint_url: str, region: str | None, data_dir
     doc = _call(clients, "PUT", f"images/{name}/{tag}", body)
     click.echo(f"pushed {doc['Image']}  {doc['Digest']}  ({doc['Files']} files, {_size(doc['Size'])})")
     click.echo(f"use it: CreateModel PrimaryContainer Image={doc['Image']!r}")
+
+
+@images.command()
+@click.argument("ref", metavar="NAME:TAG")
+@common_options
+def delete(ref: str, endpoint_url: str, region: str | None, data_dir: Path) -> None:
+    """Forget NAME:TAG: later deployments cannot name it; endpoints running it keep its files until they
+    stop (a missing tag means latest)."""
+    try:
+        name, tag = split_reference(ref)
+    except ImageError as exc:
+        raise click.ClickException(exc.message) from None
+    doc = _call(make_clients(endpoint_url, region, data_dir), "DELETE", f"images/{name}/{tag}")
+    kept = " (its files stay while endpoints run it)" if doc.get("FilesKept") else ""
+    click.echo(f"deleted {doc['Image']}  {doc['Digest']}  ({_size(doc['Size'])}){kept}")

@@ -22,6 +22,7 @@ from zeroscale.cli.usage import check_price_table, usage
 from zeroscale.cli.workers import workers
 from zeroscale.config import (
     DEFAULT_ARTIFACT_CACHE_MB,
+    DEFAULT_IMAGES_MAX_MB,
     DEFAULT_LOG_MAX_MB,
     DEFAULT_MAX_EXTRACTED_MB,
     DEFAULT_WORKER_DISK_MB,
@@ -144,6 +145,14 @@ def _opt(name: str, env: str, **kw: Any) -> Callable[[F], F]:
     type=click.IntRange(min=1),
     help="MB one model's artifact may extract to (its files on disk; SageMaker Serverless gives a container "
     "5 GB of disk); a larger one fails its endpoint and leaves nothing in the artifact cache.",
+)
+@_opt(
+    "--images-max-mb",
+    "ZEROSCALE_IMAGES_MAX_MB",
+    default=DEFAULT_IMAGES_MAX_MB,
+    type=click.IntRange(min=0),
+    help="MB every pushed image together may hold on disk (versions a running endpoint still uses "
+    "included); a push past it is refused, naming it (0: no limit). `zeroscale images delete` frees room.",
 )
 @_opt(
     "--artifact-cache-mb",
@@ -437,6 +446,7 @@ def serve(
     log_retention_hours: float,
     log_max_mb: int,
     audit_retention_days: float,
+    images_max_mb: int,
     async_retention_days: float,
     async_max_queued: int,
     api_rate_per_key: float,
@@ -501,6 +511,7 @@ def serve(
         model_load_wait_s=model_load_wait_s,
         s3_endpoint_url=s3_endpoint_url,
         max_extracted_bytes=max_extracted_mb * MB,
+        images_max_bytes=images_max_mb * MB,
         artifact_cache_bytes=artifact_cache_mb * MB,
         requirements_cache_bytes=requirements_cache_mb * MB,
         metrics_retention_hours=metrics_retention_hours,

@@ -6,8 +6,8 @@ Actions: ``<signing name>:<Operation>`` for JSON and query services (``sagemaker
 ``logs:GetLogEvents``, ``iam:CreateUser``; CloudWatch signs as ``monitoring``: ``cloudwatch:PutMetricAlarm``
 on ``arn:aws:cloudwatch:<region>:<account>:alarm:<name>``), ``sagemaker:InvokeEndpoint`` for the runtime,
 and for zeroscale's own API ``zeroscale:GetUsage``, ``zeroscale:GetMetrics``, ``zeroscale:ListImages``,
-``zeroscale:PushImage``, ``zeroscale:GetAuditEvents``. Resources: the ARNs zeroscale issues
-(``arn:aws:sagemaker:<region>:<account>:endpoint/<lower-cased name>``, ``model/...``,
+``zeroscale:PushImage``, ``zeroscale:DeleteImage``, ``zeroscale:GetAuditEvents``. Resources: the ARNs
+zeroscale issues (``arn:aws:sagemaker:<region>:<account>:endpoint/<lower-cased name>``, ``model/...``,
 ``endpoint-config/...``, ``model-package-group/<group>``, ``model-package/<group>/<version>`` (a new
 version: ``model-package/<group>/*``); ``arn:aws:logs:...:log-group:<name>:*``;
 ``arn:aws:iam::<account>:user/<name>``;
@@ -91,6 +91,7 @@ _REST_ACTIONS = {
     ("metrics", "GET"): "GetMetrics",
     ("images", "GET"): "ListImages",
     ("images", "PUT"): "PushImage",
+    ("images", "DELETE"): "DeleteImage",
     ("audit", "GET"): "GetAuditEvents",
 }
 
@@ -162,7 +163,7 @@ class Authorizer:
         if access.kind == "rest":
             first = access.path.split("/", 1)[0]
             action = "zeroscale:" + _REST_ACTIONS.get((first, access.operation), f"{access.operation}{first}")
-            if first == "images" and access.operation == "PUT":
+            if first == "images" and access.operation in ("PUT", "DELETE"):
                 name = access.path.split("/")[1] if access.path.count("/") >= 1 else ""
                 return action, [f"arn:aws:zeroscale:{self._region}:{self._account}:image/{name}"]
             return action, ["*"]

@@ -11,17 +11,24 @@ changes a tag adds a directory and then replaces ``image.json`` in one rename. E
 they deploy and keep the directory they got, so pushing a tag again changes only later deployments (as
 with a container registry); earlier directories stay for the endpoints that still run them.
 
+A directory no tag names any more (pushed over, or its tag deleted) is removed by ``collect`` once no pool
+runs it (``in_use``) and it was not resolved in the last ``RESOLVED_GRACE_S`` (a deployment under way):
+at each push and delete and at start. All of them together hold at most ``max_total_bytes``: a push past
+it is refused by name, after what can be collected is.
+
 Archives go through ``zeroscale.artifacts``' safe extractor (no absolute paths, ``..``, escaping links,
 devices; size and file-count limits), and every push's manifest is checked before it becomes visible.
 """
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import json
 import os
 import threading
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,11 +36,14 @@ from typing import Any
 from zeroscale.artifacts.extract import Limits, copy_directory, extract_archive
 from zeroscale.artifacts.scratch import remove_stale, staging_dir
 from zeroscale.errors import DeployError
+from zeroscale.fstree import remove_tree_quietly
 from zeroscale.images.manifest import Manifest, from_json, parse_manifest
 from zeroscale.images.names import ImageError, parse_reference, validate_name, validate_tag
 
 RECORD_FILE = "image.json"
 _TMP = ".tmp"
+RESOLVED_GRACE_S = 600.0  # a directory resolved this recently may be on its way into a pool
+MB = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -73,12 +83,26 @@ class ImageRecord:
 
 
 class ImageRegistry:
-    def __init__(self, root: Path, *, max_bytes: int = 20 * 1024**3, max_files: int = 100_000) -> None:
+    def __init__(
+        self,
+        root: Path,
+        *,
+        max_bytes: int = 20 * 1024**3,
+        max_files: int = 100_000,
+        max_total_bytes: int = 0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """``max_bytes``/``max_files``: one image's; ``max_total_bytes``: all of them (0: no limit)."""
         self.root = Path(root).resolve()
         self._limits = Limits(max_bytes=max_bytes, max_files=max_files)
+        self._max_total_bytes = max_total_bytes
         self._tmp = self.root / _TMP
         self._tmp.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
+        self._clock = clock
+        self._resolved: dict[Path, float] = {}  # image directory -> when ``resolve`` last handed it out
+        # The directories pools run (their workdirs, inside image directories); None: only tags keep them.
+        self.in_use: Callable[[], Iterable[str]] | None = None
         remove_stale(self._tmp)  # what processes that died mid-push left
 
     # ---- push ----
@@ -113,8 +137,10 @@ class ImageRegistry:
             manifest = parse_manifest(image)
             tag_dir = self.root / name / tag
             with self._lock:
-                tag_dir.mkdir(parents=True, exist_ok=True)
                 final = tag_dir / digest
+                if not final.exists():
+                    self._check_room(ref, stats.bytes, self.get(name, tag))
+                tag_dir.mkdir(parents=True, exist_ok=True)
                 if not final.exists():
                     os.rename(image, final)
                 record = ImageRecord(
@@ -123,6 +149,7 @@ class ImageRegistry:
                 tmp = staging / RECORD_FILE
                 tmp.write_text(json.dumps(record.to_json(), indent=2))
                 os.replace(tmp, tag_dir / RECORD_FILE)
+                self._collect()  # the version this push replaced, unless a pool runs it
         return record
 
     def push_bytes(self, name: str, tag: str, archive: bytes) -> ImageRecord:
@@ -165,13 +192,112 @@ class ImageRegistry:
         return records
 
     def resolve(self, image: str) -> ImageRecord | None:
-        """The registered image an ``Image`` value names (``name``, ``name:tag``, or a URI ending in one)."""
+        """The registered image an ``Image`` value names (``name``, ``name:tag``, or a URI ending in one);
+        its directory is kept from ``collect`` for a while (the deployment that asked is under way)."""
         parsed = parse_reference(image)
-        return None if parsed is None else self.get(*parsed)
+        record = None if parsed is None else self.get(*parsed)
+        if record is not None:
+            with self._lock:
+                self._resolved[record.root] = self._clock()
+        return record
+
+    # ---- delete, collect, size ----
+    def delete(self, name: str, tag: str) -> tuple[ImageRecord, bool]:
+        """Forget ``name:tag`` (ImageError when it is not registered); (its record, whether its files stay
+        for the pools that run it, until they are gone)."""
+        validate_name(name)
+        validate_tag(tag)
+        with self._lock:
+            record = self.get(name, tag)
+            if record is None:
+                raise ImageError(f"Image {name}:{tag} is not registered.")
+            (self.root / name / tag / RECORD_FILE).unlink()
+            self._collect()
+            return record, record.root.exists()
+
+    def collect(self) -> int:
+        """Remove the image directories no tag names and nothing uses (module docstring); how many."""
+        with self._lock:
+            return self._collect()
+
+    def total_bytes(self) -> int:
+        """The bytes of every image directory's files (those no tag names included)."""
+        return sum(_tree_bytes(d) for d in self._image_dirs())
+
+    def _image_dirs(self) -> builtins.list[Path]:
+        found: builtins.list[Path] = []
+        with contextlib.suppress(OSError):
+            for name_dir in self.root.iterdir():
+                if name_dir.name == _TMP or not name_dir.is_dir():
+                    continue
+                for tag_dir in name_dir.iterdir():
+                    if tag_dir.is_dir():
+                        found += [d for d in tag_dir.iterdir() if d.is_dir()]
+        return found
+
+    def _kept(self) -> Callable[[Path], bool]:
+        """Whether an image directory is kept whatever its tag says: a pool runs it, or it was resolved
+        lately."""
+        now = self._clock()
+        self._resolved = {d: at for d, at in self._resolved.items() if now - at < RESOLVED_GRACE_S}
+        used = [Path(p) for p in (self.in_use() if self.in_use is not None else ())]
+        return lambda d: d in self._resolved or any(p == d or d in p.parents for p in used)
+
+    def _collect(self) -> int:
+        kept = self._kept()
+        removed = 0
+        for directory in self._image_dirs():
+            tag_dir = directory.parent
+            current = self.get(tag_dir.parent.name, tag_dir.name)
+            if (current is not None and current.root == directory) or kept(directory):
+                continue
+            remove_tree_quietly(directory)
+            removed += 1
+        for tag_dir in self._tag_dirs():
+            with contextlib.suppress(OSError):
+                tag_dir.rmdir()  # only when empty: no record, no directory left
+            with contextlib.suppress(OSError):
+                tag_dir.parent.rmdir()
+        return removed
+
+    def _tag_dirs(self) -> builtins.list[Path]:
+        with contextlib.suppress(OSError):
+            return [
+                t
+                for n in self.root.iterdir()
+                if n.name != _TMP and n.is_dir()
+                for t in n.iterdir()
+                if t.is_dir()
+            ]
+        return []
+
+    def _check_room(self, ref: str, adding: int, replacing: ImageRecord | None) -> None:
+        """``adding`` bytes fit with what stays: the version this push replaces stays only if kept."""
+        if self._max_total_bytes <= 0:
+            return
+        self._collect()
+        held = self.total_bytes()
+        if replacing is not None and not self._kept()(replacing.root):
+            held -= _tree_bytes(replacing.root)
+        if held + adding > self._max_total_bytes:
+            raise ImageError(
+                f"Image {ref}: its {adding / MB:.1f} MB would take the registry's images past "
+                f"{self._max_total_bytes / MB:.0f} MB (they hold {held / MB:.1f} MB; zeroscale serve "
+                "--images-max-mb): delete images no model needs (zeroscale images delete NAME:TAG)."
+            )
 
     # ---- temporaries ----
     def _staging(self) -> contextlib.AbstractContextManager[Path]:
         return staging_dir(self._tmp)
+
+
+def _tree_bytes(path: Path) -> int:
+    total = 0
+    for folder, _, files in os.walk(path):
+        for name in files:
+            with contextlib.suppress(OSError):
+                total += os.lstat(os.path.join(folder, name)).st_size
+    return total
 
 
 def _image_wording(message: str, what: str) -> str:

@@ -176,6 +176,16 @@ class Fleet:
         Safe from another thread (the artifact cache's, which asks while it trims)."""
         return {d for pool in self.pools() for d in pool.model_dirs()} | set(self.cache.model_dirs())
 
+    def image_dirs(self) -> set[str]:
+        """The working directories of the images pools run (inside the image registry's directories):
+        what the registry must keep. Safe from another thread."""
+        return {
+            d
+            for pool in self.pools()
+            for d in (pool.spec.workdir, *(c.workdir for c in pool.spec.containers))
+            if d
+        }
+
     def set_memory_budget(self, total_mb: int) -> None:
         """The memory workers may hold changed (a cluster's nodes came or went)."""
         self.budget.total_mb = total_mb
