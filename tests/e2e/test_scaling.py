@@ -411,3 +411,39 @@ def test_memory_budget_evicts_idle_workers_of_others(
     assert max(used_mb(s) for s in samples) <= 2048
     alive_now = {name: sum(alive(p) for p in started(d)) for name, d in pids.items()}
     assert alive_now == {"sc-mem-a": 1, "sc-mem-b": 1, "sc-mem-big": 0}
+
+
+def test_an_endpoint_kept_busy_gives_memory_back_to_one_that_waits(
+    budget: ServerProcess, model_url: str, pid_dir: Callable[[str], Path]
+) -> None:
+    """The whole budget held by an endpoint whose queue never empties (four clients, two workers, 1 s
+    requests): another endpoint's cold start is served while that load still runs, on a worker the busy
+    endpoint gave back as a request ended (it was throttled after the queue wait, 10 s)."""
+    sm = budget.client("sagemaker")
+    smr = budget.client("sagemaker-runtime", max_pool_connections=8, read_timeout=60)
+    deploy_pid_model(sm, "sc-fair-hog", model_url, memory_mb=1024, max_concurrency=2, sleep_s=1.0)
+    deploy_pid_model(sm, "sc-fair-other", model_url, pid_dir("other"), memory_mb=1024, max_concurrency=1)
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def load() -> None:
+        while not stop.is_set():
+            try:
+                invoke_pid(smr, "sc-fair-hog")
+            except BaseException as exc:
+                errors.append(exc)
+
+    threads = [threading.Thread(target=load, daemon=True) for _ in range(4)]
+    for t in threads:
+        t.start()
+    try:
+        wait_for(lambda: gauges(budget).get("sc-fair-hog") == 2, timeout_s=30)
+        wait_for(lambda: gauges(budget).get("sc-fair-other", 0) == 0, timeout_s=30)  # evicted for the hog
+        time.sleep(1.5)  # the hog's two workers busy, two requests queued behind them
+        assert invoke_pid(smr, "sc-fair-other") > 0  # while the load runs: the hog gave a worker back
+        assert all(t.is_alive() for t in threads)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(30)
+    assert not errors, errors[:3]

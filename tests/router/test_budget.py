@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from zeroscale.router.budget import MemoryBudget
+from zeroscale.router.budget import WANT_STALE_S, MemoryBudget
 
 
 class FakeEvictor:
@@ -151,3 +151,44 @@ def test_sum_of_reservations_stays_within_total(total: int, sizes: list[int], fi
     assert [budget.reserve(mb, REQ) for mb in sizes] == fits
     assert budget.used_mb == sum(mb for mb, ok in zip(sizes, fits, strict=True) if ok)
     assert budget.used_mb <= total
+
+
+def test_a_pool_past_its_share_gets_no_more_and_yields_while_another_wants() -> None:
+    """Four 1 GB workers' worth: A takes all four (nobody else wants); B cannot get one (nothing idle to
+    evict) and wants; from then A is past its share (2 GB of 4 between two) and should give one back as a
+    request ends, and gets none of what comes back; B gets it. Once B is satisfied, or its want is stale,
+    A may grow again."""
+    now = [0.0]
+    a, b = object(), object()
+    budget = MemoryBudget(4096, lambda deficit, requester: 0, clock=lambda: now[0])
+    for _ in range(4):
+        assert budget.reserve(1024, a)
+    assert not budget.should_yield(a)  # nobody else wants
+    assert not budget.reserve(1024, b)  # full, nothing to evict: B wants
+    assert budget.should_yield(a) and not budget.should_yield(b)
+    budget.release(1024, owner=a)  # A yields one worker
+    assert not budget.reserve(1024, a)  # past its share with it: refused, and A wants too
+    assert budget.reserve(1024, b)  # B's comes first
+    budget.release(1024, owner=a)
+    assert budget.reserve(1024, b)  # up to its share
+    assert not budget.should_yield(a) and not budget.should_yield(b)  # 2 GB each: their shares
+    assert not budget.reserve(1024, b)  # past it (A wants): refused
+    budget.release(1024, owner=b)
+    budget.satisfied(b)
+    assert budget.reserve(1024, a)  # B wants no more: A may take what is free
+    assert budget.used_mb == 4096
+
+
+def test_a_want_is_forgotten_once_stale_and_one_worker_is_always_allowed() -> None:
+    now = [0.0]
+    a, b, c = object(), object(), object()
+    budget = MemoryBudget(3072, lambda deficit, requester: 0, clock=lambda: now[0])
+    assert budget.reserve(2048, a)
+    assert not budget.reserve(2048, b)  # does not fit: B wants
+    assert budget.should_yield(a)  # 2 GB of a 1.5 GB share
+    now[0] += WANT_STALE_S
+    assert not budget.should_yield(a)  # B never asked again: forgotten
+    assert not budget.reserve(2048, b)
+    budget.release(2048, owner=a)
+    assert budget.reserve(2048, c)  # C holds nothing: its first worker is never past a share
+    assert budget.reserve(1024, a)  # A holds nothing now either

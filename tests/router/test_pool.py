@@ -369,6 +369,40 @@ async def test_a_cold_start_the_hosts_memory_cannot_give_is_throttled_after_the_
     world.check()
 
 
+async def test_a_pool_kept_busy_past_its_share_gives_a_worker_back_to_one_that_waits(tmp_path: Path) -> None:
+    """Two 1 GB workers' worth, both the holder's, kept busy by its queue: a cold start of another pool
+    waits for memory, and as one of the holder's requests ends that worker stops (its next request waits)
+    and the other pool's worker starts in its place; it was throttled after the queue wait before."""
+    world = World(tmp_path, total_mb=2048)
+    holder = world.pool(max_concurrency=2)
+    world.manager.hold_requests = True
+    busy = [asyncio.ensure_future(holder.invoke(inv())) for _ in range(4)]  # two run, two queue
+    await settle(20)
+    assert len(world.manager.pending) == 2 and holder.queued == 2
+    other = world.pool({"queue_wait_s": 30.0}, endpoint="other", max_concurrency=1)
+    waiting = asyncio.ensure_future(other.invoke(inv()))
+    await settle(20)
+    assert not waiting.done() and other.memory_blocked
+    yielded = world.manager.answer()  # a holder's request ends: its worker goes, not to the holder's queue
+    await settle(20)
+    assert yielded not in {s.worker_id for s in holder.slots() if s.state is not WorkerState.STOPPING}
+    assert len(holder.slots()) <= 2 and holder.queued == 2
+    for _ in range(40):
+        if len(world.manager.pending) == 2:
+            break
+        await asyncio.sleep(0.01)
+    assert {p.spec.endpoint for p in world.pools for s in p.slots() if s.state is WorkerState.BUSY} == {
+        holder.spec.endpoint,
+        "other",
+    }
+    world.manager.answer_all()
+    while not waiting.done() or not all(b.done() for b in busy):
+        world.manager.answer_all()
+        await asyncio.sleep(0.01)
+    await asyncio.gather(waiting, *busy)
+    world.check()
+
+
 async def test_a_waiter_cancelled_once_it_was_handed_a_worker_passes_the_worker_on(world: World) -> None:
     pool = world.pool(max_concurrency=1)
     world.manager.hold_requests = True

@@ -452,6 +452,8 @@ class VariantPool:
             timer.cancel()
             with contextlib.suppress(ValueError):
                 self._waiters.remove(fut)
+            if not self._waiters:
+                self._budget.satisfied(self)  # no request of its waits: it wants no memory now
             self._check_empty()
 
     def release(self, slot: Slot, *, broken: bool = False) -> None:
@@ -463,8 +465,18 @@ class VariantPool:
                 handle.kill_kind = "crashed"  # the request broke it; stopping it is our doing, not a plan
             self._stop(slot, StopReason.BROKEN, grace_s=1.0)
             return
+        if self._waiters and self._should_yield():
+            # another endpoint waits for memory this one holds past its share: its next request waits
+            self._stop(slot, StopReason.YIELDED)
+            return
         self._hand_over(slot)
         self._keep_template()
+
+    def _should_yield(self) -> bool:
+        """Give a worker back as its request ends (``MemoryBudget.should_yield``), never below one worker
+        nor the provisioned floor."""
+        keeping = len(self._slots) - self._slots.count(S.STOPPING)
+        return keeping > max(1, self.spec.provisioned) and self._budget.should_yield(self)
 
     def _keep_template(self) -> None:
         if self._template_after is not None:

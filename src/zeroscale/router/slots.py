@@ -44,6 +44,7 @@ class StopReason(StrEnum):
 
     SCALED_IN = "scaled_in"  # idle past the variant's idle timeout
     EVICTED = "evicted"  # another pool needed its memory
+    YIELDED = "yielded"  # another pool wanted memory and this one held more than its fair share
     DRAINED = "drained"  # the variant was replaced or deleted
     BROKEN = "broken"  # a request broke it (timed out, or its connection failed)
 
@@ -65,8 +66,8 @@ class Slot:
 
     def exit_kind(self) -> str:
         """The WorkerEvent kind of this worker's end."""
-        if self.stop_reason is StopReason.EVICTED:
-            return "evicted"
+        if self.stop_reason in (StopReason.EVICTED, StopReason.YIELDED):
+            return "evicted"  # another pool needed its memory
         if self.handle is not None and self.handle.kill_kind:
             return self.handle.kill_kind  # memory_killed, disk_killed, timed_out
         if self.stop_reason in (StopReason.SCALED_IN, StopReason.DRAINED):
@@ -153,7 +154,9 @@ class Slots:
         if to is S.GONE:
             del self._slots[slot.worker_id]
             evicted = slot.stop_reason is StopReason.EVICTED
-            self._budget.release(slot.reserved_mb, starting=was is S.STARTING, evicted=evicted)
+            self._budget.release(
+                slot.reserved_mb, starting=was is S.STARTING, evicted=evicted, owner=self._owner
+            )
             return
         self._counts[to] += 1
         if was is S.STARTING:
