@@ -707,3 +707,14 @@ def test_a_full_queue_answers_service_unavailable_until_it_drains(
         assert json.loads(_get(s3, again["OutputLocation"], timeout_s=60)) == {"echo": {"sleep": 2}}
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize("endpoint", ["http://169.254.169.254/latest/meta-data/", "https://[fe80::1]:443/x"])
+def test_a_subscription_to_a_link_local_address_is_refused(server: ServerProcess, endpoint: str) -> None:
+    """The server makes the request a subscriber names: never to the cloud's metadata service."""
+    sns = server.client("sns")
+    topic = sns.create_topic(Name="ssrf")["TopicArn"]
+    with pytest.raises(ClientError) as err:
+        sns.subscribe(TopicArn=topic, Protocol=endpoint.split(":", 1)[0], Endpoint=endpoint)
+    assert err.value.response["Error"]["Code"] == "InvalidParameter"
+    assert "is a link-local address; zeroscale sends nothing there" in err.value.response["Error"]["Message"]

@@ -176,6 +176,16 @@ def test_the_models_environment_overrides_the_images(sm: Any, smr: Any, pushed: 
     sm.delete_endpoint(EndpointName="byo-env")
 
 
+def push_script(zs: Any, tmp_path: Path, name: str, serve: str) -> None:
+    """Push an image whose entrypoint is the script ``serve`` as ``name`` (tag latest)."""
+    image = tmp_path / name
+    image.mkdir()
+    (image / "manifest.json").write_text('{"entrypoint": ["./serve"]}')
+    (image / "serve").write_text(serve)
+    (image / "serve").chmod(0o755)
+    ok(zs("images", "push", name, str(image)))
+
+
 HANGS = """#!/bin/sh
 echo "loading a very large model..."
 exec sleep 600
@@ -185,12 +195,7 @@ exec sleep 600
 def test_an_image_that_never_answers_ping_fails_the_endpoint(
     server: ServerProcess, sm: Any, zs: Any, tmp_path: Path
 ) -> None:
-    image = tmp_path / "hangs"
-    image.mkdir()
-    (image / "manifest.json").write_text('{"entrypoint": ["./serve"]}')
-    (image / "serve").write_text(HANGS)
-    (image / "serve").chmod(0o755)
-    ok(zs("images", "push", "hangs", str(image)))  # tag: latest
+    push_script(zs, tmp_path, "hangs", HANGS)  # tag: latest
     desc = deploy(sm, "byo-hangs", "", image="hangs")
     assert desc["EndpointStatus"] == "Failed"
     reason = desc["FailureReason"]
@@ -233,12 +238,7 @@ def test_an_image_answering_something_not_http_is_stopped_and_told_so(
     sm: Any, smr: Any, zs: Any, tmp_path: Path
 ) -> None:
     """The error says what the worker answered, not the signal the server stopped it with."""
-    image = tmp_path / "garbles"
-    image.mkdir()
-    (image / "manifest.json").write_text('{"entrypoint": ["./serve"]}')
-    (image / "serve").write_text(GARBLES)
-    (image / "serve").chmod(0o755)
-    ok(zs("images", "push", "garbles", str(image)))
+    push_script(zs, tmp_path, "garbles", GARBLES)
     desc = deploy(sm, "byo-garbles", "", image="garbles")
     assert desc["EndpointStatus"] == "InService", desc.get("FailureReason")
     with pytest.raises(smr.exceptions.ModelError) as err:

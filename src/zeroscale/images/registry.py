@@ -36,7 +36,7 @@ from typing import Any
 from zeroscale.artifacts.extract import Limits, copy_directory, extract_archive
 from zeroscale.artifacts.scratch import remove_stale, staging_dir
 from zeroscale.errors import DeployError
-from zeroscale.fstree import remove_tree_quietly
+from zeroscale.fstree import remove_tree_quietly, tree_bytes
 from zeroscale.images.manifest import Manifest, from_json, parse_manifest
 from zeroscale.images.names import ImageError, parse_reference, validate_name, validate_tag
 
@@ -222,7 +222,7 @@ class ImageRegistry:
 
     def total_bytes(self) -> int:
         """The bytes of every image directory's files (those no tag names included)."""
-        return sum(_tree_bytes(d) for d in self._image_dirs())
+        return sum(tree_bytes(d) for d in self._image_dirs())
 
     def _image_dirs(self) -> builtins.list[Path]:
         found: builtins.list[Path] = []
@@ -278,7 +278,7 @@ class ImageRegistry:
         self._collect()
         held = self.total_bytes()
         if replacing is not None and not self._kept()(replacing.root):
-            held -= _tree_bytes(replacing.root)
+            held -= tree_bytes(replacing.root)
         if held + adding > self._max_total_bytes:
             raise ImageError(
                 f"Image {ref}: its {adding / MB:.1f} MB would take the registry's images past "
@@ -289,15 +289,6 @@ class ImageRegistry:
     # ---- temporaries ----
     def _staging(self) -> contextlib.AbstractContextManager[Path]:
         return staging_dir(self._tmp)
-
-
-def _tree_bytes(path: Path) -> int:
-    total = 0
-    for folder, _, files in os.walk(path):
-        for name in files:
-            with contextlib.suppress(OSError):
-                total += os.lstat(os.path.join(folder, name)).st_size
-    return total
 
 
 def _image_wording(message: str, what: str) -> str:

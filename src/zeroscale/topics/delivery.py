@@ -2,13 +2,22 @@
 
 Deliveries run on their own small thread pool, and each one is a background task, so a subscriber that is
 down or slow delays only its own messages: never a publisher, the asynchronous queue or another subscriber.
+
+A subscriber's URL is the subscriber's choice, and the server makes the request: none is sent to a host
+that resolves to a link-local, multicast, unspecified or reserved address (169.254.169.254 is a cloud's
+instance metadata service: its credentials), looked up just before each attempt, and redirects are not
+followed (a 3xx answer is a failed attempt), so a public URL cannot send the server there either. Loopback
+and private addresses stay reachable: a self-hosted server's subscribers are often on its own network.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
+import socket
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -38,12 +47,52 @@ class Delivery:
     what: str  # for the log: "<message type> <message id> to <subscription>"
 
 
+def forbidden(address: str) -> str | None:
+    """Why the server sends nothing to ``address`` (an IP), or None when it may."""
+    ip = ipaddress.ip_address(address.split("%", 1)[0])
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    if ip.is_loopback:
+        return None  # ::1 sits in IPv6's reserved ::/8
+    for kind, test in (
+        ("link-local", ip.is_link_local),
+        ("multicast", ip.is_multicast),
+        ("unspecified", ip.is_unspecified),
+        ("reserved", ip.is_reserved),
+    ):
+        if test:
+            return f"{address} is a {kind} address"
+    return None
+
+
+def check_host(host: str, port: int | None) -> None:
+    """ValueError when ``host`` is, or resolves to, an address ``forbidden`` names."""
+    try:
+        found = socket.getaddrinfo(host, port or 0, proto=socket.IPPROTO_TCP)
+    except socket.gaierror as exc:
+        raise ValueError(f"{host} does not resolve: {exc}") from None
+    for *_, sockaddr in found:
+        why = forbidden(str(sockaddr[0]))
+        if why is not None:
+            raise ValueError(f"{host} resolves to {why}: nothing is delivered there")
+
+
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: object, **kwargs: object) -> None:
+        return None  # the 3xx answer is the attempt's result
+
+
+_OPENER = urllib.request.build_opener(_NoRedirects)
+
+
 def _post(delivery: Delivery, timeout_s: float) -> int:
+    parts = urllib.parse.urlsplit(delivery.url)
+    check_host(parts.hostname or "", parts.port)
     request = urllib.request.Request(
         delivery.url, data=delivery.body, method="POST", headers=dict(delivery.headers)
     )
     try:
-        with urllib.request.urlopen(request, timeout=timeout_s) as resp:
+        with _OPENER.open(request, timeout=timeout_s) as resp:
             return int(resp.status)
     except urllib.error.HTTPError as err:
         return int(err.code)

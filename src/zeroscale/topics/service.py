@@ -22,7 +22,7 @@ from typing import Any
 
 from zeroscale.errors import InvalidParameter, TopicNotFound
 from zeroscale.store.db import AlreadyExists, Record, Store
-from zeroscale.topics.delivery import Deliverer, Delivery
+from zeroscale.topics.delivery import Deliverer, Delivery, forbidden
 
 TOPIC, SUBSCRIPTION = "sns-topic", "sns-subscription"
 PENDING = "pending confirmation"
@@ -114,8 +114,11 @@ class Topics:
                 f"Invalid parameter: Protocol ({protocol}): zeroscale serves http and https"
             )
         parts = urllib.parse.urlsplit(endpoint or "")
-        if parts.scheme != protocol or not parts.netloc:
+        if parts.scheme != protocol or not parts.netloc or not parts.hostname:
             raise InvalidParameter(f"Invalid parameter: Endpoint must be a {protocol}:// URL")
+        why = _forbidden_literal(parts.hostname)
+        if why is not None:
+            raise InvalidParameter(f"Invalid parameter: Endpoint: {why}; zeroscale sends nothing there")
         for sub in self.subscriptions(topic_arn):
             if sub.protocol == protocol and sub.endpoint == endpoint:
                 return sub.arn if sub.confirmed or return_arn else PENDING
@@ -232,3 +235,12 @@ class Topics:
                 f"{message['Type']} {message['MessageId']} to {sub_arn}",
             )
         )
+
+
+def _forbidden_literal(host: str) -> str | None:
+    """Why an IP address written in a subscription's URL is refused (``delivery.forbidden``); a name is
+    looked up at each delivery instead."""
+    try:
+        return forbidden(host)
+    except ValueError:
+        return None  # a name, not an address
