@@ -5,23 +5,28 @@ down or slow delays only its own messages: never a publisher, the asynchronous q
 
 A subscriber's URL is the subscriber's choice, and the server makes the request: none is sent to a host
 that resolves to a link-local, multicast, unspecified or reserved address (169.254.169.254 is a cloud's
-instance metadata service: its credentials), looked up just before each attempt, and redirects are not
-followed (a 3xx answer is a failed attempt), so a public URL cannot send the server there either. Loopback
-and private addresses stay reachable: a self-hosted server's subscribers are often on its own network.
+instance metadata service: its credentials). The connection is made to the very address that was checked
+(looked up once per attempt, inside the connection: a name that resolves elsewhere a moment later changes
+nothing), and redirects are not followed (a 3xx answer is a failed attempt), so a public URL cannot send
+the server there either. Loopback and private addresses stay reachable: a self-hosted server's subscribers
+are often on its own network.
 """
 
 from __future__ import annotations
 
 import asyncio
+import http.client
 import ipaddress
 import logging
 import socket
+import ssl
 import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 from zeroscale.background import Background
 
@@ -65,16 +70,60 @@ def forbidden(address: str) -> str | None:
     return None
 
 
-def check_host(host: str, port: int | None) -> None:
-    """ValueError when ``host`` is, or resolves to, an address ``forbidden`` names."""
+def check_host(host: str, port: int | None) -> list[tuple[Any, ...]]:
+    """``host``'s addresses (``getaddrinfo``'s entries); ValueError when it does not resolve, or one of them
+    is an address ``forbidden`` names."""
     try:
-        found = socket.getaddrinfo(host, port or 0, proto=socket.IPPROTO_TCP)
+        found = socket.getaddrinfo(host, port or 0, type=socket.SOCK_STREAM)
     except socket.gaierror as exc:
         raise ValueError(f"{host} does not resolve: {exc}") from None
     for *_, sockaddr in found:
         why = forbidden(str(sockaddr[0]))
         if why is not None:
             raise ValueError(f"{host} resolves to {why}: nothing is delivered there")
+    return found
+
+
+def _connect_checked(
+    address: tuple[str, int], timeout: float | None = None, source_address: Any = None, **_: Any
+) -> socket.socket:
+    """``socket.create_connection`` to an address ``check_host`` let through, the one it checked."""
+    last: OSError | None = None
+    for family, kind, proto, _name, sockaddr in check_host(*address):
+        sock = socket.socket(family, kind, proto)
+        try:
+            if timeout is not None:
+                sock.settimeout(timeout)
+            if source_address:
+                sock.bind(source_address)
+            sock.connect(sockaddr)
+            return sock
+        except OSError as exc:
+            sock.close()
+            last = exc
+    raise last or OSError(f"could not connect to {address[0]}")
+
+
+class _CheckedHTTP(http.client.HTTPConnection):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._create_connection = _connect_checked
+
+
+class _CheckedHTTPS(http.client.HTTPSConnection):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._create_connection = _connect_checked  # TLS is then wrapped with the URL's host name
+
+
+class _CheckedHandler(urllib.request.HTTPHandler):
+    def http_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+        return self.do_open(_CheckedHTTP, req)
+
+
+class _CheckedHTTPSHandler(urllib.request.HTTPSHandler):
+    def https_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+        return self.do_open(_CheckedHTTPS, req, context=ssl.create_default_context())
 
 
 class _NoRedirects(urllib.request.HTTPRedirectHandler):
@@ -82,12 +131,10 @@ class _NoRedirects(urllib.request.HTTPRedirectHandler):
         return None  # the 3xx answer is the attempt's result
 
 
-_OPENER = urllib.request.build_opener(_NoRedirects)
+_OPENER = urllib.request.build_opener(_CheckedHandler, _CheckedHTTPSHandler, _NoRedirects)
 
 
 def _post(delivery: Delivery, timeout_s: float) -> int:
-    parts = urllib.parse.urlsplit(delivery.url)
-    check_host(parts.hostname or "", parts.port)
     request = urllib.request.Request(
         delivery.url, data=delivery.body, method="POST", headers=dict(delivery.headers)
     )
