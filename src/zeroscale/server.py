@@ -81,7 +81,7 @@ from zeroscale.metrics.service import MetricsHistory
 from zeroscale.metrics.store import MinuteStore
 from zeroscale.router.fleet import Fleet
 from zeroscale.router.spec import RouterSettings
-from zeroscale.store.db import Store
+from zeroscale.store.db import Limit, Store
 from zeroscale.store.frontends import Frontends
 from zeroscale.topics.delivery import Deliverer
 from zeroscale.topics.service import Topics
@@ -105,12 +105,30 @@ class Server:
     sandbox: list[str]  # what the worker sandbox enforces here, and loudly what it cannot
 
 
+# The SageMaker resources a caller creates and may delete, each kind held to --max-resources (an account's
+# quotas): what one key could otherwise grow without end in the database, each endpoint in the server's
+# memory. (Transform jobs cannot be deleted: they are not counted.)
+_QUOTA_KINDS = {
+    "model": "models",
+    "endpoint-config": "endpoint configs",
+    "endpoint": "endpoints",
+    "model-package-group": "model package groups",
+    "model-package": "model packages",
+}
+
+
+def _quotas(most: int) -> dict[str, Limit]:
+    if most <= 0:
+        return {}
+    return {kind: Limit(most, what, "zeroscale serve --max-resources") for kind, what in _QUOTA_KINDS.items()}
+
+
 def build(settings: Settings) -> Server:
     # Workers run in their model directory: every path handed to them must be absolute.
     settings = settings.replace(data_dir=settings.data_dir.resolve())
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     creds = load_or_create(settings.credentials_file, settings.access_key_id, settings.secret_access_key)
-    store = Store(settings.db_url)
+    store = Store(settings.db_url, limits=_quotas(settings.max_resources))
     arns = Arns(settings.region, settings.account_id)
     metrics = Metrics()
     events = EventBus()

@@ -8,8 +8,9 @@ from typing import Any
 import pytest
 from sqlalchemy import event
 
+from zeroscale.errors import ResourceLimitExceeded
 from zeroscale.store import AlreadyExists, Record, Store
-from zeroscale.store.db import PageQuery
+from zeroscale.store.db import Limit, PageQuery
 from zeroscale.store.engine import make_engine
 
 
@@ -236,3 +237,21 @@ def test_the_sqlite_database_is_the_servers_alone(tmp_path: Path) -> None:
     db.chmod(0o644)  # an older server's file: made private at the next start
     make_engine(f"sqlite:///{db}").dispose()
     assert db.stat().st_mode & 0o777 == 0o600
+
+
+def test_a_kinds_limit_holds_across_two_stores_on_one_database(tmp_path: Path) -> None:
+    """Two front ends (two stores) on one database: each follows its own writes, and near the limit every
+    insert looks exactly, so the other's inserts count too; deleting makes room; other kinds are free."""
+    url = f"sqlite:///{tmp_path / 'zeroscale.db'}"
+    limits = {"endpoint": Limit(10, "endpoints", "--max-resources")}
+    a, b = Store(url, limits), Store(url, limits)
+    for n in range(5):
+        a.insert(Record("endpoint", f"a{n}", f"arn:a{n}", 1.0, 1.0, "InService", {}))
+        b.insert(Record("endpoint", f"b{n}", f"arn:b{n}", 1.0, 1.0, "InService", {}))
+    for store in (a, b):
+        with pytest.raises(ResourceLimitExceeded, match="'Number of endpoints' is 10 endpoints"):
+            store.insert(Record("endpoint", "over", "arn:over", 1.0, 1.0, "InService", {}))
+    a.insert(Record("model", "free", "arn:m", 1.0, 1.0, "", {}))  # not limited
+    assert b.delete("endpoint", "a0")
+    a.insert(Record("endpoint", "over", "arn:over", 1.0, 1.0, "InService", {}))
+    assert len(a.list("endpoint")) == 10

@@ -210,6 +210,14 @@ def _opt(name: str, env: str, **kw: Any) -> Callable[[F], F]:
     "all).",
 )
 @_opt(
+    "--max-resources",
+    "ZEROSCALE_MAX_RESOURCES",
+    default=20_000,
+    type=click.IntRange(min=0),
+    help="The most models, endpoint configs, endpoints, model package groups and model packages, "
+    "each (as an account's quotas); past it a Create answers ResourceLimitExceeded (0: no limit).",
+)
+@_opt(
     "--async-retention-days",
     "ZEROSCALE_ASYNC_RETENTION_DAYS",
     default=7.0,
@@ -448,6 +456,7 @@ def serve(
     audit_retention_days: float,
     images_max_mb: int,
     async_retention_days: float,
+    max_resources: int,
     async_max_queued: int,
     api_rate_per_key: float,
     api_burst_per_key: int,
@@ -520,6 +529,7 @@ def serve(
         log_max_bytes=log_max_mb * MB,
         audit_retention_days=audit_retention_days,
         async_retention_days=async_retention_days,
+        max_resources=max_resources,
         async_max_queued=async_max_queued,
         api_rate_per_key=api_rate_per_key,
         api_burst_per_key=api_burst_per_key,

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import functools
 import threading
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any, ParamSpec, TypeVar
 
@@ -37,7 +37,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError, OperationalError
 
-from zeroscale.errors import ZeroscaleError
+from zeroscale.errors import ResourceLimitExceeded, ZeroscaleError
 from zeroscale.store.engine import make_engine
 from zeroscale.store.migrations import Step, add_column, add_index, upgrade
 
@@ -198,13 +198,70 @@ def _values(rec: Record) -> dict[str, Any]:
     }
 
 
+@dataclass(frozen=True)
+class Limit:
+    """The most records of one kind, and what the refusal calls them (SageMaker's quota wording)."""
+
+    most: int
+    what: str  # "endpoints"
+    flag: str  # how an operator raises it
+
+
+class _Counts:
+    """How many records of each limited kind there are, about: counted once, then followed through this
+    store's own inserts and deletes and counted again every ``RECOUNT_EVERY`` inserts (other front ends
+    write too). Only near its limit (``NEAR``) is a kind looked at exactly, at each insert: far from it an
+    insert costs no query (an exact look reads the kind's index up to the limit). Near is within a tenth of
+    the limit, or four recounts' worth of other front ends' inserts, whichever is more."""
+
+    RECOUNT_EVERY = 256
+
+    def __init__(self) -> None:
+        self._about: dict[str, int] = {}
+        self._inserts: dict[str, int] = {}
+
+    def check(self, conn: Connection, kind: str, limit: Limit) -> None:
+        about = self._about.get(kind)
+        if about is None or self._inserts.get(kind, 0) >= self.RECOUNT_EVERY:
+            about = self._about[kind] = int(
+                conn.execute(select(func.count()).where(resources.c.kind == kind)).scalar_one()
+            )
+            self._inserts[kind] = 0
+        if about + 1 + max(limit.most // 10, 4 * self.RECOUNT_EVERY) >= limit.most:
+            _check_limit(conn, kind, limit)
+
+    def inserted(self, kind: str) -> None:
+        if kind in self._about:
+            self._about[kind] += 1
+            self._inserts[kind] = self._inserts.get(kind, 0) + 1
+
+    def deleted(self, kind: str) -> None:
+        if kind in self._about:
+            self._about[kind] = max(0, self._about[kind] - 1)
+
+
+def _check_limit(conn: Connection, kind: str, limit: Limit) -> None:
+    """ResourceLimitExceeded when ``kind`` already has ``limit.most`` records (the kind's index read no
+    further than that)."""
+    at_limit = select(resources.c.key).where(resources.c.kind == kind).offset(limit.most - 1).limit(1)
+    if conn.execute(at_limit).first() is not None:
+        raise ResourceLimitExceeded(
+            f"The account-level service limit 'Number of {limit.what}' is {limit.most} {limit.what}, with "
+            f"current utilization of {limit.most} {limit.what} and a request delta of 1 {limit.what}: "
+            f"delete some, or raise it ({limit.flag})."
+        )
+
+
 class Store:
     """Thread-safe CRUD over ``resources``; every call is its own transaction."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, limits: Mapping[str, Limit] | None = None) -> None:
+        """``limits``: the most records of a kind (a kind not named has none), as an account's quotas."""
         self._engine = make_engine(url)
         self._lock = threading.RLock()
         self._own_writes = 0
+        self._limits = dict(limits or {})
+        self._counts = _Counts()
         upgrade(self._engine, "resources", metadata, STEPS)
         try:
             with self._engine.begin() as conn:
@@ -235,15 +292,21 @@ class Store:
 
     @_reachable
     def insert(self, rec: Record) -> None:
-        """Store a new record; raises AlreadyExists when (kind, lower(name)) is taken."""
+        """Store a new record; raises AlreadyExists when (kind, lower(name)) is taken, ResourceLimitExceeded
+        when its kind has as many records as its limit allows."""
+        limit = self._limits.get(rec.kind)
         with self._lock:
             try:
                 with self._engine.begin() as conn:
+                    if limit is not None:
+                        self._counts.check(conn, rec.kind, limit)
                     conn.execute(_INSERT, _values(rec))
                     conn.execute(_TAGS_DELETE, _one(rec.kind, rec.name))  # a namesake's, if any were left
                     self._bump(conn)
             except IntegrityError as exc:
                 raise AlreadyExists(f"{rec.kind} {rec.name!r} already exists") from exc
+            if limit is not None:
+                self._counts.inserted(rec.kind)
 
     @_reachable
     def get(self, kind: str, name: str) -> Record | None:
@@ -286,6 +349,7 @@ class Store:
             conn.execute(_TAGS_DELETE, _one(kind, name))
             if result.rowcount:
                 self._bump(conn)
+                self._counts.deleted(kind)
         return bool(result.rowcount)
 
     @_reachable

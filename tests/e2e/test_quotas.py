@@ -1,0 +1,46 @@
+"""--max-resources holds each kind of SageMaker resource to an account-style quota: through a real server and
+real boto3, a Create past it is refused with SageMaker's ResourceLimitExceeded (its modeled exception), and
+deleting one makes room again; endpoints count too (a refused CreateEndpoint starts nothing)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+from zeroscale.testing import ServerProcess
+
+MOST = 2
+
+
+def test_a_create_past_the_quota_is_refused_until_one_is_deleted(
+    server_factory: Callable[..., ServerProcess],
+) -> None:
+    server = server_factory(max_resources=MOST)
+    sm = server.client("sagemaker")
+    container = {"Image": "sklearn", "ModelDataUrl": "file:///nowhere/model.tar.gz"}
+    for n in range(MOST):
+        sm.create_model(ModelName=f"q{n}", PrimaryContainer=container)
+    with pytest.raises(sm.exceptions.ResourceLimitExceeded) as err:
+        sm.create_model(ModelName="q-over", PrimaryContainer=container)
+    message = err.value.response["Error"]["Message"]
+    assert f"'Number of models' is {MOST} models" in message and "--max-resources" in message
+    assert {m["ModelName"] for m in sm.list_models()["Models"]} == {"q0", "q1"}
+    sm.delete_model(ModelName="q0")
+    sm.create_model(ModelName="q-over", PrimaryContainer=container)  # room again
+
+    variant = {
+        "VariantName": "v",
+        "ModelName": "q1",
+        "ServerlessConfig": {"MemorySizeInMB": 1024, "MaxConcurrency": 1},
+    }
+    for n in range(MOST):
+        sm.create_endpoint_config(EndpointConfigName=f"c{n}", ProductionVariants=[variant])
+    with pytest.raises(sm.exceptions.ResourceLimitExceeded, match="'Number of endpoint configs'"):
+        sm.create_endpoint_config(EndpointConfigName="c-over", ProductionVariants=[variant])
+    for n in range(MOST):  # their model cannot be fetched: Failed, but they are endpoints all the same
+        sm.create_endpoint(EndpointName=f"e{n}", EndpointConfigName="c0")
+    with pytest.raises(sm.exceptions.ResourceLimitExceeded, match="'Number of endpoints' is 2 endpoints"):
+        sm.create_endpoint(EndpointName="e-over", EndpointConfigName="c0")
+    with pytest.raises(sm.exceptions.ClientError, match="Could not find endpoint"):
+        sm.describe_endpoint(EndpointName="e-over")
