@@ -135,6 +135,12 @@ def test_each_worker_is_in_a_group_of_its_own_limited_to_its_memory_size(
     assert int(seen["limit"]) == 1024 << 20  # read by the worker itself, inside its sandbox
     group = groups_dir / seen["group"].rsplit("/", 1)[-1]
     assert seen["pid"] in {int(p) for p in (group / "cgroup.procs").read_text().split()}
+    # and in a cpu group of the same name weighted by its memory size (the server's: read from outside)
+    cpu = own_memory_group("cpu")
+    assert isinstance(cpu, Path)  # mounted on this project's machines and in CI
+    twin = cpu / groups_dir.name / group.name
+    assert (twin / "cpu.shares").read_text().strip() == "1024"
+    assert seen["pid"] in {int(p) for p in (twin / "cgroup.procs").read_text().split()}
 
 
 def test_a_template_is_in_a_group_of_its_own(

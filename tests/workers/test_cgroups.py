@@ -29,6 +29,7 @@ def groups() -> Iterator[MemoryGroups | Unavailable]:
     if isinstance(opened, MemoryGroups):
         opened.close()
         assert not opened.root.exists()
+        assert opened.cpu_root is None or not opened.cpu_root.exists()
 
 
 def sleeper() -> subprocess.Popen[bytes]:
@@ -166,3 +167,38 @@ def test_a_group_the_kernel_stopped_a_process_in_is_not_kept(groups: MemoryGroup
     assert groups.oom_kills(group) == 1
     assert groups.remove(group) and not group.exists()
     assert not [p for p in groups.root.iterdir() if p.name.startswith("spare-")]
+
+
+CPU_AVAILABLE = AVAILABLE and isinstance(own_memory_group("cpu"), Path)
+
+
+def test_a_group_has_a_cpu_twin_weighted_by_its_memory(groups: MemoryGroups | Unavailable) -> None:
+    """Where the cpu controller is mounted (it is here and in CI): the worker is in a cpu group whose
+    cpu.shares is its MemorySizeInMB, a fork adopted later joins it too, and it goes with the group."""
+    if not isinstance(groups, MemoryGroups):
+        assert not AVAILABLE
+        return
+    assert (groups.cpu_root is not None) == CPU_AVAILABLE
+    if groups.cpu_root is None:
+        return
+    cpu_own = own_memory_group("cpu")
+    assert isinstance(cpu_own, Path) and groups.cpu_root == cpu_own / f"zeroscale-{os.getpid()}"
+    assert "weighted by MemorySizeInMB" in memory_line(groups)
+    spawn = "import subprocess, sys, time; subprocess.Popen(sys.argv[1:]); time.sleep(60)"
+    parent = subprocess.Popen([sys.executable, "-c", spawn, *SLEEPER])
+    try:
+        wait_for(lambda: Path(f"/proc/{parent.pid}/task/{parent.pid}/children").read_text().split(), 10)
+        child = int(Path(f"/proc/{parent.pid}/task/{parent.pid}/children").read_text().split()[0])
+        group = groups.start("w-cpu", 3072, parent.pid)
+        twin = groups.cpu_root / "w-cpu"
+        assert (twin / "cpu.shares").read_text().strip() == "3072"
+        assert members(twin) == {parent.pid}
+        groups.adopt(group, [parent.pid, child])
+        assert members(twin) == {parent.pid, child}
+        lines = Path(f"/proc/{child}/cgroup").read_text().splitlines()
+        assert any(":cpu:" in line and line.endswith(f"/zeroscale-{os.getpid()}/w-cpu") for line in lines)
+    finally:
+        parent.kill()
+        parent.wait()
+    assert groups.remove(group)
+    assert not twin.exists()
