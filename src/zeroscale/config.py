@@ -102,8 +102,8 @@ class Settings:
     # Finished asynchronous requests' rows kept this long after they finished (0: all), and the requests
     # one endpoint may have waiting (0: no limit).
     async_retention_days: float = 7.0
-    # The most models, endpoint configs, endpoints, model package groups and model packages,
-    # each (an account's quotas; 0: no limit).
+    # The most models, endpoint configs, endpoints, model package groups, model packages, topics and
+    # subscriptions, each (an account's quotas; 0: no limit).
     max_resources: int = 20_000
     async_max_queued: int = 10_000
     # Control-plane calls a second each access key but the admin's may make, and at once (0: no limit).

@@ -178,6 +178,16 @@ class InvalidParameter(ZeroscaleError):
     status = 400
 
 
+class TopicLimitExceeded(ZeroscaleError):
+    code = "TopicLimitExceeded"
+    status = 403
+
+
+class SubscriptionLimitExceeded(ZeroscaleError):
+    code = "SubscriptionLimitExceeded"
+    status = 403
+
+
 class MalformedQueryString(ZeroscaleError):
     """A query-protocol request (IAM, topics) whose parameters are not UTF-8 form encoding."""
 

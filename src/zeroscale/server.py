@@ -66,6 +66,7 @@ from zeroscale.control.model_packages import ModelPackages
 from zeroscale.control.models import Models
 from zeroscale.control.transform_jobs import TransformJobs
 from zeroscale.credentials import AdminCredentials, load_or_create
+from zeroscale.errors import SubscriptionLimitExceeded, TopicLimitExceeded
 from zeroscale.events import EventBus
 from zeroscale.iam.authz import Authorizer
 from zeroscale.iam.secrets import SecretBox
@@ -84,7 +85,7 @@ from zeroscale.router.spec import RouterSettings
 from zeroscale.store.db import Limit, Store
 from zeroscale.store.frontends import Frontends
 from zeroscale.topics.delivery import Deliverer
-from zeroscale.topics.service import Topics
+from zeroscale.topics.service import SUBSCRIPTION, TOPIC, Topics
 from zeroscale.types import SERVERLESS_MEMORY_SIZES_MB
 from zeroscale.workers.cgroups import MemoryGroups, Unavailable, memory_line
 from zeroscale.workers.confinement import Confinement, SandboxSettings
@@ -120,7 +121,11 @@ _QUOTA_KINDS = {
 def _quotas(most: int) -> dict[str, Limit]:
     if most <= 0:
         return {}
-    return {kind: Limit(most, what, "zeroscale serve --max-resources") for kind, what in _QUOTA_KINDS.items()}
+    flag = "zeroscale serve --max-resources"
+    quotas = {kind: Limit(most, what, flag) for kind, what in _QUOTA_KINDS.items()}
+    quotas[TOPIC] = Limit(most, "topics", flag, TopicLimitExceeded)  # SNS's own codes
+    quotas[SUBSCRIPTION] = Limit(most, "subscriptions", flag, SubscriptionLimitExceeded)
+    return quotas
 
 
 def build(settings: Settings) -> Server:

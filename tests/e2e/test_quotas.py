@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
+from botocore.exceptions import ClientError
 
 from zeroscale.testing import ServerProcess
 
@@ -44,3 +45,21 @@ def test_a_create_past_the_quota_is_refused_until_one_is_deleted(
         sm.create_endpoint(EndpointName="e-over", EndpointConfigName="c0")
     with pytest.raises(sm.exceptions.ClientError, match="Could not find endpoint"):
         sm.describe_endpoint(EndpointName="e-over")
+
+
+def test_topics_and_subscriptions_answer_snss_own_limit_codes(
+    server_factory: Callable[..., ServerProcess],
+) -> None:
+    server = server_factory(max_resources=MOST)
+    sns = server.client("sns")
+    arns = [sns.create_topic(Name=f"t{n}")["TopicArn"] for n in range(MOST)]
+    with pytest.raises(ClientError) as err:
+        sns.create_topic(Name="t-over")
+    assert err.value.response["Error"]["Code"] == "TopicLimitExceeded"
+    assert err.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
+    assert sns.create_topic(Name="t0")["TopicArn"] == arns[0]  # an existing one is not a new one
+    for n in range(MOST):
+        sns.subscribe(TopicArn=arns[0], Protocol="http", Endpoint=f"http://127.0.0.1:9/{n}")
+    with pytest.raises(ClientError) as err:
+        sns.subscribe(TopicArn=arns[1], Protocol="http", Endpoint="http://127.0.0.1:9/over")
+    assert err.value.response["Error"]["Code"] == "SubscriptionLimitExceeded"

@@ -251,6 +251,8 @@ def test_a_kinds_limit_holds_across_two_stores_on_one_database(tmp_path: Path) -
     for store in (a, b):
         with pytest.raises(ResourceLimitExceeded, match="'Number of endpoints' is 10 endpoints"):
             store.insert(Record("endpoint", "over", "arn:over", 1.0, 1.0, "InService", {}))
+    with pytest.raises(AlreadyExists):  # a name taken says so, at the limit too
+        a.insert(Record("endpoint", "b0", "arn:b0", 1.0, 1.0, "InService", {}))
     a.insert(Record("model", "free", "arn:m", 1.0, 1.0, "", {}))  # not limited
     assert b.delete("endpoint", "a0")
     a.insert(Record("endpoint", "over", "arn:over", 1.0, 1.0, "InService", {}))

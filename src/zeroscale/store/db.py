@@ -205,6 +205,7 @@ class Limit:
     most: int
     what: str  # "endpoints"
     flag: str  # how an operator raises it
+    error: type[ZeroscaleError] = ResourceLimitExceeded  # the service's own (SNS: TopicLimitExceeded)
 
 
 class _Counts:
@@ -221,11 +222,11 @@ class _Counts:
         self._inserts: dict[str, int] = {}
 
     def check(self, conn: Connection, kind: str, limit: Limit) -> None:
+        """Within the transaction that has just inserted one more of ``kind``: past the limit, its error."""
         about = self._about.get(kind)
         if about is None or self._inserts.get(kind, 0) >= self.RECOUNT_EVERY:
-            about = self._about[kind] = int(
-                conn.execute(select(func.count()).where(resources.c.kind == kind)).scalar_one()
-            )
+            counted = conn.execute(select(func.count()).where(resources.c.kind == kind)).scalar_one()
+            about = self._about[kind] = int(counted) - 1  # the one just inserted is not in yet
             self._inserts[kind] = 0
         if about + 1 + max(limit.most // 10, 4 * self.RECOUNT_EVERY) >= limit.most:
             _check_limit(conn, kind, limit)
@@ -241,11 +242,11 @@ class _Counts:
 
 
 def _check_limit(conn: Connection, kind: str, limit: Limit) -> None:
-    """ResourceLimitExceeded when ``kind`` already has ``limit.most`` records (the kind's index read no
-    further than that)."""
-    at_limit = select(resources.c.key).where(resources.c.kind == kind).offset(limit.most - 1).limit(1)
+    """``limit.error`` when ``kind`` has more than ``limit.most`` records, the one just inserted included
+    (the kind's index read no further than that)."""
+    at_limit = select(resources.c.key).where(resources.c.kind == kind).offset(limit.most).limit(1)
     if conn.execute(at_limit).first() is not None:
-        raise ResourceLimitExceeded(
+        raise limit.error(
             f"The account-level service limit 'Number of {limit.what}' is {limit.most} {limit.what}, with "
             f"current utilization of {limit.most} {limit.what} and a request delta of 1 {limit.what}: "
             f"delete some, or raise it ({limit.flag})."
@@ -298,9 +299,9 @@ class Store:
         with self._lock:
             try:
                 with self._engine.begin() as conn:
-                    if limit is not None:
-                        self._counts.check(conn, rec.kind, limit)
                     conn.execute(_INSERT, _values(rec))
+                    if limit is not None:  # after: a name taken is AlreadyExists, whatever the count
+                        self._counts.check(conn, rec.kind, limit)  # raises: the insert is rolled back
                     conn.execute(_TAGS_DELETE, _one(rec.kind, rec.name))  # a namesake's, if any were left
                     self._bump(conn)
             except IntegrityError as exc:
