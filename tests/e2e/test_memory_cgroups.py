@@ -19,7 +19,7 @@ from botocore.exceptions import ClientError
 
 from e2e.conftest import SklearnModel, handler_model
 from zeroscale.testing import ServerProcess, deploy, wait_for
-from zeroscale.workers.cgroups import own_memory_group
+from zeroscale.workers.cgroups import own_group, own_memory_group
 
 HOG_MB = 1536  # over the endpoint's 1024 MB
 
@@ -136,7 +136,7 @@ def test_each_worker_is_in_a_group_of_its_own_limited_to_its_memory_size(
     group = groups_dir / seen["group"].rsplit("/", 1)[-1]
     assert seen["pid"] in {int(p) for p in (group / "cgroup.procs").read_text().split()}
     # and in a cpu group of the same name weighted by its memory size (the server's: read from outside)
-    cpu = own_memory_group("cpu")
+    cpu = own_group("cpu")
     assert isinstance(cpu, Path)  # mounted on this project's machines and in CI
     twin = cpu / groups_dir.name / group.name
     assert (twin / "cpu.shares").read_text().strip() == "1024"

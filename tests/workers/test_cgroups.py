@@ -13,7 +13,14 @@ from pathlib import Path
 import pytest
 
 from zeroscale.testing import wait_for
-from zeroscale.workers.cgroups import MemoryGroups, Unavailable, members, memory_line, own_memory_group
+from zeroscale.workers.cgroups import (
+    MemoryGroups,
+    Unavailable,
+    members,
+    memory_line,
+    own_group,
+    own_memory_group,
+)
 
 # Whether this host lets a root server make memory groups (this project's machines and CI do): the tests
 # check the groups where it does, and the banner's warning where it does not.
@@ -34,6 +41,15 @@ def groups() -> Iterator[MemoryGroups | Unavailable]:
 
 def sleeper() -> subprocess.Popen[bytes]:
     return subprocess.Popen(SLEEPER)
+
+
+def parent_and_child() -> tuple[subprocess.Popen[bytes], int]:
+    """A sleeping process that forked a sleeping child, and the child's pid."""
+    spawn = "import subprocess, sys, time; subprocess.Popen(sys.argv[1:]); time.sleep(60)"
+    parent = subprocess.Popen([sys.executable, "-c", spawn, *SLEEPER])
+    children = Path(f"/proc/{parent.pid}/task/{parent.pid}/children")
+    wait_for(lambda: children.read_text().split(), 10)
+    return parent, int(children.read_text().split()[0])
 
 
 def test_turned_off_says_so_without_a_warning() -> None:
@@ -61,11 +77,8 @@ def test_a_process_joins_a_group_with_its_limit_and_a_fork_before_is_adopted(
     if not isinstance(groups, MemoryGroups):
         assert not AVAILABLE
         return
-    spawn = "import subprocess, sys, time; subprocess.Popen(sys.argv[1:]); time.sleep(60)"
-    parent = subprocess.Popen([sys.executable, "-c", spawn, *SLEEPER])
+    parent, child = parent_and_child()
     try:
-        wait_for(lambda: Path(f"/proc/{parent.pid}/task/{parent.pid}/children").read_text().split(), 10)
-        child = int(Path(f"/proc/{parent.pid}/task/{parent.pid}/children").read_text().split()[0])
         group = groups.start("w-test", 1024, parent.pid)
         assert (group / "memory.limit_in_bytes").read_text().strip() == str(1024 << 20)
         assert members(group) == {parent.pid}  # its child was forked before: it stayed where it was
@@ -169,7 +182,7 @@ def test_a_group_the_kernel_stopped_a_process_in_is_not_kept(groups: MemoryGroup
     assert not [p for p in groups.root.iterdir() if p.name.startswith("spare-")]
 
 
-CPU_AVAILABLE = AVAILABLE and isinstance(own_memory_group("cpu"), Path)
+CPU_AVAILABLE = AVAILABLE and isinstance(own_group("cpu"), Path)
 
 
 def test_a_group_has_a_cpu_twin_weighted_by_its_memory(groups: MemoryGroups | Unavailable) -> None:
@@ -181,14 +194,11 @@ def test_a_group_has_a_cpu_twin_weighted_by_its_memory(groups: MemoryGroups | Un
     assert (groups.cpu_root is not None) == CPU_AVAILABLE
     if groups.cpu_root is None:
         return
-    cpu_own = own_memory_group("cpu")
+    cpu_own = own_group("cpu")
     assert isinstance(cpu_own, Path) and groups.cpu_root == cpu_own / f"zeroscale-{os.getpid()}"
     assert "weighted by MemorySizeInMB" in memory_line(groups)
-    spawn = "import subprocess, sys, time; subprocess.Popen(sys.argv[1:]); time.sleep(60)"
-    parent = subprocess.Popen([sys.executable, "-c", spawn, *SLEEPER])
+    parent, child = parent_and_child()
     try:
-        wait_for(lambda: Path(f"/proc/{parent.pid}/task/{parent.pid}/children").read_text().split(), 10)
-        child = int(Path(f"/proc/{parent.pid}/task/{parent.pid}/children").read_text().split()[0])
         group = groups.start("w-cpu", 3072, parent.pid)
         twin = groups.cpu_root / "w-cpu"
         assert (twin / "cpu.shares").read_text().strip() == "3072"

@@ -75,17 +75,17 @@ class MemoryGroups:
         why there is none."""
         if not enabled:
             return Unavailable("turned off (--no-worker-cgroups)")
-        found = own_memory_group()
-        if isinstance(found, Unavailable):
-            return found
-        _remove_stale(found)
-        root = found / f"{_PREFIX}{os.getpid()}"
+        root = _server_dir("memory")
+        if isinstance(root, Unavailable):
+            return root
         try:
-            root.mkdir(exist_ok=True)
             (root / "memory.limit_in_bytes").write_text("-1")  # the groups' parent: no limit of its own
         except OSError as exc:
-            return Unavailable(f"cannot make memory cgroups in {found} ({exc.strerror or exc})")
-        return cls(root, _cpu_root())
+            return Unavailable(f"cannot make memory cgroups in {root} ({exc.strerror or exc})")
+        cpu = _server_dir("cpu")
+        if isinstance(cpu, Unavailable):
+            log.info("no cpu cgroups (%s): workers run without weights", cpu.reason)
+        return cls(root, cpu if isinstance(cpu, Path) else None)
 
     def describe(self) -> str:
         weights = ", weighted by MemorySizeInMB in a cpu cgroup" if self.cpu_root is not None else ""
@@ -270,23 +270,28 @@ def _remove_group(path: Path) -> bool:
     return False
 
 
-def _cpu_root() -> Path | None:
-    """This server's directory of cpu groups, made now (stale ones removed); None where it cannot be."""
-    found = own_memory_group("cpu")
+def _server_dir(controller: str) -> Path | Unavailable:
+    """This server's directory of ``controller``'s groups, ``zeroscale-<pid>`` under its own group, made now
+    (those of servers that are gone removed), or why there is none."""
+    found = own_group(controller)
     if isinstance(found, Unavailable):
-        return None
+        return found
     _remove_stale(found)
     root = found / f"{_PREFIX}{os.getpid()}"
     try:
         root.mkdir(exist_ok=True)
     except OSError as exc:
-        log.info("no cpu cgroups in %s (%s): workers run without weights", found, exc.strerror or exc)
-        return None
+        return Unavailable(f"cannot make {controller} cgroups in {found} ({exc.strerror or exc})")
     return root
 
 
-def own_memory_group(controller: str = "memory") -> Path | Unavailable:
-    """The directory of this process's cgroup v1 memory group (or ``controller``'s)."""
+def own_memory_group() -> Path | Unavailable:
+    """The directory of this process's cgroup v1 memory group."""
+    return own_group("memory")
+
+
+def own_group(controller: str) -> Path | Unavailable:
+    """The directory of this process's cgroup v1 group of ``controller``."""
     try:
         cgroups = Path("/proc/self/cgroup").read_text()
         mounts = Path("/proc/self/mountinfo").read_text()

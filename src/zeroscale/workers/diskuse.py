@@ -135,15 +135,14 @@ def over_limit(who: str, used: Usage, limit_bytes: int) -> str | None:
 
 class DiskTarget(NamedTuple, Generic[K]):
     """A scratch directory to look at: whose (``key``, and ``who`` for the message), the directories beneath
-    it not to count (other workers'), and the processes whose removed files count: every process of ``uid``
-    (a confined worker's), else ``pid`` alone."""
+    it not to count (other workers'), and the processes whose removed files count (a confined worker's are
+    every process of its uid, as the manager's once-a-second pass found them)."""
 
     key: K
     who: str
     path: str
     skip: frozenset[str]
-    pid: int
-    uid: int | None
+    pids: tuple[int, ...]
 
 
 class DiskWatch(Generic[K]):
@@ -155,11 +154,9 @@ class DiskWatch(Generic[K]):
         self,
         limit_bytes: int,
         on_over: Callable[[K, str], None],
-        processes: Callable[[Collection[int]], dict[int, list[int]]],
     ) -> None:
         self.limit_bytes = limit_bytes
         self._on_over = on_over
-        self._processes = processes  # uid -> its pids (``confinement.processes_of``)
         self._task: asyncio.Task[None] | None = None
         self._looks = 0
 
@@ -171,12 +168,10 @@ class DiskWatch(Generic[K]):
         self._task = asyncio.get_running_loop().create_task(self._pass(targets, maps))
 
     def _measure(self, targets: list[DiskTarget[K]], maps: bool) -> list[Usage]:
-        uids = {t.uid for t in targets if t.uid}
-        found = self._processes(uids) if uids else {}
         measured = []
         for t in targets:
             walked = usage(t.path, t.skip)
-            removed = held_removed(found.get(t.uid, [t.pid]) if t.uid else [t.pid], t.path, maps)
+            removed = held_removed(t.pids, t.path, maps)
             measured.append(Usage(walked.bytes + removed, walked.entries, removed))
         return measured
 

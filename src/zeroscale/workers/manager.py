@@ -201,6 +201,7 @@ class WorkerManager:
         self._parked: dict[int, WorkerHandle] = {}  # template pid -> its parked replica (``park``)
         self._parking: dict[int, asyncio.Future[None]] = {}  # template pid -> its replica on its way
         self._extra_mb: dict[int, float] = {}  # worker uid -> private MB of its other processes
+        self._uid_pids: dict[int, list[int]] = {}  # confined worker uid -> its pids, at the last pass
         self._shmem_mb: dict[int, float] = {}  # worker pid -> MB of shared memory its resident sets miss
         self._pte_mb: dict[int, float] = {}  # worker pid -> MB of its processes' page tables (no cgroups)
         self._releasing: list[tuple[str, int, int]] = []  # (scratch, uid, tries left) of exited workers
@@ -221,7 +222,6 @@ class WorkerManager:
         self._disk: DiskWatch[int] = DiskWatch(
             confinement.settings.max_disk_bytes if confinement is not None else 0,
             self._over_disk,
-            processes_of,
         )
 
     # ---- lifecycle ----
@@ -861,6 +861,7 @@ class WorkerManager:
         workers = [h for h in self._by_pid.values() if not h.port]
         owners = {h.uid: h.pid for h in workers if h.uid}
         found = processes_of(set(owners)) if owners else {}
+        self._uid_pids = found  # for the scratch directories' look that follows (``_look_at_disks``)
         if self._groups is not None:
             for handle in self._by_pid.values():
                 pids = tree_pids(handle.pid) if handle.port else found.get(handle.uid, [])
@@ -888,13 +889,19 @@ class WorkerManager:
             return
         workers = [h for h in self._by_pid.values() if h.scratch]
         targets = [
-            DiskTarget(h.pid, f"Worker {h.worker_id}", h.scratch, frozenset(), h.pid, h.uid or None)
+            DiskTarget(
+                h.pid,
+                f"Worker {h.worker_id}",
+                h.scratch,
+                frozenset(),
+                tuple(self._pids_of(h, self._uid_pids)),
+            )
             for h in workers
         ]
         for pid, path in self._template_scratch.items():
             inside = frozenset(h.scratch for h in workers if h.scratch.startswith(path + os.sep))
             who = f"The template (pid {pid}) of a worker's model"
-            targets.append(DiskTarget(pid, who, path, inside, pid, None))
+            targets.append(DiskTarget(pid, who, path, inside, (pid,)))
         self._disk.look(targets)
 
     def _over_disk(self, pid: int, reason: str) -> None:
