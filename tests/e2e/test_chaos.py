@@ -130,9 +130,10 @@ def test_workers_and_the_zygote_killed_under_load(
     )
     assert killed_workers >= 4
     # Only requests in flight on a killed process failed: at most one per killed worker, and for the zygote
-    # (its workers, or one starting, die with it) at most every request there was: one per client.
+    # (its workers, or one starting, die with it) at most every request there was: one per client. A spare
+    # may be handed a request between the look that found it and its kill (it failed one, once in CI).
     assert lost_with_zygote <= 4
-    assert len(failed) <= killed_workers + len(threads), failed
+    assert len(failed) <= killed_workers + len(spares) + len(threads), failed
     assert set(failed) <= {"ModelError", "ServiceUnavailable", "InternalFailure"}, failed
     # Serving again, and every answered request is in the usage records.
     smr = server.client("sagemaker-runtime")
