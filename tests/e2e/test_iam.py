@@ -198,6 +198,59 @@ def test_policies_decide_every_api(server: ServerProcess, alice: dict[str, str])
     assert rest_status(server, alice, "usage") == 400  # zeroscale:GetUsage is not allowed either
 
 
+def test_a_model_on_the_servers_disk_needs_its_own_permission(
+    iam: Any, server: ServerProcess, tmp_path: Path
+) -> None:
+    """The server reads a file:// model with its own rights, and a model's untrusted code reads what it
+    read: a tenant allowed every SageMaker action still may not name /etc/passwd, or a path that climbs or
+    links out of the directory it was given, as its model data."""
+    iam.create_user(UserName="tenant")
+    everything = {"Effect": "Allow", "Action": "sagemaker:*", "Resource": "*"}
+    iam.put_user_policy(
+        UserName="tenant", PolicyName="sm", PolicyDocument=json.dumps({"Statement": [everything]})
+    )
+    key = iam.create_access_key(UserName="tenant")["AccessKey"]
+    sm, smr = client(server, "sagemaker", key), client(server, "sagemaker-runtime", key)
+    files = f"arn:aws:zeroscale:{REGION}:{ACCOUNT}:file"
+
+    def create(name: str, url: str, **container: Any) -> dict[str, Any]:
+        return error(
+            sm.create_model,
+            ModelName=name,
+            PrimaryContainer={"Image": "sklearn", "ModelDataUrl": url, **container},
+            ExecutionRoleArn=f"arn:aws:iam::{ACCOUNT}:role/r",
+        )
+
+    denied = create("steal", "file:///etc/passwd")
+    assert denied["Code"] == "AccessDeniedException"
+    assert denied["Message"] == (
+        f"User: arn:aws:iam::{ACCOUNT}:user/tenant is not authorized to perform: zeroscale:ReadLocalFile on "
+        f"resource: {files}/etc/passwd because no identity-based policy allows the "
+        "zeroscale:ReadLocalFile action"
+    )
+    assert f"{files}/etc/*" in create("steal-mme", "file:///etc/", Mode="MultiModel")["Message"]
+
+    mine = tmp_path / "tenant"
+    mine.mkdir()
+    (mine / "escape").symlink_to("/etc")
+    url = handler_model(mine, ECHO)
+    allow = {"Effect": "Allow", "Action": "zeroscale:ReadLocalFile", "Resource": f"{files}{mine}/*"}
+    iam.put_user_policy(
+        UserName="tenant", PolicyName="own", PolicyDocument=json.dumps({"Statement": [allow]})
+    )
+    assert (
+        f"resource: {files}/etc/passwd "
+        in create("climb", f"file://{mine}{'/..' * 12}/etc/passwd")["Message"]
+    )
+    assert f"resource: {files}/etc/passwd " in create("link", f"file://{mine}/escape/passwd")["Message"]
+    assert deploy(sm, "tenant-echo", url)["EndpointStatus"] == "InService"
+    answer = smr.invoke_endpoint(EndpointName="tenant-echo", Body=b"[7]", ContentType="application/json")
+    assert json.loads(answer["Body"].read()) == [7]
+    sm.delete_endpoint(EndpointName="tenant-echo")  # the module's other tests count its endpoints
+    sm.delete_endpoint_config(EndpointConfigName="tenant-echo")
+    sm.delete_model(ModelName="tenant-echo")
+
+
 def test_not_action_and_the_admin(iam: Any, server: ServerProcess, sm: Any, endpoints: None) -> None:
     iam.create_user(UserName="bob")
     everything_but_iam = {"Statement": [{"Effect": "Allow", "NotAction": "iam:*", "Resource": "*"}]}

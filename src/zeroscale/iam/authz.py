@@ -12,17 +12,26 @@ zeroscale issues (``arn:aws:sagemaker:<region>:<account>:endpoint/<lower-cased n
 version: ``model-package/<group>/*``); ``arn:aws:logs:...:log-group:<name>:*``;
 ``arn:aws:iam::<account>:user/<name>``;
 ``arn:aws:zeroscale:...:image/<name>``), or ``*`` where the call names none (List*).
+
+A call that makes the server read one of its own files for the caller (CreateModel and CreateModelPackage
+with a ``file://`` or path ModelDataUrl, a multi-model container's local prefix, a ``file://``
+``SAGEMAKER_SUBMIT_DIRECTORY``) also needs ``zeroscale:ReadLocalFile`` on
+``arn:aws:zeroscale:<region>:<account>:file/<absolute path>`` (a prefix: ``file/<dir>/*``), for the path as
+written and for where it resolves through symlinks: the server reads with its own rights (root's, often),
+and what it reads becomes a model that untrusted code reads.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from zeroscale.errors import ZeroscaleError
+from zeroscale.artifacts.fetch import LocalLocation, parse_model_data_url
+from zeroscale.errors import DeployError, ZeroscaleError
 from zeroscale.iam.policy import evaluate
 from zeroscale.iam.store import IamStore, User
 
@@ -94,6 +103,8 @@ _REST_ACTIONS = {
     ("images", "DELETE"): "DeleteImage",
     ("audit", "GET"): "GetAuditEvents",
 }
+LOCAL_READ = "zeroscale:ReadLocalFile"
+SUBMIT_DIRECTORY = "SAGEMAKER_SUBMIT_DIRECTORY"  # a source archive's URL (runtimes/usercode.py)
 
 
 class Authorizer:
@@ -127,12 +138,15 @@ class Authorizer:
     # ---- authorization ----
     def authorize(self, access: Access) -> None:
         """Raises AccessDenied (with AWS's message) unless the caller's policies allow the request on every
-        resource it names."""
+        resource it names, and every file of the server's it would make the server read."""
         if access.access_key_id == self._admin_key_id:
             return
         user = self._caller(access.access_key_id)
         action, resources = self.resources(access)
-        for resource in resources:
+        needed = [(action, resource) for resource in resources]
+        if access.kind == "json" and access.signing_name == "sagemaker":
+            needed += [(LOCAL_READ, self._file_arn(path)) for path in local_reads(_json(access.body))]
+        for action, resource in needed:
             decision = evaluate(user.compiled, action, resource) if user is not None else "implicit"
             if decision == "allow":
                 continue
@@ -251,6 +265,49 @@ class Authorizer:
 
     def _sagemaker_arn(self, kind: str, name: str) -> str:
         return f"arn:aws:sagemaker:{self._region}:{self._account}:{kind}/{name.lower()}"
+
+    def _file_arn(self, path: str) -> str:
+        return f"arn:aws:zeroscale:{self._region}:{self._account}:file{path}"
+
+
+def local_reads(params: Mapping[str, Any]) -> list[str]:
+    """The server's files a CreateModel or CreateModelPackage call names for the server to read: each
+    container's local ModelDataUrl (a multi-model prefix as ``<dir>/*``) and ``file://``
+    ``SAGEMAKER_SUBMIT_DIRECTORY``, each as written (``..`` folded) and, where it differs, as it resolves
+    through symlinks now. A URL the call's handler will refuse names nothing here."""
+    paths: list[str] = []
+    for container in _containers(params):
+        urls = [(container.get("ModelDataUrl"), container.get("Mode") == "MultiModel")]
+        env = container.get("Environment")
+        if isinstance(env, dict) and str(env.get(SUBMIT_DIRECTORY, "")).startswith("file://"):
+            urls.append((env[SUBMIT_DIRECTORY], False))
+        for url, prefix in urls:
+            if not isinstance(url, str):
+                continue
+            try:
+                location = parse_model_data_url(url)
+            except DeployError:
+                continue
+            if not isinstance(location, LocalLocation):
+                continue
+            written = os.path.normpath(location.path)
+            for path in dict.fromkeys((written, os.path.realpath(written))):
+                paths.append(path.rstrip("/") + "/*" if prefix else path)
+    return list(dict.fromkeys(paths))
+
+
+def _containers(params: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """The container definitions of a CreateModel (PrimaryContainer, Containers) or CreateModelPackage
+    (InferenceSpecification.Containers) request; the members of any other request are none of these."""
+    spec = params.get("InferenceSpecification")
+    found = [params.get("PrimaryContainer"), *_list(params.get("Containers"))]
+    if isinstance(spec, dict):
+        found += _list(spec.get("Containers"))
+    return [c for c in found if isinstance(c, dict)]
+
+
+def _list(value: object) -> list[Any]:
+    return value if isinstance(value, list) else []
 
 
 def _name_of(value: str, kind: str) -> str:
