@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -170,3 +171,24 @@ def test_list(models: Models, clock: FakeClock) -> None:
     assert [m["ModelName"] for m in rest["Models"]] == ["b-model"] and "NextToken" not in rest
     with pytest.raises(ValidationException, match="at 'SortBy'"):
         models.list({"SortBy": "Status"})
+
+
+def test_model_data_on_the_servers_disk_is_there_when_the_model_is_created(
+    models: Models, tmp_path: Path
+) -> None:
+    archive = tmp_path / "model.tar.gz"
+    archive.write_bytes(b"")
+    for i, url in enumerate((f"file://{archive}", str(archive), f"file://{tmp_path}")):
+        models.create(params(f"here-{i}", PrimaryContainer=dict(CONTAINER, ModelDataUrl=url)))
+    for url in (f"file://{tmp_path}/missing.tar.gz", f"{tmp_path}/missing.tar.gz"):
+        with pytest.raises(ValidationException) as err:
+            models.create(params("gone", PrimaryContainer=dict(CONTAINER, ModelDataUrl=url)))
+        assert err.value.message == f"Could not find model data at {url}."
+    source = {"SAGEMAKER_SUBMIT_DIRECTORY": f"file://{tmp_path}/sourcedir.tar.gz"}
+    with pytest.raises(ValidationException, match=r"sourcedir\.tar\.gz"):
+        models.create(params("no-code", PrimaryContainer=dict(CONTAINER, Environment=source)))
+    # a multi-model prefix may be empty until its models are put there; S3 is looked at by the deployment
+    mme = dict(CONTAINER, ModelDataUrl=f"file://{tmp_path}/later/", Mode="MultiModel")
+    models.create(params("mme", PrimaryContainer=mme))
+    with pytest.raises(ValidationException, match="Could not find model"):  # nothing was created
+        models.describe("gone")

@@ -193,7 +193,8 @@ def test_errors_are_reported_by_the_cli(aws: Any, tmp_path: Path) -> None:
 
 
 def test_waiters_on_failure_and_deletion(aws: Any, tmp_path: Path) -> None:
-    container = {"Image": "sklearn", "ModelDataUrl": f"file://{tmp_path}/missing.tar.gz"}
+    (tmp_path / "broken.tar.gz").write_bytes(b"not a tar.gz archive\n")  # fails its deployment
+    container = {"Image": "sklearn", "ModelDataUrl": f"file://{tmp_path}/broken.tar.gz"}
     variants = [
         {
             "VariantName": "A",
@@ -230,7 +231,7 @@ def test_waiters_on_failure_and_deletion(aws: Any, tmp_path: Path) -> None:
     assert "terminal failure state" in proc.stderr
     desc = _json(aws("sagemaker", "describe-endpoint", "--endpoint-name", "cli-broken"))
     assert desc["EndpointStatus"] == "Failed"
-    assert f"file://{tmp_path}/missing.tar.gz" in desc["FailureReason"]
+    assert f"file://{tmp_path}/broken.tar.gz" in desc["FailureReason"]
     aws("sagemaker", "delete-endpoint", "--endpoint-name", "cli-broken")
     aws("sagemaker", "wait", "endpoint-deleted", "--endpoint-name", "cli-broken")
     names = [e["EndpointName"] for e in _json(aws("sagemaker", "list-endpoints"))["Endpoints"]]

@@ -398,9 +398,10 @@ def test_bad_list_parameters(raw: Any, twelve_models: list[str]) -> None:
 def test_list_endpoints_status_equals(raw: Any, sklearn_model: Any, tmp_path: Path) -> None:
     good = deploy(raw, "status-good", sklearn_model.url)
     assert good["EndpointStatus"] == "InService", good.get("FailureReason")
-    bad = deploy(raw, "status-bad", f"file://{tmp_path}/missing.tar.gz")
+    (tmp_path / "broken.tar.gz").write_bytes(b"not a tar.gz archive\n")  # fails its deployment
+    bad = deploy(raw, "status-bad", f"file://{tmp_path}/broken.tar.gz")
     assert bad["EndpointStatus"] == "Failed"
-    assert f"{tmp_path}/missing.tar.gz" in bad["FailureReason"]
+    assert f"{tmp_path}/broken.tar.gz" in bad["FailureReason"]
 
     failed = raw.list_endpoints(NameContains="status-", StatusEquals="Failed")["Endpoints"]
     assert [e["EndpointName"] for e in failed] == ["status-bad"]

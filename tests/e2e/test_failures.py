@@ -314,17 +314,12 @@ def _not_a_tarball(root: Path) -> str:
     return f"file://{path}"
 
 
-def _missing(root: Path) -> str:
-    return f"file://{root}/does-not-exist/model.tar.gz"
-
-
 HOSTILE: dict[str, tuple[Callable[[Path], str], str]] = {
     "dotdot": (_escape, "escapes the model directory"),
     "absolute": (_absolute, "has an absolute path"),
     "symlink": (_passwd_link, "is a symlink to '/etc/passwd', which escapes the model directory"),
     "deep": (_deep, "is nested 2101 levels deep (the limit is 128)"),
     "not-tar": (_not_a_tarball, "is not a valid tar.gz archive"),
-    "missing": (_missing, "not found"),
 }
 
 
@@ -357,6 +352,35 @@ def test_hostile_archive_fails_and_server_keeps_serving(
     assert json.loads(resp["Body"].read()) == sklearn_model.expected(rows)
     sm.delete_endpoint(EndpointName=name)
     sm.get_waiter("endpoint_deleted").wait(EndpointName=name, WaiterConfig={"Delay": 1})
+
+
+def test_model_data_missing_at_create_or_gone_by_deployment(
+    sm: Any, sklearn_model: Any, tmp_path: Path
+) -> None:
+    """Model data on the server's disk that is not there: CreateModel refuses it, as SageMaker refuses an
+    S3 object it cannot find; one deleted after CreateModel fails its endpoint, naming it."""
+    url = f"file://{tmp_path}/does-not-exist/model.tar.gz"
+    with pytest.raises(ClientError) as err:
+        sm.create_model(ModelName="nothing-there", PrimaryContainer={"Image": "sklearn", "ModelDataUrl": url})
+    assert err.value.response["Error"] == {
+        "Code": "ValidationException",
+        "Message": f"Could not find model data at {url}.",
+    }
+    archive = tmp_path / "model.tar.gz"
+    archive.write_bytes(Path(sklearn_model.url.removeprefix("file://")).read_bytes())
+    sm.create_model(
+        ModelName="gone", PrimaryContainer={"Image": "sklearn", "ModelDataUrl": f"file://{archive}"}
+    )
+    archive.unlink()
+    serverless = {"MemorySizeInMB": 1024, "MaxConcurrency": 1}
+    variant = {"VariantName": "AllTraffic", "ModelName": "gone", "ServerlessConfig": serverless}
+    sm.create_endpoint_config(EndpointConfigName="gone", ProductionVariants=[variant])
+    sm.create_endpoint(EndpointName="gone", EndpointConfigName="gone")
+    with pytest.raises(WaiterError):
+        sm.get_waiter("endpoint_in_service").wait(EndpointName="gone", WaiterConfig={"Delay": 1})
+    reason = sm.describe_endpoint(EndpointName="gone")["FailureReason"]
+    assert "not found" in reason and f"file://{archive}" in reason, reason
+    sm.delete_endpoint(EndpointName="gone")
 
 
 # ---- a decompression bomb over --max-extracted-mb (its own server) ----

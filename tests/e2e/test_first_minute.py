@@ -121,7 +121,8 @@ def test_a_failing_deployment_is_failed_at_the_default_waiters_first_poll(
     server: ServerProcess, warm: None, tmp_path: Path
 ) -> None:
     sm = server.client("sagemaker")
-    _create(sm, "broken", f"file://{tmp_path}/missing.tar.gz")
+    (tmp_path / "broken.tar.gz").write_bytes(b"not a tar.gz archive\n")  # fails its deployment
+    _create(sm, "broken", f"file://{tmp_path}/broken.tar.gz")
     describes = _describes(sm)
     started = time.time()
     sm.create_endpoint(EndpointName="broken", EndpointConfigName="broken")
@@ -132,4 +133,4 @@ def test_a_failing_deployment_is_failed_at_the_default_waiters_first_poll(
     assert "Failed" in str(err.value)
     desc = sm.describe_endpoint(EndpointName="broken")
     assert desc["EndpointStatus"] == "Failed"
-    assert f"{tmp_path}/missing.tar.gz" in desc["FailureReason"]
+    assert f"{tmp_path}/broken.tar.gz" in desc["FailureReason"]

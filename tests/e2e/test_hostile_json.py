@@ -193,7 +193,7 @@ LOG_GROUP = "/aws/sagemaker/Endpoints/tokens"
 BASES: dict[str, dict[str, Any]] = {
     "CreateModel": {
         "ModelName": "h",
-        "PrimaryContainer": {"Image": "sklearn", "ModelDataUrl": "file:///nope.tar.gz"},
+        "PrimaryContainer": {"Image": "sklearn", "ModelDataUrl": "s3://bucket/model.tar.gz"},
     },
     "CreateEndpointConfig": {
         "EndpointConfigName": "h",
@@ -291,7 +291,7 @@ def _request(operation: str, path: str, serial: int) -> dict[str, Any]:
 def test_every_served_member_with_hostile_values(server: ServerProcess, tokens_endpoint: str) -> None:
     sm = server.client("sagemaker")
     sm.create_model(
-        ModelName=MODEL, PrimaryContainer={"Image": "sklearn", "ModelDataUrl": "file:///nope.tar.gz"}
+        ModelName=MODEL, PrimaryContainer={"Image": "sklearn", "ModelDataUrl": "s3://bucket/model.tar.gz"}
     )
     failures = []
     count = 0

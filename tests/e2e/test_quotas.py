@@ -19,7 +19,7 @@ def test_a_create_past_the_quota_is_refused_until_one_is_deleted(
 ) -> None:
     server = server_factory(max_resources=MOST)
     sm = server.client("sagemaker")
-    container = {"Image": "sklearn", "ModelDataUrl": "file:///nowhere/model.tar.gz"}
+    container = {"Image": "sklearn", "ModelDataUrl": "s3://bucket/model.tar.gz"}
     for n in range(MOST):
         sm.create_model(ModelName=f"q{n}", PrimaryContainer=container)
     with pytest.raises(sm.exceptions.ResourceLimitExceeded) as err:

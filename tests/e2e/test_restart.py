@@ -153,7 +153,8 @@ def test_restart_keeps_a_failed_endpoint_failed(servers: list[ServerProcess], tm
     first = ServerProcess(data).start()
     servers.append(first)
     sm = first.client("sagemaker")
-    desc = deploy(sm, "restart-failed", f"file://{tmp_path}/missing.tar.gz")
+    (tmp_path / "broken.tar.gz").write_bytes(b"not a tar.gz archive\n")  # fails its deployment
+    desc = deploy(sm, "restart-failed", f"file://{tmp_path}/broken.tar.gz")
     assert desc["EndpointStatus"] == "Failed"
     first.restart()
     time.sleep(0.5)  # give a resumed deploy (there must be none) the time to change it

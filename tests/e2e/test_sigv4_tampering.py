@@ -55,7 +55,7 @@ def base_calls(serial: int) -> list[Call]:
     model = json.dumps(
         {
             "ModelName": f"tampered-{serial}",
-            "PrimaryContainer": {"Image": "sklearn", "ModelDataUrl": "file:///nope.tar.gz"},
+            "PrimaryContainer": {"Image": "sklearn", "ModelDataUrl": "s3://bucket/model.tar.gz"},
         }
     ).encode()
     return [

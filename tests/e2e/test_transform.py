@@ -298,7 +298,7 @@ def test_a_manifest_past_the_input_limit_fails_the_job_saying_so(
     manifest = json.dumps([{"prefix": f"s3://{BUCKET}/huge/data/"}, *names])
     s3.put_object(Bucket=BUCKET, Key="huge/list.manifest", Body=manifest.encode())
     sm.create_model(
-        ModelName="huge", PrimaryContainer={"Image": "sklearn", "ModelDataUrl": "file:///nowhere"}
+        ModelName="huge", PrimaryContainer={"Image": "sklearn", "ModelDataUrl": "s3://bucket/model.tar.gz"}
     )
     sm.create_transform_job(
         TransformJobName="huge",

@@ -20,7 +20,7 @@ from zeroscale.control.model_packages import ModelPackages
 from zeroscale.control.resources import Resources
 from zeroscale.errors import DeployError, ValidationException
 from zeroscale.runtimes.batching import MAX_BATCH_SIZE, batch_settings, unsupported
-from zeroscale.runtimes.usercode import check_templates
+from zeroscale.runtimes.usercode import SUBMIT_DIRECTORY, check_templates
 from zeroscale.store.db import Record, Store
 
 KIND = "model"
@@ -172,6 +172,23 @@ def check_hostnames(containers: list[dict[str, Any]]) -> None:
         seen.add(hostname.lower())
 
 
+def check_local_data(containers: list[dict[str, Any]]) -> None:
+    """Model data on the server's disk is there when the model is created, as SageMaker checks an S3
+    object's (``s3://`` is looked at when an endpoint deploys the model: a call to S3 is not made inside a
+    control-plane call). A multi-model prefix may be empty until its models are put there."""
+    for container in containers:
+        urls = [] if container.get("Mode") == "MultiModel" else [container.get("ModelDataUrl")]
+        submit = str((container.get("Environment") or {}).get(SUBMIT_DIRECTORY, ""))
+        urls.append(submit if submit.startswith("file://") else None)
+        for url in urls:
+            try:
+                location = parse_model_data_url(url) if url else None
+            except DeployError as exc:
+                raise ValidationException(f"Environment.{SUBMIT_DIRECTORY}: {exc}") from None
+            if isinstance(location, LocalLocation) and not location.path.exists():
+                raise ValidationException(f"Could not find model data at {url}.")
+
+
 class Models:
     def __init__(
         self,
@@ -193,6 +210,7 @@ class Models:
         if any(c.get("ModelPackageName") for c in runnable_containers(doc)):
             doc[RESOLVED] = self._resolve(runnable_containers(doc))
         check_hostnames(runnable_containers(doc))
+        check_local_data(runnable_containers(doc))
         doc["EnableNetworkIsolation"] = bool(doc.get("EnableNetworkIsolation", False))
         doc.setdefault("Tags", [])
         return {"ModelArn": self._res.insert(name, doc, self._clock())}

@@ -34,6 +34,7 @@ from zeroscale.artifacts.fetch import LocalLocation, parse_model_data_url
 from zeroscale.errors import DeployError, ZeroscaleError
 from zeroscale.iam.policy import evaluate
 from zeroscale.iam.store import IamStore, User
+from zeroscale.runtimes.usercode import SUBMIT_DIRECTORY
 
 
 class AccessDenied(ZeroscaleError):
@@ -104,7 +105,6 @@ _REST_ACTIONS = {
     ("audit", "GET"): "GetAuditEvents",
 }
 LOCAL_READ = "zeroscale:ReadLocalFile"
-SUBMIT_DIRECTORY = "SAGEMAKER_SUBMIT_DIRECTORY"  # a source archive's URL (runtimes/usercode.py)
 
 
 class Authorizer:
