@@ -318,7 +318,15 @@ def build(settings: Settings) -> Server:
     async_api = AsyncInvokeApi(asynchronous)
     iam = IamStore(settings.db_url, SecretBox.load_or_create(settings.data_dir / "iam.key"))
     authz = Authorizer(
-        iam, creds.access_key_id, creds.secret_access_key, settings.region, settings.account_id
+        iam,
+        creds.access_key_id,
+        creds.secret_access_key,
+        settings.region,
+        settings.account_id,
+        s3_endpoint_url=settings.s3_endpoint_url,
+        package_containers=lambda name: list(
+            packages.resolve(name).doc["InferenceSpecification"]["Containers"]
+        ),
     )
     audit = AuditTrail(settings.db_url, authz, retention_s=settings.audit_retention_days * 86400)
     throttle = _throttle(settings, creds.access_key_id)  # one bucket per key, boto3's calls and the console's

@@ -718,3 +718,63 @@ def test_a_subscription_to_a_link_local_address_is_refused(server: ServerProcess
         sns.subscribe(TopicArn=topic, Protocol=endpoint.split(":", 1)[0], Endpoint=endpoint)
     assert err.value.response["Error"]["Code"] == "InvalidParameter"
     assert "is a link-local address; zeroscale sends nothing there" in err.value.response["Error"]["Message"]
+
+
+def test_a_tenant_reads_and_writes_only_the_s3_objects_its_policy_allows(
+    server: ServerProcess, s3: Any, echo_url: str
+) -> None:
+    """The server reads and writes S3 with its own credentials, for whoever calls: a tenant allowed every
+    SageMaker action still gets another tenant's model, input or output prefix only where its policy allows
+    s3:GetObject / s3:PutObject on them, as an execution role would bound it on AWS."""
+    iam = server.client("iam")
+    iam.create_user(UserName="tenant-a")
+    mine = f"arn:aws:s3:::{BUCKET}/tenant-a/*"
+    policy = {
+        "Statement": [
+            {"Effect": "Allow", "Action": ["sagemaker:*", "zeroscale:ReadLocalFile"], "Resource": "*"},
+            {"Effect": "Allow", "Action": ["s3:GetObject", "s3:PutObject"], "Resource": mine},
+        ]
+    }
+    iam.put_user_policy(UserName="tenant-a", PolicyName="own", PolicyDocument=json.dumps(policy))
+    key = iam.create_access_key(UserName="tenant-a")["AccessKey"]
+    sm, smr = server.client("sagemaker", key=key), server.client("sagemaker-runtime", key=key)
+
+    def denied(call: Any, **kwargs: Any) -> str:
+        with pytest.raises(ClientError) as err:
+            call(**kwargs)
+        assert err.value.response["Error"]["Code"] == "AccessDeniedException"
+        message: str = err.value.response["Error"]["Message"]
+        return message
+
+    theirs = _put(s3, "tenant-b/model.tar.gz", Path(echo_url.removeprefix("file://")).read_bytes())
+    container = {"Image": "sklearn", "ModelDataUrl": theirs}
+    assert denied(sm.create_model, ModelName="stolen", PrimaryContainer=container).startswith(
+        "User: arn:aws:iam::000000000000:user/tenant-a is not authorized to perform: s3:GetObject on "
+        f"resource: arn:aws:s3:::{BUCKET}/tenant-b/model.tar.gz because"
+    )
+    variant = {
+        "VariantName": "AllTraffic",
+        "ModelName": "any",
+        "ServerlessConfig": {"MemorySizeInMB": 1024, "MaxConcurrency": 1},
+    }
+    into_theirs = {"OutputConfig": {"S3OutputPath": f"s3://{BUCKET}/tenant-b/out"}}
+    message = denied(
+        sm.create_endpoint_config,
+        EndpointConfigName="spill",
+        ProductionVariants=[variant],
+        AsyncInferenceConfig=into_theirs,
+    )
+    assert f"s3:PutObject on resource: arn:aws:s3:::{BUCKET}/tenant-b/out/*" in message
+
+    own = _put(s3, "tenant-a/model.tar.gz", Path(echo_url.removeprefix("file://")).read_bytes())
+    output = {"S3OutputPath": f"s3://{BUCKET}/tenant-a/out"}
+    assert _deploy_async(sm, "tenant-a-echo", own, OutputConfig=output)["EndpointStatus"] == "InService"
+    secret = _put(s3, "tenant-b/secret.json", b'{"secret": 1}')
+    message = denied(smr.invoke_endpoint_async, EndpointName="tenant-a-echo", InputLocation=secret)
+    assert f"s3:GetObject on resource: arn:aws:s3:::{BUCKET}/tenant-b/secret.json" in message
+    request = _put(s3, "tenant-a/in.json", b'{"n": 7}')
+    answer = smr.invoke_endpoint_async(
+        EndpointName="tenant-a-echo", InputLocation=request, ContentType="application/json"
+    )
+    assert json.loads(_get(s3, answer["OutputLocation"])) == {"echo": {"n": 7}}
+    sm.delete_endpoint(EndpointName="tenant-a-echo")

@@ -8,7 +8,8 @@ from typing import Any, cast
 
 import pytest
 
-from zeroscale.iam.authz import Access, AccessDenied, Authorizer, local_reads
+from zeroscale.errors import ValidationException
+from zeroscale.iam.authz import Access, AccessDenied, Authorizer
 from zeroscale.iam.secrets import SecretBox
 from zeroscale.iam.store import IamStore
 
@@ -81,48 +82,7 @@ def test_image_actions_name_the_image(method: str, path: str, action: str, resou
 FILE = "arn:aws:zeroscale:us-east-1:000000000000:file"
 
 
-@pytest.mark.parametrize(
-    ("params", "paths"),
-    [
-        ({"ModelName": "m", "PrimaryContainer": {"Image": "sklearn", "ModelDataUrl": "s3://b/m.tar.gz"}}, []),
-        ({"PrimaryContainer": {"ModelDataUrl": "file:///srv/models/m.tar.gz"}}, ["/srv/models/m.tar.gz"]),
-        ({"PrimaryContainer": {"ModelDataUrl": "/srv/models/../../etc/shadow"}}, ["/etc/shadow"]),
-        ({"PrimaryContainer": {"ModelDataUrl": "file:///srv/%2e%2e/etc/passwd"}}, ["/etc/passwd"]),
-        ({"PrimaryContainer": {"ModelDataUrl": "file:///srv/mme/", "Mode": "MultiModel"}}, ["/srv/mme/*"]),
-        (
-            {
-                "Containers": [
-                    {"ModelDataUrl": "file:///a/m.tar.gz"},
-                    {"Environment": {"SAGEMAKER_SUBMIT_DIRECTORY": "file:///b/sourcedir.tar.gz"}},
-                ]
-            },
-            ["/a/m.tar.gz", "/b/sourcedir.tar.gz"],
-        ),
-        # the container path the sagemaker SDK writes is the worker's to read, not the server's
-        ({"PrimaryContainer": {"Environment": {"SAGEMAKER_SUBMIT_DIRECTORY": "/opt/ml/model/code"}}}, []),
-        (
-            {"InferenceSpecification": {"Containers": [{"ModelDataUrl": "file:///p/m.tar.gz"}]}},
-            ["/p/m.tar.gz"],
-        ),
-        # what the handler refuses names nothing; a malformed request is the handler's to refuse
-        ({"PrimaryContainer": {"ModelDataUrl": "file://host/m.tar.gz"}}, []),
-        ({"PrimaryContainer": "file:///etc/shadow", "Containers": {"x": 1}}, []),
-    ],
-)
-def test_the_servers_files_a_model_names(params: dict[str, Any], paths: list[str]) -> None:
-    assert local_reads(params) == paths
-
-
-def test_a_symlinked_path_is_checked_where_it_leads_too(tmp_path: Path) -> None:
-    (tmp_path / "models").symlink_to("/etc")
-    url = f"file://{tmp_path}/models/shadow"
-    assert local_reads({"PrimaryContainer": {"ModelDataUrl": url}}) == [
-        f"{tmp_path}/models/shadow",
-        "/etc/shadow",
-    ]
-
-
-def test_reading_the_servers_files_needs_its_own_permission(tmp_path: Path) -> None:
+def test_the_data_a_model_names_needs_its_own_permissions(tmp_path: Path) -> None:
     store = IamStore(f"sqlite:///{tmp_path / 'iam.db'}", SecretBox.load_or_create(tmp_path / "iam.key"))
     user = store.create_user("alice", "/")
     key = store.create_key("alice").access_key_id
@@ -137,7 +97,15 @@ def test_reading_the_servers_files_needs_its_own_permission(tmp_path: Path) -> N
         body = {"ModelName": "m", "PrimaryContainer": {"Image": "sklearn", "ModelDataUrl": url}}
         authorizer.authorize(Access(who, "json", "sagemaker", "CreateModel", body=json.dumps(body).encode()))
 
-    create("s3://bucket/model.tar.gz")
+    with pytest.raises(AccessDenied) as denied:  # the server's S3 credentials read it for her
+        create("s3://tenant-b/model.tar.gz")
+    assert denied.value.message == (
+        "User: arn:aws:iam::000000000000:user/alice is not authorized to perform: s3:GetObject on resource: "
+        "arn:aws:s3:::tenant-b/model.tar.gz because no identity-based policy allows the s3:GetObject action"
+    )
+    own_bucket = {"Effect": "Allow", "Action": "s3:GetObject", "Resource": "arn:aws:s3:::tenant-a/*"}
+    store.put_policy(user, "bucket", json.dumps({"Statement": [own_bucket]}))
+    create("s3://tenant-a/model.tar.gz")
     with pytest.raises(AccessDenied) as denied:
         create("file:///etc/shadow")
     assert denied.value.message == (
@@ -156,4 +124,35 @@ def test_reading_the_servers_files_needs_its_own_permission(tmp_path: Path) -> N
     create("file:///srv/models/churn/model.tar.gz")
     with pytest.raises(AccessDenied, match="/etc/shadow"):
         create("file:///srv/models/../../etc/shadow")
+    store.close()
+
+
+def test_a_model_from_a_package_needs_the_packages_data_allowed(tmp_path: Path) -> None:
+    store = IamStore(f"sqlite:///{tmp_path / 'iam.db'}", SecretBox.load_or_create(tmp_path / "iam.key"))
+    user = store.create_user("alice", "/")
+    key = store.create_key("alice").access_key_id
+    allow = [
+        {"Effect": "Allow", "Action": "sagemaker:*", "Resource": "*"},
+        {"Effect": "Allow", "Action": "s3:GetObject", "Resource": "arn:aws:s3:::tenant-a/*"},
+    ]
+    store.put_policy(user, "p", json.dumps({"Statement": allow}))
+    packages = {"mine/1": "s3://tenant-a/m.tar.gz", "theirs/1": "s3://tenant-b/m.tar.gz"}
+
+    def package_containers(name: str) -> list[dict[str, Any]]:
+        if name not in packages:
+            raise ValidationException(f'Could not find model package "{name}".')
+        return [{"Image": "sklearn", "ModelDataUrl": packages[name]}]
+
+    authorizer = Authorizer(
+        store, "AKADMIN", "secret", "us-east-1", "000000000000", package_containers=package_containers
+    )
+
+    def create(package: str) -> None:
+        body = {"ModelName": "m", "Containers": [{"ModelPackageName": package}]}
+        authorizer.authorize(Access(key, "json", "sagemaker", "CreateModel", body=json.dumps(body).encode()))
+
+    create("mine/1")
+    create("nothing/1")  # the handler refuses it, naming it
+    with pytest.raises(AccessDenied, match=r"s3:GetObject on resource: arn:aws:s3:::tenant-b/m\.tar\.gz"):
+        create("theirs/1")
     store.close()

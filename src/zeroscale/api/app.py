@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from zeroscale.api import rpcv2, sigv4
-from zeroscale.api.async_invoke import AsyncInvokeApi
+from zeroscale.api.async_invoke import AsyncInvokeApi, input_location
 from zeroscale.api.direct import DirectRoute
 from zeroscale.api.iam_query import IamQueryService
 from zeroscale.api.invoke import InvokeApi
@@ -283,8 +283,9 @@ class App:
             headers: list[tuple[bytes, bytes]] = scope["headers"]
             access_key_id = signed.finish(body)
             if path.endswith(_ASYNC_SUFFIX) and self._p.async_runtime is not None:
+                location = input_location(headers)
                 endpoint = self._runtime_target(
-                    access_key_id, method, path, _ASYNC_SUFFIX, "InvokeEndpointAsync"
+                    access_key_id, method, path, _ASYNC_SUFFIX, "InvokeEndpointAsync", location
                 )
                 await self._p.async_runtime.invoke(send, request_id, endpoint, headers)
             elif path.endswith(_STREAM_SUFFIX) and self._p.stream_runtime is not None:
@@ -329,12 +330,21 @@ class App:
             ) from None
 
     def _runtime_target(
-        self, access_key_id: str, method: str, path: str, suffix: str, operation: str = ""
+        self,
+        access_key_id: str,
+        method: str,
+        path: str,
+        suffix: str,
+        operation: str = "",
+        location: str = "",
     ) -> str:
-        """The endpoint a runtime request names, once the caller may invoke it."""
+        """The endpoint a runtime request names, once the caller may invoke it (and read ``location``, an
+        asynchronous request's input)."""
         name = _endpoint_name(path, suffix)
         if self._p.authorize is not None:  # the access is checked first, as before the name
-            self._p.authorize(Access(access_key_id, "runtime", "sagemaker", operation, name or ""))
+            self._p.authorize(
+                Access(access_key_id, "runtime", "sagemaker", operation, name or "", input_location=location)
+            )
         if name is None or method != "POST":
             raise RuntimeValidationError(f"No runtime operation at {method} {path}.")
         return name

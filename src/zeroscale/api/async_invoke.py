@@ -42,6 +42,16 @@ def _text(headers: dict[str, str], name: str, member: str) -> str | None:
     return value
 
 
+def input_location(raw: Headers) -> str:
+    """The InputLocation header as ``parse_params`` reads it (the last one given), "" without one: the
+    object the caller must be allowed to read (``iam/data.py``)."""
+    found = ""
+    for raw_name, raw_value in raw:
+        if raw_name.decode("latin-1").lower() == _PREFIX + "inputlocation":
+            found = header_text(raw_value)
+    return found
+
+
 def parse_params(raw: Headers) -> AsyncParams:
     headers: dict[str, str] = {}
     inline = False

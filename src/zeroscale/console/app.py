@@ -29,6 +29,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from zeroscale.api.app import RestRequest
+from zeroscale.api.async_invoke import input_location
 from zeroscale.api.wire import Headers, Send, control_error, control_ok, respond, runtime_error
 from zeroscale.console.assets import Asset, Assets
 from zeroscale.console.backend import Backend
@@ -192,7 +193,10 @@ class Console:
             await self._invoke(scope, receive, send, request_id, rest)  # scope["path"] is decoded
             return
         if service_name == "invoke-async" and method == "POST" and rest and "/" not in rest:
-            self._authorize(Access(key, "runtime", "sagemaker", "InvokeEndpointAsync", rest))
+            location = input_location(scope["headers"])
+            self._authorize(
+                Access(key, "runtime", "sagemaker", "InvokeEndpointAsync", rest, input_location=location)
+            )
             await self._invoke_async(scope, send, request_id, rest)
             return
         body = await _read_body(scope, receive, _BODY_LIMIT, request_id, runtime=False)

@@ -13,28 +13,25 @@ version: ``model-package/<group>/*``); ``arn:aws:logs:...:log-group:<name>:*``;
 ``arn:aws:iam::<account>:user/<name>``;
 ``arn:aws:zeroscale:...:image/<name>``), or ``*`` where the call names none (List*).
 
-A call that makes the server read one of its own files for the caller (CreateModel and CreateModelPackage
-with a ``file://`` or path ModelDataUrl, a multi-model container's local prefix, a ``file://``
-``SAGEMAKER_SUBMIT_DIRECTORY``) also needs ``zeroscale:ReadLocalFile`` on
-``arn:aws:zeroscale:<region>:<account>:file/<absolute path>`` (a prefix: ``file/<dir>/*``), for the path as
-written and for where it resolves through symlinks: the server reads with its own rights (root's, often),
-and what it reads becomes a model that untrusted code reads.
+A call that makes the server read or write for its caller (``data.py``: model data on the server's disk or
+in S3, asynchronous outputs and their topics, a transform job's input and output, an asynchronous
+request's InputLocation) also needs each of those allowed: ``zeroscale:ReadLocalFile`` on
+``arn:aws:zeroscale:<region>:<account>:file/<absolute path>``, ``s3:GetObject`` / ``s3:PutObject`` on
+``arn:aws:s3:::<bucket>/<key>``, ``sns:Publish`` on the topic.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from zeroscale.artifacts.fetch import LocalLocation, parse_model_data_url
-from zeroscale.errors import DeployError, ZeroscaleError
+from zeroscale.errors import ZeroscaleError
+from zeroscale.iam import data
 from zeroscale.iam.policy import evaluate
 from zeroscale.iam.store import IamStore, User
-from zeroscale.runtimes.usercode import SUBMIT_DIRECTORY
 
 
 class AccessDenied(ZeroscaleError):
@@ -55,6 +52,7 @@ class Access:
     path: str = ""  # runtime: the endpoint name; rest: the path after /zeroscale/v1/
     body: bytes = b""  # json: the call's body
     params: Mapping[str, str] | None = None  # query: the parameters, as parsed for the handler
+    input_location: str = ""  # runtime: InvokeEndpointAsync's InputLocation, which the server reads
 
 
 @dataclass(frozen=True)
@@ -104,14 +102,24 @@ _REST_ACTIONS = {
     ("images", "DELETE"): "DeleteImage",
     ("audit", "GET"): "GetAuditEvents",
 }
-LOCAL_READ = "zeroscale:ReadLocalFile"
 
 
 class Authorizer:
     def __init__(
-        self, store: IamStore, admin_key_id: str, admin_secret: str, region: str, account_id: str
+        self,
+        store: IamStore,
+        admin_key_id: str,
+        admin_secret: str,
+        region: str,
+        account_id: str,
+        s3_endpoint_url: str | None = None,
+        package_containers: Callable[[str], list[dict[str, Any]]] | None = None,
     ) -> None:
+        """``package_containers``: the containers a ModelPackageName deploys (CreateModel from a package reads
+        its model data for the caller, who must be allowed that too)."""
         self._store = store
+        self._s3_endpoint_url = s3_endpoint_url
+        self._package_containers = package_containers
         self._admin_key_id = admin_key_id
         self._admin_secret = admin_secret
         self._region = region
@@ -138,14 +146,13 @@ class Authorizer:
     # ---- authorization ----
     def authorize(self, access: Access) -> None:
         """Raises AccessDenied (with AWS's message) unless the caller's policies allow the request on every
-        resource it names, and every file of the server's it would make the server read."""
+        resource it names, and on everything it makes the server read or write for it (``data.py``)."""
         if access.access_key_id == self._admin_key_id:
             return
         user = self._caller(access.access_key_id)
         action, resources = self.resources(access)
         needed = [(action, resource) for resource in resources]
-        if access.kind == "json" and access.signing_name == "sagemaker":
-            needed += [(LOCAL_READ, self._file_arn(path)) for path in local_reads(_json(access.body))]
+        needed += [(use.action, self._data_arn(use)) for use in self._uses(access)]
         for action, resource in needed:
             decision = evaluate(user.compiled, action, resource) if user is not None else "implicit"
             if decision == "allow":
@@ -266,48 +273,33 @@ class Authorizer:
     def _sagemaker_arn(self, kind: str, name: str) -> str:
         return f"arn:aws:sagemaker:{self._region}:{self._account}:{kind}/{name.lower()}"
 
-    def _file_arn(self, path: str) -> str:
-        return f"arn:aws:zeroscale:{self._region}:{self._account}:file{path}"
-
-
-def local_reads(params: Mapping[str, Any]) -> list[str]:
-    """The server's files a CreateModel or CreateModelPackage call names for the server to read: each
-    container's local ModelDataUrl (a multi-model prefix as ``<dir>/*``) and ``file://``
-    ``SAGEMAKER_SUBMIT_DIRECTORY``, each as written (``..`` folded) and, where it differs, as it resolves
-    through symlinks now. A URL the call's handler will refuse names nothing here."""
-    paths: list[str] = []
-    for container in _containers(params):
-        urls = [(container.get("ModelDataUrl"), container.get("Mode") == "MultiModel")]
-        env = container.get("Environment")
-        if isinstance(env, dict) and str(env.get(SUBMIT_DIRECTORY, "")).startswith("file://"):
-            urls.append((env[SUBMIT_DIRECTORY], False))
-        for url, prefix in urls:
-            if not isinstance(url, str):
+    def _uses(self, access: Access) -> list[data.Use]:
+        if access.kind == "runtime" and access.input_location:
+            return data.input_location(access.input_location, self._s3_endpoint_url)
+        if access.kind != "json" or access.signing_name != "sagemaker":
+            return []
+        params = _json(access.body)
+        found = data.uses(params, self._s3_endpoint_url)
+        resolve = self._package_containers
+        if resolve is None:
+            return found
+        for container in data.containers(params):
+            name = container.get("ModelPackageName")
+            if not isinstance(name, str):
                 continue
             try:
-                location = parse_model_data_url(url)
-            except DeployError:
+                inner = resolve(name)
+            except ZeroscaleError:  # no such package: the handler says so
                 continue
-            if not isinstance(location, LocalLocation):
-                continue
-            written = os.path.normpath(location.path)
-            for path in dict.fromkeys((written, os.path.realpath(written))):
-                paths.append(path.rstrip("/") + "/*" if prefix else path)
-    return list(dict.fromkeys(paths))
+            found += data.uses({"Containers": inner}, self._s3_endpoint_url)
+        return found
 
-
-def _containers(params: Mapping[str, Any]) -> list[Mapping[str, Any]]:
-    """The container definitions of a CreateModel (PrimaryContainer, Containers) or CreateModelPackage
-    (InferenceSpecification.Containers) request; the members of any other request are none of these."""
-    spec = params.get("InferenceSpecification")
-    found = [params.get("PrimaryContainer"), *_list(params.get("Containers"))]
-    if isinstance(spec, dict):
-        found += _list(spec.get("Containers"))
-    return [c for c in found if isinstance(c, dict)]
-
-
-def _list(value: object) -> list[Any]:
-    return value if isinstance(value, list) else []
+    def _data_arn(self, use: data.Use) -> str:
+        if use.action == data.LOCAL_READ:
+            return f"arn:aws:zeroscale:{self._region}:{self._account}:file{use.target}"
+        if use.action == data.PUBLISH:
+            return use.target
+        return f"arn:aws:s3:::{use.target}"
 
 
 def _name_of(value: str, kind: str) -> str:

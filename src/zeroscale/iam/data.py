@@ -1,0 +1,130 @@
+"""What a call makes the server read or write for its caller, with the server's own rights: files on the
+server, S3 objects through the server's S3 credentials, topics it publishes to. On AWS an execution role
+bounds these; zeroscale has no roles, so the caller's own policies must allow each (``authz.py``), or any
+user who may create a model could deploy another tenant's model data, or the server's own files, and have
+a model's code read them.
+
+Pure: a request's parameters in, ``Use``s out (the file system is only asked where a path leads through its
+symlinks). A member the call's handler refuses names nothing here; its handler says why.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from zeroscale.artifacts.fetch import LocalLocation, S3Location, parse_model_data_url, s3_object_of_https
+from zeroscale.errors import DeployError
+from zeroscale.runtimes.usercode import SUBMIT_DIRECTORY
+
+LOCAL_READ = "zeroscale:ReadLocalFile"
+S3_READ = "s3:GetObject"
+S3_WRITE = "s3:PutObject"
+PUBLISH = "sns:Publish"
+ANY_OBJECT = "*"
+
+
+@dataclass(frozen=True)
+class Use:
+    """``action`` on ``target``: an absolute path (LOCAL_READ), ``bucket/key`` (S3; a prefix ends with
+    ``*``; ``*`` is every object), or a topic's ARN (PUBLISH)."""
+
+    action: str
+    target: str
+
+
+def uses(params: Mapping[str, Any], s3_endpoint_url: str | None = None) -> list[Use]:
+    """Every use a control-plane call's parameters name: the containers of CreateModel and
+    CreateModelPackage, an endpoint configuration's asynchronous outputs and topics, a transform job's
+    input and output."""
+    found: list[Use] = []
+    for container in containers(params):
+        multi_model = container.get("Mode") == "MultiModel"
+        found += model_data(container.get("ModelDataUrl"), s3_endpoint_url, prefix=multi_model)
+        source = _dict(_dict(container.get("ModelDataSource")).get("S3DataSource")).get("S3Uri")
+        found += model_data(source, s3_endpoint_url, prefix=True)
+        submit = _dict(container.get("Environment")).get(SUBMIT_DIRECTORY)
+        if isinstance(submit, str) and "://" in submit:  # a path is the worker's to read, in its sandbox
+            found += model_data(submit, s3_endpoint_url)
+    output = _dict(_dict(params.get("AsyncInferenceConfig")).get("OutputConfig"))
+    for member in ("S3OutputPath", "S3FailurePath"):
+        found += _s3(S3_WRITE, output.get(member), s3_endpoint_url, under=True)
+    for member in ("SuccessTopic", "ErrorTopic"):
+        topic = _dict(output.get("NotificationConfig")).get(member)
+        if isinstance(topic, str):
+            found.append(Use(PUBLISH, topic))
+    source = _dict(_dict(_dict(params.get("TransformInput")).get("DataSource")).get("S3DataSource"))
+    if source.get("S3DataType") == "ManifestFile":
+        # the manifest names its objects, under any prefix of any bucket, and is read after this call
+        found += [*_s3(S3_READ, source.get("S3Uri"), s3_endpoint_url), Use(S3_READ, ANY_OBJECT)]
+    else:
+        found += _s3(S3_READ, source.get("S3Uri"), s3_endpoint_url, starts=True)
+    output_path = _dict(params.get("TransformOutput")).get("S3OutputPath")
+    found += _s3(S3_WRITE, output_path, s3_endpoint_url, under=True)
+    return list(dict.fromkeys(found))
+
+
+def model_data(url: object, s3_endpoint_url: str | None = None, *, prefix: bool = False) -> list[Use]:
+    """What reading model data at ``url`` is: an S3 object, or a path on the server as written (``..``
+    folded) and, where it differs, where it leads through symlinks now. ``prefix``: everything under it."""
+    if not isinstance(url, str) or not url.strip():
+        return []
+    if url[:8].lower() == "https://" or url[:5].lower() == "s3://":
+        return _s3(S3_READ, url, s3_endpoint_url, under=prefix)
+    try:
+        location = parse_model_data_url(url.rstrip("/") + "/*" if prefix else url)
+    except DeployError:
+        return []
+    if not isinstance(location, LocalLocation):
+        return []
+    written = os.path.normpath(location.path)
+    return [Use(LOCAL_READ, path) for path in dict.fromkeys((written, os.path.realpath(written)))]
+
+
+def input_location(url: str, s3_endpoint_url: str | None = None) -> list[Use]:
+    """InvokeEndpointAsync's InputLocation: the object the server reads for the request."""
+    return _s3(S3_READ, url, s3_endpoint_url)
+
+
+def _s3(
+    action: str, url: object, endpoint: str | None, *, under: bool = False, starts: bool = False
+) -> list[Use]:
+    """``url``'s object (``under``: the objects under it as a folder; ``starts``: every key it begins, as
+    an S3 prefix is matched)."""
+    if not isinstance(url, str):
+        return []
+    found: tuple[str, str] | None = None
+    if url[:8].lower() == "https://":
+        found = s3_object_of_https(url.rstrip("/") + "/*" if under else url, endpoint)
+    else:
+        try:
+            location = parse_model_data_url(url.rstrip("/") + "/*" if under else url)
+        except DeployError:
+            return []
+        if isinstance(location, S3Location):
+            found = location.bucket, location.key
+    if found is None:
+        return []
+    bucket, key = found
+    return [Use(action, f"{bucket}/{key}*" if starts else f"{bucket}/{key}")]
+
+
+def containers(params: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """The container definitions of a CreateModel (PrimaryContainer, Containers) or CreateModelPackage
+    (InferenceSpecification.Containers) request."""
+    found: Iterable[object] = [
+        params.get("PrimaryContainer"),
+        *_list(params.get("Containers")),
+        *_list(_dict(params.get("InferenceSpecification")).get("Containers")),
+    ]
+    return [c for c in found if isinstance(c, dict)]
+
+
+def _dict(value: object) -> Mapping[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _list(value: object) -> list[Any]:
+    return value if isinstance(value, list) else []

@@ -1,0 +1,118 @@
+"""What a call makes the server read or write for its caller (iam/data.py), member by member."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from zeroscale.iam.data import LOCAL_READ, PUBLISH, S3_READ, S3_WRITE, Use, input_location, uses
+
+TOPIC = "arn:aws:sns:us-east-1:000000000000:done"
+
+
+def read(*targets: str) -> list[Use]:
+    return [Use(S3_READ, t) for t in targets]
+
+
+def local(*paths: str) -> list[Use]:
+    return [Use(LOCAL_READ, p) for p in paths]
+
+
+@pytest.mark.parametrize(
+    ("params", "expected"),
+    [
+        (
+            {"ModelName": "m", "PrimaryContainer": {"Image": "sklearn", "ModelDataUrl": "s3://b/m.tar.gz"}},
+            read("b/m.tar.gz"),
+        ),
+        (
+            {"PrimaryContainer": {"ModelDataUrl": "https://models.s3.us-east-1.amazonaws.com/k/m.tar.gz"}},
+            read("models/k/m.tar.gz"),
+        ),
+        ({"PrimaryContainer": {"ModelDataUrl": "https://seaweed:8333/b/m.tar.gz"}}, read("b/m.tar.gz")),
+        ({"PrimaryContainer": {"ModelDataUrl": "https://elsewhere.example/m.tar.gz"}}, []),
+        ({"PrimaryContainer": {"ModelDataUrl": "s3://b/mme", "Mode": "MultiModel"}}, read("b/mme/*")),
+        (
+            {"PrimaryContainer": {"ModelDataSource": {"S3DataSource": {"S3Uri": "s3://b/raw/"}}}},
+            read("b/raw/*"),
+        ),
+        (
+            {"PrimaryContainer": {"ModelDataUrl": "file:///srv/models/m.tar.gz"}},
+            local("/srv/models/m.tar.gz"),
+        ),
+        ({"PrimaryContainer": {"ModelDataUrl": "/srv/models/../../etc/shadow"}}, local("/etc/shadow")),
+        ({"PrimaryContainer": {"ModelDataUrl": "file:///srv/%2e%2e/etc/passwd"}}, local("/etc/passwd")),
+        (
+            {"PrimaryContainer": {"ModelDataUrl": "file:///srv/mme/", "Mode": "MultiModel"}},
+            local("/srv/mme/*"),
+        ),
+        (
+            {
+                "Containers": [
+                    {"ModelDataUrl": "file:///a/m.tar.gz"},
+                    {"Environment": {"SAGEMAKER_SUBMIT_DIRECTORY": "s3://b/sourcedir.tar.gz"}},
+                    {"Environment": {"SAGEMAKER_SUBMIT_DIRECTORY": "file:///c/sourcedir.tar.gz"}},
+                ]
+            },
+            [*local("/a/m.tar.gz"), *read("b/sourcedir.tar.gz"), *local("/c/sourcedir.tar.gz")],
+        ),
+        # the container path the sagemaker SDK writes is the worker's to read, in its sandbox
+        ({"PrimaryContainer": {"Environment": {"SAGEMAKER_SUBMIT_DIRECTORY": "/opt/ml/model/code"}}}, []),
+        (
+            {"InferenceSpecification": {"Containers": [{"ModelDataUrl": "file:///p/m.tar.gz"}]}},
+            local("/p/m.tar.gz"),
+        ),
+        (
+            {
+                "AsyncInferenceConfig": {
+                    "OutputConfig": {
+                        "S3OutputPath": "s3://out/results/",
+                        "S3FailurePath": "s3://out/failures",
+                        "NotificationConfig": {"SuccessTopic": TOPIC},
+                    }
+                }
+            },
+            [Use(S3_WRITE, "out/results/*"), Use(S3_WRITE, "out/failures/*"), Use(PUBLISH, TOPIC)],
+        ),
+        (
+            {
+                "TransformInput": {
+                    "DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": "s3://in/day-1"}}
+                },
+                "TransformOutput": {"S3OutputPath": "s3://out/day-1/"},
+            },
+            [*read("in/day-1*"), Use(S3_WRITE, "out/day-1/*")],
+        ),
+        # a manifest names objects anywhere, and is read after the call
+        (
+            {
+                "TransformInput": {
+                    "DataSource": {"S3DataSource": {"S3DataType": "ManifestFile", "S3Uri": "s3://in/list"}}
+                }
+            },
+            read("in/list", "*"),
+        ),
+        # what the handler refuses names nothing; a malformed request is the handler's to refuse
+        ({"PrimaryContainer": {"ModelDataUrl": "file://host/m.tar.gz"}}, []),
+        ({"PrimaryContainer": {"ModelDataUrl": "s3://bucket-only"}}, []),
+        ({"PrimaryContainer": "file:///etc/shadow", "Containers": {"x": 1}, "TransformInput": [1]}, []),
+    ],
+)
+def test_what_a_call_names(params: dict[str, Any], expected: list[Use]) -> None:
+    assert uses(params, "https://seaweed:8333") == expected
+
+
+def test_a_symlinked_path_is_checked_where_it_leads_too(tmp_path: Path) -> None:
+    (tmp_path / "models").symlink_to("/etc")
+    url = f"file://{tmp_path}/models/shadow"
+    assert uses({"PrimaryContainer": {"ModelDataUrl": url}}) == local(
+        f"{tmp_path}/models/shadow", "/etc/shadow"
+    )
+
+
+def test_an_asynchronous_requests_input() -> None:
+    assert input_location("s3://in/req.json") == read("in/req.json")
+    assert input_location("https://inputs.s3.amazonaws.com/req.json") == read("inputs/req.json")
+    assert input_location("ftp://in/req.json") == []
