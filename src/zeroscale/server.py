@@ -262,7 +262,7 @@ def build(settings: Settings) -> Server:
     recent = RecentMetrics(fleet.active_loads)  # as the one-minute history: a variant at zero samples nothing
     events.add(recent)
     cloudwatch = CloudWatch(
-        AlarmStore(settings.db_url),
+        AlarmStore(settings.db_url, most=max(settings.max_resources, 0)),
         MetricData(history, recent),
         region=settings.region,
         account_id=settings.account_id,

@@ -11,7 +11,7 @@ import pytest
 
 from zeroscale.autoscaling.samples import Samples
 from zeroscale.autoscaling.service import AutoScaling
-from zeroscale.autoscaling.targets import DIMENSION, Targets
+from zeroscale.autoscaling.targets import DIMENSION, POLICIES_PER_TARGET, LimitExceeded, Targets
 from zeroscale.errors import ValidationException
 from zeroscale.events import InvocationRecord
 from zeroscale.metrics.service import Gauge
@@ -162,3 +162,23 @@ def test_the_asynchronous_backlog_per_instance_scales_out_named_by_the_endpoint_
             "DesiredWeightsAndCapacities": [{"VariantName": "A", "DesiredInstanceCount": 3}],
         }
     ]
+
+
+def test_a_target_holds_at_most_fifty_policies() -> None:
+    """Application Auto Scaling's quota: a fifty-first policy is refused until one is deleted; putting an
+    existing one again only changes it."""
+    _, _, service = scaling([1000.0])
+    service.register({**SCOPE, "MinCapacity": 1, "MaxCapacity": 3})
+    step = {"AdjustmentType": "ChangeInCapacity", "StepAdjustments": [{"ScalingAdjustment": 1}]}
+    for n in range(POLICIES_PER_TARGET):
+        service.put_policy({**SCOPE, "PolicyName": f"p{n}", "StepScalingPolicyConfiguration": step})
+    with pytest.raises(LimitExceeded) as err:
+        service.put_policy({**SCOPE, "PolicyName": "one-more", "StepScalingPolicyConfiguration": step})
+    assert (err.value.code, err.value.status) == ("LimitExceededException", 400)
+    assert "has 50 scaling policies" in err.value.message and "DeleteScalingPolicy" in err.value.message
+    service.put_policy(
+        {**SCOPE, "PolicyName": "p0", "StepScalingPolicyConfiguration": {**step, "Cooldown": 5}}
+    )
+    service.delete_policy({**SCOPE, "PolicyName": "p1"})
+    service.put_policy({**SCOPE, "PolicyName": "one-more", "StepScalingPolicyConfiguration": step})
+    assert len(service.describe_policies({"ServiceNamespace": "sagemaker"})["ScalingPolicies"]) == 50

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from zeroscale.cloudwatch.alarms import AlarmStore
-from zeroscale.cloudwatch.data import MetricData
+from zeroscale.cloudwatch.data import LimitExceeded, MetricData
 from zeroscale.cloudwatch.recent import RecentMetrics
 from zeroscale.cloudwatch.service import CloudWatch, StateChange
 from zeroscale.events import InvocationRecord
@@ -121,3 +123,22 @@ async def test_an_action_gets_cloudwatchs_notification() -> None:
     assert str(message["AlarmConfigurationUpdatedTimestamp"]).endswith(".000+0000")
     trigger = message["Trigger"]
     assert isinstance(trigger, dict) and (trigger["StatisticType"], trigger["Unit"]) == ("Statistic", "None")
+
+
+def test_alarms_are_held_to_the_servers_resource_limit() -> None:
+    """--max-resources: a new alarm past it is CloudWatch's LimitExceeded; an alarm put again is only
+    changed, and one deleted makes room."""
+    now = [1000.0]
+    service, _ = build(now)  # holds "errors"
+    service._alarms._most = 2
+    alarm = service.describe_alarms({"AlarmNames": ["errors"]})["MetricAlarms"][0]
+    put = {k: alarm[k] for k in ("Namespace", "MetricName", "Dimensions", "Statistic", "Period")}
+    put.update(EvaluationPeriods=1, Threshold=1, ComparisonOperator="GreaterThanThreshold")
+    service.put_metric_alarm({**put, "AlarmName": "second"})
+    with pytest.raises(LimitExceeded) as err:
+        service.put_metric_alarm({**put, "AlarmName": "third"})
+    assert (err.value.code, err.value.status) == ("LimitExceeded", 400)
+    assert err.value.message.startswith("The quota for alarms for this customer has already been reached")
+    service.put_metric_alarm({**put, "AlarmName": "second", "Threshold": 5})
+    service.delete_alarms({"AlarmNames": ["errors"]})
+    service.put_metric_alarm({**put, "AlarmName": "third"})

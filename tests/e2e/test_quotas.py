@@ -1,6 +1,7 @@
 """--max-resources holds each kind of SageMaker resource to an account-style quota: through a real server and
 real boto3, a Create past it is refused with SageMaker's ResourceLimitExceeded (its modeled exception), and
-deleting one makes room again; endpoints count too (a refused CreateEndpoint starts nothing)."""
+deleting one makes room again; endpoints count too (a refused CreateEndpoint starts nothing); topics,
+subscriptions and CloudWatch alarms answer their services' own codes."""
 
 from __future__ import annotations
 
@@ -63,3 +64,27 @@ def test_topics_and_subscriptions_answer_snss_own_limit_codes(
     with pytest.raises(ClientError) as err:
         sns.subscribe(TopicArn=arns[1], Protocol="http", Endpoint="http://127.0.0.1:9/over")
     assert err.value.response["Error"]["Code"] == "SubscriptionLimitExceeded"
+
+
+def test_alarms_answer_cloudwatchs_own_limit_code(server_factory: Callable[..., ServerProcess]) -> None:
+    server = server_factory(max_resources=MOST)
+    cw = server.client("cloudwatch")
+    alarm = {
+        "Namespace": "AWS/SageMaker",
+        "MetricName": "Invocations",
+        "Dimensions": [{"Name": "EndpointName", "Value": "e"}, {"Name": "VariantName", "Value": "v"}],
+        "Statistic": "Sum",
+        "Period": 60,
+        "EvaluationPeriods": 1,
+        "Threshold": 1.0,
+        "ComparisonOperator": "GreaterThanThreshold",
+    }
+    for n in range(MOST):
+        cw.put_metric_alarm(AlarmName=f"a{n}", **alarm)
+    with pytest.raises(cw.exceptions.LimitExceededFault) as err:  # botocore's modeled exception
+        cw.put_metric_alarm(AlarmName="a-over", **alarm)
+    assert err.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
+    assert "--max-resources" in err.value.response["Error"]["Message"]
+    cw.put_metric_alarm(AlarmName="a0", **{**alarm, "Threshold": 2.0})  # an existing one is changed
+    cw.delete_alarms(AlarmNames=["a1"])
+    cw.put_metric_alarm(AlarmName="a-over", **alarm)

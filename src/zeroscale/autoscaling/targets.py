@@ -19,8 +19,16 @@ TARGET = "scalable-target"
 POLICY = "scaling-policy"
 ACTIVITY = "scaling-activity"
 ACTIVITIES_KEPT = 100  # per target, newest first
+POLICIES_PER_TARGET = 50  # Application Auto Scaling's quota: step and target tracking together
 _RESOURCE = re.compile(r"endpoint/([^/]+)/variant/([^/]+)")
 _KEY_MAX = 255  # the store's name column
+
+
+class LimitExceeded(ZeroscaleError):
+    """Application Auto Scaling's LimitExceededException: a quota of its own reached."""
+
+    code = "LimitExceededException"
+    status = 400
 
 
 class ObjectNotFound(ZeroscaleError):
@@ -118,6 +126,16 @@ class Targets:
         return self._store.get(POLICY, self.policy_key(resource_id, name))
 
     def save_policy(self, rec: Record) -> None:
+        """A new policy, or a new configuration of one: a target holds at most ``POLICIES_PER_TARGET``
+        (Application Auto Scaling's quota), each looked at whenever its target's metrics are."""
+        resource_id = rec.doc["ResourceId"]
+        if self._store.get(POLICY, rec.name) is None:
+            held = len(self.policies(resource_id))
+            if held >= POLICIES_PER_TARGET:
+                raise LimitExceeded(
+                    f"Scalable target {resource_id} has {held} scaling policies, the most one may have "
+                    f"({POLICIES_PER_TARGET}): delete one (DeleteScalingPolicy) before putting another."
+                )
         try:
             self._store.insert(rec)
         except AlreadyExists:

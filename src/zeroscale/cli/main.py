@@ -214,9 +214,9 @@ def _opt(name: str, env: str, **kw: Any) -> Callable[[F], F]:
     "ZEROSCALE_MAX_RESOURCES",
     default=20_000,
     type=click.IntRange(min=0),
-    help="The most models, endpoint configs, endpoints, model package groups, model packages, topics "
-    "and subscriptions, each (as an account's quotas); past it a Create answers ResourceLimitExceeded "
-    "(TopicLimitExceeded, SubscriptionLimitExceeded) (0: no limit).",
+    help="The most models, endpoint configs, endpoints, model package groups, model packages, topics, "
+    "subscriptions and CloudWatch alarms, each (as an account's quotas); past it a Create answers "
+    "ResourceLimitExceeded (TopicLimitExceeded, SubscriptionLimitExceeded, LimitExceeded) (0: no limit).",
 )
 @_opt(
     "--async-retention-days",

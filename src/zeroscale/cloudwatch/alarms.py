@@ -21,11 +21,13 @@ from sqlalchemy import (
     Table,
     Text,
     delete,
+    func,
     insert,
     select,
     update,
 )
 
+from zeroscale.cloudwatch.data import LimitExceeded
 from zeroscale.cloudwatch.rules import INSUFFICIENT_DATA
 from zeroscale.store.engine import make_engine
 from zeroscale.store.migrations import upgrade
@@ -97,15 +99,25 @@ def _alarm(row: Any) -> Alarm:
 
 
 class AlarmStore:
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, most: int = 0) -> None:
+        """``most``: the alarms held at most (``--max-resources``; 0: no limit): each is evaluated every
+        period, so a caller who could add them without end would take the server's time too."""
         self._engine = make_engine(url)
         self._lock = threading.Lock()
+        self._most = most
         upgrade(self._engine, "cloudwatch", metadata)
 
     def put(self, name: str, arn: str, doc: dict[str, Any], now: float) -> Alarm:
         """Create the alarm (INSUFFICIENT_DATA, unchecked) or replace its configuration (its state stays)."""
         with self._lock, self._engine.begin() as conn:
             row = conn.execute(select(alarms_table).where(alarms_table.c.name == name)).first()
+            if row is None and self._most > 0:
+                held = conn.execute(select(func.count()).select_from(alarms_table)).scalar_one()
+                if held >= self._most:
+                    raise LimitExceeded(
+                        f"The quota for alarms for this customer has already been reached: {held} alarms, "
+                        f"at most {self._most} (zeroscale serve --max-resources). Delete alarms first."
+                    )
             if row is None:
                 values = {
                     "name": name,

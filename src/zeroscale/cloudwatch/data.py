@@ -31,6 +31,13 @@ class InvalidParameterCombination(ZeroscaleError):
     status = 400
 
 
+class LimitExceeded(ZeroscaleError):
+    """PutMetricAlarm's LimitExceededFault: the most alarms an account may hold."""
+
+    code = "LimitExceeded"
+    status = 400
+
+
 class MissingParameter(ZeroscaleError):
     code = "MissingParameter"
     status = 400
