@@ -47,7 +47,8 @@ from zeroscale.audit.trail import AuditApi, AuditTrail
 from zeroscale.autoscaling.policy import IN_POINTS
 from zeroscale.autoscaling.samples import Samples
 from zeroscale.autoscaling.service import AutoScaling
-from zeroscale.autoscaling.targets import Targets
+from zeroscale.autoscaling.targets import TARGET, Targets
+from zeroscale.autoscaling.targets import LimitExceeded as ScalingLimitExceeded
 from zeroscale.background import Background
 from zeroscale.batch.runner import TransformRunner
 from zeroscale.cloudwatch.alarms import AlarmStore
@@ -125,6 +126,9 @@ def _quotas(most: int) -> dict[str, Limit]:
     quotas = {kind: Limit(most, what, flag) for kind, what in _QUOTA_KINDS.items()}
     quotas[TOPIC] = Limit(most, "topics", flag, TopicLimitExceeded)  # SNS's own codes
     quotas[SUBSCRIPTION] = Limit(most, "subscriptions", flag, SubscriptionLimitExceeded)
+    # a target outlives its endpoint (as on AWS) and is looked at every period: endpoints deleted and made
+    # under new names would otherwise leave targets without end
+    quotas[TARGET] = Limit(most, "scalable targets", flag, ScalingLimitExceeded)
     return quotas
 
 

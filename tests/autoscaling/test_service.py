@@ -5,6 +5,7 @@ cause and settles when the endpoint does, and the cooldown is kept in the target
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 import pytest
@@ -26,8 +27,11 @@ class FakeEndpoints:
         self.count = 1
         self.status = "InService"
         self.calls: list[dict[str, Any]] = []
+        self.gone = False
 
     def describe(self, name: str) -> dict[str, Any]:
+        if self.gone:
+            raise ValidationException(f'Could not find endpoint "{name}".')
         variant = {"VariantName": "A", "CurrentInstanceCount": self.count, "DesiredInstanceCount": self.count}
         return {"EndpointName": name, "EndpointStatus": self.status, "ProductionVariants": [variant]}
 
@@ -182,3 +186,20 @@ def test_a_target_holds_at_most_fifty_policies() -> None:
     service.delete_policy({**SCOPE, "PolicyName": "p1"})
     service.put_policy({**SCOPE, "PolicyName": "one-more", "StepScalingPolicyConfiguration": step})
     assert len(service.describe_policies({"ServiceNamespace": "sagemaker"})["ScalingPolicies"]) == 50
+
+
+def test_a_target_whose_endpoint_is_gone_is_logged_once_not_every_period(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    endpoints, _, service = scaling([1000.0])
+    service.register({**SCOPE, "MinCapacity": 1, "MaxCapacity": 3})
+    endpoints.gone = True
+    with caplog.at_level(logging.INFO, logger="zeroscale.autoscaling"):
+        for _ in range(3):
+            asyncio.run(service.evaluate())
+        endpoints.gone = False
+        asyncio.run(service.evaluate())
+        endpoints.gone = True  # gone again: said again
+        asyncio.run(service.evaluate())
+    said = [r.getMessage() for r in caplog.records]
+    assert said == [f'autoscaling {RESOURCE}: Could not find endpoint "demo".'] * 2

@@ -6,11 +6,13 @@ subscriptions and CloudWatch alarms answer their services' own codes."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from botocore.exceptions import ClientError
 
-from zeroscale.testing import ServerProcess
+from e2e.conftest import handler_model
+from zeroscale.testing import ServerProcess, wait_final
 
 MOST = 2
 
@@ -88,3 +90,42 @@ def test_alarms_answer_cloudwatchs_own_limit_code(server_factory: Callable[..., 
     cw.put_metric_alarm(AlarmName="a0", **{**alarm, "Threshold": 2.0})  # an existing one is changed
     cw.delete_alarms(AlarmNames=["a1"])
     cw.put_metric_alarm(AlarmName="a-over", **alarm)
+
+
+def test_scalable_targets_answer_application_auto_scalings_limit_code(
+    server_factory: Callable[..., ServerProcess], tmp_path: Path
+) -> None:
+    """A target outlives its endpoint (as on AWS), so endpoints deleted and made again under new names
+    would grow them without end: they are held to --max-resources too."""
+    server = server_factory(max_resources=MOST)
+    sm, aas = server.client("sagemaker"), server.client("application-autoscaling")
+    url = handler_model(tmp_path, "def model_fn(model_dir):\n    return None\n")
+    sm.create_model(ModelName="m", PrimaryContainer={"Image": "sklearn", "ModelDataUrl": url})
+    variants = [
+        {"VariantName": v, "ModelName": "m", "InstanceType": "ml.t2.medium", "InitialInstanceCount": 1}
+        for v in ("A", "B", "C")
+    ]
+    sm.create_endpoint_config(EndpointConfigName="rt", ProductionVariants=variants)
+    sm.create_endpoint(EndpointName="rt", EndpointConfigName="rt")
+    assert wait_final(sm, "rt")["EndpointStatus"] == "InService"
+
+    def register(variant: str) -> None:
+        aas.register_scalable_target(
+            ServiceNamespace="sagemaker",
+            ResourceId=f"endpoint/rt/variant/{variant}",
+            ScalableDimension="sagemaker:variant:DesiredInstanceCount",
+            MinCapacity=1,
+            MaxCapacity=2,
+        )
+
+    register("A")
+    register("B")
+    register("A")  # an existing target is only changed
+    with pytest.raises(aas.exceptions.LimitExceededException, match="'Number of scalable targets'"):
+        register("C")
+    aas.deregister_scalable_target(
+        ServiceNamespace="sagemaker",
+        ResourceId="endpoint/rt/variant/A",
+        ScalableDimension="sagemaker:variant:DesiredInstanceCount",
+    )
+    register("C")

@@ -71,6 +71,7 @@ class AutoScaling:
         self._clock = clock
         self._sample_s = min(sample_s, samples.period_s)
         self._task: asyncio.Task[None] | None = None
+        self._failing: dict[str, str] = {}  # target -> why its last evaluation failed (logged once)
 
     def operations(self) -> dict[str, Operation]:
         return {
@@ -321,11 +322,19 @@ class AutoScaling:
         policies: dict[str, list[Record]] = {}
         for p in self._t.policies():
             policies.setdefault(p.doc["ResourceId"], []).append(p)
-        for target in self._t.targets():
+        targets = self._t.targets()
+        for gone in self._failing.keys() - {t.name for t in targets}:
+            del self._failing[gone]
+        for target in targets:
             try:
                 await self._evaluate(target, policies.get(target.name, []))
             except ZeroscaleError as exc:
-                log.info("autoscaling %s: %s", target.name, exc.message)
+                # said once, not every period: a target outlives its endpoint until it is deregistered
+                if self._failing.get(target.name) != exc.message:
+                    log.info("autoscaling %s: %s", target.name, exc.message)
+                self._failing[target.name] = exc.message
+            else:
+                self._failing.pop(target.name, None)
 
     async def _evaluate(self, target: Record, policies: list[Record]) -> None:
         resource = parse_resource(target.name)

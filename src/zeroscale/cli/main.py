@@ -215,8 +215,8 @@ def _opt(name: str, env: str, **kw: Any) -> Callable[[F], F]:
     default=20_000,
     type=click.IntRange(min=0),
     help="The most models, endpoint configs, endpoints, model package groups, model packages, topics, "
-    "subscriptions and CloudWatch alarms, each (as an account's quotas); past it a Create answers "
-    "ResourceLimitExceeded (TopicLimitExceeded, SubscriptionLimitExceeded, LimitExceeded) (0: no limit).",
+    "subscriptions, CloudWatch alarms and scalable targets, each (as an account's quotas); past it a Create "
+    "answers ResourceLimitExceeded (or its service's own code) (0: no limit).",
 )
 @_opt(
     "--async-retention-days",
