@@ -569,3 +569,76 @@ def test_policy_variables_name_the_callers_own_resources(iam: Any, server: Serve
         assert error(vic_sm.describe_endpoint, EndpointName="vic-none")["Code"] == "ValidationException"
         assert error(vic_sm.describe_endpoint, EndpointName="walt-none")["Code"] == "AccessDeniedException"
         server.restart()
+
+
+def test_iam_refuses_what_it_would_ignore_and_pages_its_lists(iam: Any) -> None:
+    """A permissions boundary or tags given to CreateUser would leave a user without them: refused by name,
+    nothing made. ListUsers, ListAccessKeys and ListUserPolicies page by MaxItems and Marker, as boto3's
+    paginators ask; the simulator refuses PolicyExclusionList."""
+    boundary = "arn:aws:iam::aws:policy/ReadOnlyAccess"
+    refused = error(iam.create_user, UserName="bounded", PermissionsBoundary=boundary)
+    assert (refused["Code"], refused["Message"]) == (
+        "ValidationError",
+        "CreateUser does not take PermissionsBoundary on zeroscale: its IAM serves users, access keys and "
+        "inline user policies only (no tags, permissions boundaries or managed policies).",
+    )
+    assert (
+        "Tags" in error(iam.create_user, UserName="tagged", Tags=[{"Key": "team", "Value": "a"}])["Message"]
+    )
+    names = {u["UserName"] for u in iam.list_users()["Users"]}
+    assert not names & {"bounded", "tagged"}
+
+    for n in range(5):
+        iam.create_user(UserName=f"paged-{n}", Path="/paged/")
+    first = iam.list_users(PathPrefix="/paged/", MaxItems=2)
+    assert [u["UserName"] for u in first["Users"]] == ["paged-0", "paged-1"] and first["IsTruncated"]
+    pages = iam.get_paginator("list_users").paginate(PathPrefix="/paged/", PaginationConfig={"PageSize": 2})
+    assert [[u["UserName"] for u in p["Users"]] for p in pages] == [
+        ["paged-0", "paged-1"],
+        ["paged-2", "paged-3"],
+        ["paged-4"],
+    ]
+    assert error(iam.list_users, Marker="not-a-marker")["Code"] == "ValidationError"
+    for n in range(3):
+        iam.put_user_policy(
+            UserName="paged-0",
+            PolicyName=f"p{n}",
+            PolicyDocument=json.dumps(
+                {"Statement": [{"Effect": "Allow", "Action": "logs:*", "Resource": "*"}]}
+            ),
+        )
+    pages = iam.get_paginator("list_user_policies").paginate(
+        UserName="paged-0", PaginationConfig={"PageSize": 2}
+    )
+    assert [p["PolicyNames"] for p in pages] == [["p0", "p1"], ["p2"]]
+    iam.create_access_key(UserName="paged-1")
+    iam.create_access_key(UserName="paged-1")
+    one = iam.list_access_keys(UserName="paged-1", MaxItems=1)
+    assert len(one["AccessKeyMetadata"]) == 1 and one["IsTruncated"]
+    simulated = error(
+        iam.simulate_principal_policy,
+        PolicySourceArn=f"arn:aws:iam::{ACCOUNT}:user/paged-0",
+        ActionNames=["logs:GetLogEvents"],
+        PolicyExclusionList=[{"PolicyArn": "arn:aws:iam::aws:policy/x"}],
+    )
+    assert simulated["Code"] == "InvalidInput" and "PolicyExclusionList" in simulated["Message"]
+
+
+def test_a_users_inline_policies_are_held_to_2048_characters_together(iam: Any) -> None:
+    """IAM's quota is the aggregate of a user's inline policies: many small ones cannot grow a user without
+    end. Replacing a policy counts its new size, not both."""
+    iam.create_user(UserName="hoarder")
+    actions = [f"logs:Action{n:03}" for n in range(40)]  # about 800 characters each
+    document = json.dumps({"Statement": [{"Effect": "Allow", "Action": actions, "Resource": "*"}]})
+    iam.put_user_policy(UserName="hoarder", PolicyName="a", PolicyDocument=document)
+    iam.put_user_policy(UserName="hoarder", PolicyName="b", PolicyDocument=document)
+    iam.put_user_policy(UserName="hoarder", PolicyName="b", PolicyDocument=document)  # replaced, not added
+    over = error(iam.put_user_policy, UserName="hoarder", PolicyName="c", PolicyDocument=document)
+    assert (over["Code"], over["Message"]) == (
+        "LimitExceeded",
+        "Maximum policy size of 2048 bytes exceeded for user hoarder",
+    )
+    assert iam.list_user_policies(UserName="hoarder")["PolicyNames"] == ["a", "b"]
+    for name in ("a", "b"):
+        iam.delete_user_policy(UserName="hoarder", PolicyName=name)
+    iam.delete_user(UserName="hoarder")

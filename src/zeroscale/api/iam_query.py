@@ -38,8 +38,33 @@ _SIMULATE_UNSERVED = frozenset(
         "ResourceOwner",
         "CallerArn",
         "ResourceHandlingOption",
+        "PolicyExclusionList",
     }
 )
+# Each operation's members zeroscale serves (a list member by its name before the first "."); any other
+# member of a request is refused by name, never ignored: CreateUser's PermissionsBoundary or Tags would
+# leave a user without the bound or tags its creator meant.
+_SERVED: dict[str, frozenset[str]] = {
+    "CreateUser": frozenset({"UserName", "Path"}),
+    "GetUser": frozenset({"UserName"}),
+    "ListUsers": frozenset({"PathPrefix", "Marker", "MaxItems"}),
+    "DeleteUser": frozenset({"UserName"}),
+    "CreateAccessKey": frozenset({"UserName"}),
+    "ListAccessKeys": frozenset({"UserName", "Marker", "MaxItems"}),
+    "UpdateAccessKey": frozenset({"UserName", "AccessKeyId", "Status"}),
+    "DeleteAccessKey": frozenset({"UserName", "AccessKeyId"}),
+    "PutUserPolicy": frozenset({"UserName", "PolicyName", "PolicyDocument"}),
+    "GetUserPolicy": frozenset({"UserName", "PolicyName"}),
+    "ListUserPolicies": frozenset({"UserName", "Marker", "MaxItems"}),
+    "DeleteUserPolicy": frozenset({"UserName", "PolicyName"}),
+    # the members it does not serve are refused by its own check, with the simulator's words
+    "SimulatePrincipalPolicy": frozenset(
+        {"PolicySourceArn", "ActionNames", "ResourceArns", "MaxItems", "Marker"}
+    )
+    | _SIMULATE_UNSERVED,
+}
+_ENVELOPE = frozenset({"Action", "Version"})
+MAX_USERS = 5000  # IAM's quota: users in an account
 _DECISIONS = {"allow": "allowed", "deny": "explicitDeny", "implicit": "implicitDeny"}
 
 
@@ -55,6 +80,26 @@ def _members(params: dict[str, str], name: str) -> list[str]:
 
 def _err(code: str, status: int, message: str) -> IamError:
     return IamError(message, code=code, status=status)
+
+
+def _page(items: list[Any], params: dict[str, str]) -> tuple[list[Any], dict[str, Any]]:
+    """IAM's pagination: ``MaxItems`` (1 to 1000, 100 when not given) from ``Marker`` (what the page before
+    answered); the page and the members that say whether there is more."""
+    marker, most = params.get("Marker"), params.get("MaxItems", "100")
+    if not most.isdigit() or not 1 <= int(most) <= 1000:
+        raise _err("ValidationError", 400, f"MaxItems {most!r} must be an integer from 1 to 1000.")
+    if marker is not None and not (marker.isdigit() and int(marker) <= len(items)):
+        raise _err("ValidationError", 400, f"Marker {marker!r} is not one this server answered.")
+    start = int(marker or 0)
+    page = items[start : start + int(most)]
+    if start + len(page) < len(items):
+        return page, {"IsTruncated": True, "Marker": str(start + len(page))}
+    return page, {"IsTruncated": False}
+
+
+def _policy_chars(document: str) -> int:
+    """A policy's size as IAM counts it: its characters, whitespace left out."""
+    return len("".join(document.split()))
 
 
 def _date(epoch: float) -> str:
@@ -109,6 +154,14 @@ class IamQueryService:
         op = self._ops.get(action)
         if op is None:
             raise _err("InvalidAction", 400, f"Could not find operation {action or '(no Action)'}.")
+        unserved = sorted({key.split(".", 1)[0] for key in params} - _SERVED[action] - _ENVELOPE)
+        if unserved:
+            raise _err(
+                "ValidationError",
+                400,
+                f"{action} does not take {', '.join(unserved)} on zeroscale: its IAM serves users, access "
+                "keys and inline user policies only (no tags, permissions boundaries or managed policies).",
+            )
         result = op(params, access_key_id)
         inner = f"<{action}Result>{_xml(result)}</{action}Result>" if result is not None else ""
         xml = (
@@ -166,6 +219,8 @@ class IamQueryService:
             raise _err("ValidationError", 400, "The specified value for path is invalid.")
         if name.lower() in {n.lower() for n in self._store.users}:
             raise _err("EntityAlreadyExists", 409, f"User with name {name} already exists.")
+        if len(self._store.users) >= MAX_USERS:
+            raise _err("LimitExceeded", 409, f"Cannot exceed quota for UsersPerAccount: {MAX_USERS}")
         return {"User": self._user_doc(self._store.create_user(name, path))}
 
     def get_user(self, params: dict[str, str], caller: str) -> dict[str, Any]:
@@ -176,8 +231,9 @@ class IamQueryService:
 
     def list_users(self, params: dict[str, str], caller: str) -> dict[str, Any]:
         prefix = params.get("PathPrefix", "/")
-        found = [self._user_doc(u) for n, u in sorted(self._store.users.items()) if u.path.startswith(prefix)]
-        return {"Users": found, "IsTruncated": False}
+        found = [u for _, u in sorted(self._store.users.items()) if u.path.startswith(prefix)]
+        page, more = _page(found, params)
+        return {"Users": [self._user_doc(u) for u in page], **more}
 
     def delete_user(self, params: dict[str, str], caller: str) -> None:
         user = self._user(params, caller)
@@ -216,7 +272,8 @@ class IamQueryService:
             }
             for k in self._store.user_keys(user.name)
         ]
-        return {"AccessKeyMetadata": found, "IsTruncated": False}
+        page, more = _page(found, params)
+        return {"AccessKeyMetadata": page, **more}
 
     def update_access_key(self, params: dict[str, str], caller: str) -> None:
         user = self._user(params, caller, required=False)
@@ -236,7 +293,9 @@ class IamQueryService:
         name, document = params.get("PolicyName", ""), params.get("PolicyDocument", "")
         if not _POLICY_NAME.match(name):
             raise _err("ValidationError", 400, f"The specified value for policyName is invalid: {name!r}")
-        if len("".join(document.split())) > _MAX_POLICY_CHARS:
+        # IAM's quota is the user's inline policies together, not each (so no user holds them without end)
+        others = sum(_policy_chars(d) for n, d in user.policies.items() if n != name)
+        if others + _policy_chars(document) > _MAX_POLICY_CHARS:
             raise _err(
                 "LimitExceeded",
                 409,
@@ -255,7 +314,8 @@ class IamQueryService:
 
     def list_user_policies(self, params: dict[str, str], caller: str) -> dict[str, Any]:
         user = self._user(params, caller)
-        return {"PolicyNames": sorted(user.policies), "IsTruncated": False}
+        page, more = _page(sorted(user.policies), params)
+        return {"PolicyNames": page, **more}
 
     # ---- the policy simulator ----
     def simulate_principal_policy(self, params: dict[str, str], caller: str) -> dict[str, Any]:
@@ -286,14 +346,8 @@ class IamQueryService:
                         "MissingContextValues": [],
                     }
                 )
-        start = int(params.get("Marker") or 0) if (params.get("Marker") or "0").isdigit() else 0
-        limit = int(params["MaxItems"]) if params.get("MaxItems", "").isdigit() else 100
-        page = results[start : start + max(1, min(limit, 1000))]
-        more = start + len(page) < len(results)
-        out: dict[str, Any] = {"EvaluationResults": page, "IsTruncated": more}
-        if more:
-            out["Marker"] = str(start + len(page))
-        return out
+        page, more = _page(results, params)
+        return {"EvaluationResults": page, **more}
 
     def _simulated(self, arn: str) -> list[Statement] | None:
         """The statements the ARN's policies hold (None for the account's root: everything allowed)."""
