@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,7 +31,8 @@ class ControlPlane:
             kinds |= {"model-package": self.packages, "model-package-group": self.packages.groups}
         tags = ResourceTags(kinds, self.tags)
         table = self._extra_operations() | {
-            "CreateModel": m.create,
+            # in a thread: it looks at model data on the server's disk, which may be a mount that hangs
+            "CreateModel": lambda p: asyncio.to_thread(m.create, p),
             "DescribeModel": lambda p: m.describe(p["ModelName"]),
             "ListModels": m.list,
             "DeleteModel": lambda p: m.delete(p["ModelName"]),
