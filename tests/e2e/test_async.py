@@ -424,11 +424,15 @@ def test_request_validation(server: ServerProcess) -> None:
         ({"InvocationTimeoutSeconds": 3601}, "less than or equal to 3600"),
         ({"InferenceId": "x" * 65}, "inferenceId"),
         ({"InferenceId": "idé"}, "be printable ASCII"),  # sent as UTF-8, refused (not mangled)
-        ({"Body": b"[[1, 2]]"}, "Body (an inline request payload) is not served"),  # never ignored
+        ({"Body": b"[[1, 2]]"}, "Body and InputLocation are mutually exclusive"),
+        ({"InputLocation": None, "Body": b"x" * 128_001}, "less than or equal to 128000"),
+        ({"InputLocation": None}, "Give the request's input"),
         ({"InputLocation": "ftp://bucket/key"}, "inputLocation"),
         ({"InputLocation": "https://example.com/key"}, "is not an S3 object URL"),
+        ({"S3OutputPathExtension": "s3://elsewhere"}, "s3OutputPathExtension"),
+        ({"Filename": "two.dots.out"}, "filename"),
+        ({"Filename": "x" * 33}, "filename"),
     ]
-    cases.append(({"InputLocation": None, "Body": b"[[1, 2]]"}, "give its InputLocation"))
     for extra, text in cases:
         kwargs = {"EndpointName": "rf-async", "InputLocation": f"s3://{BUCKET}/inputs/rows.json", **extra}
         kwargs = {k: v for k, v in kwargs.items() if v is not None}
@@ -778,3 +782,32 @@ def test_a_tenant_reads_and_writes_only_the_s3_objects_its_policy_allows(
     )
     assert json.loads(_get(s3, answer["OutputLocation"])) == {"echo": {"n": 7}}
     sm.delete_endpoint(EndpointName="tenant-a-echo")
+
+
+def test_an_inline_input_and_a_chosen_output_name(server: ServerProcess, s3: Any, echo_url: str) -> None:
+    """InvokeEndpointAsync's Body (up to 128,000 bytes) in place of an InputLocation; S3OutputPathExtension
+    and Filename name where the answer goes, and the failure goes to <Filename>-error.out beside it."""
+    sm, smr = server.client("sagemaker"), server.client("sagemaker-runtime")
+    output = {"S3OutputPath": f"s3://{BUCKET}/named/out", "S3FailurePath": f"s3://{BUCKET}/named/failed"}
+    assert _deploy_async(sm, "named", echo_url, OutputConfig=output)["EndpointStatus"] == "InService"
+    answer = smr.invoke_endpoint_async(
+        EndpointName="named",
+        Body=json.dumps({"inline": True}).encode(),
+        ContentType="application/json",
+        S3OutputPathExtension="2026/12/04",
+        Filename="result.json",
+    )
+    assert answer["OutputLocation"] == f"s3://{BUCKET}/named/out/2026/12/04/result.json"
+    assert answer["FailureLocation"] == f"s3://{BUCKET}/named/failed/2026/12/04/result.json-error.out"
+    assert json.loads(_get(s3, answer["OutputLocation"])) == {"echo": {"inline": True}}
+    status = _status(server, answer["InferenceId"])
+    assert status["Status"] == "Completed" and "InputLocation" not in status
+    failed = smr.invoke_endpoint_async(
+        EndpointName="named", Body=b'{"fail": true}', ContentType="application/json", Filename="bad"
+    )
+    assert failed["FailureLocation"] == f"s3://{BUCKET}/named/failed/bad-error.out"
+    assert b"asked to fail" in _get(s3, failed["FailureLocation"])
+    default = smr.invoke_endpoint_async(EndpointName="named", Body=b"{}", ContentType="application/json")
+    assert default["OutputLocation"] == f"s3://{BUCKET}/named/out/{default['InferenceId']}.out"
+    assert json.loads(_get(s3, default["OutputLocation"])) == {"echo": {}}
+    sm.delete_endpoint(EndpointName="named")

@@ -287,7 +287,7 @@ class App:
                 endpoint = self._runtime_target(
                     access_key_id, method, path, _ASYNC_SUFFIX, "InvokeEndpointAsync", location
                 )
-                await self._p.async_runtime.invoke(send, request_id, endpoint, headers)
+                await self._p.async_runtime.invoke(send, request_id, endpoint, headers, body)
             elif path.endswith(_STREAM_SUFFIX) and self._p.stream_runtime is not None:
                 assert receive is not None  # a buffered body comes only for /invocations (api/direct.py)
                 # authorized as sagemaker:InvokeEndpoint, as on AWS

@@ -1,4 +1,5 @@
-"""InvokeEndpointAsync (``POST /endpoints/{name}/async-invocations``, no body) and zeroscale's status routes
+"""InvokeEndpointAsync (``POST /endpoints/{name}/async-invocations``: its input at an InputLocation in S3, or
+inline as the body, at most 128,000 bytes) and zeroscale's status routes
 for asynchronous requests: ``GET /zeroscale/v1/async/<InferenceId>`` for one request, and
 ``GET /zeroscale/v1/async?endpoint=NAME`` for an endpoint's latest requests, newest first."""
 
@@ -25,7 +26,10 @@ _RANGES = {
     "invocationtimeoutseconds": ("invocationTimeoutSeconds", 1, 3600),
 }
 _INPUT_LOCATION = re.compile(r"^(https|s3)://([^/]+)/?(.*)$")
-_UNSERVED = {"s3outputpathextension": "S3OutputPathExtension", "filename": "Filename"}
+# botocore's patterns: a path below S3OutputPath; a file name with at most one dot
+_EXTENSION = re.compile(r"^(?!s3:|https:)[a-zA-Z0-9!_.*'()/-]{1,512}$")
+_FILENAME = re.compile(r"^(?!.*\..*\.)[a-zA-Z0-9][a-zA-Z0-9_.-]{0,31}$")
+MAX_INLINE_BYTES = 128_000  # InvokeEndpointAsync's Body
 
 
 def _invalid(member: str, value: str, constraint: str) -> RuntimeValidationError:
@@ -52,37 +56,44 @@ def input_location(raw: Headers) -> str:
     return found
 
 
-def parse_params(raw: Headers) -> AsyncParams:
+def parse_params(raw: Headers, body: bytes = b"") -> AsyncParams:
+    """The request's members from its SageMaker headers, and ``body`` (an inline input, when not empty)."""
     headers: dict[str, str] = {}
-    inline = False
     for raw_name, raw_value in raw:
         lname = raw_name.decode("latin-1").lower()
         if lname.startswith(_PREFIX):
             headers[lname[len(_PREFIX) :]] = header_text(raw_value)  # an S3 key may be non-ASCII
-        elif lname == "transfer-encoding" or (
-            lname == "content-length" and raw_value.strip() not in (b"", b"0")
-        ):
-            inline = True
-    if inline:  # never taken and ignored: refused, whether or not an InputLocation comes with it
-        raise RuntimeValidationError(
-            "InvokeEndpointAsync's Body (an inline request payload) is not served by zeroscale yet: upload "
-            "the input to S3 and give its InputLocation (s3://bucket/key) instead."
-        )
-    for unserved, wire in _UNSERVED.items():
-        if unserved in headers:
-            raise RuntimeValidationError(
-                f"The X-Amzn-SageMaker-{wire} header "
-                "is not served by zeroscale: results are written to <S3OutputPath>/<InferenceId>.out."
-            )
     location = headers.get("inputlocation")
-    if not location:
+    if body and location:
         raise RuntimeValidationError(
-            "1 validation error detected: Value null at 'inputLocation' failed to satisfy constraint: "
-            "Member must not be null"
+            "Body and InputLocation are mutually exclusive: give the input inline or in S3, not both."
         )
-    if len(location) > 1024 or not _INPUT_LOCATION.match(location):
+    if len(body) > MAX_INLINE_BYTES:
+        raise _invalid("body", f"{len(body)} bytes", f"have length less than or equal to {MAX_INLINE_BYTES}")
+    if not body and not location:
+        raise RuntimeValidationError(
+            "Give the request's input: an InputLocation (s3://bucket/key), or the input itself as the Body "
+            f"(at most {MAX_INLINE_BYTES} bytes)."
+        )
+    if location is not None and (len(location) > 1024 or not _INPUT_LOCATION.match(location)):
         raise _invalid(
             "inputLocation", location[:256], "satisfy regular expression pattern: (https|s3)://..."
+        )
+    extension = headers.get("s3outputpathextension")
+    if extension is not None and not _EXTENSION.match(extension):
+        raise _invalid(
+            "s3OutputPathExtension",
+            extension[:256],
+            "have length between 1 and 512 and satisfy regular expression pattern: "
+            "^(?!s3:|https:)[a-zA-Z0-9!_.*'()/-]+$",
+        )
+    filename = headers.get("filename")
+    if filename is not None and not _FILENAME.match(filename):
+        raise _invalid(
+            "filename",
+            filename[:64],
+            "have length between 1 and 32 and satisfy regular expression pattern: "
+            "^(?!.*\\..*\\.)[a-zA-Z0-9][a-zA-Z0-9-_\\.]*$",
         )
     inference_id = headers.get("inference-id")
     if inference_id is None:
@@ -111,7 +122,10 @@ def parse_params(raw: Headers) -> AsyncParams:
             raise _invalid(member, value, f"have value less than or equal to {high}")
         numbers[name] = number
     return AsyncParams(
-        input_location=location,
+        input_location=location or "",
+        body=body or None,
+        output_extension=extension.strip("/") if extension else None,
+        filename=filename,
         content_type=_text(headers, "content-type", "contentType"),
         accept=_text(headers, "accept", "accept"),
         custom_attributes=_text(headers, "custom-attributes", "customAttributes"),
@@ -126,7 +140,7 @@ def status_document(req: AsyncRequest) -> dict[str, Any]:
         "InferenceId": req.inference_id,
         "EndpointName": req.endpoint_name,
         "Status": req.status,
-        "InputLocation": req.input_location,
+        **({"InputLocation": req.input_location} if req.input_location else {}),  # else inline
         "OutputLocation": req.output_location,
         "FailureLocation": req.failure_location,
         "CreationTime": req.created_at,
@@ -145,8 +159,10 @@ class AsyncInvokeApi:
     def __init__(self, service: AsyncInference) -> None:
         self._service = service
 
-    async def invoke(self, send: Send, request_id: str, endpoint: str, headers: Headers) -> None:
-        params = parse_params(headers)
+    async def invoke(
+        self, send: Send, request_id: str, endpoint: str, headers: Headers, body: bytes = b""
+    ) -> None:
+        params = parse_params(headers, body)
         req = await self._service.accept(endpoint, params)
         body = json.dumps({"InferenceId": req.inference_id}).encode()
         await respond(

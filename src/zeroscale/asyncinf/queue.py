@@ -9,6 +9,10 @@ that stops or dies with requests Running puts them back to Queued when it starts
 database: each Running row names the front end that runs it (``frontend``); a front end that starts again
 puts back its own and those of front ends no longer alive, never a live one's. A finished request's row is
 deleted once the retention has passed since it finished (``prune``; ``--async-retention-days``).
+
+A request may carry its input inline (InvokeEndpointAsync's Body, at most 128,000 bytes) instead of an
+InputLocation: it is kept in the row (``body``) until the request finishes, and read only by the claim that
+runs it; listings and lookups leave it out.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from sqlalchemy import (
     Double,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     RowMapping,
     String,
@@ -67,6 +72,7 @@ requests = Table(
     Column("failure_reason", Text, nullable=True),
     Column("expires_at", Double, nullable=True),  # created_at + ttl_s (NULL only before STEPS[1] ran)
     Column("frontend", String(64), nullable=True),  # the front end that claimed it last
+    Column("body", LargeBinary, nullable=True),  # an inline input, until the request finishes
     Index("ix_async_requests_queue", "endpoint", "status", "id"),
     Index("ix_async_requests_inference_id", "inference_id"),
     Index("ix_async_requests_expiry", "status", "expires_at"),
@@ -88,7 +94,10 @@ STEPS: list[Step] = [
     add_index("async_requests", "ix_async_requests_expiry", ("status", "expires_at")),
     add_column("async_requests", Column("frontend", String(64), nullable=True)),
     add_index("async_requests", "ix_async_requests_finished", ("finished_at",)),
+    add_column("async_requests", Column("body", LargeBinary, nullable=True)),
 ]
+# every column but the inline input: what lookups and listings read
+_DESCRIBED = [c for c in requests.c if c.name != "body"]
 
 
 @dataclass
@@ -110,6 +119,7 @@ class AsyncRequest:
     finished_at: float | None = None
     attempts: int = 0
     failure_reason: str | None = None
+    body: bytes | None = None  # an inline input (InvokeEndpointAsync's Body) in place of input_location
 
     @property
     def expires_at(self) -> float:
@@ -143,6 +153,7 @@ def _request(row: RowMapping) -> AsyncRequest:
         finished_at=row["finished_at"],
         attempts=int(row["attempts"]),
         failure_reason=row["failure_reason"],
+        body=row.get("body"),
     )
 
 
@@ -176,6 +187,7 @@ class RequestQueue:
             "created_at": req.created_at,
             "expires_at": req.expires_at,
             "attempts": 0,
+            "body": req.body,
         }
         with self._lock, self._engine.begin() as conn:
             result = conn.execute(insert(requests).values(**values))
@@ -214,7 +226,7 @@ class RequestQueue:
         """Up to ``limit`` Queued requests (of any endpoint) whose time-to-live ran out by ``now``, soonest
         expired first, now Running (so that one front end fails each); [] when none has."""
         query = (
-            select(requests)
+            select(*_DESCRIBED)
             .where((requests.c.status == QUEUED) & (requests.c.expires_at < now))
             .order_by(requests.c.expires_at)
             .limit(limit)
@@ -249,7 +261,7 @@ class RequestQueue:
             conn.execute(
                 update(requests)
                 .where(requests.c.id == req.id)
-                .values(status=status, finished_at=now, failure_reason=reason)
+                .values(status=status, finished_at=now, failure_reason=reason, body=None)
             )
 
     def requeue_running(self, live: Collection[str] = ()) -> int:
@@ -297,7 +309,7 @@ class RequestQueue:
     def find(self, inference_id: str) -> AsyncRequest | None:
         """The latest request with this InferenceId."""
         query = (
-            select(requests)
+            select(*_DESCRIBED)
             .where(requests.c.inference_id == inference_id)
             .order_by(requests.c.id.desc())
             .limit(1)
@@ -309,7 +321,7 @@ class RequestQueue:
     def recent(self, endpoint: str, limit: int) -> list[AsyncRequest]:
         """The endpoint's latest ``limit`` requests, newest first (any status)."""
         query = (
-            select(requests)
+            select(*_DESCRIBED)
             .where(requests.c.endpoint == endpoint.lower())
             .order_by(requests.c.id.desc())
             .limit(limit)

@@ -71,7 +71,10 @@ class AsyncEndpoint:
 class AsyncParams:
     """An accepted InvokeEndpointAsync, checked by the API layer."""
 
-    input_location: str
+    input_location: str  # "" when the input is inline (``body``)
+    body: bytes | None
+    output_extension: str | None  # S3OutputPathExtension
+    filename: str | None  # Filename
     content_type: str | None
     accept: str | None
     custom_attributes: str | None
@@ -182,7 +185,8 @@ class AsyncInference:
                 "inference (its endpoint configuration has no AsyncInferenceConfig)."
             )
         try:
-            self._s3.locate(params.input_location)
+            if params.body is None:
+                self._s3.locate(params.input_location)
         except ValueError as exc:
             raise RuntimeValidationError(f"InputLocation {exc}.") from None
         if self._max_queued and await asyncio.to_thread(
@@ -203,11 +207,16 @@ class AsyncInference:
             content_type=params.content_type,
             accept=params.accept,
             custom_attributes=params.custom_attributes,
-            output_location=cfg.output_location(params.inference_id),
-            failure_location=cfg.failure_location(params.inference_id),
+            output_location=cfg.output_location(
+                params.inference_id, params.output_extension, params.filename
+            ),
+            failure_location=cfg.failure_location(
+                params.inference_id, params.output_extension, params.filename
+            ),
             ttl_s=params.ttl_s,
             timeout_s=params.timeout_s,
             created_at=self._wall(),
+            body=params.body,
         )
         await asyncio.to_thread(self._queue.enqueue, req)
         self._wake.set()
@@ -340,18 +349,23 @@ class AsyncInference:
             tempfile.TemporaryFile(dir=self._scratch_dir) as source,
             tempfile.TemporaryFile(dir=self._scratch_dir) as sink,
         ):
-            try:
-                got = await asyncio.to_thread(
-                    self._s3.download, req.input_location, source, self._payload_limit_bytes
-                )
-            except InputError as exc:
-                await self._fail(entry, req, f"ClientError: {exc}")
-                return
+            if req.body is not None:  # inline: kept in its row until it finishes
+                source.write(req.body)
+                size, object_type = len(req.body), None
+            else:
+                try:
+                    got = await asyncio.to_thread(
+                        self._s3.download, req.input_location, source, self._payload_limit_bytes
+                    )
+                except InputError as exc:
+                    await self._fail(entry, req, f"ClientError: {exc}")
+                    return
+                # A request without ContentType: the input object's own (the sagemaker SDK's AsyncPredictor
+                # sets it on the object it uploads, not on the request), unless S3 only defaulted it.
+                size = got.size
+                object_type = got.content_type if got.content_type != S3_DEFAULT_CONTENT_TYPE else None
             source.seek(0)
-            # A request without ContentType: the input object's own (the sagemaker SDK's AsyncPredictor
-            # sets it on the object it uploads, not on the request), unless S3 only defaulted it.
-            object_type = got.content_type if got.content_type != S3_DEFAULT_CONTENT_TYPE else None
-            await self._invoke(entry, req, FilePayload(source, got.size, sink), object_type)
+            await self._invoke(entry, req, FilePayload(source, size, sink), object_type)
 
     async def _invoke(
         self, entry: AsyncEndpoint, req: AsyncRequest, payload: FilePayload, object_type: str | None = None

@@ -39,7 +39,7 @@ def status(inference_id: str, as_json: bool, endpoint_url: str, region: str | No
     click.echo(f"  created  {_when(doc.get('CreationTime'))}")
     click.echo(f"  started  {_when(doc.get('StartTime'))}  (attempts: {doc.get('Attempts', 0)})")
     click.echo(f"  ended    {_when(doc.get('EndTime'))}")
-    click.echo(f"  input    {doc['InputLocation']}")
+    click.echo(f"  input    {doc.get('InputLocation') or '(inline, in the request)'}")
     if doc["Status"] == "Failed":
         click.echo(f"  failure  {doc['FailureLocation']}")
         click.echo(f"  reason   {doc.get('FailureReason', '')}")

@@ -27,11 +27,22 @@ class AsyncConfig:
     include_response_in: frozenset[str]
     per_instance: int  # ClientConfig.MaxConcurrentInvocationsPerInstance
 
-    def output_location(self, inference_id: str) -> str:
-        return f"{self.output_path}/{inference_id}.out"
+    def output_location(
+        self, inference_id: str, extension: str | None = None, filename: str | None = None
+    ) -> str:
+        """``<S3OutputPath>[/<S3OutputPathExtension>]/<Filename, or <InferenceId>.out>``."""
+        return f"{_under(self.output_path, extension)}/{filename or inference_id + '.out'}"
 
-    def failure_location(self, inference_id: str) -> str:
-        return f"{self.failure_path}/{inference_id}-error.out"
+    def failure_location(
+        self, inference_id: str, extension: str | None = None, filename: str | None = None
+    ) -> str:
+        """``<S3FailurePath>[/<S3OutputPathExtension>]/<Filename or InferenceId>-error.out``: never the
+        output's key, even where the failure path is the output path."""
+        return f"{_under(self.failure_path, extension)}/{filename or inference_id}-error.out"
+
+
+def _under(path: str, extension: str | None) -> str:
+    return f"{path}/{extension}" if extension else path
 
 
 def _s3_path(value: Any, field: str) -> str:

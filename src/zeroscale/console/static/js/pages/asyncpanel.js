@@ -12,7 +12,7 @@ function requestDetails(r) {
   return details([
     ["Inference ID", h("code", {}, r.InferenceId)],
     ["Status", statusBadge(r.Status)],
-    ["Input location", h("code", {}, r.InputLocation)],
+    ["Input location", r.InputLocation ? h("code", {}, r.InputLocation) : "inline, in the request"],
     ["Output location", r.Status === "Failed" ? undefined : h("code", {}, r.OutputLocation)],
     ["Failure location", r.Status === "Failed" ? h("code", {}, r.FailureLocation) : undefined],
     ["Failure reason", r.FailureReason ? h("pre", { class: "failure" }, r.FailureReason) : undefined],
