@@ -7,8 +7,11 @@ from __future__ import annotations
 import asyncio
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 from artifacts.test_pyenv import make_wheel
+from artifacts.test_s3 import aws_env  # noqa: F401 - a fixture
+from s3server import SeaweedS3
 from zeroscale.workers.ray_agent import AgentConfig, NodeAgent
 
 HANDLER = """
@@ -32,7 +35,7 @@ def request(wid: str, source: str) -> dict[str, object]:
     return {"worker_id": wid, "runtime": "sklearn", "env": {}, "model_source": source, "memory_mb": 512}
 
 
-def node(root: Path, **caches: int) -> AgentConfig:
+def node(root: Path, **caches: Any) -> AgentConfig:
     """One node's agents' configuration (every agent of a node has the same), unconfined for speed."""
     return AgentConfig(
         node_id="n" * 16, root=str(root), host="127.0.0.1", sandbox=False, cgroups=False,
@@ -123,5 +126,24 @@ async def test_a_nodes_requirements_are_installed_there_and_go_with_their_last_w
         await agent.stop("w", grace_s=5)
         await agent.poll(0.0)
         assert not where.exists() and not list(installed.glob("*/lib"))
+    finally:
+        await agent.close()
+
+
+async def test_a_model_from_an_s3_prefix_is_fetched_by_the_node(
+    tmp_path: Path,
+    aws_env: SeaweedS3,  # noqa: F811
+) -> None:
+    """ModelDataSource: the front end's entry came from an S3 prefix (its source ends with /), and a node
+    fetches it as one, object by object (it read the prefix as one archive's key, and failed)."""
+    s3 = aws_env.client()
+    s3.create_bucket(Bucket="node-prefix")
+    s3.put_object(Bucket="node-prefix", Key="m/code/inference.py", Body=HANDLER.encode())
+    s3.put_object(Bucket="node-prefix", Key="m/name.txt", Body=b"from-a-prefix")
+    agent = NodeAgent(node(tmp_path / "nodes", s3_endpoint_url=aws_env.endpoint_url))
+    try:
+        started = await agent.start(request("w-p", "s3://node-prefix/m/"))
+        assert "pid" in started, started
+        assert await asyncio.to_thread(invoke, int(started["port"])) == b"from-a-prefix"
     finally:
         await agent.close()

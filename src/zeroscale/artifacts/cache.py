@@ -149,6 +149,15 @@ class ArtifactCache(Shelved):
         self._trim_if_over()
         return model
 
+    def prepare_source(self, source: str | None, hold: Hold | None = None) -> Path:
+        """Blocking. The directory again from what ``entry_source`` says an entry came from (a Ray node
+        fetches the front end's models so): an S3 prefix (``ModelDataSource``, its URL ends with ``/``) or
+        an archive or path (``ModelDataUrl``)."""
+        location = parse_model_data_url(source) if source else None
+        if isinstance(location, S3Location) and location.key.endswith("/"):
+            return self.prepare_prefix(location.url, hold)
+        return self.prepare(source, hold)
+
     def prepare_prefix(self, s3_uri: str, hold: Hold | None = None) -> Path:
         """Blocking. An uncompressed model under an S3 prefix (``ModelDataSource``) -> its directory; fetched
         again only when an object under it changed. Raises DeployError naming the prefix."""

@@ -196,7 +196,7 @@ class NodeAgent:
     async def _model_dir(self, source: str | None, hold: Hold) -> str:
         """The model's directory in this node's cache, fetched from its source the first time; held by
         ``hold``."""
-        return str(await asyncio.to_thread(self._artifacts.prepare, source, hold))
+        return str(await asyncio.to_thread(self._artifacts.prepare_source, source, hold))
 
     async def _spec(self, req: dict[str, Any], hold: Hold) -> WorkerSpec:
         env = dict(req["env"])
