@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,7 +16,7 @@ from botocore.exceptions import ClientError
 from e2e.conftest import handler_model
 from metrics.promtext import value
 from s3server import SeaweedS3
-from zeroscale.testing import SKLEARN_IMAGE, ServerProcess, wait_final, wait_for
+from zeroscale.testing import SKLEARN_IMAGE, ServerProcess, make_tar, wait_final, wait_for
 
 BUCKET = "pipelines"
 TRAIL = "application/x-trail+json"
@@ -326,10 +327,52 @@ def test_model_data_from_an_s3_prefix(sm: Any, smr: Any, s3: Any) -> None:
         return message
 
     good = source["S3DataSource"]
-    assert "S3DataType" in refused({**good, "S3DataType": "S3Object"})
-    assert "CompressionType" in refused({**good, "CompressionType": "Gzip"})
+    assert "one object (S3DataType S3Object" in refused({**good, "CompressionType": "Gzip"})
+    assert "ETag names one object" in refused({**good, "ETag": '"abc"'})
     assert "ending with '/'" in refused({**good, "S3Uri": f"s3://{BUCKET}/big-model"})
+    one = {"S3DataType": "S3Object", "CompressionType": "Gzip"}
+    assert "must name one S3 object" in refused({**one, "S3Uri": f"s3://{BUCKET}/big-model/"})
+    uncompressed_object = {**one, "CompressionType": "None", "S3Uri": f"s3://{BUCKET}/m.bin"}
+    assert "is not served by zeroscale yet" in refused(uncompressed_object)
     assert "ModelDataUrl or ModelDataSource" in refused(good, ModelDataUrl=f"s3://{BUCKET}/m.tar.gz")
+
+
+def test_model_data_from_one_archive_with_its_etag(sm: Any, smr: Any, s3: Any, tmp_path: Path) -> None:
+    """ModelDataSource naming one tar.gz (S3Object, Gzip), as the sagemaker SDK's dict model_data does: its
+    ETag, when given, must be the object's when the endpoint deploys (another one fails it, by name)."""
+    archive = make_tar(tmp_path / "model.tar.gz", {"code/inference.py": STAGE.encode(), "scale.txt": b"7"})
+    put = s3.put_object(Bucket=BUCKET, Key="archives/model.tar.gz", Body=archive.read_bytes())
+    source = {
+        "S3Uri": f"s3://{BUCKET}/archives/model.tar.gz",
+        "S3DataType": "S3Object",
+        "CompressionType": "Gzip",
+        "ETag": put["ETag"],
+    }
+
+    def deploy_source(name: str, data: dict[str, Any]) -> dict[str, Any]:
+        container = {
+            "Image": SKLEARN_IMAGE,
+            "ModelDataSource": {"S3DataSource": data},
+            "Environment": {"STAGE": "o"},
+        }
+        sm.create_model(ModelName=name, PrimaryContainer=container)
+        variant = {
+            "VariantName": "AllTraffic",
+            "ModelName": name,
+            "ServerlessConfig": {"MemorySizeInMB": 1024, "MaxConcurrency": 1},
+        }
+        sm.create_endpoint_config(EndpointConfigName=name, ProductionVariants=[variant])
+        sm.create_endpoint(EndpointName=name, EndpointConfigName=name)
+        return wait_final(sm, name)
+
+    desc = deploy_source("from-object", source)
+    assert desc["EndpointStatus"] == "InService", desc.get("FailureReason")
+    resp = smr.invoke_endpoint(EndpointName="from-object", Body=b"x", ContentType="text/plain")
+    assert json.loads(resp["Body"].read())["stages"][0]["scale"] == "7"
+    stale = deploy_source("stale-object", {**source, "ETag": '"0123456789abcdef0123456789abcdef"'})
+    assert stale["EndpointStatus"] == "Failed"
+    assert "the object changed since the model was made" in stale["FailureReason"]
+    assert put["ETag"] in stale["FailureReason"]
 
 
 def test_an_empty_prefix_fails_the_endpoint_by_name(sm: Any, s3: Any) -> None:

@@ -137,7 +137,7 @@ def test_the_enumeration_covers_the_members_the_issue_names() -> None:
         "PrimaryContainer.ImageConfig",
         "ProductionVariants.1.CoreDumpConfig",
         "PrimaryContainer.ModelDataSource.S3DataSource.ModelAccessConfig",
-        "PrimaryContainer.ModelDataSource.S3DataSource.CompressionType=Gzip (only None)",
+        "PrimaryContainer.ModelDataSource.S3DataSource.ManifestS3Uri",
         "ValidationSpecification",
         "DataCaptureConfig",
         "VpcConfig",

@@ -39,6 +39,16 @@ def local(*paths: str) -> list[Use]:
             read("b/raw/*"),
         ),
         (
+            {
+                "PrimaryContainer": {
+                    "ModelDataSource": {
+                        "S3DataSource": {"S3Uri": "s3://b/m.tar.gz", "S3DataType": "S3Object"}
+                    }
+                }
+            },
+            read("b/m.tar.gz"),
+        ),
+        (
             {"PrimaryContainer": {"ModelDataUrl": "file:///srv/models/m.tar.gz"}},
             local("/srv/models/m.tar.gz"),
         ),

@@ -11,14 +11,15 @@ from zeroscale.api.allowlist import ANY, Refusals, Rule, Table, only, under
 
 _TAGS = {"Tags": ANY, "Tags.Key": ANY, "Tags.Value": ANY}
 
-# An uncompressed model under an S3 prefix (artifacts/prefix.py); a single object or a compressed one is
-# what ModelDataUrl is for.
+# An uncompressed model under an S3 prefix (artifacts/prefix.py), or one tar.gz object (as a ModelDataUrl),
+# its ETag checked when given; control/models.py refuses the other pairings (one uncompressed object).
 _MODEL_DATA_SOURCE: dict[str, Rule] = {
     "ModelDataSource": ANY,
     "ModelDataSource.S3DataSource": ANY,
     "ModelDataSource.S3DataSource.S3Uri": ANY,
-    "ModelDataSource.S3DataSource.S3DataType": only("S3Prefix"),
-    "ModelDataSource.S3DataSource.CompressionType": only("None"),
+    "ModelDataSource.S3DataSource.S3DataType": ANY,  # S3Prefix or S3Object, each value botocore knows
+    "ModelDataSource.S3DataSource.CompressionType": ANY,  # None or Gzip (models.py: which with which)
+    "ModelDataSource.S3DataSource.ETag": ANY,
 }
 
 # One container: its image (a framework image or a pushed one), or a model package (control/models.py

@@ -119,23 +119,28 @@ class ArtifactCache(Shelved):
         """Entries prepared with this hold are not evicted until it is closed."""
         return self._shelf.holds.hold()
 
-    def prepare(self, model_data_url: str | None, hold: Hold | None = None) -> Path:
+    def prepare(
+        self, model_data_url: str | None, hold: Hold | None = None, *, etag: str | None = None
+    ) -> Path:
         """Blocking. Returns the directory holding the extracted model (the future /opt/ml/model): held by
-        ``hold`` until it is closed, or, without one, kept for the grace period from now.
+        ``hold`` until it is closed, or, without one, kept for the grace period from now. ``etag``: the S3
+        object's ETag the model names (``ModelDataSource``); another one fails it.
 
         Raises zeroscale.errors.DeployError with a clear, user-facing reason on any failure.
         """
         if hold is None:
             with self.hold() as own:
-                return self._kept_for_grace(self.prepare(model_data_url, own))
+                return self._kept_for_grace(self.prepare(model_data_url, own, etag=etag))
         location = parse_model_data_url(model_data_url)
+        if etag is not None and not isinstance(location, S3Location):
+            raise DeployError(f"Model data {model_data_url}: an ETag names an S3 object's version.")
         try:
             if location is None:
                 empty = self.root / "empty" / MODEL
                 empty.mkdir(parents=True, exist_ok=True)
                 return empty
             if isinstance(location, S3Location):
-                model = self._prepare_s3(location, hold)
+                model = self._prepare_s3(location, hold, etag)
             else:
                 model = self._prepare_local(location, hold)
         except DeployError:
@@ -201,10 +206,16 @@ class ArtifactCache(Shelved):
         return taken
 
     # ---- sources ----
-    def _prepare_s3(self, loc: S3Location, hold: Hold | None) -> Path:
+    def _prepare_s3(self, loc: S3Location, hold: Hold | None, etag: str | None = None) -> Path:
         identity = self._s3.identity(loc)
         with self._lock("source:" + identity):
             head = self._s3.head(loc)
+            if etag is not None and head.etag.strip('"') != etag.strip('"'):
+                raise DeployError(
+                    f"Model data {loc.url} has the ETag {head.etag}, not {etag} as the model's "
+                    "ModelDataSource says: the object changed since the model was made. Create the model "
+                    "again with the ETag it has now, or put back the object it named."
+                )
             sha = self._lookup(identity, {"etag": head.etag, "size": head.size}, hold)
             if sha is not None:
                 return self._model_dir(sha)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -231,6 +232,9 @@ class Deployer:
             model_dir = await asyncio.to_thread(self._models_directory)
         elif multi_model:
             model_dir = multi_model  # the prefix of its target models (router/multimodel.py)
+        elif source is not None and source.get("S3DataType") == "S3Object":  # one tar.gz, its ETag checked
+            prepare = functools.partial(self._artifacts.prepare, etag=source.get("ETag"))
+            model_dir = await asyncio.to_thread(prepare, str(source["S3Uri"]), hold)
         elif source is not None:  # an uncompressed S3 prefix
             model_dir = await asyncio.to_thread(self._artifacts.prepare_prefix, str(source["S3Uri"]), hold)
         else:

@@ -71,6 +71,35 @@ def _check_url(url: str, prefix: bool, where: str) -> None:
         )
 
 
+def _check_source(s3: Mapping[str, Any], where: str) -> None:
+    """An S3DataSource zeroscale runs: an uncompressed prefix, or one gzip-compressed tar archive."""
+    uri, kind = str(s3.get("S3Uri", "")), s3.get("S3DataType")
+    compression = s3.get("CompressionType")
+    if kind == "S3Prefix":
+        if not uri.endswith("/"):
+            raise ValidationException(
+                f"{where}.S3Uri must be an S3 prefix ending with '/' (S3DataType S3Prefix)."
+            )
+        if compression != "None":
+            raise ValidationException(
+                f"{where}: an S3Prefix is uncompressed files (CompressionType None); a compressed archive is "
+                "one object (S3DataType S3Object, CompressionType Gzip)."
+            )
+        if s3.get("ETag") is not None:
+            raise ValidationException(f"{where}.ETag names one object: give it with S3DataType S3Object.")
+        return
+    if uri.endswith("/") or not uri.startswith("s3://"):
+        raise ValidationException(
+            f"{where}.S3Uri must name one S3 object, s3://bucket/key (S3DataType S3Object)."
+        )
+    if compression != "Gzip":
+        raise ValidationException(
+            f"{where}: one uncompressed object (S3Object with CompressionType None) is not served by "
+            "zeroscale yet: give a tar.gz archive (CompressionType Gzip), or the model's files under a "
+            "prefix (S3Prefix)."
+        )
+
+
 def check_container(container: Mapping[str, Any], where: str) -> None:
     """One container runnable by zeroscale (an image, model data from one place, its environment)."""
     if not container.get("Image") and not container.get("ModelPackageName"):
@@ -92,12 +121,7 @@ def check_container(container: Mapping[str, Any], where: str) -> None:
             raise ValidationException(
                 f"{where} must specify either ModelDataUrl or ModelDataSource, not both."
             )
-        s3 = source.get("S3DataSource") or {}
-        if not str(s3.get("S3Uri", "")).endswith("/"):
-            raise ValidationException(
-                f"{where}.ModelDataSource.S3DataSource.S3Uri must be an S3 prefix ending with '/' "
-                "(S3DataType S3Prefix)."
-            )
+        _check_source(source.get("S3DataSource") or {}, f"{where}.ModelDataSource.S3DataSource")
     url = container.get("ModelDataUrl")
     if url:
         _check_url(str(url), container.get("Mode") == "MultiModel", where)

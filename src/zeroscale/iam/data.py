@@ -43,8 +43,10 @@ def uses(params: Mapping[str, Any], s3_endpoint_url: str | None = None) -> list[
     for container in containers(params):
         multi_model = container.get("Mode") == "MultiModel"
         found += model_data(container.get("ModelDataUrl"), s3_endpoint_url, prefix=multi_model)
-        source = _dict(_dict(container.get("ModelDataSource")).get("S3DataSource")).get("S3Uri")
-        found += model_data(source, s3_endpoint_url, prefix=True)
+        source = _dict(_dict(container.get("ModelDataSource")).get("S3DataSource"))
+        found += model_data(
+            source.get("S3Uri"), s3_endpoint_url, prefix=source.get("S3DataType") != "S3Object"
+        )
         submit = _dict(container.get("Environment")).get(SUBMIT_DIRECTORY)
         if isinstance(submit, str) and "://" in submit:  # a path is the worker's to read, in its sandbox
             found += model_data(submit, s3_endpoint_url)
