@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from zeroscale.router.budget import WANT_STALE_S, MemoryBudget
+from zeroscale.router.budget import WANT_STALE_S, MemoryBudget, NestedBudget
 
 
 class FakeEvictor:
@@ -192,3 +192,28 @@ def test_a_want_is_forgotten_once_stale_and_one_worker_is_always_allowed() -> No
     budget.release(2048, owner=a)
     assert budget.reserve(2048, c)  # C holds nothing: its first worker is never past a share
     assert budget.reserve(1024, a)  # A holds nothing now either
+
+
+def test_a_multi_model_variants_models_share_one_fair_share_of_the_host() -> None:
+    """The models of a multi-model variant reserve through its NestedBudget: for the host's fair shares
+    they are one requester (the variant), however many are loaded. So a variant with three models and a
+    pool that wants split the host in two halves, not four ways (as three requesters and one)."""
+    host = MemoryBudget(4096, lambda deficit, requester: 0)
+    variant, other = object(), object()
+    nested = NestedBudget(4096, lambda deficit, requester: 0, host, variant)
+    models = [object() for _ in range(4)]
+    for model in models[:3]:
+        assert nested.reserve(1024, model)
+    assert host.reserve(1024, other)
+    assert not host.reserve(1024, other)  # full: the other pool wants
+    assert nested.should_yield(models[0])  # the variant holds 3 GB of its 2 GB share
+    assert not host.should_yield(other)  # 1 GB of its 2 GB
+    assert not nested.reserve(1024, models[3])  # past the variant's share: a fourth model waits
+    assert nested.used_mb == 3072 and host.used_mb == 4096
+    nested.release(1024, owner=models[0])  # a model unloaded: its GB goes back to the host, as the variant's
+    assert host.reserve(1024, other)  # the other pool's share is 2 GB: it gets it
+    assert not nested.should_yield(models[1])  # 2 GB each: their shares
+    nested.satisfied(models[3])  # the model that waited no longer does: the variant wants nothing
+    host.release(1024, owner=other)
+    host.satisfied(other)
+    assert nested.reserve(1024, models[3])  # nobody else wants: the variant may take what is free

@@ -26,9 +26,22 @@ _RANGES = {
     "invocationtimeoutseconds": ("invocationTimeoutSeconds", 1, 3600),
 }
 _INPUT_LOCATION = re.compile(r"^(https|s3)://([^/]+)/?(.*)$")
-# botocore's patterns: a path below S3OutputPath; a file name with at most one dot
-_EXTENSION = re.compile(r"^(?!s3:|https:)[a-zA-Z0-9!_.*'()/-]{1,512}$")
-_FILENAME = re.compile(r"^(?!.*\..*\.)[a-zA-Z0-9][a-zA-Z0-9_.-]{0,31}$")
+# header (after the prefix) -> (wire member name, botocore's pattern and length, as its message says it):
+# a path below S3OutputPath; a file name with at most one dot
+_PATTERNED = {
+    "s3outputpathextension": (
+        "s3OutputPathExtension",
+        re.compile(r"^(?!s3:|https:)[a-zA-Z0-9!_.*'()/-]{1,512}$"),
+        "have length between 1 and 512 and satisfy regular expression pattern: "
+        "^(?!s3:|https:)[a-zA-Z0-9!_.*'()/-]+$",
+    ),
+    "filename": (
+        "filename",
+        re.compile(r"^(?!.*\..*\.)[a-zA-Z0-9][a-zA-Z0-9_.-]{0,31}$"),
+        "have length between 1 and 32 and satisfy regular expression pattern: "
+        "^(?!.*\\..*\\.)[a-zA-Z0-9][a-zA-Z0-9-_\\.]*$",
+    ),
+}
 MAX_INLINE_BYTES = 128_000  # InvokeEndpointAsync's Body
 
 
@@ -79,22 +92,11 @@ def parse_params(raw: Headers, body: bytes = b"") -> AsyncParams:
         raise _invalid(
             "inputLocation", location[:256], "satisfy regular expression pattern: (https|s3)://..."
         )
+    for name, (member, pattern, constraint) in _PATTERNED.items():
+        value = headers.get(name)
+        if value is not None and not pattern.match(value):
+            raise _invalid(member, value[:256], constraint)
     extension = headers.get("s3outputpathextension")
-    if extension is not None and not _EXTENSION.match(extension):
-        raise _invalid(
-            "s3OutputPathExtension",
-            extension[:256],
-            "have length between 1 and 512 and satisfy regular expression pattern: "
-            "^(?!s3:|https:)[a-zA-Z0-9!_.*'()/-]+$",
-        )
-    filename = headers.get("filename")
-    if filename is not None and not _FILENAME.match(filename):
-        raise _invalid(
-            "filename",
-            filename[:64],
-            "have length between 1 and 32 and satisfy regular expression pattern: "
-            "^(?!.*\\..*\\.)[a-zA-Z0-9][a-zA-Z0-9-_\\.]*$",
-        )
     inference_id = headers.get("inference-id")
     if inference_id is None:
         inference_id = str(uuid.uuid4())
@@ -125,7 +127,7 @@ def parse_params(raw: Headers, body: bytes = b"") -> AsyncParams:
         input_location=location or "",
         body=body or None,
         output_extension=extension.strip("/") if extension else None,
-        filename=filename,
+        filename=headers.get("filename"),
         content_type=_text(headers, "content-type", "contentType"),
         accept=_text(headers, "accept", "accept"),
         custom_attributes=_text(headers, "custom-attributes", "customAttributes"),

@@ -6,8 +6,9 @@ in MB and all changed only by the methods below:
 - ``starting_mb``: the part held by workers still starting (idle, so evictable, once they are up);
 - ``evicting_mb``: what evictions were asked to free and has not come back yet.
 
-Shared fairly when it runs short: each requester's (a pool's) reservations are counted, and a requester
-that could not get memory is *wanting* until it gets some, says it no longer needs it (``satisfied``), or
+Shared fairly when it runs short: each requester's (a pool's; a multi-model variant's models together,
+through its ``NestedBudget``) reservations are counted, and a requester that could not get memory is
+*wanting* until it gets some, says it no longer needs it (``satisfied``), or
 ``WANT_STALE_S`` passes. While another requester wants, one holding more than its fair share (the total
 over the requesters holding or wanting memory) gets no more, and ``should_yield`` tells it to give back a
 worker as a request ends instead of handing it to its own next request: one endpoint kept busy with long
@@ -60,19 +61,22 @@ class MemoryBudget:
         """Memory is on its way back (evictions in flight) or about to become evictable (starts)."""
         return self._evicting_mb > 0 or self._starting_mb > 0
 
-    def reserve(self, mb: int, requester: object, *, starting: bool = False) -> bool:
+    def reserve(self, mb: int, requester: object, *, starting: bool = False, share_as: object = None) -> bool:
         """Take ``mb`` for ``requester`` if it fits; otherwise ask for evictions of the deficit not already
-        on its way back. What an eviction gives back at once (a warm-cache entry) is taken now; otherwise
-        return False (the caller tries again once memory is released), and ``requester`` is wanting. A
-        requester past its fair share while another wants gets nothing (module docstring)."""
-        if self._over_share(requester, mb):
-            self._wanting[requester] = self._clock()
+        on its way back (of pools other than ``requester``). What an eviction gives back at once (a
+        warm-cache entry) is taken now; otherwise return False (the caller tries again once memory is
+        released), and the requester is wanting. A requester past its fair share while another wants gets
+        nothing (module docstring). ``share_as``: whose share the memory counts in, when not the
+        requester's own (a multi-model variant's, for each of its models)."""
+        key = requester if share_as is None else share_as
+        if self._over_share(key, mb):
+            self._wanting[key] = self._clock()
             return False
         if self.reserve_if_free(mb, starting=starting) or self._evict_for(mb, requester, starting):
-            self._held[requester] = self._held.get(requester, 0) + mb
-            self._wanting.pop(requester, None)
+            self._held[key] = self._held.get(key, 0) + mb
+            self._wanting.pop(key, None)
             return True
-        self._wanting[requester] = self._clock()
+        self._wanting[key] = self._clock()
         return False
 
     def _evict_for(self, mb: int, requester: object, starting: bool) -> bool:
@@ -164,24 +168,34 @@ class NestedBudget(MemoryBudget):
     models), the host's own callback frees room elsewhere. (Only ``reserve`` takes memory here: this
     budget's ``reserve_if_free`` is its own part of that.)"""
 
-    def __init__(self, total_mb: int, evict: Callable[[int, object], object], host: MemoryBudget) -> None:
+    def __init__(
+        self, total_mb: int, evict: Callable[[int, object], object], host: MemoryBudget, variant: object
+    ) -> None:
+        """``variant``: whose share of the host the models' memory counts in (one requester for the host's
+        fair shares however many models it loads; the host still evicts for the model's own pool)."""
         super().__init__(total_mb, evict, host._clock)
         self._host = host
+        self._variant = variant
+        self._host_wants: set[object] = set()  # models whose last host reservation failed
 
-    def reserve(self, mb: int, requester: object, *, starting: bool = False) -> bool:
+    def reserve(self, mb: int, requester: object, *, starting: bool = False, share_as: object = None) -> bool:
         if not super().reserve(mb, requester, starting=starting):
             return False
-        if self._host.reserve(mb, requester, starting=starting):
+        if self._host.reserve(mb, requester, starting=starting, share_as=self._variant):
+            self._host_wants.discard(requester)
             return True
+        self._host_wants.add(requester)
         super().release(mb, starting=starting, notify=False, owner=requester)
         return False
 
     def satisfied(self, requester: object) -> None:
         super().satisfied(requester)
-        self._host.satisfied(requester)
+        self._host_wants.discard(requester)
+        if not self._host_wants:  # no model of the variant wants host memory now
+            self._host.satisfied(self._variant)
 
     def should_yield(self, requester: object) -> bool:
-        return self._host.should_yield(requester)
+        return self._host.should_yield(self._variant)
 
     def _share(self, requester: object) -> float | None:
         return None  # inside a variant its models share by unloading the least recently used instead
@@ -204,4 +218,5 @@ class NestedBudget(MemoryBudget):
         owner: object = None,
     ) -> None:
         super().release(mb, starting=starting, evicted=evicted, notify=notify, owner=owner)
-        self._host.release(mb, starting=starting, evicted=evicted, notify=notify, owner=owner)
+        host_owner = self._variant if owner is not None else None
+        self._host.release(mb, starting=starting, evicted=evicted, notify=notify, owner=host_owner)

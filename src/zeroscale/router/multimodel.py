@@ -170,7 +170,7 @@ class MultiModelPool(VariantPool):
         super().__init__(spec, manager, budget, settings, events, clock, wall, None, on_active)
         self._models: dict[str, VariantPool] = {}
         self._targets = TargetFetcher(fetch, spec, clock, WORKER_OVERHEAD_MB)
-        self._memory = NestedBudget(spec.memory_mb, self._unload, budget)
+        self._memory = NestedBudget(spec.memory_mb, self._unload, budget, self)
         self._memory.on_release = self._serve_waiting
         self._in_flight = 0
         self._room = asyncio.Condition()
