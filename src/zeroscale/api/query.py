@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import urllib.parse
 from collections.abc import Callable, Mapping
+from typing import Any
 from xml.sax.saxutils import escape
 
 import botocore.session
@@ -66,8 +67,12 @@ def _required(params: Params, name: str) -> str:
     return value
 
 
-def _page(items: list[str], token: str | None) -> tuple[list[str], str | None]:
-    start = int(token) if token and token.isdigit() else 0
+def _page(items: list[Any], token: str | None) -> tuple[list[Any], str | None]:
+    """A page of ``items`` from ``token`` (what the page before answered); a token this server did not give
+    is refused rather than read as the first page."""
+    if token is not None and not (token.isdigit() and int(token) <= len(items)):
+        raise InvalidParameter(f"Invalid parameter: NextToken {token[:64]!r} is not one this server answered")
+    start = int(token or 0)
     end = start + PAGE
     return items[start:end], (str(end) if end < len(items) else None)
 
@@ -152,9 +157,7 @@ class QueryService:
         self._topics.unsubscribe(_required(p, "SubscriptionArn"))
 
     def _list_subscriptions(self, p: Params) -> str:
-        subs = self._topics.subscriptions(_required(p, "TopicArn"))
-        start = int(p["NextToken"]) if p.get("NextToken", "").isdigit() else 0
-        page = subs[start : start + PAGE]
+        subs, token = _page(self._topics.subscriptions(_required(p, "TopicArn")), p.get("NextToken"))
         members = "".join(
             "<member>"
             + _member("TopicArn", s.topic_arn)
@@ -163,12 +166,9 @@ class QueryService:
             + _member("Owner", s.owner)
             + _member("Endpoint", s.endpoint)
             + "</member>"
-            for s in page
+            for s in subs
         )
-        more = start + PAGE < len(subs)
-        return f"<Subscriptions>{members}</Subscriptions>" + (
-            _member("NextToken", str(start + PAGE)) if more else ""
-        )
+        return f"<Subscriptions>{members}</Subscriptions>" + (_member("NextToken", token) if token else "")
 
     def _publish(self, p: Params) -> str:
         message_id = self._topics.publish(_required(p, "TopicArn"), _required(p, "Message"), p.get("Subject"))
