@@ -73,27 +73,35 @@ def test_claims_in_order_per_endpoint_and_a_restart_requeues_running(
     assert again.find("nope") is None
 
 
-def test_an_inline_input_is_kept_in_its_row_until_the_request_finishes(
-    queue: RequestQueue, tmp_path: Path
-) -> None:
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'zeroscale.db'}"
+    return str(request.getfixturevalue("postgres").create_database("asyncq"))
+
+
+def test_an_inline_input_is_kept_in_its_row_until_the_request_finishes(db_url: str) -> None:
     """InvokeEndpointAsync's Body: durable with the request (a new server on the database runs it), read
-    only by the claim that runs it, and gone from the row once the request finished."""
+    only by the claim that runs it, and gone from the row once the request finished. Bytes of every value
+    survive (a NUL, invalid UTF-8) on SQLite and PostgreSQL alike."""
+    queue = RequestQueue(db_url)
     inline = _request("alpha", 0)
-    inline.input_location, inline.body = "", b'{"rows": [[1, 2]]}'
+    inline.input_location, inline.body = "", b'{"rows": [[1, 2]]}\x00\xff'
     queue.enqueue(inline)
     queue.close()
-    queue = RequestQueue(f"sqlite:///{tmp_path / 'zeroscale.db'}")
+    queue = RequestQueue(db_url)
     assert queue.find("id-0").body is None  # type: ignore[union-attr]  # lookups leave it out
     assert [r.body for r in queue.recent("alpha", 10)] == [None]
     claimed = queue.claim("alpha", now=200.0)
-    assert claimed is not None and claimed.body == b'{"rows": [[1, 2]]}' and claimed.input_location == ""
+    assert claimed is not None and claimed.body == inline.body and claimed.input_location == ""
     queue.requeue(claimed)
     claimed = queue.claim("alpha", now=201.0)
-    assert claimed is not None and claimed.body == b'{"rows": [[1, 2]]}'
+    assert claimed is not None and claimed.body == inline.body
     queue.finish(claimed, COMPLETED, 202.0)
     queue.requeue(claimed)  # only to read the row again through a claim
     again = queue.claim("alpha", now=203.0)
     assert again is not None and again.body is None
+    queue.close()
 
 
 def test_recent_lists_an_endpoints_latest_requests_newest_first(queue: RequestQueue) -> None:
