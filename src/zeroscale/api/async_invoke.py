@@ -166,11 +166,11 @@ class AsyncInvokeApi:
     ) -> None:
         params = parse_params(headers, body)
         req = await self._service.accept(endpoint, params)
-        body = json.dumps({"InferenceId": req.inference_id}).encode()
+        answer = json.dumps({"InferenceId": req.inference_id}).encode()
         await respond(
             send,
             202,
-            body,
+            answer,
             [
                 (b"content-type", b"application/json"),
                 (b"x-amzn-requestid", request_id.encode()),
