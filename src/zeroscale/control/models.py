@@ -201,16 +201,15 @@ def check_local_data(containers: list[dict[str, Any]]) -> None:
     object's (``s3://`` is looked at when an endpoint deploys the model: a call to S3 is not made inside a
     control-plane call). A multi-model prefix may be empty until its models are put there."""
     for container in containers:
-        urls = [] if container.get("Mode") == "MultiModel" else [container.get("ModelDataUrl")]
+        url = None if container.get("Mode") == "MultiModel" else container.get("ModelDataUrl")
         submit = str((container.get("Environment") or {}).get(SUBMIT_DIRECTORY, ""))
-        urls.append(submit if submit.startswith("file://") else None)
-        for url in urls:
-            try:
-                location = parse_model_data_url(url) if url else None
-            except DeployError as exc:
-                raise ValidationException(f"Environment.{SUBMIT_DIRECTORY}: {exc}") from None
+        try:  # a ModelDataUrl was checked with its container; the source archive's URL is checked here
+            submitted = parse_model_data_url(submit) if submit.startswith("file://") else None
+        except DeployError as exc:
+            raise ValidationException(f"Environment.{SUBMIT_DIRECTORY}: {exc}") from None
+        for given, location in ((url, parse_model_data_url(url) if url else None), (submit, submitted)):
             if isinstance(location, LocalLocation) and not location.path.exists():
-                raise ValidationException(f"Could not find model data at {url}.")
+                raise ValidationException(f"Could not find model data at {given}.")
 
 
 class Models:

@@ -150,9 +150,10 @@ class Authorizer:
         if access.access_key_id == self._admin_key_id:
             return
         user = self._caller(access.access_key_id)
-        action, resources = self.resources(access)
+        params = _json(access.body) if access.kind == "json" else {}  # parsed once, for both
+        action, resources = self._resources(access, params)
         needed = [(action, resource) for resource in resources]
-        needed += [(use.action, self._data_arn(use)) for use in self._uses(access)]
+        needed += [(use.action, self._data_arn(use)) for use in self._uses(access, params)]
         for action, resource in needed:
             decision = evaluate(user.compiled, action, resource) if user is not None else "implicit"
             if decision == "allow":
@@ -174,6 +175,10 @@ class Authorizer:
         return action, ",".join(resources)
 
     def resources(self, access: Access) -> tuple[str, list[str]]:
+        """The action of a request and every resource it acts on (``_resources``)."""
+        return self._resources(access, _json(access.body) if access.kind == "json" else {})
+
+    def _resources(self, access: Access, params: dict[str, Any]) -> tuple[str, list[str]]:
         """The action of a request and every resource it acts on (``["*"]`` where it names none). Read from
         the parameters the handler runs with (``Access.params`` for the query protocol; the JSON services
         refuse what ``safejson`` would read otherwise); a name given as an ARN is this server's resource of
@@ -202,7 +207,6 @@ class Authorizer:
             if form.get("Action") in _IAM_SELF:  # no UserName: the caller's own (AWS's rule)
                 return action, [self._own_arn(access.access_key_id)]
             return action, ["*"]
-        params = _json(access.body)
         operation = access.operation
         action = f"{_ACTION_PREFIXES.get(access.signing_name, access.signing_name)}:{operation}"
         if access.signing_name == "sagemaker":
@@ -273,12 +277,11 @@ class Authorizer:
     def _sagemaker_arn(self, kind: str, name: str) -> str:
         return f"arn:aws:sagemaker:{self._region}:{self._account}:{kind}/{name.lower()}"
 
-    def _uses(self, access: Access) -> list[data.Use]:
+    def _uses(self, access: Access, params: dict[str, Any]) -> list[data.Use]:
         if access.kind == "runtime" and access.input_location:
             return data.input_location(access.input_location, self._s3_endpoint_url)
         if access.kind != "json" or access.signing_name != "sagemaker":
             return []
-        params = _json(access.body)
         found = data.uses(params, self._s3_endpoint_url)
         resolve = self._package_containers
         if resolve is None:
