@@ -32,3 +32,13 @@ def postgres() -> Iterator[PostgresServer]:
     with PostgresServer(workdir) as server:
         yield server
     shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A new, empty database of each kind the store runs on: SQLite in the test's directory, and one of
+    the session's PostgreSQL server."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'zeroscale.db'}"
+    postgres: PostgresServer = request.getfixturevalue("postgres")
+    return postgres.create_database()

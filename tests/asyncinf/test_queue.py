@@ -73,13 +73,6 @@ def test_claims_in_order_per_endpoint_and_a_restart_requeues_running(
     assert again.find("nope") is None
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'zeroscale.db'}"
-    return str(request.getfixturevalue("postgres").create_database("asyncq"))
-
-
 def test_an_inline_input_is_kept_in_its_row_until_the_request_finishes(db_url: str) -> None:
     """InvokeEndpointAsync's Body: durable with the request (a new server on the database runs it), read
     only by the claim that runs it, and gone from the row once the request finished. Bytes of every value

@@ -5,7 +5,6 @@ import json
 import random
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -266,12 +265,9 @@ def test_to_epoch(value: Any, expected: float) -> None:
 
 
 # ---- the database's pages are the same as paginate's over every record ----
-@pytest.fixture(params=["sqlite", "postgresql"])
-def any_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    if request.param == "postgresql":
-        s = Store(request.getfixturevalue("postgres").create_database("listing"))
-    else:
-        s = Store(f"sqlite:///{tmp_path / 'zeroscale.db'}")
+@pytest.fixture
+def any_store(db_url: str) -> Iterator[Store]:
+    s = Store(db_url)
     yield s
     s.close()
 

@@ -26,12 +26,9 @@ def rec(name: str, kind: str = "model", t: float = 1.0, status: str | None = Non
     )
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    if request.param == "postgresql":
-        s = Store(request.getfixturevalue("postgres").create_database("store"))
-    else:
-        s = Store(f"sqlite:///{tmp_path / 'zeroscale.db'}")
+@pytest.fixture
+def store(db_url: str) -> Iterator[Store]:
+    s = Store(db_url)
     yield s
     s.close()
 

@@ -4,22 +4,12 @@ front end that comes back after it was considered dead joins anew."""
 from __future__ import annotations
 
 import time
-from pathlib import Path
-
-import pytest
 
 from zeroscale.store.frontends import Frontends
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'zeroscale.db'}"
-    return str(request.getfixturevalue("postgres").create_database("frontends"))
-
-
-def test_membership(url: str) -> None:
-    members = Frontends(url, ttl_s=0.5)
+def test_membership(db_url: str) -> None:
+    members = Frontends(db_url, ttl_s=0.5)
     members.beat("b", "127.0.0.1:2", 2)
     time.sleep(0.01)  # SQLite's clock has millisecond steps: the same millisecond would be a tie (then by id)
     members.beat("a", "127.0.0.1:1", 1)

@@ -5,12 +5,9 @@ PostgreSQL."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
-import pytest
 from sqlalchemy import create_engine, inspect, text
 
-from pgserver import PostgresServer
 from zeroscale.asyncinf.queue import RequestQueue
 from zeroscale.metering.ledger import Ledger
 from zeroscale.metrics.store import MinuteStore
@@ -45,16 +42,8 @@ CREATE TABLE async_requests (
 """
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'zeroscale.db'}"
-    pg: PostgresServer = request.getfixturevalue("postgres")
-    return pg.create_database("migrate")
-
-
-def test_an_old_database_upgrades_in_place(url: str) -> None:
-    engine = create_engine(url)
+def test_an_old_database_upgrades_in_place(db_url: str) -> None:
+    engine = create_engine(db_url)
     with engine.begin() as conn:
         conn.execute(text(OLD_RESOURCES))
         conn.execute(text(OLD_PROVISIONED))
@@ -65,7 +54,7 @@ def test_an_old_database_upgrades_in_place(url: str) -> None:
             ),
             {"doc": json.dumps({"EndpointConfigName": "cfg"})},
         )
-    store = Store(url)
+    store = Store(db_url)
     try:
         rec = store.get("endpoint", "EP")
         assert rec is not None
@@ -82,13 +71,13 @@ def test_an_old_database_upgrades_in_place(url: str) -> None:
         assert store.revision() == before + 1
     finally:
         store.close()
-    ledger = Ledger(url, frontend="front-1")
+    ledger = Ledger(db_url, frontend="front-1")
     (interval,) = ledger.intervals()
     assert (interval.started_at, interval.ended_at, interval.seen_at) == (10.0, None, 12.0)
     assert ledger.close_dangling() == 1  # left open by the server before the upgrade: ends when last seen
     assert ledger.intervals()[0].ended_at == 12.0
     ledger.close()
-    MinuteStore(url).close()
+    MinuteStore(db_url).close()
     steps = applied(engine)
     assert {"resources:1:add resources.owner", "usage:1:add usage_provisioned.frontend"} <= set(steps)
     tables = set(inspect(engine).get_table_names())
@@ -100,14 +89,14 @@ def test_an_old_database_upgrades_in_place(url: str) -> None:
         "metric_minutes",
     } <= tables
     # Opening again runs nothing twice.
-    Store(url).close()
+    Store(db_url).close()
     assert applied(engine) == steps
     engine.dispose()
 
 
-def test_a_fresh_database_ends_up_with_the_same_steps(url: str) -> None:
-    Store(url).close()
-    engine = create_engine(url)
+def test_a_fresh_database_ends_up_with_the_same_steps(db_url: str) -> None:
+    Store(db_url).close()
+    engine = create_engine(db_url)
     assert applied(engine) == [
         "resources:1:add resources.owner",
         "resources:2:index resources.resources_kind_created",
@@ -117,10 +106,10 @@ def test_a_fresh_database_ends_up_with_the_same_steps(url: str) -> None:
     engine.dispose()
 
 
-def test_queued_async_requests_of_an_old_database_expire(url: str) -> None:
+def test_queued_async_requests_of_an_old_database_expire(db_url: str) -> None:
     """Requests queued before the expiry column existed get their expiry time from created_at + ttl_s, so
     the sweep finds them."""
-    engine = create_engine(url)
+    engine = create_engine(db_url)
     with engine.begin() as conn:
         conn.execute(text(OLD_ASYNC))
         for n, created in ((1, 100.0), (2, 5000.0)):
@@ -131,7 +120,7 @@ def test_queued_async_requests_of_an_old_database_expire(url: str) -> None:
                 ),
                 {"n": n, "id": f"id-{n}", "created": created},
             )
-    queue = RequestQueue(url)
+    queue = RequestQueue(db_url)
     try:
         assert [r.inference_id for r in queue.claim_expired(now=1000.0, limit=10)] == ["id-1"]
         assert queue.claim_expired(now=1000.0, limit=10) == []  # claimed once
