@@ -266,7 +266,7 @@ def build(settings: Settings) -> Server:
     recent = RecentMetrics(fleet.active_loads)  # as the one-minute history: a variant at zero samples nothing
     events.add(recent)
     cloudwatch = CloudWatch(
-        AlarmStore(settings.db_url, most=max(settings.max_resources, 0)),
+        AlarmStore(settings.db_url, most=settings.max_resources),
         MetricData(history, recent),
         region=settings.region,
         account_id=settings.account_id,
