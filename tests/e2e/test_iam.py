@@ -246,7 +246,8 @@ def test_a_model_on_the_servers_disk_needs_its_own_permission(
     assert deploy(sm, "tenant-echo", url)["EndpointStatus"] == "InService"
     answer = smr.invoke_endpoint(EndpointName="tenant-echo", Body=b"[7]", ContentType="application/json")
     assert json.loads(answer["Body"].read()) == [7]
-    sm.delete_endpoint(EndpointName="tenant-echo")  # the module's other tests count its endpoints
+    sm.delete_endpoint(EndpointName="tenant-echo")  # the module's other tests count its endpoints:
+    sm.get_waiter("endpoint_deleted").wait(EndpointName="tenant-echo", WaiterConfig={"Delay": 0.2})  # gone
     sm.delete_endpoint_config(EndpointConfigName="tenant-echo")
     sm.delete_model(ModelName="tenant-echo")
 
