@@ -16,6 +16,7 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import uvicorn
@@ -168,6 +169,24 @@ def build(settings: Settings) -> Server:
     pyenvs = PythonEnvs(
         settings.pyenvs_dir, capacity_bytes=settings.requirements_cache_bytes, holds=artifacts.holds
     )
+    packages = ModelPackages(store, arns)
+    iam = IamStore(settings.db_url, SecretBox.load_or_create(settings.data_dir / "iam.key"))
+    authz = Authorizer(
+        iam,
+        creds.access_key_id,
+        creds.secret_access_key,
+        settings.region,
+        settings.account_id,
+        s3_endpoint_url=settings.s3_endpoint_url,
+        package_containers=lambda name: list(
+            packages.resolve(name).doc["InferenceSpecification"]["Containers"]
+        ),
+    )
+
+    def fetch_as(url: str, creator: tuple[str, str]) -> Path:
+        """A multi-model variant's target model, read with its model's creator's rights."""
+        return artifacts.prepare(url, reads=authz.local_reads(creator))
+
     fleet = Fleet(
         manager,
         RouterSettings(
@@ -185,7 +204,7 @@ def build(settings: Settings) -> Server:
         ),
         metrics,
         events,
-        fetch=artifacts.prepare,
+        fetch=fetch_as,
     )
     metrics.watch(fleet.pools)
     metrics.watch_sink_failures(events.failures)
@@ -232,7 +251,6 @@ def build(settings: Settings) -> Server:
         journal_dir=settings.data_dir / "metering",
     )
     metering.attach(events)
-    packages = ModelPackages(store, arns)
     models = Models(store, arns, packages=packages)
     configs = EndpointConfigs(store, arns, models)
     images = ImageRegistry(
@@ -253,6 +271,7 @@ def build(settings: Settings) -> Server:
             if settings.ray_address
             else ""
         ),
+        reads_for=authz.local_reads,
     )
     cluster = Cluster(
         store,
@@ -320,18 +339,6 @@ def build(settings: Settings) -> Server:
     history.gauges.append(BacklogSampler(asynchronous.backlog, fleet.loads))
     autoscaling_samples.gauges.append(BacklogSampler(asynchronous.backlog, fleet.loads))
     async_api = AsyncInvokeApi(asynchronous)
-    iam = IamStore(settings.db_url, SecretBox.load_or_create(settings.data_dir / "iam.key"))
-    authz = Authorizer(
-        iam,
-        creds.access_key_id,
-        creds.secret_access_key,
-        settings.region,
-        settings.account_id,
-        s3_endpoint_url=settings.s3_endpoint_url,
-        package_containers=lambda name: list(
-            packages.resolve(name).doc["InferenceSpecification"]["Containers"]
-        ),
-    )
     audit = AuditTrail(settings.db_url, authz, retention_s=settings.audit_retention_days * 86400)
     throttle = _throttle(settings, creds.access_key_id)  # one bucket per key, boto3's calls and the console's
     background = Background("startup")

@@ -206,6 +206,20 @@ def test_directory_holding_the_cache_is_refused(tmp_path: Path) -> None:
         cache.prepare(str(tmp_path))
 
 
+def swap_when_checked(monkeypatch: pytest.MonkeyPatch, swapped: Path, target: Path) -> None:
+    """``swapped`` becomes a symlink to ``target`` once the cache has resolved and checked it, before it
+    opens it (the cache takes the file's fingerprint in that window): the race a local user could win."""
+    fingerprint = cache_module.file_fingerprint
+
+    def swap(path: Path) -> Any:
+        if path == swapped and not path.is_symlink():
+            path.unlink()
+            path.symlink_to(target)
+        return fingerprint(path)
+
+    monkeypatch.setattr(cache_module, "file_fingerprint", swap)
+
+
 def test_no_file_url_reads_the_servers_own_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The data directory (credentials, database, other models' files) is out of a file:// model's reach:
     named directly, as a directory within it, or through a symlink in a model directory (to a file in it,
@@ -229,18 +243,52 @@ def test_no_file_url_reads_the_servers_own_directory(tmp_path: Path, monkeypatch
             cache.prepare(str(model))
     swapped = tmp_path / "swapped.tar.gz"
     swapped.write_bytes(archive.read_bytes())
-    fingerprint = cache_module.file_fingerprint
-
-    def swap(path: Path) -> Any:  # called between the path's check and its open: the race's window
-        if path == swapped and not path.is_symlink():
-            path.unlink()
-            path.symlink_to(data / "kept.tar.gz")
-        return fingerprint(path)
-
-    monkeypatch.setattr(cache_module, "file_fingerprint", swap)
+    swap_when_checked(monkeypatch, swapped, data / "kept.tar.gz")
     with pytest.raises(DeployError, match="zeroscale's own directory"):
         cache.prepare(f"file://{swapped}")
     assert (cache.prepare(str(archive)) / "model.bin").read_bytes() == b"ok"  # elsewhere: served
+
+
+def test_a_models_reads_are_checked_where_each_file_leads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``reads`` (a model's creator's rights) is asked about every file and directory read for the model,
+    where it resolved: the model data, each entry of a directory (a link to a file or to a directory, and
+    what is under that), a file swapped for a link after it was resolved; and before an entry the cache
+    holds already (from a model allowed to read it) is handed out."""
+    cache = ArtifactCache(tmp_path / "artifacts")
+    mine, other = tmp_path / "mine", tmp_path / "other"
+    (other / "sub").mkdir(parents=True)
+    (other / "sub" / "weights.bin").write_bytes(b"theirs")
+    archive = write_tar(tmp_path / "ok.tar.gz", [file_member("model.bin", b"ok")])
+    mine.mkdir()
+    (mine / "model.tar.gz").write_bytes(archive.read_bytes())
+    asked: list[Path] = []
+
+    def reads(real: Path) -> str | None:
+        asked.append(real)
+        return None if mine in real.parents or real == mine else "not hers"
+
+    assert (cache.prepare(str(mine / "model.tar.gz"), reads=reads) / "model.bin").read_bytes() == b"ok"
+    assert asked == [mine / "model.tar.gz"] * 2  # resolved, then as opened
+    model = mine / "dir"
+    model.mkdir()
+    (model / "model.bin").write_bytes(b"weights")
+    for name, target in (("file", other / "sub" / "weights.bin"), ("folder", other / "sub")):
+        (model / name).symlink_to(target)
+        assert (cache.prepare(str(model)) / name).exists()  # the admin's model: read as before
+        with pytest.raises(DeployError) as refused:  # from the cache or not: refused
+            cache.prepare(str(model), reads=reads)
+        assert str(refused.value) == f"Model directory {model}: {name!r} leads to {target}: not hers"
+        (model / name).unlink()
+    (model / "own").symlink_to(mine / "model.tar.gz")  # a link that stays in her directory
+    assert (cache.prepare(str(model), reads=reads) / "own").read_bytes() == archive.read_bytes()
+    swapped = mine / "swapped.tar.gz"
+    swapped.write_bytes(archive.read_bytes())
+    (other / "theirs.tar.gz").write_bytes(archive.read_bytes())
+    swap_when_checked(monkeypatch, swapped, other / "theirs.tar.gz")
+    with pytest.raises(DeployError, match=f"Model data {swapped} leads to {other}/theirs.tar.gz: not hers"):
+        cache.prepare(str(swapped), reads=reads)
 
 
 def test_nul_byte_in_path(cache: ArtifactCache) -> None:

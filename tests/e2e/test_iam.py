@@ -23,7 +23,7 @@ from botocore.config import Config
 from botocore.credentials import Credentials
 from botocore.exceptions import ClientError
 
-from zeroscale.testing import ACCESS_KEY, REGION, SECRET_KEY, ServerProcess, deploy
+from zeroscale.testing import ACCESS_KEY, REGION, SECRET_KEY, ServerProcess, deploy, wait_final
 
 from .conftest import handler_model
 
@@ -250,6 +250,86 @@ def test_a_model_on_the_servers_disk_needs_its_own_permission(
     sm.get_waiter("endpoint_deleted").wait(EndpointName="tenant-echo", WaiterConfig={"Delay": 0.2})  # gone
     sm.delete_endpoint_config(EndpointConfigName="tenant-echo")
     sm.delete_model(ModelName="tenant-echo")
+
+
+def test_a_tenants_model_reads_with_its_creators_rights_when_deployed(
+    iam: Any, server: ServerProcess, sm: Any, tmp_path: Path
+) -> None:
+    """CreateModel checks where a path leads when it is called; the server reads the data later, at
+    deployment, and follows every symlink in a model directory. What it reads then is checked against
+    the creator's policy again, where each file leads: a link inside a directory, a file swapped for a
+    link after CreateModel, a multi-model target that links out. The admin's models follow links as before."""
+    iam.create_user(UserName="lessee")
+    files = f"arn:aws:zeroscale:{REGION}:{ACCOUNT}:file"
+    mine, other = tmp_path / "lessee", tmp_path / "other"
+    (mine / "mme").mkdir(parents=True)
+    (mine / "dir" / "code").mkdir(parents=True)
+    other.mkdir()
+    allowed = [
+        {"Effect": "Allow", "Action": "sagemaker:*", "Resource": "*"},
+        {"Effect": "Allow", "Action": "zeroscale:ReadLocalFile", "Resource": f"{files}{mine}/*"},
+    ]
+    policy = json.dumps({"Statement": allowed})
+    iam.put_user_policy(UserName="lessee", PolicyName="p", PolicyDocument=policy)
+    key = iam.create_access_key(UserName="lessee")["AccessKey"]
+    lessee, smr = client(server, "sagemaker", key), client(server, "sagemaker-runtime", key)
+    secret = other / "weights.bin"
+    secret.write_bytes(b"another tenant's weights")
+    (mine / "dir" / "code" / "inference.py").write_text(ECHO)
+    (mine / "dir" / "weights.bin").symlink_to(secret)
+    made: list[str] = []
+
+    def serve(client: Any, name: str, url: str, **container: Any) -> dict[str, Any]:
+        """The endpoint ``name`` of a model made first (``url``: None when it is there already)."""
+        made.append(name)
+        if url:
+            model = {"Image": "sklearn", "ModelDataUrl": url, **container}
+            client.create_model(ModelName=name, PrimaryContainer=model)
+        serverless = {"MemorySizeInMB": 2048, "MaxConcurrency": 2}
+        variant = {"VariantName": "AllTraffic", "ModelName": name, "ServerlessConfig": serverless}
+        client.create_endpoint_config(EndpointConfigName=name, ProductionVariants=[variant])
+        client.create_endpoint(EndpointName=name, EndpointConfigName=name)
+        return wait_final(client, name)
+
+    def refused(desc: dict[str, Any], leads: Path) -> str:
+        assert desc["EndpointStatus"] == "Failed"
+        reason: str = desc["FailureReason"]
+        who = f"User: arn:aws:iam::{ACCOUNT}:user/lessee"
+        assert f"leads to {leads}: {who} is not authorized to perform: zeroscale:ReadLocalFile " in reason
+        assert f"on resource: {files}{leads} because no identity-based policy allows" in reason
+        return reason
+
+    # a directory whose file links out: CreateModel sees only the directory
+    reason = refused(serve(lessee, "lessee-dir", f"file://{mine}/dir"), secret)
+    assert f"Model directory file://{mine}/dir: 'weights.bin' leads to" in reason
+    # a file swapped for a link after CreateModel allowed it
+    url = handler_model(mine, ECHO)
+    lessee.create_model(ModelName="lessee-swap", PrimaryContainer={"Image": "sklearn", "ModelDataUrl": url})
+    (mine / "model.tar.gz").rename(other / "model.tar.gz")
+    (mine / "model.tar.gz").symlink_to(other / "model.tar.gz")
+    reason = refused(serve(lessee, "lessee-swap", ""), other / "model.tar.gz")
+    assert reason.startswith(f"Variant AllTraffic (model lessee-swap): Model data {url} leads to")
+    # the admin's models read through the same links
+    assert serve(sm, "admin-swap", url)["EndpointStatus"] == "InService"
+    assert serve(sm, "admin-dir", f"file://{mine}/dir")["EndpointStatus"] == "InService"
+    # a multi-model target that links out is refused; one in place is served
+    (mine / "mme" / "out.tar.gz").symlink_to(other / "model.tar.gz")
+    handler_model(mine / "mme", ECHO)
+    mme = serve(lessee, "lessee-mme", f"file://{mine}/mme/", Mode="MultiModel")
+    assert mme["EndpointStatus"] == "InService"
+
+    def invoke(target: str) -> Any:
+        return smr.invoke_endpoint(
+            EndpointName="lessee-mme", TargetModel=target, Body=b"[5]", ContentType="application/json"
+        )
+
+    failure = error(invoke, "out.tar.gz")
+    assert failure["Code"] == "ValidationError"
+    assert f"leads to {other}/model.tar.gz: User: arn:aws:iam::{ACCOUNT}:user/lessee" in failure["Message"]
+    assert json.loads(invoke("model.tar.gz")["Body"].read()) == [5]
+    for name in made:  # the module's other tests count its endpoints
+        sm.delete_endpoint(EndpointName=name)
+        sm.get_waiter("endpoint_deleted").wait(EndpointName=name, WaiterConfig={"Delay": 0.2})
 
 
 def test_not_action_and_the_admin(iam: Any, server: ServerProcess, sm: Any, endpoints: None) -> None:

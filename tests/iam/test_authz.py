@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import json
 from pathlib import Path
 from typing import Any, cast
@@ -9,7 +10,7 @@ from typing import Any, cast
 import pytest
 
 from zeroscale.errors import ValidationException
-from zeroscale.iam.authz import Access, AccessDenied, Authorizer
+from zeroscale.iam.authz import CALLER, Access, AccessDenied, Authorizer
 from zeroscale.iam.secrets import SecretBox
 from zeroscale.iam.store import IamStore
 
@@ -155,4 +156,54 @@ def test_a_model_from_a_package_needs_the_packages_data_allowed(tmp_path: Path) 
     create("nothing/1")  # the handler refuses it, naming it
     with pytest.raises(AccessDenied, match=r"s3:GetObject on resource: arn:aws:s3:::tenant-b/m\.tar\.gz"):
         create("theirs/1")
+    store.close()
+
+
+def test_a_model_reads_with_its_creators_rights_as_they_are_when_it_reads(tmp_path: Path) -> None:
+    """``authorize`` says whom a request is for (``CALLER``, remembered by CreateModel); ``local_reads``
+    checks a path for that user's policies as they are when the server reads it."""
+    store = IamStore(f"sqlite:///{tmp_path / 'iam.db'}", SecretBox.load_or_create(tmp_path / "iam.key"))
+    user = store.create_user("alice", "/")
+    key = store.create_key("alice").access_key_id
+    reads = [
+        {"Effect": "Allow", "Action": "sagemaker:*", "Resource": "*"},
+        {"Effect": "Allow", "Action": "zeroscale:ReadLocalFile", "Resource": f"{FILE}/srv/alice/*"},
+    ]
+    store.put_policy(user, "p", json.dumps({"Statement": reads}))
+    authorizer = Authorizer(store, "AKADMIN", "secret", "us-east-1", "000000000000")
+    listing = Access(key, "json", "sagemaker", "ListModels", body=b"{}")
+
+    def caller_of(access: Access) -> tuple[str, str]:
+        def run() -> tuple[str, str]:
+            authorizer.authorize(access)
+            return CALLER.get()
+
+        return contextvars.copy_context().run(run)  # as each request's own task
+
+    before = CALLER.get()
+    alice = caller_of(listing)
+    assert alice == ("alice", user.user_id)
+    assert CALLER.get() == before  # nothing leaks out of a request's context
+    assert caller_of(Access("AKADMIN", "json", "sagemaker", "ListModels", body=b"{}")) == ("", "")
+    assert authorizer.local_reads(("", "")) is None  # the admin's models read anything
+    check = authorizer.local_reads(alice)
+    assert check is not None
+    assert check(Path("/srv/alice/model/weights.bin")) is None
+    assert check(Path("/srv/bob/weights.bin")) == (
+        "User: arn:aws:iam::000000000000:user/alice is not authorized to perform: zeroscale:ReadLocalFile on "
+        f"resource: {FILE}/srv/bob/weights.bin because no identity-based policy allows the "
+        "zeroscale:ReadLocalFile action"
+    )
+    deny = {"Effect": "Deny", "Action": "zeroscale:ReadLocalFile", "Resource": f"{FILE}/srv/alice/keys/*"}
+    store.put_policy(user, "deny", json.dumps({"Statement": [deny]}))  # her rights as they are now
+    assert "with an explicit deny" in (check(Path("/srv/alice/keys/k")) or "")
+    store.delete_policy(user, "deny")
+    store.delete_policy(user, "p")
+    store.delete_key(key)
+    store.delete_user("alice")
+    gone = "IAM user alice, who created the model, no longer exists to read it"
+    assert check(Path("/srv/alice/model/weights.bin")) == gone
+    again = store.create_user("alice", "/")  # the same name, another user: not the model's creator
+    store.put_policy(again, "p", json.dumps({"Statement": reads}))
+    assert check(Path("/srv/alice/model/weights.bin")) == gone
     store.close()

@@ -91,7 +91,7 @@ class World:
             FakeClock(),
         )
 
-    def fetch(self, url: str) -> Path:
+    def fetch(self, url: str, creator: tuple[str, str]) -> Path:  # (as the router calls it)
         self.fetches.append(url)
         name = url.removeprefix("s3://b/p/")
         root = self.tmp / "models" / name

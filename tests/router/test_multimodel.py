@@ -53,7 +53,7 @@ class World:
     def model(self, name: str, size_mb: int) -> None:
         self.sizes[name] = size_mb
 
-    def fetch(self, url: str) -> Path:
+    def fetch(self, url: str, creator: tuple[str, str]) -> Path:  # (as the router calls it)
         self.fetches.append(url)
         name = url.removeprefix("s3://b/p/")
         if name not in self.sizes:

@@ -12,6 +12,8 @@ from typing import Any
 from artifacts.test_pyenv import make_wheel
 from artifacts.test_s3 import aws_env  # noqa: F401 - a fixture
 from s3server import SeaweedS3
+from zeroscale.artifacts.cache import ArtifactCache, entry_source
+from zeroscale.testing import make_tar
 from zeroscale.workers.ray_agent import AgentConfig, NodeAgent
 
 HANDLER = """
@@ -145,5 +147,43 @@ async def test_a_model_from_an_s3_prefix_is_fetched_by_the_node(
         started = await agent.start(request("w-p", "s3://node-prefix/m/"))
         assert "pid" in started, started
         assert await asyncio.to_thread(invoke, int(started["port"])) == b"from-a-prefix"
+    finally:
+        await agent.close()
+
+
+async def test_a_node_runs_only_the_model_the_front_end_deployed(
+    tmp_path: Path,
+    aws_env: SeaweedS3,  # noqa: F811
+) -> None:
+    """The front end names the entry it deployed (its sha256) beside the source; a node that reads
+    something else from the source (an S3 object rewritten in place, a ModelDataSource's ETag no longer
+    true, a local file swapped for another's since the front end checked it) refuses to run it."""
+    s3 = aws_env.client()
+    s3.create_bucket(Bucket="node-sha")
+    tar = tmp_path / "m.tar.gz"
+    make_tar(tar, {"code/inference.py": HANDLER.encode(), "name.txt": b"deployed"})
+    original = tar.read_bytes()
+    s3.put_object(Bucket="node-sha", Key="m.tar.gz", Body=original)
+    front = ArtifactCache(tmp_path / "front", s3_endpoint_url=aws_env.endpoint_url)
+    found = entry_source(front.prepare("s3://node-sha/m.tar.gz"))  # as the front end read it
+    assert found is not None and found[1] == "s3://node-sha/m.tar.gz"
+    sha = found[0]
+    make_tar(tar, {"code/inference.py": HANDLER.encode(), "name.txt": b"rewritten"})
+    s3.put_object(Bucket="node-sha", Key="m.tar.gz", Body=tar.read_bytes())
+    agent = NodeAgent(node(tmp_path / "nodes", s3_endpoint_url=aws_env.endpoint_url))
+    deployed = {**request("w-1", "s3://node-sha/m.tar.gz"), "model_sha": sha}
+    try:
+        refused = await agent.start(deployed)
+        assert refused["error"].startswith(
+            "Model data s3://node-sha/m.tar.gz is not what the endpoint deployed: this node read sha256 "
+        )
+        assert refused["error"].endswith(
+            f"the front end {sha}. It changed since the endpoint was deployed; update the endpoint to "
+            "deploy it as it is now."
+        )
+        s3.put_object(Bucket="node-sha", Key="m.tar.gz", Body=original)  # what was deployed, back
+        started = await agent.start(deployed)
+        assert "pid" in started, started
+        assert await asyncio.to_thread(invoke, int(started["port"])) == b"deployed"
     finally:
         await agent.close()

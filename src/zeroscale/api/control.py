@@ -13,6 +13,7 @@ from zeroscale.control.model_packages import ModelPackages
 from zeroscale.control.models import Models, check_container
 from zeroscale.control.tags import ResourceTags, Tagged, TagStore, check_tags
 from zeroscale.control.transform_jobs import TransformJobs
+from zeroscale.iam.authz import CALLER
 
 
 @dataclass
@@ -31,8 +32,9 @@ class ControlPlane:
             kinds |= {"model-package": self.packages, "model-package-group": self.packages.groups}
         tags = ResourceTags(kinds, self.tags)
         table = self._extra_operations() | {
-            # in a thread: it looks at model data on the server's disk, which may be a mount that hangs
-            "CreateModel": lambda p: asyncio.to_thread(m.create, p),
+            # in a thread: it looks at model data on the server's disk, which may be a mount that hangs; the
+            # model remembers who made it (its data is read with that user's rights)
+            "CreateModel": lambda p: asyncio.to_thread(m.create, p, CALLER.get()),
             "DescribeModel": lambda p: m.describe(p["ModelName"]),
             "ListModels": m.list,
             "DeleteModel": lambda p: m.delete(p["ModelName"]),

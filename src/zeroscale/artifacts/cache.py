@@ -31,6 +31,8 @@ from typing import Any
 from zeroscale.artifacts.extract import (
     ExtractStats,
     Limits,
+    ReadCheck,
+    check_read,
     copy_directory,
     directory_fingerprint,
     extract_archive,
@@ -120,17 +122,24 @@ class ArtifactCache(Shelved):
         return self._shelf.holds.hold()
 
     def prepare(
-        self, model_data_url: str | None, hold: Hold | None = None, *, etag: str | None = None
+        self,
+        model_data_url: str | None,
+        hold: Hold | None = None,
+        *,
+        etag: str | None = None,
+        reads: ReadCheck | None = None,
     ) -> Path:
         """Blocking. Returns the directory holding the extracted model (the future /opt/ml/model): held by
         ``hold`` until it is closed, or, without one, kept for the grace period from now. ``etag``: the S3
-        object's ETag the model names (``ModelDataSource``); another one fails it.
+        object's ETag the model names (``ModelDataSource``); another one fails it. ``reads``: what model
+        data on the server's disk may be read for this model, checked where each file and directory
+        resolves when it is read (None: anything outside the protected directories).
 
         Raises zeroscale.errors.DeployError with a clear, user-facing reason on any failure.
         """
         if hold is None:
             with self.hold() as own:
-                return self._kept_for_grace(self.prepare(model_data_url, own, etag=etag))
+                return self._kept_for_grace(self.prepare(model_data_url, own, etag=etag, reads=reads))
         location = parse_model_data_url(model_data_url)
         if etag is not None and not isinstance(location, S3Location):
             raise DeployError(f"Model data {model_data_url}: an ETag names an S3 object's version.")
@@ -142,7 +151,7 @@ class ArtifactCache(Shelved):
             if isinstance(location, S3Location):
                 model = self._prepare_s3(location, hold, etag)
             else:
-                model = self._prepare_local(location, hold)
+                model = self._prepare_local(location, hold, reads)
         except DeployError:
             raise
         except OSError as exc:
@@ -226,7 +235,7 @@ class ArtifactCache(Shelved):
             self._remember(identity, {"etag": obj.etag, "size": obj.size}, result.sha256)
             return model
 
-    def _prepare_local(self, loc: LocalLocation, hold: Hold | None) -> Path:
+    def _prepare_local(self, loc: LocalLocation, hold: Hold | None, reads: ReadCheck | None) -> Path:
         try:
             real = Path(os.path.realpath(loc.path))
             real.stat()
@@ -235,8 +244,10 @@ class ArtifactCache(Shelved):
         except OSError as exc:
             raise DeployError(f"Model artifact {loc.url} cannot be read: {describe_os_error(exc)}") from exc
         self._refuse_protected(loc.url, real)
+        if reads is not None:
+            check_read(str(real), loc.url, reads)
         if real.is_dir():
-            return self._prepare_directory(loc, real, hold)
+            return self._prepare_directory(loc, real, hold, reads)
         if not real.is_file():
             raise DeployError(f"Model artifact {loc.url} is not a regular file or directory")
         identity = f"file\n{real}"
@@ -248,12 +259,20 @@ class ArtifactCache(Shelved):
             with self._temp_path(".download") as copy:
                 with copy.open("wb") as out:
                     result = copy_local_file(
-                        loc, real, out, check=lambda opened: self._refuse_protected(loc.url, opened)
+                        loc, real, out, check=lambda fd: self._check_opened(loc, fd, reads)
                     )
                 model = self._install_archive(copy, result.sha256, loc.url, hold)
             if file_fingerprint(real) == before:  # else it changed while we read it: don't vouch for it
                 self._remember(identity, before, result.sha256)
             return model
+
+    def _check_opened(self, loc: LocalLocation, fd: int, reads: ReadCheck | None) -> None:
+        """The file opened as ``fd``, where it resolved: a path swapped for a link after it was resolved is
+        seen before anything of it is read."""
+        opened = f"/proc/self/fd/{fd}"
+        self._refuse_protected(loc.url, Path(os.path.realpath(opened)))
+        if reads is not None:
+            check_read(opened, loc.url, reads)
 
     def _refuse_protected(self, url: str, real: Path) -> None:
         for protected in self._protected:
@@ -262,11 +281,15 @@ class ArtifactCache(Shelved):
             if real in protected.parents:
                 raise DeployError(f"Model directory {url} contains zeroscale's own directory ({protected})")
 
-    def _prepare_directory(self, loc: LocalLocation, real: Path, hold: Hold | None) -> Path:
+    def _prepare_directory(
+        self, loc: LocalLocation, real: Path, hold: Hold | None, reads: ReadCheck | None
+    ) -> Path:
         identity = f"dir\n{real}"
         protected = self._protected
         with self._lock("source:" + identity):
-            listing = directory_fingerprint(real, limits=self._limits, source=loc.url, protected=protected)
+            listing = directory_fingerprint(
+                real, limits=self._limits, source=loc.url, protected=protected, reads=reads
+            )
             before = {"listing": listing}
             sha = self._lookup(identity, before, hold)
             if sha is not None:
@@ -274,7 +297,12 @@ class ArtifactCache(Shelved):
             with self._staging() as staging:
                 (staging / MODEL).mkdir()
                 sha, stats = copy_directory(
-                    real, staging / MODEL, limits=self._limits, source=loc.url, protected=protected
+                    real,
+                    staging / MODEL,
+                    limits=self._limits,
+                    source=loc.url,
+                    protected=protected,
+                    reads=reads,
                 )
                 with self._lock("entry:" + sha):
                     if not self._use(sha, hold):

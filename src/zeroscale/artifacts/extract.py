@@ -16,7 +16,7 @@ import posixpath
 import stat
 import tarfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -37,6 +37,10 @@ MAX_DEPTH = 128
 MAX_PATH_BYTES = 1024
 MAX_NAME_BYTES = 255
 _SHOWN_NAME = 160  # a longer member name is shortened (its start and end) in messages
+
+# Whether the model being prepared may read a file or directory on the server's disk, where it resolved
+# (symlinks followed): None, or why not. A model made by an IAM user reads with that user's rights.
+ReadCheck = Callable[[Path], str | None]
 
 _DIR_MODE = 0o755
 _FILE_MODE = 0o644
@@ -352,10 +356,26 @@ def _refuse_protected(path: str, rel: str, source: str, protected: tuple[Path, .
             )
 
 
-def _walk(src: Path, limits: Limits, source: str, protected: tuple[Path, ...] = ()) -> Iterator[_Entry]:
+def check_read(path: str, source: str, reads: ReadCheck, name: str = "") -> None:
+    """DeployError unless ``reads`` allows where ``path`` (an entry, an opened file's ``/proc/self/fd``
+    link) resolves. ``name``: the entry's name in the model directory ("": the model data itself)."""
+    real = Path(os.path.realpath(path))
+    why = reads(real)
+    if why is not None:
+        what = f"Model directory {source}: {shown_name(name)}" if name else f"Model data {source}"
+        raise DeployError(f"{what} leads to {real}: {why}")
+
+
+def _walk(
+    src: Path,
+    limits: Limits,
+    source: str,
+    protected: tuple[Path, ...] = (),
+    reads: ReadCheck | None = None,
+) -> Iterator[_Entry]:
     """Every entry under ``src`` in a stable order, symlinks followed (a model directory may well be
     a snapshot of symlinks into a download cache), loops, special files and links (or directories) into
-    ``protected`` rejected."""
+    ``protected`` rejected, and every entry ``reads`` does not allow where it resolves."""
     count = 0
     total = 0
 
@@ -373,6 +393,8 @@ def _walk(src: Path, limits: Limits, source: str, protected: tuple[Path, ...] = 
                 raise DeployError(f"Model directory {source}: {shown_name(child_rel)} {rule}")
             if protected and (stat.S_ISDIR(st.st_mode) or os.path.islink(path)):
                 _refuse_protected(path, child_rel, source, protected)
+            if reads is not None:
+                check_read(path, source, reads, child_rel)
             count += 1
             if count > limits.max_files:
                 raise DeployError(
@@ -401,10 +423,17 @@ def _walk(src: Path, limits: Limits, source: str, protected: tuple[Path, ...] = 
     yield from visit(str(src), "", frozenset({(root_st.st_dev, root_st.st_ino)}))
 
 
-def directory_fingerprint(src: Path, *, limits: Limits, source: str, protected: tuple[Path, ...] = ()) -> str:
+def directory_fingerprint(
+    src: Path,
+    *,
+    limits: Limits,
+    source: str,
+    protected: tuple[Path, ...] = (),
+    reads: ReadCheck | None = None,
+) -> str:
     """A cheap identity of a directory's current state (names, types, sizes, mtimes, modes)."""
     digest = hashlib.sha256()
-    for entry in _walk(src, limits, source, protected):
+    for entry in _walk(src, limits, source, protected, reads):
         st = entry.st
         digest.update(
             f"{entry.rel}\0{st.st_mode}\0{st.st_size}\0{st.st_mtime_ns}\0{st.st_ino}\n".encode(
@@ -415,15 +444,21 @@ def directory_fingerprint(src: Path, *, limits: Limits, source: str, protected: 
 
 
 def copy_directory(
-    src: Path, dest: Path, *, limits: Limits, source: str, protected: tuple[Path, ...] = ()
+    src: Path,
+    dest: Path,
+    *,
+    limits: Limits,
+    source: str,
+    protected: tuple[Path, ...] = (),
+    reads: ReadCheck | None = None,
 ) -> tuple[str, ExtractStats]:
     """Copy ``src`` into the existing empty ``dest``; return the content hash of what was copied. No file
-    is read from ``protected`` (each opened file is checked where it resolved: a link swapped after the
-    walk looked at it is caught)."""
+    is read from ``protected``, nor one ``reads`` does not allow (each opened file is checked where it
+    resolved: a link swapped after the walk looked at it is caught)."""
     digest = hashlib.sha256(b"zeroscale-directory-v1\0")
     members = 0
     copied = 0
-    for entry in _walk(src, limits, source, protected):
+    for entry in _walk(src, limits, source, protected, reads):
         members += 1
         rel_bytes = entry.rel.encode("utf-8", "surrogateescape")
         target = os.path.join(dest, entry.rel)
@@ -440,6 +475,8 @@ def copy_directory(
         with open(entry.path, "rb") as inp, os.fdopen(fd, "wb") as out:
             if protected:
                 _refuse_protected(f"/proc/self/fd/{inp.fileno()}", entry.rel, source, protected)
+            if reads is not None:
+                check_read(f"/proc/self/fd/{inp.fileno()}", source, reads, entry.rel)
             os.fchmod(out.fileno(), mode)
             while True:
                 chunk = inp.read(CHUNK_SIZE)

@@ -8,11 +8,12 @@ import asyncio
 import dataclasses
 import functools
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from zeroscale.artifacts import ArtifactCache
+from zeroscale.artifacts.extract import ReadCheck
 from zeroscale.artifacts.holds import Hold
 from zeroscale.artifacts.pyenv import PythonEnvs
 from zeroscale.control.endpoint_configs import (
@@ -22,7 +23,7 @@ from zeroscale.control.endpoint_configs import (
     variant_specs,
 )
 from zeroscale.control.instances import instance_size, workers_per_instance
-from zeroscale.control.models import Models, execution_mode, runnable_containers
+from zeroscale.control.models import READ_AS, Models, execution_mode, runnable_containers
 from zeroscale.errors import DeployError, ZeroscaleError
 from zeroscale.fstree import remove_tree_quietly
 from zeroscale.images import ImageRecord, ImageRegistry
@@ -51,6 +52,12 @@ class _Prepared:
     byo: ImageRecord | None
 
 
+def creator(doc: Mapping[str, Any]) -> tuple[str, str]:
+    """The IAM user who created a model, (name, user id); ("", "") for the admin (``Models.create``)."""
+    read_as = doc.get(READ_AS) or ("", "")
+    return str(read_as[0]), str(read_as[1])
+
+
 def multi_model_prefix(container: Mapping[str, Any]) -> str:
     """A multi-model container's ModelDataUrl (the prefix its target models are under), else ""."""
     if container.get("Mode") != "MultiModel":
@@ -67,10 +74,13 @@ class Deployer:
         pyenvs: PythonEnvs | None = None,
         images: ImageRegistry | None = None,
         byo_refusal: str = "",
+        reads_for: Callable[[tuple[str, str]], ReadCheck | None] | None = None,
     ) -> None:
         """``byo_refusal``: why this front end's workers cannot run bring-your-own images (they run on a
-        Ray cluster), given as FailureReason to a deployment of one; "" where they can."""
+        Ray cluster), given as FailureReason to a deployment of one; "" where they can. ``reads_for``: what
+        a model made by an IAM user (``creator``) may read on the server's disk (None: anything)."""
         self._models = models
+        self._reads_for = reads_for
         self._artifacts = artifacts
         # code/requirements.txt installs (default: beside the artifact cache, in <data-dir>/pyenvs)
         self._pyenvs = pyenvs or PythonEnvs(artifacts.root.parent / "pyenvs", holds=artifacts.holds)
@@ -131,8 +141,10 @@ class Deployer:
         except ZeroscaleError as exc:
             raise DeployError(f"Variant {variant.name}: {exc.message}") from exc
         containers = runnable_containers(model.doc)
+        made_by = creator(model.doc)
+        reads = self._reads_for(made_by) if self._reads_for is not None else None
         try:
-            prepared = await asyncio.gather(*(self._prepare(c, hold) for c in containers))
+            prepared = await asyncio.gather(*(self._prepare(c, hold, reads) for c in containers))
         except DeployError as exc:
             raise DeployError(f"Variant {variant.name} (model {model.name}): {exc}") from exc
         first = prepared[0]
@@ -209,9 +221,12 @@ class Deployer:
             multi_model=multi_model,
             model_cache=(containers[0].get("MultiModelConfig") or {}).get("ModelCacheSetting") != "Disabled",
             batching=batching,
+            read_as=made_by,
         )
 
-    async def _prepare(self, container: Mapping[str, Any], hold: Hold | None) -> _Prepared:
+    async def _prepare(
+        self, container: Mapping[str, Any], hold: Hold | None, reads: ReadCheck | None
+    ) -> _Prepared:
         image = str(container.get("Image") or "")
         env = {str(k): str(v) for k, v in (container.get("Environment") or {}).items()}
         runtime, byo = self._resolve(image)
@@ -238,11 +253,13 @@ class Deployer:
         elif source is not None:  # an uncompressed S3 prefix
             model_dir = await asyncio.to_thread(self._artifacts.prepare_prefix, str(source["S3Uri"]), hold)
         else:
-            model_dir = await asyncio.to_thread(self._artifacts.prepare, container.get("ModelDataUrl"), hold)
+            prepare = functools.partial(self._artifacts.prepare, reads=reads)
+            model_dir = await asyncio.to_thread(prepare, container.get("ModelDataUrl"), hold)
         submit = env.get(SUBMIT_DIRECTORY, "")
         if submit.startswith(("s3://", "file://")):
             # The sagemaker SDK points this at its uploaded sourcedir.tar.gz: fetch and unpack it too.
-            env[SUBMIT_DIRECTORY] = str(await asyncio.to_thread(self._artifacts.prepare, submit, hold))
+            prepare = functools.partial(self._artifacts.prepare, reads=reads)
+            env[SUBMIT_DIRECTORY] = str(await asyncio.to_thread(prepare, submit, hold))
         requirements = None if byo or multi_model else requirements_file(str(model_dir), env)
         if requirements is not None:  # installed once per content, before any worker starts
             python_path = await self._pyenvs.prepare(requirements, hold)

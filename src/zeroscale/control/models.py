@@ -36,6 +36,9 @@ _DESCRIBED = (
 )
 _FROM_PACKAGE = ("Image", "ModelDataUrl", "ModelDataSource", "ContainerHostname")
 RESOLVED = "ResolvedContainers"  # the containers a ModelPackageName stood for (stored, never described)
+# The IAM user who created the model, [name, user id] (stored, never described; absent: the admin): model
+# data on the server's disk is read with that user's rights (``Deployer``), as an execution role bounds AWS's.
+READ_AS = "ReadAs"
 
 
 def runnable_containers(doc: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -224,7 +227,8 @@ class Models:
         self._clock = clock
         self._packages = packages
 
-    def create(self, params: Mapping[str, Any]) -> dict[str, Any]:
+    def create(self, params: Mapping[str, Any], read_as: tuple[str, str] = ("", "")) -> dict[str, Any]:
+        """``read_as``: the IAM user calling, (name, user id); ("", "") for the admin."""
         name: str = params["ModelName"]
         if self._res.find(name) is not None:
             raise self._res.duplicate(name)
@@ -236,6 +240,8 @@ class Models:
         check_local_data(runnable_containers(doc))
         doc["EnableNetworkIsolation"] = bool(doc.get("EnableNetworkIsolation", False))
         doc.setdefault("Tags", [])
+        if read_as[0]:
+            doc[READ_AS] = list(read_as)
         return {"ModelArn": self._res.insert(name, doc, self._clock())}
 
     def _resolve(self, containers: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -25,13 +25,20 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from zeroscale.errors import ZeroscaleError
 from zeroscale.iam import data
 from zeroscale.iam.policy import evaluate
 from zeroscale.iam.store import IamStore, User
+
+# Who the request being handled is authorized for: (IAM user name, user id), ("", "") for the admin. Set by
+# ``authorize`` for the rest of the request's task; read by what remembers who made something (a model reads
+# its data on the server's disk with its creator's rights: ``local_reads``).
+CALLER: ContextVar[tuple[str, str]] = ContextVar("zeroscale_caller", default=("", ""))
 
 
 class AccessDenied(ZeroscaleError):
@@ -148,6 +155,7 @@ class Authorizer:
         """Raises AccessDenied (with AWS's message) unless the caller's policies allow the request on every
         resource it names, and on everything it makes the server read or write for it (``data.py``)."""
         if access.access_key_id == self._admin_key_id:
+            CALLER.set(("", ""))
             return
         user = self._caller(access.access_key_id)
         params = _json(access.body) if access.kind == "json" else {}  # parsed once, for both
@@ -155,19 +163,46 @@ class Authorizer:
         needed = [(action, resource) for resource in resources]
         needed += [(use.action, self._data_arn(use)) for use in self._uses(access, params)]
         for action, resource in needed:
-            decision = evaluate(user.compiled, action, resource) if user is not None else "implicit"
-            if decision == "allow":
+            message = self._refusal(user, access.access_key_id, action, resource)
+            if message is None:
                 continue
-            who = self.user_arn(user.name, user.path) if user is not None else access.access_key_id
-            why = (
-                "with an explicit deny in an identity-based policy"
-                if decision == "deny"
-                else f"because no identity-based policy allows the {action} action"
-            )
-            message = f"User: {who} is not authorized to perform: {action} on resource: {resource} {why}"
             if access.kind == "query":
                 raise AccessDenied(message, code="AccessDenied", status=403)
             raise AccessDenied(message)
+        if user is not None:  # (always: a request without a user is allowed nothing)
+            CALLER.set((user.name, user.user_id))
+
+    def local_reads(self, creator: tuple[str, str]) -> Callable[[Path], str | None] | None:
+        """What a model made by ``creator`` (``CALLER`` as it was) may read on the server's disk: where its
+        data's files and directories lead, as ``zeroscale:ReadLocalFile`` allows them to that user when
+        they are read (a symlink inside a model directory, or swapped in after CreateModel, leads nowhere
+        the user may not read). None for the admin's models: anything."""
+        name, user_id = creator
+        if not name:
+            return None
+
+        def check(real: Path) -> str | None:
+            user = self._store.users.get(name)
+            if user is None or user.user_id != user_id:
+                return f"IAM user {name}, who created the model, no longer exists to read it"
+            resource = self._data_arn(data.Use(data.LOCAL_READ, str(real)))
+            return self._refusal(user, "", data.LOCAL_READ, resource)
+
+        return check
+
+    def _refusal(self, user: User | None, key: str, action: str, resource: str) -> str | None:
+        """AWS's message refusing ``user`` (None: the one of access key ``key`` is gone) ``action`` on
+        ``resource``; None when its policies allow it."""
+        decision = evaluate(user.compiled, action, resource) if user is not None else "implicit"
+        if decision == "allow":
+            return None
+        who = self.user_arn(user.name, user.path) if user is not None else key
+        why = (
+            "with an explicit deny in an identity-based policy"
+            if decision == "deny"
+            else f"because no identity-based policy allows the {action} action"
+        )
+        return f"User: {who} is not authorized to perform: {action} on resource: {resource} {why}"
 
     def describe(self, access: Access) -> tuple[str, str]:
         """(action, resource) of a request, for the audit trail (several resources joined by commas)."""

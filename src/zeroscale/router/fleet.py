@@ -131,7 +131,8 @@ class Fleet:
         wall: Callable[[], float] = time.time,
         fetch: Fetch | None = None,
     ) -> None:
-        """``fetch``: a multi-model variant's target model URL -> its extracted directory (blocking)."""
+        """``fetch``: a multi-model variant's target model URL and model's creator -> its extracted directory
+        (blocking)."""
         self._manager = manager
         self._fetch = fetch
         self.events = events

@@ -56,7 +56,8 @@ WORKER_OVERHEAD_MB = 8
 # the idle ones are forgotten (a later request fetches again, from the artifact cache when unchanged).
 KEPT_POOLS = 1024
 
-Fetch = Callable[[str], Path]  # blocking: artifact URL -> extracted model directory (DeployError)
+# blocking: (artifact URL, the model's creator as PoolSpec.read_as) -> extracted model directory (DeployError)
+Fetch = Callable[[str, tuple[str, str]], Path]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -124,7 +125,7 @@ class TargetFetcher:
         url = target_url(spec.multi_model, target)
         started = self._clock()
         try:
-            model_dir = await asyncio.to_thread(self._fetch, url)
+            model_dir = await asyncio.to_thread(self._fetch, url, spec.read_as)
         except DeployError as exc:
             raise RuntimeValidationError(
                 f"Failed to download model data for target model {target} from {url}: {exc}. Please ensure "

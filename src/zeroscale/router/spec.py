@@ -129,6 +129,9 @@ class PoolSpec:
     slot_mb: int = 0
     # Dynamic batching (the model's ZEROSCALE_MAX_BATCH_SIZE, checked at deploy): None, one request per call.
     batching: BatchSettings | None = None
+    # The IAM user who created the model, (name, user id) (("", ""): the admin): a multi-model variant's
+    # target models on the server's disk are read with that user's rights.
+    read_as: tuple[str, str] = ("", "")
 
     @property
     def real_time(self) -> bool:

@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from zeroscale.artifacts.cache import ArtifactCache
+from zeroscale.artifacts.cache import ArtifactCache, entry_source
 from zeroscale.artifacts.holds import Hold, Holds
 from zeroscale.artifacts.pyenv import PythonEnvs
 from zeroscale.config import DEFAULT_MAX_EXTRACTED_MB, DEFAULT_WORKER_LOG_MB_PER_MINUTE, MB
@@ -193,16 +193,26 @@ class NodeAgent:
             self._holds.clear()
 
     # ---- artifacts ----
-    async def _model_dir(self, source: str | None, hold: Hold) -> str:
+    async def _model_dir(self, source: str | None, hold: Hold, sha: str | None) -> str:
         """The model's directory in this node's cache, fetched from its source the first time; held by
-        ``hold``."""
-        return str(await asyncio.to_thread(self._artifacts.prepare_source, source, hold))
+        ``hold``. ``sha``: the entry the front end deployed (its content's sha256, which every cache names
+        its entry by); DeployError when the source gives this node something else (it changed since: an
+        object rewritten in place, a local file swapped for another), which the front end did not check."""
+        model_dir = await asyncio.to_thread(self._artifacts.prepare_source, source, hold)
+        found = entry_source(model_dir)
+        if sha is not None and (found is None or found[0] != sha):
+            raise DeployError(
+                f"Model data {source} is not what the endpoint deployed: this node read sha256 "
+                f"{found[0] if found else '?'}, the front end {sha}. It changed since the endpoint was "
+                "deployed; update the endpoint to deploy it as it is now."
+            )
+        return str(model_dir)
 
     async def _spec(self, req: dict[str, Any], hold: Hold) -> WorkerSpec:
         env = dict(req["env"])
-        for name, source in dict(req.get("env_sources") or {}).items():  # e.g. the SDK's source directory
-            env[name] = await self._model_dir(source, hold)
-        model_dir = await self._model_dir(req["model_source"], hold)
+        for name, (sha, source) in dict(req.get("env_sources") or {}).items():  # the SDK's code directory
+            env[name] = await self._model_dir(source, hold, sha)
+        model_dir = await self._model_dir(req["model_source"], hold, req.get("model_sha"))
         if req.get("requirements"):  # the front end installed them: so does this node, from its copy
             found = requirements_file(model_dir, env)
             lib = await self._pyenvs.prepare(found, hold) if found is not None else None

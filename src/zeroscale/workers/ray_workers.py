@@ -383,15 +383,17 @@ class RayWorkers:
         env = dict(spec.env)
         # Installed on the front end, in its data directory: the node installs them itself (ray_agent.py).
         requirements = bool(env.pop(PYTHONPATH, ""))
-        env_sources: dict[str, str | None] = {}
+        env_sources: dict[str, tuple[str, str | None]] = {}  # name -> (sha256, source), as the model's
         submit = env.get(SUBMIT_DIRECTORY, "")
         if submit:
             sub = entry_source(submit)
             if sub is not None:
-                env_sources[SUBMIT_DIRECTORY] = sub[1]
+                env_sources[SUBMIT_DIRECTORY] = sub
         return sha, {
             "runtime": spec.runtime,
+            # the node fetches the source again, and runs it only if it is what this front end read
             "model_source": source,
+            "model_sha": sha,
             "memory_mb": spec.memory_mb,
             "env": env,
             "env_sources": env_sources,
