@@ -303,7 +303,9 @@ def build(settings: Settings) -> Server:
         store,
         arns,
         models,
-        TransformRunner(fleet, deployer, s3, settings.data_dir / "transform"),
+        TransformRunner(
+            fleet, deployer, s3, settings.data_dir / "transform", object_reads=authz.object_reads
+        ),
         frontend=cluster.id,
         live=cluster.live,
     )

@@ -317,6 +317,55 @@ def test_a_manifest_past_the_input_limit_fails_the_job_saying_so(
     assert "Split it over several jobs" in desc["FailureReason"]
 
 
+def test_a_tenants_manifest_reads_only_the_objects_its_policy_allows(
+    server: ServerProcess, s3: Any, tmp_path: Path
+) -> None:
+    """A manifest names its objects, under any prefix, and is read after CreateTransformJob: each object is
+    checked then, with the job's creator's s3:GetObject (not a blanket ``arn:aws:s3:::*`` at the call).
+    One the tenant may not read fails the job, naming it, before the model reads anything."""
+    iam = server.client("iam")
+    iam.create_user(UserName="batch-tenant")
+    mine = f"arn:aws:s3:::{BUCKET}/batch-tenant/*"
+    policy = {
+        "Statement": [
+            {"Effect": "Allow", "Action": ["sagemaker:*", "zeroscale:ReadLocalFile"], "Resource": "*"},
+            {"Effect": "Allow", "Action": ["s3:GetObject", "s3:PutObject"], "Resource": mine},
+        ]
+    }
+    iam.put_user_policy(UserName="batch-tenant", PolicyName="own", PolicyDocument=json.dumps(policy))
+    sm = server.client("sagemaker", key=iam.create_access_key(UserName="batch-tenant")["AccessKey"])
+    url = handler_model(tmp_path, ENV_ECHO)
+    sm.create_model(ModelName="tenant-echo", PrimaryContainer={"Image": "sklearn", "ModelDataUrl": url})
+    s3.put_object(Bucket=BUCKET, Key="batch-tenant/data/one.txt", Body=b"one")
+    s3.put_object(Bucket=BUCKET, Key="elsewhere/secret.txt", Body=b"another tenant's")
+
+    def job(name: str, prefix: str, *entries: str) -> dict[str, Any]:
+        listed = json.dumps([{"prefix": f"s3://{BUCKET}/{prefix}"}, *entries]).encode()
+        s3.put_object(Bucket=BUCKET, Key=f"batch-tenant/{name}.manifest", Body=listed)
+        manifest = {"S3DataType": "ManifestFile", "S3Uri": f"s3://{BUCKET}/batch-tenant/{name}.manifest"}
+        sm.create_transform_job(
+            TransformJobName=name,
+            ModelName="tenant-echo",
+            TransformInput={"DataSource": {"S3DataSource": manifest}, "ContentType": "text/plain"},
+            TransformOutput={"S3OutputPath": f"s3://{BUCKET}/batch-tenant/{name}"},
+            TransformResources=INSTANCE,
+        )
+        return _wait_failed(sm, name)
+
+    failed = job("reach", "", "batch-tenant/data/one.txt", "elsewhere/secret.txt")
+    assert failed["TransformJobStatus"] == "Failed"
+    assert failed["FailureReason"] == (
+        f"ClientError: the manifest s3://{BUCKET}/batch-tenant/reach.manifest names "
+        f"s3://{BUCKET}/elsewhere/secret.txt, which it may not read: User: "
+        "arn:aws:iam::000000000000:user/batch-tenant is not authorized to perform: s3:GetObject on "
+        f"resource: arn:aws:s3:::{BUCKET}/elsewhere/secret.txt because no identity-based policy allows the "
+        "s3:GetObject action"
+    )
+    assert not _has(s3, "batch-tenant/reach/batch-tenant/data/one.txt.out")  # nothing was run
+    assert job("own", "batch-tenant/data/", "one.txt")["TransformJobStatus"] == "Completed"
+    assert json.loads(_read(s3, "batch-tenant/own/one.txt.out"))["body"] == "one"
+
+
 def test_validation_and_not_found(sm: Any) -> None:
     cases = [
         ({"MaxPayloadInMB": 60, "MaxConcurrentTransforms": 2}, "at most 100 MB"),

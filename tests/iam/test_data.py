@@ -95,14 +95,14 @@ def local(*paths: str) -> list[Use]:
             },
             [*read("in/day-1*"), Use(S3_WRITE, "out/day-1/*")],
         ),
-        # a manifest names objects anywhere, and is read after the call
+        # a manifest: the objects it names are checked when the job reads it (``object_reads``)
         (
             {
                 "TransformInput": {
                     "DataSource": {"S3DataSource": {"S3DataType": "ManifestFile", "S3Uri": "s3://in/list"}}
                 }
             },
-            read("in/list", "*"),
+            read("in/list"),
         ),
         # what the handler refuses names nothing; a malformed request is the handler's to refuse
         ({"PrimaryContainer": {"ModelDataUrl": "file://host/m.tar.gz"}}, []),

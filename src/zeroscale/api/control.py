@@ -78,7 +78,7 @@ class ControlPlane:
         if t is None:
             return {}
         return {
-            "CreateTransformJob": t.create,
+            "CreateTransformJob": lambda p: t.create(p, CALLER.get()),  # reads what it names as the caller
             "DescribeTransformJob": lambda p: t.describe(p["TransformJobName"]),
             "ListTransformJobs": t.list,
             "StopTransformJob": lambda p: t.stop(p["TransformJobName"]),

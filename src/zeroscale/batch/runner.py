@@ -23,6 +23,7 @@ from typing import IO, Any, BinaryIO, cast
 from zeroscale.asyncinf.s3io import CHUNK, OutputError, S3Io, S3Url
 from zeroscale.background import Background
 from zeroscale.control.deploy import Deployer
+from zeroscale.control.models import creator
 from zeroscale.control.transform_jobs import MODEL_SNAPSHOT, Progress
 from zeroscale.dataproc import DataProcessing, ProcessingError
 from zeroscale.errors import DeployError, HostMemoryFull, ModelError, Throttling, ZeroscaleError
@@ -72,6 +73,9 @@ class JobSpec:
     # The model as it was when the job was created (its document): a job resumed after a restart runs it
     # even if the model was deleted or replaced since, as SageMaker's does.
     model_doc: dict[str, Any] | None = None
+    # The IAM user who created the job, (name, user id) (("", ""): the admin): the objects a manifest names
+    # are read with that user's rights.
+    read_as: tuple[str, str] = ("", "")
 
     @property
     def route(self) -> str:
@@ -166,6 +170,14 @@ def _batches(records: Iterator[bytes], multi: bool, limit_bytes: int) -> Iterato
 
 class _TooMany(Exception):
     """An input listing past MAX_INPUT_FILES or MAX_MANIFEST_BYTES."""
+
+
+class _Refused(Exception):
+    """An object a manifest names that the job's creator may not read."""
+
+
+# (bucket, key) -> None, or why the job may not read the object
+ObjectReads = Callable[[str, str], str | None]
 
 
 def _line_batches(stream: IO[bytes], limit_bytes: int) -> Iterator[list[bytes]]:
@@ -268,8 +280,18 @@ def _next_counted(batches: Iterator[list[bytes]], whole_lines: bool) -> tuple[li
 
 
 class TransformRunner:
-    def __init__(self, fleet: Fleet, deployer: Deployer, s3: S3Io, scratch_dir: Path) -> None:
+    def __init__(
+        self,
+        fleet: Fleet,
+        deployer: Deployer,
+        s3: S3Io,
+        scratch_dir: Path,
+        object_reads: Callable[[tuple[str, str]], ObjectReads | None] | None = None,
+    ) -> None:
+        """``object_reads``: what a job made by an IAM user (``JobSpec.read_as``) may read in S3 (None:
+        anything)."""
         self._fleet = fleet
+        self._object_reads = object_reads
         self._deployer = deployer
         self._s3 = s3
         self._scratch_dir = scratch_dir
@@ -474,7 +496,9 @@ class TransformRunner:
                     raise _TooMany(f"the manifest names {len(entries) - 1} files")
                 prefix = str(entries[0]["prefix"])
                 base = S3Url.parse(prefix)
-                return [InputFile(f"s3://{base.bucket}/{base.key}{rel}", str(rel)) for rel in entries[1:]]
+                named = [InputFile(f"s3://{base.bucket}/{base.key}{rel}", str(rel)) for rel in entries[1:]]
+                self._check_reads(job, base.bucket, [f"{base.key}{rel}" for rel in entries[1:]])
+                return named
             directory = loc.key[: loc.key.rfind("/") + 1]
             files: list[InputFile] = []
             for page in client.get_paginator("list_objects_v2").paginate(Bucket=loc.bucket, Prefix=loc.key):
@@ -484,6 +508,8 @@ class TransformRunner:
                         files.append(InputFile(f"s3://{loc.bucket}/{key}", key[len(directory) :]))
                 if len(files) > MAX_INPUT_FILES:
                     raise _TooMany(f"more than {MAX_INPUT_FILES} objects are under it")
+        except _Refused as exc:
+            raise DeployError(f"ClientError: the manifest {job.input_uri} names {exc}") from None
         except _TooMany as exc:
             raise DeployError(
                 f"ClientError: the input {job.input_uri} is too large for one transform job: {exc} (at "
@@ -495,6 +521,16 @@ class TransformRunner:
         if not files:  # as SageMaker: nothing to transform fails the job, not Completed with no output
             raise DeployError(f"ClientError: No S3 objects found under S3 URL {job.input_uri!r}.")
         return files
+
+    def _check_reads(self, job: JobSpec, bucket: str, keys: list[str]) -> None:
+        """_Refused naming the first object the job's creator may not read (``object_reads``)."""
+        may = self._object_reads(job.read_as) if self._object_reads is not None else None
+        if may is None:
+            return
+        for key in keys:
+            why = may(bucket, key)
+            if why is not None:
+                raise _Refused(f"s3://{bucket}/{key}, which it may not read: {why}")
 
     def _output_url(self, job: JobSpec, item: InputFile) -> str:
         return f"{job.output_path.rstrip('/')}/{item.relative}.out"
@@ -667,4 +703,5 @@ def job_spec(doc: Mapping[str, Any]) -> JobSpec:
         processing=DataProcessing.of(doc.get("DataProcessing"), inp.get("ContentType"), out.get("Accept")),
         unset=frozenset(name for name in EXECUTION_PARAMETERS if doc.get(name) is None),
         model_doc=dict(doc[MODEL_SNAPSHOT]) if doc.get(MODEL_SNAPSHOT) else None,
+        read_as=creator(doc),
     )

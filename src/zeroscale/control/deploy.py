@@ -23,7 +23,7 @@ from zeroscale.control.endpoint_configs import (
     variant_specs,
 )
 from zeroscale.control.instances import instance_size, workers_per_instance
-from zeroscale.control.models import READ_AS, Models, execution_mode, runnable_containers
+from zeroscale.control.models import Models, creator, execution_mode, runnable_containers
 from zeroscale.errors import DeployError, ZeroscaleError
 from zeroscale.fstree import remove_tree_quietly
 from zeroscale.images import ImageRecord, ImageRegistry
@@ -50,12 +50,6 @@ class _Prepared:
     model_dir: str
     env: dict[str, str]
     byo: ImageRecord | None
-
-
-def creator(doc: Mapping[str, Any]) -> tuple[str, str]:
-    """The IAM user who created a model, (name, user id); ("", "") for the admin (``Models.create``)."""
-    read_as = doc.get(READ_AS) or ("", "")
-    return str(read_as[0]), str(read_as[1])
 
 
 def multi_model_prefix(container: Mapping[str, Any]) -> str:

@@ -41,6 +41,13 @@ RESOLVED = "ResolvedContainers"  # the containers a ModelPackageName stood for (
 READ_AS = "ReadAs"
 
 
+def creator(doc: Mapping[str, Any]) -> tuple[str, str]:
+    """The IAM user who created a model or a transform job (its ``READ_AS``), (name, user id); ("", "")
+    for the admin."""
+    read_as = doc.get(READ_AS) or ("", "")
+    return str(read_as[0]), str(read_as[1])
+
+
 def runnable_containers(doc: Mapping[str, Any]) -> list[dict[str, Any]]:
     """The containers a model runs, in order (a model package's, where one was named)."""
     resolved = doc.get(RESOLVED)

@@ -24,7 +24,7 @@ from typing import Any, Protocol
 
 from zeroscale.control.arns import Arns
 from zeroscale.control.listing import paginate_stored
-from zeroscale.control.models import Models
+from zeroscale.control.models import READ_AS, Models
 from zeroscale.dataproc import Path
 from zeroscale.errors import DeployError, ResourceInUse, ResourceNotFound, ValidationException
 from zeroscale.store.db import AlreadyExists, Record, Store
@@ -162,7 +162,9 @@ class TransformJobs:
         self._store.update(rec)
 
     # ---- operations ----
-    def create(self, params: Mapping[str, Any]) -> dict[str, Any]:
+    def create(self, params: Mapping[str, Any], read_as: tuple[str, str] = ("", "")) -> dict[str, Any]:
+        """``read_as``: the IAM user calling, (name, user id); ("", "") for the admin. The job reads the
+        objects its manifest names with that user's rights."""
         name: str = params["TransformJobName"]
         check(params)
         model = self._models.get(params["ModelName"])
@@ -170,6 +172,8 @@ class TransformJobs:
         # DescribeTransformJob shows SageMaker's defaults for them. With it, the model as it is now.
         doc = copy.deepcopy(dict(params))
         doc[MODEL_SNAPSHOT] = copy.deepcopy(model.doc)
+        if read_as[0]:
+            doc[READ_AS] = list(read_as)
         arn = self._arns.arn(KIND, name)
         now = self._clock()
         try:

@@ -177,18 +177,34 @@ class Authorizer:
         data's files and directories lead, as ``zeroscale:ReadLocalFile`` allows them to that user when
         they are read (a symlink inside a model directory, or swapped in after CreateModel, leads nowhere
         the user may not read). None for the admin's models: anything."""
+        may = self._rights_of(creator, "the model")
+        if may is None:
+            return None
+        return lambda real: may(data.Use(data.LOCAL_READ, str(real)))
+
+    def object_reads(self, creator: tuple[str, str]) -> Callable[[str, str], str | None] | None:
+        """What a transform job made by ``creator`` may read in S3, (bucket, key) -> None or why not: the
+        objects its manifest names, which are known only when the job reads the manifest. None for the
+        admin's jobs: anything."""
+        may = self._rights_of(creator, "the transform job")
+        if may is None:
+            return None
+        return lambda bucket, key: may(data.Use(data.S3_READ, f"{bucket}/{key}"))
+
+    def _rights_of(self, creator: tuple[str, str], what: str) -> Callable[[data.Use], str | None] | None:
+        """A use -> None, or why ``creator`` (who made ``what``) may not, by the policies as they are when
+        asked (the user deleted, or another made under the name since: nothing)."""
         name, user_id = creator
         if not name:
             return None
 
-        def check(real: Path) -> str | None:
+        def may(use: data.Use) -> str | None:
             user = self._store.users.get(name)
             if user is None or user.user_id != user_id:
-                return f"IAM user {name}, who created the model, no longer exists to read it"
-            resource = self._data_arn(data.Use(data.LOCAL_READ, str(real)))
-            return self._refusal(user, "", data.LOCAL_READ, resource)
+                return f"IAM user {name}, who created {what}, no longer exists to read it"
+            return self._refusal(user, "", use.action, self._data_arn(use))
 
-        return check
+        return may
 
     def _refusal(self, user: User | None, key: str, action: str, resource: str) -> str | None:
         """AWS's message refusing ``user`` (None: the one of access key ``key`` is gone) ``action`` on

@@ -23,7 +23,6 @@ LOCAL_READ = "zeroscale:ReadLocalFile"
 S3_READ = "s3:GetObject"
 S3_WRITE = "s3:PutObject"
 PUBLISH = "sns:Publish"
-ANY_OBJECT = "*"
 
 
 @dataclass(frozen=True)
@@ -59,8 +58,9 @@ def uses(params: Mapping[str, Any], s3_endpoint_url: str | None = None) -> list[
             found.append(Use(PUBLISH, topic))
     source = _dict(_dict(_dict(params.get("TransformInput")).get("DataSource")).get("S3DataSource"))
     if source.get("S3DataType") == "ManifestFile":
-        # the manifest names its objects, under any prefix of any bucket, and is read after this call
-        found += [*_s3(S3_READ, source.get("S3Uri"), s3_endpoint_url), Use(S3_READ, ANY_OBJECT)]
+        # the manifest; the objects it names are known when the job reads it, and are checked then, each
+        # with its creator's rights (``Authorizer.object_reads``)
+        found += _s3(S3_READ, source.get("S3Uri"), s3_endpoint_url)
     else:
         found += _s3(S3_READ, source.get("S3Uri"), s3_endpoint_url, starts=True)
     output_path = _dict(params.get("TransformOutput")).get("S3OutputPath")
