@@ -101,3 +101,20 @@ def handler_model(root: Path, inference_py: str, extra: dict[str, bytes] | None 
     files: dict[str, bytes | Path] = {"code/inference.py": inference_py.encode()}
     files.update(extra or {})
     return f"file://{make_tar(root / 'model.tar.gz', files)}"
+
+
+def s3_tenant(server: ServerProcess, name: str, prefix: str) -> dict[str, str]:
+    """An IAM user allowed every SageMaker action, files on the server's disk, and s3:GetObject and
+    s3:PutObject under ``prefix`` (``bucket/path``) only; its access key."""
+    iam = server.client("iam")
+    iam.create_user(UserName=name)
+    own = f"arn:aws:s3:::{prefix}/*"
+    policy = {
+        "Statement": [
+            {"Effect": "Allow", "Action": ["sagemaker:*", "zeroscale:ReadLocalFile"], "Resource": "*"},
+            {"Effect": "Allow", "Action": ["s3:GetObject", "s3:PutObject"], "Resource": own},
+        ]
+    }
+    iam.put_user_policy(UserName=name, PolicyName="own", PolicyDocument=json.dumps(policy))
+    key: dict[str, str] = iam.create_access_key(UserName=name)["AccessKey"]
+    return key

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from e2e.conftest import SklearnModel, handler_model
+from e2e.conftest import SklearnModel, handler_model, s3_tenant
 from e2e.test_metrics import history
 from s3server import SeaweedS3
 from zeroscale.testing import ACCESS_KEY, SECRET_KEY, ServerProcess, wait_final, wait_for
@@ -730,17 +730,7 @@ def test_a_tenant_reads_and_writes_only_the_s3_objects_its_policy_allows(
     """The server reads and writes S3 with its own credentials, for whoever calls: a tenant allowed every
     SageMaker action still gets another tenant's model, input or output prefix only where its policy allows
     s3:GetObject / s3:PutObject on them, as an execution role would bound it on AWS."""
-    iam = server.client("iam")
-    iam.create_user(UserName="tenant-a")
-    mine = f"arn:aws:s3:::{BUCKET}/tenant-a/*"
-    policy = {
-        "Statement": [
-            {"Effect": "Allow", "Action": ["sagemaker:*", "zeroscale:ReadLocalFile"], "Resource": "*"},
-            {"Effect": "Allow", "Action": ["s3:GetObject", "s3:PutObject"], "Resource": mine},
-        ]
-    }
-    iam.put_user_policy(UserName="tenant-a", PolicyName="own", PolicyDocument=json.dumps(policy))
-    key = iam.create_access_key(UserName="tenant-a")["AccessKey"]
+    key = s3_tenant(server, "tenant-a", f"{BUCKET}/tenant-a")
     sm, smr = server.client("sagemaker", key=key), server.client("sagemaker-runtime", key=key)
 
     def denied(call: Any, **kwargs: Any) -> str:

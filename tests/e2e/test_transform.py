@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from botocore.exceptions import ClientError
 
-from e2e.conftest import SklearnModel, handler_model
+from e2e.conftest import SklearnModel, handler_model, s3_tenant
 from s3server import SeaweedS3
 from zeroscale.batch.runner import MAX_INPUT_FILES
 from zeroscale.testing import ACCESS_KEY, SECRET_KEY, ServerProcess, make_tar, wait_for
@@ -323,17 +323,7 @@ def test_a_tenants_manifest_reads_only_the_objects_its_policy_allows(
     """A manifest names its objects, under any prefix, and is read after CreateTransformJob: each object is
     checked then, with the job's creator's s3:GetObject (not a blanket ``arn:aws:s3:::*`` at the call).
     One the tenant may not read fails the job, naming it, before the model reads anything."""
-    iam = server.client("iam")
-    iam.create_user(UserName="batch-tenant")
-    mine = f"arn:aws:s3:::{BUCKET}/batch-tenant/*"
-    policy = {
-        "Statement": [
-            {"Effect": "Allow", "Action": ["sagemaker:*", "zeroscale:ReadLocalFile"], "Resource": "*"},
-            {"Effect": "Allow", "Action": ["s3:GetObject", "s3:PutObject"], "Resource": mine},
-        ]
-    }
-    iam.put_user_policy(UserName="batch-tenant", PolicyName="own", PolicyDocument=json.dumps(policy))
-    sm = server.client("sagemaker", key=iam.create_access_key(UserName="batch-tenant")["AccessKey"])
+    sm = server.client("sagemaker", key=s3_tenant(server, "batch-tenant", f"{BUCKET}/batch-tenant"))
     url = handler_model(tmp_path, ENV_ECHO)
     sm.create_model(ModelName="tenant-echo", PrimaryContainer={"Image": "sklearn", "ModelDataUrl": url})
     s3.put_object(Bucket=BUCKET, Key="batch-tenant/data/one.txt", Body=b"one")
