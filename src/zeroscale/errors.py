@@ -21,6 +21,15 @@ class ZeroscaleError(Exception):
             self.status = status
 
 
+class AccessDenied(ZeroscaleError):
+    """JSON and REST protocols' AccessDeniedException (the query protocol's is AccessDenied): an IAM
+    user's policies do not allow what the request does (``iam/authz.py``), or what the server would read
+    for it (``control/models.py``)."""
+
+    code = "AccessDeniedException"
+    status = 400
+
+
 # ---- control plane (JSON 1.1) ----
 class ValidationException(ZeroscaleError):
     code = "ValidationException"

@@ -251,7 +251,7 @@ def build(settings: Settings) -> Server:
         journal_dir=settings.data_dir / "metering",
     )
     metering.attach(events)
-    models = Models(store, arns, packages=packages)
+    models = Models(store, arns, packages=packages, local_reads=authz.local_reads)
     configs = EndpointConfigs(store, arns, models)
     images = ImageRegistry(
         settings.images_dir,

@@ -6,7 +6,9 @@ from typing import Any
 import pytest
 
 from zeroscale.control import Models
-from zeroscale.errors import ValidationException
+from zeroscale.control.arns import Arns
+from zeroscale.errors import AccessDenied, ValidationException
+from zeroscale.store.db import Store
 
 from .fakes import FakeClock, arn
 
@@ -192,3 +194,48 @@ def test_model_data_on_the_servers_disk_is_there_when_the_model_is_created(
     models.create(params("mme", PrimaryContainer=mme))
     with pytest.raises(ValidationException, match="Could not find model"):  # nothing was created
         models.describe("gone")
+
+
+def test_an_iam_users_model_data_is_checked_where_it_leads(store: Store, arns: Arns, tmp_path: Path) -> None:
+    """CreateModel (in its thread) checks where each path on the server's disk leads through symlinks now
+    against the caller's rights, before saying whether it exists: the path as written was authorized
+    on the event loop, which does not touch the disk."""
+    allowed, elsewhere = tmp_path / "alice", tmp_path / "bob"
+    allowed.mkdir()
+    elsewhere.mkdir()
+    (elsewhere / "model.tar.gz").write_bytes(b"")
+    (allowed / "link.tar.gz").symlink_to(elsewhere / "model.tar.gz")
+    (allowed / "theirs").symlink_to(elsewhere)
+    (allowed / "model.tar.gz").write_bytes(b"")
+    asked: list[tuple[tuple[str, str], Path]] = []
+
+    def local_reads(creator: tuple[str, str]) -> Any:
+        def check(real: Path) -> str | None:
+            asked.append((creator, real))
+            return None if allowed in real.parents else f"not {creator[0]}'s: {real}"
+
+        return check if creator[0] else None
+
+    guarded = Models(store, arns, local_reads=local_reads)
+    alice = ("alice", "AIDA1")
+
+    def create(name: str, **container: Any) -> None:
+        guarded.create(params(name, PrimaryContainer=dict(CONTAINER, **container)), alice)
+
+    create("own", ModelDataUrl=f"file://{allowed}/model.tar.gz")
+    for name, url, leads in (
+        ("link", f"file://{allowed}/link.tar.gz", elsewhere / "model.tar.gz"),
+        ("missing", f"file://{allowed}/theirs/missing.tar.gz", elsewhere / "missing.tar.gz"),
+    ):
+        with pytest.raises(AccessDenied) as err:
+            create(name, ModelDataUrl=url)
+        assert err.value.message == f"not alice's: {leads}"  # not "Could not find model data"
+    with pytest.raises(AccessDenied, match=f"not alice's: {elsewhere}/\\*"):
+        create("mme", ModelDataUrl=f"file://{allowed}/theirs/", Mode="MultiModel")
+    source = {"SAGEMAKER_SUBMIT_DIRECTORY": f"file://{allowed}/link.tar.gz"}
+    with pytest.raises(AccessDenied, match=r"model\.tar\.gz"):
+        create("code", Environment=source)
+    guarded.create(
+        params("admin", PrimaryContainer=dict(CONTAINER, ModelDataUrl=f"file://{allowed}/link.tar.gz"))
+    )
+    assert all(who == alice for who, _ in asked)

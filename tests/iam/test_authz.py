@@ -9,8 +9,8 @@ from typing import Any, cast
 
 import pytest
 
-from zeroscale.errors import ValidationException
-from zeroscale.iam.authz import CALLER, Access, AccessDenied, Authorizer
+from zeroscale.errors import AccessDenied, ValidationException
+from zeroscale.iam.authz import CALLER, Access, Authorizer
 from zeroscale.iam.secrets import SecretBox
 from zeroscale.iam.store import IamStore
 

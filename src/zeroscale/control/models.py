@@ -10,15 +10,18 @@ later runs exactly that version.
 from __future__ import annotations
 
 import copy
+import os
 import time
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
+from zeroscale.artifacts.extract import ReadCheck
 from zeroscale.artifacts.fetch import LocalLocation, parse_model_data_url
 from zeroscale.control.arns import Arns
 from zeroscale.control.model_packages import ModelPackages
 from zeroscale.control.resources import Resources
-from zeroscale.errors import DeployError, ValidationException
+from zeroscale.errors import AccessDenied, DeployError, ValidationException
 from zeroscale.runtimes.batching import MAX_BATCH_SIZE, batch_settings, unsupported
 from zeroscale.runtimes.usercode import SUBMIT_DIRECTORY, check_templates
 from zeroscale.store.db import Record, Store
@@ -206,19 +209,33 @@ def check_hostnames(containers: list[dict[str, Any]]) -> None:
         seen.add(hostname.lower())
 
 
-def check_local_data(containers: list[dict[str, Any]]) -> None:
+def check_local_data(containers: list[dict[str, Any]], reads: ReadCheck | None = None) -> None:
     """Model data on the server's disk is there when the model is created, as SageMaker checks an S3
     object's (``s3://`` is looked at when an endpoint deploys the model: a call to S3 is not made inside a
-    control-plane call). A multi-model prefix may be empty until its models are put there."""
+    control-plane call). A multi-model prefix may be empty until its models are put there. ``reads``: the
+    caller's rights (an IAM user's), for where each path leads through symlinks now (the path as written
+    was authorized before the call; resolving it touches the disk, so it is done here, off the event
+    loop): AccessDenied with AWS's message, before whether it exists is said."""
     for container in containers:
-        url = None if container.get("Mode") == "MultiModel" else container.get("ModelDataUrl")
+        multi_model = container.get("Mode") == "MultiModel"
+        url = container.get("ModelDataUrl")
         submit = str((container.get("Environment") or {}).get(SUBMIT_DIRECTORY, ""))
         try:  # a ModelDataUrl was checked with its container; the source archive's URL is checked here
             submitted = parse_model_data_url(submit) if submit.startswith("file://") else None
         except DeployError as exc:
             raise ValidationException(f"Environment.{SUBMIT_DIRECTORY}: {exc}") from None
-        for given, location in ((url, parse_model_data_url(url) if url else None), (submit, submitted)):
-            if isinstance(location, LocalLocation) and not location.path.exists():
+        for given, location, prefix in (
+            (url, parse_model_data_url(url) if url else None, multi_model),
+            (submit, submitted, False),
+        ):
+            if not isinstance(location, LocalLocation):
+                continue
+            if reads is not None:
+                real = Path(os.path.realpath(location.path))
+                why = reads(real / "*" if prefix else real)  # a prefix: everything under it
+                if why is not None:
+                    raise AccessDenied(why)
+            if not prefix and not location.path.exists():
                 raise ValidationException(f"Could not find model data at {given}.")
 
 
@@ -229,10 +246,13 @@ class Models:
         arns: Arns,
         clock: Callable[[], float] = time.time,
         packages: ModelPackages | None = None,
+        local_reads: Callable[[tuple[str, str]], ReadCheck | None] | None = None,
     ) -> None:
+        """``local_reads``: what an IAM user (name, user id) may read on the server's disk (None: all)."""
         self._res = Resources(store, arns, KIND, "model")
         self._clock = clock
         self._packages = packages
+        self._local_reads = local_reads
 
     def create(self, params: Mapping[str, Any], read_as: tuple[str, str] = ("", "")) -> dict[str, Any]:
         """``read_as``: the IAM user calling, (name, user id); ("", "") for the admin."""
@@ -244,7 +264,8 @@ class Models:
         if any(c.get("ModelPackageName") for c in runnable_containers(doc)):
             doc[RESOLVED] = self._resolve(runnable_containers(doc))
         check_hostnames(runnable_containers(doc))
-        check_local_data(runnable_containers(doc))
+        reads = self._local_reads(read_as) if self._local_reads is not None else None
+        check_local_data(runnable_containers(doc), reads)
         doc["EnableNetworkIsolation"] = bool(doc.get("EnableNetworkIsolation", False))
         doc.setdefault("Tags", [])
         if read_as[0]:

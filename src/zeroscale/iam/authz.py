@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from zeroscale.errors import ZeroscaleError
+from zeroscale.errors import AccessDenied, ZeroscaleError
 from zeroscale.iam import data
 from zeroscale.iam.policy import evaluate
 from zeroscale.iam.store import IamStore, User
@@ -39,13 +39,6 @@ from zeroscale.iam.store import IamStore, User
 # ``authorize`` for the rest of the request's task; read by what remembers who made something (a model reads
 # its data on the server's disk with its creator's rights: ``local_reads``).
 CALLER: ContextVar[tuple[str, str]] = ContextVar("zeroscale_caller", default=("", ""))
-
-
-class AccessDenied(ZeroscaleError):
-    """JSON and REST protocols' AccessDeniedException (the query protocol's is AccessDenied)."""
-
-    code = "AccessDeniedException"
-    status = 400
 
 
 @dataclass(frozen=True)

@@ -4,8 +4,11 @@ bounds these; zeroscale has no roles, so the caller's own policies must allow ea
 user who may create a model could deploy another tenant's model data, or the server's own files, and have
 a model's code read them.
 
-Pure: a request's parameters in, ``Use``s out (the file system is only asked where a path leads through its
-symlinks). A member the call's handler refuses names nothing here; its handler says why.
+Pure: a request's parameters in, ``Use``s out; the file system is not asked (this runs on the event loop, and
+a path may lead onto a mount that hangs). Where a path leads through symlinks is checked with the same
+rights by CreateModel in its thread, and every file read when the model deploys; the objects a transform
+job's manifest names, when the job reads it. A member the call's handler refuses names nothing here; its
+handler says why.
 """
 
 from __future__ import annotations
@@ -70,7 +73,8 @@ def uses(params: Mapping[str, Any], s3_endpoint_url: str | None = None) -> list[
 
 def model_data(url: object, s3_endpoint_url: str | None = None, *, prefix: bool = False) -> list[Use]:
     """What reading model data at ``url`` is: an S3 object, or a path on the server as written (``..``
-    folded) and, where it differs, where it leads through symlinks now. ``prefix``: everything under it."""
+    folded; where it leads through symlinks is checked by CreateModel itself, off the event loop, and
+    every file read when the model deploys). ``prefix``: everything under it."""
     if not isinstance(url, str) or not url.strip():
         return []
     if url[:8].lower() == "https://" or url[:5].lower() == "s3://":
@@ -81,8 +85,7 @@ def model_data(url: object, s3_endpoint_url: str | None = None, *, prefix: bool 
         return []
     if not isinstance(location, LocalLocation):
         return []
-    written = os.path.normpath(location.path)
-    return [Use(LOCAL_READ, path) for path in dict.fromkeys((written, os.path.realpath(written)))]
+    return [Use(LOCAL_READ, os.path.normpath(location.path))]
 
 
 def input_location(url: str, s3_endpoint_url: str | None = None) -> list[Use]:
