@@ -105,6 +105,9 @@ class Settings:
     # The most models, endpoint configs, endpoints, model package groups, model packages, topics and
     # subscriptions, each (an account's quotas; 0: no limit).
     max_resources: int = 20_000
+    # The most of each of those one IAM user may hold (the admin's are not counted; 0: no limit): one tenant
+    # cannot use up the account's quota for the others.
+    max_resources_per_user: int = 2_000
     async_max_queued: int = 10_000
     # Control-plane calls a second each access key but the admin's may make, and at once (0: no limit).
     api_rate_per_key: float = 50.0

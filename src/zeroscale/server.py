@@ -70,7 +70,7 @@ from zeroscale.control.transform_jobs import TransformJobs
 from zeroscale.credentials import AdminCredentials, load_or_create
 from zeroscale.errors import SubscriptionLimitExceeded, TopicLimitExceeded
 from zeroscale.events import EventBus
-from zeroscale.iam.authz import Authorizer
+from zeroscale.iam.authz import CALLER, Authorizer
 from zeroscale.iam.secrets import SecretBox
 from zeroscale.iam.store import IamStore
 from zeroscale.images import ImageRegistry
@@ -120,10 +120,9 @@ _QUOTA_KINDS = {
 }
 
 
-def _quotas(most: int) -> dict[str, Limit]:
+def _quotas(most: int, flag: str = "zeroscale serve --max-resources") -> dict[str, Limit]:
     if most <= 0:
         return {}
-    flag = "zeroscale serve --max-resources"
     quotas = {kind: Limit(most, what, flag) for kind, what in _QUOTA_KINDS.items()}
     quotas[TOPIC] = Limit(most, "topics", flag, TopicLimitExceeded)  # SNS's own codes
     quotas[SUBSCRIPTION] = Limit(most, "subscriptions", flag, SubscriptionLimitExceeded)
@@ -138,7 +137,13 @@ def build(settings: Settings) -> Server:
     settings = settings.replace(data_dir=settings.data_dir.resolve())
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     creds = load_or_create(settings.credentials_file, settings.access_key_id, settings.secret_access_key)
-    store = Store(settings.db_url, limits=_quotas(settings.max_resources))
+    store = Store(
+        settings.db_url,
+        limits=_quotas(settings.max_resources),
+        # each IAM user's, counted by the user id a request is authorized for
+        user_limits=_quotas(settings.max_resources_per_user, "zeroscale serve --max-resources-per-user"),
+        creator=lambda: CALLER.get()[1],
+    )
     arns = Arns(settings.region, settings.account_id)
     metrics = Metrics()
     events = EventBus()

@@ -1,10 +1,12 @@
 """--max-resources holds each kind of SageMaker resource to an account-style quota: through a real server and
 real boto3, a Create past it is refused with SageMaker's ResourceLimitExceeded (its modeled exception), and
 deleting one makes room again; endpoints count too (a refused CreateEndpoint starts nothing); topics,
-subscriptions and CloudWatch alarms answer their services' own codes."""
+subscriptions and CloudWatch alarms answer their services' own codes. --max-resources-per-user holds each IAM
+user to a quota of its own."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -129,3 +131,43 @@ def test_scalable_targets_answer_application_auto_scalings_limit_code(
         ScalableDimension="sagemaker:variant:DesiredInstanceCount",
     )
     register("C")
+
+
+def test_one_iam_user_cannot_use_up_the_accounts_quota(server_factory: Callable[..., ServerProcess]) -> None:
+    """--max-resources-per-user: each IAM user's creates count against a quota of its own (the user the
+    request is authorized for), so a tenant at its limit is refused while another tenant and the admin go
+    on; topics answer SNS's code; what the user deletes makes room."""
+    server = server_factory(max_resources=10, max_resources_per_user=MOST)
+    iam = server.client("iam")
+    allowed = ["sagemaker:*", "sns:*", "s3:GetObject"]
+    policy = json.dumps({"Statement": [{"Effect": "Allow", "Action": allowed, "Resource": "*"}]})
+    clients = {}
+    for user in ("tenant-1", "tenant-2"):
+        iam.create_user(UserName=user)
+        iam.put_user_policy(UserName=user, PolicyName="all", PolicyDocument=policy)
+        clients[user] = iam.create_access_key(UserName=user)["AccessKey"]
+    one, two = (server.client("sagemaker", key=clients[u]) for u in ("tenant-1", "tenant-2"))
+    admin = server.client("sagemaker")
+    container = {"Image": "sklearn", "ModelDataUrl": "s3://bucket/model.tar.gz"}
+    for n in range(MOST):
+        one.create_model(ModelName=f"one-{n}", PrimaryContainer=container)
+    with pytest.raises(one.exceptions.ResourceLimitExceeded) as err:
+        one.create_model(ModelName="one-over", PrimaryContainer=container)
+    assert err.value.response["Error"]["Message"] == (
+        f"The service limit 'Number of models per IAM user' is {MOST} models, with current utilization of "
+        f"{MOST} models and a request delta of 1 models: delete some, or have the operator raise it "
+        "(zeroscale serve --max-resources-per-user)."
+    )
+    for n in range(MOST):  # another tenant, and the admin beyond any user's quota
+        two.create_model(ModelName=f"two-{n}", PrimaryContainer=container)
+    for n in range(MOST + 1):
+        admin.create_model(ModelName=f"admin-{n}", PrimaryContainer=container)
+    admin.delete_model(ModelName="one-0")  # whoever deletes it, it was tenant-1's
+    one.create_model(ModelName="one-over", PrimaryContainer=container)
+    sns = server.client("sns", key=clients["tenant-1"])
+    for n in range(MOST):
+        sns.create_topic(Name=f"one-{n}")
+    with pytest.raises(ClientError) as refused:
+        sns.create_topic(Name="one-over")
+    assert refused.value.response["Error"]["Code"] == "TopicLimitExceeded"
+    assert "'Number of topics per IAM user'" in refused.value.response["Error"]["Message"]

@@ -236,6 +236,51 @@ def test_the_sqlite_database_is_the_servers_alone(tmp_path: Path) -> None:
     assert db.stat().st_mode & 0o777 == 0o600
 
 
+def test_a_users_limit_bounds_that_user_alone_and_survives_updates(tmp_path: Path) -> None:
+    """Per-user quotas: each record remembers the IAM user it was made for (asked of ``creator`` at the
+    insert); one user at its limit is refused, another user and the admin are not; an update keeps the
+    creator; a delete makes room."""
+    url = f"sqlite:///{tmp_path / 'zeroscale.db'}"
+    caller = ["AIDAALICE"]
+    store = Store(
+        url,
+        user_limits={"endpoint": Limit(2, "endpoints", "--max-resources-per-user")},
+        creator=lambda: caller[0],
+    )
+
+    def make(name: str) -> Record:
+        rec = Record("endpoint", name, f"arn:{name}", 1.0, 1.0, "InService", {})
+        store.insert(rec)
+        return rec
+
+    first = make("a1")
+    assert first.creator == "AIDAALICE"
+    make("a2")
+    with pytest.raises(ResourceLimitExceeded) as refused:
+        make("a3")
+    assert refused.value.message == (
+        "The service limit 'Number of endpoints per IAM user' is 2 endpoints, with current utilization of 2 "
+        "endpoints and a request delta of 1 endpoints: delete some, or have the operator raise it "
+        "(--max-resources-per-user)."
+    )
+    assert store.get("endpoint", "a3") is None  # rolled back
+    caller[0] = "AIDABOB"
+    make("b1")
+    caller[0] = ""  # the admin
+    for n in range(3):
+        assert make(f"admin{n}").creator is None
+    store.update(Record("endpoint", "a1", "arn:a1", 1.0, 2.0, "Updating", {}))  # written without a creator
+    again = store.get("endpoint", "a1")
+    assert again is not None and again.creator == "AIDAALICE"
+    caller[0] = "AIDAALICE"
+    with pytest.raises(ResourceLimitExceeded):
+        make("a3")
+    assert store.delete("endpoint", "a2")
+    make("a3")
+    store.insert(Record("model", "free", "arn:m", 1.0, 1.0, "", {}))  # another kind: not limited
+    assert Store(url).get("endpoint", "b1").creator == "AIDABOB"  # type: ignore[union-attr]
+
+
 def test_a_kinds_limit_holds_across_two_stores_on_one_database(tmp_path: Path) -> None:
     """Two front ends (two stores) on one database: each follows its own writes, and near the limit every
     insert looks exactly, so the other's inserts count too; deleting makes room; other kinds are free."""

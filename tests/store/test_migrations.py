@@ -58,11 +58,12 @@ def test_an_old_database_upgrades_in_place(db_url: str) -> None:
     try:
         rec = store.get("endpoint", "EP")
         assert rec is not None
-        assert (rec.name, rec.status, rec.doc, rec.owner) == (
+        assert (rec.name, rec.status, rec.doc, rec.owner, rec.creator) == (
             "Ep",
             "InService",
             {"EndpointConfigName": "cfg"},
             None,
+            None,  # made before creators were kept: no user's quota counts it
         )
         before = store.revision()
         rec.owner = "front-1"
@@ -79,7 +80,11 @@ def test_an_old_database_upgrades_in_place(db_url: str) -> None:
     ledger.close()
     MinuteStore(db_url).close()
     steps = applied(engine)
-    assert {"resources:1:add resources.owner", "usage:1:add usage_provisioned.frontend"} <= set(steps)
+    assert {
+        "resources:1:add resources.owner",
+        "resources:3:add resources.creator",
+        "usage:1:add usage_provisioned.frontend",
+    } <= set(steps)
     tables = set(inspect(engine).get_table_names())
     assert {
         "resources",
@@ -100,9 +105,12 @@ def test_a_fresh_database_ends_up_with_the_same_steps(db_url: str) -> None:
     assert applied(engine) == [
         "resources:1:add resources.owner",
         "resources:2:index resources.resources_kind_created",
+        "resources:3:add resources.creator",
+        "resources:4:index resources.resources_kind_creator",
     ]
-    assert "owner" in {c["name"] for c in inspect(engine).get_columns("resources")}
-    assert "resources_kind_created" in {i["name"] for i in inspect(engine).get_indexes("resources")}
+    assert {"owner", "creator"} <= {c["name"] for c in inspect(engine).get_columns("resources")}
+    indexes = {i["name"] for i in inspect(engine).get_indexes("resources")}
+    assert {"resources_kind_created", "resources_kind_creator"} <= indexes
     engine.dispose()
 
 

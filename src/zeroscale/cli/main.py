@@ -219,6 +219,15 @@ def _opt(name: str, env: str, **kw: Any) -> Callable[[F], F]:
     "answers ResourceLimitExceeded (or its service's own code) (0: no limit).",
 )
 @_opt(
+    "--max-resources-per-user",
+    "ZEROSCALE_MAX_RESOURCES_PER_USER",
+    default=2_000,
+    type=click.IntRange(min=0),
+    help="The most models, endpoint configs, endpoints, model package groups, model packages, topics, "
+    "subscriptions and scalable targets one IAM user may have created, each, so that one tenant cannot use "
+    "up --max-resources for the others (the admin's are not counted; 0: no limit).",
+)
+@_opt(
     "--async-retention-days",
     "ZEROSCALE_ASYNC_RETENTION_DAYS",
     default=7.0,
@@ -458,6 +467,7 @@ def serve(
     images_max_mb: int,
     async_retention_days: float,
     max_resources: int,
+    max_resources_per_user: int,
     async_max_queued: int,
     api_rate_per_key: float,
     api_burst_per_key: int,
@@ -531,6 +541,7 @@ def serve(
         audit_retention_days=audit_retention_days,
         async_retention_days=async_retention_days,
         max_resources=max_resources,
+        max_resources_per_user=max_resources_per_user,
         async_max_queued=async_max_queued,
         api_rate_per_key=api_rate_per_key,
         api_burst_per_key=api_burst_per_key,

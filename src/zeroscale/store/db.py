@@ -1,8 +1,9 @@
 """Resource state in one SQL table through SQLAlchemy Core (SQLite by default, PostgreSQL unchanged).
 
 Every resource is one row of ``resources``: its kind, its name as the user spelled it (unique per kind,
-case-insensitively, through ``key = lower(name)``), its ARN, times, status, wire-shaped document, and the
-front end running its current transition (``owner``, endpoints only).
+case-insensitively, through ``key = lower(name)``), its ARN, times, status, wire-shaped document, the
+front end running its current transition (``owner``, endpoints only), and the IAM user who created it
+(``creator``, a user id; none for the admin's), which per-user quotas count.
 
 The change feed: every write also bumps the one row of ``store_revision`` in the same transaction, so other
 front ends on the same database learn that something changed by reading one integer (``revision()``).
@@ -55,6 +56,7 @@ resources = Table(
     Column("status", String(64), nullable=True),
     Column("doc", JSON, nullable=False),
     Column("owner", String(64), nullable=True),
+    Column("creator", String(128), nullable=True),
 )
 
 # The tags of a resource once AddTags or DeleteTags changed them (until then, the Tags its create call gave,
@@ -80,6 +82,9 @@ STEPS: list[Step] = [
     add_column("resources", Column("owner", String(64), nullable=True)),
     # List* by creation time (the default order) walks this index and stops at the page's end.
     add_index("resources", "resources_kind_created", ("kind", "created_at", "key")),
+    add_column("resources", Column("creator", String(128), nullable=True)),
+    # a user's records of a kind, counted at each of its creates when per-user quotas are set
+    add_index("resources", "resources_kind_creator", ("kind", "creator")),
 ]
 
 
@@ -93,6 +98,7 @@ class Record:
     status: str | None
     doc: dict[str, Any]  # the resource's wire-shaped document
     owner: str | None = None  # the front end running the resource's current transition
+    creator: str | None = None  # the IAM user id that created it (None: the admin); set by ``Store.insert``
 
 
 @dataclass(frozen=True)
@@ -181,10 +187,12 @@ def _record(row: RowMapping) -> Record:
         status=row["status"],
         doc=dict(row["doc"]),
         owner=row["owner"],
+        creator=row["creator"],
     )
 
 
 def _values(rec: Record) -> dict[str, Any]:
+    """A record's columns as an update writes them: its creator is written once, by the insert."""
     return {
         "kind": rec.kind,
         "key": rec.name.lower(),
@@ -241,6 +249,18 @@ class _Counts:
             self._about[kind] = max(0, self._about[kind] - 1)
 
 
+def _check_user_limit(conn: Connection, kind: str, creator: str, limit: Limit) -> None:
+    """``limit.error`` when the user ``creator`` holds more than ``limit.most`` records of ``kind``, the one
+    just inserted included."""
+    mine = (resources.c.kind == kind) & (resources.c.creator == creator)
+    if conn.execute(select(resources.c.key).where(mine).offset(limit.most).limit(1)).first() is not None:
+        raise limit.error(
+            f"The service limit 'Number of {limit.what} per IAM user' is {limit.most} {limit.what}, with "
+            f"current utilization of {limit.most} {limit.what} and a request delta of 1 {limit.what}: "
+            f"delete some, or have the operator raise it ({limit.flag})."
+        )
+
+
 def _check_limit(conn: Connection, kind: str, limit: Limit) -> None:
     """``limit.error`` when ``kind`` has more than ``limit.most`` records, the one just inserted included
     (the kind's index read no further than that)."""
@@ -256,12 +276,24 @@ def _check_limit(conn: Connection, kind: str, limit: Limit) -> None:
 class Store:
     """Thread-safe CRUD over ``resources``; every call is its own transaction."""
 
-    def __init__(self, url: str, limits: Mapping[str, Limit] | None = None) -> None:
-        """``limits``: the most records of a kind (a kind not named has none), as an account's quotas."""
+    def __init__(
+        self,
+        url: str,
+        limits: Mapping[str, Limit] | None = None,
+        *,
+        user_limits: Mapping[str, Limit] | None = None,
+        creator: Callable[[], str] | None = None,
+    ) -> None:
+        """``limits``: the most records of a kind (a kind not named has none), as an account's quotas.
+        ``user_limits``: the most records of a kind one IAM user may hold; ``creator``: the IAM user id a
+        record being inserted is made for ("" for the admin, whom they do not bound), asked at each insert
+        (the request's, in the server)."""
         self._engine = make_engine(url)
         self._lock = threading.RLock()
         self._own_writes = 0
         self._limits = dict(limits or {})
+        self._user_limits = dict(user_limits or {})
+        self._creator = creator
         self._counts = _Counts()
         upgrade(self._engine, "resources", metadata, STEPS)
         try:
@@ -294,14 +326,20 @@ class Store:
     @_reachable
     def insert(self, rec: Record) -> None:
         """Store a new record; raises AlreadyExists when (kind, lower(name)) is taken, ResourceLimitExceeded
-        when its kind has as many records as its limit allows."""
+        when its kind has as many records as its limit allows, or its creator as many as a user's limit.
+        The record's ``creator`` is set (``creator``) unless given."""
         limit = self._limits.get(rec.kind)
+        if rec.creator is None and self._creator is not None:
+            rec.creator = self._creator() or None
+        user_limit = self._user_limits.get(rec.kind) if rec.creator else None
         with self._lock:
             try:
                 with self._engine.begin() as conn:
-                    conn.execute(_INSERT, _values(rec))
+                    conn.execute(_INSERT, {**_values(rec), "creator": rec.creator})
                     if limit is not None:  # after: a name taken is AlreadyExists, whatever the count
                         self._counts.check(conn, rec.kind, limit)  # raises: the insert is rolled back
+                    if user_limit is not None and rec.creator:
+                        _check_user_limit(conn, rec.kind, rec.creator, user_limit)
                     conn.execute(_TAGS_DELETE, _one(rec.kind, rec.name))  # a namesake's, if any were left
                     self._bump(conn)
             except IntegrityError as exc:
