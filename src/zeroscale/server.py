@@ -290,7 +290,12 @@ def build(settings: Settings) -> Server:
     recent = RecentMetrics(fleet.active_loads)  # as the one-minute history: a variant at zero samples nothing
     events.add(recent)
     cloudwatch = CloudWatch(
-        AlarmStore(settings.db_url, most=settings.max_resources),
+        AlarmStore(
+            settings.db_url,
+            most=settings.max_resources,
+            most_per_user=settings.max_resources_per_user,
+            creator=lambda: CALLER.get()[1],
+        ),
         MetricData(history, recent),
         region=settings.region,
         account_id=settings.account_id,

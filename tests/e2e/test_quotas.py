@@ -70,19 +70,22 @@ def test_topics_and_subscriptions_answer_snss_own_limit_codes(
     assert err.value.response["Error"]["Code"] == "SubscriptionLimitExceeded"
 
 
+ALARM = {
+    "Namespace": "AWS/SageMaker",
+    "MetricName": "Invocations",
+    "Dimensions": [{"Name": "EndpointName", "Value": "e"}, {"Name": "VariantName", "Value": "v"}],
+    "Statistic": "Sum",
+    "Period": 60,
+    "EvaluationPeriods": 1,
+    "Threshold": 1.0,
+    "ComparisonOperator": "GreaterThanThreshold",
+}
+
+
 def test_alarms_answer_cloudwatchs_own_limit_code(server_factory: Callable[..., ServerProcess]) -> None:
     server = server_factory(max_resources=MOST)
     cw = server.client("cloudwatch")
-    alarm = {
-        "Namespace": "AWS/SageMaker",
-        "MetricName": "Invocations",
-        "Dimensions": [{"Name": "EndpointName", "Value": "e"}, {"Name": "VariantName", "Value": "v"}],
-        "Statistic": "Sum",
-        "Period": 60,
-        "EvaluationPeriods": 1,
-        "Threshold": 1.0,
-        "ComparisonOperator": "GreaterThanThreshold",
-    }
+    alarm = ALARM
     for n in range(MOST):
         cw.put_metric_alarm(AlarmName=f"a{n}", **alarm)
     with pytest.raises(cw.exceptions.LimitExceededFault) as err:  # botocore's modeled exception
@@ -139,7 +142,7 @@ def test_one_iam_user_cannot_use_up_the_accounts_quota(server_factory: Callable[
     on; topics answer SNS's code; what the user deletes makes room."""
     server = server_factory(max_resources=10, max_resources_per_user=MOST)
     iam = server.client("iam")
-    allowed = ["sagemaker:*", "sns:*", "s3:GetObject"]
+    allowed = ["sagemaker:*", "sns:*", "s3:GetObject", "cloudwatch:*"]
     policy = json.dumps({"Statement": [{"Effect": "Allow", "Action": allowed, "Resource": "*"}]})
     clients = {}
     for user in ("tenant-1", "tenant-2"):
@@ -171,3 +174,10 @@ def test_one_iam_user_cannot_use_up_the_accounts_quota(server_factory: Callable[
         sns.create_topic(Name="one-over")
     assert refused.value.response["Error"]["Code"] == "TopicLimitExceeded"
     assert "'Number of topics per IAM user'" in refused.value.response["Error"]["Message"]
+    cw = server.client("cloudwatch", key=clients["tenant-1"])
+    for n in range(MOST):
+        cw.put_metric_alarm(AlarmName=f"one-{n}", **ALARM)
+    cw.put_metric_alarm(AlarmName="one-0", **{**ALARM, "Threshold": 2.0})  # a change is no new alarm
+    with pytest.raises(cw.exceptions.LimitExceededFault, match=r"for this IAM user .* at most 2 "):
+        cw.put_metric_alarm(AlarmName="one-over", **ALARM)
+    server.client("cloudwatch").put_metric_alarm(AlarmName="admin", **ALARM)

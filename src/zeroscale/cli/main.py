@@ -224,8 +224,8 @@ def _opt(name: str, env: str, **kw: Any) -> Callable[[F], F]:
     default=2_000,
     type=click.IntRange(min=0),
     help="The most models, endpoint configs, endpoints, model package groups, model packages, topics, "
-    "subscriptions and scalable targets one IAM user may have created, each, so that one tenant cannot use "
-    "up --max-resources for the others (the admin's are not counted; 0: no limit).",
+    "subscriptions, CloudWatch alarms and scalable targets one IAM user may have created, each, so that one "
+    "tenant cannot use up --max-resources for the others (the admin's are not counted; 0: no limit).",
 )
 @_opt(
     "--async-retention-days",

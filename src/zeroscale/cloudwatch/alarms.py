@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,7 +31,7 @@ from sqlalchemy import (
 from zeroscale.cloudwatch.data import LimitExceeded
 from zeroscale.cloudwatch.rules import INSUFFICIENT_DATA
 from zeroscale.store.engine import make_engine
-from zeroscale.store.migrations import upgrade
+from zeroscale.store.migrations import Step, add_column, add_index, upgrade
 
 metadata = MetaData()
 
@@ -46,6 +47,7 @@ alarms_table = Table(
     Column("state_updated_at", Double, nullable=False),
     Column("transitioned_at", Double, nullable=False),
     Column("config_updated_at", Double, nullable=False),
+    Column("creator", String(128), nullable=True),  # the IAM user id that created it (None: the admin)
 )
 
 history_table = Table(
@@ -58,6 +60,12 @@ history_table = Table(
     Column("summary", Text, nullable=False),
     Column("data", Text, nullable=False),  # a JSON document
 )
+
+STEPS: list[Step] = [
+    add_column("cloudwatch_alarms", Column("creator", String(128), nullable=True)),
+    # a user's alarms, counted at each alarm it creates
+    add_index("cloudwatch_alarms", "cloudwatch_alarms_creator", ("creator",)),
+]
 
 HISTORY_KEPT_S = 14 * 24 * 3600  # CloudWatch keeps alarm history for two weeks
 
@@ -99,24 +107,40 @@ def _alarm(row: Any) -> Alarm:
 
 
 class AlarmStore:
-    def __init__(self, url: str, most: int = 0) -> None:
+    def __init__(
+        self, url: str, most: int = 0, *, most_per_user: int = 0, creator: Callable[[], str] | None = None
+    ) -> None:
         """``most``: the alarms held at most (``--max-resources``; 0: no limit): each is evaluated every
-        period, so a caller who could add them without end would take the server's time too."""
+        period, so a caller who could add them without end would take the server's time too.
+        ``most_per_user``: those one IAM user may have created (``--max-resources-per-user``); ``creator``:
+        the IAM user id an alarm being created is made for ("" for the admin, whom it does not bound)."""
         self._engine = make_engine(url)
         self._lock = threading.Lock()
         self._most = most
-        upgrade(self._engine, "cloudwatch", metadata)
+        self._most_per_user = most_per_user
+        self._creator = creator or (lambda: "")
+        upgrade(self._engine, "cloudwatch", metadata, STEPS)
 
     def put(self, name: str, arn: str, doc: dict[str, Any], now: float) -> Alarm:
         """Create the alarm (INSUFFICIENT_DATA, unchecked) or replace its configuration (its state stays)."""
         with self._lock, self._engine.begin() as conn:
             row = conn.execute(select(alarms_table).where(alarms_table.c.name == name)).first()
+            creator = self._creator() if row is None else ""
             if row is None and self._most > 0:
                 held = conn.execute(select(func.count()).select_from(alarms_table)).scalar_one()
                 if held >= self._most:
                     raise LimitExceeded(
                         f"The quota for alarms for this customer has already been reached: {held} alarms, "
                         f"at most {self._most} (zeroscale serve --max-resources). Delete alarms first."
+                    )
+            if creator and self._most_per_user > 0:
+                mine = select(func.count()).where(alarms_table.c.creator == creator)
+                held = conn.execute(mine).scalar_one()
+                if held >= self._most_per_user:
+                    raise LimitExceeded(
+                        f"The quota for alarms for this IAM user has already been reached: {held} alarms, "
+                        f"at most {self._most_per_user} (zeroscale serve --max-resources-per-user). Delete "
+                        "alarms first."
                     )
             if row is None:
                 values = {
@@ -130,7 +154,7 @@ class AlarmStore:
                     "transitioned_at": now,
                     "config_updated_at": now,
                 }
-                conn.execute(insert(alarms_table).values(**values))
+                conn.execute(insert(alarms_table).values(**values, creator=creator or None))
                 summary, alarm = f'Alarm "{name}" created', Alarm(**values)  # type: ignore[arg-type]
             else:
                 conn.execute(
