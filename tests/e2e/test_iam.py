@@ -392,6 +392,27 @@ def rest_status(server: ServerProcess, key: dict[str, str], route: str) -> int:
         return int(err.code)
 
 
+def test_a_tenant_reads_its_own_endpoints_metrics_and_workers_only(
+    iam: Any, server: ServerProcess, endpoints: None
+) -> None:
+    """zeroscale's own reads about one endpoint (``?endpoint=``) are authorized on that endpoint's ARN, so a
+    tenant may be allowed its own endpoints' without every endpoint's; the parameter is read as the
+    handlers read it (its last value)."""
+    iam.create_user(UserName="watcher")
+    reads = ["zeroscale:GetMetrics", "zeroscale:ListWorkers", "zeroscale:GetAsyncRequests"]
+    own = f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:endpoint/open-*"
+    policy = json.dumps({"Statement": [{"Effect": "Allow", "Action": reads, "Resource": own}]})
+    iam.put_user_policy(UserName="watcher", PolicyName="own", PolicyDocument=policy)
+    key = iam.create_access_key(UserName="watcher")["AccessKey"]
+    for route in ("metrics", "workers", "async"):
+        assert rest_status(server, key, f"{route}?endpoint=open-echo") == 200, route
+        assert rest_status(server, key, f"{route}?endpoint=secret-echo") == 400, route  # AccessDenied
+    assert rest_status(server, key, "workers") == 400  # every endpoint's
+    assert rest_status(server, key, "workers?endpoint=secret-echo&endpoint=open-echo") == 200
+    assert rest_status(server, key, "workers?endpoint=open-echo&endpoint=secret-echo") == 400
+    assert rest_status(server, key, "async/some-id?endpoint=open-echo") == 400  # any endpoint's request
+
+
 def test_the_audit_trail_names_who_did_what(server: ServerProcess, alice: dict[str, str]) -> None:
     """Calls from before the restart above and after it, read with `zeroscale audit` as a user runs it."""
     stranger = {"AccessKeyId": "AKIASTRANGER00000000", "SecretAccessKey": "x" * 40}

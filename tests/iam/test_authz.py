@@ -80,6 +80,31 @@ def test_image_actions_name_the_image(method: str, path: str, action: str, resou
     assert authorizer.describe(Access("AKUSER", "rest", "zeroscale", method, path)) == (action, resource)
 
 
+@pytest.mark.parametrize(
+    ("path", "params", "action", "resource"),
+    [
+        ("metrics", {"endpoint": "Team-A-Churn"}, "zeroscale:GetMetrics", f"{ARN}:endpoint/team-a-churn"),
+        ("metrics", {}, "zeroscale:GetMetrics", "*"),  # the handler refuses it, naming the parameter
+        ("workers", {"endpoint": "churn"}, "zeroscale:ListWorkers", f"{ARN}:endpoint/churn"),
+        ("workers", {}, "zeroscale:ListWorkers", "*"),  # every endpoint's
+        ("async", {"endpoint": "churn"}, "zeroscale:GetAsyncRequests", f"{ARN}:endpoint/churn"),
+        # by InferenceId: the request of any endpoint (the handler reads it, whatever ?endpoint says)
+        ("async/abc-123", {"endpoint": "churn"}, "zeroscale:GetAsyncRequests", "*"),
+        ("transform/nightly", {}, "zeroscale:GetTransformProgress", f"{ARN}:transform-job/nightly"),
+        ("usage", {"group_by": "endpoint"}, "zeroscale:GetUsage", "*"),
+        ("audit", {}, "zeroscale:GetAuditEvents", "*"),
+    ],
+)
+def test_reads_of_zeroscales_api_name_the_endpoint_they_are_about(
+    path: str, params: dict[str, str], action: str, resource: str
+) -> None:
+    """A tenant can be allowed its own endpoints' metrics, workers and asynchronous requests (``?endpoint=``
+    names the endpoint, as the handlers read it) without every endpoint's."""
+    authorizer = Authorizer(cast(IamStore, None), "AKADMIN", "secret", "us-east-1", "000000000000")
+    access = Access("AKUSER", "rest", "zeroscale", "GET", path, params=params)
+    assert authorizer.describe(access) == (action, resource)
+
+
 FILE = "arn:aws:zeroscale:us-east-1:000000000000:file"
 
 

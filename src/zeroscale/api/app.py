@@ -79,6 +79,18 @@ class RestRequest:
     body: bytes
 
 
+def rest_query(scope: Scope) -> dict[str, list[str]]:
+    """A zeroscale API request's query, as its handler reads it and as it is authorized (``rest_access``)."""
+    return urllib.parse.parse_qs(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
+
+
+def rest_access(access_key_id: str, scope: Scope, sub_path: str) -> Access:
+    """A zeroscale API request as IAM names it: with the last value of each query parameter, the one the
+    handlers read (``?endpoint=`` names the endpoint a read is about)."""
+    params = {name: values[-1] for name, values in rest_query(scope).items()}
+    return Access(access_key_id, "rest", "zeroscale", scope["method"], sub_path, params=params)
+
+
 # status, content type, body
 RestResponse = tuple[int, str, bytes]
 RestHandler = Callable[[RestRequest], Awaitable[RestResponse]]
@@ -353,9 +365,7 @@ class App:
         handler = self._p.rest_routes.get(sub_path.split("/", 1)[0])
         if handler is None:
             raise UnknownOperationException(f"No zeroscale API at {REST_PREFIX}{sub_path}.")
-        raw_query = scope.get("query_string", b"").decode("latin-1")
-        query = urllib.parse.parse_qs(raw_query, keep_blank_values=True)
-        request = RestRequest(scope["method"], sub_path, query, scope["headers"], body)
+        request = RestRequest(scope["method"], sub_path, rest_query(scope), scope["headers"], body)
         status, content_type, payload = await handler(request)
         headers = [(b"content-type", content_type.encode()), (b"x-amzn-requestid", request_id.encode())]
         await respond(send, status, payload, headers)
@@ -373,7 +383,7 @@ class App:
         if form is not None:
             return Access(access_key_id, "query", "iam", params=form)
         if path.startswith(REST_PREFIX):
-            return Access(access_key_id, "rest", "zeroscale", scope["method"], path[len(REST_PREFIX) :])
+            return rest_access(access_key_id, scope, path[len(REST_PREFIX) :])
         operation = (
             target[len(service.target_prefix) :] if target.startswith(service.target_prefix) else target
         )

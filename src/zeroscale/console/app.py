@@ -28,7 +28,7 @@ import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from zeroscale.api.app import RestRequest
+from zeroscale.api.app import RestRequest, rest_access, rest_query
 from zeroscale.api.async_invoke import input_location
 from zeroscale.api.wire import Headers, Send, control_error, control_ok, respond, runtime_error
 from zeroscale.console.assets import Asset, Assets
@@ -204,7 +204,7 @@ class Console:
         error_code = ""
         try:
             if service_name == "v1" and rest:
-                access = Access(key, "rest", "zeroscale", method, rest)
+                access = rest_access(key, scope, rest)
                 self._authorize(access)
                 await self._rest(scope, send, request_id, rest, body)
             elif service_name == "load" and method == "GET" and not rest:
@@ -291,10 +291,7 @@ class Console:
         handler = self._b.rest_routes.get(sub_path.split("/", 1)[0])
         if handler is None:
             raise UnknownOperationException(f"No zeroscale API at /zeroscale/v1/{sub_path}.")
-        query = urllib.parse.parse_qs(
-            scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True
-        )
-        request = RestRequest(scope["method"], sub_path, query, scope["headers"], body)
+        request = RestRequest(scope["method"], sub_path, rest_query(scope), scope["headers"], body)
         status, content_type, payload = await handler(request)
         headers = [(b"content-type", content_type.encode()), (b"x-amzn-requestid", request_id.encode())]
         await respond(send, status, payload, headers)

@@ -6,7 +6,9 @@ Actions: ``<signing name>:<Operation>`` for JSON and query services (``sagemaker
 ``logs:GetLogEvents``, ``iam:CreateUser``; CloudWatch signs as ``monitoring``: ``cloudwatch:PutMetricAlarm``
 on ``arn:aws:cloudwatch:<region>:<account>:alarm:<name>``), ``sagemaker:InvokeEndpoint`` for the runtime,
 and for zeroscale's own API ``zeroscale:GetUsage``, ``zeroscale:GetMetrics``, ``zeroscale:ListImages``,
-``zeroscale:PushImage``, ``zeroscale:DeleteImage``, ``zeroscale:GetAuditEvents``. Resources: the ARNs
+``zeroscale:PushImage``, ``zeroscale:DeleteImage``, ``zeroscale:GetAuditEvents``, ``zeroscale:ListWorkers``,
+``zeroscale:GetAsyncRequests``, ``zeroscale:GetTransformProgress`` (a read about one endpoint, named by its
+``?endpoint=``, is on that endpoint's ARN). Resources: the ARNs
 zeroscale issues (``arn:aws:sagemaker:<region>:<account>:endpoint/<lower-cased name>``, ``model/...``,
 ``endpoint-config/...``, ``model-package-group/<group>``, ``model-package/<group>/<version>`` (a new
 version: ``model-package/<group>/*``); ``arn:aws:logs:...:log-group:<name>:*``;
@@ -101,7 +103,12 @@ _REST_ACTIONS = {
     ("images", "PUT"): "PushImage",
     ("images", "DELETE"): "DeleteImage",
     ("audit", "GET"): "GetAuditEvents",
+    ("workers", "GET"): "ListWorkers",
+    ("async", "GET"): "GetAsyncRequests",
+    ("transform", "GET"): "GetTransformProgress",
 }
+# zeroscale API reads about one endpoint when ``?endpoint=`` names it (async: when no InferenceId does).
+_ENDPOINT_READS = frozenset({"metrics", "workers", "async"})
 
 
 class Authorizer:
@@ -236,6 +243,12 @@ class Authorizer:
             if first == "images" and access.operation in ("PUT", "DELETE"):
                 name = access.path.split("/")[1] if access.path.count("/") >= 1 else ""
                 return action, [f"arn:aws:zeroscale:{self._region}:{self._account}:image/{name}"]
+            _, _, below = access.path.partition("/")
+            endpoint = (access.params or {}).get("endpoint")
+            if first in _ENDPOINT_READS and endpoint is not None and not below:
+                return action, [self._sagemaker_arn("endpoint", endpoint)]
+            if first == "transform" and below:
+                return action, [self._sagemaker_arn("transform-job", below)]
             return action, ["*"]
         if access.kind == "query":
             form = access.params or {}
