@@ -140,6 +140,9 @@ class Settings:
     # HTTPS: the server's certificate chain and private key (PEM files); None serves plain HTTP.
     tls_cert: Path | None = None
     tls_key: Path | None = None
+    # The key sealing IAM users' secret access keys in the database (32 bytes; made on first use): every
+    # front end on one database needs the same. None: <data-dir>/iam.key.
+    iam_key_file: Path | None = None
     # Workers on a Ray cluster (docs/cluster.md): the cluster's address (None: workers on this machine), and
     # the directory each node keeps its artifacts, workers' sockets and output in (under <dir>/<node id>/).
     ray_address: str | None = None
@@ -203,6 +206,10 @@ class Settings:
     @property
     def credentials_file(self) -> Path:
         return self.data_dir / "credentials"
+
+    @property
+    def iam_key_path(self) -> Path:
+        return self.iam_key_file or self.data_dir / "iam.key"
 
     def replace(self, **changes: object) -> Settings:
         return dataclasses.replace(self, **changes)  # type: ignore[arg-type]

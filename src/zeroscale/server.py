@@ -71,7 +71,7 @@ from zeroscale.credentials import AdminCredentials, load_or_create
 from zeroscale.errors import SubscriptionLimitExceeded, TopicLimitExceeded
 from zeroscale.events import EventBus
 from zeroscale.iam.authz import CALLER, Authorizer
-from zeroscale.iam.secrets import SecretBox
+from zeroscale.iam.secrets import KeyMismatch, SecretBox
 from zeroscale.iam.store import IamStore
 from zeroscale.images import ImageRegistry
 from zeroscale.logs import Logs
@@ -175,7 +175,11 @@ def build(settings: Settings) -> Server:
         settings.pyenvs_dir, capacity_bytes=settings.requirements_cache_bytes, holds=artifacts.holds
     )
     packages = ModelPackages(store, arns)
-    iam = IamStore(settings.db_url, SecretBox.load_or_create(settings.data_dir / "iam.key"))
+    try:
+        key = settings.iam_key_path
+        iam = IamStore(settings.db_url, SecretBox.load_or_create(key), key_path=f"--iam-key-file {key}")
+    except (KeyMismatch, ValueError) as exc:  # ValueError: a file that is not 32 bytes
+        raise StartupError(str(exc)) from None
     authz = Authorizer(
         iam,
         creds.access_key_id,
@@ -382,6 +386,7 @@ def build(settings: Settings) -> Server:
         artifacts.in_use = pyenvs.in_use = fleet.model_dirs
         images.in_use = fleet.image_dirs
         background.spawn(_keep_trimmed(artifacts, pyenvs))
+        background.spawn(_keep_iam_current(iam, settings.sync_interval_s))
         background.spawn(asyncio.to_thread(images.collect))  # versions pushed over before a restart
         _settle_heap()
 
@@ -677,6 +682,17 @@ async def _keep_trimmed(*caches: ArtifactCache | PythonEnvs) -> None:
                 except Exception:  # the next pass tries again; this loop must not end
                     log.exception("%s: trimming failed", cache.root)
         await asyncio.sleep(ARTIFACT_TRIM_INTERVAL_S)
+
+
+async def _keep_iam_current(iam: IamStore, interval_s: float) -> None:
+    """Another front end's IAM writes (a user, a key deleted or deactivated, a policy) reach this one's
+    mirror within an interval."""
+    while True:
+        await asyncio.sleep(interval_s)
+        try:
+            await asyncio.to_thread(iam.refresh)
+        except Exception:  # the database may be away for a while: the next pass tries again
+            log.exception("IAM: reading the users again failed")
 
 
 def _settle_heap() -> None:

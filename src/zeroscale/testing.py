@@ -13,6 +13,7 @@ deploy an endpoint and wait for it.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import os
 import signal
@@ -21,6 +22,7 @@ import ssl
 import subprocess
 import sys
 import tarfile
+import tempfile
 import time
 import urllib.request
 from collections.abc import Callable, Mapping
@@ -65,6 +67,10 @@ class ServerProcess:
         self.proc: subprocess.Popen[bytes] | None = None
         if "database_url" not in self.flags and ServerProcess.databases is not None:
             self.flags["database_url"] = ServerProcess.databases((cwd or Path()).absolute() / data_dir)
+        if "database_url" in self.flags and "iam_key_file" not in self.flags:
+            # front ends on one database share the key sealing its IAM secrets, as an operator gives them one
+            digest = hashlib.sha256(str(self.flags["database_url"]).encode()).hexdigest()[:16]
+            self.flags["iam_key_file"] = Path(tempfile.gettempdir()) / f"zeroscale-iam-{digest}.key"
         self.log_path = (cwd or Path()) / data_dir.parent / f"{data_dir.name}-server.log"
 
     @property

@@ -147,6 +147,37 @@ def test_an_endpoint_made_on_one_is_described_invoked_updated_and_deleted_on_the
         sm_a.describe_endpoint(EndpointName="shared")
 
 
+def test_iam_users_and_their_keys_hold_on_every_front_end(
+    pair: tuple[ServerProcess, ServerProcess], tmp_path: Path
+) -> None:
+    """IAM lives in the database: a user and a key made through one front end work through the other within
+    its sync interval, and a key deleted through one stops working on the other; a front end started with
+    another key than the one sealing the database's secrets is refused, saying what to do."""
+    a, b = pair
+    iam = a.client("iam")
+    iam.create_user(UserName="roamer")
+    allow = {"Statement": [{"Effect": "Allow", "Action": "sagemaker:List*", "Resource": "*"}]}
+    iam.put_user_policy(UserName="roamer", PolicyName="list", PolicyDocument=json.dumps(allow))
+    key = iam.create_access_key(UserName="roamer")["AccessKey"]
+    on_b = b.client("sagemaker", key=key)
+
+    def lists() -> bool:
+        try:
+            on_b.list_models()
+        except ClientError as err:
+            assert err.response["Error"]["Code"] == "UnrecognizedClientException"
+            return False
+        return True
+
+    wait_for(lists, timeout_s=10)
+    iam.delete_access_key(UserName="roamer", AccessKeyId=key["AccessKeyId"])
+    wait_for(lambda: not lists(), timeout_s=10)
+    other = tmp_path / "other.key"
+    flags = {"database_url": a.flags["database_url"], "iam_key_file": other}
+    with pytest.raises(RuntimeError, match="is not the key the database's IAM access keys were sealed with"):
+        ServerProcess(tmp_path / "c", flags).start()
+
+
 def test_max_concurrency_holds_across_front_ends(
     pair: tuple[ServerProcess, ServerProcess], model_url: str
 ) -> None:

@@ -1,4 +1,5 @@
-"""The IAM store with a real SQLite database: policies stored by an older, laxer version."""
+"""The IAM store with a real SQLite database: policies stored by an older, laxer version; two front ends on
+one database."""
 
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ import pytest
 from sqlalchemy import update
 
 from zeroscale.iam.policy import MalformedPolicyDocument, evaluate
-from zeroscale.iam.secrets import SecretBox
-from zeroscale.iam.store import IamStore, policies
+from zeroscale.iam.secrets import KeyMismatch, SecretBox
+from zeroscale.iam.store import IamStore, policies, state
 
 EP = "arn:aws:sagemaker:us-east-1:000000000000:endpoint/e"
 ALLOW = {"Effect": "Allow", "Action": "sagemaker:*", "Resource": "*"}
@@ -46,3 +47,56 @@ def test_a_stored_policy_the_checks_now_refuse_denies_everything_and_the_server_
     store.put_policy(user, "conditional", json.dumps({"Statement": [ALLOW]}))
     assert evaluate(user.compiled, "sagemaker:InvokeEndpoint", EP) == "allow"
     store.close()
+
+
+def test_front_ends_on_one_database_see_each_others_writes_and_share_one_key(tmp_path: Path) -> None:
+    """Two stores (two front ends) on one database: what one writes reaches the other's mirror at its next
+    ``refresh`` (a key deleted there is gone here too); a store's own writes keep its mirror current
+    without a reload; a store with another key is refused by name before it reads a secret."""
+    url = f"sqlite:///{tmp_path / 'iam.db'}"
+    key = tmp_path / "shared.key"
+    a = IamStore(url, SecretBox.load_or_create(key))
+    b = IamStore(url, SecretBox.load_or_create(key))
+    user = a.create_user("hana", "/")
+    a.put_policy(user, "all", json.dumps({"Statement": [ALLOW]}))
+    made = a.create_key("hana")
+    assert not a.refresh()  # its own writes: nothing to read again
+    assert "hana" not in b.users
+    assert b.refresh()
+    assert b.keys[made.access_key_id].secret == made.secret
+    assert evaluate(b.users["hana"].compiled, "sagemaker:InvokeEndpoint", EP) == "allow"
+    assert not b.refresh()
+    a.delete_key(made.access_key_id)
+    a.delete_policy(a.users["hana"], "all")
+    assert b.refresh()
+    assert made.access_key_id not in b.keys
+    assert evaluate(b.users["hana"].compiled, "sagemaker:InvokeEndpoint", EP) == "implicit"
+    b.put_policy(b.users["hana"], "back", json.dumps({"Statement": [ALLOW]}))  # and the other way
+    assert a.refresh() and set(a.users["hana"].policies) == {"back"}
+
+    other = tmp_path / "other.key"
+    with pytest.raises(KeyMismatch) as refused:
+        IamStore(url, SecretBox.load_or_create(other), key_path=f"--iam-key-file {other}")
+    assert str(refused.value).startswith(
+        f"--iam-key-file {other} is not the key the database's IAM access keys were sealed with"
+    )
+    for store in (a, b):
+        store.close()
+
+
+def test_a_database_from_before_the_key_check_takes_the_key_its_secrets_open_with(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'iam.db'}"
+    key = tmp_path / "iam.key"
+    old = IamStore(url, SecretBox.load_or_create(key))
+    old.create_user("ines", "/")
+    secret = old.create_key("ines").secret
+    with old._engine.begin() as conn:  # as a version that kept no check left it
+        conn.execute(update(state).values(key_check=None))
+    old.close()
+    with pytest.raises(KeyMismatch):  # its secrets do not open with another key
+        IamStore(url, SecretBox.load_or_create(tmp_path / "new.key"))
+    again = IamStore(url, SecretBox.load_or_create(key))
+    assert [k.secret for k in again.keys.values()] == [secret]
+    again.close()
+    with pytest.raises(KeyMismatch):  # the check is kept now, secrets or not
+        IamStore(url, SecretBox.load_or_create(tmp_path / "new.key"))

@@ -389,6 +389,14 @@ def _opt(name: str, env: str, **kw: Any) -> Callable[[F], F]:
     help="Open connections from one client address; past it, 503 and close.",
 )
 @_opt(
+    "--iam-key-file",
+    "ZEROSCALE_IAM_KEY_FILE",
+    default=None,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The key sealing IAM users' secret access keys in the database (32 bytes, made here on first use; "
+    "default <data-dir>/iam.key). Front ends sharing a database need the same one.",
+)
+@_opt(
     "--tls-cert",
     "ZEROSCALE_TLS_CERT",
     default=None,
@@ -489,6 +497,7 @@ def serve(
     max_header_kb: int,
     max_connections: int,
     max_connections_per_client: int,
+    iam_key_file: Path | None,
     tls_cert: Path | None,
     tls_key: Path | None,
     ray_address: str | None,
@@ -567,6 +576,7 @@ def serve(
         ),
         tls_cert=tls_cert,
         tls_key=tls_key,
+        iam_key_file=iam_key_file,
         ray_address=ray_address or None,
         ray_node_timeout_s=ray_node_timeout_s,
         ray_temp_dir=ray_temp_dir,

@@ -142,10 +142,13 @@ class Authorizer:
         return key.secret
 
     def caller(self, access_key_id: str) -> Caller:
+        """The admin (user ""), or the IAM user of a key the request was signed with; a key deleted since
+        (through another front end, read in between) is named by its id."""
         if access_key_id == self._admin_key_id:
             return Caller(access_key_id, "", f"arn:aws:iam::{self._account}:root")
-        key = self._store.keys[access_key_id]
-        return Caller(access_key_id, key.user_name, self.user_arn(key.user_name))
+        key = self._store.keys.get(access_key_id)
+        name = key.user_name if key is not None else f"(deleted key {access_key_id})"
+        return Caller(access_key_id, name, self.user_arn(name))
 
     def user_arn(self, name: str, path: str = "/") -> str:
         return f"arn:aws:iam::{self._account}:user{path}{name}"

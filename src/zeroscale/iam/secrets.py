@@ -49,12 +49,21 @@ class SecretBox:
         tag = hmac.digest(self._mac, nonce + cipher, "sha256")
         return base64.b64encode(nonce + cipher + tag).decode()
 
+    def check(self) -> str:
+        """What identifies this key among others, stored beside the secrets it seals (a MAC of a constant:
+        it reveals nothing of the key)."""
+        return hmac.digest(self._mac, b"zeroscale iam key check", "sha256").hex()[:32]
+
     def open(self, sealed: str) -> str:
         raw = base64.b64decode(sealed)
         nonce, cipher, tag = raw[:_NONCE], raw[_NONCE:-_TAG], raw[-_TAG:]
         if not hmac.compare_digest(tag, hmac.digest(self._mac, nonce + cipher, "sha256")):
             raise ValueError("a stored secret failed its integrity check")
         return bytes(a ^ b for a, b in zip(cipher, self._stream(nonce, len(cipher)), strict=False)).decode()
+
+
+class KeyMismatch(Exception):
+    """This server's key is not the one the database's secrets were sealed with (another front end's)."""
 
 
 def fingerprint(secret: str) -> str:

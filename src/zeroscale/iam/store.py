@@ -1,5 +1,12 @@
 """IAM users, their access keys (secrets sealed by ``secrets.SecretBox``) and inline policies: tables on
-the store's database URL, mirrored in memory so checking a request reads no database."""
+the store's database URL, mirrored in memory so checking a request reads no database.
+
+Front ends sharing the database share the users: every write bumps ``iam_state.revision`` in its own
+transaction, and ``refresh`` (called every sync interval) reloads the mirror when another front end wrote,
+so a key deleted or a Deny put through one front end holds on the others within that interval (IAM itself is
+eventually consistent). The secrets are sealed with the server's key; ``iam_state.key_check`` identifies the
+key that sealed them, and a front end started with another key is refused with what to do, rather than
+failing to open them."""
 
 from __future__ import annotations
 
@@ -10,10 +17,25 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from sqlalchemy import Column, Double, MetaData, String, Table, Text, delete, insert, select, update
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Double,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    delete,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError
 
 from zeroscale.iam.policy import MalformedPolicyDocument, Statement, deny_everything, parse, principal
-from zeroscale.iam.secrets import SecretBox
+from zeroscale.iam.secrets import KeyMismatch, SecretBox
 from zeroscale.store.engine import make_engine
 from zeroscale.store.migrations import upgrade
 
@@ -42,6 +64,16 @@ policies = Table(
     Column("policy_name", String(128), primary_key=True),
     Column("document", Text, nullable=False),
 )
+
+state = Table(
+    "iam_state",
+    metadata,
+    Column("id", Integer, primary_key=True),  # one row, id 1
+    Column("revision", BigInteger, nullable=False),  # bumped by every write of any front end
+    Column("key_check", String(64), nullable=True),  # SecretBox.check of the key sealing the secrets
+)
+_BUMP = update(state).where(state.c.id == 1).values(revision=state.c.revision + 1)
+_REVISION = select(state.c.revision).where(state.c.id == 1)
 
 log = logging.getLogger("zeroscale.iam")
 
@@ -92,30 +124,87 @@ class AccessKey:
 class IamStore:
     """Thread-safe; each write is one transaction, then the in-memory mirror."""
 
-    def __init__(self, db_url: str, box: SecretBox) -> None:
+    def __init__(self, db_url: str, box: SecretBox, key_path: str = "the IAM key") -> None:
+        """``key_path``: where ``box``'s key came from, for the message when it is not the database's
+        (``KeyMismatch``)."""
         self._engine = make_engine(db_url)
         self._box = box
         self._lock = threading.Lock()
         upgrade(self._engine, "iam", metadata)
+        try:
+            with self._engine.begin() as conn:
+                conn.execute(insert(state).values(id=1, revision=0, key_check=None))
+        except IntegrityError:
+            pass  # there already
+        self._check_key(key_path)
         self.users: dict[str, User] = {}
         self.keys: dict[str, AccessKey] = {}
+        self._revision = -1
+        self.refresh()
+
+    def _check_key(self, key_path: str) -> None:
+        """The key that sealed the database's secrets is this server's, or KeyMismatch saying what to do.
+        The first server to start records its key's check; a database from before the check was kept is
+        taken as its secrets open."""
+        mine = self._box.check()
+        with self._engine.begin() as conn:
+            stored = conn.execute(select(state.c.key_check).where(state.c.id == 1)).scalar_one()
+            if stored is None:
+                sealed = conn.execute(select(keys.c.sealed_secret).limit(1)).scalar_one_or_none()
+                opens = True
+                if sealed is not None:
+                    try:
+                        self._box.open(sealed)
+                    except ValueError:
+                        opens = False
+                if opens:
+                    conn.execute(update(state).where(state.c.id == 1).values(key_check=mine))
+                    return
+            elif stored == mine:
+                return
+        raise KeyMismatch(
+            f"{key_path} is not the key the database's IAM access keys were sealed with (another front "
+            "end's, or an earlier data directory's): give every front end on this database the same key "
+            "(copy that front end's iam.key, mode 0600, or point --iam-key-file at one shared copy)."
+        )
+
+    def refresh(self) -> bool:
+        """Blocking. Reload the mirror when another front end (or this one, the first time) wrote since;
+        True when it did."""
         with self._engine.connect() as conn:
+            if conn.execute(_REVISION).scalar_one() == self._revision:
+                return False
+        with self._lock, self._engine.begin() as conn:
+            revision = conn.execute(_REVISION).scalar_one()  # read with the rows: a later write reloads
+            loaded_users: dict[str, User] = {}
             for row in conn.execute(select(users)).mappings():
-                self.users[row["name"]] = User(row["name"], row["user_id"], row["path"], row["created_at"])
+                loaded_users[row["name"]] = User(row["name"], row["user_id"], row["path"], row["created_at"])
             for row in conn.execute(select(policies)).mappings():
-                user = self.users.get(row["user_name"])
+                user = loaded_users.get(row["user_name"])
                 if user is not None:
                     user.policies[row["policy_name"]] = row["document"]
-            for row in conn.execute(select(keys)).mappings():
-                self.keys[row["access_key_id"]] = AccessKey(
+            loaded_keys = {
+                row["access_key_id"]: AccessKey(
                     row["access_key_id"],
                     row["user_name"],
                     row["status"],
-                    box.open(row["sealed_secret"]),
+                    self._box.open(row["sealed_secret"]),
                     row["created_at"],
                 )
-        for user in self.users.values():
-            user.compile()
+                for row in conn.execute(select(keys)).mappings()
+            }
+            for user in loaded_users.values():
+                user.compile()
+            self.users, self.keys, self._revision = loaded_users, loaded_keys, revision
+        return True
+
+    def _bump(self, conn: Connection) -> None:
+        """Within a write's transaction (under the lock): the revision moves; when no other front end wrote
+        since the mirror was loaded, the mirror (which the write updates itself) is still current."""
+        conn.execute(_BUMP)
+        revision = conn.execute(_REVISION).scalar_one()
+        if revision == self._revision + 1:
+            self._revision = revision
 
     # ---- users ----
     def create_user(self, name: str, path: str) -> User:
@@ -124,12 +213,14 @@ class IamStore:
             conn.execute(
                 insert(users).values(name=name, user_id=user.user_id, path=path, created_at=user.created_at)
             )
+            self._bump(conn)
             self.users[name] = user
         return user
 
     def delete_user(self, name: str) -> None:
         with self._lock, self._engine.begin() as conn:
             conn.execute(delete(users).where(users.c.name == name))
+            self._bump(conn)
             self.users.pop(name, None)
 
     # ---- access keys ----
@@ -147,6 +238,7 @@ class IamStore:
                     created_at=key.created_at,
                 )
             )
+            self._bump(conn)
             self.keys[akid] = key
         return key
 
@@ -156,11 +248,13 @@ class IamStore:
     def set_key_status(self, akid: str, status: str) -> None:
         with self._lock, self._engine.begin() as conn:
             conn.execute(update(keys).where(keys.c.access_key_id == akid).values(status=status))
+            self._bump(conn)
             self.keys[akid].status = status
 
     def delete_key(self, akid: str) -> None:
         with self._lock, self._engine.begin() as conn:
             conn.execute(delete(keys).where(keys.c.access_key_id == akid))
+            self._bump(conn)
             self.keys.pop(akid, None)
 
     # ---- inline policies ----
@@ -172,6 +266,8 @@ class IamStore:
                 conn.execute(
                     insert(policies).values(user_name=user.name, policy_name=name, document=document)
                 )
+            self._bump(conn)
+            user = self.users.get(user.name, user)  # the mirror's, should a reload have replaced it
             user.policies[name] = document
             user.compile()
 
@@ -180,6 +276,8 @@ class IamStore:
             conn.execute(
                 delete(policies).where((policies.c.user_name == user.name) & (policies.c.policy_name == name))
             )
+            self._bump(conn)
+            user = self.users.get(user.name, user)  # the mirror's, should a reload have replaced it
             user.policies.pop(name, None)
             user.compile()
 
