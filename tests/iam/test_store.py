@@ -66,6 +66,9 @@ def test_front_ends_on_one_database_see_each_others_writes_and_share_one_key(tmp
     assert b.keys[made.access_key_id].secret == made.secret
     assert evaluate(b.users["hana"].compiled, "sagemaker:InvokeEndpoint", EP) == "allow"
     assert not b.refresh()
+    compiled = b.users["hana"].compiled
+    a.create_user("other", "/")
+    assert b.refresh() and b.users["hana"].compiled is compiled  # unchanged: not compiled again
     a.delete_key(made.access_key_id)
     a.delete_policy(a.users["hana"], "all")
     assert b.refresh()
