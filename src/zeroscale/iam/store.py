@@ -158,10 +158,11 @@ class IamStore:
                         self._box.open(sealed)
                     except ValueError:
                         opens = False
-                if opens:
-                    conn.execute(update(state).where(state.c.id == 1).values(key_check=mine))
-                    return
-            elif stored == mine:
+                if opens:  # unless another front end starting at the same moment recorded its own first
+                    unset = (state.c.id == 1) & state.c.key_check.is_(None)
+                    conn.execute(update(state).where(unset).values(key_check=mine))
+                    stored = conn.execute(select(state.c.key_check).where(state.c.id == 1)).scalar_one()
+            if stored == mine:
                 return
         raise KeyMismatch(
             f"{key_path} is not the key the database's IAM access keys were sealed with (another front "
