@@ -109,6 +109,9 @@ class Settings:
     # cannot use up the account's quota for the others.
     max_resources_per_user: int = 2_000
     async_max_queued: int = 10_000
+    # Asynchronous requests one IAM user may have waiting over all endpoints (the admin's are not counted;
+    # 0: no limit): each holds a row, and an inline input up to 128,000 bytes, in the database.
+    async_max_queued_per_user: int = 10_000
     # Control-plane calls a second each access key but the admin's may make, and at once (0: no limit).
     api_rate_per_key: float = 50.0
     api_burst_per_key: int = 100

@@ -334,6 +334,8 @@ def build(settings: Settings) -> Server:
         payload_limit_bytes=settings.async_payload_limit_bytes,
         scratch_dir=settings.data_dir / "async",
         max_queued=settings.async_max_queued,
+        max_queued_per_user=settings.async_max_queued_per_user,
+        creator=lambda: CALLER.get()[1],
     )
     endpoints.listeners.append(asynchronous.refresh)
     autoscaling_samples = Samples(fleet.active_loads, settings.autoscaling_period_s, IN_POINTS, time.time)

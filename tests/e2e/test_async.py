@@ -713,6 +713,43 @@ def test_a_full_queue_answers_service_unavailable_until_it_drains(
         server.stop()
 
 
+def test_one_iam_user_cannot_fill_every_queue(
+    s3_server: SeaweedS3, s3: Any, echo_url: str, tmp_path: Path
+) -> None:
+    """--async-max-queued-per-user counts one IAM user's waiting requests over all endpoints (each holds a
+    row, and an inline input, in the database): past it that user is refused by name (503) while the admin
+    is not, and nothing accepted is lost."""
+    server = ServerProcess(
+        tmp_path / "data",
+        flags={"s3_endpoint_url": s3_server.endpoint_url, "async_max_queued_per_user": 2},
+        env=s3_server.env(),
+    ).start()
+    try:
+        sm = server.client("sagemaker")
+        for name in ("userq-a", "userq-b"):
+            desc = _deploy_async(
+                sm, name, echo_url, max_concurrency=1, ClientConfig={"MaxConcurrentInvocationsPerInstance": 1}
+            )
+            assert desc["EndpointStatus"] == "InService", desc.get("FailureReason")
+        key = s3_tenant(server, "queuer", f"{BUCKET}/queuer")
+        smr = server.client("sagemaker-runtime", key=key)
+        slow = json.dumps({"sleep": 2}).encode()
+        accepted = []
+        with pytest.raises(ClientError) as err:
+            for n in range(8):  # one running on each endpoint at most: two wait, then the next is refused
+                endpoint = ("userq-a", "userq-b")[n % 2]
+                accepted.append(smr.invoke_endpoint_async(EndpointName=endpoint, Body=slow))
+        assert 2 <= len(accepted) <= 4
+        assert err.value.response["Error"]["Code"] == "ServiceUnavailable"
+        assert err.value.response["ResponseMetadata"]["HTTPStatusCode"] == 503
+        assert "as many as one IAM user may (zeroscale serve --async-max-queued-per-user)" in str(err.value)
+        admin = server.client("sagemaker-runtime").invoke_endpoint_async(EndpointName="userq-a", Body=slow)
+        for answer in [*accepted, admin]:
+            assert json.loads(_get(s3, answer["OutputLocation"], timeout_s=60)) == {"echo": {"sleep": 2}}
+    finally:
+        server.stop()
+
+
 @pytest.mark.parametrize("endpoint", ["http://169.254.169.254/latest/meta-data/", "https://[fe80::1]:443/x"])
 def test_a_subscription_to_a_link_local_address_is_refused(server: ServerProcess, endpoint: str) -> None:
     """The server makes the request a subscriber names: never to the cloud's metadata service."""

@@ -73,6 +73,7 @@ requests = Table(
     Column("expires_at", Double, nullable=True),  # created_at + ttl_s (NULL only before STEPS[1] ran)
     Column("frontend", String(64), nullable=True),  # the front end that claimed it last
     Column("body", LargeBinary, nullable=True),  # an inline input, until the request finishes
+    Column("creator", String(128), nullable=True),  # the IAM user id that sent it (None: the admin)
     Index("ix_async_requests_queue", "endpoint", "status", "id"),
     Index("ix_async_requests_inference_id", "inference_id"),
     Index("ix_async_requests_expiry", "status", "expires_at"),
@@ -95,6 +96,9 @@ STEPS: list[Step] = [
     add_column("async_requests", Column("frontend", String(64), nullable=True)),
     add_index("async_requests", "ix_async_requests_finished", ("finished_at",)),
     add_column("async_requests", Column("body", LargeBinary, nullable=True)),
+    add_column("async_requests", Column("creator", String(128), nullable=True)),
+    # a user's Queued requests, counted at each of its requests (``--async-max-queued-per-user``)
+    add_index("async_requests", "ix_async_requests_creator", ("creator", "status")),
 ]
 # every column but the inline input: what lookups and listings read
 _DESCRIBED = [c for c in requests.c if c.name != "body"]
@@ -120,6 +124,7 @@ class AsyncRequest:
     attempts: int = 0
     failure_reason: str | None = None
     body: bytes | None = None  # an inline input (InvokeEndpointAsync's Body) in place of input_location
+    creator: str | None = None  # the IAM user id that sent it (None: the admin)
 
     @property
     def expires_at(self) -> float:
@@ -188,6 +193,7 @@ class RequestQueue:
             "expires_at": req.expires_at,
             "attempts": 0,
             "body": req.body,
+            "creator": req.creator,
         }
         with self._lock, self._engine.begin() as conn:
             result = conn.execute(insert(requests).values(**values))
@@ -285,6 +291,13 @@ class RequestQueue:
             .offset(count - 1)
             .limit(1)
         )
+        with self._lock, self._engine.connect() as conn:
+            return conn.execute(query).first() is not None
+
+    def queued_by_at_least(self, creator: str, count: int) -> bool:
+        """Whether the IAM user ``creator`` has ``count`` or more requests Queued, over all endpoints."""
+        mine = (requests.c.creator == creator) & (requests.c.status == QUEUED)
+        query = select(requests.c.id).where(mine).offset(count - 1).limit(1)
         with self._lock, self._engine.connect() as conn:
             return conn.execute(query).first() is not None
 

@@ -101,6 +101,8 @@ class AsyncInference:
         payload_limit_bytes: int,
         scratch_dir: Path,
         max_queued: int = 0,
+        max_queued_per_user: int = 0,
+        creator: Callable[[], str] | None = None,
         notifier: Notifier | None = None,
         tick_s: float = 1.0,
         wall: Callable[[], float] = time.time,
@@ -115,6 +117,10 @@ class AsyncInference:
         self._payload_limit_bytes = payload_limit_bytes
         self._scratch_dir = scratch_dir
         self._max_queued = max_queued  # requests Queued per endpoint (0: no limit)
+        # requests Queued per IAM user over all its endpoints (0: no limit); ``creator``: the user id of the
+        # request being sent ("" for the admin, whom it does not bound)
+        self._max_queued_per_user = max_queued_per_user
+        self._creator = creator or (lambda: "")
         self.notifier = notifier
         self._tick_s = tick_s
         self._wall = wall
@@ -197,6 +203,17 @@ class AsyncInference:
                 "queue holds (zeroscale serve --async-max-queued): try again once some have run, or give it "
                 "more instances."
             )
+        creator = self._creator() or None
+        if (
+            creator is not None
+            and self._max_queued_per_user
+            and await asyncio.to_thread(self._queue.queued_by_at_least, creator, self._max_queued_per_user)
+        ):
+            raise ServiceUnavailable(
+                f"You have {self._max_queued_per_user} asynchronous requests waiting over all endpoints, as "
+                "many as one IAM user may (zeroscale serve --async-max-queued-per-user): try again once some "
+                "have run."
+            )
         cfg = entry.config
         req = AsyncRequest(
             id=0,
@@ -217,6 +234,7 @@ class AsyncInference:
             timeout_s=params.timeout_s,
             created_at=self._wall(),
             body=params.body,
+            creator=creator,
         )
         await asyncio.to_thread(self._queue.enqueue, req)
         self._wake.set()

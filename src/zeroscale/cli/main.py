@@ -244,6 +244,15 @@ def _opt(name: str, env: str, **kw: Any) -> Callable[[F], F]:
     "ServiceUnavailable (0: no limit).",
 )
 @_opt(
+    "--async-max-queued-per-user",
+    "ZEROSCALE_ASYNC_MAX_QUEUED_PER_USER",
+    default=10_000,
+    type=click.IntRange(min=0),
+    help="Asynchronous requests one IAM user may have waiting over all endpoints (each holds a row, and an "
+    "inline input, in the database); past it, its InvokeEndpointAsync answers ServiceUnavailable (the "
+    "admin's are not counted; 0: no limit).",
+)
+@_opt(
     "--api-rate-per-key",
     "ZEROSCALE_API_RATE_PER_KEY",
     default=50.0,
@@ -477,6 +486,7 @@ def serve(
     max_resources: int,
     max_resources_per_user: int,
     async_max_queued: int,
+    async_max_queued_per_user: int,
     api_rate_per_key: float,
     api_burst_per_key: int,
     metering: bool,
@@ -552,6 +562,7 @@ def serve(
         max_resources=max_resources,
         max_resources_per_user=max_resources_per_user,
         async_max_queued=async_max_queued,
+        async_max_queued_per_user=async_max_queued_per_user,
         api_rate_per_key=api_rate_per_key,
         api_burst_per_key=api_burst_per_key,
         metering=metering,
