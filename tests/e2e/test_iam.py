@@ -488,6 +488,28 @@ def _signed(server: ServerProcess, key: dict[str, str], service: str, method: st
         return err.code, err.read()
 
 
+def test_a_model_cannot_be_handed_the_servers_own_records(iam: Any, server: ServerProcess) -> None:
+    """What the server keeps in a model's document beside the request (the IAM user who made it, a model
+    package's containers) cannot be sent in the request: a tenant naming another creator, or containers
+    that were never authorized, is refused by name."""
+    iam.create_user(UserName="forger")
+    allow = {"Statement": [{"Effect": "Allow", "Action": ["sagemaker:*", "s3:GetObject"], "Resource": "*"}]}
+    iam.put_user_policy(UserName="forger", PolicyName="sm", PolicyDocument=json.dumps(allow))
+    key = iam.create_access_key(UserName="forger")["AccessKey"]
+    stolen = {"Image": "sklearn", "ModelDataUrl": "file:///etc/shadow"}
+    for member, value in (("ReadAs", ["", ""]), ("ResolvedContainers", [stolen])):
+        body = {
+            "ModelName": f"forged-{member.lower()}",
+            "PrimaryContainer": {"Image": "sklearn", "ModelDataUrl": "s3://bucket/model.tar.gz"},
+            member: value,
+        }
+        headers = {"Content-Type": "application/x-amz-json-1.1", "X-Amz-Target": "SageMaker.CreateModel"}
+        raw = json.dumps(body).encode()
+        status, answer = _signed(server, key, "sagemaker", "POST", server.url + "/", raw, headers)
+        assert status == 400, answer
+        assert json.loads(answer)["message"] == f"zeroscale does not support {member} yet.", answer
+
+
 def test_a_deny_holds_however_the_request_is_written(iam: Any, server: ServerProcess, sm: Any) -> None:
     """Each of these was checked on another action or resource than the one the handler ran (an invalid
     byte, a GET query, a double slash, an operation not named after its resource, another region's ARN,
