@@ -688,13 +688,22 @@ async def _keep_trimmed(*caches: ArtifactCache | PythonEnvs) -> None:
 
 async def _keep_iam_current(iam: IamStore, interval_s: float) -> None:
     """Another front end's IAM writes (a user, a key deleted or deactivated, a policy) reach this one's
-    mirror within an interval."""
+    mirror within an interval. A database that is away is said once, and its return once."""
+    failing = False
     while True:
         await asyncio.sleep(interval_s)
         try:
             await asyncio.to_thread(iam.refresh)
-        except Exception:  # the database may be away for a while: the next pass tries again
-            log.exception("IAM: reading the users again failed")
+        except Exception:  # the next pass tries again; the mirror serves as it was meanwhile
+            if not failing:
+                log.exception(
+                    "IAM: reading users and keys from the database failed; serving the last ones read"
+                )
+            failing = True
+            continue
+        if failing:
+            log.info("IAM: users and keys are read from the database again")
+        failing = False
 
 
 def _settle_heap() -> None:
