@@ -58,6 +58,7 @@ from zeroscale.cloudwatch.recent import RecentMetrics
 from zeroscale.cloudwatch.service import CloudWatch
 from zeroscale.config import HttpLimits, Settings
 from zeroscale.console import Backend, Console
+from zeroscale.console.sessions import Sessions
 from zeroscale.control.arns import Arns
 from zeroscale.control.cluster import Cluster, frontend_id
 from zeroscale.control.deploy import Deployer
@@ -358,6 +359,8 @@ def build(settings: Settings) -> Server:
     autoscaling_samples.gauges.append(BacklogSampler(asynchronous.backlog, fleet.loads))
     async_api = AsyncInvokeApi(asynchronous)
     audit = AuditTrail(settings.db_url, authz, retention_s=settings.audit_retention_days * 86400)
+    # the console's sign-ins, in the database: every front end on it knows them
+    sessions = Sessions(authz.lookup_secret, settings.db_url)
     throttle = _throttle(settings, creds.access_key_id)  # one bucket per key, boto3's calls and the console's
     background = Background("startup")
 
@@ -408,6 +411,7 @@ def build(settings: Settings) -> Server:
         await manager.close()
         store.close()
         await asyncio.to_thread(audit.close)
+        sessions.close()
         iam.close()
 
     limits = PayloadLimits(settings.serverless_payload_limit_bytes, answer=settings.payload_limit_bytes)
@@ -478,7 +482,8 @@ def build(settings: Settings) -> Server:
             payload_limit_bytes=settings.payload_limit_bytes,
             region=settings.region,
             memory_sizes_mb=SERVERLESS_MEMORY_SIZES_MB,
-        )
+        ),
+        sessions,
     )
     return Server(settings, creds, App(parts), announced)
 

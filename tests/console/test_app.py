@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from collections.abc import Awaitable, MutableMapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -61,7 +62,7 @@ class Response:
 
 
 class Harness:
-    def __init__(self) -> None:
+    def __init__(self, db: Path) -> None:
         self.clock = Clock()
         self.sagemaker = FakeService("SageMaker.", "sagemaker")
         self.logs = FakeService("Logs_20140328.", "logs")
@@ -106,7 +107,9 @@ class Harness:
             region="eu-west-1",
             memory_sizes_mb=(1024, 2048),
         )
-        self.sessions = Sessions(self.backend.lookup_secret, idle_s=60, absolute_s=600, clock=self.clock)
+        self.sessions = Sessions(
+            self.backend.lookup_secret, f"sqlite:///{db}", idle_s=60, absolute_s=600, clock=self.clock
+        )
         self.console = Console(self.backend, self.sessions)
 
     async def request(
@@ -160,8 +163,8 @@ class Harness:
 
 
 @pytest.fixture
-def h() -> Harness:
-    return Harness()
+def h(tmp_path: Path) -> Harness:
+    return Harness(tmp_path / "sessions.db")
 
 
 def signed(sid: str, csrf: str | None = None, **extra: str) -> dict[str, str]:

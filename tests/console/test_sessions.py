@@ -1,11 +1,14 @@
-"""Console sessions with a fake clock: sign-in, expiry (idle and absolute), rotated secrets, sign-out,
-throttled guessing, CSRF tokens."""
+"""Console sessions in a real SQLite database, with a fake clock: sign-in, expiry (idle and absolute), rotated
+secrets, sign-out, throttled guessing, CSRF tokens; and two front ends on one database."""
 
 from __future__ import annotations
 
-import pytest
+from pathlib import Path
 
-from zeroscale.console.sessions import MAX_FAILURES, MAX_SESSIONS_PER_KEY, Sessions, SignInRefused
+import pytest
+from sqlalchemy import select
+
+from zeroscale.console.sessions import MAX_FAILURES, MAX_SESSIONS_PER_KEY, Sessions, SignInRefused, rows
 
 KEY, SECRET = "AKIDCONSOLE", "console-secret"
 
@@ -29,14 +32,20 @@ def secrets_() -> dict[str, str]:
 
 
 @pytest.fixture
-def sessions(clock: Clock, secrets_: dict[str, str]) -> Sessions:
-    return Sessions(secrets_.get, idle_s=60, absolute_s=300, max_sessions=3, clock=clock)
+def db(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'sessions.db'}"
+
+
+@pytest.fixture
+def sessions(clock: Clock, secrets_: dict[str, str], db: str) -> Sessions:
+    return Sessions(secrets_.get, db, idle_s=60, absolute_s=300, max_sessions=3, clock=clock)
 
 
 def test_sign_in_with_the_right_secret_gives_a_session(sessions: Sessions) -> None:
     sid, session = sessions.sign_in(KEY, SECRET)
     assert session.access_key_id == KEY
-    assert sessions.get(sid) is session
+    found = sessions.get(sid)
+    assert found is not None and found.csrf_token == session.csrf_token
     assert len(sid) >= 40 and len(session.csrf_token) >= 40
 
 
@@ -62,10 +71,11 @@ def test_idle_expiry_and_activity_keeps_it_alive(sessions: Sessions, clock: Cloc
 
 
 def test_absolute_expiry_despite_activity(sessions: Sessions, clock: Clock) -> None:
-    sid, session = sessions.sign_in(KEY, SECRET)
+    sid, _ = sessions.sign_in(KEY, SECRET)
     for _ in range(5):
         clock.now += 59
-        assert sessions.get(sid) is not None
+        session = sessions.get(sid)
+        assert session is not None
     assert session.expires_at(60, 300) == session.created_at + 300
     clock.now += 6
     assert sessions.get(sid) is None
@@ -102,18 +112,21 @@ def test_oldest_sessions_go_beyond_the_limit(sessions: Sessions) -> None:
 
 
 def test_signing_in_again_and_again_ends_only_the_same_keys_sessions(
-    clock: Clock, secrets_: dict[str, str]
+    clock: Clock, secrets_: dict[str, str], db: str, tmp_path: Path
 ) -> None:
     """A key that signs in over and over (any holder of a valid key can) ends its own oldest sessions,
     never another key's: at the server's limit the key holding the most loses its oldest."""
     secrets_["AKIDADMIN"] = "admin-secret"
-    sessions = Sessions(secrets_.get, max_sessions=50, clock=clock)
+    sessions = Sessions(secrets_.get, db, max_sessions=50, clock=clock)
     admin, _ = sessions.sign_in("AKIDADMIN", "admin-secret")
     floods = [sessions.sign_in(KEY, SECRET)[0] for _ in range(MAX_SESSIONS_PER_KEY + 500)]
     assert sessions.get(admin) is not None
     assert len(sessions) == MAX_SESSIONS_PER_KEY + 1
     assert sessions.get(floods[-1]) is not None and sessions.get(floods[0]) is None
-    crowd = Sessions(secrets_.get, max_sessions=3, clock=clock)  # the server's limit below the key's
+    other_db = f"sqlite:///{tmp_path / 'crowd.db'}"
+    crowd = Sessions(
+        secrets_.get, other_db, max_sessions=3, clock=clock
+    )  # the server's limit below the key's
     admin, _ = crowd.sign_in("AKIDADMIN", "admin-secret")
     for _ in range(10):
         crowd.sign_in(KEY, SECRET)
@@ -149,3 +162,21 @@ def test_csrf_token_check(sessions: Sessions) -> None:
     assert not Sessions.csrf_ok(session, None)
     assert not Sessions.csrf_ok(session, "")
     assert not Sessions.csrf_ok(session, session.csrf_token[:-1] + "x")
+
+
+def test_front_ends_on_one_database_share_sessions(clock: Clock, secrets_: dict[str, str], db: str) -> None:
+    """A browser signed in through one front end is signed in on the other; a sign-out through either ends
+    it on both; activity on one keeps it alive on the other; nothing in the table is a usable cookie."""
+    a = Sessions(secrets_.get, db, idle_s=60, absolute_s=300, clock=clock)
+    b = Sessions(secrets_.get, db, idle_s=60, absolute_s=300, clock=clock)
+    sid, session = a.sign_in(KEY, SECRET)
+    on_b = b.get(sid)
+    assert on_b is not None and on_b.csrf_token == session.csrf_token
+    for _ in range(3):
+        clock.now += 50
+        assert (a if _ % 2 else b).get(sid) is not None  # each use restarts the idle clock for both
+    with a._engine.connect() as conn:
+        stored = [row[0] for row in conn.execute(select(rows.c.id_digest))]
+    assert sid not in stored and len(stored) == 1  # the cookie's value is not kept, only its digest
+    b.sign_out(sid)
+    assert a.get(sid) is None

@@ -10,6 +10,8 @@ import socket
 import tempfile
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -176,6 +178,38 @@ def test_iam_users_and_their_keys_hold_on_every_front_end(
     flags = {"database_url": a.flags["database_url"], "iam_key_file": other}
     with pytest.raises(RuntimeError, match="is not the key the database's IAM access keys were sealed with"):
         ServerProcess(tmp_path / "c", flags).start()
+
+
+def _console(server: ServerProcess, method: str, path: str, cookie: str = "", body: bytes = b"",
+             csrf: str = "") -> tuple[int, dict[str, str], bytes]:  # fmt: skip
+    headers = {"Content-Type": "application/json", **({"Cookie": cookie} if cookie else {})}
+    if csrf:
+        headers["X-CSRF-Token"] = csrf
+    req = urllib.request.Request(f"{server.url}/console/api/{path}", data=body or None, headers=headers,
+                                 method=method)  # fmt: skip
+    try:
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return resp.status, dict(resp.headers), resp.read()
+    except urllib.error.HTTPError as err:
+        return err.code, dict(err.headers), err.read()
+
+
+def test_a_console_session_holds_on_every_front_end(pair: tuple[ServerProcess, ServerProcess]) -> None:
+    """The console's sign-in sessions live in the database: a browser signed in through one front end may be
+    sent to the other behind a load balancer, and signing out through either ends it on both."""
+    a, b = pair
+    proof = json.dumps({"AccessKeyId": ACCESS_KEY, "SecretAccessKey": SECRET_KEY}).encode()
+    status, headers, body = _console(a, "POST", "session", body=proof)
+    assert status == 200, body
+    cookie = {k.lower(): v for k, v in headers.items()}["set-cookie"].split(";")[0]
+    csrf = json.loads(body)["CsrfToken"]
+    status, _, body = _console(b, "GET", "session", cookie)
+    assert status == 200 and json.loads(body)["CsrfToken"] == csrf
+    status, _, body = _console(b, "POST", "sagemaker/ListEndpoints", cookie, b"{}", csrf)
+    assert status == 200, body
+    assert _console(b, "DELETE", "session", cookie, csrf=csrf)[0] == 204
+    status, _, body = _console(a, "GET", "session", cookie)
+    assert status == 401 and json.loads(body)["__type"] == "NotSignedIn"
 
 
 def test_max_concurrency_holds_across_front_ends(

@@ -20,6 +20,7 @@ than GET needs the session's CSRF token in ``X-CSRF-Token`` and, where the brows
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -106,9 +107,9 @@ def _with_headers(send: Send, extra: Headers) -> Send:
 
 
 class Console:
-    def __init__(self, backend: Backend, sessions: Sessions | None = None, assets: Assets | None = None):
+    def __init__(self, backend: Backend, sessions: Sessions, assets: Assets | None = None):
         self._b = backend
-        self.sessions = sessions if sessions is not None else Sessions(backend.lookup_secret)
+        self.sessions = sessions  # in the database: blocking, so called in threads
         self._assets = assets if assets is not None else Assets()
         index = self._assets.get("index.html")
         if index is None:
@@ -139,7 +140,7 @@ class Console:
 
     # ---- pages and files ----
     async def _page(self, scope: Scope, send: Send, path: str) -> None:
-        if path != _SIGNIN and self._session(scope) is None:
+        if path != _SIGNIN and await self._session(scope) is None:
             target = path + (
                 "?" + scope["query_string"].decode("latin-1") if scope.get("query_string") else ""
             )
@@ -178,7 +179,7 @@ class Console:
         if sub == "session" and method == "POST":
             await self._sign_in(scope, receive, send)
             return
-        session = self._session(scope)
+        session = await self._session(scope)
         if session is None:
             raise NotSignedIn("Sign in to the console first: there is no session, or it has ended.")
         if unsafe and not Sessions.csrf_ok(session, _header(scope, CSRF_HEADER)):
@@ -246,7 +247,7 @@ class Console:
             raise ValidationException("Give both an access key ID and a secret access key.")
         client = (scope.get("client") or ("", 0))[0]
         try:
-            session_id, session = self.sessions.sign_in(key.strip(), secret, client)
+            session_id, session = await asyncio.to_thread(self.sessions.sign_in, key.strip(), secret, client)
         except SignInRefused as refused:
             raise (TooManyAttempts if refused.throttled else SignInFailed)(refused.message) from None
         max_age = int(self.sessions.absolute_s)
@@ -259,7 +260,7 @@ class Console:
         if method == "GET":
             await self._session_doc(send, session, [])
         elif method == "DELETE":
-            self.sessions.sign_out(_cookie(scope))
+            await asyncio.to_thread(self.sessions.sign_out, _cookie(scope))
             expired = f"{COOKIE}=; Path={PREFIX}; HttpOnly; SameSite=Strict; Max-Age=0"
             await respond(send, 204, b"", [(b"set-cookie", expired.encode())])
         else:
@@ -348,8 +349,8 @@ class Console:
         ]
         await control_ok(send, request_id, {"EndpointName": endpoint, "Pools": pools})
 
-    def _session(self, scope: Scope) -> Session | None:
-        return self.sessions.get(_cookie(scope))
+    async def _session(self, scope: Scope) -> Session | None:
+        return await asyncio.to_thread(self.sessions.get, _cookie(scope))
 
 
 def _endpoint_doc(scope: Scope) -> bytes:
