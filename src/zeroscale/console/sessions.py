@@ -77,7 +77,7 @@ rows = Table(
     "console_sessions",
     metadata,
     Column("id_digest", String(64), primary_key=True),  # SHA-256 of the cookie's value, hex
-    Column("access_key_id", String(64), nullable=False),
+    Column("access_key_id", String(128), nullable=False),
     Column("csrf_token", String(64), nullable=False),
     Column("created_at", Double, nullable=False),
     Column("last_seen", Double, nullable=False),
