@@ -243,9 +243,7 @@ class ArtifactCache(Shelved):
             raise DeployError(f"Model artifact {loc.url} not found: {loc.path} does not exist") from exc
         except OSError as exc:
             raise DeployError(f"Model artifact {loc.url} cannot be read: {describe_os_error(exc)}") from exc
-        self._refuse_protected(loc.url, real)
-        if reads is not None:
-            check_read(str(real), loc.url, reads)
+        self._check_real(loc.url, real, reads)
         if real.is_dir():
             return self._prepare_directory(loc, real, hold, reads)
         if not real.is_file():
@@ -259,20 +257,19 @@ class ArtifactCache(Shelved):
             with self._temp_path(".download") as copy:
                 with copy.open("wb") as out:
                     result = copy_local_file(
-                        loc, real, out, check=lambda fd: self._check_opened(loc, fd, reads)
+                        loc, real, out, check=lambda opened: self._check_real(loc.url, opened, reads)
                     )
                 model = self._install_archive(copy, result.sha256, loc.url, hold)
             if file_fingerprint(real) == before:  # else it changed while we read it: don't vouch for it
                 self._remember(identity, before, result.sha256)
             return model
 
-    def _check_opened(self, loc: LocalLocation, fd: int, reads: ReadCheck | None) -> None:
-        """The file opened as ``fd``, where it resolved: a path swapped for a link after it was resolved is
-        seen before anything of it is read."""
-        opened = f"/proc/self/fd/{fd}"
-        self._refuse_protected(loc.url, Path(os.path.realpath(opened)))
+    def _check_real(self, url: str, real: Path, reads: ReadCheck | None) -> None:
+        """Where model data on the server's disk resolves: outside the protected directories, and allowed to
+        the model (``reads``)."""
+        self._refuse_protected(url, real)
         if reads is not None:
-            check_read(opened, loc.url, reads)
+            check_read(real, url, reads)
 
     def _refuse_protected(self, url: str, real: Path) -> None:
         for protected in self._protected:

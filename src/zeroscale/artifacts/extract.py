@@ -345,10 +345,9 @@ class _Entry:
         return stat.S_ISDIR(self.st.st_mode)
 
 
-def _refuse_protected(path: str, rel: str, source: str, protected: tuple[Path, ...]) -> None:
-    """DeployError when ``path`` (a symlink, a directory, an opened file) resolves into a protected
+def _refuse_protected(real: Path, rel: str, source: str, protected: tuple[Path, ...]) -> None:
+    """DeployError when ``real`` (where a symlink, a directory, an opened file resolves) is in a protected
     directory: a link in a model directory must not bring the server's own files into a model."""
-    real = Path(os.path.realpath(path))
     for root in protected:
         if real == root or root in real.parents or real in root.parents:
             raise DeployError(
@@ -356,14 +355,34 @@ def _refuse_protected(path: str, rel: str, source: str, protected: tuple[Path, .
             )
 
 
-def check_read(path: str, source: str, reads: ReadCheck, name: str = "") -> None:
-    """DeployError unless ``reads`` allows where ``path`` (an entry, an opened file's ``/proc/self/fd``
-    link) resolves. ``name``: the entry's name in the model directory ("": the model data itself)."""
-    real = Path(os.path.realpath(path))
+def check_read(real: Path, source: str, reads: ReadCheck, name: str = "") -> None:
+    """DeployError unless ``reads`` allows ``real``, where an entry or an opened file resolves. ``name``:
+    the entry's name in the model directory ("": the model data itself)."""
     why = reads(real)
     if why is not None:
         what = f"Model directory {source}: {shown_name(name)}" if name else f"Model data {source}"
         raise DeployError(f"{what} leads to {real}: {why}")
+
+
+def _check_leads(
+    path: str,
+    rel: str,
+    source: str,
+    protected: tuple[Path, ...],
+    reads: ReadCheck | None,
+    *,
+    protected_too: bool = True,
+) -> None:
+    """Where ``path`` (an entry, an opened file's ``/proc/self/fd`` link) resolves, resolved once: not into
+    ``protected`` (when ``protected_too``), and allowed by ``reads``."""
+    guard = bool(protected) and protected_too
+    if not guard and reads is None:
+        return
+    real = Path(os.path.realpath(path))
+    if guard:
+        _refuse_protected(real, rel, source, protected)
+    if reads is not None:
+        check_read(real, source, reads, rel)
 
 
 def _walk(
@@ -391,10 +410,10 @@ def _walk(
             rule = path_rule(child_rel.split("/"))
             if rule is not None:  # also bounds this recursion
                 raise DeployError(f"Model directory {source}: {shown_name(child_rel)} {rule}")
-            if protected and (stat.S_ISDIR(st.st_mode) or os.path.islink(path)):
-                _refuse_protected(path, child_rel, source, protected)
-            if reads is not None:
-                check_read(path, source, reads, child_rel)
+            # a plain file is checked for ``protected`` where it is opened (copy_directory); a link or a
+            # directory now, as what is under it would be reached through it
+            linked = stat.S_ISDIR(st.st_mode) or os.path.islink(path)
+            _check_leads(path, child_rel, source, protected, reads, protected_too=linked)
             count += 1
             if count > limits.max_files:
                 raise DeployError(
@@ -473,10 +492,7 @@ def copy_directory(
         size = 0
         fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
         with open(entry.path, "rb") as inp, os.fdopen(fd, "wb") as out:
-            if protected:
-                _refuse_protected(f"/proc/self/fd/{inp.fileno()}", entry.rel, source, protected)
-            if reads is not None:
-                check_read(f"/proc/self/fd/{inp.fileno()}", source, reads, entry.rel)
+            _check_leads(f"/proc/self/fd/{inp.fileno()}", entry.rel, source, protected, reads)
             os.fchmod(out.fileno(), mode)
             while True:
                 chunk = inp.read(CHUNK_SIZE)

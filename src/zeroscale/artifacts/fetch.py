@@ -130,15 +130,14 @@ def file_fingerprint(path: Path) -> dict[str, int]:
 
 
 def copy_local_file(
-    loc: LocalLocation, path: Path, dst: BinaryIO, check: Callable[[int], None] | None = None
+    loc: LocalLocation, path: Path, dst: BinaryIO, check: Callable[[Path], None] | None = None
 ) -> FetchResult:
-    """``check``: called with the opened file's descriptor (where it resolved is its
-    ``/proc/self/fd`` link: a path swapped for a link after it was resolved is seen), before anything is
-    read."""
+    """``check``: called with where the opened file resolved (a path swapped for a link after it was
+    resolved is seen), before anything is read."""
     try:
         with path.open("rb") as src:
             if check is not None:
-                check(src.fileno())
+                check(Path(os.path.realpath(f"/proc/self/fd/{src.fileno()}")))
             return hash_copy(src, dst)
     except OSError as exc:
         raise DeployError(f"Could not read model artifact {loc.url}: {exc.strerror or exc}") from exc
