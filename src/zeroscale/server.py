@@ -71,7 +71,7 @@ from zeroscale.control.transform_jobs import TransformJobs
 from zeroscale.credentials import AdminCredentials, load_or_create
 from zeroscale.errors import SubscriptionLimitExceeded, TopicLimitExceeded
 from zeroscale.events import EventBus
-from zeroscale.iam.authz import CALLER, Authorizer
+from zeroscale.iam.authz import Authorizer, caller_id
 from zeroscale.iam.secrets import KeyMismatch, SecretBox
 from zeroscale.iam.store import IamStore
 from zeroscale.images import ImageRegistry
@@ -143,7 +143,7 @@ def build(settings: Settings) -> Server:
         limits=_quotas(settings.max_resources),
         # each IAM user's, counted by the user id a request is authorized for
         user_limits=_quotas(settings.max_resources_per_user, "zeroscale serve --max-resources-per-user"),
-        creator=lambda: CALLER.get()[1],
+        creator=caller_id,
     )
     arns = Arns(settings.region, settings.account_id)
     metrics = Metrics()
@@ -299,7 +299,7 @@ def build(settings: Settings) -> Server:
             settings.db_url,
             most=settings.max_resources,
             most_per_user=settings.max_resources_per_user,
-            creator=lambda: CALLER.get()[1],
+            creator=caller_id,
         ),
         MetricData(history, recent),
         region=settings.region,
@@ -336,7 +336,7 @@ def build(settings: Settings) -> Server:
         scratch_dir=settings.data_dir / "async",
         max_queued=settings.async_max_queued,
         max_queued_per_user=settings.async_max_queued_per_user,
-        creator=lambda: CALLER.get()[1],
+        creator=caller_id,
     )
     endpoints.listeners.append(asynchronous.refresh)
     autoscaling_samples = Samples(fleet.active_loads, settings.autoscaling_period_s, IN_POINTS, time.time)

@@ -15,7 +15,7 @@ import json
 import logging
 import tempfile
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, BinaryIO, cast
@@ -496,9 +496,9 @@ class TransformRunner:
                     raise _TooMany(f"the manifest names {len(entries) - 1} files")
                 prefix = str(entries[0]["prefix"])
                 base = S3Url.parse(prefix)
-                named = [InputFile(f"s3://{base.bucket}/{base.key}{rel}", str(rel)) for rel in entries[1:]]
-                self._check_reads(job, base.bucket, [f"{base.key}{rel}" for rel in entries[1:]])
-                return named
+                named = [(f"{base.key}{rel}", str(rel)) for rel in entries[1:]]
+                self._check_reads(job, base.bucket, (key for key, _ in named))
+                return [InputFile(f"s3://{base.bucket}/{key}", rel) for key, rel in named]
             directory = loc.key[: loc.key.rfind("/") + 1]
             files: list[InputFile] = []
             for page in client.get_paginator("list_objects_v2").paginate(Bucket=loc.bucket, Prefix=loc.key):
@@ -522,7 +522,7 @@ class TransformRunner:
             raise DeployError(f"ClientError: No S3 objects found under S3 URL {job.input_uri!r}.")
         return files
 
-    def _check_reads(self, job: JobSpec, bucket: str, keys: list[str]) -> None:
+    def _check_reads(self, job: JobSpec, bucket: str, keys: Iterable[str]) -> None:
         """_Refused naming the first object the job's creator may not read (``object_reads``)."""
         may = self._object_reads(job.read_as) if self._object_reads is not None else None
         if may is None:

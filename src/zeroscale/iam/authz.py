@@ -43,6 +43,12 @@ from zeroscale.iam.store import IamStore, User
 CALLER: ContextVar[tuple[str, str]] = ContextVar("zeroscale_caller", default=("", ""))
 
 
+def caller_id() -> str:
+    """The IAM user id the request being handled is for ("" for the admin, and outside any request): what
+    per-user quotas count a new record, alarm or asynchronous request against."""
+    return CALLER.get()[1]
+
+
 @dataclass(frozen=True)
 class Access:
     """A signed request, as the app saw it: enough to name its action and resource."""

@@ -249,28 +249,23 @@ class _Counts:
             self._about[kind] = max(0, self._about[kind] - 1)
 
 
-def _check_user_limit(conn: Connection, kind: str, creator: str, limit: Limit) -> None:
-    """``limit.error`` when the user ``creator`` holds more than ``limit.most`` records of ``kind``, the one
-    just inserted included."""
-    mine = (resources.c.kind == kind) & (resources.c.creator == creator)
-    if conn.execute(select(resources.c.key).where(mine).offset(limit.most).limit(1)).first() is not None:
-        raise limit.error(
-            f"The service limit 'Number of {limit.what} per IAM user' is {limit.most} {limit.what}, with "
-            f"current utilization of {limit.most} {limit.what} and a request delta of 1 {limit.what}: "
-            f"delete some, or have the operator raise it ({limit.flag})."
-        )
-
-
-def _check_limit(conn: Connection, kind: str, limit: Limit) -> None:
-    """``limit.error`` when ``kind`` has more than ``limit.most`` records, the one just inserted included
-    (the kind's index read no further than that)."""
-    at_limit = select(resources.c.key).where(resources.c.kind == kind).offset(limit.most).limit(1)
-    if conn.execute(at_limit).first() is not None:
-        raise limit.error(
-            f"The account-level service limit 'Number of {limit.what}' is {limit.most} {limit.what}, with "
-            f"current utilization of {limit.most} {limit.what} and a request delta of 1 {limit.what}: "
-            f"delete some, or raise it ({limit.flag})."
-        )
+def _check_limit(conn: Connection, kind: str, limit: Limit, creator: str | None = None) -> None:
+    """``limit.error`` when ``kind`` has more than ``limit.most`` records (those of the IAM user ``creator``,
+    when given), the one just inserted included (the kind's index read no further than that)."""
+    where = resources.c.kind == kind
+    if creator is not None:
+        where &= resources.c.creator == creator
+    if conn.execute(select(resources.c.key).where(where).offset(limit.most).limit(1)).first() is None:
+        return
+    quota, remedy = (
+        (f"The account-level service limit 'Number of {limit.what}'", "raise it")
+        if creator is None
+        else (f"The service limit 'Number of {limit.what} per IAM user'", "have the operator raise it")
+    )
+    raise limit.error(
+        f"{quota} is {limit.most} {limit.what}, with current utilization of {limit.most} {limit.what} and a "
+        f"request delta of 1 {limit.what}: delete some, or {remedy} ({limit.flag})."
+    )
 
 
 class Store:
@@ -331,7 +326,7 @@ class Store:
         limit = self._limits.get(rec.kind)
         if rec.creator is None and self._creator is not None:
             rec.creator = self._creator() or None
-        user_limit = self._user_limits.get(rec.kind) if rec.creator else None
+        user_limit = self._user_limits.get(rec.kind)
         with self._lock:
             try:
                 with self._engine.begin() as conn:
@@ -339,7 +334,7 @@ class Store:
                     if limit is not None:  # after: a name taken is AlreadyExists, whatever the count
                         self._counts.check(conn, rec.kind, limit)  # raises: the insert is rolled back
                     if user_limit is not None and rec.creator:
-                        _check_user_limit(conn, rec.kind, rec.creator, user_limit)
+                        _check_limit(conn, rec.kind, user_limit, rec.creator)
                     conn.execute(_TAGS_DELETE, _one(rec.kind, rec.name))  # a namesake's, if any were left
                     self._bump(conn)
             except IntegrityError as exc:
