@@ -146,6 +146,8 @@ class Settings:
     # The key sealing IAM users' secret access keys in the database (32 bytes; made on first use): every
     # front end on one database needs the same. None: <data-dir>/iam.key.
     iam_key_file: Path | None = None
+    # Where the other front ends on the database reach this one (its workers' logs); None: public_url.
+    advertise_url: str | None = None
     # Workers on a Ray cluster (docs/cluster.md): the cluster's address (None: workers on this machine), and
     # the directory each node keeps its artifacts, workers' sockets and output in (under <dir>/<node id>/).
     ray_address: str | None = None
@@ -174,6 +176,11 @@ class Settings:
         """Where subscribers reach this server (SubscribeURL, UnsubscribeURL)."""
         host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
         return f"{self.scheme}://{host}:{self.port}"
+
+    @property
+    def peer_url(self) -> str:
+        """Where the other front ends sharing the database reach this one."""
+        return self.advertise_url or self.public_url
 
     @property
     def scheme(self) -> str:

@@ -13,6 +13,7 @@ import logging
 import os
 import resource
 import socket
+import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ from zeroscale.api.iam_query import IamQueryService
 from zeroscale.api.image_rest import ImagesApi
 from zeroscale.api.invoke import InvokeApi, PayloadLimits
 from zeroscale.api.jsonrpc import JsonService
+from zeroscale.api.peer import PeerRoute
 from zeroscale.api.query import QueryService
 from zeroscale.api.shapes import ServiceShapes
 from zeroscale.api.stream_invoke import StreamInvokeApi
@@ -83,6 +85,7 @@ from zeroscale.metrics.registry import Metrics
 from zeroscale.metrics.rest import MetricsApi
 from zeroscale.metrics.service import MetricsHistory
 from zeroscale.metrics.store import MinuteStore
+from zeroscale.peers import Peer, PeerClient
 from zeroscale.router.fleet import Fleet
 from zeroscale.router.spec import RouterSettings
 from zeroscale.store.db import Limit, Store
@@ -178,7 +181,8 @@ def build(settings: Settings) -> Server:
     packages = ModelPackages(store, arns)
     try:
         key = settings.iam_key_path
-        iam = IamStore(settings.db_url, SecretBox.load_or_create(key), key_path=f"--iam-key-file {key}")
+        secret_box = SecretBox.load_or_create(key)
+        iam = IamStore(settings.db_url, secret_box, key_path=f"--iam-key-file {key}")
     except (KeyMismatch, ValueError) as exc:  # ValueError: a file that is not 32 bytes
         raise StartupError(str(exc)) from None
     authz = Authorizer(
@@ -243,6 +247,20 @@ def build(settings: Settings) -> Server:
     )
     events.add(metrics)
     events.add(history.recorder)
+    ident = frontend_id(settings.data_dir)  # this front end among those sharing the database
+    cluster = Cluster(
+        store,
+        Frontends(settings.db_url, ttl_s=settings.frontend_ttl_s),
+        fleet,
+        ident,
+        settings.peer_url,
+        interval_s=settings.sync_interval_s,
+    )
+    fleet.current_share = cluster.current
+    peer_key = secret_box.derive(PEER_KEY_LABEL)  # every front end on the database holds the same IAM key
+    peer_client = PeerClient(
+        peer_key, ident, cluster.peers, ssl_context=_peer_tls(settings), on_error=_PeerErrors().report
+    )
     logs = Logs(
         settings.logs_dir,
         region=settings.region,
@@ -250,9 +268,10 @@ def build(settings: Settings) -> Server:
         retention_hours=settings.log_retention_hours,
         max_bytes=settings.log_max_bytes,
         stream_bytes_per_minute=settings.worker_log_bytes_per_minute,
+        ident=ident,
+        peers=peer_client,
     )
     events.add(logs.sink)
-    ident = frontend_id(settings.data_dir)  # this front end among those sharing the database
     metering = Metering.open(
         settings.db_url,
         price_table=settings.price_table,
@@ -283,15 +302,6 @@ def build(settings: Settings) -> Server:
         ),
         reads_for=authz.local_reads,
     )
-    cluster = Cluster(
-        store,
-        Frontends(settings.db_url, ttl_s=settings.frontend_ttl_s),
-        fleet,
-        ident,
-        f"{settings.host}:{settings.port}",
-        interval_s=settings.sync_interval_s,
-    )
-    fleet.current_share = cluster.current
     recent = RecentMetrics(fleet.active_loads)  # as the one-minute history: a variant at zero samples nothing
     events.add(recent)
     cloudwatch = CloudWatch(
@@ -413,7 +423,9 @@ def build(settings: Settings) -> Server:
         await asyncio.to_thread(audit.close)
         sessions.close()
         iam.close()
+        peer_client.close()
 
+    workers_api = WorkersApi(fleet, socket.gethostname(), cluster.id, others=peer_client.gather)
     limits = PayloadLimits(settings.serverless_payload_limit_bytes, answer=settings.payload_limit_bytes)
     parts = AppParts(
         json_services=[
@@ -457,11 +469,12 @@ def build(settings: Settings) -> Server:
         query_service=IamQueryService(iam, authz),
         audit=audit.record,
         throttle=throttle,
+        peer=PeerRoute(peer_key, {**logs.peer_ops, "workers.list": workers_api.listed}),
         rest_routes={
             "metrics": MetricsApi(history).handle,
             "usage": UsageApi(metering),
             "images": ImagesApi(images).handle,
-            "workers": WorkersApi(fleet, socket.gethostname(), cluster.id).handle,
+            "workers": workers_api.handle,
             "async": async_api.status,
             "transform": TransformApi(transforms).handle,
             "audit": AuditApi(audit),
@@ -529,6 +542,37 @@ class _StepScalingAction:
         self._background.spawn(
             self._autoscaling.step(arn, breach or 0.0, str(message["AlarmName"]), above=above)
         )
+
+
+PEER_KEY_LABEL = b"peer calls"
+
+
+def _peer_tls(settings: Settings) -> ssl.SSLContext | None:
+    """Peers serving https: verified with the system's certificates and this front end's own (front ends
+    behind one name usually share it)."""
+    if settings.tls_cert is None:
+        return None
+    context = ssl.create_default_context()
+    context.load_verify_locations(cafile=str(settings.tls_cert))
+    return context
+
+
+class _PeerErrors:
+    """A front end that does not answer a peer call: said once a minute each, not at every call."""
+
+    def __init__(self) -> None:
+        self._said: dict[str, float] = {}
+
+    def report(self, peer: Peer, why: str) -> None:
+        now = time.monotonic()
+        if now - self._said.get(peer.id, -60.0) >= 60.0:
+            self._said[peer.id] = now
+            log.warning(
+                "front end %s at %s did not answer (%s): its workers' logs are left out of the answers",
+                peer.id,
+                peer.url,
+                why,
+            )
 
 
 def _throttle(settings: Settings, admin_key_id: str) -> Callable[[str, str], None] | None:

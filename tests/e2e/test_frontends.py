@@ -14,6 +14,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
@@ -35,6 +36,7 @@ def model_fn(model_dir):
 
 def predict_fn(data, model):
     time.sleep(data.get("sleep", 0))
+    print(f"served by {os.getpid()}")
     return {"pid": os.getpid()}
 """
 TTL_S = 2.0
@@ -268,17 +270,24 @@ def test_a_front_end_that_joins_serves_an_endpoint_whose_config_and_model_were_d
     sm.delete_endpoint(EndpointName="kept")
 
 
-def test_workers_lists_each_front_ends_live_workers(pair: tuple[ServerProcess, ServerProcess]) -> None:
+def test_workers_lists_every_front_ends_live_workers(pair: tuple[ServerProcess, ServerProcess]) -> None:
+    """Each front end runs its share of "capped" (MaxConcurrency 2: one worker each); either lists both."""
     a, b = pair
     env = {"AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY, "AWS_DEFAULT_REGION": REGION}
     runner = CliRunner()
+    ids = sorted((server.data_dir / "frontend-id").read_text().strip() for server in (a, b))
+    listed = []
     for server in (a, b):
         out = runner.invoke(cli, ["workers", "capped", "--json", "--endpoint-url", server.url], env=env)
         assert out.exit_code == 0, out.output
-        (worker,) = json.loads(out.output)["Workers"]  # its share of MaxConcurrency 2: one worker
-        assert worker["EndpointName"] == "capped" and worker["VariantName"] == "AllTraffic"
-        assert worker["State"] == "idle" and worker["Node"] == socket.gethostname()
-        assert worker["Frontend"] == (server.data_dir / "frontend-id").read_text().strip()
+        workers = json.loads(out.output)["Workers"]
+        assert [w["Frontend"] for w in workers] == ids  # one worker of each front end, in order
+        for worker in workers:
+            assert worker["EndpointName"] == "capped" and worker["VariantName"] == "AllTraffic"
+            assert worker["State"] == "idle" and worker["Node"] == socket.gethostname()
+        listed.append(workers)
+    assert [w["WorkerId"] for w in listed[0]] == [w["WorkerId"] for w in listed[1]]
+    assert len({w["Pid"] for w in listed[0]}) == 2
     table = runner.invoke(cli, ["workers", "--endpoint-url", a.url], env=env)
     assert table.exit_code == 0, table.output
     assert table.output.splitlines()[0].split() == [
@@ -291,6 +300,64 @@ def test_workers_lists_each_front_ends_live_workers(pair: tuple[ServerProcess, S
         "RSS_MB",
     ]
     assert "capped" in table.output
+
+
+def test_each_front_ends_worker_logs_are_read_through_any_of_them(
+    pair: tuple[ServerProcess, ServerProcess], model_url: str
+) -> None:
+    """A worker's log stream is a file on the front end that ran it; the CloudWatch Logs API of either
+    front end reads both (the other's through its peer route), a page started on one continues on the other,
+    and the route refuses a call not signed with the front ends' shared key."""
+    a, b = pair
+    made = deploy(a.client("sagemaker"), "logged", model_url, max_concurrency=2)
+    assert made["EndpointStatus"] == "InService"
+    wait_for(serves(b, "logged"), timeout_s=10)
+    pids = {invoke(a, "logged"), invoke(b, "logged")}  # a worker on each: its share of MaxConcurrency 2
+    assert len(pids) == 2
+    group = "/aws/sagemaker/Endpoints/logged"
+    wanted = {f"served by {pid}" for pid in pids}
+
+    def served(server: ServerProcess, **kw: Any) -> dict[str, Any]:
+        logs = server.client("logs")
+        return dict(logs.filter_log_events(logGroupName=group, filterPattern='"served by"', **kw))
+
+    for server in (a, b):
+        wait_for(lambda s=server: {e["message"] for e in served(s)["events"]} == wanted, timeout_s=10)
+        streams = server.client("logs").describe_log_streams(logGroupName=group)["logStreams"]
+        names = [s["logStreamName"] for s in streams]
+        assert names.count("AllTraffic/platform") == 1 and len(names) == 3, names
+    # the stream of b's worker, read through a from its head
+    b_pid = invoke(b, "logged")
+    logs_a = a.client("logs")
+
+    def messages(stream: str) -> list[str]:
+        out = logs_a.get_log_events(logGroupName=group, logStreamName=stream, startFromHead=True)
+        return [e["message"] for e in out["events"]]
+
+    wait_for(lambda: f"served by {b_pid}" in str(served(a)["events"]), timeout_s=10)
+    workers = [n for n in names if n != "AllTraffic/platform"]
+    (b_stream,) = [n for n in workers if f"served by {b_pid}" in messages(n)]
+    worker_file = b_stream.split("/")[1] + ".log"
+    assert not list(a.data_dir.rglob(worker_file)) and list(b.data_dir.rglob(worker_file))  # b's file only
+    # one event a page, each next page asked of the other front end
+    seen: list[str] = []
+    kw: dict[str, Any] = {"limit": 1}
+    for n in range(10):
+        out = served((a, b)[n % 2], **kw)
+        seen += [e["message"] for e in out["events"]]
+        if "nextToken" not in out:
+            break
+        kw["nextToken"] = out["nextToken"]
+    whole = [e["message"] for e in served(b)["events"]]  # one page: every event (the checks invoked too)
+    assert seen == whole and set(whole) == wanted and whole.count(f"served by {b_pid}") >= 2
+    # the peer route: a call without the shared key's MAC is refused, whatever it claims
+    body = json.dumps({"op": "logs.search", "args": {"group": group}}).encode()
+    for header in ({}, {"x-zeroscale-peer": f"x {int(time.time())} {'0' * 64}"}):
+        request = urllib.request.Request(a.url + "/zeroscale/peer/v1", body, header, method="POST")
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=5)
+        assert refused.value.code == 403
+    a.client("sagemaker").delete_endpoint(EndpointName="logged")
 
 
 def test_a_front_end_killed_costs_only_its_requests_and_comes_back(

@@ -5,6 +5,7 @@ invoke path is a few dict lookups, a SigV4 check and one hop to a worker."""
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 import time
 import urllib.parse
@@ -13,6 +14,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
+from zeroscale import peers
 from zeroscale.api import rpcv2, sigv4
 from zeroscale.api.async_invoke import AsyncInvokeApi, input_location
 from zeroscale.api.direct import DirectRoute
@@ -20,6 +22,7 @@ from zeroscale.api.iam_query import IamQueryService
 from zeroscale.api.invoke import InvokeApi
 from zeroscale.api.jsonrpc import MAX_BODY_BYTES as MAX_JSON_BODY_BYTES
 from zeroscale.api.jsonrpc import JsonService
+from zeroscale.api.peer import PeerRoute
 from zeroscale.api.query import UNSIGNED_ACTIONS, QueryService, is_query_request, parse
 from zeroscale.api.stream_invoke import StreamInvokeApi
 from zeroscale.api.wire import Send, control_error, control_ok, respond, respond_stream, runtime_error
@@ -124,6 +127,8 @@ class AppParts:
     # Control-plane calls per access key (api/throttle.py): (the verified key, the protocol's error code),
     # raises Throttling past the key's rate. None: no limit.
     throttle: Callable[[str, str], None] | None = None
+    # What other front ends on the database may read of this one (its workers' logs): zeroscale.peers
+    peer: PeerRoute | None = None
 
 
 class App:
@@ -164,6 +169,9 @@ class App:
             return
         if method == "GET" and path in _UNSIGNED_GETS:
             await self._unsigned_get(send, path, request_id)
+            return
+        if path == peers.PATH and self._p.peer is not None:
+            await self._peer(self._p.peer, scope, receive, send)
             return
         if method == "GET" and path == "/" and self._p.console is not None and _a_browsers(scope):
             # someone opened the server's address: the console, not an API's error document
@@ -331,6 +339,24 @@ class App:
             service=service,
             region=self._p.region,
         )
+
+    async def _peer(self, route: PeerRoute, scope: Scope, receive: Receive, send: Send) -> None:
+        """Another front end's call: authenticated by its own MAC (``zeroscale.peers``), not SigV4."""
+        headers: list[tuple[bytes, bytes]] = scope["headers"]
+        header = next((v for k, v in headers if k == peers.HEADER.encode()), b"").decode("latin-1")
+        json_type = [(b"content-type", b"application/json")]
+        why = "peer calls are POST" if scope["method"] != "POST" else route.precheck(header)
+        if why is not None:
+            await respond(send, 403, json.dumps({"message": why}).encode(), json_type)
+            return
+        try:
+            body = await _read_body(scope, receive, peers.MAX_BODY_BYTES)
+        except BodyTooLarge:
+            message = f"a peer call is at most {peers.MAX_BODY_BYTES} bytes"
+            await respond(send, 413, json.dumps({"message": message}).encode(), json_type)
+            return
+        status, answer = await route.handle(header, body)
+        await respond(send, status, answer, json_type)
 
     async def _body(self, scope: Scope, receive: Receive, request_id: str, path: str) -> bytes:
         limit = MAX_JSON_BODY_BYTES if path == "/" else _CONTROL_BODY_LIMIT

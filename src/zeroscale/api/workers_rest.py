@@ -1,14 +1,22 @@
-"""``GET /zeroscale/v1/workers[?endpoint=NAME]``: this front end's live workers (starting, idle, busy or
-stopping), one JSON object each: endpoint, variant, worker id, node, front end, state, pid, resident MB,
-and whether its pool is draining (an update replaced it, or the endpoint is being deleted)."""
+"""``GET /zeroscale/v1/workers[?endpoint=NAME]``: the live workers (starting, idle, busy or stopping) of this
+front end and of every other live front end on its database (asked through ``zeroscale.peers``; one that
+does not answer is left out), one JSON object each: endpoint, variant, worker id, node, front end, state,
+pid, resident MB, and whether its pool is draining (an update replaced it, or the endpoint is being
+deleted)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from zeroscale.errors import ValidationException
 from zeroscale.router.fleet import Fleet
+
+
+def _order(worker: dict[str, Any]) -> tuple[str, str, str, str]:
+    return (worker["EndpointName"].lower(), worker["VariantName"], worker["Frontend"], worker["WorkerId"])
 
 
 class Request(Protocol):
@@ -20,12 +28,26 @@ class Request(Protocol):
 
 
 class WorkersApi:
-    def __init__(self, fleet: Fleet, node: str, frontend: str) -> None:
+    def __init__(
+        self,
+        fleet: Fleet,
+        node: str,
+        frontend: str,
+        others: Callable[[str, dict[str, Any]], list[tuple[str, Any]]] | None = None,
+    ) -> None:
         """``node``: this front end's host, where its workers run unless they are on a cluster's nodes
-        (then each worker's handle names its node)."""
+        (then each worker's handle names its node). ``others``: the other front ends' answers to a peer
+        operation (``zeroscale.peers.PeerClient.gather``, blocking)."""
         self._fleet = fleet
         self._node = node
         self._frontend = frontend
+        self._others = others
+
+    async def listed(self, args: dict[str, Any]) -> dict[str, Any]:
+        """The peer operation ``workers.list``: this front end's own workers (read on the event loop,
+        where the pools change)."""
+        endpoint = args.get("endpoint")
+        return {"Workers": self.workers(endpoint if isinstance(endpoint, str) else None)}
 
     def workers(self, endpoint: str | None = None) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
@@ -48,12 +70,19 @@ class WorkersApi:
                         "Draining": pool.draining,
                     }
                 )
-        out.sort(key=lambda w: (w["EndpointName"].lower(), w["VariantName"], w["WorkerId"]))
+        out.sort(key=_order)
         return out
 
     async def handle(self, request: Request) -> tuple[int, str, bytes]:
         if request.method != "GET":
             raise ValidationException(f"{request.method} is not supported on workers; use GET.")
         names = request.query.get("endpoint")
-        body = {"Workers": self.workers(names[-1] if names else None)}
-        return 200, "application/json", json.dumps(body).encode()
+        endpoint = names[-1] if names else None
+        rows = self.workers(endpoint)
+        if self._others is not None:
+            answers = await asyncio.to_thread(self._others, "workers.list", {"endpoint": endpoint})
+            rows += [row for _, answer in answers for row in answer["Workers"]]
+            rows.sort(
+                key=lambda w: (w["EndpointName"].lower(), w["VariantName"], w["Frontend"], w["WorkerId"])
+            )
+        return 200, "application/json", json.dumps({"Workers": rows}).encode()

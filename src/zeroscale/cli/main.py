@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import urllib.parse
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -48,6 +49,15 @@ def cli() -> None:
 def _opt(name: str, env: str, **kw: Any) -> Callable[[F], F]:
     """An option that can also come from environment variable ``env`` (shown in --help)."""
     return click.option(name, envvar=env, show_envvar=True, show_default=True, **kw)
+
+
+def _advertise_url(value: str | None) -> str | None:
+    if value is None:
+        return None
+    url = urllib.parse.urlsplit(value)
+    if url.scheme not in ("http", "https") or not url.hostname or url.path.strip("/") or url.query:
+        raise click.BadParameter(f"{value!r} is not http(s)://HOST[:PORT]", param_hint="--advertise-url")
+    return value.rstrip("/")
 
 
 @cli.command()
@@ -406,6 +416,15 @@ def _opt(name: str, env: str, **kw: Any) -> Callable[[F], F]:
     "default <data-dir>/iam.key). Front ends sharing a database need the same one.",
 )
 @_opt(
+    "--advertise-url",
+    "ZEROSCALE_ADVERTISE_URL",
+    default=None,
+    callback=lambda ctx, param, value: _advertise_url(value),
+    help="Front ends sharing a database: the URL the others reach this one at, to read its workers' logs "
+    "(default: http(s)://<--host>:<--port>, with 127.0.0.1 for a wildcard --host: give it when the front "
+    "ends are on several machines).",
+)
+@_opt(
     "--tls-cert",
     "ZEROSCALE_TLS_CERT",
     default=None,
@@ -508,6 +527,7 @@ def serve(
     max_connections: int,
     max_connections_per_client: int,
     iam_key_file: Path | None,
+    advertise_url: str | None,
     tls_cert: Path | None,
     tls_key: Path | None,
     ray_address: str | None,
@@ -588,6 +608,7 @@ def serve(
         tls_cert=tls_cert,
         tls_key=tls_key,
         iam_key_file=iam_key_file,
+        advertise_url=advertise_url,
         ray_address=ray_address or None,
         ray_node_timeout_s=ray_node_timeout_s,
         ray_temp_dir=ray_temp_dir,

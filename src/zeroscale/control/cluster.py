@@ -33,6 +33,7 @@ from typing import TypeVar
 
 from sqlalchemy.exc import SQLAlchemyError
 
+from zeroscale.peers import Peer
 from zeroscale.router.fleet import Fleet
 from zeroscale.router.spec import PoolSpec
 from zeroscale.store.db import DatabaseUnavailable, Store
@@ -86,6 +87,7 @@ class Cluster:
         self._beat_ok = clock()  # the last successful heartbeat
         self.fenced = False
         self.members: list[str] = [ident]  # live front ends, oldest first
+        self._addresses: dict[str, str] = {}  # live front ends' URLs (frontends.address), by id
         self._full: dict[tuple[str, str], tuple[int, int]] = {}  # (endpoint, variant) -> (max, provisioned)
         self._tasks: list[asyncio.Task[None]] = []
         self._sync: Callable[[set[str]], object] = lambda live: None
@@ -154,6 +156,15 @@ class Cluster:
     def live(self) -> set[str]:
         return set(self.members)
 
+    def peers(self) -> list[Peer]:
+        """The other live front ends and where they serve (a row written before front ends advertised a
+        URL holds host:port)."""
+        return [
+            Peer(ident, address if "://" in address else f"http://{address}")
+            for ident, address in self._addresses.items()
+            if ident != self.id
+        ]
+
     def leads(self) -> bool:
         """Whether this front end is the leader: the oldest live one (what one front end alone must do,
         such as evaluating alarms, it does)."""
@@ -170,7 +181,9 @@ class Cluster:
         """Heartbeat and read the members; True when they (or the fence) changed."""
         await self._call(self._frontends.beat, self.id, self._address, os.getpid())
         self._beat_ok = self._clock()
-        members = [f.id for f in await self._call(self._frontends.live)]
+        live = await self._call(self._frontends.live)
+        self._addresses = {f.id: f.address for f in live}
+        members = [f.id for f in live]
         if members == self.members and not self.fenced:
             return False
         if self.fenced:

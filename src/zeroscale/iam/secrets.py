@@ -38,6 +38,10 @@ class SecretBox:
             raise ValueError(f"{path} is not a zeroscale IAM key (32 bytes)")
         return cls(key)
 
+    def derive(self, label: bytes) -> bytes:
+        """A key of its own for another use of the same shared secret (``label`` names the use)."""
+        return hmac.digest(self._mac, b"zeroscale derive " + label, "sha256")
+
     def _stream(self, nonce: bytes, size: int) -> bytes:
         blocks = (size + 31) // 32
         return b"".join(hmac.digest(self._enc, nonce + i.to_bytes(4, "big"), "sha256") for i in range(blocks))

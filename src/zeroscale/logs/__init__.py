@@ -7,7 +7,9 @@
 - ``patterns``: CloudWatch filter patterns;
 - ``sink``: platform events (cold starts, scale-in, crashes, deploys) as lines in the streams;
 - ``retention``: deletes streams older than ``--log-retention-hours``, and the oldest past ``--log-max-mb``;
-- ``cloudwatch``: DescribeLogGroups, DescribeLogStreams, GetLogEvents, FilterLogEvents.
+- ``sources``: what this front end's store answers, here or to another front end (``zeroscale.peers``);
+- ``cloudwatch``: DescribeLogGroups, DescribeLogStreams, GetLogEvents, FilterLogEvents, merged over every
+  live front end's store.
 
 ``Logs`` wires them for the composition root.
 """
@@ -22,6 +24,7 @@ from zeroscale.logs.cloudwatch import AsyncOperation, CloudWatchLogs
 from zeroscale.logs.retention import Retention
 from zeroscale.logs.sink import LogSink
 from zeroscale.logs.store import LogStore
+from zeroscale.peers import PeerClient
 
 __all__ = ["CloudWatchLogs", "LogSink", "LogStore", "Logs", "Retention"]
 
@@ -36,6 +39,8 @@ class Logs:
         retention_hours: float,
         max_bytes: int = 0,
         stream_bytes_per_minute: int = 0,
+        ident: str = "local",
+        peers: PeerClient | None = None,
     ) -> None:
         self.store = LogStore(root)
         self.sink = LogSink(self.store)
@@ -46,9 +51,16 @@ class Logs:
             max_bytes=max_bytes,
             stream_bytes_per_minute=stream_bytes_per_minute,
         )
-        self.operations: dict[str, AsyncOperation] = CloudWatchLogs(
-            self.store, region, account_id, retention_hours
-        ).operations()
+        cloudwatch = CloudWatchLogs(
+            self.store,
+            region,
+            account_id,
+            retention_hours,
+            ident=ident,
+            others=peers.gather if peers else None,
+        )
+        self.operations: dict[str, AsyncOperation] = cloudwatch.operations()
+        self.peer_ops = cloudwatch.local.ops  # what another front end may ask of this one's store
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:

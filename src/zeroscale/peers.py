@@ -1,0 +1,141 @@
+"""Calls between the front ends that share one database: what each holds on its own disk (its workers'
+log streams) is read by another through one internal route, ``POST /zeroscale/peer/v1``.
+
+A call is a JSON document ``{"op": ..., "args": {...}}`` and its answer the operation's JSON result. It is
+authenticated by ``X-Zeroscale-Peer: <front end id> <unix seconds> <hex HMAC-SHA256>``, the MAC over the id,
+the time, the path and the body's SHA-256 under a key derived from the IAM key that every front end on the
+database must share (``--iam-key-file``; the database records which key that is and refuses a front end
+with another). So the database alone, which holds no key, cannot forge a call, and a call older or newer
+than ``MAX_SKEW_S`` is refused. Every operation is a read.
+
+Blocking: the client calls from a worker thread (the operations that fan out run off the event loop).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import http.client
+import json
+import ssl
+import time
+import urllib.parse
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+PATH = "/zeroscale/peer/v1"
+HEADER = "x-zeroscale-peer"
+MAX_SKEW_S = 300
+MAX_BODY_BYTES = 1024 * 1024
+TIMEOUT_S = 5.0
+
+
+class PeerRefused(Exception):
+    """A peer call that is not authentic, or not well formed: its reason."""
+
+
+@dataclass(frozen=True)
+class Peer:
+    id: str
+    url: str  # where it serves: scheme://host:port (its --advertise-url)
+
+
+def _mac(key: bytes, ident: str, ts: str, path: str, body: bytes) -> str:
+    message = f"{ident}\n{ts}\n{path}\n{hashlib.sha256(body).hexdigest()}".encode()
+    return hmac.digest(key, message, "sha256").hex()
+
+
+def sign(key: bytes, ident: str, body: bytes, *, now: float | None = None) -> str:
+    ts = str(int(time.time() if now is None else now))
+    return f"{ident} {ts} {_mac(key, ident, ts, PATH, body)}"
+
+
+def verify(key: bytes, header: str, body: bytes, *, now: float | None = None) -> str:
+    """The calling front end's id, when ``header`` authenticates ``body``; else PeerRefused."""
+    parts = header.split(" ")
+    if len(parts) != 3 or not parts[1].isascii() or not parts[1].isdigit():
+        raise PeerRefused("a malformed peer signature")
+    ident, ts, mac = parts
+    if abs((time.time() if now is None else now) - int(ts)) > MAX_SKEW_S:
+        raise PeerRefused(f"a peer signature more than {MAX_SKEW_S} s from this front end's clock")
+    if not hmac.compare_digest(mac, _mac(key, ident, ts, PATH, body)):
+        raise PeerRefused("a peer signature that does not match (another IAM key?)")
+    return ident
+
+
+def parse(body: bytes) -> tuple[str, dict[str, Any]]:
+    try:
+        doc = json.loads(body)
+    except ValueError:
+        raise PeerRefused("a peer call that is not JSON") from None
+    if not (isinstance(doc, dict) and isinstance(doc.get("op"), str) and isinstance(doc.get("args"), dict)):
+        raise PeerRefused('a peer call is {"op": name, "args": {...}}')
+    return doc["op"], doc["args"]
+
+
+class PeerClient:
+    """Calls the other live front ends, each in a thread of its own, and answers what each returned (a peer
+    that fails or does not answer within ``timeout_s`` is left out, and ``on_error`` hears why)."""
+
+    def __init__(
+        self,
+        key: bytes,
+        ident: str,
+        peers: Callable[[], list[Peer]],
+        *,
+        ssl_context: ssl.SSLContext | None = None,
+        timeout_s: float = TIMEOUT_S,
+        on_error: Callable[[Peer, str], None] = lambda peer, why: None,
+    ) -> None:
+        self._key = key
+        self.id = ident
+        self._peers = peers
+        self._ssl = ssl_context
+        self._timeout_s = timeout_s
+        self._on_error = on_error
+        self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="zeroscale-peers")
+
+    def peers(self) -> list[Peer]:
+        return [p for p in self._peers() if p.id != self.id]
+
+    def call(self, peer: Peer, op: str, args: dict[str, Any]) -> Any:
+        body = json.dumps({"op": op, "args": args}, separators=(",", ":")).encode()
+        url = urllib.parse.urlsplit(peer.url)
+        host, port = url.hostname or "127.0.0.1", url.port
+        conn: http.client.HTTPConnection
+        if url.scheme == "https":
+            conn = http.client.HTTPSConnection(host, port, timeout=self._timeout_s, context=self._ssl)
+        else:
+            conn = http.client.HTTPConnection(host, port, timeout=self._timeout_s)
+        try:
+            headers = {
+                "content-type": "application/json",
+                HEADER: sign(self._key, self.id, body),
+            }
+            conn.request("POST", PATH, body=body, headers=headers)
+            resp = conn.getresponse()
+            data = resp.read()
+        finally:
+            conn.close()
+        if resp.status != 200:
+            raise PeerRefused(f"{resp.status} {data[:200].decode('utf-8', 'replace')}")
+        return json.loads(data)
+
+    def gather(self, op: str, args: dict[str, Any]) -> list[tuple[str, Any]]:
+        """Every live peer's id and answer to ``op`` (in no particular order), the failed ones left out."""
+        peers = self.peers()
+        if not peers:
+            return []
+        futures = [(peer, self._pool.submit(self.call, peer, op, args)) for peer in peers]
+        out: list[tuple[str, Any]] = []
+        for peer, future in futures:
+            try:
+                out.append((peer.id, future.result()))
+            except (OSError, PeerRefused, ValueError, http.client.HTTPException) as exc:
+                self._on_error(peer, f"{type(exc).__name__}: {exc}")
+        return out
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)

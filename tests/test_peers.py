@@ -1,0 +1,78 @@
+"""Calls between front ends: what authenticates one, and what the route answers to calls that are not
+authentic or not well formed (as another process on the network could send them)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import pytest
+
+from zeroscale import peers
+from zeroscale.api.peer import PeerRoute
+from zeroscale.iam.secrets import SecretBox
+from zeroscale.logs.sources import LocalLogs
+from zeroscale.logs.store import LogStore
+
+KEY = SecretBox(b"k" * 32).derive(b"peer calls")
+NOW = 1_800_000_000.0
+
+
+def test_a_signature_holds_for_its_body_key_and_time_only() -> None:
+    body = b'{"op": "logs.groups", "args": {}}'
+    header = peers.sign(KEY, "fe-a", body, now=NOW)
+    assert peers.verify(KEY, header, body, now=NOW + 299) == "fe-a"
+    other_key = SecretBox(b"j" * 32).derive(b"peer calls")
+    assert other_key != KEY and SecretBox(b"k" * 32).derive(b"other use") != KEY
+    for key, sent, at, why in [
+        (KEY, body + b" ", NOW, "does not match"),
+        (other_key, body, NOW, "does not match"),
+        (KEY, body, NOW + 301, "clock"),
+        (KEY, body, NOW - 301, "clock"),
+    ]:
+        with pytest.raises(peers.PeerRefused, match=why):
+            peers.verify(key, header, sent, now=at)
+    ident, ts, mac = header.split(" ")
+    for forged in [
+        "",
+        "fe-a",
+        f"fe-b {ts} {mac}",  # another front end's name on this one's MAC
+        f"{ident} {int(ts) + 1} {mac}",
+        f"{ident} {ts} {mac} extra",
+        f"{ident} -{ts} {mac}",
+        f"{ident} \u0661\u0662 {mac}",  # digits that are not ASCII
+    ]:
+        with pytest.raises(peers.PeerRefused):
+            peers.verify(KEY, forged, body, now=NOW)
+
+
+def test_the_route_answers_authentic_reads_and_refuses_the_rest(tmp_path: Path) -> None:
+    store = LogStore(tmp_path)
+    store.remember("Shared")
+    store.append("Shared", "AllTraffic/0001-a", 1000, ["hello"])
+    route = PeerRoute(KEY, LocalLogs(store, "fe-b").ops)
+
+    def call(body: bytes, header: str | None = None) -> tuple[int, dict[str, object]]:
+        status, answer = asyncio.run(route.handle(header or peers.sign(KEY, "fe-a", body), body))
+        return status, json.loads(answer)
+
+    ok = json.dumps({"op": "logs.search", "args": {"group": "/aws/sagemaker/Endpoints/shared"}}).encode()
+    status, answer = call(ok)
+    assert status == 200 and answer["events"] == [[1000, "AllTraffic/0001-a", 0, "hello"]]
+    assert call(ok, peers.sign(SecretBox(b"j" * 32).derive(b"peer calls"), "fe-a", ok))[0] == 403
+    assert route.precheck("fe-a 1 00") is not None  # a stale time: refused before the body is read
+    assert route.precheck(peers.sign(KEY, "fe-a", b"")) is None  # the MAC needs the body
+    for bad in [
+        b"[]",
+        b"not json",
+        b'{"op": "logs.search"}',
+        b'{"op": "shell", "args": {}}',
+        b'{"op": "logs.search", "args": {"group": 7}}',
+        b'{"op": "logs.page", "args": {"group": "/aws/sagemaker/Endpoints/shared",'
+        b' "stream": "AllTraffic/0001-a", "offsets": {"fe-b": "0"}}}',
+        b'{"op": "logs.page", "args": {"group": "/aws/sagemaker/Endpoints/shared"}}',
+    ]:
+        status, answer = call(bad)
+        assert status == 400, (bad, answer)
+        assert answer["message"]
