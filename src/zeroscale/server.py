@@ -49,7 +49,7 @@ from zeroscale.asyncinf.service import AsyncInference
 from zeroscale.audit.trail import AuditApi, AuditTrail
 from zeroscale.autoscaling.policy import IN_POINTS
 from zeroscale.autoscaling.samples import Samples
-from zeroscale.autoscaling.service import AutoScaling
+from zeroscale.autoscaling.service import PERIODS_OP, AutoScaling
 from zeroscale.autoscaling.targets import TARGET, Targets
 from zeroscale.autoscaling.targets import LimitExceeded as ScalingLimitExceeded
 from zeroscale.background import Background
@@ -352,7 +352,13 @@ def build(settings: Settings) -> Server:
     autoscaling_samples = Samples(fleet.active_loads, settings.autoscaling_period_s, IN_POINTS, time.time)
     events.add(autoscaling_samples)
     autoscaling = AutoScaling(
-        Targets(store), endpoints, autoscaling_samples, region=settings.region, account_id=settings.account_id
+        Targets(store),
+        endpoints,
+        autoscaling_samples,
+        region=settings.region,
+        account_id=settings.account_id,
+        leads=cluster.leads,
+        others=peer_client.gather,
     )
     topics = Topics(
         store,
@@ -469,7 +475,10 @@ def build(settings: Settings) -> Server:
         query_service=IamQueryService(iam, authz),
         audit=audit.record,
         throttle=throttle,
-        peer=PeerRoute(peer_key, {**logs.peer_ops, "workers.list": workers_api.listed}),
+        peer=PeerRoute(
+            peer_key,
+            {**logs.peer_ops, "workers.list": workers_api.listed, PERIODS_OP: autoscaling.periods},
+        ),
         rest_routes={
             "metrics": MetricsApi(history).handle,
             "usage": UsageApi(metering),

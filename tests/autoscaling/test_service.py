@@ -5,6 +5,7 @@ cause and settles when the endpoint does, and the cooldown is kept in the target
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from typing import Any
 
@@ -203,3 +204,75 @@ def test_a_target_whose_endpoint_is_gone_is_logged_once_not_every_period(
         asyncio.run(service.evaluate())
     said = [r.getMessage() for r in caplog.records]
     assert said == [f'autoscaling {RESOURCE}: Could not find endpoint "demo".'] * 2
+
+
+def record(at: float, latency_s: float = 0.05) -> InvocationRecord:
+    return InvocationRecord("demo", "A", "w", at, latency_s, latency_s, 1, 1, 200, "", 1024, None, False)
+
+
+def test_the_leader_decides_from_every_front_ends_samples() -> None:
+    """Two front ends on one database, each serving half of an endpoint's traffic: 36 invocations a minute
+    each, 72 together, against a target of 60 per instance. The other front end's samples (as its peer
+    route answers them, through JSON) are merged with the leader's period by period, so the leader scales
+    out, where either alone would not; the other front end never decides."""
+    now = [1000.0]
+    endpoints, samples, leader = scaling(now)
+    other_samples = Samples(lambda: [], period_s=10.0, keep=15, clock=lambda: now[0])
+    leader._others = lambda op, args: [("fe-b", json.loads(json.dumps(other_samples.export())))]
+    follower_endpoints = FakeEndpoints()
+    follower = AutoScaling(
+        leader._t,
+        follower_endpoints,
+        other_samples,
+        region="us-east-1",
+        account_id="1",
+        clock=lambda: now[0],
+        leads=lambda: False,
+    )
+    leader.register({**SCOPE, "MinCapacity": 1, "MaxCapacity": 4})
+    leader.put_policy(
+        {
+            **SCOPE,
+            "PolicyName": "per-instance",
+            "PolicyType": "TargetTrackingScaling",
+            "TargetTrackingScalingPolicyConfiguration": {
+                "TargetValue": 60.0,
+                "PredefinedMetricSpecification": {
+                    "PredefinedMetricType": "SageMakerVariantInvocationsPerInstance"
+                },
+                "ScaleOutCooldown": 60,
+            },
+        }
+    )
+    other_samples.watch(samples._watched)
+    for _ in range(3):  # three 10-s periods of 6 invocations on each front end
+        for n in range(6):
+            samples.invocation(record(now[0] + n, latency_s=0.1))
+            other_samples.invocation(record(now[0] + n, latency_s=0.4))
+        samples.close_period()
+        other_samples.close_period()
+        assert samples.values("demo", "A", "Invocations", "Sum")[-1] == 36.0
+        asyncio.run(follower.evaluate())
+        asyncio.run(leader.evaluate())
+        now[0] += 10
+    assert follower_endpoints.calls == []
+    assert endpoints.calls == [
+        {
+            "EndpointName": "demo",
+            "DesiredWeightsAndCapacities": [{"VariantName": "A", "DesiredInstanceCount": 2}],
+        }
+    ]
+    (activity,) = leader.describe_activities({"ServiceNamespace": "sagemaker"})["ScalingActivities"]
+    assert "SageMakerVariantInvocationsPerInstance was above the target 60" in activity["Cause"]
+    # the statistics pool every sample of both front ends: an average over all twelve, not of the two
+    theirs = [json.loads(json.dumps(other_samples.export()))]
+    assert samples.values("demo", "A", "ModelLatency", "Average", theirs)[-1] == pytest.approx(250_000.0)
+    assert samples.values("demo", "A", "ModelLatency", "Maximum", theirs)[-1] == pytest.approx(400_000.0)
+    assert samples.values("demo", "A", "Invocations", "SampleCount", theirs)[-1] == 72.0
+    # a front end that started later has fewer periods: the oldest are the leader's own
+    late = Samples(lambda: [], period_s=10.0, keep=15, clock=lambda: now[0])
+    late.watch(samples._watched)
+    late.invocation(record(now[0]))
+    late.close_period()
+    merged = samples.values("demo", "A", "Invocations", "Sum", [json.loads(json.dumps(late.export()))])
+    assert merged == [36.0, 36.0, 42.0]

@@ -24,7 +24,16 @@ from e2e.conftest import handler_model
 from pgserver import PostgresServer
 from zeroscale.cli.main import cli
 from zeroscale.store import Store
-from zeroscale.testing import ACCESS_KEY, REGION, SECRET_KEY, ServerProcess, deploy, wait_for
+from zeroscale.testing import (
+    ACCESS_KEY,
+    REGION,
+    SECRET_KEY,
+    SKLEARN_IMAGE,
+    ServerProcess,
+    deploy,
+    wait_final,
+    wait_for,
+)
 
 SLEEPY = """
 import os, time
@@ -47,7 +56,7 @@ def pair(
     postgres: PostgresServer, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[ServerProcess, ServerProcess]]:
     url = postgres.create_database("frontends")
-    flags = {"database_url": url, "frontend_ttl_s": TTL_S}
+    flags = {"database_url": url, "frontend_ttl_s": TTL_S, "autoscaling_period_s": 1}
     a = ServerProcess(tmp_path_factory.mktemp("a"), flags).start()
     b = ServerProcess(tmp_path_factory.mktemp("b"), flags).start()
     yield a, b
@@ -321,11 +330,13 @@ def test_each_front_ends_worker_logs_are_read_through_any_of_them(
         logs = server.client("logs")
         return dict(logs.filter_log_events(logGroupName=group, filterPattern='"served by"', **kw))
 
+    listed = []
     for server in (a, b):
         wait_for(lambda s=server: {e["message"] for e in served(s)["events"]} == wanted, timeout_s=10)
         streams = server.client("logs").describe_log_streams(logGroupName=group)["logStreams"]
-        names = [s["logStreamName"] for s in streams]
-        assert names.count("AllTraffic/platform") == 1 and len(names) == 3, names
+        listed.append([s["logStreamName"] for s in streams])
+    names = listed[0]
+    assert listed[1] == names and names.count("AllTraffic/platform") == 1, listed
     # the stream of b's worker, read through a from its head
     b_pid = invoke(b, "logged")
     logs_a = a.client("logs")
@@ -335,7 +346,8 @@ def test_each_front_ends_worker_logs_are_read_through_any_of_them(
         return [e["message"] for e in out["events"]]
 
     wait_for(lambda: f"served by {b_pid}" in str(served(a)["events"]), timeout_s=10)
-    workers = [n for n in names if n != "AllTraffic/platform"]
+    workers = [n for n in names if n != "AllTraffic/platform" and not n.startswith("AllTraffic/template-")]
+    assert len(workers) == 2, names  # a worker of each front end (and a template's stream where one forked)
     (b_stream,) = [n for n in workers if f"served by {b_pid}" in messages(n)]
     worker_file = b_stream.split("/")[1] + ".log"
     assert not list(a.data_dir.rglob(worker_file)) and list(b.data_dir.rglob(worker_file))  # b's file only
@@ -358,6 +370,70 @@ def test_each_front_ends_worker_logs_are_read_through_any_of_them(
             urllib.request.urlopen(request, timeout=5)
         assert refused.value.code == 403
     a.client("sagemaker").delete_endpoint(EndpointName="logged")
+
+
+def test_the_leader_scales_a_variant_on_the_traffic_of_every_front_end(
+    pair: tuple[ServerProcess, ServerProcess], model_url: str
+) -> None:
+    """A real-time variant under a target-tracking policy, its traffic sent only to the front end that
+    does not lead: the leader (the oldest front end) reads that front end's samples and scales out; the
+    other decides nothing."""
+    a, b = pair
+    sm = a.client("sagemaker")
+    sm.create_model(ModelName="scaled", PrimaryContainer={"Image": SKLEARN_IMAGE, "ModelDataUrl": model_url})
+    variant = {"VariantName": "AllTraffic", "ModelName": "scaled", "InstanceType": "ml.t2.medium"}
+    sm.create_endpoint_config(
+        EndpointConfigName="scaled", ProductionVariants=[{**variant, "InitialInstanceCount": 1}]
+    )
+    sm.create_endpoint(EndpointName="scaled", EndpointConfigName="scaled")
+    assert wait_final(sm, "scaled")["EndpointStatus"] == "InService"
+    wait_for(serves(b, "scaled"), timeout_s=10)
+    aas = a.client("application-autoscaling")
+    scope = {
+        "ServiceNamespace": "sagemaker",
+        "ResourceId": "endpoint/scaled/variant/AllTraffic",
+        "ScalableDimension": "sagemaker:variant:DesiredInstanceCount",
+    }
+    aas.register_scalable_target(**scope, MinCapacity=1, MaxCapacity=2)
+    aas.put_scaling_policy(
+        **scope,
+        PolicyName="per-instance",
+        PolicyType="TargetTrackingScaling",
+        TargetTrackingScalingPolicyConfiguration={
+            "TargetValue": 60.0,  # one invocation a second per instance
+            "PredefinedMetricSpecification": {
+                "PredefinedMetricType": "SageMakerVariantInvocationsPerInstance"
+            },
+            "ScaleOutCooldown": 1,
+            "ScaleInCooldown": 600,
+        },
+    )
+
+    def desired() -> int:
+        (v,) = sm.describe_endpoint(EndpointName="scaled")["ProductionVariants"]
+        return int(v["DesiredInstanceCount"])
+
+    stop = threading.Event()
+
+    def load() -> None:  # about 20 a second, all through b
+        while not stop.is_set():
+            invoke(b, "scaled")
+            time.sleep(0.05)
+
+    thread = threading.Thread(target=load, daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: desired() == 2, timeout_s=30)
+    finally:
+        stop.set()
+        thread.join(10)
+    said = "autoscaling endpoint/scaled/variant/AllTraffic: "
+    assert said in a.log_path.read_text(errors="replace")  # the leader decided
+    assert said not in b.log_path.read_text(errors="replace")
+    (activity,) = aas.describe_scaling_activities(ServiceNamespace="sagemaker")["ScalingActivities"]
+    assert "SageMakerVariantInvocationsPerInstance was above the target 60" in activity["Cause"]
+    aas.deregister_scalable_target(**scope)
+    sm.delete_endpoint(EndpointName="scaled")
 
 
 def test_a_front_end_killed_costs_only_its_requests_and_comes_back(

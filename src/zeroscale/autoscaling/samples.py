@@ -1,12 +1,19 @@
 """The metrics a scaling policy reads: the same values as the one-minute history (the same
 ``HistoryRecorder``: invocations and worker starts as they happen, the pools' gauges sampled), but only for
 the variants that autoscaling watches, and cut into evaluation periods of ``period_s`` (60 s, as
-CloudWatch's; shorter in tests). The last ``keep`` periods of each variant are kept in memory."""
+CloudWatch's; shorter in tests). The last ``keep`` periods of each variant are kept in memory.
+
+Several front ends on one database each see their own share of an endpoint's traffic: the one that
+evaluates the policies (the leader) reads the others' periods (``export``, over ``zeroscale.peers``) and
+merges each with its own of the same age (``values(..., others=...)``), as CloudWatch pools the datapoints
+of every instance that publishes a metric: sums and counts add, averages are over every sample. Each front
+end closes its periods on its own clock, so periods of the same age are at most one period apart."""
 
 from __future__ import annotations
 
 import collections
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 from zeroscale.events import InvocationRecord, VariantEvent, WorkerEvent
 from zeroscale.metrics import catalog
@@ -18,6 +25,9 @@ from zeroscale.metrics.service import Gauge
 
 Pair = tuple[str, str]  # (lower-cased endpoint name, variant name)
 Period = dict[str, Stat]  # metric name -> its statistics over one period
+# What export() answers: "<endpoint>\t<variant>" -> its periods, oldest first, each [its length in s,
+# {metric: [sum, count, minimum, maximum]}] (JSON: an empty statistic's bounds are None)
+Exported = Mapping[str, list[list[Any]]]
 
 STATISTICS = ("Average", "Minimum", "Maximum", "SampleCount", "Sum")
 # Counts: a period without an observation counted nothing (0), it is not missing data.
@@ -101,16 +111,54 @@ class Samples:
         for pair, period in current.items():
             self._periods.setdefault(pair, collections.deque(maxlen=self._keep)).append((length, period))
 
-    def values(self, endpoint: str, variant: str, metric: str, statistic: str) -> list[float | None]:
-        """The metric's statistic over each kept period, oldest first (None: no data in that period). Sum and
-        SampleCount are per minute, whatever the period, so a target keeps CloudWatch's meaning."""
+    def export(self) -> dict[str, list[list[Any]]]:
+        """Every watched variant's kept periods, JSON-ready, for the front end that evaluates the policies."""
+        return {
+            f"{endpoint}\t{variant}": [
+                [length, {metric: _row(stat) for metric, stat in period.items()}]
+                for length, period in periods
+            ]
+            for (endpoint, variant), periods in self._periods.items()
+        }
+
+    def values(
+        self, endpoint: str, variant: str, metric: str, statistic: str, others: Sequence[Exported] = ()
+    ) -> list[float | None]:
+        """The metric's statistic over each kept period, oldest first (None: no data in that period), with
+        the other front ends' periods of the same age merged in (``others``: what their ``export`` answered).
+        Sum and SampleCount are per minute, whatever the period, so a target keeps CloudWatch's meaning."""
+        pair = (endpoint.lower(), variant)
+        theirs = [o.get(f"{pair[0]}\t{variant}") or [] for o in others]
+        own = self._periods.get(pair, ())
         out: list[float | None] = []
-        for length, period in self._periods.get((endpoint.lower(), variant), ()):
+        for age, (length, period) in zip(range(len(own), 0, -1), own, strict=True):
             stat = period.get(metric)
+            for periods in theirs:
+                row = periods[-age][1].get(metric) if len(periods) >= age else None
+                if row is not None:
+                    stat = _stat(row) if stat is None else _merged(stat, _stat(row))
             if stat is None and metric in _COUNTS:
                 stat = Stat()
             out.append(None if stat is None else _value(stat, statistic, length))
         return out
+
+
+def _row(stat: Stat) -> list[Any]:
+    bounded = stat.count > 0
+    return [stat.sum, stat.count, stat.minimum if bounded else None, stat.maximum if bounded else None]
+
+
+def _stat(row: list[Any]) -> Stat:
+    total, count, low, high = row
+    if count <= 0:
+        return Stat()
+    return Stat(float(total), int(count), float(low), float(high))
+
+
+def _merged(a: Stat, b: Stat) -> Stat:
+    out = a.copy()
+    out.merge(b)
+    return out
 
 
 def _value(stat: Stat, statistic: str, length_s: float) -> float | None:

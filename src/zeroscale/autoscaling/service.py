@@ -1,6 +1,10 @@
 """Application Auto Scaling for real-time endpoint variants: the operations (a JSON 1.1 table), and the loop
 that evaluates every target's policies once per period and applies decisions through
-UpdateEndpointWeightsAndCapacities, recording each scaling activity with its cause."""
+UpdateEndpointWeightsAndCapacities, recording each scaling activity with its cause.
+
+With several front ends on one database, every front end samples its own traffic, and only the leader
+(the oldest live one) evaluates, with the others' samples merged in (``Samples.values``): one front end
+decides each step, from the whole endpoint's metrics."""
 
 from __future__ import annotations
 
@@ -14,7 +18,7 @@ from typing import Any
 
 from zeroscale.autoscaling import policy as pol
 from zeroscale.autoscaling import steps
-from zeroscale.autoscaling.samples import STATISTICS, Samples
+from zeroscale.autoscaling.samples import STATISTICS, Exported, Samples
 from zeroscale.autoscaling.targets import (
     DIMENSION,
     NAMESPACE,
@@ -49,6 +53,9 @@ _ACTIVITY_MEMBERS = (
 )
 
 Operation = Callable[[Mapping[str, Any]], Any]
+# The other front ends' answers to a peer operation (zeroscale.peers.PeerClient.gather; blocking)
+Others = Callable[[str, dict[str, Any]], list[tuple[str, Any]]]
+PERIODS_OP = "autoscaling.periods"
 
 
 class AutoScaling:
@@ -62,6 +69,8 @@ class AutoScaling:
         account_id: str,
         clock: Callable[[], float] = time.time,
         sample_s: float = 1.0,
+        leads: Callable[[], bool] = lambda: True,
+        others: Others | None = None,
     ) -> None:
         self._t = targets
         self._endpoints = endpoints
@@ -72,6 +81,9 @@ class AutoScaling:
         self._sample_s = min(sample_s, samples.period_s)
         self._task: asyncio.Task[None] | None = None
         self._failing: dict[str, str] = {}  # target -> why its last evaluation failed (logged once)
+        self._leads = leads
+        self._others = others
+        self._theirs: list[Exported] = []  # the other front ends' periods, read for this evaluation
 
     def operations(self) -> dict[str, Operation]:
         return {
@@ -302,11 +314,20 @@ class AutoScaling:
                     next_period = max(next_period, now - self._sample_s) + self.samples.period_s
                     self.samples.close_period(now - started)
                     started = now
+                    # targets and policies another front end put since: sampled from the next period on
+                    self.samples.watch(await asyncio.to_thread(self._watched))
                     await self.evaluate()
             except Exception:
                 log.exception("autoscaling: evaluation failed")
 
+    async def periods(self, args: dict[str, Any]) -> dict[str, Any]:
+        """The peer operation ``autoscaling.periods``: this front end's samples, for the leader."""
+        return dict(self.samples.export())
+
     def _watch(self) -> None:
+        self.samples.watch(self._watched())
+
+    def _watched(self) -> frozenset[tuple[str, str]]:
         pairs = set()
         for t in self._t.targets():
             resource = parse_resource(t.name)
@@ -315,10 +336,16 @@ class AutoScaling:
             dims = p.doc.get("Metric", {}).get("Dimensions")
             if dims:
                 pairs.add((dims["EndpointName"].lower(), dims["VariantName"]))
-        self.samples.watch(frozenset(pairs))
+        return frozenset(pairs)
 
     async def evaluate(self) -> None:
         """One evaluation of every target: finish activities in progress, then decide and apply."""
+        if not self._leads():
+            return  # the leader decides, with this front end's samples among its own
+        self._theirs = []
+        if self._others is not None:
+            answers = await asyncio.to_thread(self._others, PERIODS_OP, {})
+            self._theirs = [answer for _, answer in answers]
         policies: dict[str, list[Record]] = {}
         for p in self._t.policies():
             policies.setdefault(p.doc["ResourceId"], []).append(p)
@@ -363,11 +390,13 @@ class AutoScaling:
 
     def _values(self, metric: Mapping[str, Any], instances: int) -> list[float | None]:
         if metric.get("Predefined"):
-            values = self.samples.values(metric["EndpointName"], metric["VariantName"], "Invocations", "Sum")
+            values = self.samples.values(
+                metric["EndpointName"], metric["VariantName"], "Invocations", "Sum", self._theirs
+            )
             return [None if v is None else v / max(1, instances) for v in values]
         dims = metric["Dimensions"]
         return self.samples.values(
-            dims["EndpointName"], dims["VariantName"], metric["MetricName"], metric["Statistic"]
+            dims["EndpointName"], dims["VariantName"], metric["MetricName"], metric["Statistic"], self._theirs
         )
 
     async def _apply(
