@@ -8,11 +8,13 @@ database must share (``--iam-key-file``; the database records which key that is 
 with another). So the database alone, which holds no key, cannot forge a call, and a call older or newer
 than ``MAX_SKEW_S`` is refused. Every operation is a read.
 
-Blocking: the client calls from a worker thread (the operations that fan out run off the event loop).
+``PeerClient.gather`` blocks (the operations that fan out from a worker thread call it); ``ask`` is the same
+from the event loop.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import http.client
@@ -136,6 +138,12 @@ class PeerClient:
             except (OSError, PeerRefused, ValueError, http.client.HTTPException) as exc:
                 self._on_error(peer, f"{type(exc).__name__}: {exc}")
         return out
+
+    async def ask(self, op: str, args: dict[str, Any]) -> list[tuple[str, Any]]:
+        """``gather`` from the event loop: at once (no thread) while this front end is alone."""
+        if not self.peers():
+            return []
+        return await asyncio.to_thread(self.gather, op, args)
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)

@@ -55,7 +55,7 @@ from zeroscale.autoscaling.targets import LimitExceeded as ScalingLimitExceeded
 from zeroscale.background import Background
 from zeroscale.batch.runner import TransformRunner
 from zeroscale.cloudwatch.alarms import AlarmStore
-from zeroscale.cloudwatch.data import MetricData
+from zeroscale.cloudwatch.data import RECENT_OP, MetricData
 from zeroscale.cloudwatch.recent import RecentMetrics
 from zeroscale.cloudwatch.service import CloudWatch
 from zeroscale.config import HttpLimits, Settings
@@ -311,7 +311,7 @@ def build(settings: Settings) -> Server:
             most_per_user=settings.max_resources_per_user,
             creator=caller_id,
         ),
-        MetricData(history, recent),
+        MetricData(history, recent, others=peer_client.ask),
         region=settings.region,
         account_id=settings.account_id,
         interval_s=settings.alarm_interval_s,
@@ -358,7 +358,7 @@ def build(settings: Settings) -> Server:
         region=settings.region,
         account_id=settings.account_id,
         leads=cluster.leads,
-        others=peer_client.gather,
+        others=peer_client.ask,
     )
     topics = Topics(
         store,
@@ -431,7 +431,7 @@ def build(settings: Settings) -> Server:
         iam.close()
         peer_client.close()
 
-    workers_api = WorkersApi(fleet, socket.gethostname(), cluster.id, others=peer_client.gather)
+    workers_api = WorkersApi(fleet, socket.gethostname(), cluster.id, others=peer_client.ask)
     limits = PayloadLimits(settings.serverless_payload_limit_bytes, answer=settings.payload_limit_bytes)
     parts = AppParts(
         json_services=[
@@ -477,7 +477,12 @@ def build(settings: Settings) -> Server:
         throttle=throttle,
         peer=PeerRoute(
             peer_key,
-            {**logs.peer_ops, "workers.list": workers_api.listed, PERIODS_OP: autoscaling.periods},
+            {
+                **logs.peer_ops,
+                "workers.list": workers_api.listed,
+                PERIODS_OP: autoscaling.periods,
+                RECENT_OP: recent.peer_query,
+            },
         ),
         rest_routes={
             "metrics": MetricsApi(history).handle,

@@ -218,7 +218,11 @@ def test_the_leader_decides_from_every_front_ends_samples() -> None:
     now = [1000.0]
     endpoints, samples, leader = scaling(now)
     other_samples = Samples(lambda: [], period_s=10.0, keep=15, clock=lambda: now[0])
-    leader._others = lambda op, args: [("fe-b", json.loads(json.dumps(other_samples.export())))]
+
+    async def others(op: str, args: dict[str, Any]) -> list[tuple[str, Any]]:
+        return [("fe-b", json.loads(json.dumps(other_samples.export())))]
+
+    leader._others = others
     follower_endpoints = FakeEndpoints()
     follower = AutoScaling(
         leader._t,

@@ -5,11 +5,13 @@ its history keeps them; only the leader evaluates."""
 from __future__ import annotations
 
 import asyncio
+import json
+from typing import Any
 
 import pytest
 
 from zeroscale.cloudwatch.alarms import AlarmStore
-from zeroscale.cloudwatch.data import LimitExceeded, MetricData
+from zeroscale.cloudwatch.data import LimitExceeded, Metric, MetricData, Others
 from zeroscale.cloudwatch.recent import RecentMetrics
 from zeroscale.cloudwatch.service import CloudWatch, StateChange
 from zeroscale.events import InvocationRecord
@@ -24,7 +26,9 @@ def failed(at: float) -> InvocationRecord:
     return InvocationRecord("demo", "A", "w", at, 0.1, 0.1, 1, 1, 424, "ModelError", 1024, None, False, 500)
 
 
-def build(now: list[float], leader: bool = True) -> tuple[CloudWatch, RecentMetrics]:
+def build(
+    now: list[float], leader: bool = True, others: Others | None = None
+) -> tuple[CloudWatch, RecentMetrics]:
     clock = lambda: now[0]  # noqa: E731
     recent = RecentMetrics(lambda: [], clock)
     history = MetricsHistory(
@@ -32,7 +36,7 @@ def build(now: list[float], leader: bool = True) -> tuple[CloudWatch, RecentMetr
     )
     service = CloudWatch(
         AlarmStore("sqlite://"),
-        MetricData(history, recent),
+        MetricData(history, recent, others=others),
         region="us-east-1",
         account_id="1",
         clock=clock,
@@ -83,6 +87,34 @@ async def test_errors_in_a_period_put_the_alarm_in_alarm_once_it_ended() -> None
         "Alarm updated from ALARM to OK",
         "Alarm updated from OK to ALARM",
         "Alarm updated from INSUFFICIENT_DATA to OK",
+    ]
+
+
+async def test_ten_second_periods_add_up_every_front_ends_traffic() -> None:
+    """Two front ends each see their own invocations; the leader's alarm and its 10-second statistics read
+    the other's periods too (as its peer route answers them, through JSON), merged by their start."""
+    now = [1000.0]
+    other = RecentMetrics(lambda: [], lambda: now[0])
+    asked: list[dict[str, Any]] = []
+
+    async def others(op: str, args: dict[str, Any]) -> list[tuple[str, Any]]:
+        asked.append(args)
+        return [("fe-b", json.loads(json.dumps(await other.peer_query(json.loads(json.dumps(args))))))]
+
+    service, recent = build(now, others=others)
+    await service.evaluate()
+    assert state(service) == "OK"
+    other.invocation(failed(1002.0))  # the errors are the other front end's only
+    other.invocation(failed(1003.0))
+    recent.invocation(failed(1014.0))
+    now[0] = 1025.5
+    await service.evaluate()
+    assert state(service) == "ALARM" and asked and asked[-1]["metric"] == "Invocation5XXErrors"
+    metric = Metric.of("AWS/SageMaker", "Invocation5XXErrors", DIMS)
+    periods = await service._data.periods(metric, 1000.0, 1030.0, 10)
+    assert [(at, stat.sum) for at, stat in periods] == [(1000, 2.0), (1010, 1.0)]
+    assert [(at, stat.sum) for at, stat in await service._data.periods(metric, 1000.0, 1030.0, 30)] == [
+        (1000, 3.0)
     ]
 
 

@@ -6,9 +6,8 @@ deleted)."""
 
 from __future__ import annotations
 
-import asyncio
 import json
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from zeroscale.errors import ValidationException
@@ -33,11 +32,11 @@ class WorkersApi:
         fleet: Fleet,
         node: str,
         frontend: str,
-        others: Callable[[str, dict[str, Any]], list[tuple[str, Any]]] | None = None,
+        others: Callable[[str, dict[str, Any]], Awaitable[list[tuple[str, Any]]]] | None = None,
     ) -> None:
         """``node``: this front end's host, where its workers run unless they are on a cluster's nodes
         (then each worker's handle names its node). ``others``: the other front ends' answers to a peer
-        operation (``zeroscale.peers.PeerClient.gather``, blocking)."""
+        operation (``zeroscale.peers.PeerClient.ask``)."""
         self._fleet = fleet
         self._node = node
         self._frontend = frontend
@@ -80,7 +79,7 @@ class WorkersApi:
         endpoint = names[-1] if names else None
         rows = self.workers(endpoint)
         if self._others is not None:
-            answers = await asyncio.to_thread(self._others, "workers.list", {"endpoint": endpoint})
+            answers = await self._others("workers.list", {"endpoint": endpoint})
             rows += [row for _, answer in answers for row in answer["Workers"]]
             rows.sort(
                 key=lambda w: (w["EndpointName"].lower(), w["VariantName"], w["Frontend"], w["WorkerId"])

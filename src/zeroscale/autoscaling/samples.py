@@ -115,7 +115,7 @@ class Samples:
         """Every watched variant's kept periods, JSON-ready, for the front end that evaluates the policies."""
         return {
             f"{endpoint}\t{variant}": [
-                [length, {metric: _row(stat) for metric, stat in period.items()}]
+                [length, {metric: stat.row() for metric, stat in period.items()}]
                 for length, period in periods
             ]
             for (endpoint, variant), periods in self._periods.items()
@@ -136,23 +136,11 @@ class Samples:
             for periods in theirs:
                 row = periods[-age][1].get(metric) if len(periods) >= age else None
                 if row is not None:
-                    stat = _stat(row) if stat is None else _merged(stat, _stat(row))
+                    stat = Stat.of_row(row) if stat is None else _merged(stat, Stat.of_row(row))
             if stat is None and metric in _COUNTS:
                 stat = Stat()
             out.append(None if stat is None else _value(stat, statistic, length))
         return out
-
-
-def _row(stat: Stat) -> list[Any]:
-    bounded = stat.count > 0
-    return [stat.sum, stat.count, stat.minimum if bounded else None, stat.maximum if bounded else None]
-
-
-def _stat(row: list[Any]) -> Stat:
-    total, count, low, high = row
-    if count <= 0:
-        return Stat()
-    return Stat(float(total), int(count), float(low), float(high))
 
 
 def _merged(a: Stat, b: Stat) -> Stat:

@@ -13,7 +13,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from zeroscale.autoscaling import policy as pol
@@ -53,8 +53,8 @@ _ACTIVITY_MEMBERS = (
 )
 
 Operation = Callable[[Mapping[str, Any]], Any]
-# The other front ends' answers to a peer operation (zeroscale.peers.PeerClient.gather; blocking)
-Others = Callable[[str, dict[str, Any]], list[tuple[str, Any]]]
+# The other front ends' answers to a peer operation (zeroscale.peers.PeerClient.ask)
+Others = Callable[[str, dict[str, Any]], Awaitable[list[tuple[str, Any]]]]
 PERIODS_OP = "autoscaling.periods"
 
 
@@ -344,7 +344,7 @@ class AutoScaling:
             return  # the leader decides, with this front end's samples among its own
         self._theirs = []
         if self._others is not None:
-            answers = await asyncio.to_thread(self._others, PERIODS_OP, {})
+            answers = await self._others(PERIODS_OP, {})
             self._theirs = [answer for _, answer in answers]
         policies: dict[str, list[Record]] = {}
         for p in self._t.policies():

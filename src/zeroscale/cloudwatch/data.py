@@ -2,13 +2,15 @@
 dimensions EndpointName and VariantName; EndpointName alone for the asynchronous backlog's) cut into
 periods of 10 s, 30 s or a multiple of 60 s, each period's statistics. Minute periods come from the
 one-minute history (the database plus the minutes still in memory, so every front end's stored minutes
-count); 10 s and 30 s periods from ``RecentMetrics`` (this process's last hours)."""
+count); 10 s and 30 s periods from ``RecentMetrics`` (each front end's last hours: this one's, merged with
+what the other live front ends on the database answer, ``zeroscale.peers``)."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from zeroscale.cloudwatch.recent import RESOLUTION_S, RecentMetrics
 from zeroscale.errors import ZeroscaleError
@@ -105,10 +107,16 @@ def unit(name: str) -> str:
     return info.unit if info is not None else "None"
 
 
+RECENT_OP = "cloudwatch.recent"
+# The other front ends' answers to a peer operation (zeroscale.peers.PeerClient.ask)
+Others = Callable[[str, dict[str, Any]], Awaitable[list[tuple[str, Any]]]]
+
+
 class MetricData:
-    def __init__(self, history: MetricsHistory, recent: RecentMetrics) -> None:
+    def __init__(self, history: MetricsHistory, recent: RecentMetrics, others: Others | None = None) -> None:
         self._history = history
         self.recent = recent
+        self._others = others
 
     async def periods(self, metric: Metric, start: float, end: float, period: int) -> list[tuple[int, Stat]]:
         """The statistics of each period with data in [start, end), oldest first; a period's timestamp is
@@ -123,6 +131,16 @@ class MetricData:
                 return []
             found = self.recent.query(endpoint, variant, metric.name, start, end)
             pieces = [(k.minute, s) for k, s in found.items()]
+            if self._others is not None:
+                args = {
+                    "endpoint": endpoint,
+                    "variant": variant,
+                    "metric": metric.name,
+                    "since": start,
+                    "until": end,
+                }
+                for _, answer in await self._others(RECENT_OP, args):
+                    pieces += [(int(row[0]), Stat.of_row(row[1:])) for row in answer["periods"]]
         else:
             resolution = PERIOD_S
             points = await self._history.query(endpoint, start, end, (metric.name,), variant)

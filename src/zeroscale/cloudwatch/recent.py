@@ -16,6 +16,7 @@ import time
 from array import array
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 from zeroscale.events import InvocationRecord, VariantEvent, WorkerEvent
 from zeroscale.metrics.history import Key, Stat
@@ -168,6 +169,19 @@ class RecentMetrics:
             else:  # a late observation of a period that had closed
                 have.merge(stat)
         return found
+
+    async def peer_query(self, args: dict[str, Any]) -> dict[str, Any]:
+        """The peer operation ``cloudwatch.recent``: ``query`` for another front end (periods start on the
+        same 10-second boundaries on every front end, so the caller merges them by their start)."""
+        variant = args.get("variant")
+        found = self.query(
+            str(args["endpoint"]),
+            None if variant is None else str(variant),
+            str(args["metric"]),
+            float(args["since"]),
+            float(args["until"]),
+        )
+        return {"periods": [[key.minute, *stat.row()] for key, stat in found.items()]}
 
     def oldest(self) -> float:
         """The start of the oldest period still kept (data before it is gone)."""

@@ -5,9 +5,9 @@ carry their own time, and nothing here reads a clock or does I/O."""
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 PERIOD_S = 60
 
@@ -46,6 +46,21 @@ class Stat:
 
     def copy(self) -> Stat:
         return Stat(self.sum, self.count, self.minimum, self.maximum)
+
+    def row(self) -> list[float | int | None]:
+        """JSON-ready: [sum, count, minimum, maximum] (an empty statistic's bounds are None)."""
+        bounded = self.count > 0
+        return [self.sum, self.count, self.minimum if bounded else None, self.maximum if bounded else None]
+
+    @classmethod
+    def of_row(cls, row: Sequence[Any]) -> Stat:
+        """What ``row`` made (another front end's, so its shape is checked: ValueError)."""
+        if len(row) != 4:
+            raise ValueError("a statistic is [sum, count, minimum, maximum]")
+        total, count, low, high = row
+        if int(count) <= 0:
+            return cls()
+        return cls(float(total), int(count), float(low), float(high))
 
 
 class Key(NamedTuple):
