@@ -108,6 +108,9 @@ class Settings:
     # The most of each of those one IAM user may hold (the admin's are not counted; 0: no limit): one tenant
     # cannot use up the account's quota for the others.
     max_resources_per_user: int = 2_000
+    # Transform jobs in progress (or stopping) at once: the account's, and one IAM user's (0: no limit).
+    max_transform_jobs: int = 20
+    max_transform_jobs_per_user: int = 10
     async_max_queued: int = 10_000
     # Asynchronous requests one IAM user may have waiting over all endpoints (the admin's are not counted;
     # 0: no limit): each holds a row, and an inline input up to 128,000 bytes, in the database.

@@ -69,6 +69,8 @@ from zeroscale.control.endpoints import Endpoints
 from zeroscale.control.guarded import Guard
 from zeroscale.control.model_packages import ModelPackages
 from zeroscale.control.models import Models
+from zeroscale.control.transform_jobs import KIND as JOB_KIND
+from zeroscale.control.transform_jobs import RUNNING as JOB_RUNNING
 from zeroscale.control.transform_jobs import TransformJobs
 from zeroscale.credentials import AdminCredentials, load_or_create
 from zeroscale.errors import SubscriptionLimitExceeded, TopicLimitExceeded
@@ -136,6 +138,15 @@ def _quotas(most: int, flag: str = "zeroscale serve --max-resources") -> dict[st
     return quotas
 
 
+def _job_quota(most: int, flag: str) -> dict[str, Limit]:
+    """Transform jobs running at once (they are never deleted: SageMaker keeps finished ones)."""
+    if most <= 0:
+        return {}
+    what = "concurrent transform jobs"
+    flag = f"zeroscale serve --max-transform-jobs{flag}"
+    return {JOB_KIND: Limit(most, what, flag, statuses=JOB_RUNNING, free="stop one or wait for one to end")}
+
+
 def build(settings: Settings) -> Server:
     # Workers run in their model directory: every path handed to them must be absolute.
     settings = settings.replace(data_dir=settings.data_dir.resolve())
@@ -143,9 +154,12 @@ def build(settings: Settings) -> Server:
     creds = load_or_create(settings.credentials_file, settings.access_key_id, settings.secret_access_key)
     store = Store(
         settings.db_url,
-        limits=_quotas(settings.max_resources),
+        limits={**_quotas(settings.max_resources), **_job_quota(settings.max_transform_jobs, "")},
         # each IAM user's, counted by the user id a request is authorized for
-        user_limits=_quotas(settings.max_resources_per_user, "zeroscale serve --max-resources-per-user"),
+        user_limits={
+            **_quotas(settings.max_resources_per_user, "zeroscale serve --max-resources-per-user"),
+            **_job_quota(settings.max_transform_jobs_per_user, "-per-user"),
+        },
         creator=caller_id,
     )
     arns = Arns(settings.region, settings.account_id)

@@ -419,6 +419,39 @@ def test_stop_and_resume_after_sigkill(s3_server: SeaweedS3, s3: Any, tmp_path: 
         server.stop()
 
 
+def test_jobs_in_progress_are_held_to_their_quota(s3_server: SeaweedS3, s3: Any, tmp_path: Path) -> None:
+    """--max-transform-jobs 1: a second job while one runs is refused with SageMaker's ResourceLimitExceeded
+    (nothing of it stored), and accepted once the first has stopped; finished jobs do not count."""
+    server = ServerProcess(
+        tmp_path / "data",
+        flags={"s3_endpoint_url": s3_server.endpoint_url, "max_transform_jobs": 1},
+        env=s3_server.env(),
+    ).start()
+    try:
+        sm = server.client("sagemaker")
+        url = handler_model(tmp_path, SLOW_ECHO)
+        sm.create_model(ModelName="slow", PrimaryContainer={"Image": "sklearn", "ModelDataUrl": url})
+        s3.put_object(Bucket=BUCKET, Key="quota/in/a.csv", Body=b"30,1\n")
+        _job(sm, "held", "slow", "quota/in/")
+        with pytest.raises(sm.exceptions.ResourceLimitExceeded) as refused:
+            _job(sm, "second", "slow", "quota/in/")
+        message = refused.value.response["Error"]["Message"]
+        assert "'Number of concurrent transform jobs' is 1" in message
+        assert "stop one or wait for one to end" in message and "--max-transform-jobs" in message
+        with pytest.raises(ClientError) as missing:
+            sm.describe_transform_job(TransformJobName="second")
+        assert missing.value.response["Error"]["Code"] == "ResourceNotFound"
+        sm.stop_transform_job(TransformJobName="held")
+        assert _wait(sm, "held")["TransformJobStatus"] == "Stopped"
+        s3.put_object(Bucket=BUCKET, Key="quota/fast/a.csv", Body=b"0,1\n")
+        _job(sm, "second", "slow", "quota/fast/")
+        assert _wait(sm, "second")["TransformJobStatus"] == "Completed"
+        _job(sm, "third", "slow", "quota/fast/")  # the stopped and the completed jobs hold nothing
+        assert _wait(sm, "third")["TransformJobStatus"] == "Completed"
+    finally:
+        server.stop()
+
+
 def _has(s3: Any, key: str) -> bool:
     try:
         s3.head_object(Bucket=BUCKET, Key=key)

@@ -299,3 +299,49 @@ def test_a_kinds_limit_holds_across_two_stores_on_one_database(tmp_path: Path) -
     assert b.delete("endpoint", "a0")
     a.insert(Record("endpoint", "over", "arn:over", 1.0, 1.0, "InService", {}))
     assert len(a.list("endpoint")) == 10
+
+
+def test_a_limit_on_statuses_counts_only_records_in_them(tmp_path: Path) -> None:
+    """Transform jobs are never deleted: their quota counts the jobs in progress (or stopping), the
+    account's and each user's, exactly at every insert; a job that ends makes room."""
+    url = f"sqlite:///{tmp_path / 'zeroscale.db'}"
+    caller = ["AIDAALICE"]
+    running = ("InProgress", "Stopping")
+    store = Store(
+        url,
+        limits={"transform-job": Limit(3, "jobs", "--max-jobs", statuses=running, free="stop one")},
+        user_limits={"transform-job": Limit(2, "jobs", "--max-jobs-per-user", statuses=running)},
+        creator=lambda: caller[0],
+    )
+
+    def start(name: str) -> Record:
+        rec = Record("transform-job", name, f"arn:{name}", 1.0, 1.0, "InProgress", {})
+        store.insert(rec)
+        return rec
+
+    first, _ = start("a1"), start("a2")
+    with pytest.raises(ResourceLimitExceeded, match="per IAM user' is 2 jobs"):
+        start("a3")
+    caller[0] = "AIDABOB"
+    start("b1")
+    with pytest.raises(ResourceLimitExceeded) as refused:
+        start("b2")  # the account's 3 are taken
+    assert "'Number of jobs' is 3 jobs" in refused.value.message and "stop one" in refused.value.message
+    assert store.get("transform-job", "b2") is None
+    first.status = "Stopping"  # still holds its workers
+    store.update(first)
+    with pytest.raises(ResourceLimitExceeded):
+        start("b2")
+    for status in ("Stopped", "Completed"):
+        first.status = status
+        store.update(first)
+    start("b2")  # a1 ended: room for one more
+    caller[0] = "AIDAALICE"
+    with pytest.raises(ResourceLimitExceeded, match="'Number of jobs' is 3"):
+        start("a3")  # alice has one in progress, but the account has three
+    b1 = store.get("transform-job", "b1")
+    assert b1 is not None
+    b1.status = "Completed"
+    store.update(b1)
+    start("a3")
+    assert sorted(r.name for r in store.list("transform-job")) == ["a1", "a2", "a3", "b1", "b2"]

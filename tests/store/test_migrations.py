@@ -107,6 +107,7 @@ def test_a_fresh_database_ends_up_with_the_same_steps(db_url: str) -> None:
         "resources:2:index resources.resources_kind_created",
         "resources:3:add resources.creator",
         "resources:4:index resources.resources_kind_creator",
+        "resources:5:index resources.resources_kind_status_creator",
     ]
     assert {"owner", "creator"} <= {c["name"] for c in inspect(engine).get_columns("resources")}
     indexes = {i["name"] for i in inspect(engine).get_indexes("resources")}

@@ -238,6 +238,22 @@ def _advertise_url(value: str | None) -> str | None:
     "tenant cannot use up --max-resources for the others (the admin's are not counted; 0: no limit).",
 )
 @_opt(
+    "--max-transform-jobs",
+    "ZEROSCALE_MAX_TRANSFORM_JOBS",
+    default=20,
+    type=click.IntRange(min=0),
+    help="The most transform jobs in progress (or stopping) at once; past it CreateTransformJob answers "
+    "ResourceLimitExceeded until one ends (0: no limit).",
+)
+@_opt(
+    "--max-transform-jobs-per-user",
+    "ZEROSCALE_MAX_TRANSFORM_JOBS_PER_USER",
+    default=10,
+    type=click.IntRange(min=0),
+    help="The most transform jobs one IAM user may have in progress at once, so that one tenant cannot hold "
+    "all of --max-transform-jobs (the admin's are not counted; 0: no limit).",
+)
+@_opt(
     "--async-retention-days",
     "ZEROSCALE_ASYNC_RETENTION_DAYS",
     default=7.0,
@@ -504,6 +520,8 @@ def serve(
     async_retention_days: float,
     max_resources: int,
     max_resources_per_user: int,
+    max_transform_jobs: int,
+    max_transform_jobs_per_user: int,
     async_max_queued: int,
     async_max_queued_per_user: int,
     api_rate_per_key: float,
@@ -581,6 +599,8 @@ def serve(
         async_retention_days=async_retention_days,
         max_resources=max_resources,
         max_resources_per_user=max_resources_per_user,
+        max_transform_jobs=max_transform_jobs,
+        max_transform_jobs_per_user=max_transform_jobs_per_user,
         async_max_queued=async_max_queued,
         async_max_queued_per_user=async_max_queued_per_user,
         api_rate_per_key=api_rate_per_key,

@@ -33,6 +33,7 @@ MODEL_SNAPSHOT = "ZeroscaleModel"  # in a job's stored document: its model's, as
 
 KIND = "transform-job"
 IN_PROGRESS, COMPLETED, FAILED, STOPPING, STOPPED = "InProgress", "Completed", "Failed", "Stopping", "Stopped"
+RUNNING = (IN_PROGRESS, STOPPING)  # a job that holds workers and counts against the concurrent quota
 log = logging.getLogger("zeroscale.transform")
 _REASON_MAX = 1024
 # DescribeTransformJob members echoed from the create request.

@@ -85,6 +85,9 @@ STEPS: list[Step] = [
     add_column("resources", Column("creator", String(128), nullable=True)),
     # a user's records of a kind, counted at each of its creates when per-user quotas are set
     add_index("resources", "resources_kind_creator", ("kind", "creator")),
+    # the records of a kind in some statuses (transform jobs in progress), the account's and a user's,
+    # counted at each create of that kind
+    add_index("resources", "resources_kind_status_creator", ("kind", "status", "creator")),
 ]
 
 
@@ -214,6 +217,9 @@ class Limit:
     what: str  # "endpoints"
     flag: str  # how an operator raises it
     error: type[ZeroscaleError] = ResourceLimitExceeded  # the service's own (SNS: TopicLimitExceeded)
+    # Only the records in these statuses count (transform jobs in progress): counted exactly at each insert
+    statuses: tuple[str, ...] = ()
+    free: str = "delete some"  # what a user does to make room
 
 
 class _Counts:
@@ -253,6 +259,8 @@ def _check_limit(conn: Connection, kind: str, limit: Limit, creator: str | None 
     """``limit.error`` when ``kind`` has more than ``limit.most`` records (those of the IAM user ``creator``,
     when given), the one just inserted included (the kind's index read no further than that)."""
     where = resources.c.kind == kind
+    if limit.statuses:
+        where &= resources.c.status.in_(limit.statuses)
     if creator is not None:
         where &= resources.c.creator == creator
     if conn.execute(select(resources.c.key).where(where).offset(limit.most).limit(1)).first() is None:
@@ -264,7 +272,7 @@ def _check_limit(conn: Connection, kind: str, limit: Limit, creator: str | None 
     )
     raise limit.error(
         f"{quota} is {limit.most} {limit.what}, with current utilization of {limit.most} {limit.what} and a "
-        f"request delta of 1 {limit.what}: delete some, or {remedy} ({limit.flag})."
+        f"request delta of 1 {limit.what}: {limit.free}, or {remedy} ({limit.flag})."
     )
 
 
@@ -331,7 +339,9 @@ class Store:
             try:
                 with self._engine.begin() as conn:
                     conn.execute(_INSERT, {**_values(rec), "creator": rec.creator})
-                    if limit is not None:  # after: a name taken is AlreadyExists, whatever the count
+                    if limit is not None and limit.statuses:  # statuses change: always counted
+                        _check_limit(conn, rec.kind, limit)
+                    elif limit is not None:  # after: a name taken is AlreadyExists, whatever the count
                         self._counts.check(conn, rec.kind, limit)  # raises: the insert is rolled back
                     if user_limit is not None and rec.creator:
                         _check_limit(conn, rec.kind, user_limit, rec.creator)
@@ -339,7 +349,7 @@ class Store:
                     self._bump(conn)
             except IntegrityError as exc:
                 raise AlreadyExists(f"{rec.kind} {rec.name!r} already exists") from exc
-            if limit is not None:
+            if limit is not None and not limit.statuses:
                 self._counts.inserted(rec.kind)
 
     @_reachable
