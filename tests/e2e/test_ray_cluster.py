@@ -346,7 +346,13 @@ def test_two_front_ends_share_the_cluster_and_max_concurrency(
     assert 1 <= peak <= 2, peak
     # Each front end's worker runs on a node of the cluster, under that front end's own agent.
     node_ids = {i[:8] for i in setup.ray.node_ids()}
-    listed = {name: _workers(server, "shared") for name, server in (("a", a), ("b", b))}
+    # either front end lists both front ends' workers; each worker says which front end runs it
+    ids = {
+        name: (server.data_dir / "frontend-id").read_text().strip() for name, server in (("a", a), ("b", b))
+    }
+    every = {name: _workers(server, "shared") for name, server in (("a", a), ("b", b))}
+    assert [w["WorkerId"] for w in every["a"]] == [w["WorkerId"] for w in every["b"]]
+    listed = {name: [w for w in every["a"] if w["Frontend"] == ident] for name, ident in ids.items()}
     for name, workers in listed.items():
         (worker,) = workers
         assert worker["Pid"] in pids[name] and worker["Node"].split("/")[1] in node_ids, worker
