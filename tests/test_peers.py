@@ -12,6 +12,8 @@ import pytest
 from zeroscale import peers
 from zeroscale.api.peer import PeerRoute
 from zeroscale.iam.secrets import SecretBox
+from zeroscale.images.registry import MB, ImageRegistry
+from zeroscale.images.sharing import FILES, SharedImages
 from zeroscale.logs.sources import LocalLogs
 from zeroscale.logs.store import LogStore
 
@@ -76,3 +78,32 @@ def test_the_route_answers_authentic_reads_and_refuses_the_rest(tmp_path: Path) 
         status, answer = call(bad)
         assert status == 400, (bad, answer)
         assert answer["message"]
+
+
+def test_an_images_archive_goes_only_to_a_signed_get_of_a_valid_name(tmp_path: Path) -> None:
+    registry = ImageRegistry(tmp_path / "images")
+    source = tmp_path / "src"
+    source.mkdir()
+    (source / "serve").write_text("#!/bin/sh\n")
+    (source / "serve").chmod(0o755)
+    (source / "manifest.json").write_text('{"entrypoint": ["./serve"]}')
+    pushed = registry.push("shared", "1", source)
+    route = PeerRoute(KEY, {}, files={FILES: SharedImages(registry, None, max_archive_bytes=MB).archive_file})
+
+    def get(path: str, header: str | None = None) -> tuple[int, object]:
+        return asyncio.run(route.file(header or peers.sign(KEY, "fe-a", b"", path=path), path))
+
+    base = peers.PATH + "/images"
+    status, found = get(f"{base}/shared/1")
+    assert status == 200 and isinstance(found, Path)
+    copy = ImageRegistry(tmp_path / "copy").push("shared", "1", found)
+    assert copy.digest == pushed.digest  # the same content, whatever the archive's own bytes
+    found.unlink()
+    assert get(f"{base}/shared/1", peers.sign(KEY, "fe-a", b"", path=f"{base}/other/1"))[0] == 403
+    assert get(f"{base}/shared/1", peers.sign(KEY, "fe-a", b""))[0] == 403  # signed for another path
+    assert get(f"{base}/shared/2")[0] == 404
+    assert get(f"{base}/shared")[0] == 404
+    assert get(f"{peers.PATH}/logs/x/y")[0] == 404
+    assert get(f"{base}/..%2Fetc/1")[0] == 400
+    assert get(f"{base}/Bad Name/1")[0] == 400
+    assert not list((tmp_path / "images" / ".tmp").iterdir())  # no archive left behind by the refusals

@@ -25,6 +25,7 @@ import urllib.parse
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 PATH = "/zeroscale/peer/v1"
@@ -49,20 +50,21 @@ def _mac(key: bytes, ident: str, ts: str, path: str, body: bytes) -> str:
     return hmac.digest(key, message, "sha256").hex()
 
 
-def sign(key: bytes, ident: str, body: bytes, *, now: float | None = None) -> str:
+def sign(key: bytes, ident: str, body: bytes, *, now: float | None = None, path: str = PATH) -> str:
     ts = str(int(time.time() if now is None else now))
-    return f"{ident} {ts} {_mac(key, ident, ts, PATH, body)}"
+    return f"{ident} {ts} {_mac(key, ident, ts, path, body)}"
 
 
-def verify(key: bytes, header: str, body: bytes, *, now: float | None = None) -> str:
-    """The calling front end's id, when ``header`` authenticates ``body``; else PeerRefused."""
+def verify(key: bytes, header: str, body: bytes, *, now: float | None = None, path: str = PATH) -> str:
+    """The calling front end's id, when ``header`` authenticates ``body`` sent to ``path``; else
+    PeerRefused."""
     parts = header.split(" ")
     if len(parts) != 3 or not parts[1].isascii() or not parts[1].isdigit():
         raise PeerRefused("a malformed peer signature")
     ident, ts, mac = parts
     if abs((time.time() if now is None else now) - int(ts)) > MAX_SKEW_S:
         raise PeerRefused(f"a peer signature more than {MAX_SKEW_S} s from this front end's clock")
-    if not hmac.compare_digest(mac, _mac(key, ident, ts, PATH, body)):
+    if not hmac.compare_digest(mac, _mac(key, ident, ts, path, body)):
         raise PeerRefused("a peer signature that does not match (another IAM key?)")
     return ident
 
@@ -102,15 +104,34 @@ class PeerClient:
     def peers(self) -> list[Peer]:
         return [p for p in self._peers() if p.id != self.id]
 
-    def call(self, peer: Peer, op: str, args: dict[str, Any]) -> Any:
-        body = json.dumps({"op": op, "args": args}, separators=(",", ":")).encode()
+    def _connect(self, peer: Peer) -> http.client.HTTPConnection:
         url = urllib.parse.urlsplit(peer.url)
         host, port = url.hostname or "127.0.0.1", url.port
-        conn: http.client.HTTPConnection
         if url.scheme == "https":
-            conn = http.client.HTTPSConnection(host, port, timeout=self._timeout_s, context=self._ssl)
-        else:
-            conn = http.client.HTTPConnection(host, port, timeout=self._timeout_s)
+            return http.client.HTTPSConnection(host, port, timeout=self._timeout_s, context=self._ssl)
+        return http.client.HTTPConnection(host, port, timeout=self._timeout_s)
+
+    def download(self, peer: Peer, path: str, dest: Path, max_bytes: int) -> None:
+        """``GET`` a file a peer serves under ``PATH`` + ``/``, into ``dest`` (at most ``max_bytes``)."""
+        conn = self._connect(peer)
+        try:
+            conn.request("GET", path, headers={HEADER: sign(self._key, self.id, b"", path=path)})
+            resp = conn.getresponse()
+            if resp.status != 200:
+                raise PeerRefused(f"{resp.status} {resp.read(200).decode('utf-8', 'replace')}")
+            size = 0
+            with dest.open("wb") as out:
+                while chunk := resp.read(1024 * 1024):
+                    size += len(chunk)
+                    if size > max_bytes:
+                        raise PeerRefused(f"{peer.url}{path} is over {max_bytes} bytes")
+                    out.write(chunk)
+        finally:
+            conn.close()
+
+    def call(self, peer: Peer, op: str, args: dict[str, Any]) -> Any:
+        body = json.dumps({"op": op, "args": args}, separators=(",", ":")).encode()
+        conn = self._connect(peer)
         try:
             headers = {
                 "content-type": "application/json",

@@ -79,6 +79,8 @@ from zeroscale.iam.authz import Authorizer, caller_id
 from zeroscale.iam.secrets import KeyMismatch, SecretBox
 from zeroscale.iam.store import IamStore
 from zeroscale.images import ImageRegistry
+from zeroscale.images.sharing import FILES as IMAGE_FILES
+from zeroscale.images.sharing import SharedImages
 from zeroscale.logs import Logs
 from zeroscale.metering.rest import UsageApi
 from zeroscale.metering.service import Metering
@@ -302,12 +304,14 @@ def build(settings: Settings) -> Server:
         max_files=settings.max_extracted_files,
         max_total_bytes=settings.images_max_bytes,
     )
+    # every front end's images, copied here when a deployment needs one pushed to another
+    shared_images = SharedImages(images, peer_client, max_archive_bytes=settings.max_extracted_bytes)
     deployer = Deployer(
         models,
         artifacts,
         settings.idle_timeout_s,
         pyenvs,
-        images=images,
+        images=shared_images,
         byo_refusal=(
             "this front end runs its workers on a Ray cluster (--ray-address); serve it from a front end "
             "without --ray-address"
@@ -493,15 +497,17 @@ def build(settings: Settings) -> Server:
             peer_key,
             {
                 **logs.peer_ops,
+                **shared_images.peer_ops(),
                 "workers.list": workers_api.listed,
                 PERIODS_OP: autoscaling.periods,
                 RECENT_OP: recent.peer_query,
             },
+            files={IMAGE_FILES: shared_images.archive_file},
         ),
         rest_routes={
             "metrics": MetricsApi(history).handle,
             "usage": UsageApi(metering),
-            "images": ImagesApi(images).handle,
+            "images": ImagesApi(shared_images).handle,
             "workers": workers_api.handle,
             "async": async_api.status,
             "transform": TransformApi(transforms).handle,

@@ -22,6 +22,7 @@ from click.testing import CliRunner
 
 from e2e.conftest import handler_model
 from pgserver import PostgresServer
+from zeroscale.cli.client import ApiError, Clients
 from zeroscale.cli.main import cli
 from zeroscale.store import Store
 from zeroscale.testing import (
@@ -31,6 +32,7 @@ from zeroscale.testing import (
     SKLEARN_IMAGE,
     ServerProcess,
     deploy,
+    make_tar,
     wait_final,
     wait_for,
 )
@@ -434,6 +436,47 @@ def test_the_leader_scales_a_variant_on_the_traffic_of_every_front_end(
     assert "SageMakerVariantInvocationsPerInstance was above the target 60" in activity["Cause"]
     aas.deregister_scalable_target(**scope)
     sm.delete_endpoint(EndpointName="scaled")
+
+
+def rest(server: ServerProcess, method: str, path: str, body: bytes = b"") -> Any:
+    """zeroscale's own API (``/zeroscale/v1/<path>``), signed as the CLI signs it."""
+    return json.loads(Clients(server.url, REGION, server.data_dir).rest(method, path, body=body))
+
+
+def test_an_image_pushed_to_one_front_end_is_served_by_every_one(
+    pair: tuple[ServerProcess, ServerProcess], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bring-your-own image pushed to a only: b lists it, copies it when it deploys an endpoint naming it
+    (the same content digest and push time), and serves it; deleted through b, it is gone from a too."""
+    a, b = pair
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+    example = Path(__file__).resolve().parents[2] / "examples" / "byo-image"
+    archive = make_tar(tmp_path / "image.tar.gz", {".": example}).read_bytes()
+    pushed = rest(a, "PUT", "images/shared-linear/1", archive)
+    assert not (b.data_dir / "images" / "shared-linear").exists()
+    listed = rest(b, "GET", "images")["Images"]
+    assert [i["Digest"] for i in listed if i["Name"] == "shared-linear"] == [pushed["Digest"]]
+    model = tmp_path / "model.json"
+    model.write_text(json.dumps({"weights": [2.0], "bias": 1.0}))
+    url = f"file://{make_tar(tmp_path / 'model.tar.gz', {'model.json': model})}"
+    made = deploy(b.client("sagemaker"), "imaged", url, image="shared-linear:1")
+    assert made["EndpointStatus"] == "InService", made.get("FailureReason")
+    runtime = b.client("sagemaker-runtime")
+    answer = runtime.invoke_endpoint(
+        EndpointName="imaged", Body=b"3\n", ContentType="text/csv", Accept="text/csv"
+    )
+    assert answer["Body"].read().strip() == b"7.0"
+    copied = rest(b, "GET", "images/shared-linear/1")
+    assert copied["Digest"] == pushed["Digest"] and copied["PushedAt"] == pushed["PushedAt"]
+    digest = pushed["Digest"].removeprefix("sha256:")
+    assert (b.data_dir / "images" / "shared-linear" / "1" / digest).is_dir()
+    b.client("sagemaker").delete_endpoint(EndpointName="imaged")
+    rest(b, "DELETE", "images/shared-linear/1")
+    for server in (a, b):
+        with pytest.raises(ApiError, match="ResourceNotFound: Image shared-linear:1 is not registered"):
+            rest(server, "GET", "images/shared-linear/1")
+    assert not (a.data_dir / "images" / "shared-linear" / "1" / "image.json").exists()
 
 
 def test_a_front_end_killed_costs_only_its_requests_and_comes_back(

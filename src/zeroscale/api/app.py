@@ -4,14 +4,16 @@ invoke path is a few dict lookups, a SigV4 check and one hop to a worker."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import logging
 import time
 import urllib.parse
 import uuid
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from zeroscale import peers
@@ -170,7 +172,7 @@ class App:
         if method == "GET" and path in _UNSIGNED_GETS:
             await self._unsigned_get(send, path, request_id)
             return
-        if path == peers.PATH and self._p.peer is not None:
+        if self._p.peer is not None and (path == peers.PATH or path.startswith(peers.PATH + "/")):
             await self._peer(self._p.peer, scope, receive, send)
             return
         if method == "GET" and path == "/" and self._p.console is not None and _a_browsers(scope):
@@ -345,6 +347,14 @@ class App:
         headers: list[tuple[bytes, bytes]] = scope["headers"]
         header = next((v for k, v in headers if k == peers.HEADER.encode()), b"").decode("latin-1")
         json_type = [(b"content-type", b"application/json")]
+        if scope["path"] != peers.PATH and scope["method"] == "GET":  # a file (an image's archive)
+            status, found = await route.file(header, scope["path"])
+            if isinstance(found, bytes):
+                await respond(send, status, found, json_type)
+                return
+            octets = [(b"content-type", b"application/octet-stream")]
+            await respond_stream(send, 200, _file_chunks(found), octets)
+            return
         why = "peer calls are POST" if scope["method"] != "POST" else route.precheck(header)
         if why is not None:
             await respond(send, 403, json.dumps({"message": why}).encode(), json_type)
@@ -446,6 +456,16 @@ def _endpoint_name(path: str, suffix: str = _INVOCATIONS_SUFFIX) -> str | None:
         return None
     name = path[len(_RUNTIME_PREFIX) : -len(suffix)]
     return name if name and "/" not in name else None
+
+
+async def _file_chunks(path: Path) -> AsyncIterator[bytes]:
+    """A file's bytes a megabyte at a time, read off the event loop; the file is removed at the end."""
+    try:
+        with path.open("rb") as f:
+            while chunk := await asyncio.to_thread(f.read, 1024 * 1024):
+                yield chunk
+    finally:
+        path.unlink(missing_ok=True)
 
 
 async def _read_body(scope: Scope, receive: Receive, limit: int) -> bytes:

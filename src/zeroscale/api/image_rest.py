@@ -4,6 +4,10 @@ GET  /zeroscale/v1/images               built-in runtimes and registered bring-y
 GET  /zeroscale/v1/images/<name>/<tag>  one registered image
 PUT  /zeroscale/v1/images/<name>/<tag>  register one; the body is a tar.gz of the image directory
 DELETE /zeroscale/v1/images/<name>/<tag>  forget one (its files stay while endpoints run them)
+
+With several front ends on one database, a push goes into the registry of the front end it reaches; listing,
+describing and deleting see every live front end's (``images.sharing``), and a deployment copies the latest
+push of its tag from whichever front end holds it.
 """
 
 from __future__ import annotations
@@ -14,7 +18,8 @@ from typing import Any
 
 from zeroscale.api.app import RestRequest, RestResponse
 from zeroscale.errors import DeployError, ResourceNotFound, UnknownOperationException
-from zeroscale.images import ImageError, ImageRegistry, validate_name, validate_tag
+from zeroscale.images import ImageError, validate_name, validate_tag
+from zeroscale.images.sharing import SharedImages
 from zeroscale.runtimes.image_uris import IMAGES, resolve_image
 from zeroscale.runtimes.registry import RUNTIMES
 
@@ -58,27 +63,29 @@ def registered_image(doc: dict[str, Any]) -> dict[str, Any]:
 
 
 class ImagesApi:
-    def __init__(self, registry: ImageRegistry) -> None:
-        self._registry = registry
+    def __init__(self, images: SharedImages) -> None:
+        self._images = images
+        self._registry = images.registry
 
     async def handle(self, request: RestRequest) -> RestResponse:
         parts = [p for p in request.path.split("/")[1:] if p]
         if request.method == "GET" and not parts:
-            images = builtin_images() + [registered_image(r.to_json()) for r in self._registry.list()]
-            return _ok({"Images": images})
+            everywhere = await asyncio.to_thread(self._images.everywhere)
+            return _ok({"Images": builtin_images() + [registered_image(doc) for doc in everywhere]})
         if len(parts) == 2 and request.method in ("GET", "PUT", "DELETE"):
             name, tag = validate_name(parts[0]), validate_tag(parts[1])
             if request.method == "PUT":
                 return _ok(registered_image(await self._push(name, tag, request.body)))
             if request.method == "DELETE":
-                if self._registry.get(name, tag) is None:
-                    raise ResourceNotFound(f"Image {name}:{tag} is not registered.")
-                deleted, kept = await asyncio.to_thread(self._registry.delete, name, tag)
-                return _ok({**registered_image(deleted.to_json()), "FilesKept": kept})
-            record = self._registry.get(name, tag)
-            if record is None:
+                try:
+                    deleted, kept = await asyncio.to_thread(self._images.delete, name, tag)
+                except ImageError:
+                    raise ResourceNotFound(f"Image {name}:{tag} is not registered.") from None
+                return _ok({**registered_image(deleted), "FilesKept": kept})
+            found = await asyncio.to_thread(self._images.find, name, tag)
+            if found is None:
                 raise ResourceNotFound(f"Image {name}:{tag} is not registered.")
-            return _ok(registered_image(record.to_json()))
+            return _ok(registered_image(found))
         where = f"{request.method} /zeroscale/v1/{request.path}"
         raise UnknownOperationException(f"No images operation at {where}.")
 

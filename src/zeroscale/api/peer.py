@@ -1,7 +1,8 @@
 """The internal route another front end on the same database calls (``zeroscale.peers``): an authenticated
-read of what this front end holds on its own disk. Answers 200 and the operation's JSON, 403 to a call that
-is not authentic (its body unread when the signature's form or time is already wrong), 400 to one that is
-not well formed."""
+read of what this front end holds on its own. ``POST /zeroscale/peer/v1`` answers 200 and the operation's
+JSON, 403 to a call that is not authentic (its body unread when the signature's form or time is already
+wrong), 400 to one that is not well formed. ``GET /zeroscale/peer/v1/<source>/...`` answers a file a source
+makes for the call (a bring-your-own image's archive), removed once sent; 404 when there is none."""
 
 from __future__ import annotations
 
@@ -11,9 +12,11 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 from zeroscale import peers
+from zeroscale.errors import ZeroscaleError
 
 log = logging.getLogger("zeroscale.peers")
 
@@ -21,10 +24,33 @@ log = logging.getLogger("zeroscale.peers")
 Operation = Callable[[dict[str, Any]], dict[str, Any]] | Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 
 
+# The rest of a file's path -> a file made for this call (the route removes it), or None: no such file
+FileSource = Callable[[list[str]], Awaitable[Path | None]]
+
+
 class PeerRoute:
-    def __init__(self, key: bytes, operations: dict[str, Operation]) -> None:
+    def __init__(
+        self, key: bytes, operations: dict[str, Operation], files: dict[str, FileSource] | None = None
+    ) -> None:
         self._key = key
         self._ops = operations
+        self._files = dict(files or {})
+
+    async def file(self, header: str, path: str) -> tuple[int, bytes | Path]:
+        """A ``GET`` of ``path`` under the route: (200, the file to send and then remove) or (status, the
+        error's JSON)."""
+        try:
+            peers.verify(self._key, header, b"", path=path)
+        except peers.PeerRefused as exc:
+            log.warning("refused a peer call: %s", exc)
+            return 403, _error(str(exc))
+        source, *rest = path[len(peers.PATH) + 1 :].split("/")
+        handler = self._files.get(source)
+        try:
+            found = None if handler is None else await handler(rest)
+        except (ValueError, ZeroscaleError) as exc:  # a name that is not one (ImageError)
+            return 400, _error(str(exc))
+        return (200, found) if found is not None else (404, _error(f"no {path} here"))
 
     def precheck(self, header: str) -> str | None:
         """Why a call with this header is refused before its body is read (None: read it, then check)."""
@@ -50,7 +76,7 @@ class PeerRoute:
                 answer = await handler(args)
             else:
                 answer = await asyncio.to_thread(handler, args)
-        except (peers.PeerRefused, ValueError) as exc:  # BadArgs is a ValueError
+        except (peers.PeerRefused, ValueError, ZeroscaleError) as exc:  # BadArgs is a ValueError
             log.warning("a peer call from %s failed: %s", caller, exc)
             return 400, _error(str(exc))
         return 200, json.dumps(answer, separators=(",", ":")).encode()

@@ -10,7 +10,7 @@ import functools
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from zeroscale.artifacts import ArtifactCache
 from zeroscale.artifacts.extract import ReadCheck
@@ -59,6 +59,15 @@ def multi_model_prefix(container: Mapping[str, Any]) -> str:
     return str(container.get("ModelDataUrl") or "")
 
 
+class Images(Protocol):
+    """Where registered images are found: this front end's registry, or every front end's
+    (``images.sharing``). Blocking."""
+
+    def resolve(self, image: str) -> ImageRecord | None: ...
+
+    def list(self) -> list[ImageRecord]: ...
+
+
 class Deployer:
     def __init__(
         self,
@@ -66,7 +75,7 @@ class Deployer:
         artifacts: ArtifactCache,
         default_idle_timeout_s: float,
         pyenvs: PythonEnvs | None = None,
-        images: ImageRegistry | None = None,
+        images: Images | None = None,
         byo_refusal: str = "",
         reads_for: Callable[[tuple[str, str]], ReadCheck | None] | None = None,
     ) -> None:
@@ -80,7 +89,7 @@ class Deployer:
         self._pyenvs = pyenvs or PythonEnvs(artifacts.root.parent / "pyenvs", holds=artifacts.holds)
         self._default_idle_timeout_s = default_idle_timeout_s
         # bring-your-own images (default: beside the artifact cache, in <data-dir>/images)
-        self._images = images or ImageRegistry(artifacts.root.parent / "images")
+        self._images: Images = images or ImageRegistry(artifacts.root.parent / "images")
         self._byo_refusal = byo_refusal
         # Multi-model images' models directories (one per deployment, removed when its pool drains): those
         # of a server that stopped are no pool's now.
@@ -223,7 +232,7 @@ class Deployer:
     ) -> _Prepared:
         image = str(container.get("Image") or "")
         env = {str(k): str(v) for k, v in (container.get("Environment") or {}).items()}
-        runtime, byo = self._resolve(image)
+        runtime, byo = await asyncio.to_thread(self._resolve, image)  # may copy it from another front end
         if byo is not None and self._byo_refusal:  # before any download
             raise DeployError(
                 f"Bring-your-own images need local workers: image {byo.ref} cannot run here, "

@@ -26,6 +26,8 @@ import builtins
 import contextlib
 import json
 import os
+import tarfile
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -106,8 +108,9 @@ class ImageRegistry:
         remove_stale(self._tmp)  # what processes that died mid-push left
 
     # ---- push ----
-    def push(self, name: str, tag: str, source: Path) -> ImageRecord:
-        """Blocking. Register ``source`` (a directory, or a tar / tar.gz of one) as ``name:tag``.
+    def push(self, name: str, tag: str, source: Path, *, pushed_at: float | None = None) -> ImageRecord:
+        """Blocking. Register ``source`` (a directory, or a tar / tar.gz of one) as ``name:tag``
+        (``pushed_at``: when it was pushed, for a copy of another front end's push; default now).
 
         Raises ImageError saying what is wrong with the name, the archive or the manifest."""
         validate_name(name)
@@ -143,9 +146,8 @@ class ImageRegistry:
                 tag_dir.mkdir(parents=True, exist_ok=True)
                 if not final.exists():
                     os.rename(image, final)
-                record = ImageRecord(
-                    name, tag, digest, time.time(), stats.members, stats.bytes, manifest, final
-                )
+                at = time.time() if pushed_at is None else pushed_at
+                record = ImageRecord(name, tag, digest, at, stats.members, stats.bytes, manifest, final)
                 tmp = staging / RECORD_FILE
                 tmp.write_text(json.dumps(record.to_json(), indent=2))
                 os.replace(tmp, tag_dir / RECORD_FILE)
@@ -158,6 +160,21 @@ class ImageRegistry:
             path = staging / "upload.tar.gz"
             path.write_bytes(archive)
             return self.push(name, tag, path)
+
+    def archive(self, name: str, tag: str) -> Path | None:
+        """Blocking. A tar.gz of ``name:tag``'s files, in a file of its own the caller removes (another
+        front end copies the image from it); None when it is not registered."""
+        record = self.get(name, tag)
+        if record is None:
+            return None
+        fd, path = tempfile.mkstemp(prefix=f"{os.getpid()}-archive-", suffix=".tar.gz", dir=self._tmp)
+        try:
+            with os.fdopen(fd, "wb") as out, tarfile.open(fileobj=out, mode="w:gz", compresslevel=1) as tar:
+                tar.add(record.root, arcname=".")
+        except BaseException:
+            os.unlink(path)
+            raise
+        return Path(path)
 
     # ---- read ----
     def get(self, name: str, tag: str) -> ImageRecord | None:
