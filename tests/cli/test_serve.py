@@ -50,6 +50,16 @@ def usage_error(proc: subprocess.CompletedProcess[str]) -> str:
     return proc.stderr
 
 
+@pytest.mark.parametrize(
+    "url",
+    ["ftp://10.0.0.5:8080", "10.0.0.5:8080", "http://", "http://10.0.0.5:8080/zeroscale", "http://h?x=1"],
+)
+def test_an_advertise_url_that_peers_cannot_use_is_a_usage_error(tmp_path: Path, url: str) -> None:
+    err = usage_error(serve("--advertise-url", url, "--data-dir", str(tmp_path / "d"), cwd=tmp_path))
+    assert "--advertise-url" in err and "is not http(s)://HOST[:PORT]" in err
+    assert not (tmp_path / "d").exists()
+
+
 @pytest.mark.parametrize("port", ["99999", "65536", "-1"])
 def test_a_port_out_of_range_is_a_usage_error(tmp_path: Path, port: str) -> None:
     err = usage_error(serve("--port", port, "--data-dir", str(tmp_path / "d"), cwd=tmp_path))

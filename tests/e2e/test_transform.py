@@ -10,7 +10,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -48,8 +47,18 @@ def s3(s3_server: SeaweedS3) -> Any:
     return client
 
 
-def _server(s3_server: SeaweedS3, data_dir: Path) -> ServerProcess:
-    return ServerProcess(data_dir, flags={"s3_endpoint_url": s3_server.endpoint_url}, env=s3_server.env())
+def _server(s3_server: SeaweedS3, data_dir: Path, **flags: Any) -> ServerProcess:
+    return ServerProcess(
+        data_dir, flags={"s3_endpoint_url": s3_server.endpoint_url, **flags}, env=s3_server.env()
+    )
+
+
+def _slow(server: ServerProcess, tmp_path: Path) -> Any:
+    """The server's SageMaker client, with model "slow" (SLOW_ECHO) made."""
+    sm = server.client("sagemaker")
+    url = handler_model(tmp_path, SLOW_ECHO)
+    sm.create_model(ModelName="slow", PrimaryContainer={"Image": "sklearn", "ModelDataUrl": url})
+    return sm
 
 
 @pytest.fixture(scope="module")
@@ -387,9 +396,7 @@ def test_stop_and_resume_after_sigkill(s3_server: SeaweedS3, s3: Any, tmp_path: 
     completes, also when its model was deleted meanwhile (as SageMaker's: a running job keeps its model)."""
     server = _server(s3_server, tmp_path / "data").start()
     try:
-        sm = server.client("sagemaker")
-        url = handler_model(tmp_path, SLOW_ECHO)
-        sm.create_model(ModelName="slow", PrimaryContainer={"Image": "sklearn", "ModelDataUrl": url})
+        sm = _slow(server, tmp_path)
         s3.put_object(Bucket=BUCKET, Key="stop/in/a.csv", Body=b"0,1\n")
         s3.put_object(Bucket=BUCKET, Key="stop/in/b.csv", Body=b"30,1\n30,2\n")
         s3.put_object(Bucket=BUCKET, Key="stopped/out/notes.txt", Body=b"the user's, not the job's")
@@ -422,15 +429,9 @@ def test_stop_and_resume_after_sigkill(s3_server: SeaweedS3, s3: Any, tmp_path: 
 def test_jobs_in_progress_are_held_to_their_quota(s3_server: SeaweedS3, s3: Any, tmp_path: Path) -> None:
     """--max-transform-jobs 1: a second job while one runs is refused with SageMaker's ResourceLimitExceeded
     (nothing of it stored), and accepted once the first has stopped; finished jobs do not count."""
-    server = ServerProcess(
-        tmp_path / "data",
-        flags={"s3_endpoint_url": s3_server.endpoint_url, "max_transform_jobs": 1},
-        env=s3_server.env(),
-    ).start()
+    server = _server(s3_server, tmp_path / "data", max_transform_jobs=1).start()
     try:
-        sm = server.client("sagemaker")
-        url = handler_model(tmp_path, SLOW_ECHO)
-        sm.create_model(ModelName="slow", PrimaryContainer={"Image": "sklearn", "ModelDataUrl": url})
+        sm = _slow(server, tmp_path)
         s3.put_object(Bucket=BUCKET, Key="quota/in/a.csv", Body=b"30,1\n")
         _job(sm, "held", "slow", "quota/in/")
         with pytest.raises(sm.exceptions.ResourceLimitExceeded) as refused:
@@ -616,29 +617,28 @@ def test_workers_that_cannot_start_fail_the_job_while_its_files_are_read(
 def test_a_job_whose_workers_do_not_fit_now_waits_for_memory(
     s3_server: SeaweedS3, s3: Any, tmp_path: Path
 ) -> None:
-    """Room for one job's worker (2048 MB of a 3000 MB budget): the second job waits, InProgress, until the
-    first one's worker is gone, then runs (it failed at once for host memory). A job whose worker can never
-    fit fails, saying so."""
-    server = ServerProcess(
-        tmp_path / "data",
-        flags={"s3_endpoint_url": s3_server.endpoint_url, "memory_budget_mb": 3000},
-        env=s3_server.env(),
-    ).start()
+    """Room for one job's worker (2048 MB of a 3000 MB budget): the second job, made while the first runs,
+    waits, InProgress, until the first one's worker is gone, then runs (it failed at once for host memory).
+    A job whose worker can never fit fails, saying so."""
+    server = _server(s3_server, tmp_path / "data", memory_budget_mb=3000).start()
     try:
-        sm = server.client("sagemaker")
-        url = handler_model(tmp_path, SLOW_ECHO)
-        sm.create_model(ModelName="slow", PrimaryContainer={"Image": "sklearn", "ModelDataUrl": url})
-        for name in ("first", "second"):
-            s3.put_object(Bucket=BUCKET, Key=f"turns/{name}/a.csv", Body=b"2,%s\n" % name.encode())
+        sm = _slow(server, tmp_path)
+        for name, seconds in (("first", 4), ("second", 2)):
+            s3.put_object(
+                Bucket=BUCKET, Key=f"turns/{name}/a.csv", Body=b"%d,%s\n" % (seconds, name.encode())
+            )
         _job(sm, "first", "slow", "turns/first/")
         wait_for(lambda: server.workers("transform-job:first", "first") == 1, timeout_s=30)
         _job(sm, "second", "slow", "turns/second/")
-        time.sleep(1.0)
-        assert sm.describe_transform_job(TransformJobName="second")["TransformJobStatus"] == "InProgress"
-        assert _wait(sm, "first")["TransformJobStatus"] == "Completed"
+        assert sm.describe_transform_job(TransformJobName="first")["TransformJobStatus"] == "InProgress"
+        first = _wait(sm, "first")
+        assert first["TransformJobStatus"] == "Completed"
         desc = _wait(sm, "second")
         assert desc["TransformJobStatus"] == "Completed", desc.get("FailureReason")
         assert _read(s3, "second/out/a.csv.out") == "2,second\n"
+        # its 2-s record ran after the first job's end (when both ran at once, it would have ended first):
+        # read from the jobs' own times, not from a timed look at a status, which a loaded machine delays
+        assert (desc["TransformEndTime"] - first["TransformEndTime"]).total_seconds() >= 1.9
         big = {"InstanceType": "ml.m5.4xlarge", "InstanceCount": 1}  # 4096 MB a worker
         _job(sm, "too-big", "slow", "turns/first/", TransformResources=big)
         desc = _wait_failed(sm, "too-big")
