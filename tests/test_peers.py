@@ -17,7 +17,7 @@ from zeroscale.images.sharing import FILES, SharedImages
 from zeroscale.logs.sources import LocalLogs
 from zeroscale.logs.store import LogStore
 
-KEY = SecretBox(b"k" * 32).derive(b"peer calls")
+KEY = SecretBox(b"k" * 32).derive(peers.KEY_LABEL)
 NOW = 1_800_000_000.0
 
 
@@ -25,7 +25,7 @@ def test_a_signature_holds_for_its_body_key_and_time_only() -> None:
     body = b'{"op": "logs.groups", "args": {}}'
     header = peers.sign(KEY, "fe-a", body, now=NOW)
     assert peers.verify(KEY, header, body, now=NOW + 299) == "fe-a"
-    other_key = SecretBox(b"j" * 32).derive(b"peer calls")
+    other_key = SecretBox(b"j" * 32).derive(peers.KEY_LABEL)
     assert other_key != KEY and SecretBox(b"k" * 32).derive(b"other use") != KEY
     for key, sent, at, why in [
         (KEY, body + b" ", NOW, "does not match"),
@@ -62,7 +62,7 @@ def test_the_route_answers_authentic_reads_and_refuses_the_rest(tmp_path: Path) 
     ok = json.dumps({"op": "logs.search", "args": {"group": "/aws/sagemaker/Endpoints/shared"}}).encode()
     status, answer = call(ok)
     assert status == 200 and answer["events"] == [[1000, "AllTraffic/0001-a", 0, "hello"]]
-    assert call(ok, peers.sign(SecretBox(b"j" * 32).derive(b"peer calls"), "fe-a", ok))[0] == 403
+    assert call(ok, peers.sign(SecretBox(b"j" * 32).derive(peers.KEY_LABEL), "fe-a", ok))[0] == 403
     assert route.precheck("fe-a 1 00") is not None  # a stale time: refused before the body is read
     assert route.precheck(peers.sign(KEY, "fe-a", b"")) is None  # the MAC needs the body
     for bad in [

@@ -19,6 +19,7 @@ import hashlib
 import hmac
 import http.client
 import json
+import logging
 import ssl
 import time
 import urllib.parse
@@ -33,6 +34,10 @@ HEADER = "x-zeroscale-peer"
 MAX_SKEW_S = 300
 MAX_BODY_BYTES = 1024 * 1024
 TIMEOUT_S = 5.0
+SAY_EVERY_S = 60.0
+KEY_LABEL = b"peer calls"  # the peer key is SecretBox.derive(KEY_LABEL) of the IAM key
+
+log = logging.getLogger("zeroscale.peers")
 
 
 class PeerRefused(Exception):
@@ -79,9 +84,20 @@ def parse(body: bytes) -> tuple[str, dict[str, Any]]:
     return doc["op"], doc["args"]
 
 
+def tls_context(cafile: Path | None) -> ssl.SSLContext | None:
+    """For peers serving https: the system's certificates and ``cafile`` (a front end's own --tls-cert:
+    front ends behind one name usually share it)."""
+    if cafile is None:
+        return None
+    context = ssl.create_default_context()
+    context.load_verify_locations(cafile=str(cafile))
+    return context
+
+
 class PeerClient:
     """Calls the other live front ends, each in a thread of its own, and answers what each returned (a peer
-    that fails or does not answer within ``timeout_s`` is left out, and ``on_error`` hears why)."""
+    that fails or does not answer within ``timeout_s`` is left out, and the log says why, once a minute per
+    front end)."""
 
     def __init__(
         self,
@@ -91,15 +107,24 @@ class PeerClient:
         *,
         ssl_context: ssl.SSLContext | None = None,
         timeout_s: float = TIMEOUT_S,
-        on_error: Callable[[Peer, str], None] = lambda peer, why: None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._key = key
         self.id = ident
         self._peers = peers
         self._ssl = ssl_context
         self._timeout_s = timeout_s
-        self._on_error = on_error
+        self._clock = clock
+        self._said: dict[str, float] = {}  # peer id -> when its last failure was logged
         self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="zeroscale-peers")
+
+    def _failed(self, peer: Peer, why: str) -> None:
+        now = self._clock()
+        if now - self._said.get(peer.id, -SAY_EVERY_S) >= SAY_EVERY_S:
+            self._said[peer.id] = now
+            log.warning(
+                "front end %s at %s did not answer (%s): left out of this answer", peer.id, peer.url, why
+            )
 
     def peers(self) -> list[Peer]:
         return [p for p in self._peers() if p.id != self.id]
@@ -157,7 +182,7 @@ class PeerClient:
             try:
                 out.append((peer.id, future.result()))
             except (OSError, PeerRefused, ValueError, http.client.HTTPException) as exc:
-                self._on_error(peer, f"{type(exc).__name__}: {exc}")
+                self._failed(peer, f"{type(exc).__name__}: {exc}")
         return out
 
     async def ask(self, op: str, args: dict[str, Any]) -> list[tuple[str, Any]]:

@@ -13,7 +13,6 @@ import logging
 import os
 import resource
 import socket
-import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -89,7 +88,8 @@ from zeroscale.metrics.registry import Metrics
 from zeroscale.metrics.rest import MetricsApi
 from zeroscale.metrics.service import MetricsHistory
 from zeroscale.metrics.store import MinuteStore
-from zeroscale.peers import Peer, PeerClient
+from zeroscale.peers import KEY_LABEL as PEER_KEY_LABEL
+from zeroscale.peers import PeerClient, tls_context
 from zeroscale.router.fleet import Fleet
 from zeroscale.router.spec import RouterSettings
 from zeroscale.store.db import Limit, Store
@@ -273,10 +273,8 @@ def build(settings: Settings) -> Server:
         interval_s=settings.sync_interval_s,
     )
     fleet.current_share = cluster.current
-    peer_key = secret_box.derive(PEER_KEY_LABEL)  # every front end on the database holds the same IAM key
-    peer_client = PeerClient(
-        peer_key, ident, cluster.peers, ssl_context=_peer_tls(settings), on_error=_PeerErrors().report
-    )
+    peer_key = secret_box.derive(PEER_KEY_LABEL)  # every front end on a database holds the same IAM key
+    peer_client = PeerClient(peer_key, ident, cluster.peers, ssl_context=tls_context(settings.tls_cert))
     logs = Logs(
         settings.logs_dir,
         region=settings.region,
@@ -576,37 +574,6 @@ class _StepScalingAction:
         self._background.spawn(
             self._autoscaling.step(arn, breach or 0.0, str(message["AlarmName"]), above=above)
         )
-
-
-PEER_KEY_LABEL = b"peer calls"
-
-
-def _peer_tls(settings: Settings) -> ssl.SSLContext | None:
-    """Peers serving https: verified with the system's certificates and this front end's own (front ends
-    behind one name usually share it)."""
-    if settings.tls_cert is None:
-        return None
-    context = ssl.create_default_context()
-    context.load_verify_locations(cafile=str(settings.tls_cert))
-    return context
-
-
-class _PeerErrors:
-    """A front end that does not answer a peer call: said once a minute each, not at every call."""
-
-    def __init__(self) -> None:
-        self._said: dict[str, float] = {}
-
-    def report(self, peer: Peer, why: str) -> None:
-        now = time.monotonic()
-        if now - self._said.get(peer.id, -60.0) >= 60.0:
-            self._said[peer.id] = now
-            log.warning(
-                "front end %s at %s did not answer (%s): its workers' logs are left out of the answers",
-                peer.id,
-                peer.url,
-                why,
-            )
 
 
 def _throttle(settings: Settings, admin_key_id: str) -> Callable[[str, str], None] | None:

@@ -129,7 +129,8 @@ class AppParts:
     # Control-plane calls per access key (api/throttle.py): (the verified key, the protocol's error code),
     # raises Throttling past the key's rate. None: no limit.
     throttle: Callable[[str, str], None] | None = None
-    # What other front ends on the database may read of this one (its workers' logs): zeroscale.peers
+    # What other front ends on the database may read of this one (its logs, workers, samples, images):
+    # zeroscale.peers
     peer: PeerRoute | None = None
 
 
@@ -347,7 +348,12 @@ class App:
         headers: list[tuple[bytes, bytes]] = scope["headers"]
         header = next((v for k, v in headers if k == peers.HEADER.encode()), b"").decode("latin-1")
         json_type = [(b"content-type", b"application/json")]
-        if scope["path"] != peers.PATH and scope["method"] == "GET":  # a file (an image's archive)
+        if scope["path"] != peers.PATH:  # a file (an image's archive): GET only
+            if scope["method"] != "GET":
+                await respond(
+                    send, 405, json.dumps({"message": "files are read with GET"}).encode(), json_type
+                )
+                return
             status, found = await route.file(header, scope["path"])
             if isinstance(found, bytes):
                 await respond(send, status, found, json_type)
