@@ -111,6 +111,9 @@ class Settings:
     # Transform jobs in progress (or stopping) at once: the account's, and one IAM user's (0: no limit).
     max_transform_jobs: int = 20
     max_transform_jobs_per_user: int = 10
+    # The most memory one IAM user's endpoints may keep warm (instances, ProvisionedConcurrency); None: half
+    # the memory budget; 0: no limit.
+    max_warm_mb_per_user: int | None = None
     async_max_queued: int = 10_000
     # Asynchronous requests one IAM user may have waiting over all endpoints (the admin's are not counted;
     # 0: no limit): each holds a row, and an inline input up to 128,000 bytes, in the database.
@@ -167,6 +170,12 @@ class Settings:
         if self.warm_cache_mb is not None:
             return max(0, self.warm_cache_mb)
         return self.memory_budget_mb // 10
+
+    @property
+    def warm_mb_per_user(self) -> int:
+        if self.max_warm_mb_per_user is not None:
+            return max(0, self.max_warm_mb_per_user)
+        return self.memory_budget_mb // 2
 
     @property
     def max_starting_workers(self) -> int:

@@ -337,7 +337,17 @@ def build(settings: Settings) -> Server:
     guard = Guard(fleet, cloudwatch)
     cloudwatch.listeners.append(guard.poke)  # a deployment watching an alarm hears its change at once
     endpoints = Endpoints(
-        store, arns, models, configs, deployer, fleet, frontend=cluster.id, limit=cluster.limit, guard=guard
+        store,
+        arns,
+        models,
+        configs,
+        deployer,
+        fleet,
+        frontend=cluster.id,
+        limit=cluster.limit,
+        guard=guard,
+        creator=caller_id,
+        warm_mb_per_user=settings.warm_mb_per_user,
     )
     s3 = S3Io(settings.s3_endpoint_url)
     transforms = TransformJobs(

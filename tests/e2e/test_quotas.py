@@ -9,11 +9,12 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
 
-from e2e.conftest import handler_model
+from e2e.conftest import handler_model, s3_tenant
 from zeroscale.testing import ServerProcess, wait_final
 
 MOST = 2
@@ -181,3 +182,81 @@ def test_one_iam_user_cannot_use_up_the_accounts_quota(server_factory: Callable[
     with pytest.raises(cw.exceptions.LimitExceededFault, match=r"for this IAM user .* at most 2 "):
         cw.put_metric_alarm(AlarmName="one-over", **ALARM)
     server.client("cloudwatch").put_metric_alarm(AlarmName="admin", **ALARM)
+
+
+ECHO = """
+def model_fn(model_dir):
+    return None
+
+
+def transform_fn(model, body, content_type, accept):
+    return body, content_type
+"""
+
+
+def test_one_iam_user_cannot_reserve_the_hosts_memory(
+    server_factory: Callable[..., ServerProcess], tmp_path: Path
+) -> None:
+    """--max-warm-mb-per-user 4096: a tenant's endpoints keep at most 4 GB warm (real-time instances x their
+    memory, ProvisionedConcurrency x MemorySizeInMB), at CreateEndpoint, UpdateEndpoint and
+    UpdateEndpointWeightsAndCapacities alike; scale-to-zero endpoints hold nothing, a change that does not
+    grow is never refused, another tenant and the admin are not bounded by it, and a deletion makes room."""
+    server = server_factory(max_warm_mb_per_user=4096)
+    url = handler_model(tmp_path, ECHO)
+    tenant, other = s3_tenant(server, "warm-1", "none/x"), s3_tenant(server, "warm-2", "none/x")
+    sm, sm2, admin = (
+        server.client("sagemaker", key=tenant),
+        server.client("sagemaker", key=other),
+        server.client("sagemaker"),
+    )
+
+    def config(client: Any, name: str, **variant: Any) -> None:
+        client.create_model(ModelName=name, PrimaryContainer={"Image": "sklearn", "ModelDataUrl": url})
+        client.create_endpoint_config(
+            EndpointConfigName=name,
+            ProductionVariants=[{"VariantName": "AllTraffic", "ModelName": name, **variant}],
+        )
+
+    def serverless(provisioned: int) -> dict[str, Any]:
+        sc = {"MemorySizeInMB": 1024, "MaxConcurrency": 4}
+        return {"ServerlessConfig": {**sc, "ProvisionedConcurrency": provisioned} if provisioned else sc}
+
+    config(sm, "warm-a", **serverless(2))  # 2 GB warm
+    config(sm, "cold", **serverless(0))  # nothing warm
+    config(sm, "warm-b", InstanceType="ml.t2.medium", InitialInstanceCount=1)  # 4 GB: one instance
+    config(sm, "warm-c", **serverless(1))  # 1 GB
+    for name in ("warm-a", "cold"):
+        sm.create_endpoint(EndpointName=name, EndpointConfigName=name)
+        assert wait_final(sm, name)["EndpointStatus"] == "InService"
+    with pytest.raises(sm.exceptions.ResourceLimitExceeded) as refused:
+        sm.create_endpoint(EndpointName="warm-b", EndpointConfigName="warm-b")
+    assert refused.value.response["Error"]["Message"].startswith(
+        "The service limit 'Always-warm memory per IAM user' is 4096 MB, with current utilization of 2048 MB "
+        "and a request delta of 4096 MB"
+    )
+    assert "warm-b" not in {e["EndpointName"] for e in sm.list_endpoints()["Endpoints"]}
+    sm.create_endpoint(EndpointName="warm-c", EndpointConfigName="warm-c")  # 3 GB in all
+    assert wait_final(sm, "warm-c")["EndpointStatus"] == "InService"
+    grow = {
+        "VariantName": "AllTraffic",
+        "ServerlessUpdateConfig": {"MaxConcurrency": 4, "ProvisionedConcurrency": 3},
+    }
+    with pytest.raises(sm.exceptions.ResourceLimitExceeded, match="request delta of 2048 MB"):
+        sm.update_endpoint_weights_and_capacities(EndpointName="warm-c", DesiredWeightsAndCapacities=[grow])
+    with pytest.raises(sm.exceptions.ResourceLimitExceeded):
+        sm.update_endpoint(EndpointName="cold", EndpointConfigName="warm-b")  # 0 -> 4 GB
+    shrink = {**grow, "ServerlessUpdateConfig": {"MaxConcurrency": 4, "ProvisionedConcurrency": 1}}
+    sm.update_endpoint_weights_and_capacities(EndpointName="warm-a", DesiredWeightsAndCapacities=[shrink])
+    assert wait_final(sm, "warm-a")["EndpointStatus"] == "InService"  # 2 GB in all now
+    sm.update_endpoint_weights_and_capacities(EndpointName="warm-c", DesiredWeightsAndCapacities=[grow])
+    assert wait_final(sm, "warm-c")["EndpointStatus"] == "InService"  # 1 + 3 GB: at the quota
+    # another tenant and the admin have their own room
+    config(sm2, "other-b", InstanceType="ml.t2.medium", InitialInstanceCount=1)
+    sm2.create_endpoint(EndpointName="other-b", EndpointConfigName="other-b")
+    admin.create_endpoint(EndpointName="admin-b", EndpointConfigName="warm-b")
+    for client, name in ((sm2, "other-b"), (admin, "admin-b")):
+        assert wait_final(client, name)["EndpointStatus"] == "InService"
+        client.delete_endpoint(EndpointName=name)
+    sm.delete_endpoint(EndpointName="warm-c")  # room again: 1 GB held
+    sm.update_endpoint(EndpointName="warm-a", EndpointConfigName="warm-a")  # back to 2 GB: fits
+    assert wait_final(sm, "warm-a")["EndpointStatus"] == "InService"

@@ -254,6 +254,15 @@ def _advertise_url(value: str | None) -> str | None:
     "all of --max-transform-jobs (the admin's are not counted; 0: no limit).",
 )
 @_opt(
+    "--max-warm-mb-per-user",
+    "ZEROSCALE_MAX_WARM_MB_PER_USER",
+    default=None,
+    type=click.IntRange(min=0),
+    help="The most memory one IAM user's endpoints may keep warm: real-time instances x their memory plus "
+    "ProvisionedConcurrency x MemorySizeInMB, so that one tenant cannot reserve the host (default: half the "
+    "memory budget; the admin's are not counted; 0: no limit).",
+)
+@_opt(
     "--async-retention-days",
     "ZEROSCALE_ASYNC_RETENTION_DAYS",
     default=7.0,
@@ -522,6 +531,7 @@ def serve(
     max_resources_per_user: int,
     max_transform_jobs: int,
     max_transform_jobs_per_user: int,
+    max_warm_mb_per_user: int | None,
     async_max_queued: int,
     async_max_queued_per_user: int,
     api_rate_per_key: float,
@@ -601,6 +611,7 @@ def serve(
         max_resources_per_user=max_resources_per_user,
         max_transform_jobs=max_transform_jobs,
         max_transform_jobs_per_user=max_transform_jobs_per_user,
+        max_warm_mb_per_user=max_warm_mb_per_user,
         async_max_queued=async_max_queued,
         async_max_queued_per_user=async_max_queued_per_user,
         api_rate_per_key=api_rate_per_key,

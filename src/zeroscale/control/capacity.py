@@ -13,7 +13,8 @@ import dataclasses
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
-from zeroscale.control.endpoint_configs import MAX_CONCURRENCY
+from zeroscale.control.endpoint_configs import MAX_CONCURRENCY, variant_specs
+from zeroscale.control.instances import instance_size
 from zeroscale.errors import ValidationException
 from zeroscale.router.spec import PoolSpec
 
@@ -137,3 +138,19 @@ def with_overrides(spec: PoolSpec, override: Mapping[str, Any] | None) -> PoolSp
         changes["max_concurrency"] = int(override["max_concurrency"])
         changes["provisioned"] = int(override["provisioned"])
     return dataclasses.replace(spec, **changes)
+
+
+def warm_mb(config_doc: Mapping[str, Any], overrides: Mapping[str, Mapping[str, Any]] | None = None) -> int:
+    """The memory a deployment of ``config_doc`` keeps warm whatever its traffic, with ``overrides`` in force:
+    each instance variant's instances x the instance's memory, each serverless variant's
+    ProvisionedConcurrency x MemorySizeInMB (shadow variants too)."""
+    total = 0
+    for v in variant_specs(config_doc):
+        override = (overrides or {}).get(v.name) or {}
+        if v.serverless is None:
+            size = instance_size(v.instance_type or "", v.name)
+            total += int(override.get("instance_count", v.instance_count)) * size.memory_mb
+        else:
+            provisioned = override.get("provisioned", v.serverless.provisioned_concurrency)
+            total += int(provisioned) * v.serverless.memory_mb
+    return total

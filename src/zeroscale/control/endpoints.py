@@ -26,13 +26,13 @@ from typing import Any
 from zeroscale.background import Background
 from zeroscale.control import rollout
 from zeroscale.control.arns import Arns
-from zeroscale.control.capacity import capacity_overrides, retained, with_overrides
+from zeroscale.control.capacity import capacity_overrides, retained, warm_mb, with_overrides
 from zeroscale.control.deploy import Deployer
 from zeroscale.control.endpoint_configs import EndpointConfigs, variant_specs
 from zeroscale.control.guarded import Guard
 from zeroscale.control.models import Models, runnable_containers
 from zeroscale.control.resources import Resources
-from zeroscale.errors import DeployError, ValidationException, ZeroscaleError
+from zeroscale.errors import DeployError, ResourceLimitExceeded, ValidationException, ZeroscaleError
 from zeroscale.router.fleet import Fleet
 from zeroscale.router.spec import PoolSpec
 from zeroscale.store.db import Record, Store
@@ -59,10 +59,14 @@ class Endpoints:
         frontend: str | None = None,
         limit: Callable[[builtins.list[PoolSpec]], builtins.list[PoolSpec]] = lambda specs: specs,
         guard: Guard | None = None,
+        creator: Callable[[], str] = lambda: "",
+        warm_mb_per_user: int = 0,
     ) -> None:
         """``settle_s``: how long CreateEndpoint and UpdateEndpoint wait for their deployment; ``frontend``:
         this front end's id, the owner of the transitions it runs; ``limit``: this front end's share of each
-        variant's concurrency (all of it by default)."""
+        variant's concurrency (all of it by default); ``creator``: the IAM user id a request is for ("" for
+        the admin); ``warm_mb_per_user``: the most memory one IAM user's endpoints may keep warm (instances
+        and ProvisionedConcurrency; 0: no limit)."""
         self._res = Resources(store, arns, KIND, "endpoint")
         self._store = store
         self._models = models
@@ -77,6 +81,8 @@ class Endpoints:
         self.frontend = frontend
         self._limit = limit
         self._guard = guard  # runs deployments with a DeploymentConfig (None: refused)
+        self._creator = creator
+        self._warm_mb_per_user = warm_mb_per_user
         # What this front end routes: lower-cased name -> the deployment (see _deployment), and each
         # variant's spec with the whole of its concurrency (the pools have this front end's share)
         self._active: dict[str, str] = {}
@@ -113,6 +119,7 @@ class Endpoints:
         if deployment:
             self._plan(deployment, config)  # checked now; used by updates that retain it
             doc[DEPLOYMENT_CONFIG] = dict(deployment)
+        self._check_warm(self._creator(), name, config.doc, None)
         arn = self._res.insert(name, doc, self._clock(), EndpointStatus.CREATING.value, owner=self.frontend)
         await self._settle(self._run(name, self._deploy(name, config.name, updating=False)))
         return {"EndpointArn": arn}
@@ -155,6 +162,7 @@ class Endpoints:
         else:
             now = rec.doc.get("ProductionVariants") or []
             overrides = retained(now, config.doc.get("ProductionVariants") or [], excluded) or None
+        self._check_warm(rec.creator, rec.name, config.doc, overrides, now=self._warm_now(rec))
         changed = self._save(
             rec,
             EndpointStatus.UPDATING,
@@ -178,6 +186,46 @@ class Endpoints:
         await self._settle(self._run(rec.name, deploy))
         return {"EndpointArn": rec.arn}
 
+    def _warm_now(self, rec: Record) -> int:
+        """The memory ``rec`` keeps warm as it is deployed now (a Failed or Deleting endpoint: none)."""
+        if rec.status in (EndpointStatus.FAILED.value, EndpointStatus.DELETING.value):
+            return 0
+        try:
+            return warm_mb(self.deployed_config(rec).doc, rec.doc.get("VariantOverrides"))
+        except (ZeroscaleError, KeyError):  # a record without a deployable configuration holds nothing
+            return 0
+
+    def _check_warm(
+        self,
+        creator: str | None,
+        name: str,
+        config_doc: Mapping[str, Any],
+        overrides: Mapping[str, Mapping[str, Any]] | None,
+        *,
+        now: int = 0,
+    ) -> None:
+        """ResourceLimitExceeded when the IAM user ``creator``'s endpoints would keep more memory warm than
+        its quota with endpoint ``name`` deployed from ``config_doc`` (keeping ``now`` MB warm before: a
+        change that does not grow it is never refused). The admin's are not counted."""
+        if not creator or self._warm_mb_per_user <= 0:
+            return
+        wanted = warm_mb(config_doc, overrides)
+        if wanted <= now:
+            return
+        held = sum(
+            self._warm_now(rec)
+            for rec in self._store.list(KIND)
+            if rec.creator == creator and rec.name.lower() != name.lower()
+        )
+        if held + wanted > self._warm_mb_per_user:
+            raise ResourceLimitExceeded(
+                f"The service limit 'Always-warm memory per IAM user' is {self._warm_mb_per_user} MB, with "
+                f"current utilization of {held + now} MB and a request delta of {wanted - now} MB (instances "
+                "and ProvisionedConcurrency of its endpoints): lower an endpoint's instance count or "
+                "ProvisionedConcurrency, delete one, or have the operator raise it "
+                "(zeroscale serve --max-warm-mb-per-user)."
+            )
+
     def _plan(self, deployment: Mapping[str, Any], config: Record) -> rollout.Plan | None:
         """A DeploymentConfig checked against the configuration it deploys: its plan."""
         if self._guard is None:
@@ -198,6 +246,9 @@ class Endpoints:
         described = {v["VariantName"]: v for v in rec.doc.get("ProductionVariants") or []}
         overrides = capacity_overrides(
             described, dict(rec.doc.get("VariantOverrides") or {}), params["DesiredWeightsAndCapacities"]
+        )
+        self._check_warm(
+            rec.creator, rec.name, self.deployed_config(rec).doc, overrides, now=self._warm_now(rec)
         )
         now = self._clock()
         for name, o in overrides.items():
