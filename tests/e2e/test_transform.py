@@ -433,22 +433,22 @@ def test_jobs_in_progress_are_held_to_their_quota(s3_server: SeaweedS3, s3: Any,
     try:
         sm = _slow(server, tmp_path)
         s3.put_object(Bucket=BUCKET, Key="quota/in/a.csv", Body=b"30,1\n")
-        _job(sm, "held", "slow", "quota/in/")
+        _job(sm, "quota-held", "slow", "quota/in/")
         with pytest.raises(sm.exceptions.ResourceLimitExceeded) as refused:
-            _job(sm, "second", "slow", "quota/in/")
+            _job(sm, "quota-second", "slow", "quota/in/")
         message = refused.value.response["Error"]["Message"]
         assert "'Number of concurrent transform jobs' is 1" in message
         assert "stop one or wait for one to end" in message and "--max-transform-jobs" in message
         with pytest.raises(ClientError) as missing:
-            sm.describe_transform_job(TransformJobName="second")
+            sm.describe_transform_job(TransformJobName="quota-second")
         assert missing.value.response["Error"]["Code"] == "ResourceNotFound"
-        sm.stop_transform_job(TransformJobName="held")
-        assert _wait(sm, "held")["TransformJobStatus"] == "Stopped"
+        sm.stop_transform_job(TransformJobName="quota-held")
+        assert _wait(sm, "quota-held")["TransformJobStatus"] == "Stopped"
         s3.put_object(Bucket=BUCKET, Key="quota/fast/a.csv", Body=b"0,1\n")
-        _job(sm, "second", "slow", "quota/fast/")
-        assert _wait(sm, "second")["TransformJobStatus"] == "Completed"
-        _job(sm, "third", "slow", "quota/fast/")  # the stopped and the completed jobs hold nothing
-        assert _wait(sm, "third")["TransformJobStatus"] == "Completed"
+        _job(sm, "quota-second", "slow", "quota/fast/")
+        assert _wait(sm, "quota-second")["TransformJobStatus"] == "Completed"
+        _job(sm, "quota-third", "slow", "quota/fast/")  # the stopped and the completed jobs hold nothing
+        assert _wait(sm, "quota-third")["TransformJobStatus"] == "Completed"
     finally:
         server.stop()
 
