@@ -225,6 +225,27 @@ def test_a_console_session_holds_on_every_front_end(pair: tuple[ServerProcess, S
     assert status == 401 and json.loads(body)["__type"] == "NotSignedIn"
 
 
+def test_a_front_end_without_a_share_says_so_at_once(
+    pair: tuple[ServerProcess, ServerProcess], model_url: str
+) -> None:
+    """MaxConcurrency 1 over two front ends: the oldest holds it, and the other answers ThrottlingException
+    at once, saying why, rather than after --queue-wait-s (10 s) in a pool that can never serve it."""
+    a, b = pair
+    assert (
+        deploy(a.client("sagemaker"), "single", model_url, max_concurrency=1)["EndpointStatus"] == "InService"
+    )
+    wait_for(lambda: gauge(b, "zeroscale_max_concurrency", "single") == 0, timeout_s=10)
+    assert gauge(a, "zeroscale_max_concurrency", "single") == 1
+    invoke(a, "single")
+    started = time.monotonic()
+    with pytest.raises(ClientError) as refused:
+        invoke(b, "single")
+    assert time.monotonic() - started < 5  # not the queue's 10 s
+    error = refused.value.response["Error"]
+    assert error["Code"] == "ThrottlingException" and "this one's share is 0" in error["Message"]
+    a.client("sagemaker").delete_endpoint(EndpointName="single")
+
+
 def test_max_concurrency_holds_across_front_ends(
     pair: tuple[ServerProcess, ServerProcess], model_url: str
 ) -> None:

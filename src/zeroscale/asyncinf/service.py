@@ -331,8 +331,9 @@ class AsyncInference:
 
     async def _dispatch(self) -> None:
         for key, entry in list(self._async.items()):
-            if self._fleet.route(entry.name) is None:
-                continue
+            route = self._fleet.route(entry.name)
+            if route is None or not any(v.spec.max_concurrency > 0 for v in route.production):
+                continue  # no share of its capacity on this front end: another one runs its queue
             while self._inflight.get(key, 0) < entry.limit:
                 req = await asyncio.to_thread(self._queue.claim, key, self._wall())
                 if req is None:

@@ -41,7 +41,7 @@ from zeroscale.events import EventBus
 from zeroscale.metrics.load import PoolLoad
 from zeroscale.router.budget import MemoryBudget, NestedBudget
 from zeroscale.router.invocation import Invocation
-from zeroscale.router.pool import VariantPool
+from zeroscale.router.pool import VariantPool, no_capacity
 from zeroscale.router.slots import S, Slot
 from zeroscale.router.spec import PoolSpec, RouterSettings, Workers
 from zeroscale.workers.client import WorkerResponse
@@ -320,6 +320,8 @@ class MultiModelPool(VariantPool):
 
     async def _enter(self) -> None:
         """At most MaxConcurrency invocations in flight over all the variant's models."""
+        if self.spec.max_concurrency <= 0:
+            raise no_capacity(self.spec)
         if self._in_flight >= self.spec.max_concurrency:
             try:
                 async with asyncio.timeout(self._settings.queue_wait_s):

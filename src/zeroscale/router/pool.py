@@ -64,6 +64,16 @@ def _expire(fut: asyncio.Future[Slot]) -> None:
         fut.set_exception(TimeoutError())
 
 
+def no_capacity(spec: PoolSpec) -> Throttling:
+    """An invocation of a variant with no capacity on this front end: told at once (botocore retries
+    throttling, and a load balancer may send the retry to a front end that serves it)."""
+    return Throttling(
+        f"Endpoint {spec.endpoint} variant {spec.variant} has no capacity on this front end: its "
+        "MaxConcurrency is shared by the front ends on this database, and this one's share is 0 (another "
+        "serves it). Retry later; a load balancer may send the retry to another front end."
+    )
+
+
 class VariantPool:
     def __init__(
         self,
@@ -417,6 +427,8 @@ class VariantPool:
         if slot is not None:
             self._slots.move(slot, S.BUSY)
             return slot
+        if self.spec.max_concurrency <= 0:
+            raise no_capacity(self.spec)  # nothing would ever serve it here: no wait for --queue-wait-s
         if self.queued >= self._settings.max_queue:
             raise self.throttled("its queue is full")
         at_capacity = self.live >= self.spec.max_concurrency
