@@ -154,6 +154,25 @@ class PeerClient:
         finally:
             conn.close()
 
+    def post_raw(
+        self, peer: Peer, path: str, headers: list[tuple[bytes, bytes]], body: bytes, timeout_s: float
+    ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        """``POST`` ``body`` with ``headers`` to ``path`` under ``PATH`` on ``peer``: its status, headers and
+        body (a forwarded invocation's answer, whatever its status). OSError or HTTPException when the peer
+        cannot be reached or stops answering within ``timeout_s``."""
+        conn = self._connect(peer)
+        conn.timeout = timeout_s
+        try:
+            sent = {k.decode("latin-1"): v.decode("latin-1") for k, v in headers}
+            sent[HEADER] = sign(self._key, self.id, body, path=path)
+            conn.request("POST", path, body=body, headers=sent)
+            resp = conn.getresponse()
+            data = resp.read()
+            got = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in resp.getheaders()]
+        finally:
+            conn.close()
+        return resp.status, got, data
+
     def call(self, peer: Peer, op: str, args: dict[str, Any]) -> Any:
         body = json.dumps({"op": op, "args": args}, separators=(",", ":")).encode()
         conn = self._connect(peer)

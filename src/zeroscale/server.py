@@ -27,6 +27,7 @@ from zeroscale.api import guard
 from zeroscale.api.app import App, AppParts
 from zeroscale.api.async_invoke import AsyncInvokeApi
 from zeroscale.api.control import ControlPlane
+from zeroscale.api.forward import Forwarder
 from zeroscale.api.iam_query import IamQueryService
 from zeroscale.api.image_rest import ImagesApi
 from zeroscale.api.invoke import InvokeApi, PayloadLimits
@@ -459,6 +460,18 @@ def build(settings: Settings) -> Server:
 
     workers_api = WorkersApi(fleet, socket.gethostname(), cluster.id, others=peer_client.ask)
     limits = PayloadLimits(settings.serverless_payload_limit_bytes, answer=settings.payload_limit_bytes)
+    runtime = InvokeApi(
+        fleet,
+        settings.account_id,
+        events,
+        asynchronous.is_async,
+        on_miss=endpoints.catch_up,
+        unavailable=cluster.unavailable if cluster.can_fence else None,
+        limits=limits,
+    )
+    # an invocation this front end holds no share of goes to one that holds one
+    wait_s = settings.queue_wait_s + settings.startup_timeout_s + settings.invocation_timeout_s + 5
+    runtime.forwarder = Forwarder(peer_client, cluster.holders, timeout_s=wait_s)
     parts = AppParts(
         json_services=[
             JsonService(
@@ -471,15 +484,7 @@ def build(settings: Settings) -> Server:
             JsonService(ServiceShapes("application-autoscaling"), autoscaling.operations()),
             JsonService(ServiceShapes("cloudwatch"), cloudwatch.operations()),
         ],
-        runtime=InvokeApi(
-            fleet,
-            settings.account_id,
-            events,
-            asynchronous.is_async,
-            on_miss=endpoints.catch_up,
-            unavailable=cluster.unavailable if cluster.can_fence else None,
-            limits=limits,
-        ),
+        runtime=runtime,
         async_runtime=async_api,
         stream_runtime=StreamInvokeApi(
             fleet,

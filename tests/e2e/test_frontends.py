@@ -225,24 +225,36 @@ def test_a_console_session_holds_on_every_front_end(pair: tuple[ServerProcess, S
     assert status == 401 and json.loads(body)["__type"] == "NotSignedIn"
 
 
-def test_a_front_end_without_a_share_says_so_at_once(
+def test_a_front_end_without_a_share_forwards_to_one_that_holds_it(
     pair: tuple[ServerProcess, ServerProcess], model_url: str
 ) -> None:
-    """MaxConcurrency 1 over two front ends: the oldest holds it, and the other answers ThrottlingException
-    at once, saying why, rather than after --queue-wait-s (10 s) in a pool that can never serve it."""
+    """MaxConcurrency 1 over two front ends: the oldest holds it, and the other sends its invocations there
+    (the answer, a ModelError included, relayed as it came); a forwarded call not signed with the front ends'
+    key is refused."""
     a, b = pair
     assert (
         deploy(a.client("sagemaker"), "single", model_url, max_concurrency=1)["EndpointStatus"] == "InService"
     )
     wait_for(lambda: gauge(b, "zeroscale_max_concurrency", "single") == 0, timeout_s=10)
     assert gauge(a, "zeroscale_max_concurrency", "single") == 1
-    invoke(a, "single")
-    started = time.monotonic()
-    with pytest.raises(ClientError) as refused:
-        invoke(b, "single")
-    assert time.monotonic() - started < 5  # not the queue's 10 s
-    error = refused.value.response["Error"]
-    assert error["Code"] == "ThrottlingException" and "this one's share is 0" in error["Message"]
+    served_by_a = invoke(a, "single")
+    resp = b.client("sagemaker-runtime").invoke_endpoint(
+        EndpointName="single", Body=b'{"sleep": 0}', ContentType="application/json", CustomAttributes="c=1"
+    )
+    assert json.loads(resp["Body"].read())["pid"] == served_by_a  # a's worker answered
+    assert resp["InvokedProductionVariant"] == "AllTraffic" and resp["ContentType"] == "application/json"
+    assert b.workers("single") == 0  # b started nothing
+    with pytest.raises(ClientError) as failed:
+        b.client("sagemaker-runtime").invoke_endpoint(
+            EndpointName="single", Body=b"not json", ContentType="application/json"
+        )
+    assert failed.value.response["Error"]["Code"] == "ModelError"
+    forged = urllib.request.Request(
+        a.url + "/zeroscale/peer/v1/invoke/single", b"{}", {"x-zeroscale-peer": f"b {int(time.time())} 00"}
+    )
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(forged, timeout=5)
+    assert refused.value.code == 403
     a.client("sagemaker").delete_endpoint(EndpointName="single")
 
 

@@ -344,6 +344,16 @@ async def test_a_request_that_waits_past_queue_wait_at_max_concurrency_is_thrott
     world.check()
 
 
+async def test_a_pool_with_no_share_here_throttles_at_once_and_starts_nothing(world: World) -> None:
+    """This front end's share of MaxConcurrency is 0 (another front end serves the variant): a request is
+    told so at once, not after the queue wait (an hour here), and no worker starts."""
+    pool = world.pool({"queue_wait_s": 3600}, max_concurrency=0)
+    with pytest.raises(Throttling, match="this one's share is 0"):
+        await asyncio.wait_for(pool.invoke(inv()), timeout=5)
+    assert pool.queued == 0 and not world.manager.starts
+    world.check()
+
+
 async def test_a_cold_start_the_hosts_memory_cannot_give_is_throttled_after_the_queue_wait_saying_so(
     tmp_path: Path,
 ) -> None:

@@ -20,6 +20,7 @@ from zeroscale import peers
 from zeroscale.api import rpcv2, sigv4
 from zeroscale.api.async_invoke import AsyncInvokeApi, input_location
 from zeroscale.api.direct import DirectRoute
+from zeroscale.api.forward import invoke_path
 from zeroscale.api.iam_query import IamQueryService
 from zeroscale.api.invoke import InvokeApi
 from zeroscale.api.jsonrpc import MAX_BODY_BYTES as MAX_JSON_BODY_BYTES
@@ -67,6 +68,7 @@ class _RequestIds:
 
 
 _request_ids = _RequestIds()
+_PEER_INVOKE = invoke_path("")  # /zeroscale/peer/v1/invoke/<endpoint>
 
 
 class BodyTooLarge(Exception):
@@ -348,6 +350,9 @@ class App:
         headers: list[tuple[bytes, bytes]] = scope["headers"]
         header = next((v for k, v in headers if k == peers.HEADER.encode()), b"").decode("latin-1")
         json_type = [(b"content-type", b"application/json")]
+        if scope["path"].startswith(_PEER_INVOKE) and scope["method"] == "POST":
+            await self._forwarded(route, header, scope, receive, send)
+            return
         if scope["path"] != peers.PATH:  # a file (an image's archive): GET only
             if scope["method"] != "GET":
                 await respond(
@@ -373,6 +378,30 @@ class App:
             return
         status, answer = await route.handle(header, body)
         await respond(send, status, answer, json_type)
+
+    async def _forwarded(
+        self, route: PeerRoute, header: str, scope: Scope, receive: Receive, send: Send
+    ) -> None:
+        """An invocation another front end holds no share of (``api/forward.py``): authenticated by its MAC,
+        then run as this front end's own (the caller checked its signature and IAM)."""
+        json_type = [(b"content-type", b"application/json")]
+        why = route.precheck(header)
+        if why is None:
+            try:
+                body = await _read_body(scope, receive, self._p.payload_limit_bytes)
+            except BodyTooLarge:
+                body, why = b"", "a forwarded invocation's body is over the payload limit"
+            else:
+                why = route.check(header, body, scope["path"])
+        if why is not None:
+            await respond(send, 403, json.dumps({"message": why}).encode(), json_type)
+            return
+        endpoint = scope["path"][len(_PEER_INVOKE) :]
+        request_id = _request_ids.next()
+        status, out, answer = await self._p.runtime.run_forwarded(
+            request_id, endpoint, scope["headers"], body
+        )
+        await respond(send, status, answer, out)
 
     async def _body(self, scope: Scope, receive: Receive, request_id: str, path: str) -> bytes:
         limit = MAX_JSON_BODY_BYTES if path == "/" else _CONTROL_BODY_LIMIT

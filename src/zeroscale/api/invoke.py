@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from dataclasses import dataclass
+from typing import Any
 
 from zeroscale.api.allowlist import refused_headers
+from zeroscale.api.forward import Forwarder
 from zeroscale.api.served import INVOKE_ENDPOINT
 from zeroscale.api.shapes import ServiceShapes
-from zeroscale.api.wire import Headers, Send, header_text, respond
+from zeroscale.api.wire import Headers, Send, header_text, respond, runtime_error
 from zeroscale.background import Background
 from zeroscale.errors import ModelError, RuntimeValidationError, ZeroscaleError
 from zeroscale.events import EventBus, InvocationRecord
@@ -29,6 +31,22 @@ _TARGET_VARIANT = b"x-amzn-sagemaker-target-variant"
 _INFERENCE_ID = b"x-amzn-sagemaker-inference-id"
 _TARGET_CONTAINER = b"x-amzn-sagemaker-target-container-hostname"
 _TARGET_MODEL = b"x-amzn-sagemaker-target-model"
+
+
+class _Captured:
+    """An ASGI ``send`` that keeps the answer (a forwarded invocation's, sent back to its front end)."""
+
+    def __init__(self) -> None:
+        self.status = 500
+        self.headers: Headers = []
+        self.body = b""
+
+    async def send(self, message: MutableMapping[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            self.status = int(message["status"])
+            self.headers = list(message.get("headers") or [])
+        else:
+            self.body += message.get("body", b"")
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,15 +129,46 @@ class InvokeApi:
         # ...), by header: refused by name, never ignored.
         shape = ServiceShapes("sagemaker-runtime").input_shape(self.OPERATION)
         self._refused = refused_headers(shape, self.SERVED)
+        # Sends an invocation this front end holds no share of to one that holds one (several front ends)
+        self.forwarder: Forwarder | None = None
+
+    async def run_forwarded(
+        self, request_id: str, endpoint: str, headers: Headers, body: bytes
+    ) -> tuple[int, Headers, bytes]:
+        """An invocation another front end forwarded (``api/forward.py``), run here: its answer (status,
+        headers, body), an error in its REST-JSON shape included."""
+        answer = _Captured()
+        try:
+            await self.invoke(
+                answer.send, request_id, endpoint, headers, body, time.perf_counter(), forwarded=True
+            )
+        except ZeroscaleError as err:
+            await runtime_error(answer.send, request_id, err)
+        return answer.status, answer.headers, answer.body
 
     async def invoke(
-        self, send: Send, request_id: str, endpoint: str, headers: Headers, body: bytes, started: float
+        self,
+        send: Send,
+        request_id: str,
+        endpoint: str,
+        headers: Headers,
+        body: bytes,
+        started: float,
+        *,
+        forwarded: bool = False,
     ) -> None:
-        """``started``: ``time.perf_counter()`` when the request arrived."""
+        """``started``: ``time.perf_counter()`` when the request arrived; ``forwarded``: sent by a front end
+        that holds no share of its variant (``api/forward.py``): never sent on again."""
         targets, route = await self._prepare(endpoint, headers)
         forward, target_container, target_model = targets.forward, targets.container, targets.model
         pool = route.choose(targets.variant)
         self._check_size(request_id, pool.spec, body)
+        if pool.spec.max_concurrency <= 0 and self.forwarder is not None and not forwarded:
+            answer = await self.forwarder.forward(endpoint, pool.spec.variant, headers, body)
+            if answer is not None:
+                status, relayed, payload = answer
+                await respond(send, status, payload, relayed)
+                return
         if target_container is not None and not pool.spec.containers:
             raise RuntimeValidationError(
                 f"Endpoint {endpoint} has one container: a request cannot target a container by hostname "

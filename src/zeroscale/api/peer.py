@@ -52,6 +52,15 @@ class PeerRoute:
             return 400, _error(str(exc))
         return (200, found) if found is not None else (404, _error(f"no {path} here"))
 
+    def check(self, header: str, body: bytes, path: str) -> str | None:
+        """Why a call to ``path`` with this header and body is refused (None: it is authentic)."""
+        try:
+            peers.verify(self._key, header, body, path=path)
+        except peers.PeerRefused as exc:
+            log.warning("refused a peer call: %s", exc)
+            return str(exc)
+        return None
+
     def precheck(self, header: str) -> str | None:
         """Why a call with this header is refused before its body is read (None: read it, then check)."""
         try:

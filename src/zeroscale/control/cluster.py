@@ -165,6 +165,16 @@ class Cluster:
             if ident != self.id
         ]
 
+    def holders(self, endpoint: str, variant: str) -> list[Peer]:
+        """The other live front ends that hold a share of the variant's MaxConcurrency (where an invocation
+        this one holds no share of is sent)."""
+        full = self._full.get((endpoint.lower(), variant))
+        if full is None or self.fenced:
+            return []
+        members = self.members
+        holding = {m for rank, m in enumerate(members) if share(full[0], rank, len(members)) > 0}
+        return [peer for peer in self.peers() if peer.id in holding]
+
     def leads(self) -> bool:
         """Whether this front end is the leader: the oldest live one (what one front end alone must do,
         such as evaluating alarms, it does)."""
