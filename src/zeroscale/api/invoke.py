@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from dataclasses import dataclass
@@ -13,11 +14,13 @@ from zeroscale.api.served import INVOKE_ENDPOINT
 from zeroscale.api.shapes import ServiceShapes
 from zeroscale.api.wire import Headers, Send, header_text, respond, runtime_error
 from zeroscale.background import Background
-from zeroscale.errors import ModelError, RuntimeValidationError, ZeroscaleError
+from zeroscale.errors import InternalFailure, ModelError, RuntimeValidationError, ZeroscaleError
 from zeroscale.events import EventBus, InvocationRecord
 from zeroscale.router.fleet import EndpointRoute, Fleet, Variant
 from zeroscale.router.invocation import Invocation
 from zeroscale.router.spec import PoolSpec
+
+log = logging.getLogger("zeroscale.invoke")
 
 # Request headers passed on to the worker, as the SageMaker front end does.
 _FORWARDED = {
@@ -144,6 +147,11 @@ class InvokeApi:
             )
         except ZeroscaleError as err:
             await runtime_error(answer.send, request_id, err)
+        except Exception:
+            log.exception("forwarded request %s failed", request_id)
+            await runtime_error(
+                answer.send, request_id, InternalFailure(f"Internal failure (request {request_id}).")
+            )
         return answer.status, answer.headers, answer.body
 
     async def invoke(
@@ -163,12 +171,6 @@ class InvokeApi:
         forward, target_container, target_model = targets.forward, targets.container, targets.model
         pool = route.choose(targets.variant)
         self._check_size(request_id, pool.spec, body)
-        if pool.spec.max_concurrency <= 0 and self.forwarder is not None and not forwarded:
-            answer = await self.forwarder.forward(endpoint, pool.spec.variant, headers, body)
-            if answer is not None:
-                status, relayed, payload = answer
-                await respond(send, status, payload, relayed)
-                return
         if target_container is not None and not pool.spec.containers:
             raise RuntimeValidationError(
                 f"Endpoint {endpoint} has one container: a request cannot target a container by hostname "
@@ -179,6 +181,13 @@ class InvokeApi:
                 f"Endpoint {endpoint} variant {pool.spec.variant} is not a multi-model endpoint: "
                 "TargetModel is only for endpoints whose model has Mode MultiModel."
             )
+        # no share of it here: a front end that holds one runs it, shadows included
+        if pool.spec.max_concurrency <= 0 and self.forwarder is not None and not forwarded:
+            answer = await self.forwarder.forward(endpoint, pool.spec.variant, headers, body)
+            if answer is not None:
+                status, relayed, payload = answer
+                await respond(send, status, payload, relayed)
+                return
         if route.shadows:
             for shadow in route.copies():
                 self._background.spawn(self._shadow(shadow, body, forward, target_container, target_model))
