@@ -35,6 +35,7 @@ MAX_SKEW_S = 300
 MAX_BODY_BYTES = 1024 * 1024
 TIMEOUT_S = 5.0
 SAY_EVERY_S = 60.0
+FORWARDS = 64  # forwarded invocations in flight at once from one front end
 KEY_LABEL = b"peer calls"  # the peer key is SecretBox.derive(KEY_LABEL) of the IAM key
 
 log = logging.getLogger("zeroscale.peers")
@@ -117,6 +118,9 @@ class PeerClient:
         self._clock = clock
         self._said: dict[str, float] = {}  # peer id -> when its last failure was logged
         self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="zeroscale-peers")
+        # Forwarded invocations hold a thread for as long as the model takes: their own, so that they never
+        # take the event loop's default executor (the database's calls) from the rest of the server.
+        self._forwards = ThreadPoolExecutor(max_workers=FORWARDS, thread_name_prefix="zeroscale-forward")
 
     def _failed(self, peer: Peer, why: str) -> None:
         now = self._clock()
@@ -153,6 +157,14 @@ class PeerClient:
                     out.write(chunk)
         finally:
             conn.close()
+
+    async def post(
+        self, peer: Peer, path: str, headers: list[tuple[bytes, bytes]], body: bytes, timeout_s: float
+    ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        """``post_raw`` from the event loop, on a thread of the forwards' own (at most ``FORWARDS`` at once;
+        more wait for one)."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._forwards, self.post_raw, peer, path, headers, body, timeout_s)
 
     def post_raw(
         self, peer: Peer, path: str, headers: list[tuple[bytes, bytes]], body: bytes, timeout_s: float
@@ -212,3 +224,4 @@ class PeerClient:
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
+        self._forwards.shutdown(wait=False, cancel_futures=True)

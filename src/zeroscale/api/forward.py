@@ -13,7 +13,6 @@ InvokeEndpoint only: a response stream and asynchronous requests are not forward
 
 from __future__ import annotations
 
-import asyncio
 import http.client
 import logging
 import random
@@ -60,8 +59,8 @@ class Forwarder:
         ]
         sent.append((_TARGET_VARIANT, variant.encode()))
         try:
-            status, got, answer = await asyncio.to_thread(
-                self._client.post_raw, peer, invoke_path(endpoint), sent, body, self._timeout_s
+            status, got, answer = await self._client.post(
+                peer, invoke_path(endpoint), sent, body, self._timeout_s
             )
         except (OSError, http.client.HTTPException) as exc:
             log.warning("an invocation of %s was not forwarded to front end %s: %s", endpoint, peer.id, exc)
