@@ -482,32 +482,38 @@ def rest(server: ServerProcess, method: str, path: str, body: bytes = b"") -> An
 def test_an_image_pushed_to_one_front_end_is_served_by_every_one(
     pair: tuple[ServerProcess, ServerProcess], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A bring-your-own image pushed to a only: b lists it, copies it when it deploys an endpoint naming it
-    (the same content digest and push time), and serves it; deleted through b, it is gone from a too."""
+    """A bring-your-own image pushed to a: b copies it at once (the same content digest and push time); a
+    front end that joins later copies it when it deploys an endpoint naming it, and serves it; deleted
+    through b, it is gone from every front end."""
     a, b = pair
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", ACCESS_KEY)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
     example = Path(__file__).resolve().parents[2] / "examples" / "byo-image"
     archive = make_tar(tmp_path / "image.tar.gz", {".": example}).read_bytes()
     pushed = rest(a, "PUT", "images/shared-linear/1", archive)
-    assert not (b.data_dir / "images" / "shared-linear").exists()
-    listed = rest(b, "GET", "images")["Images"]
-    assert [i["Digest"] for i in listed if i["Name"] == "shared-linear"] == [pushed["Digest"]]
-    model = tmp_path / "model.json"
-    model.write_text(json.dumps({"weights": [2.0], "bias": 1.0}))
-    url = f"file://{make_tar(tmp_path / 'model.tar.gz', {'model.json': model})}"
-    made = deploy(b.client("sagemaker"), "imaged", url, image="shared-linear:1")
-    assert made["EndpointStatus"] == "InService", made.get("FailureReason")
-    runtime = b.client("sagemaker-runtime")
-    answer = runtime.invoke_endpoint(
-        EndpointName="imaged", Body=b"3\n", ContentType="text/csv", Accept="text/csv"
-    )
-    assert answer["Body"].read().strip() == b"7.0"
+    digest = pushed["Digest"].removeprefix("sha256:")
+    assert (b.data_dir / "images" / "shared-linear" / "1" / digest).is_dir()  # copied when a took it
     copied = rest(b, "GET", "images/shared-linear/1")
     assert copied["Digest"] == pushed["Digest"] and copied["PushedAt"] == pushed["PushedAt"]
-    digest = pushed["Digest"].removeprefix("sha256:")
-    assert (b.data_dir / "images" / "shared-linear" / "1" / digest).is_dir()
-    b.client("sagemaker").delete_endpoint(EndpointName="imaged")
+    listed = rest(b, "GET", "images")["Images"]
+    assert [i["Digest"] for i in listed if i["Name"] == "shared-linear"] == [pushed["Digest"]]
+    late = ServerProcess(tmp_path / "late", a.flags).start()  # joins after the push
+    try:
+        assert not (late.data_dir / "images" / "shared-linear").exists()
+        model = tmp_path / "model.json"
+        model.write_text(json.dumps({"weights": [2.0], "bias": 1.0}))
+        url = f"file://{make_tar(tmp_path / 'model.tar.gz', {'model.json': model})}"
+        made = deploy(late.client("sagemaker"), "imaged", url, image="shared-linear:1")
+        assert made["EndpointStatus"] == "InService", made.get("FailureReason")
+        assert (late.data_dir / "images" / "shared-linear" / "1" / digest).is_dir()  # copied to deploy
+        runtime = late.client("sagemaker-runtime")
+        answer = runtime.invoke_endpoint(
+            EndpointName="imaged", Body=b"3\n", ContentType="text/csv", Accept="text/csv"
+        )
+        assert answer["Body"].read().strip() == b"7.0"
+        late.client("sagemaker").delete_endpoint(EndpointName="imaged")
+    finally:
+        late.stop()
     rest(b, "DELETE", "images/shared-linear/1")
     for server in (a, b):
         with pytest.raises(ApiError, match="ResourceNotFound: Image shared-linear:1 is not registered"):

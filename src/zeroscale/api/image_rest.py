@@ -5,9 +5,9 @@ GET  /zeroscale/v1/images/<name>/<tag>  one registered image
 PUT  /zeroscale/v1/images/<name>/<tag>  register one; the body is a tar.gz of the image directory
 DELETE /zeroscale/v1/images/<name>/<tag>  forget one (its files stay while endpoints run them)
 
-With several front ends on one database, a push goes into the registry of the front end it reaches; listing,
-describing and deleting see every live front end's (``images.sharing``), and a deployment copies the latest
-push of its tag from whichever front end holds it.
+With several front ends on one database, a push goes into the registry of the front end it reaches, which
+the others copy; listing, describing and deleting see every live front end's (``images.sharing``), and a
+deployment copies the latest push of its tag from whichever front end holds it.
 """
 
 from __future__ import annotations
@@ -95,6 +95,7 @@ class ImagesApi:
         if not body:
             raise ImageError(f"Image {name}:{tag}: the request body must be a tar.gz of the image directory.")
         record = await asyncio.to_thread(self._registry.push_bytes, name, tag, body)
+        await asyncio.to_thread(self._images.announce, name, tag)  # the other front ends copy it now
         return record.to_json()
 
 

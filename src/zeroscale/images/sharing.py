@@ -1,6 +1,8 @@
 """Bring-your-own images across the front ends on one database: each keeps the images pushed to it in its own
 registry (``registry``), and an image pushed to one is served by all of them.
 
+- **Pushing.** A push goes into the registry of the front end it reaches, which tells the others
+  (``images.pushed``): each copies it at once, as below.
 - **Resolving.** When a front end deploys ``name:tag``, it asks the other live front ends for their record
   of it (``images.record``); when one holds a later push than its own (or it has none), it copies that push
   from it (a tar.gz of the image's files, ``GET /zeroscale/peer/v1/images/<name>/<tag>``) into its own
@@ -32,6 +34,7 @@ from zeroscale.peers import PATH, PeerClient, PeerRefused
 log = logging.getLogger("zeroscale.images")
 
 RECORD_OP, LIST_OP, DELETE_OP = "images.record", "images.list", "images.delete"
+PUSHED_OP = "images.pushed"
 FILES = "images"  # GET /zeroscale/peer/v1/images/<name>/<tag>
 
 
@@ -51,7 +54,12 @@ class SharedImages:
 
     # ---- what this front end answers the others ----
     def peer_ops(self) -> dict[str, Any]:
-        return {RECORD_OP: self.record_op, LIST_OP: self.list_op, DELETE_OP: self.delete_op}
+        return {
+            RECORD_OP: self.record_op,
+            LIST_OP: self.list_op,
+            DELETE_OP: self.delete_op,
+            PUSHED_OP: self.pushed_op,
+        }
 
     def record_op(self, args: dict[str, Any]) -> dict[str, Any]:
         record = self.registry.get(validate_name(str(args["name"])), validate_tag(str(args["tag"])))
@@ -59,6 +67,19 @@ class SharedImages:
 
     def list_op(self, args: dict[str, Any]) -> dict[str, Any]:
         return {"images": [r.to_json() for r in self.registry.list()]}
+
+    def pushed_op(self, args: dict[str, Any]) -> dict[str, Any]:
+        """Another front end took a push of ``name:tag``: copy it now (``resolve``), so that this front end
+        holds it even when that one is gone by the time a deployment needs it."""
+        name, tag = validate_name(str(args["name"])), validate_tag(str(args["tag"]))
+        record = self.resolve(f"{name}:{tag}")
+        return {"digest": None if record is None else f"sha256:{record.digest}"}
+
+    def announce(self, name: str, tag: str) -> None:
+        """Tell the other live front ends of a push taken here (each copies it; one that does not answer
+        copies it when a deployment of its own needs it)."""
+        if self._peers is not None:
+            self._peers.gather(PUSHED_OP, {"name": name, "tag": tag})
 
     def delete_op(self, args: dict[str, Any]) -> dict[str, Any]:
         """Delete the tag here too (deleted through another front end)."""
