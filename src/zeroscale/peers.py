@@ -1,12 +1,14 @@
-"""Calls between the front ends that share one database: what each holds on its own disk (its workers'
-log streams) is read by another through one internal route, ``POST /zeroscale/peer/v1``.
+"""Calls between the front ends that share one database, through one internal route under ``PATH``: what
+each holds on its own (its workers' log streams and workers, its autoscaling samples and 10-second
+metrics, its bring-your-own images) is read by another, which may also ask it to copy or delete an image,
+or to run an invocation it holds no share of (``api/forward.py``). See docs/frontends.md.
 
 A call is a JSON document ``{"op": ..., "args": {...}}`` and its answer the operation's JSON result. It is
 authenticated by ``X-Zeroscale-Peer: <front end id> <unix seconds> <hex HMAC-SHA256>``, the MAC over the id,
 the time, the path and the body's SHA-256 under a key derived from the IAM key that every front end on the
 database must share (``--iam-key-file``; the database records which key that is and refuses a front end
 with another). So the database alone, which holds no key, cannot forge a call, and a call older or newer
-than ``MAX_SKEW_S`` is refused. Every operation is a read.
+than ``MAX_SKEW_S`` is refused.
 
 ``PeerClient.gather`` blocks (the operations that fan out from a worker thread call it); ``ask`` is the same
 from the event loop.

@@ -1,5 +1,5 @@
-"""The internal route another front end on the same database calls (``zeroscale.peers``): an authenticated
-read of what this front end holds on its own. ``POST /zeroscale/peer/v1`` answers 200 and the operation's
+"""The internal route another front end on the same database calls (``zeroscale.peers``): authenticated
+calls on what this front end holds on its own. ``POST /zeroscale/peer/v1`` answers 200 and the operation's
 JSON, 403 to a call that is not authentic (its body unread when the signature's form or time is already
 wrong), 400 to one that is not well formed. ``GET /zeroscale/peer/v1/<source>/...`` answers a file a source
 makes for the call (a bring-your-own image's archive), removed once sent; 404 when there is none."""
