@@ -63,15 +63,22 @@ def sign(key: bytes, ident: str, body: bytes, *, now: float | None = None, path:
     return f"{ident} {ts} {_mac(key, ident, ts, path, body)}"
 
 
-def verify(key: bytes, header: str, body: bytes, *, now: float | None = None, path: str = PATH) -> str:
-    """The calling front end's id, when ``header`` authenticates ``body`` sent to ``path``; else
-    PeerRefused."""
+def timely(header: str, *, now: float | None = None) -> tuple[str, str, str]:
+    """``header``'s (id, time, MAC) when it is well formed and its time within ``MAX_SKEW_S`` of this front
+    end's clock: what can be checked before the body is read. Else PeerRefused."""
     parts = header.split(" ")
     if len(parts) != 3 or not parts[1].isascii() or not parts[1].isdigit():
         raise PeerRefused("a malformed peer signature")
     ident, ts, mac = parts
     if abs((time.time() if now is None else now) - int(ts)) > MAX_SKEW_S:
         raise PeerRefused(f"a peer signature more than {MAX_SKEW_S} s from this front end's clock")
+    return ident, ts, mac
+
+
+def verify(key: bytes, header: str, body: bytes, *, now: float | None = None, path: str = PATH) -> str:
+    """The calling front end's id, when ``header`` authenticates ``body`` sent to ``path``; else
+    PeerRefused."""
+    ident, ts, mac = timely(header, now=now)
     if not hmac.compare_digest(mac, _mac(key, ident, ts, path, body)):
         raise PeerRefused("a peer signature that does not match (another IAM key?)")
     return ident
@@ -133,7 +140,8 @@ class PeerClient:
             )
 
     def peers(self) -> list[Peer]:
-        return [p for p in self._peers() if p.id != self.id]
+        """The other live front ends (``peers``, as given: this one is not among them)."""
+        return self._peers()
 
     def _connect(self, peer: Peer) -> http.client.HTTPConnection:
         url = urllib.parse.urlsplit(peer.url)

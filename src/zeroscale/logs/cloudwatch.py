@@ -89,14 +89,14 @@ def _off_loop(fn: Callable[[Params], dict[str, Any]]) -> AsyncOperation:
     return handler
 
 
-def _present(answers: Answers, what: str) -> Answers:
+def _present(answers: Answers) -> Answers:
     """The answers of the sources that hold what was asked; none: it does not exist anywhere."""
     held = [(source, a) for source, a in answers if "absent" not in a]
     if held:
         return held
     if any(a.get("absent") == "stream" for _, a in answers):
         raise LogsResourceNotFound("The specified log stream does not exist.")
-    raise LogsResourceNotFound(f"The specified log {what} does not exist.")
+    raise LogsResourceNotFound("The specified log group does not exist.")
 
 
 def _fits(sizes: list[int], limit: int) -> int:
@@ -237,7 +237,7 @@ class CloudWatchLogs:
         args: dict[str, Any] = {"group": name, "prefix": prefix}
         if not by_time:  # by name, each source's own page (a name's key is the same on every source)
             args.update(after=after[0] if after else None, limit=limit, descending=descending)
-        answers = _present(self._ask("logs.streams", args), "group")
+        answers = _present(self._ask("logs.streams", args))
         merged: dict[str, list[Any]] = {}
         more = False
         for _, answer in answers:
@@ -291,7 +291,7 @@ class CloudWatchLogs:
             "start": p.get("startTime"),
             "end": p.get("endTime"),
         }
-        answers = _present(self._ask("logs.page", args), "group")
+        answers = _present(self._ask("logs.page", args))
         # every source's events, tagged with their source, in time order (ties: by source, then position)
         tagged = sorted(
             (
@@ -354,7 +354,7 @@ class CloudWatchLogs:
             "end": p.get("endTime"),
             "pattern": p.get("filterPattern"),
         }
-        answers = _present(self._ask("logs.search", args), "group")
+        answers = _present(self._ask("logs.search", args))
         found = sorted(
             (
                 (ts, stream, source, offset, message)
