@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import uvicorn
 from sqlalchemy.engine import make_url
@@ -104,6 +104,7 @@ from zeroscale.workers.manager import WorkerManager
 from zeroscale.workers.ray_workers import RayWorkers
 
 log = logging.getLogger("zeroscale")
+R = TypeVar("R", bound=InvokeApi)
 PREWARMED_RUNTIMES = ("sklearn",)
 # Shapes whose botocore pattern zeroscale widens: ModelDataUrl (shape "Url") may be file:// or a local path.
 WIDENED_SHAPES = frozenset({"Url"})
@@ -460,18 +461,23 @@ def build(settings: Settings) -> Server:
 
     workers_api = WorkersApi(fleet, socket.gethostname(), cluster.id, others=peer_client.ask)
     limits = PayloadLimits(settings.serverless_payload_limit_bytes, answer=settings.payload_limit_bytes)
-    runtime = InvokeApi(
-        fleet,
-        settings.account_id,
-        events,
-        asynchronous.is_async,
-        on_miss=endpoints.catch_up,
-        unavailable=cluster.unavailable if cluster.can_fence else None,
-        limits=limits,
-    )
-    # an invocation this front end holds no share of goes to one that holds one
+    # an invocation this front end holds no share of goes to one that holds one (not a response stream)
     wait_s = settings.queue_wait_s + settings.startup_timeout_s + settings.invocation_timeout_s + 5
-    runtime.forwarder = Forwarder(peer_client, cluster.holders, timeout_s=wait_s)
+    forwarder = Forwarder(peer_client, cluster.holders, timeout_s=wait_s)
+
+    def runtime_api(kind: type[R], forward: Forwarder | None = None) -> R:
+        """InvokeEndpoint's, or InvokeEndpointWithResponseStream's: on the same footing."""
+        return kind(
+            fleet,
+            settings.account_id,
+            events,
+            asynchronous.is_async,
+            on_miss=endpoints.catch_up,
+            unavailable=cluster.unavailable if cluster.can_fence else None,
+            limits=limits,
+            forwarder=forward,
+        )
+
     parts = AppParts(
         json_services=[
             JsonService(
@@ -484,17 +490,9 @@ def build(settings: Settings) -> Server:
             JsonService(ServiceShapes("application-autoscaling"), autoscaling.operations()),
             JsonService(ServiceShapes("cloudwatch"), cloudwatch.operations()),
         ],
-        runtime=runtime,
+        runtime=runtime_api(InvokeApi, forwarder),
         async_runtime=async_api,
-        stream_runtime=StreamInvokeApi(
-            fleet,
-            settings.account_id,
-            events,
-            asynchronous.is_async,
-            on_miss=endpoints.catch_up,
-            unavailable=cluster.unavailable if cluster.can_fence else None,
-            limits=limits,
-        ),
+        stream_runtime=runtime_api(StreamInvokeApi),
         query=QueryService(topics),
         metrics=metrics,
         lookup_secret=authz.lookup_secret,

@@ -225,6 +225,14 @@ def test_a_console_session_holds_on_every_front_end(pair: tuple[ServerProcess, S
     assert status == 401 and json.loads(body)["__type"] == "NotSignedIn"
 
 
+def peer_call(server: ServerProcess, path: str, body: bytes, headers: dict[str, str]) -> int:
+    """The status a POST to ``/zeroscale/peer/v1<path>`` gets (not signed with the front ends' key)."""
+    request = urllib.request.Request(f"{server.url}/zeroscale/peer/v1{path}", body, headers, method="POST")
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=5)
+    return refused.value.code
+
+
 def test_a_front_end_without_a_share_forwards_to_one_that_holds_it(
     pair: tuple[ServerProcess, ServerProcess], model_url: str
 ) -> None:
@@ -249,12 +257,7 @@ def test_a_front_end_without_a_share_forwards_to_one_that_holds_it(
             EndpointName="single", Body=b"not json", ContentType="application/json"
         )
     assert failed.value.response["Error"]["Code"] == "ModelError"
-    forged = urllib.request.Request(
-        a.url + "/zeroscale/peer/v1/invoke/single", b"{}", {"x-zeroscale-peer": f"b {int(time.time())} 00"}
-    )
-    with pytest.raises(urllib.error.HTTPError) as refused:
-        urllib.request.urlopen(forged, timeout=5)
-    assert refused.value.code == 403
+    assert peer_call(a, "/invoke/single", b"{}", {"x-zeroscale-peer": f"b {int(time.time())} 00"}) == 403
     a.client("sagemaker").delete_endpoint(EndpointName="single")
 
 
@@ -403,10 +406,7 @@ def test_each_front_ends_worker_logs_are_read_through_any_of_them(
     # the peer route: a call without the shared key's MAC is refused, whatever it claims
     body = json.dumps({"op": "logs.search", "args": {"group": group}}).encode()
     for header in ({}, {"x-zeroscale-peer": f"x {int(time.time())} {'0' * 64}"}):
-        request = urllib.request.Request(a.url + "/zeroscale/peer/v1", body, header, method="POST")
-        with pytest.raises(urllib.error.HTTPError) as refused:
-            urllib.request.urlopen(request, timeout=5)
-        assert refused.value.code == 403
+        assert peer_call(a, "", body, header) == 403
     a.client("sagemaker").delete_endpoint(EndpointName="logged")
 
 

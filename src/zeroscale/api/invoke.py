@@ -116,10 +116,12 @@ class InvokeApi:
         on_miss: Callable[[str], Awaitable[None]] | None = None,
         unavailable: Callable[[], str | None] | None = None,
         limits: PayloadLimits = PayloadLimits(),
+        forwarder: Forwarder | None = None,
     ) -> None:
         """``on_miss``: awaited when no route is found, before answering "not found" (with several front
         ends, another may have deployed the endpoint a moment ago: this one catches up). ``unavailable``:
-        why this front end serves nothing now (503 ServiceUnavailable), or None."""
+        why this front end serves nothing now (503 ServiceUnavailable), or None. ``forwarder``: sends an
+        invocation this front end holds no share of to one that holds one (several front ends)."""
         self._fleet = fleet
         self._is_async = is_async
         self._account_id = account_id
@@ -132,8 +134,7 @@ class InvokeApi:
         # ...), by header: refused by name, never ignored.
         shape = ServiceShapes("sagemaker-runtime").input_shape(self.OPERATION)
         self._refused = refused_headers(shape, self.SERVED)
-        # Sends an invocation this front end holds no share of to one that holds one (several front ends)
-        self.forwarder: Forwarder | None = None
+        self.forwarder = forwarder
 
     async def run_forwarded(
         self, request_id: str, endpoint: str, headers: Headers, body: bytes
