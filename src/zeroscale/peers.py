@@ -11,7 +11,8 @@ with another). So the database alone, which holds no key, cannot forge a call, a
 than ``MAX_SKEW_S`` is refused.
 
 ``PeerClient.gather`` blocks (the operations that fan out from a worker thread call it); ``ask`` is the same
-from the event loop.
+from the event loop. ``open_stream`` reads an answer as it comes, on the event loop (a forwarded response
+stream, which may last as long as the model streams).
 """
 
 from __future__ import annotations
@@ -25,11 +26,13 @@ import logging
 import ssl
 import time
 import urllib.parse
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import h11
 
 PATH = "/zeroscale/peer/v1"
 HEADER = "x-zeroscale-peer"
@@ -102,6 +105,64 @@ def tls_context(cafile: Path | None) -> ssl.SSLContext | None:
     context = ssl.create_default_context()
     context.load_verify_locations(cafile=str(cafile))
     return context
+
+
+async def _next_event(reader: asyncio.StreamReader, conn: h11.Connection) -> Any:
+    """The next HTTP event of ``conn``, reading as needed; PeerRefused when the peer breaks the protocol or
+    the connection early."""
+    while True:
+        try:
+            event = conn.next_event()
+        except h11.RemoteProtocolError as exc:
+            raise PeerRefused(f"the peer's answer is not HTTP/1.1: {exc}") from None
+        if event is not h11.NEED_DATA:
+            return event
+        data = await reader.read(65536)
+        try:
+            conn.receive_data(data)  # b"": the connection closed (an error unless the answer had ended)
+        except h11.RemoteProtocolError as exc:
+            raise PeerRefused(f"the peer's answer broke off: {exc}") from None
+
+
+class PeerStream:
+    """A peer's answer to ``PeerClient.open_stream``: its status and headers, then its body as it comes."""
+
+    def __init__(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        conn: h11.Connection,
+        response: h11.Response,
+    ) -> None:
+        self._reader = reader
+        self._writer = writer
+        self._conn = conn
+        self.status = response.status_code
+        self.headers: list[tuple[bytes, bytes]] = [(bytes(k), bytes(v)) for k, v in response.headers]
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        """The body's bytes as they arrive, cut anywhere. PeerRefused or OSError when it breaks off."""
+        while True:
+            event = await _next_event(self._reader, self._conn)
+            if isinstance(event, h11.Data):
+                yield bytes(event.data)
+            elif isinstance(event, h11.EndOfMessage):
+                return
+            else:
+                raise PeerRefused("the peer closed the connection before its answer ended")
+
+    async def read(self, most: int) -> bytes:
+        """The whole body (an error's JSON), at most ``most`` bytes of it."""
+        out = bytearray()
+        async for chunk in self.chunks():
+            out += chunk[: most - len(out)]
+            if len(out) >= most:
+                break
+        return bytes(out)
+
+    def close(self) -> None:
+        """Drop the connection: a peer still streaming sees its caller gone and stops."""
+        self._writer.close()
 
 
 class PeerClient:
@@ -194,6 +255,38 @@ class PeerClient:
         finally:
             conn.close()
         return resp.status, got, data
+
+    async def open_stream(
+        self, peer: Peer, path: str, headers: list[tuple[bytes, bytes]], body: bytes
+    ) -> PeerStream:
+        """``POST`` ``body`` with ``headers`` to ``path`` under ``PATH`` on ``peer``, from the event loop: its
+        answer once the status and headers came, the body still to read (``PeerStream``). OSError when the
+        peer cannot be reached, PeerRefused when it answers no HTTP. The caller bounds the time."""
+        url = urllib.parse.urlsplit(peer.url)
+        host, port = url.hostname or "127.0.0.1", url.port or (443 if url.scheme == "https" else 80)
+        tls: ssl.SSLContext | bool | None = (self._ssl or True) if url.scheme == "https" else None
+        reader, writer = await asyncio.open_connection(host, port, ssl=tls)
+        conn = h11.Connection(h11.CLIENT)
+        sent = [
+            (b"host", url.netloc.encode("latin-1")),
+            *headers,
+            (HEADER.encode(), sign(self._key, self.id, body, path=path).encode()),
+            (b"content-length", str(len(body)).encode()),
+        ]
+        try:
+            writer.write(conn.send(h11.Request(method="POST", target=path, headers=sent)) or b"")
+            writer.write(conn.send(h11.Data(data=body)) or b"")
+            writer.write(conn.send(h11.EndOfMessage()) or b"")
+            await writer.drain()
+            while True:
+                event = await _next_event(reader, conn)
+                if isinstance(event, h11.Response):
+                    return PeerStream(reader, writer, conn, event)
+                if not isinstance(event, h11.InformationalResponse):  # 100 Continue and the like: skipped
+                    raise PeerRefused("the peer closed the connection without an answer")
+        except BaseException:
+            writer.close()
+            raise
 
     def call(self, peer: Peer, op: str, args: dict[str, Any]) -> Any:
         body = json.dumps({"op": op, "args": args}, separators=(",", ":")).encode()

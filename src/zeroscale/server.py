@@ -461,7 +461,7 @@ def build(settings: Settings) -> Server:
 
     workers_api = WorkersApi(fleet, socket.gethostname(), cluster.id, others=peer_client.ask)
     limits = PayloadLimits(settings.serverless_payload_limit_bytes, answer=settings.payload_limit_bytes)
-    # an invocation this front end holds no share of goes to one that holds one (not a response stream)
+    # an invocation or a response stream this front end holds no share of goes to one that holds one
     wait_s = settings.queue_wait_s + settings.startup_timeout_s + settings.invocation_timeout_s + 5
     forwarder = Forwarder(peer_client, cluster.holders, timeout_s=wait_s)
 
@@ -492,7 +492,7 @@ def build(settings: Settings) -> Server:
         ],
         runtime=runtime_api(InvokeApi, forwarder),
         async_runtime=async_api,
-        stream_runtime=runtime_api(StreamInvokeApi),
+        stream_runtime=runtime_api(StreamInvokeApi, forwarder),
         query=QueryService(topics),
         metrics=metrics,
         lookup_secret=authz.lookup_secret,

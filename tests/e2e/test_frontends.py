@@ -17,10 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from botocore.exceptions import ClientError
+from botocore.exceptions import ClientError, EventStreamError
 from click.testing import CliRunner
 
 from e2e.conftest import handler_model
+from e2e.test_streaming import STREAMING
 from pgserver import PostgresServer
 from zeroscale.cli.client import ApiError, Clients
 from zeroscale.cli.main import cli
@@ -259,6 +260,45 @@ def test_a_front_end_without_a_share_forwards_to_one_that_holds_it(
     assert failed.value.response["Error"]["Code"] == "ModelError"
     assert peer_call(a, "/invoke/single", b"{}", {"x-zeroscale-peer": f"b {int(time.time())} 00"}) == 403
     a.client("sagemaker").delete_endpoint(EndpointName="single")
+
+
+def test_a_front_end_without_a_share_forwards_response_streams(
+    pair: tuple[ServerProcess, ServerProcess], tmp_path: Path
+) -> None:
+    """MaxConcurrency 1 over two front ends: a response stream invoked on the one without a share is run by
+    the other and relayed part by part as the model yields them; an error mid-stream arrives as its event;
+    a client that goes away frees the holder's one worker at once."""
+    a, b = pair
+    url = handler_model(tmp_path, STREAMING)
+    assert deploy(a.client("sagemaker"), "streams", url, max_concurrency=1)["EndpointStatus"] == "InService"
+    wait_for(lambda: gauge(b, "zeroscale_max_concurrency", "streams") == 0, timeout_s=10)
+    smr = b.client("sagemaker-runtime")
+
+    def stream(**body: Any) -> Any:
+        return smr.invoke_endpoint_with_response_stream(
+            EndpointName="streams", Body=json.dumps(body).encode(), ContentType="application/json"
+        )
+
+    resp = stream(parts=3, delay=0.4)
+    assert resp["ContentType"] == "application/jsonlines" and resp["InvokedProductionVariant"] == "AllTraffic"
+    parts = [(time.time(), json.loads(event["PayloadPart"]["Bytes"])) for event in resp["Body"]]
+    assert [doc["part"] for _, doc in parts] == [0, 1, 2]
+    assert parts[0][0] < parts[-1][1]["at"]  # the first part was here before the model yielded the last
+    assert b.workers("streams") == 0 and a.workers("streams") == 1
+    with pytest.raises(EventStreamError) as failed:
+        list(stream(parts=3, fail_at=1)["Body"])
+    assert failed.value.response["Error"]["Code"] == "ModelStreamError"
+    # abandoned after its first part: the 10 s stream stops, and the one worker serves the next at once
+    abandoned = stream(parts=40, delay=0.25)
+    assert json.loads(next(iter(abandoned["Body"]))["PayloadPart"]["Bytes"])["part"] == 0
+    abandoned["Body"].close()
+    started = time.monotonic()
+    assert [json.loads(e["PayloadPart"]["Bytes"])["part"] for e in stream(parts=1)["Body"]] == [0]
+    assert time.monotonic() - started < 3.0
+    assert (
+        peer_call(a, "/invoke-stream/streams", b"{}", {"x-zeroscale-peer": f"b {int(time.time())} 00"}) == 403
+    )
+    a.client("sagemaker").delete_endpoint(EndpointName="streams")
 
 
 def test_max_concurrency_holds_across_front_ends(

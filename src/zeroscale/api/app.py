@@ -20,7 +20,7 @@ from zeroscale import peers
 from zeroscale.api import rpcv2, sigv4
 from zeroscale.api.async_invoke import AsyncInvokeApi, input_location
 from zeroscale.api.direct import DirectRoute
-from zeroscale.api.forward import invoke_path
+from zeroscale.api.forward import invoke_path, stream_path
 from zeroscale.api.iam_query import IamQueryService
 from zeroscale.api.invoke import InvokeApi
 from zeroscale.api.jsonrpc import MAX_BODY_BYTES as MAX_JSON_BODY_BYTES
@@ -69,6 +69,7 @@ class _RequestIds:
 
 _request_ids = _RequestIds()
 _PEER_INVOKE = invoke_path("")  # /zeroscale/peer/v1/invoke/<endpoint>
+_PEER_STREAM = stream_path("")  # /zeroscale/peer/v1/invoke-stream/<endpoint>
 
 
 class BodyTooLarge(Exception):
@@ -350,7 +351,7 @@ class App:
         headers: list[tuple[bytes, bytes]] = scope["headers"]
         header = next((v for k, v in headers if k == peers.HEADER.encode()), b"").decode("latin-1")
         json_type = [(b"content-type", b"application/json")]
-        if scope["path"].startswith(_PEER_INVOKE) and scope["method"] == "POST":
+        if scope["path"].startswith((_PEER_INVOKE, _PEER_STREAM)) and scope["method"] == "POST":
             await self._forwarded(route, header, scope, receive, send)
             return
         if scope["path"] != peers.PATH:  # a file (an image's archive): GET only
@@ -382,8 +383,9 @@ class App:
     async def _forwarded(
         self, route: PeerRoute, header: str, scope: Scope, receive: Receive, send: Send
     ) -> None:
-        """An invocation another front end holds no share of (``api/forward.py``): authenticated by its MAC,
-        then run as this front end's own (the caller checked its signature and IAM)."""
+        """An invocation or a response stream another front end holds no share of (``api/forward.py``):
+        authenticated by its MAC, then run as this front end's own (the caller checked its signature and
+        IAM); a stream goes out as it comes."""
         json_type = [(b"content-type", b"application/json")]
         why = route.precheck(header)
         if why is None:
@@ -396,12 +398,32 @@ class App:
         if why is not None:
             await respond(send, 403, json.dumps({"message": why}).encode(), json_type)
             return
-        endpoint = scope["path"][len(_PEER_INVOKE) :]
         request_id = _request_ids.next()
-        status, out, answer = await self._p.runtime.run_forwarded(
-            request_id, endpoint, scope["headers"], body
-        )
-        await respond(send, status, answer, out)
+        if scope["path"].startswith(_PEER_INVOKE):
+            endpoint = scope["path"][len(_PEER_INVOKE) :]
+            status, out, answer = await self._p.runtime.run_forwarded(
+                request_id, endpoint, scope["headers"], body
+            )
+            await respond(send, status, answer, out)
+            return
+        endpoint = scope["path"][len(_PEER_STREAM) :]
+        stream = self._p.stream_runtime
+        try:
+            if stream is None:
+                raise RuntimeValidationError(
+                    "This front end does not serve InvokeEndpointWithResponseStream."
+                )
+            started = time.perf_counter()
+            await stream.invoke_stream(
+                send, receive, request_id, endpoint, scope["headers"], body, started, forwarded=True
+            )
+        except ZeroscaleError as err:  # before the stream began: the runtime's error, relayed as it is
+            await runtime_error(send, request_id, err)
+        except Exception:
+            log.exception("forwarded response stream %s failed", request_id)
+            await runtime_error(
+                send, request_id, InternalFailure(f"Internal failure (request {request_id}).")
+            )
 
     async def _body(self, scope: Scope, receive: Receive, request_id: str, path: str) -> bytes:
         limit = MAX_JSON_BODY_BYTES if path == "/" else _CONTROL_BODY_LIMIT

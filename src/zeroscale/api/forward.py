@@ -8,29 +8,47 @@ body with the headers the worker gets and the chosen variant to a holder, picked
 route (``POST /zeroscale/peer/v1/invoke/<endpoint>``, authenticated as every peer call: ``zeroscale.peers``).
 The holder runs it as its own invocation (metered, measured and logged there) and never forwards it again;
 a holder that cannot be reached leaves the invocation to this front end, which answers ThrottlingException.
-InvokeEndpoint only: a response stream and asynchronous requests are not forwarded.
+
+A response stream (InvokeEndpointWithResponseStream) goes the same way to ``.../invoke-stream/<endpoint>`` and
+is relayed as it comes, whole event-stream messages at a time: one that breaks off after it began ends with
+an InternalStreamFailure event, and a client that goes away closes the connection to the holder, which
+stops its worker. Asynchronous requests are not forwarded: their queue is in the database, and a front end
+that holds a share dispatches them.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import http.client
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
 
-from zeroscale.api.wire import Headers
-from zeroscale.peers import PATH, Peer, PeerClient
+from zeroscale.api import eventstream
+from zeroscale.api.wire import Headers, Send
+from zeroscale.peers import PATH, Peer, PeerClient, PeerRefused, PeerStream
 
 log = logging.getLogger("zeroscale.peers")
 
 INVOKE = "invoke"  # POST /zeroscale/peer/v1/invoke/<endpoint>
+INVOKE_STREAM = "invoke-stream"  # POST /zeroscale/peer/v1/invoke-stream/<endpoint>
+_ERROR_BYTES = 64 * 1024  # the most of an error's answer relayed (its JSON)
 _TARGET_VARIANT = b"x-amzn-sagemaker-target-variant"
 _SENT = (b"content-type", b"accept")  # and every x-amzn-sagemaker-* header but the target variant
 _NOT_RELAYED = frozenset({b"content-length", b"date", b"server", b"connection", b"transfer-encoding"})
 
 
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+
+
 def invoke_path(endpoint: str) -> str:
     return f"{PATH}/{INVOKE}/{endpoint}"
+
+
+def stream_path(endpoint: str) -> str:
+    return f"{PATH}/{INVOKE_STREAM}/{endpoint}"
 
 
 class Forwarder:
@@ -47,17 +65,10 @@ class Forwarder:
         self, endpoint: str, variant: str, headers: Headers, body: bytes
     ) -> tuple[int, Headers, bytes] | None:
         """The answer of a front end holding a share, or None when none does or can be reached."""
-        holders = self._holders(endpoint, variant)
-        if not holders:
+        peer = self._holder(endpoint, variant)
+        if peer is None:
             return None
-        peer = random.choice(holders)
-        sent = [
-            (k.lower(), v)
-            for k, v in headers
-            if k.lower() in _SENT
-            or (k.lower().startswith(b"x-amzn-sagemaker-") and k.lower() != _TARGET_VARIANT)
-        ]
-        sent.append((_TARGET_VARIANT, variant.encode()))
+        sent = _sent(headers, variant)
         try:
             status, got, answer = await self._client.post(
                 peer, invoke_path(endpoint), sent, body, self._timeout_s
@@ -68,4 +79,110 @@ class Forwarder:
         if status == 403:  # the peer refused the call itself (another key): not the invocation's answer
             log.warning("front end %s refused a forwarded invocation: %s", peer.id, answer[:200])
             return None
-        return status, [(k, v) for k, v in got if k not in _NOT_RELAYED], answer
+        return status, _relayed(got), answer
+
+    async def forward_stream(
+        self, endpoint: str, variant: str, headers: Headers, body: bytes, send: Send, receive: Receive
+    ) -> bool:
+        """A response stream run by a front end holding a share, relayed to ``send`` as it comes: False when
+        none does or can be reached before it answers (nothing was sent then)."""
+        peer = self._holder(endpoint, variant)
+        if peer is None:
+            return False
+        deadline = asyncio.get_running_loop().time() + self._timeout_s  # the whole stream's
+        try:
+            async with asyncio.timeout_at(deadline):
+                answer = await self._client.open_stream(
+                    peer, stream_path(endpoint), _sent(headers, variant), body
+                )
+        except (OSError, PeerRefused) as exc:
+            log.warning(
+                "a response stream of %s was not forwarded to front end %s: %s", endpoint, peer.id, exc
+            )
+            return False
+        try:
+            if answer.status == 200:
+                await self._relay(endpoint, peer, answer, send, receive, deadline)
+                return True
+            try:  # the invocation's error, before any part (its JSON), or the peer's refusal
+                async with asyncio.timeout_at(deadline):
+                    error = await answer.read(_ERROR_BYTES)
+            except (OSError, PeerRefused) as exc:
+                log.warning("front end %s broke off its answer to a response stream: %s", peer.id, exc)
+                return False
+            if answer.status == 403:  # the peer refused the call itself: not the invocation's answer
+                log.warning("front end %s refused a forwarded response stream: %r", peer.id, error[:200])
+                return False
+            start = {
+                "type": "http.response.start",
+                "status": answer.status,
+                "headers": _relayed(answer.headers),
+            }
+            await send(start)
+            await send({"type": "http.response.body", "body": error, "more_body": False})
+            return True
+        finally:
+            answer.close()
+
+    async def _relay(
+        self, endpoint: str, peer: Peer, answer: PeerStream, send: Send, receive: Receive, deadline: float
+    ) -> None:
+        """The stream's head, then its messages as they complete; a stream that breaks off (or outlasts the
+        invocation's time) ends with an InternalStreamFailure event."""
+        await send({"type": "http.response.start", "status": 200, "headers": _relayed(answer.headers)})
+        gone = asyncio.Event()
+        watcher = asyncio.ensure_future(_watch_disconnect(receive, answer, gone))
+        frames, tail = eventstream.Frames(), b""
+        try:
+            async with asyncio.timeout_at(deadline):
+                async for chunk in answer.chunks():
+                    messages = frames.feed(chunk)
+                    if messages:
+                        await send({"type": "http.response.body", "body": messages, "more_body": True})
+            if frames.partial:
+                raise PeerRefused("the stream ended inside a message")
+        except (OSError, PeerRefused, ValueError) as exc:
+            if not gone.is_set():
+                log.warning(
+                    "the response stream of %s from front end %s broke off: %s", endpoint, peer.id, exc
+                )
+                tail = eventstream.exception(
+                    "InternalStreamFailure", {"Message": "The stream failed on the front end that ran it."}
+                )
+        finally:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+        await send({"type": "http.response.body", "body": tail, "more_body": False})
+
+    def _holder(self, endpoint: str, variant: str) -> Peer | None:
+        """A live front end holding a share of the variant, at random (None: none)."""
+        holders = self._holders(endpoint, variant)
+        return random.choice(holders) if holders else None
+
+
+def _sent(headers: Headers, variant: str) -> Headers:
+    """What the holder gets of the request's headers: its content type, accept and every SageMaker header,
+    with the variant this front end chose as the target (so that a weighted choice is made once)."""
+    sent = [
+        (k.lower(), v)
+        for k, v in headers
+        if k.lower() in _SENT or (k.lower().startswith(b"x-amzn-sagemaker-") and k.lower() != _TARGET_VARIANT)
+    ]
+    sent.append((_TARGET_VARIANT, variant.encode()))
+    return sent
+
+
+def _relayed(headers: Headers) -> Headers:
+    return [(k, v) for k, v in headers if k not in _NOT_RELAYED]
+
+
+async def _watch_disconnect(receive: Receive, answer: PeerStream, gone: asyncio.Event) -> None:
+    """The request body was read whole, so the next message is the client going away: drop the holder's
+    connection, which stops its worker."""
+    while True:
+        message = await receive()
+        if message.get("type") == "http.disconnect":
+            gone.set()
+            answer.close()
+            return

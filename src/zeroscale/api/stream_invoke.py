@@ -64,8 +64,11 @@ class StreamInvokeApi(InvokeApi):
         headers: Headers,
         body: bytes,
         started: float,
+        *,
+        forwarded: bool = False,
     ) -> None:
-        """``started``: ``time.perf_counter()`` when the request arrived."""
+        """``started``: ``time.perf_counter()`` when the request arrived; ``forwarded``: sent by a front end
+        that holds no share of its variant (``api/forward.py``): never sent on again."""
         targets, route = await self._prepare(endpoint, headers)
         forward, target_variant = targets.forward, targets.variant
         if targets.model:  # not a member of this operation: a raw header, refused all the same
@@ -84,6 +87,11 @@ class StreamInvokeApi(InvokeApi):
                 "InvokeEndpointWithResponseStream serves single-model endpoints only. Invoke it with "
                 "InvokeEndpoint and TargetModel."
             )
+        # no share of it here: a front end that holds one runs it, shadows included
+        if pool.spec.max_concurrency <= 0 and self.forwarder is not None and not forwarded:
+            variant = pool.spec.variant
+            if await self.forwarder.forward_stream(endpoint, variant, headers, body, send, receive):
+                return
         if route.shadows:
             for shadow in route.copies():
                 self._background.spawn(self._shadow(shadow, body, forward))
