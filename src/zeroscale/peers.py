@@ -11,8 +11,8 @@ with another). So the database alone, which holds no key, cannot forge a call, a
 than ``MAX_SKEW_S`` is refused.
 
 ``PeerClient.gather`` blocks (the operations that fan out from a worker thread call it); ``ask`` is the same
-from the event loop. ``open_stream`` reads an answer as it comes, on the event loop (a forwarded response
-stream, which may last as long as the model streams).
+from the event loop. ``open_stream`` reads an answer as it comes, on the event loop, holding no thread (a
+forwarded invocation or response stream, which may last as long as the model takes).
 """
 
 from __future__ import annotations
@@ -40,7 +40,6 @@ MAX_SKEW_S = 300
 MAX_BODY_BYTES = 1024 * 1024
 TIMEOUT_S = 5.0
 SAY_EVERY_S = 60.0
-FORWARDS = 64  # forwarded invocations in flight at once from one front end
 KEY_LABEL = b"peer calls"  # the peer key is SecretBox.derive(KEY_LABEL) of the IAM key
 
 log = logging.getLogger("zeroscale.peers")
@@ -151,13 +150,13 @@ class PeerStream:
             else:
                 raise PeerRefused("the peer closed the connection before its answer ended")
 
-    async def read(self, most: int) -> bytes:
-        """The whole body (an error's JSON), at most ``most`` bytes of it."""
+    async def read(self, *, most: int | None = None) -> bytes:
+        """The whole body (an invocation's answer, which the peer bounds), or its first ``most`` bytes."""
         out = bytearray()
         async for chunk in self.chunks():
-            out += chunk[: most - len(out)]
-            if len(out) >= most:
-                break
+            out += chunk
+            if most is not None and len(out) >= most:
+                return bytes(out[:most])
         return bytes(out)
 
     def close(self) -> None:
@@ -188,9 +187,6 @@ class PeerClient:
         self._clock = clock
         self._said: dict[str, float] = {}  # peer id -> when its last failure was logged
         self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="zeroscale-peers")
-        # Forwarded invocations hold a thread for as long as the model takes: their own, so that they never
-        # take the event loop's default executor (the database's calls) from the rest of the server.
-        self._forwards = ThreadPoolExecutor(max_workers=FORWARDS, thread_name_prefix="zeroscale-forward")
 
     def _failed(self, peer: Peer, why: str) -> None:
         now = self._clock()
@@ -228,33 +224,6 @@ class PeerClient:
                     out.write(chunk)
         finally:
             conn.close()
-
-    async def post(
-        self, peer: Peer, path: str, headers: list[tuple[bytes, bytes]], body: bytes, timeout_s: float
-    ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
-        """``post_raw`` from the event loop, on a thread of the forwards' own (at most ``FORWARDS`` at once;
-        more wait for one)."""
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._forwards, self.post_raw, peer, path, headers, body, timeout_s)
-
-    def post_raw(
-        self, peer: Peer, path: str, headers: list[tuple[bytes, bytes]], body: bytes, timeout_s: float
-    ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
-        """``POST`` ``body`` with ``headers`` to ``path`` under ``PATH`` on ``peer``: its status, headers and
-        body (a forwarded invocation's answer, whatever its status). OSError or HTTPException when the peer
-        cannot be reached or stops answering within ``timeout_s``."""
-        conn = self._connect(peer)
-        conn.timeout = timeout_s
-        try:
-            sent = {k.decode("latin-1"): v.decode("latin-1") for k, v in headers}
-            sent[HEADER] = sign(self._key, self.id, body, path=path)
-            conn.request("POST", path, body=body, headers=sent)
-            resp = conn.getresponse()
-            data = resp.read()
-            got = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in resp.getheaders()]
-        finally:
-            conn.close()
-        return resp.status, got, data
 
     async def open_stream(
         self, peer: Peer, path: str, headers: list[tuple[bytes, bytes]], body: bytes
@@ -327,4 +296,3 @@ class PeerClient:
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
-        self._forwards.shutdown(wait=False, cancel_futures=True)

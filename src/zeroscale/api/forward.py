@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import http.client
 import logging
 import random
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -68,18 +67,24 @@ class Forwarder:
         peer = self._holder(endpoint, variant)
         if peer is None:
             return None
-        sent = _sent(headers, variant)
         try:
-            status, got, answer = await self._client.post(
-                peer, invoke_path(endpoint), sent, body, self._timeout_s
-            )
-        except (OSError, http.client.HTTPException) as exc:
+            async with asyncio.timeout(self._timeout_s):
+                answer = await self._client.open_stream(
+                    peer, invoke_path(endpoint), _sent(headers, variant), body
+                )
+                try:
+                    payload = await answer.read()
+                finally:
+                    answer.close()
+        except (OSError, PeerRefused) as exc:
             log.warning("an invocation of %s was not forwarded to front end %s: %s", endpoint, peer.id, exc)
             return None
-        if status == 403:  # the peer refused the call itself (another key): not the invocation's answer
-            log.warning("front end %s refused a forwarded invocation: %s", peer.id, answer[:200])
+        if (
+            answer.status == 403
+        ):  # the peer refused the call itself (another key): not the invocation's answer
+            log.warning("front end %s refused a forwarded invocation: %r", peer.id, payload[:200])
             return None
-        return status, _relayed(got), answer
+        return answer.status, _relayed(answer.headers), payload
 
     async def forward_stream(
         self, endpoint: str, variant: str, headers: Headers, body: bytes, send: Send, receive: Receive
@@ -106,7 +111,7 @@ class Forwarder:
                 return True
             try:  # the invocation's error, before any part (its JSON), or the peer's refusal
                 async with asyncio.timeout_at(deadline):
-                    error = await answer.read(_ERROR_BYTES)
+                    error = await answer.read(most=_ERROR_BYTES)
             except (OSError, PeerRefused) as exc:
                 log.warning("front end %s broke off its answer to a response stream: %s", peer.id, exc)
                 return False
