@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -14,8 +15,10 @@ from zeroscale.api.peer import PeerRoute
 from zeroscale.iam.secrets import SecretBox
 from zeroscale.images.registry import MB, ImageRegistry
 from zeroscale.images.sharing import FILES, SharedImages
+from zeroscale.images.tags import TagLedger
 from zeroscale.logs.sources import LocalLogs
 from zeroscale.logs.store import LogStore
+from zeroscale.store import Store
 
 KEY = SecretBox(b"k" * 32).derive(peers.KEY_LABEL)
 NOW = 1_800_000_000.0
@@ -88,7 +91,9 @@ def test_an_images_archive_goes_only_to_a_signed_get_of_a_valid_name(tmp_path: P
     (source / "serve").chmod(0o755)
     (source / "manifest.json").write_text('{"entrypoint": ["./serve"]}')
     pushed = registry.push("shared", "1", source)
-    route = PeerRoute(KEY, {}, files={FILES: SharedImages(registry, None, max_archive_bytes=MB).archive_file})
+    tags = TagLedger(Store(f"sqlite:///{tmp_path / 'z.db'}"), time.time)
+    shared = SharedImages(registry, tags, None, max_archive_bytes=MB)
+    route = PeerRoute(KEY, {}, files={FILES: shared.archive_file})
 
     def get(path: str, header: str | None = None) -> tuple[int, object]:
         return asyncio.run(route.file(header or peers.sign(KEY, "fe-a", b"", path=path), path))

@@ -81,6 +81,7 @@ from zeroscale.iam.store import IamStore
 from zeroscale.images import ImageRegistry
 from zeroscale.images.sharing import FILES as IMAGE_FILES
 from zeroscale.images.sharing import SharedImages
+from zeroscale.images.tags import TagLedger
 from zeroscale.logs import Logs
 from zeroscale.metering.rest import UsageApi
 from zeroscale.metering.service import Metering
@@ -305,7 +306,9 @@ def build(settings: Settings) -> Server:
         max_total_bytes=settings.images_max_bytes,
     )
     # every front end's images, copied here when a deployment needs one pushed to another
-    shared_images = SharedImages(images, peer_client, max_archive_bytes=settings.max_extracted_bytes)
+    shared_images = SharedImages(
+        images, TagLedger(store, time.time), peer_client, max_archive_bytes=settings.max_extracted_bytes
+    )
     deployer = Deployer(
         models,
         artifacts,
@@ -424,6 +427,7 @@ def build(settings: Settings) -> Server:
         metering.start()  # before resume: it closes intervals a crash left open, then meters new ones
         await fleet.start(settings.reconcile_interval_s)
         await cluster.start(sync)  # registers this front end: the shares count it from now on
+        await asyncio.to_thread(shared_images.reconcile)  # tags deleted while it was down: forgotten
         # What this front end left unfinished before a restart is taken over now; a live one's is not.
         others = cluster.live() - {cluster.id}
         await endpoints.resume(live=others)

@@ -524,7 +524,7 @@ def test_an_image_pushed_to_one_front_end_is_served_by_every_one(
 ) -> None:
     """A bring-your-own image pushed to a: b copies it at once (the same content digest and push time); a
     front end that joins later copies it when it deploys an endpoint naming it, and serves it; deleted
-    through b, it is gone from every front end."""
+    through b while that one is down, it is gone from every front end, that one too once it is back."""
     a, b = pair
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", ACCESS_KEY)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
@@ -552,13 +552,16 @@ def test_an_image_pushed_to_one_front_end_is_served_by_every_one(
         )
         assert answer["Body"].read().strip() == b"7.0"
         late.client("sagemaker").delete_endpoint(EndpointName="imaged")
+        late.stop()
+        rest(b, "DELETE", "images/shared-linear/1")  # while late is down: it is not told
+        late.start()  # and forgets it as it starts, from the database
+        for server in (a, b, late):
+            with pytest.raises(ApiError, match="ResourceNotFound: Image shared-linear:1 is not registered"):
+                rest(server, "GET", "images/shared-linear/1")
+            assert not (server.data_dir / "images" / "shared-linear" / "1" / "image.json").exists()
+        assert all(i["Name"] != "shared-linear" for i in rest(late, "GET", "images")["Images"])
     finally:
         late.stop()
-    rest(b, "DELETE", "images/shared-linear/1")
-    for server in (a, b):
-        with pytest.raises(ApiError, match="ResourceNotFound: Image shared-linear:1 is not registered"):
-            rest(server, "GET", "images/shared-linear/1")
-    assert not (a.data_dir / "images" / "shared-linear" / "1" / "image.json").exists()
 
 
 def test_a_front_end_killed_costs_only_its_requests_and_comes_back(

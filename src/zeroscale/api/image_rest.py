@@ -65,7 +65,6 @@ def registered_image(doc: dict[str, Any]) -> dict[str, Any]:
 class ImagesApi:
     def __init__(self, images: SharedImages) -> None:
         self._images = images
-        self._registry = images.registry
 
     async def handle(self, request: RestRequest) -> RestResponse:
         parts = [p for p in request.path.split("/")[1:] if p]
@@ -94,8 +93,7 @@ class ImagesApi:
             raise ImageError(f"Image name {name!r} is a built-in framework image; choose another name.")
         if not body:
             raise ImageError(f"Image {name}:{tag}: the request body must be a tar.gz of the image directory.")
-        record = await asyncio.to_thread(self._registry.push_bytes, name, tag, body)
-        await asyncio.to_thread(self._images.announce, name, tag)  # the other front ends copy it now
+        record = await asyncio.to_thread(self._images.push, name, tag, body)  # the others copy it now
         return record.to_json()
 
 

@@ -1,20 +1,23 @@
-"""Bring-your-own images across the front ends on one database: each keeps the images pushed to it in its own
-registry (``registry``), and an image pushed to one is served by all of them.
+"""Bring-your-own images across the front ends on one database: each keeps the images it holds in its own
+registry (``registry``), what each tag names now is one fact in the database (``tags``), and an image
+pushed to one front end is served by all of them.
 
-- **Pushing.** A push goes into the registry of the front end it reaches, which tells the others
-  (``images.pushed``): each copies it at once, as below.
-- **Resolving.** When a front end deploys ``name:tag``, it asks the other live front ends for their record
-  of it (``images.record``); when one holds a later push than its own (or it has none), it copies that push
-  from it (a tar.gz of the image's files, ``GET /zeroscale/peer/v1/images/<name>/<tag>``) into its own
-  registry, through the same checks as any push, and keeps the push's time (a copy whose content is not
-  the digest announced, pushed again there meanwhile, is kept and logged). So a deployment runs the latest
-  push of a tag wherever it was pushed (as a pull from a container registry does).
-- **Listing and describing** show every front end's latest push of each tag (``images.list``).
-- **Deleting** a tag through one front end deletes it on every live front end (``images.delete``), whichever
-  push each holds, as a tag deleted from a container registry is gone for every pull.
+- **Pushing.** A push goes into the registry of the front end it reaches, which records it as the tag's last
+  word and tells the others (``images.pushed``): each copies it at once, as below.
+- **Resolving.** When a front end deploys ``name:tag``, it reads the tag's last word. A tag deleted since
+  this front end took its copy (it was down, or did not answer, when the tag was deleted) is forgotten here
+  too. A push this front end does not hold is copied from a live front end that holds it (a tar.gz of the
+  image's files, ``GET /zeroscale/peer/v1/images/<name>/<tag>``, asked with ``images.record``) into its own
+  registry, through the same checks as any push, keeping the push's time. So a deployment runs the latest
+  push of a tag wherever it was pushed (as a pull from a container registry does); when no live front end
+  holds it, the copy here (if any) is run and the log says so.
+- **Listing and describing** read the last words: every tag pushed and not deleted, wherever it is held.
+- **Deleting** a tag records its deletion and deletes it here and on every live front end
+  (``images.delete``); one that does not answer forgets it when it next resolves it or starts.
 
-A front end that does not answer is left out (``zeroscale.peers``); one that joins copies what it deploys.
-Blocking: call these from a worker thread, except the peer file source (``archive_file``)."""
+A front end's start (``reconcile``) forgets the tags deleted while it was down and records the pushes it
+holds that have no word yet (made before the words were kept). Blocking: call these from a worker thread,
+except the peer file source (``archive_file``)."""
 
 from __future__ import annotations
 
@@ -27,28 +30,25 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from zeroscale.errors import DeployError
 from zeroscale.images.names import ImageError, parse_reference, validate_name, validate_tag
 from zeroscale.images.registry import ImageRecord, ImageRegistry
+from zeroscale.images.tags import TagLedger, TagWord
 from zeroscale.peers import PATH, PeerClient, PeerRefused
 
 log = logging.getLogger("zeroscale.images")
 
-RECORD_OP, LIST_OP, DELETE_OP = "images.record", "images.list", "images.delete"
+RECORD_OP, DELETE_OP = "images.record", "images.delete"
 PUSHED_OP = "images.pushed"
 FILES = "images"  # GET /zeroscale/peer/v1/images/<name>/<tag>
 
 
-def _newer(doc: dict[str, Any], than: ImageRecord | None) -> bool:
-    if than is None:
-        return True
-    return (
-        str(doc["digest"]).removeprefix("sha256:") != than.digest and float(doc["pushed_at"]) > than.pushed_at
-    )
-
-
 class SharedImages:
-    def __init__(self, registry: ImageRegistry, peers: PeerClient | None, *, max_archive_bytes: int) -> None:
+    def __init__(
+        self, registry: ImageRegistry, tags: TagLedger, peers: PeerClient | None, *, max_archive_bytes: int
+    ) -> None:
         self.registry = registry
+        self._tags = tags
         self._peers = peers
         self._max_archive_bytes = max_archive_bytes
 
@@ -56,7 +56,6 @@ class SharedImages:
     def peer_ops(self) -> dict[str, Any]:
         return {
             RECORD_OP: self.record_op,
-            LIST_OP: self.list_op,
             DELETE_OP: self.delete_op,
             PUSHED_OP: self.pushed_op,
         }
@@ -65,21 +64,26 @@ class SharedImages:
         record = self.registry.get(validate_name(str(args["name"])), validate_tag(str(args["tag"])))
         return {"image": None if record is None else record.to_json()}
 
-    def list_op(self, args: dict[str, Any]) -> dict[str, Any]:
-        return {"images": [r.to_json() for r in self.registry.list()]}
-
     def pushed_op(self, args: dict[str, Any]) -> dict[str, Any]:
         """Another front end took a push of ``name:tag``: copy it now (``resolve``), so that this front end
         holds it even when that one is gone by the time a deployment needs it."""
         name, tag = validate_name(str(args["name"])), validate_tag(str(args["tag"]))
-        record = self.resolve(f"{name}:{tag}")
+        try:
+            record = self.resolve(f"{name}:{tag}")
+        except DeployError as exc:
+            log.warning("%s", exc)
+            return {"digest": None}
         return {"digest": None if record is None else f"sha256:{record.digest}"}
 
-    def announce(self, name: str, tag: str) -> None:
-        """Tell the other live front ends of a push taken here (each copies it; one that does not answer
-        copies it when a deployment of its own needs it)."""
+    def push(self, name: str, tag: str, archive: bytes) -> ImageRecord:
+        """A user's push of ``name:tag`` (a tar / tar.gz in memory) to this front end: registered here,
+        recorded as the tag's last word, and announced to the other live front ends (each copies it; one
+        that does not answer copies it when a deployment of its own needs it)."""
+        record = self.registry.push_bytes(name, tag, archive)
+        self._tags.pushed(record)
         if self._peers is not None:
             self._peers.gather(PUSHED_OP, {"name": name, "tag": tag})
+        return record
 
     def delete_op(self, args: dict[str, Any]) -> dict[str, Any]:
         """Delete the tag here too (deleted through another front end)."""
@@ -98,28 +102,64 @@ class SharedImages:
         return await asyncio.to_thread(self.registry.archive, name, tag)
 
     # ---- what this front end asks ----
+    def reconcile(self) -> None:
+        """At start: forget the tags deleted while this front end was away; record the pushes it holds that
+        have no word yet (pushed before the words were kept)."""
+        for record in self.registry.list():
+            word = self._tags.word(record.name, record.tag)
+            if word is None:
+                self._tags.known(record)
+            elif word.outdates(record):
+                self._forget(record)
+
     def resolve(self, image: str) -> ImageRecord | None:
-        """The registered image ``image`` names, its latest push on any live front end (copied here first
-        when another front end holds a later one)."""
+        """The registered image ``image`` names: its tag's last push, copied here first from a live front end
+        that holds it when this one does not. DeployError when no live front end holds it."""
         parsed = parse_reference(image)
-        if parsed is not None and self._peers is not None:
-            name, tag = parsed
-            local = self.registry.get(name, tag)
-            found = [
-                (peer_id, answer["image"])
-                for peer_id, answer in self._peers.gather(RECORD_OP, {"name": name, "tag": tag})
-                if answer.get("image") and _newer(answer["image"], local)
-            ]
-            if found:
-                peer_id, doc = max(found, key=lambda item: float(item[1]["pushed_at"]))
-                self._copy(peer_id, name, tag, doc)
+        if parsed is None:
+            return None
+        name, tag = parsed
+        local = self.registry.get(name, tag)
+        word = self._tags.word(name, tag)
+        if word is None:
+            if local is not None:
+                self._tags.known(local)
+            return self.registry.resolve(image)
+        if local is not None and word.outdates(local):
+            self._forget(local)
+            local = None
+        if not word.deleted and local is None:
+            self._fetch(name, tag, word)
         return self.registry.resolve(image)
 
-    def _copy(self, peer_id: str, name: str, tag: str, doc: dict[str, Any]) -> None:
+    def _forget(self, record: ImageRecord) -> None:
+        log.info("image %s was deleted or pushed over elsewhere: forgotten here", record.resolved)
+        with contextlib.suppress(ImageError):  # gone already
+            self.registry.delete(record.name, record.tag)
+
+    def _fetch(self, name: str, tag: str, word: TagWord) -> None:
+        """Copy the push ``word`` names from a live front end that holds it (DeployError: none does)."""
+        holders = []
+        if self._peers is not None:
+            holders = [
+                peer_id
+                for peer_id, answer in self._peers.gather(RECORD_OP, {"name": name, "tag": tag})
+                if (answer.get("image") or {}).get("digest") == word.digest
+            ]
+        for peer_id in holders:
+            if self._copy(peer_id, name, tag, word.doc):
+                return
+        raise DeployError(
+            f"Image {name}:{tag} was last pushed as {word.digest}, and no live front end holds that push "
+            f"now: push it again (zeroscale images push {name}:{tag} DIR)."
+        )
+
+    def _copy(self, peer_id: str, name: str, tag: str, doc: dict[str, Any]) -> bool:
+        """Copy ``doc``'s push of ``name:tag`` from front end ``peer_id``: True when it is held here now."""
         assert self._peers is not None
         peer = next((p for p in self._peers.peers() if p.id == peer_id), None)
         if peer is None:
-            return
+            return False
         fd, raw = tempfile.mkstemp(
             prefix=f"{os.getpid()}-copy-", suffix=".tar.gz", dir=self.registry.root / ".tmp"
         )
@@ -130,7 +170,7 @@ class SharedImages:
             record = self.registry.push(name, tag, archive, pushed_at=float(doc["pushed_at"]))
         except (OSError, PeerRefused, ImageError) as exc:
             log.warning("image %s:%s could not be copied from front end %s: %s", name, tag, peer_id, exc)
-            return
+            return False
         finally:
             archive.unlink(missing_ok=True)
         if f"sha256:{record.digest}" != doc["digest"]:
@@ -142,35 +182,38 @@ class SharedImages:
                 record.digest,
                 doc["digest"],
             )
-        else:
-            log.info("image %s:%s@%s copied from front end %s", name, tag, doc["digest"], peer_id)
+            return False
+        log.info("image %s:%s@%s copied from front end %s", name, tag, doc["digest"], peer_id)
+        return True
 
     def list(self) -> builtins.list[ImageRecord]:
         """This front end's own pushes and copies."""
         return self.registry.list()
 
     def everywhere(self) -> builtins.list[dict[str, Any]]:
-        """Every tag's latest push on any live front end, as ``ImageRecord.to_json``."""
-        latest = {(r.name, r.tag): r.to_json() for r in self.registry.list()}
-        if self._peers is not None:
-            for _, answer in self._peers.gather(LIST_OP, {}):
-                for doc in answer["images"]:
-                    key = (str(doc["name"]), str(doc["tag"]))
-                    if key not in latest or float(doc["pushed_at"]) > float(latest[key]["pushed_at"]):
-                        latest[key] = doc
-        return [latest[key] for key in sorted(latest)]
+        """Every tag's last push, wherever it is held (``ImageRecord.to_json``), by name and tag; pushes held
+        here that have no word yet are recorded first."""
+        for record in self.registry.list():
+            if self._tags.word(record.name, record.tag) is None:
+                self._tags.known(record)
+        return self._tags.live()
 
     def find(self, name: str, tag: str) -> dict[str, Any] | None:
-        """``name:tag``'s latest push on any live front end."""
-        docs = [d for d in self.everywhere() if (d["name"], d["tag"]) == (name, tag)]
-        return docs[0] if docs else None
+        """``name:tag``'s last push, or None when it has none or was deleted since."""
+        local = self.registry.get(name, tag)
+        word = self._tags.word(name, tag)
+        if word is None and local is not None and self._tags.known(local):
+            word = self._tags.word(name, tag)
+        return None if word is None or word.deleted else word.doc
 
     def delete(self, name: str, tag: str) -> tuple[dict[str, Any], bool]:
-        """Delete ``name:tag`` here and on every live front end; (its latest push, whether that push's
-        files stay here for the pools that run it). ImageError when no front end has it."""
+        """Delete ``name:tag`` for every front end: its deletion recorded, then deleted here and on every
+        live front end; (its last push, whether that push's files stay here for the pools that run it).
+        ImageError when it is not registered."""
         doc = self.find(name, tag)
         if doc is None:
             raise ImageError(f"Image {name}:{tag} is not registered.")
+        self._tags.deleted(name, tag, str(doc["digest"]))
         kept = False
         with contextlib.suppress(ImageError):  # not here: only on others
             _, kept = self.registry.delete(name, tag)

@@ -1,0 +1,102 @@
+"""Which push each bring-your-own image tag names now, kept in the database every front end shares.
+
+An image's files live in the registry of each front end that holds it (``registry``); what a tag means is
+one fact for all of them, so it is kept where every front end reads it: the last push of ``name:tag`` (its
+record: digest, time, manifest) or its deletion (when, and which digest it took away). A front end that was
+down or unreachable when a tag was pushed or deleted learns it here, not from a peer that may be gone too:
+its stale copy is forgotten, and a deleted tag never comes back from a front end that missed the delete.
+
+One row a tag (``Store`` kind ``image-tag``, named ``name:tag``); the last word wins, as a tag pushed or
+deleted in a container registry is for every later pull.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from zeroscale.images.registry import ImageRecord
+from zeroscale.store import AlreadyExists, Record, Store
+
+KIND = "image-tag"
+PUSHED, DELETED = "Pushed", "Deleted"
+
+
+@dataclass(frozen=True)
+class TagWord:
+    """The last word on a tag: its push (``doc`` is ``ImageRecord.to_json``), or its deletion."""
+
+    deleted: bool
+    at: float  # when it was pushed or deleted (the clock of the front end that took it)
+    digest: str  # the push's, or the one the deletion took away ("sha256:..."; "" when none was known)
+    doc: dict[str, Any]
+
+    def names(self, record: ImageRecord) -> bool:
+        """Whether ``record`` (a push held by a front end) is the one this word stands for."""
+        return not self.deleted and f"sha256:{record.digest}" == self.digest
+
+    def outdates(self, record: ImageRecord) -> bool:
+        """Whether ``record`` (a push held by a front end) is one this word deleted or replaced: the push it
+        deleted, or any push made before it other than the one it names."""
+        if self.deleted:
+            return f"sha256:{record.digest}" == self.digest or record.pushed_at <= self.at
+        return not self.names(record) and record.pushed_at < self.at
+
+
+class TagLedger:
+    def __init__(self, store: Store, clock: Callable[[], float]) -> None:
+        """``clock``: wall-clock seconds (a deletion's time is compared with pushes of other front ends)."""
+        self._store = store
+        self._clock = clock
+
+    def word(self, name: str, tag: str) -> TagWord | None:
+        """The last word on ``name:tag``; None when none was ever recorded."""
+        rec = self._store.get(KIND, f"{name}:{tag}")
+        return None if rec is None else _word(rec)
+
+    def live(self) -> list[dict[str, Any]]:
+        """Every tag's last push (``ImageRecord.to_json``), deleted tags left out, by name and tag."""
+        docs = [rec.doc for rec in self._store.list(KIND, statuses=(PUSHED,))]
+        return sorted(docs, key=lambda doc: (str(doc["name"]), str(doc["tag"])))
+
+    def pushed(self, record: ImageRecord) -> None:
+        """``record`` was pushed (by a user, to this front end): the tag names it from now on."""
+        self._write(record.name, record.tag, PUSHED, record.pushed_at, record.to_json())
+
+    def deleted(self, name: str, tag: str, digest: str) -> None:
+        """``name:tag`` was deleted; ``digest`` the push it named then ("sha256:...")."""
+        self._write(name, tag, DELETED, self._clock(), {"name": name, "tag": tag, "digest": digest})
+
+    def known(self, record: ImageRecord) -> bool:
+        """Record ``record`` when the ledger has no word on its tag (a push made before the ledger kept
+        them): True when it did; an existing word is never replaced this way."""
+        try:
+            self._store.insert(_record(record.name, record.tag, PUSHED, record.pushed_at, record.to_json()))
+        except AlreadyExists:
+            return False
+        return True
+
+    def _write(self, name: str, tag: str, status: str, at: float, doc: dict[str, Any]) -> None:
+        rec = _record(name, tag, status, at, doc)
+        if self._store.update(rec):
+            return
+        try:
+            self._store.insert(rec)
+        except AlreadyExists:  # inserted by another front end meanwhile: the later write wins
+            self._store.update(rec)
+
+
+def _record(name: str, tag: str, status: str, at: float, doc: dict[str, Any]) -> Record:
+    return Record(
+        kind=KIND, name=f"{name}:{tag}", arn="", created_at=at, modified_at=at, status=status, doc=doc
+    )
+
+
+def _word(rec: Record) -> TagWord:
+    return TagWord(
+        deleted=rec.status == DELETED,
+        at=rec.modified_at,
+        digest=str(rec.doc.get("digest") or ""),
+        doc=rec.doc,
+    )
