@@ -7,10 +7,10 @@ deleted)."""
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from zeroscale.errors import ValidationException
+from zeroscale.peers import Ask
 from zeroscale.router.fleet import Fleet
 
 
@@ -32,7 +32,7 @@ class WorkersApi:
         fleet: Fleet,
         node: str,
         frontend: str,
-        others: Callable[[str, dict[str, Any]], Awaitable[list[tuple[str, Any]]]] | None = None,
+        others: Ask | None = None,
     ) -> None:
         """``node``: this front end's host, where its workers run unless they are on a cluster's nodes
         (then each worker's handle names its node). ``others``: the other front ends' answers to a peer
@@ -79,8 +79,8 @@ class WorkersApi:
         endpoint = names[-1] if names else None
         rows = self.workers(endpoint)
         if self._others is not None:
-            answers = await self._others("workers.list", {"endpoint": endpoint})
-            rows += [row for _, answer in answers for row in answer["Workers"]]
+            gathered = await self._others("workers.list", {"endpoint": endpoint})
+            rows += [row for _, answer in gathered.answers for row in answer["Workers"]]
             rows.sort(
                 key=lambda w: (w["EndpointName"].lower(), w["VariantName"], w["Frontend"], w["WorkerId"])
             )

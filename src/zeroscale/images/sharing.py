@@ -107,7 +107,7 @@ class SharedImages:
             local = self.registry.get(name, tag)
             found = [
                 (peer_id, answer["image"])
-                for peer_id, answer in self._peers.gather(RECORD_OP, {"name": name, "tag": tag})
+                for peer_id, answer in self._peers.gather(RECORD_OP, {"name": name, "tag": tag}).answers
                 if answer.get("image") and _newer(answer["image"], local)
             ]
             if found:
@@ -153,7 +153,7 @@ class SharedImages:
         """Every tag's latest push on any live front end, as ``ImageRecord.to_json``."""
         latest = {(r.name, r.tag): r.to_json() for r in self.registry.list()}
         if self._peers is not None:
-            for _, answer in self._peers.gather(LIST_OP, {}):
+            for _, answer in self._peers.gather(LIST_OP, {}).answers:
                 for doc in answer["images"]:
                     key = (str(doc["name"]), str(doc["tag"]))
                     if key not in latest or float(doc["pushed_at"]) > float(latest[key]["pushed_at"]):
