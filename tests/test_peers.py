@@ -4,8 +4,12 @@ authentic or not well formed (as another process on the network could send them)
 from __future__ import annotations
 
 import asyncio
+import http.server
 import json
+import socket
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,6 +26,42 @@ from zeroscale.store import Store
 
 KEY = SecretBox(b"k" * 32).derive(peers.KEY_LABEL)
 NOW = 1_800_000_000.0
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on (bound, then closed): a connection to it is refused."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def serving(tmp_path: Path) -> Iterator[str]:
+    """A front end's peer route over real HTTP (the standard library's server in a thread), holding one
+    log stream; its URL."""
+    store = LogStore(tmp_path)
+    store.remember("Shared")
+    store.append("Shared", "AllTraffic/0001-b", 1000, ["from b"])
+    route = PeerRoute(KEY, LocalLogs(store, "fe-b").ops)
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["content-length"]))
+            status, answer = asyncio.run(route.handle(self.headers[peers.HEADER], body))
+            self.send_response(status)
+            self.send_header("content-length", str(len(answer)))
+            self.end_headers()
+            self.wfile.write(answer)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
 
 
 def test_a_signature_holds_for_its_body_key_and_time_only() -> None:
@@ -112,3 +152,30 @@ def test_an_images_archive_goes_only_to_a_signed_get_of_a_valid_name(tmp_path: P
     assert get(f"{base}/..%2Fetc/1")[0] == 400
     assert get(f"{base}/Bad Name/1")[0] == 400
     assert not list((tmp_path / "images" / ".tmp").iterdir())  # no archive left behind by the refusals
+
+
+def test_gather_names_the_front_ends_that_did_not_answer(
+    serving: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """One peer answers over HTTP; another is live in the database but nothing listens where it serves (its
+    connection is refused): the answer holds the first's and names the second as missing, so a caller can
+    tell a partial view from the whole (before, it was left out without a trace but the log)."""
+    down = peers.Peer("fe-c", f"http://127.0.0.1:{closed_port()}")
+    up = peers.Peer("fe-b", serving)
+    listed = [up, down]
+    client = peers.PeerClient(KEY, "fe-a", lambda: listed, timeout_s=2.0)
+    try:
+        args = {"group": "/aws/sagemaker/Endpoints/shared"}
+        gathered = client.gather("logs.search", args)
+        assert [ident for ident, _ in gathered.answers] == ["fe-b"]
+        assert gathered.answers[0][1]["events"] == [[1000, "AllTraffic/0001-b", 0, "from b"]]
+        assert gathered.missing == (down,) and not gathered.complete
+        assert "front end fe-c at http://127.0.0.1:" in caplog.text  # the server's log says so too
+        asked = asyncio.run(client.ask("logs.search", args))  # the same from the event loop
+        assert asked.missing == (down,) and [i for i, _ in asked.answers] == ["fe-b"]
+        listed.remove(down)
+        assert client.gather("logs.search", args).complete
+        listed.clear()  # alone: nothing asked, nothing missing
+        assert asyncio.run(client.ask("logs.search", args)) == peers.Gathered()
+    finally:
+        client.close()

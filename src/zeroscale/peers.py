@@ -11,8 +11,12 @@ with another). So the database alone, which holds no key, cannot forge a call, a
 than ``MAX_SKEW_S`` is refused.
 
 ``PeerClient.gather`` blocks (the operations that fan out from a worker thread call it); ``ask`` is the same
-from the event loop. ``open_stream`` reads an answer as it comes, on the event loop, holding no thread (a
-forwarded invocation or response stream, which may last as long as the model takes).
+from the event loop. Both answer a ``Gathered``: the answers, and the front ends asked that did not answer
+(down, slow, refusing), so that a caller whose merged view is then partial can tell: the leader's
+autoscaling takes no scale-in on it, ``zeroscale workers`` names them; the AWS-shaped reads (logs, metrics)
+cannot say so on the wire, and the server's log does. ``open_stream`` reads an answer as it comes, on the
+event loop, holding no thread (a forwarded invocation or response stream, which may last as long as the
+model takes).
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ import logging
 import ssl
 import time
 import urllib.parse
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,6 +57,26 @@ class PeerRefused(Exception):
 class Peer:
     id: str
     url: str  # where it serves: scheme://host:port (its --advertise-url)
+
+
+@dataclass(frozen=True)
+class Gathered:
+    """The other live front ends' answers to one operation: ``answers`` (id, answer) of those that answered,
+    in no particular order, and ``missing``, those asked that did not. A view merged from ``answers`` lacks
+    whatever the missing ones hold (their traffic, their workers), so a caller that acts on it or shows it
+    can tell that it is partial rather than take it for the whole."""
+
+    answers: tuple[tuple[str, Any], ...] = ()
+    missing: tuple[Peer, ...] = ()
+
+    @property
+    def complete(self) -> bool:
+        return not self.missing
+
+
+# ``PeerClient.gather`` and ``PeerClient.ask``, as the modules that read the other front ends take them
+Gather = Callable[[str, dict[str, Any]], Gathered]
+Ask = Callable[[str, dict[str, Any]], Awaitable[Gathered]]
 
 
 def _mac(key: bytes, ident: str, ts: str, path: str, body: bytes) -> str:
@@ -166,8 +190,8 @@ class PeerStream:
 
 class PeerClient:
     """Calls the other live front ends, each in a thread of its own, and answers what each returned (a peer
-    that fails or does not answer within ``timeout_s`` is left out, and the log says why, once a minute per
-    front end)."""
+    that fails or does not answer within ``timeout_s`` is named in the answer's ``missing``, and the log says
+    why, once a minute per front end)."""
 
     def __init__(
         self,
@@ -274,24 +298,26 @@ class PeerClient:
             raise PeerRefused(f"{resp.status} {data[:200].decode('utf-8', 'replace')}")
         return json.loads(data)
 
-    def gather(self, op: str, args: dict[str, Any]) -> list[tuple[str, Any]]:
-        """Every live peer's id and answer to ``op`` (in no particular order), the failed ones left out."""
+    def gather(self, op: str, args: dict[str, Any]) -> Gathered:
+        """Every live peer's id and answer to ``op``, and the peers that failed to answer."""
         peers = self.peers()
         if not peers:
-            return []
+            return Gathered()
         futures = [(peer, self._pool.submit(self.call, peer, op, args)) for peer in peers]
-        out: list[tuple[str, Any]] = []
+        answers: list[tuple[str, Any]] = []
+        missing: list[Peer] = []
         for peer, future in futures:
             try:
-                out.append((peer.id, future.result()))
+                answers.append((peer.id, future.result()))
             except (OSError, PeerRefused, ValueError, http.client.HTTPException) as exc:
                 self._failed(peer, f"{type(exc).__name__}: {exc}")
-        return out
+                missing.append(peer)
+        return Gathered(tuple(answers), tuple(missing))
 
-    async def ask(self, op: str, args: dict[str, Any]) -> list[tuple[str, Any]]:
+    async def ask(self, op: str, args: dict[str, Any]) -> Gathered:
         """``gather`` from the event loop: at once (no thread) while this front end is alone."""
         if not self.peers():
-            return []
+            return Gathered()
         return await asyncio.to_thread(self.gather, op, args)
 
     def close(self) -> None:

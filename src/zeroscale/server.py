@@ -566,7 +566,7 @@ class _TopicAction:
     def check(self, arn: str) -> None:
         self._topics.subscriptions(arn)  # TopicNotFound unless it exists
 
-    def run(self, arn: str, message: dict[str, Any], breach: float | None) -> None:
+    def run(self, arn: str, message: dict[str, Any], breach: float | None, partial: bool) -> None:
         # As CloudWatch's: ALARM: "name" in US East (N. Virginia) (SNS subjects are at most 100 characters)
         subject = f'{message["NewStateValue"]}: "{message["AlarmName"]}" in {message["Region"]}'
         self._topics.publish(arn, json.dumps(message), subject=subject[:100])
@@ -574,7 +574,7 @@ class _TopicAction:
 
 class _StepScalingAction:
     """An alarm action naming a step scaling policy's ARN: the policy scales by the alarm's breach (0 when
-    the alarm was put in ALARM by hand, without data)."""
+    the alarm was put in ALARM by hand, without data), never down on a partial view (``AutoScaling.step``)."""
 
     repeats = True
 
@@ -585,11 +585,13 @@ class _StepScalingAction:
     def check(self, arn: str) -> None:
         self._autoscaling.step_policy(arn)
 
-    def run(self, arn: str, message: dict[str, Any], breach: float | None) -> None:
+    def run(self, arn: str, message: dict[str, Any], breach: float | None, partial: bool) -> None:
         self.check(arn)  # a policy deleted since: the alarm's history says the action failed, and why
         above = str(message["Trigger"]["ComparisonOperator"]).startswith("Greater")
         self._background.spawn(
-            self._autoscaling.step(arn, breach or 0.0, str(message["AlarmName"]), above=above)
+            self._autoscaling.step(
+                arn, breach or 0.0, str(message["AlarmName"]), above=above, partial=partial
+            )
         )
 
 

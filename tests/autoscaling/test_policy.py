@@ -76,3 +76,20 @@ def test_several_policies_largest_scale_out_wins_and_scale_in_needs_them_all() -
     assert decide([(POLICY, low), (other, [950.0] * IN_POINTS)], cap(4), now=0) is None
     d = decide([(POLICY, [50.0] * IN_POINTS), (other, [100.0] * IN_POINTS)], cap(4), now=0)
     assert d is not None and d.desired == 2  # the larger of ceil(4 * .5) and ceil(4 * .1)
+
+
+def test_a_partial_view_never_scales_in_but_still_scales_out() -> None:
+    """The values lack a front end that did not answer the leader: fifteen low periods read from part of the
+    traffic are not trusted (the rest can only raise them), so the capacity holds, and scales in once the
+    view is whole again; three high periods are (the whole traffic is at least as high), so a scale-out
+    stands, with its cooldown as ever. The limits do not depend on the values: they still apply."""
+    low = [10.0] * IN_POINTS
+    assert decide([(POLICY, low)], cap(4), now=1000, partial=True) is None
+    d = decide([(POLICY, low)], cap(4), now=1000)
+    assert d is not None and d.desired == 1
+    high = [300.0] * OUT_POINTS
+    d = decide([(POLICY, high)], cap(2), now=1000, partial=True)
+    assert d is not None and d.desired == 6 and "above the target 100" in d.cause
+    assert decide([(POLICY, high)], cap(2, last_out_at=950.0), now=1000, partial=True) is None
+    d = decide([(POLICY, low)], Capacity(current=7, minimum=1, maximum=5), now=1000, partial=True)
+    assert d is not None and d.desired == 5 and "MaxCapacity 5" in d.cause

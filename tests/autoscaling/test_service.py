@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import socket
 from typing import Any
 
 import pytest
@@ -17,6 +18,7 @@ from zeroscale.autoscaling.targets import DIMENSION, POLICIES_PER_TARGET, LimitE
 from zeroscale.errors import ValidationException
 from zeroscale.events import InvocationRecord
 from zeroscale.metrics.service import Gauge
+from zeroscale.peers import Gathered, Peer, PeerClient
 from zeroscale.store.db import Store
 
 RESOURCE = "endpoint/demo/variant/A"
@@ -219,8 +221,8 @@ def test_the_leader_decides_from_every_front_ends_samples() -> None:
     endpoints, samples, leader = scaling(now)
     other_samples = Samples(lambda: [], period_s=10.0, keep=15, clock=lambda: now[0])
 
-    async def others(op: str, args: dict[str, Any]) -> list[tuple[str, Any]]:
-        return [("fe-b", json.loads(json.dumps(other_samples.export())))]
+    async def others(op: str, args: dict[str, Any]) -> Gathered:
+        return Gathered((("fe-b", json.loads(json.dumps(other_samples.export()))),))
 
     leader._others = others
     follower_endpoints = FakeEndpoints()
@@ -280,3 +282,85 @@ def test_the_leader_decides_from_every_front_ends_samples() -> None:
     late.close_period()
     merged = samples.values("demo", "A", "Invocations", "Sum", [json.loads(json.dumps(late.export()))])
     assert merged == [36.0, 36.0, 42.0]
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_no_scale_in_while_a_front_end_does_not_answer_the_leader(caplog: pytest.LogCaptureFixture) -> None:
+    """Four instances and no invocations on the leader for fifteen periods: below the target, so it would
+    scale in. But another live front end does not answer for its samples (nothing listens where it serves:
+    a real peer call, refused), and its share of the traffic may be what keeps the instances busy, so the
+    capacity holds and the log says why, once. When the view is whole again (that front end left), the
+    next evaluation scales in."""
+    now = [1000.0]
+    endpoints, samples, leader = scaling(now)
+    endpoints.count = 4
+    down = Peer("fe-b", f"http://127.0.0.1:{closed_port()}")
+    live = [down]
+    client = PeerClient(b"k" * 32, "fe-a", lambda: live, timeout_s=2.0)
+    leader._others = client.ask
+    leader.register({**SCOPE, "MinCapacity": 1, "MaxCapacity": 4})
+    leader.put_policy(
+        {
+            **SCOPE,
+            "PolicyName": "per-instance",
+            "PolicyType": "TargetTrackingScaling",
+            "TargetTrackingScalingPolicyConfiguration": {
+                "TargetValue": 60.0,
+                "PredefinedMetricSpecification": {
+                    "PredefinedMetricType": "SageMakerVariantInvocationsPerInstance"
+                },
+            },
+        }
+    )
+    try:
+        with caplog.at_level(logging.INFO, logger="zeroscale.autoscaling"):
+            for _ in range(16):
+                samples.close_period()
+                asyncio.run(leader.evaluate())
+                now[0] += 10
+            assert endpoints.calls == []
+            said = [r.getMessage() for r in caplog.records if r.name == "zeroscale.autoscaling"]
+            assert len(said) == 1 and f"front ends fe-b at {down.url} did not answer" in said[0]
+            assert "no target scales in" in said[0]
+            live.clear()
+            asyncio.run(leader.evaluate())
+    finally:
+        client.close()
+    assert endpoints.calls == [
+        {
+            "EndpointName": "demo",
+            "DesiredWeightsAndCapacities": [{"VariantName": "A", "DesiredInstanceCount": 1}],
+        }
+    ]
+    assert "every front end answered" in caplog.records[-2].getMessage()
+
+
+def test_a_step_down_is_not_taken_on_an_alarms_partial_view() -> None:
+    """An alarm whose data lacked a front end invokes a step policy: its step down is not taken, its step
+    up is; with the whole view, the step down is."""
+    endpoints, _, service = scaling([1000.0])
+    endpoints.count = 2
+    service.register({**SCOPE, "MinCapacity": 0, "MaxCapacity": 4})
+    config = {
+        "AdjustmentType": "ChangeInCapacity",
+        "Cooldown": 0,
+        "StepAdjustments": [
+            {"MetricIntervalUpperBound": 0, "ScalingAdjustment": -1},
+            {"MetricIntervalLowerBound": 0, "ScalingAdjustment": 1},
+        ],
+    }
+    arn = service.put_policy({**SCOPE, "PolicyName": "steps", "StepScalingPolicyConfiguration": config})[
+        "PolicyARN"
+    ]
+    asyncio.run(service.step(arn, -3.0, "quiet", above=False, partial=True))
+    assert endpoints.calls == []
+    asyncio.run(service.step(arn, 3.0, "busy", partial=True))
+    assert [c["DesiredWeightsAndCapacities"][0]["DesiredInstanceCount"] for c in endpoints.calls] == [3]
+    endpoints.status, endpoints.count = "InService", 3
+    asyncio.run(service.step(arn, -3.0, "quiet", above=False))
+    assert [c["DesiredWeightsAndCapacities"][0]["DesiredInstanceCount"] for c in endpoints.calls] == [3, 2]

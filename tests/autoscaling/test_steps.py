@@ -84,3 +84,14 @@ def test_cooldowns_by_direction() -> None:
 def test_bad_configurations(bad: dict[str, Any], named: str) -> None:
     with pytest.raises(ValidationException, match=named):
         check(bad)
+
+
+def test_a_partial_view_takes_no_step_down_but_steps_up() -> None:
+    """The alarm's data lacked a front end that did not answer: a step that lowers the capacity is not taken
+    (its breach may be the missing traffic's), whatever the adjustment type; one that raises it is."""
+    assert decide("p", config(), -1.0, cap(2), 1000, "a", partial=True) is None
+    assert decide("p", config(), -1.0, cap(2), 1000, "a").desired == 1  # type: ignore[union-attr]
+    exact = {"AdjustmentType": "ExactCapacity", "StepAdjustments": [{"ScalingAdjustment": 0}]}
+    assert decide("p", exact, 3.0, cap(2), 1000, "a", partial=True) is None
+    up = decide("p", config(), 10.0, cap(2), 1000, "a", partial=True)
+    assert up is not None and up.desired == 5

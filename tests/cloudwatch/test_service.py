@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 from typing import Any
 
 import pytest
@@ -18,6 +19,7 @@ from zeroscale.events import InvocationRecord
 from zeroscale.metrics.recorder import HistoryRecorder
 from zeroscale.metrics.service import MetricsHistory
 from zeroscale.metrics.store import MinuteStore
+from zeroscale.peers import Gathered, Peer, PeerClient
 
 DIMS = [{"Name": "EndpointName", "Value": "demo"}, {"Name": "VariantName", "Value": "A"}]
 
@@ -97,9 +99,10 @@ async def test_ten_second_periods_add_up_every_front_ends_traffic() -> None:
     other = RecentMetrics(lambda: [], lambda: now[0])
     asked: list[dict[str, Any]] = []
 
-    async def others(op: str, args: dict[str, Any]) -> list[tuple[str, Any]]:
+    async def others(op: str, args: dict[str, Any]) -> Gathered:
         asked.append(args)
-        return [("fe-b", json.loads(json.dumps(await other.peer_query(json.loads(json.dumps(args))))))]
+        answer = json.loads(json.dumps(await other.peer_query(json.loads(json.dumps(args)))))
+        return Gathered((("fe-b", answer),))
 
     service, recent = build(now, others=others)
     await service.evaluate()
@@ -139,7 +142,7 @@ async def test_an_action_gets_cloudwatchs_notification() -> None:
         def check(self, arn: str) -> None:
             pass
 
-        def run(self, arn: str, message: dict[str, object], breach: float | None) -> None:
+        def run(self, arn: str, message: dict[str, object], breach: float | None, partial: bool) -> None:
             got.append(message)
 
     service.actions["arn:aws:sns:"] = Recorded()
@@ -174,3 +177,47 @@ def test_alarms_are_held_to_the_servers_resource_limit() -> None:
     service.put_metric_alarm({**put, "AlarmName": "second", "Threshold": 5})
     service.delete_alarms({"AlarmNames": ["errors"]})
     service.put_metric_alarm({**put, "AlarmName": "third"})
+
+
+async def test_an_alarms_actions_are_told_when_its_data_lacked_a_front_end() -> None:
+    """Another live front end does not answer for its 10-second periods (nothing listens where it serves: a
+    real peer call, refused): the alarm is evaluated on what it has, and its actions hear that the view was
+    partial (a step scaling policy then takes no step down); with the whole view again, they hear it was
+    not. Each run in ALARM is told, as each may scale."""
+    now = [1000.0]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        down = Peer("fe-b", f"http://127.0.0.1:{s.getsockname()[1]}")
+    live = [down]
+    client = PeerClient(b"k" * 32, "fe-a", lambda: live, timeout_s=2.0)
+    service, recent = build(now, others=client.ask)
+    got: list[bool] = []
+
+    class Recorded:
+        repeats = True
+
+        def check(self, arn: str) -> None:
+            pass
+
+        def run(self, arn: str, message: dict[str, object], breach: float | None, partial: bool) -> None:
+            got.append(partial)
+
+    service.actions["arn:aws:autoscaling:"] = Recorded()
+    alarm = service.describe_alarms({"AlarmNames": ["errors"]})["MetricAlarms"][0]
+    kept = ("AlarmName", "Namespace", "MetricName", "Dimensions", "Statistic", "Period", "EvaluationPeriods")
+    policy = "arn:aws:autoscaling:us-east-1:1:scalingPolicy:x"
+    service.put_metric_alarm(
+        {**{k: alarm[k] for k in (*kept, "Threshold", "ComparisonOperator")}, "AlarmActions": [policy]}
+    )
+    try:
+        recent.invocation(failed(1002.0))
+        now[0] = 1011.5
+        await service.evaluate()
+        assert state(service) == "ALARM" and got == [True]
+        live.clear()
+        recent.invocation(failed(1012.0))
+        now[0] = 1021.5
+        await service.evaluate()
+        assert state(service) == "ALARM" and got == [True, False]
+    finally:
+        client.close()

@@ -26,6 +26,7 @@ from pgserver import PostgresServer
 from zeroscale.cli.client import ApiError, Clients
 from zeroscale.cli.main import cli
 from zeroscale.store import Store
+from zeroscale.store.frontends import Frontends
 from zeroscale.testing import (
     ACCESS_KEY,
     REGION,
@@ -387,6 +388,59 @@ def test_workers_lists_every_front_ends_live_workers(pair: tuple[ServerProcess, 
         "RSS_MB",
     ]
     assert "capped" in table.output
+
+
+def test_workers_names_a_live_front_end_that_does_not_answer(
+    pair: tuple[ServerProcess, ServerProcess], model_url: str
+) -> None:
+    """A third front end is live in the database (its heartbeat is fresh) but nothing listens where it
+    serves: the listing still shows the two others' workers and exits 0, and says which front end did not
+    answer: the REST answer's ``Unreachable``, a warning on the CLI's stderr. Once it is gone, neither."""
+    a, b = pair
+    if "capped" not in {e["EndpointName"] for e in b.client("sagemaker").list_endpoints()["Endpoints"]}:
+        deploy(a.client("sagemaker"), "capped", model_url, max_concurrency=2)
+    for server in (a, b):  # a worker on each (MaxConcurrency 2: one each)
+        wait_for(serves(server, "capped"), timeout_s=30)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        nowhere = f"http://127.0.0.1:{s.getsockname()[1]}"
+    ghosts = Frontends(str(a.flags["database_url"]), ttl_s=TTL_S)
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.is_set():
+            ghosts.beat("ghost-front-end", nowhere, 1)
+            stop.wait(TTL_S / 5)
+
+    env = {"AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY, "AWS_DEFAULT_REGION": REGION}
+    runner = CliRunner()
+
+    def listed(*args: str) -> Any:
+        out = runner.invoke(cli, ["workers", "capped", *args, "--endpoint-url", a.url], env=env)
+        assert out.exit_code == 0, out.output
+        return out
+
+    beating = threading.Thread(target=beat, daemon=True)
+    beating.start()
+    try:
+        wait_for(lambda: json.loads(listed("--json").stdout)["Unreachable"] != [], timeout_s=TTL_S + 5)
+        answer = json.loads(listed("--json").stdout)
+        assert answer["Unreachable"] == [{"Frontend": "ghost-front-end", "Url": nowhere}]
+        ids = sorted((server.data_dir / "frontend-id").read_text().strip() for server in (a, b))
+        assert sorted(w["Frontend"] for w in answer["Workers"]) == ids  # what it got, it shows
+        table = listed()
+        assert table.stderr.strip() == (
+            f"warning: front end ghost-front-end at {nowhere} did not answer: its workers are not listed"
+        )
+        assert table.stdout.splitlines()[0].split()[0] == "ENDPOINT"
+        assert len(table.stdout.splitlines()) == 3  # the header and both workers
+    finally:
+        stop.set()
+        beating.join()
+        ghosts.leave("ghost-front-end")
+        ghosts.close()
+    wait_for(lambda: json.loads(listed("--json").stdout)["Unreachable"] == [], timeout_s=TTL_S + 5)
+    assert listed().stderr == ""
 
 
 def test_each_front_ends_worker_logs_are_read_through_any_of_them(

@@ -17,6 +17,7 @@ from zeroscale.errors import InvalidParameterException, LogsResourceNotFound
 from zeroscale.logs.cloudwatch import CloudWatchLogs
 from zeroscale.logs.sources import LocalLogs
 from zeroscale.logs.store import LogStore
+from zeroscale.peers import Gathered, Peer
 from zeroscale.workers.capture import encode
 
 GROUP = "/aws/sagemaker/Endpoints/Shared"
@@ -41,14 +42,16 @@ class Cluster:
         self.down: set[str] = set()
 
     def view(self, ident: str) -> CloudWatchLogs:
-        def others(op: str, args: dict[str, Any]) -> list[tuple[str, Any]]:
+        def others(op: str, args: dict[str, Any]) -> Gathered:
             # as over HTTP: the arguments and the answers go through JSON
             sent = json.loads(json.dumps(args))
-            return [
+            answers = tuple(
                 (other, json.loads(json.dumps(local.run(op, sent))))
                 for other, local in self.locals.items()
                 if other != ident and other not in self.down
-            ]
+            )
+            missing = tuple(Peer(other, "http://down") for other in self.locals if other in self.down)
+            return Gathered(answers, missing)
 
         return CloudWatchLogs(self.stores[ident], "us-east-1", "000000000000", ident=ident, others=others)
 

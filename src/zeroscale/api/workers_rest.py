@@ -1,16 +1,19 @@
 """``GET /zeroscale/v1/workers[?endpoint=NAME]``: the live workers (starting, idle, busy or stopping) of this
-front end and of every other live front end on its database (asked through ``zeroscale.peers``; one that
-does not answer is left out), one JSON object each: endpoint, variant, worker id, node, front end, state,
-pid, resident MB, and whether its pool is draining (an update replaced it, or the endpoint is being
-deleted)."""
+front end and of every other live front end on its database (asked through ``zeroscale.peers``), one JSON
+object each: endpoint, variant, worker id, node, front end, state, pid, resident MB, and whether its pool is
+draining (an update replaced it, or the endpoint is being deleted).
+
+``Unreachable`` lists the live front ends that did not answer, ``{"Frontend": id, "Url": url}`` each: their
+workers are not in the list, and an operator reading it should know that it is not the whole cluster's
+(``zeroscale workers`` says so on stderr)."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from zeroscale.errors import ValidationException
+from zeroscale.peers import Ask
 from zeroscale.router.fleet import Fleet
 
 
@@ -32,7 +35,7 @@ class WorkersApi:
         fleet: Fleet,
         node: str,
         frontend: str,
-        others: Callable[[str, dict[str, Any]], Awaitable[list[tuple[str, Any]]]] | None = None,
+        others: Ask | None = None,
     ) -> None:
         """``node``: this front end's host, where its workers run unless they are on a cluster's nodes
         (then each worker's handle names its node). ``others``: the other front ends' answers to a peer
@@ -78,10 +81,11 @@ class WorkersApi:
         names = request.query.get("endpoint")
         endpoint = names[-1] if names else None
         rows = self.workers(endpoint)
+        unreachable: list[dict[str, str]] = []
         if self._others is not None:
-            answers = await self._others("workers.list", {"endpoint": endpoint})
-            rows += [row for _, answer in answers for row in answer["Workers"]]
-            rows.sort(
-                key=lambda w: (w["EndpointName"].lower(), w["VariantName"], w["Frontend"], w["WorkerId"])
-            )
-        return 200, "application/json", json.dumps({"Workers": rows}).encode()
+            gathered = await self._others("workers.list", {"endpoint": endpoint})
+            rows += [row for _, answer in gathered.answers for row in answer["Workers"]]
+            rows.sort(key=_order)
+            unreachable = [{"Frontend": p.id, "Url": p.url} for p in gathered.missing]
+            unreachable.sort(key=lambda u: u["Frontend"])
+        return 200, "application/json", json.dumps({"Workers": rows, "Unreachable": unreachable}).encode()

@@ -16,6 +16,13 @@ The rules follow the two alarms Application Auto Scaling creates for a target-tr
 
 With several policies on one target, the largest scale-out wins; the target scales in only when every
 policy that has data wants to, to the largest of their counts.
+
+A partial view (``partial``: the values lack the traffic of a front end that did not answer the leader,
+see ``zeroscale.peers``) never scales in: the missing share can only make the true value higher, so a
+"below the target" read from part of the traffic may be wrong, and acting on it would take instances from
+traffic that still needs them. It is CloudWatch's rule for an alarm without its data (INSUFFICIENT_DATA
+takes no action), kept for the one direction a partial view cannot be trusted in. A scale-out on a partial
+view stands: the true value is at least the partial one, so it is, if anything, too small.
 """
 
 from __future__ import annotations
@@ -85,9 +92,14 @@ def _want(policy: Tracking, values: Sequence[float | None], current: int) -> tup
 
 
 def decide(
-    policies: Sequence[tuple[Tracking, Sequence[float | None]]], capacity: Capacity, now: float
+    policies: Sequence[tuple[Tracking, Sequence[float | None]]],
+    capacity: Capacity,
+    now: float,
+    *,
+    partial: bool = False,
 ) -> Decision | None:
-    """The count a variant should have now, or None to leave it as it is."""
+    """The count a variant should have now, or None to leave it as it is. ``partial``: the values are
+    missing a front end's share, so no scale-in (the limits still apply: they do not depend on the values)."""
     c = capacity
     if c.current < c.minimum:
         return Decision(c.minimum, "", f"the capacity {c.current} was below MinCapacity {c.minimum}")
@@ -104,7 +116,7 @@ def decide(
         return None
     ins = [(p, count, why) for p, (count, why) in wants if count < c.current]
     # every policy must agree to scale in: one without data, or content, holds the capacity
-    if ins and len(ins) == len(policies) and not c.in_suspended:
+    if ins and len(ins) == len(policies) and not c.in_suspended and not partial:
         policy, count, why = max(ins, key=lambda o: o[1])
         desired = max(count, c.minimum)
         cooling = c.last_in_at is not None and now - c.last_in_at < policy.scale_in_cooldown_s

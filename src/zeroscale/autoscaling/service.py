@@ -4,7 +4,9 @@ UpdateEndpointWeightsAndCapacities, recording each scaling activity with its cau
 
 With several front ends on one database, every front end samples its own traffic, and only the leader
 (the oldest live one) evaluates, with the others' samples merged in (``Samples.values``): one front end
-decides each step, from the whole endpoint's metrics."""
+decides each step, from the whole endpoint's metrics. When a front end does not answer, the evaluation's view
+is partial and no target scales in on it (``policy.decide``: its traffic can only raise the metrics); a
+scale-out still may. A step policy run by an alarm whose data was partial likewise takes no step down."""
 
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from zeroscale.autoscaling import policy as pol
@@ -32,6 +34,7 @@ from zeroscale.autoscaling.targets import (
 from zeroscale.control.endpoints import Endpoints
 from zeroscale.errors import ValidationException, ZeroscaleError
 from zeroscale.metrics import catalog
+from zeroscale.peers import Ask, Peer
 from zeroscale.store.db import Record
 from zeroscale.types import EndpointStatus
 
@@ -53,8 +56,8 @@ _ACTIVITY_MEMBERS = (
 )
 
 Operation = Callable[[Mapping[str, Any]], Any]
-# The other front ends' answers to a peer operation (zeroscale.peers.PeerClient.ask)
-Others = Callable[[str, dict[str, Any]], Awaitable[list[tuple[str, Any]]]]
+# The other front ends' answers to a peer operation, and those that did not answer (PeerClient.ask)
+Others = Ask
 PERIODS_OP = "autoscaling.periods"
 
 
@@ -84,6 +87,7 @@ class AutoScaling:
         self._leads = leads
         self._others = others
         self._theirs: list[Exported] = []  # the other front ends' periods, read for this evaluation
+        self._missing: tuple[Peer, ...] = ()  # those that did not answer for it: a partial view, no scale-in
 
     def operations(self) -> dict[str, Operation]:
         return {
@@ -228,9 +232,12 @@ class AutoScaling:
             raise ObjectNotFound(f"No step scaling policy has the ARN {arn}.")
         return found
 
-    async def step(self, arn: str, breach: float, alarm: str, *, above: bool = True) -> None:
+    async def step(
+        self, arn: str, breach: float, alarm: str, *, above: bool = True, partial: bool = False
+    ) -> None:
         """The alarm ``alarm`` is in ALARM and names this step policy: scale by the step of ``breach``
-        (``above``: the alarm fires above its threshold, for a breach of 0)."""
+        (``above``: the alarm fires above its threshold, for a breach of 0; ``partial``: its data lacked a
+        front end that did not answer, so no step lowers the capacity, ``steps.decide``)."""
         policy = self.step_policy(arn)
         target = self._t.target(policy.doc["ResourceId"])
         if target is None:
@@ -246,17 +253,19 @@ class AutoScaling:
             return
         current = int(variant["CurrentInstanceCount"])
         now = self._clock()
-        decision = steps.decide(
-            policy.doc["PolicyName"],
-            policy.doc["StepScalingPolicyConfiguration"],
-            breach,
-            _capacity(target, current),
-            now,
-            alarm,
-            above=above,
-        )
+        name, config = policy.doc["PolicyName"], policy.doc["StepScalingPolicyConfiguration"]
+        capacity = _capacity(target, current)
+        decision = steps.decide(name, config, breach, capacity, now, alarm, above=above, partial=partial)
         if decision is not None:
             await self._apply(target, resource, current, decision, now)
+        elif partial and steps.decide(name, config, breach, capacity, now, alarm, above=above) is not None:
+            log.warning(
+                "autoscaling %s: alarm %s's data lacked a front end that did not answer: policy %s's step, "
+                "which lowers the capacity, is not taken",
+                target.name,
+                alarm,
+                name,
+            )
 
     def describe_policies(self, params: Mapping[str, Any]) -> dict[str, Any]:
         check_scope(params)
@@ -343,9 +352,21 @@ class AutoScaling:
         if not self._leads():
             return  # the leader decides, with this front end's samples among its own
         self._theirs = []
+        missing: tuple[Peer, ...] = ()
         if self._others is not None:
-            answers = await self._others(PERIODS_OP, {})
-            self._theirs = [answer for _, answer in answers]
+            gathered = await self._others(PERIODS_OP, {})
+            self._theirs = [answer for _, answer in gathered.answers]
+            missing = gathered.missing
+        if {p.id for p in missing} != {p.id for p in self._missing}:  # said when it changes, not each time
+            if missing:
+                log.warning(
+                    "autoscaling: front ends %s did not answer for their samples: no target scales in while "
+                    "they are missing (their traffic is not counted; scaling out still may)",
+                    ", ".join(f"{peer.id} at {peer.url}" for peer in missing),
+                )
+            else:
+                log.info("autoscaling: every front end answered for its samples again")
+        self._missing = missing
         policies: dict[str, list[Record]] = {}
         for p in self._t.policies():
             policies.setdefault(p.doc["ResourceId"], []).append(p)
@@ -383,7 +404,7 @@ class AutoScaling:
             config = p.doc["TargetTrackingScalingPolicyConfiguration"]
             tracked.append((_tracking(p.doc["PolicyName"], config), self._values(p.doc["Metric"], current)))
         now = self._clock()
-        decision = pol.decide(tracked, _capacity(target, current), now)
+        decision = pol.decide(tracked, _capacity(target, current), now, partial=bool(self._missing))
         if decision is None:
             return
         await self._apply(target, resource, current, decision, now)

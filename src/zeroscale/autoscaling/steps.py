@@ -15,6 +15,11 @@ As Application Auto Scaling applies it:
 - Cooldown (seconds) counts from the target's last scale-out for a scale-out, its last scale-in for a
   scale-in; the result stays within MinCapacity and MaxCapacity (0 is allowed: zeroscale scales a real-time
   variant to zero).
+
+A step that would lower the capacity is not taken when the alarm's data was a partial view (``partial``:
+a front end did not answer for its 10- or 30-second periods, ``zeroscale.peers``): its missing traffic can
+only raise the metric, so a breach read from part of it may not be one (as ``policy`` holds a target-tracking
+scale-in). A step that raises the capacity is taken: the whole traffic would call for at least as much.
 """
 
 from __future__ import annotations
@@ -85,8 +90,10 @@ def decide(
     alarm: str,
     *,
     above: bool = True,
+    partial: bool = False,
 ) -> Decision | None:
-    """``above``: the alarm fires above its threshold (GreaterThan*), for a breach of exactly 0."""
+    """``above``: the alarm fires above its threshold (GreaterThan*), for a breach of exactly 0.
+    ``partial``: the alarm's data lacked a front end's share, so a step that lowers the capacity is held."""
     side = breach > 0 if breach != 0 else above
     step = next((s for s in config["StepAdjustments"] if _holds(s, breach, side)), None)
     if step is None:
@@ -108,7 +115,7 @@ def decide(
     if desired == c.current:
         return None
     out = desired > c.current
-    if (out and c.out_suspended) or (not out and c.in_suspended):
+    if (out and c.out_suspended) or (not out and (c.in_suspended or partial)):
         return None
     cooldown = float(config.get("Cooldown", DEFAULT_COOLDOWN_S))
     last = c.last_out_at if out else c.last_in_at

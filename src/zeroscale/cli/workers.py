@@ -1,4 +1,6 @@
-"""``zeroscale workers [ENDPOINT]``: the live workers of the front end at --endpoint-url."""
+"""``zeroscale workers [ENDPOINT]``: the live workers of every live front end, asked through the one at
+--endpoint-url. A front end that did not answer it is named on stderr (the listing shows the others' workers
+and the command succeeds: it lists what it could reach, and says what it could not)."""
 
 from __future__ import annotations
 
@@ -39,11 +41,20 @@ def workers(
     endpoint: str | None, as_json: bool, endpoint_url: str, region: str | None, data_dir: Path
 ) -> None:
     """Live workers (starting, idle, busy, stopping) of every endpoint, or of ENDPOINT: endpoint, variant,
-    worker id, node, state, pid and resident memory. With several front ends, each lists its own."""
+    worker id, node, state, pid and resident memory. With several front ends, every live one's; one that
+    does not answer is named on stderr."""
     query = {"endpoint": endpoint} if endpoint else None
     clients = make_clients(endpoint_url, region, data_dir)
     body = clients.rest("GET", "workers", query)
-    found: list[dict[str, Any]] = json.loads(body)["Workers"]
+    answer = json.loads(body)
+    found: list[dict[str, Any]] = answer["Workers"]
+    for missing in answer.get("Unreachable") or []:  # a server from before the field answers without it
+        click.secho(
+            f"warning: front end {missing['Frontend']} at {missing['Url']} did not answer: its workers are "
+            "not listed",
+            fg="yellow",
+            err=True,
+        )
     if not found and endpoint:
         check_endpoint_exists(clients, endpoint)
     if as_json:

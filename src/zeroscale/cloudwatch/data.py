@@ -3,20 +3,22 @@ dimensions EndpointName and VariantName; EndpointName alone for the asynchronous
 periods of 10 s, 30 s or a multiple of 60 s, each period's statistics. Minute periods come from the
 one-minute history (the database plus the minutes still in memory, so every front end's stored minutes
 count); 10 s and 30 s periods from ``RecentMetrics`` (each front end's last hours: this one's, merged with
-what the other live front ends on the database answer, ``zeroscale.peers``)."""
+what the other live front ends on the database answer, ``zeroscale.peers``). A front end that does not
+answer is missing from those periods: ``read`` names it (an alarm's step scaling then takes no step down),
+CloudWatch's answers cannot, and the server's log says so."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from zeroscale.cloudwatch.recent import RESOLUTION_S, RecentMetrics
 from zeroscale.errors import ZeroscaleError
 from zeroscale.metrics.catalog import BY_NAME, ENDPOINT_WIDE, dimension_names
 from zeroscale.metrics.history import PERIOD_S, Stat
 from zeroscale.metrics.service import MetricsHistory
+from zeroscale.peers import Ask, Peer
 
 NAMESPACE = "AWS/SageMaker"
 STATISTICS = ("SampleCount", "Average", "Sum", "Minimum", "Maximum")
@@ -108,8 +110,8 @@ def unit(name: str) -> str:
 
 
 RECENT_OP = "cloudwatch.recent"
-# The other front ends' answers to a peer operation (zeroscale.peers.PeerClient.ask)
-Others = Callable[[str, dict[str, Any]], Awaitable[list[tuple[str, Any]]]]
+# The other front ends' answers to a peer operation, and those that did not answer (PeerClient.ask)
+Others = Ask
 
 
 class MetricData:
@@ -121,14 +123,22 @@ class MetricData:
     async def periods(self, metric: Metric, start: float, end: float, period: int) -> list[tuple[int, Stat]]:
         """The statistics of each period with data in [start, end), oldest first; a period's timestamp is
         its start, periods aligned to ``start`` rounded down to the data's resolution."""
+        return (await self.read(metric, start, end, period))[0]
+
+    async def read(
+        self, metric: Metric, start: float, end: float, period: int
+    ) -> tuple[list[tuple[int, Stat]], tuple[Peer, ...]]:
+        """``periods``, and the other front ends that did not answer for them (10- and 30-second periods
+        only: minutes are in the database): when there are any, the periods lack their traffic."""
         series = metric.series
         if series is None or end <= start:
-            return []
+            return [], ()
         endpoint, variant = series
+        missing: tuple[Peer, ...] = ()
         if period < PERIOD_S:
             resolution = RESOLUTION_S
             if end <= self.recent.oldest():
-                return []
+                return [], ()
             found = self.recent.query(endpoint, variant, metric.name, start, end)
             pieces = [(k.minute, s) for k, s in found.items()]
             if self._others is not None:
@@ -139,8 +149,10 @@ class MetricData:
                     "since": start,
                     "until": end,
                 }
-                for _, answer in await self._others(RECENT_OP, args):
+                gathered = await self._others(RECENT_OP, args)
+                for _, answer in gathered.answers:
                     pieces += [(int(row[0]), Stat.of_row(row[1:])) for row in answer["periods"]]
+                missing = gathered.missing
         else:
             resolution = PERIOD_S
             points = await self._history.query(endpoint, start, end, (metric.name,), variant)
@@ -156,7 +168,7 @@ class MetricData:
                 buckets[bucket] = stat.copy()
             else:
                 have.merge(stat)
-        return sorted(buckets.items())
+        return sorted(buckets.items()), missing
 
     async def metrics(self, since: float) -> list[Metric]:
         """Every metric with data since ``since`` (stored minutes, and this process's recent periods)."""

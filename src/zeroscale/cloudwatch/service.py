@@ -60,16 +60,18 @@ class InvalidFormat(ZeroscaleError):
 
 class Action(Protocol):
     """Where an alarm action's ARN leads (a topic, a step scaling policy): ``check`` raises a ZeroscaleError
-    naming what is wrong with the ARN; ``run`` performs it (raises on failure) with the alarm's notification
-    and its breach (the newest datapoint minus the threshold; None when the state was set by hand without
-    data). A ``repeats`` action runs again at every evaluation while the alarm stays in ALARM (scaling
-    policies, as CloudWatch invokes them)."""
+    naming what is wrong with the ARN; ``run`` performs it (raises on failure) with the alarm's notification,
+    its breach (the newest datapoint minus the threshold; None when the state was set by hand without
+    data) and whether the evaluation's data was ``partial`` (another front end did not answer for its
+    periods: a scaling policy then takes no step down; the notification, CloudWatch's shape, cannot say so).
+    A ``repeats`` action runs again at every evaluation while the alarm stays in ALARM (scaling policies, as
+    CloudWatch invokes them)."""
 
     repeats: bool
 
     def check(self, arn: str) -> None: ...
 
-    def run(self, arn: str, message: dict[str, Any], breach: float | None) -> None: ...
+    def run(self, arn: str, message: dict[str, Any], breach: float | None, partial: bool) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -276,12 +278,16 @@ class CloudWatch:
         return {}
 
     # ---- state changes ----
-    def _change(self, alarm: Alarm, state: str, reason: str, data: str | None, now: float) -> bool:
+    def _change(
+        self, alarm: Alarm, state: str, reason: str, data: str | None, now: float, partial: bool = False
+    ) -> bool:
+        """``partial``: the evaluation's data lacked a front end that did not answer (for the actions)."""
         if state == alarm.state:
             self._alarms.touch(alarm.name, state, reason, data, now)
             if state == rules.ALARM:  # still in ALARM: scaling policies are invoked again
                 alarm.reason_data = data
-                self._run_actions(alarm, StateChange(alarm.name, state, state, reason, now), repeating=True)
+                change = StateChange(alarm.name, state, state, reason, now)
+                self._run_actions(alarm, change, repeating=True, partial=partial)
             return False
         if not self._alarms.set_state(alarm.name, state, reason, data, now, expect=alarm.state):
             return False  # changed meanwhile (another front end, or deleted)
@@ -293,10 +299,12 @@ class CloudWatch:
             except Exception:
                 log.exception("alarm listener failed for %s", alarm.name)
         alarm.reason_data = data
-        self._run_actions(alarm, change)
+        self._run_actions(alarm, change, partial=partial)
         return True
 
-    def _run_actions(self, alarm: Alarm, change: StateChange, *, repeating: bool = False) -> None:
+    def _run_actions(
+        self, alarm: Alarm, change: StateChange, *, repeating: bool = False, partial: bool = False
+    ) -> None:
         if not alarm.doc.get("ActionsEnabled", True):
             return
         member = {"OK": "OKActions", "ALARM": "AlarmActions"}.get(change.new, "InsufficientDataActions")
@@ -306,7 +314,7 @@ class CloudWatch:
                 action = self._action(arn, member)
                 if repeating and not action.repeats:
                     continue
-                action.run(arn, message, _breach(alarm))
+                action.run(arn, message, _breach(alarm), partial)
                 summary, data = f"Successfully executed action {arn}", {"actionState": "Succeeded"}
             except Exception as exc:
                 summary = f"Failed to execute action {arn}"
@@ -400,14 +408,16 @@ class CloudWatch:
             rule = rule_of(d)
             start = end - rule.evaluation_periods * period
             metric = Metric.of(d["Namespace"], d["MetricName"], d.get("Dimensions"))
-            found = dict(await self._data.periods(metric, start, end, period))
+            read, missing = await self._data.read(metric, start, end, period)
+            found = dict(read)
             points: list[tuple[float, float | None]] = []
             for at in range(int(start), int(end), period):
                 stat = found.get(at)
                 points.append((float(at), None if stat is None else value(stat, rule.statistic)))
             verdict = rules.evaluate(rule, points, alarm.state, now)
             if verdict is not None:
-                self._change(alarm, verdict.state, verdict.reason, json.dumps(verdict.data), now)
+                data = json.dumps(verdict.data)
+                self._change(alarm, verdict.state, verdict.reason, data, now, partial=bool(missing))
 
     # ---- documents ----
     def _alarm_doc(self, a: Alarm) -> dict[str, Any]:

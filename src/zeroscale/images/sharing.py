@@ -143,7 +143,7 @@ class SharedImages:
         if self._peers is not None:
             holders = [
                 peer_id
-                for peer_id, answer in self._peers.gather(RECORD_OP, {"name": name, "tag": tag})
+                for peer_id, answer in self._peers.gather(RECORD_OP, {"name": name, "tag": tag}).answers
                 if (answer.get("image") or {}).get("digest") == word.digest
             ]
         for peer_id in holders:

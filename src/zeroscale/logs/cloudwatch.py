@@ -33,12 +33,14 @@ from zeroscale.logs.patterns import compile_pattern
 from zeroscale.logs.reader import EVENT_OVERHEAD, MAX_RESPONSE_BYTES
 from zeroscale.logs.sources import LocalLogs
 from zeroscale.logs.store import LogStore
+from zeroscale.peers import Gather
 
 Params = Mapping[str, Any]
 AsyncOperation = Callable[[Params], Awaitable[dict[str, Any]]]
 Answers = list[tuple[str, dict[str, Any]]]  # (source id, what it answered), by source id
-# The other front ends' answers to a read of their own stores (zeroscale.peers.PeerClient.gather)
-Others = Callable[[str, dict[str, Any]], list[tuple[str, Any]]]
+# The other front ends' answers to a read of their own stores (zeroscale.peers.PeerClient.gather); one that
+# does not answer cannot be named in CloudWatch Logs' answers: the server's log says so (PeerClient)
+Others = Gather
 
 MAX_EVENTS = 10_000
 MAX_DESCRIBE = 50
@@ -139,7 +141,7 @@ class CloudWatchLogs:
         end, so that a merged page and its token mean the same wherever the next call goes)."""
         answers = [(self.local.id, self.local.run(op, args))]
         if self._others is not None:
-            answers += self._others(op, args)
+            answers += self._others(op, args).answers
         return sorted(answers, key=lambda item: item[0])
 
     # ---- names ----
