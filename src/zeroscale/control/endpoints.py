@@ -28,6 +28,7 @@ from zeroscale.control import rollout
 from zeroscale.control.arns import Arns
 from zeroscale.control.capacity import capacity_overrides, retained, warm_mb, with_overrides
 from zeroscale.control.deploy import Deployer
+from zeroscale.control.endpoint_configs import KIND as CONFIG_KIND
 from zeroscale.control.endpoint_configs import EndpointConfigs, variant_specs
 from zeroscale.control.guarded import Guard
 from zeroscale.control.models import Models, runnable_containers
@@ -35,7 +36,7 @@ from zeroscale.control.resources import Resources
 from zeroscale.errors import DeployError, ResourceLimitExceeded, ValidationException, ZeroscaleError
 from zeroscale.router.fleet import Fleet
 from zeroscale.router.spec import PoolSpec
-from zeroscale.store.db import Record, Store
+from zeroscale.store.db import Quota, Reads, Record, Store
 from zeroscale.types import EndpointStatus
 
 KIND = "endpoint"
@@ -97,10 +98,17 @@ class Endpoints:
         return self._res.get(name)
 
     def _save(
-        self, rec: Record, status: EndpointStatus, *, expect: EndpointStatus | None = None, **doc: Any
+        self,
+        rec: Record,
+        status: EndpointStatus,
+        *,
+        expect: EndpointStatus | None = None,
+        quota: Quota | None = None,
+        **doc: Any,
     ) -> bool:
         """Write ``rec`` at ``status`` with these ``doc`` changes; with ``expect``, only if the stored status
-        still is that one (another front end may have changed it): True when written."""
+        still is that one (another front end may have changed it): True when written. ``quota``: checked
+        in the write's transaction (its error: nothing written)."""
         rec.status = status.value
         rec.modified_at = self._clock()
         for key, value in doc.items():
@@ -108,7 +116,7 @@ class Endpoints:
                 rec.doc.pop(key, None)
             else:
                 rec.doc[key] = value
-        return self._store.update(rec, if_status=None if expect is None else expect.value)
+        return self._store.update(rec, if_status=None if expect is None else expect.value, quota=quota)
 
     # ---- operations ----
     async def create(self, params: Mapping[str, Any]) -> dict[str, Any]:
@@ -119,8 +127,10 @@ class Endpoints:
         if deployment:
             self._plan(deployment, config)  # checked now; used by updates that retain it
             doc[DEPLOYMENT_CONFIG] = dict(deployment)
-        self._check_warm(self._creator(), name, config.doc, None)
-        arn = self._res.insert(name, doc, self._clock(), EndpointStatus.CREATING.value, owner=self.frontend)
+        quota = self._warm_quota(self._creator(), name, config.doc, None)
+        arn = self._res.insert(
+            name, doc, self._clock(), EndpointStatus.CREATING.value, owner=self.frontend, quota=quota
+        )
         await self._settle(self._run(name, self._deploy(name, config.name, updating=False)))
         return {"EndpointArn": arn}
 
@@ -162,11 +172,12 @@ class Endpoints:
         else:
             now = rec.doc.get("ProductionVariants") or []
             overrides = retained(now, config.doc.get("ProductionVariants") or [], excluded) or None
-        self._check_warm(rec.creator, rec.name, config.doc, overrides, now=self._warm_now(rec))
+        quota = self._warm_quota(rec.creator, rec.name, config.doc, overrides, now=self._warm_now(rec))
         changed = self._save(
             rec,
             EndpointStatus.UPDATING,
             expect=EndpointStatus.IN_SERVICE,
+            quota=quota,
             FailureReason=None,
             VariantOverrides=overrides,
             PendingDeploymentSummary=None,
@@ -186,16 +197,25 @@ class Endpoints:
         await self._settle(self._run(rec.name, deploy))
         return {"EndpointArn": rec.arn}
 
-    def _warm_now(self, rec: Record) -> int:
-        """The memory ``rec`` keeps warm as it is deployed now (a Failed or Deleting endpoint: none)."""
+    def _warm_now(self, rec: Record, reads: Reads | None = None) -> int:
+        """The memory ``rec`` keeps warm as it is deployed now (a Failed or Deleting endpoint: none); with
+        ``reads``, inside a write's transaction, an endpoint not yet deployed has its configuration read
+        there too (another connection's read would not see what the transaction's lock holds still)."""
         if rec.status in (EndpointStatus.FAILED.value, EndpointStatus.DELETING.value):
             return 0
         try:
-            return warm_mb(self.deployed_config(rec).doc, rec.doc.get("VariantOverrides"))
+            if reads is None or rec.doc.get(DEPLOYED):
+                config = self.deployed_config(rec)
+            else:
+                found = reads.get(CONFIG_KIND, rec.doc["EndpointConfigName"])
+                if found is None:
+                    return 0
+                config = found
+            return warm_mb(config.doc, rec.doc.get("VariantOverrides"))
         except (ZeroscaleError, KeyError):  # a record without a deployable configuration holds nothing
             return 0
 
-    def _check_warm(
+    def _warm_quota(
         self,
         creator: str | None,
         name: str,
@@ -203,28 +223,34 @@ class Endpoints:
         overrides: Mapping[str, Mapping[str, Any]] | None,
         *,
         now: int = 0,
-    ) -> None:
-        """ResourceLimitExceeded when the IAM user ``creator``'s endpoints would keep more memory warm than
-        its quota with endpoint ``name`` deployed from ``config_doc`` (keeping ``now`` MB warm before: a
-        change that does not grow it is never refused). The admin's are not counted."""
+    ) -> Quota | None:
+        """The quota the write of endpoint ``name`` deployed from ``config_doc`` (keeping ``now`` MB warm
+        before) must keep: ResourceLimitExceeded when the IAM user ``creator``'s endpoints would keep more
+        memory warm than its quota. Checked in the write's transaction, under the lock of the user's
+        endpoints (store/locks.py), so two writes of one user at once, on any front ends, take turns. None
+        (no lock, no read) for the admin's, without a quota, and for a change that does not grow."""
         if not creator or self._warm_mb_per_user <= 0:
-            return
+            return None
         wanted = warm_mb(config_doc, overrides)
         if wanted <= now:
-            return
-        held = sum(
-            self._warm_now(rec)
-            for rec in self._store.list(KIND)
-            if rec.creator == creator and rec.name.lower() != name.lower()
-        )
-        if held + wanted > self._warm_mb_per_user:
-            raise ResourceLimitExceeded(
-                f"The service limit 'Always-warm memory per IAM user' is {self._warm_mb_per_user} MB, with "
-                f"current utilization of {held + now} MB and a request delta of {wanted - now} MB (instances "
-                "and ProvisionedConcurrency of its endpoints): lower an endpoint's instance count or "
-                "ProvisionedConcurrency, delete one, or have the operator raise it "
-                "(zeroscale serve --max-warm-mb-per-user)."
+            return None
+
+        def check(reads: Reads) -> None:
+            held = sum(
+                self._warm_now(rec, reads)
+                for rec in reads.created_by(KIND, creator)
+                if rec.name.lower() != name.lower()
             )
+            if held + wanted > self._warm_mb_per_user:
+                raise ResourceLimitExceeded(
+                    f"The service limit 'Always-warm memory per IAM user' is {self._warm_mb_per_user} MB, "
+                    f"with current utilization of {held + now} MB and a request delta of {wanted - now} MB "
+                    "(instances and ProvisionedConcurrency of its endpoints): lower an endpoint's instance "
+                    "count or ProvisionedConcurrency, delete one, or have the operator raise it "
+                    "(zeroscale serve --max-warm-mb-per-user)."
+                )
+
+        return Quota(KIND, creator, check)
 
     def _plan(self, deployment: Mapping[str, Any], config: Record) -> rollout.Plan | None:
         """A DeploymentConfig checked against the configuration it deploys: its plan."""
@@ -247,7 +273,7 @@ class Endpoints:
         overrides = capacity_overrides(
             described, dict(rec.doc.get("VariantOverrides") or {}), params["DesiredWeightsAndCapacities"]
         )
-        self._check_warm(
+        quota = self._warm_quota(
             rec.creator, rec.name, self.deployed_config(rec).doc, overrides, now=self._warm_now(rec)
         )
         now = self._clock()
@@ -268,6 +294,7 @@ class Endpoints:
             rec,
             EndpointStatus.UPDATING,
             expect=EndpointStatus.IN_SERVICE,
+            quota=quota,
             FailureReason=None,
             VariantOverrides=overrides,
             ProductionVariants=list(described.values()),

@@ -9,7 +9,7 @@ from typing import Any
 from zeroscale.control.arns import Arns
 from zeroscale.control.listing import paginate_stored
 from zeroscale.errors import ValidationException
-from zeroscale.store.db import AlreadyExists, Record, Store
+from zeroscale.store.db import AlreadyExists, Quota, Record, Store
 
 
 class Resources:
@@ -40,12 +40,20 @@ class Resources:
         return rec
 
     def insert(
-        self, name: str, doc: dict[str, Any], now: float, status: str | None = None, owner: str | None = None
+        self,
+        name: str,
+        doc: dict[str, Any],
+        now: float,
+        status: str | None = None,
+        owner: str | None = None,
+        *,
+        quota: Quota | None = None,
     ) -> str:
-        """Store a new resource and return its ARN; a duplicate name is SageMaker's ValidationException."""
+        """Store a new resource and return its ARN; a duplicate name is SageMaker's ValidationException;
+        ``quota``: one more the insert must keep (see Store.insert)."""
         arn = self.arn(name)
         try:
-            self.store.insert(Record(self.kind, name, arn, now, now, status, doc, owner))
+            self.store.insert(Record(self.kind, name, arn, now, now, status, doc, owner), quota=quota)
         except AlreadyExists:
             raise self.duplicate(name) from None
         return arn

@@ -40,6 +40,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 
 from zeroscale.errors import ResourceLimitExceeded, ZeroscaleError
 from zeroscale.store.engine import make_engine
+from zeroscale.store.locks import lock_counted
 from zeroscale.store.migrations import Step, add_column, add_index, upgrade
 
 metadata = MetaData()
@@ -235,15 +236,15 @@ class _Counts:
         self._about: dict[str, int] = {}
         self._inserts: dict[str, int] = {}
 
-    def check(self, conn: Connection, kind: str, limit: Limit) -> None:
-        """Within the transaction that has just inserted one more of ``kind``: past the limit, its error."""
+    def near(self, conn: Connection, kind: str, limit: Limit) -> bool:
+        """Within the transaction that has just inserted one more of ``kind``: whether it must be counted
+        exactly (``_check_limit``)."""
         about = self._about.get(kind)
         if about is None or self._inserts.get(kind, 0) >= self.RECOUNT_EVERY:
             counted = conn.execute(select(func.count()).where(resources.c.kind == kind)).scalar_one()
             about = self._about[kind] = int(counted) - 1  # the one just inserted is not in yet
             self._inserts[kind] = 0
-        if about + 1 + max(limit.most // 10, 4 * self.RECOUNT_EVERY) >= limit.most:
-            _check_limit(conn, kind, limit)
+        return about + 1 + max(limit.most // 10, 4 * self.RECOUNT_EVERY) >= limit.most
 
     def inserted(self, kind: str) -> None:
         if kind in self._about:
@@ -274,6 +275,35 @@ def _check_limit(conn: Connection, kind: str, limit: Limit, creator: str | None 
         f"{quota} is {limit.most} {limit.what}, with current utilization of {limit.most} {limit.what} and a "
         f"request delta of 1 {limit.what}: {limit.free}, or {remedy} ({limit.flag})."
     )
+
+
+class Reads:
+    """Reads inside a write's transaction, for a ``Quota``'s check: they see this write, and every one
+    committed before the quota's lock was taken (under it, no other write of what it counts commits)."""
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+
+    def get(self, kind: str, name: str) -> Record | None:
+        row = self._conn.execute(_GET, _one(kind, name)).mappings().first()
+        return None if row is None else _record(row)
+
+    def created_by(self, kind: str, creator: str) -> list[Record]:
+        """The records of ``kind`` the IAM user ``creator`` created."""
+        where = (resources.c.kind == kind) & (resources.c.creator == creator)
+        return [_record(row) for row in self._conn.execute(select(resources).where(where)).mappings()]
+
+
+@dataclass(frozen=True)
+class Quota:
+    """A bound on an IAM user's records that a count cannot say (the memory its endpoints keep warm), which
+    an insert or update must keep: ``check`` runs in the write's transaction, after the write, under the
+    lock of (``kind``, ``creator``) that the user's count limit of that kind takes too, and raises the
+    quota's error to refuse (the write is rolled back). The store knows nothing of what it computes."""
+
+    kind: str
+    creator: str
+    check: Callable[[Reads], None]
 
 
 class Store:
@@ -327,10 +357,10 @@ class Store:
         return (resources.c.kind == kind) & (resources.c.key == name.lower())
 
     @_reachable
-    def insert(self, rec: Record) -> None:
+    def insert(self, rec: Record, *, quota: Quota | None = None) -> None:
         """Store a new record; raises AlreadyExists when (kind, lower(name)) is taken, ResourceLimitExceeded
-        when its kind has as many records as its limit allows, or its creator as many as a user's limit.
-        The record's ``creator`` is set (``creator``) unless given."""
+        when its kind has as many records as its limit allows, or its creator as many as a user's limit,
+        or ``quota``'s error. The record's ``creator`` is set (``creator``) unless given."""
         limit = self._limits.get(rec.kind)
         if rec.creator is None and self._creator is not None:
             rec.creator = self._creator() or None
@@ -338,13 +368,28 @@ class Store:
         with self._lock:
             try:
                 with self._engine.begin() as conn:
+                    # Counted after the write: a name taken is AlreadyExists, whatever the count, and on
+                    # SQLite the write's lock is what makes the count exact (store/locks.py).
                     conn.execute(_INSERT, {**_values(rec), "creator": rec.creator})
-                    if limit is not None and limit.statuses:  # statuses change: always counted
+                    # What is counted now: the kind's records in statuses always (statuses change), all of
+                    # them only near its limit; a user's, for a user's record.
+                    account = limit is not None and bool(
+                        limit.statuses or self._counts.near(conn, rec.kind, limit)
+                    )
+                    user = user_limit is not None and bool(rec.creator)
+                    counted = [(rec.kind, "")] if account else []
+                    if user:
+                        counted.append((rec.kind, rec.creator or ""))
+                    if quota is not None:
+                        counted.append((quota.kind, quota.creator))
+                    if counted:  # no lock and no count far from every limit (the common insert)
+                        lock_counted(conn, counted)
+                    if account and limit is not None:  # each raises: the insert is rolled back
                         _check_limit(conn, rec.kind, limit)
-                    elif limit is not None:  # after: a name taken is AlreadyExists, whatever the count
-                        self._counts.check(conn, rec.kind, limit)  # raises: the insert is rolled back
-                    if user_limit is not None and rec.creator:
+                    if user and user_limit is not None:
                         _check_limit(conn, rec.kind, user_limit, rec.creator)
+                    if quota is not None:
+                        quota.check(Reads(conn))
                     conn.execute(_TAGS_DELETE, _one(rec.kind, rec.name))  # a namesake's, if any were left
                     self._bump(conn)
             except IntegrityError as exc:
@@ -359,16 +404,20 @@ class Store:
         return None if row is None else _record(row)
 
     @_reachable
-    def update(self, rec: Record, *, if_status: str | None = None) -> bool:
+    def update(self, rec: Record, *, if_status: str | None = None, quota: Quota | None = None) -> bool:
         """Replace every field of the record with the same (kind, lower(name)); a no-op when it is gone, or
         with ``if_status`` when its stored status is another (compare-and-set: of front ends changing the
-        same record at once, one wins). True when it was written."""
+        same record at once, one wins). True when it was written; ``quota``'s error when it would break it
+        (nothing written)."""
         params = {**_values(rec), **_one(rec.kind, rec.name)}
         if if_status is not None:
             params["b_status"] = if_status
         with self._lock, self._engine.begin() as conn:
             result = conn.execute(_UPDATE if if_status is None else _UPDATE_IF, params)
             if result.rowcount:
+                if quota is not None:  # after the write, for the same reasons as insert's
+                    lock_counted(conn, [(quota.kind, quota.creator)])
+                    quota.check(Reads(conn))
                 self._bump(conn)
         return bool(result.rowcount)
 
