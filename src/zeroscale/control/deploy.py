@@ -65,7 +65,9 @@ class Images(Protocol):
 
     def resolve(self, image: str) -> ImageRecord | None: ...
 
-    def list(self) -> list[ImageRecord]: ...
+    def refs(self) -> list[str]:
+        """Every registered image's ``name:tag``."""
+        ...
 
 
 class Deployer:
@@ -285,7 +287,7 @@ class Deployer:
             if record is None:
                 if not image.strip():
                     raise
-                registered = ", ".join(r.ref for r in self._images.list()) or "none"
+                registered = ", ".join(self._images.refs()) or "none"
                 raise DeployError(
                     f"Image {image.strip()!r} is not a known zeroscale image. "
                     f"Known images: {known_images()}. Registered images: {registered} "

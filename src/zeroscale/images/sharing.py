@@ -186,9 +186,9 @@ class SharedImages:
         log.info("image %s:%s@%s copied from front end %s", name, tag, doc["digest"], peer_id)
         return True
 
-    def list(self) -> builtins.list[ImageRecord]:
-        """This front end's own pushes and copies."""
-        return self.registry.list()
+    def refs(self) -> builtins.list[str]:
+        """Every registered tag's ``name:tag``, wherever it is held."""
+        return [f"{doc['name']}:{doc['tag']}" for doc in self.everywhere()]
 
     def everywhere(self) -> builtins.list[dict[str, Any]]:
         """Every tag's last push, wherever it is held (``ImageRecord.to_json``), by name and tag; pushes held
