@@ -12,7 +12,7 @@ import pytest
 
 from zeroscale.cli.image_commands import pack
 from zeroscale.errors import DeployError
-from zeroscale.images import ImageError, ImageRegistry
+from zeroscale.images import ImageError, ImageRecord, ImageRegistry
 from zeroscale.images.sharing import SharedImages
 from zeroscale.images.tags import TagLedger
 from zeroscale.store import Store
@@ -42,14 +42,20 @@ def frontends(tmp_path: Path) -> Iterator[tuple[FrontEnd, FrontEnd, list[float]]
     c.store.close()
 
 
-def test_a_tag_deleted_while_a_front_end_was_away_is_forgotten_there(
-    frontends: tuple[FrontEnd, FrontEnd, list[float]], tmp_path: Path
-) -> None:
-    a, c, clock = frontends
+def pushed_and_copied(a: FrontEnd, c: FrontEnd) -> ImageRecord:
+    """byo:1 pushed to a, and copied by c when it was announced, as the peer route does (the same content,
+    the push's time)."""
     pushed = a.images.push("byo", "1", pack(EXAMPLE))
-    # c copied it when it was announced, as the peer route does (the same content, the push's time)
     copy = c.registry.push("byo", "1", pushed.root, pushed_at=pushed.pushed_at)
     assert copy.digest == pushed.digest
+    return pushed
+
+
+def test_a_tag_deleted_while_a_front_end_was_away_is_forgotten_there(
+    frontends: tuple[FrontEnd, FrontEnd, list[float]],
+) -> None:
+    a, c, clock = frontends
+    pushed = pushed_and_copied(a, c)
     assert c.images.resolve("byo:1") == c.registry.get("byo", "1")
     assert [d["digest"] for d in c.images.everywhere()] == [f"sha256:{pushed.digest}"]
     clock[0] += 10
@@ -64,11 +70,10 @@ def test_a_tag_deleted_while_a_front_end_was_away_is_forgotten_there(
 
 
 def test_a_front_end_forgets_at_its_start_what_was_deleted_while_it_was_down(
-    frontends: tuple[FrontEnd, FrontEnd, list[float]], tmp_path: Path
+    frontends: tuple[FrontEnd, FrontEnd, list[float]],
 ) -> None:
     a, c, clock = frontends
-    pushed = a.images.push("byo", "1", pack(EXAMPLE))
-    c.registry.push("byo", "1", pushed.root, pushed_at=pushed.pushed_at)
+    pushed = pushed_and_copied(a, c)
     kept = c.registry.push("byo", "2", pushed.root)  # its own push, before the words were kept
     clock[0] += 10
     a.images.delete("byo", "1")
@@ -83,8 +88,7 @@ def test_a_push_after_a_deletion_is_the_tags_word_and_an_old_copy_never_replaces
     frontends: tuple[FrontEnd, FrontEnd, list[float]], tmp_path: Path
 ) -> None:
     a, c, clock = frontends
-    first = a.images.push("byo", "1", pack(EXAMPLE))
-    c.registry.push("byo", "1", first.root, pushed_at=first.pushed_at)
+    first = pushed_and_copied(a, c)
     clock[0] += 10
     a.images.delete("byo", "1")
     source = tmp_path / "v2"
