@@ -315,12 +315,6 @@ def build(settings: Settings) -> Server:
         settings.idle_timeout_s,
         pyenvs,
         images=shared_images,
-        byo_refusal=(
-            "this front end runs its workers on a Ray cluster (--ray-address); serve it from a front end "
-            "without --ray-address"
-            if settings.ray_address
-            else ""
-        ),
         reads_for=authz.local_reads,
     )
     recent = RecentMetrics(fleet.active_loads)  # as the one-minute history: a variant at zero samples nothing
@@ -631,6 +625,7 @@ def _workers(
             cgroups=settings.worker_cgroups,
             artifact_cache_bytes=settings.artifact_cache_bytes,
             requirements_cache_bytes=settings.requirements_cache_bytes,
+            images_root=settings.images_dir,
         )
     return WorkerManager(
         settings.workers_dir,

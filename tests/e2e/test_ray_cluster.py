@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
+import re
 import shutil
 import signal
 import tempfile
@@ -392,22 +393,33 @@ def _frontend_ids(database_url: str) -> set[str]:
 EXAMPLE_IMAGE = Path(__file__).resolve().parents[2] / "examples" / "byo-image"
 
 
-def test_a_bring_your_own_image_is_refused_by_name(setup: Setup, tmp_path: Path) -> None:
-    """Pushing an image works (it is kept by the front end), deploying it fails before any download: its
-    workers would have to run on the cluster's nodes."""
+def test_a_bring_your_own_image_runs_on_the_nodes(setup: Setup, tmp_path: Path) -> None:
+    """An image pushed to the front end serves from the cluster's nodes: each node that runs a worker of it
+    registers its own copy of the image's files (sent once through Ray's object store, checked to be the
+    content deployed), and the worker answers through the node's relay, its output in the log group."""
     server = setup.server
     env = {"AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY, "AWS_DEFAULT_REGION": REGION}
     push = ["images", "push", "byo-linear:1.0", str(EXAMPLE_IMAGE), "--endpoint-url", server.url]
     out = CliRunner().invoke(cli, push, env=env)
     assert out.exit_code == 0, out.output
-    model = tmp_path / "linear.json"
-    model.write_text(json.dumps({"weights": [1.0], "bias": 0.0}))
-    url = f"file://{make_tar(tmp_path / 'linear.tar.gz', {'linear.json': model})}"
-    desc = deploy(server.client("sagemaker"), "byo", url, image="byo-linear:1.0")
-    assert desc["EndpointStatus"] == "Failed"
-    assert "Bring-your-own images need local workers: image byo-linear:1.0" in desc["FailureReason"]
-    assert "--ray-address" in desc["FailureReason"]
-    assert server.workers("byo") == 0
+    found = re.search(r"sha256:([0-9a-f]{64})", out.output)
+    assert found is not None, out.output
+    digest = found.group(1)
+    model = tmp_path / "model.json"
+    model.write_text(json.dumps({"weights": [2.0], "bias": 1.0}))
+    url = f"file://{make_tar(tmp_path / 'linear.tar.gz', {'model.json': model})}"
+    desc = deploy(server.client("sagemaker"), "byo", url, image="byo-linear:1.0", max_concurrency=2)
+    assert desc["EndpointStatus"] == "InService", desc.get("FailureReason")
+    smr = server.client("sagemaker-runtime")
+    for x in range(4):
+        body = f"{x}\n".encode()
+        answer = smr.invoke_endpoint(EndpointName="byo", Body=body, ContentType="text/csv", Accept="text/csv")
+        assert answer["Body"].read().strip() == str(2.0 * x + 1.0).encode()
+    (worker,) = _workers(server, "byo")
+    node_ids = {i[:8]: i for i in setup.ray.node_ids()}
+    node_id = node_ids[worker["Node"].split("/")[1]]
+    copy = setup.node_dir / node_id[:16] / "images" / "image" / digest / digest
+    assert (copy / "serve").read_bytes() == (EXAMPLE_IMAGE / "serve").read_bytes()
     server.client("sagemaker").delete_endpoint(EndpointName="byo")
 
 

@@ -4,6 +4,7 @@ and what it refuses to send to a node. (tests/e2e/test_ray_cluster.py runs it ag
 from __future__ import annotations
 
 import asyncio
+import io
 import os
 import subprocess
 import sys
@@ -15,10 +16,13 @@ import pytest
 
 from zeroscale.artifacts.cache import ArtifactCache
 from zeroscale.errors import DeployError, WorkersUnavailable
+from zeroscale.images.registry import ImageRegistry, write_archive
 from zeroscale.workers.manager import WorkerHandle, WorkerSpec
 from zeroscale.workers.ray_agent import AgentConfig, NodeAgent
 from zeroscale.workers.ray_workers import Node, NodeLost, RayWorkers
 from zeroscale.workers.zygotes import TemplateRefused
+
+EXAMPLE_IMAGE = Path(__file__).resolve().parents[2] / "examples" / "byo-image"
 
 
 def _workers() -> RayWorkers:
@@ -110,13 +114,41 @@ def test_what_a_node_is_sent_is_the_artifacts_source_not_a_local_path(tmp_path: 
     assert request["model_source"] == f"file://{model}" and request["memory_mb"] == 1024
 
 
-def test_images_and_directories_outside_the_cache_are_refused(tmp_path: Path) -> None:
+def test_directories_outside_the_cache_or_the_image_registry_are_refused(tmp_path: Path) -> None:
     workers = _workers()
     with pytest.raises(DeployError, match="not in the artifact cache"):
         workers._request(_spec(tmp_path, str(tmp_path)))
-    image = WorkerSpec("byo/x", str(tmp_path), 1024, tmp_path, command=("serve",))
-    with pytest.raises(DeployError, match="Bring-your-own images need local workers"):
-        workers._request(image)
+    registry = RayWorkers("127.0.0.1:6379", node_root="/tmp/unused", images_root=tmp_path / "images")
+    image = WorkerSpec("byo/x", str(tmp_path), 1024, tmp_path, command=("serve",), workdir=str(tmp_path))
+    with pytest.raises(DeployError, match="not in the image registry"):
+        asyncio.run(registry._image(image))
+    root = tmp_path / "images" / "linear" / "1.0" / ("d" * 64)
+    assert registry._image_parts(str(root / "app")) == ("d" * 64, root, "app")
+    assert registry._image_parts(str(root)) == ("d" * 64, root, "")
+
+
+def test_a_node_registers_an_image_once_and_runs_only_the_content_deployed(tmp_path: Path) -> None:
+    """The agent's side of ``RayWorkers._image``: the tar.gz registered in the node's own registry (the same
+    checks as a push), once per digest; another content, or a workdir out of the image, is refused."""
+    pushed = ImageRegistry(tmp_path / "front").push("linear", "1.0", EXAMPLE_IMAGE)
+    buffer = io.BytesIO()
+    write_archive(pushed.root, buffer)
+    agent = NodeAgent(AgentConfig(node_id="n" * 16, root=str(tmp_path / "node"), host="127.0.0.1"))
+
+    async def workdir(digest: str, within: str = "") -> str:
+        archive = asyncio.get_running_loop().create_future()  # awaited as the ObjectRef is on a cluster
+        archive.set_result(buffer.getvalue())
+        image = {"digest": digest, "archive": archive, "workdir": within, "command": []}
+        return await agent._image_workdir(image)
+
+    first = asyncio.run(workdir(pushed.digest))
+    assert Path(first, "serve").read_bytes() == (EXAMPLE_IMAGE / "serve").read_bytes()
+    assert Path(first).parent.parent == tmp_path / "node" / ("n" * 16) / "images" / "image"
+    assert asyncio.run(workdir(pushed.digest)) == first  # registered once
+    with pytest.raises(DeployError, match="not sha256:" + "0" * 64):
+        asyncio.run(workdir("0" * 64))
+    with pytest.raises(DeployError, match="outside the image"):
+        asyncio.run(workdir(pushed.digest, "../.."))
 
 
 def test_other_front_ends_workers_on_a_node_count_against_it(tmp_path: Path) -> None:

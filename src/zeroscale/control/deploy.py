@@ -78,12 +78,10 @@ class Deployer:
         default_idle_timeout_s: float,
         pyenvs: PythonEnvs | None = None,
         images: Images | None = None,
-        byo_refusal: str = "",
         reads_for: Callable[[tuple[str, str]], ReadCheck | None] | None = None,
     ) -> None:
-        """``byo_refusal``: why this front end's workers cannot run bring-your-own images (they run on a
-        Ray cluster), given as FailureReason to a deployment of one; "" where they can. ``reads_for``: what
-        a model made by an IAM user (``creator``) may read on the server's disk (None: anything)."""
+        """``reads_for``: what a model made by an IAM user (``creator``) may read on the server's disk (None:
+        anything)."""
         self._models = models
         self._reads_for = reads_for
         self._artifacts = artifacts
@@ -92,7 +90,6 @@ class Deployer:
         self._default_idle_timeout_s = default_idle_timeout_s
         # bring-your-own images (default: beside the artifact cache, in <data-dir>/images)
         self._images: Images = images or ImageRegistry(artifacts.root.parent / "images")
-        self._byo_refusal = byo_refusal
         # Multi-model images' models directories (one per deployment, removed when its pool drains): those
         # of a server that stopped are no pool's now.
         self._mme_root = artifacts.root.parent / "mme"
@@ -235,11 +232,6 @@ class Deployer:
         image = str(container.get("Image") or "")
         env = {str(k): str(v) for k, v in (container.get("Environment") or {}).items()}
         runtime, byo = await asyncio.to_thread(self._resolve, image)  # may copy it from another front end
-        if byo is not None and self._byo_refusal:  # before any download
-            raise DeployError(
-                f"Bring-your-own images need local workers: image {byo.ref} cannot run here, "
-                f"{self._byo_refusal}."
-            )
         if byo is not None:  # the model's Environment is laid over the image's
             env = {**byo.manifest.env, **env}
         check_code_env(env)  # before any download: it names no directory outside the model

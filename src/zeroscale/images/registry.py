@@ -33,7 +33,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from zeroscale.artifacts.extract import Limits, copy_directory, extract_archive
 from zeroscale.artifacts.scratch import remove_stale, staging_dir
@@ -145,7 +145,11 @@ class ImageRegistry:
                     self._check_room(ref, stats.bytes, self.get(name, tag))
                 tag_dir.mkdir(parents=True, exist_ok=True)
                 if not final.exists():
-                    os.rename(image, final)
+                    try:
+                        os.rename(image, final)
+                    except OSError:  # another process (a node's other agent) put the same content there
+                        if not final.is_dir():
+                            raise
                 at = time.time() if pushed_at is None else pushed_at
                 record = ImageRecord(name, tag, digest, at, stats.members, stats.bytes, manifest, final)
                 tmp = staging / RECORD_FILE
@@ -169,8 +173,8 @@ class ImageRegistry:
             return None
         fd, path = tempfile.mkstemp(prefix=f"{os.getpid()}-archive-", suffix=".tar.gz", dir=self._tmp)
         try:
-            with os.fdopen(fd, "wb") as out, tarfile.open(fileobj=out, mode="w:gz", compresslevel=1) as tar:
-                tar.add(record.root, arcname=".")
+            with os.fdopen(fd, "wb") as out:
+                write_archive(record.root, out)
         except BaseException:
             os.unlink(path)
             raise
@@ -310,6 +314,13 @@ class ImageRegistry:
     # ---- temporaries ----
     def _staging(self) -> contextlib.AbstractContextManager[Path]:
         return staging_dir(self._tmp)
+
+
+def write_archive(root: Path, out: BinaryIO) -> None:
+    """A tar.gz of an image's files (``root``) into ``out``: what another front end or a cluster node
+    registers again, through the same checks as a push (its digest is of the files, not of these bytes)."""
+    with tarfile.open(fileobj=out, mode="w:gz", compresslevel=1) as tar:
+        tar.add(root, arcname=".")
 
 
 def _image_wording(message: str, what: str) -> str:

@@ -46,6 +46,7 @@ from zeroscale.artifacts.holds import Hold, Holds
 from zeroscale.artifacts.pyenv import PythonEnvs
 from zeroscale.config import DEFAULT_MAX_EXTRACTED_MB, DEFAULT_WORKER_LOG_MB_PER_MINUTE, MB
 from zeroscale.errors import DeployError, ZeroscaleError
+from zeroscale.images.registry import ImageRegistry
 from zeroscale.runtimes.usercode import PYTHONPATH, requirements_file
 from zeroscale.workers.cgroups import MemoryGroups, memory_line
 from zeroscale.workers.confinement import Confinement, SandboxSettings
@@ -57,6 +58,7 @@ from zeroscale.workers.zygotes import TemplateRefused, Zygote, ZygoteError
 log = logging.getLogger("zeroscale.workers.node")
 _RELAY_CHUNK = 256 * 1024
 _LOG_CHUNK = 1024 * 1024  # the most of one worker's output shipped per poll
+_NODE_IMAGE = "image"  # the node's registry's one name: each image is the tag of its content digest
 # The node's caches (artifacts, requirements) are trimmed after each new entry, at the poll after a worker or
 # template ends (what it used may be unused now), and this often (what other agents' ended).
 TRIM_EVERY_S = 60.0
@@ -110,6 +112,12 @@ class NodeAgent:
         self._pyenvs = PythonEnvs(
             self._root / "pyenvs", capacity_bytes=config.requirements_cache_bytes, holds=holds
         )
+        # Bring-your-own images' files, registered again here from a front end's copy: one entry per content
+        # digest (its tag), through the checks of any push.
+        self._images = ImageRegistry(
+            self._root / "images", max_bytes=config.max_extracted_bytes, max_files=config.max_extracted_files
+        )
+        self._image_locks: dict[str, asyncio.Lock] = {}
         # Every worker's and template's directories are held (locked) for as long as it lives, so this agent
         # has nothing else in use to name.
         self._artifacts.in_use = self._pyenvs.in_use = tuple
@@ -208,6 +216,22 @@ class NodeAgent:
             )
         return str(model_dir)
 
+    async def _image_workdir(self, image: dict[str, Any]) -> str:
+        """A bring-your-own image's workdir on this node: its files registered here from the front end's
+        tar.gz (``RayWorkers._image``) the first time, checked to be the content the endpoint deployed."""
+        digest = str(image["digest"])
+        async with self._image_locks.setdefault(digest, asyncio.Lock()):
+            record = await asyncio.to_thread(self._images.get, _NODE_IMAGE, digest)
+            if record is None:
+                archive = await image["archive"]  # from Ray's object store
+                record = await asyncio.to_thread(self._images.push_bytes, _NODE_IMAGE, digest, archive)
+        if record.digest != digest:
+            raise DeployError(f"The image sent to this node is sha256:{record.digest}, not sha256:{digest}.")
+        workdir = (record.root / str(image["workdir"])).resolve()
+        if workdir != record.root and record.root not in workdir.parents:
+            raise DeployError(f"The image's workdir {image['workdir']!r} is outside the image.")
+        return str(workdir)
+
     async def _spec(self, req: dict[str, Any], hold: Hold) -> WorkerSpec:
         env = dict(req["env"])
         for name, (sha, source) in dict(req.get("env_sources") or {}).items():  # the SDK's code directory
@@ -218,12 +242,15 @@ class NodeAgent:
             lib = await self._pyenvs.prepare(found, hold) if found is not None else None
             if lib is not None:
                 env[PYTHONPATH] = str(lib)
+        image = req.get("image")
         return WorkerSpec(
             runtime=req["runtime"],
             model_dir=model_dir,
             memory_mb=int(req["memory_mb"]),
             log_dir=self._logs_dir,
             env=env,
+            command=tuple(image["command"]) if image else (),
+            workdir=await self._image_workdir(image) if image else "",
         )
 
     # ---- workers ----
@@ -246,6 +273,9 @@ class NodeAgent:
             if isinstance(exc, DeployError | ZygoteError | OSError):
                 return {"error": str(exc)}
             raise
+        if handle.conn is not None:  # the readiness check's: the front end talks to it through the relay
+            handle.conn.close()  # (a server that takes one connection at a time would wait on this idle one)
+            handle.conn = None
         self._workers[wid] = handle
         self._offsets.setdefault(wid, 0)
         self._write_ledger()
@@ -262,11 +292,14 @@ class NodeAgent:
     async def _relay(self, handle: WorkerHandle) -> _Relay:
         async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             try:
-                unix = await asyncio.open_unix_connection(handle.socket_path, limit=_RELAY_CHUNK)
+                if handle.port:  # a bring-your-own image's server, on a port of this node's loopback
+                    to = await asyncio.open_connection(handle.host, handle.port, limit=_RELAY_CHUNK)
+                else:
+                    to = await asyncio.open_unix_connection(handle.socket_path, limit=_RELAY_CHUNK)
             except OSError:
                 writer.close()
                 return
-            await asyncio.gather(_pipe(reader, unix[1]), _pipe(unix[0], writer))
+            await asyncio.gather(_pipe(reader, to[1]), _pipe(to[0], writer))
 
         server = await asyncio.start_server(serve, self._config.host, 0, limit=_RELAY_CHUNK)
         port = int(server.sockets[0].getsockname()[1])

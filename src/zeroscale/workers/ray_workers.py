@@ -34,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import io
 import itertools
 import logging
 import os
@@ -41,6 +42,7 @@ import signal
 import threading
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,6 +51,7 @@ from typing import Any
 from zeroscale.artifacts.cache import entry_source
 from zeroscale.config import DEFAULT_MAX_EXTRACTED_MB, DEFAULT_WORKER_LOG_MB_PER_MINUTE, MB
 from zeroscale.errors import DeployError, WorkersUnavailable
+from zeroscale.images.registry import write_archive
 from zeroscale.runtimes.usercode import PYTHONPATH, SUBMIT_DIRECTORY
 from zeroscale.workers.client import Body, WorkerConnection, WorkerResponse
 from zeroscale.workers.manager import WorkerHandle, WorkerSpec
@@ -58,6 +61,7 @@ from zeroscale.workers.stream import WorkerStream, open_stream
 from zeroscale.workers.zygotes import TemplateRefused, Zygote
 
 log = logging.getLogger("zeroscale.workers.ray")
+IMAGE_REFS_BYTES = 1024 * MB  # bring-your-own images' archives this front end keeps in Ray's object store
 NAMESPACE = "zeroscale"
 # How long Ray's client in this process keeps trying to reach a lost head before it ends the process (Ray's
 # default, 60 s, would end the front end with the head): a day, unless the environment says otherwise.
@@ -167,8 +171,15 @@ class RayWorkers:
         poll_s: float = 0.5,
         node_timeout_s: float = 10.0,
         temp_dir: str | None = None,
+        images_root: Path | None = None,
     ) -> None:
+        """``images_root``: the front end's image registry (bring-your-own images' workers run on the nodes
+        from a copy of the image's files, ``_image``)."""
         self._address = address
+        self._images_root = images_root
+        # content digest -> (the image's tar.gz in Ray's object store, its size), least recently used first
+        self._image_refs: OrderedDict[str, tuple[Any, int]] = OrderedDict()
+        self._image_lock = asyncio.Lock()
         self._temp_dir = temp_dir  # the local Ray node to attach to (its --temp-dir); None: Ray's choice
         self._agent_config = AgentConfig(
             node_id="",
@@ -371,11 +382,6 @@ class RayWorkers:
 
     def _request(self, spec: WorkerSpec) -> tuple[str, dict[str, Any]]:
         """The model's sha256 and what an agent needs to run ``spec`` (sources, not this machine's paths)."""
-        if spec.command:
-            raise DeployError(
-                "Bring-your-own images need local workers: they do not run on a Ray cluster; serve this "
-                "model from a front end without --ray-address."
-            )
         entry = entry_source(spec.model_dir)
         if entry is None:
             raise DeployError(f"The model directory {spec.model_dir} is not in the artifact cache.")
@@ -399,6 +405,42 @@ class RayWorkers:
             "env_sources": env_sources,
             "requirements": requirements,
         }
+
+    async def _image(self, spec: WorkerSpec) -> dict[str, Any]:
+        """What a node needs to run a bring-your-own image's worker: the image's files, as a tar.gz put in
+        Ray's object store once per content digest (the node registers it through the same checks as a
+        push, and runs it only if its digest is the one deployed), and the command and workdir in them."""
+        digest, root, workdir = self._image_parts(spec.workdir)
+        async with self._image_lock:
+            kept = self._image_refs.get(digest)
+            if kept is None:
+
+                def put() -> tuple[Any, int]:
+                    import ray
+
+                    buffer = io.BytesIO()
+                    write_archive(root, buffer)
+                    return ray.put(buffer.getvalue()), buffer.tell()
+
+                kept = self._image_refs[digest] = await asyncio.to_thread(put)
+            self._image_refs.move_to_end(digest)
+            # the object store holds the most recently started images up to IMAGE_REFS_BYTES (at least one):
+            # a node that has registered an image no longer needs it, one that has not gets it put again
+            total = sum(size for _, size in self._image_refs.values())
+            while len(self._image_refs) > 1 and total > IMAGE_REFS_BYTES:
+                total -= self._image_refs.popitem(last=False)[1][1]
+        return {"digest": digest, "archive": kept[0], "workdir": workdir, "command": list(spec.command)}
+
+    def _image_parts(self, workdir: str) -> tuple[str, Path, str]:
+        """A worker's workdir in this front end's registry (``<root>/<name>/<tag>/<digest>/<workdir>``) ->
+        (digest, the image's directory, the workdir within it)."""
+        if self._images_root is None:
+            raise DeployError("This front end was given no image registry for its cluster's workers.")
+        try:
+            name, tag, digest, *within = Path(workdir).relative_to(self._images_root).parts
+        except ValueError:
+            raise DeployError(f"The image directory {workdir} is not in the image registry.") from None
+        return digest, self._images_root / name / tag / digest, "/".join(within)
 
     def _place(self, spec: WorkerSpec, sha: str, template: RemoteTemplate | None, exclude: set[str]) -> Node:
         """The node for a new worker (``placement.choose``). A node whose last poll did not answer (a
@@ -449,6 +491,8 @@ class RayWorkers:
 
         wid = worker_id or self.new_worker_id()
         sha, request = self._request(spec)
+        if spec.command:
+            request["image"] = await self._image(spec)
         remote = template if isinstance(template, RemoteTemplate) and template.alive else None
         spec.log_dir.mkdir(parents=True, exist_ok=True)
         handle = WorkerHandle(wid, spec, "", spec.log_dir / f"{wid}.log", started_at=time.monotonic())
