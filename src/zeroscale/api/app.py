@@ -28,7 +28,15 @@ from zeroscale.api.jsonrpc import JsonService
 from zeroscale.api.peer import PeerRoute
 from zeroscale.api.query import UNSIGNED_ACTIONS, QueryService, is_query_request, parse
 from zeroscale.api.stream_invoke import StreamInvokeApi
-from zeroscale.api.wire import Send, control_error, control_ok, respond, respond_stream, runtime_error
+from zeroscale.api.wire import (
+    Receive,
+    Send,
+    control_error,
+    control_ok,
+    respond,
+    respond_stream,
+    runtime_error,
+)
 from zeroscale.errors import (
     InternalFailure,
     RuntimeValidationError,
@@ -40,7 +48,6 @@ from zeroscale.iam.authz import Access
 from zeroscale.metrics.registry import Metrics
 
 Scope = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 log = logging.getLogger("zeroscale.api")
 
 _RUNTIME_PREFIX = "/endpoints/"

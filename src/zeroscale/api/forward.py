@@ -22,11 +22,10 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
+from collections.abc import Callable
 
 from zeroscale.api import eventstream
-from zeroscale.api.wire import Headers, Send
+from zeroscale.api.wire import Headers, Receive, Send, watch_disconnect
 from zeroscale.peers import PATH, Peer, PeerClient, PeerRefused, PeerStream
 
 log = logging.getLogger("zeroscale.peers")
@@ -37,9 +36,6 @@ _ERROR_BYTES = 64 * 1024  # the most of an error's answer relayed (its JSON)
 _TARGET_VARIANT = b"x-amzn-sagemaker-target-variant"
 _SENT = (b"content-type", b"accept")  # and every x-amzn-sagemaker-* header but the target variant
 _NOT_RELAYED = frozenset({b"content-length", b"date", b"server", b"connection", b"transfer-encoding"})
-
-
-Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 
 
 def invoke_path(endpoint: str) -> str:
@@ -136,7 +132,7 @@ class Forwarder:
         invocation's time) ends with an InternalStreamFailure event."""
         await send({"type": "http.response.start", "status": 200, "headers": _relayed(answer.headers)})
         gone = asyncio.Event()
-        watcher = asyncio.ensure_future(_watch_disconnect(receive, answer, gone))
+        watcher = asyncio.ensure_future(watch_disconnect(receive, answer.close, gone))
         frames, tail = eventstream.Frames(), b""
         try:
             async with asyncio.timeout_at(deadline):
@@ -180,14 +176,3 @@ def _sent(headers: Headers, variant: str) -> Headers:
 
 def _relayed(headers: Headers) -> Headers:
     return [(k, v) for k, v in headers if k not in _NOT_RELAYED]
-
-
-async def _watch_disconnect(receive: Receive, answer: PeerStream, gone: asyncio.Event) -> None:
-    """The request body was read whole, so the next message is the client going away: drop the holder's
-    connection, which stops its worker."""
-    while True:
-        message = await receive()
-        if message.get("type") == "http.disconnect":
-            gone.set()
-            answer.close()
-            return

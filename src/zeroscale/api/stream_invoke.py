@@ -19,20 +19,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
 
 from zeroscale.api import eventstream
 from zeroscale.api.invoke import InvokeApi, answer_type
 from zeroscale.api.served import INVOKE_ENDPOINT_WITH_RESPONSE_STREAM
-from zeroscale.api.wire import Headers, Send
+from zeroscale.api.wire import Headers, Receive, Send, watch_disconnect
 from zeroscale.errors import ModelStreamError, RuntimeValidationError, ZeroscaleError
 from zeroscale.router.invocation import Invocation
 from zeroscale.router.pool import VariantPool
 from zeroscale.router.spec import PoolSpec
 from zeroscale.router.streams import PoolStream
 
-Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 log = logging.getLogger("zeroscale.api")
 
 # Request headers passed on to the worker under the names the container contract uses.
@@ -130,7 +127,7 @@ class StreamInvokeApi(InvokeApi):
     ) -> None:
         """Send the head, then each part as it arrives; record the invocation before the last byte."""
         gone = asyncio.Event()
-        watcher = asyncio.ensure_future(_watch_disconnect(receive, stream, gone))
+        watcher = asyncio.ensure_future(watch_disconnect(receive, stream.close, gone))
         status, code, tail = 200, "", b""
         try:
             await send({"type": "http.response.start", "status": 200, "headers": out})
@@ -159,13 +156,3 @@ class StreamInvokeApi(InvokeApi):
                 await watcher
         self._record(spec, inv, started, status, code, stream.bytes_out)
         await send({"type": "http.response.body", "body": tail, "more_body": False})
-
-
-async def _watch_disconnect(receive: Receive, stream: PoolStream, gone: asyncio.Event) -> None:
-    """The request body was read whole, so the next message is the client going away: stop the stream."""
-    while True:
-        message = await receive()
-        if message.get("type") == "http.disconnect":
-            gone.set()
-            stream.close()
-            return

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from typing import Any
@@ -9,7 +10,19 @@ from typing import Any
 from zeroscale.errors import ModelError, ZeroscaleError
 
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Headers = list[tuple[bytes, bytes]]
+
+
+async def watch_disconnect(receive: Receive, stop: Callable[[], None], gone: asyncio.Event) -> None:
+    """For an answer sent as it comes, once the request body was read whole: the next message is the client
+    going away, which sets ``gone`` and calls ``stop`` (the worker, or the front end relaying, stops)."""
+    while True:
+        message = await receive()
+        if message.get("type") == "http.disconnect":
+            gone.set()
+            stop()
+            return
 
 
 def header_text(raw: bytes) -> str:
