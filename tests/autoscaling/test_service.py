@@ -235,21 +235,7 @@ def test_the_leader_decides_from_every_front_ends_samples() -> None:
         clock=lambda: now[0],
         leads=lambda: False,
     )
-    leader.register({**SCOPE, "MinCapacity": 1, "MaxCapacity": 4})
-    leader.put_policy(
-        {
-            **SCOPE,
-            "PolicyName": "per-instance",
-            "PolicyType": "TargetTrackingScaling",
-            "TargetTrackingScalingPolicyConfiguration": {
-                "TargetValue": 60.0,
-                "PredefinedMetricSpecification": {
-                    "PredefinedMetricType": "SageMakerVariantInvocationsPerInstance"
-                },
-                "ScaleOutCooldown": 60,
-            },
-        }
-    )
+    per_instance(leader, ScaleOutCooldown=60)
     other_samples.watch(samples._watched)
     for _ in range(3):  # three 10-s periods of 6 invocations on each front end
         for n in range(6):
@@ -284,6 +270,21 @@ def test_the_leader_decides_from_every_front_ends_samples() -> None:
     assert merged == [36.0, 36.0, 42.0]
 
 
+def per_instance(scaling: AutoScaling, **config: Any) -> None:
+    """1 to 4 instances, tracking 60 invocations per instance (with ``config`` added)."""
+    scaling.register({**SCOPE, "MinCapacity": 1, "MaxCapacity": 4})
+    predefined = {"PredefinedMetricType": "SageMakerVariantInvocationsPerInstance"}
+    tracking = {"TargetValue": 60.0, "PredefinedMetricSpecification": predefined, **config}
+    scaling.put_policy(
+        {
+            **SCOPE,
+            "PolicyName": "per-instance",
+            "PolicyType": "TargetTrackingScaling",
+            "TargetTrackingScalingPolicyConfiguration": tracking,
+        }
+    )
+
+
 def closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -303,20 +304,7 @@ def test_no_scale_in_while_a_front_end_does_not_answer_the_leader(caplog: pytest
     live = [down]
     client = PeerClient(b"k" * 32, "fe-a", lambda: live, timeout_s=2.0)
     leader._others = client.ask
-    leader.register({**SCOPE, "MinCapacity": 1, "MaxCapacity": 4})
-    leader.put_policy(
-        {
-            **SCOPE,
-            "PolicyName": "per-instance",
-            "PolicyType": "TargetTrackingScaling",
-            "TargetTrackingScalingPolicyConfiguration": {
-                "TargetValue": 60.0,
-                "PredefinedMetricSpecification": {
-                    "PredefinedMetricType": "SageMakerVariantInvocationsPerInstance"
-                },
-            },
-        }
-    )
+    per_instance(leader)
     try:
         with caplog.at_level(logging.INFO, logger="zeroscale.autoscaling"):
             for _ in range(16):
