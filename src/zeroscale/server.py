@@ -218,7 +218,7 @@ def build(settings: Settings) -> Server:
 
     def fetch_as(url: str, creator: tuple[str, str]) -> Path:
         """A multi-model variant's target model, read with its model's creator's rights."""
-        return artifacts.prepare(url, reads=authz.local_reads(creator))
+        return artifacts.prepare(url, reads=authz.local_reads(creator), archive_only=True)
 
     fleet = Fleet(
         manager,

@@ -342,6 +342,20 @@ def test_directory_is_copied_and_cached(cache: ArtifactCache, tmp_path: Path) ->
     assert (model / "model.bin").read_bytes() == b"weights"
 
 
+def test_a_directory_is_refused_where_only_an_archive_may_be_named(
+    cache: ArtifactCache, tmp_path: Path
+) -> None:
+    """A multi-model endpoint's TargetModel names one archive under its prefix, as an S3 key names one
+    object: a directory there is refused by what it is (it had been taken as a model directory, and the
+    model's load failed instead)."""
+    src = tmp_path / "models" / "small"
+    src.mkdir(parents=True)
+    (src / "model.bin").write_bytes(b"weights")
+    with pytest.raises(DeployError, match=r"small is a directory, not a model archive \(a .tar.gz\)"):
+        cache.prepare(f"file://{src}", archive_only=True)
+    cache.prepare(f"file://{src}")  # a ModelDataUrl may name one
+
+
 def test_directory_limits_and_special_files(tmp_path: Path) -> None:
     src = tmp_path / "src"
     src.mkdir()

@@ -412,6 +412,10 @@ def test_invoke_targets_a_model_a_container_and_a_variant(
 
     out = _ok(zs("invoke", "cli-mme", "--body", "{}", "--target-model", "b.tar.gz"))
     assert json.loads(out) == {"model": "b", "attributes": None, "inference_id": None}
+    (models / "sub").mkdir()  # a TargetModel names an archive, as an S3 key names an object: a 400
+    proc = zs("invoke", "cli-mme", "--body", "{}", "--target-model", "sub")
+    assert proc.returncode == 1 and "ValidationError" in proc.stderr, proc.stderr
+    assert "sub is a directory, not a model archive" in proc.stderr
     out = _ok(
         zs(
             "invoke",

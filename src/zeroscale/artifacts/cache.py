@@ -128,18 +128,22 @@ class ArtifactCache(Shelved):
         *,
         etag: str | None = None,
         reads: ReadCheck | None = None,
+        archive_only: bool = False,
     ) -> Path:
         """Blocking. Returns the directory holding the extracted model (the future /opt/ml/model): held by
         ``hold`` until it is closed, or, without one, kept for the grace period from now. ``etag``: the S3
         object's ETag the model names (``ModelDataSource``); another one fails it. ``reads``: what model
         data on the server's disk may be read for this model, checked where each file and directory
-        resolves when it is read (None: anything outside the protected directories).
+        resolves when it is read (None: anything outside the protected directories). ``archive_only``: a
+        local path must be a file (a multi-model endpoint's TargetModel names one archive, as an S3 key names
+        one object), never a directory.
 
         Raises zeroscale.errors.DeployError with a clear, user-facing reason on any failure.
         """
         if hold is None:
             with self.hold() as own:
-                return self._kept_for_grace(self.prepare(model_data_url, own, etag=etag, reads=reads))
+                model = self.prepare(model_data_url, own, etag=etag, reads=reads, archive_only=archive_only)
+                return self._kept_for_grace(model)
         location = parse_model_data_url(model_data_url)
         if etag is not None and not isinstance(location, S3Location):
             raise DeployError(f"Model data {model_data_url}: an ETag names an S3 object's version.")
@@ -151,7 +155,7 @@ class ArtifactCache(Shelved):
             if isinstance(location, S3Location):
                 model = self._prepare_s3(location, hold, etag)
             else:
-                model = self._prepare_local(location, hold, reads)
+                model = self._prepare_local(location, hold, reads, archive_only)
         except DeployError:
             raise
         except OSError as exc:
@@ -235,7 +239,9 @@ class ArtifactCache(Shelved):
             self._remember(identity, {"etag": obj.etag, "size": obj.size}, result.sha256)
             return model
 
-    def _prepare_local(self, loc: LocalLocation, hold: Hold | None, reads: ReadCheck | None) -> Path:
+    def _prepare_local(
+        self, loc: LocalLocation, hold: Hold | None, reads: ReadCheck | None, archive_only: bool = False
+    ) -> Path:
         try:
             real = Path(os.path.realpath(loc.path))
             real.stat()
@@ -244,6 +250,8 @@ class ArtifactCache(Shelved):
         except OSError as exc:
             raise DeployError(f"Model artifact {loc.url} cannot be read: {describe_os_error(exc)}") from exc
         self._check_real(loc.url, real, reads)
+        if real.is_dir() and archive_only:
+            raise DeployError(f"Model artifact {loc.url} is a directory, not a model archive (a .tar.gz)")
         if real.is_dir():
             return self._prepare_directory(loc, real, hold, reads)
         if not real.is_file():
