@@ -15,10 +15,11 @@ from pathlib import Path
 import pytest
 
 from zeroscale.artifacts.cache import ArtifactCache
+from zeroscale.artifacts.holds import Hold
 from zeroscale.errors import DeployError, WorkersUnavailable
 from zeroscale.images.registry import ImageRegistry, write_archive
 from zeroscale.workers.manager import WorkerHandle, WorkerSpec
-from zeroscale.workers.ray_agent import AgentConfig, NodeAgent
+from zeroscale.workers.ray_agent import IMAGE_KEEP_S, AgentConfig, NodeAgent
 from zeroscale.workers.ray_workers import Node, NodeLost, RayWorkers
 from zeroscale.workers.zygotes import TemplateRefused
 
@@ -129,26 +130,40 @@ def test_directories_outside_the_cache_or_the_image_registry_are_refused(tmp_pat
 
 def test_a_node_registers_an_image_once_and_runs_only_the_content_deployed(tmp_path: Path) -> None:
     """The agent's side of ``RayWorkers._image``: the tar.gz registered in the node's own registry (the same
-    checks as a push), once per digest; another content, or a workdir out of the image, is refused."""
+    checks as a push), once per digest, and held while a worker runs it; another content, or a workdir out
+    of the image, is refused. An image no worker holds, unused for an hour, is removed, and registered
+    again at its next start."""
     pushed = ImageRegistry(tmp_path / "front").push("linear", "1.0", EXAMPLE_IMAGE)
     buffer = io.BytesIO()
     write_archive(pushed.root, buffer)
     agent = NodeAgent(AgentConfig(node_id="n" * 16, root=str(tmp_path / "node"), host="127.0.0.1"))
 
-    async def workdir(digest: str, within: str = "") -> str:
+    async def workdir(digest: str, hold: Hold, within: str = "", data: bytes = buffer.getvalue()) -> str:
         archive = asyncio.get_running_loop().create_future()  # awaited as the ObjectRef is on a cluster
-        archive.set_result(buffer.getvalue())
+        archive.set_result(data)
         image = {"digest": digest, "archive": archive, "workdir": within, "command": []}
-        return await agent._image_workdir(image)
+        return await agent._image_workdir(image, hold)
 
-    first = asyncio.run(workdir(pushed.digest))
+    running = agent._artifacts.hold()
+    first = asyncio.run(workdir(pushed.digest, running))
     assert Path(first, "serve").read_bytes() == (EXAMPLE_IMAGE / "serve").read_bytes()
     assert Path(first).parent.parent == tmp_path / "node" / ("n" * 16) / "images" / "image"
-    assert asyncio.run(workdir(pushed.digest)) == first  # registered once
-    with pytest.raises(DeployError, match="not sha256:" + "0" * 64):
-        asyncio.run(workdir("0" * 64))
-    with pytest.raises(DeployError, match="outside the image"):
-        asyncio.run(workdir(pushed.digest, "../.."))
+    with agent._artifacts.hold() as other:  # registered once: what is sent again is not read
+        assert asyncio.run(workdir(pushed.digest, other, data=b"not an archive")) == first
+    with pytest.raises(DeployError, match="not sha256:" + "0" * 64), agent._artifacts.hold() as hold:
+        asyncio.run(workdir("0" * 64, hold))
+    with pytest.raises(DeployError, match="outside the image"), agent._artifacts.hold() as hold:
+        asyncio.run(workdir(pushed.digest, hold, "../.."))
+    an_hour_ago = time.time() - IMAGE_KEEP_S - 1
+    os.utime(first, (an_hour_ago, an_hour_ago))
+    agent._trim_images()
+    assert Path(first).is_dir()  # a worker runs it
+    running.close()
+    agent._trim_images()
+    assert not Path(first).exists()
+    with agent._artifacts.hold() as hold:
+        assert asyncio.run(workdir(pushed.digest, hold)) == first
+    assert Path(first, "serve").is_file()
 
 
 def test_other_front_ends_workers_on_a_node_count_against_it(tmp_path: Path) -> None:

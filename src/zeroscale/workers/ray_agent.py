@@ -42,10 +42,12 @@ from pathlib import Path
 from typing import Any
 
 from zeroscale.artifacts.cache import ArtifactCache, entry_source
+from zeroscale.artifacts.entrylocks import try_lock_exclusive, unlock
 from zeroscale.artifacts.holds import Hold, Holds
 from zeroscale.artifacts.pyenv import PythonEnvs
 from zeroscale.config import DEFAULT_MAX_EXTRACTED_MB, DEFAULT_WORKER_LOG_MB_PER_MINUTE, MB
 from zeroscale.errors import DeployError, ZeroscaleError
+from zeroscale.images.names import ImageError
 from zeroscale.images.registry import ImageRegistry
 from zeroscale.runtimes.usercode import PYTHONPATH, requirements_file
 from zeroscale.workers.cgroups import MemoryGroups, memory_line
@@ -59,6 +61,7 @@ log = logging.getLogger("zeroscale.workers.node")
 _RELAY_CHUNK = 256 * 1024
 _LOG_CHUNK = 1024 * 1024  # the most of one worker's output shipped per poll
 _NODE_IMAGE = "image"  # the node's registry's one name: each image is the tag of its content digest
+IMAGE_KEEP_S = 3600.0  # a bring-your-own image no worker on the node has started with this long is removed
 # The node's caches (artifacts, requirements) are trimmed after each new entry, at the poll after a worker or
 # template ends (what it used may be unused now), and this often (what other agents' ended).
 TRIM_EVERY_S = 60.0
@@ -216,21 +219,48 @@ class NodeAgent:
             )
         return str(model_dir)
 
-    async def _image_workdir(self, image: dict[str, Any]) -> str:
-        """A bring-your-own image's workdir on this node: its files registered here from the front end's
-        tar.gz (``RayWorkers._image``) the first time, checked to be the content the endpoint deployed."""
+    async def _image_workdir(self, image: dict[str, Any], hold: Hold) -> str:
+        """A bring-your-own image's workdir on this node, held by ``hold`` (so no agent's trim removes it
+        while the worker runs): its files registered here from the front end's tar.gz (``RayWorkers._image``)
+        the first time, checked to be the content the endpoint deployed."""
         digest = str(image["digest"])
         async with self._image_locks.setdefault(digest, asyncio.Lock()):
-            record = await asyncio.to_thread(self._images.get, _NODE_IMAGE, digest)
-            if record is None:
-                archive = await image["archive"]  # from Ray's object store
-                record = await asyncio.to_thread(self._images.push_bytes, _NODE_IMAGE, digest, archive)
+            for _ in range(2):  # again when another agent's trim removed it between the look and the hold
+                record = await asyncio.to_thread(self._images.get, _NODE_IMAGE, digest)
+                if record is None:
+                    archive = await image["archive"]  # from Ray's object store
+                    record = await asyncio.to_thread(self._images.push_bytes, _NODE_IMAGE, digest, archive)
+                if await asyncio.to_thread(hold.add, str(record.root)):
+                    break
+            else:
+                raise DeployError(f"The image sha256:{digest} was removed from this node as it started.")
         if record.digest != digest:
             raise DeployError(f"The image sent to this node is sha256:{record.digest}, not sha256:{digest}.")
+        with contextlib.suppress(OSError):
+            os.utime(record.root)  # its last use, for ``_trim_images``
         workdir = (record.root / str(image["workdir"])).resolve()
         if workdir != record.root and record.root not in workdir.parents:
             raise DeployError(f"The image's workdir {image['workdir']!r} is outside the image.")
         return str(workdir)
+
+    def _trim_images(self) -> None:
+        """Blocking. Remove the images no worker on this node (of any front end's agent: each holds a shared
+        lock on those its workers run) has started with for ``IMAGE_KEEP_S``."""
+        now = time.time()
+        for record in self._images.list():
+            try:
+                if now - record.root.stat().st_mtime < IMAGE_KEEP_S:
+                    continue
+            except OSError:
+                continue
+            fd = try_lock_exclusive(record.root)
+            if fd is None:  # a worker runs it
+                continue
+            try:
+                with contextlib.suppress(ImageError):  # another agent removed it meanwhile
+                    self._images.delete(_NODE_IMAGE, record.tag)
+            finally:
+                unlock(fd)
 
     async def _spec(self, req: dict[str, Any], hold: Hold) -> WorkerSpec:
         env = dict(req["env"])
@@ -250,7 +280,7 @@ class NodeAgent:
             log_dir=self._logs_dir,
             env=env,
             command=tuple(image["command"]) if image else (),
-            workdir=await self._image_workdir(image) if image else "",
+            workdir=await self._image_workdir(image, hold) if image else "",
         )
 
     # ---- workers ----
@@ -395,11 +425,15 @@ class NodeAgent:
         self._wake.clear()
         if self._trim_due or time.monotonic() - self._trimmed_at >= TRIM_EVERY_S:
             self._trim_due, self._trimmed_at = False, time.monotonic()
-            for cache in (self._artifacts, self._pyenvs):
+            for root, trim in (
+                (self._artifacts.root, self._artifacts.trim),
+                (self._pyenvs.root, self._pyenvs.trim),
+                (self._images.root, self._trim_images),
+            ):
                 try:
-                    await asyncio.to_thread(cache.trim)
+                    await asyncio.to_thread(trim)
                 except Exception:  # the report goes out anyway; the next trim tries again
-                    log.exception("node %s: trimming %s failed", self._config.node_id, cache.root)
+                    log.exception("node %s: trimming %s failed", self._config.node_id, root)
         exits, self._exits = self._exits, []
         gone = {e["worker_id"] for e in exits}
         output: dict[str, bytes] = {}
