@@ -18,8 +18,13 @@ import boto3
 import pytest
 from botocore.config import Config
 from botocore.exceptions import SSLError
+from click.testing import CliRunner
 
-from zeroscale.testing import ACCESS_KEY, REGION, SECRET_KEY, ServerProcess, deploy
+from e2e.conftest import handler_model
+from e2e.test_streaming import STREAMING
+from pgserver import PostgresServer
+from zeroscale.cli.main import cli
+from zeroscale.testing import ACCESS_KEY, REGION, SECRET_KEY, ServerProcess, deploy, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -99,3 +104,43 @@ def test_the_cli_verifies_it_through_aws_ca_bundle(server: ServerProcess) -> Non
         context.wrap_socket(raw, server_hostname="127.0.0.1") as tls,
     ):
         assert tls.version() in ("TLSv1.2", "TLSv1.3")
+
+
+def test_front_ends_call_each_other_over_https(
+    server_factory: Callable[..., ServerProcess],
+    certificate: tuple[Path, Path],
+    postgres: PostgresServer,
+    tmp_path: Path,
+) -> None:
+    """Two front ends serving HTTPS on one PostgreSQL database call each other over HTTPS, trusting the
+    certificate they share (--tls-cert): the one without a share of a MaxConcurrency 1 endpoint forwards
+    its invocations and response streams to the other (h11 over TLS), and lists the other's workers."""
+    cert, key = certificate
+    flags = {"tls_cert": cert, "tls_key": key, "database_url": postgres.create_database("tlspeers")}
+    a = server_factory(**flags, frontend_ttl_s=2.0)
+    b = server_factory(**flags, frontend_ttl_s=2.0)
+    url = handler_model(tmp_path, STREAMING)
+    assert (
+        deploy(a.client("sagemaker"), "tls-single", url, max_concurrency=1)["EndpointStatus"] == "InService"
+    )
+    no_share = 'zeroscale_max_concurrency{endpoint_name="tls-single",variant_name="AllTraffic"} 0'
+    wait_for(lambda: no_share in b.metrics(), timeout_s=10)
+    smr = b.client("sagemaker-runtime")
+    body = json.dumps({"parts": 2}).encode()
+    resp = smr.invoke_endpoint(EndpointName="tls-single", Body=body, ContentType="application/json")
+    assert [json.loads(line)["part"] for line in resp["Body"].read().splitlines()] == [0, 1]
+    stream = smr.invoke_endpoint_with_response_stream(
+        EndpointName="tls-single", Body=body, ContentType="application/json"
+    )
+    assert [json.loads(e["PayloadPart"]["Bytes"])["part"] for e in stream["Body"]] == [0, 1]
+    assert b.workers("tls-single") == 0 and a.workers("tls-single") == 1
+    env = {
+        "AWS_ACCESS_KEY_ID": ACCESS_KEY,
+        "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
+        "AWS_DEFAULT_REGION": REGION,
+        "AWS_CA_BUNDLE": str(cert),
+    }
+    out = CliRunner().invoke(cli, ["workers", "tls-single", "--json", "--endpoint-url", b.url], env=env)
+    assert out.exit_code == 0, out.output
+    listed = json.loads(out.stdout)
+    assert len(listed["Workers"]) == 1 and listed["Unreachable"] == []

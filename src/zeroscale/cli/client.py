@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import ssl
 import sys
 import time
 import urllib.error
@@ -58,6 +59,10 @@ class Clients:
             else session.get_credentials()
         )
         self._region = session.region_name
+        # zeroscale's own API is called with urllib: the certificates boto3 trusts (AWS_CA_BUNDLE, or the
+        # profile's ca_bundle) are trusted there too, so a server with a private certificate answers both
+        ca_bundle = session._session.get_config_variable("ca_bundle")
+        self._tls = ssl.create_default_context(cafile=ca_bundle) if ca_bundle else None
 
     def rest(self, method: str, path: str, query: dict[str, str] | None = None, body: bytes = b"") -> bytes:
         """Call zeroscale's own API (``/zeroscale/v1/<path>``), signed with SigV4 like the AWS calls.
@@ -74,7 +79,7 @@ class Clients:
             url, data=body or None, method=method, headers=dict(request.headers)
         )
         try:
-            with urllib.request.urlopen(http_request, timeout=120) as resp:
+            with urllib.request.urlopen(http_request, timeout=120, context=self._tls) as resp:
                 return bytes(resp.read())
         except urllib.error.HTTPError as err:
             raise ApiError(err.code, bytes(err.read())) from None
