@@ -75,9 +75,8 @@ class Forwarder:
         except (OSError, PeerRefused) as exc:
             log.warning("an invocation of %s was not forwarded to front end %s: %s", endpoint, peer.id, exc)
             return None
-        if (
-            answer.status == 403
-        ):  # the peer refused the call itself (another key): not the invocation's answer
+        # the peer refused the call itself (another key): not the invocation's answer
+        if answer.status == 403:
             log.warning("front end %s refused a forwarded invocation: %r", peer.id, payload[:200])
             return None
         return answer.status, _relayed(answer.headers), payload

@@ -10,7 +10,7 @@ pushed to one front end is served by all of them.
   image's files, ``GET /zeroscale/peer/v1/images/<name>/<tag>``, asked with ``images.record``) into its own
   registry, through the same checks as any push, keeping the push's time. So a deployment runs the latest
   push of a tag wherever it was pushed (as a pull from a container registry does); when no live front end
-  holds it, the copy here (if any) is run and the log says so.
+  holds it, the deployment fails saying so, and never runs an older push.
 - **Listing and describing** read the last words: every tag pushed and not deleted, wherever it is held.
 - **Deleting** a tag records its deletion and deletes it here and on every live front end
   (``images.delete``); one that does not answer forgets it when it next resolves it or starts.
@@ -105,8 +105,9 @@ class SharedImages:
     def reconcile(self) -> None:
         """At start: forget the tags deleted while this front end was away; record the pushes it holds that
         have no word yet (pushed before the words were kept)."""
+        words = self._tags.words()
         for record in self.registry.list():
-            word = self._tags.word(record.name, record.tag)
+            word = words.get((record.name, record.tag))
             if word is None:
                 self._tags.known(record)
             elif word.outdates(record):
@@ -193,8 +194,9 @@ class SharedImages:
     def everywhere(self) -> builtins.list[dict[str, Any]]:
         """Every tag's last push, wherever it is held (``ImageRecord.to_json``), by name and tag; pushes held
         here that have no word yet are recorded first."""
+        words = self._tags.words()
         for record in self.registry.list():
-            if self._tags.word(record.name, record.tag) is None:
+            if (record.name, record.tag) not in words:
                 self._tags.known(record)
         return self._tags.live()
 

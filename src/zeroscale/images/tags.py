@@ -55,6 +55,10 @@ class TagLedger:
         rec = self._store.get(KIND, f"{name}:{tag}")
         return None if rec is None else _word(rec)
 
+    def words(self) -> dict[tuple[str, str], TagWord]:
+        """The last word on every tag ever recorded, by (name, tag): one query."""
+        return {_name_tag(rec.name): _word(rec) for rec in self._store.list(KIND)}
+
     def live(self) -> list[dict[str, Any]]:
         """Every tag's last push (``ImageRecord.to_json``), deleted tags left out, by name and tag."""
         docs = [rec.doc for rec in self._store.list(KIND, statuses=(PUSHED,))]
@@ -91,6 +95,11 @@ def _record(name: str, tag: str, status: str, at: float, doc: dict[str, Any]) ->
     return Record(
         kind=KIND, name=f"{name}:{tag}", arn="", created_at=at, modified_at=at, status=status, doc=doc
     )
+
+
+def _name_tag(key: str) -> tuple[str, str]:
+    name, _, tag = key.partition(":")
+    return name, tag
 
 
 def _word(rec: Record) -> TagWord:
