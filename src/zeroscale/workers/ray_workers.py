@@ -436,11 +436,12 @@ class RayWorkers:
         (digest, the image's directory, the workdir within it)."""
         if self._images_root is None:
             raise DeployError("This front end was given no image registry for its cluster's workers.")
+        root = self._images_root.resolve()  # as the registry names its directories
         try:
-            name, tag, digest, *within = Path(workdir).relative_to(self._images_root).parts
+            name, tag, digest, *within = Path(workdir).resolve().relative_to(root).parts
         except ValueError:
             raise DeployError(f"The image directory {workdir} is not in the image registry.") from None
-        return digest, self._images_root / name / tag / digest, "/".join(within)
+        return digest, root / name / tag / digest, "/".join(within)
 
     def _place(self, spec: WorkerSpec, sha: str, template: RemoteTemplate | None, exclude: set[str]) -> Node:
         """The node for a new worker (``placement.choose``). A node whose last poll did not answer (a
