@@ -152,6 +152,7 @@ def test_a_node_registers_an_image_once_and_runs_only_the_content_deployed(tmp_p
         assert asyncio.run(workdir(pushed.digest, other, data=b"not an archive")) == first
     with pytest.raises(DeployError, match="not sha256:" + "0" * 64), agent._artifacts.hold() as hold:
         asyncio.run(workdir("0" * 64, hold))
+    assert agent._images.get("image", "0" * 64) is None  # not kept under the name it claimed
     with pytest.raises(DeployError, match="outside the image"), agent._artifacts.hold() as hold:
         asyncio.run(workdir(pushed.digest, hold, "../.."))
     an_hour_ago = time.time() - IMAGE_KEEP_S - 1

@@ -234,7 +234,9 @@ class NodeAgent:
                     break
             else:
                 raise DeployError(f"The image sha256:{digest} was removed from this node as it started.")
-        if record.digest != digest:
+        if record.digest != digest:  # not kept under a name it does not have
+            with contextlib.suppress(ImageError):
+                await asyncio.to_thread(self._images.delete, _NODE_IMAGE, digest)
             raise DeployError(f"The image sent to this node is sha256:{record.digest}, not sha256:{digest}.")
         with contextlib.suppress(OSError):
             os.utime(record.root)  # its last use, for ``_trim_images``
