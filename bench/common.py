@@ -11,6 +11,7 @@ import http.client
 import json
 import re
 import socket
+import ssl
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -184,9 +185,15 @@ class SignedClient:
 
     ``invoke`` returns (seconds spent signing, seconds from the first byte sent to the last byte read)."""
 
-    def __init__(self, url: str, timeout: float = 60.0) -> None:
+    def __init__(self, url: str, timeout: float = 60.0, context: ssl.SSLContext | None = None) -> None:
+        """``context``: for an https ``url``, how its certificate is verified."""
         self.url = url
-        self.conn = http.client.HTTPConnection(url.split("//", 1)[1], timeout=timeout)
+        host = url.split("//", 1)[1]
+        self.conn = (
+            http.client.HTTPSConnection(host, timeout=timeout, context=context)
+            if url.startswith("https://")
+            else http.client.HTTPConnection(host, timeout=timeout)
+        )
         self.signer = SigV4Auth(Credentials(ACCESS_KEY, SECRET_KEY), "sagemaker", REGION)
 
     def signed_headers(self, endpoint: str, body: bytes) -> dict[str, str]:

@@ -45,6 +45,10 @@ MAX_BODY_BYTES = 1024 * 1024
 TIMEOUT_S = 5.0
 SAY_EVERY_S = 60.0
 KEY_LABEL = b"peer calls"  # the peer key is SecretBox.derive(KEY_LABEL) of the IAM key
+# Connections kept alive for forwarded calls: reused while idle less than this, well under the callee's
+# keep-alive timeout (uvicorn's, 75 s), and at most this many idle per peer.
+IDLE_REUSE_S = 30.0
+MAX_IDLE = 8
 
 log = logging.getLogger("zeroscale.peers")
 
@@ -130,6 +134,23 @@ def tls_context(cafile: Path | None) -> ssl.SSLContext | None:
     return context
 
 
+async def _request(
+    connection: _Connection, path: str, headers: list[tuple[bytes, bytes]], body: bytes
+) -> h11.Response:
+    """Send a POST on ``connection`` and read its answer's status and headers."""
+    conn, writer = connection.conn, connection.writer
+    writer.write(conn.send(h11.Request(method="POST", target=path, headers=headers)) or b"")
+    writer.write(conn.send(h11.Data(data=body)) or b"")
+    writer.write(conn.send(h11.EndOfMessage()) or b"")
+    await writer.drain()
+    while True:
+        event = await _next_event(connection.reader, conn)
+        if isinstance(event, h11.Response):
+            return event
+        if not isinstance(event, h11.InformationalResponse):  # 100 Continue and the like: skipped
+            raise PeerRefused("the peer closed the connection without an answer")
+
+
 async def _next_event(reader: asyncio.StreamReader, conn: h11.Connection) -> Any:
     """The next HTTP event of ``conn``, reading as needed; PeerRefused when the peer breaks the protocol or
     the connection early."""
@@ -147,26 +168,31 @@ async def _next_event(reader: asyncio.StreamReader, conn: h11.Connection) -> Any
             raise PeerRefused(f"the peer's answer broke off: {exc}") from None
 
 
+@dataclass
+class _Connection:
+    """One HTTP/1.1 connection to a peer, kept alive between calls (``PeerClient.open_stream``)."""
+
+    reader: asyncio.StreamReader
+    writer: asyncio.StreamWriter
+    conn: h11.Connection
+    idle_since: float = 0.0
+
+
 class PeerStream:
     """A peer's answer to ``PeerClient.open_stream``: its status and headers, then its body as it comes."""
 
-    def __init__(
-        self,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-        conn: h11.Connection,
-        response: h11.Response,
-    ) -> None:
-        self._reader = reader
-        self._writer = writer
-        self._conn = conn
+    def __init__(self, client: PeerClient, url: str, connection: _Connection, response: h11.Response) -> None:
+        self._client = client
+        self._url = url
+        self._connection = connection
+        self._closed = False
         self.status = response.status_code
         self.headers: list[tuple[bytes, bytes]] = [(bytes(k), bytes(v)) for k, v in response.headers]
 
     async def chunks(self) -> AsyncIterator[bytes]:
         """The body's bytes as they arrive, cut anywhere. PeerRefused or OSError when it breaks off."""
         while True:
-            event = await _next_event(self._reader, self._conn)
+            event = await _next_event(self._connection.reader, self._connection.conn)
             if isinstance(event, h11.Data):
                 yield bytes(event.data)
             elif isinstance(event, h11.EndOfMessage):
@@ -184,8 +210,11 @@ class PeerStream:
         return bytes(out)
 
     def close(self) -> None:
-        """Drop the connection: a peer still streaming sees its caller gone and stops."""
-        self._writer.close()
+        """Done with the answer: its connection is kept for the next call when the answer was read to its
+        end, else dropped (a peer still streaming sees its caller gone and stops)."""
+        if not self._closed:
+            self._closed = True
+            self._client._give_back(self._url, self._connection)
 
 
 class PeerClient:
@@ -210,6 +239,7 @@ class PeerClient:
         self._timeout_s = timeout_s
         self._clock = clock
         self._said: dict[str, float] = {}  # peer id -> when its last failure was logged
+        self._idle: dict[str, list[_Connection]] = {}  # peer URL -> connections between calls, newest last
         self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="zeroscale-peers")
 
     def _failed(self, peer: Peer, why: str) -> None:
@@ -253,33 +283,64 @@ class PeerClient:
         self, peer: Peer, path: str, headers: list[tuple[bytes, bytes]], body: bytes
     ) -> PeerStream:
         """``POST`` ``body`` with ``headers`` to ``path`` under ``PATH`` on ``peer``, from the event loop: its
-        answer once the status and headers came, the body still to read (``PeerStream``). OSError when the
-        peer cannot be reached, PeerRefused when it answers no HTTP. The caller bounds the time."""
+        answer once the status and headers came, the body still to read (``PeerStream``; close it). OSError
+        when the peer cannot be reached, PeerRefused when it answers no HTTP. The caller bounds the time.
+
+        A connection left idle by an earlier call is used when there is one (no new TCP or TLS handshake).
+        When the peer closed it meanwhile (it closes idle ones: its keep-alive timeout, or a newcomer taking
+        its slot), the call fails before any answer and is sent once more on a new connection: the peer had
+        not read it, as it closes only connections between requests."""
         url = urllib.parse.urlsplit(peer.url)
-        host, port = url.hostname or "127.0.0.1", url.port or (443 if url.scheme == "https" else 80)
-        tls: ssl.SSLContext | bool | None = (self._ssl or True) if url.scheme == "https" else None
-        reader, writer = await asyncio.open_connection(host, port, ssl=tls)
-        conn = h11.Connection(h11.CLIENT)
         sent = [
             (b"host", url.netloc.encode("latin-1")),
             *headers,
             (HEADER.encode(), sign(self._key, self.id, body, path=path).encode()),
             (b"content-length", str(len(body)).encode()),
         ]
-        try:
-            writer.write(conn.send(h11.Request(method="POST", target=path, headers=sent)) or b"")
-            writer.write(conn.send(h11.Data(data=body)) or b"")
-            writer.write(conn.send(h11.EndOfMessage()) or b"")
-            await writer.drain()
-            while True:
-                event = await _next_event(reader, conn)
-                if isinstance(event, h11.Response):
-                    return PeerStream(reader, writer, conn, event)
-                if not isinstance(event, h11.InformationalResponse):  # 100 Continue and the like: skipped
-                    raise PeerRefused("the peer closed the connection without an answer")
-        except BaseException:
-            writer.close()
-            raise
+        reused = self._take(peer.url)
+        while True:
+            connection = reused or await self._open(url)
+            try:
+                return PeerStream(self, peer.url, connection, await _request(connection, path, sent, body))
+            except (OSError, PeerRefused):
+                connection.writer.close()
+                if reused is None:
+                    raise
+                reused = None  # closed by the peer while idle: once more, on a new connection
+            except BaseException:
+                connection.writer.close()
+                raise
+
+    async def _open(self, url: urllib.parse.SplitResult) -> _Connection:
+        host, port = url.hostname or "127.0.0.1", url.port or (443 if url.scheme == "https" else 80)
+        tls: ssl.SSLContext | bool | None = (self._ssl or True) if url.scheme == "https" else None
+        reader, writer = await asyncio.open_connection(host, port, ssl=tls)
+        return _Connection(reader, writer, h11.Connection(h11.CLIENT))
+
+    def _take(self, url: str) -> _Connection | None:
+        """The most recently idle connection to ``url`` that is still open and young enough, if any."""
+        idle = self._idle.get(url) or []
+        now = self._clock()
+        while idle:
+            connection = idle.pop()
+            fresh = now - connection.idle_since < IDLE_REUSE_S
+            if fresh and not connection.reader.at_eof() and not connection.writer.is_closing():
+                return connection
+            connection.writer.close()
+        return None
+
+    def _give_back(self, url: str, connection: _Connection) -> None:
+        """Keep ``connection`` for the next call to ``url`` when its exchange ended cleanly, else close it."""
+        conn = connection.conn
+        if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
+            connection.writer.close()
+            return
+        conn.start_next_cycle()
+        connection.idle_since = self._clock()
+        idle = self._idle.setdefault(url, [])
+        idle.append(connection)
+        if len(idle) > MAX_IDLE:
+            idle.pop(0).writer.close()
 
     def call(self, peer: Peer, op: str, args: dict[str, Any]) -> Any:
         body = json.dumps({"op": op, "args": args}, separators=(",", ":")).encode()
@@ -321,4 +382,8 @@ class PeerClient:
         return await asyncio.to_thread(self.gather, op, args)
 
     def close(self) -> None:
+        for idle in self._idle.values():
+            for connection in idle:
+                connection.writer.close()
+        self._idle.clear()
         self._pool.shutdown(wait=False, cancel_futures=True)

@@ -174,3 +174,49 @@ def test_a_holder_that_stops_answering_is_given_the_invocations_time_only() -> N
     got_events = events(sent)
     assert [e["payload"] for e in got_events[:1]] == [b"one"]
     assert got_events[1]["headers"][":exception-type"] == "InternalStreamFailure"
+
+
+def test_forwarded_calls_keep_their_connection_and_retry_one_the_peer_closed_while_idle() -> None:
+    """Three forwarded invocations to one holder: the first two share one connection (no new handshake). The
+    holder then closes that connection as it reads the third, as a front end closes an idle one (its
+    keep-alive timeout): the third is sent again on a new connection and answered."""
+    answer = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}"
+    connections: list[int] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connections.append(0)
+        while True:
+            try:
+                head = await reader.readuntil(b"\r\n\r\n")
+            except asyncio.IncompleteReadError:
+                break
+            length = next(
+                int(line.split(b":")[1])
+                for line in head.split(b"\r\n")
+                if line.lower().startswith(b"content-length")
+            )
+            await reader.readexactly(length)
+            connections[-1] += 1
+            if len(connections) == 1 and connections[0] == 3:  # the third on the first connection
+                break
+            writer.write(answer)
+            await writer.drain()
+        writer.close()
+
+    async def run() -> list[tuple[int, bytes] | None]:
+        server = await asyncio.start_server(serve, "127.0.0.1", 0)
+        peer = peers.Peer("fe-a", f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}")
+        client = peers.PeerClient(KEY, "fe-b", lambda: [peer])
+        forwarder = Forwarder(client, lambda endpoint, variant: [peer], timeout_s=5.0)
+        out = []
+        try:
+            for _ in range(3):
+                got = await forwarder.forward("ep", "A", [(b"content-type", b"application/json")], b"{}")
+                out.append(None if got is None else (got[0], got[2]))
+        finally:
+            client.close()
+            server.close()
+        return out
+
+    assert asyncio.run(run()) == [(200, b"{}")] * 3
+    assert connections == [3, 1]  # two answered and one dropped on the first, the retry on a second
