@@ -10,6 +10,8 @@ Run for front ends serving HTTP and serving HTTPS (``--tls-cert``, a self-signed
 openssl, which the front ends also use to call each other).
 
     .venv/bin/python -m bench.forward [--requests 1000] [--out R.json]
+
+``make bench`` runs it as the scenario ``forward``.
 """
 
 from __future__ import annotations

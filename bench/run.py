@@ -105,6 +105,7 @@ SCENARIOS = (
     "scale",
     "ray",
     "cluster",
+    "forward",
     "batch",
     "rollback",
     "scaleout",
@@ -978,6 +979,28 @@ def _run_module(run: Run, name: str, cmd: list[str], out: Path) -> dict[str, Any
     return data
 
 
+def run_forward(run: Run) -> None:
+    """Two front ends on one database, one holding a MaxConcurrency 1 endpoint: what the other's forward
+    costs, against the holder's own latency (``bench/forward.py``), over HTTP and HTTPS."""
+    out = run.root / "forward.json"
+    requests = 300 if run.plan is QUICK else 1000
+    cmd = [sys.executable, "-m", "bench.forward", "--requests", str(requests), "--out", str(out)]
+    data = _run_module(run, "forward", cmd, out)
+    if data is None:
+        return
+    for protocol, r in data.items():
+        run.rows.append(
+            Row(
+                "forwarding",
+                f"forwarded invocation, {protocol.upper()}, p50",
+                r["forwarded"]["p50_ms"],
+                "ms",
+                "the holder's own",
+                r["direct"]["p50_ms"],
+            )
+        )
+
+
 def run_scaleout(run: Run) -> None:
     results: list[scaleout.ScaleOutResult] = []
     rounds = 3 if run.plan is QUICK else 7
@@ -1507,6 +1530,8 @@ def main() -> None:
             set_cold_chart(run)  # Ray's cold starts next to ours
         if "cluster" in which:
             run_cluster(run)
+        if "forward" in which:
+            run_forward(run)
         if "batch" in which:
             run_batch(run)
         if "rollback" in which:
