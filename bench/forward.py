@@ -20,38 +20,22 @@ import argparse
 import json
 import shutil
 import ssl
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
 from bench.common import REPO, SignedClient, build_models, pct
-from zeroscale.testing import ServerProcess, deploy, wait_for
+from zeroscale.testing import ServerProcess, deploy, self_signed_certificate, wait_for
 
 BLOCK = 50
 BODY = b'{"x": 1}'
 
 
-def _certificate(root: Path) -> tuple[Path, Path]:
-    cert, key = root / "cert.pem", root / "key.pem"
-    subprocess.run(
-        [
-            "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-            "-keyout", str(key), "-out", str(cert), "-subj", "/CN=127.0.0.1",
-            "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost",
-        ],
-        check=True,
-        capture_output=True,
-        timeout=60,
-    )  # fmt: skip
-    return cert, key
-
-
 def _measure(root: Path, database_url: str, echo: Path, tls: bool, requests: int) -> dict[str, Any]:
     flags: dict[str, Any] = {"database_url": database_url}
     if tls:
-        cert, key = _certificate(root)
+        cert, key = self_signed_certificate(root)
         flags.update(tls_cert=cert, tls_key=key)
     holder = ServerProcess(root / "holder", flags).start(timeout_s=120)
     other = ServerProcess(root / "other", flags).start(timeout_s=120)

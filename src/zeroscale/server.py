@@ -463,7 +463,7 @@ def build(settings: Settings) -> Server:
     wait_s = settings.queue_wait_s + settings.startup_timeout_s + settings.invocation_timeout_s + 5
     forwarder = Forwarder(peer_client, cluster.holders, timeout_s=wait_s)
 
-    def runtime_api(kind: type[R], forward: Forwarder | None = None) -> R:
+    def runtime_api(kind: type[R]) -> R:
         """InvokeEndpoint's, or InvokeEndpointWithResponseStream's: on the same footing."""
         return kind(
             fleet,
@@ -473,7 +473,7 @@ def build(settings: Settings) -> Server:
             on_miss=endpoints.catch_up,
             unavailable=cluster.unavailable if cluster.can_fence else None,
             limits=limits,
-            forwarder=forward,
+            forwarder=forwarder,
         )
 
     parts = AppParts(
@@ -488,9 +488,9 @@ def build(settings: Settings) -> Server:
             JsonService(ServiceShapes("application-autoscaling"), autoscaling.operations()),
             JsonService(ServiceShapes("cloudwatch"), cloudwatch.operations()),
         ],
-        runtime=runtime_api(InvokeApi, forwarder),
+        runtime=runtime_api(InvokeApi),
         async_runtime=async_api,
-        stream_runtime=runtime_api(StreamInvokeApi, forwarder),
+        stream_runtime=runtime_api(StreamInvokeApi),
         query=QueryService(topics),
         metrics=metrics,
         lookup_secret=authz.lookup_secret,

@@ -176,6 +176,23 @@ class ServerProcess:
         return 0
 
 
+def self_signed_certificate(root: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 and localhost and its key (``root``/cert.pem, key.pem), made with openssl:
+    what a server given ``--tls-cert``/``--tls-key`` serves, trusted by naming the certificate itself."""
+    cert, key = root / "cert.pem", root / "key.pem"
+    subprocess.run(
+        [
+            "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+            "-keyout", str(key), "-out", str(cert), "-subj", "/CN=127.0.0.1",
+            "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )  # fmt: skip
+    return cert, key
+
+
 def make_tar(path: Path, files: Mapping[str, bytes | Path]) -> Path:
     """Write a model.tar.gz holding ``files`` (archive name -> bytes or a file to add)."""
     with tarfile.open(path, "w:gz") as tar:

@@ -79,6 +79,16 @@ _PEER_INVOKE = invoke_path("")  # /zeroscale/peer/v1/invoke/<endpoint>
 _PEER_STREAM = stream_path("")  # /zeroscale/peer/v1/invoke-stream/<endpoint>
 
 
+async def _runtime_failure(send: Send, request_id: str, exc: Exception) -> None:
+    """A runtime request's failure in REST-JSON: its own error, or InternalFailure (logged) for anything
+    unexpected. Called in the ``except`` block that caught ``exc``."""
+    if isinstance(exc, ZeroscaleError):
+        await runtime_error(send, request_id, exc)
+        return
+    log.exception("request %s failed", request_id)
+    await runtime_error(send, request_id, InternalFailure(f"Internal failure (request {request_id})."))
+
+
 class BodyTooLarge(Exception):
     pass
 
@@ -331,13 +341,8 @@ class App:
             else:
                 endpoint = self._runtime_target(access_key_id, method, path, _INVOCATIONS_SUFFIX)
                 await self._p.runtime.invoke(send, request_id, endpoint, headers, body, started)
-        except ZeroscaleError as err:
-            await runtime_error(send, request_id, err)
-        except Exception:
-            log.exception("request %s failed", request_id)
-            await runtime_error(
-                send, request_id, InternalFailure(f"Internal failure (request {request_id}).")
-            )
+        except Exception as exc:
+            await _runtime_failure(send, request_id, exc)
 
     def _prepare(self, scope: Scope, service: str) -> sigv4.Signed:
         """This request's signature for ``service``, checked as far as its headers go (``sigv4.prepare``'s
@@ -405,32 +410,24 @@ class App:
         if why is not None:
             await respond(send, 403, json.dumps({"message": why}).encode(), json_type)
             return
-        request_id = _request_ids.next()
-        if scope["path"].startswith(_PEER_INVOKE):
-            endpoint = scope["path"][len(_PEER_INVOKE) :]
-            status, out, answer = await self._p.runtime.run_forwarded(
-                request_id, endpoint, scope["headers"], body
-            )
-            await respond(send, status, answer, out)
-            return
-        endpoint = scope["path"][len(_PEER_STREAM) :]
-        stream = self._p.stream_runtime
+        request_id, started, headers = _request_ids.next(), time.perf_counter(), scope["headers"]
         try:
-            if stream is None:
+            if scope["path"].startswith(_PEER_INVOKE):
+                endpoint = scope["path"][len(_PEER_INVOKE) :]
+                await self._p.runtime.invoke(
+                    send, request_id, endpoint, headers, body, started, forwarded=True
+                )
+            elif self._p.stream_runtime is None:
                 raise RuntimeValidationError(
                     "This front end does not serve InvokeEndpointWithResponseStream."
                 )
-            started = time.perf_counter()
-            await stream.invoke_stream(
-                send, receive, request_id, endpoint, scope["headers"], body, started, forwarded=True
-            )
-        except ZeroscaleError as err:  # before the stream began: the runtime's error, relayed as it is
-            await runtime_error(send, request_id, err)
-        except Exception:
-            log.exception("forwarded response stream %s failed", request_id)
-            await runtime_error(
-                send, request_id, InternalFailure(f"Internal failure (request {request_id}).")
-            )
+            else:
+                endpoint = scope["path"][len(_PEER_STREAM) :]
+                await self._p.stream_runtime.invoke_stream(
+                    send, receive, request_id, endpoint, headers, body, started, forwarded=True
+                )
+        except Exception as exc:  # before any answer: the runtime's error, relayed as it is
+            await _runtime_failure(send, request_id, exc)
 
     async def _body(self, scope: Scope, receive: Receive, request_id: str, path: str) -> bytes:
         limit = MAX_JSON_BODY_BYTES if path == "/" else _CONTROL_BODY_LIMIT

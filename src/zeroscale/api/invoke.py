@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
 
 from zeroscale.api.allowlist import refused_headers
 from zeroscale.api.forward import Forwarder
 from zeroscale.api.served import INVOKE_ENDPOINT
 from zeroscale.api.shapes import ServiceShapes
-from zeroscale.api.wire import Headers, Send, header_text, respond, runtime_error
+from zeroscale.api.wire import Headers, Send, header_text, respond
 from zeroscale.background import Background
-from zeroscale.errors import InternalFailure, ModelError, RuntimeValidationError, ZeroscaleError
+from zeroscale.errors import ModelError, RuntimeValidationError, ZeroscaleError
 from zeroscale.events import EventBus, InvocationRecord
 from zeroscale.router.fleet import EndpointRoute, Fleet, Variant
 from zeroscale.router.invocation import Invocation
@@ -34,22 +33,6 @@ _TARGET_VARIANT = b"x-amzn-sagemaker-target-variant"
 _INFERENCE_ID = b"x-amzn-sagemaker-inference-id"
 _TARGET_CONTAINER = b"x-amzn-sagemaker-target-container-hostname"
 _TARGET_MODEL = b"x-amzn-sagemaker-target-model"
-
-
-class _Captured:
-    """An ASGI ``send`` that keeps the answer (a forwarded invocation's, sent back to its front end)."""
-
-    def __init__(self) -> None:
-        self.status = 500
-        self.headers: Headers = []
-        self.body = b""
-
-    async def send(self, message: MutableMapping[str, Any]) -> None:
-        if message["type"] == "http.response.start":
-            self.status = int(message["status"])
-            self.headers = list(message.get("headers") or [])
-        else:
-            self.body += message.get("body", b"")
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,25 +119,6 @@ class InvokeApi:
         self._refused = refused_headers(shape, self.SERVED)
         self.forwarder = forwarder
 
-    async def run_forwarded(
-        self, request_id: str, endpoint: str, headers: Headers, body: bytes
-    ) -> tuple[int, Headers, bytes]:
-        """An invocation another front end forwarded (``api/forward.py``), run here: its answer (status,
-        headers, body), an error in its REST-JSON shape included."""
-        answer = _Captured()
-        try:
-            await self.invoke(
-                answer.send, request_id, endpoint, headers, body, time.perf_counter(), forwarded=True
-            )
-        except ZeroscaleError as err:
-            await runtime_error(answer.send, request_id, err)
-        except Exception:
-            log.exception("forwarded request %s failed", request_id)
-            await runtime_error(
-                answer.send, request_id, InternalFailure(f"Internal failure (request {request_id}).")
-            )
-        return answer.status, answer.headers, answer.body
-
     async def invoke(
         self,
         send: Send,
@@ -182,9 +146,9 @@ class InvokeApi:
                 f"Endpoint {endpoint} variant {pool.spec.variant} is not a multi-model endpoint: "
                 "TargetModel is only for endpoints whose model has Mode MultiModel."
             )
-        # no share of it here: a front end that holds one runs it, shadows included
-        if pool.spec.max_concurrency <= 0 and self.forwarder is not None and not forwarded:
-            answer = await self.forwarder.forward(endpoint, pool.spec.variant, headers, body)
+        forwarder = self._forwarder_for(pool.spec, forwarded)
+        if forwarder is not None:
+            answer = await forwarder.forward(endpoint, pool.spec.variant, headers, body)
             if answer is not None:
                 status, relayed, payload = answer
                 await respond(send, status, payload, relayed)
@@ -221,6 +185,12 @@ class InvokeApi:
             await respond(send, 200, resp.body, out)
         finally:
             self._events.invocation_after_answer(record)
+
+    def _forwarder_for(self, spec: PoolSpec, forwarded: bool) -> Forwarder | None:
+        """Where an invocation of ``spec``'s variant goes when this front end holds no share of it (a front
+        end that holds one runs it, shadows included); None: it runs here (an invocation forwarded to this
+        front end is never sent on again)."""
+        return self.forwarder if spec.max_concurrency <= 0 and not forwarded else None
 
     def _check_size(self, request_id: str, spec: PoolSpec, body: bytes) -> None:
         limit = self._limits.serverless_request

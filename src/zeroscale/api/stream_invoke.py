@@ -84,10 +84,10 @@ class StreamInvokeApi(InvokeApi):
                 "InvokeEndpointWithResponseStream serves single-model endpoints only. Invoke it with "
                 "InvokeEndpoint and TargetModel."
             )
-        # no share of it here: a front end that holds one runs it, shadows included
-        if pool.spec.max_concurrency <= 0 and self.forwarder is not None and not forwarded:
+        forwarder = self._forwarder_for(pool.spec, forwarded)
+        if forwarder is not None:
             variant = pool.spec.variant
-            if await self.forwarder.forward_stream(endpoint, variant, headers, body, send, receive):
+            if await forwarder.forward_stream(endpoint, variant, headers, body, send, receive):
                 return
         if route.shadows:
             for shadow in route.copies():

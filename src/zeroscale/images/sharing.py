@@ -192,20 +192,14 @@ class SharedImages:
         return [f"{doc['name']}:{doc['tag']}" for doc in self.everywhere()]
 
     def everywhere(self) -> builtins.list[dict[str, Any]]:
-        """Every tag's last push, wherever it is held (``ImageRecord.to_json``), by name and tag; pushes held
-        here that have no word yet are recorded first."""
+        """Every tag's last push, wherever it is held (``ImageRecord.to_json``), by name and tag (the pushes
+        this front end held before the words were kept were recorded at its start, ``reconcile``)."""
         words = self._tags.words()
-        for record in self.registry.list():
-            if (record.name, record.tag) not in words:
-                self._tags.known(record)
-        return self._tags.live()
+        return [words[key].doc for key in sorted(words) if not words[key].deleted]
 
     def find(self, name: str, tag: str) -> dict[str, Any] | None:
         """``name:tag``'s last push, or None when it has none or was deleted since."""
-        local = self.registry.get(name, tag)
         word = self._tags.word(name, tag)
-        if word is None and local is not None and self._tags.known(local):
-            word = self._tags.word(name, tag)
         return None if word is None or word.deleted else word.doc
 
     def delete(self, name: str, tag: str) -> tuple[dict[str, Any], bool]:

@@ -59,11 +59,6 @@ class TagLedger:
         """The last word on every tag ever recorded, by (name, tag): one query."""
         return {_name_tag(rec.name): _word(rec) for rec in self._store.list(KIND)}
 
-    def live(self) -> list[dict[str, Any]]:
-        """Every tag's last push (``ImageRecord.to_json``), deleted tags left out, by name and tag."""
-        docs = [rec.doc for rec in self._store.list(KIND, statuses=(PUSHED,))]
-        return sorted(docs, key=lambda doc: (str(doc["name"]), str(doc["tag"])))
-
     def pushed(self, record: ImageRecord) -> None:
         """``record`` was pushed (by a user, to this front end): the tag names it from now on."""
         self._write(record.name, record.tag, PUSHED, record.pushed_at, record.to_json())
