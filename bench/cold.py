@@ -143,6 +143,7 @@ def zygote_experiment(models: Models, work: Path, rounds: int, result: ColdResul
     pid: fork() returned in the parent), ``import`` (the child runs the model's inference.py: fork + child
     set-up), ``load0``/``load1`` (model_fn), ``ready`` (the socket answered /ping; polled every 1 ms)."""
     from zeroscale.workers.forkserver import THREAD_ENV
+    from zeroscale.workers.zygotes import request_file
 
     work.mkdir(parents=True, exist_ok=True)
     ours, theirs = socket.socketpair()
@@ -165,17 +166,26 @@ def zygote_experiment(models: Models, work: Path, rounds: int, result: ColdResul
             for i in range(rounds):
                 sock_path = str(work / f"{name}-{i}.sock")
                 log_path = work / f"{name}-{i}.log"
-                req = {
+                rid = f"{name}-{i}"
+                line = {
                     "op": "fork",
-                    "id": f"{name}-{i}",
+                    "id": rid,
                     "runtime": "sklearn",
-                    "model_dir": str(model_dir),
-                    "socket_path": sock_path,
                     "log_path": str(log_path),
-                    "env": env,
+                    "log_fd": True,
+                    "request_fd": True,
                 }
+                # as the server sends it: the log file and the whole request (read by the child alone) as
+                # descriptors beside the line
+                request = {**line, "model_dir": str(model_dir), "socket_path": sock_path, "env": env}
+                log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+                request_fd = request_file(json.dumps(request).encode())
                 t_req = time.monotonic()
-                ours.sendall(json.dumps(req).encode() + b"\n")
+                try:
+                    socket.send_fds(ours, [json.dumps(line).encode() + b"\n"], [log_fd, request_fd])
+                finally:
+                    os.close(log_fd)
+                    os.close(request_fd)
                 msg = json.loads(reader.readline())
                 while msg.get("op") != "forked":
                     msg = json.loads(reader.readline())

@@ -416,6 +416,7 @@ def rows_throughput(run: Run, res: throughput.ThroughputResult) -> None:
             Row(s, "trivial model, MaxConcurrency 2: zeroscale, 2 clients", through, "req/s",
                 "same 2 workers direct, 2 clients", direct, ">= 0.70 of direct", ok)
         )  # fmt: skip
+    rf = throughput.RF_WORKERS
     extra = {
         ("zeroscale", 4): ("zeroscale, 4 clients (2 wait in zeroscale's queue)", "direct, 2 clients", direct),
         ("zeroscale-wrk", 2): ("zeroscale, 2 clients, wrk -t1 as load generator", "direct, 2 clients",
@@ -423,8 +424,8 @@ def rows_throughput(run: Run, res: throughput.ThroughputResult) -> None:
         ("floor-proxy", 2): ("floor: bare uvicorn proxy to the same workers (bench/floor.py)",
                              "direct, 2 clients", direct),
         ("floor-noop", 2): ("floor: bare uvicorn app answering itself (no hop)", "direct, 2 clients", direct),
-        ("rf-zeroscale", 2): ("RandomForest, MaxConcurrency 2: zeroscale, 2 clients", "same 2 workers direct",
-                              res.median_rps("rf-direct", 2)),
+        ("rf-zeroscale", rf): (f"RandomForest, MaxConcurrency {rf} (one per core): zeroscale, {rf} clients",
+                               f"same {rf} workers direct", res.median_rps("rf-direct", rf)),
     }  # fmt: skip
     for r in res.runs:
         if (r.label, r.connections) in extra:

@@ -46,6 +46,9 @@ from bench.common import (
 BODY = b'{"echo": 1}'
 ENDPOINT = "echo-tp"
 RF_ENDPOINT = "rf-tp"
+# The RandomForest's MaxConcurrency and clients: one per core (issue 15's "MaxConcurrency = cores"); 2 on
+# the 2-core machines the project is built on.
+RF_WORKERS = max(2, os.cpu_count() or 2)
 
 
 @dataclass
@@ -77,7 +80,8 @@ class ThroughputResult:
 def deploy_tp(srv: ServerProcess, models: Models) -> None:
     sm = srv.client("sagemaker")
     deploy(sm, ENDPOINT, f"file://{models.echo}", memory_mb=1024, max_concurrency=2, provisioned=2)
-    deploy(sm, RF_ENDPOINT, f"file://{models.rf}", memory_mb=1024, max_concurrency=2, provisioned=2)
+    n = RF_WORKERS
+    deploy(sm, RF_ENDPOINT, f"file://{models.rf}", memory_mb=1024, max_concurrency=n, provisioned=n)
 
 
 def _through_request(srv: ServerProcess, endpoint: str = ENDPOINT, body: bytes = BODY) -> bytes:
@@ -173,20 +177,24 @@ def _plain_request(port: int) -> bytes:
 
 
 def _two_workers(srv: ServerProcess, endpoint: str) -> list[Path]:
-    # the second provisioned worker starts in the background after CreateEndpoint's first one
+    return _workers(srv, endpoint, 2)
+
+
+def _workers(srv: ServerProcess, endpoint: str, n: int) -> list[Path]:
+    # the provisioned workers after CreateEndpoint's first one start in the background
     with contextlib.suppress(TimeoutError):
-        wait_for(lambda: len(worker_sockets(srv.data_dir, endpoint)) == 2, timeout_s=30, interval_s=0.05)
+        wait_for(lambda: len(worker_sockets(srv.data_dir, endpoint)) == n, timeout_s=30, interval_s=0.05)
     sockets = worker_sockets(srv.data_dir, endpoint)
-    if len(sockets) != 2:
-        raise RuntimeError(f"{endpoint}: expected two warm workers, found {len(sockets)}")
+    if len(sockets) != n:
+        raise RuntimeError(f"{endpoint}: expected {n} warm workers, found {len(sockets)}")
     return sockets
 
 
 def measure(srv: ServerProcess, duration_s: float, repeats: int, result: ThroughputResult) -> None:
     """Runs, all with the same load generator: direct and zeroscale at 2 clients (``repeats`` times,
     alternating), zeroscale at 4 clients, the floor (bench/floor.py) as a bare proxy to the same workers and
-    as a no-hop app, 1-client latency runs of direct / zeroscale / floor proxy, the RandomForest at 2 clients
-    direct and via zeroscale, and wrk against zeroscale."""
+    as a no-hop app, 1-client latency runs of direct / zeroscale / floor proxy, the RandomForest at
+    ``RF_WORKERS`` clients (one per core) direct and via zeroscale, and wrk against zeroscale."""
     assert srv.proc is not None
     sockets = _two_workers(srv, ENDPOINT)
     server_proc = psutil.Process(srv.proc.pid)
@@ -235,9 +243,10 @@ def measure(srv: ServerProcess, duration_s: float, repeats: int, result: Through
             for proc in (floor, noop):
                 proc.kill()
                 proc.wait()
-        rf_sockets = _two_workers(srv, RF_ENDPOINT)
-        go("rf-direct", [f"unix:{s}" for s in rf_sockets], _direct_request(ROW), 2, short)
-        go("rf-zeroscale", through, _through_request(srv, RF_ENDPOINT, ROW), 2, short)
+        n = RF_WORKERS
+        rf_sockets = _workers(srv, RF_ENDPOINT, n)
+        go("rf-direct", [f"unix:{s}" for s in rf_sockets], _direct_request(ROW), n, short)
+        go("rf-zeroscale", through, _through_request(srv, RF_ENDPOINT, ROW), n, short)
         if shutil.which("wrk"):
             watch = CpuWatch({"server": [server_proc], "workers": rest})
             out, wrk_cpu = _wrk(srv, 2, duration_s, tmp)
