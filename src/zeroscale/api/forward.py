@@ -25,7 +25,9 @@ which never carries that header) and this front end queues the invocation itself
 The shares still add up to MaxConcurrency, so the total holds. A refusal, or a holder that cannot be
 reached, is remembered for a moment (no round trip per request while every front end is saturated) and
 leaves the invocation to the local queue: spill-over never gives an error that the local path would not.
-A spilled invocation is never forwarded or spilled again. The origin counts what it sent on
+A spilled invocation is never forwarded or spilled again. A holder that took one and then broke off before
+its whole answer came (it died, or outlasted ``timeout_s``) leaves it to the local queue too, as a client's
+retry would run it again. The origin counts what it sent on
 (``counts``: forwarded, spilled, refused; ``zeroscale_peer_invocations_total`` on /metrics).
 """
 
