@@ -28,6 +28,7 @@ from zeroscale.api.app import App, AppParts
 from zeroscale.api.async_invoke import AsyncInvokeApi
 from zeroscale.api.control import ControlPlane
 from zeroscale.api.forward import Forwarder
+from zeroscale.api.forward_counts import PeerInvocations
 from zeroscale.api.iam_query import IamQueryService
 from zeroscale.api.image_rest import ImagesApi
 from zeroscale.api.invoke import InvokeApi, PayloadLimits
@@ -462,6 +463,7 @@ def build(settings: Settings) -> Server:
     # an invocation or a response stream this front end holds no share of goes to one that holds one
     wait_s = settings.queue_wait_s + settings.startup_timeout_s + settings.invocation_timeout_s + 5
     forwarder = Forwarder(peer_client, cluster.holders, timeout_s=wait_s)
+    metrics.registry.register(PeerInvocations(forwarder.counts))
 
     def runtime_api(kind: type[R]) -> R:
         """InvokeEndpoint's, or InvokeEndpointWithResponseStream's: on the same footing."""

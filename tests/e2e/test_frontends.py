@@ -13,6 +13,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from click.testing import CliRunner
 
 from e2e.conftest import handler_model
 from e2e.test_streaming import STREAMING
+from metrics.promtext import value
 from pgserver import PostgresServer
 from zeroscale.cli.client import ApiError, Clients
 from zeroscale.cli.main import cli
@@ -48,9 +50,10 @@ def model_fn(model_dir):
 
 
 def predict_fn(data, model):
+    start = time.time()
     time.sleep(data.get("sleep", 0))
     print(f"served by {os.getpid()}")
-    return {"pid": os.getpid()}
+    return {"pid": os.getpid(), "start": start, "end": time.time()}
 """
 TTL_S = 2.0
 
@@ -331,13 +334,79 @@ def test_max_concurrency_holds_across_front_ends(
     for t in threads:
         t.join()
     assert not errors, errors
-    assert len(pids["a"]) == len(pids["b"]) == 1
-    assert pids["a"] != pids["b"]
+    assert len(pids["a"] | pids["b"]) == 2  # one worker each (either may have run the other's: spill-over)
     assert (
         gauge(a, "zeroscale_max_concurrency", "capped")
         == gauge(b, "zeroscale_max_concurrency", "capped")
         == 1
     )
+
+
+def peer_invocations(server: ServerProcess, endpoint: str, how: str) -> float:
+    """``zeroscale_peer_invocations_total`` of the endpoint's AllTraffic on ``server`` (0 when absent)."""
+    labels = {"endpoint_name": endpoint, "variant_name": "AllTraffic", "how": how}
+    return value(server.metrics(), "zeroscale_peer_invocations_total", **labels) or 0.0
+
+
+def test_a_client_sticking_to_one_front_end_gets_the_whole_max_concurrency(
+    pair: tuple[ServerProcess, ServerProcess], model_url: str
+) -> None:
+    """MaxConcurrency 2 over two front ends (one each), one client whose connection stays with A: two slow
+    invocations at once both run at once, the one A has no room for by B's worker (spill-over); three at
+    once never run three at once: B refuses the one it has no room for, and it waits in A's queue."""
+    a, b = pair
+    assert (
+        deploy(a.client("sagemaker"), "sticky", model_url, max_concurrency=2)["EndpointStatus"] == "InService"
+    )
+    wait_for(lambda: gauge(b, "zeroscale_max_concurrency", "sticky") == 1, timeout_s=10)
+    pid_a, pid_b = invoke(a, "sticky"), invoke(b, "sticky")  # a warm worker on each
+    smr = a.client("sagemaker-runtime")
+
+    def slow(_: int) -> dict[str, Any]:
+        resp = smr.invoke_endpoint(
+            EndpointName="sticky", Body=b'{"sleep": 1.0}', ContentType="application/json"
+        )
+        return dict(json.loads(resp["Body"].read()))
+
+    with ThreadPoolExecutor(3) as pool:
+        started = time.monotonic()
+        docs = list(pool.map(slow, range(2)))
+        took = time.monotonic() - started
+        assert sorted(d["pid"] for d in docs) == sorted([pid_a, pid_b])  # one ran on B's worker
+        assert took < 1.8, took  # at once: about one model time, not two
+        assert peer_invocations(a, "sticky", "spilled") == 1
+
+        docs = list(pool.map(slow, range(3)))
+    spans = [(d["start"], d["end"]) for d in docs]
+    assert max(sum(1 for s, e in spans if s <= start < e) for start, _ in spans) == 2  # never three
+    assert {d["pid"] for d in docs} == {pid_a, pid_b}
+    assert peer_invocations(a, "sticky", "spilled") == 2
+    assert peer_invocations(a, "sticky", "refused") == 1  # B had no room: queued on A
+    assert a.workers("sticky") == b.workers("sticky") == 1
+    a.client("sagemaker").delete_endpoint(EndpointName="sticky")
+
+
+def test_response_streams_spill_over_too(pair: tuple[ServerProcess, ServerProcess], tmp_path: Path) -> None:
+    """The same with InvokeEndpointWithResponseStream: two streams at once through A, one streamed by B."""
+    a, b = pair
+    url = handler_model(tmp_path, STREAMING)
+    assert deploy(a.client("sagemaker"), "spills", url, max_concurrency=2)["EndpointStatus"] == "InService"
+    wait_for(lambda: gauge(b, "zeroscale_max_concurrency", "spills") == 1, timeout_s=10)
+    smr = a.client("sagemaker-runtime")
+    b.client("sagemaker-runtime").invoke_endpoint(EndpointName="spills", Body=b'{"parts": 1}')  # B's worker
+
+    def stream(_: int) -> list[int]:
+        resp = smr.invoke_endpoint_with_response_stream(
+            EndpointName="spills", Body=b'{"parts": 2, "delay": 1.0}', ContentType="application/json"
+        )
+        return [json.loads(event["PayloadPart"]["Bytes"])["part"] for event in resp["Body"]]
+
+    started = time.monotonic()
+    with ThreadPoolExecutor(2) as pool:
+        assert list(pool.map(stream, range(2))) == [[0, 1], [0, 1]]
+    assert time.monotonic() - started < 1.8
+    assert peer_invocations(a, "spills", "spilled") == 1
+    a.client("sagemaker").delete_endpoint(EndpointName="spills")
 
 
 def test_a_front_end_that_joins_serves_an_endpoint_whose_config_and_model_were_deleted(

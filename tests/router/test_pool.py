@@ -354,6 +354,26 @@ async def test_a_pool_with_no_share_here_throttles_at_once_and_starts_nothing(wo
     world.check()
 
 
+async def test_a_pool_is_saturated_when_no_worker_is_idle_nor_may_start_in_its_share(world: World) -> None:
+    """What spill-over asks (``api/forward.py``): a new invocation would wait for a busy worker."""
+    pool = world.pool(max_concurrency=2)
+    assert not pool.saturated  # at zero: a worker may start
+    world.manager.hold_requests = True
+    first = asyncio.ensure_future(pool.invoke(inv()))
+    await settle(10)
+    assert not pool.saturated  # one busy: a second may start
+    second = asyncio.ensure_future(pool.invoke(inv()))
+    await settle(10)
+    assert states(pool) == [S.BUSY, S.BUSY] and pool.saturated
+    world.manager.answer()
+    await first
+    assert states(pool) == [S.BUSY, S.IDLE] and not pool.saturated  # an idle worker
+    world.manager.answer()
+    await second
+    world.check()
+    assert world.pool(max_concurrency=0).saturated  # no share here
+
+
 async def test_a_cold_start_the_hosts_memory_cannot_give_is_throttled_after_the_queue_wait_saying_so(
     tmp_path: Path,
 ) -> None:

@@ -20,7 +20,7 @@ from zeroscale import peers
 from zeroscale.api import rpcv2, sigv4
 from zeroscale.api.async_invoke import AsyncInvokeApi, input_location
 from zeroscale.api.direct import DirectRoute
-from zeroscale.api.forward import invoke_path, stream_path
+from zeroscale.api.forward import invoke_path, spilled, stream_path
 from zeroscale.api.iam_query import IamQueryService
 from zeroscale.api.invoke import InvokeApi
 from zeroscale.api.jsonrpc import MAX_BODY_BYTES as MAX_JSON_BODY_BYTES
@@ -411,11 +411,12 @@ class App:
             await respond(send, 403, json.dumps({"message": why}).encode(), json_type)
             return
         request_id, started, headers = _request_ids.next(), time.perf_counter(), scope["headers"]
+        spill = spilled(headers)  # refused at once without spare capacity here
         try:
             if scope["path"].startswith(_PEER_INVOKE):
                 endpoint = scope["path"][len(_PEER_INVOKE) :]
                 await self._p.runtime.invoke(
-                    send, request_id, endpoint, headers, body, started, forwarded=True
+                    send, request_id, endpoint, headers, body, started, forwarded=True, spilled=spill
                 )
             elif self._p.stream_runtime is None:
                 raise RuntimeValidationError(
@@ -424,7 +425,7 @@ class App:
             else:
                 endpoint = scope["path"][len(_PEER_STREAM) :]
                 await self._p.stream_runtime.invoke_stream(
-                    send, receive, request_id, endpoint, headers, body, started, forwarded=True
+                    send, receive, request_id, endpoint, headers, body, started, forwarded=True, spilled=spill
                 )
         except Exception as exc:  # before any answer: the runtime's error, relayed as it is
             await _runtime_failure(send, request_id, exc)

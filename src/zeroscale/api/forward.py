@@ -14,6 +14,21 @@ is relayed as it comes, whole event-stream messages at a time: one that breaks o
 an InternalStreamFailure event, and a client that goes away closes the connection to the holder, which
 stops its worker. Asynchronous requests are not forwarded: their queue is in the database, and a front end
 that holds a share dispatches them.
+
+Spill-over: a front end whose own share of the variant is saturated (no idle worker, and none it may start
+within its share: ``saturated`` of the variant's pool) sends the invocation the same way, marked with
+``X-Zeroscale-Spill: 1``, to a holder it has not recently seen refuse (``api/refusals.py``), so that a
+client whose connection sticks to one front end gets the endpoint's whole MaxConcurrency, as on SageMaker.
+The holder runs it under its own share only if it has spare capacity at that instant; otherwise it answers
+at once ``429`` with ``X-Zeroscale-Spill: refused`` (``refuse_spill``; never the invocation's own answer,
+which never carries that header) and this front end queues the invocation itself, as without spill-over.
+The shares still add up to MaxConcurrency, so the total holds. A refusal, or a holder that cannot be
+reached, is remembered for a moment (no round trip per request while every front end is saturated) and
+leaves the invocation to the local queue: spill-over never gives an error that the local path would not.
+A spilled invocation is never forwarded or spilled again. A holder that took one and then broke off before
+its whole answer came (it died, or outlasted ``timeout_s``) leaves it to the local queue too, as a client's
+retry would run it again. The origin counts what it sent on
+(``counts``: forwarded, spilled, refused; ``zeroscale_peer_invocations_total`` on /metrics).
 """
 
 from __future__ import annotations
@@ -22,10 +37,12 @@ import asyncio
 import contextlib
 import logging
 import random
+from collections import Counter
 from collections.abc import Callable
 
 from zeroscale.api import eventstream
-from zeroscale.api.wire import Headers, Receive, Send, watch_disconnect
+from zeroscale.api.refusals import Refusals
+from zeroscale.api.wire import Headers, Receive, Send, respond, watch_disconnect
 from zeroscale.peers import PATH, Peer, PeerClient, PeerRefused, PeerStream
 
 log = logging.getLogger("zeroscale.peers")
@@ -36,6 +53,10 @@ _ERROR_BYTES = 64 * 1024  # the most of an error's answer relayed (its JSON)
 _TARGET_VARIANT = b"x-amzn-sagemaker-target-variant"
 _SENT = (b"content-type", b"accept")  # and every x-amzn-sagemaker-* header but the target variant
 _NOT_RELAYED = frozenset({b"content-length", b"date", b"server", b"connection", b"transfer-encoding"})
+SPILL = b"x-zeroscale-spill"  # on a spilled invocation: b"1"; on the holder's refusal: b"refused"
+_REFUSED = b"refused"
+# How an invocation went to another front end, as counted (``Forwarder.counts``)
+FORWARDED, SPILLED, REFUSED = "forwarded", "spilled", "refused"
 
 
 def invoke_path(endpoint: str) -> str:
@@ -46,27 +67,45 @@ def stream_path(endpoint: str) -> str:
     return f"{PATH}/{INVOKE_STREAM}/{endpoint}"
 
 
+def spilled(headers: Headers) -> bool:
+    """Whether a call on the peer route is a spilled invocation (run it only with spare capacity)."""
+    return any(k == SPILL for k, _ in headers)
+
+
+async def refuse_spill(send: Send) -> None:
+    """A holder's answer to a spilled invocation it has no spare capacity for: the origin queues it."""
+    await respond(send, 429, b"", [(SPILL, _REFUSED)])
+
+
 class Forwarder:
     def __init__(
-        self, client: PeerClient, holders: Callable[[str, str], list[Peer]], timeout_s: float
+        self,
+        client: PeerClient,
+        holders: Callable[[str, str], list[Peer]],
+        timeout_s: float,
+        refusals: Refusals | None = None,
     ) -> None:
         """``holders``: the live front ends that hold a share of (endpoint, variant); ``timeout_s``: the most
-        an invocation may take there (queue wait, cold start and the model's own time)."""
+        an invocation may take there (queue wait, cold start and the model's own time); ``refusals``: which
+        holders refused a spilled invocation of late."""
         self._client = client
         self._holders = holders
         self._timeout_s = timeout_s
+        self._refusals = refusals or Refusals()
+        self.counts: Counter[tuple[str, str, str]] = Counter()  # (endpoint, variant, how) -> invocations
 
     async def forward(
-        self, endpoint: str, variant: str, headers: Headers, body: bytes
+        self, endpoint: str, variant: str, headers: Headers, body: bytes, *, spill: bool = False
     ) -> tuple[int, Headers, bytes] | None:
-        """The answer of a front end holding a share, or None when none does or can be reached."""
-        peer = self._holder(endpoint, variant)
+        """The answer of a front end holding a share, or None when none does or can be reached; with
+        ``spill``, also None when the one asked has no spare capacity (the module's doc)."""
+        peer = self._peer(endpoint, variant, spill)
         if peer is None:
             return None
         try:
             async with asyncio.timeout(self._timeout_s):
                 answer = await self._client.open_stream(
-                    peer, invoke_path(endpoint), _sent(headers, variant), body
+                    peer, invoke_path(endpoint), _sent(headers, variant, spill), body
                 )
                 try:
                     payload = await answer.read()
@@ -74,34 +113,49 @@ class Forwarder:
                     answer.close()
         except (OSError, PeerRefused) as exc:
             log.warning("an invocation of %s was not forwarded to front end %s: %s", endpoint, peer.id, exc)
+            self._not_taken(endpoint, variant, peer, spill)
             return None
         # the peer refused the call itself (another key): not the invocation's answer
         if answer.status == 403:
             log.warning("front end %s refused a forwarded invocation: %r", peer.id, payload[:200])
+            self._not_taken(endpoint, variant, peer, spill)
+            return None
+        if not self._taken(endpoint, variant, peer, spill, answer):
             return None
         return answer.status, _relayed(answer.headers), payload
 
     async def forward_stream(
-        self, endpoint: str, variant: str, headers: Headers, body: bytes, send: Send, receive: Receive
+        self,
+        endpoint: str,
+        variant: str,
+        headers: Headers,
+        body: bytes,
+        send: Send,
+        receive: Receive,
+        *,
+        spill: bool = False,
     ) -> bool:
         """A response stream run by a front end holding a share, relayed to ``send`` as it comes: False when
-        none does or can be reached before it answers (nothing was sent then)."""
-        peer = self._holder(endpoint, variant)
+        none does or can be reached before it answers, or (``spill``) the one asked has no spare capacity
+        (nothing was sent then)."""
+        peer = self._peer(endpoint, variant, spill)
         if peer is None:
             return False
         deadline = asyncio.get_running_loop().time() + self._timeout_s  # the whole stream's
         try:
             async with asyncio.timeout_at(deadline):
                 answer = await self._client.open_stream(
-                    peer, stream_path(endpoint), _sent(headers, variant), body
+                    peer, stream_path(endpoint), _sent(headers, variant, spill), body
                 )
         except (OSError, PeerRefused) as exc:
             log.warning(
                 "a response stream of %s was not forwarded to front end %s: %s", endpoint, peer.id, exc
             )
+            self._not_taken(endpoint, variant, peer, spill)
             return False
         try:
             if answer.status == 200:
+                self._taken(endpoint, variant, peer, spill, answer)
                 await self._relay(endpoint, peer, answer, send, receive, deadline)
                 return True
             try:  # the invocation's error, before any part (its JSON), or the peer's refusal
@@ -112,6 +166,9 @@ class Forwarder:
                 return False
             if answer.status == 403:  # the peer refused the call itself: not the invocation's answer
                 log.warning("front end %s refused a forwarded response stream: %r", peer.id, error[:200])
+                self._not_taken(endpoint, variant, peer, spill)
+                return False
+            if not self._taken(endpoint, variant, peer, spill, answer):
                 return False
             start = {
                 "type": "http.response.start",
@@ -155,21 +212,45 @@ class Forwarder:
                 await watcher
         await send({"type": "http.response.body", "body": tail, "more_body": False})
 
-    def _holder(self, endpoint: str, variant: str) -> Peer | None:
-        """A live front end holding a share of the variant, at random (None: none)."""
+    def _peer(self, endpoint: str, variant: str, spill: bool) -> Peer | None:
+        """A live front end holding a share of the variant, at random (None: none); to spill to, one that
+        has not refused of late."""
         holders = self._holders(endpoint, variant)
+        if spill:
+            holders = [p for p in holders if self._refusals.open((p.id, endpoint, variant))]
         return random.choice(holders) if holders else None
 
+    def _taken(self, endpoint: str, variant: str, peer: Peer, spill: bool, answer: PeerStream) -> bool:
+        """Whether the peer took the invocation (its answer is the invocation's), counted; a spill it
+        refused is remembered (``_not_taken``)."""
+        if spill and (SPILL, _REFUSED) in answer.headers:
+            self._not_taken(endpoint, variant, peer, spill)
+            return False
+        if spill:
+            self._refusals.accepted((peer.id, endpoint, variant))
+        self.counts[endpoint, variant, SPILLED if spill else FORWARDED] += 1
+        return True
 
-def _sent(headers: Headers, variant: str) -> Headers:
+    def _not_taken(self, endpoint: str, variant: str, peer: Peer, spill: bool) -> None:
+        """A spill refused, or a peer that could not be reached or refused the call: remembered and counted
+        for a spill (which then queues here)."""
+        if spill:
+            self._refusals.refused((peer.id, endpoint, variant))
+            self.counts[endpoint, variant, REFUSED] += 1
+
+
+def _sent(headers: Headers, variant: str, spill: bool) -> Headers:
     """What the holder gets of the request's headers: its content type, accept and every SageMaker header,
-    with the variant this front end chose as the target (so that a weighted choice is made once)."""
+    with the variant this front end chose as the target (so that a weighted choice is made once), and the
+    spill's mark."""
     sent = [
         (k.lower(), v)
         for k, v in headers
         if k.lower() in _SENT or (k.lower().startswith(b"x-amzn-sagemaker-") and k.lower() != _TARGET_VARIANT)
     ]
     sent.append((_TARGET_VARIANT, variant.encode()))
+    if spill:
+        sent.append((SPILL, b"1"))
     return sent
 
 

@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
 from zeroscale.api.allowlist import refused_headers
-from zeroscale.api.forward import Forwarder
+from zeroscale.api.forward import Forwarder, refuse_spill
 from zeroscale.api.served import INVOKE_ENDPOINT
 from zeroscale.api.shapes import ServiceShapes
 from zeroscale.api.wire import Headers, Send, header_text, respond
@@ -129,9 +129,11 @@ class InvokeApi:
         started: float,
         *,
         forwarded: bool = False,
+        spilled: bool = False,
     ) -> None:
         """``started``: ``time.perf_counter()`` when the request arrived; ``forwarded``: sent by a front end
-        that holds no share of its variant (``api/forward.py``): never sent on again."""
+        that holds no share of its variant, or (``spilled``) whose share is saturated (``api/forward.py``):
+        never sent on again, and a spilled one is refused at once unless there is spare capacity here."""
         targets, route = await self._prepare(endpoint, headers)
         forward, target_container, target_model = targets.forward, targets.container, targets.model
         pool = route.choose(targets.variant)
@@ -146,13 +148,17 @@ class InvokeApi:
                 f"Endpoint {endpoint} variant {pool.spec.variant} is not a multi-model endpoint: "
                 "TargetModel is only for endpoints whose model has Mode MultiModel."
             )
-        forwarder = self._forwarder_for(pool.spec, forwarded)
+        forwarder = self._forwarder_for(pool, forwarded)
         if forwarder is not None:
-            answer = await forwarder.forward(endpoint, pool.spec.variant, headers, body)
+            spill = pool.spec.max_concurrency > 0
+            answer = await forwarder.forward(endpoint, pool.spec.variant, headers, body, spill=spill)
             if answer is not None:
                 status, relayed, payload = answer
                 await respond(send, status, payload, relayed)
                 return
+        elif spilled and pool.saturated:  # checked with no await before the pool takes it
+            await refuse_spill(send)
+            return
         if route.shadows:
             for shadow in route.copies():
                 self._background.spawn(self._shadow(shadow, body, forward, target_container, target_model))
@@ -186,11 +192,14 @@ class InvokeApi:
         finally:
             self._events.invocation_after_answer(record)
 
-    def _forwarder_for(self, spec: PoolSpec, forwarded: bool) -> Forwarder | None:
-        """Where an invocation of ``spec``'s variant goes when this front end holds no share of it (a front
-        end that holds one runs it, shadows included); None: it runs here (an invocation forwarded to this
-        front end is never sent on again)."""
-        return self.forwarder if spec.max_concurrency <= 0 and not forwarded else None
+    def _forwarder_for(self, pool: Variant, forwarded: bool) -> Forwarder | None:
+        """Where an invocation of ``pool``'s variant goes when this front end holds no share of it, or when
+        its share is saturated (spill-over: to a holder with spare capacity, else it queues here); the front
+        end that takes it runs it, shadows included. None: it runs here (an invocation forwarded to this
+        front end is never sent on again). An idle worker here costs one check (``saturated``)."""
+        if forwarded or (pool.spec.max_concurrency > 0 and not pool.saturated):
+            return None
+        return self.forwarder
 
     def _check_size(self, request_id: str, spec: PoolSpec, body: bytes) -> None:
         limit = self._limits.serverless_request

@@ -21,6 +21,7 @@ import contextlib
 import logging
 
 from zeroscale.api import eventstream
+from zeroscale.api.forward import refuse_spill
 from zeroscale.api.invoke import InvokeApi, answer_type
 from zeroscale.api.served import INVOKE_ENDPOINT_WITH_RESPONSE_STREAM
 from zeroscale.api.wire import Headers, Receive, Send, watch_disconnect
@@ -63,9 +64,10 @@ class StreamInvokeApi(InvokeApi):
         started: float,
         *,
         forwarded: bool = False,
+        spilled: bool = False,
     ) -> None:
-        """``started``: ``time.perf_counter()`` when the request arrived; ``forwarded``: sent by a front end
-        that holds no share of its variant (``api/forward.py``): never sent on again."""
+        """``started``: ``time.perf_counter()`` when the request arrived; ``forwarded``, ``spilled``: as for
+        ``InvokeApi.invoke``."""
         targets, route = await self._prepare(endpoint, headers)
         forward, target_variant = targets.forward, targets.variant
         if targets.model:  # not a member of this operation: a raw header, refused all the same
@@ -84,11 +86,14 @@ class StreamInvokeApi(InvokeApi):
                 "InvokeEndpointWithResponseStream serves single-model endpoints only. Invoke it with "
                 "InvokeEndpoint and TargetModel."
             )
-        forwarder = self._forwarder_for(pool.spec, forwarded)
+        forwarder = self._forwarder_for(pool, forwarded)
         if forwarder is not None:
-            variant = pool.spec.variant
-            if await forwarder.forward_stream(endpoint, variant, headers, body, send, receive):
+            variant, spill = pool.spec.variant, pool.spec.max_concurrency > 0
+            if await forwarder.forward_stream(endpoint, variant, headers, body, send, receive, spill=spill):
                 return
+        elif spilled and pool.saturated:  # checked with no await before the pool takes it
+            await refuse_spill(send)
+            return
         if route.shadows:
             for shadow in route.copies():
                 self._background.spawn(self._shadow(shadow, body, forward))

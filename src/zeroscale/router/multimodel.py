@@ -199,6 +199,11 @@ class MultiModelPool(VariantPool):
         return all(p.quiet for p in self._models.values()) and not self._targets.opening
 
     @property
+    def saturated(self) -> bool:
+        """MaxConcurrency invocations in flight over the variant's models: a new one would wait."""
+        return self._in_flight >= self.spec.max_concurrency
+
+    @property
     def memory(self) -> NestedBudget:
         return self._memory
 

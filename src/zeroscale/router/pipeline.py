@@ -62,6 +62,11 @@ class Pipeline:
     def hostnames(self) -> list[str]:
         return [p.spec.container for p in self.pools]
 
+    @property
+    def saturated(self) -> bool:
+        """One of its containers' pools is (``VariantPool.saturated``): a new invocation would wait there."""
+        return any(pool.saturated for pool in self.pools)
+
     async def invoke(self, inv: Invocation) -> WorkerResponse:
         if self.spec.execution == DIRECT:
             return await self._direct(inv)

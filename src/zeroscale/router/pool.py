@@ -140,6 +140,16 @@ class VariantPool:
         """Workers up and serving or free to (idle or busy)."""
         return self._slots.count(S.IDLE) + self._slots.count(S.BUSY)
 
+    @property
+    def saturated(self) -> bool:
+        """No idle worker and none it may start within its MaxConcurrency (or the host's memory): a new
+        invocation would wait for a busy worker. An idle worker answers at the first check. A batched
+        pool is never saturated: its batcher queues by design. (Spill-over: ``api/forward.py``.)"""
+        if self._slots.idle or self.batcher is not None:
+            return False
+        taken = self._slots.count(S.BUSY) + self._slots.count(S.STOPPING) + self.queued
+        return taken >= self.spec.max_concurrency or self.memory_blocked
+
     def resize(self, spec: PoolSpec) -> None:
         """Another weight, MaxConcurrency or floor for the same model and memory size
         (UpdateEndpointWeightsAndCapacities): the policy starts or stops workers to match at once."""
