@@ -18,6 +18,7 @@ DEFAULT_ARTIFACT_CACHE_MB = 20 * 1024
 DEFAULT_LOG_MAX_MB = 10 * 1024
 DEFAULT_WORKER_DISK_MB = 5 * 1024
 DEFAULT_WORKER_LOG_MB_PER_MINUTE = 10
+DEFAULT_ASYNC_MAX_QUEUED_TOTAL = 50_000
 
 
 def _default_memory_budget_mb() -> int:
@@ -118,6 +119,9 @@ class Settings:
     # Asynchronous requests one IAM user may have waiting over all endpoints (the admin's are not counted;
     # 0: no limit): each holds a row, and an inline input up to 128,000 bytes, in the database.
     async_max_queued_per_user: int = 10_000
+    # Asynchronous requests waiting on the server, everyone's together (the admin's included; 0: no limit):
+    # many users, each under its own bound, cannot grow the queue without end.
+    async_max_queued_total: int = DEFAULT_ASYNC_MAX_QUEUED_TOTAL
     # Control-plane calls a second each access key but the admin's may make, and at once (0: no limit).
     api_rate_per_key: float = 50.0
     api_burst_per_key: int = 100

@@ -23,6 +23,7 @@ from zeroscale.cli.usage import check_price_table, usage
 from zeroscale.cli.workers import workers
 from zeroscale.config import (
     DEFAULT_ARTIFACT_CACHE_MB,
+    DEFAULT_ASYNC_MAX_QUEUED_TOTAL,
     DEFAULT_IMAGES_MAX_MB,
     DEFAULT_LOG_MAX_MB,
     DEFAULT_MAX_EXTRACTED_MB,
@@ -288,6 +289,15 @@ def _advertise_url(value: str | None) -> str | None:
     "admin's are not counted; 0: no limit).",
 )
 @_opt(
+    "--async-max-queued-total",
+    "ZEROSCALE_ASYNC_MAX_QUEUED_TOTAL",
+    default=DEFAULT_ASYNC_MAX_QUEUED_TOTAL,
+    type=click.IntRange(min=0),
+    help="Asynchronous requests the server may have waiting, every user's and the admin's together, over "
+    "all endpoints (checked exactly across front ends); past it, InvokeEndpointAsync answers "
+    "ServiceUnavailable until some have run (0: no limit).",
+)
+@_opt(
     "--api-rate-per-key",
     "ZEROSCALE_API_RATE_PER_KEY",
     default=50.0,
@@ -534,6 +544,7 @@ def serve(
     max_warm_mb_per_user: int | None,
     async_max_queued: int,
     async_max_queued_per_user: int,
+    async_max_queued_total: int,
     api_rate_per_key: float,
     api_burst_per_key: int,
     metering: bool,
@@ -614,6 +625,7 @@ def serve(
         max_warm_mb_per_user=max_warm_mb_per_user,
         async_max_queued=async_max_queued,
         async_max_queued_per_user=async_max_queued_per_user,
+        async_max_queued_total=async_max_queued_total,
         api_rate_per_key=api_rate_per_key,
         api_burst_per_key=api_burst_per_key,
         metering=metering,
