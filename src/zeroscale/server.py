@@ -633,6 +633,7 @@ def _workers(
             artifact_cache_bytes=settings.artifact_cache_bytes,
             requirements_cache_bytes=settings.requirements_cache_bytes,
             images_root=settings.images_dir,
+            node_images_bytes=settings.ray_node_images_bytes,
         )
     return WorkerManager(
         settings.workers_dir,

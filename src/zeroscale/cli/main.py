@@ -27,6 +27,7 @@ from zeroscale.config import (
     DEFAULT_IMAGES_MAX_MB,
     DEFAULT_LOG_MAX_MB,
     DEFAULT_MAX_EXTRACTED_MB,
+    DEFAULT_RAY_NODE_IMAGES_MB,
     DEFAULT_WORKER_DISK_MB,
     DEFAULT_WORKER_LOG_MB_PER_MINUTE,
     MB,
@@ -497,6 +498,16 @@ def _advertise_url(value: str | None) -> str | None:
     "started on the other nodes.",
 )
 @_opt(
+    "--ray-node-images-mb",
+    "ZEROSCALE_RAY_NODE_IMAGES_MB",
+    default=DEFAULT_RAY_NODE_IMAGES_MB,
+    type=click.IntRange(min=0),
+    help="With --ray-address: MB the bring-your-own images unpacked on a node may take there (every front "
+    "end's together); past it, those no worker uses go, least recently used first, and an image that does "
+    "not fit beside those in use is refused on that node (another node is tried) (0: no cap; unused images "
+    "still go after an hour).",
+)
+@_opt(
     "--ray-temp-dir",
     "ZEROSCALE_RAY_TEMP_DIR",
     default=None,
@@ -572,6 +583,7 @@ def serve(
     ray_address: str | None,
     ray_node_dir: Path | None,
     ray_node_timeout_s: float,
+    ray_node_images_mb: int,
     ray_temp_dir: Path | None,
     log_level: str,
 ) -> None:
@@ -654,6 +666,7 @@ def serve(
         advertise_url=advertise_url,
         ray_address=ray_address or None,
         ray_node_timeout_s=ray_node_timeout_s,
+        ray_node_images_bytes=ray_node_images_mb * MB,
         ray_temp_dir=ray_temp_dir,
         log_level=log_level,
     )
