@@ -64,9 +64,7 @@ class NodeImages:
         record = self.registry.get(NAME, digest)
         if record is None or not hold.add(str(record.root)):
             return None
-        with contextlib.suppress(OSError):
-            os.utime(record.root)  # its last use
-        return record
+        return _used(record)
 
     def add(self, digest: str, archive: bytes, size: int, hold: Hold) -> ImageRecord:
         """Blocking. Register ``archive`` (a tar.gz of ``size`` bytes of files) as image ``digest``, held by
@@ -88,7 +86,7 @@ class NodeImages:
                 )
             if not hold.add(str(record.root)):  # no trim runs during an addition: not expected
                 raise DeployError(f"The image sha256:{digest} was removed from this node as it started.")
-            return record
+            return _used(record)
 
     def trim(self) -> list[str]:
         """Blocking. Remove the images the plan names (none in use); the digests removed. Nothing while
@@ -150,3 +148,10 @@ class NodeImages:
             yield True
         finally:
             os.close(fd)
+
+
+def _used(record: ImageRecord) -> ImageRecord:
+    """``record``'s image is used now: its directory's mtime, which trims read as its last use."""
+    with contextlib.suppress(OSError):
+        os.utime(record.root)
+    return record
