@@ -14,10 +14,12 @@ from pathlib import Path
 MB = 1024 * 1024
 DEFAULT_MAX_EXTRACTED_MB = 5 * 1024
 DEFAULT_IMAGES_MAX_MB = 20 * 1024
+DEFAULT_RAY_NODE_IMAGES_MB = 20 * 1024
 DEFAULT_ARTIFACT_CACHE_MB = 20 * 1024
 DEFAULT_LOG_MAX_MB = 10 * 1024
 DEFAULT_WORKER_DISK_MB = 5 * 1024
 DEFAULT_WORKER_LOG_MB_PER_MINUTE = 10
+DEFAULT_ASYNC_MAX_QUEUED_TOTAL = 50_000
 
 
 def _default_memory_budget_mb() -> int:
@@ -118,6 +120,9 @@ class Settings:
     # Asynchronous requests one IAM user may have waiting over all endpoints (the admin's are not counted;
     # 0: no limit): each holds a row, and an inline input up to 128,000 bytes, in the database.
     async_max_queued_per_user: int = 10_000
+    # Asynchronous requests waiting on the server, everyone's together (the admin's included; 0: no limit):
+    # many users, each under its own bound, cannot grow the queue without end.
+    async_max_queued_total: int = DEFAULT_ASYNC_MAX_QUEUED_TOTAL
     # Control-plane calls a second each access key but the admin's may make, and at once (0: no limit).
     api_rate_per_key: float = 50.0
     api_burst_per_key: int = 100
@@ -161,6 +166,10 @@ class Settings:
     # Seconds a node's agent may leave a poll unanswered before the node counts as lost (its workers are
     # re-placed on the others).
     ray_node_timeout_s: float = 10.0
+    # What a node's unpacked bring-your-own images may take on its disk, every front end's together (0: no
+    # cap): past it, those no worker uses go, least recently used first, and an image that does not fit
+    # beside those in use is refused on that node.
+    ray_node_images_bytes: int = DEFAULT_RAY_NODE_IMAGES_MB * MB
     # The temp directory (``ray start --temp-dir``) of the Ray node on this machine the front end attaches to
     # as a driver; None: Ray's choice (the head's, when this machine runs it). See "Head recovery".
     ray_temp_dir: Path | None = None

@@ -44,7 +44,7 @@ from zeroscale.artifacts import ArtifactCache
 from zeroscale.artifacts.gauges import ShelfCollector
 from zeroscale.artifacts.pyenv import PythonEnvs
 from zeroscale.asyncinf.gauges import BacklogCollector, BacklogSampler
-from zeroscale.asyncinf.queue import RequestQueue
+from zeroscale.asyncinf.queue import QueueBounds, RequestQueue
 from zeroscale.asyncinf.s3io import S3Io
 from zeroscale.asyncinf.service import AsyncInference
 from zeroscale.audit.trail import AuditApi, AuditTrail
@@ -361,7 +361,16 @@ def build(settings: Settings) -> Server:
         live=cluster.live,
     )
     asynchronous = AsyncInference(
-        RequestQueue(settings.db_url, frontend=cluster.id, retention_s=settings.async_retention_days * 86400),
+        RequestQueue(
+            settings.db_url,
+            frontend=cluster.id,
+            retention_s=settings.async_retention_days * 86400,
+            bounds=QueueBounds(
+                per_endpoint=settings.async_max_queued,
+                per_user=settings.async_max_queued_per_user,
+                total=settings.async_max_queued_total,
+            ),
+        ),
         fleet,
         endpoints,
         s3,
@@ -370,8 +379,6 @@ def build(settings: Settings) -> Server:
         account_id=settings.account_id,
         payload_limit_bytes=settings.async_payload_limit_bytes,
         scratch_dir=settings.data_dir / "async",
-        max_queued=settings.async_max_queued,
-        max_queued_per_user=settings.async_max_queued_per_user,
         creator=caller_id,
     )
     endpoints.listeners.append(asynchronous.refresh)
@@ -628,6 +635,7 @@ def _workers(
             artifact_cache_bytes=settings.artifact_cache_bytes,
             requirements_cache_bytes=settings.requirements_cache_bytes,
             images_root=settings.images_dir,
+            node_images_bytes=settings.ray_node_images_bytes,
         )
     return WorkerManager(
         settings.workers_dir,

@@ -4,13 +4,25 @@ its FailureLocation without reaching a worker."""
 
 from __future__ import annotations
 
+import threading
+import time
 from pathlib import Path
 from typing import Any, cast
 
 import pytest
+from sqlalchemy import event
 
 from s3server import SeaweedS3
-from zeroscale.asyncinf.queue import COMPLETED, FAILED, QUEUED, RUNNING, AsyncRequest, RequestQueue
+from zeroscale.asyncinf.queue import (
+    COMPLETED,
+    FAILED,
+    QUEUED,
+    RUNNING,
+    AsyncRequest,
+    QueueBounds,
+    QueueFull,
+    RequestQueue,
+)
 from zeroscale.asyncinf.s3io import S3Io
 from zeroscale.asyncinf.service import MAX_ATTEMPTS, AsyncEndpoint, AsyncInference
 from zeroscale.control.async_config import async_config
@@ -135,13 +147,84 @@ def test_finished_requests_are_deleted_once_past_their_retention(tmp_path: Path)
     assert not keep.prune_due(1e12) and keep.prune(1e12) == 0
 
 
-def test_queued_at_least_counts_only_waiting_requests(queue: RequestQueue) -> None:
-    for n in range(3):
-        queue.enqueue(_request("Alpha", n))
-    assert queue.queued_at_least("alpha", 3) and not queue.queued_at_least("alpha", 4)
-    queue.claim("alpha", now=200.0)
-    assert not queue.queued_at_least("ALPHA", 3) and queue.queued_at_least("alpha", 2)
-    assert not queue.queued_at_least("beta", 1)
+def _by(req: AsyncRequest, creator: str | None) -> AsyncRequest:
+    req.creator = creator
+    return req
+
+
+def test_each_bound_refuses_the_request_past_it_and_writes_nothing(tmp_path: Path) -> None:
+    """Queued requests only count: an endpoint's, an IAM user's over all endpoints (not the admin's), and
+    everyone's together; a refused request leaves no row, and a claim makes room again."""
+    bounds = QueueBounds(per_endpoint=2, per_user=3, total=4)
+    queue = RequestQueue(f"sqlite:///{tmp_path / 'zeroscale.db'}", bounds=bounds)
+    queue.enqueue(_by(_request("Alpha", 0), "AIDABOB"))
+    queue.enqueue(_by(_request("alpha", 1), "AIDABOB"))
+    with pytest.raises(QueueFull) as full:
+        queue.enqueue(_by(_request("ALPHA", 2), None))  # the admin too: the endpoint's bound is everyone's
+    assert (full.value.scope, full.value.bound) == ("endpoint", 2)
+    queue.enqueue(_by(_request("beta", 3), "AIDABOB"))
+    with pytest.raises(QueueFull) as full:
+        queue.enqueue(_by(_request("gamma", 4), "AIDABOB"))
+    assert (full.value.scope, full.value.bound) == ("user", 3)
+    queue.enqueue(_by(_request("gamma", 5), None))  # the admin's are not a user's
+    with pytest.raises(QueueFull) as full:
+        queue.enqueue(_by(_request("delta", 6), "AIDACAROL"))
+    assert (full.value.scope, full.value.bound) == ("total", 4)
+    assert {queue.find(f"id-{n}") is None for n in (2, 4, 6)} == {True}
+    claimed = queue.claim("alpha", now=200.0)
+    assert claimed is not None  # Running is not waiting: room for one more, in every bound
+    queue.enqueue(_by(_request("delta", 7), "AIDACAROL"))
+    with pytest.raises(QueueFull, match="total"):
+        queue.enqueue(_by(_request("delta", 8), "AIDACAROL"))
+
+
+FRONT_ENDS, THREADS_EACH, RACE_WINDOW_S = 3, 2, 0.05
+
+
+@pytest.mark.parametrize("scope", ["endpoint", "user", "total"])
+def test_a_bound_holds_when_front_ends_enqueue_at_once(db_url: str, scope: str) -> None:
+    """Several queues on one database (as several front ends are), each with threads enqueueing at the same
+    moment, every insert holding its transaction open a moment before it counts: of six requests with room
+    for two, two are queued and four refused (without the lock on what is counted, on PostgreSQL each
+    counts before the others commit and all pass)."""
+    bounds = {
+        "endpoint": QueueBounds(per_endpoint=2),
+        "user": QueueBounds(per_user=2),
+        "total": QueueBounds(total=2),
+    }[scope]
+    queues = [RequestQueue(db_url, bounds=bounds) for _ in range(FRONT_ENDS)]
+    for queue in queues:
+
+        @event.listens_for(queue._engine, "after_cursor_execute")
+        def pause(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+            if statement.lstrip().upper().startswith("INSERT INTO ASYNC_REQUESTS"):
+                time.sleep(RACE_WINDOW_S)
+
+    workers = [q for q in queues for _ in range(THREADS_EACH)]
+    start = threading.Barrier(len(workers))
+    queued: list[int] = []
+    refused: list[str] = []
+
+    def send(queue: RequestQueue, n: int) -> None:
+        start.wait()
+        endpoint = "alpha" if scope == "endpoint" else f"ep-{n}"
+        try:
+            queue.enqueue(_by(_request(endpoint, n), "AIDABOB"))
+            queued.append(n)
+        except QueueFull as full:
+            refused.append(full.scope)
+
+    threads = [threading.Thread(target=send, args=(q, n)) for n, q in enumerate(workers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    try:
+        assert (len(queued), refused) == (2, [scope] * (len(workers) - 2))
+        assert sum(b.queued for b in queues[0].backlog()) == 2
+    finally:
+        for queue in queues:
+            queue.close()
 
 
 def _failing_service(

@@ -750,6 +750,49 @@ def test_one_iam_user_cannot_fill_every_queue(
         server.stop()
 
 
+def test_users_together_cannot_grow_the_queue_past_the_servers_bound(
+    s3_server: SeaweedS3, s3: Any, echo_url: str, tmp_path: Path
+) -> None:
+    """--async-max-queued-total counts every waiting request, each user's and the admin's, over all
+    endpoints: an IAM user and the admin, each far under its own bounds, fill it together; the next request
+    of either is refused by name (503), none accepted is lost, and once they have run requests are taken
+    again."""
+    server = ServerProcess(
+        tmp_path / "data",
+        flags={"s3_endpoint_url": s3_server.endpoint_url, "async_max_queued_total": 3},
+        env=s3_server.env(),
+    ).start()
+    try:
+        sm = server.client("sagemaker")
+        for name in ("totalq-a", "totalq-b"):
+            desc = _deploy_async(
+                sm, name, echo_url, max_concurrency=1, ClientConfig={"MaxConcurrentInvocationsPerInstance": 1}
+            )
+            assert desc["EndpointStatus"] == "InService", desc.get("FailureReason")
+        tenant = server.client("sagemaker-runtime", key=s3_tenant(server, "totaler", f"{BUCKET}/totaler"))
+        admin = server.client("sagemaker-runtime")
+        slow = json.dumps({"sleep": 2}).encode()
+        accepted = []
+        with pytest.raises(ClientError) as err:
+            for n in range(10):  # one running on each endpoint at most: three wait, then the next is refused
+                client, endpoint = ((tenant, "totalq-a"), (admin, "totalq-b"))[n % 2]
+                accepted.append(client.invoke_endpoint_async(EndpointName=endpoint, Body=slow))
+        assert 3 <= len(accepted) <= 5
+        assert err.value.response["Error"]["Code"] == "ServiceUnavailable"
+        assert err.value.response["ResponseMetadata"]["HTTPStatusCode"] == 503
+        message = err.value.response["Error"]["Message"]
+        assert "The server has 3 asynchronous requests waiting" in message
+        assert "(zeroscale serve --async-max-queued-total)" in message
+        with pytest.raises(ClientError, match="--async-max-queued-total"):  # whoever sends it, wherever
+            (admin, tenant)[len(accepted) % 2].invoke_endpoint_async(EndpointName="totalq-a", Body=slow)
+        for answer in accepted:
+            assert json.loads(_get(s3, answer["OutputLocation"], timeout_s=60)) == {"echo": {"sleep": 2}}
+        again = tenant.invoke_endpoint_async(EndpointName="totalq-b", Body=slow)
+        assert json.loads(_get(s3, again["OutputLocation"], timeout_s=60)) == {"echo": {"sleep": 2}}
+    finally:
+        server.stop()
+
+
 @pytest.mark.parametrize("endpoint", ["http://169.254.169.254/latest/meta-data/", "https://[fe80::1]:443/x"])
 def test_a_subscription_to_a_link_local_address_is_refused(server: ServerProcess, endpoint: str) -> None:
     """The server makes the request a subscriber names: never to the cloud's metadata service."""

@@ -423,6 +423,49 @@ def test_a_bring_your_own_image_runs_on_the_nodes(setup: Setup, tmp_path: Path) 
     server.client("sagemaker").delete_endpoint(EndpointName="byo")
 
 
+def test_an_image_past_the_nodes_cap_is_refused_by_name_and_one_within_it_runs(
+    setup: Setup, tmp_path: Path
+) -> None:
+    """A front end with --ray-node-images-mb 1: an image of 1.5 MB fits no node, so its deployment fails
+    with the nodes' words (the cap, and what to do), nothing of it unpacked on them; the example image, far
+    under the cap, serves from the nodes."""
+    node_dir = tmp_path / "nodes"
+    flags = {"ray_address": setup.ray.address, "ray_node_dir": node_dir, "ray_node_images_mb": 1}
+    server = ServerProcess(tmp_path / "data", flags).start(timeout_s=120)
+    try:
+        env = {
+            "AWS_ACCESS_KEY_ID": ACCESS_KEY,
+            "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
+            "AWS_DEFAULT_REGION": REGION,
+        }
+        large = tmp_path / "large"
+        shutil.copytree(EXAMPLE_IMAGE, large)
+        (large / "weights.bin").write_bytes(b"w" * (3 * 1024 * 1024 // 2))
+        for ref, source in (("large:1", large), ("small:1", EXAMPLE_IMAGE)):
+            push = ["images", "push", ref, str(source), "--endpoint-url", server.url]
+            out = CliRunner().invoke(cli, push, env=env)
+            assert out.exit_code == 0, out.output
+        model = tmp_path / "model.json"
+        model.write_text(json.dumps({"weights": [2.0], "bias": 1.0}))
+        url = f"file://{make_tar(tmp_path / 'linear.tar.gz', {'model.json': model})}"
+        sm = server.client("sagemaker")
+        desc = deploy(sm, "too-large", url, image="large:1", max_concurrency=1)
+        assert desc["EndpointStatus"] == "Failed"
+        reason = desc["FailureReason"]
+        assert "it alone is larger than the node's cap for images, 1 MB" in reason, reason
+        assert "Raise --ray-node-images-mb" in reason, reason
+        assert not list(node_dir.glob("*/images/image/*/*/weights.bin"))
+        desc = deploy(sm, "small", url, image="small:1", max_concurrency=1)
+        assert desc["EndpointStatus"] == "InService", desc.get("FailureReason")
+        smr = server.client("sagemaker-runtime")
+        answer = smr.invoke_endpoint(
+            EndpointName="small", Body=b"3\n", ContentType="text/csv", Accept="text/csv"
+        )
+        assert answer["Body"].read().strip() == b"7.0"
+    finally:
+        server.stop()
+
+
 NAMED = """
 def model_fn(model_dir):
     return open(model_dir + "/name.txt").read()

@@ -4,6 +4,7 @@ and what it refuses to send to a node. (tests/e2e/test_ray_cluster.py runs it ag
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import io
 import os
 import subprocess
@@ -11,15 +12,19 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 
 from zeroscale.artifacts.cache import ArtifactCache
 from zeroscale.artifacts.holds import Hold
+from zeroscale.config import MB, Settings
 from zeroscale.errors import DeployError, WorkersUnavailable
 from zeroscale.images.registry import ImageRegistry, write_archive
+from zeroscale.server import _workers as server_workers
 from zeroscale.workers.manager import WorkerHandle, WorkerSpec
-from zeroscale.workers.ray_agent import IMAGE_KEEP_S, AgentConfig, NodeAgent
+from zeroscale.workers.nodeimages import KEEP_S, NodeImagesFull
+from zeroscale.workers.ray_agent import AgentConfig, NodeAgent
 from zeroscale.workers.ray_workers import Node, NodeLost, RayWorkers
 from zeroscale.workers.zygotes import TemplateRefused
 
@@ -141,7 +146,7 @@ def test_a_node_registers_an_image_once_and_runs_only_the_content_deployed(tmp_p
     async def workdir(digest: str, hold: Hold, within: str = "", data: bytes = buffer.getvalue()) -> str:
         archive = asyncio.get_running_loop().create_future()  # awaited as the ObjectRef is on a cluster
         archive.set_result(data)
-        image = {"digest": digest, "archive": archive, "workdir": within, "command": []}
+        image = {"digest": digest, "archive": archive, "bytes": pushed.size, "workdir": within, "command": []}
         return await agent._image_workdir(image, hold)
 
     running = agent._artifacts.hold()
@@ -152,19 +157,184 @@ def test_a_node_registers_an_image_once_and_runs_only_the_content_deployed(tmp_p
         assert asyncio.run(workdir(pushed.digest, other, data=b"not an archive")) == first
     with pytest.raises(DeployError, match="not sha256:" + "0" * 64), agent._artifacts.hold() as hold:
         asyncio.run(workdir("0" * 64, hold))
-    assert agent._images.get("image", "0" * 64) is None  # not kept under the name it claimed
+    assert agent._images.registry.get("image", "0" * 64) is None  # not kept under the name it claimed
     with pytest.raises(DeployError, match="outside the image"), agent._artifacts.hold() as hold:
         asyncio.run(workdir(pushed.digest, hold, "../.."))
-    an_hour_ago = time.time() - IMAGE_KEEP_S - 1
+    an_hour_ago = time.time() - KEEP_S - 1
     os.utime(first, (an_hour_ago, an_hour_ago))
-    agent._trim_images()
+    agent._images.trim()
     assert Path(first).is_dir()  # a worker runs it
     running.close()
-    agent._trim_images()
+    agent._images.trim()
     assert not Path(first).exists()
     with agent._artifacts.hold() as hold:
         assert asyncio.run(workdir(pushed.digest, hold)) == first
     assert Path(first, "serve").is_file()
+
+
+def _padded_image(tmp_path: Path, name: str, pad: int) -> tuple[str, bytes, int]:
+    """A pushed image of the example's files and ``pad`` bytes more: (digest, its tar.gz, its bytes)."""
+    source = tmp_path / "sources" / name
+    source.mkdir(parents=True)
+    for member in EXAMPLE_IMAGE.iterdir():
+        (source / member.name).write_bytes(member.read_bytes())
+        (source / member.name).chmod(member.stat().st_mode)
+    (source / "pad").write_bytes(name.encode() * (pad // len(name)))
+    pushed = ImageRegistry(tmp_path / "front").push(name, "1", source)
+    buffer = io.BytesIO()
+    write_archive(pushed.root, buffer)
+    return pushed.digest, buffer.getvalue(), pushed.size
+
+
+def test_a_nodes_images_are_held_to_its_cap_least_recently_used_first_and_never_one_in_use(
+    tmp_path: Path,
+) -> None:
+    """Two agents (two front ends) on one node, a cap of about two images: a third image makes room by
+    removing the least recently used image no worker holds (another agent's worker's image stays); an image
+    that cannot fit beside those in use is refused by name, nothing unpacked for it, and fits once a worker
+    ends; a periodic trim removes what a lowered cap no longer holds, except what is in use."""
+    node = str(tmp_path / "node")
+    a, b, c, d = (_padded_image(tmp_path, name, 40_000) for name in ("alpha", "bravo", "charlie", "delta"))
+    cap = a[2] + b[2] + 1000  # two images, not three
+
+    def agent() -> NodeAgent:
+        return NodeAgent(AgentConfig(node_id="n" * 16, root=node, host="127.0.0.1", images_cap_bytes=cap))
+
+    one, other = agent(), agent()
+
+    def start(on: NodeAgent, image: tuple[str, bytes, int]) -> tuple[Hold, Path]:
+        hold = on._artifacts.hold()
+
+        async def run() -> str:
+            data = asyncio.get_running_loop().create_future()
+            data.set_result(image[1])
+            request = {"digest": image[0], "archive": data, "bytes": image[2], "workdir": "", "command": []}
+            return await on._image_workdir(request, hold)
+
+        return hold, Path(asyncio.run(run()))
+
+    def unpacked() -> set[str]:
+        return {record.tag for record in one._images.registry.list()}
+
+    held_a, root_a = start(one, a)  # one's worker runs alpha
+    held_b, root_b = start(other, b)  # the other agent's runs bravo, then ends
+    held_b.close()
+    assert unpacked() == {a[0], b[0]}
+    held_c, _ = start(one, c)  # bravo, unused, makes room; alpha is in use
+    assert unpacked() == {a[0], c[0]} and not root_b.exists() and root_a.is_dir()
+    with pytest.raises(NodeImagesFull) as full:
+        start(other, d)
+    message = str(full.value)
+    assert "--ray-node-images-mb" in message and f"cap of {cap / 1024**2:.0f} MB" in message
+    assert unpacked() == {a[0], c[0]}  # nothing of delta unpacked, nothing in use removed
+    held_a.close()  # alpha's worker ends: delta fits in its place
+    held_d, root_d = start(other, d)
+    assert unpacked() == {c[0], d[0]} and not root_a.exists()
+
+    lowered = NodeAgent(AgentConfig(node_id="n" * 16, root=node, host="127.0.0.1", images_cap_bytes=d[2]))
+    held_c.close()
+    lowered._images.trim()  # one image's room: charlie, unused, goes; delta is in use
+    assert unpacked() == {d[0]} and root_d.is_dir()
+    held_d.close()
+    lowered._images.trim()
+    assert unpacked() == {d[0]}  # within the cap, used within the hour
+    smaller = NodeAgent(AgentConfig(node_id="n" * 16, root=node, host="127.0.0.1", images_cap_bytes=1))
+    held_d = smaller._artifacts.hold()
+    assert smaller._images.use(d[0], held_d) is not None
+    smaller._images.trim()
+    assert unpacked() == {d[0]}  # past the cap alone, but in use
+    held_d.close()
+    smaller._images.trim()
+    assert unpacked() == set()
+
+
+def test_a_start_whose_image_does_not_fit_the_node_says_so_for_the_router(tmp_path: Path) -> None:
+    """The agent's answer to a start whose image does not fit beside those in use: the cap's message, marked
+    for the router to try another node; the worker's holds are released."""
+    model = tmp_path / "m"
+    model.mkdir()
+    (model / "model.joblib").write_bytes(b"w")
+    digest, archive, size = _padded_image(tmp_path, "alpha", 4000)
+    config = AgentConfig(
+        node_id="n" * 16,
+        root=str(tmp_path / "node"),
+        host="127.0.0.1",
+        sandbox=False,
+        cgroups=False,
+        images_cap_bytes=size - 1,
+    )
+    agent = NodeAgent(config)
+
+    async def start() -> dict[str, Any]:
+        data = asyncio.get_running_loop().create_future()
+        data.set_result(archive)
+        image = {"digest": digest, "archive": data, "bytes": size, "workdir": "", "command": ["./serve"]}
+        request = {
+            "worker_id": "0001-x",
+            "runtime": "byo/alpha",
+            "model_source": f"file://{model}",
+            "memory_mb": 256,
+            "env": {},
+            "image": image,
+        }
+        try:
+            return await agent.start(request)
+        finally:
+            await agent.close()
+
+    answer = asyncio.run(start())
+    assert answer["no_room"] is True
+    assert "it alone is larger than the node's cap for images" in answer["error"]
+    assert "--ray-node-images-mb" in answer["error"]
+    assert agent._holds == {} and agent._images.registry.list() == []
+
+
+class _Agent:
+    """A node's agent as the router calls it (``agent.start.remote(request)``, awaited): ``answer``."""
+
+    def __init__(self, answer: dict[str, Any]) -> None:
+        self.answer = answer
+        self.asked = 0
+        self.start = self
+
+    async def _answer(self) -> dict[str, Any]:
+        self.asked += 1
+        return self.answer
+
+    def remote(self, _request: dict[str, Any]) -> Any:
+        return self._answer()
+
+
+async def test_a_node_without_room_for_the_image_sends_the_worker_to_another(tmp_path: Path) -> None:
+    """A node that answers its images have no room is not the model's fault: the worker goes to the next
+    node, and when none has room the start fails as unavailable (a request waiting for it answers
+    ServiceUnavailable), with the last node's words naming the cap."""
+    pytest.importorskip("ray")
+    model = tmp_path / "m"
+    model.mkdir()
+    (model / "model.joblib").write_bytes(b"w")
+    entry = ArtifactCache(tmp_path / "cache").prepare(f"file://{model}")
+    full = {"error": "The image's 9.0 MB do not fit on this node: ... --ray-node-images-mb", "no_room": True}
+    workers = _workers()
+    first, second = _node(workers, "a" * 40), _node(workers, "b" * 40)
+    first.agent, second.agent = _Agent(full), _Agent({"pid": 1, "port": 1, "ready_s": 0.1})
+    handle = await workers.start(_spec(tmp_path, str(entry)), worker_id="0001-x")
+    assert handle.node == second.name and (first.agent.asked, second.agent.asked) == (1, 1)
+    assert list(second.workers) == ["0001-x"] and not first.workers
+
+    second.agent = _Agent(full)
+    with pytest.raises(WorkersUnavailable, match=r"--ray-node-images-mb \(node host/"):
+        await workers.start(_spec(tmp_path, str(entry)), worker_id="0002-x")
+    assert (first.agent.asked, second.agent.asked) == (2, 1)
+    assert "0002-x" not in first.workers and "0002-x" not in second.workers
+
+
+def test_the_node_images_cap_goes_from_the_settings_to_every_agent(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path, ray_address="127.0.0.1:6379", ray_node_images_bytes=7 * MB)
+    workers = server_workers(settings, cast(Any, None), None)
+    assert isinstance(workers, RayWorkers) and workers._agent_config.images_cap_bytes == 7 * MB
+    agent = NodeAgent(dataclasses.replace(workers._agent_config, node_id="n" * 16, root=str(tmp_path)))
+    assert agent._images._cap_bytes == 7 * MB
 
 
 def test_other_front_ends_workers_on_a_node_count_against_it(tmp_path: Path) -> None:

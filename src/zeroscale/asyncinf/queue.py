@@ -10,6 +10,11 @@ database: each Running row names the front end that runs it (``frontend``); a fr
 puts back its own and those of front ends no longer alive, never a live one's. A finished request's row is
 deleted once the retention has passed since it finished (``prune``; ``--async-retention-days``).
 
+Bounds (``QueueBounds``: ``--async-max-queued``, ``--async-max-queued-per-user``,
+``--async-max-queued-total``) are checked in the transaction that inserts the request, after the insert and
+under the locks of what they count (``store/locks.py``), so front ends enqueueing at once never pass one
+together: a request past a bound is rolled back and ``enqueue`` raises ``QueueFull``.
+
 A request may carry its input inline (InvokeEndpointAsync's Body, at most 128,000 bytes) instead of an
 InputLocation: it is kept in the row (``body``) until the request finishes, and read only by the claim that
 runs it; listings and lookups leave it out.
@@ -20,7 +25,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Collection
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import (
     Column,
@@ -37,15 +42,19 @@ from sqlalchemy import (
     func,
     insert,
     select,
+    true,
     update,
 )
 from sqlalchemy.engine import Connection
+from sqlalchemy.sql.elements import ColumnElement
 
 from zeroscale.store.engine import make_engine
+from zeroscale.store.locks import lock_counted
 from zeroscale.store.migrations import Step, add_column, add_index, upgrade
 
 QUEUED, RUNNING, COMPLETED, FAILED = "Queued", "Running", "Completed", "Failed"
 PRUNE_BATCH = 5000  # rows deleted per transaction: a long prune never holds the database for long
+_COUNTED = "async_requests"  # the kind store/locks.py locks while a bound is counted
 
 metadata = MetaData()
 
@@ -132,6 +141,36 @@ class AsyncRequest:
 
 
 @dataclass(frozen=True)
+class QueueBounds:
+    """Queued requests at most (0: no bound): one endpoint's, one IAM user's over all endpoints (the
+    admin's, sent with no creator, are not counted), and everyone's together."""
+
+    per_endpoint: int = 0
+    per_user: int = 0
+    total: int = 0
+
+
+Scope = Literal["endpoint", "user", "total"]
+
+
+@dataclass(frozen=True)
+class _Bound:
+    scope: Scope
+    bound: int
+    lock: tuple[str, str]  # what ``lock_counted`` locks while it is counted
+    rows: ColumnElement[bool]  # the requests it counts (those Queued)
+
+
+class QueueFull(Exception):
+    """A request would take a scope's Queued requests past its bound (nothing was written)."""
+
+    def __init__(self, scope: Scope, bound: int) -> None:
+        super().__init__(f"{bound} asynchronous requests queued ({scope})")
+        self.scope = scope
+        self.bound = bound
+
+
+@dataclass(frozen=True)
 class Backlog:
     endpoint_name: str
     queued: int
@@ -165,9 +204,16 @@ def _request(row: RowMapping) -> AsyncRequest:
 class RequestQueue:
     """Thread-safe; every call is one transaction (the dispatcher calls it from worker threads)."""
 
-    def __init__(self, url: str, frontend: str | None = None, retention_s: float = 0.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        frontend: str | None = None,
+        retention_s: float = 0.0,
+        bounds: QueueBounds | None = None,
+    ) -> None:
         """``retention_s``: finished requests are deleted this long after they finished (0 keeps them)."""
         self._frontend = frontend  # written on each claim
+        self._bounds = bounds or QueueBounds()
         self._retention_s = retention_s
         self._next_prune = 0.0
         self._engine = make_engine(url)
@@ -175,7 +221,8 @@ class RequestQueue:
         upgrade(self._engine, "async", metadata, STEPS)
 
     def enqueue(self, req: AsyncRequest) -> AsyncRequest:
-        """Commit a new Queued request; returns it with its row id."""
+        """Commit a new Queued request; returns it with its row id. QueueFull when it would take a bound's
+        Queued requests past it (then nothing is written)."""
         values: dict[str, Any] = {
             "inference_id": req.inference_id,
             "endpoint": req.endpoint_name.lower(),
@@ -195,9 +242,15 @@ class RequestQueue:
             "body": req.body,
             "creator": req.creator,
         }
+        bounded = self._bounded(req)
         with self._lock, self._engine.begin() as conn:
             result = conn.execute(insert(requests).values(**values))
             key = result.inserted_primary_key
+            if bounded:  # counted after the write (store/locks.py), each raising: the insert is rolled back
+                lock_counted(conn, [b.lock for b in bounded])
+                for b in bounded:
+                    if _more_than(conn, b.rows & (requests.c.status == QUEUED), b.bound):
+                        raise QueueFull(b.scope, b.bound)
         req.id = int(key[0]) if key else 0
         req.status = QUEUED
         return req
@@ -282,24 +335,19 @@ class RequestQueue:
             )
         return int(result.rowcount or 0)
 
-    def queued_at_least(self, endpoint: str, count: int) -> bool:
-        """Whether ``endpoint`` has ``count`` or more requests Queued (its index read no further)."""
-        query = (
-            select(requests.c.id)
-            .where((requests.c.endpoint == endpoint.lower()) & (requests.c.status == QUEUED))
-            .order_by(requests.c.id)
-            .offset(count - 1)
-            .limit(1)
-        )
-        with self._lock, self._engine.connect() as conn:
-            return conn.execute(query).first() is not None
-
-    def queued_by_at_least(self, creator: str, count: int) -> bool:
-        """Whether the IAM user ``creator`` has ``count`` or more requests Queued, over all endpoints."""
-        mine = (requests.c.creator == creator) & (requests.c.status == QUEUED)
-        query = select(requests.c.id).where(mine).offset(count - 1).limit(1)
-        with self._lock, self._engine.connect() as conn:
-            return conn.execute(query).first() is not None
+    def _bounded(self, req: AsyncRequest) -> list[_Bound]:
+        """The bounds ``req`` counts against."""
+        bounds, endpoint = self._bounds, req.endpoint_name.lower()
+        found: list[_Bound] = []
+        if bounds.per_endpoint:
+            lock = (f"{_COUNTED}.endpoint", endpoint)
+            found.append(_Bound("endpoint", bounds.per_endpoint, lock, requests.c.endpoint == endpoint))
+        if bounds.per_user and req.creator:
+            lock = (_COUNTED, req.creator)
+            found.append(_Bound("user", bounds.per_user, lock, requests.c.creator == req.creator))
+        if bounds.total:
+            found.append(_Bound("total", bounds.total, (_COUNTED, ""), true()))
+        return found
 
     def prune_due(self, now: float) -> bool:
         return self._retention_s > 0 and now >= self._next_prune
@@ -369,3 +417,8 @@ class RequestQueue:
     def close(self) -> None:
         with self._lock:
             self._engine.dispose()
+
+
+def _more_than(conn: Connection, where: ColumnElement[bool], count: int) -> bool:
+    """Whether more than ``count`` rows match ``where`` (an index read no further than that)."""
+    return conn.execute(select(requests.c.id).where(where).offset(count).limit(1)).first() is not None

@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from zeroscale.asyncinf.queue import COMPLETED, FAILED, AsyncRequest, Backlog, RequestQueue
+from zeroscale.asyncinf.queue import COMPLETED, FAILED, AsyncRequest, Backlog, QueueFull, RequestQueue
 from zeroscale.asyncinf.s3io import InputError, OutputError, S3Io
 from zeroscale.background import Background
 from zeroscale.control.async_config import ERROR_TOPIC, SUCCESS_TOPIC, AsyncConfig, async_config
@@ -83,6 +83,24 @@ class AsyncParams:
     timeout_s: int
 
 
+def _full_message(full: QueueFull, endpoint: str) -> str:
+    """Why a request was refused, and what to do: the bound by its flag."""
+    if full.scope == "endpoint":
+        return (
+            f"Endpoint {endpoint} has {full.bound} asynchronous requests waiting, as many as a queue holds "
+            "(zeroscale serve --async-max-queued): try again once some have run, or give it more instances."
+        )
+    if full.scope == "user":
+        return (
+            f"You have {full.bound} asynchronous requests waiting over all endpoints, as many as one IAM "
+            "user may (zeroscale serve --async-max-queued-per-user): try again once some have run."
+        )
+    return (
+        f"The server has {full.bound} asynchronous requests waiting over all endpoints and users, as many as "
+        "it holds (zeroscale serve --async-max-queued-total): try again once some have run."
+    )
+
+
 def _iso(at: float) -> str:
     return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
@@ -100,8 +118,6 @@ class AsyncInference:
         account_id: str,
         payload_limit_bytes: int,
         scratch_dir: Path,
-        max_queued: int = 0,
-        max_queued_per_user: int = 0,
         creator: Callable[[], str] | None = None,
         notifier: Notifier | None = None,
         tick_s: float = 1.0,
@@ -116,10 +132,8 @@ class AsyncInference:
         self._account_id = account_id
         self._payload_limit_bytes = payload_limit_bytes
         self._scratch_dir = scratch_dir
-        self._max_queued = max_queued  # requests Queued per endpoint (0: no limit)
-        # requests Queued per IAM user over all its endpoints (0: no limit); ``creator``: the user id of the
-        # request being sent ("" for the admin, whom it does not bound)
-        self._max_queued_per_user = max_queued_per_user
+        # ``creator``: the IAM user id of the request being sent ("" for the admin, whom the queue's bound per
+        # user does not count)
         self._creator = creator or (lambda: "")
         self.notifier = notifier
         self._tick_s = tick_s
@@ -195,25 +209,7 @@ class AsyncInference:
                 self._s3.locate(params.input_location)
         except ValueError as exc:
             raise RuntimeValidationError(f"InputLocation {exc}.") from None
-        if self._max_queued and await asyncio.to_thread(
-            self._queue.queued_at_least, entry.name, self._max_queued
-        ):
-            raise ServiceUnavailable(
-                f"Endpoint {entry.name} has {self._max_queued} asynchronous requests waiting, as many as a "
-                "queue holds (zeroscale serve --async-max-queued): try again once some have run, or give it "
-                "more instances."
-            )
         creator = self._creator() or None
-        if (
-            creator is not None
-            and self._max_queued_per_user
-            and await asyncio.to_thread(self._queue.queued_by_at_least, creator, self._max_queued_per_user)
-        ):
-            raise ServiceUnavailable(
-                f"You have {self._max_queued_per_user} asynchronous requests waiting over all endpoints, as "
-                "many as one IAM user may (zeroscale serve --async-max-queued-per-user): try again once some "
-                "have run."
-            )
         cfg = entry.config
         req = AsyncRequest(
             id=0,
@@ -236,7 +232,10 @@ class AsyncInference:
             body=params.body,
             creator=creator,
         )
-        await asyncio.to_thread(self._queue.enqueue, req)
+        try:
+            await asyncio.to_thread(self._queue.enqueue, req)
+        except QueueFull as full:
+            raise ServiceUnavailable(_full_message(full, entry.name)) from None
         self._wake.set()
         return req
 

@@ -23,9 +23,11 @@ from zeroscale.cli.usage import check_price_table, usage
 from zeroscale.cli.workers import workers
 from zeroscale.config import (
     DEFAULT_ARTIFACT_CACHE_MB,
+    DEFAULT_ASYNC_MAX_QUEUED_TOTAL,
     DEFAULT_IMAGES_MAX_MB,
     DEFAULT_LOG_MAX_MB,
     DEFAULT_MAX_EXTRACTED_MB,
+    DEFAULT_RAY_NODE_IMAGES_MB,
     DEFAULT_WORKER_DISK_MB,
     DEFAULT_WORKER_LOG_MB_PER_MINUTE,
     MB,
@@ -288,6 +290,15 @@ def _advertise_url(value: str | None) -> str | None:
     "admin's are not counted; 0: no limit).",
 )
 @_opt(
+    "--async-max-queued-total",
+    "ZEROSCALE_ASYNC_MAX_QUEUED_TOTAL",
+    default=DEFAULT_ASYNC_MAX_QUEUED_TOTAL,
+    type=click.IntRange(min=0),
+    help="Asynchronous requests the server may have waiting, every user's and the admin's together, over "
+    "all endpoints (checked exactly across front ends); past it, InvokeEndpointAsync answers "
+    "ServiceUnavailable until some have run (0: no limit).",
+)
+@_opt(
     "--api-rate-per-key",
     "ZEROSCALE_API_RATE_PER_KEY",
     default=50.0,
@@ -487,6 +498,16 @@ def _advertise_url(value: str | None) -> str | None:
     "started on the other nodes.",
 )
 @_opt(
+    "--ray-node-images-mb",
+    "ZEROSCALE_RAY_NODE_IMAGES_MB",
+    default=DEFAULT_RAY_NODE_IMAGES_MB,
+    type=click.IntRange(min=0),
+    help="With --ray-address: MB the bring-your-own images unpacked on a node may take there (every front "
+    "end's together); past it, those no worker uses go, least recently used first, and an image that does "
+    "not fit beside those in use is refused on that node (another node is tried) (0: no cap; unused images "
+    "still go after an hour).",
+)
+@_opt(
     "--ray-temp-dir",
     "ZEROSCALE_RAY_TEMP_DIR",
     default=None,
@@ -534,6 +555,7 @@ def serve(
     max_warm_mb_per_user: int | None,
     async_max_queued: int,
     async_max_queued_per_user: int,
+    async_max_queued_total: int,
     api_rate_per_key: float,
     api_burst_per_key: int,
     metering: bool,
@@ -561,6 +583,7 @@ def serve(
     ray_address: str | None,
     ray_node_dir: Path | None,
     ray_node_timeout_s: float,
+    ray_node_images_mb: int,
     ray_temp_dir: Path | None,
     log_level: str,
 ) -> None:
@@ -614,6 +637,7 @@ def serve(
         max_warm_mb_per_user=max_warm_mb_per_user,
         async_max_queued=async_max_queued,
         async_max_queued_per_user=async_max_queued_per_user,
+        async_max_queued_total=async_max_queued_total,
         api_rate_per_key=api_rate_per_key,
         api_burst_per_key=api_burst_per_key,
         metering=metering,
@@ -642,6 +666,7 @@ def serve(
         advertise_url=advertise_url,
         ray_address=ray_address or None,
         ray_node_timeout_s=ray_node_timeout_s,
+        ray_node_images_bytes=ray_node_images_mb * MB,
         ray_temp_dir=ray_temp_dir,
         log_level=log_level,
     )

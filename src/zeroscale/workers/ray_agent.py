@@ -15,6 +15,8 @@ What the node adds:
   the model (``PythonEnvs`` under ``<root>/<node id>/pyenvs``, held and evicted as the artifacts are, up
   to ``requirements_cache_bytes``), once per node, at its first worker there; the front end's own install
   (its data directory) is not a path the node has;
+- images: a bring-your-own image's files, registered on the node from the front end's copy at its first
+  worker there, held while workers run them, kept up to ``images_cap_bytes`` (``nodeimages.py``);
 - TCP: a worker serves on a Unix socket as everywhere; the agent listens on a TCP port of the node's address
   for each worker and relays bytes both ways, so the router reaches it over the network;
 - reports: ``poll`` long-polls for the router, answering with what the workers printed since the last poll
@@ -42,26 +44,27 @@ from pathlib import Path
 from typing import Any
 
 from zeroscale.artifacts.cache import ArtifactCache, entry_source
-from zeroscale.artifacts.entrylocks import try_lock_exclusive, unlock
 from zeroscale.artifacts.holds import Hold, Holds
 from zeroscale.artifacts.pyenv import PythonEnvs
-from zeroscale.config import DEFAULT_MAX_EXTRACTED_MB, DEFAULT_WORKER_LOG_MB_PER_MINUTE, MB
+from zeroscale.config import (
+    DEFAULT_MAX_EXTRACTED_MB,
+    DEFAULT_RAY_NODE_IMAGES_MB,
+    DEFAULT_WORKER_LOG_MB_PER_MINUTE,
+    MB,
+)
 from zeroscale.errors import DeployError, ZeroscaleError
-from zeroscale.images.names import ImageError
-from zeroscale.images.registry import ImageRegistry
 from zeroscale.runtimes.usercode import PYTHONPATH, requirements_file
 from zeroscale.workers.cgroups import MemoryGroups, memory_line
 from zeroscale.workers.confinement import Confinement, SandboxSettings
 from zeroscale.workers.manager import WorkerHandle, WorkerManager, WorkerSpec
 from zeroscale.workers.memory import private_bytes
+from zeroscale.workers.nodeimages import NodeImages, NodeImagesFull
 from zeroscale.workers.outputcap import first_record_at
 from zeroscale.workers.zygotes import TemplateRefused, Zygote, ZygoteError
 
 log = logging.getLogger("zeroscale.workers.node")
 _RELAY_CHUNK = 256 * 1024
 _LOG_CHUNK = 1024 * 1024  # the most of one worker's output shipped per poll
-_NODE_IMAGE = "image"  # the node's registry's one name: each image is the tag of its content digest
-IMAGE_KEEP_S = 3600.0  # a bring-your-own image no worker on the node has started with this long is removed
 # The node's caches (artifacts, requirements) are trimmed after each new entry, at the poll after a worker or
 # template ends (what it used may be unused now), and this often (what other agents' ended).
 TRIM_EVERY_S = 60.0
@@ -89,6 +92,7 @@ class AgentConfig:
     cgroups: bool = True  # a memory cgroup per worker where the node lets its agent make them
     artifact_cache_bytes: int | None = None  # the node's artifact cache past which unused entries go
     requirements_cache_bytes: int | None = None  # the same for its installed requirements
+    images_cap_bytes: int = DEFAULT_RAY_NODE_IMAGES_MB * MB  # its unpacked images, every agent's (0: no cap)
 
 
 @dataclass
@@ -116,9 +120,12 @@ class NodeAgent:
             self._root / "pyenvs", capacity_bytes=config.requirements_cache_bytes, holds=holds
         )
         # Bring-your-own images' files, registered again here from a front end's copy: one entry per content
-        # digest (its tag), through the checks of any push.
-        self._images = ImageRegistry(
-            self._root / "images", max_bytes=config.max_extracted_bytes, max_files=config.max_extracted_files
+        # digest (its tag), through the checks of any push, up to ``images_cap_bytes``.
+        self._images = NodeImages(
+            self._root / "images",
+            cap_bytes=config.images_cap_bytes,
+            max_bytes=config.max_extracted_bytes,
+            max_files=config.max_extracted_files,
         )
         self._image_locks: dict[str, asyncio.Lock] = {}
         # Every worker's and template's directories are held (locked) for as long as it lives, so this agent
@@ -222,47 +229,19 @@ class NodeAgent:
     async def _image_workdir(self, image: dict[str, Any], hold: Hold) -> str:
         """A bring-your-own image's workdir on this node, held by ``hold`` (so no agent's trim removes it
         while the worker runs): its files registered here from the front end's tar.gz (``RayWorkers._image``)
-        the first time, checked to be the content the endpoint deployed."""
+        the first time, room made for them (``NodeImagesFull`` when there is none), checked to be the
+        content the endpoint deployed."""
         digest = str(image["digest"])
         async with self._image_locks.setdefault(digest, asyncio.Lock()):
-            for _ in range(2):  # again when another agent's trim removed it between the look and the hold
-                record = await asyncio.to_thread(self._images.get, _NODE_IMAGE, digest)
-                if record is None:
-                    archive = await image["archive"]  # from Ray's object store
-                    record = await asyncio.to_thread(self._images.push_bytes, _NODE_IMAGE, digest, archive)
-                if await asyncio.to_thread(hold.add, str(record.root)):
-                    break
-            else:
-                raise DeployError(f"The image sha256:{digest} was removed from this node as it started.")
-        if record.digest != digest:  # not kept under a name it does not have
-            with contextlib.suppress(ImageError):
-                await asyncio.to_thread(self._images.delete, _NODE_IMAGE, digest)
-            raise DeployError(f"The image sent to this node is sha256:{record.digest}, not sha256:{digest}.")
-        with contextlib.suppress(OSError):
-            os.utime(record.root)  # its last use, for ``_trim_images``
+            record = await asyncio.to_thread(self._images.use, digest, hold)
+            if record is None:
+                archive = await image["archive"]  # from Ray's object store
+                size = int(image["bytes"])
+                record = await asyncio.to_thread(self._images.add, digest, archive, size, hold)
         workdir = (record.root / str(image["workdir"])).resolve()
         if workdir != record.root and record.root not in workdir.parents:
             raise DeployError(f"The image's workdir {image['workdir']!r} is outside the image.")
         return str(workdir)
-
-    def _trim_images(self) -> None:
-        """Blocking. Remove the images no worker on this node (of any front end's agent: each holds a shared
-        lock on those its workers run) has started with for ``IMAGE_KEEP_S``."""
-        now = time.time()
-        for record in self._images.list():
-            try:
-                if now - record.root.stat().st_mtime < IMAGE_KEEP_S:
-                    continue
-            except OSError:
-                continue
-            fd = try_lock_exclusive(record.root)
-            if fd is None:  # a worker runs it
-                continue
-            try:
-                with contextlib.suppress(ImageError):  # another agent removed it meanwhile
-                    self._images.delete(_NODE_IMAGE, record.tag)
-            finally:
-                unlock(fd)
 
     async def _spec(self, req: dict[str, Any], hold: Hold) -> WorkerSpec:
         env = dict(req["env"])
@@ -300,6 +279,8 @@ class NodeAgent:
             handle = await manager.start(spec, worker_id=wid, on_exit=self._exited, template=template)
         except BaseException as exc:
             self._release(wid)
+            if isinstance(exc, NodeImagesFull):  # the router tries another node
+                return {"error": str(exc), "no_room": True}
             if isinstance(exc, ZeroscaleError):
                 return {"error": exc.message}
             if isinstance(exc, DeployError | ZygoteError | OSError):
@@ -430,7 +411,7 @@ class NodeAgent:
             for root, trim in (
                 (self._artifacts.root, self._artifacts.trim),
                 (self._pyenvs.root, self._pyenvs.trim),
-                (self._images.root, self._trim_images),
+                (self._images.root, self._images.trim),
             ):
                 try:
                     await asyncio.to_thread(trim)

@@ -49,8 +49,14 @@ from pathlib import Path
 from typing import Any
 
 from zeroscale.artifacts.cache import entry_source
-from zeroscale.config import DEFAULT_MAX_EXTRACTED_MB, DEFAULT_WORKER_LOG_MB_PER_MINUTE, MB
+from zeroscale.config import (
+    DEFAULT_MAX_EXTRACTED_MB,
+    DEFAULT_RAY_NODE_IMAGES_MB,
+    DEFAULT_WORKER_LOG_MB_PER_MINUTE,
+    MB,
+)
 from zeroscale.errors import DeployError, WorkersUnavailable
+from zeroscale.fstree import tree_bytes
 from zeroscale.images.registry import write_archive
 from zeroscale.runtimes.usercode import PYTHONPATH, SUBMIT_DIRECTORY
 from zeroscale.workers.client import Body, WorkerConnection, WorkerResponse
@@ -172,13 +178,16 @@ class RayWorkers:
         node_timeout_s: float = 10.0,
         temp_dir: str | None = None,
         images_root: Path | None = None,
+        node_images_bytes: int = DEFAULT_RAY_NODE_IMAGES_MB * MB,
     ) -> None:
         """``images_root``: the front end's image registry (bring-your-own images' workers run on the nodes
-        from a copy of the image's files, ``_image``)."""
+        from a copy of the image's files, ``_image``); ``node_images_bytes``: what those copies may take on
+        a node (0: no cap)."""
         self._address = address
         self._images_root = images_root
-        # content digest -> (the image's tar.gz in Ray's object store, its size), least recently used first
-        self._image_refs: OrderedDict[str, tuple[Any, int]] = OrderedDict()
+        # content digest -> (the image's tar.gz in Ray's object store, its size, its files' bytes), least
+        # recently used first
+        self._image_refs: OrderedDict[str, tuple[Any, int, int]] = OrderedDict()
         self._image_lock = asyncio.Lock()
         self._temp_dir = temp_dir  # the local Ray node to attach to (its --temp-dir); None: Ray's choice
         self._agent_config = AgentConfig(
@@ -200,6 +209,7 @@ class RayWorkers:
             cgroups=cgroups,
             artifact_cache_bytes=artifact_cache_bytes,
             requirements_cache_bytes=requirements_cache_bytes,
+            images_cap_bytes=node_images_bytes,
         )
         self._startup_timeout_s = startup_timeout_s
         self._refresh_s = refresh_s
@@ -415,21 +425,27 @@ class RayWorkers:
             kept = self._image_refs.get(digest)
             if kept is None:
 
-                def put() -> tuple[Any, int]:
+                def put() -> tuple[Any, int, int]:
                     import ray
 
                     buffer = io.BytesIO()
                     write_archive(root, buffer)
-                    return ray.put(buffer.getvalue()), buffer.tell()
+                    return ray.put(buffer.getvalue()), buffer.tell(), tree_bytes(root)
 
                 kept = self._image_refs[digest] = await asyncio.to_thread(put)
             self._image_refs.move_to_end(digest)
             # the object store holds the most recently started images up to IMAGE_REFS_BYTES (at least one):
             # a node that has registered an image no longer needs it, one that has not gets it put again
-            total = sum(size for _, size in self._image_refs.values())
+            total = sum(size for _, size, _ in self._image_refs.values())
             while len(self._image_refs) > 1 and total > IMAGE_REFS_BYTES:
                 total -= self._image_refs.popitem(last=False)[1][1]
-        return {"digest": digest, "archive": kept[0], "workdir": workdir, "command": list(spec.command)}
+        return {
+            "digest": digest,
+            "archive": kept[0],
+            "bytes": kept[2],  # what the node makes room for before it unpacks the archive
+            "workdir": workdir,
+            "command": list(spec.command),
+        }
 
     def _image_parts(self, workdir: str) -> tuple[str, Path, str]:
         """A worker's workdir in this front end's registry (``<root>/<name>/<tag>/<digest>/<workdir>``) ->
@@ -498,8 +514,14 @@ class RayWorkers:
         spec.log_dir.mkdir(parents=True, exist_ok=True)
         handle = WorkerHandle(wid, spec, "", spec.log_dir / f"{wid}.log", started_at=time.monotonic())
         tried: set[str] = set()
+        no_room = ""  # the last node's answer that the image did not fit there
         while True:
-            node = self._place(spec, sha, remote, tried)
+            try:
+                node = self._place(spec, sha, remote, tried)
+            except DeployError:
+                if no_room:  # not the model's fault: a retry may find a node with room
+                    raise WorkersUnavailable(no_room) from None
+                raise
             handle.node = node.name
             node.workers[wid] = handle  # reserves its memory while it starts
             self._handles[wid] = handle
@@ -516,6 +538,10 @@ class RayWorkers:
             if "error" in answer:
                 node.workers.pop(wid, None)
                 self._handles.pop(wid, None)
+                if answer.get("no_room"):  # its images are full: another node may have room
+                    no_room = f"{answer['error']} (node {node.name})"
+                    tried.add(node.node_id)
+                    continue
                 raise DeployError(f"{answer['error']} (node {node.name})")
             break
         node.artifacts.add(sha)
