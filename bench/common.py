@@ -10,8 +10,11 @@ import contextlib
 import http.client
 import json
 import re
+import shutil
 import socket
 import ssl
+import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -339,6 +342,22 @@ def cpu_s(procs: list[psutil.Process]) -> float:
         except psutil.Error:
             pass
     return total
+
+
+@contextmanager
+def scratch_postgres(prefix: str) -> Iterator[tuple[Path, Any]]:
+    """A scratch directory and a PostgreSQL server of the tests' own (``tests/pgserver.py``) in it, for the
+    scenarios of several front ends on one database; both are gone afterwards."""
+    sys.path.insert(0, str(REPO / "tests"))
+    from pgserver import PostgresServer  # type: ignore[import-not-found]  # tests/pgserver.py
+
+    root = Path(tempfile.mkdtemp(prefix=prefix))
+    root.chmod(0o755)  # the PostgreSQL cluster belongs to the postgres user when run as root
+    try:
+        with PostgresServer(root / "pg") as pg:
+            yield root, pg
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @contextmanager

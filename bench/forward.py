@@ -18,14 +18,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import ssl
-import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
-from bench.common import REPO, SignedClient, build_models, pct
+from bench.common import SignedClient, build_models, pct, scratch_postgres
 from zeroscale.testing import ServerProcess, deploy, self_signed_certificate, wait_for
 
 BLOCK = 50
@@ -79,30 +76,22 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=1000, help="requests on each side, per protocol")
     parser.add_argument("--out", type=Path, help="write the results as JSON here too")
     args = parser.parse_args()
-    sys.path.insert(0, str(REPO / "tests"))
-    from pgserver import PostgresServer  # type: ignore[import-not-found]  # tests/pgserver.py
-
-    root = Path(tempfile.mkdtemp(prefix="zeroscale-bench-forward-"))
-    root.chmod(0o755)  # the PostgreSQL cluster belongs to the postgres user when run as root
     results: dict[str, Any] = {}
-    try:
+    with scratch_postgres("zeroscale-bench-forward-") as (root, pg):
         models = build_models(root)
-        with PostgresServer(root / "pg") as pg:
-            for tls in (False, True):
-                name = "https" if tls else "http"
-                work = root / name
-                work.mkdir()
-                results[name] = _measure(work, pg.create_database(name), models.echo, tls, args.requests)
-                r = results[name]
-                print(
-                    f"{name:5}  direct p50 {r['direct']['p50_ms']:.3f} ms  forwarded p50 "
-                    f"{r['forwarded']['p50_ms']:.3f} ms  (cost {r['forward_cost_p50_ms']:.3f} ms, "
-                    f"ratio {r['ratio_p50']:.2f}; p99 {r['direct']['p99_ms']:.3f} / "
-                    f"{r['forwarded']['p99_ms']:.3f} ms)",
-                    flush=True,
-                )
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
+        for tls in (False, True):
+            name = "https" if tls else "http"
+            work = root / name
+            work.mkdir()
+            results[name] = _measure(work, pg.create_database(name), models.echo, tls, args.requests)
+            r = results[name]
+            print(
+                f"{name:5}  direct p50 {r['direct']['p50_ms']:.3f} ms  forwarded p50 "
+                f"{r['forwarded']['p50_ms']:.3f} ms  (cost {r['forward_cost_p50_ms']:.3f} ms, "
+                f"ratio {r['ratio_p50']:.2f}; p99 {r['direct']['p99_ms']:.3f} / "
+                f"{r['forwarded']['p99_ms']:.3f} ms)",
+                flush=True,
+            )
     if args.out:
         args.out.write_text(json.dumps(results, indent=2))
 

@@ -22,6 +22,8 @@ Scenarios (each module's docstring says exactly what it measures and how):
   cluster     cold start and overhead of a worker on a Ray node (--ray-address) vs on this machine, in a
               private network namespace; requests/s through two front ends vs one on the cluster
                                                                                       bench/cluster.py
+  spill       two front ends, MaxConcurrency 4: a client on one of them gets all 4 at once (spill-over);
+              round trips wasted while both are saturated                              bench/spill.py
   batch       batch transform records/s (MultiRecord, S3 in SeaweedFS) vs one process on the same data
                                                                                          bench/batch.py
   rollback    a canary rolled back by a CloudWatch alarm: alarm -> the old fleet takes all the traffic, vs a
@@ -106,6 +108,7 @@ SCENARIOS = (
     "ray",
     "cluster",
     "forward",
+    "spill",
     "batch",
     "rollback",
     "scaleout",
@@ -1002,6 +1005,30 @@ def run_forward(run: Run) -> None:
         )
 
 
+def run_spill(run: Run) -> None:
+    """Two front ends on one database, MaxConcurrency 4 (a share of 2 each): a client that sticks to one gets
+    all 4 at once (a round of four 0.5-s invocations against the model's own 0.5 s), and the round trips
+    spilling wastes while every front end is saturated (``bench/spill.py``)."""
+    out = run.root / "spill.json"
+    rounds, seconds = (3, 4.0) if run.plan is QUICK else (5, 10.0)
+    cmd = [sys.executable, "-m", "bench.spill", "--rounds", str(rounds), "--seconds", str(seconds)]
+    data = _run_module(run, "spill", [*cmd, "--out", str(out)], out)
+    if data is None:
+        return
+    rounds_s = sorted(data["sticky"]["round_wall_s"])
+    median = rounds_s[len(rounds_s) // 2]
+    run.rows.append(
+        Row("spill-over", "a client on one of two front ends, 4 invocations at once (MaxConcurrency 4): "
+            "round time p50", median * 1000, "ms", "the model's own time", 500.0, "<= 1.2x (all 4 at once)",
+            median <= 0.6)
+    )  # fmt: skip
+    sat = data["saturated"]
+    run.rows.append(
+        Row("spill-over", "every front end saturated: spills refused per invocation",
+            sat["refused_per_invocation"], "", "one round trip per invocation (no refusals' memory)", 1.0)
+    )  # fmt: skip
+
+
 def run_scaleout(run: Run) -> None:
     results: list[scaleout.ScaleOutResult] = []
     rounds = 3 if run.plan is QUICK else 7
@@ -1533,6 +1560,8 @@ def main() -> None:
             run_cluster(run)
         if "forward" in which:
             run_forward(run)
+        if "spill" in which:
+            run_spill(run)
         if "batch" in which:
             run_batch(run)
         if "rollback" in which:

@@ -19,16 +19,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
-import sys
-import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from bench.common import REPO, SignedClient, pct
+from bench.common import SignedClient, pct, scratch_postgres
 from zeroscale.testing import ServerProcess, deploy, make_tar, wait_for
 
 SLOW = """\
@@ -148,16 +145,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0, help="of sustained saturation")
     parser.add_argument("--out", type=Path, help="write the results as JSON here too")
     args = parser.parse_args()
-    sys.path.insert(0, str(REPO / "tests"))
-    from pgserver import PostgresServer  # type: ignore[import-not-found]  # tests/pgserver.py
-
-    root = Path(tempfile.mkdtemp(prefix="zeroscale-bench-spill-"))
-    root.chmod(0o755)  # the PostgreSQL cluster belongs to the postgres user when run as root
-    try:
-        with PostgresServer(root / "pg") as pg:
-            results = _measure(root, pg.create_database("spill"), args.rounds, args.seconds)
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
+    with scratch_postgres("zeroscale-bench-spill-") as (root, pg):
+        results = _measure(root, pg.create_database("spill"), args.rounds, args.seconds)
     print(json.dumps(results, indent=2))
     if args.out:
         args.out.write_text(json.dumps(results, indent=2))
