@@ -471,6 +471,7 @@ def build(settings: Settings) -> Server:
     wait_s = settings.queue_wait_s + settings.startup_timeout_s + settings.invocation_timeout_s + 5
     forwarder = Forwarder(peer_client, cluster.holders, timeout_s=wait_s)
     metrics.registry.register(PeerInvocations(forwarder.counts))
+    metrics.on_forget(forwarder.forget)
 
     def runtime_api(kind: type[R]) -> R:
         """InvokeEndpoint's, or InvokeEndpointWithResponseStream's: on the same footing."""

@@ -353,7 +353,8 @@ def test_a_client_sticking_to_one_front_end_gets_the_whole_max_concurrency(
 ) -> None:
     """MaxConcurrency 2 over two front ends (one each), one client whose connection stays with A: two slow
     invocations at once both run at once, the one A has no room for by B's worker (spill-over); three at
-    once never run three at once: B refuses the one it has no room for, and it waits in A's queue."""
+    once never run three at once: B refuses the one it has no room for, and it waits in A's queue. Once the
+    endpoint is deleted, A's /metrics no longer names it (the peer counts included)."""
     a, b = pair
     assert (
         deploy(a.client("sagemaker"), "sticky", model_url, max_concurrency=2)["EndpointStatus"] == "InService"
@@ -384,6 +385,8 @@ def test_a_client_sticking_to_one_front_end_gets_the_whole_max_concurrency(
     assert peer_invocations(a, "sticky", "refused") == 1  # B had no room: queued on A
     assert a.workers("sticky") == b.workers("sticky") == 1
     a.client("sagemaker").delete_endpoint(EndpointName="sticky")
+    # the deleted endpoint's counts go with its other series
+    wait_for(lambda: 'endpoint_name="sticky"' not in a.metrics(), timeout_s=10)
 
 
 def test_response_streams_spill_over_too(pair: tuple[ServerProcess, ServerProcess], tmp_path: Path) -> None:

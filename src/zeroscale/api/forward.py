@@ -212,6 +212,13 @@ class Forwarder:
                 await watcher
         await send({"type": "http.response.body", "body": tail, "more_body": False})
 
+    def forget(self, endpoint: str, variant: str) -> None:
+        """Drop the counts of a variant that is gone (counted under the endpoint's name as each client wrote
+        it: any case)."""
+        name = endpoint.lower()
+        for key in [k for k in self.counts if k[0].lower() == name and k[1] == variant]:
+            del self.counts[key]
+
     def _peer(self, endpoint: str, variant: str, spill: bool) -> Peer | None:
         """A live front end holding a share of the variant, at random (None: none); to spill to, one that
         has not refused of late."""

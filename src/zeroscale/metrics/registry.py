@@ -95,6 +95,8 @@ class Metrics:
         self._sink_failures: Mapping[tuple[str, str], int] = {}
         self._cache: Callable[[], CacheLoad] | None = None
         self._nodes: Callable[[], list[tuple[str, int, int, int, int]]] | None = None
+        # Other modules' series of a variant, dropped with its own (``forget``)
+        self._forgetters: list[Callable[[str, str], None]] = []
         self._small = _Chain(_SinkFailureCollector(self), _CacheCollector(self), _NodeCollector(self))
         # The thread that prints the scrapes (started at the first): always the same one, so the memory a
         # scrape's pieces take and give back stays with one thread's allocator (with the default pool's
@@ -194,10 +196,17 @@ class Metrics:
         return series
 
     def forget(self, endpoint: str, variant: str) -> None:
-        """Drop a deleted variant's series."""
+        """Drop a deleted variant's series, and other modules' (``on_forget``)."""
         key = (endpoint, variant)
         self._series.pop(key, None)
         self._provisioned.pop(key, None)
+        for forget in self._forgetters:
+            forget(endpoint, variant)
+
+    def on_forget(self, forget: Callable[[str, str], None]) -> None:
+        """``forget(endpoint, variant)`` drops the series a collector in ``registry`` keeps of a variant, when
+        the variant's own go (it was deleted, or replaced by an update without it)."""
+        self._forgetters.append(forget)
 
     def series(self) -> list[tuple[tuple[str, str], Series]]:
         return list(self._series.items())
