@@ -301,7 +301,8 @@ def test_two_front_ends_share_the_cluster_and_max_concurrency(
     setup: Setup, pair: list[ServerProcess], tmp_path: Path
 ) -> None:
     """One endpoint, MaxConcurrency 2, served by two front ends with workers on the cluster: both answer,
-    each from its share (one worker), never more than two workers in all; one front end killed takes only
+    each from its share (one worker, a call it has no room for spilled to the other's), never more than two
+    workers in all; one front end killed takes only
     its own worker with it, and the other grows to the whole MaxConcurrency."""
     a, b = pair
     model = handler_model(tmp_path, SLEEPY)
@@ -342,8 +343,9 @@ def test_two_front_ends_share_the_cluster_and_max_concurrency(
     done.set()
     sampler.join()
     assert not errors, errors
-    assert len(pids["a"]) == len(pids["b"]) == 1, pids
-    assert pids["a"] != pids["b"]
+    # two workers in all (a front end whose one worker is busy may spill a call to the other's)
+    served = pids["a"] | pids["b"]
+    assert len(served) == 2, pids
     assert 1 <= peak <= 2, peak
     # Each front end's worker runs on a node of the cluster, under that front end's own agent.
     node_ids = {i[:8] for i in setup.ray.node_ids()}
@@ -354,9 +356,9 @@ def test_two_front_ends_share_the_cluster_and_max_concurrency(
     every = {name: _workers(server, "shared") for name, server in (("a", a), ("b", b))}
     assert [w["WorkerId"] for w in every["a"]] == [w["WorkerId"] for w in every["b"]]
     listed = {name: [w for w in every["a"] if w["Frontend"] == ident] for name, ident in ids.items()}
-    for name, workers in listed.items():
+    for workers in listed.values():
         (worker,) = workers
-        assert worker["Pid"] in pids[name] and worker["Node"].split("/")[1] in node_ids, worker
+        assert worker["Pid"] in served and worker["Node"].split("/")[1] in node_ids, worker
     assert len({_agent_of(w["Pid"]) for ws in listed.values() for w in ws}) == 2  # one agent per front end
     # Each places against every front end's workers on a node: both see the same reservations per node
     # (the nodes' agents keep a ledger), which hold at least the two workers here.
@@ -365,7 +367,8 @@ def test_two_front_ends_share_the_cluster_and_max_concurrency(
 
     # SIGKILL of A: Ray ends the agents A owned, and with them A's worker; B's worker serves on, and once
     # A's heartbeat is stale B takes the whole MaxConcurrency.
-    (a_pid,), (b_pid,) = pids["a"], pids["b"]
+    (a_pid, b_pid) = (listed[name][0]["Pid"] for name in ("a", "b"))
+    assert {a_pid, b_pid} == served
     a.stop(signal.SIGKILL)
     wait_for(lambda: not psutil.pid_exists(a_pid), timeout_s=30)
     assert psutil.pid_exists(b_pid)
