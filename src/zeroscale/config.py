@@ -14,6 +14,7 @@ from pathlib import Path
 MB = 1024 * 1024
 DEFAULT_MAX_EXTRACTED_MB = 5 * 1024
 DEFAULT_IMAGES_MAX_MB = 20 * 1024
+DEFAULT_IMAGES_MAX_PER_USER = 200
 DEFAULT_RAY_NODE_IMAGES_MB = 20 * 1024
 DEFAULT_ARTIFACT_CACHE_MB = 20 * 1024
 DEFAULT_LOG_MAX_MB = 10 * 1024
@@ -81,6 +82,10 @@ class Settings:
     max_extracted_files: int = 100_000
     # What every pushed image together may hold on disk (0: no limit).
     images_max_bytes: int = DEFAULT_IMAGES_MAX_MB * MB
+    # What the current pushes of the tags one IAM user pushed may hold (the admin's are not counted; None: a
+    # quarter of images_max_bytes; 0: no limit), and how many tags they may be (0: no limit).
+    images_max_bytes_per_user: int | None = None
+    images_max_per_user: int = DEFAULT_IMAGES_MAX_PER_USER
     # The artifact cache's extracted models kept on disk: past this, those nothing uses (no endpoint's pool,
     # no cached template, no deployment under way) are deleted, least recently used first (0: only those in
     # use are kept).
@@ -185,6 +190,12 @@ class Settings:
         if self.max_warm_mb_per_user is not None:
             return max(0, self.max_warm_mb_per_user)
         return self.memory_budget_mb // 2
+
+    @property
+    def images_bytes_per_user(self) -> int:
+        if self.images_max_bytes_per_user is not None:
+            return max(0, self.images_max_bytes_per_user)
+        return self.images_max_bytes // 4
 
     @property
     def max_starting_workers(self) -> int:

@@ -80,6 +80,7 @@ from zeroscale.iam.authz import Authorizer, caller_id
 from zeroscale.iam.secrets import KeyMismatch, SecretBox
 from zeroscale.iam.store import IamStore
 from zeroscale.images import ImageRegistry
+from zeroscale.images.quota import ImageQuota
 from zeroscale.images.sharing import FILES as IMAGE_FILES
 from zeroscale.images.sharing import SharedImages
 from zeroscale.images.tags import TagLedger
@@ -308,7 +309,11 @@ def build(settings: Settings) -> Server:
     )
     # every front end's images, copied here when a deployment needs one pushed to another
     shared_images = SharedImages(
-        images, TagLedger(store, time.time), peer_client, max_archive_bytes=settings.max_extracted_bytes
+        images,
+        TagLedger(store, time.time),
+        peer_client,
+        max_archive_bytes=settings.max_extracted_bytes,
+        quota=ImageQuota(settings.images_bytes_per_user, settings.images_max_per_user),
     )
     deployer = Deployer(
         models,

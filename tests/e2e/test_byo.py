@@ -99,12 +99,13 @@ def test_images_lists_builtins_and_the_pushed_image(zs: Any, pushed: str) -> Non
     assert "(2 files," in pushed
     assert f"Image='{IMAGE}'" in pushed
     lines = ok(zs("images")).strip().splitlines()
-    assert lines[0].split() == ["NAME", "KIND", "VERSION/TAG", "CONTENT", "TYPES"]
-    rows = {line.split()[0]: line.split(None, 3) for line in lines[1:]}
+    assert lines[0].split() == ["NAME", "KIND", "VERSION/TAG", "PUSHED", "BY", "CONTENT", "TYPES"]
+    rows = {line.split()[0]: line.split(None, 4) for line in lines[1:]}
     assert rows["sklearn"][1] == "builtin"
     assert rows["sklearn"][2][0].isdigit()  # scikit-learn's installed version
-    assert "text/csv" in rows["sklearn"][3]
-    assert rows["byo-linear"][1:] == ["image", "1.0", "text/csv, application/json"]
+    assert rows["sklearn"][3] == "-"
+    assert "text/csv" in rows["sklearn"][4]
+    assert rows["byo-linear"][1:] == ["image", "1.0", "(admin)", "text/csv, application/json"]
     doc = json.loads(ok(zs("images", "--json")))
     mine = [i for i in doc["Images"] if i["Name"] == "byo-linear"]
     assert mine[0]["Entrypoint"] == ["./serve"] and mine[0]["EnvNames"] == ["MODEL_FILE", "PYTHONUNBUFFERED"]

@@ -21,7 +21,7 @@ from artifacts.tarballs import (
     write_tar,
 )
 from zeroscale.cli.image_commands import pack
-from zeroscale.images import ImageError, ImageRegistry, parse_reference
+from zeroscale.images import ImageError, ImageRecord, ImageRegistry, parse_reference
 from zeroscale.images.registry import RESOLVED_GRACE_S
 
 MB = 1024 * 1024
@@ -130,6 +130,34 @@ def test_delete_forgets_a_tag_and_its_files_once_unused(registry: ImageRegistry)
     assert registry.collect() == 1 and not (registry.root / "demo" / "1").exists()
     assert registry.delete("demo", "2") == (other, False)
     assert leftovers(registry) == [".tmp"]
+
+
+def test_a_delete_of_one_push_keeps_a_push_taken_since(registry: ImageRegistry, tmp_path: Path) -> None:
+    """What a front end forgets (a push deleted or pushed over elsewhere) is that push: one pushed here
+    again since it was read stays."""
+    old = registry.push("demo", "1", EXAMPLE)
+    src = tmp_path / "src"
+    shutil.copytree(EXAMPLE, src)
+    (src / "extra.txt").write_text("the second push")
+    new = registry.push("demo", "1", src)
+    with pytest.raises(ImageError, match=f"names sha256:{new.digest} now, not sha256:{old.digest}"):
+        registry.delete("demo", "1", digest=old.digest)
+    assert registry.get("demo", "1") == new
+    assert registry.delete("demo", "1", digest=new.digest) == (new, False)
+
+
+def test_a_push_refused_by_admit_leaves_the_registry_as_it_was(registry: ImageRegistry) -> None:
+    """``admit`` (a user's quota) sees the push before it is in place; what it raises keeps nothing."""
+    before = registry.push("demo", "1", EXAMPLE)
+    files = leftovers(registry)
+
+    def refuse(record: ImageRecord) -> None:
+        assert record.ref == "demo:2" and not record.root.exists()
+        raise ImageError("over the quota")
+
+    with pytest.raises(ImageError, match="over the quota"):
+        registry.push("demo", "2", EXAMPLE, admit=refuse)
+    assert registry.list() == [before] and leftovers(registry) == files
 
 
 def test_all_images_together_are_held_to_the_registrys_limit(tmp_path: Path) -> None:

@@ -18,8 +18,10 @@ from typing import Any
 
 from zeroscale.api.app import RestRequest, RestResponse
 from zeroscale.errors import DeployError, ResourceNotFound, UnknownOperationException
+from zeroscale.iam.authz import CALLER
 from zeroscale.images import ImageError, validate_name, validate_tag
 from zeroscale.images.sharing import SharedImages
+from zeroscale.images.tags import Pusher
 from zeroscale.runtimes.image_uris import IMAGES, resolve_image
 from zeroscale.runtimes.registry import RUNTIMES
 
@@ -55,6 +57,7 @@ def registered_image(doc: dict[str, Any]) -> dict[str, Any]:
         "PushedAt": doc["pushed_at"],
         "Files": doc["files"],
         "Size": doc["size"],
+        "PushedBy": doc.get("pushed_by") or "",  # the IAM user's name; "" for the admin's
         "Entrypoint": manifest["entrypoint"],
         "Workdir": manifest["workdir"],
         "EnvNames": sorted(manifest["env"]),
@@ -93,8 +96,9 @@ class ImagesApi:
             raise ImageError(f"Image name {name!r} is a built-in framework image; choose another name.")
         if not body:
             raise ImageError(f"Image {name}:{tag}: the request body must be a tar.gz of the image directory.")
-        record = await asyncio.to_thread(self._images.push, name, tag, body)  # the others copy it now
-        return record.to_json()
+        by = Pusher(*CALLER.get())  # the IAM user the request is authorized for: its quota counts the push
+        record = await asyncio.to_thread(self._images.push, name, tag, body, by)  # the others copy it now
+        return {**record.to_json(), "pushed_by": by.name}
 
 
 def _is_builtin(name: str) -> bool:

@@ -57,6 +57,13 @@ def _size(n: float) -> str:
     return f"{n:.1f} GB"
 
 
+def _pushed_by(image: dict[str, Any]) -> str:
+    """The IAM user whose push a tag names now ("(admin)" for the admin's); "-" for a built-in image."""
+    if "PushedBy" not in image:
+        return "-"
+    return str(image["PushedBy"]) or "(admin)"
+
+
 @click.group(invoke_without_command=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the server's JSON instead of a table.")
 @common_options
@@ -74,12 +81,13 @@ def images(ctx: click.Context, as_json: bool, endpoint_url: str, region: str | N
             img["Name"],
             img["Kind"],
             img.get("Version") or img.get("Tag") or "-",
+            _pushed_by(img),
             ", ".join(img.get("ContentTypes") or []) or "-",
         )
         for img in doc["Images"]
     ]
-    header = ("NAME", "KIND", "VERSION/TAG", "CONTENT TYPES")
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(4)]
+    header = ("NAME", "KIND", "VERSION/TAG", "PUSHED BY", "CONTENT TYPES")
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     for row in [header, *rows]:
         click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
 

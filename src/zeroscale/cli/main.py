@@ -25,6 +25,7 @@ from zeroscale.config import (
     DEFAULT_ARTIFACT_CACHE_MB,
     DEFAULT_ASYNC_MAX_QUEUED_TOTAL,
     DEFAULT_IMAGES_MAX_MB,
+    DEFAULT_IMAGES_MAX_PER_USER,
     DEFAULT_LOG_MAX_MB,
     DEFAULT_MAX_EXTRACTED_MB,
     DEFAULT_RAY_NODE_IMAGES_MB,
@@ -165,6 +166,24 @@ def _advertise_url(value: str | None) -> str | None:
     type=click.IntRange(min=0),
     help="MB every pushed image together may hold on disk (versions a running endpoint still uses "
     "included); a push past it is refused, naming it (0: no limit). `zeroscale images delete` frees room.",
+)
+@_opt(
+    "--images-max-mb-per-user",
+    "ZEROSCALE_IMAGES_MAX_MB_PER_USER",
+    default=None,
+    type=click.IntRange(min=0),
+    help="MB the images one IAM user pushed may hold (the current push of each tag the user pushed last), so "
+    "that one tenant cannot fill --images-max-mb for the others; a push past it is refused, naming it "
+    "(default: a quarter of --images-max-mb; the admin's are not counted; 0: no limit). `zeroscale images "
+    "delete` frees the user's room.",
+)
+@_opt(
+    "--images-max-per-user",
+    "ZEROSCALE_IMAGES_MAX_PER_USER",
+    default=DEFAULT_IMAGES_MAX_PER_USER,
+    type=click.IntRange(min=0),
+    help="Image tags one IAM user's pushes may name (each a row, and its files, on every front end); a push "
+    "of one more is refused, naming it (the admin's are not counted; 0: no limit).",
 )
 @_opt(
     "--artifact-cache-mb",
@@ -547,6 +566,8 @@ def serve(
     log_max_mb: int,
     audit_retention_days: float,
     images_max_mb: int,
+    images_max_mb_per_user: int | None,
+    images_max_per_user: int,
     async_retention_days: float,
     max_resources: int,
     max_resources_per_user: int,
@@ -622,6 +643,8 @@ def serve(
         s3_endpoint_url=s3_endpoint_url,
         max_extracted_bytes=max_extracted_mb * MB,
         images_max_bytes=images_max_mb * MB,
+        images_max_bytes_per_user=None if images_max_mb_per_user is None else images_max_mb_per_user * MB,
+        images_max_per_user=images_max_per_user,
         artifact_cache_bytes=artifact_cache_mb * MB,
         requirements_cache_bytes=requirements_cache_mb * MB,
         metrics_retention_hours=metrics_retention_hours,

@@ -14,7 +14,8 @@ with a container registry); earlier directories stay for the endpoints that stil
 A directory no tag names any more (pushed over, or its tag deleted) is removed by ``collect`` once no pool
 runs it (``in_use``) and it was not resolved in the last ``RESOLVED_GRACE_S`` (a deployment under way):
 at each push and delete and at start. All of them together hold at most ``max_total_bytes``: a push past
-it is refused by name, after what can be collected is.
+it is refused by name, after what can be collected is. A push may be refused after that too, before it is
+in place (``push``'s ``admit``: a user's quota, ``images.quota``).
 
 Archives go through ``zeroscale.artifacts``' safe extractor (no absolute paths, ``..``, escaping links,
 devices; size and file-count limits), and every push's manifest is checked before it becomes visible.
@@ -108,9 +109,20 @@ class ImageRegistry:
         remove_stale(self._tmp)  # what processes that died mid-push left
 
     # ---- push ----
-    def push(self, name: str, tag: str, source: Path, *, pushed_at: float | None = None) -> ImageRecord:
+    def push(
+        self,
+        name: str,
+        tag: str,
+        source: Path,
+        *,
+        pushed_at: float | None = None,
+        admit: Callable[[ImageRecord], None] | None = None,
+    ) -> ImageRecord:
         """Blocking. Register ``source`` (a directory, or a tar / tar.gz of one) as ``name:tag``
         (``pushed_at``: when it was pushed, for a copy of another front end's push; default now).
+        ``admit``: called with the push once it fits ``max_total_bytes``, under the registry's lock, before
+        it is in place (it records the push where it may be refused: a user's quota); what it raises leaves
+        the registry as it was.
 
         Raises ImageError saying what is wrong with the name, the archive or the manifest."""
         validate_name(name)
@@ -143,6 +155,10 @@ class ImageRegistry:
                 final = tag_dir / digest
                 if not final.exists():
                     self._check_room(ref, stats.bytes, self.get(name, tag))
+                at = time.time() if pushed_at is None else pushed_at
+                record = ImageRecord(name, tag, digest, at, stats.members, stats.bytes, manifest, final)
+                if admit is not None:
+                    admit(record)
                 tag_dir.mkdir(parents=True, exist_ok=True)
                 if not final.exists():
                     try:
@@ -150,20 +166,20 @@ class ImageRegistry:
                     except OSError:  # another process (a node's other agent) put the same content there
                         if not final.is_dir():
                             raise
-                at = time.time() if pushed_at is None else pushed_at
-                record = ImageRecord(name, tag, digest, at, stats.members, stats.bytes, manifest, final)
                 tmp = staging / RECORD_FILE
                 tmp.write_text(json.dumps(record.to_json(), indent=2))
                 os.replace(tmp, tag_dir / RECORD_FILE)
                 self._collect()  # the version this push replaced, unless a pool runs it
         return record
 
-    def push_bytes(self, name: str, tag: str, archive: bytes) -> ImageRecord:
+    def push_bytes(
+        self, name: str, tag: str, archive: bytes, *, admit: Callable[[ImageRecord], None] | None = None
+    ) -> ImageRecord:
         """``push`` of a tar / tar.gz held in memory (an upload)."""
         with self._staging() as staging:
             path = staging / "upload.tar.gz"
             path.write_bytes(archive)
-            return self.push(name, tag, path)
+            return self.push(name, tag, path, admit=admit)
 
     def archive(self, name: str, tag: str) -> Path | None:
         """Blocking. A tar.gz of ``name:tag``'s files, in a file of its own the caller removes (another
@@ -227,15 +243,18 @@ class ImageRegistry:
         return record
 
     # ---- delete, collect, size ----
-    def delete(self, name: str, tag: str) -> tuple[ImageRecord, bool]:
-        """Forget ``name:tag`` (ImageError when it is not registered); (its record, whether its files stay
-        for the pools that run it, until they are gone)."""
+    def delete(self, name: str, tag: str, *, digest: str | None = None) -> tuple[ImageRecord, bool]:
+        """Forget ``name:tag`` (ImageError when it is not registered; with ``digest``, when it names another
+        push now: one taken meanwhile); (its record, whether its files stay for the pools that run it, until
+        they are gone)."""
         validate_name(name)
         validate_tag(tag)
         with self._lock:
             record = self.get(name, tag)
             if record is None:
                 raise ImageError(f"Image {name}:{tag} is not registered.")
+            if digest not in (None, record.digest):
+                raise ImageError(f"Image {name}:{tag} names sha256:{record.digest} now, not sha256:{digest}.")
             (self.root / name / tag / RECORD_FILE).unlink()
             self._collect()
             return record, record.root.exists()

@@ -3,7 +3,8 @@ registry (``registry``), what each tag names now is one fact in the database (``
 pushed to one front end is served by all of them.
 
 - **Pushing.** A push goes into the registry of the front end it reaches, which records it as the tag's last
-  word and tells the others (``images.pushed``): each copies it at once, as below.
+  word (counted to its IAM user, refused past that user's quota: ``images.quota``) before it puts it in
+  place, and tells the others (``images.pushed``): each copies it at once, as below.
 - **Resolving.** When a front end deploys ``name:tag``, it reads the tag's last word. A tag deleted since
   this front end took its copy (it was down, or did not answer, when the tag was deleted) is forgotten here
   too. A push this front end does not hold is copied from a live front end that holds it (a tar.gz of the
@@ -32,8 +33,9 @@ from typing import Any
 
 from zeroscale.errors import DeployError
 from zeroscale.images.names import ImageError, parse_reference, validate_name, validate_tag
+from zeroscale.images.quota import ImageQuota
 from zeroscale.images.registry import ImageRecord, ImageRegistry
-from zeroscale.images.tags import TagLedger, TagWord
+from zeroscale.images.tags import ADMIN, Pusher, TagLedger, TagWord
 from zeroscale.peers import PATH, PeerClient, PeerRefused
 
 log = logging.getLogger("zeroscale.images")
@@ -45,12 +47,20 @@ FILES = "images"  # GET /zeroscale/peer/v1/images/<name>/<tag>
 
 class SharedImages:
     def __init__(
-        self, registry: ImageRegistry, tags: TagLedger, peers: PeerClient | None, *, max_archive_bytes: int
+        self,
+        registry: ImageRegistry,
+        tags: TagLedger,
+        peers: PeerClient | None,
+        *,
+        max_archive_bytes: int,
+        quota: ImageQuota | None = None,
     ) -> None:
+        """``quota``: what one IAM user's pushes may hold (None: no limit)."""
         self.registry = registry
         self._tags = tags
         self._peers = peers
         self._max_archive_bytes = max_archive_bytes
+        self._quota = quota or ImageQuota()
 
     # ---- what this front end answers the others ----
     def peer_ops(self) -> dict[str, Any]:
@@ -75,12 +85,16 @@ class SharedImages:
             return {"digest": None}
         return {"digest": None if record is None else f"sha256:{record.digest}"}
 
-    def push(self, name: str, tag: str, archive: bytes) -> ImageRecord:
-        """A user's push of ``name:tag`` (a tar / tar.gz in memory) to this front end: registered here,
-        recorded as the tag's last word, and announced to the other live front ends (each copies it; one
-        that does not answer copies it when a deployment of its own needs it)."""
-        record = self.registry.push_bytes(name, tag, archive)
-        self._tags.pushed(record)
+    def push(self, name: str, tag: str, archive: bytes, by: Pusher = ADMIN) -> ImageRecord:
+        """``by``'s push of ``name:tag`` (a tar / tar.gz in memory) to this front end: recorded as the tag's
+        last word, counted to ``by`` (refused past its quota: ImageError, nothing kept), registered here,
+        and announced to the other live front ends (each copies it; one that does not answer copies it when
+        a deployment of its own needs it)."""
+
+        def admit(record: ImageRecord) -> None:  # under the registry's lock, before the push is in place
+            self._tags.pushed(record, by, self._quota.of(record, by))
+
+        record = self.registry.push_bytes(name, tag, archive, admit=admit)
         if self._peers is not None:
             self._peers.gather(PUSHED_OP, {"name": name, "tag": tag})
         return record
@@ -128,15 +142,17 @@ class SharedImages:
             return self.registry.resolve(image)
         if local is not None and word.outdates(local):
             self._forget(local)
-            local = None
+            local = self.registry.get(name, tag)  # None, or a push taken here meanwhile (kept)
         if not word.deleted and local is None:
             self._fetch(name, tag, word)
         return self.registry.resolve(image)
 
     def _forget(self, record: ImageRecord) -> None:
+        try:
+            self.registry.delete(record.name, record.tag, digest=record.digest)
+        except ImageError:  # gone already, or pushed here again since it was read
+            return
         log.info("image %s was deleted or pushed over elsewhere: forgotten here", record.resolved)
-        with contextlib.suppress(ImageError):  # gone already
-            self.registry.delete(record.name, record.tag)
 
     def _fetch(self, name: str, tag: str, word: TagWord) -> None:
         """Copy the push ``word`` names from a live front end that holds it (DeployError: none does)."""

@@ -7,7 +7,9 @@ down or unreachable when a tag was pushed or deleted learns it here, not from a 
 its stale copy is forgotten, and a deleted tag never comes back from a front end that missed the delete.
 
 One row a tag (``Store`` kind ``image-tag``, named ``name:tag``); the last word wins, as a tag pushed or
-deleted in a container registry is for every later pull.
+deleted in a container registry is for every later pull. A push's row names who made it: the IAM user id as
+its ``creator`` (what ``images.quota`` counts; none for the admin's), the user's name in its doc
+(``pushed_by``, for listings).
 """
 
 from __future__ import annotations
@@ -18,9 +20,21 @@ from typing import Any
 
 from zeroscale.images.registry import ImageRecord
 from zeroscale.store import AlreadyExists, Record, Store
+from zeroscale.store.db import Quota
 
 KIND = "image-tag"
 PUSHED, DELETED = "Pushed", "Deleted"
+
+
+@dataclass(frozen=True)
+class Pusher:
+    """The IAM user a push is authorized for: (name, user id), both "" for the admin."""
+
+    name: str
+    user_id: str
+
+
+ADMIN = Pusher("", "")
 
 
 @dataclass(frozen=True)
@@ -59,13 +73,16 @@ class TagLedger:
         """The last word on every tag ever recorded, by (name, tag): one query."""
         return {_name_tag(rec.name): _word(rec) for rec in self._store.list(KIND)}
 
-    def pushed(self, record: ImageRecord) -> None:
-        """``record`` was pushed (by a user, to this front end): the tag names it from now on."""
-        self._write(record.name, record.tag, PUSHED, record.pushed_at, record.to_json())
+    def pushed(self, record: ImageRecord, by: Pusher, quota: Quota | None = None) -> None:
+        """``record`` was pushed (by ``by``, to this front end): the tag names it from now on, and counts to
+        ``by``. ``quota``: checked in the write's transaction (its error: nothing written)."""
+        doc = {**record.to_json(), "pushed_by": by.name}
+        rec = _record(record.name, record.tag, PUSHED, record.pushed_at, doc, by.user_id or None)
+        self._write(rec, quota=quota, with_creator=True)
 
     def deleted(self, name: str, tag: str, digest: str) -> None:
         """``name:tag`` was deleted; ``digest`` the push it named then ("sha256:...")."""
-        self._write(name, tag, DELETED, self._clock(), {"name": name, "tag": tag, "digest": digest})
+        self._write(_record(name, tag, DELETED, self._clock(), {"name": name, "tag": tag, "digest": digest}))
 
     def known(self, record: ImageRecord) -> bool:
         """Record ``record`` when the ledger has no word on its tag (a push made before the ledger kept
@@ -76,19 +93,28 @@ class TagLedger:
             return False
         return True
 
-    def _write(self, name: str, tag: str, status: str, at: float, doc: dict[str, Any]) -> None:
-        rec = _record(name, tag, status, at, doc)
-        if self._store.update(rec):
+    def _write(self, rec: Record, *, quota: Quota | None = None, with_creator: bool = False) -> None:
+        """``with_creator``: the row's creator becomes ``rec.creator`` (a push's); else it stays."""
+        if self._store.update(rec, quota=quota, with_creator=with_creator):
             return
         try:
-            self._store.insert(rec)
+            self._store.insert(rec, quota=quota)
         except AlreadyExists:  # inserted by another front end meanwhile: the later write wins
-            self._store.update(rec)
+            self._store.update(rec, quota=quota, with_creator=with_creator)
 
 
-def _record(name: str, tag: str, status: str, at: float, doc: dict[str, Any]) -> Record:
+def _record(
+    name: str, tag: str, status: str, at: float, doc: dict[str, Any], creator: str | None = None
+) -> Record:
     return Record(
-        kind=KIND, name=f"{name}:{tag}", arn="", created_at=at, modified_at=at, status=status, doc=doc
+        kind=KIND,
+        name=f"{name}:{tag}",
+        arn="",
+        created_at=at,
+        modified_at=at,
+        status=status,
+        doc=doc,
+        creator=creator,
     )
 
 

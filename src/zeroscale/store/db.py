@@ -288,9 +288,11 @@ class Reads:
         row = self._conn.execute(_GET, _one(kind, name)).mappings().first()
         return None if row is None else _record(row)
 
-    def created_by(self, kind: str, creator: str) -> list[Record]:
-        """The records of ``kind`` the IAM user ``creator`` created."""
+    def created_by(self, kind: str, creator: str, statuses: Collection[str] | None = None) -> list[Record]:
+        """The records of ``kind`` the IAM user ``creator`` created (with one of ``statuses``, when given)."""
         where = (resources.c.kind == kind) & (resources.c.creator == creator)
+        if statuses is not None:
+            where &= resources.c.status.in_(list(statuses))
         return [_record(row) for row in self._conn.execute(select(resources).where(where)).mappings()]
 
 
@@ -404,12 +406,22 @@ class Store:
         return None if row is None else _record(row)
 
     @_reachable
-    def update(self, rec: Record, *, if_status: str | None = None, quota: Quota | None = None) -> bool:
-        """Replace every field of the record with the same (kind, lower(name)); a no-op when it is gone, or
-        with ``if_status`` when its stored status is another (compare-and-set: of front ends changing the
-        same record at once, one wins). True when it was written; ``quota``'s error when it would break it
-        (nothing written)."""
+    def update(
+        self,
+        rec: Record,
+        *,
+        if_status: str | None = None,
+        quota: Quota | None = None,
+        with_creator: bool = False,
+    ) -> bool:
+        """Replace every field of the record with the same (kind, lower(name)) but its creator (with
+        ``with_creator``, that too: ``rec.creator``, None for the admin: a record another user's act now
+        stands for, an image tag pushed again); a no-op when it is gone, or with ``if_status`` when its stored
+        status is another (compare-and-set: of front ends changing the same record at once, one wins). True
+        when it was written; ``quota``'s error when it would break it (nothing written)."""
         params = {**_values(rec), **_one(rec.kind, rec.name)}
+        if with_creator:
+            params["creator"] = rec.creator
         if if_status is not None:
             params["b_status"] = if_status
         with self._lock, self._engine.begin() as conn:
