@@ -11,11 +11,10 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-from sqlalchemy import event
 
+from store.test_quotas import _widen_race_window  # each row write held open a moment
 from zeroscale.cli.image_commands import pack
 from zeroscale.images import ImageError, ImageRegistry
 from zeroscale.images.quota import ImageQuota
@@ -114,16 +113,6 @@ def test_the_number_of_a_users_tags_is_bounded(front_end: FrontEnd, tmp_path: Pa
 
 
 FRONT_ENDS, THREADS_EACH = 3, 2
-RACE_WINDOW_S = 0.05
-
-
-def _widen_race_window(store: Store) -> None:
-    """Each write of a tag's row holds its transaction open a moment before the quota counts."""
-
-    @event.listens_for(store._engine, "after_cursor_execute")
-    def pause(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        if statement.lstrip().upper().startswith(("INSERT INTO RESOURCES", "UPDATE RESOURCES")):
-            time.sleep(RACE_WINDOW_S)
 
 
 def test_a_users_quota_holds_when_front_ends_push_at_once(db_url: str, tmp_path: Path) -> None:
