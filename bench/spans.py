@@ -1,0 +1,83 @@
+"""Where an invocation's time goes inside the server, against the same workers hit directly: the
+RandomForest at MaxConcurrency N with N closed-loop clients (default: one per core), through zeroscale and
+straight to its workers (before and after), with the server's per-request stamps
+(``bench/spans_site/sitecustomize.py``): waiting to run, the request half, the worker's round trip as the
+server sees it, the answer half, and what runs after the answer.
+
+    .venv/bin/python -m bench.spans [--workers N] [--seconds 4]
+
+Compare the worker's round trip with the direct p50: what the worker takes longer when the server sends it
+the request is neither half's CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from bench import throughput as tp
+from bench.common import ROW, build_models, deploy, pct
+from zeroscale.testing import ServerProcess
+
+SITE = Path(__file__).resolve().parent / "spans_site"
+# (label, from stamp, to stamp) of a span record (sitecustomize's docstring)
+PARTS = (
+    ("bytes arrived -> handler runs", 0, 1),
+    ("request half (handler -> written to the worker)", 1, 2),
+    ("worker round trip, as the server sees it", 2, 3),
+    ("answer half (answer read -> written to the client)", 3, 4),
+    ("after the answer (records)", 4, 5),
+    ("bytes arrived -> answer written", 0, 4),
+)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--workers", type=int, default=tp.RF_WORKERS, help="MaxConcurrency and clients")
+    parser.add_argument("--seconds", type=float, default=4.0, help="each run")
+    args = parser.parse_args()
+    n = args.workers
+    root = Path(tempfile.mkdtemp(prefix="zeroscale-bench-spans-"))
+    models = build_models(root)
+    spans = root / "spans.jsonl"
+    path = os.pathsep.join(p for p in (str(SITE), os.environ.get("PYTHONPATH", "")) if p)
+    srv = ServerProcess(root / "srv", env={"ZEROSCALE_SPANS_FILE": str(spans), "PYTHONPATH": path}).start()
+    try:
+        rf = f"file://{models.rf}"
+        deploy(srv.client("sagemaker"), tp.RF_ENDPOINT, rf, max_concurrency=n, provisioned=n)
+        sockets = tp._workers(srv, tp.RF_ENDPOINT, n)
+        through = ([f"tcp:127.0.0.1:{srv.port}"], tp._through_request(srv, tp.RF_ENDPOINT, ROW))
+        direct = ([f"unix:{s}" for s in sockets], tp._direct_request(ROW))
+        tmp = root / "loadgen"
+        tmp.mkdir()
+        tp._loadgen(*through, n, 1.0, tmp)  # warm
+        for label, (targets, request) in (("direct", direct), ("through", through), ("direct", direct)):
+            if label == "through":
+                spans.unlink(missing_ok=True)
+            out = tp._loadgen(targets, request, n, args.seconds, tmp)
+            print(
+                f"{label:8} {n} clients  {out['rps']:8.0f} req/s  p50 {out['p50_s'] * 1e3:.3f} ms  "
+                f"p99 {out['p99_s'] * 1e3:.3f} ms",
+                flush=True,
+            )
+        recorded = spans.read_text().splitlines() if spans.exists() else []
+    finally:
+        srv.stop()
+        shutil.rmtree(root, ignore_errors=True)
+    records = [json.loads(line) for line in recorded]
+    if not records:
+        raise SystemExit("no spans recorded: the server did not load bench/spans_site (PYTHONPATH?)")
+    print(f"{len(records)} invocations through zeroscale, in us:  p50  p90  p99")
+    for label, a, b in PARTS:
+        values = [(r[b] - r[a]) / 1000 for r in records]
+        print(f"  {label:52} {pct(values, 50):7.0f} {pct(values, 90):7.0f} {pct(values, 99):7.0f}")
+
+
+if __name__ == "__main__":
+    main()
