@@ -7,7 +7,10 @@ server sees it, the answer half, and what runs after the answer.
     .venv/bin/python -m bench.spans [--workers N] [--seconds 4]
 
 Compare the worker's round trip with the direct p50: what the worker takes longer when the server sends it
-the request is neither half's CPU.
+the request is neither half's CPU. Each run also reports the workers' scheduler counters per request, read
+from ``/proc/<pid>/task/<tid>/schedstat`` and ``sched`` every 0.1 s while it runs (a worker serves each
+connection on a thread that ends with it, so the counters are read while the connections are open): CPU
+time, run delay (runnable, waiting for a core), time slices and migrations between cores.
 """
 
 from __future__ import annotations
@@ -17,7 +20,10 @@ import json
 import os
 import shutil
 import tempfile
+import threading
 from pathlib import Path
+
+import psutil
 
 from bench import throughput as tp
 from bench.common import ROW, build_models, deploy, pct
@@ -33,6 +39,53 @@ PARTS = (
     ("after the answer (records)", 4, 5),
     ("bytes arrived -> answer written", 0, 4),
 )
+
+
+def _task_counters(pid: int) -> dict[int, tuple[int, int, int, int]]:
+    """Each thread of ``pid``: (CPU ns, run delay ns, time slices, migrations)."""
+    out = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            cpu, delay, slices = (int(x) for x in (task / "schedstat").read_text().split())
+            sched = (task / "sched").read_text().splitlines()
+        except (OSError, ValueError):
+            continue
+        moved = next((int(line.split()[-1]) for line in sched if line.startswith("se.nr_migrations")), 0)
+        out[int(task.name)] = (cpu, delay, slices, moved)
+    return out
+
+
+class Counters:
+    """The workers' threads' counters, sampled while a run goes: each thread's last reading less its first."""
+
+    def __init__(self, pids: list[int]) -> None:
+        self._pids = pids
+        self._first: dict[tuple[int, int], tuple[int, int, int, int]] = {}
+        self._last: dict[tuple[int, int], tuple[int, int, int, int]] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            for pid in self._pids:
+                for tid, counters in _task_counters(pid).items():
+                    self._first.setdefault((pid, tid), counters)
+                    self._last[(pid, tid)] = counters
+            if self._stop.wait(0.1):
+                return
+
+    def per_request(self, requests: float) -> str:
+        self._stop.set()
+        self._thread.join()
+        total = [0, 0, 0, 0]
+        for key, last in self._last.items():
+            total = [t + b - a for t, a, b in zip(total, self._first[key], last, strict=True)]
+        cpu, delay, slices, moved = (x / max(requests, 1.0) for x in total)
+        return (
+            f"workers per request: CPU {cpu / 1e3:.0f} us, run delay {delay / 1e3:.0f} us, "
+            f"{slices:.2f} time slices, {moved:.2f} migrations"
+        )
 
 
 def main() -> None:
@@ -57,13 +110,19 @@ def main() -> None:
         tmp = root / "loadgen"
         tmp.mkdir()
         tp._loadgen(*through, n, 1.0, tmp)  # warm
+        server = psutil.Process(srv.proc.pid) if srv.proc is not None else None
+        assert server is not None
+        workers = [child.pid for child in server.children(recursive=True)]  # zygotes and templates are idle
         for label, (targets, request) in (("direct", direct), ("through", through), ("direct", direct)):
             if label == "through":
                 spans.unlink(missing_ok=True)
+            counters = Counters(workers)
             out = tp._loadgen(targets, request, n, args.seconds, tmp)
+            # the counters span the load generator's warm-up too (0.5 s at about the same rate)
+            per_request = counters.per_request(out["rps"] * (args.seconds + 0.5))
             print(
                 f"{label:8} {n} clients  {out['rps']:8.0f} req/s  p50 {out['p50_s'] * 1e3:.3f} ms  "
-                f"p99 {out['p99_s'] * 1e3:.3f} ms",
+                f"p99 {out['p99_s'] * 1e3:.3f} ms  {per_request}",
                 flush=True,
             )
         recorded = spans.read_text().splitlines() if spans.exists() else []
