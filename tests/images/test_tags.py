@@ -104,3 +104,19 @@ def test_a_push_after_a_deletion_is_the_tags_word_and_an_old_copy_never_replaces
     assert c.images.find("byo", "1") == {**second.to_json(), "pushed_by": ""}  # the admin's
     with pytest.raises(DeployError, match="no live front end holds that push now: push it again"):
         c.images.resolve("byo:1")  # nothing to copy it from (no peers here), and never the deleted push
+
+
+def test_a_push_from_before_the_words_counts_to_no_user_whoever_finds_it(tmp_path: Path) -> None:
+    """A push made before tags were kept is recorded when a deployment resolves it, under an IAM user's
+    request: who pushed it is not known, so it counts to no user (not to the deploying one's quota)."""
+    registry = ImageRegistry(tmp_path / "fe", max_bytes=10 * MB, max_files=50)
+    store = Store(f"sqlite:///{tmp_path / 'shared.db'}", creator=lambda: "user-deploying")
+    try:
+        images = SharedImages(registry, TagLedger(store, time.time), None, max_archive_bytes=10 * MB)
+        old = registry.push_bytes("byo", "1", pack(EXAMPLE))  # before the words were kept
+        assert images.resolve("byo:1") == old
+        row = store.get("image-tag", "byo:1")
+        assert row is not None and row.status == "Pushed"
+        assert row.creator is None
+    finally:
+        store.close()

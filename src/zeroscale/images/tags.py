@@ -86,9 +86,11 @@ class TagLedger:
 
     def known(self, record: ImageRecord) -> bool:
         """Record ``record`` when the ledger has no word on its tag (a push made before the ledger kept
-        them): True when it did; an existing word is never replaced this way."""
+        them): True when it did; an existing word is never replaced this way. Who pushed it is not known:
+        it counts to no IAM user (not to the one whose deployment found it)."""
+        rec = _record(record.name, record.tag, PUSHED, record.pushed_at, record.to_json())
         try:
-            self._store.insert(_record(record.name, record.tag, PUSHED, record.pushed_at, record.to_json()))
+            self._store.insert(rec, caller=False)
         except AlreadyExists:
             return False
         return True

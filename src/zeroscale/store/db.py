@@ -359,12 +359,13 @@ class Store:
         return (resources.c.kind == kind) & (resources.c.key == name.lower())
 
     @_reachable
-    def insert(self, rec: Record, *, quota: Quota | None = None) -> None:
+    def insert(self, rec: Record, *, quota: Quota | None = None, caller: bool = True) -> None:
         """Store a new record; raises AlreadyExists when (kind, lower(name)) is taken, ResourceLimitExceeded
         when its kind has as many records as its limit allows, or its creator as many as a user's limit,
-        or ``quota``'s error. The record's ``creator`` is set (``creator``) unless given."""
+        or ``quota``'s error. The record's ``creator`` is set (``creator``) unless given, or unless the
+        record is no act of the request's caller (``caller`` False: it stays as given, None the admin's)."""
         limit = self._limits.get(rec.kind)
-        if rec.creator is None and self._creator is not None:
+        if rec.creator is None and caller and self._creator is not None:
             rec.creator = self._creator() or None
         user_limit = self._user_limits.get(rec.kind)
         with self._lock:
