@@ -14,6 +14,7 @@ import threading
 import time
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -713,24 +714,34 @@ def test_a_full_queue_answers_service_unavailable_until_it_drains(
         server.stop()
 
 
+@contextmanager
+def _one_at_a_time(
+    s3_server: SeaweedS3, echo_url: str, tmp_path: Path, flags: dict[str, Any], prefix: str
+) -> Iterator[ServerProcess]:
+    """A server with these queue bounds and two asynchronous endpoints, ``<prefix>-a`` and ``<prefix>-b``,
+    each running one request at a time (the others wait in the queue)."""
+    server = ServerProcess(
+        tmp_path / "data", flags={"s3_endpoint_url": s3_server.endpoint_url, **flags}, env=s3_server.env()
+    ).start()
+    try:
+        sm = server.client("sagemaker")
+        for name in (f"{prefix}-a", f"{prefix}-b"):
+            desc = _deploy_async(
+                sm, name, echo_url, max_concurrency=1, ClientConfig={"MaxConcurrentInvocationsPerInstance": 1}
+            )
+            assert desc["EndpointStatus"] == "InService", desc.get("FailureReason")
+        yield server
+    finally:
+        server.stop()
+
+
 def test_one_iam_user_cannot_fill_every_queue(
     s3_server: SeaweedS3, s3: Any, echo_url: str, tmp_path: Path
 ) -> None:
     """--async-max-queued-per-user counts one IAM user's waiting requests over all endpoints (each holds a
     row, and an inline input, in the database): past it that user is refused by name (503) while the admin
     is not, and nothing accepted is lost."""
-    server = ServerProcess(
-        tmp_path / "data",
-        flags={"s3_endpoint_url": s3_server.endpoint_url, "async_max_queued_per_user": 2},
-        env=s3_server.env(),
-    ).start()
-    try:
-        sm = server.client("sagemaker")
-        for name in ("userq-a", "userq-b"):
-            desc = _deploy_async(
-                sm, name, echo_url, max_concurrency=1, ClientConfig={"MaxConcurrentInvocationsPerInstance": 1}
-            )
-            assert desc["EndpointStatus"] == "InService", desc.get("FailureReason")
+    with _one_at_a_time(s3_server, echo_url, tmp_path, {"async_max_queued_per_user": 2}, "userq") as server:
         key = s3_tenant(server, "queuer", f"{BUCKET}/queuer")
         smr = server.client("sagemaker-runtime", key=key)
         slow = json.dumps({"sleep": 2}).encode()
@@ -746,8 +757,6 @@ def test_one_iam_user_cannot_fill_every_queue(
         admin = server.client("sagemaker-runtime").invoke_endpoint_async(EndpointName="userq-a", Body=slow)
         for answer in [*accepted, admin]:
             assert json.loads(_get(s3, answer["OutputLocation"], timeout_s=60)) == {"echo": {"sleep": 2}}
-    finally:
-        server.stop()
 
 
 def test_users_together_cannot_grow_the_queue_past_the_servers_bound(
@@ -757,18 +766,7 @@ def test_users_together_cannot_grow_the_queue_past_the_servers_bound(
     endpoints: an IAM user and the admin, each far under its own bounds, fill it together; the next request
     of either is refused by name (503), none accepted is lost, and once they have run requests are taken
     again."""
-    server = ServerProcess(
-        tmp_path / "data",
-        flags={"s3_endpoint_url": s3_server.endpoint_url, "async_max_queued_total": 3},
-        env=s3_server.env(),
-    ).start()
-    try:
-        sm = server.client("sagemaker")
-        for name in ("totalq-a", "totalq-b"):
-            desc = _deploy_async(
-                sm, name, echo_url, max_concurrency=1, ClientConfig={"MaxConcurrentInvocationsPerInstance": 1}
-            )
-            assert desc["EndpointStatus"] == "InService", desc.get("FailureReason")
+    with _one_at_a_time(s3_server, echo_url, tmp_path, {"async_max_queued_total": 3}, "totalq") as server:
         tenant = server.client("sagemaker-runtime", key=s3_tenant(server, "totaler", f"{BUCKET}/totaler"))
         admin = server.client("sagemaker-runtime")
         slow = json.dumps({"sleep": 2}).encode()
@@ -789,8 +787,6 @@ def test_users_together_cannot_grow_the_queue_past_the_servers_bound(
             assert json.loads(_get(s3, answer["OutputLocation"], timeout_s=60)) == {"echo": {"sleep": 2}}
         again = tenant.invoke_endpoint_async(EndpointName="totalq-b", Body=slow)
         assert json.loads(_get(s3, again["OutputLocation"], timeout_s=60)) == {"echo": {"sleep": 2}}
-    finally:
-        server.stop()
 
 
 @pytest.mark.parametrize("endpoint", ["http://169.254.169.254/latest/meta-data/", "https://[fe80::1]:443/x"])
