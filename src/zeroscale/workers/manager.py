@@ -27,16 +27,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from zeroscale.errors import DeployError
-from zeroscale.workers import sockdir
+from zeroscale.workers import extramem, sockdir
 from zeroscale.workers.capture import open_stream as open_log
 from zeroscale.workers.cgroups import MemoryGroups
 from zeroscale.workers.client import Body, WorkerConnection, WorkerConnectionError, WorkerResponse
-from zeroscale.workers.confinement import Confinement, processes_of
+from zeroscale.workers.confinement import Confinement
 from zeroscale.workers.diskuse import DiskTarget, DiskWatch
 from zeroscale.workers.forkserver import EXIT_UNFORKABLE_TEMPLATE, THREAD_ENV
-from zeroscale.workers.memory import ResidentSets, page_table_bytes, private_bytes, tree_pids, tree_rss_mb
+from zeroscale.workers.memory import ResidentSets, private_bytes, tree_rss_mb
 from zeroscale.workers.process import CONTAINER_MODEL_DIR, ProcessLauncher
-from zeroscale.workers.shmem import host_shmem_mb, tmpfs_devices, unseen_bytes
 from zeroscale.workers.sockdir import socket_dir, socket_name
 from zeroscale.workers.stream import WorkerStream, open_stream
 from zeroscale.workers.zygotes import TemplateRefused, Zygote, ZygoteError, tail
@@ -718,19 +717,6 @@ class WorkerManager:
             handle.kill_reason, handle.kill_kind = _oom_reason(handle), "memory_killed"
         self._remove_group(group)
 
-    def _check_oom_kills(self) -> None:
-        """A worker one of whose processes the kernel stopped at its group's limit (a child, say: the kernel
-        picks the largest) is stopped, as the watchdog stops one whose processes together pass it."""
-        if self._groups is None:
-            return
-        for handle in list(self._by_pid.values()):
-            if (
-                handle.cgroup is not None
-                and handle.kill_reason is None
-                and self._groups.oom_kills(handle.cgroup)
-            ):
-                self.kill(handle, _oom_reason(handle), kind="memory_killed")
-
     def _remove_group(self, group: Path | None) -> None:
         if group is not None and self._groups is not None:
             self._in_group_thread(self._groups.remove, group)
@@ -835,7 +821,7 @@ class WorkerManager:
             await asyncio.sleep(self._poll_s)
             self._ticks += 1
             if self._ticks % _EXTRA_EVERY_TICKS == 0:
-                self._measure_extra()
+                await self._measure_extra()
                 self._look_at_disks()
             for handle in list(self._by_pid.values()):
                 used_mb = tree_rss_mb(handle.pid) if handle.port else self._rss.mb(handle.pid)
@@ -854,33 +840,36 @@ class WorkerManager:
                         kind="memory_killed",
                     )
 
-    def _measure_extra(self) -> None:
+    async def _measure_extra(self) -> None:
         """What confined forked workers' other processes (children, orphans: anything with the worker's uid)
         hold privately, and the shared memory their resident sets miss (``workers/shmem.py``), in MB;
-        counted against the worker's MemorySizeInMB until the next pass."""
-        workers = [h for h in self._by_pid.values() if not h.port]
-        owners = {h.uid: h.pid for h in workers if h.uid}
-        found = processes_of(set(owners)) if owners else {}
-        self._uid_pids = found  # for the scratch directories' look that follows (``_look_at_disks``)
-        if self._groups is not None:
-            for handle in self._by_pid.values():
-                pids = tree_pids(handle.pid) if handle.port else found.get(handle.uid, [])
-                self._adopt_strays(handle, pids)
-            self._check_oom_kills()
+        counted against the worker's MemorySizeInMB until the next pass. Read in a thread
+        (``workers/extramem.py``); a worker one of whose processes the kernel stopped at its group's limit
+        is stopped here, as the watchdog stops one whose processes together pass it."""
+        handles = list(self._by_pid.values())
+        seen = [_seen(h) for h in handles]
+        groups = self._groups
+        oom_kills = None if groups is None else groups.oom_kills
+        try:
+            reading = await asyncio.to_thread(extramem.read, seen, oom_kills)
+        except OSError as exc:  # e.g. out of file descriptors: the next pass reads again
+            log.warning("memory watchdog: the pass over /proc failed: %s", exc)
+            return
+        self._uid_pids = reading.uid_pids  # for the scratch directories' look that follows (_look_at_disks)
+        if groups is not None:
+            for handle in handles:
+                if self._by_pid.get(handle.pid) is not handle:
+                    continue  # gone while the pass read
+                self._adopt_strays(handle, reading.trees.get(handle.pid, []))
+                if handle.kill_reason is None and reading.oom_kills.get(handle.pid):
+                    self.kill(handle, _oom_reason(handle), kind="memory_killed")
         else:  # what a memory cgroup would charge and no resident set shows: page tables
-            self._pte_mb = {
-                h.pid: sum(map(page_table_bytes, self._pids_of(h, found))) / (1024 * 1024)
-                for h in self._by_pid.values()
-            }
-        self._extra_mb = {
-            uid: sum(private_bytes(p) for p in pids if p != owners[uid]) / (1024 * 1024)
-            for uid, pids in found.items()
-        }
-        for handle in workers:
-            if handle.spec.measure_private:
-                own = private_bytes(handle.pid) / (1024 * 1024)
-                handle.private_mb = own + (self._extra_mb.get(handle.uid, 0.0) if handle.uid else 0.0)
-        self._measure_shmem(workers, found)
+            self._pte_mb = reading.pte_mb
+        self._extra_mb = reading.extra_mb
+        for handle in handles:
+            if handle.pid in reading.private_mb:
+                handle.private_mb = reading.private_mb[handle.pid]
+        self._shmem_mb = reading.shmem_mb
 
     def _look_at_disks(self) -> None:
         """Every confined worker's scratch directory, and every template's less its replicas' (nested in
@@ -894,7 +883,7 @@ class WorkerManager:
                 f"Worker {h.worker_id}",
                 h.scratch,
                 frozenset(),
-                tuple(self._pids_of(h, self._uid_pids)),
+                tuple(extramem.pids_of(_seen(h), self._uid_pids)),
             )
             for h in workers
         ]
@@ -913,26 +902,13 @@ class WorkerManager:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
 
-    @staticmethod
-    def _pids_of(handle: WorkerHandle, found: dict[int, list[int]]) -> list[int]:
-        """A worker's processes: an image's tree, a confined worker's uid, else the worker alone."""
-        if handle.port:
-            return tree_pids(handle.pid)
-        return found.get(handle.uid, [handle.pid]) if handle.uid else [handle.pid]
 
-    def _measure_shmem(self, workers: list[WorkerHandle], found: dict[int, list[int]]) -> None:
-        """A worker is looked at (its maps and descriptors: ~2-5 ms for one that loaded a framework) only
-        while the host's shared memory is more than the room its limit leaves it: none of it could put the
-        worker over otherwise, and on most hosts that is the only read made here (``/proc/meminfo``)."""
-        host_mb = host_shmem_mb()
-        devices = None
-        shmem: dict[int, float] = {}
-        for handle in workers:
-            if host_mb <= handle.spec.memory_mb - handle.rss_mb:
-                continue
-            devices = devices or tmpfs_devices()
-            shmem[handle.pid] = unseen_bytes(self._pids_of(handle, found), devices) / (1024 * 1024)
-        self._shmem_mb = shmem
+def _seen(handle: WorkerHandle) -> extramem.Seen:
+    """A worker as the memory watchdog's once-a-second pass sees it (``workers/extramem.py``)."""
+    room = handle.spec.memory_mb - handle.rss_mb
+    return extramem.Seen(
+        handle.pid, handle.uid, bool(handle.port), handle.cgroup, handle.spec.measure_private, room
+    )
 
 
 def _oom_reason(handle: WorkerHandle) -> str:

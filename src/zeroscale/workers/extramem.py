@@ -1,0 +1,93 @@
+"""The memory watchdog's once-a-second pass: what a worker holds that its own resident set does not show
+(the private memory of its other processes, page tables, shared memory it maps), read from /proc and the
+memory cgroups in a thread.
+
+On the event loop that pass cost 0.8 ms with two workers and 1.6 ms with sixteen on a 2-core machine: a
+scan of /proc for the workers' uids (0.6 ms), and one read of ``memory.oom_control`` per worker's group
+(~45 us each). Every request that arrived meanwhile waited for it. The manager now hands ``read`` a
+snapshot of its workers (``Seen``), awaits it in a thread, and applies the ``Reading`` on the loop, where
+it decides what to stop: no state of the manager is touched here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from zeroscale.workers.confinement import processes_of
+from zeroscale.workers.memory import page_table_bytes, private_bytes, tree_pids
+from zeroscale.workers.shmem import host_shmem_mb, tmpfs_devices, unseen_bytes
+
+_MB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Seen:
+    """A worker as the pass sees it: ``image`` for a process worker (its own process tree), else a forked
+    one (``uid``: its own uid, 0 for none); ``room_mb``: its MemorySizeInMB less its last resident set."""
+
+    pid: int
+    uid: int
+    image: bool
+    cgroup: Path | None
+    measure_private: bool
+    room_mb: float
+
+
+@dataclass
+class Reading:
+    uid_pids: dict[int, list[int]] = field(default_factory=dict)  # each forked worker's uid -> its pids
+    trees: dict[int, list[int]] = field(default_factory=dict)  # with groups: worker pid -> its processes
+    oom_kills: dict[int, int] = field(default_factory=dict)  # with groups: worker pid -> the kernel's kills
+    pte_mb: dict[int, float] = field(default_factory=dict)  # without groups: worker pid -> page tables
+    extra_mb: dict[int, float] = field(default_factory=dict)  # uid -> its other processes' private memory
+    private_mb: dict[int, float] = field(default_factory=dict)  # worker pid -> its own (measure_private)
+    shmem_mb: dict[int, float] = field(default_factory=dict)  # worker pid -> shared memory it maps, unseen
+
+
+def pids_of(worker: Seen, uid_pids: dict[int, list[int]]) -> list[int]:
+    """A worker's processes: an image's tree, a confined worker's uid, else the worker alone."""
+    if worker.image:
+        return tree_pids(worker.pid)
+    return uid_pids.get(worker.uid, [worker.pid]) if worker.uid else [worker.pid]
+
+
+def read(workers: list[Seen], oom_kills: Callable[[Path], int] | None) -> Reading:
+    """Blocking (/proc and cgroup files): run it in a thread. ``oom_kills``: where the host has memory
+    cgroups, how many of a group's processes the kernel killed (then page tables are the group's to
+    count, and a worker's processes are what its group should hold)."""
+    forked = [w for w in workers if not w.image]
+    owners = {w.uid: w.pid for w in forked if w.uid}
+    out = Reading(uid_pids=processes_of(set(owners)) if owners else {})
+    if oom_kills is not None:
+        for w in workers:
+            out.trees[w.pid] = tree_pids(w.pid) if w.image else out.uid_pids.get(w.uid, [])
+            if w.cgroup is not None:
+                out.oom_kills[w.pid] = oom_kills(w.cgroup)
+    else:
+        out.pte_mb = {w.pid: sum(map(page_table_bytes, pids_of(w, out.uid_pids))) / _MB for w in workers}
+    out.extra_mb = {
+        uid: sum(private_bytes(p) for p in pids if p != owners[uid]) / _MB
+        for uid, pids in out.uid_pids.items()
+    }
+    for w in forked:
+        if w.measure_private:
+            out.private_mb[w.pid] = private_bytes(w.pid) / _MB + out.extra_mb.get(w.uid, 0.0)
+    out.shmem_mb = _shmem(forked, out.uid_pids)
+    return out
+
+
+def _shmem(workers: list[Seen], uid_pids: dict[int, list[int]]) -> dict[int, float]:
+    """A worker is looked at (its maps and descriptors: ~2-5 ms for one that loaded a framework) only while
+    the host's shared memory is more than the room its limit leaves it: none of it could put the worker
+    over otherwise, and on most hosts that is the only read made here (``/proc/meminfo``)."""
+    host_mb = host_shmem_mb()
+    devices = None
+    shmem: dict[int, float] = {}
+    for w in workers:
+        if host_mb <= w.room_mb:
+            continue
+        devices = devices or tmpfs_devices()
+        shmem[w.pid] = unseen_bytes(pids_of(w, uid_pids), devices) / _MB
+    return shmem
