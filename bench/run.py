@@ -492,6 +492,12 @@ def rows_throughput(run: Run, res: throughput.ThroughputResult) -> None:
             "|---|---:|---:|",
             *(f"| {label} | {share * 100:.1f}% | {share * us:.0f} |" for label, share in prof["groups"]),
         ]
+        unmatched = [label.strip() for label, share in prof["groups"] if not share]
+        if unmatched:  # every group names a function on the invoke path: none is ever idle
+            lines.append(
+                f"- no sample matched {', '.join(unmatched)}: the function named there is no longer on the "
+                "invoke path (renamed or moved): update bench/throughput.py PROFILE_GROUPS"
+            )
     elif prof.get("error"):
         lines.append(f"- profile not taken: {prof['error']}")
     run.sections.append("\n".join(lines))

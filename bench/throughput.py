@@ -264,7 +264,6 @@ PROFILE_GROUPS: tuple[tuple[str, str | tuple[str, ...]], ...] = (
         "zeroscale's invocation handling, all of it (api/app.py App._runtime)",
         "App._runtime (zeroscale/api/app.py",
     ),
-    ("  SigV4 verification (api/sigv4.py verify)", "verify (zeroscale/api/sigv4.py"),
     ("  worker round trip (workers/client.py WorkerConnection.request)", "WorkerConnection.request ("),
     ("  pool: acquire, release, timeouts (router/pool.py VariantPool.invoke)", "VariantPool.invoke ("),
     (
@@ -272,6 +271,10 @@ PROFILE_GROUPS: tuple[tuple[str, str | tuple[str, ...]], ...] = (
         "respond (zeroscale/api/wire.py",
     ),
     ("  invocation record: events, metrics, metering (events.py EventBus)", "EventBus.invocation"),
+    (
+        "SigV4 verification (api/sigv4.py: prepare at the headers, Signed.finish with the body)",
+        ("prepare (zeroscale/api/sigv4.py", "Signed.finish (zeroscale/api/sigv4.py"),
+    ),
     ("metering writer thread (metering/sink.py)", "MeteringSink._run ("),
     (
         "HTTP protocol callbacks (uvicorn's httptools protocol, api/direct.py, api/guard.py)",
