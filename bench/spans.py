@@ -4,23 +4,31 @@ straight to its workers (before and after), with the server's per-request stamps
 (``bench/spans_site/sitecustomize.py``): waiting to run, the request half, the worker's round trip as the
 server sees it, the answer half, and what runs after the answer.
 
-    .venv/bin/python -m bench.spans [--workers N] [--seconds 4]
+    .venv/bin/python -m bench.spans [--workers N] [--seconds 4] [--poll-idle]
 
 Compare the worker's round trip with the direct p50: what the worker takes longer when the server sends it
 the request is neither half's CPU. Each run also reports the workers' scheduler counters per request, read
 from ``/proc/<pid>/task/<tid>/schedstat`` and ``sched`` every 0.1 s while it runs (a worker serves each
 connection on a thread that ends with it, so the counters are read while the connections are open): CPU
 time, run delay (runnable, waiting for a core), time slices and migrations between cores.
+
+``--poll-idle`` holds ``/dev/cpu_dma_latency`` at 0 for the whole run (root): idle CPUs then poll instead of
+halting, so no wake-up waits for a halted (virtual) CPU to come back. Run it with and without: what it
+removes from the through-zeroscale gap is wake-ups landing on idle CPUs. (A machine's setting, for the
+experiment only: it spins every idle CPU while the run goes.)
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
+import struct
 import tempfile
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
@@ -88,14 +96,36 @@ class Counters:
         )
 
 
+@contextlib.contextmanager
+def idle_polling(on: bool) -> Iterator[None]:
+    """While open, no CPU enters an idle state with an exit latency above 0 us (the PM QoS request lasts
+    as long as the file is open)."""
+    if not on:
+        yield
+        return
+    fd = os.open("/dev/cpu_dma_latency", os.O_WRONLY)
+    try:
+        os.write(fd, struct.pack("i", 0))
+        yield
+    finally:
+        os.close(fd)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--workers", type=int, default=tp.RF_WORKERS, help="MaxConcurrency and clients")
     parser.add_argument("--seconds", type=float, default=4.0, help="each run")
+    parser.add_argument(
+        "--poll-idle", action="store_true", help="hold /dev/cpu_dma_latency at 0 while it runs (root)"
+    )
     args = parser.parse_args()
-    n = args.workers
+    with idle_polling(args.poll_idle):
+        run(args.workers, args.seconds)
+
+
+def run(n: int, seconds: float) -> None:
     root = Path(tempfile.mkdtemp(prefix="zeroscale-bench-spans-"))
     models = build_models(root)
     spans = root / "spans.jsonl"
@@ -117,9 +147,9 @@ def main() -> None:
             if label == "through":
                 spans.unlink(missing_ok=True)
             counters = Counters(workers)
-            out = tp._loadgen(targets, request, n, args.seconds, tmp)
+            out = tp._loadgen(targets, request, n, seconds, tmp)
             # the counters span the load generator's warm-up too (0.5 s at about the same rate)
-            per_request = counters.per_request(out["rps"] * (args.seconds + 0.5))
+            per_request = counters.per_request(out["rps"] * (seconds + 0.5))
             print(
                 f"{label:8} {n} clients  {out['rps']:8.0f} req/s  p50 {out['p50_s'] * 1e3:.3f} ms  "
                 f"p99 {out['p99_s'] * 1e3:.3f} ms  {per_request}",
