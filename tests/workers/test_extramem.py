@@ -40,10 +40,15 @@ def test_without_groups_a_worker_counts_its_page_tables_and_its_own_private_memo
 
 
 def test_an_image_worker_is_its_process_tree(child: subprocess.Popen[bytes]) -> None:
-    reading = extramem.read([seen(os.getpid(), image=True)], None)
+    """Found by the pass (``images``: what the watchdog's samples read until the next pass), its page
+    tables summed over it."""
+    worker = seen(os.getpid(), image=True)
+    reading = extramem.read([worker], None)
+    tree = reading.images[os.getpid()]
+    assert tree[0] == os.getpid() and child.pid in tree
     assert reading.pte_mb[os.getpid()] > 0
-    assert extramem.pids_of(seen(os.getpid(), image=True), {})[:1] == [os.getpid()]
-    assert child.pid in extramem.pids_of(seen(os.getpid(), image=True), {})
+    assert extramem.pids_of(worker, {}, reading.images) is tree  # not walked again
+    assert child.pid in extramem.pids_of(worker, {})  # walked when no pass has found it
     assert not reading.private_mb  # measured for forked workers only
 
 

@@ -6,7 +6,8 @@ import os
 import subprocess
 import sys
 
-from zeroscale.workers.memory import ResidentSets, tree_rss_mb
+from zeroscale.workers import memory
+from zeroscale.workers.memory import ResidentSets, tree_pids
 
 
 def rss_mb(pid: int) -> float | None:
@@ -26,19 +27,22 @@ def test_a_gone_process_reads_none() -> None:
     proc = subprocess.Popen([sys.executable, "-c", "pass"])
     proc.wait()
     assert rss_mb(proc.pid) is None
-    assert tree_rss_mb(proc.pid) is None
+    assert memory.rss_mb(proc.pid) is None
+    assert tree_pids(proc.pid) == [proc.pid]  # no children to read
 
 
-def test_a_tree_counts_the_children() -> None:
+def test_a_tree_holds_the_children_and_one_read_gives_each_its_own() -> None:
     # Sampled once the child has started (its resident set still grows while the interpreter starts).
     child = subprocess.Popen(
         [sys.executable, "-c", "import time; print(1, flush=True); time.sleep(30)"], stdout=subprocess.PIPE
     )
     try:
         assert child.stdout is not None and child.stdout.readline()
-        own, tree, kid = rss_mb(os.getpid()), tree_rss_mb(os.getpid()), rss_mb(child.pid)
-        assert own is not None and tree is not None and kid is not None
-        assert tree >= own + kid * 0.5  # sampled at slightly different moments
+        tree = tree_pids(os.getpid())
+        assert tree[0] == os.getpid() and child.pid in tree
+        once, kept = memory.rss_mb(child.pid), rss_mb(child.pid)
+        assert once is not None and kept is not None and 1 < once < 1000
+        assert abs(once - kept) < 5  # sampled at slightly different moments
     finally:
         child.kill()
         child.wait()

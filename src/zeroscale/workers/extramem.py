@@ -7,6 +7,12 @@ scan of /proc for the workers' uids (0.6 ms), and one read of ``memory.oom_contr
 (~45 us each). Every request that arrived meanwhile waited for it. The manager now hands ``read`` a
 snapshot of its workers (``Seen``), awaits it in a thread, and applies the ``Reading`` on the loop, where
 it decides what to stop: no state of the manager is touched here.
+
+The pass also finds each image worker's process tree (``Reading.images``). The watchdog's 50-ms samples
+read the resident sets of the tree found last, not walk it again: walking reads every thread's
+``children`` file, 0.35 ms for a server of five processes and 29 threads, on the loop, 20 times a second.
+A process an image's server starts is counted from the next pass, within a second, as a forked worker's
+other processes are.
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ class Seen:
 @dataclass
 class Reading:
     uid_pids: dict[int, list[int]] = field(default_factory=dict)  # each forked worker's uid -> its pids
+    images: dict[int, list[int]] = field(default_factory=dict)  # image worker pid -> its tree, it first
     trees: dict[int, list[int]] = field(default_factory=dict)  # with groups: worker pid -> its processes
     oom_kills: dict[int, int] = field(default_factory=dict)  # with groups: worker pid -> the kernel's kills
     pte_mb: dict[int, float] = field(default_factory=dict)  # without groups: worker pid -> page tables
@@ -46,10 +53,14 @@ class Reading:
     shmem_mb: dict[int, float] = field(default_factory=dict)  # worker pid -> shared memory it maps, unseen
 
 
-def pids_of(worker: Seen, uid_pids: dict[int, list[int]]) -> list[int]:
-    """A worker's processes: an image's tree, a confined worker's uid, else the worker alone."""
+def pids_of(
+    worker: Seen, uid_pids: dict[int, list[int]], images: dict[int, list[int]] | None = None
+) -> list[int]:
+    """A worker's processes: an image's tree (from ``images`` when it is there), a confined worker's uid,
+    else the worker alone."""
     if worker.image:
-        return tree_pids(worker.pid)
+        found = (images or {}).get(worker.pid)
+        return found if found is not None else tree_pids(worker.pid)
     return uid_pids.get(worker.uid, [worker.pid]) if worker.uid else [worker.pid]
 
 
@@ -60,13 +71,16 @@ def read(workers: list[Seen], oom_kills: Callable[[Path], int] | None) -> Readin
     forked = [w for w in workers if not w.image]
     owners = {w.uid: w.pid for w in forked if w.uid}
     out = Reading(uid_pids=processes_of(set(owners)) if owners else {})
+    out.images = {w.pid: tree_pids(w.pid) for w in workers if w.image}
     if oom_kills is not None:
         for w in workers:
-            out.trees[w.pid] = tree_pids(w.pid) if w.image else out.uid_pids.get(w.uid, [])
+            out.trees[w.pid] = out.images[w.pid] if w.image else out.uid_pids.get(w.uid, [])
             if w.cgroup is not None:
                 out.oom_kills[w.pid] = oom_kills(w.cgroup)
     else:
-        out.pte_mb = {w.pid: sum(map(page_table_bytes, pids_of(w, out.uid_pids))) / _MB for w in workers}
+        out.pte_mb = {
+            w.pid: sum(map(page_table_bytes, pids_of(w, out.uid_pids, out.images))) / _MB for w in workers
+        }
     out.extra_mb = {
         uid: sum(private_bytes(p) for p in pids if p != owners[uid]) / _MB
         for uid, pids in out.uid_pids.items()

@@ -34,7 +34,7 @@ from zeroscale.workers.client import Body, WorkerConnection, WorkerConnectionErr
 from zeroscale.workers.confinement import Confinement
 from zeroscale.workers.diskuse import DiskTarget, DiskWatch
 from zeroscale.workers.forkserver import EXIT_UNFORKABLE_TEMPLATE, THREAD_ENV
-from zeroscale.workers.memory import ResidentSets, private_bytes, tree_rss_mb
+from zeroscale.workers.memory import ResidentSets, private_bytes, rss_mb, tree_pids
 from zeroscale.workers.process import CONTAINER_MODEL_DIR, ProcessLauncher
 from zeroscale.workers.sockdir import socket_dir, socket_name
 from zeroscale.workers.stream import WorkerStream, open_stream
@@ -201,6 +201,7 @@ class WorkerManager:
         self._parking: dict[int, asyncio.Future[None]] = {}  # template pid -> its replica on its way
         self._extra_mb: dict[int, float] = {}  # worker uid -> private MB of its other processes
         self._uid_pids: dict[int, list[int]] = {}  # confined worker uid -> its pids, at the last pass
+        self._trees: dict[int, list[int]] = {}  # image worker pid -> its process tree, at the last pass
         self._shmem_mb: dict[int, float] = {}  # worker pid -> MB of shared memory its resident sets miss
         self._pte_mb: dict[int, float] = {}  # worker pid -> MB of its processes' page tables (no cgroups)
         self._releasing: list[tuple[str, int, int]] = []  # (scratch, uid, tries left) of exited workers
@@ -655,6 +656,7 @@ class WorkerManager:
             return
         self._early_up.discard(pid)
         self._rss.forget(pid)
+        self._trees.pop(pid, None)
         self._shmem_mb.pop(pid, None)
         self._pte_mb.pop(pid, None)
         handle = self._by_pid.pop(pid, None)
@@ -824,7 +826,7 @@ class WorkerManager:
                 await self._measure_extra()
                 self._look_at_disks()
             for handle in list(self._by_pid.values()):
-                used_mb = tree_rss_mb(handle.pid) if handle.port else self._rss.mb(handle.pid)
+                used_mb = self._tree_mb(handle) if handle.port else self._rss.mb(handle.pid)
                 if used_mb is not None and not handle.port:
                     used_mb += self._extra_mb.get(handle.uid, 0.0) if handle.uid else 0.0
                     used_mb += self._shmem_mb.get(handle.pid, 0.0)
@@ -839,6 +841,18 @@ class WorkerManager:
                         f"{handle.spec.memory_mb} MB of its MemorySizeInMB, and was stopped",
                         kind="memory_killed",
                     )
+
+    def _tree_mb(self, handle: WorkerHandle) -> float | None:
+        """An image worker's resident memory: its process tree's, the tree as the last once-a-second pass
+        found it (``workers/extramem.py``), walked here only for a worker that pass has not seen yet; None
+        once the worker is gone."""
+        pids = self._trees.get(handle.pid)
+        if pids is None:
+            pids = self._trees[handle.pid] = tree_pids(handle.pid)
+        own = self._rss.mb(handle.pid)
+        if own is None:
+            return None
+        return own + sum(rss_mb(pid) or 0.0 for pid in pids[1:])
 
     async def _measure_extra(self) -> None:
         """What confined forked workers' other processes (children, orphans: anything with the worker's uid)
@@ -856,6 +870,7 @@ class WorkerManager:
             log.warning("memory watchdog: the pass over /proc failed: %s", exc)
             return
         self._uid_pids = reading.uid_pids  # for the scratch directories' look that follows (_look_at_disks)
+        self._trees = reading.images
         if groups is not None:
             for handle in handles:
                 if self._by_pid.get(handle.pid) is not handle:
@@ -883,7 +898,7 @@ class WorkerManager:
                 f"Worker {h.worker_id}",
                 h.scratch,
                 frozenset(),
-                tuple(extramem.pids_of(_seen(h), self._uid_pids)),
+                tuple(extramem.pids_of(_seen(h), self._uid_pids, self._trees)),
             )
             for h in workers
         ]

@@ -42,13 +42,10 @@ class ResidentSets:
             self.forget(pid)
 
 
-def tree_rss_mb(pid: int) -> float | None:
-    """Resident memory of ``pid`` and its descendants in MB (None once ``pid`` is gone)."""
-    own = _rss_pages(pid)
-    if own is None:
-        return None
-    total = own + sum(_rss_pages(child) or 0 for child in tree_pids(pid)[1:])
-    return total * _PAGE_SIZE / _MB
+def rss_mb(pid: int) -> float | None:
+    """Resident memory of ``pid`` in MB, opened and read once (None once it is gone)."""
+    pages = _rss_pages(pid)
+    return None if pages is None else pages * _PAGE_SIZE / _MB
 
 
 def tree_pids(pid: int) -> list[int]:
