@@ -11,8 +11,9 @@ it decides what to stop: no state of the manager is touched here.
 The pass also finds each image worker's process tree (``Reading.images``). The watchdog's 50-ms samples
 read the resident sets of the tree found last, not walk it again: walking reads every thread's
 ``children`` file, 0.35 ms for a server of five processes and 29 threads, on the loop, 20 times a second.
-A process an image's server starts is counted from the next pass, within a second, as a forked worker's
-other processes are.
+Until the worker is ready its tree is walked at each sample still (its server starts its processes and
+loads the model then); a process it starts later is counted from the next pass, within a second, as a
+forked worker's other processes are.
 """
 
 from __future__ import annotations

@@ -843,11 +843,11 @@ class WorkerManager:
                     )
 
     def _tree_mb(self, handle: WorkerHandle) -> float | None:
-        """An image worker's resident memory: its process tree's, the tree as the last once-a-second pass
-        found it (``workers/extramem.py``), walked here only for a worker that pass has not seen yet; None
-        once the worker is gone."""
+        """An image worker's resident memory: its process tree's. Walked at each sample while the worker
+        starts (its server may start its processes and load the model then); once it is ready, the tree as
+        the last once-a-second pass found it (``workers/extramem.py``). None once the worker is gone."""
         pids = self._trees.get(handle.pid)
-        if pids is None:
+        if pids is None or not handle.ready_s:
             pids = self._trees[handle.pid] = tree_pids(handle.pid)
         own = self._rss.mb(handle.pid)
         if own is None:
