@@ -192,6 +192,11 @@ class WorkerManager:
         self._refused_templates: set[int] = set()
         self._ids = itertools.count(1)
         self._watchdog: asyncio.Task[None] | None = None
+        # The watchdog's once-a-second pass (``_measure_extra``): its own thread, so that it never queues
+        # behind the database calls of the default executor, and its own task, so that the 50-ms samples
+        # never wait for it.
+        self._pass: asyncio.Task[None] | None = None
+        self._pass_thread = ThreadPoolExecutor(1, thread_name_prefix="zeroscale-memory-pass")
         self._log_limit = log_limit
         self._processes = ProcessLauncher(self._exited, sandbox=sandbox, log_limit=log_limit)
         self._confinement = confinement
@@ -240,10 +245,12 @@ class WorkerManager:
                 await self._zygote(runtime)
 
     async def close(self) -> None:
-        if self._watchdog is not None:
-            self._watchdog.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watchdog
+        for task in (self._watchdog, self._pass):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._pass_thread.shutdown(wait=True)
         await self._disk.close()
         await asyncio.gather(*(self.stop(h, grace_s=2.0) for h in list(self._by_pid.values())))
         self._rss.close()
@@ -822,9 +829,8 @@ class WorkerManager:
         while True:
             await asyncio.sleep(self._poll_s)
             self._ticks += 1
-            if self._ticks % _EXTRA_EVERY_TICKS == 0:
-                await self._measure_extra()
-                self._look_at_disks()
+            if self._ticks % _EXTRA_EVERY_TICKS == 0 and (self._pass is None or self._pass.done()):
+                self._pass = asyncio.create_task(self._measure_extra())  # not awaited: samples go on
             for handle in list(self._by_pid.values()):
                 used_mb = self._tree_mb(handle) if handle.port else self._rss.mb(handle.pid)
                 if used_mb is not None and not handle.port:
@@ -859,13 +865,15 @@ class WorkerManager:
         hold privately, and the shared memory their resident sets miss (``workers/shmem.py``), in MB;
         counted against the worker's MemorySizeInMB until the next pass. Read in a thread
         (``workers/extramem.py``); a worker one of whose processes the kernel stopped at its group's limit
-        is stopped here, as the watchdog stops one whose processes together pass it."""
+        is stopped here, as the watchdog stops one whose processes together pass it. Then the scratch
+        directories' look (``_look_at_disks``), with the processes this pass found."""
         handles = list(self._by_pid.values())
         seen = [_seen(h) for h in handles]
         groups = self._groups
         oom_kills = None if groups is None else groups.oom_kills
+        loop = asyncio.get_running_loop()
         try:
-            reading = await asyncio.to_thread(extramem.read, seen, oom_kills)
+            reading = await loop.run_in_executor(self._pass_thread, extramem.read, seen, oom_kills)
         except OSError as exc:  # e.g. out of file descriptors: the next pass reads again
             log.warning("memory watchdog: the pass over /proc failed: %s", exc)
             return
@@ -885,6 +893,7 @@ class WorkerManager:
             if handle.pid in reading.private_mb:
                 handle.private_mb = reading.private_mb[handle.pid]
         self._shmem_mb = reading.shmem_mb
+        self._look_at_disks()
 
     def _look_at_disks(self) -> None:
         """Every confined worker's scratch directory, and every template's less its replicas' (nested in
