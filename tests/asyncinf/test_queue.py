@@ -178,6 +178,60 @@ def test_each_bound_refuses_the_request_past_it_and_writes_nothing(tmp_path: Pat
         queue.enqueue(_by(_request("delta", 8), "AIDACAROL"))
 
 
+def _statements(queue: RequestQueue) -> list[str]:
+    """The SQL ``queue`` runs from now on."""
+    seen: list[str] = []
+
+    @event.listens_for(queue._engine, "before_cursor_execute")
+    def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        seen.append(" ".join(statement.split()).upper())
+
+    return seen
+
+
+def test_far_from_its_bound_an_enqueue_counts_nothing_exactly(tmp_path: Path) -> None:
+    """A bound of 3,000: the first enqueue counts the queue once, and the estimate is counted again after
+    256 enqueues or a second; none reads the index up to the bound (``OFFSET``) while the queue is more
+    than 1,024 from it."""
+    now = [0.0]
+    url = f"sqlite:///{tmp_path / 'zeroscale.db'}"
+    queue = RequestQueue(url, bounds=QueueBounds(total=3000), clock=lambda: now[0])
+    seen = _statements(queue)
+    for n in range(300):
+        queue.enqueue(_request(f"ep-{n % 7}", n))
+    assert [s for s in seen if "OFFSET" in s] == []
+    counts = [s for s in seen if "COUNT(" in s]
+    assert len(counts) == 2  # the first enqueue's, and the 257th's
+    queue.enqueue(_request("ep-0", 300))
+    now[0] += 1.0
+    queue.enqueue(_request("ep-0", 301))
+    assert len([s for s in seen if "COUNT(" in s]) == 3  # a second on: counted again
+    assert [s for s in seen if "OFFSET" in s] == []
+    queue.close()
+
+
+def test_near_its_bound_every_enqueue_counts_what_other_front_ends_queued(tmp_path: Path) -> None:
+    """A bound of 1,500 (near from 476 queued): front end B fills it; front end A, whose first enqueue comes
+    after, counts B's requests and is refused; and once A has an estimate, requests another front end queued
+    meanwhile still count, at each of A's enqueues near the bound."""
+    url = f"sqlite:///{tmp_path / 'zeroscale.db'}"
+    a, b = (RequestQueue(url, bounds=QueueBounds(total=1500)) for _ in range(2))
+    for n in range(1500):
+        b.enqueue(_request("beta", n))
+    with pytest.raises(QueueFull, match="total"):
+        b.enqueue(_request("beta", 1500))
+    with pytest.raises(QueueFull, match="total"):
+        a.enqueue(_request("alpha", 1501))
+    for _ in range(2):
+        assert b.claim("beta", now=200.0) is not None
+    a.enqueue(_request("alpha", 1502))  # A's estimate: 1,501, near: counted exactly, room for it
+    b.enqueue(_request("beta", 1503))  # the last room, taken by B
+    with pytest.raises(QueueFull, match="total"):
+        a.enqueue(_request("alpha", 1504))
+    a.close()
+    b.close()
+
+
 FRONT_ENDS, THREADS_EACH, RACE_WINDOW_S = 3, 2, 0.05
 
 
