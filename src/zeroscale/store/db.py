@@ -42,6 +42,7 @@ from zeroscale.errors import ResourceLimitExceeded, ZeroscaleError
 from zeroscale.store.engine import make_engine
 from zeroscale.store.locks import lock_counted
 from zeroscale.store.migrations import Step, add_column, add_index, upgrade
+from zeroscale.store.near import NearBound
 
 metadata = MetaData()
 
@@ -223,37 +224,9 @@ class Limit:
     free: str = "delete some"  # what a user does to make room
 
 
-class _Counts:
-    """How many records of each limited kind there are, about: counted once, then followed through this
-    store's own inserts and deletes and counted again every ``RECOUNT_EVERY`` inserts (other front ends
-    write too). Only near its limit (``NEAR``) is a kind looked at exactly, at each insert: far from it an
-    insert costs no query (an exact look reads the kind's index up to the limit). Near is within a tenth of
-    the limit, or four recounts' worth of other front ends' inserts, whichever is more."""
-
-    RECOUNT_EVERY = 256
-
-    def __init__(self) -> None:
-        self._about: dict[str, int] = {}
-        self._inserts: dict[str, int] = {}
-
-    def near(self, conn: Connection, kind: str, limit: Limit) -> bool:
-        """Within the transaction that has just inserted one more of ``kind``: whether it must be counted
-        exactly (``_check_limit``)."""
-        about = self._about.get(kind)
-        if about is None or self._inserts.get(kind, 0) >= self.RECOUNT_EVERY:
-            counted = conn.execute(select(func.count()).where(resources.c.kind == kind)).scalar_one()
-            about = self._about[kind] = int(counted) - 1  # the one just inserted is not in yet
-            self._inserts[kind] = 0
-        return about + 1 + max(limit.most // 10, 4 * self.RECOUNT_EVERY) >= limit.most
-
-    def inserted(self, kind: str) -> None:
-        if kind in self._about:
-            self._about[kind] += 1
-            self._inserts[kind] = self._inserts.get(kind, 0) + 1
-
-    def deleted(self, kind: str) -> None:
-        if kind in self._about:
-            self._about[kind] = max(0, self._about[kind] - 1)
+def _kind_count(conn: Connection, kind: str) -> Callable[[], int]:
+    """How many records of ``kind`` there are, in ``conn``'s transaction (for ``NearBound``)."""
+    return lambda: int(conn.execute(select(func.count()).where(resources.c.kind == kind)).scalar_one())
 
 
 def _check_limit(conn: Connection, kind: str, limit: Limit, creator: str | None = None) -> None:
@@ -329,7 +302,7 @@ class Store:
         self._limits = dict(limits or {})
         self._user_limits = dict(user_limits or {})
         self._creator = creator
-        self._counts = _Counts()
+        self._counts = NearBound()  # far from a kind's limit, an insert counts nothing (store/near.py)
         upgrade(self._engine, "resources", metadata, STEPS)
         try:
             with self._engine.begin() as conn:
@@ -377,7 +350,7 @@ class Store:
                     # What is counted now: the kind's records in statuses always (statuses change), all of
                     # them only near its limit; a user's, for a user's record.
                     account = limit is not None and bool(
-                        limit.statuses or self._counts.near(conn, rec.kind, limit)
+                        limit.statuses or self._counts.near(rec.kind, limit.most, _kind_count(conn, rec.kind))
                     )
                     user = user_limit is not None and bool(rec.creator)
                     counted = [(rec.kind, "")] if account else []
@@ -398,7 +371,7 @@ class Store:
             except IntegrityError as exc:
                 raise AlreadyExists(f"{rec.kind} {rec.name!r} already exists") from exc
             if limit is not None and not limit.statuses:
-                self._counts.inserted(rec.kind)
+                self._counts.added(rec.kind)
 
     @_reachable
     def get(self, kind: str, name: str) -> Record | None:
@@ -455,7 +428,7 @@ class Store:
             conn.execute(_TAGS_DELETE, _one(kind, name))
             if result.rowcount:
                 self._bump(conn)
-                self._counts.deleted(kind)
+                self._counts.removed(kind)
         return bool(result.rowcount)
 
     @_reachable
