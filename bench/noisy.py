@@ -98,10 +98,20 @@ class Side:
             t.join()
         self.beside.append((out["p50_s"], out["p99_s"]))
 
-    def report(self) -> str:
+    def figures(self) -> dict[str, float]:
+        """Medians over the rounds, in ms: quiet's p50 and p99 alone and beside the spinners."""
         med = statistics.median
-        a50, a99 = med(p for p, _ in self.alone) * 1e3, med(p for _, p in self.alone) * 1e3
-        b50, b99 = med(p for p, _ in self.beside) * 1e3, med(p for _, p in self.beside) * 1e3
+        return {
+            "alone_p50_ms": med(p for p, _ in self.alone) * 1e3,
+            "alone_p99_ms": med(p for _, p in self.alone) * 1e3,
+            "beside_p50_ms": med(p for p, _ in self.beside) * 1e3,
+            "beside_p99_ms": med(p for _, p in self.beside) * 1e3,
+        }
+
+    def report(self) -> str:
+        f = self.figures()
+        keys = ("alone_p50_ms", "alone_p99_ms", "beside_p50_ms", "beside_p99_ms")
+        a50, a99, b50, b99 = (f[k] for k in keys)
         return (
             f"{self.name:22} quiet alone p50 {a50:6.2f} ms p99 {a99:6.2f} ms | beside the spinner "
             f"p50 {b50:7.2f} ms p99 {b99:7.2f} ms | slowdown p50 x{b50 / a50:.2f}"
@@ -117,6 +127,7 @@ def main() -> None:
     parser.add_argument("--quiet-mb", type=int, default=3072, help="the quiet endpoint's MemorySizeInMB")
     parser.add_argument("--seconds", type=float, default=4.0, help="each measured window")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--out", type=Path, help="write the figures as JSON here too")
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="zeroscale-bench-noisy-"))
     models = build_models(root)
@@ -133,6 +144,9 @@ def main() -> None:
                 side.round(tmp, args.threads, args.seconds)
         for side in sides:
             print(side.report())
+        if args.out:
+            figures = {"weighted": sides[0].figures(), "unweighted": sides[1].figures()}
+            args.out.write_text(json.dumps({**figures, "args": vars(args) | {"out": str(args.out)}}))
         print(
             f"(quiet {args.quiet_mb} MB beside {args.neighbours} x 1024 MB, {args.threads} spinning threads "
             f"each; {args.rounds} rounds of {args.seconds:g} s, medians)"

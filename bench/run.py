@@ -24,6 +24,8 @@ Scenarios (each module's docstring says exactly what it measures and how):
                                                                                       bench/cluster.py
   spill       two front ends, MaxConcurrency 4: a client on one of them gets all 4 at once (spill-over);
               round trips wasted while both are saturated                              bench/spill.py
+  noisy       a RandomForest endpoint beside three spinning ones, with the cpu cgroups'
+              weights and without                                                      bench/noisy.py
   batch       batch transform records/s (MultiRecord, S3 in SeaweedFS) vs one process on the same data
                                                                                          bench/batch.py
   rollback    a canary rolled back by a CloudWatch alarm: alarm -> the old fleet takes all the traffic, vs a
@@ -109,6 +111,7 @@ SCENARIOS = (
     "cluster",
     "forward",
     "spill",
+    "noisy",
     "batch",
     "rollback",
     "scaleout",
@@ -1035,6 +1038,27 @@ def run_spill(run: Run) -> None:
     )  # fmt: skip
 
 
+def run_noisy(run: Run) -> None:
+    """A 3072-MB RandomForest endpoint beside three 1024-MB endpoints spinning 8 threads each, with the cpu
+    cgroups' weights and without (``bench/noisy.py``): the quiet endpoint's p50 beside them against alone."""
+    out = run.root / "noisy.json"
+    rounds, seconds = (2, 3.0) if run.plan is QUICK else (3, 4.0)
+    cmd = [sys.executable, "-m", "bench.noisy", "--rounds", str(rounds), "--seconds", str(seconds)]
+    data = _run_module(run, "noisy", [*cmd, "--out", str(out)], out)
+    if data is None:
+        return
+    for side, target in (("weighted", "<= 1.2x (its weight: a core)"), ("unweighted", "")):
+        f = data[side]
+        ratio = f["beside_p50_ms"] / f["alone_p50_ms"]
+        label = "the cpu cgroups' weights" if side == "weighted" else "no weights (--no-worker-cgroups)"
+        run.rows.append(
+            Row("noisy neighbour", f"RandomForest 3072 MB beside 3 x 1024 MB spinning 8 threads, {label}: "
+                "p50",
+                f["beside_p50_ms"], "ms", "the same alone", f["alone_p50_ms"], target,
+                ratio <= 1.2 if target else None)
+        )  # fmt: skip
+
+
 def run_scaleout(run: Run) -> None:
     results: list[scaleout.ScaleOutResult] = []
     rounds = 3 if run.plan is QUICK else 7
@@ -1568,6 +1592,8 @@ def main() -> None:
             run_forward(run)
         if "spill" in which:
             run_spill(run)
+        if "noisy" in which:
+            run_noisy(run)
         if "batch" in which:
             run_batch(run)
         if "rollback" in which:
