@@ -35,7 +35,7 @@ def test_without_groups_a_worker_counts_its_page_tables_and_its_own_private_memo
     reading = extramem.read([seen(os.getpid())], None)
     assert reading.pte_mb[os.getpid()] > 0
     assert reading.private_mb[os.getpid()] > 1  # this interpreter, at least
-    assert not reading.oom_kills and not reading.trees and not reading.uid_pids
+    assert not reading.oom_kills and not reading.images and not reading.uid_pids
     assert not reading.shmem_mb  # its limit leaves room for all the host's shared memory
 
 
@@ -63,8 +63,7 @@ def test_with_groups_the_kernels_kills_are_read_from_each_group(
     workers = [seen(os.getpid(), image=True, cgroup=group), seen(child.pid)]
     reading = extramem.read(workers, MemoryGroups.oom_kills)
     assert reading.oom_kills == {os.getpid(): 2}
-    assert child.pid in reading.trees[os.getpid()]
-    assert reading.trees[child.pid] == []  # a forked worker without a uid of its own: nothing to adopt
+    assert child.pid in reading.images[os.getpid()]  # what the manager moves into the group
     assert not reading.pte_mb  # the group counts page tables
 
 

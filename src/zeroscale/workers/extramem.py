@@ -46,7 +46,6 @@ class Seen:
 class Reading:
     uid_pids: dict[int, list[int]] = field(default_factory=dict)  # each forked worker's uid -> its pids
     images: dict[int, list[int]] = field(default_factory=dict)  # image worker pid -> its tree, it first
-    trees: dict[int, list[int]] = field(default_factory=dict)  # with groups: worker pid -> its processes
     oom_kills: dict[int, int] = field(default_factory=dict)  # with groups: worker pid -> the kernel's kills
     pte_mb: dict[int, float] = field(default_factory=dict)  # without groups: worker pid -> page tables
     extra_mb: dict[int, float] = field(default_factory=dict)  # uid -> its other processes' private memory
@@ -74,10 +73,7 @@ def read(workers: list[Seen], oom_kills: Callable[[Path], int] | None) -> Readin
     out = Reading(uid_pids=processes_of(set(owners)) if owners else {})
     out.images = {w.pid: tree_pids(w.pid) for w in workers if w.image}
     if oom_kills is not None:
-        for w in workers:
-            out.trees[w.pid] = out.images[w.pid] if w.image else out.uid_pids.get(w.uid, [])
-            if w.cgroup is not None:
-                out.oom_kills[w.pid] = oom_kills(w.cgroup)
+        out.oom_kills = {w.pid: oom_kills(w.cgroup) for w in workers if w.cgroup is not None}
     else:
         out.pte_mb = {
             w.pid: sum(map(page_table_bytes, pids_of(w, out.uid_pids, out.images))) / _MB for w in workers

@@ -883,7 +883,7 @@ class WorkerManager:
             for handle in handles:
                 if self._by_pid.get(handle.pid) is not handle:
                     continue  # gone while the pass read
-                self._adopt_strays(handle, reading.trees.get(handle.pid, []))
+                self._adopt_strays(handle, extramem.pids_of(_seen(handle), reading.uid_pids, reading.images))
                 if handle.kill_reason is None and reading.oom_kills.get(handle.pid):
                     self.kill(handle, _oom_reason(handle), kind="memory_killed")
         else:  # what a memory cgroup would charge and no resident set shows: page tables
