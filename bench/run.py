@@ -992,6 +992,17 @@ def _run_module(run: Run, name: str, cmd: list[str], out: Path) -> dict[str, Any
     return data
 
 
+def _run_rounds(
+    run: Run, name: str, *, quick: tuple[int, float], full: tuple[int, float]
+) -> dict[str, Any] | None:
+    """``bench/<name>.py --rounds R --seconds S --out <json>`` (R, S: ``quick`` or ``full`` by the plan),
+    through ``_run_module``."""
+    rounds, seconds = quick if run.plan is QUICK else full
+    out = run.root / f"{name}.json"
+    cmd = [sys.executable, "-m", f"bench.{name}", "--rounds", str(rounds), "--seconds", str(seconds)]
+    return _run_module(run, name, [*cmd, "--out", str(out)], out)
+
+
 def run_forward(run: Run) -> None:
     """Two front ends on one database, one holding a MaxConcurrency 1 endpoint: what the other's forward
     costs, against the holder's own latency (``bench/forward.py``), over HTTP and HTTPS."""
@@ -1018,10 +1029,7 @@ def run_spill(run: Run) -> None:
     """Two front ends on one database, MaxConcurrency 4 (a share of 2 each): a client that sticks to one gets
     all 4 at once (a round of four 0.5-s invocations against the model's own 0.5 s), and the round trips
     spilling wastes while every front end is saturated (``bench/spill.py``)."""
-    out = run.root / "spill.json"
-    rounds, seconds = (3, 4.0) if run.plan is QUICK else (5, 10.0)
-    cmd = [sys.executable, "-m", "bench.spill", "--rounds", str(rounds), "--seconds", str(seconds)]
-    data = _run_module(run, "spill", [*cmd, "--out", str(out)], out)
+    data = _run_rounds(run, "spill", quick=(3, 4.0), full=(5, 10.0))
     if data is None:
         return
     rounds_s = sorted(data["sticky"]["round_wall_s"])
@@ -1041,10 +1049,7 @@ def run_spill(run: Run) -> None:
 def run_noisy(run: Run) -> None:
     """A 3072-MB RandomForest endpoint beside three 1024-MB endpoints spinning 8 threads each, with the cpu
     cgroups' weights and without (``bench/noisy.py``): the quiet endpoint's p50 beside them against alone."""
-    out = run.root / "noisy.json"
-    rounds, seconds = (2, 3.0) if run.plan is QUICK else (3, 4.0)
-    cmd = [sys.executable, "-m", "bench.noisy", "--rounds", str(rounds), "--seconds", str(seconds)]
-    data = _run_module(run, "noisy", [*cmd, "--out", str(out)], out)
+    data = _run_rounds(run, "noisy", quick=(2, 3.0), full=(3, 4.0))
     if data is None:
         return
     for side, target in (("weighted", "<= 1.2x (its weight: a core)"), ("unweighted", "")):
