@@ -1042,7 +1042,8 @@ def run_spill(run: Run) -> None:
     sat = data["saturated"]
     run.rows.append(
         Row("spill-over", "every front end saturated: spills refused per invocation",
-            sat["refused_per_invocation"], "", "one round trip per invocation (no refusals' memory)", 1.0)
+            sat["refused_per_invocation"], "per invocation", "one round trip per invocation (no refusals' "
+            "memory)", 1.0)
     )  # fmt: skip
 
 
