@@ -6,9 +6,10 @@ what the loop's thread, and every other busy thread, was doing then.
 
 The server runs the reference RandomForest with ``--workers`` warm workers (MaxConcurrency and provisioned
 concurrency), idle, or driven by ``--clients`` closed-loop clients (``bench/loadgen.py``). Prints the late
-callbacks grouped by the loop's innermost frames of the server's own code (``zeroscale/...``), with their
-count and worst lateness. A group without such frames is the loop waiting in C: uvloop running or polling,
-the GIL held by another thread (listed under it), or the machine not running the loop's thread.
+callbacks grouped by the loop thread's four innermost Python frames (the runner's and the server's start-up
+frames around them left out), with their count and worst lateness. A group without such frames is the
+loop waiting in C: uvloop running or polling, the GIL held by another thread (the busiest other threads
+listed beside it), or the machine not running the loop's thread.
 
 With 16 workers on 2 cores (2026-12-04), the memory watchdog's once-a-second pass was such a group (1.6 ms
 each second) until it moved to a thread (``workers/extramem.py``).

@@ -46,7 +46,7 @@ if "serve" in sys.argv and os.environ.get("ZEROSCALE_STALLS_FILE"):
                 frames = _frames(frame)
                 if tid == loop_tid:
                     seen["loop"] = ";".join(frames[:12])
-                elif frames and not frames[0].endswith(_IDLE) and not any(i in frames[0] for i in _IDLE):
+                elif frames and not any(idle in frames[0] for idle in _IDLE):
                     seen["others"].append(";".join(frames[:8]))
             ran.wait()
             seen["late_us"] = round((time.perf_counter() - started) * 1e6)
