@@ -6,8 +6,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import event
+from sqlalchemy import event, text
 
+from pgserver import PostgresServer
 from zeroscale.errors import ResourceLimitExceeded
 from zeroscale.store import AlreadyExists, Record, Store
 from zeroscale.store.db import Limit, PageQuery
@@ -185,6 +186,53 @@ def test_own_writes_tell_this_front_end_apart_from_the_others(store: Store, tmp_
         assert store.revision_and_own_writes() == (r2, own2)
     finally:
         other.close()
+
+
+def test_reads_see_every_write_committed_before_them(db_url: str) -> None:
+    """A store reads on a connection it holds: each read sees what another front end (another store on the
+    same database) committed since the last, and holds nothing back from the writes."""
+    reader, writer = Store(db_url), Store(db_url)
+    try:
+        assert reader.get("model", "m") is None
+        revision = reader.revision()
+        writer.insert(rec("m", status="Creating"))
+        assert reader.get("model", "m") == rec("m", status="Creating")
+        assert reader.revision() > revision
+        writer.update(rec("m", status="InService"))
+        assert reader.get("model", "m") == rec("m", status="InService")
+        assert [r.status for r in reader.list("model")] == ["InService"]
+        reader.update(rec("m", status="Failed"))  # the reader's own writes, beside its held connection
+        assert writer.get("model", "m") == rec("m", status="Failed")
+        writer.delete("model", "m")
+        assert reader.get("model", "m") is None
+        assert reader.page("model", PageQuery("Name", False, 10)) == []
+    finally:
+        reader.close()
+        writer.close()
+
+
+def test_a_read_connection_the_database_dropped_is_replaced(postgres: PostgresServer) -> None:
+    """PostgreSQL ends the connection a store holds for its reads (a restart, an idle timeout, an operator's
+    pg_terminate_backend): the next read reconnects and answers, no error."""
+    url = postgres.create_database()
+    store = Store(url)
+    try:
+        store.insert(rec("m"))
+        assert store.get("model", "m") == rec("m")
+        admin = make_engine(url)
+        with admin.connect() as conn:
+            ended = conn.execute(
+                text(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
+            ).scalar_one()
+        admin.dispose()
+        assert ended >= 1  # the held one among them
+        assert store.get("model", "m") == rec("m")
+        assert store.tags("model", "m") is None
+    finally:
+        store.close()
 
 
 def test_a_deep_page_costs_the_database_what_the_first_page_does(tmp_path: Path) -> None:

@@ -41,6 +41,7 @@ from zeroscale.errors import (
 from zeroscale.events import EventBus
 from zeroscale.router.fleet import Fleet, Variant
 from zeroscale.router.invocation import Invocation
+from zeroscale.store.db import Record
 from zeroscale.types import EndpointStatus
 from zeroscale.workers.client import FilePayload
 
@@ -148,10 +149,13 @@ class AsyncInference:
     def is_async(self, endpoint: str) -> bool:
         return endpoint.lower() in self._async
 
-    def refresh(self, endpoint: str) -> None:
-        """Re-read whether ``endpoint`` serves asynchronous requests (after a deploy, update or delete)."""
+    def refresh(self, endpoint: str, rec: Record | None) -> None:
+        """``endpoint`` now serves as ``rec`` says (after a deploy, update or delete; None: it serves no more
+        here): whether it takes asynchronous requests, and how many run at once."""
+        self._set_entry(endpoint, self._entry(rec))
+
+    def _set_entry(self, endpoint: str, entry: AsyncEndpoint | None) -> None:
         key = endpoint.lower()
-        entry = self._read(endpoint)
         if entry is None:
             old = self._async.pop(key, None)
             if old is not None:  # deleted, or updated to a synchronous configuration
@@ -177,8 +181,15 @@ class AsyncInference:
     def _read(self, endpoint: str) -> AsyncEndpoint | None:
         try:
             rec = self._endpoints.get(endpoint)
-            if rec.status not in _SERVING:
-                return None
+        except ZeroscaleError:
+            return None
+        return self._entry(rec)
+
+    def _entry(self, rec: Record | None) -> AsyncEndpoint | None:
+        """How the endpoint stored as ``rec`` takes asynchronous requests; None when it takes none."""
+        if rec is None or rec.status not in _SERVING:
+            return None
+        try:
             config = self._endpoints.deployed_config(rec)  # also once its configuration was deleted
         except ZeroscaleError:
             return None
@@ -263,8 +274,8 @@ class AsyncInference:
         requeued = await asyncio.to_thread(self._queue.requeue_running, live or ())
         if requeued:
             log.info("%d asynchronous request(s) interrupted by the last stop run again", requeued)
-        for rec in await asyncio.to_thread(self._endpoints_list):
-            self.refresh(rec)
+        for name in await asyncio.to_thread(self._endpoints_list):
+            self._set_entry(name, self._read(name))
         self._loop_task = asyncio.create_task(self._run_loop())
 
     def sync(self, live: set[str]) -> None:

@@ -91,8 +91,9 @@ class Endpoints:
         # say): why, and when it was last tried. An invocation says so, and tries again now and then.
         self._unservable: dict[str, tuple[str, float]] = {}
         self._full_specs: dict[str, dict[str, PoolSpec]] = {}
-        # Called with the endpoint's name after it starts serving a configuration or is deleted.
-        self.listeners: builtins.list[Callable[[str], None]] = []
+        # Called with the endpoint's name and record after it starts serving a configuration (the record
+        # it serves), or stops serving here (None: deleted, or no longer serving).
+        self.listeners: builtins.list[Callable[[str, Record | None], None]] = []
 
     def get(self, name: str) -> Record:
         return self._res.get(name)
@@ -131,7 +132,8 @@ class Endpoints:
         arn = self._res.insert(
             name, doc, self._clock(), EndpointStatus.CREATING.value, owner=self.frontend, quota=quota
         )
-        await self._settle(self._run(name, self._deploy(name, config.name, updating=False)))
+        deploy = self._deploy(name, config.name, updating=False, config=config, overrides={})
+        await self._settle(self._run(name, deploy))
         return {"EndpointArn": arn}
 
     def _updatable(self, name: str) -> Record:
@@ -193,7 +195,9 @@ class Endpoints:
             raise ValidationException(  # another front end changed it since it was read
                 f'Cannot update in-progress endpoint "{rec.arn}". Wait until it is InService.'
             )
-        deploy = self._deploy(rec.name, config.name, updating=True, plan=plan)
+        deploy = self._deploy(
+            rec.name, config.name, updating=True, plan=plan, config=config, overrides=overrides or {}
+        )
         await self._settle(self._run(rec.name, deploy))
         return {"EndpointArn": rec.arn}
 
@@ -376,16 +380,23 @@ class Endpoints:
         updating: bool,
         warm: bool = True,
         plan: rollout.Plan | None = None,
+        config: Record | None = None,
+        overrides: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> None:
+        """Deploy ``config_name`` to the endpoint. ``config``: that configuration as the caller (Create or
+        UpdateEndpoint) just read it; ``overrides``: the VariantOverrides it just stored with the endpoint.
+        Each is read from the store when not given (a deployment a front end takes over or resumes)."""
         hold = self._deployer.hold()  # its artifacts stay in the cache until its pools are routed
         try:
-            config = self._configs.get(config_name)
+            if config is None:
+                config = self._configs.get(config_name)
             # The models as they are now: the pools, the description and the snapshot are all made from
             # these, whatever is deleted or replaced while the workers start.
             models = self._models_of(config)
             full = await self._deployer.pool_specs(name, config, models, hold)
-            stored = self._store.get(KIND, name)
-            overrides = (stored.doc.get("VariantOverrides") or {}) if stored is not None else {}
+            if overrides is None:
+                stored = self._store.get(KIND, name)
+                overrides = (stored.doc.get("VariantOverrides") or {}) if stored is not None else {}
             full = [with_overrides(spec, overrides.get(spec.variant)) for spec in full]
             specs = self._limit(full)  # this front end's share; the endpoint is described with the whole
             # A front end whose share is zero starts no worker, not even the deploy-time check's.
@@ -426,7 +437,7 @@ class Endpoints:
         )
         self._active[name.lower()] = _deployment(rec)
         self._full_specs[name.lower()] = {spec.variant: spec for spec in full}
-        self._tell(name)
+        self._tell(name, rec)
 
     def _not_deployed(self, name: str, reason: str, *, updating: bool) -> None:
         """A deployment that did not happen: a new endpoint is Failed, an updated one goes on serving its
@@ -511,10 +522,11 @@ class Endpoints:
         models = {k: Record("model", k, "", 0.0, 0.0, None, dict(doc)) for k, doc in snap["Models"].items()}
         return config, models
 
-    def _tell(self, name: str) -> None:
+    def _tell(self, name: str, rec: Record | None) -> None:
+        """The listeners hear that ``name`` now serves as ``rec`` says (None: it serves no more here)."""
         for listener in self.listeners:
             try:
-                listener(name)
+                listener(name, rec)
             except Exception:
                 log.exception("endpoint listener failed for %s", name)
 
@@ -582,7 +594,7 @@ class Endpoints:
         finally:
             self._active.pop(rec.name.lower(), None)
             self._store.delete(KIND, rec.name)
-            self._tell(rec.name)
+            self._tell(rec.name, None)
 
     # ---- several front ends ----
     async def _resume_update(self, first: asyncio.Task[Any], rec: Record, target: Mapping[str, Any]) -> None:
@@ -617,7 +629,7 @@ class Endpoints:
             full = [with_overrides(spec, overrides.get(spec.variant)) for spec in full]
             await self._fleet.activate(rec.name, self._limit(full), warm=False)
             self._full_specs[key] = {spec.variant: spec for spec in full}
-            self._tell(rec.name)
+            self._tell(rec.name, rec)
             self._unservable.pop(key, None)
         except (DeployError, ValidationException) as exc:
             log.error("endpoint %s: cannot serve its deployment here: %s", rec.name, _reason(exc))
@@ -630,7 +642,7 @@ class Endpoints:
         self._active.pop(name.lower(), None)
         self._full_specs.pop(name.lower(), None)
         await self._fleet.deactivate(name)
-        self._tell(name)
+        self._tell(name, None)
 
     async def catch_up(self, name: str, timeout_s: float = 10.0) -> None:
         """An invocation for an endpoint this front end does not route: when the store says it serves

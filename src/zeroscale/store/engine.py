@@ -40,3 +40,9 @@ def make_engine(url: str) -> Engine:
         engine = create_engine(url, connect_args={"check_same_thread": False})
     event.listen(engine, "connect", _sqlite_pragmas)
     return engine
+
+
+def shares_one_connection(engine: Engine) -> bool:
+    """Whether every connection of ``engine`` is the same one (an in-memory SQLite database lives in it): a
+    connection held for reads would then hold the writes' connection too, and change how they commit."""
+    return isinstance(engine.pool, StaticPool)
