@@ -6,7 +6,14 @@ the medians and their ratio are the figures.
     git worktree add --detach ../zs-base HEAD~3
     python -m bench.ab --baseline ../zs-base/src --model echo --clients 2 --seconds 3 --rounds 8
 
-``--model rf`` sends the RandomForest row instead of the trivial model's echo. Prints one line per server
+``--model rf`` sends the RandomForest row instead of the trivial model's echo. ``--deploy N`` measures
+the control plane instead: each round, a fresh server per side takes N deployments (CreateModel,
+CreateEndpointConfig and CreateEndpoint of the trivial model, from ``bench/scale.py``'s 16 boto3 threads),
+and each side's deployments per second and server CPU per deployment are printed:
+
+    python -m bench.ab --baseline ../zs-base/src --deploy 1500 --rounds 3
+
+Otherwise prints one line per server
 (CPU per request, requests per second, p50) and the ratio new/baseline of the CPU per request, then where
 each server's CPU went: its event loop's thread and its other threads (metering's writer, the audit trail,
 executor threads), each in microseconds and time slices per request (``/proc/<pid>/task/*/schedstat``). A
@@ -25,6 +32,7 @@ from pathlib import Path
 
 import psutil
 
+from bench import scale
 from bench import throughput as tp
 from bench.common import ROW, build_models
 from zeroscale.testing import ServerProcess
@@ -88,6 +96,38 @@ def run(
     return sides
 
 
+def run_deploy(baseline: str, n: int, rounds: int) -> list[Side]:
+    """Each round, each side: a fresh server (the first 10 deployments warm it), then ``n`` deployments timed;
+    ``Side.rps`` holds deployments per second, ``Side.cpu_us`` the server's CPU per deployment."""
+    sides = [Side("baseline", str(Path(baseline).resolve())), Side("this tree", THIS_SRC)]
+    with tempfile.TemporaryDirectory() as tmp_name:
+        root = Path(tmp_name)
+        models = build_models(root)
+        for r in range(rounds):
+            for i, side in enumerate(sides):
+                env = {"PYTHONPATH": side.src}
+                srv = ServerProcess(
+                    root / f"server-{r}-{i}", {"memory_budget_mb": 2_000_000}, env=env
+                ).start()
+                try:
+                    failed: list[str] = []
+                    scale.deploy_range(srv, models, 0, 10, failed)
+                    assert srv.proc is not None
+                    proc = psutil.Process(srv.proc.pid)
+                    before = sum(proc.cpu_times()[:2])
+                    elapsed = scale.deploy_range(srv, models, 10, 10 + n, failed)
+                    side.cpu_us.append((sum(proc.cpu_times()[:2]) - before) / n * 1e6)
+                    side.rps.append(n / elapsed)
+                    if failed:
+                        raise SystemExit(
+                            f"{side.name}: {len(failed)} deployments failed, the first: {failed[0]}"
+                        )
+                finally:
+                    srv.stop()
+                print(f"  round {r + 1} {side.name}: {side.rps[-1]:.0f} per s", flush=True)
+    return sides
+
+
 def _schedstat(pid: int) -> dict[int, tuple[int, int]]:
     """Each thread of ``pid``: (nanoseconds on a CPU, time slices), from its ``schedstat``."""
     out: dict[int, tuple[int, int]] = {}
@@ -129,9 +169,26 @@ def main() -> None:
     parser.add_argument(
         "--think-ms", type=float, default=0.0, help="each client waits this long after an answer (ms)"
     )
+    parser.add_argument(
+        "--deploy", type=int, default=0, metavar="N", help="N deployments per round instead of invocations"
+    )
     args = parser.parse_args()
-    sides = run(args.baseline, args.model, args.clients, args.seconds, args.rounds, args.think_ms)
     med = statistics.median
+    if args.deploy:
+        sides = run_deploy(args.baseline, args.deploy, args.rounds)
+        for side in sides:
+            each = " ".join(f"{x:.0f}" for x in side.rps)
+            print(
+                f"{side.name:10s} {med(side.rps):5.0f} deployments per s, server CPU "
+                f"{med(side.cpu_us) / 1000:.2f} ms per deployment   rounds: {each}"
+            )
+        ratio = med(sides[1].cpu_us) / med(sides[0].cpu_us)
+        print(
+            f"this tree / baseline: server CPU per deployment {ratio:.3f}, deployments per s "
+            f"{med(sides[1].rps) / med(sides[0].rps):.3f}"
+        )
+        return
+    sides = run(args.baseline, args.model, args.clients, args.seconds, args.rounds, args.think_ms)
     for side in sides:
         print(
             f"{side.name:10s} server CPU {med(side.cpu_us):6.1f} us/request  {med(side.rps):8.0f} req/s  "

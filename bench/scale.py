@@ -127,7 +127,7 @@ def _name(i: int, prefix: str = PREFIX) -> str:
     return f"{prefix}{i:05d}"
 
 
-def _deploy_range(
+def deploy_range(
     srv: ServerProcess, models: Models, start: int, stop: int, failed: list[str], prefix: str = PREFIX
 ) -> float:
     local = threading.local()
@@ -253,7 +253,7 @@ def measure(
     assert ref.proc is not None
     ref_processes = working(ref)
     ref_failed: list[str] = []
-    _deploy_range(ref, models, 0, min(sizes), ref_failed)
+    deploy_range(ref, models, 0, min(sizes), ref_failed)
     if ref_failed:
         raise RuntimeError(f"the reference server's endpoints failed: {ref_failed[:3]}")
     wait_for(lambda: working(ref) <= ref_processes, timeout_s=60, interval_s=0.2)
@@ -270,7 +270,7 @@ def measure(
         failed: list[str] = []
         print(f"   scale: deploying {size - deployed} endpoints (to {size})", flush=True)
         watch = CpuWatch({"server": [server], "clients": [psutil.Process()]})
-        deploy_s = _deploy_range(srv, models, deployed, size, failed)
+        deploy_s = deploy_range(srv, models, deployed, size, failed)
         deploy_cpu = watch.stop()
         fresh = list(range(deployed, size))
         deployed = size
@@ -290,7 +290,7 @@ def measure(
         cold_names = [_name(i) for i in rng.sample(fresh, min(COLD, len(fresh)))]
         ref_cold = range(ref_cold_deployed, ref_cold_deployed + len(cold_names))
         ref_cold_deployed += len(cold_names)
-        _deploy_range(ref, models, ref_cold.start, ref_cold.stop, ref_failed, COLD_PREFIX)
+        deploy_range(ref, models, ref_cold.start, ref_cold.stop, ref_failed, COLD_PREFIX)
         if ref_failed:
             raise RuntimeError(f"the reference server's endpoints failed: {ref_failed[:3]}")
         wait_for(lambda: working(ref) <= ref_processes, timeout_s=60, interval_s=0.2)
