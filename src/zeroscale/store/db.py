@@ -283,7 +283,8 @@ class Quota:
 
 
 class Store:
-    """Thread-safe CRUD over ``resources``; every call is its own transaction."""
+    """Thread-safe CRUD over ``resources``; every write is its own transaction, every read one statement on
+    a connection held for reads (``_read``)."""
 
     def __init__(
         self,
