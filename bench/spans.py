@@ -4,7 +4,10 @@ straight to its workers (before and after), with the server's per-request stamps
 (``bench/spans_site/sitecustomize.py``): waiting to run, the request half, the worker's round trip as the
 server sees it, the answer half, and what runs after the answer.
 
-    .venv/bin/python -m bench.spans [--workers N] [--seconds 4] [--poll-idle]
+    .venv/bin/python -m bench.spans [--workers N] [--seconds 4] [--poll-idle] [--model echo]
+
+``--model echo`` sends the trivial model's request instead (its worker answers at once: the spans are then
+nearly all the server's own).
 
 Compare the worker's round trip with the direct p50: what the worker takes longer when the server sends it
 the request is neither half's CPU. Each run also reports the workers' scheduler counters per request, read
@@ -118,25 +121,32 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=tp.RF_WORKERS, help="MaxConcurrency and clients")
     parser.add_argument("--seconds", type=float, default=4.0, help="each run")
     parser.add_argument(
+        "--model", choices=("rf", "echo"), default="rf", help="the RandomForest or the trivial model"
+    )
+    parser.add_argument(
         "--poll-idle", action="store_true", help="hold /dev/cpu_dma_latency at 0 while it runs (root)"
     )
     args = parser.parse_args()
     with idle_polling(args.poll_idle):
-        run(args.workers, args.seconds)
+        run(args.workers, args.seconds, args.model)
 
 
-def run(n: int, seconds: float) -> None:
+def run(n: int, seconds: float, model: str = "rf") -> None:
     root = Path(tempfile.mkdtemp(prefix="zeroscale-bench-spans-"))
     models = build_models(root)
     spans = root / "spans.jsonl"
     path = os.pathsep.join(p for p in (str(SITE), os.environ.get("PYTHONPATH", "")) if p)
     srv = ServerProcess(root / "srv", env={"ZEROSCALE_SPANS_FILE": str(spans), "PYTHONPATH": path}).start()
     try:
-        rf = f"file://{models.rf}"
-        deploy(srv.client("sagemaker"), tp.RF_ENDPOINT, rf, max_concurrency=n, provisioned=n)
-        sockets = tp._workers(srv, tp.RF_ENDPOINT, n)
-        through = ([f"tcp:127.0.0.1:{srv.port}"], tp._through_request(srv, tp.RF_ENDPOINT, ROW))
-        direct = ([f"unix:{s}" for s in sockets], tp._direct_request(ROW))
+        endpoint, url, body = (
+            (tp.RF_ENDPOINT, f"file://{models.rf}", ROW)
+            if model == "rf"
+            else (tp.ENDPOINT, f"file://{models.echo}", tp.BODY)
+        )
+        deploy(srv.client("sagemaker"), endpoint, url, max_concurrency=n, provisioned=n)
+        sockets = tp._workers(srv, endpoint, n)
+        through = ([f"tcp:127.0.0.1:{srv.port}"], tp._through_request(srv, endpoint, body))
+        direct = ([f"unix:{s}" for s in sockets], tp._direct_request(body))
         tmp = root / "loadgen"
         tmp.mkdir()
         tp._loadgen(*through, n, 1.0, tmp)  # warm

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import http
 import os
+import select
 import socket
 import sys
 import threading
@@ -194,8 +195,14 @@ class _Connection:
     # ---- read loop ----
     def run(self) -> None:
         sock, parser, ready = self.sock, self.parser, self._ready
+        # Wait in poll, not in recv: a thread asleep in a Unix socket's recv is also woken when its peer
+        # reads the last answer (the kernel's "room to write" wake-up of the same socket), finds nothing
+        # and sleeps again, which is a second time slice per request. poll sleeps until there is input.
+        readable = select.poll()
+        readable.register(sock, select.POLLIN)
         try:
             while True:
+                readable.poll()
                 data = sock.recv(_RECV_BYTES)
                 if not data:
                     return
