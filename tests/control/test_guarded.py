@@ -75,6 +75,37 @@ async def test_an_alarm_change_wakes_the_deployment_at_once() -> None:
     assert fleet.calls == ["stage", ("shift", 0.1), "rollback"]
 
 
+class AlarmsThatChangeWhileRead(FakeAlarms):
+    """The alarm goes into ALARM (and the evaluator pokes) while its states are being read: this read still
+    says OK, and the poke lands before the deployment waits."""
+
+    def __init__(self, guard: list[Guard], after_reads: int) -> None:
+        super().__init__()
+        self._guard = guard
+        self._left = after_reads
+
+    def states(self, names: Sequence[str]) -> dict[str, str]:
+        seen = super().states(names)
+        self._left -= 1
+        if self._left == 0:
+            self.state = "ALARM"
+            self._guard[0].poke()
+        return seen
+
+
+async def test_an_alarm_change_during_the_read_of_the_alarms_is_not_lost() -> None:
+    """The read of the alarms runs in a thread while the deployment goes on: a change it missed must still
+    wake the deployment at once (not at the next tick, an hour here)."""
+    fleet, holder = FakeFleet(), []
+    alarms = AlarmsThatChangeWhileRead(holder, after_reads=2)  # the second read: baking at 10%
+    guard = Guard(fleet, alarms, tick_s=3600)  # type: ignore[arg-type]
+    holder.append(guard)
+    plan = Plan((0.1, 1.0), 3600, 0, None, ("a",), "BlueGreen")
+    outcome = await asyncio.wait_for(guard.run("ep", [], plan, lambda *_: None), timeout=5)
+    assert outcome.reason is not None and "a went into ALARM" in outcome.reason
+    assert fleet.calls == ["stage", ("shift", 0.1), "rollback"]
+
+
 async def test_a_failed_rollback_is_reported() -> None:
     alarms = FakeAlarms()
     alarms.state = "ALARM"

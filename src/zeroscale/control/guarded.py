@@ -81,6 +81,9 @@ class Guard:
             progress = rollout.Progress(self._clock())
             phase = ""
             while True:
+                # Cleared before the alarms are read, never after: a poke while they are read (in a
+                # thread) or while a phase is reported must end the wait below at once.
+                wake.clear()
                 states = (
                     await asyncio.to_thread(self._alarms.states, plan.alarms)
                     if plan.alarms and self._alarms is not None
@@ -102,7 +105,6 @@ class Guard:
                 if decision.phase != phase:
                     phase = decision.phase
                     report(phase, plan.shares[progress.step], progress.step_at)
-                wake.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(
                         wake.wait(), timeout=max(0.0, min(self._tick_s, decision.until - now))
