@@ -12,6 +12,7 @@ CreateEndpointConfig and CreateEndpoint of the trivial model, from ``bench/scale
 and each side's deployments per second and server CPU per deployment are printed:
 
     python -m bench.ab --baseline ../zs-base/src --deploy 1500 --rounds 3
+    python -m bench.ab --baseline ../zs-base/src --deploy 500 --rounds 2 --postgres  # state in PostgreSQL
 
 Otherwise prints one line per server
 (CPU per request, requests per second, p50) and the ratio new/baseline of the CPU per request, then where
@@ -24,17 +25,19 @@ event loop.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import statistics
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import psutil
 
 from bench import scale
 from bench import throughput as tp
-from bench.common import ROW, build_models
+from bench.common import ROW, build_models, scratch_postgres
 from zeroscale.testing import ServerProcess
 
 THIS_SRC = str(Path(__file__).resolve().parent.parent / "src")
@@ -96,9 +99,16 @@ def run(
     return sides
 
 
-def run_deploy(baseline: str, n: int, rounds: int) -> list[Side]:
+def run_deploy(baseline: str, n: int, rounds: int, postgres: bool = False) -> list[Side]:
     """Each round, each side: a fresh server (the first 10 deployments warm it), then ``n`` deployments timed;
-    ``Side.rps`` holds deployments per second, ``Side.cpu_us`` the server's CPU per deployment."""
+    ``Side.rps`` holds deployments per second, ``Side.cpu_us`` the server's CPU per deployment. With
+    ``postgres``, each server's state is a fresh database of one PostgreSQL server (the tests' own)."""
+    with contextlib.ExitStack() as stack:
+        pg = stack.enter_context(scratch_postgres("zeroscale-bench-ab-"))[1] if postgres else None
+        return _run_deploy(baseline, n, rounds, pg)
+
+
+def _run_deploy(baseline: str, n: int, rounds: int, pg: Any) -> list[Side]:
     sides = [Side("baseline", str(Path(baseline).resolve())), Side("this tree", THIS_SRC)]
     with tempfile.TemporaryDirectory() as tmp_name:
         root = Path(tmp_name)
@@ -106,9 +116,10 @@ def run_deploy(baseline: str, n: int, rounds: int) -> list[Side]:
         for r in range(rounds):
             for i, side in enumerate(sides):
                 env = {"PYTHONPATH": side.src}
-                srv = ServerProcess(
-                    root / f"server-{r}-{i}", {"memory_budget_mb": 2_000_000}, env=env
-                ).start()
+                flags: dict[str, Any] = {"memory_budget_mb": 2_000_000}
+                if pg is not None:
+                    flags["database_url"] = pg.create_database()
+                srv = ServerProcess(root / f"server-{r}-{i}", flags, env=env).start()
                 try:
                     failed: list[str] = []
                     scale.deploy_range(srv, models, 0, 10, failed)
@@ -172,10 +183,11 @@ def main() -> None:
     parser.add_argument(
         "--deploy", type=int, default=0, metavar="N", help="N deployments per round instead of invocations"
     )
+    parser.add_argument("--postgres", action="store_true", help="with --deploy: the state in PostgreSQL")
     args = parser.parse_args()
     med = statistics.median
     if args.deploy:
-        sides = run_deploy(args.baseline, args.deploy, args.rounds)
+        sides = run_deploy(args.baseline, args.deploy, args.rounds, args.postgres)
         for side in sides:
             each = " ".join(f"{x:.0f}" for x in side.rps)
             print(
