@@ -319,7 +319,7 @@ class Store:
         """``run`` on the held read connection, under the lock. It is in autocommit: each statement sees
         every write committed before it, and no snapshot is held between reads. Held, a read takes no
         connection from the pool and gives it back (PostgreSQL: no ping and no rollback, one round trip
-        instead of three; SQLite: 28 instead of 45 us). A connection the database dropped is replaced once,
+        instead of three; SQLite: 29-31 instead of 45 us). A connection the database dropped is replaced once,
         at once, as the pool's ping would have; any other error closes it too, and is raised. An in-memory
         SQLite database (one connection, the writes' too) is read on a connection from the pool each time."""
         if not self._hold_reader:
