@@ -129,7 +129,9 @@ METHOD = (
     "- overhead: pairs of requests, one through zeroscale (botocore's SigV4 signer, http.client keep-alive; "
     "signing timed apart and left out), one straight to the same worker's Unix socket; per pair zeroscale "
     "minus direct, then the percentiles of those differences. The "
-    "raw-client rows use bench/loadgen.py at 1 connection with one pre-signed request.",
+    "raw-client rows use bench/loadgen.py at 1 connection with one pre-signed request; their 'idle CPUs "
+    "polling' rows hold /dev/cpu_dma_latency at 0 (root only; a machine's setting, shown for reference: "
+    "what of the overhead is the wake-ups of halted CPUs).",
     "- throughput and burst: pre-signed requests (SigV4 signatures are valid 15 minutes and zeroscale "
     "verifies every request in full), so the load generator is not the bottleneck.",
     "- a ratio is value / baseline value; a time figure's target applies to the value.",
@@ -455,6 +457,17 @@ def rows_throughput(run: Run, res: throughput.ThroughputResult) -> None:
                     ms(one["floor-proxy"].p50_s - d), "ms", "direct p50, same client", ms(d),
                     ratio=one["floor-proxy"].p50_s / d)
             )  # fmt: skip
+    if "direct-polled" in one and "zeroscale-polled" in one:  # a machine's setting: no target
+        d = one["direct-polled"].p50_s
+        for label, figure in (
+            ("zeroscale-polled", "trivial model, raw client, idle CPUs polling (reference): p50 - direct"),
+            ("floor-proxy-polled", "floor: bare uvicorn proxy, idle CPUs polling: p50 - direct p50"),
+        ):
+            if label in one:
+                run.rows.append(
+                    Row("overhead", figure, ms(one[label].p50_s - d), "ms",
+                        "direct p50, same client, polling", ms(d), ratio=one[label].p50_s / d)
+                )  # fmt: skip
     lines = [
         "## Throughput runs",
         "",

@@ -24,20 +24,17 @@ experiment only: it spins every idle CPU while the run goes.)
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import shutil
-import struct
 import tempfile
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
 
 from bench import throughput as tp
-from bench.common import ROW, build_models, deploy, pct
+from bench.common import ROW, build_models, deploy, idle_polling, pct
 from zeroscale.testing import ServerProcess
 
 SITE = Path(__file__).resolve().parent / "spans_site"
@@ -97,21 +94,6 @@ class Counters:
             f"workers per request: CPU {cpu / 1e3:.0f} us, run delay {delay / 1e3:.0f} us, "
             f"{slices:.2f} time slices, {moved:.2f} migrations"
         )
-
-
-@contextlib.contextmanager
-def idle_polling(on: bool) -> Iterator[None]:
-    """While open, no CPU enters an idle state with an exit latency above 0 us (the PM QoS request lasts
-    as long as the file is open)."""
-    if not on:
-        yield
-        return
-    fd = os.open("/dev/cpu_dma_latency", os.O_WRONLY)
-    try:
-        os.write(fd, struct.pack("i", 0))
-        yield
-    finally:
-        os.close(fd)
 
 
 def main() -> None:

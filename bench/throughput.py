@@ -29,14 +29,17 @@ from typing import Any
 import psutil
 
 from bench.common import (
+    IDLE_LATENCY,
     REPO,
     ROW,
     CpuWatch,
     CpuWindow,
     Models,
     ServerProcess,
+    can_poll_idle,
     deploy,
     free_port,
+    idle_polling,
     sign,
     tree,
     wait_for,
@@ -193,7 +196,8 @@ def _workers(srv: ServerProcess, endpoint: str, n: int) -> list[Path]:
 def measure(srv: ServerProcess, duration_s: float, repeats: int, result: ThroughputResult) -> None:
     """Runs, all with the same load generator: direct and zeroscale at 2 clients (``repeats`` times,
     alternating), zeroscale at 4 clients, the floor (bench/floor.py) as a bare proxy to the same workers and
-    as a no-hop app, 1-client latency runs of direct / zeroscale / floor proxy, the RandomForest at
+    as a no-hop app, 1-client latency runs of direct / zeroscale / floor proxy (again with idle CPUs
+    polling where this process may ask for it: ``bench.common.idle_polling``), the RandomForest at
     ``RF_WORKERS`` clients (one per core) direct and via zeroscale, and wrk against zeroscale."""
     assert srv.proc is not None
     sockets = _two_workers(srv, ENDPOINT)
@@ -231,14 +235,17 @@ def measure(srv: ServerProcess, duration_s: float, repeats: int, result: Through
                 go(label, [f"tcp:127.0.0.1:{port}"], _plain_request(port), 2, short, rest_floor)
             go("direct", direct[:1], _direct_request(), 1, short)
             go("zeroscale", through, signed, 1, short)
-            go(
-                "floor-proxy",
-                [f"tcp:127.0.0.1:{floor_port}"],
-                _plain_request(floor_port),
-                1,
-                short,
-                rest_floor,
-            )
+            floor_target = [f"tcp:127.0.0.1:{floor_port}"]
+            go("floor-proxy", floor_target, _plain_request(floor_port), 1, short, rest_floor)
+            # The same three with idle CPUs polling (a machine's setting, for reference): what of the
+            # 1-client overhead is the wake-ups of halted CPUs (docs/performance.md).
+            if can_poll_idle():
+                with idle_polling():
+                    go("direct-polled", direct[:1], _direct_request(), 1, short)
+                    go("zeroscale-polled", through, signed, 1, short)
+                    go("floor-proxy-polled", floor_target, _plain_request(floor_port), 1, short, rest_floor)
+            else:
+                result.notes.append(f"{IDLE_LATENCY} not writable (not root): no 1-client runs polling")
         finally:
             for proc in (floor, noop):
                 proc.kill()
