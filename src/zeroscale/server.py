@@ -76,6 +76,7 @@ from zeroscale.control.transform_jobs import TransformJobs
 from zeroscale.credentials import AdminCredentials, load_or_create
 from zeroscale.errors import SubscriptionLimitExceeded, TopicLimitExceeded
 from zeroscale.events import EventBus
+from zeroscale.hostidle import idle_line
 from zeroscale.iam.authz import Authorizer, caller_id
 from zeroscale.iam.secrets import KeyMismatch, SecretBox
 from zeroscale.iam.store import IamStore
@@ -185,6 +186,7 @@ def build(settings: Settings) -> Server:
     )
     groups = None if settings.ray_address else MemoryGroups.open(enabled=settings.worker_cgroups)
     announced = confinement.announce() + ([memory_line(groups)] if groups is not None else [])
+    announced += [idle] if (idle := idle_line()) is not None else []
     for line in announced:
         (log.warning if line.startswith("WARNING") else log.info)("%s", line)
     manager = _workers(settings, confinement, groups)
