@@ -7,7 +7,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from zeroscale.metering.journal import Journal
-from zeroscale.metering.ledger import Ledger
+from zeroscale.metering.ledger import Ledger, position_key
 from zeroscale.metering.sink import MeteringSink
 
 from .test_sink import inv
@@ -44,6 +44,52 @@ def test_a_crash_loses_nothing_and_replay_counts_once(tmp_path: Path) -> None:
     again.close()
     assert len(Journal(tmp_path / "journal").segments()) == 1  # the folded segments are gone
     ledger.close()
+
+
+def test_front_ends_on_one_database_each_replay_their_own_journal_exactly_once(
+    db_url: str, tmp_path: Path
+) -> None:
+    """Each front end keeps its journal in its own data directory, so each has its own position in the
+    ledger: another front end's flushes (here B's, after A's crash) do not move A's, and A's restart
+    folds in exactly what its crash kept out (with one shared position, A replayed from B's)."""
+    a, b = Ledger(db_url, "a"), Ledger(db_url, "b")
+    crashed_sink(a, tmp_path / "a", n=30, flush_after=10)
+    sink_b = MeteringSink(b, flush_interval_s=3600, journal=Journal(tmp_path / "b"))
+    sink_b.start()
+    for i in range(100, 105):
+        sink_b.invocation(inv(i))
+    sink_b.flush()
+    assert a.count_invocations() == 15
+
+    restarted = MeteringSink(Ledger(db_url, "a"), flush_interval_s=3600, journal=Journal(tmp_path / "a"))
+    restarted.start()
+    assert a.count_invocations() == 35
+    ats = sorted(r.at for r in a.invocations())
+    assert ats == sorted([inv(i).at for i in range(30)] + [inv(i).at for i in range(100, 105)])
+    restarted.close()
+    sink_b.close()
+    assert b.count_invocations() == 35  # B's clean stop: nothing twice either
+    a.close()
+    b.close()
+
+
+def test_the_position_written_before_front_ends_had_their_own_is_read_once(tmp_path: Path) -> None:
+    """A ledger written before the positions were per front end has one bare position: the front end's
+    first start after the upgrade takes it (its journal folded once), then writes its own."""
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    legacy = Ledger(url)  # no front end id: the bare key, as every front end wrote it before
+    crashed_sink(legacy, tmp_path / "journal", n=12, flush_after=5)
+    assert legacy.journal_position() is not None
+    upgraded = Ledger(url, "a")
+    assert upgraded.journal_position() == legacy.journal_position()
+    sink = MeteringSink(upgraded, flush_interval_s=3600, journal=Journal(tmp_path / "journal"))
+    sink.start()
+    assert upgraded.count_invocations() == 12
+    assert upgraded.journal_position() != legacy.journal_position()  # its own, now
+    sink.close()
+    assert len(position_key("f" * 64)) <= 64 and position_key("a") == "journal_position:a"
+    legacy.close()
+    upgraded.close()
 
 
 def test_a_torn_last_line_is_skipped(tmp_path: Path) -> None:

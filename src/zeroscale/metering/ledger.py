@@ -13,6 +13,7 @@ through SQLAlchemy Core. The only code in metering that touches the database.
 from __future__ import annotations
 
 import functools
+import hashlib
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -45,7 +46,11 @@ from zeroscale.store.migrations import Step, add_column, upgrade
 FIRST_RESOURCE_AT = "first_resource_at"
 # Rows per INSERT statement: 14 parameters each, within SQLite's 32,766 and PostgreSQL's 65,535 a statement.
 ROWS_PER_INSERT = 256
-JOURNAL_POSITION = "journal_position"  # how much of the usage journal (journal.py) is in this ledger
+# How much of a front end's usage journal (journal.py) is in this ledger: one key per front end, as each
+# keeps its own journal in its own data directory ("journal_position:<front end id>"). The bare key is a
+# ledger's without a front end id, and what a front end wrote before the keys were its own: read when it
+# has none yet (its first start after the upgrade), never written by one that has an id.
+JOURNAL_POSITION = "journal_position"
 _ID = BigInteger().with_variant(Integer, "sqlite")  # SQLite autoincrements only INTEGER PRIMARY KEY
 
 metadata = MetaData()
@@ -130,6 +135,7 @@ class Ledger:
         self._frontend = frontend
         upgrade(self._engine, "usage", metadata, STEPS)
         self._insert_sql = functools.partial(_insert_sql, self._engine.dialect.paramstyle)
+        self._position_key = position_key(frontend)
 
     # ---- writes (the sink's writer thread, and the control plane once) ----
     def write(
@@ -143,12 +149,11 @@ class Ledger:
         interval of the same variant at its start), and with ``heartbeat_at`` mark open intervals seen;
         ``journal_position`` (how far the usage journal is folded in) is committed with them."""
         with self._lock, self._engine.begin() as conn:
-            if journal_position is not None:
-                done = conn.execute(
-                    update(meta).where(meta.c.key == JOURNAL_POSITION).values(value=journal_position)
-                )
+            if journal_position is not None:  # this front end's key: no other writes it
+                key = self._position_key
+                done = conn.execute(update(meta).where(meta.c.key == key).values(value=journal_position))
                 if not done.rowcount:
-                    conn.execute(insert(meta).values(key=JOURNAL_POSITION, value=journal_position))
+                    conn.execute(insert(meta).values(key=key, value=journal_position))
             for start, rows in insert_chunks(len(records)):
                 # Many rows to one INSERT: one statement step (the driver releases the GIL once per step,
                 # not once per row, so the event loop's thread is not handed the GIL back and forth).
@@ -227,8 +232,12 @@ class Ledger:
         return None if value is None else float(value)
 
     def journal_position(self) -> str | None:
+        """How far this front end's journal is folded in: its own key, else the bare key (written before the
+        keys were per front end), else None."""
+        keys = [self._position_key, JOURNAL_POSITION]
         with self._lock, self._engine.connect() as conn:
-            value = conn.execute(select(meta.c.value).where(meta.c.key == JOURNAL_POSITION)).scalar()
+            found = dict(conn.execute(select(meta.c.key, meta.c.value).where(meta.c.key.in_(keys))).all())
+        value = found.get(keys[0], found.get(JOURNAL_POSITION))
         return None if value is None else str(value)
 
     def invocations(self, since: float | None = None, until: float | None = None) -> list[UsageRecord]:
@@ -275,6 +284,15 @@ class Ledger:
     def close(self) -> None:
         with self._lock:
             self._engine.dispose()
+
+
+def position_key(frontend: str | None) -> str:
+    """The ``usage_meta`` key of ``frontend``'s journal position (within the column's 64 characters: a
+    longer id is hashed)."""
+    if frontend is None:
+        return JOURNAL_POSITION
+    ident = frontend if len(frontend) <= 40 else hashlib.sha256(frontend.encode()).hexdigest()[:40]
+    return f"{JOURNAL_POSITION}:{ident}"
 
 
 def insert_chunks(count: int) -> Iterator[tuple[int, int]]:
