@@ -1,18 +1,21 @@
 """The IAM store with a real SQLite database: policies stored by an older, laxer version; two front ends on
-one database."""
+one database; one policy put through two at once."""
 
 from __future__ import annotations
 
 import json
 import logging
+import threading
 from pathlib import Path
 
 import pytest
-from sqlalchemy import update
+from sqlalchemy import create_engine, insert, select, text, update
 
+from pgserver import PostgresServer
 from zeroscale.iam.policy import MalformedPolicyDocument, evaluate
 from zeroscale.iam.secrets import KeyMismatch, SecretBox
 from zeroscale.iam.store import IamStore, policies, state
+from zeroscale.testing import wait_for
 
 EP = "arn:aws:sagemaker:us-east-1:000000000000:endpoint/e"
 ALLOW = {"Effect": "Allow", "Action": "sagemaker:*", "Resource": "*"}
@@ -103,3 +106,42 @@ def test_a_database_from_before_the_key_check_takes_the_key_its_secrets_open_wit
     again.close()
     with pytest.raises(KeyMismatch):  # the check is kept now, secrets or not
         IamStore(url, SecretBox.load_or_create(tmp_path / "new.key"))
+
+
+def test_one_policy_put_at_once_through_two_front_ends_is_stored_not_refused(
+    tmp_path: Path, postgres: PostgresServer
+) -> None:
+    """Two front ends on one PostgreSQL put the same new inline policy at the same moment: each finds no
+    row to update and inserts one; the second insert waits for the first transaction, then meets its row.
+    It is then an update (the last put wins, as on AWS), not an error."""
+    url = postgres.create_database()
+    key = tmp_path / "shared.key"
+    a = IamStore(url, SecretBox.load_or_create(key))
+    user = a.create_user("ines", "/")
+    first = json.dumps({"Statement": [{**ALLOW, "Action": "sagemaker:Describe*"}]})
+    second = json.dumps({"Statement": [ALLOW]})
+    engine = create_engine(url)
+    failed: list[BaseException] = []
+
+    def put() -> None:
+        try:
+            a.put_policy(user, "p", second)
+        except BaseException as exc:
+            failed.append(exc)
+
+    with engine.connect() as other:  # the other front end's transaction, inserting the same policy
+        held = other.begin()
+        other.execute(insert(policies).values(user_name="ines", policy_name="p", document=first))
+        thread = threading.Thread(target=put)
+        thread.start()
+        waiting = text("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'")
+        with engine.connect() as watch:
+            wait_for(lambda: watch.execute(waiting).scalar() == 1, timeout_s=10, interval_s=0.02)
+        held.commit()
+    thread.join(10)
+    assert not failed
+    with engine.connect() as conn:
+        stored = conn.execute(select(policies.c.document).where(policies.c.policy_name == "p")).scalar()
+    assert stored == second and user.policies["p"] == second
+    engine.dispose()
+    a.close()
