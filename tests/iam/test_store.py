@@ -1,5 +1,5 @@
-"""The IAM store with a real SQLite database: policies stored by an older, laxer version; two front ends on
-one database; one policy put through two at once."""
+"""The IAM store with real databases: policies stored by an older, laxer version; two front ends on one
+database; one policy put through two front ends at once (PostgreSQL)."""
 
 from __future__ import annotations
 
