@@ -1,12 +1,19 @@
-"""The history table: merge on write, queries, retention, and surviving a reopen."""
+"""The history table: merge on write, queries, retention, surviving a reopen, and front ends writing the same
+minute at once (PostgreSQL)."""
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
+from typing import Any
+
+from sqlalchemy import create_engine, insert, text, update
 
 from metrics.builders import T0
+from pgserver import PostgresServer
 from zeroscale.metrics.history import Key, Stat
-from zeroscale.metrics.store import MinuteStore
+from zeroscale.metrics.store import MinuteStore, _row, metric_minutes
+from zeroscale.testing import wait_for
 
 M0 = int(T0)
 
@@ -58,4 +65,69 @@ def test_prune_drops_minutes_before_the_retention(tmp_path: Path) -> None:
     store.write({k(i): Stat.of(1) for i in range(10)})
     assert store.prune(before=T0 + 60 * 7) == 7
     assert sorted(key.minute for key in store.query("ep", T0, float("inf"))) == [M0 + 420, M0 + 480, M0 + 540]
+    store.close()
+
+
+def write_beside_a_held_write(url: str, store: MinuteStore, theirs: list[Any], ours: dict[Key, Stat]) -> None:
+    """``store`` writes ``ours`` while another front end's transaction (``theirs``: its statements, in SQL as
+    MinuteStore writes) holds rows of the same minutes, committed once ``store`` waits on it."""
+    engine = create_engine(url)
+    failed: list[BaseException] = []
+
+    def write() -> None:
+        try:
+            store.write(ours)
+        except BaseException as exc:  # reported by the assertion below
+            failed.append(exc)
+
+    with engine.connect() as other:
+        held = other.begin()
+        for statement in theirs:
+            other.execute(statement)
+        thread = threading.Thread(target=write)
+        thread.start()
+        waiting = text("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'")
+        with engine.connect() as watch:
+            wait_for(lambda: watch.execute(waiting).scalar() == 1, timeout_s=10, interval_s=0.02)
+        held.commit()
+    thread.join(10)
+    engine.dispose()
+    assert not failed
+
+
+def added(key: Key, value: float) -> Any:
+    """Another front end's addition of one observation to ``key``'s row."""
+    c = metric_minutes.c
+    return (
+        update(metric_minutes)
+        .where((c.minute == key.minute) & (c.metric == key.metric))
+        .values(sum=c.sum + value, sample_count=c.sample_count + 1, maximum=value)
+    )
+
+
+def test_front_ends_adding_to_one_minute_at_once_lose_none_of_each_others_statistics(
+    postgres: PostgresServer,
+) -> None:
+    """Every front end writes a finished minute 2 s after it ends, so those serving one endpoint write the
+    same rows at about the same moment. A row both add to holds both additions (read and written back,
+    the later write dropped the other's)."""
+    url = postgres.create_database()
+    store = MinuteStore(url)
+    store.write({k(0): Stat.of(1.0)})
+    write_beside_a_held_write(url, store, [added(k(0), 10.0)], {k(0): Stat.of(100.0, 0.5)})
+    assert store.query("ep", since=T0, until=float("inf")) == {k(0): Stat(111.5, 4, 0.5, 100.0)}
+    store.close()
+
+
+def test_a_minute_another_front_end_inserted_meanwhile_is_added_to(postgres: PostgresServer) -> None:
+    """Both find no row for a minute and insert one: the second insert fails, and the write runs again as
+    an addition (it had failed, to be retried a minute later, with its error logged every minute)."""
+    url = postgres.create_database()
+    store = MinuteStore(url)
+    theirs = [insert(metric_minutes).values(**_row(k(1), Stat.of(3.0)))]
+    write_beside_a_held_write(url, store, theirs, {k(1): Stat.of(7.0), k(2): Stat.of(1.0)})
+    assert store.query("ep", since=T0, until=float("inf")) == {
+        k(1): Stat(10.0, 2, 3.0, 7.0),
+        k(2): Stat(1.0, 1, 1.0, 1.0),
+    }
     store.close()

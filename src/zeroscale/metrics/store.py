@@ -22,12 +22,14 @@ from sqlalchemy import (
     String,
     Table,
     and_,
+    case,
     delete,
     insert,
     select,
     update,
 )
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError
 
 from zeroscale.metrics.history import Key, Stat, minute_of
 from zeroscale.store.engine import make_engine
@@ -60,22 +62,39 @@ class MinuteStore:
         upgrade(self._engine, "metrics", metadata)
 
     def write(self, stats: Mapping[Key, Stat]) -> None:
-        """Add these minutes' statistics to what is stored, in one transaction."""
+        """Add these minutes' statistics to what is stored, in one transaction. Front ends sharing the
+        database write the same minutes at about the same moment (each flushes a finished minute 2 s after
+        it): a row is added to in SQL (sum + this sum, the lesser minimum, ...), never read and written back,
+        so no front end's statistics overwrite another's; a row another front end inserted meanwhile fails
+        this transaction's insert, and the write runs again, adding to it."""
         if not stats:
             return
-        with self._lock, self._engine.begin() as conn:
+        with self._lock:
+            try:
+                self._write(stats)
+            except IntegrityError:
+                self._write(stats)
+
+    def _write(self, stats: Mapping[Key, Stat]) -> None:
+        c = metric_minutes.c
+        with self._engine.begin() as conn:
             stored = self._existing(conn, stats.keys())
             fresh = []
             for key, stat in stats.items():
-                have = stored.get(key)
-                if have is None:
+                if key not in stored:
                     fresh.append(_row(key, stat))
                     continue
-                have.merge(stat)
+                if not stat.count:
+                    continue  # nothing observed: nothing to add
                 conn.execute(
                     update(metric_minutes)
                     .where(_is(key))
-                    .values(sum=have.sum, sample_count=have.count, minimum=have.minimum, maximum=have.maximum)
+                    .values(
+                        sum=c.sum + stat.sum,
+                        sample_count=c.sample_count + stat.count,
+                        minimum=case((c.minimum < stat.minimum, c.minimum), else_=stat.minimum),
+                        maximum=case((c.maximum > stat.maximum, c.maximum), else_=stat.maximum),
+                    )
                 )
             if fresh:
                 conn.execute(insert(metric_minutes), fresh)
