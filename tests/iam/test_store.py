@@ -5,17 +5,16 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, insert, select, text, update
+from sqlalchemy import create_engine, insert, select, update
 
+from heldtx import beside_a_held_transaction
 from pgserver import PostgresServer
 from zeroscale.iam.policy import MalformedPolicyDocument, evaluate
 from zeroscale.iam.secrets import KeyMismatch, SecretBox
 from zeroscale.iam.store import IamStore, policies, state
-from zeroscale.testing import wait_for
 
 EP = "arn:aws:sagemaker:us-east-1:000000000000:endpoint/e"
 ALLOW = {"Effect": "Allow", "Action": "sagemaker:*", "Resource": "*"}
@@ -120,26 +119,9 @@ def test_one_policy_put_at_once_through_two_front_ends_is_stored_not_refused(
     user = a.create_user("ines", "/")
     first = json.dumps({"Statement": [{**ALLOW, "Action": "sagemaker:Describe*"}]})
     second = json.dumps({"Statement": [ALLOW]})
+    theirs = [insert(policies).values(user_name="ines", policy_name="p", document=first)]
+    beside_a_held_transaction(url, theirs, lambda: a.put_policy(user, "p", second))
     engine = create_engine(url)
-    failed: list[BaseException] = []
-
-    def put() -> None:
-        try:
-            a.put_policy(user, "p", second)
-        except BaseException as exc:
-            failed.append(exc)
-
-    with engine.connect() as other:  # the other front end's transaction, inserting the same policy
-        held = other.begin()
-        other.execute(insert(policies).values(user_name="ines", policy_name="p", document=first))
-        thread = threading.Thread(target=put)
-        thread.start()
-        waiting = text("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'")
-        with engine.connect() as watch:
-            wait_for(lambda: watch.execute(waiting).scalar() == 1, timeout_s=10, interval_s=0.02)
-        held.commit()
-    thread.join(10)
-    assert not failed
     with engine.connect() as conn:
         stored = conn.execute(select(policies.c.document).where(policies.c.policy_name == "p")).scalar()
     assert stored == second and user.policies["p"] == second

@@ -3,17 +3,16 @@ minute at once (PostgreSQL)."""
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import create_engine, insert, text, update
+from sqlalchemy import insert, update
 
+from heldtx import beside_a_held_transaction
 from metrics.builders import T0
 from pgserver import PostgresServer
 from zeroscale.metrics.history import Key, Stat
 from zeroscale.metrics.store import MinuteStore, _row, metric_minutes
-from zeroscale.testing import wait_for
 
 M0 = int(T0)
 
@@ -68,33 +67,6 @@ def test_prune_drops_minutes_before_the_retention(tmp_path: Path) -> None:
     store.close()
 
 
-def write_beside_a_held_write(url: str, store: MinuteStore, theirs: list[Any], ours: dict[Key, Stat]) -> None:
-    """``store`` writes ``ours`` while another front end's transaction (``theirs``: its statements, in SQL as
-    MinuteStore writes) holds rows of the same minutes, committed once ``store`` waits on it."""
-    engine = create_engine(url)
-    failed: list[BaseException] = []
-
-    def write() -> None:
-        try:
-            store.write(ours)
-        except BaseException as exc:  # reported by the assertion below
-            failed.append(exc)
-
-    with engine.connect() as other:
-        held = other.begin()
-        for statement in theirs:
-            other.execute(statement)
-        thread = threading.Thread(target=write)
-        thread.start()
-        waiting = text("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'")
-        with engine.connect() as watch:
-            wait_for(lambda: watch.execute(waiting).scalar() == 1, timeout_s=10, interval_s=0.02)
-        held.commit()
-    thread.join(10)
-    engine.dispose()
-    assert not failed
-
-
 def added(key: Key, value: float) -> Any:
     """Another front end's addition of one observation to ``key``'s row."""
     c = metric_minutes.c
@@ -114,7 +86,7 @@ def test_front_ends_adding_to_one_minute_at_once_lose_none_of_each_others_statis
     url = postgres.create_database()
     store = MinuteStore(url)
     store.write({k(0): Stat.of(1.0)})
-    write_beside_a_held_write(url, store, [added(k(0), 10.0)], {k(0): Stat.of(100.0, 0.5)})
+    beside_a_held_transaction(url, [added(k(0), 10.0)], lambda: store.write({k(0): Stat.of(100.0, 0.5)}))
     assert store.query("ep", since=T0, until=float("inf")) == {k(0): Stat(111.5, 4, 0.5, 100.0)}
     store.close()
 
@@ -125,7 +97,7 @@ def test_a_minute_another_front_end_inserted_meanwhile_is_added_to(postgres: Pos
     url = postgres.create_database()
     store = MinuteStore(url)
     theirs = [insert(metric_minutes).values(**_row(k(1), Stat.of(3.0)))]
-    write_beside_a_held_write(url, store, theirs, {k(1): Stat.of(7.0), k(2): Stat.of(1.0)})
+    beside_a_held_transaction(url, theirs, lambda: store.write({k(1): Stat.of(7.0), k(2): Stat.of(1.0)}))
     assert store.query("ep", since=T0, until=float("inf")) == {
         k(1): Stat(10.0, 2, 3.0, 7.0),
         k(2): Stat(1.0, 1, 1.0, 1.0),

@@ -27,6 +27,7 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy.exc import IntegrityError
 
 from zeroscale.cloudwatch.data import LimitExceeded
 from zeroscale.cloudwatch.rules import INSUFFICIENT_DATA
@@ -123,6 +124,12 @@ class AlarmStore:
 
     def put(self, name: str, arn: str, doc: dict[str, Any], now: float) -> Alarm:
         """Create the alarm (INSUFFICIENT_DATA, unchecked) or replace its configuration (its state stays)."""
+        try:
+            return self._put(name, arn, doc, now)
+        except IntegrityError:  # created meanwhile through another front end: this put replaces it
+            return self._put(name, arn, doc, now)
+
+    def _put(self, name: str, arn: str, doc: dict[str, Any], now: float) -> Alarm:
         with self._lock, self._engine.begin() as conn:
             row = conn.execute(select(alarms_table).where(alarms_table.c.name == name)).first()
             creator = self._creator() if row is None else ""
