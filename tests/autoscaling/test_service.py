@@ -352,3 +352,33 @@ def test_a_step_down_is_not_taken_on_an_alarms_partial_view() -> None:
     endpoints.status, endpoints.count = "InService", 3
     asyncio.run(service.step(arn, -3.0, "quiet", above=False))
     assert [c["DesiredWeightsAndCapacities"][0]["DesiredInstanceCount"] for c in endpoints.calls] == [3, 2]
+
+
+ROLE = "arn:aws:iam::1:role/r"
+
+
+def test_a_target_registered_through_two_front_ends_at_once_is_registered_once_then_updated() -> None:
+    """Both front ends find no target and insert one: the second insert meets the first's record (another
+    front end's registration lands between this one's read and its insert, here). It then registers as an
+    update of that target (what was given changes, the rest stays), as RegisterScalableTarget does for a
+    target that exists, not as an internal failure."""
+    now = [1000.0]
+    _, samples, service = scaling(now)
+    other = AutoScaling(
+        service._t, FakeEndpoints(), samples, region="us-east-1", account_id="1", clock=lambda: now[0]
+    )
+    targets = service._t
+    read = targets.target
+
+    def read_then_the_other_registers(resource_id: str) -> Any:
+        found = read(resource_id)
+        if found is None and targets.target is read_then_the_other_registers:
+            targets.target = read  # type: ignore[method-assign]  # once
+            other.register({**SCOPE, "MinCapacity": 1, "MaxCapacity": 5, "RoleARN": ROLE})
+        return found
+
+    targets.target = read_then_the_other_registers  # type: ignore[method-assign]
+    arn = service.register({**SCOPE, "MinCapacity": 2, "MaxCapacity": 4})["ScalableTargetARN"]
+    [target] = service.describe_targets({"ServiceNamespace": "sagemaker"})["ScalableTargets"]
+    assert (target["MinCapacity"], target["MaxCapacity"], target["RoleARN"]) == (2, 4, ROLE)
+    assert target["ScalableTargetARN"] == arn

@@ -35,7 +35,7 @@ from zeroscale.control.endpoints import Endpoints
 from zeroscale.errors import ValidationException, ZeroscaleError
 from zeroscale.metrics import catalog
 from zeroscale.peers import Ask, Peer
-from zeroscale.store.db import Record
+from zeroscale.store.db import AlreadyExists, Record
 from zeroscale.types import EndpointStatus
 
 log = logging.getLogger("zeroscale.autoscaling")
@@ -102,6 +102,12 @@ class AutoScaling:
 
     # ---- scalable targets ----
     def register(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        try:
+            return self._register(params)
+        except AlreadyExists:  # registered meanwhile through another front end: this call updates it
+            return self._register(params)
+
+    def _register(self, params: Mapping[str, Any]) -> dict[str, Any]:
         check_scope(params)
         resource = parse_resource(params["ResourceId"])
         self._instance_variant(resource)
