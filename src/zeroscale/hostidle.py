@@ -2,11 +2,12 @@
 
 A virtual machine whose guest halts an idle vCPU at once hands the CPU back to its host: a thread woken onto
 it waits for the host to run the vCPU again, and the thread that wakes it waits for the interrupt that
-does. A request through zeroscale wakes two more threads than a client that calls the worker directly (the
-server's, then the worker's; the answer the same way back), so on such a host each request pays those
-wake-ups: docs/performance.md, "Idle CPUs that halt", measured them at about 0.09 ms of a trivial model's
-overhead. Linux's ``haltpoll`` idle driver polls a while before halting (``guest_halt_poll_ns``, 200,000
-ns upstream, adapting itself to the wake-ups it sees); set to 0, it never does.
+does. A request through zeroscale makes four wake-ups (the client wakes the server, the server the worker,
+and the same way back) where a client that calls the worker directly makes two, so on such a host each
+request pays two more: docs/performance.md, "Idle CPUs that halt", measured them at about 0.09 ms of a
+trivial model's overhead. Linux's ``haltpoll`` idle driver polls a while before halting
+(``guest_halt_poll_ns``, 200,000 ns upstream, adapting itself to the wake-ups it sees); set to 0, it never
+does.
 
 zeroscale does not change it: it is the host's setting, a trade of idle CPU for latency for every process on
 the machine. The line says what is set and where to change it."""
