@@ -13,7 +13,9 @@ from sqlalchemy import create_engine, text
 
 from zeroscale.testing import wait_for
 
-_WAITING = text("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'")
+_WAITING = text(
+    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()"
+)
 
 
 def beside_a_held_transaction(url: str, theirs: Sequence[Any], ours: Callable[[], object]) -> None:
