@@ -15,6 +15,10 @@ from ``/proc/<pid>/task/<tid>/schedstat`` and ``sched`` every 0.1 s while it run
 connection on a thread that ends with it, so the counters are read while the connections are open): CPU
 time, run delay (runnable, waiting for a core), time slices and migrations between cores.
 
+``--methods`` also times five methods of the path in place, each call wrapped (the answer's one send, the
+request's parse, the signature's two steps, the answer's parse): us per call, through zeroscale. With and
+without ``--poll-idle``, it shows what a wake-up of a halted CPU costs the thread that makes it.
+
 ``--poll-idle`` holds ``/dev/cpu_dma_latency`` at 0 for the whole run (root): idle CPUs then poll instead of
 halting, so no wake-up waits for a halted (virtual) CPU to come back. Run it with and without: what it
 removes from the through-zeroscale gap is wake-ups landing on idle CPUs. (A machine's setting, for the
@@ -108,17 +112,24 @@ def main() -> None:
     parser.add_argument(
         "--poll-idle", action="store_true", help="hold /dev/cpu_dma_latency at 0 while it runs (root)"
     )
+    parser.add_argument(
+        "--methods", action="store_true", help="also time five methods of the path in place (us per call)"
+    )
     args = parser.parse_args()
     with idle_polling(args.poll_idle):
-        run(args.workers, args.seconds, args.model)
+        run(args.workers, args.seconds, args.model, args.methods)
 
 
-def run(n: int, seconds: float, model: str = "rf") -> None:
+def run(n: int, seconds: float, model: str = "rf", methods: bool = False) -> None:
     root = Path(tempfile.mkdtemp(prefix="zeroscale-bench-spans-"))
     models = build_models(root)
     spans = root / "spans.jsonl"
+    timed = root / "spans.jsonl.methods"  # the sitecustomize's totals, with ``methods``
     path = os.pathsep.join(p for p in (str(SITE), os.environ.get("PYTHONPATH", "")) if p)
-    srv = ServerProcess(root / "srv", env={"ZEROSCALE_SPANS_FILE": str(spans), "PYTHONPATH": path}).start()
+    env = {"ZEROSCALE_SPANS_FILE": str(spans), "PYTHONPATH": path}
+    if methods:
+        env["ZEROSCALE_SPANS_METHODS"] = "1"
+    srv = ServerProcess(root / "srv", env=env).start()
     try:
         endpoint, url, body = (
             (tp.RF_ENDPOINT, f"file://{models.rf}", ROW)
@@ -138,6 +149,7 @@ def run(n: int, seconds: float, model: str = "rf") -> None:
         for label, (targets, request) in (("direct", direct), ("through", through), ("direct", direct)):
             if label == "through":
                 spans.unlink(missing_ok=True)
+                timed.unlink(missing_ok=True)
             counters = Counters(workers)
             out = tp._loadgen(targets, request, n, seconds, tmp)
             # the counters span the load generator's warm-up too (0.5 s at about the same rate)
@@ -148,6 +160,7 @@ def run(n: int, seconds: float, model: str = "rf") -> None:
                 flush=True,
             )
         recorded = spans.read_text().splitlines() if spans.exists() else []
+        totals: dict[str, list[int]] = json.loads(timed.read_text()) if timed.exists() else {}
     finally:
         srv.stop()
         shutil.rmtree(root, ignore_errors=True)
@@ -158,6 +171,13 @@ def run(n: int, seconds: float, model: str = "rf") -> None:
     for label, a, b in PARTS:
         values = [(r[b] - r[a]) / 1000 for r in records]
         print(f"  {label:52} {pct(values, 50):7.0f} {pct(values, 90):7.0f} {pct(values, 99):7.0f}")
+    if methods:
+        if not totals:
+            raise SystemExit("no method timings recorded (ZEROSCALE_SPANS_METHODS did not reach the server?)")
+        print("methods timed in place through zeroscale (the wrapper's ~1 us included): us per call, and")
+        print("calls (the warm-up's too)")
+        for label, (ns, calls) in totals.items():
+            print(f"  {label:72} {ns / max(calls, 1) / 1000:7.1f} {calls:8d}")
 
 
 if __name__ == "__main__":
