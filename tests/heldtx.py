@@ -41,6 +41,8 @@ def beside_a_held_transaction(url: str, theirs: Sequence[Any], ours: Callable[[]
                 wait_for(lambda: watch.execute(_WAITING).scalar() == 1, timeout_s=10, interval_s=0.02)
             held.commit()
         thread.join(10)
+        if thread.is_alive():
+            raise AssertionError("the call under test did not finish within 10 s of the commit")
     finally:
         engine.dispose()
     if failed:
