@@ -105,6 +105,12 @@ def test_a_database_url_that_is_not_one_is_a_usage_error(tmp_path: Path, url: st
     assert "--database-url" in err
 
 
+def test_another_kind_of_database_is_a_usage_error_naming_the_two_it_stores_in(tmp_path: Path) -> None:
+    url = "mysql+pymysql://zs:secret@127.0.0.1:3306/zs"  # SQLAlchemy knows it; zeroscale's SQL is not for it
+    err = usage_error(serve("--port", str(free_port()), "--database-url", url, cwd=tmp_path, timeout=20))
+    assert "--database-url" in err and "SQLite or PostgreSQL, not mysql" in err and "secret" not in err
+
+
 def test_a_missing_postgresql_driver_names_the_extra(tmp_path: Path) -> None:
     pytest.importorskip("psycopg")  # the driver the extra installs is here; psycopg2 is not
     assert importlib.util.find_spec("psycopg2") is None

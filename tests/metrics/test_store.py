@@ -92,8 +92,8 @@ def test_front_ends_adding_to_one_minute_at_once_lose_none_of_each_others_statis
 
 
 def test_a_minute_another_front_end_inserted_meanwhile_is_added_to(postgres: PostgresServer) -> None:
-    """Both find no row for a minute and insert one: the second insert fails, and the write runs again as
-    an addition (it had failed, to be retried a minute later, with its error logged every minute)."""
+    """Both find no row for a minute and insert one: the second becomes an addition to the first's row (it
+    had failed, to be retried a minute later, with its error logged every minute)."""
     url = postgres.create_database()
     store = MinuteStore(url)
     theirs = [insert(metric_minutes).values(**_row(k(1), Stat.of(3.0)))]

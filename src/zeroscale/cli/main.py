@@ -720,6 +720,8 @@ def _check_database_url(url: str) -> None:
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError
 
+    from zeroscale.store.upsert import DIALECTS
+
     example = "e.g. postgresql+psycopg://USER:PASSWORD@HOST:5432/DATABASE"
     try:
         parsed = make_url(url)
@@ -728,6 +730,12 @@ def _check_database_url(url: str) -> None:
             f"{url!r} is not a SQLAlchemy database URL ({example})", param_hint="--database-url"
         ) from None
     shown = parsed.render_as_string(hide_password=True)
+    if parsed.get_backend_name() not in DIALECTS:  # SQLAlchemy knows more, zeroscale's SQL only these two
+        raise click.BadParameter(
+            f"{shown}: zeroscale stores its state in SQLite or PostgreSQL, not {parsed.get_backend_name()} "
+            f"({example})",
+            param_hint="--database-url",
+        )
     try:
         dialect = parsed.get_dialect()
     except ArgumentError:  # NoSuchModuleError: no such database or driver in SQLAlchemy

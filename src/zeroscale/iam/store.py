@@ -38,6 +38,7 @@ from zeroscale.iam.policy import MalformedPolicyDocument, Statement, deny_everyt
 from zeroscale.iam.secrets import KeyMismatch, SecretBox
 from zeroscale.store.engine import make_engine
 from zeroscale.store.migrations import upgrade
+from zeroscale.store.upsert import upsert
 
 metadata = MetaData()
 users = Table(
@@ -274,22 +275,14 @@ class IamStore:
     def put_policy(self, user: User, name: str, document: str) -> None:
         parse(document, principal(user.name, user.user_id))  # raises MalformedPolicyDocument: nothing stored
         with self._lock:
-            try:
-                self._write_policy(user.name, name, document)
-            except IntegrityError:  # another front end inserted it meanwhile: there to update now
-                self._write_policy(user.name, name, document)
+            # one statement: the same policy put through another front end meanwhile is replaced
+            row = {"user_name": user.name, "policy_name": name, "document": document}
+            with self._engine.begin() as conn:
+                upsert(conn, policies, [row])
+                self._bump(conn)
             user = self.users.get(user.name, user)  # the mirror's, should a reload have replaced it
             user.policies[name] = document
             user.compile()
-
-    def _write_policy(self, user_name: str, name: str, document: str) -> None:
-        where = (policies.c.user_name == user_name) & (policies.c.policy_name == name)
-        with self._engine.begin() as conn:
-            if not conn.execute(update(policies).where(where).values(document=document)).rowcount:
-                conn.execute(
-                    insert(policies).values(user_name=user_name, policy_name=name, document=document)
-                )
-            self._bump(conn)
 
     def delete_policy(self, user: User, name: str) -> None:
         with self._lock, self._engine.begin() as conn:

@@ -42,6 +42,7 @@ from sqlalchemy.exc import IntegrityError
 from zeroscale.metering.records import ProvisionedInterval, UsageRecord
 from zeroscale.store.engine import make_engine
 from zeroscale.store.migrations import Step, add_column, upgrade
+from zeroscale.store.upsert import upsert
 
 FIRST_RESOURCE_AT = "first_resource_at"
 # Rows per INSERT statement: 14 parameters each, within SQLite's 32,766 and PostgreSQL's 65,535 a statement.
@@ -150,10 +151,7 @@ class Ledger:
         ``journal_position`` (how far the usage journal is folded in) is committed with them."""
         with self._lock, self._engine.begin() as conn:
             if journal_position is not None:  # this front end's key: no other writes it
-                key = self._position_key
-                done = conn.execute(update(meta).where(meta.c.key == key).values(value=journal_position))
-                if not done.rowcount:
-                    conn.execute(insert(meta).values(key=key, value=journal_position))
+                upsert(conn, meta, [{"key": self._position_key, "value": journal_position}])
             for start, rows in insert_chunks(len(records)):
                 # Many rows to one INSERT: one statement step (the driver releases the GIL once per step,
                 # not once per row, so the event loop's thread is not handed the GIL back and forth).

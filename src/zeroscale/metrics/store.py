@@ -24,16 +24,13 @@ from sqlalchemy import (
     and_,
     case,
     delete,
-    insert,
     select,
-    update,
 )
-from sqlalchemy.engine import Connection
-from sqlalchemy.exc import IntegrityError
 
 from zeroscale.metrics.history import Key, Stat, minute_of
 from zeroscale.store.engine import make_engine
 from zeroscale.store.migrations import upgrade
+from zeroscale.store.upsert import Columns, upsert
 
 metadata = MetaData()
 
@@ -64,62 +61,14 @@ class MinuteStore:
     def write(self, stats: Mapping[Key, Stat]) -> None:
         """Add these minutes' statistics to what is stored, in one transaction. Front ends sharing the
         database write the same minutes at about the same moment (each flushes a finished minute 2 s after
-        it): a row is added to in SQL (sum + this sum, the lesser minimum, ...), never read and written back,
-        so no front end's statistics overwrite another's; a row another front end inserted meanwhile fails
-        this transaction's insert, and the write runs again, adding to it."""
+        it): a row is added to in SQL, in the statement that inserts it (sum + this sum, the lesser
+        minimum, ...; ``store/upsert.py``), never read and written back, so no front end's statistics
+        overwrite another's, whichever inserted the row. A minute with no samples adds nothing to a row
+        that is there (its minimum is +inf, its maximum -inf)."""
         if not stats:
             return
-        with self._lock:
-            try:
-                self._write(stats)
-            except IntegrityError:
-                self._write(stats)
-
-    def _write(self, stats: Mapping[Key, Stat]) -> None:
-        c = metric_minutes.c
-        with self._engine.begin() as conn:
-            stored = self._existing(conn, stats.keys())
-            fresh = []
-            for key, stat in stats.items():
-                if key not in stored:
-                    fresh.append(_row(key, stat))
-                    continue
-                if not stat.count:
-                    continue  # nothing observed: nothing to add
-                conn.execute(
-                    update(metric_minutes)
-                    .where(_is(key))
-                    .values(
-                        sum=c.sum + stat.sum,
-                        sample_count=c.sample_count + stat.count,
-                        minimum=case((c.minimum < stat.minimum, c.minimum), else_=stat.minimum),
-                        maximum=case((c.maximum > stat.maximum, c.maximum), else_=stat.maximum),
-                    )
-                )
-            if fresh:
-                conn.execute(insert(metric_minutes), fresh)
-
-    def _existing(self, conn: Connection, keys: Iterable[Key]) -> dict[Key, Stat]:
-        """The stored rows among ``keys``: one range query per endpoint."""
-        ranges: dict[str, tuple[int, int]] = {}
-        for k in keys:
-            low, high = ranges.get(k.endpoint, (k.minute, k.minute))
-            ranges[k.endpoint] = (min(low, k.minute), max(high, k.minute))
-        wanted = set(keys)
-        found: dict[Key, Stat] = {}
-        for endpoint, (low, high) in ranges.items():
-            query = select(metric_minutes).where(
-                and_(
-                    metric_minutes.c.endpoint == endpoint,
-                    metric_minutes.c.minute >= low,
-                    metric_minutes.c.minute <= high,
-                )
-            )
-            for row in conn.execute(query):
-                key = Key(row.endpoint, int(row.minute), row.variant, row.metric)
-                if key in wanted:
-                    found[key] = _stat(row)
-        return found
+        with self._lock, self._engine.begin() as conn:
+            upsert(conn, metric_minutes, [_row(key, stat) for key, stat in stats.items()], _add)
 
     def query(
         self,
@@ -161,11 +110,14 @@ class MinuteStore:
             self._engine.dispose()
 
 
-def _is(key: Key) -> Any:
-    c = metric_minutes.c
-    return and_(
-        c.endpoint == key.endpoint, c.minute == key.minute, c.variant == key.variant, c.metric == key.metric
-    )
+def _add(stored: Columns, new: Columns) -> dict[str, Any]:
+    """A stored minute's statistics with a new part's added."""
+    return {
+        "sum": stored.sum + new.sum,
+        "sample_count": stored.sample_count + new.sample_count,
+        "minimum": case((stored.minimum < new.minimum, stored.minimum), else_=new.minimum),
+        "maximum": case((stored.maximum > new.maximum, stored.maximum), else_=new.maximum),
+    }
 
 
 def _row(key: Key, stat: Stat) -> dict[str, Any]:
