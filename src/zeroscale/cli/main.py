@@ -475,7 +475,8 @@ def _advertise_url(value: str | None) -> str | None:
     "ZEROSCALE_ADVERTISE_URL",
     default=None,
     callback=lambda ctx, param, value: _advertise_url(value),
-    help="Front ends sharing a database: the URL the others reach this one at, to read its workers' logs "
+    help="Front ends sharing a database: the URL the others reach this one at (its workers' logs and list, "
+    "its images, autoscaling samples and 10-s metrics, invocations forwarded or spilled to it) "
     "(default: http(s)://<--host>:<--port>, with 127.0.0.1 for a wildcard --host: give it when the front "
     "ends are on several machines).",
 )
@@ -540,6 +541,7 @@ def _advertise_url(value: str | None) -> str | None:
     "ZEROSCALE_LOG_LEVEL",
     default="info",
     type=click.Choice(["debug", "info", "warning", "error"]),
+    help="The least severe messages the server logs (on stderr).",
 )
 def serve(
     host: str,

@@ -106,11 +106,17 @@ def csv_text(report: dict[str, Any]) -> str:
     type=click.Choice(["endpoint", "variant", "day", "month"]),
     default="endpoint",
     show_default=True,
+    help="One row per endpoint, per endpoint variant, per day or per month.",
 )
 @click.option("--start", default=None, help="ISO date or date-time (UTC unless it says otherwise).")
 @click.option("--end", default=None, help="ISO date or date-time, exclusive (default: now).")
 @click.option(
-    "--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "csv", "json"]),
+    default="table",
+    show_default=True,
+    help="A table for people, CSV for spreadsheets, or the server's report as it sent it (JSON).",
 )
 @common_options
 def usage(
