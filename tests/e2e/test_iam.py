@@ -766,3 +766,78 @@ def test_a_users_inline_policies_are_held_to_2048_characters_together(iam: Any) 
     for name in ("a", "b"):
         iam.delete_user_policy(UserName="hoarder", PolicyName=name)
     iam.delete_user(UserName="hoarder")
+
+
+def test_a_deny_holds_on_what_a_call_reaches_through_another_name(
+    iam: Any, server: ServerProcess, sm: Any, endpoints: None
+) -> None:
+    """A security review's findings: each call reached what an explicit Deny named, because the authorizer
+    checked another resource than the one the call acted on: a user under a path checked as if at the root;
+    an endpoint deployed from a configuration that was never checked; a topic published to by an alarm whose
+    creator may not publish; a call whose JSON nests too deep, which failed inside the authorizer (500) and
+    left no audit record."""
+    iam.create_user(UserName="opsadmin", Path="/admins/")
+    iam.create_user(UserName="helpdesk")
+    topic = server.client("sns").create_topic(Name="ops-pager")["TopicArn"]
+    policy = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {"Effect": "Allow", "Action": ["sagemaker:*", "cloudwatch:*"], "Resource": "*"},
+            {"Effect": "Allow", "Action": "iam:*AccessKey*", "Resource": f"arn:aws:iam::{ACCOUNT}:user/*"},
+            {"Effect": "Deny", "Action": "iam:*", "Resource": f"arn:aws:iam::{ACCOUNT}:user/admins/*"},
+            {
+                "Effect": "Deny",
+                "Action": "sagemaker:*",
+                "Resource": f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:endpoint-config/secret-*",
+            },
+            {"Effect": "Deny", "Action": "sns:*", "Resource": "*"},
+        ],
+    }
+    iam.put_user_policy(UserName="helpdesk", PolicyName="p", PolicyDocument=json.dumps(policy))
+    key = iam.create_access_key(UserName="helpdesk")["AccessKey"]
+
+    # a user's ARN has its path: user/admins/opsadmin, not user/opsadmin
+    denied = error(client(server, "iam", key).create_access_key, UserName="opsadmin")
+    assert denied["Code"] == "AccessDenied", denied
+    assert (
+        f"on resource: arn:aws:iam::{ACCOUNT}:user/admins/opsadmin with an explicit deny" in denied["Message"]
+    )
+    assert iam.list_access_keys(UserName="opsadmin")["AccessKeyMetadata"] == []
+    assert client(server, "iam", key).list_access_keys(UserName="helpdesk")["AccessKeyMetadata"]
+
+    # the configuration an endpoint deploys, as AWS checks it
+    mine = client(server, "sagemaker", key)
+    config_arn = f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:endpoint-config/secret-echo"
+    for call, name in ((mine.create_endpoint, "borrowed"), (mine.update_endpoint, "open-echo")):
+        denied = error(call, EndpointName=name, EndpointConfigName="secret-echo")
+        assert denied["Code"] == "AccessDeniedException", denied
+        assert f"on resource: {config_arn} with an explicit deny" in denied["Message"]
+    assert error(sm.describe_endpoint, EndpointName="borrowed")["Code"] == "ValidationException"
+    assert sm.describe_endpoint(EndpointName="open-echo")["EndpointConfigName"] == "open-echo"
+
+    # an alarm's topic: publishing to it is what the server does for the alarm's creator
+    denied = error(
+        client(server, "cloudwatch", key).put_metric_alarm,
+        AlarmName="forged-page", Namespace="AWS/SageMaker", MetricName="Invocations", Statistic="Sum",
+        Period=60, EvaluationPeriods=1, Threshold=0, ComparisonOperator="GreaterThanThreshold",
+        AlarmActions=[topic],
+    )  # fmt: skip
+    assert f"perform: sns:Publish on resource: {topic}" in denied["Message"], denied
+    assert server.client("cloudwatch").describe_alarms(AlarmNames=["forged-page"])["MetricAlarms"] == []
+
+    # JSON nested past any handler's depth: refused as the handler refuses it, and recorded
+    nested = b'{"EndpointName": "secret-echo", "x": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    headers = {"Content-Type": "application/x-amz-json-1.1", "X-Amz-Target": "SageMaker.DeleteEndpoint"}
+    status, answer = _signed(server, key, "sagemaker", "POST", server.url + "/", nested, headers)
+    assert status == 400 and b"SerializationException" in answer, (status, answer[:300])
+    assert sm.describe_endpoint(EndpointName="secret-echo")["EndpointStatus"] == "InService"
+    url = f"{server.url}/zeroscale/v1/audit?user=helpdesk"
+    req = AWSRequest("GET", url)
+    SigV4Auth(Credentials(ACCESS_KEY, SECRET_KEY), "sagemaker", REGION).add_auth(req)
+    with urllib.request.urlopen(urllib.request.Request(url, headers=dict(req.headers)), timeout=30) as r:
+        events = json.loads(r.read())
+    events = events["Events"]
+    assert any(
+        e["action"] == "sagemaker:DeleteEndpoint" and e["error_code"] == "SerializationException"
+        for e in events
+    ), events

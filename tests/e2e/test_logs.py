@@ -371,6 +371,10 @@ def test_unknown_groups_and_streams_are_resource_not_found(logs: Any, endpoint: 
         (logs.get_log_events, {"logGroupName": GROUP + "no-such-endpoint", "logStreamName": "AllTraffic/x"}),
         (logs.get_log_events, {"logGroupName": GROUP + endpoint, "logStreamName": "AllTraffic/0000-none"}),
         (logs.filter_log_events, {"logGroupName": GROUP + "no-such-endpoint"}),
+        # group names are case-sensitive, as on AWS: another case is another (missing) group, so a policy
+        # that denies the group by its name cannot be gone round by writing it in capitals
+        (logs.filter_log_events, {"logGroupName": GROUP + endpoint.upper()}),
+        (logs.describe_log_streams, {"logGroupIdentifier": GROUP + endpoint.upper()}),
     ]:
         with pytest.raises(ClientError) as err:
             call(**kw)
@@ -394,7 +398,7 @@ def test_zeroscale_logs_follow_prints_new_events_until_ctrl_c(
         [
             str(ZEROSCALE),
             "logs",
-            endpoint,
+            endpoint.upper(),  # the CLI finds the endpoint's log group as its name was created
             "--follow",
             "--since",
             "1m",

@@ -7,7 +7,17 @@ from typing import Any
 
 import pytest
 
-from zeroscale.iam.data import LOCAL_READ, PUBLISH, S3_READ, S3_WRITE, Use, input_location, uses
+from zeroscale.iam.data import (
+    LOCAL_READ,
+    PUBLISH,
+    S3_READ,
+    S3_WRITE,
+    SCALE,
+    Use,
+    alarm_actions,
+    input_location,
+    uses,
+)
 
 TOPIC = "arn:aws:sns:us-east-1:000000000000:done"
 
@@ -126,3 +136,20 @@ def test_an_asynchronous_requests_input() -> None:
     assert input_location("s3://in/req.json") == read("in/req.json")
     assert input_location("https://inputs.s3.amazonaws.com/req.json") == read("inputs/req.json")
     assert input_location("ftp://in/req.json") == []
+
+
+def test_an_alarms_actions_are_what_the_server_does_for_its_creator() -> None:
+    """A topic is published to (the alarm's description and a state reason its creator sets); a step
+    scaling policy changes the capacity of the endpoint its ARN names."""
+    policy = (
+        "arn:aws:autoscaling:us-east-1:000000000000:scalingPolicy:6d8c-41:"
+        "resource/sagemaker/endpoint/Their-Endpoint/variant/AllTraffic:policyName/up"
+    )
+    params = {
+        "AlarmName": "a",
+        "AlarmActions": [TOPIC, policy],
+        "OKActions": [TOPIC, 7],
+        "InsufficientDataActions": "not a list",
+    }
+    assert alarm_actions(params) == [Use(PUBLISH, TOPIC), Use(SCALE, "Their-Endpoint")]
+    assert alarm_actions({"AlarmName": "a"}) == []

@@ -58,7 +58,8 @@ def test_sink_writes_platform_events_and_names_the_group(store: LogStore) -> Non
 
     (group,) = store.groups()
     assert group.name == "/aws/sagemaker/Endpoints/My-Endpoint"
-    assert store.group("/aws/sagemaker/Endpoints/my-endpoint") == group  # names are case-insensitive
+    assert store.group("/aws/sagemaker/Endpoints/My-Endpoint") == group
+    assert store.group("/aws/sagemaker/Endpoints/my-endpoint") is None  # case-sensitive, as on AWS
     assert store.group("/aws/sagemaker/Endpoints/other") is None
     streams = {s.name: s.path.read_text() for s in store.streams(group)}
     assert set(streams) == {"AllTraffic/platform", "AllTraffic/0001-ab"}

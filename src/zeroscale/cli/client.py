@@ -171,6 +171,17 @@ def check_endpoint_exists(clients: Clients, name: str) -> None:
         raise _fail(exc) from None
 
 
+def endpoint_name_as_created(clients: Clients, name: str) -> str:
+    """The endpoint's name as it was created (endpoint names are unique regardless of case; what is named
+    after them, such as its log group, keeps that case); ``name`` itself when there is no such endpoint
+    now (a deleted endpoint's logs are still read)."""
+    try:
+        created: str = clients.sagemaker.describe_endpoint(EndpointName=name)["EndpointName"]
+    except (ClientError, BotoCoreError):
+        return name
+    return created
+
+
 def check_variant(clients: Clients, endpoint: str, variant: str) -> None:
     """Usage error naming ``--variant`` when the endpoint has no such variant (a filter that matches nothing
     would print nothing, as if it had been quiet); nothing when the endpoint is gone (its history is read)."""

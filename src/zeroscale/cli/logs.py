@@ -13,7 +13,14 @@ from typing import Any
 import click
 from botocore.exceptions import BotoCoreError, ClientError
 
-from zeroscale.cli.client import _fail, check_endpoint_exists, check_variant, common_options, make_clients
+from zeroscale.cli.client import (
+    _fail,
+    check_endpoint_exists,
+    check_variant,
+    common_options,
+    endpoint_name_as_created,
+    make_clients,
+)
 from zeroscale.cli.since import parse_since
 
 GROUP_PREFIX = "/aws/sagemaker/Endpoints/"
@@ -107,6 +114,7 @@ def logs(
     start_ms = parse_since(since, time.time()) if since else None
     clients = make_clients(endpoint_url, region, data_dir)
     client = clients.logs
+    endpoint = endpoint_name_as_created(clients, endpoint)  # its log group has that case
     query: dict[str, Any] = {"logGroupName": GROUP_PREFIX + endpoint}
     if variant:
         query["logStreamNamePrefix"] = f"{variant}/"

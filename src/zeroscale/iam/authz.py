@@ -24,7 +24,6 @@ request's InputLocation) also needs each of those allowed: ``zeroscale:ReadLocal
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable, Mapping
 from contextvars import ContextVar
@@ -32,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from zeroscale import safejson
 from zeroscale.errors import AccessDenied, ZeroscaleError
 from zeroscale.iam import data
 from zeroscale.iam.policy import evaluate
@@ -100,6 +100,9 @@ _SAGEMAKER_ARN = re.compile(r"arn:aws[a-z-]*:sagemaker:[^:]*:[^:]*:(?P<kind>[a-z
 _IAM_SELF = frozenset(
     {"GetUser", "CreateAccessKey", "ListAccessKeys", "UpdateAccessKey", "DeleteAccessKey", "ListUserPolicies"}
 )
+# What deploys an endpoint configuration: the caller needs the action on the configuration too, as on AWS (the
+# Service Authorization Reference lists both resources), or a tenant could run another's models with them.
+_DEPLOYS = frozenset({"CreateEndpoint", "UpdateEndpoint"})
 # Services whose IAM actions are not named by their signing name (CloudWatch signs as "monitoring").
 _ACTION_PREFIXES = {"monitoring": "cloudwatch"}
 _REST_ACTIONS = {
@@ -269,14 +272,18 @@ class Authorizer:
                 return action, [form["PolicySourceArn"]]
             user = form.get("UserName")
             if user:
-                return action, [self.user_arn(user)]
+                return action, [self._named_user_arn(user, form)]
             if form.get("Action") in _IAM_SELF:  # no UserName: the caller's own (AWS's rule)
                 return action, [self._own_arn(access.access_key_id)]
             return action, ["*"]
         operation = access.operation
         action = f"{_ACTION_PREFIXES.get(access.signing_name, access.signing_name)}:{operation}"
         if access.signing_name == "sagemaker":
-            return action, [self._sagemaker_resource(operation, params)]
+            resources = [self._sagemaker_resource(operation, params)]
+            config = params.get("EndpointConfigName")
+            if operation in _DEPLOYS and isinstance(config, str):  # the configuration deployed, too
+                resources.append(self._sagemaker_named("endpoint-config", config))
+            return action, resources
         if access.signing_name == "logs":
             names = [params.get("logGroupName"), params.get("logGroupIdentifier")]
             names += list(params.get("logGroupIdentifiers") or [])
@@ -332,6 +339,16 @@ class Authorizer:
             name = identifier
         return f"{prefix}{name}:*"
 
+    def _named_user_arn(self, name: str, form: Mapping[str, str]) -> str:
+        """The ARN of the user a call names, with its path, as GetUser shows it: a policy that denies
+        ``user/admins/*`` holds for every call naming a user under /admins/. A user to be created has the
+        path the call gives it; a user that does not exist (the call fails: NoSuchEntity), the root path."""
+        user = self._store.users.get(name)
+        if user is not None:
+            return self.user_arn(user.name, user.path)
+        path = form.get("Path", "/") if form.get("Action") == "CreateUser" else "/"
+        return self.user_arn(name, path)
+
     def _own_arn(self, access_key_id: str) -> str:
         user = self._caller(access_key_id)
         return self.user_arn(user.name, user.path) if user is not None else "*"
@@ -346,6 +363,8 @@ class Authorizer:
     def _uses(self, access: Access, params: dict[str, Any]) -> list[data.Use]:
         if access.kind == "runtime" and access.input_location:
             return data.input_location(access.input_location, self._s3_endpoint_url)
+        if access.kind == "json" and access.signing_name == "monitoring":
+            return data.alarm_actions(params) if access.operation == "PutMetricAlarm" else []
         if access.kind != "json" or access.signing_name != "sagemaker":
             return []
         found = data.uses(params, self._s3_endpoint_url)
@@ -368,6 +387,8 @@ class Authorizer:
             return f"arn:aws:zeroscale:{self._region}:{self._account}:file{use.target}"
         if use.action == data.PUBLISH:
             return use.target
+        if use.action == data.SCALE:
+            return self._sagemaker_arn("endpoint", use.target)
         return f"arn:aws:s3:::{use.target}"
 
 
@@ -380,9 +401,11 @@ def _name_of(value: str, kind: str) -> str:
 
 
 def _json(body: bytes) -> dict[str, Any]:
+    """The call's parameters as its handler reads them (``safejson``: a body nested past its depth, which
+    ``json`` would recurse on until RecursionError, is refused there, and names nothing here)."""
     try:
-        value = json.loads(body) if body else {}
-    except ValueError:
+        value = safejson.loads(body) if body else {}
+    except ValueError:  # JsonRejected: the handler answers with its own error
         return {}
     return value if isinstance(value, dict) else {}
 

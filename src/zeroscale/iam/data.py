@@ -14,6 +14,7 @@ handler says why.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -26,15 +27,19 @@ LOCAL_READ = "zeroscale:ReadLocalFile"
 S3_READ = "s3:GetObject"
 S3_WRITE = "s3:PutObject"
 PUBLISH = "sns:Publish"
+SCALE = "sagemaker:UpdateEndpointWeightsAndCapacities"
+ALARM_ACTIONS = ("OKActions", "AlarmActions", "InsufficientDataActions")
+# a step scaling policy ARN names what it scales: ...:resource/sagemaker/endpoint/<name>/variant/<variant>:
+_SCALED_ENDPOINT = re.compile(r":resource/sagemaker/endpoint/([^/:]+)/variant/")
 
 
 @dataclass(frozen=True)
 class Use:
     """``action`` on ``target``: an absolute path (LOCAL_READ), ``bucket/key`` (S3; a prefix ends with
-    ``*``; ``*`` is every object), or a topic's ARN (PUBLISH)."""
+    ``*``; ``*`` is every object), a topic's ARN (PUBLISH), or an endpoint's name (SCALE)."""
 
     action: str
-    target: str
+    target: str  # SCALE: an endpoint's name
 
 
 def uses(params: Mapping[str, Any], s3_endpoint_url: str | None = None) -> list[Use]:
@@ -68,6 +73,23 @@ def uses(params: Mapping[str, Any], s3_endpoint_url: str | None = None) -> list[
         found += _s3(S3_READ, source.get("S3Uri"), s3_endpoint_url, starts=True)
     output_path = _dict(params.get("TransformOutput")).get("S3OutputPath")
     found += _s3(S3_WRITE, output_path, s3_endpoint_url, under=True)
+    return list(dict.fromkeys(found))
+
+
+def alarm_actions(params: Mapping[str, Any]) -> list[Use]:
+    """What a CloudWatch alarm's actions make the server do for the alarm's creator whenever its state
+    changes: publish to a topic (the creator's own words, in the alarm's description and a state reason
+    it may set), or run a step scaling policy, which changes the capacity of the endpoint it names."""
+    found: list[Use] = []
+    for member in ALARM_ACTIONS:
+        for arn in _list(params.get(member)):
+            if not isinstance(arn, str):
+                continue
+            scaled = _SCALED_ENDPOINT.search(arn) if arn.startswith("arn:aws:autoscaling:") else None
+            if scaled is not None:
+                found.append(Use(SCALE, scaled.group(1)))
+            elif arn.startswith("arn:aws:sns:"):
+                found.append(Use(PUBLISH, arn))
     return list(dict.fromkeys(found))
 
 

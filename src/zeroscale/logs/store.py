@@ -121,7 +121,11 @@ class LogStore:
         path = self._group_dir(name)
         if path is None or not path.is_dir():
             return None
-        return Group(self._display_name(path), path)
+        # Log group names are case-sensitive, as on AWS: the group is named with its endpoint's name as it
+        # was created. Its directory is lower-cased (endpoint names are unique regardless of case), but a name
+        # in another case is no name of it: a policy denying the group by its name would not hold for it.
+        group = Group(self._display_name(path), path)
+        return group if group.name == name else None
 
     def groups(self) -> list[Group]:
         entries = _subdirs(str(self.root))
