@@ -135,6 +135,14 @@ def test_delete(models: Models) -> None:
             {"PrimaryContainer": {"Image": IMAGE, "Environment": {f"K{i}": "v" * 1000 for i in range(33)}}},
             "The Environment of PrimaryContainer is 33089 bytes in total",
         ),
+        (
+            {"PrimaryContainer": {"Image": IMAGE, "Environment": {"OK": "x", "A": "x\0y"}}},
+            "PrimaryContainer.Environment.A: the value holds a NUL character",
+        ),
+        (
+            {"PrimaryContainer": None, "Containers": [CONTAINER, dict(CONTAINER, Environment={"B": "\0"})]},
+            "Containers.2.Environment.B: the value holds a NUL character",
+        ),
     ],
 )
 def test_container_rules(models: Models, extra: dict[str, Any], message: str) -> None:

@@ -338,10 +338,48 @@ def test_a_model_reaches_no_unix_socket(
         sm.delete_endpoint(EndpointName=name)
 
 
+# ---- a model that looks for descriptors its process was handed ----
+FD_LISTER = """
+import json, os
+
+
+def model_fn(model_dir):
+    return None
+
+
+def transform_fn(model, body, content_type, accept):
+    found = {}
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            found[name] = os.readlink(f"/proc/self/fd/{name}")
+        except OSError:
+            pass
+    return json.dumps(found), "application/json"
+"""
+
+
+def test_a_model_holds_no_descriptor_of_its_zygote_or_the_server(
+    server: ServerProcess, sm: Any, smr: Any, tmp_path: Path
+) -> None:
+    """The security review's finding: every forked worker held two descriptors open for writing on its
+    zygote's log (copies of the zygote's standard streams that the event loop's process spawn left open),
+    outside its sandbox and past every limit on its own output, and whatever the server was started with.
+    Now it holds its standard streams, its pipes and its sockets."""
+    assert deploy(sm, "fd-lister", handler_model(tmp_path, FD_LISTER))["EndpointStatus"] == "InService"
+    resp = smr.invoke_endpoint(EndpointName="fd-lister", ContentType="application/json", Body=b"{}")
+    held = json.loads(resp["Body"].read())
+    files = {fd: target for fd, target in held.items() if target.startswith("/") and target != "/dev/null"}
+    listing = [fd for fd, target in files.items() if target.startswith("/proc/")]  # the listing's own
+    assert len(listing) <= 1 and not {fd: t for fd, t in files.items() if fd not in listing}, held
+    sm.delete_endpoint(EndpointName="fd-lister")
+
+
 # ---- a bring-your-own image's server that calls home over UDP and looks for the host's Unix sockets ----
 HOSTILE_IMAGE = r"""#!/usr/bin/env python3
 import errno, json, os, socket, sys
 from http.server import BaseHTTPRequestHandler, HTTPServer
+
+STARTED_WITH = sorted(int(name) for name in os.listdir("/proc/self/fd"))  # the listing's own among them
 
 APP = os.path.join(os.environ["TMPDIR"], "app.sock")
 
@@ -440,6 +478,7 @@ class Handler(BaseHTTPRequestHandler):
             "own_pair": _t(lambda: [s.close() for s in socket.socketpair()]),
             "seen": [path for path in [*req["unix"], req["dgram"]] if os.path.exists(path)],
             "run": os.path.exists("/run") or os.path.exists("/var/run"),
+            "started_with": STARTED_WITH,
         }
         self.answer(json.dumps(out).encode())
 
@@ -562,6 +601,8 @@ def test_an_image_server_calls_no_one_over_udp_nor_a_host_unix_socket(
     assert all(value in ("ENOENT", "EACCES") for value in out["unix"].values()), out
     assert out["unix_dgram"] in ("ENOENT", "EACCES"), out
     assert out["seen"] == [] and out["run"] is False, out
+    # It was started with its standard streams only (nothing of the server's, no copies of them).
+    assert len([fd for fd in out["started_with"] if fd > 2]) <= 1, out  # at most the listing's own
     # The image's own processes still talk over its own Unix socket.
     assert out["own_app"] == "app says hello" and out["own_pair"] == "ok", out
     for name in ("caller", "caller-neighbour"):

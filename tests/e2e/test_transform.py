@@ -374,6 +374,7 @@ def test_validation_and_not_found(sm: Any) -> None:
             {"DataProcessing": {"JoinSource": "Input"}, "TransformInput": {"SplitType": "None"}},
             "JoinSource Input",
         ),
+        ({"Environment": {"LABEL": "a\0b"}}, "Environment.LABEL: the value holds a NUL character"),
     ]
     for extra, text in cases:
         with pytest.raises(ClientError) as err:

@@ -150,6 +150,7 @@ def check_container(container: Mapping[str, Any], where: str) -> None:
             "ModelDataSource must not be given."
         )
     env: Mapping[str, str] = container.get("Environment") or {}
+    check_environment(env, f"{where}.Environment")
     total = sum(len(k.encode()) + len(v.encode()) for k, v in env.items())
     if total > ENVIRONMENT_MAX_TOTAL_BYTES:
         raise ValidationException(
@@ -164,6 +165,16 @@ def check_container(container: Mapping[str, Any], where: str) -> None:
     if container.get("Mode") == "MultiModel" and MAX_BATCH_SIZE in env:
         why = unsupported("", user_code=False, image=False, several=False, multi_model=True)
         raise ValidationException(f"{where}.Environment: {why}")
+
+
+def check_environment(env: Mapping[str, str], where: str) -> None:
+    """A value a process's environment cannot hold is refused here, naming it, not at the first cold start
+    (where the fork's set-up failed with a traceback as the endpoint's FailureReason)."""
+    for key, value in env.items():
+        if "\0" in value:
+            raise ValidationException(
+                f"{where}.{key}: the value holds a NUL character, which a process's environment cannot hold."
+            )
 
 
 def check_containers(params: Mapping[str, Any]) -> None:

@@ -24,7 +24,7 @@ from typing import Any, Protocol
 
 from zeroscale.control.arns import Arns
 from zeroscale.control.listing import paginate_stored
-from zeroscale.control.models import READ_AS, Models
+from zeroscale.control.models import READ_AS, Models, check_environment
 from zeroscale.dataproc import Path
 from zeroscale.errors import DeployError, ResourceInUse, ResourceNotFound, ValidationException
 from zeroscale.store.db import AlreadyExists, Record, Store
@@ -58,6 +58,7 @@ def _invalid(text: str) -> ValidationException:
 
 def check(params: Mapping[str, Any]) -> None:
     """SageMaker's rules beyond botocore's model, and what zeroscale does not serve (refused by name)."""
+    check_environment(params.get("Environment") or {}, "Environment")
     payload = params.get("MaxPayloadInMB", 6)
     concurrent = params.get("MaxConcurrentTransforms") or 1
     if payload > 100:

@@ -709,6 +709,7 @@ def main() -> None:
     die_with_parent()
     global _log_limit
     runtime = sys.argv[1]
+    sandbox.close_descriptors(keep=int(sys.argv[2]))  # before any child of its is forked
     ctl = socket.socket(fileno=int(sys.argv[2]))
     _log_limit = int(sys.argv[3]) if len(sys.argv) > 3 else 0
     # Returns when the server closes the socket; the workers follow through their death signal.

@@ -61,12 +61,20 @@ _CLOSE_TIMEOUT_S = 5.0  # for the killed processes' exits to be reported
 log = logging.getLogger("zeroscale.workers")
 
 # Run as ``python -I -S -c _SHIM <server pid> <argv...>``: ask for SIGKILL when the server dies (checking it
-# did not die already), then become the image's command. ~20 ms; preexec_fn is unsafe with threads around.
+# did not die already), close every descriptor past the standard streams (the event loop's process spawn
+# leaves copies of them, and the server's own inherited ones, open), then become the image's command. ~20 ms;
+# preexec_fn is unsafe with threads around.
 _SHIM = """
 import ctypes, os, sys
 ctypes.CDLL(None).prctl(1, 9, 0, 0, 0)
 if os.getppid() != int(sys.argv[1]):
     os._exit(70)
+for fd in [int(name) for name in os.listdir("/proc/self/fd")]:
+    if fd > 2:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
 try:
     os.execvp(sys.argv[2], sys.argv[2:])
 except OSError as exc:

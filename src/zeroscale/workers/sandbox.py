@@ -613,6 +613,17 @@ def decode(text: str) -> Policy:
     return Policy.from_dict(json.loads(text))
 
 
+def close_descriptors(keep: int = -1) -> None:
+    """Close every open descriptor but the standard streams and ``keep``, before a process runs a model's
+    code or forks children that will: the event loop's process spawn leaves copies of the standard streams
+    open (a model could write to its zygote's log past every limit on its own output), and the server
+    passes on whatever it was started with. Read from /proc, whatever the limit was when they opened."""
+    for fd in [int(name) for name in os.listdir("/proc/self/fd")]:
+        if fd > 2 and fd != keep:
+            with contextlib.suppress(OSError):  # the listing's own, closed already
+                os.close(fd)
+
+
 def exec_main(argv: list[str]) -> None:
     """``python -I -S sandbox.py <parent pid or 0> <policy JSON> <command...>``: ask for SIGKILL when the
     parent dies (checking it did not die already), confine this process, then become the command. How a
@@ -621,6 +632,7 @@ def exec_main(argv: list[str]) -> None:
     parent = int(argv[1])
     if parent and os.getppid() != parent:
         os._exit(70)
+    close_descriptors()  # nothing past the standard streams reaches the image's server
     try:
         confine(decode(argv[2]))
     except (SandboxError, OSError) as exc:
