@@ -162,6 +162,9 @@ class Settings:
     # The key sealing IAM users' secret access keys in the database (32 bytes; made on first use): every
     # front end on one database needs the same. None: <data-dir>/iam.key.
     iam_key_file: Path | None = None
+    # A file holding the bearer token GET /metrics needs (Prometheus' ``authorization.credentials_file``);
+    # None: /metrics is unsigned, as Prometheus scrapes by default.
+    metrics_token_file: Path | None = None
     # Where the other front ends on the database reach this one (its workers' logs); None: public_url.
     advertise_url: str | None = None
     # Workers on a Ray cluster (docs/cluster.md): the cluster's address (None: workers on this machine), and

@@ -539,6 +539,7 @@ def build(settings: Settings) -> Server:
             "transform": TransformApi(transforms).handle,
             "audit": AuditApi(audit),
         },
+        metrics_authorization=_metrics_authorization(settings.metrics_token_file),
     )
     # The web console calls these same operation tables, routes and runtime for a signed-in session.
     parts.console = Console(
@@ -653,6 +654,23 @@ def _workers(
         log_limit=settings.worker_log_bytes_per_minute,
         memory_groups=groups if isinstance(groups, MemoryGroups) else None,
     )
+
+
+def _metrics_authorization(path: Path | None) -> bytes | None:
+    """The Authorization header GET /metrics needs: ``Bearer`` and the token in ``path`` (its first line,
+    without surrounding blanks, as Prometheus reads a credentials file); None without a file."""
+    if path is None:
+        return None
+    try:
+        token = path.read_text().strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise StartupError(f"--metrics-token-file {path}: cannot read it: {exc}") from None
+    if not token or any(c.isspace() or not c.isprintable() for c in token):
+        raise StartupError(
+            f"--metrics-token-file {path}: it must hold one token, printable and without spaces "
+            "(e.g. openssl rand -hex 32 > FILE)."
+        )
+    return b"Bearer " + token.encode()
 
 
 class StartupError(Exception):
@@ -818,12 +836,13 @@ def _announce(server: Server) -> None:
         if path is not None
         else "  admin credentials: from ZEROSCALE_ACCESS_KEY_ID / ZEROSCALE_SECRET_ACCESS_KEY\n"
     )
+    guarded = "  (a Bearer token: --metrics-token-file)" if s.metrics_token_file else ""
     print(
         f"zeroscale listening on {url}  (data in {s.data_dir})\n{creds}"
         f"  deploy:  zeroscale deploy --name demo --model model.joblib --image sklearn --endpoint-url {url}\n"
         f"  invoke:  zeroscale invoke demo --body '[[1,2,3,4]]' --endpoint-url {url}\n"
         f"  boto3:   boto3.client('sagemaker-runtime', endpoint_url='{url}').invoke_endpoint(...)\n"
-        f"  metrics: {url}/metrics\n"
+        f"  metrics: {url}/metrics{guarded}\n"
         f"  console: {url}/console  (sign in with the admin credentials)\n  " + "\n  ".join(server.sandbox),
         flush=True,
     )

@@ -185,3 +185,12 @@ def test_port_0_is_any_free_port_and_the_banner_says_which(tmp_path: Path) -> No
     finally:
         proc.send_signal(signal.SIGINT)
         assert proc.wait(30) == 0
+
+
+@pytest.mark.parametrize("content", ["", "  \n", "two words\n"])
+def test_a_metrics_token_file_without_one_token_is_one_line(tmp_path: Path, content: str) -> None:
+    (tmp_path / "token").write_text(content)
+    line = runtime_error(
+        serve("--port", str(free_port()), "--metrics-token-file", "token", cwd=tmp_path, timeout=30)
+    )
+    assert "--metrics-token-file token: it must hold one token" in line

@@ -176,3 +176,38 @@ def test_generated_credentials_file(
         EndpointName="own-keys", Body=sklearn_model.json_body(rows), ContentType="application/json"
     )
     assert json.loads(resp["Body"].read()) == sklearn_model.expected(rows)
+
+
+def _get(url: str, headers: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=10) as resp:
+            return resp.status, dict(resp.headers.items()), resp.read()
+    except urllib.error.HTTPError as err:
+        return err.code, dict(err.headers.items()), err.read()
+
+
+def test_metrics_with_a_token_file_need_its_bearer_token(
+    server_factory: Any, server: ServerProcess, tmp_path: Path
+) -> None:
+    """/metrics names every endpoint and its traffic: with --metrics-token-file, only a scraper holding the
+    token reads it (Prometheus: authorization.credentials_file); /ping stays unsigned for health checks."""
+    token = "3f1c" * 16
+    (tmp_path / "metrics.token").write_text(token + "\n")
+    guarded = server_factory(metrics_token_file=tmp_path / "metrics.token")
+    url = guarded.url + "/metrics"
+    for headers in (
+        {},
+        {"Authorization": "Bearer wrong"},
+        {"Authorization": f"Basic {token}"},
+        {"Authorization": f"Bearer {token}x"},
+    ):
+        status, answer_headers, body = _get(url, headers)
+        assert status == 401, (headers, status)
+        assert {k.lower(): v for k, v in answer_headers.items()}["www-authenticate"] == (
+            'Bearer realm="zeroscale metrics"'
+        )
+        assert b"--metrics-token-file" in body and token.encode() not in body
+    status, _, body = _get(url, {"Authorization": f"Bearer {token}"})
+    assert status == 200 and b"zeroscale_" in body
+    assert _get(guarded.url + "/ping", {})[0] == 200
+    assert _get(server.url + "/metrics", {})[0] == 200  # without the flag: unsigned, as before

@@ -5,6 +5,7 @@ invoke path is a few dict lookups, a SigV4 check and one hop to a worker."""
 from __future__ import annotations
 
 import asyncio
+import hmac
 import itertools
 import json
 import logging
@@ -152,6 +153,8 @@ class AppParts:
     # What other front ends on the database may read of this one (its logs, workers, samples, images):
     # zeroscale.peers
     peer: PeerRoute | None = None
+    # The Authorization header GET /metrics needs (b"Bearer <token>", --metrics-token-file); None: unsigned
+    metrics_authorization: bytes | None = None
 
 
 class App:
@@ -191,7 +194,7 @@ class App:
             await self._runtime(scope, receive, send, request_id, started)
             return
         if method == "GET" and path in _UNSIGNED_GETS:
-            await self._unsigned_get(send, path, request_id)
+            await self._unsigned_get(scope, send, path, request_id)
             return
         if self._p.peer is not None and (path == peers.PATH or path.startswith(peers.PATH + "/")):
             await self._peer(self._p.peer, scope, receive, send)
@@ -493,8 +496,14 @@ class App:
                 return service
         return self._default_service
 
-    async def _unsigned_get(self, send: Send, path: str, request_id: str) -> None:
+    async def _unsigned_get(self, scope: Scope, send: Send, path: str, request_id: str) -> None:
         if path == "/metrics":
+            wanted = self._p.metrics_authorization
+            if wanted is not None and not _authorized(scope, wanted):
+                challenge = [(b"www-authenticate", b'Bearer realm="zeroscale metrics"')]
+                text = b"GET /metrics needs 'Authorization: Bearer <token>' (--metrics-token-file's).\n"
+                await respond(send, 401, text, [(b"content-type", b"text/plain"), *challenge])
+                return
             headers = [(b"content-type", Metrics.content_type.encode())]
             await respond_stream(send, 200, self._p.metrics.stream(), headers)
         elif path in ("/ping", "/healthz"):
@@ -511,6 +520,12 @@ def _a_browsers(scope: Scope) -> bool:
     headers: list[tuple[bytes, bytes]] = scope["headers"]
     names = {k.lower(): v for k, v in headers}
     return b"authorization" not in names and b"text/html" in names.get(b"accept", b"")
+
+
+def _authorized(scope: Scope, wanted: bytes) -> bool:
+    """Whether the request's one Authorization header is ``wanted`` (compared in constant time)."""
+    given = [value for name, value in scope["headers"] if name.lower() == b"authorization"]
+    return len(given) == 1 and hmac.compare_digest(given[0], wanted)
 
 
 def _endpoint_name(path: str, suffix: str = _INVOCATIONS_SUFFIX) -> str | None:

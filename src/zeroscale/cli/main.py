@@ -471,6 +471,15 @@ def _advertise_url(value: str | None) -> str | None:
     "default <data-dir>/iam.key). Front ends sharing a database need the same one.",
 )
 @_opt(
+    "--metrics-token-file",
+    "ZEROSCALE_METRICS_TOKEN_FILE",
+    default=None,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="A file holding a token GET /metrics then needs as 'Authorization: Bearer <token>' (Prometheus: "
+    "authorization.credentials_file). Default: /metrics is unsigned, and any client that reaches the port "
+    "reads every endpoint's name and traffic.",
+)
+@_opt(
     "--advertise-url",
     "ZEROSCALE_ADVERTISE_URL",
     default=None,
@@ -600,6 +609,7 @@ def serve(
     max_connections: int,
     max_connections_per_client: int,
     iam_key_file: Path | None,
+    metrics_token_file: Path | None,
     advertise_url: str | None,
     tls_cert: Path | None,
     tls_key: Path | None,
@@ -688,6 +698,7 @@ def serve(
         tls_cert=tls_cert,
         tls_key=tls_key,
         iam_key_file=iam_key_file,
+        metrics_token_file=metrics_token_file,
         advertise_url=advertise_url,
         ray_address=ray_address or None,
         ray_node_timeout_s=ray_node_timeout_s,
