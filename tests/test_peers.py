@@ -102,7 +102,7 @@ def test_the_route_answers_authentic_reads_and_refuses_the_rest(tmp_path: Path) 
         status, answer = asyncio.run(route.handle(header or peers.sign(KEY, "fe-a", body), body))
         return status, json.loads(answer)
 
-    ok = json.dumps({"op": "logs.search", "args": {"group": "/aws/sagemaker/Endpoints/shared"}}).encode()
+    ok = json.dumps({"op": "logs.search", "args": {"group": "/aws/sagemaker/Endpoints/Shared"}}).encode()
     status, answer = call(ok)
     assert status == 200 and answer["events"] == [[1000, "AllTraffic/0001-a", 0, "hello"]]
     assert call(ok, peers.sign(SecretBox(b"j" * 32).derive(peers.KEY_LABEL), "fe-a", ok))[0] == 403
@@ -114,9 +114,9 @@ def test_the_route_answers_authentic_reads_and_refuses_the_rest(tmp_path: Path) 
         b'{"op": "logs.search"}',
         b'{"op": "shell", "args": {}}',
         b'{"op": "logs.search", "args": {"group": 7}}',
-        b'{"op": "logs.page", "args": {"group": "/aws/sagemaker/Endpoints/shared",'
+        b'{"op": "logs.page", "args": {"group": "/aws/sagemaker/Endpoints/Shared",'
         b' "stream": "AllTraffic/0001-a", "offsets": {"fe-b": "0"}}}',
-        b'{"op": "logs.page", "args": {"group": "/aws/sagemaker/Endpoints/shared"}}',
+        b'{"op": "logs.page", "args": {"group": "/aws/sagemaker/Endpoints/Shared"}}',
     ]:
         status, answer = call(bad)
         assert status == 400, (bad, answer)
@@ -165,7 +165,7 @@ def test_gather_names_the_front_ends_that_did_not_answer(
     listed = [up, down]
     client = peers.PeerClient(KEY, "fe-a", lambda: listed, timeout_s=2.0)
     try:
-        args = {"group": "/aws/sagemaker/Endpoints/shared"}
+        args = {"group": "/aws/sagemaker/Endpoints/Shared"}
         gathered = client.gather("logs.search", args)
         assert [ident for ident, _ in gathered.answers] == ["fe-b"]
         assert gathered.answers[0][1]["events"] == [[1000, "AllTraffic/0001-b", 0, "from b"]]
