@@ -269,3 +269,36 @@ def test_the_servers_address_in_a_browser_leads_to_the_console(console_server: S
     # an API's GET is not a browser's: an unsigned one still gets the API's own refusal
     assert call(console_server, "GET", "/?Action=ListTopics", headers=browser).status == 403
     assert call(console_server, "GET", "/").status != 302
+
+
+def test_a_console_path_with_an_empty_part_is_refused_as_the_api_refuses_it(
+    console_server: ServerProcess,
+) -> None:
+    """A security review's finding: the API refused images//prod-base/v1 (the policy check would read the
+    image name "", the handler prod-base), the console's route to the same handlers did not, so a user
+    denied image/prod-* could push over or delete it through the console."""
+    iam = console_server.client("iam")
+    iam.create_user(UserName="dave")
+    arn = "arn:aws:zeroscale:us-east-1:000000000000:image"
+    policy = {
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Action": ["zeroscale:PushImage", "zeroscale:DeleteImage"],
+                "Resource": f"{arn}/*",
+            },
+            {"Effect": "Deny", "Action": "zeroscale:*", "Resource": f"{arn}/prod-*"},
+        ]
+    }
+    iam.put_user_policy(UserName="dave", PolicyName="images", PolicyDocument=json.dumps(policy))
+    key = iam.create_access_key(UserName="dave")["AccessKey"]
+    body = json.dumps({"AccessKeyId": key["AccessKeyId"], "SecretAccessKey": key["SecretAccessKey"]}).encode()
+    answer = call(console_server, "POST", "/console/api/session", body, {"Content-Type": "application/json"})
+    assert answer.status == 200, answer.body
+    dave = Signed(answer.headers["Set-Cookie"].split(";")[0], answer.json()["CsrfToken"])
+    for method in ("PUT", "DELETE"):
+        path = "/console/api/v1/images//prod-base/v1"
+        answer = call(console_server, method, path, b"x" if method == "PUT" else None, dave.headers())
+        assert answer.status == 400 and b"a path has no empty parts" in answer.body, (method, answer)
+        denied = call(console_server, method, path.replace("//", "/"), None, dave.headers())
+        assert denied.status in (400, 403) and b"explicit deny" in denied.body, (method, denied.body)

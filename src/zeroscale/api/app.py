@@ -112,7 +112,11 @@ def rest_query(scope: Scope) -> dict[str, list[str]]:
 
 def rest_access(access_key_id: str, scope: Scope, sub_path: str) -> Access:
     """A zeroscale API request as IAM names it: with the last value of each query parameter, the one the
-    handlers read (``?endpoint=`` names the endpoint a read is about)."""
+    handlers read (``?endpoint=`` names the endpoint a read is about). A path with an empty part is refused
+    (``images//name/tag``: the policy check and the handler would read two names), whichever route it came
+    by: the API's or the console's."""
+    if "" in sub_path.split("/")[:-1]:
+        raise UnknownOperationException(f"No zeroscale API at {sub_path}: a path has no empty parts.")
     params = {name: values[-1] for name, values in rest_query(scope).items()}
     return Access(access_key_id, "rest", "zeroscale", scope["method"], sub_path, params=params)
 
@@ -209,9 +213,6 @@ class App:
             return
         target, access, error_code = "", None, ""
         try:
-            if path.startswith(REST_PREFIX) and "" in path[len(REST_PREFIX) :].split("/")[:-1]:
-                # images//name/tag: the policy check and the handler would read two names
-                raise UnknownOperationException(f"No zeroscale API at {path}: a path has no empty parts.")
             headers: list[tuple[bytes, bytes]] = scope["headers"]
             target = next((v for k, v in headers if k.lower() == b"x-amz-target"), b"").decode("latin-1")
             rpc_target = rpcv2.target(method, path, headers)  # RPC v2 CBOR
