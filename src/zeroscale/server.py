@@ -413,7 +413,7 @@ def build(settings: Settings) -> Server:
     metrics.registry.register(BacklogCollector(asynchronous.backlog, fleet.loads))
     history.gauges.append(BacklogSampler(asynchronous.backlog, fleet.loads))
     autoscaling_samples.gauges.append(BacklogSampler(asynchronous.backlog, fleet.loads))
-    async_api = AsyncInvokeApi(asynchronous)
+    async_api = AsyncInvokeApi(asynchronous, authz.check_endpoint)
     audit = AuditTrail(settings.db_url, authz, retention_s=settings.audit_retention_days * 86400)
     # the console's sign-ins, in the database: every front end on it knows them
     sessions = Sessions(authz.lookup_secret, settings.db_url)

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,6 +20,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
 from botocore.exceptions import ClientError
 
 from e2e.conftest import SklearnModel, handler_model, s3_tenant
@@ -877,3 +881,51 @@ def test_an_inline_input_and_a_chosen_output_name(server: ServerProcess, s3: Any
     assert default["OutputLocation"] == f"s3://{BUCKET}/named/out/{default['InferenceId']}.out"
     assert json.loads(_get(s3, default["OutputLocation"])) == {"echo": {}}
     sm.delete_endpoint(EndpointName="named")
+
+
+def test_a_deny_on_an_endpoint_holds_for_its_requests_looked_up_by_id(
+    server: ServerProcess, s3: Any, echo_url: str
+) -> None:
+    """A security review's findings: an asynchronous request looked up by its InferenceId was authorized on
+    "*" and never checked against its endpoint, and metrics/<anything>?endpoint= and workers/<anything>?
+    endpoint= were authorized on "*" while their handlers read the endpoint: an explicit Deny on the
+    endpoint did not hold."""
+    sm, smr = server.client("sagemaker"), server.client("sagemaker-runtime")
+    assert _deploy_async(sm, "private-echo", echo_url)["EndpointStatus"] == "InService"
+    request = _put(s3, "private/in.json", b'{"n": 1}')
+    inference_id = smr.invoke_endpoint_async(
+        EndpointName="private-echo", InputLocation=request, ContentType="application/json"
+    )["InferenceId"]
+    iam = server.client("iam")
+    iam.create_user(UserName="peeker")
+    reads = ["zeroscale:GetAsyncRequests", "zeroscale:GetMetrics", "zeroscale:ListWorkers"]
+    policy = {
+        "Statement": [
+            {"Effect": "Allow", "Action": reads, "Resource": "*"},
+            {"Effect": "Deny", "Action": "*", "Resource": "arn:aws:sagemaker:*:*:endpoint/private-*"},
+        ]
+    }
+    iam.put_user_policy(UserName="peeker", PolicyName="p", PolicyDocument=json.dumps(policy))
+    key = iam.create_access_key(UserName="peeker")["AccessKey"]
+
+    def get(route: str) -> tuple[int, bytes]:
+        url = f"{server.url}/zeroscale/v1/{route}"
+        req = AWSRequest("GET", url)
+        SigV4Auth(Credentials(key["AccessKeyId"], key["SecretAccessKey"]), "sagemaker", "us-east-1").add_auth(
+            req
+        )
+        try:
+            with urllib.request.urlopen(
+                urllib.request.Request(url, headers=dict(req.headers)), timeout=30
+            ) as r:
+                return r.status, r.read()
+        except urllib.error.HTTPError as err:
+            return err.code, err.read()
+
+    status, body = get(f"async/{inference_id}")
+    assert status == 400 and b"AccessDeniedException" in body and b"endpoint/private-echo" in body, body
+    for route in ("metrics", "workers"):
+        status, body = get(f"{route}/x?endpoint=private-echo")
+        assert status == 400 and b"No zeroscale API at" in body, (route, body)
+        assert b"explicit deny" in get(f"{route}?endpoint=private-echo")[1], route
+    sm.delete_endpoint(EndpointName="private-echo")

@@ -9,6 +9,7 @@ import asyncio
 import json
 import re
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from zeroscale.api.wire import Headers, Send, header_text, respond
@@ -158,8 +159,12 @@ def status_document(req: AsyncRequest) -> dict[str, Any]:
 
 
 class AsyncInvokeApi:
-    def __init__(self, service: AsyncInference) -> None:
+    def __init__(self, service: AsyncInference, check: Callable[[str, str], None] | None = None) -> None:
+        """``check``: (action, endpoint) -> raises AccessDenied unless the caller may read that endpoint's
+        requests (``Authorizer.check_endpoint``): a request looked up by its InferenceId names its endpoint
+        only once found."""
         self._service = service
+        self._check = check
 
     async def invoke(
         self, send: Send, request_id: str, endpoint: str, headers: Headers, body: bytes = b""
@@ -197,4 +202,6 @@ class AsyncInvokeApi:
         req = await asyncio.to_thread(self._service.find, inference_id)
         if req is None:
             raise ValidationException(f"No asynchronous request with InferenceId {inference_id}.")
+        if self._check is not None:
+            self._check("zeroscale:GetAsyncRequests", req.endpoint_name)
         return 200, "application/json", json.dumps(status_document(req)).encode()

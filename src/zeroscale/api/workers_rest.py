@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from typing import Any, Protocol
 
-from zeroscale.errors import ValidationException
+from zeroscale.errors import UnknownOperationException, ValidationException
 from zeroscale.peers import Ask
 from zeroscale.router.fleet import Fleet
 
@@ -24,6 +24,9 @@ def _order(worker: dict[str, Any]) -> tuple[str, str, str, str]:
 class Request(Protocol):
     @property
     def method(self) -> str: ...
+
+    @property
+    def path(self) -> str: ...
 
     @property
     def query(self) -> dict[str, list[str]]: ...
@@ -78,6 +81,10 @@ class WorkersApi:
     async def handle(self, request: Request) -> tuple[int, str, bytes]:
         if request.method != "GET":
             raise ValidationException(f"{request.method} is not supported on workers; use GET.")
+        if request.path != "workers":  # what the endpoint's read was authorized on: the path names nothing
+            raise UnknownOperationException(
+                f"No zeroscale API at {request.path}: use workers[?endpoint=NAME]."
+            )
         names = request.query.get("endpoint")
         endpoint = names[-1] if names else None
         rows = self.workers(endpoint)

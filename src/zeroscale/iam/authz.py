@@ -184,6 +184,20 @@ class Authorizer:
         if user is not None:  # (always: a request without a user is allowed nothing)
             CALLER.set((user.name, user.user_id))
 
+    def check_endpoint(self, action: str, endpoint: str) -> None:
+        """Raises AccessDenied unless this request's caller (``CALLER``, as ``authorize`` set it) may
+        ``action`` on ``endpoint``: for a handler that learns which endpoint a request is about only when it
+        looks up what the request names (an asynchronous request by its InferenceId)."""
+        name, user_id = CALLER.get()
+        if not name:
+            return  # the admin
+        user = self._store.users.get(name)
+        if user is None or user.user_id != user_id:
+            raise AccessDenied(f"IAM user {name} no longer exists.")
+        message = self._refusal(user, "", action, self._sagemaker_arn("endpoint", endpoint))
+        if message is not None:
+            raise AccessDenied(message)
+
     def local_reads(self, creator: tuple[str, str]) -> Callable[[Path], str | None] | None:
         """What a model made by ``creator`` (``CALLER`` as it was) may read on the server's disk: where its
         data's files and directories lead, as ``zeroscale:ReadLocalFile`` allows them to that user when

@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
-from zeroscale.errors import ValidationException
+from zeroscale.errors import UnknownOperationException, ValidationException
 from zeroscale.metrics.catalog import BY_NAME
 from zeroscale.metrics.service import MetricsHistory
 
@@ -23,6 +23,9 @@ class Request(Protocol):
 
     @property
     def method(self) -> str: ...
+
+    @property
+    def path(self) -> str: ...
 
     @property
     def query(self) -> dict[str, list[str]]: ...
@@ -49,6 +52,8 @@ class MetricsApi:
     async def handle(self, request: Request) -> tuple[int, str, bytes]:
         if request.method != "GET":
             raise ValidationException(f"{request.method} is not supported on metrics; use GET.")
+        if request.path != "metrics":  # what the endpoint's read was authorized on: the path names nothing
+            raise UnknownOperationException(f"No zeroscale API at {request.path}: use metrics?endpoint=NAME.")
         q = request.query
         endpoint = _one(q, "endpoint")
         if not endpoint:
