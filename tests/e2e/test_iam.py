@@ -29,6 +29,7 @@ from .conftest import handler_model
 
 ECHO = "def model_fn(model_dir):\n    return None\n\n\ndef predict_fn(data, model):\n    return data\n"
 ACCOUNT = "000000000000"
+SERVERLESS = {"MemorySizeInMB": 1024, "MaxConcurrency": 1}
 
 
 def client(server: ServerProcess, service: str, key: dict[str, str]) -> Any:
@@ -773,7 +774,8 @@ def test_a_deny_holds_on_what_a_call_reaches_through_another_name(
 ) -> None:
     """A security review's findings: each call reached what an explicit Deny named, because the authorizer
     checked another resource than the one the call acted on: a user under a path checked as if at the root;
-    an endpoint deployed from a configuration that was never checked; a topic published to by an alarm whose
+    an endpoint deployed from a configuration that was never checked, and a configuration or transform job
+    naming another tenant's model; a topic published to by an alarm whose
     creator may not publish; a call whose JSON nests too deep, which failed inside the authorizer (500) and
     left no audit record."""
     iam.create_user(UserName="opsadmin", Path="/admins/")
@@ -788,7 +790,10 @@ def test_a_deny_holds_on_what_a_call_reaches_through_another_name(
             {
                 "Effect": "Deny",
                 "Action": "sagemaker:*",
-                "Resource": f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:endpoint-config/secret-*",
+                "Resource": [
+                    f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:endpoint-config/secret-*",
+                    f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:model/secret-*",
+                ],
             },
             {"Effect": "Deny", "Action": "sns:*", "Resource": "*"},
         ],
@@ -814,6 +819,32 @@ def test_a_deny_holds_on_what_a_call_reaches_through_another_name(
         assert f"on resource: {config_arn} with an explicit deny" in denied["Message"]
     assert error(sm.describe_endpoint, EndpointName="borrowed")["Code"] == "ValidationException"
     assert sm.describe_endpoint(EndpointName="open-echo")["EndpointConfigName"] == "open-echo"
+    # the models a configuration or a transform job names: another tenant's model is not the caller's to run
+    model_arn = f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:model/secret-echo"
+    variant = {"VariantName": "AllTraffic", "ModelName": "open-echo", "ServerlessConfig": SERVERLESS}
+    shadow = dict(variant, VariantName="Shadow", ModelName="secret-echo")
+    for call, kwargs in (
+        (mine.create_endpoint_config, {"ProductionVariants": [dict(variant, ModelName="secret-echo")]}),
+        (
+            mine.create_endpoint_config,
+            {"ProductionVariants": [variant], "ShadowProductionVariants": [shadow]},
+        ),
+        (
+            mine.create_transform_job,
+            {
+                "TransformJobName": "borrowed",
+                "ModelName": "secret-echo",
+                "TransformInput": {
+                    "DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": "s3://b/in"}}
+                },
+                "TransformOutput": {"S3OutputPath": "s3://b/out"},
+                "TransformResources": {"InstanceType": "ml.m5.large", "InstanceCount": 1},
+            },
+        ),
+    ):
+        named = {"EndpointConfigName": "borrowed"} if call == mine.create_endpoint_config else {}
+        denied = error(call, **named, **kwargs)
+        assert f"on resource: {model_arn} with an explicit deny" in denied["Message"], denied
 
     # an alarm's topic: publishing to it is what the server does for the alarm's creator
     denied = error(

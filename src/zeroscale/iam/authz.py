@@ -103,6 +103,11 @@ _IAM_SELF = frozenset(
 # What deploys an endpoint configuration: the caller needs the action on the configuration too, as on AWS (the
 # Service Authorization Reference lists both resources), or a tenant could run another's models with them.
 _DEPLOYS = frozenset({"CreateEndpoint", "UpdateEndpoint"})
+# What names models to run (a configuration's variants, a transform job): the caller needs the action on each
+# model too. AWS checks only the configuration or job; its tenants are accounts apart, and a model's rights
+# are its execution role's. zeroscale's tenants are IAM users of one account, and a model reads its data
+# with its creator's rights, so without this a tenant could deploy, invoke and batch another tenant's model.
+_RUNS_MODELS = frozenset({"CreateEndpointConfig", "CreateTransformJob"})
 # Services whose IAM actions are not named by their signing name (CloudWatch signs as "monitoring").
 _ACTION_PREFIXES = {"monitoring": "cloudwatch"}
 _REST_ACTIONS = {
@@ -297,7 +302,9 @@ class Authorizer:
             config = params.get("EndpointConfigName")
             if operation in _DEPLOYS and isinstance(config, str):  # the configuration deployed, too
                 resources.append(self._sagemaker_named("endpoint-config", config))
-            return action, resources
+            if operation in _RUNS_MODELS:
+                resources += [self._sagemaker_named("model", name) for name in _models_named(params)]
+            return action, list(dict.fromkeys(resources))
         if access.signing_name == "logs":
             names = [params.get("logGroupName"), params.get("logGroupIdentifier")]
             names += list(params.get("logGroupIdentifiers") or [])
@@ -404,6 +411,13 @@ class Authorizer:
         if use.action == data.SCALE:
             return self._sagemaker_arn("endpoint", use.target)
         return f"arn:aws:s3:::{use.target}"
+
+
+def _models_named(params: dict[str, Any]) -> list[str]:
+    """The ModelName of a transform job, and of every production and shadow variant of a configuration."""
+    variants = [*(params.get("ProductionVariants") or []), *(params.get("ShadowProductionVariants") or [])]
+    found = [params.get("ModelName"), *(v.get("ModelName") for v in variants if isinstance(v, dict))]
+    return [name for name in found if isinstance(name, str)]
 
 
 def _name_of(value: str, kind: str) -> str:
