@@ -437,6 +437,11 @@ def test_request_validation(server: ServerProcess) -> None:
         ({"S3OutputPathExtension": "s3://elsewhere"}, "s3OutputPathExtension"),
         ({"Filename": "two.dots.out"}, "filename"),
         ({"Filename": "x" * 33}, "filename"),
+        # keys an S3-compatible store would read as others (IAM checks them as written)
+        ({"InputLocation": f"s3://{BUCKET}//inputs/rows.json"}, 'no empty, "." or ".." part'),
+        ({"InputLocation": f"s3://{BUCKET}/inputs\\rows.json"}, "no backslash"),
+        ({"S3OutputPathExtension": "../../elsewhere"}, 'no empty, "." or ".." part'),
+        ({"S3OutputPathExtension": "a//b"}, 'no empty, "." or ".." part'),
     ]
     for extra, text in cases:
         kwargs = {"EndpointName": "rf-async", "InputLocation": f"s3://{BUCKET}/inputs/rows.json", **extra}
@@ -458,6 +463,24 @@ def test_request_validation(server: ServerProcess) -> None:
             AsyncInferenceConfig={"OutputConfig": {"S3FailurePath": f"s3://{BUCKET}/f"}},
         )
     assert "S3OutputPath is required" in err.value.response["Error"]["Message"]
+    for path in (f"s3://{BUCKET}//other/out", f"s3://{BUCKET}/a/./out", f"s3://{BUCKET}/a\\out"):
+        with pytest.raises(ClientError) as err:
+            sm.create_endpoint_config(
+                EndpointConfigName="odd-output",
+                ProductionVariants=[
+                    {
+                        "VariantName": "AllTraffic",
+                        "ModelName": "rf-async",
+                        "ServerlessConfig": {"MemorySizeInMB": 1024, "MaxConcurrency": 1},
+                    }
+                ],
+                AsyncInferenceConfig={"OutputConfig": {"S3OutputPath": path}},
+            )
+        assert "an S3 key here" in err.value.response["Error"]["Message"], path
+    for url in (f"s3://{BUCKET}//m/model.tar.gz", f"s3://{BUCKET}/m\\model.tar.gz"):
+        with pytest.raises(ClientError) as err:
+            sm.create_model(ModelName="odd-key", PrimaryContainer={"Image": "sklearn", "ModelDataUrl": url})
+        assert "an S3 key here" in err.value.response["Error"]["Message"], url
     with pytest.raises(ClientError) as err:
         smr.invoke_endpoint_async(EndpointName="nope", InputLocation=f"s3://{BUCKET}/k")
     assert err.value.response["Error"]["Code"] == "ValidationError"

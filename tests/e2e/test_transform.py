@@ -375,6 +375,14 @@ def test_validation_and_not_found(sm: Any) -> None:
             "JoinSource Input",
         ),
         ({"Environment": {"LABEL": "a\0b"}}, "Environment.LABEL: the value holds a NUL character"),
+        (
+            {
+                "TransformInput": {
+                    "DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": f"s3://{BUCKET}//x/"}}
+                }
+            },
+            'an S3 key here has no empty, "." or ".." part',
+        ),
     ]
     for extra, text in cases:
         with pytest.raises(ClientError) as err:

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from zeroscale.api.wire import Headers, Send, header_text, respond
+from zeroscale.artifacts.fetch import s3_key_problem
 from zeroscale.asyncinf.queue import AsyncRequest
 from zeroscale.asyncinf.service import AsyncInference, AsyncParams
 from zeroscale.errors import RuntimeValidationError, ValidationException
@@ -93,10 +94,17 @@ def parse_params(raw: Headers, body: bytes = b"") -> AsyncParams:
         raise _invalid(
             "inputLocation", location[:256], "satisfy regular expression pattern: (https|s3)://..."
         )
+    if location is not None:
+        matched = _INPUT_LOCATION.match(location)
+        problem = s3_key_problem(matched.group(3)) if matched is not None else None
+        if problem is not None:
+            raise RuntimeValidationError(f"InputLocation {location[:256]!r}: {problem}.")
     for name, (member, pattern, constraint) in _PATTERNED.items():
         value = headers.get(name)
         if value is not None and not pattern.match(value):
             raise _invalid(member, value[:256], constraint)
+        if value is not None and (problem := s3_key_problem(value)) is not None:
+            raise RuntimeValidationError(f"{member} {value[:256]!r}: {problem}.")
     extension = headers.get("s3outputpathextension")
     inference_id = headers.get("inference-id")
     if inference_id is None:

@@ -31,6 +31,22 @@ _VIRTUAL_HOST = re.compile(rf"^(?P<bucket>[a-z0-9][a-z0-9.-]{{1,61}}[a-z0-9])\.{
 _PATH_HOST = re.compile(rf"^{_S3_HOST}$")
 
 
+def s3_key_problem(key: str) -> str | None:
+    """Why zeroscale refuses an S3 key (or prefix), or None. S3 takes a key as written, but S3-compatible
+    stores rewrite some (SeaweedFS drops a leading "/", folds "//" and reads "\\" as "/"), so IAM would
+    check one key as text while the store reads or writes another: a policy denying ``bucket/team-b/*``
+    would not hold for ``bucket//team-b/x``. Refused: a backslash, an empty part (a trailing "/" aside),
+    a "." or ".." part."""
+    if "\\" in key:
+        return "an S3 key here holds no backslash"
+    parts = key.split("/")
+    if parts[-1] == "":
+        parts.pop()  # a prefix's (or a folder's) trailing "/"
+    if any(part in ("", ".", "..") for part in parts):
+        return 'an S3 key here has no empty, "." or ".." part'
+    return None
+
+
 def s3_object_of_https(url: str, endpoint_url: str | None = None) -> tuple[str, str] | None:
     """The (bucket, key) of an S3 object's https:// URL: virtual-hosted (``bucket.s3.region.amazonaws.com
     /key``), path-style (``s3.region.amazonaws.com/bucket/key``), or path-style on the S3-compatible
@@ -79,6 +95,8 @@ def parse_model_data_url(url: str | None) -> Location | None:
         bucket, _, key = url[match.end() :].partition("/")
         if not bucket or not key:
             raise DeployError(f"Invalid model artifact URL {url!r}: expected s3://bucket/key")
+        if (problem := s3_key_problem(key)) is not None:
+            raise DeployError(f"Invalid model artifact URL {url!r}: {problem}")
         return S3Location(url=url, bucket=bucket, key=key)
     if scheme == "https":
         found = s3_object_of_https(url)
@@ -87,6 +105,8 @@ def parse_model_data_url(url: str | None) -> Location | None:
                 f"Unsupported model artifact URL {url!r}: an https:// ModelDataUrl must be an S3 object URL "
                 "(https://bucket.s3.region.amazonaws.com/key or https://s3.region.amazonaws.com/bucket/key)"
             )
+        if (problem := s3_key_problem(found[1])) is not None:
+            raise DeployError(f"Invalid model artifact URL {url!r}: {problem}")
         return S3Location(url=url, bucket=found[0], key=found[1])
     if scheme == "file":
         parts = urlsplit(url)

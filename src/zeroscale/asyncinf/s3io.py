@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
-from zeroscale.artifacts.fetch import S3Fetcher, s3_object_of_https
+from zeroscale.artifacts.fetch import S3Fetcher, s3_key_problem, s3_object_of_https
 
 CHUNK = 1024 * 1024
 # Multipart parts of 8 MB, two at a time: an upload holds about 16 MB, whatever the object's size.
@@ -43,12 +43,15 @@ class S3Url:
                     f"{url!r} is not an S3 object URL (https://bucket.s3.region.amazonaws.com/key, "
                     "https://s3.region.amazonaws.com/bucket/key, or path-style on the configured S3 endpoint)"
                 )
-            return cls(*found)
-        if not url.startswith("s3://"):
+            bucket, key = found
+        elif url.startswith("s3://"):
+            bucket, _, key = url[len("s3://") :].partition("/")
+            if not bucket:
+                raise ValueError(f"{url!r} names no bucket")
+        else:
             raise ValueError(f"{url!r} is not an s3:// URL")
-        bucket, _, key = url[len("s3://") :].partition("/")
-        if not bucket:
-            raise ValueError(f"{url!r} names no bucket")
+        if (problem := s3_key_problem(key)) is not None:
+            raise ValueError(f"{url!r}: {problem}")
         return cls(bucket, key)
 
 

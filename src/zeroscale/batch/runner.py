@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, BinaryIO, cast
 
+from zeroscale.artifacts.fetch import s3_key_problem
 from zeroscale.asyncinf.s3io import CHUNK, OutputError, S3Io, S3Url
 from zeroscale.background import Background
 from zeroscale.control.deploy import Deployer
@@ -523,12 +524,13 @@ class TransformRunner:
         return files
 
     def _check_reads(self, job: JobSpec, bucket: str, keys: Iterable[str]) -> None:
-        """_Refused naming the first object the job's creator may not read (``object_reads``)."""
+        """_Refused naming the first object the job's creator may not read (``object_reads``), or whose key
+        the store may read as another's (``s3_key_problem``: IAM checks the key as written)."""
         may = self._object_reads(job.read_as) if self._object_reads is not None else None
-        if may is None:
-            return
         for key in keys:
-            why = may(bucket, key)
+            if (problem := s3_key_problem(key)) is not None:
+                raise _Refused(f"s3://{bucket}/{key}: {problem}")
+            why = may(bucket, key) if may is not None else None
             if why is not None:
                 raise _Refused(f"s3://{bucket}/{key}, which it may not read: {why}")
 

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from zeroscale.artifacts.fetch import s3_key_problem
 from zeroscale.errors import ValidationException
 
 SUCCESS_TOPIC = "SUCCESS_NOTIFICATION_TOPIC"
@@ -52,6 +53,8 @@ def _s3_path(value: Any, field: str) -> str:
             f"Value '{text}' at 'AsyncInferenceConfig.OutputConfig.{field}' failed to satisfy constraint: "
             "zeroscale serves s3://bucket[/prefix] locations"
         )
+    if (problem := s3_key_problem(text[5:].partition("/")[2])) is not None:
+        raise ValidationException(f"AsyncInferenceConfig.OutputConfig.{field} {text!r}: {problem}.")
     return text.rstrip("/")
 
 

@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable, Coroutine, Mapping
 from typing import Any, Protocol
 
+from zeroscale.artifacts.fetch import s3_key_problem
 from zeroscale.control.arns import Arns
 from zeroscale.control.listing import paginate_stored
 from zeroscale.control.models import READ_AS, Models, check_environment
@@ -82,6 +83,8 @@ def check(params: Mapping[str, Any]) -> None:
     ):
         if not str(uri).startswith("s3://") or len(uri) <= 5:
             raise _invalid(f"{field} must be an s3:// location: {uri!r}")
+        if (problem := s3_key_problem(str(uri)[5:].partition("/")[2])) is not None:
+            raise _invalid(f"{field} {uri!r}: {problem}.")
     if (inp.get("SplitType") or "None") not in ("None", "Line", "RecordIO"):
         raise _invalid(f"SplitType {inp['SplitType']} is not served by zeroscale yet (None, Line, RecordIO).")
     processing = params.get("DataProcessing") or {}
