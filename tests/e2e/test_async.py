@@ -450,33 +450,26 @@ def test_request_validation(server: ServerProcess) -> None:
             smr.invoke_endpoint_async(**kwargs)
         assert err.value.response["Error"]["Code"] == "ValidationError", extra
         assert text in err.value.response["Error"]["Message"], (extra, err.value.response["Error"])
-    with pytest.raises(ClientError) as err:
-        sm.create_endpoint_config(
-            EndpointConfigName="no-output",
-            ProductionVariants=[
-                {
-                    "VariantName": "AllTraffic",
-                    "ModelName": "rf-async",
-                    "ServerlessConfig": {"MemorySizeInMB": 1024, "MaxConcurrency": 1},
-                }
-            ],
-            AsyncInferenceConfig={"OutputConfig": {"S3FailurePath": f"s3://{BUCKET}/f"}},
-        )
-    assert "S3OutputPath is required" in err.value.response["Error"]["Message"]
-    for path in (f"s3://{BUCKET}//other/out", f"s3://{BUCKET}/a/./out", f"s3://{BUCKET}/a\\out"):
+    variants = [
+        {
+            "VariantName": "AllTraffic",
+            "ModelName": "rf-async",
+            "ServerlessConfig": {"MemorySizeInMB": 1024, "MaxConcurrency": 1},
+        }
+    ]
+    for output, text in [
+        ({"S3FailurePath": f"s3://{BUCKET}/f"}, "S3OutputPath is required"),
+        ({"S3OutputPath": f"s3://{BUCKET}//other/out"}, "an S3 key here"),
+        ({"S3OutputPath": f"s3://{BUCKET}/a/./out"}, "an S3 key here"),
+        ({"S3OutputPath": f"s3://{BUCKET}/a\\out"}, "an S3 key here"),
+    ]:
         with pytest.raises(ClientError) as err:
             sm.create_endpoint_config(
-                EndpointConfigName="odd-output",
-                ProductionVariants=[
-                    {
-                        "VariantName": "AllTraffic",
-                        "ModelName": "rf-async",
-                        "ServerlessConfig": {"MemorySizeInMB": 1024, "MaxConcurrency": 1},
-                    }
-                ],
-                AsyncInferenceConfig={"OutputConfig": {"S3OutputPath": path}},
+                EndpointConfigName="no-output",
+                ProductionVariants=variants,
+                AsyncInferenceConfig={"OutputConfig": output},
             )
-        assert "an S3 key here" in err.value.response["Error"]["Message"], path
+        assert text in err.value.response["Error"]["Message"], output
     for url in (f"s3://{BUCKET}//m/model.tar.gz", f"s3://{BUCKET}/m\\model.tar.gz"):
         with pytest.raises(ClientError) as err:
             sm.create_model(ModelName="odd-key", PrimaryContainer={"Image": "sklearn", "ModelDataUrl": url})
