@@ -47,7 +47,8 @@ def serving(tmp_path: Path) -> Iterator[str]:
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers["content-length"]))
-            status, answer = asyncio.run(route.handle(self.headers[peers.HEADER], body))
+            headers = [(k.lower().encode(), v.encode()) for k, v in self.headers.items()]
+            status, answer = asyncio.run(route.handle(self.headers[peers.HEADER], body, headers))
             self.send_response(status)
             self.send_header("content-length", str(len(answer)))
             self.end_headers()
@@ -90,6 +91,33 @@ def test_a_signature_holds_for_its_body_key_and_time_only() -> None:
     ]:
         with pytest.raises(peers.PeerRefused):
             peers.verify(KEY, forged, body, now=NOW)
+
+
+def test_a_signature_covers_the_method_and_every_header_the_callee_acts_on() -> None:
+    """A security review's finding: the MAC covered the body but no header, so a captured forwarded
+    invocation could be sent again with another TargetModel, variant, content type or spill mark."""
+    body = b'{"rows": [1]}'
+    sent = [
+        (b"content-type", b"application/json"),
+        (b"X-Amzn-SageMaker-Target-Model", b"m0.tar.gz"),
+        (b"x-amzn-sagemaker-target-variant", b"A"),
+    ]
+    header = peers.sign(KEY, "fe-a", body, now=NOW, headers=sent)
+    # what a transport adds or changes is not covered; the names' case and order are not either
+    received = [(b"host", b"10.0.0.7:8080"), (b"x-forwarded-for", b"10.0.0.9"), *reversed(sent)]
+    assert peers.verify(KEY, header, body, now=NOW, headers=received) == "fe-a"
+    for changed in [
+        [(b"x-amzn-sagemaker-target-model", b"m1.tar.gz"), *sent[::2]],
+        [*sent[:2], (b"x-amzn-sagemaker-target-variant", b"B")],
+        [(b"content-type", b"text/csv"), *sent[1:]],
+        [*sent, (b"x-zeroscale-spill", b"1")],
+        [*sent, (b"x-amzn-sagemaker-custom-attributes", b"x")],
+        [*sent, (b"accept", b"text/csv")],
+    ]:
+        with pytest.raises(peers.PeerRefused, match="does not match"):
+            peers.verify(KEY, header, body, now=NOW, headers=changed)
+    with pytest.raises(peers.PeerRefused, match="does not match"):
+        peers.verify(KEY, header, body, now=NOW, headers=sent, method="GET")
 
 
 def test_the_route_answers_authentic_reads_and_refuses_the_rest(tmp_path: Path) -> None:
@@ -136,7 +164,7 @@ def test_an_images_archive_goes_only_to_a_signed_get_of_a_valid_name(tmp_path: P
     route = PeerRoute(KEY, {}, files={FILES: shared.archive_file})
 
     def get(path: str, header: str | None = None) -> tuple[int, object]:
-        return asyncio.run(route.file(header or peers.sign(KEY, "fe-a", b"", path=path), path))
+        return asyncio.run(route.file(header or peers.sign(KEY, "fe-a", b"", path=path, method="GET"), path))
 
     base = peers.PATH + "/images"
     status, found = get(f"{base}/shared/1")
@@ -144,8 +172,13 @@ def test_an_images_archive_goes_only_to_a_signed_get_of_a_valid_name(tmp_path: P
     copy = ImageRegistry(tmp_path / "copy").push("shared", "1", found)
     assert copy.digest == pushed.digest  # the same content, whatever the archive's own bytes
     found.unlink()
-    assert get(f"{base}/shared/1", peers.sign(KEY, "fe-a", b"", path=f"{base}/other/1"))[0] == 403
-    assert get(f"{base}/shared/1", peers.sign(KEY, "fe-a", b""))[0] == 403  # signed for another path
+    assert (
+        get(f"{base}/shared/1", peers.sign(KEY, "fe-a", b"", path=f"{base}/other/1", method="GET"))[0] == 403
+    )
+    assert get(f"{base}/shared/1", peers.sign(KEY, "fe-a", b"", method="GET"))[0] == 403  # another path
+    assert (
+        get(f"{base}/shared/1", peers.sign(KEY, "fe-a", b"", path=f"{base}/shared/1"))[0] == 403
+    )  # a POST's
     assert get(f"{base}/shared/2")[0] == 404
     assert get(f"{base}/shared")[0] == 404
     assert get(f"{peers.PATH}/logs/x/y")[0] == 404

@@ -5,10 +5,14 @@ or to run an invocation it holds no share of (``api/forward.py``). See docs/fron
 
 A call is a JSON document ``{"op": ..., "args": {...}}`` and its answer the operation's JSON result. It is
 authenticated by ``X-Zeroscale-Peer: <front end id> <unix seconds> <hex HMAC-SHA256>``, the MAC over the id,
-the time, the path and the body's SHA-256 under a key derived from the IAM key that every front end on the
-database must share (``--iam-key-file``; the database records which key that is and refuses a front end
-with another). So the database alone, which holds no key, cannot forge a call, and a call older or newer
-than ``MAX_SKEW_S`` is refused.
+the time, the method, the path, the body's SHA-256 and every header the callee acts on (``covered``: a
+forwarded invocation's content type, accept and SageMaker headers, a spill's mark) under a key derived from
+the IAM key that every front end on the database must share (``--iam-key-file``; the database records which
+key that is and refuses a front end with another). So the database alone, which holds no key, cannot forge a
+call, nobody can change what a call asks (another TargetModel or variant on a captured forward), and a call
+older or newer than ``MAX_SKEW_S`` is refused. Within that window a captured call can be sent again, as a
+captured SigV4 request can within its own: front ends on a network others can read talk over TLS
+(``--tls-cert``).
 
 ``PeerClient.gather`` blocks (the operations that fan out from a worker thread call it); ``ask`` is the same
 from the event loop. Both answer a ``Gathered``: the answers, and the front ends asked that did not answer
@@ -30,7 +34,7 @@ import logging
 import ssl
 import time
 import urllib.parse
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +49,8 @@ MAX_BODY_BYTES = 1024 * 1024
 TIMEOUT_S = 5.0
 SAY_EVERY_S = 60.0
 KEY_LABEL = b"peer calls"  # the peer key is SecretBox.derive(KEY_LABEL) of the IAM key
+_HEADER = HEADER.encode()
+_COVERED = frozenset({b"content-type", b"accept"})  # and x-amzn-sagemaker-* and x-zeroscale-* (``covered``)
 # Connections kept alive for forwarded calls: reused while idle less than this, well under the callee's
 # keep-alive timeout (uvicorn's, 75 s), and at most this many idle per peer.
 IDLE_REUSE_S = 30.0
@@ -83,14 +89,41 @@ Gather = Callable[[str, dict[str, Any]], Gathered]
 Ask = Callable[[str, dict[str, Any]], Awaitable[Gathered]]
 
 
-def _mac(key: bytes, ident: str, ts: str, path: str, body: bytes) -> str:
-    message = f"{ident}\n{ts}\n{path}\n{hashlib.sha256(body).hexdigest()}".encode()
+Headers = Iterable[tuple[bytes, bytes]]
+
+
+def covered(headers: Headers) -> str:
+    """The headers a peer call's MAC covers, as one text: those a callee acts on (the content type, accept,
+    every SageMaker header, zeroscale's own but the MAC's), names lower-cased, in order of name and value.
+    A transport's own (Host, Content-Length, a proxy's X-Forwarded-For) may change on the way."""
+    picked = sorted(
+        (name, value)
+        for name, value in ((k.lower(), v) for k, v in headers)
+        if name in _COVERED
+        or name.startswith(b"x-amzn-sagemaker-")
+        or (name.startswith(b"x-zeroscale-") and name != _HEADER)
+    )
+    return "\n".join(f"{k.decode('latin-1')}:{v.decode('latin-1')}" for k, v in picked)
+
+
+def _mac(key: bytes, ident: str, ts: str, method: str, path: str, body: bytes, headers: Headers) -> str:
+    digest = hashlib.sha256(body).hexdigest()
+    message = f"{ident}\n{ts}\n{method}\n{path}\n{digest}\n{covered(headers)}".encode()
     return hmac.digest(key, message, "sha256").hex()
 
 
-def sign(key: bytes, ident: str, body: bytes, *, now: float | None = None, path: str = PATH) -> str:
+def sign(
+    key: bytes,
+    ident: str,
+    body: bytes,
+    *,
+    now: float | None = None,
+    path: str = PATH,
+    method: str = "POST",
+    headers: Headers = (),
+) -> str:
     ts = str(int(time.time() if now is None else now))
-    return f"{ident} {ts} {_mac(key, ident, ts, path, body)}"
+    return f"{ident} {ts} {_mac(key, ident, ts, method, path, body, headers)}"
 
 
 def timely(header: str, *, now: float | None = None) -> tuple[str, str, str]:
@@ -105,11 +138,20 @@ def timely(header: str, *, now: float | None = None) -> tuple[str, str, str]:
     return ident, ts, mac
 
 
-def verify(key: bytes, header: str, body: bytes, *, now: float | None = None, path: str = PATH) -> str:
-    """The calling front end's id, when ``header`` authenticates ``body`` sent to ``path``; else
-    PeerRefused."""
+def verify(
+    key: bytes,
+    header: str,
+    body: bytes,
+    *,
+    now: float | None = None,
+    path: str = PATH,
+    method: str = "POST",
+    headers: Headers = (),
+) -> str:
+    """The calling front end's id, when ``header`` authenticates ``body`` sent with ``method`` to ``path``
+    with these ``headers`` (those it ``covered``); else PeerRefused."""
     ident, ts, mac = timely(header, now=now)
-    if not hmac.compare_digest(mac, _mac(key, ident, ts, path, body)):
+    if not hmac.compare_digest(mac, _mac(key, ident, ts, method, path, body, headers)):
         raise PeerRefused("a peer signature that does not match (another IAM key?)")
     return ident
 
@@ -265,7 +307,8 @@ class PeerClient:
         """``GET`` a file a peer serves under ``PATH`` + ``/``, into ``dest`` (at most ``max_bytes``)."""
         conn = self._connect(peer)
         try:
-            conn.request("GET", path, headers={HEADER: sign(self._key, self.id, b"", path=path)})
+            signed = sign(self._key, self.id, b"", path=path, method="GET")
+            conn.request("GET", path, headers={HEADER: signed})
             resp = conn.getresponse()
             if resp.status != 200:
                 raise PeerRefused(f"{resp.status} {resp.read(200).decode('utf-8', 'replace')}")
@@ -294,7 +337,7 @@ class PeerClient:
         sent = [
             (b"host", url.netloc.encode("latin-1")),
             *headers,
-            (HEADER.encode(), sign(self._key, self.id, body, path=path).encode()),
+            (HEADER.encode(), sign(self._key, self.id, body, path=path, headers=headers).encode()),
             (b"content-length", str(len(body)).encode()),
         ]
         reused = self._take(peer.url)
@@ -346,9 +389,10 @@ class PeerClient:
         body = json.dumps({"op": op, "args": args}, separators=(",", ":")).encode()
         conn = self._connect(peer)
         try:
+            json_type = [(b"content-type", b"application/json")]
             headers = {
                 "content-type": "application/json",
-                HEADER: sign(self._key, self.id, body),
+                HEADER: sign(self._key, self.id, body, headers=json_type),
             }
             conn.request("POST", PATH, body=body, headers=headers)
             resp = conn.getresponse()

@@ -124,9 +124,11 @@ def test_a_stream_that_breaks_off_mid_message_ends_with_a_readable_failure() -> 
     assert b"x-amzn-sagemaker-target-variant: A" in request  # the variant this front end chose, once
     assert b"x-amzn-sagemaker-target-variant: B" not in request
     header_line = next(line for line in request.split(b"\r\n") if line.startswith(peers.HEADER.encode()))
-    body = request.split(b"\r\n\r\n", 1)[1]
+    head_text, body = request.split(b"\r\n\r\n", 1)
+    received = [tuple(line.split(b": ", 1)) for line in head_text.split(b"\r\n")[1:]]
     path = stream_path("ep")
-    assert peers.verify(KEY, header_line.split(b": ", 1)[1].decode(), body, path=path) == "fe-b"
+    signed = header_line.split(b": ", 1)[1].decode()
+    assert peers.verify(KEY, signed, body, path=path, headers=received) == "fe-b"  # type: ignore[arg-type]
     start = sent[0]
     assert start["status"] == 200
     assert (b"x-amzn-sagemaker-content-type", b"application/jsonlines") in start["headers"]

@@ -376,7 +376,7 @@ class App:
                     send, 405, json.dumps({"message": "files are read with GET"}).encode(), json_type
                 )
                 return
-            status, found = await route.file(header, scope["path"])
+            status, found = await route.file(header, scope["path"], scope["headers"])
             if isinstance(found, bytes):
                 await respond(send, status, found, json_type)
                 return
@@ -393,7 +393,7 @@ class App:
             message = f"a peer call is at most {peers.MAX_BODY_BYTES} bytes"
             await respond(send, 413, json.dumps({"message": message}).encode(), json_type)
             return
-        status, answer = await route.handle(header, body)
+        status, answer = await route.handle(header, body, scope["headers"])
         await respond(send, status, answer, json_type)
 
     async def _forwarded(
@@ -410,7 +410,7 @@ class App:
             except BodyTooLarge:
                 body, why = b"", "a forwarded invocation's body is over the payload limit"
             else:
-                why = route.check(header, body, scope["path"])
+                why = route.check(header, body, scope["path"], scope["headers"])
         if why is not None:
             await respond(send, 403, json.dumps({"message": why}).encode(), json_type)
             return

@@ -35,11 +35,11 @@ class PeerRoute:
         self._ops = operations
         self._files = dict(files or {})
 
-    async def file(self, header: str, path: str) -> tuple[int, bytes | Path]:
+    async def file(self, header: str, path: str, headers: peers.Headers = ()) -> tuple[int, bytes | Path]:
         """A ``GET`` of ``path`` under the route: (200, the file to send and then remove) or (status, the
         error's JSON)."""
         try:
-            peers.verify(self._key, header, b"", path=path)
+            peers.verify(self._key, header, b"", path=path, method="GET", headers=headers)
         except peers.PeerRefused as exc:
             log.warning("refused a peer call: %s", exc)
             return 403, _error(str(exc))
@@ -51,10 +51,11 @@ class PeerRoute:
             return 400, _error(str(exc))
         return (200, found) if found is not None else (404, _error(f"no {path} here"))
 
-    def check(self, header: str, body: bytes, path: str) -> str | None:
-        """Why a call to ``path`` with this header and body is refused (None: it is authentic)."""
+    def check(self, header: str, body: bytes, path: str, headers: peers.Headers = ()) -> str | None:
+        """Why a call to ``path`` with this header, body and ``headers`` is refused (None: it is
+        authentic)."""
         try:
-            peers.verify(self._key, header, body, path=path)
+            peers.verify(self._key, header, body, path=path, headers=headers)
         except peers.PeerRefused as exc:
             log.warning("refused a peer call: %s", exc)
             return str(exc)
@@ -68,9 +69,9 @@ class PeerRoute:
             return str(exc)
         return None
 
-    async def handle(self, header: str, body: bytes) -> tuple[int, bytes]:
+    async def handle(self, header: str, body: bytes, headers: peers.Headers = ()) -> tuple[int, bytes]:
         try:
-            caller = peers.verify(self._key, header, body)
+            caller = peers.verify(self._key, header, body, headers=headers)
         except peers.PeerRefused as exc:
             log.warning("refused a peer call: %s", exc)
             return 403, _error(str(exc))
