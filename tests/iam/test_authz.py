@@ -232,3 +232,24 @@ def test_a_model_reads_with_its_creators_rights_as_they_are_when_it_reads(tmp_pa
     store.put_policy(again, "p", json.dumps({"Statement": reads}))
     assert check(Path("/srv/alice/model/weights.bin")) == gone
     store.close()
+
+
+@pytest.mark.parametrize(
+    ("service", "operation", "params"),
+    [
+        ("sagemaker", "CreateEndpointConfig", {"EndpointConfigName": "c", "ProductionVariants": 5}),
+        ("sagemaker", "CreateEndpointConfig", {"EndpointConfigName": "c", "ShadowProductionVariants": "ab"}),
+        ("sagemaker", "CreateTransformJob", {"TransformJobName": "j", "ModelName": ["m"]}),
+        ("logs", "GetLogEvents", {"logGroupIdentifiers": 7}),
+        ("monitoring", "DeleteAlarms", {"AlarmNames": 7}),
+    ],
+)
+def test_members_of_the_wrong_shape_name_nothing_and_fail_nowhere(
+    service: str, operation: str, params: dict[str, Any]
+) -> None:
+    """The authorizer reads a call before its handler checks the call's shape: a member of another type
+    names no resource here (the handler refuses it), rather than failing inside the authorizer (a 500)."""
+    authorizer = Authorizer(cast(IamStore, None), "AKADMIN", "secret", "us-east-1", "000000000000")
+    access = Access("AKUSER", "json", service, operation, body=json.dumps(params).encode())
+    action, resources = authorizer.resources(access)
+    assert action.endswith(operation) and all(isinstance(r, str) for r in resources)

@@ -307,11 +307,11 @@ class Authorizer:
             return action, list(dict.fromkeys(resources))
         if access.signing_name == "logs":
             names = [params.get("logGroupName"), params.get("logGroupIdentifier")]
-            names += list(params.get("logGroupIdentifiers") or [])
+            names += _list(params.get("logGroupIdentifiers"))
             groups = [self._log_group(n) for n in names if isinstance(n, str)]
             return action, groups or ["*"]
         if access.signing_name == "monitoring":
-            alarms = [params.get("AlarmName"), *(params.get("AlarmNames") or [])]
+            alarms = [params.get("AlarmName"), *_list(params.get("AlarmNames"))]
             arns = [
                 f"arn:aws:cloudwatch:{self._region}:{self._account}:alarm:{a}"
                 for a in alarms
@@ -415,9 +415,14 @@ class Authorizer:
 
 def _models_named(params: dict[str, Any]) -> list[str]:
     """The ModelName of a transform job, and of every production and shadow variant of a configuration."""
-    variants = [*(params.get("ProductionVariants") or []), *(params.get("ShadowProductionVariants") or [])]
+    variants = [*_list(params.get("ProductionVariants")), *_list(params.get("ShadowProductionVariants"))]
     found = [params.get("ModelName"), *(v.get("ModelName") for v in variants if isinstance(v, dict))]
     return [name for name in found if isinstance(name, str)]
+
+
+def _list(value: object) -> list[Any]:
+    """A member read before its handler checks its shape: a list, else nothing (the handler refuses it)."""
+    return value if isinstance(value, list) else []
 
 
 def _name_of(value: str, kind: str) -> str:
