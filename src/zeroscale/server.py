@@ -657,17 +657,17 @@ def _workers(
 
 
 def _metrics_authorization(path: Path | None) -> bytes | None:
-    """The Authorization header GET /metrics needs: ``Bearer`` and the token in ``path`` (its first line,
-    without surrounding blanks, as Prometheus reads a credentials file); None without a file."""
+    """The Authorization header GET /metrics needs: ``Bearer`` and the one token ``path`` holds (surrounding
+    blanks and a final newline aside, as Prometheus reads a credentials file); None without a file."""
     if path is None:
         return None
     try:
         token = path.read_text().strip()
     except (OSError, UnicodeDecodeError) as exc:
         raise StartupError(f"--metrics-token-file {path}: cannot read it: {exc}") from None
-    if not token or any(c.isspace() or not c.isprintable() for c in token):
+    if not token or not token.isascii() or any(c.isspace() or not c.isprintable() for c in token):
         raise StartupError(
-            f"--metrics-token-file {path}: it must hold one token, printable and without spaces "
+            f"--metrics-token-file {path}: it must hold one token, printable ASCII without spaces "
             "(e.g. openssl rand -hex 32 > FILE)."
         )
     return b"Bearer " + token.encode()

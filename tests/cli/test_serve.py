@@ -187,7 +187,7 @@ def test_port_0_is_any_free_port_and_the_banner_says_which(tmp_path: Path) -> No
         assert proc.wait(30) == 0
 
 
-@pytest.mark.parametrize("content", ["", "  \n", "two words\n"])
+@pytest.mark.parametrize("content", ["", "  \n", "two words\n", "t\u00f6ken\n"])
 def test_a_metrics_token_file_without_one_token_is_one_line(tmp_path: Path, content: str) -> None:
     (tmp_path / "token").write_text(content)
     line = runtime_error(
