@@ -607,3 +607,75 @@ def test_an_image_server_calls_no_one_over_udp_nor_a_host_unix_socket(
     assert out["own_app"] == "app says hello" and out["own_pair"] == "ok", out
     for name in ("caller", "caller-neighbour"):
         sm.delete_endpoint(EndpointName=name)
+
+
+# ---- an image whose environment names a library for the dynamic loader ----
+PRELOADING_IMAGE = r"""#!/usr/bin/env python3
+import os
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+
+class Handler(BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.answer(b"{}")
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers["Content-Length"]))
+        self.answer(os.environ.get("LD_PRELOAD", "").encode())
+
+    def answer(self, body):
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+HTTPServer(("127.0.0.1", int(os.environ["SAGEMAKER_BIND_TO_PORT"])), Handler).serve_forever()
+"""
+
+
+def test_an_images_environment_reaches_its_command_only(
+    server: ServerProcess, sm: Any, smr: Any, tmp_path: Path
+) -> None:
+    """A security review's finding: an image's environment (its manifest's env, the model's Environment)
+    was bwrap's and the confining shim's too, which run as root before any confinement, so an LD_PRELOAD
+    ran the image's library as root on the host. The image's command has its environment; every process
+    between the server and it has the server's own."""
+    preload = "/nonexistent/zeroscale-preload-probe.so"  # the loader says it cannot, and goes on
+    image = tmp_path / "image"
+    image.mkdir()
+    (image / "serve").write_text(PRELOADING_IMAGE)
+    (image / "serve").chmod(0o755)
+    manifest = {"entrypoint": ["./serve"], "env": {"LD_PRELOAD": preload}}
+    (image / "manifest.json").write_text(json.dumps(manifest))
+    zeroscale = Path(sys.executable).parent / "zeroscale"
+    env = {**os.environ, "AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY}
+    subprocess.run(
+        [str(zeroscale), "images", "push", "preloading:1", str(image), "--endpoint-url", server.url],
+        env=env, check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    (tmp_path / "model.json").write_text("{}")
+    url = f"file://{make_tar(tmp_path / 'model.tar.gz', {'model.json': tmp_path / 'model.json'})}"
+    desc = deploy(sm, "preloading", url, image="preloading:1")
+    assert desc["EndpointStatus"] == "InService", desc.get("FailureReason")
+    resp = smr.invoke_endpoint(EndpointName="preloading", ContentType="application/json", Body=b"{}")
+    assert resp["Body"].read() == preload.encode()  # the image's command has it
+    assert server.proc is not None
+    servers = [
+        p
+        for p in psutil.Process(server.proc.pid).children(recursive=True)
+        if preload.encode() in Path(f"/proc/{p.pid}/environ").read_bytes()
+    ]
+    assert servers, "the image's server should hold its environment"
+    confining = 0
+    for found in servers:  # bwrap and the shim between the server and the command have the server's own
+        for parent in found.parents():
+            if parent.pid == server.proc.pid:
+                break
+            cmdline = parent.cmdline()
+            if cmdline[0].endswith("bwrap") or cmdline[1:3] == ["-I", "-S"]:
+                confining += 1
+                environ = Path(f"/proc/{parent.pid}/environ").read_bytes()
+                assert preload.encode() not in environ, cmdline[:4]
+    assert confining, "bwrap should stand between the server and the image's command here"
+    sm.delete_endpoint(EndpointName="preloading")

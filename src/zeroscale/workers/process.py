@@ -60,14 +60,15 @@ _INFO_TIMEOUT_S = 10.0
 _CLOSE_TIMEOUT_S = 5.0  # for the killed processes' exits to be reported
 log = logging.getLogger("zeroscale.workers")
 
-# Run as ``python -I -S -c _SHIM <server pid> <argv...>``: ask for SIGKILL when the server dies (checking it
-# did not die already), close every descriptor past the standard streams (the event loop's process spawn
-# leaves copies of them, and the server's own inherited ones, open), then become the image's command. ~20 ms;
-# preexec_fn is unsafe with threads around.
+# Run as ``python -I -S -c _SHIM <server pid or 0> <environment JSON> <argv...>``: ask for SIGKILL when the
+# server dies (checking it did not die already), close every descriptor past the standard streams (the event
+# loop's process spawn leaves copies of them, and the server's own inherited ones, open), then become the
+# image's command with the image's environment: the shim itself, like bwrap, starts with the server's own
+# (an LD_PRELOAD of the image's would run in them, as root). ~20 ms; preexec_fn is unsafe with threads around.
 _SHIM = """
-import ctypes, os, sys
+import ctypes, json, os, sys
 ctypes.CDLL(None).prctl(1, 9, 0, 0, 0)
-if os.getppid() != int(sys.argv[1]):
+if int(sys.argv[1]) and os.getppid() != int(sys.argv[1]):
     os._exit(70)
 for fd in [int(name) for name in os.listdir("/proc/self/fd")]:
     if fd > 2:
@@ -76,9 +77,9 @@ for fd in [int(name) for name in os.listdir("/proc/self/fd")]:
         except OSError:
             pass
 try:
-    os.execvp(sys.argv[2], sys.argv[2:])
+    os.execvpe(sys.argv[3], sys.argv[3:], json.loads(sys.argv[2]))
 except OSError as exc:
-    sys.stderr.write(f"zeroscale: cannot run {sys.argv[2]!r}: {exc.strerror}\\n")
+    sys.stderr.write(f"zeroscale: cannot run {sys.argv[3]!r}: {exc.strerror}\\n")
     os._exit(127)
 """
 
@@ -119,29 +120,27 @@ class ProcessLauncher:
         bwrap = await self._sandbox_binary(model_dir)
         ports = self._allocate_ports()
         port = ports[0]
-        full_env = {"PATH": _DEFAULT_PATH}
-        full_env.update({key: os.environ[key] for key in _BASE_ENV if os.environ.get(key)})
-        full_env.update(env)
+        own_env = {"PATH": _DEFAULT_PATH}  # the server's, for bwrap and the shim (below)
+        own_env.update({key: os.environ[key] for key in _BASE_ENV if os.environ.get(key)})
+        full_env = {**own_env, **env}
         full_env[PORT_ENV] = str(port)
         full_env[SAFE_PORT_RANGE_ENV] = f"{ports[1]}-{ports[-1]}"
         full_env[MODEL_DIR_ENV] = CONTAINER_MODEL_DIR if bwrap else model_dir
         argv = [*command, SERVE_ARG]
+        # The image's environment reaches its command only: the shim applies it at its exec, after confining
+        # itself. bwrap and the shim run as the server does, with the server's own environment: an image's
+        # LD_PRELOAD (or any loader variable) would run the image's code in them, as root, unconfined.
+        image_env = json.dumps(full_env)
+        parent = str(0 if bwrap else os.getpid())  # bwrap is the shim's parent: it dies with the server
         if policy is not None:  # confined by sandbox.py run as a script (only the standard library)
             policy = dataclasses.replace(policy, bind_ports=tuple(ports))
-            shim = [
-                sys.executable,
-                "-I",
-                "-S",
-                sandbox.__file__,
-                str(0 if bwrap else os.getpid()),
-                sandbox.encode(policy),
-            ]
+            shim = [sys.executable, "-I", "-S", sandbox.__file__, parent, sandbox.encode(policy), image_env]
         else:
-            shim = [sys.executable, "-I", "-S", "-c", _SHIM, str(os.getpid())]
+            shim = [sys.executable, "-I", "-S", "-c", _SHIM, parent, image_env]
         info_r = info_w = -1
         if bwrap:
             info_r, info_w = os.pipe()
-            inner = [*shim, *argv] if policy is not None else argv
+            inner = [*shim, *argv]
             if policy is not None and not policy.outbound:
                 view = confined_view(bwrap, policy, model_dir, workdir)
             else:
@@ -157,7 +156,7 @@ class ProcessLauncher:
                 stdout=capture.write_fd,
                 stderr=capture.write_fd,
                 cwd=workdir,
-                env=full_env,
+                env=own_env,
                 start_new_session=True,
                 pass_fds=(info_w,) if bwrap else (),
             )

@@ -625,9 +625,11 @@ def close_descriptors(keep: int = -1) -> None:
 
 
 def exec_main(argv: list[str]) -> None:
-    """``python -I -S sandbox.py <parent pid or 0> <policy JSON> <command...>``: ask for SIGKILL when the
-    parent dies (checking it did not die already), confine this process, then become the command. How a
-    bring-your-own image's server is started (with only the standard library on the path)."""
+    """``python -I -S sandbox.py <parent pid or 0> <policy JSON> <environment JSON> <command...>``: ask for
+    SIGKILL when the parent dies (checking it did not die already), confine this process, then become the
+    command with that environment (the image's: never this process's own, in which a loader variable such
+    as LD_PRELOAD would run before confinement). How a bring-your-own image's server is started (with only
+    the standard library on the path)."""
     libc().prctl(1, 9, 0, 0, 0)  # PR_SET_PDEATHSIG, SIGKILL
     parent = int(argv[1])
     if parent and os.getppid() != parent:
@@ -639,9 +641,9 @@ def exec_main(argv: list[str]) -> None:
         sys.stderr.write(f"zeroscale: cannot confine the image's server: {exc}\n")
         os._exit(71)
     try:
-        os.execvp(argv[3], argv[3:])
+        os.execvpe(argv[4], argv[4:], json.loads(argv[3]))
     except OSError as exc:
-        sys.stderr.write(f"zeroscale: cannot run {argv[3]!r}: {exc.strerror}\n")
+        sys.stderr.write(f"zeroscale: cannot run {argv[4]!r}: {exc.strerror}\n")
         os._exit(127)
 
 
