@@ -45,6 +45,7 @@ class Worker:
         self.answer: Answer = lambda body: (0.0, ok(body))
         self.bodies: list[bytes] = []
         self.server: asyncio.AbstractServer | None = None
+        self.later = b""  # sent 0.1 s after the next answer, once: bytes no request asked for
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -65,6 +66,10 @@ class Worker:
                     return
                 writer.write(raw)
                 await writer.drain()
+                if self.later:
+                    await asyncio.sleep(0.1)
+                    writer.write(self.later)
+                    self.later = b""
         except (asyncio.IncompleteReadError, ConnectionError):
             writer.close()
 
@@ -140,6 +145,29 @@ async def test_a_worker_that_closes_mid_answer_or_answers_garbage_breaks_the_con
     worker.answer = lambda body: (0.0, b"NOT HTTP AT ALL\r\n\r\n")
     with pytest.raises(AnswerRefused, match="its answer is not HTTP"):  # a WorkerConnectionError
         await conn.request(b"POST", b"/invocations", [], b"x", 5.0)
+    assert conn.closed
+
+
+async def test_an_interim_1xx_is_not_the_answer_and_no_answer_goes_to_another_request(worker: Worker) -> None:
+    """A security review's finding: a 103 Early Hints was taken for the answer (an empty 200) and the
+    answer that followed it for the next request's, another caller's; two answers in one write were merged
+    into one. The answer is the one after the interim heads, and bytes after it are refused, never kept."""
+    conn = await WorkerConnection.open_unix(worker.path)
+    early = b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n"
+    worker.answer = lambda body: (0.0, early + b"HTTP/1.1 100 Continue\r\n\r\n" + ok(body))
+    resp = await conn.request(b"POST", b"/invocations", [], b"first", 5.0)
+    assert (resp.status, resp.body, resp.header(b"link")) == (200, b"first", None)
+    worker.answer = lambda body: (0.0, ok(body) + ok(b"SMUGGLED"))
+    with pytest.raises(AnswerRefused, match="followed by bytes no request asked for"):
+        await conn.request(b"POST", b"/invocations", [], b"second", 5.0)
+    assert conn.closed
+    conn = await WorkerConnection.open_unix(worker.path)
+    worker.answer = lambda body: (0.0, ok(body))
+    worker.later = ok(b"FOR WHOEVER ASKS NEXT")
+    assert (await conn.request(b"POST", b"/invocations", [], b"third", 5.0)).body == b"third"
+    await asyncio.sleep(0.3)  # the worker's unasked answer has arrived
+    with pytest.raises(WorkerConnectionError, match="bytes no request asked for"):
+        await conn.request(b"POST", b"/invocations", [], b"fourth", 5.0)
     assert conn.closed
 
 

@@ -549,7 +549,7 @@ class VariantPool:
         if inv.setup_s is not None:  # the worker's first request: its start is announced before its answer
             self._announce(slot.worker_id)  # (a no-op where the loop has turned since: ``_announce_soon``)
         self.release(slot)
-        if resp.status >= 400:
+        if not 200 <= resp.status < 300:  # a redirect or a stray 1xx is no answer to relay as a success
             raise self.answered_error(handle.worker_id, resp.status, resp.body.decode("utf-8", "replace"))
         if resp.headers and resp.headers[-1][0].lower() == _STREAM_ERROR:
             # a streaming model's parts, joined, and it failed after its first part (the error trailer)

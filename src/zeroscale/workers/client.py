@@ -99,12 +99,15 @@ class _Collector:
         self.head_fed = 0  # bytes fed while they had not
         self.head_bytes = 0  # the headers parsed
         self.refused = False  # its head was too large: nothing more is fed
+        self.interim = False  # the message being parsed is an interim 1xx: the answer follows it
+        self.extra = False  # bytes came after the answer: another message no request asked for
         self.parser: httptools.HttpResponseParser | None = httptools.HttpResponseParser(self)
 
     def start(self, sink: FilePayload | None, limit: int | None) -> None:
         self.headers, self.chunks, self.done, self.keep_alive, self.sink = [], [], False, False, sink
         self.limit, self.room, self.too_large = limit, (-1 if limit is None else limit), False
         self.in_head, self.head_fed, self.head_bytes, self.refused = True, 0, 0, False
+        self.interim = self.extra = False
 
     def release(self) -> None:
         self.parser = None
@@ -113,17 +116,30 @@ class _Collector:
         # llhttp resets its flags once the message completes: ask while the headers are fresh.
         parser = self.parser
         assert parser is not None  # only a parser calls this
+        if self.extra:
+            return
+        self.status = parser.get_status_code()
+        if 100 <= self.status < 200:  # 100 Continue, 103 Early Hints: not the answer, which follows (the
+            self.interim, self.headers = True, []  # interim heads count toward MAX_ANSWER_HEAD all together)
+            return
         self.in_head = False
         self.keep_alive = bool(parser.should_keep_alive())
-        self.status = parser.get_status_code()
         if self.sink is not None and self.status >= 400:
             self.sink = None
 
+    def on_message_begin(self) -> None:
+        if self.done:  # a second message after the answer (smuggled): kept out of the answer, refused
+            self.extra = True
+
     def on_header(self, name: bytes, value: bytes) -> None:
+        if self.extra:
+            return
         self.headers.append((name, value))
         self.head_bytes += len(name) + len(value) + 4  # a head read whole in one piece counts too
 
     def on_body(self, body: bytes) -> None:
+        if self.extra:
+            return
         if self.sink is not None:
             self.sink.sink.write(body)
             self.sink.written += len(body)
@@ -136,6 +152,9 @@ class _Collector:
             self.too_large, self.chunks = True, []
 
     def on_message_complete(self) -> None:
+        if self.interim:  # before, it was taken for the answer, and the answer for the next request's
+            self.interim = False
+            return
         self.done = True
 
 
@@ -202,8 +221,9 @@ class WorkerConnection(asyncio.Protocol):
         if timeout_s is not None:
             self._watch(timeout_s)
         try:
-            if self._chunks:  # bytes the worker sent unasked: they are where this answer starts
-                self._feed(self._take())
+            if self._chunks:  # sent unasked (an earlier answer's rest, smuggled): no answer of this one
+                self._take()
+                raise WorkerConnectionError("the worker sent bytes no request asked for")
             head = request_head(method, path, headers or [], len(body))
             if isinstance(body, FilePayload):
                 self._transport.write(head)
@@ -227,6 +247,9 @@ class WorkerConnection(asyncio.Protocol):
             self._deadline = math.inf
             if done.done() and not done.cancelled():
                 done.exception()  # retrieved: an error that came while the body was still being sent
+        if collector.extra:  # the worker sent more than its answer: never anyone's answer, not kept
+            self.close()
+            raise AnswerRefused("its answer was followed by bytes no request asked for")
         if not collector.keep_alive:
             self.close()
         chunks = collector.chunks
