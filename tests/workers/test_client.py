@@ -171,6 +171,38 @@ async def test_an_interim_1xx_is_not_the_answer_and_no_answer_goes_to_another_re
     assert conn.closed
 
 
+def chunked(parts: list[bytes], trailer: bytes = b"") -> bytes:
+    body = b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in parts)
+    return b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + body + b"0\r\n" + trailer + b"\r\n"
+
+
+async def test_a_trailer_or_a_streamed_head_without_end_is_refused_past_the_head_limit(
+    worker: Worker,
+) -> None:
+    """A security review's finding: only a whole answer's head was bounded. A chunked answer's trailer, and
+    the head of a streamed answer, grew without end (the parser holds a header value whole, copying it as
+    it grows), holding the event loop for seconds. Many small chunks are not framing past the limit."""
+    conn = await WorkerConnection.open_unix(worker.path)
+    many = [b"x"] * 50_000  # 5 bytes of framing a byte of body: within 8 a chunk
+    worker.answer = lambda body: (0.0, chunked(many, b"X-Fine: 1\r\n"))
+    assert (await conn.request(b"POST", b"/invocations", [], b"a", 5.0)).body == b"x" * 50_000
+    worker.answer = lambda body: (0.0, chunked([body], b"X-Trailer: " + b"t" * (4 * 1024 * 1024) + b"\r\n"))
+    with pytest.raises(AnswerRefused, match=f"more than {MAX_ANSWER_HEAD} bytes"):
+        await conn.request(b"POST", b"/invocations", [], b"b", 5.0)
+    assert conn.closed
+    conn = await WorkerConnection.open_unix(worker.path)
+    worker.answer = lambda body: (0.0, ok(body, b"X-Big: " + b"h" * (4 * 1024 * 1024) + b"\r\n"))
+    with pytest.raises(AnswerRefused, match=f"more than {MAX_ANSWER_HEAD} bytes of head"):
+        await open_stream(conn, b"POST", b"/invocations", [], b"c")
+    assert conn.closed
+    conn = await WorkerConnection.open_unix(worker.path)
+    worker.answer = lambda body: (0.0, b"HTTP/1.1 103 Early Hints\r\nLink: <x>\r\n\r\n" + ok(body))
+    stream = await open_stream(conn, b"POST", b"/invocations", [], b"streamed")
+    assert stream.status == 200 and stream.header(b"link") is None
+    assert await stream.read_all() == b"streamed"
+    conn.close()
+
+
 async def test_an_answer_whose_headers_never_end_is_refused_past_its_head_limit(worker: Worker) -> None:
     """A model answering one 8 MB header (or many small ones): refused once the head passes
     MAX_ANSWER_HEAD, not held whole in the server's memory on the loop every endpoint shares; a large head

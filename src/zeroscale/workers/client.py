@@ -101,6 +101,7 @@ class _Collector:
         self.refused = False  # its head was too large: nothing more is fed
         self.interim = False  # the message being parsed is an interim 1xx: the answer follows it
         self.extra = False  # bytes came after the answer: another message no request asked for
+        self.fed = self.body_bytes = self.chunk_heads = 0  # for ``framing``
         self.parser: httptools.HttpResponseParser | None = httptools.HttpResponseParser(self)
 
     def start(self, sink: FilePayload | None, limit: int | None) -> None:
@@ -108,6 +109,7 @@ class _Collector:
         self.limit, self.room, self.too_large = limit, (-1 if limit is None else limit), False
         self.in_head, self.head_fed, self.head_bytes, self.refused = True, 0, 0, False
         self.interim = self.extra = False
+        self.fed = self.body_bytes = self.chunk_heads = 0
 
     def release(self) -> None:
         self.parser = None
@@ -137,9 +139,19 @@ class _Collector:
         self.headers.append((name, value))
         self.head_bytes += len(name) + len(value) + 4  # a head read whole in one piece counts too
 
+    def framing(self) -> int:
+        """Bytes fed that were no body, past what a head and chunked framing need: a chunk's size line and
+        its CRLF take a few bytes each, so past ``MAX_ANSWER_HEAD`` and 8 a chunk the rest is a head or a
+        trailer grown without end (an unending trailer value, which the parser holds whole in memory)."""
+        return self.fed - self.body_bytes - 8 * self.chunk_heads
+
+    def on_chunk_header(self) -> None:
+        self.chunk_heads += 1
+
     def on_body(self, body: bytes) -> None:
         if self.extra:
             return
+        self.body_bytes += len(body)
         if self.sink is not None:
             self.sink.sink.write(body)
             self.sink.written += len(body)
@@ -329,8 +341,11 @@ class WorkerConnection(asyncio.Protocol):
             return
         if collector.in_head:
             collector.head_fed += len(data)
-        if collector.head_bytes > MAX_ANSWER_HEAD or (
-            collector.in_head and collector.head_fed > MAX_ANSWER_HEAD
+        collector.fed += len(data)
+        if (
+            collector.head_bytes > MAX_ANSWER_HEAD
+            or (collector.in_head and collector.head_fed > MAX_ANSWER_HEAD)
+            or collector.framing() > MAX_ANSWER_HEAD
         ):
             collector.refused, collector.headers = True, []
             if not done.done():

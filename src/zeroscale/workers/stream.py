@@ -13,7 +13,13 @@ from __future__ import annotations
 import httptools
 
 from zeroscale.runtimes.streaming import ERROR_TRAILER, parse_trailer
-from zeroscale.workers.client import AnswerRefused, WorkerConnection, WorkerConnectionError, request_head
+from zeroscale.workers.client import (
+    MAX_ANSWER_HEAD,
+    AnswerRefused,
+    WorkerConnection,
+    WorkerConnectionError,
+    request_head,
+)
 
 MAX_PART_BYTES = 1024 * 1024  # one event stream message each; botocore refuses payloads over 16 MB
 _TRAILER = ERROR_TRAILER.lower()
@@ -34,6 +40,11 @@ class _Parts:
         self._current: list[bytes] = []
         self._size = 0
         self.parser: httptools.HttpResponseParser | None = None
+        self.interim = False  # an interim 1xx head: the answer's follows
+        self.fed = self.body_bytes = self.chunk_heads = 0  # bytes that were no body: bounded, as ``client``'s
+
+    def on_chunk_header(self) -> None:
+        self.chunk_heads += 1
 
     def on_header(self, name: bytes, value: bytes) -> None:
         if self.head_done:  # a trailer
@@ -44,6 +55,10 @@ class _Parts:
 
     def on_headers_complete(self) -> None:
         assert self.parser is not None
+        if 100 <= self.parser.get_status_code() < 200:  # 103 Early Hints: not the answer's head
+            self.interim = True
+            self.headers.clear()  # in place: the stream holds this list
+            return
         self.head_done = True
         self.keep_alive = bool(self.parser.should_keep_alive())
         self.chunked = any(
@@ -51,6 +66,7 @@ class _Parts:
         )
 
     def on_body(self, body: bytes) -> None:
+        self.body_bytes += len(body)
         self._current.append(body)
         self._size += len(body)
         if self._size >= MAX_PART_BYTES:
@@ -60,6 +76,9 @@ class _Parts:
         self._flush()
 
     def on_message_complete(self) -> None:
+        if self.interim:
+            self.interim = False
+            return
         self._flush()
         self.done = True
 
@@ -139,6 +158,11 @@ class WorkerStream:
         except httptools.HttpParserError as exc:
             conn.close()
             raise AnswerRefused(f"its answer is not HTTP ({exc})") from exc
+        parts = self._parts
+        parts.fed += len(data)
+        if parts.fed - parts.body_bytes - 8 * parts.chunk_heads > MAX_ANSWER_HEAD:
+            conn.close()
+            raise AnswerRefused(f"its answer has more than {MAX_ANSWER_HEAD} bytes of head and trailers")
 
 
 async def open_stream(
