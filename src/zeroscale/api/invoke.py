@@ -172,6 +172,7 @@ class InvokeApi:
         try:
             resp = await pool.invoke(inv)
             content_type = answer_type(resp.header(b"content-type"), resp.status)
+            attributes = answer_attributes(resp.header(_CUSTOM_ATTRIBUTES), resp.status)
         except ZeroscaleError as err:
             self._record(pool.spec, inv, started, err.status, err.code, 0)
             raise
@@ -180,7 +181,6 @@ class InvokeApi:
             (b"x-amzn-invoked-production-variant", pool.spec.variant.encode()),
             (b"x-amzn-requestid", request_id.encode()),
         ]
-        attributes = resp.header(_CUSTOM_ATTRIBUTES)
         if attributes is not None:
             out.append((b"x-amzn-sagemaker-custom-attributes", attributes))
         record = self._finished(pool.spec, inv, started, 200, "", len(resp.body))
@@ -275,6 +275,18 @@ def answer_type(value: bytes | None, status: int) -> bytes:
         message = (
             "The model answered a Content-Type that is not at most 1024 ASCII characters "
             f"({len(value)} bytes, starting {value[:40].decode('latin-1')!r})."
+        )
+        raise ModelError(message, original_status=status, original_message=message)
+    return value
+
+
+def answer_attributes(value: bytes | None, status: int) -> bytes | None:
+    """The CustomAttributes ``value`` of an answer, held to the shape the request's are (1,024 ASCII
+    characters at most), as its Content-Type is: it comes from the model's code."""
+    if value is not None and (len(value) > 1024 or not value.isascii()):
+        message = (
+            "The model answered X-Amzn-SageMaker-Custom-Attributes that are not at most 1024 ASCII "
+            f"characters ({len(value)} bytes, starting {value[:40].decode('latin-1')!r})."
         )
         raise ModelError(message, original_status=status, original_message=message)
     return value

@@ -22,7 +22,7 @@ import logging
 
 from zeroscale.api import eventstream
 from zeroscale.api.forward import refuse_spill
-from zeroscale.api.invoke import InvokeApi, answer_type
+from zeroscale.api.invoke import InvokeApi, answer_attributes, answer_type
 from zeroscale.api.served import INVOKE_ENDPOINT_WITH_RESPONSE_STREAM
 from zeroscale.api.wire import Headers, Receive, Send, watch_disconnect
 from zeroscale.errors import ModelStreamError, RuntimeValidationError, ZeroscaleError
@@ -105,6 +105,7 @@ class StreamInvokeApi(InvokeApi):
             raise
         try:
             content_type = answer_type(stream.header(b"content-type"), inv.model_status)
+            attributes = answer_attributes(stream.header(_CUSTOM_ATTRIBUTES), inv.model_status)
         except ZeroscaleError as err:
             stream.close()
             self._record(pool.spec, inv, started, err.status, err.code, 0)
@@ -115,7 +116,6 @@ class StreamInvokeApi(InvokeApi):
             (b"x-amzn-invoked-production-variant", pool.spec.variant.encode()),
             (b"x-amzn-requestid", request_id.encode()),
         ]
-        attributes = stream.header(_CUSTOM_ATTRIBUTES)
         if attributes is not None:
             out.append((b"x-amzn-sagemaker-custom-attributes", attributes))
         await self._relay(send, receive, pool.spec, inv, stream, out, started)
