@@ -210,3 +210,12 @@ async def test_cache_disabled_loads_every_time(tmp_path: Path) -> None:
     loads = [c for c in w.manager.calls if c[1] == "POST" and c[2] == "/models"]
     deletes = [c for c in w.manager.calls if c[1] == "DELETE"]
     assert (len(loads), len(deletes)) == (3, 2)
+
+
+def test_a_targets_name_is_its_own_past_any_collision_a_caller_could_search_for() -> None:
+    """The name keeps 80 readable characters; what tells two targets apart is 128 bits of their SHA-256
+    (48 bits, as before, were an offline search away from one tenant's target taking another's staged
+    directory)."""
+    long_a, long_b = "m" * 80 + "/a.tar.gz", "m" * 80 + "/b.tar.gz"  # the same readable part
+    assert model_name(long_a) != model_name(long_b)
+    assert len(model_name(long_a).rsplit("-", 1)[1]) == 32

@@ -50,7 +50,7 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 
 def model_name(target: str) -> str:
     """A name for the container's API and the models directory: readable, unique per target."""
-    digest = hashlib.sha256(target.encode()).hexdigest()[:12]
+    digest = hashlib.sha256(target.encode()).hexdigest()[:32]  # 128 bits: no two targets share a name
     return f"{_UNSAFE.sub('_', target)[:80]}-{digest}"
 
 
