@@ -640,7 +640,7 @@ def test_an_images_environment_reaches_its_command_only(
     """A security review's finding: an image's environment (its manifest's env, the model's Environment)
     was bwrap's and the confining shim's too, which run as root before any confinement, so an LD_PRELOAD
     ran the image's library as root on the host. The image's command has its environment; every process
-    between the server and it has the server's own."""
+    between the server and it has the server's own, and does not carry the image's in its arguments."""
     preload = "/nonexistent/zeroscale-preload-probe.so"  # the loader says it cannot, and goes on
     image = tmp_path / "image"
     image.mkdir()
@@ -677,5 +677,7 @@ def test_an_images_environment_reaches_its_command_only(
                 confining += 1
                 environ = Path(f"/proc/{parent.pid}/environ").read_bytes()
                 assert preload.encode() not in environ, cmdline[:4]
+                # nor in its arguments, which any local user reads (an Environment holds secrets)
+                assert not any(preload in arg for arg in cmdline), cmdline[:4]
     assert confining, "bwrap should stand between the server and the image's command here"
     sm.delete_endpoint(EndpointName="preloading")

@@ -60,29 +60,6 @@ _INFO_TIMEOUT_S = 10.0
 _CLOSE_TIMEOUT_S = 5.0  # for the killed processes' exits to be reported
 log = logging.getLogger("zeroscale.workers")
 
-# Run as ``python -I -S -c _SHIM <server pid or 0> <environment JSON> <argv...>``: ask for SIGKILL when the
-# server dies (checking it did not die already), close every descriptor past the standard streams (the event
-# loop's process spawn leaves copies of them, and the server's own inherited ones, open), then become the
-# image's command with the image's environment: the shim itself, like bwrap, starts with the server's own
-# (an LD_PRELOAD of the image's would run in them, as root). ~20 ms; preexec_fn is unsafe with threads around.
-_SHIM = """
-import ctypes, json, os, sys
-ctypes.CDLL(None).prctl(1, 9, 0, 0, 0)
-if int(sys.argv[1]) and os.getppid() != int(sys.argv[1]):
-    os._exit(70)
-for fd in [int(name) for name in os.listdir("/proc/self/fd")]:
-    if fd > 2:
-        try:
-            os.close(fd)
-        except OSError:
-            pass
-try:
-    os.execvpe(sys.argv[3], sys.argv[3:], json.loads(sys.argv[2]))
-except OSError as exc:
-    sys.stderr.write(f"zeroscale: cannot run {sys.argv[3]!r}: {exc.strerror}\\n")
-    os._exit(127)
-"""
-
 
 @dataclass(frozen=True)
 class StartedProcess:
@@ -127,16 +104,16 @@ class ProcessLauncher:
         full_env[SAFE_PORT_RANGE_ENV] = f"{ports[1]}-{ports[-1]}"
         full_env[MODEL_DIR_ENV] = CONTAINER_MODEL_DIR if bwrap else model_dir
         argv = [*command, SERVE_ARG]
-        # The image's environment reaches its command only: the shim applies it at its exec, after confining
-        # itself. bwrap and the shim run as the server does, with the server's own environment: an image's
-        # LD_PRELOAD (or any loader variable) would run the image's code in them, as root, unconfined.
-        image_env = json.dumps(full_env)
+        # The image's environment reaches its command only: the shim (sandbox.py run as a script, with only
+        # the standard library) reads it from its standard input and applies it at its exec, once confined.
+        # bwrap and the shim run as the server does, with the server's own environment: an image's LD_PRELOAD
+        # (or any loader variable) would run the image's code in them, as root, unconfined. Not in their
+        # arguments either: any local user reads a process's command line, and Environment holds secrets.
         parent = str(0 if bwrap else os.getpid())  # bwrap is the shim's parent: it dies with the server
-        if policy is not None:  # confined by sandbox.py run as a script (only the standard library)
+        if policy is not None:
             policy = dataclasses.replace(policy, bind_ports=tuple(ports))
-            shim = [sys.executable, "-I", "-S", sandbox.__file__, parent, sandbox.encode(policy), image_env]
-        else:
-            shim = [sys.executable, "-I", "-S", "-c", _SHIM, parent, image_env]
+        confined = sandbox.encode(policy) if policy is not None else sandbox.UNCONFINED
+        shim = [sys.executable, "-I", "-S", sandbox.__file__, parent, confined]
         info_r = info_w = -1
         if bwrap:
             info_r, info_w = os.pipe()
@@ -149,10 +126,11 @@ class ProcessLauncher:
         else:
             args = [*shim, *argv]
         capture = LoopCapture(str(log_path), limit=self._log_limit)
+        env_file = sandbox.environment_file(full_env)
         try:
             proc = await asyncio.create_subprocess_exec(
                 *args,
-                stdin=asyncio.subprocess.DEVNULL,
+                stdin=env_file,
                 stdout=capture.write_fd,
                 stderr=capture.write_fd,
                 cwd=workdir,
@@ -168,6 +146,7 @@ class ProcessLauncher:
             what = f"{argv[0]!r} in {workdir}"
             raise DeployError(f"Could not start the image's server ({what}): {exc}") from exc
         finally:
+            os.close(env_file)
             if info_w >= 0:
                 os.close(info_w)
         capture.spawned()

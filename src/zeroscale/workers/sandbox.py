@@ -34,7 +34,7 @@ import resource
 import signal
 import stat
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from types import ModuleType
@@ -624,26 +624,52 @@ def close_descriptors(keep: int = -1) -> None:
                 os.close(fd)
 
 
+UNCONFINED = "none"  # exec_main's policy argument for a server started without a sandbox
+
+
+def environment_file(env: Mapping[str, str]) -> int:
+    """A memory file holding ``env`` as JSON, at its start: ``exec_main``'s standard input. The caller
+    closes it once the process is started."""
+    fd = os.memfd_create("zeroscale-environment", os.MFD_CLOEXEC)
+    with open(fd, "wb", closefd=False) as out:
+        out.write(json.dumps(dict(env)).encode())
+    os.lseek(fd, 0, os.SEEK_SET)
+    return fd
+
+
+def _read_environment() -> dict[str, str]:
+    """The environment ``environment_file`` wrote, from standard input, which becomes /dev/null."""
+    with open(0, "rb", closefd=False) as given:
+        env: dict[str, str] = json.loads(given.read())
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.close(null)
+    return env
+
+
 def exec_main(argv: list[str]) -> None:
-    """``python -I -S sandbox.py <parent pid or 0> <policy JSON> <environment JSON> <command...>``: ask for
-    SIGKILL when the parent dies (checking it did not die already), confine this process, then become the
-    command with that environment (the image's: never this process's own, in which a loader variable such
-    as LD_PRELOAD would run before confinement). How a bring-your-own image's server is started (with only
-    the standard library on the path)."""
+    """``python -I -S sandbox.py <parent pid or 0> <policy JSON or "none"> <command...>``, its standard
+    input the command's environment (``environment_file``): ask for SIGKILL when the parent dies (checking
+    it did not die already), confine this process, then become the command with that environment (the
+    image's: never this process's own, in which a loader variable such as LD_PRELOAD would run before
+    confinement, and never in its arguments, which any local user reads). How a bring-your-own image's
+    server is started (with only the standard library on the path)."""
     libc().prctl(1, 9, 0, 0, 0)  # PR_SET_PDEATHSIG, SIGKILL
     parent = int(argv[1])
     if parent and os.getppid() != parent:
         os._exit(70)
     close_descriptors()  # nothing past the standard streams reaches the image's server
+    env = _read_environment()
+    if argv[2] != UNCONFINED:
+        try:
+            confine(decode(argv[2]))
+        except (SandboxError, OSError) as exc:
+            sys.stderr.write(f"zeroscale: cannot confine the image's server: {exc}\n")
+            os._exit(71)
     try:
-        confine(decode(argv[2]))
-    except (SandboxError, OSError) as exc:
-        sys.stderr.write(f"zeroscale: cannot confine the image's server: {exc}\n")
-        os._exit(71)
-    try:
-        os.execvpe(argv[4], argv[4:], json.loads(argv[3]))
+        os.execvpe(argv[3], argv[3:], env)
     except OSError as exc:
-        sys.stderr.write(f"zeroscale: cannot run {argv[4]!r}: {exc.strerror}\n")
+        sys.stderr.write(f"zeroscale: cannot run {argv[3]!r}: {exc.strerror}\n")
         os._exit(127)
 
 
