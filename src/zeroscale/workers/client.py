@@ -52,6 +52,27 @@ class AnswerRefused(WorkerConnectionError):
 # The most bytes a worker's answer may take before its headers end: the head is held in memory, on the
 # event loop every endpoint shares (a model answering a 100 MB header stalled them all for seconds).
 MAX_ANSWER_HEAD = 64 * 1024
+HEAD_REFUSED = (
+    f"its answer has more than {MAX_ANSWER_HEAD} bytes of head (status line and headers) or trailers"
+)
+
+
+class AnswerFraming:
+    """What an answer's parser was fed that was no body, for the httptools callbacks of a whole answer and
+    of a streamed one: a head, interim 1xx heads, chunk size lines and trailers. A chunk's framing takes a
+    few bytes, so past ``MAX_ANSWER_HEAD`` and 8 bytes a chunk the rest is a head or a trailer grown without
+    end (the parser holds a header value whole in memory, copying it as it grows)."""
+
+    def __init__(self) -> None:
+        self.fed = self.body_bytes = self.chunk_heads = 0
+
+    def on_chunk_header(self) -> None:
+        self.chunk_heads += 1
+
+    def over(self, fed: int) -> bool:
+        """Count ``fed`` more bytes (their body already counted by ``on_body``): past the bound now?"""
+        self.fed += fed
+        return self.fed - self.body_bytes - 8 * self.chunk_heads > MAX_ANSWER_HEAD
 
 
 class AnswerTooLarge(Exception):
@@ -77,7 +98,7 @@ class WorkerResponse:
         return None
 
 
-class _Collector:
+class _Collector(AnswerFraming):
     """httptools callbacks for the answers on one connection, one at a time (``start`` before each): one
     parser per connection, as llhttp parses the answers of a kept-alive connection one after the other.
 
@@ -86,6 +107,7 @@ class _Collector:
     collection)."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.headers: list[tuple[bytes, bytes]] = []
         self.chunks: list[bytes] = []
         self.done = False
@@ -95,20 +117,15 @@ class _Collector:
         self.limit: int | None = None  # the most bytes of body taken into memory
         self.room = -1  # what is left of it (-1: no limit)
         self.too_large = False
-        self.in_head = True  # the answer's headers have not ended yet
-        self.head_fed = 0  # bytes fed while they had not
-        self.head_bytes = 0  # the headers parsed
-        self.refused = False  # its head was too large: nothing more is fed
+        self.refused = False  # its head or trailers were too large: nothing more is fed
         self.interim = False  # the message being parsed is an interim 1xx: the answer follows it
         self.extra = False  # bytes came after the answer: another message no request asked for
-        self.fed = self.body_bytes = self.chunk_heads = 0  # for ``framing``
         self.parser: httptools.HttpResponseParser | None = httptools.HttpResponseParser(self)
 
     def start(self, sink: FilePayload | None, limit: int | None) -> None:
         self.headers, self.chunks, self.done, self.keep_alive, self.sink = [], [], False, False, sink
         self.limit, self.room, self.too_large = limit, (-1 if limit is None else limit), False
-        self.in_head, self.head_fed, self.head_bytes, self.refused = True, 0, 0, False
-        self.interim = self.extra = False
+        self.refused = self.interim = self.extra = False
         self.fed = self.body_bytes = self.chunk_heads = 0
 
     def release(self) -> None:
@@ -124,7 +141,6 @@ class _Collector:
         if 100 <= self.status < 200:  # 100 Continue, 103 Early Hints: not the answer, which follows (the
             self.interim, self.headers = True, []  # interim heads count toward MAX_ANSWER_HEAD all together)
             return
-        self.in_head = False
         self.keep_alive = bool(parser.should_keep_alive())
         if self.sink is not None and self.status >= 400:
             self.sink = None
@@ -137,16 +153,6 @@ class _Collector:
         if self.extra:
             return
         self.headers.append((name, value))
-        self.head_bytes += len(name) + len(value) + 4  # a head read whole in one piece counts too
-
-    def framing(self) -> int:
-        """Bytes fed that were no body, past what a head and chunked framing need: a chunk's size line and
-        its CRLF take a few bytes each, so past ``MAX_ANSWER_HEAD`` and 8 a chunk the rest is a head or a
-        trailer grown without end (an unending trailer value, which the parser holds whole in memory)."""
-        return self.fed - self.body_bytes - 8 * self.chunk_heads
-
-    def on_chunk_header(self) -> None:
-        self.chunk_heads += 1
 
     def on_body(self, body: bytes) -> None:
         if self.extra:
@@ -339,18 +345,10 @@ class WorkerConnection(asyncio.Protocol):
             if not done.done():
                 done.set_exception(AnswerRefused(f"its answer is not HTTP ({exc})"))
             return
-        if collector.in_head:
-            collector.head_fed += len(data)
-        collector.fed += len(data)
-        if (
-            collector.head_bytes > MAX_ANSWER_HEAD
-            or (collector.in_head and collector.head_fed > MAX_ANSWER_HEAD)
-            or collector.framing() > MAX_ANSWER_HEAD
-        ):
+        if collector.over(len(data)):
             collector.refused, collector.headers = True, []
             if not done.done():
-                too_long = f"more than {MAX_ANSWER_HEAD} bytes of status line and headers"
-                done.set_exception(AnswerRefused(f"its answer has {too_long}"))
+                done.set_exception(AnswerRefused(HEAD_REFUSED))
             return
         if collector.too_large:
             if not done.done():

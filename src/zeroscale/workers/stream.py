@@ -14,7 +14,8 @@ import httptools
 
 from zeroscale.runtimes.streaming import ERROR_TRAILER, parse_trailer
 from zeroscale.workers.client import (
-    MAX_ANSWER_HEAD,
+    HEAD_REFUSED,
+    AnswerFraming,
     AnswerRefused,
     WorkerConnection,
     WorkerConnectionError,
@@ -25,11 +26,12 @@ MAX_PART_BYTES = 1024 * 1024  # one event stream message each; botocore refuses 
 _TRAILER = ERROR_TRAILER.lower()
 
 
-class _Parts:
+class _Parts(AnswerFraming):
     """httptools callbacks: the head, then parts as they complete. ``parser`` is set until the head is in
     (``on_headers_complete`` asks it), then dropped: the parser holds these callbacks, not the other way."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.headers: list[tuple[bytes, bytes]] = []
         self.head_done = False
         self.chunked = False
@@ -41,10 +43,6 @@ class _Parts:
         self._size = 0
         self.parser: httptools.HttpResponseParser | None = None
         self.interim = False  # an interim 1xx head: the answer's follows
-        self.fed = self.body_bytes = self.chunk_heads = 0  # bytes that were no body: bounded, as ``client``'s
-
-    def on_chunk_header(self) -> None:
-        self.chunk_heads += 1
 
     def on_header(self, name: bytes, value: bytes) -> None:
         if self.head_done:  # a trailer
@@ -158,11 +156,9 @@ class WorkerStream:
         except httptools.HttpParserError as exc:
             conn.close()
             raise AnswerRefused(f"its answer is not HTTP ({exc})") from exc
-        parts = self._parts
-        parts.fed += len(data)
-        if parts.fed - parts.body_bytes - 8 * parts.chunk_heads > MAX_ANSWER_HEAD:
+        if self._parts.over(len(data)):
             conn.close()
-            raise AnswerRefused(f"its answer has more than {MAX_ANSWER_HEAD} bytes of head and trailers")
+            raise AnswerRefused(HEAD_REFUSED)
 
 
 async def open_stream(
