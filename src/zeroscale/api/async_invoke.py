@@ -90,14 +90,13 @@ def parse_params(raw: Headers, body: bytes = b"") -> AsyncParams:
             "Give the request's input: an InputLocation (s3://bucket/key), or the input itself as the Body "
             f"(at most {MAX_INLINE_BYTES} bytes)."
         )
-    if location is not None and (len(location) > 1024 or not _INPUT_LOCATION.match(location)):
-        raise _invalid(
-            "inputLocation", location[:256], "satisfy regular expression pattern: (https|s3)://..."
-        )
     if location is not None:
-        matched = _INPUT_LOCATION.match(location)
-        problem = s3_key_problem(matched.group(3)) if matched is not None else None
-        if problem is not None:
+        matched = _INPUT_LOCATION.match(location) if len(location) <= 1024 else None
+        if matched is None:
+            raise _invalid(
+                "inputLocation", location[:256], "satisfy regular expression pattern: (https|s3)://..."
+            )
+        if (problem := s3_key_problem(matched.group(3))) is not None:
             raise RuntimeValidationError(f"InputLocation {location[:256]!r}: {problem}.")
     for name, (member, pattern, constraint) in _PATTERNED.items():
         value = headers.get(name)

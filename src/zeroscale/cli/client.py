@@ -171,24 +171,23 @@ def check_endpoint_exists(clients: Clients, name: str) -> None:
         raise _fail(exc) from None
 
 
-def endpoint_name_as_created(clients: Clients, name: str) -> str:
-    """The endpoint's name as it was created (endpoint names are unique regardless of case; what is named
-    after them, such as its log group, keeps that case); ``name`` itself when there is no such endpoint
-    now (a deleted endpoint's logs are still read)."""
+def described(clients: Clients, name: str) -> dict[str, Any] | None:
+    """DescribeEndpoint's answer, or None when there is no such endpoint now (a deleted endpoint's logs and
+    metrics are still read)."""
     try:
-        created: str = clients.sagemaker.describe_endpoint(EndpointName=name)["EndpointName"]
+        desc: dict[str, Any] = clients.sagemaker.describe_endpoint(EndpointName=name)
     except (ClientError, BotoCoreError):
-        return name
-    return created
+        return None
+    return desc
 
 
-def check_variant(clients: Clients, endpoint: str, variant: str) -> None:
+def check_variant(clients: Clients, endpoint: str, variant: str, desc: dict[str, Any] | None = None) -> None:
     """Usage error naming ``--variant`` when the endpoint has no such variant (a filter that matches nothing
-    would print nothing, as if it had been quiet); nothing when the endpoint is gone (its history is read)."""
-    try:
-        desc = clients.sagemaker.describe_endpoint(EndpointName=endpoint)
-    except (ClientError, BotoCoreError):
-        return  # a deleted endpoint's logs and metrics are still read: its variants cannot be checked
+    would print nothing, as if it had been quiet); nothing when the endpoint is gone (its history is read).
+    ``desc``: the endpoint's description when the caller has it (else it is asked for)."""
+    desc = desc or described(clients, endpoint)
+    if desc is None:
+        return  # its variants cannot be checked
     names = [v["VariantName"] for v in desc.get("ProductionVariants") or []]
     names += [v["VariantName"] for v in desc.get("ShadowProductionVariants") or []]
     if names and variant not in names:

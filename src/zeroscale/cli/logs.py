@@ -18,7 +18,7 @@ from zeroscale.cli.client import (
     check_endpoint_exists,
     check_variant,
     common_options,
-    endpoint_name_as_created,
+    described,
     make_clients,
 )
 from zeroscale.cli.since import parse_since
@@ -114,7 +114,9 @@ def logs(
     start_ms = parse_since(since, time.time()) if since else None
     clients = make_clients(endpoint_url, region, data_dir)
     client = clients.logs
-    endpoint = endpoint_name_as_created(clients, endpoint)  # its log group has that case
+    desc = described(clients, endpoint)
+    if desc is not None:  # its log group has the endpoint's name as created (group names are case-sensitive)
+        endpoint = desc["EndpointName"]
     query: dict[str, Any] = {"logGroupName": GROUP_PREFIX + endpoint}
     if variant:
         query["logStreamNamePrefix"] = f"{variant}/"
@@ -124,8 +126,8 @@ def logs(
     def emit(event: dict[str, Any]) -> None:
         click.echo(format_event(event))
 
-    if variant:  # a variant it does not have would print nothing, as if it had been quiet
-        check_variant(clients, endpoint, variant)
+    if variant and desc is not None:  # a variant it does not have would print nothing, as if quiet
+        check_variant(clients, endpoint, variant, desc)
     try:
         if follow_:
             follow(client, query, start_ms, emit, interval)
