@@ -193,13 +193,11 @@ class Authorizer:
         """Raises AccessDenied unless this request's caller (``CALLER``, as ``authorize`` set it) may
         ``action`` on ``endpoint``: for a handler that learns which endpoint a request is about only when it
         looks up what the request names (an asynchronous request by its InferenceId)."""
-        name, user_id = CALLER.get()
-        if not name:
+        caller = CALLER.get()
+        if not caller[0]:
             return  # the admin
-        user = self._store.users.get(name)
-        if user is None or user.user_id != user_id:
-            raise AccessDenied(f"IAM user {name} no longer exists.")
-        message = self._refusal(user, "", action, self._sagemaker_arn("endpoint", endpoint))
+        gone = f"IAM user {caller[0]} no longer exists."
+        message = self._refusal_of(caller, gone, action, self._sagemaker_arn("endpoint", endpoint))
         if message is not None:
             raise AccessDenied(message)
 
@@ -225,17 +223,19 @@ class Authorizer:
     def _rights_of(self, creator: tuple[str, str], what: str) -> Callable[[data.Use], str | None] | None:
         """A use -> None, or why ``creator`` (who made ``what``) may not, by the policies as they are when
         asked (the user deleted, or another made under the name since: nothing)."""
-        name, user_id = creator
-        if not name:
+        if not creator[0]:
             return None
+        gone = f"IAM user {creator[0]}, who created {what}, no longer exists to read it"
+        return lambda use: self._refusal_of(creator, gone, use.action, self._data_arn(use))
 
-        def may(use: data.Use) -> str | None:
-            user = self._store.users.get(name)
-            if user is None or user.user_id != user_id:
-                return f"IAM user {name}, who created {what}, no longer exists to read it"
-            return self._refusal(user, "", use.action, self._data_arn(use))
-
-        return may
+    def _refusal_of(self, user_ref: tuple[str, str], gone: str, action: str, resource: str) -> str | None:
+        """``_refusal`` for the IAM user (name, user id), as its policies are now; ``gone`` when the user
+        was deleted, or another made under the name since (nothing is allowed)."""
+        name, user_id = user_ref
+        user = self._store.users.get(name)
+        if user is None or user.user_id != user_id:
+            return gone
+        return self._refusal(user, "", action, resource)
 
     def _refusal(self, user: User | None, key: str, action: str, resource: str) -> str | None:
         """AWS's message refusing ``user`` (None: the one of access key ``key`` is gone) ``action`` on
