@@ -96,6 +96,7 @@ from zeroscale.metrics.store import MinuteStore
 from zeroscale.peers import KEY_LABEL as PEER_KEY_LABEL
 from zeroscale.peers import PeerClient, tls_context
 from zeroscale.router.fleet import Fleet
+from zeroscale.router.multimodel import TargetFiles
 from zeroscale.router.spec import RouterSettings
 from zeroscale.store.db import Limit, Store
 from zeroscale.store.frontends import Frontends
@@ -241,7 +242,7 @@ def build(settings: Settings) -> Server:
         ),
         metrics,
         events,
-        fetch=fetch_as,
+        targets=TargetFiles(fetch=fetch_as, keep=artifacts.keep),
     )
     metrics.watch(fleet.pools)
     metrics.watch_sink_failures(events.failures)
@@ -446,6 +447,7 @@ def build(settings: Settings) -> Server:
         await cloudwatch.start()
         # after resume: what the endpoints use is routed by now
         artifacts.in_use = pyenvs.in_use = fleet.model_dirs
+        artifacts.on_evicted = fleet.artifacts_evicted
         images.in_use = fleet.image_dirs
         background.spawn(_keep_trimmed(artifacts, pyenvs))
         background.spawn(_keep_iam_current(iam, settings.sync_interval_s))

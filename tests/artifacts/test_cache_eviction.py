@@ -137,6 +137,25 @@ def test_a_directory_handed_out_without_a_hold_is_kept_for_the_grace_period(
     assert cache.trim() == [a.parent.name]
 
 
+def test_an_entry_kept_again_is_used_now_and_the_evictions_are_told(
+    tmp_path: Path, archives: dict[str, str], clock: Clock
+) -> None:
+    """``keep``: a multi-model endpoint's target, found again without asking its source; ``on_evicted``:
+    what a multi-model image's staged copies of the evicted entries learn from."""
+    cache = make_cache(tmp_path / "cache", clock, capacity=2 * SIZE + 10)
+    told: list[list[str]] = []
+    cache.on_evicted = told.append
+    a = prepare(cache, archives["a"], clock)
+    b = prepare(cache, archives["b"], clock)
+    clock.tick(60)
+    assert cache.keep(str(a))  # now the most recently used, and graced again: b goes first
+    c = prepare(cache, archives["c"], clock)
+    assert told == [[str(b)]] and a.is_dir() and not b.exists()
+    assert not cache.keep(str(b))  # gone: the caller fetches it again
+    assert not cache.keep(str(tmp_path))  # not an entry at all
+    assert cache.trim() == [] and c.is_dir()
+
+
 def test_the_order_and_sizes_survive_a_restart(
     tmp_path: Path, archives: dict[str, str], clock: Clock
 ) -> None:

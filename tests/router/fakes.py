@@ -50,6 +50,7 @@ class FakeManager:
         self.start_gate.set()
         self.start_errors: list[str] = []  # each start pops one and fails with it
         self.starts: list[tuple[str, Any]] = []  # (worker id, the template it was forked from)
+        self.started: list[WorkerSpec] = []  # what each started worker was asked to run
         self.stops: list[str] = []
         self.kills: list[tuple[str, str]] = []
         self.templates: list[FakeTemplate] = []
@@ -97,6 +98,7 @@ class FakeManager:
         handle.on_exit = on_exit
         self.live[wid] = handle
         self.starts.append((wid, template))
+        self.started.append(spec)
         return handle
 
     async def start_template(self, spec: WorkerSpec) -> FakeTemplate:

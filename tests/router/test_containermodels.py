@@ -5,16 +5,21 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from zeroscale.artifacts import ArtifactCache
 from zeroscale.errors import ModelError, ModelNotReady
 from zeroscale.events import EventBus
+from zeroscale.fstree import remove_tree
 from zeroscale.router.budget import MemoryBudget
 from zeroscale.router.containermodels import ContainerModelsPool, model_name
 from zeroscale.router.invocation import Invocation
+from zeroscale.router.multimodel import TargetFiles
+from zeroscale.testing import make_tar
 from zeroscale.workers.client import WorkerResponse
 from zeroscale.workers.manager import WorkerHandle
 
@@ -68,17 +73,26 @@ class ModelServers(FakeManager):
 
 
 class World:
-    def __init__(self, tmp: Path, max_models: int = 2, memory_mb: int = 1024, **kw: Any) -> None:
+    def __init__(
+        self,
+        tmp: Path,
+        max_models: int = 2,
+        memory_mb: int = 1024,
+        files: TargetFiles | None = None,
+        prefix: str = "s3://b/p/",
+        **kw: Any,
+    ) -> None:
         self.tmp = tmp
         self.manager = ModelServers(max_models)
         self.sizes: dict[str, int] = {}
         self.fetches: list[str] = []
+        self.kept: list[str] = []
         staging = tmp / "staging"
         staging.mkdir()
         self.pool = ContainerModelsPool(
             spec(
                 memory_mb=memory_mb,
-                multi_model="s3://b/p/",
+                multi_model=prefix,
                 command=("./serve",),
                 model_dir=str(staging),
                 **kw,
@@ -87,9 +101,13 @@ class World:
             MemoryBudget(8192, lambda deficit, requester: 0),
             settings(tmp, model_load_wait_s=0.2),
             EventBus([Recorder()]),
-            self.fetch,
+            files or TargetFiles(self.fetch, self.keep),
             FakeClock(),
         )
+
+    def keep(self, model_dir: str) -> bool:  # the artifact cache's: still there?
+        self.kept.append(model_dir)
+        return Path(model_dir).is_dir()
 
     def fetch(self, url: str, creator: tuple[str, str]) -> Path:  # (as the router calls it)
         self.fetches.append(url)
@@ -131,7 +149,84 @@ async def test_a_target_is_fetched_once_and_its_download_counted_once(tmp_path: 
         downloads.append(inv.download_s is not None)
     assert w.fetches == ["s3://b/p/a", "s3://b/p/b"]
     assert downloads == [True, False, True, False, False]
-    assert w.pool.model_dirs() == [str(tmp_path / "staging")]
+    assert w.kept == [str(tmp_path / "models" / "a"), str(tmp_path / "models" / "b")]  # the unloaded ones
+    # the models directory, and the artifact cache's copy of b, which its worker holds (a is the cache's to
+    # let go)
+    assert w.pool.model_dirs() == [str(tmp_path / "staging"), str(tmp_path / "models" / "b")]
+
+
+async def test_a_staged_model_goes_when_the_artifact_cache_lets_its_files_go_unless_it_is_used(
+    tmp_path: Path,
+) -> None:
+    """Its staged copy is hard links to the cache's files: kept after the cache evicted them, the files would
+    stay on disk, uncounted, past --artifact-cache-mb (one tenant invoking many targets would fill the
+    disk). The model a worker holds is in use: the cache keeps it, and its staged copy stays."""
+    w = World(tmp_path, max_concurrency=1, max_models=1)
+    for target in ("a", "b"):
+        await w.invoke(target)
+    staging, models = tmp_path / "staging", tmp_path / "models"
+    assert sorted(p.name for p in staging.iterdir()) == sorted(model_name(t) for t in "ab")
+    for target in "ab":  # the cache evicts both (b cannot be: it is in use; the pool must not care)
+        remove_tree(models / target)
+    w.pool.artifacts_evicted({str(models / "a"), str(models / "b")})
+    await w.pool._background.join()
+    assert [p.name for p in staging.iterdir()] == [model_name("b")]  # nothing left of a, not even hidden
+    _, body = await w.invoke("a")  # fetched again, staged again, loaded
+    assert body == model_name("a").encode()
+    assert w.fetches == ["s3://b/p/a", "s3://b/p/b", "s3://b/p/a"]
+
+
+async def test_a_staged_model_whose_files_the_cache_let_go_is_fetched_again(tmp_path: Path) -> None:
+    """Without being told (an eviction while the pool was being built): the staged copy is not used, as
+    the cache no longer counts its files; it is replaced by a fresh one."""
+    w = World(tmp_path, max_concurrency=1, max_models=1)
+    for target in ("a", "b"):
+        await w.invoke(target)
+    remove_tree(tmp_path / "models" / "a")
+    inv, body = await w.invoke("a")
+    assert body == model_name("a").encode() and inv.download_s is not None
+    assert w.fetches == ["s3://b/p/a", "s3://b/p/b", "s3://b/p/a"]
+    assert sorted(p.name for p in (tmp_path / "staging").iterdir()) == sorted(model_name(t) for t in "ab")
+    await w.invoke("a")  # loaded: its files are in use, and not asked for
+    assert w.kept.count(str(tmp_path / "models" / "a")) == 1
+
+
+def disk_bytes(*roots: Path) -> int:
+    """The bytes of the files under ``roots``, each file once however many links it has."""
+    seen: dict[tuple[int, int], int] = {}
+    for root in roots:
+        for path in root.rglob("*"):
+            st = path.lstat()
+            if path.is_file():
+                seen[(st.st_dev, st.st_ino)] = st.st_size
+    return sum(seen.values())
+
+
+async def test_many_targets_hold_no_more_disk_than_the_artifact_cache_keeps(tmp_path: Path) -> None:
+    """A real artifact cache (capacity 0: only what is in use, no grace), real archives, real hard links:
+    one tenant invoking eight targets in turn leaves on disk what its loaded model takes, not all eight."""
+    size = 256 * 1024
+    prefix = tmp_path / "prefix"
+    prefix.mkdir()
+    for i in range(8):
+        make_tar(prefix / f"m{i}.tar.gz", {"weights.bin": os.urandom(size)})
+    cache = ArtifactCache(tmp_path / "cache", capacity_bytes=0, grace_s=0)
+    files = TargetFiles(lambda url, _: cache.prepare(url, archive_only=True), cache.keep)
+    w = World(tmp_path, max_concurrency=1, max_models=1, files=files, prefix=f"file://{prefix}/")
+    loop = asyncio.get_running_loop()
+    cache.in_use = w.pool.model_dirs
+    cache.on_evicted = lambda dirs: loop.call_soon_threadsafe(w.pool.artifacts_evicted, set(dirs))
+    for i in range(8):
+        _, body = await w.invoke(f"m{i}.tar.gz")
+        assert body == model_name(f"m{i}.tar.gz").encode()
+    await asyncio.to_thread(cache.trim)  # the server's once-a-minute pass
+    await asyncio.sleep(0.01)
+    await w.pool._background.join()
+    staging = tmp_path / "staging"
+    assert [p.name for p in staging.iterdir()] == [model_name("m7.tar.gz")]  # the loaded one
+    assert cache.load().entries == 1
+    assert size <= disk_bytes(staging, cache.root) < size + 64 * 1024  # and the cache's own small records
+    assert (await w.invoke("m0.tar.gz"))[1] == model_name("m0.tar.gz").encode()  # fetched again
 
 
 async def test_its_models_directory_goes_with_the_pool(tmp_path: Path) -> None:
@@ -198,6 +293,22 @@ async def test_a_slow_load_answers_not_ready_and_goes_on(tmp_path: Path) -> None
         await w.invoke("slow")
     w.manager.load_gate.set()
     await asyncio.sleep(0.01)
+    inv, _ = await w.invoke("slow")
+    assert inv.cache_hit
+
+
+async def test_a_load_that_goes_on_past_its_request_keeps_its_files_in_use(tmp_path: Path) -> None:
+    w = World(tmp_path, max_concurrency=1)
+    w.manager.load_gate.clear()
+    with pytest.raises(ModelNotReady):
+        await w.invoke("slow")
+    source = str(tmp_path / "models" / "slow")
+    assert source in w.pool.model_dirs()  # the load still uses it: the cache keeps it
+    w.pool.artifacts_evicted({source})  # (told anyway: the pool does not let it go)
+    assert [p.name for p in (tmp_path / "staging").iterdir()] == [model_name("slow")]
+    w.manager.load_gate.set()
+    await asyncio.sleep(0.01)
+    assert source in w.pool.model_dirs()  # now its worker holds it
     inv, _ = await w.invoke("slow")
     assert inv.cache_hit
 

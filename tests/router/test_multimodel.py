@@ -12,9 +12,16 @@ import pytest
 from zeroscale.artifacts.fetch import LocalLocation, parse_model_data_url, s3_object_of_https
 from zeroscale.errors import DeployError, ModelError, ModelNotReady, RuntimeValidationError
 from zeroscale.events import EventBus
+from zeroscale.fstree import remove_tree
 from zeroscale.router.budget import MemoryBudget
 from zeroscale.router.invocation import Invocation
-from zeroscale.router.multimodel import MULTI_MODEL_ENV, WORKER_OVERHEAD_MB, MultiModelPool, target_url
+from zeroscale.router.multimodel import (
+    MULTI_MODEL_ENV,
+    WORKER_OVERHEAD_MB,
+    MultiModelPool,
+    TargetFiles,
+    target_url,
+)
 
 from .fakes import FakeClock, FakeManager, Recorder, settings, spec
 
@@ -28,6 +35,8 @@ class World:
         self.clock = FakeClock()
         self.recorder = Recorder()
         self.fetches: list[str] = []
+        self.kept: list[str] = []
+        self.fetch_root = tmp / "models"  # where fetches go (content-addressed: a new version, a new root)
         self.sizes: dict[str, int] = {}
         self.host = MemoryBudget(host_mb, self._host_evict)
         self.pool = MultiModelPool(
@@ -36,7 +45,7 @@ class World:
             self.host,
             settings(tmp, model_load_wait_s=0.2),
             EventBus([self.recorder]),
-            self.fetch,
+            TargetFiles(self.fetch, self.keep),
             self.clock,
         )
         self.host.on_release = self.pool.scale  # the fleet's part: pools waiting for memory try again
@@ -53,12 +62,16 @@ class World:
     def model(self, name: str, size_mb: int) -> None:
         self.sizes[name] = size_mb
 
+    def keep(self, model_dir: str) -> bool:  # the artifact cache's: still there?
+        self.kept.append(model_dir)
+        return Path(model_dir).is_dir()
+
     def fetch(self, url: str, creator: tuple[str, str]) -> Path:  # (as the router calls it)
         self.fetches.append(url)
         name = url.removeprefix("s3://b/p/")
         if name not in self.sizes:
             raise DeployError(f"Could not fetch model artifact {url}: S3 error NoSuchKey")
-        root = self.tmp / "models" / name.replace("/", "_")
+        root = self.fetch_root / name.replace("/", "_")
         root.mkdir(parents=True, exist_ok=True)
         with open(root / "weights.bin", "wb") as f:
             f.truncate(self.sizes[name] * MB)
@@ -245,6 +258,54 @@ async def test_pools_of_unloaded_models_are_forgotten_past_the_bound(
         await settle()
     assert sorted(w.pool._models) == ["d"]  # a, b and c had no worker left when d came
     assert (await w.invoke("a")).download_s is not None  # fetched again
+
+
+async def test_only_the_models_in_use_are_kept_from_the_artifact_cache(tmp_path: Path) -> None:
+    """A model's pool outlives its workers (up to KEPT_POOLS), but not its hold on the model's files: with
+    many targets invoked once each, the cache would otherwise keep every one past --artifact-cache-mb."""
+    w = World(tmp_path, model_cache=False)
+    for name in ("a", "b"):
+        w.model(name, 10)
+    await w.invoke("a")
+    await settle()
+    assert w.loaded() == {} and w.pool.model_dirs() == []  # a's worker went, its pool stays
+    w.manager.hold_requests = True
+    call = asyncio.ensure_future(w.invoke("b"))
+    await asyncio.sleep(0.05)
+    assert w.pool.model_dirs() == [str(tmp_path / "models" / "b")]  # a worker holds it
+    w.manager.answer_all()
+    await call
+
+
+async def test_a_model_at_zero_is_found_again_on_disk_or_fetched_again(tmp_path: Path) -> None:
+    w = World(tmp_path, model_cache=False)
+    w.model("a", 10)
+    await w.invoke("a")
+    await settle()
+    assert (await w.invoke("a")).download_s is None  # its files were still there: no request to S3
+    assert w.kept == [str(tmp_path / "models" / "a")]
+    assert w.fetches == ["s3://b/p/a"]
+    await settle()
+    remove_tree(tmp_path / "models" / "a")  # the cache let them go
+    inv = await w.invoke("a")
+    assert inv.download_s is not None and w.fetches == ["s3://b/p/a", "s3://b/p/a"]
+    assert [spec.model_dir for spec in w.manager.started] == [str(tmp_path / "models" / "a")] * 3
+
+
+async def test_a_model_at_zero_changed_at_its_source_is_loaded_as_it_is_now(tmp_path: Path) -> None:
+    """Fetched again after the cache let it go, its object had been overwritten: the next workers load the
+    new content (the artifact cache's directories are content-addressed)."""
+    w = World(tmp_path, model_cache=False)
+    w.model("a", 10)
+    await w.invoke("a")
+    await settle()
+    remove_tree(tmp_path / "models" / "a")
+    w.fetch_root = tmp_path / "models-v2"
+    await w.invoke("a")
+    assert [spec.model_dir for spec in w.manager.started] == [
+        str(tmp_path / "models" / "a"),
+        str(tmp_path / "models-v2" / "a"),
+    ]
 
 
 async def test_a_model_that_fails_to_load_is_a_model_error_naming_it(tmp_path: Path) -> None:

@@ -99,6 +99,9 @@ class ArtifactCache(Shelved):
         self._locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
         self._evictions: list[str] = []  # sha256s evicted since ``take_evictions`` (guarded by _locks_guard)
+        # Told the directories of the entries each trim evicted, from the thread that trimmed (it must not
+        # call back into the cache).
+        self.on_evicted: Callable[[list[str]], None] | None = None
         self._index_dir = self.root / "index"
         self._tmp_dir = self.root / "tmp"
         for directory in (self.root, self._index_dir, self._tmp_dir):
@@ -206,6 +209,16 @@ class ArtifactCache(Shelved):
             raise DeployError(f"Could not prepare model data {s3_uri}: {describe_os_error(exc)}") from exc
         self._trim_if_over()
         return self._model_dir(sha)
+
+    def keep(self, model_dir: str) -> bool:
+        """Blocking. Whether ``model_dir`` (a directory ``prepare`` returned) is still in place; if it is, it
+        is the most recently used entry and kept for the grace period from now (a multi-model endpoint's
+        target model found again without a request to its source)."""
+        sha = self._shelf.name_of(model_dir)
+        if sha is None or not self._use(sha, None):
+            return False
+        self._shelf.kept_for_grace(sha)
+        return True
 
     def trim(self) -> list[str]:
         """Blocking. Evict entries nothing keeps, least recently used first, until the cache fits its
@@ -351,6 +364,8 @@ class ArtifactCache(Shelved):
             self._forget_index(set(shas))
             with self._locks_guard:
                 self._evictions.extend(shas)
+            if self.on_evicted is not None:
+                self.on_evicted([str(self._model_dir(sha)) for sha in shas])
         return shas
 
     def _forget_index(self, shas: set[str]) -> None:

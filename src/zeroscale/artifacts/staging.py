@@ -33,3 +33,15 @@ def stage(model_dir: Path, root: Path, name: str) -> Path:
         if not target.is_dir():
             raise
     return target
+
+
+def unstage(root: Path, name: str) -> Path | None:
+    """Take ``root/name`` out of place at once (one rename: a later ``stage`` makes it afresh); returns where
+    it went, for the caller to remove (``remove_tree_quietly``, off the event loop), or None if it was not
+    there."""
+    gone = root / f".gone-{uuid.uuid4().hex}"
+    try:
+        os.rename(root / name, gone)
+    except FileNotFoundError:
+        return None
+    return gone

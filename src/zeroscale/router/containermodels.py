@@ -30,14 +30,14 @@ from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
 
-from zeroscale.artifacts.staging import stage
+from zeroscale.artifacts.staging import stage, unstage
 from zeroscale.errors import ModelError, ModelNotReady
 from zeroscale.events import EventBus
 from zeroscale.fstree import remove_tree_quietly
 from zeroscale.metrics.load import PoolLoad
 from zeroscale.router.budget import MemoryBudget
 from zeroscale.router.invocation import Invocation
-from zeroscale.router.multimodel import KEPT_POOLS, Fetch, Fetched, TargetFetcher, require_target
+from zeroscale.router.multimodel import Fetched, TargetFetcher, TargetFiles, require_target
 from zeroscale.router.pool import VariantPool
 from zeroscale.router.slots import Slot
 from zeroscale.router.spec import PoolSpec, RouterSettings, Workers
@@ -62,16 +62,21 @@ class ContainerModelsPool(VariantPool):
         budget: MemoryBudget,
         settings: RouterSettings,
         events: EventBus,
-        fetch: Fetch,
+        files: TargetFiles,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
         on_active: Callable[[VariantPool], None] | None = None,
     ) -> None:
         super().__init__(spec, manager, budget, settings, events, clock, wall, None, on_active)
-        self._targets = TargetFetcher(fetch, spec, clock, 0)
-        # Targets fetched and staged in the models directory (name -> what it was fetched as), least
-        # recently used first: a later invocation needs neither the source nor the artifact cache again.
-        self._staged: OrderedDict[str, Fetched] = OrderedDict()
+        self._targets = TargetFetcher(files, spec, clock, 0)
+        # Targets fetched for the models directory (name -> what it was fetched as): staged there, or about
+        # to be. A staged model stays when no worker holds it (as SageMaker keeps unloaded models on the
+        # instance's disk): a later invocation needs neither the source nor a download again. It goes when
+        # the artifact cache lets its files go (``artifacts_evicted``): its hard links would keep them on
+        # disk, uncounted, past ``--artifact-cache-mb``.
+        self._staged: dict[str, Fetched] = {}
+        # name -> its invocations in flight and the workers holding it: its files are in use while any is
+        self._users: dict[str, int] = {}
         # worker id -> its loaded models (name -> MB), least recently used first
         self._loaded: dict[str, OrderedDict[str, int]] = {}
 
@@ -94,20 +99,64 @@ class ContainerModelsPool(VariantPool):
         names = {name for models in self._loaded.values() for name in models}
         return dataclasses.replace(super().load(), loaded_models=len(names))
 
+    def model_dirs(self) -> list[str]:
+        """The models directory, and the artifact cache's copies of the models in use (their staged links are
+        the same files), which the cache must keep. Safe from another thread (dictionaries copied first)."""
+        users, staged = dict(self._users), dict(self._staged)
+        in_use = [staged[name].model_dir for name in users if name in staged]
+        return [*super().model_dirs(), *in_use]
+
+    def artifacts_evicted(self, model_dirs: set[str]) -> None:
+        """The artifact cache let these go: the models staged from them that nothing uses go too."""
+        for name, fetched in list(self._staged.items()):
+            if fetched.model_dir in model_dirs and name not in self._users:
+                self._unstage(name)
+
+    def _unstage(self, name: str) -> None:
+        del self._staged[name]
+        gone = unstage(Path(self.spec.model_dir), name)
+        if gone is not None:
+            self._background.spawn(asyncio.to_thread(remove_tree_quietly, gone))
+
+    def _use(self, name: str) -> None:
+        self._users[name] = self._users.get(name, 0) + 1
+
+    def _done_with(self, name: str) -> None:
+        left = self._users.pop(name) - 1
+        if left:
+            self._users[name] = left
+
     def _on_exit(self, handle: WorkerHandle) -> None:
-        self._loaded.pop(handle.worker_id, None)
+        for name in self._loaded.pop(handle.worker_id, {}):
+            self._done_with(name)
         super()._on_exit(handle)
 
     # ---- serving ----
     async def invoke(self, inv: Invocation) -> WorkerResponse:
         target = require_target(inv, self.spec)
-        started = self._clock()
         name = model_name(target)
+        self._use(name)
+        try:
+            return await self._invoke_used(target, name, inv)
+        finally:
+            self._done_with(name)
+
+    async def _fetched(self, target: str, name: str, inv: Invocation) -> Fetched:
+        """``target``'s files: staged already, and still the artifact cache's (held by a worker, or found in
+        place), or fetched (again)."""
         fetched = self._staged.get(name)
-        if fetched is None:
-            fetched = await self._targets.get(target, inv)
-        else:
-            self._staged.move_to_end(name)
+        if fetched is not None:
+            if self._users[name] > 1 or await self._targets.kept(fetched.model_dir):
+                return fetched
+            if self._users[name] == 1 and self._staged.get(name) is fetched:  # nobody else uses the copy
+                self._unstage(name)
+        fetched = await self._targets.get(target, inv)
+        self._staged[name] = fetched
+        return fetched
+
+    async def _invoke_used(self, target: str, name: str, inv: Invocation) -> WorkerResponse:
+        started = self._clock()
+        fetched = await self._fetched(target, name, inv)
         slot = await self.acquire(prefer=lambda s: name in self._loaded.get(s.worker_id, ()))
         models = self._loaded.setdefault(slot.worker_id, OrderedDict())
         if not self.spec.model_cache and models:  # ModelCacheSetting Disabled: nothing is reused
@@ -154,13 +203,17 @@ class ContainerModelsPool(VariantPool):
         )
 
     async def _load(self, slot: Slot, target: str, name: str, fetched: Fetched) -> None:
+        """Its files are in use until it is loaded (or not): the load may go on after its request answered."""
+        self._use(name)
+        try:
+            await self._load_used(slot, target, name, fetched)
+        finally:
+            self._done_with(name)
+
+    async def _load_used(self, slot: Slot, target: str, name: str, fetched: Fetched) -> None:
         handle = slot.handle
         assert handle is not None
         await asyncio.to_thread(stage, Path(fetched.model_dir), Path(self.spec.model_dir), name)
-        self._staged[name] = fetched
-        self._staged.move_to_end(name)
-        while len(self._staged) > KEPT_POOLS:  # forgotten: fetched again (its staged copy stays)
-            self._staged.popitem(last=False)
         models = self._loaded.setdefault(slot.worker_id, OrderedDict())
         while models and sum(models.values()) + fetched.size_mb > self.spec.memory_mb:
             await self._unload(handle, models)
@@ -170,6 +223,8 @@ class ContainerModelsPool(VariantPool):
             while True:
                 resp = await self._manager.request(handle, b"POST", b"/models", list(_JSON), body)
                 if 200 <= resp.status < 300 or resp.status == 409:  # 409: it was loaded already
+                    if name not in models:
+                        self._use(name)
                     models[name] = fetched.size_mb
                     return
                 if resp.status == 507 and models:  # out of memory: make room and try again
@@ -189,4 +244,5 @@ class ContainerModelsPool(VariantPool):
     async def _unload(self, handle: WorkerHandle, models: OrderedDict[str, int]) -> None:
         """Unload the worker's least recently used model (gone from the books whatever it answers)."""
         name, _ = models.popitem(last=False)
+        self._done_with(name)
         await self._manager.request(handle, b"DELETE", f"/models/{name}".encode(), [], b"")

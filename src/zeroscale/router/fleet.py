@@ -29,7 +29,7 @@ from zeroscale.metrics.registry import Metrics
 from zeroscale.router.batching import Batcher
 from zeroscale.router.budget import MemoryBudget
 from zeroscale.router.containermodels import ContainerModelsPool
-from zeroscale.router.multimodel import Fetch, MultiModelPool
+from zeroscale.router.multimodel import MultiModelPool, TargetFiles
 from zeroscale.router.pipeline import Pipeline, container_specs, is_lead
 from zeroscale.router.pool import VariantPool
 from zeroscale.router.spec import PoolSpec, RouterSettings, Workers
@@ -129,12 +129,11 @@ class Fleet:
         events: EventBus,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
-        fetch: Fetch | None = None,
+        targets: TargetFiles | None = None,
     ) -> None:
-        """``fetch``: a multi-model variant's target model URL and model's creator -> its extracted directory
-        (blocking)."""
+        """``targets``: where multi-model variants' target models come from."""
         self._manager = manager
-        self._fetch = fetch
+        self._targets = targets
         self.events = events
         self._wall = wall
         self._settings = settings
@@ -151,6 +150,7 @@ class Fleet:
         self._provisioned_told: dict[VariantPool, tuple[int, float | None]] = {}
         self._wake = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._background = Background("fleet")
         # Pool specs (``PoolSpec.proof_key``) a worker of which started and became ready on this host since
         # the server started, most recent last: a deployment of one again needs no deploy-time worker (the
@@ -321,7 +321,7 @@ class Fleet:
 
     def _pool(self, spec: PoolSpec) -> VariantPool:
         if spec.multi_model:
-            if self._fetch is None:
+            if self._targets is None:
                 raise DeployError("This server cannot fetch the models of a multi-model endpoint.")
             # an image that loads its models itself (the multi-model container API), or zeroscale's runtimes
             kind = ContainerModelsPool if spec.command else MultiModelPool
@@ -331,7 +331,7 @@ class Fleet:
                 self.budget,
                 self._settings,
                 self.events,
-                self._fetch,
+                self._targets,
                 self._clock,
                 self._wall,
                 self._activated,
@@ -524,8 +524,20 @@ class Fleet:
     def _busy_pools(self) -> list[VariantPool]:
         return list(dict.fromkeys((*self._active, *self._draining)))
 
+    def artifacts_evicted(self, model_dirs: list[str]) -> None:
+        """The artifact cache let these directories go (told from the thread that trimmed it): the pools hear
+        it on the event loop."""
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._artifacts_evicted, set(model_dirs))
+
+    def _artifacts_evicted(self, model_dirs: set[str]) -> None:
+        for pool in self.pools():
+            pool.artifacts_evicted(model_dirs)
+
     # ---- the reconcile loop ----
     async def start(self, interval_s: float = 0.5) -> None:
+        self._loop = asyncio.get_running_loop()
         self._loop_task = asyncio.create_task(self._reconcile(interval_s))
 
     async def _reconcile(self, interval_s: float) -> None:

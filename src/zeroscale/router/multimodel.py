@@ -52,12 +52,21 @@ MULTI_MODEL_ENV = "SAGEMAKER_MULTI_MODEL"
 # What a forked worker holds privately beyond its model's files (its heap, the pages it touches after the
 # fork): measured for the scikit-learn runtime, see bench/multimodel.py.
 WORKER_OVERHEAD_MB = 8
-# Pools of models with no worker are kept (their fetched directory, their figures) up to this many; past it
-# the idle ones are forgotten (a later request fetches again, from the artifact cache when unchanged).
+# Pools of models with no worker are kept (their figures, and their fetched directory while the artifact
+# cache keeps it) up to this many; past it the idle ones are forgotten (a later request fetches again, from
+# the artifact cache when unchanged).
 KEPT_POOLS = 1024
 
-# blocking: (artifact URL, the model's creator as PoolSpec.read_as) -> extracted model directory (DeployError)
-Fetch = Callable[[str, tuple[str, str]], Path]
+
+@dataclasses.dataclass(frozen=True)
+class TargetFiles:
+    """Where a multi-model variant's target models come from (the server's artifact cache). Both blocking."""
+
+    # (artifact URL, the model's creator as PoolSpec.read_as) -> extracted model directory (DeployError)
+    fetch: Callable[[str, tuple[str, str]], Path]
+    # a directory ``fetch`` returned -> whether it is still there (then kept a while): the cache may let a
+    # target go once no worker holds it, and it is fetched again
+    keep: Callable[[str], bool]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,8 +101,10 @@ def target_url(prefix: str, target: str) -> str:
 class TargetFetcher:
     """Target models fetched from the variant's prefix and sized, once for all the requests waiting."""
 
-    def __init__(self, fetch: Fetch, spec: PoolSpec, clock: Callable[[], float], overhead_mb: int) -> None:
-        self._fetch = fetch
+    def __init__(
+        self, files: TargetFiles, spec: PoolSpec, clock: Callable[[], float], overhead_mb: int
+    ) -> None:
+        self._files = files
         self._spec = spec
         self._clock = clock
         self._overhead_mb = overhead_mb
@@ -116,6 +127,10 @@ class TargetFetcher:
             inv.download_s = fetched.download_s
         return fetched
 
+    async def kept(self, model_dir: str) -> bool:
+        """Whether ``model_dir`` (fetched before) is still on disk; then it stays a while."""
+        return await asyncio.to_thread(self._files.keep, model_dir)
+
     def cancel(self) -> None:
         for task in list(self._opening.values()):
             task.cancel()
@@ -125,7 +140,7 @@ class TargetFetcher:
         url = target_url(spec.multi_model, target)
         started = self._clock()
         try:
-            model_dir = await asyncio.to_thread(self._fetch, url, spec.read_as)
+            model_dir = await asyncio.to_thread(self._files.fetch, url, spec.read_as)
         except DeployError as exc:
             raise RuntimeValidationError(
                 f"Failed to download model data for target model {target} from {url}: {exc}. Please ensure "
@@ -163,14 +178,14 @@ class MultiModelPool(VariantPool):
         budget: MemoryBudget,
         settings: RouterSettings,
         events: EventBus,
-        fetch: Fetch,
+        files: TargetFiles,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
         on_active: Callable[[VariantPool], None] | None = None,
     ) -> None:
         super().__init__(spec, manager, budget, settings, events, clock, wall, None, on_active)
         self._models: dict[str, VariantPool] = {}
-        self._targets = TargetFetcher(fetch, spec, clock, WORKER_OVERHEAD_MB)
+        self._targets = TargetFetcher(files, spec, clock, WORKER_OVERHEAD_MB)
         self._memory = NestedBudget(spec.memory_mb, self._unload, budget, self)
         self._memory.on_release = self._serve_waiting
         self._in_flight = 0
@@ -215,9 +230,18 @@ class MultiModelPool(VariantPool):
         return [s for p in self._models.values() for s in p.slots()]
 
     def model_dirs(self) -> list[str]:
-        """Its target models' directories, kept while their pools are (the list is copied first: safe from
-        another thread)."""
-        return [d for pool in list(self._models.values()) for d in pool.model_dirs()]
+        """The directories of its target models that a worker holds or a request is about to use: what the
+        artifact cache must keep. A model no worker holds is the cache's to let go, like any unused artifact
+        (it is fetched again when next invoked): with many targets, the pools kept for their figures would
+        otherwise keep every model ever invoked on disk, past ``--artifact-cache-mb``. Safe from another
+        thread (the dictionaries are copied first)."""
+        models, pinned = dict(self._models), set(self._pinned)
+        return [
+            d
+            for target, pool in models.items()
+            if target in pinned or not pool.quiet
+            for d in pool.model_dirs()
+        ]
 
     def load(self) -> PoolLoad:
         loads = [p.load() for p in self._models.values()]
@@ -359,7 +383,7 @@ class MultiModelPool(VariantPool):
                 slot = await pool.acquire()
             else:
                 inv.cache_hit = False
-                if pool is None:
+                if pool is None or not (pool.live or await self._targets.kept(pool.spec.model_dir)):
                     pool = await self._open(target, inv)
                 slot = await self._wait_loaded(pool, target, started)
                 inv.model_wait_s = self._clock() - started
@@ -377,9 +401,11 @@ class MultiModelPool(VariantPool):
         """The pool of ``target``, after fetching it (one fetch however many requests wait for it)."""
         fetched = await self._targets.get(target, inv)
         pool = self._models.get(target)
-        if pool is None:
-            if len(self._models) >= KEPT_POOLS:
-                self._forget_unused()
+        if pool is None and len(self._models) >= KEPT_POOLS:
+            self._forget_unused()
+        # A pool at zero whose model the cache let go may find it changed at its source (an object
+        # overwritten under the same key): its next workers load what was fetched now.
+        if pool is None or (pool.quiet and pool.spec.model_dir != fetched.model_dir):
             pool = self._models[target] = self._model_pool(target, fetched)
         return pool
 

@@ -192,6 +192,10 @@ class VariantPool:
         """The directories its workers read (``PoolSpec.directories``). Safe from another thread."""
         return self.spec.directories()
 
+    def artifacts_evicted(self, model_dirs: set[str]) -> None:
+        """The artifact cache let these directories go. None of a pool's own: they are kept while it is
+        routed (a multi-model pool's copies of its target models are not)."""
+
     def load(self) -> PoolLoad:
         """What the pool is doing now, for the gauges metrics computes when scraped or sampled."""
         return PoolLoad(
