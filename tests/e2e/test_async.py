@@ -442,6 +442,12 @@ def test_request_validation(server: ServerProcess) -> None:
         ({"InputLocation": f"s3://{BUCKET}/inputs\\rows.json"}, "no backslash"),
         ({"S3OutputPathExtension": "../../elsewhere"}, 'no empty, "." or ".." part'),
         ({"S3OutputPathExtension": "a//b"}, 'no empty, "." or ".." part'),
+        # a bucket alone is no input; an InferenceId names the output object, so it is held as its key is
+        ({"InputLocation": f"s3://{BUCKET}"}, "names a bucket, not an object"),
+        ({"InputLocation": f"s3://{BUCKET}/"}, "names a bucket, not an object"),
+        ({"InferenceId": "../elsewhere"}, "InferenceId '../elsewhere' names this request's output object"),
+        ({"InferenceId": "/lead"}, 'no empty, "." or ".." part'),
+        ({"InferenceId": "a\\b"}, "no backslash"),
     ]
     for extra, text in cases:
         kwargs = {"EndpointName": "rf-async", "InputLocation": f"s3://{BUCKET}/inputs/rows.json", **extra}

@@ -872,3 +872,84 @@ def test_a_deny_holds_on_what_a_call_reaches_through_another_name(
         e["action"] == "sagemaker:DeleteEndpoint" and e["error_code"] == "SerializationException"
         for e in events
     ), events
+
+
+def test_a_tenant_reaches_no_other_tenants_data_image_or_capacity_through_a_wider_name(
+    iam: Any, server: ServerProcess, endpoints: None
+) -> None:
+    """A second review's findings: a transform job naming a bucket alone was checked against nothing (the
+    server then read every object in the bucket with its own credentials); Application Auto Scaling was
+    checked on ``*`` only (another tenant's endpoint sized, or its target deregistered); any tenant's model
+    could run another's pushed image, and its code read the image's files."""
+    iam.create_user(UserName="wider")
+    policy = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {"Effect": "Allow", "Action": ["sagemaker:*", "application-autoscaling:*"], "Resource": "*"},
+            {"Effect": "Allow", "Action": "s3:*", "Resource": "arn:aws:s3:::shared/mallory/*"},
+            {
+                "Effect": "Allow",
+                "Action": "zeroscale:UseImage",
+                "Resource": f"arn:aws:zeroscale:{REGION}:{ACCOUNT}:image/mallory-*",
+            },
+            {
+                "Effect": "Deny",
+                "Action": "sagemaker:*",
+                "Resource": f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:endpoint/secret-*",
+            },
+        ],
+    }
+    iam.put_user_policy(UserName="wider", PolicyName="p", PolicyDocument=json.dumps(policy))
+    key = iam.create_access_key(UserName="wider")["AccessKey"]
+    mine = client(server, "sagemaker", key)
+
+    for uri in ("s3://shared", "s3://shared/"):
+        denied = error(
+            mine.create_transform_job,
+            TransformJobName="whole-bucket",
+            ModelName="open-echo",
+            TransformInput={"DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": uri}}},
+            TransformOutput={"S3OutputPath": "s3://shared/mallory/out"},
+            TransformResources={"InstanceType": "ml.m5.large", "InstanceCount": 1},
+        )
+        assert "perform: s3:GetObject on resource: arn:aws:s3:::shared/*" in denied["Message"], denied
+
+    scaling = client(server, "application-autoscaling", key)
+    variant = {
+        "ServiceNamespace": "sagemaker",
+        "ResourceId": "endpoint/secret-echo/variant/AllTraffic",
+        "ScalableDimension": "sagemaker:variant:DesiredInstanceCount",
+    }
+    endpoint_arn = f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:endpoint/secret-echo"
+    for call, kwargs in (
+        (scaling.register_scalable_target, {"MinCapacity": 2, "MaxCapacity": 2}),
+        (scaling.deregister_scalable_target, {}),
+        (
+            scaling.put_scaling_policy,
+            {
+                "PolicyName": "p",
+                "PolicyType": "TargetTrackingScaling",
+                "TargetTrackingScalingPolicyConfiguration": {
+                    "TargetValue": 1.0,
+                    "PredefinedMetricSpecification": {
+                        "PredefinedMetricType": "SageMakerVariantInvocationsPerInstance"
+                    },
+                },
+            },
+        ),
+    ):
+        denied = error(call, **variant, **kwargs)
+        assert denied["Code"] == "AccessDeniedException", denied
+        assert (
+            f"perform: sagemaker:UpdateEndpointWeightsAndCapacities on resource: {endpoint_arn}"
+            in denied["Message"]
+        ), denied
+    assert scaling.describe_scalable_targets(ServiceNamespace="sagemaker")["ScalableTargets"] == []
+
+    for image in ("alices-image:1.0", "123456789012.dkr.ecr.us-east-1.amazonaws.com/alices-image:1.0"):
+        denied = error(mine.create_model, ModelName="borrowed-image", PrimaryContainer={"Image": image})
+        image_arn = f"arn:aws:zeroscale:{REGION}:{ACCOUNT}:image/alices-image"
+        assert f"perform: zeroscale:UseImage on resource: {image_arn}" in denied["Message"], denied
+    mine.create_model(ModelName="own-image", PrimaryContainer={"Image": "mallory-image:1.0"})
+    sklearn = "683313688378.dkr.ecr.us-east-1.amazonaws.com/sagemaker-scikit-learn:1.2-1-cpu-py3"
+    mine.create_model(ModelName="framework-image", PrimaryContainer={"Image": sklearn})

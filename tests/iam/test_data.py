@@ -13,9 +13,11 @@ from zeroscale.iam.data import (
     S3_READ,
     S3_WRITE,
     SCALE,
+    USE_IMAGE,
     Use,
     alarm_actions,
     input_location,
+    scaling,
     uses,
 )
 
@@ -114,9 +116,32 @@ def local(*paths: str) -> list[Use]:
             },
             read("in/list"),
         ),
+        # a bucket alone is every object in it: a transform job reads the whole bucket (a probe read another
+        # tenant's objects through ``s3://their-bucket``, named nothing here before)
+        (
+            {
+                "TransformInput": {
+                    "DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": "s3://theirs"}}
+                },
+                "TransformOutput": {"S3OutputPath": "s3://out/"},
+            },
+            [*read("theirs/*"), Use(S3_WRITE, "out/*")],
+        ),
+        (
+            {"TransformInput": {"DataSource": {"S3DataSource": {"S3Uri": "s3://theirs/"}}}},
+            read("theirs/*"),
+        ),
+        (
+            {"TransformInput": {"DataSource": {"S3DataSource": {"S3Uri": "https://seaweed:8333/theirs/"}}}},
+            read("*"),
+        ),
+        # an S3 URL whatever else is wrong with it names every object of its bucket (the handler refuses it
+        # too, by name): never nothing
+        ({"PrimaryContainer": {"ModelDataUrl": "s3://bucket-only"}}, read("bucket-only/*")),
+        ({"PrimaryContainer": {"ModelDataUrl": "s3://b/a/../m.tar.gz"}}, read("b/*")),
+        ({"PrimaryContainer": {"ModelDataUrl": "s3:///m.tar.gz"}}, read("*")),
         # what the handler refuses names nothing; a malformed request is the handler's to refuse
         ({"PrimaryContainer": {"ModelDataUrl": "file://host/m.tar.gz"}}, []),
-        ({"PrimaryContainer": {"ModelDataUrl": "s3://bucket-only"}}, []),
         ({"PrimaryContainer": "file:///etc/shadow", "Containers": {"x": 1}, "TransformInput": [1]}, []),
     ],
 )
@@ -132,10 +157,36 @@ def test_a_path_is_named_as_written_without_touching_the_disk(tmp_path: Path) ->
     assert uses({"PrimaryContainer": {"ModelDataUrl": url}}) == local(f"{tmp_path}/models/shadow")
 
 
+def test_a_pushed_image_is_its_pushers_and_a_framework_image_is_anyones() -> None:
+    def images(*values: object) -> list[Use]:
+        return uses({"Containers": [{"Image": v} for v in values]})
+
+    assert images("mine:1.0", "123.dkr.ecr.us-east-1.amazonaws.com/theirs:2@sha256:ab") == [
+        Use(USE_IMAGE, "mine"),
+        Use(USE_IMAGE, "theirs"),
+    ]
+    assert images("theirs") == [Use(USE_IMAGE, "theirs")]  # ":latest"
+    sklearn = "683313688378.dkr.ecr.us-east-1.amazonaws.com/sagemaker-scikit-learn:1.2-1-cpu-py3"
+    assert images(sklearn, "xgboost", "", None, 7) == []
+    assert images("Not An Image!") == [Use(USE_IMAGE, "*")]  # refused by CreateModel, never unchecked
+    package = {"InferenceSpecification": {"Containers": [{"Image": "theirs:1"}]}}
+    assert uses(package) == [Use(USE_IMAGE, "theirs")]
+
+
+def test_scaling_a_variant_is_changing_its_endpoints_capacity() -> None:
+    variant = {"ResourceId": "endpoint/theirs/variant/AllTraffic"}
+    for operation in ("RegisterScalableTarget", "DeregisterScalableTarget", "PutScalingPolicy"):
+        assert scaling(operation, variant) == [Use(SCALE, "theirs")]
+    assert scaling("DeleteScalingPolicy", {"ResourceId": "endpoint/x/y"}) == [Use(SCALE, "*")]
+    assert scaling("RegisterScalableTarget", {"ResourceId": 3}) == [Use(SCALE, "*")]
+    assert scaling("DescribeScalableTargets", variant) == []
+
+
 def test_an_asynchronous_requests_input() -> None:
     assert input_location("s3://in/req.json") == read("in/req.json")
     assert input_location("https://inputs.s3.amazonaws.com/req.json") == read("inputs/req.json")
     assert input_location("ftp://in/req.json") == []
+    assert input_location("s3://theirs") == input_location("s3://theirs/") == read("theirs/*")
 
 
 def test_an_alarms_actions_are_what_the_server_does_for_its_creator() -> None:

@@ -96,6 +96,10 @@ def parse_params(raw: Headers, body: bytes = b"") -> AsyncParams:
             raise _invalid(
                 "inputLocation", location[:256], "satisfy regular expression pattern: (https|s3)://..."
             )
+        if not matched.group(3):
+            raise RuntimeValidationError(
+                f"InputLocation {location[:256]!r} names a bucket, not an object: give s3://bucket/key."
+            )
         if (problem := s3_key_problem(matched.group(3))) is not None:
             raise RuntimeValidationError(f"InputLocation {location[:256]!r}: {problem}.")
     for name, (member, pattern, constraint) in _PATTERNED.items():
@@ -116,6 +120,11 @@ def parse_params(raw: Headers, body: bytes = b"") -> AsyncParams:
     ):
         raise _invalid(
             "inferenceId", inference_id[:64], "have length between 1 and 64 and be printable ASCII"
+        )
+    elif (problem := s3_key_problem(inference_id)) is not None:  # it names the output's object
+        raise RuntimeValidationError(
+            f"InferenceId {inference_id!r} names this request's output object (<InferenceId>.out), "
+            f"and {problem}."
         )
     numbers: dict[str, int] = {}
     for name, (member, low, high) in _RANGES.items():

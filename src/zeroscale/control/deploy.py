@@ -65,10 +65,6 @@ class Images(Protocol):
 
     def resolve(self, image: str) -> ImageRecord | None: ...
 
-    def refs(self) -> list[str]:
-        """Every registered image's ``name:tag``."""
-        ...
-
 
 class Deployer:
     def __init__(
@@ -279,10 +275,9 @@ class Deployer:
             if record is None:
                 if not image.strip():
                     raise
-                registered = ", ".join(self._images.refs()) or "none"
                 raise DeployError(
                     f"Image {image.strip()!r} is not a known zeroscale image. "
-                    f"Known images: {known_images()}. Registered images: {registered} "
-                    "(push one with `zeroscale images push NAME:TAG DIR`)."
+                    f"Known images: {known_images()}; or one pushed with `zeroscale images push NAME:TAG "
+                    "DIR` (`zeroscale images list` shows those pushed)."
                 ) from None
             return f"byo/{record.resolved}", record

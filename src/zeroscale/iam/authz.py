@@ -386,6 +386,8 @@ class Authorizer:
             return data.input_location(access.input_location, self._s3_endpoint_url)
         if access.kind == "json" and access.signing_name == "monitoring":
             return data.alarm_actions(params) if access.operation == "PutMetricAlarm" else []
+        if access.kind == "json" and access.signing_name == "application-autoscaling":
+            return data.scaling(access.operation, params)
         if access.kind != "json" or access.signing_name != "sagemaker":
             return []
         found = data.uses(params, self._s3_endpoint_url)
@@ -410,6 +412,8 @@ class Authorizer:
             return use.target
         if use.action == data.SCALE:
             return self._sagemaker_arn("endpoint", use.target)
+        if use.action == data.USE_IMAGE:
+            return f"arn:aws:zeroscale:{self._region}:{self._account}:image/{use.target}"
         return f"arn:aws:s3:::{use.target}"
 
 

@@ -21,9 +21,12 @@ from typing import Any
 
 from zeroscale.artifacts.fetch import LocalLocation, S3Location, parse_model_data_url, s3_object_of_https
 from zeroscale.errors import DeployError
+from zeroscale.images.names import parse_reference
+from zeroscale.runtimes.image_uris import resolve_image
 from zeroscale.runtimes.usercode import SUBMIT_DIRECTORY
 
 LOCAL_READ = "zeroscale:ReadLocalFile"
+USE_IMAGE = "zeroscale:UseImage"
 S3_READ = "s3:GetObject"
 S3_WRITE = "s3:PutObject"
 PUBLISH = "sns:Publish"
@@ -31,12 +34,18 @@ SCALE = "sagemaker:UpdateEndpointWeightsAndCapacities"
 ALARM_ACTIONS = ("OKActions", "AlarmActions", "InsufficientDataActions")
 # a step scaling policy ARN names what it scales: ...:resource/sagemaker/endpoint/<name>/variant/<variant>:
 _SCALED_ENDPOINT = re.compile(r":resource/sagemaker/endpoint/([^/:]+)/variant/")
+# Application Auto Scaling's calls that change what a variant's instance count becomes
+SCALING_CHANGES = frozenset(
+    {"RegisterScalableTarget", "DeregisterScalableTarget", "PutScalingPolicy", "DeleteScalingPolicy"}
+)
+_SCALABLE_VARIANT = re.compile(r"endpoint/([^/]+)/variant/[^/]+")
 
 
 @dataclass(frozen=True)
 class Use:
     """``action`` on ``target``: an absolute path (LOCAL_READ), ``bucket/key`` (S3; a prefix ends with
-    ``*``; ``*`` is every object), a topic's ARN (PUBLISH), or an endpoint's name (SCALE)."""
+    ``*``; ``*`` is every object), a topic's ARN (PUBLISH), an endpoint's name (SCALE; ``*``: every one),
+    or a pushed image's name (USE_IMAGE; ``*``: every one)."""
 
     action: str
     target: str  # SCALE: an endpoint's name
@@ -48,6 +57,7 @@ def uses(params: Mapping[str, Any], s3_endpoint_url: str | None = None) -> list[
     input and output."""
     found: list[Use] = []
     for container in containers(params):
+        found += image(container.get("Image"))
         multi_model = container.get("Mode") == "MultiModel"
         found += model_data(container.get("ModelDataUrl"), s3_endpoint_url, prefix=multi_model)
         source = _dict(_dict(container.get("ModelDataSource")).get("S3DataSource"))
@@ -93,6 +103,35 @@ def alarm_actions(params: Mapping[str, Any]) -> list[Use]:
     return list(dict.fromkeys(found))
 
 
+def image(value: object) -> list[Use]:
+    """A container's image, where it is one pushed to this server (its files and its code are its pusher's:
+    a model running it runs them, and a model's own code inside it reads them): ``zeroscale:UseImage`` on
+    it, as an execution role needs ``ecr:BatchGetImage`` on AWS. zeroscale's own framework images need
+    nothing. A value no pushed image can have is every image (the handler refuses it)."""
+    if not isinstance(value, str) or not value.strip():
+        return []
+    try:
+        resolve_image(value)
+        return []
+    except DeployError:
+        pass
+    ref = parse_reference(value)
+    return [Use(USE_IMAGE, ref[0] if ref is not None else "*")]
+
+
+def scaling(operation: str, params: Mapping[str, Any]) -> list[Use]:
+    """An Application Auto Scaling call that sets a variant's capacity, or the bounds and policies the
+    server then sets it by (a target's MinCapacity is an instance count at once): what
+    UpdateEndpointWeightsAndCapacities does to the endpoint, as zeroscale's own rule (on AWS these calls
+    act through a service-linked role; here another tenant could size, or hold at zero, an endpoint it may
+    not touch). A ResourceId that is not a variant's is every endpoint (the handler refuses it)."""
+    if operation not in SCALING_CHANGES:
+        return []
+    resource = params.get("ResourceId")
+    named = _SCALABLE_VARIANT.fullmatch(resource) if isinstance(resource, str) else None
+    return [Use(SCALE, named.group(1) if named is not None else "*")]
+
+
 def model_data(url: object, s3_endpoint_url: str | None = None, *, prefix: bool = False) -> list[Use]:
     """What reading model data at ``url`` is: an S3 object, or a path on the server as written (``..``
     folded; where it leads through symlinks is checked by CreateModel itself, off the event loop, and
@@ -119,17 +158,22 @@ def _s3(
     action: str, url: object, endpoint: str | None, *, under: bool = False, starts: bool = False
 ) -> list[Use]:
     """``url``'s object (``under``: the objects under it as a folder; ``starts``: every key it begins, as
-    an S3 prefix is matched)."""
+    an S3 prefix is matched). An S3 URL that names no object as written (a bucket alone, ``s3://b`` or
+    ``s3://b/``, which a transform job reads whole; a key the server refuses) is every object of its bucket,
+    or of every bucket: a handler that reads more than the URL's key must never find it unchecked."""
     if not isinstance(url, str):
         return []
     found: tuple[str, str] | None = None
     if url[:8].lower() == "https://":
         found = s3_object_of_https(url.rstrip("/") + "/*" if under else url, endpoint)
-    else:
+        if found is None and s3_object_of_https(url.rstrip("/") + "/*", endpoint) is not None:
+            return [Use(action, "*")]  # an S3 bucket's URL, with no key
+    elif url[:5].lower() == "s3://":
         try:
             location = parse_model_data_url(url.rstrip("/") + "/*" if under else url)
         except DeployError:
-            return []
+            bucket = url[5:].partition("/")[0]
+            return [Use(action, f"{bucket}/*" if bucket else "*")]
         if isinstance(location, S3Location):
             found = location.bucket, location.key
     if found is None:

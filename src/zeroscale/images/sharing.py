@@ -203,10 +203,6 @@ class SharedImages:
         log.info("image %s:%s@%s copied from front end %s", name, tag, doc["digest"], peer_id)
         return True
 
-    def refs(self) -> builtins.list[str]:
-        """Every registered tag's ``name:tag``, wherever it is held."""
-        return [f"{doc['name']}:{doc['tag']}" for doc in self.everywhere()]
-
     def everywhere(self) -> builtins.list[dict[str, Any]]:
         """Every tag's last push, wherever it is held (``ImageRecord.to_json``), by name and tag (the pushes
         this front end held before the words were kept were recorded at its start, ``reconcile``)."""
