@@ -246,6 +246,92 @@ def test_a_template_runs_the_models_code_with_no_more_privilege_than_a_worker(
     sm.delete_endpoint(EndpointName="pickled")
 
 
+UID_HOPPER = r"""
+import ctypes, os, signal, time
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def model_fn(model_dir):
+    status = open("/proc/self/status").read()
+    capeff = int(next(x.split()[1] for x in status.splitlines() if x.startswith("CapEff")), 16)
+    if capeff & (1 << 7):  # CAP_SETUID: this is a template, which gives its replicas the uids of its block
+        uid = os.getuid()
+        print(f"ZS-TEMPLATE-UID {uid}", flush=True)
+        if os.fork() == 0:
+            os.setsid()
+            if os.fork() == 0:  # a grandchild: not the template's child, under a uid no replica has yet
+                signal.signal(signal.SIGTERM, signal.SIG_IGN)
+                _libc.setresuid(uid + 511, uid + 511, uid + 511)
+                hoard = bytearray(64 * 1024 * 1024)
+                while True:
+                    time.sleep(1)
+            os._exit(0)
+        os.wait()
+    return None
+
+
+def transform_fn(model, body, content_type, accept):
+    return body, "application/octet-stream"
+"""
+
+
+def test_a_templates_model_leaves_no_process_running_past_it(
+    server: ServerProcess, sm: Any, smr: Any, tmp_path: Path
+) -> None:
+    """An audit's model_fn, run in a template (which may change uids within its block to give its replicas
+    theirs), forked a daemon twice over, moved it to the block's last uid and kept it there: it was no
+    child of the template (the fork loop's check saw none), no replica (no uid was handed to it), not in the
+    template's memory cgroup (joined 50 ms after the fork), and it outlived the endpoint, hoarding 3 GB on a
+    1024 MB endpoint and its uid passing to the next tenant's replicas. Now the template joins its groups
+    before the model's code runs, a template whose load left any process of its block running is refused
+    (its workers load the model themselves), and a template's end ends every uid of its block that no
+    replica holds."""
+    desc = deploy(sm, "hopper", handler_model(tmp_path, UID_HOPPER), max_concurrency=3)
+    assert desc["EndpointStatus"] == "InService", desc.get("FailureReason")
+    assert smr.invoke_endpoint(EndpointName="hopper", Body=b"x")["Body"].read() == b"x"
+    logs = server.data_dir / "logs" / "hopper" / "AllTraffic"
+
+    def template_uid() -> int | None:
+        for path in logs.glob("template-*.log"):
+            for line in path.read_text(errors="replace").splitlines():
+                if "ZS-TEMPLATE-UID " in line:
+                    return int(line.split("ZS-TEMPLATE-UID ")[1])
+        return None
+
+    wait_for(lambda: template_uid() is not None, timeout_s=30)
+    uid = template_uid()
+    assert uid is not None
+
+    def in_block() -> list[psutil.Process]:
+        found = []
+        for proc in psutil.process_iter(["uids"]):
+            with contextlib.suppress(psutil.Error):
+                if uid <= proc.info["uids"].real <= uid + 511:
+                    found.append(proc)
+        return found
+
+    wait_for(lambda: not in_block(), timeout_s=10)  # the template refused, and its daemon gone with it
+    refused = "".join(p.read_text(errors="replace") for p in logs.glob("*.log"))
+    assert "loading it left 1 other process running" in refused, refused[-2000:]
+    answers: list[bytes] = []  # the workers load the model themselves, scale-out included
+    threads = [
+        threading.Thread(
+            target=lambda: answers.append(
+                smr.invoke_endpoint(EndpointName="hopper", Body=b"y")["Body"].read()
+            )
+        )
+        for _ in range(3)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert answers == [b"y"] * 3
+    assert not in_block()
+    sm.delete_endpoint(EndpointName="hopper")
+
+
 UNIX_ATTACKER = r"""
 import errno, json, os, socket
 

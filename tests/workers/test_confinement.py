@@ -178,3 +178,32 @@ def test_close_kills_every_process_left_with_one_of_the_servers_uids(tmp_path: P
 def _become_uid(uid: int) -> None:
     os.setgid(uid)
     os.setuid(uid)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root hands out template uid blocks")
+def test_a_retired_block_goes_to_no_template_while_a_process_holds_one_of_its_uids(tmp_path: Path) -> None:
+    """A template's model may start a process under any uid of the template's block: when the template
+    ends, those uids stay taken until nothing has them, and so does the block's own, so that the next
+    template (another tenant's) never shares a uid with what the last one left."""
+    conf = Confinement(SandboxSettings(tmp_path / "data"), tmp_path / "workers")
+    try:
+        block = conf.template_block()
+        assert block is not None
+        replica = conf.uid(block)  # a live replica keeps its uid: released when it exits
+        stray = subprocess.Popen(["sleep", "60"], preexec_fn=functools.partial(_become_uid, block[1]))
+        try:
+            retired = conf.retire_block(block)
+            assert replica not in retired and block[1] in retired and len(retired) == block[1] - block[0] - 1
+            assert conf.release({block[0]}) == set()  # the template's own: nothing has it now
+            other = conf.template_block()
+            assert other is not None and other != block  # the stray's uid is still taken
+            assert conf.release(retired) == {block[1]}  # killed; found with it this pass
+            assert stray.wait(timeout=5) == -signal.SIGKILL
+            assert conf.release(retired) == set()
+            conf.release({replica})
+            assert conf.template_block() == block  # all its uids free again
+        finally:
+            stray.kill()
+            stray.wait()
+    finally:
+        conf.close()

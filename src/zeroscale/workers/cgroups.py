@@ -142,18 +142,30 @@ class MemoryGroups:
         return True
 
     def start(self, name: str, limit_mb: int, pid: int) -> Path:
-        """``make`` then ``join``: a worker's or template's group, after its fork (and its cpu twin)."""
-        path = self.make(name, limit_mb)
+        """``prepare`` then ``join``: a worker's group, after its fork (and its cpu twin)."""
+        path, *twin = self.prepare(name, limit_mb)
         self.join(path, pid)
-        cpu = self._cpu(name)
-        if cpu is not None:
+        for cpu in twin:
             try:
-                cpu.mkdir(exist_ok=True)
-                (cpu / "cpu.shares").write_text(str(max(_MIN_SHARES, min(_MAX_SHARES, limit_mb))))
                 self.join(cpu, pid)
             except OSError as exc:
                 log.warning("cpu cgroup %s: %s (the worker runs without its weight)", cpu, exc)
         return path
+
+    def prepare(self, name: str, limit_mb: int) -> list[Path]:
+        """The memory group ``name`` (``make``), then its cpu twin where there is one: the groups a process
+        joins (a template joins them itself, before its model's code runs: ``forkserver._become``)."""
+        path = self.make(name, limit_mb)
+        cpu = self._cpu(name)
+        if cpu is None:
+            return [path]
+        try:
+            cpu.mkdir(exist_ok=True)
+            (cpu / "cpu.shares").write_text(str(max(_MIN_SHARES, min(_MAX_SHARES, limit_mb))))
+        except OSError as exc:
+            log.warning("cpu cgroup %s: %s (the worker runs without its weight)", cpu, exc)
+            return [path]
+        return [path, cpu]
 
     def _cpu(self, name: str) -> Path | None:
         return None if self.cpu_root is None else self.cpu_root / name

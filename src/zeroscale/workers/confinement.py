@@ -262,14 +262,23 @@ class Confinement:
             return None
         first = self._uid_base + _WORKER_UIDS
         for start in range(first, self._uid_base + _UIDS - TEMPLATE_UIDS + 1, TEMPLATE_UIDS):
-            if start not in self._blocks_in_use:
+            # Not while any uid of it is taken: a template may become any uid of its block, so a process a
+            # last template's model left under one would share it with the next (another tenant's).
+            uids = range(start, start + TEMPLATE_UIDS)
+            if start not in self._blocks_in_use and self._uids_in_use.isdisjoint(uids):
                 self._blocks_in_use.add(start)
+                self._uids_in_use.add(start)  # released with the template, once nothing has it
                 return start, start + TEMPLATE_UIDS - 1
         raise RuntimeError("no free template uid block")
 
-    def free_block(self, block: tuple[int, int]) -> None:
-        """The template is gone (its replicas' uids are released one by one, as they exit)."""
+    def retire_block(self, block: tuple[int, int]) -> set[int]:
+        """The template is gone: its block may be handed out again. Returns the uids of it that no replica
+        holds, now counted in use until ``release`` finds nothing with them (a process the template's model
+        started may have taken one); its replicas' uids are released one by one, as they exit."""
+        strays = set(range(block[0] + 1, block[1] + 1)) - self._uids_in_use
+        self._uids_in_use |= strays
         self._blocks_in_use.discard(block[0])
+        return strays
 
     def release(self, uids: set[int]) -> set[int]:
         """Kill every process left with one of ``uids`` (what those workers started; nothing else has their

@@ -230,6 +230,12 @@ def _become(req: dict[str, Any], handler: Any, ready_fd: int | None) -> NoReturn
     """The child's set-up for its request (environment, directory, sandbox), then the worker or template."""
     _set_environment(req["env"])
     os.chdir(req["model_dir"])
+    # A template's groups, joined before its model's code runs: what it and every process that code starts
+    # hold is counted from the first page (a group joined later counts neither what came before nor a
+    # process forked meanwhile), and the server ends what is left in them with the template.
+    for group in req.get("cgroups") or ():
+        with open(os.path.join(group, "cgroup.procs"), "w") as procs:
+            procs.write("0")
     if req.get("sandbox") is not None:  # before any of the model's code runs (a pickle is code)
         sandbox.confine(sandbox.Policy.from_dict(req["sandbox"]), _LANDLOCK_ABI)
     else:  # a spare's early network namespace and Landlock ruleset: not wanted unconfined

@@ -28,10 +28,11 @@ from pathlib import Path
 
 from zeroscale.errors import DeployError
 from zeroscale.workers import extramem, sockdir
+from zeroscale.workers.capture import encode
 from zeroscale.workers.capture import open_stream as open_log
 from zeroscale.workers.cgroups import MemoryGroups
 from zeroscale.workers.client import Body, WorkerConnection, WorkerConnectionError, WorkerResponse
-from zeroscale.workers.confinement import Confinement
+from zeroscale.workers.confinement import Confinement, processes_of
 from zeroscale.workers.diskuse import DiskTarget, DiskWatch
 from zeroscale.workers.forkserver import EXIT_UNFORKABLE_TEMPLATE, THREAD_ENV
 from zeroscale.workers.memory import ResidentSets, private_bytes, rss_mb, tree_pids
@@ -608,21 +609,24 @@ class WorkerManager:
             # Its fork loop holds a pipe and a log file per replica it runs.
             policy = dataclasses.replace(policy, nofile=max(policy.nofile, TEMPLATE_MIN_OPEN_FILES))
             request["sandbox"] = policy.to_dict()
+        group = await self._template_group(f"t-{tid}", spec.memory_mb, request)
         try:
             pid = await self._fork(zygote, request, log_path, op="template")
         except BaseException:
             self._end_template(scratch, block)
+            self._remove_group(group)
             raise
         early_exit = self._early_exits.pop(pid, None)  # its exit may already have been reported
         if early_exit is None:
             self._template_pids.add(pid)
-            if (group := self._group(f"t-{tid}", spec.memory_mb, pid)) is not None:
+            if group is not None:
                 self._template_groups[pid] = group
             self._template_scratch[pid] = scratch
             if block is not None:
                 self._template_blocks[pid] = block
         else:
             self._end_template(scratch, block)
+            self._remove_group(group)
             if early_exit == EXIT_UNFORKABLE_TEMPLATE:
                 self._refused_templates.add(pid)
         template = Zygote(spec.runtime, log_path, self._exited, self._up)
@@ -639,7 +643,32 @@ class WorkerManager:
                 self._refused_templates.discard(pid)
                 raise TemplateRefused(str(exc)) from exc
             raise
+        if block is not None and (left := await asyncio.to_thread(_left_running, block, pid)):
+            # Started by its model's load and not its child (forked twice, or under another uid of its
+            # block): not the fork loop's to see, and no replica's. The template ends, and they with it.
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            why = (
+                f"no template of this model: loading it left {left} other process"
+                f"{'es' if left > 1 else ''} running; its workers load the model themselves"
+            )
+            _say(log_path, f"zeroscale: {why}")  # in its log stream, as the fork loop's own refusals are
+            raise TemplateRefused(why)
         return template
+
+    async def _template_group(self, name: str, limit_mb: int, request: dict[str, object]) -> Path | None:
+        """A template's memory cgroup (and cpu twin), made before its fork for it to join first thing
+        (``request["cgroups"]``); None without cgroups (or when they cannot be made: said in the log)."""
+        if self._groups is None or self._group_thread is None:
+            return None
+        made = self._group_thread.submit(self._groups.prepare, name, limit_mb)
+        try:
+            groups = await asyncio.wrap_future(made)
+        except OSError as exc:
+            log.warning("memory cgroup for template %s: %s (it runs without one)", name, exc)
+            return None
+        request["cgroups"] = [str(g) for g in groups]
+        return groups[0]
 
     def template_bytes(self, template: Zygote) -> int:
         """A template's private memory in bytes: what keeping it costs beyond the pages it shares with its
@@ -741,11 +770,14 @@ class WorkerManager:
         self._in_group_thread(self._groups.adopt, handle.cgroup, pids)
 
     def _end_template(self, scratch: str, block: tuple[int, int] | None) -> None:
-        """A template is gone: what is left with its uid dies, its block of uids is free again (its
-        replicas' uids are released as each of them exits)."""
+        """A template is gone: what is left with its uid dies, and with any uid of its block that no replica
+        holds (a process its model started may have taken one: the template may change uids within its
+        block); its block is free again, each of those uids once nothing has it (its replicas' uids are
+        released as each of them exits)."""
         self._release_sandbox(scratch, block[0] if block else 0)
         if block is not None and self._confinement is not None:
-            self._confinement.free_block(block)
+            for uid in self._confinement.retire_block(block):
+                self._release_sandbox("", uid)
 
     def _release_sandbox(self, scratch: str, uid: int) -> None:
         """Kill what a worker left behind (every process with its uid), then free the uid and remove its
@@ -940,6 +972,20 @@ def _oom_reason(handle: WorkerHandle) -> str:
         f"Worker {handle.worker_id} used more than the {handle.spec.memory_mb} MB of its MemorySizeInMB and "
         "was stopped (the kernel stopped it, or one of its processes, at its memory cgroup's limit)"
     )
+
+
+def _say(log_path: Path, line: str) -> None:
+    fd = open_log(str(log_path))
+    try:
+        os.write(fd, encode(int(time.time() * 1000), line.encode()))
+    finally:
+        os.close(fd)
+
+
+def _left_running(block: tuple[int, int], template: int) -> int:
+    """How many processes other than the template have a uid of its block (it has no replica yet)."""
+    found = processes_of(range(block[0], block[1] + 1))
+    return sum(1 for pids in found.values() for pid in pids if pid != template)
 
 
 def _group_failure(done: Future[object]) -> None:
