@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from botocore.exceptions import ClientError
 
 from zeroscale.testing import (
     ACCESS_KEY,
@@ -248,6 +250,25 @@ def test_an_image_answering_something_not_http_is_stopped_and_told_so(
     assert "was stopped: its answer is not HTTP" in message, message
     assert "signal" not in message
     sm.delete_endpoint(EndpointName="byo-garbles")
+
+
+def test_a_digest_in_the_image_pins_the_push_it_names(sm: Any, pushed: str, tmp_path: Path) -> None:
+    """``name:tag@sha256:...`` runs that push only: a tag pushed over since fails the deployment, naming
+    both digests; a digest of another form is refused at CreateModel (it was ignored before)."""
+    digest = re.search(r"sha256:([0-9a-f]{64})", pushed)
+    assert digest is not None, pushed
+    url = linear_model(tmp_path, "model.json", [1.0, 2.0], 0.5)
+    desc = deploy(sm, "byo-pinned", url, image=f"{IMAGE}@sha256:{digest.group(1)}")
+    assert desc["EndpointStatus"] == "InService", desc.get("FailureReason")
+    sm.delete_endpoint(EndpointName="byo-pinned")
+    other = "0" * 64
+    desc = deploy(sm, "byo-stale-pin", url, image=f"{IMAGE}@sha256:{other}")
+    assert desc["EndpointStatus"] == "Failed"
+    assert f"pins sha256:{other}, but {IMAGE} is sha256:{digest.group(1)} now" in desc["FailureReason"]
+    sm.delete_endpoint(EndpointName="byo-stale-pin")
+    with pytest.raises(ClientError) as err:
+        sm.create_model(ModelName="byo-md5", PrimaryContainer={"Image": f"{IMAGE}@md5:abc"})
+    assert "a digest is sha256: and 64 lower-case hex digits" in err.value.response["Error"]["Message"]
 
 
 def test_an_unknown_image_says_where_images_come_from_not_which_are_pushed(sm: Any, pushed: str) -> None:

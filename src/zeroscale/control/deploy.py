@@ -27,6 +27,7 @@ from zeroscale.control.models import Models, creator, execution_mode, runnable_c
 from zeroscale.errors import DeployError, ZeroscaleError
 from zeroscale.fstree import remove_tree_quietly
 from zeroscale.images import ImageRecord, ImageRegistry
+from zeroscale.images.names import ImageError, digest_of
 from zeroscale.router.spec import ContainerSpec, PoolSpec
 from zeroscale.runtimes.batching import MAX_BATCH_SIZE, batch_settings, unsupported
 from zeroscale.runtimes.image_uris import known_images, resolve_image
@@ -279,5 +280,15 @@ class Deployer:
                     f"Image {image.strip()!r} is not a known zeroscale image. "
                     f"Known images: {known_images()}; or one pushed with `zeroscale images push NAME:TAG "
                     "DIR` (`zeroscale images list` shows those pushed)."
+                ) from None
+            try:
+                pinned = digest_of(image)
+            except ImageError as exc:
+                raise DeployError(str(exc)) from None
+            if pinned is not None and pinned != record.digest:
+                raise DeployError(
+                    f"Image {image.strip()!r} pins sha256:{pinned}, but {record.name}:{record.tag} is "
+                    f"sha256:{record.digest} now (pushed again since): name the digest it has, or push the "
+                    "pinned content again."
                 ) from None
             return f"byo/{record.resolved}", record

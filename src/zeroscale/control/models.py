@@ -22,6 +22,7 @@ from zeroscale.control.arns import Arns
 from zeroscale.control.model_packages import ModelPackages
 from zeroscale.control.resources import Resources
 from zeroscale.errors import AccessDenied, DeployError, ValidationException
+from zeroscale.images.names import digest_of
 from zeroscale.runtimes.batching import MAX_BATCH_SIZE, batch_settings, unsupported
 from zeroscale.runtimes.usercode import SUBMIT_DIRECTORY, check_templates
 from zeroscale.store.db import Record, Store
@@ -122,6 +123,8 @@ def check_container(container: Mapping[str, Any], where: str) -> None:
         )
     if container.get("ModelPackageName") and container.get("Image"):
         raise ValidationException(f"{where} must specify either an Image or a ModelPackageName, not both.")
+    if isinstance(container.get("Image"), str):
+        digest_of(container["Image"])  # a digest zeroscale could not check is refused, never ignored
     for key in ("ModelDataUrl", "ModelDataSource"):
         if container.get("ModelPackageName") and container.get(key) is not None:
             raise ValidationException(
