@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import psutil
 import pytest
+from botocore.exceptions import ClientError
 
 from zeroscale.testing import ACCESS_KEY, SECRET_KEY, ServerProcess, deploy, make_tar, wait_for
 from zeroscale.workers import sandbox, seccomp
@@ -330,6 +331,88 @@ def test_a_templates_model_leaves_no_process_running_past_it(
     assert answers == [b"y"] * 3
     assert not in_block()
     sm.delete_endpoint(EndpointName="hopper")
+
+
+HOOKED_HOPPER = r"""
+import ctypes, os, signal, sys, time
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_state = {"armed": False, "busy": False}
+
+
+def _hop(event, args):
+    if event != "os.fork" or not _state["armed"] or _state["busy"]:
+        return
+    _state["busy"] = True  # at the template's next fork (a replica's): a daemon of its own, elsewhere
+    uid = os.getuid()
+    if os.fork() == 0:
+        os.setsid()
+        if os.fork() == 0:
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            _libc.setresuid(uid + 510, uid + 510, uid + 510)
+            while True:
+                time.sleep(1)
+        os._exit(0)
+    os.wait()
+    _state["busy"] = False
+
+
+def model_fn(model_dir):
+    status = open("/proc/self/status").read()
+    capeff = int(next(x.split()[1] for x in status.splitlines() if x.startswith("CapEff")), 16)
+    if capeff & (1 << 7):  # a template: nothing runs at its load, the hook runs later, in its fork loop
+        print(f"ZS-TEMPLATE-UID {os.getuid()}", flush=True)
+        sys.addaudithook(_hop)
+        _state["armed"] = True
+    return None
+
+
+def transform_fn(model, body, content_type, accept):
+    time.sleep(0.3)
+    return body, "application/octet-stream"
+"""
+
+
+def test_a_templates_model_that_starts_a_process_later_ends_the_template(
+    server: ServerProcess, sm: Any, smr: Any, tmp_path: Path
+) -> None:
+    """Code a model's load leaves behind can run in the template later (an audit hook at its next fork): a
+    process it starts under a uid of the block that no replica holds ends the template within the watchdog's
+    once-a-second pass, and itself with it."""
+    desc = deploy(sm, "hooked", handler_model(tmp_path, HOOKED_HOPPER), max_concurrency=3)
+    assert desc["EndpointStatus"] == "InService", desc.get("FailureReason")
+    assert smr.invoke_endpoint(EndpointName="hooked", Body=b"x")["Body"].read() == b"x"
+    logs = server.data_dir / "logs" / "hooked" / "AllTraffic"
+
+    def template_text() -> str:
+        return "".join(p.read_text(errors="replace") for p in logs.glob("template-*.log"))
+
+    wait_for(lambda: "ZS-TEMPLATE-UID " in template_text(), timeout_s=30)
+    uid = int(template_text().split("ZS-TEMPLATE-UID ")[1].split()[0])
+    time.sleep(1.0)  # the template listens for forks once its load is done
+
+    def invoke() -> None:  # a replica serving one dies with its template: its request is a ModelError
+        with contextlib.suppress(ClientError):
+            smr.invoke_endpoint(EndpointName="hooked", Body=b"y")
+
+    threads = [threading.Thread(target=invoke) for _ in range(3)]  # scale-out: a replica's fork
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wait_for(lambda: "its model started ran under uids of its block" in template_text(), timeout_s=15)
+
+    def in_block() -> list[int]:
+        found = []
+        for proc in psutil.process_iter(["uids"]):
+            with contextlib.suppress(psutil.Error):
+                if proc.info["uids"].real == uid + 510:
+                    found.append(proc.pid)
+        return found
+
+    wait_for(lambda: not in_block(), timeout_s=10)
+    assert smr.invoke_endpoint(EndpointName="hooked", Body=b"z")["Body"].read() == b"z"
+    sm.delete_endpoint(EndpointName="hooked")
 
 
 UNIX_ATTACKER = r"""

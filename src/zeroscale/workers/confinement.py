@@ -271,6 +271,10 @@ class Confinement:
                 return start, start + TEMPLATE_UIDS - 1
         raise RuntimeError("no free template uid block")
 
+    def held_uids(self) -> frozenset[int]:
+        """The uids handed out now (workers', templates', replicas'), and those not yet released."""
+        return frozenset(self._uids_in_use)
+
     def retire_block(self, block: tuple[int, int]) -> set[int]:
         """The template is gone: its block may be handed out again. Returns the uids of it that no replica
         holds, now counted in use until ``release`` finds nothing with them (a process the template's model

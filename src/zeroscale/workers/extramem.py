@@ -42,6 +42,31 @@ class Seen:
     room_mb: float
 
 
+@dataclass(frozen=True)
+class Unheld:
+    """The uids of templates' blocks (inclusive ranges) that neither a template nor a replica holds: a
+    process under one was started by a template's model and moved there (a template may change uids within
+    its block), outside every replica's count."""
+
+    blocks: tuple[tuple[int, int], ...]
+    held: frozenset[int]
+
+    def __contains__(self, uid: object) -> bool:
+        return (
+            isinstance(uid, int)
+            and any(low <= uid <= high for low, high in self.blocks)
+            and uid not in self.held
+        )
+
+
+class _Either:
+    def __init__(self, first: frozenset[int], second: Unheld | None) -> None:
+        self._first, self._second = first, second
+
+    def __contains__(self, uid: object) -> bool:
+        return uid in self._first or (self._second is not None and uid in self._second)
+
+
 @dataclass
 class Reading:
     uid_pids: dict[int, list[int]] = field(default_factory=dict)  # each forked worker's uid -> its pids
@@ -51,6 +76,7 @@ class Reading:
     extra_mb: dict[int, float] = field(default_factory=dict)  # uid -> its other processes' private memory
     private_mb: dict[int, float] = field(default_factory=dict)  # worker pid -> its own (measure_private)
     shmem_mb: dict[int, float] = field(default_factory=dict)  # worker pid -> shared memory it maps, unseen
+    unheld: dict[int, list[int]] = field(default_factory=dict)  # an ``Unheld`` uid -> its pids
 
 
 def pids_of(
@@ -64,13 +90,18 @@ def pids_of(
     return uid_pids.get(worker.uid, [worker.pid]) if worker.uid else [worker.pid]
 
 
-def read(workers: list[Seen], oom_kills: Callable[[Path], int] | None) -> Reading:
+def read(
+    workers: list[Seen], oom_kills: Callable[[Path], int] | None, unheld: Unheld | None = None
+) -> Reading:
     """Blocking (/proc and cgroup files): run it in a thread. ``oom_kills``: where the host has memory
     cgroups, how many of a group's processes the kernel killed (then page tables are the group's to
-    count, and a worker's processes are what its group should hold)."""
+    count, and a worker's processes are what its group should hold). ``unheld``: uids no process should
+    have, looked for in the same scan of /proc."""
     forked = [w for w in workers if not w.image]
     owners = {w.uid: w.pid for w in forked if w.uid}
-    out = Reading(uid_pids=processes_of(set(owners)) if owners else {})
+    found = processes_of(_Either(frozenset(owners), unheld)) if owners or unheld is not None else {}
+    out = Reading(uid_pids={uid: pids for uid, pids in found.items() if uid in owners})
+    out.unheld = {uid: pids for uid, pids in found.items() if uid not in owners}
     out.images = {w.pid: tree_pids(w.pid) for w in workers if w.image}
     if oom_kills is not None:
         out.oom_kills = {w.pid: oom_kills(w.cgroup) for w in workers if w.cgroup is not None}

@@ -202,6 +202,7 @@ class WorkerManager:
         self._processes = ProcessLauncher(self._exited, sandbox=sandbox, log_limit=log_limit)
         self._confinement = confinement
         self._template_scratch: dict[int, str] = {}  # template pid -> its scratch directory
+        self._template_logs: dict[int, Path] = {}  # template pid -> its log stream
         self._template_blocks: dict[int, tuple[int, int]] = {}  # template pid -> its block of uids
         self._parked: dict[int, WorkerHandle] = {}  # template pid -> its parked replica (``park``)
         self._parking: dict[int, asyncio.Future[None]] = {}  # template pid -> its replica on its way
@@ -622,6 +623,7 @@ class WorkerManager:
             if group is not None:
                 self._template_groups[pid] = group
             self._template_scratch[pid] = scratch
+            self._template_logs[pid] = log_path
             if block is not None:
                 self._template_blocks[pid] = block
         else:
@@ -687,6 +689,7 @@ class WorkerManager:
             self._template_pids.discard(pid)
             if status == EXIT_UNFORKABLE_TEMPLATE:
                 self._refused_templates.add(pid)
+            self._template_logs.pop(pid, None)
             self._end_template(self._template_scratch.pop(pid, ""), self._template_blocks.pop(pid, None))
             self._remove_group(self._template_groups.pop(pid, None))
             return
@@ -904,11 +907,13 @@ class WorkerManager:
         groups = self._groups
         oom_kills = None if groups is None else groups.oom_kills
         loop = asyncio.get_running_loop()
+        unheld = self._unheld()
         try:
-            reading = await loop.run_in_executor(self._pass_thread, extramem.read, seen, oom_kills)
+            reading = await loop.run_in_executor(self._pass_thread, extramem.read, seen, oom_kills, unheld)
         except OSError as exc:  # e.g. out of file descriptors: the next pass reads again
             log.warning("memory watchdog: the pass over /proc failed: %s", exc)
             return
+        self._end_templates_with_strays(reading.unheld)
         self._uid_pids = reading.uid_pids  # for the scratch directories' look that follows (_look_at_disks)
         self._trees = reading.images
         if groups is not None:
@@ -926,6 +931,31 @@ class WorkerManager:
                 handle.private_mb = reading.private_mb[handle.pid]
         self._shmem_mb = reading.shmem_mb
         self._look_at_disks()
+
+    def _unheld(self) -> extramem.Unheld | None:
+        """The uids of the live templates' blocks that no process should have (None without templates)."""
+        if not self._template_blocks or self._confinement is None:
+            return None
+        return extramem.Unheld(tuple(self._template_blocks.values()), self._confinement.held_uids())
+
+    def _end_templates_with_strays(self, unheld: Mapping[int, list[int]]) -> None:
+        """A template whose model started a process after its load (a hook that ran in its fork loop) that
+        moved to a uid of its block no replica has: the template ends, and that process with it (its block's
+        uids no replica holds are ended with a template)."""
+        for pid, (low, high) in list(self._template_blocks.items()):
+            strays = sum(len(pids) for uid, pids in unheld.items() if low <= uid <= high)
+            if not strays or pid not in self._template_pids:
+                continue
+            why = (
+                f"the template (pid {pid}) of this model was ended: {strays} process"
+                f"{'es' if strays > 1 else ''} its model started ran under uids of its block that no "
+                "replica has"
+            )
+            log.warning("%s", why)
+            if (path := self._template_logs.get(pid)) is not None:
+                _say(path, f"zeroscale: {why}")
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
     def _look_at_disks(self) -> None:
         """Every confined worker's scratch directory, and every template's less its replicas' (nested in
