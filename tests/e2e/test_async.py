@@ -127,11 +127,12 @@ def _exists(s3: Any, url: str) -> bool:
     return True
 
 
-def _status(server: ServerProcess, inference_id: str) -> dict[str, Any]:
+def _status(server: ServerProcess, inference_id: str, endpoint: str | None = None) -> dict[str, Any]:
     out = subprocess.run(
         [
             *(sys.executable, "-m", "zeroscale.cli.main", "async", "status", inference_id, "--json"),
             *("--endpoint-url", server.url, "--data-dir", str(server.data_dir)),
+            *(("--endpoint", endpoint) if endpoint else ()),
         ],
         capture_output=True,
         text=True,
@@ -950,4 +951,30 @@ def test_a_deny_on_an_endpoint_holds_for_its_requests_looked_up_by_id(
         status, body = get(f"{route}/x?endpoint=private-echo")
         assert status == 400 and b"No zeroscale API at" in body, (route, body)
         assert b"explicit deny" in get(f"{route}?endpoint=private-echo")[1], route
+
+    # An InferenceId is the caller's to choose: another tenant's newer request under the same one hides
+    # none of the peeker's own (the lookup was the newest of any endpoint's), and ?endpoint= names whose.
+    assert _deploy_async(sm, "peeker-echo", echo_url)["EndpointStatus"] == "InService"
+    mine = smr.invoke_endpoint_async(
+        EndpointName="peeker-echo",
+        InputLocation=request,
+        InferenceId="shared-id",
+        ContentType="application/json",
+    )
+    theirs = smr.invoke_endpoint_async(
+        EndpointName="private-echo",
+        InputLocation=request,
+        InferenceId="shared-id",
+        ContentType="application/json",
+    )
+    assert mine["InferenceId"] == theirs["InferenceId"] == "shared-id"
+    status, body = get("async/shared-id")
+    assert status == 200 and json.loads(body)["EndpointName"] == "peeker-echo", body
+    status, body = get("async/shared-id?endpoint=peeker-echo")
+    assert status == 200 and json.loads(body)["OutputLocation"] == mine["OutputLocation"], body
+    status, body = get("async/shared-id?endpoint=private-echo")
+    assert status == 400 and b"explicit deny" in body, body
+    assert _status(server, "shared-id", endpoint="private-echo")["EndpointName"] == "private-echo"  # admin
+    assert _status(server, "shared-id", endpoint="peeker-echo")["EndpointName"] == "peeker-echo"
     sm.delete_endpoint(EndpointName="private-echo")
+    sm.delete_endpoint(EndpointName="peeker-echo")

@@ -16,7 +16,7 @@ from zeroscale.api.wire import Headers, Send, header_text, respond
 from zeroscale.artifacts.fetch import s3_key_problem
 from zeroscale.asyncinf.queue import AsyncRequest
 from zeroscale.asyncinf.service import AsyncInference, AsyncParams
-from zeroscale.errors import RuntimeValidationError, ValidationException
+from zeroscale.errors import AccessDenied, RuntimeValidationError, ValidationException
 
 _PREFIX = "x-amzn-sagemaker-"
 DEFAULT_TTL_S = 21600
@@ -154,6 +154,10 @@ def parse_params(raw: Headers, body: bytes = b"") -> AsyncParams:
     )
 
 
+# Requests of several endpoints under one InferenceId looked at for one that the caller may read
+SAME_ID_MAX = 20
+
+
 def status_document(req: AsyncRequest) -> dict[str, Any]:
     doc: dict[str, Any] = {
         "InferenceId": req.inference_id,
@@ -215,9 +219,20 @@ class AsyncInvokeApi:
                 "Name the request: GET /zeroscale/v1/async/<InferenceId>, or the endpoint: "
                 "GET /zeroscale/v1/async?endpoint=<EndpointName>."
             )
-        req = await asyncio.to_thread(self._service.find, inference_id)
-        if req is None:
-            raise ValidationException(f"No asynchronous request with InferenceId {inference_id}.")
-        if self._check is not None:
-            self._check("zeroscale:GetAsyncRequests", req.endpoint_name)
-        return 200, "application/json", json.dumps(status_document(req)).encode()
+        found = await asyncio.to_thread(self._service.matching, inference_id, endpoint or None, SAME_ID_MAX)
+        if not found:
+            where = f" on endpoint {endpoint}" if endpoint else ""
+            raise ValidationException(f"No asynchronous request with InferenceId {inference_id}{where}.")
+        # The newest the caller may read: another tenant's request under the same InferenceId (which a
+        # caller chooses) hides none of the caller's own.
+        refused: AccessDenied | None = None
+        for req in found:
+            try:
+                if self._check is not None:
+                    self._check("zeroscale:GetAsyncRequests", req.endpoint_name)
+            except AccessDenied as exc:
+                refused = refused or exc
+                continue
+            return 200, "application/json", json.dumps(status_document(req)).encode()
+        assert refused is not None
+        raise refused

@@ -382,15 +382,20 @@ class RequestQueue:
 
     def find(self, inference_id: str) -> AsyncRequest | None:
         """The latest request with this InferenceId."""
-        query = (
-            select(*_DESCRIBED)
-            .where(requests.c.inference_id == inference_id)
-            .order_by(requests.c.id.desc())
-            .limit(1)
-        )
+        found = self.matching(inference_id)
+        return found[0] if found else None
+
+    def matching(self, inference_id: str, endpoint: str | None = None, limit: int = 1) -> list[AsyncRequest]:
+        """The latest requests with this InferenceId (of ``endpoint``, when given), at most ``limit``,
+        newest first. An InferenceId is the caller's to choose: requests of several endpoints may share
+        one."""
+        query = select(*_DESCRIBED).where(requests.c.inference_id == inference_id)
+        if endpoint is not None:
+            query = query.where(requests.c.endpoint == endpoint.lower())
+        query = query.order_by(requests.c.id.desc()).limit(limit)
         with self._lock, self._engine.connect() as conn:
-            row = conn.execute(query).mappings().first()
-        return None if row is None else _request(row)
+            rows = conn.execute(query).mappings().all()
+        return [_request(row) for row in rows]
 
     def recent(self, endpoint: str, limit: int) -> list[AsyncRequest]:
         """The endpoint's latest ``limit`` requests, newest first (any status)."""

@@ -253,6 +253,9 @@ class AsyncInference:
     def find(self, inference_id: str) -> AsyncRequest | None:
         return self._queue.find(inference_id)
 
+    def matching(self, inference_id: str, endpoint: str | None, limit: int) -> list[AsyncRequest]:
+        return self._queue.matching(inference_id, endpoint, limit)
+
     def recent(self, endpoint: str, limit: int) -> list[AsyncRequest]:
         return self._queue.recent(endpoint, limit)
 

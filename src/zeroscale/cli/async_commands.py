@@ -26,12 +26,29 @@ def _when(epoch: Any) -> str:
 
 @async_group.command()
 @click.argument("inference_id")
+@click.option(
+    "--endpoint",
+    "endpoint",
+    default=None,
+    help="The endpoint the request was sent to (an InferenceId is the sender's to choose, so several "
+    "endpoints' requests may share one; without it: the newest you may read).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the status document as JSON.")
 @common_options
-def status(inference_id: str, as_json: bool, endpoint_url: str, region: str | None, data_dir: Path) -> None:
+def status(
+    inference_id: str,
+    endpoint: str | None,
+    as_json: bool,
+    endpoint_url: str,
+    region: str | None,
+    data_dir: Path,
+) -> None:
     """Show an asynchronous request's state, times, locations and failure reason."""
     clients = make_clients(endpoint_url, region, data_dir)
-    doc = json.loads(clients.rest("GET", f"async/{urllib.parse.quote(inference_id, safe='')}"))
+    route = f"async/{urllib.parse.quote(inference_id, safe='')}"
+    if endpoint:
+        route += f"?endpoint={urllib.parse.quote(endpoint, safe='')}"
+    doc = json.loads(clients.rest("GET", route))
     if as_json:
         click.echo(json.dumps(doc, indent=2))
         return

@@ -276,7 +276,8 @@ class Authorizer:
                 return action, [f"arn:aws:zeroscale:{self._region}:{self._account}:image/{name}"]
             _, _, below = access.path.partition("/")
             endpoint = (access.params or {}).get("endpoint")
-            if first in _ENDPOINT_READS and endpoint is not None and not below:
+            if first in _ENDPOINT_READS and endpoint is not None and (not below or first == "async"):
+                # (an asynchronous request by its InferenceId on the endpoint named: that endpoint's)
                 return action, [self._sagemaker_arn("endpoint", endpoint)]
             if first == "transform" and below:
                 return action, [self._sagemaker_arn("transform-job", below)]
