@@ -388,6 +388,7 @@ def build(settings: Settings) -> Server:
         payload_limit_bytes=settings.async_payload_limit_bytes,
         scratch_dir=settings.data_dir / "async",
         creator=caller_id,
+        may=authz.s3_may,
     )
     endpoints.listeners.append(asynchronous.refresh)
     autoscaling_samples = Samples(fleet.active_loads, settings.autoscaling_period_s, IN_POINTS, time.time)

@@ -324,6 +324,37 @@ async def test_an_expired_request_fails_at_its_failure_location(
     assert done is not None and done.status == FAILED and done.finished_at == 1000.0
 
 
+async def test_a_request_runs_with_its_senders_and_writers_rights_as_they_are_then(
+    queue: RequestQueue, s3_server: SeaweedS3, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Hours may pass in the queue: the input is read only if its sender may still read it, and nothing is
+    written where the endpoint's configuration creator (or deployer) may no longer write."""
+    s3, config, service = _failing_service(queue, s3_server, monkeypatch, tmp_path, "rights")
+    s3.put_object(Bucket="rights", Key="in.json", Body=b"{}")
+    asked: list[tuple[str | None, str, str]] = []
+
+    def may(user: str | None, action: str, url: str) -> str | None:
+        asked.append((user, action, url))
+        return "revoked" if user in ("sender", "writer") else None
+
+    service._may = may
+    req = _request("late", 0, created_at=900.0)
+    req.input_location, req.creator = "s3://rights/in.json", "sender"
+    req.failure_location = config.failure_location("id-0")
+    queue.enqueue(req)
+    claimed = queue.claim("late", now=1000.0)
+    assert claimed is not None
+    await service._serve(AsyncEndpoint("late", config, 1, ("writer",)), claimed)
+    done = queue.find("id-0")
+    assert done is not None and done.status == FAILED
+    assert done.failure_reason == "AccessDenied: revoked (and the failure was not written: revoked)"
+    assert asked == [
+        ("sender", "s3:GetObject", "s3://rights/in.json"),
+        ("writer", "s3:PutObject", "s3://rights/f/id-0-error.out"),
+    ]
+    assert s3.list_objects_v2(Bucket="rights", Prefix="f/").get("KeyCount") == 0
+
+
 async def test_the_sweep_fails_expired_requests_while_they_wait(
     queue: RequestQueue, s3_server: SeaweedS3, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:

@@ -874,6 +874,26 @@ def test_a_tenant_reads_and_writes_only_the_s3_objects_its_policy_allows(
         EndpointName="tenant-a-echo", InputLocation=request, ContentType="application/json"
     )
     assert json.loads(_get(s3, answer["OutputLocation"])) == {"echo": {"n": 7}}
+
+    # Rights as they are when the server acts, hours after the call maybe: with a Deny on its own output
+    # prefix added since, the configuration's creator has the server write nothing there (it wrote before)
+    deny = {
+        "Statement": [
+            {"Effect": "Deny", "Action": "s3:PutObject", "Resource": f"arn:aws:s3:::{BUCKET}/tenant-a/out/*"}
+        ]
+    }
+    server.client("iam").put_user_policy(
+        UserName="tenant-a", PolicyName="revoked", PolicyDocument=json.dumps(deny)
+    )
+    late = smr.invoke_endpoint_async(EndpointName="tenant-a-echo", InputLocation=request, InferenceId="late")
+    wait_for(lambda: _status(server, "late")["Status"] == "Failed", timeout_s=30)
+    reason = _status(server, "late")["FailureReason"]
+    assert reason.startswith(
+        "AccessDenied: the output was not written: User: arn:aws:iam::000000000000:user/"
+        "tenant-a is not authorized to perform: s3:PutObject"
+    ), reason
+    assert "and the failure was not written" in reason
+    assert not _exists(s3, late["OutputLocation"]) and not _exists(s3, late["FailureLocation"])
     sm.delete_endpoint(EndpointName="tenant-a-echo")
 
 

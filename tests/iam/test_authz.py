@@ -88,8 +88,10 @@ def test_image_actions_name_the_image(method: str, path: str, action: str, resou
         ("workers", {"endpoint": "churn"}, "zeroscale:ListWorkers", f"{ARN}:endpoint/churn"),
         ("workers", {}, "zeroscale:ListWorkers", "*"),  # every endpoint's
         ("async", {"endpoint": "churn"}, "zeroscale:GetAsyncRequests", f"{ARN}:endpoint/churn"),
-        # by InferenceId: the request of any endpoint (the handler reads it, whatever ?endpoint says)
-        ("async/abc-123", {"endpoint": "churn"}, "zeroscale:GetAsyncRequests", "*"),
+        # by InferenceId on the endpoint named (the handler looks at that endpoint's requests only); with
+        # none named, the request of any endpoint
+        ("async/abc-123", {"endpoint": "churn"}, "zeroscale:GetAsyncRequests", f"{ARN}:endpoint/churn"),
+        ("async/abc-123", {}, "zeroscale:GetAsyncRequests", "*"),
         ("transform/nightly", {}, "zeroscale:GetTransformProgress", f"{ARN}:transform-job/nightly"),
         ("usage", {"group_by": "endpoint"}, "zeroscale:GetUsage", "*"),
         ("audit", {}, "zeroscale:GetAuditEvents", "*"),

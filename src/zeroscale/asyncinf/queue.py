@@ -202,6 +202,7 @@ def _request(row: RowMapping) -> AsyncRequest:
         attempts=int(row["attempts"]),
         failure_reason=row["failure_reason"],
         body=row.get("body"),
+        creator=row.get("creator"),
     )
 
 

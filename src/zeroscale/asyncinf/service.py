@@ -51,6 +51,10 @@ INLINE_RESPONSE_MAX_BYTES = 128 * 1024
 # this many times: a payload that takes the whole server down must not do so at every restart.
 MAX_ATTEMPTS = 3
 S3_DEFAULT_CONTENT_TYPE = "binary/octet-stream"  # what S3 answers for an object stored without one
+S3_READ, S3_WRITE = "s3:GetObject", "s3:PutObject"
+# (IAM user id, None for the admin; action; s3:// URL) -> None when that user may, as its policies are now,
+# else why not (``Authorizer.s3_may``)
+S3Rights = Callable[[str | None, str, str], str | None]
 EXPIRE_BATCH = 256  # expired requests failed per wake of the dispatcher (it wakes again at once for more)
 _SERVING = (EndpointStatus.IN_SERVICE.value, EndpointStatus.UPDATING.value)
 
@@ -66,6 +70,9 @@ class AsyncEndpoint:
     name: str
     config: AsyncConfig
     limit: int  # requests in flight at most
+    # the IAM user ids of who created its configuration and who deployed it (None: the admin): where the
+    # server writes for it, both must be allowed to
+    writers: tuple[str | None, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -120,6 +127,7 @@ class AsyncInference:
         payload_limit_bytes: int,
         scratch_dir: Path,
         creator: Callable[[], str] | None = None,
+        may: S3Rights | None = None,
         notifier: Notifier | None = None,
         tick_s: float = 1.0,
         wall: Callable[[], float] = time.time,
@@ -136,6 +144,10 @@ class AsyncInference:
         # ``creator``: the IAM user id of the request being sent ("" for the admin, whom the queue's bound per
         # user does not count)
         self._creator = creator or (lambda: "")
+        # ``may``: what the server reads and writes in S3 for a request, with the rights of whom it does it
+        # for as they are then (hours may pass in the queue): the sender's for the input, the endpoint
+        # configuration's creator for the output and failure (who named where they go)
+        self._may = may or (lambda _user, _action, _url: None)
         self.notifier = notifier
         self._tick_s = tick_s
         self._wall = wall
@@ -201,7 +213,8 @@ class AsyncInference:
             v.serverless.max_concurrency if v.serverless is not None else v.instance_count
             for v in variant_specs(config.doc)
         )
-        return AsyncEndpoint(rec.name, cfg, max(1, workers) * cfg.per_instance)
+        writers = tuple(dict.fromkeys((config.creator, rec.creator)))
+        return AsyncEndpoint(rec.name, cfg, max(1, workers) * cfg.per_instance, writers)
 
     # ---- accepting ----
     async def accept(self, endpoint: str, params: AsyncParams) -> AsyncRequest:
@@ -385,6 +398,9 @@ class AsyncInference:
                 source.write(req.body)
                 size, object_type = len(req.body), None
             else:
+                if (why := self._may(req.creator, S3_READ, req.input_location)) is not None:
+                    await self._fail(entry, req, f"AccessDenied: {why}")
+                    return
                 try:
                     got = await asyncio.to_thread(
                         self._s3.download, req.input_location, source, self._payload_limit_bytes
@@ -437,6 +453,9 @@ class AsyncInference:
         sink.seek(0)
         inline = sink.read() if payload.written <= INLINE_RESPONSE_MAX_BYTES else b""
         sink.seek(0)
+        if (why := self._may_write(entry, req.output_location)) is not None:
+            await self._fail(entry, req, f"AccessDenied: the output was not written: {why}")
+            return
         try:
             await asyncio.to_thread(self._s3.upload, req.output_location, sink, content_type)
         except OutputError as exc:
@@ -450,15 +469,24 @@ class AsyncInference:
     ) -> None:
         """``entry``: where to notify (None: nowhere, the endpoint is gone)."""
         try:
-            await asyncio.to_thread(
-                self._s3.write, req.failure_location, body or reason.encode(), "text/plain; charset=utf-8"
-            )
+            if entry is None or (why := self._may_write(entry, req.failure_location)) is None:
+                await asyncio.to_thread(
+                    self._s3.write, req.failure_location, body or reason.encode(), "text/plain; charset=utf-8"
+                )
+            else:
+                reason = f"{reason} (and the failure was not written: {why})"
         except OutputError as exc:
             reason = f"{reason} (and the failure could not be written: {exc})"
         await asyncio.to_thread(self._queue.finish, req, FAILED, self._wall(), reason)
         out = body or reason.encode()
         if entry is not None:
             self._notify(entry, req, "text/plain; charset=utf-8", out, len(out))
+
+    def _may_write(self, entry: AsyncEndpoint, url: str) -> str | None:
+        for writer in entry.writers:
+            if (why := self._may(writer, S3_WRITE, url)) is not None:
+                return why
+        return None
 
     @staticmethod
     def _headers(req: AsyncRequest, object_type: str | None = None) -> list[tuple[bytes, bytes]]:

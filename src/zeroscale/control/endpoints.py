@@ -505,7 +505,11 @@ class Endpoints:
         """The documents this deployment was made from, kept in the endpoint's row (never answered on the
         wire): another front end, or this one after a restart, rebuilds the same pools from them even when
         the configuration or a model was deleted (SageMaker allows it) or replaced since."""
-        return {"EndpointConfig": config.doc, "Models": {name: m.doc for name, m in models.items()}}
+        return {
+            "EndpointConfig": config.doc,
+            "EndpointConfigCreator": config.creator,
+            "Models": {name: m.doc for name, m in models.items()},
+        }
 
     def deployed_config(self, rec: Record) -> Record:
         """The endpoint configuration ``rec`` is deployed from, as it was then (its snapshot): the same after
@@ -519,6 +523,7 @@ class Endpoints:
         if not snap:
             return self._configs.get(config_name), None
         config = Record("endpoint-config", config_name, "", 0.0, 0.0, None, dict(snap["EndpointConfig"]))
+        config.creator = snap.get("EndpointConfigCreator")  # (a snapshot from before it was kept: none)
         models = {k: Record("model", k, "", 0.0, 0.0, None, dict(doc)) for k, doc in snap["Models"].items()}
         return config, models
 

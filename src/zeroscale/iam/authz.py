@@ -220,6 +220,22 @@ class Authorizer:
             return None
         return lambda bucket, key: may(data.Use(data.S3_READ, f"{bucket}/{key}"))
 
+    def s3_may(self, user_id: str | None, action: str, url: str) -> str | None:
+        """Why the IAM user ``user_id`` (None or "": the admin, anything) may not ``action`` the S3 object
+        at ``url`` as its policies are now (None: it may): what the server does for a user later, with its
+        own credentials (an asynchronous request's input, read when it runs; its output and failure, written
+        for the endpoint configuration's creator)."""
+        if not user_id:
+            return None
+        user = next((u for u in list(self._store.users.values()) if u.user_id == user_id), None)
+        if user is None:
+            return f"the IAM user (id {user_id}) it is done for no longer exists"
+        for use in data.object_use(action, url, self._s3_endpoint_url):
+            message = self._refusal(user, "", use.action, self._data_arn(use))
+            if message is not None:
+                return message
+        return None
+
     def _rights_of(self, creator: tuple[str, str], what: str) -> Callable[[data.Use], str | None] | None:
         """A use -> None, or why ``creator`` (who made ``what``) may not, by the policies as they are when
         asked (the user deleted, or another made under the name since: nothing)."""

@@ -149,6 +149,11 @@ def model_data(url: object, s3_endpoint_url: str | None = None, *, prefix: bool 
     return [Use(LOCAL_READ, os.path.normpath(location.path))]
 
 
+def object_use(action: str, url: str, s3_endpoint_url: str | None = None) -> list[Use]:
+    """``action`` on the one S3 object at ``url`` (an asynchronous request's input or output)."""
+    return _s3(action, url, s3_endpoint_url)
+
+
 def input_location(url: str, s3_endpoint_url: str | None = None) -> list[Use]:
     """InvokeEndpointAsync's InputLocation: the object the server reads for the request."""
     return _s3(S3_READ, url, s3_endpoint_url)
