@@ -255,3 +255,65 @@ def test_members_of_the_wrong_shape_name_nothing_and_fail_nowhere(
     access = Access("AKUSER", "json", service, operation, body=json.dumps(params).encode())
     action, resources = authorizer.resources(access)
     assert action.endswith(operation) and all(isinstance(r, str) for r in resources)
+
+
+LOGS = "arn:aws:logs:us-east-1:000000000000:log-group"
+JOBS = "/aws/sagemaker/TransformJobs"
+
+
+@pytest.mark.parametrize(
+    ("operation", "params", "resources"),
+    [
+        ("GetLogEvents", {"logGroupName": JOBS, "logStreamName": "tj/1"}, [f"{LOGS}:{JOBS}:log-stream:tj/1"]),
+        (
+            "FilterLogEvents",
+            {"logGroupName": JOBS, "logStreamNames": ["a/1", "b/1"]},
+            [f"{LOGS}:{JOBS}:log-stream:a/1", f"{LOGS}:{JOBS}:log-stream:b/1"],
+        ),
+        (
+            "DescribeLogStreams",
+            {"logGroupIdentifier": f"{LOGS}:{JOBS}", "logStreamNamePrefix": "tj/"},
+            [f"{LOGS}:{JOBS}:log-stream:tj/*"],
+        ),
+        ("FilterLogEvents", {"logGroupName": JOBS}, [f"{LOGS}:{JOBS}:*"]),  # every stream
+        ("FilterLogEvents", {"logGroupName": JOBS, "logStreamNamePrefix": ""}, [f"{LOGS}:{JOBS}:*"]),
+        ("FilterLogEvents", {"logGroupName": JOBS, "logStreamNames": [1]}, [f"{LOGS}:{JOBS}:*"]),
+    ],
+)
+def test_a_logs_call_names_the_streams_it_reads(
+    operation: str, params: dict[str, Any], resources: list[str]
+) -> None:
+    authorizer = Authorizer(cast(IamStore, None), "AKADMIN", "secret", "us-east-1", "000000000000")
+    access = Access("AKUSER", "json", "logs", operation, body=json.dumps(params).encode())
+    assert authorizer.resources(access) == (f"logs:{operation}", resources)
+
+
+def test_a_tenant_reads_its_own_jobs_streams_of_the_shared_group_only(tmp_path: Path) -> None:
+    """Every transform job logs to one group (SageMaker's): a policy on the streams of its own jobs lets a
+    tenant read those, and no other tenant's (a grant on the group, ``:*``, still covers them all)."""
+    store = IamStore(f"sqlite:///{tmp_path / 'iam.db'}", SecretBox.load_or_create(tmp_path / "iam.key"))
+    user = store.create_user("carol", "/")
+    key = store.create_key("carol").access_key_id
+    own = {"Effect": "Allow", "Action": "logs:*", "Resource": f"{LOGS}:{JOBS}:log-stream:carol-*"}
+    store.put_policy(user, "p", json.dumps({"Statement": [own]}))
+    authorizer = Authorizer(store, "AKADMIN", "secret", "us-east-1", "000000000000")
+
+    def call(operation: str, **params: Any) -> None:
+        body = json.dumps({"logGroupName": JOBS, **params}).encode()
+        authorizer.authorize(Access(key, "json", "logs", operation, body=body))
+
+    call("DescribeLogStreams", logStreamNamePrefix="carol-nightly/")
+    call("GetLogEvents", logStreamName="carol-nightly/i-1")
+    call("FilterLogEvents", logStreamNames=["carol-nightly/i-1"])
+    for operation, params in (
+        ("GetLogEvents", {"logStreamName": "dave-payroll/i-1"}),
+        ("FilterLogEvents", {"logStreamNamePrefix": "dave-"}),
+        ("FilterLogEvents", {"logStreamNames": ["carol-nightly/i-1", "dave-payroll/i-1"]}),
+        ("FilterLogEvents", {}),
+    ):
+        with pytest.raises(AccessDenied):
+            call(operation, **params)
+    store.put_policy(user, "p", json.dumps({"Statement": [dict(own, Resource=f"{LOGS}:{JOBS}:*")]}))
+    call("FilterLogEvents")
+    call("GetLogEvents", logStreamName="dave-payroll/i-1")
+    store.close()

@@ -326,6 +326,10 @@ class Authorizer:
             names = [params.get("logGroupName"), params.get("logGroupIdentifier")]
             names += _list(params.get("logGroupIdentifiers"))
             groups = [self._log_group(n) for n in names if isinstance(n, str)]
+            streams = _log_streams(params)
+            if streams is not None and len(groups) == 1:  # those streams of the group only
+                group = groups[0].removesuffix(":*")
+                return action, [f"{group}:log-stream:{stream}" for stream in streams]
             return action, groups or ["*"]
         if access.signing_name == "monitoring":
             alarms = [params.get("AlarmName"), *_list(params.get("AlarmNames"))]
@@ -444,6 +448,25 @@ def _models_named(params: dict[str, Any]) -> list[str]:
 def _list(value: object) -> list[Any]:
     """A member read before its handler checks its shape: a list, else nothing (the handler refuses it)."""
     return value if isinstance(value, list) else []
+
+
+def _log_streams(params: Mapping[str, Any]) -> list[str] | None:
+    """The streams a CloudWatch Logs call reads (a prefix ends with ``*``), None for every stream of its
+    group: so one group many tenants write (``/aws/sagemaker/TransformJobs``, a stream per job) can be
+    granted stream by stream (``log-group:NAME:log-stream:my-job/*``), as AWS grants GetLogEvents. A
+    policy on the group (``log-group:NAME:*``) covers every stream of it."""
+    name, names, prefix = (
+        params.get("logStreamName"),
+        params.get("logStreamNames"),
+        params.get("logStreamNamePrefix"),
+    )
+    if isinstance(name, str):
+        return [name]
+    if isinstance(names, list) and names and all(isinstance(n, str) for n in names):
+        return list(names)
+    if isinstance(prefix, str) and prefix:
+        return [prefix + "*"]
+    return None
 
 
 def _name_of(value: str, kind: str) -> str:
