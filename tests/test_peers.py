@@ -79,18 +79,49 @@ def test_a_signature_holds_for_its_body_key_and_time_only() -> None:
     ]:
         with pytest.raises(peers.PeerRefused, match=why):
             peers.verify(key, header, sent, now=at)
-    ident, ts, mac = header.split(" ")
+    ident, ts, seq, mac = header.split(" ")
+    boot, _, n = seq.partition(".")
     for forged in [
         "",
         "fe-a",
-        f"fe-b {ts} {mac}",  # another front end's name on this one's MAC
-        f"{ident} {int(ts) + 1} {mac}",
-        f"{ident} {ts} {mac} extra",
-        f"{ident} -{ts} {mac}",
-        f"{ident} \u0661\u0662 {mac}",  # digits that are not ASCII
+        f"fe-b {ts} {seq} {mac}",  # another front end's name on this one's MAC
+        f"{ident} {int(ts) + 1} {seq} {mac}",
+        f"{ident} {ts} {boot}.{int(n) + 1} {mac}",  # another number: a call not sent
+        f"{ident} {ts} {mac}",  # no number (an older zeroscale's form)
+        f"{ident} {ts} {seq} {mac} extra",
+        f"{ident} -{ts} {seq} {mac}",
+        f"{ident} \u0661\u0662 {seq} {mac}",  # digits that are not ASCII
+        f"{ident} {ts} {boot}.0{n} {mac}",
     ]:
         with pytest.raises(peers.PeerRefused):
             peers.verify(KEY, forged, body, now=NOW)
+
+
+def test_a_call_is_taken_once_and_its_senders_calls_may_come_out_of_order() -> None:
+    """A captured call sent again within its time window was run again (a forwarded invocation run twice,
+    a copy of an image deleted again): the callee now notes each sender's numbers."""
+    clock = [NOW]
+    replays = peers.Replays(clock=lambda: clock[0])
+    body = b'{"op": "logs.groups", "args": {}}'
+    sequence = peers.Sequence()
+    headers = [peers.sign(KEY, "fe-a", body, now=NOW, seq=sequence.next()) for _ in range(5)]
+    for i in (0, 3, 1, 4, 2):  # over several connections: in any order
+        assert peers.verify(KEY, headers[i], body, now=NOW, replays=replays) == "fe-a"
+    for header in headers:
+        with pytest.raises(peers.PeerRefused, match="sent again"):
+            peers.verify(KEY, header, body, now=NOW, replays=replays)
+    # another run of the same front end (restarted) counts from 1 again, apart
+    again = peers.sign(KEY, "fe-a", body, now=NOW, seq=peers.Sequence().next())
+    assert peers.verify(KEY, again, body, now=NOW, replays=replays) == "fe-a"
+    # far behind its sender's latest: not known any more, refused rather than taken
+    late = peers.sign(KEY, "fe-a", body, now=NOW, seq=f"{sequence.boot}.{peers.REPLAY_WINDOW + 10}")
+    assert peers.verify(KEY, late, body, now=NOW, replays=replays) == "fe-a"
+    with pytest.raises(peers.PeerRefused, match="too late to tell"):
+        peers.verify(KEY, headers[4], body, now=NOW, replays=replays)
+    # a run's numbers are forgotten once none of its calls can be timely: nothing grows with the calls
+    clock[0] = NOW + 2 * peers.MAX_SKEW_S
+    peers.verify(KEY, peers.sign(KEY, "fe-b", body, now=clock[0]), body, now=clock[0], replays=replays)
+    assert list(replays._runs) == [("fe-b", peers._SEQUENCE.boot)]
 
 
 def test_a_signature_covers_the_method_and_every_header_the_callee_acts_on() -> None:
@@ -133,8 +164,11 @@ def test_the_route_answers_authentic_reads_and_refuses_the_rest(tmp_path: Path) 
     ok = json.dumps({"op": "logs.search", "args": {"group": "/aws/sagemaker/Endpoints/Shared"}}).encode()
     status, answer = call(ok)
     assert status == 200 and answer["events"] == [[1000, "AllTraffic/0001-a", 0, "hello"]]
+    captured = peers.sign(KEY, "fe-a", ok)
+    assert call(ok, captured)[0] == 200
+    assert call(ok, captured) == (403, {"message": "a peer call sent again (its sequence number was seen)"})
     assert call(ok, peers.sign(SecretBox(b"j" * 32).derive(peers.KEY_LABEL), "fe-a", ok))[0] == 403
-    assert route.precheck("fe-a 1 00") is not None  # a stale time: refused before the body is read
+    assert route.precheck("fe-a 1 0123456789abcdef.1 00") is not None  # stale: refused before the body
     assert route.precheck(peers.sign(KEY, "fe-a", b"")) is None  # the MAC needs the body
     for bad in [
         b"[]",

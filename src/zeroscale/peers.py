@@ -4,15 +4,18 @@ metrics, its bring-your-own images) is read by another, which may also ask it to
 or to run an invocation it holds no share of (``api/forward.py``). See docs/frontends.md.
 
 A call is a JSON document ``{"op": ..., "args": {...}}`` and its answer the operation's JSON result. It is
-authenticated by ``X-Zeroscale-Peer: <front end id> <unix seconds> <hex HMAC-SHA256>``, the MAC over the id,
-the time, the method, the path, the body's SHA-256 and every header the callee acts on (``covered``: a
-forwarded invocation's content type, accept and SageMaker headers, a spill's mark) under a key derived from
-the IAM key that every front end on the database must share (``--iam-key-file``; the database records which
-key that is and refuses a front end with another). So the database alone, which holds no key, cannot forge a
-call, nobody can change what a call asks (another TargetModel or variant on a captured forward), and a call
-older or newer than ``MAX_SKEW_S`` is refused. Within that window a captured call can be sent again, as a
-captured SigV4 request can within its own: front ends on a network others can read talk over TLS
-(``--tls-cert``).
+authenticated by ``X-Zeroscale-Peer: <front end id> <unix seconds> <boot>.<n> <hex HMAC-SHA256>``, the MAC
+over the id, the time, the sequence (``<boot>``: random for each run of the calling process, ``<n>``: its
+calls counted from 1), the method, the path, the body's SHA-256 and every header the callee acts on
+(``covered``: a forwarded invocation's content type, accept and SageMaker headers, a spill's mark) under a
+key derived from the IAM key that every front end on the database must share (``--iam-key-file``; the
+database records which key that is and refuses a front end with another). So the database alone, which holds
+no key, cannot forge a call, nobody can change what a call asks (another TargetModel or variant on a captured
+forward), a call older or newer than ``MAX_SKEW_S`` is refused, and so is one sent again: the callee keeps,
+per sender's run, the highest number seen and which of the ``REPLAY_WINDOW`` before it came (``Replays``;
+calls over several connections arrive a little out of order), for as long as its calls can be timely.
+Front ends on a network others can read should still talk over TLS (``--tls-cert``): the calls carry
+tenants' payloads.
 
 ``PeerClient.gather`` blocks (the operations that fan out from a worker thread call it); ``ask`` is the same
 from the event loop. Both answer a ``Gathered``: the answers, and the front ends asked that did not answer
@@ -29,9 +32,13 @@ import asyncio
 import hashlib
 import hmac
 import http.client
+import itertools
 import json
 import logging
+import re
+import secrets
 import ssl
+import threading
 import time
 import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
@@ -43,6 +50,7 @@ from typing import Any
 import h11
 
 PATH = "/zeroscale/peer/v1"
+REPLAY_WINDOW = 4096  # a sender's calls that may arrive after a later one (more are refused: too late)
 HEADER = "x-zeroscale-peer"
 MAX_SKEW_S = 300
 MAX_BODY_BYTES = 1024 * 1024
@@ -106,10 +114,27 @@ def covered(headers: Headers) -> str:
     return "\n".join(f"{k.decode('latin-1')}:{v.decode('latin-1')}" for k, v in picked)
 
 
-def _mac(key: bytes, ident: str, ts: str, method: str, path: str, body: bytes, headers: Headers) -> str:
+def _mac(
+    key: bytes, ident: str, ts: str, seq: str, method: str, path: str, body: bytes, headers: Headers
+) -> str:
     digest = hashlib.sha256(body).hexdigest()
-    message = f"{ident}\n{ts}\n{method}\n{path}\n{digest}\n{covered(headers)}".encode()
+    message = f"{ident}\n{ts}\n{seq}\n{method}\n{path}\n{digest}\n{covered(headers)}".encode()
     return hmac.digest(key, message, "sha256").hex()
+
+
+class Sequence:
+    """A calling process's numbers for its calls: ``<boot>.<n>``, ``boot`` random for this run (a restart
+    counts from 1 again under another), ``n`` one more for each call. Thread-safe (``itertools.count``)."""
+
+    def __init__(self) -> None:
+        self.boot = secrets.token_hex(8)
+        self._counter = itertools.count(1)
+
+    def next(self) -> str:
+        return f"{self.boot}.{next(self._counter)}"
+
+
+_SEQUENCE = Sequence()  # this process's, for every call it signs
 
 
 def sign(
@@ -121,21 +146,73 @@ def sign(
     path: str = PATH,
     method: str = "POST",
     headers: Headers = (),
+    seq: str | None = None,
 ) -> str:
     ts = str(int(time.time() if now is None else now))
-    return f"{ident} {ts} {_mac(key, ident, ts, method, path, body, headers)}"
+    seq = _SEQUENCE.next() if seq is None else seq
+    return f"{ident} {ts} {seq} {_mac(key, ident, ts, seq, method, path, body, headers)}"
 
 
-def timely(header: str, *, now: float | None = None) -> tuple[str, str, str]:
-    """``header``'s (id, time, MAC) when it is well formed and its time within ``MAX_SKEW_S`` of this front
-    end's clock: what can be checked before the body is read. Else PeerRefused."""
+_SEQ = re.compile(r"([0-9a-f]{16})\.([1-9][0-9]{0,18})")
+
+
+def timely(header: str, *, now: float | None = None) -> tuple[str, str, str, str]:
+    """``header``'s (id, time, sequence, MAC) when it is well formed and its time within ``MAX_SKEW_S`` of
+    this front end's clock: what can be checked before the body is read. Else PeerRefused."""
     parts = header.split(" ")
-    if len(parts) != 3 or not parts[1].isascii() or not parts[1].isdigit():
+    if len(parts) == 3:
+        raise PeerRefused("a peer signature without a sequence number (a front end of an older zeroscale?)")
+    if len(parts) != 4 or not parts[1].isascii() or not parts[1].isdigit() or not _SEQ.fullmatch(parts[2]):
         raise PeerRefused("a malformed peer signature")
-    ident, ts, mac = parts
+    ident, ts, seq, mac = parts
     if abs((time.time() if now is None else now) - int(ts)) > MAX_SKEW_S:
         raise PeerRefused(f"a peer signature more than {MAX_SKEW_S} s from this front end's clock")
-    return ident, ts, mac
+    return ident, ts, seq, mac
+
+
+@dataclass
+class _Window:
+    high: int  # the highest number seen
+    seen: int  # bit k: number high - k was seen
+    until: float  # after this, no call of this run is timely any more: forgotten
+
+
+class Replays:
+    """The peer calls this front end took, per sender's run, to refuse one sent again. Only authentic calls
+    are noted (after their MAC), so only real front ends' runs take room, each for ``MAX_SKEW_S`` after its
+    latest call's time. Thread-safe."""
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self._clock = clock
+        self._runs: dict[tuple[str, str], _Window] = {}
+        self._lock = threading.Lock()
+        self._next_sweep = 0.0
+
+    def take(self, ident: str, ts: str, seq: str) -> None:
+        """Note the call numbered ``seq`` of ``ident`` (signed at ``ts``); PeerRefused if it was seen, or is
+        too far behind its sender's latest to tell."""
+        boot, _, number = seq.partition(".")
+        n, until = int(number), int(ts) + MAX_SKEW_S
+        with self._lock:
+            now = self._clock()
+            if now >= self._next_sweep:
+                self._runs = {k: w for k, w in self._runs.items() if w.until >= now}
+                self._next_sweep = now + MAX_SKEW_S
+            window = self._runs.get((ident, boot))
+            if window is None:
+                self._runs[(ident, boot)] = _Window(n, 1, until)
+                return
+            if n > window.high:
+                window.seen = ((window.seen << (n - window.high)) | 1) & ((1 << REPLAY_WINDOW) - 1)
+                window.high = n
+            else:
+                behind = window.high - n
+                if behind >= REPLAY_WINDOW:
+                    raise PeerRefused(f"a peer call {behind} behind its sender's latest: too late to tell")
+                if window.seen >> behind & 1:
+                    raise PeerRefused("a peer call sent again (its sequence number was seen)")
+                window.seen |= 1 << behind
+            window.until = max(window.until, until)
 
 
 def verify(
@@ -147,12 +224,15 @@ def verify(
     path: str = PATH,
     method: str = "POST",
     headers: Headers = (),
+    replays: Replays | None = None,
 ) -> str:
     """The calling front end's id, when ``header`` authenticates ``body`` sent with ``method`` to ``path``
-    with these ``headers`` (those it ``covered``); else PeerRefused."""
-    ident, ts, mac = timely(header, now=now)
-    if not hmac.compare_digest(mac, _mac(key, ident, ts, method, path, body, headers)):
+    with these ``headers`` (those it ``covered``), and ``replays`` saw it never before; else PeerRefused."""
+    ident, ts, seq, mac = timely(header, now=now)
+    if not hmac.compare_digest(mac, _mac(key, ident, ts, seq, method, path, body, headers)):
         raise PeerRefused("a peer signature that does not match (another IAM key?)")
+    if replays is not None:
+        replays.take(ident, ts, seq)
     return ident
 
 

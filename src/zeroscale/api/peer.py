@@ -32,6 +32,7 @@ class PeerRoute:
         self, key: bytes, operations: dict[str, Operation], files: dict[str, FileSource] | None = None
     ) -> None:
         self._key = key
+        self._replays = peers.Replays()  # every call, a file's GET too, is taken once
         self._ops = operations
         self._files = dict(files or {})
 
@@ -39,7 +40,9 @@ class PeerRoute:
         """A ``GET`` of ``path`` under the route: (200, the file to send and then remove) or (status, the
         error's JSON)."""
         try:
-            peers.verify(self._key, header, b"", path=path, method="GET", headers=headers)
+            peers.verify(
+                self._key, header, b"", path=path, method="GET", headers=headers, replays=self._replays
+            )
         except peers.PeerRefused as exc:
             log.warning("refused a peer call: %s", exc)
             return 403, _error(str(exc))
@@ -55,7 +58,7 @@ class PeerRoute:
         """Why a call to ``path`` with this header, body and ``headers`` is refused (None: it is
         authentic)."""
         try:
-            peers.verify(self._key, header, body, path=path, headers=headers)
+            peers.verify(self._key, header, body, path=path, headers=headers, replays=self._replays)
         except peers.PeerRefused as exc:
             log.warning("refused a peer call: %s", exc)
             return str(exc)
@@ -71,7 +74,7 @@ class PeerRoute:
 
     async def handle(self, header: str, body: bytes, headers: peers.Headers = ()) -> tuple[int, bytes]:
         try:
-            caller = peers.verify(self._key, header, body, headers=headers)
+            caller = peers.verify(self._key, header, body, headers=headers, replays=self._replays)
         except peers.PeerRefused as exc:
             log.warning("refused a peer call: %s", exc)
             return 403, _error(str(exc))
