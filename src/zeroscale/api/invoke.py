@@ -178,6 +178,7 @@ class InvokeApi:
             raise
         out: Headers = [
             (b"content-type", content_type),
+            *UNTRUSTED_ANSWER,
             (b"x-amzn-invoked-production-variant", pool.spec.variant.encode()),
             (b"x-amzn-requestid", request_id.encode()),
         ]
@@ -264,6 +265,16 @@ class InvokeApi:
     ) -> InvocationRecord:
         total_s = time.perf_counter() - started
         return inv.record(spec, at=time.time(), total_s=total_s, status=status, code=code, bytes_out=out)
+
+
+# A model's answer, in the type its code chose, is served on the console's origin: opened in a browser (a
+# cross-site form can POST to a presigned InvokeEndpoint URL), an HTML answer's script would run as the
+# console and use a signed-in user's session. So no answer is sniffed into another type, and none runs
+# anything or loads anything: a sandbox with no permission, an origin of its own.
+UNTRUSTED_ANSWER: list[tuple[bytes, bytes]] = [
+    (b"x-content-type-options", b"nosniff"),
+    (b"content-security-policy", b"sandbox; default-src 'none'"),
+]
 
 
 def answer_type(value: bytes | None, status: int) -> bytes:

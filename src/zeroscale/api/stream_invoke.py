@@ -22,7 +22,7 @@ import logging
 
 from zeroscale.api import eventstream
 from zeroscale.api.forward import refuse_spill
-from zeroscale.api.invoke import InvokeApi, answer_attributes, answer_type
+from zeroscale.api.invoke import UNTRUSTED_ANSWER, InvokeApi, answer_attributes, answer_type
 from zeroscale.api.served import INVOKE_ENDPOINT_WITH_RESPONSE_STREAM
 from zeroscale.api.wire import Headers, Receive, Send, watch_disconnect
 from zeroscale.errors import ModelStreamError, RuntimeValidationError, ZeroscaleError
@@ -112,6 +112,7 @@ class StreamInvokeApi(InvokeApi):
             raise
         out: Headers = [
             (b"content-type", eventstream.CONTENT_TYPE),
+            *UNTRUSTED_ANSWER,
             (b"x-amzn-sagemaker-content-type", content_type),
             (b"x-amzn-invoked-production-variant", pool.spec.variant.encode()),
             (b"x-amzn-requestid", request_id.encode()),
