@@ -156,6 +156,12 @@ class ServiceUnavailable(ZeroscaleError):
     status = 503
 
 
+class UsageNotRecorded(ServiceUnavailable):
+    """An invocation's usage could not be made durable before its answer (the journal's disk full or
+    failing): the answer is withheld, so that nothing answered is ever lost to a crash, nor billed
+    unanswered."""
+
+
 class InternalFailure(ZeroscaleError):
     code = "InternalFailure"
     status = 500

@@ -7,7 +7,9 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, cast
+
+from zeroscale.errors import UsageNotRecorded
 
 log = logging.getLogger("zeroscale.events")
 
@@ -86,6 +88,14 @@ class Sink(Protocol):
     def variant(self, event: VariantEvent) -> None: ...
 
 
+class BeforeAnswer(Sink, Protocol):
+    """A sink whose ``before_answer`` is true (metering)."""
+
+    def invocation_before_answer(self, record: InvocationRecord) -> None:
+        """The invocation, durable before its answer goes out, else UsageNotRecorded (nothing of it kept)."""
+        ...
+
+
 class EventBus:
     """Fans events out to every sink. A failing sink is a bug in that sink; it never fails a request, never
     reaches the worker's exit reader and never stops the other sinks: the failure is logged (its first
@@ -98,7 +108,7 @@ class EventBus:
 
     def __init__(self, sinks: list[Sink] | None = None) -> None:
         self.sinks: list[Sink] = []
-        self._before: list[Sink] = []
+        self._before: list[BeforeAnswer] = []
         self._after: list[Sink] = []
         self._names: dict[int, str] = {}
         self.failures: Counter[tuple[str, str]] = Counter()  # (sink, event kind) -> failed calls
@@ -107,14 +117,28 @@ class EventBus:
 
     def add(self, sink: Sink) -> None:
         self.sinks.append(sink)
-        (self._before if getattr(sink, "before_answer", False) else self._after).append(sink)
+        if getattr(sink, "before_answer", False):
+            self._before.append(cast(BeforeAnswer, sink))
+        else:
+            self._after.append(sink)
         self._names[id(sink)] = type(sink).__name__
 
     def invocation(self, record: InvocationRecord) -> None:
         self._each("invocation", record)
 
     def invocation_before_answer(self, record: InvocationRecord) -> None:
-        self._each("invocation", record, self._before)
+        """Raises UsageNotRecorded when a sink that must hold the invocation before its answer cannot (the
+        other sinks of the kind have it anyway); a sink's other failures are only counted."""
+        refused: UsageNotRecorded | None = None
+        for sink in self._before:
+            try:
+                sink.invocation_before_answer(record)
+            except UsageNotRecorded as exc:
+                refused = refused or exc
+            except Exception:
+                self._failed(sink, "invocation")
+        if refused is not None:
+            raise refused
 
     def invocation_after_answer(self, record: InvocationRecord) -> None:
         self._each("invocation", record, self._after)

@@ -327,6 +327,59 @@ def test_sigkill_under_load_loses_no_answered_request(servers: list[ServerProces
     assert sum(answered) <= recorded <= sum(sent), (sum(answered), recorded, sum(sent))
 
 
+def _fill(path: Path) -> None:
+    """Write ``path`` until its file system has no byte left."""
+    with open(path, "wb", buffering=0) as f:
+        for size in (1 << 20, 4096, 1):
+            try:
+                while True:
+                    f.write(b"\0" * size)
+            except OSError:
+                continue
+
+
+def test_a_full_disk_withholds_the_answers_it_cannot_meter(
+    servers: list[ServerProcess], tmp_path: Path
+) -> None:
+    """An audit's data directory on a full file system: invocations were answered with their usage in memory
+    only (the journal could not take it), and a SIGKILL then lost it all. Now an answer whose usage the
+    journal cannot take is withheld (ServiceUnavailable, saying why), and every answer given is billed."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=48m", "tmpfs", str(disk)], check=True)
+    try:
+        server = ServerProcess(disk / "data").start()
+        servers.append(server)
+        sm, smr = server.client("sagemaker"), server.client("sagemaker-runtime")
+        assert deploy(sm, "echo", handler_model(tmp_path, ECHO))["EndpointStatus"] == "InService"
+        answered, refused = 0, []
+        for _ in range(5):
+            smr.invoke_endpoint(EndpointName="echo", Body=b"1", ContentType="application/json")
+            answered += 1
+        _fill(disk / "filler")
+        for _ in range(500):  # the journal's last page may take a few more lines first
+            try:
+                smr.invoke_endpoint(EndpointName="echo", Body=b"1", ContentType="application/json")
+            except smr.exceptions.ServiceUnavailable as err:
+                refused.append(err.response["Error"]["Message"])
+                if len(refused) == 3:
+                    break
+            else:
+                answered += 1
+        assert len(refused) == 3, (answered, refused)
+        assert "cannot record this invocation's usage (No space left on device" in refused[0], refused[0]
+        server.stop(signal.SIGKILL)
+        (disk / "filler").unlink()
+        server.start()
+        assert report(server)["total"]["invocations"] == answered
+        smr = server.client("sagemaker-runtime")
+        smr.invoke_endpoint(EndpointName="echo", Body=b"1", ContentType="application/json")
+        assert report(server)["total"]["invocations"] == answered + 1
+        server.stop()
+    finally:
+        subprocess.run(["umount", "--lazy", str(disk)], check=False)
+
+
 def test_metering_off_records_nothing(servers: list[ServerProcess], tmp_path: Path) -> None:
     server = ServerProcess(tmp_path / "data", env={"ZEROSCALE_METERING": "false"}).start()
     servers.append(server)

@@ -13,7 +13,7 @@ from zeroscale.api.served import INVOKE_ENDPOINT
 from zeroscale.api.shapes import ServiceShapes
 from zeroscale.api.wire import Headers, Send, header_text, respond
 from zeroscale.background import Background
-from zeroscale.errors import ModelError, RuntimeValidationError, ZeroscaleError
+from zeroscale.errors import ModelError, RuntimeValidationError, UsageNotRecorded, ZeroscaleError
 from zeroscale.events import EventBus, InvocationRecord
 from zeroscale.router.fleet import EndpointRoute, Fleet, Variant
 from zeroscale.router.invocation import Invocation
@@ -185,9 +185,15 @@ class InvokeApi:
         if attributes is not None:
             out.append((b"x-amzn-sagemaker-custom-attributes", attributes))
         record = self._finished(pool.spec, inv, started, 200, "", len(resp.body))
-        # Metered (journaled) before the answer goes out: a crash right after it loses no usage. Metrics,
-        # logs and autoscaling samples take it once the answer is written.
-        self._events.invocation_before_answer(record)
+        # Metered (journaled) before the answer goes out: a crash right after it loses no usage (if it cannot
+        # be, the answer is withheld: 503, the record of that for metrics and logs). Metrics, logs and
+        # autoscaling samples take it once the answer is written.
+        try:
+            self._events.invocation_before_answer(record)
+        except UsageNotRecorded as err:
+            failed = self._finished(pool.spec, inv, started, err.status, err.code, 0)
+            self._events.invocation_after_answer(failed)
+            raise
         try:
             await respond(send, 200, resp.body, out)
         finally:

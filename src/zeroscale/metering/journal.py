@@ -13,6 +13,7 @@ the committed position is deleted. A torn or damaged line (a crash mid-write) is
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import re
@@ -61,8 +62,9 @@ class Journal:
         if self.offset + len(line) > self._segment_bytes and self.offset:
             self._open(self.segment + 1)
         written = os.write(self._fd, line)
-        if written != len(line):  # a full disk: the rest would be a torn line
-            raise OSError(f"usage journal: short write ({written} of {len(line)} bytes)")
+        if written != len(line):  # a full disk: what was written goes, or the next line would follow it torn
+            os.ftruncate(self._fd, self.offset)
+            raise OSError(errno.ENOSPC, f"No space left on device (a short write of {written} bytes, undone)")
         self.offset += written
         return (self.segment, self.offset)
 

@@ -19,6 +19,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 
+from zeroscale.errors import UsageNotRecorded
 from zeroscale.events import InvocationRecord, VariantEvent, WorkerEvent
 from zeroscale.metering.journal import Journal, Position, decode_position, encode_position
 from zeroscale.metering.ledger import Change, Closed, Ledger, Opened
@@ -77,15 +78,39 @@ class MeteringSink:
         self.written = 0  # invocation records written so far
 
     # ---- the Sink protocol: called on the event loop, must not block ----
-    def invocation(self, record: InvocationRecord) -> None:
+    def invocation_before_answer(self, record: InvocationRecord) -> None:
+        """An invocation about to be answered: in the journal first, else UsageNotRecorded and nothing kept
+        (the invoke path answers 503 instead; a full disk held answered usage only in memory, lost by a
+        crash)."""
         position = None
         if self._journal is not None:
             try:
                 position = self._journal.append(record)
-            except OSError:  # a full disk: still metered, as before the journal (lost only by a crash)
-                self._journal_failures += 1
-                if self._journal_failures <= 10 or self._journal_failures % 1000 == 0:
-                    log.exception("metering: cannot append to the usage journal")
+            except OSError as exc:
+                self._journal_failed()
+                raise UsageNotRecorded(
+                    f"zeroscale cannot record this invocation's usage ({exc.strerror or exc}: its journal "
+                    "in the data directory), so it is not answered; free space there, or retry later."
+                ) from None
+        self._queue(record, position)
+
+    def invocation(self, record: InvocationRecord) -> None:
+        """An invocation answered already, or as it goes (a stream, an asynchronous request, a transform's
+        record): in the journal if it can be, and metered either way (a full disk: lost only by a crash)."""
+        position = None
+        if self._journal is not None:
+            try:
+                position = self._journal.append(record)
+            except OSError:
+                self._journal_failed()
+        self._queue(record, position)
+
+    def _journal_failed(self) -> None:
+        self._journal_failures += 1
+        if self._journal_failures <= 10 or self._journal_failures % 1000 == 0:
+            log.exception("metering: cannot append to the usage journal")
+
+    def _queue(self, record: InvocationRecord, position: Position | None) -> None:
         pending = self._pending
         pending.append((record, position))
         if len(pending) == self._max_batch:
