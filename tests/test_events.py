@@ -6,6 +6,7 @@ import logging
 
 import pytest
 
+from zeroscale.errors import UsageNotRecorded
 from zeroscale.events import EventBus, InvocationRecord, VariantEvent, WorkerEvent
 
 RECORD = InvocationRecord("ep", "v", "w1", 1.0, 0.01, 0.02, 10, 20, 200, "", 1024, None, False)
@@ -66,6 +67,15 @@ def test_a_failing_sink_logs_its_first_failures_then_one_in_a_thousand(
 class Journal(Recorder):
     before_answer = True
 
+    def __init__(self) -> None:
+        super().__init__()
+        self.full = False
+
+    def invocation_before_answer(self, record: InvocationRecord) -> None:
+        if self.full:
+            raise UsageNotRecorded("the journal is full")
+        self.invocation(record)
+
 
 def test_an_answered_invocation_reaches_the_journal_before_the_answer_and_the_others_after() -> None:
     journal, metrics = Journal(), Recorder()
@@ -78,3 +88,12 @@ def test_an_answered_invocation_reaches_the_journal_before_the_answer_and_the_ot
     assert (journal.seen, metrics.seen) == ([RECORD, RECORD], [RECORD, RECORD])
     bus.worker(WORKER)
     assert journal.seen[-1] == metrics.seen[-1] == WORKER
+
+
+def test_an_invocation_the_journal_cannot_take_is_refused_before_its_answer() -> None:
+    journal, broken = Journal(), Journal()
+    broken.full = True
+    bus = EventBus([broken, journal])
+    with pytest.raises(UsageNotRecorded, match="full"):
+        bus.invocation_before_answer(RECORD)
+    assert journal.seen == [RECORD] and not bus.failures  # the others took it; refusing is no failure
