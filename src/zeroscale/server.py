@@ -419,6 +419,7 @@ def build(settings: Settings) -> Server:
     audit = AuditTrail(settings.db_url, authz, retention_s=settings.audit_retention_days * 86400)
     # the console's sign-ins, in the database: every front end on it knows them
     sessions = Sessions(authz.lookup_secret, settings.db_url)
+    iam.key_ended.append(sessions.end_for_key)
     throttle = _throttle(settings, creds.access_key_id)  # one bucket per key, boto3's calls and the console's
     background = Background("startup")
 

@@ -302,3 +302,34 @@ def test_a_console_path_with_an_empty_part_is_refused_as_the_api_refuses_it(
         assert answer.status == 400 and b"a path has no empty parts" in answer.body, (method, answer)
         denied = call(console_server, method, path.replace("//", "/"), None, dave.headers())
         assert denied.status in (400, 403) and b"explicit deny" in denied.body, (method, denied.body)
+
+
+def test_a_key_no_user_can_have_is_refused_without_being_remembered(console_server: ServerProcess) -> None:
+    """An audit's 15,000 failed sign-ins with keys of 60 KB, each remembered a minute for the throttle, held a
+    gigabyte of the server's memory: a key longer than IAM's 128 characters is refused as wrong at once, and
+    never counted (so never throttled either: it can never be right)."""
+    body = json.dumps({"AccessKeyId": "K" * 60_000, "SecretAccessKey": "x"}).encode()
+    for _ in range(15):  # more than the throttle's 10 a minute
+        answer = call(
+            console_server, "POST", "/console/api/session", body, {"Content-Type": "application/json"}
+        )
+        assert answer.status == 401, answer
+        assert answer.json()["message"] == "The access key ID or the secret access key is not correct."
+
+
+def test_a_session_of_a_key_made_inactive_ends_then_not_at_its_next_use(
+    console_server: ServerProcess,
+) -> None:
+    """An audit's session, unused while its key was inactive, answered again once the key was made active
+    again: a key that stops signing ends its sessions at once."""
+    iam = console_server.client("iam")
+    iam.create_user(UserName="returning")
+    key = iam.create_access_key(UserName="returning")["AccessKey"]
+    body = json.dumps({"AccessKeyId": key["AccessKeyId"], "SecretAccessKey": key["SecretAccessKey"]}).encode()
+    answer = call(console_server, "POST", "/console/api/session", body, {"Content-Type": "application/json"})
+    assert answer.status == 200, answer
+    cookie = answer.headers["Set-Cookie"].split(";")[0]
+    assert call(console_server, "GET", "/console/api/session", headers={"Cookie": cookie}).status == 200
+    for status in ("Inactive", "Active"):  # and nothing signed with it meanwhile
+        iam.update_access_key(UserName="returning", AccessKeyId=key["AccessKeyId"], Status=status)
+    assert call(console_server, "GET", "/console/api/session", headers={"Cookie": cookie}).status == 401

@@ -225,6 +225,12 @@ class Sessions:
         session.last_seen = now
         return session
 
+    def end_for_key(self, access_key_id: str) -> None:
+        """Every session of a key that no longer signs anything (made inactive, or deleted) ends now:
+        otherwise one unused meanwhile would live again if the key were made active again."""
+        with self._engine.begin() as conn:
+            conn.execute(delete(rows).where(rows.c.access_key_id == access_key_id))
+
     def sign_out(self, session_id: str | None) -> None:
         if session_id:
             with self._engine.begin() as conn:

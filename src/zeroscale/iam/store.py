@@ -15,6 +15,7 @@ import secrets
 import string
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from sqlalchemy import (
@@ -131,6 +132,9 @@ class IamStore:
         self._engine = make_engine(db_url)
         self._box = box
         self._lock = threading.Lock()
+        # told an access key's id when it stops signing anything (made inactive, or deleted): what holds
+        # sessions of it ends them then, not at their next use (a key made active again revived them)
+        self.key_ended: list[Callable[[str], None]] = []
         upgrade(self._engine, "iam", metadata)
         try:
             with self._engine.begin() as conn:
@@ -264,12 +268,19 @@ class IamStore:
             conn.execute(update(keys).where(keys.c.access_key_id == akid).values(status=status))
             self._bump(conn)
             self.keys[akid].status = status
+        if status != "Active":
+            self._ended(akid)
 
     def delete_key(self, akid: str) -> None:
         with self._lock, self._engine.begin() as conn:
             conn.execute(delete(keys).where(keys.c.access_key_id == akid))
             self._bump(conn)
             self.keys.pop(akid, None)
+        self._ended(akid)
+
+    def _ended(self, akid: str) -> None:
+        for listener in self.key_ended:
+            listener(akid)
 
     # ---- inline policies ----
     def put_policy(self, user: User, name: str, document: str) -> None:

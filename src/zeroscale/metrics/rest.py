@@ -31,6 +31,9 @@ class Request(Protocol):
     def query(self) -> dict[str, list[str]]: ...
 
 
+_FUTURE_S = 86400.0
+
+
 def parse_time(text: str, now: float) -> float:
     """``30m``, ``2h``, ``1d``, ``90s`` (a bare number is minutes) ago, or epoch seconds (>= 10^9)."""
     match = _DURATION.match(text)
@@ -39,9 +42,12 @@ def parse_time(text: str, now: float) -> float:
             f"Invalid time {text!r}: give a duration ago like 30m, 2h, 1d or 90s, or epoch seconds."
         )
     number, unit = float(match.group(1)), match.group(2)
-    if not unit and number >= 1e9:
-        return number
-    return now - number * _UNIT_S[unit]
+    at = number if not unit and number >= 1e9 else now - number * _UNIT_S[unit]
+    if not 0 <= at <= now + _FUTURE_S:  # (inf and nan too: a database integer holds neither)
+        raise ValidationException(
+            f"Invalid time {text[:64]!r}: it is before 1970 or more than a day from now."
+        )
+    return at
 
 
 class MetricsApi:
