@@ -698,6 +698,8 @@ def serve(settings: Settings) -> None:
         shown = make_url(settings.db_url).render_as_string(hide_password=True)
         reason = (str(exc.orig).strip().splitlines() or [type(exc.orig).__name__])[0]
         raise StartupError(f"{flag}: cannot use the database {shown}: {reason}") from None
+    except OSError as exc:  # its files: a full or read-only file system
+        raise _unwritable(settings, exc) from None
     config = uvicorn.Config(
         server.app,
         host=settings.host,
@@ -729,9 +731,12 @@ def _own_data_dir(settings: Settings) -> None:
     """One server per data directory (its credentials, artifacts, workers' sockets, logs and, by default,
     its SQLite database are its own; several front ends each have one): a second is refused by name. The
     lock is an ``flock``, so a killed server's goes with it."""
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
     path = settings.data_dir / _DATA_DIR_LOCK
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        raise _unwritable(settings, exc) from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -741,9 +746,21 @@ def _own_data_dir(settings: Settings) -> None:
             f"--data-dir {settings.data_dir} is in use by another zeroscale serve (pid {owner}): stop it, or "
             "give this one a --data-dir of its own (several front ends: see docs/frontends.md)."
         ) from None
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    except OSError as exc:
+        os.close(fd)
+        raise _unwritable(settings, exc) from None
     _held.append(fd)
+
+
+def _unwritable(settings: Settings, exc: OSError) -> StartupError:
+    where = f" ({exc.filename})" if exc.filename else ""
+    return StartupError(
+        f"--data-dir {settings.data_dir}: cannot write there{where}: {exc.strerror or exc}. It must be a "
+        "directory this user may write, on a file system with free space."
+    )
 
 
 def _bind(host: str, port: int) -> socket.socket:
@@ -753,6 +770,9 @@ def _bind(host: str, port: int) -> socket.socket:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
+        # Listening from now: a client that acts on the banner, printed before start-up's work (restoring
+        # the endpoints), waits in the backlog for it instead of being refused
+        sock.listen(2048)
     except OSError as exc:
         sock.close()
         if isinstance(exc, socket.gaierror):

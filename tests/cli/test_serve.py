@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import re
@@ -131,6 +132,26 @@ def test_a_data_dir_that_is_a_file(tmp_path: Path) -> None:
     (tmp_path / "afile").write_text("x")
     err = usage_error(serve("--port", str(free_port()), "--data-dir", "afile", cwd=tmp_path, timeout=20))
     assert "--data-dir" in err and "not a directory" in err
+
+
+@pytest.mark.parametrize("state", ["read-only", "full"])
+def test_a_data_dir_that_cannot_be_written_is_one_line(tmp_path: Path, state: str) -> None:
+    """An audit's server on a read-only or full file system ended in a traceback."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    options = "size=1m,ro" if state == "read-only" else "size=1m"
+    subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(disk)], check=True)
+    try:
+        if state == "full":
+            with open(disk / "filler", "wb", buffering=0) as f, contextlib.suppress(OSError):
+                while True:
+                    f.write(b"\0" * 4096)
+        line = runtime_error(serve("--port", str(free_port()), "--data-dir", str(disk), cwd=tmp_path))
+        assert f"--data-dir {disk}: cannot write there" in line, line
+        why = "Read-only file system" if state == "read-only" else "No space left on device"
+        assert why in line and "free space" in line, line
+    finally:
+        subprocess.run(["umount", "--lazy", str(disk)], check=False)
 
 
 def test_a_port_in_use_is_one_line_and_no_banner(tmp_path: Path) -> None:
