@@ -401,3 +401,4 @@ async def test_a_request_running_at_every_restart_fails_after_max_attempts(
     assert f"{MAX_ATTEMPTS} times" in text and "not run again" in text
     done = queue.find("id-0")
     assert done is not None and done.status == FAILED
+    assert done.attempts == MAX_ATTEMPTS  # the times it ran, as its reason says (the last claim ran nothing)

@@ -328,14 +328,26 @@ class RequestQueue:
                 .values(status=QUEUED, started_at=None, attempts=attempts)
             )
 
-    def finish(self, req: AsyncRequest, status: str, now: float, reason: str | None = None) -> None:
+    def finish(
+        self,
+        req: AsyncRequest,
+        status: str,
+        now: float,
+        reason: str | None = None,
+        attempts: int | None = None,
+    ) -> None:
+        """``attempts``: the times it ran, where the claim that ends it did not run it."""
         req.status, req.finished_at, req.failure_reason = status, now, reason
+        values: dict[str, object] = {
+            "status": status,
+            "finished_at": now,
+            "failure_reason": reason,
+            "body": None,
+        }
+        if attempts is not None:
+            req.attempts = values["attempts"] = attempts
         with self._lock, self._engine.begin() as conn:
-            conn.execute(
-                update(requests)
-                .where(requests.c.id == req.id)
-                .values(status=status, finished_at=now, failure_reason=reason, body=None)
-            )
+            conn.execute(update(requests).where(requests.c.id == req.id).values(**values))
 
     def requeue_running(self, live: Collection[str] = ()) -> int:
         """Requests left Running by a front end not in ``live`` (this one's, at its start: not in it) go

@@ -384,6 +384,7 @@ class AsyncInference:
                 req,
                 f"InternalFailure: the server stopped while this request ran, {req.attempts - 1} times; "
                 f"it is not run again (at most {MAX_ATTEMPTS} attempts).",
+                attempts=req.attempts - 1,  # this claim ran nothing
             )
             return
         if self._wall() > req.expires_at:  # expired after the last sweep: the sweep's answer
@@ -465,9 +466,15 @@ class AsyncInference:
         self._notify(entry, req, content_type, inline, payload.written)
 
     async def _fail(
-        self, entry: AsyncEndpoint | None, req: AsyncRequest, reason: str, body: bytes | None = None
+        self,
+        entry: AsyncEndpoint | None,
+        req: AsyncRequest,
+        reason: str,
+        body: bytes | None = None,
+        attempts: int | None = None,
     ) -> None:
-        """``entry``: where to notify (None: nowhere, the endpoint is gone)."""
+        """``entry``: where to notify (None: nowhere, the endpoint is gone); ``attempts``: the times it ran,
+        where the claim that fails it did not run it."""
         try:
             if entry is None or (why := self._may_write(entry, req.failure_location)) is None:
                 await asyncio.to_thread(
@@ -477,7 +484,7 @@ class AsyncInference:
                 reason = f"{reason} (and the failure was not written: {why})"
         except OutputError as exc:
             reason = f"{reason} (and the failure could not be written: {exc})"
-        await asyncio.to_thread(self._queue.finish, req, FAILED, self._wall(), reason)
+        await asyncio.to_thread(self._queue.finish, req, FAILED, self._wall(), reason, attempts)
         out = body or reason.encode()
         if entry is not None:
             self._notify(entry, req, "text/plain; charset=utf-8", out, len(out))
