@@ -3,10 +3,12 @@ artifacts. Real server, real boto3, real worker processes; every failure must le
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import io
 import json
 import re
+import subprocess
 import tarfile
 import threading
 import time
@@ -439,3 +441,36 @@ def test_invocation_timeout(server_factory: Callable[..., ServerProcess], behavi
     assert ARN_RE.match(response["LogStreamArn"])
     assert invoke(smr, name, {"sleep": 0.01})["ok"] is True
     assert invoke(smr, name, {})["ok"] is True
+
+
+def test_a_database_that_refuses_writes_answers_503_saying_why(tmp_path: Path) -> None:
+    """An audit's server whose SQLite database's disk filled: CreateModel said ServiceUnavailable, naming the
+    reason, but IAM's CreateUser answered a bare InternalFailure (500). Every call the database fails answers
+    503 with its reason."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(disk)], check=True)
+    server = ServerProcess(disk / "data").start()
+    try:
+        iam = server.client("iam")
+        iam.create_user(UserName="before")
+        with open(disk / "filler", "wb", buffering=0) as f:
+            for size in (1 << 20, 4096):
+                with contextlib.suppress(OSError):
+                    while True:
+                        f.write(b"\0" * size)
+        refused = None
+        for n in range(2000):  # until a write needs a page the file system has not
+            try:
+                iam.create_user(UserName=f"while-full-{n}", Path="/" + "p" * 400 + "/")
+            except ClientError as err:
+                refused = err.response
+                break
+        assert refused is not None
+        assert refused["ResponseMetadata"]["HTTPStatusCode"] == 503, refused
+        assert "The database is unreachable" in refused["Error"]["Message"], refused
+        (disk / "filler").unlink()
+        iam.create_user(UserName="after")
+    finally:
+        server.stop()
+        subprocess.run(["umount", "--lazy", str(disk)], check=False)

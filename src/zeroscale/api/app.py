@@ -47,6 +47,7 @@ from zeroscale.errors import (
 )
 from zeroscale.iam.authz import Access
 from zeroscale.metrics.registry import Metrics
+from zeroscale.store.db import database_failure
 
 Scope = MutableMapping[str, Any]
 log = logging.getLogger("zeroscale.api")
@@ -275,10 +276,13 @@ class App:
         except ZeroscaleError as err:
             error_code = err.code
             await serialise(send, request_id, err)
-        except Exception:
-            error_code = InternalFailure.code
-            log.exception("request %s failed", request_id)
-            await serialise(send, request_id, InternalFailure(f"Internal failure (request {request_id})."))
+        except Exception as exc:
+            failure = database_failure(exc)  # e.g. IAM's write or the ledger's read, the database's disk full
+            if failure is None:
+                log.exception("request %s failed", request_id)
+            error = failure or InternalFailure(f"Internal failure (request {request_id}).")
+            error_code = error.code
+            await serialise(send, request_id, error)
         finally:
             if self._p.audit is not None:  # every control-plane call (invocations are metered instead)
                 self._p.audit(access, scope, target, error_code)

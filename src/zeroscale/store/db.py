@@ -169,6 +169,17 @@ R = TypeVar("R")
 T = TypeVar("T")
 
 
+def database_failure(exc: BaseException) -> DatabaseUnavailable | None:
+    """What a call that failed in the database answers (503, the driver's reason: down, locked, its disk
+    full), where the store's own calls (``_reachable``) did not say it first; None for any other failure."""
+    return _unreachable(exc) if isinstance(exc, OperationalError) else None
+
+
+def _unreachable(exc: OperationalError) -> DatabaseUnavailable:
+    reason = str(exc.orig or exc).strip().splitlines()[0]
+    return DatabaseUnavailable(f"The database is unreachable ({reason}); retry later.")
+
+
 def _reachable(method: Callable[P, R]) -> Callable[P, R]:
     """A lost connection or a database that is down becomes DatabaseUnavailable, with the driver's reason."""
 
@@ -177,8 +188,7 @@ def _reachable(method: Callable[P, R]) -> Callable[P, R]:
         try:
             return method(*args, **kwargs)
         except OperationalError as exc:
-            reason = str(exc.orig or exc).strip().splitlines()[0]
-            raise DatabaseUnavailable(f"The database is unreachable ({reason}); retry later.") from exc
+            raise _unreachable(exc) from exc
 
     return call
 
