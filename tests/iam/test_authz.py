@@ -317,3 +317,44 @@ def test_a_tenant_reads_its_own_jobs_streams_of_the_shared_group_only(tmp_path: 
     call("FilterLogEvents")
     call("GetLogEvents", logStreamName="dave-payroll/i-1")
     store.close()
+
+
+EP = "arn:aws:sagemaker:us-east-1:000000000000:endpoint"
+INVOCATIONS = {"Namespace": "AWS/SageMaker", "MetricName": "Invocations"}
+
+
+def dims(endpoint: str | None) -> list[dict[str, str]]:
+    named = [{"Name": "EndpointName", "Value": endpoint}] if endpoint else []
+    return [*named, {"Name": "VariantName", "Value": "AllTraffic"}]
+
+
+def stat(endpoint: str | None, n: int) -> dict[str, Any]:
+    metric = {**INVOCATIONS, "Dimensions": dims(endpoint)}
+    return {"Id": f"q{n}", "MetricStat": {"Metric": metric, "Period": 60, "Stat": "Sum"}}
+
+
+@pytest.mark.parametrize(
+    ("operation", "params", "resources"),
+    [
+        ("GetMetricStatistics", {**INVOCATIONS, "Dimensions": dims("Alice-EP")}, [f"{EP}/alice-ep"]),
+        ("GetMetricStatistics", {**INVOCATIONS, "Dimensions": dims(None)}, ["*"]),
+        (
+            "GetMetricData",
+            {"MetricDataQueries": [stat("a", 1), stat("b", 2), stat("a", 3)]},
+            [f"{EP}/a", f"{EP}/b"],
+        ),
+        ("GetMetricData", {"MetricDataQueries": [stat("a", 1), stat(None, 2)]}, [f"{EP}/a", "*"]),
+        ("ListMetrics", {"Dimensions": [{"Name": "EndpointName", "Value": "a"}]}, [f"{EP}/a"]),
+        ("ListMetrics", {"Dimensions": [{"Name": "EndpointName"}]}, ["*"]),
+        ("ListMetrics", {}, ["*"]),
+    ],
+)
+def test_a_metric_read_names_the_endpoints_it_reads(
+    operation: str, params: dict[str, Any], resources: list[str]
+) -> None:
+    """A probe's tenant, refused another tenant's metrics through zeroscale's own API, read them through
+    CloudWatch's: a metric read is now checked on each endpoint it reads (``*`` for the others), so a tenant
+    can be allowed its own endpoints' metrics only (a grant on ``*`` reads every one, as before)."""
+    authorizer = Authorizer(cast(IamStore, None), "AKADMIN", "secret", "us-east-1", "000000000000")
+    access = Access("AKUSER", "json", "monitoring", operation, body=json.dumps(params).encode())
+    assert authorizer.resources(access) == (f"cloudwatch:{operation}", resources)

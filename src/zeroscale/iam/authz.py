@@ -332,6 +332,9 @@ class Authorizer:
                 return action, [f"{group}:log-stream:{stream}" for stream in streams]
             return action, groups or ["*"]
         if access.signing_name == "monitoring":
+            endpoints = _metric_endpoints(operation, params)
+            if endpoints is not None:  # a metric read: the endpoints whose metrics it reads, "*" for others
+                return action, [self._sagemaker_arn("endpoint", e) if e != "*" else "*" for e in endpoints]
             alarms = [params.get("AlarmName"), *_list(params.get("AlarmNames"))]
             arns = [
                 f"arn:aws:cloudwatch:{self._region}:{self._account}:alarm:{a}"
@@ -445,9 +448,41 @@ def _models_named(params: dict[str, Any]) -> list[str]:
     return [name for name in found if isinstance(name, str)]
 
 
+def _dict(value: object) -> Mapping[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
 def _list(value: object) -> list[Any]:
     """A member read before its handler checks its shape: a list, else nothing (the handler refuses it)."""
     return value if isinstance(value, list) else []
+
+
+_METRIC_READS = frozenset({"GetMetricStatistics", "GetMetricData", "ListMetrics"})
+
+
+def _metric_endpoints(operation: str, params: Mapping[str, Any]) -> list[str] | None:
+    """The endpoints a CloudWatch metric read reads (``EndpointName`` in its dimensions; ``*`` where one of
+    its metrics names none: every endpoint's, or none's), None for a call that is no metric read. So a tenant
+    can be allowed ``cloudwatch:GetMetricData`` on its own endpoints' ARNs (its calls naming them), as
+    ``zeroscale:GetMetrics`` is; a grant on ``*`` reads them all, as before."""
+    if operation not in _METRIC_READS:
+        return None
+    if operation == "GetMetricData":
+        metrics = [
+            _dict(_dict(q).get("MetricStat")).get("Metric") for q in _list(params.get("MetricDataQueries"))
+        ]
+        dimension_lists = [_dict(m).get("Dimensions") for m in metrics] or [None]
+    else:
+        dimension_lists = [params.get("Dimensions")]
+    found: list[str] = []
+    for dimensions in dimension_lists:
+        named: list[str] = [
+            d["Value"]
+            for d in _list(dimensions)
+            if isinstance(d, dict) and d.get("Name") == "EndpointName" and isinstance(d.get("Value"), str)
+        ]
+        found.append(named[0] if len(named) == 1 else "*")
+    return list(dict.fromkeys(found))
 
 
 def _log_streams(params: Mapping[str, Any]) -> list[str] | None:
