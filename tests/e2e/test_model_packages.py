@@ -136,6 +136,9 @@ def test_groups_and_versions(server: ServerProcess, sm: Any, smr: Any, model_url
     both = sm.list_model_packages(ModelPackageType="Both")["ModelPackageSummaryList"]
     assert len(both) == 3
     assert sm.list_model_packages()["ModelPackageSummaryList"] == []  # Unversioned by default: none kept
+    # a group's versions are not Unversioned packages: the type named is the filter (it was ignored)
+    unversioned = sm.list_model_packages(ModelPackageGroupName="churn", ModelPackageType="Unversioned")
+    assert unversioned["ModelPackageSummaryList"] == []
 
     # the command line lists groups, and a group's versions newest first
     assert "churn" in zeroscale(server, "model-packages", "list")
@@ -234,6 +237,19 @@ def test_bad_input_is_refused_by_name(sm: Any, model_url: str, tmp_path: Path) -
         PrimaryContainer={"ModelPackageName": "empty", "Image": SKLEARN_IMAGE},
     )
     assert c == "ValidationException" and "not both" in m
+    # a hostname for one container of a package of two: it was stored, shown, and never any container's
+    two = spec(model_url, "x")
+    two["Containers"] = [dict(two["Containers"][0], ContainerHostname=h) for h in ("pc1", "pc2")]
+    sm.create_model_package_group(ModelPackageGroupName="pair")
+    sm.create_model_package(
+        ModelPackageGroupName="pair", InferenceSpecification=two, ModelApprovalStatus="Approved"
+    )
+    c, m = refused(
+        sm.create_model,
+        ModelName="renamed",
+        PrimaryContainer={"ModelPackageName": "pair", "ContainerHostname": "myhost"},
+    )
+    assert c == "ValidationException" and "names one container, but model package" in m, m
     c, m = refused(
         sm.create_model,
         ModelName="with-data",

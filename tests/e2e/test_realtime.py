@@ -190,6 +190,14 @@ def test_update_endpoint_retains_variant_properties_when_asked(
     )
     assert code == "ValidationException"
     assert message.startswith("ExcludeRetainedVariantProperties applies with RetainAllVariantProperties=true")
+    code, message = error(  # a property zeroscale has none of: refused by name, not taken and dropped
+        sm.update_endpoint,
+        EndpointName="rt-keep",
+        EndpointConfigName="rt-keep-1",
+        RetainAllVariantProperties=True,
+        ExcludeRetainedVariantProperties=[{"VariantPropertyType": "DataCaptureConfig"}],
+    )
+    assert code == "ValidationException" and "serves no data capture" in message, message
     sm.delete_endpoint(EndpointName="rt-keep")
 
 

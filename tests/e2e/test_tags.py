@@ -51,6 +51,14 @@ def test_tags_added_overwritten_and_deleted_after_creation(server: ServerProcess
         "ValidationException",
         "Tag keys starting with 'aws:' are reserved for AWS use: aws:owner.",
     )
+    # a setting zeroscale reads when the resource is created: changed later it would never apply (a probe's
+    # AddTags of zeroscale:idle-timeout-s was listed and ignored)
+    for call, kwargs in (
+        (sm.add_tags, {"Tags": [{"Key": "zeroscale:idle-timeout-s", "Value": "30"}]}),
+        (sm.delete_tags, {"TagKeys": ["zeroscale:idle-timeout-s"]}),
+    ):
+        code, message = error(call, ResourceArn=arn, **kwargs)
+        assert code == "ValidationException" and "zeroscale reads such a tag when the resource is" in message
     many = [{"Key": f"k{i}", "Value": "v"} for i in range(49)]
     code, message = error(sm.add_tags, ResourceArn=arn, Tags=many)
     assert code == "ValidationException"

@@ -164,6 +164,11 @@ class Endpoints:
         excluded = {
             str(p.get("VariantPropertyType")) for p in params.get("ExcludeRetainedVariantProperties") or ()
         }
+        if "DataCaptureConfig" in excluded:
+            raise ValidationException(
+                "ExcludeRetainedVariantProperties DataCaptureConfig: zeroscale serves no data capture, so "
+                "there is none to retain or to exclude."
+            )
         if not params.get("RetainAllVariantProperties"):
             if excluded:
                 raise ValidationException(

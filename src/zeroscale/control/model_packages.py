@@ -180,11 +180,12 @@ class ModelPackages:
         return out
 
     def list(self, params: Mapping[str, Any]) -> dict[str, Any]:
-        kind = params.get("ModelPackageType") or "Unversioned"
         group_ref = params.get("ModelPackageGroupName")
         status = params.get("ModelApprovalStatus")
         group = self.get_group(group_ref).name.lower() if group_ref else None
-        if kind == "Unversioned" and group is None:
+        # Unversioned by default, as SageMaker's, but a group's versions when a group is named and no type
+        kind = params.get("ModelPackageType") or ("Versioned" if group else "Unversioned")
+        if kind == "Unversioned":
             records: builtins.list[Record] = []  # every package zeroscale keeps is versioned
         else:
             records = [

@@ -299,13 +299,18 @@ class Models:
                 raise ValidationException("Model packages are not served by this server.")
             package = self._packages.resolve(str(name))
             inners = package.doc["InferenceSpecification"]["Containers"]
+            if container.get("ContainerHostname") and len(inners) > 1:
+                raise ValidationException(
+                    f"ContainerHostname {container['ContainerHostname']!r} names one container, but model "
+                    f"package {package.arn} has {len(inners)}: each keeps the hostname the package gives it."
+                )
             for inner in inners:
                 merged = {k: copy.deepcopy(v) for k, v in inner.items() if k in _FROM_PACKAGE}
                 merged["Environment"] = {
                     **(inner.get("Environment") or {}),
                     **(container.get("Environment") or {}),
                 }
-                if container.get("ContainerHostname") and len(inners) == 1:
+                if container.get("ContainerHostname"):
                     merged["ContainerHostname"] = container["ContainerHostname"]
                 merged["ModelPackageArn"] = package.arn
                 out.append(merged)

@@ -7,12 +7,14 @@ doc never races them."""
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol
 
 from zeroscale.control.listing import INVALID_TOKEN
 from zeroscale.errors import ConflictException, ValidationException
 from zeroscale.store.db import Record
+
+SETTING_PREFIX = "zeroscale:"  # tags zeroscale reads as settings (``zeroscale:idle-timeout-s``)
 
 _ARN = re.compile(r"arn:aws[a-z-]*:sagemaker:[^:]*:[^:]*:(?P<kind>[a-z-]+)/(?P<name>.+)")
 MAX_TAGS = 50  # per resource, as AWS
@@ -61,6 +63,7 @@ class ResourceTags:
         rec = self._resource(params["ResourceArn"])
         check_tags(params)
         given = [{"Key": str(t["Key"]), "Value": str(t.get("Value", ""))} for t in params["Tags"]]
+        _no_setting(rec, [t["Key"] for t in given], "AddTags")
 
         def added(tags: list[dict[str, str]]) -> list[dict[str, str]]:
             values = {t["Key"]: t["Value"] for t in tags} | {t["Key"]: t["Value"] for t in given}
@@ -78,6 +81,7 @@ class ResourceTags:
         """Removes the tags of these keys; a key the resource does not have is no error (AWS's DeleteTags)."""
         rec = self._resource(params["ResourceArn"])
         keys = {str(key) for key in params["TagKeys"]}
+        _no_setting(rec, keys, "DeleteTags")
         self._change(rec, lambda tags: [t for t in tags if t["Key"] not in keys])
         return {}
 
@@ -103,3 +107,14 @@ class ResourceTags:
             if self._store.set_tags(rec.kind, rec.name, change(tags), version):
                 return
         raise ConflictException(f"The tags of {rec.arn} are being changed by another call; retry.")
+
+
+def _no_setting(rec: Record, keys: Iterable[str], operation: str) -> None:
+    """A tag zeroscale reads as a setting (``zeroscale:idle-timeout-s``) is read when its configuration is
+    created: changed later it would be listed and never applied, so it is refused, naming the way."""
+    settings = sorted(k for k in keys if k.lower().startswith(SETTING_PREFIX))
+    if settings:
+        raise ValidationException(
+            f"{operation} cannot change {', '.join(settings)} on {rec.arn}: zeroscale reads such a tag when "
+            "the resource is created. Create an endpoint configuration with it, then UpdateEndpoint to that."
+        )
