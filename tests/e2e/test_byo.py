@@ -3,16 +3,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 from botocore.exceptions import ClientError
 
@@ -433,3 +437,52 @@ def test_an_images_whole_process_tree_is_in_its_memory_cgroup(
 
     wait_for(tree_in_its_group, timeout_s=10)
     sm.delete_endpoint(EndpointName="byo-cgroup")
+
+
+@pytest.mark.skipif(not BWRAP or os.geteuid() != 0, reason="needs bubblewrap and a root server")
+def test_an_image_server_left_by_a_killed_server_is_ended_by_the_next_start(
+    server_factory: Callable[..., ServerProcess], tmp_path: Path
+) -> None:
+    """An audit's SIGKILLed server took its zygotes and forked workers with it, but each image's server
+    lived on (reparented to init, its parent-death signal never delivered), kept its port, its uid and its
+    memory cgroup, and a restart on the same data directory left it running."""
+    server = server_factory(startup_timeout_s=STARTUP_TIMEOUT_S)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "ZEROSCALE_"))}
+    env.update(AWS_ACCESS_KEY_ID=ACCESS_KEY, AWS_SECRET_ACCESS_KEY=SECRET_KEY, AWS_DEFAULT_REGION=REGION)
+    pushed = subprocess.run(
+        [str(ZEROSCALE), "images", "push", IMAGE, str(EXAMPLE), "--endpoint-url", server.url],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert pushed.returncode == 0, pushed.stderr
+    url = linear_model(tmp_path, "model.json", [1.0], 0.0)
+    desc = deploy(server.client("sagemaker"), "left-behind", url, image=IMAGE)
+    assert desc["EndpointStatus"] == "InService", desc.get("FailureReason")
+
+    def predict(x: bytes) -> Any:
+        answer = invoke(server.client("sagemaker-runtime"), "left-behind", x, "text/csv")
+        return json.loads(answer)["predictions"]
+
+    assert predict(b"2\n") == [2.0]
+
+    def image_servers() -> list[psutil.Process]:
+        found = []
+        for proc in psutil.process_iter(["uids", "cwd"]):
+            with contextlib.suppress(psutil.Error):
+                if proc.info["uids"].real >= 1_000_000_000 and str(server.data_dir) in (
+                    proc.info["cwd"] or ""
+                ):
+                    found.append(proc)
+        return found
+
+    running = image_servers()
+    assert running, "no image server found"
+    server.stop(signal.SIGKILL)
+    time.sleep(1.0)
+    server.start()
+    wait_for(
+        lambda: not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in running), timeout_s=10
+    )
+    assert predict(b"3\n") == [3.0]

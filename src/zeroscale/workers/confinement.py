@@ -40,6 +40,7 @@ log = logging.getLogger("zeroscale.sandbox")
 
 SCRATCH_AHEAD = 2  # scratch directories made ahead of the cold starts that take them (``stock_scratch``)
 _UIDS = 100_000  # uids per server: a random block of them above 10^9, away from real users
+_UID_BASE_FILE = "uid-base"  # in the workers' directory: this run's block, for the next run to clear
 _WORKER_UIDS = 50_000  # the first half: one per worker forked from a zygote, or image server
 TEMPLATE_UIDS = 512  # the second half, in blocks: a template's own uid and its replicas'
 CONTAINER_MODEL_DIR = "/opt/ml/model"
@@ -66,7 +67,7 @@ class Confinement:
         self._stock: list[str] = []  # empty scratch directories made ahead, each for one worker
         self.support: HostSupport = sandbox.probe()
         self._python = sandbox.python_read_roots(settings.data_dir)
-        self._uid_base = 1_000_000_000 + random.randrange(0, 20_000) * _UIDS
+        self._uid_base = _take_uid_base(run_dir / _UID_BASE_FILE)
         self._uid_seq = itertools.count()
         self._uids_in_use: set[int] = set()
         self._blocks_in_use: set[int] = set()
@@ -302,6 +303,29 @@ class Confinement:
         _kill(processes_of(range(self._uid_base, self._uid_base + _UIDS)))
         while self._stock:
             self.remove_scratch(self._stock.pop())
+
+
+def _take_uid_base(record: Path) -> int:
+    """A random block of uids for this run of the server. What the last run of this data directory left
+    under its own block is killed first, as its ``close`` would have: a server SIGKILLed takes its zygotes
+    and forked workers with it, but an image's server, whose bubblewrap parent dies with the server, was
+    seen to live on (reparented to init, its parent-death signal never delivered) and keep its port."""
+    base = 1_000_000_000 + random.randrange(0, 20_000) * _UIDS
+    if os.geteuid() != 0:
+        return base
+    with contextlib.suppress(OSError, ValueError):
+        last = int(record.read_text())
+        left = _kill(processes_of(range(last, last + _UIDS)))
+        if left:
+            log.warning(
+                "sandbox: ended what the last run of this data directory left under %d uid(s)", len(left)
+            )
+    try:
+        record.parent.mkdir(parents=True, exist_ok=True)
+        record.write_text(f"{base}\n")
+    except OSError as exc:
+        log.warning("sandbox: cannot record this run's uids in %s: %s", record, exc)
+    return base
 
 
 def _kill(found: dict[int, list[int]]) -> set[int]:
