@@ -94,6 +94,25 @@ def _io_uring() -> None:
     os.close(fd)
 
 
+def _libc_call(name: str, *args: int) -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    result = getattr(libc, name)(*args)
+    if result < 0:
+        raise OSError(ctypes.get_errno(), name)
+    if name == "syscall" and result == 0:  # a clone's child: gone at once
+        os._exit(0)
+
+
+def _thread() -> None:
+    import threading
+
+    ran: list[bool] = []
+    thread = threading.Thread(target=lambda: ran.append(True))
+    thread.start()
+    thread.join()
+    assert ran
+
+
 def _tcp_then_send(addr: tuple[str, int]) -> None:
     with socket.create_connection(addr, timeout=2) as s:
         s.sendto(b"x", 0, addr)
@@ -140,6 +159,10 @@ def test_an_image_server_speaks_tcp_only(tmp_path: Path) -> None:
             "fast_open": lambda: fast_open(False),
             "fast_open_msg": lambda: fast_open(True),
             "io_uring": _io_uring,
+            "user_namespace": lambda: _libc_call("unshare", 0x10000000),  # CLONE_NEWUSER
+            "clone_user_namespace": lambda: _libc_call("syscall", 56, 0x10000000 | 17, 0, 0, 0, 0),
+            "clone3": lambda: _libc_call("syscall", 435, 0, 0),
+            "thread": _thread,  # libc's pthread_create tries clone3, then clone
         },
     )
     listener.settimeout(1)
@@ -148,10 +171,11 @@ def test_an_image_server_speaks_tcp_only(tmp_path: Path) -> None:
     listener.settimeout(0.1)
     with pytest.raises(TimeoutError):
         listener.accept()
-    allowed = {"tcp", "tcp_proto", "tcp6", "unix", "unix_dgram", "pair", "netlink"}
+    allowed = {"tcp", "tcp_proto", "tcp6", "unix", "unix_dgram", "pair", "netlink", "thread"}
     assert {key: value for key, value in out.items() if key in allowed} == dict.fromkeys(allowed, "ok")
     refused = {key: value for key, value in out.items() if key not in allowed}
-    assert refused == {**dict.fromkeys(refused, "EACCES"), "io_uring": "EPERM"}
+    namespaces = {"user_namespace": "EPERM", "clone_user_namespace": "EPERM", "clone3": "ENOSYS"}
+    assert refused == {**dict.fromkeys(refused, "EACCES"), "io_uring": "EPERM", **namespaces}
     with pytest.raises(seccomp.SeccompError):
         seccomp.program(deny_connect=True, id_range=None, tcp_only=True)
 

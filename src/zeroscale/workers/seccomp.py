@@ -13,6 +13,10 @@
   give each replica it forks a uid of its own, so it keeps ``CAP_SETUID``/``CAP_SETGID``; this filter lets
   ``set*uid``/``set*gid`` name only uids of its block (its own and its replicas') and ``setgroups`` only clear
   the groups, so neither it nor its replicas can become root, the server or another endpoint's worker.
+- **An image's server makes no user namespace** (``tcp_only``): ``unshare`` or ``clone`` with
+  ``CLONE_NEWUSER`` is ``EPERM``, and ``clone3`` (whose flags this filter cannot read) ``ENOSYS``, which libc
+  answers with ``clone``. Inside one, the server held every capability (over that namespace), and many
+  kernel privilege escalations begin there; a forked worker could not make one already.
 - **An image's server speaks TCP only** (``tcp_only``). It shares the host's network, where Landlock rules TCP
   ``bind``/``connect`` but nothing else: UDP (``sendto`` names any peer: DNS to a resolver, or straight out),
   ICMP ping sockets, MPTCP (a stream socket Landlock's TCP rules do not see) and TCP Fast Open (``sendto``
@@ -61,6 +65,7 @@ _IPPROTO_TCP = 6
 _MSG_FASTOPEN = 0x20000000
 _SOCK_TYPE_MASK = 0xF
 _SOCK_STREAM, _SOCK_SEQPACKET = 1, 5
+_CLONE_NEWUSER = 0x10000000
 _NO_ID = 0xFFFFFFFF  # -1: "leave unchanged" for setre*id/setres*id, a query for setfs*id
 
 
@@ -77,6 +82,7 @@ class _Arch:
     ids: dict[int, int]  # set*id syscall -> how many id arguments it takes
     setgroups: int
     shmem: tuple[int, ...]  # memfd_create, memfd_secret, shmget
+    namespaces: tuple[int, int, int]  # unshare, clone (flags: argument 0), clone3 (flags in memory)
     x32_bit: int = 0  # numbers with this bit set are another ABI of the same architecture
 
 
@@ -94,6 +100,7 @@ _ARCHES = {
         ids={105: 1, 106: 1, 113: 2, 114: 2, 117: 3, 119: 3, 122: 1, 123: 1},
         setgroups=116,
         shmem=(319, 447, 29),
+        namespaces=(272, 56, 435),
         x32_bit=0x40000000,
     ),
     "aarch64": _Arch(
@@ -108,6 +115,7 @@ _ARCHES = {
         ids={146: 1, 144: 1, 145: 2, 143: 2, 147: 3, 149: 3, 151: 1, 152: 1},
         setgroups=159,
         shmem=(279, 447, 194),
+        namespaces=(97, 220, 435),
     ),
 }
 
@@ -198,6 +206,12 @@ def program(
         p.jump(_JEQ, arch.socketpair, "socket", 0)
     if tcp_only:
         p.jump(_JEQ, arch.io_uring_setup, "eperm", 0)
+        unshare, clone, clone3 = arch.namespaces
+        p.jump(_JEQ, unshare, "newuser", 0)
+        p.jump(_JEQ, clone, "newuser", 0)
+        p.jump(
+            _JEQ, clone3, "enosys", 0
+        )  # its flags are in memory, out of the filter's sight: libc falls back
         p.jump(_JEQ, arch.socket, "family", 0)
         p.jump(_JEQ, arch.sendto, "flags3", 0)
         p.jump(_JEQ, arch.sendmsg, "flags2", 0)
@@ -234,6 +248,9 @@ def program(
         p.load(_arg(2))
         p.jump(_JEQ, 0, "allow", 0)
         p.jump(_JEQ, _IPPROTO_TCP, "allow", "eacces")
+        p.label("newuser")  # a user namespace: full capabilities in it, the kernel's surface widened
+        p.load(_arg(0))
+        p.jump(_JSET, _CLONE_NEWUSER, "eperm", "allow")
         for index in (3, 2):  # sendto's and sendmmsg's flags are argument 3, sendmsg's argument 2
             p.label(f"flags{index}")
             p.load(_arg(index))
