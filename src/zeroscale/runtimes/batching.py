@@ -205,7 +205,13 @@ def rows_independent(model: Any) -> bool:
     if getattr(type(model), "zeroscale_rows_independent", False) is True:
         return True
     module = type(model).__module__
-    return any(module == m or module.startswith(m + ".") for m in ROW_INDEPENDENT_MODULES)
+    if not any(module == m or module.startswith(m + ".") for m in ROW_INDEPENDENT_MODULES):
+        return False
+    # A gradient boosting's first stage is its ``init`` estimator's prediction: a constant by default (a
+    # dummy estimator, or "zero"), but any estimator may be given, and a linear model's matrix product
+    # rounds differently with the number of rows (an audit: 86 of 200 answers changed in the 7th digit).
+    init = getattr(model, "init_", None)
+    return init is None or isinstance(init, str) or type(init).__module__.startswith("sklearn.dummy")
 
 
 def merge(decoded: Sequence[Any]) -> list[Group]:
