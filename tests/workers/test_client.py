@@ -46,6 +46,7 @@ class Worker:
         self.bodies: list[bytes] = []
         self.server: asyncio.AbstractServer | None = None
         self.later = b""  # sent 0.1 s after the next answer, once: bytes no request asked for
+        self.close_after = False  # close the connection after each answer (an HTTP/1.0 server's way)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -66,6 +67,9 @@ class Worker:
                     return
                 writer.write(raw)
                 await writer.drain()
+                if self.close_after:
+                    writer.close()
+                    return
                 if self.later:
                     await asyncio.sleep(0.1)
                     writer.write(self.later)
@@ -146,6 +150,28 @@ async def test_a_worker_that_closes_mid_answer_or_answers_garbage_breaks_the_con
     with pytest.raises(AnswerRefused, match="its answer is not HTTP"):  # a WorkerConnectionError
         await conn.request(b"POST", b"/invocations", [], b"x", 5.0)
     assert conn.closed
+
+
+async def test_an_answer_whose_body_ends_with_the_connection_is_whole(worker: Worker) -> None:
+    """A head with neither Content-Length nor chunked transfer: the body is what comes until the worker
+    closes (HTTP/1.1 allows it; Python's http.server answers so by default). A probe's image answering so
+    got "the worker process was killed by signal 15" instead of its answer."""
+    worker.close_after = True
+    for version in (b"1.0", b"1.1"):
+        worker.answer = lambda body, v=version: (
+            0.0,
+            b"HTTP/" + v + b" 200 OK\r\nContent-Type: a/b\r\n\r\n" + body,
+        )
+        conn = await WorkerConnection.open_unix(worker.path)
+        resp = await conn.request(b"POST", b"/invocations", [], b"whole body", 5.0)
+        assert (resp.status, resp.body, resp.header(b"content-type")) == (200, b"whole body", b"a/b")
+        assert conn.closed  # never reused
+    # an answer cut short is no answer: a chunked one, or one whose length says more was coming
+    for cut in (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nab", ok(b"abcdef")[:-2]):
+        worker.answer = lambda body, raw=cut: (0.0, raw)
+        conn = await WorkerConnection.open_unix(worker.path)
+        with pytest.raises(WorkerConnectionError):
+            await conn.request(b"POST", b"/invocations", [], b"x", 5.0)
 
 
 async def test_an_interim_1xx_is_not_the_answer_and_no_answer_goes_to_another_request(worker: Worker) -> None:

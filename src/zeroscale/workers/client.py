@@ -120,13 +120,23 @@ class _Collector(AnswerFraming):
         self.refused = False  # its head or trailers were too large: nothing more is fed
         self.interim = False  # the message being parsed is an interim 1xx: the answer follows it
         self.extra = False  # bytes came after the answer: another message no request asked for
+        self.headed = False  # the answer's final head was read
         self.parser: httptools.HttpResponseParser | None = httptools.HttpResponseParser(self)
 
     def start(self, sink: FilePayload | None, limit: int | None) -> None:
         self.headers, self.chunks, self.done, self.keep_alive, self.sink = [], [], False, False, sink
         self.limit, self.room, self.too_large = limit, (-1 if limit is None else limit), False
-        self.refused = self.interim = self.extra = False
+        self.refused = self.interim = self.extra = self.headed = False
         self.fed = self.body_bytes = self.chunk_heads = 0
+
+    def until_close(self) -> bool:
+        """Whether the answer being read is one whose body ends where the connection does (a final head with
+        neither Content-Length nor chunked transfer: HTTP/1.1 allows it, and an HTTP/1.0 server such as
+        Python's ``http.server`` answers so), its head whole and nothing refused."""
+        if not self.headed or self.done or self.refused or self.too_large or self.extra:
+            return False
+        names = {name.lower() for name, _ in self.headers}
+        return b"content-length" not in names and b"transfer-encoding" not in names
 
     def release(self) -> None:
         self.parser = None
@@ -142,6 +152,7 @@ class _Collector(AnswerFraming):
             self.interim, self.headers = True, []  # interim heads count toward MAX_ANSWER_HEAD all together)
             return
         self.keep_alive = bool(parser.should_keep_alive())
+        self.headed = True
         if self.sink is not None and self.status >= 400:
             self.sink = None
 
@@ -366,6 +377,9 @@ class WorkerConnection(asyncio.Protocol):
     def _end(self, why: str) -> None:
         if self._lost is None:
             self._lost = why
+        if self._done is not None and not self._done.done() and self._answer.until_close():
+            self._answer.done, self._answer.keep_alive = True, False  # its body ended with the connection
+            self._done.set_result(None)
         if self._done is not None and not self._done.done():
             self._done.set_exception(WorkerConnectionError(self._lost))
         if self._reader is not None and not self._reader.done():
