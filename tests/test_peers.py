@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import http.server
 import json
+import os
 import socket
 import threading
 import time
@@ -42,7 +43,7 @@ def serving(tmp_path: Path) -> Iterator[str]:
     store = LogStore(tmp_path)
     store.remember("Shared")
     store.append("Shared", "AllTraffic/0001-b", 1000, ["from b"])
-    route = PeerRoute(KEY, LocalLogs(store, "fe-b").ops)
+    route = PeerRoute(KEY, LocalLogs(store, "fe-b").ops, ident="fe-b")
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_POST(self) -> None:
@@ -95,6 +96,21 @@ def test_a_signature_holds_for_its_body_key_and_time_only() -> None:
     ]:
         with pytest.raises(peers.PeerRefused):
             peers.verify(KEY, forged, body, now=NOW)
+
+
+def test_a_call_is_for_one_run_of_one_front_end() -> None:
+    """A probe's captured call, refused when sent again to its front end, ran again at another (or the
+    sender itself), and at its own after a restart (whose memory of the calls it took is gone): a call is
+    signed for the run it goes to, the callee's id and process."""
+    body = b'{"op": "workers.list", "args": {}}'
+    for_b = peers.sign(KEY, "fe-a", body, now=NOW, to=peers.run_of("fe-b", 4242))
+    assert peers.verify(KEY, for_b, body, now=NOW, me=peers.run_of("fe-b", 4242)) == "fe-a"
+    for elsewhere in (peers.run_of("fe-c", 4242), peers.run_of("fe-b", 4243)):  # another, or b restarted
+        with pytest.raises(peers.PeerRefused, match="signed for another front end"):
+            peers.verify(KEY, for_b, body, now=NOW, me=elsewhere)
+    own = peers.sign(KEY, "fe-b", body, now=NOW, to=peers.run_of("fe-b", 4242))
+    with pytest.raises(peers.PeerRefused, match="names this front end as its sender"):
+        peers.verify(KEY, own, body, now=NOW, me=peers.run_of("fe-b", 4242))
 
 
 def test_a_call_is_taken_once_and_its_senders_calls_may_come_out_of_order() -> None:
@@ -228,7 +244,7 @@ def test_gather_names_the_front_ends_that_did_not_answer(
     connection is refused): the answer holds the first's and names the second as missing, so a caller can
     tell a partial view from the whole (before, it was left out without a trace but the log)."""
     down = peers.Peer("fe-c", f"http://127.0.0.1:{closed_port()}")
-    up = peers.Peer("fe-b", serving)
+    up = peers.Peer("fe-b", serving, os.getpid())  # its route serves in this process
     listed = [up, down]
     client = peers.PeerClient(KEY, "fe-a", lambda: listed, timeout_s=2.0)
     try:

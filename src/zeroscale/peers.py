@@ -75,6 +75,18 @@ class PeerRefused(Exception):
 class Peer:
     id: str
     url: str  # where it serves: scheme://host:port (its --advertise-url)
+    pid: int = 0  # its process now (frontends.pid): with its id, the run a call is signed for
+
+    @property
+    def run(self) -> str:
+        return run_of(self.id, self.pid)
+
+
+def run_of(ident: str, pid: int) -> str:
+    """A front end's run: its id and its process. A call is signed for one run of one front end, so it can
+    be taken by no other front end, nor by the same one restarted (whose memory of the calls it took is
+    gone)."""
+    return f"{ident}/{pid}"
 
 
 @dataclass(frozen=True)
@@ -115,10 +127,10 @@ def covered(headers: Headers) -> str:
 
 
 def _mac(
-    key: bytes, ident: str, ts: str, seq: str, method: str, path: str, body: bytes, headers: Headers
+    key: bytes, ident: str, ts: str, seq: str, to: str, method: str, path: str, body: bytes, headers: Headers
 ) -> str:
     digest = hashlib.sha256(body).hexdigest()
-    message = f"{ident}\n{ts}\n{seq}\n{method}\n{path}\n{digest}\n{covered(headers)}".encode()
+    message = f"{ident}\n{ts}\n{seq}\n{to}\n{method}\n{path}\n{digest}\n{covered(headers)}".encode()
     return hmac.digest(key, message, "sha256").hex()
 
 
@@ -147,10 +159,12 @@ def sign(
     method: str = "POST",
     headers: Headers = (),
     seq: str | None = None,
+    to: str = "",
 ) -> str:
+    """``to``: the run the call is for (``Peer.run``)."""
     ts = str(int(time.time() if now is None else now))
     seq = _SEQUENCE.next() if seq is None else seq
-    return f"{ident} {ts} {seq} {_mac(key, ident, ts, seq, method, path, body, headers)}"
+    return f"{ident} {ts} {seq} {_mac(key, ident, ts, seq, to, method, path, body, headers)}"
 
 
 _SEQ = re.compile(r"([0-9a-f]{16})\.([1-9][0-9]{0,18})")
@@ -225,12 +239,19 @@ def verify(
     method: str = "POST",
     headers: Headers = (),
     replays: Replays | None = None,
+    me: str = "",
 ) -> str:
     """The calling front end's id, when ``header`` authenticates ``body`` sent with ``method`` to ``path``
-    with these ``headers`` (those it ``covered``), and ``replays`` saw it never before; else PeerRefused."""
+    with these ``headers`` (those it ``covered``) to the run ``me`` (``run_of`` this front end), and
+    ``replays`` saw it never before; else PeerRefused."""
     ident, ts, seq, mac = timely(header, now=now)
-    if not hmac.compare_digest(mac, _mac(key, ident, ts, seq, method, path, body, headers)):
-        raise PeerRefused("a peer signature that does not match (another IAM key?)")
+    if me and ident == me.partition("/")[0]:
+        raise PeerRefused("a peer call that names this front end as its sender")
+    if not hmac.compare_digest(mac, _mac(key, ident, ts, seq, me, method, path, body, headers)):
+        raise PeerRefused(
+            "a peer signature that does not match (another IAM key, or a call signed for another front end "
+            "or for this one before it restarted?)"
+        )
     if replays is not None:
         replays.take(ident, ts, seq)
     return ident
@@ -387,7 +408,7 @@ class PeerClient:
         """``GET`` a file a peer serves under ``PATH`` + ``/``, into ``dest`` (at most ``max_bytes``)."""
         conn = self._connect(peer)
         try:
-            signed = sign(self._key, self.id, b"", path=path, method="GET")
+            signed = sign(self._key, self.id, b"", path=path, method="GET", to=peer.run)
             conn.request("GET", path, headers={HEADER: signed})
             resp = conn.getresponse()
             if resp.status != 200:
@@ -417,7 +438,10 @@ class PeerClient:
         sent = [
             (b"host", url.netloc.encode("latin-1")),
             *headers,
-            (HEADER.encode(), sign(self._key, self.id, body, path=path, headers=headers).encode()),
+            (
+                HEADER.encode(),
+                sign(self._key, self.id, body, path=path, headers=headers, to=peer.run).encode(),
+            ),
             (b"content-length", str(len(body)).encode()),
         ]
         reused = self._take(peer.url)
@@ -472,7 +496,7 @@ class PeerClient:
             json_type = [(b"content-type", b"application/json")]
             headers = {
                 "content-type": "application/json",
-                HEADER: sign(self._key, self.id, body, headers=json_type),
+                HEADER: sign(self._key, self.id, body, headers=json_type, to=peer.run),
             }
             conn.request("POST", PATH, body=body, headers=headers)
             resp = conn.getresponse()

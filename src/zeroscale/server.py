@@ -533,6 +533,7 @@ def build(settings: Settings) -> Server:
                 RECENT_OP: recent.peer_query,
             },
             files={IMAGE_FILES: shared_images.archive_file},
+            ident=cluster.id,
         ),
         rest_routes={
             "metrics": MetricsApi(history).handle,

@@ -128,7 +128,8 @@ def test_a_stream_that_breaks_off_mid_message_ends_with_a_readable_failure() -> 
     received = [tuple(line.split(b": ", 1)) for line in head_text.split(b"\r\n")[1:]]
     path = stream_path("ep")
     signed = header_line.split(b": ", 1)[1].decode()
-    assert peers.verify(KEY, signed, body, path=path, headers=received) == "fe-b"  # type: ignore[arg-type]
+    me = peers.run_of("fe-a", 0)  # the run the call was signed for (the peer's id, and its pid as listed)
+    assert peers.verify(KEY, signed, body, path=path, headers=received, me=me) == "fe-b"  # type: ignore[arg-type]
     start = sent[0]
     assert start["status"] == 200
     assert (b"x-amzn-sagemaker-content-type", b"application/jsonlines") in start["headers"]

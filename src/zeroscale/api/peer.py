@@ -10,6 +10,7 @@ import asyncio
 import inspect
 import json
 import logging
+import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -29,9 +30,15 @@ FileSource = Callable[[list[str]], Awaitable[Path | None]]
 
 class PeerRoute:
     def __init__(
-        self, key: bytes, operations: dict[str, Operation], files: dict[str, FileSource] | None = None
+        self,
+        key: bytes,
+        operations: dict[str, Operation],
+        files: dict[str, FileSource] | None = None,
+        ident: str = "",
     ) -> None:
+        """``ident``: this front end's id: calls are taken only when signed for it, in this process."""
         self._key = key
+        self._me = peers.run_of(ident, os.getpid()) if ident else ""
         self._replays = peers.Replays()  # every call, a file's GET too, is taken once
         self._ops = operations
         self._files = dict(files or {})
@@ -41,7 +48,14 @@ class PeerRoute:
         error's JSON)."""
         try:
             peers.verify(
-                self._key, header, b"", path=path, method="GET", headers=headers, replays=self._replays
+                self._key,
+                header,
+                b"",
+                path=path,
+                method="GET",
+                headers=headers,
+                replays=self._replays,
+                me=self._me,
             )
         except peers.PeerRefused as exc:
             log.warning("refused a peer call: %s", exc)
@@ -58,7 +72,9 @@ class PeerRoute:
         """Why a call to ``path`` with this header, body and ``headers`` is refused (None: it is
         authentic)."""
         try:
-            peers.verify(self._key, header, body, path=path, headers=headers, replays=self._replays)
+            peers.verify(
+                self._key, header, body, path=path, headers=headers, replays=self._replays, me=self._me
+            )
         except peers.PeerRefused as exc:
             log.warning("refused a peer call: %s", exc)
             return str(exc)
@@ -74,7 +90,9 @@ class PeerRoute:
 
     async def handle(self, header: str, body: bytes, headers: peers.Headers = ()) -> tuple[int, bytes]:
         try:
-            caller = peers.verify(self._key, header, body, headers=headers, replays=self._replays)
+            caller = peers.verify(
+                self._key, header, body, headers=headers, replays=self._replays, me=self._me
+            )
         except peers.PeerRefused as exc:
             log.warning("refused a peer call: %s", exc)
             return 403, _error(str(exc))

@@ -88,6 +88,7 @@ class Cluster:
         self.fenced = False
         self.members: list[str] = [ident]  # live front ends, oldest first
         self._addresses: dict[str, str] = {}  # live front ends' URLs (frontends.address), by id
+        self._pids: dict[str, int] = {}  # and their processes (frontends.pid): the run a call is for
         self._full: dict[tuple[str, str], tuple[int, int]] = {}  # (endpoint, variant) -> (max, provisioned)
         self._tasks: list[asyncio.Task[None]] = []
         self._sync: Callable[[set[str]], object] = lambda live: None
@@ -160,7 +161,7 @@ class Cluster:
         """The other live front ends and where they serve (a row written before front ends advertised a
         URL holds host:port)."""
         return [
-            Peer(ident, address if "://" in address else f"http://{address}")
+            Peer(ident, address if "://" in address else f"http://{address}", self._pids.get(ident, 0))
             for ident, address in self._addresses.items()
             if ident != self.id
         ]
@@ -193,6 +194,7 @@ class Cluster:
         self._beat_ok = self._clock()
         live = await self._call(self._frontends.live)
         self._addresses = {f.id: f.address for f in live}
+        self._pids = {f.id: f.pid for f in live}
         members = [f.id for f in live]
         if members == self.members and not self.fenced:
             return False
