@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import http.server
 import json
+import logging
 import os
 import socket
 import threading
@@ -262,3 +263,15 @@ def test_gather_names_the_front_ends_that_did_not_answer(
         assert asyncio.run(client.ask("logs.search", args)) == peers.Gathered()
     finally:
         client.close()
+
+
+def test_refused_calls_are_said_in_the_log_first_then_one_in_a_thousand(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An outsider's junk headers, 2,000 a second, each wrote a warning: the log grew 210 KB a second."""
+    route = PeerRoute(KEY, LocalLogs(LogStore(tmp_path), "fe-b").ops, ident="fe-b")
+    body = b"{}"
+    with caplog.at_level(logging.WARNING, logger="zeroscale.peers"):
+        for _ in range(2000):
+            assert asyncio.run(route.handle(peers.sign(KEY, "fe-a", body, to="nobody/1"), body))[0] == 403
+    assert len(caplog.records) == 10 + 2  # the first ten, the 1000th and the 2000th

@@ -115,6 +115,14 @@ def test_the_console_spends_the_same_keys_calls(server: ServerProcess, key: dict
     assert err.value.response["Error"]["Code"] == "ThrottlingException"
 
 
+def test_signing_in_to_the_console_spends_the_keys_calls(server: ServerProcess, key: dict[str, str]) -> None:
+    """An audit's key signed in 400 times a second (each a session written), eight times its rate."""
+    doc = json.dumps({"AccessKeyId": key["AccessKeyId"], "SecretAccessKey": key["SecretAccessKey"]}).encode()
+    time.sleep(BURST / RATE)
+    answers = [console(server, "session", doc, {})[0] for _ in range(2 * BURST)]
+    assert answers[0] == 200 and 400 in answers, answers
+
+
 def console(
     server: ServerProcess, path: str, body: bytes, headers: dict[str, str]
 ) -> tuple[int, http.client.HTTPMessage, bytes]:

@@ -254,6 +254,10 @@ class Console:
             # No key has that form: refused without a record (an audit's 15,000 failures with keys of 60 KB,
             # each kept a minute for the throttle, held a gigabyte of the server's memory)
             raise SignInFailed(WRONG_CREDENTIALS)
+        if self._b.throttle is not None and self.sessions.known(key):
+            # a sign-in writes a session: held to its key's rate, as the key's calls are (an unknown key's
+            # tries are the throttle's of wrong secrets, and take no bucket of the key rates)
+            self._b.throttle(key, "ThrottlingException")
         client = (scope.get("client") or ("", 0))[0]
         try:
             session_id, session = await asyncio.to_thread(self.sessions.sign_in, key, secret, client)

@@ -199,6 +199,10 @@ class Sessions:
             victim = conn.execute(oldest.order_by(rows.c.last_seen, rows.c.seq).limit(1)).scalar_one()
             conn.execute(delete(rows).where(rows.c.id_digest == victim))
 
+    def known(self, access_key_id: str) -> bool:
+        """Whether a key of that id exists and is active."""
+        return self._lookup(access_key_id) is not None
+
     def get(self, session_id: str | None) -> Session | None:
         """The live session for a cookie value (its idle clock restarts), or None."""
         if not session_id:
