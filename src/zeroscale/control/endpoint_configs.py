@@ -249,6 +249,7 @@ class EndpointConfigs:
                 "EndpointConfigArn": r.arn,
                 "CreationTime": r.created_at,
             },
+            documents=False,
         )
 
     def delete(self, name: str) -> None:

@@ -198,7 +198,12 @@ def paginate(
 
 
 def paginate_stored(
-    store: Store, kind: str, params: Mapping[str, Any], *, sort_keys: Sequence[str] = ("Name", "CreationTime")
+    store: Store,
+    kind: str,
+    params: Mapping[str, Any],
+    *,
+    sort_keys: Sequence[str] = ("Name", "CreationTime"),
+    documents: bool = True,
 ) -> tuple[list[Record], str | None]:
     """``paginate`` over every stored record of ``kind``, done by the database: the same pages and tokens,
     at a cost that does not grow with the records that are not on the page."""
@@ -223,6 +228,7 @@ def paginate_stored(
             created_before=t.get("CreationTimeBefore"),
             modified_after=t.get("LastModifiedTimeAfter"),
             modified_before=t.get("LastModifiedTimeBefore"),
+            documents=documents,
         ),
     )
     page = selected[: query.max_results]

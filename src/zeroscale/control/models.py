@@ -334,6 +334,7 @@ class Models:
             ("Name", "CreationTime"),
             "Models",
             lambda r: {"ModelName": r.name, "ModelArn": r.arn, "CreationTime": r.created_at},
+            documents=False,
         )
 
     def delete(self, name: str) -> None:

@@ -63,10 +63,19 @@ class Resources:
             raise self.missing(name)
 
     def page(
-        self, params: Mapping[str, Any], sort_keys: Sequence[str], key: str, summary: Any
+        self,
+        params: Mapping[str, Any],
+        sort_keys: Sequence[str],
+        key: str,
+        summary: Any,
+        *,
+        documents: bool = True,
     ) -> dict[str, Any]:
-        """A List* answer: ``{key: [summary(record), ...], "NextToken"?}``."""
-        records, token = paginate_stored(self.store, self.kind, params, sort_keys=sort_keys)
+        """A List* answer: ``{key: [summary(record), ...], "NextToken"?}``; ``documents`` False for a summary
+        of the records' columns only (the documents are not read)."""
+        records, token = paginate_stored(
+            self.store, self.kind, params, sort_keys=sort_keys, documents=documents
+        )
         out: dict[str, Any] = {key: [summary(r) for r in records]}
         if token is not None:
             out["NextToken"] = token

@@ -121,6 +121,7 @@ class PageQuery:
     created_before: float | None = None
     modified_after: float | None = None
     modified_before: float | None = None
+    documents: bool = True  # False: the records come without their documents (``doc`` empty)
 
 
 def _after(columns: list[Any], cursor: list[Any], descending: bool) -> Any:
@@ -201,7 +202,7 @@ def _record(row: RowMapping) -> Record:
         created_at=float(row["created_at"]),
         modified_at=float(row["modified_at"]),
         status=row["status"],
-        doc=dict(row["doc"]),
+        doc=dict(row["doc"]) if "doc" in row else {},
         owner=row["owner"],
         creator=row["creator"],
     )
@@ -530,7 +531,10 @@ class Store:
         if query.after is not None:
             where = where & _after(columns, list(query.after), query.descending)
         order = [col.desc() if query.descending else col.asc() for col in columns]
-        statement = select(resources).where(where).order_by(*order).limit(query.limit)
+        # A page whose summaries need no document reads none (an audit's 100 models of 500 KB each cost
+        # 220 ms a page, and held the server's memory)
+        selected = resources.c if query.documents else [c for c in resources.c if c.name != "doc"]
+        statement = select(*selected).where(where).order_by(*order).limit(query.limit)
         rows = self._read(lambda conn: conn.execute(statement).mappings().all())
         return [_record(row) for row in rows]
 
