@@ -942,8 +942,11 @@ class WorkerManager:
         """A template whose model started a process after its load (a hook that ran in its fork loop) that
         moved to a uid of its block no replica has: the template ends, and that process with it (its block's
         uids no replica holds are ended with a template)."""
+        if not unheld or self._confinement is None:
+            return
+        held = self._confinement.held_uids()  # now: a replica given its uid while the pass read is no stray
         for pid, (low, high) in list(self._template_blocks.items()):
-            strays = sum(len(pids) for uid, pids in unheld.items() if low <= uid <= high)
+            strays = sum(len(pids) for uid, pids in unheld.items() if low <= uid <= high and uid not in held)
             if not strays or pid not in self._template_pids:
                 continue
             why = (
