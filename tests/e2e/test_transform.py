@@ -21,6 +21,7 @@ from botocore.exceptions import ClientError
 from e2e.conftest import SklearnModel, handler_model, s3_tenant
 from s3server import SeaweedS3
 from zeroscale.batch.runner import MAX_INPUT_FILES
+from zeroscale.store.db import Store
 from zeroscale.testing import ACCESS_KEY, SECRET_KEY, ServerProcess, make_tar, wait_for
 
 BUCKET = "zeroscale-batch"
@@ -143,6 +144,12 @@ def test_multi_record_lines_keep_input_order_per_file(
     assert "multi: Completed (2 of 2 files, 200 records)" in done.stdout
     summaries = sm.list_transform_jobs(StatusEquals="Completed")["TransformJobSummaries"]
     assert "multi" in {s["TransformJobName"] for s in summaries}
+    # a finished job keeps no copy of its model (only a job that runs reads it; one of a 15-container model
+    # made each finished job's record 0.5 MB, kept for ever)
+    store = Store(server.db_url)
+    record = store.get("transform-job", "multi")
+    store.close()
+    assert record is not None and "ZeroscaleModel" not in record.doc
     wait_for(lambda: server.workers("transform-job:multi", "multi") == 0, timeout_s=10)
 
     # The job's workers logged where SageMaker puts them (and the sagemaker SDK's Transformer.wait(logs=True)

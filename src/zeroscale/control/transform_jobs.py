@@ -362,7 +362,11 @@ class TransformJobs:
             rec.doc["ZeroscaleProgress"] = counts
         if reason is not None and len(reason) > _REASON_MAX:
             reason = reason[: _REASON_MAX - 3] + "..."
-        self._save(rec, status, FailureReason=reason, TransformEndTime=self._clock())
+        # Its model's copy goes: only a job that runs (again, after a restart) reads it, and a finished job's
+        # record is kept for ever, as SageMaker keeps it (a 15-container model's copy made each 0.5 MB)
+        self._save(
+            rec, status, FailureReason=reason, TransformEndTime=self._clock(), **{MODEL_SNAPSHOT: None}
+        )
 
     async def resume(self, live: set[str] | None = None) -> None:
         """After a restart: this front end's InProgress jobs, and those of front ends not in ``live``, go on
