@@ -12,6 +12,19 @@ from sklearn.ensemble import RandomForestClassifier
 
 from zeroscale.testing import ServerProcess, make_tar
 
+# The end of an image's server written as a test fixture (a Python ``http.server`` whose ``Handler`` class
+# answers with ``self.answer(body)``): the answer, and serving on the port SageMaker's contract gives it.
+IMAGE_SERVER_END = """
+    def answer(self, body):
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+HTTPServer(("127.0.0.1", int(os.environ["SAGEMAKER_BIND_TO_PORT"])), Handler).serve_forever()
+"""
+
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """A module that sets ``BACKENDS = ("sqlite", "postgresql")`` runs all its tests once per database."""

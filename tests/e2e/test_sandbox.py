@@ -21,7 +21,7 @@ from zeroscale.testing import ACCESS_KEY, SECRET_KEY, ServerProcess, deploy, fre
 from zeroscale.workers import sandbox
 from zeroscale.workers.confinement import SCRATCH_AHEAD
 
-from .conftest import SklearnModel, handler_model
+from .conftest import IMAGE_SERVER_END, SklearnModel, handler_model
 
 pytestmark = pytest.mark.skipif(sandbox.abi_version() < 6, reason="needs Landlock ABI 6")
 
@@ -294,7 +294,8 @@ def _alive(pid: int) -> bool:
         return False
 
 
-HOSTILE_IMAGE_SERVER = r"""#!/usr/bin/env python3
+HOSTILE_IMAGE_SERVER = (
+    r"""#!/usr/bin/env python3
 import json, os, socket
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
@@ -337,16 +338,9 @@ class Handler(BaseHTTPRequestHandler):
             "scratch": attempt(lambda: open(os.path.join(os.environ["TMPDIR"], "x"), "w").close()),
         }
         self.answer(json.dumps(out).encode())
-
-    def answer(self, body):
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-
-HTTPServer(("127.0.0.1", int(os.environ["SAGEMAKER_BIND_TO_PORT"])), Handler).serve_forever()
 """
+    + IMAGE_SERVER_END
+)
 
 
 def test_an_image_server_is_confined_too(

@@ -34,7 +34,7 @@ from zeroscale.testing import ACCESS_KEY, SECRET_KEY, ServerProcess, deploy, mak
 from zeroscale.workers import sandbox, seccomp
 from zeroscale.workers.sockdir import socket_dir
 
-from .conftest import SklearnModel, handler_model
+from .conftest import IMAGE_SERVER_END, SklearnModel, handler_model
 
 pytestmark = pytest.mark.skipif(
     sandbox.abi_version() < 6 or not seccomp.probe(), reason="needs Landlock ABI 6 and seccomp filters"
@@ -544,7 +544,8 @@ def test_a_model_holds_no_descriptor_of_its_zygote_or_the_server(
 
 
 # ---- a bring-your-own image's server that calls home over UDP and looks for the host's Unix sockets ----
-HOSTILE_IMAGE = r"""#!/usr/bin/env python3
+HOSTILE_IMAGE = (
+    r"""#!/usr/bin/env python3
 import errno, json, os, socket, sys
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
@@ -650,16 +651,9 @@ class Handler(BaseHTTPRequestHandler):
             "started_with": STARTED_WITH,
         }
         self.answer(json.dumps(out).encode())
-
-    def answer(self, body):
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-
-HTTPServer(("127.0.0.1", int(os.environ["SAGEMAKER_BIND_TO_PORT"])), Handler).serve_forever()
 """
+    + IMAGE_SERVER_END
+)
 
 
 class Calls:
@@ -779,7 +773,8 @@ def test_an_image_server_calls_no_one_over_udp_nor_a_host_unix_socket(
 
 
 # ---- an image whose environment names a library for the dynamic loader ----
-PRELOADING_IMAGE = r"""#!/usr/bin/env python3
+PRELOADING_IMAGE = (
+    r"""#!/usr/bin/env python3
 import os
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
@@ -791,16 +786,9 @@ class Handler(BaseHTTPRequestHandler):
     def do_POST(self):
         self.rfile.read(int(self.headers["Content-Length"]))
         self.answer(os.environ.get("LD_PRELOAD", "").encode())
-
-    def answer(self, body):
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-
-HTTPServer(("127.0.0.1", int(os.environ["SAGEMAKER_BIND_TO_PORT"])), Handler).serve_forever()
 """
+    + IMAGE_SERVER_END
+)
 
 
 def test_an_images_environment_reaches_its_command_only(
