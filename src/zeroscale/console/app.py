@@ -43,6 +43,7 @@ from zeroscale.errors import (
     ZeroscaleError,
 )
 from zeroscale.iam.authz import Access
+from zeroscale.store.db import database_failure
 
 log = logging.getLogger("zeroscale.console")
 Scope = MutableMapping[str, Any]
@@ -134,13 +135,12 @@ class Console:
                 raise UnknownOperationException(f"No operation at {method} {path}.")
         except ZeroscaleError as err:
             await control_error(_with_headers(send, [_NO_STORE]), request_id, err)
-        except Exception:
-            log.exception("console request %s failed", request_id)
-            await control_error(
-                _with_headers(send, [_NO_STORE]),
-                request_id,
-                InternalFailure(f"Internal failure (request {request_id})."),
-            )
+        except Exception as exc:
+            failure = database_failure(exc)  # as through boto3 (``api/app.py``): 503, the database's reason
+            if failure is None:
+                log.exception("console request %s failed", request_id)
+            error = failure or InternalFailure(f"Internal failure (request {request_id}).")
+            await control_error(_with_headers(send, [_NO_STORE]), request_id, error)
 
     # ---- pages and files ----
     async def _page(self, scope: Scope, send: Send, path: str) -> None:
