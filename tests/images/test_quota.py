@@ -147,7 +147,7 @@ def test_a_users_quota_holds_when_front_ends_push_at_once(db_url: str, tmp_path:
         assert not failed, failed
         assert (len(pushed), len(refused)) == (2, 4)
         assert sorted(f"{d['name']}:{d['tag']}" for d in front_ends[0].images.everywhere()) == sorted(pushed)
-        held = sorted(ref for fe in front_ends for ref in fe.registry.refs())
+        held = sorted(record.ref for fe in front_ends for record in fe.registry.list())
         assert held == sorted(pushed)  # a refused push is in no registry
     finally:
         for fe in front_ends:

@@ -228,10 +228,6 @@ class ImageRegistry:
                         records.append(record)
         return records
 
-    def refs(self) -> builtins.list[str]:
-        """Every registered image's ``name:tag``."""
-        return [record.ref for record in self.list()]
-
     def resolve(self, image: str) -> ImageRecord | None:
         """The registered image an ``Image`` value names (``name``, ``name:tag``, or a URI ending in one);
         its directory is kept from ``collect`` for a while (the deployment that asked is under way)."""
