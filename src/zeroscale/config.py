@@ -109,6 +109,9 @@ class Settings:
     # Finished asynchronous requests' rows kept this long after they finished (0: all), and the requests
     # one endpoint may have waiting (0: no limit).
     async_retention_days: float = 7.0
+    # Finished (Completed, Failed, Stopped) transform jobs' records kept this long after they ended (0: all):
+    # SageMaker has no DeleteTransformJob, so nothing else bounds them.
+    transform_retention_days: float = 90.0
     # The most models, endpoint configs, endpoints, model package groups, model packages, topics and
     # subscriptions, each (an account's quotas; 0: no limit).
     max_resources: int = 20_000

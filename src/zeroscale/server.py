@@ -125,7 +125,8 @@ class Server:
 
 # The SageMaker resources a caller creates and may delete, each kind held to --max-resources (an account's
 # quotas): what one key could otherwise grow without end in the database, each endpoint in the server's
-# memory. (Transform jobs cannot be deleted: they are not counted.)
+# memory. (Transform jobs cannot be deleted: only those running are counted; finished ones are deleted
+# after --transform-retention-days.)
 _QUOTA_KINDS = {
     "model": "models",
     "endpoint-config": "endpoint configs",
@@ -148,7 +149,7 @@ def _quotas(most: int, flag: str = "zeroscale serve --max-resources") -> dict[st
 
 
 def _job_quota(most: int, flag: str) -> dict[str, Limit]:
-    """Transform jobs running at once (they are never deleted: SageMaker keeps finished ones)."""
+    """Transform jobs running at once (a caller cannot delete one: finished ones go after their retention)."""
     if most <= 0:
         return {}
     what = "concurrent transform jobs"
@@ -367,6 +368,7 @@ def build(settings: Settings) -> Server:
         ),
         frontend=cluster.id,
         live=cluster.live,
+        retention_s=settings.transform_retention_days * 86400,
     )
     asynchronous = AsyncInference(
         RequestQueue(
@@ -453,6 +455,7 @@ def build(settings: Settings) -> Server:
         images.in_use = fleet.image_dirs
         background.spawn(_keep_trimmed(artifacts, pyenvs))
         background.spawn(_keep_iam_current(iam, settings.sync_interval_s))
+        background.spawn(transforms.keep_pruned())  # finished jobs past --transform-retention-days
         background.spawn(asyncio.to_thread(images.collect))  # versions pushed over before a restart
         _settle_heap()
 

@@ -469,6 +469,47 @@ def test_jobs_in_progress_are_held_to_their_quota(s3_server: SeaweedS3, s3: Any,
         server.stop()
 
 
+def test_finished_jobs_go_after_the_retention_and_running_ones_stay(
+    s3_server: SeaweedS3, s3: Any, tmp_path: Path
+) -> None:
+    """--transform-retention-days (6 s here): a Completed and a Failed job are described and listed while it
+    lasts, then answer SageMaker's ResourceNotFound and are no longer listed; a job still running stays."""
+    server = _server(s3_server, tmp_path / "data", transform_retention_days=6 / 86400).start()
+    try:
+        sm = _slow(server, tmp_path)
+        s3.put_object(Bucket=BUCKET, Key="keep/held/a.csv", Body=b"30,1\n")
+        s3.put_object(Bucket=BUCKET, Key="keep/fast/a.csv", Body=b"0,1\n")
+        _job(sm, "keep-running", "slow", "keep/held/")
+        _job(sm, "keep-failed", "slow", "keep/nothing/")  # no input: Failed at once
+        _job(sm, "keep-done", "slow", "keep/fast/")
+        assert _wait(sm, "keep-done")["TransformJobStatus"] == "Completed"
+        assert _wait_failed(sm, "keep-failed")["TransformJobStatus"] == "Failed"
+
+        def listed() -> set[str]:
+            pages = sm.get_paginator("list_transform_jobs").paginate(NameContains="keep-")
+            return {s["TransformJobName"] for page in pages for s in page["TransformJobSummaries"]}
+
+        assert listed() == {"keep-running", "keep-failed", "keep-done"}
+
+        def gone(name: str) -> bool:
+            try:
+                sm.describe_transform_job(TransformJobName=name)
+            except ClientError as err:
+                assert err.response["Error"]["Code"] == "ResourceNotFound"
+                assert f"Could not find requested job with name {name}" in err.response["Error"]["Message"]
+                return True
+            return False
+
+        wait_for(lambda: gone("keep-done") and gone("keep-failed"), 30)
+        assert listed() == {"keep-running"}
+        desc = sm.describe_transform_job(TransformJobName="keep-running")
+        assert desc["TransformJobStatus"] == "InProgress"
+        sm.stop_transform_job(TransformJobName="keep-running")
+        assert _wait(sm, "keep-running")["TransformJobStatus"] == "Stopped"
+    finally:
+        server.stop()
+
+
 def _has(s3: Any, key: str) -> bool:
     try:
         s3.head_object(Bucket=BUCKET, Key=key)

@@ -350,8 +350,8 @@ def test_a_kinds_limit_holds_across_two_stores_on_one_database(tmp_path: Path) -
 
 
 def test_a_limit_on_statuses_counts_only_records_in_them(tmp_path: Path) -> None:
-    """Transform jobs are never deleted: their quota counts the jobs in progress (or stopping), the
-    account's and each user's, exactly at every insert; a job that ends makes room."""
+    """Finished transform jobs are kept (until their retention): their quota counts the jobs in progress
+    (or stopping), the account's and each user's, exactly at every insert; a job that ends makes room."""
     url = f"sqlite:///{tmp_path / 'zeroscale.db'}"
     caller = ["AIDAALICE"]
     running = ("InProgress", "Stopping")
@@ -415,3 +415,59 @@ def test_a_page_of_summaries_reads_no_document(tmp_path: Path) -> None:
     whole = store.page("model", PageQuery("Name", False, 10))
     assert whole[0].doc["Containers"][0]["Environment"]["BIG"] == "x" * 100_000
     store.close()
+
+
+def test_prune_deletes_old_records_in_the_statuses_alone_and_their_tags(store: Store) -> None:
+    """Finished transform jobs past a time go, in transactions of at most ``batch``, with the tags AddTags
+    gave them; a record in another status, of another kind, or written since, stays."""
+    for i in range(5):
+        store.insert(rec(f"done-{i}", "transform-job", t=100.0 + i, status="Completed"))
+    store.insert(rec("failed", "transform-job", t=50.0, status="Failed"))
+    store.insert(rec("running", "transform-job", t=10.0, status="InProgress"))
+    store.insert(rec("recent", "transform-job", t=500.0, status="Stopped"))
+    store.insert(rec("model", "model", t=10.0, status="Completed"))
+    assert store.set_tags("transform-job", "done-0", [{"Key": "k", "Value": "v"}], None)
+    assert store.set_tags("transform-job", "recent", [{"Key": "k", "Value": "v"}], None)
+    revision = store.revision()
+    assert store.prune("transform-job", ("Completed", "Failed", "Stopped"), 200.0, batch=2) == 6
+    assert store.revision() > revision  # the other front ends learn of it through the change feed
+    left = sorted(r.name for r in store.list("transform-job"))
+    assert left == ["recent", "running"]
+    assert store.get("model", "model") is not None
+    assert store.tags("transform-job", "done-0") is None
+    assert store.tags("transform-job", "recent") is not None
+    revision = store.revision()
+    assert store.prune("transform-job", ("Completed", "Failed", "Stopped"), 200.0) == 0  # idempotent
+    assert store.revision() == revision  # nothing deleted, nothing announced
+    store.insert(rec("done-0", "transform-job", t=300.0, status="InProgress"))  # the name is free again
+    assert store.tags("transform-job", "done-0") is None
+
+
+def test_two_stores_pruning_one_database_at_once_delete_each_record_once(db_url: str) -> None:
+    """Two front ends' retentions running together: every old record is deleted, by one or the other, and
+    neither fails."""
+    first, second = Store(db_url), Store(db_url)
+    try:
+        for i in range(40):
+            first.insert(rec(f"job-{i}", "transform-job", t=float(i), status="Completed"))
+        first.insert(rec("young", "transform-job", t=1000.0, status="Completed"))
+        counts: list[int] = []
+        errors: list[BaseException] = []
+
+        def prune(store: Store) -> None:
+            try:
+                counts.append(store.prune("transform-job", ("Completed",), 100.0, batch=3))
+            except BaseException as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=prune, args=(s,)) for s in (first, second)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert errors == []
+        assert sum(counts) == 40
+        assert [r.name for r in second.list("transform-job")] == ["young"]
+    finally:
+        first.close()
+        second.close()

@@ -292,6 +292,15 @@ def _advertise_url(value: str | None) -> str | None:
     "in S3 is the caller's); 0 keeps them all.",
 )
 @_opt(
+    "--transform-retention-days",
+    "ZEROSCALE_TRANSFORM_RETENTION_DAYS",
+    default=90.0,
+    type=click.FloatRange(min=0),
+    help="Days a finished (Completed, Failed or Stopped) transform job is kept after it ended; then "
+    "DescribeTransformJob answers ResourceNotFound and ListTransformJobs "
+    "omits it (SageMaker has no DeleteTransformJob); 0 keeps them all.",
+)
+@_opt(
     "--async-max-queued",
     "ZEROSCALE_ASYNC_MAX_QUEUED",
     default=10_000,
@@ -580,6 +589,7 @@ def serve(
     images_max_mb_per_user: int | None,
     images_max_per_user: int,
     async_retention_days: float,
+    transform_retention_days: float,
     max_resources: int,
     max_resources_per_user: int,
     max_transform_jobs: int,
@@ -665,6 +675,7 @@ def serve(
         log_max_bytes=log_max_mb * MB,
         audit_retention_days=audit_retention_days,
         async_retention_days=async_retention_days,
+        transform_retention_days=transform_retention_days,
         max_resources=max_resources,
         max_resources_per_user=max_resources_per_user,
         max_transform_jobs=max_transform_jobs,

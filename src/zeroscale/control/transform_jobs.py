@@ -9,6 +9,11 @@ Several front ends on one database: the one that accepted CreateTransformJob run
 ``owner``). StopTransformJob on another front end writes Stopping, and the owner cancels the job at its next
 ``sync``; a job whose owner died (or, at a restart, this front end's own) is claimed by compare-and-set and
 resumed, or ended Stopped, by exactly one survivor.
+
+A finished job (Completed, Failed, Stopped) is kept ``--transform-retention-days`` after it ended, then
+deleted (``prune``, every front end, at most every tenth of the retention or every hour): SageMaker has no
+DeleteTransformJob, and without it a caller could fill the database with finished jobs. A deleted job is not
+found by DescribeTransformJob and not listed; its name may be used again.
 """
 
 from __future__ import annotations
@@ -35,6 +40,9 @@ MODEL_SNAPSHOT = "ZeroscaleModel"  # in a job's stored document: its model's, as
 KIND = "transform-job"
 IN_PROGRESS, COMPLETED, FAILED, STOPPING, STOPPED = "InProgress", "Completed", "Failed", "Stopping", "Stopped"
 RUNNING = (IN_PROGRESS, STOPPING)  # a job that holds workers and counts against the concurrent quota
+FINISHED = (COMPLETED, FAILED, STOPPED)  # a job that never changes again: deleted once past the retention
+# How often the finished jobs past the retention are looked for: a tenth of it, within these bounds.
+PRUNE_EVERY_MIN_S, PRUNE_EVERY_MAX_S = 1.0, 3600.0
 log = logging.getLogger("zeroscale.transform")
 _REASON_MAX = 1024
 # DescribeTransformJob members echoed from the create request.
@@ -134,6 +142,7 @@ class TransformJobs:
         *,
         frontend: str | None = None,  # this front end's id: the owner of the jobs it runs
         live: Callable[[], set[str]] | None = None,  # the live front ends (None: this one alone)
+        retention_s: float = 0.0,  # a finished job is deleted this long after it ended (0: kept for ever)
     ) -> None:
         self.frontend = frontend
         self._live = live or (lambda: {frontend} if frontend else set())
@@ -145,6 +154,8 @@ class TransformJobs:
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._progress: dict[str, Progress] = {}  # jobs running now
         self._ending: set[str] = set()  # jobs being stopped here (their task is not cancelled again)
+        self._retention_s = retention_s
+        self._next_prune = 0.0
 
     def _missing(self, name: str) -> ResourceNotFound:
         return ResourceNotFound(f"Could not find requested job with name {name}")
@@ -363,10 +374,46 @@ class TransformJobs:
         if reason is not None and len(reason) > _REASON_MAX:
             reason = reason[: _REASON_MAX - 3] + "..."
         # Its model's copy goes: only a job that runs (again, after a restart) reads it, and a finished job's
-        # record is kept for ever, as SageMaker keeps it (a 15-container model's copy made each 0.5 MB)
+        # record is kept for --transform-retention-days (a 15-container model's copy made each 0.5 MB)
         self._save(
             rec, status, FailureReason=reason, TransformEndTime=self._clock(), **{MODEL_SNAPSHOT: None}
         )
+
+    # ---- retention ----
+    @property
+    def prune_every_s(self) -> float:
+        """How often the finished jobs past the retention are looked for."""
+        return min(PRUNE_EVERY_MAX_S, max(PRUNE_EVERY_MIN_S, self._retention_s / 10))
+
+    def prune(self) -> int:
+        """Delete the finished jobs that ended longer than the retention ago (none with a retention of 0; at
+        most once every ``prune_every_s``); how many. Every front end on a database prunes: the deletes are
+        idempotent, and a job still running (or stopping) is never one of them."""
+        if self._retention_s <= 0:
+            return 0
+        now = self._clock()
+        if now < self._next_prune:
+            return 0
+        self._next_prune = now + self.prune_every_s
+        gone = self._store.prune(KIND, FINISHED, now - self._retention_s)
+        if gone:
+            log.info(
+                "deleted %d transform job(s) that ended more than %g days ago",
+                gone,
+                self._retention_s / 86400,
+            )
+        return gone
+
+    async def keep_pruned(self) -> None:
+        """``prune`` now and then every ``prune_every_s``, for as long as the server runs."""
+        if self._retention_s <= 0:
+            return
+        while True:
+            try:
+                await asyncio.to_thread(self.prune)
+            except Exception:  # the next pass tries again; this loop must not end
+                log.exception("transform jobs: deleting those past their retention failed")
+            await asyncio.sleep(self.prune_every_s)
 
     async def resume(self, live: set[str] | None = None) -> None:
         """After a restart: this front end's InProgress jobs, and those of front ends not in ``live``, go on

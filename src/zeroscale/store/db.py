@@ -165,6 +165,9 @@ def _one(kind: str, name: str) -> dict[str, str]:
     return {"b_kind": kind, "b_key": name.lower()}
 
 
+# The most records one of ``prune``'s transactions deletes (a long delete would hold SQLite's write lock).
+PRUNE_BATCH = 500
+
 P = ParamSpec("P")
 R = TypeVar("R")
 T = TypeVar("T")
@@ -469,6 +472,31 @@ class Store:
                 self._bump(conn)
                 self._counts.removed(kind)
         return bool(result.rowcount)
+
+    @_reachable
+    def prune(self, kind: str, statuses: Collection[str], before: float, batch: int = PRUNE_BATCH) -> int:
+        """Delete the records of ``kind`` in one of ``statuses`` last written before ``before`` (finished
+        transform jobs past their retention), their tags with them, in transactions of at most ``batch``
+        records; how many. Front ends on one database may prune at once: each delete names the status and the
+        time again, so a record another front end deleted first, or one written since, is left alone."""
+        c = resources.c
+        where = (c.kind == kind) & c.status.in_(list(statuses)) & (c.modified_at < before)
+        old = select(c.key).where(where).limit(batch)
+        gone = 0
+        while True:
+            with self._lock, self._engine.begin() as conn:
+                keys = list(
+                    conn.execute(delete(resources).where(where & c.key.in_(old)).returning(c.key)).scalars()
+                )
+                if keys:
+                    tags = resource_tags.c
+                    conn.execute(delete(resource_tags).where((tags.kind == kind) & tags.key.in_(keys)))
+                    self._bump(conn)
+                    for _ in keys:
+                        self._counts.removed(kind)
+            gone += len(keys)
+            if len(keys) < batch:
+                return gone
 
     @_reachable
     def tags(self, kind: str, name: str) -> tuple[list[dict[str, str]], int] | None:
