@@ -170,6 +170,10 @@ class Settings:
     metrics_token_file: Path | None = None
     # Where the other front ends on the database reach this one (its workers' logs); None: public_url.
     advertise_url: str | None = None
+    # Host names, beyond localhost, the machine's hostname, --host and --advertise-url's (and any IP
+    # address), for which requests without a signature (/metrics, /ping, the console) are answered: names
+    # of the machine or of a proxy in front of it; "*" answers any (api/hosts.py: DNS rebinding).
+    allowed_hosts: tuple[str, ...] = ()
     # Workers on a Ray cluster (docs/cluster.md): the cluster's address (None: workers on this machine), and
     # the directory each node keeps its artifacts, workers' sockets and output in (under <dir>/<node id>/).
     ray_address: str | None = None

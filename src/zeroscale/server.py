@@ -14,6 +14,7 @@ import os
 import resource
 import socket
 import time
+import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +30,7 @@ from zeroscale.api.async_invoke import AsyncInvokeApi
 from zeroscale.api.control import ControlPlane
 from zeroscale.api.forward import Forwarder
 from zeroscale.api.forward_counts import PeerInvocations
+from zeroscale.api.hosts import AllowedHosts
 from zeroscale.api.iam_query import IamQueryService
 from zeroscale.api.image_rest import ImagesApi
 from zeroscale.api.invoke import InvokeApi, PayloadLimits
@@ -548,6 +550,7 @@ def build(settings: Settings) -> Server:
             "audit": AuditApi(audit),
         },
         metrics_authorization=_metrics_authorization(settings.metrics_token_file),
+        hosts=_allowed_hosts(settings),
     )
     # The web console calls these same operation tables, routes and runtime for a signed-in session.
     parts.console = Console(
@@ -662,6 +665,17 @@ def _workers(
         log_limit=settings.worker_log_bytes_per_minute,
         memory_groups=groups if isinstance(groups, MemoryGroups) else None,
     )
+
+
+def _allowed_hosts(settings: Settings) -> AllowedHosts:
+    """The names requests without a signature may give as their Host: --allowed-host's, the machine's
+    hostname, --host and --advertise-url's host (SNS's confirmation links name public_url's), localhost;
+    any IP address passes too (api/hosts.py)."""
+    names = [*settings.allowed_hosts, socket.gethostname(), settings.host]
+    for url in (settings.advertise_url, settings.public_url):
+        if url:
+            names.append(urllib.parse.urlsplit(url).hostname or "")
+    return AllowedHosts.of(names)
 
 
 def _metrics_authorization(path: Path | None) -> bytes | None:

@@ -104,8 +104,9 @@ class ServerProcess:
             "--data-dir",
             str(self.data_dir),
         ]
-        for key, value in self.flags.items():
-            args += [f"--{key.replace('_', '-')}", str(value)]
+        for key, value in self.flags.items():  # a list or tuple: the flag once per value
+            for each in value if isinstance(value, list | tuple) else [value]:
+                args += [f"--{key.replace('_', '-')}", str(each)]
         merged: dict[str, str | None] = {
             **os.environ,
             "ZEROSCALE_ACCESS_KEY_ID": ACCESS_KEY,

@@ -215,3 +215,9 @@ def test_a_metrics_token_file_without_one_token_is_one_line(tmp_path: Path, cont
         serve("--port", str(free_port()), "--metrics-token-file", "token", cwd=tmp_path, timeout=30)
     )
     assert "--metrics-token-file token: it must hold one token" in line
+
+
+@pytest.mark.parametrize("name", ["http://proxy.example", "proxy.example:8080", "proxy.example/x", ""])
+def test_an_allowed_host_that_is_not_a_name_is_a_usage_error(tmp_path: Path, name: str) -> None:
+    err = usage_error(serve("--allowed-host", name, "--data-dir", str(tmp_path / "d"), cwd=tmp_path))
+    assert "--allowed-host" in err and "is not a host name" in err

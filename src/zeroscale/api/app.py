@@ -22,6 +22,7 @@ from zeroscale.api import rpcv2, sigv4
 from zeroscale.api.async_invoke import AsyncInvokeApi, input_location
 from zeroscale.api.direct import DirectRoute
 from zeroscale.api.forward import invoke_path, spilled, stream_path
+from zeroscale.api.hosts import AllowedHosts
 from zeroscale.api.iam_query import IamQueryService
 from zeroscale.api.invoke import InvokeApi
 from zeroscale.api.jsonrpc import MAX_BODY_BYTES as MAX_JSON_BODY_BYTES
@@ -160,6 +161,9 @@ class AppParts:
     peer: PeerRoute | None = None
     # The Authorization header GET /metrics needs (b"Bearer <token>", --metrics-token-file); None: unsigned
     metrics_authorization: bytes | None = None
+    # The Host headers a request that carries no signature is answered for (api/hosts.py, DNS rebinding);
+    # None: any
+    hosts: AllowedHosts | None = None
 
 
 class App:
@@ -198,11 +202,14 @@ class App:
         if path.startswith(_RUNTIME_PREFIX):
             await self._runtime(scope, receive, send, request_id, started)
             return
+        if self._p.peer is not None and (path == peers.PATH or path.startswith(peers.PATH + "/")):
+            await self._peer(self._p.peer, scope, receive, send)  # authenticated by its MAC, by any name
+            return
+        if self._p.hosts is not None and not self._names_this_server(scope, method, path):
+            await _misdirected(send, scope)
+            return
         if method == "GET" and path in _UNSIGNED_GETS:
             await self._unsigned_get(scope, send, path, request_id)
-            return
-        if self._p.peer is not None and (path == peers.PATH or path.startswith(peers.PATH + "/")):
-            await self._peer(self._p.peer, scope, receive, send)
             return
         if method == "GET" and path == "/" and self._p.console is not None and _a_browsers(scope):
             # someone opened the server's address: the console, not an API's error document
@@ -286,6 +293,26 @@ class App:
         finally:
             if self._p.audit is not None:  # every control-plane call (invocations are metered instead)
                 self._p.audit(access, scope, target, error_code)
+
+    def _names_this_server(self, scope: Scope, method: str, path: str) -> bool:
+        """Whether to answer this request, by its Host (``api/hosts.py``): any Host for an API request signed
+        with SigV4 (the Host is part of what it signs, and it is refused unless the signature holds) or a
+        /metrics scrape with --metrics-token-file's token; else only a Host that names this server. (The
+        runtime's paths are signed always and never get here.)"""
+        assert self._p.hosts is not None
+        given = [v.decode("latin-1") for k, v in scope["headers"] if k.lower() == b"host"]
+        if all(self._p.hosts.allows(host) for host in given) if given else self._p.hosts.allows(None):
+            return True
+        if method == "GET" and path == "/metrics":
+            wanted = self._p.metrics_authorization
+            return wanted is not None and _authorized(scope, wanted)
+        unsigned = (
+            (method == "GET" and path in _UNSIGNED_GETS)
+            or path == _CONSOLE
+            or path.startswith(_CONSOLE + "/")
+            or (path == "/" and _unsigned_action(scope))
+        )
+        return not unsigned and _sigv4(scope)
 
     def direct_route(self) -> DirectRoute:
         """Where the HTTP layer sends invocations it reads whole (``api/direct.py``), their limit, and what
@@ -515,6 +542,35 @@ class App:
             await respond(send, 200, b"ok\n", [(b"content-type", b"text/plain")])
         else:
             await control_error(send, request_id, UnknownOperationException(f"No operation at GET {path}."))
+
+
+def _sigv4(scope: Scope) -> bool:
+    """Whether the request carries a SigV4 signature (in its Authorization header or its query), which the
+    route it goes to checks before it does anything."""
+    for name, value in scope["headers"]:
+        if name.lower() == b"authorization" and value.startswith(sigv4.ALGORITHM.encode()):
+            return True
+    return b"X-Amz-Signature=" in scope.get("query_string", b"")
+
+
+def _unsigned_action(scope: Scope) -> bool:
+    """An SNS-style action served without a signature (a subscription's confirmation link)."""
+    try:
+        return parse(scope.get("query_string", b"")).get("Action") in UNSIGNED_ACTIONS
+    except ZeroscaleError:  # not UTF-8: no action at all
+        return False
+
+
+async def _misdirected(send: Send, scope: Scope) -> None:
+    """421 for a request whose Host names another server: what a page that rebound its DNS name to this
+    server's address would read."""
+    host = next((v for k, v in scope["headers"] if k.lower() == b"host"), b"").decode("latin-1")[:255]
+    text = (
+        f"Host {host!r} is not a name of this server: without a signature it answers only its own names "
+        "(localhost, its IP addresses, its hostname; a guard against DNS rebinding). Start it with "
+        "--allowed-host NAME to answer another.\n"
+    )
+    await respond(send, 421, text.encode(), [(b"content-type", b"text/plain; charset=utf-8")])
 
 
 def _a_browsers(scope: Scope) -> bool:

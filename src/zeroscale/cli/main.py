@@ -499,6 +499,17 @@ def _advertise_url(value: str | None) -> str | None:
     "ends are on several machines).",
 )
 @_opt(
+    "--allowed-host",
+    "ZEROSCALE_ALLOWED_HOSTS",
+    multiple=True,
+    callback=lambda ctx, param, value: _allowed_hosts(value),
+    help="A Host name, beyond localhost, the machine's hostname, --host, --advertise-url's and any IP "
+    "address, that requests without a signature (/metrics, /ping, the console) may name: the DNS name "
+    "of the machine or of a proxy in front of it (repeat it for several; in the environment, separated by "
+    "spaces; '*' answers any Host). Other "
+    "names are answered 421, a guard against DNS rebinding; SigV4-signed API calls pass by any name.",
+)
+@_opt(
     "--tls-cert",
     "ZEROSCALE_TLS_CERT",
     default=None,
@@ -621,6 +632,7 @@ def serve(
     iam_key_file: Path | None,
     metrics_token_file: Path | None,
     advertise_url: str | None,
+    allowed_host: tuple[str, ...],
     tls_cert: Path | None,
     tls_key: Path | None,
     ray_address: str | None,
@@ -711,6 +723,7 @@ def serve(
         iam_key_file=iam_key_file,
         metrics_token_file=metrics_token_file,
         advertise_url=advertise_url,
+        allowed_hosts=allowed_host,
         ray_address=ray_address or None,
         ray_node_timeout_s=ray_node_timeout_s,
         ray_node_images_bytes=ray_node_images_mb * MB,
@@ -725,6 +738,18 @@ def serve(
         run_server(settings)
     except StartupError as exc:
         raise click.ClickException(str(exc)) from None
+
+
+def _allowed_hosts(values: tuple[str, ...]) -> tuple[str, ...]:
+    """--allowed-host's names: a bare host name (no scheme, port or path), or '*'."""
+    for value in values:
+        name = value.strip()
+        if name != "*" and (not name or any(c in name for c in "/:@ ") or not name.isascii()):
+            raise click.BadParameter(
+                f"{value!r} is not a host name (give the name alone, e.g. zeroscale.example.com, or '*')",
+                param_hint="--allowed-host",
+            )
+    return tuple(v.strip() for v in values)
 
 
 def _check_data_dir(data_dir: Path) -> None:
