@@ -256,6 +256,60 @@ def test_an_image_answering_something_not_http_is_stopped_and_told_so(
     sm.delete_endpoint(EndpointName="byo-garbles")
 
 
+INFORMS = """#!/usr/bin/env python3
+import os
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keeps the connection open after its answer
+
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        body = b'{"prediction": 1}'
+        self.send_response(199)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+        self.wfile.flush()
+
+
+HTTPServer(("127.0.0.1", int(os.environ.get("SAGEMAKER_BIND_TO_PORT", "8080"))), Handler).serve_forever()
+"""
+
+
+def test_an_image_answering_an_informational_status_with_a_body_is_refused_at_once(
+    server: ServerProcess, sm: Any, smr: Any, zs: Any, tmp_path: Path
+) -> None:
+    """A probe's finding: an image answering status 199 with a body made the invocation wait out the whole
+    invocation timeout (the body was taken for the 1xx's, and the answer waited for after it). It is
+    refused at once as a ModelError that says why, and the worker is stopped, as for any malformed answer;
+    the next invocation gets a new worker."""
+    push_script(zs, tmp_path, "informs", INFORMS)
+    desc = deploy(sm, "byo-informs", "", image="informs")
+    assert desc["EndpointStatus"] == "InService", desc.get("FailureReason")
+    began = time.monotonic()
+    with pytest.raises(smr.exceptions.ModelError) as err:
+        smr.invoke_endpoint(EndpointName="byo-informs", Body=b"1\n", ContentType="text/csv")
+    assert time.monotonic() - began < 10
+    message = err.value.response["Error"]["Message"]
+    assert "was stopped: its answer has status 199 with a body" in message, message
+    assert "answer with a final status" in message
+    assert err.value.response["OriginalStatusCode"] == 0
+    first = re.search(r"Worker (\S+) was stopped", message)
+    with pytest.raises(smr.exceptions.ModelError) as again:
+        smr.invoke_endpoint(EndpointName="byo-informs", Body=b"1\n", ContentType="text/csv")
+    second = re.search(r"Worker (\S+) was stopped", again.value.response["Error"]["Message"])
+    assert first and second and first[1] != second[1], "the refused worker served again"
+    sm.delete_endpoint(EndpointName="byo-informs")
+
+
 def test_a_digest_in_the_image_pins_the_push_it_names(sm: Any, pushed: str, tmp_path: Path) -> None:
     """``name:tag@sha256:...`` runs that push only: a tag pushed over since fails the deployment, naming
     both digests; a digest of another form is refused at CreateModel (it was ignored before)."""

@@ -197,6 +197,50 @@ async def test_an_interim_1xx_is_not_the_answer_and_no_answer_goes_to_another_re
     assert conn.closed
 
 
+NO_INTERIM = [  # a 1xx head that is no interim response, and what the refusal says
+    (
+        b'HTTP/1.1 199 Odd\r\nContent-Type: application/json\r\nContent-Length: 7\r\n\r\n{"a":1}',
+        "199 with a body",
+    ),
+    (b"HTTP/1.1 100 Continue\r\nContent-Length: 2\r\n\r\nok", "100 with a body"),
+    (
+        b"HTTP/1.1 103 Early Hints\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
+        "103 with a body",
+    ),
+    (b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\nConnection: upgrade\r\n\r\n", "101 Switching"),
+]
+
+
+async def test_a_1xx_with_a_body_or_a_101_is_refused_at_once_and_a_bodiless_1xx_is_skipped(
+    worker: Worker,
+) -> None:
+    """A probe's finding: a model answering status 199 with a body made the invocation wait out its whole
+    timeout (the parser read the body as the 1xx's, and waited for the answer after it). A 1xx has no body
+    and 101 switches protocols, which no request asks for: refused as soon as the head is in, for a whole
+    answer and a streamed one alike. A 1xx without a body, known or not, is an interim response: skipped."""
+    loop = asyncio.get_running_loop()
+    for raw, says in NO_INTERIM:
+        worker.answer = lambda body, raw=raw: (0.0, raw)  # and the connection stays open
+        conn = await WorkerConnection.open_unix(worker.path)
+        began = loop.time()
+        with pytest.raises(AnswerRefused, match=says):
+            await conn.request(b"POST", b"/invocations", [], b"x", 10.0)
+        assert loop.time() - began < 1.0 and conn.closed
+        conn = await WorkerConnection.open_unix(worker.path)
+        with pytest.raises(AnswerRefused, match=says):
+            await asyncio.wait_for(open_stream(conn, b"POST", b"/invocations", [], b"x"), 10.0)
+        assert loop.time() - began < 2.0 and conn.closed
+    interims = b"HTTP/1.1 102 Processing\r\n\r\nHTTP/1.1 199 Odd\r\nX-Odd: 1\r\n\r\n"
+    worker.answer = lambda body: (0.0, interims + ok(body))
+    conn = await WorkerConnection.open_unix(worker.path)
+    resp = await conn.request(b"POST", b"/invocations", [], b"whole", 5.0)
+    assert (resp.status, resp.body, resp.header(b"x-odd")) == (200, b"whole", None)
+    stream = await open_stream(conn, b"POST", b"/invocations", [], b"streamed")
+    assert stream.status == 200 and stream.header(b"x-odd") is None
+    assert await stream.read_all() == b"streamed"
+    conn.close()
+
+
 def chunked(parts: list[bytes], trailer: bytes = b"") -> bytes:
     body = b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in parts)
     return b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + body + b"0\r\n" + trailer + b"\r\n"

@@ -75,6 +75,29 @@ class AnswerFraming:
         return self.fed - self.body_bytes - 8 * self.chunk_heads > MAX_ANSWER_HEAD
 
 
+def interim_refusal(status: int, headers: list[tuple[bytes, bytes]]) -> str | None:
+    """Why a 1xx head is no interim response, or None where it is one (100 Continue, 103 Early Hints, or
+    any other 1xx: skipped, the answer follows it). A 1xx has no body (RFC 9110: no Content-Length, no
+    Transfer-Encoding), and 101 switches protocols, which no request asks for: the parser would read such
+    a body as an answer's and wait for the answer after it, the whole invocation timeout."""
+    if status == 101:
+        return (
+            "its answer is 101 Switching Protocols, which no request asked for; answer with a final "
+            "status (2xx for a success, 4xx or 5xx for an error)"
+        )
+    if any(name.lower() in (b"content-length", b"transfer-encoding") for name, _ in headers):
+        return (
+            f"its answer has status {status} with a body, but a 1xx status is informational and has no "
+            "body; answer with a final status (2xx for a success, 4xx or 5xx for an error)"
+        )
+    return None
+
+
+class InterimRefused(Exception):
+    """Raised from a parser callback to stop the parser at a 1xx head that is no interim response (the
+    parser raises HttpParserCallbackError for it; the collector keeps why)."""
+
+
 class AnswerTooLarge(Exception):
     """The worker's answer is larger than the request's ``max_answer``: it was not read on (the connection
     is closed; the worker itself is fine, and the next request opens a new one)."""
@@ -121,12 +144,14 @@ class _Collector(AnswerFraming):
         self.interim = False  # the message being parsed is an interim 1xx: the answer follows it
         self.extra = False  # bytes came after the answer: another message no request asked for
         self.headed = False  # the answer's final head was read
+        self.refusal: str | None = None  # why a 1xx head was refused (``interim_refusal``)
         self.parser: httptools.HttpResponseParser | None = httptools.HttpResponseParser(self)
 
     def start(self, sink: FilePayload | None, limit: int | None) -> None:
         self.headers, self.chunks, self.done, self.keep_alive, self.sink = [], [], False, False, sink
         self.limit, self.room, self.too_large = limit, (-1 if limit is None else limit), False
         self.refused = self.interim = self.extra = self.headed = False
+        self.refusal = None
         self.fed = self.body_bytes = self.chunk_heads = 0
 
     def until_close(self) -> bool:
@@ -149,7 +174,10 @@ class _Collector(AnswerFraming):
             return
         self.status = parser.get_status_code()
         if 100 <= self.status < 200:  # 100 Continue, 103 Early Hints: not the answer, which follows (the
-            self.interim, self.headers = True, []  # interim heads count toward MAX_ANSWER_HEAD all together)
+            self.refusal = interim_refusal(self.status, self.headers)  # interim heads count toward
+            if self.refusal is not None:  # MAX_ANSWER_HEAD all together); one with a body is refused
+                raise InterimRefused(self.refusal)  # here, before the parser reads its body
+            self.interim, self.headers = True, []
             return
         self.keep_alive = bool(parser.should_keep_alive())
         self.headed = True
@@ -354,7 +382,7 @@ class WorkerConnection(asyncio.Protocol):
             collector.parser.feed_data(data)
         except httptools.HttpParserError as exc:
             if not done.done():
-                done.set_exception(AnswerRefused(f"its answer is not HTTP ({exc})"))
+                done.set_exception(AnswerRefused(collector.refusal or f"its answer is not HTTP ({exc})"))
             return
         if collector.over(len(data)):
             collector.refused, collector.headers = True, []

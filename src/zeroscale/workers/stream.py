@@ -17,8 +17,10 @@ from zeroscale.workers.client import (
     HEAD_REFUSED,
     AnswerFraming,
     AnswerRefused,
+    InterimRefused,
     WorkerConnection,
     WorkerConnectionError,
+    interim_refusal,
     request_head,
 )
 
@@ -43,6 +45,7 @@ class _Parts(AnswerFraming):
         self._size = 0
         self.parser: httptools.HttpResponseParser | None = None
         self.interim = False  # an interim 1xx head: the answer's follows
+        self.refusal: str | None = None  # why a 1xx head was refused (``interim_refusal``)
 
     def on_header(self, name: bytes, value: bytes) -> None:
         if self.head_done:  # a trailer
@@ -53,7 +56,11 @@ class _Parts(AnswerFraming):
 
     def on_headers_complete(self) -> None:
         assert self.parser is not None
-        if 100 <= self.parser.get_status_code() < 200:  # 103 Early Hints: not the answer's head
+        status = self.parser.get_status_code()
+        if 100 <= status < 200:  # 103 Early Hints: not the answer's head
+            self.refusal = interim_refusal(status, self.headers)
+            if self.refusal is not None:
+                raise InterimRefused(self.refusal)
             self.interim = True
             self.headers.clear()  # in place: the stream holds this list
             return
@@ -155,7 +162,7 @@ class WorkerStream:
             self._parser.feed_data(data)
         except httptools.HttpParserError as exc:
             conn.close()
-            raise AnswerRefused(f"its answer is not HTTP ({exc})") from exc
+            raise AnswerRefused(self._parts.refusal or f"its answer is not HTTP ({exc})") from exc
         if self._parts.over(len(data)):
             conn.close()
             raise AnswerRefused(HEAD_REFUSED)
