@@ -202,6 +202,41 @@ def test_a_crashing_worker_is_replaced(sm: Any, smr: Any, behaviours_url: str, h
     assert after["pid"] != first
 
 
+def test_requests_queued_on_an_endpoint_being_deleted_are_told_it_is_gone(
+    server: ServerProcess, sm: Any, behaviours_url: str
+) -> None:
+    """A probe's finding: a request queued (MaxConcurrency 1) when its endpoint was deleted got "the worker
+    process exited with code 0" as a ModelError (the drain stopped the worker it was handed), and those
+    still queued a bare 500. The deletion serves what it accepted for 5 s: past that, a request still
+    queued, or still being served, gets InvokeEndpoint's not-found error, saying it was deleted."""
+    name = deployed(sm, "deleted-while-queued", behaviours_url, max_concurrency=1)
+    outcomes: dict[int, dict[str, Any]] = {}
+
+    def call(i: int) -> None:
+        client = server.client("sagemaker-runtime")
+        try:
+            outcomes[i] = {"ok": invoke(client, name, {"sleep": 4})}
+        except ClientError as exc:
+            outcomes[i] = exc.response
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(4)]
+    for thread in threads:  # one served at a time, 4 s each: the deletion's 5 s end in the second
+        thread.start()
+        time.sleep(0.2)
+    sm.delete_endpoint(EndpointName=name)
+    for thread in threads:
+        thread.join()
+    assert outcomes[0] == {"ok": {"ok": True, "pid": outcomes[0]["ok"]["pid"]}}
+    for i in (1, 2, 3):
+        error = outcomes[i]["Error"]
+        assert error["Code"] == "ValidationError", outcomes[i]
+        assert outcomes[i]["ResponseMetadata"]["HTTPStatusCode"] == 400
+        assert error["Message"] == (
+            f"Endpoint {name} of account 000000000000 not found: it was deleted before this request "
+            "was answered."
+        )
+
+
 def test_memory_over_memory_size_is_stopped_others_keep_serving(
     server: ServerProcess, sm: Any, smr: Any, behaviours_url: str
 ) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from zeroscale.errors import ModelError, Throttling
+from zeroscale.errors import ModelError, RuntimeValidationError, Throttling
 from zeroscale.events import EventBus
 from zeroscale.router.batching import Batcher, batch_key
 from zeroscale.router.budget import MemoryBudget
@@ -331,16 +331,18 @@ async def test_a_failed_start_fails_the_batch_it_was_for(tmp_path: Path) -> None
     assert [r[1].body for r in results if not isinstance(r, BaseException)] == [b"c!"]
 
 
-async def test_drain_cancels_what_waits(tmp_path: Path) -> None:
+async def test_drain_fails_what_waits_saying_why(tmp_path: Path) -> None:
+    """Requests still queued when a drain ends are told the endpoint is gone (were cancelled: a 500)."""
     world = World(tmp_path, max_size=4)
     world.manager.hold_requests = True
     first = world.invoke(b"a")
     await settle()
     waiting = [world.invoke(b"x"), world.invoke(b"y")]
     await settle()
-    await asyncio.wait_for(world.pool.drain(0.05), 5.0)
+    await asyncio.wait_for(world.pool.drain(0.05, deleted=True), 5.0)
     for task in waiting:
-        assert task.cancelled()
+        with pytest.raises(RuntimeValidationError, match="not found: it was deleted"):
+            await task
     await settle()
     # the fake's stopped worker never answers; the drain's end left nothing of the batcher hanging
     assert first.done()

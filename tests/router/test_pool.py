@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from metrics.promtext import value
-from zeroscale.errors import DeployError, ModelError, Throttling
+from zeroscale.errors import DeployError, ModelError, RuntimeValidationError, ServiceUnavailable, Throttling
 from zeroscale.events import EventBus
 from zeroscale.metrics.registry import Metrics
 from zeroscale.router.budget import MemoryBudget
@@ -22,6 +22,7 @@ from zeroscale.router.invocation import Invocation
 from zeroscale.router.pool import VariantPool
 from zeroscale.router.slots import StopReason
 from zeroscale.types import WorkerState
+from zeroscale.workers.client import WorkerConnectionError
 from zeroscale.workers.zygotes import TemplateRefused, ZygoteError
 
 from .fakes import FakeClock, FakeManager, RaisingSink, Recorder, settings, spec
@@ -661,6 +662,42 @@ async def test_drain_stops_what_is_still_busy_after_its_timeout(world: World) ->
         await busy  # the stop closed its connection
     assert pool.live == 0 and world.budget.used_mb == 0
     assert world.recorder.kinds()[-1] == ("w1", "stopped")
+
+
+async def test_what_a_drain_leaves_unserved_is_told_the_endpoint_is_gone_not_a_model_error(
+    world: World,
+) -> None:
+    """A probe's finding: a request queued on an endpoint being deleted got "the worker process exited with
+    code 0" as a ModelError once the drain stopped the worker it was handed. A request still queued when
+    the drain's time is up, or whose worker the drain stopped, gets InvokeEndpoint's not-found error
+    (deleted) or ServiceUnavailable (an update, a shutdown): never the model's fault."""
+    pool = world.pool(max_concurrency=1)
+    world.manager.hold_requests = True
+    busy = asyncio.ensure_future(pool.invoke(inv()))
+    await settle(10)
+    queued = asyncio.ensure_future(pool.invoke(inv()))
+    await settle(10)
+    await pool.drain(timeout_s=0.05, deleted=True)
+    with pytest.raises(RuntimeValidationError) as err:
+        await queued
+    assert err.value.message == (
+        "Endpoint ep of account 123456789012 not found: it was deleted before this request was answered."
+    )
+    for _, fut in world.manager.pending:  # the stopped worker's connection closes under its request
+        fut.set_exception(WorkerConnectionError("worker closed the connection"))
+    with pytest.raises(RuntimeValidationError, match="not found: it was deleted"):
+        await busy
+    assert pool.live == 0 and world.budget.used_mb == 0
+    other = world.pool(endpoint="other", max_concurrency=1)
+    world.manager.hold_requests = True
+    busy = asyncio.ensure_future(other.invoke(inv()))
+    await settle(10)
+    queued = asyncio.ensure_future(other.invoke(inv()))
+    await settle(10)
+    await other.drain(timeout_s=0.05)  # replaced by an update, or the server shutting down
+    with pytest.raises(ServiceUnavailable, match=r"stopped serving .* Retry the request"):
+        await queued
+    busy.cancel()
 
 
 # ---- the state machine's guard rails ----

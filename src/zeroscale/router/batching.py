@@ -150,8 +150,8 @@ class Batcher:
                 except Throttling as exc:  # every request that waited through the whole wait
                     self._fail(queue, exc, waited)
                     continue
-                except ZeroscaleError as exc:  # a worker failed to start: the batch it was for
-                    self._fail(queue, exc, limit=self._max)
+                except ZeroscaleError as exc:  # a worker failed to start: the batch it was for; or the pool
+                    self._fail(queue, exc, limit=None if pool.draining else self._max)  # drained: all
                     continue
                 except asyncio.CancelledError:
                     task = asyncio.current_task()
@@ -168,8 +168,8 @@ class Batcher:
                     pool.release(slot)
         finally:
             self._running.discard(key)
-            if queue:  # cancelled
-                self._fail(queue, None)
+            if queue:  # cancelled (the pool drained: they are told why)
+                self._fail(queue, pool.ended() if pool.draining else None)
             if not queue:
                 del self._queues[key], self._full[key]
 

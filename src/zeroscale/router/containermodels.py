@@ -80,11 +80,11 @@ class ContainerModelsPool(VariantPool):
         # worker id -> its loaded models (name -> MB), least recently used first
         self._loaded: dict[str, OrderedDict[str, int]] = {}
 
-    async def drain(self, timeout_s: float) -> None:
+    async def drain(self, timeout_s: float, *, deleted: bool = False) -> None:
         """Then its models directory goes: it is this pool's alone (deploy makes one per deployment), and the
         staged models in it are hard links that would keep their files on disk after the artifact cache let
         them go."""
-        await super().drain(timeout_s)
+        await super().drain(timeout_s, deleted=deleted)
         await asyncio.to_thread(remove_tree_quietly, Path(self.spec.model_dir))
 
     def loaded(self) -> dict[str, int]:

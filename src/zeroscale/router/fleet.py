@@ -382,7 +382,10 @@ class Fleet:
         while len(self._proven) > PROVEN_KEPT:
             del self._proven[next(iter(self._proven))]
 
-    async def deactivate(self, endpoint: str, *, timeout_s: float = 5.0) -> None:
+    async def deactivate(self, endpoint: str, *, timeout_s: float = 5.0, deleted: bool = True) -> None:
+        """Stop routing ``endpoint`` and drain its pools (``deleted``: it was deleted, or no longer serves,
+        and the requests the drain leaves unserved are told it is not found; False: the server is shutting
+        down)."""
         route = self._routes.pop(endpoint.lower(), None)
         if route is not None:
             # Pools an earlier update replaced may still be draining: they go now too.
@@ -390,7 +393,7 @@ class Fleet:
             pools = route.every_pool() + replaced
             for pool in route.every_pool():
                 self._emit_variant(pool, "deactivated")
-            await asyncio.gather(*(p.drain(timeout_s) for p in pools))
+            await asyncio.gather(*(p.drain(timeout_s, deleted=deleted) for p in pools))
             self._forget_gone(pools)
             self._discard_cached(pools)
 
@@ -565,7 +568,7 @@ class Fleet:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._loop_task
         for name in list(self._routes):
-            await self.deactivate(name, timeout_s=2.0)
+            await self.deactivate(name, timeout_s=2.0, deleted=False)
         for pool in list(self._draining):
             await pool.drain(1.0)
         self.cache.clear()

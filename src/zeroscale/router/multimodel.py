@@ -468,7 +468,7 @@ class MultiModelPool(VariantPool):
         )
 
     # ---- shutdown ----
-    async def drain(self, timeout_s: float) -> None:
+    async def drain(self, timeout_s: float, *, deleted: bool = False) -> None:
         self.draining = True
         self._targets.cancel()
-        await asyncio.gather(*(p.drain(timeout_s) for p in list(self._models.values())))
+        await asyncio.gather(*(p.drain(timeout_s, deleted=deleted) for p in list(self._models.values())))

@@ -19,9 +19,11 @@ from zeroscale.errors import (
     DeployError,
     HostMemoryFull,
     ModelError,
+    RuntimeValidationError,
     ServiceUnavailable,
     Throttling,
     WorkersUnavailable,
+    ZeroscaleError,
 )
 from zeroscale.events import EventBus, WorkerEvent
 from zeroscale.metrics.load import PoolLoad
@@ -115,6 +117,7 @@ class VariantPool:
         self._empty = asyncio.Event()
         self._empty.set()
         self.draining = False
+        self._deleted = False  # drained because its endpoint was deleted (``ended`` says so)
         self._log_dir = settings.log_dir(spec.endpoint, spec.variant)
         # Dynamic batching (router/batching.py), set by the fleet for a model that opted in: ``invoke``
         # hands its requests over. None: the ordinary path, unchanged.
@@ -620,9 +623,13 @@ class VariantPool:
             log_stream_arn=arn,
         )
 
-    async def _broken(self, slot: Slot, handle: WorkerHandle, exc: BaseException) -> ModelError:
+    async def _broken(self, slot: Slot, handle: WorkerHandle, exc: BaseException) -> ZeroscaleError:
         """The connection broke mid-request: the worker is stopped, and the error says why it died (or why
-        it was stopped: an answer the server refused, not the signal that stopped it)."""
+        it was stopped: an answer the server refused, not the signal that stopped it; a drain past its
+        timeout, not the model's fault: ``ended``)."""
+        if slot.stop_reason is StopReason.DRAINED:
+            self.release(slot, broken=True)
+            return self.ended()
         if isinstance(exc, AnswerRefused) and handle.kill_reason is None:
             handle.kill_reason = f"Worker {handle.worker_id} was stopped: {exc}"
         self.release(slot, broken=True)
@@ -652,6 +659,22 @@ class VariantPool:
             log_stream_arn=arn,
         )
 
+    def ended(self) -> ZeroscaleError:
+        """The error of a request the drain left unserved: it waited for a worker, or its worker was
+        stopped, past the drain's timeout. Not the model's fault, so no ModelError: a deleted endpoint is
+        one InvokeEndpoint no longer finds (its words for that, and why); else the variant was replaced by
+        an update, or the server is shutting down, and a retry is served."""
+        spec = self.spec
+        if self._deleted:
+            return RuntimeValidationError(
+                f"Endpoint {spec.endpoint} of account {self._settings.account_id} not found: it was deleted "
+                "before this request was answered."
+            )
+        return ServiceUnavailable(
+            f"Endpoint {spec.endpoint} variant {spec.variant} stopped serving before this request was "
+            "answered: the endpoint was updated, or this server is shutting down. Retry the request."
+        )
+
     def too_large(self, worker_id: str, limit: int) -> ModelError:
         """The ModelError for an answer over the invocation's limit."""
         arn = self._settings.log_stream_arn(self.spec.endpoint, self.spec.variant, worker_id)
@@ -676,17 +699,20 @@ class VariantPool:
         )
 
     # ---- shutdown ----
-    async def drain(self, timeout_s: float) -> None:
-        """Serve what was accepted, then stop every worker. Stops what is left after ``timeout_s``.
+    async def drain(self, timeout_s: float, *, deleted: bool = False) -> None:
+        """Serve what was accepted, then stop every worker. Stops what is left after ``timeout_s``: a
+        request still waiting for a worker then, or still being served, gets ``ended`` (``deleted``: the
+        endpoint was deleted, and the error says so).
 
         The variant's metric series stay: the Fleet drops them once no pool of that variant is left."""
         self.draining = True
+        self._deleted = self._deleted or deleted
         self.scale()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._empty.wait(), timeout_s)
         for fut in self._waiters:
             if not fut.done():
-                fut.cancel()
+                fut.set_exception(self.ended())
         for slot in self._slots:
             if slot.state in (S.IDLE, S.BUSY):
                 self._stop(slot, StopReason.DRAINED, grace_s=_DRAIN_STOP_GRACE_S)
