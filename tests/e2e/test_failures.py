@@ -202,6 +202,58 @@ def test_a_crashing_worker_is_replaced(sm: Any, smr: Any, behaviours_url: str, h
     assert after["pid"] != first
 
 
+KILLS_ITS_GROUP = """
+import os
+import signal
+
+
+def model_fn(model_dir):
+    return "model"
+
+
+def predict_fn(data, model):
+    if data.get("killpg"):
+        os.killpg(os.getpgid(0), signal.SIGKILL)
+    return {"pid": os.getpid(), "pgid": os.getpgid(0), "ppid": os.getppid()}
+"""
+
+
+def test_a_model_that_kills_its_process_group_kills_only_its_worker(
+    server: ServerProcess, sm: Any, smr: Any, tmp_path: Path
+) -> None:
+    """A probe's report: a predict_fn running os.killpg(os.getpgid(0), SIGKILL) made the next request
+    fail. A worker's process group is its own (each fork calls setsid): the zygote, the model's template
+    and its parked replica survive it, and the next request gets a new worker, whichever way that worker
+    came (forked by the zygote, by the template, or parked beside the template at zero)."""
+    url = handler_model(tmp_path, KILLS_ITS_GROUP)
+    name = deployed(sm, "kills-its-group", url, tags=[{"Key": "zeroscale:idle-timeout-s", "Value": "1"}])
+
+    def killed() -> None:
+        response = model_error(smr, name, {"killpg": 1})
+        assert "killed by signal 9" in response["OriginalMessage"], response["OriginalMessage"]
+
+    first = invoke(smr, name, {})
+    assert first["pgid"] == first["pid"]  # its own group: nothing else is in it
+    killed()
+    served = invoke(smr, name, {})
+    assert served["pid"] != first["pid"]
+    deadline = time.monotonic() + 30
+    while served["ppid"] == first["ppid"]:  # until a worker is a replica of the model's template
+        assert time.monotonic() < deadline, "no worker came from a template"
+        killed()
+        time.sleep(0.2)
+        served = invoke(smr, name, {})
+    template = served["ppid"]
+    for _ in range(2):  # a replica it forked, then (at zero, its pool idle) the replica parked beside it
+        killed()
+        after = invoke(smr, name, {})
+        assert after["pid"] != served["pid"] and after["pid"] == after["pgid"], after
+        assert after["ppid"] == template, "the template did not survive its replica's killpg"
+        served = after
+        time.sleep(3)  # idle past its timeout: the pool goes to zero, the template to the warm cache
+    assert psutil.pid_exists(template) and psutil.pid_exists(first["ppid"])
+
+
 def test_requests_queued_on_an_endpoint_being_deleted_are_told_it_is_gone(
     server: ServerProcess, sm: Any, behaviours_url: str
 ) -> None:
