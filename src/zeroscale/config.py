@@ -174,6 +174,9 @@ class Settings:
     # address), for which requests without a signature (/metrics, /ping, the console) are answered: names
     # of the machine or of a proxy in front of it; "*" answers any (api/hosts.py: DNS rebinding).
     allowed_hosts: tuple[str, ...] = ()
+    # Reverse proxies (addresses or networks) whose X-Forwarded-For and X-Forwarded-Proto are believed
+    # (api/proxies.py); none: every client is its connection's peer.
+    trusted_proxies: tuple[str, ...] = ()
     # Workers on a Ray cluster (docs/cluster.md): the cluster's address (None: workers on this machine), and
     # the directory each node keeps its artifacts, workers' sockets and output in (under <dir>/<node id>/).
     ray_address: str | None = None

@@ -36,6 +36,7 @@ from zeroscale.api.image_rest import ImagesApi
 from zeroscale.api.invoke import InvokeApi, PayloadLimits
 from zeroscale.api.jsonrpc import JsonService
 from zeroscale.api.peer import PeerRoute
+from zeroscale.api.proxies import TrustedProxies
 from zeroscale.api.query import QueryService
 from zeroscale.api.shapes import ServiceShapes
 from zeroscale.api.stream_invoke import StreamInvokeApi
@@ -551,6 +552,7 @@ def build(settings: Settings) -> Server:
         },
         metrics_authorization=_metrics_authorization(settings.metrics_token_file),
         hosts=_allowed_hosts(settings),
+        proxies=_trusted_proxies(settings),
     )
     # The web console calls these same operation tables, routes and runtime for a signed-in session.
     parts.console = Console(
@@ -667,6 +669,10 @@ def _workers(
     )
 
 
+def _trusted_proxies(settings: Settings) -> TrustedProxies | None:
+    return TrustedProxies.of(settings.trusted_proxies) if settings.trusted_proxies else None
+
+
 def _allowed_hosts(settings: Settings) -> AllowedHosts:
     """The names requests without a signature may give as their Host: --allowed-host's, the machine's
     hostname, --host and --advertise-url's host (SNS's confirmation links name public_url's), localhost;
@@ -723,12 +729,17 @@ def serve(settings: Settings) -> None:
         host=settings.host,
         port=settings.port,
         loop="uvloop",
-        http=guard.protocol(_within_open_files(settings.http), direct=server.app.direct_route()),
+        http=guard.protocol(
+            _within_open_files(settings.http),
+            direct=server.app.direct_route(),
+            trusted=_trusted_proxies(settings),
+        ),
         ssl_certfile=str(settings.tls_cert) if settings.tls_cert else None,
         ssl_keyfile=str(settings.tls_key) if settings.tls_key else None,
         lifespan="on",
         # The client address is the connection's peer: an X-Forwarded-For header, which any local process
-        # can send, names no audited source (and no middleware layer runs per request).
+        # can send, names no audited source (and no middleware layer runs per request); where the operator
+        # names a trusted proxy, App believes its headers (api/proxies.py), and invocations never read them.
         proxy_headers=False,
         access_log=False,
         log_level="warning",

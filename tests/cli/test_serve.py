@@ -221,3 +221,9 @@ def test_a_metrics_token_file_without_one_token_is_one_line(tmp_path: Path, cont
 def test_an_allowed_host_that_is_not_a_name_is_a_usage_error(tmp_path: Path, name: str) -> None:
     err = usage_error(serve("--allowed-host", name, "--data-dir", str(tmp_path / "d"), cwd=tmp_path))
     assert "--allowed-host" in err and "is not a host name" in err
+
+
+@pytest.mark.parametrize("spec", ["proxy.example", "10.0.0.0/33", "10.0.0.1 10.0.0.2x"])
+def test_a_trusted_proxy_that_is_no_address_or_network_is_a_usage_error(tmp_path: Path, spec: str) -> None:
+    err = usage_error(serve("--trusted-proxy", spec, "--data-dir", str(tmp_path / "d"), cwd=tmp_path))
+    assert "--trusted-proxy" in err and "is not an IP address or network" in err

@@ -28,6 +28,7 @@ from zeroscale.api.invoke import InvokeApi
 from zeroscale.api.jsonrpc import MAX_BODY_BYTES as MAX_JSON_BODY_BYTES
 from zeroscale.api.jsonrpc import JsonService
 from zeroscale.api.peer import PeerRoute
+from zeroscale.api.proxies import TrustedProxies
 from zeroscale.api.query import UNSIGNED_ACTIONS, QueryService, is_query_request, parse
 from zeroscale.api.stream_invoke import StreamInvokeApi
 from zeroscale.api.wire import (
@@ -164,6 +165,9 @@ class AppParts:
     # The Host headers a request that carries no signature is answered for (api/hosts.py, DNS rebinding);
     # None: any
     hosts: AllowedHosts | None = None
+    # Reverse proxies whose X-Forwarded-For / -Proto name the client and its scheme (api/proxies.py); None:
+    # the connection's peer is the client
+    proxies: TrustedProxies | None = None
 
 
 class App:
@@ -202,6 +206,8 @@ class App:
         if path.startswith(_RUNTIME_PREFIX):
             await self._runtime(scope, receive, send, request_id, started)
             return
+        if self._p.proxies is not None:
+            self._p.proxies.resolve(scope)
         if self._p.peer is not None and (path == peers.PATH or path.startswith(peers.PATH + "/")):
             await self._peer(self._p.peer, scope, receive, send)  # authenticated by its MAC, by any name
             return

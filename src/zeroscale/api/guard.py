@@ -29,6 +29,7 @@ import asyncio
 from typing import Any, ClassVar
 
 from zeroscale.api.direct import DirectCycle, DirectHttpTools, DirectRoute
+from zeroscale.api.proxies import TrustedProxies
 from zeroscale.config import HttpLimits
 
 
@@ -84,6 +85,8 @@ class GuardedHttpTools(DirectHttpTools):
     limits: ClassVar[HttpLimits] = HttpLimits()
     # client address -> its open connections, per server (a class made per server by ``protocol``)
     per_client: ClassVar[dict[str, set[GuardedHttpTools]]] = {}
+    # reverse proxies (--trusted-proxy): their connections carry many clients, so no per-client cap
+    trusted: ClassVar[TrustedProxies | None] = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -98,7 +101,8 @@ class GuardedHttpTools(DirectHttpTools):
         host = str(self.client[0]) if self.client else ""
         mine = self.per_client.get(host)
         count = len(mine) if mine is not None else 0
-        if count >= self.limits.max_connections_per_client or (
+        capped = self.trusted is None or not self.trusted.trusts(host)
+        if (capped and count >= self.limits.max_connections_per_client) or (
             len(self.connections) > self.limits.max_connections and not self._make_room(count)
         ):
             transport.write(_503)
@@ -249,8 +253,11 @@ class GuardedHttpTools(DirectHttpTools):
         self.transport.close()
 
 
-def protocol(limits: HttpLimits, direct: DirectRoute | None = None) -> type[GuardedHttpTools]:
+def protocol(
+    limits: HttpLimits, direct: DirectRoute | None = None, trusted: TrustedProxies | None = None
+) -> type[GuardedHttpTools]:
     """uvicorn's ``http=`` class for one server with these limits, and runtime invocations to ``direct``
-    without an ASGI cycle (``api/direct.py``; None: every request through the cycle)."""
-    attrs: dict[str, Any] = {"limits": limits, "per_client": {}, "direct": direct}
+    without an ASGI cycle (``api/direct.py``; None: every request through the cycle); ``trusted``: reverse
+    proxies, not held to the per-client connection cap."""
+    attrs: dict[str, Any] = {"limits": limits, "per_client": {}, "direct": direct, "trusted": trusted}
     return type("ZeroscaleHttp", (GuardedHttpTools,), attrs)

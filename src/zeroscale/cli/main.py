@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 import click
 
 from zeroscale import __version__
+from zeroscale.api.proxies import TrustedProxies
 from zeroscale.cli.async_commands import async_group
 from zeroscale.cli.audit import audit
 from zeroscale.cli.client import client_commands
@@ -510,6 +511,17 @@ def _advertise_url(value: str | None) -> str | None:
     "names are answered 421, a guard against DNS rebinding; SigV4-signed API calls pass by any name.",
 )
 @_opt(
+    "--trusted-proxy",
+    "ZEROSCALE_TRUSTED_PROXIES",
+    multiple=True,
+    callback=lambda ctx, param, value: _trusted_proxies(value),
+    help="A reverse proxy's address or network (10.0.0.5, 10.0.0.0/8) whose X-Forwarded-For and "
+    "X-Forwarded-Proto are believed: the client's address for the audit trail and the console's throttle, "
+    "its scheme for the console's cookie and same-origin check; its connections are not held to "
+    "--max-connections-per-client (repeat it for several; in the environment, separated by spaces). "
+    "Without it those headers are ignored.",
+)
+@_opt(
     "--tls-cert",
     "ZEROSCALE_TLS_CERT",
     default=None,
@@ -633,6 +645,7 @@ def serve(
     metrics_token_file: Path | None,
     advertise_url: str | None,
     allowed_host: tuple[str, ...],
+    trusted_proxy: tuple[str, ...],
     tls_cert: Path | None,
     tls_key: Path | None,
     ray_address: str | None,
@@ -724,6 +737,7 @@ def serve(
         metrics_token_file=metrics_token_file,
         advertise_url=advertise_url,
         allowed_hosts=allowed_host,
+        trusted_proxies=trusted_proxy,
         ray_address=ray_address or None,
         ray_node_timeout_s=ray_node_timeout_s,
         ray_node_images_bytes=ray_node_images_mb * MB,
@@ -749,6 +763,15 @@ def _allowed_hosts(values: tuple[str, ...]) -> tuple[str, ...]:
                 f"{value!r} is not a host name (give the name alone, e.g. zeroscale.example.com, or '*')",
                 param_hint="--allowed-host",
             )
+    return tuple(v.strip() for v in values)
+
+
+def _trusted_proxies(values: tuple[str, ...]) -> tuple[str, ...]:
+    """--trusted-proxy's addresses or networks, each checked."""
+    try:
+        TrustedProxies.of(values)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--trusted-proxy") from None
     return tuple(v.strip() for v in values)
 
 
