@@ -59,7 +59,7 @@ from zeroscale.autoscaling.targets import LimitExceeded as ScalingLimitExceeded
 from zeroscale.background import Background
 from zeroscale.batch.runner import TransformRunner
 from zeroscale.cloudwatch.alarms import AlarmStore
-from zeroscale.cloudwatch.data import RECENT_OP, MetricData
+from zeroscale.cloudwatch.data import RECENT_OP, RECENT_SERIES_OP, MetricData
 from zeroscale.cloudwatch.recent import RecentMetrics
 from zeroscale.cloudwatch.service import CloudWatch
 from zeroscale.config import HttpLimits, Settings
@@ -537,6 +537,7 @@ def build(settings: Settings) -> Server:
                 "workers.list": workers_api.listed,
                 PERIODS_OP: autoscaling.periods,
                 RECENT_OP: recent.peer_query,
+                RECENT_SERIES_OP: recent.peer_query_series,
             },
             files={IMAGE_FILES: shared_images.archive_file},
             ident=cluster.id,

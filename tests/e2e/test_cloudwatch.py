@@ -152,6 +152,48 @@ def test_metrics_of_a_real_endpoint(cw: Any, smr: Any, endpoint: str) -> None:
     )
 
 
+def test_get_metric_data_with_500_queries(cw: Any, smr: Any, endpoint: str) -> None:
+    """The most queries one call takes, read at once: each answers what it answers alone, in the order
+    asked; the endpoint's metrics have data, those of endpoints nobody deployed have none."""
+    start = time.time() - 600
+    assert [invoke(smr, {"x": 1}) for _ in range(2)] == ["ok"] * 2
+    end = time.time() + 1  # later tests' invocations come after it
+
+    def query(ident: str, name: str, period: int, stat: str, ep: str = EP) -> dict[str, Any]:
+        dims = [{"Name": "EndpointName", "Value": ep}, {"Name": "VariantName", "Value": "AllTraffic"}]
+        metric = {"Namespace": "AWS/SageMaker", "MetricName": name, "Dimensions": dims}
+        return {"Id": ident, "MetricStat": {"Metric": metric, "Period": period, "Stat": stat}}
+
+    kinds = [
+        (name, period, stat)
+        for name in ("Invocations", "Invocation5XXErrors", "ModelLatency", "OverheadLatency")
+        for period in (10, 60)
+        for stat in ("Sum", "SampleCount", "Maximum")
+    ]  # 24: the endpoint's, asked for 10 times each (by its name in upper case, too)
+    queries = [
+        query(f"q{i}", *kinds[i % len(kinds)], ep=EP.upper() if i % 2 else EP) for i in range(10 * len(kinds))
+    ]
+    queries += [query(f"q{i}", "Invocations", 60, "Sum", ep=f"cw-none-{i}") for i in range(len(queries), 500)]
+    got = cw.get_metric_data(StartTime=start, EndTime=end, MetricDataQueries=queries)["MetricDataResults"]
+    assert [r["Id"] for r in got] == [q["Id"] for q in queries]
+    assert all(r["StatusCode"] == "Complete" for r in got)
+    alone = [
+        cw.get_metric_data(StartTime=start, EndTime=end, MetricDataQueries=[query("one", *kind)])[
+            "MetricDataResults"
+        ][0]
+        for kind in kinds
+    ]
+    for i, result in enumerate(got):
+        want = alone[i % len(kinds)] if i < 10 * len(kinds) else {"Timestamps": [], "Values": []}
+        assert (result["Timestamps"], result["Values"]) == (want["Timestamps"], want["Values"]), i
+    invocations = [
+        r
+        for r, q in zip(got, queries, strict=True)
+        if q["MetricStat"]["Metric"]["MetricName"] == "Invocations"
+    ]
+    assert sum(invocations[0]["Values"]) >= 2  # Invocations, 10 s, Sum
+
+
 def test_an_alarm_follows_real_errors_and_keeps_its_history(cw: Any, smr: Any, endpoint: str) -> None:
     cw.put_metric_alarm(
         AlarmName="cw-errors",

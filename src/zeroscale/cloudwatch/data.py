@@ -10,13 +10,13 @@ CloudWatch's answers cannot, and the server's log says so."""
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from zeroscale.cloudwatch.recent import RESOLUTION_S, RecentMetrics
 from zeroscale.errors import ZeroscaleError
 from zeroscale.metrics.catalog import BY_NAME, ENDPOINT_WIDE, dimension_names
-from zeroscale.metrics.history import PERIOD_S, Stat
+from zeroscale.metrics.history import PERIOD_S, Series, Stat
 from zeroscale.metrics.service import MetricsHistory
 from zeroscale.peers import Ask, Peer
 
@@ -110,6 +110,7 @@ def unit(name: str) -> str:
 
 
 RECENT_OP = "cloudwatch.recent"
+RECENT_SERIES_OP = "cloudwatch.recent.series"  # RECENT_OP of many series at once
 # The other front ends' answers to a peer operation, and those that did not answer (PeerClient.ask)
 Others = Ask
 
@@ -157,18 +158,54 @@ class MetricData:
             resolution = PERIOD_S
             points = await self._history.query(endpoint, start, end, (metric.name,), variant)
             pieces = [(p.minute, p.stat) for p in points]
-        origin = math.floor(start / resolution) * resolution
-        buckets: dict[int, Stat] = {}
-        for at, stat in pieces:
-            if at >= end:
+        return _buckets(pieces, start, end, period, resolution), missing
+
+    async def read_many(
+        self, wanted: Sequence[tuple[Metric, int]], start: float, end: float
+    ) -> tuple[list[list[tuple[int, Stat]]], tuple[Peer, ...]]:
+        """``periods`` of each (metric, period) of ``wanted``, in its order, read at once: one database
+        query for the minutes of them all, one pass over the periods in memory, one call to each other front
+        end (``read`` makes each of these once a metric: GetMetricData's 500 queries made 500 queries of the
+        database, each from a thread of its own); and the other front ends that did not answer."""
+        out: list[list[tuple[int, Stat]]] = [[] for _ in wanted]
+        if end <= start:
+            return out, ()
+        keys: list[Series | None] = []
+        minutes: set[Series] = set()
+        tens: set[Series] = set()
+        gone = end <= self.recent.oldest()  # the 10-second periods asked for are no longer kept
+        for metric, period in wanted:
+            series = metric.series
+            key = None if series is None else (series[0].lower(), series[1], metric.name)
+            if key is not None and period < PERIOD_S and gone:
+                key = None
+            keys.append(key)
+            if key is not None:
+                (tens if period < PERIOD_S else minutes).add(key)
+        stored = await self._history.query_series(minutes, start, end) if minutes else {}
+        recent: dict[Series, list[tuple[int, Stat]]] = {}
+        missing: tuple[Peer, ...] = ()
+        if tens:
+            found = self.recent.query_series(tens, start, end)
+            recent = {key: list(periods.items()) for key, periods in found.items()}
+            if self._others is not None:
+                asked = sorted(tens)
+                args = {"series": [list(key) for key in asked], "since": start, "until": end}
+                gathered = await self._others(RECENT_SERIES_OP, args)
+                for _, answer in gathered.answers:
+                    for key, rows in zip(asked, answer["periods"], strict=True):
+                        if rows:
+                            pieces = recent.setdefault(key, [])
+                            pieces += [(int(row[0]), Stat.of_row(row[1:])) for row in rows]
+                missing = gathered.missing
+        for i, ((_, period), key) in enumerate(zip(wanted, keys, strict=True)):
+            if key is None:
                 continue
-            bucket = origin + int((at - origin) // period) * period
-            have = buckets.get(bucket)
-            if have is None:
-                buckets[bucket] = stat.copy()
+            if period < PERIOD_S:
+                out[i] = _buckets(recent.get(key, ()), start, end, period, RESOLUTION_S)
             else:
-                have.merge(stat)
-        return sorted(buckets.items()), missing
+                out[i] = _buckets(stored.get(key, ()), start, end, period, PERIOD_S)
+        return out, missing
 
     async def metrics(self, since: float) -> list[Metric]:
         """Every metric with data since ``since`` (stored minutes, and this process's recent periods)."""
@@ -178,3 +215,23 @@ class MetricData:
             for endpoint, variant, name in sorted(found)
             if name in BY_NAME
         ]
+
+
+def _buckets(
+    pieces: Iterable[tuple[int, Stat]], start: float, end: float, period: int, resolution: int
+) -> list[tuple[int, Stat]]:
+    """Periods of ``resolution`` seconds (``pieces``: their starts and statistics, a start more than once
+    where front ends each hold a part) merged into periods of ``period`` aligned to ``start`` rounded down
+    to ``resolution``: those with data before ``end``, oldest first."""
+    origin = math.floor(start / resolution) * resolution
+    buckets: dict[int, Stat] = {}
+    for at, stat in pieces:
+        if at >= end:
+            continue
+        bucket = origin + int((at - origin) // period) * period
+        have = buckets.get(bucket)
+        if have is None:
+            buckets[bucket] = stat.copy()
+        else:
+            have.merge(stat)
+    return sorted(buckets.items())

@@ -84,7 +84,7 @@ class MetricReads:
         ids = [q["Id"] for q in queries]
         if len(set(ids)) != len(ids):
             raise InvalidParameterValue("The values for parameter Id in MetricDataQueries must be unique.")
-        results: list[tuple[dict[str, Any], list[tuple[float, float]]]] = []
+        asked: list[tuple[Metric, int, str, bool]] = []  # metric, period, statistic, whether its unit fits
         for i, q in enumerate(queries, start=1):
             stat_spec = q.get("MetricStat")
             if stat_spec is None:
@@ -102,14 +102,19 @@ class MetricReads:
             m = stat_spec["Metric"]
             metric = Metric.of(m.get("Namespace", ""), m.get("MetricName", ""), m.get("Dimensions"))
             given_unit = stat_spec.get("Unit")
-            points: list[tuple[float, float]] = []
-            if given_unit in (None, unit(metric.name)):
-                found = await self._data.periods(metric, start, end, period)
-                points = [(float(at), value(stat, statistic)) for at, stat in found]
+            asked.append((metric, period, statistic, given_unit in (None, unit(metric.name))))
+        # the queries whose data is returned and whose unit is the metric's, read at once
+        read = [i for i, (_, _, _, fits) in enumerate(asked) if fits and queries[i].get("ReturnData", True)]
+        found, _ = await self._data.read_many([(asked[i][0], asked[i][1]) for i in read], start, end)
+        data = dict(zip(read, found, strict=True))
+        results: list[tuple[dict[str, Any], list[tuple[float, float]]]] = []
+        for i, (q, (metric, _, statistic, _)) in enumerate(zip(queries, asked, strict=True)):
+            if not q.get("ReturnData", True):
+                continue
+            points = [(float(at), value(stat, statistic)) for at, stat in data.get(i, ())]
             if descending:
                 points.reverse()
-            if q.get("ReturnData", True):
-                results.append(({"Id": q["Id"], "Label": q.get("Label") or metric.name}, points))
+            results.append(({"Id": q["Id"], "Label": q.get("Label") or metric.name}, points))
         offset = next_offset(params.get("NextToken"))
         limit = int(params.get("MaxDatapoints") or 100800)
         out, seen, room, more = [], 0, limit, False

@@ -16,10 +16,11 @@ import time
 from array import array
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Set as AbstractSet
 from typing import Any
 
 from zeroscale.events import InvocationRecord, VariantEvent, WorkerEvent
-from zeroscale.metrics.history import Key, Stat
+from zeroscale.metrics.history import Key, Series, Stat
 from zeroscale.metrics.load import LoadSource, by_variant
 from zeroscale.metrics.recorder import HistoryRecorder
 
@@ -104,6 +105,13 @@ class ClosedPeriods:
                     found[Key(endpoint, start, var, name)] = stat
         return found
 
+    def periods(
+        self, endpoint: str, variant: str, metric: str, low: int, high: float
+    ) -> Iterable[tuple[int, Stat]]:
+        """The closed periods of one series that start in [low, high)."""
+        series = self._series.get(endpoint, {}).get((variant, metric))
+        return () if series is None else series.between(low, high)
+
     def drop_before(self, start: int, share: float = 1.0) -> None:
         """Forget the periods that start before ``start``, and the series left empty: of every endpoint, or
         of the next ``share`` of them in turn (one endpoint at least), so that no call holds the event loop
@@ -169,6 +177,40 @@ class RecentMetrics:
             else:  # a late observation of a period that had closed
                 have.merge(stat)
         return found
+
+    def query_series(
+        self, series: AbstractSet[Series], since: float, until: float
+    ) -> dict[Series, dict[int, Stat]]:
+        """``query`` of each of ``series`` (lower-cased endpoints) at once, by period start in the order
+        ``query`` finds them: one pass over the open periods for them all. A series without any period is
+        left out."""
+        low = max(int(since // RESOLUTION_S) * RESOLUTION_S, self._kept_from())
+        out: dict[Series, dict[int, Stat]] = {}
+        for key in series:
+            found = dict(self._closed.periods(*key, low, until))
+            if found:
+                out[key] = found
+        for key, held in self._recorder.minutes.select_series(series, since, until).items():
+            into = out.setdefault(key, {})
+            for start, stat in held.items():
+                have = into.get(start)
+                if have is None:
+                    into[start] = stat
+                else:  # a late observation of a period that had closed
+                    have.merge(stat)
+        return out
+
+    async def peer_query_series(self, args: dict[str, Any]) -> dict[str, Any]:
+        """The peer operation ``cloudwatch.recent.series``: ``query_series`` for another front end, the
+        periods of each series in the order asked (an empty list for one without any)."""
+        wanted = [(str(e).lower(), str(v), str(m)) for e, v, m in args["series"]]
+        found = self.query_series(set(wanted), float(args["since"]), float(args["until"]))
+        empty: dict[int, Stat] = {}
+        return {
+            "periods": [
+                [[start, *stat.row()] for start, stat in found.get(key, empty).items()] for key in wanted
+            ]
+        }
 
     async def peer_query(self, args: dict[str, Any]) -> dict[str, Any]:
         """The peer operation ``cloudwatch.recent``: ``query`` for another front end (periods start on the

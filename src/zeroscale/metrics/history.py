@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -68,6 +69,10 @@ class Key(NamedTuple):
     minute: int  # the period's start, epoch seconds (a multiple of 60)
     variant: str
     metric: str
+
+
+# One metric of one variant: (lower-cased endpoint, variant, metric)
+Series = tuple[str, str, str]
 
 
 def minute_of(at: float) -> int:
@@ -150,3 +155,15 @@ class MinuteAggregator:
             and (not wanted or k[3] in wanted)
             and (variant is None or k[2] == variant)
         }
+
+    def select_series(
+        self, series: AbstractSet[Series], since: float, until: float
+    ) -> dict[Series, dict[int, Stat]]:
+        """Copies of the open periods of each of ``series`` that start in [period of ``since``, ``until``),
+        by period start, in the order ``select`` finds them: one pass over the open periods for them all."""
+        low = int(since // self.period_s) * self.period_s
+        out: dict[Series, dict[int, Stat]] = {}
+        for (endpoint, start, variant, metric), stat in self._stats.items():
+            if low <= start < until and (endpoint, variant, metric) in series:
+                out.setdefault((endpoint, variant, metric), {})[start] = stat.copy()
+        return out

@@ -10,11 +10,12 @@ import logging
 import math
 import time
 from collections.abc import Callable, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from typing import NamedTuple
 
 from zeroscale.metrics.catalog import BY_NAME
-from zeroscale.metrics.history import PERIOD_S, Key, Stat, merge_into
+from zeroscale.metrics.history import PERIOD_S, Key, Series, Stat, merge_into
 from zeroscale.metrics.load import LoadSource, by_variant
 from zeroscale.metrics.recorder import HistoryRecorder
 from zeroscale.metrics.store import MinuteStore
@@ -151,6 +152,25 @@ class MetricsHistory:
             stored = await asyncio.to_thread(self._store.query, endpoint, since, end, metrics, variant)
             merge_into(stored, self.recorder.minutes.select(endpoint, since, end, metrics, variant))
         return [Datapoint(k.variant, k.metric, k.minute, s) for k, s in sorted(stored.items(), key=_order)]
+
+    async def query_series(
+        self, series: AbstractSet[Series], since: float, until: float
+    ) -> dict[Series, list[tuple[int, Stat]]]:
+        """``query`` of each of ``series`` (lower-cased endpoints) at once: the minutes of each, oldest first,
+        stored and in memory combined, with one database query and one pass over the minutes in memory for
+        them all. A series without any minute is left out."""
+        async with self._writing:  # a minute is either stored or in memory, never counted twice
+            stored = await asyncio.to_thread(self._store.query_series, series, since, until)
+            held = self.recorder.minutes.select_series(series, since, until)
+        for key, minutes in held.items():
+            into = stored.setdefault(key, {})
+            for minute, stat in minutes.items():
+                have = into.get(minute)
+                if have is None:
+                    into[minute] = stat
+                else:
+                    have.merge(stat)
+        return {key: sorted(minutes.items()) for key, minutes in stored.items()}
 
     async def series(self, since: float) -> set[tuple[str, str, str]]:
         """Every (lower-cased endpoint, variant, metric) observed since ``since``, stored or in memory."""
