@@ -22,8 +22,18 @@ from zeroscale.safejson import MAX_DEPTH, JsonRejected
         (b"-0.0", -0.0),
         (b"1" * safejson.MAX_NUMBER_CHARS, int("1" * safejson.MAX_NUMBER_CHARS)),
         (b"1.7976931348623157e308", 1.7976931348623157e308),
+        (b'["\\\\ud800"]', ["\\ud800"]),  # an escaped backslash, then the text "ud800"
     ],
-    ids=["plain", "surrogate-pair", "brackets-in-a-string", "escaped-quote", "minus-zero", "long-int", "max"],
+    ids=[
+        "plain",
+        "surrogate-pair",
+        "brackets-in-a-string",
+        "escaped-quote",
+        "minus-zero",
+        "long-int",
+        "max",
+        "backslash-u-text",
+    ],
 )
 def test_accepts_plain_json(text: bytes | str, value: object) -> None:
     assert safejson.loads(text) == value
@@ -68,6 +78,12 @@ def test_rejects_hostile_json(text: bytes, reason: str) -> None:
         safejson.loads(text)
     assert reason in str(err.value)
     assert isinstance(err.value, ValueError)
+
+
+def test_a_lone_surrogate_in_text_given_as_str_is_refused() -> None:
+    """Text decoded from UTF-8 holds no surrogate (only an escape can make one); a str given may."""
+    with pytest.raises(JsonRejected, match="lone UTF-16 surrogate"):
+        safejson.loads('{"a": "\ud800"}')
 
 
 def test_a_deep_body_is_refused_quickly() -> None:
