@@ -91,7 +91,7 @@ class Refusals:
         rules = self.table.get(operation, {})
         found: list[str] = []
         if input_shape is not None:
-            _walk(input_shape, params, "", "", rules, found)
+            _walk(input_shape, params, "", (), rules, found)
         else:
             found.extend(_name(name) for name, value in params.items() if not _absent(value, None))
         return found
@@ -114,45 +114,62 @@ def _name(name: str) -> str:
     return name if len(name) <= 64 else name[:64] + "..."
 
 
+# Where a member is in the request: (where its parent is, its name or 1-based index) pairs, () at the top;
+# spelled out (``_spelled``) only for a refusal, not for every member of every request walked.
+Where = tuple[Any, ...]
+
+
+def _spelled(where: Where) -> str:
+    parts: list[str] = []
+    while where:
+        where, segment = where
+        parts.append(_name(str(segment)))
+    return ".".join(reversed(parts))
+
+
 def _walk(
     shape: Any,
     value: Mapping[str, Any],
     rule_path: str,
-    wire_path: str,
+    where: Where,
     rules: Mapping[str, Rule],
     found: list[str],
 ) -> None:
     members = shape.members
     for name, sub in value.items():
         member = members.get(name)
-        if _absent(sub, member):
+        if sub is None or (not sub and _absent(sub, member)):
             continue
-        where = _join(wire_path, _name(name))
-        rule = rules.get(_join(rule_path, name)) if member is not None else None
+        here = (where, name)
+        path = _join(rule_path, name)
+        rule = rules.get(path) if member is not None else None
         if rule is None:
-            found.append(where)
+            found.append(_spelled(here))
             continue
-        problem = rule.problem(where, sub)
-        if problem is not None:
-            found.append(problem)
-            continue
-        for struct, item, item_path in _structures(member, sub, where):
-            _walk(struct, item, _join(rule_path, name), item_path, rules, found)
+        if rule.values is not None or rule.max_items is not None:
+            problem = rule.problem(_spelled(here), sub)
+            if problem is not None:
+                found.append(problem)
+                continue
+        kind = member.type_name
+        if kind == "structure" or kind == "list" or kind == "map":
+            for struct, item, item_where in _structures(member, sub, here):
+                _walk(struct, item, path, item_where, rules, found)
 
 
-def _structures(shape: Any, value: Any, wire_path: str) -> Iterator[tuple[Any, dict[str, Any], str]]:
-    """The structures inside ``value`` (itself, or the items of lists and maps of them), with their paths.
+def _structures(shape: Any, value: Any, where: Where) -> Iterator[tuple[Any, dict[str, Any], Where]]:
+    """The structures inside ``value`` (itself, or the items of lists and maps of them), with where they are.
 
     Values of the wrong JSON type are skipped: the shape validator reports those."""
     kind = shape.type_name
     if kind == "structure" and isinstance(value, dict) and not getattr(shape, "is_document_type", False):
-        yield shape, value, wire_path
+        yield shape, value, where
     elif kind == "list" and isinstance(value, list):
         for index, item in enumerate(value, start=1):
-            yield from _structures(shape.member, item, f"{wire_path}.{index}")
+            yield from _structures(shape.member, item, (where, index))
     elif kind == "map" and isinstance(value, dict):
         for key, item in value.items():
-            yield from _structures(shape.value, item, f"{wire_path}.{_name(key)}")
+            yield from _structures(shape.value, item, (where, key))
 
 
 def refused_headers(input_shape: Any, served: frozenset[str]) -> dict[bytes, str]:

@@ -258,8 +258,13 @@ def _segment(member_name: str) -> str:
     return member_name[:1].lower() + member_name[1:]
 
 
+_SEGMENTS: dict[str, str] = {}  # member name -> its segment (the names are the model's: a bounded set)
+
+
 def _join(path: str, member_name: str) -> str:
-    seg = _segment(member_name)
+    seg = _SEGMENTS.get(member_name)
+    if seg is None:
+        seg = _SEGMENTS[member_name] = _segment(member_name)
     return f"{path}.{seg}" if path else seg
 
 
@@ -347,7 +352,7 @@ class _Walker:
             enum = meta.get("enum")
             if enum and value not in enum:
                 problems.append(f"Member must satisfy enum value set: [{', '.join(enum)}]")
-            self._length(meta, len(value), problems)
+            _bounds(meta, len(value), "length", problems)
             pattern = meta.get("pattern")
             if pattern and shape.name not in self.skip_patterns:
                 rx = compile_java_pattern(pattern)
@@ -362,7 +367,7 @@ class _Walker:
                     f"Numeric value '{_value_text(value, False)}' at '{path}' is out of range of a "
                     f"{bits}-bit {_TYPE_NAMES[t]} (shape {shape.name})."
                 )
-            self._range(meta, value, problems)
+            _bounds(meta, value, "value", problems)
         elif t in ("float", "double"):
             if isinstance(value, bool) or not isinstance(value, int | float):
                 raise _type_error(shape, value, path)
@@ -371,7 +376,7 @@ class _Walker:
                     f"Numeric value '{_value_text(value, False)}' at '{path}' is out of range of a "
                     f"32-bit float (shape {shape.name})."
                 )
-            self._range(meta, value, problems)
+            _bounds(meta, value, "value", problems)
         elif t == "boolean":
             if not isinstance(value, bool):
                 raise _type_error(shape, value, path)
@@ -387,18 +392,12 @@ class _Walker:
                 raise SerializationException(
                     f"Value at '{path}' is not valid base64 (shape {shape.name})."
                 ) from None
-            self._length(meta, len(raw), problems)
+            _bounds(meta, len(raw), "length", problems)
         return problems
 
-    @staticmethod
-    def _length(meta: dict[str, Any], length: int, problems: list[str]) -> None:
-        _bounds(meta, length, "length", problems)
-
-    @staticmethod
-    def _range(meta: dict[str, Any], value: float, problems: list[str]) -> None:
-        _bounds(meta, value, "value", problems)
-
     def add(self, value: Any, path: str, problems: list[str], sensitive: bool) -> None:
+        if not problems:
+            return  # (rendering a valid list or map only to drop it cost more than the rest of the walk)
         shown = _value_text(value, sensitive)
         for problem in problems:
             self.errors.append(f"Value '{shown}' at '{path}' failed to satisfy constraint: {problem}")
@@ -425,7 +424,7 @@ class _Walker:
             if not isinstance(value, list):
                 raise _type_error(shape, value, path)
             problems: list[str] = []
-            self._length(shape.metadata, len(value), problems)
+            _bounds(shape.metadata, len(value), "length", problems)
             member = shape.member
             for index, item in enumerate(value, start=1):
                 if item is None:  # the handlers never see a null item: refused, as a null member is
@@ -453,7 +452,7 @@ class _Walker:
             if not isinstance(value, dict):
                 raise _type_error(shape, value, path)
             problems = []
-            self._length(shape.metadata, len(value), problems)
+            _bounds(shape.metadata, len(value), "length", problems)
             key_shape, value_shape = shape.key, shape.value
             for k, v in value.items():
                 if v is None:
