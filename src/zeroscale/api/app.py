@@ -272,13 +272,15 @@ class App:
             if iam is not None and form is not None:
                 await iam.handle(send, request_id, form, access_key_id)
                 return
+            # the body parsed once, for the handler and for authorization and the audit trail
+            document = None if access is None or access.kind != "json" else lambda: access.document
             if rpc_target is not None:
-                result = service.call(target, call_body)
+                result = service.call(target, call_body, document)
                 if not isinstance(result, dict):
                     result = await result or {}
                 await rpcv2.ok(send, request_id, service.output_shape(target), result)
             elif method == "POST" and path == "/":
-                result = service.call(target, body)
+                result = service.call(target, body, document)
                 if not isinstance(result, dict):  # an async handler
                     result = await result or {}
                 await control_ok(send, request_id, result)

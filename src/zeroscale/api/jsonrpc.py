@@ -45,7 +45,11 @@ class JsonService:
         operation = target[len(self.target_prefix) :] if target.startswith(self.target_prefix) else ""
         return self._shapes.output_shape(operation) if operation in self._known else None
 
-    def call(self, target: str, body: bytes) -> dict[str, Any] | Awaitable[dict[str, Any] | None]:
+    def call(
+        self, target: str, body: bytes, document: Callable[[], Any] | None = None
+    ) -> dict[str, Any] | Awaitable[dict[str, Any] | None]:
+        """``document``: the body's value when it was parsed already (``Access.document``), else it is
+        parsed here."""
         operation = target[len(self.target_prefix) :] if target.startswith(self.target_prefix) else ""
         if operation not in self._known:
             raise UnknownOperationException(f"Operation {target or '(no X-Amz-Target)'} is not known.")
@@ -57,7 +61,7 @@ class JsonService:
                 f"The request body is {len(body)} bytes; {operation} accepts at most {MAX_BODY_BYTES}."
             )
         try:
-            params = safejson.loads(body) if body else {}
+            params = document() if document is not None else safejson.loads(body) if body else {}
         except safejson.JsonRejected as exc:
             raise SerializationException(f"The request body is not valid JSON: {exc}") from None
         if not isinstance(params, dict):

@@ -28,6 +28,7 @@ import re
 from collections.abc import Callable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +62,13 @@ class Access:
     body: bytes = b""  # json: the call's body
     params: Mapping[str, str] | None = None  # query: the parameters, as parsed for the handler
     input_location: str = ""  # runtime: InvokeEndpointAsync's InputLocation, which the server reads
+
+    @cached_property
+    def document(self) -> Any:
+        """json: the body's value (``safejson``; JsonRejected when it is not JSON it accepts), parsed once
+        for all who read it (authorization, the handler, the audit trail): 4 ms of the event loop for a
+        body of 500 GetMetricData queries. A reader must not change it (handlers take a Mapping)."""
+        return safejson.loads(self.body) if self.body else {}
 
 
 @dataclass(frozen=True)
@@ -175,7 +183,7 @@ class Authorizer:
             CALLER.set(("", ""))
             return
         user = self._caller(access.access_key_id)
-        params = _json(access.body) if access.kind == "json" else {}  # parsed once, for both
+        params = _json(access) if access.kind == "json" else {}  # parsed once, for both
         action, resources = self._resources(access, params)
         needed = [(action, resource) for resource in resources]
         needed += [(use.action, self._data_arn(use)) for use in self._uses(access, params)]
@@ -274,7 +282,7 @@ class Authorizer:
 
     def resources(self, access: Access) -> tuple[str, list[str]]:
         """The action of a request and every resource it acts on (``_resources``)."""
-        return self._resources(access, _json(access.body) if access.kind == "json" else {})
+        return self._resources(access, _json(access) if access.kind == "json" else {})
 
     def _resources(self, access: Access, params: dict[str, Any]) -> tuple[str, list[str]]:
         """The action of a request and every resource it acts on (``["*"]`` where it names none). Read from
@@ -512,11 +520,11 @@ def _name_of(value: str, kind: str) -> str:
     return value
 
 
-def _json(body: bytes) -> dict[str, Any]:
+def _json(access: Access) -> dict[str, Any]:
     """The call's parameters as its handler reads them (``safejson``: a body nested past its depth, which
     ``json`` would recurse on until RecursionError, is refused there, and names nothing here)."""
     try:
-        value = safejson.loads(body) if body else {}
+        value = access.document
     except ValueError:  # JsonRejected: the handler answers with its own error
         return {}
     return value if isinstance(value, dict) else {}
