@@ -471,3 +471,25 @@ def test_two_stores_pruning_one_database_at_once_delete_each_record_once(db_url:
     finally:
         first.close()
         second.close()
+
+
+def test_records_having_a_member_are_found_in_the_database(store: Store) -> None:
+    """A record by a member of its document, among the names under a prefix (a model package group's
+    versions by their ClientToken), on each database."""
+
+    def version(name: str, token: str | None, t: float) -> Record:
+        r = rec(name, kind="model-package", t=t)
+        r.doc = {"ModelPackageVersion": name, **({"ClientToken": token} if token else {}), "Big": "x" * 1000}
+        return r
+
+    store.insert(version("G/1", "t-1", 1.0))
+    store.insert(version("G/2", None, 2.0))
+    store.insert(version("G/3", "t-2", 3.0))
+    store.insert(version("G2/1", "t-2", 4.0))  # another group (its name starts the same)
+    store.insert(version("g_/1", "t-2", 5.0))  # a LIKE wildcard in a name is a plain character
+    got = store.having("model-package", "g/", "ClientToken", "t-2")
+    assert [r.name for r in got] == ["G/3"]
+    assert [r.name for r in store.having("model-package", "G/", "ClientToken", "t-1")] == ["G/1"]
+    assert store.having("model-package", "g/", "ClientToken", "t-3") == []
+    assert store.having("model", "g/", "ClientToken", "t-1") == []
+    assert [r.name for r in store.having("model-package", "g_/", "ClientToken", "t-2")] == ["g_/1"]

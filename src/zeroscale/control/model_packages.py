@@ -127,9 +127,7 @@ class ModelPackages:
         doc.setdefault("Tags", [])
         token = params.get("ClientToken")
         if token:  # a retried call: the version it made, never a second one
-            for rec in self._versions(group.name):
-                if rec.doc.get("ClientToken") != token:
-                    continue
+            for rec in self._store.having(KIND, f"{group.name}/", "ClientToken", str(token)):
                 # the request's own members, less what UpdateModelPackage may have changed since
                 same = all(
                     rec.doc.get(k) == v

@@ -567,6 +567,25 @@ class Store:
         return [_record(row) for row in rows]
 
     @_reachable
+    def having(self, kind: str, key_prefix: str, member: str, value: str) -> list[Record]:
+        """The records of a kind whose name starts with ``key_prefix`` (any case) and whose document's
+        top-level ``member`` is the string ``value``, oldest first. Compared in the database: no other
+        record's document is read (CreateModelPackage's ClientToken among a group's versions, each up to
+        0.5 MB, read and parsed all of them on the event loop)."""
+        c = resources.c
+        query = (
+            select(resources)
+            .where(
+                (c.kind == kind)
+                & c.key.startswith(key_prefix.lower(), autoescape=True)
+                & (c.doc[member].as_string() == value)
+            )
+            .order_by(c.created_at, c.key)
+        )
+        rows = self._read(lambda conn: conn.execute(query).mappings().all())
+        return [_record(row) for row in rows]
+
+    @_reachable
     def list(self, kind: str, statuses: Collection[str] | None = None) -> list[Record]:
         """Every record of a kind (with one of ``statuses``, when given), oldest first."""
         query = select(resources).where(resources.c.kind == kind)
