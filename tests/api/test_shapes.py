@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import random
 import re
 from typing import Any
 
 import pytest
 
-from zeroscale.api.shapes import ServiceShapes, compile_java_pattern
+from e2e.test_generated_malformed import WRONG, member_paths, place, skeleton
+from zeroscale.api.shapes import ServiceShapes, _Walker, compile_java_pattern
 from zeroscale.errors import SerializationException, UnknownOperationException, ValidationException
 
 NAME_PATTERN = "[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}"
@@ -378,3 +380,63 @@ def test_runtime_service_model_loads() -> None:
     rt.validate("InvokeEndpoint", {"EndpointName": "ep", "Body": "AAEC"})
     with pytest.raises(ValidationException, match="Value null at 'endpointName'"):
         rt.validate("InvokeEndpoint", {"Body": "AAEC"})
+
+
+# Values of every JSON type, and at and past the limits the models set (lengths, Java int and float ranges).
+EDGES: list[Any] = [
+    *WRONG,
+    0,
+    2**31 - 1,
+    2**31,
+    -(2**63),
+    2**63,
+    3.4e38,
+    3.5e38,
+    -1e300,
+    False,
+    "a",
+    "A" * 63,
+    "a-b",
+    "x" * 257,
+    "x" * 1025,
+    "2020-01-01T00:00:00Z",
+    "not a time",
+    "1700000000",
+    "eA==",
+    "not base64!",
+    ["a", "b"],
+    [None],
+    [{"a": 1}],
+    {"k": None},
+    {"k": "v"},
+]
+
+
+@pytest.mark.parametrize("service", ["sagemaker", "cloudwatch", "logs", "application-autoscaling"])
+def test_the_fast_check_passes_exactly_what_the_walker_finds_nothing_in(service: str) -> None:
+    """``validate`` skips the walk for what its fast check passes: on every operation's skeleton and on
+    thousands of values put at its members, the check passes a request exactly when the walker would report
+    nothing and raise nothing."""
+    shapes = ServiceShapes(
+        service, skip_patterns=frozenset({"Url"}) if service == "sagemaker" else frozenset()
+    )
+    rng = random.Random(5)
+    passed = refused = 0
+    for operation in sorted(shapes.operation_names()):
+        shape = shapes.input_shape(operation)
+        if shape is None:
+            continue
+        base = skeleton(shape)
+        paths = list(member_paths(shape))
+        cases = [base, *({k: v for k, v in base.items() if k != name} for name in base)]
+        cases += [place(base, rng.choice(paths), rng.choice(EDGES)) for _ in range(min(40, 4 * len(paths)))]
+        for params in cases:
+            walker = _Walker(frozenset({"Url"}) if service == "sagemaker" else frozenset())
+            try:
+                walker.walk(shape, params, "")
+                clean = not walker.errors
+            except SerializationException:
+                clean = False
+            assert shapes._checks.of(shape)(params) == clean, (operation, params)
+            passed, refused = passed + clean, refused + (not clean)
+    assert passed > 20 and refused > 100  # both sides were tried
