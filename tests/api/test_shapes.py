@@ -10,7 +10,13 @@ from typing import Any
 import pytest
 
 from e2e.test_generated_malformed import WRONG, member_paths, place, skeleton
-from zeroscale.api.shapes import ServiceShapes, _Walker, compile_java_pattern
+from zeroscale.api.shapes import (
+    _EVERY_NONEMPTY_STRING,
+    _EVERY_STRING,
+    ServiceShapes,
+    _Walker,
+    compile_java_pattern,
+)
 from zeroscale.errors import SerializationException, UnknownOperationException, ValidationException
 
 NAME_PATTERN = "[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}"
@@ -397,6 +403,7 @@ EDGES: list[Any] = [
     "a",
     "A" * 63,
     "a-b",
+    "a\nb",
     "x" * 257,
     "x" * 1025,
     "2020-01-01T00:00:00Z",
@@ -410,6 +417,16 @@ EDGES: list[Any] = [
     {"k": None},
     {"k": "v"},
 ]
+
+
+def test_the_patterns_the_fast_check_does_not_match_match_every_string_or_every_nonempty_one() -> None:
+    values = ["", "a", "a\nb", "\n", "\ud800", "x" * 3000, "\t\r", "\U0001f600"]
+    for pattern in _EVERY_STRING:
+        rx = compile_java_pattern(pattern)
+        assert rx is not None and all(rx.fullmatch(v) for v in values), pattern
+    for pattern in _EVERY_NONEMPTY_STRING:
+        rx = compile_java_pattern(pattern)
+        assert rx is not None and all(bool(rx.fullmatch(v)) == bool(v) for v in values), pattern
 
 
 @pytest.mark.parametrize("service", ["sagemaker", "cloudwatch", "logs", "application-autoscaling"])
