@@ -561,3 +561,103 @@ def test_a_database_that_refuses_writes_answers_503_saying_why(tmp_path: Path) -
     finally:
         server.stop()
         subprocess.run(["umount", "--lazy", str(disk)], check=False)
+
+
+# ---- a worker that ends while idle, with a request on its way ----
+ENDS_ITSELF = """
+import os
+import signal
+
+
+def model_fn(model_dir):
+    return "model"
+
+
+def predict_fn(data, model):
+    if data.get("killpg"):
+        os.killpg(0, signal.SIGTERM)
+    if data.get("term"):
+        os.kill(os.getpid(), signal.SIGTERM)
+    return {"pid": os.getpid(), "after": "killpg"}
+"""
+
+
+@pytest.mark.parametrize("how", ["killpg", "term"])
+def test_a_worker_that_terminates_itself_answers_and_the_next_request_goes_to_a_new_one(
+    sm: Any, smr: Any, tmp_path: Path, how: str
+) -> None:
+    """A probe's report: a predict_fn sending SIGTERM to its own process (group) is answered (the worker
+    drains: it answers the request in flight, then exits 0), but the request sent right after it went to
+    that worker, still idle in the pool, and failed as a ModelError ("exited with code 0"). The model never
+    saw it: it is served by another worker."""
+    url = handler_model(tmp_path, ENDS_ITSELF)
+    name = deployed(sm, f"terminates-itself-by-{how}", url)
+    pids = set()
+    for _ in range(8):  # the next request races the worker's exit: several times, both ways
+        answer = invoke(smr, name, {how: 1})
+        assert answer["after"] == "killpg"
+        pids.add(answer["pid"])
+        after = invoke(smr, name, {})
+        assert after["pid"] != answer["pid"]
+        pids.add(after["pid"])
+    assert len(pids) >= 9
+
+
+def test_a_worker_killed_while_idle_with_a_request_on_its_way_is_replaced_for_it(
+    sm: Any, smr: Any, behaviours_url: str
+) -> None:
+    """An idle worker that dies (the OOM killer, a crash in a thread of its own) as a request reaches it:
+    the request lies unread in its socket when it goes, so the router's connection is reset before any
+    answer; the request goes to a new worker. The worker is stopped first, so that the request surely
+    reaches it before it dies."""
+    name = deployed(sm, "killed-while-idle", behaviours_url)
+    first = invoke(smr, name, {})["pid"]
+    worker = psutil.Process(first)
+    worker.suspend()
+    answer: list[dict[str, Any]] = []
+    caller = threading.Thread(target=lambda: answer.append(invoke(smr, name, {})))
+    try:
+        caller.start()
+        time.sleep(0.5)  # the request is written to the stopped worker's socket, unread
+        assert not answer
+    finally:
+        worker.kill()
+    caller.join(30)
+    assert answer and answer[0]["ok"] is True
+    assert answer[0]["pid"] != first
+
+
+RUNS_THEN_EXITS = """
+import os
+
+
+def model_fn(model_dir):
+    return "model"
+
+
+def predict_fn(data, model):
+    print("running the request", flush=True)
+    if data.get("exit"):
+        os._exit(1)
+    return {"pid": os.getpid()}
+"""
+
+
+def test_a_worker_that_read_the_request_then_exited_is_a_model_error_run_once(
+    server: ServerProcess, sm: Any, smr: Any, tmp_path: Path
+) -> None:
+    """The other side of the line: a worker that read its request (its model ran it) and then exited
+    ends the connection with an EOF, not a reset: that request is a ModelError and runs nowhere else."""
+    url = handler_model(tmp_path, RUNS_THEN_EXITS)
+    name = deployed(sm, "runs-then-exits", url)
+    response = model_error(smr, name, {"exit": 1})
+    assert "exited with code 1" in response["OriginalMessage"], response["OriginalMessage"]
+    logs = server.data_dir / "logs" / name.lower() / "AllTraffic"
+
+    def runs() -> int:
+        return sum(p.read_text().count("running the request") for p in logs.glob("*.log"))
+
+    wait_for(lambda: runs() >= 1, timeout_s=10)
+    time.sleep(0.5)
+    assert runs() == 1
+    assert invoke(smr, name, {})["pid"]

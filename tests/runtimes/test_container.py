@@ -226,35 +226,37 @@ def test_invocations_run_one_at_a_time_but_ping_does_not_wait(running: Running) 
     assert running.echo.max_running == 1
 
 
-def test_drain_answers_the_in_flight_request_then_refuses(running: Running) -> None:
+def test_drain_answers_the_in_flight_request_saying_close_then_reads_no_other(running: Running) -> None:
     running.echo.delay_s = 0.3
-    idle = UnixHTTPConnection(running.path)
-    idle.request("GET", "/ping")
-    idle.getresponse().read()
-    answer: list[tuple[int, bytes]] = []
+    idle = raw(running.path)
+    idle.sendall(b"GET /ping HTTP/1.1\r\nHost: w\r\n\r\n")
+    assert idle.recv(4096).startswith(b"HTTP/1.1 200 OK")
+    answer: list[tuple[int, bytes, str | None]] = []
 
     def call() -> None:
         conn = UnixHTTPConnection(running.path)
         conn.request("POST", "/invocations", body=b"in-flight")
         resp = conn.getresponse()
-        answer.append((resp.status, resp.read()))
+        answer.append((resp.status, resp.read(), resp.getheader("Connection")))
 
     caller = threading.Thread(target=call)
     caller.start()
     assert running.echo.started.wait(5)
     assert running.server.drain(5)
     caller.join(5)
-    assert answer == [(200, b"in-flight")]
+    # answered, saying it is the connection's last: the router learns at once that this worker is leaving
+    assert answer == [(200, b"in-flight", "close")]
     running.thread.join(5)
     assert not running.thread.is_alive()
     with pytest.raises(OSError):
         raw(running.path)
-    # drain() holds the lock until the process exits; should a request on an already open connection get
-    # it first, it is refused, not run.
+    # drain() holds the lock until the process exits; a request on an already open connection is not even
+    # read: the connection is closed with it unread, which resets the peer's (never a 503 as if the model
+    # had refused it): the router knows it never reached the worker, and sends it to another.
     running.server.lock.release()
-    idle.request("POST", "/invocations", body=b"late")
-    resp = idle.getresponse()
-    assert (resp.status, resp.getheader("Connection")) == (503, "close")
+    idle.sendall(b"POST /invocations HTTP/1.1\r\nHost: w\r\nContent-Length: 4\r\n\r\nlate")
+    with pytest.raises(ConnectionResetError):
+        idle.recv(4096)
     assert [body for body, _ in running.echo.calls] == [b"in-flight"]
 
 

@@ -174,7 +174,8 @@ class ContainerModelsPool(VariantPool):
             inv.cache_hit = False
             await self._load_within_wait(slot, target, name, fetched, started)
             inv.model_wait_s = self._clock() - started
-        return await self.serve(slot, inv, path=f"/models/{name}/invoke".encode())
+        # again=False: the worker was chosen for the model it holds, another would have to load it first
+        return await self.serve(slot, inv, path=f"/models/{name}/invoke".encode(), again=False)
 
     async def _load_within_wait(
         self, slot: Slot, target: str, name: str, fetched: Fetched, started: float

@@ -390,7 +390,9 @@ class MultiModelPool(VariantPool):
         finally:
             self._acquiring -= 1
         try:
-            return await pool.serve(slot, inv)
+            # again=False: a target model's workers start through ``_open`` and ``_wait_loaded`` (memory,
+            # evictions, the model's wait), not through the target pool's own ``acquire``
+            return await pool.serve(slot, inv, again=False)
         finally:
             if not self.spec.model_cache:
                 pool.unload_idle()

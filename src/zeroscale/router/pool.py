@@ -37,7 +37,14 @@ from zeroscale.router.warmcache import WarmCache
 from zeroscale.runtimes.streaming import ERROR_TRAILER, parse_trailer
 from zeroscale.scaler.policy import IdleWorker, PoolSnapshot, decide
 from zeroscale.types import WorkerState
-from zeroscale.workers.client import AnswerRefused, AnswerTooLarge, WorkerConnectionError, WorkerResponse
+from zeroscale.workers.client import (
+    AnswerRefused,
+    AnswerTooLarge,
+    FilePayload,
+    NotDelivered,
+    WorkerConnectionError,
+    WorkerResponse,
+)
 from zeroscale.workers.manager import WorkerHandle, WorkerSpec
 
 S = WorkerState
@@ -528,29 +535,45 @@ class VariantPool:
             return await self.batcher.invoke(inv)
         return await self.serve(await self.acquire(), inv)
 
-    async def serve(self, slot: Slot, inv: Invocation, path: bytes | None = None) -> WorkerResponse:
+    async def serve(
+        self, slot: Slot, inv: Invocation, path: bytes | None = None, *, again: bool = True
+    ) -> WorkerResponse:
         """Send ``inv`` to the worker of ``slot`` (acquired for it) and release it; ``path``: another route
-        of the container than ``inv.path`` (a multi-model container's ``/models/{name}/invoke``)."""
-        handle = self._begin(inv, slot)
-        started = time.perf_counter()
+        of the container than ``inv.path`` (a multi-model container's ``/models/{name}/invoke``).
+
+        A request that provably never reached its worker (NotDelivered: the worker ended, or was ending,
+        while idle in the pool, just as the request was sent) goes once more, to another worker
+        (``acquire``: a cold start if none is free), with what is left of its timeout; ``again=False`` for a
+        caller whose worker was chosen for what it holds (a multi-model container's loaded models)."""
         timeout_s = self._settings.invocation_timeout_s if inv.timeout_s is None else inv.timeout_s
-        try:
-            resp = await self._manager.request(
-                handle, inv.method, path or inv.path, inv.headers, inv.body, timeout_s, inv.max_answer
-            )
-        except TimeoutError:
-            inv.model_s = time.perf_counter() - started
-            raise self._timed_out(slot, handle, timeout_s) from None
-        except AnswerTooLarge as exc:  # the worker is fine: only its connection was closed
-            inv.model_s = time.perf_counter() - started
-            self.release(slot)
-            raise self.too_large(handle.worker_id, exc.limit) from None
-        except (WorkerConnectionError, OSError) as exc:
-            inv.model_s = time.perf_counter() - started
-            raise await self._broken(slot, handle, exc) from exc
-        except BaseException:
-            self.release(slot, broken=True)
-            raise
+        while True:
+            handle = self._begin(inv, slot)
+            started = time.perf_counter()
+            try:
+                resp = await self._manager.request(
+                    handle, inv.method, path or inv.path, inv.headers, inv.body, timeout_s, inv.max_answer
+                )
+                break
+            except TimeoutError:
+                inv.model_s = time.perf_counter() - started
+                raise self._timed_out(slot, handle, timeout_s) from None
+            except AnswerTooLarge as exc:  # the worker is fine: only its connection was closed
+                inv.model_s = time.perf_counter() - started
+                self.release(slot)
+                raise self.too_large(handle.worker_id, exc.limit) from None
+            except NotDelivered as exc:
+                inv.model_s = time.perf_counter() - started
+                if not again or slot.stop_reason is StopReason.DRAINED:
+                    raise await self._broken(slot, handle, exc) from exc
+                again = False
+                timeout_s = max(0.0, timeout_s - inv.model_s)
+                slot = await self._elsewhere(slot, inv)
+            except (WorkerConnectionError, OSError) as exc:
+                inv.model_s = time.perf_counter() - started
+                raise await self._broken(slot, handle, exc) from exc
+            except BaseException:
+                self.release(slot, broken=True)
+                raise
         inv.model_s = time.perf_counter() - started
         inv.model_status = resp.status
         if inv.setup_s is not None:  # the worker's first request: its start is announced before its answer
@@ -567,27 +590,41 @@ class VariantPool:
 
     async def stream(self, inv: Invocation) -> PoolStream:
         """InvokeEndpointWithResponseStream: like ``invoke``, but returns once the answer's head is in; the
-        worker stays busy until the stream's last part (``PoolStream``, which the caller must end)."""
+        worker stays busy until the stream's last part (``PoolStream``, which the caller must end). A
+        request that never reached its worker goes once more, to another (as in ``serve``): never once the
+        answer's head is in."""
         assert isinstance(inv.body, bytes)
         slot = await self.acquire()
-        handle = self._begin(inv, slot)
-        started = time.perf_counter()
         timeout_s = self._settings.invocation_timeout_s if inv.timeout_s is None else inv.timeout_s
-        deadline = asyncio.get_running_loop().time() + timeout_s
-        try:
-            async with asyncio.timeout_at(deadline):
-                worker = await self._manager.stream(handle, b"POST", b"/invocations", inv.headers, inv.body)
-                if worker.status >= 400:
-                    text = (await worker.read_all()).decode("utf-8", "replace")
-        except TimeoutError:
-            inv.model_s = time.perf_counter() - started
-            raise self._timed_out(slot, handle, timeout_s) from None
-        except (WorkerConnectionError, OSError) as exc:
-            inv.model_s = time.perf_counter() - started
-            raise await self._broken(slot, handle, exc) from exc
-        except BaseException:
-            self.release(slot, broken=True)
-            raise
+        again = True
+        while True:
+            handle = self._begin(inv, slot)
+            started = time.perf_counter()
+            deadline = asyncio.get_running_loop().time() + timeout_s
+            try:
+                async with asyncio.timeout_at(deadline):
+                    worker = await self._manager.stream(
+                        handle, b"POST", b"/invocations", inv.headers, inv.body
+                    )
+                    if worker.status >= 400:
+                        text = (await worker.read_all()).decode("utf-8", "replace")
+                break
+            except TimeoutError:
+                inv.model_s = time.perf_counter() - started
+                raise self._timed_out(slot, handle, timeout_s) from None
+            except NotDelivered as exc:
+                inv.model_s = time.perf_counter() - started
+                if not again or slot.stop_reason is StopReason.DRAINED:
+                    raise await self._broken(slot, handle, exc) from exc
+                again = False
+                timeout_s = max(0.0, timeout_s - inv.model_s)
+                slot = await self._elsewhere(slot, inv)
+            except (WorkerConnectionError, OSError) as exc:
+                inv.model_s = time.perf_counter() - started
+                raise await self._broken(slot, handle, exc) from exc
+            except BaseException:
+                self.release(slot, broken=True)
+                raise
         inv.model_status = worker.status
         if worker.status >= 400:
             inv.model_s = time.perf_counter() - started
@@ -608,6 +645,15 @@ class VariantPool:
             death_reason=handle.death_reason,
             log_stream_arn=self._log_stream_arn(handle),
         )
+
+    async def _elsewhere(self, slot: Slot, inv: Invocation) -> Slot:
+        """``slot``'s worker never got ``inv`` (it is gone, or going): it is stopped, and another worker is
+        acquired for ``inv``, whose records (worker, cold start) are then that one's."""
+        self.release(slot, broken=True)
+        inv.worker_id, inv.setup_s, inv.model_s = "", None, 0.0
+        if isinstance(inv.body, FilePayload):  # its body is read from the file again (none of the answer
+            inv.body.rewind()  # came, so nothing was written to its sink)
+        return await self.acquire()
 
     def _timed_out(self, slot: Slot, handle: WorkerHandle, timeout_s: float) -> ModelError:
         self._manager.kill(handle, "the invocation timed out", kind="timed_out")

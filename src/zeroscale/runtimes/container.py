@@ -102,7 +102,11 @@ class ContainerServer:
     def drain(self, timeout_s: float) -> bool:
         """``stop``, then wait until the in-flight invocation (if any) has been answered.
 
-        Returns False on timeout. Invocations that start afterwards are answered 503."""
+        Returns False on timeout. The answer of an invocation that ends while stopping says
+        ``Connection: close``, and a connection is not read once stopping: a request that came on it is
+        left unread, so the peer's connection is reset (it was never read: the router sends it to another
+        worker), not answered 503 as if the model had refused it. One already read as the stop came is
+        served, as the in-flight one."""
         self.stop()
         acquired = self.lock.acquire(timeout=timeout_s)
         with contextlib.suppress(OSError):
@@ -203,6 +207,8 @@ class _Connection:
         try:
             while True:
                 readable.poll()
+                if self.server.stopping:
+                    return  # not read: a request that came is reset, and the router sends it elsewhere
                 data = sock.recv(_RECV_BYTES)
                 if not data:
                     return
@@ -239,9 +245,6 @@ class _Connection:
         if path == b"/invocations" and method == b"POST":
             server = self.server
             with server.lock:
-                if server.stopping:
-                    self._send(503, b"The worker is shutting down", _TEXT, False)
-                    return False
                 try:
                     status, out, content_type = server.invoke(body, headers)
                 except (SystemExit, KeyboardInterrupt) as exc:
@@ -249,6 +252,7 @@ class _Connection:
                 except Exception as exc:  # invoke should not raise; answer something anyway
                     traceback.print_exc(file=sys.stderr)
                     status, out, content_type = 500, f"{type(exc).__name__}: {exc}".encode(), "text/plain"
+                keep = keep and not server.stopping  # stopping (its own SIGTERM, too): the last answer
                 if not isinstance(out, bytes):
                     return self._send_stream(status, out, _header_value(content_type), keep)
                 self._send(status, out, _header_value(content_type), keep)
@@ -269,9 +273,6 @@ class _Connection:
             return keep
         server = self.server
         with server.lock:
-            if server.stopping:
-                self._send(503, b"The worker is shutting down", _TEXT, False)
-                return False
             try:
                 results = batch(bodies, headers)
             except (SystemExit, KeyboardInterrupt) as exc:
@@ -290,6 +291,7 @@ class _Connection:
                         status, content_type = exc.status, _TEXT_STR
                         out = exc.message.encode(errors="replace")
                 answers.append((status, out, _header_value(content_type)))
+            keep = keep and not server.stopping
             self._send(200, batching.pack_answers(answers), batching.FRAME_TYPE, keep)
         return keep
 

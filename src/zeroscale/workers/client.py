@@ -32,6 +32,11 @@ class FilePayload:
         self.size = size
         self.sink = sink
         self.written = 0  # response bytes written to the sink
+        self.start = source.tell()  # where the body begins in ``source``
+
+    def rewind(self) -> None:
+        """Send it again from its start (a request that never reached its worker goes to another)."""
+        self.source.seek(self.start)
 
     def __len__(self) -> int:
         return self.size
@@ -42,6 +47,19 @@ Body = bytes | FilePayload
 
 class WorkerConnectionError(Exception):
     """The worker closed the connection or answered something that is not HTTP."""
+
+
+class NotDelivered(WorkerConnectionError):
+    """The request provably never reached the worker's server: connecting failed (the listener is gone),
+    the connection was closed before it was written, writing it failed with a broken pipe, or the
+    connection was reset before any byte of the answer came. A Unix socket (and TCP, which sends a reset)
+    closed with unread data in its receive queue resets its peer; one that read the request and then
+    closed ends with an EOF, which stays a WorkerConnectionError (the model may have run). Safe to send to
+    another worker."""
+
+
+# How a connection ends when its peer closed it with our bytes unread (or was gone when we wrote).
+_UNREAD = (ConnectionResetError, BrokenPipeError)
 
 
 class AnswerRefused(WorkerConnectionError):
@@ -237,6 +255,7 @@ class WorkerConnection(asyncio.Protocol):
         self._answer = _Collector()
         self._done: asyncio.Future[None] | None = None  # set while ``request`` reads an answer
         self._lost: str | None = None  # why the connection ended, once it did
+        self._unread = False  # it ended with a reset or a broken pipe (``NotDelivered``)
         # raw bytes for ``read`` (a streamed answer), and its waiter
         self._chunks: list[bytes] = []
         self._buffered = 0
@@ -270,8 +289,8 @@ class WorkerConnection(asyncio.Protocol):
         or cancellation mid-answer: the stream position is unknown, it is never reused). ``max_answer``: the
         most bytes of body held in memory (a file payload's success goes to its file, unbounded);
         AnswerTooLarge past it, as soon as it is passed."""
-        if self.closed or self._transport is None:
-            raise WorkerConnectionError("connection is closed")
+        if self.closed or self._transport is None or self._lost is not None:
+            raise NotDelivered(self._lost or "connection is closed")  # nothing of it was written
         collector = self._answer
         collector.start(body if isinstance(body, FilePayload) else None, max_answer)
         done = self._done = self._loop.create_future()
@@ -295,6 +314,8 @@ class WorkerConnection(asyncio.Protocol):
             raise
         except (ConnectionError, OSError) as exc:
             self.close()
+            if isinstance(exc, _UNREAD) and not collector.fed:
+                raise NotDelivered(str(exc) or type(exc).__name__) from exc
             raise WorkerConnectionError(str(exc) or type(exc).__name__) from exc
         except BaseException:
             self.close()
@@ -358,6 +379,7 @@ class WorkerConnection(asyncio.Protocol):
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._unread = isinstance(exc, _UNREAD)
         self._end((str(exc) or type(exc).__name__) if exc is not None else "worker closed the connection")
         self.closed = True
         self._answer.release()  # no more bytes will come to parse
@@ -395,6 +417,12 @@ class WorkerConnection(asyncio.Protocol):
         elif collector.done and not done.done():
             done.set_result(None)
 
+    def lost_error(self, fed: int) -> WorkerConnectionError:
+        """The error of a request whose connection ended after ``fed`` bytes of its answer came: NotDelivered
+        where it was reset (or the pipe broke) before the first."""
+        why = self._lost or "worker closed the connection"
+        return NotDelivered(why) if self._unread and not fed else WorkerConnectionError(why)
+
     def _take(self) -> bytes:
         chunks, self._chunks, self._buffered = self._chunks, [], 0
         transport = self._transport
@@ -409,7 +437,7 @@ class WorkerConnection(asyncio.Protocol):
             self._answer.done, self._answer.keep_alive = True, False  # its body ended with the connection
             self._done.set_result(None)
         if self._done is not None and not self._done.done():
-            self._done.set_exception(WorkerConnectionError(self._lost))
+            self._done.set_exception(self.lost_error(self._answer.fed))
         if self._reader is not None and not self._reader.done():
             self._reader.set_result(None)
 
@@ -422,7 +450,7 @@ class WorkerConnection(asyncio.Protocol):
                 raise WorkerConnectionError(f"request body file ended {left} bytes early")
             left -= len(chunk)
             if self.closed:
-                raise WorkerConnectionError(self._lost or "connection is closed")
+                raise self.lost_error(self._answer.fed)
             self._transport.write(chunk)
             if self._drain is not None and not self._drain.done():
                 await self._drain

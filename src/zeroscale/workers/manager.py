@@ -31,7 +31,13 @@ from zeroscale.workers import extramem, sockdir
 from zeroscale.workers.capture import encode
 from zeroscale.workers.capture import open_stream as open_log
 from zeroscale.workers.cgroups import MemoryGroups
-from zeroscale.workers.client import Body, WorkerConnection, WorkerConnectionError, WorkerResponse
+from zeroscale.workers.client import (
+    Body,
+    NotDelivered,
+    WorkerConnection,
+    WorkerConnectionError,
+    WorkerResponse,
+)
 from zeroscale.workers.confinement import Confinement, processes_of
 from zeroscale.workers.diskuse import DiskTarget, DiskWatch
 from zeroscale.workers.forkserver import EXIT_UNFORKABLE_TEMPLATE, THREAD_ENV
@@ -106,10 +112,14 @@ class WorkerHandle:
         return await WorkerConnection.open_unix(self.socket_path)
 
     async def connection(self) -> WorkerConnection:
-        """Its keep-alive connection, opened again if it was closed."""
+        """Its keep-alive connection, opened again if it was closed. NotDelivered where nothing listens
+        (refused, or its socket is gone): the worker's server stopped, or it exited."""
         conn = self.conn
         if conn is None or conn.closed:
-            conn = self.conn = await self.connect()
+            try:
+                conn = self.conn = await self.connect()
+            except (ConnectionRefusedError, FileNotFoundError) as exc:
+                raise NotDelivered(str(exc) or type(exc).__name__) from exc
         return conn
 
     async def request(

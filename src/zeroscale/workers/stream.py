@@ -18,6 +18,7 @@ from zeroscale.workers.client import (
     AnswerFraming,
     AnswerRefused,
     InterimRefused,
+    NotDelivered,
     WorkerConnection,
     WorkerConnectionError,
     interim_refusal,
@@ -157,7 +158,7 @@ class WorkerStream:
             raise WorkerConnectionError(str(exc) or type(exc).__name__) from exc
         if not data:
             conn.close()
-            raise WorkerConnectionError("worker closed the connection")
+            raise conn.lost_error(self._parts.fed)
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserError as exc:
@@ -174,7 +175,7 @@ async def open_stream(
     """Write the request and read until the answer's head is in. Raises WorkerConnectionError; on any other
     exception (a cancellation, a timeout) the connection is closed, never reused mid-answer."""
     if conn.closed:
-        raise WorkerConnectionError("connection is closed")
+        raise NotDelivered("connection is closed")  # nothing of it was written
     parts = _Parts()
     parser = parts.parser = httptools.HttpResponseParser(parts)
     stream = WorkerStream(conn, parts, parser)
