@@ -16,7 +16,7 @@ from typing import Any, cast
 from zeroscale.errors import DeployError
 from zeroscale.events import EventBus, InvocationRecord, VariantEvent, WorkerEvent
 from zeroscale.router.spec import PoolSpec, RouterSettings, Workers
-from zeroscale.workers.client import AnswerTooLarge, WorkerConnectionError, WorkerResponse
+from zeroscale.workers.client import AnswerTooLarge, NotDelivered, WorkerConnectionError, WorkerResponse
 from zeroscale.workers.manager import WorkerHandle, WorkerSpec
 
 
@@ -69,6 +69,8 @@ class FakeManager:
         self.park_gate.set()
         self.parked_size = 0  # what a parked replica adds to its template's keep
         self.streams: list[FakeStream] = []
+        # Workers that went while idle, their exit not yet reported: a request to one never reaches it.
+        self.leaving: set[str] = set()
 
     def as_manager(self) -> Workers:
         return cast(Workers, self)
@@ -144,6 +146,8 @@ class FakeManager:
         if not handle.alive:
             raise WorkerConnectionError("the worker closed its connection")
         self.requests.append(handle.worker_id)
+        if handle.worker_id in self.leaving:
+            raise NotDelivered("Connection reset by peer")
         if self.hold_requests:
             fut: asyncio.Future[WorkerResponse] = asyncio.get_running_loop().create_future()
             self.pending.append((handle.worker_id, fut))
@@ -164,6 +168,8 @@ class FakeManager:
         if not handle.alive:
             raise WorkerConnectionError("the worker closed its connection")
         self.requests.append(handle.worker_id)
+        if handle.worker_id in self.leaving:
+            raise NotDelivered("Connection reset by peer")
         stream = FakeStream(self.status)
         self.streams.append(stream)
         return stream

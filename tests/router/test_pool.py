@@ -509,6 +509,48 @@ async def test_an_idle_worker_that_dies_is_forgotten(world: World) -> None:
     world.check()
 
 
+async def test_a_request_that_never_reached_its_worker_goes_to_another_once(world: World) -> None:
+    """A worker that went while idle (its exit not yet reported): a request to it never reached it
+    (NotDelivered). It is stopped, and the request goes to another worker, its records that one's."""
+    pool = world.pool()
+    await pool.invoke(inv())
+    world.manager.leaving.add("w1")
+    request = inv()
+    resp = await pool.invoke(request)
+    assert resp.status == 200 and resp.body == b"[1]"
+    assert world.manager.requests == ["w1", "w1", "w2"]
+    assert request.worker_id == "w2" and request.setup_s == 0.025  # the cold start it waited for: w2's
+    await settle()
+    assert "w1" in world.manager.stops and states(pool) == [S.IDLE]
+    # at most once more: a request whose second worker was gone too is a ModelError
+    world.manager.leaving.update(("w2", "w3"))
+    with pytest.raises(ModelError):
+        await pool.invoke(inv())
+    assert world.manager.requests[3:] == ["w2", "w3"]
+    await settle()
+    world.check()
+
+
+async def test_a_caller_that_chose_its_worker_gets_no_other(world: World) -> None:
+    pool = world.pool()
+    await pool.invoke(inv())
+    world.manager.leaving.add("w1")
+    with pytest.raises(ModelError):
+        await pool.serve(await pool.acquire(), inv(), again=False)
+    assert world.manager.requests == ["w1", "w1"]
+
+
+async def test_a_stream_that_never_reached_its_worker_goes_to_another(world: World) -> None:
+    pool = world.pool()
+    await pool.invoke(inv())
+    world.manager.leaving.add("w1")
+    request = inv()
+    stream = await pool.stream(request)
+    assert world.manager.requests == ["w1", "w1", "w2"] and request.worker_id == "w2"
+    stream.close()
+    world.check()
+
+
 async def test_an_invocation_timeout_kills_the_worker(world: World) -> None:
     pool = world.pool({"invocation_timeout_s": 0.05})
     world.manager.hold_requests = True

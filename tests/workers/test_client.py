@@ -7,6 +7,9 @@ from __future__ import annotations
 import asyncio
 import gc
 import io
+import socket
+import threading
+import time
 import weakref
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -18,9 +21,11 @@ from zeroscale.workers.client import (
     AnswerRefused,
     AnswerTooLarge,
     FilePayload,
+    NotDelivered,
     WorkerConnection,
     WorkerConnectionError,
 )
+from zeroscale.workers.manager import WorkerHandle, WorkerSpec
 from zeroscale.workers.stream import open_stream
 
 # Each test on both loops (tests/workers/conftest.py): the server runs uvloop, whose transports differ.
@@ -392,3 +397,97 @@ async def test_a_streamed_answer_is_freed_without_waiting_for_a_full_collection(
         assert parts() is None
     finally:
         gc.enable()
+
+
+# ---- a request that never reached the worker, and one that did ----
+class Leaving:
+    """A worker on a blocking socket (Unix or TCP) that answers one request, then leaves as ``how`` says:
+    "unread": closes with the next request unread in its socket (as a process that exits while idle);
+    "read": reads the next request, then closes (the model may have run it); "partial": sends the first
+    bytes of an answer, then closes with the request unread."""
+
+    def __init__(self, tmp_path: Path, family: str, how: str) -> None:
+        if family == "unix":
+            self.sock = socket.socket(socket.AF_UNIX)
+            self.path = str(tmp_path / "leaving.sock")
+            self.sock.bind(self.path)
+        else:
+            self.sock = socket.socket()
+            self.sock.bind(("127.0.0.1", 0))
+            self.port = self.sock.getsockname()[1]
+        self.family, self.how = family, how
+        self.sock.listen(1)
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    async def connect(self) -> WorkerConnection:
+        if self.family == "unix":
+            return await WorkerConnection.open_unix(self.path)
+        return await WorkerConnection.open_tcp("127.0.0.1", self.port)
+
+    def _serve(self) -> None:
+        conn, _ = self.sock.accept()
+        conn.recv(65536)
+        conn.sendall(ok(b"first"))
+        if self.how == "read":
+            conn.recv(65536)
+        else:
+            time.sleep(0.3)  # the next request comes meanwhile, and stays unread
+            if self.how == "partial":
+                conn.sendall(b"HTTP/1.1 200 OK\r\n")
+        conn.close()
+        self.sock.close()
+
+
+@pytest.mark.parametrize("family", ["unix", "tcp"])
+async def test_a_request_left_unread_by_a_worker_that_went_is_not_delivered(
+    tmp_path: Path, family: str
+) -> None:
+    """A socket closed with unread data resets its peer (Unix and TCP alike): the request never reached the
+    worker's server, and the router may send it to another worker."""
+    leaving = Leaving(tmp_path, family, "unread")
+    conn = await leaving.connect()
+    assert (await conn.request(b"POST", b"/invocations", [], b"first", 5.0)).body == b"first"
+    with pytest.raises(NotDelivered):
+        await conn.request(b"POST", b"/invocations", [], b"second", 5.0)
+    assert conn.closed
+    with pytest.raises(NotDelivered):  # and a closed connection writes nothing
+        await conn.request(b"POST", b"/invocations", [], b"third", 5.0)
+
+
+@pytest.mark.parametrize("family", ["unix", "tcp"])
+async def test_a_streamed_request_left_unread_is_not_delivered(tmp_path: Path, family: str) -> None:
+    leaving = Leaving(tmp_path, family, "unread")
+    conn = await leaving.connect()
+    assert (await conn.request(b"POST", b"/invocations", [], b"first", 5.0)).body == b"first"
+    with pytest.raises(NotDelivered):
+        await open_stream(conn, b"POST", b"/invocations", [], b"second")
+
+
+@pytest.mark.parametrize("how", ["read", "partial"])
+@pytest.mark.parametrize("family", ["unix", "tcp"])
+async def test_a_request_the_worker_read_or_began_to_answer_is_not_taken_back(
+    tmp_path: Path, family: str, how: str
+) -> None:
+    """An EOF after the worker read the request, or a reset after the first bytes of its answer: the model
+    may have run it, so it is a broken connection, never NotDelivered (no second run elsewhere)."""
+    leaving = Leaving(tmp_path, family, how)
+    conn = await leaving.connect()
+    assert (await conn.request(b"POST", b"/invocations", [], b"first", 5.0)).body == b"first"
+    with pytest.raises(WorkerConnectionError) as err:
+        await conn.request(b"POST", b"/invocations", [], b"second", 5.0)
+    assert not isinstance(err.value, NotDelivered), err.value
+
+
+async def test_a_worker_whose_server_is_gone_is_not_delivered(tmp_path: Path) -> None:
+    """Connecting is refused (its listener closed) or its socket is gone: NotDelivered, from the handle."""
+    path = tmp_path / "gone.sock"
+    spec = WorkerSpec("sklearn", "/m", 1024, tmp_path)
+    handle = WorkerHandle("w", spec, str(path), tmp_path / "w.log", started_at=0.0)
+    with pytest.raises(NotDelivered):  # no such socket
+        await handle.request(b"POST", b"/invocations", [], b"x", 5.0)
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(str(path))
+    listener.close()  # a socket file nobody listens on
+    with pytest.raises(NotDelivered):
+        await handle.request(b"POST", b"/invocations", [], b"x", 5.0)
