@@ -98,6 +98,7 @@ from zeroscale.metrics.service import MetricsHistory
 from zeroscale.metrics.store import MinuteStore
 from zeroscale.peers import KEY_LABEL as PEER_KEY_LABEL
 from zeroscale.peers import PeerClient, tls_context
+from zeroscale.progname import command_name
 from zeroscale.router.fleet import Fleet
 from zeroscale.router.multimodel import TargetFiles
 from zeroscale.router.spec import RouterSettings
@@ -891,10 +892,11 @@ def _announce(server: Server) -> None:
         else "  admin credentials: from ZEROSCALE_ACCESS_KEY_ID / ZEROSCALE_SECRET_ACCESS_KEY\n"
     )
     guarded = "  (a Bearer token: --metrics-token-file)" if s.metrics_token_file else ""
+    cmd = command_name()
     print(
         f"zeroscale listening on {url}  (data in {s.data_dir})\n{creds}"
-        f"  deploy:  zeroscale deploy --name demo --model model.joblib --image sklearn --endpoint-url {url}\n"
-        f"  invoke:  zeroscale invoke demo --body '[[1,2,3,4]]' --endpoint-url {url}\n"
+        f"  deploy:  {cmd} deploy --name demo --model model.joblib --image sklearn --endpoint-url {url}\n"
+        f"  invoke:  {cmd} invoke demo --body '[[1,2,3,4]]' --endpoint-url {url}\n"
         f"  boto3:   boto3.client('sagemaker-runtime', endpoint_url='{url}').invoke_endpoint(...)\n"
         f"  metrics: {url}/metrics{guarded}\n"
         f"  console: {url}/console  (sign in with the admin credentials)\n  " + "\n  ".join(server.sandbox),

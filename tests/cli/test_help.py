@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import click
 
 from zeroscale.cli.main import cli
@@ -22,3 +27,18 @@ def _undocumented(command: click.Command, path: str) -> list[str]:
 
 def test_every_command_and_option_has_help_text() -> None:
     assert _undocumented(cli, "zeroscale") == []
+
+
+def test_python_dash_m_zeroscale_is_the_command() -> None:
+    """``python -m zeroscale`` runs the CLI (for a Python whose scripts directory is not on PATH)."""
+    src = str(Path(__file__).resolve().parents[2] / "src")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run(
+        [sys.executable, "-m", "zeroscale", "endpoints", "--help"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("Usage: zeroscale endpoints")

@@ -71,7 +71,7 @@ def _ok(proc: subprocess.CompletedProcess[str]) -> str:
 
 def _table(stdout: str) -> dict[str, list[str]]:
     lines = stdout.strip().splitlines()
-    assert lines[0].split() == ["NAME", "STATUS", "SERVERLESS", "WORKERS", "WARM", "CACHE", "CREATED"]
+    assert lines[0].split() == ["NAME", "STATUS", "CAPACITY", "WORKERS", "WARM", "CACHE", "CREATED"]
     return {line.split()[0]: line.split() for line in lines[1:]}
 
 
@@ -166,9 +166,9 @@ def test_code_beside_a_packaged_model_is_refused_not_dropped(zs: Any, tmp_path: 
 def test_invoke_errors_are_one_line(zs: Any) -> None:
     proc = zs("invoke", "no-such-endpoint", "--body", "[[1,2,3,4]]")
     assert proc.returncode == 1
-    assert (
-        proc.stderr.strip()
-        == "Error: ValidationError: Endpoint no-such-endpoint of account 000000000000 not found."
+    assert proc.stderr.strip() == (
+        "Error: ValidationError: Endpoint no-such-endpoint of account 000000000000 not found. "
+        "`zeroscale endpoints` lists them."
     )
     proc = zs("invoke", "no-such-endpoint")
     assert proc.returncode == 2
@@ -238,7 +238,7 @@ def test_credentials_from_the_data_dir(generated_creds_server: ServerProcess, tm
     url = ["--endpoint-url", generated_creds_server.url]
 
     out = _ok(_run(["endpoints", "--data-dir", str(data_dir), *url], env, home))
-    assert out.split() == ["NAME", "STATUS", "SERVERLESS", "WORKERS", "WARM", "CACHE", "CREATED"]
+    assert out.split() == ["NAME", "STATUS", "CAPACITY", "WORKERS", "WARM", "CACHE", "CREATED"]
     # ZEROSCALE_DATA_DIR works the same
     _ok(_run(["endpoints", *url], {**env, "ZEROSCALE_DATA_DIR": str(data_dir)}, home))
 
@@ -284,7 +284,53 @@ def test_real_time_deploy_and_traffic_shift(
     assert proc.returncode == 1 and "The variant(s) [Nope] are not present" in proc.stderr
     proc = zs("traffic", "cli-rt", "AllTraffic=heavy")
     assert proc.returncode == 2 and "VARIANT=WEIGHT" in proc.stderr
+    table = _table(_ok(zs("endpoints")))
+    assert table["cli-rt"][2:5] == ["2", "x", "ml.t2.medium"]  # CAPACITY: instances x type
     _ok(zs("delete", "cli-rt"))
+
+
+def test_real_time_deploy_options_are_checked_before_anything_is_made(
+    zs: Any, server: ServerProcess, sklearn_model: Any
+) -> None:
+    """An instance type zeroscale does not serve is named with the families it does (not botocore's list of
+    some 300 types), and a serverless sizing option beside --instance-type is refused, not ignored."""
+    deploy = ("deploy", "--name", "cli-rt-bad", "--model", str(sklearn_model.tar))
+    proc = zs(*deploy, "--instance-type", "ml.t3.medium")
+    assert proc.returncode == 2, proc.stderr
+    assert "ml.t3.medium is not an instance type zeroscale serves" in proc.stderr
+    assert "ml.m5.*" in proc.stderr and "ml.t2.*" in proc.stderr
+    assert "ml.p6-b200" not in proc.stderr
+    proc = zs(*deploy, "--instance-type", "ml.m5.large", "--memory", "1024", "--max-concurrency", "3")
+    assert proc.returncode == 2, proc.stderr
+    assert "--memory and --max-concurrency size a serverless endpoint" in proc.stderr
+    assert server.client("sagemaker").list_models(NameContains="cli-rt-bad")["Models"] == []
+
+
+def test_invoke_of_an_asynchronous_endpoint_says_how(
+    zs: Any, server: ServerProcess, sklearn_model: Any
+) -> None:
+    sm = server.client("sagemaker")
+    sm.create_model(
+        ModelName="cli-async", PrimaryContainer={"Image": "sklearn", "ModelDataUrl": sklearn_model.url}
+    )
+    sm.create_endpoint_config(
+        EndpointConfigName="cli-async",
+        ProductionVariants=[
+            {
+                "VariantName": "AllTraffic",
+                "ModelName": "cli-async",
+                "ServerlessConfig": {"MemorySizeInMB": 1024, "MaxConcurrency": 1},
+            }
+        ],
+        AsyncInferenceConfig={"OutputConfig": {"S3OutputPath": "s3://bucket/out"}},
+    )
+    sm.create_endpoint(EndpointName="cli-async", EndpointConfigName="cli-async")
+    proc = zs("invoke", "cli-async", "--body", "[[1,2,3,4]]")
+    assert proc.returncode == 1, proc.stderr
+    assert "is an asynchronous endpoint" in proc.stderr
+    assert "invoke_endpoint_async" in proc.stderr and "zeroscale async status" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+    _ok(zs("delete", "cli-async"))
 
 
 # ---- usage errors before any call --------------------------------------------------------------------------
@@ -314,12 +360,10 @@ def test_a_deploy_that_fails_after_creating_the_model_removes_it(
     zs: Any, server: ServerProcess, sklearn_model: Any
 ) -> None:
     sm = server.client("sagemaker")
-    proc = zs(
-        "deploy", "--name", "cli-half", "--model", str(sklearn_model.tar), "--instance-type", "ml.bogus.large"
-    )
+    proc = zs("deploy", "--name", "cli-half", "--model", str(sklearn_model.tar), "--idle-timeout-s", "-5")
     assert proc.returncode == 1, proc.stderr
     assert "Traceback" not in proc.stderr
-    assert "ml.bogus.large" in proc.stderr
+    assert "Value '-5' of tag 'zeroscale:idle-timeout-s'" in proc.stderr
     assert "removed the model cli-half" in proc.stderr, proc.stderr
     assert sm.list_models(NameContains="cli-half")["Models"] == []
     assert sm.list_endpoint_configs(NameContains="cli-half")["EndpointConfigs"] == []

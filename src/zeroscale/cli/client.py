@@ -24,7 +24,9 @@ from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionEr
 
 from zeroscale.cli.package import ARCHIVE_SUFFIXES, image_runtime, model_name
 from zeroscale.cli.package import package_into_cache as package_model
+from zeroscale.control.instances import INSTANCE_TYPES
 from zeroscale.credentials import read_file
+from zeroscale.progname import command_name
 
 DEFAULT_URL = "http://127.0.0.1:8080"
 
@@ -329,6 +331,8 @@ def deploy(
     """Deploy a model as a serverless endpoint (or real-time, with --instance-type) and wait until it is
     InService. An endpoint that ends Failed is removed with its configuration and model (its reason is
     printed first), unless --keep-failed."""
+    if instance_type:
+        _check_instance_options(instance_type)
     clients = make_clients(endpoint_url, region, data_dir)
     environment = env
     serverless: dict[str, Any] = {"MemorySizeInMB": int(memory_mb), "MaxConcurrency": max_concurrency}
@@ -369,6 +373,37 @@ def deploy(
     if status == "Failed" and not keep_failed:  # its reason is printed: nothing is left to delete by hand
         click.echo(_undo(sm, name, [*created, "endpoint"], failed=True), err=True)
     raise SystemExit(1)
+
+
+_SERVERLESS_ONLY = {
+    "memory_mb": "--memory",
+    "max_concurrency": "--max-concurrency",
+    "provisioned": "--provisioned",
+}
+
+
+def _check_instance_options(instance_type: str) -> None:
+    """Before anything is packaged or created: an instance type zeroscale serves (botocore's own check would
+    list some 300 types, most of which zeroscale refuses anyway), and no serverless option beside it (a
+    real-time variant's capacity is its instances: they would be ignored)."""
+    ctx = click.get_current_context()
+    given = [
+        flag
+        for param, flag in _SERVERLESS_ONLY.items()
+        if ctx.get_parameter_source(param) not in (None, click.core.ParameterSource.DEFAULT)
+    ]
+    if given:
+        raise click.UsageError(
+            f"{' and '.join(given)} size a serverless endpoint; with --instance-type the capacity is "
+            "--instance-count instances of that type: leave out one or the other."
+        )
+    if instance_type not in INSTANCE_TYPES:
+        families = ", ".join(sorted({f"ml.{t.split('.')[1]}.*" for t in INSTANCE_TYPES}))
+        raise click.BadParameter(
+            f"{instance_type} is not an instance type zeroscale serves; its families: {families} "
+            "(e.g. ml.m5.large; README, Real-time endpoints)",
+            param_hint="--instance-type",
+        )
 
 
 _DELETES = {
@@ -425,7 +460,8 @@ def _wait(clients: Clients, name: str, timeout_s: float = 600.0, since: float | 
             if status == "InService":
                 click.secho(f"{name}: InService after {elapsed:.1f}s", fg="green")
                 click.echo(
-                    f"invoke: zeroscale invoke {name} --body '[[...]]' --endpoint-url {clients.endpoint_url}"
+                    f"invoke: {command_name()} invoke {name} --body '[[...]]' --endpoint-url "
+                    f"{clients.endpoint_url}"
                 )
             else:
                 click.secho(f"{name}: {status}", fg="red", err=True)
@@ -511,16 +547,41 @@ def invoke(
     try:
         resp = clients.runtime.invoke_endpoint(**kwargs)
     except (ClientError, BotoCoreError) as exc:
-        raise _fail(exc) from None
+        failure = _fail(exc)
+        hint = _invoke_hint(exc, name)
+        if hint:
+            raise click.ClickException(f"{failure.message} {hint}") from None  # one line, as every error
+        raise failure from None
     out = resp["Body"].read()
     sys.stdout.buffer.write(out if out.endswith(b"\n") else out + b"\n")
+
+
+def _invoke_hint(exc: Exception, name: str) -> str:
+    """What to do next after InvokeEndpoint's ValidationError for an endpoint that is not there or that takes
+    only asynchronous requests ("" for any other error)."""
+    if not isinstance(exc, ClientError):
+        return ""
+    err = exc.response.get("Error", {})
+    message = str(err.get("Message", ""))
+    if err.get("Code") != "ValidationError" or not message.startswith(f"Endpoint {name} of account "):
+        return ""
+    if message.endswith(" not found."):
+        return "`zeroscale endpoints` lists them."
+    if "is an asynchronous endpoint" in message:
+        return (
+            "This CLI sends synchronous requests only: send it InvokeEndpointAsync with boto3 "
+            "(invoke_endpoint_async) or `aws sagemaker-runtime invoke-endpoint-async`, then follow the "
+            "request with `zeroscale async status INFERENCE_ID`."
+        )
+    return ""
 
 
 @click.command()
 @common_options
 def endpoints(endpoint_url: str, region: str | None, data_dir: Path) -> None:
-    """List endpoints as a table, with their live workers and the memory their models hold in the warm
-    cache (from the server's /metrics)."""
+    """List endpoints as a table: status, capacity (a serverless variant's MemorySizeInMB x MaxConcurrency,
+    an instance variant's instance count x type; per variant when there are several), live workers and the
+    memory their models hold in the warm cache (from the server's /metrics)."""
     clients = make_clients(endpoint_url, region, data_dir)
     rows: list[tuple[str, ...]] = []
     live = _live_state(endpoint_url)
@@ -531,14 +592,20 @@ def endpoints(endpoint_url: str, region: str | None, data_dir: Path) -> None:
             for ep in page["Endpoints"]:
                 name = ep["EndpointName"]
                 desc = clients.sagemaker.describe_endpoint(EndpointName=name)
-                config = ""
-                for v in desc.get("ProductionVariants", []):
+                variants = desc.get("ProductionVariants", [])
+                on_instances = any("CurrentInstanceCount" in v for v in variants)
+                types = _instance_types(clients, desc) if on_instances else {}
+                capacities = []
+                for v in variants:
                     sc = v.get("CurrentServerlessConfig")
-                    config = (
+                    instance_type = types.get(v["VariantName"], "instance")
+                    capacity = (
                         f"{sc['MemorySizeInMB']} MB x{sc['MaxConcurrency']}"
                         if sc
-                        else (f"{v.get('CurrentInstanceCount', '?')} instance(s)")
+                        else f"{v.get('CurrentInstanceCount', '?')} x {instance_type}"
                     )
+                    capacities.append(f"{v['VariantName']}: {capacity}" if len(variants) > 1 else capacity)
+                config = ", ".join(capacities)
                 workers, cached = live.get(name, (0, 0)) if live is not None else (None, None)
                 rows.append(
                     (
@@ -552,10 +619,20 @@ def endpoints(endpoint_url: str, region: str | None, data_dir: Path) -> None:
                 )
     except (ClientError, BotoCoreError) as exc:
         raise _fail(exc) from None
-    header = ("NAME", "STATUS", "SERVERLESS", "WORKERS", "WARM CACHE", "CREATED")
+    header = ("NAME", "STATUS", "CAPACITY", "WORKERS", "WARM CACHE", "CREATED")
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     for row in [header, *rows]:
         click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+
+
+def _instance_types(clients: Clients, desc: dict[str, Any]) -> dict[str, str]:
+    """Variant name -> InstanceType, from the endpoint's configuration (DescribeEndpoint does not say)."""
+    try:
+        config = clients.sagemaker.describe_endpoint_config(EndpointConfigName=desc["EndpointConfigName"])
+    except (ClientError, BotoCoreError, KeyError):  # deleted meanwhile: the count alone is shown
+        return {}
+    variants = config.get("ProductionVariants", [])
+    return {v["VariantName"]: v["InstanceType"] for v in variants if v.get("InstanceType")}
 
 
 def _live_state(endpoint_url: str) -> dict[str, tuple[int, int]] | None:
