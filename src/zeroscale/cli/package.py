@@ -28,6 +28,7 @@ from pathlib import Path
 import click
 
 from zeroscale.errors import DeployError
+from zeroscale.progname import command_name
 from zeroscale.runtimes.image_uris import resolve_image
 
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar")
@@ -302,4 +303,6 @@ def package(
         stored = model_name(model_file, runtime, code_dir)
         if stored != model_file.name:
             click.echo(f"{model_file.name} is stored as {stored}, the file the {runtime} image loads")
-    click.echo(f"deploy: zeroscale deploy --name NAME --model {output} --image {image or runtime or 'IMAGE'}")
+    click.echo(
+        f"deploy: {command_name()} deploy --name NAME --model {output} --image {image or runtime or 'IMAGE'}"
+    )
