@@ -282,6 +282,9 @@ def test_real_time_deploy_and_traffic_shift(
     assert "AllTraffic: weight 1, 2 instance(s)" in out
     proc = zs("traffic", "cli-rt", "Nope=1")
     assert proc.returncode == 1 and "The variant(s) [Nope] are not present" in proc.stderr
+    proc = zs("traffic", "cli-tr", "AllTraffic=1")  # a typo'd endpoint
+    assert proc.returncode == 1
+    assert proc.stderr.strip() == "Error: Endpoint cli-tr does not exist (`zeroscale endpoints` lists them)."
     proc = zs("traffic", "cli-rt", "AllTraffic=heavy")
     assert proc.returncode == 2 and "VARIANT=WEIGHT" in proc.stderr
     table = _table(_ok(zs("endpoints")))

@@ -728,7 +728,13 @@ def traffic(
         clients.sagemaker.update_endpoint_weights_and_capacities(
             EndpointName=name, DesiredWeightsAndCapacities=desired
         )
-    except (ClientError, BotoCoreError) as exc:
+    except ClientError as exc:
+        if _not_found(exc):
+            raise click.ClickException(
+                f"Endpoint {name} does not exist (`zeroscale endpoints` lists them)."
+            ) from None
+        raise _fail(exc) from None
+    except BotoCoreError as exc:
         raise _fail(exc) from None
     if not wait:
         click.echo(f"{name}: Updating")
