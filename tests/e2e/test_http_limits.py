@@ -146,7 +146,7 @@ def test_slow_loris_heads_are_cut_off_at_the_deadline(server: ServerProcess, ser
     socks = [attacker(server) for _ in range(PER_CLIENT)]
     start = time.monotonic()
     for sock in socks:
-        sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\n")
+        sock.sendall(b"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\n")
 
     def trickle() -> None:  # one more header byte every 200 ms: never finishing the head
         for _ in range(int(HEADER_TIMEOUT_S * 10)):
@@ -187,7 +187,7 @@ def test_an_idle_connection_is_closed_and_a_slow_body_is_cut_off(
 
 def test_an_oversized_head_is_refused(server: ServerProcess, served: Served) -> None:
     sock = attacker(server)
-    sock.sendall(b"GET /ping HTTP/1.1\r\nHost: x\r\n")
+    sock.sendall(b"GET /ping HTTP/1.1\r\nHost: 127.0.0.1\r\n")
     try:
         for i in range(64):  # 64 KB of headers, past the 16 KB limit
             sock.sendall(b"X-Junk-%d: %s\r\n" % (i, b"a" * 1000))
@@ -203,8 +203,8 @@ def test_an_oversized_head_arriving_whole_or_pipelined_is_refused(server: Server
     not served; and behind a small request on the same connection: refused too (the small one may be
     answered first, or be cut with the connection), never served."""
     junk = b"".join(b"X-Junk-%d: %s\r\n" % (i, b"a" * 1000) for i in range(40))
-    big = b"GET /ping HTTP/1.1\r\nHost: x\r\n" + junk + b"\r\n"
-    small = b"GET /ping HTTP/1.1\r\nHost: x\r\n\r\n"
+    big = b"GET /ping HTTP/1.1\r\nHost: 127.0.0.1\r\n" + junk + b"\r\n"
+    small = b"GET /ping HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
     for request in (big, small + big):
         sock = attacker(server)
         sock.sendall(request)
@@ -231,7 +231,7 @@ def test_a_connection_flood_from_one_address_takes_only_its_share(
         sock.close()
     time.sleep(0.3)
     fresh = attacker(server)
-    fresh.sendall(b"GET /ping HTTP/1.1\r\nHost: x\r\n\r\n")
+    fresh.sendall(b"GET /ping HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
     assert fresh.recv(100).startswith(b"HTTP/1.1 ")
     fresh.close()
 
@@ -242,7 +242,7 @@ def test_a_head_request_on_a_kept_alive_connection_is_answered_then_pipelined_on
     # A HEAD response has no body bytes: its head must still leave at its end (the server sends a
     # response's head together with its body), not wait for the connection's next response.
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
-        sock.sendall(b"HEAD /ping HTTP/1.1\r\nHost: zeroscale\r\n\r\n")
+        sock.sendall(b"HEAD /ping HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         head = b""
         while not head.endswith(b"\r\n\r\n"):
             chunk = sock.recv(4096)  # a held head would time out here (socket timeout: 10 s)
@@ -250,9 +250,9 @@ def test_a_head_request_on_a_kept_alive_connection_is_answered_then_pipelined_on
             head += chunk
         assert head.startswith(b"HTTP/1.1 ") and b"ok\n" not in head
         sock.sendall(
-            b"GET /ping HTTP/1.1\r\nHost: zeroscale\r\n\r\n"
-            b"HEAD /ping HTTP/1.1\r\nHost: zeroscale\r\n\r\n"
-            b"GET /ping HTTP/1.1\r\nHost: zeroscale\r\nConnection: close\r\n\r\n"
+            b"GET /ping HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+            b"HEAD /ping HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+            b"GET /ping HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
         )
         data, _ = answer(sock)
     responses = data.split(b"HTTP/1.1 ")[1:]
@@ -276,7 +276,7 @@ def test_a_request_refused_by_its_head_is_refused_before_its_body(
     body's hash under a wrong signature are answered as their head arrives, with none of their body sent:
     the server holds no body for a request it can refuse without one (it held 16 MB per connection)."""
     extra = {"X-Amz-Target": target} if target else {}
-    unsigned = f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {BIG}\r\n"
+    unsigned = f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {BIG}\r\n"
     unsigned += "".join(f"{k}: {v}\r\n" for k, v in extra.items()) + "\r\n"
     body = b"{}" + b" " * (BIG - 2)
     unknown, _ = signed(server, path, body, extra)
@@ -328,14 +328,14 @@ def test_a_newcomer_takes_an_idle_slot_from_the_address_holding_the_most(
             sock.bind((host, 0))
             sock.settimeout(10)
             sock.connect(("127.0.0.1", full.port))
-            sock.sendall(b"GET /ping HTTP/1.1\r\nHost: x\r\n\r\n")
+            sock.sendall(b"GET /ping HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
             assert first_answer(sock).startswith(b"HTTP/1.1 200"), host
             parked[host].append(sock)
     newcomer = socket.socket()
     newcomer.bind(("127.0.0.4", 0))
     newcomer.settimeout(10)
     newcomer.connect(("127.0.0.1", full.port))
-    newcomer.sendall(b"GET /ping HTTP/1.1\r\nHost: x\r\n\r\n")
+    newcomer.sendall(b"GET /ping HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
     assert first_answer(newcomer).startswith(b"HTTP/1.1 200")
     newcomer.close()
     closed = {host: 0 for host in parked}

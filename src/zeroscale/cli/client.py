@@ -163,14 +163,8 @@ def check_endpoint_exists(clients: Clients, name: str) -> None:
     """ClickException when there is no endpoint ``name`` (for a command whose empty answer would not say)."""
     try:
         clients.sagemaker.describe_endpoint(EndpointName=name)
-    except ClientError as exc:
-        if _not_found(exc):
-            raise click.ClickException(
-                f"Endpoint {name} does not exist (`zeroscale endpoints` lists them)."
-            ) from None
-        raise _fail(exc) from None
-    except BotoCoreError as exc:
-        raise _fail(exc) from None
+    except (ClientError, BotoCoreError) as exc:
+        raise _endpoint_failure(exc, name) from None
 
 
 def described(clients: Clients, name: str) -> dict[str, Any] | None:
@@ -433,6 +427,13 @@ def _undo(sm: Any, name: str, created: list[str], *, failed: bool = False) -> st
     if left:
         line += f" Could not remove the {', '.join(left)}: run `zeroscale delete {name}`."
     return line.strip()
+
+
+def _endpoint_failure(exc: ClientError | BotoCoreError, name: str) -> click.ClickException:
+    """A call on the endpoint ``name`` failed: that it does not exist, said so, or the call's error."""
+    if isinstance(exc, ClientError) and _not_found(exc):
+        return click.ClickException(f"Endpoint {name} does not exist (`zeroscale endpoints` lists them).")
+    return _fail(exc)
 
 
 def _not_found(exc: ClientError) -> bool:
@@ -728,14 +729,8 @@ def traffic(
         clients.sagemaker.update_endpoint_weights_and_capacities(
             EndpointName=name, DesiredWeightsAndCapacities=desired
         )
-    except ClientError as exc:
-        if _not_found(exc):
-            raise click.ClickException(
-                f"Endpoint {name} does not exist (`zeroscale endpoints` lists them)."
-            ) from None
-        raise _fail(exc) from None
-    except BotoCoreError as exc:
-        raise _fail(exc) from None
+    except (ClientError, BotoCoreError) as exc:
+        raise _endpoint_failure(exc, name) from None
     if not wait:
         click.echo(f"{name}: Updating")
         return

@@ -563,11 +563,9 @@ class VariantPool:
                 raise self.too_large(handle.worker_id, exc.limit) from None
             except NotDelivered as exc:
                 inv.model_s = time.perf_counter() - started
-                if not again or slot.stop_reason is StopReason.DRAINED:
-                    raise await self._broken(slot, handle, exc) from exc
+                slot = await self._resend(slot, handle, inv, exc, again)
                 again = False
                 timeout_s = max(0.0, timeout_s - inv.model_s)
-                slot = await self._elsewhere(slot, inv)
             except (WorkerConnectionError, OSError) as exc:
                 inv.model_s = time.perf_counter() - started
                 raise await self._broken(slot, handle, exc) from exc
@@ -587,6 +585,15 @@ class VariantPool:
             inv.model_status = status
             raise self.answered_error(handle.worker_id, status, message)
         return resp
+
+    async def _resend(
+        self, slot: Slot, handle: WorkerHandle, inv: Invocation, exc: NotDelivered, again: bool
+    ) -> Slot:
+        """Another worker's slot for a request that never reached the worker of ``slot`` (``_elsewhere``), or,
+        past its one second chance (``again`` false) or in a drain, the error that ends it."""
+        if not again or slot.stop_reason is StopReason.DRAINED:
+            raise await self._broken(slot, handle, exc) from exc
+        return await self._elsewhere(slot, inv)
 
     async def stream(self, inv: Invocation) -> PoolStream:
         """InvokeEndpointWithResponseStream: like ``invoke``, but returns once the answer's head is in; the
@@ -614,11 +621,9 @@ class VariantPool:
                 raise self._timed_out(slot, handle, timeout_s) from None
             except NotDelivered as exc:
                 inv.model_s = time.perf_counter() - started
-                if not again or slot.stop_reason is StopReason.DRAINED:
-                    raise await self._broken(slot, handle, exc) from exc
+                slot = await self._resend(slot, handle, inv, exc, again)
                 again = False
                 timeout_s = max(0.0, timeout_s - inv.model_s)
-                slot = await self._elsewhere(slot, inv)
             except (WorkerConnectionError, OSError) as exc:
                 inv.model_s = time.perf_counter() - started
                 raise await self._broken(slot, handle, exc) from exc
