@@ -419,6 +419,36 @@ def test_deleting_an_endpoint_fails_what_it_left_queued(
         assert b"EndpointDeleted" in _get(s3, resp["FailureLocation"])
 
 
+NO_AWS_CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "",
+    "AWS_SECRET_ACCESS_KEY": "",
+    "AWS_SESSION_TOKEN": "",
+    "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent",
+    "AWS_CONFIG_FILE": "/nonexistent",
+    "AWS_EC2_METADATA_DISABLED": "true",
+}
+
+
+def test_a_server_without_s3_credentials_refuses_asynchronous_requests_saying_why(
+    s3_server: SeaweedS3, echo_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Without any credentials for S3, no request could read its input or write its result: refused at
+    once, saying what to give the server, not taken (202) to fail later where no one looks."""
+    data_dir = tmp_path_factory.mktemp("no-s3-creds") / "data"
+    flags = {"s3_endpoint_url": s3_server.endpoint_url}
+    bare = ServerProcess(data_dir, flags=flags, env=NO_AWS_CREDENTIALS).start()
+    try:
+        _deploy_async(bare.client("sagemaker"), "nocreds", echo_url)
+        smr = bare.client("sagemaker-runtime")
+        with pytest.raises(ClientError) as err:
+            smr.invoke_endpoint_async(EndpointName="nocreds", InputLocation=f"s3://{BUCKET}/in/rows.json")
+        assert err.value.response["Error"]["Code"] == "ServiceUnavailable"
+        message = err.value.response["Error"]["Message"]
+        assert "no credentials for S3" in message and "AWS_ACCESS_KEY_ID" in message, message
+    finally:
+        bare.stop()
+
+
 def test_request_validation(server: ServerProcess) -> None:
     """Header ranges and required members (sent unchecked by the client); a sync endpoint refuses async."""
     smr = server.client("sagemaker-runtime", parameter_validation=False)

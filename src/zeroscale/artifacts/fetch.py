@@ -176,6 +176,7 @@ class S3Fetcher:
         self.endpoint_url = endpoint_url
         self._client: Any = None
         self._lock = threading.Lock()
+        self._credentials = False  # whether the client was built with any (boto3's chain, at build)
 
     def client(self) -> Any:
         with self._lock:
@@ -192,9 +193,16 @@ class S3Fetcher:
                 try:
                     session = boto3.session.Session()
                     self._client = session.client("s3", endpoint_url=self.endpoint_url, config=config)
+                    self._credentials = session.get_credentials() is not None
                 except Exception as exc:
                     raise DeployError(f"Could not create an S3 client: {exc}") from exc
             return self._client
+
+    def has_credentials(self) -> bool:
+        """Whether the client has credentials to sign with (without, botocore refuses every call before
+        sending it). Builds the client: blocks (call it from a thread)."""
+        self.client()
+        return self._credentials
 
     def identity(self, loc: S3Location) -> str:
         return f"s3\n{self.endpoint_url or ''}\n{loc.bucket}\n{loc.key}"

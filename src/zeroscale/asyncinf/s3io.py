@@ -81,6 +81,17 @@ class S3Io:
     def client(self) -> Any:
         return self._fetcher.client()
 
+    def problem(self) -> str | None:
+        """Why no request could read its input or write its result here (None: nothing known). Blocks the
+        first time (the client is built)."""
+        if self._fetcher.has_credentials():
+            return None
+        return (
+            "this server has no credentials for S3, where asynchronous requests read their input and write "
+            "their results: start `zeroscale serve` with AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or "
+            "another source of AWS credentials) for your S3, and --s3-endpoint-url for an S3-compatible store"
+        )
+
     def download(self, url: str, dst: BinaryIO, limit_bytes: int) -> Downloaded:
         """Stream the object at ``url`` into ``dst``; its size and content type. InputError when it cannot
         be read."""
