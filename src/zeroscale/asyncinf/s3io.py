@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 from zeroscale.artifacts.fetch import S3Fetcher, s3_key_problem, s3_object_of_https
+from zeroscale.errors import DeployError
 
 CHUNK = 1024 * 1024
 # Multipart parts of 8 MB, two at a time: an upload holds about 16 MB, whatever the object's size.
@@ -84,8 +85,11 @@ class S3Io:
     def problem(self) -> str | None:
         """Why no request could read its input or write its result here (None: nothing known). Blocks the
         first time (the client is built)."""
-        if self._fetcher.has_credentials():
-            return None
+        try:
+            if self._fetcher.has_credentials():
+                return None
+        except DeployError as exc:  # no client at all (e.g. a malformed --s3-endpoint-url)
+            return str(exc)
         return (
             "this server has no credentials for S3, where asynchronous requests read their input and write "
             "their results: start `zeroscale serve` with AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or "
