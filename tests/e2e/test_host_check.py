@@ -8,7 +8,7 @@ from __future__ import annotations
 import http.client
 import json
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -150,19 +150,17 @@ def test_a_peer_call_by_any_name_meets_its_own_check(server: ServerProcess) -> N
     assert status == 403 and b"message" in body
 
 
-def test_a_star_answers_any_host_and_a_metrics_token_any_host_that_gives_it(tmp_path: Path) -> None:
+def test_a_star_answers_any_host_and_a_metrics_token_any_host_that_gives_it(
+    tmp_path: Path, server_factory: Callable[..., ServerProcess]
+) -> None:
     token = tmp_path / "metrics.token"
     token.write_text("s3cret-scrape-token\n")
-    scraped = ServerProcess(tmp_path / "token", {"metrics_token_file": token}).start()
-    anyone = ServerProcess(tmp_path / "any", {"allowed_host": "*"}).start()
-    try:
-        host = f"{REBOUND}:{scraped.port}"
-        status, body = call(scraped, "GET", "/metrics", host, Authorization="Bearer s3cret-scrape-token")
-        assert status == 200 and b"zeroscale_" in body  # Prometheus by a name it was not told of
-        _refused(*call(scraped, "GET", "/metrics", host))
-        _refused(*call(scraped, "GET", "/metrics", host, Authorization="Bearer wrong"))
-        assert call(anyone, "GET", "/ping", f"{REBOUND}:{anyone.port}") == (200, b"ok\n")
-        assert call(anyone, "GET", "/metrics", REBOUND)[0] == 200
-    finally:
-        scraped.stop()
-        anyone.stop()
+    scraped = server_factory(tmp_path / "token", metrics_token_file=token)  # stopped with the module
+    anyone = server_factory(tmp_path / "any", allowed_host="*")
+    host = f"{REBOUND}:{scraped.port}"
+    status, body = call(scraped, "GET", "/metrics", host, Authorization="Bearer s3cret-scrape-token")
+    assert status == 200 and b"zeroscale_" in body  # Prometheus by a name it was not told of
+    _refused(*call(scraped, "GET", "/metrics", host))
+    _refused(*call(scraped, "GET", "/metrics", host, Authorization="Bearer wrong"))
+    assert call(anyone, "GET", "/ping", f"{REBOUND}:{anyone.port}") == (200, b"ok\n")
+    assert call(anyone, "GET", "/metrics", REBOUND)[0] == 200
