@@ -589,18 +589,18 @@ def test_a_worker_that_terminates_itself_answers_and_the_next_request_goes_to_a_
     """A probe's report: a predict_fn sending SIGTERM to its own process (group) is answered (the worker
     drains: it answers the request in flight, then exits 0), but the request sent right after it went to
     that worker, still idle in the pool, and failed as a ModelError ("exited with code 0"). The model never
-    saw it: it is served by another worker."""
+    saw it: it is served by another worker. (Or, when the worker's signal handler has not run yet as the
+    request comes, by the same worker, which then answers it before it stops: a race the worker may win;
+    either way the request is answered.)"""
     url = handler_model(tmp_path, ENDS_ITSELF)
     name = deployed(sm, f"terminates-itself-by-{how}", url)
-    pids = set()
+    enders = set()
     for _ in range(8):  # the next request races the worker's exit: several times, both ways
         answer = invoke(smr, name, {how: 1})
         assert answer["after"] == "killpg"
-        pids.add(answer["pid"])
-        after = invoke(smr, name, {})
-        assert after["pid"] != answer["pid"]
-        pids.add(after["pid"])
-    assert len(pids) >= 9
+        enders.add(answer["pid"])
+        invoke(smr, name, {})  # answered, never a ModelError (``invoke`` raises on any error)
+    assert len(enders) == 8  # each worker that ended itself did end, and another took its place
 
 
 def test_a_worker_killed_while_idle_with_a_request_on_its_way_is_replaced_for_it(
