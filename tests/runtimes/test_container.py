@@ -314,3 +314,24 @@ def test_the_warm_up_leaves_a_workers_first_request_less_to_copy(tmp_path: Path)
     assert warm_answer == cold_answer == "olleh"
     assert threads == 1
     assert warm_faults < 0.5 * cold_faults, (warm_faults, cold_faults)
+
+
+def test_a_request_read_as_the_stop_comes_is_answered_before_drain_returns(running: Running) -> None:
+    """A second connection's request, read while the first one's invocation holds the worker, waits for it;
+    the stop comes meanwhile. drain() (after which the worker's process exits) returns only once that read
+    request is answered too: it is not lost with the process (the router could not tell it from a request
+    the model ran, and would answer a ModelError)."""
+    running.echo.delay_s = 0.5
+    first, second = raw(running.path), raw(running.path)
+    first.sendall(b"POST /invocations HTTP/1.1\r\nHost: w\r\nContent-Length: 5\r\n\r\nfirst")
+    assert running.echo.started.wait(5)
+    second.sendall(b"POST /invocations HTTP/1.1\r\nHost: w\r\nContent-Length: 6\r\n\r\nsecond")
+    deadline = time.monotonic() + 5
+    while running.server.reading < 2 and time.monotonic() < deadline:  # the second request has been read
+        time.sleep(0.005)
+    assert running.server.reading == 2
+    assert running.server.drain(5)
+    second.settimeout(0)  # answered already, not after drain() returned
+    status, headers, body = Responses().read(second, 1)[0]
+    assert (status, body, headers.get(b"connection")) == (200, b"second", b"close")
+    assert [body for body, _ in running.echo.calls] == [b"first", b"second"]

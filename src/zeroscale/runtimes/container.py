@@ -19,6 +19,7 @@ import select
 import socket
 import sys
 import threading
+import time
 import traceback
 from collections.abc import Callable, Iterator, Mapping
 from typing import NoReturn
@@ -77,6 +78,10 @@ class ContainerServer:
         self.batch = batch
         self.lock = threading.Lock()  # one invocation at a time
         self.stopping = False
+        # Connection threads between taking a look at their input and answering what they read: ``drain``
+        # waits for them, so that a request read just as the stop came is answered, not lost with the process.
+        self.reading = 0
+        self.read_done = threading.Condition()
 
     def serve_forever(self) -> None:
         """Accept connections until ``stop`` is called (from a signal handler or another thread)."""
@@ -106,9 +111,13 @@ class ContainerServer:
         ``Connection: close``, and a connection is not read once stopping: a request that came on it is
         left unread, so the peer's connection is reset (it was never read: the router sends it to another
         worker), not answered 503 as if the model had refused it. One already read as the stop came is
-        served, as the in-flight one."""
+        served, as the in-flight one: a connection's thread counts itself in ``reading`` before it looks at
+        ``stopping``, and this waits for none to be left."""
         self.stop()
-        acquired = self.lock.acquire(timeout=timeout_s)
+        deadline = time.monotonic() + timeout_s
+        with self.read_done:
+            self.read_done.wait_for(lambda: self.reading == 0, timeout_s)
+        acquired = self.lock.acquire(timeout=max(0.0, deadline - time.monotonic()))
         with contextlib.suppress(OSError):
             self.listener.close()
         return acquired
@@ -207,31 +216,49 @@ class _Connection:
         try:
             while True:
                 readable.poll()
-                if self.server.stopping:
-                    return  # not read: a request that came is reset, and the router sends it elsewhere
-                data = sock.recv(_RECV_BYTES)
-                if not data:
-                    return
-                closing = False
-                try:
-                    parser.feed_data(data)
-                except httptools.HttpParserUpgrade:
-                    closing = True  # no upgrades: answer what was parsed, then close
-                except httptools.HttpParserError as exc:
-                    message = f"Bad request: {exc}".encode()
-                    sock.sendall(response_head(400, _TEXT, len(message), True) + message)
-                    return
-                while ready:
-                    method, url, headers, body, keep_alive = ready.pop(0)
-                    if not self._respond(method, url, headers, body, keep_alive and not closing):
-                        return
-                if closing:
+                if not self._serve_input(sock, parser, ready):
                     return
         except OSError:
             return  # the peer went away
         finally:
             with contextlib.suppress(OSError):
                 sock.close()
+
+    def _serve_input(
+        self,
+        sock: socket.socket,
+        parser: httptools.HttpRequestParser,
+        ready: list[tuple[bytes, bytes, dict[str, str], bytes, bool]],
+    ) -> bool:
+        """Read what came and answer every request it completes; whether to go on with the connection. Counted
+        in the server's ``reading`` throughout (``ContainerServer.drain``)."""
+        server = self.server
+        with server.read_done:
+            server.reading += 1
+        try:
+            if server.stopping:
+                return False  # not read: a request that came is reset, and the router sends it elsewhere
+            data = sock.recv(_RECV_BYTES)
+            if not data:
+                return False
+            closing = False
+            try:
+                parser.feed_data(data)
+            except httptools.HttpParserUpgrade:
+                closing = True  # no upgrades: answer what was parsed, then close
+            except httptools.HttpParserError as exc:
+                message = f"Bad request: {exc}".encode()
+                sock.sendall(response_head(400, _TEXT, len(message), True) + message)
+                return False
+            while ready:
+                method, url, headers, body, keep_alive = ready.pop(0)
+                if not self._respond(method, url, headers, body, keep_alive and not closing):
+                    return False
+            return not closing
+        finally:
+            with server.read_done:
+                server.reading -= 1
+                server.read_done.notify_all()
 
     def _respond(self, method: bytes, url: bytes, headers: dict[str, str], body: bytes, keep: bool) -> bool:
         """Answer one request; returns whether to keep the connection open."""
