@@ -11,8 +11,9 @@ import asyncio
 import contextlib
 import time
 from collections import deque
-from collections.abc import Callable
-from typing import Protocol
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Generic, Protocol, TypeVar
 
 from zeroscale.background import Background
 from zeroscale.errors import (
@@ -46,8 +47,25 @@ from zeroscale.workers.client import (
     WorkerResponse,
 )
 from zeroscale.workers.manager import WorkerHandle, WorkerSpec
+from zeroscale.workers.stream import WorkerStream
 
 S = WorkerState
+_A = TypeVar("_A")
+
+
+@dataclass(frozen=True, slots=True)
+class _Sent(Generic[_A]):
+    """What a worker sent back (``VariantPool._send``): the answer, the slot and handle of the worker that
+    sent it (another than the caller's when the first never got the request), when it was sent there, and
+    the time it was given."""
+
+    answer: _A
+    slot: Slot
+    handle: WorkerHandle
+    started: float
+    timeout_s: float
+
+
 _CONTAINER = "primary"
 _DRAIN_STOP_GRACE_S = 1.0
 _STREAM_ERROR = ERROR_TRAILER.lower()
@@ -539,40 +557,18 @@ class VariantPool:
         self, slot: Slot, inv: Invocation, path: bytes | None = None, *, again: bool = True
     ) -> WorkerResponse:
         """Send ``inv`` to the worker of ``slot`` (acquired for it) and release it; ``path``: another route
-        of the container than ``inv.path`` (a multi-model container's ``/models/{name}/invoke``).
+        of the container than ``inv.path`` (a multi-model container's ``/models/{name}/invoke``); ``again``:
+        see ``_send``."""
+        target = path or inv.path
 
-        A request that provably never reached its worker (NotDelivered: the worker ended, or was ending,
-        while idle in the pool, just as the request was sent) goes once more, to another worker
-        (``acquire``: a cold start if none is free), with what is left of its timeout; ``again=False`` for a
-        caller whose worker was chosen for what it holds (a multi-model container's loaded models)."""
-        timeout_s = self._settings.invocation_timeout_s if inv.timeout_s is None else inv.timeout_s
-        while True:
-            handle = self._begin(inv, slot)
-            started = time.perf_counter()
-            try:
-                resp = await self._manager.request(
-                    handle, inv.method, path or inv.path, inv.headers, inv.body, timeout_s, inv.max_answer
-                )
-                break
-            except TimeoutError:
-                inv.model_s = time.perf_counter() - started
-                raise self._timed_out(slot, handle, timeout_s) from None
-            except AnswerTooLarge as exc:  # the worker is fine: only its connection was closed
-                inv.model_s = time.perf_counter() - started
-                self.release(slot)
-                raise self.too_large(handle.worker_id, exc.limit) from None
-            except NotDelivered as exc:
-                inv.model_s = time.perf_counter() - started
-                slot = await self._resend(slot, handle, inv, exc, again)
-                again = False
-                timeout_s = max(0.0, timeout_s - inv.model_s)
-            except (WorkerConnectionError, OSError) as exc:
-                inv.model_s = time.perf_counter() - started
-                raise await self._broken(slot, handle, exc) from exc
-            except BaseException:
-                self.release(slot, broken=True)
-                raise
-        inv.model_s = time.perf_counter() - started
+        def request(handle: WorkerHandle, timeout_s: float) -> Awaitable[WorkerResponse]:
+            return self._manager.request(
+                handle, inv.method, target, inv.headers, inv.body, timeout_s, inv.max_answer
+            )
+
+        sent = await self._send(slot, inv, request, again=again)
+        resp, slot, handle = sent.answer, sent.slot, sent.handle
+        inv.model_s = time.perf_counter() - sent.started
         inv.model_status = resp.status
         if inv.setup_s is not None:  # the worker's first request: its start is announced before its answer
             self._announce(slot.worker_id)  # (a no-op where the loop has turned since: ``_announce_soon``)
@@ -586,50 +582,67 @@ class VariantPool:
             raise self.answered_error(handle.worker_id, status, message)
         return resp
 
-    async def _resend(
-        self, slot: Slot, handle: WorkerHandle, inv: Invocation, exc: NotDelivered, again: bool
-    ) -> Slot:
-        """Another worker's slot for a request that never reached the worker of ``slot`` (``_elsewhere``), or,
-        past its one second chance (``again`` false) or in a drain, the error that ends it."""
-        if not again or slot.stop_reason is StopReason.DRAINED:
-            raise await self._broken(slot, handle, exc) from exc
-        return await self._elsewhere(slot, inv)
+    async def _send(
+        self,
+        slot: Slot,
+        inv: Invocation,
+        send: Callable[[WorkerHandle, float], Awaitable[_A]],
+        *,
+        again: bool = True,
+    ) -> _Sent[_A]:
+        """``send`` ``inv`` to the worker of ``slot`` (acquired for it), within the invocation's timeout: what
+        came back, and from where. Each way it can fail ends the request with its error, its slot released.
 
-    async def stream(self, inv: Invocation) -> PoolStream:
-        """InvokeEndpointWithResponseStream: like ``invoke``, but returns once the answer's head is in; the
-        worker stays busy until the stream's last part (``PoolStream``, which the caller must end). A
-        request that never reached its worker goes once more, to another (as in ``serve``): never once the
-        answer's head is in."""
-        assert isinstance(inv.body, bytes)
-        slot = await self.acquire()
+        A request that provably never reached its worker (NotDelivered: the worker ended, or was ending,
+        while idle in the pool, just as the request was sent) goes once more, to another worker
+        (``_elsewhere``: a cold start if none is free), with what is left of its timeout; ``again=False`` for
+        a caller whose worker was chosen for what it holds (a multi-model container's loaded models)."""
         timeout_s = self._settings.invocation_timeout_s if inv.timeout_s is None else inv.timeout_s
-        again = True
         while True:
             handle = self._begin(inv, slot)
             started = time.perf_counter()
-            deadline = asyncio.get_running_loop().time() + timeout_s
             try:
-                async with asyncio.timeout_at(deadline):
-                    worker = await self._manager.stream(
-                        handle, b"POST", b"/invocations", inv.headers, inv.body
-                    )
-                    if worker.status >= 400:
-                        text = (await worker.read_all()).decode("utf-8", "replace")
-                break
+                return _Sent(await send(handle, timeout_s), slot, handle, started, timeout_s)
             except TimeoutError:
                 inv.model_s = time.perf_counter() - started
                 raise self._timed_out(slot, handle, timeout_s) from None
+            except AnswerTooLarge as exc:  # the worker is fine: only its connection was closed
+                inv.model_s = time.perf_counter() - started
+                self.release(slot)
+                raise self.too_large(handle.worker_id, exc.limit) from None
             except NotDelivered as exc:
                 inv.model_s = time.perf_counter() - started
-                slot = await self._resend(slot, handle, inv, exc, again)
+                if not again or slot.stop_reason is StopReason.DRAINED:
+                    raise await self._broken(slot, handle, exc) from exc
                 again = False
                 timeout_s = max(0.0, timeout_s - inv.model_s)
+                slot = await self._elsewhere(slot, inv)
             except (WorkerConnectionError, OSError) as exc:
                 inv.model_s = time.perf_counter() - started
                 raise await self._broken(slot, handle, exc) from exc
             except BaseException:
                 self.release(slot, broken=True)
                 raise
+
+    async def stream(self, inv: Invocation) -> PoolStream:
+        """InvokeEndpointWithResponseStream: like ``invoke``, but returns once the answer's head is in; the
+        worker stays busy until the stream's last part (``PoolStream``, which the caller must end). A
+        request that never reached its worker goes once more, to another (``_send``): never once the
+        answer's head is in."""
+        assert isinstance(inv.body, bytes)
+        body = inv.body
+        loop = asyncio.get_running_loop()
+
+        async def open_stream(handle: WorkerHandle, timeout_s: float) -> tuple[WorkerStream, str, float]:
+            """The answer's head (an error's whole body, as text), and the invocation's deadline."""
+            deadline = loop.time() + timeout_s
+            async with asyncio.timeout_at(deadline):
+                worker = await self._manager.stream(handle, b"POST", b"/invocations", inv.headers, body)
+                text = (await worker.read_all()).decode("utf-8", "replace") if worker.status >= 400 else ""
+            return worker, text, deadline
+
+        sent = await self._send(await self.acquire(), inv, open_stream)
+        (worker, text, deadline), slot, handle, started = sent.answer, sent.slot, sent.handle, sent.started
         inv.model_status = worker.status
         if worker.status >= 400:
             inv.model_s = time.perf_counter() - started
@@ -644,7 +657,7 @@ class VariantPool:
             inv,
             started=started,
             deadline=deadline,
-            timeout_s=timeout_s,
+            timeout_s=sent.timeout_s,
             release=lambda broken: self.release(slot, broken=broken),
             kill=kill,
             death_reason=handle.death_reason,
