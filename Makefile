@@ -13,12 +13,12 @@ $(BIN)/python:
 	$(BIN)/pip install --quiet --upgrade pip
 
 # the server with every built-in runtime
-$(RUN_STAMP): pyproject.toml | $(BIN)/python
+$(RUN_STAMP): pyproject.toml setup.py $(wildcard src/native/*) | $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[all]'
 	touch $(RUN_STAMP)
 
 # ... plus what the tests need (awscli, SeaweedFS, Playwright, mypy, ruff, pytest)
-$(STAMP): pyproject.toml | $(BIN)/python system-deps
+$(STAMP): pyproject.toml setup.py $(wildcard src/native/*) | $(BIN)/python system-deps
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
