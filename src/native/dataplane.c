@@ -1,13 +1,1483 @@
+/* The native data plane (docs/dataplane.md): an HTTP/1.1 server for SageMaker's runtime on a port of its
+ * own, run by one thread of the server's process with the GIL released. It serves the common case of
+ * InvokeEndpoint whole: a request signed by a key it holds a grant for, to an endpoint it holds an idle
+ * worker's lease for. Every other request it relays to the Python server whole (an event the Python side
+ * takes, answers through the app, and writes back through ``respond``), so that every error and every
+ * uncommon case keeps one implementation.
+ *
+ * Between the two threads: commands from Python (``respond``, ``lease``, ``recall``, ``grant``, ...) go on a
+ * list under a mutex and wake the loop through an eventfd; events for Python (relayed requests, the
+ * records of requests served here, failures, leases given back) go on another list and wake Python's event
+ * loop through a second eventfd (``fileno``), once per batch. The loop never touches a Python object.
+ */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
+#include <errno.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <arpa/inet.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "http.h"
 #include "py_sigv4.h"
+#include "sigv4.h"
+
+#define MAX_HEAD (64 * 1024)
+#define READ_CHUNK (64 * 1024)
+#define MAX_FDS (1 << 20)
+
+/* ------------------------------------------------------------------------------------------------------ */
+/* buffers */
+
+typedef struct {
+    char *p;
+    size_t len, cap;
+} buf_t;
+
+static int buf_reserve(buf_t *b, size_t more) {
+    if (b->len + more <= b->cap) return 0;
+    size_t cap = b->cap ? b->cap : 4096;
+    while (cap < b->len + more) cap *= 2;
+    char *p = realloc(b->p, cap);
+    if (p == NULL) return -1;
+    b->p = p;
+    b->cap = cap;
+    return 0;
+}
+
+static int buf_put(buf_t *b, const void *data, size_t n) {
+    if (buf_reserve(b, n) != 0) return -1;
+    memcpy(b->p + b->len, data, n);
+    b->len += n;
+    return 0;
+}
+
+static int buf_str(buf_t *b, const char *s) { return buf_put(b, s, strlen(s)); }
+
+static void buf_drop(buf_t *b, size_t n) { /* the first n bytes */
+    if (n >= b->len) {
+        b->len = 0;
+        return;
+    }
+    memmove(b->p, b->p + n, b->len - n);
+    b->len -= n;
+}
+
+static void buf_free(buf_t *b) {
+    free(b->p);
+    b->p = NULL;
+    b->len = b->cap = 0;
+}
+
+static char *dup_bytes(const char *p, size_t n) {
+    char *d = malloc(n ? n : 1);
+    if (d != NULL && n) memcpy(d, p, n);
+    return d;
+}
+
+static uint64_t now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static double wall_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* ------------------------------------------------------------------------------------------------------ */
+/* connections, leases, grants */
+
+enum { C_READ, C_FAST, C_RELAY };
+
+typedef struct conn {
+    uint64_t id;
+    int fd;
+    int state;
+    buf_t in, out;
+    int gone;        /* the client closed or failed: drop what is written, close once idle */
+    int close_after; /* HTTP/1.0 or Connection: close: close once this answer is out */
+    int writing;     /* EPOLLOUT armed */
+    uint64_t deadline_ns; /* the request being read must be whole by then (0: no request begun) */
+    uint64_t idle_since_ns;
+    size_t req_len;  /* head + body of the request being answered, at the start of ``in`` */
+    size_t head_len;
+    uint64_t started_ns;
+    char host[64];
+    int port;
+} conn_t;
+
+enum { L_IDLE, L_BUSY };
+
+typedef struct lease {
+    uint64_t id;
+    int fd;
+    int state;
+    int recalled;
+    int used; /* a slot of the table in use */
+    char endpoint[64];
+    char variant[64];
+    double timeout_s;
+    size_t max_answer, max_request;
+    buf_t w; /* the request being written */
+    size_t w_off;
+    buf_t r; /* the answer being read */
+    conn_t *client;
+    uint64_t client_id;
+    uint64_t sent_ns, deadline_ns, idle_since_ns;
+    size_t bytes_in;
+    int writing;
+} lease_t;
+
+typedef struct {
+    char *akid;
+    char *secret;
+    char *endpoint;
+} grant_t;
+
+/* ------------------------------------------------------------------------------------------------------ */
+/* commands (Python -> loop) and events (loop -> Python) */
+
+enum { CMD_RESPOND, CMD_LEASE, CMD_RECALL, CMD_GRANT, CMD_CLEAR_GRANTS, CMD_STOP };
+
+typedef struct cmd {
+    int kind;
+    uint64_t id;
+    int fd;
+    int end, close;
+    char *data;
+    size_t len;
+    char *a, *b, *c; /* grant: akid, secret, endpoint; lease: endpoint, variant */
+    double timeout_s;
+    size_t max_answer, max_request;
+    struct cmd *next;
+} cmd_t;
+
+enum { EV_REQUEST, EV_DONE, EV_FAILED, EV_RETURNED, EV_GONE };
+
+typedef struct event {
+    int kind;
+    uint64_t conn_id, lease_id;
+    char *req; /* request: head and body, as received */
+    size_t head_len, req_len;
+    char host[64];
+    int port;
+    char akid[129];
+    char endpoint[64];
+    int oversize;
+    double waited_s; /* since the request was whole */
+    /* done / failed */
+    double at, model_s, total_s;
+    size_t bytes_in, bytes_out;
+    int status;
+    char fail[24]; /* timeout | broken | not_delivered | answer | too_large | refused */
+    char *answer; /* failed "answer": the answer's head and (decoded) body */
+    size_t answer_head, answer_len;
+    int broken;
+    struct event *next;
+} event_t;
+
+static void event_free(event_t *e) {
+    free(e->req);
+    free(e->answer);
+    free(e);
+}
+
+/* ------------------------------------------------------------------------------------------------------ */
+/* the plane */
+
+typedef struct {
+    PyObject_HEAD int listen_fd, epoll_fd, wake_fd, notify_fd;
+    pthread_t thread;
+    int running;
+    pthread_mutex_t mu;
+    cmd_t *cmds, *cmds_tail;
+    event_t *events, *events_tail;
+    int stopping;
+    /* settings */
+    char region[64], service[64], id_prefix[32], trailer[64];
+    size_t payload_limit;
+    double keep_alive_s, lease_idle_s, request_s;
+    size_t max_conns;
+    /* the loop's own (no lock) */
+    conn_t **conns; /* by fd */
+    size_t n_conns;
+    uint64_t next_conn;
+    int max_fd;
+    lease_t *leases;
+    size_t n_leases, cap_leases;
+    grant_t *grants;
+    size_t n_grants, cap_grants;
+    uint64_t next_request;
+    time_t date_at;
+    char date[64];
+    /* counters (read without lock: approximate) */
+    uint64_t served, relayed;
+} Plane;
+
+#define TAG_LISTEN 1ull
+#define TAG_WAKE 2ull
+#define TAG_CONN 3ull
+#define TAG_LEASE 4ull
+#define TAG(kind, n) (((kind) << 56) | (uint64_t)(n))
+
+static void emit(Plane *p, event_t *e) {
+    int was_empty;
+    pthread_mutex_lock(&p->mu);
+    was_empty = p->events == NULL;
+    if (p->events_tail) p->events_tail->next = e;
+    else p->events = e;
+    p->events_tail = e;
+    pthread_mutex_unlock(&p->mu);
+    if (was_empty) {
+        uint64_t one = 1;
+        ssize_t w = write(p->notify_fd, &one, sizeof one);
+        (void)w;
+    }
+}
+
+static event_t *new_event(int kind) { return calloc(1, sizeof(event_t)); }
+
+/* ---- grants ---- */
+
+static const char *grant_secret(void *ctx, const char *akid, size_t akid_len, size_t *secret_len) {
+    Plane *p = ctx;
+    for (size_t i = 0; i < p->n_grants; i++) {
+        grant_t *g = &p->grants[i];
+        if (strlen(g->akid) == akid_len && memcmp(g->akid, akid, akid_len) == 0) {
+            *secret_len = strlen(g->secret);
+            return g->secret;
+        }
+    }
+    return NULL;
+}
+
+static int granted(Plane *p, const char *akid, size_t akid_len, const char *endpoint) {
+    for (size_t i = 0; i < p->n_grants; i++) {
+        grant_t *g = &p->grants[i];
+        if (strlen(g->akid) == akid_len && memcmp(g->akid, akid, akid_len) == 0 &&
+            strcmp(g->endpoint, endpoint) == 0)
+            return 1;
+    }
+    return 0;
+}
+
+static void clear_grants(Plane *p) {
+    for (size_t i = 0; i < p->n_grants; i++) {
+        free(p->grants[i].akid);
+        free(p->grants[i].secret);
+        free(p->grants[i].endpoint);
+    }
+    p->n_grants = 0;
+}
+
+/* ---- epoll ---- */
+
+static void ep_set(Plane *p, int op, int fd, uint32_t events, uint64_t tag) {
+    struct epoll_event ev = {.events = events, .data.u64 = tag};
+    epoll_ctl(p->epoll_fd, op, fd, &ev);
+}
+
+static void conn_arm(Plane *p, conn_t *c) {
+    uint32_t ev = EPOLLRDHUP;
+    if (c->state == C_READ && !c->gone && !c->close_after) ev |= EPOLLIN;
+    if (c->out.len) ev |= EPOLLOUT;
+    ep_set(p, EPOLL_CTL_MOD, c->fd, ev, TAG(TAG_CONN, c->fd));
+}
+
+static void conn_close(Plane *p, conn_t *c) {
+    if (c->state == C_RELAY) { /* Python is answering it: tell it the client is gone */
+        event_t *e = new_event(EV_GONE);
+        if (e) {
+            e->kind = EV_GONE;
+            e->conn_id = c->id;
+            emit(p, e);
+        }
+    }
+    epoll_ctl(p->epoll_fd, EPOLL_CTL_DEL, c->fd, NULL);
+    close(c->fd);
+    p->conns[c->fd] = NULL;
+    p->n_conns--;
+    buf_free(&c->in);
+    buf_free(&c->out);
+    free(c);
+}
+
+/* Write what is pending; 0, or -1 when the connection failed (then closed). */
+static int conn_flush(Plane *p, conn_t *c) {
+    while (c->out.len) {
+        ssize_t n = send(c->fd, c->out.p, c->out.len, MSG_NOSIGNAL);
+        if (n > 0) {
+            buf_drop(&c->out, (size_t)n);
+            continue;
+        }
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
+        conn_close(p, c);
+        return -1;
+    }
+    return 0;
+}
+
+static void process_conn(Plane *p, conn_t *c);
+
+/* The answer to the request at the start of ``in`` is out (or queued): on to the next one. */
+static void conn_answered(Plane *p, conn_t *c) {
+    buf_drop(&c->in, c->req_len);
+    c->req_len = 0;
+    c->state = C_READ;
+    c->deadline_ns = 0;
+    c->idle_since_ns = now_ns();
+    if (conn_flush(p, c) != 0) return;
+    if (c->gone || (c->close_after && c->out.len == 0)) {
+        conn_close(p, c);
+        return;
+    }
+    if (c->close_after) { /* closed once the rest is written */
+        conn_arm(p, c);
+        return;
+    }
+    process_conn(p, c); /* a request pipelined behind it */
+}
+
+/* A plain answer of the plane's own (a request it cannot read), then the connection closes. */
+static void conn_refuse(Plane *p, conn_t *c, int status, const char *reason, const char *message) {
+    char head[512];
+    int n = snprintf(head, sizeof head,
+                     "HTTP/1.1 %d %s\r\ncontent-type: application/json\r\nx-amzn-errortype: %s\r\n"
+                     "connection: close\r\ncontent-length: %zu\r\n\r\n",
+                     status, reason, status == 413 ? "ValidationError" : "BadRequest", strlen(message));
+    buf_put(&c->out, head, (size_t)n);
+    buf_str(&c->out, message);
+    c->req_len = c->in.len;
+    c->close_after = 1;
+    conn_answered(p, c);
+}
+
+static void date_header(Plane *p) {
+    time_t t = time(NULL);
+    if (t == p->date_at) return;
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    strftime(p->date, sizeof p->date, "date: %a, %d %b %Y %H:%M:%S GMT\r\n", &tm);
+    p->date_at = t;
+}
+
+/* ---- the fast path ---- */
+
+static lease_t *idle_lease(Plane *p, const char *endpoint, size_t body_len) {
+    lease_t *best = NULL;
+    for (size_t i = 0; i < p->n_leases; i++) {
+        lease_t *l = &p->leases[i];
+        if (l->used && l->state == L_IDLE && !l->recalled && strcmp(l->endpoint, endpoint) == 0 &&
+            body_len <= l->max_request) {
+            if (best == NULL || l->idle_since_ns > best->idle_since_ns) best = l; /* the most recently used */
+        }
+    }
+    return best;
+}
+
+static void lease_arm(Plane *p, lease_t *l) {
+    uint32_t ev = EPOLLIN | EPOLLRDHUP;
+    if (l->w_off < l->w.len) ev |= EPOLLOUT;
+    ep_set(p, EPOLL_CTL_MOD, l->fd, ev, TAG(TAG_LEASE, (size_t)(l - p->leases)));
+}
+
+static void lease_return(Plane *p, lease_t *l, int broken) {
+    event_t *e = new_event(EV_RETURNED);
+    if (e) {
+        e->kind = EV_RETURNED;
+        e->lease_id = l->id;
+        e->broken = broken;
+        emit(p, e);
+    }
+    epoll_ctl(p->epoll_fd, EPOLL_CTL_DEL, l->fd, NULL);
+    close(l->fd);
+    buf_free(&l->w);
+    buf_free(&l->r);
+    l->used = 0;
+    l->fd = -1;
+}
+
+/* The request event's common part: the request as it came, where from, how long it has waited. */
+static event_t *request_event(Plane *p, conn_t *c, int kind) {
+    event_t *e = new_event(kind);
+    if (e == NULL) return NULL;
+    e->kind = kind;
+    e->conn_id = c->id;
+    e->req = dup_bytes(c->in.p, c->req_len);
+    if (e->req == NULL) {
+        free(e);
+        return NULL;
+    }
+    e->head_len = c->head_len;
+    e->req_len = c->req_len;
+    memcpy(e->host, c->host, sizeof e->host);
+    e->port = c->port;
+    e->waited_s = (double)(now_ns() - c->started_ns) / 1e9;
+    return e;
+}
+
+static void relay(Plane *p, conn_t *c, const char *akid, size_t akid_len, const char *endpoint, int oversize) {
+    event_t *e = request_event(p, c, EV_REQUEST);
+    if (e == NULL) {
+        conn_refuse(p, c, 503, "Service Unavailable", "{\"message\": \"out of memory\"}");
+        return;
+    }
+    if (akid != NULL && akid_len < sizeof e->akid) memcpy(e->akid, akid, akid_len);
+    if (endpoint != NULL) snprintf(e->endpoint, sizeof e->endpoint, "%s", endpoint);
+    e->oversize = oversize;
+    c->state = C_RELAY;
+    p->relayed++;
+    conn_arm(p, c);
+    emit(p, e);
+}
+
+/* The request headers a worker gets, under the names it gets them (api/invoke.py _FORWARDED). */
+static const char *forwarded_name(const zs_header *h) {
+    if (zs_ieq(h->name, h->name_len, "content-type")) return "Content-Type";
+    if (zs_ieq(h->name, h->name_len, "accept")) return "Accept";
+    if (zs_ieq(h->name, h->name_len, "x-amzn-sagemaker-custom-attributes")) return "X-Amzn-SageMaker-Custom-Attributes";
+    if (zs_ieq(h->name, h->name_len, "x-amzn-sagemaker-inference-id")) return "X-Amzn-SageMaker-Inference-Id";
+    return NULL;
+}
+
+static int ascii_visible(const char *s, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)s[i] < 0x20 || (unsigned char)s[i] >= 0x7f) return 0;
+    return 1;
+}
+
+/* Whether the plane serves this request's headers itself: every header it does not know is one Python
+ * answers (a TargetVariant, a session token, ...). Fills the worker's request head. */
+static int fast_headers(const zs_request *req, buf_t *w, size_t body_len) {
+    char line[96];
+    int n = snprintf(line, sizeof line, "POST /invocations HTTP/1.1\r\nHost: worker\r\nContent-Length: %zu\r\n", body_len);
+    if (buf_put(w, line, (size_t)n) != 0) return 0;
+    int seen[4] = {0, 0, 0, 0};
+    for (size_t i = 0; i < req->n_headers; i++) {
+        const zs_header *h = &req->headers[i];
+        const char *wire = forwarded_name(h);
+        if (wire != NULL) {
+            int k = wire[0] == 'C' ? 0 : wire[0] == 'A' ? 1 : wire[19] == 'C' ? 2 : 3;
+            if (seen[k]++) return 0; /* twice: Python's to answer */
+            if (k == 2 && (h->value_len > 1024 || !ascii_visible(h->value, h->value_len))) return 0;
+            if (k == 3 && (h->value_len < 1 || h->value_len > 64)) return 0;
+            if (!ascii_visible(h->value, h->value_len)) return 0;
+            if (buf_str(w, wire) || buf_put(w, ": ", 2) || buf_put(w, h->value, h->value_len) || buf_put(w, "\r\n", 2))
+                return 0;
+            continue;
+        }
+        if (h->name_len >= 6 && (zs_ieq(h->name, 6, "x-amz-") || (h->name_len >= 7 && zs_ieq(h->name, 7, "x-amzn-")))) {
+            if (zs_ieq(h->name, h->name_len, "x-amz-date") || zs_ieq(h->name, h->name_len, "x-amzn-trace-id")) continue;
+            return 0;
+        }
+        if (zs_ieq(h->name, h->name_len, "expect") || zs_ieq(h->name, h->name_len, "transfer-encoding") ||
+            zs_ieq(h->name, h->name_len, "upgrade"))
+            return 0;
+    }
+    return buf_put(w, "\r\n", 2) == 0;
+}
+
+/* "/endpoints/<name>/invocations": the name, else 0. */
+static int endpoint_of(const zs_request *req, char *name, size_t cap) {
+    static const char pre[] = "/endpoints/", suf[] = "/invocations";
+    size_t lp = sizeof pre - 1, ls = sizeof suf - 1, n = req->target_len;
+    if (n <= lp + ls || memcmp(req->target, pre, lp) != 0 || memcmp(req->target + n - ls, suf, ls) != 0) return 0;
+    size_t len = n - lp - ls;
+    if (len >= cap) return 0;
+    for (size_t i = 0; i < len; i++) {
+        char ch = req->target[lp + i];
+        if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') || ch == '-')) return 0;
+    }
+    memcpy(name, req->target + lp, len);
+    name[len] = 0;
+    return 1;
+}
+
+static void lease_send(Plane *p, lease_t *l);
+
+static void serve_request(Plane *p, conn_t *c, const zs_request *req, const char *body, size_t body_len) {
+    char endpoint[64];
+    int shaped = req->minor == 1 && !c->close_after && req->method_len == 4 && memcmp(req->method, "POST", 4) == 0 &&
+                 endpoint_of(req, endpoint, sizeof endpoint);
+    if (!shaped) {
+        relay(p, c, NULL, 0, NULL, 0);
+        return;
+    }
+    const char *akid = NULL;
+    size_t akid_len = 0;
+    int sig = zs_sigv4_check(req->method, req->method_len, req->target, req->target_len, "", 0, req->headers,
+                             req->n_headers, (const uint8_t *)body, body_len, p->region, p->service,
+                             (int64_t)time(NULL), grant_secret, p, &akid, &akid_len);
+    if (sig != 0) {
+        relay(p, c, NULL, 0, endpoint, 0);
+        return;
+    }
+    lease_t *l = granted(p, akid, akid_len, endpoint) ? idle_lease(p, endpoint, body_len) : NULL;
+    if (l == NULL) {
+        relay(p, c, akid, akid_len, endpoint, 0);
+        return;
+    }
+    l->w.len = 0;
+    l->w_off = 0;
+    if (!fast_headers(req, &l->w, body_len) || buf_put(&l->w, body, body_len) != 0) {
+        relay(p, c, akid, akid_len, endpoint, 0);
+        return;
+    }
+    l->r.len = 0;
+    l->state = L_BUSY;
+    l->client = c;
+    l->client_id = c->id;
+    l->bytes_in = body_len;
+    l->sent_ns = now_ns();
+    l->deadline_ns = l->sent_ns + (uint64_t)(l->timeout_s * 1e9);
+    c->state = C_FAST;
+    conn_arm(p, c);
+    lease_send(p, l);
+}
+
+/* Parse and answer what ``in`` holds, as long as whole requests are there. */
+static void process_conn(Plane *p, conn_t *c) {
+    while (c->state == C_READ && c->in.len > 0) {
+        if (c->deadline_ns == 0) {
+            c->started_ns = now_ns();
+            c->deadline_ns = c->started_ns + (uint64_t)(p->request_s * 1e9);
+        }
+        zs_request req;
+        long head = zs_parse_request(c->in.p, c->in.len, MAX_HEAD, &req);
+        if (head == ZS_MORE) break;
+        if (head == ZS_TOO_LARGE) {
+            conn_refuse(p, c, 431, "Request Header Fields Too Large", "{\"message\": \"request head too large\"}");
+            return;
+        }
+        if (head < 0) {
+            conn_refuse(p, c, 400, "Bad Request", "{\"message\": \"malformed HTTP request\"}");
+            return;
+        }
+        size_t count = 0;
+        const zs_header *te = zs_find_header(req.headers, req.n_headers, "transfer-encoding", NULL);
+        const zs_header *cl = zs_find_header(req.headers, req.n_headers, "content-length", &count);
+        if (te != NULL) {
+            conn_refuse(p, c, 411, "Length Required",
+                        "{\"message\": \"this port takes request bodies with a Content-Length, not chunked\"}");
+            return;
+        }
+        int64_t length = 0;
+        if (cl != NULL) {
+            length = count == 1 ? zs_content_length(cl->value, cl->value_len) : -1;
+            if (length < 0) {
+                conn_refuse(p, c, 400, "Bad Request", "{\"message\": \"invalid Content-Length\"}");
+                return;
+            }
+        }
+        const zs_header *conn_h = zs_find_header(req.headers, req.n_headers, "connection", NULL);
+        c->close_after = req.minor == 0 ? !(conn_h && zs_ieq(conn_h->value, conn_h->value_len, "keep-alive"))
+                                        : (conn_h != NULL && zs_ieq(conn_h->value, conn_h->value_len, "close"));
+        const zs_header *expect = zs_find_header(req.headers, req.n_headers, "expect", NULL);
+        int oversize = (uint64_t)length > p->payload_limit;
+        size_t want = (size_t)head + (oversize ? 0 : (size_t)length);
+        if (c->in.len < want) {
+            if (expect != NULL && zs_ieq(expect->value, expect->value_len, "100-continue") && c->in.len == (size_t)head) {
+                buf_str(&c->out, "HTTP/1.1 100 Continue\r\n\r\n");
+                if (conn_flush(p, c) != 0) return;
+            }
+            break;
+        }
+        c->head_len = (size_t)head;
+        if (oversize) { /* Python answers its error, the body unread; then the connection closes */
+            c->req_len = (size_t)head;
+            c->close_after = 1;
+            relay(p, c, NULL, 0, NULL, 1);
+            return;
+        }
+        c->req_len = want;
+        /* ``req`` points into ``in``, which nothing grows until this request is answered */
+        serve_request(p, c, &req, c->in.p + head, (size_t)length);
+        return;
+    }
+    if (c->state == C_READ) conn_arm(p, c);
+}
+
+static void conn_readable(Plane *p, conn_t *c) {
+    for (;;) {
+        if (c->in.len >= MAX_HEAD + p->payload_limit + 1) break; /* a whole request fits: parse first */
+        if (buf_reserve(&c->in, READ_CHUNK) != 0) {
+            conn_close(p, c);
+            return;
+        }
+        ssize_t n = recv(c->fd, c->in.p + c->in.len, READ_CHUNK, 0);
+        if (n > 0) {
+            c->in.len += (size_t)n;
+            if ((size_t)n < READ_CHUNK) break;
+            continue;
+        }
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
+        conn_close(p, c); /* EOF or an error: between requests, or mid-request; nothing to answer */
+        return;
+    }
+    process_conn(p, c);
+}
+
+/* ---- the worker's answer ---- */
+
+static void fail_event(Plane *p, lease_t *l, const char *kind, int status, const char *answer, size_t head,
+                       size_t len) {
+    conn_t *c = l->client;
+    uint64_t t = now_ns();
+    event_t *e = NULL;
+    if (c != NULL && c->id == l->client_id && p->conns[c->fd] == c) {
+        e = request_event(p, c, EV_FAILED);
+        c->state = C_RELAY; /* Python answers it */
+        conn_arm(p, c);
+    } else {
+        e = new_event(EV_FAILED);
+        if (e) e->kind = EV_FAILED;
+    }
+    if (e == NULL) return;
+    e->lease_id = l->id;
+    e->model_s = (double)(t - l->sent_ns) / 1e9;
+    e->bytes_in = l->bytes_in;
+    e->status = status;
+    snprintf(e->fail, sizeof e->fail, "%s", kind);
+    if (answer != NULL) {
+        e->answer = dup_bytes(answer, len);
+        e->answer_head = head;
+        e->answer_len = len;
+    }
+    snprintf(e->endpoint, sizeof e->endpoint, "%s", l->endpoint);
+    emit(p, e);
+}
+
+/* The lease's request failed as ``kind``: Python answers the client and decides about the worker. */
+static void lease_failed(Plane *p, lease_t *l, const char *kind, int status, const char *answer, size_t head,
+                         size_t len) {
+    fail_event(p, l, kind, status, answer, head, len);
+    l->client = NULL;
+    lease_return(p, l, strcmp(kind, "answer") != 0 && strcmp(kind, "too_large") != 0);
+}
+
+static int header_bad_value(const zs_header *h) {
+    if (h->value_len > 1024) return 1;
+    return !ascii_visible(h->value, h->value_len);
+}
+
+/* A whole answer: 2xx with a Content-Type and CustomAttributes the client may get, else Python's. */
+static void lease_answered(Plane *p, lease_t *l, const zs_response *resp, size_t head, const char *body,
+                           size_t body_len, int reusable, const char *trailer, size_t trailer_len) {
+    conn_t *c = l->client;
+    uint64_t t = now_ns();
+    const zs_header *ct = zs_find_header(resp->headers, resp->n_headers, "content-type", NULL);
+    const zs_header *ca = zs_find_header(resp->headers, resp->n_headers, "x-amzn-sagemaker-custom-attributes", NULL);
+    int trailer_error = trailer_len > 0; /* only the stream's error trailer is sent as a trailer */
+    if (resp->status < 200 || resp->status >= 300 || trailer_error || (ct && header_bad_value(ct)) ||
+        (ca && header_bad_value(ca))) {
+        /* the answer, its head then its body, for Python's error: it makes the ModelError */
+        buf_t a = {0}; /* the trailers join the head's headers, last (as Python's parser gives them) */
+        buf_put(&a, l->r.p, head - 2);
+        if (trailer_len) buf_put(&a, trailer, trailer_len);
+        buf_put(&a, "\r\n", 2);
+        size_t with_trailers = a.len;
+        buf_put(&a, body, body_len);
+        fail_event(p, l, "answer", resp->status, a.p, with_trailers, a.len);
+        buf_free(&a);
+        l->client = NULL;
+        lease_return(p, l, 0);
+        return;
+    }
+    int alive = c != NULL && c->id == l->client_id && p->conns[c->fd] == c;
+    if (alive) {
+        char line[160];
+        date_header(p);
+        buf_str(&c->out, "HTTP/1.1 200 OK\r\n");
+        buf_str(&c->out, p->date);
+        buf_str(&c->out, "server: zeroscale\r\ncontent-type: ");
+        if (ct) buf_put(&c->out, ct->value, ct->value_len);
+        else buf_str(&c->out, "application/octet-stream");
+        buf_str(&c->out, "\r\nx-content-type-options: nosniff\r\ncontent-security-policy: sandbox; default-src 'none'\r\n"
+                         "x-amzn-invoked-production-variant: ");
+        buf_str(&c->out, l->variant);
+        int n = snprintf(line, sizeof line, "\r\nx-amzn-requestid: %s%012llx\r\n", p->id_prefix,
+                         (unsigned long long)p->next_request++);
+        buf_put(&c->out, line, (size_t)n);
+        if (ca) {
+            buf_str(&c->out, "x-amzn-sagemaker-custom-attributes: ");
+            buf_put(&c->out, ca->value, ca->value_len);
+            buf_str(&c->out, "\r\n");
+        }
+        n = snprintf(line, sizeof line, "content-length: %zu\r\n\r\n", body_len);
+        buf_put(&c->out, line, (size_t)n);
+        buf_put(&c->out, body, body_len);
+    }
+    event_t *e = new_event(EV_DONE);
+    if (e) {
+        e->kind = EV_DONE;
+        e->lease_id = l->id;
+        e->at = wall_s();
+        e->model_s = (double)(t - l->sent_ns) / 1e9;
+        e->total_s = alive ? (double)(t - c->started_ns) / 1e9 : e->model_s;
+        e->bytes_in = l->bytes_in;
+        e->bytes_out = body_len;
+        e->status = resp->status;
+        emit(p, e);
+    }
+    p->served++;
+    l->client = NULL;
+    l->state = L_IDLE;
+    l->idle_since_ns = t;
+    l->r.len = 0;
+    if (!reusable || l->recalled) lease_return(p, l, 0);
+    if (alive) conn_answered(p, c);
+}
+
+/* What the lease's answer buffer holds: whole yet? */
+static void lease_parse(Plane *p, lease_t *l, int eof) {
+    size_t at = 0;
+    for (;;) { /* interim 1xx heads first */
+        zs_response resp;
+        long head = zs_parse_response(l->r.p + at, l->r.len - at, MAX_HEAD, &resp);
+        if (head == ZS_MORE) {
+            if (eof) lease_failed(p, l, at || l->r.len ? "broken" : "closed", 0, NULL, 0, 0);
+            return;
+        }
+        if (head < 0) {
+            lease_failed(p, l, "refused", 0, NULL, 0, 0);
+            return;
+        }
+        size_t count = 0;
+        const zs_header *cl = zs_find_header(resp.headers, resp.n_headers, "content-length", &count);
+        const zs_header *te = zs_find_header(resp.headers, resp.n_headers, "transfer-encoding", NULL);
+        if (resp.status >= 100 && resp.status < 200) {
+            if (resp.status == 101 || cl || te) {
+                lease_failed(p, l, "refused", 0, NULL, 0, 0);
+                return;
+            }
+            at += (size_t)head;
+            continue;
+        }
+        const zs_header *conn_h = zs_find_header(resp.headers, resp.n_headers, "connection", NULL);
+        int keep = resp.minor == 1 && !(conn_h && zs_ieq(conn_h->value, conn_h->value_len, "close"));
+        const char *base = l->r.p + at;
+        size_t avail = l->r.len - at;
+        if (te != NULL) {
+            if (!zs_ieq(te->value, te->value_len, "chunked") || cl) {
+                lease_failed(p, l, "refused", 0, NULL, 0, 0);
+                return;
+            }
+            size_t body_len = 0, tlen = 0;
+            const char *trailer = NULL;
+            long end = zs_chunked_scan(base + head, avail - (size_t)head, l->max_answer, MAX_HEAD, &body_len,
+                                       &trailer, &tlen);
+            if (end == ZS_MORE) {
+                if (eof) lease_failed(p, l, "broken", 0, NULL, 0, 0);
+                return;
+            }
+            if (end == ZS_TOO_LARGE) {
+                lease_failed(p, l, "too_large", resp.status, NULL, 0, 0);
+                return;
+            }
+            if (end < 0 || (size_t)head + (size_t)end != avail) {
+                lease_failed(p, l, "refused", 0, NULL, 0, 0);
+                return;
+            }
+            char *body = malloc(body_len ? body_len : 1);
+            if (body == NULL) {
+                lease_failed(p, l, "broken", 0, NULL, 0, 0);
+                return;
+            }
+            zs_chunked_copy(base + head, avail - (size_t)head, body);
+            if (at) buf_drop(&l->r, at); /* the interim heads: the answer's head now starts the buffer */
+            /* the trailer section, when it names the stream's error */
+            int named = 0;
+            for (size_t i = 0; tlen && i + strlen(p->trailer) <= tlen; i++) {
+                if ((i == 0 || trailer[i - 1] == '\n') && zs_ieq(trailer + i, strlen(p->trailer), p->trailer) &&
+                    i + strlen(p->trailer) < tlen && trailer[i + strlen(p->trailer)] == ':') {
+                    named = 1;
+                    break;
+                }
+            }
+            /* re-point the head's headers into the (moved) buffer */
+            zs_parse_response(l->r.p, (size_t)head, MAX_HEAD, &resp);
+            char *tcopy = named ? dup_bytes(trailer, tlen) : NULL;
+            lease_answered(p, l, &resp, (size_t)head, body, body_len, keep, tcopy, named ? tlen : 0);
+            free(tcopy);
+            free(body);
+            return;
+        }
+        if (cl == NULL) { /* the body ends with the connection */
+            if (avail - (size_t)head > l->max_answer) {
+                lease_failed(p, l, "too_large", resp.status, NULL, 0, 0);
+                return;
+            }
+            if (!eof) return;
+            if (at) buf_drop(&l->r, at);
+            zs_parse_response(l->r.p, (size_t)head, MAX_HEAD, &resp);
+            lease_answered(p, l, &resp, (size_t)head, l->r.p + head, l->r.len - (size_t)head, 0, NULL, 0);
+            return;
+        }
+        int64_t length = count == 1 ? zs_content_length(cl->value, cl->value_len) : -1;
+        if (length < 0) {
+            lease_failed(p, l, "refused", 0, NULL, 0, 0);
+            return;
+        }
+        if ((uint64_t)length > l->max_answer) {
+            lease_failed(p, l, "too_large", resp.status, NULL, 0, 0);
+            return;
+        }
+        if (avail < (size_t)head + (size_t)length) {
+            if (eof) lease_failed(p, l, "broken", 0, NULL, 0, 0);
+            return;
+        }
+        if (avail > (size_t)head + (size_t)length) {
+            lease_failed(p, l, "refused", 0, NULL, 0, 0); /* bytes no request asked for */
+            return;
+        }
+        if (at) buf_drop(&l->r, at);
+        zs_parse_response(l->r.p, (size_t)head, MAX_HEAD, &resp);
+        lease_answered(p, l, &resp, (size_t)head, l->r.p + head, (size_t)length, keep && !eof, NULL, 0);
+        return;
+    }
+}
+
+static void lease_readable(Plane *p, lease_t *l) {
+    if (l->state == L_IDLE) { /* an idle worker's connection that speaks: it closed, or sent what no one asked */
+        lease_return(p, l, 0);
+        return;
+    }
+    int eof = 0;
+    for (;;) {
+        if (buf_reserve(&l->r, READ_CHUNK) != 0) {
+            lease_failed(p, l, "broken", 0, NULL, 0, 0);
+            return;
+        }
+        ssize_t n = recv(l->fd, l->r.p + l->r.len, READ_CHUNK, 0);
+        if (n > 0) {
+            l->r.len += (size_t)n;
+            if (l->r.len > MAX_HEAD + l->max_answer + 64 * 1024 + (l->max_answer / 8)) {
+                lease_failed(p, l, "too_large", 0, NULL, 0, 0);
+                return;
+            }
+            if ((size_t)n < READ_CHUNK) break;
+            continue;
+        }
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
+        if (n < 0 && l->r.len == 0 && (errno == ECONNRESET || errno == EPIPE)) {
+            lease_failed(p, l, "not_delivered", 0, NULL, 0, 0);
+            return;
+        }
+        eof = 1;
+        break;
+    }
+    lease_parse(p, l, eof);
+}
+
+static void lease_send(Plane *p, lease_t *l) {
+    while (l->w_off < l->w.len) {
+        ssize_t n = send(l->fd, l->w.p + l->w_off, l->w.len - l->w_off, MSG_NOSIGNAL);
+        if (n > 0) {
+            l->w_off += (size_t)n;
+            continue;
+        }
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
+        /* the worker is gone: nothing of the answer came, and (reset, broken pipe) nothing was read */
+        lease_failed(p, l, (errno == EPIPE || errno == ECONNRESET) && l->r.len == 0 ? "not_delivered" : "broken", 0,
+                     NULL, 0, 0);
+        return;
+    }
+    lease_arm(p, l);
+}
+
+/* ---- commands ---- */
+
+static lease_t *lease_by_id(Plane *p, uint64_t id) {
+    for (size_t i = 0; i < p->n_leases; i++)
+        if (p->leases[i].used && p->leases[i].id == id) return &p->leases[i];
+    return NULL;
+}
+
+static void run_command(Plane *p, cmd_t *m) {
+    switch (m->kind) {
+    case CMD_RESPOND: {
+        int fd = (int)(m->id & 0xffffff);
+        conn_t *c = fd < MAX_FDS ? p->conns[fd] : NULL;
+        if (c == NULL || c->id != m->id || c->state != C_RELAY) break; /* gone meanwhile */
+        buf_put(&c->out, m->data, m->len);
+        if (m->close) c->close_after = 1;
+        if (m->end) {
+            conn_answered(p, c);
+        } else if (conn_flush(p, c) == 0) {
+            conn_arm(p, c);
+        }
+        break;
+    }
+    case CMD_LEASE: {
+        size_t slot = p->n_leases;
+        for (size_t i = 0; i < p->n_leases; i++)
+            if (!p->leases[i].used) {
+                slot = i;
+                break;
+            }
+        if (slot == p->n_leases) {
+            if (p->n_leases == p->cap_leases) {
+                size_t cap = p->cap_leases ? p->cap_leases * 2 : 64;
+                lease_t *nl = realloc(p->leases, cap * sizeof *nl);
+                if (nl == NULL) {
+                    close(m->fd);
+                    break;
+                }
+                p->leases = nl;
+                p->cap_leases = cap;
+            }
+            p->n_leases++;
+        }
+        lease_t *l = &p->leases[slot];
+        memset(l, 0, sizeof *l);
+        l->used = 1;
+        l->id = m->id;
+        l->fd = m->fd;
+        l->state = L_IDLE;
+        snprintf(l->endpoint, sizeof l->endpoint, "%s", m->a);
+        snprintf(l->variant, sizeof l->variant, "%s", m->b);
+        l->timeout_s = m->timeout_s;
+        l->max_answer = m->max_answer;
+        l->max_request = m->max_request;
+        l->idle_since_ns = now_ns();
+        ep_set(p, EPOLL_CTL_ADD, l->fd, EPOLLIN | EPOLLRDHUP, TAG(TAG_LEASE, slot));
+        break;
+    }
+    case CMD_RECALL: {
+        lease_t *l = lease_by_id(p, m->id);
+        if (l == NULL) break;
+        if (l->state == L_IDLE) lease_return(p, l, 0);
+        else l->recalled = 1;
+        break;
+    }
+    case CMD_GRANT: {
+        if (p->n_grants == p->cap_grants) {
+            size_t cap = p->cap_grants ? p->cap_grants * 2 : 64;
+            grant_t *ng = realloc(p->grants, cap * sizeof *ng);
+            if (ng == NULL) break;
+            p->grants = ng;
+            p->cap_grants = cap;
+        }
+        p->grants[p->n_grants].akid = m->a;
+        p->grants[p->n_grants].secret = m->b;
+        p->grants[p->n_grants].endpoint = m->c;
+        m->a = m->b = m->c = NULL;
+        p->n_grants++;
+        break;
+    }
+    case CMD_CLEAR_GRANTS:
+        clear_grants(p);
+        break;
+    case CMD_STOP:
+        p->stopping = 1;
+        break;
+    }
+}
+
+static void cmd_free(cmd_t *m) {
+    free(m->data);
+    free(m->a);
+    free(m->b);
+    free(m->c);
+    free(m);
+}
+
+static void run_commands(Plane *p) {
+    uint64_t v;
+    ssize_t r = read(p->wake_fd, &v, sizeof v);
+    (void)r;
+    pthread_mutex_lock(&p->mu);
+    cmd_t *m = p->cmds;
+    p->cmds = p->cmds_tail = NULL;
+    pthread_mutex_unlock(&p->mu);
+    while (m != NULL) {
+        cmd_t *next = m->next;
+        run_command(p, m);
+        cmd_free(m);
+        m = next;
+    }
+}
+
+/* ---- the loop ---- */
+
+static void accept_all(Plane *p) {
+    for (;;) {
+        struct sockaddr_storage sa;
+        socklen_t sl = sizeof sa;
+        int fd = accept4(p->listen_fd, (struct sockaddr *)&sa, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) return; /* EAGAIN, or out of descriptors for now */
+        if (fd >= MAX_FDS || p->n_conns >= p->max_conns) {
+            close(fd);
+            continue;
+        }
+        conn_t *c = calloc(1, sizeof *c);
+        if (c == NULL) {
+            close(fd);
+            continue;
+        }
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        c->fd = fd;
+        c->id = ((++p->next_conn) << 24) | (uint64_t)fd;
+        c->state = C_READ;
+        c->idle_since_ns = now_ns();
+        if (sa.ss_family == AF_INET) {
+            struct sockaddr_in *in = (struct sockaddr_in *)&sa;
+            inet_ntop(AF_INET, &in->sin_addr, c->host, sizeof c->host);
+            c->port = ntohs(in->sin_port);
+        } else if (sa.ss_family == AF_INET6) {
+            struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&sa;
+            inet_ntop(AF_INET6, &in6->sin6_addr, c->host, sizeof c->host);
+            c->port = ntohs(in6->sin6_port);
+        }
+        p->conns[fd] = c;
+        p->n_conns++;
+        if (fd > p->max_fd) p->max_fd = fd;
+        ep_set(p, EPOLL_CTL_ADD, fd, EPOLLIN | EPOLLRDHUP, TAG(TAG_CONN, fd));
+    }
+}
+
+/* Deadlines: requests not whole in time, idle keep-alive connections, leases idle past lease_idle_s, worker
+ * requests past their timeout. Returns the milliseconds until the next check. */
+static int sweep(Plane *p) {
+    uint64_t t = now_ns();
+    for (size_t i = 0; i < p->n_leases; i++) {
+        lease_t *l = &p->leases[i];
+        if (!l->used) continue;
+        if (l->state == L_BUSY && t >= l->deadline_ns) lease_failed(p, l, "timeout", 0, NULL, 0, 0);
+        else if (l->state == L_IDLE && t - l->idle_since_ns >= (uint64_t)(p->lease_idle_s * 1e9)) lease_return(p, l, 0);
+    }
+    for (int fd = 0; fd <= p->max_fd; fd++) {
+        conn_t *c = p->conns[fd];
+        if (c == NULL || c->state != C_READ) continue;
+        if (c->deadline_ns && t >= c->deadline_ns) {
+            conn_refuse(p, c, 408, "Request Timeout", "{\"message\": \"the request did not arrive in time\"}");
+        } else if (!c->deadline_ns && c->out.len == 0 && t - c->idle_since_ns >= (uint64_t)(p->keep_alive_s * 1e9)) {
+            conn_close(p, c);
+        }
+    }
+    return 100;
+}
+
+static void *loop_main(void *arg) {
+    Plane *p = arg;
+    struct epoll_event evs[256];
+    uint64_t next_sweep = now_ns() + 100000000ull;
+    while (!p->stopping) {
+        uint64_t t = now_ns();
+        int wait_ms = t >= next_sweep ? 0 : (int)((next_sweep - t) / 1000000ull) + 1;
+        int n = epoll_wait(p->epoll_fd, evs, 256, wait_ms);
+        for (int i = 0; i < n && !p->stopping; i++) {
+            uint64_t tag = evs[i].data.u64;
+            uint64_t kind = tag >> 56, idx = tag & ((1ull << 56) - 1);
+            uint32_t e = evs[i].events;
+            if (kind == TAG_LISTEN) {
+                accept_all(p);
+            } else if (kind == TAG_WAKE) {
+                run_commands(p);
+            } else if (kind == TAG_CONN) {
+                conn_t *c = p->conns[idx];
+                if (c == NULL) continue;
+                if (e & EPOLLOUT) {
+                    if (conn_flush(p, c) != 0) continue;
+                    if (c->out.len == 0 && c->state == C_READ && (c->close_after || c->gone)) {
+                        conn_close(p, c);
+                        continue;
+                    }
+                    conn_arm(p, c);
+                }
+                if (c->state == C_READ && (e & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))) {
+                    conn_readable(p, c);
+                } else if (c->state != C_READ && (e & (EPOLLRDHUP | EPOLLHUP | EPOLLERR))) {
+                    /* gone while answered: its answer is dropped; Python's, or the worker's, still ends */
+                    if (c->state == C_RELAY) {
+                        conn_close(p, c);
+                    } else { /* the worker's answer ends it (conn_answered); until then it is not watched */
+                        c->gone = 1;
+                        epoll_ctl(p->epoll_fd, EPOLL_CTL_DEL, c->fd, NULL);
+                    }
+                }
+            } else if (kind == TAG_LEASE) {
+                if (idx >= p->n_leases || !p->leases[idx].used) continue;
+                lease_t *l = &p->leases[idx];
+                if ((e & EPOLLOUT) && l->state == L_BUSY) {
+                    lease_send(p, l);
+                    if (!l->used) continue;
+                }
+                if (e & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) lease_readable(p, l);
+            }
+        }
+        if (now_ns() >= next_sweep) {
+            sweep(p);
+            next_sweep = now_ns() + 100000000ull;
+        }
+    }
+    /* stopping: every lease back, every connection closed */
+    for (size_t i = 0; i < p->n_leases; i++)
+        if (p->leases[i].used) lease_return(p, &p->leases[i], p->leases[i].state == L_BUSY);
+    for (int fd = 0; fd <= p->max_fd; fd++)
+        if (p->conns[fd] != NULL) conn_close(p, p->conns[fd]);
+    return NULL;
+}
+
+/* ------------------------------------------------------------------------------------------------------ */
+/* the Python type */
+
+static void push(Plane *p, cmd_t *m) {
+    pthread_mutex_lock(&p->mu);
+    if (p->cmds_tail) p->cmds_tail->next = m;
+    else p->cmds = m;
+    p->cmds_tail = m;
+    pthread_mutex_unlock(&p->mu);
+    uint64_t one = 1;
+    ssize_t w = write(p->wake_fd, &one, sizeof one);
+    (void)w;
+}
+
+static cmd_t *new_cmd(int kind) {
+    cmd_t *m = calloc(1, sizeof *m);
+    if (m == NULL) PyErr_NoMemory();
+    else m->kind = kind;
+    return m;
+}
+
+static int Plane_init(Plane *self, PyObject *args, PyObject *kw) {
+    static char *names[] = {"listen_fd", "region", "service", "payload_limit", "request_id_prefix",
+                            "error_trailer", "keep_alive_s", "lease_idle_s", "request_s", "max_connections", NULL};
+    int listen_fd;
+    const char *region, *service, *prefix, *trailer;
+    Py_ssize_t limit, max_conns;
+    double keep_alive, lease_idle, request_s;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "issnssdddn", names, &listen_fd, &region, &service, &limit, &prefix,
+                                     &trailer, &keep_alive, &lease_idle, &request_s, &max_conns))
+        return -1;
+    if (self->conns != NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "a Plane is initialised once");
+        return -1;
+    }
+    self->listen_fd = listen_fd;
+    snprintf(self->region, sizeof self->region, "%s", region);
+    snprintf(self->service, sizeof self->service, "%s", service);
+    snprintf(self->id_prefix, sizeof self->id_prefix, "%s", prefix);
+    snprintf(self->trailer, sizeof self->trailer, "%s", trailer);
+    self->payload_limit = (size_t)limit;
+    self->keep_alive_s = keep_alive;
+    self->lease_idle_s = lease_idle;
+    self->request_s = request_s;
+    self->max_conns = (size_t)max_conns;
+    self->conns = calloc(MAX_FDS, sizeof(conn_t *));
+    if (self->conns == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    pthread_mutex_init(&self->mu, NULL);
+    self->epoll_fd = epoll_create1(EPOLL_CLOEXEC);
+    self->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    self->notify_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (self->epoll_fd < 0 || self->wake_fd < 0 || self->notify_fd < 0) {
+        PyErr_SetFromErrno(PyExc_OSError);
+        return -1;
+    }
+    ep_set(self, EPOLL_CTL_ADD, self->wake_fd, EPOLLIN, TAG(TAG_WAKE, 0));
+    return 0;
+}
+
+static PyObject *Plane_start(Plane *self, PyObject *unused) {
+    if (self->running || self->conns == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "the plane is running, or was not initialised");
+        return NULL;
+    }
+    ep_set(self, EPOLL_CTL_ADD, self->listen_fd, EPOLLIN, TAG(TAG_LISTEN, 0));
+    if (pthread_create(&self->thread, NULL, loop_main, self) != 0) {
+        PyErr_SetString(PyExc_OSError, "cannot start the plane's thread");
+        return NULL;
+    }
+    self->running = 1;
+    Py_RETURN_NONE;
+}
+
+static PyObject *Plane_stop(Plane *self, PyObject *unused) {
+    if (!self->running) Py_RETURN_NONE;
+    cmd_t *m = new_cmd(CMD_STOP);
+    if (m == NULL) return NULL;
+    push(self, m);
+    Py_BEGIN_ALLOW_THREADS pthread_join(self->thread, NULL);
+    Py_END_ALLOW_THREADS self->running = 0;
+    epoll_ctl(self->epoll_fd, EPOLL_CTL_DEL, self->listen_fd, NULL);
+    Py_RETURN_NONE;
+}
+
+static PyObject *Plane_fileno(Plane *self, PyObject *unused) { return PyLong_FromLong(self->notify_fd); }
+
+static PyObject *headers_list(const zs_header *h, size_t n) {
+    PyObject *list = PyList_New((Py_ssize_t)n);
+    if (list == NULL) return NULL;
+    for (size_t i = 0; i < n; i++) {
+        char name[256];
+        size_t nl = h[i].name_len < sizeof name ? h[i].name_len : sizeof name;
+        for (size_t k = 0; k < nl; k++) name[k] = (char)((h[i].name[k] >= 'A' && h[i].name[k] <= 'Z') ? h[i].name[k] + 32 : h[i].name[k]);
+        PyObject *t = Py_BuildValue("(y#y#)", name, (Py_ssize_t)nl, h[i].value, (Py_ssize_t)h[i].value_len);
+        if (t == NULL) {
+            Py_DECREF(list);
+            return NULL;
+        }
+        PyList_SET_ITEM(list, (Py_ssize_t)i, t);
+    }
+    return list;
+}
+
+/* A relayed (or failed) request as Python takes it: (method, target, minor, headers, body). */
+static PyObject *request_tuple(event_t *e) {
+    zs_request req;
+    if (zs_parse_request(e->req, e->head_len, MAX_HEAD, &req) <= 0) {
+        PyErr_SetString(PyExc_RuntimeError, "a relayed request's head no longer parses");
+        return NULL;
+    }
+    PyObject *headers = headers_list(req.headers, req.n_headers);
+    if (headers == NULL) return NULL;
+    return Py_BuildValue("(y#y#iNy#)", req.method, (Py_ssize_t)req.method_len, req.target,
+                         (Py_ssize_t)req.target_len, req.minor, headers, e->req + e->head_len,
+                         (Py_ssize_t)(e->req_len - e->head_len));
+}
+
+static PyObject *event_tuple(event_t *e) {
+    switch (e->kind) {
+    case EV_REQUEST: {
+        PyObject *r = request_tuple(e);
+        if (r == NULL) return NULL;
+        return Py_BuildValue("(sKN(si)ssid)", "request", (unsigned long long)e->conn_id, r, e->host, e->port, e->akid,
+                             e->endpoint, e->oversize, e->waited_s);
+    }
+    case EV_DONE:
+        return Py_BuildValue("(sKdddnni)", "done", (unsigned long long)e->lease_id, e->at, e->model_s, e->total_s,
+                             (Py_ssize_t)e->bytes_in, (Py_ssize_t)e->bytes_out, e->status);
+    case EV_FAILED: {
+        PyObject *r, *answer;
+        if (e->req != NULL) {
+            r = request_tuple(e);
+            if (r == NULL) return NULL;
+        } else {
+            r = Py_NewRef(Py_None);
+        }
+        if (e->answer != NULL) {
+            zs_response resp;
+            long head = zs_parse_response(e->answer, e->answer_head, MAX_HEAD, &resp);
+            PyObject *hl = head > 0 ? headers_list(resp.headers, resp.n_headers) : PyList_New(0);
+            if (hl == NULL) {
+                Py_DECREF(r);
+                return NULL;
+            }
+            answer = Py_BuildValue("(Ny#)", hl, e->answer + e->answer_head, (Py_ssize_t)(e->answer_len - e->answer_head));
+        } else {
+            answer = Py_NewRef(Py_None);
+        }
+        if (answer == NULL) {
+            Py_DECREF(r);
+            return NULL;
+        }
+        return Py_BuildValue("(sKKsiNNdd(si))", "failed", (unsigned long long)e->conn_id, (unsigned long long)e->lease_id,
+                             e->fail, e->status, r, answer, e->model_s, e->waited_s, e->host, e->port);
+    }
+    case EV_RETURNED:
+        return Py_BuildValue("(sKi)", "returned", (unsigned long long)e->lease_id, e->broken);
+    case EV_GONE:
+        return Py_BuildValue("(sK)", "gone", (unsigned long long)e->conn_id);
+    }
+    PyErr_SetString(PyExc_RuntimeError, "unknown event");
+    return NULL;
+}
+
+static PyObject *Plane_take(Plane *self, PyObject *unused) {
+    uint64_t v;
+    ssize_t r = read(self->notify_fd, &v, sizeof v);
+    (void)r;
+    pthread_mutex_lock(&self->mu);
+    event_t *e = self->events;
+    self->events = self->events_tail = NULL;
+    pthread_mutex_unlock(&self->mu);
+    PyObject *list = PyList_New(0);
+    int failed = list == NULL;
+    while (e != NULL) {
+        event_t *next = e->next;
+        if (!failed) {
+            PyObject *t = event_tuple(e);
+            if (t == NULL || PyList_Append(list, t) != 0) failed = 1;
+            Py_XDECREF(t);
+        }
+        event_free(e);
+        e = next;
+    }
+    if (failed) {
+        Py_XDECREF(list);
+        return NULL;
+    }
+    return list;
+}
+
+static PyObject *Plane_respond(Plane *self, PyObject *args) {
+    unsigned long long id;
+    const char *data;
+    Py_ssize_t len;
+    int end, close_after;
+    if (!PyArg_ParseTuple(args, "Ky#pp", &id, &data, &len, &end, &close_after)) return NULL;
+    cmd_t *m = new_cmd(CMD_RESPOND);
+    if (m == NULL) return NULL;
+    m->id = id;
+    m->data = dup_bytes(data, (size_t)len);
+    m->len = (size_t)len;
+    m->end = end;
+    m->close = close_after;
+    push(self, m);
+    Py_RETURN_NONE;
+}
+
+static PyObject *Plane_lease(Plane *self, PyObject *args) {
+    unsigned long long id;
+    int fd;
+    const char *endpoint, *variant;
+    double timeout_s;
+    Py_ssize_t max_answer, max_request;
+    if (!PyArg_ParseTuple(args, "Kissdnn", &id, &fd, &endpoint, &variant, &timeout_s, &max_answer, &max_request))
+        return NULL;
+    cmd_t *m = new_cmd(CMD_LEASE);
+    if (m == NULL) return NULL;
+    m->id = id;
+    m->fd = fd;
+    m->a = strdup(endpoint);
+    m->b = strdup(variant);
+    m->timeout_s = timeout_s;
+    m->max_answer = (size_t)max_answer;
+    m->max_request = (size_t)max_request;
+    push(self, m);
+    Py_RETURN_NONE;
+}
+
+static PyObject *Plane_recall(Plane *self, PyObject *args) {
+    unsigned long long id;
+    if (!PyArg_ParseTuple(args, "K", &id)) return NULL;
+    cmd_t *m = new_cmd(CMD_RECALL);
+    if (m == NULL) return NULL;
+    m->id = id;
+    push(self, m);
+    Py_RETURN_NONE;
+}
+
+static PyObject *Plane_grant(Plane *self, PyObject *args) {
+    const char *akid, *secret, *endpoint;
+    if (!PyArg_ParseTuple(args, "sss", &akid, &secret, &endpoint)) return NULL;
+    cmd_t *m = new_cmd(CMD_GRANT);
+    if (m == NULL) return NULL;
+    m->a = strdup(akid);
+    m->b = strdup(secret);
+    m->c = strdup(endpoint);
+    push(self, m);
+    Py_RETURN_NONE;
+}
+
+static PyObject *Plane_clear_grants(Plane *self, PyObject *unused) {
+    cmd_t *m = new_cmd(CMD_CLEAR_GRANTS);
+    if (m == NULL) return NULL;
+    push(self, m);
+    Py_RETURN_NONE;
+}
+
+static PyObject *Plane_counts(Plane *self, PyObject *unused) {
+    return Py_BuildValue("{sKsK}", "served", (unsigned long long)self->served, "relayed",
+                         (unsigned long long)self->relayed);
+}
+
+static void Plane_dealloc(Plane *self) {
+    if (self->running) {
+        cmd_t *m = calloc(1, sizeof *m);
+        if (m != NULL) {
+            m->kind = CMD_STOP;
+            push(self, m);
+            pthread_join(self->thread, NULL);
+        }
+    }
+    if (self->conns != NULL) {
+        pthread_mutex_lock(&self->mu);
+        cmd_t *m = self->cmds;
+        while (m) {
+            cmd_t *n = m->next;
+            cmd_free(m);
+            m = n;
+        }
+        event_t *e = self->events;
+        while (e) {
+            event_t *n = e->next;
+            event_free(e);
+            e = n;
+        }
+        pthread_mutex_unlock(&self->mu);
+        clear_grants(self);
+        free(self->grants);
+        free(self->leases);
+        free(self->conns);
+        close(self->epoll_fd);
+        close(self->wake_fd);
+        close(self->notify_fd);
+        pthread_mutex_destroy(&self->mu);
+    }
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyMethodDef Plane_methods[] = {
+    {"start", (PyCFunction)Plane_start, METH_NOARGS, "Start the plane's thread (it serves the listening socket)."},
+    {"stop", (PyCFunction)Plane_stop, METH_NOARGS, "Stop it: every lease returned, every connection closed."},
+    {"fileno", (PyCFunction)Plane_fileno, METH_NOARGS, "The descriptor that is readable when events wait."},
+    {"take", (PyCFunction)Plane_take, METH_NOARGS, "The events that wait, as tuples."},
+    {"respond", (PyCFunction)Plane_respond, METH_VARARGS, "respond(conn_id, data, end, close): write to a relayed request's client."},
+    {"lease", (PyCFunction)Plane_lease, METH_VARARGS,
+     "lease(id, fd, endpoint, variant, timeout_s, max_answer, max_request): lend a worker's connection."},
+    {"recall", (PyCFunction)Plane_recall, METH_VARARGS, "recall(id): give the lease back once its request ends."},
+    {"grant", (PyCFunction)Plane_grant, METH_VARARGS, "grant(akid, secret, endpoint): the key may invoke the endpoint."},
+    {"clear_grants", (PyCFunction)Plane_clear_grants, METH_NOARGS, "Drop every grant."},
+    {"counts", (PyCFunction)Plane_counts, METH_NOARGS, "Requests served here and relayed so far."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject PlaneType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "zeroscale._dataplane.Plane",
+    .tp_basicsize = sizeof(Plane),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "The native data plane's loop (docs/dataplane.md).",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)Plane_init,
+    .tp_dealloc = (destructor)Plane_dealloc,
+    .tp_methods = Plane_methods,
+};
 
 static PyMethodDef methods[] = {
     {"sigv4_check", zs_py_sigv4_check, METH_VARARGS, "SigV4 as the native plane checks it (tests)."},
     {NULL, NULL, 0, NULL},
 };
 
-static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "zeroscale._dataplane", NULL, -1, methods};
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "zeroscale._dataplane", NULL, -1, methods, NULL, NULL, NULL, NULL};
 
-PyMODINIT_FUNC PyInit__dataplane(void) { return PyModule_Create(&module); }
+PyMODINIT_FUNC PyInit__dataplane(void) {
+    if (PyType_Ready(&PlaneType) < 0) return NULL;
+    PyObject *m = PyModule_Create(&module);
+    if (m == NULL) return NULL;
+    if (PyModule_AddObjectRef(m, "Plane", (PyObject *)&PlaneType) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}

@@ -177,6 +177,8 @@ class Settings:
     # Reverse proxies (addresses or networks) whose X-Forwarded-For and X-Forwarded-Proto are believed
     # (api/proxies.py); none: every client is its connection's peer.
     trusted_proxies: tuple[str, ...] = ()
+    # SageMaker's runtime also on this port, served by the native data plane (docs/dataplane.md); None: not.
+    native_port: int | None = None
     # Workers on a Ray cluster (docs/cluster.md): the cluster's address (None: workers on this machine), and
     # the directory each node keeps its artifacts, workers' sockets and output in (under <dir>/<node id>/).
     ray_address: str | None = None

@@ -77,6 +77,9 @@ from zeroscale.control.transform_jobs import KIND as JOB_KIND
 from zeroscale.control.transform_jobs import RUNNING as JOB_RUNNING
 from zeroscale.control.transform_jobs import TransformJobs
 from zeroscale.credentials import AdminCredentials, load_or_create
+from zeroscale.dataplane.lender import Limits
+from zeroscale.dataplane.runtime import NativeRuntime
+from zeroscale.dataplane.runtime import available as native_available
 from zeroscale.errors import SubscriptionLimitExceeded, TopicLimitExceeded
 from zeroscale.events import EventBus
 from zeroscale.hostidle import idle_line
@@ -125,6 +128,7 @@ class Server:
     credentials: AdminCredentials
     app: App
     sandbox: list[str]  # what the worker sandbox enforces here, and loudly what it cannot
+    native: NativeRuntime | None = None  # the runtime's port served by the native data plane (--native-port)
 
 
 # The SageMaker resources a caller creates and may delete, each kind held to --max-resources (an account's
@@ -436,6 +440,8 @@ def build(settings: Settings) -> Server:
         asynchronous.sync(live)
         transforms.sync(live)
 
+    native: NativeRuntime | None = None  # made with the app, below
+
     async def startup() -> None:
         audit.start()
         await manager.open()
@@ -461,9 +467,13 @@ def build(settings: Settings) -> Server:
         background.spawn(_keep_iam_current(iam, settings.sync_interval_s))
         background.spawn(transforms.keep_pruned())  # finished jobs past --transform-retention-days
         background.spawn(asyncio.to_thread(images.collect))  # versions pushed over before a restart
+        if native is not None:  # after resume: the endpoints it serves are routed
+            native.start()
         _settle_heap()
 
     async def shutdown() -> None:
+        if native is not None:  # first: the workers it holds go back to their pools before they drain
+            await native.stop()
         await background.cancel()  # a prewarm still starting its zygote
         await cluster.close()  # leaves: the others take over its share now
         await autoscaling.close()
@@ -574,7 +584,26 @@ def build(settings: Settings) -> Server:
         ),
         sessions,
     )
-    return Server(settings, creds, App(parts), announced)
+    app = App(parts)
+    if settings.native_port is not None:
+        native = NativeRuntime(
+            app,
+            parts.runtime,
+            fleet,
+            authz,
+            events,
+            Limits(
+                timeout_s=settings.invocation_timeout_s,
+                max_answer=settings.payload_limit_bytes,
+                serverless_request=settings.serverless_payload_limit_bytes,
+                request=settings.payload_limit_bytes,
+            ),
+            region=settings.region,
+            main_port=settings.port,
+            is_async=asynchronous.is_async,
+            unavailable=cluster.unavailable if cluster.can_fence else None,
+        )
+    return Server(settings, creds, app, announced, native)
 
 
 @dataclass(frozen=True)
@@ -716,6 +745,9 @@ def serve(settings: Settings) -> None:
     # port the system chose, in the banner and in every URL the server gives out.
     sock = _bind(settings.host, settings.port)
     settings = settings.replace(port=int(sock.getsockname()[1]))
+    native_sock = _native_socket(settings)
+    if native_sock is not None:
+        settings = settings.replace(native_port=int(native_sock.getsockname()[1]))
     _own_data_dir(settings)
     try:
         server = build(settings)
@@ -726,6 +758,8 @@ def serve(settings: Settings) -> None:
         raise StartupError(f"{flag}: cannot use the database {shown}: {reason}") from None
     except OSError as exc:  # its files: a full or read-only file system
         raise _unwritable(settings, exc) from None
+    if server.native is not None:
+        server.native.sock = native_sock
     config = uvicorn.Config(
         server.app,
         host=settings.host,
@@ -794,7 +828,22 @@ def _unwritable(settings: Settings, exc: OSError) -> StartupError:
     )
 
 
-def _bind(host: str, port: int) -> socket.socket:
+def _native_socket(settings: Settings) -> socket.socket | None:
+    """--native-port's socket, bound and listening, or None without it."""
+    if settings.native_port is None:
+        return None
+    if settings.tls_cert is not None:
+        raise StartupError(
+            "--native-port serves plain HTTP, and --tls-cert is given: serve the runtime over TLS on the "
+            "main port (leave out --native-port), or put a TLS-terminating proxy in front of the native port."
+        )
+    why = native_available()
+    if why is not None:
+        raise StartupError(f"--native-port: {why}.")
+    return _bind(settings.host, settings.native_port, "--native-port")
+
+
+def _bind(host: str, port: int, flag: str = "--port") -> socket.socket:
     """The server's socket, bound (uvicorn listens on it); StartupError naming the flag when it cannot be."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
@@ -810,8 +859,8 @@ def _bind(host: str, port: int) -> socket.socket:
             raise StartupError(f"--host {host}: {exc.strerror or exc}") from None
         reason = "is in use" if exc.errno == errno.EADDRINUSE else f"cannot be bound: {exc.strerror or exc}"
         raise StartupError(
-            f"--port {port}: {host}:{port} {reason}; choose another port with --port "
-            "(ZEROSCALE_PORT, or make run PORT=...)"
+            f"{flag} {port}: {host}:{port} {reason}; choose another port with {flag}"
+            + (" (ZEROSCALE_PORT, or make run PORT=...)" if flag == "--port" else "")
         ) from None
     return sock
 
@@ -898,7 +947,13 @@ def _announce(server: Server) -> None:
         f"  deploy:  {cmd} deploy --name demo --model model.joblib --image sklearn --endpoint-url {url}\n"
         f"  invoke:  {cmd} invoke demo --body '[[1,2,3,4]]' --endpoint-url {url}\n"
         f"  boto3:   boto3.client('sagemaker-runtime', endpoint_url='{url}').invoke_endpoint(...)\n"
-        f"  metrics: {url}/metrics{guarded}\n"
+        + (
+            f"  runtime, native data plane: {s.scheme}://{s.host}:{s.native_port}  (sagemaker-runtime's "
+            "endpoint_url)\n"
+            if s.native_port is not None
+            else ""
+        )
+        + f"  metrics: {url}/metrics{guarded}\n"
         f"  console: {url}/console  (sign in with the admin credentials)\n  " + "\n  ".join(server.sandbox),
         flush=True,
     )

@@ -79,11 +79,18 @@ class _RequestIds:
 
 
 _request_ids = _RequestIds()
+
+
+def new_request_id() -> str:
+    """A request id in uuid4's shape, unique in this process (``x-amzn-requestid``)."""
+    return _request_ids.next()
+
+
 _PEER_INVOKE = invoke_path("")  # /zeroscale/peer/v1/invoke/<endpoint>
 _PEER_STREAM = stream_path("")  # /zeroscale/peer/v1/invoke-stream/<endpoint>
 
 
-async def _runtime_failure(send: Send, request_id: str, exc: Exception) -> None:
+async def runtime_failure(send: Send, request_id: str, exc: Exception) -> None:
     """A runtime request's failure in REST-JSON: its own error, or InternalFailure (logged) for anything
     unexpected. Called in the ``except`` block that caught ``exc``."""
     if isinstance(exc, ZeroscaleError):
@@ -385,7 +392,7 @@ class App:
                 endpoint = self._runtime_target(access_key_id, method, path, _INVOCATIONS_SUFFIX)
                 await self._p.runtime.invoke(send, request_id, endpoint, headers, body, started)
         except Exception as exc:
-            await _runtime_failure(send, request_id, exc)
+            await runtime_failure(send, request_id, exc)
 
     def _prepare(self, scope: Scope, service: str) -> sigv4.Signed:
         """This request's signature for ``service``, checked as far as its headers go (``sigv4.prepare``'s
@@ -471,7 +478,7 @@ class App:
                     send, receive, request_id, endpoint, headers, body, started, forwarded=True, spilled=spill
                 )
         except Exception as exc:  # before any answer: the runtime's error, relayed as it is
-            await _runtime_failure(send, request_id, exc)
+            await runtime_failure(send, request_id, exc)
 
     async def _body(self, scope: Scope, receive: Receive, request_id: str, path: str) -> bytes:
         limit = MAX_JSON_BODY_BYTES if path == "/" else _CONTROL_BODY_LIMIT

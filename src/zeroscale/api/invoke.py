@@ -17,7 +17,10 @@ from zeroscale.errors import ModelError, RuntimeValidationError, UsageNotRecorde
 from zeroscale.events import EventBus, InvocationRecord
 from zeroscale.router.fleet import EndpointRoute, Fleet, Variant
 from zeroscale.router.invocation import Invocation
+from zeroscale.router.pool import VariantPool
+from zeroscale.router.slots import Slot
 from zeroscale.router.spec import PoolSpec
+from zeroscale.workers.client import WorkerResponse
 
 log = logging.getLogger("zeroscale.invoke")
 
@@ -171,27 +174,70 @@ class InvokeApi:
         )
         try:
             resp = await pool.invoke(inv)
+        except ZeroscaleError as err:
+            self._record(pool.spec, inv, started, err.status, err.code, 0)
+            raise
+        await self._deliver(send, request_id, pool.spec, inv, resp, started)
+
+    async def lent(
+        self,
+        send: Send,
+        request_id: str,
+        pool: VariantPool,
+        slot: Slot,
+        outcome: tuple[str, WorkerResponse | None, float, float],
+        headers: Headers,
+        body: bytes,
+        started: float,
+    ) -> None:
+        """A request the native data plane sent to a worker lent to it (``zeroscale/dataplane``) that did not
+        end in a success the plane answered itself: answered as ``invoke`` answers what the pool makes of it.
+        ``outcome``: how it ended (``VariantPool.lent_outcome``), the answer, the model's seconds and the
+        invocation's timeout."""
+        kind, answer, model_s, timeout_s = outcome
+        targets = parse_headers(headers, self.FORWARDED, self._refused)
+        inv = Invocation(body, targets.forward, max_answer=self._limits.answer)
+        inv.worker_id, inv.model_s = slot.worker_id, model_s
+        inv.model_status = answer.status if answer is not None else 0
+        try:
+            resp = await pool.lent_outcome(slot, kind, answer, inv, timeout_s)
+        except ZeroscaleError as err:
+            self._record(pool.spec, inv, started, err.status, err.code, 0)
+            raise
+        await self._deliver(send, request_id, pool.spec, inv, resp, started)
+
+    async def _deliver(
+        self,
+        send: Send,
+        request_id: str,
+        spec: PoolSpec,
+        inv: Invocation,
+        resp: WorkerResponse,
+        started: float,
+    ) -> None:
+        """The worker's success, answered: metered before the answer goes out, the rest after it."""
+        try:
             content_type = answer_type(resp.header(b"content-type"), resp.status)
             attributes = answer_attributes(resp.header(_CUSTOM_ATTRIBUTES), resp.status)
         except ZeroscaleError as err:
-            self._record(pool.spec, inv, started, err.status, err.code, 0)
+            self._record(spec, inv, started, err.status, err.code, 0)
             raise
         out: Headers = [
             (b"content-type", content_type),
             *UNTRUSTED_ANSWER,
-            (b"x-amzn-invoked-production-variant", pool.spec.variant.encode()),
+            (b"x-amzn-invoked-production-variant", spec.variant.encode()),
             (b"x-amzn-requestid", request_id.encode()),
         ]
         if attributes is not None:
             out.append((b"x-amzn-sagemaker-custom-attributes", attributes))
-        record = self._finished(pool.spec, inv, started, 200, "", len(resp.body))
+        record = self._finished(spec, inv, started, 200, "", len(resp.body))
         # Metered (journaled) before the answer goes out: a crash right after it loses no usage (if it cannot
         # be, the answer is withheld: 503, the record of that for metrics and logs). Metrics, logs and
         # autoscaling samples take it once the answer is written.
         try:
             self._events.invocation_before_answer(record)
         except UsageNotRecorded as err:
-            failed = self._finished(pool.spec, inv, started, err.status, err.code, 0)
+            failed = self._finished(spec, inv, started, err.status, err.code, 0)
             self._events.invocation_after_answer(failed)
             raise
         try:

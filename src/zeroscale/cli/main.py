@@ -74,6 +74,16 @@ def _advertise_url(value: str | None) -> str | None:
     help="Port for the API, runtime and /metrics (0: any free port; the banner says which).",
 )
 @_opt(
+    "--native-port",
+    "ZEROSCALE_NATIVE_PORT",
+    default=None,
+    type=click.IntRange(0, 65535),
+    help="Also serve SageMaker's runtime (InvokeEndpoint and its kin) on this port through the native data "
+    "plane, which answers warm invocations without the Python server (docs/dataplane.md; point a "
+    "sagemaker-runtime client's endpoint_url here; 0: any free port, the banner says which). Plain HTTP "
+    "only: not with --tls-cert.",
+)
+@_opt(
     "--data-dir",
     "ZEROSCALE_DATA_DIR",
     default=".zeroscale",
@@ -587,6 +597,7 @@ def _advertise_url(value: str | None) -> str | None:
 def serve(
     host: str,
     port: int,
+    native_port: int | None,
     data_dir: Path,
     database_url: str | None,
     region: str,
@@ -674,6 +685,7 @@ def serve(
     settings = Settings(
         host=host,
         port=port,
+        native_port=native_port,
         data_dir=data_dir,
         database_url=database_url,
         access_key_id=os.environ.get("ZEROSCALE_ACCESS_KEY_ID") or None,

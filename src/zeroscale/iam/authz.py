@@ -154,6 +154,11 @@ class Authorizer:
         self._region = region
         self._account = account_id
 
+    @property
+    def generation(self) -> int:
+        """Moves whenever users, keys or policies may have changed (``IamStore.generation``)."""
+        return self._store.generation
+
     # ---- authentication: the secret SigV4 checks a signature with ----
     def lookup_secret(self, access_key_id: str) -> str | None:
         if access_key_id == self._admin_key_id:

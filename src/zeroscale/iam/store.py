@@ -146,6 +146,9 @@ class IamStore:
         self.keys: dict[str, AccessKey] = {}
         self._sealed: dict[str, str] = {}  # access key id -> its sealed secret, as the mirror last read it
         self._revision = -1
+        # Moves with every write of this front end and every reload of another's: what was decided from
+        # the mirror before it moved (the native data plane's grants) is decided again.
+        self.generation = 0
         self.refresh()
 
     def _check_key(self, key_path: str) -> None:
@@ -212,12 +215,14 @@ class IamStore:
                     user.compile()
             self.users, self.keys, self._sealed = loaded_users, loaded_keys, sealed
             self._revision = revision
+            self.generation += 1
         return True
 
     def _bump(self, conn: Connection) -> None:
         """Within a write's transaction (under the lock): the revision moves; when no other front end wrote
         since the mirror was loaded, the mirror (which the write updates itself) is still current."""
         conn.execute(_BUMP)
+        self.generation += 1
         revision = conn.execute(_REVISION).scalar_one()
         if revision == self._revision + 1:
             self._revision = revision

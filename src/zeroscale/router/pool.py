@@ -147,6 +147,9 @@ class VariantPool:
         # Dynamic batching (router/batching.py), set by the fleet for a model that opted in: ``invoke``
         # hands its requests over. None: the ordinary path, unchanged.
         self.batcher: Gate | None = None
+        # Told when a request finds no idle worker here while the native data plane holds some of this
+        # pool's (``lend``): it gives an idle one back, which this request then gets.
+        self.on_wait: Callable[[VariantPool], None] | None = None
 
     # ---- views ----
     @property
@@ -469,6 +472,8 @@ class VariantPool:
         if slot is not None:
             self._slots.move(slot, S.BUSY)
             return slot
+        if self.on_wait is not None:
+            self.on_wait(self)
         if self.spec.max_concurrency <= 0:
             raise no_capacity(self.spec)  # nothing would ever serve it here: no wait for --queue-wait-s
         if self.queued >= self._settings.max_queue:
@@ -573,14 +578,57 @@ class VariantPool:
         if inv.setup_s is not None:  # the worker's first request: its start is announced before its answer
             self._announce(slot.worker_id)  # (a no-op where the loop has turned since: ``_announce_soon``)
         self.release(slot)
+        return self._checked(handle.worker_id, resp, inv)
+
+    def _checked(self, worker_id: str, resp: WorkerResponse, inv: Invocation) -> WorkerResponse:
+        """``resp`` when it is a success to answer, else the ModelError of what the worker answered."""
         if not 200 <= resp.status < 300:  # a redirect or a stray 1xx is no answer to relay as a success
-            raise self.answered_error(handle.worker_id, resp.status, resp.body.decode("utf-8", "replace"))
+            raise self.answered_error(worker_id, resp.status, resp.body.decode("utf-8", "replace"))
         if resp.headers and resp.headers[-1][0].lower() == _STREAM_ERROR:
             # a streaming model's parts, joined, and it failed after its first part (the error trailer)
             status, message = parse_trailer(resp.headers[-1][1])
             inv.model_status = status
-            raise self.answered_error(handle.worker_id, status, message)
+            raise self.answered_error(worker_id, status, message)
         return resp
+
+    # ---- workers lent to the native data plane (zeroscale/dataplane) ----
+    def lend(self) -> Slot | None:
+        """An idle worker taken as busy for the native data plane, which sends it requests on a connection
+        of its own until it gives it back (``release``); None when none is idle, or the pool drains. A fresh
+        worker is not lent: its first request here announces its start and carries its cold start."""
+        if self.draining:
+            return None
+        slot = self._slots.most_recent_idle(lambda s: not s.fresh)
+        if slot is None:
+            return None
+        self._slots.move(slot, S.BUSY)
+        return slot
+
+    def provisioned_now(self) -> bool:
+        """Whether the busy workers are within the variant's provisioned concurrency (``_begin``)."""
+        return self._slots.count(S.BUSY) <= self.spec.provisioned
+
+    async def lent_outcome(
+        self, slot: Slot, kind: str, answer: WorkerResponse | None, inv: Invocation, timeout_s: float
+    ) -> WorkerResponse:
+        """What a request the native plane sent to the worker of ``slot`` (lent to it) came to, when it was
+        not a plain success, as ``serve`` makes of it: ``kind`` is how it ended (answer: the worker's whole
+        answer, which the plane would not relay itself; timeout; too_large; refused: not an answer the server
+        takes; closed or broken: the connection ended). The answer to send, or the error raised; ``slot`` is
+        released either way."""
+        handle = slot.handle
+        assert handle is not None  # a busy slot's worker is ready
+        if kind == "answer" and answer is not None:
+            self.release(slot)
+            return self._checked(handle.worker_id, answer, inv)
+        if kind == "timeout":
+            raise self._timed_out(slot, handle, timeout_s)
+        if kind == "too_large":
+            self.release(slot)
+            raise self.too_large(handle.worker_id, inv.max_answer or 0)
+        if kind == "refused":
+            raise await self._broken(slot, handle, AnswerRefused("its answer is not one the server takes"))
+        raise await self._broken(slot, handle, WorkerConnectionError(f"the connection {kind}"))
 
     async def _send(
         self,

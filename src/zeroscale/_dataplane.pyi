@@ -1,0 +1,51 @@
+"""The native data plane (src/native, built by setup.py): its loop, for ``zeroscale.dataplane``."""
+
+from typing import Any
+
+def sigv4_check(
+    method: bytes,
+    raw_path: bytes,
+    query: bytes,
+    headers: list[tuple[bytes, bytes]],
+    body: bytes,
+    region: str,
+    service: str,
+    now: int,
+    secrets: dict[str, str],
+    /,
+) -> str | None: ...
+
+class Plane:
+    def __init__(
+        self,
+        listen_fd: int,
+        region: str,
+        service: str,
+        payload_limit: int,
+        request_id_prefix: str,
+        error_trailer: str,
+        keep_alive_s: float,
+        lease_idle_s: float,
+        request_s: float,
+        max_connections: int,
+    ) -> None: ...
+    def start(self) -> None: ...
+    def stop(self) -> None: ...
+    def fileno(self) -> int: ...
+    def take(self) -> list[tuple[Any, ...]]: ...
+    def respond(self, conn_id: int, data: bytes, end: bool, close: bool, /) -> None: ...
+    def lease(
+        self,
+        lease_id: int,
+        fd: int,
+        endpoint: str,
+        variant: str,
+        timeout_s: float,
+        max_answer: int,
+        max_request: int,
+        /,
+    ) -> None: ...
+    def recall(self, lease_id: int, /) -> None: ...
+    def grant(self, access_key_id: str, secret: str, endpoint: str, /) -> None: ...
+    def clear_grants(self) -> None: ...
+    def counts(self) -> dict[str, int]: ...

@@ -1,0 +1,310 @@
+"""What the native data plane may serve by itself: grants (an access key may invoke an endpoint) and leases
+(an idle worker of the endpoint's pool, lent to the plane on a connection of its own), decided here in
+Python from what the Python server decides per request, and taken back the moment they no longer hold.
+
+- **Grants.** After the Python server answered a relayed invocation with a success, the key that signed it
+  is authorized again for the endpoint, and the plane gets the key's secret and the grant. Any change to
+  users, keys or policies (this front end's writes, or another's read from the database) drops every grant
+  at once: a revoked right is never served from a stale grant.
+- **Leases.** After the same success, when the endpoint is one the plane serves whole (one production
+  variant, no shadow, canary, batching, multi-model or pipeline; not asynchronous), one of its pool's idle
+  workers is lent. A lent worker counts as busy in its pool (MaxConcurrency, scale-in), so nothing else
+  reaches it. The plane gives it back when it stayed idle for a moment, when the pool has a request waiting
+  (``VariantPool.on_wait``), and when it is recalled: the endpoint updated or deleted, the pool drained,
+  this front end unavailable.
+- **Records.** The plane reports every request it served (``done``): an ``InvocationRecord`` from what the
+  lease says (endpoint, variant, worker, memory size), metered, counted and logged as the Python path's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from zeroscale.background import Background
+from zeroscale.errors import ZeroscaleError
+from zeroscale.events import EventBus, InvocationRecord
+from zeroscale.iam.authz import Access
+from zeroscale.router.fleet import Fleet
+from zeroscale.router.pool import VariantPool
+from zeroscale.router.slots import Slot
+from zeroscale.workers.manager import WorkerHandle
+
+log = logging.getLogger("zeroscale.dataplane")
+
+_CHECK_S = 0.1  # how often leases are held to their endpoint's route while any is out
+
+
+class PlaneCommands(Protocol):
+    """What the lender tells the plane (``zeroscale._dataplane.Plane``)."""
+
+    def lease(
+        self,
+        lease_id: int,
+        fd: int,
+        endpoint: str,
+        variant: str,
+        timeout_s: float,
+        max_answer: int,
+        max_request: int,
+        /,
+    ) -> None: ...
+
+    def recall(self, lease_id: int, /) -> None: ...
+
+    def grant(self, access_key_id: str, secret: str, endpoint: str, /) -> None: ...
+
+    def clear_grants(self) -> None: ...
+
+
+class Rights(Protocol):
+    """IAM as the lender asks it (``iam.authz.Authorizer``)."""
+
+    @property
+    def generation(self) -> int: ...
+
+    def lookup_secret(self, access_key_id: str) -> str | None: ...
+
+    def authorize(self, access: Access) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """The invoke path's limits a lease carries: the invocation timeout, the largest answer, the largest
+    request body (a serverless variant's, and any other's)."""
+
+    timeout_s: float
+    max_answer: int
+    serverless_request: int
+    request: int
+
+
+@dataclass(slots=True)
+class Lent:
+    pool: VariantPool
+    slot: Slot
+    provisioned: bool
+    recalled: bool = False
+
+
+def _servable(pool: object) -> VariantPool | None:
+    """``pool`` when the plane may serve its variant whole."""
+    if not isinstance(pool, VariantPool) or pool.batcher is not None or pool.draining:
+        return None
+    spec = pool.spec
+    if spec.multi_model or spec.containers or spec.max_concurrency <= 0 or spec.shadow_sampling:
+        return None
+    return pool
+
+
+async def connect(handle: WorkerHandle) -> socket.socket:
+    """A new connection to the worker's server, non-blocking, for the plane to own."""
+    loop = asyncio.get_running_loop()
+    if handle.port:
+        sock = socket.socket(socket.AF_INET6 if ":" in handle.host else socket.AF_INET, socket.SOCK_STREAM)
+        address: tuple[str, int] | str = (handle.host, handle.port)
+    else:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        address = handle.socket_path
+    sock.setblocking(False)
+    try:
+        await loop.sock_connect(sock, address)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+class Lender:
+    def __init__(
+        self,
+        plane: PlaneCommands,
+        fleet: Fleet,
+        rights: Rights,
+        events: EventBus,
+        limits: Limits,
+        *,
+        is_async: Callable[[str], bool] | None = None,
+        unavailable: Callable[[], str | None] | None = None,
+    ) -> None:
+        self._plane = plane
+        self._fleet = fleet
+        self._rights = rights
+        self._events = events
+        self._limits = limits
+        self._is_async = is_async
+        self._unavailable = unavailable
+        self._ids = itertools.count(1)
+        self._lent: dict[int, Lent] = {}
+        self._granted: set[tuple[str, str]] = set()
+        self._generation = rights.generation
+        self._background = Background("native data plane leases")
+        self._timer: asyncio.TimerHandle | None = None
+        self.closed = False
+
+    # ---- what the Python server decided ----
+    def answered(self, access_key_id: str, endpoint: str) -> None:
+        """A relayed invocation of ``endpoint`` signed by ``access_key_id`` was answered with a success: grant
+        the key, and lend the plane a worker when one is idle."""
+        if self.closed or (self._unavailable is not None and self._unavailable() is not None):
+            return
+        self.check_rights()
+        if (access_key_id, endpoint) not in self._granted and not self._grant(access_key_id, endpoint):
+            return
+        pool = self._pool(endpoint)
+        if pool is None:
+            return
+        slot = pool.lend()
+        if slot is not None:
+            self._background.spawn(self._lend(pool, slot))
+
+    def _grant(self, access_key_id: str, endpoint: str) -> bool:
+        secret = self._rights.lookup_secret(access_key_id)
+        if secret is None:
+            return False
+        try:
+            self._rights.authorize(Access(access_key_id, "runtime", "sagemaker", "", endpoint))
+        except ZeroscaleError:
+            return False
+        self._plane.grant(access_key_id, secret, endpoint)
+        self._granted.add((access_key_id, endpoint))
+        return True
+
+    def check_rights(self) -> None:
+        """Users, keys or policies changed since the grants were given (or this front end serves nothing
+        now): every grant is dropped."""
+        generation = self._rights.generation
+        if generation != self._generation or (self._unavailable is not None and self._unavailable()):
+            self._generation = generation
+            if self._granted:
+                self._plane.clear_grants()
+                self._granted.clear()
+
+    def _pool(self, endpoint: str) -> VariantPool | None:
+        """The pool of ``endpoint`` whose workers the plane may serve whole, or None."""
+        route = self._fleet.route(endpoint)
+        if route is None or route.canary is not None or route.shadows or len(route.production) != 1:
+            return None
+        if self._is_async is not None and self._is_async(endpoint):
+            return None
+        return _servable(route.production[0])
+
+    async def _lend(self, pool: VariantPool, slot: Slot) -> None:
+        handle = slot.handle
+        assert handle is not None  # a busy slot's worker is ready
+        try:
+            sock = await connect(handle)
+        except OSError:
+            pool.release(slot)  # its worker is going: the pool learns it from its exit
+            return
+        if self.closed or self._pool(pool.spec.endpoint) is not pool:
+            sock.close()
+            pool.release(slot)
+            return
+        lease_id = next(self._ids)
+        self._lent[lease_id] = Lent(pool, slot, pool.provisioned_now())
+        pool.on_wait = self._give_one_back
+        spec, limits = pool.spec, self._limits
+        max_request = (
+            limits.request if spec.instance_count else min(limits.request, limits.serverless_request)
+        )
+        fd = sock.detach()
+        self._plane.lease(
+            lease_id, fd, spec.endpoint, spec.variant, limits.timeout_s, limits.max_answer, max_request
+        )
+        self._watch()
+
+    # ---- taking leases back ----
+    def _give_one_back(self, pool: VariantPool) -> None:
+        """A request waits in ``pool``: one of its workers the plane holds comes back (at once if idle)."""
+        for lease_id, lent in self._lent.items():
+            if lent.pool is pool and not lent.recalled:
+                self._recall(lease_id, lent)
+                return
+
+    def _recall(self, lease_id: int, lent: Lent) -> None:
+        lent.recalled = True
+        self._plane.recall(lease_id)
+
+    def recall_all(self) -> None:
+        for lease_id, lent in self._lent.items():
+            if not lent.recalled:
+                self._recall(lease_id, lent)
+
+    def _watch(self) -> None:
+        if self._timer is None and self._lent:
+            self._timer = asyncio.get_running_loop().call_later(_CHECK_S, self._check_leases)
+
+    def _check_leases(self) -> None:
+        """Each lease still the endpoint's serving pool's, and this front end still serving: else recalled."""
+        self._timer = None
+        self.check_rights()
+        down = self._unavailable is not None and self._unavailable() is not None
+        for lease_id, lent in self._lent.items():
+            if not lent.recalled and (down or self._pool(lent.pool.spec.endpoint) is not lent.pool):
+                self._recall(lease_id, lent)
+        self._watch()
+
+    # ---- what the plane reports ----
+    def done(
+        self,
+        lease_id: int,
+        at: float,
+        model_s: float,
+        total_s: float,
+        bytes_in: int,
+        bytes_out: int,
+        status: int,
+    ) -> None:
+        """The plane answered a request with its lease's worker: its record, as the Python path makes it."""
+        lent = self._lent.get(lease_id)
+        if lent is None:
+            return
+        spec = lent.pool.spec
+        record = InvocationRecord(
+            endpoint=spec.endpoint,
+            variant=spec.variant,
+            worker_id=lent.slot.worker_id,
+            at=at,
+            model_s=model_s,
+            total_s=total_s,
+            bytes_in=bytes_in,
+            bytes_out=bytes_out,
+            status=200,
+            error_code="",
+            memory_mb=spec.memory_mb,
+            setup_s=None,
+            provisioned=lent.provisioned,
+            model_status=status,
+        )
+        self._events.invocation(record)
+
+    def failed(self, lease_id: int) -> Lent | None:
+        """The lease's request did not end in a success the plane answered: the lease is the caller's to
+        settle (``InvokeApi.lent``, which releases its worker), and the plane's return of it is ignored."""
+        lent = self._lent.pop(lease_id, None)
+        self._forget(lent)
+        return lent
+
+    def returned(self, lease_id: int, broken: bool) -> None:
+        lent = self._lent.pop(lease_id, None)
+        if lent is None:
+            return  # settled as a failure already
+        self._forget(lent)
+        lent.pool.release(lent.slot, broken=broken)
+
+    def _forget(self, lent: Lent | None) -> None:
+        if lent is not None and not any(other.pool is lent.pool for other in self._lent.values()):
+            lent.pool.on_wait = None
+
+    async def close(self) -> None:
+        self.closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        await self._background.cancel()

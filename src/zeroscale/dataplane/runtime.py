@@ -1,0 +1,267 @@
+"""SageMaker's runtime on a port of its own, served by the native data plane (``zeroscale serve
+--native-port``; docs/dataplane.md).
+
+The plane (``zeroscale._dataplane``, C, its own thread) reads every request on the port. It answers
+InvokeEndpoint itself when the request is signed by a key it holds a grant for, to an endpoint it holds an
+idle worker's lease for (``lender.py``), and relays everything else here whole: the app answers it as it
+answers the same request on the main port, and a successful invocation earns its key a grant and its
+endpoint a lease. A request the plane sent to a worker that did not end in a plain success (an error the
+model answered, a timeout, a crash, an answer the plane does not relay itself) comes here too, with what
+the worker did, and is answered as the Python path answers it (``InvokeApi.lent``).
+
+The port serves the runtime's paths (``/endpoints/...``) and ``GET /ping``; the control plane, the console
+and ``/metrics`` stay on the main port. A boto3 ``sagemaker-runtime`` client points its ``endpoint_url``
+here, as on AWS, where the runtime has a host name of its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import socket
+import time
+import uuid
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import TYPE_CHECKING, Any
+
+from zeroscale.api.app import new_request_id, runtime_failure
+from zeroscale.api.invoke import InvokeApi
+from zeroscale.background import Background
+from zeroscale.dataplane.answer import RelayedAnswer, Scope, scope_of
+from zeroscale.dataplane.lender import Lender, Limits, Rights
+from zeroscale.events import EventBus
+from zeroscale.router.fleet import Fleet
+from zeroscale.runtimes.streaming import ERROR_TRAILER
+from zeroscale.workers.client import WorkerResponse
+
+if TYPE_CHECKING:
+    from zeroscale._dataplane import Plane
+
+log = logging.getLogger("zeroscale.dataplane")
+
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+AsgiApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+KEEP_ALIVE_S = 75.0  # as the main port's (uvicorn's timeout_keep_alive)
+LEASE_IDLE_S = 1.0  # a lent worker idle this long goes back to its pool (its scale-in timers then run)
+REQUEST_S = 60.0  # a request's head and body must arrive within this of its first byte
+MAX_CONNECTIONS = 10_000
+
+
+def available() -> str | None:
+    """Why the native plane cannot run here (its extension was not built), or None."""
+    try:
+        from zeroscale import _dataplane  # noqa: F401
+    except ImportError as exc:
+        return (
+            f"the native data plane is not built ({exc}): install zeroscale from source with a C compiler "
+            "at hand (pip install -e ., which builds src/native)"
+        )
+    return None
+
+
+class NativeRuntime:
+    def __init__(
+        self,
+        app: AsgiApp,
+        invoke: InvokeApi,
+        fleet: Fleet,
+        rights: Rights,
+        events: EventBus,
+        limits: Limits,
+        *,
+        region: str,
+        main_port: int,
+        is_async: Callable[[str], bool] | None = None,
+        unavailable: Callable[[], str | None] | None = None,
+    ) -> None:
+        self._app = app
+        self._invoke = invoke
+        self._fleet = fleet
+        self._rights = rights
+        self._events = events
+        self._limits = limits
+        self._region = region
+        self._main_port = main_port
+        self._is_async = is_async
+        self._unavailable = unavailable
+        self.sock: socket.socket | None = None  # bound and listening: set before ``start``
+        self._plane: Plane | None = None
+        self.lender: Lender | None = None
+        self._answers: dict[int, RelayedAnswer] = {}
+        self._tasks = Background("native data plane relays")
+
+    @property
+    def port(self) -> int:
+        assert self.sock is not None
+        return int(self.sock.getsockname()[1])
+
+    def start(self) -> None:
+        """On the event loop: the plane's thread starts serving the socket."""
+        from zeroscale._dataplane import Plane
+
+        assert self.sock is not None
+        self.sock.setblocking(False)
+        prefix = uuid.uuid4().hex[:20]
+        plane = Plane(
+            self.sock.fileno(),
+            self._region,
+            "sagemaker",
+            self._limits.request,
+            f"{prefix[:8]}-{prefix[8:12]}-{prefix[12:16]}-{prefix[16:20]}-",
+            ERROR_TRAILER.decode().lower(),
+            KEEP_ALIVE_S,
+            LEASE_IDLE_S,
+            REQUEST_S,
+            MAX_CONNECTIONS,
+        )
+        self._plane = plane
+        self.lender = Lender(
+            plane,
+            self._fleet,
+            self._rights,
+            self._events,
+            self._limits,
+            is_async=self._is_async,
+            unavailable=self._unavailable,
+        )
+        asyncio.get_running_loop().add_reader(plane.fileno(), self._on_events)
+        plane.start()
+
+    async def stop(self) -> None:
+        """Every lease back to its pool, every connection closed, every relay ended."""
+        plane, lender = self._plane, self.lender
+        if plane is None or lender is None:
+            return
+        lender.recall_all()
+        asyncio.get_running_loop().remove_reader(plane.fileno())
+        plane.stop()  # its thread returns every lease and closes every connection first
+        self._on_events()
+        await self._tasks.cancel()
+        await lender.close()
+        self._plane = None
+
+    def counts(self) -> dict[str, int]:
+        """Requests the plane answered itself, and those it relayed, so far."""
+        return dict(self._plane.counts()) if self._plane is not None else {"served": 0, "relayed": 0}
+
+    # ---- events ----
+    def _on_events(self) -> None:
+        plane, lender = self._plane, self.lender
+        if plane is None or lender is None:
+            return
+        for event in plane.take():
+            kind = event[0]
+            if kind == "done":
+                lender.done(*event[1:])
+            elif kind == "request":
+                _, conn_id, request, client, akid, endpoint, _oversize, waited_s = event
+                self._tasks.spawn(self._relay(conn_id, request, client, akid, endpoint, waited_s))
+            elif kind == "returned":
+                lender.returned(event[1], bool(event[2]))
+            elif kind == "failed":
+                self._tasks.spawn(self._failed(*event[1:]))
+            elif kind == "gone":
+                answer = self._answers.get(event[1])
+                if answer is not None:
+                    answer.client_gone()
+
+    def _writer(self, conn_id: int) -> Callable[[bytes, bool, bool], None]:
+        def write(data: bytes, end: bool, close: bool) -> None:
+            if self._plane is not None:
+                self._plane.respond(conn_id, data, end, close)
+
+        return write
+
+    async def _relay(
+        self,
+        conn_id: int,
+        request: tuple[bytes, bytes, int, list[tuple[bytes, bytes]], bytes],
+        client: tuple[str, int],
+        access_key_id: str,
+        endpoint: str,
+        waited_s: float,
+    ) -> None:
+        method, target, minor, headers, body = request
+        answer = RelayedAnswer(self._writer(conn_id), body, minor)
+        self._answers[conn_id] = answer
+        try:
+            if target.startswith(b"/endpoints/") or (method == b"GET" and target == b"/ping"):
+                scope = scope_of(method, target, minor, headers, client, ("127.0.0.1", self.port))
+                await self._app(scope, answer.receive, answer.send)
+            else:
+                await self._elsewhere(answer.send, method, target)
+        except Exception:
+            log.exception("a relayed request failed")
+        finally:
+            self._answers.pop(conn_id, None)
+            answer.fail()  # a no-op once it was answered
+        if answer.status == 200 and access_key_id and endpoint and self.lender is not None:
+            self.lender.answered(access_key_id, endpoint)
+
+    async def _elsewhere(self, send: Send, method: bytes, target: bytes) -> None:
+        message = (
+            f"No runtime operation at {method.decode('latin-1')} {target.decode('latin-1')[:200]}: this "
+            "port serves SageMaker's runtime (/endpoints/{name}/...) and GET /ping; the control plane, the "
+            f"console and /metrics are on port {self._main_port}."
+        )
+        body = json.dumps({"message": message}).encode()
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"x-amzn-errortype", b"UnknownOperationException"),
+        ]
+        headers.append((b"content-length", str(len(body)).encode()))
+        await send({"type": "http.response.start", "status": 404, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    async def _failed(
+        self,
+        conn_id: int,
+        lease_id: int,
+        kind: str,
+        status: int,
+        request: tuple[bytes, bytes, int, list[tuple[bytes, bytes]], bytes] | None,
+        worker_answer: tuple[list[tuple[bytes, bytes]], bytes] | None,
+        model_s: float,
+        waited_s: float,
+        client: tuple[str, int],
+    ) -> None:
+        """A request the plane sent to a lent worker that did not end in a success it answered itself."""
+        lender = self.lender
+        lent = lender.failed(lease_id) if lender is not None else None
+        if request is None:
+            headers: list[tuple[bytes, bytes]] = []
+            minor, body = 1, b""
+        else:
+            _, _, minor, headers, body = request
+        answer = RelayedAnswer(self._writer(conn_id), body, minor)
+        if request is None:
+            answer.client_gone()  # its client left: the worker's outcome is still settled and recorded
+        if lent is None:  # the lease was settled already (a stop): the request is answered as a relay's
+            if request is not None:
+                await self._relay(conn_id, request, client, "", "", waited_s)
+            return
+        if kind == "not_delivered":  # it never reached its worker: it goes to another, as the pool would
+            lent.pool.release(lent.slot, broken=True)
+            if request is not None:
+                await self._relay(conn_id, request, client, "", "", waited_s)
+            return
+        self._answers[conn_id] = answer
+        request_id = new_request_id()
+        started = time.perf_counter() - waited_s
+        got = WorkerResponse(status, *worker_answer) if worker_answer is not None else None
+        outcome = (kind, got, model_s, self._limits.timeout_s)
+        try:
+            await self._invoke.lent(
+                answer.send, request_id, lent.pool, lent.slot, outcome, headers, body, started
+            )
+        except Exception as exc:
+            try:
+                await runtime_failure(answer.send, request_id, exc)
+            except Exception:
+                log.exception("a native invocation's failure could not be answered")
+        finally:
+            self._answers.pop(conn_id, None)
+            answer.fail()
