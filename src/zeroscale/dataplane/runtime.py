@@ -25,11 +25,13 @@ import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import TYPE_CHECKING, Any
 
+from zeroscale.api import sigv4
 from zeroscale.api.app import new_request_id, runtime_failure
 from zeroscale.api.invoke import InvokeApi
 from zeroscale.background import Background
 from zeroscale.dataplane.answer import RelayedAnswer, Scope, scope_of
 from zeroscale.dataplane.lender import Lender, Limits, Rights
+from zeroscale.errors import ZeroscaleError
 from zeroscale.events import EventBus
 from zeroscale.router.fleet import Fleet
 from zeroscale.runtimes.streaming import ERROR_TRAILER
@@ -60,6 +62,15 @@ def available() -> str | None:
             "at hand (pip install -e ., which builds src/native)"
         )
     return None
+
+
+def _signer(headers: list[tuple[bytes, bytes]]) -> str:
+    """The access key id a request's Authorization header names, or ""."""
+    try:
+        claim = sigv4.parse_claim(sigv4.header_map(headers), b"")
+    except ZeroscaleError:
+        return ""
+    return claim.credential.partition("/")[0]
 
 
 class NativeRuntime:
@@ -198,8 +209,12 @@ class NativeRuntime:
         finally:
             self._answers.pop(conn_id, None)
             answer.fail()  # a no-op once it was answered
-        if answer.status == 200 and access_key_id and endpoint and self.lender is not None:
-            self.lender.answered(access_key_id, endpoint)
+        if answer.status == 200 and endpoint and self.lender is not None:
+            # answered, so its signature held: the key that signed it (the plane names it only when it
+            # holds the key already)
+            signer = access_key_id or _signer(headers)
+            if signer:
+                self.lender.answered(signer, endpoint)
 
     async def _elsewhere(self, send: Send, method: bytes, target: bytes) -> None:
         message = (
