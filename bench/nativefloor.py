@@ -120,6 +120,12 @@ def _plans(
             _through_request(srv, endpoint, body),
             psutil.Process(srv.proc.pid),
         ),
+        (
+            "zeroscale, native port",
+            [f"tcp:127.0.0.1:{srv.flags['native_port']}"],
+            _through_request(srv, endpoint, body),
+            psutil.Process(srv.proc.pid),
+        ),
     ]
     for name, (port, proc) in fronts.items():
         plans.append((name, [f"tcp:127.0.0.1:{port}"], _plain(port, body), proc))
@@ -245,7 +251,7 @@ def run(rounds: int, seconds: float, pairs: int) -> list[str]:
         tmp = Path(tmp_name)
         binary = build(tmp)
         models = build_models(tmp)
-        srv = ServerProcess(tmp / "srv", {}).start()
+        srv = ServerProcess(tmp / "srv", {"native_port": free_port()}).start()
         try:
             deploy_tp(srv, models)
             echo = _workers(srv, ENDPOINT, 2)

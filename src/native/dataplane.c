@@ -1083,14 +1083,15 @@ static void *loop_main(void *arg) {
         uint64_t t = now_ns();
         int wait_ms = t >= next_sweep ? 0 : (int)((next_sweep - t) / 1000000ull) + 1;
         int n = epoll_wait(p->epoll_fd, evs, 256, wait_ms);
+        /* Python's commands before any request of the batch: a grant dropped is never served after */
+        for (int i = 0; i < n; i++)
+            if ((evs[i].data.u64 >> 56) == TAG_WAKE) run_commands(p);
         for (int i = 0; i < n && !p->stopping; i++) {
             uint64_t tag = evs[i].data.u64;
             uint64_t kind = tag >> 56, idx = tag & ((1ull << 56) - 1);
             uint32_t e = evs[i].events;
             if (kind == TAG_LISTEN) {
                 accept_all(p);
-            } else if (kind == TAG_WAKE) {
-                run_commands(p);
             } else if (kind == TAG_CONN) {
                 conn_t *c = p->conns[idx];
                 if (c == NULL) continue;

@@ -77,6 +77,7 @@ from zeroscale.control.transform_jobs import KIND as JOB_KIND
 from zeroscale.control.transform_jobs import RUNNING as JOB_RUNNING
 from zeroscale.control.transform_jobs import TransformJobs
 from zeroscale.credentials import AdminCredentials, load_or_create
+from zeroscale.dataplane.counts import NativeRequests
 from zeroscale.dataplane.lender import Limits
 from zeroscale.dataplane.runtime import NativeRuntime
 from zeroscale.dataplane.runtime import available as native_available
@@ -603,6 +604,7 @@ def build(settings: Settings) -> Server:
             is_async=asynchronous.is_async,
             unavailable=cluster.unavailable if cluster.can_fence else None,
         )
+        metrics.registry.register(NativeRequests(native.counts))
     return Server(settings, creds, app, announced, native)
 
 

@@ -85,6 +85,11 @@ class ServerProcess:
         return f"{scheme}://127.0.0.1:{self.port}"
 
     @property
+    def native_url(self) -> str:
+        """The native data plane's port (started with ``native_port``: a free port, ``free_port()``)."""
+        return f"http://127.0.0.1:{self.flags['native_port']}"
+
+    @property
     def ca_file(self) -> str | None:
         """With --tls-cert (a self-signed certificate in the tests): the file clients verify it with."""
         cert = self.flags.get("tls_cert")
@@ -151,13 +156,16 @@ class ServerProcess:
         except OSError:
             return ""
 
-    def client(self, service: str, key: Mapping[str, str] | None = None, **config: Any) -> Any:
-        """A boto3 client of the server, signing with the admin's credentials or ``key`` (an IAM access key
-        as CreateAccessKey answers it), with no retries unless ``config`` says otherwise."""
+    def client(
+        self, service: str, key: Mapping[str, str] | None = None, *, url: str | None = None, **config: Any
+    ) -> Any:
+        """A boto3 client of the server (``url``: another of its ports, e.g. ``native_url``), signing with the
+        admin's credentials or ``key`` (an IAM access key as CreateAccessKey answers it), with no retries
+        unless ``config`` says otherwise."""
         config.setdefault("retries", {"total_max_attempts": 1})
         return boto3.client(
             service,
-            endpoint_url=self.url,
+            endpoint_url=url or self.url,
             region_name=REGION,
             aws_access_key_id=key["AccessKeyId"] if key else ACCESS_KEY,
             aws_secret_access_key=key["SecretAccessKey"] if key else SECRET_KEY,

@@ -22,6 +22,7 @@ import asyncio
 import itertools
 import logging
 import socket
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -67,6 +68,8 @@ class Rights(Protocol):
 
     @property
     def generation(self) -> int: ...
+
+    def on_change(self, callback: Callable[[], None]) -> None: ...
 
     def lookup_secret(self, access_key_id: str) -> str | None: ...
 
@@ -146,6 +149,17 @@ class Lender:
         self._background = Background("native data plane leases")
         self._timer: asyncio.TimerHandle | None = None
         self.closed = False
+        self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
+        rights.on_change(self._rights_changed)
+
+    def _rights_changed(self) -> None:
+        """IAM changed: the grants go before anything else is served (on the event loop's thread, at once: the
+        write's answer goes out after this; from another thread, as soon as the loop runs)."""
+        if threading.get_ident() == self._loop_thread:
+            self.check_rights()
+        elif not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self.check_rights)
 
     # ---- what the Python server decided ----
     def answered(self, access_key_id: str, endpoint: str) -> None:

@@ -159,6 +159,10 @@ class Authorizer:
         """Moves whenever users, keys or policies may have changed (``IamStore.generation``)."""
         return self._store.generation
 
+    def on_change(self, callback: Callable[[], None]) -> None:
+        """``callback`` is called whenever ``generation`` moves, on the thread that moved it."""
+        self._store.changed.append(callback)
+
     # ---- authentication: the secret SigV4 checks a signature with ----
     def lookup_secret(self, access_key_id: str) -> str | None:
         if access_key_id == self._admin_key_id:

@@ -149,6 +149,8 @@ class IamStore:
         # Moves with every write of this front end and every reload of another's: what was decided from
         # the mirror before it moved (the native data plane's grants) is decided again.
         self.generation = 0
+        # told when ``generation`` moved (on the thread that wrote, or that reloaded the mirror)
+        self.changed: list[Callable[[], None]] = []
         self.refresh()
 
     def _check_key(self, key_path: str) -> None:
@@ -216,6 +218,7 @@ class IamStore:
             self.users, self.keys, self._sealed = loaded_users, loaded_keys, sealed
             self._revision = revision
             self.generation += 1
+        self._tell_changed()
         return True
 
     def _bump(self, conn: Connection) -> None:
@@ -223,9 +226,14 @@ class IamStore:
         since the mirror was loaded, the mirror (which the write updates itself) is still current."""
         conn.execute(_BUMP)
         self.generation += 1
+        self._tell_changed()
         revision = conn.execute(_REVISION).scalar_one()
         if revision == self._revision + 1:
             self._revision = revision
+
+    def _tell_changed(self) -> None:
+        for callback in self.changed:
+            callback()
 
     # ---- users ----
     def create_user(self, name: str, path: str) -> User:

@@ -1,0 +1,319 @@
+"""The native data plane (``zeroscale serve --native-port``, docs/dataplane.md) against the real server and
+real workers: warm invocations answered by the plane itself, everything else relayed to the Python server,
+and the same answers either way: the model's errors, a timeout, a crash, rights revoked, an endpoint
+deleted, the runtime's other operations, and HTTP that an attacker would send.
+
+Whether the plane answered a request itself is read from ``zeroscale_native_requests_total`` on /metrics:
+a request the test expects the plane to have served must not move the ``relayed`` count."""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
+from botocore.exceptions import ClientError
+
+from e2e.conftest import handler_model
+from zeroscale.testing import ACCESS_KEY, REGION, SECRET_KEY, ServerProcess, deploy, free_port, wait_for
+
+BEHAVIOURS = """
+import os
+import time
+
+
+def model_fn(model_dir):
+    return "model"
+
+
+def predict_fn(data, model):
+    if isinstance(data, dict):
+        if data.get("raise"):
+            raise ValueError("bad input here")
+        if data.get("exit"):
+            os._exit(1)
+        if data.get("sleep"):
+            time.sleep(data["sleep"])
+    return {"ok": True, "pid": os.getpid(), "echo": data}
+"""
+NAME = "native-behaves"
+
+
+@pytest.fixture(scope="module")
+def server(server_factory: Any) -> ServerProcess:
+    return server_factory(native_port=free_port(), invocation_timeout_s=2)
+
+
+@pytest.fixture(scope="module")
+def native(server: ServerProcess) -> Any:
+    return server.client("sagemaker-runtime", url=server.native_url)
+
+
+@pytest.fixture(scope="module")
+def endpoint(server: ServerProcess, sm: Any, tmp_path_factory: pytest.TempPathFactory) -> str:
+    url = handler_model(tmp_path_factory.mktemp("native"), BEHAVIOURS)
+    desc = deploy(sm, NAME, url, max_concurrency=2)
+    assert desc["EndpointStatus"] == "InService", desc.get("FailureReason")
+    return NAME
+
+
+def counts(server: ServerProcess) -> dict[str, float]:
+    found = re.findall(
+        r'^zeroscale_native_requests_total\{path="(\w+)"\} ([0-9.e+]+)$', server.metrics(), re.M
+    )
+    return {path: float(value) for path, value in found}
+
+
+def invoke(client: Any, payload: Any, endpoint: str = NAME, **extra: Any) -> tuple[dict[str, Any], Any]:
+    resp = client.invoke_endpoint(
+        EndpointName=endpoint,
+        Body=json.dumps(payload).encode(),
+        ContentType="application/json",
+        Accept="application/json",
+        **extra,
+    )
+    return json.loads(resp["Body"].read()), resp
+
+
+def failure(client: Any, payload: Any, endpoint: str = NAME) -> dict[str, Any]:
+    with pytest.raises(ClientError) as err:
+        invoke(client, payload, endpoint)
+    response: dict[str, Any] = err.value.response
+    return response
+
+
+def warm(client: Any, endpoint: str = NAME) -> None:
+    """Invocations until the plane holds a grant and a lease (the first is relayed and earns them)."""
+    for _ in range(3):
+        invoke(client, {"warm": 1}, endpoint)
+
+
+def test_warm_invocations_are_answered_by_the_plane_as_the_main_port_answers(
+    server: ServerProcess, smr: Any, native: Any, endpoint: str
+) -> None:
+    warm(native)
+    before = counts(server)
+    answers = [invoke(native, {"n": i}) for i in range(20)]
+    after = counts(server)
+    assert after["relayed"] == before["relayed"]
+    assert after["served"] - before["served"] == 20
+    for i, (body, resp) in enumerate(answers):
+        assert body["ok"] is True and body["echo"] == {"n": i}
+        assert resp["ContentType"] == "application/json"
+        assert resp["InvokedProductionVariant"] == "AllTraffic"
+        headers = resp["ResponseMetadata"]["HTTPHeaders"]
+        assert headers["x-content-type-options"] == "nosniff"
+        assert headers["content-security-policy"] == "sandbox; default-src 'none'"
+    ids = {resp["ResponseMetadata"]["RequestId"] for _, resp in answers}
+    assert len(ids) == 20
+    main_body, main_resp = invoke(smr, {"n": 0})
+    assert (
+        main_body["echo"] == answers[0][0]["echo"]
+        and main_resp["ContentType"] == answers[0][1]["ContentType"]
+    )
+    # metered and counted as every invocation is
+    invocations = re.search(
+        rf'^zeroscale_invocations_total\{{[^}}]*endpoint_name="{NAME}"[^}}]*\}} ([0-9.e+]+)$',
+        server.metrics(),
+        re.M,
+    )
+    assert invocations is not None and float(invocations.group(1)) >= 24
+
+
+def _same_error(main: dict[str, Any], through: dict[str, Any]) -> None:
+    assert through["Error"]["Code"] == main["Error"]["Code"] == "ModelError"
+    assert through["ResponseMetadata"]["HTTPStatusCode"] == main["ResponseMetadata"]["HTTPStatusCode"] == 424
+    assert through["OriginalStatusCode"] == main["OriginalStatusCode"]
+    strip = re.compile(r"AllTraffic/[A-Za-z0-9-]+")
+    assert strip.sub("", through["Error"]["Message"]) == strip.sub("", main["Error"]["Message"])
+
+
+@pytest.mark.parametrize(
+    "payload", [{"raise": 1}, {"exit": 1}, {"sleep": 3}], ids=["raises", "crashes", "times-out"]
+)
+def test_a_failed_invocation_is_answered_as_the_main_port_answers_it(
+    server: ServerProcess, smr: Any, native: Any, endpoint: str, payload: dict[str, Any]
+) -> None:
+    main = failure(smr, payload)
+    warm(native)
+    before = counts(server)
+    through = failure(native, payload)
+    assert counts(server)["relayed"] == before["relayed"], "sent to the worker by the plane itself"
+    _same_error(main, through)
+    body, _ = invoke(native, {"after": 1})  # served on: a new worker where the old one died
+    assert body["ok"] is True
+
+
+def test_a_revoked_right_is_refused_at_the_next_request(
+    server: ServerProcess, sm: Any, native: Any, endpoint: str
+) -> None:
+    iam = server.client("iam")
+    iam.create_user(UserName="native-tenant")
+    arn = f"arn:aws:sagemaker:{REGION}:000000000000:endpoint/{NAME}"
+    policy = {
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Allow", "Action": "sagemaker:InvokeEndpoint", "Resource": arn}],
+    }
+    iam.put_user_policy(UserName="native-tenant", PolicyName="invoke", PolicyDocument=json.dumps(policy))
+    key = iam.create_access_key(UserName="native-tenant")["AccessKey"]
+    tenant = server.client("sagemaker-runtime", key, url=server.native_url)
+    warm(tenant)
+    before = counts(server)
+    invoke(tenant, {"as": "tenant"})
+    assert counts(server)["served"] == before["served"] + 1  # the plane holds the tenant's grant
+    iam.delete_user_policy(UserName="native-tenant", PolicyName="invoke")
+    denied = failure(tenant, {"as": "tenant"})
+    assert denied["Error"]["Code"] == "AccessDeniedException", denied
+    iam.put_user_policy(UserName="native-tenant", PolicyName="invoke", PolicyDocument=json.dumps(policy))
+    warm(tenant)
+    iam.update_access_key(UserName="native-tenant", AccessKeyId=key["AccessKeyId"], Status="Inactive")
+    gone = failure(tenant, {"as": "tenant"})
+    assert gone["Error"]["Code"] == "UnrecognizedClientException", gone
+
+
+def test_a_deleted_endpoint_is_not_found_through_the_plane(
+    server: ServerProcess, sm: Any, native: Any, tmp_path: Path
+) -> None:
+    name = "native-deleted"
+    assert deploy(sm, name, handler_model(tmp_path, BEHAVIOURS))["EndpointStatus"] == "InService"
+    warm(native, name)
+    sm.delete_endpoint(EndpointName=name)
+    wait_for(lambda: not sm.list_endpoints(NameContains=name)["Endpoints"], timeout_s=30)
+    response = failure(native, {}, name)
+    assert response["Error"]["Code"] == "ValidationError"
+    assert f"Endpoint {name} of account" in response["Error"]["Message"]
+
+
+def test_the_runtimes_other_requests_are_relayed_and_served(
+    server: ServerProcess, native: Any, endpoint: str
+) -> None:
+    warm(native)
+    before = counts(server)
+    body, resp = invoke(native, {"t": 1}, TargetVariant="AllTraffic")
+    assert body["echo"] == {"t": 1} and resp["InvokedProductionVariant"] == "AllTraffic"
+    missing = failure(native, {}, "no-such-endpoint")
+    assert missing["Error"]["Code"] == "ValidationError"
+    assert counts(server)["relayed"] >= before["relayed"] + 2
+    stream = native.invoke_endpoint_with_response_stream(
+        EndpointName=NAME, Body=b'{"s": 1}', ContentType="application/json"
+    )
+    parts = b"".join(e["PayloadPart"]["Bytes"] for e in stream["Body"] if "PayloadPart" in e)
+    assert json.loads(parts)["echo"] == {"s": 1}
+    control = server.client("sagemaker", url=server.native_url)
+    with pytest.raises(ClientError) as err:
+        control.list_endpoints()
+    assert err.value.response["ResponseMetadata"]["HTTPStatusCode"] == 404
+    assert f"on port {server.port}" in str(err.value)
+
+
+# ---- HTTP as an attacker sends it ----
+def _connect(server: ServerProcess) -> socket.socket:
+    port = int(server.flags["native_port"])
+    return socket.create_connection(("127.0.0.1", port), timeout=20)
+
+
+def _read_answer(sock: socket.socket, data: bytes = b"") -> tuple[bytes, bytes, bytes]:
+    """One answer: (status line and headers, body, what came after it)."""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise AssertionError(f"connection closed mid-answer: {data!r}")
+        data += chunk
+    head, _, rest = data.partition(b"\r\n\r\n")
+    length = int(re.search(rb"(?im)^content-length: *(\d+)", head).group(1))  # type: ignore[union-attr]
+    while len(rest) < length:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise AssertionError("connection closed mid-body")
+        rest += chunk
+    return head, rest[:length], rest[length:]
+
+
+def _closed(sock: socket.socket) -> bool:
+    try:
+        return sock.recv(1) == b""
+    except ConnectionResetError:
+        return True
+
+
+def _signed(server: ServerProcess, body: bytes, **extra: str) -> bytes:
+    """An invocation of the module's endpoint signed as botocore signs it (``extra``: unsigned headers)."""
+    port = int(server.flags["native_port"])
+    req = AWSRequest(
+        "POST",
+        f"{server.native_url}/endpoints/{NAME}/invocations",
+        data=body,
+        headers={"Content-Type": "application/json"},
+    )
+    SigV4Auth(Credentials(ACCESS_KEY, SECRET_KEY), "sagemaker", REGION).add_auth(req)
+    lines = [f"POST /endpoints/{NAME}/invocations HTTP/1.1", f"Host: 127.0.0.1:{port}"]
+    lines += [f"{k}: {v}" for k, v in req.headers.items()]
+    lines += [f"{k}: {v}" for k, v in extra.items()]
+    lines.append(f"Content-Length: {len(body)}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+def test_hostile_http_is_refused_and_the_plane_serves_on(
+    server: ServerProcess, native: Any, endpoint: str
+) -> None:
+    cases = [
+        (b"GARBAGE\r\n\r\n", b"400"),
+        (b"POST /endpoints/x/invocations HTTP/1.1\nHost: a\n\n", b"400"),  # bare LF
+        (b"POST /endpoints/x/invocations HTTP/1.1\r\nHost: a\r\n folded\r\n\r\n", b"400"),
+        (
+            b"POST /endpoints/x/invocations HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab",
+            b"400",
+        ),
+        (b"POST /endpoints/x/invocations HTTP/1.1\r\nContent-Length: -1\r\n\r\n", b"400"),
+        (b"POST /endpoints/x/invocations HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", b"411"),
+        (b"GET / HTTP/1.1\r\nX-Big: " + b"a" * 70_000 + b"\r\n\r\n", b"431"),
+        (b"POST /endpoints/x/invocations HTTP/1.1\r\nBad Name: 1\r\n\r\n", b"400"),
+        (b"POST /endpoints/x/invocations HTTP/1.1\r\nX: a\x00b\r\n\r\n", b"400"),
+    ]
+    for request, status in cases:
+        with _connect(server) as sock:
+            sock.sendall(request)
+            head, _, _ = _read_answer(sock)
+            assert head.startswith(b"HTTP/1.1 " + status), (request[:60], head)
+            assert _closed(sock)
+    # a body over the payload limit: refused by name, unread, and the connection closed
+    with _connect(server) as sock:
+        sock.sendall(
+            b"POST /endpoints/%s/invocations HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\n\r\n"
+            % (NAME.encode(), 7 * 1024 * 1024)
+        )
+        head, body, _ = _read_answer(sock)
+        assert head.startswith(b"HTTP/1.1 4"), head
+        assert b"oversize body" in body or b"Missing Authentication Token" in body, body
+    body_out, _ = invoke(native, {"still": "serving"})
+    assert body_out["echo"] == {"still": "serving"}
+
+
+def test_pipelined_and_closing_requests_are_answered_in_order(
+    server: ServerProcess, native: Any, endpoint: str
+) -> None:
+    warm(native)
+    one, two = json.dumps({"p": 1}).encode(), json.dumps({"p": 2}).encode()
+    with _connect(server) as sock:
+        sock.sendall(_signed(server, one) + _signed(server, two))
+        head1, body1, rest = _read_answer(sock)
+        head2, body2, _ = _read_answer(sock, rest)
+        assert head1.startswith(b"HTTP/1.1 200") and head2.startswith(b"HTTP/1.1 200")
+        assert json.loads(body1)["echo"] == {"p": 1} and json.loads(body2)["echo"] == {"p": 2}
+    with _connect(server) as sock:  # Connection: close is honoured after the answer
+        sock.sendall(_signed(server, one, Connection="close"))
+        head, body, _ = _read_answer(sock)
+        assert head.startswith(b"HTTP/1.1 200") and json.loads(body)["echo"] == {"p": 1}
+        assert _closed(sock)
+    with _connect(server) as sock:  # a client that leaves mid-invocation does not stop the plane
+        sock.sendall(_signed(server, json.dumps({"sleep": 0.3}).encode()))
+    time.sleep(0.5)
+    body_out, _ = invoke(native, {"after": "gone"})
+    assert body_out["echo"] == {"after": "gone"}
