@@ -19,8 +19,10 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <fcntl.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <arpa/inet.h>
@@ -128,6 +130,8 @@ typedef struct lease {
     int used; /* a slot of the table in use */
     char endpoint[64];
     char variant[64];
+    char worker[64]; /* the worker's id, for the usage journal */
+    int memory_mb, provisioned;
     double timeout_s;
     size_t max_answer, max_request;
     buf_t w; /* the request being written */
@@ -158,7 +162,8 @@ typedef struct cmd {
     int end, close;
     char *data;
     size_t len;
-    char *a, *b, *c; /* grant: akid, secret, endpoint; lease: endpoint, variant */
+    char *a, *b, *c; /* grant: akid, secret, endpoint; lease: endpoint, variant, worker */
+    int memory_mb, provisioned;
     double timeout_s;
     size_t max_answer, max_request;
     struct cmd *next;
@@ -185,6 +190,7 @@ typedef struct event {
     char *answer; /* failed "answer": the answer's head and (decoded) body */
     size_t answer_head, answer_len;
     int broken;
+    long segment, offset; /* done: the usage journal's position after its line */
     struct event *next;
 } event_t;
 
@@ -220,6 +226,9 @@ typedef struct {
     grant_t *grants;
     size_t n_grants, cap_grants;
     uint64_t next_request;
+    char journal_dir[1024]; /* "" without a usage journal */
+    int journal_fd;
+    long journal_segment, journal_offset;
     time_t date_at;
     char date[64];
     /* counters (read without lock: approximate) */
@@ -372,6 +381,50 @@ static void date_header(Plane *p) {
     gmtime_r(&t, &tm);
     strftime(p->date, sizeof p->date, "date: %a, %d %b %Y %H:%M:%S GMT\r\n", &tm);
     p->date_at = t;
+}
+
+/* ---- the usage journal (metering/journal.py's format, a directory of its own) ---- */
+
+#define JOURNAL_SEGMENT_BYTES (32L * 1024 * 1024)
+
+static int journal_open(Plane *p, long segment) {
+    char path[1100];
+    snprintf(path, sizeof path, "%s/journal-%08ld.log", p->journal_dir, segment);
+    int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+    if (fd < 0) return -1;
+    struct stat st;
+    if (fstat(fd, &st) != 0) {
+        close(fd);
+        return -1;
+    }
+    if (p->journal_fd >= 0) close(p->journal_fd);
+    p->journal_fd = fd;
+    p->journal_segment = segment;
+    p->journal_offset = (long)st.st_size;
+    return 0;
+}
+
+/* One invocation's usage line, written before its answer: 0, or -1 when it could not be (nothing of it
+ * stays: a short write is undone). */
+static int journal_append(Plane *p, lease_t *l, double at, double model_s, double total_s, size_t out) {
+    if (p->journal_dir[0] == 0) return 0;
+    char line[512];
+    int n = snprintf(line, sizeof line, "%s\t%s\t%s\t%.17g\t%.17g\t%.17g\t%zu\t%zu\t200\t\t%d\tNone\t%d\t1\n",
+                     l->endpoint, l->variant, l->worker, at, model_s, total_s, l->bytes_in, out, l->memory_mb,
+                     l->provisioned);
+    if (n <= 0 || (size_t)n >= sizeof line) return -1;
+    if (p->journal_fd < 0 || (p->journal_offset + n > JOURNAL_SEGMENT_BYTES && p->journal_offset > 0)) {
+        if (journal_open(p, p->journal_fd < 0 ? p->journal_segment : p->journal_segment + 1) != 0) return -1;
+    }
+    ssize_t w = write(p->journal_fd, line, (size_t)n);
+    if (w != n) {
+        if (w > 0 && ftruncate(p->journal_fd, p->journal_offset) != 0) {
+            /* the torn line stays: a reader skips it */
+        }
+        return -1;
+    }
+    p->journal_offset += n;
+    return 0;
 }
 
 /* ---- the fast path ---- */
@@ -698,6 +751,14 @@ static void lease_answered(Plane *p, lease_t *l, const zs_response *resp, size_t
         return;
     }
     int alive = c != NULL && c->id == l->client_id && p->conns[c->fd] == c;
+    double at = wall_s(), model_s = (double)(t - l->sent_ns) / 1e9;
+    double total_s = alive ? (double)(t - c->started_ns) / 1e9 : model_s;
+    if (journal_append(p, l, at, model_s, total_s, body_len) != 0) { /* metered before answered, or not answered */
+        fail_event(p, l, "unrecorded", resp->status, NULL, 0, 0);
+        l->client = NULL;
+        lease_return(p, l, 0);
+        return;
+    }
     if (alive) {
         char line[160];
         date_header(p);
@@ -725,9 +786,11 @@ static void lease_answered(Plane *p, lease_t *l, const zs_response *resp, size_t
     if (e) {
         e->kind = EV_DONE;
         e->lease_id = l->id;
-        e->at = wall_s();
-        e->model_s = (double)(t - l->sent_ns) / 1e9;
-        e->total_s = alive ? (double)(t - c->started_ns) / 1e9 : e->model_s;
+        e->at = at;
+        e->model_s = model_s;
+        e->total_s = total_s;
+        e->segment = p->journal_dir[0] ? p->journal_segment : 0;
+        e->offset = p->journal_dir[0] ? p->journal_offset : 0;
         e->bytes_in = l->bytes_in;
         e->bytes_out = body_len;
         e->status = resp->status;
@@ -952,6 +1015,9 @@ static void run_command(Plane *p, cmd_t *m) {
         l->state = L_IDLE;
         snprintf(l->endpoint, sizeof l->endpoint, "%s", m->a);
         snprintf(l->variant, sizeof l->variant, "%s", m->b);
+        snprintf(l->worker, sizeof l->worker, "%s", m->c);
+        l->memory_mb = m->memory_mb;
+        l->provisioned = m->provisioned;
         l->timeout_s = m->timeout_s;
         l->max_answer = m->max_answer;
         l->max_request = m->max_request;
@@ -1160,14 +1226,24 @@ static cmd_t *new_cmd(int kind) {
 
 static int Plane_init(Plane *self, PyObject *args, PyObject *kw) {
     static char *names[] = {"listen_fd", "region", "service", "payload_limit", "request_id_prefix",
-                            "error_trailer", "keep_alive_s", "lease_idle_s", "request_s", "max_connections", NULL};
+                            "error_trailer", "keep_alive_s", "lease_idle_s", "request_s", "max_connections",
+                            "journal_dir", "journal_segment", NULL};
     int listen_fd;
-    const char *region, *service, *prefix, *trailer;
+    const char *region, *service, *prefix, *trailer, *journal_dir;
     Py_ssize_t limit, max_conns;
+    long journal_segment;
     double keep_alive, lease_idle, request_s;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "issnssdddn", names, &listen_fd, &region, &service, &limit, &prefix,
-                                     &trailer, &keep_alive, &lease_idle, &request_s, &max_conns))
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "issnssdddnsl", names, &listen_fd, &region, &service, &limit, &prefix,
+                                     &trailer, &keep_alive, &lease_idle, &request_s, &max_conns, &journal_dir,
+                                     &journal_segment))
         return -1;
+    if (strlen(journal_dir) >= sizeof self->journal_dir) {
+        PyErr_SetString(PyExc_ValueError, "journal_dir is too long");
+        return -1;
+    }
+    snprintf(self->journal_dir, sizeof self->journal_dir, "%s", journal_dir);
+    self->journal_fd = -1;
+    self->journal_segment = journal_segment;
     if (self->conns != NULL) {
         PyErr_SetString(PyExc_RuntimeError, "a Plane is initialised once");
         return -1;
@@ -1266,8 +1342,8 @@ static PyObject *event_tuple(event_t *e) {
                              e->endpoint, e->oversize, e->waited_s);
     }
     case EV_DONE:
-        return Py_BuildValue("(sKdddnni)", "done", (unsigned long long)e->lease_id, e->at, e->model_s, e->total_s,
-                             (Py_ssize_t)e->bytes_in, (Py_ssize_t)e->bytes_out, e->status);
+        return Py_BuildValue("(sKdddnni(ll))", "done", (unsigned long long)e->lease_id, e->at, e->model_s, e->total_s,
+                             (Py_ssize_t)e->bytes_in, (Py_ssize_t)e->bytes_out, e->status, e->segment, e->offset);
     case EV_FAILED: {
         PyObject *r, *answer;
         if (e->req != NULL) {
@@ -1352,9 +1428,12 @@ static PyObject *Plane_lease(Plane *self, PyObject *args) {
     unsigned long long id;
     int fd;
     const char *endpoint, *variant;
+    const char *worker;
+    int memory_mb, provisioned;
     double timeout_s;
     Py_ssize_t max_answer, max_request;
-    if (!PyArg_ParseTuple(args, "Kissdnn", &id, &fd, &endpoint, &variant, &timeout_s, &max_answer, &max_request))
+    if (!PyArg_ParseTuple(args, "Kisssipdnn", &id, &fd, &endpoint, &variant, &worker, &memory_mb, &provisioned,
+                          &timeout_s, &max_answer, &max_request))
         return NULL;
     cmd_t *m = new_cmd(CMD_LEASE);
     if (m == NULL) return NULL;
@@ -1362,6 +1441,9 @@ static PyObject *Plane_lease(Plane *self, PyObject *args) {
     m->fd = fd;
     m->a = strdup(endpoint);
     m->b = strdup(variant);
+    m->c = strdup(worker);
+    m->memory_mb = memory_mb;
+    m->provisioned = provisioned;
     m->timeout_s = timeout_s;
     m->max_answer = (size_t)max_answer;
     m->max_request = (size_t)max_request;
@@ -1431,6 +1513,7 @@ static void Plane_dealloc(Plane *self) {
         free(self->grants);
         free(self->leases);
         free(self->conns);
+        if (self->journal_fd >= 0) close(self->journal_fd);
         close(self->epoll_fd);
         close(self->wake_fd);
         close(self->notify_fd);

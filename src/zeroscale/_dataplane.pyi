@@ -28,6 +28,8 @@ class Plane:
         lease_idle_s: float,
         request_s: float,
         max_connections: int,
+        journal_dir: str,
+        journal_segment: int,
     ) -> None: ...
     def start(self) -> None: ...
     def stop(self) -> None: ...
@@ -40,6 +42,9 @@ class Plane:
         fd: int,
         endpoint: str,
         variant: str,
+        worker_id: str,
+        memory_mb: int,
+        provisioned: bool,
         timeout_s: float,
         max_answer: int,
         max_request: int,

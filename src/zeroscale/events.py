@@ -95,6 +95,11 @@ class BeforeAnswer(Sink, Protocol):
         """The invocation, durable before its answer goes out, else UsageNotRecorded (nothing of it kept)."""
         ...
 
+    def invocation_journaled(self, record: InvocationRecord, position: tuple[int, int]) -> None:
+        """An invocation the native data plane answered, durable already: its own journal holds it up to
+        ``position``."""
+        ...
+
 
 class EventBus:
     """Fans events out to every sink. A failing sink is a bug in that sink; it never fails a request, never
@@ -141,6 +146,16 @@ class EventBus:
             raise refused
 
     def invocation_after_answer(self, record: InvocationRecord) -> None:
+        self._each("invocation", record, self._after)
+
+    def invocation_journaled(self, record: InvocationRecord, position: tuple[int, int]) -> None:
+        """An invocation the native data plane answered after journaling it itself (``position``: where its
+        journal holds it, for metering to fold from); the other sinks take it as after an answer."""
+        for sink in self._before:
+            try:
+                sink.invocation_journaled(record, position)
+            except Exception:
+                self._failed(sink, "invocation")
         self._each("invocation", record, self._after)
 
     def worker(self, event: WorkerEvent) -> None:

@@ -603,6 +603,7 @@ def build(settings: Settings) -> Server:
             main_port=settings.port,
             is_async=asynchronous.is_async,
             unavailable=cluster.unavailable if cluster.can_fence else None,
+            journal=metering.native_journal,
         )
         metrics.registry.register(NativeRequests(native.counts))
     return Server(settings, creds, app, announced, native)

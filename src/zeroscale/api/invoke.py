@@ -199,6 +199,16 @@ class InvokeApi:
         inv = Invocation(body, targets.forward, max_answer=self._limits.answer)
         inv.worker_id, inv.model_s = slot.worker_id, model_s
         inv.model_status = answer.status if answer is not None else 0
+        if kind == "unrecorded":  # the worker answered, and the plane could not journal it: not answered
+            pool.release(slot)
+            err = UsageNotRecorded(
+                "zeroscale cannot record this invocation's usage (the native data plane's journal in the "
+                "data directory), so it is not answered; free space there, or retry later."
+            )
+            self._events.invocation_after_answer(
+                self._finished(pool.spec, inv, started, err.status, err.code, 0)
+            )
+            raise err
         try:
             resp = await pool.lent_outcome(slot, kind, answer, inv, timeout_s)
         except ZeroscaleError as err:

@@ -50,6 +50,9 @@ class PlaneCommands(Protocol):
         fd: int,
         endpoint: str,
         variant: str,
+        worker_id: str,
+        memory_mb: int,
+        provisioned: bool,
         timeout_s: float,
         max_answer: int,
         max_request: int,
@@ -221,7 +224,7 @@ class Lender:
             pool.release(slot)
             return
         lease_id = next(self._ids)
-        self._lent[lease_id] = Lent(pool, slot, pool.provisioned_now())
+        lent = self._lent[lease_id] = Lent(pool, slot, pool.provisioned_now())
         pool.on_wait = self._give_one_back
         spec, limits = pool.spec, self._limits
         max_request = (
@@ -229,7 +232,16 @@ class Lender:
         )
         fd = sock.detach()
         self._plane.lease(
-            lease_id, fd, spec.endpoint, spec.variant, limits.timeout_s, limits.max_answer, max_request
+            lease_id,
+            fd,
+            spec.endpoint,
+            spec.variant,
+            slot.worker_id,
+            spec.memory_mb,
+            lent.provisioned,
+            limits.timeout_s,
+            limits.max_answer,
+            max_request,
         )
         self._watch()
 
@@ -274,8 +286,10 @@ class Lender:
         bytes_in: int,
         bytes_out: int,
         status: int,
+        position: tuple[int, int],
     ) -> None:
-        """The plane answered a request with its lease's worker: its record, as the Python path makes it."""
+        """The plane answered a request with its lease's worker, its usage in the plane's journal up to
+        ``position`` (written before the answer): its record, as the Python path makes it."""
         lent = self._lent.get(lease_id)
         if lent is None:
             return
@@ -296,7 +310,7 @@ class Lender:
             provisioned=lent.provisioned,
             model_status=status,
         )
-        self._events.invocation(record)
+        self._events.invocation_journaled(record, position)
 
     def failed(self, lease_id: int) -> Lent | None:
         """The lease's request did not end in a success the plane answered: the lease is the caller's to

@@ -23,6 +23,7 @@ import socket
 import time
 import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from zeroscale.api import sigv4
@@ -87,8 +88,12 @@ class NativeRuntime:
         main_port: int,
         is_async: Callable[[str], bool] | None = None,
         unavailable: Callable[[], str | None] | None = None,
+        journal: Callable[[], tuple[Path, int] | None] = lambda: None,
     ) -> None:
+        """``journal``: where the plane journals the usage of what it answers (metering's directory for it
+        and the segment to go on from, once metering folded what it held), None without a journal."""
         self._app = app
+        self._journal = journal
         self._invoke = invoke
         self._fleet = fleet
         self._rights = rights
@@ -116,6 +121,9 @@ class NativeRuntime:
         assert self.sock is not None
         self.sock.setblocking(False)
         prefix = uuid.uuid4().hex[:20]
+        journal = self._journal()
+        if journal is not None:
+            journal[0].mkdir(parents=True, exist_ok=True)
         plane = Plane(
             self.sock.fileno(),
             self._region,
@@ -127,6 +135,8 @@ class NativeRuntime:
             LEASE_IDLE_S,
             REQUEST_S,
             MAX_CONNECTIONS,
+            str(journal[0]) if journal is not None else "",
+            journal[1] if journal is not None else 0,
         )
         self._plane = plane
         self.lender = Lender(

@@ -137,6 +137,7 @@ class Ledger:
         upgrade(self._engine, "usage", metadata, STEPS)
         self._insert_sql = functools.partial(_insert_sql, self._engine.dialect.paramstyle)
         self._position_key = position_key(frontend)
+        self._native_key = f"{self._position_key}:native"  # the native data plane's journal (its own)
 
     # ---- writes (the sink's writer thread, and the control plane once) ----
     def write(
@@ -145,13 +146,17 @@ class Ledger:
         changes: Sequence[Change],
         heartbeat_at: float | None = None,
         journal_position: str | None = None,
+        native_position: str | None = None,
     ) -> None:
         """Append ``records``, apply interval ``changes`` in order (an Opened first closes any open
         interval of the same variant at its start), and with ``heartbeat_at`` mark open intervals seen;
-        ``journal_position`` (how far the usage journal is folded in) is committed with them."""
+        ``journal_position`` (how far the usage journal is folded in) is committed with them, and
+        ``native_position`` (the native data plane's journal)."""
         with self._lock, self._engine.begin() as conn:
             if journal_position is not None:  # this front end's key: no other writes it
                 upsert(conn, meta, [{"key": self._position_key, "value": journal_position}])
+            if native_position is not None:
+                upsert(conn, meta, [{"key": self._native_key, "value": native_position}])
             for start, rows in insert_chunks(len(records)):
                 # Many rows to one INSERT: one statement step (the driver releases the GIL once per step,
                 # not once per row, so the event loop's thread is not handed the GIL back and forth).
@@ -236,6 +241,12 @@ class Ledger:
         with self._lock, self._engine.connect() as conn:
             found = dict(conn.execute(select(meta.c.key, meta.c.value).where(meta.c.key.in_(keys))).all())
         value = found.get(keys[0], found.get(JOURNAL_POSITION))
+        return None if value is None else str(value)
+
+    def native_position(self) -> str | None:
+        """How far the native data plane's journal is folded in, or None."""
+        with self._lock, self._engine.connect() as conn:
+            value = conn.execute(select(meta.c.value).where(meta.c.key == self._native_key)).scalar()
         return None if value is None else str(value)
 
     def invocations(self, since: float | None = None, until: float | None = None) -> list[UsageRecord]:

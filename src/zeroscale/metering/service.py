@@ -89,6 +89,14 @@ class Metering:
 
         return {name: wrap(h) if name.startswith("Create") else h for name, h in operations.items()}
 
+    def native_journal(self) -> tuple[Path, int] | None:
+        """Where the native data plane journals the usage of what it answers, and the segment it goes on from
+        (once ``start`` folded what its journal held); None when nothing is metered or journaled."""
+        sink = self.sink
+        if sink is None or sink.native_journal is None:
+            return None
+        return sink.native_journal.dir, sink.native_segment
+
     @property
     def first_resource_at(self) -> float | None:
         return self._first_resource_at

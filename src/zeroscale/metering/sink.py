@@ -68,8 +68,14 @@ class MeteringSink:
         self._max_batch = max_batch
         self._wall = wall
         # deque.append and popleft are atomic: the event loop appends, the writer pops, no lock between them.
-        # Invocations with the journal position after each (None without a journal).
-        self._pending: deque[tuple[InvocationRecord, Position | None] | VariantEvent] = deque()
+        # Invocations with the journal position after each (None without a journal), and for one the native
+        # data plane journaled, the position in its journal instead.
+        self._pending: deque[tuple[InvocationRecord, Position | None, Position | None] | VariantEvent] = (
+            deque()
+        )
+        # The native data plane's journal (a directory of its own, which the plane appends to): folded from
+        # the ledger's native position, as the journal is from its own.
+        self.native_journal = Journal(journal.dir / "native") if journal is not None else None
         self._wake = threading.Event()
         self._closing = False
         self._flush_lock = threading.Lock()
@@ -94,6 +100,14 @@ class MeteringSink:
                 ) from None
         self._queue(record, position)
 
+    def invocation_journaled(self, record: InvocationRecord, position: Position) -> None:
+        """An invocation the native data plane journaled itself (at ``position`` of its journal), then
+        answered."""
+        pending = self._pending
+        pending.append((record, None, position))
+        if len(pending) == self._max_batch:
+            self._wake.set()
+
     def invocation(self, record: InvocationRecord) -> None:
         """An invocation answered already, or as it goes (a stream, an asynchronous request, a transform's
         record): in the journal if it can be, and metered either way (a full disk: lost only by a crash)."""
@@ -112,7 +126,7 @@ class MeteringSink:
 
     def _queue(self, record: InvocationRecord, position: Position | None) -> None:
         pending = self._pending
-        pending.append((record, position))
+        pending.append((record, position, None))
         if len(pending) == self._max_batch:
             self._wake.set()
 
@@ -131,6 +145,8 @@ class MeteringSink:
             log.warning("metering: closed %d provisioned interval(s) left open by an unclean stop", closed)
         if self._journal is not None:
             self._replay(self._journal)
+        if self.native_journal is not None:
+            self._replay_native(self.native_journal)
         self._closing = False
         self._thread = threading.Thread(target=self._run, name="zeroscale-metering", daemon=True)
         self._thread.start()
@@ -159,6 +175,24 @@ class MeteringSink:
         if records:
             log.warning("metering: %d usage record(s) recovered from the journal after a crash", len(records))
 
+    def _replay_native(self, journal: Journal) -> None:
+        """The same for the native data plane's journal; the plane then appends from a fresh segment
+        (``native_segment``)."""
+        records, _ = journal.unfolded(decode_position(self._ledger.native_position()))
+        existing = journal.segments()
+        fresh = ((existing[-1] + 1) if existing else 1, 0)
+        self.native_segment = fresh[0]
+        usage = [usage_record(r) for r in records]
+        self._ledger.write(usage, [], None, native_position=encode_position(fresh))
+        journal.committed(fresh)
+        self.written += len(records)
+        if records:
+            log.warning(
+                "metering: %d usage record(s) recovered from the native data plane's journal", len(records)
+            )
+
+    native_segment = 1  # where the native data plane's journal goes on (set by ``start``)
+
     @property
     def pending(self) -> int:
         return len(self._pending)
@@ -178,7 +212,7 @@ class MeteringSink:
     def flush(self) -> int:
         """Write what is queued (and refresh open intervals); returns the number of invocation records."""
         with self._flush_lock:
-            items: list[tuple[InvocationRecord, Position | None] | VariantEvent] = []
+            items: list[tuple[InvocationRecord, Position | None, Position | None] | VariantEvent] = []
             pop = self._pending.popleft
             try:
                 while True:
@@ -189,10 +223,12 @@ class MeteringSink:
             changes: list[Change] = []
             now_open = set(self._open)
             position: Position | None = None
+            native: Position | None = None
             for item in items:
                 if isinstance(item, tuple):
                     records.append(usage_record(item[0]))
                     position = item[1] or position
+                    native = item[2] or native
                     continue
                 key = (item.endpoint, item.variant)
                 if item.kind == "activated" and item.provisioned > 0:
@@ -213,13 +249,19 @@ class MeteringSink:
                 return 0
             try:
                 self._ledger.write(
-                    records, changes, heartbeat, None if position is None else encode_position(position)
+                    records,
+                    changes,
+                    heartbeat,
+                    None if position is None else encode_position(position),
+                    None if native is None else encode_position(native),
                 )
             except BaseException:
                 self._pending.extendleft(reversed(items))
                 raise
             if position is not None and self._journal is not None:
                 self._journal.committed(position)
+            if native is not None and self.native_journal is not None:
+                self.native_journal.committed(native)
             self._open = now_open
             self.written += len(records)
             return len(records)
