@@ -11,6 +11,7 @@ import io
 import itertools
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -33,7 +34,7 @@ from botocore.credentials import Credentials
 from e2e.conftest import handler_model
 from zeroscale.metering.ledger import Ledger
 from zeroscale.metering.pricing import EXACT
-from zeroscale.testing import ACCESS_KEY, REGION, SECRET_KEY, ServerProcess, deploy, wait_for
+from zeroscale.testing import ACCESS_KEY, REGION, SECRET_KEY, ServerProcess, deploy, free_port, wait_for
 
 # Every test here runs on SQLite and on PostgreSQL (the control plane, restarts, metering, metrics).
 BACKENDS = ("sqlite", "postgresql")
@@ -273,11 +274,28 @@ def servers() -> Iterator[list[ServerProcess]]:
         server.stop()
 
 
-def test_a_clean_restart_loses_no_usage_record(servers: list[ServerProcess], tmp_path: Path) -> None:
+# The runtime's two ports: the main one, and the native data plane's, whose answers are journaled by the
+# plane itself (its own journal, folded from its own position).
+PORTS = pytest.mark.parametrize("port", ["main", "native"])
+
+
+def _server(data: Path, port: str) -> ServerProcess:
+    return ServerProcess(data, {"native_port": free_port()} if port == "native" else {})
+
+
+def _runtime(server: ServerProcess) -> Any:
+    native = "native_port" in server.flags
+    return server.client("sagemaker-runtime", url=server.native_url if native else None)
+
+
+@PORTS
+def test_a_clean_restart_loses_no_usage_record(
+    servers: list[ServerProcess], tmp_path: Path, port: str
+) -> None:
     data = tmp_path / "data"
-    server = ServerProcess(data).start()
+    server = _server(data, port).start()
     servers.append(server)
-    sm, smr = server.client("sagemaker"), server.client("sagemaker-runtime")
+    sm, smr = server.client("sagemaker"), _runtime(server)
     assert deploy(sm, "echo", handler_model(tmp_path, ECHO))["EndpointStatus"] == "InService"
     for i in range(150):
         smr.invoke_endpoint(EndpointName="echo", Body=str(i).encode(), ContentType="application/json")
@@ -287,16 +305,19 @@ def test_a_clean_restart_loses_no_usage_record(servers: list[ServerProcess], tmp
     led.close()
     server.start()
     assert report(server)["total"]["invocations"] == 150
-    smr = server.client("sagemaker-runtime")
+    smr = _runtime(server)
     for i in range(10):
         smr.invoke_endpoint(EndpointName="echo", Body=str(i).encode(), ContentType="application/json")
     assert report(server)["total"]["invocations"] == 160
 
 
-def test_sigkill_under_load_loses_no_answered_request(servers: list[ServerProcess], tmp_path: Path) -> None:
+@PORTS
+def test_sigkill_under_load_loses_no_answered_request(
+    servers: list[ServerProcess], tmp_path: Path, port: str
+) -> None:
     """Four clients invoke as fast as they can; the server is SIGKILLed mid-stream. After a restart, every
     request that was answered is in the usage report (the journal), and nothing beyond what was sent."""
-    server = ServerProcess(tmp_path / "data").start()
+    server = _server(tmp_path / "data", port).start()
     servers.append(server)
     sm = server.client("sagemaker")
     assert deploy(sm, "echo", handler_model(tmp_path, ECHO))["EndpointStatus"] == "InService"
@@ -305,7 +326,7 @@ def test_sigkill_under_load_loses_no_answered_request(servers: list[ServerProces
     stop = threading.Event()
 
     def client(k: int) -> None:
-        smr = server.client("sagemaker-runtime")
+        smr = _runtime(server)
         while not stop.is_set():
             sent[k] += 1
             try:
@@ -318,6 +339,11 @@ def test_sigkill_under_load_loses_no_answered_request(servers: list[ServerProces
     for t in threads:
         t.start()
     wait_for(lambda: sum(answered) >= 300, timeout_s=30)
+    if port == "native":  # most of them answered by the plane, journaled by it
+        served = re.search(
+            r'^zeroscale_native_requests_total\{path="served"\} ([0-9.e+]+)$', server.metrics(), re.M
+        )
+        assert served is not None and float(served.group(1)) > 100
     server.stop(signal.SIGKILL)
     stop.set()
     for t in threads:
