@@ -33,7 +33,7 @@
 #include "py_sigv4.h"
 #include "sigv4.h"
 
-#define MAX_HEAD (64 * 1024)
+#define MAX_HEAD (64 * 1024) /* a worker's answer head, and the most a request's may be */
 #define READ_CHUNK (64 * 1024)
 #define MAX_FDS (1 << 20)
 
@@ -111,7 +111,8 @@ typedef struct conn {
     int gone;        /* the client closed or failed: drop what is written, close once idle */
     int close_after; /* HTTP/1.0 or Connection: close: close once this answer is out */
     int writing;     /* EPOLLOUT armed */
-    uint64_t deadline_ns; /* the request being read must be whole by then (0: no request begun) */
+    uint64_t deadline_ns; /* the request's head, then its body, must be in by then (0: no request begun) */
+    int body_phase;       /* its head is in: the deadline is the body's */
     uint64_t idle_since_ns;
     size_t req_len;  /* head + body of the request being answered, at the start of ``in`` */
     size_t head_len;
@@ -214,8 +215,8 @@ typedef struct {
     /* settings */
     char region[64], service[64], id_prefix[32], trailer[64];
     size_t payload_limit;
-    double keep_alive_s, lease_idle_s, request_s;
-    size_t max_conns;
+    double keep_alive_s, lease_idle_s, header_s, body_s;
+    size_t max_conns, max_per_client, max_head;
     /* the loop's own (no lock) */
     conn_t **conns; /* by fd */
     size_t n_conns;
@@ -347,6 +348,7 @@ static void conn_answered(Plane *p, conn_t *c) {
     c->req_len = 0;
     c->state = C_READ;
     c->deadline_ns = 0;
+    c->body_phase = 0;
     c->idle_since_ns = now_ns();
     if (conn_flush(p, c) != 0) return;
     if (c->gone || (c->close_after && c->out.len == 0)) {
@@ -606,10 +608,10 @@ static void process_conn(Plane *p, conn_t *c) {
     while (c->state == C_READ && c->in.len > 0) {
         if (c->deadline_ns == 0) {
             c->started_ns = now_ns();
-            c->deadline_ns = c->started_ns + (uint64_t)(p->request_s * 1e9);
+            c->deadline_ns = c->started_ns + (uint64_t)(p->header_s * 1e9);
         }
         zs_request req;
-        long head = zs_parse_request(c->in.p, c->in.len, MAX_HEAD, &req);
+        long head = zs_parse_request(c->in.p, c->in.len, p->max_head, &req);
         if (head == ZS_MORE) break;
         if (head == ZS_TOO_LARGE) {
             conn_refuse(p, c, 431, "Request Header Fields Too Large", "{\"message\": \"request head too large\"}");
@@ -642,9 +644,13 @@ static void process_conn(Plane *p, conn_t *c) {
         int oversize = (uint64_t)length > p->payload_limit;
         size_t want = (size_t)head + (oversize ? 0 : (size_t)length);
         if (c->in.len < want) {
-            if (expect != NULL && zs_ieq(expect->value, expect->value_len, "100-continue") && c->in.len == (size_t)head) {
-                buf_str(&c->out, "HTTP/1.1 100 Continue\r\n\r\n");
-                if (conn_flush(p, c) != 0) return;
+            if (!c->body_phase) { /* the head is in: the body has its own time */
+                c->body_phase = 1;
+                c->deadline_ns = now_ns() + (uint64_t)(p->body_s * 1e9);
+                if (expect != NULL && zs_ieq(expect->value, expect->value_len, "100-continue")) {
+                    buf_str(&c->out, "HTTP/1.1 100 Continue\r\n\r\n");
+                    if (conn_flush(p, c) != 0) return;
+                }
             }
             break;
         }
@@ -665,7 +671,7 @@ static void process_conn(Plane *p, conn_t *c) {
 
 static void conn_readable(Plane *p, conn_t *c) {
     for (;;) {
-        if (c->in.len >= MAX_HEAD + p->payload_limit + 1) break; /* a whole request fits: parse first */
+        if (c->in.len >= p->max_head + p->payload_limit + 1) break; /* a whole request fits: parse first */
         if (buf_reserve(&c->in, READ_CHUNK) != 0) {
             conn_close(p, c);
             return;
@@ -1088,7 +1094,21 @@ static void accept_all(Plane *p) {
         socklen_t sl = sizeof sa;
         int fd = accept4(p->listen_fd, (struct sockaddr *)&sa, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) return; /* EAGAIN, or out of descriptors for now */
-        if (fd >= MAX_FDS || p->n_conns >= p->max_conns) {
+        char host[64] = "";
+        if (sa.ss_family == AF_INET)
+            inet_ntop(AF_INET, &((struct sockaddr_in *)&sa)->sin_addr, host, sizeof host);
+        else if (sa.ss_family == AF_INET6)
+            inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&sa)->sin6_addr, host, sizeof host);
+        size_t same = 0;
+        for (int k = 0; k <= p->max_fd && same < p->max_per_client; k++)
+            if (p->conns[k] != NULL && strcmp(p->conns[k]->host, host) == 0) same++;
+        if (fd >= MAX_FDS || p->n_conns >= p->max_conns || same >= p->max_per_client) {
+            /* as the main port: 503 and closed, never an accept() left waiting */
+            static const char busy[] =
+                "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nconnection: close\r\n"
+                "content-length: 64\r\n\r\n{\"message\": \"too many connections: close some, or retry later.\"}";
+            ssize_t w = send(fd, busy, sizeof busy - 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+            (void)w;
             close(fd);
             continue;
         }
@@ -1226,17 +1246,22 @@ static cmd_t *new_cmd(int kind) {
 
 static int Plane_init(Plane *self, PyObject *args, PyObject *kw) {
     static char *names[] = {"listen_fd", "region", "service", "payload_limit", "request_id_prefix",
-                            "error_trailer", "keep_alive_s", "lease_idle_s", "request_s", "max_connections",
-                            "journal_dir", "journal_segment", NULL};
+                            "error_trailer", "keep_alive_s", "lease_idle_s", "header_timeout_s", "body_timeout_s",
+                            "max_header_bytes", "max_connections", "max_connections_per_client", "journal_dir",
+                            "journal_segment", NULL};
     int listen_fd;
     const char *region, *service, *prefix, *trailer, *journal_dir;
-    Py_ssize_t limit, max_conns;
+    Py_ssize_t limit, max_head, max_conns, max_per_client;
     long journal_segment;
-    double keep_alive, lease_idle, request_s;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "issnssdddnsl", names, &listen_fd, &region, &service, &limit, &prefix,
-                                     &trailer, &keep_alive, &lease_idle, &request_s, &max_conns, &journal_dir,
-                                     &journal_segment))
+    double keep_alive, lease_idle, header_s, body_s;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "issnssddddnnnsl", names, &listen_fd, &region, &service, &limit,
+                                     &prefix, &trailer, &keep_alive, &lease_idle, &header_s, &body_s, &max_head,
+                                     &max_conns, &max_per_client, &journal_dir, &journal_segment))
         return -1;
+    if (max_head < 1024 || max_head > MAX_HEAD || limit < 0 || max_conns < 1 || max_per_client < 1) {
+        PyErr_SetString(PyExc_ValueError, "max_header_bytes is 1 KB to 64 KB; the limits are positive");
+        return -1;
+    }
     if (strlen(journal_dir) >= sizeof self->journal_dir) {
         PyErr_SetString(PyExc_ValueError, "journal_dir is too long");
         return -1;
@@ -1256,8 +1281,11 @@ static int Plane_init(Plane *self, PyObject *args, PyObject *kw) {
     self->payload_limit = (size_t)limit;
     self->keep_alive_s = keep_alive;
     self->lease_idle_s = lease_idle;
-    self->request_s = request_s;
+    self->header_s = header_s;
+    self->body_s = body_s;
+    self->max_head = (size_t)max_head;
     self->max_conns = (size_t)max_conns;
+    self->max_per_client = (size_t)max_per_client;
     self->conns = calloc(MAX_FDS, sizeof(conn_t *));
     if (self->conns == NULL) {
         PyErr_NoMemory();
@@ -1322,7 +1350,7 @@ static PyObject *headers_list(const zs_header *h, size_t n) {
 /* A relayed (or failed) request as Python takes it: (method, target, minor, headers, body). */
 static PyObject *request_tuple(event_t *e) {
     zs_request req;
-    if (zs_parse_request(e->req, e->head_len, MAX_HEAD, &req) <= 0) {
+    if (zs_parse_request(e->req, e->head_len, e->head_len, &req) <= 0) {
         PyErr_SetString(PyExc_RuntimeError, "a relayed request's head no longer parses");
         return NULL;
     }

@@ -26,8 +26,11 @@ class Plane:
         error_trailer: str,
         keep_alive_s: float,
         lease_idle_s: float,
-        request_s: float,
+        header_timeout_s: float,
+        body_timeout_s: float,
+        max_header_bytes: int,
         max_connections: int,
+        max_connections_per_client: int,
         journal_dir: str,
         journal_segment: int,
     ) -> None: ...

@@ -604,6 +604,7 @@ def build(settings: Settings) -> Server:
             is_async=asynchronous.is_async,
             unavailable=cluster.unavailable if cluster.can_fence else None,
             journal=metering.native_journal,
+            http=_within_open_files(settings.http),
         )
         metrics.registry.register(NativeRequests(native.counts))
     return Server(settings, creds, app, announced, native)

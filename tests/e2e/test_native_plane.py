@@ -317,3 +317,35 @@ def test_pipelined_and_closing_requests_are_answered_in_order(
     time.sleep(0.5)
     body_out, _ = invoke(native, {"after": "gone"})
     assert body_out["echo"] == {"after": "gone"}
+
+
+def test_a_client_holds_no_more_than_the_main_port_lets_it(server_factory: Any) -> None:
+    """--max-connections-per-client and the head and body deadlines hold on the plane's port as on the main
+    one: past the cap a connection is answered 503 and closed; a head or body that does not arrive in
+    time is answered 408 and closed."""
+    held = server_factory(
+        native_port=free_port(), max_connections_per_client=3, header_timeout_s=1, body_timeout_s=1
+    )
+    port = int(held.flags["native_port"])
+    conns = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(3)]
+    try:
+        for sock in conns:  # each one accepted, and held: a partial head
+            sock.sendall(b"POST /endpoints/x/invocations HTTP/1.1\r\n")
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as extra:
+            head, body, _ = _read_answer(extra)
+            assert head.startswith(b"HTTP/1.1 503") and b"too many connections" in body
+            assert _closed(extra)
+        started = time.monotonic()
+        head, _, _ = _read_answer(conns[0])
+        assert head.startswith(b"HTTP/1.1 408"), head
+        assert time.monotonic() - started < 3
+        assert _closed(conns[0])
+    finally:
+        for sock in conns:
+            sock.close()
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as slow_body:
+        slow_body.sendall(
+            b"POST /endpoints/x/invocations HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\nabc"
+        )
+        head, _, _ = _read_answer(slow_body)
+        assert head.startswith(b"HTTP/1.1 408"), head

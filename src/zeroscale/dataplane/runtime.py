@@ -30,6 +30,7 @@ from zeroscale.api import sigv4
 from zeroscale.api.app import new_request_id, runtime_failure
 from zeroscale.api.invoke import InvokeApi
 from zeroscale.background import Background
+from zeroscale.config import HttpLimits
 from zeroscale.dataplane.answer import RelayedAnswer, Scope, scope_of
 from zeroscale.dataplane.lender import Lender, Limits, Rights
 from zeroscale.errors import ZeroscaleError
@@ -49,8 +50,6 @@ AsgiApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 KEEP_ALIVE_S = 75.0  # as the main port's (uvicorn's timeout_keep_alive)
 LEASE_IDLE_S = 1.0  # a lent worker idle this long goes back to its pool (its scale-in timers then run)
-REQUEST_S = 60.0  # a request's head and body must arrive within this of its first byte
-MAX_CONNECTIONS = 10_000
 
 
 def available() -> str | None:
@@ -89,11 +88,13 @@ class NativeRuntime:
         is_async: Callable[[str], bool] | None = None,
         unavailable: Callable[[], str | None] | None = None,
         journal: Callable[[], tuple[Path, int] | None] = lambda: None,
+        http: HttpLimits | None = None,
     ) -> None:
         """``journal``: where the plane journals the usage of what it answers (metering's directory for it
         and the segment to go on from, once metering folded what it held), None without a journal."""
         self._app = app
         self._journal = journal
+        self._http = http or HttpLimits()  # the main port's: what one client may hold
         self._invoke = invoke
         self._fleet = fleet
         self._rights = rights
@@ -124,19 +125,23 @@ class NativeRuntime:
         journal = self._journal()
         if journal is not None:
             journal[0].mkdir(parents=True, exist_ok=True)
+        http = self._http
         plane = Plane(
-            self.sock.fileno(),
-            self._region,
-            "sagemaker",
-            self._limits.request,
-            f"{prefix[:8]}-{prefix[8:12]}-{prefix[12:16]}-{prefix[16:20]}-",
-            ERROR_TRAILER.decode().lower(),
-            KEEP_ALIVE_S,
-            LEASE_IDLE_S,
-            REQUEST_S,
-            MAX_CONNECTIONS,
-            str(journal[0]) if journal is not None else "",
-            journal[1] if journal is not None else 0,
+            listen_fd=self.sock.fileno(),
+            region=self._region,
+            service="sagemaker",
+            payload_limit=self._limits.request,
+            request_id_prefix=f"{prefix[:8]}-{prefix[8:12]}-{prefix[12:16]}-{prefix[16:20]}-",
+            error_trailer=ERROR_TRAILER.decode().lower(),
+            keep_alive_s=KEEP_ALIVE_S,
+            lease_idle_s=LEASE_IDLE_S,
+            header_timeout_s=http.header_timeout_s,
+            body_timeout_s=http.body_timeout_s,
+            max_header_bytes=http.max_header_bytes,
+            max_connections=http.max_connections,
+            max_connections_per_client=http.max_connections_per_client,
+            journal_dir=str(journal[0]) if journal is not None else "",
+            journal_segment=journal[1] if journal is not None else 0,
         )
         self._plane = plane
         self.lender = Lender(
