@@ -111,6 +111,7 @@ typedef struct conn {
     int gone;        /* the client closed or failed: drop what is written, close once idle */
     int close_after; /* HTTP/1.0 or Connection: close: close once this answer is out */
     int writing;     /* EPOLLOUT armed */
+    int full;        /* Python was told to hold its answer's next pieces (EV_FULL) until EV_DRAINED */
     uint64_t deadline_ns; /* the request's head, then its body, must be in by then (0: no request begun) */
     int body_phase;       /* its head is in: the deadline is the body's */
     uint64_t idle_since_ns;
@@ -170,7 +171,12 @@ typedef struct cmd {
     struct cmd *next;
 } cmd_t;
 
-enum { EV_REQUEST, EV_DONE, EV_FAILED, EV_RETURNED, EV_GONE };
+enum { EV_REQUEST, EV_DONE, EV_FAILED, EV_RETURNED, EV_GONE, EV_FULL, EV_DRAINED };
+
+/* A relayed answer (a response stream) written faster than its client reads: Python holds its next pieces
+ * past FULL_BYTES waiting here, until they are down to DRAINED_BYTES. */
+#define FULL_BYTES (1024 * 1024)
+#define DRAINED_BYTES (256 * 1024)
 
 typedef struct event {
     int kind;
@@ -324,6 +330,14 @@ static void conn_close(Plane *p, conn_t *c) {
     free(c);
 }
 
+static void conn_tell(Plane *p, conn_t *c, int kind) {
+    event_t *e = new_event(kind);
+    if (e == NULL) return;
+    e->kind = kind;
+    e->conn_id = c->id;
+    emit(p, e);
+}
+
 /* Write what is pending; 0, or -1 when the connection failed (then closed). */
 static int conn_flush(Plane *p, conn_t *c) {
     while (c->out.len) {
@@ -337,6 +351,10 @@ static int conn_flush(Plane *p, conn_t *c) {
         conn_close(p, c);
         return -1;
     }
+    if (c->full && c->out.len <= DRAINED_BYTES) {
+        c->full = 0;
+        conn_tell(p, c, EV_DRAINED);
+    }
     return 0;
 }
 
@@ -349,6 +367,7 @@ static void conn_answered(Plane *p, conn_t *c) {
     c->state = C_READ;
     c->deadline_ns = 0;
     c->body_phase = 0;
+    c->full = 0;
     c->idle_since_ns = now_ns();
     if (conn_flush(p, c) != 0) return;
     if (c->gone || (c->close_after && c->out.len == 0)) {
@@ -989,6 +1008,10 @@ static void run_command(Plane *p, cmd_t *m) {
         if (m->end) {
             conn_answered(p, c);
         } else if (conn_flush(p, c) == 0) {
+            if (!c->full && c->out.len > FULL_BYTES) {
+                c->full = 1;
+                conn_tell(p, c, EV_FULL);
+            }
             conn_arm(p, c);
         }
         break;
@@ -1403,6 +1426,10 @@ static PyObject *event_tuple(event_t *e) {
         return Py_BuildValue("(sKi)", "returned", (unsigned long long)e->lease_id, e->broken);
     case EV_GONE:
         return Py_BuildValue("(sK)", "gone", (unsigned long long)e->conn_id);
+    case EV_FULL:
+        return Py_BuildValue("(sK)", "full", (unsigned long long)e->conn_id);
+    case EV_DRAINED:
+        return Py_BuildValue("(sK)", "drained", (unsigned long long)e->conn_id);
     }
     PyErr_SetString(PyExc_RuntimeError, "unknown event");
     return NULL;

@@ -89,10 +89,13 @@ def failure(client: Any, payload: Any, endpoint: str = NAME) -> dict[str, Any]:
     return response
 
 
-def warm(client: Any, endpoint: str = NAME) -> None:
+def warm(client: Any, endpoint: str = NAME, payload: Any = None) -> None:
     """Invocations until the plane holds a grant and a lease (the first is relayed and earns them)."""
+    body = json.dumps(payload or {"warm": 1}).encode()
     for _ in range(3):
-        invoke(client, {"warm": 1}, endpoint)
+        client.invoke_endpoint(EndpointName=endpoint, Body=body, ContentType="application/json")[
+            "Body"
+        ].read()
 
 
 def test_warm_invocations_are_answered_by_the_plane_as_the_main_port_answers(
@@ -349,3 +352,73 @@ def test_a_client_holds_no_more_than_the_main_port_lets_it(server_factory: Any) 
         )
         head, _, _ = _read_answer(slow_body)
         assert head.startswith(b"HTTP/1.1 408"), head
+
+
+# predict_fn yields parts (the worker answers chunked, with an error trailer when it fails mid-way)
+PARTS = """
+def model_fn(model_dir):
+    return "parts"
+
+
+def predict_fn(data, model):
+    for i in range(int(data["parts"])):
+        if i == data.get("fail_at"):
+            raise ValueError(f"the model failed at part {i}")
+        yield "x" * int(data.get("size", 10))
+
+
+def output_fn(prediction, accept):
+    return prediction, "text/plain"
+"""
+
+
+@pytest.fixture(scope="module")
+def parts(server: ServerProcess, sm: Any, tmp_path_factory: pytest.TempPathFactory) -> str:
+    url = handler_model(tmp_path_factory.mktemp("parts"), PARTS)
+    assert deploy(sm, "native-parts", url)["EndpointStatus"] == "InService"
+    return "native-parts"
+
+
+def test_a_chunked_answer_is_joined_by_the_plane_and_its_error_trailer_is_a_model_error(
+    server: ServerProcess, smr: Any, native: Any, parts: str
+) -> None:
+    warm(native, parts, {"parts": 1})
+    before = counts(server)
+    resp = native.invoke_endpoint(
+        EndpointName=parts, Body=b'{"parts": 5, "size": 3}', ContentType="application/json"
+    )
+    assert resp["Body"].read() == b"x" * 15
+    main = failure(smr, {"parts": 5, "fail_at": 2}, parts)
+    warm(native, parts, {"parts": 1})
+    through = failure(native, {"parts": 5, "fail_at": 2}, parts)
+    _same_error(main, through)
+    assert "the model failed at part 2" in through["Error"]["Message"]
+    assert counts(server)["relayed"] <= before["relayed"] + 1  # the warm-up's after the failure
+
+
+def test_a_response_stream_to_a_slow_reader_arrives_whole(server: ServerProcess, parts: str) -> None:
+    """InvokeEndpointWithResponseStream is relayed: its 8 MB go out as the client takes them (the plane holds
+    the Python side back past 1 MB unwritten), and all of them arrive."""
+    port = int(server.flags["native_port"])
+    body = json.dumps({"parts": 32, "size": 256 * 1024}).encode()
+    req = AWSRequest(
+        "POST",
+        f"{server.native_url}/endpoints/{parts}/invocations-response-stream",
+        data=body,
+        headers={"Content-Type": "application/json"},
+    )
+    SigV4Auth(Credentials(ACCESS_KEY, SECRET_KEY), "sagemaker", REGION).add_auth(req)
+    lines = [f"POST /endpoints/{parts}/invocations-response-stream HTTP/1.1", f"Host: 127.0.0.1:{port}"]
+    lines += [f"{k}: {v}" for k, v in req.headers.items()] + [f"Content-Length: {len(body)}"]
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+        sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode() + body)
+        data = b""
+        while not data.endswith(b"\r\n0\r\n\r\n"):
+            chunk = sock.recv(64 * 1024)
+            assert chunk, "closed before the stream's end"
+            data += chunk
+            time.sleep(0.005)
+    head = data.split(b"\r\n\r\n", 1)[0]
+    assert head.startswith(b"HTTP/1.1 200") and b"transfer-encoding: chunked" in head.lower()
+    assert data.count(b"x" * 1024) >= 32 * 256  # every part's bytes, in event-stream frames

@@ -59,6 +59,8 @@ class RelayedAnswer:
         self._body: bytes | None = body
         self._minor = minor
         self._gone = asyncio.Event()
+        self._writable = asyncio.Event()  # cleared while the plane holds too much of it unwritten
+        self._writable.set()
         self.status = 0  # once the answer started
         self._headers: list[tuple[bytes, bytes]] = []
         self._chunked = False
@@ -67,6 +69,15 @@ class RelayedAnswer:
 
     def client_gone(self) -> None:
         self._gone.set()
+        self._writable.set()
+
+    def hold(self, full: bool) -> None:
+        """The plane holds more of this answer unwritten than its high-water mark (``full``), or is down to
+        its low one: the next pieces wait, or go on."""
+        if full and not self.gone:
+            self._writable.clear()
+        else:
+            self._writable.set()
 
     @property
     def gone(self) -> bool:
@@ -89,6 +100,8 @@ class RelayedAnswer:
             raise RuntimeError(f"Unexpected ASGI message {kind!r} on a relayed request.")
         body: bytes = message.get("body", b"")
         more = bool(message.get("more_body"))
+        if not self._writable.is_set():
+            await self._writable.wait()  # the client reads slowly: hold this piece until the rest has gone
         if self.gone:
             self.complete = not more
             return

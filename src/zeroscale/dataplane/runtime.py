@@ -193,6 +193,10 @@ class NativeRuntime:
                 answer = self._answers.get(event[1])
                 if answer is not None:
                     answer.client_gone()
+            elif kind in ("full", "drained"):
+                answer = self._answers.get(event[1])
+                if answer is not None:
+                    answer.hold(kind == "full")
 
     def _writer(self, conn_id: int) -> Callable[[bytes, bool, bool], None]:
         def write(data: bytes, end: bool, close: bool) -> None:
