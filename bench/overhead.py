@@ -51,8 +51,12 @@ def deploy_warm(srv: ServerProcess, models: Models) -> None:
     deploy(sm, "echo-warm", f"file://{models.echo}", memory_mb=1024, max_concurrency=1)
 
 
-def measure(srv: ServerProcess, requests: dict[str, int], result: OverheadResult) -> None:
-    client = SignedClient(srv.url)
+def measure(
+    srv: ServerProcess, requests: dict[str, int], result: OverheadResult, *, native: bool = False
+) -> None:
+    """``native``: through the native data plane's port (the results under ``rf-native``, ``echo-native``):
+    its first requests, relayed, earn it the key's grant and the worker's lease."""
+    client = SignedClient(srv.native_url if native else srv.url)
     for model, endpoint, body in (("rf", "rf-warm", ROW), ("echo", "echo-warm", ECHO_BODY)):
         client.invoke(endpoint, body)
         sockets = worker_sockets(srv.data_dir, endpoint)
@@ -77,6 +81,7 @@ def measure(srv: ServerProcess, requests: dict[str, int], result: OverheadResult
         finally:
             gc.enable()
         direct.close()
-        result.through_s[model] = through
-        result.direct_s[model] = straight
+        key = f"{model}-native" if native else model
+        result.through_s[key] = through
+        result.direct_s[key] = straight
     client.close()

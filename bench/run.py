@@ -85,7 +85,7 @@ from bench import (
     throughput,
     warmcache,
 )
-from bench.common import REPO, RESULTS, ServerProcess, ms, pct
+from bench.common import REPO, RESULTS, ServerProcess, free_port, ms, pct
 from bench.machine import Background, describe, wakeup_cost
 from bench.report import (
     Row,
@@ -211,7 +211,8 @@ def run_cold_overhead_throughput(run: Run, models: Any, which: set[str]) -> None
             "cold: first-predict experiment",
             lambda: cold.first_predict_experiment(models, plan.zygote_rounds, res),
         )
-    srv = ServerProcess(run.root / "a", {}).start()
+    # the runtime also on the native data plane's port: the overhead and throughput rows measure both
+    srv = ServerProcess(run.root / "a", {"native_port": free_port()}).start()
     try:
         if "cold" in which:
             assert run.cold is not None
@@ -243,7 +244,9 @@ def run_cold_overhead_throughput(run: Run, models: Any, which: set[str]) -> None
 
             def do_overhead() -> None:
                 overhead.deploy_warm(srv, models)
-                overhead.measure(srv, {"rf": plan.rf_requests, "echo": plan.echo_requests}, ores)
+                requests = {"rf": plan.rf_requests, "echo": plan.echo_requests}
+                overhead.measure(srv, requests, ores)
+                overhead.measure(srv, requests, ores, native=True)
 
             run.scenario("overhead", do_overhead)
         if "throughput" in which:
@@ -347,7 +350,12 @@ def _ray_cold(run: Run) -> list[float]:
 
 def rows_overhead(run: Run, res: overhead.OverheadResult) -> None:
     s = "overhead"
-    for model, label in (("rf", "RandomForest"), ("echo", "trivial model")):
+    for model, label in (
+        ("rf", "RandomForest"),
+        ("echo", "trivial model"),
+        ("rf-native", "RandomForest, native port"),
+        ("echo-native", "trivial model, native port"),
+    ):
         through, direct = res.through_s.get(model), res.direct_s.get(model)
         if not through or not direct:
             continue
@@ -424,6 +432,12 @@ def rows_throughput(run: Run, res: throughput.ThroughputResult) -> None:
             Row(s, "trivial model, MaxConcurrency 2: zeroscale, 2 clients", through, "req/s",
                 "same 2 workers direct, 2 clients", direct, ">= 0.70 of direct", ok)
         )  # fmt: skip
+    native = res.median_rps("zeroscale-native", 2)
+    if direct and native:
+        run.rows.append(
+            Row(s, "trivial model, MaxConcurrency 2: zeroscale's native port, 2 clients", native, "req/s",
+                "same 2 workers direct, 2 clients", direct, ">= 0.70 of direct", native / direct >= 0.70)
+        )  # fmt: skip
     rf = throughput.RF_WORKERS
     extra = {
         ("zeroscale", 4): ("zeroscale, 4 clients (2 wait in zeroscale's queue)", "direct, 2 clients", direct),
@@ -434,11 +448,14 @@ def rows_throughput(run: Run, res: throughput.ThroughputResult) -> None:
         ("floor-noop", 2): ("floor: bare uvicorn app answering itself (no hop)", "direct, 2 clients", direct),
         ("rf-zeroscale", rf): (f"RandomForest, MaxConcurrency {rf} (one per core): zeroscale, {rf} clients",
                                f"same {rf} workers direct", res.median_rps("rf-direct", rf)),
+        ("rf-zeroscale-native", rf): (f"RandomForest, MaxConcurrency {rf}: zeroscale's native port, {rf} "
+                                      "clients", f"same {rf} workers direct",
+                                      res.median_rps("rf-direct", rf)),
     }  # fmt: skip
     for r in res.runs:
         if (r.label, r.connections) in extra:
             figure, base, value = extra[(r.label, r.connections)]
-            if r.label == "rf-zeroscale" and value:  # a realistic model: the workers' time dominates
+            if r.label.startswith("rf-zeroscale") and value:  # a realistic model: the workers' time dominates
                 run.rows.append(Row(s, figure, r.rps, "req/s", base, value, ">= 0.90 of direct",
                                     r.rps / value >= 0.90))  # fmt: skip
             else:
@@ -451,6 +468,13 @@ def rows_throughput(run: Run, res: throughput.ThroughputResult) -> None:
                 ms(one["zeroscale"].p50_s - d), "ms", "direct p50, same client", ms(d), "<= 0.2 ms",
                 ms(one["zeroscale"].p50_s - d) <= 0.2, ratio=one["zeroscale"].p50_s / d)
         )  # fmt: skip
+        if "zeroscale-native" in one:
+            late = one["zeroscale-native"].p50_s
+            run.rows.append(
+                Row("overhead", "trivial model, raw client, native port: p50 zeroscale - direct",
+                    ms(late - d), "ms", "direct p50, same client", ms(d), "<= 0.2 ms", ms(late - d) <= 0.2,
+                    ratio=late / d)
+            )  # fmt: skip
         if "floor-proxy" in one:
             run.rows.append(
                 Row("overhead", "floor: bare uvicorn proxy, same client: p50 - direct p50",

@@ -224,6 +224,13 @@ def measure(srv: ServerProcess, duration_s: float, repeats: int, result: Through
         for _ in range(repeats):
             go("direct", direct, _direct_request(), 2, duration_s)
             go("zeroscale", through, signed, 2, duration_s)
+        # the native data plane's port (--native-port), when the server has one: its runs after the main
+        # port's, so that each holds the workers for its own runs (the plane leases idle ones)
+        native = [f"tcp:127.0.0.1:{srv.flags['native_port']}"] if "native_port" in srv.flags else []
+        if native:
+            _loadgen(native, signed, 2, 0.5, tmp)
+            for _ in range(repeats):
+                go("zeroscale-native", native, signed, 2, duration_s)
         go("zeroscale", through, signed, 4, duration_s)
         short = max(2.0, duration_s / 2)
         floor_port, noop_port = free_port(), free_port()
@@ -235,6 +242,8 @@ def measure(srv: ServerProcess, duration_s: float, repeats: int, result: Through
                 go(label, [f"tcp:127.0.0.1:{port}"], _plain_request(port), 2, short, rest_floor)
             go("direct", direct[:1], _direct_request(), 1, short)
             go("zeroscale", through, signed, 1, short)
+            if native:
+                go("zeroscale-native", native, signed, 1, short)
             floor_target = [f"tcp:127.0.0.1:{floor_port}"]
             go("floor-proxy", floor_target, _plain_request(floor_port), 1, short, rest_floor)
             # The same three with idle CPUs polling (a machine's setting, for reference): what of the
@@ -254,6 +263,9 @@ def measure(srv: ServerProcess, duration_s: float, repeats: int, result: Through
         rf_sockets = _workers(srv, RF_ENDPOINT, n)
         go("rf-direct", [f"unix:{s}" for s in rf_sockets], _direct_request(ROW), n, short)
         go("rf-zeroscale", through, _through_request(srv, RF_ENDPOINT, ROW), n, short)
+        if native:
+            _loadgen(native, _through_request(srv, RF_ENDPOINT, ROW), n, 0.5, tmp)
+            go("rf-zeroscale-native", native, _through_request(srv, RF_ENDPOINT, ROW), n, short)
         if shutil.which("wrk"):
             watch = CpuWatch({"server": [server_proc], "workers": rest})
             out, wrk_cpu = _wrk(srv, 2, duration_s, tmp)

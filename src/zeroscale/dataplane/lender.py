@@ -257,6 +257,11 @@ class Lender:
         lent.recalled = True
         self._plane.recall(lease_id)
 
+    @property
+    def lent(self) -> int:
+        """Workers the plane holds now."""
+        return len(self._lent)
+
     def recall_all(self) -> None:
         for lease_id, lent in self._lent.items():
             if not lent.recalled:

@@ -156,12 +156,17 @@ class NativeRuntime:
         asyncio.get_running_loop().add_reader(plane.fileno(), self._on_events)
         plane.start()
 
-    async def stop(self) -> None:
-        """Every lease back to its pool, every connection closed, every relay ended."""
+    async def stop(self, grace_s: float = 5.0) -> None:
+        """Every lease back to its pool (the requests in flight on them answered first, within ``grace_s``),
+        every connection closed, every relay ended."""
         plane, lender = self._plane, self.lender
         if plane is None or lender is None:
             return
+        lender.closed = True  # lends nothing more
         lender.recall_all()
+        deadline = time.monotonic() + grace_s
+        while lender.lent and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
         asyncio.get_running_loop().remove_reader(plane.fileno())
         plane.stop()  # its thread returns every lease and closes every connection first
         self._on_events()
