@@ -624,6 +624,7 @@ static void serve_request(Plane *p, conn_t *c, const zs_request *req, const char
 
 /* Parse and answer what ``in`` holds, as long as whole requests are there. */
 static void process_conn(Plane *p, conn_t *c) {
+    if (c->close_after) return; /* its last answer is on its way out: nothing after it is read */
     while (c->state == C_READ && c->in.len > 0) {
         if (c->deadline_ns == 0) {
             c->started_ns = now_ns();

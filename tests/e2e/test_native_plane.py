@@ -422,3 +422,15 @@ def test_a_response_stream_to_a_slow_reader_arrives_whole(server: ServerProcess,
     head = data.split(b"\r\n\r\n", 1)[0]
     assert head.startswith(b"HTTP/1.1 200") and b"transfer-encoding: chunked" in head.lower()
     assert data.count(b"x" * 1024) >= 32 * 256  # every part's bytes, in event-stream frames
+
+
+def test_a_native_port_in_use_is_a_one_line_error_naming_the_flag(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        server = ServerProcess(tmp_path / "data", {"native_port": port})
+        with pytest.raises(RuntimeError, match="server exited"):
+            server.start(timeout_s=20)
+        assert f"--native-port {port}: 127.0.0.1:{port} is in use" in server.log()
+        assert "Traceback" not in server.log()
