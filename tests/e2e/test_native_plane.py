@@ -246,17 +246,17 @@ def _closed(sock: socket.socket) -> bool:
         return True
 
 
-def _signed(server: ServerProcess, body: bytes, **extra: str) -> bytes:
-    """An invocation of the module's endpoint signed as botocore signs it (``extra``: unsigned headers)."""
+def _signed(
+    server: ServerProcess, body: bytes, path: str = f"/endpoints/{NAME}/invocations", **extra: str
+) -> bytes:
+    """A request to the native port (by default, an invocation of the module's endpoint) signed as
+    botocore signs it (``extra``: unsigned headers)."""
     port = int(server.flags["native_port"])
     req = AWSRequest(
-        "POST",
-        f"{server.native_url}/endpoints/{NAME}/invocations",
-        data=body,
-        headers={"Content-Type": "application/json"},
+        "POST", f"{server.native_url}{path}", data=body, headers={"Content-Type": "application/json"}
     )
     SigV4Auth(Credentials(ACCESS_KEY, SECRET_KEY), "sagemaker", REGION).add_auth(req)
-    lines = [f"POST /endpoints/{NAME}/invocations HTTP/1.1", f"Host: 127.0.0.1:{port}"]
+    lines = [f"POST {path} HTTP/1.1", f"Host: 127.0.0.1:{port}"]
     lines += [f"{k}: {v}" for k, v in req.headers.items()]
     lines += [f"{k}: {v}" for k, v in extra.items()]
     lines.append(f"Content-Length: {len(body)}")
@@ -401,18 +401,9 @@ def test_a_response_stream_to_a_slow_reader_arrives_whole(server: ServerProcess,
     the Python side back past 1 MB unwritten), and all of them arrive."""
     port = int(server.flags["native_port"])
     body = json.dumps({"parts": 32, "size": 256 * 1024}).encode()
-    req = AWSRequest(
-        "POST",
-        f"{server.native_url}/endpoints/{parts}/invocations-response-stream",
-        data=body,
-        headers={"Content-Type": "application/json"},
-    )
-    SigV4Auth(Credentials(ACCESS_KEY, SECRET_KEY), "sagemaker", REGION).add_auth(req)
-    lines = [f"POST /endpoints/{parts}/invocations-response-stream HTTP/1.1", f"Host: 127.0.0.1:{port}"]
-    lines += [f"{k}: {v}" for k, v in req.headers.items()] + [f"Content-Length: {len(body)}"]
     with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
-        sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode() + body)
+        sock.sendall(_signed(server, body, f"/endpoints/{parts}/invocations-response-stream"))
         data = b""
         while not data.endswith(b"\r\n0\r\n\r\n"):
             chunk = sock.recv(64 * 1024)
