@@ -217,6 +217,9 @@ typedef struct {
     pthread_mutex_t mu;
     cmd_t *cmds, *cmds_tail;
     event_t *events, *events_tail;
+    int signalled;     /* Python was woken for the events waiting (under mu) */
+    size_t lazy_count; /* records waiting without a wake-up (under mu) */
+    uint64_t lazy_at;  /* since when the oldest of them waits */
     int stopping;
     /* settings */
     char region[64], service[64], id_prefix[32], trailer[64];
@@ -242,25 +245,48 @@ typedef struct {
     uint64_t served, relayed;
 } Plane;
 
+#define LAZY_NS 10000000ull /* a served request's record reaches Python within 10 ms */
+#define LAZY_MAX 256
+
 #define TAG_LISTEN 1ull
 #define TAG_WAKE 2ull
 #define TAG_CONN 3ull
 #define TAG_LEASE 4ull
 #define TAG(kind, n) (((kind) << 56) | (uint64_t)(n))
 
+static void ring(Plane *p) {
+    uint64_t one = 1;
+    ssize_t w = write(p->notify_fd, &one, sizeof one);
+    (void)w;
+}
+
+/* An event for Python. A request, a failure or a lease given back wakes its event loop at once (unless a
+ * wake-up is on its way); a served request's record waits for others, up to LAZY_NS or LAZY_MAX of them:
+ * at a low rate each wake-up of the event loop costs more than the record's own work. */
 static void emit(Plane *p, event_t *e) {
-    int was_empty;
+    int urgent = e->kind != EV_DONE, wake = 0;
     pthread_mutex_lock(&p->mu);
-    was_empty = p->events == NULL;
     if (p->events_tail) p->events_tail->next = e;
     else p->events = e;
     p->events_tail = e;
+    if (!urgent && p->lazy_count++ == 0) p->lazy_at = now_ns();
+    if (!p->signalled && (urgent || p->lazy_count >= LAZY_MAX)) p->signalled = wake = 1;
     pthread_mutex_unlock(&p->mu);
-    if (was_empty) {
-        uint64_t one = 1;
-        ssize_t w = write(p->notify_fd, &one, sizeof one);
-        (void)w;
+    if (wake) ring(p);
+}
+
+/* Records that waited LAZY_NS wake Python; the milliseconds until the oldest waiting would, else -1. */
+static int flush_lazy(Plane *p) {
+    int wake = 0, wait = -1;
+    uint64_t t = now_ns();
+    pthread_mutex_lock(&p->mu);
+    if (!p->signalled && p->lazy_count) {
+        if (t >= p->lazy_at + LAZY_NS) p->signalled = wake = 1;
+        else wait = (int)((p->lazy_at + LAZY_NS - t) / 1000000ull) + 1;
     }
+    pthread_mutex_unlock(&p->mu);
+    if (wake) ring(p);
+    return wait;
 }
 
 static event_t *new_event(int kind) { return calloc(1, sizeof(event_t)); }
@@ -1192,6 +1218,8 @@ static void *loop_main(void *arg) {
     while (!p->stopping) {
         uint64_t t = now_ns();
         int wait_ms = t >= next_sweep ? 0 : (int)((next_sweep - t) / 1000000ull) + 1;
+        int lazy_ms = flush_lazy(p);
+        if (lazy_ms >= 0 && lazy_ms < wait_ms) wait_ms = lazy_ms;
         int n = epoll_wait(p->epoll_fd, evs, 256, wait_ms);
         /* Python's commands before any request of the batch: a grant dropped is never served after */
         for (int i = 0; i < n; i++)
@@ -1443,6 +1471,8 @@ static PyObject *Plane_take(Plane *self, PyObject *unused) {
     pthread_mutex_lock(&self->mu);
     event_t *e = self->events;
     self->events = self->events_tail = NULL;
+    self->signalled = 0;
+    self->lazy_count = 0;
     pthread_mutex_unlock(&self->mu);
     PyObject *list = PyList_New(0);
     int failed = list == NULL;

@@ -607,6 +607,7 @@ def build(settings: Settings) -> Server:
             http=_within_open_files(settings.http),
         )
         metrics.registry.register(NativeRequests(native.counts))
+        metering.collectors.append(native.collect)
     return Server(settings, creds, app, announced, native)
 
 

@@ -174,6 +174,11 @@ class NativeRuntime:
         await lender.close()
         self._plane = None
 
+    def collect(self) -> None:
+        """On the event loop: the plane's events taken now, the records of what it answered among them
+        (they reach Python in batches, within 10 ms): for a usage report that must hold every answer."""
+        self._on_events()
+
     def counts(self) -> dict[str, int]:
         """Requests the plane answered itself, and those it relayed, so far."""
         return dict(self._plane.counts()) if self._plane is not None else {"served": 0, "relayed": 0}

@@ -36,6 +36,7 @@ class UsageApi:
         if request.method != "GET":
             raise UnknownOperationException(f"No operation at {request.method} /zeroscale/v1/usage; use GET.")
         group_by, start, end = _parse(request.query)
+        self._metering.collect()  # on the event loop: what the native data plane answered, handed over
         report = await asyncio.to_thread(self._metering.report, group_by=group_by, start=start, end=end)
         body = json.dumps(report.to_json(), indent=1).encode()
         return 200, "application/json", body

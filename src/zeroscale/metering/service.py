@@ -42,6 +42,9 @@ class Metering:
             else None
         )
         self._first_resource_at = ledger.first_resource_at()
+        # On the event loop before a report: what holds invocations answered and not yet handed to the sink
+        # (the native data plane's records, which reach Python in batches) hands them over.
+        self.collectors: list[Callable[[], None]] = []
 
     @classmethod
     def open(
@@ -109,6 +112,11 @@ class Metering:
         if self.sink is not None:
             self.sink.close()
         self.ledger.close()
+
+    def collect(self) -> None:
+        """On the event loop: every invocation answered so far handed to the sink (``collectors``)."""
+        for collect in self.collectors:
+            collect()
 
     def flush(self) -> None:
         if self.sink is not None:
