@@ -113,6 +113,7 @@ typedef struct conn {
     int writing;     /* EPOLLOUT armed */
     int full;        /* Python was told to hold its answer's next pieces (EV_FULL) until EV_DRAINED */
     int unread;      /* bytes came while it was not read (an answer in progress, or closing) */
+    int peer_done;   /* the client shut its side: nothing more will come (edge-triggered: seen once) */
     uint64_t deadline_ns; /* the request's head, then its body, must be in by then (0: no request begun) */
     int body_phase;       /* its head is in: the deadline is the body's */
     uint64_t idle_since_ns;
@@ -707,6 +708,10 @@ static void process_conn(Plane *p, conn_t *c) {
         serve_request(p, c, &req, c->in.p + head, (size_t)length);
         return;
     }
+    if (c->state == C_READ && c->peer_done) { /* no more will come: what is here is all there is */
+        if (c->out.len == 0) conn_close(p, c);
+        else c->close_after = 1; /* once its answer is out */
+    }
 }
 
 static void conn_readable(Plane *p, conn_t *c) {
@@ -1231,6 +1236,7 @@ static void *loop_main(void *arg) {
                         continue;
                     }
                 }
+                if (e & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) c->peer_done = 1;
                 int reading = c->state == C_READ && !c->close_after;
                 if (reading && (e & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))) {
                     conn_readable(p, c);

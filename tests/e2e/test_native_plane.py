@@ -429,3 +429,57 @@ def test_a_native_port_in_use_is_a_one_line_error_naming_the_flag(tmp_path: Path
             server.start(timeout_s=20)
         assert f"--native-port {port}: 127.0.0.1:{port} is in use" in server.log()
         assert "Traceback" not in server.log()
+
+
+def test_mutated_requests_never_take_the_plane_down(
+    server: ServerProcess, native: Any, endpoint: str
+) -> None:
+    """Three thousand mutations of a signed invocation (bytes flipped, cut, repeated, CR, LF and NUL put in,
+    lengths made huge), each on its own connection, one in twenty read to its end and the rest dropped
+    mid-way: every one answered or dropped, and the plane serves on, with the same answers."""
+    import random
+
+    rng = random.Random(1515)
+    good = _signed(server, json.dumps({"fuzz": 1}).encode())
+    specials = [
+        b"\r",
+        b"\n",
+        b"\x00",
+        b"\r\n",
+        b":",
+        b" ",
+        b"\xff",
+        b"9" * 20,
+        b"-1",
+        b"chunked",
+        b"\r\n\r\n",
+    ]
+    port = int(server.flags["native_port"])
+    for i in range(3000):
+        data = bytearray(good)
+        for _ in range(rng.randint(1, 4)):
+            if not data:
+                break
+            at = rng.randrange(len(data))
+            how = rng.randrange(5)
+            if how == 0:
+                data[at] ^= 1 << rng.randrange(8)
+            elif how == 1:
+                del data[at : at + rng.randint(1, 40)]
+            elif how == 2:
+                data[at:at] = rng.choice(specials)
+            elif how == 3:
+                data[at:at] = data[at : at + rng.randint(1, 200)] * rng.randint(1, 5)
+            else:
+                data = data[:at]
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            sock.sendall(bytes(data))
+            if i % 20 == 0:  # read this one to its end: an answer, or the connection closed
+                sock.shutdown(socket.SHUT_WR)
+                while sock.recv(65536):
+                    pass
+        if i % 500 == 0:
+            body, _ = invoke(native, {"alive": i})
+            assert body["echo"] == {"alive": i}
+    body, _ = invoke(native, {"after": "fuzz"})
+    assert body["echo"] == {"after": "fuzz"}
