@@ -1,5 +1,6 @@
 """What the best a front end could do on this machine: issue 15's data-plane figures (overhead at 1 client,
-the RandomForest's throughput at one client per core) through zeroscale, through the floor proxy in Python
+the RandomForest's and the trivial model's throughput at one client per core) through zeroscale (its main
+port and its native data plane's port), through the floor proxy in Python
 (bench/floor.py: uvicorn, no signature, no records) and through the floor proxy in C (bench/nativefloor.c:
 one thread, epoll, no signature, no records), against the same warm workers hit directly, all with
 bench/loadgen.py. The C proxy is what a non-Python data plane would cost if it did nothing but forward: no
@@ -271,6 +272,10 @@ def run(rounds: int, seconds: float, pairs: int) -> list[str]:
                 plans = _plans(srv, fronts, RF_ENDPOINT, ROW, rf)
                 got = _scenario(plans, n, rounds, seconds, tmp)
                 lines += _table(f"RandomForest, {n} clients, {n} workers", got)
+            with _fronts(binary, echo) as fronts:  # issue 15's other throughput target (>= 0.70 of direct)
+                plans = _plans(srv, fronts, ENDPOINT, BODY, echo)
+                got = _scenario(plans, 2, rounds, seconds, tmp)
+                lines += _table("trivial model, 2 clients, 2 workers", got)
         finally:
             srv.stop()
     return lines
