@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 8080
+NATIVE_PORT ?= 8081
 STAMP := $(VENV)/.installed
 RUN_STAMP := $(VENV)/.installed-run
 
@@ -28,23 +29,29 @@ $(STAMP): pyproject.toml setup.py $(wildcard src/native/*) | $(BIN)/python syste
 # the private network namespace they make); openssl (the HTTPS tests make a self-signed certificate);
 # redis-server (the Ray cluster test of a restarted head keeps the head's GCS state in it); and
 # postgresql (the tests' own PostgreSQL servers:
-# tests/pgserver.py runs initdb and postgres from /usr/lib/postgresql/*/bin, not on PATH). Installed once,
-# as root or through sudo; a no-op where they are present.
-APT_NEEDS := bubblewrap:bwrap chromium:chromium iproute2:ip openssl:openssl redis-server:redis-server
+# tests/pgserver.py runs initdb and postgres from /usr/lib/postgresql/*/bin, not on PATH); gcc and, for
+# Debian's own Python, python3-dev (the native data plane's extension, src/native, built by pip; its tests
+# need it). Installed once, as root or through sudo; a no-op where they are present.
+APT_NEEDS := bubblewrap:bwrap chromium:chromium iproute2:ip openssl:openssl redis-server:redis-server gcc:cc
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 system-deps:
 	@missing=""; for need in $(APT_NEEDS); do \
 		command -v $${need#*:} >/dev/null 2>&1 || missing="$$missing $${need%%:*}"; \
 	done; \
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
+	$(PYTHON) -c "import os, sysconfig, sys; sys.exit(not os.path.exists(sysconfig.get_paths()['include'] + '/Python.h'))" \
+		|| missing="$$missing python3-dev"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing$$missing (apt-get)"; \
 		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; \
 	fi
 
-## run: set up, then start zeroscale with its embedded defaults (SQLite and local artifacts in .zeroscale/)
+## run: set up, then start zeroscale with its embedded defaults (SQLite and local artifacts in .zeroscale/),
+## the runtime also on NATIVE_PORT through the native data plane (docs/dataplane.md; where it could not be
+## built, for want of a C compiler or Python's headers, without it)
 run: $(RUN_STAMP)
-	$(BIN)/zeroscale serve --port $(PORT)
+	$(BIN)/zeroscale serve --port $(PORT) \
+		$$($(BIN)/python -c "import zeroscale._dataplane" 2>/dev/null && echo --native-port $(NATIVE_PORT))
 
 ## test: set up, then run the whole suite, plus the linters and the type checker (the 25 slowest tests are
 ## listed at the end: where the suite's time goes). The suite runs in TEST_WORKERS processes (pytest-xdist;

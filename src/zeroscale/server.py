@@ -866,6 +866,7 @@ def _bind(host: str, port: int, flag: str = "--port") -> socket.socket:
         raise StartupError(
             f"{flag} {port}: {host}:{port} {reason}; choose another port with {flag}"
             + (" (ZEROSCALE_PORT, or make run PORT=...)" if flag == "--port" else "")
+            + (" (ZEROSCALE_NATIVE_PORT, or make run NATIVE_PORT=...)" if flag == "--native-port" else "")
         ) from None
     return sock
 
