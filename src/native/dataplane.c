@@ -154,10 +154,21 @@ typedef struct {
     char *endpoint;
 } grant_t;
 
+/* An endpoint the plane may serve: its production variants and their weights (the Python server's
+ * ``EndpointRoute.choose``, as cumulative shares of 1). A request picks its variant by them, then an idle
+ * lease of that variant; none idle, and it is relayed. */
+#define MAX_VARIANTS 10
+typedef struct {
+    char endpoint[64];
+    int n;
+    char variant[MAX_VARIANTS][64];
+    double upto[MAX_VARIANTS];
+} route_t;
+
 /* ------------------------------------------------------------------------------------------------------ */
 /* commands (Python -> loop) and events (loop -> Python) */
 
-enum { CMD_RESPOND, CMD_LEASE, CMD_RECALL, CMD_GRANT, CMD_CLEAR_GRANTS, CMD_STOP };
+enum { CMD_RESPOND, CMD_LEASE, CMD_RECALL, CMD_GRANT, CMD_CLEAR_GRANTS, CMD_ROUTE, CMD_STOP };
 
 typedef struct cmd {
     int kind;
@@ -170,6 +181,7 @@ typedef struct cmd {
     int memory_mb, provisioned;
     double timeout_s;
     size_t max_answer, max_request;
+    route_t *route; /* CMD_ROUTE: the endpoint's route (n 0: it has none) */
     struct cmd *next;
 } cmd_t;
 
@@ -237,6 +249,9 @@ typedef struct {
     size_t n_leases, cap_leases;
     grant_t *grants;
     size_t n_grants, cap_grants;
+    route_t *routes;
+    size_t n_routes, cap_routes;
+    uint64_t rng; /* xorshift64*: which variant a request goes to */
     uint64_t next_request;
     char journal_dir[1024]; /* "" without a usage journal */
     int journal_fd;
@@ -479,12 +494,32 @@ static int journal_append(Plane *p, lease_t *l, double at, double model_s, doubl
 
 /* ---- the fast path ---- */
 
-static lease_t *idle_lease(Plane *p, const char *endpoint, size_t body_len) {
+static route_t *route_of(Plane *p, const char *endpoint) {
+    for (size_t i = 0; i < p->n_routes; i++)
+        if (strcmp(p->routes[i].endpoint, endpoint) == 0) return &p->routes[i];
+    return NULL;
+}
+
+/* The variant a request of ``r`` goes to, by the weights. */
+static const char *choose_variant(Plane *p, const route_t *r) {
+    if (r->n == 1) return r->variant[0];
+    uint64_t x = p->rng;
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    p->rng = x;
+    double u = (double)((x * 2685821657736338717ull) >> 11) / 9007199254740992.0; /* [0, 1) */
+    for (int i = 0; i < r->n - 1; i++)
+        if (u < r->upto[i]) return r->variant[i];
+    return r->variant[r->n - 1];
+}
+
+static lease_t *idle_lease(Plane *p, const char *endpoint, const char *variant, size_t body_len) {
     lease_t *best = NULL;
     for (size_t i = 0; i < p->n_leases; i++) {
         lease_t *l = &p->leases[i];
         if (l->used && l->state == L_IDLE && !l->recalled && strcmp(l->endpoint, endpoint) == 0 &&
-            body_len <= l->max_request) {
+            strcmp(l->variant, variant) == 0 && body_len <= l->max_request) {
             if (best == NULL || l->idle_since_ns > best->idle_since_ns) best = l; /* the most recently used */
         }
     }
@@ -622,7 +657,10 @@ static void serve_request(Plane *p, conn_t *c, const zs_request *req, const char
         relay(p, c, NULL, 0, endpoint, 0);
         return;
     }
-    lease_t *l = granted(p, akid, akid_len, endpoint) ? idle_lease(p, endpoint, body_len) : NULL;
+    route_t *route = route_of(p, endpoint);
+    lease_t *l = route != NULL && granted(p, akid, akid_len, endpoint)
+                     ? idle_lease(p, endpoint, choose_variant(p, route), body_len)
+                     : NULL;
     if (l == NULL) {
         relay(p, c, akid, akid_len, endpoint, 0);
         return;
@@ -1102,6 +1140,25 @@ static void run_command(Plane *p, cmd_t *m) {
     case CMD_CLEAR_GRANTS:
         clear_grants(p);
         break;
+    case CMD_ROUTE: {
+        route_t *r = route_of(p, m->route->endpoint);
+        if (m->route->n == 0) { /* none: the last one takes its place */
+            if (r != NULL) *r = p->routes[--p->n_routes];
+            break;
+        }
+        if (r == NULL) {
+            if (p->n_routes == p->cap_routes) {
+                size_t cap = p->cap_routes ? p->cap_routes * 2 : 64;
+                route_t *nr = realloc(p->routes, cap * sizeof *nr);
+                if (nr == NULL) break;
+                p->routes = nr;
+                p->cap_routes = cap;
+            }
+            r = &p->routes[p->n_routes++];
+        }
+        *r = *m->route;
+        break;
+    }
     case CMD_STOP:
         p->stopping = 1;
         break;
@@ -1109,6 +1166,7 @@ static void run_command(Plane *p, cmd_t *m) {
 }
 
 static void cmd_free(cmd_t *m) {
+    free(m->route);
     free(m->data);
     free(m->a);
     free(m->b);
@@ -1316,6 +1374,7 @@ static int Plane_init(Plane *self, PyObject *args, PyObject *kw) {
     snprintf(self->journal_dir, sizeof self->journal_dir, "%s", journal_dir);
     self->journal_fd = -1;
     self->journal_segment = journal_segment;
+    self->rng = ((uint64_t)time(NULL) << 20) ^ (uint64_t)getpid() ^ 0x9E3779B97F4A7C15ull;
     if (self->conns != NULL) {
         PyErr_SetString(PyExc_RuntimeError, "a Plane is initialised once");
         return -1;
@@ -1554,6 +1613,61 @@ static PyObject *Plane_grant(Plane *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+static PyObject *Plane_route(Plane *self, PyObject *args) {
+    const char *endpoint;
+    PyObject *variants;
+    if (!PyArg_ParseTuple(args, "sO", &endpoint, &variants)) return NULL;
+    PyObject *seq = PySequence_Fast(variants, "variants: a sequence of (name, weight)");
+    if (seq == NULL) return NULL;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    if (n > MAX_VARIANTS || strlen(endpoint) >= 64) {
+        Py_DECREF(seq);
+        PyErr_SetString(PyExc_ValueError, "at most 10 variants, an endpoint name under 64 characters");
+        return NULL;
+    }
+    route_t *r = calloc(1, sizeof *r);
+    if (r == NULL) {
+        Py_DECREF(seq);
+        return PyErr_NoMemory();
+    }
+    snprintf(r->endpoint, sizeof r->endpoint, "%s", endpoint);
+    double total = 0, weights[MAX_VARIANTS];
+    for (Py_ssize_t i = 0; i < n; i++) {
+        const char *name;
+        double weight;
+        if (!PyArg_ParseTuple(PySequence_Fast_GET_ITEM(seq, i), "sd", &name, &weight) || strlen(name) >= 64 ||
+            !(weight >= 0)) {
+            if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "a variant: (name under 64 characters, weight >= 0)");
+            free(r);
+            Py_DECREF(seq);
+            return NULL;
+        }
+        snprintf(r->variant[i], sizeof r->variant[i], "%s", name);
+        weights[i] = weight;
+        total += weight;
+    }
+    Py_DECREF(seq);
+    if (n > 0 && !(total > 0 && total < 1e300)) {
+        free(r);
+        PyErr_SetString(PyExc_ValueError, "the weights' sum must be positive and finite");
+        return NULL;
+    }
+    double sum = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        sum += weights[i];
+        r->upto[i] = sum / total;
+    }
+    r->n = (int)n;
+    cmd_t *m = new_cmd(CMD_ROUTE);
+    if (m == NULL) {
+        free(r);
+        return NULL;
+    }
+    m->route = r;
+    push(self, m);
+    Py_RETURN_NONE;
+}
+
 static PyObject *Plane_clear_grants(Plane *self, PyObject *unused) {
     cmd_t *m = new_cmd(CMD_CLEAR_GRANTS);
     if (m == NULL) return NULL;
@@ -1592,6 +1706,7 @@ static void Plane_dealloc(Plane *self) {
         pthread_mutex_unlock(&self->mu);
         clear_grants(self);
         free(self->grants);
+        free(self->routes);
         free(self->leases);
         free(self->conns);
         if (self->journal_fd >= 0) close(self->journal_fd);
@@ -1614,6 +1729,8 @@ static PyMethodDef Plane_methods[] = {
     {"recall", (PyCFunction)Plane_recall, METH_VARARGS, "recall(id): give the lease back once its request ends."},
     {"grant", (PyCFunction)Plane_grant, METH_VARARGS, "grant(akid, secret, endpoint): the key may invoke the endpoint."},
     {"clear_grants", (PyCFunction)Plane_clear_grants, METH_NOARGS, "Drop every grant."},
+    {"route", (PyCFunction)Plane_route, METH_VARARGS,
+     "route(endpoint, [(variant, weight), ...]): the variants a request picks from by weight ([]: none)."},
     {"counts", (PyCFunction)Plane_counts, METH_NOARGS, "Requests served here and relayed so far."},
     {NULL, NULL, 0, NULL},
 };

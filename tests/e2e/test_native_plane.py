@@ -22,7 +22,17 @@ from botocore.credentials import Credentials
 from botocore.exceptions import ClientError
 
 from e2e.conftest import handler_model
-from zeroscale.testing import ACCESS_KEY, REGION, SECRET_KEY, ServerProcess, deploy, free_port, wait_for
+from zeroscale.testing import (
+    ACCESS_KEY,
+    REGION,
+    SECRET_KEY,
+    SKLEARN_IMAGE,
+    ServerProcess,
+    deploy,
+    free_port,
+    wait_final,
+    wait_for,
+)
 
 BEHAVIOURS = """
 import os
@@ -483,3 +493,57 @@ def test_mutated_requests_never_take_the_plane_down(
             assert body["echo"] == {"alive": i}
     body, _ = invoke(native, {"after": "fuzz"})
     assert body["echo"] == {"after": "fuzz"}
+
+
+def test_production_variants_are_chosen_by_their_weights_through_the_plane(
+    server: ServerProcess, sm: Any, native: Any, tmp_path: Path
+) -> None:
+    """An endpoint with two real-time production variants (weights 1 and 3): the plane holds workers of
+    both, picks each request's variant by the weights (about a quarter and three quarters), and follows a
+    change of the weights (UpdateEndpointWeightsAndCapacities)."""
+    name = "native-ab"
+    url = handler_model(tmp_path, BEHAVIOURS)
+    sm.create_model(ModelName=name, PrimaryContainer={"Image": SKLEARN_IMAGE, "ModelDataUrl": url})
+    sm.create_endpoint_config(  # real-time variants (serverless endpoints have one): ml.t2.medium, 2 workers
+        EndpointConfigName=name,
+        ProductionVariants=[
+            {
+                "VariantName": v,
+                "ModelName": name,
+                "InstanceType": "ml.t2.medium",
+                "InitialInstanceCount": 1,
+                "InitialVariantWeight": w,
+            }
+            for v, w in (("a", 1.0), ("b", 3.0))
+        ],
+    )
+    sm.create_endpoint(EndpointName=name, EndpointConfigName=name)
+    assert wait_final(sm, name)["EndpointStatus"] == "InService"
+
+    def variants(n: int) -> dict[str, int]:
+        seen = {"a": 0, "b": 0}
+        for i in range(n):
+            _, resp = invoke(native, {"ab": i}, name)
+            seen[resp["InvokedProductionVariant"]] += 1
+        return seen
+
+    for _ in range(20):  # until the plane holds a worker of each (a relayed success lends one)
+        before = counts(server)
+        variants(20)
+        if counts(server)["relayed"] == before["relayed"]:
+            break
+    before = counts(server)
+    seen = variants(400)
+    assert counts(server)["relayed"] == before["relayed"], "every one served by the plane"
+    assert 60 <= seen["a"] <= 140, seen  # 100 expected; p < 1e-5 outside
+    sm.update_endpoint_weights_and_capacities(
+        EndpointName=name,
+        DesiredWeightsAndCapacities=[
+            {"VariantName": "a", "DesiredWeight": 3.0},
+            {"VariantName": "b", "DesiredWeight": 1.0},
+        ],
+    )
+    wait_for(lambda: sm.describe_endpoint(EndpointName=name)["EndpointStatus"] == "InService", timeout_s=30)
+    time.sleep(0.3)  # the plane's route follows within its 0.1 s check
+    seen = variants(400)
+    assert 260 <= seen["a"] <= 340, seen

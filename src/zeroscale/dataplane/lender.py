@@ -63,6 +63,8 @@ class PlaneCommands(Protocol):
 
     def grant(self, access_key_id: str, secret: str, endpoint: str, /) -> None: ...
 
+    def route(self, endpoint: str, variants: list[tuple[str, float]], /) -> None: ...
+
     def clear_grants(self) -> None: ...
 
 
@@ -148,6 +150,7 @@ class Lender:
         self._ids = itertools.count(1)
         self._lent: dict[int, Lent] = {}
         self._granted: set[tuple[str, str]] = set()
+        self._routes: dict[str, tuple[tuple[str, float], ...]] = {}  # what the plane was told, by endpoint
         self._generation = rights.generation
         self._background = Background("native data plane leases")
         self._timer: asyncio.TimerHandle | None = None
@@ -173,12 +176,15 @@ class Lender:
         self.check_rights()
         if (access_key_id, endpoint) not in self._granted and not self._grant(access_key_id, endpoint):
             return
-        pool = self._pool(endpoint)
-        if pool is None:
+        pools = self._pools(endpoint)
+        if pools is None:
             return
-        slot = pool.lend()
-        if slot is not None:
-            self._background.spawn(self._lend(pool, slot))
+        self._route(endpoint, pools)
+        for pool in pools:  # one worker more for the plane, from the first variant with one idle
+            slot = pool.lend()
+            if slot is not None:
+                self._background.spawn(self._lend(pool, slot))
+                return
 
     def _grant(self, access_key_id: str, endpoint: str) -> bool:
         secret = self._rights.lookup_secret(access_key_id)
@@ -202,14 +208,28 @@ class Lender:
                 self._plane.clear_grants()
                 self._granted.clear()
 
-    def _pool(self, endpoint: str) -> VariantPool | None:
-        """The pool of ``endpoint`` whose workers the plane may serve whole, or None."""
+    def _pools(self, endpoint: str) -> list[VariantPool] | None:
+        """The pools of ``endpoint``'s production variants when the plane may serve them whole (no shadow
+        or canary; each a plain pool), else None."""
         route = self._fleet.route(endpoint)
-        if route is None or route.canary is not None or route.shadows or len(route.production) != 1:
+        if route is None or route.canary is not None or route.shadows:
             return None
         if self._is_async is not None and self._is_async(endpoint):
             return None
-        return _servable(route.production[0])
+        pools = [_servable(pool) for pool in route.production]
+        return [pool for pool in pools if pool is not None] if all(pools) else None
+
+    def _route(self, endpoint: str, pools: list[VariantPool] | None) -> None:
+        """The plane told ``endpoint``'s variants and their shares, where they changed (none: it serves the
+        endpoint no more)."""
+        route = self._fleet.route(endpoint) if pools is not None else None
+        shares = tuple(route.shares()) if route is not None else ()
+        if self._routes.get(endpoint, ()) != shares:
+            self._plane.route(endpoint, list(shares))
+            if shares:
+                self._routes[endpoint] = shares
+            else:
+                self._routes.pop(endpoint, None)
 
     async def _lend(self, pool: VariantPool, slot: Slot) -> None:
         handle = slot.handle
@@ -219,7 +239,7 @@ class Lender:
         except OSError:
             pool.release(slot)  # its worker is going: the pool learns it from its exit
             return
-        if self.closed or self._pool(pool.spec.endpoint) is not pool:
+        if self.closed or pool not in (self._pools(pool.spec.endpoint) or ()):
             sock.close()
             pool.release(slot)
             return
@@ -276,8 +296,14 @@ class Lender:
         self._timer = None
         self.check_rights()
         down = self._unavailable is not None and self._unavailable() is not None
+        # the endpoints the plane holds workers of (a route without any serves nothing: it is relayed)
+        held = {lent.pool.spec.endpoint for lent in self._lent.values()}
+        serving = {endpoint: None if down else self._pools(endpoint) for endpoint in held}
+        for endpoint, pools in serving.items():
+            self._route(endpoint, pools)  # weights changed, or the endpoint is served no more
         for lease_id, lent in self._lent.items():
-            if not lent.recalled and (down or self._pool(lent.pool.spec.endpoint) is not lent.pool):
+            pools = serving.get(lent.pool.spec.endpoint)
+            if not lent.recalled and (pools is None or lent.pool not in pools):
                 self._recall(lease_id, lent)
         self._watch()
 

@@ -101,6 +101,17 @@ class EndpointRoute:
         """The shadow variants this request is copied to (each by its sampling share)."""
         return [p for p in self.shadows if random.random() < p.spec.shadow_sampling]
 
+    def shares(self) -> list[tuple[str, float]]:
+        """Each production variant's name and its share of the traffic, as ``choose`` picks them (the
+        native data plane picks by the same shares)."""
+        out: list[tuple[str, float]] = []
+        before = 0.0
+        for pool, upto in zip(self.production, self._cumulative, strict=True):
+            upto = 1.0 if upto == math.inf else upto
+            out.append((pool.spec.variant, upto - before))
+            before = upto
+        return out
+
     def choose(self, target_variant: str | None = None) -> Variant:
         canary = self.canary
         # a guarded deployment: the new fleet's share, unless it lacks the targeted variant (the old answers)
