@@ -9,6 +9,22 @@ static int is_tchar(unsigned char c) {
     return c != 0 && strchr("!#$%&'*+-.^_`|~", c) != NULL;
 }
 
+/* A request target's byte (RFC 3986: unreserved, sub-delims, ':', '@', '/', '?' and '%' escapes; no
+ * fragment): what llhttp, the main port's parser, takes too. */
+static int is_target_char(unsigned char c) {
+    if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')) return 1;
+    return c != 0 && strchr("-._~!$&'()*+,;=:@/?%", c) != NULL;
+}
+
+/* The methods the plane reads (the rest is refused, 400): HTTP's own, less CONNECT and TRACE, and HEAD
+ * (whose answer has no body: a relayed one would need it taken off). */
+static int known_method(const char *m, size_t n) {
+    static const char *const names[] = {"GET", "POST", "PUT", "DELETE", "OPTIONS", "PATCH"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if (strlen(names[i]) == n && memcmp(names[i], m, n) == 0) return 1;
+    return 0;
+}
+
 /* A header value's byte: visible ASCII, space, tab, or obs-text (UTF-8 from botocore's str values). */
 static int is_vchar(unsigned char c) { return c == '\t' || (c >= 0x20 && c != 0x7f); }
 
@@ -99,12 +115,12 @@ long zs_parse_request(const char *buf, size_t len, size_t max_head, zs_request *
     if ((size_t)end + 2 > max_head) return ZS_TOO_LARGE;
     size_t i = 0, e = (size_t)end;
     while (i < e && is_tchar((unsigned char)buf[i])) i++;
-    if (i == 0 || i >= e || buf[i] != ' ') return ZS_BAD;
+    if (i == 0 || i >= e || buf[i] != ' ' || !known_method(buf, i)) return ZS_BAD;
     req->method = buf;
     req->method_len = i;
     size_t t = ++i;
-    while (i < e && (unsigned char)buf[i] > 0x20 && (unsigned char)buf[i] < 0x7f) i++;
-    if (i == t || i >= e || buf[i] != ' ') return ZS_BAD;
+    while (i < e && is_target_char((unsigned char)buf[i])) i++;
+    if (i == t || i >= e || buf[i] != ' ' || buf[t] != '/') return ZS_BAD; /* origin-form only */
     req->target = buf + t;
     req->target_len = i - t;
     i++;
