@@ -185,28 +185,36 @@ class NativeRuntime:
 
     # ---- events ----
     def _on_events(self) -> None:
-        plane, lender = self._plane, self.lender
-        if plane is None or lender is None:
+        plane = self._plane
+        if plane is None or self.lender is None:
             return
         for event in plane.take():
-            kind = event[0]
-            if kind == "done":
-                lender.done(*event[1:])
-            elif kind == "request":
-                _, conn_id, request, client, akid, endpoint, _oversize, waited_s = event
-                self._tasks.spawn(self._relay(conn_id, request, client, akid, endpoint, waited_s))
-            elif kind == "returned":
-                lender.returned(event[1], bool(event[2]))
-            elif kind == "failed":
-                self._tasks.spawn(self._failed(*event[1:]))
-            elif kind == "gone":
-                answer = self._answers.get(event[1])
-                if answer is not None:
-                    answer.client_gone()
-            elif kind in ("full", "drained"):
-                answer = self._answers.get(event[1])
-                if answer is not None:
-                    answer.hold(kind == "full")
+            try:
+                self._on_event(event)
+            except Exception:  # one event's bug never costs the others (a lease given back, a record)
+                log.exception("the native data plane's event %s failed", event[0])
+
+    def _on_event(self, event: tuple[Any, ...]) -> None:
+        lender = self.lender
+        assert lender is not None
+        kind = event[0]
+        if kind == "done":
+            lender.done(*event[1:])
+        elif kind == "request":
+            _, conn_id, request, client, akid, endpoint, _oversize, waited_s = event
+            self._tasks.spawn(self._relay(conn_id, request, client, akid, endpoint, waited_s))
+        elif kind == "returned":
+            lender.returned(event[1], bool(event[2]))
+        elif kind == "failed":
+            self._tasks.spawn(self._failed(*event[1:]))
+        elif kind == "gone":
+            answer = self._answers.get(event[1])
+            if answer is not None:
+                answer.client_gone()
+        elif kind in ("full", "drained"):
+            answer = self._answers.get(event[1])
+            if answer is not None:
+                answer.hold(kind == "full")
 
     def _writer(self, conn_id: int) -> Callable[[bytes, bool, bool], None]:
         def write(data: bytes, end: bool, close: bool) -> None:
