@@ -1,8 +1,17 @@
 /* SHA-256 as FIPS 180-4 specifies it (sections 4.1.2, 4.2.2, 5.1.1, 5.2.1, 5.3.3, 6.2), and HMAC over it as
- * RFC 2104 specifies it (section 2). */
+ * RFC 2104 specifies it (section 2).
+ *
+ * Two ways to process message blocks: compress() below, portable C (the reference, and the fallback), and on
+ * x86-64 compress_shani(), with the SHA extensions (SHA256RNDS2, SHA256MSG1, SHA256MSG2). Which one is chosen
+ * once per process, at the first block hashed (blocks() below). */
 #include "sha256.h"
 
+#include <stdlib.h>
 #include <string.h>
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
 
 /* 4.2.2: the first 32 bits of the fractional parts of the cube roots of the first 64 primes. */
 static const uint32_t K[64] = {
@@ -70,6 +79,91 @@ static void compress(uint32_t h[8], const uint8_t block[ZS_SHA256_BLOCK]) {
     h[7] += hh;
 }
 
+#if defined(__x86_64__)
+#define ZS_SHANI_TARGET __attribute__((target("sha,sse4.1,ssse3")))
+
+/* 6.2.2 for ``n`` blocks, with the SHA extensions (Intel SDM vol. 2, SHA256RNDS2, SHA256MSG1, SHA256MSG2).
+ *
+ * SHA256RNDS2 does rounds t and t+1: it takes the working variables as two vectors, ABEF (a in lane 3, b in
+ * lane 2, e in lane 1, f in lane 0) and CDGH (c, d, g, h the same way), and W[t] + K[t], W[t+1] + K[t+1] in
+ * lanes 0 and 1 of a third; it returns the new ABEF. The new CDGH is the old ABEF (two rounds on, c and d are
+ * the a and b of before, g and h the e and f), so two calls in turn, each taking the other's result as its
+ * ABEF, do four rounds with no move between them.
+ *
+ * The message schedule (6.2.2 step 1) four words at a time, W[t..t+3] for t = 16, 20, ..., 60:
+ * SHA256MSG1(W[t-16..t-13], W[t-12..t-9]) gives W[t-16+i] + sigma0(W[t-15+i]) for i = 0..3; to that we add
+ * W[t-7..t-4] (PALIGNR of the two vectors before); SHA256MSG2 of that and W[t-4..t-1] adds sigma1(W[t-2+i]),
+ * W[t] and W[t+1] computed within the instruction before W[t+2] and W[t+3] use them. */
+ZS_SHANI_TARGET static void compress_shani(uint32_t h[8], const uint8_t *p, size_t n) {
+    /* Each 32-bit word of the block is big-endian (3.1): reverse the bytes of each lane. */
+    const __m128i be32 = _mm_set_epi8(12, 13, 14, 15, 8, 9, 10, 11, 4, 5, 6, 7, 0, 1, 2, 3);
+    /* h[0..3] = a, b, c, d and h[4..7] = e, f, g, h (lane 0 first); reversed, d c b a and h g f e. */
+    __m128i dcba = _mm_shuffle_epi32(_mm_loadu_si128((const __m128i *)h), 0x1b);
+    __m128i hgfe = _mm_shuffle_epi32(_mm_loadu_si128((const __m128i *)(h + 4)), 0x1b);
+    __m128i abef = _mm_unpackhi_epi64(hgfe, dcba); /* lanes 0..3: f e b a */
+    __m128i cdgh = _mm_unpacklo_epi64(hgfe, dcba); /* lanes 0..3: h g d c */
+    for (; n > 0; n--, p += ZS_SHA256_BLOCK) {
+        const __m128i abef0 = abef, cdgh0 = cdgh;
+        __m128i m[4]; /* m[g % 4]: W[4g..4g+3], lane 0 first */
+        for (int g = 0; g < 4; g++)
+            m[g] = _mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)(p + 16 * g)), be32);
+#pragma GCC unroll 16
+        for (int g = 0; g < 16; g++) {
+            if (g >= 4) { /* m[g % 4] holds W[4g-16..], the others W[4g-12..], W[4g-8..], W[4g-4..] */
+                __m128i w = _mm_sha256msg1_epu32(m[g & 3], m[(g + 1) & 3]);
+                w = _mm_add_epi32(w, _mm_alignr_epi8(m[(g + 3) & 3], m[(g + 2) & 3], 4)); /* W[4g-7..4g-4] */
+                m[g & 3] = _mm_sha256msg2_epu32(w, m[(g + 3) & 3]);
+            }
+            const __m128i wk = _mm_add_epi32(m[g & 3], _mm_loadu_si128((const __m128i *)(K + 4 * g)));
+            cdgh = _mm_sha256rnds2_epu32(cdgh, abef, wk);                          /* rounds 4g, 4g+1 */
+            abef = _mm_sha256rnds2_epu32(abef, cdgh, _mm_shuffle_epi32(wk, 0x0e)); /* 4g+2, 4g+3 */
+        }
+        /* 6.2.2 step 4: H(i) = the working variables + H(i-1) */
+        abef = _mm_add_epi32(abef, abef0);
+        cdgh = _mm_add_epi32(cdgh, cdgh0);
+    }
+    _mm_storeu_si128((__m128i *)h, _mm_shuffle_epi32(_mm_unpackhi_epi64(cdgh, abef), 0x1b));
+    _mm_storeu_si128((__m128i *)(h + 4), _mm_shuffle_epi32(_mm_unpacklo_epi64(cdgh, abef), 0x1b));
+}
+#endif
+
+static void compress_portable(uint32_t h[8], const uint8_t *p, size_t n) {
+    for (; n > 0; n--, p += ZS_SHA256_BLOCK) compress(h, p);
+}
+
+typedef void blocks_fn(uint32_t h[8], const uint8_t *p, size_t n);
+
+/* The block function this process uses, chosen at its first use: the SHA extensions where the CPU has them
+ * (with SSSE3 and SSE4.1, checked too) unless ZS_SHA256_PORTABLE is set (sha256.h).
+ * Threads that race to choose all choose the same one. */
+static blocks_fn *chosen;
+
+static blocks_fn *choose(void) {
+    blocks_fn *fn = __atomic_load_n(&chosen, __ATOMIC_ACQUIRE);
+    if (fn != NULL) return fn;
+    fn = compress_portable;
+    const char *portable = getenv("ZS_SHA256_PORTABLE");
+    if (portable == NULL || portable[0] == '\0' || strcmp(portable, "0") == 0) {
+#if defined(__x86_64__)
+        __builtin_cpu_init();
+        if (__builtin_cpu_supports("sha") && __builtin_cpu_supports("sse4.1") &&
+            __builtin_cpu_supports("ssse3"))
+            fn = compress_shani;
+#endif
+    }
+    __atomic_store_n(&chosen, fn, __ATOMIC_RELEASE);
+    return fn;
+}
+
+static void blocks(uint32_t h[8], const uint8_t *p, size_t n) { choose()(h, p, n); }
+
+const char *zs_sha256_impl(void) {
+#if defined(__x86_64__)
+    if (choose() == compress_shani) return "sha-ni";
+#endif
+    return "portable";
+}
+
 void zs_sha256_init(zs_sha256_ctx *ctx) {
     memcpy(ctx->h, H0, sizeof H0);
     ctx->len = 0;
@@ -87,10 +181,15 @@ void zs_sha256_update(zs_sha256_ctx *ctx, const void *data, size_t len) {
         p += take;
         len -= take;
         if (ctx->buf_len < ZS_SHA256_BLOCK) return;
-        compress(ctx->h, ctx->buf);
+        blocks(ctx->h, ctx->buf, 1);
         ctx->buf_len = 0;
     }
-    for (; len >= ZS_SHA256_BLOCK; p += ZS_SHA256_BLOCK, len -= ZS_SHA256_BLOCK) compress(ctx->h, p);
+    if (len >= ZS_SHA256_BLOCK) {
+        size_t n = len / ZS_SHA256_BLOCK;
+        blocks(ctx->h, p, n);
+        p += n * ZS_SHA256_BLOCK;
+        len -= n * ZS_SHA256_BLOCK;
+    }
     if (len > 0) {
         memcpy(ctx->buf, p, len);
         ctx->buf_len = len;
@@ -104,13 +203,13 @@ void zs_sha256_final(zs_sha256_ctx *ctx, uint8_t out[ZS_SHA256_DIGEST]) {
     ctx->buf[n++] = 0x80;
     if (n > ZS_SHA256_BLOCK - 8) { /* no room for the length in this block: pad it out, then one more */
         memset(ctx->buf + n, 0, ZS_SHA256_BLOCK - n);
-        compress(ctx->h, ctx->buf);
+        blocks(ctx->h, ctx->buf, 1);
         n = 0;
     }
     memset(ctx->buf + n, 0, ZS_SHA256_BLOCK - 8 - n);
     store_be32(ctx->buf + ZS_SHA256_BLOCK - 8, (uint32_t)(bits >> 32));
     store_be32(ctx->buf + ZS_SHA256_BLOCK - 4, (uint32_t)bits);
-    compress(ctx->h, ctx->buf);
+    blocks(ctx->h, ctx->buf, 1);
     for (int i = 0; i < 8; i++) store_be32(out + 4 * i, ctx->h[i]);
     zs_wipe(ctx, sizeof *ctx);
 }

@@ -1,5 +1,10 @@
 /* SHA-256 (FIPS 180-4) and HMAC-SHA-256 (RFC 2104), for the native data plane's SigV4 check (sigv4.c).
- * Portable C, no external library. Streaming: init, any number of updates, final. */
+ * No external library. Streaming: init, any number of updates, final.
+ *
+ * Message blocks are processed in portable C, or on x86-64 with the CPU's SHA extensions (SHA-NI) where it
+ * has them, chosen once per process when the first block is hashed. The environment variable
+ * ZS_SHA256_PORTABLE, set to anything but "" or "0" at that moment, keeps the portable C (to test it on a
+ * machine with SHA-NI). zs_sha256_impl() says which was chosen. */
 #ifndef ZS_SHA256_H
 #define ZS_SHA256_H
 #include <stddef.h>
@@ -20,6 +25,8 @@ void zs_sha256_update(zs_sha256_ctx *ctx, const void *data, size_t len);
 /* Writes the digest and wipes the context. */
 void zs_sha256_final(zs_sha256_ctx *ctx, uint8_t out[ZS_SHA256_DIGEST]);
 void zs_sha256(const void *data, size_t len, uint8_t out[ZS_SHA256_DIGEST]);
+/* "sha-ni" or "portable": how this process processes blocks (choosing it now if not yet chosen). */
+const char *zs_sha256_impl(void);
 
 typedef struct {
     zs_sha256_ctx inner;               /* H(K0 ^ ipad || text), being hashed */

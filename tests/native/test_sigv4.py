@@ -6,7 +6,8 @@ key id. The C check may refuse more (a refusal hands the request to Python), but
 boto3 ``sagemaker-runtime`` invoke_endpoint request.
 
 SHA-256 and HMAC (src/native/sha256.c) are held to hashlib and hmac directly, through ctypes over a copy
-compiled here, and end to end by every signature checked."""
+compiled here, each test on both ways of processing blocks (the CPU's SHA extensions where it has them, and
+the portable C that ZS_SHA256_PORTABLE keeps), and end to end by every signature checked."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import datetime
 import hashlib
 import hmac
 import inspect
+import platform
 import random
 import re
 import shutil
@@ -249,7 +251,7 @@ def spec_sign(
 
 
 @pytest.fixture(scope="module")
-def sha(tmp_path_factory: pytest.TempPathFactory) -> ctypes.CDLL:
+def sha_so(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """src/native/sha256.c compiled on its own, with the extension's flags and warnings as errors."""
     cc = shutil.which(str(sysconfig.get_config_var("CC") or "cc").split()[0]) or shutil.which("cc")
     if cc is None:
@@ -257,7 +259,48 @@ def sha(tmp_path_factory: pytest.TempPathFactory) -> ctypes.CDLL:
     out = tmp_path_factory.mktemp("sha256") / "libzs_sha256.so"
     flags = ["-O2", "-std=gnu11", "-Wall", "-Wextra", "-Werror", "-shared", "-fPIC"]
     subprocess.run([cc, *flags, "-o", str(out), str(NATIVE / "sha256.c")], check=True)
-    return ctypes.CDLL(str(out))
+    return out
+
+
+def load_sha(so: Path, portable: str | None) -> ctypes.CDLL:
+    """A fresh copy of the library (ctypes loads a path once, and the way blocks are processed is chosen once
+    per copy), loaded and made to choose with ZS_SHA256_PORTABLE set to ``portable`` (None: unset)."""
+    copy = so.with_name(f"{so.stem}-{len(list(so.parent.iterdir()))}.so")
+    shutil.copyfile(so, copy)
+    with pytest.MonkeyPatch.context() as mp:
+        if portable is None:
+            mp.delenv("ZS_SHA256_PORTABLE", raising=False)
+        else:
+            mp.setenv("ZS_SHA256_PORTABLE", portable)
+        lib = ctypes.CDLL(str(copy))
+        c_impl(lib)  # chosen now, while the variable is set as asked
+    return lib
+
+
+def c_impl(lib: ctypes.CDLL) -> str:
+    f = lib.zs_sha256_impl
+    f.argtypes = []
+    f.restype = ctypes.c_char_p
+    impl: bytes = f()
+    return impl.decode()
+
+
+def cpu_has_sha_ni() -> bool:
+    """Whether this machine is x86-64 with the SHA extensions and the SSSE3 and SSE4.1 they are used with."""
+    if platform.machine() not in ("x86_64", "AMD64"):
+        return False
+    try:
+        cpuinfo = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        pytest.skip("no /proc/cpuinfo to tell whether the CPU has SHA-NI")
+    flags = re.search(r"^flags\s*:(.*)$", cpuinfo, re.MULTILINE)
+    return flags is not None and {"sha_ni", "ssse3", "sse4_1"} <= set(flags.group(1).split())
+
+
+@pytest.fixture(scope="module", params=["default", "portable"])
+def sha(request: pytest.FixtureRequest, sha_so: Path) -> ctypes.CDLL:
+    """The library as a process uses it by default (SHA-NI where the CPU has it), and its portable C."""
+    return load_sha(sha_so, None if request.param == "default" else "1")
 
 
 def _fn(lib: ctypes.CDLL, name: str, *argtypes: Any) -> Any:
@@ -308,6 +351,22 @@ def c_hmac_chunks(lib: ctypes.CDLL, key: bytes, chunks: list[bytes]) -> bytes:
     return out.raw
 
 
+def c_sha256_at(lib: ctypes.CDLL, data: bytes, sizes: list[int], offset: int) -> bytes:
+    """The digest of ``data`` fed in pieces of ``sizes`` from a buffer where it starts ``offset`` bytes in (so
+    that the pieces start at any alignment)."""
+    assert sum(sizes) == len(data)
+    buf = ctypes.create_string_buffer(b"\xa5" * offset + data + b"\x5a" * 16)
+    ctx, out = ctypes.create_string_buffer(512), ctypes.create_string_buffer(32)
+    _fn(lib, "zs_sha256_init", ctypes.c_char_p)(ctx)
+    update = _fn(lib, "zs_sha256_update", ctypes.c_char_p, ctypes.c_void_p, ctypes.c_size_t)
+    at = ctypes.addressof(buf) + offset
+    for size in sizes:
+        update(ctx, at, size)
+        at += size
+    _fn(lib, "zs_sha256_final", ctypes.c_char_p, ctypes.c_char_p)(ctx, out)
+    return out.raw
+
+
 def split(rng: random.Random, data: bytes) -> list[bytes]:
     cuts = sorted(rng.randrange(len(data) + 1) for _ in range(rng.randrange(6)))
     return [data[a:b] for a, b in zip([0, *cuts], [*cuts, len(data)], strict=True)]
@@ -338,6 +397,59 @@ def test_sha256_against_hashlib(sha: ctypes.CDLL) -> None:
         expected = hashlib.sha256(message).digest()
         assert c_sha256(sha, message) == expected, n
         assert c_sha256_chunks(sha, split(rng, message)) == expected, n
+
+
+def test_sha256_path(sha: ctypes.CDLL, request: pytest.FixtureRequest) -> None:
+    """ZS_SHA256_PORTABLE keeps the portable C; without it the SHA extensions are used where the CPU has
+    them (so the tests here run on both where it does)."""
+    if request.node.callspec.params["sha"] == "portable":
+        assert c_impl(sha) == "portable"
+    else:
+        assert c_impl(sha) == ("sha-ni" if cpu_has_sha_ni() else "portable")
+
+
+def test_sha256_portable_variable(sha_so: Path) -> None:
+    """ZS_SHA256_PORTABLE set to anything but "" or "0" keeps the portable C."""
+    default = "sha-ni" if cpu_has_sha_ni() else "portable"
+    for value, expected in [("1", "portable"), ("yes", "portable"), ("0", default), ("", default)]:
+        assert c_impl(load_sha(sha_so, value)) == expected, value
+
+
+def test_sha256_long_inputs(sha: ctypes.CDLL) -> None:
+    """A megabyte and more, whole and in pieces that split blocks every way (a byte, a block and one over or
+    under, many blocks and one over, at random), from every alignment in memory."""
+    rng = random.Random(SEED)
+    for n in [1 << 20, (1 << 20) + 55, (1 << 20) + 56, (1 << 20) + 63, 3 * (1 << 20) + 1]:
+        message = rng.randbytes(n)
+        expected = hashlib.sha256(message).digest()
+        assert c_sha256(sha, message) == expected, n
+        cycle = [1, 7, 63, 64, 65, 127, 128, 129, 1000, 4097, 65537, 64 * 1000 + 1]
+        cuts = sorted(rng.randrange(n + 1) for _ in range(40))
+        chunkings = {
+            "whole": [n],
+            "a byte first": [1, n - 1],
+            "a block under": [63, n - 63],
+            "a block over": [65, n - 65],
+            "the last byte alone": [n - 1, 1],
+            "cycled": _cycled(cycle, n),
+            "random": [b - a for a, b in zip([0, *cuts], [*cuts, n], strict=True)],
+        }
+        for offset in range(0, 17, 1 if n == 1 << 20 else 5):
+            for name, sizes in chunkings.items():
+                assert c_sha256_at(sha, message, sizes, offset) == expected, (n, name, offset)
+    key = rng.randbytes(32)
+    message = rng.randbytes(1 << 20)
+    assert c_hmac(sha, key, message) == hmac.digest(key, message, "sha256")
+    assert c_hmac_chunks(sha, key, split(rng, message)) == hmac.digest(key, message, "sha256")
+
+
+def _cycled(sizes: list[int], n: int) -> list[int]:
+    """Pieces of the given sizes in turn, to ``n`` bytes in all."""
+    out: list[int] = []
+    while n > 0:
+        out.append(min(sizes[len(out) % len(sizes)], n))
+        n -= out[-1]
+    return out
 
 
 def test_hmac_against_hmac_module(sha: ctypes.CDLL) -> None:
