@@ -217,7 +217,7 @@ def test_the_runtimes_other_requests_are_relayed_and_served(
     assert body["echo"] == {"t": 1} and resp["InvokedProductionVariant"] == "AllTraffic"
     missing = failure(native, {}, "no-such-endpoint")
     assert missing["Error"]["Code"] == "ValidationError"
-    large = {"big": "x" * 300_000}  # over the 128 KB the plane hashes itself: hashed by the Python server
+    large = {"big": "x" * 1_200_000}  # over the 1 MB the plane hashes itself: hashed by the Python server
     body, _ = invoke(native, large)
     assert body["echo"] == large
     assert counts(server)["relayed"] >= before["relayed"] + 3
