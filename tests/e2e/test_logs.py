@@ -267,7 +267,14 @@ def test_get_log_events_tokens_forward_backward_and_following(
         and not s["logStreamName"].startswith("AllTraffic/template-")
     ]
 
-    # The platform's own lines (the worker's start) may land after the model's: page once the stream is still.
+    # The platform's own lines (the worker's start) may land after the model's, a second or more later on a
+    # loaded machine: page once that line is in and the stream is still.
+    def started() -> None:
+        got = logs.get_log_events(logGroupName=group, logStreamName=stream, startFromHead=True, limit=10_000)
+        assert any(e["message"].startswith("[zeroscale] Worker ") for e in got["events"]), "no start line yet"
+
+    eventually(started)
+
     def length() -> int:
         got = logs.get_log_events(logGroupName=group, logStreamName=stream, startFromHead=True, limit=10_000)
         return len(got["events"])
