@@ -16,6 +16,7 @@ import contextlib
 import hashlib
 import io
 import os
+import random
 import signal
 import socket
 import ssl
@@ -265,3 +266,27 @@ def wait_for(predicate: Any, timeout_s: float = 20.0, interval_s: float = 0.1) -
         if time.monotonic() > deadline:
             raise TimeoutError("condition not met in time")
         time.sleep(interval_s)
+
+
+def mutate(
+    rng: random.Random, data: bytes, inserts: list[bytes], edits: int = 3, cut: int = 4, repeat: bool = False
+) -> bytes:
+    """``data`` with 1 to ``edits`` random edits, for fuzzing a parser: a bit flipped, up to ``cut`` bytes
+    cut, one of ``inserts`` put in, and with ``repeat`` a run of it repeated or the rest cut off."""
+    out = bytearray(data)
+    for _ in range(rng.randint(1, edits)):
+        if not out:
+            break
+        at = rng.randrange(len(out))
+        how = rng.randrange(5 if repeat else 3)
+        if how == 0:
+            out[at] ^= 1 << rng.randrange(8)
+        elif how == 1:
+            del out[at : at + rng.randint(1, cut)]
+        elif how == 2:
+            out[at:at] = rng.choice(inserts)
+        elif how == 3:
+            out[at:at] = out[at : at + rng.randint(1, 200)] * rng.randint(1, 5)
+        else:
+            del out[at:]
+    return bytes(out)

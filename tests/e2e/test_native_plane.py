@@ -30,6 +30,7 @@ from zeroscale.testing import (
     ServerProcess,
     deploy,
     free_port,
+    mutate,
     wait_final,
     wait_for,
 )
@@ -469,24 +470,9 @@ def test_mutated_requests_never_take_the_plane_down(
     ]
     port = int(server.flags["native_port"])
     for i in range(3000):
-        data = bytearray(good)
-        for _ in range(rng.randint(1, 4)):
-            if not data:
-                break
-            at = rng.randrange(len(data))
-            how = rng.randrange(5)
-            if how == 0:
-                data[at] ^= 1 << rng.randrange(8)
-            elif how == 1:
-                del data[at : at + rng.randint(1, 40)]
-            elif how == 2:
-                data[at:at] = rng.choice(specials)
-            elif how == 3:
-                data[at:at] = data[at : at + rng.randint(1, 200)] * rng.randint(1, 5)
-            else:
-                data = data[:at]
+        data = mutate(rng, good, specials, edits=4, cut=40, repeat=True)
         with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-            sock.sendall(bytes(data))
+            sock.sendall(data)
             if i % 20 == 0:  # read this one to its end: an answer, or the connection closed
                 sock.shutdown(socket.SHUT_WR)
                 while sock.recv(65536):
