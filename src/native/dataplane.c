@@ -171,6 +171,43 @@ typedef struct {
     double upto[MAX_VARIANTS];
 } route_t;
 
+/* An open-addressing index of an array's entries by a string key (grants, secrets, routes: a request looks
+ * each up, so that thousands of endpoints or keys cost one probe, not a scan). ``slot`` holds entry numbers,
+ * -1 where empty; ``cap`` is a power of two, at least twice the entries. Rebuilt whole when it grows or an
+ * entry goes (rare: grants go all at once, routes when an endpoint is served no more). */
+typedef struct {
+    int32_t *slot;
+    size_t cap;
+} index_t;
+
+static uint64_t fnv(uint64_t h, const char *s, size_t n) {
+    for (size_t i = 0; i < n; i++) h = (h ^ (unsigned char)s[i]) * 1099511628211ull;
+    return h;
+}
+
+#define FNV0 14695981039346656037ull
+
+/* Empties ``ix`` to hold at least ``n`` entries; 0, or -1 out of memory. */
+static int index_reset(index_t *ix, size_t n) {
+    size_t cap = 16;
+    while (cap < 2 * n + 2) cap *= 2;
+    if (cap != ix->cap) {
+        int32_t *slot = malloc(cap * sizeof *slot);
+        if (slot == NULL) return -1;
+        free(ix->slot);
+        ix->slot = slot;
+        ix->cap = cap;
+    }
+    memset(ix->slot, 0xff, ix->cap * sizeof *ix->slot);
+    return 0;
+}
+
+static void index_put(index_t *ix, uint64_t h, int32_t entry) {
+    size_t i = (size_t)h & (ix->cap - 1);
+    while (ix->slot[i] >= 0) i = (i + 1) & (ix->cap - 1);
+    ix->slot[i] = entry;
+}
+
 /* ------------------------------------------------------------------------------------------------------ */
 /* commands (Python -> loop) and events (loop -> Python) */
 
@@ -258,6 +295,7 @@ typedef struct {
     size_t n_grants, cap_grants;
     route_t *routes;
     size_t n_routes, cap_routes;
+    index_t by_grant, by_key, by_route; /* grants by (key, endpoint), a secret by key, routes by endpoint */
     uint64_t rng; /* xorshift64*: which variant a request goes to */
     uint64_t next_request;
     char journal_dir[1024]; /* "" without a usage journal */
@@ -317,11 +355,40 @@ static event_t *new_event(int kind) { return calloc(1, sizeof(event_t)); }
 
 /* ---- grants ---- */
 
-static const char *grant_secret(void *ctx, const char *akid, size_t akid_len, size_t *secret_len) {
-    Plane *p = ctx;
+static uint64_t grant_hash(const char *akid, size_t akid_len, const char *endpoint) {
+    return fnv(fnv(FNV0, akid, akid_len) ^ 0xff, endpoint, strlen(endpoint));
+}
+
+static int akid_is(const grant_t *g, const char *akid, size_t akid_len) {
+    return strlen(g->akid) == akid_len && memcmp(g->akid, akid, akid_len) == 0;
+}
+
+/* The indexes of the grants, rebuilt: 0, or -1 out of memory (then no grant is found: requests relay). */
+static int grants_indexed(Plane *p) {
+    if (index_reset(&p->by_grant, p->n_grants) != 0 || index_reset(&p->by_key, p->n_grants) != 0) {
+        p->n_grants = 0;
+        return -1;
+    }
     for (size_t i = 0; i < p->n_grants; i++) {
         grant_t *g = &p->grants[i];
-        if (strlen(g->akid) == akid_len && memcmp(g->akid, akid, akid_len) == 0) {
+        size_t n = strlen(g->akid);
+        index_put(&p->by_grant, grant_hash(g->akid, n, g->endpoint), (int32_t)i);
+        size_t k = (size_t)fnv(FNV0, g->akid, n) & (p->by_key.cap - 1); /* one entry a key: its first grant */
+        int seen = 0;
+        for (; p->by_key.slot[k] >= 0; k = (k + 1) & (p->by_key.cap - 1))
+            if (akid_is(&p->grants[p->by_key.slot[k]], g->akid, n)) seen = 1;
+        if (!seen) p->by_key.slot[k] = (int32_t)i;
+    }
+    return 0;
+}
+
+static const char *grant_secret(void *ctx, const char *akid, size_t akid_len, size_t *secret_len) {
+    Plane *p = ctx;
+    if (p->by_key.cap == 0) return NULL;
+    for (size_t k = (size_t)fnv(FNV0, akid, akid_len) & (p->by_key.cap - 1); p->by_key.slot[k] >= 0;
+         k = (k + 1) & (p->by_key.cap - 1)) {
+        grant_t *g = &p->grants[p->by_key.slot[k]];
+        if (akid_is(g, akid, akid_len)) {
             *secret_len = strlen(g->secret);
             return g->secret;
         }
@@ -330,11 +397,11 @@ static const char *grant_secret(void *ctx, const char *akid, size_t akid_len, si
 }
 
 static int granted(Plane *p, const char *akid, size_t akid_len, const char *endpoint) {
-    for (size_t i = 0; i < p->n_grants; i++) {
-        grant_t *g = &p->grants[i];
-        if (strlen(g->akid) == akid_len && memcmp(g->akid, akid, akid_len) == 0 &&
-            strcmp(g->endpoint, endpoint) == 0)
-            return 1;
+    if (p->by_grant.cap == 0) return 0;
+    for (size_t k = (size_t)grant_hash(akid, akid_len, endpoint) & (p->by_grant.cap - 1); p->by_grant.slot[k] >= 0;
+         k = (k + 1) & (p->by_grant.cap - 1)) {
+        grant_t *g = &p->grants[p->by_grant.slot[k]];
+        if (akid_is(g, akid, akid_len) && strcmp(g->endpoint, endpoint) == 0) return 1;
     }
     return 0;
 }
@@ -346,6 +413,7 @@ static void clear_grants(Plane *p) {
         free(p->grants[i].endpoint);
     }
     p->n_grants = 0;
+    grants_indexed(p);
 }
 
 /* ---- epoll ---- */
@@ -502,9 +570,20 @@ static int journal_append(Plane *p, lease_t *l, double at, double model_s, doubl
 /* ---- the fast path ---- */
 
 static route_t *route_of(Plane *p, const char *endpoint) {
-    for (size_t i = 0; i < p->n_routes; i++)
-        if (strcmp(p->routes[i].endpoint, endpoint) == 0) return &p->routes[i];
+    if (p->by_route.cap == 0) return NULL;
+    for (size_t k = (size_t)fnv(FNV0, endpoint, strlen(endpoint)) & (p->by_route.cap - 1);
+         p->by_route.slot[k] >= 0; k = (k + 1) & (p->by_route.cap - 1))
+        if (strcmp(p->routes[p->by_route.slot[k]].endpoint, endpoint) == 0) return &p->routes[p->by_route.slot[k]];
     return NULL;
+}
+
+static void routes_indexed(Plane *p) {
+    if (index_reset(&p->by_route, p->n_routes) != 0) {
+        p->n_routes = 0; /* out of memory: no route, every request relayed */
+        return;
+    }
+    for (size_t i = 0; i < p->n_routes; i++)
+        index_put(&p->by_route, fnv(FNV0, p->routes[i].endpoint, strlen(p->routes[i].endpoint)), (int32_t)i);
 }
 
 /* The variant a request of ``r`` goes to, by the weights. */
@@ -1141,11 +1220,22 @@ static void run_command(Plane *p, cmd_t *m) {
             p->grants = ng;
             p->cap_grants = cap;
         }
-        p->grants[p->n_grants].akid = m->a;
-        p->grants[p->n_grants].secret = m->b;
-        p->grants[p->n_grants].endpoint = m->c;
+        size_t akid_len = strlen(m->a), secret_len = 0;
+        if (granted(p, m->a, akid_len, m->c)) break; /* held already */
+        int new_key = grant_secret(p, m->a, akid_len, &secret_len) == NULL;
+        int32_t entry = (int32_t)p->n_grants;
+        p->grants[entry].akid = m->a;
+        p->grants[entry].secret = m->b;
+        p->grants[entry].endpoint = m->c;
         m->a = m->b = m->c = NULL;
         p->n_grants++;
+        if (p->by_grant.cap < 2 * p->n_grants + 2) {
+            grants_indexed(p); /* grown: rebuilt */
+        } else {
+            grant_t *g = &p->grants[entry];
+            index_put(&p->by_grant, grant_hash(g->akid, akid_len, g->endpoint), entry);
+            if (new_key) index_put(&p->by_key, fnv(FNV0, g->akid, akid_len), entry);
+        }
         break;
     }
     case CMD_CLEAR_GRANTS:
@@ -1154,7 +1244,10 @@ static void run_command(Plane *p, cmd_t *m) {
     case CMD_ROUTE: {
         route_t *r = route_of(p, m->route->endpoint);
         if (m->route->n == 0) { /* none: the last one takes its place */
-            if (r != NULL) *r = p->routes[--p->n_routes];
+            if (r != NULL) {
+                *r = p->routes[--p->n_routes];
+                routes_indexed(p);
+            }
             break;
         }
         if (r == NULL) {
@@ -1166,6 +1259,10 @@ static void run_command(Plane *p, cmd_t *m) {
                 p->cap_routes = cap;
             }
             r = &p->routes[p->n_routes++];
+            *r = *m->route;
+            if (p->by_route.cap < 2 * p->n_routes + 2) routes_indexed(p);
+            else index_put(&p->by_route, fnv(FNV0, r->endpoint, strlen(r->endpoint)), (int32_t)(p->n_routes - 1));
+            break;
         }
         *r = *m->route;
         break;
@@ -1719,6 +1816,9 @@ static void Plane_dealloc(Plane *self) {
         clear_grants(self);
         free(self->grants);
         free(self->routes);
+        free(self->by_grant.slot);
+        free(self->by_key.slot);
+        free(self->by_route.slot);
         free(self->leases);
         free(self->conns);
         if (self->journal_fd >= 0) close(self->journal_fd);

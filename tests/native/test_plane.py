@@ -1,0 +1,165 @@
+"""The native data plane's loop (``zeroscale._dataplane.Plane``) on its own, in this process: a listening
+socket, grants and routes for thousands of endpoints, and a worker that is one end of a socket pair the test
+answers for. What the plane serves itself, what it relays, what it journals and reports, with no server."""
+
+from __future__ import annotations
+
+import select
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
+
+from zeroscale._dataplane import Plane
+
+AKID, SECRET, REGION = "AKIDPLANETEST", "plane-secret", "us-east-1"
+ENDPOINTS = 3000
+
+
+@pytest.fixture
+def plane(tmp_path: Path) -> Iterator[tuple[Any, int, Path]]:
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(64)
+    listener.setblocking(False)
+    journal = tmp_path / "journal"
+    journal.mkdir()
+    found = Plane(
+        listen_fd=listener.fileno(),
+        region=REGION,
+        service="sagemaker",
+        payload_limit=6 * 1024 * 1024,
+        request_id_prefix="00000000-0000-0000-0000-",
+        error_trailer="x-zeroscale-stream-error",
+        keep_alive_s=5.0,
+        lease_idle_s=30.0,
+        header_timeout_s=5.0,
+        body_timeout_s=5.0,
+        max_header_bytes=64 * 1024,
+        max_connections=100,
+        max_connections_per_client=50,
+        journal_dir=str(journal),
+        journal_segment=1,
+    )
+    found.start()
+    try:
+        yield found, listener.getsockname()[1], journal
+    finally:
+        found.stop()
+        listener.close()
+
+
+def events(plane: Any, kinds: set[str], timeout_s: float = 5.0) -> list[tuple[Any, ...]]:
+    """The plane's events until one of ``kinds`` is among them."""
+    got: list[tuple[Any, ...]] = []
+    deadline = time.monotonic() + timeout_s
+    while not any(e[0] in kinds for e in got):
+        left = deadline - time.monotonic()
+        assert left > 0, f"no {kinds} event: {got}"
+        select.select([plane.fileno()], [], [], min(left, 0.05))
+        got += plane.take()  # records wait up to 10 ms without a wake-up: take them anyway
+    return got
+
+
+def signed(port: int, endpoint: str, body: bytes) -> bytes:
+    req = AWSRequest(
+        "POST",
+        f"http://127.0.0.1:{port}/endpoints/{endpoint}/invocations",
+        data=body,
+        headers={"Content-Type": "text/plain"},
+    )
+    SigV4Auth(Credentials(AKID, SECRET), "sagemaker", REGION).add_auth(req)
+    lines = [f"POST /endpoints/{endpoint}/invocations HTTP/1.1", f"Host: 127.0.0.1:{port}"]
+    lines += [f"{k}: {v}" for k, v in req.headers.items()] + [f"Content-Length: {len(body)}"]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+def read_answer(sock: socket.socket) -> tuple[bytes, bytes]:
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += sock.recv(65536)
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = int(
+        next(
+            v for k, _, v in (line.partition(b": ") for line in head.split(b"\r\n")) if k == b"content-length"
+        )
+    )
+    while len(body) < length:
+        body += sock.recv(65536)
+    return head, body
+
+
+def test_a_granted_routed_and_leased_endpoint_among_thousands_is_served_journaled_and_reported(
+    plane: tuple[Any, int, Path],
+) -> None:
+    p, port, journal = plane
+    for i in range(ENDPOINTS):  # grants and routes of thousands of endpoints: each request finds its own
+        p.grant(AKID, SECRET, f"ep-{i}")
+        p.route(f"ep-{i}", [("AllTraffic", 1.0)])
+    worker, lent = socket.socketpair()
+    lent.setblocking(False)
+    target = f"ep-{ENDPOINTS - 1}"
+    p.lease(7, lent.detach(), target, "AllTraffic", "worker-7", 2048, False, 5.0, 1 << 20, 1 << 20)
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as client:
+        client.sendall(signed(port, target, b"hello"))
+        worker.settimeout(5)
+        request = worker.recv(65536)
+        assert request.startswith(b"POST /invocations HTTP/1.1\r\n") and request.endswith(b"\r\n\r\nhello")
+        assert b"Content-Type: text/plain\r\n" in request
+        worker.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\r\nworld")
+        head, body = read_answer(client)
+        assert head.startswith(b"HTTP/1.1 200 OK") and body == b"world"
+        assert b"x-amzn-invoked-production-variant: AllTraffic" in head
+        assert b"x-amzn-requestid: 00000000-0000-0000-0000-" in head
+        done = next(e for e in events(p, {"done"}) if e[0] == "done")
+        _, lease_id, _at, model_s, total_s, bytes_in, bytes_out, status, position = done
+        assert (lease_id, bytes_in, bytes_out, status) == (7, 5, 5, 200) and 0 < model_s <= total_s
+        line = (journal / "journal-00000001.log").read_text()
+        assert line.startswith(f"{target}\tAllTraffic\tworker-7\t") and line.endswith("\t2048\tNone\t0\t1\n")
+        assert position == (1, len(line))
+
+        # another endpoint, granted and routed but with no worker lent: relayed, naming its key
+        client.sendall(signed(port, "ep-5", b"x"))
+        request_event = next(e for e in events(p, {"request"}) if e[0] == "request")
+        assert request_event[4:6] == (AKID, "ep-5")
+        p.respond(request_event[1], b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok", True, False)
+        assert read_answer(client)[1] == b"ok"
+
+        # its grants dropped: the key is not known here any more, and the request is relayed without it
+        p.clear_grants()
+        client.sendall(signed(port, target, b"again"))
+        relayed = next(e for e in events(p, {"request"}) if e[0] == "request")
+        assert relayed[4:6] == ("", target)
+        p.respond(relayed[1], b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n", True, False)
+        read_answer(client)
+    p.recall(7)
+    assert ("returned", 7, 0) in events(p, {"returned"})
+
+
+def test_a_worker_that_answers_an_error_is_reported_with_its_answer(plane: tuple[Any, int, Path]) -> None:
+    p, port, _ = plane
+    p.grant(AKID, SECRET, "ep")
+    p.route("ep", [("AllTraffic", 1.0)])
+    worker, lent = socket.socketpair()
+    lent.setblocking(False)
+    p.lease(1, lent.detach(), "ep", "AllTraffic", "w", 1024, False, 5.0, 1 << 20, 1 << 20)
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as client:
+        client.sendall(signed(port, "ep", b"boom"))
+        worker.settimeout(5)
+        worker.recv(65536)
+        worker.sendall(b"HTTP/1.1 500 Oops\r\nContent-Type: text/plain\r\nContent-Length: 4\r\n\r\nbad!")
+        got = events(p, {"failed"})
+        failed = next(e for e in got if e[0] == "failed")
+        _, _conn, lease_id, kind, status, request, answer, *_ = failed
+        assert (lease_id, kind, status) == (1, "answer", 500)
+        assert request[0:2] == (b"POST", b"/endpoints/ep/invocations") and request[4] == b"boom"
+        assert answer == ([(b"content-type", b"text/plain"), (b"content-length", b"4")], b"bad!")
+        if ("returned", 1, 0) not in got:  # the lease comes back after the failure, in its batch or the next
+            got += events(p, {"returned"})
+        assert ("returned", 1, 0) in got
