@@ -74,6 +74,9 @@ class S3Io:
     def __init__(self, endpoint_url: str | None) -> None:
         self._fetcher = S3Fetcher(endpoint_url)
         self.endpoint_url = endpoint_url
+        # Credentials were found once, their client built: ``problem`` has nothing more to say (a request
+        # need not hop to a thread to ask it again).
+        self.ready = False
 
     def locate(self, url: str) -> S3Url:
         """Where ``url`` (s3:// or an S3 object's https://) points; ValueError names what is wrong."""
@@ -87,6 +90,7 @@ class S3Io:
         first time (the client is built)."""
         try:
             if self._fetcher.has_credentials():
+                self.ready = True
                 return None
         except DeployError as exc:  # no client at all (e.g. a malformed --s3-endpoint-url)
             return str(exc)

@@ -233,7 +233,7 @@ class AsyncInference:
                 self._s3.locate(params.input_location)
         except ValueError as exc:
             raise RuntimeValidationError(f"InputLocation {exc}.") from None
-        if (problem := await asyncio.to_thread(self._s3.problem)) is not None:
+        if not self._s3.ready and (problem := await asyncio.to_thread(self._s3.problem)) is not None:
             raise ServiceUnavailable(f"Endpoint {entry.name} cannot take asynchronous requests: {problem}.")
         creator = self._creator() or None
         cfg = entry.config
