@@ -71,6 +71,18 @@ static int buf_put(buf_t *b, const void *data, size_t n) {
 
 static int buf_str(buf_t *b, const char *s) { return buf_put(b, s, strlen(s)); }
 
+/* Room for one more entry in the array ``*items`` of ``n`` entries of ``size`` bytes (its capacity ``*cap``,
+ * doubled when full): 0, or -1 out of memory (the array as it was). */
+static int room(void **items, size_t *cap, size_t n, size_t size) {
+    if (n < *cap) return 0;
+    size_t more = *cap ? *cap * 2 : 64;
+    void *grown = realloc(*items, more * size);
+    if (grown == NULL) return -1;
+    *items = grown;
+    *cap = more;
+    return 0;
+}
+
 static void buf_drop(buf_t *b, size_t n) { /* the first n bytes */
     if (n >= b->len) {
         b->len = 0;
@@ -244,7 +256,6 @@ typedef struct event {
     int port;
     char akid[129];
     char endpoint[64];
-    int oversize;
     double waited_s; /* since the request was whole */
     /* done / failed */
     double at, model_s, total_s;
@@ -648,7 +659,7 @@ static event_t *request_event(Plane *p, conn_t *c, int kind) {
     return e;
 }
 
-static void relay(Plane *p, conn_t *c, const char *akid, size_t akid_len, const char *endpoint, int oversize) {
+static void relay(Plane *p, conn_t *c, const char *akid, size_t akid_len, const char *endpoint) {
     event_t *e = request_event(p, c, EV_REQUEST);
     if (e == NULL) {
         conn_refuse(p, c, 503, "Service Unavailable", "{\"message\": \"out of memory\"}");
@@ -656,19 +667,29 @@ static void relay(Plane *p, conn_t *c, const char *akid, size_t akid_len, const 
     }
     if (akid != NULL && akid_len < sizeof e->akid) memcpy(e->akid, akid, akid_len);
     if (endpoint != NULL) snprintf(e->endpoint, sizeof e->endpoint, "%s", endpoint);
-    e->oversize = oversize;
     c->state = C_RELAY;
     p->relayed++;
     emit(p, e);
 }
 
-/* The request headers a worker gets, under the names it gets them (api/invoke.py _FORWARDED). */
-static const char *forwarded_name(const zs_header *h) {
-    if (zs_ieq(h->name, h->name_len, "content-type")) return "Content-Type";
-    if (zs_ieq(h->name, h->name_len, "accept")) return "Accept";
-    if (zs_ieq(h->name, h->name_len, "x-amzn-sagemaker-custom-attributes")) return "X-Amzn-SageMaker-Custom-Attributes";
-    if (zs_ieq(h->name, h->name_len, "x-amzn-sagemaker-inference-id")) return "X-Amzn-SageMaker-Inference-Id";
-    return NULL;
+/* The request headers a worker gets, under the names it gets them (api/invoke.py _FORWARDED), with the
+ * lengths InvokeEndpoint's shape holds their values to (``_check_header``). */
+static const struct {
+    const char *lower, *wire;
+    size_t min_len, max_len;
+} FORWARDED[] = {
+    {"content-type", "Content-Type", 0, 1024},
+    {"accept", "Accept", 0, 1024},
+    {"x-amzn-sagemaker-custom-attributes", "X-Amzn-SageMaker-Custom-Attributes", 0, 1024},
+    {"x-amzn-sagemaker-inference-id", "X-Amzn-SageMaker-Inference-Id", 1, 64},
+};
+#define N_FORWARDED (sizeof FORWARDED / sizeof FORWARDED[0])
+
+/* Which of FORWARDED ``h`` is, else -1. */
+static int forwarded(const zs_header *h) {
+    for (size_t k = 0; k < N_FORWARDED; k++)
+        if (zs_ieq(h->name, h->name_len, FORWARDED[k].lower)) return (int)k;
+    return -1;
 }
 
 static int ascii_visible(const char *s, size_t n) {
@@ -683,17 +704,16 @@ static int fast_headers(const zs_request *req, buf_t *w, size_t body_len) {
     char line[96];
     int n = snprintf(line, sizeof line, "POST /invocations HTTP/1.1\r\nHost: worker\r\nContent-Length: %zu\r\n", body_len);
     if (buf_put(w, line, (size_t)n) != 0) return 0;
-    int seen[4] = {0, 0, 0, 0};
+    int seen[N_FORWARDED] = {0};
     for (size_t i = 0; i < req->n_headers; i++) {
         const zs_header *h = &req->headers[i];
-        const char *wire = forwarded_name(h);
-        if (wire != NULL) {
-            int k = wire[0] == 'C' ? 0 : wire[0] == 'A' ? 1 : wire[19] == 'C' ? 2 : 3;
-            if (seen[k]++) return 0; /* twice: Python's to answer */
-            if (k == 2 && (h->value_len > 1024 || !ascii_visible(h->value, h->value_len))) return 0;
-            if (k == 3 && (h->value_len < 1 || h->value_len > 64)) return 0;
-            if (!ascii_visible(h->value, h->value_len)) return 0;
-            if (buf_str(w, wire) || buf_put(w, ": ", 2) || buf_put(w, h->value, h->value_len) || buf_put(w, "\r\n", 2))
+        int k = forwarded(h);
+        if (k >= 0) { /* twice, out of its shape or not plain ASCII: Python's to answer (or refuse) */
+            if (seen[k]++ || h->value_len < FORWARDED[k].min_len || h->value_len > FORWARDED[k].max_len ||
+                !ascii_visible(h->value, h->value_len))
+                return 0;
+            if (buf_str(w, FORWARDED[k].wire) || buf_put(w, ": ", 2) || buf_put(w, h->value, h->value_len) ||
+                buf_put(w, "\r\n", 2))
                 return 0;
             continue;
         }
@@ -731,11 +751,11 @@ static void serve_request(Plane *p, conn_t *c, const zs_request *req, const char
     int shaped = req->minor == 1 && !c->close_after && req->method_len == 4 && memcmp(req->method, "POST", 4) == 0 &&
                  endpoint_of(req, endpoint, sizeof endpoint);
     if (!shaped) {
-        relay(p, c, NULL, 0, NULL, 0);
+        relay(p, c, NULL, 0, NULL);
         return;
     }
     if (body_len > p->fast_body_max) { /* hashing it here would hold every other connection up */
-        relay(p, c, NULL, 0, NULL, 0);
+        relay(p, c, NULL, 0, NULL);
         return;
     }
     const char *akid = NULL;
@@ -744,7 +764,7 @@ static void serve_request(Plane *p, conn_t *c, const zs_request *req, const char
                              req->n_headers, (const uint8_t *)body, body_len, p->region, p->service,
                              (int64_t)time(NULL), grant_secret, p, &akid, &akid_len);
     if (sig != 0) {
-        relay(p, c, NULL, 0, endpoint, 0);
+        relay(p, c, NULL, 0, endpoint);
         return;
     }
     route_t *route = route_of(p, endpoint);
@@ -752,13 +772,13 @@ static void serve_request(Plane *p, conn_t *c, const zs_request *req, const char
                      ? idle_lease(p, endpoint, choose_variant(p, route), body_len)
                      : NULL;
     if (l == NULL) {
-        relay(p, c, akid, akid_len, endpoint, 0);
+        relay(p, c, akid, akid_len, endpoint);
         return;
     }
     l->w.len = 0;
     l->w_off = 0;
     if (!fast_headers(req, &l->w, body_len) || buf_put(&l->w, body, body_len) != 0) {
-        relay(p, c, akid, akid_len, endpoint, 0);
+        relay(p, c, akid, akid_len, endpoint);
         return;
     }
     l->r.len = 0;
@@ -828,7 +848,7 @@ static void process_conn(Plane *p, conn_t *c) {
         if (oversize) { /* Python answers its error, the body unread; then the connection closes */
             c->req_len = (size_t)head;
             c->close_after = 1;
-            relay(p, c, NULL, 0, NULL, 1);
+            relay(p, c, NULL, 0, NULL);
             return;
         }
         c->req_len = want;
@@ -1175,15 +1195,9 @@ static void run_command(Plane *p, cmd_t *m) {
                 break;
             }
         if (slot == p->n_leases) {
-            if (p->n_leases == p->cap_leases) {
-                size_t cap = p->cap_leases ? p->cap_leases * 2 : 64;
-                lease_t *nl = realloc(p->leases, cap * sizeof *nl);
-                if (nl == NULL) {
-                    close(m->fd);
-                    break;
-                }
-                p->leases = nl;
-                p->cap_leases = cap;
+            if (room((void **)&p->leases, &p->cap_leases, p->n_leases, sizeof *p->leases) != 0) {
+                close(m->fd);
+                break;
             }
             p->n_leases++;
         }
@@ -1213,13 +1227,7 @@ static void run_command(Plane *p, cmd_t *m) {
         break;
     }
     case CMD_GRANT: {
-        if (p->n_grants == p->cap_grants) {
-            size_t cap = p->cap_grants ? p->cap_grants * 2 : 64;
-            grant_t *ng = realloc(p->grants, cap * sizeof *ng);
-            if (ng == NULL) break;
-            p->grants = ng;
-            p->cap_grants = cap;
-        }
+        if (room((void **)&p->grants, &p->cap_grants, p->n_grants, sizeof *p->grants) != 0) break;
         size_t akid_len = strlen(m->a), secret_len = 0;
         if (granted(p, m->a, akid_len, m->c)) break; /* held already */
         int new_key = grant_secret(p, m->a, akid_len, &secret_len) == NULL;
@@ -1251,13 +1259,7 @@ static void run_command(Plane *p, cmd_t *m) {
             break;
         }
         if (r == NULL) {
-            if (p->n_routes == p->cap_routes) {
-                size_t cap = p->cap_routes ? p->cap_routes * 2 : 64;
-                route_t *nr = realloc(p->routes, cap * sizeof *nr);
-                if (nr == NULL) break;
-                p->routes = nr;
-                p->cap_routes = cap;
-            }
+            if (room((void **)&p->routes, &p->cap_routes, p->n_routes, sizeof *p->routes) != 0) break;
             r = &p->routes[p->n_routes++];
             *r = *m->route;
             if (p->by_route.cap < 2 * p->n_routes + 2) routes_indexed(p);
@@ -1581,8 +1583,8 @@ static PyObject *event_tuple(event_t *e) {
     case EV_REQUEST: {
         PyObject *r = request_tuple(e);
         if (r == NULL) return NULL;
-        return Py_BuildValue("(sKN(si)ssid)", "request", (unsigned long long)e->conn_id, r, e->host, e->port, e->akid,
-                             e->endpoint, e->oversize, e->waited_s);
+        return Py_BuildValue("(sKN(si)ss)", "request", (unsigned long long)e->conn_id, r, e->host, e->port, e->akid,
+                             e->endpoint);
     }
     case EV_DONE:
         return Py_BuildValue("(sKdddnni(ll))", "done", (unsigned long long)e->lease_id, e->at, e->model_s, e->total_s,

@@ -145,6 +145,19 @@ def test_warm_invocations_are_answered_by_the_plane_as_the_main_port_answers(
     wait_for(lambda: invocations() >= 24, timeout_s=5)
 
 
+def test_the_headers_a_worker_gets_are_forwarded_by_the_plane(
+    server: ServerProcess, native: Any, endpoint: str
+) -> None:
+    """CustomAttributes (of any length to 1,024) and InferenceId together: the plane forwards both itself."""
+    warm(native)
+    before = counts(server)
+    for size in (0, 200, 1024):
+        body, _ = invoke(native, {"h": size}, CustomAttributes="a" * size, InferenceId=f"id-{size}")
+        assert body["echo"] == {"h": size}
+    assert counts(server)["relayed"] == before["relayed"]
+    assert counts(server)["served"] >= before["served"] + 3
+
+
 def _same_error(main: dict[str, Any], through: dict[str, Any]) -> None:
     assert through["Error"]["Code"] == main["Error"]["Code"] == "ModelError"
     assert through["ResponseMetadata"]["HTTPStatusCode"] == main["ResponseMetadata"]["HTTPStatusCode"] == 424
@@ -406,6 +419,7 @@ def test_a_chunked_answer_is_joined_by_the_plane_and_its_error_trailer_is_a_mode
         EndpointName=parts, Body=b'{"parts": 5, "size": 3}', ContentType="application/json"
     )
     assert resp["Body"].read() == b"x" * 15
+    assert counts(server)["relayed"] == before["relayed"]  # its chunks joined by the plane itself
     main = failure(smr, {"parts": 5, "fail_at": 2}, parts)
     warm(native, parts, {"parts": 1})
     through = failure(native, {"parts": 5, "fail_at": 2}, parts)

@@ -201,8 +201,8 @@ class NativeRuntime:
         if kind == "done":
             lender.done(*event[1:])
         elif kind == "request":
-            _, conn_id, request, client, akid, endpoint, _oversize, waited_s = event
-            self._tasks.spawn(self._relay(conn_id, request, client, akid, endpoint, waited_s))
+            _, conn_id, request, client, akid, endpoint = event
+            self._tasks.spawn(self._relay(conn_id, request, client, akid, endpoint))
         elif kind == "returned":
             lender.returned(event[1], bool(event[2]))
         elif kind == "failed":
@@ -230,7 +230,6 @@ class NativeRuntime:
         client: tuple[str, int],
         access_key_id: str,
         endpoint: str,
-        waited_s: float,
     ) -> None:
         method, target, minor, headers, body = request
         answer = RelayedAnswer(self._writer(conn_id), body, minor)
@@ -293,12 +292,12 @@ class NativeRuntime:
             answer.client_gone()  # its client left: the worker's outcome is still settled and recorded
         if lent is None:  # the lease was settled already (a stop): the request is answered as a relay's
             if request is not None:
-                await self._relay(conn_id, request, client, "", "", waited_s)
+                await self._relay(conn_id, request, client, "", "")
             return
         if kind == "not_delivered":  # it never reached its worker: it goes to another, as the pool would
             lent.pool.release(lent.slot, broken=True)
             if request is not None:
-                await self._relay(conn_id, request, client, "", "", waited_s)
+                await self._relay(conn_id, request, client, "", "")
             return
         self._answers[conn_id] = answer
         request_id = new_request_id()
