@@ -64,6 +64,7 @@ class RelayedAnswer:
         self.status = 0  # once the answer started
         self._headers: list[tuple[bytes, bytes]] = []
         self._chunked = False
+        self._has_length = False  # the head says Content-Length (else chunked, or HTTP/1.0's close)
         self.started = False  # its head was written
         self.complete = False
 
@@ -132,8 +133,6 @@ class RelayedAnswer:
         else:
             self._write(b"", True, True)
         self.complete = True
-
-    _has_length = False
 
     def _head(self, length: int | None) -> bytes:
         try:

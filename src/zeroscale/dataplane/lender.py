@@ -25,7 +25,7 @@ import socket
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from zeroscale.background import Background
 from zeroscale.errors import ZeroscaleError
@@ -36,36 +36,12 @@ from zeroscale.router.pool import VariantPool
 from zeroscale.router.slots import Slot
 from zeroscale.workers.manager import WorkerHandle
 
+if TYPE_CHECKING:
+    from zeroscale._dataplane import Plane
+
 log = logging.getLogger("zeroscale.dataplane")
 
 _CHECK_S = 0.1  # how often leases are held to their endpoint's route while any is out
-
-
-class PlaneCommands(Protocol):
-    """What the lender tells the plane (``zeroscale._dataplane.Plane``)."""
-
-    def lease(
-        self,
-        lease_id: int,
-        fd: int,
-        endpoint: str,
-        variant: str,
-        worker_id: str,
-        memory_mb: int,
-        provisioned: bool,
-        timeout_s: float,
-        max_answer: int,
-        max_request: int,
-        /,
-    ) -> None: ...
-
-    def recall(self, lease_id: int, /) -> None: ...
-
-    def grant(self, access_key_id: str, secret: str, endpoint: str, /) -> None: ...
-
-    def route(self, endpoint: str, variants: list[tuple[str, float]], /) -> None: ...
-
-    def clear_grants(self) -> None: ...
 
 
 class Rights(Protocol):
@@ -105,7 +81,7 @@ def _servable(pool: object) -> VariantPool | None:
     if not isinstance(pool, VariantPool) or pool.batcher is not None or pool.draining:
         return None
     spec = pool.spec
-    if spec.multi_model or spec.containers or spec.max_concurrency <= 0 or spec.shadow_sampling:
+    if spec.multi_model or spec.containers or spec.max_concurrency <= 0:
         return None
     return pool
 
@@ -131,7 +107,7 @@ async def connect(handle: WorkerHandle) -> socket.socket:
 class Lender:
     def __init__(
         self,
-        plane: PlaneCommands,
+        plane: Plane,
         fleet: Fleet,
         rights: Rights,
         events: EventBus,

@@ -100,11 +100,15 @@ class Journal:
             end = (segment, start + good)
         return records, end
 
+    def fresh_segment(self) -> int:
+        """The number of a segment after every one on disk."""
+        existing = self.segments()
+        return (existing[-1] + 1) if existing else 1
+
     def start(self) -> None:
         """Open a fresh segment after every one on disk (call after folding what they hold)."""
         self.dir.mkdir(parents=True, exist_ok=True)
-        existing = self.segments()
-        self._open((existing[-1] + 1) if existing else 1)
+        self._open(self.fresh_segment())
 
     def committed(self, pos: Position) -> None:
         """Everything before ``pos`` is in the ledger: delete the segments before its segment."""

@@ -146,7 +146,7 @@ class MeteringSink:
         if self._journal is not None:
             self._replay(self._journal)
         if self.native_journal is not None:
-            self._replay_native(self.native_journal)
+            self._replay(self.native_journal, native=True)
         self._closing = False
         self._thread = threading.Thread(target=self._run, name="zeroscale-metering", daemon=True)
         self._thread.start()
@@ -162,34 +162,30 @@ class MeteringSink:
         if self._journal is not None:
             self._journal.close()
 
-    def _replay(self, journal: Journal) -> None:
-        """Fold what the journal holds beyond the ledger's position (what a crash kept out) into the ledger,
-        with a position at the start of a fresh segment, in one transaction; then delete the old segments."""
-        records, _ = journal.unfolded(decode_position(self._ledger.journal_position()))
-        journal.start()
-        fresh = (journal.segment, journal.offset)
+    def _replay(self, journal: Journal, *, native: bool = False) -> None:
+        """Fold what ``journal`` holds beyond the ledger's position for it (what a crash kept out) into the
+        ledger, with a position at the start of a fresh segment, in one transaction; then delete the old
+        segments. This server appends to its own journal from that segment; the native data plane's journal
+        (``native``: a position of its own) is the plane's to append to, from ``native_segment``."""
+        since = self._ledger.native_position() if native else self._ledger.journal_position()
+        records, _ = journal.unfolded(decode_position(since))
+        if native:
+            self.native_segment = journal.fresh_segment()
+            fresh = (self.native_segment, 0)
+        else:
+            journal.start()
+            fresh = (journal.segment, journal.offset)
+        position = encode_position(fresh)
         usage = [usage_record(r) for r in records]
-        self._ledger.write(usage, [], None, journal_position=encode_position(fresh))
+        if native:
+            self._ledger.write(usage, [], None, native_position=position)
+        else:
+            self._ledger.write(usage, [], None, journal_position=position)
         journal.committed(fresh)
         self.written += len(records)
         if records:
-            log.warning("metering: %d usage record(s) recovered from the journal after a crash", len(records))
-
-    def _replay_native(self, journal: Journal) -> None:
-        """The same for the native data plane's journal; the plane then appends from a fresh segment
-        (``native_segment``)."""
-        records, _ = journal.unfolded(decode_position(self._ledger.native_position()))
-        existing = journal.segments()
-        fresh = ((existing[-1] + 1) if existing else 1, 0)
-        self.native_segment = fresh[0]
-        usage = [usage_record(r) for r in records]
-        self._ledger.write(usage, [], None, native_position=encode_position(fresh))
-        journal.committed(fresh)
-        self.written += len(records)
-        if records:
-            log.warning(
-                "metering: %d usage record(s) recovered from the native data plane's journal", len(records)
-            )
+            which = "the native data plane's journal" if native else "the journal"
+            log.warning("metering: %d usage record(s) recovered from %s after a crash", len(records), which)
 
     native_segment = 1  # where the native data plane's journal goes on (set by ``start``)
 
