@@ -119,7 +119,7 @@ static double wall_s(void) {
 /* ------------------------------------------------------------------------------------------------------ */
 /* connections, leases, grants */
 
-enum { C_READ, C_FAST, C_RELAY };
+enum { C_READ, C_FAST, C_RELAY, C_QUEUED };
 
 typedef struct conn {
     uint64_t id;
@@ -140,6 +140,11 @@ typedef struct conn {
     uint64_t started_ns;
     char host[64];
     int port;
+    /* queued behind the plane's busy leases of ``q_endpoint``'s ``q_variant`` (C_QUEUED), until q_deadline_ns */
+    struct conn *q_prev, *q_next;
+    uint64_t q_deadline_ns;
+    char q_endpoint[64], q_variant[64];
+    char relay_ep[64]; /* relayed while ``relay_ep`` was routed: counted in its route's ``relaying`` */
 } conn_t;
 
 enum { L_IDLE, L_BUSY };
@@ -173,14 +178,21 @@ typedef struct {
 } grant_t;
 
 /* An endpoint the plane may serve: its production variants and their weights (the Python server's
- * ``EndpointRoute.choose``, as cumulative shares of 1). A request picks its variant by them, then an idle
- * lease of that variant; none idle, and it is relayed. */
+ * ``EndpointRoute.choose``, as cumulative shares of 1), and the workers its variants may have together
+ * (their MaxConcurrency). A request picks its variant by the weights, then an idle lease of that variant.
+ * None idle: while the plane's leases of the endpoint and its requests relayed to the pool leave room under
+ * ``max_conc``, it is relayed (the pool serves it, starting a worker if it may, and lends that worker when
+ * it is free); with no room, it waits here for one of its variant's leases (the pool could serve it no
+ * sooner: every worker it may have is the plane's or busy with what the plane relayed). */
 #define MAX_VARIANTS 10
 typedef struct {
     char endpoint[64];
     int n;
     char variant[MAX_VARIANTS][64];
     double upto[MAX_VARIANTS];
+    int max_conc;
+    int relaying; /* requests of it relayed, not answered yet */
+    int queued;   /* requests of it waiting for a lease */
 } route_t;
 
 /* An open-addressing index of an array's entries by a string key (grants, secrets, routes: a request looks
@@ -295,6 +307,8 @@ typedef struct {
     double keep_alive_s, lease_idle_s, header_s, body_s;
     size_t max_conns, max_per_client, max_head;
     size_t fast_body_max; /* FAST_BODY_MAX, or FAST_BODY_MAX_PORTABLE without the CPU's SHA instructions */
+    double queue_wait_s;  /* the longest a request waits here for a lease (then relayed) */
+    size_t max_queue;     /* the most requests of one endpoint that wait here */
     /* the loop's own (no lock) */
     conn_t **conns; /* by fd */
     size_t n_conns;
@@ -306,6 +320,8 @@ typedef struct {
     size_t n_grants, cap_grants;
     route_t *routes;
     size_t n_routes, cap_routes;
+    conn_t *q_head, *q_tail; /* requests waiting for a lease, oldest first */
+    int q_dirty;             /* a lease went or a route changed: the waiting ones are checked */
     index_t by_grant, by_key, by_route; /* grants by (key, endpoint), a secret by key, routes by endpoint */
     uint64_t rng; /* xorshift64*: which variant a request goes to */
     uint64_t next_request;
@@ -439,7 +455,29 @@ static void ep_set(Plane *p, int op, int fd, uint32_t events, uint64_t tag) {
  * calls.) Bytes a client sends while its request is answered wait in the kernel, noted by ``unread``. */
 #define WATCHED (EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET)
 
+static route_t *route_of(Plane *p, const char *endpoint);
+
+/* A relay counted in its route's ``relaying`` is answered, or its client went. */
+static void relay_ended(Plane *p, conn_t *c) {
+    if (!c->relay_ep[0]) return;
+    route_t *r = route_of(p, c->relay_ep);
+    if (r != NULL && r->relaying > 0) r->relaying--;
+    c->relay_ep[0] = 0;
+}
+
+static void queue_remove(Plane *p, conn_t *c) {
+    if (c->q_prev) c->q_prev->q_next = c->q_next;
+    else p->q_head = c->q_next;
+    if (c->q_next) c->q_next->q_prev = c->q_prev;
+    else p->q_tail = c->q_prev;
+    c->q_prev = c->q_next = NULL;
+    route_t *r = route_of(p, c->q_endpoint);
+    if (r != NULL && r->queued > 0) r->queued--;
+}
+
 static void conn_close(Plane *p, conn_t *c) {
+    if (c->state == C_QUEUED) queue_remove(p, c);
+    relay_ended(p, c);
     if (c->state == C_RELAY) { /* Python is answering it: tell it the client is gone */
         event_t *e = new_event(EV_GONE);
         if (e) {
@@ -490,6 +528,7 @@ static void conn_readable(Plane *p, conn_t *c);
 
 /* The answer to the request at the start of ``in`` is out (or queued): on to the next one. */
 static void conn_answered(Plane *p, conn_t *c) {
+    relay_ended(p, c);
     buf_drop(&c->in, c->req_len);
     c->req_len = 0;
     c->state = C_READ;
@@ -625,6 +664,7 @@ static lease_t *idle_lease(Plane *p, const char *endpoint, const char *variant, 
 
 
 static void lease_return(Plane *p, lease_t *l, int broken) {
+    p->q_dirty = 1; /* the requests waiting for its variant may have no lease left */
     event_t *e = new_event(EV_RETURNED);
     if (e) {
         e->kind = EV_RETURNED;
@@ -670,6 +710,66 @@ static void relay(Plane *p, conn_t *c, const char *akid, size_t akid_len, const 
     c->state = C_RELAY;
     p->relayed++;
     emit(p, e);
+}
+
+/* A request of a routed endpoint relayed: counted as taking one of the pool's workers until answered. */
+static void relay_routed(Plane *p, conn_t *c, const char *akid, size_t akid_len, const char *endpoint, route_t *r) {
+    relay(p, c, akid, akid_len, endpoint);
+    if (r != NULL && c->state == C_RELAY) {
+        r->relaying++;
+        snprintf(c->relay_ep, sizeof c->relay_ep, "%s", endpoint);
+    }
+}
+
+/* The plane's leases of ``endpoint`` not recalled; ``of_variant``: those of ``variant`` a body of
+ * ``body_len`` may go to. */
+static int leases_held(Plane *p, const char *endpoint, const char *variant, size_t body_len, int *of_variant) {
+    int held = 0;
+    *of_variant = 0;
+    for (size_t i = 0; i < p->n_leases; i++) {
+        lease_t *l = &p->leases[i];
+        if (!l->used || l->recalled || strcmp(l->endpoint, endpoint) != 0) continue;
+        held++;
+        if (strcmp(l->variant, variant) == 0 && body_len <= l->max_request) (*of_variant)++;
+    }
+    return held;
+}
+
+/* No lease of ``variant`` idle: whether the request waits here for one (see route_t) rather than relayed. */
+static int waits_for_lease(Plane *p, const route_t *r, const char *endpoint, const char *variant, size_t body_len) {
+    int of_variant;
+    int held = leases_held(p, endpoint, variant, body_len, &of_variant);
+    return of_variant > 0 && held + r->relaying >= r->max_conc && (size_t)r->queued < p->max_queue;
+}
+
+static void queue_add(Plane *p, conn_t *c, route_t *r, const char *endpoint, const char *variant) {
+    snprintf(c->q_endpoint, sizeof c->q_endpoint, "%s", endpoint);
+    snprintf(c->q_variant, sizeof c->q_variant, "%s", variant);
+    c->q_deadline_ns = now_ns() + (uint64_t)(p->queue_wait_s * 1e9);
+    c->q_prev = p->q_tail;
+    c->q_next = NULL;
+    if (p->q_tail) p->q_tail->q_next = c;
+    else p->q_head = c;
+    p->q_tail = c;
+    c->state = C_QUEUED;
+    r->queued++;
+}
+
+/* Waiting requests that wait no more: past their time, or with no lease of their variant left (recalled,
+ * returned, the endpoint served here no more). Relayed, oldest first: the pool serves them. */
+static void queue_check(Plane *p) {
+    uint64_t t = now_ns();
+    p->q_dirty = 0;
+    for (conn_t *c = p->q_head, *next; c != NULL; c = next) {
+        next = c->q_next;
+        route_t *r = route_of(p, c->q_endpoint);
+        int of_variant = 0;
+        if (r != NULL) leases_held(p, c->q_endpoint, c->q_variant, c->req_len - c->head_len, &of_variant);
+        if (t < c->q_deadline_ns && of_variant > 0) continue;
+        queue_remove(p, c);
+        c->state = C_READ;
+        relay_routed(p, c, NULL, 0, c->q_endpoint, r);
+    }
 }
 
 /* The request headers a worker gets, under the names it gets them (api/invoke.py _FORWARDED), with the
@@ -746,7 +846,10 @@ static int endpoint_of(const zs_request *req, char *name, size_t cap) {
 
 static void lease_send(Plane *p, lease_t *l);
 
-static void serve_request(Plane *p, conn_t *c, const zs_request *req, const char *body, size_t body_len) {
+/* ``given``: an idle lease that takes this request, which waited for it (its signature and grant checked
+ * again: a grant may have gone meanwhile). */
+static void serve_request(Plane *p, conn_t *c, const zs_request *req, const char *body, size_t body_len,
+                          lease_t *given) {
     char endpoint[64];
     int shaped = req->minor == 1 && !c->close_after && req->method_len == 4 && memcmp(req->method, "POST", 4) == 0 &&
                  endpoint_of(req, endpoint, sizeof endpoint);
@@ -763,22 +866,32 @@ static void serve_request(Plane *p, conn_t *c, const zs_request *req, const char
     int sig = zs_sigv4_check(req->method, req->method_len, req->target, req->target_len, "", 0, req->headers,
                              req->n_headers, (const uint8_t *)body, body_len, p->region, p->service,
                              (int64_t)time(NULL), grant_secret, p, &akid, &akid_len);
+    route_t *route = route_of(p, endpoint);
     if (sig != 0) {
-        relay(p, c, NULL, 0, endpoint);
+        relay_routed(p, c, NULL, 0, endpoint, route);
         return;
     }
-    route_t *route = route_of(p, endpoint);
-    lease_t *l = route != NULL && granted(p, akid, akid_len, endpoint)
-                     ? idle_lease(p, endpoint, choose_variant(p, route), body_len)
-                     : NULL;
+    lease_t *l = NULL;
+    if (route != NULL && granted(p, akid, akid_len, endpoint)) {
+        if (given != NULL) {
+            if (strcmp(given->endpoint, endpoint) == 0 && body_len <= given->max_request) l = given;
+        } else {
+            const char *variant = choose_variant(p, route);
+            l = idle_lease(p, endpoint, variant, body_len);
+            if (l == NULL && waits_for_lease(p, route, endpoint, variant, body_len)) {
+                queue_add(p, c, route, endpoint, variant);
+                return;
+            }
+        }
+    }
     if (l == NULL) {
-        relay(p, c, akid, akid_len, endpoint);
+        relay_routed(p, c, akid, akid_len, endpoint, route);
         return;
     }
     l->w.len = 0;
     l->w_off = 0;
     if (!fast_headers(req, &l->w, body_len) || buf_put(&l->w, body, body_len) != 0) {
-        relay(p, c, akid, akid_len, endpoint);
+        relay_routed(p, c, akid, akid_len, endpoint, route);
         return;
     }
     l->r.len = 0;
@@ -853,12 +966,26 @@ static void process_conn(Plane *p, conn_t *c) {
         }
         c->req_len = want;
         /* ``req`` points into ``in``, which nothing grows until this request is answered */
-        serve_request(p, c, &req, c->in.p + head, (size_t)length);
+        serve_request(p, c, &req, c->in.p + head, (size_t)length, NULL);
         return;
     }
     if (c->state == C_READ && c->peer_done) { /* no more will come: what is here is all there is */
         if (c->out.len == 0) conn_close(p, c);
         else c->close_after = 1; /* once its answer is out */
+    }
+}
+
+/* An idle lease takes the oldest request waiting for its variant. */
+static void queue_take(Plane *p, lease_t *l) {
+    for (conn_t *c = p->q_head; c != NULL; c = c->q_next) {
+        if (strcmp(c->q_endpoint, l->endpoint) != 0 || strcmp(c->q_variant, l->variant) != 0) continue;
+        queue_remove(p, c);
+        c->state = C_READ;
+        zs_request req; /* parsed whole before it waited: it parses the same */
+        long head = zs_parse_request(c->in.p, c->req_len, p->max_head, &req);
+        if (head != (long)c->head_len) relay(p, c, NULL, 0, NULL);
+        else serve_request(p, c, &req, c->in.p + head, c->req_len - c->head_len, l);
+        return;
     }
 }
 
@@ -1001,6 +1128,7 @@ static void lease_answered(Plane *p, lease_t *l, const zs_response *resp, size_t
     l->r.len = 0;
     if (!reusable || l->recalled) lease_return(p, l, 0);
     if (alive) conn_answered(p, c);
+    if (l->used && l->state == L_IDLE && !l->recalled) queue_take(p, l);
 }
 
 /* What the lease's answer buffer holds: whole yet? */
@@ -1217,6 +1345,7 @@ static void run_command(Plane *p, cmd_t *m) {
         l->max_request = m->max_request;
         l->idle_since_ns = now_ns();
         ep_set(p, EPOLL_CTL_ADD, l->fd, WATCHED, TAG(TAG_LEASE, slot));
+        queue_take(p, l);
         break;
     }
     case CMD_RECALL: {
@@ -1224,6 +1353,7 @@ static void run_command(Plane *p, cmd_t *m) {
         if (l == NULL) break;
         if (l->state == L_IDLE) lease_return(p, l, 0);
         else l->recalled = 1;
+        p->q_dirty = 1;
         break;
     }
     case CMD_GRANT: {
@@ -1256,6 +1386,7 @@ static void run_command(Plane *p, cmd_t *m) {
                 *r = p->routes[--p->n_routes];
                 routes_indexed(p);
             }
+            p->q_dirty = 1;
             break;
         }
         if (r == NULL) {
@@ -1266,7 +1397,11 @@ static void run_command(Plane *p, cmd_t *m) {
             else index_put(&p->by_route, fnv(FNV0, r->endpoint, strlen(r->endpoint)), (int32_t)(p->n_routes - 1));
             break;
         }
+        int relaying = r->relaying, queued = r->queued; /* the same requests still count */
         *r = *m->route;
+        r->relaying = relaying;
+        r->queued = queued;
+        p->q_dirty = 1;
         break;
     }
     case CMD_STOP:
@@ -1372,6 +1507,7 @@ static int sweep(Plane *p) {
             conn_close(p, c);
         }
     }
+    queue_check(p);
     return 100;
 }
 
@@ -1410,7 +1546,7 @@ static void *loop_main(void *arg) {
                     conn_readable(p, c);
                 } else if (c->state != C_READ && (e & (EPOLLRDHUP | EPOLLHUP | EPOLLERR))) {
                     /* gone while answered: its answer is dropped; Python's, or the worker's, still ends */
-                    if (c->state == C_RELAY) conn_close(p, c);
+                    if (c->state == C_RELAY || c->state == C_QUEUED) conn_close(p, c);
                     else c->gone = 1; /* the worker's answer ends it (conn_answered) */
                 } else if (e & EPOLLIN) {
                     c->unread = 1;
@@ -1425,6 +1561,7 @@ static void *loop_main(void *arg) {
                 if (e & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) lease_readable(p, l);
             }
         }
+        if (p->q_dirty) queue_check(p);
         if (now_ns() >= next_sweep) {
             sweep(p);
             next_sweep = now_ns() + 100000000ull;
@@ -1463,17 +1600,19 @@ static int Plane_init(Plane *self, PyObject *args, PyObject *kw) {
     static char *names[] = {"listen_fd", "region", "service", "payload_limit", "request_id_prefix",
                             "error_trailer", "keep_alive_s", "lease_idle_s", "header_timeout_s", "body_timeout_s",
                             "max_header_bytes", "max_connections", "max_connections_per_client", "journal_dir",
-                            "journal_segment", NULL};
+                            "journal_segment", "queue_wait_s", "max_queue", NULL};
     int listen_fd;
     const char *region, *service, *prefix, *trailer, *journal_dir;
-    Py_ssize_t limit, max_head, max_conns, max_per_client;
+    Py_ssize_t limit, max_head, max_conns, max_per_client, max_queue;
     long journal_segment;
-    double keep_alive, lease_idle, header_s, body_s;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "issnssddddnnnsl", names, &listen_fd, &region, &service, &limit,
+    double keep_alive, lease_idle, header_s, body_s, queue_wait;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "issnssddddnnnsldn", names, &listen_fd, &region, &service, &limit,
                                      &prefix, &trailer, &keep_alive, &lease_idle, &header_s, &body_s, &max_head,
-                                     &max_conns, &max_per_client, &journal_dir, &journal_segment))
+                                     &max_conns, &max_per_client, &journal_dir, &journal_segment, &queue_wait,
+                                     &max_queue))
         return -1;
-    if (max_head < 1024 || max_head > MAX_HEAD || limit < 0 || max_conns < 1 || max_per_client < 1) {
+    if (max_head < 1024 || max_head > MAX_HEAD || limit < 0 || max_conns < 1 || max_per_client < 1 ||
+        max_queue < 0 || !(queue_wait >= 0 && queue_wait < 1e6)) {
         PyErr_SetString(PyExc_ValueError, "max_header_bytes is 1 KB to 64 KB; the limits are positive");
         return -1;
     }
@@ -1503,6 +1642,8 @@ static int Plane_init(Plane *self, PyObject *args, PyObject *kw) {
     self->max_head = (size_t)max_head;
     self->max_conns = (size_t)max_conns;
     self->max_per_client = (size_t)max_per_client;
+    self->queue_wait_s = queue_wait;
+    self->max_queue = (size_t)max_queue;
     self->conns = calloc(MAX_FDS, sizeof(conn_t *));
     if (self->conns == NULL) {
         PyErr_NoMemory();
@@ -1728,7 +1869,7 @@ static PyObject *Plane_route(Plane *self, PyObject *args) {
     const char *endpoint;
     PyObject *variants;
     if (!PyArg_ParseTuple(args, "sO", &endpoint, &variants)) return NULL;
-    PyObject *seq = PySequence_Fast(variants, "variants: a sequence of (name, weight)");
+    PyObject *seq = PySequence_Fast(variants, "variants: a sequence of (name, weight, max_concurrency)");
     if (seq == NULL) return NULL;
     Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
     if (n > MAX_VARIANTS || strlen(endpoint) >= 64) {
@@ -1746,9 +1887,12 @@ static PyObject *Plane_route(Plane *self, PyObject *args) {
     for (Py_ssize_t i = 0; i < n; i++) {
         const char *name;
         double weight;
-        if (!PyArg_ParseTuple(PySequence_Fast_GET_ITEM(seq, i), "sd", &name, &weight) || strlen(name) >= 64 ||
-            !(weight >= 0)) {
-            if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "a variant: (name under 64 characters, weight >= 0)");
+        int max_conc;
+        if (!PyArg_ParseTuple(PySequence_Fast_GET_ITEM(seq, i), "sdi", &name, &weight, &max_conc) ||
+            strlen(name) >= 64 || !(weight >= 0) || max_conc < 0 || max_conc > 1000000) {
+            if (!PyErr_Occurred())
+                PyErr_SetString(PyExc_ValueError,
+                                "a variant: (name under 64 characters, weight >= 0, max_concurrency >= 0)");
             free(r);
             Py_DECREF(seq);
             return NULL;
@@ -1756,6 +1900,7 @@ static PyObject *Plane_route(Plane *self, PyObject *args) {
         snprintf(r->variant[i], sizeof r->variant[i], "%s", name);
         weights[i] = weight;
         total += weight;
+        r->max_conc += max_conc;
     }
     Py_DECREF(seq);
     if (n > 0 && !(total > 0 && total < 1e300)) {

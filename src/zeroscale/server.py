@@ -598,6 +598,8 @@ def build(settings: Settings) -> Server:
                 max_answer=settings.payload_limit_bytes,
                 serverless_request=settings.serverless_payload_limit_bytes,
                 request=settings.payload_limit_bytes,
+                queue_wait_s=settings.queue_wait_s,
+                max_queue=settings.max_queue_per_variant,
             ),
             region=settings.region,
             main_port=settings.port,

@@ -339,11 +339,15 @@ def test_sigkill_under_load_loses_no_answered_request(
     for t in threads:
         t.start()
     wait_for(lambda: sum(answered) >= 300, timeout_s=30)
-    if port == "native":  # most of them answered by the plane, journaled by it
+    if port == "native":
+        # most of them answered by the plane, journaled by it: with more clients than workers, the plane
+        # comes to hold both workers and its requests wait for them there (not each relayed to wait in the
+        # pool, which took the plane's workers back as fast as it earned them: 10 of 300 on a loaded CI)
+        so_far = sum(answered)
         served = re.search(
             r'^zeroscale_native_requests_total\{path="served"\} ([0-9.e+]+)$', server.metrics(), re.M
         )
-        assert served is not None and float(served.group(1)) > 100
+        assert served is not None and float(served.group(1)) > so_far / 2, (served, so_far)
     server.stop(signal.SIGKILL)
     stop.set()
     for t in threads:

@@ -20,6 +20,7 @@ from zeroscale._dataplane import Plane
 
 AKID, SECRET, REGION = "AKIDPLANETEST", "plane-secret", "us-east-1"
 ENDPOINTS = 3000
+QUEUE_WAIT_S = 1.0
 
 
 @pytest.fixture
@@ -46,6 +47,8 @@ def plane(tmp_path: Path) -> Iterator[tuple[Any, int, Path]]:
         max_connections_per_client=50,
         journal_dir=str(journal),
         journal_segment=1,
+        queue_wait_s=QUEUE_WAIT_S,
+        max_queue=2,
     )
     found.start()
     try:
@@ -101,7 +104,7 @@ def test_a_granted_routed_and_leased_endpoint_among_thousands_is_served_journale
     p, port, journal = plane
     for i in range(ENDPOINTS):  # grants and routes of thousands of endpoints: each request finds its own
         p.grant(AKID, SECRET, f"ep-{i}")
-        p.route(f"ep-{i}", [("AllTraffic", 1.0)])
+        p.route(f"ep-{i}", [("AllTraffic", 1.0, 1)])
     worker, lent = socket.socketpair()
     lent.setblocking(False)
     target = f"ep-{ENDPOINTS - 1}"
@@ -145,7 +148,7 @@ def test_a_granted_routed_and_leased_endpoint_among_thousands_is_served_journale
 def test_a_worker_that_answers_an_error_is_reported_with_its_answer(plane: tuple[Any, int, Path]) -> None:
     p, port, _ = plane
     p.grant(AKID, SECRET, "ep")
-    p.route("ep", [("AllTraffic", 1.0)])
+    p.route("ep", [("AllTraffic", 1.0, 1)])
     worker, lent = socket.socketpair()
     lent.setblocking(False)
     p.lease(1, lent.detach(), "ep", "AllTraffic", "w", 1024, False, 5.0, 1 << 20, 1 << 20)
@@ -163,3 +166,118 @@ def test_a_worker_that_answers_an_error_is_reported_with_its_answer(plane: tuple
         if ("returned", 1, 0) not in got:  # the lease comes back after the failure, in its batch or the next
             got += events(p, {"returned"})
         assert ("returned", 1, 0) in got
+
+
+def _quiet(p: Any, worker: socket.socket, within_s: float = 0.3) -> None:
+    """Neither a relayed request nor a worker's request within ``within_s``: the request waits."""
+    deadline = time.monotonic() + within_s
+    seen: list[tuple[Any, ...]] = []
+    while time.monotonic() < deadline:
+        select.select([p.fileno(), worker], [], [], 0.05)
+        seen += [e for e in p.take() if e[0] == "request"]
+        assert not seen, seen
+        worker.setblocking(False)
+        try:
+            assert not worker.recv(65536, socket.MSG_PEEK)
+        except BlockingIOError:
+            pass
+        finally:
+            worker.setblocking(True)
+
+
+def _answer(worker: socket.socket, body: bytes) -> bytes:
+    request = worker.recv(65536)
+    worker.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%b" % (len(body), body))
+    return request
+
+
+def test_requests_past_the_workers_wait_for_the_plane_s_lease_until_it_goes_or_their_time_is_up(
+    plane: tuple[Any, int, Path],
+) -> None:
+    """An endpoint whose every worker (MaxConcurrency 1) the plane holds: a request finding it busy waits here
+    for it, rather than relayed to wait in the pool for the same worker; in order, at most ``max_queue`` of
+    them, relayed when their time is up or the lease goes."""
+    p, port, _ = plane
+    p.grant(AKID, SECRET, "ep")
+    p.route("ep", [("AllTraffic", 1.0, 1)])
+    worker, lent = socket.socketpair()
+    worker.settimeout(5)
+    p.lease(1, lent.detach(), "ep", "AllTraffic", "w", 1024, False, 30.0, 1 << 20, 1 << 20)
+    clients = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(4)]
+    try:
+        a, b, c, d = clients
+        a.sendall(signed(port, "ep", b"a"))
+        assert worker.recv(65536).endswith(b"a")
+        b.sendall(signed(port, "ep", b"b"))
+        time.sleep(0.05)
+        c.sendall(signed(port, "ep", b"c"))
+        _quiet(p, worker)  # b and c wait for the lease
+        d.sendall(signed(port, "ep", b"d"))  # past max_queue (2): relayed at once
+        relayed = next(e for e in events(p, {"request"}) if e[0] == "request")
+        assert relayed[2][4] == b"d"
+        p.respond(relayed[1], b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nD!", True, False)
+        assert read_answer(d)[1] == b"D!"
+
+        worker.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nA!")
+        assert read_answer(a)[1] == b"A!"
+        assert _answer(worker, b"B!").endswith(b"b")  # the oldest first, on the same worker
+        assert read_answer(b)[1] == b"B!"
+        assert _answer(worker, b"C!").endswith(b"c")
+        assert read_answer(c)[1] == b"C!"
+
+        # a request that waits past queue_wait_s is relayed (the pool then waits for a worker for it)
+        a.sendall(signed(port, "ep", b"slow"))
+        assert worker.recv(65536).endswith(b"slow")
+        started = time.monotonic()
+        b.sendall(signed(port, "ep", b"late"))
+        late = next(e for e in events(p, {"request"}) if e[0] == "request")
+        assert late[2][4] == b"late" and time.monotonic() - started >= QUEUE_WAIT_S * 0.9
+        p.respond(late[1], b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n", True, False)
+        read_answer(b)
+
+        # the lease recalled while busy: what waits for it is relayed at once, not when it comes back
+        c.sendall(signed(port, "ep", b"orphan"))
+        _quiet(p, worker, 0.1)
+        p.recall(1)
+        orphan = next(e for e in events(p, {"request"}) if e[0] == "request")
+        assert orphan[2][4] == b"orphan"
+        p.respond(orphan[1], b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n", True, False)
+        read_answer(c)
+        worker.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+        read_answer(a)
+        assert ("returned", 1, 0) in events(p, {"returned"})
+    finally:
+        for client in clients:
+            client.close()
+
+
+def test_a_request_relays_while_the_pool_has_room_past_the_plane_s_leases(
+    plane: tuple[Any, int, Path],
+) -> None:
+    """MaxConcurrency 2 and one lease, busy: the next request is relayed (the pool serves it on its other
+    worker, or starts one); the one after, with that relay in flight, waits for the lease."""
+    p, port, _ = plane
+    p.grant(AKID, SECRET, "ep")
+    p.route("ep", [("AllTraffic", 1.0, 2)])
+    worker, lent = socket.socketpair()
+    worker.settimeout(5)
+    p.lease(1, lent.detach(), "ep", "AllTraffic", "w", 1024, False, 30.0, 1 << 20, 1 << 20)
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=5) as a,
+        socket.create_connection(("127.0.0.1", port), timeout=5) as b,
+        socket.create_connection(("127.0.0.1", port), timeout=5) as c,
+    ):
+        a.sendall(signed(port, "ep", b"a"))
+        assert worker.recv(65536).endswith(b"a")
+        b.sendall(signed(port, "ep", b"b"))
+        relayed = next(e for e in events(p, {"request"}) if e[0] == "request")
+        assert relayed[2][4] == b"b"
+        c.sendall(signed(port, "ep", b"c"))
+        _quiet(p, worker)
+        p.respond(relayed[1], b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n", True, False)
+        read_answer(b)
+        worker.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+        read_answer(a)
+        assert _answer(worker, b"C!").endswith(b"c")
+        assert read_answer(c)[1] == b"C!"
+    p.recall(1)

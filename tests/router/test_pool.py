@@ -318,6 +318,41 @@ async def test_a_released_worker_goes_straight_to_the_next_waiter(world: World) 
     assert world.manager.requests == ["w1", "w1"]
 
 
+async def test_a_worker_freed_while_requests_wait_goes_to_the_plane_that_wants_one_if_another_serves_them(
+    world: World,
+) -> None:
+    """The native data plane found no idle worker to lend (``lend_wanted``): the next worker a request frees
+    goes to it, not to a waiter, as long as another worker (not lent) serves the waiters; once."""
+    pool = world.pool(max_concurrency=2)
+    world.manager.hold_requests = True
+    tasks = [asyncio.ensure_future(pool.invoke(inv())) for _ in range(4)]
+    await settle(10)
+    assert pool.queued == 2
+    taken: list[str] = []
+
+    def wanted(p: VariantPool, slot: Any) -> bool:
+        taken.append(slot.worker_id)
+        return True
+
+    pool.lend_wanted = wanted
+    world.manager.answer()
+    await settle()
+    assert len(taken) == 1 and pool.queued == 2 and pool.lend_wanted is None  # lent, not handed over
+    lent = next(s for s in pool.slots() if s.worker_id == taken[0])
+    assert lent.lent and lent.state is S.BUSY
+    pool.lend_wanted = wanted  # wanted again: the only worker left for the waiters is not lent
+    for _ in range(3):
+        while not world.manager.pending:
+            await settle()
+        world.manager.answer()
+        await settle()
+    await asyncio.gather(*tasks)
+    assert len(taken) == 1 and pool.lend_wanted is wanted
+    pool.release(lent)  # the plane gives it back
+    assert not lent.lent and sorted(states(pool)) == [S.IDLE, S.IDLE]
+    world.check()
+
+
 async def test_invocations_within_the_provisioned_floor_are_marked_provisioned(world: World) -> None:
     pool = world.pool(max_concurrency=3, provisioned=1)
     pool.scale()

@@ -54,8 +54,12 @@ def scope_of(
 class RelayedAnswer:
     """The ASGI ``receive`` and ``send`` of one relayed request."""
 
-    def __init__(self, write: Write, body: bytes, minor: int) -> None:
+    def __init__(
+        self, write: Write, body: bytes, minor: int, before_end: Callable[[int], None] | None = None
+    ) -> None:
+        """``before_end``: told the status as the answer's last bytes are about to be written."""
         self._write = write
+        self._before_end = before_end
         self._body: bytes | None = body
         self._minor = minor
         self._gone = asyncio.Event()
@@ -103,6 +107,8 @@ class RelayedAnswer:
         more = bool(message.get("more_body"))
         if not self._writable.is_set():
             await self._writable.wait()  # the client reads slowly: hold this piece until the rest has gone
+        if not more and self._before_end is not None:
+            self._before_end(self.status)
         if self.gone:
             self.complete = not more
             return

@@ -6,12 +6,15 @@ Python from what the Python server decides per request, and taken back the momen
   is authorized again for the endpoint, and the plane gets the key's secret and the grant. Any change to
   users, keys or policies (this front end's writes, or another's read from the database) drops every grant
   at once: a revoked right is never served from a stale grant.
-- **Leases.** After the same success, when the endpoint is one the plane serves whole (one production
-  variant, no shadow, canary, batching, multi-model or pipeline; not asynchronous), one of its pool's idle
-  workers is lent. A lent worker counts as busy in its pool (MaxConcurrency, scale-in), so nothing else
-  reaches it. The plane gives it back when it stayed idle for a moment, when the pool has a request waiting
-  (``VariantPool.on_wait``), and when it is recalled: the endpoint updated or deleted, the pool drained,
-  this front end unavailable.
+- **Leases.** After the same success (before its answer's last bytes go out, so that the client's next
+  request finds it), when the endpoint is one the plane serves whole (production variants only, no shadow,
+  canary, batching, multi-model or pipeline; not asynchronous), one of its pool's idle workers is lent; none
+  idle, and the next worker a request frees goes to the plane, as long as another serves the pool's waiters
+  (``VariantPool.lend_wanted``): under more load than workers, the plane comes to hold them and its
+  requests wait for them there, rather than each relayed to wait here. A lent worker counts as busy in its
+  pool (MaxConcurrency, scale-in), so nothing else reaches it. The plane gives it back when it stayed idle
+  for a moment, when the pool has a request waiting (``VariantPool.on_wait``), and when it is recalled: the
+  endpoint updated or deleted, the pool drained, this front end unavailable.
 - **Records.** The plane reports every request it served (``done``): an ``InvocationRecord`` from what the
   lease says (endpoint, variant, worker, memory size), metered, counted and logged as the Python path's.
 """
@@ -19,6 +22,7 @@ Python from what the Python server decides per request, and taken back the momen
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import logging
 import socket
@@ -42,6 +46,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("zeroscale.dataplane")
 
 _CHECK_S = 0.1  # how often leases are held to their endpoint's route while any is out
+_WANT_S = 1.0  # how long the plane's want of a worker (none idle as it earned one) holds
 
 
 class Rights(Protocol):
@@ -60,12 +65,15 @@ class Rights(Protocol):
 @dataclass(frozen=True, slots=True)
 class Limits:
     """The invoke path's limits a lease carries: the invocation timeout, the largest answer, the largest
-    request body (a serverless variant's, and any other's)."""
+    request body (a serverless variant's, and any other's); and the pools' queue (how long a request waits
+    for a worker, how many of a variant's wait), which the plane's own waiting for a lease keeps."""
 
     timeout_s: float
     max_answer: int
     serverless_request: int
     request: int
+    queue_wait_s: float = 10.0
+    max_queue: int = 1000
 
 
 @dataclass(slots=True)
@@ -86,18 +94,38 @@ def _servable(pool: object) -> VariantPool | None:
     return pool
 
 
-async def connect(handle: WorkerHandle) -> socket.socket:
-    """A new connection to the worker's server, non-blocking, for the plane to own."""
-    loop = asyncio.get_running_loop()
+def _socket(handle: WorkerHandle) -> tuple[socket.socket, tuple[str, int] | str]:
     if handle.port:
         sock = socket.socket(socket.AF_INET6 if ":" in handle.host else socket.AF_INET, socket.SOCK_STREAM)
-        address: tuple[str, int] | str = (handle.host, handle.port)
-    else:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        address = handle.socket_path
+        sock.setblocking(False)
+        return sock, (handle.host, handle.port)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.setblocking(False)
+    return sock, handle.socket_path
+
+
+def connect_now(handle: WorkerHandle) -> socket.socket | None:
+    """A connection to a worker on this host's Unix socket, made at once (non-blocking: its backlog has
+    room); None for a TCP worker, or a full backlog (then ``connect``)."""
+    if handle.port:
+        return None
+    sock, address = _socket(handle)
     try:
-        await loop.sock_connect(sock, address)
+        sock.connect(address)
+    except BlockingIOError:
+        sock.close()
+        return None
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+async def connect(handle: WorkerHandle) -> socket.socket:
+    """A new connection to the worker's server, non-blocking, for the plane to own."""
+    sock, address = _socket(handle)
+    try:
+        await asyncio.get_running_loop().sock_connect(sock, address)
     except BaseException:
         sock.close()
         raise
@@ -126,7 +154,8 @@ class Lender:
         self._ids = itertools.count(1)
         self._lent: dict[int, Lent] = {}
         self._granted: set[tuple[str, str]] = set()
-        self._routes: dict[str, tuple[tuple[str, float], ...]] = {}  # what the plane was told, by endpoint
+        # what the plane was told, by endpoint: (variant, share, MaxConcurrency)
+        self._routes: dict[str, tuple[tuple[str, float, int], ...]] = {}
         self._generation = rights.generation
         self._background = Background("native data plane leases")
         self._timer: asyncio.TimerHandle | None = None
@@ -159,8 +188,19 @@ class Lender:
         for pool in pools:  # one worker more for the plane, from the first variant with one idle
             slot = pool.lend()
             if slot is not None:
-                self._background.spawn(self._lend(pool, slot))
+                self._lend(pool, slot)
                 return
+        wanted = functools.partial(self._take_freed, until=self._loop.time() + _WANT_S)
+        for pool in pools:  # none idle: the next one freed, if soon
+            pool.lend_wanted = wanted
+
+    def _take_freed(self, pool: VariantPool, slot: Slot, *, until: float) -> bool:
+        """``pool`` freed ``slot`` while it has requests waiting, and the plane wanted one (``until``): taken
+        while the plane serves the pool still."""
+        if self.closed or self._loop.time() > until or pool not in (self._pools(pool.spec.endpoint) or ()):
+            return False
+        self._lend(pool, slot)
+        return True
 
     def _grant(self, access_key_id: str, endpoint: str) -> bool:
         secret = self._rights.lookup_secret(access_key_id)
@@ -196,10 +236,15 @@ class Lender:
         return [pool for pool in pools if pool is not None] if all(pools) else None
 
     def _route(self, endpoint: str, pools: list[VariantPool] | None) -> None:
-        """The plane told ``endpoint``'s variants and their shares, where they changed (none: it serves the
-        endpoint no more)."""
+        """The plane told ``endpoint``'s variants, their shares and MaxConcurrency, where they changed (none:
+        it serves the endpoint no more)."""
         route = self._fleet.route(endpoint) if pools is not None else None
-        shares = tuple(route.shares()) if route is not None else ()
+        shares: tuple[tuple[str, float, int], ...] = ()
+        if route is not None:
+            shares = tuple(
+                (variant, share, pool.spec.max_concurrency)
+                for (variant, share), pool in zip(route.shares(), route.production, strict=True)
+            )
         if self._routes.get(endpoint, ()) != shares:
             self._plane.route(endpoint, list(shares))
             if shares:
@@ -207,18 +252,34 @@ class Lender:
             else:
                 self._routes.pop(endpoint, None)
 
-    async def _lend(self, pool: VariantPool, slot: Slot) -> None:
+    def _lend(self, pool: VariantPool, slot: Slot) -> None:
+        """``slot``, taken busy from ``pool``, to the plane: at once on this host (its lease then reaches the
+        plane before the answer that earned it), else once connected."""
         handle = slot.handle
         assert handle is not None  # a busy slot's worker is ready
         try:
-            sock = await connect(handle)
+            sock = connect_now(handle)
         except OSError:
             pool.release(slot)  # its worker is going: the pool learns it from its exit
+            return
+        if sock is None:
+            self._background.spawn(self._connect_and_lease(pool, slot, handle))
+        else:
+            self._lease(pool, slot, sock)
+
+    async def _connect_and_lease(self, pool: VariantPool, slot: Slot, handle: WorkerHandle) -> None:
+        try:
+            sock = await connect(handle)
+        except OSError:
+            pool.release(slot)
             return
         if self.closed or pool not in (self._pools(pool.spec.endpoint) or ()):
             sock.close()
             pool.release(slot)
             return
+        self._lease(pool, slot, sock)
+
+    def _lease(self, pool: VariantPool, slot: Slot, sock: socket.socket) -> None:
         lease_id = next(self._ids)
         lent = self._lent[lease_id] = Lent(pool, slot, pool.provisioned_now())
         pool.on_wait = self._give_one_back

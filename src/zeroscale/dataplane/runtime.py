@@ -142,6 +142,8 @@ class NativeRuntime:
             max_connections_per_client=http.max_connections_per_client,
             journal_dir=str(journal[0]) if journal is not None else "",
             journal_segment=journal[1] if journal is not None else 0,
+            queue_wait_s=self._limits.queue_wait_s,
+            max_queue=self._limits.max_queue,
         )
         self._plane = plane
         self.lender = Lender(
@@ -232,7 +234,17 @@ class NativeRuntime:
         endpoint: str,
     ) -> None:
         method, target, minor, headers, body = request
-        answer = RelayedAnswer(self._writer(conn_id), body, minor)
+
+        def earned(status: int) -> None:
+            """A success: its signature held, and the key that signed it (the plane names it only when it
+            holds the key already) earns a grant and the endpoint a lease, both with the plane before this
+            answer's end, so that the client's next request finds them."""
+            if status == 200 and endpoint and self.lender is not None:
+                signer = access_key_id or _signer(headers)
+                if signer:
+                    self.lender.answered(signer, endpoint)
+
+        answer = RelayedAnswer(self._writer(conn_id), body, minor, earned)
         self._answers[conn_id] = answer
         try:
             if target.startswith(b"/endpoints/") or (method == b"GET" and target == b"/ping"):
@@ -245,12 +257,6 @@ class NativeRuntime:
         finally:
             self._answers.pop(conn_id, None)
             answer.fail()  # a no-op once it was answered
-        if answer.status == 200 and endpoint and self.lender is not None:
-            # answered, so its signature held: the key that signed it (the plane names it only when it
-            # holds the key already)
-            signer = access_key_id or _signer(headers)
-            if signer:
-                self.lender.answered(signer, endpoint)
 
     async def _elsewhere(self, send: Send, method: bytes, target: bytes) -> None:
         message = (

@@ -150,6 +150,10 @@ class VariantPool:
         # Told when a request finds no idle worker here while the native data plane holds some of this
         # pool's (``lend``): it gives an idle one back, which this request then gets.
         self.on_wait: Callable[[VariantPool], None] | None = None
+        # Set by the native data plane's lender when it found no idle worker to lend here: the next worker
+        # a request frees goes to it (when it takes it: True) rather than to a waiter, as long as another
+        # worker not lent serves the waiters. Cleared once it took one.
+        self.lend_wanted: Callable[[VariantPool, Slot], bool] | None = None
 
     # ---- views ----
     @property
@@ -516,6 +520,7 @@ class VariantPool:
             self._check_empty()
 
     def release(self, slot: Slot, *, broken: bool = False) -> None:
+        slot.lent = False
         if slot.state is not S.BUSY:
             return  # gone mid-request, or stopped by a drain
         handle = slot.handle
@@ -528,8 +533,22 @@ class VariantPool:
             # another endpoint waits for memory this one holds past its share: its next request waits
             self._stop(slot, StopReason.YIELDED)
             return
+        if self._waiters and self.lend_wanted is not None and self._lendable_past_waiters(slot):
+            wanted, self.lend_wanted = self.lend_wanted, None
+            slot.lent = True
+            if wanted(self, slot):
+                return
+            slot.lent = False
         self._hand_over(slot)
         self._keep_template()
+
+    def _lendable_past_waiters(self, slot: Slot) -> bool:
+        """Whether ``slot`` may go to the native data plane though requests wait here: it served already,
+        and another worker, not lent, is up or starting for them."""
+        return not slot.fresh and any(
+            other is not slot and not other.lent and other.state in (S.BUSY, S.IDLE, S.STARTING)
+            for other in self._slots
+        )
 
     def _should_yield(self) -> bool:
         """Give a worker back as its request ends (``MemoryBudget.should_yield``), never below one worker
@@ -602,6 +621,7 @@ class VariantPool:
         if slot is None:
             return None
         self._slots.move(slot, S.BUSY)
+        slot.lent = True
         return slot
 
     def provisioned_now(self) -> bool:

@@ -63,6 +63,7 @@ class Slot:
     stop_reason: StopReason | None = None
     stopping_since: float | None = None  # the pool clock's time it was asked to stop
     reserved_mb: int = 0  # what it holds of the budget: the pool's per-worker figure, or more (``grow``)
+    lent: bool = False  # busy as the native data plane's (``VariantPool.lend``) until released
 
     def exit_kind(self) -> str:
         """The WorkerEvent kind of this worker's end."""
