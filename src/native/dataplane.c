@@ -975,17 +975,22 @@ static void process_conn(Plane *p, conn_t *c) {
     }
 }
 
-/* An idle lease takes the oldest request waiting for its variant. */
+/* An idle lease takes the oldest request waiting for its variant (one relayed instead, its grant gone
+ * meanwhile: the next). */
 static void queue_take(Plane *p, lease_t *l) {
-    for (conn_t *c = p->q_head; c != NULL; c = c->q_next) {
-        if (strcmp(c->q_endpoint, l->endpoint) != 0 || strcmp(c->q_variant, l->variant) != 0) continue;
+    conn_t *c = p->q_head;
+    while (c != NULL && l->used && l->state == L_IDLE && !l->recalled) {
+        if (strcmp(c->q_endpoint, l->endpoint) != 0 || strcmp(c->q_variant, l->variant) != 0) {
+            c = c->q_next;
+            continue;
+        }
         queue_remove(p, c);
         c->state = C_READ;
         zs_request req; /* parsed whole before it waited: it parses the same */
         long head = zs_parse_request(c->in.p, c->req_len, p->max_head, &req);
         if (head != (long)c->head_len) relay(p, c, NULL, 0, NULL);
         else serve_request(p, c, &req, c->in.p + head, c->req_len - c->head_len, l);
-        return;
+        c = p->q_head; /* from the oldest again: serving it may have changed the list */
     }
 }
 
