@@ -441,6 +441,8 @@ def rows_throughput(run: Run, res: throughput.ThroughputResult) -> None:
     rf = throughput.RF_WORKERS
     extra = {
         ("zeroscale", 4): ("zeroscale, 4 clients (2 wait in zeroscale's queue)", "direct, 2 clients", direct),
+        ("zeroscale-native", 4): ("zeroscale's native port, 4 clients (2 wait in the plane for its workers)",
+                                  "direct, 2 clients", direct),
         ("zeroscale-wrk", 2): ("zeroscale, 2 clients, wrk -t1 as load generator", "direct, 2 clients",
                                direct),
         ("floor-proxy", 2): ("floor: bare uvicorn proxy to the same workers (bench/floor.py)",

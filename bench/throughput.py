@@ -179,6 +179,12 @@ def _plain_request(port: int) -> bytes:
     return head.encode() + BODY
 
 
+def _native_counts(srv: ServerProcess) -> dict[str, float]:
+    """``zeroscale_native_requests_total`` by path (served, relayed)."""
+    found = re.findall(r'^zeroscale_native_requests_total\{path="(\w+)"\} ([0-9.e+]+)$', srv.metrics(), re.M)
+    return {path: float(value) for path, value in found}
+
+
 def _two_workers(srv: ServerProcess, endpoint: str) -> list[Path]:
     return _workers(srv, endpoint, 2)
 
@@ -232,6 +238,15 @@ def measure(srv: ServerProcess, duration_s: float, repeats: int, result: Through
             for _ in range(repeats):
                 go("zeroscale-native", native, signed, 2, duration_s)
         go("zeroscale", through, signed, 4, duration_s)
+        if native:  # more clients than workers: the plane comes to hold both, its requests wait for them
+            before = _native_counts(srv)
+            go("zeroscale-native", native, signed, 4, duration_s)
+            after = _native_counts(srv)
+            served, relayed = (after[k] - before.get(k, 0.0) for k in ("served", "relayed"))
+            result.notes.append(
+                f"native port, 4 clients on 2 workers: {served:.0f} requests served by the plane, "
+                f"{relayed:.0f} relayed ({served / max(1.0, served + relayed):.1%} served)"
+            )
         short = max(2.0, duration_s / 2)
         floor_port, noop_port = free_port(), free_port()
         floor = _floor(floor_port, sockets)
