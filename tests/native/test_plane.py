@@ -281,3 +281,145 @@ def test_a_request_relays_while_the_pool_has_room_past_the_plane_s_leases(
         assert _answer(worker, b"C!").endswith(b"c")
         assert read_answer(c)[1] == b"C!"
     p.recall(1)
+
+
+class _Worker:
+    """One end of a lease: reads the plane's requests whole and answers them (or breaks)."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        sock.setblocking(False)
+        self.buf = b""
+
+    def request(self) -> bytes | None:
+        """The body of the request the plane sent, once whole; None before."""
+        try:
+            while chunk := self.sock.recv(65536):
+                self.buf += chunk
+        except BlockingIOError:
+            pass
+        head, sep, rest = self.buf.partition(b"\r\n\r\n")
+        if not sep:
+            return None
+        length = int(
+            next(v for k, _, v in (x.partition(b": ") for x in head.split(b"\r\n")) if k == b"Content-Length")
+        )
+        if len(rest) < length:
+            return None
+        self.buf = rest[length:]
+        return rest[:length]
+
+
+def test_random_traffic_leases_recalls_and_grants_answer_every_request_once(
+    plane: tuple[Any, int, Path],
+) -> None:
+    """Clients, leases that come and go, failures, relays, grants dropped and given again, MaxConcurrency
+    changed, clients that leave while they wait, at random (seeded): every request of a client that stays is
+    answered exactly once, with its own body, by the worker, a relay or a failure's answer."""
+    import random
+
+    p, port, _ = plane
+    rng = random.Random(1505)
+    p.grant(AKID, SECRET, "ep")
+    p.route("ep", [("AllTraffic", 1.0, 2)])
+    workers: dict[int, _Worker] = {}
+    ids = iter(range(1, 10_000))
+
+    def lease() -> None:
+        worker, lent = socket.socketpair()
+        lease_id = next(ids)
+        workers[lease_id] = _Worker(worker)
+        p.lease(
+            lease_id, lent.detach(), "ep", "AllTraffic", f"w{lease_id}", 1024, False, 30.0, 1 << 20, 1 << 20
+        )
+
+    def connect() -> socket.socket:
+        sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+        sock.setblocking(False)
+        return sock
+
+    clients = [connect() for _ in range(6)]
+    waiting: dict[int, bytes] = {}  # client -> the body it waits for the answer to
+    got: dict[int, bytes] = dict.fromkeys(range(len(clients)), b"")
+    answered = 0
+
+    def reply(conn_id: int, text: bytes) -> None:
+        p.respond(
+            conn_id, b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n%b" % (len(text), text), True, False
+        )
+
+    def service() -> None:
+        nonlocal answered
+        for kind, *rest in p.take():
+            if kind == "request":
+                reply(rest[0], b"relayed:" + rest[1][4])
+            elif kind == "failed" and rest[4] is not None:
+                reply(rest[0], b"failed:" + rest[4][4])
+            elif kind == "returned":
+                workers.pop(rest[0]).sock.close()
+        for worker in list(workers.values()):
+            body = worker.request()
+            if body is None:
+                continue
+            if rng.random() < 0.1:
+                worker.sock.sendall(b"HTTP/1.1 500 Oops\r\nContent-Length: 0\r\n\r\n")
+            else:
+                worker.sock.sendall(
+                    b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\nserved:%b" % (len(body) + 7, body)
+                )
+        for k, sock in enumerate(clients):
+            try:
+                while chunk := sock.recv(65536):
+                    got[k] += chunk
+            except BlockingIOError:
+                pass
+            head, sep, rest = got[k].partition(b"\r\n\r\n")
+            if not sep:
+                continue
+            length = int(
+                next(
+                    v
+                    for k2, _, v in (x.partition(b": ") for x in head.lower().split(b"\r\n"))
+                    if k2 == b"content-length"
+                )
+            )
+            if len(rest) < length:
+                continue
+            body, got[k] = rest[:length], rest[length:]
+            assert head.startswith(b"HTTP/1.1 200") and k in waiting, (k, head, body)
+            assert body.split(b":", 1)[1] == waiting.pop(k), (k, body)
+            answered += 1
+
+    lease()
+    for step in range(3000):
+        action = rng.random()
+        idle = [k for k in range(len(clients)) if k not in waiting]
+        if action < 0.45 and idle:
+            k = rng.choice(idle)
+            body = f"c{k}-{step}".encode()
+            waiting[k] = body
+            clients[k].sendall(signed(port, "ep", body))
+        elif action < 0.50 and workers:
+            p.recall(rng.choice(list(workers)))
+        elif action < 0.56 and len(workers) < 3:
+            lease()
+        elif action < 0.58:
+            p.clear_grants()
+            p.grant(AKID, SECRET, "ep")
+        elif action < 0.60:
+            p.route("ep", [("AllTraffic", 1.0, rng.randint(1, 3))])
+        elif action < 0.61 and waiting:  # a client leaves while it waits, another takes its place
+            k = rng.choice(list(waiting))
+            clients[k].close()
+            clients[k] = connect()
+            waiting.pop(k)
+            got[k] = b""
+        select.select([p.fileno()], [], [], 0.001)
+        service()
+    deadline = time.monotonic() + 10
+    while waiting and time.monotonic() < deadline:  # the rest: every one answered
+        select.select([p.fileno()], [], [], 0.01)
+        service()
+    assert not waiting and answered > 500, (waiting, answered)
+    for sock in clients:
+        sock.close()
