@@ -191,6 +191,16 @@ def _answer(worker: socket.socket, body: bytes) -> bytes:
     return request
 
 
+def _one_lease(p: Any, max_concurrency: int) -> socket.socket:
+    """``ep`` granted, routed with ``max_concurrency``, and one worker lent (lease 1): the worker's end."""
+    p.grant(AKID, SECRET, "ep")
+    p.route("ep", [("AllTraffic", 1.0, max_concurrency)])
+    worker, lent = socket.socketpair()
+    worker.settimeout(5)
+    p.lease(1, lent.detach(), "ep", "AllTraffic", "w", 1024, False, 30.0, 1 << 20, 1 << 20)
+    return worker
+
+
 def test_requests_past_the_workers_wait_for_the_plane_s_lease_until_it_goes_or_their_time_is_up(
     plane: tuple[Any, int, Path],
 ) -> None:
@@ -198,11 +208,7 @@ def test_requests_past_the_workers_wait_for_the_plane_s_lease_until_it_goes_or_t
     for it, rather than relayed to wait in the pool for the same worker; in order, at most ``max_queue`` of
     them, relayed when their time is up or the lease goes."""
     p, port, _ = plane
-    p.grant(AKID, SECRET, "ep")
-    p.route("ep", [("AllTraffic", 1.0, 1)])
-    worker, lent = socket.socketpair()
-    worker.settimeout(5)
-    p.lease(1, lent.detach(), "ep", "AllTraffic", "w", 1024, False, 30.0, 1 << 20, 1 << 20)
+    worker = _one_lease(p, max_concurrency=1)
     clients = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(4)]
     try:
         a, b, c, d = clients
@@ -257,11 +263,7 @@ def test_a_request_relays_while_the_pool_has_room_past_the_plane_s_leases(
     """MaxConcurrency 2 and one lease, busy: the next request is relayed (the pool serves it on its other
     worker, or starts one); the one after, with that relay in flight, waits for the lease."""
     p, port, _ = plane
-    p.grant(AKID, SECRET, "ep")
-    p.route("ep", [("AllTraffic", 1.0, 2)])
-    worker, lent = socket.socketpair()
-    worker.settimeout(5)
-    p.lease(1, lent.detach(), "ep", "AllTraffic", "w", 1024, False, 30.0, 1 << 20, 1 << 20)
+    worker = _one_lease(p, max_concurrency=2)
     with (
         socket.create_connection(("127.0.0.1", port), timeout=5) as a,
         socket.create_connection(("127.0.0.1", port), timeout=5) as b,
