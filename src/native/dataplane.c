@@ -321,6 +321,7 @@ typedef struct {
     route_t *routes;
     size_t n_routes, cap_routes;
     conn_t *q_head, *q_tail; /* requests waiting for a lease, oldest first */
+    uint64_t waiting;        /* how many */
     int q_dirty;             /* a lease went or a route changed: the waiting ones are checked */
     index_t by_grant, by_key, by_route; /* grants by (key, endpoint), a secret by key, routes by endpoint */
     uint64_t rng; /* xorshift64*: which variant a request goes to */
@@ -471,6 +472,7 @@ static void queue_remove(Plane *p, conn_t *c) {
     if (c->q_next) c->q_next->q_prev = c->q_prev;
     else p->q_tail = c->q_prev;
     c->q_prev = c->q_next = NULL;
+    p->waiting--;
     route_t *r = route_of(p, c->q_endpoint);
     if (r != NULL && r->queued > 0) r->queued--;
 }
@@ -663,6 +665,15 @@ static lease_t *idle_lease(Plane *p, const char *endpoint, const char *variant, 
 }
 
 
+/* A lease's state, and whether its slot is in use, change under ``mu``: Python reads which leases are idle
+ * (``Plane.idle_leases``) from its own thread. */
+static void lease_set(Plane *p, lease_t *l, int used, int state) {
+    pthread_mutex_lock(&p->mu);
+    l->used = used;
+    l->state = state;
+    pthread_mutex_unlock(&p->mu);
+}
+
 static void lease_return(Plane *p, lease_t *l, int broken) {
     p->q_dirty = 1; /* the requests waiting for its variant may have no lease left */
     event_t *e = new_event(EV_RETURNED);
@@ -676,7 +687,7 @@ static void lease_return(Plane *p, lease_t *l, int broken) {
     close(l->fd);
     buf_free(&l->w);
     buf_free(&l->r);
-    l->used = 0;
+    lease_set(p, l, 0, L_IDLE);
     l->fd = -1;
 }
 
@@ -753,6 +764,7 @@ static void queue_add(Plane *p, conn_t *c, route_t *r, const char *endpoint, con
     p->q_tail = c;
     c->state = C_QUEUED;
     r->queued++;
+    p->waiting++;
 }
 
 /* Waiting requests that wait no more: past their time, or with no lease of their variant left (recalled,
@@ -895,7 +907,7 @@ static void serve_request(Plane *p, conn_t *c, const zs_request *req, const char
         return;
     }
     l->r.len = 0;
-    l->state = L_BUSY;
+    lease_set(p, l, 1, L_BUSY);
     l->client = c;
     l->client_id = c->id;
     l->bytes_in = body_len;
@@ -1128,7 +1140,7 @@ static void lease_answered(Plane *p, lease_t *l, const zs_response *resp, size_t
     }
     p->served++;
     l->client = NULL;
-    l->state = L_IDLE;
+    lease_set(p, l, 1, L_IDLE);
     l->idle_since_ns = t;
     l->r.len = 0;
     if (!reusable || l->recalled) lease_return(p, l, 0);
@@ -1327,8 +1339,10 @@ static void run_command(Plane *p, cmd_t *m) {
                 slot = i;
                 break;
             }
+        pthread_mutex_lock(&p->mu); /* the array may move; an unused slot is read by Python too */
         if (slot == p->n_leases) {
             if (room((void **)&p->leases, &p->cap_leases, p->n_leases, sizeof *p->leases) != 0) {
+                pthread_mutex_unlock(&p->mu);
                 close(m->fd);
                 break;
             }
@@ -1338,8 +1352,9 @@ static void run_command(Plane *p, cmd_t *m) {
         memset(l, 0, sizeof *l);
         l->used = 1;
         l->id = m->id;
-        l->fd = m->fd;
         l->state = L_IDLE;
+        pthread_mutex_unlock(&p->mu);
+        l->fd = m->fd;
         snprintf(l->endpoint, sizeof l->endpoint, "%s", m->a);
         snprintf(l->variant, sizeof l->variant, "%s", m->b);
         snprintf(l->worker, sizeof l->worker, "%s", m->c);
@@ -1848,6 +1863,34 @@ static PyObject *Plane_lease(Plane *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+/* The leases idle now (a lent worker the plane has no request on): their pools count them free. */
+static PyObject *Plane_idle_leases(Plane *self, PyObject *unused) {
+    PyObject *out = PyList_New(0);
+    if (out == NULL) return NULL;
+    pthread_mutex_lock(&self->mu);
+    size_t n = self->n_leases, k = 0;
+    uint64_t *ids = n ? malloc(n * sizeof *ids) : NULL;
+    for (size_t i = 0; ids != NULL && i < n; i++)
+        if (self->leases[i].used && self->leases[i].state == L_IDLE) ids[k++] = self->leases[i].id;
+    pthread_mutex_unlock(&self->mu);
+    if (n && ids == NULL) {
+        Py_DECREF(out);
+        return PyErr_NoMemory();
+    }
+    for (size_t i = 0; i < k; i++) {
+        PyObject *id = PyLong_FromUnsignedLongLong(ids[i]);
+        if (id == NULL || PyList_Append(out, id) != 0) {
+            Py_XDECREF(id);
+            Py_DECREF(out);
+            free(ids);
+            return NULL;
+        }
+        Py_DECREF(id);
+    }
+    free(ids);
+    return out;
+}
+
 static PyObject *Plane_recall(Plane *self, PyObject *args) {
     unsigned long long id;
     if (!PyArg_ParseTuple(args, "K", &id)) return NULL;
@@ -1937,8 +1980,8 @@ static PyObject *Plane_clear_grants(Plane *self, PyObject *unused) {
 }
 
 static PyObject *Plane_counts(Plane *self, PyObject *unused) {
-    return Py_BuildValue("{sKsK}", "served", (unsigned long long)self->served, "relayed",
-                         (unsigned long long)self->relayed);
+    return Py_BuildValue("{sKsKsK}", "served", (unsigned long long)self->served, "relayed",
+                         (unsigned long long)self->relayed, "waiting", (unsigned long long)self->waiting);
 }
 
 static void Plane_dealloc(Plane *self) {
@@ -1995,7 +2038,8 @@ static PyMethodDef Plane_methods[] = {
     {"clear_grants", (PyCFunction)Plane_clear_grants, METH_NOARGS, "Drop every grant."},
     {"route", (PyCFunction)Plane_route, METH_VARARGS,
      "route(endpoint, [(variant, weight), ...]): the variants a request picks from by weight ([]: none)."},
-    {"counts", (PyCFunction)Plane_counts, METH_NOARGS, "Requests served here and relayed so far."},
+    {"counts", (PyCFunction)Plane_counts, METH_NOARGS, "Requests served here and relayed so far, and waiting now."},
+    {"idle_leases", (PyCFunction)Plane_idle_leases, METH_NOARGS, "The ids of the leases idle now."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -608,7 +608,7 @@ def build(settings: Settings) -> Server:
             journal=metering.native_journal,
             http=_within_open_files(settings.http),
         )
-        metrics.registry.register(NativeRequests(native.counts))
+        metrics.registry.register(NativeRequests(native.counts, native.lent))
         metering.collectors.append(native.collect)
     return Server(settings, creds, app, announced, native)
 

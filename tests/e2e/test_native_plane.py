@@ -550,3 +550,42 @@ def test_production_variants_are_chosen_by_their_weights_through_the_plane(
     time.sleep(0.3)  # the plane's route follows within its 0.1 s check
     seen = variants(400)
     assert 260 <= seen["a"] <= 340, seen
+
+
+def test_a_worker_the_plane_holds_counts_busy_only_while_it_serves_a_request(
+    server: ServerProcess, native: Any, endpoint: str
+) -> None:
+    """A lent worker is busy in its pool (nothing else reaches it), but the pool's load, its gauges and
+    CloudWatch's concurrency and utilization read from them, count it busy only while the plane has a request
+    on it: an endpoint invoked every half second through the plane is not busy all the time."""
+    import threading
+
+    from metrics.promtext import value
+
+    def read() -> tuple[float, float]:
+        text = server.metrics()
+        busy = value(
+            text, "zeroscale_concurrent_executions", endpoint_name=endpoint, variant_name="AllTraffic"
+        )
+        return value(text, "zeroscale_native_lent_workers") or 0.0, busy or 0.0
+
+    for _ in range(5):  # lent and idle (given back after 1 s idle: again, where the scrape came later)
+        warm(native)
+        lent, busy = read()
+        if lent >= 1:
+            break
+    assert lent >= 1 and busy == 0, (lent, busy)
+    for _ in range(3):  # busy while the plane serves a request on it (again, where it was given back first)
+        warm(native)
+        before = counts(server)
+        slow = threading.Thread(target=invoke, args=(native, {"sleep": 1.0}))
+        slow.start()
+        deadline, seen = time.monotonic() + 5, False
+        while slow.is_alive() and not seen and time.monotonic() < deadline:
+            lent, busy = read()
+            seen = lent >= 1 and busy == 1
+        slow.join()
+        if counts(server)["relayed"] == before["relayed"]:
+            break
+    assert seen and counts(server)["relayed"] == before["relayed"]
+    assert value(server.metrics(), "zeroscale_native_waiting_requests") == 0

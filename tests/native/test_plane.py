@@ -218,6 +218,7 @@ def test_requests_past_the_workers_wait_for_the_plane_s_lease_until_it_goes_or_t
         time.sleep(0.05)
         c.sendall(signed(port, "ep", b"c"))
         _quiet(p, worker)  # b and c wait for the lease
+        assert p.counts()["waiting"] == 2 and p.idle_leases() == []
         d.sendall(signed(port, "ep", b"d"))  # past max_queue (2): relayed at once
         relayed = next(e for e in events(p, {"request"}) if e[0] == "request")
         assert relayed[2][4] == b"d"
@@ -230,6 +231,7 @@ def test_requests_past_the_workers_wait_for_the_plane_s_lease_until_it_goes_or_t
         assert read_answer(b)[1] == b"B!"
         assert _answer(worker, b"C!").endswith(b"c")
         assert read_answer(c)[1] == b"C!"
+        assert p.counts()["waiting"] == 0 and p.idle_leases() == [1]
 
         # a request that waits past queue_wait_s is relayed (the pool then waits for a worker for it)
         a.sendall(signed(port, "ep", b"slow"))

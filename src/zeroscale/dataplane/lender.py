@@ -283,6 +283,7 @@ class Lender:
         lease_id = next(self._ids)
         lent = self._lent[lease_id] = Lent(pool, slot, pool.provisioned_now())
         pool.on_wait = self._give_one_back
+        pool.lent_idle = self._idle_in_plane
         spec, limits = pool.spec, self._limits
         max_request = (
             limits.request if spec.instance_count else min(limits.request, limits.serverless_request)
@@ -397,6 +398,13 @@ class Lender:
     def _forget(self, lent: Lent | None) -> None:
         if lent is not None and not any(other.pool is lent.pool for other in self._lent.values()):
             lent.pool.on_wait = None
+            lent.pool.lent_idle = None
+
+    def _idle_in_plane(self, pool: VariantPool) -> int:
+        """``pool``'s workers the plane holds with no request on them now (they count free in its load: its
+        gauges, CloudWatch's concurrency and utilization, and the autoscaling that reads them)."""
+        idle = set(self._plane.idle_leases())
+        return sum(1 for lease_id, lent in self._lent.items() if lent.pool is pool and lease_id in idle)
 
     async def close(self) -> None:
         self.closed = True

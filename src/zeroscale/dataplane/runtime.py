@@ -182,8 +182,14 @@ class NativeRuntime:
         self._on_events()
 
     def counts(self) -> dict[str, int]:
-        """Requests the plane answered itself, and those it relayed, so far."""
-        return dict(self._plane.counts()) if self._plane is not None else {"served": 0, "relayed": 0}
+        """Requests the plane answered itself, and those it relayed, so far; those waiting in it now."""
+        if self._plane is None:
+            return {"served": 0, "relayed": 0, "waiting": 0}
+        return dict(self._plane.counts())
+
+    def lent(self) -> int:
+        """Workers the plane holds now."""
+        return self.lender.lent if self.lender is not None else 0
 
     # ---- events ----
     def _on_events(self) -> None:

@@ -154,6 +154,8 @@ class VariantPool:
         # a request frees goes to it (when it takes it: True) rather than to a waiter, as long as another
         # worker not lent serves the waiters. Cleared once it took one.
         self.lend_wanted: Callable[[VariantPool, Slot], bool] | None = None
+        # How many of its lent workers the plane has no request on now: they count free in ``load``.
+        self.lent_idle: Callable[[VariantPool], int] | None = None
 
     # ---- views ----
     @property
@@ -240,7 +242,7 @@ class VariantPool:
             provisioned=self.spec.provisioned,
             memory_mb=self.spec.memory_mb,
             workers=len(self._slots) - self._slots.count(S.STARTING),
-            busy=self._slots.count(S.BUSY),
+            busy=self._slots.count(S.BUSY) - (self.lent_idle(self) if self.lent_idle is not None else 0),
             queued=self.queued if self.batcher is None else self.queued + self.batcher.waiting,
             rss_mb=tuple(s.handle.rss_mb for s in self._slots if s.handle is not None),
             draining=self.draining,
