@@ -142,7 +142,7 @@ typedef struct conn {
     int port;
     /* queued behind the plane's busy leases of ``q_endpoint``'s ``q_variant`` (C_QUEUED), until q_deadline_ns */
     struct conn *q_prev, *q_next;
-    uint64_t q_deadline_ns;
+    uint64_t q_since_ns, q_deadline_ns; /* q_since_ns stays set until the request is answered */
     char q_endpoint[64], q_variant[64];
     char relay_ep[64]; /* relayed while ``relay_ep`` was routed: counted in its route's ``relaying`` */
 } conn_t;
@@ -269,6 +269,7 @@ typedef struct event {
     char akid[129];
     char endpoint[64];
     double waited_s; /* since the request was whole */
+    double queued_s; /* of which waiting for a lease (a relayed request: the pool waits the rest) */
     /* done / failed */
     double at, model_s, total_s;
     size_t bytes_in, bytes_out;
@@ -531,6 +532,7 @@ static void conn_readable(Plane *p, conn_t *c);
 /* The answer to the request at the start of ``in`` is out (or queued): on to the next one. */
 static void conn_answered(Plane *p, conn_t *c) {
     relay_ended(p, c);
+    c->q_since_ns = 0;
     buf_drop(&c->in, c->req_len);
     c->req_len = 0;
     c->state = C_READ;
@@ -706,7 +708,9 @@ static event_t *request_event(Plane *p, conn_t *c, int kind) {
     e->req_len = c->req_len;
     memcpy(e->host, c->host, sizeof e->host);
     e->port = c->port;
-    e->waited_s = (double)(now_ns() - c->started_ns) / 1e9;
+    uint64_t t = now_ns();
+    e->waited_s = (double)(t - c->started_ns) / 1e9;
+    e->queued_s = c->q_since_ns ? (double)(t - c->q_since_ns) / 1e9 : 0.0;
     return e;
 }
 
@@ -756,7 +760,8 @@ static int waits_for_lease(Plane *p, const route_t *r, const char *endpoint, con
 static void queue_add(Plane *p, conn_t *c, route_t *r, const char *endpoint, const char *variant) {
     snprintf(c->q_endpoint, sizeof c->q_endpoint, "%s", endpoint);
     snprintf(c->q_variant, sizeof c->q_variant, "%s", variant);
-    c->q_deadline_ns = now_ns() + (uint64_t)(p->queue_wait_s * 1e9);
+    c->q_since_ns = now_ns();
+    c->q_deadline_ns = c->q_since_ns + (uint64_t)(p->queue_wait_s * 1e9);
     c->q_prev = p->q_tail;
     c->q_next = NULL;
     if (p->q_tail) p->q_tail->q_next = c;
@@ -1744,8 +1749,8 @@ static PyObject *event_tuple(event_t *e) {
     case EV_REQUEST: {
         PyObject *r = request_tuple(e);
         if (r == NULL) return NULL;
-        return Py_BuildValue("(sKN(si)ss)", "request", (unsigned long long)e->conn_id, r, e->host, e->port, e->akid,
-                             e->endpoint);
+        return Py_BuildValue("(sKN(si)ssd)", "request", (unsigned long long)e->conn_id, r, e->host, e->port, e->akid,
+                             e->endpoint, e->queued_s);
     }
     case EV_DONE:
         return Py_BuildValue("(sKdddnni(ll))", "done", (unsigned long long)e->lease_id, e->at, e->model_s, e->total_s,

@@ -589,3 +589,32 @@ def test_a_worker_the_plane_holds_counts_busy_only_while_it_serves_a_request(
             break
     assert seen and counts(server)["relayed"] == before["relayed"]
     assert value(server.metrics(), "zeroscale_native_waiting_requests") == 0
+
+
+def test_a_request_that_waited_in_the_plane_for_its_workers_is_throttled_at_the_queue_wait_not_twice_it(
+    server_factory: Any, tmp_path: Path
+) -> None:
+    """MaxConcurrency 1, its worker the plane's and busy for longer than --queue-wait-s: the next request
+    waits in the plane, is relayed when its wait is up, and the pool throttles it at once (its queue wait
+    counts the time in the plane), as the main port would after the same wait, not after twice it."""
+    import threading
+
+    srv = server_factory(native_port=free_port(), queue_wait_s=1, invocation_timeout_s=10)
+    url = handler_model(tmp_path, BEHAVIOURS)
+    assert (
+        deploy(srv.client("sagemaker"), "native-one", url, max_concurrency=1)["EndpointStatus"] == "InService"
+    )
+    through = srv.client("sagemaker-runtime", url=srv.native_url)
+    warm(through, "native-one")
+    before = counts(srv)
+    slow = threading.Thread(target=invoke, args=(through, {"sleep": 3}, "native-one"))
+    slow.start()
+    wait_for(lambda: counts(srv)["relayed"] == before["relayed"], timeout_s=1)  # served by the plane
+    time.sleep(0.2)
+    started = time.monotonic()
+    refused = failure(through, {"n": 1}, "native-one")
+    took = time.monotonic() - started
+    slow.join()
+    assert refused["Error"]["Code"] == "ThrottlingException", refused
+    assert "within 1 s" in refused["Error"]["Message"]
+    assert 0.9 <= took < 1.8, took

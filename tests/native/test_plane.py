@@ -240,6 +240,7 @@ def test_requests_past_the_workers_wait_for_the_plane_s_lease_until_it_goes_or_t
         b.sendall(signed(port, "ep", b"late"))
         late = next(e for e in events(p, {"request"}) if e[0] == "request")
         assert late[2][4] == b"late" and time.monotonic() - started >= QUEUE_WAIT_S * 0.9
+        assert late[6] >= QUEUE_WAIT_S * 0.9  # how long it waited here: the pool's queue wait counts it
         p.respond(late[1], b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n", True, False)
         read_answer(b)
 

@@ -60,6 +60,10 @@ _UNSIGNED_GETS = ("/metrics", "/ping", "/healthz")
 _CONSOLE = "/console"
 _INVOCATIONS_SUFFIX = "/invocations"
 _ASYNC_SUFFIX = "/async-invocations"
+# The ASGI scope's extension by which the native data plane says how long a request it relays waited in it
+# for a worker (``zeroscale/dataplane``): the pool's queue wait counts it. Set by the server alone (a
+# client cannot put anything in a scope's extensions).
+QUEUED_S = "zeroscale.queued_s"
 _STREAM_SUFFIX = "/invocations-response-stream"
 _CONTROL_BODY_LIMIT = 16 * 1024 * 1024
 _SIGNED = "zeroscale.signed"  # in an invocation's scope: its signature as checked at its headers (admit)
@@ -390,7 +394,10 @@ class App:
                 )
             else:
                 endpoint = self._runtime_target(access_key_id, method, path, _INVOCATIONS_SUFFIX)
-                await self._p.runtime.invoke(send, request_id, endpoint, headers, body, started)
+                queued_s = float((scope.get("extensions") or {}).get(QUEUED_S, 0.0))
+                await self._p.runtime.invoke(
+                    send, request_id, endpoint, headers, body, started - queued_s, queued_s=queued_s
+                )
         except Exception as exc:
             await runtime_failure(send, request_id, exc)
 

@@ -133,10 +133,12 @@ class InvokeApi:
         *,
         forwarded: bool = False,
         spilled: bool = False,
+        queued_s: float = 0.0,
     ) -> None:
         """``started``: ``time.perf_counter()`` when the request arrived; ``forwarded``: sent by a front end
         that holds no share of its variant, or (``spilled``) whose share is saturated (``api/forward.py``):
-        never sent on again, and a spilled one is refused at once unless there is spare capacity here."""
+        never sent on again, and a spilled one is refused at once unless there is spare capacity here;
+        ``queued_s``: how long it waited for a worker already (in the native data plane)."""
         targets, route = await self._prepare(endpoint, headers)
         forward, target_container, target_model = targets.forward, targets.container, targets.model
         pool = route.choose(targets.variant)
@@ -171,6 +173,7 @@ class InvokeApi:
             container=target_container,
             target_model=target_model,
             max_answer=self._limits.answer,
+            queued_s=queued_s,
         )
         try:
             resp = await pool.invoke(inv)

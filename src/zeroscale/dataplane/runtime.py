@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from zeroscale.api import sigv4
-from zeroscale.api.app import new_request_id, runtime_failure
+from zeroscale.api.app import QUEUED_S, new_request_id, runtime_failure
 from zeroscale.api.invoke import InvokeApi
 from zeroscale.background import Background
 from zeroscale.config import HttpLimits
@@ -209,8 +209,8 @@ class NativeRuntime:
         if kind == "done":
             lender.done(*event[1:])
         elif kind == "request":
-            _, conn_id, request, client, akid, endpoint = event
-            self._tasks.spawn(self._relay(conn_id, request, client, akid, endpoint))
+            _, conn_id, request, client, akid, endpoint, queued_s = event
+            self._tasks.spawn(self._relay(conn_id, request, client, akid, endpoint, queued_s))
         elif kind == "returned":
             lender.returned(event[1], bool(event[2]))
         elif kind == "failed":
@@ -238,7 +238,10 @@ class NativeRuntime:
         client: tuple[str, int],
         access_key_id: str,
         endpoint: str,
+        queued_s: float = 0.0,
     ) -> None:
+        """``queued_s``: how long it waited in the plane for a worker the plane holds (the pool's queue wait
+        counts it)."""
         method, target, minor, headers, body = request
 
         def earned(status: int) -> None:
@@ -255,6 +258,8 @@ class NativeRuntime:
         try:
             if target.startswith(b"/endpoints/") or (method == b"GET" and target == b"/ping"):
                 scope = scope_of(method, target, minor, headers, client, ("127.0.0.1", self.port))
+                if queued_s:
+                    scope["extensions"] = {QUEUED_S: queued_s}
                 await self._app(scope, answer.receive, answer.send)
             else:
                 await self._elsewhere(answer.send, method, target)

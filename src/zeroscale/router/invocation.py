@@ -40,6 +40,9 @@ class Invocation:
     # Requests that shared this one's predict call (router/batching.py): 1 unless batched.
     batch_size: int = 1
     batch_first: bool = False  # the first of them
+    # Seconds it waited for a worker before it reached the pool (in the native data plane, for one of the
+    # workers lent to it): the pool's queue wait counts them.
+    queued_s: float = 0.0
 
     def record(
         self, spec: PoolSpec, *, at: float, total_s: float, status: int, code: str, bytes_out: int

@@ -472,8 +472,9 @@ class VariantPool:
             self._empty.set()
 
     # ---- serving ----
-    async def acquire(self, prefer: Callable[[Slot], bool] | None = None) -> Slot:
-        """A free worker (``prefer``: the most recently used idle one it accepts, if any)."""
+    async def acquire(self, prefer: Callable[[Slot], bool] | None = None, *, waited_s: float = 0.0) -> Slot:
+        """A free worker (``prefer``: the most recently used idle one it accepts, if any); ``waited_s``: how
+        long the request waited for one already, elsewhere (its queue wait here is what is left of it)."""
         slot = self._slots.most_recent_idle(prefer)
         if slot is not None:
             self._slots.move(slot, S.BUSY)
@@ -490,7 +491,7 @@ class VariantPool:
         self._waiters.append(fut)
         self._empty.clear()
         self.scale()
-        wait_s = self._settings.queue_wait_s
+        wait_s = max(0.0, self._settings.queue_wait_s - waited_s)
         if not at_capacity:
             # A cold start: the startup timeout too, unless the host's memory starts no worker (then the
             # queue wait alone, saying so: busy or provisioned workers hold it, and may for long).
@@ -508,7 +509,8 @@ class VariantPool:
                     f"({self._budget.used_mb} of {self._budget.total_mb} MB) is held by busy or provisioned "
                     "workers. Retry later."
                 ) from None
-            raise self.throttled(f"no worker became free within {wait_s:g} s") from None
+            waited = wait_s + min(waited_s, self._settings.queue_wait_s)
+            raise self.throttled(f"no worker became free within {waited:g} s") from None
         except asyncio.CancelledError:
             if fut.done() and not fut.cancelled() and fut.exception() is None:
                 self.release(fut.result())  # handed over as the caller was cancelled: the next one gets it
@@ -577,7 +579,7 @@ class VariantPool:
     async def invoke(self, inv: Invocation) -> WorkerResponse:
         if self.batcher is not None:
             return await self.batcher.invoke(inv)
-        return await self.serve(await self.acquire(), inv)
+        return await self.serve(await self.acquire(waited_s=inv.queued_s), inv)
 
     async def serve(
         self, slot: Slot, inv: Invocation, path: bytes | None = None, *, again: bool = True
