@@ -250,8 +250,11 @@ class NativeRuntime:
             answer's end, so that the client's next request finds them."""
             if status == 200 and endpoint and self.lender is not None:
                 signer = access_key_id or _signer(headers)
-                if signer:
-                    self.lender.answered(signer, endpoint)
+                try:
+                    if signer:
+                        self.lender.answered(signer, endpoint)
+                except Exception:  # the answer goes out whatever the plane is given
+                    log.exception("a grant or lease for %s could not be given to the plane", endpoint)
 
         answer = RelayedAnswer(self._writer(conn_id), body, minor, earned)
         self._answers[conn_id] = answer

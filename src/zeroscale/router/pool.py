@@ -242,7 +242,7 @@ class VariantPool:
             provisioned=self.spec.provisioned,
             memory_mb=self.spec.memory_mb,
             workers=len(self._slots) - self._slots.count(S.STARTING),
-            busy=self._slots.count(S.BUSY) - (self.lent_idle(self) if self.lent_idle is not None else 0),
+            busy=max(0, self._slots.count(S.BUSY) - (self.lent_idle(self) if self.lent_idle else 0)),
             queued=self.queued if self.batcher is None else self.queued + self.batcher.waiting,
             rss_mb=tuple(s.handle.rss_mb for s in self._slots if s.handle is not None),
             draining=self.draining,
