@@ -467,13 +467,16 @@ static void relay_ended(Plane *p, conn_t *c) {
     c->relay_ep[0] = 0;
 }
 
+/* The waiting list changes under ``mu``: Python reads it (``Plane.waiting``) from its own thread. */
 static void queue_remove(Plane *p, conn_t *c) {
+    pthread_mutex_lock(&p->mu);
     if (c->q_prev) c->q_prev->q_next = c->q_next;
     else p->q_head = c->q_next;
     if (c->q_next) c->q_next->q_prev = c->q_prev;
     else p->q_tail = c->q_prev;
     c->q_prev = c->q_next = NULL;
     p->waiting--;
+    pthread_mutex_unlock(&p->mu);
     route_t *r = route_of(p, c->q_endpoint);
     if (r != NULL && r->queued > 0) r->queued--;
 }
@@ -762,14 +765,16 @@ static void queue_add(Plane *p, conn_t *c, route_t *r, const char *endpoint, con
     snprintf(c->q_variant, sizeof c->q_variant, "%s", variant);
     c->q_since_ns = now_ns();
     c->q_deadline_ns = c->q_since_ns + (uint64_t)(p->queue_wait_s * 1e9);
+    c->state = C_QUEUED;
+    r->queued++;
+    pthread_mutex_lock(&p->mu);
     c->q_prev = p->q_tail;
     c->q_next = NULL;
     if (p->q_tail) p->q_tail->q_next = c;
     else p->q_head = c;
     p->q_tail = c;
-    c->state = C_QUEUED;
-    r->queued++;
     p->waiting++;
+    pthread_mutex_unlock(&p->mu);
 }
 
 /* Waiting requests that wait no more: past their time, or with no lease of their variant left (recalled,
@@ -1896,6 +1901,43 @@ static PyObject *Plane_idle_leases(Plane *self, PyObject *unused) {
     return out;
 }
 
+/* The requests waiting now for a lease, by (endpoint, variant): their pools count them queued. */
+static PyObject *Plane_waiting(Plane *self, PyObject *unused) {
+    typedef struct {
+        char endpoint[64], variant[64];
+    } pair_t;
+    PyObject *out = PyDict_New();
+    if (out == NULL) return NULL;
+    pthread_mutex_lock(&self->mu);
+    size_t n = (size_t)self->waiting, k = 0;
+    pair_t *pairs = n ? malloc(n * sizeof *pairs) : NULL;
+    for (conn_t *c = self->q_head; pairs != NULL && c != NULL && k < n; c = c->q_next, k++) {
+        memcpy(pairs[k].endpoint, c->q_endpoint, sizeof pairs[k].endpoint);
+        memcpy(pairs[k].variant, c->q_variant, sizeof pairs[k].variant);
+    }
+    pthread_mutex_unlock(&self->mu);
+    if (n && pairs == NULL) {
+        Py_DECREF(out);
+        return PyErr_NoMemory();
+    }
+    for (size_t i = 0; i < k; i++) {
+        PyObject *key = Py_BuildValue("(ss)", pairs[i].endpoint, pairs[i].variant);
+        PyObject *was = key ? PyDict_GetItemWithError(out, key) : NULL;
+        PyObject *now = key && !PyErr_Occurred() ? PyLong_FromLong(was ? PyLong_AsLong(was) + 1 : 1) : NULL;
+        if (now == NULL || PyDict_SetItem(out, key, now) != 0) {
+            Py_XDECREF(key);
+            Py_XDECREF(now);
+            Py_DECREF(out);
+            free(pairs);
+            return NULL;
+        }
+        Py_DECREF(key);
+        Py_DECREF(now);
+    }
+    free(pairs);
+    return out;
+}
+
 static PyObject *Plane_recall(Plane *self, PyObject *args) {
     unsigned long long id;
     if (!PyArg_ParseTuple(args, "K", &id)) return NULL;
@@ -2045,6 +2087,7 @@ static PyMethodDef Plane_methods[] = {
      "route(endpoint, [(variant, weight), ...]): the variants a request picks from by weight ([]: none)."},
     {"counts", (PyCFunction)Plane_counts, METH_NOARGS, "Requests served here and relayed so far, and waiting now."},
     {"idle_leases", (PyCFunction)Plane_idle_leases, METH_NOARGS, "The ids of the leases idle now."},
+    {"waiting", (PyCFunction)Plane_waiting, METH_NOARGS, "The requests waiting for a lease, by (endpoint, variant)."},
     {NULL, NULL, 0, NULL},
 };
 

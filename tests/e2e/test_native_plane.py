@@ -599,6 +599,8 @@ def test_a_request_that_waited_in_the_plane_for_its_workers_is_throttled_at_the_
     counts the time in the plane), as the main port would after the same wait, not after twice it."""
     import threading
 
+    from metrics.promtext import value
+
     srv = server_factory(native_port=free_port(), queue_wait_s=1, invocation_timeout_s=10)
     url = handler_model(tmp_path, BEHAVIOURS)
     assert (
@@ -612,9 +614,20 @@ def test_a_request_that_waited_in_the_plane_for_its_workers_is_throttled_at_the_
     wait_for(lambda: counts(srv)["relayed"] == before["relayed"], timeout_s=1)  # served by the plane
     time.sleep(0.2)
     started = time.monotonic()
-    refused = failure(through, {"n": 1}, "native-one")
+    got: list[dict[str, Any]] = []
+    waiting = threading.Thread(target=lambda: got.append(failure(through, {"n": 1}, "native-one")))
+    waiting.start()
+    seen = []  # while it waits in the plane: queued for the variant, as a request waiting in the pool is
+    while waiting.is_alive() and not seen:
+        text = srv.metrics()
+        depth = value(text, "zeroscale_queue_depth", endpoint_name="native-one", variant_name="AllTraffic")
+        if depth == 1 and value(text, "zeroscale_native_waiting_requests") == 1:
+            seen.append(depth)
+    waiting.join()
     took = time.monotonic() - started
     slow.join()
+    refused = got[0]
+    assert seen
     assert refused["Error"]["Code"] == "ThrottlingException", refused
     assert "within 1 s" in refused["Error"]["Message"]
     assert 0.9 <= took < 1.8, took

@@ -219,6 +219,7 @@ def test_requests_past_the_workers_wait_for_the_plane_s_lease_until_it_goes_or_t
         c.sendall(signed(port, "ep", b"c"))
         _quiet(p, worker)  # b and c wait for the lease
         assert p.counts()["waiting"] == 2 and p.idle_leases() == []
+        assert p.waiting() == {("ep", "AllTraffic"): 2}
         d.sendall(signed(port, "ep", b"d"))  # past max_queue (2): relayed at once
         relayed = next(e for e in events(p, {"request"}) if e[0] == "request")
         assert relayed[2][4] == b"d"
@@ -231,7 +232,7 @@ def test_requests_past_the_workers_wait_for_the_plane_s_lease_until_it_goes_or_t
         assert read_answer(b)[1] == b"B!"
         assert _answer(worker, b"C!").endswith(b"c")
         assert read_answer(c)[1] == b"C!"
-        assert p.counts()["waiting"] == 0 and p.idle_leases() == [1]
+        assert p.counts()["waiting"] == 0 and p.idle_leases() == [1] and p.waiting() == {}
 
         # a request that waits past queue_wait_s is relayed (the pool then waits for a worker for it)
         a.sendall(signed(port, "ep", b"slow"))
@@ -419,6 +420,8 @@ def test_random_traffic_leases_recalls_and_grants_answer_every_request_once(
             clients[k] = connect()
             waiting.pop(k)
             got[k] = b""
+        if step % 25 == 0:  # read from this thread while the plane's changes them
+            assert all(n > 0 for n in p.waiting().values()) and set(p.idle_leases()) <= set(workers)
         select.select([p.fileno()], [], [], 0.001)
         service()
     deadline = time.monotonic() + 10

@@ -284,6 +284,7 @@ class Lender:
         lent = self._lent[lease_id] = Lent(pool, slot, pool.provisioned_now())
         pool.on_wait = self._give_one_back
         pool.lent_idle = self._idle_in_plane
+        pool.plane_waiting = self._waiting_in_plane
         spec, limits = pool.spec, self._limits
         max_request = (
             limits.request if spec.instance_count else min(limits.request, limits.serverless_request)
@@ -399,12 +400,17 @@ class Lender:
         if lent is not None and not any(other.pool is lent.pool for other in self._lent.values()):
             lent.pool.on_wait = None
             lent.pool.lent_idle = None
+            lent.pool.plane_waiting = None
 
     def _idle_in_plane(self, pool: VariantPool) -> int:
         """``pool``'s workers the plane holds with no request on them now (they count free in its load: its
         gauges, CloudWatch's concurrency and utilization, and the autoscaling that reads them)."""
         idle = set(self._plane.idle_leases())
         return sum(1 for lease_id, lent in self._lent.items() if lent.pool is pool and lease_id in idle)
+
+    def _waiting_in_plane(self, pool: VariantPool) -> int:
+        """Requests waiting in the plane for ``pool``'s workers it holds (they count queued in its load)."""
+        return self._plane.waiting().get((pool.spec.endpoint, pool.spec.variant), 0)
 
     async def close(self) -> None:
         self.closed = True

@@ -154,8 +154,10 @@ class VariantPool:
         # a request frees goes to it (when it takes it: True) rather than to a waiter, as long as another
         # worker not lent serves the waiters. Cleared once it took one.
         self.lend_wanted: Callable[[VariantPool, Slot], bool] | None = None
-        # How many of its lent workers the plane has no request on now: they count free in ``load``.
+        # How many of its lent workers the plane has no request on now (they count free in ``load``), and how
+        # many requests wait in the plane for them (they count queued).
         self.lent_idle: Callable[[VariantPool], int] | None = None
+        self.plane_waiting: Callable[[VariantPool], int] | None = None
 
     # ---- views ----
     @property
@@ -243,10 +245,15 @@ class VariantPool:
             memory_mb=self.spec.memory_mb,
             workers=len(self._slots) - self._slots.count(S.STARTING),
             busy=max(0, self._slots.count(S.BUSY) - (self.lent_idle(self) if self.lent_idle else 0)),
-            queued=self.queued if self.batcher is None else self.queued + self.batcher.waiting,
+            queued=self._queued_all(),
             rss_mb=tuple(s.handle.rss_mb for s in self._slots if s.handle is not None),
             draining=self.draining,
         )
+
+    def _queued_all(self) -> int:
+        """Requests waiting for a worker: here, in the batcher, and in the native plane for its lent ones."""
+        queued = self.queued if self.batcher is None else self.queued + self.batcher.waiting
+        return queued + (self.plane_waiting(self) if self.plane_waiting else 0)
 
     def evictable(self) -> list[Slot]:
         """Idle workers above the provisioned floor, longest idle first."""
