@@ -868,6 +868,12 @@ static int endpoint_of(const zs_request *req, char *name, size_t cap) {
 
 static void lease_send(Plane *p, lease_t *l);
 
+/* A worker's connection failed so that the request cannot have reached it: reset or closed with it unread
+ * (a peer that closes with a request unread resets the connection), or never made (a TCP worker's lease is
+ * handed over while its connection is still being made, and the worker refused it). A timeout or an
+ * unreachable host may come after the request went: not these. */
+static int not_delivered(int err) { return err == ECONNRESET || err == EPIPE || err == ECONNREFUSED; }
+
 /* ``given``: an idle lease that takes this request, which waited for it (its signature and grant checked
  * again: a grant may have gone meanwhile). */
 static void serve_request(Plane *p, conn_t *c, const zs_request *req, const char *body, size_t body_len,
@@ -1290,7 +1296,7 @@ static void lease_readable(Plane *p, lease_t *l) {
         }
         if (n < 0 && errno == EINTR) continue;
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
-        if (n < 0 && l->r.len == 0 && (errno == ECONNRESET || errno == EPIPE)) {
+        if (n < 0 && l->r.len == 0 && not_delivered(errno)) {
             lease_failed(p, l, "not_delivered", 0, NULL, 0, 0);
             return;
         }
@@ -1310,7 +1316,7 @@ static void lease_send(Plane *p, lease_t *l) {
         if (n < 0 && errno == EINTR) continue;
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
         /* the worker is gone: nothing of the answer came, and (reset, broken pipe) nothing was read */
-        lease_failed(p, l, (errno == EPIPE || errno == ECONNRESET) && l->r.len == 0 ? "not_delivered" : "broken", 0,
+        lease_failed(p, l, not_delivered(errno) && l->r.len == 0 ? "not_delivered" : "broken", 0,
                      NULL, 0, 0);
         return;
     }

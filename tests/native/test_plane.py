@@ -4,6 +4,7 @@ answers for. What the plane serves itself, what it relays, what it journals and 
 
 from __future__ import annotations
 
+import errno
 import select
 import socket
 import time
@@ -430,4 +431,54 @@ def test_random_traffic_leases_recalls_and_grants_answer_every_request_once(
         service()
     assert not waiting and answered > 500, (waiting, answered)
     for sock in clients:
+        sock.close()
+
+
+def test_a_tcp_worker_s_lease_is_served_while_its_connection_is_made_and_a_refused_one_is_not_delivered(
+    plane: tuple[Any, int, Path],
+) -> None:
+    """A worker on another node is leased with its TCP connection still being made (so the lease reaches
+    the plane before the answer that earned it): a request finds it, waits for the connection, and is
+    served. A worker that refuses the connection: the request is reported never delivered (it goes to
+    another worker), not as a worker that broke."""
+    p, port, _ = plane
+    p.grant(AKID, SECRET, "ep")
+    p.route("ep", [("AllTraffic", 1.0, 1)])
+    node = socket.socket()
+    node.bind(("127.0.0.1", 0))
+    node.listen(1)
+    connecting = socket.socket()
+    connecting.setblocking(False)
+    assert connecting.connect_ex(node.getsockname()) in (0, errno.EINPROGRESS)
+    p.lease(1, connecting.detach(), "ep", "AllTraffic", "w", 1024, False, 5.0, 1 << 20, 1 << 20)
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as client:
+        client.sendall(signed(port, "ep", b"far"))
+        worker, _ = node.accept()
+        worker.settimeout(5)
+        with worker:
+            assert _answer(worker, b"near").endswith(b"far")
+            assert read_answer(client)[1] == b"near"
+    node.close()
+    p.recall(1)
+
+    # a node whose accept queue is full drops the connection's SYN: it is still being made when the request
+    # comes, and refused once the node's port closes (the SYN sent again meets a reset)
+    node = socket.socket()
+    node.bind(("127.0.0.1", 0))
+    node.listen(0)
+    queued = [socket.socket() for _ in range(3)]
+    for sock in queued:
+        sock.setblocking(False)
+        sock.connect_ex(node.getsockname())
+    pending = socket.socket()
+    pending.setblocking(False)
+    pending.connect_ex(node.getsockname())
+    p.lease(2, pending.detach(), "ep", "AllTraffic", "w2", 1024, False, 10.0, 1 << 20, 1 << 20)
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as client:
+        client.sendall(signed(port, "ep", b"lost"))
+        time.sleep(0.2)
+        node.close()
+        failed = next(e for e in events(p, {"failed"}, timeout_s=8) if e[0] == "failed")
+        assert failed[2:4] == (2, "not_delivered") and failed[5][4] == b"lost"
+    for sock in queued:
         sock.close()

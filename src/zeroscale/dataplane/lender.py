@@ -22,9 +22,12 @@ Python from what the Python server decides per request, and taken back the momen
 from __future__ import annotations
 
 import asyncio
+import errno
 import functools
+import ipaddress
 import itertools
 import logging
+import os
 import socket
 import threading
 from collections.abc import Callable
@@ -105,20 +108,32 @@ def _socket(handle: WorkerHandle) -> tuple[socket.socket, tuple[str, int] | str]
 
 
 def connect_now(handle: WorkerHandle) -> socket.socket | None:
-    """A connection to a worker on this host's Unix socket, made at once (non-blocking: its backlog has
-    room); None for a TCP worker, or a full backlog (then ``connect``)."""
-    if handle.port:
+    """A connection to the worker for the plane, at once: on this host's Unix socket, made (non-blocking:
+    its backlog has room); to a TCP worker at an IP address, begun (the plane sends its first request once
+    it is made, and a connection refused is a request not delivered). None where it must be awaited (a
+    full backlog, a host name): ``connect``."""
+    if handle.port and not _is_ip(handle.host):
         return None
     sock, address = _socket(handle)
     try:
-        sock.connect(address)
-    except BlockingIOError:
-        sock.close()
-        return None
+        err = sock.connect_ex(address)
     except BaseException:
         sock.close()
         raise
-    return sock
+    if err == 0 or (handle.port and err == errno.EINPROGRESS):
+        return sock
+    sock.close()
+    if err in (errno.EAGAIN, errno.EINPROGRESS):
+        return None
+    raise OSError(err, os.strerror(err))
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 async def connect(handle: WorkerHandle) -> socket.socket:
@@ -253,8 +268,8 @@ class Lender:
                 self._routes.pop(endpoint, None)
 
     def _lend(self, pool: VariantPool, slot: Slot) -> None:
-        """``slot``, taken busy from ``pool``, to the plane: at once on this host (its lease then reaches the
-        plane before the answer that earned it), else once connected."""
+        """``slot``, taken busy from ``pool``, to the plane: at once (its lease then reaches the plane before
+        the answer that earned it), else once connected."""
         handle = slot.handle
         assert handle is not None  # a busy slot's worker is ready
         try:
