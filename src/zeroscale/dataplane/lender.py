@@ -75,8 +75,8 @@ class Limits:
     max_answer: int
     serverless_request: int
     request: int
-    queue_wait_s: float = 10.0
-    max_queue: int = 1000
+    queue_wait_s: float
+    max_queue: int
 
 
 @dataclass(slots=True)
