@@ -679,8 +679,16 @@ static void lease_set(Plane *p, lease_t *l, int used, int state) {
     pthread_mutex_unlock(&p->mu);
 }
 
+/* Its slot freed and its connection closed before Python is told: Python never sees a lease it was told
+ * came back among the idle ones, nor a worker it got back still connected to the plane. */
 static void lease_return(Plane *p, lease_t *l, int broken) {
     p->q_dirty = 1; /* the requests waiting for its variant may have no lease left */
+    lease_set(p, l, 0, L_IDLE);
+    epoll_ctl(p->epoll_fd, EPOLL_CTL_DEL, l->fd, NULL);
+    close(l->fd);
+    buf_free(&l->w);
+    buf_free(&l->r);
+    l->fd = -1;
     event_t *e = new_event(EV_RETURNED);
     if (e) {
         e->kind = EV_RETURNED;
@@ -688,12 +696,6 @@ static void lease_return(Plane *p, lease_t *l, int broken) {
         e->broken = broken;
         emit(p, e);
     }
-    epoll_ctl(p->epoll_fd, EPOLL_CTL_DEL, l->fd, NULL);
-    close(l->fd);
-    buf_free(&l->w);
-    buf_free(&l->r);
-    lease_set(p, l, 0, L_IDLE);
-    l->fd = -1;
 }
 
 /* The request event's common part: the request as it came, where from, how long it has waited. */
