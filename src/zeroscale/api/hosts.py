@@ -36,7 +36,8 @@ def hostname(header: str) -> str:
     return _name(value)
 
 
-def _is_address(host: str) -> bool:
+def is_address(host: str) -> bool:
+    """Whether ``host`` is an IP address (v4 or v6), not a name."""
     try:
         ipaddress.ip_address(host)
     except ValueError:
@@ -60,4 +61,4 @@ class AllowedHosts:
         if self.any or header is None:
             return True
         host = hostname(header)
-        return host in self.names or _is_address(host)
+        return host in self.names or is_address(host)

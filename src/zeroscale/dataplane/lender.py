@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import errno
 import functools
-import ipaddress
 import itertools
 import logging
 import os
@@ -34,6 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
+from zeroscale.api.hosts import is_address
 from zeroscale.background import Background
 from zeroscale.errors import ZeroscaleError
 from zeroscale.events import EventBus, InvocationRecord
@@ -112,7 +112,7 @@ def connect_now(handle: WorkerHandle) -> socket.socket | None:
     its backlog has room); to a TCP worker at an IP address, begun (the plane sends its first request once
     it is made, and a connection refused is a request not delivered). None where it must be awaited (a
     full backlog, a host name): ``connect``."""
-    if handle.port and not _is_ip(handle.host):
+    if handle.port and not is_address(handle.host):
         return None
     sock, address = _socket(handle)
     try:
@@ -126,14 +126,6 @@ def connect_now(handle: WorkerHandle) -> socket.socket | None:
     if err in (errno.EAGAIN, errno.EINPROGRESS):
         return None
     raise OSError(err, os.strerror(err))
-
-
-def _is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
 
 
 async def connect(handle: WorkerHandle) -> socket.socket:
