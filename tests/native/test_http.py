@@ -9,10 +9,6 @@ from __future__ import annotations
 
 import ctypes
 import random
-import shutil
-import subprocess
-import sysconfig
-from pathlib import Path
 from typing import Any
 
 import httptools
@@ -20,7 +16,8 @@ import pytest
 
 from zeroscale.testing import mutate
 
-NATIVE = Path(__file__).resolve().parents[2] / "src" / "native"
+from .cc import compile_native
+
 MAX_HEADERS = 64
 MORE, BAD, TOO_LARGE = 0, -1, -2
 
@@ -58,39 +55,18 @@ class Response(ctypes.Structure):
 @pytest.fixture(scope="module")
 def lib(tmp_path_factory: pytest.TempPathFactory) -> ctypes.CDLL:
     """http.c compiled on its own, with the extension's flags and warnings as errors."""
-    cc = shutil.which(str(sysconfig.get_config_var("CC") or "cc").split()[0]) or shutil.which("cc")
-    if cc is None:
-        pytest.skip("no C compiler")
-    out = tmp_path_factory.mktemp("http") / "libzs_http.so"
-    flags = ["-O2", "-std=gnu11", "-Wall", "-Wextra", "-Wno-unused-parameter", "-Werror", "-shared", "-fPIC"]
-    subprocess.run([cc, *flags, "-o", str(out), str(NATIVE / "http.c")], check=True)
+    out = compile_native("http.c", tmp_path_factory.mktemp("http") / "libzs_http.so", "-Wno-unused-parameter")
     found = ctypes.CDLL(str(out))
-    found.zs_parse_request.restype = ctypes.c_long
-    found.zs_parse_request.argtypes = [
-        ctypes.c_char_p,
-        ctypes.c_size_t,
-        ctypes.c_size_t,
-        ctypes.POINTER(Request),
-    ]
-    found.zs_parse_response.restype = ctypes.c_long
-    found.zs_parse_response.argtypes = [
-        ctypes.c_char_p,
-        ctypes.c_size_t,
-        ctypes.c_size_t,
-        ctypes.POINTER(Response),
-    ]
-    found.zs_chunked_scan.restype = ctypes.c_long
-    found.zs_chunked_scan.argtypes = [
-        ctypes.c_char_p,
-        ctypes.c_size_t,
-        ctypes.c_size_t,
-        ctypes.c_size_t,
-        ctypes.POINTER(ctypes.c_size_t),
-        ctypes.POINTER(ctypes.c_void_p),
-        ctypes.POINTER(ctypes.c_size_t),
-    ]
-    found.zs_chunked_copy.restype = None
-    found.zs_chunked_copy.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_char_p]
+    size, text, at = ctypes.c_size_t, ctypes.c_char_p, ctypes.POINTER
+    signatures: dict[str, tuple[Any, list[Any]]] = {
+        "zs_parse_request": (ctypes.c_long, [text, size, size, at(Request)]),
+        "zs_parse_response": (ctypes.c_long, [text, size, size, at(Response)]),
+        "zs_chunked_scan": (ctypes.c_long, [text, size, size, size, at(size), at(ctypes.c_void_p), at(size)]),
+        "zs_chunked_copy": (None, [text, size, text]),
+    }
+    for name, (restype, argtypes) in signatures.items():
+        fn = getattr(found, name)
+        fn.restype, fn.argtypes = restype, argtypes
     return found
 
 

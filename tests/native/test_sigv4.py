@@ -22,9 +22,7 @@ import random
 import re
 import shutil
 import string
-import subprocess
 import sys
-import sysconfig
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
@@ -40,12 +38,12 @@ from botocore.awsrequest import AWSRequest, AWSResponse
 from botocore.config import Config
 from botocore.credentials import Credentials
 
+from zeroscale import _dataplane as dataplane
 from zeroscale.api import sigv4
 from zeroscale.errors import ZeroscaleError
 
-dataplane = pytest.importorskip("zeroscale._dataplane", reason="the native data plane is not built")
+from .cc import NATIVE, compile_native
 
-NATIVE = Path(__file__).resolve().parents[2] / "src" / "native"
 REGION = "us-east-1"
 SERVICE = "sagemaker"
 AKID = "AKIAZEROSCALENATIVE1"
@@ -253,13 +251,7 @@ def spec_sign(
 @pytest.fixture(scope="module")
 def sha_so(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """src/native/sha256.c compiled on its own, with the extension's flags and warnings as errors."""
-    cc = shutil.which(str(sysconfig.get_config_var("CC") or "cc").split()[0]) or shutil.which("cc")
-    if cc is None:
-        pytest.skip("no C compiler")
-    out = tmp_path_factory.mktemp("sha256") / "libzs_sha256.so"
-    flags = ["-O2", "-std=gnu11", "-Wall", "-Wextra", "-Werror", "-shared", "-fPIC"]
-    subprocess.run([cc, *flags, "-o", str(out), str(NATIVE / "sha256.c")], check=True)
-    return out
+    return compile_native("sha256.c", tmp_path_factory.mktemp("sha256") / "libzs_sha256.so")
 
 
 def load_sha(so: Path, portable: str | None) -> ctypes.CDLL:
