@@ -466,13 +466,19 @@ def test_a_tcp_worker_s_lease_is_served_while_its_connection_is_made_and_a_refus
     node = socket.socket()
     node.bind(("127.0.0.1", 0))
     node.listen(0)
-    queued = [socket.socket() for _ in range(3)]
-    for sock in queued:
+    queued: list[socket.socket] = []
+    while True:  # connections until one is still being made (its SYN dropped): the next is too
+        sock = socket.socket()
         sock.setblocking(False)
         sock.connect_ex(node.getsockname())
+        queued.append(sock)
+        if not select.select([], [sock], [], 0.2)[1]:
+            break
+        assert len(queued) < 10, "the node's accept queue never filled"
     pending = socket.socket()
     pending.setblocking(False)
     pending.connect_ex(node.getsockname())
+    assert not select.select([], [pending], [], 0.1)[1]  # still being made as it is lent
     p.lease(2, pending.detach(), "ep", "AllTraffic", "w2", 1024, False, 10.0, 1 << 20, 1 << 20)
     with socket.create_connection(("127.0.0.1", port), timeout=5) as client:
         client.sendall(signed(port, "ep", b"lost"))
