@@ -186,6 +186,7 @@ async def test_a_staged_model_whose_files_the_cache_let_go_is_fetched_again(tmp_
     inv, body = await w.invoke("a")
     assert body == model_name("a").encode() and inv.download_s is not None
     assert w.fetches == ["s3://b/p/a", "s3://b/p/b", "s3://b/p/a"]
+    await w.pool._background.join()  # the old copy, renamed aside at once, is removed off the event loop
     assert sorted(p.name for p in (tmp_path / "staging").iterdir()) == sorted(model_name(t) for t in "ab")
     await w.invoke("a")  # loaded: its files are in use, and not asked for
     assert w.kept.count(str(tmp_path / "models" / "a")) == 1
