@@ -71,6 +71,18 @@ class PeerRefused(Exception):
     """A peer call that is not authentic, or not well formed: its reason."""
 
 
+class NotDelivered(Exception):
+    """``open_stream``: the call provably never reached the peer whole, so it acted on nothing: the peer could
+    not be connected to in time, or reset the connection before any answer (a front end reads a request
+    whole before it acts on it, and a socket closed with everything sent to it read ends with a FIN, not a
+    reset)."""
+
+
+class BrokeOff(Exception):
+    """``open_stream``: the call was sent, and the peer neither answered nor refused it (it closed the
+    connection, answered no HTTP, or outlasted the deadline): it may have acted on it."""
+
+
 @dataclass(frozen=True)
 class Peer:
     id: str
@@ -280,18 +292,26 @@ def tls_context(cafile: Path | None) -> ssl.SSLContext | None:
 async def _request(
     connection: _Connection, path: str, headers: list[tuple[bytes, bytes]], body: bytes
 ) -> h11.Response:
-    """Send a POST on ``connection`` and read its answer's status and headers."""
+    """Send a POST on ``connection`` and read its answer's status and headers: ``_Reset`` when the peer reset
+    the connection before any answer, PeerRefused when it closed it or answered no HTTP."""
     conn, writer = connection.conn, connection.writer
-    writer.write(conn.send(h11.Request(method="POST", target=path, headers=headers)) or b"")
-    writer.write(conn.send(h11.Data(data=body)) or b"")
-    writer.write(conn.send(h11.EndOfMessage()) or b"")
-    await writer.drain()
-    while True:
-        event = await _next_event(connection.reader, conn)
-        if isinstance(event, h11.Response):
-            return event
-        if not isinstance(event, h11.InformationalResponse):  # 100 Continue and the like: skipped
-            raise PeerRefused("the peer closed the connection without an answer")
+    try:
+        writer.write(conn.send(h11.Request(method="POST", target=path, headers=headers)) or b"")
+        writer.write(conn.send(h11.Data(data=body)) or b"")
+        writer.write(conn.send(h11.EndOfMessage()) or b"")
+        await writer.drain()
+        while True:
+            event = await _next_event(connection.reader, conn)
+            if isinstance(event, h11.Response):
+                return event
+            if not isinstance(event, h11.InformationalResponse):  # 100 Continue and the like: skipped
+                raise PeerRefused("the peer closed the connection without an answer")
+    except (ConnectionResetError, BrokenPipeError) as exc:
+        raise _Reset(str(exc) or type(exc).__name__) from None
+
+
+class _Reset(Exception):
+    """The peer reset the connection before its answer (``_request``)."""
 
 
 async def _next_event(reader: asyncio.StreamReader, conn: h11.Connection) -> Any:
@@ -360,6 +380,12 @@ class PeerStream:
             self._client._give_back(self._url, self._connection)
 
 
+def _why(exc: BaseException) -> str:
+    if isinstance(exc, TimeoutError):
+        return "no answer in time"
+    return str(exc) or type(exc).__name__
+
+
 class PeerClient:
     """Calls the other live front ends, each in a thread of its own, and answers what each returned (a peer
     that fails or does not answer within ``timeout_s`` is named in the answer's ``missing``, and the log says
@@ -424,16 +450,24 @@ class PeerClient:
             conn.close()
 
     async def open_stream(
-        self, peer: Peer, path: str, headers: list[tuple[bytes, bytes]], body: bytes
+        self,
+        peer: Peer,
+        path: str,
+        headers: list[tuple[bytes, bytes]],
+        body: bytes,
+        *,
+        deadline: float | None = None,
     ) -> PeerStream:
         """``POST`` ``body`` with ``headers`` to ``path`` under ``PATH`` on ``peer``, from the event loop: its
-        answer once the status and headers came, the body still to read (``PeerStream``; close it). OSError
-        when the peer cannot be reached, PeerRefused when it answers no HTTP. The caller bounds the time.
+        answer once the status and headers came, the body still to read (``PeerStream``; close it), by
+        ``deadline`` (the event loop's time; None: no bound). NotDelivered when the peer provably never had
+        the call, BrokeOff when it may have acted on it without answering.
 
         A connection left idle by an earlier call is used when there is one (no new TCP or TLS handshake).
         When the peer closed it meanwhile (it closes idle ones: its keep-alive timeout, or a newcomer taking
         its slot), the call fails before any answer and is sent once more on a new connection: the peer had
-        not read it, as it closes only connections between requests."""
+        not read it, as it closes only connections between requests. If that new connection cannot be made,
+        the peer went away just then, perhaps after reading the call: BrokeOff, never NotDelivered."""
         url = urllib.parse.urlsplit(peer.url)
         sent = [
             (b"host", url.netloc.encode("latin-1")),
@@ -445,18 +479,27 @@ class PeerClient:
             (b"content-length", str(len(body)).encode()),
         ]
         reused = self._take(peer.url)
+        retried = False  # a reused connection failed before any answer: this is the call sent once more
         while True:
-            connection = reused or await self._open(url)
+            connection: _Connection | None = reused
             try:
-                return PeerStream(self, peer.url, connection, await _request(connection, path, sent, body))
-            except (OSError, PeerRefused):
-                connection.writer.close()
-                if reused is None:
-                    raise
-                reused = None  # closed by the peer while idle: once more, on a new connection
-            except BaseException:
-                connection.writer.close()
-                raise
+                async with asyncio.timeout_at(deadline):
+                    if connection is None:
+                        connection = await self._open(url)
+                    response = await _request(connection, path, sent, body)
+                return PeerStream(self, peer.url, connection, response)
+            except BaseException as exc:
+                if connection is not None:
+                    connection.writer.close()
+                if not isinstance(exc, (OSError, PeerRefused, _Reset)):
+                    raise  # cancelled
+                if reused is not None and not isinstance(exc, TimeoutError):
+                    reused, retried = None, True
+                    continue
+                unsent = connection is None or isinstance(exc, _Reset)
+                if unsent and not retried:
+                    raise NotDelivered(_why(exc)) from None
+                raise BrokeOff(_why(exc)) from None
 
     async def _open(self, url: urllib.parse.SplitResult) -> _Connection:
         host, port = url.hostname or "127.0.0.1", url.port or (443 if url.scheme == "https" else 80)

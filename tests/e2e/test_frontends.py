@@ -729,6 +729,50 @@ def test_a_front_end_killed_costs_only_its_requests_and_comes_back(
     assert gauge(a, "zeroscale_max_concurrency", "capped") == 1
 
 
+def test_a_spilled_invocation_whose_holder_dies_mid_call_fails_and_is_not_run_again(
+    pair: tuple[ServerProcess, ServerProcess], model_url: str
+) -> None:
+    """B's share (1 of MaxConcurrency 2) is busy with one request, so the other spills to A, which is killed
+    while its model runs it: that one answers InternalFailure, saying it may have run, and B does not run it
+    again (it used to, once its own worker was free)."""
+    a, b = pair
+    wait_for(lambda: a.proc is not None and serves(a, "capped")(), timeout_s=10)
+    deploy(a.client("sagemaker"), "once", model_url, max_concurrency=2)
+    wait_for(serves(a, "once"), timeout_s=10)
+    wait_for(serves(b, "once"), timeout_s=10)
+    wait_for(lambda: gauge(b, "zeroscale_max_concurrency", "once") == 1, timeout_s=TTL_S + 5)
+    outcomes: list[BaseException | int] = []
+
+    def slow() -> None:
+        try:
+            outcomes.append(invoke(b, "once", sleep_s=2.0))
+        except BaseException as exc:  # recorded: the spilled one is expected to fail
+            outcomes.append(exc)
+
+    in_flight = [threading.Thread(target=slow) for _ in range(2)]
+    try:
+        for t in in_flight:
+            t.start()
+        time.sleep(1.0)
+        a.stop(signal.SIGKILL)
+        for t in in_flight:
+            t.join()
+    finally:
+        a.start()
+    errors = [o for o in outcomes if isinstance(o, ClientError)]
+    assert len(outcomes) == 2 and len(errors) == 1, outcomes
+    assert errors[0].response["Error"]["Code"] == "InternalFailure"
+    assert "may have run it" in errors[0].response["Error"]["Message"]
+    assert errors[0].response["ResponseMetadata"]["HTTPStatusCode"] == 500
+    spilled = {
+        line.split("how=")[1]
+        for line in b.metrics().splitlines()
+        if line.startswith("zeroscale_peer_invocations_total") and 'endpoint_name="once"' in line
+    }
+    assert any(how.startswith('"spilled"') for how in spilled), spilled
+    b.client("sagemaker").delete_endpoint(EndpointName="once")
+
+
 def test_a_dead_front_ends_unfinished_create_and_delete_are_taken_over(
     pair: tuple[ServerProcess, ServerProcess], model_url: str
 ) -> None:

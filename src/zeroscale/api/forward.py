@@ -25,9 +25,14 @@ which never carries that header) and this front end queues the invocation itself
 The shares still add up to MaxConcurrency, so the total holds. A refusal, or a holder that cannot be
 reached, is remembered for a moment (no round trip per request while every front end is saturated) and
 leaves the invocation to the local queue: spill-over never gives an error that the local path would not.
-A spilled invocation is never forwarded or spilled again. A holder that took one and then broke off before
-its whole answer came (it died, or outlasted ``timeout_s``) leaves it to the local queue too, as a client's
-retry would run it again. The origin counts what it sent on
+A spilled invocation is never forwarded or spilled again.
+
+An invocation runs at most once. One that provably never reached the holder (it could not be connected to,
+or reset the connection with the call unread: ``peers.NotDelivered``) stays here, as if not sent. One the
+holder had and did not answer whole (it died, closed the connection, or outlasted ``timeout_s``) may have
+run there, so it is not run again here: the client gets 500 InternalFailure saying so (a response stream
+whose parts had begun ends with an InternalStreamFailure event instead), and may send it again, as after
+any failure. The origin counts what it sent on
 (``counts``: forwarded, spilled, refused; ``zeroscale_peer_invocations_total`` on /metrics).
 """
 
@@ -43,7 +48,8 @@ from collections.abc import Callable
 from zeroscale.api import eventstream
 from zeroscale.api.refusals import Refusals
 from zeroscale.api.wire import Headers, Receive, Send, respond, watch_disconnect
-from zeroscale.peers import PATH, Peer, PeerClient, PeerRefused, PeerStream
+from zeroscale.errors import InternalFailure
+from zeroscale.peers import PATH, BrokeOff, NotDelivered, Peer, PeerClient, PeerRefused, PeerStream
 
 log = logging.getLogger("zeroscale.peers")
 
@@ -102,27 +108,26 @@ class Forwarder:
         peer = self._peer(endpoint, variant, spill)
         if peer is None:
             return None
-        try:
-            async with asyncio.timeout(self._timeout_s):
-                answer = await self._client.open_stream(
-                    peer, invoke_path(endpoint), _sent(headers, variant, spill), body
-                )
-                try:
-                    payload = await answer.read()
-                finally:
-                    answer.close()
-        except (OSError, PeerRefused) as exc:
-            log.warning("an invocation of %s was not forwarded to front end %s: %s", endpoint, peer.id, exc)
-            self._not_taken(endpoint, variant, peer, spill)
+        deadline = asyncio.get_running_loop().time() + self._timeout_s
+        answer = await self._open(peer, endpoint, variant, headers, body, spill, deadline, stream=False)
+        if answer is None:
             return None
-        # the peer refused the call itself (another key): not the invocation's answer
-        if answer.status == 403:
+        # the peer refused the call itself (another key), or the spill: not the invocation's answer
+        refused = answer.status == 403
+        taken = not refused and self._taken(endpoint, variant, peer, spill, answer)
+        try:
+            async with asyncio.timeout_at(deadline):
+                payload = await answer.read(most=None if taken else _ERROR_BYTES)
+        except (OSError, PeerRefused) as exc:
+            if taken:
+                raise self._broke_off(endpoint, peer, exc) from None
+            payload = b""
+        finally:
+            answer.close()
+        if refused:
             log.warning("front end %s refused a forwarded invocation: %r", peer.id, payload[:200])
             self._not_taken(endpoint, variant, peer, spill)
-            return None
-        if not self._taken(endpoint, variant, peer, spill, answer):
-            return None
-        return answer.status, _relayed(answer.headers), payload
+        return (answer.status, _relayed(answer.headers), payload) if taken else None
 
     async def forward_stream(
         self,
@@ -142,16 +147,8 @@ class Forwarder:
         if peer is None:
             return False
         deadline = asyncio.get_running_loop().time() + self._timeout_s  # the whole stream's
-        try:
-            async with asyncio.timeout_at(deadline):
-                answer = await self._client.open_stream(
-                    peer, stream_path(endpoint), _sent(headers, variant, spill), body
-                )
-        except (OSError, PeerRefused) as exc:
-            log.warning(
-                "a response stream of %s was not forwarded to front end %s: %s", endpoint, peer.id, exc
-            )
-            self._not_taken(endpoint, variant, peer, spill)
+        answer = await self._open(peer, endpoint, variant, headers, body, spill, deadline, stream=True)
+        if answer is None:
             return False
         try:
             if answer.status == 200:
@@ -162,8 +159,7 @@ class Forwarder:
                 async with asyncio.timeout_at(deadline):
                     error = await answer.read(most=_ERROR_BYTES)
             except (OSError, PeerRefused) as exc:
-                log.warning("front end %s broke off its answer to a response stream: %s", peer.id, exc)
-                return False
+                raise self._broke_off(endpoint, peer, exc) from None
             if answer.status == 403:  # the peer refused the call itself: not the invocation's answer
                 log.warning("front end %s refused a forwarded response stream: %r", peer.id, error[:200])
                 self._not_taken(endpoint, variant, peer, spill)
@@ -211,6 +207,44 @@ class Forwarder:
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
         await send({"type": "http.response.body", "body": tail, "more_body": False})
+
+    async def _open(
+        self,
+        peer: Peer,
+        endpoint: str,
+        variant: str,
+        headers: Headers,
+        body: bytes,
+        spill: bool,
+        deadline: float,
+        *,
+        stream: bool,
+    ) -> PeerStream | None:
+        """The peer's answer, its head come; None when the call provably never reached it (it is not taken,
+        and the invocation stays here); InternalFailure when it may have run the invocation without
+        answering."""
+        path = stream_path(endpoint) if stream else invoke_path(endpoint)
+        try:
+            return await self._client.open_stream(
+                peer, path, _sent(headers, variant, spill), body, deadline=deadline
+            )
+        except NotDelivered as exc:
+            log.warning("an invocation of %s was not forwarded to front end %s: %s", endpoint, peer.id, exc)
+            self._not_taken(endpoint, variant, peer, spill)
+            return None
+        except BrokeOff as exc:
+            self.counts[endpoint, variant, SPILLED if spill else FORWARDED] += 1  # sent, and perhaps run
+            raise self._broke_off(endpoint, peer, exc) from None
+
+    @staticmethod
+    def _broke_off(endpoint: str, peer: Peer, exc: BaseException) -> InternalFailure:
+        """The error for an invocation the peer took and did not answer whole: it may have run, so it is not
+        run here too (a client that knows it safe to repeat sends it again, as after any failure)."""
+        log.warning("front end %s broke off an invocation of %s: %s", peer.id, endpoint, exc)
+        return InternalFailure(
+            f"The front end that ran this invocation of endpoint {endpoint} stopped before it answered "
+            "whole; the model may have run it. Send it again if it is safe to repeat."
+        )
 
     def forget(self, endpoint: str, variant: str) -> None:
         """Drop the counts of a variant that is gone (counted under the endpoint's name as each client wrote
