@@ -205,3 +205,22 @@ def test_a_holder_gone_while_its_connection_was_kept_may_have_run_the_call() -> 
 
     assert asyncio.run(run()) == (200, b"{}")
     assert len(calls) == 2
+
+
+def test_a_response_stream_s_error_that_breaks_off_fails_and_a_refusal_that_does_stays_here() -> None:
+    """Before any part: the model's error (its JSON) broken off may have been the model's own failure after
+    it ran; the peer's refusal of the call (403), broken off or not, ran nothing."""
+    error_head = (
+        b"HTTP/1.1 424 Failed Dependency\r\ncontent-type: application/json\r\ncontent-length: 50\r\n\r\n"
+    )
+    refusal_head = b"HTTP/1.1 403 Forbidden\r\ncontent-length: 50\r\n\r\n{"
+
+    async def run(answer: bytes) -> bool:
+        async with holder(answering(answer)) as (url, got):
+            done, sent = await forward_stream(url)
+            assert len(got) == 1 and sent == []
+            return done
+
+    with pytest.raises(InternalFailure):
+        asyncio.run(run(error_head + b'{"ErrorCode"'))
+    assert asyncio.run(run(refusal_head)) is False

@@ -112,22 +112,11 @@ class Forwarder:
         answer = await self._open(peer, endpoint, variant, headers, body, spill, deadline, stream=False)
         if answer is None:
             return None
-        # the peer refused the call itself (another key), or the spill: not the invocation's answer
-        refused = answer.status == 403
-        taken = not refused and self._taken(endpoint, variant, peer, spill, answer)
         try:
-            async with asyncio.timeout_at(deadline):
-                payload = await answer.read(most=None if taken else _ERROR_BYTES)
-        except (OSError, PeerRefused) as exc:
-            if taken:
-                raise self._broke_off(endpoint, peer, exc) from None
-            payload = b""
+            payload = await self._body(endpoint, variant, peer, spill, answer, deadline, most=None)
         finally:
             answer.close()
-        if refused:
-            log.warning("front end %s refused a forwarded invocation: %r", peer.id, payload[:200])
-            self._not_taken(endpoint, variant, peer, spill)
-        return (answer.status, _relayed(answer.headers), payload) if taken else None
+        return None if payload is None else (answer.status, _relayed(answer.headers), payload)
 
     async def forward_stream(
         self,
@@ -155,16 +144,9 @@ class Forwarder:
                 self._taken(endpoint, variant, peer, spill, answer)
                 await self._relay(endpoint, peer, answer, send, receive, deadline)
                 return True
-            try:  # the invocation's error, before any part (its JSON), or the peer's refusal
-                async with asyncio.timeout_at(deadline):
-                    error = await answer.read(most=_ERROR_BYTES)
-            except (OSError, PeerRefused) as exc:
-                raise self._broke_off(endpoint, peer, exc) from None
-            if answer.status == 403:  # the peer refused the call itself: not the invocation's answer
-                log.warning("front end %s refused a forwarded response stream: %r", peer.id, error[:200])
-                self._not_taken(endpoint, variant, peer, spill)
-                return False
-            if not self._taken(endpoint, variant, peer, spill, answer):
+            # the invocation's error, before any part (its JSON), or the peer's refusal
+            error = await self._body(endpoint, variant, peer, spill, answer, deadline, most=_ERROR_BYTES)
+            if error is None:
                 return False
             start = {
                 "type": "http.response.start",
@@ -235,6 +217,34 @@ class Forwarder:
         except BrokeOff as exc:
             self.counts[endpoint, variant, SPILLED if spill else FORWARDED] += 1  # sent, and perhaps run
             raise self._broke_off(endpoint, peer, exc) from None
+
+    async def _body(
+        self,
+        endpoint: str,
+        variant: str,
+        peer: Peer,
+        spill: bool,
+        answer: PeerStream,
+        deadline: float,
+        *,
+        most: int | None,
+    ) -> bytes | None:
+        """The body of the peer's answer (its first ``most`` bytes) when it took the invocation; None when it
+        refused the call itself (403: another key) or the spill, which then stays here. InternalFailure when
+        the body of a taken one breaks off."""
+        refused = answer.status == 403
+        taken = not refused and self._taken(endpoint, variant, peer, spill, answer)
+        try:
+            async with asyncio.timeout_at(deadline):
+                payload = await answer.read(most=most if taken else _ERROR_BYTES)
+        except (OSError, PeerRefused) as exc:
+            if taken:
+                raise self._broke_off(endpoint, peer, exc) from None
+            payload = b""
+        if refused:
+            log.warning("front end %s refused a forwarded invocation: %r", peer.id, payload[:200])
+            self._not_taken(endpoint, variant, peer, spill)
+        return payload if taken else None
 
     @staticmethod
     def _broke_off(endpoint: str, peer: Peer, exc: BaseException) -> InternalFailure:
