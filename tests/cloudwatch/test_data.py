@@ -91,19 +91,24 @@ async def test_many_metrics_read_at_once_answer_what_one_recorder_of_every_event
 
     data = MetricData(history, recent, others=others)
     endpoints = ("a", "B", "c")
+
+    def observe(at: float) -> None:
+        """An invocation at ``at`` on one front end or the other, seen by the history and the references."""
+        event = record(rng.choice(endpoints), rng.choice("AB"), at, rng.random(), rng.choice((200, 500)))
+        (other if rng.random() < 0.3 else recent).invocation(event)
+        for recorder in (history.recorder, tens, minutes):
+            recorder.invocation(event)
+
     for _ in range(int(4.2 * 3600)):  # hours of traffic, a part of it late, some of it on the other front end
         now[0] += 1.0
         for _ in range(rng.randrange(3)):
-            at = now[0] - rng.choice((0.0, 0.3, 25.0, 70.0))
-            event = record(rng.choice(endpoints), rng.choice("AB"), at, rng.random(), rng.choice((200, 500)))
-            (other if rng.random() < 0.3 else recent).invocation(event)
-            history.recorder.invocation(event)
-            tens.invocation(event)
-            minutes.invocation(event)
+            observe(now[0] - rng.choice((0.0, 0.3, 25.0, 70.0)))
         recent.sample()
         other.sample()
         if now[0] % 600 == 0:
             await history.flush()  # the finished minutes stored, the others still in memory
+    for back in (25.0, 45.0) * 10:  # since the last sample: periods that closed, observed again
+        observe(now[0] - back)
     queries = [
         (name, endpoint, variant, period)
         for name in METRICS

@@ -23,8 +23,8 @@ def invocation(endpoint: str, at: float, model_s: float, status: int = 200) -> I
 
 def test_every_period_and_statistic_is_the_one_an_open_aggregator_holds() -> None:
     """Two hours of traffic on three endpoints in random order within a few periods (late observations of
-    periods already closed), with samples between: each query answers what a recorder that never closes a
-    period answers, statistic for statistic."""
+    periods already closed, some since the last sample), with samples between: each query answers what a
+    recorder that never closes a period answers, statistic for statistic."""
     rng = random.Random(7)
     now = [10_000.0]
     recent = RecentMetrics(lambda: [], lambda: now[0])
@@ -43,6 +43,11 @@ def test_every_period_and_statistic_is_the_one_an_open_aggregator_holds() -> Non
             recent.worker(event)
             reference.worker(event)
         recent.sample()
+    for endpoint in ("a", "b", "C"):  # since the last sample: periods that closed, observed again
+        for back in (5.0, 25.0):
+            record = invocation(endpoint, now[0] - back, rng.random() / 10)
+            recent.invocation(record)
+            reference.invocation(record)
     series = {(endpoint, "A", metric) for endpoint in ("a", "b", "c") for metric in METRICS}
     for since, until in ((now[0] - 3600, now[0]), (now[0] - 95, now[0] - 35), (now[0] - 7, now[0] + 10)):
         found = recent.query_series(series, since, until)
