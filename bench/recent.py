@@ -21,12 +21,13 @@ import os
 import statistics
 import time
 from collections.abc import Callable
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from zeroscale.cloudwatch.recent import KEEP_S, RESOLUTION_S, RecentMetrics
 from zeroscale.events import InvocationRecord
-from zeroscale.metrics.history import Key, Stat
+from zeroscale.metrics.history import Series, Stat
 from zeroscale.metrics.load import PoolLoad, by_variant
 from zeroscale.metrics.recorder import HistoryRecorder
 
@@ -39,9 +40,9 @@ class _Store(Protocol):
 
     def sample(self) -> None: ...
 
-    def query(
-        self, endpoint: str, variant: str | None, metric: str, since: float, until: float
-    ) -> dict[Key, Stat]: ...
+    def query_series(
+        self, series: AbstractSet[Series], since: float, until: float
+    ) -> dict[Series, dict[int, Stat]]: ...
 
 
 class _OneDict:
@@ -58,10 +59,10 @@ class _OneDict:
         self._recorder.sample(by_variant(self._loads()))
         self._recorder.minutes.take(self._clock() - KEEP_S)
 
-    def query(
-        self, endpoint: str, variant: str | None, metric: str, since: float, until: float
-    ) -> dict[Key, Stat]:
-        return self._recorder.minutes.select(endpoint, since, until, (metric,), variant)
+    def query_series(
+        self, series: AbstractSet[Series], since: float, until: float
+    ) -> dict[Series, dict[int, Stat]]:
+        return self._recorder.minutes.select_series(series, since, until)
 
 
 @dataclass
@@ -121,7 +122,7 @@ def _run(kind: str, endpoints: int, hours: float) -> StoreResult:
     out.memory_mb = (_rss() - start) / 2**20
     t = time.perf_counter()
     for _ in range(20):
-        store.query("busy-0", "AllTraffic", "ModelLatency", now[0] - 3600, now[0])
+        store.query_series({("busy-0", "AllTraffic", "ModelLatency")}, now[0] - 3600, now[0])
     out.query_s = (time.perf_counter() - t) / 20
     return out
 

@@ -59,7 +59,7 @@ from zeroscale.autoscaling.targets import LimitExceeded as ScalingLimitExceeded
 from zeroscale.background import Background
 from zeroscale.batch.runner import TransformRunner
 from zeroscale.cloudwatch.alarms import AlarmStore
-from zeroscale.cloudwatch.data import RECENT_OP, RECENT_SERIES_OP, MetricData
+from zeroscale.cloudwatch.data import RECENT_SERIES_OP, MetricData
 from zeroscale.cloudwatch.recent import RecentMetrics
 from zeroscale.cloudwatch.service import CloudWatch
 from zeroscale.config import HttpLimits, Settings
@@ -548,7 +548,6 @@ def build(settings: Settings) -> Server:
                 **shared_images.peer_ops(),
                 "workers.list": workers_api.listed,
                 PERIODS_OP: autoscaling.periods,
-                RECENT_OP: recent.peer_query,
                 RECENT_SERIES_OP: recent.peer_query_series,
             },
             files={IMAGE_FILES: shared_images.archive_file},

@@ -23,8 +23,8 @@ def invocation(endpoint: str, at: float, model_s: float, status: int = 200) -> I
 
 def test_every_period_and_statistic_is_the_one_an_open_aggregator_holds() -> None:
     """Two hours of traffic on three endpoints in random order within a few periods (late observations of
-    periods already closed), with samples between: each query answers what a recorder that never closes a
-    period answers, statistic for statistic."""
+    periods already closed, some since the last sample), with samples between: each query answers what a
+    recorder that never closes a period answers, statistic for statistic."""
     rng = random.Random(7)
     now = [10_000.0]
     recent = RecentMetrics(lambda: [], lambda: now[0])
@@ -43,19 +43,27 @@ def test_every_period_and_statistic_is_the_one_an_open_aggregator_holds() -> Non
             recent.worker(event)
             reference.worker(event)
         recent.sample()
-    for endpoint in ("a", "b", "c", "C"):
-        for metric in METRICS:
-            for since, until in (
-                (now[0] - 3600, now[0]),
-                (now[0] - 95, now[0] - 35),
-                (now[0] - 7, now[0] + 10),
-            ):
-                got = recent.query(endpoint, "A", metric, since, until)
-                want = reference.minutes.select(endpoint, since, until, (metric,), "A")
-                assert got.keys() == want.keys()
-                for key in want:
-                    assert _same(got[key], want[key]), (key, got[key], want[key])
-    assert recent.query("a", "B", "Invocations", 0, now[0]) == {}
+    for endpoint in ("a", "b", "C"):  # since the last sample: periods that closed, observed again
+        for back in (5.0, 25.0):
+            record = invocation(endpoint, now[0] - back, rng.random() / 10)
+            recent.invocation(record)
+            reference.invocation(record)
+    series = {(endpoint, "A", metric) for endpoint in ("a", "b", "c") for metric in METRICS}
+    for since, until in ((now[0] - 3600, now[0]), (now[0] - 95, now[0] - 35), (now[0] - 7, now[0] + 10)):
+        found = recent.query_series(series, since, until)
+        for endpoint, variant, metric in series:
+            got = found.get((endpoint, variant, metric), {})
+            want = reference.minutes.select(endpoint, since, until, (metric,), variant)
+            assert sorted(got) == sorted(key.minute for key in want)
+            for key, stat in want.items():
+                assert _same(got[key.minute], stat), (key, got[key.minute], stat)
+    assert recent.query_series({("a", "B", "Invocations")}, 0, now[0]) == {}
+
+
+def _invocations(recent: RecentMetrics, endpoint: str, since: float, until: float) -> dict[int, Stat]:
+    """The 10 s periods of variant A's Invocations of ``endpoint``, by start."""
+    series = (endpoint, "A", "Invocations")
+    return recent.query_series({series}, since, until).get(series, {})
 
 
 def _same(a: Stat, b: Stat) -> bool:
@@ -72,12 +80,12 @@ def test_what_is_older_than_kept_is_gone_with_its_series() -> None:
         recent.invocation(invocation("a", now[0] - 1, 0.01))
         recent.sample()
     assert len(recent) <= 5 * (600 // RESOLUTION_S + 7)  # five metrics, kept periods and a minute's slack
-    found = recent.query("a", "A", "Invocations", 0, now[0])
-    assert min(k.minute for k in found) >= now[0] - 600 - RESOLUTION_S
+    found = _invocations(recent, "a", 0, now[0])
+    assert min(found) >= now[0] - 600 - RESOLUTION_S
     assert len(found) == 600 // RESOLUTION_S
     now[0] += 700  # no traffic since: everything ends
     recent.sample()
-    assert recent.query("a", "A", "Invocations", 0, now[0]) == {}
+    assert _invocations(recent, "a", 0, now[0]) == {}
     assert len(recent) == 0
 
 
@@ -99,13 +107,14 @@ def test_closed_periods_merge_a_late_one_and_keep_order() -> None:
     closed = ClosedPeriods()
     closed.add({Key("a", 20, "A", "m"): Stat.of(1.0), Key("a", 40, "A", "m"): Stat.of(3.0)})
     closed.add({Key("a", 30, "A", "m"): Stat.of(2.0), Key("a", 20, "A", "m"): Stat.of(5.0, -1.0)})
-    got = closed.select("a", 0, 100, "m", "A")
-    assert [k.minute for k in got] == [20, 30, 40]
-    first = got[Key("a", 20, "A", "m")]
+    got = list(closed.periods("a", "A", "m", 0, 100))
+    assert [start for start, _ in got] == [20, 30, 40]
+    first = got[0][1]
     assert (first.sum, first.count, first.minimum, first.maximum) == (5.0, 3, -1.0, 5.0)
-    assert closed.select("a", 25, 40, "m", None) == {Key("a", 30, "A", "m"): Stat.of(2.0)}
+    assert list(closed.periods("a", "A", "m", 25, 40)) == [(30, Stat.of(2.0))]
+    assert list(closed.periods("a", "B", "m", 0, 100)) == []
     closed.drop_before(35)
-    assert list(closed.select("a", 0, 100, "m", "A")) == [Key("a", 40, "A", "m")]
+    assert [start for start, _ in closed.periods("a", "A", "m", 0, 100)] == [40]
     closed.drop_before(1000)
     assert len(closed) == 0
 
@@ -120,9 +129,7 @@ def test_pruning_visits_a_share_of_the_endpoints_at_a_time() -> None:
     for _ in range(59):
         closed.drop_before(15, share=1 / 60)
     assert len(closed) == 120
-    assert all(
-        list(closed.select(f"e{i}", 0, 100, "m", "A")) == [Key(f"e{i}", 20, "A", "m")] for i in range(120)
-    )
+    assert all([start for start, _ in closed.periods(f"e{i}", "A", "m", 0, 100)] == [20] for i in range(120))
     closed.drop_before(1000, share=1.0)
     assert len(closed) == 0
 
@@ -136,6 +143,6 @@ def test_what_aged_out_is_not_served_before_it_is_pruned() -> None:
     recent.sample()
     now[0] += 570
     recent.sample()  # a share of the endpoints pruned: the periods are still inside the 600 s kept
-    assert len(recent.query("e7", "A", "Invocations", 0, now[0])) == 1
+    assert len(_invocations(recent, "e7", 0, now[0])) == 1
     now[0] += 30
-    assert recent.query("e7", "A", "Invocations", 0, now[0]) == {}  # aged out, pruned or not
+    assert _invocations(recent, "e7", 0, now[0]) == {}  # aged out, pruned or not

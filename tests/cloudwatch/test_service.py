@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from zeroscale.cloudwatch.alarms import AlarmStore
-from zeroscale.cloudwatch.data import LimitExceeded, Metric, MetricData, Others
+from zeroscale.cloudwatch.data import RECENT_SERIES_OP, LimitExceeded, Metric, MetricData, Others
 from zeroscale.cloudwatch.recent import RecentMetrics
 from zeroscale.cloudwatch.service import CloudWatch, StateChange
 from zeroscale.events import InvocationRecord
@@ -97,11 +97,11 @@ async def test_ten_second_periods_add_up_every_front_ends_traffic() -> None:
     the other's periods too (as its peer route answers them, through JSON), merged by their start."""
     now = [1000.0]
     other = RecentMetrics(lambda: [], lambda: now[0])
-    asked: list[dict[str, Any]] = []
+    asked: list[tuple[str, dict[str, Any]]] = []
 
     async def others(op: str, args: dict[str, Any]) -> Gathered:
-        asked.append(args)
-        answer = json.loads(json.dumps(await other.peer_query(json.loads(json.dumps(args)))))
+        asked.append((op, args))
+        answer = json.loads(json.dumps(await other.peer_query_series(json.loads(json.dumps(args)))))
         return Gathered((("fe-b", answer),))
 
     service, recent = build(now, others=others)
@@ -112,13 +112,13 @@ async def test_ten_second_periods_add_up_every_front_ends_traffic() -> None:
     recent.invocation(failed(1014.0))
     now[0] = 1025.5
     await service.evaluate()
-    assert state(service) == "ALARM" and asked and asked[-1]["metric"] == "Invocation5XXErrors"
+    assert state(service) == "ALARM"
+    assert asked and asked[-1][0] == RECENT_SERIES_OP
+    assert asked[-1][1]["series"] == [["demo", "A", "Invocation5XXErrors"]]
     metric = Metric.of("AWS/SageMaker", "Invocation5XXErrors", DIMS)
-    periods = await service._data.periods(metric, 1000.0, 1030.0, 10)
-    assert [(at, stat.sum) for at, stat in periods] == [(1000, 2.0), (1010, 1.0)]
-    assert [(at, stat.sum) for at, stat in await service._data.periods(metric, 1000.0, 1030.0, 30)] == [
-        (1000, 3.0)
-    ]
+    (tens, thirties), _ = await service._data.read_many([(metric, 10), (metric, 30)], 1000.0, 1030.0)
+    assert [(at, stat.sum) for at, stat in tens] == [(1000, 2.0), (1010, 1.0)]
+    assert [(at, stat.sum) for at, stat in thirties] == [(1000, 3.0)]
 
 
 async def test_only_the_leader_evaluates() -> None:

@@ -4,8 +4,8 @@ periods of 10 s, 30 s or a multiple of 60 s, each period's statistics. Minute pe
 one-minute history (the database plus the minutes still in memory, so every front end's stored minutes
 count); 10 s and 30 s periods from ``RecentMetrics`` (each front end's last hours: this one's, merged with
 what the other live front ends on the database answer, ``zeroscale.peers``). A front end that does not
-answer is missing from those periods: ``read`` names it (an alarm's step scaling then takes no step down),
-CloudWatch's answers cannot, and the server's log says so."""
+answer is missing from those periods: ``read_many`` names it (an alarm's step scaling then takes no step
+down), CloudWatch's answers cannot, and the server's log says so."""
 
 from __future__ import annotations
 
@@ -109,8 +109,7 @@ def unit(name: str) -> str:
     return info.unit if info is not None else "None"
 
 
-RECENT_OP = "cloudwatch.recent"
-RECENT_SERIES_OP = "cloudwatch.recent.series"  # RECENT_OP of many series at once
+RECENT_SERIES_OP = "cloudwatch.recent.series"  # the other front ends' 10-second periods of many series
 # The other front ends' answers to a peer operation, and those that did not answer (PeerClient.ask)
 Others = Ask
 
@@ -121,52 +120,16 @@ class MetricData:
         self.recent = recent
         self._others = others
 
-    async def periods(self, metric: Metric, start: float, end: float, period: int) -> list[tuple[int, Stat]]:
-        """The statistics of each period with data in [start, end), oldest first; a period's timestamp is
-        its start, periods aligned to ``start`` rounded down to the data's resolution."""
-        return (await self.read(metric, start, end, period))[0]
-
-    async def read(
-        self, metric: Metric, start: float, end: float, period: int
-    ) -> tuple[list[tuple[int, Stat]], tuple[Peer, ...]]:
-        """``periods``, and the other front ends that did not answer for them (10- and 30-second periods
-        only: minutes are in the database): when there are any, the periods lack their traffic."""
-        series = metric.series
-        if series is None or end <= start:
-            return [], ()
-        endpoint, variant = series
-        missing: tuple[Peer, ...] = ()
-        if period < PERIOD_S:
-            resolution = RESOLUTION_S
-            if end <= self.recent.oldest():
-                return [], ()
-            found = self.recent.query(endpoint, variant, metric.name, start, end)
-            pieces = [(k.minute, s) for k, s in found.items()]
-            if self._others is not None:
-                args = {
-                    "endpoint": endpoint,
-                    "variant": variant,
-                    "metric": metric.name,
-                    "since": start,
-                    "until": end,
-                }
-                gathered = await self._others(RECENT_OP, args)
-                for _, answer in gathered.answers:
-                    pieces += [(int(row[0]), Stat.of_row(row[1:])) for row in answer["periods"]]
-                missing = gathered.missing
-        else:
-            resolution = PERIOD_S
-            points = await self._history.query(endpoint, start, end, (metric.name,), variant)
-            pieces = [(p.minute, p.stat) for p in points]
-        return _buckets(pieces, start, end, period, resolution), missing
-
     async def read_many(
         self, wanted: Sequence[tuple[Metric, int]], start: float, end: float
     ) -> tuple[list[list[tuple[int, Stat]]], tuple[Peer, ...]]:
-        """``periods`` of each (metric, period) of ``wanted``, in its order, read at once: one database
-        query for the minutes of them all, one pass over the periods in memory, one call to each other front
-        end (``read`` makes each of these once a metric: GetMetricData's 500 queries made 500 queries of the
-        database, each from a thread of its own); and the other front ends that did not answer."""
+        """The periods of each (metric, period) of ``wanted``, in its order, and the other front ends that
+        did not answer for them (10- and 30-second periods only: minutes are in the database; when there are
+        any, those periods lack their traffic). A metric's periods: those with data in [start, end), oldest
+        first, each with its statistics; a period's timestamp is its start, periods aligned to ``start``
+        rounded down to the data's resolution. All are read at once: one database query for the minutes of
+        them all, one pass over the periods in memory, one call to each other front end (GetMetricData's 500
+        queries read alone made 500 queries of the database, each from a thread of its own)."""
         out: list[list[tuple[int, Stat]]] = [[] for _ in wanted]
         if end <= start:
             return out, ()

@@ -21,6 +21,7 @@ from zeroscale.cloudwatch.data import (
     value,
 )
 from zeroscale.errors import ZeroscaleError
+from zeroscale.metrics.history import Stat
 
 MAX_DATAPOINTS = 1440  # GetMetricStatistics' limit per call
 _LIST_PAGE = 500
@@ -61,12 +62,9 @@ class MetricReads:
                 f"You have requested up to {wanted} datapoints, which exceeds the limit of {MAX_DATAPOINTS}. "
                 "You may reduce the datapoints requested by increasing Period, or decreasing the time range."
             )
-        given_unit = params.get("Unit")
-        points = (
-            []
-            if given_unit not in (None, unit(metric.name))
-            else await self._data.periods(metric, start, end, period)
-        )
+        points: list[tuple[int, Stat]] = []
+        if params.get("Unit") in (None, unit(metric.name)):
+            (points,), _ = await self._data.read_many([(metric, period)], start, end)
         out = []
         for at, stat in points:
             d: dict[str, Any] = {"Timestamp": float(at), "Unit": unit(metric.name)}

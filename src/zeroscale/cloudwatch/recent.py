@@ -95,16 +95,6 @@ class ClosedPeriods:
                 series = by_name[(key.variant, key.metric)] = _Series()
             series.add(key.minute, stat)
 
-    def select(
-        self, endpoint: str, low: int, high: float, metric: str, variant: str | None
-    ) -> dict[Key, Stat]:
-        found: dict[Key, Stat] = {}
-        for (var, name), series in self._series.get(endpoint, {}).items():
-            if name == metric and (variant is None or var == variant):
-                for start, stat in series.between(low, high):
-                    found[Key(endpoint, start, var, name)] = stat
-        return found
-
     def periods(
         self, endpoint: str, variant: str, metric: str, low: int, high: float
     ) -> Iterable[tuple[int, Stat]]:
@@ -164,26 +154,12 @@ class RecentMetrics:
         share, self._swept = (now - self._swept) / SWEEP_S, now
         self._closed.drop_before(self._kept_from(), share)
 
-    def query(
-        self, endpoint: str, variant: str | None, metric: str, since: float, until: float
-    ) -> dict[Key, Stat]:
-        """Copies of the 10 s periods of one metric that start in [since, until)."""
-        low = int(since // RESOLUTION_S) * RESOLUTION_S
-        found = self._closed.select(endpoint.lower(), max(low, self._kept_from()), until, metric, variant)
-        for key, stat in self._recorder.minutes.select(endpoint, since, until, (metric,), variant).items():
-            have = found.get(key)
-            if have is None:
-                found[key] = stat
-            else:  # a late observation of a period that had closed
-                have.merge(stat)
-        return found
-
     def query_series(
         self, series: AbstractSet[Series], since: float, until: float
     ) -> dict[Series, dict[int, Stat]]:
-        """``query`` of each of ``series`` (lower-cased endpoints) at once, by period start in the order
-        ``query`` finds them: one pass over the open periods for them all. A series without any period is
-        left out."""
+        """Copies of the 10 s periods of each of ``series`` (lower-cased endpoints) that start in
+        [since, until), by period start (the closed ones first, oldest first, then those still open): one
+        pass over the open periods for them all. A series without any period is left out."""
         low = max(int(since // RESOLUTION_S) * RESOLUTION_S, self._kept_from())
         out: dict[Series, dict[int, Stat]] = {}
         for key in series:
@@ -202,7 +178,8 @@ class RecentMetrics:
 
     async def peer_query_series(self, args: dict[str, Any]) -> dict[str, Any]:
         """The peer operation ``cloudwatch.recent.series``: ``query_series`` for another front end, the
-        periods of each series in the order asked (an empty list for one without any)."""
+        periods of each series in the order asked (an empty list for one without any; periods start on the
+        same 10-second boundaries on every front end, so the caller merges them by their start)."""
         wanted = [(str(e).lower(), str(v), str(m)) for e, v, m in args["series"]]
         found = self.query_series(set(wanted), float(args["since"]), float(args["until"]))
         empty: dict[int, Stat] = {}
@@ -211,19 +188,6 @@ class RecentMetrics:
                 [[start, *stat.row()] for start, stat in found.get(key, empty).items()] for key in wanted
             ]
         }
-
-    async def peer_query(self, args: dict[str, Any]) -> dict[str, Any]:
-        """The peer operation ``cloudwatch.recent``: ``query`` for another front end (periods start on the
-        same 10-second boundaries on every front end, so the caller merges them by their start)."""
-        variant = args.get("variant")
-        found = self.query(
-            str(args["endpoint"]),
-            None if variant is None else str(variant),
-            str(args["metric"]),
-            float(args["since"]),
-            float(args["until"]),
-        )
-        return {"periods": [[key.minute, *stat.row()] for key, stat in found.items()]}
 
     def oldest(self) -> float:
         """The start of the oldest period still kept (data before it is gone)."""

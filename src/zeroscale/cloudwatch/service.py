@@ -408,7 +408,7 @@ class CloudWatch:
             rule = rule_of(d)
             start = end - rule.evaluation_periods * period
             metric = Metric.of(d["Namespace"], d["MetricName"], d.get("Dimensions"))
-            read, missing = await self._data.read(metric, start, end, period)
+            (read,), missing = await self._data.read_many([(metric, period)], start, end)
             found = dict(read)
             points: list[tuple[float, float | None]] = []
             for at in range(int(start), int(end), period):
