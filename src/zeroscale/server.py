@@ -17,6 +17,7 @@ import time
 import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -93,6 +94,7 @@ from zeroscale.images.sharing import FILES as IMAGE_FILES
 from zeroscale.images.sharing import SharedImages
 from zeroscale.images.tags import TagLedger
 from zeroscale.logs import Logs
+from zeroscale.metering.ledger import Ledger
 from zeroscale.metering.rest import UsageApi
 from zeroscale.metering.service import Metering
 from zeroscale.metrics.recorder import HistoryRecorder
@@ -119,6 +121,9 @@ from zeroscale.workers.ray_workers import RayWorkers
 log = logging.getLogger("zeroscale")
 R = TypeVar("R", bound=InvokeApi)
 PREWARMED_RUNTIMES = ("sklearn",)
+# An instance variant's workers count as running while their metering interval was seen this recently (each
+# live front end marks its own every second; a dead one's are left out).
+RUNNING_SEEN_S = 30.0
 # Shapes whose botocore pattern zeroscale widens: ModelDataUrl (shape "Url") may be file:// or a local path.
 WIDENED_SHAPES = frozenset({"Url"})
 
@@ -164,6 +169,15 @@ def _job_quota(most: int, flag: str) -> dict[str, Limit]:
     what = "concurrent transform jobs"
     flag = f"zeroscale serve --max-transform-jobs{flag}"
     return {JOB_KIND: Limit(most, what, flag, statuses=JOB_RUNNING, free="stop one or wait for one to end")}
+
+
+def _workers_up(fleet: Fleet, ledger: Ledger, endpoint: str) -> dict[str, int]:
+    """The always-warm workers of each variant of ``endpoint`` up now, as metered: this front end's from its
+    fleet (no wait for the ledger's next write), the other live front ends' from the ledger."""
+    up = fleet.provisioned_up(endpoint)
+    for variant, workers in ledger.running(endpoint, time.time() - RUNNING_SEEN_S, others=True).items():
+        up[variant] = up.get(variant, 0) + workers
+    return up
 
 
 def build(settings: Settings) -> Server:
@@ -366,6 +380,7 @@ def build(settings: Settings) -> Server:
         guard=guard,
         creator=caller_id,
         warm_mb_per_user=settings.warm_mb_per_user,
+        running=partial(_workers_up, fleet, metering.ledger) if settings.metering else None,
     )
     s3 = S3Io(settings.s3_endpoint_url)
     transforms = TransformJobs(

@@ -201,6 +201,35 @@ def test_update_endpoint_retains_variant_properties_when_asked(
     sm.delete_endpoint(EndpointName="rt-keep")
 
 
+def test_current_instance_count_says_how_many_instances_the_host_s_memory_holds(
+    server_factory: Callable[..., ServerProcess], sklearn_model: Any
+) -> None:
+    """3 x ml.t2.medium wants 6 workers of 2 GB; a host of 6 GB starts 3 of them, which is 2 instances:
+    DescribeEndpoint says so (CurrentInstanceCount 2, DesiredInstanceCount 3) once the shortfall lasted,
+    as the metering bills it; asked for 1 instance, which fits, both say 1."""
+    server = server_factory(memory_budget_mb=6 * 1024, warm_cache_mb=0)
+    sm = server.client("sagemaker")
+    sm.create_model(
+        ModelName="rt-model", PrimaryContainer={"Image": IMAGE, "ModelDataUrl": sklearn_model.url}
+    )
+    sm.create_endpoint_config(
+        EndpointConfigName="rt-big", ProductionVariants=[instance("A", "rt-model", count=3)]
+    )
+    sm.create_endpoint(EndpointName="rt-big", EndpointConfigName="rt-big")
+    assert wait_final(sm, "rt-big")["EndpointStatus"] == "InService"
+
+    def counts() -> tuple[int, int]:
+        (v,) = sm.describe_endpoint(EndpointName="rt-big")["ProductionVariants"]
+        return v["CurrentInstanceCount"], v["DesiredInstanceCount"]
+
+    wait_for(lambda: counts() == (2, 3), timeout_s=40)
+    sm.update_endpoint_weights_and_capacities(
+        EndpointName="rt-big", DesiredWeightsAndCapacities=[{"VariantName": "A", "DesiredInstanceCount": 1}]
+    )
+    assert wait_final(sm, "rt-big")["EndpointStatus"] == "InService"
+    wait_for(lambda: counts() == (1, 1), timeout_s=40)
+
+
 def test_update_weights_and_capacities_refuses_what_sagemaker_refuses(
     server: ServerProcess, sm: Any, ab: str
 ) -> None:

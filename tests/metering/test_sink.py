@@ -376,6 +376,25 @@ def test_front_ends_sharing_a_ledger_close_and_refresh_only_their_own_intervals(
         ledger.close()
 
 
+def test_the_workers_running_are_every_live_front_end_s_open_intervals(tmp_path: Path) -> None:
+    """What an instance variant's CurrentInstanceCount counts: each front end's share that is up (a shortfall
+    reopens the interval at the number up), not a closed interval, not another endpoint's, and not a share
+    whose front end stopped refreshing it (dead)."""
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    a, b = Ledger(url, "a"), Ledger(url, "b")
+    a.write([], [Opened("ep", "A", 2048, 3, 10.0), Opened("ep", "B", 2048, 2, 10.0)])
+    b.write([], [Opened("ep", "A", 2048, 3, 10.0), Opened("other", "A", 2048, 5, 10.0)])
+    assert a.running("ep", seen_since=10.0) == {"A": 6, "B": 2}
+    b.write([], [Opened("ep", "A", 2048, 1, 12.0)], heartbeat_at=12.0)  # B's share: 1 of its 3 up
+    a.write([], [Closed("ep", "B", 12.0)], heartbeat_at=13.0)
+    assert b.running("ep", seen_since=12.0) == {"A": 4}
+    assert b.running("ep", seen_since=12.5) == {"A": 3}  # B stopped refreshing its own: left out
+    assert (b.running("ep", 12.0, others=True), a.running("ep", 12.0, others=True)) == ({"A": 3}, {"A": 1})
+    assert a.running("none", seen_since=0.0) == {}
+    a.close()
+    b.close()
+
+
 def test_the_sink_is_handed_each_invocation_before_the_answer(ledger: Ledger) -> None:
     """The invoke path journals through ``invocation_before_answer``: the metering sink must be among the
     sinks it reaches (a crash right after an answer loses no usage)."""

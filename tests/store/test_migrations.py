@@ -84,7 +84,11 @@ def test_an_old_database_upgrades_in_place(db_url: str) -> None:
         "resources:1:add resources.owner",
         "resources:3:add resources.creator",
         "usage:1:add usage_provisioned.frontend",
+        "usage:2:index usage_provisioned.ix_usage_provisioned_endpoint",
     } <= set(steps)
+    assert "ix_usage_provisioned_endpoint" in {
+        i["name"] for i in inspect(engine).get_indexes("usage_provisioned")
+    }
     tables = set(inspect(engine).get_table_names())
     assert {
         "resources",

@@ -253,11 +253,11 @@ class AutoScaling:
         variant = next(
             (v for v in desc.get("ProductionVariants") or [] if v["VariantName"] == resource.variant), None
         )
-        if variant is None or "CurrentInstanceCount" not in variant:
+        if variant is None or "DesiredInstanceCount" not in variant:
             return
         if not self._settle_activities(target, desc, variant) or desc["EndpointStatus"] != "InService":
             return
-        current = int(variant["CurrentInstanceCount"])
+        current = int(variant["DesiredInstanceCount"])
         now = self._clock()
         name, config = policy.doc["PolicyName"], policy.doc["StepScalingPolicyConfiguration"]
         capacity = _capacity(target, current)
@@ -396,13 +396,13 @@ class AutoScaling:
         variant = next(
             (v for v in desc.get("ProductionVariants") or [] if v["VariantName"] == resource.variant), None
         )
-        if variant is None or "CurrentInstanceCount" not in variant:
+        if variant is None or "DesiredInstanceCount" not in variant:
             return
         if not self._settle_activities(target, desc, variant):
             return  # a change is still being applied
         if desc["EndpointStatus"] != EndpointStatus.IN_SERVICE.value:
             return
-        current = int(variant["CurrentInstanceCount"])
+        current = int(variant["DesiredInstanceCount"])
         tracked = []
         for p in policies:
             if p.doc["PolicyType"] != "TargetTrackingScaling":
@@ -469,7 +469,7 @@ class AutoScaling:
                 settled = False
             elif desc.get("FailureReason"):
                 self._finish(a, "Failed", str(desc["FailureReason"]))
-            elif variant.get("CurrentInstanceCount") == a.doc.get("Desired"):
+            elif variant.get("DesiredInstanceCount") == a.doc.get("Desired"):
                 message = f"Successfully set desired instance count to {a.doc['Desired']}."
                 self._finish(a, "Successful", message + " Change successfully fulfilled by sagemaker.")
             else:

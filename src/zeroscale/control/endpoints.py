@@ -62,12 +62,15 @@ class Endpoints:
         guard: Guard | None = None,
         creator: Callable[[], str] = lambda: "",
         warm_mb_per_user: int = 0,
+        running: Callable[[str], Mapping[str, int]] | None = None,
     ) -> None:
         """``settle_s``: how long CreateEndpoint and UpdateEndpoint wait for their deployment; ``frontend``:
         this front end's id, the owner of the transitions it runs; ``limit``: this front end's share of each
         variant's concurrency (all of it by default); ``creator``: the IAM user id a request is for ("" for
         the admin); ``warm_mb_per_user``: the most memory one IAM user's endpoints may keep warm (instances
-        and ProvisionedConcurrency; 0: no limit)."""
+        and ProvisionedConcurrency; 0: no limit); ``running``: the always-warm workers of each variant of an
+        endpoint that are up now, every front end's (as metered), which an instance variant's
+        CurrentInstanceCount counts (None: it says the desired count)."""
         self._res = Resources(store, arns, KIND, "endpoint")
         self._store = store
         self._models = models
@@ -84,6 +87,7 @@ class Endpoints:
         self._guard = guard  # runs deployments with a DeploymentConfig (None: refused)
         self._creator = creator
         self._warm_mb_per_user = warm_mb_per_user
+        self._workers_up = running
         # What this front end routes: lower-cased name -> the deployment (see _deployment), and each
         # variant's spec with the whole of its concurrency (the pools have this front end's share)
         self._active: dict[str, str] = {}
@@ -335,10 +339,9 @@ class Endpoints:
             "CreationTime": rec.created_at,
             "LastModifiedTime": rec.modified_at,
         }
-        if rec.doc.get("ProductionVariants"):
-            out["ProductionVariants"] = rec.doc["ProductionVariants"]
-        if rec.doc.get("ShadowProductionVariants"):
-            out["ShadowProductionVariants"] = rec.doc["ShadowProductionVariants"]
+        for member in ("ProductionVariants", "ShadowProductionVariants"):
+            if rec.doc.get(member):
+                out[member] = self._instances_running(rec, rec.doc[member])
         if rec.doc.get("AsyncInferenceConfig"):
             out["AsyncInferenceConfig"] = rec.doc["AsyncInferenceConfig"]
         if rec.doc.get("FailureReason"):
@@ -346,6 +349,31 @@ class Endpoints:
         for member in ("LastDeploymentConfig", "PendingDeploymentSummary"):
             if rec.doc.get(member):
                 out[member] = rec.doc[member]
+        return out
+
+    def _instances_running(
+        self, rec: Record, variants: builtins.list[dict[str, Any]]
+    ) -> builtins.list[dict[str, Any]]:
+        """``variants`` as described, with each settled instance variant's CurrentInstanceCount the
+        instances whose workers run now: fewer than desired while the host's memory holds fewer (the
+        metering's count, which it bills, after ``PROVISIONED_SHORT_S``), at most the desired count."""
+
+        def settled(v: Mapping[str, Any]) -> bool:
+            return "CurrentInstanceCount" in v and "VariantStatus" not in v
+
+        if self._workers_up is None or rec.status != EndpointStatus.IN_SERVICE.value:
+            return variants
+        if not any(settled(v) for v in variants):
+            return variants
+        specs = self._full_specs.get(rec.name.lower(), {})
+        running = self._workers_up(rec.name)
+        out = []
+        for v in variants:
+            spec, up = specs.get(v["VariantName"]), running.get(v["VariantName"])
+            if settled(v) and spec is not None and spec.workers_per_instance and up is not None:
+                instances = -(-up // spec.workers_per_instance)  # one with any worker up runs
+                v = {**v, "CurrentInstanceCount": min(int(v["CurrentInstanceCount"]), instances)}
+            out.append(v)
         return out
 
     def list(self, params: Mapping[str, Any]) -> dict[str, Any]:

@@ -41,7 +41,7 @@ from sqlalchemy.exc import IntegrityError
 
 from zeroscale.metering.records import ProvisionedInterval, UsageRecord
 from zeroscale.store.engine import make_engine
-from zeroscale.store.migrations import Step, add_column, upgrade
+from zeroscale.store.migrations import Step, add_column, add_index, upgrade
 from zeroscale.store.upsert import upsert
 
 FIRST_RESOURCE_AT = "first_resource_at"
@@ -89,6 +89,7 @@ provisioned = Table(
     Column("ended_at", Double, nullable=True),
     Column("seen_at", Double, nullable=False),
     Column("frontend", String(64), nullable=True),  # NULL: written before front ends had ids
+    Index("ix_usage_provisioned_endpoint", "endpoint", "ended_at"),  # an endpoint's open intervals
 )
 
 meta = Table(
@@ -100,7 +101,10 @@ meta = Table(
 
 _INVOCATION_COLUMNS = [c.name for c in invocations.columns if c.name != "id"]
 # Never edit a released step: append (see store/migrations.py).
-STEPS: list[Step] = [add_column("usage_provisioned", Column("frontend", String(64), nullable=True))]
+STEPS: list[Step] = [
+    add_column("usage_provisioned", Column("frontend", String(64), nullable=True)),
+    add_index("usage_provisioned", "ix_usage_provisioned_endpoint", ["endpoint", "ended_at"]),
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,6 +220,24 @@ class Ledger:
                 .values(ended_at=provisioned.c.seen_at)
             )
         return int(result.rowcount or 0)
+
+    def running(self, endpoint: str, seen_since: float, *, others: bool = False) -> dict[str, int]:
+        """The provisioned workers of each variant of ``endpoint`` metered as up now: the sums of every front
+        end's open intervals seen since ``seen_since`` (a dead front end's are not); with ``others``, the
+        other front ends' only."""
+        query = (
+            select(provisioned.c.variant, func.sum(provisioned.c.concurrency))
+            .where(
+                (provisioned.c.endpoint == endpoint)
+                & provisioned.c.ended_at.is_(None)
+                & (provisioned.c.seen_at >= seen_since)
+            )
+            .group_by(provisioned.c.variant)
+        )
+        if others:
+            query = query.where(~self._mine())
+        with self._lock, self._engine.connect() as conn:
+            return {str(variant): int(workers) for variant, workers in conn.execute(query)}
 
     def mark_first_resource(self, at: float) -> float:
         """Record when the first resource was created, once; returns the recorded moment."""

@@ -176,6 +176,19 @@ class Fleet:
     def route(self, endpoint: str) -> EndpointRoute | None:
         return self._routes.get(endpoint.lower())
 
+    def provisioned_up(self, endpoint: str) -> dict[str, int]:
+        """This front end's always-warm workers of each variant of ``endpoint`` with any, as the metering
+        was told (``_meter_provisioned``: all of them from activation, fewer once fewer were up for
+        ``PROVISIONED_SHORT_S``): what it bills now, ahead of the ledger's next write."""
+        route = self._routes.get(endpoint.lower())
+        if route is None:
+            return {}
+        return {
+            pool.spec.variant: self._provisioned_told.get(pool, (pool.spec.provisioned, None))[0]
+            for pool in route.pools
+            if pool.spec.provisioned and is_lead(pool.spec)
+        }
+
     # ---- control ----
     def pools(self) -> list[VariantPool]:
         """Every pool, routed or draining. Safe from another thread (a sampler's): the routes and the draining
