@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from api.test_forward_stream import KEY
+from api.test_forward_stream import forward as forward_stream
 from zeroscale import peers
 from zeroscale.api.forward import Forwarder
 from zeroscale.errors import InternalFailure
@@ -90,25 +91,6 @@ async def forward(
         if counts is not None:
             counts.update({how: n for (_, _, how), n in forwarder.counts.items()})
     return None if got is None else (got[0], got[2])
-
-
-async def forward_stream(url: str) -> tuple[bool, list[MutableMapping[str, Any]]]:
-    peer = peers.Peer("fe-a", url)
-    client = peers.PeerClient(KEY, "fe-b", lambda: [peer])
-    forwarder = Forwarder(client, lambda endpoint, variant: [peer], timeout_s=5.0)
-    sent: list[MutableMapping[str, Any]] = []
-
-    async def send(message: MutableMapping[str, Any]) -> None:
-        sent.append(message)
-
-    async def receive() -> MutableMapping[str, Any]:
-        await asyncio.Event().wait()
-        return {"type": "http.disconnect"}
-
-    try:
-        return await forwarder.forward_stream("ep", "A", HEADERS, b"{}", send, receive), sent
-    finally:
-        client.close()
 
 
 def nowhere() -> str:
