@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import ssl
 import subprocess
 import sys
+import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -140,3 +143,47 @@ def test_front_ends_call_each_other_over_https(
     assert out.exit_code == 0, out.output
     listed = json.loads(out.stdout)
     assert len(listed["Workers"]) == 1 and listed["Unreachable"] == []
+
+
+def test_a_server_stops_at_once_while_tls_clients_keep_connections_and_answers_what_it_had(
+    server_factory: Callable[..., ServerProcess], certificate: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """SIGTERM with TLS clients holding kept-alive connections between requests, and one invocation in
+    flight: the invocation is answered whole, and the server closes every connection without waiting long
+    for the client's own TLS close, which a client between requests never sends (the stop used to wait for
+    the 30-s TLS shutdown timeout, past which ServerProcess.stop kills it)."""
+    cert, key = certificate
+    server = server_factory(tls_cert=cert, tls_key=key)
+    smr = server.client("sagemaker-runtime")
+    url = handler_model(tmp_path, STREAMING)
+    assert deploy(server.client("sagemaker"), "stopping", url)["EndpointStatus"] == "InService"
+
+    def invoke(body: dict[str, Any]) -> list[int]:
+        resp = smr.invoke_endpoint(
+            EndpointName="stopping", Body=json.dumps(body).encode(), ContentType="application/json"
+        )
+        return [json.loads(line)["part"] for line in resp["Body"].read().splitlines()]
+
+    assert invoke({"parts": 1}) == [0]  # warm, and its connection kept
+    context = ssl.create_default_context(cafile=server.ca_file)
+    held = []
+    for _ in range(2):
+        tls = context.wrap_socket(
+            socket.create_connection(("127.0.0.1", server.port), timeout=5), server_hostname="127.0.0.1"
+        )
+        tls.sendall(b"GET /ping HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        assert tls.recv(4096).startswith(b"HTTP/1.1 200")
+        held.append(tls)  # kept alive, idle: neither reads nor closes
+    with ThreadPoolExecutor(1) as pool:
+        in_flight = pool.submit(invoke, {"parts": 3, "delay": 0.5})
+        time.sleep(0.3)
+        assert server.proc is not None
+        server.proc.send_signal(signal.SIGTERM)
+        try:
+            server.proc.wait(10)
+        finally:
+            for tls in held:
+                tls.close()
+        assert in_flight.result() == [0, 1, 2]
+    # uvicorn raises the signal again once its graceful stop is done
+    assert server.proc.returncode in (0, -signal.SIGTERM), server.log()

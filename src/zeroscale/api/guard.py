@@ -20,12 +20,16 @@ and caps it does not have on its own.
   connection that waits for its next request (idle, or silent since it opened) from the address holding the
   most, as long as that address holds more than the newcomer's would: a few addresses parking kept-alive
   connections (an unsigned ``GET /ping`` keeps one for ``timeout_keep_alive``) cannot lock others out.
-- Idle keep-alive connections are closed by uvicorn's ``timeout_keep_alive``.
+- Idle keep-alive connections are closed by uvicorn's ``timeout_keep_alive``, and when the server stops
+  (TLS ones without waiting long for the client's own close: ``shutdown``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import fcntl
+import struct
+import termios
 from typing import Any, ClassVar
 
 from zeroscale.api.direct import DirectCycle, DirectHttpTools, DirectRoute
@@ -79,6 +83,7 @@ class _OneWrite:
 
 
 _JOIN_BELOW = 64 * 1024  # a body up to this is joined to the head; a larger one goes by writelines
+STOP_GRACE_S = 0.5  # the server stops: how long a TLS connection, answered, may wait for its client's close
 
 
 class GuardedHttpTools(DirectHttpTools):
@@ -98,6 +103,7 @@ class GuardedHttpTools(DirectHttpTools):
         self._head_over = False  # a head past the limit was parsed: the connection is refused
         self._timer: asyncio.TimerHandle | None = None
         self._timer_kind = ""
+        self._stopping: asyncio.TimerHandle | None = None  # the server stops: ``shutdown``
         host = str(self.client[0]) if self.client else ""
         mine = self.per_client.get(host)
         count = len(mine) if mine is not None else 0
@@ -116,6 +122,9 @@ class GuardedHttpTools(DirectHttpTools):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
+        if self._stopping is not None:
+            self._stopping.cancel()
+            self._stopping = None
         if self._host is not None:
             mine = self.per_client.get(self._host)
             if mine is not None:
@@ -224,6 +233,26 @@ class GuardedHttpTools(DirectHttpTools):
         if self._timer_kind == "write":
             self._disarm()
 
+    # ---- the server's stop ----
+    def shutdown(self) -> None:
+        """The server stops: uvicorn closes the connection now if it is between requests, else after its
+        answer. A TLS close waits for the client's own close (up to 30 s), which a client between requests
+        never sends, so the stop waited that long for each kept-alive client. Here a TLS connection still
+        open ``STOP_GRACE_S`` later is cut, once its client has every byte of its last answer (the kernel
+        holds none unacknowledged, and the TLS layer nothing unsent)."""
+        super().shutdown()
+        if self.transport.get_extra_info("ssl_object") is not None:
+            self._stopping = self.loop.call_later(STOP_GRACE_S, self._cut_when_answered)
+
+    def _cut_when_answered(self) -> None:
+        cycle = self.cycle
+        answered = (cycle is None or cycle.response_complete) and not self.transport.get_write_buffer_size()
+        if answered and _unacknowledged(self.transport) == 0:
+            self._stopping = None
+            self.transport.abort()
+        else:  # an answer still being made or sent: it goes out whole first
+            self._stopping = self.loop.call_later(STOP_GRACE_S, self._cut_when_answered)
+
     # ---- deadlines ----
     def _arm(self, kind: str, seconds: float) -> None:
         self._disarm()
@@ -251,6 +280,19 @@ class GuardedHttpTools(DirectHttpTools):
         self._disarm()
         self.transport.write(response)
         self.transport.close()
+
+
+def _unacknowledged(transport: asyncio.BaseTransport) -> int:
+    """The bytes written to ``transport``'s socket that its peer has not acknowledged yet (0 when the socket
+    is gone)."""
+    sock = transport.get_extra_info("socket")
+    if sock is None:
+        return 0
+    try:
+        out = fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0")
+    except (OSError, ValueError):
+        return 0
+    return int(struct.unpack("i", out)[0])
 
 
 def protocol(
