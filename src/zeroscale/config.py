@@ -118,6 +118,8 @@ class Settings:
     # The most of each of those one IAM user may hold (the admin's are not counted; 0: no limit): one tenant
     # cannot use up the account's quota for the others.
     max_resources_per_user: int = 2_000
+    # The most megabytes of documents one IAM user's resources may hold together, as created (0: no limit).
+    max_resource_mb_per_user: int = 100
     # Transform jobs in progress (or stopping) at once: the account's, and one IAM user's (0: no limit).
     max_transform_jobs: int = 20
     max_transform_jobs_per_user: int = 10

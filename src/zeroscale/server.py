@@ -108,7 +108,7 @@ from zeroscale.progname import command_name
 from zeroscale.router.fleet import Fleet
 from zeroscale.router.multimodel import TargetFiles
 from zeroscale.router.spec import RouterSettings
-from zeroscale.store.db import Limit, Store
+from zeroscale.store.db import Limit, SizeLimit, Store
 from zeroscale.store.frontends import Frontends
 from zeroscale.topics.delivery import Deliverer
 from zeroscale.topics.service import SUBSCRIPTION, TOPIC, Topics
@@ -193,6 +193,11 @@ def build(settings: Settings) -> Server:
             **_quotas(settings.max_resources_per_user, "zeroscale serve --max-resources-per-user"),
             **_job_quota(settings.max_transform_jobs_per_user, "-per-user"),
         },
+        user_size=SizeLimit(
+            settings.max_resource_mb_per_user * 1024 * 1024, "zeroscale serve --max-resource-mb-per-user"
+        )
+        if settings.max_resource_mb_per_user
+        else None,
         creator=caller_id,
     )
     arns = Arns(settings.region, settings.account_id)

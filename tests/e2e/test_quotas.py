@@ -2,7 +2,7 @@
 real boto3, a Create past it is refused with SageMaker's ResourceLimitExceeded (its modeled exception), and
 deleting one makes room again; endpoints count too (a refused CreateEndpoint starts nothing); topics,
 subscriptions and CloudWatch alarms answer their services' own codes. --max-resources-per-user holds each IAM
-user to a quota of its own."""
+user to a quota of its own, and --max-resource-mb-per-user the bytes of its documents."""
 
 from __future__ import annotations
 
@@ -182,6 +182,46 @@ def test_one_iam_user_cannot_use_up_the_accounts_quota(server_factory: Callable[
     with pytest.raises(cw.exceptions.LimitExceededFault, match=r"for this IAM user .* at most 2 "):
         cw.put_metric_alarm(AlarmName="one-over", **ALARM)
     server.client("cloudwatch").put_metric_alarm(AlarmName="admin", **ALARM)
+
+
+def test_one_iam_user_cannot_fill_the_database_with_its_count_of_large_documents(
+    server_factory: Callable[..., ServerProcess],
+) -> None:
+    """--max-resource-mb-per-user 1: a tenant's models of about 30 KB each (an Environment of 30 long values,
+    near its 32 KB bound) stop at about 1 MB, all kinds together, whatever their count; another kind counts
+    in the same bytes, the admin is not held to it, and a delete makes room."""
+    server = server_factory(max_resource_mb_per_user=1)
+    iam = server.client("iam")
+    allowed = ["sagemaker:*", "s3:GetObject"]
+    policy = json.dumps({"Statement": [{"Effect": "Allow", "Action": allowed, "Resource": "*"}]})
+    iam.create_user(UserName="filler")
+    iam.put_user_policy(UserName="filler", PolicyName="all", PolicyDocument=policy)
+    sm = server.client("sagemaker", key=iam.create_access_key(UserName="filler")["AccessKey"])
+    env = {f"V{n}": "x" * 1000 for n in range(30)}
+    container = {"Image": "sklearn", "ModelDataUrl": "s3://bucket/model.tar.gz", "Environment": env}
+    made = 0
+    with pytest.raises(sm.exceptions.ResourceLimitExceeded) as err:
+        while made < 50:
+            sm.create_model(ModelName=f"big-{made}", PrimaryContainer=container)
+            made += 1
+    assert 30 <= made <= 34  # 34 x ~31 KB is past 1 MB
+    message = err.value.response["Error"]["Message"]
+    assert message.startswith("The service limit 'Size of resource documents per IAM user' is 1 MB")
+    assert "--max-resource-mb-per-user" in message
+    assert len(sm.list_models(MaxResults=100)["Models"]) == made  # the refused one was not kept
+    variant = {
+        "VariantName": "v",
+        "ModelName": "big-0",
+        "ServerlessConfig": {"MemorySizeInMB": 1024, "MaxConcurrency": 1},
+    }
+    tags = [{"Key": f"k{n}", "Value": "v" * 256} for n in range(50)]
+    with pytest.raises(sm.exceptions.ResourceLimitExceeded):  # another kind, the same bytes
+        for n in range(20):
+            sm.create_endpoint_config(EndpointConfigName=f"c{n}", ProductionVariants=[variant], Tags=tags)
+    server.client("sagemaker").create_model(ModelName="admin-big", PrimaryContainer=container)
+    for n in range(3):
+        sm.delete_model(ModelName=f"big-{n}")
+    sm.create_model(ModelName="big-again", PrimaryContainer=container)  # room again
 
 
 ECHO = """

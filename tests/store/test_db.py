@@ -9,9 +9,9 @@ import pytest
 from sqlalchemy import event, text
 
 from pgserver import PostgresServer
-from zeroscale.errors import ResourceLimitExceeded
+from zeroscale.errors import ResourceLimitExceeded, TopicLimitExceeded
 from zeroscale.store import AlreadyExists, Record, Store
-from zeroscale.store.db import Limit, PageQuery
+from zeroscale.store.db import Limit, PageQuery, SizeLimit
 from zeroscale.store.engine import make_engine
 
 
@@ -282,6 +282,44 @@ def test_the_sqlite_database_is_the_servers_alone(tmp_path: Path) -> None:
     db.chmod(0o644)  # an older server's file: made private at the next start
     make_engine(f"sqlite:///{db}").dispose()
     assert db.stat().st_mode & 0o777 == 0o600
+
+
+def test_a_users_documents_are_bounded_in_bytes_across_kinds(db_url: str) -> None:
+    """``user_size``: the bytes of each user's documents as created, every kind together, with the kind's own
+    refusal where it has a per-user limit; the admin is not held to it; an update that grows a document
+    counts nothing (its size is its create's); a delete makes room."""
+    caller = ["AIDAALICE"]
+    store = Store(
+        db_url,
+        user_limits={"topic": Limit(100, "topics", "--max-resources-per-user", TopicLimitExceeded)},
+        user_size=SizeLimit(3000, "--max-resource-mb-per-user"),
+        creator=lambda: caller[0],
+    )
+    doc = {"Blob": "x" * 980}  # 991 bytes as JSON
+
+    def make(kind: str, name: str) -> None:
+        store.insert(Record(kind, name, f"arn:{name}", 1.0, 1.0, "", doc))
+
+    make("model", "a1")
+    make("endpoint-config", "a2")
+    make("model", "a3")  # 2,973 bytes
+    with pytest.raises(ResourceLimitExceeded, match="'Size of resource documents per IAM user'"):
+        make("model", "a4")
+    with pytest.raises(TopicLimitExceeded, match="--max-resource-mb-per-user"):
+        make("topic", "a4")
+    assert store.get("model", "a4") is None and store.get("topic", "a4") is None
+    caller[0] = "AIDABOB"
+    make("model", "b1")
+    caller[0] = ""
+    for n in range(5):
+        make("model", f"admin{n}")
+    store.update(Record("model", "b1", "arn:b1", 1.0, 2.0, "", {"Blob": "y" * 5000}))
+    caller[0] = "AIDABOB"
+    make("model", "b2")
+    caller[0] = "AIDAALICE"
+    assert store.delete("model", "a1")
+    make("model", "a4")
+    store.close()
 
 
 def test_a_users_limit_bounds_that_user_alone_and_survives_updates(tmp_path: Path) -> None:

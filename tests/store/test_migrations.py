@@ -83,6 +83,7 @@ def test_an_old_database_upgrades_in_place(db_url: str) -> None:
     assert {
         "resources:1:add resources.owner",
         "resources:3:add resources.creator",
+        "resources:6:add resources.size",
         "usage:1:add usage_provisioned.frontend",
         "usage:2:index usage_provisioned.ix_usage_provisioned_endpoint",
     } <= set(steps)
@@ -112,10 +113,12 @@ def test_a_fresh_database_ends_up_with_the_same_steps(db_url: str) -> None:
         "resources:3:add resources.creator",
         "resources:4:index resources.resources_kind_creator",
         "resources:5:index resources.resources_kind_status_creator",
+        "resources:6:add resources.size",
+        "resources:7:index resources.resources_creator_size",
     ]
-    assert {"owner", "creator"} <= {c["name"] for c in inspect(engine).get_columns("resources")}
+    assert {"owner", "creator", "size"} <= {c["name"] for c in inspect(engine).get_columns("resources")}
     indexes = {i["name"] for i in inspect(engine).get_indexes("resources")}
-    assert {"resources_kind_created", "resources_kind_creator"} <= indexes
+    assert {"resources_kind_created", "resources_kind_creator", "resources_creator_size"} <= indexes
     engine.dispose()
 
 

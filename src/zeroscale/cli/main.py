@@ -270,6 +270,16 @@ def _advertise_url(value: str | None) -> str | None:
     "tenant cannot use up --max-resources for the others (the admin's are not counted; 0: no limit).",
 )
 @_opt(
+    "--max-resource-mb-per-user",
+    "ZEROSCALE_MAX_RESOURCE_MB_PER_USER",
+    default=100,
+    type=click.IntRange(min=0),
+    help="The most megabytes of documents (models, endpoint configs, endpoints, model packages, jobs, "
+    "topics ...) one IAM user's resources may hold together, as created, so that one tenant cannot fill the "
+    "database with its count of the largest documents a request carries (the admin's are not counted; 0: "
+    "no limit).",
+)
+@_opt(
     "--max-transform-jobs",
     "ZEROSCALE_MAX_TRANSFORM_JOBS",
     default=20,
@@ -626,6 +636,7 @@ def serve(
     transform_retention_days: float,
     max_resources: int,
     max_resources_per_user: int,
+    max_resource_mb_per_user: int,
     max_transform_jobs: int,
     max_transform_jobs_per_user: int,
     max_warm_mb_per_user: int | None,
@@ -715,6 +726,7 @@ def serve(
         transform_retention_days=transform_retention_days,
         max_resources=max_resources,
         max_resources_per_user=max_resources_per_user,
+        max_resource_mb_per_user=max_resource_mb_per_user,
         max_transform_jobs=max_transform_jobs,
         max_transform_jobs_per_user=max_transform_jobs_per_user,
         max_warm_mb_per_user=max_warm_mb_per_user,

@@ -3,7 +3,8 @@
 Every resource is one row of ``resources``: its kind, its name as the user spelled it (unique per kind,
 case-insensitively, through ``key = lower(name)``), its ARN, times, status, wire-shaped document, the
 front end running its current transition (``owner``, endpoints only), and the IAM user who created it
-(``creator``, a user id; none for the admin's), which per-user quotas count.
+(``creator``, a user id; none for the admin's), which per-user quotas count, with its document's size as
+created (``size``).
 
 The change feed: every write also bumps the one row of ``store_revision`` in the same transaction, so other
 front ends on the same database learn that something changed by reading one integer (``revision()``).
@@ -12,6 +13,7 @@ front ends on the same database learn that something changed by reading one inte
 from __future__ import annotations
 
 import functools
+import json
 import threading
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
@@ -59,6 +61,8 @@ resources = Table(
     Column("doc", JSON, nullable=False),
     Column("owner", String(64), nullable=True),
     Column("creator", String(128), nullable=True),
+    # the bytes of its document as created, when an IAM user created it under ``user_size`` (else 0)
+    Column("size", Integer, nullable=False, server_default="0"),
 )
 
 # The tags of a resource once AddTags or DeleteTags changed them (until then, the Tags its create call gave,
@@ -90,6 +94,9 @@ STEPS: list[Step] = [
     # the records of a kind in some statuses (transform jobs in progress), the account's and a user's,
     # counted at each create of that kind
     add_index("resources", "resources_kind_status_creator", ("kind", "status", "creator")),
+    # the bytes of a user's documents, summed at each of its creates when that quota is set
+    add_column("resources", Column("size", Integer, nullable=False), default_sql="0"),
+    add_index("resources", "resources_creator_size", ("creator", "size")),
 ]
 
 
@@ -151,6 +158,7 @@ class DatabaseUnavailable(ZeroscaleError):
 _ONE = (resources.c.kind == bindparam("b_kind")) & (resources.c.key == bindparam("b_key"))
 _GET = select(resources).where(_ONE)
 _INSERT = insert(resources)
+_SIZE = "*size"  # what the documents' size quota locks (for each user), as a kind
 _UPDATE = update(resources).where(_ONE)
 _UPDATE_IF = update(resources).where(_ONE & (resources.c.status == bindparam("b_status")))
 _DELETE = delete(resources).where(_ONE)
@@ -239,6 +247,37 @@ class Limit:
     free: str = "delete some"  # what a user does to make room
 
 
+@dataclass(frozen=True)
+class SizeLimit:
+    """The most bytes of documents one IAM user's records may hold, all kinds together (a count alone lets a
+    user store its count of the largest documents a request can carry: 2,000 models of 1 MB)."""
+
+    most: int
+    flag: str  # how an operator raises it
+
+
+def _size(doc: Mapping[str, Any]) -> int:
+    return len(json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode())
+
+
+def _check_size(
+    conn: Connection, creator: str, added: int, limit: SizeLimit, error: type[ZeroscaleError]
+) -> None:
+    """``error`` when the IAM user ``creator``'s documents hold more than ``limit.most`` bytes, the one of
+    ``added`` bytes just inserted included."""
+    held = int(
+        conn.execute(select(func.sum(resources.c.size)).where(resources.c.creator == creator)).scalar() or 0
+    )
+    if held <= limit.most:
+        return
+    mb = 1024 * 1024
+    raise error(
+        f"The service limit 'Size of resource documents per IAM user' is {limit.most / mb:.0f} MB, with "
+        f"current utilization of {(held - added) / mb:.1f} MB and a request delta of {added / 1024:.0f} KB: "
+        f"delete some, or have the operator raise it ({limit.flag})."
+    )
+
+
 def _kind_count(conn: Connection, kind: str) -> Callable[[], int]:
     """How many records of ``kind`` there are, in ``conn``'s transaction (for ``NearBound``)."""
     return lambda: int(conn.execute(select(func.count()).where(resources.c.kind == kind)).scalar_one())
@@ -306,12 +345,14 @@ class Store:
         limits: Mapping[str, Limit] | None = None,
         *,
         user_limits: Mapping[str, Limit] | None = None,
+        user_size: SizeLimit | None = None,
         creator: Callable[[], str] | None = None,
     ) -> None:
         """``limits``: the most records of a kind (a kind not named has none), as an account's quotas.
         ``user_limits``: the most records of a kind one IAM user may hold; ``creator``: the IAM user id a
         record being inserted is made for ("" for the admin, whom they do not bound), asked at each insert
-        (the request's, in the server)."""
+        (the request's, in the server); ``user_size``: the most bytes of documents one IAM user's records may
+        hold, as created."""
         self._engine = make_engine(url)
         self._lock = threading.RLock()
         # The connection every read outside a write runs on, held (see _read); None until the first
@@ -320,6 +361,7 @@ class Store:
         self._own_writes = 0
         self._limits = dict(limits or {})
         self._user_limits = dict(user_limits or {})
+        self._user_size = user_size
         self._creator = creator
         self._counts = NearBound()  # far from a kind's limit, an insert counts nothing (store/near.py)
         upgrade(self._engine, "resources", metadata, STEPS)
@@ -384,12 +426,14 @@ class Store:
         if rec.creator is None and caller and self._creator is not None:
             rec.creator = self._creator() or None
         user_limit = self._user_limits.get(rec.kind)
+        size_limit = self._user_size if rec.creator else None
+        size = _size(rec.doc) if size_limit is not None else 0
         with self._lock:
             try:
                 with self._engine.begin() as conn:
                     # Counted after the write: a name taken is AlreadyExists, whatever the count, and on
                     # SQLite the write's lock is what makes the count exact (store/locks.py).
-                    conn.execute(_INSERT, {**_values(rec), "creator": rec.creator})
+                    conn.execute(_INSERT, {**_values(rec), "creator": rec.creator, "size": size})
                     # What is counted now: the kind's records in statuses always (statuses change), all of
                     # them only near its limit; a user's, for a user's record.
                     account = limit is not None and bool(
@@ -401,12 +445,17 @@ class Store:
                         counted.append((rec.kind, rec.creator or ""))
                     if quota is not None:
                         counted.append((quota.kind, quota.creator))
+                    if size_limit is not None:
+                        counted.append((_SIZE, rec.creator or ""))
                     if counted:  # no lock and no count far from every limit (the common insert)
                         lock_counted(conn, counted)
                     if account and limit is not None:  # each raises: the insert is rolled back
                         _check_limit(conn, rec.kind, limit)
                     if user and user_limit is not None:
                         _check_limit(conn, rec.kind, user_limit, rec.creator)
+                    if size_limit is not None and rec.creator:
+                        error = user_limit.error if user_limit is not None else ResourceLimitExceeded
+                        _check_size(conn, rec.creator, size, size_limit, error)
                     if quota is not None:
                         quota.check(Reads(conn))
                     conn.execute(_TAGS_DELETE, _one(rec.kind, rec.name))  # a namesake's, if any were left
