@@ -13,9 +13,11 @@ from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
+from click.testing import CliRunner
 
 from metrics.promtext import value
-from zeroscale.testing import ServerProcess, wait_final, wait_for
+from zeroscale.cli.main import cli
+from zeroscale.testing import ACCESS_KEY, REGION, SECRET_KEY, ServerProcess, wait_final, wait_for
 
 from .conftest import handler_model
 
@@ -223,6 +225,9 @@ def test_current_instance_count_says_how_many_instances_the_host_s_memory_holds(
         return v["CurrentInstanceCount"], v["DesiredInstanceCount"]
 
     wait_for(lambda: counts() == (2, 3), timeout_s=40)
+    env = {"AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY, "AWS_DEFAULT_REGION": REGION}
+    listed = CliRunner().invoke(cli, ["endpoints", "--endpoint-url", server.url], env=env)
+    assert listed.exit_code == 0 and "2 of 3 x ml.t2.medium" in listed.output, listed.output
     sm.update_endpoint_weights_and_capacities(
         EndpointName="rt-big", DesiredWeightsAndCapacities=[{"VariantName": "A", "DesiredInstanceCount": 1}]
     )

@@ -11,6 +11,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -603,7 +604,7 @@ def endpoints(endpoint_url: str, region: str | None, data_dir: Path) -> None:
                     capacity = (
                         f"{sc['MemorySizeInMB']} MB x{sc['MaxConcurrency']}"
                         if sc
-                        else f"{v.get('CurrentInstanceCount', '?')} x {instance_type}"
+                        else f"{_instances(v)} x {instance_type}"
                     )
                     capacities.append(f"{v['VariantName']}: {capacity}" if len(variants) > 1 else capacity)
                 config = ", ".join(capacities)
@@ -738,11 +739,17 @@ def traffic(
         raise SystemExit(1)
     desc = clients.sagemaker.describe_endpoint(EndpointName=name)
     for v in desc.get("ProductionVariants", []):
-        count = v.get("CurrentInstanceCount")
         click.echo(
             f"  {v['VariantName']}: weight {v['CurrentWeight']:g}"
-            + (f", {count} instance(s)" if count is not None else "")
+            + (f", {_instances(v)} instance(s)" if "CurrentInstanceCount" in v else "")
         )
+
+
+def _instances(variant: Mapping[str, Any]) -> str:
+    """An instance variant's instances: those running, "of" those asked for when fewer run (the host's
+    memory holds fewer, or an update is starting them)."""
+    current, desired = variant.get("CurrentInstanceCount", "?"), variant.get("DesiredInstanceCount")
+    return f"{current}" if desired is None or desired == current else f"{current} of {desired}"
 
 
 client_commands = [deploy, invoke, endpoints, traffic, delete]

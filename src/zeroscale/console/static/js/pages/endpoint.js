@@ -48,7 +48,11 @@ function variantsTable(desc, pools) {
         label: "Compute",
         value: (v) => {
           const sc = v.CurrentServerlessConfig;
-          if (!sc) return `${v.CurrentInstanceCount} instance(s)`;
+          if (!sc) {
+            const desired = v.DesiredInstanceCount;
+            const of = desired !== undefined && desired !== v.CurrentInstanceCount ? ` of ${desired}` : "";
+            return `${v.CurrentInstanceCount}${of} instance(s)`;
+          }
           const pc = sc.ProvisionedConcurrency ? `, provisioned ${sc.ProvisionedConcurrency}` : "";
           return `${sc.MemorySizeInMB} MB, max concurrency ${sc.MaxConcurrency}${pc}`;
         },
