@@ -13,7 +13,7 @@ Python from what the Python server decides per request, and taken back the momen
   (``VariantPool.lend_wanted``): under more load than workers, the plane comes to hold them and its
   requests wait for them there, rather than each relayed to wait here. A lent worker counts as busy in its
   pool (MaxConcurrency, scale-in), so nothing else reaches it. The plane gives it back when it stayed idle
-  for a moment, when the pool has a request waiting (``VariantPool.on_wait``), and when it is recalled: the
+  for a moment, when the pool has a request waiting (``Borrower.give_one_back``), and when it is recalled: the
   endpoint updated or deleted, the pool drained, this front end unavailable.
 - **Records.** The plane reports every request it served (``done``): an ``InvocationRecord`` from what the
   lease says (endpoint, variant, worker, memory size), metered, counted and logged as the Python path's.
@@ -289,9 +289,7 @@ class Lender:
     def _lease(self, pool: VariantPool, slot: Slot, sock: socket.socket) -> None:
         lease_id = next(self._ids)
         lent = self._lent[lease_id] = Lent(pool, slot, pool.provisioned_now())
-        pool.on_wait = self._give_one_back
-        pool.lent_idle = self._idle_in_plane
-        pool.plane_waiting = self._waiting_in_plane
+        pool.borrower = self
         spec, limits = pool.spec, self._limits
         max_request = (
             limits.request if spec.instance_count else min(limits.request, limits.serverless_request)
@@ -312,7 +310,7 @@ class Lender:
         self._watch()
 
     # ---- taking leases back ----
-    def _give_one_back(self, pool: VariantPool) -> None:
+    def give_one_back(self, pool: VariantPool) -> None:
         """A request waits in ``pool``: one of its workers the plane holds comes back (at once if idle)."""
         for lease_id, lent in self._lent.items():
             if lent.pool is pool and not lent.recalled:
@@ -405,17 +403,15 @@ class Lender:
 
     def _forget(self, lent: Lent | None) -> None:
         if lent is not None and not any(other.pool is lent.pool for other in self._lent.values()):
-            lent.pool.on_wait = None
-            lent.pool.lent_idle = None
-            lent.pool.plane_waiting = None
+            lent.pool.borrower = None
 
-    def _idle_in_plane(self, pool: VariantPool) -> int:
+    def idle(self, pool: VariantPool) -> int:
         """``pool``'s workers the plane holds with no request on them now (they count free in its load: its
         gauges, CloudWatch's concurrency and utilization, and the autoscaling that reads them)."""
         idle = set(self._plane.idle_leases())
         return sum(1 for lease_id, lent in self._lent.items() if lent.pool is pool and lease_id in idle)
 
-    def _waiting_in_plane(self, pool: VariantPool) -> int:
+    def waiting(self, pool: VariantPool) -> int:
         """Requests waiting in the plane for ``pool``'s workers it holds (they count queued in its load)."""
         return self._plane.waiting().get((pool.spec.endpoint, pool.spec.variant), 0)
 

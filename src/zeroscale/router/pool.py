@@ -101,6 +101,19 @@ def no_capacity(spec: PoolSpec) -> Throttling:
     )
 
 
+class Borrower(Protocol):
+    """Who holds some of a pool's workers lent (the native data plane's lender, ``lend``)."""
+
+    def give_one_back(self, pool: VariantPool) -> None:
+        """A request found no idle worker here: an idle lent one comes back, which it then gets."""
+
+    def idle(self, pool: VariantPool) -> int:
+        """Lent workers with no request on them now: they count free in ``load``."""
+
+    def waiting(self, pool: VariantPool) -> int:
+        """Requests waiting in the borrower for its lent workers: they count queued in ``load``."""
+
+
 class VariantPool:
     def __init__(
         self,
@@ -147,17 +160,12 @@ class VariantPool:
         # Dynamic batching (router/batching.py), set by the fleet for a model that opted in: ``invoke``
         # hands its requests over. None: the ordinary path, unchanged.
         self.batcher: Gate | None = None
-        # Told when a request finds no idle worker here while the native data plane holds some of this
-        # pool's (``lend``): it gives an idle one back, which this request then gets.
-        self.on_wait: Callable[[VariantPool], None] | None = None
+        # The native data plane's lender while the plane holds some of this pool's workers (``lend``).
+        self.borrower: Borrower | None = None
         # Set by the native data plane's lender when it found no idle worker to lend here: the next worker
         # a request frees goes to it (when it takes it: True) rather than to a waiter, as long as another
         # worker not lent serves the waiters. Cleared once it took one.
         self.lend_wanted: Callable[[VariantPool, Slot], bool] | None = None
-        # How many of its lent workers the plane has no request on now (they count free in ``load``), and how
-        # many requests wait in the plane for them (they count queued).
-        self.lent_idle: Callable[[VariantPool], int] | None = None
-        self.plane_waiting: Callable[[VariantPool], int] | None = None
 
     # ---- views ----
     @property
@@ -244,7 +252,7 @@ class VariantPool:
             provisioned=self.spec.provisioned,
             memory_mb=self.spec.memory_mb,
             workers=len(self._slots) - self._slots.count(S.STARTING),
-            busy=max(0, self._slots.count(S.BUSY) - (self.lent_idle(self) if self.lent_idle else 0)),
+            busy=max(0, self._slots.count(S.BUSY) - (self.borrower.idle(self) if self.borrower else 0)),
             queued=self._queued_all(),
             rss_mb=tuple(s.handle.rss_mb for s in self._slots if s.handle is not None),
             draining=self.draining,
@@ -253,7 +261,7 @@ class VariantPool:
     def _queued_all(self) -> int:
         """Requests waiting for a worker: here, in the batcher, and in the native plane for its lent ones."""
         queued = self.queued if self.batcher is None else self.queued + self.batcher.waiting
-        return queued + (self.plane_waiting(self) if self.plane_waiting else 0)
+        return queued + (self.borrower.waiting(self) if self.borrower else 0)
 
     def evictable(self) -> list[Slot]:
         """Idle workers above the provisioned floor, longest idle first."""
@@ -486,8 +494,8 @@ class VariantPool:
         if slot is not None:
             self._slots.move(slot, S.BUSY)
             return slot
-        if self.on_wait is not None:
-            self.on_wait(self)
+        if self.borrower is not None:
+            self.borrower.give_one_back(self)
         if self.spec.max_concurrency <= 0:
             raise no_capacity(self.spec)  # nothing would ever serve it here: no wait for --queue-wait-s
         if self.queued >= self._settings.max_queue:
