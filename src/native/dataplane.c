@@ -2092,7 +2092,8 @@ static PyMethodDef Plane_methods[] = {
     {"grant", (PyCFunction)Plane_grant, METH_VARARGS, "grant(akid, secret, endpoint): the key may invoke the endpoint."},
     {"clear_grants", (PyCFunction)Plane_clear_grants, METH_NOARGS, "Drop every grant."},
     {"route", (PyCFunction)Plane_route, METH_VARARGS,
-     "route(endpoint, [(variant, weight), ...]): the variants a request picks from by weight ([]: none)."},
+     "route(endpoint, [(variant, weight, max_concurrency), ...]): the variants a request picks from by weight, "
+     "and the workers they may have together ([]: none)."},
     {"counts", (PyCFunction)Plane_counts, METH_NOARGS, "Requests served here and relayed so far, and waiting now."},
     {"idle_leases", (PyCFunction)Plane_idle_leases, METH_NOARGS, "The ids of the leases idle now."},
     {"waiting", (PyCFunction)Plane_waiting, METH_NOARGS, "The requests waiting for a lease, by (endpoint, variant)."},
